@@ -1,0 +1,1 @@
+"""Hard constraints. A filter never weighs: an endpoint passes or is rejected with a reason."""

@@ -1,0 +1,21 @@
+"""Health: never route to an endpoint that failed its health check or whose circuit breaker is open."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigrid.core.plugins import Context, Verdict
+from aigrid.core.types import Circuit, Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Healthy:
+    name: str = "health"
+
+    def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
+        state = ctx.view.state(endpoint.id)
+        if not state.healthy:
+            return Verdict(False, f"unhealthy{': ' + state.reason if state.reason else ''}")
+        if state.circuit is Circuit.OPEN:
+            return Verdict(False, "circuit breaker open after recent failures")
+        return Verdict(True)

@@ -1,0 +1,25 @@
+"""Serves the model: exact name, "auto" (any model), a family name, or (if the policy allows) another
+model of the same family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigrid.core.plugins import Context, Verdict
+from aigrid.core.types import Endpoint
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class ServesModel:
+    name: str = "model"
+
+    def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
+        wanted = ctx.request.model
+        if wanted in (AUTO, endpoint.model, endpoint.family):
+            return Verdict(True)
+        info = ctx.view.models.get(wanted)
+        if ctx.policy.allow_family_fallback and info is not None and info.family == endpoint.family:
+            return Verdict(True)
+        return Verdict(False, f"serves {endpoint.model}, not {wanted}")

@@ -1,0 +1,22 @@
+"""Data residency: the site's jurisdiction must be one the tenant or request allows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigrid.core.plugins import Context, Verdict
+from aigrid.core.types import Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Residency:
+    name: str = "residency"
+
+    def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
+        allowed = ctx.request.allowed_jurisdictions
+        if allowed is None:
+            return Verdict(True)
+        jurisdiction = ctx.view.sites[endpoint.site_id].jurisdiction
+        if jurisdiction in allowed:
+            return Verdict(True)
+        return Verdict(False, f"jurisdiction {jurisdiction} not in allowed {sorted(allowed)}")

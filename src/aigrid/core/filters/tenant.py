@@ -1,0 +1,29 @@
+"""Tenant rules: a tenant may be pinned to a set of sites; a retry excludes endpoints already tried."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigrid.core.plugins import Context, Verdict
+from aigrid.core.types import Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSites:
+    name: str = "tenant"
+
+    def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
+        allowed = ctx.request.allowed_sites
+        if allowed is None or endpoint.site_id in allowed:
+            return Verdict(True)
+        return Verdict(False, f"site {endpoint.site_id} not allowed for tenant {ctx.request.tenant}")
+
+
+@dataclass(frozen=True, slots=True)
+class NotExcluded:
+    name: str = "retry"
+
+    def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
+        if endpoint.id in ctx.request.exclude_endpoints:
+            return Verdict(False, "already tried for this request")
+        return Verdict(True)

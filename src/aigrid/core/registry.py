@@ -1,0 +1,39 @@
+"""Explicit name -> factory tables for routing plugins. Adding a plugin means adding one line here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aigrid.core.filters.capacity import HasCapacity
+from aigrid.core.filters.health import Healthy
+from aigrid.core.filters.model import ServesModel
+from aigrid.core.filters.residency import Residency
+from aigrid.core.filters.tenant import NotExcluded, TenantSites
+from aigrid.core.picker import TieBreakPicker
+from aigrid.core.plugins import Filter, Picker, Scorer
+from aigrid.core.scorers.affinity import AffinityScorer
+from aigrid.core.scorers.cost import CostScorer
+from aigrid.core.scorers.headroom import HeadroomScorer
+from aigrid.core.scorers.proximity import ProximityScorer
+from aigrid.core.scorers.ttft import TtftScorer
+
+FILTERS: dict[str, Callable[[], Filter]] = {
+    "model": ServesModel,
+    "residency": Residency,
+    "tenant": TenantSites,
+    "retry": NotExcluded,
+    "health": Healthy,
+    "capacity": HasCapacity,
+}
+
+SCORERS: dict[str, Callable[[], Scorer]] = {
+    "ttft": TtftScorer,
+    "cost": CostScorer,
+    "affinity": AffinityScorer,
+    "headroom": HeadroomScorer,
+    "proximity": ProximityScorer,
+}
+
+PICKERS: dict[str, Callable[[], Picker]] = {
+    "weighted-random-tiebreak": TieBreakPicker,
+}

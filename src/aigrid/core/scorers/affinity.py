@@ -1,0 +1,38 @@
+"""Axis 3, model affinity: how well the model fits, and whether the cache is warm here.
+
+fit: 1.0 exact model (or "auto"/family request served by the family's smallest model that fits),
+0.7 a larger model of the same family (a fallback that costs more), 0.4 a smaller one (may be worse).
+warmth: 1.0 if this request's prompt prefix or session was last served here, else 0.
+score = 0.7 x fit + 0.3 x warmth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigrid.core.plugins import Context, Score
+from aigrid.core.predict import is_warm
+from aigrid.core.types import Endpoint, Prediction
+
+FIT_WEIGHT = 0.7
+
+
+def model_fit(ctx: Context, endpoint: Endpoint) -> float:
+    wanted = ctx.request.model
+    if wanted in ("auto", endpoint.model, endpoint.family):
+        return 1.0
+    info = ctx.view.models.get(wanted)
+    if info is None or endpoint.params_b >= info.params_b:
+        return 0.7
+    return 0.4
+
+
+@dataclass(frozen=True, slots=True)
+class AffinityScorer:
+    axis: str = "affinity"
+
+    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
+        fit = model_fit(ctx, endpoint)
+        warm = is_warm(ctx.request, endpoint, ctx.view.prefix_owner)
+        note = f"fit {fit:.1f}{', cache warm' if warm else ''}"
+        return Score(FIT_WEIGHT * fit + (1 - FIT_WEIGHT) * (1.0 if warm else 0.0), note)

@@ -1,0 +1,43 @@
+"""Axis 4, capacity and power headroom: the scarcest of free batch slots, free KV cache, free power.
+
+Power draw comes from DCGM (EndpointState.power_source == "dcgm") where the site exports it; otherwise it
+is estimated as idle + (peak - idle) x utilization from the site's hardware profile, and the note says so.
+A site without a power budget is not limited by power.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigrid.core.plugins import Context, Score, clamp01
+from aigrid.core.types import Endpoint, EndpointState, Prediction, Site
+
+
+def slot_utilization(endpoint: Endpoint, state: EndpointState) -> float:
+    return (state.running + state.waiting) / max(endpoint.max_concurrency, 1)
+
+
+def power_draw_w(site: Site, endpoint: Endpoint, state: EndpointState) -> tuple[float | None, str]:
+    if state.power_w is not None:
+        return state.power_w, state.power_source
+    if site.peak_power_w <= 0:
+        return None, "none"
+    util = clamp01(slot_utilization(endpoint, state))
+    return site.idle_power_w + (site.peak_power_w - site.idle_power_w) * util, "estimated"
+
+
+@dataclass(frozen=True, slots=True)
+class HeadroomScorer:
+    axis: str = "headroom"
+
+    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
+        state = ctx.view.state(endpoint.id)
+        site = ctx.view.sites[endpoint.site_id]
+        parts = {"slots": clamp01(1.0 - slot_utilization(endpoint, state))}
+        if state.kv_usage is not None:
+            parts["kv"] = clamp01(1.0 - state.kv_usage)
+        draw, source = power_draw_w(site, endpoint, state)
+        if draw is not None and site.power_budget_w > 0:
+            parts[f"power({source})"] = clamp01(1.0 - draw / site.power_budget_w)
+        scarcest = min(parts, key=lambda k: parts[k])
+        return Score(parts[scarcest], " ".join(f"{k} {v:.2f}" for k, v in parts.items()))

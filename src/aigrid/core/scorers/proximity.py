@@ -1,0 +1,29 @@
+"""Axis 5, proximity and health: near sites with few recent errors score high.
+
+distance part: 1 / (1 + km / 2000) (1.0 next door, 0.5 at 2,000 km, ~0.2 across an ocean); unknown client
+location scores 1. health part: 1 - recent error rate, halved while the circuit breaker is half-open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigrid.core.plugins import Context, Score, clamp01
+from aigrid.core.types import Circuit, Endpoint, Prediction
+
+HALF_DISTANCE_KM = 2000.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProximityScorer:
+    axis: str = "proximity"
+
+    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
+        state = ctx.view.state(endpoint.id)
+        dist = prediction.distance_km
+        near = 1.0 if dist is None else 1.0 / (1.0 + dist / HALF_DISTANCE_KM)
+        health = clamp01(1.0 - state.error_rate)
+        if state.circuit is Circuit.HALF_OPEN:
+            health *= 0.5
+        note = ("distance unknown" if dist is None else f"{dist:.0f} km") + f", health {health:.2f}"
+        return Score(clamp01(near * health), note)

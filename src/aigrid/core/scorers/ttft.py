@@ -1,0 +1,22 @@
+"""Axis 1, time to first token: score = slo / (slo + predicted TTFT).
+
+1.0 for an instant answer, 0.5 at exactly the policy's TTFT SLO, falling towards 0 beyond it. The
+prediction (network + queue + prefill) comes from core.predict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigrid.core.plugins import Context, Score, clamp01
+from aigrid.core.types import Endpoint, Prediction
+
+
+@dataclass(frozen=True, slots=True)
+class TtftScorer:
+    axis: str = "ttft"
+
+    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
+        slo = ctx.policy.ttft_slo_ms
+        ttft = prediction.ttft_ms
+        return Score(clamp01(slo / (slo + ttft)), f"ttft {ttft:.0f} ms")

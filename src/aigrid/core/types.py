@@ -1,0 +1,187 @@
+"""The routing core's contract: plain, immutable data.
+
+Everything the scheduler reads (a request, a snapshot of the grid) and everything it returns (a decision)
+is a frozen dataclass defined here. The gateway builds these from live telemetry, the simulator from its
+models; neither can tell the core which world it is in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+AXES: tuple[str, ...] = ("ttft", "cost", "affinity", "headroom", "proximity")
+"""The five scoring axes, in the order the seeds list them."""
+
+
+class Rng(Protocol):
+    """The only randomness the core may use; passed in, never global (random.Random fits)."""
+
+    def random(self) -> float: ...
+
+
+@dataclass(frozen=True, slots=True)
+class GeoPoint:
+    lat: float
+    lon: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    family: str
+    params_b: float
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """A point of presence: a GPU region, an edge site or a CPU box."""
+
+    id: str
+    name: str
+    location: GeoPoint
+    jurisdiction: str
+    hardware: str = "cpu"
+    power_budget_w: float = 0.0
+    idle_power_w: float = 0.0
+    peak_power_w: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One inference engine at a site, serving one model."""
+
+    id: str
+    site_id: str
+    model: str
+    family: str
+    params_b: float
+    price_in_per_mtok: float = 0.0
+    price_out_per_mtok: float = 0.0
+    max_concurrency: int = 1
+    prefill_tps: float = 1000.0
+    decode_tps: float = 50.0
+    engine: str = "openai"
+
+
+class Circuit(StrEnum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointState:
+    """Latest telemetry for one endpoint. Missing numbers are None: the core falls back to the profile."""
+
+    healthy: bool = True
+    circuit: Circuit = Circuit.CLOSED
+    running: int = 0
+    waiting: int = 0
+    kv_usage: float | None = None
+    ttft_s: float | None = None
+    tpot_s: float | None = None
+    error_rate: float = 0.0
+    power_w: float | None = None
+    power_source: str = "estimated"
+    age_s: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GridView:
+    """An immutable snapshot of the grid handed to the scheduler."""
+
+    sites: Mapping[str, Site]
+    endpoints: tuple[Endpoint, ...]
+    states: Mapping[str, EndpointState]
+    prefix_owner: Mapping[str, str] = field(default_factory=dict)
+    """prefix hash or session id -> endpoint id that served it last (cache warmth)."""
+    models: Mapping[str, ModelInfo] = field(default_factory=dict)
+    """The model catalogue, so that a request may name a family or fall back within one."""
+
+    def state(self, endpoint_id: str) -> EndpointState:
+        return self.states.get(endpoint_id, _UNKNOWN_STATE)
+
+
+_UNKNOWN_STATE = EndpointState()
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """A named weight set over the five axes plus knobs for the picker."""
+
+    name: str
+    weights: Mapping[str, float]
+    tie_tolerance: float = 0.02
+    ttft_slo_ms: float = 2000.0
+    allow_family_fallback: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """What the core needs to know about one request, and nothing else."""
+
+    id: str
+    model: str
+    prompt_tokens: int = 0
+    max_output_tokens: int = 256
+    client_location: GeoPoint | None = None
+    allowed_jurisdictions: frozenset[str] | None = None
+    tenant: str = "default"
+    allowed_sites: frozenset[str] | None = None
+    prefix_hash: str | None = None
+    session: str | None = None
+    exclude_endpoints: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """The time-to-first-token prediction, broken into its parts (milliseconds)."""
+
+    rtt_ms: float
+    queue_ms: float
+    prefill_ms: float
+    distance_km: float | None = None
+
+    @property
+    def ttft_ms(self) -> float:
+        return self.rtt_ms + self.queue_ms + self.prefill_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    endpoint_id: str
+    site_id: str
+    jurisdiction: str
+    model: str
+    scores: Mapping[str, float]
+    total: float
+    prediction: Prediction
+    cost_usd: float
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    endpoint_id: str
+    site_id: str
+    filter: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The scheduler's answer. No eligible endpoint is a normal Decision with chosen=None."""
+
+    request_id: str
+    policy: str
+    ranked: tuple[Candidate, ...]
+    rejected: tuple[Rejection, ...]
+    reason: str
+
+    @property
+    def chosen(self) -> Candidate | None:
+        return self.ranked[0] if self.ranked else None

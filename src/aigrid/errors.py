@@ -1,0 +1,117 @@
+"""The one error hierarchy of aigrid.
+
+    AigridError
+     ├── SpecError                 a grid spec that cannot be loaded (names the file and the field)
+     ├── EngineError               something went wrong talking to an engine
+     │    ├── EngineUnavailable    could not connect, or failed before the first byte: try the next site
+     │    └── EngineStreamBroken   failed after bytes were sent to the client
+     ├── EngineBuildError          the embedded engine binary or model could not be found or built
+     └── ApiError                  a client-facing error, mapped to the OpenAI error envelope
+          ├── InvalidRequest       400  invalid_request_error
+          ├── AuthenticationError  401  authentication_error
+          ├── PermissionDenied     403  permission_error
+          ├── ModelNotFound        404  model_not_found
+          ├── NotFound             404  not_found
+          ├── RateLimited          429  rate_limit_exceeded
+          ├── NoEligibleEndpoint   503  no_eligible_endpoint
+          └── UpstreamFailed       502  upstream_error
+
+Foreign errors (httpx, pydantic, yaml, OSError) are mapped into this tree once, at the boundary where
+they are caught, and nowhere else.
+"""
+
+from __future__ import annotations
+
+
+class AigridError(Exception):
+    """Base of every error aigrid raises on purpose."""
+
+
+class SpecError(AigridError):
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid grid spec {path}:\n{lines}")
+
+
+class EngineError(AigridError):
+    pass
+
+
+class EngineUnavailable(EngineError):
+    pass
+
+
+class EngineStreamBroken(EngineError):
+    pass
+
+
+class EngineBuildError(AigridError):
+    pass
+
+
+class ApiError(AigridError):
+    status: int = 400
+    type: str = "invalid_request_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+        self.headers = headers or {}
+
+    def envelope(self) -> dict[str, object]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+class InvalidRequest(ApiError):
+    status = 400
+    type = "invalid_request_error"
+    code = "invalid_request"
+
+
+class AuthenticationError(ApiError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ApiError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class ModelNotFound(ApiError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class NotFound(ApiError):
+    status = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
+class RateLimited(ApiError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class NoEligibleEndpoint(ApiError):
+    status = 503
+    type = "service_unavailable_error"
+    code = "no_eligible_endpoint"
+
+
+class UpstreamFailed(ApiError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_failed"

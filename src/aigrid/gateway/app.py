@@ -1,0 +1,115 @@
+"""build_app(): the gateway's ASGI application, wired from a grid spec and a set of engines.
+
+The request pipeline, in order (routes.py): parse + validate -> tenant rules -> RequestInfo -> core
+schedule -> proxy with failover -> usage and metrics. Background work (the scraper) is started and stopped
+by the lifespan, never by a constructor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from aigrid.core.scheduler import Scheduler
+from aigrid.core.types import GeoPoint, Policy, Rng
+from aigrid.engines.protocol import Engine
+from aigrid.errors import ApiError
+from aigrid.gateway.decisions import DecisionLog
+from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
+from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.gateway.proxy import Proxy, Sleep
+from aigrid.gateway.request_info import TenantRules
+from aigrid.gateway.routes import Routes
+from aigrid.gateway.scraper import Scraper
+from aigrid.spec import load
+from aigrid.spec.models import GridSpec
+from aigrid.telemetry.store import TelemetryStore
+
+
+@dataclass
+class Gateway:
+    """Everything one gateway holds; the routes read it, tests poke it."""
+
+    spec: GridSpec
+    engines: Mapping[str, Engine]
+    store: TelemetryStore
+    scheduler: Scheduler
+    policies: dict[str, Policy]
+    tenants: dict[str, TenantRules]
+    cities: dict[str, GeoPoint]
+    known_models: frozenset[str]
+    decisions: DecisionLog
+    metrics: GatewayMetrics
+    proxy: Proxy
+    scraper: Scraper
+    rng: Rng
+    clock: Callable[[], float]
+
+
+def tenant_rules(spec: GridSpec) -> dict[str, TenantRules]:
+    rules = {
+        name: TenantRules(
+            name=name, policy=t.policy or spec.gateway.default_policy,
+            allowed_jurisdictions=None if t.allowed_jurisdictions is None else frozenset(t.allowed_jurisdictions),
+            allowed_sites=None if t.allowed_sites is None else frozenset(t.allowed_sites),
+        )
+        for name, t in spec.tenants.items()
+    }
+    rules.setdefault("default", TenantRules("default", spec.gateway.default_policy, None, None))
+    return rules
+
+
+def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Callable[[], float] = time.monotonic,
+                  rng: Rng | None = None, sleep: Sleep = asyncio.sleep,
+                  scheduler: Scheduler | None = None) -> Gateway:
+    models = load.models(spec)
+    endpoints = load.endpoints(spec)
+    store = TelemetryStore(load.sites(spec), endpoints, models, clock)
+    metrics = GatewayMetrics()
+    served = {e.id: e.served_model or e.model for e in spec.endpoints}
+    proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.emulate_network,
+                  max_attempts=spec.gateway.max_attempts, sleep=sleep)
+    return Gateway(
+        spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
+        policies=load.policies(spec), tenants=tenant_rules(spec), cities=load.cities(spec),
+        known_models=frozenset(models) | frozenset(m.family for m in models.values()),
+        decisions=DecisionLog(), metrics=metrics, proxy=proxy,
+        scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),
+        rng=rng or random.Random(), clock=clock,
+    )
+
+
+def build_app(gateway: Gateway) -> Starlette:
+    routes = Routes(gateway)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.scraper.start()
+        try:
+            yield
+        finally:
+            await gateway.scraper.stop()
+
+    return Starlette(
+        routes=[
+            Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
+            Route("/v1/completions", routes.completions, methods=["POST"]),
+            Route("/v1/models", routes.list_models, methods=["GET"]),
+            Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
+            Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
+            Route("/v1/grid", routes.grid, methods=["GET"]),
+            Route("/healthz", routes.healthz, methods=["GET"]),
+            Route("/metrics", routes.metrics, methods=["GET"]),
+        ],
+        exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler,
+                            Exception: internal_error_handler},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,73 @@
+"""The gateway's memory of recent decisions, for `aigrid explain` and the dashboard (bounded, newest last)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigrid.core.types import Candidate, Decision, GeoPoint
+
+
+def candidate_dict(c: Candidate) -> dict[str, Any]:
+    p = c.prediction
+    return {
+        "endpoint": c.endpoint_id, "site": c.site_id, "jurisdiction": c.jurisdiction, "model": c.model,
+        "total": round(c.total, 4), "scores": {k: round(v, 4) for k, v in c.scores.items()},
+        "predicted_ttft_ms": round(p.ttft_ms, 1), "rtt_ms": round(p.rtt_ms, 1),
+        "queue_ms": round(p.queue_ms, 1), "prefill_ms": round(p.prefill_ms, 1),
+        "distance_km": None if p.distance_km is None else round(p.distance_km),
+        "cost_usd": c.cost_usd, "notes": list(c.notes),
+    }
+
+
+def decision_dict(d: Decision) -> dict[str, Any]:
+    return {
+        "id": d.request_id, "policy": d.policy, "reason": d.reason,
+        "chosen": None if d.chosen is None else d.chosen.endpoint_id,
+        "candidates": [candidate_dict(c) for c in d.ranked],
+        "rejected": [{"endpoint": r.endpoint_id, "site": r.site_id, "filter": r.filter, "reason": r.reason}
+                     for r in d.rejected],
+    }
+
+
+@dataclass
+class DecisionRecord:
+    decision: Decision
+    at: float
+    tenant: str
+    model: str
+    client: GeoPoint | None
+    affinity_keys: tuple[str | None, ...] = ()
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    served_by: str | None = None
+    ttft_ms: float | None = None
+    status: str = "routing"
+
+    def to_dict(self) -> dict[str, Any]:
+        out = decision_dict(self.decision)
+        out.update({
+            "at": self.at, "tenant": self.tenant, "model": self.model,
+            "client": None if self.client is None else {"lat": self.client.lat, "lon": self.client.lon},
+            "attempts": self.attempts, "served_by": self.served_by,
+            "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1), "status": self.status,
+        })
+        return out
+
+
+class DecisionLog:
+    def __init__(self, capacity: int = 5000) -> None:
+        self._capacity = capacity
+        self._records: OrderedDict[str, DecisionRecord] = OrderedDict()
+
+    def add(self, record: DecisionRecord) -> None:
+        self._records[record.decision.request_id] = record
+        while len(self._records) > self._capacity:
+            self._records.popitem(last=False)
+
+    def get(self, decision_id: str) -> DecisionRecord | None:
+        return self._records.get(decision_id)
+
+    def recent(self, limit: int) -> list[DecisionRecord]:
+        items = list(self._records.values())
+        return items[-limit:][::-1]

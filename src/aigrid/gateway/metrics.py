@@ -1,0 +1,31 @@
+"""Prometheus metrics of one gateway, on a registry owned by the app (no global registry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20)
+
+
+@dataclass
+class GatewayMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter("aigrid_requests", "Requests by site, endpoint and outcome",
+                                ["site", "endpoint", "outcome"], registry=r)
+        self.rejected = Counter("aigrid_requests_rejected", "Requests answered with an error before routing "
+                                "or with no eligible endpoint", ["code"], registry=r)
+        self.retries = Counter("aigrid_retries", "Attempts moved to the next candidate", ["endpoint"], registry=r)
+        self.ttft = Histogram("aigrid_ttft_seconds", "Time to first byte from the engine, as the gateway saw it",
+                              ["site"], buckets=TTFT_BUCKETS, registry=r)
+        self.tokens = Counter("aigrid_tokens", "Tokens reported in usage", ["site", "kind"], registry=r)
+        self.healthy = Gauge("aigrid_endpoint_healthy", "1 when the last health check passed",
+                             ["site", "endpoint"], registry=r)
+        self.inflight = Gauge("aigrid_endpoint_inflight", "Requests this gateway has open to the endpoint",
+                              ["site", "endpoint"], registry=r)
+        self.queue = Gauge("aigrid_endpoint_waiting", "Requests waiting at the engine (engine metrics)",
+                           ["site", "endpoint"], registry=r)

@@ -1,0 +1,91 @@
+"""From an HTTP request to the core's RequestInfo: client location, tenant rules, token estimates, prefix."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aigrid.core.types import GeoPoint, RequestInfo
+from aigrid.errors import InvalidRequest, ModelNotFound, PermissionDenied
+from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+
+CHARS_PER_TOKEN = 4
+"""A rough English average; good enough to size prefill and cost before the engine tokenizes."""
+DEFAULT_OUTPUT_TOKENS = 256
+H_LOCATION = "x-aigrid-client-location"
+H_RESIDENCY = "x-aigrid-residency"
+H_POLICY = "x-aigrid-policy"
+H_SESSION = "x-aigrid-session"
+
+
+@dataclass(frozen=True, slots=True)
+class TenantRules:
+    name: str
+    policy: str
+    allowed_jurisdictions: frozenset[str] | None
+    allowed_sites: frozenset[str] | None
+
+
+def parse_location(value: str | None, cities: Mapping[str, GeoPoint]) -> GeoPoint | None:
+    if value is None or not value.strip():
+        return None
+    v = value.strip()
+    if "," in v:
+        lat_s, _, lon_s = v.partition(",")
+        try:
+            lat, lon = float(lat_s), float(lon_s)
+        except ValueError:
+            lat = lon = float("nan")
+        if -90 <= lat <= 90 and -180 <= lon <= 180:
+            return GeoPoint(lat, lon)
+        if lat == lat:  # parsed but out of range (nan != nan)
+            raise InvalidRequest(f"{H_LOCATION}: latitude/longitude out of range: {v!r}", param=H_LOCATION)
+    point = cities.get(v.lower())
+    if point is None:
+        known = ", ".join(sorted(c.title() for c in cities))
+        raise InvalidRequest(f"{H_LOCATION}: unknown city {v!r}; use 'lat,lon' or one of: {known}",
+                             param=H_LOCATION)
+    return point
+
+
+def residency(header: str | None, tenant: TenantRules) -> frozenset[str] | None:
+    """The tenant's allowed jurisdictions, narrowed (never widened) by the request's header."""
+    if header is None or not header.strip():
+        return tenant.allowed_jurisdictions
+    asked = frozenset(j.strip().upper() for j in header.split(",") if j.strip())
+    if tenant.allowed_jurisdictions is None:
+        return asked
+    widened = asked - tenant.allowed_jurisdictions
+    if widened:
+        raise PermissionDenied(f"tenant {tenant.name} may not run in {sorted(widened)}", param=H_RESIDENCY)
+    return asked
+
+
+def hash_key(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+
+def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
+                       tenant: TenantRules, cities: Mapping[str, GeoPoint], known_models: frozenset[str],
+                       max_output_tokens: int) -> RequestInfo:
+    if body.model != "auto" and body.model not in known_models:
+        raise ModelNotFound(f"The model '{body.model}' does not exist on this grid. "
+                            f"Available: {', '.join(sorted(known_models | {'auto'}))}", param="model")
+    budget = body.output_budget()
+    if budget is not None and budget > max_output_tokens:
+        raise InvalidRequest(f"max_tokens {budget} exceeds this grid's limit of {max_output_tokens}",
+                             param="max_tokens")
+    session = headers.get(H_SESSION) or body.user
+    return RequestInfo(
+        id=request_id,
+        model=body.model,
+        prompt_tokens=max(1, len(body.prompt_text()) // CHARS_PER_TOKEN),
+        max_output_tokens=budget or DEFAULT_OUTPUT_TOKENS,
+        client_location=parse_location(headers.get(H_LOCATION), cities),
+        allowed_jurisdictions=residency(headers.get(H_RESIDENCY), tenant),
+        tenant=tenant.name,
+        allowed_sites=tenant.allowed_sites,
+        prefix_hash=hash_key(body.prefix_text()),
+        session=f"s:{session}" if session else None,
+    )

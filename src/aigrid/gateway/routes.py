@@ -1,0 +1,137 @@
+"""The HTTP handlers: OpenAI routes, decisions, grid state, health and metrics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
+from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.envelope import from_validation
+from aigrid.gateway.request_info import H_POLICY, build_request_info
+from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+
+if TYPE_CHECKING:
+    from aigrid.gateway.app import Gateway
+
+H_TENANT = "x-aigrid-tenant"
+
+
+def json_response(obj: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
+
+
+class Routes:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._route(request, "/v1/chat/completions", ChatRequest)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._route(request, "/v1/completions", CompletionRequest)
+
+    async def _read_json(self, request: Request) -> dict[str, Any]:
+        limit = self.gw.spec.gateway.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise InvalidRequest(f"request body is larger than {limit} bytes", code="request_too_large")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise InvalidRequest(f"request body is larger than {limit} bytes", code="request_too_large")
+            chunks.append(chunk)
+        try:
+            body = orjson.loads(b"".join(chunks))
+        except orjson.JSONDecodeError as e:
+            raise InvalidRequest(f"could not parse the JSON body: {e}", code="invalid_json") from e
+        if not isinstance(body, dict):
+            raise InvalidRequest("the JSON body must be an object", code="invalid_json")
+        return body
+
+    async def _route(self, request: Request, path: str, schema: type[ChatRequest | CompletionRequest]) -> Response:
+        gw = self.gw
+        try:
+            body = await self._read_json(request)
+            try:
+                parsed: ChatRequest | CompletionRequest = schema.model_validate(body)
+            except ValidationError as e:
+                raise from_validation(e) from e
+            tenant = gw.tenants.get(request.headers.get(H_TENANT, "default"))
+            if tenant is None:
+                raise InvalidRequest(f"unknown tenant {request.headers.get(H_TENANT)!r}", param=H_TENANT)
+            policy_name = request.headers.get(H_POLICY) or tenant.policy
+            policy = gw.policies.get(policy_name)
+            if policy is None:
+                raise InvalidRequest(f"unknown policy {policy_name!r}; known: {', '.join(sorted(gw.policies))}",
+                                     param=H_POLICY)
+            decision_id = f"dec-{uuid.uuid4().hex[:16]}"
+            info = build_request_info(decision_id, parsed, request.headers, tenant, gw.cities, gw.known_models,
+                                      gw.spec.gateway.max_output_tokens)
+        except ApiError as e:
+            gw.metrics.rejected.labels(e.code or "error").inc()
+            raise
+        decision = gw.scheduler(info, gw.store.snapshot(), policy, gw.rng)
+        record = DecisionRecord(decision, time.time(), tenant.name, parsed.model, info.client_location,
+                                affinity_keys=(info.prefix_hash, info.session))
+        gw.decisions.add(record)
+        if decision.chosen is None:
+            record.status = "rejected"
+            gw.metrics.rejected.labels("no_eligible_endpoint").inc()
+            details = "; ".join(f"{r.endpoint_id}: {r.filter} ({r.reason})" for r in decision.rejected)
+            raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id})
+        return await gw.proxy.forward(path, body, decision, record, parsed.stream)
+
+    async def list_models(self, request: Request) -> Response:
+        created = 0
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "aigrid",
+                 "family": m.family, "params_b": m.params_b} for name, m in self.gw.spec.models.items()]
+        data.append({"id": "auto", "object": "model", "created": created, "owned_by": "aigrid"})
+        return json_response({"object": "list", "data": data})
+
+    async def get_decision(self, request: Request) -> Response:
+        rec = self.gw.decisions.get(request.path_params["decision_id"])
+        if rec is None:
+            raise NotFound(f"no decision {request.path_params['decision_id']!r} "
+                           "(the gateway keeps only the most recent decisions)", param="decision_id")
+        return json_response(rec.to_dict())
+
+    async def recent_decisions(self, request: Request) -> Response:
+        raw = request.query_params.get("limit", "50")
+        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+            raise InvalidRequest("limit must be an integer between 1 and 1000", param="limit")
+        return json_response({"data": [r.to_dict() for r in self.gw.decisions.recent(int(raw))]})
+
+    async def grid(self, request: Request) -> Response:
+        view = self.gw.store.snapshot()
+        sites = {s.id: {"name": s.name, "lat": s.location.lat, "lon": s.location.lon,
+                        "jurisdiction": s.jurisdiction, "hardware": s.hardware} for s in view.sites.values()}
+        endpoints = []
+        for e in view.endpoints:
+            st = view.state(e.id)
+            endpoints.append({"id": e.id, "site": e.site_id, "model": e.model, "engine": e.engine,
+                              "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
+                              "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
+                              "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4), "reason": st.reason,
+                              "telemetry_age_s": round(st.age_s, 2)})
+        return json_response({"name": self.gw.spec.name, "sites": sites, "endpoints": endpoints})
+
+    async def healthz(self, request: Request) -> Response:
+        view = self.gw.store.snapshot()
+        healthy = [e.id for e in view.endpoints if view.state(e.id).healthy]
+        status = 200 if healthy else 503
+        return json_response({"status": "ok" if healthy else "no healthy endpoint", "healthy": healthy,
+                              "endpoints": len(view.endpoints)}, status)
+
+    async def metrics(self, request: Request) -> Response:
+        for e in self.gw.store.snapshot().endpoints:
+            self.gw.metrics.inflight.labels(e.site_id, e.id).set(self.gw.store.inflight(e.id))
+        return Response(generate_latest(self.gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,67 @@
+"""The parts of the OpenAI request schema the gateway checks before routing.
+
+Unknown fields are allowed and passed to the engine untouched (engines accept many extensions); the
+fields routing depends on are validated strictly so that a bad request gets a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = None
+
+
+class _Common(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=256)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: int | None = Field(default=None, ge=1, le=1)
+    user: str | None = Field(default=None, max_length=256)
+
+    def output_budget(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+
+class ChatRequest(_Common):
+    messages: list[Message] = Field(min_length=1)
+
+    def prompt_text(self) -> str:
+        parts: list[str] = []
+        for m in self.messages:
+            if isinstance(m.content, str):
+                parts.append(m.content)
+            elif isinstance(m.content, list):
+                parts.extend(str(p.get("text", "")) for p in m.content if isinstance(p, dict))
+        return "\n".join(parts)
+
+    def prefix_text(self) -> str:
+        """The stable head of the conversation (system prompt + first user turn): the cacheable prefix."""
+        head = [m for m in self.messages if m.role in ("system", "developer")][:1]
+        head += [m for m in self.messages if m.role == "user"][:1]
+        return "\n".join(str(m.content) for m in head)
+
+
+class CompletionRequest(_Common):
+    prompt: str | list[str] = Field(min_length=1)
+
+    def prompt_text(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else "\n".join(self.prompt)
+
+    def prefix_text(self) -> str:
+        return self.prompt_text()[:512]

@@ -1,0 +1,68 @@
+"""Polls every engine's health and Prometheus metrics into the telemetry store, concurrently, on an interval.
+
+Started and stopped by the app's lifespan; never from a constructor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from aigrid.core.types import Endpoint
+from aigrid.engines.protocol import Engine
+from aigrid.errors import EngineError
+from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.telemetry.store import TelemetryStore
+
+log = logging.getLogger("aigrid.scraper")
+
+
+class Scraper:
+    def __init__(self, store: TelemetryStore, engines: Mapping[str, Engine], endpoints: tuple[Endpoint, ...],
+                 metrics: GatewayMetrics, interval_s: float) -> None:
+        self._store = store
+        self._engines = engines
+        self._endpoints = endpoints
+        self._metrics = metrics
+        self._interval = interval_s
+        self._task: asyncio.Task[None] | None = None
+
+    async def scrape_once(self) -> None:
+        await asyncio.gather(*(self._scrape(e) for e in self._endpoints))
+
+    async def _scrape(self, endpoint: Endpoint) -> None:
+        engine = self._engines[endpoint.id]
+        labels = (endpoint.site_id, endpoint.id)
+        try:
+            healthy = await engine.health()
+            stats = await engine.stats() if healthy else None
+        except EngineError as e:
+            self._store.record_scrape(endpoint.id, False, None, reason=str(e) or type(e).__name__)
+            self._metrics.healthy.labels(*labels).set(0)
+            return
+        was_healthy = self._store.state(endpoint.id).healthy
+        self._store.record_scrape(endpoint.id, healthy, stats, reason="" if healthy else "health check failed")
+        if was_healthy != healthy:
+            log.warning("endpoint %s is now %s", endpoint.id, "healthy" if healthy else "UNHEALTHY")
+        self._metrics.healthy.labels(*labels).set(1 if healthy else 0)
+        if stats is not None and stats.waiting is not None:
+            self._metrics.queue.labels(*labels).set(stats.waiting)
+
+    async def _loop(self) -> None:
+        while True:
+            await self.scrape_once()
+            await asyncio.sleep(self._interval)
+
+    async def start(self) -> None:
+        await self.scrape_once()
+        self._task = asyncio.create_task(self._loop(), name="aigrid-scraper")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None

@@ -1,0 +1,97 @@
+"""Load a grid spec from YAML, and turn it into the core's types.
+
+Every problem with a spec becomes one SpecError naming the file and each bad field, never a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from aigrid.core.policies import BUILTIN_POLICIES
+from aigrid.core.types import Endpoint, GeoPoint, ModelInfo, Policy, Site
+from aigrid.errors import SpecError
+from aigrid.spec.models import GridSpec
+
+
+def load_spec(path: str | Path) -> GridSpec:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise SpecError(str(p), [f"cannot read file: {e.strerror or e}"]) from e
+    except yaml.YAMLError as e:
+        raise SpecError(str(p), [f"not valid YAML: {e}"]) from e
+    return parse_spec(raw, str(p))
+
+
+def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(source, ["the top level must be a mapping with models, sites and endpoints"])
+    try:
+        spec = GridSpec.model_validate(raw)
+    except ValidationError as e:
+        raise SpecError(source, [_describe(err) for err in e.errors()]) from e
+    unknown = _unknown_policies(spec)
+    if unknown:
+        raise SpecError(source, unknown)
+    return spec
+
+
+def _describe(err: object) -> str:
+    d = dict(err)  # type: ignore[call-overload]
+    loc = ".".join(str(x) for x in d.get("loc", ())) or "(top level)"
+    msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")
+    return f"{loc}: {msg}"
+
+
+def _unknown_policies(spec: GridSpec) -> list[str]:
+    known = set(policies(spec))
+    problems = []
+    if spec.gateway.default_policy not in known:
+        problems.append(f"gateway.default_policy: unknown policy {spec.gateway.default_policy!r} "
+                        f"(known: {sorted(known)})")
+    for name, t in spec.tenants.items():
+        if t.policy is not None and t.policy not in known:
+            problems.append(f"tenants.{name}.policy: unknown policy {t.policy!r} (known: {sorted(known)})")
+    return problems
+
+
+def policies(spec: GridSpec) -> dict[str, Policy]:
+    out = dict(BUILTIN_POLICIES)
+    for name, p in spec.policies.items():
+        out[name] = Policy(name, dict(p.weights), p.tie_tolerance, p.ttft_slo_ms, p.allow_family_fallback)
+    return out
+
+
+def sites(spec: GridSpec) -> dict[str, Site]:
+    return {
+        sid: Site(sid, s.name, GeoPoint(s.lat, s.lon), s.jurisdiction, s.hardware,
+                  s.power_budget_w, s.idle_power_w, s.peak_power_w)
+        for sid, s in spec.sites.items()
+    }
+
+
+def models(spec: GridSpec) -> dict[str, ModelInfo]:
+    return {name: ModelInfo(name, m.family, m.params_b) for name, m in spec.models.items()}
+
+
+def endpoints(spec: GridSpec) -> tuple[Endpoint, ...]:
+    out = []
+    for e in spec.endpoints:
+        m = spec.models[e.model]
+        out.append(Endpoint(
+            id=e.id, site_id=e.site, model=e.model, family=m.family, params_b=m.params_b,
+            price_in_per_mtok=e.price_in_per_mtok, price_out_per_mtok=e.price_out_per_mtok,
+            max_concurrency=e.slots, prefill_tps=e.prefill_tps, decode_tps=e.decode_tps, engine=e.engine,
+        ))
+    return tuple(out)
+
+
+def cities(spec: GridSpec) -> dict[str, GeoPoint]:
+    """Named client locations: every site's city plus the spec's extra cities, matched case-insensitively."""
+    out = {s.name.lower(): GeoPoint(s.lat, s.lon) for s in spec.sites.values()}
+    out.update({name.lower(): GeoPoint(lat, lon) for name, (lat, lon) in spec.cities.items()})
+    return out

@@ -1,0 +1,125 @@
+"""The grid spec as pydantic models: sites, models, endpoints, policies, tenants, cities, gateway settings.
+
+The YAML mirrors the architecture: a site is a place with a jurisdiction and a power budget, an endpoint is
+an engine at a site serving one model, a policy is a weight set over the five axes.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from aigrid.core.types import AXES
+
+EngineKind = Literal["embedded", "vllm", "sglang", "llamacpp", "ollama", "tgi", "openai"]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(StrictModel):
+    family: str
+    params_b: float = Field(gt=0, description="billions of parameters")
+    context: int = Field(default=8192, gt=0)
+
+
+class SiteSpec(StrictModel):
+    name: str
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    jurisdiction: str = Field(min_length=2, description="e.g. EU, US, JP, BR")
+    hardware: str = "cpu"
+    power_budget_w: float = Field(default=0.0, ge=0)
+    idle_power_w: float = Field(default=0.0, ge=0)
+    peak_power_w: float = Field(default=0.0, ge=0)
+
+
+class EndpointSpec(StrictModel):
+    id: str
+    site: str
+    model: str
+    engine: EngineKind = "embedded"
+    url: str | None = Field(default=None, description="base URL of an external engine, e.g. http://host:8000")
+    served_model: str | None = Field(default=None, description="model name the engine expects, if different")
+    slots: int = Field(default=2, ge=1, le=1024, description="concurrent batch slots (-np for llama.cpp)")
+    threads: int = Field(default=1, ge=1, le=256, description="CPU threads for an embedded engine")
+    price_in_per_mtok: float = Field(default=0.0, ge=0)
+    price_out_per_mtok: float = Field(default=0.0, ge=0)
+    prefill_tps: float = Field(default=500.0, gt=0, description="profile estimate until measured")
+    decode_tps: float = Field(default=40.0, gt=0, description="per-request decode tokens/s estimate")
+
+    @model_validator(mode="after")
+    def _url_for_external(self) -> EndpointSpec:
+        if self.engine != "embedded" and not self.url:
+            raise ValueError(f"endpoint {self.id!r}: engine {self.engine!r} needs a url")
+        return self
+
+
+class PolicySpec(StrictModel):
+    weights: dict[str, float]
+    tie_tolerance: float = Field(default=0.02, ge=0, le=1)
+    ttft_slo_ms: float = Field(default=2000.0, gt=0)
+    allow_family_fallback: bool = True
+
+    @field_validator("weights")
+    @classmethod
+    def _known_axes(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(AXES))
+        if unknown:
+            raise ValueError(f"unknown axes {unknown}; the axes are {list(AXES)}")
+        if any(w < 0 for w in v.values()):
+            raise ValueError("weights must be >= 0")
+        if sum(v.values()) <= 0:
+            raise ValueError("at least one weight must be > 0")
+        return v
+
+
+class TenantSpec(StrictModel):
+    policy: str | None = None
+    allowed_jurisdictions: list[str] | None = None
+    allowed_sites: list[str] | None = None
+
+
+class GatewaySpec(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    default_policy: str = "balanced"
+    emulate_network: bool = Field(default=True, description="sleep each site's modelled RTT (demo only)")
+    route_factor: float = Field(default=1.5, ge=1.0, le=5.0)
+    scrape_interval_s: float = Field(default=1.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    max_output_tokens: int = Field(default=4096, gt=0)
+
+
+class GridSpec(StrictModel):
+    name: str = "grid"
+    gateway: GatewaySpec = GatewaySpec()
+    models: dict[str, ModelSpec]
+    sites: dict[str, SiteSpec]
+    endpoints: list[EndpointSpec]
+    policies: dict[str, PolicySpec] = {}
+    tenants: dict[str, TenantSpec] = {}
+    cities: dict[str, tuple[float, float]] = {}
+
+    @model_validator(mode="after")
+    def _references(self) -> GridSpec:
+        problems: list[str] = []
+        seen: set[str] = set()
+        for i, ep in enumerate(self.endpoints):
+            if ep.id in seen:
+                problems.append(f"endpoints[{i}].id: duplicate endpoint id {ep.id!r}")
+            seen.add(ep.id)
+            if ep.site not in self.sites:
+                problems.append(f"endpoints[{i}].site: unknown site {ep.site!r} (sites: {sorted(self.sites)})")
+            if ep.model not in self.models:
+                problems.append(f"endpoints[{i}].model: unknown model {ep.model!r} (models: {sorted(self.models)})")
+        for name, tenant in self.tenants.items():
+            for site in tenant.allowed_sites or []:
+                if site not in self.sites:
+                    problems.append(f"tenants.{name}.allowed_sites: unknown site {site!r}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self

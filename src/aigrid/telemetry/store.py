@@ -1,0 +1,131 @@
+"""The in-process telemetry store: the latest state of every endpoint, and the GridView built from it.
+
+Two sources feed it: scrapes of each engine's health and Prometheus metrics (engine truth, a little late)
+and the gateway's own observations of the requests it proxies (in-flight count, measured TTFT, failures;
+immediate). snapshot() hands the routing core an immutable view; it is rebuilt only when something changed.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, ModelInfo, Site
+from aigrid.engines.protocol import EngineStats
+from aigrid.telemetry.circuit import CircuitBreaker
+from aigrid.telemetry.window import DeltaMean
+
+EWMA_ALPHA = 0.3
+AFFINITY_ENTRIES = 10_000
+
+
+@dataclass
+class _Live:
+    scraped: EndpointState = field(default_factory=EndpointState)
+    inflight: int = 0
+    ttft_ewma_s: float | None = None
+    errors_ewma: float = 0.0
+    breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    engine_ttft: DeltaMean = field(default_factory=DeltaMean)
+    engine_tpot: DeltaMean = field(default_factory=DeltaMean)
+    scraped_at: float | None = None
+
+
+class TelemetryStore:
+    def __init__(self, sites: Mapping[str, Site], endpoints: tuple[Endpoint, ...],
+                 models: Mapping[str, ModelInfo], clock: Callable[[], float]) -> None:
+        self._sites = dict(sites)
+        self._endpoints = endpoints
+        self._models = dict(models)
+        self._clock = clock
+        self._live = {e.id: _Live() for e in endpoints}
+        self._slot_count = {e.id: max(e.max_concurrency, 1) for e in endpoints}
+        self._affinity: OrderedDict[str, str] = OrderedDict()
+        self._view: GridView | None = None
+
+    # engine truth ------------------------------------------------------------------------------------
+    def record_scrape(self, endpoint_id: str, healthy: bool, stats: EngineStats | None, reason: str = "") -> None:
+        live = self._live[endpoint_id]
+        ttft = tpot = None
+        if stats is not None:
+            ttft = live.engine_ttft.update(stats.ttft_sum_s, stats.ttft_count)
+            tpot = live.engine_tpot.update(stats.tpot_sum_s, stats.tpot_count)
+        s = stats or EngineStats()
+        live.scraped = EndpointState(
+            healthy=healthy, running=s.running or 0, waiting=s.waiting or 0, kv_usage=s.kv_usage,
+            ttft_s=ttft, tpot_s=tpot, power_w=s.power_w,
+            power_source="dcgm" if s.power_w is not None else "estimated", reason=reason,
+        )
+        live.scraped_at = self._clock()
+        if healthy and live.breaker.state(self._clock()) is Circuit.HALF_OPEN:
+            live.breaker.record_success()
+        self._view = None
+
+    # gateway observations ----------------------------------------------------------------------------
+    def request_started(self, endpoint_id: str) -> None:
+        self._live[endpoint_id].inflight += 1
+        self._view = None
+
+    def request_finished(self, endpoint_id: str) -> None:
+        live = self._live[endpoint_id]
+        live.inflight = max(0, live.inflight - 1)
+        self._view = None
+
+    def record_success(self, endpoint_id: str, ttft_s: float | None) -> None:
+        live = self._live[endpoint_id]
+        live.breaker.record_success()
+        live.errors_ewma *= 1 - EWMA_ALPHA
+        if ttft_s is not None:
+            prev = live.ttft_ewma_s
+            live.ttft_ewma_s = ttft_s if prev is None else prev + EWMA_ALPHA * (ttft_s - prev)
+        self._view = None
+
+    def record_failure(self, endpoint_id: str, reason: str) -> None:
+        live = self._live[endpoint_id]
+        live.breaker.record_failure(self._clock())
+        live.errors_ewma = live.errors_ewma * (1 - EWMA_ALPHA) + EWMA_ALPHA
+        live.scraped = replace(live.scraped, reason=reason)
+        self._view = None
+
+    def remember_affinity(self, keys: tuple[str | None, ...], endpoint_id: str) -> None:
+        for key in keys:
+            if key is None:
+                continue
+            self._affinity[key] = endpoint_id
+            self._affinity.move_to_end(key)
+        while len(self._affinity) > AFFINITY_ENTRIES:
+            self._affinity.popitem(last=False)
+        self._view = None
+
+    def inflight(self, endpoint_id: str) -> int:
+        return self._live[endpoint_id].inflight
+
+    # the view ----------------------------------------------------------------------------------------
+    def state(self, endpoint_id: str) -> EndpointState:
+        live = self._live[endpoint_id]
+        now = self._clock()
+        s = live.scraped
+        return replace(
+            s,
+            circuit=live.breaker.state(now),
+            running=max(s.running, min(live.inflight, self._slots(endpoint_id))),
+            waiting=max(s.waiting, live.inflight - self._slots(endpoint_id)),
+            ttft_s=s.ttft_s if s.ttft_s is not None else live.ttft_ewma_s,
+            error_rate=live.errors_ewma,
+            age_s=0.0 if live.scraped_at is None else now - live.scraped_at,
+        )
+
+    def snapshot(self) -> GridView:
+        if self._view is None or any(lb.breaker.opened_at is not None for lb in self._live.values()):
+            self._view = GridView(
+                sites=self._sites, endpoints=self._endpoints,
+                states={e.id: self.state(e.id) for e in self._endpoints},
+                # a read-only window, not a copy: schedule() runs synchronously, so nothing changes under it
+                prefix_owner=MappingProxyType(self._affinity), models=self._models,
+            )
+        return self._view
+
+    def _slots(self, endpoint_id: str) -> int:
+        return self._slot_count[endpoint_id]

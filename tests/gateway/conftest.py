@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.spec.load import load_spec
+from tests.gateway.fake_engine import FakeEngine
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+@pytest.fixture
+def fakes() -> dict[str, FakeEngine]:
+    spec = load_spec(DEMO)
+    return {e.id: FakeEngine(e.id) for e in spec.endpoints}
+
+
+@pytest.fixture
+async def gateway(fakes: dict[str, FakeEngine]) -> Gateway:
+    gw = build_gateway(load_spec(DEMO), fakes, rng=random.Random(7), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    return gw
+
+
+@pytest.fixture
+async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=build_app(gateway))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
+        yield c

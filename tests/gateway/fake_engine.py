@@ -1,0 +1,67 @@
+"""A FAKE engine for gateway unit tests (not an emulator of timing): answers OpenAI chat completions from
+memory, can be told to fail before its first byte or mid-stream, and counts what it received."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+
+from aigrid.engines.protocol import EngineStats, UpstreamResponse
+from aigrid.errors import EngineStreamBroken, EngineUnavailable
+
+
+class FakeEngine:
+    kind = "fake"
+
+    def __init__(self, name: str, words: tuple[str, ...] = ("Hello", " from", " the", " grid")) -> None:
+        self.base_url = f"fake://{name}"
+        self.name = name
+        self.words = words
+        self.down = False
+        self.break_after: int | None = None
+        self.received: list[dict] = []
+        self.stats_value = EngineStats(running=0, waiting=0)
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        if self.down:
+            raise EngineUnavailable(f"{self.name}: connection refused")
+        req = orjson.loads(body)
+        self.received.append(req)
+        if req.get("stream"):
+            yield UpstreamResponse(200, {"content-type": "text/event-stream"}, self._sse(req))
+        else:
+            yield UpstreamResponse(200, {"content-type": "application/json"}, self._json(req))
+
+    async def _sse(self, req: dict) -> AsyncIterator[bytes]:
+        for i, w in enumerate(self.words):
+            if self.break_after is not None and i >= self.break_after:
+                raise EngineStreamBroken(f"{self.name} died")
+            chunk = {"id": "c1", "object": "chat.completion.chunk", "model": req["model"],
+                     "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        usage = {"prompt_tokens": 5, "completion_tokens": len(self.words), "total_tokens": 5 + len(self.words)}
+        final = {"id": "c1", "object": "chat.completion.chunk", "model": req["model"],
+                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
+        yield b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n"
+
+    async def _json(self, req: dict) -> AsyncIterator[bytes]:
+        yield orjson.dumps({
+            "id": "c1", "object": "chat.completion", "model": req["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self.words)},
+                         "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": len(self.words), "total_tokens": 9},
+        })
+
+    async def health(self) -> bool:
+        return not self.down
+
+    async def stats(self) -> EngineStats:
+        if self.down:
+            raise EngineUnavailable(f"{self.name}: connection refused")
+        return self.stats_value
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,70 @@
+"""Bad input gets the OpenAI error envelope with the right status, never a 500."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def assert_envelope(r: httpx.Response, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["code"] == code
+    return err
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"[1,2]", b"", b"[" * 5000 + b"]" * 5000])
+async def test_malformed_json_is_400(client: httpx.AsyncClient, body: bytes) -> None:
+    r = await client.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert_envelope(r, 400, "invalid_json")
+
+
+@pytest.mark.parametrize(("patch", "param"), [
+    ({"messages": []}, "messages"),
+    ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"temperature": 9}, "temperature"),
+    ({"model": None}, "model"),
+])
+async def test_schema_violations_name_the_field(client: httpx.AsyncClient, patch: dict, param: str) -> None:
+    err = assert_envelope(await client.post("/v1/chat/completions", json={**CHAT, **patch}), 400, "invalid_request")
+    assert err["param"] == param
+
+
+async def test_absurd_max_tokens(client: httpx.AsyncClient) -> None:
+    err = assert_envelope(await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 10**9}),
+                          400, "invalid_request")
+    assert err["param"] == "max_tokens"
+
+
+async def test_unknown_model_is_404(client: httpx.AsyncClient) -> None:
+    err = assert_envelope(await client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-9"}),
+                          404, "model_not_found")
+    assert "smollm2-135m" in err["message"]
+
+
+async def test_unknown_city_is_400(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-client-location": "Atlantis"})
+    assert "Tokyo" in assert_envelope(r, 400, "invalid_request")["message"]
+
+
+async def test_body_too_large(client: httpx.AsyncClient) -> None:
+    big = {**CHAT, "messages": [{"role": "user", "content": "x" * (5 * 1024 * 1024)}]}
+    assert_envelope(await client.post("/v1/chat/completions", json=big), 400, "request_too_large")
+
+
+async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
+    assert_envelope(await client.get("/v1/nothing"), 404, "not_found")
+    assert_envelope(await client.get("/v1/chat/completions"), 405, "method_not_allowed")
+
+
+async def test_residency_header_cannot_widen_tenant(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/chat/completions", json=CHAT,
+                          headers={"x-aigrid-tenant": "eu-bank", "x-aigrid-residency": "US"})
+    assert_envelope(r, 403, "permission_denied")
+
+
+async def test_unknown_decision_is_404(client: httpx.AsyncClient) -> None:
+    assert_envelope(await client.get("/v1/decisions/dec-nope"), 404, "not_found")
