@@ -1,0 +1,66 @@
+"""Properties that must hold for every grid and request (hypothesis)."""
+
+from __future__ import annotations
+
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aigrid.core.policies import BUILTIN_POLICIES
+from aigrid.core.scheduler import schedule
+from aigrid.core.types import AXES, Circuit, EndpointState, GeoPoint, RequestInfo
+from tests.core.grid import SITES, endpoint, view
+
+JURISDICTIONS = sorted({s.jurisdiction for s in SITES.values()})
+
+states = st.builds(
+    EndpointState,
+    healthy=st.booleans(),
+    circuit=st.sampled_from(list(Circuit)),
+    running=st.integers(0, 8), waiting=st.integers(0, 40),
+    kv_usage=st.none() | st.floats(0, 1),
+    ttft_s=st.none() | st.floats(0, 30),
+    error_rate=st.floats(0, 1),
+    power_w=st.none() | st.floats(0, 1000),
+)
+requests = st.builds(
+    RequestInfo,
+    id=st.just("r"), model=st.sampled_from(["small", "big", "fam", "auto", "other"]),
+    prompt_tokens=st.integers(0, 100_000), max_output_tokens=st.integers(1, 8000),
+    client_location=st.none() | st.builds(GeoPoint, st.floats(-90, 90), st.floats(-180, 180)),
+    allowed_jurisdictions=st.none() | st.frozensets(st.sampled_from(JURISDICTIONS + ["CH"]), max_size=3),
+    prefix_hash=st.none() | st.sampled_from(["a", "b"]),
+)
+grids = st.lists(st.tuples(st.sampled_from(sorted(SITES)), st.sampled_from(["small", "big"]), states),
+                 min_size=0, max_size=8)
+
+
+def build(grid: list) -> tuple:
+    eps, sts = [], {}
+    for i, (site, model, state) in enumerate(grid):
+        e = endpoint(site, model)
+        e = type(e)(**{**{f: getattr(e, f) for f in e.__dataclass_fields__}, "id": f"{e.id}-{i}"})
+        eps.append(e)
+        sts[e.id] = state
+    return tuple(eps), sts
+
+
+@settings(max_examples=300, deadline=None)
+@given(grid=grids, request=requests, policy=st.sampled_from(sorted(BUILTIN_POLICIES)), seed=st.integers(0, 2**32))
+def test_invariants(grid: list, request: RequestInfo, policy: str, seed: int) -> None:
+    eps, sts = build(grid)
+    v = view(eps, sts, {"a": eps[0].id} if eps else {})
+    d = schedule(request, v, BUILTIN_POLICIES[policy], random.Random(seed))
+    # every endpoint is either ranked or rejected, never both, never lost
+    assert sorted([c.endpoint_id for c in d.ranked] + [r.endpoint_id for r in d.rejected]) == sorted(e.id for e in eps)
+    for c in d.ranked:
+        state = sts[c.endpoint_id]
+        assert state.healthy and state.circuit is not Circuit.OPEN          # unhealthy never chosen
+        if request.allowed_jurisdictions is not None:                         # residency never violated
+            assert c.jurisdiction in request.allowed_jurisdictions
+        assert set(c.scores) == set(AXES) and all(0.0 <= s <= 1.0 for s in c.scores.values())
+        assert 0.0 <= c.total <= 1.0 + 1e-9
+        assert c.prediction.ttft_ms >= 0
+    # same inputs, same decision
+    assert schedule(request, v, BUILTIN_POLICIES[policy], random.Random(seed)) == d

@@ -1,0 +1,134 @@
+"""The routing core, table-driven: which endpoint wins and why, for hand-built grids."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from aigrid.core.policies import BUILTIN_POLICIES
+from aigrid.core.scheduler import schedule
+from aigrid.core.types import Circuit, EndpointState, GeoPoint, RequestInfo
+from tests.core.grid import CITIES, FOUR, endpoint, view
+
+BALANCED = BUILTIN_POLICIES["balanced"]
+
+
+def req(city: str | None = None, **kw: object) -> RequestInfo:
+    return RequestInfo(id="r1", model=str(kw.pop("model", "small")), prompt_tokens=int(kw.pop("prompt_tokens", 200)),
+                       max_output_tokens=128, client_location=CITIES[city] if city else None, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("city", "site"), [("tokyo", "nrt"), ("frankfurt", "fra"), ("ashburn", "iad"),
+                                            ("saopaulo", "gru")])
+def test_nearest_healthy_site_wins_when_idle(city: str, site: str) -> None:
+    d = schedule(req(city), view(FOUR), BALANCED, random.Random(0))
+    assert d.chosen is not None and d.chosen.site_id == site
+
+
+@pytest.mark.parametrize(("state", "filter_name"), [
+    (EndpointState(healthy=False, reason="probe failed"), "health"),
+    (EndpointState(circuit=Circuit.OPEN), "health"),
+    (EndpointState(waiting=16), "capacity"),
+])
+def test_tokyo_moves_when_nrt_cannot_serve(state: EndpointState, filter_name: str) -> None:
+    d = schedule(req("tokyo"), view(FOUR, {"nrt-small": state}), BALANCED, random.Random(0))
+    assert d.chosen is not None and d.chosen.site_id != "nrt"
+    assert [(r.endpoint_id, r.filter) for r in d.rejected] == [("nrt-small", filter_name)]
+
+
+def test_residency_is_a_filter_not_a_weight() -> None:
+    d = schedule(req("tokyo", allowed_jurisdictions=frozenset({"EU"})), view(FOUR), BALANCED, random.Random(0))
+    assert d.chosen is not None and d.chosen.site_id == "fra"
+    assert {r.filter for r in d.rejected} == {"residency"} and len(d.rejected) == 3
+
+
+def test_no_eligible_endpoint_is_a_normal_decision() -> None:
+    d = schedule(req("tokyo", allowed_jurisdictions=frozenset({"CH"})), view(FOUR), BALANCED, random.Random(0))
+    assert d.chosen is None and d.ranked == ()
+    assert "no eligible endpoint: 4 rejected (4 by residency)" == d.reason
+
+
+def test_saturated_near_site_loses_to_idle_far_site_under_latency_first() -> None:
+    busy = EndpointState(running=4, waiting=12)  # queue ~ 13 x 130 tokens / 50 tok/s / 4 slots = 8.45 s
+    d = schedule(req("tokyo"), view(FOUR, {"nrt-small": busy}), BUILTIN_POLICIES["latency-first"], random.Random(0))
+    assert d.chosen is not None and d.chosen.site_id != "nrt"
+    nrt = next(c for c in d.ranked if c.site_id == "nrt")
+    assert nrt.prediction.queue_ms == pytest.approx(13 * 130 / 50 / 4 * 1000)
+
+
+def test_queue_wait_grows_non_linearly_only_past_saturation() -> None:
+    waits = []
+    for in_system in range(0, 12):
+        st = EndpointState(running=min(in_system, 4), waiting=max(0, in_system - 4))
+        d = schedule(req("frankfurt"), view((endpoint("fra"),), {"fra-small": st}), BALANCED, random.Random(0))
+        assert d.chosen is not None
+        waits.append(d.chosen.prediction.queue_ms)
+    assert waits[:4] == [0.0] * 4 and all(b > a for a, b in zip(waits[4:], waits[5:], strict=False))
+
+
+def test_cost_first_prefers_the_cheaper_of_two_close_sites() -> None:
+    cheap, dear = endpoint("fra", price=0.05), replace(endpoint("fra", price=5.0), id="fra-dear")
+    d = schedule(req("frankfurt"), view((dear, cheap)), BUILTIN_POLICIES["cost-first"], random.Random(0))
+    assert d.chosen is not None and d.chosen.endpoint_id == "fra-small"
+
+
+def test_family_fallback_and_exact_model_preference() -> None:
+    eps = (endpoint("fra", "big"), endpoint("iad", "small"))
+    d = schedule(req("frankfurt"), view(eps), BALANCED, random.Random(0))
+    by_id = {c.endpoint_id: c for c in d.ranked}
+    assert by_id["fra-big"].scores["affinity"] < by_id["iad-small"].scores["affinity"]
+    strict = replace(BALANCED, allow_family_fallback=False)
+    d2 = schedule(req("frankfurt"), view(eps), strict, random.Random(0))
+    assert [c.endpoint_id for c in d2.ranked] == ["iad-small"]
+
+
+def test_warm_prefix_gets_affinity_and_cheaper_prefill() -> None:
+    eps = (endpoint("fra"), replace(endpoint("fra"), id="fra-2"))
+    d = schedule(req("frankfurt", prefix_hash="p1", prompt_tokens=4000), view(eps, prefix_owner={"p1": "fra-2"}),
+                 BALANCED, random.Random(0))
+    assert d.chosen is not None and d.chosen.endpoint_id == "fra-2"
+    assert d.chosen.prediction.prefill_ms < d.ranked[1].prediction.prefill_ms
+
+
+def test_power_headroom_from_dcgm_or_estimate() -> None:
+    hot = EndpointState(power_w=240.0, power_source="dcgm")
+    d = schedule(req("frankfurt"), view((endpoint("fra"),), {"fra-small": hot}), BALANCED, random.Random(0))
+    assert d.chosen is not None and d.chosen.scores["headroom"] == pytest.approx(1 - 240 / 250)
+    assert "power(dcgm)" in " ".join(d.chosen.notes)
+    d2 = schedule(req("frankfurt"), view((endpoint("fra"),)), BALANCED, random.Random(0))
+    assert d2.chosen is not None and "power(estimated)" in " ".join(d2.chosen.notes)
+
+
+def test_measured_ttft_corrects_the_model() -> None:
+    slow = EndpointState(ttft_s=3.0)
+    d = schedule(req("tokyo"), view(FOUR, {"nrt-small": slow}), BUILTIN_POLICIES["latency-first"], random.Random(0))
+    nrt = next(c for c in d.ranked if c.site_id == "nrt")
+    assert nrt.prediction.queue_ms > 1000
+
+
+def test_tie_break_spreads_near_equal_sites() -> None:
+    twins = (endpoint("fra"), replace(endpoint("fra"), id="fra-b"))
+    chosen = {schedule(req("frankfurt"), view(twins), BALANCED, random.Random(seed)).ranked[0].endpoint_id
+              for seed in range(20)}
+    assert chosen == {"fra-small", "fra-b"}
+
+
+def test_unknown_client_location_scores_distance_neutral() -> None:
+    d = schedule(req(None), view(FOUR), BALANCED, random.Random(0))
+    assert d.chosen is not None and all(c.prediction.rtt_ms == 0 for c in d.ranked)
+    assert all(c.prediction.distance_km is None for c in d.ranked)
+
+
+def test_rtt_model_tokyo_frankfurt() -> None:
+    d = schedule(req("tokyo"), view((endpoint("fra"),)), BALANCED, random.Random(0))
+    c = d.chosen
+    assert c is not None and c.prediction.distance_km == pytest.approx(9350, rel=0.01)
+    assert c.prediction.rtt_ms == pytest.approx(2 + 1.5 * 2 * c.prediction.distance_km / 200, rel=1e-6)
+
+
+def test_geo_point_is_hashable_and_frozen() -> None:
+    p = GeoPoint(1, 2)
+    with pytest.raises(AttributeError):
+        p.lat = 3  # type: ignore[misc]

@@ -1,0 +1,60 @@
+"""Grid specs: the demo loads; every bad spec gets one error naming the file and each bad field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aigrid.errors import SpecError
+from aigrid.spec.load import cities, endpoints, load_spec, parse_spec, policies
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+
+
+def demo_raw() -> dict:
+    return yaml.safe_load(DEMO.read_text())
+
+
+def test_demo_spec_has_the_four_required_sites() -> None:
+    spec = load_spec(DEMO)
+    assert {sid: s.jurisdiction for sid, s in spec.sites.items()} == {"fra": "EU", "iad": "US", "nrt": "JP", "gru": "BR"}
+    assert {e.site for e in spec.endpoints} == set(spec.sites)
+    assert endpoints(spec)[0].family == "smollm2"
+    assert "tokyo" in cities(spec) and "london" in cities(spec)
+    assert {"balanced", "latency-first", "cost-first"} <= set(policies(spec))
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda r: r["sites"]["fra"].update(lat=123), "sites.fra.lat: Input should be less than or equal to 90"),
+    (lambda r: r["endpoints"][0].update(site="atlantis"), "endpoints[0].site: unknown site 'atlantis'"),
+    (lambda r: r["endpoints"][1].update(model="gpt-9"), "endpoints[1].model: unknown model 'gpt-9'"),
+    (lambda r: r["endpoints"][0].update(engine="vllm"), "engine 'vllm' needs a url"),
+    (lambda r: r["endpoints"][0].update(slots=0), "endpoints.0.slots: Input should be greater than or equal to 1"),
+    (lambda r: r["endpoints"][0].update(colour="red"), "endpoints.0.colour: Extra inputs are not permitted"),
+    (lambda r: r.update(policies={"x": {"weights": {"speed": 1}}}), "unknown axes ['speed']"),
+    (lambda r: r["gateway"].update(default_policy="fastest"), "gateway.default_policy: unknown policy 'fastest'"),
+    (lambda r: r["tenants"]["default"].update(policy="nope"), "tenants.default.policy: unknown policy 'nope'"),
+    (lambda r: r["endpoints"].append(dict(r["endpoints"][0])), "duplicate endpoint id 'fra-smollm2'"),
+    (lambda r: r.pop("sites"), "sites: Field required"),
+])
+def test_bad_spec_names_the_field(mutate: object, expected: str) -> None:
+    raw = demo_raw()
+    mutate(raw)  # type: ignore[operator]
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw, "grid.yaml")
+    assert e.value.path == "grid.yaml"
+    assert expected in str(e.value), str(e.value)
+
+
+def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="cannot read file"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("sites: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    bad.write_text("- just a list\n")
+    with pytest.raises(SpecError, match="top level must be a mapping"):
+        load_spec(bad)

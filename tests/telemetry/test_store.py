@@ -1,0 +1,81 @@
+"""The telemetry store: engine scrapes and the gateway's own observations become one GridView."""
+
+from __future__ import annotations
+
+from aigrid.core.types import Circuit, Endpoint, GeoPoint, Site
+from aigrid.engines.protocol import EngineStats
+from aigrid.telemetry.circuit import CircuitBreaker
+from aigrid.telemetry.store import TelemetryStore
+from aigrid.telemetry.window import DeltaMean
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make() -> tuple[TelemetryStore, Clock]:
+    clock = Clock()
+    site = Site("fra", "Frankfurt", GeoPoint(50, 8), "EU")
+    ep = Endpoint("e1", "fra", "m", "f", 1.0, max_concurrency=2)
+    return TelemetryStore({"fra": site}, (ep,), {}, clock), clock
+
+
+def test_scrape_turns_histogram_counters_into_windowed_means() -> None:
+    store, clock = make()
+    store.record_scrape("e1", True, EngineStats(running=1, waiting=0, ttft_sum_s=10.0, ttft_count=10))
+    assert store.state("e1").ttft_s is None  # one scrape is not a window
+    clock.t += 1
+    store.record_scrape("e1", True, EngineStats(running=2, waiting=3, ttft_sum_s=14.0, ttft_count=12))
+    s = store.state("e1")
+    assert s.ttft_s == 2.0 and s.running == 2 and s.waiting == 3 and s.age_s == 0.0
+    clock.t += 5
+    assert store.snapshot().state("e1").age_s == 5.0
+
+
+def test_gateway_inflight_counts_when_engine_metrics_lag() -> None:
+    store, _ = make()
+    for _ in range(5):
+        store.request_started("e1")
+    s = store.snapshot().state("e1")
+    assert (s.running, s.waiting) == (2, 3)
+    store.request_finished("e1")
+    assert store.snapshot().state("e1").waiting == 2
+
+
+def test_failures_open_circuit_then_half_open_then_close() -> None:
+    store, clock = make()
+    for _ in range(3):
+        store.record_failure("e1", "connection refused")
+    assert store.snapshot().state("e1").circuit is Circuit.OPEN
+    assert store.state("e1").error_rate > 0.5
+    clock.t += 11
+    assert store.snapshot().state("e1").circuit is Circuit.HALF_OPEN
+    store.record_success("e1", 0.2)
+    assert store.snapshot().state("e1").circuit is Circuit.CLOSED
+
+
+def test_breaker_half_open_failure_reopens() -> None:
+    b = CircuitBreaker(failure_threshold=2, cooldown_s=5)
+    b.record_failure(0)
+    assert b.state(0) is Circuit.CLOSED
+    b.record_failure(1)
+    assert b.state(2) is Circuit.OPEN and b.state(6) is Circuit.HALF_OPEN
+    b.record_failure(6)
+    assert b.state(7) is Circuit.OPEN
+
+
+def test_counter_reset_clears_the_mean() -> None:
+    m = DeltaMean()
+    m.update(10, 5)
+    assert m.update(20, 10) == 2.0
+    assert m.update(1, 1) is None
+
+
+def test_affinity_is_bounded_and_visible_in_view() -> None:
+    store, _ = make()
+    store.remember_affinity(("p1", None), "e1")
+    assert store.snapshot().prefix_owner["p1"] == "e1"
