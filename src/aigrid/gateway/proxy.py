@@ -52,22 +52,28 @@ class Proxy:
             try:
                 if self._emulate:
                     await self._sleep(cand.prediction.rtt_ms / 1000.0)
+                sent_at = self._clock()
                 payload = orjson.dumps({**body, "model": self._served[cand.endpoint_id]})
                 upstream = await stack.enter_async_context(self._engines[cand.endpoint_id].open(path, payload))
                 if upstream.status >= 500:
                     raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
                 first = await anext(upstream.body, b"")
+                first_at = self._clock()
                 rest = b"" if stream else b"".join([chunk async for chunk in upstream.body])
             except EngineError as e:
                 await stack.aclose()
                 self._fail(cand, record, str(e) or type(e).__name__, self._clock() - attempt_start)
                 continue
-            ttft = self._clock() - started
-            self._store.record_success(cand.endpoint_id, ttft)
+            # The engine's own time to first token (emulated network excluded) feeds the routing model; a
+            # non-streamed answer's first byte comes after the whole generation, so it says nothing of TTFT.
+            self._store.record_success(cand.endpoint_id, first_at - sent_at if stream else None)
             self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
-            self._metrics.ttft.labels(cand.site_id).observe(ttft)
-            record.served_by, record.ttft_ms, record.status = cand.endpoint_id, ttft * 1000, "streaming"
-            record.attempts.append({"endpoint": cand.endpoint_id, "ok": True, "ms": round(ttft * 1000, 1)})
+            client_ttft = first_at - started
+            if stream:
+                self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
+            record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
+            record.attempts.append({"endpoint": cand.endpoint_id, "ok": True,
+                                    "ms": round((first_at - attempt_start) * 1000, 1)})
             headers = self._headers(cand, decision, upstream)
             if stream:
                 return StreamingResponse(self._relay(first, upstream, stack, cand, record),

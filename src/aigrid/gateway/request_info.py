@@ -13,6 +13,8 @@ from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 CHARS_PER_TOKEN = 4
 """A rough English average; good enough to size prefill and cost before the engine tokenizes."""
 DEFAULT_OUTPUT_TOKENS = 256
+TEMPLATE_TOKENS_PER_MESSAGE = 8
+"""Chat templates wrap each message in role markers (and often a default system prompt)."""
 H_LOCATION = "x-aigrid-client-location"
 H_RESIDENCY = "x-aigrid-residency"
 H_POLICY = "x-aigrid-policy"
@@ -66,6 +68,13 @@ def hash_key(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
+def estimate_prompt_tokens(body: ChatRequest | CompletionRequest) -> int:
+    text_tokens = len(body.prompt_text()) // CHARS_PER_TOKEN
+    if isinstance(body, ChatRequest):
+        return max(1, text_tokens + TEMPLATE_TOKENS_PER_MESSAGE * (len(body.messages) + 2))
+    return max(1, text_tokens)
+
+
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
                        tenant: TenantRules, cities: Mapping[str, GeoPoint], known_models: frozenset[str],
                        max_output_tokens: int) -> RequestInfo:
@@ -80,7 +89,7 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
     return RequestInfo(
         id=request_id,
         model=body.model,
-        prompt_tokens=max(1, len(body.prompt_text()) // CHARS_PER_TOKEN),
+        prompt_tokens=estimate_prompt_tokens(body),
         max_output_tokens=budget or DEFAULT_OUTPUT_TOKENS,
         client_location=parse_location(headers.get(H_LOCATION), cities),
         allowed_jurisdictions=residency(headers.get(H_RESIDENCY), tenant),

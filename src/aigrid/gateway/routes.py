@@ -118,6 +118,7 @@ class Routes:
         for e in view.endpoints:
             st = view.state(e.id)
             endpoints.append({"id": e.id, "site": e.site_id, "model": e.model, "engine": e.engine,
+                              "url": self.gw.engines[e.id].base_url,
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
                               "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
                               "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4), "reason": st.reason,

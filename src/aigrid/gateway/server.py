@@ -1,0 +1,68 @@
+"""Run a whole grid in the foreground: every embedded engine as its own llama-server process, then the
+gateway (uvicorn) in front of them. Ctrl-C (or SIGTERM) stops the gateway, then every engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shlex
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import uvicorn
+from rich.console import Console
+
+from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.spec.models import GridSpec
+
+LOG_DIR = Path(".aigrid") / "logs"
+
+
+async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console) -> dict[str, str]:
+    """Start every embedded endpoint's engine concurrently; each is stopped when `stack` closes."""
+    procs: dict[str, LlamaServerProcess] = {}
+    for ep in spec.endpoints:
+        if ep.engine == "embedded":
+            cfg = embedded_config(LOG_DIR / f"{ep.id}.log", slots=ep.slots, threads=ep.threads,
+                                  alias=ep.served_model or ep.model)
+            procs[ep.id] = LlamaServerProcess(cfg)
+            stack.push_async_callback(procs[ep.id].stop)
+    if procs:
+        with console.status(f"starting {len(procs)} embedded llama.cpp engines (SmolLM2-135M-Instruct)..."):
+            await asyncio.gather(*(p.start() for p in procs.values()))
+    for ep_id, p in procs.items():
+        site = next(e.site for e in spec.endpoints if e.id == ep_id)
+        console.print(f"  engine [bold]{ep_id}[/] (site {site}) at {p.base_url}  pid {p.pid}  "
+                      f"log {p.config.log_path}", soft_wrap=True)
+    return {ep_id: p.base_url for ep_id, p in procs.items()}
+
+
+def banner(spec: GridSpec, host: str, port: int) -> str:
+    base = f"http://{host}:{port}"
+    model = next(iter(spec.models))
+    body = json.dumps({"model": model, "stream": True,
+                       "messages": [{"role": "user", "content": "Name three rivers in Japan."}]})
+    curl = (f"curl -sN {base}/v1/chat/completions -H 'content-type: application/json' "
+            f"-H 'x-aigrid-client-location: Tokyo' -d {shlex.quote(body)}")
+    return (f"\n[bold green]aigrid gateway[/] on {base}  (OpenAI base URL: {base}/v1)\n"
+            f"  sites: {', '.join(f'{k} ({v.jurisdiction})' for k, v in spec.sites.items())}\n"
+            f"  try:   {curl}\n"
+            f"  then:  aigrid explain <x-aigrid-decision header>   |   {base}/metrics   |   {base}/v1/grid\n"
+            f"  Ctrl-C stops the gateway and every engine.\n")
+
+
+async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None) -> None:
+    host, port = spec.gateway.host, port or spec.gateway.port
+    async with AsyncExitStack() as stack:
+        urls = await start_embedded(spec, stack, console)
+        client = upstream_client()
+        stack.push_async_callback(client.aclose)
+        gateway = build_gateway(spec, build_engines(spec, urls, client))
+        config = uvicorn.Config(build_app(gateway), host=host, port=port, log_level="warning",
+                                loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
+        server = uvicorn.Server(config)
+        console.print(banner(spec, host, port), highlight=False, soft_wrap=True)
+        await server.serve()
+        console.print("stopping engines...")

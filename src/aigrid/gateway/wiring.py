@@ -1,0 +1,38 @@
+"""Engine adapters for every endpoint of a spec: embedded engines by their local URL, external ones by theirs."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import httpx
+
+from aigrid.engines.openai_compat import OpenAICompatEngine
+from aigrid.engines.protocol import Engine
+from aigrid.errors import EngineBuildError
+from aigrid.spec.models import GridSpec
+
+EMBEDDED_KIND = "llamacpp"
+"""The embedded engine is llama.cpp's own llama-server, so it is reached like any llama.cpp server."""
+
+
+def upstream_client() -> httpx.AsyncClient:
+    """One pooled client for all engines: generous pool, no read timeout while tokens stream."""
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200, keepalive_expiry=30)
+    timeout = httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=10.0)
+    return httpx.AsyncClient(limits=limits, timeout=timeout, trust_env=False)
+
+
+def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str],
+                  client: httpx.AsyncClient) -> dict[str, Engine]:
+    engines: dict[str, Engine] = {}
+    for ep in spec.endpoints:
+        if ep.engine == "embedded":
+            url = embedded_urls.get(ep.id)
+            if url is None:
+                raise EngineBuildError(f"endpoint {ep.id}: embedded engine was not started")
+            kind = EMBEDDED_KIND
+        else:
+            assert ep.url is not None  # the spec validator guarantees it
+            url, kind = ep.url, ep.engine
+        engines[ep.id] = OpenAICompatEngine(kind, url, client, power_url=ep.power_metrics_url, gpus=ep.gpus)
+    return engines

@@ -1,0 +1,133 @@
+"""The demo grid for real: `aigrid up` starts four llama.cpp engines (SmolLM2-135M) and the gateway as real
+processes; the official OpenAI SDK streams from it; killing an engine moves traffic; Ctrl-C leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from aigrid.engines.llama_server import free_port
+from aigrid.engines.model_files import find_llama_server
+from aigrid.errors import EngineBuildError
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.engine
+
+
+def _engine_built() -> bool:
+    try:
+        find_llama_server()
+    except EngineBuildError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    if not _engine_built():
+        pytest.skip("llama-server not built: run `make engine`")
+    port = free_port()
+    cwd = tmp_path_factory.mktemp("grid")
+    aigrid = shutil.which("aigrid", path=str(Path(sys.executable).parent))
+    proc = subprocess.Popen([aigrid, "up", str(ROOT / "examples" / "demo.yaml"), "--port", str(port)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    base = f"http://127.0.0.1:{port}"
+    lines: list[str] = []
+    deadline = time.monotonic() + 120
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if "Ctrl-C stops" in line:
+            break
+    out = "".join(lines)
+    pids = {m[0]: int(m[1]) for m in re.findall(r"engine (\S+) \(site \S+\) at \S+\s+pid (\d+)", out)}
+    assert len(pids) == 4, out
+    for _ in range(100):
+        try:
+            if len(httpx.get(f"{base}/healthz").json()["healthy"]) == 4:
+                break
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    yield {"base": base, "proc": proc, "pids": pids, "banner": out, "cwd": cwd}
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
+
+
+def stream_from(grid: dict, city: str, prompt: str = "Name a river.") -> tuple[str, str, str]:
+    client = OpenAI(base_url=grid["base"] + "/v1", api_key="not-needed", max_retries=0)
+    with client.chat.completions.with_streaming_response.create(
+            model="smollm2-135m", messages=[{"role": "user", "content": prompt}], stream=True, max_tokens=16,
+            stream_options={"include_usage": True}, extra_headers={"x-aigrid-client-location": city}) as resp:
+        site, decision = resp.headers["x-aigrid-site"], resp.headers["x-aigrid-decision"]
+        text, usage = [], None
+        for chunk in resp.parse():
+            if chunk.choices:
+                text.append(chunk.choices[0].delta.content or "")
+            usage = chunk.usage or usage
+    assert usage is not None and usage.completion_tokens > 0
+    return site, decision, "".join(text)
+
+
+def test_banner_prints_gateway_and_a_copy_pasteable_request(grid: dict) -> None:
+    assert f"aigrid gateway on {grid['base']}" in grid["banner"]
+    assert re.search(r"curl -sN \S+/v1/chat/completions .*x-aigrid-client-location", grid["banner"])
+
+
+def test_openai_sdk_streams_real_text_from_the_nearest_site(grid: dict) -> None:
+    site, _, text = stream_from(grid, "Tokyo")
+    assert site == "nrt" and len(text.strip()) > 0
+    site, _, text = stream_from(grid, "Frankfurt")
+    assert site == "fra" and len(text.strip()) > 0
+
+
+def test_engine_metrics_reach_the_gateway(grid: dict) -> None:
+    stream_from(grid, "Sao Paulo")
+    time.sleep(1.5)  # one scrape interval
+    grid_state = httpx.get(grid["base"] + "/v1/grid").json()
+    gru = next(e for e in grid_state["endpoints"] if e["id"] == "gru-smollm2")
+    assert gru["healthy"] and gru["telemetry_age_s"] < 3
+    assert "aigrid_ttft_seconds_count" in httpx.get(grid["base"] + "/metrics").text
+
+
+def test_killing_nrt_moves_tokyo_and_reports_it_unhealthy(grid: dict) -> None:
+    os.kill(grid["pids"]["nrt-smollm2"], signal.SIGKILL)
+    site, decision, text = stream_from(grid, "Tokyo")
+    assert site != "nrt" and text.strip()
+    d = httpx.get(f"{grid['base']}/v1/decisions/{decision}").json()
+    nrt_failed = [a for a in d["attempts"] if a["endpoint"] == "nrt-smollm2" and not a["ok"]]
+    nrt_rejected = [r for r in d["rejected"] if r["endpoint"] == "nrt-smollm2"]
+    assert nrt_failed or nrt_rejected, d
+    time.sleep(2.5)
+    health = httpx.get(grid["base"] + "/healthz").json()
+    assert "nrt-smollm2" not in health["healthy"] and len(health["healthy"]) == 3
+    site, decision, _ = stream_from(grid, "Tokyo")
+    d = httpx.get(f"{grid['base']}/v1/decisions/{decision}").json()
+    assert site != "nrt"
+    assert any(r["endpoint"] == "nrt-smollm2" and r["filter"] == "health" for r in d["rejected"])
+
+
+def test_ctrl_c_stops_everything(grid: dict) -> None:
+    proc: subprocess.Popen = grid["proc"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=30) == 0
+    time.sleep(0.5)
+    for pid in grid["pids"].values():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
