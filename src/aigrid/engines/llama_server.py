@@ -1,0 +1,235 @@
+"""Run the embedded engine: a native llama.cpp llama-server child process on 127.0.0.1.
+
+llama-server gives the grid a real engine on a CPU box: an OpenAI-compatible API, continuous batching
+over -np slots and Prometheus /metrics, so OpenAICompatEngine("llamacpp", ...) drives it like any other
+site. This module only builds the command line, starts the child, waits until it is ready and stops it.
+
+No work happens in the constructor: start() and stop() are explicit (or use `async with`). On Linux
+the child is tied to its parent with PR_SET_PDEATHSIG, so a killed gateway never leaves an orphaned
+engine behind (the signal fires when the thread that started the child exits: start it from the
+thread that runs the event loop, as asyncio does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import re
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import httpx
+
+from aigrid.engines.model_files import find_llama_server, find_model_file
+from aigrid.errors import EngineBuildError
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+BIND_ATTEMPTS = 3
+OPTIONAL_ARGS: tuple[tuple[str, ...], ...] = (("--no-webui",), ("--log-colors", "off"))
+"""Arguments passed only when this build's --help lists their flag (builds add and drop them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LlamaServerConfig:
+    """How to run one llama-server. port=0 picks a free port at start()."""
+
+    binary: Path
+    model: Path
+    log_path: Path
+    alias: str = "smollm2-135m"
+    host: str = "127.0.0.1"
+    port: int = 0
+    slots: int = 2
+    ctx_per_slot: int = 2048
+    threads: int = 1
+    extra_args: tuple[str, ...] = ()
+
+
+def embedded_config(log_path: Path, *, slots: int = 2, threads: int = 1, port: int = 0,
+                    alias: str = "smollm2-135m") -> LlamaServerConfig:
+    """The embedded engine's config: the cached (or $AIGRID_LLAMA_SERVER) binary and the SmolLM2 model.
+    Raises EngineBuildError, saying how to fix it, when either file is missing."""
+    return LlamaServerConfig(binary=find_llama_server(), model=find_model_file(), log_path=log_path,
+                             alias=alias, port=port, slots=slots, threads=threads)
+
+
+def has_flag(help_text: str, flag: str) -> bool:
+    """Whether `llama-server --help` lists `flag` (builds add and drop flags such as --no-webui)."""
+    return re.search(rf"(?:^|[\s,]){re.escape(flag)}(?:[\s,]|$)", help_text, re.MULTILINE) is not None
+
+
+def build_command(config: LlamaServerConfig, port: int, help_text: str = "") -> list[str]:
+    """The argv for llama-server. -c is the total context, split evenly over the -np slots."""
+    cmd = [
+        str(config.binary),
+        "--model", str(config.model),
+        "--host", config.host,
+        "--port", str(port),
+        "--parallel", str(config.slots),
+        "--ctx-size", str(config.ctx_per_slot * config.slots),
+        "--threads", str(config.threads),
+        "--alias", config.alias,
+        "--metrics",
+    ]
+    for optional in OPTIONAL_ARGS:
+        if has_flag(help_text, optional[0]):
+            cmd += optional
+    return cmd + list(config.extra_args)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the OS picks it; a small race is accepted)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGKILL the child when its parent dies; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork: nothing to load in the child
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL)) != 0 or os.getppid() != parent_pid:
+            os._exit(1)  # cannot be tied to the parent, or the parent is already gone
+
+    return preexec
+
+
+def _send(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+    """Signal the child unless it has already exited (then there is nothing to stop)."""
+    if proc.returncode is None:
+        try:
+            proc.send_signal(sig)
+        except ProcessLookupError:
+            pass  # exited between the check and the signal
+
+
+class LlamaServerProcess:
+    """One llama-server child process. Use `async with` or call start() and stop()."""
+
+    def __init__(self, config: LlamaServerConfig, *, ready_timeout_s: float = 60.0,
+                 stop_grace_s: float = 5.0) -> None:
+        self.config = config
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_grace_s = stop_grace_s
+        self.port: int | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise RuntimeError("llama-server is not started")
+        return f"http://{self.config.host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    async def start(self) -> None:
+        """Start the child and return once /health answers 200. Raises EngineBuildError, quoting the
+        log tail, if it exits early or is not ready within ready_timeout_s. With port=0 a lost race for
+        the picked port (another process bound it first) is retried on a new port."""
+        if self._proc is not None:
+            raise RuntimeError("llama-server already started")
+        help_text = await self._help_text()
+        for attempt in range(1, BIND_ATTEMPTS + 1):
+            self.port = self.config.port or free_port(self.config.host)
+            proc = await self._spawn(build_command(self.config, self.port, help_text))
+            try:
+                await self._wait_ready(proc)
+                return
+            except EngineBuildError as exc:
+                await self.stop()
+                if self.config.port or attempt == BIND_ATTEMPTS or "couldn't bind" not in str(exc):
+                    raise
+            except BaseException:
+                await self.stop()
+                raise
+
+    async def _spawn(self, cmd: list[str]) -> asyncio.subprocess.Process:
+        self.config.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.config.log_path.open("ab")
+        self._log.write(f"\n$ {' '.join(cmd)}\n".encode())
+        self._log.flush()
+        self._proc = await asyncio.create_subprocess_exec(
+            *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
+            preexec_fn=_die_with_parent(os.getpid()),
+        )
+        return self._proc
+
+    async def _help_text(self) -> str:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(self.config.binary), "--help", stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            )
+        except OSError as exc:
+            raise EngineBuildError(f"cannot run {self.config.binary}: {exc}") from exc
+        out, _ = await proc.communicate()
+        return out.decode(errors="replace")
+
+    async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
+        deadline = time.monotonic() + self.ready_timeout_s
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while True:
+                if proc.returncode is not None:
+                    raise EngineBuildError(
+                        f"llama-server exited with code {proc.returncode} while starting; "
+                        f"log {self.config.log_path}:\n{self.log_tail()}"
+                    )
+                try:
+                    if (await client.get(self.base_url + "/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass  # not listening yet: that is what we are waiting for
+                if time.monotonic() > deadline:
+                    raise EngineBuildError(
+                        f"llama-server not ready after {self.ready_timeout_s:.0f}s; "
+                        f"log {self.config.log_path}:\n{self.log_tail()}"
+                    )
+                try:
+                    await asyncio.wait_for(proc.wait(), timeout=0.1)
+                except TimeoutError:
+                    pass  # still running: poll /health again
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL after stop_grace_s. Safe to call twice or after a failed start."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            _send(proc, signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=self.stop_grace_s)
+            except TimeoutError:
+                _send(proc, signal.SIGKILL)
+                await proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the log file, for error messages."""
+        try:
+            text = self.config.log_path.read_text(errors="replace")
+        except OSError as exc:
+            return f"(log unreadable: {exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def __aenter__(self) -> LlamaServerProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()

@@ -1,0 +1,197 @@
+"""One adapter for every engine that speaks the OpenAI HTTP API: vLLM, SGLang, llama.cpp's llama-server,
+Ollama, TGI, or any other OpenAI-compatible server.
+
+The engines differ only in where their health probe lives and whether (and in which dialect) they export
+Prometheus metrics; both are table lookups here, not branches. Proxying is byte-level and unbuffered:
+open() hands back the engine's status, headers and raw body bytes as they arrive, so SSE passes through
+untouched. httpx errors are mapped into aigrid.errors here, once, and nowhere else.
+
+The httpx.AsyncClient is injected: the caller owns connection pooling, limits and its lifetime, so an
+adapter holds nothing that needs closing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from types import MappingProxyType
+
+import httpx
+
+from aigrid.engines.prometheus import PARSERS, parse_dcgm, parse_stats, with_power
+from aigrid.engines.protocol import EngineStats, UpstreamResponse
+from aigrid.errors import EngineError, EngineStreamBroken, EngineUnavailable
+
+log = logging.getLogger(__name__)
+
+HEALTH_PATHS: Mapping[str, str] = MappingProxyType(
+    {
+        "vllm": "/health",
+        "sglang": "/health",
+        "llamacpp": "/health",
+        "tgi": "/health",
+        "ollama": "/api/version",
+        "openai": "/v1/models",
+    }
+)
+"""Engine kind -> the GET path that answers 200 when the engine can serve."""
+
+METRICS_KINDS: frozenset[str] = frozenset({"vllm", "sglang", "llamacpp", "tgi"})
+"""Kinds that export Prometheus metrics; the others (Ollama, generic OpenAI) report EngineStats()."""
+
+
+CLOSED_IDLE = "Server disconnected without sending a response"
+"""httpcore's message when the server closed the connection before sending any byte of a response."""
+
+
+class OpenAICompatEngine:
+    """An Engine (see protocol.py) for an OpenAI-compatible server at `base_url`.
+
+    `power_url` optionally names a dcgm-exporter /metrics URL whose GPU power (restricted to `gpus`, by
+    index or UUID) is merged into stats(). `headers` are sent with every request (e.g. an upstream API
+    key). `timeout`, if given, overrides the client's timeout for proxied requests; probes (health,
+    metrics) always use the short `probe_timeout_s`.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        base_url: str,
+        client: httpx.AsyncClient,
+        *,
+        metrics_path: str = "/metrics",
+        health_path: str | None = None,
+        power_url: str | None = None,
+        gpus: Collection[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: httpx.Timeout | None = None,
+        probe_timeout_s: float = 2.0,
+    ) -> None:
+        if kind not in HEALTH_PATHS:
+            known = ", ".join(sorted(HEALTH_PATHS))
+            raise ValueError(f"unknown engine kind {kind!r} (known: {known})")
+        if kind in METRICS_KINDS and kind not in PARSERS:
+            raise ValueError(f"engine kind {kind!r} has no metrics parser")
+        self.kind = kind
+        self.base_url = base_url.rstrip("/")
+        self._client = client
+        self._metrics_path = metrics_path
+        self._health_path = health_path if health_path is not None else HEALTH_PATHS[kind]
+        self._power_url = power_url
+        self._gpus = frozenset(gpus) if gpus is not None else None
+        self._headers = dict(headers or {})
+        self._timeout = timeout
+        self._probe_timeout = httpx.Timeout(probe_timeout_s)
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatEngine(kind={self.kind!r}, base_url={self.base_url!r})"
+
+    def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
+        """POST `body` (JSON bytes) to `path` and stream the response as it arrives.
+
+        Raises EngineUnavailable when the engine cannot be reached, or fails before the first body byte;
+        the body iterator raises EngineStreamBroken when the connection fails after bytes were yielded.
+        Any HTTP status is handed back as is: what a 429 or 503 means is the gateway's decision.
+        """
+        return self._open(path, body)
+
+    @asynccontextmanager
+    async def _open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        # identity: the body bytes stay plain SSE/JSON that the gateway can inspect as it relays them
+        headers = {"accept-encoding": "identity", **self._headers, "content-type": "application/json"}
+        timeout = httpx.USE_CLIENT_DEFAULT if self._timeout is None else self._timeout
+        request = self._client.build_request(
+            "POST", self._url(path), content=body, headers=headers, timeout=timeout
+        )
+        try:
+            response = await self._send(request, stream=True)
+        except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
+            raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}") from exc
+        chunks = self._relay(response, path)
+        try:
+            yield UpstreamResponse(status=response.status_code, headers=response.headers, body=chunks)
+        finally:
+            await chunks.aclose()
+            await response.aclose()
+
+    async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
+        """Send once more if the server had closed the pooled keep-alive connection before reading the
+        request (seen with llama-server after streamed responses, with no `Connection: close`). Like
+        Go's net/http for a closed idle connection, this is safe even for POST: the request was never
+        read. Any other failure is raised to the caller."""
+        try:
+            return await self._client.send(request, stream=stream)
+        except httpx.RemoteProtocolError as exc:
+            if CLOSED_IDLE not in str(exc):
+                raise
+            log.debug("%r: %s closed a pooled connection before answering; resending once", self, request.url)
+        return await self._client.send(request, stream=stream)
+
+    async def _relay(self, response: httpx.Response, path: str) -> AsyncGenerator[bytes, None]:
+        """The raw body, chunk by chunk, with transport failures mapped by whether bytes were already sent."""
+        if response.is_stream_consumed:  # a transport that read the body already (httpx.MockTransport)
+            if response.content:
+                yield response.content
+            return
+        sent = False
+        try:
+            async for chunk in response.aiter_raw():
+                sent = True
+                yield chunk
+        except httpx.TransportError as exc:
+            if sent:
+                raise EngineStreamBroken(f"{self!r}: {path} broke mid-stream: {exc!r}") from exc
+            raise EngineUnavailable(f"{self!r}: {path} failed before the first byte: {exc!r}") from exc
+
+    async def health(self) -> bool:
+        """True when the engine's health path answers 200. Unreachable is False, not an error."""
+        request = self._client.build_request(
+            "GET", self._url(self._health_path), headers=self._headers, timeout=self._probe_timeout
+        )
+        try:
+            response = await self._send(request)
+        except httpx.TransportError as exc:
+            log.debug("%r health probe failed: %r", self, exc)
+            return False
+        return response.status_code == 200
+
+    async def stats(self) -> EngineStats:
+        """The engine's load from its own metrics (all None for kinds without metrics), plus GPU power
+        from `power_url` when one is configured.
+
+        Raises EngineUnavailable when the metrics cannot be fetched and EngineError when they cannot be
+        parsed. A failing power exporter only leaves power_w None: it says nothing about the engine.
+        """
+        stats = EngineStats()
+        if self.kind in METRICS_KINDS:
+            stats = parse_stats(self.kind, await self._scrape(self._url(self._metrics_path)))
+        if self._power_url is not None:
+            try:
+                power = parse_dcgm(await self._scrape(self._power_url), self._gpus)
+            except EngineError as exc:
+                log.warning("%r: power exporter %s unusable: %s", self, self._power_url, exc)
+            else:
+                stats = with_power(stats, power)
+        return stats
+
+    async def _scrape(self, url: str) -> str:
+        request = self._client.build_request("GET", url, headers=self._headers, timeout=self._probe_timeout)
+        try:
+            response = await self._send(request)
+        except httpx.TransportError as exc:
+            raise EngineUnavailable(f"{self!r}: cannot fetch {url}: {exc!r}") from exc
+        if response.status_code in (404, 501):
+            raise EngineError(
+                f"{self!r}: {url} answered HTTP {response.status_code}: no metrics exported there "
+                f"(llama-server needs --metrics, SGLang --enable-metrics)"
+            )
+        if response.status_code != 200:
+            raise EngineUnavailable(f"{self!r}: {url} answered HTTP {response.status_code}")
+        return response.text
+
+    async def aclose(self) -> None:
+        """Nothing to release: the injected client belongs to the caller."""
+
+    def _url(self, path: str) -> str:
+        return path if path.startswith(("http://", "https://")) else self.base_url + "/" + path.lstrip("/")

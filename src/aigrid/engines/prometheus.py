@@ -1,0 +1,217 @@
+"""Pure parsers from Prometheus exposition text to EngineStats, one small function per engine kind.
+
+No I/O here: the adapters fetch /metrics, these functions read the text. Every engine names the same
+ideas differently (vLLM's ``num_requests_waiting`` is SGLang's ``num_queue_reqs`` and llama.cpp's
+``requests_deferred``), and names drift between releases, so each field is looked up through a short list
+of alternatives, newest name first.
+
+Samples are matched by their own name (``vllm:time_to_first_token_seconds_sum``), not by family, so that
+text without ``# TYPE`` lines (a grep of /metrics, some exporters) parses the same as full output.
+Counts and cumulative counters are summed over label sets (several models, data-parallel engines,
+GPUs); fractions such as KV-cache usage are averaged, since summing two 0.5 fills would read as full.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import replace
+from types import MappingProxyType
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from aigrid.engines.protocol import EngineStats
+from aigrid.errors import EngineError
+
+Labels = Mapping[str, str]
+Samples = Mapping[str, list[tuple[Labels, float]]]
+"""Sample name -> every (labels, value) with that name."""
+
+
+def collect_samples(text: str) -> Samples:
+    """Flatten exposition text into sample name -> values. Raises EngineError on text that is not Prometheus."""
+    out: dict[str, list[tuple[Labels, float]]] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                out.setdefault(sample.name, []).append((sample.labels, float(sample.value)))
+    except ValueError as exc:  # prometheus_client's only parse error: mapped here, once
+        raise EngineError(f"metrics text is not valid Prometheus exposition format: {exc}") from exc
+    return out
+
+
+def _values(samples: Samples, names: tuple[str, ...]) -> list[float] | None:
+    """Finite values of the first name in `names` that is present (names are alternatives, newest first)."""
+    for name in names:
+        found = samples.get(name)
+        if found:
+            return [v for _, v in found if math.isfinite(v)]
+    return None
+
+
+def _sum(samples: Samples, *names: str) -> float | None:
+    values = _values(samples, names)
+    return sum(values) if values else None
+
+
+def _mean(samples: Samples, *names: str) -> float | None:
+    values = _values(samples, names)
+    return sum(values) / len(values) if values else None
+
+
+def _count(samples: Samples, *names: str) -> int | None:
+    total = _sum(samples, *names)
+    return None if total is None else round(total)
+
+
+def _hist(samples: Samples, *bases: str) -> tuple[float | None, float | None]:
+    """(sum, count) of the first histogram in `bases` that has both series."""
+    for base in bases:
+        s, c = _sum(samples, base + "_sum"), _sum(samples, base + "_count")
+        if s is not None and c is not None:
+            return s, c
+    return None, None
+
+
+def parse_vllm(text: str) -> EngineStats:
+    """vLLM (V0 and V1 engines). kv_cache_usage_perc replaced gpu_cache_usage_perc; inter-token latency
+    replaced time_per_output_token (V1 keeps the old name as a deprecated alias for a while)."""
+    s = collect_samples(text)
+    ttft_sum, ttft_count = _hist(s, "vllm:time_to_first_token_seconds")
+    tpot_sum, tpot_count = _hist(
+        s,
+        "vllm:inter_token_latency_seconds",
+        "vllm:time_per_output_token_seconds",
+        "vllm:request_time_per_output_token_seconds",
+    )
+    return EngineStats(
+        running=_count(s, "vllm:num_requests_running"),
+        waiting=_count(s, "vllm:num_requests_waiting"),
+        kv_usage=_mean(s, "vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+        ttft_sum_s=ttft_sum,
+        ttft_count=ttft_count,
+        tpot_sum_s=tpot_sum,
+        tpot_count=tpot_count,
+        prompt_tokens_total=_sum(s, "vllm:prompt_tokens_total"),
+        generation_tokens_total=_sum(s, "vllm:generation_tokens_total"),
+    )
+
+
+def parse_sglang(text: str) -> EngineStats:
+    """SGLang (--enable-metrics). token_usage is the fraction of the KV token pool in use. Some
+    deployments export an underscore prefix (sglang_...) instead of the colon one; both are read."""
+    s = collect_samples(text)
+
+    def names(suffix: str) -> tuple[str, str]:
+        return ("sglang:" + suffix, "sglang_" + suffix)
+
+    ttft_sum, ttft_count = _hist(s, *names("time_to_first_token_seconds"))
+    tpot_sum, tpot_count = _hist(
+        s, *names("inter_token_latency_seconds"), *names("time_per_output_token_seconds")
+    )
+    return EngineStats(
+        running=_count(s, *names("num_running_reqs")),
+        waiting=_count(s, *names("num_queue_reqs")),
+        kv_usage=_mean(s, *names("token_usage")),
+        ttft_sum_s=ttft_sum,
+        ttft_count=ttft_count,
+        tpot_sum_s=tpot_sum,
+        tpot_count=tpot_count,
+        prompt_tokens_total=_sum(s, *names("prompt_tokens_total")),
+        generation_tokens_total=_sum(s, *names("generation_tokens_total")),
+    )
+
+
+def parse_llamacpp(text: str) -> EngineStats:
+    """llama.cpp llama-server started with --metrics.
+
+    requests_processing / requests_deferred are busy slots / queued requests. kv_cache_usage_ratio is
+    gone from newer builds (then kv_usage is None). There is no TTFT series and no request counter, so
+    TTFT stays None. Time per output token is derived honestly: tokens_predicted_seconds_total is the
+    decode time summed over slots, tokens_predicted_total the tokens it produced, so their ratio is the
+    mean per-sequence time per output token.
+    """
+    s = collect_samples(text)
+    generated = _sum(s, "llamacpp:tokens_predicted_total")
+    decode_s = _sum(s, "llamacpp:tokens_predicted_seconds_total")
+    return EngineStats(
+        running=_count(s, "llamacpp:requests_processing"),
+        waiting=_count(s, "llamacpp:requests_deferred"),
+        kv_usage=_mean(s, "llamacpp:kv_cache_usage_ratio"),
+        tpot_sum_s=decode_s if generated is not None else None,
+        tpot_count=generated if decode_s is not None else None,
+        prompt_tokens_total=_sum(s, "llamacpp:prompt_tokens_total"),
+        generation_tokens_total=generated,
+    )
+
+
+def parse_tgi(text: str) -> EngineStats:
+    """Hugging Face TGI router metrics. The queue and the current batch are exact; TTFT is not exported
+    (it would need queue + prefill histograms with different buckets), so it stays None. The token totals
+    are the sums of the per-request input-length and generated-tokens histograms; TPOT is the mean of the
+    per-request mean time per token."""
+    s = collect_samples(text)
+    tpot_sum, tpot_count = _hist(s, "tgi_request_mean_time_per_token_duration")
+    return EngineStats(
+        running=_count(s, "tgi_batch_current_size"),
+        waiting=_count(s, "tgi_queue_size"),
+        tpot_sum_s=tpot_sum,
+        tpot_count=tpot_count,
+        prompt_tokens_total=_sum(s, "tgi_request_input_length_sum"),
+        generation_tokens_total=_sum(s, "tgi_request_generated_tokens_sum"),
+    )
+
+
+def parse_dcgm(text: str, gpus: Collection[str] | None = None) -> EngineStats:
+    """NVIDIA dcgm-exporter: total power draw in watts over the physical GPUs.
+
+    `gpus` optionally restricts the sum to GPUs named by index ("0") or UUID ("GPU-..."), for a node
+    whose GPUs serve several endpoints. With MIG the exporter repeats the card's power once per GPU
+    instance, so each physical GPU (by UUID, else index) is counted once, at its highest reading.
+    """
+    s = collect_samples(text)
+    per_gpu: dict[str, float] = {}
+    for labels, value in s.get("DCGM_FI_DEV_POWER_USAGE", []):
+        if not math.isfinite(value):
+            continue
+        gpu, uuid = labels.get("gpu", ""), labels.get("UUID", "")
+        if gpus is not None and gpu not in gpus and uuid not in gpus:
+            continue
+        key = uuid or gpu or repr(sorted(labels.items()))
+        per_gpu[key] = max(value, per_gpu.get(key, value))
+    return EngineStats(power_w=sum(per_gpu.values()) if per_gpu else None)
+
+
+def parse_none(text: str) -> EngineStats:
+    """For engines that export no Prometheus metrics (Ollama, a generic OpenAI-compatible server)."""
+    return EngineStats()
+
+
+def with_power(stats: EngineStats, power: EngineStats) -> EngineStats:
+    """The engine's own stats with the power reading of a separate exporter (DCGM) merged in."""
+    return replace(stats, power_w=power.power_w)
+
+
+PARSERS: Mapping[str, Callable[[str], EngineStats]] = MappingProxyType(
+    {
+        "vllm": parse_vllm,
+        "sglang": parse_sglang,
+        "llamacpp": parse_llamacpp,
+        "tgi": parse_tgi,
+        "dcgm": parse_dcgm,
+        "ollama": parse_none,
+        "openai": parse_none,
+    }
+)
+"""Engine kind -> parser. The one table; add a kind here and nowhere else."""
+
+
+def parse_stats(kind: str, text: str) -> EngineStats:
+    """Parse one /metrics text of an engine of `kind`. Raises ValueError for an unknown kind and
+    EngineError for text that is not Prometheus exposition format."""
+    try:
+        parser = PARSERS[kind]
+    except KeyError:
+        known = ", ".join(sorted(PARSERS))
+        raise ValueError(f"no metrics parser for engine kind {kind!r} (known: {known})") from None
+    return parser(text)

@@ -1,0 +1,71 @@
+"""The embedded engine for real: llama.cpp's llama-server with SmolLM2-135M, driven through the same
+OpenAICompatEngine the gateway uses for every site. Needs `make engine`; skips, saying so, without it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aigrid.engines.llama_server import LlamaServerConfig, LlamaServerProcess
+from aigrid.engines.model_files import find_llama_server, find_model_file
+from aigrid.engines.openai_compat import OpenAICompatEngine
+from aigrid.errors import EngineBuildError
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture
+def engine_config(tmp_path: Path) -> LlamaServerConfig:
+    try:
+        binary = find_llama_server()
+    except EngineBuildError as exc:
+        pytest.skip(f"llama-server is not built (run `make engine`): {exc}")
+    model = find_model_file()  # installed with the package: missing is a failure, not a skip
+    return LlamaServerConfig(binary=binary, model=model, log_path=tmp_path / "llama-server.log",
+                             alias="smollm2-135m", slots=2, threads=1)
+
+
+async def stream_chat(engine: OpenAICompatEngine, question: str) -> str:
+    body = json.dumps({
+        "model": "smollm2-135m",
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": 24,
+        "temperature": 0,
+        "stream": True,
+    }).encode()
+    raw = b""
+    async with engine.open("/v1/chat/completions", body) as upstream:
+        assert upstream.status == 200, upstream.status
+        assert upstream.headers["content-type"].startswith("text/event-stream")
+        async for chunk in upstream.body:
+            raw += chunk
+    events = [line[len(b"data: "):] for line in raw.splitlines() if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    deltas = (json.loads(e)["choices"][0]["delta"] for e in events[:-1] if json.loads(e)["choices"])
+    return "".join(d.get("content") or "" for d in deltas)
+
+
+async def test_real_llama_server_streams_and_reports_metrics(engine_config: LlamaServerConfig) -> None:
+    async with LlamaServerProcess(engine_config) as server, httpx.AsyncClient(timeout=120) as client:
+        engine = OpenAICompatEngine("llamacpp", server.base_url, client)
+        assert await engine.health() is True
+        before = await engine.stats()
+        assert before.prompt_tokens_total == 0 and before.running == 0
+
+        # Two requests at once: both -np slots decode in the same batches.
+        answers = await asyncio.gather(
+            stream_chat(engine, "What is the capital of France?"),
+            stream_chat(engine, "Name a colour of the sky."),
+        )
+        assert all(len(a.strip()) > 0 for a in answers), answers
+
+        stats = await engine.stats()
+        assert stats.prompt_tokens_total is not None and stats.prompt_tokens_total > 0
+        assert stats.generation_tokens_total is not None and stats.generation_tokens_total > 0
+        assert stats.tpot_sum_s is not None and stats.tpot_sum_s > 0
+        assert (stats.running, stats.waiting) == (0, 0)
+    assert "--metrics" in engine_config.log_path.read_text()

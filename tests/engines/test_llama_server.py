@@ -1,0 +1,160 @@
+"""LlamaServerProcess without the real engine: the command line, start-up failures, stopping, and the
+guarantee that a child never outlives its parent. Fake engines are small shell and Python scripts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from aigrid.engines.llama_server import LlamaServerConfig, LlamaServerProcess, build_command, has_flag
+from aigrid.errors import EngineBuildError
+
+HELP = """\
+-np,   --parallel N                     number of server slots (default: -1, -1 = auto)
+--log-colors [on|off|auto]              Set colored logging ('on', 'off', or 'auto', default: 'auto')
+--ui-mcp-proxy, --webui-mcp-proxy, --no-ui-mcp-proxy, --no-webui-mcp-proxy
+--ui,  --webui, --no-ui, --no-webui     whether to enable the Web UI (default: enabled)
+--metrics                               enable prometheus compatible metrics endpoint (default: disabled)
+"""
+
+
+def config(tmp_path: Path, binary: Path, **kw: object) -> LlamaServerConfig:
+    return LlamaServerConfig(binary=binary, model=tmp_path / "m.gguf", log_path=tmp_path / "engine.log", **kw)  # type: ignore[arg-type]
+
+
+def test_has_flag_matches_whole_flags_only() -> None:
+    assert has_flag(HELP, "--no-webui")
+    assert has_flag(HELP, "--metrics")
+    assert not has_flag(HELP, "--no-webui-mcp")
+    assert not has_flag("--ui, --webui   enable the Web UI", "--no-webui")
+
+
+def test_command_line(tmp_path: Path) -> None:
+    cfg = config(tmp_path, Path("/opt/llama-server"), slots=4, ctx_per_slot=1024, threads=1, alias="tiny")
+    cmd = build_command(cfg, 8123, HELP)
+    assert cmd[0] == "/opt/llama-server"
+    args = dict(zip(cmd[1::2], cmd[2::2], strict=False))
+    assert args["--model"] == str(tmp_path / "m.gguf")
+    assert (args["--host"], args["--port"]) == ("127.0.0.1", "8123")
+    assert (args["--parallel"], args["--ctx-size"], args["--threads"]) == ("4", "4096", "1")
+    assert args["--alias"] == "tiny"
+    assert "--metrics" in cmd and "--no-webui" in cmd
+    assert cmd[cmd.index("--log-colors") + 1] == "off"
+    older_build = build_command(cfg, 8123, "--metrics   enable metrics\n")
+    assert "--no-webui" not in older_build and "--log-colors" not in older_build
+
+
+def fake_engine(tmp_path: Path, body: str) -> Path:
+    """A shell script standing in for llama-server: answers --help, otherwise runs `body`."""
+    script = tmp_path / "fake-llama-server"
+    script.write_text(f'#!/bin/sh\nif [ "$1" = "--help" ]; then echo "--metrics  enable"; exit 0; fi\n{body}\n')
+    script.chmod(0o755)
+    return script
+
+
+async def test_early_exit_quotes_the_log(tmp_path: Path) -> None:
+    binary = fake_engine(tmp_path, 'echo "error: failed to load model m.gguf"; exit 3')
+    server = LlamaServerProcess(config(tmp_path, binary))
+    with pytest.raises(EngineBuildError, match=r"(?s)exited with code 3.*failed to load model"):
+        await server.start()
+    assert server.pid is None
+
+
+async def test_not_ready_in_time_is_stopped(tmp_path: Path) -> None:
+    binary = fake_engine(tmp_path, 'echo "loading forever"; exec sleep 30')
+    server = LlamaServerProcess(config(tmp_path, binary), ready_timeout_s=0.5)
+    with pytest.raises(EngineBuildError, match=r"(?s)not ready after.*loading forever"):
+        await server.start()
+    assert server.pid is None
+    await server.stop()  # idempotent
+
+
+async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.py"
+    ready.write_text(textwrap.dedent("""
+        import http.server, signal, sys
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stubborn engine
+        port = int(sys.argv[sys.argv.index("--port") + 1])
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+            def log_message(self, *a): pass
+        http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+    """))
+    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
+    server = LlamaServerProcess(config(tmp_path, binary), stop_grace_s=0.3)
+    async with server:
+        pid = server.pid
+        assert pid is not None and server.base_url.startswith("http://127.0.0.1:")
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone, and reaped
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for a slow reaper counts as dead)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_child_dies_with_its_parent(tmp_path: Path) -> None:
+    """Kill -9 a parent that started an engine: the engine must not be orphaned."""
+    parent = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent("""
+            import os, subprocess, sys, time
+            from aigrid.engines.llama_server import _die_with_parent
+            child = subprocess.Popen(["sleep", "60"], preexec_fn=_die_with_parent(os.getpid()))
+            print(child.pid, flush=True)
+            os.kill(os.getpid(), 9)
+        """)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert parent.returncode == -signal.SIGKILL
+    child_pid = int(parent.stdout.strip())
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if not alive(child_pid):
+            return
+        time.sleep(0.05)
+    os.kill(child_pid, signal.SIGKILL)
+    pytest.fail("the child outlived its killed parent")
+
+
+async def test_lost_port_race_is_retried_on_a_new_port(tmp_path: Path) -> None:
+    serve = tmp_path / "serve.py"
+    serve.write_text(textwrap.dedent("""
+        import http.server, pathlib, sys
+        marker = pathlib.Path(sys.argv[1])
+        if not marker.exists():  # first start: somebody else took the port
+            marker.write_text("x")
+            print("E srv start: couldn't bind HTTP server socket, hostname: 127.0.0.1", flush=True)
+            sys.exit(1)
+        port = int(sys.argv[sys.argv.index("--port") + 1])
+        class H(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+            def log_message(self, *a): pass
+        http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+    """))
+    binary = fake_engine(tmp_path, f'exec {sys.executable} {serve} {tmp_path / "tried"} "$@"')
+    async with LlamaServerProcess(config(tmp_path, binary)) as server:
+        assert server.pid is not None
+    assert (tmp_path / "engine.log").read_text().count("$ ") == 2  # two command lines logged
+
+
+async def test_other_start_failures_are_not_retried(tmp_path: Path) -> None:
+    counter = tmp_path / "starts"
+    binary = fake_engine(tmp_path, f'echo x >> {counter}; echo "bad model"; exit 2')
+    with pytest.raises(EngineBuildError, match="bad model"):
+        await LlamaServerProcess(config(tmp_path, binary)).start()
+    assert counter.read_text().count("x") == 1

@@ -1,0 +1,180 @@
+"""The Prometheus parsers, against real /metrics texts saved in tests/engines/data (each names its source)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aigrid.engines.prometheus import (
+    PARSERS,
+    collect_samples,
+    parse_dcgm,
+    parse_stats,
+    with_power,
+)
+from aigrid.engines.protocol import EngineStats
+from aigrid.errors import EngineError
+
+DATA = Path(__file__).parent / "data"
+
+
+def fixture(name: str) -> str:
+    text = (DATA / name).read_text()
+    assert text.startswith("# Source:"), f"{name} must say where it came from"
+    return text
+
+
+def test_vllm_v0_reads_gpu_cache_usage_and_token_counters() -> None:
+    stats = parse_stats("vllm", fixture("vllm_v0_aibrix.prom"))
+    assert stats == EngineStats(
+        running=0, waiting=0, kv_usage=0.0, prompt_tokens_total=148.0, generation_tokens_total=955.0
+    )
+
+
+def test_vllm_v1_without_type_lines_reads_new_names() -> None:
+    stats = parse_stats("vllm", fixture("vllm_v1_grep.prom"))
+    assert (stats.running, stats.waiting, stats.kv_usage) == (0, 0, 0.0)
+    assert (stats.ttft_sum_s, stats.ttft_count) == (0.205, 10.0)
+    assert (stats.tpot_sum_s, stats.tpot_count) == (0.864, 490.0)
+    assert (stats.prompt_tokens_total, stats.generation_tokens_total) == (80.0, 500.0)
+    assert stats.power_w is None
+
+
+def test_vllm_sums_counts_over_engines_and_averages_kv() -> None:
+    # Two data-parallel engines of one server, in vLLM V1's label shape.
+    text = "\n".join(
+        [
+            "# TYPE vllm:num_requests_running gauge",
+            'vllm:num_requests_running{engine="0",model_name="m"} 3.0',
+            'vllm:num_requests_running{engine="1",model_name="m"} 5.0',
+            "# TYPE vllm:num_requests_waiting gauge",
+            'vllm:num_requests_waiting{engine="0",model_name="m"} 1.0',
+            'vllm:num_requests_waiting{engine="1",model_name="m"} 0.0',
+            'vllm:num_requests_waiting_by_reason{engine="0",model_name="m",reason="capacity"} 9.0',
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            'vllm:kv_cache_usage_perc{engine="0",model_name="m"} 0.2',
+            'vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.4',
+            "# TYPE vllm:gpu_cache_usage_perc gauge",
+            'vllm:gpu_cache_usage_perc{engine="0",model_name="m"} 0.9',
+            "# TYPE vllm:time_to_first_token_seconds histogram",
+            'vllm:time_to_first_token_seconds_bucket{engine="0",le="+Inf",model_name="m"} 2.0',
+            'vllm:time_to_first_token_seconds_sum{engine="0",model_name="m"} 0.5',
+            'vllm:time_to_first_token_seconds_count{engine="0",model_name="m"} 2.0',
+            'vllm:time_to_first_token_seconds_bucket{engine="1",le="+Inf",model_name="m"} 3.0',
+            'vllm:time_to_first_token_seconds_sum{engine="1",model_name="m"} 1.0',
+            'vllm:time_to_first_token_seconds_count{engine="1",model_name="m"} 3.0',
+            "",
+        ]
+    )
+    stats = parse_stats("vllm", text)
+    assert (stats.running, stats.waiting) == (8, 1)
+    assert stats.kv_usage == pytest.approx(0.3)  # the newer name wins over the deprecated one
+    assert (stats.ttft_sum_s, stats.ttft_count) == (1.5, 5.0)
+
+
+def test_sglang_under_load() -> None:
+    stats = parse_stats("sglang", fixture("sglang_docs.prom"))
+    assert (stats.running, stats.waiting, stats.kv_usage) == (162, 2826, 0.28)
+    assert (stats.ttft_sum_s, stats.ttft_count) == (2.3518979474117756e06, 11008.0)
+    assert (stats.tpot_sum_s, stats.tpot_count) == (866964.5791549598, 7.400757e06)
+    assert (stats.prompt_tokens_total, stats.generation_tokens_total) == (8.128902e06, 7.557572e06)
+
+
+def test_llamacpp_idle_after_one_request() -> None:
+    stats = parse_stats("llamacpp", fixture("llamacpp_idle.prom"))
+    assert (stats.running, stats.waiting) == (0, 0)
+    assert stats.kv_usage is None  # kv_cache_usage_ratio is gone from this build
+    assert (stats.prompt_tokens_total, stats.generation_tokens_total) == (37.0, 15.0)
+    assert (stats.tpot_sum_s, stats.tpot_count) == (0.087363, 15.0)
+    assert stats.ttft_sum_s is None and stats.ttft_count is None
+
+
+def test_llamacpp_busy_slots_and_deferred_requests() -> None:
+    stats = parse_stats("llamacpp", fixture("llamacpp_busy.prom"))
+    assert (stats.running, stats.waiting) == (2, 1)
+    assert stats.prompt_tokens_total == 65.0
+
+
+def test_tgi_queue_and_batch() -> None:
+    stats = parse_stats("tgi", fixture("tgi_tgis_ibm_vllm.prom"))
+    assert stats == EngineStats(running=0, waiting=0)
+
+
+def test_tgi_token_totals_and_tpot_from_histograms() -> None:
+    text = "\n".join(
+        [
+            "# TYPE tgi_queue_size gauge",
+            "tgi_queue_size 4",
+            "# TYPE tgi_batch_current_size gauge",
+            "tgi_batch_current_size 8",
+            "# TYPE tgi_request_input_length histogram",
+            'tgi_request_input_length_bucket{le="+Inf"} 10',
+            "tgi_request_input_length_sum 1200",
+            "tgi_request_input_length_count 10",
+            "# TYPE tgi_request_generated_tokens histogram",
+            'tgi_request_generated_tokens_bucket{le="+Inf"} 10',
+            "tgi_request_generated_tokens_sum 3000",
+            "tgi_request_generated_tokens_count 10",
+            "# TYPE tgi_request_mean_time_per_token_duration histogram",
+            'tgi_request_mean_time_per_token_duration_bucket{le="+Inf"} 10',
+            "tgi_request_mean_time_per_token_duration_sum 0.25",
+            "tgi_request_mean_time_per_token_duration_count 10",
+            "",
+        ]
+    )
+    stats = parse_stats("tgi", text)
+    assert (stats.running, stats.waiting) == (8, 4)
+    assert (stats.prompt_tokens_total, stats.generation_tokens_total) == (1200.0, 3000.0)
+    assert (stats.tpot_sum_s, stats.tpot_count) == (0.25, 10.0)
+
+
+def test_dcgm_sums_power_over_gpus() -> None:
+    stats = parse_stats("dcgm", fixture("dcgm_h100x8.prom"))
+    expected = 67.268 + 67.616 + 66.477 + 69.523 + 66.297 + 66.324 + 115.22 + 69.424
+    assert stats.power_w == pytest.approx(expected)
+    assert stats.running is None
+
+
+def test_dcgm_counts_a_mig_card_once() -> None:
+    stats = parse_dcgm(fixture("dcgm_a30_mig.prom"))
+    assert stats.power_w == pytest.approx(52.746 + 56.127)
+
+
+def test_dcgm_restricted_to_the_endpoints_gpus() -> None:
+    text = fixture("dcgm_h100x8.prom")
+    assert parse_dcgm(text, gpus={"6"}).power_w == pytest.approx(115.22)
+    assert parse_dcgm(text, gpus={"GPU-22dbdd79-f55a-92a8-aa39-322198e72ed6"}).power_w == pytest.approx(67.268)
+    assert parse_dcgm(text, gpus={"99"}).power_w is None
+
+
+def test_with_power_merges_the_exporter_reading() -> None:
+    engine = parse_stats("vllm", fixture("vllm_v1_grep.prom"))
+    merged = with_power(engine, parse_stats("dcgm", fixture("dcgm_h100x8.prom")))
+    assert merged.power_w is not None and merged.power_w > 500
+    assert merged.generation_tokens_total == 500.0
+
+
+@pytest.mark.parametrize("kind", ["ollama", "openai"])
+def test_engines_without_metrics_give_all_none(kind: str) -> None:
+    assert parse_stats(kind, "") == EngineStats()
+
+
+@pytest.mark.parametrize("kind", sorted(PARSERS))
+def test_empty_text_gives_all_none(kind: str) -> None:
+    assert parse_stats(kind, "") == EngineStats()
+
+
+def test_unknown_kind_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match="known: dcgm, llamacpp"):
+        parse_stats("triton", "")
+
+
+def test_garbage_is_an_engine_error() -> None:
+    with pytest.raises(EngineError, match="Prometheus"):
+        collect_samples("<html><body>502 Bad Gateway</body></html>\n")
+
+
+def test_non_finite_values_are_ignored() -> None:
+    stats = parse_stats("vllm", "vllm:kv_cache_usage_perc NaN\nvllm:num_requests_running 2\n")
+    assert stats.kv_usage is None and stats.running == 2
