@@ -3,6 +3,7 @@ memory, can be told to fail before its first byte or mid-stream, and counts what
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,7 @@ class FakeEngine:
         self.words = words
         self.down = False
         self.break_after: int | None = None
+        self.first_byte_delay_s = 0.0
         self.received: list[dict] = []
         self.stats_value = EngineStats(running=0, waiting=0)
 
@@ -35,15 +37,30 @@ class FakeEngine:
         else:
             yield UpstreamResponse(200, {"content-type": "application/json"}, self._json(req))
 
+    def _remaining(self, req: dict) -> tuple[str, ...]:
+        """Like an engine with assistant prefill: continue a final assistant message where it stops."""
+        messages = req.get("messages") or []
+        if messages and messages[-1]["role"] == "assistant":
+            done, words = messages[-1]["content"], list(self.words)
+            while words and done.startswith(words[0]):
+                done = done[len(words.pop(0)):]
+            return tuple(words)
+        return self.words
+
     async def _sse(self, req: dict) -> AsyncIterator[bytes]:
-        for i, w in enumerate(self.words):
+        if self.first_byte_delay_s:
+            await asyncio.sleep(self.first_byte_delay_s)
+        yield b'data: {"id":"' + self.name.encode() + b'","object":"chat.completion.chunk","created":1,' \
+            b'"choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+        words = self._remaining(req)
+        for i, w in enumerate(words):
             if self.break_after is not None and i >= self.break_after:
                 raise EngineStreamBroken(f"{self.name} died")
-            chunk = {"id": "c1", "object": "chat.completion.chunk", "model": req["model"],
+            chunk = {"id": self.name, "object": "chat.completion.chunk", "model": req["model"], "created": 1,
                      "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-        usage = {"prompt_tokens": 5, "completion_tokens": len(self.words), "total_tokens": 5 + len(self.words)}
-        final = {"id": "c1", "object": "chat.completion.chunk", "model": req["model"],
+        usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
+        final = {"id": self.name, "object": "chat.completion.chunk", "model": req["model"],
                  "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
         yield b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n"
 

@@ -82,13 +82,64 @@ async def test_circuit_opens_after_repeated_failures(client: httpx.AsyncClient, 
     assert len(fakes["nrt-smollm2"].received) == 0
 
 
-async def test_mid_stream_break_ends_with_error_event(client: httpx.AsyncClient, fakes: dict[str, FakeEngine]) -> None:
-    fakes["fra-smollm2"].break_after = 2
-    async with client.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True},
-                             headers={"x-aigrid-client-location": "Frankfurt"}) as r:
+async def read_stream(client: httpx.AsyncClient, body: dict, headers: dict) -> tuple[list[dict], httpx.Headers]:
+    async with client.stream("POST", "/v1/chat/completions", json={**body, "stream": True}, headers=headers) as r:
         raw = b"".join([c async for c in r.aiter_raw()])
-    last = [line for line in raw.split(b"\n") if line.startswith(b"data: ")][-1]
-    assert orjson.loads(last[6:])["error"]["code"] == "stream_interrupted"
+        hdrs = r.headers
+    events = [line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ")]
+    return [{"done": True} if e == b"[DONE]" else orjson.loads(e) for e in events], hdrs
+
+
+def text_of(events: list[dict]) -> str:
+    return "".join(c["delta"].get("content") or "" for e in events for c in e.get("choices", []))
+
+
+async def test_mid_stream_death_continues_on_next_site_without_repeats(
+        client: httpx.AsyncClient, fakes: dict[str, FakeEngine]) -> None:
+    fakes["fra-smollm2"].break_after = 2  # dies after "Hello from"
+    events, headers = await read_stream(client, CHAT, {"x-aigrid-client-location": "Frankfurt"})
+    assert text_of(events) == "Hello from the grid"
+    assert events[-1] == {"done": True} and not any("error" in e for e in events)
+    assert {e["id"] for e in events if "id" in e} == {"fra-smollm2"}  # one stream id from start to end
+    assert events[-2]["usage"]["completion_tokens"] == 4
+    d = (await client.get(f"/v1/decisions/{headers['x-aigrid-decision']}")).json()
+    assert d["served_by"].startswith("fra-smollm2 -> ")
+    taker = d["served_by"].split(" -> ")[1]
+    resumed = fakes[taker].received[-1]
+    assert resumed["messages"][-1] == {"role": "assistant", "content": "Hello from"}
+    assert resumed["max_tokens"] == 14
+    assert d["attempts"][-1]["continuation_after_chars"] == len("Hello from")
+
+
+async def test_constrained_output_is_not_resumed_but_ends_with_error(
+        client: httpx.AsyncClient, fakes: dict[str, FakeEngine]) -> None:
+    fakes["fra-smollm2"].break_after = 2
+    body = {**CHAT, "response_format": {"type": "json_object"}}
+    events, _ = await read_stream(client, body, {"x-aigrid-client-location": "Frankfurt"})
+    assert text_of(events) == "Hello from"
+    assert events[-1]["error"]["code"] == "stream_interrupted"
+    assert "response_format" in events[-1]["error"]["message"]
+
+
+async def test_no_spare_site_within_residency_ends_with_error(
+        client: httpx.AsyncClient, fakes: dict[str, FakeEngine]) -> None:
+    fakes["fra-smollm2"].break_after = 1
+    events, _ = await read_stream(client, CHAT, {"x-aigrid-tenant": "eu-bank"})
+    assert events[-1]["error"]["code"] == "stream_interrupted"
+    assert all(len(f.received) == 0 for k, f in fakes.items() if k != "fra-smollm2")  # never left the EU
+
+
+async def test_hedge_wins_when_first_byte_is_late(client: httpx.AsyncClient, fakes: dict[str, FakeEngine]) -> None:
+    fakes["nrt-smollm2"].first_byte_delay_s = 2.0
+    events, headers = await read_stream(client, CHAT, {"x-aigrid-client-location": "Tokyo", "x-aigrid-hedge": "on"})
+    assert text_of(events) == "Hello from the grid"
+    assert headers["x-aigrid-site"] != "nrt"
+    d = (await client.get(f"/v1/decisions/{headers['x-aigrid-decision']}")).json()
+    nrt = next(a for a in d["attempts"] if a["endpoint"] == "nrt-smollm2")
+    assert nrt["ok"] is False and "cancelled" in nrt["error"]
+    assert any(a.get("hedge") and a["ok"] for a in d["attempts"])
+    metrics = (await client.get("/metrics")).text
+    assert 'aigrid_hedge_wins_total{winner="hedge"} 1.0' in metrics
 
 
 async def test_residency_keeps_eu_tenant_in_eu_even_from_tokyo(client: httpx.AsyncClient) -> None:

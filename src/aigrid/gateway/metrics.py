@@ -20,6 +20,12 @@ class GatewayMetrics:
         self.rejected = Counter("aigrid_requests_rejected", "Requests answered with an error before routing "
                                 "or with no eligible endpoint", ["code"], registry=r)
         self.retries = Counter("aigrid_retries", "Attempts moved to the next candidate", ["endpoint"], registry=r)
+        self.hedges = Counter("aigrid_hedges", "Second attempts started because the first byte was late",
+                              registry=r)
+        self.hedge_wins = Counter("aigrid_hedge_wins", "Which attempt answered first when hedged", ["winner"],
+                                  registry=r)
+        self.continuations = Counter("aigrid_stream_continuations", "Streams continued on another endpoint "
+                                     "after their engine failed mid-answer", ["site"], registry=r)
         self.ttft = Histogram("aigrid_ttft_seconds", "Time to first byte from the engine, as the gateway saw it",
                               ["site"], buckets=TTFT_BUCKETS, registry=r)
         self.tokens = Counter("aigrid_tokens", "Tokens reported in usage", ["site", "kind"], registry=r)

@@ -1,17 +1,22 @@
-"""Forward one routed request to its endpoint and stream the answer back, failing over before the first byte.
+"""Forward one routed request to its endpoint and stream the answer back, without losing it on failure.
 
-For each candidate in the decision's ranking (at most max_attempts): wait the emulated network round trip
-(demo only), open the upstream request, and read its first chunk. Any failure up to that point is invisible
-to the client: the endpoint is charged a failure (circuit breaker) and the next candidate is tried. After the
-first byte the response is committed; SSE bytes are relayed untouched. A break mid-stream ends the stream
-with an OpenAI-style error event rather than silently truncating it.
+1. Before the first byte: for each candidate of the decision's ranking (at most max_attempts), wait the
+   emulated network round trip (demo only), open the upstream request and read its first chunk. Any failure
+   is invisible to the client: the endpoint is charged a failure (circuit breaker) and the next is tried.
+2. Hedging (optional, per policy): when the first byte is late against the prediction, a second attempt
+   starts at the next candidate; the first to answer wins, the loser is cancelled, both are counted.
+3. After the first byte the response is committed. SSE is relayed in whole events, bytes untouched. If the
+   engine dies mid-stream, the answer continues on the next candidate of the same model family (same
+   decision, so same residency and tenant rules) from exactly where the client is (continuation.py); if
+   that cannot be done exactly, the stream ends with an OpenAI-style error event, never silently.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,6 +25,14 @@ from starlette.responses import Response, StreamingResponse
 from aigrid.core.types import Candidate, Decision
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.errors import EngineError, EngineUnavailable, UpstreamFailed
+from aigrid.gateway.continuation import (
+    Delivered,
+    continuation_body,
+    data_lines,
+    events_in,
+    rewrite_event,
+    why_not_continuable,
+)
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.usage import sse_usage
@@ -29,11 +42,35 @@ Sleep = Callable[[float], Awaitable[None]]
 _PASS_HEADERS = ("content-type",)
 
 
+@dataclass(frozen=True, slots=True)
+class HedgePolicy:
+    """Start a second attempt when the first byte is later than factor x predicted TTFT (+ min_ms)."""
+
+    factor: float = 2.0
+    min_ms: float = 150.0
+
+    def delay_s(self, cand: Candidate) -> float:
+        return (self.factor * cand.prediction.ttft_ms + self.min_ms) / 1000.0
+
+
+@dataclass(slots=True)
+class Opened:
+    cand: Candidate
+    upstream: UpstreamResponse
+    stack: AsyncExitStack
+    first: bytes
+    sent_at: float
+    first_at: float
+    started_at: float
+
+
 class Proxy:
     def __init__(self, engines: Mapping[str, Engine], served_models: Mapping[str, str], store: TelemetryStore,
                  metrics: GatewayMetrics, clock: Callable[[], float], *, emulate_network: bool,
-                 max_attempts: int, sleep: Sleep = asyncio.sleep) -> None:
+                 max_attempts: int, family_of: Mapping[str, str] | None = None,
+                 sleep: Sleep = asyncio.sleep) -> None:
         self._engines = engines
+        self._family_of = dict(family_of or {})
         self._served = served_models
         self._store = store
         self._metrics = metrics
@@ -43,86 +80,216 @@ class Proxy:
         self._sleep = sleep
 
     async def forward(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
-                      stream: bool) -> Response:
+                      stream: bool, hedge: HedgePolicy | None = None) -> Response:
         started = self._clock()
-        for cand in decision.ranked[: self._max_attempts]:
-            attempt_start = self._clock()
-            stack = AsyncExitStack()
-            self._store.request_started(cand.endpoint_id)
-            try:
-                if self._emulate:
-                    await self._sleep(cand.prediction.rtt_ms / 1000.0)
-                sent_at = self._clock()
-                payload = orjson.dumps({**body, "model": self._served[cand.endpoint_id]})
-                upstream = await stack.enter_async_context(self._engines[cand.endpoint_id].open(path, payload))
-                if upstream.status >= 500:
-                    raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
-                first = await anext(upstream.body, b"")
-                first_at = self._clock()
-                rest = b"" if stream else b"".join([chunk async for chunk in upstream.body])
-            except EngineError as e:
-                await stack.aclose()
-                self._fail(cand, record, str(e) or type(e).__name__, self._clock() - attempt_start)
-                continue
-            # The engine's own time to first token (emulated network excluded) feeds the routing model; a
-            # non-streamed answer's first byte comes after the whole generation, so it says nothing of TTFT.
-            self._store.record_success(cand.endpoint_id, first_at - sent_at if stream else None)
-            self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
-            client_ttft = first_at - started
-            if stream:
-                self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
-            record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
-            record.attempts.append({"endpoint": cand.endpoint_id, "ok": True,
-                                    "ms": round((first_at - attempt_start) * 1000, 1)})
-            headers = self._headers(cand, decision, upstream)
-            if stream:
-                return StreamingResponse(self._relay(first, upstream, stack, cand, record),
-                                         status_code=upstream.status, headers=headers)
-            await stack.aclose()
-            self._finish(cand, record, upstream.status, first + rest)
-            return Response(first + rest, status_code=upstream.status, headers=headers)
-        record.status = "failed"
-        tried = "; ".join(f"{a['endpoint']}: {a.get('error')}" for a in record.attempts)
-        self._metrics.rejected.labels("upstream_failed").inc()
-        raise UpstreamFailed(f"every candidate failed before answering ({tried})",
-                             headers={"x-aigrid-decision": decision.request_id})
+        ranked = list(decision.ranked[: self._max_attempts])
+        opened = await self._open_first(path, body, ranked, record, hedge)
+        if opened is None:
+            record.status = "failed"
+            tried = "; ".join(f"{a['endpoint']}: {a.get('error')}" for a in record.attempts)
+            self._metrics.rejected.labels("upstream_failed").inc()
+            raise UpstreamFailed(f"every candidate failed before answering ({tried})",
+                                 headers={"x-aigrid-decision": decision.request_id})
+        cand = opened.cand
+        # The engine's own time to first token (emulated network excluded) feeds the routing model; a
+        # non-streamed answer's first byte comes after the whole generation, so it says nothing of TTFT.
+        self._store.record_success(cand.endpoint_id, opened.first_at - opened.sent_at if stream else None)
+        self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
+        client_ttft = opened.first_at - started
+        record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
+        headers = self._headers(cand, decision, opened.upstream)
+        if stream:
+            self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
+            spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
+                     and self._family(c) == self._family(cand)]
+            return StreamingResponse(self._relay(path, body, opened, spare, record),
+                                     status_code=opened.upstream.status, headers=headers)
+        try:
+            rest = b"".join([chunk async for chunk in opened.upstream.body])
+        except EngineError as e:
+            await self._abandon(opened, record, f"broke before the answer was complete: {e}")
+            raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {e}",
+                                 headers={"x-aigrid-decision": decision.request_id}) from e
+        await opened.stack.aclose()
+        self._finish(cand, record, opened.upstream.status, opened.first + rest)
+        return Response(opened.first + rest, status_code=opened.upstream.status, headers=headers)
 
-    def _fail(self, cand: Candidate, record: DecisionRecord, reason: str, elapsed: float) -> None:
+    # --- before the first byte ------------------------------------------------------------------------
+    async def _open_first(self, path: str, body: dict[str, Any], ranked: Sequence[Candidate],
+                          record: DecisionRecord, hedge: HedgePolicy | None) -> Opened | None:
+        queue = list(ranked)
+        running: dict[asyncio.Task[Opened], tuple[Candidate, bool]] = {}
+
+        def start(hedged: bool) -> None:
+            cand = queue.pop(0)
+            running[asyncio.ensure_future(self._attempt(path, body, cand, record, hedged))] = (cand, hedged)
+
+        try:
+            while queue or running:
+                if not running:
+                    start(hedged=False)
+                lone = next(iter(running.values()))[0] if len(running) == 1 else None
+                timeout = hedge.delay_s(lone) if hedge is not None and queue and lone is not None else None
+                done, _ = await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # the first byte is late against its prediction: hedge on the next candidate
+                    self._metrics.hedges.inc()
+                    start(hedged=True)
+                    continue
+                for task in done:
+                    _, hedged = running.pop(task)
+                    if task.exception() is None:
+                        if any(a.get("hedge") for a in record.attempts):
+                            self._metrics.hedge_wins.labels("hedge" if hedged else "first").inc()
+                        return task.result()
+        finally:
+            for task in running:
+                task.cancel()
+            for task in running:
+                try:
+                    await task
+                except (asyncio.CancelledError, EngineError):
+                    pass  # the losing hedge, cancelled on purpose; _attempt already released it
+        return None
+
+    async def _attempt(self, path: str, body: dict[str, Any], cand: Candidate, record: DecisionRecord,
+                       hedged: bool) -> Opened:
+        attempt_start = self._clock()
+        stack = AsyncExitStack()
+        self._store.request_started(cand.endpoint_id)
+        entry: dict[str, Any] = {"endpoint": cand.endpoint_id, "ok": False}
+        if hedged:
+            entry["hedge"] = True
+        record.attempts.append(entry)
+        try:
+            if self._emulate:
+                await self._sleep(cand.prediction.rtt_ms / 1000.0)
+            sent_at = self._clock()
+            payload = orjson.dumps({**body, "model": self._served[cand.endpoint_id]})
+            upstream = await stack.enter_async_context(self._engines[cand.endpoint_id].open(path, payload))
+            if upstream.status >= 500:
+                raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
+            first = await anext(upstream.body, b"")
+        except EngineError as e:
+            await stack.aclose()
+            self._fail(cand, entry, str(e) or type(e).__name__, self._clock() - attempt_start)
+            raise
+        except asyncio.CancelledError:
+            await stack.aclose()
+            self._store.request_finished(cand.endpoint_id)
+            entry.update(error="cancelled: another attempt answered first")
+            raise
+        first_at = self._clock()
+        entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
+        return Opened(cand, upstream, stack, first, sent_at, first_at, attempt_start)
+
+    def _fail(self, cand: Candidate, entry: dict[str, Any], reason: str, elapsed: float) -> None:
         self._store.request_finished(cand.endpoint_id)
         self._store.record_failure(cand.endpoint_id, reason)
         self._metrics.retries.labels(cand.endpoint_id).inc()
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "failed_before_first_byte").inc()
-        record.attempts.append({"endpoint": cand.endpoint_id, "ok": False, "error": reason,
-                                "ms": round(elapsed * 1000, 1)})
+        entry.update(error=reason, ms=round(elapsed * 1000, 1))
+
+    # --- after the first byte -------------------------------------------------------------------------
+    async def _relay(self, path: str, body: dict[str, Any], opened: Opened, spare: list[Candidate],
+                     record: DecisionRecord) -> AsyncIterator[bytes]:
+        sent: list[bytes] = []
+        current: Opened | None = opened
+        delivered: Delivered | None = None  # set once we are relaying a continuation
+        try:
+            while current is not None:
+                try:
+                    async for block in self._events(current):
+                        out = block if delivered is None else self._rewrite(block, delivered)
+                        if out:
+                            sent.append(out)
+                            yield out
+                    await current.stack.aclose()
+                    self._finish(current.cand, record, current.upstream.status, b"".join(sent[-2:]))
+                    current = None
+                except EngineError as e:
+                    await self._abandon(current, record, f"stream broke: {e}")
+                    delivered = Delivered.parse(b"".join(sent))
+                    if delivered.done or delivered.finished:
+                        current = None
+                        continue
+                    current, reason = await self._continue(path, body, delivered, spare, record)
+                    if current is None:
+                        yield self._error_event(record, f"{e}; could not continue: {reason}")
+        finally:
+            if current is not None:  # the client went away: release the engine
+                await current.stack.aclose()
+                self._finish(current.cand, record, 499, b"")
+
+    async def _events(self, opened: Opened) -> AsyncIterator[bytes]:
+        """Upstream bytes in whole SSE events (non-SSE bodies pass as they come)."""
+        is_sse = opened.upstream.headers.get("content-type", "").startswith("text/event-stream")
+        buf = b""
+        for chunk in (opened.first,):
+            if not is_sse:
+                yield chunk
+                continue
+            complete, buf = events_in(buf + chunk)
+            if complete:
+                yield complete
+        async for chunk in opened.upstream.body:
+            if not is_sse:
+                yield chunk
+                continue
+            complete, buf = events_in(buf + chunk)
+            if complete:
+                yield complete
+        if buf:
+            yield buf
+
+    @staticmethod
+    def _rewrite(block: bytes, delivered: Delivered) -> bytes:
+        parts = (rewrite_event(raw, delivered) for raw in data_lines(block))
+        return b"".join(p for p in parts if p)
+
+    async def _continue(self, path: str, body: dict[str, Any], delivered: Delivered, spare: list[Candidate],
+                        record: DecisionRecord) -> tuple[Opened | None, str]:
+        reason = why_not_continuable(body, delivered)
+        if reason is not None:
+            return None, reason
+        tried = {a["endpoint"] for a in record.attempts}
+        for cand in [c for c in spare if c.endpoint_id not in tried][: self._max_attempts]:
+            cont = continuation_body(body, delivered, self._engines[cand.endpoint_id].kind)
+            try:
+                opened = await self._attempt(path, cont, cand, record, hedged=False)
+            except EngineError:
+                continue
+            record.attempts[-1]["continuation_after_chars"] = len("".join(delivered.text))
+            self._metrics.continuations.labels(cand.site_id).inc()
+            record.served_by = f"{record.served_by} -> {cand.endpoint_id}"
+            return opened, ""
+        return None, "no other endpoint of the same model family could take over"
+
+    async def _abandon(self, opened: Opened, record: DecisionRecord, reason: str) -> None:
+        await opened.stack.aclose()
+        self._store.request_finished(opened.cand.endpoint_id)
+        self._store.record_failure(opened.cand.endpoint_id, reason)
+        self._metrics.requests.labels(opened.cand.site_id, opened.cand.endpoint_id, "broke_mid_stream").inc()
+        record.attempts.append({"endpoint": opened.cand.endpoint_id, "ok": False, "error": reason})
+
+    def _error_event(self, record: DecisionRecord, message: str) -> bytes:
+        record.status = "interrupted"
+        err = {"error": {"message": f"the answer was interrupted: {message}", "type": "upstream_error",
+                         "param": None, "code": "stream_interrupted"}}
+        return b"data: " + orjson.dumps(err) + b"\n\n"
 
     def _finish(self, cand: Candidate, record: DecisionRecord, status: int, tail: bytes) -> None:
         self._store.request_finished(cand.endpoint_id)
-        outcome = "ok" if status < 400 else f"http_{status}"
-        record.status = outcome
+        outcome = "ok" if status < 400 else ("client_closed" if status == 499 else f"http_{status}")
+        if record.status != "interrupted":
+            record.status = outcome
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, outcome).inc()
         usage = sse_usage(tail) if status < 400 else None
         if usage:
             self._metrics.tokens.labels(cand.site_id, "prompt").inc(usage.get("prompt_tokens", 0))
             self._metrics.tokens.labels(cand.site_id, "completion").inc(usage.get("completion_tokens", 0))
 
-    async def _relay(self, first: bytes, upstream: UpstreamResponse, stack: AsyncExitStack, cand: Candidate,
-                     record: DecisionRecord) -> AsyncIterator[bytes]:
-        status, last = upstream.status, first
-        try:
-            yield first
-            async for chunk in upstream.body:
-                if b'"usage"' in chunk:
-                    last = chunk
-                yield chunk
-        except EngineError as e:
-            status = 599
-            self._store.record_failure(cand.endpoint_id, f"stream broke: {e}")
-            err = {"error": {"message": f"the engine at {cand.site_id} failed mid-stream: {e}",
-                             "type": "upstream_error", "param": None, "code": "stream_interrupted"}}
-            yield b"data: " + orjson.dumps(err) + b"\n\n"
-        finally:
-            await stack.aclose()
-            self._finish(cand, record, status, last)
+    def _family(self, cand: Candidate) -> str:
+        return self._family_of.get(cand.endpoint_id, cand.model)
 
     @staticmethod
     def _headers(cand: Candidate, decision: Decision, upstream: UpstreamResponse) -> dict[str, str]:

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.envelope import from_validation
+from aigrid.gateway.proxy import HedgePolicy
 from aigrid.gateway.request_info import H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
 
 H_TENANT = "x-aigrid-tenant"
+H_HEDGE = "x-aigrid-hedge"
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -73,6 +75,7 @@ class Routes:
             if policy is None:
                 raise InvalidRequest(f"unknown policy {policy_name!r}; known: {', '.join(sorted(gw.policies))}",
                                      param=H_POLICY)
+            hedge = self._hedge(request)
             decision_id = f"dec-{uuid.uuid4().hex[:16]}"
             info = build_request_info(decision_id, parsed, request.headers, tenant, gw.cities, gw.known_models,
                                       gw.spec.gateway.max_output_tokens)
@@ -88,7 +91,15 @@ class Routes:
             gw.metrics.rejected.labels("no_eligible_endpoint").inc()
             details = "; ".join(f"{r.endpoint_id}: {r.filter} ({r.reason})" for r in decision.rejected)
             raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id})
-        return await gw.proxy.forward(path, body, decision, record, parsed.stream)
+        return await gw.proxy.forward(path, body, decision, record, parsed.stream, hedge)
+
+    def _hedge(self, request: Request) -> HedgePolicy | None:
+        spec = self.gw.spec.gateway.hedge
+        asked = request.headers.get(H_HEDGE, "").strip().lower()
+        if asked not in ("", "on", "off"):
+            raise InvalidRequest(f"{H_HEDGE} must be 'on' or 'off'", param=H_HEDGE)
+        enabled = spec.enabled if asked == "" else asked == "on"
+        return HedgePolicy(spec.factor, spec.min_ms) if enabled else None
 
     async def list_models(self, request: Request) -> Response:
         created = 0

@@ -84,6 +84,12 @@ class TenantSpec(StrictModel):
     allowed_sites: list[str] | None = None
 
 
+class HedgeSpec(StrictModel):
+    enabled: bool = Field(default=False, description="hedge every request (a request can ask with x-aigrid-hedge)")
+    factor: float = Field(default=2.0, ge=1.0, description="hedge when the first byte is later than factor x predicted TTFT")
+    min_ms: float = Field(default=150.0, ge=0, description="... plus this many milliseconds")
+
+
 class GatewaySpec(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -94,6 +100,7 @@ class GatewaySpec(StrictModel):
     max_attempts: int = Field(default=3, ge=1, le=10)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_output_tokens: int = Field(default=4096, gt=0)
+    hedge: HedgeSpec = HedgeSpec()
 
 
 class GridSpec(StrictModel):
