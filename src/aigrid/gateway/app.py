@@ -10,13 +10,13 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from aigrid.core.scheduler import Scheduler
 from aigrid.core.types import GeoPoint, Policy, Rng
@@ -76,7 +76,8 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     metrics = GatewayMetrics()
     served = {e.id: e.served_model or e.model for e in spec.endpoints}
     proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.emulate_network,
-                  max_attempts=spec.gateway.max_attempts, sleep=sleep)
+                  max_attempts=spec.gateway.max_attempts, family_of={e.id: e.family for e in endpoints},
+                  sleep=sleep)
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
         policies=load.policies(spec), tenants=tenant_rules(spec), cities=load.cities(spec),
@@ -87,7 +88,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     )
 
 
-def build_app(gateway: Gateway) -> Starlette:
+def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     routes = Routes(gateway)
 
     @asynccontextmanager
@@ -108,6 +109,7 @@ def build_app(gateway: Gateway) -> Starlette:
             Route("/v1/grid", routes.grid, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
+            *extra_routes,
         ],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler,
                             Exception: internal_error_handler},
