@@ -6,6 +6,7 @@
      │    ├── EngineUnavailable    could not connect, or failed before the first byte: try the next site
      │    └── EngineStreamBroken   failed after bytes were sent to the client
      ├── EngineBuildError          the embedded engine binary or model could not be found or built
+     ├── SharedStateUnavailable    Redis (shared by several gateways) cannot be reached
      └── ApiError                  a client-facing error, mapped to the OpenAI error envelope
           ├── InvalidRequest       400  invalid_request_error
           ├── AuthenticationError  401  authentication_error
@@ -49,6 +50,10 @@ class EngineStreamBroken(EngineError):
 
 class EngineBuildError(AigridError):
     pass
+
+
+class SharedStateUnavailable(AigridError):
+    """The store gateways share (Redis) cannot be reached: keep serving from the last view, marked stale."""
 
 
 class ApiError(AigridError):

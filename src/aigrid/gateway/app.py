@@ -8,7 +8,9 @@ by the lifespan, never by a constructor.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -31,7 +33,10 @@ from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec
+from aigrid.telemetry.redis_shared import RedisSharedState
+from aigrid.telemetry.shared import SharedState
 from aigrid.telemetry.store import TelemetryStore
+from aigrid.telemetry.sync import SharedSync
 
 
 @dataclass
@@ -52,6 +57,7 @@ class Gateway:
     scraper: Scraper
     rng: Rng
     clock: Callable[[], float]
+    sync: SharedSync | None = None
 
 
 def tenant_rules(spec: GridSpec) -> dict[str, TenantRules]:
@@ -68,8 +74,9 @@ def tenant_rules(spec: GridSpec) -> dict[str, TenantRules]:
 
 
 def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Callable[[], float] = time.monotonic,
-                  rng: Rng | None = None, sleep: Sleep = asyncio.sleep,
-                  scheduler: Scheduler | None = None) -> Gateway:
+                  rng: Rng | None = None, sleep: Sleep = asyncio.sleep, scheduler: Scheduler | None = None,
+                  shared: SharedState | None = None, gateway_id: str | None = None) -> Gateway:
+    """Wire one gateway. `shared` (or spec.gateway.shared_state_url) makes it share state with its peers."""
     models = load.models(spec)
     endpoints = load.endpoints(spec)
     store = TelemetryStore(load.sites(spec), endpoints, models, clock)
@@ -85,7 +92,17 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),
         rng=rng or random.Random(), clock=clock,
+        sync=_sync(spec, store, shared, gateway_id),
     )
+
+
+def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gateway_id: str | None) -> SharedSync | None:
+    url = spec.gateway.shared_state_url
+    if shared is None and url is None:
+        return None
+    backend = shared or RedisSharedState.from_url(url or "", spec.name)
+    gid = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
+    return SharedSync(store, backend, gid, time.time, spec.gateway.shared_sync_interval_s)
 
 
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
@@ -94,9 +111,13 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.scraper.start()
+        if gateway.sync is not None:
+            await gateway.sync.start()
         try:
             yield
         finally:
+            if gateway.sync is not None:
+                await gateway.sync.stop()
             await gateway.scraper.stop()
 
     return Starlette(

@@ -140,8 +140,9 @@ class Routes:
         view = self.gw.store.snapshot()
         healthy = [e.id for e in view.endpoints if view.state(e.id).healthy]
         status = 200 if healthy else 503
+        shared = {"backend": "in-process"} if self.gw.sync is None else self.gw.sync.status()
         return json_response({"status": "ok" if healthy else "no healthy endpoint", "healthy": healthy,
-                              "endpoints": len(view.endpoints)}, status)
+                              "endpoints": len(view.endpoints), "shared_state": shared}, status)
 
     async def metrics(self, request: Request) -> Response:
         for e in self.gw.store.snapshot().endpoints:

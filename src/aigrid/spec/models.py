@@ -101,6 +101,9 @@ class GatewaySpec(StrictModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_output_tokens: int = Field(default=4096, gt=0)
     hedge: HedgeSpec = HedgeSpec()
+    shared_state_url: str | None = Field(
+        default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
+    shared_sync_interval_s: float = Field(default=0.5, gt=0)
 
 
 class GridSpec(StrictModel):

@@ -15,6 +15,7 @@ from types import MappingProxyType
 from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, ModelInfo, Site
 from aigrid.engines.protocol import EngineStats
 from aigrid.telemetry.circuit import CircuitBreaker
+from aigrid.telemetry.shared import LocalReport, SharedView
 from aigrid.telemetry.window import DeltaMean
 
 EWMA_ALPHA = 0.3
@@ -31,6 +32,8 @@ class _Live:
     engine_ttft: DeltaMean = field(default_factory=DeltaMean)
     engine_tpot: DeltaMean = field(default_factory=DeltaMean)
     scraped_at: float | None = None
+    remote_inflight: int = 0
+    remote_opened_at: float | None = None
 
 
 class TelemetryStore:
@@ -43,6 +46,7 @@ class TelemetryStore:
         self._live = {e.id: _Live() for e in endpoints}
         self._slot_count = {e.id: max(e.max_concurrency, 1) for e in endpoints}
         self._affinity: OrderedDict[str, str] = OrderedDict()
+        self._affinity_pending: list[tuple[str, str]] = []
         self._view: GridView | None = None
 
     # engine truth ------------------------------------------------------------------------------------
@@ -91,12 +95,39 @@ class TelemetryStore:
 
     def remember_affinity(self, keys: tuple[str | None, ...], endpoint_id: str) -> None:
         for key in keys:
-            if key is None:
-                continue
-            self._affinity[key] = endpoint_id
-            self._affinity.move_to_end(key)
+            if key is not None:
+                self._set_affinity(key, endpoint_id)
+                self._affinity_pending.append((key, endpoint_id))
+        self._view = None
+
+    def _set_affinity(self, key: str, endpoint_id: str) -> None:
+        self._affinity[key] = endpoint_id
+        self._affinity.move_to_end(key)
         while len(self._affinity) > AFFINITY_ENTRIES:
             self._affinity.popitem(last=False)
+
+    # sharing with other gateways (telemetry/sync.py) ---------------------------------------------------
+    def local_report(self, gateway_id: str, wall: Callable[[], float]) -> LocalReport:
+        now, wall_now = self._clock(), wall()
+        opened = {ep: wall_now - (now - live.breaker.opened_at) for ep, live in self._live.items()
+                  if live.breaker.opened_at is not None and live.breaker.state(now) is Circuit.OPEN}
+        pending, self._affinity_pending = tuple(self._affinity_pending), []
+        return LocalReport(gateway_id, {ep: live.inflight for ep, live in self._live.items() if live.inflight},
+                           opened, pending)
+
+    def requeue_affinity(self, entries: tuple[tuple[str, str], ...]) -> None:
+        """Entries a failed exchange did not deliver go out with the next one."""
+        self._affinity_pending[:0] = entries
+
+    def apply_shared(self, view: SharedView, wall: Callable[[], float]) -> None:
+        now, wall_now = self._clock(), wall()
+        for ep, live in self._live.items():
+            live.remote_inflight = view.inflight.get(ep, 0)
+            opened_wall = view.circuits_opened.get(ep)
+            live.remote_opened_at = None if opened_wall is None else now - (wall_now - opened_wall)
+        for key, endpoint_id in view.affinity:
+            if endpoint_id in self._live:
+                self._set_affinity(key, endpoint_id)
         self._view = None
 
     def inflight(self, endpoint_id: str) -> int:
@@ -107,18 +138,29 @@ class TelemetryStore:
         live = self._live[endpoint_id]
         now = self._clock()
         s = live.scraped
+        inflight = live.inflight + live.remote_inflight
         return replace(
             s,
-            circuit=live.breaker.state(now),
-            running=max(s.running, min(live.inflight, self._slots(endpoint_id))),
-            waiting=max(s.waiting, live.inflight - self._slots(endpoint_id)),
+            circuit=self._circuit(live, now),
+            running=max(s.running, min(inflight, self._slots(endpoint_id))),
+            waiting=max(s.waiting, inflight - self._slots(endpoint_id)),
             ttft_s=s.ttft_s if s.ttft_s is not None else live.ttft_ewma_s,
             error_rate=live.errors_ewma,
             age_s=0.0 if live.scraped_at is None else now - live.scraped_at,
         )
 
+    @staticmethod
+    def _circuit(live: _Live, now: float) -> Circuit:
+        """The local breaker's state, or OPEN while another gateway's recently opened circuit cools down."""
+        local = live.breaker.state(now)
+        remote = live.remote_opened_at
+        if local is Circuit.CLOSED and remote is not None and now - remote < live.breaker.cooldown_s:
+            return Circuit.OPEN
+        return local
+
     def snapshot(self) -> GridView:
-        if self._view is None or any(lb.breaker.opened_at is not None for lb in self._live.values()):
+        if self._view is None or any(lb.breaker.opened_at is not None or lb.remote_opened_at is not None
+                                     for lb in self._live.values()):
             self._view = GridView(
                 sites=self._sites, endpoints=self._endpoints,
                 states={e.id: self.state(e.id) for e in self._endpoints},

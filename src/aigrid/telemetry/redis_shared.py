@@ -1,0 +1,78 @@
+"""SharedState in Redis: one round trip (a pipeline) per sync interval per gateway.
+
+Keys, all under `aigrid:<grid>:`
+- `inflight:<gateway>`: hash endpoint -> open requests, expiring after `ttl_s`, so a gateway that dies stops
+  counting within seconds;
+- `circuits`: hash endpoint -> wall time a gateway last opened that endpoint's circuit;
+- `affinity`: a stream of (key, endpoint) entries, capped at about `affinity_max` entries; each gateway
+  reads from where it left off, so affinity learned anywhere is known everywhere within one interval.
+"""
+
+from __future__ import annotations
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from aigrid.errors import SharedStateUnavailable
+from aigrid.telemetry.shared import LocalReport, SharedView
+
+
+class RedisSharedState:
+    def __init__(self, client: aioredis.Redis, grid: str, *, ttl_s: float = 5.0, affinity_max: int = 10_000) -> None:
+        self._r = client
+        self._p = f"aigrid:{grid}:"
+        self._ttl_ms = int(ttl_s * 1000)
+        self._affinity_max = affinity_max
+        self._affinity_cursor = "0-0"  # a new gateway replays the (capped) affinity history once
+
+    @classmethod
+    def from_url(cls, url: str, grid: str) -> RedisSharedState:
+        client = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        return cls(client, grid)
+
+    async def exchange(self, report: LocalReport) -> SharedView:
+        p = self._p
+        try:
+            pipe = self._r.pipeline(transaction=False)
+            key = f"{p}inflight:{report.gateway_id}"
+            pipe.delete(key)
+            if report.inflight:
+                pipe.hset(key, mapping={k: v for k, v in report.inflight.items()})
+            pipe.pexpire(key, self._ttl_ms)
+            if report.circuits_opened:
+                pipe.hset(f"{p}circuits", mapping={k: repr(v) for k, v in report.circuits_opened.items()})
+            for prefix, endpoint in report.affinity:
+                pipe.xadd(f"{p}affinity", {"k": prefix, "e": endpoint, "g": report.gateway_id},
+                          maxlen=self._affinity_max, approximate=True)
+            await pipe.execute()
+            others = [k async for k in self._r.scan_iter(match=f"{p}inflight:*", count=100)]
+            pipe = self._r.pipeline(transaction=False)
+            for k in others:
+                pipe.hgetall(k)
+            pipe.hgetall(f"{p}circuits")
+            pipe.xread({f"{p}affinity": self._affinity_cursor}, count=self._affinity_max)
+            results = await pipe.execute()
+        except RedisError as e:
+            raise SharedStateUnavailable(f"redis: {e}") from e
+        inflight: dict[str, int] = {}
+        mine = f"{p}inflight:{report.gateway_id}".encode()
+        for k, h in zip(others, results[: len(others)], strict=True):
+            if (k if isinstance(k, bytes) else k.encode()) == mine:
+                continue
+            for ep, n in h.items():
+                inflight[ep.decode()] = inflight.get(ep.decode(), 0) + int(n)
+        circuits = {ep.decode(): float(t) for ep, t in results[len(others)].items()}
+        return SharedView(inflight, circuits, self._affinity_from(results[-1], report.gateway_id))
+
+    def _affinity_from(self, raw: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
+                       me: str) -> tuple[tuple[str, str], ...]:
+        out: list[tuple[str, str]] = []
+        for _stream, entries in raw or []:
+            for entry_id, fields in entries:
+                self._affinity_cursor = entry_id.decode()
+                if fields.get(b"g", b"").decode() != me:
+                    out.append((fields[b"k"].decode(), fields[b"e"].decode()))
+        return tuple(out)
+
+    async def aclose(self) -> None:
+        await self._r.aclose()

@@ -1,0 +1,45 @@
+"""What gateways serving one grid share, and the contract of the place they share it.
+
+Each gateway scrapes every engine itself (engine truth needs no sharing). What only one gateway can see is
+shared: how many requests it has open at each endpoint, which endpoints it has seen fail (an open circuit
+breaker), and which endpoint served which prompt prefix or session (cache affinity). With these, two
+gateways in front of one grid decide from the same picture instead of each thinking the grid is idle.
+
+Times crossing process boundaries are wall-clock seconds (time.time()); each store converts them to its
+own clock when it merges.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LocalReport:
+    """What this gateway tells the others, once per sync interval."""
+
+    gateway_id: str
+    inflight: Mapping[str, int]
+    circuits_opened: Mapping[str, float]
+    """endpoint id -> wall time this gateway opened its circuit (only open circuits)."""
+    affinity: tuple[tuple[str, str], ...]
+    """(prefix or session key, endpoint id) learned since the previous report."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedView:
+    """What the other gateways said, merged."""
+
+    inflight: Mapping[str, int] = field(default_factory=dict)
+    circuits_opened: Mapping[str, float] = field(default_factory=dict)
+    affinity: tuple[tuple[str, str], ...] = ()
+
+
+class SharedState(Protocol):
+    async def exchange(self, report: LocalReport) -> SharedView:
+        """Publish this gateway's report and return the others'. Raises SharedStateUnavailable."""
+        ...
+
+    async def aclose(self) -> None: ...

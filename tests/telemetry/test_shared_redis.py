@@ -1,0 +1,93 @@
+"""Two gateways share one picture through a REAL redis-server; Redis going away leaves them serving, stale."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aigrid.core.types import Circuit
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.spec.load import load_spec
+from aigrid.telemetry.redis_shared import RedisSharedState
+from tests.gateway.fake_engine import FakeEngine
+from tests.security.redis_server import redis_server
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+def gateway(url: str, name: str, fakes: dict[str, FakeEngine]) -> Gateway:
+    spec = load_spec(DEMO)
+    return build_gateway(spec, fakes, rng=random.Random(1), sleep=_no_sleep,
+                         shared=RedisSharedState.from_url(url, "test"), gateway_id=name)
+
+
+@pytest.fixture
+def fakes() -> dict[str, FakeEngine]:
+    return {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+
+
+async def test_circuit_inflight_and_affinity_cross_gateways(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        a, b = gateway(url, "gw-a", fakes), gateway(url, "gw-b", fakes)
+        assert a.sync is not None and b.sync is not None
+        # A sees nrt fail three times and opens its circuit; B has never sent nrt anything
+        for _ in range(3):
+            a.store.record_failure("nrt-smollm2", "connection refused")
+        # A has two requests open at fra; A learned that prefix p1 lives at iad
+        a.store.request_started("fra-smollm2")
+        a.store.request_started("fra-smollm2")
+        a.store.remember_affinity(("p1",), "iad-smollm2")
+        assert await a.sync.sync_once() and await b.sync.sync_once()
+        view = b.store.snapshot()
+        assert view.state("nrt-smollm2").circuit is Circuit.OPEN
+        assert view.state("fra-smollm2").running == 2
+        assert view.prefix_owner["p1"] == "iad-smollm2"
+        # B routes Tokyo around nrt because of what A saw
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(b)), base_url="http://b") as c:
+            r = await c.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-client-location": "Tokyo"})
+        assert r.status_code == 200 and r.headers["x-aigrid-site"] != "nrt"
+        assert fakes["nrt-smollm2"].received == []
+        # A finishes: B no longer counts A's requests
+        a.store.request_finished("fra-smollm2")
+        a.store.request_finished("fra-smollm2")
+        await a.sync.sync_once()
+        await b.sync.sync_once()
+        assert b.store.snapshot().state("fra-smollm2").running == 0
+        await a.sync.stop()
+        await b.sync.stop()
+
+
+async def test_redis_down_keeps_serving_stale_then_recovers(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    (tmp_path / "r1").mkdir()
+    (tmp_path / "r2").mkdir()
+    with redis_server(tmp_path / "r1") as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        gw = gateway(url, "gw-a", fakes)
+        assert gw.sync is not None and await gw.sync.sync_once()
+    # Redis is gone
+    assert not await gw.sync.sync_once()
+    gw.store.remember_affinity(("p2",), "fra-smollm2")
+    assert not await gw.sync.sync_once()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://a") as c:
+        r = await c.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-client-location": "Tokyo"})
+        assert r.status_code == 200 and r.headers["x-aigrid-site"] == "nrt"
+        health = (await c.get("/healthz")).json()
+    assert health["shared_state"]["stale"] is True and health["shared_state"]["stale_since"] is not None
+    # Redis comes back on the same port: the gateway reconnects and delivers what it learned meanwhile
+    with redis_server(tmp_path / "r2", port=port):
+        assert await gw.sync.sync_once()
+        assert gw.sync.status()["stale"] is False
+        other = gateway(url, "gw-b", fakes)
+        assert other.sync is not None and await other.sync.sync_once()
+        assert other.store.snapshot().prefix_owner["p2"] == "fra-smollm2"
+        await other.sync.stop()
+    await gw.sync.stop()
