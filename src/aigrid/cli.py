@@ -44,6 +44,43 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
         console.print("stopped")
 
 
+@app.command()
+def gateway(spec: SpecArg,
+            port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None,
+            redis: Annotated[str | None, typer.Option(help="redis://host:port/db shared with other gateways")] = None,
+            ) -> None:
+    """Run only a gateway, in front of engines that run elsewhere (every endpoint needs a url)."""
+    from aigrid.gateway.server import run_grid
+    from aigrid.spec.load import load_spec
+
+    try:
+        s = load_spec(spec)
+        if redis is not None:
+            s = s.model_copy(update={"gateway": s.gateway.model_copy(update={"shared_state_url": redis})})
+        asyncio.run(run_grid(s, console, port=port, start_engines=False))
+    except AigridError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
+@app.command()
+def node(port: Annotated[int, typer.Option(help="port for the engine's OpenAI API")] = 8100,
+         host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+         slots: Annotated[int, typer.Option(help="concurrent batch slots (-np)")] = 2,
+         threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
+         alias: Annotated[str, typer.Option(help="model name the engine answers to")] = "smollm2-135m") -> None:
+    """Run one embedded engine (llama.cpp + SmolLM2-135M) as a site node, in the foreground."""
+    from aigrid.gateway.server import run_node
+
+    try:
+        asyncio.run(run_node(console, host=host, port=port, slots=slots, threads=threads, alias=alias))
+    except AigridError as e:
+        raise _fail(e) from None
+    except KeyboardInterrupt:
+        console.print("stopped")
+
+
 @spec_app.command("check")
 def spec_check(spec: SpecArg) -> None:
     """Validate a grid spec and summarise it."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import httpx
 import orjson
+import pytest
 
 from aigrid.gateway.app import Gateway
 from tests.gateway.fake_engine import FakeEngine
@@ -94,14 +95,17 @@ def text_of(events: list[dict]) -> str:
     return "".join(c["delta"].get("content") or "" for e in events for c in e.get("choices", []))
 
 
+@pytest.mark.parametrize("echo", [False, True])
 async def test_mid_stream_death_continues_on_next_site_without_repeats(
-        client: httpx.AsyncClient, fakes: dict[str, FakeEngine]) -> None:
+        client: httpx.AsyncClient, fakes: dict[str, FakeEngine], echo: bool) -> None:
+    for f in fakes.values():
+        f.echo_prefill = echo  # llama.cpp repeats the prefilled text first; vLLM does not
     fakes["fra-smollm2"].break_after = 2  # dies after "Hello from"
     events, headers = await read_stream(client, CHAT, {"x-aigrid-client-location": "Frankfurt"})
     assert text_of(events) == "Hello from the grid"
     assert events[-1] == {"done": True} and not any("error" in e for e in events)
     assert {e["id"] for e in events if "id" in e} == {"fra-smollm2"}  # one stream id from start to end
-    assert events[-2]["usage"]["completion_tokens"] == 4
+    assert events[-2]["usage"]["completion_tokens"] == (6 if echo else 4)
     d = (await client.get(f"/v1/decisions/{headers['x-aigrid-decision']}")).json()
     assert d["served_by"].startswith("fra-smollm2 -> ")
     taker = d["served_by"].split(" -> ")[1]

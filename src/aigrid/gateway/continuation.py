@@ -107,32 +107,61 @@ def continuation_body(body: dict[str, Any], delivered: Delivered, engine_kind: s
     return out
 
 
-def rewrite_event(raw: bytes, delivered: Delivered) -> bytes | None:
-    """One continuation event, relabelled as part of the original stream; None to drop it."""
-    if raw == b"[DONE]":
-        return b"data: [DONE]\n\n"
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    choices = obj.get("choices") or []
-    if choices and all(_role_only(c) for c in choices) and not obj.get("usage"):
-        return None  # the new engine's opening {"role": "assistant"} delta: the client has had one already
-    if delivered.stream_id is not None:
-        obj["id"] = delivered.stream_id
-    if delivered.created is not None:
-        obj["created"] = delivered.created
-    usage = obj.get("usage")
-    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-        usage["completion_tokens"] += delivered.chunks
-        if isinstance(usage.get("prompt_tokens"), int):
-            usage["prompt_tokens"] = max(0, usage["prompt_tokens"] - delivered.chunks)
-    return b"data: " + orjson.dumps(obj) + b"\n\n"
+class Rewriter:
+    """Relabels a continuation's events as part of the original stream.
+
+    Some engines (llama.cpp) echo a prefilled assistant message at the start of their output, others
+    (vLLM with continue_final_message) do not: text at the very start of the continuation that repeats what
+    the client already has is dropped, so both kinds give the client each character exactly once.
+    """
+
+    def __init__(self, delivered: Delivered) -> None:
+        self.delivered = delivered
+        self._echo = "".join(delivered.text)
+
+    def _strip_echo(self, piece: str) -> str:
+        if not self._echo or not piece:
+            return piece
+        if piece.startswith(self._echo):
+            piece, self._echo = piece[len(self._echo):], ""
+        elif self._echo.startswith(piece):
+            piece, self._echo = "", self._echo[len(piece):]
+        else:
+            self._echo = ""  # the engine did not echo: its first text is new text
+        return piece
+
+    def rewrite(self, raw: bytes) -> bytes | None:
+        if raw == b"[DONE]":
+            return b"data: [DONE]\n\n"
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        choices = obj.get("choices") or []
+        for c in choices:
+            if isinstance(c.get("delta"), dict) and c["delta"].get("content"):
+                c["delta"]["content"] = self._strip_echo(c["delta"]["content"])
+            elif isinstance(c.get("text"), str):
+                c["text"] = self._strip_echo(c["text"])
+        if choices and all(_empty(c) for c in choices) and not obj.get("usage"):
+            return None  # an opening role delta or a fully echoed piece: nothing new for the client
+        d = self.delivered
+        if d.stream_id is not None:
+            obj["id"] = d.stream_id
+        if d.created is not None:
+            obj["created"] = d.created
+        usage = obj.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            usage["completion_tokens"] += d.chunks
+            if isinstance(usage.get("prompt_tokens"), int):
+                usage["prompt_tokens"] = max(0, usage["prompt_tokens"] - d.chunks)
+        return b"data: " + orjson.dumps(obj) + b"\n\n"
 
 
-def _role_only(choice: dict[str, Any]) -> bool:
+def _empty(choice: dict[str, Any]) -> bool:
     delta = choice.get("delta")
-    return isinstance(delta, dict) and not delta.get("content") and not choice.get("finish_reason") \
-        and not delta.get("tool_calls")
+    content = delta.get("content") if isinstance(delta, dict) else choice.get("text")
+    has_calls = isinstance(delta, dict) and delta.get("tool_calls")
+    return not content and not choice.get("finish_reason") and not has_calls

@@ -27,10 +27,10 @@ from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.errors import EngineError, EngineUnavailable, UpstreamFailed
 from aigrid.gateway.continuation import (
     Delivered,
+    Rewriter,
     continuation_body,
     data_lines,
     events_in,
-    rewrite_event,
     why_not_continuable,
 )
 from aigrid.gateway.decisions import DecisionRecord
@@ -194,12 +194,12 @@ class Proxy:
                      record: DecisionRecord) -> AsyncIterator[bytes]:
         sent: list[bytes] = []
         current: Opened | None = opened
-        delivered: Delivered | None = None  # set once we are relaying a continuation
+        rewriter: Rewriter | None = None  # set once we are relaying a continuation
         try:
             while current is not None:
                 try:
                     async for block in self._events(current):
-                        out = block if delivered is None else self._rewrite(block, delivered)
+                        out = block if rewriter is None else self._rewrite(block, rewriter)
                         if out:
                             sent.append(out)
                             yield out
@@ -213,6 +213,7 @@ class Proxy:
                         current = None
                         continue
                     current, reason = await self._continue(path, body, delivered, spare, record)
+                    rewriter = Rewriter(delivered)
                     if current is None:
                         yield self._error_event(record, f"{e}; could not continue: {reason}")
         finally:
@@ -242,8 +243,8 @@ class Proxy:
             yield buf
 
     @staticmethod
-    def _rewrite(block: bytes, delivered: Delivered) -> bytes:
-        parts = (rewrite_event(raw, delivered) for raw in data_lines(block))
+    def _rewrite(block: bytes, rewriter: Rewriter) -> bytes:
+        parts = (rewriter.rewrite(raw) for raw in data_lines(block))
         return b"".join(p for p in parts if p)
 
     async def _continue(self, path: str, body: dict[str, Any], delivered: Delivered, spare: list[Candidate],

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import shlex
+import signal
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
 from rich.console import Console
 
 from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
+from aigrid.errors import SpecError
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, upstream_client
 from aigrid.spec.models import GridSpec
@@ -53,8 +56,14 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
             f"  Ctrl-C stops the gateway and every engine.\n")
 
 
-async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None) -> None:
+async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
+                   start_engines: bool = True) -> None:
+    """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped."""
     host, port = spec.gateway.host, port or spec.gateway.port
+    embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
+    if not start_engines and embedded:
+        raise SpecError("(spec)", [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or give "
+                                   "them engine: llamacpp and the url of a running llama-server"])
     async with AsyncExitStack() as stack:
         urls = await start_embedded(spec, stack, console)
         client = upstream_client()
@@ -66,3 +75,16 @@ async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None)
         console.print(banner(spec, host, port), highlight=False, soft_wrap=True)
         await server.serve()
         console.print("stopping engines...")
+
+
+async def run_node(console: Console, *, host: str, port: int, slots: int, threads: int, alias: str) -> None:
+    """One embedded engine in the foreground, for a site on another machine; stops on Ctrl-C or SIGTERM."""
+    cfg = replace(embedded_config(LOG_DIR / f"node-{port}.log", slots=slots, threads=threads, port=port,
+                                  alias=alias), host=host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with LlamaServerProcess(cfg) as proc:
+        console.print(f"engine {alias} at {proc.base_url}  pid {proc.pid}  log {cfg.log_path}", soft_wrap=True)
+        await stop.wait()

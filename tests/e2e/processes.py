@@ -1,0 +1,101 @@
+"""Real processes for end-to-end and chaos tests: engine nodes, gateways, Redis. Every one is stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from aigrid.engines.llama_server import free_port
+
+BIN = Path(sys.executable).parent
+SITES = {  # a three-site grid: the demo's geography, engines started by the test
+    "fra": {"name": "Frankfurt", "lat": 50.11, "lon": 8.68, "jurisdiction": "EU"},
+    "iad": {"name": "Ashburn", "lat": 39.04, "lon": -77.49, "jurisdiction": "US"},
+    "nrt": {"name": "Tokyo", "lat": 35.68, "lon": 139.69, "jurisdiction": "JP"},
+}
+
+
+class Proc:
+    def __init__(self, argv: list[str], cwd: Path, log: Path) -> None:
+        self.log = log
+        self._fh = log.open("wb")
+        self.p = subprocess.Popen(argv, cwd=cwd, stdout=self._fh, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "COLUMNS": "200"})
+
+    def kill9(self) -> None:
+        self.p.kill()
+        self.p.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+            try:
+                self.p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._fh.close()
+
+
+def wait_http(url: str, timeout_s: float = 60, ok: int = 200) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == ok:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer {ok} within {timeout_s}s")
+
+
+def start_node(cwd: Path, site: str, slots: int = 2) -> tuple[Proc, str]:
+    port = free_port()
+    proc = Proc([str(BIN / "aigrid"), "node", "--port", str(port), "--slots", str(slots)], cwd, cwd / f"node-{site}.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/health")
+    # the node wrapper prints the llama-server pid; the engine process is what a chaos test kills
+    return proc, url
+
+
+def engine_pid(proc: Proc) -> int:
+    for _ in range(50):
+        text = proc.log.read_text(errors="replace")
+        if " pid " in text:
+            return int(text.split(" pid ")[1].split()[0])
+        time.sleep(0.1)
+    raise RuntimeError(f"no pid in {proc.log}")
+
+
+def write_spec(cwd: Path, urls: dict[str, str], redis_url: str | None = None, **gateway: object) -> Path:
+    spec = {
+        "name": "chaos",
+        "gateway": {"emulate_network": False, "scrape_interval_s": 0.5, **gateway,
+                    **({"shared_state_url": redis_url} if redis_url else {})},
+        "models": {"smollm2-135m": {"family": "smollm2", "params_b": 0.135}},
+        "sites": SITES,
+        "endpoints": [{"id": f"{s}-smollm2", "site": s, "model": "smollm2-135m", "engine": "llamacpp", "url": u,
+                       "slots": 2, "prefill_tps": 250, "decode_tps": 150} for s, u in urls.items()],
+        "tenants": {"default": {"policy": "balanced"}},
+    }
+    path = cwd / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def start_gateway(cwd: Path, spec: Path, name: str, redis_url: str | None = None) -> tuple[Proc, str]:
+    port = free_port()
+    argv = [str(BIN / "aigrid"), "gateway", str(spec), "--port", str(port)]
+    if redis_url:
+        argv += ["--redis", redis_url]
+    proc = Proc(argv, cwd, cwd / f"gateway-{name}.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/healthz")
+    return proc, url
