@@ -1,0 +1,23 @@
+"""The hash chain and the checkpoint statement: the only definitions the writer and verify share.
+
+    hash(n) = SHA-256("aigrid-audit-v1" | n | hash(n-1) | body(n)),  hash(0) = GENESIS
+A checkpoint signs (n, hash(n)) with Ed25519; since hash(n) commits to every earlier record, one valid
+signature vouches for the whole prefix up to n.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+GENESIS = "0" * 64
+
+
+def entry_hash(seq: int, prev_hash: str, body: str) -> str:
+    h = hashlib.sha256()
+    h.update(f"aigrid-audit-v1\n{seq}\n{prev_hash}\n".encode())
+    h.update(body.encode("utf-8"))
+    return h.hexdigest()
+
+
+def checkpoint_message(seq: int, record_hash: str) -> bytes:
+    return f"aigrid-audit-checkpoint-v1\n{seq}\n{record_hash}".encode()

@@ -1,0 +1,90 @@
+"""The async audit writer: requests enqueue records, one background task writes them in batches.
+
+SQLite runs in a worker thread (asyncio.to_thread), so the event loop never waits on the disk. Nothing
+starts in the constructor: `await log.start()` opens the database and starts the task, `await log.stop()`
+drains the queue, signs a final checkpoint and closes. A full queue makes append() wait (backpressure)
+rather than drop records: an audit trail with silent gaps is worse than a slower response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aigrid.audit.record import AuditRecord
+from aigrid.audit.store import AuditStore
+
+log = logging.getLogger(__name__)
+
+
+class AuditLog:
+    def __init__(self, path: Path, signing_key: Ed25519PrivateKey | None = None, *, checkpoint_every: int = 100,
+                 batch_max: int = 256, queue_max: int = 10_000, retry_s: float = 1.0) -> None:
+        self.store = AuditStore(path, signing_key)
+        self.checkpoint_every = checkpoint_every
+        self.batch_max = batch_max
+        self.retry_s = retry_s
+        self._queue_max = queue_max
+        self._queue: asyncio.Queue[tuple[float, str]] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        if self._task is not None:
+            raise RuntimeError("audit log already started")
+        await asyncio.to_thread(self.store.open)
+        self._queue = asyncio.Queue(self._queue_max)
+        self._task = asyncio.create_task(self._run(), name="aigrid-audit-writer")
+
+    async def append(self, record: AuditRecord) -> None:
+        """Queue one record. It is serialised here, so a bad record fails in the caller, not the writer."""
+        if self._queue is None:
+            raise RuntimeError("audit log not started")
+        await self._queue.put((record.ts, record.body()))
+
+    async def flush(self) -> None:
+        """Wait until every record appended so far is on disk."""
+        if self._queue is not None:
+            await self._queue.join()
+
+    async def stop(self) -> None:
+        if self._task is None:
+            return
+        await self.flush()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+        self._queue = None
+        await asyncio.to_thread(self.store.checkpoint)
+        await asyncio.to_thread(self.store.close)
+
+    async def _run(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.batch_max and not queue.empty():
+                batch.append(queue.get_nowait())
+            await self._write(batch)
+            for _ in batch:
+                queue.task_done()
+
+    async def _write(self, entries: list[tuple[float, str]]) -> None:
+        while True:
+            try:
+                seq = await asyncio.to_thread(self.store.append, entries)
+                break
+            except (OSError, sqlite3.Error) as e:  # disk full, locked or gone: keep the batch, retry
+                log.error("audit write failed, retrying in %.1fs: %s", self.retry_s, e)
+            await asyncio.sleep(self.retry_s)
+        if seq - self.store.last_checkpoint >= self.checkpoint_every:
+            try:
+                await asyncio.to_thread(self.store.checkpoint)
+            except (OSError, sqlite3.Error) as e:  # the next batch tries again
+                log.error("audit checkpoint failed: %s", e)
+

@@ -1,0 +1,95 @@
+"""The SQLite side of the audit log (synchronous; the async writer runs it in a worker thread).
+
+Tables are append-only by triggers that abort UPDATE and DELETE; that stops mistakes, not an attacker
+with the file, which is what the hash chain and the signed checkpoints are for.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aigrid.audit.chain import GENESIS, checkpoint_message, entry_hash
+from aigrid.audit.signing import key_id
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit_records (
+    seq INTEGER PRIMARY KEY, ts REAL NOT NULL, body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_checkpoints (
+    seq INTEGER PRIMARY KEY, hash TEXT NOT NULL, ts REAL NOT NULL, key_id TEXT NOT NULL, signature BLOB NOT NULL);
+CREATE TRIGGER IF NOT EXISTS audit_records_no_update BEFORE UPDATE ON audit_records
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_records_no_delete BEFORE DELETE ON audit_records
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_update BEFORE UPDATE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_checkpoints
+    BEGIN SELECT RAISE(ABORT, 'audit log is append-only'); END;
+"""
+
+
+class AuditStore:
+    """One writer. Not thread-safe: callers serialise (the async writer does)."""
+
+    def __init__(self, path: Path, signing_key: Ed25519PrivateKey | None = None) -> None:
+        self.path = path
+        self.signing_key = signing_key
+        self._db: sqlite3.Connection | None = None
+        self.last_seq = 0
+        self.last_hash = GENESIS
+        self.last_checkpoint = 0
+
+    def open(self) -> None:
+        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        db.executescript(SCHEMA)
+        row = db.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+        if row is not None:
+            self.last_seq, self.last_hash = int(row[0]), str(row[1])
+        cp = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
+        self.last_checkpoint = int(cp[0] or 0)
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def append(self, entries: Sequence[tuple[float, str]]) -> int:
+        """Append (ts, body) entries in one transaction; returns the last sequence number."""
+        db = self._conn()
+        seq, prev = self.last_seq, self.last_hash
+        rows = []
+        for ts, body in entries:
+            seq += 1
+            h = entry_hash(seq, prev, body)
+            rows.append((seq, ts, body, prev, h))
+            prev = h
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany("INSERT INTO audit_records (seq, ts, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?)", rows)
+        self.last_seq, self.last_hash = seq, prev
+        return seq
+
+    def checkpoint(self, now: float | None = None) -> int | None:
+        """Sign the current head; returns its sequence number (None without a key or new records)."""
+        if self.signing_key is None or self.last_seq == self.last_checkpoint:
+            return None
+        signature = self.signing_key.sign(checkpoint_message(self.last_seq, self.last_hash))
+        with self._conn() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT INTO audit_checkpoints (seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?)",
+                       (self.last_seq, self.last_hash, time.time() if now is None else now,
+                        key_id(self.signing_key.public_key()), signature))
+        self.last_checkpoint = self.last_seq
+        return self.last_seq
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("audit store is not open (call open() first)")
+        return self._db

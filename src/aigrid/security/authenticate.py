@@ -1,0 +1,65 @@
+"""Authentication: an Authorization header -> Principal, or AuthenticationError (401).
+
+Accepts `Bearer aig_<id>_<secret>` API keys and, when configured, JWT bearer tokens. With enforcement off
+(the demo grid) a request without credentials becomes the anonymous principal of the default tenant;
+credentials that are present are still checked, so a wrong key never silently passes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from aigrid.errors import AuthenticationError
+from aigrid.security.jwt_bearer import JwtSettings, looks_like_jwt, verify_jwt
+from aigrid.security.keys import KeyRing
+from aigrid.security.principal import Principal, Scopes, Tenant
+
+ANONYMOUS_KEY_ID = "anonymous"
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(slots=True)
+class Authenticator:
+    keys: KeyRing
+    tenants: Mapping[str, Tenant]
+    enforce: bool = True
+    jwt: JwtSettings | None = None
+    default_tenant: str = "default"
+
+    def authenticate(self, authorization: str | None) -> Principal:
+        token = _bearer(authorization)
+        if token is None:
+            if self.enforce:
+                raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'",
+                                          code="missing_api_key", headers=dict(_CHALLENGE))
+            return Principal(self.default_tenant, ANONYMOUS_KEY_ID, self._tenant_scopes(self.default_tenant),
+                             method="anonymous")
+        if self.jwt is not None and looks_like_jwt(token):
+            identity = verify_jwt(token, self.jwt)
+            tenant = self._known_tenant(identity.tenant)
+            return Principal(tenant.id, identity.subject, tenant.scopes.narrowed_by(identity.scopes), "jwt")
+        record = self.keys.verify(token)
+        if record is None:
+            raise AuthenticationError("invalid API key", headers=dict(_CHALLENGE))
+        tenant = self._known_tenant(record.tenant)
+        return Principal(tenant.id, record.key_id, tenant.scopes.narrowed_by(record.scopes))
+
+    def _known_tenant(self, tenant_id: str) -> Tenant:
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            raise AuthenticationError("credentials belong to an unknown tenant", headers=dict(_CHALLENGE))
+        return tenant
+
+    def _tenant_scopes(self, tenant_id: str) -> Scopes:
+        tenant = self.tenants.get(tenant_id)
+        return tenant.scopes if tenant is not None else Scopes()
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None or not authorization.strip():
+        return None
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationError("the Authorization header must be 'Bearer <key>'", headers=dict(_CHALLENGE))
+    return token.strip()

@@ -1,0 +1,43 @@
+"""Authorization: may this principal use this model, and where may its request run?
+
+`authorize` raises PermissionDenied (403) on a scope violation; `scope_request` turns the principal's
+scopes into the routing core's hard filters (allowed_jurisdictions, allowed_sites), intersected with what
+the request itself asked for, so residency holds through retries and failover.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from aigrid.core.types import RequestInfo
+from aigrid.errors import PermissionDenied
+from aigrid.security.principal import Principal
+
+
+def authorize(principal: Principal, model: str, *, jurisdictions: frozenset[str] | None = None,
+              policy: str | None = None) -> None:
+    scopes = principal.scopes
+    if not scopes.allows_model(model):
+        raise PermissionDenied(f"key {principal.key_id} may not use model '{model}'", param="model",
+                               code="model_not_allowed")
+    if jurisdictions is not None and scopes.jurisdictions is not None and not jurisdictions <= scopes.jurisdictions:
+        outside = sorted(jurisdictions - scopes.jurisdictions)
+        raise PermissionDenied(f"key {principal.key_id} may not send requests to jurisdictions {outside}",
+                               code="jurisdiction_not_allowed")
+    if policy is not None and scopes.policy is not None and policy != scopes.policy:
+        raise PermissionDenied(f"key {principal.key_id} is bound to policy '{scopes.policy}'",
+                               code="policy_not_allowed")
+
+
+def scope_request(principal: Principal, request: RequestInfo) -> RequestInfo:
+    """The request with the principal's tenant and residency/site limits applied as hard filters."""
+    scopes = principal.scopes
+    return replace(request, tenant=principal.tenant,
+                   allowed_jurisdictions=_narrow(request.allowed_jurisdictions, scopes.jurisdictions),
+                   allowed_sites=_narrow(request.allowed_sites, scopes.sites))
+
+
+def _narrow(asked: frozenset[str] | None, allowed: frozenset[str] | None) -> frozenset[str] | None:
+    if asked is None:
+        return allowed
+    return asked if allowed is None else asked & allowed

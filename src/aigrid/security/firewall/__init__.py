@@ -1,0 +1,1 @@
+"""The AI firewall: prompt-injection detection, personal-data redaction, extraction/abuse signals."""

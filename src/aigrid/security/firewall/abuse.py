@@ -1,0 +1,126 @@
+"""Model-extraction and abuse signals per key, over a sliding window of recent requests.
+
+Signals (each a threshold in AbuseRules):
+- volume: more requests in the window than a person or an ordinary app would send;
+- diversity: almost every prompt is new (a crawl of the input space, not a product's repeated calls);
+- logprobs: most requests ask for top logprobs or set logit_bias (distillation and logit sweeps);
+- enumeration: many temperature-0 requests sharing one prompt prefix with varying endings (a systematic
+  sweep of a template to map the model's outputs).
+One signal -> flag; two or more -> throttle (the gateway answers 429). The clock is injected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from aigrid.errors import RateLimited
+
+
+class AbuseAction(StrEnum):
+    ALLOW = "allow"
+    FLAG = "flag"
+    THROTTLE = "throttle"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTraits:
+    prompt: str
+    temperature: float | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+    logit_bias: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class AbuseRules:
+    window_s: float = 300.0
+    min_requests: int = 50
+    """No signal below this many requests in the window (except volume)."""
+    max_requests: int = 1500
+    diversity: float = 0.97
+    logprobs_share: float = 0.5
+    enumeration_share: float = 0.6
+    prefix_chars: int = 32
+    max_keys: int = 50_000
+
+
+@dataclass(frozen=True, slots=True)
+class AbuseVerdict:
+    action: AbuseAction
+    signals: tuple[str, ...]
+    requests_in_window: int
+
+    def raise_if_throttled(self, retry_after_s: int = 60) -> None:
+        """The client-facing answer to THROTTLE: 429 with Retry-After (FLAG only goes to the audit log)."""
+        if self.action == AbuseAction.THROTTLE:
+            raise RateLimited(f"request rate limited by abuse protection ({', '.join(self.signals)})",
+                              code="abuse_throttled", headers={"Retry-After": str(retry_after_s)})
+
+    def to_dict(self) -> dict[str, object]:
+        return {"check": "abuse", "action": str(self.action), "detail": ", ".join(self.signals),
+                "score": None, "message": None}
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    at: float
+    prompt: str
+    prefix: str
+    greedy: bool
+    probing: bool
+
+
+class AbuseMonitor:
+    """Keeps a bounded history per key; observe() is called once per request, after authentication."""
+
+    def __init__(self, rules: AbuseRules = AbuseRules(), clock: Callable[[], float] = time.monotonic) -> None:
+        self.rules = rules
+        self.clock = clock
+        self._history: OrderedDict[str, deque[_Seen]] = OrderedDict()
+
+    def observe(self, key_id: str, traits: RequestTraits) -> AbuseVerdict:
+        now = self.clock()
+        history = self._history.pop(key_id, None) or deque()
+        self._history[key_id] = history
+        if len(self._history) > self.rules.max_keys:
+            self._history.popitem(last=False)
+        while history and history[0].at <= now - self.rules.window_s:
+            history.popleft()
+        history.append(_seen(now, traits, self.rules.prefix_chars))
+        if len(history) > self.rules.max_requests * 2:
+            history.popleft()
+        signals = self._signals(history)
+        action = (AbuseAction.THROTTLE if len(signals) >= 2 else
+                  AbuseAction.FLAG if signals else AbuseAction.ALLOW)
+        return AbuseVerdict(action, signals, len(history))
+
+    def _signals(self, history: deque[_Seen]) -> tuple[str, ...]:
+        r, n = self.rules, len(history)
+        out: list[str] = []
+        if n > r.max_requests:
+            out.append("volume")
+        if n < r.min_requests:
+            return tuple(out)
+        if len({s.prompt for s in history}) / n >= r.diversity:
+            out.append("diversity")
+        if sum(s.probing for s in history) / n >= r.logprobs_share:
+            out.append("logprobs")
+        greedy = [s for s in history if s.greedy]
+        if greedy:
+            prefix, count = Counter(s.prefix for s in greedy).most_common(1)[0]
+            variants = len({s.prompt for s in greedy if s.prefix == prefix})
+            if count / n >= r.enumeration_share and variants >= 0.8 * count:
+                out.append("enumeration")
+        return tuple(out)
+
+
+def _seen(now: float, t: RequestTraits, prefix_chars: int) -> _Seen:
+    digest = hashlib.blake2b(t.prompt.encode("utf-8", "replace"), digest_size=8).hexdigest()
+    prefix = hashlib.blake2b(t.prompt[:prefix_chars].encode("utf-8", "replace"), digest_size=8).hexdigest()
+    greedy = t.temperature is not None and t.temperature <= 0.01
+    return _Seen(now, digest, prefix, greedy, (t.logprobs and t.top_logprobs >= 5) or t.logit_bias)

@@ -1,0 +1,109 @@
+"""Personal data: find and redact emails, phone numbers, card numbers (Luhn), IBANs (mod-97) and national
+ids (US SSN, UK National Insurance number).
+
+Numbers are only reported when their checksum or structure holds, so order numbers and timestamps that
+merely look like cards are left alone. Each detector is a regex plus an optional validator; detectors run
+in priority order and a later match that overlaps an earlier one is dropped. Number detectors only start
+at the beginning of a run of digit groups, so a tail of a longer number is never taken for an item.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+MAX_ITEM_CHARS = 96
+"""The longest card, IBAN, phone or id the detectors match (emails may be longer in theory; real ones are
+not); the streaming redactor holds back at least this much."""
+
+
+@dataclass(frozen=True, slots=True)
+class PiiMatch:
+    kind: str
+    start: int
+    end: int
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def iban_ok(iban: str) -> bool:
+    s = re.sub(r"\s", "", iban).upper()
+    if not 15 <= len(s) <= 34 or not s[:2].isalpha() or not s[2:4].isdigit():
+        return False
+    rearranged = s[4:] + s[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+def _card(text: str) -> bool:
+    digits = re.sub(r"\D", "", text)
+    return 13 <= len(digits) <= 19 and luhn_ok(digits) and len(set(digits)) > 1
+
+
+def _ssn(text: str) -> bool:
+    area, group, serial = text.split("-")
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _phone(text: str) -> bool:
+    digits = re.sub(r"\D", "", text)
+    return 8 <= len(digits) <= 15
+
+
+_Validator = Callable[[str], bool]
+_DETECTORS: tuple[tuple[str, re.Pattern[str], _Validator | None], ...] = (
+    ("email", re.compile(r"(?<![\w.+-])[\w.+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.){1,4}[A-Za-z]{2,24}(?![\w-])"), None),
+    ("iban", re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])"),
+     iban_ok),
+    ("card", re.compile(r"(?<![\d-])(?<!\d )\d(?:[ -]?\d){12,18}(?![\d-])"), _card),
+    ("ssn", re.compile(r"(?<![\d-])(?<!\d )\d{3}-\d{2}-\d{4}(?![\d-])"), _ssn),
+    ("uk_nino", re.compile(r"(?<![A-Za-z0-9])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+                           r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![A-Za-z0-9])"), None),
+    ("phone", re.compile(r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{2,4}(?:[ .-]?\d{2,4}){2,4}"
+                         r"(?![\w])"), _phone),
+)
+
+KINDS: tuple[str, ...] = tuple(kind for kind, _, _ in _DETECTORS)
+
+
+def find_pii(text: str, kinds: frozenset[str] | None = None, start: int = 0) -> list[PiiMatch]:
+    """Non-overlapping matches starting at or after `start` (earlier text is only look-behind context),
+    sorted by position."""
+    taken: list[PiiMatch] = []
+    for kind, pattern, valid in _DETECTORS:
+        if kinds is not None and kind not in kinds:
+            continue
+        pos = start
+        while (m := pattern.search(text, pos)) is not None:
+            # after a rejected candidate, retry one character later (not after it), so a valid item
+            # overlapping a rejected one is still found wherever the text happens to be cut
+            if (valid is not None and not valid(m.group())) or any(
+                    m.start() < t.end and t.start < m.end() for t in taken):
+                pos = m.start() + 1
+                continue
+            taken.append(PiiMatch(kind, m.start(), m.end()))
+            pos = m.end()
+    return sorted(taken, key=lambda t: t.start)
+
+
+def placeholder(kind: str) -> str:
+    return f"[REDACTED:{kind.upper()}]"
+
+
+def redact(text: str, matches: list[PiiMatch] | None = None) -> str:
+    found = find_pii(text) if matches is None else matches
+    out: list[str] = []
+    pos = 0
+    for m in found:
+        out += [text[pos:m.start], placeholder(m.kind)]
+        pos = m.end
+    out.append(text[pos:])
+    return "".join(out)

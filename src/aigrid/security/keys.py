@@ -1,0 +1,126 @@
+"""API keys: issued once, stored only as HMAC-SHA256(server secret, secret), looked up by key id.
+
+A key reads `aig_<key id>_<secret>`. The secret has 256 bits of entropy, so a keyed fast hash is the
+right tool (slow password hashes such as scrypt protect low-entropy passwords and would cost tens of
+milliseconds per request); the server secret means a stolen key file alone does not allow offline checks.
+The file is JSON, written atomically; the secret itself is never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from aigrid.security.principal import Scopes
+
+PREFIX = "aig_"
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    key_id: str
+    tenant: str
+    digest: str
+    scopes: Scopes = Scopes()
+    created: float = 0.0
+    revoked: bool = False
+    name: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"key_id": self.key_id, "tenant": self.tenant, "digest": self.digest,
+                "scopes": self.scopes.to_dict(), "created": self.created, "revoked": self.revoked,
+                "name": self.name}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> KeyRecord:
+        scopes = d.get("scopes") or {}
+        if not isinstance(scopes, dict):
+            raise ValueError(f"key {d.get('key_id')}: scopes must be a mapping")
+        created = d.get("created", 0.0)
+        return cls(key_id=str(d["key_id"]), tenant=str(d["tenant"]), digest=str(d["digest"]),
+                   scopes=Scopes.from_dict(scopes),
+                   created=float(created) if isinstance(created, int | float | str) else 0.0,
+                   revoked=bool(d.get("revoked", False)), name=str(d.get("name", "")))
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    record: KeyRecord
+    api_key: str
+    """The full secret key: shown to the caller once, never stored."""
+
+
+def split_key(api_key: str) -> tuple[str, str] | None:
+    """`aig_<id>_<secret>` -> (id, secret), or None when it does not have that shape."""
+    if not api_key.startswith(PREFIX):
+        return None
+    key_id, sep, secret = api_key[len(PREFIX):].partition("_")
+    if not sep or not key_id or not secret:
+        return None
+    return key_id, secret
+
+
+class KeyRing:
+    """Key records by id, with verification. Pure in memory; load/save move it to and from a file."""
+
+    def __init__(self, server_secret: bytes, records: Iterable[KeyRecord] = ()) -> None:
+        if len(server_secret) < 16:
+            raise ValueError("the server secret must be at least 16 bytes")
+        self._secret = server_secret
+        self._records = {r.key_id: r for r in records}
+
+    def digest(self, secret: str) -> str:
+        return hmac.new(self._secret, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def issue(self, tenant: str, scopes: Scopes | None = None, name: str = "",
+              now: float | None = None) -> IssuedKey:
+        key_id = secrets.token_hex(6)
+        while key_id in self._records:
+            key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        created = time.time() if now is None else now
+        record = KeyRecord(key_id, tenant, self.digest(secret), scopes or Scopes(), created, name=name)
+        self._records[key_id] = record
+        return IssuedKey(record, f"{PREFIX}{key_id}_{secret}")
+
+    def verify(self, api_key: str) -> KeyRecord | None:
+        """The record for a valid, unrevoked key, else None (constant-time digest comparison)."""
+        parts = split_key(api_key)
+        if parts is None:
+            return None
+        record = self._records.get(parts[0])
+        if record is None or record.revoked:
+            return None
+        return record if hmac.compare_digest(record.digest, self.digest(parts[1])) else None
+
+    def revoke(self, key_id: str) -> bool:
+        record = self._records.get(key_id)
+        if record is None:
+            return False
+        self._records[key_id] = replace(record, revoked=True)
+        return True
+
+    def records(self) -> list[KeyRecord]:
+        return sorted(self._records.values(), key=lambda r: (r.tenant, r.key_id))
+
+    @classmethod
+    def load(cls, path: Path, server_secret: bytes) -> KeyRing:
+        if not path.exists():
+            return cls(server_secret)
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return cls(server_secret, (KeyRecord.from_dict(d) for d in data.get("keys", [])))
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        payload = json.dumps({"keys": [r.to_dict() for r in self.records()]}, indent=2)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(payload)
+        os.replace(tmp, path)

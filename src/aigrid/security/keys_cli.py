@@ -1,0 +1,53 @@
+"""Command-line helpers the CLI mounts as `aigrid keys create|list|revoke` (plain functions, no framework).
+
+The server secret comes from the environment variable AIGRID_KEY_SECRET (at least 16 bytes); the key
+file holds only digests.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from aigrid.security.keys import KeyRing
+from aigrid.security.principal import Scopes
+
+SECRET_ENV = "AIGRID_KEY_SECRET"
+
+
+def server_secret(env: dict[str, str] | None = None) -> bytes:
+    value = (os.environ if env is None else env).get(SECRET_ENV, "")
+    if len(value.encode()) < 16:
+        raise SystemExit(f"set {SECRET_ENV} to a random secret of at least 16 bytes (e.g. `openssl rand -hex 32`)")
+    return value.encode()
+
+
+def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), jurisdictions: Sequence[str] = (),
+               sites: Sequence[str] = (), policy: str | None = None, name: str = "",
+               secret: bytes | None = None, echo: Callable[[str], None] = print) -> str:
+    """Issue a key, store its digest, print the secret once; returns the key id."""
+    ring = KeyRing.load(keys_file, secret if secret is not None else server_secret())
+    scopes = Scopes(models=frozenset(models) or None, jurisdictions=frozenset(jurisdictions) or None,
+                    sites=frozenset(sites) or None, policy=policy)
+    issued = ring.issue(tenant, scopes, name=name)
+    ring.save(keys_file)
+    echo(f"key id:  {issued.record.key_id} (tenant {tenant})")
+    echo(f"api key: {issued.api_key}")
+    echo("This is the only time the key is shown; only its digest was stored.")
+    return issued.record.key_id
+
+
+def list_keys(keys_file: Path, *, secret: bytes | None = None, echo: Callable[[str], None] = print) -> None:
+    ring = KeyRing.load(keys_file, secret if secret is not None else server_secret())
+    for r in ring.records():
+        state = "revoked" if r.revoked else "active"
+        echo(f"{r.key_id}  {r.tenant:<16} {state:<8} {r.name}  {r.scopes.to_dict()}")
+
+
+def revoke_key(keys_file: Path, key_id: str, *, secret: bytes | None = None) -> bool:
+    ring = KeyRing.load(keys_file, secret if secret is not None else server_secret())
+    if not ring.revoke(key_id):
+        return False
+    ring.save(keys_file)
+    return True

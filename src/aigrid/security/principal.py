@@ -1,0 +1,89 @@
+"""Who is calling, and what they may do: tenants, scopes and the authenticated principal (plain data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+
+@dataclass(frozen=True, slots=True)
+class Scopes:
+    """Limits attached to a tenant or a key. None means "no limit at this level".
+
+    models are glob patterns ("llama-*"); a request for model "auto" needs a pattern matching "auto"
+    (for example "*"), because the router could otherwise pick any model.
+    """
+
+    models: frozenset[str] | None = None
+    jurisdictions: frozenset[str] | None = None
+    sites: frozenset[str] | None = None
+    policy: str | None = None
+
+    def allows_model(self, model: str) -> bool:
+        return self.models is None or any(fnmatchcase(model, pattern) for pattern in self.models)
+
+    def narrowed_by(self, other: Scopes) -> Scopes:
+        """The scopes that satisfy both self and other (a key can only narrow its tenant)."""
+        return Scopes(
+            models=_both(self.models, other.models, combine=False),
+            jurisdictions=_both(self.jurisdictions, other.jurisdictions, combine=True),
+            sites=_both(self.sites, other.sites, combine=True),
+            policy=other.policy or self.policy,
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        return {"models": _list(self.models), "jurisdictions": _list(self.jurisdictions),
+                "sites": _list(self.sites), "policy": self.policy}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> Scopes:
+        return cls(models=_set(data.get("models")), jurisdictions=_set(data.get("jurisdictions")),
+                   sites=_set(data.get("sites")), policy=_str(data.get("policy")))
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    id: str
+    scopes: Scopes = Scopes()
+    store_prompts: bool = False
+    """Opt-in: keep prompt text in the audit log (otherwise only keyed hashes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The result of authentication: effective scopes are the tenant's narrowed by the key's."""
+
+    tenant: str
+    key_id: str
+    scopes: Scopes
+    method: str = "api_key"
+    """api_key, jwt or anonymous (enforcement off)."""
+
+
+def _both(a: frozenset[str] | None, b: frozenset[str] | None, *, combine: bool) -> frozenset[str] | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    if combine:
+        return a & b
+    # glob patterns cannot be intersected exactly: keep each pattern of one side that the other side
+    # covers ("llama-3-*" under "llama-*"; the tenant's "llama-*" under a key's "*")
+    return frozenset({p for p in b if any(fnmatchcase(p, q) for q in a)}
+                     | {q for q in a if any(fnmatchcase(q, p) for p in b)})
+
+
+def _list(values: frozenset[str] | None) -> list[str] | None:
+    return None if values is None else sorted(values)
+
+
+def _set(value: object) -> frozenset[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return frozenset(str(v) for v in value)
+
+
+def _str(value: object) -> str | None:
+    return None if value is None else str(value)

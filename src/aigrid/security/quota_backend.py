@@ -1,0 +1,74 @@
+"""Quota counters: the storage contract and the in-process backend.
+
+A quota check is a list of fixed-window counters that must all have room; a backend admits them all at
+once (incrementing every counter) or none of them, so concurrent requests never push a counter past its
+limit and a refused request leaves no trace. The Redis backend (quotas_redis.py) keeps the same contract
+across gateways.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    key: str
+    """Already includes the window index, so each window is its own counter."""
+    amount: int
+    limit: int
+    expires_at: float
+    """End of the window, on the gateway's clock."""
+    ttl_s: float
+    """Seconds from now to the end of the window (what Redis expiry uses, so clocks need not agree)."""
+
+
+class QuotaBackend(Protocol):
+    async def consume(self, counters: Sequence[Counter]) -> int | None:
+        """Add every amount if all stay within limits and return None; else add nothing and return the
+        index of the first counter that is full."""
+        ...
+
+    async def adjust(self, counters: Sequence[Counter]) -> None:
+        """Add (possibly negative) amounts unconditionally: settling a reservation with the real usage."""
+        ...
+
+    async def value(self, key: str) -> int: ...
+
+
+class MemoryQuotaBackend:
+    """One process. Check-and-add runs without an await in between, so it is atomic under asyncio."""
+
+    def __init__(self, max_counters: int = 100_000) -> None:
+        self._values: dict[str, tuple[int, float]] = {}
+        self._max = max_counters
+
+    async def consume(self, counters: Sequence[Counter]) -> int | None:
+        for i, c in enumerate(counters):
+            if self._get(c.key) + c.amount > c.limit:
+                return i
+        self._add(counters)
+        return None
+
+    async def adjust(self, counters: Sequence[Counter]) -> None:
+        self._add(counters)
+
+    async def value(self, key: str) -> int:
+        return self._get(key)
+
+    def _get(self, key: str) -> int:
+        entry = self._values.get(key)
+        return entry[0] if entry is not None else 0
+
+    def _add(self, counters: Sequence[Counter]) -> None:
+        for c in counters:
+            value, _ = self._values.get(c.key, (0, c.expires_at))
+            self._values[c.key] = (value + c.amount, c.expires_at)
+        if len(self._values) > self._max:
+            self.expire(min(c.expires_at for c in counters) - 1.0)
+
+    def expire(self, now: float) -> None:
+        """Forget windows that ended before now."""
+        self._values = {k: v for k, v in self._values.items() if v[1] > now}

@@ -1,0 +1,96 @@
+"""Quotas: requests/min, tokens/min and token budgets, per tenant and per key -> 429 with Retry-After.
+
+Tokens are reserved at admission (prompt estimate + max output tokens) and settled with the real usage
+once the response is done, so a tokens/min limit holds even while responses are still streaming.
+Counters are fixed windows (a minute, or the budget period) keyed by window index; the clock is injected.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from aigrid.errors import RateLimited
+from aigrid.security.principal import Principal
+from aigrid.security.quota_backend import Counter, MemoryQuotaBackend, QuotaBackend
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaLimits:
+    requests_per_min: int | None = None
+    tokens_per_min: int | None = None
+    token_budget: int | None = None
+    budget_period_s: float = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaRules:
+    tenants: Mapping[str, QuotaLimits] = field(default_factory=dict)
+    keys: Mapping[str, QuotaLimits] = field(default_factory=dict)
+    default_tenant: QuotaLimits = QuotaLimits()
+    default_key: QuotaLimits = QuotaLimits()
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Token counters charged at admission; settle() corrects them to the real usage."""
+
+    token_counters: tuple[Counter, ...]
+    reserved_tokens: int
+
+
+class Quotas:
+    def __init__(self, rules: QuotaRules, backend: QuotaBackend | None = None,
+                 clock: Callable[[], float] = time.time, prefix: str = "aigrid:q") -> None:
+        self.rules = rules
+        self.backend: QuotaBackend = backend if backend is not None else MemoryQuotaBackend()
+        self.clock = clock
+        self.prefix = prefix
+
+    async def admit(self, principal: Principal, tokens: int) -> Reservation:
+        """Count one request reserving `tokens`; raises RateLimited (429, Retry-After) if any limit is hit."""
+        now = self.clock()
+        tokens = max(0, tokens)
+        counters: list[tuple[Counter, str]] = []
+        token_counters: list[Counter] = []
+        for scope, ident, limits in self._scopes(principal):
+            base = f"{self.prefix}:{{{principal.tenant}}}:{scope}:{ident}"
+            if limits.requests_per_min is not None:
+                counters.append((_counter(f"{base}:rpm", 1, limits.requests_per_min, 60.0, now),
+                                 f"{scope} requests per minute ({limits.requests_per_min})"))
+            if limits.tokens_per_min is not None:
+                c = _counter(f"{base}:tpm", tokens, limits.tokens_per_min, 60.0, now)
+                counters.append((c, f"{scope} tokens per minute ({limits.tokens_per_min})"))
+                token_counters.append(c)
+            if limits.token_budget is not None:
+                c = _counter(f"{base}:budget", tokens, limits.token_budget, limits.budget_period_s, now)
+                counters.append((c, f"{scope} token budget ({limits.token_budget} per "
+                                    f"{limits.budget_period_s:g} s)"))
+                token_counters.append(c)
+        full = await self.backend.consume([c for c, _ in counters])
+        if full is not None:
+            counter, what = counters[full]
+            retry = max(1, math.ceil(counter.ttl_s))
+            raise RateLimited(f"rate limit reached: {what}; retry after {retry} s",
+                              headers={"Retry-After": str(retry)})
+        return Reservation(tuple(token_counters), tokens)
+
+    async def settle(self, reservation: Reservation, used_tokens: int) -> None:
+        """Replace the reserved token count by the tokens actually used (in the windows charged)."""
+        delta = max(0, used_tokens) - reservation.reserved_tokens
+        if delta and reservation.token_counters:
+            await self.backend.adjust([Counter(c.key, delta, c.limit, c.expires_at, c.ttl_s)
+                                       for c in reservation.token_counters])
+
+    def _scopes(self, principal: Principal) -> list[tuple[str, str, QuotaLimits]]:
+        tenant = self.rules.tenants.get(principal.tenant, self.rules.default_tenant)
+        key = self.rules.keys.get(principal.key_id, self.rules.default_key)
+        return [("tenant", principal.tenant, tenant), ("key", principal.key_id, key)]
+
+
+def _counter(key: str, amount: int, limit: int, window_s: float, now: float) -> Counter:
+    index = math.floor(now / window_s)
+    end = (index + 1) * window_s
+    return Counter(f"{key}:{index}", amount, limit, end, end - now)

@@ -1,0 +1,189 @@
+"""The audit writer and verify: intact logs pass; changed, deleted and reordered rows are pinpointed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from aigrid.audit.chain import entry_hash
+from aigrid.audit.cli import keygen_command, verify_command
+from aigrid.audit.log import AuditLog
+from aigrid.audit.record import AuditRecord, prompt_digest
+from aigrid.audit.signing import load_private_key
+from aigrid.audit.verify import verify
+
+KEY = Ed25519PrivateKey.generate()
+
+
+def record(i: int) -> AuditRecord:
+    return AuditRecord(ts=1_700_000_000.0 + i, request_id=f"r{i}", tenant="bank", key_id="k1", model="llama-3-8b",
+                       decision={"chosen": {"site": "fra", "jurisdiction": "EU"}, "candidates": [{"total": 0.9}]},
+                       firewall=[{"check": "pii", "action": "redacted"}], outcome="ok", prompt_tokens=12,
+                       completion_tokens=30, prompt_hmac=prompt_digest(b"s" * 32, f"prompt {i}"))
+
+
+async def write_log(path: Path, n: int, every: int = 10, batch_max: int = 7) -> None:
+    log = AuditLog(path, KEY, checkpoint_every=every, batch_max=batch_max)
+    await log.start()
+    await asyncio.gather(*(log.append(record(i)) for i in range(n)))
+    await log.stop()
+
+
+def tamper(path: Path, *sql: str) -> None:
+    db = sqlite3.connect(path)
+    for name in ("audit_records_no_update", "audit_records_no_delete", "audit_checkpoints_no_delete"):
+        db.execute(f"DROP TRIGGER {name}")  # an attacker with the file can do this
+    for statement in sql:
+        db.execute(statement)
+    db.commit()
+    db.close()
+
+
+async def test_intact_log_verifies(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 45)
+    report = verify(path, KEY.public_key())
+    assert report.ok, report.problems
+    assert (report.records, report.last_checkpoint_seq, report.unsigned_tail) == (45, 45, 0)
+    assert report.checkpoints >= 4
+    body = json.loads(sqlite3.connect(path).execute("SELECT body FROM audit_records WHERE seq=3").fetchone()[0])
+    assert body["request_id"] == "r2" and "prompt_text" in body and body["prompt_text"] is None
+
+
+async def test_restart_continues_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 5)
+    await write_log(path, 5)
+    assert verify(path, KEY.public_key()).ok
+
+
+async def test_rows_are_append_only_by_trigger(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 3)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        sqlite3.connect(path).execute("UPDATE audit_records SET body='{}' WHERE seq=2")
+
+
+async def test_changed_row_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    tamper(path, "UPDATE audit_records SET body=replace(body, '\"EU\"', '\"US\"') WHERE seq=17")
+    report = verify(path, KEY.public_key())
+    assert not report.ok and report.first_bad_seq == 17
+    assert "record 17" in report.problems[0]
+
+
+async def test_deleted_row_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    tamper(path, "DELETE FROM audit_records WHERE seq=12")
+    report = verify(path, KEY.public_key())
+    assert report.first_bad_seq == 12 and "deleted" in report.problems[0]
+
+
+async def test_reordered_rows_are_named(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    tamper(path, "UPDATE audit_records SET seq=-1 WHERE seq=8", "UPDATE audit_records SET seq=8 WHERE seq=9",
+           "UPDATE audit_records SET seq=9 WHERE seq=-1")
+    report = verify(path, KEY.public_key())
+    assert report.first_bad_seq == 8
+
+
+async def test_truncated_tail_before_a_checkpoint_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    tamper(path, "DELETE FROM audit_records WHERE seq > 25")
+    report = verify(path, KEY.public_key())
+    assert report.first_bad_seq == 26 and "deleted" in report.problems[0]
+
+
+async def test_rewritten_chain_is_caught_by_the_signed_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 30, every=10, batch_max=1)  # checkpoints at 10, 20, 30
+    db = sqlite3.connect(path)
+    db.execute("DROP TRIGGER audit_records_no_update")
+    rows = db.execute("SELECT seq, body, prev_hash FROM audit_records WHERE seq >= 14 ORDER BY seq").fetchall()
+    prev = rows[0][2]
+    for seq, body, _ in rows:  # change record 14 and recompute every later hash, as a careful attacker would
+        if seq == 14:
+            body = body.replace('"k1"', '"k2"')
+        h = entry_hash(seq, prev, body)
+        db.execute("UPDATE audit_records SET body=?, prev_hash=?, hash=? WHERE seq=?", (body, prev, h, seq))
+        prev = h
+    db.commit()
+    db.close()
+    report = verify(path, KEY.public_key())
+    assert not report.ok and report.bad_range == (11, 20) and report.first_bad_seq == 11
+
+
+async def test_wrong_public_key_fails(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 12)
+    report = verify(path, Ed25519PrivateKey.generate().public_key())
+    assert not report.ok and "signature invalid" in report.problems[0]
+
+
+async def test_log_without_checkpoints_is_not_proven(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    log = AuditLog(path, None)
+    await log.start()
+    await log.append(record(1))
+    await log.stop()
+    assert not verify(path, KEY.public_key()).ok
+    assert verify(path, KEY.public_key(), require_checkpoint=False).ok
+
+
+async def test_appends_do_not_block_the_event_loop(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db", KEY, checkpoint_every=50)
+    await log.start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(ticker())
+    for i in range(300):
+        await log.append(record(i))
+    await log.flush()
+    task.cancel()
+    await log.stop()
+    assert ticks > 10  # the loop kept running while batches were written in a thread
+    assert verify(tmp_path / "audit.db", KEY.public_key()).records == 300
+
+
+async def test_cli_verify_and_keygen(tmp_path: Path) -> None:
+    priv, pub = tmp_path / "audit.key", tmp_path / "audit.pub"
+    out: list[str] = []
+    assert keygen_command(priv, pub, out.append) == 0
+    assert keygen_command(priv, pub, out.append) == 2
+    path = tmp_path / "audit.db"
+    log = AuditLog(path, load_private_key(priv))
+    await log.start()
+    for i in range(5):
+        await log.append(record(i))
+    await log.stop()
+    assert verify_command(path, pub, out.append) == 0 and out[-1].startswith("OK")
+    tamper(path, "DELETE FROM audit_records WHERE seq=2")
+    assert verify_command(path, pub, out.append) == 1
+    assert any("first bad record 2" in line for line in out)
+    assert verify_command(tmp_path / "missing.db", pub, out.append) == 2
+
+
+async def test_unserialisable_record_fails_in_the_caller_not_the_writer(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db", KEY)
+    await log.start()
+    with pytest.raises(TypeError):
+        await log.append(AuditRecord(ts=1.0, request_id="r", tenant="t", key_id="k", model="m",
+                                     decision={"bad": object()}))
+    await log.append(record(1))
+    await log.stop()  # does not hang: the writer is still alive
+    assert verify(tmp_path / "audit.db", KEY.public_key()).records == 1

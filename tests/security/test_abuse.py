@@ -1,0 +1,63 @@
+"""Model-extraction and abuse signals per key."""
+
+from __future__ import annotations
+
+import pytest
+
+from aigrid.errors import RateLimited
+from aigrid.security.firewall.abuse import AbuseAction, AbuseMonitor, AbuseRules, RequestTraits
+
+
+class Clock:
+    t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def run(monitor: AbuseMonitor, clock: Clock, key: str, traits: list[RequestTraits], dt: float = 0.1) -> AbuseAction:
+    action = AbuseAction.ALLOW
+    for t in traits:
+        clock.t += dt
+        action = monitor.observe(key, t).action
+    return action
+
+
+def test_ordinary_app_traffic_is_allowed() -> None:
+    clock = Clock()
+    m = AbuseMonitor(clock=clock)
+    app = [RequestTraits(f"Summarise ticket #{i % 20}", temperature=0.7) for i in range(300)]
+    assert run(m, clock, "k", app) == AbuseAction.ALLOW
+
+
+def test_diverse_logprob_sweep_is_throttled() -> None:
+    clock = Clock()
+    m = AbuseMonitor(clock=clock)
+    sweep = [RequestTraits(f"random probe {i} {i * 7919}", logprobs=True, top_logprobs=20) for i in range(100)]
+    verdict_action = run(m, clock, "k", sweep)
+    assert verdict_action == AbuseAction.THROTTLE
+    verdict = m.observe("k", sweep[0])
+    assert set(verdict.signals) >= {"diversity", "logprobs"}
+    with pytest.raises(RateLimited) as e:
+        verdict.raise_if_throttled()
+    assert e.value.status == 429 and e.value.headers == {"Retry-After": "60"}
+    assert e.value.code == "abuse_throttled"
+
+
+def test_temperature_zero_enumeration_of_a_template_is_flagged() -> None:
+    clock = Clock()
+    m = AbuseMonitor(AbuseRules(diversity=1.01), clock=clock)
+    enum = [RequestTraits(f"Classify the sentiment of this review and answer: item {i}", temperature=0.0)
+            for i in range(80)]
+    assert run(m, clock, "k", enum) == AbuseAction.FLAG
+    assert m.observe("k", enum[0]).signals == ("enumeration",)
+
+
+def test_volume_signal_and_window_expiry() -> None:
+    clock = Clock()
+    m = AbuseMonitor(AbuseRules(max_requests=100, window_s=60), clock=clock)
+    same = [RequestTraits("hello", temperature=1.0)] * 150
+    assert run(m, clock, "k", same, dt=0.01) == AbuseAction.FLAG
+    clock.t += 120
+    assert m.observe("k", same[0]).action == AbuseAction.ALLOW
+    assert m.observe("other", same[0]).requests_in_window == 1

@@ -1,0 +1,151 @@
+"""Keys, JWT and scopes: the exact errors a client sees for 401 and 403."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import jwt
+import pytest
+
+from aigrid.core.types import RequestInfo
+from aigrid.errors import AuthenticationError, PermissionDenied
+from aigrid.security.authenticate import Authenticator
+from aigrid.security.authorize import authorize, scope_request
+from aigrid.security.jwt_bearer import JwtSettings
+from aigrid.security.keys import KeyRing
+from aigrid.security.keys_cli import create_key, revoke_key
+from aigrid.security.principal import Scopes, Tenant
+
+SECRET = b"0123456789abcdef-server-secret"
+TENANTS = {"bank": Tenant("bank", Scopes(jurisdictions=frozenset({"EU", "CH"}))), "default": Tenant("default")}
+
+
+def make_auth(**kw: object) -> tuple[Authenticator, str]:
+    ring = KeyRing(SECRET)
+    issued = ring.issue("bank", Scopes(models=frozenset({"llama-*"}), jurisdictions=frozenset({"EU"})))
+    return Authenticator(ring, TENANTS, **kw), issued.api_key  # type: ignore[arg-type]
+
+
+def test_valid_key_gives_principal_with_narrowed_scopes() -> None:
+    auth, key = make_auth()
+    p = auth.authenticate(f"Bearer {key}")
+    assert p.tenant == "bank" and p.method == "api_key"
+    assert p.scopes.jurisdictions == frozenset({"EU"})
+    assert key.split("_")[1] == p.key_id
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer aig_nope_nope", "Basic abc", "Bearer ", "Bearer sk-123"])
+def test_missing_or_bad_credentials_are_401(header: str | None) -> None:
+    auth, _ = make_auth()
+    with pytest.raises(AuthenticationError) as e:
+        auth.authenticate(header)
+    assert e.value.status == 401
+    assert e.value.envelope()["error"]["type"] == "authentication_error"  # type: ignore[index]
+    assert e.value.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_wrong_secret_for_a_real_key_id_is_401() -> None:
+    auth, key = make_auth()
+    tampered = key[:-3] + ("aaa" if not key.endswith("aaa") else "bbb")
+    with pytest.raises(AuthenticationError):
+        auth.authenticate(f"Bearer {tampered}")
+
+
+def test_enforcement_off_allows_anonymous_but_still_rejects_bad_keys() -> None:
+    auth, _ = make_auth(enforce=False)
+    assert auth.authenticate(None).method == "anonymous"
+    with pytest.raises(AuthenticationError):
+        auth.authenticate("Bearer aig_x_y")
+
+
+def test_scope_violations_are_403() -> None:
+    auth, key = make_auth()
+    p = auth.authenticate(f"Bearer {key}")
+    authorize(p, "llama-3-8b")
+    with pytest.raises(PermissionDenied) as e:
+        authorize(p, "gpt-4o")
+    assert e.value.status == 403 and e.value.code == "model_not_allowed"
+    with pytest.raises(PermissionDenied):
+        authorize(p, "auto")
+    with pytest.raises(PermissionDenied) as e:
+        authorize(p, "llama-3-8b", jurisdictions=frozenset({"US"}))
+    assert e.value.code == "jurisdiction_not_allowed"
+
+
+def test_key_scopes_only_narrow_the_tenant() -> None:
+    tenant = Scopes(models=frozenset({"llama-*"}), jurisdictions=frozenset({"EU", "CH"}))
+    wide = tenant.narrowed_by(Scopes(models=frozenset({"*"}), jurisdictions=frozenset({"EU", "US"})))
+    assert wide.models == frozenset({"llama-*"}) and wide.jurisdictions == frozenset({"EU"})
+    narrow = tenant.narrowed_by(Scopes(models=frozenset({"llama-3-*", "gpt-*"}), policy="cost-first"))
+    assert narrow.allows_model("llama-3-8b") and not narrow.allows_model("llama-2-7b")
+    assert not narrow.allows_model("gpt-4o") and narrow.policy == "cost-first"
+
+
+def test_scope_request_sets_hard_filters_for_the_core() -> None:
+    auth, key = make_auth()
+    p = auth.authenticate(f"Bearer {key}")
+    r = scope_request(p, RequestInfo(id="r1", model="llama-3-8b", allowed_jurisdictions=frozenset({"EU", "US"})))
+    assert r.tenant == "bank" and r.allowed_jurisdictions == frozenset({"EU"})
+    assert scope_request(p, RequestInfo(id="r2", model="m")).allowed_jurisdictions == frozenset({"EU"})
+
+
+def test_key_file_stores_only_digests_and_revocation_works(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    lines: list[str] = []
+    key_id = create_key(path, "bank", models=["llama-*"], secret=SECRET, echo=lines.append)
+    api_key = next(line.split()[-1] for line in lines if line.startswith("api key:"))
+    stored = path.read_text()
+    assert api_key.split("_", 2)[2] not in stored and key_id in stored
+    assert json.loads(stored)["keys"][0]["scopes"]["models"] == ["llama-*"]
+    auth = Authenticator(KeyRing.load(path, SECRET), TENANTS)
+    assert auth.authenticate(f"Bearer {api_key}").key_id == key_id
+    assert revoke_key(path, key_id, secret=SECRET)
+    with pytest.raises(AuthenticationError):
+        Authenticator(KeyRing.load(path, SECRET), TENANTS).authenticate(f"Bearer {api_key}")
+    with pytest.raises(AuthenticationError):  # a different server secret cannot verify stored digests
+        Authenticator(KeyRing.load(path, b"another-secret-of-16+b"), TENANTS).authenticate(f"Bearer {api_key}")
+
+
+JWT_KEY = "jwt-test-secret-that-is-long-enough-for-hs256"
+
+
+def token(**claims: object) -> str:
+    base: dict[str, object] = {"iss": "https://idp.example", "aud": "aigrid", "sub": "svc-1", "tenant": "bank",
+                               "exp": int(time.time()) + 600}
+    base.update(claims)
+    return jwt.encode({k: v for k, v in base.items() if v is not None}, JWT_KEY, algorithm="HS256")
+
+
+def jwt_auth() -> Authenticator:
+    settings = JwtSettings(issuer="https://idp.example", audience="aigrid", key=JWT_KEY, algorithms=("HS256",))
+    return Authenticator(KeyRing(SECRET), TENANTS, jwt=settings)
+
+
+def test_jwt_bearer_accepted_and_narrows_scopes() -> None:
+    p = jwt_auth().authenticate(f"Bearer {token(jurisdictions=['CH'])}")
+    assert (p.tenant, p.key_id, p.method) == ("bank", "svc-1", "jwt")
+    assert p.scopes.jurisdictions == frozenset({"CH"})
+
+
+@pytest.mark.parametrize("claims,code", [
+    ({"exp": int(time.time()) - 3600}, "token_expired"),
+    ({"aud": "someone-else"}, "invalid_token"),
+    ({"iss": "https://evil.example"}, "invalid_token"),
+    ({"exp": None}, "invalid_token"),
+    ({"tenant": None}, "invalid_token"),
+])
+def test_jwt_bad_claims_are_401(claims: dict[str, object], code: str) -> None:
+    with pytest.raises(AuthenticationError) as e:
+        jwt_auth().authenticate(f"Bearer {token(**claims)}")
+    assert e.value.code == code
+
+
+def test_jwt_with_wrong_signature_or_unknown_tenant_is_401() -> None:
+    forged = jwt.encode({"iss": "https://idp.example", "aud": "aigrid", "sub": "x", "tenant": "bank",
+                         "exp": int(time.time()) + 60}, "another-secret-another-secret-1234", algorithm="HS256")
+    with pytest.raises(AuthenticationError):
+        jwt_auth().authenticate(f"Bearer {forged}")
+    with pytest.raises(AuthenticationError):
+        jwt_auth().authenticate(f"Bearer {token(tenant='nobody')}")

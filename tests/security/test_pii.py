@@ -1,0 +1,97 @@
+"""PII detection and redaction, including the streaming redactor on split chunks."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aigrid.security.firewall.pii import find_pii, iban_ok, luhn_ok, redact
+from aigrid.security.firewall.streaming import StreamingRedactor
+
+CARD = "4111 1111 1111 1111"
+IBAN = "DE89 3704 0044 0532 0130 00"
+
+
+def kinds(text: str) -> list[str]:
+    return [m.kind for m in find_pii(text)]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("mail me at jane.doe+x@example.co.uk please", ["email"]),
+    (f"card {CARD} exp 12/29", ["card"]),
+    ("card 4111-1111-1111-1111", ["card"]),
+    (f"pay to {IBAN} today", ["iban"]),
+    ("IBAN GB82WEST12345698765432", ["iban"]),
+    ("call +44 20 7946 0958 or (555) 123-4567", ["phone", "phone"]),
+    ("SSN 123-45-6789", ["ssn"]),
+    ("NI number AB 12 34 56 C", ["uk_nino"]),
+])
+def test_detects(text: str, expected: list[str]) -> None:
+    assert kinds(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    "order 4111 1111 1111 1112 shipped",  # Luhn-invalid
+    "DE89 3704 0044 0532 0130 01",  # IBAN checksum wrong
+    "SSN 000-12-3456 is not valid",
+    "version 3.11.4 released in 2024",
+    "the year 2023 had 365 days",
+    "timestamp 1700000000",
+])
+def test_leaves_invalid_numbers_alone(text: str) -> None:
+    assert [k for k in kinds(text) if k in ("card", "iban", "ssn")] == []
+
+
+def test_checksums() -> None:
+    assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
+    assert luhn_ok("79927398713")
+    assert iban_ok("DE89370400440532013000") and iban_ok("fr14 2004 1010 0505 0001 3m02 606")
+    assert not iban_ok("DE89370400440532013001") and not iban_ok("XX00")
+
+
+def test_redact_replaces_with_placeholders() -> None:
+    assert redact(f"to a@b.io, card {CARD}.") == "to [REDACTED:EMAIL], card [REDACTED:CARD]."
+
+
+def stream(chunks: list[str]) -> str:
+    r = StreamingRedactor()
+    return "".join([r.feed(c) for c in chunks] + [r.flush()])
+
+
+@pytest.mark.parametrize("split", [3, 7, 10, 14, 18])
+def test_card_split_across_two_chunks_is_redacted(split: int) -> None:
+    text = f"Your card is {CARD} thanks"
+    cut = text.index(CARD) + split
+    assert stream([text[:cut], text[cut:]]) == "Your card is [REDACTED:CARD] thanks"
+
+
+def test_email_and_iban_split_char_by_char() -> None:
+    text = f"write to jane@example.com, IBAN {IBAN}."
+    assert stream(list(text)) == "write to [REDACTED:EMAIL], IBAN [REDACTED:IBAN]."
+
+
+def test_streaming_emits_before_the_end_and_loses_nothing() -> None:
+    r = StreamingRedactor()
+    sent = r.feed("x" * 500)
+    assert 0 < len(sent) <= 500
+    assert sent + r.flush() == "x" * 500
+
+
+def test_luhn_invalid_stays_in_stream() -> None:
+    assert stream(["number 4111 1111 ", "1111 1112 ok"]) == "number 4111 1111 1111 1112 ok"
+
+
+_pieces = st.sampled_from(["hello ", "the sum is 42. ", CARD, " ", "jane@example.com", IBAN, "\n", "ok, "])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_pieces, min_size=1, max_size=12), st.lists(st.integers(1, 40), min_size=1, max_size=30))
+def test_streaming_equals_whole_text_redaction(pieces: list[str], sizes: list[int]) -> None:
+    text = "".join(pieces)
+    chunks, pos, i = [], 0, 0
+    while pos < len(text):
+        n = sizes[i % len(sizes)]
+        chunks.append(text[pos:pos + n])
+        pos, i = pos + n, i + 1
+    assert stream(chunks) == redact(text)

@@ -1,0 +1,87 @@
+"""Quotas in process: 429 with Retry-After, per tenant and per key, settlement with real usage."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aigrid.errors import RateLimited
+from aigrid.security.principal import Principal, Scopes
+from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
+
+ALICE = Principal("acme", "k-alice", Scopes())
+BOB = Principal("acme", "k-bob", Scopes())
+
+
+class Clock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+async def test_requests_per_minute_per_key_gives_429_with_retry_after() -> None:
+    clock = Clock(1_000_040.0)  # 20 s into a minute window
+    q = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=3)), clock=clock)
+    for _ in range(3):
+        await q.admit(ALICE, 10)
+    with pytest.raises(RateLimited) as e:
+        await q.admit(ALICE, 10)
+    assert e.value.status == 429 and e.value.headers["Retry-After"] == "40"
+    assert "key requests per minute (3)" in e.value.message
+    await q.admit(BOB, 10)  # another key has its own counter
+    clock.t += 40
+    await q.admit(ALICE, 10)  # next window
+
+
+async def test_tenant_limit_is_shared_by_its_keys() -> None:
+    q = Quotas(QuotaRules(tenants={"acme": QuotaLimits(requests_per_min=2)}), clock=Clock(60.0))
+    await q.admit(ALICE, 1)
+    await q.admit(BOB, 1)
+    with pytest.raises(RateLimited, match="tenant requests per minute"):
+        await q.admit(BOB, 1)
+    await q.admit(Principal("other", "k-x", Scopes()), 1)
+
+
+async def test_refused_request_does_not_consume_other_counters() -> None:
+    q = Quotas(QuotaRules(default_tenant=QuotaLimits(requests_per_min=100),
+                          default_key=QuotaLimits(tokens_per_min=100)), clock=Clock(0.0))
+    await q.admit(ALICE, 80)
+    with pytest.raises(RateLimited, match="tokens per minute"):
+        await q.admit(ALICE, 30)
+    assert await q.backend.value("aigrid:q:{acme}:tenant:acme:rpm:0") == 1
+
+
+async def test_settle_replaces_reservation_with_real_usage() -> None:
+    q = Quotas(QuotaRules(default_key=QuotaLimits(tokens_per_min=1000)), clock=Clock(0.0))
+    r = await q.admit(ALICE, 900)  # reserved prompt + max_tokens
+    await q.settle(r, 120)  # used far less
+    await q.admit(ALICE, 800)  # fits: 120 + 800 <= 1000
+    with pytest.raises(RateLimited):
+        await q.admit(ALICE, 100)
+
+
+async def test_token_budget_over_its_period() -> None:
+    clock = Clock(86_400.0 * 10 + 3600)
+    q = Quotas(QuotaRules(default_tenant=QuotaLimits(token_budget=1000, budget_period_s=86_400)), clock=clock)
+    await q.admit(ALICE, 600)
+    with pytest.raises(RateLimited, match="token budget") as e:
+        await q.admit(BOB, 600)
+    assert e.value.headers["Retry-After"] == str(86_400 - 3600)
+
+
+async def test_concurrent_admissions_never_exceed_the_limit() -> None:
+    q = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=50)), clock=Clock(0.0))
+
+    async def one() -> bool:
+        await asyncio.sleep(0)
+        try:
+            await q.admit(ALICE, 1)
+            return True
+        except RateLimited:
+            return False
+
+    results = await asyncio.gather(*(one() for _ in range(400)))
+    assert sum(results) == 50

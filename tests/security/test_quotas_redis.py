@@ -1,0 +1,112 @@
+"""Quotas on a real redis-server: two gateways (clients) share one budget and counting never drifts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("redis", reason="the redis client package is not installed")
+
+from redis.asyncio import BlockingConnectionPool, Redis  # noqa: E402
+
+from aigrid.errors import RateLimited  # noqa: E402
+from aigrid.security.principal import Principal, Scopes
+from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
+from aigrid.security.quotas_redis import RedisQuotaBackend
+
+P = Principal("acme", "k-1", Scopes())
+
+
+def client_for(port: int) -> Redis:
+    return Redis(connection_pool=BlockingConnectionPool(host="127.0.0.1", port=port, max_connections=20))
+
+
+async def test_two_gateways_share_one_limit_without_drift(redis_port: int) -> None:
+    rules = QuotaRules(default_key=QuotaLimits(requests_per_min=150, tokens_per_min=10_000))
+    clients = [client_for(redis_port) for _ in range(2)]
+    now = 7_000_000.0
+    gateways = [Quotas(rules, RedisQuotaBackend(c), clock=lambda: now, prefix="t1") for c in clients]
+    try:
+        async def one(q: Quotas) -> bool:
+            try:
+                await q.admit(P, 10)
+                return True
+            except RateLimited as e:
+                assert int(e.headers["Retry-After"]) >= 1
+                return False
+
+        results = await asyncio.gather(*(one(g) for g in gateways for _ in range(200)))
+        assert sum(results) == 150
+        key = "t1:{acme}:key:k-1"
+        assert await gateways[0].backend.value(f"{key}:rpm:{int(now // 60)}") == 150
+        assert await gateways[1].backend.value(f"{key}:tpm:{int(now // 60)}") == 1500
+        assert await clients[0].ttl(f"{key}:rpm:{int(now // 60)}") > 0
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_concurrent_settlements_add_up_exactly(redis_port: int) -> None:
+    rules = QuotaRules(default_key=QuotaLimits(tokens_per_min=1_000_000))
+    clients = [client_for(redis_port) for _ in range(2)]
+    gateways = [Quotas(rules, RedisQuotaBackend(c), clock=lambda: 60.0, prefix="t2") for c in clients]
+    try:
+        async def one(q: Quotas) -> None:
+            r = await q.admit(P, 100)
+            await q.settle(r, 37)
+
+        await asyncio.gather(*(one(g) for g in gateways for _ in range(200)))
+        assert await gateways[0].backend.value("t2:{acme}:key:k-1:tpm:1") == 400 * 37
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_redis_refusal_reports_retry_after(redis_port: int) -> None:
+    client = client_for(redis_port)
+    q = Quotas(QuotaRules(default_tenant=QuotaLimits(requests_per_min=1)), RedisQuotaBackend(client),
+               clock=lambda: 125.0, prefix="t3")
+    try:
+        await q.admit(P, 1)
+        with pytest.raises(RateLimited) as e:
+            await q.admit(P, 1)
+        assert e.value.headers == {"Retry-After": "55"}
+    finally:
+        await client.aclose()
+
+
+GATEWAY_SCRIPT = """
+import asyncio, sys
+from redis.asyncio import BlockingConnectionPool, Redis
+from aigrid.errors import RateLimited  # noqa: E402
+from aigrid.security.principal import Principal, Scopes
+from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
+from aigrid.security.quotas_redis import RedisQuotaBackend
+
+async def main(port: int) -> None:
+    client = Redis(connection_pool=BlockingConnectionPool(host="127.0.0.1", port=port, max_connections=20))
+    q = Quotas(QuotaRules(tenants={"acme": QuotaLimits(requests_per_min=170)}), RedisQuotaBackend(client),
+               clock=lambda: 9_000_000.0, prefix="proc")
+    async def one() -> int:
+        try:
+            await q.admit(Principal("acme", "k-1", Scopes()), 1)
+            return 1
+        except RateLimited:
+            return 0
+    print(sum(await asyncio.gather(*(one() for _ in range(200)))))
+    await client.aclose()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+def test_two_gateway_processes_share_one_budget(redis_port: int) -> None:
+    import subprocess
+    import sys
+
+    procs = [subprocess.Popen([sys.executable, "-c", GATEWAY_SCRIPT, str(redis_port)], stdout=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    admitted = [int(p.communicate(timeout=60)[0].strip()) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(admitted) == 170
