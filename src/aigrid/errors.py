@@ -2,6 +2,7 @@
 
     AigridError
      ├── SpecError                 a grid spec that cannot be loaded (names the file and the field)
+     ├── ConfigError               a setting outside the spec (environment variable, key file) is wrong
      ├── EngineError               something went wrong talking to an engine
      │    ├── EngineUnavailable    could not connect, or failed before the first byte: try the next site
      │    └── EngineStreamBroken   failed after bytes were sent to the client
@@ -34,6 +35,10 @@ class SpecError(AigridError):
         self.problems = problems
         lines = "\n".join(f"  - {p}" for p in problems)
         super().__init__(f"invalid grid spec {path}:\n{lines}")
+
+
+class ConfigError(AigridError):
+    """A setting outside the spec file is missing or wrong (an environment variable, a key file)."""
 
 
 class EngineError(AigridError):

@@ -9,6 +9,7 @@ import pytest
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
+from aigrid.spec.models import AuditSpec, GridSpec
 from tests.gateway.fake_engine import FakeEngine
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
@@ -24,9 +25,18 @@ def fakes() -> dict[str, FakeEngine]:
     return {e.id: FakeEngine(e.id) for e in spec.endpoints}
 
 
+def spec_in(tmp: Path, **security: object) -> GridSpec:
+    """The demo spec with its key file and audit log under a temporary folder."""
+    spec = load_spec(DEMO)
+    sec = spec.security.model_copy(update={
+        "keys_file": str(tmp / "keys.json"),
+        "audit": AuditSpec(path=str(tmp / "audit.db"), signing_key=str(tmp / "audit.pem")), **security})
+    return spec.model_copy(update={"security": sec})
+
+
 @pytest.fixture
-async def gateway(fakes: dict[str, FakeEngine]) -> Gateway:
-    gw = build_gateway(load_spec(DEMO), fakes, rng=random.Random(7), sleep=_no_sleep)
+async def gateway(fakes: dict[str, FakeEngine], tmp_path: Path) -> Gateway:
+    gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep)
     await gw.scraper.scrape_once()
     return gw
 

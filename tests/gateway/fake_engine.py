@@ -63,10 +63,15 @@ class FakeEngine:
             chunk = {"id": self.name, "object": "chat.completion.chunk", "model": req["model"], "created": 1,
                      "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-        usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
         final = {"id": self.name, "object": "chat.completion.chunk", "model": req["model"],
-                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage}
-        yield b"data: " + orjson.dumps(final) + b"\n\ndata: [DONE]\n\n"
+                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        yield b"data: " + orjson.dumps(final) + b"\n\n"
+        if (req.get("stream_options") or {}).get("include_usage"):  # as OpenAI: a last chunk, no choices
+            usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
+            chunk = {"id": self.name, "object": "chat.completion.chunk", "model": req["model"], "choices": [],
+                     "usage": usage}
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        yield b"data: [DONE]\n\n"
 
     async def _json(self, req: dict) -> AsyncIterator[bytes]:
         yield orjson.dumps({

@@ -26,6 +26,7 @@ from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
+from aigrid.gateway.guard import Guard
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import Proxy, Sleep
 from aigrid.gateway.request_info import TenantRules
@@ -57,6 +58,7 @@ class Gateway:
     scraper: Scraper
     rng: Rng
     clock: Callable[[], float]
+    guard: Guard
     sync: SharedSync | None = None
 
 
@@ -75,7 +77,8 @@ def tenant_rules(spec: GridSpec) -> dict[str, TenantRules]:
 
 def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Callable[[], float] = time.monotonic,
                   rng: Rng | None = None, sleep: Sleep = asyncio.sleep, scheduler: Scheduler | None = None,
-                  shared: SharedState | None = None, gateway_id: str | None = None) -> Gateway:
+                  shared: SharedState | None = None, gateway_id: str | None = None,
+                  guard: Guard | None = None) -> Gateway:
     """Wire one gateway. `shared` (or spec.gateway.shared_state_url) makes it share state with its peers."""
     models = load.models(spec)
     endpoints = load.endpoints(spec)
@@ -91,7 +94,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),
-        rng=rng or random.Random(), clock=clock,
+        rng=rng or random.Random(), clock=clock, guard=guard or Guard(spec),
         sync=_sync(spec, store, shared, gateway_id),
     )
 
@@ -110,6 +113,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.guard.start()
         await gateway.scraper.start()
         if gateway.sync is not None:
             await gateway.sync.start()
@@ -119,6 +123,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             if gateway.sync is not None:
                 await gateway.sync.stop()
             await gateway.scraper.stop()
+            await gateway.guard.stop()
 
     return Starlette(
         routes=[

@@ -35,10 +35,12 @@ from aigrid.gateway.continuation import (
 )
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.usage import sse_usage
 from aigrid.telemetry.store import TelemetryStore
 
 Sleep = Callable[[float], Awaitable[None]]
+OnComplete = Callable[[DecisionRecord, "dict[str, Any] | None"], Awaitable[None]]
 _PASS_HEADERS = ("content-type",)
 
 
@@ -80,7 +82,11 @@ class Proxy:
         self._sleep = sleep
 
     async def forward(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
-                      stream: bool, hedge: HedgePolicy | None = None) -> Response:
+                      stream: bool, hedge: HedgePolicy | None = None, *, output: OutputFilter | None = None,
+                      redact_answer: Callable[[bytes], bytes] | None = None,
+                      on_complete: OnComplete | None = None) -> Response:
+        """Serve the request from the decision's ranking. `output` filters a stream's events (firewall,
+        usage metering), `redact_answer` a whole answer; `on_complete` runs once the answer is over."""
         started = self._clock()
         ranked = list(decision.ranked[: self._max_attempts])
         opened = await self._open_first(path, body, ranked, record, hedge)
@@ -102,17 +108,24 @@ class Proxy:
             self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
             spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
                      and self._family(c) == self._family(cand)]
-            return StreamingResponse(self._relay(path, body, opened, spare, record),
+            return StreamingResponse(self._relay(path, body, opened, spare, record, output, on_complete),
                                      status_code=opened.upstream.status, headers=headers)
         try:
             rest = b"".join([chunk async for chunk in opened.upstream.body])
         except EngineError as e:
             await self._abandon(opened, record, f"broke before the answer was complete: {e}")
+            if on_complete is not None:
+                await on_complete(record, None)
             raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {e}",
                                  headers={"x-aigrid-decision": decision.request_id}) from e
         await opened.stack.aclose()
-        self._finish(cand, record, opened.upstream.status, opened.first + rest)
-        return Response(opened.first + rest, status_code=opened.upstream.status, headers=headers)
+        answer = opened.first + rest
+        if redact_answer is not None and opened.upstream.status < 400:
+            answer = redact_answer(answer)
+        usage = self._finish(cand, record, opened.upstream.status, answer)
+        if on_complete is not None:
+            await on_complete(record, usage)
+        return Response(answer, status_code=opened.upstream.status, headers=headers)
 
     # --- before the first byte ------------------------------------------------------------------------
     async def _open_first(self, path: str, body: dict[str, Any], ranked: Sequence[Candidate],
@@ -191,8 +204,11 @@ class Proxy:
 
     # --- after the first byte -------------------------------------------------------------------------
     async def _relay(self, path: str, body: dict[str, Any], opened: Opened, spare: list[Candidate],
-                     record: DecisionRecord) -> AsyncIterator[bytes]:
+                     record: DecisionRecord, output: OutputFilter | None,
+                     on_complete: OnComplete | None) -> AsyncIterator[bytes]:
         sent: list[bytes] = []
+        usage: dict[str, Any] | None = None
+        filt = output if output is not None and output.active else None
         current: Opened | None = opened
         rewriter: Rewriter | None = None  # set once we are relaying a continuation
         try:
@@ -200,11 +216,14 @@ class Proxy:
                 try:
                     async for block in self._events(current):
                         out = block if rewriter is None else self._rewrite(block, rewriter)
+                        if filt is not None and out:
+                            out = filt.events(out)
                         if out:
                             sent.append(out)
                             yield out
                     await current.stack.aclose()
-                    self._finish(current.cand, record, current.upstream.status, b"".join(sent[-2:]))
+                    usage = self._finish(current.cand, record, current.upstream.status, b"".join(sent[-2:]),
+                                         filt.usage if filt is not None else None)
                     current = None
                 except EngineError as e:
                     await self._abandon(current, record, f"stream broke: {e}")
@@ -220,6 +239,8 @@ class Proxy:
             if current is not None:  # the client went away: release the engine
                 await current.stack.aclose()
                 self._finish(current.cand, record, 499, b"")
+            if on_complete is not None:
+                await on_complete(record, usage)
 
     async def _events(self, opened: Opened) -> AsyncIterator[bytes]:
         """Upstream bytes in whole SSE events (non-SSE bodies pass as they come)."""
@@ -278,16 +299,20 @@ class Proxy:
                          "param": None, "code": "stream_interrupted"}}
         return b"data: " + orjson.dumps(err) + b"\n\n"
 
-    def _finish(self, cand: Candidate, record: DecisionRecord, status: int, tail: bytes) -> None:
+    def _finish(self, cand: Candidate, record: DecisionRecord, status: int, tail: bytes,
+                usage: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """Book one finished answer; returns its usage when the engine reported one."""
         self._store.request_finished(cand.endpoint_id)
         outcome = "ok" if status < 400 else ("client_closed" if status == 499 else f"http_{status}")
         if record.status != "interrupted":
             record.status = outcome
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, outcome).inc()
-        usage = sse_usage(tail) if status < 400 else None
+        if usage is None and status < 400:
+            usage = sse_usage(tail)
         if usage:
             self._metrics.tokens.labels(cand.site_id, "prompt").inc(usage.get("prompt_tokens", 0))
             self._metrics.tokens.labels(cand.site_id, "completion").inc(usage.get("completion_tokens", 0))
+        return usage
 
     def _family(self, cand: Candidate) -> str:
         return self._family_of.get(cand.endpoint_id, cand.model)

@@ -12,12 +12,18 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aigrid.core.types import Decision
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.envelope import from_validation
+from aigrid.gateway.guard import Admission
+from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy
 from aigrid.gateway.request_info import H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+from aigrid.security.authorize import scope_request
+from aigrid.security.firewall.pipeline import Verdict
+from aigrid.security.principal import Principal
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -61,37 +67,73 @@ class Routes:
 
     async def _route(self, request: Request, path: str, schema: type[ChatRequest | CompletionRequest]) -> Response:
         gw = self.gw
+        principal: Principal | None = None
+        body: dict[str, Any] = {}
+        model = ""
         try:
             body = await self._read_json(request)
             try:
                 parsed: ChatRequest | CompletionRequest = schema.model_validate(body)
             except ValidationError as e:
                 raise from_validation(e) from e
-            tenant = gw.tenants.get(request.headers.get(H_TENANT, "default"))
-            if tenant is None:
-                raise InvalidRequest(f"unknown tenant {request.headers.get(H_TENANT)!r}", param=H_TENANT)
-            policy_name = request.headers.get(H_POLICY) or tenant.policy
+            model = parsed.model
+            principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
+            tenant = gw.tenants.get(principal.tenant) or gw.tenants["default"]
+            policy_name = request.headers.get(H_POLICY) or principal.scopes.policy or tenant.policy
             policy = gw.policies.get(policy_name)
             if policy is None:
                 raise InvalidRequest(f"unknown policy {policy_name!r}; known: {', '.join(sorted(gw.policies))}",
                                      param=H_POLICY)
             hedge = self._hedge(request)
             decision_id = f"dec-{uuid.uuid4().hex[:16]}"
-            info = build_request_info(decision_id, parsed, request.headers, tenant, gw.cities, gw.known_models,
-                                      gw.spec.gateway.max_output_tokens)
+            info = scope_request(principal, build_request_info(
+                decision_id, parsed, request.headers, tenant, gw.cities, gw.known_models,
+                gw.spec.gateway.max_output_tokens))
+            admission = await gw.guard.admit(principal, body, model, parsed.prompt_text(),
+                                             info.prompt_tokens + info.max_output_tokens, policy=policy_name)
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
+            await gw.guard.reject(principal, e, model, body)
             raise
         decision = gw.scheduler(info, gw.store.snapshot(), policy, gw.rng)
-        record = DecisionRecord(decision, time.time(), tenant.name, parsed.model, info.client_location,
+        record = DecisionRecord(decision, time.time(), principal.tenant, model, info.client_location,
                                 affinity_keys=(info.prefix_hash, info.session))
         gw.decisions.add(record)
         if decision.chosen is None:
             record.status = "rejected"
             gw.metrics.rejected.labels("no_eligible_endpoint").inc()
+            await gw.guard.complete(admission, decision, None, model, "error:no_eligible_endpoint", None, body)
             details = "; ".join(f"{r.endpoint_id}: {r.filter} ({r.reason})" for r in decision.rejected)
             raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id})
-        return await gw.proxy.forward(path, body, decision, record, parsed.stream, hedge)
+        return await self._forward(path, body, parsed, decision, record, admission, hedge)
+
+    async def _forward(self, path: str, body: dict[str, Any], parsed: ChatRequest | CompletionRequest,
+                       decision: Decision, record: DecisionRecord, admission: Admission,
+                       hedge: HedgePolicy | None) -> Response:
+        """Proxy with the tenant's output checks, and settle + audit once the answer is over."""
+        fw = self.gw.guard.firewall
+        tenant = admission.principal.tenant
+        output: OutputFilter | None = None
+        answer_verdicts: list[Verdict] = []
+        if parsed.stream:
+            wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
+            if not wants_usage:  # meter with the engine's own count, then hide it from the client again
+                body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            output = OutputFilter(fw.output_redactor(tenant), strip_usage=not wants_usage)
+
+        def redact(answer: bytes) -> bytes:
+            redacted, verdicts = redact_json_answer(fw, tenant, answer)
+            answer_verdicts.extend(verdicts)
+            return redacted
+
+        async def done(rec: DecisionRecord, usage: dict[str, Any] | None) -> None:
+            verdicts = output.verdicts() if output is not None else answer_verdicts
+            await self.gw.guard.complete(admission, decision, rec.served_by, parsed.model, rec.status, usage, body,
+                                         verdicts)
+
+        needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
+        return await self.gw.proxy.forward(path, body, decision, record, parsed.stream, hedge, output=output,
+                                           redact_answer=redact if needs_redaction else None, on_complete=done)
 
     def _hedge(self, request: Request) -> HedgePolicy | None:
         spec = self.gw.spec.gateway.hedge

@@ -1,8 +1,9 @@
 """Authentication: an Authorization header -> Principal, or AuthenticationError (401).
 
 Accepts `Bearer aig_<id>_<secret>` API keys and, when configured, JWT bearer tokens. With enforcement off
-(the demo grid) a request without credentials becomes the anonymous principal of the default tenant;
-credentials that are present are still checked, so a wrong key never silently passes.
+(the demo grid) a request without credentials, or with a placeholder that is not an aigrid key (the OpenAI SDK
+insists on sending one), becomes the anonymous principal of the default tenant; an aigrid key (aig_...) or
+a JWT that is present is still checked, so a wrong key never silently passes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from aigrid.errors import AuthenticationError
 from aigrid.security.jwt_bearer import JwtSettings, looks_like_jwt, verify_jwt
-from aigrid.security.keys import KeyRing
+from aigrid.security.keys import KeyRing, split_key
 from aigrid.security.principal import Principal, Scopes, Tenant
 
 ANONYMOUS_KEY_ID = "anonymous"
@@ -29,6 +30,9 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None) -> Principal:
         token = _bearer(authorization)
+        if token is not None and not self.enforce and split_key(token) is None \
+                and not (self.jwt is not None and looks_like_jwt(token)):
+            token = None  # enforcement off: SDKs must send some key ("sk-...", "unused"); only ours are checked
         if token is None:
             if self.enforce:
                 raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>'",

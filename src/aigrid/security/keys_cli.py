@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from aigrid.errors import ConfigError
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 
@@ -19,7 +20,7 @@ SECRET_ENV = "AIGRID_KEY_SECRET"
 def server_secret(env: dict[str, str] | None = None) -> bytes:
     value = (os.environ if env is None else env).get(SECRET_ENV, "")
     if len(value.encode()) < 16:
-        raise SystemExit(f"set {SECRET_ENV} to a random secret of at least 16 bytes (e.g. `openssl rand -hex 32`)")
+        raise ConfigError(f"set {SECRET_ENV} to a random secret of at least 16 bytes (e.g. `openssl rand -hex 32`)")
     return value.encode()
 
 

@@ -78,10 +78,65 @@ class PolicySpec(StrictModel):
         return v
 
 
+FirewallAction = Literal["off", "flag", "redact", "block"]
+
+
+class QuotaSpec(StrictModel):
+    requests_per_min: int | None = Field(default=None, ge=1)
+    tokens_per_min: int | None = Field(default=None, ge=1)
+    token_budget: int | None = Field(default=None, ge=1)
+    budget_period_s: float = Field(default=86_400.0, gt=0)
+
+
+class FirewallSpec(StrictModel):
+    """Defaults change no content: injections are blocked, personal data only flagged, until a tenant opts in."""
+
+    injection: Literal["off", "flag", "block"] = "block"
+    pii_input: FirewallAction = "flag"
+    pii_output: FirewallAction = "off"
+
+
 class TenantSpec(StrictModel):
     policy: str | None = None
     allowed_jurisdictions: list[str] | None = None
     allowed_sites: list[str] | None = None
+    models: list[str] | None = Field(default=None, description="glob patterns of models this tenant may use")
+    quotas: QuotaSpec | None = None
+    firewall: FirewallSpec | None = None
+    store_prompts: bool = Field(default=False, description="keep prompt text in the audit log (opt-in)")
+
+
+class JwtSpec(StrictModel):
+    issuer: str
+    audience: str
+    key_file: str | None = Field(default=None, description="PEM public key (RS256/ES256/EdDSA)")
+    secret_env: str | None = Field(default=None, description="environment variable holding an HS256 secret")
+    tenant_claim: str = "tenant"
+
+    @model_validator(mode="after")
+    def _one_key(self) -> JwtSpec:
+        if (self.key_file is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of key_file or secret_env")
+        return self
+
+
+class AuditSpec(StrictModel):
+    path: str = ".aigrid/audit.db"
+    signing_key: str | None = Field(default=".aigrid/audit-signing.pem",
+                                    description="Ed25519 private key (PEM); created on first start if missing")
+    checkpoint_every: int = Field(default=100, ge=1)
+
+
+class SecuritySpec(StrictModel):
+    enforce: bool = Field(default=False, description="every request needs an API key or a JWT")
+    keys_file: str = ".aigrid/keys.json"
+    secret_env: str = Field(default="AIGRID_KEY_SECRET", description="env var with the key-hashing secret")
+    jwt: JwtSpec | None = None
+    quotas_redis_url: str | None = Field(default=None, description="share quota counters between gateways")
+    default_quotas: QuotaSpec = QuotaSpec()
+    key_quotas: QuotaSpec = QuotaSpec()
+    firewall: FirewallSpec = FirewallSpec()
+    audit: AuditSpec | None = AuditSpec()
 
 
 class HedgeSpec(StrictModel):
@@ -114,6 +169,7 @@ class GridSpec(StrictModel):
     endpoints: list[EndpointSpec]
     policies: dict[str, PolicySpec] = {}
     tenants: dict[str, TenantSpec] = {}
+    security: SecuritySpec = SecuritySpec()
     cities: dict[str, tuple[float, float]] = {}
 
     @model_validator(mode="after")
