@@ -32,11 +32,14 @@ $(STAMP): pyproject.toml
 engine:
 	bash scripts/build_llama_server.sh
 
-## system-deps: Debian packages the tests start for real (redis-server)
+## system-deps: Debian packages the tests use for real: redis-server, chromium (browser tests)
 system-deps:
-	@command -v redis-server >/dev/null || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "redis-server missing: sudo apt-get install redis-server (Redis tests will skip)"; fi; }
+	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
+	  if [ -n "$$missing" ]; then \
+	    if [ "$$(id -u)" = 0 ]; then echo "installing$$missing (Debian)"; apt-get update -qq && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	    else echo "missing:$$missing; sudo apt-get install$$missing (those tests will skip)"; fi; fi
 
 lint: install
 	$(VENV)/bin/ruff check src tests

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import httpx
 import typer
 from rich.console import Console
 
 from aigrid.errors import AigridError
+
+if TYPE_CHECKING:
+    from starlette.routing import BaseRoute
+
+    from aigrid.gateway.app import Gateway
+    from aigrid.gateway.server import ExtraRoutes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="aigrid: an inference grid behind one OpenAI-compatible endpoint.")
@@ -24,20 +31,36 @@ DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 SpecArg = Annotated[Path, typer.Argument(help="grid spec (YAML)")]
 
 
+def _dashboard(replay_dir: Path | None) -> ExtraRoutes:
+    """The dashboard beside the API; it honours the gateway's authentication when enforcement is on."""
+    from aigrid.dashboard import dashboard_routes
+
+    def routes(gw: Gateway, stopping: Callable[[], bool]) -> Sequence[BaseRoute]:
+        auth = gw.guard.authenticator.authenticate if gw.spec.security.enforce else None
+        return dashboard_routes(gw, authenticate=auth, stopping=stopping, replay_dir=replay_dir)
+
+    return routes
+
+
 def _fail(e: AigridError | httpx.HTTPError | OSError, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {e}", highlight=False)
     return typer.Exit(code)
 
 
+ReplayOpt = Annotated[Path | None, typer.Option(help="a simulator run (aigrid sim --out DIR) for the dashboard to "
+                                                   "replay at /dashboard?replay=1")]
+
+
 @app.command()
 def up(spec: SpecArg = Path("examples/demo.yaml"),
-       port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None) -> None:
+       port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None,
+       replay: ReplayOpt = None) -> None:
     """Start every embedded engine of the spec and the gateway, in the foreground. Ctrl-C stops all."""
     from aigrid.gateway.server import run_grid
     from aigrid.spec.load import load_spec
 
     try:
-        asyncio.run(run_grid(load_spec(spec), console, port=port))
+        asyncio.run(run_grid(load_spec(spec), console, port=port, extra_routes=_dashboard(replay)))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:
@@ -48,7 +71,7 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
 def gateway(spec: SpecArg,
             port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None,
             redis: Annotated[str | None, typer.Option(help="redis://host:port/db shared with other gateways")] = None,
-            ) -> None:
+            replay: ReplayOpt = None) -> None:
     """Run only a gateway, in front of engines that run elsewhere (every endpoint needs a url)."""
     from aigrid.gateway.server import run_grid
     from aigrid.spec.load import load_spec
@@ -57,7 +80,7 @@ def gateway(spec: SpecArg,
         s = load_spec(spec)
         if redis is not None:
             s = s.model_copy(update={"gateway": s.gateway.model_copy(update={"shared_state_url": redis})})
-        asyncio.run(run_grid(s, console, port=port, start_engines=False))
+        asyncio.run(run_grid(s, console, port=port, start_engines=False, extra_routes=_dashboard(replay)))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:

@@ -7,16 +7,18 @@ import asyncio
 import json
 import shlex
 import signal
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
 from rich.console import Console
+from starlette.routing import BaseRoute
 
 from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
 from aigrid.errors import SpecError
-from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, upstream_client
 from aigrid.spec.models import GridSpec
 
@@ -53,11 +55,16 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
             f"  sites: {', '.join(f'{k} ({v.jurisdiction})' for k, v in spec.sites.items())}\n"
             f"  try:   {curl}\n"
             f"  then:  aigrid explain <x-aigrid-decision header>   |   {base}/metrics   |   {base}/v1/grid\n"
+            f"  map:   {base}/dashboard\n"
             f"  Ctrl-C stops the gateway and every engine.\n")
 
 
+ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
+"""Routes mounted beside the API (the dashboard), given the gateway and a `stopping()` flag."""
+
+
 async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
-                   start_engines: bool = True) -> None:
+                   start_engines: bool = True, extra_routes: ExtraRoutes | None = None) -> None:
     """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped."""
     host, port = spec.gateway.host, port or spec.gateway.port
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
@@ -69,7 +76,13 @@ async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
         client = upstream_client()
         stack.push_async_callback(client.aclose)
         gateway = build_gateway(spec, build_engines(spec, urls, client))
-        config = uvicorn.Config(build_app(gateway), host=host, port=port, log_level="warning",
+        server: uvicorn.Server | None = None
+
+        def stopping() -> bool:
+            return server is not None and server.should_exit
+
+        routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
+        config = uvicorn.Config(build_app(gateway, extra_routes=routes), host=host, port=port, log_level="warning",
                                 loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
         server = uvicorn.Server(config)
         console.print(banner(spec, host, port), highlight=False, soft_wrap=True)

@@ -1,0 +1,132 @@
+"""dashboard_routes(): the page, its static assets, the live feed and (optionally) a simulator run to replay.
+
+    GET /dashboard                 the page (HTML; holds no grid data, so it needs no credentials)
+    GET /dashboard/static/{file}   vendored JS, map geometry, CSS (shipped in the package, no CDN)
+    GET /dashboard/state           one JSON snapshot: grid state and recent decisions
+    GET /dashboard/events          server-sent events: `grid` every tick, `decisions` when there are new ones
+    GET /dashboard/replay          which of the replay files below the gateway has ({"files": [...]})
+    GET /dashboard/replay/{file}   requests.csv, summary.json, sites.json, details.json of one simulator run,
+                                   only when the gateway was given a replay directory
+
+Every route only reads the gateway. The data routes (state, events, replay) call `authenticate` with the
+request's Authorization header when one is given (aigrid.security's Authenticator.authenticate fits), so
+they honour the gateway's API keys; an AuthenticationError becomes the usual 401 envelope.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from aigrid.dashboard.feed import Feed
+from aigrid.dashboard.sse import event_stream
+from aigrid.errors import InvalidRequest, NotFound
+from aigrid.gateway.routes import json_response
+
+if TYPE_CHECKING:
+    from aigrid.gateway.app import Gateway
+
+STATIC = Path(__file__).resolve().parent / "static"
+REPLAY_FILES = ("requests.csv", "summary.json", "details.json", "sites.json")
+Authenticate = Callable[[str | None], object]
+"""Takes the Authorization header (or None), raises AuthenticationError to refuse; the result is ignored."""
+
+# The page loads nothing from elsewhere: the browser is told so, which also proves it in the browser test.
+PAGE_HEADERS = {
+    "cache-control": "no-cache",
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+    "x-content-type-options": "nosniff",
+}
+
+
+class DashboardRoutes:
+    def __init__(self, gw: Gateway, authenticate: Authenticate | None, interval_s: float,
+                 replay_dir: Path | None, clock: Callable[[], float],
+                 sleep: Callable[[float], Awaitable[None]], stopping: Callable[[], bool]) -> None:
+        self.gw = gw
+        self.stopping = stopping
+        self.authenticate = authenticate
+        self.interval_s = interval_s
+        self.replay_dir = replay_dir
+        self.clock = clock
+        self.sleep = sleep
+
+    def _check(self, request: Request) -> None:
+        if self.authenticate is not None:
+            self.authenticate(request.headers.get("authorization"))
+
+    async def page(self, request: Request) -> Response:
+        return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+    async def state(self, request: Request) -> Response:
+        self._check(request)
+        feed = Feed(self.gw)
+        body: dict[str, Any] = {"grid": feed.grid_state(self.clock()), "decisions": feed.new_decisions(),
+                                "replay": self.replay_dir is not None}
+        return json_response(body)
+
+    async def events(self, request: Request) -> Response:
+        self._check(request)
+        raw = request.query_params.get("ticks")
+        if raw is not None and (not raw.isdigit() or not 1 <= int(raw) <= 100_000):
+            raise InvalidRequest("ticks must be an integer between 1 and 100000", param="ticks")
+        stream = event_stream(Feed(self.gw), interval_s=self.interval_s, clock=self.clock, sleep=self.sleep,
+                              ticks=None if raw is None else int(raw), stopping=self.stopping)
+        return StreamingResponse(stream, media_type="text/event-stream",
+                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    def _replay_dir(self) -> Path:
+        if self.replay_dir is None:
+            raise NotFound("this gateway was started without a simulator run to replay; "
+                           "open the files from the page instead", param="name")
+        return self.replay_dir
+
+    async def replay_index(self, request: Request) -> Response:
+        self._check(request)
+        run = self._replay_dir()
+        return json_response({"dir": run.name, "files": [n for n in REPLAY_FILES if (run / n).is_file()]})
+
+    async def replay(self, request: Request) -> Response:
+        self._check(request)
+        name = request.path_params["name"]
+        self._replay_dir()
+        if name not in REPLAY_FILES:
+            raise NotFound(f"no replay file {name!r}; one of: {', '.join(REPLAY_FILES)}", param="name")
+        path = self._replay_dir() / name
+        if not path.is_file():
+            raise NotFound(f"the replay directory has no {name}", param="name")
+        media = "text/csv" if name.endswith(".csv") else "application/json"
+        return FileResponse(path, media_type=media, headers={"cache-control": "no-cache"})
+
+
+def dashboard_routes(gateway: Gateway, *, authenticate: Authenticate | None = None, interval_s: float = 1.0,
+                     replay_dir: str | Path | None = None, stopping: Callable[[], bool] = lambda: False,
+                     clock: Callable[[], float] = time.time,
+                     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> list[BaseRoute]:
+    """The dashboard's routes, to mount in the gateway's app: build_app(gateway, extra_routes=...).
+
+    authenticate: called with the Authorization header on every data route (state, events, replay).
+    replay_dir: a simulator run's output directory to serve for /dashboard?replay=1.
+    stopping: true once the server is shutting down (e.g. `lambda: server.should_exit` for uvicorn), so
+    that live feeds end within one interval instead of holding the shutdown for its graceful timeout.
+    """
+    r = DashboardRoutes(gateway, authenticate, interval_s, None if replay_dir is None else Path(replay_dir),
+                        clock, sleep, stopping)
+    return [
+        Route("/dashboard", r.page, methods=["GET"]),
+        Route("/dashboard/", r.page, methods=["GET"]),
+        Route("/dashboard/state", r.state, methods=["GET"]),
+        Route("/dashboard/events", r.events, methods=["GET"]),
+        Route("/dashboard/replay", r.replay_index, methods=["GET"]),
+        Route("/dashboard/replay/{name}", r.replay, methods=["GET"]),
+        Mount("/dashboard/static", app=StaticFiles(directory=STATIC), name="dashboard-static"),
+    ]

@@ -1,0 +1,193 @@
+// The page: wires the live feed (or a replay) to the map, the per-site charts and the decisions table.
+// Read-only: it only ever GETs from the gateway.
+
+import {GridMap} from "./map.js";
+import {SiteCharts} from "./charts.js";
+import {DecisionTable} from "./table.js";
+import {follow} from "./live.js";
+import {Replay, parseCsv, parseSites} from "./replay.js";
+
+const $ = id => document.getElementById(id);
+const map = new GridMap($("map"));
+const charts = new SiteCharts($("site-cards"));
+const table = new DecisionTable(document.querySelector("#decisions tbody"), $("decision-count"));
+let stopLive = null, replay = null, replayTimer = null, lastGrid = null, playing = true;
+
+function setMode(text, cls) {
+  const badge = $("mode");
+  badge.textContent = text;
+  badge.className = "badge " + (cls || "");
+  document.body.dataset.mode = cls || text;
+}
+
+function askKey() {
+  const form = $("key-form");
+  form.hidden = false;
+  return new Promise(resolve => {
+    form.onsubmit = ev => { ev.preventDefault(); form.hidden = true; resolve($("key-input").value.trim()); };
+  });
+}
+
+function startLive() {
+  stopReplay();
+  charts.reset(); table.reset(); map.clearArcs();
+  $("live-button").hidden = true;
+  stopLive = follow("/dashboard/events", {
+    askKey,
+    onStatus: s => setMode(s, s === "live" ? "live" : s === "connecting" ? "" : "error"),
+    onEvent: (name, data) => {
+      if (name === "hello") $("grid-name").textContent = data.name;
+      else if (name === "grid") {
+        lastGrid = data;
+        map.setSites(data.sites);
+        charts.push(data.sites);
+        $("clock").textContent = new Date(data.at * 1000).toISOString().slice(11, 19) + " UTC";
+      } else if (name === "decisions") {
+        table.upsert(data);
+        map.addArcs(data);
+      }
+    },
+  });
+}
+
+function stopReplay() {
+  if (replayTimer) clearInterval(replayTimer);
+  replayTimer = null;
+  replay = null;
+  $("replay-bar").hidden = true;
+  $("summary").hidden = true;
+}
+
+function renderSummary(summary) {
+  const box = $("summary");
+  const policies = summary && summary.policies;
+  if (!policies) { box.hidden = true; return; }
+  const cols = ["ttft_p50_ms", "ttft_p99_ms", "goodput", "cost_usd", "rejected", "mean_utilization"];
+  const t = document.createElement("table");
+  const head = t.insertRow();
+  for (const c of ["policy", ...cols]) head.appendChild(document.createElement("th")).textContent = c;
+  for (const [name, m] of Object.entries(policies)) {
+    const r = t.insertRow();
+    r.insertCell().textContent = name;
+    for (const c of cols) {
+      const v = m[c];
+      r.insertCell().textContent = v == null ? "\u2013" : typeof v !== "number" ? v
+        : Math.abs(v) >= 100 ? String(Math.round(v)) : String(Number(v.toPrecision(3)));
+    }
+  }
+  box.replaceChildren(t);
+  box.hidden = false;
+}
+
+function speed() {
+  const v = $("replay-speed").value;
+  return v === "auto" ? Math.max(1, replay.duration / 60) : Number(v);
+}
+
+function fmtSim(s) {
+  s = Math.floor(s);
+  return [s / 3600, (s % 3600) / 60, s % 60].map(v => String(Math.floor(v)).padStart(2, "0")).join(":");
+}
+
+function startReplay({rows, sites, summary, name}) {
+  if (stopLive) { stopLive(); stopLive = null; }
+  stopReplay();
+  charts.reset(); table.reset(); map.clearArcs();
+  replay = new Replay(rows, sites);
+  $("replay-bar").hidden = false;
+  $("live-button").hidden = false;
+  setMode("replay", "replay");
+  $("grid-name").textContent = name || "simulator run";
+  renderSummary(summary);
+  const pick = $("replay-policy");
+  pick.replaceChildren(...replay.policies.map(p => new Option(p, p)));
+  pick.onchange = () => { replay.select(pick.value); table.reset(); map.clearArcs(); charts.reset(); };
+  const notes = [];
+  if (!replay.hasClients) notes.push("requests.csv has no client_lat/client_lon: no arcs");
+  if (replay.missing.size) notes.push(`${replay.missing.size} sites without coordinates (add sites.json)`);
+  $("replay-note").textContent = notes.join("; ");
+  playing = true;
+  $("replay-play").textContent = "Pause";
+  let last = performance.now();
+  replayTimer = setInterval(() => {
+    const now = performance.now(), dt = (now - last) / 1000;
+    last = now;
+    if (!playing || !replay) return;
+    const out = replay.advance(dt * speed());
+    map.setSites(out.sites);
+    charts.push(out.sites);
+    table.upsert(out.decisions, false);
+    map.addArcs(out.decisions);
+    $("replay-time").textContent = `t = ${fmtSim(replay.t)} / ${fmtSim(replay.duration)} (${replay.policy})`;
+    $("replay-seek").value = String(Math.round(1000 * replay.t / Math.max(replay.duration, 1e-9)));
+    $("clock").textContent = "sim " + fmtSim(replay.t);
+    document.body.dataset.replayT = String(replay.t);
+    if (replay.done) { playing = false; $("replay-play").textContent = "Play"; document.body.dataset.replayDone = "1"; }
+  }, 500);
+}
+
+function authHeaders() {
+  const key = sessionStorage.getItem("aigrid-key");
+  return key ? {authorization: "Bearer " + key} : {};
+}
+
+// Without sites.json a run is drawn on this gateway's own sites (right for a simulation of this grid).
+async function orLiveSites(sites) {
+  if (sites.length) return sites;
+  if (lastGrid) return lastGrid.sites;
+  try {
+    const r = await fetch("/dashboard/state", {headers: authHeaders(), cache: "no-store"});
+    return r.ok ? (await r.json()).grid.sites : [];
+  } catch (e) {
+    return [];
+  }
+}
+
+async function readFiles(fileList) {
+  const files = Object.fromEntries([...fileList].map(f => [f.name.replace(/^.*[\\/]/, ""), f]));
+  const csv = files["requests.csv"] || Object.values(files).find(f => f.name.endsWith(".csv"));
+  if (!csv) { setMode("replay needs requests.csv", "error"); return; }
+  const json = async name => (files[name] ? JSON.parse(await files[name].text()) : null);
+  const sites = await json("sites.json");
+  startReplay({rows: parseCsv(await csv.text()), sites: await orLiveSites(parseSites(sites)),
+               summary: await json("summary.json"), name: sites && sites.scenario});
+}
+
+async function fetchRun(base) {
+  const headers = authHeaders();
+  // This gateway lists what its run has (no 404s for optional files); any other directory is just tried.
+  const index = base === "/dashboard/replay/" ? await fetch("/dashboard/replay", {headers, cache: "no-store"}) : null;
+  const files = index && index.ok ? (await index.json()).files : null;
+  const get = async name => {
+    if (files && !files.includes(name)) return null;
+    const r = await fetch(base + name, {headers, cache: "no-store"});
+    return r.ok ? r.text() : null;
+  };
+  const csv = await get("requests.csv");
+  if (csv == null) { setMode("no simulator run at " + base, "error"); return; }
+  const sitesText = await get("sites.json"), summary = await get("summary.json");
+  const sites = sitesText ? JSON.parse(sitesText) : null;
+  startReplay({rows: parseCsv(csv), sites: await orLiveSites(parseSites(sites)),
+               summary: summary ? JSON.parse(summary) : null, name: sites && sites.scenario});
+}
+
+$("replay-files").addEventListener("change", ev => readFiles(ev.target.files));
+$("live-button").addEventListener("click", () => { history.replaceState(null, "", "/dashboard"); startLive(); });
+$("replay-play").addEventListener("click", () => {
+  if (replay && replay.done) replay.seek(0);
+  playing = !playing;
+  $("replay-play").textContent = playing ? "Pause" : "Play";
+});
+$("replay-seek").addEventListener("input", ev => {
+  if (replay) { replay.seek(replay.duration * Number(ev.target.value) / 1000); map.clearArcs(); }
+});
+setInterval(() => map.fade(), 500);
+
+map.loadLand("/dashboard/static/countries-110m.json").catch(e => console.error("map outline:", e));
+const asked = new URLSearchParams(location.search).get("replay");
+if (asked) {
+  // ?replay=1 reads the run this gateway serves at /dashboard/replay/; ?replay=/some/path/ any same-origin dir.
+  fetchRun(asked === "1" || asked === "server" ? "/dashboard/replay/" : asked.replace(/\/?$/, "/"));
+} else {
+  startLive();
+}

@@ -1,0 +1,98 @@
+// Per-site sparklines in plain SVG: queue (running + waiting, waiting in red), TTFT (ms), tokens per second.
+// History is kept in the browser from the moment the page opened (HISTORY points, one per tick).
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const HISTORY = 120, MAX_CARDS = 12;
+
+function el(name, attrs = {}, parent = null, ns = SVG_NS) {
+  const e = ns ? document.createElementNS(ns, name) : document.createElement(name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function points(values, max) {
+  // The history fills the width as it grows, then scrolls (HISTORY points wide).
+  const n = values.length, span = Math.max(n - 1, 1);
+  return values.map((v, i) => {
+    const x = i / span * 100;
+    const y = v == null ? null : 32 - (v / max) * 30;
+    return y == null ? null : `${x.toFixed(1)},${y.toFixed(1)}`;
+  }).filter(Boolean).join(" ");
+}
+
+function fmt(v, unit) {
+  if (v == null) return "n/a";
+  return (v >= 100 ? Math.round(v) : Math.round(v * 10) / 10) + (unit ? " " + unit : "");
+}
+
+export class SiteCharts {
+  constructor(container) {
+    this.container = container;
+    this.series = new Map();   // site id -> {queue: [], waiting: [], ttft: [], tps: []}
+    this.cards = new Map();
+  }
+
+  reset() { this.series.clear(); this.cards.clear(); this.container.replaceChildren(); }
+
+  push(sites) {
+    for (const s of sites) {
+      let h = this.series.get(s.id);
+      if (!h) { h = {queue: [], waiting: [], ttft: [], tps: []}; this.series.set(s.id, h); }
+      h.queue.push((s.running || 0) + (s.waiting || 0));
+      h.waiting.push(s.waiting || 0);
+      h.ttft.push(s.ttft_ms ?? null);
+      h.tps.push(s.tokens_per_s ?? null);
+      for (const k of Object.keys(h)) if (h[k].length > HISTORY) h[k].shift();
+    }
+    const shown = this.pick(sites);
+    const order = [];
+    for (const s of shown) {
+      let c = this.cards.get(s.id);
+      if (!c) { c = this.card(s); this.cards.set(s.id, c); }
+      this.update(c, s, this.series.get(s.id));
+      order.push(c.root);
+    }
+    this.container.replaceChildren(...order);
+  }
+
+  pick(sites) {
+    // Every site when there are few; the busiest MAX_CARDS when a simulator grid has hundreds.
+    if (sites.length <= MAX_CARDS) return [...sites].sort((a, b) => a.id.localeCompare(b.id));
+    const busy = s => { const h = this.series.get(s.id); return h.queue.reduce((a, b) => a + b, 0); };
+    return [...sites].sort((a, b) => busy(b) - busy(a)).slice(0, MAX_CARDS);
+  }
+
+  card(s) {
+    const root = el("div", {class: "card", "data-site": s.id}, null, null);
+    const title = el("div", {class: "title"}, root, null);
+    const name = el("span", {}, title, null);
+    el("b", {}, name, null).textContent = s.id;
+    name.append(" " + (s.name || "") + " \u00b7 " + (s.jurisdiction || ""));
+    const health = el("span", {}, title, null);
+    const charts = el("div", {class: "charts"}, root, null);
+    const mk = (label, cls) => {
+      const box = el("div", {class: "chart"}, charts, null);
+      const caption = el("div", {}, box, null);
+      const svg = el("svg", {viewBox: "0 0 100 34", preserveAspectRatio: "none"}, box);
+      const lines = cls.map(c => el("polyline", {class: c}, svg));
+      return {caption, lines, label};
+    };
+    return {root, health, q: mk("queue", ["queue", "waiting"]), t: mk("TTFT", ["ttft"]), p: mk("tok/s", ["tps"])};
+  }
+
+  update(c, s, h) {
+    c.health.className = "health-" + (s.health || "ok");
+    c.health.textContent = `${s.health || "ok"} \u00b7 ${s.slots} slots`;
+    const qmax = Math.max(1, s.slots || 1, ...h.queue);
+    c.q.lines[0].setAttribute("points", points(h.queue, qmax));
+    c.q.lines[1].setAttribute("points", points(h.waiting, qmax));
+    c.q.caption.textContent = `queue ${h.queue.at(-1)}` + (h.waiting.at(-1) ? ` (${h.waiting.at(-1)} waiting)` : "");
+    const tmax = Math.max(1, ...h.ttft.filter(v => v != null));
+    c.t.lines[0].setAttribute("points", points(h.ttft, tmax));
+    c.t.caption.textContent = "TTFT " + fmt(s.ttft_ms, "ms");
+    const pmax = Math.max(1, ...h.tps.filter(v => v != null));
+    c.p.lines[0].setAttribute("points", points(h.tps, pmax));
+    c.p.caption.textContent = fmt(s.tokens_per_s, "tok/s");
+  }
+}

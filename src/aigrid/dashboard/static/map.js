@@ -1,0 +1,175 @@
+// The world map: equirectangular projection computed here, country outlines from the vendored world-atlas
+// TopoJSON (decoded by the vendored topojson-client), sites as circles (area ~ slots, colour ~ load or
+// health) and arcs from clients to the sites serving them, fading out over ARC_LIFE_MS.
+
+const SVG_NS = "http://www.w3.org/2000/svg";
+const W = 1000, LAT_MAX = 84, LAT_MIN = -58;
+const H = W * (LAT_MAX - LAT_MIN) / 360;
+const ARC_LIFE_MS = 30000, MAX_ARCS = 400;
+const PALETTE = ["#4aa3ff", "#ff7f50", "#b37feb", "#36cfc9", "#ffc53d", "#f759ab", "#95de64", "#ff9c6e",
+  "#5cdbd3", "#adc6ff", "#ffd666", "#d3adf7"];
+
+export function project(lat, lon) {
+  return [(lon + 180) / 360 * W, (LAT_MAX - lat) / (LAT_MAX - LAT_MIN) * H];
+}
+
+function el(name, attrs = {}, parent = null) {
+  const e = document.createElementNS(SVG_NS, name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (parent) parent.appendChild(e);
+  return e;
+}
+
+function ringPath(ring) {
+  // A ring that jumps across the antimeridian is split, never drawn as a streak across the map.
+  let d = "", prevLon = null, split = false;
+  for (const [lon, lat] of ring) {
+    const [x, y] = project(lat, lon);
+    const jump = prevLon !== null && Math.abs(lon - prevLon) > 180;
+    split = split || jump;
+    d += (prevLon === null || jump ? "M" : "L") + x.toFixed(1) + "," + y.toFixed(1);
+    prevLon = lon;
+  }
+  return split ? d : d + "Z";
+}
+
+function geometryPath(g) {
+  if (!g) return "";
+  const polys = g.type === "Polygon" ? [g.coordinates] : g.type === "MultiPolygon" ? g.coordinates : [];
+  return polys.map(p => p.map(ringPath).join("")).join("");
+}
+
+export function loadClass(site) {
+  if (site.health === "down") return "down";
+  const load = site.load ?? site.utilization ?? 0;
+  return load >= 1 ? "hot" : load >= 0.5 ? "warm" : "ok";
+}
+
+export class GridMap {
+  constructor(svg) {
+    this.svg = svg;
+    svg.setAttribute("viewBox", `0 0 ${W} ${H.toFixed(1)}`);
+    this.land = svg.querySelector("#map-land");
+    this.arcs = svg.querySelector("#map-arcs");
+    this.clients = svg.querySelector("#map-clients");
+    this.sitesLayer = svg.querySelector("#map-sites");
+    this.sites = new Map();       // id -> {g, body, title, x, y, colour}
+    this.arcById = new Map();     // decision id -> {path, dot, born}
+    this.colours = new Map();
+  }
+
+  async loadLand(url) {
+    for (let lon = -150; lon <= 150; lon += 30) {
+      const [x] = project(0, lon);
+      el("path", {class: "graticule", d: `M${x},0V${H}`}, this.land);
+    }
+    for (let lat = -30; lat <= 60; lat += 30) {
+      const [, y] = project(lat, 0);
+      el("path", {class: "graticule", d: `M0,${y}H${W}`}, this.land);
+    }
+    const world = await (await fetch(url)).json();
+    const countries = window.topojson.feature(world, world.objects.countries).features;
+    const d = countries.map(f => geometryPath(f.geometry)).join("");
+    el("path", {class: "land", d, "data-countries": String(countries.length)}, this.land);
+  }
+
+  colourOf(siteId) {
+    if (!this.colours.has(siteId)) this.colours.set(siteId, PALETTE[this.colours.size % PALETTE.length]);
+    return this.colours.get(siteId);
+  }
+
+  setSites(sites) {
+    const maxSlots = Math.max(1, ...sites.map(s => s.slots || 1));
+    const many = sites.length > 40;
+    const seen = new Set();
+    for (const s of sites) {
+      seen.add(s.id);
+      let v = this.sites.get(s.id);
+      if (!v) {
+        const [x, y] = project(s.lat, s.lon);
+        const g = el("g", {class: "site", "data-site": s.id}, this.sitesLayer);
+        const ring = el("circle", {class: "ring", cx: x, cy: y, r: 0}, g);
+        const body = el("circle", {class: "body", cx: x, cy: y, r: 4}, g);
+        const title = el("title", {}, g);
+        if (!many) {
+          const label = el("text", {x: x + 8, y: y - 8}, g);
+          label.textContent = s.id;
+        }
+        v = {g, body, ring, title, x, y};
+        this.sites.set(s.id, v);
+        this.colourOf(s.id);
+      }
+      const r = (many ? 2.5 : 5) + (many ? 7 : 11) * Math.sqrt((s.slots || 1) / maxSlots);
+      v.body.setAttribute("r", r.toFixed(1));
+      const queue = (s.waiting || 0) / Math.max(s.slots || 1, 1);
+      v.ring.setAttribute("r", queue > 0 ? (r + 3 + Math.min(queue, 3) * 4).toFixed(1) : "0");
+      v.g.setAttribute("class", "site " + loadClass(s));
+      v.g.dataset.load = String(s.load ?? 0);
+      const ttft = s.ttft_ms == null ? "n/a" : Math.round(s.ttft_ms) + " ms";
+      v.title.textContent = `${s.id} ${s.name || ""} (${s.jurisdiction || "?"})\n` +
+        `slots ${s.slots}, running ${s.running ?? 0}, waiting ${s.waiting ?? 0}, health ${s.health || "ok"}\n` +
+        `TTFT ${ttft}`;
+    }
+    for (const [id, v] of this.sites) {
+      if (!seen.has(id)) { v.g.remove(); this.sites.delete(id); }
+    }
+  }
+
+  addArcs(rows) {
+    const now = performance.now();
+    for (const row of rows) {
+      if (!row.client) continue;
+      const target = row.site ? this.sites.get(row.site) : null;
+      let a = this.arcById.get(row.id);
+      if (!a) {
+        const [cx, cy] = project(row.client.lat, row.client.lon);
+        a = {cx, cy, born: now, path: null,
+             dot: el("circle", {class: "client", cx, cy, r: 2.6, "data-decision": row.id}, this.clients)};
+        this.arcById.set(row.id, a);
+      }
+      if (target && row.status !== "rejected" && row.status !== "failed") {
+        const colour = this.colourOf(row.site);
+        if (!a.path) a.path = el("path", {class: "arc", "data-decision": row.id}, this.arcs);
+        a.path.setAttribute("d", arcPath(a.cx, a.cy, target.x, target.y));
+        a.path.setAttribute("stroke", colour);
+        a.dot.setAttribute("fill", colour);
+        a.path.dataset.site = row.site;
+      } else if (row.status === "rejected" || row.status === "failed") {
+        a.dot.setAttribute("class", "client rejected");
+        if (a.path) { a.path.remove(); a.path = null; }
+      }
+    }
+    while (this.arcById.size > MAX_ARCS) this.removeArc(this.arcById.keys().next().value);
+  }
+
+  fade() {
+    const now = performance.now();
+    for (const [id, a] of this.arcById) {
+      const age = (now - a.born) / ARC_LIFE_MS;
+      if (age >= 1) { this.removeArc(id); continue; }
+      const o = (1 - age) * 0.9 + 0.05;
+      if (a.path) a.path.setAttribute("stroke-opacity", o.toFixed(2));
+      a.dot.setAttribute("fill-opacity", o.toFixed(2));
+    }
+  }
+
+  removeArc(id) {
+    const a = this.arcById.get(id);
+    if (!a) return;
+    if (a.path) a.path.remove();
+    a.dot.remove();
+    this.arcById.delete(id);
+  }
+
+  clearArcs() { for (const id of [...this.arcById.keys()]) this.removeArc(id); }
+}
+
+function arcPath(x1, y1, x2, y2) {
+  const mx = (x1 + x2) / 2, my = (y1 + y2) / 2, len = Math.hypot(x2 - x1, y2 - y1);
+  // Bow every arc upwards (towards the north), more for longer routes.
+  const nx = -(y2 - y1) / (len || 1), ny = (x2 - x1) / (len || 1);
+  const s = ny > 0 ? -1 : 1;
+  const k = 0.22 * len;
+  return `M${x1.toFixed(1)},${y1.toFixed(1)}Q${(mx + s * nx * k).toFixed(1)},${(my + s * ny * k).toFixed(1)} ` +
+    `${x2.toFixed(1)},${y2.toFixed(1)}`;
+}

@@ -1,0 +1,71 @@
+// The live table of recent decisions: newest on top, one row per decision id, updated in place as the
+// decision's outcome arrives (routing -> streaming -> ok, with the measured TTFT).
+
+const AXES = ["ttft", "cost", "affinity", "headroom", "proximity"];
+const MAX_ROWS = 50;
+
+function time(row) {
+  if (row.sim_s != null) {
+    const s = Math.floor(row.sim_s);
+    return "+" + [s / 3600, (s % 3600) / 60, s % 60].map(v => String(Math.floor(v)).padStart(2, "0")).join(":");
+  }
+  return new Date(row.at * 1000).toISOString().slice(11, 19);
+}
+
+function ms(v) { return v == null ? "\u2013" : Math.round(v) + " ms"; }
+
+export class DecisionTable {
+  constructor(tbody, counter) {
+    this.tbody = tbody;
+    this.counter = counter;
+    this.rows = new Map();
+    this.total = 0;
+  }
+
+  reset() { this.rows.clear(); this.total = 0; this.tbody.replaceChildren(); this.counter.textContent = ""; }
+
+  upsert(rows, flash = true) {
+    for (const row of rows) {
+      let tr = this.rows.get(row.id);
+      if (!tr) {
+        tr = document.createElement("tr");
+        tr.dataset.id = row.id;
+        for (let i = 0; i < 14; i++) tr.appendChild(document.createElement("td"));
+        if (flash) tr.className = "fresh";
+        this.tbody.prepend(tr);
+        this.rows.set(row.id, tr);
+        this.total += 1;
+      }
+      this.fill(tr, row);
+    }
+    while (this.rows.size > MAX_ROWS) {
+      const [id, tr] = this.rows.entries().next().value;
+      tr.remove();
+      this.rows.delete(id);
+    }
+    this.counter.textContent = `(${this.total} seen, newest first)`;
+  }
+
+  fill(tr, row) {
+    const td = tr.children;
+    tr.dataset.site = row.site || "";
+    td[0].textContent = time(row);
+    td[1].textContent = row.place || "unknown";
+    td[2].textContent = row.tenant || "";
+    td[3].textContent = row.site || "\u2013";
+    td[4].textContent = row.served_by || row.chosen || "\u2013";
+    AXES.forEach((axis, i) => {
+      const v = row.scores ? row.scores[axis] : undefined;
+      const cell = td[5 + i];
+      cell.textContent = v == null ? "\u2013" : v.toFixed(2);
+      cell.className = v == null ? "" : "score";
+      cell.style.setProperty("--v", v == null ? "0" : String(v));
+    });
+    td[10].textContent = row.total == null ? "\u2013" : row.total.toFixed(2);
+    td[11].textContent = ms(row.predicted_ttft_ms);
+    td[12].textContent = ms(row.ttft_ms);
+    td[13].textContent = row.status;
+    td[13].className = "status-" + row.status;
+    td[13].title = row.reason || "";
+  }
+}

@@ -1,0 +1,56 @@
+"""Headless Chromium for the dashboard's browser tests: Debian's /usr/bin/chromium driven by Playwright.
+
+Never `playwright install` (it downloads a browser build); the system package is used instead, installed
+here with apt-get when the tests run as root and it is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def ensure_chromium() -> None:
+    """Install Debian's chromium when missing and possible; skip (with the reason) when it is not."""
+    if not CHROMIUM.exists() and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=False, capture_output=True, timeout=300)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "chromium"], env=env, check=False,
+                       capture_output=True, timeout=600)
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is missing: apt-get install chromium (Debian) to run the browser tests")
+
+
+@contextmanager
+def chromium_page(base: str, external: list[str]) -> Iterator[Any]:
+    """A fresh page; every request to a host other than `base` is recorded in `external` and aborted."""
+    ensure_chromium()
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+
+            def guard(route: Any) -> None:
+                url = route.request.url
+                if url.startswith(base) or url.startswith("data:"):
+                    route.continue_()
+                else:
+                    external.append(url)
+                    route.abort()
+
+            page.route("**/*", guard)
+            yield page
+        finally:
+            browser.close()

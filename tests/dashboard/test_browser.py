@@ -1,0 +1,114 @@
+"""The real page in headless Chromium, against a gateway on a real socket with FAKE engines: the sites and
+the live decisions appear after requests from several cities; a simulator run replays on the map."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.dashboard.browser import chromium_page
+from tests.dashboard.conftest import CHAT, Served
+
+CITIES = {"Tokyo": "nrt", "Frankfurt": "fra", "New York": "iad", "Sao Paulo": "gru", "London": "fra",
+          "Seoul": "nrt"}
+
+
+def errors_of(page: Any) -> list[str]:
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    return errors
+
+
+def test_live_page_shows_sites_and_decisions_from_several_cities(served: Served, tmp_path: Path) -> None:
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = errors_of(page)
+        page.goto(served.base + "/dashboard")
+        page.wait_for_selector("#map-land path.land", state="attached", timeout=15000)
+        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=15000)
+        assert page.get_attribute("#mode", "class") == "badge live"
+        sent = {}
+        with httpx.Client(base_url=served.base, timeout=10) as http:
+            for city in CITIES:
+                r = http.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-client-location": city})
+                assert r.status_code == 200
+                sent[r.headers["x-aigrid-decision"]] = city
+        page.wait_for_function(f"() => document.querySelectorAll('#decisions tbody tr').length >= {len(sent)}",
+                               timeout=15000)
+        rows = page.eval_on_selector_all(
+            "#decisions tbody tr", "trs => trs.map(tr => [tr.dataset.id, ...[...tr.children].map(td => td.textContent)])")
+        seen = {r[0]: r[1:] for r in rows}
+        for decision, city in sent.items():
+            cells = seen[decision]
+            assert cells[1] == city and cells[3] == CITIES[city], cells
+            assert all(0 <= float(v) <= 1 for v in cells[5:10]), cells  # the five axis scores
+            assert cells[12].endswith(" ms") and cells[13] == "ok", cells
+        page.wait_for_function("() => document.querySelectorAll('#map-arcs path.arc').length >= 6", timeout=5000)
+        arc_sites = page.eval_on_selector_all("#map-arcs path.arc", "ps => ps.map(p => p.dataset.site)")
+        assert set(arc_sites) == set(CITIES.values())
+        cards = page.eval_on_selector_all("#site-cards .card", "cs => cs.map(c => c.dataset.site)")
+        assert cards == ["fra", "gru", "iad", "nrt"]
+        page.wait_for_function("() => [...document.querySelectorAll('#site-cards .card')].some("
+                               "c => /tok\\/s/.test(c.textContent) && !/^n\\/a/.test(c.querySelectorAll('.chart')[2].textContent))",
+                               timeout=5000)
+        countries = int(page.get_attribute("#map-land path.land", "data-countries"))
+        assert countries > 150
+        page.screenshot(path=str(tmp_path / "dashboard-live.png"), full_page=True)
+    assert external == [], external
+    assert errors == [], errors
+    assert (tmp_path / "dashboard-live.png").stat().st_size > 20_000
+
+
+def write_run(run: Path) -> None:
+    """A small simulator run in the format of aigrid.sim.report, plus the client and site coordinates."""
+    run.mkdir(exist_ok=True)
+    header = ("policy,request,arrival_s,tenant,prompt_tokens,output_tokens,status,endpoint,site,jurisdiction,"
+              "attempts,rtt_ms,ttft_ms,tpot_ms,e2e_ms,cost_usd,client_city,client_lat,client_lon\n")
+    clients = [("Paris", 48.86, 2.35, "fra"), ("Osaka", 34.69, 135.5, "nrt"), ("Lima", -12.05, -77.04, "gru"),
+               ("Chicago", 41.88, -87.63, "iad")]
+    lines = []
+    for policy in ("balanced", "nearest"):
+        for i in range(40):
+            city, lat, lon, site = clients[i % 4]
+            status = "rejected" if i == 7 else "ok"
+            ep = "" if status == "rejected" else f"{site}-smollm2"
+            lines.append(f"{policy},{i},{i * 0.5:.4f},default,100,20,{status},{ep},{'' if not ep else site},EU,1,"
+                         f"20.0,{150 + i},10.0,{400 + 10 * i},0.00001,{city},{lat},{lon}\n")
+    (run / "requests.csv").write_text(header + "".join(lines))
+    (run / "summary.json").write_text(json.dumps({"policies": {
+        "balanced": {"requests": 40, "ttft_p50_ms": 170.0, "ttft_p99_ms": 189.0, "goodput": 0.97,
+                     "cost_usd": 0.0004, "rejected": 1, "mean_utilization": 0.2},
+        "nearest": {"requests": 40, "ttft_p50_ms": 170.0, "ttft_p99_ms": 189.0, "goodput": 0.97,
+                    "cost_usd": 0.0004, "rejected": 1, "mean_utilization": 0.2}}, "sim_wall_s": 0.1, "events": 80}))
+
+
+def test_replay_a_simulator_run_from_the_file_picker_and_from_the_server(served: Served, tmp_path: Path) -> None:
+    run = tmp_path / "run"  # the served fixture's replay_dir
+    write_run(run)
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        errors = errors_of(page)
+        page.goto(served.base + "/dashboard")
+        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=15000)
+        page.set_input_files("#replay-files", [str(run / "requests.csv"), str(run / "summary.json")])
+        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=5000)
+        page.select_option("#replay-speed", "60")
+        page.wait_for_function("() => document.body.dataset.replayDone === '1'", timeout=15000)
+        policies = page.eval_on_selector_all("#replay-policy option", "os => os.map(o => o.value)")
+        assert policies == ["balanced", "nearest"]
+        places = page.eval_on_selector_all("#decisions tbody tr td:nth-child(2)", "tds => tds.map(t => t.textContent)")
+        assert {"Paris", "Osaka", "Lima", "Chicago"} <= set(places)
+        assert page.text_content("#summary").count("balanced") == 1
+        page.screenshot(path=str(tmp_path / "dashboard-replay.png"), full_page=True)
+
+        page.goto(served.base + "/dashboard?replay=1")
+        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
+        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=5000)
+        page.wait_for_function("() => document.querySelectorAll('#map-arcs path.arc').length > 0", timeout=15000)
+        sites = page.eval_on_selector_all("#map-arcs path.arc", "ps => ps.map(p => p.dataset.site)")
+        assert set(sites) <= {"fra", "nrt", "gru", "iad"}
+    assert external == [] and errors == [], (external, errors)

@@ -1,0 +1,131 @@
+"""The dashboard over the real demo grid: four llama.cpp engines (SmolLM2-135M) behind the gateway, clients in
+several cities streaming at once, the page in headless Chromium. Saves a screenshot under the test's tmp dir;
+with AIGRID_UPDATE_DOCS=1 it also refreshes docs/img/dashboard.png."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from rich.console import Console
+
+from aigrid.dashboard import dashboard_routes
+from aigrid.engines.llama_server import free_port
+from aigrid.engines.model_files import find_llama_server
+from aigrid.errors import EngineBuildError
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.server import start_embedded
+from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.spec.load import load_spec
+from tests.dashboard.browser import chromium_page
+from tests.dashboard.conftest import DEMO
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.engine
+CITIES = ("Tokyo", "Seoul", "Frankfurt", "London", "Paris", "New York", "San Francisco", "Sao Paulo",
+          "Buenos Aires", "Sydney", "Mumbai", "Johannesburg")
+PROMPTS = ("Name three rivers in Japan.", "Write a haiku about the sea.", "Explain what a GPU does.",
+           "List five fruits.", "What is the capital of France?", "Describe a mountain in one sentence.")
+
+
+def _engine_built() -> bool:
+    try:
+        find_llama_server()
+    except EngineBuildError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def demo_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`aigrid up examples/demo.yaml`, in process, with the dashboard mounted (as the CLI does once wired)."""
+    if not _engine_built():
+        pytest.skip("llama-server not built: run `make engine`")
+    cwd = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("demo"))  # engine logs go to ./.aigrid/logs
+    port = free_port()
+    state: dict[str, object] = {}
+
+    async def serve() -> None:
+        spec = load_spec(DEMO)
+        async with AsyncExitStack() as stack:
+            urls = await start_embedded(spec, stack, Console(quiet=True))
+            client = upstream_client()
+            stack.push_async_callback(client.aclose)
+            gw = build_gateway(spec, build_engines(spec, urls, client))
+            routes = dashboard_routes(gw, stopping=lambda: bool(getattr(state.get("server"), "should_exit", False)))
+            app = build_app(gw, extra_routes=routes)
+            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                                   lifespan="on", timeout_graceful_shutdown=2))
+            state["server"] = server
+            await server.serve()
+
+    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if len(httpx.get(base + "/healthz", timeout=2).json()["healthy"]) == 4:
+                    break
+            except (httpx.HTTPError, ValueError, KeyError):
+                pass
+            if time.monotonic() > deadline or not thread.is_alive():
+                pytest.fail("the demo grid did not come up")
+            time.sleep(0.3)
+        yield base
+    finally:
+        server = state.get("server")
+        if isinstance(server, uvicorn.Server):
+            server.should_exit = True
+        thread.join(timeout=60)
+        os.chdir(cwd)
+
+
+def stream(base: str, city: str, prompt: str) -> str:
+    body = {"model": "smollm2-135m", "stream": True, "max_tokens": 48, "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": prompt}]}
+    with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=120,
+                      headers={"x-aigrid-client-location": city}) as r:
+        r.read()
+        return r.headers.get("x-aigrid-site", "")
+
+
+def test_dashboard_over_the_demo_grid(demo_grid: str, tmp_path: Path) -> None:
+    external: list[str] = []
+    with chromium_page(demo_grid, external) as page:
+        page.goto(demo_grid + "/dashboard")
+        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 4", timeout=20000)
+        served: list[str] = []
+        with ThreadPoolExecutor(max_workers=10) as pool:
+            futures = []
+            for wave in range(6):
+                for k, city in enumerate(CITIES):
+                    if (k + wave) % 2 == 0:
+                        futures.append(pool.submit(stream, demo_grid, city, PROMPTS[(k + wave) % len(PROMPTS)]))
+                time.sleep(2.0)
+            page.wait_for_function("() => document.querySelectorAll('#map-arcs path.arc').length >= 8",
+                                   timeout=30000)
+            page.screenshot(path=str(tmp_path / "dashboard-demo.png"))
+            served = [f.result() for f in futures]
+        assert set(served) == {"fra", "iad", "nrt", "gru"}
+        page.wait_for_function("() => [...document.querySelectorAll('#decisions tbody tr td:last-child')]"
+                               ".filter(td => td.textContent === 'ok').length >= 20", timeout=30000)
+        places = set(page.eval_on_selector_all("#decisions tbody tr td:nth-child(2)",
+                                               "tds => tds.map(t => t.textContent)"))
+        assert {"Tokyo", "Frankfurt", "Sao Paulo", "Sydney"} & places
+    assert external == []
+    if os.environ.get("AIGRID_UPDATE_DOCS") == "1":
+        (ROOT / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copy(tmp_path / "dashboard-demo.png", ROOT / "docs" / "img" / "dashboard.png")

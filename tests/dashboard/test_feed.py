@@ -1,0 +1,129 @@
+"""The dashboard's feed: grid state per site, decision rows, token rates and the SSE wire format."""
+
+from __future__ import annotations
+
+import httpx
+import orjson
+
+from aigrid.core.types import GeoPoint
+from aigrid.dashboard.feed import Feed, place_name
+from aigrid.dashboard.sse import event_stream, sse_event
+from aigrid.gateway.app import Gateway
+from tests.dashboard.conftest import CHAT, no_sleep
+from tests.gateway.fake_engine import FakeEngine
+
+
+async def send(client: httpx.AsyncClient, city: str) -> httpx.Response:
+    r = await client.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-client-location": city})
+    assert r.status_code == 200, r.text
+    return r
+
+
+def parse_sse(raw: bytes) -> list[tuple[str, object]]:
+    events = []
+    for block in raw.decode().split("\n\n"):
+        lines = block.split("\n")
+        name = next((ln[7:] for ln in lines if ln.startswith("event: ")), None)
+        data = [ln[6:] for ln in lines if ln.startswith("data: ")]
+        if name and data:
+            events.append((name, orjson.loads(data[0])))
+    return events
+
+
+async def test_grid_state_has_every_site_with_capacity_and_health(gateway: Gateway,
+                                                                  fakes: dict[str, FakeEngine]) -> None:
+    fakes["gru-smollm2"].down = True
+    await gateway.scraper.scrape_once()
+    state = Feed(gateway).grid_state(1000.0)
+    sites = {s["id"]: s for s in state["sites"]}
+    assert set(sites) == {"fra", "iad", "nrt", "gru"}
+    assert sites["nrt"]["name"] == "Tokyo" and sites["nrt"]["lat"] == 35.68 and sites["nrt"]["slots"] == 2
+    assert sites["fra"]["health"] == "ok" and sites["gru"]["health"] == "down"
+    assert sites["fra"]["load"] == 0 and sites["fra"]["tokens_per_s"] is None
+    assert {e["id"] for e in state["endpoints"]} == {f"{s}-smollm2" for s in sites}
+
+
+async def test_load_counts_in_flight_requests(gateway: Gateway) -> None:
+    for _ in range(3):
+        gateway.store.request_started("iad-smollm2")
+    site = next(s for s in Feed(gateway).grid_state(0.0)["sites"] if s["id"] == "iad")
+    assert (site["running"], site["waiting"], site["utilization"], site["load"]) == (2, 1, 1.0, 1.5)
+
+
+async def test_decisions_are_sent_once_then_again_only_when_their_outcome_changes(
+        gateway: Gateway, client: httpx.AsyncClient) -> None:
+    feed = Feed(gateway)
+    assert [name for name, _ in feed.tick(0.0)] == ["grid"]
+    tokyo = await send(client, "Tokyo")
+    await send(client, "Frankfurt")
+    rows = dict(feed.tick(1.0))["decisions"]
+    assert [r["place"] for r in rows] == ["Tokyo", "Frankfurt"]
+    first = rows[0]
+    assert first["id"] == tokyo.headers["x-aigrid-decision"]
+    assert (first["site"], first["served_by"], first["status"]) == ("nrt", "nrt-smollm2", "ok")
+    assert set(first["scores"]) == {"ttft", "cost", "affinity", "headroom", "proximity"}
+    assert first["client"] == {"lat": 35.68, "lon": 139.69}
+    assert first["ttft_ms"] is not None and first["predicted_ttft_ms"] > 0
+    assert [name for name, _ in feed.tick(2.0)] == ["grid"]
+    gateway.decisions.get(first["id"]).status = "http_500"  # an outcome arriving later
+    assert [r["id"] for r in dict(feed.tick(3.0))["decisions"]] == [first["id"]]
+
+
+async def test_tokens_per_second_is_the_rate_of_completion_tokens_between_ticks(
+        gateway: Gateway, client: httpx.AsyncClient) -> None:
+    feed = Feed(gateway)
+    feed.tick(10.0)
+    await send(client, "Osaka")
+    await send(client, "Tokyo")
+    nrt = next(s for s in feed.grid_state(12.0)["sites"] if s["id"] == "nrt")
+    assert nrt["tokens_per_s"] == 4.0  # 2 answers x 4 tokens in 2 s
+    rate = {t: next(s for s in feed.grid_state(t)["sites"] if s["id"] == "nrt")["tokens_per_s"] for t in (14, 18)}
+    assert rate == {14: 2.0, 18: 0.0}  # averaged over the last RATE_WINDOW_S seconds, then gone
+
+
+def test_place_name_is_the_nearest_known_city_or_coordinates() -> None:
+    places = {"Tokyo": GeoPoint(35.68, 139.69), "Paris": GeoPoint(48.86, 2.35)}
+    assert place_name(GeoPoint(35.6, 139.8), places) == "Tokyo"
+    assert place_name(GeoPoint(-10.0, -20.0), places) == "-10.00, -20.00"
+    assert place_name(None, places) == "unknown"
+
+
+def test_sse_event_is_one_named_event_on_one_data_line() -> None:
+    raw = sse_event("grid", {"text": "two\nlines"})
+    assert raw == b'event: grid\ndata: {"text":"two\\nlines"}\n\n'
+
+
+async def test_event_stream_says_hello_then_ticks(gateway: Gateway, client: httpx.AsyncClient) -> None:
+    await send(client, "Sydney")
+    slept: list[float] = []
+
+    async def sleep(s: float) -> None:
+        slept.append(s)
+        await no_sleep(s)
+
+    clock = iter([1.0, 2.0, 3.0])
+    raw = b"".join([c async for c in event_stream(Feed(gateway), interval_s=0.5, clock=lambda: next(clock),
+                                                  sleep=sleep, ticks=3)])
+    assert raw.startswith(b"retry: 2000\n\n")
+    names = [n for n, _ in parse_sse(raw)]
+    assert names == ["hello", "grid", "decisions", "grid", "grid"]
+    assert slept == [0.5, 0.5]
+    decisions = dict(parse_sse(raw))["decisions"]
+    assert isinstance(decisions, list) and decisions[0]["place"] == "Sydney"
+
+
+async def test_event_stream_ends_within_one_interval_once_the_server_is_stopping(gateway: Gateway) -> None:
+    ticks: list[float] = []
+    stop = False
+
+    async def sleep(s: float) -> None:
+        nonlocal stop
+        stop = True  # the server started shutting down while the feed slept
+
+    def clock() -> float:
+        ticks.append(1.0)
+        return 1.0
+
+    raw = b"".join([c async for c in event_stream(Feed(gateway), interval_s=1.0, clock=clock, sleep=sleep,
+                                                  stopping=lambda: stop)])
+    assert [n for n, _ in parse_sse(raw)] == ["hello", "grid"] and len(ticks) == 1

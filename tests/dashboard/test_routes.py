@@ -1,0 +1,103 @@
+"""The dashboard's HTTP surface: page, assets (all local), state, SSE feed, replay files, auth, read-only."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aigrid.dashboard import dashboard_routes
+from aigrid.dashboard.routes import STATIC
+from aigrid.gateway.app import Gateway, build_app
+from aigrid.security.authenticate import Authenticator
+from aigrid.security.keys import KeyRing
+from aigrid.security.principal import Tenant
+from tests.dashboard.conftest import CHAT
+from tests.dashboard.test_feed import parse_sse
+
+
+async def test_page_and_every_asset_it_names_are_served_locally(client: httpx.AsyncClient) -> None:
+    page = await client.get("/dashboard")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert "http://" not in page.text and "https://" not in page.text
+    assets = set(re.findall(r'(?:src|href)="(/dashboard/static/[^"]+)"', page.text))
+    for js in STATIC.glob("*.js"):
+        assets |= {f"/dashboard/static/{m}" for m in re.findall(r'from "\./([^"]+)"', js.read_text())}
+    assert {"/dashboard/static/app.js", "/dashboard/static/map.js",
+            "/dashboard/static/topojson-client.min.js"} <= assets
+    for url in sorted(assets):
+        r = await client.get(url)
+        assert r.status_code == 200, url
+    geo = await client.get("/dashboard/static/countries-110m.json")
+    assert geo.json()["type"] == "Topology" and len(geo.json()["objects"]["countries"]["geometries"]) > 150
+    for name in ("LICENSE.world-atlas.txt", "LICENSE.topojson-client.txt"):
+        assert (STATIC / name).read_text().startswith("Copyright")
+
+
+async def test_no_asset_reaches_for_a_cdn() -> None:
+    for path in STATIC.iterdir():
+        if path.suffix in {".js", ".html", ".css"}:
+            text = path.read_text()
+            # the SVG namespace is a name, not a fetch; the browser test records every request the page makes
+            assert not re.search(r"https?://(?!github\.com/topojson|www\.w3\.org/2000/svg)", text), path.name
+
+
+async def test_state_snapshot_and_a_bounded_event_stream(client: httpx.AsyncClient) -> None:
+    await client.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-client-location": "Seoul"})
+    state = (await client.get("/dashboard/state")).json()
+    assert len(state["grid"]["sites"]) == 4 and state["decisions"][0]["place"] == "Seoul"
+    r = await client.get("/dashboard/events", params={"ticks": "2"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+    assert [n for n, _ in parse_sse(r.content)] == ["hello", "grid", "decisions", "grid"]
+    assert (await client.get("/dashboard/events", params={"ticks": "zero"})).status_code == 400
+
+
+async def test_the_dashboard_is_read_only(client: httpx.AsyncClient, gateway: Gateway) -> None:
+    before = gateway.store.snapshot()
+    for path in ("/dashboard", "/dashboard/state", "/dashboard/events"):
+        assert (await client.post(path)).status_code == 405
+    await client.get("/dashboard/events", params={"ticks": "3"})
+    assert gateway.store.snapshot() is before and gateway.decisions.recent(5) == []
+
+
+async def test_replay_files_are_served_only_from_the_run_directory(gateway: Gateway, tmp_path: Path) -> None:
+    (tmp_path / "requests.csv").write_text("policy,request,arrival_s\nbalanced,0,0.5\n")
+    (tmp_path.parent / "secret.txt").write_text("no")
+    app = build_app(gateway, extra_routes=dashboard_routes(gateway, replay_dir=tmp_path))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.get("/dashboard/replay/requests.csv")
+        assert r.status_code == 200 and r.text.startswith("policy,")
+        assert (await c.get("/dashboard/replay/summary.json")).status_code == 404
+        assert (await c.get("/dashboard/replay/..%2Fsecret.txt")).status_code == 404
+        assert (await c.get("/dashboard/replay/secret.txt")).status_code == 404
+
+
+async def test_without_a_replay_directory_replay_files_are_not_found(client: httpx.AsyncClient) -> None:
+    r = await client.get("/dashboard/replay/requests.csv")
+    assert r.status_code == 404 and "started without a simulator run" in r.json()["error"]["message"]
+
+
+@pytest.fixture
+def keys() -> tuple[Authenticator, str]:
+    ring = KeyRing(b"s" * 32)
+    issued = ring.issue("ops")
+    return Authenticator(ring, {"ops": Tenant("ops"), "default": Tenant("default")}, enforce=True), issued.api_key
+
+
+async def test_data_routes_honour_the_gateways_authentication(gateway: Gateway,
+                                                              keys: tuple[Authenticator, str]) -> None:
+    auth, key = keys
+    app = build_app(gateway, extra_routes=dashboard_routes(gateway, authenticate=auth.authenticate))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        assert (await c.get("/dashboard")).status_code == 200  # the page holds no data
+        assert (await c.get("/dashboard/static/app.js")).status_code == 200
+        for path in ("/dashboard/state", "/dashboard/events?ticks=1", "/dashboard/replay/requests.csv"):
+            r = await c.get(path)
+            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error", path
+        wrong = await c.get("/dashboard/state", headers={"authorization": "Bearer aig_nope_nope"})
+        assert wrong.status_code == 401
+        ok = await c.get("/dashboard/events?ticks=1", headers={"authorization": f"Bearer {key}"})
+        assert ok.status_code == 200 and b"event: grid" in ok.content
