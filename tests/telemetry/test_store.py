@@ -79,3 +79,11 @@ def test_affinity_is_bounded_and_visible_in_view() -> None:
     store, _ = make()
     store.remember_affinity(("p1", None), "e1")
     assert store.snapshot().prefix_owner["p1"] == "e1"
+
+
+def test_measured_output_length_feeds_the_state() -> None:
+    store, _ = make()
+    assert store.state("e1").mean_output_tokens is None
+    store.record_usage("e1", 20)
+    store.record_usage("e1", 40)
+    assert store.state("e1").mean_output_tokens == 20 + 0.3 * 20

@@ -25,9 +25,11 @@ MEASURED_WEIGHT = 0.5
 
 
 def service_time_s(endpoint: Endpoint, state: EndpointState) -> float:
-    """Mean time one request occupies a batch slot."""
+    """Mean time one request occupies a batch slot: measured output length x time per output token, each
+    falling back to the profile (TYPICAL_OUTPUT_TOKENS, decode_tps) until measured."""
     tpot = state.tpot_s if state.tpot_s else 1.0 / max(endpoint.decode_tps, 1e-9)
-    return TYPICAL_OUTPUT_TOKENS * tpot
+    tokens = state.mean_output_tokens if state.mean_output_tokens else TYPICAL_OUTPUT_TOKENS
+    return tokens * tpot
 
 
 def queue_wait_s(endpoint: Endpoint, state: EndpointState) -> float:

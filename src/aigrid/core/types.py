@@ -83,6 +83,8 @@ class EndpointState:
     kv_usage: float | None = None
     ttft_s: float | None = None
     tpot_s: float | None = None
+    mean_output_tokens: float | None = None
+    """Recent mean of generated tokens per request here (measured); sizes the queue's service time."""
     error_rate: float = 0.0
     power_w: float | None = None
     power_source: str = "estimated"

@@ -309,6 +309,8 @@ class Proxy:
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, outcome).inc()
         if usage is None and status < 400:
             usage = sse_usage(tail)
+        if usage and isinstance(usage.get("completion_tokens"), int) and status < 400:
+            self._store.record_usage(cand.endpoint_id, usage["completion_tokens"])
         if usage:
             self._metrics.tokens.labels(cand.site_id, "prompt").inc(usage.get("prompt_tokens", 0))
             self._metrics.tokens.labels(cand.site_id, "completion").inc(usage.get("completion_tokens", 0))

@@ -32,6 +32,7 @@ class _Live:
     engine_ttft: DeltaMean = field(default_factory=DeltaMean)
     engine_tpot: DeltaMean = field(default_factory=DeltaMean)
     scraped_at: float | None = None
+    output_tokens_ewma: float | None = None
     remote_inflight: int = 0
     remote_opened_at: float | None = None
 
@@ -84,6 +85,13 @@ class TelemetryStore:
         if ttft_s is not None:
             prev = live.ttft_ewma_s
             live.ttft_ewma_s = ttft_s if prev is None else prev + EWMA_ALPHA * (ttft_s - prev)
+        self._view = None
+
+    def record_usage(self, endpoint_id: str, completion_tokens: int) -> None:
+        """Generated tokens of one finished answer: the queue model's service time follows real lengths."""
+        live = self._live[endpoint_id]
+        prev = live.output_tokens_ewma
+        live.output_tokens_ewma = completion_tokens if prev is None else prev + EWMA_ALPHA * (completion_tokens - prev)
         self._view = None
 
     def record_failure(self, endpoint_id: str, reason: str) -> None:
@@ -145,6 +153,7 @@ class TelemetryStore:
             running=max(s.running, min(inflight, self._slots(endpoint_id))),
             waiting=max(s.waiting, inflight - self._slots(endpoint_id)),
             ttft_s=s.ttft_s if s.ttft_s is not None else live.ttft_ewma_s,
+            mean_output_tokens=live.output_tokens_ewma,
             error_rate=live.errors_ewma,
             age_s=0.0 if live.scraped_at is None else now - live.scraped_at,
         )
