@@ -32,9 +32,10 @@ $(STAMP): pyproject.toml
 engine:
 	bash scripts/build_llama_server.sh
 
-## system-deps: Debian packages the tests use for real: redis-server, chromium (browser tests)
+## system-deps: Debian packages the tests use for real: redis-server, chromium (browser tests), iptables (netns)
 system-deps:
 	@missing=""; command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	  command -v iptables >/dev/null || missing="$$missing iptables"; \
 	  test -x /usr/bin/chromium || missing="$$missing chromium"; \
 	  if [ -n "$$missing" ]; then \
 	    if [ "$$(id -u)" = 0 ]; then echo "installing$$missing (Debian)"; apt-get update -qq && \

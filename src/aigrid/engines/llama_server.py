@@ -51,6 +51,9 @@ class LlamaServerConfig:
     ctx_per_slot: int = 2048
     threads: int = 1
     extra_args: tuple[str, ...] = ()
+    wrapper: tuple[str, ...] = ()
+    """argv prefix, e.g. ("ip", "netns", "exec", NAME) to run inside a site's network namespace (then set
+    host to the namespace's address and a fixed port: free_port() can only probe this namespace)."""
 
 
 def embedded_config(log_path: Path, *, slots: int = 2, threads: int = 1, port: int = 0,
@@ -69,6 +72,7 @@ def has_flag(help_text: str, flag: str) -> bool:
 def build_command(config: LlamaServerConfig, port: int, help_text: str = "") -> list[str]:
     """The argv for llama-server. -c is the total context, split evenly over the -np slots."""
     cmd = [
+        *config.wrapper,
         str(config.binary),
         "--model", str(config.model),
         "--host", config.host,
@@ -182,7 +186,7 @@ class LlamaServerProcess:
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
         deadline = time.monotonic() + self.ready_timeout_s
-        async with httpx.AsyncClient(timeout=2.0) as client:
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
             while True:
                 if proc.returncode is not None:
                     raise EngineBuildError(

@@ -1,0 +1,21 @@
+# aigrid gateway: the OpenAI-compatible router, nothing else (engines run in their own images).
+#   docker build -f deploy/docker/gateway.Dockerfile -t aigrid/gateway:0.1.0 .
+#   docker run -p 8080:8080 -v $PWD/grid.yaml:/etc/aigrid/grid.yaml:ro aigrid/gateway:0.1.0
+# The spec must listen on 0.0.0.0 (gateway.host) and give every endpoint a url: the image starts no engine.
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY src ./src
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
+    python -m pip install --no-cache-dir /wheels/*.whl \
+ && useradd --system --uid 10001 --home-dir /var/lib/aigrid --create-home aigrid
+USER 10001
+WORKDIR /var/lib/aigrid
+EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/metrics', timeout=2)"
+ENTRYPOINT ["aigrid", "gateway"]
+CMD ["/etc/aigrid/grid.yaml"]

