@@ -134,7 +134,7 @@ def test_the_hpa_scales_the_gateway() -> None:
 
 def test_the_configmap_holds_a_valid_grid_whose_endpoints_are_the_services() -> None:
     spec = parse_spec(yaml.safe_load(grid_spec_text()), "deploy/kubernetes/gateway.yaml:aigrid-grid")
-    assert spec.gateway.host == "0.0.0.0" and spec.gateway.emulate_network is False
+    assert spec.gateway.host == "0.0.0.0" and spec.gateway.network == "none"
     (gateway,) = containers(deployment("aigrid-gateway"))
     assert spec.gateway.port in {p["containerPort"] for p in gateway["ports"]}
     services = {(s["metadata"]["name"], s["metadata"]["namespace"]): {p["port"] for p in s["spec"]["ports"]}

@@ -77,7 +77,7 @@ def engine_pid(proc: Proc) -> int:
 def write_spec(cwd: Path, urls: dict[str, str], redis_url: str | None = None, **gateway: object) -> Path:
     spec = {
         "name": "chaos",
-        "gateway": {"emulate_network": False, "scrape_interval_s": 0.5, **gateway,
+        "gateway": {"network": "none", "scrape_interval_s": 0.5, **gateway,
                     **({"shared_state_url": redis_url} if redis_url else {})},
         "models": {"smollm2-135m": {"family": "smollm2", "params_b": 0.135}},
         "sites": SITES,

@@ -59,6 +59,7 @@ class Gateway:
     rng: Rng
     clock: Callable[[], float]
     guard: Guard
+    location: GeoPoint | None = None
     sync: SharedSync | None = None
 
 
@@ -85,7 +86,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     store = TelemetryStore(load.sites(spec), endpoints, models, clock)
     metrics = GatewayMetrics()
     served = {e.id: e.served_model or e.model for e in spec.endpoints}
-    proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.emulate_network,
+    proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.network == "emulate",
                   max_attempts=spec.gateway.max_attempts, family_of={e.id: e.family for e in endpoints},
                   sleep=sleep)
     return Gateway(
@@ -94,7 +95,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),
-        rng=rng or random.Random(), clock=clock, guard=guard or Guard(spec),
+        rng=rng or random.Random(), clock=clock, guard=guard or Guard(spec), location=load.gateway_location(spec),
         sync=_sync(spec, store, shared, gateway_id),
     )
 

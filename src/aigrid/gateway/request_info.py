@@ -77,7 +77,7 @@ def estimate_prompt_tokens(body: ChatRequest | CompletionRequest) -> int:
 
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
                        tenant: TenantRules, cities: Mapping[str, GeoPoint], known_models: frozenset[str],
-                       max_output_tokens: int) -> RequestInfo:
+                       max_output_tokens: int, default_location: GeoPoint | None = None) -> RequestInfo:
     if body.model != "auto" and body.model not in known_models:
         raise ModelNotFound(f"The model '{body.model}' does not exist on this grid. "
                             f"Available: {', '.join(sorted(known_models | {'auto'}))}", param="model")
@@ -91,7 +91,7 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
         model=body.model,
         prompt_tokens=estimate_prompt_tokens(body),
         max_output_tokens=budget or DEFAULT_OUTPUT_TOKENS,
-        client_location=parse_location(headers.get(H_LOCATION), cities),
+        client_location=parse_location(headers.get(H_LOCATION), cities) or default_location,
         allowed_jurisdictions=residency(headers.get(H_RESIDENCY), tenant),
         tenant=tenant.name,
         allowed_sites=tenant.allowed_sites,

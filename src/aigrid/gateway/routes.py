@@ -88,7 +88,7 @@ class Routes:
             decision_id = f"dec-{uuid.uuid4().hex[:16]}"
             info = scope_request(principal, build_request_info(
                 decision_id, parsed, request.headers, tenant, gw.cities, gw.known_models,
-                gw.spec.gateway.max_output_tokens))
+                gw.spec.gateway.max_output_tokens, gw.location))
             admission = await gw.guard.admit(principal, body, model, parsed.prompt_text(),
                                              info.prompt_tokens + info.max_output_tokens, policy=policy_name)
         except ApiError as e:

@@ -4,10 +4,11 @@ gateway (uvicorn) in front of them. Ctrl-C (or SIGTERM) stops the gateway, then 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shlex
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -16,22 +17,75 @@ import uvicorn
 from rich.console import Console
 from starlette.routing import BaseRoute
 
+from aigrid.core.types import GeoPoint
 from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
+from aigrid.engines.netns import SITE_PORT, SiteNetwork, cleanup_stale, in_namespace
+from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.spec import load
 from aigrid.spec.models import GridSpec
 
 LOG_DIR = Path(".aigrid") / "logs"
 
 
-async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console) -> dict[str, str]:
+class _Server(uvicorn.Server):
+    """uvicorn, minus its signal handling: it re-raises SIGTERM after shutting down, which would kill the
+    process before the engines, namespaces and audit log are closed. run_grid owns the signals instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _stop_on_signals(server: uvicorn.Server) -> None:
+    """First Ctrl-C or SIGTERM: graceful stop; a second one: stop now (engines are still cleaned up)."""
+    def stop() -> None:
+        if server.should_exit:
+            server.force_exit = True
+        server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+
+
+async def site_network(spec: GridSpec, stack: AsyncExitStack, console: Console) -> SiteNetwork | None:
+    """In netns mode: one network namespace per site, the kernel delaying packets by the modelled RTT from
+    the gateway's location. Closed last (pushed first), after the engines and the gateway."""
+    if spec.gateway.network != "netns":
+        return None
+    origin = load.gateway_location(spec)
+    assert origin is not None  # parse_spec requires it in netns mode
+    sites = {sid: GeoPoint(s.lat, s.lon) for sid, s in spec.sites.items()
+             if any(e.site == sid and e.engine == "embedded" for e in spec.endpoints)}
+    net = SiteNetwork(plan_links(origin, sites, route_factor=spec.gateway.route_factor))
+    with console.status("creating a network namespace per site..."):
+        stale = await cleanup_stale()  # namespaces left by a run that was killed with -9
+        if stale:
+            console.print(f"  removed leftovers of earlier runs: {', '.join(stale)}", soft_wrap=True)
+        await net.start()
+    stack.push_async_callback(net.stop)
+    for link in net.links.values():
+        console.print(f"  site {link.site_id}: namespace {net.namespace(link.site_id)} at "
+                      f"{net.address(link.site_id)}, RTT {link.rtt_ms:.0f} ms from {spec.gateway.location} "
+                      f"(held by the kernel)", soft_wrap=True)
+    return net
+
+
+async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console,
+                         net: SiteNetwork | None = None) -> dict[str, str]:
     """Start every embedded endpoint's engine concurrently; each is stopped when `stack` closes."""
     procs: dict[str, LlamaServerProcess] = {}
+    per_site: dict[str, int] = {}
     for ep in spec.endpoints:
         if ep.engine == "embedded":
             cfg = embedded_config(LOG_DIR / f"{ep.id}.log", slots=ep.slots, threads=ep.threads,
                                   alias=ep.served_model or ep.model)
+            if net is not None:
+                per_site[ep.site] = per_site.get(ep.site, -1) + 1
+                cfg = in_namespace(cfg, net, ep.site, port=SITE_PORT + per_site[ep.site])
             procs[ep.id] = LlamaServerProcess(cfg)
             stack.push_async_callback(procs[ep.id].stop)
     if procs:
@@ -72,7 +126,8 @@ async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
         raise SpecError("(spec)", [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or give "
                                    "them engine: llamacpp and the url of a running llama-server"])
     async with AsyncExitStack() as stack:
-        urls = await start_embedded(spec, stack, console)
+        net = await site_network(spec, stack, console) if start_engines else None
+        urls = await start_embedded(spec, stack, console, net)
         client = upstream_client()
         stack.push_async_callback(client.aclose)
         gateway = build_gateway(spec, build_engines(spec, urls, client))
@@ -84,9 +139,20 @@ async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
         routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
         config = uvicorn.Config(build_app(gateway, extra_routes=routes), host=host, port=port, log_level="warning",
                                 loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
-        server = uvicorn.Server(config)
-        console.print(banner(spec, host, port), highlight=False, soft_wrap=True)
-        await server.serve()
+        server = _Server(config)
+        _stop_on_signals(server)
+
+        async def announce() -> None:  # only once the gateway really listens
+            while not server.started and not server.should_exit:
+                await asyncio.sleep(0.02)
+            if server.started:
+                console.print(banner(spec, host, port), highlight=False, soft_wrap=True)
+
+        announcer = asyncio.create_task(announce())
+        try:
+            await server.serve()
+        finally:
+            announcer.cancel()
         console.print("stopping engines...")
 
 

@@ -34,10 +34,31 @@ def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:
         spec = GridSpec.model_validate(raw)
     except ValidationError as e:
         raise SpecError(source, [_describe(err) for err in e.errors()]) from e
-    unknown = _unknown_policies(spec)
-    if unknown:
-        raise SpecError(source, unknown)
+    problems = _unknown_policies(spec)
+    if spec.gateway.location is not None and _point(spec.gateway.location, cities(spec)) is None:
+        problems.append(f"gateway.location: {spec.gateway.location!r} is neither 'lat,lon' nor a known city "
+                        f"(known: {', '.join(sorted(c.title() for c in cities(spec)))})")
+    if spec.gateway.network == "netns" and spec.gateway.location is None:
+        problems.append("gateway.location: network: netns needs the gateway's location (the origin of the delays)")
+    if problems:
+        raise SpecError(source, problems)
     return spec
+
+
+def _point(text: str, known: dict[str, GeoPoint]) -> GeoPoint | None:
+    lat_s, sep, lon_s = text.partition(",")
+    if sep:
+        try:
+            lat, lon = float(lat_s), float(lon_s)
+        except ValueError:
+            return None
+        return GeoPoint(lat, lon) if -90 <= lat <= 90 and -180 <= lon <= 180 else None
+    return known.get(text.strip().lower())
+
+
+def gateway_location(spec: GridSpec) -> GeoPoint | None:
+    """Where the gateway is (validated by parse_spec)."""
+    return None if spec.gateway.location is None else _point(spec.gateway.location, cities(spec))
 
 
 def _describe(err: object) -> str:

@@ -149,7 +149,12 @@ class GatewaySpec(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     default_policy: str = "balanced"
-    emulate_network: bool = Field(default=True, description="sleep each site's modelled RTT (demo only)")
+    network: Literal["emulate", "netns", "none"] = Field(
+        default="emulate", description="how client-to-site distance is made on one machine: emulate (the gateway "
+        "sleeps each site's modelled RTT), netns (each embedded site in its own network namespace, the kernel "
+        "holds packets for the RTT from gateway.location), none (real deployments)")
+    location: str | None = Field(default=None, description="where the gateway is (a city or 'lat,lon'): the "
+                                 "origin of netns delays, and the client location when a request gives none")
     route_factor: float = Field(default=1.5, ge=1.0, le=5.0)
     scrape_interval_s: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=10)
