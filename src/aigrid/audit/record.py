@@ -40,8 +40,10 @@ class AuditRecord:
                           allow_nan=False)
 
 
-def prompt_digest(secret: bytes, messages: Sequence[Mapping[str, Any]] | str) -> str:
-    text = messages if isinstance(messages, str) else json.dumps(list(messages), sort_keys=True, ensure_ascii=False)
+def prompt_digest(secret: bytes, messages: object) -> str:
+    """Keyed hash of a prompt: messages, a prompt string, or whatever JSON a (possibly invalid) request held."""
+    text = messages if isinstance(messages, str) else json.dumps(messages, sort_keys=True, ensure_ascii=False,
+                                                                 default=str)
     return hmac.new(secret, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
 

@@ -136,6 +136,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             Route("/v1/grid", routes.grid, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),
+            Route("/openapi.json", routes.openapi, methods=["GET"]),
             *extra_routes,
         ],
         exception_handlers={ApiError: api_error_handler, HTTPException: http_error_handler,

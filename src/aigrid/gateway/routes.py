@@ -12,11 +12,13 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aigrid import __version__
 from aigrid.core.types import Decision
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.guard import Admission
+from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy
 from aigrid.gateway.request_info import H_POLICY, build_request_info
@@ -185,6 +187,9 @@ class Routes:
         shared = {"backend": "in-process"} if self.gw.sync is None else self.gw.sync.status()
         return json_response({"status": "ok" if healthy else "no healthy endpoint", "healthy": healthy,
                               "endpoints": len(view.endpoints), "shared_state": shared}, status)
+
+    async def openapi(self, request: Request) -> Response:
+        return json_response(openapi_document(__version__))
 
     async def metrics(self, request: Request) -> Response:
         for e in self.gw.store.snapshot().endpoints:

@@ -1,0 +1,65 @@
+"""The gateway's OpenAPI document, generated from the same pydantic models that validate requests, so the
+schema cannot drift from the code. Served at /openapi.json; the API fuzz tests (schemathesis) read it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+
+_ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "object", "required": ["message", "type", "param", "code"], "properties": {
+        "message": {"type": "string"}, "type": {"type": "string"},
+        "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}},
+}
+_HEADERS = [
+    {"name": "x-aigrid-client-location", "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": "x-aigrid-residency", "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": "x-aigrid-policy", "in": "header", "required": False, "schema": {"type": "string"}},
+    {"name": "x-aigrid-tenant", "in": "header", "required": False, "schema": {"type": "string"}},
+]
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"description": "OpenAI error envelope",
+                     "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+            for c in codes}
+
+
+def _completion(ref: str, summary: str) -> dict[str, Any]:
+    return {"post": {
+        "summary": summary, "parameters": _HEADERS,
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}},
+        "responses": {"200": {"description": "the completion (JSON, or SSE when stream is true)"},
+                      **_errors(400, 401, 403, 404, 429, 502, 503)},
+    }}
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    schemas: dict[str, Any] = {"Error": _ERROR}
+    for model in (ChatRequest, CompletionRequest):
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[model.__name__] = schema
+    ok = {"200": {"description": "OK", "content": {"application/json": {"schema": {"type": "object"}}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "aigrid gateway", "version": version,
+                 "description": "OpenAI-compatible inference grid gateway"},
+        "paths": {
+            "/v1/chat/completions": _completion("#/components/schemas/ChatRequest", "Chat completion, routed"),
+            "/v1/completions": _completion("#/components/schemas/CompletionRequest", "Text completion, routed"),
+            "/v1/models": {"get": {"summary": "Models on this grid", "responses": ok}},
+            "/v1/grid": {"get": {"summary": "Live state of every endpoint", "responses": ok}},
+            "/v1/decisions": {"get": {"summary": "Recent decisions", "parameters": [
+                {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}}],
+                "responses": {**ok, **_errors(400)}}},
+            "/v1/decisions/{decision_id}": {"get": {"summary": "One decision", "parameters": [
+                {"name": "decision_id", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {**ok, **_errors(404)}}},
+            "/healthz": {"get": {"summary": "Health", "responses": {**ok, "503": {"description": "no healthy endpoint"}}}},
+        },
+        "components": {"schemas": schemas},
+    }

@@ -1,0 +1,31 @@
+"""Fuzz the API from its own OpenAPI schema (schemathesis) against the in-process gateway with FAKE engines:
+no input a client can send may produce a 500, and every JSON error is the OpenAI envelope."""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from pathlib import Path
+
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.spec.load import load_spec
+from tests.gateway.conftest import DEMO, _no_sleep, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+_fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+_gateway = build_gateway(spec_in(Path(tempfile.mkdtemp(prefix="aigrid-fuzz-"))), _fakes, rng=random.Random(0),
+                         sleep=_no_sleep)
+schema = schemathesis.openapi.from_asgi("/openapi.json", build_app(_gateway))
+
+
+@schema.parametrize()
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_never_500s(case: schemathesis.Case) -> None:
+    response = case.call()
+    assert response.status_code < 500 or response.status_code in (502, 503), response.text
+    if response.status_code >= 400 and response.headers.get("content-type", [""])[0].startswith("application/json"):
+        error = response.json()["error"]
+        assert set(error) == {"message", "type", "param", "code"}
