@@ -24,6 +24,10 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="aigrid: an inference grid behind one OpenAI-compatible endpoint.")
 spec_app = typer.Typer(no_args_is_help=True, help="Grid specs.")
 app.add_typer(spec_app, name="spec")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; needs AIGRID_KEY_SECRET).")
+app.add_typer(keys_app, name="keys")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+app.add_typer(audit_app, name="audit")
 console = Console()
 err_console = Console(stderr=True)
 
@@ -131,6 +135,74 @@ def explain(decision_id: str,
         err_console.print(f"[bold red]error:[/] {r.json().get('error', {}).get('message', r.text)}")
         raise typer.Exit(1)
     console.print(render_decision(r.json()))
+
+
+KeysFile = Annotated[Path, typer.Option(help="key file (the spec's security.keys_file)")]
+
+
+@keys_app.command("create")
+def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belongs to")],
+                keys_file: KeysFile = Path(".aigrid/keys.json"),
+                model: Annotated[list[str] | None, typer.Option(help="allowed model pattern (repeat)")] = None,
+                jurisdiction: Annotated[list[str] | None, typer.Option(help="allowed jurisdiction (repeat)")] = None,
+                site: Annotated[list[str] | None, typer.Option(help="allowed site (repeat)")] = None,
+                policy: Annotated[str | None, typer.Option(help="bind the key to a routing policy")] = None,
+                name: Annotated[str, typer.Option(help="a label for the key")] = "") -> None:
+    """Issue an API key; the secret is printed once, only its digest is stored."""
+    from aigrid.security.keys_cli import create_key
+
+    try:
+        keys_file.parent.mkdir(parents=True, exist_ok=True)
+        create_key(keys_file, tenant, models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
+                   policy=policy, name=name, echo=console.print)
+    except (AigridError, OSError) as e:
+        raise _fail(e) from None
+
+
+@keys_app.command("list")
+def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
+    """List keys (ids, tenants, scopes; never secrets)."""
+    from aigrid.security.keys_cli import list_keys
+
+    try:
+        list_keys(keys_file, echo=console.print)
+    except (AigridError, OSError) as e:
+        raise _fail(e) from None
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str, keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
+    """Revoke a key by id."""
+    from aigrid.security.keys_cli import revoke_key
+
+    try:
+        if not revoke_key(keys_file, key_id):
+            err_console.print(f"[bold red]error:[/] no key {key_id}")
+            raise typer.Exit(1)
+    except (AigridError, OSError) as e:
+        raise _fail(e) from None
+    console.print(f"revoked {key_id}")
+
+
+@audit_app.command("verify")
+def audit_verify(db: Annotated[Path, typer.Argument(help="audit database (security.audit.path)")] = Path(
+                     ".aigrid/audit.db"),
+                 public_key: Annotated[Path, typer.Option(help="Ed25519 public key (PEM)")] = Path(
+                     ".aigrid/audit-signing.pub.pem")) -> None:
+    """Prove the log intact, or name the first record that was changed, deleted or reordered."""
+    from aigrid.audit.cli import verify_command
+
+    raise typer.Exit(verify_command(db, public_key, echo=console.print))
+
+
+@audit_app.command("keygen")
+def audit_keygen(private_key: Path = Path(".aigrid/audit-signing.pem"),
+                 public_key: Path = Path(".aigrid/audit-signing.pub.pem")) -> None:
+    """Create the Ed25519 key pair that signs audit checkpoints."""
+    from aigrid.audit.cli import keygen_command
+
+    private_key.parent.mkdir(parents=True, exist_ok=True)
+    raise typer.Exit(keygen_command(private_key, public_key, echo=console.print))
 
 
 def main() -> None:
