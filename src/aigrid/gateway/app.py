@@ -24,6 +24,7 @@ from aigrid.core.scheduler import Scheduler
 from aigrid.core.types import GeoPoint, Policy, Rng
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError
+from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
@@ -59,6 +60,7 @@ class Gateway:
     rng: Rng
     clock: Callable[[], float]
     guard: Guard
+    agents: AgentRuntime
     location: GeoPoint | None = None
     sync: SharedSync | None = None
 
@@ -96,6 +98,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),
         rng=rng or random.Random(), clock=clock, guard=guard or Guard(spec), location=load.gateway_location(spec),
+        agents=AgentRuntime.from_spec(spec),
         sync=_sync(spec, store, shared, gateway_id),
     )
 
@@ -115,6 +118,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.guard.start()
+        await gateway.agents.start()
         await gateway.scraper.start()
         if gateway.sync is not None:
             await gateway.sync.start()
@@ -124,6 +128,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             if gateway.sync is not None:
                 await gateway.sync.stop()
             await gateway.scraper.stop()
+            await gateway.agents.stop()
             await gateway.guard.stop()
 
     return Starlette(
@@ -131,6 +136,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
             Route("/v1/completions", routes.completions, methods=["POST"]),
             Route("/v1/models", routes.list_models, methods=["GET"]),
+            Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
             Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
             Route("/v1/grid", routes.grid, methods=["GET"]),

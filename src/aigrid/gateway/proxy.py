@@ -41,6 +41,8 @@ from aigrid.telemetry.store import TelemetryStore
 
 Sleep = Callable[[float], Awaitable[None]]
 OnComplete = Callable[[DecisionRecord, "dict[str, Any] | None"], Awaitable[None]]
+Wrap = Callable[[Engine, Candidate], Engine]
+"""Wraps the chosen endpoint's engine for one request (the agent tool loop runs beside it)."""
 _PASS_HEADERS = ("content-type",)
 
 
@@ -84,12 +86,12 @@ class Proxy:
     async def forward(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
                       stream: bool, hedge: HedgePolicy | None = None, *, output: OutputFilter | None = None,
                       redact_answer: Callable[[bytes], bytes] | None = None,
-                      on_complete: OnComplete | None = None) -> Response:
+                      on_complete: OnComplete | None = None, wrap: Wrap | None = None) -> Response:
         """Serve the request from the decision's ranking. `output` filters a stream's events (firewall,
         usage metering), `redact_answer` a whole answer; `on_complete` runs once the answer is over."""
         started = self._clock()
         ranked = list(decision.ranked[: self._max_attempts])
-        opened = await self._open_first(path, body, ranked, record, hedge)
+        opened = await self._open_first(path, body, ranked, record, hedge, wrap)
         if opened is None:
             record.status = "failed"
             tried = "; ".join(f"{a['endpoint']}: {a.get('error')}" for a in record.attempts)
@@ -99,7 +101,9 @@ class Proxy:
         cand = opened.cand
         # The engine's own time to first token (emulated network excluded) feeds the routing model; a
         # non-streamed answer's first byte comes after the whole generation, so it says nothing of TTFT.
-        self._store.record_success(cand.endpoint_id, opened.first_at - opened.sent_at if stream else None)
+        # A tool loop's first byte comes after whole model turns and tool runs: not a TTFT either.
+        measured = stream and wrap is None
+        self._store.record_success(cand.endpoint_id, opened.first_at - opened.sent_at if measured else None)
         self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
         client_ttft = opened.first_at - started
         record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
@@ -129,13 +133,13 @@ class Proxy:
 
     # --- before the first byte ------------------------------------------------------------------------
     async def _open_first(self, path: str, body: dict[str, Any], ranked: Sequence[Candidate],
-                          record: DecisionRecord, hedge: HedgePolicy | None) -> Opened | None:
+                          record: DecisionRecord, hedge: HedgePolicy | None, wrap: Wrap | None) -> Opened | None:
         queue = list(ranked)
         running: dict[asyncio.Task[Opened], tuple[Candidate, bool]] = {}
 
         def start(hedged: bool) -> None:
             cand = queue.pop(0)
-            running[asyncio.ensure_future(self._attempt(path, body, cand, record, hedged))] = (cand, hedged)
+            running[asyncio.ensure_future(self._attempt(path, body, cand, record, hedged, wrap))] = (cand, hedged)
 
         try:
             while queue or running:
@@ -165,7 +169,7 @@ class Proxy:
         return None
 
     async def _attempt(self, path: str, body: dict[str, Any], cand: Candidate, record: DecisionRecord,
-                       hedged: bool) -> Opened:
+                       hedged: bool, wrap: Wrap | None = None) -> Opened:
         attempt_start = self._clock()
         stack = AsyncExitStack()
         self._store.request_started(cand.endpoint_id)
@@ -178,7 +182,10 @@ class Proxy:
                 await self._sleep(cand.prediction.rtt_ms / 1000.0)
             sent_at = self._clock()
             payload = orjson.dumps({**body, "model": self._served[cand.endpoint_id]})
-            upstream = await stack.enter_async_context(self._engines[cand.endpoint_id].open(path, payload))
+            engine = self._engines[cand.endpoint_id]
+            if wrap is not None:
+                engine = wrap(engine, cand)
+            upstream = await stack.enter_async_context(engine.open(path, payload))
             if upstream.status >= 500:
                 raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
             first = await anext(upstream.body, b"")

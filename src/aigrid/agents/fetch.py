@@ -1,0 +1,141 @@
+"""http_fetch: GET a URL, but only on hosts the operator allowed.
+
+The allow-list holds host names (`docs.python.org`) or subdomain wildcards (`*.wikipedia.org`), optionally
+with a port (`127.0.0.1:8000`). Every URL is checked after parsing (so `http://allowed@evil/` is judged by
+its real host, `evil`), URLs with credentials are refused, only http and https are spoken, and redirects
+are followed by hand, each hop checked against the same list: a redirect off the list is refused, never
+followed. The body is read as a stream and cut at max_bytes; every request has a timeout.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from html.parser import HTMLParser
+from typing import Any
+
+import httpx
+
+from aigrid.agents.tool import ToolContext, ToolError, require_str
+
+MAX_OUTPUT = 4_000
+TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/ld+json")
+_SPACE = re.compile(r"\s+")
+
+
+class HostAllowList:
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(p.strip().lower() for p in patterns if p.strip())
+
+    def allows(self, url: httpx.URL) -> bool:
+        host = url.host.lower().rstrip(".")
+        port = url.port or (443 if url.scheme == "https" else 80)
+        for pattern in self.patterns:
+            p_host, _, p_port = pattern.rpartition(":") if pattern.count(":") == 1 else (pattern, "", "")
+            if p_port and (not p_port.isdigit() or int(p_port) != port):
+                continue
+            if p_host.startswith("*."):
+                if host.endswith(p_host[1:]) and host != p_host[2:]:
+                    return True
+            elif host == p_host:
+                return True
+        return False
+
+
+class _TextOnly(HTMLParser):
+    """The visible text of an HTML page (linear time: no regex over markup)."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._skip += tag in ("script", "style")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("script", "style") and self._skip:
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def html_to_text(html: str) -> str:
+    parser = _TextOnly()
+    parser.feed(html)
+    parser.close()
+    return _SPACE.sub(" ", " ".join(parser.parts)).strip()
+
+
+class HttpFetch:
+    name = "http_fetch"
+    parameters: Mapping[str, Any] = {
+        "type": "object",
+        "properties": {"url": {"type": "string", "pattern": "^https?://[^ ]{1,500}$"}},
+        "required": ["url"],
+        "additionalProperties": False,
+    }
+
+    def __init__(self, allow: Iterable[str], client: httpx.AsyncClient, *, max_bytes: int = 200_000,
+                 timeout_s: float = 5.0, max_redirects: int = 3) -> None:
+        self.allow = HostAllowList(allow)
+        self._client = client
+        self.max_bytes = max_bytes
+        self.timeout = httpx.Timeout(timeout_s)
+        self.max_redirects = max_redirects
+        hosts = ", ".join(self.allow.patterns) or "none"
+        self.description = f"Fetch a web page or JSON document by URL (GET). Allowed hosts: {hosts}."
+
+    def check(self, raw: str) -> httpx.URL:
+        """The parsed URL if it may be fetched; ToolError saying why not otherwise."""
+        try:
+            url = httpx.URL(raw)
+        except (httpx.InvalidURL, ValueError, TypeError) as e:
+            raise ToolError(f"not a valid URL: {raw[:200]!r}") from e
+        if url.scheme not in ("http", "https"):
+            raise ToolError(f"only http and https URLs can be fetched, not {url.scheme or 'none'!r}")
+        if url.userinfo:
+            raise ToolError("URLs with credentials are not allowed")
+        if not url.host or not self.allow.allows(url):
+            raise ToolError(f"host {url.host!r} is not on this site's allow-list")
+        return url
+
+    async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str:
+        url = self.check(require_str(arguments, "url", max_len=2_000))
+        for _ in range(self.max_redirects + 1):
+            try:
+                status, headers, body, truncated = await self._get(url)
+            except httpx.HTTPError as e:
+                raise ToolError(f"fetching {url} failed: {type(e).__name__}: {e}") from e
+            location = headers.get("location")
+            if 300 <= status < 400 and location:
+                url = self.check(str(url.join(location)))  # a hop off the list raises here
+                continue
+            return self._render(url, status, headers, body, truncated)
+        raise ToolError(f"more than {self.max_redirects} redirects")
+
+    async def _get(self, url: httpx.URL) -> tuple[int, httpx.Headers, bytes, bool]:
+        chunks, size, truncated = [], 0, False
+        async with self._client.stream("GET", url, timeout=self.timeout, follow_redirects=False) as response:
+            async for chunk in response.aiter_bytes():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size >= self.max_bytes:
+                    truncated = True
+                    break
+        return response.status_code, response.headers, b"".join(chunks)[: self.max_bytes], truncated
+
+    @staticmethod
+    def _render(url: httpx.URL, status: int, headers: httpx.Headers, body: bytes, truncated: bool) -> str:
+        ctype = headers.get("content-type", "").split(";")[0].strip().lower()
+        head = f"HTTP {status} {url} ({ctype or 'unknown type'}{', truncated' if truncated else ''})"
+        if ctype and not ctype.startswith(TEXT_TYPES):
+            return f"{head}: {len(body)} bytes of binary content"
+        text = body.decode("utf-8", errors="replace")
+        if "html" in ctype:
+            text = html_to_text(text)
+        if len(text) > MAX_OUTPUT:
+            text = text[:MAX_OUTPUT] + f"... ({len(text) - MAX_OUTPUT} more characters)"
+        return f"{head}\n{text}"

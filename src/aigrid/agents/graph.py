@@ -1,0 +1,89 @@
+"""shortest_path: Dijkstra on a weighted graph (networkx), the kind of question a model gets wrong.
+
+Graphs are registered by name (e.g. a site's rail or fibre network, from the spec); a call may also pass
+a small graph inline as `edges`. The registered node names become an enum in the argument schema, so a
+constrained small model can only name places that exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import networkx as nx
+
+from aigrid.agents.tool import ToolContext, ToolError
+
+MAX_INLINE_EDGES = 10_000
+Edge = Sequence[Any]
+
+
+def graph_from_edges(edges: Iterable[Edge]) -> nx.Graph:
+    """An undirected weighted graph from [a, b] or [a, b, weight] rows; ToolError on a bad row."""
+    g = nx.Graph()
+    for i, row in enumerate(edges):
+        if not isinstance(row, list | tuple) or len(row) not in (2, 3):
+            raise ToolError(f"edge {i} must be [a, b] or [a, b, weight]")
+        a, b = str(row[0]), str(row[1])
+        w = row[2] if len(row) == 3 else 1
+        if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0 or w == float("inf"):
+            raise ToolError(f"edge {i}: the weight must be a finite number >= 0")
+        g.add_edge(a, b, weight=w)
+    return g
+
+
+class ShortestPath:
+    name = "shortest_path"
+
+    def __init__(self, graphs: Mapping[str, nx.Graph] | None = None) -> None:
+        self.graphs = dict(graphs or {})
+        nodes = sorted({str(n) for g in self.graphs.values() for n in g.nodes})
+        node_schema: dict[str, Any] = {"enum": nodes} if 0 < len(nodes) <= 500 else {"type": "string"}
+        props: dict[str, Any] = {"source": {**node_schema, "description": "the start"},
+                                 "target": {**node_schema, "description": "the destination"}}
+        if len(self.graphs) > 1:
+            props["graph"] = {"enum": sorted(self.graphs)}
+        if not self.graphs:
+            props["edges"] = {"type": "array", "items": {"type": "array"}}
+        self.parameters: Mapping[str, Any] = {
+            "type": "object", "properties": props,
+            "required": ["source", "target"] + ([] if self.graphs else ["edges"]),
+            "additionalProperties": False,
+        }
+        known = f" on the {', '.join(sorted(self.graphs))} network" if self.graphs else ""
+        self.description = (f"Shortest (least total weight) path between two nodes{known}; "
+                            "returns the nodes in order and the total distance.")
+
+    async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str:
+        source, target = arguments.get("source"), arguments.get("target")
+        if not isinstance(source, str) or not isinstance(target, str):
+            raise ToolError("source and target must be node names")
+        g = self._graph(arguments)
+        for node in (source, target):
+            if node not in g:
+                raise ToolError(f"unknown node {node!r}")
+        return await asyncio.to_thread(_dijkstra, g, source, target)
+
+    def _graph(self, arguments: Mapping[str, Any]) -> nx.Graph:
+        edges = arguments.get("edges")
+        if edges is not None:
+            if not isinstance(edges, list) or len(edges) > MAX_INLINE_EDGES:
+                raise ToolError(f"edges must be a list of at most {MAX_INLINE_EDGES} rows")
+            return graph_from_edges(edges)
+        name = arguments.get("graph")
+        if name is None and len(self.graphs) == 1:
+            return next(iter(self.graphs.values()))
+        if not isinstance(name, str) or name not in self.graphs:
+            raise ToolError(f"name a graph ({', '.join(sorted(self.graphs)) or 'none registered'}) "
+                            "or pass edges")
+        return self.graphs[name]
+
+
+def _dijkstra(g: nx.Graph, source: str, target: str) -> str:
+    try:
+        length, path = nx.single_source_dijkstra(g, source, target, weight="weight")
+    except nx.NetworkXNoPath:
+        return f"no path from {source} to {target}"
+    total = int(length) if float(length).is_integer() else round(float(length), 6)
+    return f"{' -> '.join(map(str, path))} (total {total})"

@@ -1,0 +1,372 @@
+"""The tool loop, run at the site the routing core chose: model -> tool calls -> results -> model ...
+
+A chat request opts in by naming server-side tools in its ordinary OpenAI `tools` list: a function tool
+whose name is registered (`{"type": "function", "function": {"name": "calculator"}}`; the description and
+parameters may be left out, the registry's are used). Tools the grid does not know are the client's own:
+when the model calls one, the loop stops and returns that call to the client exactly as OpenAI would
+(finish_reason "tool_calls"), with the server-side steps so far attached. A request with no server-side
+tool never reaches this module (wants_server_tools is False) and is proxied untouched.
+
+run_tool_loop() is an async generator of events: a Step after each tool run, TextDelta for the final
+answer as the engine streams it, and one Finished (or Rejected when the engine refuses the request with a
+4xx). reply.py turns the events into an OpenAI response or SSE stream. Request extensions (removed before
+the body reaches the engine): `aigrid_max_steps` (1..MAX_STEPS_LIMIT) and `aigrid_tool_mode`
+("constrained" | "native").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from aigrid.agents.sse import AnswerStream, SseReader
+from aigrid.agents.steps import (
+    Call,
+    ToolSpec,
+    Turn,
+    constrained_messages,
+    parse_turn,
+    response_format,
+)
+from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
+from aigrid.engines.protocol import Engine
+from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
+
+log = logging.getLogger(__name__)
+
+ToolMode = Literal["constrained", "native"]
+CHAT_PATH = "/v1/chat/completions"
+MAX_STEPS_LIMIT = 16
+EXTENSIONS = ("aigrid_max_steps", "aigrid_tool_mode")
+
+
+@dataclass(frozen=True, slots=True)
+class LoopConfig:
+    max_steps: int = 6
+    """Tool runs per request; when reached the model must answer with what it has."""
+    mode: ToolMode = "constrained"
+    tool_timeout_s: float = 10.0
+    max_result_chars: int = 2_000
+    step_max_tokens: int = 256
+    """max_tokens of each model turn when the client set none."""
+    reuse_tools: bool | None = None
+    """May a tool that already returned a result be offered again? None: not in constrained mode (small
+    models repeat their last call forever), yes in native mode."""
+
+
+DEFAULT_LOOP = LoopConfig()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    index: int
+    tool: str
+    arguments: Any
+    result: str
+    ok: bool
+    duration_ms: float
+    model_ms: float
+    """Duration of the model turn that asked for this call."""
+    call_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "tool": self.tool, "arguments": self.arguments, "result": self.result,
+                "ok": self.ok, "duration_ms": round(self.duration_ms, 2), "model_ms": round(self.model_ms, 2),
+                "call_id": self.call_id}
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    content: str
+    finish_reason: str
+    stop: str
+    """Why the loop ended: answer | step_limit | client_tool."""
+    steps: tuple[Step, ...]
+    tool_calls: tuple[dict[str, Any], ...] = ()
+    usage: Mapping[str, int] = field(default_factory=dict)
+    model_calls: int = 0
+    model_ms: float = 0.0
+    elapsed_ms: float = 0.0
+    mode: str = "constrained"
+
+    def summary(self) -> dict[str, Any]:
+        return {"stop": self.stop, "mode": self.mode, "steps": len(self.steps), "model_calls": self.model_calls,
+                "model_ms": round(self.model_ms, 1),
+                "tool_ms": round(sum(s.duration_ms for s in self.steps), 1),
+                "elapsed_ms": round(self.elapsed_ms, 1)}
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The engine answered the loop's request with a 4xx: pass its status and body to the client."""
+
+    status: int
+    body: bytes
+
+
+Event = Step | TextDelta | Finished | Rejected
+
+
+def _function_name(tool: Any) -> str | None:
+    if isinstance(tool, Mapping) and tool.get("type", "function") == "function":
+        fn = tool.get("function")
+        if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+            return str(fn["name"])
+    return None
+
+
+def wants_server_tools(body: Mapping[str, Any], registry: Mapping[str, Any]) -> bool:
+    """True when the request's `tools` name at least one registered server-side tool."""
+    tools = body.get("tools")
+    return isinstance(tools, list) and any(_function_name(t) in registry for t in tools)
+
+
+def offered_tools(body: Mapping[str, Any], registry: ToolRegistry) -> list[ToolSpec]:
+    specs: list[ToolSpec] = []
+    for i, t in enumerate(body.get("tools") or []):
+        name = _function_name(t)
+        if name is None:
+            raise InvalidRequest("tools must be function tools with a name", param=f"tools[{i}]")
+        if name in registry:
+            tool = registry[name]
+            specs.append(ToolSpec(name, tool.description, tool.parameters, server=True))
+        else:
+            fn = t["function"]
+            specs.append(ToolSpec(name, str(fn.get("description") or ""),
+                                  fn.get("parameters") or {"type": "object"}, server=False))
+    return specs
+
+
+def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:
+    """`base` with the request's extensions applied (400 naming the field when they are bad)."""
+    steps, mode = body.get("aigrid_max_steps", base.max_steps), body.get("aigrid_tool_mode", base.mode)
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS_LIMIT:
+        raise InvalidRequest(f"aigrid_max_steps must be an integer from 1 to {MAX_STEPS_LIMIT}",
+                             param="aigrid_max_steps")
+    if mode not in ("constrained", "native"):
+        raise InvalidRequest("aigrid_tool_mode must be 'constrained' or 'native'", param="aigrid_tool_mode")
+    return LoopConfig(steps, mode, base.tool_timeout_s, base.max_result_chars, base.step_max_tokens,
+                      base.reuse_tools)
+
+
+def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base: LoopConfig = DEFAULT_LOOP
+                          ) -> LoopConfig:
+    """Check a server-side-tools request before it is routed (InvalidRequest naming the field) and
+    return its loop settings; run_tool_loop checks the same again."""
+    offered_tools(body, registry)
+    return loop_config(body, base)
+
+
+async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolRegistry, *,
+                        context: ToolContext = NO_CONTEXT, config: LoopConfig = DEFAULT_LOOP,
+                        clock: Callable[[], float] = time.monotonic) -> AsyncGenerator[Event, None]:
+    """Run the loop for one chat request on `engine` (the chosen endpoint's) and yield its events.
+
+    Raises InvalidRequest for a bad request, EngineUnavailable when the engine fails before its first
+    answer (the caller may try the next candidate) and EngineStreamBroken when it fails later.
+    """
+    config = loop_config(body, config)
+    specs = offered_tools(body, registry)
+    constrained = config.mode == "constrained"
+    reuse = (not constrained) if config.reuse_tools is None else config.reuse_tools
+    server_names = {s.name for s in specs if s.server}
+    client_names = {s.name for s in specs if not s.server}
+    base = {k: v for k, v in body.items()
+            if k not in EXTENSIONS and k not in ("tools", "tool_choice", "parallel_tool_calls", "functions",
+                                                  "function_call", "response_format", "stream_options", "n")}
+    if "max_tokens" not in base and "max_completion_tokens" not in base:
+        base["max_tokens"] = config.step_max_tokens
+    messages: list[dict[str, Any]] = [dict(m) for m in body.get("messages") or []]
+    started = clock()
+    steps: list[Step] = []
+    spent: set[str] = set()
+    usage: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    model_ms, model_calls = 0.0, 0
+
+    while True:
+        at_limit = len(steps) >= config.max_steps
+        offer = [] if at_limit else [s for s in specs if reuse or not (s.server and s.name in spent)]
+        forced = _forced(body.get("tool_choice"), offer) if model_calls == 0 else None
+        if forced is not None:
+            offer = forced
+        payload = _payload(base, messages, offer, constrained, force_call=forced is not None)
+        turn_start = clock()
+        turn: Turn | None = None
+        async for item in _model_turn(engine, payload, constrained, first=model_calls == 0):
+            if isinstance(item, Turn):
+                turn = item
+            else:
+                yield item
+                if isinstance(item, Rejected):
+                    return
+        assert turn is not None
+        turn_ms = (clock() - turn_start) * 1000
+        model_ms += turn_ms
+        model_calls += 1
+        for k in usage:
+            usage[k] += int(turn.usage.get(k, 0))
+
+        if not turn.calls or at_limit:
+            # At the limit no more tools run, even if an engine ignored the answer-only turn and asked for
+            # one: the answer is cut short (finish_reason "length", as OpenAI says when max_tokens is hit).
+            stop = "step_limit" if at_limit else "answer"
+            reason = "length" if turn.finish_reason == "length" or turn.calls else "stop"
+            content = "" if turn.calls else turn.content
+            yield Finished(content, reason, stop, tuple(steps), (), dict(usage), model_calls, model_ms,
+                           (clock() - started) * 1000, config.mode)
+            return
+
+        client_calls = [c for c in turn.calls if c.name in client_names]
+        messages.append({"role": "assistant", "content": None if constrained else (turn.content or None),
+                         "tool_calls": [_openai_call(c) for c in turn.calls]})
+        for call in turn.calls:
+            if call.name in client_names:
+                continue
+            step = await _run_step(registry, call, server_names, context, config, len(steps), turn_ms, clock)
+            steps.append(step)
+            if step.ok:
+                spent.add(step.tool)
+            messages.append({"role": "tool", "tool_call_id": call.id, "content": step.result})
+            yield step
+        if client_calls:
+            yield Finished(turn.content, "tool_calls", "client_tool", tuple(steps),
+                           tuple(_openai_call(c) for c in client_calls), dict(usage), model_calls, model_ms,
+                           (clock() - started) * 1000, config.mode)
+            return
+
+
+def _forced(tool_choice: Any, offer: list[ToolSpec]) -> list[ToolSpec] | None:
+    """OpenAI's tool_choice on the first turn: "required" or a named function forces a call."""
+    if tool_choice == "required" and offer:
+        return offer
+    name = _function_name(tool_choice) if isinstance(tool_choice, Mapping) else None
+    named = [s for s in offer if s.name == name]
+    return named or None
+
+
+def _payload(base: Mapping[str, Any], messages: list[dict[str, Any]], offer: Sequence[ToolSpec],
+             constrained: bool, *, force_call: bool) -> dict[str, Any]:
+    payload: dict[str, Any] = {**base, "stream": True, "stream_options": {"include_usage": True}}
+    if constrained:
+        payload["messages"] = constrained_messages(messages, offer)
+        payload["response_format"] = response_format(offer, allow_answer=not force_call)
+        return payload
+    payload["messages"] = messages
+    if offer:
+        payload["tools"] = [{"type": "function", "function": {"name": s.name, "description": s.description,
+                                                               "parameters": dict(s.parameters)}} for s in offer]
+        payload["tool_choice"] = "required" if force_call else "auto"
+    return payload
+
+
+def _openai_call(call: Call) -> dict[str, Any]:
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.raw_arguments}}
+
+
+async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool,
+                      first: bool) -> AsyncIterator[TextDelta | Turn | Rejected]:
+    """One streamed model call: TextDelta for text that may be the final answer, then the Turn."""
+    turn = Turn()
+    native: dict[int, dict[str, str]] = {}
+    answer = AnswerStream()
+    raw = b""
+    try:
+        async with engine.open(CHAT_PATH, orjson.dumps(payload)) as upstream:
+            if upstream.status >= 500:
+                raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
+            if upstream.status >= 400:
+                yield Rejected(upstream.status, b"".join([c async for c in upstream.body]))
+                return
+            reader = SseReader()
+            async for chunk in upstream.body:
+                if not reader.done and len(raw) < 1_000_000:
+                    raw += chunk
+                for event in reader.feed(chunk):
+                    for delta in _apply_event(event, turn, native):
+                        text = answer.feed(delta) if constrained else ("" if native else delta)
+                        if text:
+                            yield TextDelta(text)
+    except EngineUnavailable as e:
+        if first:
+            raise
+        raise EngineStreamBroken(f"the engine failed during the tool loop: {e}") from e
+    if not turn.content and not native and raw.lstrip().startswith(b"{"):
+        _apply_json(raw, turn, native)  # an engine that answered a plain chat.completion
+    calls = [{"id": c.get("id"), "name": c.get("name"), "arguments": c.get("arguments")}
+             for _, c in sorted(native.items())]
+    yield parse_turn(turn, calls, constrained)
+
+
+def _apply_event(event: Any, turn: Turn, native: dict[int, dict[str, str]]) -> list[str]:
+    """Merge one chat.completion.chunk into the turn; return its content fragments."""
+    out: list[str] = []
+    if not isinstance(event, dict):
+        return out
+    if isinstance(event.get("usage"), dict):
+        turn.usage = {k: v for k, v in event["usage"].items() if isinstance(v, int)}
+    for choice in event.get("choices") or []:
+        delta = choice.get("delta") or {}
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            turn.content += delta["content"]
+            out.append(delta["content"])
+        for tc in delta.get("tool_calls") or []:
+            slot = native.setdefault(int(tc.get("index", len(native))), {"id": "", "name": "", "arguments": ""})
+            fn = tc.get("function") or {}
+            slot["id"] = tc.get("id") or slot["id"]
+            slot["name"] = slot["name"] or fn.get("name") or ""
+            slot["arguments"] += fn.get("arguments") or ""
+        if choice.get("finish_reason"):
+            turn.finish_reason = choice["finish_reason"]
+    return out
+
+
+def _apply_json(raw: bytes, turn: Turn, native: dict[int, dict[str, str]]) -> None:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return
+    choice = (obj.get("choices") or [{}])[0] if isinstance(obj, dict) else {}
+    message = choice.get("message") or {}
+    turn.content = message.get("content") or ""
+    turn.finish_reason = choice.get("finish_reason")
+    turn.usage = {k: v for k, v in (obj.get("usage") or {}).items() if isinstance(v, int)}
+    for i, tc in enumerate(message.get("tool_calls") or []):
+        fn = tc.get("function") or {}
+        native[i] = {"id": tc.get("id") or "", "name": fn.get("name") or "", "arguments": fn.get("arguments") or ""}
+
+
+async def _run_step(registry: ToolRegistry, call: Call, server_names: set[str], context: ToolContext,
+                    config: LoopConfig, index: int, model_ms: float, clock: Callable[[], float]) -> Step:
+    start = clock()
+    ok = False
+    if call.error is not None:
+        result = f"error: {call.error}"
+    elif call.name not in server_names:
+        result = f"error: there is no tool named {call.name!r}"
+    else:
+        try:
+            result = await asyncio.wait_for(registry[call.name].run(call.arguments or {}, context),
+                                            config.tool_timeout_s)
+            ok = True
+        except ToolError as e:
+            result = f"error: {e}"
+        except TimeoutError:
+            result = f"error: the tool did not finish within {config.tool_timeout_s}s"
+        except Exception:  # a bug in a tool must not fail the request: the model sees an error result
+            log.exception("server-side tool %s failed", call.name)
+            result = "error: the tool failed unexpectedly"
+    if len(result) > config.max_result_chars:
+        result = result[: config.max_result_chars] + "..."
+    arguments = dict(call.arguments) if call.arguments is not None else call.raw_arguments
+    return Step(index, call.name, arguments, result, ok, (clock() - start) * 1000, model_ms, call.id)

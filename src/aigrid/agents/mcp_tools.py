@@ -1,0 +1,111 @@
+"""Remote tools over the Model Context Protocol: the grid as an MCP client (official `mcp` SDK).
+
+An McpServer is one MCP server started as a child process and spoken to over stdio. start() connects,
+initialises the session and lists the server's tools; each becomes an McpTool, a server-side tool like the
+built-ins (its input schema is used as is for native and constrained tool calling). stop() closes the
+session and the child. Start and stop it from the same task (the owner's lifespan): the SDK's transport
+holds an anyio task group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aigrid.agents.tool import ToolContext, ToolError
+
+MAX_OUTPUT = 4_000
+
+
+class McpTool:
+    def __init__(self, server: McpServer, name: str, description: str, parameters: Mapping[str, Any],
+                 remote_name: str) -> None:
+        self.server = server
+        self.name = name
+        self.description = description
+        self.parameters = parameters
+        self.remote_name = remote_name
+
+    async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str:
+        return await self.server.call(self.remote_name, dict(arguments))
+
+
+class McpServer:
+    """One stdio MCP server. `prefix` is prepended to its tool names (to keep names unique)."""
+
+    def __init__(self, name: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
+                 cwd: Path | None = None, prefix: str = "", call_timeout_s: float = 10.0) -> None:
+        if not command:
+            raise ValueError(f"MCP server {name!r} needs a command")
+        self.name = name
+        self.command = list(command)
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self.prefix = prefix
+        self.call_timeout_s = call_timeout_s
+        self.tools: list[McpTool] = []
+        self._stack: AsyncExitStack | None = None
+        self._session: Any = None
+
+    async def start(self) -> list[McpTool]:
+        from mcp import ClientSession, StdioServerParameters, stdio_client  # only when MCP is configured
+
+        if self._stack is not None:
+            raise RuntimeError(f"MCP server {self.name!r} already started")
+        params = StdioServerParameters(command=self.command[0], args=self.command[1:], env=self.env, cwd=self.cwd)
+        stack = AsyncExitStack()
+        try:
+            read, write = await stack.enter_async_context(stdio_client(params))
+            session = await stack.enter_async_context(ClientSession(read, write,
+                                                                    read_timeout_seconds=self.call_timeout_s))
+            await session.initialize()
+            listed = await session.list_tools()
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack, self._session = stack, session
+        self.tools = [McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
+                              t.input_schema or {"type": "object"}, t.name) for t in listed.tools]
+        return self.tools
+
+    async def call(self, tool: str, arguments: dict[str, Any]) -> str:
+        if self._session is None:
+            raise ToolError(f"MCP server {self.name!r} is not connected")
+        from mcp import MCPError
+
+        try:
+            result = await self._session.call_tool(tool, arguments, read_timeout_seconds=self.call_timeout_s)
+        except MCPError as e:
+            raise ToolError(f"MCP server {self.name!r}: {e}") from e
+        except TimeoutError as e:
+            raise ToolError(f"MCP server {self.name!r} did not answer within {self.call_timeout_s}s") from e
+        text = _content_text(result.content)
+        if not text and result.structured_content is not None:
+            text = str(result.structured_content)
+        if result.is_error:
+            raise ToolError(text or f"MCP tool {tool!r} failed")
+        return text if len(text) <= MAX_OUTPUT else text[:MAX_OUTPUT] + "..."
+
+    async def stop(self) -> None:
+        stack, self._stack, self._session = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    async def __aenter__(self) -> McpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.stop()
+
+
+def _content_text(blocks: Sequence[Any]) -> str:
+    parts = []
+    for block in blocks:
+        text = getattr(block, "text", None)
+        parts.append(text if isinstance(text, str) else f"[{getattr(block, 'type', 'content')}]")
+    return "\n".join(parts)

@@ -1,0 +1,184 @@
+"""The loop's events as an OpenAI response, and the loop presented as an Engine.
+
+Non-streaming: one chat.completion whose message is the final answer (or the client's tool calls), with
+two extra fields: `aigrid_steps` (every tool run: tool, arguments, result, ok, duration_ms, model_ms) and
+`aigrid_loop` (stop reason, mode, model calls, time in the model and in tools).
+
+Streaming: ordinary chat.completion.chunk events; after each tool run an SSE comment line
+`: aigrid-step {...}` (every SSE parser, the OpenAI SDKs' included, skips comments); the final answer's
+text as content deltas while the engine produces it; the last chunk carries finish_reason plus
+`aigrid_steps` and `aigrid_loop`; a usage chunk when stream_options.include_usage asks for it; [DONE].
+
+ToolLoopEngine wraps the chosen endpoint's Engine so that the gateway's proxy (RTT emulation, failover
+before the first byte, headers, metrics) serves a tool loop exactly as it serves a plain completion.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import orjson
+
+from aigrid.agents.loop import (
+    CHAT_PATH,
+    DEFAULT_LOOP,
+    Event,
+    Finished,
+    LoopConfig,
+    Rejected,
+    Step,
+    TextDelta,
+    run_tool_loop,
+)
+from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolRegistry
+from aigrid.engines.protocol import Engine, EngineStats, UpstreamResponse
+from aigrid.errors import EngineError, EngineStreamBroken
+
+JSON_TYPE = {"content-type": "application/json"}
+SSE_TYPE = {"content-type": "text/event-stream"}
+
+
+def completion(finished: Finished, model: str, *, created: int, response_id: str) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": finished.content or None}
+    if finished.tool_calls:
+        message["tool_calls"] = list(finished.tool_calls)
+    return {"id": response_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": finished.finish_reason}],
+            "usage": dict(finished.usage), "aigrid_steps": [s.to_dict() for s in finished.steps],
+            "aigrid_loop": finished.summary()}
+
+
+class _Chunks:
+    def __init__(self, model: str, created: int, response_id: str) -> None:
+        self.head = {"id": response_id, "object": "chat.completion.chunk", "created": created, "model": model}
+
+    def event(self, delta: Mapping[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        chunk = {**self.head, "choices": [{"index": 0, "delta": dict(delta), "finish_reason": finish}], **extra}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def usage(self, usage: Mapping[str, int]) -> bytes:
+        return b"data: " + orjson.dumps({**self.head, "choices": [], "usage": dict(usage)}) + b"\n\n"
+
+
+def step_comment(step: Step) -> bytes:
+    return b": aigrid-step " + orjson.dumps(step.to_dict()) + b"\n\n"
+
+
+async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage: bool, created: int,
+                     response_id: str) -> AsyncIterator[bytes]:
+    out = _Chunks(model, created, response_id)
+    yield out.event({"role": "assistant", "content": ""})
+    streamed = ""
+    async for ev in events:
+        if isinstance(ev, Step):
+            yield step_comment(ev)
+        elif isinstance(ev, TextDelta):
+            streamed += ev.text
+            yield out.event({"content": ev.text})
+        elif isinstance(ev, Rejected):
+            err = {"error": {"message": f"the engine refused a step of the tool loop (HTTP {ev.status}): "
+                             f"{ev.body[:500].decode(errors='replace')}", "type": "upstream_error",
+                             "param": None, "code": "tool_loop_step_rejected"}}
+            yield b"data: " + orjson.dumps(err) + b"\n\n"
+        elif isinstance(ev, Finished):
+            if ev.content.startswith(streamed) and len(ev.content) > len(streamed):
+                yield out.event({"content": ev.content[len(streamed):]})  # text the engine did not stream
+            if ev.tool_calls:
+                calls = [{"index": i, **c} for i, c in enumerate(ev.tool_calls)]
+                yield out.event({"tool_calls": calls})
+            yield out.event({}, ev.finish_reason, aigrid_steps=[s.to_dict() for s in ev.steps],
+                            aigrid_loop=ev.summary())
+            if include_usage:
+                yield out.usage(ev.usage)
+    yield b"data: [DONE]\n\n"
+
+
+class ToolLoopEngine:
+    """An Engine whose chat completions run the server-side tool loop on `inner` (the chosen endpoint's
+    engine). Other paths and the health/stats probes go straight to `inner`.
+
+    Non-streaming requests run the whole loop inside open(), so the status is exact (the engine's own
+    4xx is passed through) and any engine failure can still fail over. Streaming requests run the first
+    model turn inside open() (failover still possible) and the rest as the body streams.
+    """
+
+    def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,
+                 config: LoopConfig = DEFAULT_LOOP, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time) -> None:
+        self.inner = inner
+        self.kind = inner.kind
+        self.base_url = inner.base_url
+        self.registry = registry
+        self.context = context
+        self.config = config
+        self._clock = clock
+        self._wall = wall_clock
+
+    def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
+        if path.rstrip("/") != CHAT_PATH:
+            return self.inner.open(path, body)
+        return self._open(body)
+
+    @asynccontextmanager
+    async def _open(self, raw: bytes) -> AsyncIterator[UpstreamResponse]:
+        body = orjson.loads(raw)
+        model = str(body.get("model", ""))
+        created, rid = int(self._wall()), f"chatcmpl-aigrid-{uuid.uuid4().hex[:24]}"
+        events = run_tool_loop(self.inner, body, self.registry, context=self.context, config=self.config,
+                               clock=self._clock)
+        try:
+            if not body.get("stream"):
+                finished: Finished | None = None
+                async for ev in events:
+                    if isinstance(ev, Rejected):
+                        yield UpstreamResponse(ev.status, JSON_TYPE, _once(ev.body))
+                        return
+                    if isinstance(ev, Finished):
+                        finished = ev
+                assert finished is not None
+                doc = completion(finished, model, created=created, response_id=rid)
+                yield UpstreamResponse(200, JSON_TYPE, _once(orjson.dumps(doc)))
+                return
+            first = await anext(events)  # the first model turn: failures here can still fail over
+            if isinstance(first, Rejected):
+                yield UpstreamResponse(first.status, JSON_TYPE, _once(first.body))
+                return
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            stream = sse_stream(_prepend(first, events), model, include_usage=include_usage,
+                                created=created, response_id=rid)
+            yield UpstreamResponse(200, SSE_TYPE, _guarded(stream))
+        finally:
+            await events.aclose()
+
+    async def health(self) -> bool:
+        return await self.inner.health()
+
+    async def stats(self) -> EngineStats:
+        return await self.inner.stats()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
+
+
+async def _prepend(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    yield first
+    async for ev in rest:
+        yield ev
+
+
+async def _guarded(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Engine failures after the first byte become EngineStreamBroken, which the proxy turns into an
+    error event (it cannot fail over once bytes were sent)."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except EngineError as e:
+        raise EngineStreamBroken(str(e)) from e

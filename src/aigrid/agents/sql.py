@@ -1,0 +1,128 @@
+"""sql: one read-only SELECT over a SQLite database the site owns.
+
+Three independent locks, so that no single mistake opens a write path:
+1. the file is opened through a `mode=ro` URI (the OS-level handle cannot write);
+2. `PRAGMA query_only = ON`;
+3. an authorizer that allows only reading (SELECT, column reads, functions, recursive CTEs) and denies
+   everything else at prepare time: INSERT/UPDATE/DELETE, CREATE/DROP, ATTACH/DETACH, PRAGMA, ...
+Runaway queries are cut by a progress handler at a deadline; value sizes are capped with
+sqlite3 limits (so `randomblob(2e9)` fails instead of allocating), and rows and output are bounded.
+Each call opens its own connection in a worker thread and closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from aigrid.agents.tool import ToolContext, ToolError, require_str
+
+MAX_SQL = 2_000
+MAX_ROWS = 50
+MAX_CELL = 200
+MAX_VALUE_BYTES = 1_000_000
+
+ALLOWED_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
+                             getattr(sqlite3, "SQLITE_RECURSIVE", 33)})
+DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer"})
+
+
+def _authorizer(action: int, arg1: str | None, arg2: str | None, db: str | None, trigger: str | None) -> int:
+    if action not in ALLOWED_ACTIONS:
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_FUNCTION and (arg2 or "").lower() in DENIED_FUNCTIONS:
+        return sqlite3.SQLITE_DENY
+    return sqlite3.SQLITE_OK
+
+
+def connect_read_only(path: Path) -> sqlite3.Connection:
+    """A connection that cannot write `path`, attach other files or change settings."""
+    if not path.is_file():
+        raise ToolError(f"database {path.name} does not exist")
+    uri = f"file:{urllib.request.pathname2url(str(path.resolve()))}?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA query_only = ON")
+    conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, MAX_VALUE_BYTES)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_SQL_LENGTH, MAX_SQL * 2)
+    conn.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
+    conn.set_authorizer(_authorizer)
+    return conn
+
+
+def read_schema(path: Path) -> str:
+    """The CREATE statements of `path`'s tables and views (shown to the model in the tool description)."""
+    conn = connect_read_only(path)
+    try:
+        conn.set_authorizer(None)
+        rows = conn.execute("SELECT sql FROM sqlite_schema WHERE type IN ('table', 'view') AND sql IS NOT NULL")
+        return "; ".join(" ".join(r[0].split()) for r in rows)
+    finally:
+        conn.close()
+
+
+class SqlQuery:
+    name = "sql"
+
+    def __init__(self, databases: Mapping[str, Path], schemas: Mapping[str, str] | None = None,
+                 *, timeout_s: float = 1.0) -> None:
+        if not databases:
+            raise ValueError("the sql tool needs at least one database")
+        self.databases = dict(databases)
+        self.timeout_s = timeout_s
+        schemas = schemas or {}
+        props: dict[str, Any] = {"query": {"type": "string", "pattern": r"^\s*(SELECT|select|WITH|with)\s.{1,1500}$"}}
+        if len(self.databases) > 1:
+            props["database"] = {"enum": sorted(self.databases)}
+        self.parameters: Mapping[str, Any] = {"type": "object", "properties": props, "required": ["query"],
+                                              "additionalProperties": False}
+        tables = " ".join(f"[{n}] {schemas[n]}" for n in sorted(self.databases) if schemas.get(n))
+        self.description = ("Run one read-only SQL SELECT over the site's SQLite database and return the "
+                             f"rows (at most {MAX_ROWS}). Schema: {tables or 'see the database'}")
+
+    @classmethod
+    def load(cls, databases: Mapping[str, Path], *, timeout_s: float = 1.0) -> SqlQuery:
+        """The tool with each database's schema read once (at startup) for its description."""
+        return cls(databases, {name: read_schema(path) for name, path in databases.items()}, timeout_s=timeout_s)
+
+    async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str:
+        query = require_str(arguments, "query", max_len=MAX_SQL)
+        name = arguments.get("database")
+        if name is None and len(self.databases) == 1:
+            name = next(iter(self.databases))
+        if not isinstance(name, str) or name not in self.databases:
+            raise ToolError(f"unknown database {name!r} (known: {', '.join(sorted(self.databases))})")
+        return await asyncio.to_thread(self._query, self.databases[name], query)
+
+    def _query(self, path: Path, query: str) -> str:
+        conn = connect_read_only(path)
+        deadline = time.monotonic() + self.timeout_s
+        conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            cur = conn.execute(query)
+            rows = cur.fetchmany(MAX_ROWS + 1)
+            columns = [d[0] for d in cur.description or ()]
+        except sqlite3.DatabaseError as e:
+            if "interrupted" in str(e):
+                raise ToolError(f"the query ran longer than {self.timeout_s}s") from e
+            if "not authorized" in str(e) or "prohibited" in str(e):
+                raise ToolError("only reading is allowed (SELECT); this statement was refused") from e
+            raise ToolError(f"SQL error: {e}") from e
+        except sqlite3.Warning as e:  # Python 3.11: several statements in one call
+            raise ToolError(f"SQL error: {e}") from e
+        finally:
+            conn.close()
+        more = len(rows) > MAX_ROWS
+        lines = [" | ".join(columns)] + [" | ".join(_cell(v) for v in row) for row in rows[:MAX_ROWS]]
+        if more:
+            lines.append(f"(more than {MAX_ROWS} rows; add a LIMIT or a WHERE)")
+        return "\n".join(lines) if rows else " | ".join(columns) + "\n(no rows)"
+
+
+def _cell(value: object) -> str:
+    text = value.hex() if isinstance(value, bytes) else str(value)
+    return text if len(text) <= MAX_CELL else text[:MAX_CELL] + "..."

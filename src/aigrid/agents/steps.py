@@ -1,0 +1,176 @@
+"""How the model asks for a tool: natively (`tool_calls`) or through constrained JSON.
+
+Engines with a tool-calling chat template (vLLM, SGLang, llama.cpp --jinja with a capable model) answer
+with OpenAI `tool_calls`. A small model such as SmolLM2-135M has no such template and writes malformed
+calls when asked in prose, so in constrained mode every model turn is decoded under a JSON schema (sent
+as `response_format: json_schema`, which llama.cpp, vLLM and SGLang turn into a grammar):
+
+    {"tool": "<name>", "arguments": {...that tool's own schema...}}  |  {"answer": "<text>"}
+
+The output is then well-formed by construction: the tool name is one of the offered tools and the
+arguments satisfy that tool's schema (enums, patterns). parse_turn() reads either form, so a native reply
+from an engine asked in constrained mode is understood too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from aigrid.agents.sse import AnswerStream
+
+MAX_ANSWER_CHARS = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool as offered to the model: a server tool from the registry or a client's own tool."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    server: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    id: str
+    name: str
+    arguments: Mapping[str, Any] | None
+    """None when the model's arguments were not a JSON object (then `error` says why)."""
+    raw_arguments: str
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Turn:
+    """One model reply: tool calls, or an answer (content)."""
+
+    content: str = ""
+    calls: list[Call] = field(default_factory=list)
+    finish_reason: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+
+
+def new_call_id() -> str:
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def step_schema(tools: Sequence[ToolSpec], *, allow_answer: bool = True) -> dict[str, Any]:
+    """The JSON schema of one constrained model turn offering `tools` (and a final answer)."""
+    options: list[dict[str, Any]] = [
+        {"type": "object",
+         "properties": {"tool": {"const": t.name}, "arguments": dict(t.parameters) or {"type": "object"}},
+         "required": ["tool", "arguments"], "additionalProperties": False}
+        for t in tools
+    ]
+    if allow_answer or not options:
+        options.append({"type": "object",
+                        "properties": {"answer": {"type": "string", "maxLength": MAX_ANSWER_CHARS}},
+                        "required": ["answer"], "additionalProperties": False})
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def response_format(tools: Sequence[ToolSpec], *, allow_answer: bool = True) -> dict[str, Any]:
+    return {"type": "json_schema",
+            "json_schema": {"name": "agent_step", "strict": True,
+                            "schema": step_schema(tools, allow_answer=allow_answer)}}
+
+
+def system_prompt(tools: Sequence[ToolSpec]) -> str:
+    if not tools:
+        return ('You are an agent. Use the tool results above to answer the question. '
+                'Reply with ONE JSON object: {"answer": TEXT}.')
+    lines = ["You are an agent that answers by calling tools. Tools:"]
+    for t in tools:
+        lines.append(f"- {t.name}: {t.description} Arguments: {arguments_text(t.parameters)}")
+    lines.append('Reply with ONE JSON object: {"tool": NAME, "arguments": {...}} to call a tool, or '
+                 '{"answer": TEXT} when the tool results answer every part of the question.')
+    return "\n".join(lines)
+
+
+def arguments_text(parameters: Mapping[str, Any], max_values: int = 50) -> str:
+    """A tool's arguments in words for the prompt: `"source" (the start, one of Lyon, Paris)`. Small
+    models follow this better than a JSON schema dump; the grammar enforces the schema anyway."""
+    parts = []
+    for name, prop in (parameters.get("properties") or {}).items():
+        notes = [str(prop["description"])] if isinstance(prop, Mapping) and prop.get("description") else []
+        if isinstance(prop, Mapping) and isinstance(prop.get("enum"), list):
+            values = [str(v) for v in prop["enum"]]
+            more = f" (+{len(values) - max_values} more)" if len(values) > max_values else ""
+            notes.append("one of " + ", ".join(values[:max_values]) + more)
+        parts.append(f'"{name}"' + (f" ({'; '.join(notes)})" if notes else ""))
+    return ", ".join(parts) or "none"
+
+
+def tool_result_message(name: str, result: str) -> dict[str, Any]:
+    """How a tool's result is shown to a model that has no tool role in its template."""
+    return {"role": "user", "content": f"{name} result: {result}"}
+
+
+def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+    """The client's conversation rewritten for constrained mode: our tool prompt merged into the system
+    message, earlier assistant tool calls as the JSON the grammar produces and tool results as user turns
+    (templates without tool support render neither `tool_calls` nor the `tool` role)."""
+    system = [system_prompt(tools)]
+    out: list[dict[str, Any]] = []
+    names: dict[str, str] = {}
+    for m in messages:
+        role = m.get("role")
+        if role in ("system", "developer"):
+            system.append(str(m.get("content") or ""))
+        elif role == "assistant" and m.get("tool_calls"):
+            for tc in m["tool_calls"]:
+                fn = tc.get("function", {})
+                names[tc.get("id", "")] = fn.get("name", "tool")
+                args = _json_object(fn.get("arguments", "{}")) or {}
+                out.append({"role": "assistant",
+                            "content": orjson.dumps({"tool": fn.get("name"), "arguments": args}).decode()})
+        elif role in ("tool", "function"):
+            name = names.get(str(m.get("tool_call_id", "")), str(m.get("name") or "tool"))
+            out.append(tool_result_message(name, str(m.get("content") or "")))
+        else:
+            out.append(dict(m))
+    return [{"role": "system", "content": "\n\n".join(s for s in system if s)}, *out]
+
+
+def _json_object(raw: str) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def parse_turn(turn: Turn, native_calls: Sequence[Mapping[str, Any]], constrained: bool) -> Turn:
+    """Fill turn.calls from native tool_calls, or (constrained mode) from the JSON content; an
+    {"answer": ...} object becomes the turn's content."""
+    for nc in native_calls:
+        raw = str(nc.get("arguments") or "")
+        args = _json_object(raw)
+        turn.calls.append(Call(id=str(nc.get("id") or new_call_id()), name=str(nc.get("name") or ""),
+                               arguments=args, raw_arguments=raw,
+                               error=None if args is not None else "the arguments are not a JSON object"))
+    if turn.calls or not constrained:
+        return turn
+    obj = _json_object(turn.content)
+    if obj is None:
+        partial = AnswerStream()
+        answer = partial.feed(turn.content)
+        if partial.is_answer:  # an answer cut off by max_tokens: keep what was written, as OpenAI does
+            turn.content = answer
+        elif turn.finish_reason == "length":
+            turn.calls.append(Call(new_call_id(), "", None, turn.content, "the reply was cut off (max_tokens)"))
+        return turn  # else not JSON: an engine that ignored the schema; the text is the answer
+    if "tool" in obj:
+        args = obj.get("arguments")
+        turn.calls.append(Call(new_call_id(), str(obj["tool"]), args if isinstance(args, dict) else None,
+                               orjson.dumps(args).decode(),
+                               None if isinstance(args, dict) else "the arguments are not a JSON object"))
+    elif "answer" in obj:
+        turn.content = str(obj["answer"])
+    return turn

@@ -1,0 +1,106 @@
+"""http_fetch: only allow-listed hosts, redirects checked hop by hop, bodies and time bounded.
+
+The network is an httpx.MockTransport: every request the tool makes is recorded, so the tests also prove
+that nothing off the list was ever contacted."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from aigrid.agents.fetch import HostAllowList, HttpFetch, html_to_text
+from aigrid.agents.tool import NO_CONTEXT, ToolError
+
+ALLOW = ["docs.example.org", "*.wiki.example", "127.0.0.1:8000"]
+
+
+def site(request: httpx.Request) -> httpx.Response:
+    path = request.url.path
+    if path == "/page":
+        return httpx.Response(200, html="<html><script>var x=1;</script><h1>Hello</h1><p>grid</p></html>")
+    if path == "/json":
+        return httpx.Response(200, json={"ok": True})
+    if path == "/hop":
+        return httpx.Response(302, headers={"location": "/page"})
+    if path == "/evil-redirect":
+        return httpx.Response(302, headers={"location": "http://169.254.169.254/latest/meta-data/"})
+    if path == "/loop":
+        return httpx.Response(302, headers={"location": "/loop"})
+    if path == "/big":
+        return httpx.Response(200, text="x" * 1_000_000)
+    if path == "/image":
+        return httpx.Response(200, content=b"\x89PNG....", headers={"content-type": "image/png"})
+    return httpx.Response(404, text="not here")
+
+
+@pytest.fixture
+def seen() -> list[str]:
+    return []
+
+
+@pytest.fixture
+async def tool(seen: list[str]) -> HttpFetch:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return site(request)
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    yield HttpFetch(ALLOW, client, max_bytes=10_000)
+    await client.aclose()
+
+
+async def test_allowed_fetches(tool: HttpFetch) -> None:
+    page = await tool.run({"url": "https://docs.example.org/page"}, NO_CONTEXT)
+    assert page.startswith("HTTP 200 https://docs.example.org/page (text/html)") and page.endswith("Hello grid")
+    assert '"ok":true' in (await tool.run({"url": "https://en.wiki.example/json"}, NO_CONTEXT)).replace(" ", "")
+    hop = await tool.run({"url": "https://docs.example.org/hop"}, NO_CONTEXT)
+    assert hop.startswith("HTTP 200 https://docs.example.org/page")
+    assert "truncated" in await tool.run({"url": "http://127.0.0.1:8000/big"}, NO_CONTEXT)
+    assert "binary content" in await tool.run({"url": "https://docs.example.org/image"}, NO_CONTEXT)
+    assert (await tool.run({"url": "https://docs.example.org/nope"}, NO_CONTEXT)).startswith("HTTP 404")
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example.com/",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://127.0.0.1:8001/",            # allowed host, other port
+    "http://127.0.0.1/",
+    "https://docs.example.org.evil.com/",
+    "https://docs.example.org@evil.com/",  # userinfo: the real host is evil.com
+    "https://user:pw@docs.example.org/page",
+    "https://wiki.example/",              # the wildcard covers subdomains only
+    "file:///etc/passwd",
+    "gopher://docs.example.org/",
+    "ftp://docs.example.org/",
+    "not a url",
+    "http://[::1]:8000/",
+])
+async def test_urls_off_the_list_are_refused_without_a_request(tool: HttpFetch, seen: list[str], url: str) -> None:
+    with pytest.raises(ToolError):
+        await tool.run({"url": url}, NO_CONTEXT)
+    assert seen == []
+
+
+async def test_redirect_off_the_list_is_not_followed(tool: HttpFetch, seen: list[str]) -> None:
+    with pytest.raises(ToolError, match="not on this site's allow-list"):
+        await tool.run({"url": "https://docs.example.org/evil-redirect"}, NO_CONTEXT)
+    assert seen == ["https://docs.example.org/evil-redirect"]
+    with pytest.raises(ToolError, match="more than 3 redirects"):
+        await tool.run({"url": "https://docs.example.org/loop"}, NO_CONTEXT)
+
+
+async def test_timeouts_become_tool_errors() -> None:
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(slow)) as client:
+        with pytest.raises(ToolError, match="ReadTimeout"):
+            await HttpFetch(ALLOW, client).run({"url": "https://docs.example.org/"}, NO_CONTEXT)
+
+
+def test_allow_list_and_html() -> None:
+    allow = HostAllowList(["Example.org"])
+    assert allow.allows(httpx.URL("https://EXAMPLE.org./x"))
+    assert not allow.allows(httpx.URL("https://sub.example.org/"))
+    assert html_to_text("<p>a<style>p{}</style> <b>b</b></p>") == "a b"
+    assert html_to_text("<script>" * 20_000) == ""  # linear: no regex over markup

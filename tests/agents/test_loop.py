@@ -1,0 +1,163 @@
+"""The tool loop's mechanics on a scripted engine: constrained and native turns, the step record,
+client tools passed back, the step limit, streaming, failures, and the Engine adapter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from aigrid.agents import (
+    Finished,
+    LoopConfig,
+    Step,
+    TextDelta,
+    ToolContext,
+    ToolLoopEngine,
+    builtin_tools,
+    run_tool_loop,
+    wants_server_tools,
+)
+from aigrid.agents.graph import graph_from_edges
+from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
+from tests.agents.scripted_engine import ScriptedEngine, answer, call
+
+REGISTRY = builtin_tools(graphs={"rail": graph_from_edges([["Lyon", "Paris", 465], ["Paris", "Frankfurt", 570]])})
+CALC = {"type": "function", "function": {"name": "calculator"}}
+PATH = {"type": "function", "function": {"name": "shortest_path"}}
+WEATHER = {"type": "function", "function": {"name": "weather", "description": "the client's own tool",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
+def chat(*tools: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"model": "m", "messages": [{"role": "user", "content": "q"}], "tools": list(tools), **extra}
+
+
+async def events(engine: ScriptedEngine, body: dict[str, Any], **kw: Any) -> list[Any]:
+    return [ev async for ev in run_tool_loop(engine, body, REGISTRY, **kw)]
+
+
+def test_wants_server_tools() -> None:
+    assert wants_server_tools(chat(CALC), REGISTRY)
+    assert wants_server_tools(chat(WEATHER, PATH), REGISTRY)
+    assert not wants_server_tools(chat(WEATHER), REGISTRY)
+    assert not wants_server_tools({"model": "m", "messages": []}, REGISTRY)
+    assert not wants_server_tools({"tools": "calculator"}, REGISTRY)
+
+
+async def test_constrained_two_tools_then_answer() -> None:
+    engine = ScriptedEngine([call("calculator", expression="1234 * 5678"),
+                             call("shortest_path", source="Lyon", target="Frankfurt"),
+                             answer('7006652; Lyon -> Paris -> Frankfurt "ok"')])
+    evs = await events(engine, chat(CALC, PATH))
+    steps = [e for e in evs if isinstance(e, Step)]
+    assert [(s.tool, s.result, s.ok) for s in steps] == [
+        ("calculator", "7006652", True), ("shortest_path", "Lyon -> Paris -> Frankfurt (total 1035)", True)]
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and fin.stop == "answer" and fin.model_calls == 3
+    assert fin.content == '7006652; Lyon -> Paris -> Frankfurt "ok"'
+    assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == fin.content  # streamed from the JSON
+    assert fin.usage == {"prompt_tokens": 30, "completion_tokens": 15, "total_tokens": 45}
+    first, second, third = engine.received
+    # constrained: no `tools` sent; a schema offering both tools; spent tools are not offered again
+    assert "tools" not in first and first["stream"] is True
+    offered = [o["properties"].get("tool", {}).get("const") for o in first["response_format"]["json_schema"]["schema"]["anyOf"]]
+    assert offered == ["calculator", "shortest_path", None]
+    assert second["response_format"]["json_schema"]["schema"]["anyOf"][0]["properties"]["tool"]["const"] == "shortest_path"
+    assert "answer" in third["response_format"]["json_schema"]["schema"]["properties"]
+    assert "calculator" in first["messages"][0]["content"] and first["messages"][0]["role"] == "system"
+    assert '{"answer": TEXT}' in third["messages"][0]["content"]
+    assert {"role": "user", "content": "calculator result: 7006652"} in third["messages"]
+
+
+async def test_native_tool_calls_and_client_tools_are_returned() -> None:
+    engine = ScriptedEngine([{"tool_calls": [{"name": "calculator", "arguments": {"expression": "2**10"}}]},
+                             {"tool_calls": [{"name": "weather", "arguments": {"city": "Lyon"}}]}])
+    evs = await events(engine, chat(CALC, WEATHER, aigrid_tool_mode="native"))
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and fin.stop == "client_tool" and fin.finish_reason == "tool_calls"
+    assert [s.result for s in fin.steps] == ["1024"]
+    assert fin.tool_calls[0]["function"] == {"name": "weather", "arguments": '{"city":"Lyon"}'}
+    first, second = engine.received
+    assert [t["function"]["name"] for t in first["tools"]] == ["calculator", "weather"]
+    assert first["tools"][0]["function"]["parameters"] == dict(REGISTRY["calculator"].parameters)  # filled in
+    assert second["messages"][-1] == {"role": "tool", "tool_call_id": "call_0", "content": "1024"}
+    assert "aigrid_tool_mode" not in first
+
+
+async def test_tool_errors_are_steps_and_the_step_limit_forces_an_answer() -> None:
+    engine = ScriptedEngine([call("calculator", expression="9**9**9"), call("calculator", expression="1+1"),
+                             answer("done")])
+    evs = await events(engine, chat(CALC, aigrid_max_steps=2), config=LoopConfig(reuse_tools=True))
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and fin.stop == "step_limit" and fin.content == "done"
+    assert [(s.ok, s.result) for s in fin.steps] == [(False, "error: the result is larger than 10000 bits"),
+                                                      (True, "2")]
+    assert list(engine.received[2]["response_format"]["json_schema"]["schema"]["properties"]) == ["answer"]
+
+
+async def test_tool_choice_required_forces_a_call_on_the_first_turn() -> None:
+    engine = ScriptedEngine([call("calculator", expression="1"), answer("1")])
+    await events(engine, chat(CALC, tool_choice="required"))
+    schema = engine.received[0]["response_format"]["json_schema"]["schema"]
+    assert schema["properties"]["tool"]["const"] == "calculator"  # no answer option
+
+
+async def test_bad_extensions_and_engine_failures() -> None:
+    with pytest.raises(InvalidRequest, match="aigrid_max_steps"):
+        await events(ScriptedEngine([]), chat(CALC, aigrid_max_steps=100))
+    with pytest.raises(InvalidRequest, match="aigrid_tool_mode"):
+        await events(ScriptedEngine([]), chat(CALC, aigrid_tool_mode="magic"))
+    down = ScriptedEngine([])
+    down.down = True
+    with pytest.raises(EngineUnavailable):
+        await events(down, chat(CALC))
+    later = ScriptedEngine([call("calculator", expression="1")])
+    with pytest.raises(EngineStreamBroken):
+        async for ev in run_tool_loop(later, chat(CALC), REGISTRY):
+            if isinstance(ev, Step):
+                later.down = True
+
+
+async def test_engine_adapter_non_streaming() -> None:
+    inner = ScriptedEngine([call("calculator", expression="6*7"), answer("42")])
+    engine = ToolLoopEngine(inner, REGISTRY, context=ToolContext("fra", "acme"), wall_clock=lambda: 1000.0)
+    async with engine.open("/v1/chat/completions", orjson.dumps(chat(CALC))) as up:
+        assert up.status == 200
+        doc = orjson.loads(b"".join([c async for c in up.body]))
+    assert doc["choices"][0]["message"] == {"role": "assistant", "content": "42"}
+    assert doc["created"] == 1000 and doc["object"] == "chat.completion"
+    assert doc["aigrid_steps"][0]["tool"] == "calculator" and doc["aigrid_steps"][0]["result"] == "42"
+    assert doc["aigrid_loop"]["steps"] == 1 and doc["aigrid_loop"]["model_calls"] == 2
+
+
+async def test_engine_adapter_streaming_and_4xx_passthrough() -> None:
+    inner = ScriptedEngine([call("calculator", expression="6*7"), answer("forty two")])
+    engine = ToolLoopEngine(inner, REGISTRY)
+    body = chat(CALC, stream=True, stream_options={"include_usage": True})
+    async with engine.open("/v1/chat/completions", orjson.dumps(body)) as up:
+        assert up.status == 200 and up.headers["content-type"] == "text/event-stream"
+        raw = b"".join([c async for c in up.body])
+    lines = raw.split(b"\n\n")
+    assert lines[1].startswith(b": aigrid-step ") and orjson.loads(lines[1][14:])["result"] == "42"
+    data = [orjson.loads(x[6:]) for x in lines if x.startswith(b"data: {")]
+    text = "".join(d["choices"][0]["delta"].get("content") or "" for d in data if d["choices"])
+    assert text == "forty two"
+    last = [d for d in data if d["choices"]][-1]
+    assert last["choices"][0]["finish_reason"] == "stop" and last["aigrid_steps"][0]["tool"] == "calculator"
+    assert data[-1]["usage"]["total_tokens"] == 30 and raw.endswith(b"data: [DONE]\n\n")
+
+    refusing = ScriptedEngine([])
+    refusing.status = 400
+    async with ToolLoopEngine(refusing, REGISTRY).open("/v1/chat/completions", orjson.dumps(body)) as up:
+        assert up.status == 400
+
+
+async def test_no_tool_runs_past_the_limit_even_if_the_engine_asks() -> None:
+    engine = ScriptedEngine([{"tool_calls": [{"name": "calculator", "arguments": {"expression": "1"}}]}] * 5)
+    evs = await events(engine, chat(CALC, aigrid_max_steps=2, aigrid_tool_mode="native"))
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and fin.stop == "step_limit" and fin.finish_reason == "length"
+    assert len(fin.steps) == 2 and fin.model_calls == 3 and fin.content == ""
+    assert "tools" not in engine.received[2]  # the last turn offered no tool

@@ -1,0 +1,75 @@
+"""regex: the modes work, and catastrophic patterns are stopped at the time limit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from aigrid.agents.regex_tool import MAX_TEXT, RegexTool
+from aigrid.agents.tool import NO_CONTEXT, ToolError
+
+
+async def test_modes() -> None:
+    tool = RegexTool()
+    text = "order 12 shipped to Lyon, order 7 to Milan"
+    assert await tool.run({"pattern": r"\d+", "text": text}, NO_CONTEXT) == "2 matches: ['12', '7']"
+    assert "groups ['Lyon']" in await tool.run({"pattern": r"to (\w+)", "text": text, "mode": "search"}, NO_CONTEXT)
+    assert await tool.run({"pattern": r"x", "text": text, "mode": "search"}, NO_CONTEXT) == "no match"
+    assert (await tool.run({"pattern": r"\d+", "text": text, "mode": "sub", "replacement": "N"}, NO_CONTEXT)
+            == "order N shipped to Lyon, order N to Milan")
+    assert "match 'LYON'" in await tool.run({"pattern": "lyon", "text": "LYON", "mode": "fullmatch", "flags": "i"},
+                                            NO_CONTEXT)
+
+
+@pytest.mark.parametrize(("pattern", "text"), [
+    (r"(a|aa)+$", "a" * 5000 + "b"),
+    (r"(a|a?)+$", "a" * 5000 + "b"),
+    (r"^(\w+\s?)*$", "an evil sentence " * 300 + "!"),
+    (r"(.*a){30}", "a" * 40 + "b" * 4000),
+])
+async def test_catastrophic_patterns_time_out_without_blocking_the_loop(pattern: str, text: str) -> None:
+    tool = RegexTool(timeout_s=0.3)
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.02)
+            ticks += 1
+
+    task = asyncio.create_task(ticker())
+    start = time.monotonic()
+    try:
+        try:
+            await tool.run({"pattern": pattern, "text": text}, NO_CONTEXT)  # an answer in time is fine too
+        except ToolError as e:
+            assert "took longer" in str(e)
+    finally:
+        task.cancel()
+    elapsed = time.monotonic() - start
+    assert elapsed < 2.0
+    assert ticks >= int(elapsed / 0.02 / 4)  # the event loop kept running while the pattern ran
+
+
+async def test_the_classic_evil_pattern_is_stopped_at_the_deadline() -> None:
+    start = time.monotonic()
+    with pytest.raises(ToolError, match="took longer than 0.2s"):
+        await RegexTool(timeout_s=0.2).run({"pattern": r"(a|aa)+$", "text": "a" * 5000 + "b"}, NO_CONTEXT)
+    assert time.monotonic() - start < 1.5
+
+
+@pytest.mark.parametrize("args", [
+    {"pattern": "(", "text": "x"}, {"pattern": "a" * 600, "text": "x"}, {"pattern": "a", "text": "x" * (MAX_TEXT + 1)},
+    {"pattern": "a", "text": "a", "mode": "exec"}, {"pattern": "a", "text": "a", "flags": "L"},
+    {"pattern": "(a)", "text": "a", "mode": "sub", "replacement": r"\9"}, {"text": "a"},
+])
+async def test_bad_input_is_refused(args: dict) -> None:
+    with pytest.raises(ToolError):
+        await RegexTool().run(args, NO_CONTEXT)
+
+
+async def test_output_is_bounded() -> None:
+    out = await RegexTool().run({"pattern": ".", "text": "x" * 10_000}, NO_CONTEXT)
+    assert out.startswith("100 matches")

@@ -1,0 +1,89 @@
+"""sql: SELECTs work; every way of writing, attaching, or changing settings is refused; runaways are cut."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from aigrid.agents.sql import SqlQuery
+from aigrid.agents.tool import NO_CONTEXT, ToolError
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "shop.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE orders (id INTEGER PRIMARY KEY, city TEXT, total REAL)")
+        conn.executemany("INSERT INTO orders (city, total) VALUES (?, ?)",
+                         [("Lyon", 10.5), ("Milan", 20.0), ("Lyon", 4.5)])
+    conn.close()
+    return path
+
+
+def count(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM orders").fetchone()[0])
+    finally:
+        conn.close()
+
+
+async def test_select(db: Path) -> None:
+    tool = SqlQuery.load({"shop": db})
+    assert "CREATE TABLE orders" in tool.description
+    out = await tool.run({"query": "SELECT city, sum(total) AS t FROM orders GROUP BY city ORDER BY city"}, NO_CONTEXT)
+    assert out == "city | t\nLyon | 15.0\nMilan | 20.0"
+    assert "(no rows)" in await tool.run({"query": "SELECT * FROM orders WHERE city = 'Oslo'"}, NO_CONTEXT)
+    recursive = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3) SELECT sum(x) FROM n"
+    assert (await tool.run({"query": recursive}, NO_CONTEXT)).endswith("\n6")
+
+
+@pytest.mark.parametrize("query", [
+    "INSERT INTO orders (city, total) VALUES ('Evil', 1)",
+    "UPDATE orders SET total = 0",
+    "DELETE FROM orders",
+    "DROP TABLE orders",
+    "CREATE TABLE x (a)",
+    "CREATE TEMP TABLE x (a)",
+    "ATTACH DATABASE '/tmp/evil.db' AS evil",
+    "ATTACH DATABASE ':memory:' AS m",
+    "PRAGMA query_only = OFF",
+    "PRAGMA writable_schema = ON",
+    "PRAGMA journal_mode = DELETE",
+    "VACUUM INTO '/tmp/copy.db'",
+    "SELECT 1; DELETE FROM orders",
+    "REPLACE INTO orders (id, city, total) VALUES (1, 'x', 0)",
+    "SELECT load_extension('/tmp/evil.so')",
+    "BEGIN; DELETE FROM orders; COMMIT",
+])
+async def test_writes_attach_and_pragmas_are_refused(db: Path, query: str, tmp_path: Path) -> None:
+    with pytest.raises(ToolError):
+        await SqlQuery({"shop": db}).run({"query": query}, NO_CONTEXT)
+    assert count(db) == 3
+    assert not Path("/tmp/evil.db").exists() or Path("/tmp/evil.db").stat().st_size == 0
+    assert not Path("/tmp/copy.db").exists()
+
+
+async def test_runaway_and_huge_values_are_cut(db: Path) -> None:
+    tool = SqlQuery({"shop": db}, timeout_s=0.3)
+    start = time.monotonic()
+    with pytest.raises(ToolError, match="longer than 0.3s"):
+        await tool.run({"query": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
+                                 "SELECT count(*) FROM n"}, NO_CONTEXT)
+    assert time.monotonic() - start < 2
+    with pytest.raises(ToolError):
+        await tool.run({"query": "SELECT randomblob(2000000000)"}, NO_CONTEXT)
+    out = await tool.run({"query": "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 500) "
+                                   "SELECT x FROM n"}, NO_CONTEXT)
+    assert out.endswith("(more than 50 rows; add a LIMIT or a WHERE)")
+
+
+async def test_unknown_database_and_missing_file(db: Path, tmp_path: Path) -> None:
+    with pytest.raises(ToolError, match="unknown database"):
+        await SqlQuery({"shop": db, "b": db}).run({"query": "SELECT 1"}, NO_CONTEXT)
+    with pytest.raises(ToolError, match="does not exist"):
+        await SqlQuery({"gone": tmp_path / "gone.db"}).run({"query": "SELECT 1"}, NO_CONTEXT)
+    assert not (tmp_path / "gone.db").exists()  # mode=ro never creates the file
