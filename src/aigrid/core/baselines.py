@@ -1,0 +1,169 @@
+"""Baseline routers to compare the five-axis scheduler against, with the same signature as schedule().
+
+Each one applies exactly the scheduler's hard filters (model, residency, tenant sites, retry exclusions,
+health, capacity) and then ranks the survivors by one simple key instead of five weighted axes:
+
+- centralized: only the endpoints of one named region (the site ids given), least outstanding first;
+- nearest: smallest great-circle distance to the client (a GeoDNS / anycast setup);
+- round robin: the next endpoint in a fixed order; the counter lives in the router object, not a global;
+- least loaded: fewest outstanding requests (running + waiting) per batch slot;
+- lowest recent latency: the smallest recently measured TTFT, the way LiteLLM's latency-based routing
+  picks deployments; an endpoint with no measurement yet counts as 0 (tried first), and there is no
+  prediction of distance or queueing.
+
+Ties are broken with the injected rng. Pure: no I/O, no clock, no global random.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from aigrid.core.geo import distance_km
+from aigrid.core.plugins import Context, Filter
+from aigrid.core.registry import FILTERS
+from aigrid.core.scorers.cost import request_cost_usd
+from aigrid.core.types import (
+    Candidate,
+    Decision,
+    Endpoint,
+    GridView,
+    Policy,
+    Prediction,
+    Rejection,
+    RequestInfo,
+    Rng,
+)
+
+HARD_FILTERS: tuple[Filter, ...] = tuple(make() for make in FILTERS.values())
+
+Key = Callable[[RequestInfo, GridView, Endpoint], float]
+
+
+def eligible(request: RequestInfo, view: GridView, policy: Policy,
+             filters: Sequence[Filter] = HARD_FILTERS) -> tuple[list[Endpoint], list[Rejection]]:
+    """Split the view's endpoints into those passing every hard filter and rejections with reasons."""
+    ctx = Context(request, view, policy)
+    ok: list[Endpoint] = []
+    rejected: list[Rejection] = []
+    for ep in view.endpoints:
+        for f in filters:
+            verdict = f.check(ctx, ep)
+            if not verdict.ok:
+                rejected.append(Rejection(ep.id, ep.site_id, f.name, verdict.reason))
+                break
+        else:
+            ok.append(ep)
+    return ok, rejected
+
+
+def _distance(request: RequestInfo, view: GridView, ep: Endpoint) -> float:
+    loc = request.client_location
+    return 0.0 if loc is None else distance_km(loc, view.sites[ep.site_id].location)
+
+
+def _outstanding(request: RequestInfo, view: GridView, ep: Endpoint) -> float:
+    s = view.state(ep.id)
+    return (s.running + s.waiting) / max(ep.max_concurrency, 1)
+
+
+def _recent_ttft(request: RequestInfo, view: GridView, ep: Endpoint) -> float:
+    ttft = view.state(ep.id).ttft_s
+    return 0.0 if ttft is None else ttft
+
+
+def _decide(name: str, request: RequestInfo, view: GridView, ranked_eps: Sequence[tuple[float, Endpoint]],
+            rejected: list[Rejection], rng: Rng, why: str) -> Decision:
+    """Rank by key (lower first); equal best keys are broken at random with the injected rng."""
+    ranked = sorted(ranked_eps, key=lambda ke: (ke[0], ke[1].id))
+    if len(ranked) > 1:
+        best = [ke for ke in ranked if ke[0] == ranked[0][0]]
+        if len(best) > 1:
+            pick = best[min(int(rng.random() * len(best)), len(best) - 1)]
+            ranked = [pick, *(ke for ke in ranked if ke is not pick)]
+    cands = tuple(_candidate(request, view, ep, -key, name) for key, ep in ranked)
+    if cands:
+        reason = f"{name}: chose {cands[0].endpoint_id} at {cands[0].site_id} ({why} {ranked[0][0]:.3g})"
+    else:
+        reason = f"{name}: no eligible endpoint ({len(rejected)} rejected)"
+    return Decision(request.id, name, cands, tuple(rejected), reason)
+
+
+def _candidate(request: RequestInfo, view: GridView, ep: Endpoint, total: float, name: str) -> Candidate:
+    site = view.sites[ep.site_id]
+    dist = None if request.client_location is None else distance_km(request.client_location, site.location)
+    return Candidate(
+        endpoint_id=ep.id, site_id=site.id, jurisdiction=site.jurisdiction, model=ep.model, scores={},
+        total=total, prediction=Prediction(0.0, 0.0, 0.0, distance_km=dist),
+        cost_usd=request_cost_usd(request, ep), notes=(f"baseline {name}",),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRouter:
+    """Route to the eligible endpoint with the smallest key."""
+
+    name: str
+    key: Key
+    why: str
+
+    def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
+        ok, rejected = eligible(request, view, policy)
+        return _decide(self.name, request, view, [(self.key(request, view, ep), ep) for ep in ok],
+                       rejected, rng, self.why)
+
+
+def nearest() -> KeyRouter:
+    return KeyRouter("nearest", _distance, "distance km")
+
+
+def least_loaded() -> KeyRouter:
+    return KeyRouter("least-loaded", _outstanding, "outstanding per slot")
+
+
+def lowest_latency() -> KeyRouter:
+    return KeyRouter("lowest-latency", _recent_ttft, "recent TTFT s")
+
+
+@dataclass(frozen=True, slots=True)
+class Centralized:
+    """Everything goes to one region (a set of site ids); inside it, least outstanding first."""
+
+    site_ids: frozenset[str]
+    name: str = "centralized"
+
+    def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
+        ok, rejected = eligible(request, view, policy)
+        here = []
+        for ep in ok:
+            if ep.site_id in self.site_ids:
+                here.append((_outstanding(request, view, ep), ep))
+            else:
+                rejected.append(Rejection(ep.id, ep.site_id, "centralized", "outside the central region"))
+        return _decide(self.name, request, view, here, rejected, rng, "outstanding per slot")
+
+
+@dataclass(slots=True)
+class RoundRobin:
+    """The next eligible endpoint in id order after the last one chosen. The counter is explicit state."""
+
+    name: str = "round-robin"
+    counter: int = field(default=0)
+
+    def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
+        ok, rejected = eligible(request, view, policy)
+        ok.sort(key=lambda ep: ep.id)
+        n = len(ok)
+        start = self.counter % n if n else 0
+        self.counter += 1
+        ranked = [(float((k - start) % n), ep) for k, ep in enumerate(ok)]
+        return _decide(self.name, request, view, ranked, rejected, rng, "position")
+
+
+BASELINES: dict[str, Callable[[], Callable[[RequestInfo, GridView, Policy, Rng], Decision]]] = {
+    "nearest": nearest,
+    "round-robin": RoundRobin,
+    "least-loaded": least_loaded,
+    "lowest-latency": lowest_latency,
+}
+"""Baselines that need no settings (centralized needs its region: Centralized(frozenset({...})))."""

@@ -1,0 +1,69 @@
+"""`aigrid sim SCENARIO.yaml --out DIR`: run a scenario, write its reports, print the comparison table.
+
+The top-level CLI mounts `app` (a typer sub-app) or calls run_scenario() directly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from aigrid.sim.experiment import run_experiment
+from aigrid.sim.plots import write_plots
+from aigrid.sim.report import print_table, summary, write_outputs
+from aigrid.sim.scenario import ScenarioError, ScenarioProblem, load_scenario
+
+
+def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, quiet: bool = False,
+                 console: Console | None = None) -> dict[str, object]:
+    """Run one scenario file; write summary.json, details.json, requests.csv and PNGs into out_dir.
+
+    Returns the summary dict. Raises ScenarioError (a SpecError) for a bad scenario.
+    """
+    console = console or Console(stderr=True)
+    scenario = load_scenario(path)
+    out = Path(out_dir)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
+        tasks: dict[str, TaskID] = {}
+
+        def report(label: str, fraction: float) -> None:
+            if label not in tasks:
+                tasks[label] = progress.add_task(label, total=1.0)
+            progress.update(tasks[label], completed=min(max(fraction, 0.0), 1.0))
+
+        try:
+            experiment = run_experiment(scenario, progress=report)
+        except ScenarioProblem as e:
+            raise ScenarioError(str(path), [str(e)]) from None
+    write_outputs(experiment, out)
+    if plots:
+        write_plots(experiment, out)
+    if not quiet:
+        print_table(experiment, Console(width=max(Console().width, 132)))
+        console.print(f"wrote {out}/summary.json ({experiment.events:,} events in {experiment.wall_s:.1f} s)")
+    return summary(experiment)
+
+
+app = typer.Typer(help="Simulate a planet-scale grid driven by the same routing core.", add_completion=False)
+
+
+@app.command()
+def sim(scenario: Annotated[Path, typer.Argument(help="scenario YAML, e.g. examples/sim/global.yaml")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="directory for the reports")] = Path("sim-out"),
+        no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG plots")] = False,
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")] = False) -> None:
+    """Run SCENARIO and write summary.json, requests.csv and plots into --out."""
+    try:
+        run_scenario(scenario, out, plots=not no_plots, quiet=quiet)
+    except ScenarioError as e:
+        Console(stderr=True).print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+
+
+if __name__ == "__main__":
+    app()

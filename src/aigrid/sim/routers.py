@@ -1,0 +1,29 @@
+"""Policy name -> (router, Policy). aigrid's named policies go through core.scheduler.schedule, the very
+function the gateway calls; the baselines (core.baselines) share its signature and hard filters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aigrid.core.baselines import BASELINES, Centralized
+from aigrid.core.policies import BUILTIN_POLICIES
+from aigrid.core.scheduler import schedule
+from aigrid.core.types import Decision, GridView, Policy, RequestInfo, Rng
+
+Router = Callable[[RequestInfo, GridView, Policy, Rng], Decision]
+KNOWN = (*BUILTIN_POLICIES, "centralized", *BASELINES)
+
+
+def make_router(name: str, central_sites: frozenset[str] = frozenset()) -> tuple[Router, Policy]:
+    """A fresh router (baselines with state start from zero) and the Policy it is called with."""
+    if name in BUILTIN_POLICIES:
+        return schedule, BUILTIN_POLICIES[name]
+    if name == "centralized":
+        return Centralized(central_sites), Policy("centralized", {})
+    if name in BASELINES:
+        return BASELINES[name](), Policy(name, {})
+    raise KeyError(f"unknown policy {name!r} (known: {', '.join(KNOWN)})")
+
+
+def is_aigrid(name: str) -> bool:
+    return name in BUILTIN_POLICIES

@@ -1,0 +1,204 @@
+"""One simulation run: one routing policy, one grid, one list of arrivals, virtual time.
+
+Life of a request: it arrives at its gateway, which builds a GridView from late telemetry and asks the
+router (core.schedule or a baseline) for a Decision. The request travels half a round trip to the chosen
+engine; the first token and the last one travel half a round trip back. A connection to a site that is down
+fails after a round trip, one across a cut-off region after the connect timeout; the gateway then opens its
+circuit breaker for that endpoint and routes again with it excluded (up to max_attempts). A request lost in
+an outage is re-routed the same way, mid-stream ones included; its first-token time stays the first one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from aigrid.core.geo import distance_km
+from aigrid.core.types import Decision, GeoPoint, Policy, RequestInfo
+from aigrid.sim.clock import EventLoop
+from aigrid.sim.engine import Engine, Job
+from aigrid.sim.gateway import CandidateCache, Gateways, Telemetry
+from aigrid.sim.grid import Grid
+from aigrid.sim.network import Network
+from aigrid.sim.routers import Router
+
+PENDING, OK, REJECTED, FAILED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """What the run replays: arrival times, the RequestInfo of each, its output length, gateway, jitter."""
+
+    t: np.ndarray
+    request: Callable[[int], RequestInfo]
+    output: np.ndarray
+    gateway: np.ndarray
+    jitter_u: np.ndarray
+    jurisdiction: Callable[[int], str] = lambda i: ""
+    """The client's own jurisdiction (used only to decide who is cut off by a partition)."""
+
+
+@dataclass
+class RunResult:
+    ttft_s: np.ndarray
+    e2e_s: np.ndarray
+    tpot_s: np.ndarray
+    endpoint: np.ndarray
+    status: np.ndarray
+    attempts: np.ndarray
+    cost_usd: np.ndarray
+    violation: np.ndarray
+    rtt_s: np.ndarray
+    utilization: np.ndarray
+    """Per endpoint: served work at peak efficiency / elapsed time (see EngineStats.work_s)."""
+    events: int
+    end_s: float
+    decisions: list[Decision] | None
+
+
+class Simulation:
+    def __init__(self, grid: Grid, arrivals: Arrivals, router: Router, policy: Policy, network: Network,
+                 *, gateways: int = 1, telemetry_interval_s: float = 1.0, telemetry_lag_s: float = 1.0,
+                 candidates: int = 32, local_accounting: bool = True, circuit_cooldown_s: float = 30.0,
+                 connect_timeout_s: float = 1.0, max_attempts: int = 3, seed: int = 0,
+                 pinned_sites: frozenset[str] = frozenset(), keep_decisions: bool = False,
+                 candidate_cache: CandidateCache | None = None) -> None:
+        self.grid, self.arr, self.router, self.policy, self.net = grid, arrivals, router, policy, network
+        self.loop = EventLoop()
+        self.rng = random.Random(seed)
+        n = len(arrivals.t)
+        self.engines = [Engine(i, perf, self.loop, self._first, self._done, self._changed)
+                        for i, perf in enumerate(grid.perf)]
+        self.telemetry = Telemetry(self.loop, len(self.engines), lambda i: self.engines[i].state(),
+                                   telemetry_interval_s, telemetry_lag_s)
+        self.gw = Gateways(grid, self.telemetry, gateways, candidates, local_accounting, circuit_cooldown_s,
+                           pinned_sites, candidate_cache)
+        self.ep_index = {ep.id: i for i, ep in enumerate(grid.endpoints)}
+        self.connect_timeout_s = connect_timeout_s
+        self.max_attempts = max_attempts
+        self.cut: list[tuple[frozenset[str], set[str]]] = []
+        """Active partitions: (jurisdictions inside, site ids inside)."""
+        self.ttft = np.full(n, np.nan)
+        self.e2e = np.full(n, np.nan)
+        self.tpot = np.full(n, np.nan)
+        self.first_at = np.full(n, np.nan)
+        self.chosen = np.full(n, -1, dtype=np.int32)
+        self.status = np.zeros(n, dtype=np.int8)
+        self.attempts = np.zeros(n, dtype=np.int8)
+        self.cost = np.zeros(n)
+        self.violation = np.zeros(n, dtype=bool)
+        self.rtt = np.zeros(n)
+        self.tries: dict[int, frozenset[str]] = {}
+        self.decisions: list[Decision] | None = [] if keep_decisions else None
+        self.outputs = arrivals.output
+
+    # ---- driving -----------------------------------------------------------------------------------
+    def run(self, on_tick: Callable[[float], None] | None = None) -> RunResult:
+        if len(self.arr.t):
+            self.loop.at(float(self.arr.t[0]), self._arrive, 0)
+        self.telemetry.start()
+        horizon = float(self.arr.t[-1]) if len(self.arr.t) else 0.0
+        self.loop.run(until=horizon, on_tick=on_tick)
+        self.telemetry.stopped = True
+        self.loop.run(on_tick=on_tick)
+        end = max(self.loop.now, 1e-9)
+        for e in self.engines:
+            e._advance(end)
+        utilization = np.array([e.stats.work_s / end for e in self.engines])
+        return RunResult(self.ttft, self.e2e, self.tpot, self.chosen, self.status, self.attempts, self.cost,
+                         self.violation, self.rtt, utilization, self.loop.events, end, self.decisions)
+
+    def _arrive(self, i: int) -> None:
+        if i + 1 < len(self.arr.t):
+            self.loop.at(float(self.arr.t[i + 1]), self._arrive, i + 1)
+        self._dispatch(i, frozenset())
+
+    def _dispatch(self, i: int, exclude: frozenset[str]) -> None:
+        req = self.arr.request(i)
+        if exclude:
+            req = RequestInfo(req.id, req.model, req.prompt_tokens, req.max_output_tokens, req.client_location,
+                              req.allowed_jurisdictions, req.tenant, req.allowed_sites, req.prefix_hash,
+                              req.session, exclude)
+        g = int(self.arr.gateway[i])
+        where = req.client_location or GeoPoint(0.0, 0.0)
+        now = self.loop.now
+        tier = 0
+        while True:
+            idx, eps = self.gw.candidates(where, req.model, req.allowed_jurisdictions, tier)
+            decision = self.router(req, self.gw.view(g, idx, eps, now), self.policy, self.rng)
+            if decision.chosen is not None or not self.gw.can_widen(req.model, tier):
+                break
+            tier += 1
+        if self.decisions is not None:
+            self.decisions.append(decision)
+        best = decision.chosen
+        if best is None:
+            self.status[i] = REJECTED
+            return
+        k = self.ep_index[best.endpoint_id]
+        self.gw.record_send(g, k, now)
+        self.chosen[i] = k
+        self.attempts[i] += 1
+        self.tries[i] = exclude | {best.endpoint_id}
+        allowed = req.allowed_jurisdictions
+        if allowed is not None and best.jurisdiction not in allowed:
+            self.violation[i] = True
+        self.cost[i] = best.cost_usd
+        site = self.grid.sites[best.site_id]
+        dist = 0.0 if req.client_location is None else distance_km(req.client_location, site.location)
+        rtt = self.net.rtt_ms(dist, float(self.arr.jitter_u[i])) / 1000.0
+        self.rtt[i] = rtt
+        if self.cut and self._crosses_cut(i, best.site_id):
+            self.loop.after(self.connect_timeout_s, self._failover, (i, k))
+        else:
+            self.loop.after(rtt / 2, self._reach, (i, k))
+
+    def _reach(self, arg: tuple[int, int]) -> None:
+        i, k = arg
+        engine = self.engines[k]
+        if not engine.up:
+            self.loop.after(self.rtt[i] / 2, self._failover, (i, k))
+            return
+        engine.submit(Job(i, int(self.arr.request(i).prompt_tokens), int(self.outputs[i]), self.loop.now))
+
+    def _failover(self, arg: tuple[int, int]) -> None:
+        i, k = arg
+        self.gw.record_failure(int(self.arr.gateway[i]), k, self.loop.now)
+        if self.attempts[i] >= self.max_attempts:
+            self.status[i] = FAILED
+            return
+        self._dispatch(i, self.tries.get(i, frozenset()))
+
+    def _first(self, job: Job, now: float) -> None:
+        i = job.rid
+        if np.isnan(self.ttft[i]):
+            self.ttft[i] = now + self.rtt[i] / 2 - self.arr.t[i]
+            self.first_at[i] = now
+
+    def _done(self, job: Job, now: float) -> None:
+        i = job.rid
+        self.e2e[i] = now + self.rtt[i] / 2 - self.arr.t[i]
+        if job.output > 1:
+            self.tpot[i] = (now - job.first_token) / (job.output - 1)
+        self.status[i] = OK
+        self.tries.pop(i, None)
+
+    def _changed(self, index: int) -> None:
+        self.telemetry.dirty.add(index)
+
+    # ---- faults ------------------------------------------------------------------------------------
+    def take_down(self, indices: Sequence[int]) -> None:
+        for k in indices:
+            for job in self.engines[k].fail():
+                self.loop.after(self.rtt[job.rid] / 2, self._failover, (job.rid, k))
+
+    def bring_up(self, indices: Sequence[int]) -> None:
+        for k in indices:
+            self.engines[k].recover()
+
+    def _crosses_cut(self, i: int, site_id: str) -> bool:
+        client = self.arr.jurisdiction(i)
+        return any((client in inside_j) != (site_id in inside_sites) for inside_j, inside_sites in self.cut)

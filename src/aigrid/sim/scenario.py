@@ -1,0 +1,191 @@
+"""Scenario spec: pydantic models loaded from YAML. A bad scenario raises ScenarioError naming the file and
+the field, never a traceback. See examples/sim/*.yaml and docs/simulator.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml  # type: ignore[import-untyped]
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aigrid.errors import SpecError
+from aigrid.sim.hardware import HARDWARE
+from aigrid.sim.routers import KNOWN
+
+
+class ScenarioError(SpecError):
+    """A scenario file that cannot be read or does not validate (str() lists each problem with its field)."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        super().__init__(path, problems)
+        self.args = ("\n".join(f"{path}: {p}" for p in problems),)
+
+
+class ScenarioProblem(ValueError):
+    """A scenario that validates but cannot be built (an unknown city, a model too big for its hardware)."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelDef(Strict):
+    name: str
+    family: str
+    params_b: float = Field(gt=0)
+    kv_bytes_per_token: int = Field(default=131072, gt=0, description="2 x layers x KV heads x head dim x 2 B")
+
+
+class SiteDef(Strict):
+    id: str
+    city: str | None = None
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    country: str | None = None
+    jurisdiction: str | None = None
+    hardware: str = "h100"
+    gpus_per_replica: int = Field(default=1, ge=1, le=16)
+    replicas: int = Field(default=1, ge=1, le=10_000)
+    models: list[str] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _where(self) -> SiteDef:
+        if self.city is None and (self.lat is None or self.lon is None):
+            raise ValueError(f"site {self.id!r} needs a city or lat and lon")
+        if self.hardware not in HARDWARE:
+            raise ValueError(f"site {self.id!r}: unknown hardware {self.hardware!r} (known: {sorted(HARDWARE)})")
+        return self
+
+
+class GeneratedSites(Strict):
+    """`count` sites at the most populous cities of the chosen continents, hardware drawn by share."""
+
+    count: int = Field(gt=0, le=20_000)
+    hardware: dict[str, float] = Field(default_factory=lambda: {"h100": 1.0})
+    continents: list[str] | None = None
+    models: list[str] = Field(min_length=1)
+    gpus_per_replica: int = Field(default=1, ge=1)
+    replicas: int = Field(default=1, ge=1)
+
+
+class Tenant(Strict):
+    name: str
+    share: float = Field(gt=0, description="fraction of all requests (normalised over tenants)")
+    trace: Literal["conv", "code"] = "conv"
+    model: str
+    continents: list[str] | None = None
+    countries: list[str] | None = None
+    jurisdictions: list[str] | None = Field(default=None, description="allowed jurisdictions (residency)")
+    max_prompt_tokens: int = Field(default=8192, gt=0)
+
+
+class Diurnal(Strict):
+    peak_to_trough: float = Field(default=3.0, ge=1.0)
+    peak_hour: float = Field(default=15.0, ge=0, lt=24)
+    start_utc_hour: float = Field(default=12.0, ge=0, lt=24)
+
+
+class NetworkDef(Strict):
+    route_factor: float = Field(default=1.5, ge=1.0)
+    overhead_ms: float = Field(default=2.0, ge=0)
+    jitter_ms: float = Field(default=1.0, ge=0)
+
+
+class GatewayDef(Strict):
+    count: int = Field(default=1, ge=1, le=1000, description="gateways deciding at once")
+    telemetry_interval_s: float = Field(default=1.0, gt=0)
+    telemetry_lag_s: float = Field(default=1.0, ge=0)
+    candidates: int = Field(default=32, ge=1, description="nearest endpoints a regional gateway scores")
+    local_accounting: bool = True
+    circuit_cooldown_s: float = Field(default=30.0, ge=0)
+    connect_timeout_s: float = Field(default=1.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class Fault(Strict):
+    kind: Literal["outage", "spike", "partition"]
+    at_s: float = Field(ge=0)
+    until_s: float | None = None
+    sites: list[str] | None = None
+    jurisdictions: list[str] | None = None
+    continents: list[str] | None = None
+    factor: float = Field(default=3.0, gt=0, description="load multiplier of a spike")
+
+    @model_validator(mode="after")
+    def _target(self) -> Fault:
+        if self.kind != "spike" and not (self.sites or self.jurisdictions or self.continents):
+            raise ValueError(f"a {self.kind} needs sites, jurisdictions or continents")
+        if self.until_s is not None and self.until_s <= self.at_s:
+            raise ValueError("until_s must be after at_s")
+        return self
+
+
+class Slo(Strict):
+    ttft_ms: float = Field(default=2000.0, gt=0)
+    tpot_ms: float = Field(default=200.0, gt=0)
+
+
+class Scenario(Strict):
+    name: str
+    description: str = ""
+    seed: int = 1
+    duration_s: float = Field(gt=0)
+    requests: int = Field(gt=0, description="expected number of requests at load factor 1")
+    models: list[ModelDef] = Field(min_length=1)
+    sites: list[SiteDef] = Field(default_factory=list)
+    generate_sites: GeneratedSites | None = None
+    site_sets: dict[str, list[SiteDef]] = Field(default_factory=dict)
+    tenants: list[Tenant] = Field(min_length=1)
+    policies: list[str] = Field(min_length=1, description="name or name@site_set")
+    central_site: str | None = None
+    diurnal: Diurnal = Diurnal()
+    network: NetworkDef = NetworkDef()
+    gateway: GatewayDef = GatewayDef()
+    faults: list[Fault] = Field(default_factory=list)
+    slo: Slo = Slo()
+    sweep: list[float] = Field(default_factory=list, description="load factors for the TTFT-vs-load curve")
+    chunk_tokens: int = Field(default=2048, gt=0)
+    write_requests_csv: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        names = {m.name for m in self.models}
+        if not self.sites and self.generate_sites is None:
+            raise ValueError("needs sites or generate_sites")
+        all_sites = [*self.sites, *(s for ss in self.site_sets.values() for s in ss)]
+        for s in all_sites:
+            for m in s.models:
+                if m not in names:
+                    raise ValueError(f"site {s.id!r} serves unknown model {m!r}")
+        for t in self.tenants:
+            if t.model not in names:
+                raise ValueError(f"tenant {t.name!r} asks for unknown model {t.model!r}")
+        for p in self.policies:
+            if p.split("@")[0] not in KNOWN:
+                raise ValueError(f"unknown policy {p!r} (known: {', '.join(KNOWN)})")
+            if "@" in p and p.split("@", 1)[1] not in self.site_sets:
+                raise ValueError(f"policy {p!r} names an unknown site set")
+        if any(p.split("@")[0] == "centralized" for p in self.policies) and not self.central_site:
+            raise ValueError("the centralized policy needs central_site")
+        return self
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ScenarioError(str(path), [f"cannot read: {e.strerror or e}"]) from None
+    except yaml.YAMLError as e:
+        raise ScenarioError(str(path), [f"not valid YAML: {e}"]) from None
+    if not isinstance(raw, dict):
+        raise ScenarioError(str(path), ["expected a mapping at the top level"])
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            lines.append(f"{field}: {err['msg']}")
+        raise ScenarioError(str(path), lines) from None

@@ -1,0 +1,152 @@
+"""Traffic: real request sizes and burstiness, diurnal load by users' local time, spikes, several tenants.
+
+Sizes and inter-arrival gaps come from the Azure LLM inference traces of 2023-11-16 (Patel et al.,
+"Splitwise", ISCA 2024; CC-BY 4.0; data/traces/README.md). Each tenant replays one trace's gap sequence
+(normalised to mean 1, cycled from a random offset, so bursts keep their shape) on an operational clock that
+is then stretched by the tenant's intensity: lambda(t) = base x sum over its cities of population x
+diurnal(local hour) x spike factor. Local hour is solar time (UTC + longitude / 15). The prompt and output
+sizes of the same trace rows go with the gaps. Each arrival is placed at a city drawn by the same weights.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from aigrid.sim.geography import Cities, jurisdiction_of
+from aigrid.sim.scenario import Scenario, ScenarioProblem
+
+TRACE_DIR = Path(__file__).resolve().parents[3] / "data" / "traces"
+SLOT_S = 300.0
+
+
+@dataclass(frozen=True)
+class Trace:
+    gaps: np.ndarray
+    """Inter-arrival gaps normalised to mean 1."""
+    prompt: np.ndarray
+    output: np.ndarray
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Column arrays, one row per request, sorted by arrival time."""
+
+    t: np.ndarray
+    tenant: np.ndarray
+    city: np.ndarray
+    prompt: np.ndarray
+    output: np.ndarray
+    jitter_u: np.ndarray
+    tenant_names: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def trace_dir() -> Path:
+    env = os.environ.get("AIGRID_TRACES")
+    candidates = [Path(env)] if env else []
+    candidates += [TRACE_DIR, Path.cwd() / "data" / "traces", Path("/work/shared/data/traces")]
+    for candidate in candidates:
+        if (candidate / "azure_llm_2023_conv.csv").exists():
+            return candidate
+    raise FileNotFoundError("Azure 2023 traces not found (data/traces/azure_llm_2023_conv.csv)")
+
+
+@lru_cache(maxsize=4)
+def load_trace(kind: str, directory: str | None = None) -> Trace:
+    path = Path(directory) if directory else trace_dir()
+    times, prompts, outputs = [], [], []
+    with open(path / f"azure_llm_2023_{kind}.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            times.append(datetime.fromisoformat(row["TIMESTAMP"][:26]).timestamp())
+            prompts.append(int(row["ContextTokens"]))
+            outputs.append(int(row["GeneratedTokens"]))
+    t = np.array(times)
+    order = np.argsort(t, kind="stable")
+    gaps = np.diff(t[order])
+    gaps = gaps / gaps.mean()
+    return Trace(gaps, np.array(prompts)[order][1:], np.array(outputs)[order][1:])
+
+
+def diurnal(local_hour: np.ndarray, peak_to_trough: float, peak_hour: float) -> np.ndarray:
+    """1 + A cos(2 pi (h - peak) / 24) with max/min = peak_to_trough (mean 1)."""
+    a = (peak_to_trough - 1.0) / (peak_to_trough + 1.0)
+    return 1.0 + a * np.cos(2 * np.pi * (local_hour - peak_hour) / 24.0)
+
+
+def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
+    rng = np.random.default_rng(sc.seed)
+    slot_s = min(SLOT_S, sc.duration_s / 24)
+    n_slots = max(int(np.ceil(sc.duration_s / slot_s)), 1)
+    edges = np.minimum(np.arange(n_slots + 1) * slot_s, sc.duration_s)
+    shares = np.array([t.share for t in sc.tenants])
+    shares = shares / shares.sum()
+    parts = []
+    for k, tenant in enumerate(sc.tenants):
+        idx = cities.select(tenant.continents, tenant.countries)
+        if len(idx) == 0:
+            raise ScenarioProblem(f"tenant {tenant.name!r}: no cities in its continents/countries")
+        weights = _slot_weights(sc, cities, idx, edges, spikes=True)
+        calm = _slot_weights(sc, cities, idx, edges, spikes=False).sum(axis=1)
+        cum = np.concatenate([[0.0], np.cumsum(weights.sum(axis=1) * np.diff(edges))])
+        expected = sc.requests * load * shares[k]
+        trace = load_trace(tenant.trace)
+        # Spikes add load on top of the expected count: scale by the spiky over the calm integral.
+        total_ops = expected * cum[-1] / float((calm * np.diff(edges)).sum())
+        start = int(rng.integers(len(trace.gaps)))
+        n_draw = int(total_ops * 1.3 + 50 * np.sqrt(total_ops + 1) + 10)
+        rows = (start + np.arange(n_draw)) % len(trace.gaps)
+        u = np.cumsum(trace.gaps[rows])
+        keep = u < total_ops
+        u, rows = u[keep], rows[keep]
+        t = np.interp(u / total_ops * cum[-1], cum, edges)
+        slot = np.minimum((t // slot_s).astype(np.int64), n_slots - 1)
+        city = np.empty(len(t), dtype=np.int64)
+        for s in range(n_slots):
+            mask = slot == s
+            cnt = int(mask.sum())
+            if cnt:
+                p = weights[s] / weights[s].sum()
+                city[mask] = idx[rng.choice(len(idx), size=cnt, p=p)]
+        prompt = np.minimum(trace.prompt[rows], tenant.max_prompt_tokens)
+        parts.append((t, np.full(len(t), k, dtype=np.int16), city, prompt, trace.output[rows]))
+    t = np.concatenate([p[0] for p in parts])
+    order = np.argsort(t, kind="stable")
+    return Workload(
+        t=t[order], tenant=np.concatenate([p[1] for p in parts])[order],
+        city=np.concatenate([p[2] for p in parts])[order],
+        prompt=np.concatenate([p[3] for p in parts])[order].astype(np.int32),
+        output=np.maximum(np.concatenate([p[4] for p in parts])[order], 1).astype(np.int32),
+        jitter_u=rng.random(len(t)), tenant_names=tuple(t.name for t in sc.tenants),
+    )
+
+
+def _slot_weights(sc: Scenario, cities: Cities, idx: np.ndarray, edges: np.ndarray,
+                  spikes: bool) -> np.ndarray:
+    """weights[slot, city] = population x diurnal(local hour at the slot's middle) x spike factor."""
+    mid = (edges[:-1] + edges[1:]) / 2
+    utc_hour = (sc.diurnal.start_utc_hour + mid / 3600.0) % 24
+    local = (utc_hour[:, None] + cities.lon[idx][None, :] / 15.0) % 24
+    w = cities.population[idx][None, :] * diurnal(local, sc.diurnal.peak_to_trough, sc.diurnal.peak_hour)
+    for f in sc.faults:
+        if f.kind != "spike" or not spikes:
+            continue
+        until = f.until_s if f.until_s is not None else float("inf")
+        in_time = (mid >= f.at_s) & (mid < until)
+        if f.continents or f.jurisdictions:
+            conts, jurs = set(f.continents or ()), set(f.jurisdictions or ())
+            where = np.array([cities.continent[i] in conts or jurisdiction_of(cities.country[i]) in jurs
+                              for i in idx])
+        else:
+            where = np.ones(len(idx), dtype=bool)
+        w = np.where(in_time[:, None] & where[None, :], w * f.factor, w)
+    out: np.ndarray = w
+    return out

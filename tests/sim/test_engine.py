@@ -1,0 +1,62 @@
+"""Continuous batching: prefill then decode, step cost growing with the batch, queueing at saturation."""
+
+from aigrid.sim.clock import EventLoop
+from aigrid.sim.engine import Engine, Job
+from aigrid.sim.hardware import engine_perf
+
+PERF = engine_perf("h100", 8.03, 131072)
+
+
+def make() -> tuple[EventLoop, Engine, dict[int, float], dict[int, float]]:
+    loop = EventLoop()
+    first: dict[int, float] = {}
+    done: dict[int, float] = {}
+    eng = Engine(0, PERF, loop, lambda j, t: first.__setitem__(j.rid, t), lambda j, t: done.__setitem__(j.rid, t),
+                 lambda i: None)
+    return loop, eng, first, done
+
+
+def test_one_request_takes_its_prefill_then_one_step_per_token() -> None:
+    loop, eng, first, done = make()
+    loop.at(0.0, lambda _: eng.submit(Job(1, 1000, 101, 0.0)))
+    loop.run()
+    prefill_s = PERF.step_ms(0, 0, 1000) / 1000
+    assert abs(first[1] - prefill_s) < 1e-9
+    decode_s = 100 * PERF.step_ms(1, 1000 + 101 / 2) / 1000
+    assert abs(done[1] - first[1] - decode_s) < 1e-6
+
+
+def test_a_bigger_batch_makes_every_token_slower() -> None:
+    loop, eng, first, done = make()
+    for i in range(64):
+        loop.at(0.0, lambda _, i=i: eng.submit(Job(i, 200, 201, 0.0)))
+    loop.run()
+    tpot = (done[0] - first[0]) / 200
+    assert tpot > 1.3 * PERF.step_ms(1, 300) / 1000
+
+
+def test_queueing_delay_explodes_past_capacity() -> None:
+    def p99_wait(rate: float) -> float:
+        loop, eng, first, _ = make()
+        n = int(rate * 60)
+        for i in range(n):
+            loop.at(i / rate, lambda _, i=i: eng.submit(Job(i, 1000, 130, loop.now)))
+        loop.run()
+        waits = sorted(first[i] - i / rate for i in range(n))
+        return waits[int(0.99 * n)]
+
+    cap = PERF.capacity_rps(1000, 130)
+    low, mid, high = p99_wait(0.3 * cap), p99_wait(0.6 * cap), p99_wait(1.2 * cap)
+    assert low < 0.2 and mid < 0.5
+    assert high > 10 * mid  # past capacity the queue grows for the whole run
+
+
+def test_kv_cache_limits_admission_and_failure_returns_every_job() -> None:
+    loop, eng, _, _ = make()
+    big = PERF.kv_capacity_tokens // 2
+    for i in range(3):
+        loop.at(0.0, lambda _, i=i: eng.submit(Job(i, big - 10, 5, 0.0)))
+    loop.run(until=0.0)
+    assert eng.active == 2 and len(eng.waiting) == 1
+    lost = eng.fail()
+    assert sorted(j.rid for j in lost) == [0, 1, 2] and not eng.up and eng.state().healthy is False

@@ -1,0 +1,135 @@
+"""Each scenario's headline, in a fast, small form."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aigrid.core.types import GeoPoint, RequestInfo
+from aigrid.sim.cli import run_scenario
+from aigrid.sim.experiment import replay, run_experiment
+from aigrid.sim.metrics import SUMMARY_KEYS
+from aigrid.sim.report import summary
+from aigrid.sim.runner import OK
+from aigrid.sim.scenario import Fault, Scenario, ScenarioError, load_scenario
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sim"
+
+
+def scenario(name: str, **update: object) -> Scenario:
+    return load_scenario(EXAMPLES / f"{name}.yaml").model_copy(update=update)
+
+
+def test_same_seed_gives_an_identical_summary() -> None:
+    sc = scenario("small", policies=["balanced", "round-robin"], duration_s=40, requests=400)
+    a, b = summary(run_experiment(sc)), summary(run_experiment(sc))
+    a.pop("sim_wall_s"), b.pop("sim_wall_s")
+    assert a == b
+    other = summary(run_experiment(sc.model_copy(update={"seed": 8})))
+    assert other["policies"] != a["policies"]
+
+
+def test_one_region_p99_ttft_grows_non_linearly_with_utilisation() -> None:
+    sc = scenario("one-region", duration_s=60, requests=2400, sweep=[0.3, 0.6, 0.95], policies=["balanced"])
+    points = run_experiment(sc).sweep["balanced"]
+    (u1, m1), (u2, m2), (u3, m3) = ((m.mean_utilization, m) for _, m in points)
+    assert u1 < u2 < u3
+    # From 0.3 to 0.6 of the load p99 stays within a small factor; near saturation it explodes.
+    slope_low = (m2.ttft_p99_ms - m1.ttft_p99_ms) / (u2 - u1)
+    slope_high = (m3.ttft_p99_ms - m2.ttft_p99_ms) / (u3 - u2)
+    assert slope_high > 10 * max(slope_low, 1.0)
+    assert m3.ttft_p99_ms > 5 * m1.ttft_p99_ms
+
+
+def test_sovereignty_never_violates_residency_and_counts_rejections() -> None:
+    faults = [Fault(kind="outage", at_s=20, until_s=100, sites=["eu-fra"]),
+              Fault(kind="outage", at_s=40, until_s=70, sites=["eu-par"])]
+    sc = scenario("sovereignty", duration_s=120, requests=2400, faults=faults,
+                  policies=["balanced", "latency-first", "nearest", "centralized"])
+    ex = run_experiment(sc)
+    for run in ex.runs:
+        assert run.metrics.residency_violations == 0, run.label
+        eu = run.metrics.by_tenant_rejected["eu-health"]
+        assert eu > 0, run.label  # the EU had no site for 30 s: those requests are counted
+        assert run.metrics.rejected == sum(run.metrics.by_tenant_rejected.values())
+        served = run.result.status == OK
+        eu_tenant = ex.workload.tenant == 0
+        sites = {run.grid.endpoints[k].site_id for k in run.result.endpoint[served & eu_tenant]}
+        assert sites <= {"eu-fra", "eu-par"}, run.label
+    by_label = {r.label: r.metrics for r in ex.runs}
+    assert by_label["centralized"].by_tenant_rejected["jp-bank"] > 0  # US-only cannot serve Japan's tenant
+
+
+def test_an_outage_shifts_traffic_to_other_sites() -> None:
+    sc = scenario("small", policies=["balanced", "nearest"], duration_s=60, requests=1000,
+                  faults=[Fault(kind="outage", at_s=20, until_s=40, sites=["us-east"])])
+    ex = run_experiment(sc)
+    t = ex.workload.t
+    for run in ex.runs:
+        site = np.array([run.grid.endpoints[k].site_id if k >= 0 else "" for k in run.result.endpoint])
+        served = run.result.status == OK
+        before = served & (t < 20)
+        during = served & (t > 24) & (t < 40)  # after the telemetry lag and circuit breakers caught up
+        assert (site[before] == "us-east").sum() > 0
+        assert (site[during] == "us-east").sum() == 0, run.label
+        assert during.sum() > 0
+
+
+def test_run_scenario_writes_the_reports(tmp_path: Path) -> None:
+    sc = scenario("small", duration_s=30, requests=300, policies=["balanced", "least-loaded"])
+    path = tmp_path / "s.yaml"
+    path.write_text(json.dumps(sc.model_dump()))
+    result = run_scenario(path, tmp_path / "out", quiet=True)
+    data = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert data == result
+    assert set(data) == {"policies", "sim_wall_s", "events"}
+    assert set(data["policies"]) == {"balanced", "least-loaded"}
+    for figures in data["policies"].values():
+        assert tuple(figures) == SUMMARY_KEYS
+    for name in ("requests.csv", "ttft_cdf.png", "sites_utilization.png", "details.json"):
+        assert (tmp_path / "out" / name).stat().st_size > 0
+
+
+def test_a_bad_scenario_names_the_file_and_the_field(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text((EXAMPLES / "small.yaml").read_text().replace("duration_s: 120", "duration_s: -5"))
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    assert str(path) in str(err.value) and "duration_s" in str(err.value)
+    path.write_text("name: x\nduration_s: 10\nrequests: 5\nmodels: []\ntenants: []\npolicies: [nope]\n")
+    with pytest.raises(ScenarioError, match="models"):
+        load_scenario(path)
+    path.write_text((EXAMPLES / "small.yaml").read_text().replace("least-loaded]", "fastest]"))
+    with pytest.raises(ScenarioError, match="unknown policy 'fastest'"):
+        load_scenario(path)
+    path.write_text("{not yaml")
+    with pytest.raises(ScenarioError, match="not valid YAML"):
+        load_scenario(path)
+
+
+def test_replay_returns_one_decision_per_request() -> None:
+    sc = scenario("small")
+    reqs = [(i * 0.1, RequestInfo(id=f"r{i}", model="llama-3.1-8b", prompt_tokens=500, max_output_tokens=50,
+                                  client_location=GeoPoint(48.85, 2.35))) for i in range(20)]
+    decisions = replay(sc, reqs, "balanced")
+    assert [d.request_id for d in decisions] == [f"r{i}" for i in range(20)]
+    assert all(d.chosen is not None for d in decisions)
+    assert decisions == replay(sc, reqs, "balanced")
+
+
+def test_a_region_cut_off_is_routed_around_after_timeouts() -> None:
+    from aigrid.sim.geography import jurisdiction_of, load_cities
+
+    sc = scenario("small", policies=["balanced"], duration_s=60, requests=1000, faults=[
+        Fault(kind="partition", at_s=20, until_s=40, jurisdictions=["JP"])])
+    ex = run_experiment(sc)
+    cities, run, w = load_cities(), ex.runs[0], ex.workload
+    outside = np.array([jurisdiction_of(cities.country[c]) != "JP" for c in w.city])
+    site = np.array([run.grid.endpoints[k].site_id if k >= 0 else "" for k in run.result.endpoint])
+    window = (w.t > 20) & (w.t < 39)
+    assert ((site == "ap-tokyo") & outside & window & (run.result.status == OK)).sum() == 0
+    assert (run.result.attempts[window] > 1).sum() > 0  # some timed out at the cut and were re-routed
+    assert ((site == "ap-tokyo") & outside & (w.t < 20)).sum() > 0
