@@ -141,3 +141,12 @@ def test_measured_output_length_sizes_the_queue_wait() -> None:
     d_short = schedule(req("frankfurt"), view((endpoint("fra"),), {"fra-small": short}), BALANCED, random.Random(0))
     assert d_long.chosen is not None and d_short.chosen is not None
     assert d_short.chosen.prediction.queue_ms == pytest.approx(d_long.chosen.prediction.queue_ms / 10)
+
+
+def test_cost_reference_price_is_a_policy_knob() -> None:
+    cheap, dear = endpoint("fra", price=0.03), replace(endpoint("fra", price=0.12), id="fra-dear")
+    default = schedule(req("frankfurt"), view((cheap, dear)), BALANCED, random.Random(0))
+    tuned = schedule(req("frankfurt"), view((cheap, dear)), replace(BALANCED, cost_reference_usd_per_mtok=0.05),
+                     random.Random(0))
+    gap = {d: abs(d.ranked[0].scores["cost"] - d.ranked[1].scores["cost"]) for d in (default, tuned)}
+    assert gap[tuned] > 4 * gap[default]  # near the grid's own prices the axis separates the sites

@@ -120,6 +120,9 @@ class Policy:
     tie_tolerance: float = 0.02
     ttft_slo_ms: float = 2000.0
     allow_family_fallback: bool = True
+    cost_reference_usd_per_mtok: float = 1.0
+    """The blended price that scores 0.5 on the cost axis; set it near your grid's prices (self-hosted GPUs
+    run at $0.03-0.15 per million tokens) so that the axis separates your sites."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,6 +73,7 @@ class PolicySpec(StrictModel):
     tie_tolerance: float = Field(default=0.02, ge=0, le=1)
     ttft_slo_ms: float = Field(default=2000.0, gt=0)
     allow_family_fallback: bool = True
+    cost_reference_usd_per_mtok: float = Field(default=1.0, gt=0, description="price that scores 0.5 on cost")
 
     @field_validator("weights")
     @classmethod

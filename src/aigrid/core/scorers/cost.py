@@ -1,7 +1,7 @@
 """Axis 2, cost per token: score = ref / (ref + blended price per million tokens).
 
 The blended price weights input and output prices by this request's expected token counts. A free
-endpoint (own hardware already paid for) scores 1; one at the reference price scores 0.5.
+endpoint (own hardware already paid for) scores 1; one at the policy's reference price scores 0.5.
 """
 
 from __future__ import annotations
@@ -11,9 +11,6 @@ from dataclasses import dataclass
 from aigrid.core.plugins import Context, Score, clamp01
 from aigrid.core.types import Endpoint, Prediction, RequestInfo
 
-REFERENCE_USD_PER_MTOK = 1.0
-
-
 def request_cost_usd(request: RequestInfo, endpoint: Endpoint) -> float:
     return (request.prompt_tokens * endpoint.price_in_per_mtok
             + request.max_output_tokens * endpoint.price_out_per_mtok) / 1e6
@@ -22,10 +19,9 @@ def request_cost_usd(request: RequestInfo, endpoint: Endpoint) -> float:
 @dataclass(frozen=True, slots=True)
 class CostScorer:
     axis: str = "cost"
-    reference_usd_per_mtok: float = REFERENCE_USD_PER_MTOK
 
     def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
         tokens = max(ctx.request.prompt_tokens + ctx.request.max_output_tokens, 1)
         per_mtok = request_cost_usd(ctx.request, endpoint) * 1e6 / tokens
-        ref = self.reference_usd_per_mtok
+        ref = max(ctx.policy.cost_reference_usd_per_mtok, 1e-9)
         return Score(clamp01(ref / (ref + per_mtok)), f"${per_mtok:.2f}/Mtok")
