@@ -149,4 +149,4 @@ def test_cost_reference_price_is_a_policy_knob() -> None:
     tuned = schedule(req("frankfurt"), view((cheap, dear)), replace(BALANCED, cost_reference_usd_per_mtok=0.05),
                      random.Random(0))
     gap_default, gap_tuned = (abs(d.ranked[0].scores["cost"] - d.ranked[1].scores["cost"]) for d in (default, tuned))
-    assert gap_tuned > 4 * gap_default  # near the grid's own prices the axis separates the sites
+    assert gap_tuned > 2.5 * gap_default  # near the grid's own prices the axis separates the sites
