@@ -16,6 +16,7 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import MappingProxyType
+from typing import cast
 
 import httpx
 
@@ -136,7 +137,8 @@ class OpenAICompatEngine:
             return
         sent = False
         try:
-            async for chunk in response.aiter_raw():
+            # the response's own byte stream: aiter_raw() adds a chunker and bookkeeping per chunk (hot path)
+            async for chunk in cast(httpx.AsyncByteStream, response.stream):
                 sent = True
                 yield chunk
         except httpx.TransportError as exc:
