@@ -144,7 +144,9 @@ async def live_gateway(url: str, repeats: int) -> list[dict[str, Any]]:
     rows = []
     async with httpx.AsyncClient(timeout=300, trust_env=False) as client:
         for city in CLIENTS:
-            headers = {"x-aigrid-client-location": city}
+            # An EU-only tenant: the model runs in Frankfurt wherever the client is, so the distance is real
+            # (the gateway emulates each client-to-site round trip) and the loop's placement matters.
+            headers = {"x-aigrid-client-location": city, "x-aigrid-residency": "EU"}
             gateway = OpenAICompatEngine("openai", url, client, headers=headers)
             site_t, client_t, wired = [], [], True
             for _ in range(repeats):
