@@ -58,3 +58,10 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     bad.write_text("- just a list\n")
     with pytest.raises(SpecError, match="top level must be a mapping"):
         load_spec(bad)
+
+
+def test_yaml_bare_off_means_off() -> None:
+    raw = demo_raw()
+    raw["security"] = yaml.safe_load("firewall: {injection: off, pii_output: off}")
+    assert parse_spec(raw).security.firewall.pii_output == "off"
+    assert parse_spec(raw).security.firewall.injection == "off"

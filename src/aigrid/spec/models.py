@@ -105,6 +105,11 @@ class FirewallSpec(StrictModel):
     pii_input: FirewallAction = "flag"
     pii_output: FirewallAction = "off"
 
+    @field_validator("injection", "pii_input", "pii_output", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
+
 
 class TenantSpec(StrictModel):
     policy: str | None = None
