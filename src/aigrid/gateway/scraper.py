@@ -13,6 +13,7 @@ from aigrid.core.types import Endpoint
 from aigrid.engines.protocol import Engine
 from aigrid.errors import EngineError
 from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.store import TelemetryStore
 
 log = logging.getLogger("aigrid.scraper")
@@ -25,8 +26,7 @@ class Scraper:
         self._engines = engines
         self._endpoints = endpoints
         self._metrics = metrics
-        self._interval = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self.scrape_once, interval_s, "aigrid-scraper")
 
     async def scrape_once(self) -> None:
         await asyncio.gather(*(self._scrape(e) for e in self._endpoints))
@@ -49,20 +49,8 @@ class Scraper:
         if stats is not None and stats.waiting is not None:
             self._metrics.queue.labels(*labels).set(stats.waiting)
 
-    async def _loop(self) -> None:
-        while True:
-            await self.scrape_once()
-            await asyncio.sleep(self._interval)
-
     async def start(self) -> None:
-        await self.scrape_once()
-        self._task = asyncio.create_task(self._loop(), name="aigrid-scraper")
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._periodic.stop()

@@ -6,11 +6,11 @@ While the shared store is unreachable the gateway keeps serving from its last me
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
 from aigrid.errors import SharedStateUnavailable
+from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.shared import SharedState
 from aigrid.telemetry.store import TelemetryStore
 
@@ -24,8 +24,7 @@ class SharedSync:
         self._shared = shared
         self._id = gateway_id
         self._wall = wall
-        self._interval = interval_s
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic(self.sync_once, interval_s, "aigrid-shared-sync")
         self.stale_since: float | None = None
         self.last_ok: float | None = None
 
@@ -46,23 +45,11 @@ class SharedSync:
         self._store.apply_shared(view, self._wall)
         return True
 
-    async def _loop(self) -> None:
-        while True:
-            await self.sync_once()
-            await asyncio.sleep(self._interval)
-
     async def start(self) -> None:
-        await self.sync_once()
-        self._task = asyncio.create_task(self._loop(), name="aigrid-shared-sync")
+        await self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self._periodic.stop()
         await self._shared.aclose()
 
     def status(self) -> dict[str, object]:

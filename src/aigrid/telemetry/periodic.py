@@ -1,0 +1,36 @@
+"""Run one coroutine now and then every `interval_s`, as a task that start() creates and stop() ends.
+
+The background loops of a gateway (scraping engines, syncing shared state) are this; no constructor
+starts them, the app's lifespan does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+
+class Periodic:
+    def __init__(self, tick: Callable[[], Awaitable[object]], interval_s: float, name: str) -> None:
+        self._tick = tick
+        self._interval = interval_s
+        self._name = name
+        self._task: asyncio.Task[None] | None = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._tick()
+
+    async def start(self) -> None:
+        """One tick right away (so the first request sees fresh state), then one per interval."""
+        await self._tick()
+        self._task = asyncio.create_task(self._loop(), name=self._name)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
