@@ -30,13 +30,18 @@ audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log
 app.add_typer(audit_app, name="audit")
 
 
-def _mount_sim() -> None:
+def _mount_subcommands() -> None:
+    """Commands whose modules own their options: the simulator, the load generator, the engine emulator."""
+    from aigrid.bench.cli import bench_command
+    from aigrid.engines.emulator_cli import emulator_command
     from aigrid.sim.cli import app as sim_app
 
     app.add_typer(sim_app)
+    app.command("bench")(bench_command)
+    app.command("emulator")(emulator_command)
 
 
-_mount_sim()
+_mount_subcommands()
 console = Console()
 err_console = Console(stderr=True)
 

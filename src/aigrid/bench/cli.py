@@ -1,0 +1,135 @@
+"""`aigrid bench URL ...`: load-test any OpenAI-compatible endpoint; print a table, write JSON and PNGs.
+
+The lead mounts it with `app.command("bench")(bench_command)`; `run_bench()` is the same without typer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from aigrid.bench import workload
+from aigrid.bench.report import Slo, summary, table, write_json, write_plots
+from aigrid.bench.runner import Run, RunConfig, run
+
+DEFAULT_TRACE = Path("../shared/data/traces/azure_llm_2023_conv.csv")
+
+
+class Mode(StrEnum):
+    poisson = "poisson"
+    trace = "trace"
+    closed = "closed"
+
+
+def discover_model(base_url: str) -> str:
+    """The first model the endpoint lists at GET {base_url}/models."""
+    r = httpx.get(base_url.rstrip("/") + "/models", timeout=5, trust_env=False)
+    r.raise_for_status()
+    data = r.json().get("data") or []
+    if not data:
+        raise ValueError(f"{base_url}/models lists no model; pass --model")
+    return str(data[0]["id"])
+
+
+def event_loop_runner() -> Any:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return asyncio.run
+    return uvloop.run
+
+
+def run_bench(urls: list[str], plans: list[workload.Plan], config: RunConfig, *, console: Console,
+              quiet: bool = False) -> Run:
+    with Progress(TextColumn("[bold]bench"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                  TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
+        task = progress.add_task("bench", total=len(plans), info="")
+
+        def report(done: int, in_flight: int, total: int) -> None:
+            progress.update(task, completed=done, info=f"{in_flight} in flight")
+
+        result: Run = event_loop_runner()(run(config, plans, report))
+        return result
+
+
+def bench_command(
+    url: Annotated[list[str], typer.Argument(help="base URL(s), e.g. http://127.0.0.1:8080/v1; several are "
+                                                   "used round-robin")],
+    mode: Annotated[Mode, typer.Option(help="poisson: open loop at --rate; trace: open-loop replay of an "
+                                             "Azure trace; closed: --concurrency workers back to back")] = Mode.poisson,
+    requests: Annotated[int, typer.Option("--requests", "-n", help="number of requests")] = 100,
+    rate: Annotated[float, typer.Option(help="poisson: mean requests per second")] = 10.0,
+    concurrency: Annotated[int, typer.Option(help="closed: concurrent streams")] = 16,
+    trace_file: Annotated[Path, typer.Option("--trace", help="trace: Azure LLM trace CSV")] = DEFAULT_TRACE,
+    speedup: Annotated[float, typer.Option(help="trace: divide the trace's arrival gaps by this")] = 1.0,
+    trace_start: Annotated[int, typer.Option(help="trace: first request index")] = 0,
+    prompt_tokens: Annotated[int, typer.Option(help="poisson/closed: prompt size in tokens")] = 128,
+    output_tokens: Annotated[int, typer.Option(help="poisson/closed: output tokens (max_tokens)")] = 64,
+    max_prompt_tokens: Annotated[int, typer.Option(help="trace: clip prompts to this")] = 4096,
+    max_output_tokens: Annotated[int, typer.Option(help="trace: clip outputs to this")] = 1024,
+    model: Annotated[str | None, typer.Option(help="model name (default: the first at /models)")] = None,
+    completions: Annotated[bool, typer.Option("--completions", help="use /completions, not chat")] = False,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream")] = True,
+    unique_prompts: Annotated[bool, typer.Option("--unique-prompts/--same-prompts", help="a different prompt per "
+                                                  "request (defeats prefix caches) or one per size")] = True,
+    slo_ttft_ms: Annotated[float, typer.Option(help="goodput SLO: TTFT at most")] = 1000.0,
+    slo_tpot_ms: Annotated[float, typer.Option(help="goodput SLO: time per output token at most")] = 100.0,
+    header: Annotated[list[str] | None, typer.Option(help="extra header 'name: value' (repeatable)")] = None,
+    api_key: Annotated[str | None, typer.Option(help="sent as Authorization: Bearer")] = None,
+    timeout: Annotated[float, typer.Option(help="per-request timeout, seconds")] = 300.0,
+    seed: Annotated[int, typer.Option(help="seed for Poisson arrivals")] = 0,
+    out: Annotated[Path | None, typer.Option(help="directory for bench.json and PNG plots")] = None,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
+    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+) -> None:
+    """Load-test OpenAI-compatible endpoints: TTFT, inter-token latency, end-to-end latency, throughput,
+    goodput under an SLO. The client reports its own CPU use and send lag, so you can tell it was not the
+    bottleneck."""
+    console = Console(stderr=True)
+    try:
+        if mode is Mode.poisson:
+            plans = workload.poisson(rate, requests, prompt_tokens, output_tokens, random.Random(seed))
+        elif mode is Mode.trace:
+            plans = workload.trace(trace_file, speedup=speedup, count=requests, start=trace_start,
+                                   max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
+        else:
+            plans = workload.closed(requests, prompt_tokens, output_tokens)
+        name = model or discover_model(url[0])
+    except (ValueError, OSError, httpx.HTTPError) as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    headers = [tuple(part.strip() for part in h.split(":", 1)) for h in (header or []) if ":" in h]
+    if api_key:
+        headers.append(("authorization", f"Bearer {api_key}"))
+    config = RunConfig(tuple(url), name, chat=not completions, stream=stream,
+                       concurrency=concurrency if mode is Mode.closed else 0, timeout_s=timeout, unique_prompts=unique_prompts,
+                       headers=tuple((k, v) for k, v in headers))
+    try:
+        result = run_bench(url, plans, config, console=console, quiet=quiet)
+    except ValueError as e:
+        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+    s = summary(result, Slo(slo_ttft_ms, slo_tpot_ms))
+    Console().print(table(s, title=f"aigrid bench: {mode.value} against {', '.join(url)} ({name})"))
+    for err, n in s["errors"].items():
+        console.print(f"[red]{n} x[/] {err}", highlight=False)
+    if out is not None:
+        write_json(out / "bench.json", result, s)
+        written = [out / "bench.json"]
+        if plots:
+            written += write_plots(out, result)
+        console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
+    if s["completed"] == 0:
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    typer.run(bench_command)

@@ -1,0 +1,73 @@
+"""`python -m aigrid.bench.gateway_launch SPEC --port P [--transport http1|httpx] [--loop uvloop|asyncio]`:
+run the aigrid gateway for a spec of external engines only, with a chosen upstream transport and event loop.
+
+The side-by-side benchmark uses it to measure each hot-path change on its own (docs/benchmarks.md). It
+builds the gateway exactly as `aigrid up` does (build_gateway + build_engines + uvicorn/httptools); only the
+upstream client's transport and the event loop differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+import httpx
+import uvicorn
+
+from aigrid.engines.upstream_transport import Http1Transport
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.security.firewall.abuse import AbuseAction, AbuseVerdict, RequestTraits
+from aigrid.spec.load import load_spec
+
+
+def client(transport: str) -> httpx.AsyncClient:
+    if transport == "httpx":
+        return upstream_client()
+    timeout = httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=10.0)
+    return httpx.AsyncClient(transport=Http1Transport(), timeout=timeout, trust_env=False)
+
+
+class _NoAbuseSignals:
+    """Measurement only (--without-abuse-monitor): what the gateway costs without the abuse monitor."""
+
+    def observe(self, key_id: str, traits: RequestTraits) -> AbuseVerdict:
+        return AbuseVerdict(AbuseAction.ALLOW, (), 0)
+
+
+async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True) -> None:
+    spec = load_spec(spec_path)
+    if any(e.engine == "embedded" for e in spec.endpoints):
+        raise SystemExit("gateway_launch runs specs of external engines only; use `aigrid up` for embedded ones")
+    upstream = client(transport)
+    try:
+        gateway = build_gateway(spec, build_engines(spec, {}, upstream))
+        if not abuse:
+            gateway.guard.abuse = _NoAbuseSignals()  # type: ignore[assignment]
+        config = uvicorn.Config(build_app(gateway), host=spec.gateway.host, port=port, log_level="warning",
+                                http="httptools", lifespan="on", timeout_graceful_shutdown=5)
+        await uvicorn.Server(config).serve()
+    finally:
+        await upstream.aclose()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("spec", type=Path)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--transport", choices=("http1", "httpx"), default="http1")
+    ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument("--without-abuse-monitor", action="store_true",
+                    help="measurement only: replace the abuse monitor by one that never signals")
+    args = ap.parse_args(argv)
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(serve(args.spec, args.port, args.transport, not args.without_abuse_monitor))
+    else:
+        asyncio.run(serve(args.spec, args.port, args.transport, not args.without_abuse_monitor))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""A minimal streaming HTTP/1.1 client for the load generator: asyncio.Protocol + httptools, keep-alive pool.
+
+Why not httpx: a load generator must cost far less per token than what it measures. Here one TCP read is
+one callback that timestamps the bytes and counts SSE event terminators; nothing is decoded or copied
+except the last event (for the usage object). httpx spends several coroutine hops and a chunk iterator per
+read. Plain http:// only (the gateways under test listen on loopback or a private network).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import httptools
+
+Clock = Callable[[], float]
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request observed. Times are clock() readings (perf_counter by default)."""
+
+    sent: float = 0.0
+    status: int = 0
+    first_byte: float | None = None
+    arrivals: list[float] = field(default_factory=list)
+    """Time of each read that completed at least one SSE event."""
+    events: int = 0
+    done: float | None = None
+    tail: bytes = b""
+    body_bytes: int = 0
+    error: str | None = None
+
+
+class Target:
+    """host, port and path prefix of a base URL such as http://127.0.0.1:8080/v1."""
+
+    def __init__(self, base_url: str) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"{base_url!r}: the load generator speaks plain http:// only")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self.base_url = base_url
+
+    def request_head(self, path: str, length: int, headers: dict[str, str]) -> bytes:
+        lines = [f"POST {self.prefix}{path} HTTP/1.1", f"host: {self.host}:{self.port}",
+                 "content-type: application/json", f"content-length: {length}", "accept-encoding: identity"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class _Conn(asyncio.Protocol):
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.ex: Exchange | None = None
+        self.waiter: asyncio.Future[None] | None = None
+        self.keep_alive = True
+        self.closed = False
+        self._carry = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.waiter is not None and not self.waiter.done():
+            if self.ex is not None:
+                self.ex.error = f"connection lost: {exc!r}" if exc else "connection closed by the server"
+            self.waiter.set_result(None)
+
+    def send(self, data: bytes, ex: Exchange, waiter: asyncio.Future[None]) -> None:
+        self.ex, self.waiter = ex, waiter
+        self._carry = b""
+        assert self.transport is not None
+        ex.sent = self.clock()
+        self.transport.write(data)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            if self.ex is not None:
+                self.ex.error = f"bad HTTP response: {e}"
+            self.keep_alive = False
+            if self.transport is not None:
+                self.transport.close()
+
+    def on_status(self, status: bytes) -> None:
+        if self.ex is not None:
+            self.ex.status = self.parser.get_status_code()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.ex
+        if ex is None:
+            return
+        now = self.clock()
+        if ex.first_byte is None:
+            ex.first_byte = now
+        ex.body_bytes += len(body)
+        joined = self._carry + body
+        n = joined.count(b"\n\n")
+        if n:
+            ex.events += n
+            ex.arrivals.append(now)
+        self._carry = joined[-1:]
+        ex.tail = (ex.tail + body)[-2048:]
+
+    def on_message_complete(self) -> None:
+        self.keep_alive = self.parser.should_keep_alive()
+        if self.ex is not None:
+            self.ex.done = self.clock()
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+class Pool:
+    """Keep-alive connections to one target, opened on demand, never more than `limit` (0: no limit)."""
+
+    def __init__(self, target: Target, clock: Clock = time.perf_counter, limit: int = 0) -> None:
+        self.target = target
+        self.clock = clock
+        self._idle: list[_Conn] = []
+        self._all: set[_Conn] = set()
+        self._sem = asyncio.Semaphore(limit) if limit else None
+
+    async def _acquire(self) -> tuple[_Conn, bool]:
+        """A connection, and whether it was reused from the pool."""
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed:
+                return conn, True
+            self._all.discard(conn)
+        loop = asyncio.get_running_loop()
+        _, conn = await loop.create_connection(lambda: _Conn(self.clock), self.target.host, self.target.port)
+        self._all.add(conn)
+        return conn, False
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str], timeout: float) -> Exchange:
+        if self._sem is not None:
+            await self._sem.acquire()
+        try:
+            data = self.target.request_head(path, len(body), headers) + body
+            while True:
+                ex = Exchange()
+                try:
+                    conn, reused = await self._acquire()
+                except OSError as e:
+                    ex.error = f"connect failed: {e}"
+                    return ex
+                await self._exchange(conn, data, ex, timeout)
+                # a server may close an idle keep-alive connection without saying so (llama-server does
+                # after a stream): a reused connection that died before any response byte is retried fresh
+                if reused and ex.status == 0 and ex.first_byte is None and ex.error is not None and conn.closed:
+                    continue
+                return ex
+        finally:
+            if self._sem is not None:
+                self._sem.release()
+
+    async def _exchange(self, conn: _Conn, data: bytes, ex: Exchange, timeout: float) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        conn.send(data, ex, waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            ex.error = f"timed out after {timeout:g}s"
+            conn.keep_alive = False
+        conn.ex, conn.waiter = None, None
+        if conn.keep_alive and not conn.closed and ex.error is None:
+            self._idle.append(conn)
+        else:
+            self._all.discard(conn)
+            if conn.transport is not None:
+                conn.transport.close()
+        if ex.done is None and ex.error is None:
+            ex.error = "response incomplete"
+
+    def close(self) -> None:
+        for conn in self._all:
+            if conn.transport is not None:
+                conn.transport.close()
+        self._all.clear()
+        self._idle.clear()

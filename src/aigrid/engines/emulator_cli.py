@@ -1,0 +1,67 @@
+"""`aigrid emulator --port P`: run one or more emulated engines in the foreground (one process, uvloop).
+
+The lead mounts it with `app.command("emulator")(emulator_command)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import Annotated
+
+import typer
+
+from aigrid.engines.emulator import bound_port, serve
+from aigrid.engines.emulator_model import EmulatorConfig
+
+
+async def run_emulators(config: EmulatorConfig, host: str, port: int, count: int) -> None:
+    """Serve `count` independent emulated engines on port, port+1, ... until SIGINT/SIGTERM."""
+    servers = [(await serve(config, host, port + i if port else 0))[0] for i in range(count)]
+    ports = ", ".join(str(bound_port(s)) for s in servers)
+    print(f"aigrid engine emulator: {count} engine(s) '{config.model}' on {host} port(s) {ports}; "
+          f"slots {config.slots}, prefill {config.prefill_base_ms} + {config.prefill_ms_per_token} ms/token, "
+          f"decode {config.decode_base_ms} + {config.decode_ms_per_seq} ms x batch", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for s in servers:
+        s.close()
+
+
+def emulator_command(
+    port: Annotated[int, typer.Option(help="first port (0: any free port)")] = 9100,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    engines: Annotated[int, typer.Option(help="independent engines on consecutive ports")] = 1,
+    model: Annotated[str, typer.Option(help="model name the emulator reports")] = "emulated",
+    slots: Annotated[int, typer.Option(help="batch slots (max running requests); more wait in a queue")] = 256,
+    prefill_base_ms: Annotated[float, typer.Option(help="fixed prefill time per request, ms")] = 1.0,
+    prefill_ms_per_token: Annotated[float, typer.Option(help="prefill time per prompt token, ms")] = 0.02,
+    decode_base_ms: Annotated[float, typer.Option(help="W: decode step time with an empty batch, ms")] = 10.0,
+    decode_ms_per_seq: Annotated[float, typer.Option(help="H: added step time per running request, ms")] = 0.05,
+    default_max_tokens: Annotated[int, typer.Option(help="output tokens when a request sets no max")] = 128,
+    kv_tokens: Annotated[int, typer.Option(help="KV-cache capacity in tokens (for kv_cache_usage_perc)")] = 1_000_000,
+) -> None:
+    """Run an ENGINE EMULATOR: OpenAI-compatible, realistic timing (prefill, W + H*n decode, batch slots),
+    vLLM-named /metrics. It generates no text; it exists to measure gateways and load balancers."""
+    try:
+        config = EmulatorConfig(model=model, slots=slots, prefill_base_ms=prefill_base_ms,
+                                prefill_ms_per_token=prefill_ms_per_token, decode_base_ms=decode_base_ms,
+                                decode_ms_per_seq=decode_ms_per_seq, default_max_tokens=default_max_tokens,
+                                kv_tokens=kv_tokens)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        asyncio.run(run_emulators(config, host, port, engines))
+    else:
+        uvloop.run(run_emulators(config, host, port, engines))
+
+
+if __name__ == "__main__":
+    typer.run(emulator_command)

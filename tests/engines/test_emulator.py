@@ -1,0 +1,186 @@
+"""The engine emulator: OpenAI answers, timing (prefill, W + H*n decode, batch slots and queue), and
+vLLM-named metrics that aigrid's own vLLM parser reads. Delays are tens of milliseconds; bounds are loose
+enough for a shared 2-core machine but tight enough to catch a wrong timing law."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import orjson
+import pytest
+
+from aigrid.engines.emulator import bound_port, prompt_tokens, serve
+from aigrid.engines.emulator_model import EmulatorConfig, Histogram
+from aigrid.engines.openai_compat import OpenAICompatEngine
+from aigrid.engines.prometheus import parse_vllm
+
+
+async def start(config: EmulatorConfig) -> tuple[asyncio.Server, str]:
+    server, _ = await serve(config, port=0)
+    return server, f"http://127.0.0.1:{bound_port(server)}"
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(timeout=10, trust_env=False) as c:
+        yield c
+
+
+def chat(max_tokens: int, *, stream: bool = True, chars: int = 40, usage: bool = True) -> dict[str, object]:
+    body: dict[str, object] = {"model": "m", "max_tokens": max_tokens, "stream": stream,
+                               "messages": [{"role": "user", "content": "x" * chars}]}
+    if usage:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+async def timed_stream(client: httpx.AsyncClient, url: str, body: dict[str, object]) -> tuple[float, float, list[bytes]]:
+    """(ttft, e2e, data lines) of one streamed request."""
+    t0 = time.perf_counter()
+    ttft, lines = None, []
+    async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "text/event-stream"
+        async for line in r.aiter_lines():
+            if line.startswith("data: "):
+                if ttft is None:
+                    ttft = time.perf_counter() - t0
+                lines.append(line[6:].encode())
+    assert ttft is not None
+    return ttft, time.perf_counter() - t0, lines
+
+
+async def test_stream_is_openai_shaped_with_usage(client: httpx.AsyncClient) -> None:
+    server, url = await start(EmulatorConfig(model="emu", decode_base_ms=1, prefill_base_ms=1))
+    try:
+        _, _, lines = await timed_stream(client, url, chat(4, chars=400))
+    finally:
+        server.close()
+    assert lines[-1] == b"[DONE]"
+    events = [orjson.loads(x) for x in lines[:-1]]
+    tokens = [e for e in events if e["choices"] and e["choices"][0]["delta"].get("content")]
+    assert len(tokens) == 4
+    assert all(e["object"] == "chat.completion.chunk" and e["model"] == "m" for e in events)
+    assert events[-2]["choices"][0]["finish_reason"] == "length"
+    assert events[-1]["usage"] == {"prompt_tokens": 100, "completion_tokens": 4, "total_tokens": 104}
+
+
+async def test_non_streamed_chat_and_completions(client: httpx.AsyncClient) -> None:
+    server, url = await start(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1, default_max_tokens=3))
+    try:
+        r = await client.post(url + "/v1/chat/completions", json=chat(2, stream=False, usage=False))
+        c = await client.post(url + "/v1/completions", json={"model": "m", "prompt": "abcdefgh"})
+        health = await client.get(url + "/health")
+        models = await client.get(url + "/v1/models")
+        missing = await client.get(url + "/nope")
+        bad = await client.post(url + "/v1/completions", content=b"{not json")
+    finally:
+        server.close()
+    body = r.json()
+    assert body["object"] == "chat.completion"
+    assert body["choices"][0]["message"]["content"] == " tok tok"
+    assert body["usage"]["completion_tokens"] == 2
+    assert c.json()["object"] == "text_completion"
+    assert c.json()["usage"] == {"prompt_tokens": 2, "completion_tokens": 3, "total_tokens": 5}
+    assert health.status_code == 200 and models.json()["data"][0]["id"] == "emulated"
+    assert missing.status_code == 404 and bad.status_code == 400
+    assert bad.json()["error"]["code"] == "invalid_json"
+
+
+async def test_ttft_is_prefill_and_decode_is_per_step(client: httpx.AsyncClient) -> None:
+    # prefill 20 ms + 0.1 ms x 200 tokens = 40 ms; then 4 more tokens at 15 ms each = 60 ms
+    cfg = EmulatorConfig(prefill_base_ms=20, prefill_ms_per_token=0.1, decode_base_ms=15, decode_ms_per_seq=0)
+    server, url = await start(cfg)
+    try:
+        ttft, e2e, _ = await timed_stream(client, url, chat(5, chars=800))
+    finally:
+        server.close()
+    assert 0.038 <= ttft <= 0.09
+    assert 0.058 <= e2e - ttft <= 0.12
+
+
+async def test_decode_step_grows_with_the_batch(client: httpx.AsyncClient) -> None:
+    # W = 5 ms, H = 5 ms: alone a step is 10 ms; with 6 streams it is 35 ms
+    cfg = EmulatorConfig(prefill_base_ms=0, prefill_ms_per_token=0, decode_base_ms=5, decode_ms_per_seq=5)
+    server, url = await start(cfg)
+    try:
+        ttft1, alone, _ = await timed_stream(client, url, chat(9))
+        runs = await asyncio.gather(*(timed_stream(client, url, chat(9)) for _ in range(6)))
+    finally:
+        server.close()
+    per_token_alone = (alone - ttft1) / 8
+    per_token_batched = min((e2e - ttft) / 8 for ttft, e2e, _ in runs)
+    assert 0.009 <= per_token_alone <= 0.02
+    assert per_token_batched >= 0.03
+
+
+async def test_slots_limit_running_and_queue_the_rest(client: httpx.AsyncClient) -> None:
+    cfg = EmulatorConfig(model="emu", slots=2, prefill_base_ms=1, prefill_ms_per_token=0, decode_base_ms=20,
+                         decode_ms_per_seq=0)
+    server, url = await start(cfg)
+    try:
+        tasks = [asyncio.create_task(timed_stream(client, url, chat(6))) for _ in range(5)]
+        await asyncio.sleep(0.06)
+        busy = parse_vllm((await client.get(url + "/metrics")).text)
+        runs = await asyncio.gather(*tasks)
+        idle_text = (await client.get(url + "/metrics")).text
+    finally:
+        server.close()
+    assert (busy.running, busy.waiting) == (2, 3)
+    ttfts = sorted(t for t, _, _ in runs)
+    # two run at once; the third waits for a whole request (5 steps of 20 ms) before its prefill
+    assert ttfts[1] < 0.05 and ttfts[2] >= 0.1
+    idle = parse_vllm(idle_text)
+    assert (idle.running, idle.waiting) == (0, 0)
+    assert idle.ttft_count == 5 and idle.generation_tokens_total == 30
+    assert idle.tpot_count is not None and idle.tpot_count == 25  # 5 decode steps after each first token
+    assert idle.tpot_sum_s is not None and 0.019 * 25 <= idle.tpot_sum_s <= 0.04 * 25
+    assert 'vllm:time_to_first_token_seconds_bucket{model_name="emu",le="+Inf"} 5' in idle_text
+
+
+async def test_a_client_that_leaves_frees_its_slot() -> None:
+    cfg = EmulatorConfig(slots=1, prefill_base_ms=1, decode_base_ms=10, decode_ms_per_seq=0)
+    server, url = await start(cfg)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", bound_port(server))
+        body = orjson.dumps(chat(10_000))
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n%b"
+                     % (len(body), body))
+        await reader.readuntil(b"data: ")
+        writer.close()
+        await asyncio.sleep(0.05)
+        async with httpx.AsyncClient(timeout=5, trust_env=False) as c:
+            r = await c.post(url + "/v1/chat/completions", json=chat(2, stream=False))
+            stats = parse_vllm((await c.get(url + "/metrics")).text)
+    finally:
+        server.close()
+    assert r.status_code == 200 and stats.running == 0
+
+
+async def test_the_gateways_vllm_adapter_reads_the_emulator() -> None:
+    server, url = await start(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1))
+    try:
+        async with httpx.AsyncClient(trust_env=False) as http:
+            engine = OpenAICompatEngine("vllm", url, http)
+            assert await engine.health()
+            async with engine.open("/v1/chat/completions", orjson.dumps(chat(3))) as up:
+                raw = b"".join([chunk async for chunk in up.body])
+            stats = await engine.stats()
+    finally:
+        server.close()
+    assert raw.endswith(b"data: [DONE]\n\n")
+    assert stats.running == 0 and stats.ttft_count == 1 and stats.generation_tokens_total == 3
+
+
+def test_prompt_tokens_and_histogram() -> None:
+    assert prompt_tokens("/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 9}]}) == 3
+    assert prompt_tokens("/v1/completions", {"prompt": ""}) == 1
+    h = Histogram((0.1, 1.0))
+    h.observe(0.05)
+    h.observe(0.5, weight=3)
+    assert h.counts == [1, 3, 0] and h.count == 4 and abs(h.sum - 1.55) < 1e-9
+    with pytest.raises(ValueError):
+        EmulatorConfig(slots=0)

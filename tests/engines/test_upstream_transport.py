@@ -1,0 +1,108 @@
+"""Http1Transport under OpenAICompatEngine: streams, keep-alive reuse, failures mapped like httpx's own."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import orjson
+import pytest
+
+from aigrid.engines.emulator import bound_port, serve
+from aigrid.engines.emulator_model import EmulatorConfig
+from aigrid.engines.openai_compat import OpenAICompatEngine
+from aigrid.engines.upstream_transport import Http1Transport
+from aigrid.errors import EngineStreamBroken, EngineUnavailable
+
+BODY = orjson.dumps({"model": "m", "stream": True, "max_tokens": 3,
+                     "messages": [{"role": "user", "content": "hi"}]})
+
+
+async def test_streams_and_reuses_one_connection() -> None:
+    server, emu = await serve(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1), port=0)
+    url = f"http://127.0.0.1:{bound_port(server)}"
+    transport = Http1Transport()
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            engine = OpenAICompatEngine("vllm", url, client)
+            for _ in range(3):
+                async with engine.open("/v1/chat/completions", BODY) as up:
+                    assert up.status == 200 and up.headers["content-type"] == "text/event-stream"
+                    raw = b"".join([c async for c in up.body])
+                assert raw.count(b'"content":" tok"') == 3 and raw.endswith(b"data: [DONE]\n\n")
+            assert len(transport._idle[("127.0.0.1", bound_port(server))]) == 1
+            stats = await engine.stats()
+            assert stats.ttft_count == 3 and await engine.health()
+    finally:
+        server.close()
+
+
+async def test_unreachable_and_broken_streams_are_mapped() -> None:
+    async with httpx.AsyncClient(transport=Http1Transport()) as client:
+        with pytest.raises(EngineUnavailable):
+            async with OpenAICompatEngine("vllm", "http://127.0.0.1:9", client).open("/v1/completions", BODY):
+                pass
+
+    async def half_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                     b"6\r\ndata: \r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(half_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(transport=Http1Transport()) as client:
+            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client)
+            with pytest.raises(EngineStreamBroken):
+                async with engine.open("/v1/completions", BODY) as up:
+                    async for _ in up.body:
+                        pass
+    finally:
+        server.close()
+
+
+async def test_a_closed_idle_connection_is_replaced() -> None:
+    served = 0
+
+    async def once_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal served
+        await reader.readuntil(b"\r\n\r\n")
+        served += 1
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")  # keep-alive, then closes anyway
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(once_then_close, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(transport=Http1Transport()) as client:
+            engine = OpenAICompatEngine("openai", f"http://127.0.0.1:{port}", client)
+            assert await engine.health()
+            await asyncio.sleep(0.05)
+            assert await engine.health()
+    finally:
+        server.close()
+    assert served == 2
+
+
+async def test_a_silent_engine_times_out() -> None:
+    async def head_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    server = await asyncio.start_server(head_only, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(transport=Http1Transport(), timeout=httpx.Timeout(0.1)) as client:
+            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client)
+            with pytest.raises(EngineUnavailable, match="ReadTimeout"):
+                async with engine.open("/v1/completions", BODY) as up:
+                    async for _ in up.body:
+                        pass
+    finally:
+        server.close()
