@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -60,6 +60,14 @@ def _dashboard(replay_dir: Path | None) -> ExtraRoutes:
     return routes
 
 
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a server coroutine on uvloop (uvicorn only picks its loop when it owns the process)."""
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
+
+
 def _fail(e: AigridError | httpx.HTTPError | OSError, code: int = 2) -> typer.Exit:
     err_console.print(f"[bold red]error:[/] {e}", highlight=False)
     return typer.Exit(code)
@@ -78,7 +86,7 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
     from aigrid.spec.load import load_spec
 
     try:
-        asyncio.run(run_grid(load_spec(spec), console, port=port, extra_routes=_dashboard(replay)))
+        _run(run_grid(load_spec(spec), console, port=port, extra_routes=_dashboard(replay)))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:
@@ -98,7 +106,7 @@ def gateway(spec: SpecArg,
         s = load_spec(spec)
         if redis is not None:
             s = s.model_copy(update={"gateway": s.gateway.model_copy(update={"shared_state_url": redis})})
-        asyncio.run(run_grid(s, console, port=port, start_engines=False, extra_routes=_dashboard(replay)))
+        _run(run_grid(s, console, port=port, start_engines=False, extra_routes=_dashboard(replay)))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:
@@ -115,7 +123,7 @@ def node(port: Annotated[int, typer.Option(help="port for the engine's OpenAI AP
     from aigrid.gateway.server import run_node
 
     try:
-        asyncio.run(run_node(console, host=host, port=port, slots=slots, threads=threads, alias=alias))
+        _run(run_node(console, host=host, port=port, slots=slots, threads=threads, alias=alias))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:

@@ -148,3 +148,19 @@ async def test_without_enforcement_sdk_placeholders_pass_but_wrong_aigrid_keys_d
     ok = await client.post("/v1/chat/completions", json=CHAT, headers=auth("sk-placeholder"))
     assert ok.status_code == 200
     assert error(await client.post("/v1/chat/completions", json=CHAT, headers=auth("aig_abc_def")), 401)
+
+
+async def test_abuse_signals_flag_by_default_and_throttle_only_when_asked(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    from aigrid.spec.models import AbuseSpec
+
+    for action, expect_429 in (("flag", False), ("throttle", True)):
+        spec = spec_in(tmp_path / action, abuse=AbuseSpec(action=action, min_requests=5, max_requests=8))
+        gw = build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep)
+        await gw.scraper.scrape_once()
+        statuses = []
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://g") as c:
+            for i in range(12):  # every prompt new, and more than max_requests: volume + diversity
+                body = {**CHAT, "messages": [{"role": "user", "content": f"question number {i}"}]}
+                statuses.append((await c.post("/v1/chat/completions", json=body)).status_code)
+        assert (429 in statuses) is expect_429, (action, statuses)

@@ -25,7 +25,7 @@ from aigrid.core.types import Decision
 from aigrid.errors import ApiError, ConfigError, InvalidRequest
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import authorize
-from aigrid.security.firewall.abuse import AbuseMonitor, AbuseVerdict, RequestTraits
+from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, AbuseVerdict, RequestTraits
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, Verdict
 from aigrid.security.jwt_bearer import JwtSettings
@@ -105,7 +105,10 @@ class Guard:
             pool = BlockingConnectionPool.from_url(sec.quotas_redis_url, max_connections=64, timeout=2)
             quota_backend = RedisQuotaBackend(Redis(connection_pool=pool))
         self.quotas = Quotas(self._quota_rules(spec), quota_backend or MemoryQuotaBackend())
-        self.abuse = AbuseMonitor()
+        a = sec.abuse
+        self.abuse = AbuseMonitor(AbuseRules(window_s=a.window_s, min_requests=a.min_requests,
+                                             max_requests=a.max_requests))
+        self.abuse_action = a.action
         model = injection_model or InjectionModel.load()
         policies = {name: _policy(t.firewall) for name, t in spec.tenants.items() if t.firewall is not None}
         self.firewall = Firewall(model, policies, _policy(sec.firewall))
@@ -155,11 +158,14 @@ class Guard:
         """Scopes, quota, abuse signals and the input firewall; may redact body["messages"] in place."""
         authorize(principal, model, jurisdictions=None, policy=policy if principal.scopes.policy else None)
         reservation = await self.quotas.admit(principal, tokens)
-        abuse = self.abuse.observe(principal.key_id, RequestTraits(
-            prompt=prompt, temperature=body.get("temperature"), logprobs=bool(body.get("logprobs")),
-            top_logprobs=int(body.get("top_logprobs") or 0), logit_bias=bool(body.get("logit_bias"))))
+        abuse = None
+        if self.abuse_action != "off":
+            abuse = self.abuse.observe(principal.key_id, RequestTraits(
+                prompt=prompt, temperature=body.get("temperature"), logprobs=bool(body.get("logprobs")),
+                top_logprobs=int(body.get("top_logprobs") or 0), logit_bias=bool(body.get("logit_bias"))))
         try:
-            abuse.raise_if_throttled()
+            if abuse is not None and self.abuse_action == "throttle":
+                abuse.raise_if_throttled()
             verdicts: list[Verdict] = []
             if isinstance(body.get("messages"), list):
                 result = self.firewall.check_input(principal.tenant, body["messages"])

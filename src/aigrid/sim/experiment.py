@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from aigrid.core.types import Decision, GeoPoint, RequestInfo
+from aigrid.sim.agents import plan_agents
 from aigrid.sim.faults import schedule_faults
 from aigrid.sim.gateway import CandidateCache
 from aigrid.sim.geography import Cities, jurisdiction_of, load_cities
@@ -54,20 +55,24 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
     allowed = [frozenset(t.jurisdictions) if t.jurisdictions else None for t in tenants]
     models = [t.model for t in tenants]
     names = [t.name for t in tenants]
+    plan = plan_agents(sc, w)
+    row = np.arange(len(w)) if plan is None else plan.session  # per model call: its session's workload row
 
     def request(i: int) -> RequestInfo:
-        c = int(w.city[i])
+        r = int(row[i])
+        c = int(w.city[r])
         p = points.get(c)
         if p is None:
             p = points[c] = GeoPoint(float(cities.lat[c]), float(cities.lon[c]))
-        k = int(w.tenant[i])
-        return RequestInfo(id=str(i), model=models[k], prompt_tokens=int(w.prompt[i]),
-                           max_output_tokens=int(w.output[i]), client_location=p,
-                           allowed_jurisdictions=allowed[k], tenant=names[k])
+        k = int(w.tenant[r])
+        return RequestInfo(id=str(i) if i == r else f"{r}.{int(plan.step[i])}",  # type: ignore[union-attr]
+                           model=models[k], prompt_tokens=int(w.prompt[r]), max_output_tokens=int(w.output[r]),
+                           client_location=p, allowed_jurisdictions=allowed[k], tenant=names[k])
 
     gateway = (w.city % sc.gateway.count).astype(np.int32)
-    return Arrivals(w.t, request, w.output, gateway, w.jitter_u,
-                    jurisdiction=lambda i: jurisdiction_of(cities.country[int(w.city[i])]))
+    jitter = w.jitter_u if plan is None else np.concatenate([w.jitter_u, plan.extra_jitter_u])
+    return Arrivals(w.t, request, w.output[row], gateway[row], jitter,
+                    jurisdiction=lambda i: jurisdiction_of(cities.country[int(w.city[row[i]])]), agents=plan)
 
 
 def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, policy_name: str, policy: object,

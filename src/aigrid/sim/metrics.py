@@ -5,16 +5,20 @@ the scenario's SLO (TTFT and TPOT). rejected counts every request not served: no
 (Decision.chosen is None) or every attempt failed; `failed` breaks out the latter. mean_utilization is the
 mean over endpoints of served work (at
 peak efficiency) over elapsed time: the share of capacity in use.
+
+With agent sessions every model call counts as a request (calls never issued because their session ended
+unfinished do not), and the agent_* keys of sim/agents.py are added.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from aigrid.sim.agents import agent_summary
 from aigrid.sim.grid import Grid
-from aigrid.sim.runner import FAILED, OK, REJECTED, RunResult
+from aigrid.sim.runner import FAILED, OK, PENDING, REJECTED, RunResult
 from aigrid.sim.scenario import Scenario
 from aigrid.sim.workload import Workload
 
@@ -38,10 +42,12 @@ class PolicyMetrics:
     failed: int
     offered_rps: float
     by_tenant_rejected: dict[str, int]
+    agent: dict[str, object] = field(default_factory=dict)
+    """agent_* figures (sim/agents.py); empty without agent tenants."""
 
-    def summary(self) -> dict[str, float | int]:
+    def summary(self) -> dict[str, object]:
         d = asdict(self)
-        return {k: d[k] for k in SUMMARY_KEYS}
+        return {**{k: d[k] for k in SUMMARY_KEYS}, **self.agent}
 
 
 def _pct(x: np.ndarray, q: float) -> float:
@@ -54,9 +60,13 @@ def summarize(sc: Scenario, grid: Grid, w: Workload, r: RunResult) -> PolicyMetr
     ttft, tpot = r.ttft_s[ok], r.tpot_s[ok]
     within = ok & (np.nan_to_num(r.ttft_s, nan=np.inf) <= sc.slo.ttft_ms / 1000.0) & (
         np.nan_to_num(r.tpot_s, nan=0.0) <= sc.slo.tpot_ms / 1000.0)
-    n = len(r.status)
+    plan = r.agents
+    n = int((r.status != PENDING).sum()) if plan is not None else len(r.status)
     not_served = (r.status == REJECTED) | (r.status == FAILED)
-    by_tenant = {name: int(not_served[w.tenant == k].sum()) for k, name in enumerate(w.tenant_names)}
+    tenant = w.tenant if plan is None else w.tenant[plan.session]
+    by_tenant = {name: int(not_served[tenant == k].sum()) for k, name in enumerate(w.tenant_names)}
+    agent = {} if plan is None or r.session_e2e_s is None else \
+        agent_summary(sc, w, plan, r.session_e2e_s, r.attempts, r.rtt_s)
     return PolicyMetrics(
         requests=n, ttft_p50_ms=_pct(ttft, 50), ttft_p90_ms=_pct(ttft, 90), ttft_p99_ms=_pct(ttft, 99),
         tpot_p50_ms=_pct(tpot, 50), e2e_p99_ms=_pct(r.e2e_s[ok], 99),
@@ -65,5 +75,5 @@ def summarize(sc: Scenario, grid: Grid, w: Workload, r: RunResult) -> PolicyMetr
         residency_violations=int(r.violation.sum()), rejected=int(not_served.sum()),
         mean_utilization=round(float(r.utilization.mean()), 6) if len(r.utilization) else 0.0,
         failed=int((r.status == FAILED).sum()), offered_rps=round(n / sc.duration_s, 4),
-        by_tenant_rejected=by_tenant,
+        by_tenant_rejected=by_tenant, agent=agent,
     )

@@ -1,4 +1,7 @@
-"""Writes what a run produced: summary.json, details.json, requests.csv, and the rich comparison table."""
+"""Writes what a run produced: summary.json, details.json, requests.csv, and the rich comparison tables.
+
+requests.csv has one row per model call; a follow-up call of an agent session is numbered `session.step`
+and its arrival_s is when it was sent."""
 
 from __future__ import annotations
 
@@ -67,12 +70,16 @@ def _requests_csv(ex: Experiment, path: Path) -> Path:
                       "cost_usd"])
         for run in ex.runs:
             r, eps, sites = run.result, run.grid.endpoints, run.grid.sites
-            for i in range(len(w)):
+            plan = r.agents
+            sent = w.t if r.sent_s is None else r.sent_s
+            for i in range(len(r.status)):
+                s = i if plan is None else int(plan.session[i])
                 k = int(r.endpoint[i])
                 ep = eps[k] if k >= 0 else None
                 out.writerow([
-                    run.label, i, f"{w.t[i]:.4f}", w.tenant_names[int(w.tenant[i])], int(w.prompt[i]),
-                    int(w.output[i]), STATUS.get(int(r.status[i]), "pending"), ep.id if ep else "",
+                    run.label, i if s == i else f"{s}.{int(plan.step[i])}",  # type: ignore[union-attr]
+                    "" if np.isnan(sent[i]) else f"{sent[i]:.4f}", w.tenant_names[int(w.tenant[s])],
+                    int(w.prompt[s]), int(w.output[s]), STATUS.get(int(r.status[i]), "pending"), ep.id if ep else "",
                     ep.site_id if ep else "", sites[ep.site_id].jurisdiction if ep else "", int(r.attempts[i]),
                     _ms(r.rtt_s[i]) if ep else "", _ms(r.ttft_s[i]), _ms(r.tpot_s[i]), _ms(r.e2e_s[i]),
                     f"{r.cost_usd[i]:.8f}",
@@ -81,7 +88,9 @@ def _requests_csv(ex: Experiment, path: Path) -> Path:
 
 
 def table(ex: Experiment) -> Table:
-    t = Table(title=f"{ex.scenario.name}: policies on identical traffic ({len(ex.workload):,} requests)")
+    calls = ex.runs[0].metrics.requests if ex.runs and ex.runs[0].metrics.agent else 0
+    count = f"{len(ex.workload):,} arrivals, {calls:,} model calls" if calls else f"{len(ex.workload):,} requests"
+    t = Table(title=f"{ex.scenario.name}: policies on identical traffic ({count})")
     for col in ("policy", "TTFT p50", "p90", "p99", "TPOT p50", "E2E p99", "goodput", "cost $", "resid. viol.",
                 "rejected", "util"):
         t.add_column(col, justify="left" if col == "policy" else "right")
@@ -95,5 +104,36 @@ def table(ex: Experiment) -> Table:
     return t
 
 
+def agent_table(ex: Experiment) -> Table | None:
+    """Agent sessions per policy and agent tenant (None when the scenario has no agent tenant)."""
+    if not any(r.metrics.agent for r in ex.runs):
+        return None
+    t = Table(title=f"{ex.scenario.name}: agent sessions (e2e = arrival to final answer at the client)")
+    for col in ("policy", "tenant", "loop", "steps", "tool ms", "RTT p50", "sessions", "E2E p50", "E2E p99",
+                "round trips", "unfinished"):
+        t.add_column(col, justify="left" if col in ("policy", "tenant", "loop") else "right")
+    for r in ex.runs:
+        by_tenant = r.metrics.agent.get("agent_by_tenant", {})
+        assert isinstance(by_tenant, dict)
+        for name, f in by_tenant.items():
+            t.add_row(r.label, name, f["loop"], str(f["steps"]), f"{f['tool_ms']:g}", _fmt_ms(f["rtt_p50_ms"]),
+                      f"{f['sessions']:,}",
+                      _fmt_ms(f["e2e_p50_ms"]), _fmt_ms(f["e2e_p99_ms"]), _fmt_num(f["round_trips"]),
+                      f"{f['unfinished']:,}")
+    return t
+
+
+def _fmt_ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f} ms"
+
+
+def _fmt_num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def print_table(ex: Experiment, console: Console | None = None) -> None:
-    (console or Console()).print(table(ex))
+    console = console or Console()
+    console.print(table(ex))
+    agents = agent_table(ex)
+    if agents is not None:
+        console.print(agents)

@@ -6,6 +6,7 @@ engine; the first token and the last one travel half a round trip back. A connec
 fails after a round trip, one across a cut-off region after the connect timeout; the gateway then opens its
 circuit breaker for that endpoint and routes again with it excluded (up to max_attempts). A request lost in
 an outage is re-routed the same way, mid-stream ones included; its first-token time stays the first one.
+Agent sessions (Arrivals.agents, see sim/agents.py) chain further model calls after a call completes.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from aigrid.core.geo import distance_km
 from aigrid.core.types import Decision, GeoPoint, Policy, RequestInfo
+from aigrid.sim.agents import AgentPlan
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.engine import Engine, Job
 from aigrid.sim.gateway import CandidateCache, Gateways, Telemetry
@@ -30,7 +32,9 @@ PENDING, OK, REJECTED, FAILED = 0, 1, 2, 3
 
 @dataclass(frozen=True)
 class Arrivals:
-    """What the run replays: arrival times, the RequestInfo of each, its output length, gateway, jitter."""
+    """What the run replays: arrival times, the RequestInfo of each, its output length, gateway, jitter.
+
+    With agent sessions, t holds the arrivals (first calls) and the other fields cover every model call."""
 
     t: np.ndarray
     request: Callable[[int], RequestInfo]
@@ -39,6 +43,7 @@ class Arrivals:
     jitter_u: np.ndarray
     jurisdiction: Callable[[int], str] = lambda i: ""
     """The client's own jurisdiction (used only to decide who is cut off by a partition)."""
+    agents: AgentPlan | None = None
 
 
 @dataclass
@@ -57,6 +62,11 @@ class RunResult:
     events: int
     end_s: float
     decisions: list[Decision] | None
+    sent_s: np.ndarray | None = None
+    """Per call: when it left the client (its arrival; for a follow-up call of an agent session, later)."""
+    session_e2e_s: np.ndarray | None = None
+    """Per arrival, with agent sessions: arrival to final answer at the client (NaN: unfinished or none)."""
+    agents: AgentPlan | None = None
 
 
 class Simulation:
@@ -70,6 +80,14 @@ class Simulation:
         self.loop = EventLoop()
         self.rng = random.Random(seed)
         n = len(arrivals.t)
+        self.agents = arrivals.agents
+        self.sent = np.array(arrivals.t, dtype=float)
+        self.session_e2e = np.full(n, np.nan)
+        self.leg = np.zeros(n)
+        """Per session: RTT of its latest call that crossed the client-site network."""
+        if self.agents is not None:
+            n = self.agents.calls
+            self.sent = np.concatenate([self.sent, np.full(n - len(self.sent), np.nan)])
         self.engines = [Engine(i, perf, self.loop, self._first, self._done, self._changed)
                         for i, perf in enumerate(grid.perf)]
         self.telemetry = Telemetry(self.loop, len(self.engines), lambda i: self.engines[i].state(),
@@ -109,7 +127,8 @@ class Simulation:
             e._advance(end)
         utilization = np.array([e.stats.work_s / end for e in self.engines])
         return RunResult(self.ttft, self.e2e, self.tpot, self.chosen, self.status, self.attempts, self.cost,
-                         self.violation, self.rtt, utilization, self.loop.events, end, self.decisions)
+                         self.violation, self.rtt, utilization, self.loop.events, end, self.decisions,
+                         self.sent, self.session_e2e if self.agents is not None else None, self.agents)
 
     def _arrive(self, i: int) -> None:
         if i + 1 < len(self.arr.t):
@@ -151,6 +170,8 @@ class Simulation:
         dist = 0.0 if req.client_location is None else distance_km(req.client_location, site.location)
         rtt = self.net.rtt_ms(dist, float(self.arr.jitter_u[i])) / 1000.0
         self.rtt[i] = rtt
+        if self.agents is not None:
+            self.leg[self.agents.session[i]] = rtt
         if self.cut and self._crosses_cut(i, best.site_id):
             self.loop.after(self.connect_timeout_s, self._failover, (i, k))
         else:
@@ -175,16 +196,43 @@ class Simulation:
     def _first(self, job: Job, now: float) -> None:
         i = job.rid
         if np.isnan(self.ttft[i]):
-            self.ttft[i] = now + self.rtt[i] / 2 - self.arr.t[i]
+            self.ttft[i] = now + self.rtt[i] / 2 - self.sent[i]
             self.first_at[i] = now
 
     def _done(self, job: Job, now: float) -> None:
         i = job.rid
-        self.e2e[i] = now + self.rtt[i] / 2 - self.arr.t[i]
+        self.e2e[i] = now + self.rtt[i] / 2 - self.sent[i]
         if job.output > 1:
             self.tpot[i] = (now - job.first_token) / (job.output - 1)
         self.status[i] = OK
         self.tries.pop(i, None)
+        if self.agents is not None:
+            self._next_step(i, now)
+
+    # ---- agent sessions ----------------------------------------------------------------------------
+    def _next_step(self, i: int, now: float) -> None:
+        plan = self.agents
+        assert plan is not None
+        s, j = int(plan.session[i]), int(plan.next_call[i])
+        if j < 0:
+            if plan.steps[s] > 0:  # the final answer travels back over the session's latest network leg
+                self.session_e2e[s] = now + self.leg[s] / 2 - self.arr.t[s]
+            return
+        if plan.site_loop[s]:
+            self.loop.after(float(plan.tool_s[s]), self._site_call, (j, int(self.chosen[i]), i))
+        else:  # back to the client, the tool runs there, the next call is routed afresh
+            self.loop.after(self.rtt[i] / 2 + float(plan.tool_s[s]), self._client_call, j)
+
+    def _client_call(self, j: int) -> None:
+        self.sent[j] = self.loop.now
+        self._dispatch(j, frozenset())
+
+    def _site_call(self, arg: tuple[int, int, int]) -> None:
+        j, k, prev = arg
+        self.sent[j] = self.loop.now
+        self.chosen[j], self.cost[j], self.violation[j] = k, self.cost[prev], self.violation[prev]
+        self.tries[j] = frozenset({self.grid.endpoints[k].id})
+        self._reach((j, k))
 
     def _changed(self, index: int) -> None:
         self.telemetry.dirty.add(index)

@@ -69,6 +69,20 @@ class GeneratedSites(Strict):
     replicas: int = Field(default=1, ge=1)
 
 
+class AgentDef(Strict):
+    """An agent tenant: each arrival is a session of steps + 1 model calls separated by `steps` tool runs.
+
+    loop=client: the client runs the loop, so every model call is a separate routed request that crosses the
+    client-site network. loop=site: the loop runs beside the engine chosen for the first call; the session
+    crosses the network once."""
+
+    steps: int = Field(ge=1, le=1000, description="tool steps per session (model calls = steps + 1)")
+    tool_ms: float = Field(default=0.0, ge=0, description="time of one tool run, wherever the loop runs")
+    loop: Literal["client", "site"] = "site"
+    output_tokens: int | None = Field(default=None, gt=0, description="output of every model call "
+                                      "(default: the trace row's)")
+
+
 class Tenant(Strict):
     name: str
     share: float = Field(gt=0, description="fraction of all requests (normalised over tenants)")
@@ -78,6 +92,7 @@ class Tenant(Strict):
     countries: list[str] | None = None
     jurisdictions: list[str] | None = Field(default=None, description="allowed jurisdictions (residency)")
     max_prompt_tokens: int = Field(default=8192, gt=0)
+    agent: AgentDef | None = Field(default=None, description="sessions of model calls and tool runs")
 
 
 class Diurnal(Strict):

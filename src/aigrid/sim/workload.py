@@ -89,8 +89,18 @@ def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
     edges = np.minimum(np.arange(n_slots + 1) * slot_s, sc.duration_s)
     shares = np.array([t.share for t in sc.tenants])
     shares = shares / shares.sum()
-    parts = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    origin: list[int] = []
+    """Per part: the part whose rows it replays (itself, or an earlier agent tenant with the same traffic)."""
     for k, tenant in enumerate(sc.tenants):
+        twin = _twin_of(sc, k)
+        if twin is not None:
+            t, _, city, prompt, out = parts[twin]
+            if tenant.agent is not None and tenant.agent.output_tokens is not None:
+                out = np.full(len(t), tenant.agent.output_tokens)
+            parts.append((t, np.full(len(t), k, dtype=np.int16), city, prompt, out))
+            origin.append(twin)
+            continue
         idx = cities.select(tenant.continents, tenant.countries)
         if len(idx) == 0:
             raise ScenarioProblem(f"tenant {tenant.name!r}: no cities in its continents/countries")
@@ -117,16 +127,46 @@ def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
                 p = weights[s] / weights[s].sum()
                 city[mask] = idx[rng.choice(len(idx), size=cnt, p=p)]
         prompt = np.minimum(trace.prompt[rows], tenant.max_prompt_tokens)
-        parts.append((t, np.full(len(t), k, dtype=np.int16), city, prompt, trace.output[rows]))
+        out = trace.output[rows]
+        if tenant.agent is not None and tenant.agent.output_tokens is not None:
+            out = np.full(len(t), tenant.agent.output_tokens)
+        parts.append((t, np.full(len(t), k, dtype=np.int16), city, prompt, out))
+        origin.append(k)
     t = np.concatenate([p[0] for p in parts])
     order = np.argsort(t, kind="stable")
+    jitter_u = rng.random(len(t))
+    if origin != list(range(len(parts))):
+        jitter_u = _shared_jitter(jitter_u, order, [len(p[0]) for p in parts], origin)
     return Workload(
         t=t[order], tenant=np.concatenate([p[1] for p in parts])[order],
         city=np.concatenate([p[2] for p in parts])[order],
         prompt=np.concatenate([p[3] for p in parts])[order].astype(np.int32),
         output=np.maximum(np.concatenate([p[4] for p in parts])[order], 1).astype(np.int32),
-        jitter_u=rng.random(len(t)), tenant_names=tuple(t.name for t in sc.tenants),
+        jitter_u=jitter_u, tenant_names=tuple(t.name for t in sc.tenants),
     )
+
+
+def _twin_of(sc: Scenario, k: int) -> int | None:
+    """An agent tenant that differs from an earlier agent tenant only in name and agent spec replays that
+    tenant's sessions (same times, cities, sizes, jitter): loop placements compare on identical traffic."""
+    tenant = sc.tenants[k]
+    if tenant.agent is None:
+        return None
+    key = tenant.model_dump(exclude={"name", "agent"})
+    for j, other in enumerate(sc.tenants[:k]):
+        if other.agent is not None and other.model_dump(exclude={"name", "agent"}) == key:
+            return j  # the first match is never itself a replay: its own twin would come earlier
+    return None
+
+
+def _shared_jitter(draws: np.ndarray, order: np.ndarray, sizes: list[int], origin: list[int]) -> np.ndarray:
+    """Give each replayed row the jitter draw of the row it replays (rows are in arrival order)."""
+    start = np.concatenate([[0], np.cumsum(sizes)])
+    source = np.concatenate([start[origin[k]] + np.arange(n) for k, n in enumerate(sizes)])
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    out: np.ndarray = draws[rank[source[order]]]
+    return out
 
 
 def _slot_weights(sc: Scenario, cities: Cities, idx: np.ndarray, edges: np.ndarray,

@@ -121,6 +121,21 @@ class TenantSpec(StrictModel):
     store_prompts: bool = Field(default=False, description="keep prompt text in the audit log (opt-in)")
 
 
+class AbuseSpec(StrictModel):
+    """Model-extraction and abuse signals per key (volume, prompt diversity, logprob sweeps, temperature-0
+    enumeration). flag: record them in the audit log; throttle: two signals at once answer 429."""
+
+    action: Literal["off", "flag", "throttle"] = "flag"
+    window_s: float = Field(default=300.0, gt=0)
+    min_requests: int = Field(default=50, ge=1)
+    max_requests: int = Field(default=1500, ge=1, description="more than this per window is the volume signal")
+
+    @field_validator("action", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: object) -> object:
+        return "off" if v is False else v
+
+
 class JwtSpec(StrictModel):
     issuer: str
     audience: str
@@ -151,6 +166,7 @@ class SecuritySpec(StrictModel):
     default_quotas: QuotaSpec = QuotaSpec()
     key_quotas: QuotaSpec = QuotaSpec()
     firewall: FirewallSpec = FirewallSpec()
+    abuse: AbuseSpec = AbuseSpec()
     audit: AuditSpec | None = AuditSpec()
 
 

@@ -75,47 +75,79 @@ class _Seen:
     probing: bool
 
 
+class _Window:
+    """One key's recent requests, with the counts the signals need kept up to date on push and pop, so a
+    verdict costs O(1) per request instead of a rescan of the whole window."""
+
+    def __init__(self) -> None:
+        self.items: deque[_Seen] = deque()
+        self.prompts: Counter[str] = Counter()
+        self.probing = 0
+        self.greedy = 0
+        self.greedy_prefixes: Counter[str] = Counter()
+
+    def push(self, s: _Seen) -> None:
+        self.items.append(s)
+        self.prompts[s.prompt] += 1
+        self.probing += s.probing
+        if s.greedy:
+            self.greedy += 1
+            self.greedy_prefixes[s.prefix] += 1
+
+    def pop(self) -> None:
+        s = self.items.popleft()
+        self.prompts[s.prompt] -= 1
+        if not self.prompts[s.prompt]:
+            del self.prompts[s.prompt]
+        self.probing -= s.probing
+        if s.greedy:
+            self.greedy -= 1
+            self.greedy_prefixes[s.prefix] -= 1
+            if not self.greedy_prefixes[s.prefix]:
+                del self.greedy_prefixes[s.prefix]
+
+
 class AbuseMonitor:
     """Keeps a bounded history per key; observe() is called once per request, after authentication."""
 
     def __init__(self, rules: AbuseRules = AbuseRules(), clock: Callable[[], float] = time.monotonic) -> None:
         self.rules = rules
         self.clock = clock
-        self._history: OrderedDict[str, deque[_Seen]] = OrderedDict()
+        self._history: OrderedDict[str, _Window] = OrderedDict()
 
     def observe(self, key_id: str, traits: RequestTraits) -> AbuseVerdict:
         now = self.clock()
-        history = self._history.pop(key_id, None) or deque()
-        self._history[key_id] = history
+        window = self._history.pop(key_id, None) or _Window()
+        self._history[key_id] = window
         if len(self._history) > self.rules.max_keys:
             self._history.popitem(last=False)
-        while history and history[0].at <= now - self.rules.window_s:
-            history.popleft()
-        history.append(_seen(now, traits, self.rules.prefix_chars))
-        if len(history) > self.rules.max_requests * 2:
-            history.popleft()
-        signals = self._signals(history)
+        while window.items and window.items[0].at <= now - self.rules.window_s:
+            window.pop()
+        window.push(_seen(now, traits, self.rules.prefix_chars))
+        if len(window.items) > self.rules.max_requests * 2:
+            window.pop()
+        signals = self._signals(window)
         action = (AbuseAction.THROTTLE if len(signals) >= 2 else
                   AbuseAction.FLAG if signals else AbuseAction.ALLOW)
-        return AbuseVerdict(action, signals, len(history))
+        return AbuseVerdict(action, signals, len(window.items))
 
-    def _signals(self, history: deque[_Seen]) -> tuple[str, ...]:
-        r, n = self.rules, len(history)
+    def _signals(self, w: _Window) -> tuple[str, ...]:
+        r, n = self.rules, len(w.items)
         out: list[str] = []
         if n > r.max_requests:
             out.append("volume")
         if n < r.min_requests:
             return tuple(out)
-        if len({s.prompt for s in history}) / n >= r.diversity:
+        if len(w.prompts) / n >= r.diversity:
             out.append("diversity")
-        if sum(s.probing for s in history) / n >= r.logprobs_share:
+        if w.probing / n >= r.logprobs_share:
             out.append("logprobs")
-        greedy = [s for s in history if s.greedy]
-        if greedy:
-            prefix, count = Counter(s.prefix for s in greedy).most_common(1)[0]
-            variants = len({s.prompt for s in greedy if s.prefix == prefix})
-            if count / n >= r.enumeration_share and variants >= 0.8 * count:
-                out.append("enumeration")
+        if w.greedy / n >= r.enumeration_share:  # only then can one greedy prefix reach the share
+            prefix, count = w.greedy_prefixes.most_common(1)[0]
+            if count / n >= r.enumeration_share:
+                variants = len({s.prompt for s in w.items if s.greedy and s.prefix == prefix})
+                if variants >= 0.8 * count:
+                    out.append("enumeration")
         return tuple(out)
 
 
