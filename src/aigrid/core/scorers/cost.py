@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aigrid.core.plugins import Context, Score, clamp01
 from aigrid.core.types import Endpoint, Prediction, RequestInfo
 
+
 def request_cost_usd(request: RequestInfo, endpoint: Endpoint) -> float:
     return (request.prompt_tokens * endpoint.price_in_per_mtok
             + request.max_output_tokens * endpoint.price_out_per_mtok) / 1e6
