@@ -23,6 +23,7 @@ class FakeEngine:
         self.down = False
         self.break_after: int | None = None
         self.first_byte_delay_s = 0.0
+        self.word_delay_s = 0.0
         self.echo_prefill = False  # like llama.cpp: repeat a prefilled assistant message before continuing
         self.received: list[dict] = []
         self.stats_value = EngineStats(running=0, waiting=0)
@@ -58,6 +59,8 @@ class FakeEngine:
         if self.echo_prefill and messages and messages[-1]["role"] == "assistant":
             words = (messages[-1]["content"][:3], messages[-1]["content"][3:], *words)
         for i, w in enumerate(words):
+            if self.word_delay_s:
+                await asyncio.sleep(self.word_delay_s)
             if self.break_after is not None and i >= self.break_after:
                 raise EngineStreamBroken(f"{self.name} died")
             chunk = {"id": self.name, "object": "chat.completion.chunk", "model": req["model"], "created": 1,
