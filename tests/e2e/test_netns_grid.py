@@ -105,7 +105,7 @@ def test_a_whole_site_going_dark_loses_nothing_and_keeps_residency(grid: dict) -
         headers = {"x-aigrid-client-location": "Tokyo"}
         if i % 2:
             headers["x-aigrid-residency"] = "JP"  # only nrt may serve these: they must be refused, not moved
-        r = httpx.post(grid["base"] + "/v1/chat/completions", json=CHAT, headers=headers, timeout=30)
+        r = httpx.post(grid["base"] + "/v1/chat/completions", json=CHAT, headers=headers, timeout=60)
         if r.status_code == 200:
             site = r.headers["x-aigrid-site"]
             served.append(site)

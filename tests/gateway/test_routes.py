@@ -195,3 +195,25 @@ async def test_models_health_metrics(client: httpx.AsyncClient) -> None:
     metrics = (await client.get("/metrics")).text
     assert 'aigrid_requests_total{endpoint="nrt-smollm2",outcome="ok",site="nrt"} 1.0' in metrics
     assert (await client.get("/healthz")).json()["status"] == "ok"
+
+
+async def test_an_engine_that_never_answers_is_left_after_the_first_byte_deadline(
+        tmp_path, fakes: dict[str, FakeEngine]) -> None:  # type: ignore[no-untyped-def]
+    import random
+
+    from aigrid.gateway.app import build_app, build_gateway
+    from aigrid.spec.models import FirstByteSpec
+    from tests.gateway.conftest import _no_sleep, spec_in
+
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(
+        update={"first_byte_timeout": FirstByteSpec(factor=1, min_s=0.2, max_s=1)})})
+    gw = build_gateway(spec, fakes, rng=random.Random(0), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    fakes["nrt-smollm2"].first_byte_delay_s = 30  # a dark link: connected, silent
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://g") as c:
+        r = await c.post("/v1/chat/completions", json={**CHAT, "stream": True},
+                         headers={"x-aigrid-client-location": "Tokyo"})
+    assert r.status_code == 200 and r.headers["x-aigrid-site"] != "nrt"
+    d = gw.decisions.get(r.headers["x-aigrid-decision"])
+    assert d is not None and "no first byte within" in d.attempts[0]["error"]

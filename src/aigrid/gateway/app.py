@@ -29,7 +29,7 @@ from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
 from aigrid.gateway.metrics import GatewayMetrics
-from aigrid.gateway.proxy import Proxy, Sleep
+from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
 from aigrid.gateway.request_info import TenantRules
 from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
@@ -90,7 +90,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     served = {e.id: e.served_model or e.model for e in spec.endpoints}
     proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.network == "emulate",
                   max_attempts=spec.gateway.max_attempts, family_of={e.id: e.family for e in endpoints},
-                  sleep=sleep)
+                  deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep)
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
         policies=load.policies(spec), tenants=tenant_rules(spec), cities=load.cities(spec),

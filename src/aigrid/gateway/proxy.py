@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from aigrid.core.types import Candidate, Decision
 from aigrid.engines.protocol import Engine, UpstreamResponse
@@ -36,6 +36,7 @@ from aigrid.gateway.continuation import (
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.output_filter import OutputFilter
+from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.usage import sse_usage
 from aigrid.telemetry.store import TelemetryStore
 
@@ -57,6 +58,20 @@ class HedgePolicy:
         return (self.factor * cand.prediction.ttft_ms + self.min_ms) / 1000.0
 
 
+@dataclass(frozen=True, slots=True)
+class FirstByteDeadline:
+    """How long an attempt may wait for its first byte before the next candidate is tried: factor x the
+    predicted TTFT, within [min_s, max_s]. It catches what no connect timeout can: a pooled connection to a
+    site whose network went dark, or an engine that accepts requests and never answers."""
+
+    factor: float = 10.0
+    min_s: float = 5.0
+    max_s: float = 120.0
+
+    def seconds(self, cand: Candidate) -> float:
+        return min(self.max_s, max(self.min_s, self.factor * cand.prediction.ttft_ms / 1000.0))
+
+
 @dataclass(slots=True)
 class Opened:
     cand: Candidate
@@ -72,9 +87,10 @@ class Proxy:
     def __init__(self, engines: Mapping[str, Engine], served_models: Mapping[str, str], store: TelemetryStore,
                  metrics: GatewayMetrics, clock: Callable[[], float], *, emulate_network: bool,
                  max_attempts: int, family_of: Mapping[str, str] | None = None,
-                 sleep: Sleep = asyncio.sleep) -> None:
+                 deadline: FirstByteDeadline = FirstByteDeadline(), sleep: Sleep = asyncio.sleep) -> None:
         self._engines = engines
         self._family_of = dict(family_of or {})
+        self._deadline = deadline
         self._served = served_models
         self._store = store
         self._metrics = metrics
@@ -112,8 +128,8 @@ class Proxy:
             self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
             spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
                      and self._family(c) == self._family(cand)]
-            return StreamingResponse(self._relay(path, body, opened, spare, record, output, on_complete),
-                                     status_code=opened.upstream.status, headers=headers)
+            return RelayResponse(self._relay(path, body, opened, spare, record, output, on_complete),
+                                 opened.upstream.status, headers)
         try:
             rest = b"".join([chunk async for chunk in opened.upstream.body])
         except EngineError as e:
@@ -185,10 +201,16 @@ class Proxy:
             engine = self._engines[cand.endpoint_id]
             if wrap is not None:
                 engine = wrap(engine, cand)
-            upstream = await stack.enter_async_context(engine.open(path, payload))
-            if upstream.status >= 500:
-                raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
-            first = await anext(upstream.body, b"")
+            # a tool loop answers after whole model turns and tool runs: only the ceiling applies to it
+            limit = self._deadline.max_s if wrap is not None else self._deadline.seconds(cand)
+            try:
+                async with asyncio.timeout(limit):
+                    upstream = await stack.enter_async_context(engine.open(path, payload))
+                    if upstream.status >= 500:
+                        raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
+                    first = await anext(upstream.body, b"")
+            except TimeoutError as e:
+                raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
         except EngineError as e:
             await stack.aclose()
             self._fail(cand, entry, str(e) or type(e).__name__, self._clock() - attempt_start)

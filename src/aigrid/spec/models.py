@@ -193,6 +193,12 @@ class AgentsSpec(StrictModel):
     mcp_servers: dict[str, McpServerSpec] = {}
 
 
+class FirstByteSpec(StrictModel):
+    factor: float = Field(default=10.0, gt=0, description="wait at most factor x the predicted TTFT ...")
+    min_s: float = Field(default=5.0, gt=0, description="... but at least this long ...")
+    max_s: float = Field(default=120.0, gt=0, description="... and at most this long, then try the next site")
+
+
 class GatewaySpec(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -209,6 +215,7 @@ class GatewaySpec(StrictModel):
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_output_tokens: int = Field(default=4096, gt=0)
     hedge: HedgeSpec = HedgeSpec()
+    first_byte_timeout: FirstByteSpec = FirstByteSpec()
     shared_state_url: str | None = Field(
         default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
     shared_sync_interval_s: float = Field(default=0.5, gt=0)
