@@ -14,9 +14,8 @@ import pytest
 from aigrid.agents import Finished, ToolLoopEngine, builtin_tools, run_tool_loop
 from aigrid.agents.graph import graph_from_edges
 from aigrid.engines.llama_server import LlamaServerConfig, LlamaServerProcess
-from aigrid.engines.model_files import find_llama_server, find_model_file
 from aigrid.engines.openai_compat import OpenAICompatEngine
-from aigrid.errors import EngineBuildError
+from tests.engine_support import engine_config as real_engine_config
 
 pytestmark = pytest.mark.engine
 
@@ -29,12 +28,7 @@ TOOLS = [{"type": "function", "function": {"name": "calculator"}},
 
 @pytest.fixture
 def engine_config(tmp_path: Path) -> LlamaServerConfig:
-    try:
-        binary = find_llama_server()
-    except EngineBuildError as exc:
-        pytest.skip(f"llama-server is not built (run `make engine`): {exc}")
-    return LlamaServerConfig(binary=binary, model=find_model_file(), log_path=tmp_path / "llama-server.log",
-                             alias="smollm2-135m", slots=1, threads=1)
+    return real_engine_config(tmp_path / "llama-server.log", slots=1)
 
 
 async def test_real_multi_step_loop_with_two_tools(engine_config: LlamaServerConfig) -> None:

@@ -11,20 +11,14 @@ from aigrid.bench import workload
 from aigrid.bench.report import Slo, summary
 from aigrid.bench.runner import RunConfig, run
 from aigrid.engines.llama_server import LlamaServerConfig, LlamaServerProcess
-from aigrid.engines.model_files import find_llama_server, find_model_file
-from aigrid.errors import EngineBuildError
+from tests.engine_support import engine_config as real_engine_config
 
 pytestmark = pytest.mark.engine
 
 
 @pytest.fixture
 def engine_config(tmp_path: Path) -> LlamaServerConfig:
-    try:
-        binary = find_llama_server()
-    except EngineBuildError as exc:
-        pytest.skip(f"llama-server is not built (run `make engine`): {exc}")
-    return LlamaServerConfig(binary=binary, model=find_model_file(), log_path=tmp_path / "llama-server.log",
-                             alias="smollm2-135m", slots=2, threads=1)
+    return real_engine_config(tmp_path / "llama-server.log", slots=2)
 
 
 async def test_bench_streams_from_llama_server(engine_config: LlamaServerConfig) -> None:

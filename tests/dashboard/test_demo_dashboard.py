@@ -21,14 +21,13 @@ from rich.console import Console
 
 from aigrid.dashboard import dashboard_routes
 from aigrid.engines.llama_server import free_port
-from aigrid.engines.model_files import find_llama_server
-from aigrid.errors import EngineBuildError
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.server import start_embedded
 from aigrid.gateway.wiring import build_engines, upstream_client
 from aigrid.spec.load import load_spec
 from tests.dashboard.browser import chromium_page
 from tests.dashboard.conftest import DEMO
+from tests.engine_support import require_llama_server
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.engine
@@ -38,19 +37,10 @@ PROMPTS = ("Name three rivers in Japan.", "Write a haiku about the sea.", "Expla
            "List five fruits.", "What is the capital of France?", "Describe a mountain in one sentence.")
 
 
-def _engine_built() -> bool:
-    try:
-        find_llama_server()
-    except EngineBuildError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def demo_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`aigrid up examples/demo.yaml`, in process, with the dashboard mounted (as the CLI does once wired)."""
-    if not _engine_built():
-        pytest.skip("llama-server not built: run `make engine`")
+    require_llama_server()
     cwd = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("demo"))  # engine logs go to ./.aigrid/logs
     port = free_port()

@@ -17,9 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aigrid.engines.model_files import find_llama_server
-from aigrid.errors import EngineBuildError
 from tests.e2e.processes import Proc, engine_pid, start_gateway, start_node, write_spec
+from tests.engine_support import require_llama_server
 from tests.security.redis_server import redis_server
 
 pytestmark = pytest.mark.engine
@@ -33,10 +32,7 @@ def report(name: str, **figures: object) -> None:
 
 @pytest.fixture
 def nodes(tmp_path: Path) -> Iterator[dict[str, tuple[Proc, str]]]:
-    try:
-        find_llama_server()
-    except EngineBuildError:
-        pytest.skip("llama-server not built: run `make engine`")
+    require_llama_server()
     started: dict[str, tuple[Proc, str]] = {}
     try:
         for site in ("fra", "iad", "nrt"):

@@ -18,25 +18,15 @@ import pytest
 from openai import OpenAI
 
 from aigrid.engines.llama_server import free_port
-from aigrid.engines.model_files import find_llama_server
-from aigrid.errors import EngineBuildError
+from tests.engine_support import require_llama_server
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.engine
 
 
-def _engine_built() -> bool:
-    try:
-        find_llama_server()
-    except EngineBuildError:
-        return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    if not _engine_built():
-        pytest.skip("llama-server not built: run `make engine`")
+    require_llama_server()
     port = free_port()
     cwd = tmp_path_factory.mktemp("grid")
     aigrid = shutil.which("aigrid", path=str(Path(sys.executable).parent))

@@ -1,0 +1,25 @@
+"""The real embedded engine in tests: its config, or a clear skip when llama-server has not been built."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from aigrid.engines.llama_server import LlamaServerConfig, embedded_config
+from aigrid.engines.model_files import find_llama_server
+from aigrid.errors import EngineBuildError
+
+NOT_BUILT = "llama-server is not built (run `make engine`)"
+
+
+def require_llama_server() -> None:
+    try:
+        find_llama_server()
+    except EngineBuildError as exc:
+        pytest.skip(f"{NOT_BUILT}: {exc}")
+
+
+def engine_config(log_path: Path, *, slots: int = 1, threads: int = 1) -> LlamaServerConfig:
+    require_llama_server()
+    return embedded_config(log_path, slots=slots, threads=threads)
