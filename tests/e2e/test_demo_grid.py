@@ -33,31 +33,33 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     proc = subprocess.Popen([aigrid, "up", str(ROOT / "examples" / "demo.yaml"), "--port", str(port)], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200"})
-    base = f"http://127.0.0.1:{port}"
-    lines: list[str] = []
-    deadline = time.monotonic() + 120
-    assert proc.stdout is not None
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops" in line:
-            break
-    out = "".join(lines)
-    pids = {m[0]: int(m[1]) for m in re.findall(r"engine (\S+) \(site \S+\) at \S+\s+pid (\d+)", out)}
-    assert len(pids) == 4, out
-    for _ in range(100):
-        try:
-            if len(httpx.get(f"{base}/healthz").json()["healthy"]) == 4:
+    try:
+        base = f"http://127.0.0.1:{port}"
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        assert proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
                 break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    yield {"base": base, "proc": proc, "pids": pids, "banner": out, "cwd": cwd}
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        out = "".join(lines)
+        pids = {m[0]: int(m[1]) for m in re.findall(r"engine (\S+) \(site \S+\) at \S+\s+pid (\d+)", out)}
+        assert len(pids) == 4, out
+        for _ in range(100):
+            try:
+                if len(httpx.get(f"{base}/healthz").json()["healthy"]) == 4:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        yield {"base": base, "proc": proc, "pids": pids, "banner": out, "cwd": cwd}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(timeout=30)
 
 
 def stream_from(grid: dict, city: str, prompt: str = "Name a river.") -> tuple[str, str, str]:

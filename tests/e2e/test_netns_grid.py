@@ -51,28 +51,30 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     proc = subprocess.Popen([aigrid, "up", str(ROOT / "examples" / "demo-netns.yaml"), "--port", str(port)],
                             cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200"})
-    assert proc.stdout is not None
-    lines = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        lines.append(line)
-        if "Ctrl-C stops" in line:
-            break
-    out = "".join(lines)
-    namespaces = dict(re.findall(r"site (\w+): namespace (\S+) at", out))
-    assert len(namespaces) == 4, out
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        if len(httpx.get(base + "/healthz").json()["healthy"]) == 4:
-            break
-        time.sleep(0.2)
-    yield {"base": base, "proc": proc, "namespaces": namespaces}
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        out = "".join(lines)
+        namespaces = dict(re.findall(r"site (\w+): namespace (\S+) at", out))
+        assert len(namespaces) == 4, out
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            if len(httpx.get(base + "/healthz").json()["healthy"]) == 4:
+                break
+            time.sleep(0.2)
+        yield {"base": base, "proc": proc, "namespaces": namespaces}
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
 
 
 def first_byte_s(base: str, headers: dict[str, str]) -> tuple[float, str]:

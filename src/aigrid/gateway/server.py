@@ -8,6 +8,7 @@ import contextlib
 import json
 import shlex
 import signal
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -98,6 +99,15 @@ async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console
     return {ep_id: p.base_url for ep_id, p in procs.items()}
 
 
+def _aigrid() -> str:
+    """How to call the aigrid command from here (.venv/bin/aigrid after `make run`)."""
+    exe = Path(sys.argv[0])
+    try:
+        return str(exe.resolve().relative_to(Path.cwd())) if exe.name == "aigrid" else "aigrid"
+    except ValueError:
+        return "aigrid"
+
+
 def banner(spec: GridSpec, host: str, port: int) -> str:
     base = f"http://{host}:{port}"
     model = next(iter(spec.models))
@@ -108,7 +118,7 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
     return (f"\n[bold green]aigrid gateway[/] on {base}  (OpenAI base URL: {base}/v1)\n"
             f"  sites: {', '.join(f'{k} ({v.jurisdiction})' for k, v in spec.sites.items())}\n"
             f"  try:   {curl}\n"
-            f"  then:  aigrid explain <x-aigrid-decision header>   |   {base}/metrics   |   {base}/v1/grid\n"
+            f"  then:  {_aigrid()} explain <x-aigrid-decision header>   |   {base}/metrics   |   {base}/v1/grid\n"
             f"  map:   {base}/dashboard\n"
             f"  Ctrl-C stops the gateway and every engine.\n")
 
