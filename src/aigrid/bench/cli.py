@@ -20,7 +20,7 @@ from aigrid.bench import workload
 from aigrid.bench.report import Slo, summary, table, write_json, write_plots
 from aigrid.bench.runner import Run, RunConfig, run
 
-DEFAULT_TRACE = Path("../shared/data/traces/azure_llm_2023_conv.csv")
+DEFAULT_TRACE = Path("data/traces/azure_llm_2023_conv.csv")  # shipped in the repository (CC-BY 4.0)
 
 
 class Mode(StrEnum):

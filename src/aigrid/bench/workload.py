@@ -1,7 +1,7 @@
 """What the load generator sends and when: Poisson arrivals, a replay of the Azure LLM traces, or a fixed
 number of requests for the closed loop. Pure: a seeded random.Random in, a list of plans out.
 
-The Azure traces (../shared/data/traces, CC-BY 4.0; Patel et al., "Splitwise: Efficient generative LLM
+The Azure traces (data/traces in the repository, CC-BY 4.0; Patel et al., "Splitwise: Efficient generative LLM
 inference using phase splitting", ISCA 2024; source Azure/AzurePublicDataset) give each request's arrival
 time, prompt (ContextTokens) and output (GeneratedTokens) sizes.
 """
