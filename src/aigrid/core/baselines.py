@@ -95,7 +95,7 @@ def _candidate(request: RequestInfo, view: GridView, ep: Endpoint, total: float,
     return Candidate(
         endpoint_id=ep.id, site_id=site.id, jurisdiction=site.jurisdiction, model=ep.model, scores={},
         total=total, prediction=Prediction(0.0, 0.0, 0.0, distance_km=dist),
-        cost_usd=request_cost_usd(request, ep), notes=(f"baseline {name}",),
+        cost_usd=request_cost_usd(request, ep), note_parts=(("router", "baseline {}", (name,)),),
     )
 
 

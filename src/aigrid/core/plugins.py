@@ -28,6 +28,10 @@ class Verdict:
     reason: str = ""
 
 
+PASS = Verdict(True)
+"""The verdict of every passing check: one shared instance, not one per endpoint per filter."""
+
+
 class Filter(Protocol):
     name: str
 
@@ -39,6 +43,9 @@ class Score:
     value: float
     """In [0, 1]; higher is better."""
     note: str = ""
+    """A str.format template, filled with `args` only when someone reads the note (explain, the dashboard):
+    formatting floats for every candidate of every decision was most of the core's cost."""
+    args: tuple[object, ...] = ()
 
 
 class Scorer(Protocol):

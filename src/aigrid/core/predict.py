@@ -66,4 +66,4 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
         modelled_engine_ms = queue + prefill
         blended = (1 - MEASURED_WEIGHT) * modelled_engine_ms + MEASURED_WEIGHT * measured_engine_ms
         queue = max(0.0, blended - prefill)
-    return Prediction(rtt_ms=net, queue_ms=queue, prefill_ms=prefill, distance_km=dist)
+    return Prediction(rtt_ms=net, queue_ms=queue, prefill_ms=prefill, distance_km=dist, warm=warm)

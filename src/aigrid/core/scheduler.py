@@ -53,17 +53,17 @@ class Scheduler:
             state = view.state(endpoint.id)
             prediction = predict(request, endpoint, site, state, is_warm(request, endpoint, view.prefix_owner))
             scores: dict[str, float] = {}
-            notes: list[str] = []
+            notes: list[tuple[str, str, tuple[object, ...]]] = []
             for scorer in self.profile.scorers:
                 s = scorer.score(ctx, endpoint, prediction)
                 scores[scorer.axis] = clamp01(s.value)
                 if s.note:
-                    notes.append(f"{scorer.axis}: {s.note}")
+                    notes.append((scorer.axis, s.note, s.args))
             total = sum(weights[axis] * value for axis, value in scores.items())
             candidates.append(Candidate(
                 endpoint_id=endpoint.id, site_id=site.id, jurisdiction=site.jurisdiction,
                 model=endpoint.model, scores=scores, total=total, prediction=prediction,
-                cost_usd=request_cost_usd(request, endpoint), notes=tuple(notes),
+                cost_usd=request_cost_usd(request, endpoint), note_parts=tuple(notes),
             ))
         ranked = self.profile.picker.pick(candidates, policy, rng)
         return Decision(request.id, policy.name, ranked, tuple(rejected), _reason(ranked, rejected))

@@ -150,6 +150,8 @@ class Prediction:
     queue_ms: float
     prefill_ms: float
     distance_km: float | None = None
+    warm: bool = False
+    """The prompt's prefix or session was last served here, so prefill counted it as mostly cached."""
 
     @property
     def ttft_ms(self) -> float:
@@ -166,7 +168,12 @@ class Candidate:
     total: float
     prediction: Prediction
     cost_usd: float
-    notes: tuple[str, ...] = ()
+    note_parts: tuple[tuple[str, str, tuple[object, ...]], ...] = ()
+    """(axis, template, args) per scorer; `notes` formats them on demand."""
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        return tuple(f"{axis}: {template.format(*args)}" for axis, template, args in self.note_parts)
 
 
 @dataclass(frozen=True, slots=True)

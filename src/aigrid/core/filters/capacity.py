@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aigrid.core.plugins import Context, Verdict
+from aigrid.core.plugins import PASS, Context, Verdict
 from aigrid.core.types import Endpoint
 
 
@@ -18,4 +18,4 @@ class HasCapacity:
         limit = self.max_queue_factor * max(endpoint.max_concurrency, 1)
         if state.waiting >= limit:
             return Verdict(False, f"queue full ({state.waiting} waiting, limit {limit:g})")
-        return Verdict(True)
+        return PASS

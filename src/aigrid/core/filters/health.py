@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aigrid.core.plugins import Context, Verdict
+from aigrid.core.plugins import PASS, Context, Verdict
 from aigrid.core.types import Circuit, Endpoint
 
 
@@ -18,4 +18,4 @@ class Healthy:
             return Verdict(False, f"unhealthy{': ' + state.reason if state.reason else ''}")
         if state.circuit is Circuit.OPEN:
             return Verdict(False, "circuit breaker open after recent failures")
-        return Verdict(True)
+        return PASS

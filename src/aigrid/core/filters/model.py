@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aigrid.core.plugins import Context, Verdict
+from aigrid.core.plugins import PASS, Context, Verdict
 from aigrid.core.types import Endpoint
 
 AUTO = "auto"
@@ -18,8 +18,8 @@ class ServesModel:
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         wanted = ctx.request.model
         if wanted in (AUTO, endpoint.model, endpoint.family):
-            return Verdict(True)
+            return PASS
         info = ctx.view.models.get(wanted)
         if ctx.policy.allow_family_fallback and info is not None and info.family == endpoint.family:
-            return Verdict(True)
+            return PASS
         return Verdict(False, f"serves {endpoint.model}, not {wanted}")

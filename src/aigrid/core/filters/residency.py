@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aigrid.core.plugins import Context, Verdict
+from aigrid.core.plugins import PASS, Context, Verdict
 from aigrid.core.types import Endpoint
 
 
@@ -15,8 +15,8 @@ class Residency:
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         allowed = ctx.request.allowed_jurisdictions
         if allowed is None:
-            return Verdict(True)
+            return PASS
         jurisdiction = ctx.view.sites[endpoint.site_id].jurisdiction
         if jurisdiction in allowed:
-            return Verdict(True)
+            return PASS
         return Verdict(False, f"jurisdiction {jurisdiction} not in allowed {sorted(allowed)}")

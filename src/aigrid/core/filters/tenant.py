@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aigrid.core.plugins import Context, Verdict
+from aigrid.core.plugins import PASS, Context, Verdict
 from aigrid.core.types import Endpoint
 
 
@@ -15,7 +15,7 @@ class TenantSites:
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         allowed = ctx.request.allowed_sites
         if allowed is None or endpoint.site_id in allowed:
-            return Verdict(True)
+            return PASS
         return Verdict(False, f"site {endpoint.site_id} not allowed for tenant {ctx.request.tenant}")
 
 
@@ -26,4 +26,4 @@ class NotExcluded:
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         if endpoint.id in ctx.request.exclude_endpoints:
             return Verdict(False, "already tried for this request")
-        return Verdict(True)
+        return PASS

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aigrid.core.plugins import Context, Score
-from aigrid.core.predict import is_warm
 from aigrid.core.types import Endpoint, Prediction
 
 FIT_WEIGHT = 0.7
@@ -33,6 +32,6 @@ class AffinityScorer:
 
     def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
         fit = model_fit(ctx, endpoint)
-        warm = is_warm(ctx.request, endpoint, ctx.view.prefix_owner)
-        note = f"fit {fit:.1f}{', cache warm' if warm else ''}"
-        return Score(FIT_WEIGHT * fit + (1 - FIT_WEIGHT) * (1.0 if warm else 0.0), note)
+        warm = prediction.warm
+        note = "fit {:.1f}, cache warm" if warm else "fit {:.1f}"
+        return Score(FIT_WEIGHT * fit + (1 - FIT_WEIGHT) * (1.0 if warm else 0.0), note, (fit,))

@@ -25,4 +25,4 @@ class CostScorer:
         tokens = max(ctx.request.prompt_tokens + ctx.request.max_output_tokens, 1)
         per_mtok = request_cost_usd(ctx.request, endpoint) * 1e6 / tokens
         ref = max(ctx.policy.cost_reference_usd_per_mtok, 1e-9)
-        return Score(clamp01(ref / (ref + per_mtok)), f"${per_mtok:.2f}/Mtok")
+        return Score(clamp01(ref / (ref + per_mtok)), "${:.2f}/Mtok", (per_mtok,))

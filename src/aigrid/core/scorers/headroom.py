@@ -33,11 +33,15 @@ class HeadroomScorer:
     def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
         state = ctx.view.state(endpoint.id)
         site = ctx.view.sites[endpoint.site_id]
-        parts = {"slots": clamp01(1.0 - slot_utilization(endpoint, state))}
+        free = clamp01(1.0 - slot_utilization(endpoint, state))
+        note, args = "slots {:.2f}", [free]
         if state.kv_usage is not None:
-            parts["kv"] = clamp01(1.0 - state.kv_usage)
+            kv = clamp01(1.0 - state.kv_usage)
+            note, free = note + " kv {:.2f}", min(free, kv)
+            args.append(kv)
         draw, source = power_draw_w(site, endpoint, state)
         if draw is not None and site.power_budget_w > 0:
-            parts[f"power({source})"] = clamp01(1.0 - draw / site.power_budget_w)
-        scarcest = min(parts, key=lambda k: parts[k])
-        return Score(parts[scarcest], " ".join(f"{k} {v:.2f}" for k, v in parts.items()))
+            power = clamp01(1.0 - draw / site.power_budget_w)
+            note, free = note + " power(" + source + ") {:.2f}", min(free, power)
+            args.append(power)
+        return Score(free, note, tuple(args))

@@ -25,5 +25,6 @@ class ProximityScorer:
         health = clamp01(1.0 - state.error_rate)
         if state.circuit is Circuit.HALF_OPEN:
             health *= 0.5
-        note = ("distance unknown" if dist is None else f"{dist:.0f} km") + f", health {health:.2f}"
-        return Score(clamp01(near * health), note)
+        if dist is None:
+            return Score(clamp01(near * health), "distance unknown, health {:.2f}", (health,))
+        return Score(clamp01(near * health), "{:.0f} km, health {:.2f}", (dist, health))

@@ -19,4 +19,4 @@ class TtftScorer:
     def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
         slo = ctx.policy.ttft_slo_ms
         ttft = prediction.ttft_ms
-        return Score(clamp01(slo / (slo + ttft)), f"ttft {ttft:.0f} ms")
+        return Score(clamp01(slo / (slo + ttft)), "ttft {:.0f} ms", (ttft,))
