@@ -68,3 +68,14 @@ def test_audit_verify_intact_then_tampered(tmp_path: Path) -> None:
         c.execute("UPDATE audit_records SET body = replace(body, '\"tenant\":\"t\"', '\"tenant\":\"x\"') WHERE seq = 3")
     r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(pub)])
     assert r.exit_code == 1 and "first bad record 3" in r.output
+
+
+def test_up_fails_fast_when_the_port_is_taken() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = runner.invoke(app, ["up", str(ROOT / "examples" / "demo.yaml"), "--port", str(port)])
+    assert r.exit_code == 2 and "is another gateway running" in r.output

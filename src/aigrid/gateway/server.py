@@ -8,6 +8,7 @@ import contextlib
 import json
 import shlex
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AsyncExitStack
@@ -22,7 +23,7 @@ from aigrid.core.types import GeoPoint
 from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
 from aigrid.engines.netns import SITE_PORT, SiteNetwork, cleanup_stale, in_namespace
 from aigrid.engines.netns_plan import plan_links
-from aigrid.errors import SpecError
+from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, upstream_client
 from aigrid.spec import load
@@ -123,6 +124,17 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
             f"  Ctrl-C stops the gateway and every engine.\n")
 
 
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before starting any engine when the gateway's port is taken (another grid still running?)."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}; is another gateway running? "
+                              "Stop it or pick another port with --port") from e
+
+
 ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
 """Routes mounted beside the API (the dashboard), given the gateway and a `stopping()` flag."""
 
@@ -131,6 +143,7 @@ async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
                    start_engines: bool = True, extra_routes: ExtraRoutes | None = None) -> None:
     """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped."""
     host, port = spec.gateway.host, port or spec.gateway.port
+    _check_port_free(host, port)
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
     if not start_engines and embedded:
         raise SpecError("(spec)", [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or give "
