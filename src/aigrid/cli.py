@@ -69,7 +69,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _fail(e: AigridError | httpx.HTTPError | OSError, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
