@@ -30,6 +30,7 @@ def keys(tmp_path: Path) -> dict[str, str]:
         "bank": ring.issue("eu-bank").api_key,
         "smollm-only": ring.issue("default", Scopes(models=frozenset({"llama-*"}))).api_key,
         "limited": ring.issue("limited").api_key,
+        "ops": ring.issue("ops").api_key,
     }
     ring.save(tmp_path / "keys.json")
     return issued
@@ -43,6 +44,7 @@ async def secured(tmp_path: Path, keys: dict[str, str], monkeypatch: pytest.Monk
     tenants = dict(spec.tenants)
     tenants["eu-bank"] = tenants["eu-bank"].model_copy(update={"firewall": FirewallSpec(pii_output="redact")})
     tenants["limited"] = TenantSpec(quotas=QuotaSpec(requests_per_min=2))
+    tenants["ops"] = TenantSpec(operator=True)
     spec = spec.model_copy(update={"tenants": tenants})
     gw = build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep)
     await gw.scraper.scrape_once()
@@ -164,3 +166,31 @@ async def test_abuse_signals_flag_by_default_and_throttle_only_when_asked(
                 body = {**CHAT, "messages": [{"role": "user", "content": f"question number {i}"}]}
                 statuses.append((await c.post("/v1/chat/completions", json=body)).status_code)
         assert (429 in statuses) is expect_429, (action, statuses)
+
+
+async def test_decisions_are_only_readable_by_their_tenant_or_an_operator(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
+    c, gw = secured
+    bank = await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["bank"]))
+    other = await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["limited"]))
+    bank_id, other_id = bank.headers["x-aigrid-decision"], other.headers["x-aigrid-decision"]
+    assert error(await c.get(f"/v1/decisions/{bank_id}"), 401)["code"] == "missing_api_key"
+    assert (await c.get(f"/v1/decisions/{bank_id}", headers=auth(keys["bank"]))).status_code == 200
+    assert error(await c.get(f"/v1/decisions/{other_id}", headers=auth(keys["bank"])), 404)  # not leaked
+    mine = (await c.get("/v1/decisions", headers=auth(keys["bank"]))).json()["data"]
+    assert [d["id"] for d in mine] == [bank_id]
+    everyone = (await c.get("/v1/decisions", headers=auth(keys["ops"]))).json()["data"]
+    assert {d["id"] for d in everyone} >= {bank_id, other_id}
+    assert error(await c.get("/v1/grid"), 401)
+    assert (await c.get("/v1/grid", headers=auth(keys["bank"]))).status_code == 200
+
+
+async def test_dashboard_is_for_operators_when_enforced(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
+    from aigrid.dashboard import dashboard_routes
+
+    _, gw = secured
+    app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        assert error(await c.get("/dashboard/state", headers=auth(keys["bank"])), 403)["code"] == "operator_only"
+        assert (await c.get("/dashboard/state", headers=auth(keys["ops"]))).status_code == 200

@@ -22,7 +22,7 @@ from aigrid.audit.log import AuditLog
 from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
 from aigrid.audit.signing import generate_keypair, load_private_key
 from aigrid.core.types import Decision
-from aigrid.errors import ApiError, ConfigError, InvalidRequest
+from aigrid.errors import ApiError, ConfigError, InvalidRequest, PermissionDenied
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import authorize
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, AbuseVerdict, RequestTraits
@@ -114,6 +114,8 @@ class Guard:
         self.firewall = Firewall(model, policies, _policy(sec.firewall))
         self.audit: AuditLog | None = None
         self._audit_spec = sec.audit
+        self._enforce = sec.enforce
+        self._operators = frozenset(name for name, t in spec.tenants.items() if t.operator)
 
     @staticmethod
     def _quota_rules(spec: GridSpec) -> QuotaRules:
@@ -176,6 +178,20 @@ class Guard:
             await self.quotas.settle(reservation, 0)
             raise
         return Admission(principal, reservation, verdicts, abuse, time.time())
+
+    def reader(self, authorization: str | None) -> str | None:
+        """Who may read decisions: None for everyone (enforcement off, or an operator tenant's key), else the
+        one tenant whose decisions this caller may see. Raises 401 for missing or bad credentials."""
+        if not self._enforce:
+            return None
+        principal = self.authenticator.authenticate(authorization)
+        return None if principal.tenant in self._operators else principal.tenant
+
+    def operator(self, authorization: str | None) -> None:
+        """The dashboard shows every tenant's traffic: operators only when enforcement is on (401 / 403)."""
+        if self.reader(authorization) is not None:
+            raise PermissionDenied("the dashboard shows every tenant's traffic: it needs an operator tenant's key",
+                                   code="operator_only")
 
     def stores_prompts(self, tenant: str) -> bool:
         t = self.tenants.get(tenant)

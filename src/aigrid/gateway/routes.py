@@ -184,8 +184,9 @@ class Routes:
         return json_response({"object": "list", "data": data})
 
     async def get_decision(self, request: Request) -> Response:
+        tenant = self.gw.guard.reader(request.headers.get("authorization"))
         rec = self.gw.decisions.get(request.path_params["decision_id"])
-        if rec is None:
+        if rec is None or (tenant is not None and rec.tenant != tenant):  # another tenant's: not yours to see
             raise NotFound(f"no decision {request.path_params['decision_id']!r} "
                            "(the gateway keeps only the most recent decisions)", param="decision_id")
         return json_response(rec.to_dict())
@@ -194,9 +195,14 @@ class Routes:
         raw = request.query_params.get("limit", "50")
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
             raise InvalidRequest("limit must be an integer between 1 and 1000", param="limit")
-        return json_response({"data": [r.to_dict() for r in self.gw.decisions.recent(int(raw))]})
+        tenant = self.gw.guard.reader(request.headers.get("authorization"))
+        records = self.gw.decisions.recent(int(raw) if tenant is None else 1000)
+        if tenant is not None:
+            records = [r for r in records if r.tenant == tenant][: int(raw)]
+        return json_response({"data": [r.to_dict() for r in records]})
 
     async def grid(self, request: Request) -> Response:
+        self.gw.guard.reader(request.headers.get("authorization"))  # any valid key: no tenant data here
         view = self.gw.store.snapshot()
         sites = {s.id: {"name": s.name, "lat": s.location.lat, "lon": s.location.lon,
                         "jurisdiction": s.jurisdiction, "hardware": s.hardware} for s in view.sites.values()}

@@ -119,6 +119,8 @@ class TenantSpec(StrictModel):
     quotas: QuotaSpec | None = None
     firewall: FirewallSpec | None = None
     store_prompts: bool = Field(default=False, description="keep prompt text in the audit log (opt-in)")
+    operator: bool = Field(default=False, description="may read every tenant's decisions and the dashboard "
+                           "when security.enforce is on (others see only their own decisions)")
 
 
 class AbuseSpec(StrictModel):
