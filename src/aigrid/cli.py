@@ -145,12 +145,16 @@ def spec_check(spec: SpecArg) -> None:
 
 @app.command()
 def explain(decision_id: str,
-            gateway: Annotated[str, typer.Option(help="gateway base URL")] = DEFAULT_GATEWAY) -> None:
+            gateway: Annotated[str, typer.Option(help="gateway base URL")] = DEFAULT_GATEWAY,
+            api_key: Annotated[str | None, typer.Option(envvar="AIGRID_API_KEY",
+                                                        help="key, when the gateway enforces keys")] = None) -> None:
     """Print why a request went where it went: every candidate's scores, every rejection."""
     from aigrid.explain import render_decision
 
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        r = httpx.get(f"{gateway.rstrip('/')}/v1/decisions/{decision_id}", timeout=5, trust_env=False)
+        r = httpx.get(f"{gateway.rstrip('/')}/v1/decisions/{decision_id}", headers=headers, timeout=5,
+                      trust_env=False)
     except httpx.HTTPError as e:
         raise _fail(e) from None
     if r.status_code != 200:
