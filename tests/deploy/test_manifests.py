@@ -90,7 +90,7 @@ def test_every_service_selects_one_deployment_on_a_named_port() -> None:
 def test_probes_ask_the_gateway_and_the_engines_the_right_question() -> None:
     (gateway,) = containers(deployment("aigrid-gateway"))
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz"
-    assert gateway["livenessProbe"]["httpGet"]["path"] == "/metrics"  # never restarted for its engines' sake
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/livez"  # never restarted for its engines' sake
     for dep in of_kind("Deployment"):
         if dep["metadata"]["name"].startswith("aigrid-site-"):
             (engine,) = containers(dep)

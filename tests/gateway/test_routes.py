@@ -195,6 +195,7 @@ async def test_models_health_metrics(client: httpx.AsyncClient) -> None:
     metrics = (await client.get("/metrics")).text
     assert 'aigrid_requests_total{endpoint="nrt-smollm2",outcome="ok",site="nrt"} 1.0' in metrics
     assert (await client.get("/healthz")).json()["status"] == "ok"
+    assert (await client.get("/livez")).json() == {"status": "alive"}
 
 
 async def test_an_engine_that_never_answers_is_left_after_the_first_byte_deadline(

@@ -217,6 +217,11 @@ class Routes:
                               "telemetry_age_s": round(st.age_s, 2)})
         return json_response({"name": self.gw.spec.name, "sites": sites, "endpoints": endpoints})
 
+    async def livez(self, request: Request) -> Response:
+        """Liveness: the gateway process serves. Unlike /healthz it stays 200 when every engine is down, so an
+        orchestrator never restarts gateways because of their engines."""
+        return json_response({"status": "alive"})
+
     async def healthz(self, request: Request) -> Response:
         view = self.gw.store.snapshot()
         healthy = [e.id for e in view.endpoints if view.state(e.id).healthy]
