@@ -60,6 +60,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                 {"name": "decision_id", "in": "path", "required": True, "schema": {"type": "string"}}],
                 "responses": {**ok, **_errors(404)}}},
             "/healthz": {"get": {"summary": "Health", "responses": {**ok, "503": {"description": "no healthy endpoint"}}}},
+            "/livez": {"get": {"summary": "Liveness (the process serves)", "responses": ok}},
         },
         "components": {"schemas": schemas},
     }
