@@ -41,12 +41,6 @@ class Tool(Protocol):
     async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str: ...
 
 
-def openai_tool(tool: Tool) -> dict[str, Any]:
-    """The tool in OpenAI's `tools` format, as sent to engines that call tools natively."""
-    return {"type": "function",
-            "function": {"name": tool.name, "description": tool.description, "parameters": dict(tool.parameters)}}
-
-
 class ToolRegistry(Mapping[str, Tool]):
     """Name -> tool. Names are unique: registering a second tool under a taken name is an error, so an
     MCP server cannot silently shadow a built-in."""

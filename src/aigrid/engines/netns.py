@@ -150,10 +150,6 @@ class SiteNetwork:
         """The site's address inside its namespace: where its engines listen and the gateway connects."""
         return self._site(site_id).site_ip
 
-    def gateway_address(self, site_id: str) -> str:
-        """The root namespace's end of the site's link."""
-        return self._site(site_id).host_ip
-
     def namespace(self, site_id: str) -> str:
         return self._site(site_id).namespace
 

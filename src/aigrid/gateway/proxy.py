@@ -80,7 +80,6 @@ class Opened:
     first: bytes
     sent_at: float
     first_at: float
-    started_at: float
 
 
 class Proxy:
@@ -222,7 +221,7 @@ class Proxy:
             raise
         first_at = self._clock()
         entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
-        return Opened(cand, upstream, stack, first, sent_at, first_at, attempt_start)
+        return Opened(cand, upstream, stack, first, sent_at, first_at)
 
     def _fail(self, cand: Candidate, entry: dict[str, Any], reason: str, elapsed: float) -> None:
         self._store.request_finished(cand.endpoint_id)
@@ -273,19 +272,15 @@ class Proxy:
 
     async def _events(self, opened: Opened) -> AsyncIterator[bytes]:
         """Upstream bytes in whole SSE events (non-SSE bodies pass as they come)."""
-        is_sse = opened.upstream.headers.get("content-type", "").startswith("text/event-stream")
-        buf = b""
-        for chunk in (opened.first,):
-            if not is_sse:
+        if not opened.upstream.headers.get("content-type", "").startswith("text/event-stream"):
+            yield opened.first
+            async for chunk in opened.upstream.body:
                 yield chunk
-                continue
-            complete, buf = events_in(buf + chunk)
-            if complete:
-                yield complete
+            return
+        complete, buf = events_in(opened.first)
+        if complete:
+            yield complete
         async for chunk in opened.upstream.body:
-            if not is_sse:
-                yield chunk
-                continue
             complete, buf = events_in(buf + chunk)
             if complete:
                 yield complete

@@ -29,9 +29,6 @@ class Grid:
     """Per endpoint: latitude and longitude of its site."""
     lon: np.ndarray
 
-    def endpoints_of_site(self, site_id: str) -> list[int]:
-        return [i for i, e in enumerate(self.endpoints) if e.site_id == site_id]
-
 
 def build_grid(scenario: Scenario, cities: Cities, site_set: str | None = None) -> Grid:
     models = {m.name: m for m in scenario.models}

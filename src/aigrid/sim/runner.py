@@ -235,7 +235,7 @@ class Simulation:
         self._reach((j, k))
 
     def _changed(self, index: int) -> None:
-        self.telemetry.dirty.add(index)
+        self.telemetry.changed(index)
 
     # ---- faults ------------------------------------------------------------------------------------
     def take_down(self, indices: Sequence[int]) -> None:

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aigrid.core.policies import DEFAULT_POLICY
 from aigrid.core.types import AXES
 
 EngineKind = Literal["embedded", "vllm", "sglang", "llamacpp", "ollama", "tgi", "openai"]
@@ -204,7 +205,7 @@ class FirstByteSpec(StrictModel):
 class GatewaySpec(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    default_policy: str = "balanced"
+    default_policy: str = DEFAULT_POLICY
     network: Literal["emulate", "netns", "none"] = Field(
         default="emulate", description="how client-to-site distance is made on one machine: emulate (the gateway "
         "sleeps each site's modelled RTT), netns (each embedded site in its own network namespace, the kernel "
