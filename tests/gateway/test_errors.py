@@ -68,3 +68,9 @@ async def test_residency_header_cannot_widen_tenant(client: httpx.AsyncClient) -
 
 async def test_unknown_decision_is_404(client: httpx.AsyncClient) -> None:
     assert_envelope(await client.get("/v1/decisions/dec-nope"), 404, "not_found")
+
+
+@pytest.mark.parametrize("value", ["91,10", "10,181", "abc,def", "Atlantis"])
+async def test_bad_locations_are_400(client: httpx.AsyncClient, value: str) -> None:
+    r = await client.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-client-location": value})
+    assert assert_envelope(r, 400, "invalid_request")["param"] == "x-aigrid-client-location"

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from aigrid.core.types import GeoPoint, RequestInfo
 from aigrid.errors import InvalidRequest, ModelNotFound, PermissionDenied
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+from aigrid.spec.load import parse_point
 
 CHARS_PER_TOKEN = 4
 """A rough English average; good enough to size prefill and cost before the engine tokenizes."""
@@ -32,22 +33,11 @@ class TenantRules:
 def parse_location(value: str | None, cities: Mapping[str, GeoPoint]) -> GeoPoint | None:
     if value is None or not value.strip():
         return None
-    v = value.strip()
-    if "," in v:
-        lat_s, _, lon_s = v.partition(",")
-        try:
-            lat, lon = float(lat_s), float(lon_s)
-        except ValueError:
-            lat = lon = float("nan")
-        if -90 <= lat <= 90 and -180 <= lon <= 180:
-            return GeoPoint(lat, lon)
-        if lat == lat:  # parsed but out of range (nan != nan)
-            raise InvalidRequest(f"{H_LOCATION}: latitude/longitude out of range: {v!r}", param=H_LOCATION)
-    point = cities.get(v.lower())
+    point = parse_point(value, cities)
     if point is None:
         known = ", ".join(sorted(c.title() for c in cities))
-        raise InvalidRequest(f"{H_LOCATION}: unknown city {v!r}; use 'lat,lon' or one of: {known}",
-                             param=H_LOCATION)
+        raise InvalidRequest(f"{H_LOCATION}: {value.strip()!r} is neither 'lat,lon' (in range) nor a known city; "
+                             f"known cities: {known}", param=H_LOCATION)
     return point
 
 

@@ -5,6 +5,7 @@ Every problem with a spec becomes one SpecError naming the file and each bad fie
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
@@ -47,7 +48,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:
     except ValidationError as e:
         raise SpecError(source, [_describe(err) for err in e.errors()]) from e
     problems = _unknown_policies(spec)
-    if spec.gateway.location is not None and _point(spec.gateway.location, cities(spec)) is None:
+    if spec.gateway.location is not None and parse_point(spec.gateway.location, cities(spec)) is None:
         problems.append(f"gateway.location: {spec.gateway.location!r} is neither 'lat,lon' nor a known city "
                         f"(known: {', '.join(sorted(c.title() for c in cities(spec)))})")
     if spec.gateway.network == "netns" and spec.gateway.location is None:
@@ -57,8 +58,9 @@ def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:
     return spec
 
 
-def _point(text: str, known: dict[str, GeoPoint]) -> GeoPoint | None:
-    lat_s, sep, lon_s = text.partition(",")
+def parse_point(text: str, known: Mapping[str, GeoPoint]) -> GeoPoint | None:
+    """'lat,lon' (within range) or the name of a known city (any case); None when it is neither."""
+    lat_s, sep, lon_s = text.strip().partition(",")
     if sep:
         try:
             lat, lon = float(lat_s), float(lon_s)
@@ -70,7 +72,7 @@ def _point(text: str, known: dict[str, GeoPoint]) -> GeoPoint | None:
 
 def gateway_location(spec: GridSpec) -> GeoPoint | None:
     """Where the gateway is (validated by parse_spec)."""
-    return None if spec.gateway.location is None else _point(spec.gateway.location, cities(spec))
+    return None if spec.gateway.location is None else parse_point(spec.gateway.location, cities(spec))
 
 
 def _describe(err: object) -> str:
