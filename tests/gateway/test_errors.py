@@ -63,7 +63,7 @@ async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
 async def test_residency_header_cannot_widen_tenant(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/chat/completions", json=CHAT,
                           headers={"x-aigrid-tenant": "eu-bank", "x-aigrid-residency": "US"})
-    assert_envelope(r, 403, "permission_denied")
+    assert_envelope(r, 403, "jurisdiction_not_allowed")
 
 
 async def test_unknown_decision_is_404(client: httpx.AsyncClient) -> None:

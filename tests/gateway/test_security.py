@@ -78,7 +78,7 @@ async def test_scope_violations_are_403(secured: tuple[httpx.AsyncClient, Gatewa
     err = error(await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["smollm-only"])), 403)
     assert err["code"] == "model_not_allowed" and err["param"] == "model"
     r = await c.post("/v1/chat/completions", json=CHAT, headers={**auth(keys["bank"]), "x-aigrid-residency": "US"})
-    assert error(r, 403)["code"] == "permission_denied"
+    assert error(r, 403)["code"] == "jurisdiction_not_allowed"
 
 
 async def test_key_tenant_residency_holds_from_tokyo(secured: tuple[httpx.AsyncClient, Gateway],

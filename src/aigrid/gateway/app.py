@@ -30,7 +30,6 @@ from aigrid.gateway.envelope import api_error_handler, http_error_handler, inter
 from aigrid.gateway.guard import Guard
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
-from aigrid.gateway.request_info import TenantRules
 from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
 from aigrid.spec import load
@@ -50,7 +49,8 @@ class Gateway:
     store: TelemetryStore
     scheduler: Scheduler
     policies: dict[str, Policy]
-    tenants: dict[str, TenantRules]
+    tenant_policies: dict[str, str]
+    """tenant -> its routing policy (scopes, quotas and firewall are the guard's)"""
     cities: dict[str, GeoPoint]
     known_models: frozenset[str]
     decisions: DecisionLog
@@ -65,17 +65,8 @@ class Gateway:
     sync: SharedSync | None = None
 
 
-def tenant_rules(spec: GridSpec) -> dict[str, TenantRules]:
-    rules = {
-        name: TenantRules(
-            name=name, policy=t.policy or spec.gateway.default_policy,
-            allowed_jurisdictions=None if t.allowed_jurisdictions is None else frozenset(t.allowed_jurisdictions),
-            allowed_sites=None if t.allowed_sites is None else frozenset(t.allowed_sites),
-        )
-        for name, t in spec.tenants.items()
-    }
-    rules.setdefault("default", TenantRules("default", spec.gateway.default_policy, None, None))
-    return rules
+def tenant_policies(spec: GridSpec) -> dict[str, str]:
+    return {name: t.policy or spec.gateway.default_policy for name, t in spec.tenants.items()}
 
 
 def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Callable[[], float] = time.monotonic,
@@ -93,7 +84,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
                   deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep)
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
-        policies=load.policies(spec), tenants=tenant_rules(spec), cities=load.cities(spec),
+        policies=load.policies(spec), tenant_policies=tenant_policies(spec), cities=load.cities(spec),
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),

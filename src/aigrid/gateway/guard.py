@@ -156,9 +156,11 @@ class Guard:
         return Principal(tenant.id, principal.key_id, tenant.scopes, "anonymous")
 
     async def admit(self, principal: Principal, body: dict[str, Any], model: str, prompt: str,
-                    tokens: int, policy: str | None = None) -> Admission:
-        """Scopes, quota, abuse signals and the input firewall; may redact body["messages"] in place."""
-        authorize(principal, model, jurisdictions=None, policy=policy if principal.scopes.policy else None)
+                    tokens: int, policy: str | None = None, jurisdictions: frozenset[str] | None = None) -> Admission:
+        """Scopes (model, the jurisdictions the request asked for, a key's bound policy), quota, abuse signals
+        and the input firewall; may redact body["messages"] in place."""
+        authorize(principal, model, jurisdictions=jurisdictions,
+                  policy=policy if principal.scopes.policy else None)
         reservation = await self.quotas.admit(principal, tokens)
         abuse = None
         if self.abuse_action != "off":

@@ -1,13 +1,15 @@
-"""From an HTTP request to the core's RequestInfo: client location, tenant rules, token estimates, prefix."""
+"""From an HTTP request to the core's RequestInfo: client location, residency asked, token estimates, prefix.
+
+Who the caller is, and what its tenant and key allow, is the guard's (security scopes); this module only
+reads what the request itself says."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from aigrid.core.types import GeoPoint, RequestInfo
-from aigrid.errors import InvalidRequest, ModelNotFound, PermissionDenied
+from aigrid.errors import InvalidRequest, ModelNotFound
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 from aigrid.spec.load import parse_point
 
@@ -22,14 +24,6 @@ H_POLICY = "x-aigrid-policy"
 H_SESSION = "x-aigrid-session"
 
 
-@dataclass(frozen=True, slots=True)
-class TenantRules:
-    name: str
-    policy: str
-    allowed_jurisdictions: frozenset[str] | None
-    allowed_sites: frozenset[str] | None
-
-
 def parse_location(value: str | None, cities: Mapping[str, GeoPoint]) -> GeoPoint | None:
     if value is None or not value.strip():
         return None
@@ -41,17 +35,12 @@ def parse_location(value: str | None, cities: Mapping[str, GeoPoint]) -> GeoPoin
     return point
 
 
-def residency(header: str | None, tenant: TenantRules) -> frozenset[str] | None:
-    """The tenant's allowed jurisdictions, narrowed (never widened) by the request's header."""
+def residency(header: str | None) -> frozenset[str] | None:
+    """The jurisdictions this request asks to stay in (x-aigrid-residency), if it asks. The caller's scopes
+    then authorize them (403 if they widen the tenant's) and narrow them (security.authorize)."""
     if header is None or not header.strip():
-        return tenant.allowed_jurisdictions
-    asked = frozenset(j.strip().upper() for j in header.split(",") if j.strip())
-    if tenant.allowed_jurisdictions is None:
-        return asked
-    widened = asked - tenant.allowed_jurisdictions
-    if widened:
-        raise PermissionDenied(f"tenant {tenant.name} may not run in {sorted(widened)}", param=H_RESIDENCY)
-    return asked
+        return None
+    return frozenset(j.strip().upper() for j in header.split(",") if j.strip())
 
 
 def hash_key(text: str) -> str:
@@ -66,7 +55,7 @@ def estimate_prompt_tokens(body: ChatRequest | CompletionRequest) -> int:
 
 
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
-                       tenant: TenantRules, cities: Mapping[str, GeoPoint], known_models: frozenset[str],
+                       cities: Mapping[str, GeoPoint], known_models: frozenset[str],
                        max_output_tokens: int, default_location: GeoPoint | None = None) -> RequestInfo:
     if body.model != "auto" and body.model not in known_models:
         raise ModelNotFound(f"The model '{body.model}' does not exist on this grid. "
@@ -82,9 +71,7 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
         prompt_tokens=estimate_prompt_tokens(body),
         max_output_tokens=budget or DEFAULT_OUTPUT_TOKENS,
         client_location=parse_location(headers.get(H_LOCATION), cities) or default_location,
-        allowed_jurisdictions=residency(headers.get(H_RESIDENCY), tenant),
-        tenant=tenant.name,
-        allowed_sites=tenant.allowed_sites,
+        allowed_jurisdictions=residency(headers.get(H_RESIDENCY)),
         prefix_hash=hash_key(body.prefix_text()),
         session=f"s:{session}" if session else None,
     )

@@ -87,22 +87,23 @@ class Routes:
                 raise from_validation(e) from e
             model = parsed.model
             principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
-            tenant = gw.tenants.get(principal.tenant) or gw.tenants["default"]
-            policy_name = request.headers.get(H_POLICY) or principal.scopes.policy or tenant.policy
+            policy_name = (request.headers.get(H_POLICY) or principal.scopes.policy
+                           or gw.tenant_policies.get(principal.tenant, gw.spec.gateway.default_policy))
             policy = gw.policies.get(policy_name)
             if policy is None:
                 raise InvalidRequest(f"unknown policy {policy_name!r}; known: {', '.join(sorted(gw.policies))}",
                                      param=H_POLICY)
             hedge = self._hedge(request)
             decision_id = f"dec-{uuid.uuid4().hex[:16]}"
-            info = scope_request(principal, build_request_info(
-                decision_id, parsed, request.headers, tenant, gw.cities, gw.known_models,
-                gw.spec.gateway.max_output_tokens, gw.location))
+            asked = build_request_info(decision_id, parsed, request.headers, gw.cities, gw.known_models,
+                                       gw.spec.gateway.max_output_tokens, gw.location)
+            info = scope_request(principal, asked)
             loop = None
             if path == CHAT_PATH and wants_server_tools(body, gw.agents.tools):
                 loop = validate_tool_request(body, gw.agents.tools, gw.agents.loop)  # 400s before routing
             admission = await gw.guard.admit(principal, body, model, parsed.prompt_text(),
-                                             info.prompt_tokens + info.max_output_tokens, policy=policy_name)
+                                             info.prompt_tokens + info.max_output_tokens, policy=policy_name,
+                                             jurisdictions=asked.allowed_jurisdictions)
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
             await gw.guard.reject(principal, e, model, body)
