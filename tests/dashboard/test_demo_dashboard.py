@@ -4,29 +4,19 @@ with AIGRID_UPDATE_DOCS=1 it also refreshes docs/img/dashboard.png."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from rich.console import Console
 
-from aigrid.dashboard import dashboard_routes
-from aigrid.engines.llama_server import free_port
-from aigrid.gateway.app import build_app, build_gateway
-from aigrid.gateway.server import start_embedded
-from aigrid.gateway.wiring import build_engines, upstream_client
-from aigrid.spec.load import load_spec
 from tests.dashboard.browser import chromium_page
 from tests.dashboard.conftest import DEMO
+from tests.e2e.processes import running_grid
 from tests.engine_support import require_llama_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,48 +29,10 @@ PROMPTS = ("Name three rivers in Japan.", "Write a haiku about the sea.", "Expla
 
 @pytest.fixture(scope="module")
 def demo_grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`aigrid up examples/demo.yaml`, in process, with the dashboard mounted (as the CLI does once wired)."""
+    """`aigrid up examples/demo.yaml` as users run it: the CLI mounts the dashboard beside the API."""
     require_llama_server()
-    cwd = os.getcwd()
-    os.chdir(tmp_path_factory.mktemp("demo"))  # engine logs go to ./.aigrid/logs
-    port = free_port()
-    state: dict[str, object] = {}
-
-    async def serve() -> None:
-        spec = load_spec(DEMO)
-        async with AsyncExitStack() as stack:
-            urls = await start_embedded(spec, stack, Console(quiet=True))
-            client = upstream_client()
-            stack.push_async_callback(client.aclose)
-            gw = build_gateway(spec, build_engines(spec, urls, client))
-            routes = dashboard_routes(gw, stopping=lambda: bool(getattr(state.get("server"), "should_exit", False)))
-            app = build_app(gw, extra_routes=routes)
-            server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                                   lifespan="on", timeout_graceful_shutdown=2))
-            state["server"] = server
-            await server.serve()
-
-    thread = threading.Thread(target=lambda: asyncio.run(serve()), daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if len(httpx.get(base + "/healthz", timeout=2).json()["healthy"]) == 4:
-                    break
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            if time.monotonic() > deadline or not thread.is_alive():
-                pytest.fail("the demo grid did not come up")
-            time.sleep(0.3)
-        yield base
-    finally:
-        server = state.get("server")
-        if isinstance(server, uvicorn.Server):
-            server.should_exit = True
-        thread.join(timeout=60)
-        os.chdir(cwd)
+    with running_grid(DEMO, tmp_path_factory.mktemp("demo")) as g:
+        yield g.base
 
 
 def stream(base: str, city: str, prompt: str) -> str:

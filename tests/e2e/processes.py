@@ -7,6 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -99,3 +102,53 @@ def start_gateway(cwd: Path, spec: Path, name: str, redis_url: str | None = None
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/healthz")
     return proc, url
+
+
+@dataclass
+class Grid:
+    base: str
+    proc: subprocess.Popen[str]
+    banner: str
+
+
+@contextmanager
+def running_grid(spec: Path, cwd: Path, *, stop: signal.Signals = signal.SIGINT,
+                 healthy: int = 4) -> Iterator[Grid]:
+    """`aigrid up SPEC` as a real process (the CLI users run, dashboard mounted): returns once its banner is
+    printed and `healthy` endpoints pass their checks; always stopped (with `stop`) afterwards."""
+    port = free_port()
+    proc = subprocess.Popen([str(BIN / "aigrid"), "up", str(spec), "--port", str(port)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "Ctrl-C stops" in line:
+                break
+        banner = "".join(lines)
+        assert "Ctrl-C stops" in banner, banner
+        base = f"http://127.0.0.1:{port}"
+        wait_until_healthy(base, healthy)
+        yield Grid(base, proc, banner)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(stop)
+            proc.wait(timeout=30)
+
+
+def wait_until_healthy(base: str, count: int, timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if len(httpx.get(base + "/healthz", timeout=2).json()["healthy"]) >= count:
+                return
+        except (httpx.HTTPError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{base}: fewer than {count} healthy endpoints after {timeout_s}s")

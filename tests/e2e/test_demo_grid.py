@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from aigrid.engines.llama_server import free_port
+from tests.e2e.processes import running_grid
 from tests.engine_support import require_llama_server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,39 +25,10 @@ pytestmark = pytest.mark.engine
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     require_llama_server()
-    port = free_port()
-    cwd = tmp_path_factory.mktemp("grid")
-    aigrid = shutil.which("aigrid", path=str(Path(sys.executable).parent))
-    proc = subprocess.Popen([aigrid, "up", str(ROOT / "examples" / "demo.yaml"), "--port", str(port)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
-    try:
-        base = f"http://127.0.0.1:{port}"
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        assert proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C stops" in line:
-                break
-        out = "".join(lines)
-        pids = {m[0]: int(m[1]) for m in re.findall(r"engine (\S+) \(site \S+\) at \S+\s+pid (\d+)", out)}
-        assert len(pids) == 4, out
-        for _ in range(100):
-            try:
-                if len(httpx.get(f"{base}/healthz").json()["healthy"]) == 4:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        yield {"base": base, "proc": proc, "pids": pids, "banner": out, "cwd": cwd}
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            proc.wait(timeout=30)
+    with running_grid(ROOT / "examples" / "demo.yaml", tmp_path_factory.mktemp("grid")) as g:
+        pids = {m[0]: int(m[1]) for m in re.findall(r"engine (\S+) \(site \S+\) at \S+\s+pid (\d+)", g.banner)}
+        assert len(pids) == 4, g.banner
+        yield {"base": g.base, "proc": g.proc, "pids": pids, "banner": g.banner}
 
 
 def stream_from(grid: dict, city: str, prompt: str = "Name a river.") -> tuple[str, str, str]:

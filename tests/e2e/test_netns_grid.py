@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,10 +15,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aigrid.engines.llama_server import free_port
 from aigrid.engines.model_files import find_llama_server
 from aigrid.engines.netns import missing_tools
 from aigrid.errors import EngineBuildError
+from tests.e2e.processes import running_grid
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.engine
@@ -45,36 +43,11 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     reason = _why_skip()
     if reason:
         pytest.skip(reason)
-    port = free_port()
-    cwd = tmp_path_factory.mktemp("netns-grid")
-    aigrid = shutil.which("aigrid", path=str(Path(sys.executable).parent))
-    proc = subprocess.Popen([aigrid, "up", str(ROOT / "examples" / "demo-netns.yaml"), "--port", str(port)],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
-    try:
-        assert proc.stdout is not None
-        lines = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C stops" in line:
-                break
-        out = "".join(lines)
-        namespaces = dict(re.findall(r"site (\w+): namespace (\S+) at", out))
-        assert len(namespaces) == 4, out
-        base = f"http://127.0.0.1:{port}"
-        for _ in range(100):
-            if len(httpx.get(base + "/healthz").json()["healthy"]) == 4:
-                break
-            time.sleep(0.2)
-        yield {"base": base, "proc": proc, "namespaces": namespaces}
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=30)
+    with running_grid(ROOT / "examples" / "demo-netns.yaml", tmp_path_factory.mktemp("netns-grid"),
+                      stop=signal.SIGTERM) as g:
+        namespaces = dict(re.findall(r"site (\w+): namespace (\S+) at", g.banner))
+        assert len(namespaces) == 4, g.banner
+        yield {"base": g.base, "proc": g.proc, "namespaces": namespaces}
 
 
 def first_byte_s(base: str, headers: dict[str, str]) -> tuple[float, str]:
