@@ -87,3 +87,15 @@ def test_measured_output_length_feeds_the_state() -> None:
     store.record_usage("e1", 20)
     store.record_usage("e1", 40)
     assert store.state("e1").mean_output_tokens == 20 + 0.3 * 20
+
+
+def test_snapshot_rebuilds_only_what_changed() -> None:
+    clock = Clock()
+    sites = {"fra": Site("fra", "Frankfurt", GeoPoint(50, 8), "EU")}
+    eps = (Endpoint("a", "fra", "m", "f", 1.0), Endpoint("b", "fra", "m", "f", 1.0))
+    store = TelemetryStore(sites, eps, {}, clock)
+    first = store.snapshot()
+    store.request_started("a")
+    second = store.snapshot()
+    assert second.state("a").running == 1 and first.state("a").running == 0  # earlier views never change
+    assert second.state("b") is first.state("b")  # untouched endpoint: not rebuilt

@@ -209,7 +209,7 @@ class Routes:
                         "jurisdiction": s.jurisdiction, "hardware": s.hardware} for s in view.sites.values()}
         endpoints = []
         for e in view.endpoints:
-            st = view.state(e.id)
+            st = self.gw.store.state(e.id)  # fresh, so telemetry_age_s grows while an engine is silent
             endpoints.append({"id": e.id, "site": e.site_id, "model": e.model, "engine": e.engine,
                               "url": self.gw.engines[e.id].base_url,
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),

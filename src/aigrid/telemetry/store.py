@@ -48,7 +48,9 @@ class TelemetryStore:
         self._slot_count = {e.id: max(e.max_concurrency, 1) for e in endpoints}
         self._affinity: OrderedDict[str, str] = OrderedDict()
         self._affinity_pending: list[tuple[str, str]] = []
-        self._view: GridView | None = None
+        self._states: dict[str, EndpointState] = {}
+        self._dirty: set[str] = set(self._live)
+        """Endpoints whose state changed since the last snapshot: only those are rebuilt."""
 
     # engine truth ------------------------------------------------------------------------------------
     def record_scrape(self, endpoint_id: str, healthy: bool, stats: EngineStats | None, reason: str = "") -> None:
@@ -66,17 +68,17 @@ class TelemetryStore:
         live.scraped_at = self._clock()
         if healthy and live.breaker.state(self._clock()) is Circuit.HALF_OPEN:
             live.breaker.record_success()
-        self._view = None
+        self._dirty.add(endpoint_id)
 
     # gateway observations ----------------------------------------------------------------------------
     def request_started(self, endpoint_id: str) -> None:
         self._live[endpoint_id].inflight += 1
-        self._view = None
+        self._dirty.add(endpoint_id)
 
     def request_finished(self, endpoint_id: str) -> None:
         live = self._live[endpoint_id]
         live.inflight = max(0, live.inflight - 1)
-        self._view = None
+        self._dirty.add(endpoint_id)
 
     def record_success(self, endpoint_id: str, ttft_s: float | None) -> None:
         live = self._live[endpoint_id]
@@ -85,28 +87,27 @@ class TelemetryStore:
         if ttft_s is not None:
             prev = live.ttft_ewma_s
             live.ttft_ewma_s = ttft_s if prev is None else prev + EWMA_ALPHA * (ttft_s - prev)
-        self._view = None
+        self._dirty.add(endpoint_id)
 
     def record_usage(self, endpoint_id: str, completion_tokens: int) -> None:
         """Generated tokens of one finished answer: the queue model's service time follows real lengths."""
         live = self._live[endpoint_id]
         prev = live.output_tokens_ewma
         live.output_tokens_ewma = completion_tokens if prev is None else prev + EWMA_ALPHA * (completion_tokens - prev)
-        self._view = None
+        self._dirty.add(endpoint_id)
 
     def record_failure(self, endpoint_id: str, reason: str) -> None:
         live = self._live[endpoint_id]
         live.breaker.record_failure(self._clock())
         live.errors_ewma = live.errors_ewma * (1 - EWMA_ALPHA) + EWMA_ALPHA
         live.scraped = replace(live.scraped, reason=reason)
-        self._view = None
+        self._dirty.add(endpoint_id)
 
     def remember_affinity(self, keys: tuple[str | None, ...], endpoint_id: str) -> None:
         for key in keys:
             if key is not None:
                 self._set_affinity(key, endpoint_id)
                 self._affinity_pending.append((key, endpoint_id))
-        self._view = None
 
     def _set_affinity(self, key: str, endpoint_id: str) -> None:
         self._affinity[key] = endpoint_id
@@ -136,7 +137,7 @@ class TelemetryStore:
         for key, endpoint_id in view.affinity:
             if endpoint_id in self._live:
                 self._set_affinity(key, endpoint_id)
-        self._view = None
+        self._dirty.update(self._live)
 
     def inflight(self, endpoint_id: str) -> int:
         return self._live[endpoint_id].inflight
@@ -168,15 +169,19 @@ class TelemetryStore:
         return local
 
     def snapshot(self) -> GridView:
-        if self._view is None or any(lb.breaker.opened_at is not None or lb.remote_opened_at is not None
-                                     for lb in self._live.values()):
-            self._view = GridView(
-                sites=self._sites, endpoints=self._endpoints,
-                states={e.id: self.state(e.id) for e in self._endpoints},
-                # a read-only window, not a copy: schedule() runs synchronously, so nothing changes under it
-                prefix_owner=MappingProxyType(self._affinity), models=self._models,
-            )
-        return self._view
+        """The view for one decision. Only endpoints that changed are rebuilt (plus those whose circuit is
+        cooling down, which changes with time alone); `age_s` is as of each endpoint's last change."""
+        for ep, live in self._live.items():
+            if live.breaker.opened_at is not None or live.remote_opened_at is not None:
+                self._dirty.add(ep)
+        for ep in self._dirty:
+            self._states[ep] = self.state(ep)
+        self._dirty.clear()
+        return GridView(
+            sites=self._sites, endpoints=self._endpoints, states=dict(self._states),
+            # a read-only window, not a copy: schedule() runs synchronously, so nothing changes under it
+            prefix_owner=MappingProxyType(self._affinity), models=self._models,
+        )
 
     def _slots(self, endpoint_id: str) -> int:
         return self._slot_count[endpoint_id]
