@@ -59,6 +59,8 @@ async def test_stream_usage_when_asked(client: httpx.AsyncClient) -> None:
     events = [line[6:] for line in raw.split(b"\n") if line.startswith(b"data: ")]
     last = orjson.loads(events[-2])
     assert last["choices"] == [] and last["usage"]["completion_tokens"] == 4
+    metrics = (await client.get("/metrics")).text
+    assert 'aigrid_tokens_total{kind="completion",site="fra"} 4.0' in metrics  # metered either way
 
 
 async def test_tokyo_goes_elsewhere_when_nrt_is_down_and_decision_says_why(

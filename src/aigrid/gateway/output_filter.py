@@ -1,9 +1,10 @@
 """Output checks on an engine's answer, for the requests that need them; every other answer passes untouched.
 
-Two reasons to look inside a stream: the tenant's firewall redacts personal data in output (the streaming
-redactor holds back a short tail, so an item split across chunks is still caught), or the gateway asked the
-engine for a usage chunk the client did not ask for (to meter quotas and audit with real token counts) and
-must drop it again. Works on whole SSE events, as the relay delivers them.
+Every stream passes through one: it keeps the engine's usage chunk (quotas and the audit log are metered
+with real token counts) and drops it again when only the gateway asked for it, and for tenants whose
+firewall redacts output it redacts personal data (holding back a short tail, so that an item split across
+chunks is still caught). Blocks with neither usage nor personal-data checks pass untouched. Works on whole
+SSE events, as the relay delivers them.
 """
 
 from __future__ import annotations
@@ -23,10 +24,6 @@ class OutputFilter:
         self._strip_usage = strip_usage
         self._flushed = False
         self.usage: dict[str, Any] | None = None
-
-    @property
-    def active(self) -> bool:
-        return self._redactor is not None or self._strip_usage
 
     def verdicts(self) -> list[Verdict]:
         return stream_verdicts(self._redactor) if self._redactor is not None else []

@@ -236,7 +236,7 @@ class Proxy:
                      on_complete: OnComplete | None) -> AsyncIterator[bytes]:
         sent: list[bytes] = []
         usage: dict[str, Any] | None = None
-        filt = output if output is not None and output.active else None
+        filt = output
         current: Opened | None = opened
         rewriter: Rewriter | None = None  # set once we are relaying a continuation
         try:

@@ -143,7 +143,7 @@ class Routes:
             wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
             if not wants_usage:  # meter with the engine's own count, then hide it from the client again
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            output = OutputFilter(fw.output_redactor(tenant), strip_usage=not wants_usage)
+            output = OutputFilter(fw.output_redactor(tenant), strip_usage=not wants_usage)  # also meters usage
 
         def redact(answer: bytes) -> bytes:
             redacted, verdicts = redact_json_answer(fw, tenant, answer)
