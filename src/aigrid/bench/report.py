@@ -112,19 +112,23 @@ def write_plots(out_dir: Path, run: Run) -> list[Path]:
     ok = [r for r in run.results if r.ok]
     written: list[Path] = []
 
+    def save(fig: Any, ax: Any, name: str, xlabel: str, ylabel: str, title: str, legend: bool = True) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        if legend:
+            ax.legend()
+        written.append(out_dir / name)
+        fig.savefig(written[-1], dpi=110, bbox_inches="tight")
+        plt.close(fig)
+
     fig, ax = plt.subplots(figsize=(6, 4))
     for key, label in (("ttft", "TTFT"), ("e2e", "end-to-end")):
         xs = sorted(getattr(r, key) * 1000 for r in ok if getattr(r, key) is not None)
         if xs:
             ax.plot(xs, [(i + 1) / len(xs) for i in range(len(xs))], label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("ms")
-    ax.set_ylabel("fraction of requests")
-    ax.set_title("latency CDF")
-    ax.legend()
-    written.append(out_dir / "ttft_cdf.png")
-    fig.savefig(written[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, ax, "ttft_cdf.png", "ms", "fraction of requests", "latency CDF")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter([r.sent for r in ok], [r.ttft * 1000 if r.ttft is not None else (r.e2e or 0) * 1000 for r in ok],
@@ -132,22 +136,11 @@ def write_plots(out_dir: Path, run: Run) -> list[Path]:
     bad = [r for r in run.results if not r.ok]
     if bad:
         ax.scatter([r.sent for r in bad], [0] * len(bad), s=10, c="red", marker="x", label="failed")
-    ax.set_xlabel("request sent at (s)")
-    ax.set_ylabel("ms")
-    ax.set_title("latency over the run")
-    ax.legend()
-    written.append(out_dir / "latency_over_time.png")
-    fig.savefig(written[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, ax, "latency_over_time.png", "request sent at (s)", "ms", "latency over the run")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     itl = [x * 1000 for r in ok for x in r.itl]
     if itl:
         ax.hist(itl, bins=60)
-    ax.set_xlabel("inter-token latency (ms)")
-    ax.set_ylabel("count")
-    ax.set_title("inter-token latency")
-    written.append(out_dir / "itl_hist.png")
-    fig.savefig(written[-1], dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, ax, "itl_hist.png", "inter-token latency (ms)", "count", "inter-token latency", legend=False)
     return written
