@@ -25,6 +25,17 @@ HELP = """\
 """
 
 
+SERVE_OK = textwrap.dedent("""
+    port = int(sys.argv[sys.argv.index("--port") + 1])
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
+        def log_message(self, *a): pass
+    http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+""")
+"""The tail of a fake engine script: answer 200 on every GET at the --port it was given."""
+
+
 def config(tmp_path: Path, binary: Path, **kw: object) -> LlamaServerConfig:
     return LlamaServerConfig(binary=binary, model=tmp_path / "m.gguf", log_path=tmp_path / "engine.log", **kw)  # type: ignore[arg-type]
 
@@ -81,13 +92,7 @@ async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
     ready.write_text(textwrap.dedent("""
         import http.server, signal, sys
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a stubborn engine
-        port = int(sys.argv[sys.argv.index("--port") + 1])
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-            def log_message(self, *a): pass
-        http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-    """))
+    """) + SERVE_OK)
     binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
     server = LlamaServerProcess(config(tmp_path, binary), stop_grace_s=0.3)
     async with server:
@@ -139,13 +144,7 @@ async def test_lost_port_race_is_retried_on_a_new_port(tmp_path: Path) -> None:
             marker.write_text("x")
             print("E srv start: couldn't bind HTTP server socket, hostname: 127.0.0.1", flush=True)
             sys.exit(1)
-        port = int(sys.argv[sys.argv.index("--port") + 1])
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200); self.end_headers(); self.wfile.write(b"ok")
-            def log_message(self, *a): pass
-        http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
-    """))
+    """) + SERVE_OK)
     binary = fake_engine(tmp_path, f'exec {sys.executable} {serve} {tmp_path / "tried"} "$@"')
     async with LlamaServerProcess(config(tmp_path, binary)) as server:
         assert server.pid is not None
