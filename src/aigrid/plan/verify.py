@@ -3,10 +3,13 @@
 A check passes when every tenant has at least slo.attainment of its requests served within the TTFT and
 TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one round = every check once:
 - a failing check: each site where more than (1 - attainment) of what it served missed the SLO gets more
-  replicas (20%, at least one); if it missed while lightly used (utilisation under LATENCY_UTIL), the
-  problem is prefill time, not capacity, and it moves to the next faster hardware offered instead;
-- a passing round: every site whose busiest check left it under TRIM_UTIL even with one replica fewer
-  loses one; if that breaks a check, the sites that broke it are restored and never trimmed again.
+  replicas (its share of misses, between 20% and 50%, at least one); if it missed while lightly used
+  (utilisation under LATENCY_UTIL), the problem is prefill time, not capacity, and it moves to the next
+  faster hardware offered instead. Only the failing checks run again, until they pass; then the others
+  are confirmed on the final sizes (adding capacity can still move traffic);
+- a passing placement: every site whose busiest check left it under TRIM_UTIL even with one replica fewer
+  loses one, and all checks run again; if that breaks a check, the sites that broke it are restored and
+  never trimmed again.
 The cheapest placement that passed is kept. A failure no site explains (requests rejected or sent nowhere
 allowed) cannot be fixed by sizes: the verdict says so.
 """
@@ -46,15 +49,18 @@ def passes(outcome: Outcome, attainment: float) -> bool:
         t["attainment"] >= attainment for t in outcome["tenants"].values())
 
 
-def _culprits(outcomes: list[Outcome], attainment: float) -> dict[str, float]:
-    """Site -> its highest utilisation among the failing checks in which it missed the SLO too often."""
-    out: dict[str, float] = {}
+def _culprits(outcomes: list[Outcome], attainment: float) -> dict[str, tuple[float, float]]:
+    """Site -> (highest utilisation, highest share missing the SLO) among the failing checks in which it
+    missed the SLO too often."""
+    out: dict[str, tuple[float, float]] = {}
     for o in outcomes:
         if passes(o, attainment):
             continue
         for sid, s in o["sites"].items():
-            if sid != o["check"]["failed"] and s["served"] and s["bad"] / s["served"] > 1.0 - attainment:
-                out[sid] = max(out.get(sid, 0.0), s["utilization"])
+            bad = s["bad"] / s["served"] if s["served"] else 0.0
+            if sid != o["check"]["failed"] and bad > 1.0 - attainment:
+                u, b = out.get(sid, (0.0, 0.0))
+                out[sid] = (max(u, s["utilization"]), max(b, bad))
     return out
 
 
@@ -93,60 +99,89 @@ class Verifier:
         i = offered.index(hardware) if hardware in offered else len(offered)
         return offered[i - 1] if i > 0 else None
 
-    def refine(self, placement: Placement, site_load: dict[str, np.ndarray], max_rounds: int | None = None,
-               grow_only: bool = False) -> Verdict:
-        rounds = max_rounds or self.demand.verify.max_rounds
+    def refine(self, placement: Placement, site_load: dict[str, np.ndarray], max_rounds: int | None = None) -> Verdict:
+        """Grow until every check passes (re-running only the failing checks, then confirming the rest on the
+        final sizes), then trim; every claim in the verdict was simulated on the verdict's own placement."""
+        budget = max_rounds or self.demand.verify.max_rounds
         checks = self.checks(placement, site_load)
-        current, best, history = placement, None, []
+        current = placement
+        latest: dict[int, tuple[object, Outcome]] = {}
+        best: Verdict | None = None
+        history: list[tuple[float, bool]] = []
         no_trim: set[str] = set()
-        last_trim: list[str] = []
-        outcomes: list[Outcome] = []
-        for k in range(rounds):
-            outcomes = self.run(current, checks)
-            ok = all(passes(o, self.attainment) for o in outcomes)
-            history.append((current.usd_per_hour, ok))
-            if ok:
-                if best is None or current.usd_per_hour <= best.placement.usd_per_hour:
-                    best = Verdict(current, outcomes, True, rounds=k + 1)
-                if grow_only:
+        rounds = 0
+        while rounds < budget:
+            key = current.key()
+            failing = [i for i, (k, o) in latest.items() if not passes(o, self.attainment)]
+            todo = failing or [i for i in range(len(checks)) if i not in latest or latest[i][0] != key]
+            if not todo and best is not None and best.placement.key() == key:
+                trimmed = self._trim(current, [o for _, o in latest.values()], no_trim)
+                if trimmed is None:
                     break
-                peak_util = {s.id: max(o["sites"].get(s.id, {}).get("utilization", 0.0) for o in outcomes)
-                             for s in current.sites}
-                last_trim = []
-                for s in current.sites:
-                    n = sum(r for _, r in s.replicas)
-                    if s.id in no_trim or n <= len(s.replicas):
-                        continue
-                    if peak_util[s.id] * n / (n - 1) < TRIM_UTIL:
-                        last_trim.append(s.id)
-                if not last_trim:
-                    break
-                for sid in last_trim:
-                    current = current.scaled(sid, -1)
-                continue
-            culprits = _culprits(outcomes, self.attainment)
-            if last_trim and best is not None:
-                broke = [s for s in last_trim if s in culprits] or last_trim
-                no_trim.update(broke)
-                current = best.placement
-                for sid in last_trim:
-                    if sid not in broke:
-                        current = current.scaled(sid, -1)
-                last_trim = []
-                continue
-            if not culprits:
-                break
-            for sid, util in culprits.items():
-                site = current.site(sid)
-                faster = self._faster(site.hardware) if util < LATENCY_UTIL else None
-                if faster is not None:
-                    price, gpus = price_of(self.demand, faster)
-                    current = current.rehoused(sid, faster, price, gpus)
+                current, trims = trimmed
+                outcomes = self.run(current, checks)
+                rounds += 1
+                ok = all(passes(o, self.attainment) for o in outcomes)
+                history.append((current.usd_per_hour, ok))
+                if ok:
+                    latest = {i: (current.key(), o) for i, o in enumerate(outcomes)}
+                    best = Verdict(current, outcomes, True, rounds=rounds)
                 else:
-                    n = max(r for _, r in site.replicas)
-                    current = current.scaled(sid, max(1, math.ceil(0.2 * n)))
+                    culprits = _culprits(outcomes, self.attainment)
+                    no_trim.update([s for s in trims if s in culprits] or trims)
+                    current = best.placement
+                continue
+            outcomes = self.run(current, [checks[i] for i in todo])
+            rounds += 1
+            for i, o in zip(todo, outcomes, strict=True):
+                latest[i] = (key, o)
+            fresh = all(k == key for k, _ in latest.values()) and len(latest) == len(checks)
+            ok = all(passes(o, self.attainment) for _, o in latest.values())
+            if fresh:
+                history.append((current.usd_per_hour, ok))
+            if ok and fresh:
+                best = Verdict(current, [latest[i][1] for i in range(len(checks))], True, rounds=rounds)
+                continue
+            if ok:
+                continue  # every check passes, some on smaller sizes: confirm them on these
+            grown = self._grow(current, [o for _, o in latest.values()])
+            if grown is None:
+                break
+            current = grown
         if best is not None:
             best.history = history
             return best
+        outcomes = [o for _, o in latest.values()]
         return Verdict(current, outcomes, False, _why(outcomes, self.attainment) or "no site explains the misses",
-                       rounds=len(history), history=history)
+                       rounds=rounds, history=history)
+
+    def _grow(self, current: Placement, outcomes: list[Outcome]) -> Placement | None:
+        culprits = _culprits(outcomes, self.attainment)
+        if not culprits:
+            return None
+        for sid, (util, bad) in culprits.items():
+            site = current.site(sid)
+            faster = self._faster(site.hardware) if util < LATENCY_UTIL else None
+            if faster is not None:
+                price, gpus = price_of(self.demand, faster)
+                current = current.rehoused(sid, faster, price, gpus)
+            else:
+                n = max(r for _, r in site.replicas)
+                current = current.scaled(sid, max(1, math.ceil(n * min(0.5, max(0.2, bad)))))
+        return current
+
+    def _trim(self, current: Placement, outcomes: list[Outcome],
+              no_trim: set[str]) -> tuple[Placement, list[str]] | None:
+        trims = []
+        for s in current.sites:
+            n = sum(r for _, r in s.replicas)
+            if s.id in no_trim or n <= len(s.replicas):
+                continue
+            util = max(o["sites"].get(s.id, {}).get("utilization", 0.0) for o in outcomes)
+            if util * n / (n - 1) < TRIM_UTIL:
+                trims.append(s.id)
+        if not trims:
+            return None
+        for sid in trims:
+            current = current.scaled(sid, -1)
+        return current, trims
