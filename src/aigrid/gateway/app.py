@@ -105,6 +105,7 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
 
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     routes = Routes(gateway)
+    audited = routes.audited()
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -124,10 +125,8 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
 
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
-            Route("/v1/completions", routes.completions, methods=["POST"]),
+            *(Route(path, endpoint, methods=["POST"]) for path, endpoint in audited.items()),
             Route("/v1/models", routes.list_models, methods=["GET"]),
-            Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
             Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
             Route("/v1/grid", routes.grid, methods=["GET"]),

@@ -43,6 +43,8 @@ class DecisionRecord:
     served_by: str | None = None
     ttft_ms: float | None = None
     status: str = "routing"
+    usage: dict[str, Any] | None = None
+    """The engine's token count for the answer, when it sent one (for settling quotas and the audit)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)
