@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,6 +35,7 @@ from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+from aigrid.logs import fields
 from aigrid.security.authorize import scope_request
 from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText
@@ -41,6 +43,7 @@ from aigrid.security.firewall.texts import ModelText
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
 
+access = logging.getLogger("aigrid.access")
 H_TENANT = "x-aigrid-tenant"
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -79,7 +82,10 @@ class Audited:
             ex.outcome = "error:internal"
             raise
         finally:
-            await self.gw.guard.finish(ex)
+            try:
+                await self.gw.guard.finish(ex)
+            finally:
+                access.info("%s %s", self.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
 
 
 class Routes:

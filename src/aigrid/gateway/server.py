@@ -26,6 +26,7 @@ from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.logs import configure as configure_logs
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec
 
@@ -143,6 +144,7 @@ async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
                    start_engines: bool = True, extra_routes: ExtraRoutes | None = None) -> None:
     """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped."""
     host, port = spec.gateway.host, port or spec.gateway.port
+    configure_logs(spec.gateway.log_level)
     _check_port_free(host, port)
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
     if not start_engines and embedded:

@@ -224,6 +224,8 @@ class GatewaySpec(StrictModel):
     shared_state_url: str | None = Field(
         default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
     shared_sync_interval_s: float = Field(default=0.5, gt=0)
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="JSON logs on stderr: info has one access line per request")
 
 
 class GridSpec(StrictModel):
