@@ -274,6 +274,8 @@ async def test_a_stalled_audit_log_refuses_new_requests_with_503(tmp_path: Path,
             third = await c.post("/v1/chat/completions", json=CHAT)
         assert first.status_code == second.status_code == 200
         assert third.status_code == 503 and third.json()["error"]["code"] == "audit_unavailable"
+        assert gw.metrics.rejected.labels("audit_unavailable")._value.get() == 1
+        assert gw.metrics.audit_lost._value.get() == 1  # the refusal's own record found no room either
     finally:
         release.set()
         await gw.guard.stop()

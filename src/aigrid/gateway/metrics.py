@@ -33,5 +33,8 @@ class GatewayMetrics:
                              ["site", "endpoint"], registry=r)
         self.inflight = Gauge("aigrid_endpoint_inflight", "Requests this gateway has open to the endpoint",
                               ["site", "endpoint"], registry=r)
+        self.audit_lost = Counter("aigrid_audit_records_lost", "Audit records the audit log could not queue within "
+                                  "its bounded wait after the answer was sent (each is logged at error level)",
+                                  registry=r)
         self.queue = Gauge("aigrid_endpoint_waiting", "Requests waiting at the engine (engine metrics)",
                            ["site", "endpoint"], registry=r)

@@ -83,7 +83,8 @@ class Audited:
             raise
         finally:
             try:
-                await self.gw.guard.finish(ex)
+                if not await self.gw.guard.finish(ex):
+                    self.gw.metrics.audit_lost.inc()
             finally:
                 access.info("%s %s", self.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
 
