@@ -28,6 +28,7 @@ from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
+from aigrid.gateway.messages_api import MessagesApi
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
 from aigrid.gateway.routes import Routes
@@ -128,6 +129,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             Route("/v1/completions", routes.completions, methods=["POST"]),
             Route("/v1/models", routes.list_models, methods=["GET"]),
             Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
+            *MessagesApi(routes).routes(),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
             Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
             Route("/v1/grid", routes.grid, methods=["GET"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -50,12 +51,12 @@ class Routes:
         self.gw = gw
 
     async def chat_completions(self, request: Request) -> Response:
-        return await self._route(request, "/v1/chat/completions", ChatRequest)
+        return await self.route(CHAT_PATH, ChatRequest, request.headers, lambda: self.read_json(request))
 
     async def completions(self, request: Request) -> Response:
-        return await self._route(request, "/v1/completions", CompletionRequest)
+        return await self.route("/v1/completions", CompletionRequest, request.headers, lambda: self.read_json(request))
 
-    async def _read_json(self, request: Request) -> dict[str, Any]:
+    async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.gw.spec.gateway.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -74,32 +75,36 @@ class Routes:
             raise InvalidRequest("the JSON body must be an object", code="invalid_json")
         return body
 
-    async def _route(self, request: Request, path: str, schema: type[ChatRequest | CompletionRequest]) -> Response:
+    async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
+                    read_body: Callable[[], Awaitable[dict[str, Any]]], *, server_tools: bool = True) -> Response:
+        """The one pipeline. The front doors (messages_api.py, responses_api.py) call it with a body that
+        `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
+        `server_tools=False`: every tool is the client's, even one named like a server-side tool."""
         gw = self.gw
         principal: Principal | None = None
         body: dict[str, Any] = {}
         model = ""
         try:
-            body = await self._read_json(request)
+            body = await read_body()
             try:
                 parsed: ChatRequest | CompletionRequest = schema.model_validate(body)
             except ValidationError as e:
                 raise from_validation(e) from e
             model = parsed.model
-            principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
-            policy_name = (request.headers.get(H_POLICY) or principal.scopes.policy
+            principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+            policy_name = (headers.get(H_POLICY) or principal.scopes.policy
                            or gw.tenant_policies.get(principal.tenant, gw.spec.gateway.default_policy))
             policy = gw.policies.get(policy_name)
             if policy is None:
                 raise InvalidRequest(f"unknown policy {policy_name!r}; known: {', '.join(sorted(gw.policies))}",
                                      param=H_POLICY)
-            hedge = self._hedge(request)
+            hedge = self._hedge(headers)
             decision_id = f"dec-{uuid.uuid4().hex[:16]}"
-            asked = build_request_info(decision_id, parsed, request.headers, gw.cities, gw.known_models,
+            asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location)
             info = scope_request(principal, asked)
             loop = None
-            if path == CHAT_PATH and wants_server_tools(body, gw.agents.tools):
+            if path == CHAT_PATH and server_tools and wants_server_tools(body, gw.agents.tools):
                 loop = validate_tool_request(body, gw.agents.tools, gw.agents.loop)  # 400s before routing
             admission = await gw.guard.admit(principal, body, model, parsed.prompt_text(),
                                              info.prompt_tokens + info.max_output_tokens, policy=policy_name,
@@ -164,14 +169,14 @@ class Routes:
     async def embeddings(self, request: Request) -> Response:
         """OpenAI /v1/embeddings, computed by the gateway's embedder (all-MiniLM-L6-v2)."""
         gw = self.gw
-        body = await self._read_json(request)
+        body = await self.read_json(request)
         principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
         authorize(principal, str(body.get("model", "")))
         return json_response(await create_embeddings(body, gw.agents.embedders))
 
-    def _hedge(self, request: Request) -> HedgePolicy | None:
+    def _hedge(self, headers: Mapping[str, str]) -> HedgePolicy | None:
         spec = self.gw.spec.gateway.hedge
-        asked = request.headers.get(H_HEDGE, "").strip().lower()
+        asked = headers.get(H_HEDGE, "").strip().lower()
         if asked not in ("", "on", "off"):
             raise InvalidRequest(f"{H_HEDGE} must be 'on' or 'off'", param=H_HEDGE)
         enabled = spec.enabled if asked == "" else asked == "on"
@@ -179,9 +184,17 @@ class Routes:
 
     async def list_models(self, request: Request) -> Response:
         created = 0
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "aigrid",
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "aigrid", "kind": "chat",
                  "family": m.family, "params_b": m.params_b} for name, m in self.gw.spec.models.items()]
-        data.append({"id": "auto", "object": "model", "created": created, "owned_by": "aigrid"})
+        data.append({"id": "auto", "object": "model", "created": created, "owned_by": "aigrid", "kind": "chat"})
+        embedders: dict[str, list[str]] = {}
+        for alias, embedder in self.gw.agents.embedders.items():
+            embedders.setdefault(embedder.model, []).append(alias)
+        for name, aliases in embedders.items():
+            embedder = self.gw.agents.embedders[aliases[0]]
+            data.append({"id": name, "object": "model", "created": created, "owned_by": "aigrid",
+                         "kind": "embedding", "dimensions": embedder.dimensions,
+                         "aliases": sorted(a for a in aliases if a != name)})
         return json_response({"object": "list", "data": data})
 
     async def get_decision(self, request: Request) -> Response:

@@ -1,0 +1,122 @@
+"""The agents' front doors for real: `aigrid up` with two real llama.cpp engines (SmolLM2-135M) in Frankfurt
+(EU) and Ashburn (US); the official anthropic SDK (Messages) and the official openai SDK (Responses) as
+clients, sync and async, streaming and not. SmolLM2-135M is tiny: the tool round trips check the protocol
+(the engine is made to call a tool with tool_choice, the SDKs parse every event and shape, the tool's
+result is accepted), not the model's intelligence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import pytest
+import yaml
+
+from tests.e2e.processes import running_grid
+from tests.engine_support import require_llama_server
+
+pytestmark = pytest.mark.engine
+EU = {"x-aigrid-client-location": "Frankfurt"}
+MODEL = "smollm2-135m"
+WEATHER = {"name": "get_weather", "description": "Current weather in a city",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def two_sites(tmp: Path) -> Path:
+    spec = {
+        "name": "front-doors",
+        "gateway": {"host": "127.0.0.1", "network": "none", "scrape_interval_s": 0.5, "default_policy": "balanced"},
+        "models": {MODEL: {"family": "smollm2", "params_b": 0.135}},
+        "sites": {"fra": {"name": "Frankfurt", "lat": 50.11, "lon": 8.68, "jurisdiction": "EU"},
+                  "iad": {"name": "Ashburn", "lat": 39.04, "lon": -77.49, "jurisdiction": "US"}},
+        "endpoints": [{"id": f"{s}-smollm2", "site": s, "model": MODEL, "engine": "embedded", "slots": 2,
+                       "prefill_tps": 250, "decode_tps": 150} for s in ("fra", "iad")],
+        "tenants": {"default": {"policy": "balanced"}},
+    }
+    path = tmp / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    require_llama_server()
+    tmp = tmp_path_factory.mktemp("front-doors")
+    with running_grid(two_sites(tmp), tmp, healthy=2) as g:
+        yield g.base
+
+
+@pytest.fixture
+def claude(base: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=base, api_key="sk-ant-unused", max_retries=0, timeout=120)
+
+
+# --- Anthropic Messages ---------------------------------------------------------------------------------
+def test_messages_sync_not_streamed(claude: anthropic.Anthropic) -> None:
+    raw = claude.messages.with_raw_response.create(
+        model=MODEL, max_tokens=16, system="You are terse.", extra_headers=EU,
+        messages=[{"role": "user", "content": "Name a river."}])
+    msg = raw.parse()
+    assert raw.headers["x-aigrid-site"] == "fra"
+    assert isinstance(msg, anthropic.types.Message) and msg.content[0].type == "text"
+    assert msg.content[0].text.strip() and msg.stop_reason in ("end_turn", "max_tokens")
+    assert msg.usage.input_tokens > 0 and 0 < msg.usage.output_tokens <= 16
+
+
+def test_messages_sync_streamed(claude: anthropic.Anthropic) -> None:
+    kinds, text = [], []
+    with claude.messages.stream(model=MODEL, max_tokens=16, extra_headers=EU,
+                                messages=[{"role": "user", "content": "Name a river."}]) as stream:
+        for event in stream:
+            kinds.append(event.type)
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                text.append(event.delta.text)
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop" and "message_delta" in kinds
+    assert final.content[0].text == "".join(text) and text
+    assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
+
+
+async def test_messages_async_streamed_and_not(base: str) -> None:
+    client = anthropic.AsyncAnthropic(base_url=base, api_key="sk-ant-unused", max_retries=0, timeout=120)
+    msg = await client.messages.create(model=MODEL, max_tokens=12, messages=[{"role": "user", "content": "Hi"}])
+    assert msg.content and msg.content[0].text.strip()
+    async with client.messages.stream(model=MODEL, max_tokens=12,
+                                      messages=[{"role": "user", "content": "Hi"}]) as stream:
+        pieces = [t async for t in stream.text_stream]
+        final = await stream.get_final_message()
+    assert "".join(pieces) == final.content[0].text and pieces
+    await client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_tool_use_round_trip(claude: anthropic.Anthropic, stream: bool) -> None:
+    """tool_choice 'any' makes llama.cpp's grammar produce a tool call; its result goes back as tool_result."""
+    messages: list = [{"role": "user", "content": "What is the weather in Paris?"}]
+    kw = {"model": MODEL, "max_tokens": 64, "tools": [WEATHER], "tool_choice": {"type": "any"}}
+    if stream:
+        with claude.messages.stream(messages=messages, **kw) as s:
+            first = s.get_final_message()
+    else:
+        first = claude.messages.create(messages=messages, **kw)
+    assert first.stop_reason == "tool_use", first
+    use = next(b for b in first.content if b.type == "tool_use")
+    assert use.name == "get_weather" and isinstance(use.input, dict) and use.id
+    messages += [{"role": "assistant", "content": first.content},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id,
+                                               "content": "Sunny, 24 C"}]}]
+    second = claude.messages.create(model=MODEL, max_tokens=32, tools=[WEATHER], messages=messages)
+    assert second.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    assert second.content and second.usage.input_tokens > first.usage.input_tokens
+
+
+def test_messages_count_tokens_and_errors(claude: anthropic.Anthropic) -> None:
+    counted = claude.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "Hello there"}])
+    assert counted.input_tokens > 0
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude.messages.create(model="claude-opus-9", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
+    assert info.value.status_code == 404 and info.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        claude.messages.create(model=MODEL, max_tokens=10**9, messages=[{"role": "user", "content": "Hi"}])
+    assert "max_tokens" in bad.value.message
