@@ -14,7 +14,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,6 +31,8 @@ from aigrid.gateway.guard import Guard
 from aigrid.gateway.messages_api import MessagesApi
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
+from aigrid.gateway.response_store import ResponseStore
+from aigrid.gateway.responses_api import ResponsesApi
 from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
 from aigrid.spec import load
@@ -64,6 +66,8 @@ class Gateway:
     agents: AgentRuntime
     location: GeoPoint | None = None
     sync: SharedSync | None = None
+    responses: ResponseStore = field(default_factory=ResponseStore)
+    """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
 
 
 def tenant_policies(spec: GridSpec) -> dict[str, str]:
@@ -130,6 +134,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             Route("/v1/models", routes.list_models, methods=["GET"]),
             Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
             *MessagesApi(routes).routes(),
+            *ResponsesApi(routes).routes(),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
             Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
             Route("/v1/grid", routes.grid, methods=["GET"]),

@@ -4,7 +4,8 @@ another API (messages_stream.py: Anthropic; responses_stream.py: OpenAI Response
 The relay hands over whole SSE events (proxy.py); this module reads their `data:` payloads and yields:
 TextPiece (content delta), ToolStart / ToolArgs (a tool call's id + name, then argument fragments, by the
 call's index), Finish (finish_reason), Usage (the engine's token counts), Steps (server-side tool runs of the
-agent loop, `aigrid_steps`), and StreamError (the relay's error event when an answer was interrupted).
+agent loop: each step's SSE comment as it runs, then all of them in `aigrid_steps`; a reader dedupes by
+call_id), and StreamError (the relay's error event when an answer was interrupted).
 """
 
 from __future__ import annotations
@@ -96,12 +97,27 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
         yield usage
 
 
+STEP_COMMENT = b": aigrid-step "
+
+
+def _step_comments(events: bytes) -> Iterator[Steps]:
+    """The agent loop's `: aigrid-step {...}` comment after each server-side tool run (agents/reply.py)."""
+    for line in events.split(b"\n"):
+        if line.startswith(STEP_COMMENT):
+            try:
+                yield Steps([orjson.loads(line[len(STEP_COMMENT):])])
+            except orjson.JSONDecodeError:
+                continue
+
+
 async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
     """Events of one streamed chat answer (blocks of whole or partial SSE events)."""
     seen_tools: set[int] = set()
     buf = b""
     async for block in blocks:
         complete, buf = events_in(buf + block)
+        for step in _step_comments(complete):
+            yield step
         for raw in data_lines(complete):
             if raw == b"[DONE]":
                 continue

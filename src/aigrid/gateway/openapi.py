@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aigrid.gateway.messages_schema import CountTokensRequest, MessagesRequest
+from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 
 _ERROR = {
@@ -30,6 +31,9 @@ _HEADERS = [
 ]
 
 
+_RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": "OpenAI error envelope",
                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -52,7 +56,7 @@ def _completion(ref: str, summary: str, errors: dict[str, Any] | None = None) ->
 
 def openapi_document(version: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR, "AnthropicError": _ANTHROPIC_ERROR}
-    for model in (ChatRequest, CompletionRequest, MessagesRequest, CountTokensRequest):
+    for model in (ChatRequest, CompletionRequest, MessagesRequest, CountTokensRequest, ResponsesRequest):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -69,6 +73,12 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/v1/messages/count_tokens": _completion("#/components/schemas/CountTokensRequest",
                                                      "Anthropic token count (the router's estimate)",
                                                      _anthropic_errors(400, 401, 403, 404)),
+            "/v1/responses": _completion("#/components/schemas/ResponsesRequest", "OpenAI Responses, routed"),
+            "/v1/responses/{response_id}": {
+                "get": {"summary": "A stored response", "parameters": [_RESPONSE_ID],
+                        "responses": {**ok, **_errors(401, 404)}},
+                "delete": {"summary": "Delete a stored response", "parameters": [_RESPONSE_ID],
+                           "responses": {**ok, **_errors(401, 404)}}},
             "/v1/models": {"get": {"summary": "Models on this grid", "responses": ok}},
             "/v1/grid": {"get": {"summary": "Live state of every endpoint", "responses": ok}},
             "/v1/decisions": {"get": {"summary": "Recent decisions", "parameters": [
