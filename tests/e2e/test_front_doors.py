@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
+import httpx
+import openai
 import pytest
 import yaml
 
@@ -120,3 +122,79 @@ def test_messages_count_tokens_and_errors(claude: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.BadRequestError) as bad:
         claude.messages.create(model=MODEL, max_tokens=10**9, messages=[{"role": "user", "content": "Hi"}])
     assert "max_tokens" in bad.value.message
+
+
+# --- OpenAI Responses -----------------------------------------------------------------------------------
+FUNCTION = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
+            "parameters": WEATHER["input_schema"]}
+
+
+@pytest.fixture
+def oai(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_responses_not_streamed(oai: openai.OpenAI) -> None:
+    resp = oai.responses.create(model=MODEL, input="Name a river.", instructions="You are terse.",
+                                max_output_tokens=16, extra_headers=EU)
+    assert resp.status in ("completed", "incomplete") and resp.output_text.strip()
+    assert resp.usage is not None and resp.usage.input_tokens > 0 and 0 < resp.usage.output_tokens <= 16
+
+
+def test_responses_streamed(oai: openai.OpenAI) -> None:
+    kinds, text, final = [], [], None
+    for event in oai.responses.create(model=MODEL, input="Name a river.", max_output_tokens=16, stream=True):
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            text.append(event.delta)
+        if event.type in ("response.completed", "response.incomplete"):
+            final = event.response
+    assert kinds[0] == "response.created" and final is not None
+    assert "".join(text) == final.output_text and text
+    with oai.responses.stream(model=MODEL, input="Name a river.", max_output_tokens=16) as stream:
+        for _ in stream:
+            pass
+        assert stream.get_final_response().output_text.strip()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_function_tool_round_trip(oai: openai.OpenAI, stream: bool) -> None:
+    """tool_choice 'required' makes llama.cpp's grammar produce the call; its output continues the turn."""
+    kw = {"model": MODEL, "input": "What is the weather in Paris?", "tools": [FUNCTION], "tool_choice": "required",
+          "max_output_tokens": 64}
+    if stream:
+        with oai.responses.stream(**kw) as s:
+            for _ in s:
+                pass
+            first = s.get_final_response()
+    else:
+        first = oai.responses.create(**kw)
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather" and calls[0].call_id, first
+    second = oai.responses.create(model=MODEL, previous_response_id=first.id, tools=[FUNCTION], max_output_tokens=32,
+                                  input=[{"type": "function_call_output", "call_id": calls[0].call_id,
+                                          "output": "Sunny, 24 C"}])
+    assert second.previous_response_id == first.id and second.output
+    assert second.usage is not None and second.usage.input_tokens > first.usage.input_tokens
+
+
+def test_responses_eu_conversation_stays_in_the_eu(oai: openai.OpenAI, base: str) -> None:
+    """Residency, for real: the conversation started under x-aigrid-residency: EU is continued from a client
+    next to the US site, asking nothing; it is served in Frankfurt and stored in the EU partition."""
+    us = {"x-aigrid-client-location": "Ashburn"}
+    first = oai.responses.with_raw_response.create(model=MODEL, input="What is my name?", max_output_tokens=8,
+                                                   extra_headers={**us, "x-aigrid-residency": "EU"})
+    assert first.headers["x-aigrid-site"] == "fra"
+    follow = oai.responses.with_raw_response.create(model=MODEL, input="What is my name?", max_output_tokens=8,
+                                                    previous_response_id=first.parse().id, extra_headers=us)
+    assert follow.headers["x-aigrid-site"] == "fra" and follow.headers["x-aigrid-jurisdiction"] == "EU"
+    stored = httpx.get(f"{base}/v1/responses/{follow.parse().id}")
+    assert stored.status_code == 200 and stored.headers["x-aigrid-stored-jurisdiction"] == "EU"
+    refused = httpx.post(f"{base}/v1/responses", headers={**us, "x-aigrid-residency": "US"},
+                         json={"model": MODEL, "input": "x", "previous_response_id": follow.parse().id})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "previous_response_id"
+
+
+def test_models_list_embeddings_with_their_kind(oai: openai.OpenAI) -> None:
+    kinds = {m.id: m.model_extra.get("kind") for m in oai.models.list()}
+    assert kinds[MODEL] == "chat" and kinds["all-minilm-l6-v2"] == "embedding"

@@ -35,6 +35,7 @@ from aigrid.gateway.response_store import ResponseStore
 from aigrid.gateway.responses_api import ResponsesApi
 from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
+from aigrid.gateway.tracing import Tracing, build_tracing
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec
 from aigrid.telemetry.redis_shared import RedisSharedState
@@ -66,6 +67,8 @@ class Gateway:
     agents: AgentRuntime
     location: GeoPoint | None = None
     sync: SharedSync | None = None
+    tracing: Tracing = field(default_factory=Tracing)
+    """OpenTelemetry spans per request and attempt; off (no cost) unless configured (tracing.py)."""
     responses: ResponseStore = field(default_factory=ResponseStore)
     """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
 
@@ -77,7 +80,7 @@ def tenant_policies(spec: GridSpec) -> dict[str, str]:
 def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Callable[[], float] = time.monotonic,
                   rng: Rng | None = None, sleep: Sleep = asyncio.sleep, scheduler: Scheduler | None = None,
                   shared: SharedState | None = None, gateway_id: str | None = None,
-                  guard: Guard | None = None) -> Gateway:
+                  guard: Guard | None = None, tracing: Tracing | None = None) -> Gateway:
     """Wire one gateway. `shared` (or spec.gateway.shared_state_url) makes it share state with its peers."""
     models = load.models(spec)
     endpoints = load.endpoints(spec)
@@ -96,6 +99,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         rng=rng or random.Random(), clock=clock, guard=guard or Guard(spec), location=load.gateway_location(spec),
         agents=AgentRuntime.from_spec(spec),
         sync=_sync(spec, store, shared, gateway_id),
+        tracing=tracing or build_tracing(spec.gateway.otel),
     )
 
 
@@ -126,6 +130,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             await gateway.scraper.stop()
             await gateway.agents.stop()
             await gateway.guard.stop()
+            gateway.tracing.shutdown()
 
     return Starlette(
         routes=[

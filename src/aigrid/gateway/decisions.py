@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigrid.core.types import Candidate, Decision, GeoPoint
+from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 
 
 def candidate_dict(c: Candidate) -> dict[str, Any]:
@@ -43,6 +44,8 @@ class DecisionRecord:
     served_by: str | None = None
     ttft_ms: float | None = None
     status: str = "routing"
+    trace: RequestTrace = NO_TRACE
+    """The request's OpenTelemetry span (gateway/tracing.py); the proxy adds one span per attempt."""
 
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)

@@ -47,6 +47,8 @@ from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Routes, json_response
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.principal import Principal
 
+H_STORED_IN = "x-aigrid-stored-jurisdiction"
+"""On GET /v1/responses/{id}: the jurisdiction whose partition holds the conversation."""
 _PARAMS = {"max_tokens": "max_output_tokens"}
 """Pipeline errors name chat fields; these are their Responses names."""
 
@@ -148,7 +150,8 @@ class ResponsesApi:
         found = self.gw.responses.get(self._principal(headers).tenant, request.path_params["response_id"])
         if found is None:
             raise NotFound(f"no stored response {request.path_params['response_id']!r}", param="response_id")
-        return json_response(found.response)
+        return Response(orjson.dumps(found.response), media_type="application/json",
+                        headers={H_STORED_IN: found.jurisdiction, "x-aigrid-site": found.site})
 
     async def delete(self, request: Request) -> Response:
         headers = pipeline_headers(request)

@@ -30,6 +30,7 @@ from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.request_info import H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+from aigrid.gateway.tracing import OPERATIONS, RequestTrace
 from aigrid.security.authorize import authorize, scope_request
 from aigrid.security.firewall.pipeline import Verdict
 from aigrid.security.principal import Principal
@@ -80,6 +81,16 @@ class Routes:
         """The one pipeline. The front doors (messages_api.py, responses_api.py) call it with a body that
         `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
         `server_tools=False`: every tool is the client's, even one named like a server-side tool."""
+        trace = self.gw.tracing.start(path, headers)
+        try:
+            return await self._pipeline(path, schema, headers, read_body, server_tools, trace)
+        except BaseException as e:
+            trace.end(error=e)  # a no-op when the answer already ended it
+            raise
+
+    async def _pipeline(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
+                        read_body: Callable[[], Awaitable[dict[str, Any]]], server_tools: bool,
+                        trace: RequestTrace) -> Response:
         gw = self.gw
         principal: Principal | None = None
         body: dict[str, Any] = {}
@@ -91,6 +102,7 @@ class Routes:
             except ValidationError as e:
                 raise from_validation(e) from e
             model = parsed.model
+            trace.parsed(model, body)
             principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
             policy_name = (headers.get(H_POLICY) or principal.scopes.policy
                            or gw.tenant_policies.get(principal.tenant, gw.spec.gateway.default_policy))
@@ -115,11 +127,14 @@ class Routes:
             raise
         decision = gw.scheduler(info, gw.store.snapshot(), policy, gw.rng)
         record = DecisionRecord(decision, time.time(), principal.tenant, model, info.client_location,
-                                affinity_keys=(info.prefix_hash, info.session))
+                                affinity_keys=(info.prefix_hash, info.session), trace=trace)
+        trace.decided(decision, policy_name, principal.tenant)
         gw.decisions.add(record)
         if decision.chosen is None:
             record.status = "rejected"
             gw.metrics.rejected.labels("no_eligible_endpoint").inc()
+            gw.metrics.genai(OPERATIONS.get(path, "chat"), model, time.time() - record.at, None, None,
+                             "no_eligible_endpoint")
             await gw.guard.complete(admission, decision, None, model, "error:no_eligible_endpoint", None, body)
             details = "; ".join(f"{r.endpoint_id}: {r.filter} ({r.reason})" for r in decision.rejected)
             raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id})
@@ -156,6 +171,10 @@ class Routes:
             return redacted
 
         async def done(rec: DecisionRecord, usage: dict[str, Any] | None) -> None:
+            rec.trace.end(rec, usage)
+            ttft = rec.ttft_ms / 1000 if parsed.stream and rec.ttft_ms is not None else None
+            self.gw.metrics.genai(OPERATIONS.get(path, "chat"), parsed.model, time.time() - rec.at, ttft, usage,
+                                  "" if rec.status == "ok" else rec.status)
             verdicts = output.verdicts() if output is not None else answer_verdicts
             await self.gw.guard.complete(admission, decision, rec.served_by, parsed.model, rec.status, usage, body,
                                          verdicts)
