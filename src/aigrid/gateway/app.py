@@ -28,11 +28,11 @@ from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
-from aigrid.gateway.messages_api import MessagesApi
+from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
 from aigrid.gateway.response_store import ResponseStore
-from aigrid.gateway.responses_api import ResponsesApi
+from aigrid.gateway.responses_api import RESPONSES_PATH, ResponsesApi
 from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
 from aigrid.gateway.tracing import Tracing, build_tracing
@@ -114,6 +114,8 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
 
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     routes = Routes(gateway)
+    messages, responses = MessagesApi(routes), ResponsesApi(routes)
+    audited = routes.audited({MESSAGES_PATH: messages.create, RESPONSES_PATH: responses.create})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -134,12 +136,10 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
 
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
-            Route("/v1/completions", routes.completions, methods=["POST"]),
+            *(Route(path, endpoint, methods=["POST"]) for path, endpoint in audited.items()),
             Route("/v1/models", routes.list_models, methods=["GET"]),
-            Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
-            *MessagesApi(routes).routes(),
-            *ResponsesApi(routes).routes(),
+            *messages.routes(),
+            *responses.routes(),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
             Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
             Route("/v1/grid", routes.grid, methods=["GET"]),

@@ -44,6 +44,8 @@ class DecisionRecord:
     served_by: str | None = None
     ttft_ms: float | None = None
     status: str = "routing"
+    usage: dict[str, Any] | None = None
+    """The engine's token count for the answer, when it sent one (for settling quotas and the audit)."""
     trace: RequestTrace = NO_TRACE
     """The request's OpenTelemetry span (gateway/tracing.py); the proxy adds one span per attempt."""
 

@@ -2,10 +2,11 @@
 
 A Messages request is translated to Chat Completions (messages_translate.py) and served by
 routes.Routes.route exactly as a chat request is (authentication with `x-api-key` or a bearer key, quotas,
-firewall, routing, failover, continuation, audit); the answer is translated back, streamed in Anthropic's
-event sequence (messages_stream.py). Every error, the pipeline's and the engine's, leaves in Anthropic's
-error shape: {"type": "error", "error": {"type": ..., "message": ...}} with Anthropic's status codes, so
-the anthropic SDKs raise their own exception classes. See docs/messages-api.md.
+the firewall's choke point, routing, failover, continuation, one audit record per request); the answer is
+translated back, streamed in Anthropic's event sequence (messages_stream.py). Every error, the pipeline's
+(envelope.py, by path) and the engine's (here), leaves in Anthropic's shape:
+{"type": "error", "error": {"type": ..., "message": ...}} with Anthropic's status codes, so the anthropic
+SDKs raise their own exception classes. See docs/messages-api.md.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, ModelNotFound
+from aigrid.errors import ModelNotFound
+from aigrid.gateway.envelope import anthropic_error
+from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
     is_event_stream,
@@ -34,8 +37,6 @@ from aigrid.gateway.messages_translate import (
     chat_messages,
     chat_tools,
     engine_error_message,
-    error_body,
-    error_status,
     message_id,
 )
 from aigrid.gateway.relay_response import RelayResponse
@@ -44,24 +45,19 @@ from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Routes
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.authorize import authorize
 
+MESSAGES_PATH = "/v1/messages"
 _JSON = "application/json"
-
-
-def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(error_body(status, message)), status_code=status, media_type=_JSON,
-                    headers=headers)
-
-
-def from_api_error(err: ApiError) -> Response:
-    message = err.message if err.param is None or err.param in err.message else f"{err.param}: {err.message}"
-    return anthropic_error(error_status(err), message, err.headers)
 
 
 class MessagesApi:
     def __init__(self, routes: Routes) -> None:
         self.pipeline = routes
 
-    async def create(self, request: Request) -> Response:
+    def routes(self) -> list[Route]:
+        """count_tokens (POST /v1/messages itself is an audited route: routes.Routes.audited)."""
+        return [Route(MESSAGES_PATH + "/count_tokens", self.count_tokens, methods=["POST"])]
+
+    async def create(self, request: Request, ex: Exchange) -> Response:
         req: MessagesRequest | None = None
 
         async def read() -> dict[str, Any]:
@@ -69,11 +65,8 @@ class MessagesApi:
             req = validate(MessagesRequest, await self.pipeline.read_json(request))
             return chat_body(req)
 
-        try:
-            resp = await self.pipeline.route(CHAT_PATH, ChatRequest, pipeline_headers(request), read,
-                                           server_tools=False)
-        except ApiError as e:
-            return from_api_error(e)
+        resp = await self.pipeline.route(CHAT_PATH, ChatRequest, pipeline_headers(request), read, ex,
+                                         server_tools=False)
         assert req is not None  # the pipeline read the body before answering
         headers = aigrid_headers(resp)
         if is_event_stream(resp):
@@ -85,9 +78,9 @@ class MessagesApi:
             return RelayResponse(events, 200, {**headers, "content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         body = await whole_body(resp)
-        if resp.status_code >= 400:
-            status = resp.status_code if resp.status_code < 500 else 500
-            return anthropic_error(status, engine_error_message(body), headers)
+        if resp.status_code >= 400:  # the engine's own refusal (an OpenAI envelope), in Anthropic's shape
+            return anthropic_error(resp.status_code if resp.status_code < 500 else 500, engine_error_message(body),
+                                   headers)
         try:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError:
@@ -96,23 +89,16 @@ class MessagesApi:
 
     async def count_tokens(self, request: Request) -> Response:
         """The prompt's token count as the router estimates it (the same figure that sizes prefill, cost and
-        quota reservations); the engines behind the grid each have their own tokenizer."""
-        try:
-            req = validate(CountTokensRequest, await self.pipeline.read_json(request))
-            headers = pipeline_headers(request)
-            gw = self.pipeline.gw
-            principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
-            authorize(principal, req.model)
-            if req.model != "auto" and req.model not in gw.known_models:
-                raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
-            tools = chat_tools(req)
-            chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
-        except ApiError as e:
-            return from_api_error(e)
+        quota reservations); the engines behind the grid each have their own tokenizer. Not metered."""
+        req = validate(CountTokensRequest, await self.pipeline.read_json(request))
+        headers = pipeline_headers(request)
+        gw = self.pipeline.gw
+        principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+        authorize(principal, req.model)
+        if req.model != "auto" and req.model not in gw.known_models:
+            raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
+        tools = chat_tools(req)
+        chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
         tool_tokens = len(orjson.dumps(tools.get("tools", []))) // CHARS_PER_TOKEN
         return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat) + tool_tokens}),
                         media_type=_JSON)
-
-    def routes(self) -> list[Route]:
-        return [Route("/v1/messages", self.create, methods=["POST"]),
-                Route("/v1/messages/count_tokens", self.count_tokens, methods=["POST"])]

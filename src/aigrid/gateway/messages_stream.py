@@ -23,7 +23,7 @@ from aigrid.gateway.chat_events import (
     ToolStart,
     Usage,
 )
-from aigrid.gateway.messages_translate import STOP_REASONS, error_body
+from aigrid.gateway.messages_translate import STOP_REASONS
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -79,7 +79,7 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
             usage = ev
         elif isinstance(ev, StreamError):
             yield blocks.close()
-            yield sse("error", error_body(500, ev.message))
+            yield sse("error", {"type": "error", "error": {"type": "api_error", "message": ev.message}})
             return
     yield blocks.close()
     yield sse("message_delta", {"type": "message_delta",

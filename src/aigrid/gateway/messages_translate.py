@@ -4,7 +4,7 @@ A request becomes an ordinary chat body for the one pipeline (routes.Routes.rout
 system message, content blocks chat content parts, an assistant's `tool_use` blocks its `tool_calls`, a
 user's `tool_result` blocks `tool` messages (placed first, as they answer the preceding assistant turn),
 `stop_sequences` -> `stop`, `metadata.user_id` -> `user`, tools and tool_choice their chat forms. A chat
-answer becomes a Message; errors become Anthropic's error shape with its status codes.
+answer becomes a Message (errors become Anthropic's shape in envelope.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.errors import ApiError, InvalidRequest
+from aigrid.errors import InvalidRequest
 from aigrid.gateway.messages_schema import (
     CountTokensRequest,
     ImageBlock,
@@ -29,11 +29,6 @@ from aigrid.gateway.messages_schema import (
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
-_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-                529: "overloaded_error"}
-_STATUS = {502: 500, 503: 529}
-"""Anthropic has no 502 or 503: an upstream failure is its api_error (500), no eligible site its overload."""
 
 
 def message_id() -> str:
@@ -178,16 +173,6 @@ def anthropic_message(chat: dict[str, Any], model: str) -> dict[str, Any]:
             "stop_sequence": None,
             "usage": {"input_tokens": int(usage.get("prompt_tokens") or 0),
                       "output_tokens": int(usage.get("completion_tokens") or 0)}}
-
-
-def error_status(err: ApiError) -> int:
-    return 413 if err.code == "request_too_large" else _STATUS.get(err.status, err.status)
-
-
-def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": _ERROR_TYPES.get(status, "api_error" if status >= 500
-                                                                else "invalid_request_error"),
-                                       "message": message}}
 
 
 def engine_error_message(body: bytes) -> str:

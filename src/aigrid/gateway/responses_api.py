@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound
+from aigrid.errors import ApiError, InvalidRequest, NotFound, UpstreamFailed
+from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
     is_event_stream,
@@ -47,6 +48,7 @@ from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Routes, json_response
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.principal import Principal
 
+RESPONSES_PATH = "/v1/responses"
 H_STORED_IN = "x-aigrid-stored-jurisdiction"
 """On GET /v1/responses/{id}: the jurisdiction whose partition holds the conversation."""
 _PARAMS = {"max_tokens": "max_output_tokens"}
@@ -68,14 +70,14 @@ class ResponsesApi:
         self.gw = routes.gw
 
     def routes(self) -> list[Route]:
-        return [Route("/v1/responses", self.create, methods=["POST"]),
-                Route("/v1/responses/{response_id}", self.get, methods=["GET"]),
+        """GET and DELETE (POST /v1/responses is an audited route: routes.Routes.audited)."""
+        return [Route(RESPONSES_PATH + "/{response_id}", self.get, methods=["GET"]),
                 Route("/v1/responses/{response_id}", self.delete, methods=["DELETE"])]
 
     def _principal(self, headers: dict[str, str]) -> Principal:
         return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
 
-    async def create(self, request: Request) -> Response:
+    async def create(self, request: Request, ex: Exchange) -> Response:
         headers = pipeline_headers(request)
         turn = _Turn()
 
@@ -90,7 +92,7 @@ class ResponsesApi:
             return turn.chat
 
         try:
-            resp = await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read)
+            resp = await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex)
         except ApiError as e:
             if e.param in _PARAMS:
                 e.param = _PARAMS[e.param]
@@ -113,7 +115,7 @@ class ResponsesApi:
         try:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError as e:
-            raise InvalidRequest("the engine's answer was not JSON", code="upstream_error") from e
+            raise UpstreamFailed("the engine's answer was not JSON") from e
         output, finish = output_items(chat)
         usage = chat.get("usage") or {}
         final = response_object(turn.req, rid, int(time.time()), output, status="completed", finish_reason=finish,

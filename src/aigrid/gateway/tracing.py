@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 
     from aigrid.gateway.decisions import DecisionRecord
 
-OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion"}
+OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completion", "/v1/embeddings": "embeddings",
+              "/v1/messages": "chat", "/v1/responses": "chat"}
+"""gen_ai.operation.name of each audited route."""
 PROVIDER = "aigrid"
 _REQUEST_ATTRS = {"max_tokens": "gen_ai.request.max_tokens", "temperature": "gen_ai.request.temperature",
                   "top_p": "gen_ai.request.top_p"}
@@ -59,8 +61,8 @@ class RequestTrace:
     def attempt(self, cand: Candidate, hedged: bool, url: str) -> AttemptTrace:
         return NO_ATTEMPT
 
-    def end(self, record: DecisionRecord | None = None, usage: Mapping[str, Any] | None = None,
-            error: BaseException | None = None) -> None:
+    def end(self, record: DecisionRecord | None, usage: Mapping[str, Any] | None, error: ApiError | None,
+            outcome: str) -> None:
         return None
 
 
@@ -97,7 +99,6 @@ class _OtelRequest(RequestTrace):
         self.span = tracer.start_span(operation, context=parent, kind=SpanKind.SERVER, attributes={
             "gen_ai.operation.name": operation, "gen_ai.provider.name": PROVIDER})
         self._ctx = trace.set_span_in_context(self.span)
-        self._ended = False
 
     def parsed(self, model: str, body: Mapping[str, Any]) -> None:
         self.model = model
@@ -144,16 +145,12 @@ class _OtelRequest(RequestTrace):
         TRACE_HEADERS.set(carrier)  # this attempt's task: the engine adapter sends it as traceparent
         return _OtelAttempt(span)
 
-    def end(self, record: DecisionRecord | None = None, usage: Mapping[str, Any] | None = None,
-            error: BaseException | None = None) -> None:
-        if self._ended:
-            return
-        self._ended = True
+    def end(self, record: DecisionRecord | None, usage: Mapping[str, Any] | None, error: ApiError | None,
+            outcome: str) -> None:
         from opentelemetry.trace import Status, StatusCode
         s = self.span
         if record is not None:
             s.set_attribute("aigrid.failover.attempts", len(record.attempts))
-            s.set_attribute("aigrid.outcome", record.status)
             if record.served_by:
                 s.set_attribute("aigrid.served_by", record.served_by)
             if record.ttft_ms is not None:
@@ -162,12 +159,13 @@ class _OtelRequest(RequestTrace):
             s.set_attribute("gen_ai.usage.input_tokens", int(usage.get("prompt_tokens") or 0))
             s.set_attribute("gen_ai.usage.output_tokens", int(usage.get("completion_tokens") or 0))
             s.set_attribute("gen_ai.response.model", self.model)
-        failed = error is not None or (record is not None and record.status not in ("ok", "streaming"))
+        s.set_attribute("aigrid.outcome", outcome)
         if error is not None:
-            kind = (error.code or type(error).__name__) if isinstance(error, ApiError) else type(error).__name__
-            s.set_attribute("error.type", kind)
-        if failed:
-            s.set_status(Status(StatusCode.ERROR, str(error) if error is not None else record.status if record else ""))
+            s.set_attribute("error.type", error.code or type(error).__name__)
+            s.set_status(Status(StatusCode.ERROR, error.message))
+        elif outcome != "ok":
+            s.set_attribute("error.type", outcome)
+            s.set_status(Status(StatusCode.ERROR, outcome))
         s.end()
 
 

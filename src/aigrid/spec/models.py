@@ -158,6 +158,8 @@ class AuditSpec(StrictModel):
     signing_key: str | None = Field(default=".aigrid/audit-signing.pem",
                                     description="Ed25519 private key (PEM); created on first start if missing")
     checkpoint_every: int = Field(default=100, ge=1)
+    queue_max: int = Field(default=10_000, ge=1, description="records waiting for the writer; when full, a "
+                           "request waits up to 2 s for room, then new requests get 503 audit_unavailable")
 
 
 class SecuritySpec(StrictModel):

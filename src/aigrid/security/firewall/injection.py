@@ -42,6 +42,11 @@ class InjectionModel:
         self.threshold = threshold
         block = meta.get("block_threshold", threshold)
         self.block_threshold = max(threshold, float(block) if isinstance(block, int | float) else threshold)
+        doc = meta.get("document_threshold", self.threshold)
+        doc_block = meta.get("document_block_threshold", self.block_threshold)
+        self.document_threshold = float(doc) if isinstance(doc, int | float) else self.threshold
+        self.document_block_threshold = max(self.document_threshold, float(doc_block)
+                                            if isinstance(doc_block, int | float) else self.block_threshold)
         self.dim = dim
         self.meta = meta
 
@@ -68,10 +73,14 @@ class InjectionModel:
         z = self.bias + sum(self._w[i] * v for i, v in featurise(text, self.dim).items())
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
-    def score(self, text: str) -> InjectionScore:
+    def score(self, text: str, *, document: bool = False) -> InjectionScore:
+        """The highest window's probability; `document` selects the operating point for text the model
+        reads as data (tool results, retrieved documents, web pages)."""
         best, where = 0.0, 0
         for i, part in enumerate(windows(text)):
             p = self.probability(part)
             if p > best:
                 best, where = p, i
-        return InjectionScore(best, best >= self.threshold, best >= self.block_threshold, where)
+        flag, block = ((self.document_threshold, self.document_block_threshold) if document
+                       else (self.threshold, self.block_threshold))
+        return InjectionScore(best, best >= flag, best >= block, where)
