@@ -47,13 +47,6 @@ ROUTES: list[tuple[str, str, Body, str]] = [
                                              {"role": "assistant", "content": None, "tool_calls": []},
                                              {"role": "tool", "tool_call_id": "c1", "content": t}]},
      "messages[2].content"),
-    ("responses input", "/v1/responses", lambda t: {"model": MODEL, "input": t}, "messages[0].content"),
-    ("responses function_call_output", "/v1/responses",  # (the path is in the translated conversation)
-     lambda t: {"model": MODEL, "instructions": "You help.",
-                "input": [{"role": "user", "content": "read my mail"},
-                          {"type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{}"},
-                          {"type": "function_call_output", "call_id": "c1", "output": t}]},
-     "messages[3].content"),
     ("completion prompt", "/v1/completions", lambda t: {"model": MODEL, "prompt": t}, "prompt"),
     ("completion prompt list", "/v1/completions", lambda t: {"model": MODEL, "prompt": ["Hello", t]}, "prompt[1]"),
 ]

@@ -192,6 +192,7 @@ async def test_a_tool_result_passes_the_firewall_choke_point_and_is_audited(
                                                "input": {"city": "Paris"}}]},
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": ATTACK}]}])
     assert info.value.body["error"]["type"] == "invalid_request_error" and "firewall" in info.value.message
+    assert "messages.2.content.0.content" in info.value.message  # the Messages field, not the chat one
     assert engine.received == []  # no engine read it
 
 

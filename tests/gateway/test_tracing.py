@@ -129,6 +129,7 @@ async def test_front_doors_are_traced_too(traced: tuple[Gateway, dict[str, Trace
         await c.post("/v1/responses", json={"model": "smollm2-135m", "input": "What is my name?"})
     roots = [s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER]
     assert len(roots) == 2 and all(s.attributes["gen_ai.usage.output_tokens"] == 4 for s in roots)
+    assert [s.attributes["http.route"] for s in roots] == ["/v1/messages", "/v1/responses"]
 
 
 async def test_genai_metrics_beside_the_prometheus_ones(traced: tuple[Gateway, dict[str, TracedFake]]) -> None:

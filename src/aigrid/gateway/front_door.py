@@ -8,18 +8,21 @@ a front door translates either, and closes the relay when its own stream ends so
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from aigrid.errors import ApiError
 from aigrid.gateway.chat_events import ChatEvent, chat_events
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.relay_response import RelayResponse
 
 M = TypeVar("M", bound=BaseModel)
+_CHAT_MESSAGE = re.compile(r"^messages\[(\d+)\]")
 
 
 def pipeline_headers(request: Request) -> dict[str, str]:
@@ -73,3 +76,15 @@ async def _aclose(chunks: Any) -> None:
     aclose = getattr(chunks, "aclose", None)
     if aclose is not None:
         await aclose()
+
+
+def name_own_field(err: ApiError, origins: Sequence[str]) -> None:
+    """An error of the pipeline that names a message of the translated conversation (a firewall block at
+    `messages[3].content`) names the front door's own field instead (`messages.2.content.0.content`);
+    `origins[i]` is where chat message i came from."""
+    found = _CHAT_MESSAGE.match(err.param or "")
+    if found is None or int(found.group(1)) >= len(origins):
+        return
+    own = origins[int(found.group(1))]
+    err.message = f"{err.message} (at {own})"
+    err.param = own

@@ -18,12 +18,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import ModelNotFound
+from aigrid.errors import ApiError, ModelNotFound
 from aigrid.gateway.envelope import anthropic_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
     is_event_stream,
+    name_own_field,
     pipeline_headers,
     restream,
     validate,
@@ -38,6 +39,7 @@ from aigrid.gateway.messages_translate import (
     chat_tools,
     engine_error_message,
     message_id,
+    placed_messages,
 )
 from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, estimate_prompt_tokens
@@ -59,14 +61,20 @@ class MessagesApi:
 
     async def create(self, request: Request, ex: Exchange) -> Response:
         req: MessagesRequest | None = None
+        origins: list[str] = []
 
         async def read() -> dict[str, Any]:
             nonlocal req
             req = validate(MessagesRequest, await self.pipeline.read_json(request))
+            origins.extend(where for _, where in placed_messages(req))
             return chat_body(req)
 
-        resp = await self.pipeline.route(CHAT_PATH, ChatRequest, pipeline_headers(request), read, ex,
-                                         server_tools=False)
+        try:
+            resp = await self.pipeline.route(CHAT_PATH, ChatRequest, pipeline_headers(request), read, ex,
+                                             server_tools=False)
+        except ApiError as e:
+            name_own_field(e, origins)
+            raise
         assert req is not None  # the pipeline read the body before answering
         headers = aigrid_headers(resp)
         if is_event_stream(resp):

@@ -78,11 +78,17 @@ def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _user(blocks: list[Any], where: str) -> list[dict[str, Any]]:
-    tools, parts = [], []
+Placed = tuple[dict[str, Any], str]
+"""A chat message and the Messages field it came from (a firewall block names that field)."""
+
+
+def _user(blocks: list[Any], where: str) -> list[Placed]:
+    tools: list[Placed] = []
+    parts = []
     for j, b in enumerate(blocks):
         if isinstance(b, ToolResultBlock):
-            tools.append({"role": "tool", "tool_call_id": b.tool_use_id, "content": _tool_result_text(b)})
+            tools.append(({"role": "tool", "tool_call_id": b.tool_use_id, "content": _tool_result_text(b)},
+                          f"{where}.content.{j}.content"))
         elif isinstance(b, TextBlock):
             parts.append({"type": "text", "text": b.text})
         elif isinstance(b, ImageBlock):
@@ -90,24 +96,28 @@ def _user(blocks: list[Any], where: str) -> list[dict[str, Any]]:
         elif isinstance(b, ToolUseBlock):
             raise InvalidRequest(f"{where}.content.{j}: tool_use blocks belong to assistant turns",
                                  param=f"{where}.content.{j}.type")
-    return tools + ([{"role": "user", "content": _content(parts)}] if parts else [])
+    return tools + ([({"role": "user", "content": _content(parts)}, f"{where}.content")] if parts else [])
 
 
-def chat_messages(req: CountTokensRequest) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
+def placed_messages(req: CountTokensRequest) -> list[Placed]:
+    out: list[Placed] = []
     if req.system:
         system = req.system if isinstance(req.system, str) else "\n".join(b.text for b in req.system)
-        out.append({"role": "system", "content": system})
+        out.append(({"role": "system", "content": system}, "system"))
     for i, m in enumerate(req.messages):
         out.extend(_turn(m, f"messages.{i}"))
     return out
 
 
-def _turn(m: MessageParam, where: str) -> list[dict[str, Any]]:
+def chat_messages(req: CountTokensRequest) -> list[dict[str, Any]]:
+    return [m for m, _ in placed_messages(req)]
+
+
+def _turn(m: MessageParam, where: str) -> list[Placed]:
     if isinstance(m.content, str):
-        return [{"role": m.role, "content": m.content}]
+        return [({"role": m.role, "content": m.content}, f"{where}.content")]
     if m.role == "assistant":
-        return [_assistant(m.content, where)]
+        return [(_assistant(m.content, where), f"{where}.content")]
     return _user(m.content, where)
 
 

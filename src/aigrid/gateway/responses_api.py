@@ -26,6 +26,7 @@ from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
     is_event_stream,
+    name_own_field,
     pipeline_headers,
     restream,
     validate,
@@ -63,6 +64,10 @@ class _Turn:
     principal: Principal
     instructions: int = 0
 
+    def __init__(self) -> None:
+        self.origins: list[str] = []
+        """The Responses field each chat message came from (errors name it)."""
+
 
 class ResponsesApi:
     def __init__(self, routes: Routes) -> None:
@@ -87,13 +92,14 @@ class ResponsesApi:
             history: list[dict[str, Any]] = []
             if req.previous_response_id is not None:
                 history = self._continue(turn.principal.tenant, req.previous_response_id, headers)
-            turn.chat = chat_body(req, history, list(self.gw.agents.tools))
+            turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
             turn.instructions = 1 if req.instructions else 0
             return turn.chat
 
         try:
             resp = await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex)
         except ApiError as e:
+            name_own_field(e, turn.origins)
             if e.param in _PARAMS:
                 e.param = _PARAMS[e.param]
                 e.message = e.message.replace("max_tokens", "max_output_tokens")

@@ -74,8 +74,14 @@ def _append_call(out: list[dict[str, Any]], call: dict[str, Any]) -> None:
         out.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+_ORIGIN = {"message": "content", "function_call_output": "output", "mcp_call": "output"}
+
+
+def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None = None) -> list[dict[str, Any]]:
+    """The input as chat messages; `origins` (if given) receives the input field each message came from."""
     if isinstance(items, str):
+        if origins is not None:
+            origins.append("input")
         return [{"role": "user", "content": items}]
     out: list[dict[str, Any]] = []
     for i, item in enumerate(items):
@@ -101,6 +107,8 @@ def input_messages(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif kind != "reasoning":  # reasoning items are replayed by agents; no model here reads them back
             raise InvalidRequest(f"{at}.type: {kind!r} is not served; use message, function_call, "
                                  "function_call_output or mcp_call items", param=f"{at}.type")
+        if origins is not None:  # the messages this item added (a merged function_call adds none)
+            origins.extend([f"{at}.{_ORIGIN.get(kind, 'arguments')}"] * (len(out) - len(origins)))
     return out
 
 
@@ -141,10 +149,15 @@ def _response_format(req: ResponsesRequest) -> dict[str, Any] | None:
                                                    "strict": bool(fmt.strict)}}
 
 
-def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools: Iterable[str]) -> dict[str, Any]:
+def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools: Iterable[str],
+              origins: list[str] | None = None) -> dict[str, Any]:
+    """The chat request; `origins` (if given) receives the Responses field each chat message came from."""
     messages = ([{"role": "system", "content": req.instructions}] if req.instructions else [])
-    body: dict[str, Any] = {"model": req.model, "messages": messages + history + input_messages(req.input),
+    inputs: list[str] = []
+    body: dict[str, Any] = {"model": req.model, "messages": messages + history + input_messages(req.input, inputs),
                             "stream": req.stream}
+    if origins is not None:
+        origins.extend(["instructions"] * len(messages) + ["previous_response_id"] * len(history) + inputs)
     if req.stream:
         body["stream_options"] = {"include_usage": True}  # response.completed always carries usage
     if req.tools:

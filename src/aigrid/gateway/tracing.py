@@ -85,7 +85,7 @@ class _OtelAttempt(AttemptTrace):
 
 
 class _OtelRequest(RequestTrace):
-    def __init__(self, tracer: Tracer, operation: str, headers: Mapping[str, str]) -> None:
+    def __init__(self, tracer: Tracer, route: str, headers: Mapping[str, str]) -> None:
         from opentelemetry import trace
         from opentelemetry.trace import SpanKind
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -93,11 +93,11 @@ class _OtelRequest(RequestTrace):
         self._trace = trace
         self._propagator = TraceContextTextMapPropagator()
         self._tracer = tracer
-        self.operation = operation
+        self.operation = operation = OPERATIONS.get(route, "chat")
         self.model = ""
         parent = self._propagator.extract(carrier=dict(headers))
         self.span = tracer.start_span(operation, context=parent, kind=SpanKind.SERVER, attributes={
-            "gen_ai.operation.name": operation, "gen_ai.provider.name": PROVIDER})
+            "gen_ai.operation.name": operation, "gen_ai.provider.name": PROVIDER, "http.route": route})
         self._ctx = trace.set_span_in_context(self.span)
 
     def parsed(self, model: str, body: Mapping[str, Any]) -> None:
@@ -183,7 +183,7 @@ class Tracing:
     def start(self, path: str, headers: Mapping[str, str]) -> RequestTrace:
         if self._tracer is None:
             return NO_TRACE
-        return _OtelRequest(self._tracer, OPERATIONS.get(path, "chat"), headers)
+        return _OtelRequest(self._tracer, path, headers)
 
     def shutdown(self) -> None:
         if self.provider is not None:
