@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigrid.core.types import Candidate, Decision, GeoPoint
+from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 
 
 def candidate_dict(c: Candidate) -> dict[str, Any]:
@@ -45,6 +46,8 @@ class DecisionRecord:
     status: str = "routing"
     usage: dict[str, Any] | None = None
     """The engine's token count for the answer, when it sent one (for settling quotas and the audit)."""
+    trace: RequestTrace = NO_TRACE
+    """The request's OpenTelemetry span (gateway/tracing.py); the proxy adds one span per attempt."""
 
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)

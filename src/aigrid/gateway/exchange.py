@@ -17,6 +17,7 @@ from aigrid.core.types import Decision
 from aigrid.errors import ApiError
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.output_filter import OutputFilter
+from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 from aigrid.security.firewall.abuse import AbuseVerdict
 from aigrid.security.firewall.pipeline import Verdict
 from aigrid.security.principal import Principal
@@ -48,6 +49,8 @@ class Exchange:
     outcome: str | None = None
     """Set for exits without an ApiError: cancelled, error:internal."""
     closed: bool = False
+    trace: RequestTrace = NO_TRACE
+    """The request's OpenTelemetry span; NO_TRACE (does nothing) when tracing is off (tracing.py)."""
 
     def final_usage(self) -> Mapping[str, Any] | None:
         if self.usage is not None:

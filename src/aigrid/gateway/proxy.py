@@ -198,6 +198,7 @@ class Proxy:
         if hedged:
             entry["hedge"] = True
         record.attempts.append(entry)
+        span = record.trace.attempt(cand, hedged, self._engines[cand.endpoint_id].base_url)
         try:
             if self._emulate:
                 await self._sleep(cand.prediction.rtt_ms / 1000.0)
@@ -219,17 +220,21 @@ class Proxy:
         except EngineError as e:
             await stack.aclose()
             self._fail(cand, entry, str(e) or type(e).__name__, self._clock() - attempt_start)
+            span.fail(entry["error"])
             raise
         except asyncio.CancelledError:
             await stack.aclose()
             self._store.request_finished(cand.endpoint_id)
             entry.update(error="cancelled: another attempt answered first")
+            span.fail(entry["error"])
             raise
         except Exception as e:  # not an engine error: a bug or an unmapped library error; never leak the slot
             log.warning("endpoint %s: unexpected error before the first byte", cand.endpoint_id, exc_info=e)
             await stack.aclose()
             self._fail(cand, entry, f"unexpected {type(e).__name__}: {e}", self._clock() - attempt_start)
+            span.fail(entry["error"])
             raise EngineUnavailable(f"unexpected {type(e).__name__}: {e}") from e
+        span.ok()
         first_at = self._clock()
         entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
         return Opened(cand, upstream, stack, first, sent_at, first_at)
