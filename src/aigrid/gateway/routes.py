@@ -27,6 +27,7 @@ from aigrid.gateway.guard import Admission
 from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy, Wrap
+from aigrid.gateway.decisions import calibration_dict
 from aigrid.gateway.request_info import H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 from aigrid.security.authorize import authorize, scope_request
@@ -108,9 +109,9 @@ class Routes:
             gw.metrics.rejected.labels(e.code or "error").inc()
             await gw.guard.reject(principal, e, model, body)
             raise
-        decision = gw.scheduler(info, gw.store.snapshot(), policy, gw.rng)
+        decision = gw.router(policy_name)(info, gw.store.snapshot(), policy, gw.rng)
         record = DecisionRecord(decision, time.time(), principal.tenant, model, info.client_location,
-                                affinity_keys=(info.prefix_hash, info.session))
+                                affinity_keys=(info.prefix_hash, info.session), prompt_tokens=info.prompt_tokens)
         gw.decisions.add(record)
         if decision.chosen is None:
             record.status = "rejected"
@@ -215,7 +216,11 @@ class Routes:
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
                               "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
                               "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4), "reason": st.reason,
-                              "telemetry_age_s": round(st.age_s, 2)})
+                              "telemetry_age_s": round(st.age_s, 2),
+                              "measured_rtt_ms": None if st.rtt_ms is None else round(st.rtt_ms, 2),
+                              "pending_requests": st.pending_requests,
+                              "pending_prompt_tokens": st.pending_prompt_tokens, "decoding": st.decoding,
+                              "calibration": calibration_dict(st.calibration)})
         return json_response({"name": self.gw.spec.name, "sites": sites, "endpoints": endpoints})
 
     async def livez(self, request: Request) -> Response:

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from aigrid.core.baselines import BASELINES, Centralized
+from aigrid.core.baselines import BASELINES, Centralized, Router
 from aigrid.core.policies import BUILTIN_POLICIES
 from aigrid.core.scheduler import schedule
 from aigrid.core.types import Decision, GridView, Policy, RequestInfo, Rng
 
-Router = Callable[[RequestInfo, GridView, Policy, Rng], Decision]
 KNOWN = (*BUILTIN_POLICIES, "centralized", *BASELINES)
 
 

@@ -11,7 +11,7 @@ One implementation for the live gateway (telemetry/store.py) and the simulator (
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, replace
 
 from aigrid.core.types import EndpointState
@@ -93,12 +93,13 @@ def merged_state(scraped: EndpointState, load: Load | None, slots: int) -> Endpo
                    pending_prompt_tokens=load.pending_tokens, decoding=load.decoding)
 
 
-def total(loads: Mapping[Hashable, Load], key: Hashable, *more: Load | None) -> Load | None:
-    """Sum of one key's load over a mapping and extra loads (None where absent everywhere)."""
-    base = loads.get(key)
-    parts = [p for p in (base, *more) if p is not None]
+def combined(*loads: Load | None) -> Load | None:
+    """The sum of several ledgers' loads for one endpoint (None where none has any)."""
+    parts = [p for p in loads if p is not None]
     if not parts:
         return None
+    if len(parts) == 1:
+        return parts[0]
     out = Load()
     for p in parts:
         out.add(p)
