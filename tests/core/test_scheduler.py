@@ -129,7 +129,7 @@ def test_rtt_model_tokyo_frankfurt() -> None:
     d = schedule(req("tokyo"), view((endpoint("fra"),)), BALANCED, random.Random(0))
     c = d.chosen
     assert c is not None and c.prediction.distance_km == pytest.approx(9350, rel=0.01)
-    assert c.prediction.rtt_ms == pytest.approx(2 + 1.5 * 2 * c.prediction.distance_km / 200, rel=1e-6)
+    assert c.prediction.rtt_ms == pytest.approx(9 + 1.45 * 2 * c.prediction.distance_km / 200, rel=1e-6)
 
 
 def test_geo_point_is_hashable_and_frozen() -> None:

@@ -6,8 +6,8 @@ Started and stopped by the app's lifespan; never from a constructor.
 from __future__ import annotations
 
 import asyncio
-import time
 import logging
+import time
 from collections.abc import Mapping
 
 from aigrid.core.types import Endpoint

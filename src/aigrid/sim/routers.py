@@ -3,13 +3,12 @@ function the gateway calls; the baselines (core.baselines) share its signature a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 
 from aigrid.core.baselines import BASELINES, Centralized, Router
 from aigrid.core.policies import BUILTIN_POLICIES
 from aigrid.core.scheduler import schedule
-from aigrid.core.types import Decision, GridView, Policy, RequestInfo, Rng
+from aigrid.core.types import Policy
 
 KNOWN = (*BUILTIN_POLICIES, "centralized", *BASELINES)
 

@@ -9,6 +9,7 @@ from typing import Literal
 import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.errors import SpecError
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
@@ -102,8 +103,8 @@ class Diurnal(Strict):
 
 
 class NetworkDef(Strict):
-    route_factor: float = Field(default=1.5, ge=1.0)
-    overhead_ms: float = Field(default=2.0, ge=0)
+    route_factor: float = Field(default=DEFAULT_ROUTE_FACTOR, ge=1.0)
+    overhead_ms: float = Field(default=DEFAULT_OVERHEAD_MS, ge=0)
     jitter_ms: float = Field(default=1.0, ge=0)
 
 
