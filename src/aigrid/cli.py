@@ -31,14 +31,17 @@ app.add_typer(audit_app, name="audit")
 
 
 def _mount_subcommands() -> None:
-    """Commands whose modules own their options: the simulator, the load generator, the engine emulator."""
+    """Commands whose modules own their options: the simulator, the planner, the load generator, the engine
+    emulator."""
     from aigrid.bench.cli import bench_command
     from aigrid.engines.emulator_cli import emulator_command
+    from aigrid.plan.cli import plan_command
     from aigrid.sim.cli import app as sim_app
 
     app.add_typer(sim_app)
     app.command("bench")(bench_command)
     app.command("emulator")(emulator_command)
+    app.command("plan")(plan_command)
 
 
 _mount_subcommands()

@@ -16,6 +16,7 @@
           ├── NotFound             404  not_found
           ├── RateLimited          429  rate_limit_exceeded
           ├── NoEligibleEndpoint   503  no_eligible_endpoint
+          ├── AuditUnavailable     503  audit_unavailable (the audit log cannot take the record)
           └── UpstreamFailed       502  upstream_error
 
 Foreign errors (httpx, pydantic, yaml, OSError) are mapped into this tree once, at the boundary where
@@ -125,3 +126,12 @@ class UpstreamFailed(ApiError):
     status = 502
     type = "upstream_error"
     code = "upstream_failed"
+
+
+class AuditUnavailable(ApiError):
+    """The audit log cannot take a record now (writer stalled or its queue full): the request is refused
+    rather than served unaudited."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "audit_unavailable"

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from aigrid.agents.tool import ToolContext, ToolError, require_str
+from aigrid.security.firewall.texts import Source
 
 MAX_LEN = 300
 MAX_NODES = 200
@@ -136,6 +137,7 @@ def format_number(value: Number) -> str:
 
 class Calculator:
     name = "calculator"
+    source = Source.TOOL_RESULT
     description = ("Evaluate an arithmetic expression exactly, e.g. 1234 * 5678 or sqrt(2) * (3 + 4). "
                    "Operators + - * / // % **; functions " + ", ".join(FUNCTIONS) + "; constants pi, e.")
     parameters: Mapping[str, Any] = {

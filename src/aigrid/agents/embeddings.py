@@ -76,7 +76,8 @@ class MiniLMEmbedder:
         return np.asarray(vectors, dtype=np.float32), int(tokens)
 
 
-def _inputs(body: Mapping[str, Any]) -> list[str]:
+def embedding_inputs(body: Mapping[str, Any]) -> list[str]:
+    """The `input` strings of an embeddings request (InvalidRequest naming the field when bad)."""
     raw = body.get("input")
     items = [raw] if isinstance(raw, str) else raw
     if not isinstance(items, list) or not items:
@@ -113,7 +114,7 @@ async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Emb
     if dims is not None and dims != embedder.dimensions:
         raise InvalidRequest(f"{embedder.model} has {embedder.dimensions} dimensions and cannot be shortened",
                              param="dimensions")
-    texts = _inputs(body)
+    texts = embedding_inputs(body)
     vectors, tokens = await embedder.embed(texts)
     data = [{"object": "embedding", "index": i,
              "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64"

@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 
 from aigrid.agents.tool import ToolContext, ToolError, require_str
+from aigrid.security.firewall.texts import Source
 
 MAX_OUTPUT = 4_000
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/ld+json")
@@ -71,6 +72,7 @@ def html_to_text(html: str) -> str:
 
 class HttpFetch:
     name = "http_fetch"
+    source = Source.WEB_PAGE
     parameters: Mapping[str, Any] = {
         "type": "object",
         "properties": {"url": {"type": "string", "pattern": "^https?://[^ ]{1,500}$"}},

@@ -14,6 +14,7 @@ from typing import Any
 import networkx as nx
 
 from aigrid.agents.tool import ToolContext, ToolError
+from aigrid.security.firewall.texts import Source
 
 MAX_INLINE_EDGES = 10_000
 Edge = Sequence[Any]
@@ -35,6 +36,7 @@ def graph_from_edges(edges: Iterable[Edge]) -> nx.Graph:
 
 class ShortestPath:
     name = "shortest_path"
+    source = Source.TOOL_RESULT
 
     def __init__(self, graphs: Mapping[str, nx.Graph] | None = None) -> None:
         self.graphs = dict(graphs or {})

@@ -12,14 +12,20 @@ answer as the engine streams it, and one Finished (or Rejected when the engine r
 4xx). reply.py turns the events into an OpenAI response or SSE stream. Request extensions (removed before
 the body reaches the engine): `aigrid_max_steps` (1..MAX_STEPS_LIMIT) and `aigrid_tool_mode`
 ("constrained" | "native").
+
+Every tool result passes the firewall's choke point (`screen`, bound to the request's tenant by the gateway)
+before the model reads it, tagged with the tool's source (tool result, MCP result, retrieved document, web
+page): a blocked result is withheld from the model (it reads WITHHELD instead) and the step carries the
+verdicts; flagged results pass with theirs.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -37,6 +43,8 @@ from aigrid.agents.steps import (
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
 from aigrid.engines.protocol import Engine
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
+from aigrid.security.firewall.pipeline import Screened, Verdict
+from aigrid.security.firewall.texts import ModelText, Source
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,10 @@ ToolMode = Literal["constrained", "native"]
 CHAT_PATH = "/v1/chat/completions"
 MAX_STEPS_LIMIT = 16
 EXTENSIONS = ("aigrid_max_steps", "aigrid_tool_mode")
+WITHHELD = "error: the AI firewall withheld this tool result (prompt injection suspected)"
+
+ScreenTexts = Callable[[Sequence[ModelText]], Awaitable[Screened]]
+"""The firewall's choke point for one request (tenant already bound)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,11 +86,16 @@ class Step:
     model_ms: float
     """Duration of the model turn that asked for this call."""
     call_id: str
+    firewall: tuple[Verdict, ...] = ()
+    """The firewall's verdicts on this result (blocked: the model read WITHHELD instead)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"index": self.index, "tool": self.tool, "arguments": self.arguments, "result": self.result,
-                "ok": self.ok, "duration_ms": round(self.duration_ms, 2), "model_ms": round(self.model_ms, 2),
-                "call_id": self.call_id}
+        out = {"index": self.index, "tool": self.tool, "arguments": self.arguments, "result": self.result,
+               "ok": self.ok, "duration_ms": round(self.duration_ms, 2), "model_ms": round(self.model_ms, 2),
+               "call_id": self.call_id}
+        if self.firewall:
+            out["firewall"] = [v.to_dict() for v in self.firewall]
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +187,10 @@ def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base:
 
 async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolRegistry, *,
                         context: ToolContext = NO_CONTEXT, config: LoopConfig = DEFAULT_LOOP,
-                        clock: Callable[[], float] = time.monotonic) -> AsyncGenerator[Event, None]:
+                        clock: Callable[[], float] = time.monotonic,
+                        screen: ScreenTexts | None = None) -> AsyncGenerator[Event, None]:
     """Run the loop for one chat request on `engine` (the chosen endpoint's) and yield its events.
+    `screen` is the firewall's choke point every tool result passes (the gateway always gives one).
 
     Raises InvalidRequest for a bad request, EngineUnavailable when the engine fails before its first
     answer (the caller may try the next candidate) and EngineStreamBroken when it fails later.
@@ -234,6 +253,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             if call.name in client_names:
                 continue
             step = await _run_step(registry, call, server_names, context, config, len(steps), turn_ms, clock)
+            if screen is not None:
+                step = await _screened(step, registry, screen)
             steps.append(step)
             if step.ok:
                 spent.add(step.tool)
@@ -344,6 +365,18 @@ def _apply_json(raw: bytes, turn: Turn, native: dict[int, dict[str, str]]) -> No
     for i, tc in enumerate(message.get("tool_calls") or []):
         fn = tc.get("function") or {}
         native[i] = {"id": tc.get("id") or "", "name": fn.get("name") or "", "arguments": fn.get("arguments") or ""}
+
+
+async def _screened(step: Step, registry: ToolRegistry, screen: ScreenTexts) -> Step:
+    """The step as the model will read it: its result through the firewall's choke point."""
+    tool = registry.get(step.tool)
+    source = tool.source if tool is not None else Source.TOOL_RESULT
+    screened = await screen([ModelText(step.result, source, label=f"tool {step.tool}")])
+    if not screened.verdicts:
+        return step
+    result = WITHHELD if screened.blocked is not None else screened.texts[0].text
+    return dataclasses.replace(step, result=result, ok=step.ok and screened.blocked is None,
+                               firewall=tuple(screened.verdicts))
 
 
 async def _run_step(registry: ToolRegistry, call: Call, server_names: set[str], context: ToolContext,

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from aigrid.agents.tool import ToolContext, ToolError
+from aigrid.security.firewall.texts import Source
 
 MAX_OUTPUT = 4_000
 
@@ -25,6 +26,7 @@ class McpTool:
                  remote_name: str) -> None:
         self.server = server
         self.name = name
+        self.source = Source.MCP_RESULT
         self.description = description
         self.parameters = parameters
         self.remote_name = remote_name

@@ -16,6 +16,7 @@ from typing import Any
 import regex
 
 from aigrid.agents.tool import ToolContext, ToolError, require_str
+from aigrid.security.firewall.texts import Source
 
 MAX_PATTERN = 500
 MAX_TEXT = 100_000
@@ -26,6 +27,7 @@ FLAGS: Mapping[str, int] = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": re
 
 class RegexTool:
     name = "regex"
+    source = Source.TOOL_RESULT
     description = ("Apply a regular expression to a text: mode 'findall' (default) lists the matches, "
                    "'search' gives the first match and its groups, 'fullmatch' tests the whole text, "
                    "'sub' replaces matches with `replacement`. Flags: any of 'imsx'.")

@@ -30,6 +30,7 @@ from aigrid.agents.loop import (
     Finished,
     LoopConfig,
     Rejected,
+    ScreenTexts,
     Step,
     TextDelta,
     run_tool_loop,
@@ -108,7 +109,7 @@ class ToolLoopEngine:
 
     def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,
                  config: LoopConfig = DEFAULT_LOOP, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, screen: ScreenTexts | None = None) -> None:
         self.inner = inner
         self.kind = inner.kind
         self.base_url = inner.base_url
@@ -117,6 +118,7 @@ class ToolLoopEngine:
         self.config = config
         self._clock = clock
         self._wall = wall_clock
+        self.screen = screen
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         if path.rstrip("/") != CHAT_PATH:
@@ -129,7 +131,7 @@ class ToolLoopEngine:
         model = str(body.get("model", ""))
         created, rid = int(self._wall()), f"chatcmpl-aigrid-{uuid.uuid4().hex[:24]}"
         events = run_tool_loop(self.inner, body, self.registry, context=self.context, config=self.config,
-                               clock=self._clock)
+                               clock=self._clock, screen=self.screen)
         try:
             if not body.get("stream"):
                 finished: Finished | None = None

@@ -7,6 +7,7 @@ from typing import Any
 
 from aigrid.agents.tool import ToolContext, ToolError, require_str
 from aigrid.agents.vector_store import SiteStores
+from aigrid.security.firewall.texts import Source
 
 MAX_K = 5
 SNIPPET_CHARS = 600
@@ -14,6 +15,7 @@ SNIPPET_CHARS = 600
 
 class Retrieve:
     name = "retrieve"
+    source = Source.DOCUMENT
     description = ("Search this site's documents for passages relevant to a query; returns the best "
                    "passages with their source and similarity.")
     parameters: Mapping[str, Any] = {

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from aigrid.agents.tool import ToolContext, ToolError, require_str
+from aigrid.security.firewall.texts import Source
 
 MAX_SQL = 2_000
 MAX_ROWS = 50
@@ -67,6 +68,7 @@ def read_schema(path: Path) -> str:
 
 class SqlQuery:
     name = "sql"
+    source = Source.TOOL_RESULT
 
     def __init__(self, databases: Mapping[str, Path], schemas: Mapping[str, str] | None = None,
                  *, timeout_s: float = 1.0) -> None:

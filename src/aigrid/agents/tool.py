@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aigrid.errors import AigridError
+from aigrid.security.firewall.texts import Source
 
 
 class ToolError(AigridError):
@@ -37,6 +38,8 @@ class Tool(Protocol):
     description: str
     parameters: Mapping[str, Any]
     """JSON schema of the arguments object."""
+    source: Source
+    """What the model reads in its result, for the firewall: tool result, MCP result, document, web page."""
 
     async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str: ...
 

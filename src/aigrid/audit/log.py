@@ -3,7 +3,10 @@
 SQLite runs in a worker thread (asyncio.to_thread), so the event loop never waits on the disk. Nothing
 starts in the constructor: `await log.start()` opens the database and starts the task, `await log.stop()`
 drains the queue, signs a final checkpoint and closes. A full queue makes append() wait (backpressure)
-rather than drop records: an audit trail with silent gaps is worse than a slower response.
+rather than drop records: an audit trail with silent gaps is worse than a slower response. The wait is
+bounded (`timeout`): then append() raises AuditUnavailable, so no request path hangs on a stalled disk;
+`accepting()` lets the gateway refuse new requests (503) before serving them unaudited. The writer task is
+supervised: an unexpected error is logged with its traceback and the writer restarts with the same batch.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aigrid.audit.record import AuditRecord
 from aigrid.audit.store import AuditStore
+from aigrid.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -32,19 +36,32 @@ class AuditLog:
         self._queue_max = queue_max
         self._queue: asyncio.Queue[tuple[float, str]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pending: list[tuple[float, str]] = []
+        """The batch being written: kept across a writer restart so nothing is lost."""
+        self.restarts = 0
 
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("audit log already started")
         await asyncio.to_thread(self.store.open)
         self._queue = asyncio.Queue(self._queue_max)
-        self._task = asyncio.create_task(self._run(), name="aigrid-audit-writer")
+        self._task = asyncio.create_task(self._supervise(), name="aigrid-audit-writer")
 
-    async def append(self, record: AuditRecord) -> None:
-        """Queue one record. It is serialised here, so a bad record fails in the caller, not the writer."""
+    def accepting(self) -> bool:
+        """Is there room for a record now (writer running, queue not full)?"""
+        return self._queue is not None and self._task is not None and not self._queue.full()
+
+    async def append(self, record: AuditRecord, timeout: float | None = None) -> None:
+        """Queue one record. It is serialised here, so a bad record fails in the caller, not the writer.
+        With `timeout`, waits at most that long for room, then raises AuditUnavailable."""
         if self._queue is None:
-            raise RuntimeError("audit log not started")
-        await self._queue.put((record.ts, record.body()))
+            raise AuditUnavailable("the audit log is not running")
+        entry = (record.ts, record.body())
+        try:
+            async with asyncio.timeout(timeout):
+                await self._queue.put(entry)
+        except TimeoutError as e:
+            raise AuditUnavailable(f"the audit log's queue stayed full for {timeout} s") from e
 
     async def flush(self) -> None:
         """Wait until every record appended so far is on disk."""
@@ -63,15 +80,26 @@ class AuditLog:
         await asyncio.to_thread(self.store.checkpoint)
         await asyncio.to_thread(self.store.close)
 
+    async def _supervise(self) -> None:
+        while True:
+            try:
+                await self._run()
+            except Exception:  # a bug must not silently stop the audit trail: log it and restart
+                self.restarts += 1
+                log.exception("audit writer failed unexpectedly; restarting (restart %d)", self.restarts)
+                await asyncio.sleep(self.retry_s)
+
     async def _run(self) -> None:
         assert self._queue is not None
         queue = self._queue
         while True:
-            batch = [await queue.get()]
-            while len(batch) < self.batch_max and not queue.empty():
-                batch.append(queue.get_nowait())
-            await self._write(batch)
-            for _ in batch:
+            if not self._pending:
+                self._pending = [await queue.get()]
+                while len(self._pending) < self.batch_max and not queue.empty():
+                    self._pending.append(queue.get_nowait())
+            await self._write(self._pending)
+            done, self._pending = len(self._pending), []
+            for _ in range(done):
                 queue.task_done()
 
     async def _write(self, entries: list[tuple[float, str]]) -> None:

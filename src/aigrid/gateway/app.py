@@ -29,10 +29,14 @@ from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
+from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
+from aigrid.gateway.response_store import ResponseStore
+from aigrid.gateway.responses_api import RESPONSES_PATH, ResponsesApi
 from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
+from aigrid.gateway.tracing import Tracing, build_tracing
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec
 from aigrid.telemetry.redis_shared import RedisSharedState
@@ -64,6 +68,10 @@ class Gateway:
     agents: AgentRuntime
     location: GeoPoint | None = None
     sync: SharedSync | None = None
+    tracing: Tracing = field(default_factory=Tracing)
+    """OpenTelemetry spans per request and attempt; off (no cost) unless configured (tracing.py)."""
+    responses: ResponseStore = field(default_factory=ResponseStore)
+    """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
     baselines: dict[str, Router] = field(default_factory=dict)
     """The peers' routing formulas (core.baselines), selectable per request with x-aigrid-policy for an A/B
     against aigrid's own policies on live traffic."""
@@ -79,7 +87,7 @@ def tenant_policies(spec: GridSpec) -> dict[str, str]:
 def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Callable[[], float] = time.monotonic,
                   rng: Rng | None = None, sleep: Sleep = asyncio.sleep, scheduler: Scheduler | None = None,
                   shared: SharedState | None = None, gateway_id: str | None = None,
-                  guard: Guard | None = None) -> Gateway:
+                  guard: Guard | None = None, tracing: Tracing | None = None) -> Gateway:
     """Wire one gateway. `shared` (or spec.gateway.shared_state_url) makes it share state with its peers."""
     models = load.models(spec)
     endpoints = load.endpoints(spec)
@@ -100,6 +108,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         rng=rng or random.Random(), clock=clock, guard=guard or Guard(spec), location=load.gateway_location(spec),
         agents=AgentRuntime.from_spec(spec),
         sync=_sync(spec, store, shared, gateway_id),
+        tracing=tracing or build_tracing(spec.gateway.otel),
     )
 
 
@@ -114,6 +123,8 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
 
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     routes = Routes(gateway)
+    messages, responses = MessagesApi(routes), ResponsesApi(routes)
+    audited = routes.audited({MESSAGES_PATH: messages.create, RESPONSES_PATH: responses.create})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -130,13 +141,14 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             await gateway.scraper.stop()
             await gateway.agents.stop()
             await gateway.guard.stop()
+            gateway.tracing.shutdown()
 
     return Starlette(
         routes=[
-            Route("/v1/chat/completions", routes.chat_completions, methods=["POST"]),
-            Route("/v1/completions", routes.completions, methods=["POST"]),
+            *(Route(path, endpoint, methods=["POST"]) for path, endpoint in audited.items()),
             Route("/v1/models", routes.list_models, methods=["GET"]),
-            Route("/v1/embeddings", routes.embeddings, methods=["POST"]),
+            *messages.routes(),
+            *responses.routes(),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
             Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
             Route("/v1/grid", routes.grid, methods=["GET"]),

@@ -8,6 +8,7 @@ from typing import Any
 
 from aigrid.core.calibration import Calibration
 from aigrid.core.types import Candidate, Decision, GeoPoint
+from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 
 
 def calibration_dict(cal: Calibration | None) -> dict[str, Any] | None:
@@ -55,6 +56,10 @@ class DecisionRecord:
     served_by: str | None = None
     ttft_ms: float | None = None
     status: str = "routing"
+    usage: dict[str, Any] | None = None
+    """The engine's token count for the answer, when it sent one (for settling quotas and the audit)."""
+    trace: RequestTrace = NO_TRACE
+    """The request's OpenTelemetry span (gateway/tracing.py); the proxy adds one span per attempt."""
 
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)

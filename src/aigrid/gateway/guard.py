@@ -1,18 +1,19 @@
 """The gateway's security and governance stages, in pipeline order, built once from the spec.
 
-    authenticate -> authorize (scopes) -> quota -> abuse signals -> firewall (input) -> [route, proxy]
-    -> firewall (output, output_filter.py) -> settle quota with real usage -> audit record
+    authenticate -> authorize (scopes) -> audit writer accepting? -> quota -> abuse signals
+    -> firewall choke point (every text the model reads) -> [route, proxy] -> firewall (output)
+    -> finish: settle quota with real usage + audit record (exactly once, in the route's `finally`)
 
 Each stage is a library in aigrid.security / aigrid.audit; this module only wires them to the spec and to
-one request. Errors are the ApiError subclasses those libraries raise (401, 403, 429, 400 firewall_blocked).
+one request's Exchange. Errors are the ApiError subclasses those libraries raise (401, 403, 429, 400
+firewall_blocked, 503 audit_unavailable).
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +22,21 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from aigrid.audit.log import AuditLog
 from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
 from aigrid.audit.signing import generate_keypair, load_private_key
-from aigrid.core.types import Decision
-from aigrid.errors import ApiError, ConfigError, InvalidRequest, PermissionDenied
+from aigrid.errors import AuditUnavailable, ConfigError, InvalidRequest, PermissionDenied
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.model_texts import apply
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import authorize
-from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, AbuseVerdict, RequestTraits
+from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
 from aigrid.security.firewall.injection import InjectionModel
-from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, Verdict
+from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+from aigrid.security.firewall.screen import Screen
+from aigrid.security.firewall.texts import ModelText
 from aigrid.security.jwt_bearer import JwtSettings
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Principal, Scopes, Tenant
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
-from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
+from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
 from aigrid.security.quotas_redis import RedisQuotaBackend
 from aigrid.spec.models import FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
 
@@ -40,15 +44,9 @@ ANONYMOUS_SECRET = b"aigrid-demo-grid-without-enforcement"
 """Enforcement off and no secret set: no key can be verified anyway; this only keys the prompt hashes."""
 
 
-@dataclass(slots=True)
-class Admission:
-    """What the guard learned about one request before routing."""
-
-    principal: Principal
-    reservation: Reservation
-    verdicts: list[Verdict] = field(default_factory=list)
-    abuse: AbuseVerdict | None = None
-    started: float = 0.0
+log = logging.getLogger("aigrid.guard")
+AUDIT_WAIT_S = 2.0
+"""How long a request may wait for room in the audit writer's queue before it is refused (503)."""
 
 
 def _limits(q: QuotaSpec | None) -> QuotaLimits:
@@ -112,6 +110,9 @@ class Guard:
         model = injection_model or InjectionModel.load()
         policies = {name: _policy(t.firewall) for name, t in spec.tenants.items() if t.firewall is not None}
         self.firewall = Firewall(model, policies, _policy(sec.firewall))
+        self.screen = Screen(self.firewall)
+        self.audit_failures = 0
+        """Records the audit log could not take within AUDIT_WAIT_S after the answer was sent (logged)."""
         self.audit: AuditLog | None = None
         self._audit_spec = sec.audit
         self._enforce = sec.enforce
@@ -136,10 +137,11 @@ class Guard:
                 generate_keypair(priv, priv.with_suffix(".pub.pem"))
             key = load_private_key(priv)
         Path(a.path).parent.mkdir(parents=True, exist_ok=True)
-        self.audit = AuditLog(Path(a.path), key, checkpoint_every=a.checkpoint_every)
+        self.audit = AuditLog(Path(a.path), key, checkpoint_every=a.checkpoint_every, queue_max=a.queue_max)
         await self.audit.start()
 
     async def stop(self) -> None:
+        self.screen.close()
         if self.audit is not None:
             await self.audit.stop()
             self.audit = None
@@ -155,31 +157,32 @@ class Guard:
             raise InvalidRequest(f"unknown tenant {tenant_hint!r}", param="x-aigrid-tenant")
         return Principal(tenant.id, principal.key_id, tenant.scopes, "anonymous")
 
-    async def admit(self, principal: Principal, body: dict[str, Any], model: str, prompt: str,
-                    tokens: int, policy: str | None = None, jurisdictions: frozenset[str] | None = None) -> Admission:
-        """Scopes (model, the jurisdictions the request asked for, a key's bound policy), quota, abuse signals
-        and the input firewall; may redact body["messages"] in place."""
-        authorize(principal, model, jurisdictions=jurisdictions,
+    async def admit(self, ex: Exchange, body: dict[str, Any], prompt: str, tokens: int,
+                    policy: str | None = None, jurisdictions: frozenset[str] | None = None) -> None:
+        """Scopes (model, the jurisdictions the request asked for, a key's bound policy), the audit writer,
+        quota and abuse signals; the reservation and abuse verdict go on the exchange (settled by finish)."""
+        assert ex.principal is not None
+        principal = ex.principal
+        authorize(principal, ex.model, jurisdictions=jurisdictions,
                   policy=policy if principal.scopes.policy else None)
-        reservation = await self.quotas.admit(principal, tokens)
-        abuse = None
+        if self.audit is not None and not self.audit.accepting():
+            raise AuditUnavailable("the audit log cannot take records now; the request was not served")
+        ex.reservation = await self.quotas.admit(principal, tokens)
         if self.abuse_action != "off":
-            abuse = self.abuse.observe(principal.key_id, RequestTraits(
+            ex.abuse = self.abuse.observe(principal.key_id, RequestTraits(
                 prompt=prompt, temperature=body.get("temperature"), logprobs=bool(body.get("logprobs")),
                 top_logprobs=int(body.get("top_logprobs") or 0), logit_bias=bool(body.get("logit_bias"))))
-        try:
-            if abuse is not None and self.abuse_action == "throttle":
-                abuse.raise_if_throttled()
-            verdicts: list[Verdict] = []
-            if isinstance(body.get("messages"), list):
-                result = self.firewall.check_input(principal.tenant, body["messages"])
-                verdicts = result.verdicts
-                result.raise_if_blocked()
-                body["messages"] = result.messages
-        except BaseException:
-            await self.quotas.settle(reservation, 0)
-            raise
-        return Admission(principal, reservation, verdicts, abuse, time.time())
+            if self.abuse_action == "throttle":
+                ex.abuse.raise_if_throttled()
+
+    async def screen_request(self, ex: Exchange, body: MutableMapping[str, Any], texts: list[ModelText]) -> None:
+        """The choke point for a request's own texts: verdicts onto the exchange, 400 when blocked,
+        redactions written back into `body`."""
+        assert ex.principal is not None
+        screened = await self.screen.check(ex.principal.tenant, texts)
+        ex.verdicts.extend(screened.verdicts)
+        screened.raise_if_blocked()
+        apply(body, texts, screened)
 
     def reader(self, authorization: str | None) -> str | None:
         """Who may read decisions: None for everyone (enforcement off, or an operator tenant's key), else the
@@ -199,36 +202,37 @@ class Guard:
         t = self.tenants.get(tenant)
         return t is not None and t.store_prompts
 
-    async def complete(self, admission: Admission, decision: Decision | None, served_by: str | None, model: str,
-                       outcome: str, usage: Mapping[str, Any] | None, body: Mapping[str, Any],
-                       extra_verdicts: Sequence[Verdict] = ()) -> None:
-        """After the answer: settle the quota with real usage and write the audit record."""
-        prompt_tokens = int((usage or {}).get("prompt_tokens") or 0)
-        completion_tokens = int((usage or {}).get("completion_tokens") or 0)
-        used = prompt_tokens + completion_tokens if usage else admission.reservation.reserved_tokens
-        await self.quotas.settle(admission.reservation, used)
+    async def finish(self, ex: Exchange) -> None:
+        """Settle the quota and write the audit record, once per exchange, whatever its exit."""
+        if ex.closed:
+            return
+        ex.closed = True
+        if ex.reservation is not None:
+            await self.quotas.settle(ex.reservation, ex.used_tokens())
         if self.audit is None:
             return
-        p = admission.principal
-        prompt = body.get("messages", body.get("prompt", ""))
-        await self.audit.append(AuditRecord(
-            ts=admission.started, request_id=decision.request_id if decision else "", tenant=p.tenant,
-            key_id=p.key_id, model=model,
-            decision=decision_summary(decision, (served_by or "").split(" -> ")[-1] or None) if decision else {},
-            firewall=[v.to_dict() for v in [*admission.verdicts, *extra_verdicts]],
-            outcome=outcome, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-            prompt_hmac=prompt_digest(self._secret, prompt),
-            prompt_text=str(prompt) if self.stores_prompts(p.tenant) else None,
-            extra={"abuse": admission.abuse.to_dict()} if admission.abuse and admission.abuse.signals else {},
-        ))
+        try:
+            await self.audit.append(self._record(ex), timeout=AUDIT_WAIT_S)
+        except AuditUnavailable as e:
+            self.audit_failures += 1
+            log.error("audit record lost for %s %s: %s", ex.route, ex.decision.request_id if ex.decision else "-", e)
 
-    async def reject(self, principal: Principal | None, error: ApiError, model: str, body: Mapping[str, Any]) -> None:
-        """Audit a request refused before routing (401, 403, 429, firewall block)."""
-        if self.audit is None:
-            return
-        prompt = body.get("messages", body.get("prompt", ""))
-        await self.audit.append(AuditRecord(
-            ts=time.time(), request_id="", tenant=principal.tenant if principal else "?",
-            key_id=principal.key_id if principal else "unauthenticated", model=model,
-            outcome=f"error:{error.code}", prompt_hmac=prompt_digest(self._secret, prompt),
-            extra={"status": error.status, "message": error.message}))
+    def _record(self, ex: Exchange) -> AuditRecord:
+        p = ex.principal
+        usage = ex.final_usage() or {}
+        body = ex.body
+        prompt = body.get("messages", body.get("prompt", body.get("input", "")))
+        served = ex.record.served_by if ex.record is not None else None
+        extra: dict[str, Any] = {"route": ex.route}
+        if ex.abuse is not None and ex.abuse.signals:
+            extra["abuse"] = ex.abuse.to_dict()
+        if ex.error is not None:
+            extra.update(status=ex.error.status, message=ex.error.message)
+        return AuditRecord(
+            ts=ex.started, request_id=ex.decision.request_id if ex.decision else "",
+            tenant=p.tenant if p else "?", key_id=p.key_id if p else "unauthenticated", model=ex.model,
+            decision=decision_summary(ex.decision, (served or "").split(" -> ")[-1] or None) if ex.decision else {},
+            firewall=[v.to_dict() for v in ex.all_verdicts()], outcome=ex.final_outcome(),
+            prompt_tokens=int(usage.get("prompt_tokens") or 0), completion_tokens=int(usage.get("completion_tokens") or 0),
+            prompt_hmac=prompt_digest(self._secret, prompt),
+            prompt_text=str(prompt) if p is not None and self.stores_prompts(p.tenant) else None, extra=extra)

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -41,10 +42,10 @@ from aigrid.gateway.usage import sse_usage
 from aigrid.telemetry.store import TelemetryStore
 
 Sleep = Callable[[float], Awaitable[None]]
-OnComplete = Callable[[DecisionRecord, "dict[str, Any] | None"], Awaitable[None]]
 Wrap = Callable[[Engine, Candidate], Engine]
 """Wraps the chosen endpoint's engine for one request (the agent tool loop runs beside it)."""
 _PASS_HEADERS = ("content-type",)
+log = logging.getLogger("aigrid.proxy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,10 +101,10 @@ class Proxy:
 
     async def forward(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
                       stream: bool, hedge: HedgePolicy | None = None, *, output: OutputFilter | None = None,
-                      redact_answer: Callable[[bytes], bytes] | None = None,
-                      on_complete: OnComplete | None = None, wrap: Wrap | None = None) -> Response:
+                      redact_answer: Callable[[bytes], bytes] | None = None, wrap: Wrap | None = None) -> Response:
         """Serve the request from the decision's ranking. `output` filters a stream's events (firewall,
-        usage metering), `redact_answer` a whole answer; `on_complete` runs once the answer is over."""
+        usage metering), `redact_answer` a whole answer. The outcome, the serving endpoint and the usage
+        end up on `record` (the caller settles and audits once the response is over)."""
         started = self._clock()
         ranked = list(decision.ranked[: self._max_attempts])
         opened = await self._open_first(path, body, ranked, record, hedge, wrap)
@@ -130,23 +131,27 @@ class Proxy:
                 self._metrics.ttft_ratio.labels(cand.endpoint_id).observe(client_ttft * 1000.0 / cand.prediction.ttft_ms)
             spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
                      and self._family(c) == self._family(cand)]
-            return RelayResponse(self._relay(path, body, opened, spare, record, output, on_complete),
+            return RelayResponse(self._relay(path, body, opened, spare, record, output),
                                  opened.upstream.status, headers)
         try:
             rest = b"".join([chunk async for chunk in opened.upstream.body])
-        except EngineError as e:
-            await self._abandon(opened, record, f"broke before the answer was complete: {e}")
-            if on_complete is not None:
-                await on_complete(record, None)
+        except Exception as e:  # engine errors and anything else: release the engine, say why, never leak
+            if not isinstance(e, EngineError):
+                log.warning("endpoint %s: unexpected error while reading the answer", cand.endpoint_id,
+                            exc_info=e)
+            await self._abandon(opened, record, f"broke before the answer was complete: {e!r}")
+            record.status = "failed"
             raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {e}",
                                  headers={"x-aigrid-decision": decision.request_id}) from e
+        except BaseException:  # cancelled (client gone, shutdown): release the engine
+            await opened.stack.aclose()
+            self._finish(cand, record, 499, b"")
+            raise
         await opened.stack.aclose()
         answer = opened.first + rest
         if redact_answer is not None and opened.upstream.status < 400:
             answer = redact_answer(answer)
-        usage = self._finish(cand, record, opened.upstream.status, answer)
-        if on_complete is not None:
-            await on_complete(record, usage)
+        record.usage = self._finish(cand, record, opened.upstream.status, answer)
         return Response(answer, status_code=opened.upstream.status, headers=headers)
 
     # --- before the first byte ------------------------------------------------------------------------
@@ -196,6 +201,7 @@ class Proxy:
         if hedged:
             entry["hedge"] = True
         record.attempts.append(entry)
+        span = record.trace.attempt(cand, hedged, self._engines[cand.endpoint_id].base_url)
         try:
             if self._emulate:
                 await self._sleep(cand.prediction.rtt_ms / 1000.0)
@@ -220,12 +226,22 @@ class Proxy:
             await stack.aclose()
             self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first)
             self._fail(cand, entry, str(e) or type(e).__name__, self._clock() - attempt_start)
+            span.fail(entry["error"])
             raise
         except asyncio.CancelledError:
             await stack.aclose()
             self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first)
             entry.update(error="cancelled: another attempt answered first")
+            span.fail(entry["error"])
             raise
+        except Exception as e:  # not an engine error: a bug or an unmapped library error; never leak the slot
+            log.warning("endpoint %s: unexpected error before the first byte", cand.endpoint_id, exc_info=e)
+            await stack.aclose()
+            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first)
+            self._fail(cand, entry, f"unexpected {type(e).__name__}: {e}", self._clock() - attempt_start)
+            span.fail(entry["error"])
+            raise EngineUnavailable(f"unexpected {type(e).__name__}: {e}") from e
+        span.ok()
         first_at = self._clock()
         entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
         return Opened(cand, upstream, stack, first, sent_at, first_at)
@@ -238,8 +254,7 @@ class Proxy:
 
     # --- after the first byte -------------------------------------------------------------------------
     async def _relay(self, path: str, body: dict[str, Any], opened: Opened, spare: list[Candidate],
-                     record: DecisionRecord, output: OutputFilter | None,
-                     on_complete: OnComplete | None) -> AsyncIterator[bytes]:
+                     record: DecisionRecord, output: OutputFilter | None) -> AsyncIterator[bytes]:
         sent: list[bytes] = []
         usage: dict[str, Any] | None = None
         filt = output
@@ -273,8 +288,7 @@ class Proxy:
             if current is not None:  # the client went away: release the engine
                 await current.stack.aclose()
                 self._finish(current.cand, record, 499, b"")
-            if on_complete is not None:
-                await on_complete(record, usage)
+            record.usage = usage
 
     async def _events(self, opened: Opened) -> AsyncIterator[bytes]:
         """Upstream bytes in whole SSE events (non-SSE bodies pass as they come)."""

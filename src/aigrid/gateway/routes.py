@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -12,32 +14,39 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from aigrid import __version__
-from aigrid.agents.embeddings import create_embeddings
+from aigrid.agents.embeddings import create_embeddings, embedding_inputs
 from aigrid.agents.loop import LoopConfig, validate_tool_request, wants_server_tools
 from aigrid.agents.reply import ToolLoopEngine
 from aigrid.agents.tool import ToolContext
-from aigrid.core.types import Candidate, Decision
+from aigrid.core.types import Candidate
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
+from aigrid.gateway.context_window import check_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict
 from aigrid.gateway.envelope import from_validation
-from aigrid.gateway.guard import Admission
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.model_texts import chat_texts, completion_texts
+from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy, Wrap
-from aigrid.gateway.request_info import H_POLICY, build_request_info
+from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
-from aigrid.security.authorize import authorize, scope_request
-from aigrid.security.firewall.pipeline import Verdict
-from aigrid.security.principal import Principal
+from aigrid.security.authorize import scope_request
+from aigrid.security.firewall.pipeline import Screened
+from aigrid.security.firewall.texts import ModelText
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
 
 H_TENANT = "x-aigrid-tenant"
 CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+EMBEDDINGS_PATH = "/v1/embeddings"
+Handler = Callable[[Request, Exchange], Awaitable[Response]]
 H_HEDGE = "x-aigrid-hedge"
 
 
@@ -45,17 +54,57 @@ def json_response(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
 
 
+class Audited:
+    """An ASGI endpoint whose every request gets one Exchange, closed in a `finally` around the whole
+    pipeline (the answer's last byte included): the quota is settled and the audit record written exactly
+    once, whatever the exit: success, client error, firewall block, no eligible site, every candidate
+    failed, client gone, gateway shutdown."""
+
+    def __init__(self, gw: Gateway, route: str, handler: Handler) -> None:
+        self.gw = gw
+        self.route = route
+        self.handler = handler
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ex = Exchange(self.route, time.time())
+        request = Request(scope, receive, send)
+        if self.gw.tracing.enabled:
+            ex.trace = self.gw.tracing.start(self.route, request.headers)
+        try:
+            response = await self.handler(request, ex)
+            await response(scope, receive, send)
+        except ApiError as e:
+            ex.error = e
+            raise  # the app's handler answers with the envelope
+        except asyncio.CancelledError:
+            ex.outcome = "cancelled"
+            raise
+        except Exception:
+            ex.outcome = "error:internal"
+            raise
+        finally:
+            observe(ex, self.gw.metrics)  # the span's end (when traced) and the GenAI metrics
+            await self.gw.guard.finish(ex)
+
+
 class Routes:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    async def chat_completions(self, request: Request) -> Response:
-        return await self._route(request, "/v1/chat/completions", ChatRequest)
+    def audited(self, extra: Mapping[str, Handler] | None = None) -> dict[str, Audited]:
+        """The routes that read prompts, each behind its Exchange (`extra`: the other front doors)."""
+        handlers: dict[str, Handler] = {CHAT_PATH: self.chat_completions, COMPLETIONS_PATH: self.completions,
+                                        EMBEDDINGS_PATH: self.embeddings, **(extra or {})}
+        return {path: Audited(self.gw, path, handler) for path, handler in handlers.items()}
 
-    async def completions(self, request: Request) -> Response:
-        return await self._route(request, "/v1/completions", CompletionRequest)
+    async def chat_completions(self, request: Request, ex: Exchange) -> Response:
+        return await self.route(CHAT_PATH, ChatRequest, request.headers, lambda: self.read_json(request), ex)
 
-    async def _read_json(self, request: Request) -> dict[str, Any]:
+    async def completions(self, request: Request, ex: Exchange) -> Response:
+        return await self.route(COMPLETIONS_PATH, CompletionRequest, request.headers,
+                                lambda: self.read_json(request), ex)
+
+    async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.gw.spec.gateway.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -74,104 +123,121 @@ class Routes:
             raise InvalidRequest("the JSON body must be an object", code="invalid_json")
         return body
 
-    async def _route(self, request: Request, path: str, schema: type[ChatRequest | CompletionRequest]) -> Response:
+    async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
+                    read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
+                    server_tools: bool = True) -> Response:
+        """The one pipeline. The front doors (messages_api.py, responses_api.py) call it with a body that
+        `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
+        `server_tools=False`: every tool is the client's, even one named like a server-side tool."""
         gw = self.gw
-        principal: Principal | None = None
-        body: dict[str, Any] = {}
-        model = ""
         try:
-            body = await self._read_json(request)
+            ex.body = body = await read_body()
             try:
                 parsed: ChatRequest | CompletionRequest = schema.model_validate(body)
             except ValidationError as e:
                 raise from_validation(e) from e
-            model = parsed.model
-            principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
-            policy_name = (request.headers.get(H_POLICY) or principal.scopes.policy
+            ex.model = parsed.model
+            ex.trace.parsed(parsed.model, body)
+            ex.principal = principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+            policy_name = (headers.get(H_POLICY) or principal.scopes.policy
                            or gw.tenant_policies.get(principal.tenant, gw.spec.gateway.default_policy))
             policy = gw.policies.get(policy_name)
             if policy is None:
                 raise InvalidRequest(f"unknown policy {policy_name!r}; known: {', '.join(sorted(gw.policies))}",
                                      param=H_POLICY)
-            hedge = self._hedge(request)
+            hedge = self._hedge(headers)
             decision_id = f"dec-{uuid.uuid4().hex[:16]}"
-            asked = build_request_info(decision_id, parsed, request.headers, gw.cities, gw.known_models,
+            asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location)
+            prompt = parsed.prompt_text()
+            check_context(parsed.model, len(prompt), gw.spec.models,
+                          "messages" if path == CHAT_PATH else "prompt")
             info = scope_request(principal, asked)
             loop = None
-            if path == CHAT_PATH and wants_server_tools(body, gw.agents.tools):
+            if path == CHAT_PATH and server_tools and wants_server_tools(body, gw.agents.tools):
                 loop = validate_tool_request(body, gw.agents.tools, gw.agents.loop)  # 400s before routing
-            admission = await gw.guard.admit(principal, body, model, parsed.prompt_text(),
-                                             info.prompt_tokens + info.max_output_tokens, policy=policy_name,
-                                             jurisdictions=asked.allowed_jurisdictions)
+            await gw.guard.admit(ex, body, prompt, info.prompt_tokens + info.max_output_tokens,
+                                 policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
+            await gw.guard.screen_request(ex, body, chat_texts(body) if path == CHAT_PATH else completion_texts(body))
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
-            await gw.guard.reject(principal, e, model, body)
             raise
-        decision = gw.router(policy_name)(info, gw.store.snapshot(), policy, gw.rng)
-        record = DecisionRecord(decision, time.time(), principal.tenant, model, info.client_location,
-                                affinity_keys=(info.prefix_hash, info.session), prompt_tokens=info.prompt_tokens)
+        ex.decision = decision = gw.router(policy_name)(info, gw.store.snapshot(), policy, gw.rng)
+        ex.record = record = DecisionRecord(decision, time.time(), principal.tenant, parsed.model,
+                                            info.client_location, affinity_keys=(info.prefix_hash, info.session),
+                                            trace=ex.trace, prompt_tokens=info.prompt_tokens)
+        ex.trace.decided(decision, policy_name, principal.tenant)
         gw.decisions.add(record)
         if decision.chosen is None:
             record.status = "rejected"
             gw.metrics.rejected.labels("no_eligible_endpoint").inc()
-            await gw.guard.complete(admission, decision, None, model, "error:no_eligible_endpoint", None, body)
             details = "; ".join(f"{r.endpoint_id}: {r.filter} ({r.reason})" for r in decision.rejected)
             raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id})
-        return await self._forward(path, body, parsed, decision, record, admission, hedge, loop)
+        return await self._forward(path, body, parsed, ex, hedge, loop)
 
-    def _tool_loop(self, loop: LoopConfig, tenant: str) -> Wrap:
-        """Run the agent's tool loop at the chosen site, beside its engine (agents/)."""
-        agents = self.gw.agents
+    def _tool_loop(self, loop: LoopConfig, ex: Exchange) -> Wrap:
+        """Run the agent's tool loop at the chosen site, beside its engine (agents/); every tool result
+        passes the firewall's choke point, its verdicts go on the exchange."""
+        agents, screen = self.gw.agents, self.gw.guard.screen
+        assert ex.principal is not None
+        tenant = ex.principal.tenant
+
+        async def screen_tool_output(texts: Sequence[ModelText]) -> Screened:
+            screened = await screen.check(tenant, texts)
+            ex.verdicts.extend(screened.verdicts)
+            return screened
 
         def wrap(engine: Engine, cand: Candidate) -> Engine:
             mode = self.gw.spec.models[cand.model].tool_calls
             return ToolLoopEngine(engine, agents.tools, context=ToolContext(cand.site_id, tenant),
-                                  config=dataclasses.replace(loop, mode=mode))
+                                  config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output)
 
         return wrap
 
     async def _forward(self, path: str, body: dict[str, Any], parsed: ChatRequest | CompletionRequest,
-                       decision: Decision, record: DecisionRecord, admission: Admission,
-                       hedge: HedgePolicy | None, loop: LoopConfig | None = None) -> Response:
-        """Proxy with the tenant's output checks, and settle + audit once the answer is over."""
+                       ex: Exchange, hedge: HedgePolicy | None, loop: LoopConfig | None = None) -> Response:
+        """Proxy with the tenant's output checks; their verdicts go on the exchange."""
         fw = self.gw.guard.firewall
-        tenant = admission.principal.tenant
-        output: OutputFilter | None = None
-        answer_verdicts: list[Verdict] = []
+        assert ex.principal is not None and ex.decision is not None and ex.record is not None
+        tenant = ex.principal.tenant
         if parsed.stream:
             wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
             if not wants_usage:  # meter with the engine's own count, then hide it from the client again
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            output = OutputFilter(fw.output_redactor(tenant), strip_usage=not wants_usage)  # also meters usage
+            ex.output = OutputFilter(fw.output_redactor(tenant), strip_usage=not wants_usage)  # also meters usage
 
         def redact(answer: bytes) -> bytes:
             redacted, verdicts = redact_json_answer(fw, tenant, answer)
-            answer_verdicts.extend(verdicts)
+            ex.verdicts.extend(verdicts)
             return redacted
 
-        async def done(rec: DecisionRecord, usage: dict[str, Any] | None) -> None:
-            verdicts = output.verdicts() if output is not None else answer_verdicts
-            await self.gw.guard.complete(admission, decision, rec.served_by, parsed.model, rec.status, usage, body,
-                                         verdicts)
-
         needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
-        wrap = None if loop is None else self._tool_loop(loop, tenant)
-        return await self.gw.proxy.forward(path, body, decision, record, parsed.stream, hedge, output=output,
-                                           redact_answer=redact if needs_redaction else None, on_complete=done,
-                                           wrap=wrap)
+        wrap = None if loop is None else self._tool_loop(loop, ex)
+        return await self.gw.proxy.forward(path, body, ex.decision, ex.record, parsed.stream, hedge, output=ex.output,
+                                           redact_answer=redact if needs_redaction else None, wrap=wrap)
 
-    async def embeddings(self, request: Request) -> Response:
-        """OpenAI /v1/embeddings, computed by the gateway's embedder (all-MiniLM-L6-v2)."""
+    async def embeddings(self, request: Request, ex: Exchange) -> Response:
+        """OpenAI /v1/embeddings, computed by the gateway's embedder (all-MiniLM-L6-v2), through the same
+        auth, scope, quota, abuse and audit stages as the completion routes. Inputs are embedded, never
+        read by a model that follows instructions, so the injection check does not apply."""
         gw = self.gw
-        body = await self._read_json(request)
-        principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
-        authorize(principal, str(body.get("model", "")))
-        return json_response(await create_embeddings(body, gw.agents.embedders))
+        try:
+            ex.body = body = await self.read_json(request)
+            ex.model = str(body.get("model", ""))
+            ex.principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
+            texts = embedding_inputs(body)
+            chars = sum(len(t) for t in texts)
+            await gw.guard.admit(ex, body, "\n".join(texts), max(1, chars // CHARS_PER_TOKEN))
+        except ApiError as e:
+            gw.metrics.rejected.labels(e.code or "error").inc()
+            raise
+        answer = await create_embeddings(body, gw.agents.embedders)
+        ex.usage = answer["usage"]
+        return json_response(answer)
 
-    def _hedge(self, request: Request) -> HedgePolicy | None:
+    def _hedge(self, headers: Mapping[str, str]) -> HedgePolicy | None:
         spec = self.gw.spec.gateway.hedge
-        asked = request.headers.get(H_HEDGE, "").strip().lower()
+        asked = headers.get(H_HEDGE, "").strip().lower()
         if asked not in ("", "on", "off"):
             raise InvalidRequest(f"{H_HEDGE} must be 'on' or 'off'", param=H_HEDGE)
         enabled = spec.enabled if asked == "" else asked == "on"
@@ -179,9 +245,17 @@ class Routes:
 
     async def list_models(self, request: Request) -> Response:
         created = 0
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "aigrid",
+        data = [{"id": name, "object": "model", "created": created, "owned_by": "aigrid", "kind": "chat",
                  "family": m.family, "params_b": m.params_b} for name, m in self.gw.spec.models.items()]
-        data.append({"id": "auto", "object": "model", "created": created, "owned_by": "aigrid"})
+        data.append({"id": "auto", "object": "model", "created": created, "owned_by": "aigrid", "kind": "chat"})
+        embedders: dict[str, list[str]] = {}
+        for alias, embedder in self.gw.agents.embedders.items():
+            embedders.setdefault(embedder.model, []).append(alias)
+        for name, aliases in embedders.items():
+            embedder = self.gw.agents.embedders[aliases[0]]
+            data.append({"id": name, "object": "model", "created": created, "owned_by": "aigrid",
+                         "kind": "embedding", "dimensions": embedder.dimensions,
+                         "aliases": sorted(a for a in aliases if a != name)})
         return json_response({"object": "list", "data": data})
 
     async def get_decision(self, request: Request) -> Response:

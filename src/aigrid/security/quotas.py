@@ -84,6 +84,12 @@ class Quotas:
             await self.backend.adjust([Counter(c.key, delta, c.limit, c.expires_at, c.ttl_s)
                                        for c in reservation.token_counters])
 
+    async def tokens_this_minute(self, principal: Principal) -> int:
+        """Tokens charged to the principal's tenant in the current one-minute window (0 without a
+        tokens-per-minute limit, which is the only case that counts them)."""
+        c = _counter(f"{self.prefix}:{{{principal.tenant}}}:tenant:{principal.tenant}:tpm", 0, 0, 60.0, self.clock())
+        return await self.backend.value(c.key)
+
     def _scopes(self, principal: Principal) -> list[tuple[str, str, QuotaLimits]]:
         tenant = self.rules.tenants.get(principal.tenant, self.rules.default_tenant)
         key = self.rules.keys.get(principal.key_id, self.rules.default_key)

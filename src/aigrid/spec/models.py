@@ -159,6 +159,8 @@ class AuditSpec(StrictModel):
     signing_key: str | None = Field(default=".aigrid/audit-signing.pem",
                                     description="Ed25519 private key (PEM); created on first start if missing")
     checkpoint_every: int = Field(default=100, ge=1)
+    queue_max: int = Field(default=10_000, ge=1, description="records waiting for the writer; when full, a "
+                           "request waits up to 2 s for room, then new requests get 503 audit_unavailable")
 
 
 class SecuritySpec(StrictModel):
@@ -203,6 +205,18 @@ class FirstByteSpec(StrictModel):
     max_s: float = Field(default=120.0, gt=0, description="... and at most this long, then try the next site")
 
 
+class OtelSpec(StrictModel):
+    """OpenTelemetry traces (docs/observability.md). Off unless `enabled`, or unless the standard
+    OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT variables are set."""
+
+    enabled: bool = False
+    endpoint: str | None = Field(default=None, description="OTLP/HTTP endpoint, e.g. http://collector:4318 "
+                                 "(default: the OTEL_EXPORTER_OTLP_* variables, else http://localhost:4318)")
+    service_name: str = "aigrid-gateway"
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0, description="share of requests traced")
+    headers: dict[str, str] = Field(default={}, description="sent with every export (e.g. an API key)")
+
+
 class GatewaySpec(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -223,6 +237,7 @@ class GatewaySpec(StrictModel):
     shared_state_url: str | None = Field(
         default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
     shared_sync_interval_s: float = Field(default=0.5, gt=0)
+    otel: OtelSpec = OtelSpec()
 
 
 class GridSpec(StrictModel):

@@ -1,13 +1,17 @@
-"""The firewall pipeline: checks on request messages and on responses, with a per-tenant action each.
+"""The firewall pipeline: checks on the texts a model reads and on its answers, with a per-tenant action each.
 
-    input:  injection (user and tool messages, retrieved documents)  -> block | flag | off
+    input:  injection (untrusted sources: user, prompt, tool / MCP results, documents, web pages)
+                -> block | flag | off
             (block: scores above the model's block threshold are blocked, those between its flag and
-            block thresholds are flagged, so borderline prompts pass with a verdict)
-            pii (all message text)                                   -> redact | block | flag | off
+            block thresholds are flagged, so borderline texts pass with a verdict; data sources use the
+            model's document operating point)
+            pii (what the client sent)                         -> redact | block | flag | off
     output: pii (whole responses, or streamed through StreamingRedactor) -> redact | flag | off
 
-check_input never raises: it returns the verdicts (plain data for the audit log) and, when a check
-blocked, result.raise_if_blocked() raises InvalidRequest (400, code "firewall_blocked") for the client. Messages follow the OpenAI chat shape: content is a string or a list of {"type": "text"} parts.
+check_texts never raises: it returns the texts to forward (redacted where the policy says) and the
+verdicts (plain data for the audit log); when a check blocked, Screened.raise_if_blocked() raises
+InvalidRequest (400, code "firewall_blocked", param naming the field) for the client. It is pure CPU work:
+the gateway calls it through the choke point (screen.Screen), which runs large inputs off the event loop.
 """
 
 from __future__ import annotations
@@ -15,12 +19,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
 
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pii import find_pii, redact
 from aigrid.security.firewall.streaming import StreamingRedactor
+from aigrid.security.firewall.texts import DATA, FROM_CLIENT, UNTRUSTED, ModelText
 
 
 class Action(StrEnum):
@@ -35,8 +39,6 @@ class FirewallPolicy:
     injection: Action = Action.BLOCK
     pii_input: Action = Action.REDACT
     pii_output: Action = Action.REDACT
-    injection_roles: frozenset[str] = frozenset({"user", "tool", "function"})
-    """System and assistant messages come from the application, not from untrusted input."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,17 +48,19 @@ class Verdict:
     """What was done: flagged, redacted, blocked."""
     detail: str
     score: float | None = None
-    message_index: int | None = None
+    where: str | None = None
+    """The text it is about: a body field ("messages[1].content", "prompt") or a tool ("tool retrieve")."""
+    source: str | None = None
 
     def to_dict(self) -> dict[str, object]:
         return {"check": self.check, "action": self.action, "detail": self.detail, "score": self.score,
-                "message": self.message_index}
+                "where": self.where, "source": self.source}
 
 
 @dataclass(slots=True)
-class InputResult:
-    messages: list[dict[str, Any]]
-    """The messages to forward (redacted copies where the policy said so)."""
+class Screened:
+    texts: list[ModelText]
+    """The texts to forward, in the order given (redacted copies where the policy said so)."""
     verdicts: list[Verdict] = field(default_factory=list)
 
     @property
@@ -67,7 +71,7 @@ class InputResult:
         verdict = self.blocked
         if verdict is not None:
             raise InvalidRequest(f"request blocked by the AI firewall: {verdict.detail}", code="firewall_blocked",
-                                 param="messages")
+                                 param=verdict.where)
 
 
 class Firewall:
@@ -80,50 +84,45 @@ class Firewall:
     def policy(self, tenant: str) -> FirewallPolicy:
         return self.policies.get(tenant, self.default)
 
-    def check_input(self, tenant: str, messages: Sequence[Mapping[str, Any]],
-                    documents: Sequence[str] = ()) -> InputResult:
-        """Run the input checks; stops at the first block (see InputResult.raise_if_blocked)."""
+    def check_texts(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
+        """Run the input checks on every text; stops at the first block (the rest pass unchanged)."""
         policy = self.policy(tenant)
-        result = InputResult([dict(m) for m in messages])
-        for i, message in enumerate(result.messages):
-            role = str(message.get("role", "user"))
-            if policy.injection != Action.OFF and role in policy.injection_roles:
-                self._injection(policy, _text_of(message), i, result.verdicts)
-            if policy.pii_input != Action.OFF:
-                self._pii_input(policy, message, i, result.verdicts)
+        result = Screened(list(texts))
+        for i, text in enumerate(texts):
+            if policy.injection != Action.OFF and text.source in UNTRUSTED:
+                self._injection(policy, text, result.verdicts)
             if result.blocked:
-                return result
-        for doc in documents:
-            if policy.injection != Action.OFF:
-                self._injection(policy, doc, None, result.verdicts)
+                break
+            if policy.pii_input != Action.OFF and text.source in FROM_CLIENT:
+                result.texts[i] = self._pii_input(policy, text, result.verdicts)
             if result.blocked:
-                return result
+                break
         return result
 
-    def _injection(self, policy: FirewallPolicy, text: str, index: int | None, out: list[Verdict]) -> None:
-        if not text:
+    def _injection(self, policy: FirewallPolicy, text: ModelText, out: list[Verdict]) -> None:
+        if not text.text:
             return
-        score = self.model.score(text)
+        score = self.model.score(text.text, document=text.source in DATA)
         if not score.is_injection:
             return
-        where = "a retrieved document" if index is None else f"message {index}"
         block = policy.injection == Action.BLOCK and score.should_block
-        verdict = Verdict("injection", "blocked" if block else "flagged",
-                          f"prompt injection suspected in {where}", round(score.probability, 4), index)
-        out.append(verdict)
+        out.append(Verdict("injection", "blocked" if block else "flagged",
+                           f"prompt injection suspected in {text.where} ({text.source})",
+                           round(score.probability, 4), text.where, text.source))
 
-    def _pii_input(self, policy: FirewallPolicy, message: dict[str, Any], index: int, out: list[Verdict]) -> None:
-        kinds = sorted({m.kind for m in find_pii(_text_of(message))})
+    def _pii_input(self, policy: FirewallPolicy, text: ModelText, out: list[Verdict]) -> ModelText:
+        kinds = sorted({m.kind for m in find_pii(text.text)})
         if not kinds:
-            return
+            return text
         if policy.pii_input == Action.BLOCK:
-            out.append(Verdict("pii", "blocked", f"personal data ({', '.join(kinds)}) in message {index}",
-                               None, index))
-            return
-        if policy.pii_input == Action.REDACT:
-            _redact_message(message)
+            out.append(Verdict("pii", "blocked", f"personal data ({', '.join(kinds)}) in {text.where}", None,
+                               text.where, text.source))
+            return text
         action = "redacted" if policy.pii_input == Action.REDACT else "flagged"
-        out.append(Verdict("pii", action, f"personal data: {', '.join(kinds)}", None, index))
+        out.append(Verdict("pii", action, f"personal data: {', '.join(kinds)}", None, text.where, text.source))
+        if policy.pii_input == Action.REDACT:
+            return ModelText(redact(text.text), text.source, text.path, text.label)
+        return text
 
     def check_output(self, tenant: str, text: str) -> tuple[str, list[Verdict]]:
         """A whole (non-streamed) response: returns the text to send and the verdicts."""
@@ -145,21 +144,3 @@ def stream_verdicts(redactor: StreamingRedactor) -> list[Verdict]:
     if not redactor.found:
         return []
     return [Verdict("pii_output", "redacted", f"personal data: {', '.join(sorted(set(redactor.found)))}")]
-
-
-def _text_of(message: Mapping[str, Any]) -> str:
-    content = message.get("content")
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict) and p.get("type") == "text")
-    return ""
-
-
-def _redact_message(message: dict[str, Any]) -> None:
-    content = message.get("content")
-    if isinstance(content, str):
-        message["content"] = redact(content)
-    elif isinstance(content, list):
-        message["content"] = [dict(p, text=redact(str(p.get("text", ""))))
-                              if isinstance(p, dict) and p.get("type") == "text" else p for p in content]

@@ -1,0 +1,79 @@
+"""One request's account, from the first byte read to the last byte sent: who asked, what was reserved,
+what the firewall said, which decision served it and how it ended.
+
+The audited routes (routes.py, `Audited`) create one Exchange per request, let the pipeline fill it in and
+close it in a `finally` (Guard.finish): the quota reservation is settled and the audit record written
+exactly once, whatever the exit: success, client error, firewall block, no eligible site, every candidate
+failed, client gone, gateway shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aigrid.core.types import Decision
+from aigrid.errors import ApiError
+from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.output_filter import OutputFilter
+from aigrid.gateway.tracing import NO_TRACE, RequestTrace
+from aigrid.security.firewall.abuse import AbuseVerdict
+from aigrid.security.firewall.pipeline import Verdict
+from aigrid.security.principal import Principal
+from aigrid.security.quotas import Reservation
+
+UNFINISHED = ("routing", "streaming")
+"""Record states that mean the answer never ended (the client left or the gateway stopped mid-way)."""
+
+
+@dataclass
+class Exchange:
+    route: str
+    started: float
+    """Wall-clock time the request arrived."""
+    body: Mapping[str, Any] = field(default_factory=dict)
+    model: str = ""
+    principal: Principal | None = None
+    reservation: Reservation | None = None
+    abuse: AbuseVerdict | None = None
+    verdicts: list[Verdict] = field(default_factory=list)
+    """Input verdicts, then those of the tool loop and of a whole (non-streamed) answer."""
+    output: OutputFilter | None = None
+    """A streamed answer's filter: its verdicts are read when the exchange closes."""
+    decision: Decision | None = None
+    record: DecisionRecord | None = None
+    usage: Mapping[str, Any] | None = None
+    """Usage of an answer the gateway made itself (embeddings); a proxied answer's is on the record."""
+    error: ApiError | None = None
+    outcome: str | None = None
+    """Set for exits without an ApiError: cancelled, error:internal."""
+    closed: bool = False
+    trace: RequestTrace = NO_TRACE
+    """The request's OpenTelemetry span; NO_TRACE (does nothing) when tracing is off (tracing.py)."""
+
+    def final_usage(self) -> Mapping[str, Any] | None:
+        if self.usage is not None:
+            return self.usage
+        return self.record.usage if self.record is not None else None
+
+    def final_outcome(self) -> str:
+        if self.error is not None:
+            return f"error:{self.error.code}"
+        if self.outcome is not None:
+            return self.outcome
+        if self.record is None:
+            return "ok"
+        return "client_closed" if self.record.status in UNFINISHED else self.record.status
+
+    def used_tokens(self) -> int:
+        """What to charge: the engine's count when it sent one; the reservation when an engine answered but
+        its count is unknown (a client that left mid-stream); nothing when no engine answered."""
+        usage = self.final_usage()
+        if usage:
+            return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+        answered = self.record is not None and self.record.served_by is not None
+        return self.reservation.reserved_tokens if answered and self.reservation is not None else 0
+
+    def all_verdicts(self) -> list[Verdict]:
+        return [*self.verdicts, *(self.output.verdicts() if self.output is not None else [])]

@@ -1,0 +1,90 @@
+"""The simulator scenarios that check a placement: the diurnal peak, and each single-site failure.
+
+A check is one simulated window (verify.window_s) starting at a UTC hour, with every site up or with one
+site down from the first second to the last. Its traffic reproduces the analytical rates of that hour: one
+simulator tenant per flow (`tenant/continent[/country]`) whose share is the flow's expected request count,
+users drawn by population x diurnal weight exactly as traffic.py counts them. Every check of the same hour
+replays identical arrivals, so placements are compared on the same requests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from aigrid.plan.demand import Demand
+from aigrid.plan.placement import Placement
+from aigrid.plan.traffic import Traffic
+from aigrid.sim.scenario import Diurnal, Fault, GatewayDef, ModelDef, Scenario, SiteDef, Slo, Tenant
+
+
+@dataclass(frozen=True)
+class Check:
+    hour: int
+    failed: str | None
+    """Site id that is down for the whole window, or None for the peak check."""
+
+    @property
+    def label(self) -> str:
+        where = "all sites up" if self.failed is None else f"{self.failed} down"
+        return f"{self.hour:02d}:00 UTC, {where}"
+
+
+def sim_site_id(site: str, model: str, models_at_site: int) -> str:
+    return site if models_at_site == 1 else f"{site}+{model}"
+
+
+def scenario_for(demand: Demand, traffic: Traffic, placement: Placement, check: Check) -> Scenario:
+    v = demand.verify
+    counts = traffic.rate[:, :, check.hour].sum(axis=1) * v.window_s
+    tenants = [Tenant(name=f.name, share=float(n), trace=f.trace, model=f.model,  # type: ignore[arg-type]
+                      countries=list(f.countries), max_prompt_tokens=f.max_prompt_tokens,
+                      jurisdictions=sorted(f.jurisdictions) if f.jurisdictions else None)
+               for f, n in zip(traffic.flows, counts, strict=True) if n >= 1.0]
+    sites: list[SiteDef] = []
+    failed: list[str] = []
+    for s in placement.sites:
+        for model, n in s.replicas:
+            sid = sim_site_id(s.id, model, len(s.replicas))
+            sites.append(SiteDef(id=sid, lat=s.lat, lon=s.lon, country=s.country, jurisdiction=s.jurisdiction,
+                                 hardware=s.hardware, gpus_per_replica=s.gpus_per_replica, replicas=n, models=[model]))
+            if s.id == check.failed:
+                failed.append(sid)
+    d = demand.traffic.diurnal
+    return Scenario(
+        name=f"{demand.name}: {placement.label}, {check.label}", seed=demand.seed + check.hour,
+        duration_s=v.window_s, requests=max(int(round(float(sum(t.share for t in tenants)))), 1),
+        models=[ModelDef(**m.model_dump()) for m in demand.models], sites=sites, tenants=tenants,
+        policies=[v.policy], diurnal=Diurnal(peak_to_trough=d.peak_to_trough, peak_hour=d.peak_hour,
+                                             start_utc_hour=float(check.hour)),
+        gateway=GatewayDef(count=v.gateways, telemetry_lag_s=v.telemetry_lag_s),
+        faults=[Fault(kind="outage", at_s=0.0, sites=failed)] if failed else [],
+        slo=Slo(ttft_ms=demand.slo.ttft_ms, tpot_ms=demand.slo.tpot_ms), write_requests_csv=False)
+
+
+def peak_hours(traffic: Traffic, site_load: np.ndarray, count: int) -> list[int]:
+    """The busiest hour of all traffic, then the peak hours of the most loaded sites, up to `count` hours."""
+    hours = [int(np.argmax(traffic.total()))]
+    if len(site_load):
+        order = np.argsort(-site_load.max(axis=1))
+        for s in order:
+            h = int(np.argmax(site_load[s]))
+            if all(min(abs(h - x), 24 - abs(h - x)) > 1 for x in hours):
+                hours.append(h)
+            if len(hours) >= count:
+                break
+    return sorted(hours[:count])
+
+
+def checks_for(placement: Placement, traffic: Traffic, site_load: dict[str, np.ndarray], count: int) -> list[Check]:
+    """Peak checks at `count` hours, and one failure check per site at the busiest hour of that site."""
+    load = np.array([site_load.get(s.id, traffic.total()) for s in placement.sites]) if placement.sites \
+        else np.zeros((0, traffic.rate.shape[2]))
+    out = [Check(h, None) for h in peak_hours(traffic, load, count)]
+    if len(placement.sites) > 1:
+        for s, row in zip(placement.sites, load, strict=True):
+            out.append(Check(int(np.argmax(row)), s.id))
+    else:
+        out += [Check(h, placement.sites[0].id) for h in [out[0].hour]] if placement.sites else []
+    return out

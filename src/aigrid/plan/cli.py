@@ -1,0 +1,114 @@
+"""`aigrid plan DEMAND.yaml --out DIR`: the cheapest placement that meets the SLO at peak and under N+1.
+
+Writes into DIR: grid.yaml (for `aigrid up`, endpoints on engine emulators), run-emulated.sh, scenario.yaml
+(the peak check, for `aigrid sim`), cost.md / cost.csv, slo.md, map.png, plan.json, and with --compare
+compare.md. What-if flags edit the demand before planning; --from DIR starts the search from an earlier
+plan's sites (incremental re-planning).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from aigrid.errors import AigridError
+from aigrid.plan.checks import Check
+from aigrid.plan.demand import load_demand
+from aigrid.plan.gridspec import write_grid
+from aigrid.plan.planner import Events, PlanResult, plan
+from aigrid.plan.runs import Backend, LocalBackend, RayBackend
+from aigrid.plan.tables import compare_markdown, cost_markdown, slo_markdown, write_tables
+from aigrid.plan.whatif import apply_whatif
+from aigrid.plan.worldmap import write_map
+
+
+def write_outputs(result: PlanResult, out: Path, *, emulator_port: int = 9100, plot: bool = True) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_tables(out, result)
+    if result.best is not None:
+        checks = [Check(o["check"]["hour"], o["check"]["failed"]) for o in result.best.outcomes]
+        written += write_grid(out, result.demand, result.traffic, result.best.placement, checks, emulator_port)
+        if plot:
+            others = [n.verdict.placement for n in result.naive if n.verdict is not None]
+            written.append(write_map(out / "map.png", result.traffic, result.best.placement,
+                                     f"{result.demand.name}: plan, ${result.best.placement.usd_per_month:,.0f}/month "
+                                     f"(grey: GeoNames cities, CC-BY)", others))
+    return written
+
+
+def _previous_sites(path: Path) -> list[str]:
+    try:
+        doc = json.loads((path / "plan.json").read_text())
+    except (OSError, ValueError) as e:
+        raise typer.BadParameter(f"--from {path}: cannot read plan.json ({e})") from None
+    return [s["id"] for s in (doc.get("plan") or {}).get("sites", [])]
+
+
+def plan_command(
+    demand: Annotated[Path, typer.Argument(help="demand YAML, e.g. examples/plan/global.yaml")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for the plan")] = Path("plan-out"),
+    compare: Annotated[bool, typer.Option(help="also size the naive placements and compare")] = False,
+    workers: Annotated[int, typer.Option(help="simulator processes (default: one per core)")] = 0,
+    ray: Annotated[str | None, typer.Option("--ray", help="run the simulator on this Ray cluster "
+                                                            "(address, or 'local' to start one here)")] = None,
+    traffic: Annotated[list[str] | None, typer.Option(help="what-if: PLACE=FACTOR, e.g. AS=1.3 (repeat)")] = None,
+    residency: Annotated[list[str] | None, typer.Option(help="what-if: TENANT=J1,J2, e.g. chat=EU")] = None,
+    price: Annotated[list[str] | None, typer.Option(help="what-if: HARDWARE=FACTOR, e.g. rtx-pro-6000=0.8")] = None,
+    growth: Annotated[float | None, typer.Option(help="what-if: traffic growth, 0.3 = +30%")] = None,
+    start: Annotated[Path | None, typer.Option("--from", help="an earlier plan's --out: start from its sites")] = None,
+    emulator_port: Annotated[int, typer.Option(help="first port of the emulated engines in grid.yaml")] = 9100,
+    no_map: Annotated[bool, typer.Option("--no-map", help="skip map.png")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or tables")] = False,
+) -> None:
+    """Plan where inference capacity should go: cheapest sites, hardware and replicas meeting the SLO at the
+    diurnal peak and with any one site down, verified by simulation with the same routing core."""
+    console = Console(stderr=True)
+    try:
+        d = apply_whatif(load_demand(demand), traffic=traffic or (), residency=residency or (), price=price or (),
+                         growth=growth)
+        backend: Backend = RayBackend(ray) if ray else LocalBackend(workers or None)
+    except AigridError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    previous = _previous_sites(start) if start else None
+    try:
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, disable=quiet) as progress:
+            current: list[TaskID] = []
+
+            def phase(label: str, total: int | None) -> None:
+                current.append(progress.add_task(label, total=total))
+
+            def step() -> None:
+                progress.advance(current[-1])
+
+            def more(n: int) -> None:
+                task = progress.tasks[-1]
+                progress.update(current[-1], total=(task.total or 0) + n)
+
+            result = plan(d, backend=backend, compare=compare, start_sites=previous,
+                          events=Events(phase, step, more), source=str(demand))
+    except AigridError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from None
+    finally:
+        backend.close()
+    write_outputs(result, out, emulator_port=emulator_port, plot=not no_map)
+    if not quiet:
+        show = Console(width=max(Console().width, 140))
+        if result.best is not None:
+            show.print(cost_markdown(result.best.placement))
+            show.print(slo_markdown(result.best.outcomes, d.slo.attainment))
+        if result.naive:
+            show.print(compare_markdown(result))
+        console.print(f"wrote {out} ({result.runs} simulator runs, screen {result.screen_s:.1f} s, "
+                      f"verify {result.verify_s:.1f} s, backend {result.backend})")
+    if result.best is None:
+        reasons = "; ".join(v.reason for v in result.proposals) or "no proposal"
+        console.print(f"[red]no placement met the SLO in every check:[/red] {reasons}")
+        raise typer.Exit(1)

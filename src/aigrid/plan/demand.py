@@ -1,0 +1,204 @@
+"""The demand file of `aigrid plan`: who the users are, what they send, the SLO, and the supply to choose from.
+
+A bad file raises DemandError (a SpecError) whose problems each name the field, e.g.
+`tenants.2.share: Input should be greater than 0`. See examples/plan/*.yaml and docs/planning.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml  # type: ignore[import-untyped]
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from aigrid.errors import SpecError
+from aigrid.sim.hardware import HARDWARE
+from aigrid.sim.routers import KNOWN
+
+CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
+"""GeoNames continent codes users can live on (EU here is the continent Europe, not the jurisdiction)."""
+
+
+class DemandError(SpecError):
+    """A demand file that cannot be read or does not validate; str() lists each problem with its field."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        super().__init__(path, problems)
+        self.args = ("\n".join(f"{path}: {p}" for p in problems),)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Model(Strict):
+    name: str
+    family: str
+    params_b: float = Field(gt=0)
+    kv_bytes_per_token: int = Field(default=131072, gt=0)
+
+
+class Tenant(Strict):
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    share: float = Field(gt=0, description="fraction of the day's requests (normalised over tenants)")
+    trace: Literal["conv", "code"] = Field(default="conv", description="Azure 2023 trace: sizes and bursts")
+    model: str
+    continents: list[str] | None = Field(default=None, description="where its users live (default: everywhere)")
+    countries: list[str] | None = Field(default=None, description="ISO country codes of its users")
+    jurisdictions: list[str] | None = Field(default=None, description="residency: allowed jurisdictions")
+    max_prompt_tokens: int = Field(default=8192, gt=0)
+
+    @model_validator(mode="after")
+    def _places(self) -> Tenant:
+        unknown = sorted(set(self.continents or ()) - set(CONTINENTS))
+        if unknown:
+            raise ValueError(f"unknown continents {unknown} (known: {list(CONTINENTS)})")
+        return self
+
+
+class Diurnal(Strict):
+    peak_to_trough: float = Field(default=3.0, ge=1.0)
+    peak_hour: float = Field(default=15.0, ge=0, lt=24, description="local solar hour of the daily peak")
+
+
+class Traffic(Strict):
+    peak_rps: float = Field(gt=0, description="requests per second of all tenants at the busiest hour of the day")
+    growth: float = Field(default=0.0, ge=-0.9, le=100, description="planned growth on top (0.3 = +30%)")
+    diurnal: Diurnal = Diurnal()
+    by_place: dict[str, float] = Field(default_factory=dict, description="multiplier per continent or country "
+                                       "code on top of the population model, e.g. {AS: 1.3}")
+
+    @model_validator(mode="after")
+    def _factors(self) -> Traffic:
+        bad = [k for k, v in self.by_place.items() if v < 0]
+        if bad:
+            raise ValueError(f"by_place: factors must be >= 0 ({bad})")
+        return self
+
+
+class Slo(Strict):
+    ttft_ms: float = Field(default=1000.0, gt=0)
+    tpot_ms: float = Field(default=100.0, gt=0)
+    attainment: float = Field(default=0.99, gt=0, le=1, description="fraction of every tenant's requests that "
+                              "must be served within both TTFT and TPOT")
+
+
+class Candidates(Strict):
+    """Where capacity may go: named cities, the N most populous GeoNames cities, or a provider's regions."""
+
+    cities: list[str] | None = None
+    top: int | None = Field(default=None, gt=0, le=20_000, description="the N most populous cities")
+    continents: list[str] | None = Field(default=None, description="restrict `top` to these continents")
+    provider: Literal["aws", "gcp", "azure"] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> Candidates:
+        given = [k for k in ("cities", "top", "provider") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of cities, top or provider (got {given or 'none'})")
+        return self
+
+
+class HardwareOption(Strict):
+    usd_per_hour: float | None = Field(default=None, gt=0, description="price per device-hour "
+                                       "(default: the simulator profile's assumption)")
+    gpus_per_replica: int = Field(default=1, ge=1, le=16)
+
+
+class SiteLimit(Strict):
+    max_gpus: int | None = Field(default=None, ge=0)
+    max_power_kw: float | None = Field(default=None, ge=0, description="devices x peak power must fit")
+
+
+class Supply(Strict):
+    candidates: Candidates
+    hardware: dict[str, HardwareOption] = Field(default_factory=lambda: {"h100": HardwareOption()})
+    max_gpus_per_site: int = Field(default=64, ge=1)
+    limits: dict[str, SiteLimit] = Field(default_factory=dict, description="per candidate site id or city")
+
+    @model_validator(mode="after")
+    def _known(self) -> Supply:
+        unknown = sorted(set(self.hardware) - set(HARDWARE))
+        if unknown:
+            raise ValueError(f"hardware: unknown profiles {unknown} (known: {sorted(HARDWARE)})")
+        if not self.hardware:
+            raise ValueError("hardware: give at least one profile")
+        return self
+
+
+class Verify(Strict):
+    """How each placement is checked in the simulator (the same routing core as the gateway)."""
+
+    window_s: float = Field(default=120.0, ge=10, le=3600, description="simulated seconds per check")
+    policy: str = "balanced"
+    gateways: int = Field(default=4, ge=1, le=64)
+    telemetry_lag_s: float = Field(default=1.0, ge=0)
+    peak_windows: int = Field(default=3, ge=1, le=24, description="UTC hours checked without a failure")
+    max_rounds: int = Field(default=6, ge=1, le=50, description="refinement rounds per placement")
+    proposals: int = Field(default=3, ge=1, le=12, description="screened placements verified in full")
+
+    @model_validator(mode="after")
+    def _policy(self) -> Verify:
+        if self.policy not in KNOWN:
+            raise ValueError(f"policy: unknown {self.policy!r} (known: {', '.join(KNOWN)})")
+        return self
+
+
+class Demand(Strict):
+    name: str = "plan"
+    seed: int = 1
+    models: list[Model] = Field(min_length=1)
+    tenants: list[Tenant] = Field(min_length=1)
+    traffic: Traffic
+    slo: Slo = Slo()
+    supply: Supply
+    verify: Verify = Verify()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Demand:
+        models = {m.name for m in self.models}
+        problems = []
+        for i, t in enumerate(self.tenants):
+            if t.model not in models:
+                problems.append(f"tenants.{i}.model: unknown model {t.model!r} (models: {sorted(models)})")
+        names = [t.name for t in self.tenants]
+        if len(set(names)) != len(names):
+            problems.append(f"tenants: duplicate names in {names}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def tenant(self, name: str) -> Tenant:
+        for t in self.tenants:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+def load_demand(path: str | Path) -> Demand:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise DemandError(str(path), [f"cannot read: {e.strerror or e}"]) from None
+    except yaml.YAMLError as e:
+        raise DemandError(str(path), [f"not valid YAML: {e}"]) from None
+    return parse_demand(raw, str(path))
+
+
+def parse_demand(raw: object, source: str = "<demand>") -> Demand:
+    if not isinstance(raw, dict):
+        raise DemandError(source, ["expected a mapping at the top level"])
+    try:
+        return Demand.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            if field:
+                lines.append(f"{field}: {msg}")
+            else:  # checks across fields already name theirs, "; "-separated
+                lines += msg.split("; ")
+        raise DemandError(source, lines) from None

@@ -1,0 +1,91 @@
+"""A placement: which sites, which hardware, how many replicas of which model; and what it costs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from aigrid.plan.demand import Demand
+from aigrid.plan.screen import Sizing
+from aigrid.plan.supply import Candidates
+from aigrid.sim.hardware import HARDWARE
+
+HOURS_PER_MONTH = 730.0
+
+
+@dataclass(frozen=True)
+class PlannedSite:
+    id: str
+    city: str
+    lat: float
+    lon: float
+    country: str
+    jurisdiction: str
+    hardware: str
+    gpus_per_replica: int
+    usd_per_device_hour: float
+    replicas: tuple[tuple[str, int], ...]
+    """(model, replicas) pairs."""
+
+    @property
+    def devices(self) -> int:
+        return sum(n for _, n in self.replicas) * self.gpus_per_replica
+
+    @property
+    def usd_per_hour(self) -> float:
+        return self.devices * self.usd_per_device_hour
+
+
+@dataclass(frozen=True)
+class Placement:
+    label: str
+    sites: tuple[PlannedSite, ...]
+
+    @property
+    def usd_per_hour(self) -> float:
+        return sum(s.usd_per_hour for s in self.sites)
+
+    @property
+    def usd_per_month(self) -> float:
+        return self.usd_per_hour * HOURS_PER_MONTH
+
+    @property
+    def devices(self) -> int:
+        return sum(s.devices for s in self.sites)
+
+    def site(self, site_id: str) -> PlannedSite:
+        return next(s for s in self.sites if s.id == site_id)
+
+    def scaled(self, site_id: str, delta: int) -> Placement:
+        """Every model at the site gets `delta` more replicas (never fewer than 1)."""
+        sites = tuple(replace(s, replicas=tuple((m, max(1, n + delta)) for m, n in s.replicas)) if s.id == site_id
+                      else s for s in self.sites)
+        return replace(self, sites=sites)
+
+    def rehoused(self, site_id: str, hardware: str, usd_per_device_hour: float, gpus: int) -> Placement:
+        sites = tuple(replace(s, hardware=hardware, usd_per_device_hour=usd_per_device_hour, gpus_per_replica=gpus)
+                      if s.id == site_id else s for s in self.sites)
+        return replace(self, sites=sites)
+
+    def key(self) -> tuple[tuple[str, str, tuple[tuple[str, int], ...]], ...]:
+        return tuple((s.id, s.hardware, s.replicas) for s in self.sites)
+
+
+def price_of(demand: Demand, hardware: str) -> tuple[float, int]:
+    """(usd per device-hour, gpus per replica) of a hardware option of the supply."""
+    opt = demand.supply.hardware.get(hardware)
+    if opt is None:
+        return HARDWARE[hardware].usd_per_hour, 1
+    return (opt.usd_per_hour or HARDWARE[hardware].usd_per_hour), opt.gpus_per_replica
+
+
+def from_sizing(label: str, demand: Demand, cands: Candidates, sizing: Sizing,
+                site_ids: dict[int, str] | None = None) -> Placement:
+    sites = []
+    for k, (s, hw, reps) in enumerate(zip(sizing.sites, sizing.hardware, sizing.replicas, strict=True)):
+        price, gpus = price_of(demand, hw)
+        sid = site_ids.get(s, cands.id[s]) if site_ids else cands.id[s]
+        sites.append(PlannedSite(sid if not site_ids else sid, cands.city[s], float(cands.lat[s]),
+                                 float(cands.lon[s]), cands.country[s], cands.jurisdiction[s], hw, gpus, price,
+                                 tuple(sorted(reps.items()))))
+        del k
+    return Placement(label, tuple(sites))

@@ -1,0 +1,95 @@
+"""Candidate sites from the demand's supply: named cities, the N most populous cities, or a provider's regions.
+
+Each candidate carries its place (GeoNames), jurisdiction (EU for the 27 member states, else the country
+code), continent, and the most devices it may hold per hardware profile (max_gpus, power limit).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from aigrid.plan.demand import Demand, DemandError
+from aigrid.plan.providers import PROVIDERS
+from aigrid.sim.geography import Cities, jurisdiction_of
+from aigrid.sim.hardware import HARDWARE
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """Column arrays over candidate sites."""
+
+    id: tuple[str, ...]
+    city: tuple[str, ...]
+    country: tuple[str, ...]
+    jurisdiction: tuple[str, ...]
+    continent: tuple[str, ...]
+    lat: np.ndarray
+    lon: np.ndarray
+    max_devices: np.ndarray
+    """[site, hardware option] most devices the site may hold of that profile."""
+    hardware: tuple[str, ...]
+    """Hardware options, in the column order of max_devices."""
+
+    def __len__(self) -> int:
+        return len(self.id)
+
+    def index(self, site_id: str) -> int:
+        return self.id.index(site_id)
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.casefold()).strip("-") or "site"
+
+
+def candidate_sites(demand: Demand, cities: Cities, source: str = "<demand>") -> Candidates:
+    spec = demand.supply.candidates
+    rows: list[tuple[str, int]] = []  # (site id, city index)
+    missing: list[str] = []
+    if spec.provider is not None:
+        for region, city in PROVIDERS[spec.provider].items():
+            rows.append((region, cities.find(city)))
+    elif spec.cities is not None:
+        for name in spec.cities:
+            try:
+                i = cities.find(name)
+            except KeyError:
+                missing.append(name)
+                continue
+            rows.append((f"{slug(name)}-{cities.country[i].lower()}", i))
+    else:
+        assert spec.top is not None
+        idx = cities.select(spec.continents)[: spec.top]
+        rows = [(f"{slug(cities.name[i])}-{cities.country[i].lower()}-{k}", int(i)) for k, i in enumerate(idx)]
+    if missing:
+        raise DemandError(source, [f"supply.candidates.cities: no city named {m!r} in GeoNames" for m in missing])
+    seen: set[str] = set()
+    dup = [r for r, _ in rows if r in seen or seen.add(r)]  # type: ignore[func-returns-value]
+    if dup:
+        raise DemandError(source, [f"supply.candidates: duplicate candidate sites {sorted(set(dup))}"])
+    if not rows:
+        raise DemandError(source, ["supply.candidates: no candidate site"])
+    hw = tuple(sorted(demand.supply.hardware))
+    limits = demand.supply.limits
+    known = {r for r, _ in rows} | {cities.name[i] for _, i in rows}
+    unknown = sorted(set(limits) - known)
+    if unknown:
+        raise DemandError(source, [f"supply.limits: {unknown} are neither candidate site ids nor their cities"])
+    max_dev = np.full((len(rows), len(hw)), demand.supply.max_gpus_per_site, dtype=np.int64)
+    for k, (rid, i) in enumerate(rows):
+        lim = limits.get(rid) or limits.get(cities.name[i])
+        if lim is None:
+            continue
+        for j, h in enumerate(hw):
+            if lim.max_gpus is not None:
+                max_dev[k, j] = min(max_dev[k, j], lim.max_gpus)
+            if lim.max_power_kw is not None:
+                max_dev[k, j] = min(max_dev[k, j], int(lim.max_power_kw * 1000 // HARDWARE[h].peak_w))
+    ii = [i for _, i in rows]
+    return Candidates(
+        id=tuple(r for r, _ in rows), city=tuple(cities.name[i] for i in ii),
+        country=tuple(cities.country[i] for i in ii), jurisdiction=tuple(jurisdiction_of(cities.country[i]) for i in ii),
+        continent=tuple(cities.continent[i] for i in ii), lat=cities.lat[ii].copy(), lon=cities.lon[ii].copy(),
+        max_devices=max_dev, hardware=hw)

@@ -1,0 +1,122 @@
+"""The demand as numbers: flows (one tenant's users in one place), demand points, and hourly request rates.
+
+Users live at GeoNames cities in proportion to population (the simulator's model). Cities are pooled into
+demand points (population-weighted centre of a country's cities within one CELL_DEG x CELL_DEG cell). The
+rate of flow f at point p in UTC hour h is
+
+    rate[f, p, h] = c x share(tenant) x pop(p) / pop(tenant) x diurnal(local hour at p) x by_place(p)
+
+with c chosen so that the busiest hour of the day carries traffic.peak_rps x (1 + growth) before the
+by_place multipliers (so "+30% in Asia" adds to the peak). A flow is exactly what the simulator replays as
+one sub-tenant (`tenant/continent[/country]`): the verification scenarios reproduce these rates window by
+window. Request sizes come from the Azure 2023 trace each tenant names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from aigrid.plan.demand import Demand
+from aigrid.sim.geography import Cities
+from aigrid.sim.workload import diurnal, load_trace
+
+CELL_DEG = 2.0
+HOURS = 24
+
+
+@dataclass(frozen=True)
+class Flow:
+    name: str
+    """tenant/continent, or tenant/continent/country for a country with its own traffic multiplier."""
+    tenant: str
+    continent: str
+    countries: tuple[str, ...]
+    model: str
+    trace: str
+    jurisdictions: frozenset[str] | None
+    max_prompt_tokens: int
+    prompt_mean: float
+    output_mean: float
+    prompt_p95: float
+
+
+@dataclass(frozen=True)
+class Traffic:
+    flows: tuple[Flow, ...]
+    lat: np.ndarray
+    """Per demand point."""
+    lon: np.ndarray
+    rate: np.ndarray
+    """[flow, point, UTC hour] requests per second."""
+
+    def total(self) -> np.ndarray:
+        """Requests per second of all flows, per UTC hour."""
+        out: np.ndarray = self.rate.sum(axis=(0, 1))
+        return out
+
+
+def _sizes(trace: str, cap: int) -> tuple[float, float, float]:
+    t = load_trace(trace)
+    prompt = np.minimum(t.prompt, cap)
+    return float(prompt.mean()), float(t.output.mean()), float(np.percentile(prompt, 95))
+
+
+def build_traffic(demand: Demand, cities: Cities, window_s: float = 0.0) -> Traffic:
+    """Flows, points and rates; rates are taken at UTC hour h + half a verification window."""
+    country = np.array(cities.country)
+    continent = np.array(cities.continent)
+    codes, country_idx = np.unique(country, return_inverse=True)
+    key = (country_idx.astype(np.int64) * 1_000_000 + np.floor((cities.lat + 90) / CELL_DEG).astype(np.int64) * 1000
+           + np.floor((cities.lon + 180) / CELL_DEG).astype(np.int64))
+    cells, point = np.unique(key, return_inverse=True)
+    pop = cities.population
+    wsum = np.bincount(point, weights=pop, minlength=len(cells))
+    lat = np.bincount(point, weights=pop * cities.lat, minlength=len(cells)) / np.maximum(wsum, 1)
+    lon = np.bincount(point, weights=pop * cities.lon, minlength=len(cells)) / np.maximum(wsum, 1)
+    point_country = codes[(cells // 1_000_000).astype(np.int64)]
+
+    by_place = demand.traffic.by_place
+    shares = np.array([t.share for t in demand.tenants])
+    shares = shares / shares.sum()
+    hours = (np.arange(HOURS) + window_s / 7200.0)[None, :]
+    d = demand.traffic.diurnal
+    shape = diurnal((hours + lon[:, None] / 15.0) % 24, d.peak_to_trough, d.peak_hour)  # [point, hour]
+
+    flows: list[Flow] = []
+    base_rows: list[np.ndarray] = []
+    mult_rows: list[float] = []
+    for k, t in enumerate(demand.tenants):
+        mine = np.ones(len(pop), dtype=bool)
+        if t.continents is not None or t.countries is not None:
+            mine = np.isin(continent, t.continents or []) | np.isin(country, t.countries or [])
+        tenant_pop = float(pop[mine].sum())
+        if tenant_pop <= 0:
+            continue
+        p_mean, o_mean, p95 = _sizes(t.trace, t.max_prompt_tokens)
+        jur = frozenset(t.jurisdictions) if t.jurisdictions else None
+        for cont in sorted(set(continent[mine].tolist())):
+            in_cont = mine & (continent == cont)
+            special = sorted(set(country[in_cont].tolist()) & set(by_place))
+            groups = [(f"{t.name}/{cont}/{c}", [c]) for c in special]
+            rest = sorted(set(country[in_cont].tolist()) - set(special))
+            if rest:
+                groups.append((f"{t.name}/{cont}", rest))
+            for name, ctry in groups:
+                sel = in_cont & np.isin(country, ctry)
+                w = np.bincount(point[sel], weights=pop[sel], minlength=len(cells))
+                flows.append(Flow(name, t.name, cont, tuple(ctry), t.model, t.trace, jur, t.max_prompt_tokens,
+                                  p_mean, o_mean, p95))
+                base_rows.append(shares[k] * w / tenant_pop)
+                factor = by_place.get(cont, 1.0) * (by_place.get(ctry[0], 1.0) if len(ctry) == 1 and ctry[0] in
+                                                    special else 1.0)
+                mult_rows.append(factor)
+    base = np.array(base_rows)[:, :, None] * shape[None, :, :]  # [flow, point, hour]
+    scale = demand.traffic.peak_rps * (1.0 + demand.traffic.growth) / float(base.sum(axis=(0, 1)).max())
+    rate = base * scale * np.array(mult_rows)[:, None, None]
+    keep = rate.sum(axis=(0, 2)) > 0
+    lat_kept = lat[keep]
+    lon_kept = lon[keep]
+    del point_country
+    return Traffic(tuple(flows), lat_kept, lon_kept, rate[:, keep, :])

@@ -1,0 +1,187 @@
+"""Verify a placement in the simulator and refine its sizes until it passes every check at the lowest size.
+
+A check passes when every tenant has at least slo.attainment of its requests served within the TTFT and
+TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one round = every check once:
+- a failing check: each site where more than (1 - attainment) of what it served missed the SLO gets more
+  replicas (its share of misses, between 20% and 50%, at least one); if it missed while lightly used
+  (utilisation under LATENCY_UTIL), the problem is prefill time, not capacity, and it moves to the next
+  faster hardware offered instead. Only the failing checks run again, until they pass; then the others
+  are confirmed on the final sizes (adding capacity can still move traffic);
+- a passing placement: every site whose busiest check left it under TRIM_UTIL even with one replica fewer
+  loses one, and all checks run again; if that breaks a check, the sites that broke it are restored and
+  never trimmed again.
+The cheapest placement that passed is kept. A failure no site explains (requests rejected or sent nowhere
+allowed) cannot be fixed by sizes: the verdict says so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from aigrid.plan.checks import Check, checks_for, scenario_for
+from aigrid.plan.demand import Demand
+from aigrid.plan.placement import Placement, price_of
+from aigrid.plan.runs import Backend, Outcome
+from aigrid.plan.traffic import Traffic
+from aigrid.sim.hardware import HARDWARE
+
+TRIM_UTIL = 0.6
+LATENCY_UTIL = 0.25
+
+
+@dataclass
+class Verdict:
+    placement: Placement
+    outcomes: list[Outcome]
+    passed: bool
+    reason: str = ""
+    rounds: int = 0
+    history: list[tuple[float, bool]] = field(default_factory=list)
+    """(usd per hour, passed) of every round."""
+
+
+def passes(outcome: Outcome, attainment: float) -> bool:
+    return outcome["residency_violations"] == 0 and all(
+        t["attainment"] >= attainment for t in outcome["tenants"].values())
+
+
+def _culprits(outcomes: list[Outcome], attainment: float) -> dict[str, tuple[float, float]]:
+    """Site -> (highest utilisation, highest share missing the SLO) among the failing checks in which it
+    missed the SLO too often."""
+    out: dict[str, tuple[float, float]] = {}
+    for o in outcomes:
+        if passes(o, attainment):
+            continue
+        for sid, s in o["sites"].items():
+            bad = s["bad"] / s["served"] if s["served"] else 0.0
+            if sid != o["check"]["failed"] and bad > 1.0 - attainment:
+                u, b = out.get(sid, (0.0, 0.0))
+                out[sid] = (max(u, s["utilization"]), max(b, bad))
+    return out
+
+
+def _why(outcomes: list[Outcome], attainment: float) -> str:
+    bad = [o for o in outcomes if not passes(o, attainment)]
+    if not bad:
+        return ""
+    o = bad[0]
+    worst = min(o["tenants"].items(), key=lambda kv: kv[1]["attainment"])
+    where = "all sites up" if o["check"]["failed"] is None else f"{o['check']['failed']} down"
+    return (f"{o['check']['hour']:02d}:00 UTC, {where}: tenant {worst[0]} gets {worst[1]['attainment']:.1%} "
+            f"within the SLO ({o['rejected']} requests not served, {o['residency_violations']} residency violations)")
+
+
+class Verifier:
+    def __init__(self, demand: Demand, traffic: Traffic, backend: Backend,
+                 on_run: Callable[[], None] | None = None, on_plan: Callable[[int], None] | None = None) -> None:
+        self.demand, self.traffic, self.backend = demand, traffic, backend
+        self.on_run, self.on_plan = on_run, on_plan
+        self.attainment = demand.slo.attainment
+        self.runs = 0
+
+    def checks(self, placement: Placement, site_load: dict[str, np.ndarray]) -> list[Check]:
+        return checks_for(placement, self.traffic, site_load, self.demand.verify.peak_windows)
+
+    def run(self, placement: Placement, checks: list[Check]) -> list[Outcome]:
+        jobs = [{"scenario": scenario_for(self.demand, self.traffic, placement, c).model_dump(),
+                 "check": {"hour": c.hour, "failed": c.failed, "label": c.label}} for c in checks]
+        if self.on_plan:
+            self.on_plan(len(jobs))
+        self.runs += len(jobs)
+        return self.backend.map(jobs, self.on_run)
+
+    def _faster(self, hardware: str) -> str | None:
+        offered = sorted(self.demand.supply.hardware, key=lambda h: -HARDWARE[h].bf16_tflops)
+        i = offered.index(hardware) if hardware in offered else len(offered)
+        return offered[i - 1] if i > 0 else None
+
+    def refine(self, placement: Placement, site_load: dict[str, np.ndarray], max_rounds: int | None = None) -> Verdict:
+        """Grow until every check passes (re-running only the failing checks, then confirming the rest on the
+        final sizes), then trim; every claim in the verdict was simulated on the verdict's own placement."""
+        budget = max_rounds or self.demand.verify.max_rounds
+        checks = self.checks(placement, site_load)
+        current = placement
+        latest: dict[int, tuple[object, Outcome]] = {}
+        best: Verdict | None = None
+        history: list[tuple[float, bool]] = []
+        no_trim: set[str] = set()
+        rounds = 0
+        while rounds < budget:
+            key = current.key()
+            failing = [i for i, (k, o) in latest.items() if not passes(o, self.attainment)]
+            todo = failing or [i for i in range(len(checks)) if i not in latest or latest[i][0] != key]
+            if not todo and best is not None and best.placement.key() == key:
+                trimmed = self._trim(current, [o for _, o in latest.values()], no_trim)
+                if trimmed is None:
+                    break
+                current, trims = trimmed
+                outcomes = self.run(current, checks)
+                rounds += 1
+                ok = all(passes(o, self.attainment) for o in outcomes)
+                history.append((current.usd_per_hour, ok))
+                if ok:
+                    latest = {i: (current.key(), o) for i, o in enumerate(outcomes)}
+                    best = Verdict(current, outcomes, True, rounds=rounds)
+                else:
+                    culprits = _culprits(outcomes, self.attainment)
+                    no_trim.update([s for s in trims if s in culprits] or trims)
+                    current = best.placement
+                continue
+            outcomes = self.run(current, [checks[i] for i in todo])
+            rounds += 1
+            for i, o in zip(todo, outcomes, strict=True):
+                latest[i] = (key, o)
+            fresh = all(k == key for k, _ in latest.values()) and len(latest) == len(checks)
+            ok = all(passes(o, self.attainment) for _, o in latest.values())
+            if fresh:
+                history.append((current.usd_per_hour, ok))
+            if ok and fresh:
+                best = Verdict(current, [latest[i][1] for i in range(len(checks))], True, rounds=rounds)
+                continue
+            if ok:
+                continue  # every check passes, some on smaller sizes: confirm them on these
+            grown = self._grow(current, [o for _, o in latest.values()])
+            if grown is None:
+                break
+            current = grown
+        if best is not None:
+            best.history = history
+            return best
+        outcomes = [o for _, o in latest.values()]
+        return Verdict(current, outcomes, False, _why(outcomes, self.attainment) or "no site explains the misses",
+                       rounds=rounds, history=history)
+
+    def _grow(self, current: Placement, outcomes: list[Outcome]) -> Placement | None:
+        culprits = _culprits(outcomes, self.attainment)
+        if not culprits:
+            return None
+        for sid, (util, bad) in culprits.items():
+            site = current.site(sid)
+            faster = self._faster(site.hardware) if util < LATENCY_UTIL else None
+            if faster is not None:
+                price, gpus = price_of(self.demand, faster)
+                current = current.rehoused(sid, faster, price, gpus)
+            else:
+                n = max(r for _, r in site.replicas)
+                current = current.scaled(sid, max(1, math.ceil(n * min(0.5, max(0.2, bad)))))
+        return current
+
+    def _trim(self, current: Placement, outcomes: list[Outcome],
+              no_trim: set[str]) -> tuple[Placement, list[str]] | None:
+        trims = []
+        for s in current.sites:
+            n = sum(r for _, r in s.replicas)
+            if s.id in no_trim or n <= len(s.replicas):
+                continue
+            util = max(o["sites"].get(s.id, {}).get("utilization", 0.0) for o in outcomes)
+            if util * n / (n - 1) < TRIM_UTIL:
+                trims.append(s.id)
+        if not trims:
+            return None
+        for sid in trims:
+            current = current.scaled(sid, -1)
+        return current, trims

@@ -1,0 +1,65 @@
+"""What-if edits of a demand, as the CLI flags give them: more traffic somewhere, new residency, new prices.
+
+    --traffic AS=1.3          users in Asia (continent or country code) send 30% more
+    --residency eu-bank=EU    tenant eu-bank may now run only in these jurisdictions (comma list; '*' lifts it)
+    --price rtx-pro-6000=0.8  that hardware's price per hour is multiplied by 0.8
+    --growth 0.3              30% more traffic everywhere
+
+Every malformed flag raises DemandError naming the flag.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from aigrid.plan.demand import Demand, DemandError, HardwareOption
+from aigrid.sim.hardware import HARDWARE
+
+
+def _pairs(flag: str, values: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key or not val:
+            raise DemandError(flag, [f"{flag} {v!r}: expected KEY=VALUE"])
+        out.append((key.strip(), val.strip()))
+    return out
+
+
+def _factor(flag: str, key: str, val: str) -> float:
+    try:
+        f = float(val[:-1]) / 100 + 1 if val.endswith("%") else float(val)
+    except ValueError:
+        raise DemandError(flag, [f"{flag} {key}={val}: not a number (use 1.3 or +30%)"]) from None
+    if f < 0:
+        raise DemandError(flag, [f"{flag} {key}={val}: must be >= 0"])
+    return f
+
+
+def apply_whatif(demand: Demand, *, traffic: Sequence[str] = (), residency: Sequence[str] = (),
+                 price: Sequence[str] = (), growth: float | None = None) -> Demand:
+    """The demand with the edits applied (the original is not changed)."""
+    by_place = dict(demand.traffic.by_place)
+    for key, val in _pairs("--traffic", traffic):
+        by_place[key] = by_place.get(key, 1.0) * _factor("--traffic", key, val)
+    t = demand.traffic.model_copy(update={"by_place": by_place, **({} if growth is None else {"growth": growth})})
+
+    tenants = list(demand.tenants)
+    names = [x.name for x in tenants]
+    for key, val in _pairs("--residency", residency):
+        if key not in names:
+            raise DemandError("--residency", [f"--residency {key}: no tenant {key!r} (tenants: {names})"])
+        i = names.index(key)
+        jur = None if val == "*" else [j.strip() for j in val.split(",") if j.strip()]
+        tenants[i] = tenants[i].model_copy(update={"jurisdictions": jur})
+
+    hardware = dict(demand.supply.hardware)
+    for key, val in _pairs("--price", price):
+        if key not in hardware:
+            raise DemandError("--price", [f"--price {key}: not among the supply's hardware {sorted(hardware)}"])
+        opt = hardware[key]
+        base = opt.usd_per_hour if opt.usd_per_hour is not None else HARDWARE[key].usd_per_hour
+        hardware[key] = HardwareOption(usd_per_hour=base * _factor("--price", key, val),
+                                       gpus_per_replica=opt.gpus_per_replica)
+    supply = demand.supply.model_copy(update={"hardware": hardware})
+    return demand.model_copy(update={"traffic": t, "tenants": tenants, "supply": supply})

@@ -1,0 +1,79 @@
+"""What the firewall reads: every text a model will see, tagged with where it came from.
+
+A `ModelText` is one text plus its `Source` (who wrote it: the user, the application, a tool, a web page)
+and its `path` inside the request body (("messages", 2, "content") -> "messages[2].content"), so a block
+names the field and a redaction can be written back (`put`). The injection check runs on untrusted
+sources only; text the model reads as data (tool and MCP results, retrieved documents, web pages) is
+scored at the document operating point; personal-data checks apply to what the client sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping, MutableSequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from aigrid.errors import InvalidRequest
+
+
+class Source(StrEnum):
+    USER = "user"
+    """A user message (chat) or a client-side tool's result sent back by the client."""
+    PROMPT = "prompt"
+    """A completion prompt."""
+    SYSTEM = "system"
+    """System / developer instructions: written by the application, trusted."""
+    ASSISTANT = "assistant"
+    """Earlier model output replayed by the client: trusted like the application."""
+    TOOL_RESULT = "tool_result"
+    """A result of a server-side tool run by the agent loop, or a client tool result (role "tool")."""
+    MCP_RESULT = "mcp_result"
+    """A result of a tool on an MCP server."""
+    DOCUMENT = "document"
+    """A retrieved document (RAG)."""
+    WEB_PAGE = "web_page"
+    """A fetched web page."""
+
+
+UNTRUSTED = frozenset({Source.USER, Source.PROMPT, Source.TOOL_RESULT, Source.MCP_RESULT, Source.DOCUMENT,
+                       Source.WEB_PAGE})
+"""Sources the injection check reads."""
+DATA = frozenset({Source.TOOL_RESULT, Source.MCP_RESULT, Source.DOCUMENT, Source.WEB_PAGE})
+"""Sources the model should treat as data, never as instructions: scored at the document operating point."""
+FROM_CLIENT = frozenset({Source.USER, Source.PROMPT, Source.SYSTEM, Source.ASSISTANT, Source.TOOL_RESULT})
+"""Sources the personal-data input policy applies to (what the client sent)."""
+
+Path = tuple[str | int, ...]
+
+
+def render(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class ModelText:
+    text: str
+    source: Source
+    path: Path = ()
+    """Where the text sits in the request body (empty for texts that are not in it, e.g. tool results)."""
+    label: str = ""
+    """How verdicts name a text without a path ("tool retrieve")."""
+
+    @property
+    def where(self) -> str:
+        return render(self.path) if self.path else (self.label or self.source.value)
+
+
+def put(body: MutableMapping[str, Any], path: Path, value: str) -> None:
+    """Write `value` at `path` inside `body` (the path came from walking the same body)."""
+    target: Any = body
+    for part in path[:-1]:
+        target = target[part]
+    if isinstance(target, MutableMapping | MutableSequence):
+        target[path[-1]] = value  # type: ignore[index]
+    else:
+        raise InvalidRequest(f"{render(path)} is not a text field", param=render(path))

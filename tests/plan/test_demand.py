@@ -1,0 +1,80 @@
+"""The demand file: errors name the field; what-if flags edit a copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from aigrid.plan.demand import DemandError, load_demand, parse_demand
+from aigrid.plan.supply import candidate_sites
+from aigrid.plan.whatif import apply_whatif
+from aigrid.sim.geography import load_cities
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def raw(name: str = "small") -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((ROOT / "examples" / "plan" / f"{name}.yaml").read_text())
+
+
+@pytest.mark.parametrize("name", ["small", "global", "planet", "whatif"])
+def test_examples_load(name: str) -> None:
+    d = load_demand(ROOT / "examples" / "plan" / f"{name}.yaml")
+    assert d.tenants and d.supply.hardware
+    assert len(candidate_sites(d, load_cities())) >= 2
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (lambda r: r["tenants"][1].update(share=0), "tenants.1.share"),
+    (lambda r: r["tenants"][0].update(model="nope"), "tenants.0.model"),
+    (lambda r: r["tenants"][0].update(continents=["XX"]), "tenants.0"),
+    (lambda r: r["traffic"].update(peak_rps=-1), "traffic.peak_rps"),
+    (lambda r: r["supply"]["hardware"].update(b200={}), "supply"),
+    (lambda r: r["supply"]["candidates"].update(top=5), "supply.candidates"),
+    (lambda r: r["verify"].update(policy="fastest"), "verify"),
+    (lambda r: r.update(colour="blue"), "colour"),
+])
+def test_bad_demand_names_the_field(edit, field: str) -> None:  # type: ignore[no-untyped-def]
+    r = raw()
+    edit(r)
+    with pytest.raises(DemandError) as e:
+        parse_demand(r, "d.yaml")
+    assert any(p.startswith(field) for p in e.value.problems), e.value.problems
+
+
+def test_unknown_candidate_city_and_limit_are_named() -> None:
+    r = raw()
+    r["supply"]["candidates"]["cities"].append("Xanadu-on-Sea")
+    with pytest.raises(DemandError, match="supply.candidates.cities: no city named 'Xanadu-on-Sea'"):
+        candidate_sites(parse_demand(r), load_cities())
+    r = raw()
+    r["supply"]["limits"] = {"Gotham": {"max_gpus": 1}}
+    with pytest.raises(DemandError, match="supply.limits"):
+        candidate_sites(parse_demand(r), load_cities())
+
+
+def test_limits_cap_devices_by_count_and_power() -> None:
+    r = raw()
+    r["supply"]["limits"] = {"Paris": {"max_gpus": 3}, "london-gb": {"max_power_kw": 1.5}}
+    c = candidate_sites(parse_demand(r), load_cities())
+    h100 = c.hardware.index("h100")
+    assert c.max_devices[c.index("paris-fr"), h100] == 3
+    assert c.max_devices[c.index("london-gb"), h100] == 2  # 1,500 W / 700 W per H100
+    assert c.max_devices[c.index("ashburn-us"), h100] == 8
+
+
+def test_whatif_edits() -> None:
+    d = parse_demand(raw())
+    e = apply_whatif(d, traffic=["AS=1.3", "EU=+10%"], residency=["chat=EU,GB"], price=["l40s=0.8"], growth=0.5)
+    assert e.traffic.by_place == {"AS": 1.3, "EU": pytest.approx(1.1)}
+    assert e.tenant("chat").jurisdictions == ["EU", "GB"]
+    assert e.supply.hardware["l40s"].usd_per_hour == pytest.approx(0.72)
+    assert e.traffic.growth == 0.5
+    assert d.tenant("chat").jurisdictions is None  # the original is untouched
+    assert apply_whatif(e, residency=["eu-bank=*"]).tenant("eu-bank").jurisdictions is None
+    for kw, msg in [({"traffic": ["AS"]}, "expected KEY=VALUE"), ({"residency": ["bob=EU"]}, "no tenant 'bob'"),
+                    ({"price": ["b200=0.5"]}, "not among"), ({"price": ["l40s=cheap"]}, "not a number")]:
+        with pytest.raises(DemandError, match=msg):
+            apply_whatif(d, **kw)

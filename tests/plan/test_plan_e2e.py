@@ -1,0 +1,132 @@
+"""`aigrid plan` end to end on a small demand: the plan, its tables and map, the SLO claims re-checked by
+running the emitted simulator scenarios, and the emitted grid spec served by `aigrid up` over emulated engines."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from openai import OpenAI
+from typer.testing import CliRunner
+
+from aigrid.cli import app
+from aigrid.sim.experiment import run_experiment
+from aigrid.sim.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+runner = CliRunner()
+
+
+def free_ports(count: int, start: int = 23100) -> int:
+    """A base port with `count` free ports after it."""
+    for base in range(start, start + 17000, 97):
+        socks = []
+        try:
+            for p in range(base, base + count):
+                s = socket.socket()
+                s.bind(("127.0.0.1", p))
+                socks.append(s)
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free ports")
+
+
+@pytest.fixture(scope="module")
+def planned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("plan")
+    port = free_ports(40)
+    r = runner.invoke(app, ["plan", str(ROOT / "examples" / "plan" / "small.yaml"), "--out", str(out), "--compare",
+                            "--workers", "2", "--emulator-port", str(port), "--quiet"])
+    assert r.exit_code == 0, r.output
+    return out
+
+
+def test_outputs_and_tables(planned: Path) -> None:
+    for name in ("grid.yaml", "run-emulated.sh", "scenario.yaml", "cost.md", "cost.csv", "slo.md", "map.png",
+                 "plan.json", "compare.md"):
+        assert (planned / name).stat().st_size > 0, name
+    doc = json.loads((planned / "plan.json").read_text())
+    plan = doc["plan"]
+    assert doc["meets"] and all(c["pass"] for c in doc["checks"])
+    assert plan["usd_per_hour"] == pytest.approx(sum(s["usd_per_device_hour"] * sum(s["replicas"].values())
+                                                     for s in plan["sites"]))
+    # peak checks and one failure check per site
+    failed = {c["check"].split(", ")[1].removesuffix(" down") for c in doc["checks"] if "down" in c["check"]}
+    assert failed == {s["id"] for s in plan["sites"]}
+    assert sum(s["jurisdiction"] == "EU" for s in plan["sites"]) >= 2  # the EU-only tenant survives N+1
+    labels = [r["label"] for r in doc["compare"]]
+    assert labels == ["plan", "one-region", "population", "per-continent"]
+    for row in doc["compare"][1:]:
+        assert row["meets"] or row["why_not"]
+        if row["meets"]:
+            assert row["usd_per_hour"] >= plan["usd_per_hour"]  # the plan is never dearer than a naive that meets it
+    assert "plan saves" in (planned / "compare.md").read_text()
+
+
+def _attainment(path: Path) -> tuple[dict[str, float], int]:
+    """Independently of the planner's own bookkeeping: per tenant, the share of requests served within the
+    scenario's SLO, and the residency violations, from the simulator's result arrays."""
+    sc = load_scenario(path)
+    ex = run_experiment(sc)
+    r, w = ex.runs[0].result, ex.workload
+    ok = (r.status == 1) & (np.nan_to_num(r.ttft_s, nan=np.inf) <= sc.slo.ttft_ms / 1000) & (
+        np.nan_to_num(r.tpot_s, nan=0.0) <= sc.slo.tpot_ms / 1000)
+    tenant = np.array([w.tenant_names[k].split("/")[0] for k in w.tenant])
+    return {t: float(ok[tenant == t].mean()) for t in set(tenant.tolist())}, int(r.violation.sum())
+
+
+def test_every_slo_claim_holds_in_the_simulator(planned: Path) -> None:
+    doc = json.loads((planned / "plan.json").read_text())
+    files = sorted((planned / "checks").glob("*.yaml"))
+    assert len(files) == len(doc["checks"]) >= 3
+    target = 0.98  # slo.attainment of examples/plan/small.yaml
+    for path in files:
+        got, violations = _attainment(path)
+        assert violations == 0, path.name
+        assert set(got) == {"chat", "code", "eu-bank"}
+        assert min(got.values()) >= target, (path.name, got)
+
+
+def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: Path) -> None:
+    r = runner.invoke(app, ["spec", "check", str(planned / "grid.yaml")])
+    assert r.exit_code == 0 and "ok" in r.output, r.output
+    doc = json.loads((planned / "plan.json").read_text())
+    eu_sites = {s["id"] for s in doc["plan"]["sites"] if s["jurisdiction"] == "EU"}
+    gw_port = free_ports(1, start=41100)
+    env = {**os.environ, "AIGRID": str(Path(sys.executable).parent / "aigrid")}
+    proc = subprocess.Popen(["bash", str(planned / "run-emulated.sh"), "--port", str(gw_port)], cwd=tmp_path,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{gw_port}/healthz", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+            time.sleep(0.5)
+        client = OpenAI(base_url=f"http://127.0.0.1:{gw_port}/v1", api_key="unused", max_retries=0)
+        raw = client.chat.completions.with_raw_response.create(
+            model="llama-3.1-8b", max_tokens=8, messages=[{"role": "user", "content": "hello"}],
+            extra_headers={"x-aigrid-client-location": "Paris", "x-aigrid-tenant": "eu-bank"})
+        assert raw.headers["x-aigrid-site"] in eu_sites
+        assert raw.parse().usage.completion_tokens == 8
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
