@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -135,13 +136,37 @@ async def test_a_stored_eu_conversation_never_leaves_the_eu(
     assert all(not f.received for name, f in fakes.items() if name != "fra-smollm2")
 
 
-async def test_a_response_is_stored_only_in_the_tenants_jurisdictions(tmp_path: Path) -> None:
-    from aigrid.gateway.response_store import ResponseStore, StoredResponse
+def test_a_response_is_stored_only_in_the_tenants_jurisdictions() -> None:
     store = ResponseStore()
     assert not store.put(StoredResponse("r1", "eu-bank", "US", "iad", {}), frozenset({"EU"}))
     assert store.get("eu-bank", "r1") is None
     assert store.put(StoredResponse("r2", "eu-bank", "EU", "fra", {}), frozenset({"EU"}))
     assert store.get("other", "r2") is None and store.get("eu-bank", "r2") is not None
+
+
+def test_history_is_the_chain_of_turns_and_a_lost_turn_breaks_it() -> None:
+    store = ResponseStore(max_bytes=600)
+    user = {"role": "user", "content": "x" * 100}
+    store.put(StoredResponse("r1", "t", "EU", "fra", {}, [user]), None)
+    store.put(StoredResponse("r2", "t", "EU", "fra", {}, [user, user], previous="r1"), None)
+    r2 = store.get("t", "r2")
+    assert r2 is not None and len(store.history(r2)) == 3
+    for i in range(3, 6):  # over the byte budget: the oldest turns go first
+        store.put(StoredResponse(f"r{i}", "t", "EU", "fra", {}, [user], previous=f"r{i - 1}"), None)
+    assert store.get("t", "r1") is None
+    r5 = store.get("t", "r5")
+    assert r5 is not None
+    with pytest.raises(BrokenHistory):
+        store.history(r5)
+
+
+async def test_a_follow_up_whose_history_was_evicted_is_refused(oai: openai.AsyncOpenAI, gateway: Gateway) -> None:
+    first = await oai.responses.create(model="smollm2-135m", input="My name is Ada.")
+    second = await oai.responses.create(model="smollm2-135m", input="What is my name?", previous_response_id=first.id)
+    gateway.responses.delete("default", first.id)
+    with pytest.raises(openai.NotFoundError) as info:
+        await oai.responses.create(model="smollm2-135m", input="What is my name?", previous_response_id=second.id)
+    assert info.value.body["param"] == "previous_response_id" and first.id in info.value.body["message"]
 
 
 # --- tools ----------------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ from aigrid.gateway.front_door import (
 )
 from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.request_info import H_RESIDENCY, residency
-from aigrid.gateway.response_store import StoredResponse
+from aigrid.gateway.response_store import BrokenHistory, StoredResponse
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
 from aigrid.gateway.responses_translate import (
@@ -62,7 +62,8 @@ class _Turn:
     req: ResponsesRequest
     chat: dict[str, Any]
     principal: Principal
-    instructions: int = 0
+    earlier: int = 0
+    """Chat messages before this turn's input: the instructions and the stored history."""
 
     def __init__(self) -> None:
         self.origins: list[str] = []
@@ -93,7 +94,7 @@ class ResponsesApi:
             if req.previous_response_id is not None:
                 history = self._continue(turn.principal.tenant, req.previous_response_id, headers)
             turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
-            turn.instructions = 1 if req.instructions else 0
+            turn.earlier = (1 if req.instructions else 0) + len(history)
             return turn.chat
 
         try:
@@ -142,15 +143,21 @@ class ResponsesApi:
                 f"previous_response_id: the conversation {previous!r} is stored in {prev.jurisdiction} and can "
                 f"only be continued there, but {H_RESIDENCY} asks for {', '.join(sorted(asked))}",
                 param="previous_response_id", code="conversation_residency")
+        try:
+            history = self.gw.responses.history(prev)
+        except BrokenHistory as e:
+            raise NotFound(f"previous_response_id: an earlier turn of {previous!r} ({e.args[0]}) is no longer "
+                           "stored, so its history cannot be rebuilt", param="previous_response_id") from e
         headers[H_RESIDENCY] = prev.jurisdiction  # read by the pipeline after this body: route only there
-        return list(prev.history)
+        return history
 
     def _store(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str]) -> None:
         jurisdiction, site = headers.get("x-aigrid-jurisdiction"), headers.get("x-aigrid-site", "")
         if jurisdiction is None:
             return
-        history = turn.chat["messages"][turn.instructions:] + output_history(final["output"])
-        record = StoredResponse(final["id"], turn.principal.tenant, jurisdiction, site, final, history)
+        messages = turn.chat["messages"][turn.earlier:] + output_history(final["output"])
+        record = StoredResponse(final["id"], turn.principal.tenant, jurisdiction, site, final, messages,
+                                previous=turn.req.previous_response_id)
         self.gw.responses.put(record, turn.principal.scopes.jurisdictions)
 
     async def get(self, request: Request) -> Response:
