@@ -122,4 +122,5 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     else:
         queue, prefill, spread = ahead, own, UNCALIBRATED_SPREAD
     return Prediction(rtt_ms=net, queue_ms=queue, prefill_ms=prefill, distance_km=dist, warm=warm,
-                      spread=spread, model_ahead_ms=ahead, model_own_ms=own, rtt_measured=measured)
+                      spread=spread, model_ahead_ms=ahead, model_own_ms=own, rtt_measured=measured,
+                      measured_rtt_ms=state.rtt_ms)
