@@ -222,3 +222,20 @@ async def test_one_audit_record_per_message(tmp_path: Path, fakes: dict[str, Fak
     finally:
         await gw.guard.stop()
         await client.close()
+
+
+async def test_replayed_thinking_and_cache_control_are_accepted(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine]) -> None:
+    """What agents such as Claude Code send besides plain text: system blocks with cache_control, thinking
+    blocks replayed in assistant turns, unknown top-level fields."""
+    msg = await claude.messages.create(
+        model="smollm2-135m", max_tokens=16, extra_headers=FRANKFURT, extra_body={"context_management": {}},
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": "What is my name?"},
+                  {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"}]},
+                  {"role": "user", "content": [{"type": "text", "text": "What is my name?",
+                                                "cache_control": {"type": "ephemeral"}}]}])
+    assert msg.content[0].text == "Hello from the grid"
+    sent = fakes["fra-smollm2"].received[-1]["messages"]
+    assert sent[0] == {"role": "system", "content": "Be brief."}
+    assert sent[2] == {"role": "assistant", "content": ""} and sent[3]["content"] == "What is my name?"
