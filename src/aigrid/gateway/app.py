@@ -20,6 +20,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Route
 
+from aigrid.core.baselines import BASELINES, Router
 from aigrid.core.scheduler import Scheduler
 from aigrid.core.types import GeoPoint, Policy, Rng
 from aigrid.engines.protocol import Engine
@@ -71,6 +72,12 @@ class Gateway:
     """OpenTelemetry spans per request and attempt; off (no cost) unless configured (tracing.py)."""
     responses: ResponseStore = field(default_factory=ResponseStore)
     """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
+    baselines: dict[str, Router] = field(default_factory=dict)
+    """The peers' routing formulas (core.baselines), selectable per request with x-aigrid-policy for an A/B
+    against aigrid's own policies on live traffic."""
+
+    def router(self, policy_name: str) -> Router:
+        return self.baselines.get(policy_name, self.scheduler)
 
 
 def tenant_policies(spec: GridSpec) -> dict[str, str]:
@@ -92,7 +99,9 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
                   deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep)
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
-        policies=load.policies(spec), tenant_policies=tenant_policies(spec), cities=load.cities(spec),
+        policies={**{name: Policy(name, {}) for name in BASELINES}, **load.policies(spec)},
+        baselines={name: make() for name, make in BASELINES.items() if name not in spec.policies},
+        tenant_policies=tenant_policies(spec), cities=load.cities(spec),
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),

@@ -34,6 +34,10 @@ class GatewayMetrics:
                                      "after their engine failed mid-answer", ["site"], registry=r)
         self.ttft = Histogram("aigrid_ttft_seconds", "Time to first byte from the engine, as the gateway saw it",
                               ["site"], buckets=TTFT_BUCKETS, registry=r)
+        self.ttft_ratio = Histogram(
+            "aigrid_ttft_observed_over_predicted", "Observed / predicted (p50) time to first token per endpoint: "
+            "1 is a perfect prediction; the calibration drives it there", ["endpoint"],
+            buckets=(0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.11, 1.25, 1.5, 2.0, 4.0), registry=r)
         self.tokens = Counter("aigrid_tokens", "Tokens reported in usage", ["site", "kind"], registry=r)
         self.healthy = Gauge("aigrid_endpoint_healthy", "1 when the last health check passed",
                              ["site", "endpoint"], registry=r)

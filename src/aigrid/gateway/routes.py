@@ -25,7 +25,7 @@ from aigrid.core.types import Candidate
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
 from aigrid.gateway.context_window import check_context
-from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.decisions import DecisionRecord, calibration_dict
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.model_texts import chat_texts, completion_texts
@@ -162,10 +162,10 @@ class Routes:
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
             raise
-        ex.decision = decision = gw.scheduler(info, gw.store.snapshot(), policy, gw.rng)
+        ex.decision = decision = gw.router(policy_name)(info, gw.store.snapshot(), policy, gw.rng)
         ex.record = record = DecisionRecord(decision, time.time(), principal.tenant, parsed.model,
                                             info.client_location, affinity_keys=(info.prefix_hash, info.session),
-                                            trace=ex.trace)
+                                            trace=ex.trace, prompt_tokens=info.prompt_tokens)
         ex.trace.decided(decision, policy_name, principal.tenant)
         gw.decisions.add(record)
         if decision.chosen is None:
@@ -289,7 +289,11 @@ class Routes:
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
                               "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
                               "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4), "reason": st.reason,
-                              "telemetry_age_s": round(st.age_s, 2)})
+                              "telemetry_age_s": round(st.age_s, 2),
+                              "measured_rtt_ms": None if st.rtt_ms is None else round(st.rtt_ms, 2),
+                              "pending_requests": st.pending_requests,
+                              "pending_prompt_tokens": st.pending_prompt_tokens, "decoding": st.decoding,
+                              "calibration": calibration_dict(st.calibration)})
         return json_response({"name": self.gw.spec.name, "sites": sites, "endpoints": endpoints})
 
     async def livez(self, request: Request) -> Response:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 from aigrid.core.types import Endpoint
@@ -35,7 +36,10 @@ class Scraper:
         engine = self._engines[endpoint.id]
         labels = (endpoint.site_id, endpoint.id)
         try:
+            probe_start = time.perf_counter()
             healthy = await engine.health()
+            if healthy:  # the health probe is a trivial handler: its time is the round trip to the site
+                self._store.record_rtt(endpoint.id, time.perf_counter() - probe_start)
             stats = await engine.stats() if healthy else None
         except EngineError as e:
             self._store.record_scrape(endpoint.id, False, None, reason=str(e) or type(e).__name__)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aigrid.core.geo import DEFAULT_ROUTE_FACTOR
 from aigrid.core.policies import DEFAULT_POLICY
 from aigrid.core.types import AXES
 
@@ -226,7 +227,7 @@ class GatewaySpec(StrictModel):
         "holds packets for the RTT from gateway.location), none (real deployments)")
     location: str | None = Field(default=None, description="where the gateway is (a city or 'lat,lon'): the "
                                  "origin of netns delays, and the client location when a request gives none")
-    route_factor: float = Field(default=1.5, ge=1.0, le=5.0)
+    route_factor: float = Field(default=DEFAULT_ROUTE_FACTOR, ge=1.0, le=5.0)
     scrape_interval_s: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=10)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
