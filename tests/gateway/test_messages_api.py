@@ -239,3 +239,10 @@ async def test_replayed_thinking_and_cache_control_are_accepted(
     sent = fakes["fra-smollm2"].received[-1]["messages"]
     assert sent[0] == {"role": "system", "content": "Be brief."}
     assert sent[2] == {"role": "assistant", "content": ""} and sent[3]["content"] == "What is my name?"
+
+
+async def test_the_anthropic_sdk_lists_the_models(claude: anthropic.AsyncAnthropic) -> None:
+    page = await claude.models.list()
+    ids = {m.id: m for m in page.data}
+    assert ids["smollm2-135m"].type == "model" and ids["smollm2-135m"].display_name == "smollm2-135m"
+    assert ids["smollm2-135m"].created_at is not None and "all-minilm-l6-v2" in ids
