@@ -174,7 +174,8 @@ def _scope(path: str) -> dict[str, Any]:
                         *((k.encode(), v.encode()) for k, v in TENANT.items())]}
 
 
-async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool) -> None:
+async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool,
+                       path: str = "/v1/chat/completions", body: dict[str, Any] | None = None) -> None:
     """Start a long streamed answer; after its first chunks, either hang up (leave) or cancel the task
     serving it, as a gateway shutdown does."""
     for f in fakes.values():
@@ -188,8 +189,8 @@ async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool
         nonlocal sent_body
         if not sent_body:
             sent_body = True
-            return {"type": "http.request", "body": orjson.dumps({**CHAT, "stream": True, "max_tokens": 300}),
-                    "more_body": False}
+            sent = body if body is not None else {**CHAT, "stream": True, "max_tokens": 300}
+            return {"type": "http.request", "body": orjson.dumps(sent), "more_body": False}
         await hung_up.wait()
         return {"type": "http.disconnect"}
 
@@ -197,7 +198,7 @@ async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool
         if message["type"] == "http.response.body" and message.get("body"):
             got_chunk.set()
 
-    task = asyncio.create_task(app(_scope("/v1/chat/completions"), receive, send))
+    task = asyncio.create_task(app(_scope(path), receive, send))
     await asyncio.wait_for(got_chunk.wait(), 5)
     if leave:
         hung_up.set()
@@ -214,6 +215,19 @@ async def test_client_gone_mid_stream(metered: Gateway, fakes: dict[str, FakeEng
     assert row["outcome"] == "client_closed"
     assert await balance(metered) > 300  # the answer was under way, its count unknown: the reservation stays
     assert inflight(metered) == 0
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/messages", {"model": "smollm2-135m", "max_tokens": 300, "stream": True,
+                      "messages": [{"role": "user", "content": "Say hello"}]}),
+    ("/v1/responses", {"model": "smollm2-135m", "max_output_tokens": 300, "stream": True, "input": "Say hello"}),
+])
+async def test_client_gone_mid_stream_on_the_other_front_doors(metered: Gateway, fakes: dict[str, FakeEngine],
+                                                                path: str, body: dict[str, Any]) -> None:
+    await _stream_then(metered, fakes, leave=True, path=path, body=body)
+    row = await the_one_record(metered)
+    assert row["outcome"] == "client_closed"
+    assert await balance(metered) > 300 and inflight(metered) == 0
 
 
 async def test_gateway_shutdown_mid_stream(metered: Gateway, fakes: dict[str, FakeEngine]) -> None:

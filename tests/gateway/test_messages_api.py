@@ -11,7 +11,6 @@ from pathlib import Path
 
 import anthropic
 import httpx
-import httpx2
 import orjson
 import pytest
 
@@ -20,15 +19,13 @@ from aigrid.spec.load import load_spec
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import DEMO, _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.sdk_clients import anthropic_client
 
 FRANKFURT = {"x-aigrid-client-location": "Frankfurt"}
 
 
 def sdk(gateway: Gateway) -> anthropic.AsyncAnthropic:
-    """The SDK over an in-process transport (recent anthropic SDKs ship their own httpx fork, httpx2)."""
-    transport = httpx2.ASGITransport(app=build_app(gateway))
-    return anthropic.AsyncAnthropic(base_url="http://gw", api_key="sk-ant-unused", max_retries=0,
-                                    http_client=httpx2.AsyncClient(transport=transport, base_url="http://gw"))
+    return anthropic_client(build_app(gateway))
 
 
 @pytest.fixture
@@ -199,10 +196,7 @@ async def test_a_tool_result_passes_the_firewall_choke_point_and_is_audited(
 async def test_one_audit_record_per_message(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
     gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(1), sleep=_no_sleep)
     await gw.scraper.scrape_once()
-    app = build_app(gw)
-    transport = httpx2.ASGITransport(app=app)
-    client = anthropic.AsyncAnthropic(base_url="http://gw", api_key="unused", max_retries=0,
-                                      http_client=httpx2.AsyncClient(transport=transport, base_url="http://gw"))
+    client = sdk(gw)
     await gw.guard.start()
     try:
         async with client.messages.stream(model="smollm2-135m", max_tokens=8,
@@ -222,3 +216,27 @@ async def test_one_audit_record_per_message(tmp_path: Path, fakes: dict[str, Fak
     finally:
         await gw.guard.stop()
         await client.close()
+
+
+async def test_replayed_thinking_and_cache_control_are_accepted(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine]) -> None:
+    """What agents such as Claude Code send besides plain text: system blocks with cache_control, thinking
+    blocks replayed in assistant turns, unknown top-level fields."""
+    msg = await claude.messages.create(
+        model="smollm2-135m", max_tokens=16, extra_headers=FRANKFURT, extra_body={"context_management": {}},
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": "What is my name?"},
+                  {"role": "assistant", "content": [{"type": "thinking", "thinking": "hm", "signature": "s"}]},
+                  {"role": "user", "content": [{"type": "text", "text": "What is my name?",
+                                                "cache_control": {"type": "ephemeral"}}]}])
+    assert msg.content[0].text == "Hello from the grid"
+    sent = fakes["fra-smollm2"].received[-1]["messages"]
+    assert sent[0] == {"role": "system", "content": "Be brief."}
+    assert sent[2] == {"role": "assistant", "content": ""} and sent[3]["content"] == "What is my name?"
+
+
+async def test_the_anthropic_sdk_lists_the_models(claude: anthropic.AsyncAnthropic) -> None:
+    page = await claude.models.list()
+    ids = {m.id: m for m in page.data}
+    assert ids["smollm2-135m"].type == "model" and ids["smollm2-135m"].display_name == "smollm2-135m"
+    assert ids["smollm2-135m"].created_at is not None and "all-minilm-l6-v2" in ids

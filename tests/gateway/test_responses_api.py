@@ -9,7 +9,6 @@ import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx2
 import openai
 import pytest
 
@@ -18,6 +17,7 @@ from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredRe
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.sdk_clients import openai_client
 
 TOKYO = {"x-aigrid-client-location": "Tokyo"}
 FUNCTION = {"type": "function", "name": "get_weather", "description": "Weather in a city",
@@ -25,10 +25,7 @@ FUNCTION = {"type": "function", "name": "get_weather", "description": "Weather i
 
 
 def sdk(gateway: Gateway) -> openai.AsyncOpenAI:
-    """The SDK over an in-process transport (recent openai SDKs ship their own httpx fork, httpx2)."""
-    transport = httpx2.ASGITransport(app=build_app(gateway))
-    return openai.AsyncOpenAI(base_url="http://gw/v1", api_key="unused", max_retries=0,
-                              http_client=httpx2.AsyncClient(transport=transport, base_url="http://gw"))
+    return openai_client(build_app(gateway))
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.tracing import Tracing, build_tracing
 from aigrid.spec.load import load_spec
 from aigrid.spec.models import OtelSpec
+from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import DEMO, _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
@@ -184,3 +185,35 @@ async def test_the_openai_compatible_adapter_sends_the_trace_context() -> None:
             _ = [c async for c in up.body]
     assert seen[0]["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
     assert "traceparent" not in seen[1]
+
+
+class TracedScript(ScriptedEngine):
+    """A SCRIPTED engine that keeps the trace headers of each model turn."""
+
+    def __init__(self, replies: list[dict]) -> None:
+        super().__init__(replies)
+        self.trace_headers: list[dict[str, str]] = []
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        self.trace_headers.append(dict(TRACE_HEADERS.get()))
+        async with super().open(path, body) as upstream:
+            yield upstream
+
+
+async def test_every_turn_of_a_streamed_tool_loop_carries_the_trace(tmp_path: Path,
+                                                                    exporter: InMemorySpanExporter) -> None:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    engine = TracedScript([call("calculator", expression="2 * 21"), answer("42")])
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep,
+                       tracing=Tracing(provider))
+    await gw.scraper.scrape_once()
+    r = await post(gw, {**BODY, "stream": True, "tools": [{"type": "function", "function": {"name": "calculator"}}]},
+                   FRANKFURT)
+    assert r.status_code == 200 and "42" in r.text
+    root = next(s for s in exporter.get_finished_spans() if s.kind == SpanKind.SERVER)
+    assert len(engine.trace_headers) == 2
+    for headers in engine.trace_headers:  # the first turn in the attempt, the second while streaming
+        assert headers["traceparent"].startswith(f"00-{root.context.trace_id:032x}-")

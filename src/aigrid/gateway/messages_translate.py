@@ -72,7 +72,7 @@ def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
         elif not isinstance(b, ThinkingBlock):
             raise InvalidRequest(f"{where}.content.{j}: an assistant turn holds text and tool_use blocks only",
                                  param=f"{where}.content.{j}.type")
-    out: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
+    out: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or (None if calls else "")}
     if calls:
         out["tool_calls"] = calls
     return out

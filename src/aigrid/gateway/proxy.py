@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from aigrid.core.types import Candidate, Decision
 from aigrid.engines.protocol import Engine, UpstreamResponse
+from aigrid.engines.trace_context import TRACE_HEADERS
 from aigrid.errors import EngineError, EngineUnavailable, UpstreamFailed
 from aigrid.gateway.continuation import (
     Delivered,
@@ -82,6 +83,8 @@ class Opened:
     first: bytes
     sent_at: float
     first_at: float
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
+    """The attempt's W3C trace context (tracing on): later requests of the same answer carry it too."""
 
 
 class Proxy:
@@ -109,6 +112,8 @@ class Proxy:
         started = self._clock()
         ranked = list(decision.ranked[: self._max_attempts])
         opened = await self._open_first(path, body, ranked, record, hedge, wrap)
+        if opened is not None and opened.trace_headers:  # a tool loop's later turns run in this task
+            TRACE_HEADERS.set(opened.trace_headers)
         if opened is None:
             record.status = "failed"
             tried = "; ".join(f"{a['endpoint']}: {a.get('error')}" for a in record.attempts)
@@ -245,7 +250,7 @@ class Proxy:
         span.ok()
         first_at = self._clock()
         entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
-        return Opened(cand, upstream, stack, first, sent_at, first_at)
+        return Opened(cand, upstream, stack, first, sent_at, first_at, span.headers)
 
     def _fail(self, cand: Candidate, entry: dict[str, Any], reason: str, elapsed: float) -> None:
         log.warning("endpoint %s failed before the first byte: %s", cand.endpoint_id, reason,

@@ -78,7 +78,7 @@ class ResponsesApi:
     def routes(self) -> list[Route]:
         """GET and DELETE (POST /v1/responses is an audited route: routes.Routes.audited)."""
         return [Route(RESPONSES_PATH + "/{response_id}", self.get, methods=["GET"]),
-                Route("/v1/responses/{response_id}", self.delete, methods=["DELETE"])]
+                Route(RESPONSES_PATH + "/{response_id}", self.delete, methods=["DELETE"])]
 
     def _principal(self, headers: dict[str, str]) -> Principal:
         return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))

@@ -29,6 +29,7 @@ from aigrid.gateway.context_window import check_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.model_list import model_list
 from aigrid.gateway.model_texts import chat_texts, completion_texts
 from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
@@ -251,19 +252,7 @@ class Routes:
         return HedgePolicy(spec.factor, spec.min_ms) if enabled else None
 
     async def list_models(self, request: Request) -> Response:
-        created = 0
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "aigrid", "kind": "chat",
-                 "family": m.family, "params_b": m.params_b} for name, m in self.gw.spec.models.items()]
-        data.append({"id": "auto", "object": "model", "created": created, "owned_by": "aigrid", "kind": "chat"})
-        embedders: dict[str, list[str]] = {}
-        for alias, embedder in self.gw.agents.embedders.items():
-            embedders.setdefault(embedder.model, []).append(alias)
-        for name, aliases in embedders.items():
-            embedder = self.gw.agents.embedders[aliases[0]]
-            data.append({"id": name, "object": "model", "created": created, "owned_by": "aigrid",
-                         "kind": "embedding", "dimensions": embedder.dimensions,
-                         "aliases": sorted(a for a in aliases if a != name)})
-        return json_response({"object": "list", "data": data})
+        return json_response(model_list(self.gw.spec, self.gw.agents.embedders))
 
     async def get_decision(self, request: Request) -> Response:
         tenant = self.gw.guard.reader(request.headers.get("authorization"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -41,6 +42,9 @@ _REQUEST_ATTRS = {"max_tokens": "gen_ai.request.max_tokens", "temperature": "gen
 
 class AttemptTrace:
     """One attempt at an engine. This base class records nothing (tracing off)."""
+
+    headers: Mapping[str, str] = MappingProxyType({})
+    """The W3C trace context the engine receives for this attempt."""
 
     def ok(self) -> None:
         return None
@@ -71,8 +75,9 @@ NO_TRACE = RequestTrace()
 
 
 class _OtelAttempt(AttemptTrace):
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: Span, headers: Mapping[str, str]) -> None:
         self.span = span
+        self.headers = headers
 
     def ok(self) -> None:
         self.span.end()
@@ -143,7 +148,7 @@ class _OtelRequest(RequestTrace):
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier, context=self._trace.set_span_in_context(span))
         TRACE_HEADERS.set(carrier)  # this attempt's task: the engine adapter sends it as traceparent
-        return _OtelAttempt(span)
+        return _OtelAttempt(span, carrier)
 
     def end(self, record: DecisionRecord | None, usage: Mapping[str, Any] | None, error: ApiError | None,
             outcome: str) -> None:
