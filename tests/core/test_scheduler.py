@@ -57,9 +57,10 @@ def test_saturated_near_site_loses_to_idle_far_site_under_latency_first() -> Non
     assert d.chosen is not None and d.chosen.site_id != "nrt"
     nrt = next(c for c in d.ranked if c.site_id == "nrt")
     ep = next(e for e in FOUR if e.id == "nrt-small")
-    # admission (M/M/c) plus the prefill of the 12 waiting prompts the gateways' ledger does not know
+    # admission (M/M/c) plus the prefill of the 12 waiting prompts the gateways' ledger does not know, less
+    # what the engine works off while the request travels (half the round trip)
     behind = prefill_ms(ep, busy, 13 * 200) - prefill_ms(ep, busy, 200)
-    assert nrt.prediction.queue_ms == pytest.approx(13 * 130 / 50 / 4 * 1000 + behind)
+    assert nrt.prediction.queue_ms == pytest.approx(13 * 130 / 50 / 4 * 1000 + behind - nrt.prediction.rtt_ms / 2)
 
 
 def test_queue_wait_grows_non_linearly_only_past_saturation() -> None:

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from math import exp
 
-from aigrid.core.geo import distance_km
+from aigrid.core.geo import distance_km, rtt_ms
 from aigrid.core.plugins import Context, Filter
 from aigrid.core.predict import is_warm
 from aigrid.core.registry import FILTERS
@@ -105,9 +105,11 @@ def _decide(name: str, request: RequestInfo, view: GridView, ranked_eps: Sequenc
 def _candidate(request: RequestInfo, view: GridView, ep: Endpoint, total: float, name: str) -> Candidate:
     site = view.sites[ep.site_id]
     dist = None if request.client_location is None else distance_km(request.client_location, site.location)
+    # no prediction of queue or prefill (the baselines make none); the round trip is physics, and a gateway
+    # that emulates distance waits it for a baseline's choice as for any other
     return Candidate(
         endpoint_id=ep.id, site_id=site.id, jurisdiction=site.jurisdiction, model=ep.model, scores={},
-        total=total, prediction=Prediction(0.0, 0.0, 0.0, distance_km=dist),
+        total=total, prediction=Prediction(0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, distance_km=dist),
         cost_usd=request_cost_usd(request, ep), note_parts=(("router", "baseline {}", (name,)),),
     )
 

@@ -15,6 +15,9 @@ Admission: an engine with c batch slots serves c requests at once; with n in the
 engine's count and the gateways' ledger) a new arrival waits (n - c + 1) x S / c for a slot (M/M/c), where S
 is the mean service time of one request. Near saturation n grows without bound: the knee of TTFT.
 
+The engine keeps working off that backlog while the request travels to it: half the round trip comes off
+the wait ahead.
+
 Calibration (core.calibration) maps the modelled engine time to the observed one per endpoint (fixed
 overhead, slope, p90 ratio). Until it is ready, an engine-reported recent TTFT is blended in.
 """
@@ -108,6 +111,7 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     own = prefill_ms(endpoint, state, mine)
     ahead = queue_wait_s(endpoint, state) * 1000.0 + prefill_ms(
         endpoint, state, tokens_ahead(request, state) + mine) - own
+    ahead = max(ahead - net / 2.0, 0.0)  # the engine works the backlog off while this request travels
     cal = state.calibration
     if cal is not None and cal.ready:
         queue, prefill = cal.parts_ms(ahead, own)
@@ -118,4 +122,5 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     else:
         queue, prefill, spread = ahead, own, UNCALIBRATED_SPREAD
     return Prediction(rtt_ms=net, queue_ms=queue, prefill_ms=prefill, distance_km=dist, warm=warm,
-                      spread=spread, model_ahead_ms=ahead, model_own_ms=own, rtt_measured=measured)
+                      spread=spread, model_ahead_ms=ahead, model_own_ms=own, rtt_measured=measured,
+                      measured_rtt_ms=state.rtt_ms)

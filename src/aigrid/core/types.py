@@ -173,6 +173,8 @@ class Prediction:
     """... and of this request's own prefill: what calibration compares the observed engine time with."""
     rtt_measured: bool = False
     """rtt_ms is this gateway's measured round trip to the site, not the distance model."""
+    measured_rtt_ms: float | None = None
+    """This gateway's measured round trip to the site (health probes), shown beside the model when unused."""
 
     @property
     def ttft_ms(self) -> float:

@@ -26,6 +26,7 @@ def candidate_dict(c: Candidate) -> dict[str, Any]:
         "total": round(c.total, 4), "scores": {k: round(v, 4) for k, v in c.scores.items()},
         "predicted_ttft_ms": round(p.ttft_ms, 1), "predicted_ttft_p90_ms": round(p.ttft_p90_ms, 1),
         "rtt_ms": round(p.rtt_ms, 1), "rtt_source": "measured" if p.rtt_measured else "distance model",
+        "measured_rtt_ms": None if p.measured_rtt_ms is None else round(p.measured_rtt_ms, 2),
         "queue_ms": round(p.queue_ms, 1), "prefill_ms": round(p.prefill_ms, 1),
         "distance_km": None if p.distance_km is None else round(p.distance_km),
         "cost_usd": c.cost_usd, "notes": list(c.notes),

@@ -85,7 +85,7 @@ class Gateways:
 
     def __init__(self, grid: Grid, telemetry: Telemetry, count: int, candidates: int,
                  local_accounting: bool, cooldown_s: float, pinned: frozenset[str] = frozenset(),
-                 cache: CandidateCache | None = None, shared_sync_s: float = 0.5,
+                 cache: CandidateCache | None = None, shared_sync_s: float = 0.1,
                  failure_threshold: int = 1) -> None:
         self.grid = grid
         self.telemetry = telemetry
@@ -100,11 +100,6 @@ class Gateways:
         self.synced_total: dict[Hashable, Load] = {}
         self.synced_own: list[dict[Hashable, Load]] = [{} for _ in range(count)]
         self.shared_sync_s = shared_sync_s if count > 1 and local_accounting else 0.0
-        self.since_sync: list[dict[int, Load]] = [{} for _ in range(count)]
-        """Per gateway: its own sends since the last exchange (count and prompt tokens per endpoint)."""
-        self.sends_since_sync = [0] * count
-        self.others_per_own = [0.0] * count
-        """Per gateway: the other gateways' sends per own send over the last exchange interval."""
         self.breakers: list[dict[int, CircuitBreaker]] = [{} for _ in range(count)]
         self.calibrations: list[dict[int, Calibration]] = [{} for _ in range(count)]
         self.slots = [max(ep.max_concurrency, 1) for ep in grid.endpoints]
@@ -125,11 +120,6 @@ class Gateways:
         """One exchange through the shared state: every gateway learns every other's ledger as of now."""
         self.synced_total = self.total.copy()
         self.synced_own = [ledger.copy() for ledger in self.ledgers]
-        everyone = sum(self.sends_since_sync)
-        for g, own in enumerate(self.sends_since_sync):
-            self.others_per_own[g] = (everyone - own) / own if own else 0.0
-            self.sends_since_sync[g] = 0
-            self.since_sync[g] = {}
         if not self.telemetry.stopped or any(True for _ in self.total.items()):
             loop.after(self.shared_sync_s, self._sync, loop)
 
@@ -203,13 +193,6 @@ class Gateways:
             others.add(mine_then, -1)
         if own is not None:
             others.add(own)
-        recent = self.since_sync[gateway].get(index)
-        if recent is not None and self.others_per_own[gateway] > 0:
-            # others see what this gateway saw at the last exchange and choose alike: expect their unsynced
-            # sends here in proportion to this gateway's own (the herding that stale views cause)
-            f = self.others_per_own[gateway]
-            others.pending += round(recent.pending * f)
-            others.pending_tokens += round(recent.pending_tokens * f)
         return others
 
     def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float) -> GridView:
@@ -234,13 +217,6 @@ class Gateways:
         if self.local_accounting:
             self.ledgers[gateway].sent(index, prompt_tokens)
             self.total.sent(index, prompt_tokens)
-            if self.shared_sync_s > 0:
-                recent = self.since_sync[gateway].get(index)
-                if recent is None:
-                    recent = self.since_sync[gateway][index] = Load()
-                recent.pending += 1
-                recent.pending_tokens += prompt_tokens
-                self.sends_since_sync[gateway] += 1
 
     def record_first_token(self, gateway: int, index: int, prompt_tokens: int, model_ahead_ms: float,
                            model_own_ms: float, observed_engine_ms: float) -> None:

@@ -79,7 +79,7 @@ class Simulation:
                  candidates: int = 32, local_accounting: bool = True, circuit_cooldown_s: float = 30.0,
                  connect_timeout_s: float = 1.0, max_attempts: int = 3, seed: int = 0,
                  pinned_sites: frozenset[str] = frozenset(), keep_decisions: bool = False,
-                 candidate_cache: CandidateCache | None = None, shared_sync_s: float = 0.5,
+                 candidate_cache: CandidateCache | None = None, shared_sync_s: float = 0.1,
                  failure_threshold: int = 1) -> None:
         self.grid, self.arr, self.router, self.policy, self.net = grid, arrivals, router, policy, network
         self.loop = EventLoop()

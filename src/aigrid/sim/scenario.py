@@ -114,7 +114,7 @@ class GatewayDef(Strict):
     telemetry_lag_s: float = Field(default=1.0, ge=0)
     candidates: int = Field(default=32, ge=1, description="nearest endpoints a regional gateway scores")
     local_accounting: bool = True
-    shared_state_s: float = Field(default=0.5, ge=0, description=(
+    shared_state_s: float = Field(default=0.1, ge=0, description=(
         "how often gateways exchange in-flight ledgers through the shared state (Redis; the live sync "
         "interval); 0: not shared"))
     breaker_failures: int = Field(default=1, ge=1, description="consecutive failures that open a circuit")

@@ -238,7 +238,9 @@ class GatewaySpec(StrictModel):
     first_byte_timeout: FirstByteSpec = FirstByteSpec()
     shared_state_url: str | None = Field(
         default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
-    shared_sync_interval_s: float = Field(default=0.5, gt=0)
+    shared_sync_interval_s: float = Field(default=0.1, gt=0, description=(
+        "how often this gateway exchanges its in-flight ledger, circuit openings and affinity with its peers "
+        "through the shared state; 0.1 s keeps stale-view herding small (docs/routing.md), one Redis pipeline each"))
     otel: OtelSpec = OtelSpec()
 
 
