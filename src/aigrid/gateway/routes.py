@@ -29,6 +29,7 @@ from aigrid.gateway.context_window import check_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.modalities import check_images
 from aigrid.gateway.model_list import model_list
 from aigrid.gateway.model_texts import chat_texts, completion_texts
 from aigrid.gateway.observe import observe
@@ -158,6 +159,8 @@ class Routes:
             asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location)
             prompt = parsed.prompt_text()
+            if path == CHAT_PATH:
+                check_images(parsed.model, body, gw.spec.models)
             check_context(parsed.model, len(prompt), gw.spec.models,
                           "messages" if path == CHAT_PATH else "prompt")
             info = scope_request(principal, asked)
