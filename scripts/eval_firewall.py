@@ -26,6 +26,7 @@ from firewall_data import (  # noqa: E402
     role_prompts,
     trigger_prompts,
 )
+from firewall_short import short_prompts, words_of  # noqa: E402
 
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
 
@@ -33,14 +34,19 @@ TARGETS = {"attack": ">= 90% recall", "trigger words": "<= 3% FPR", "role-play a
            "ordinary": "<= 1% FPR"}
 
 
-def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test") -> list[tuple[str, str, bool, Rows]]:
+def _lines(path: Path, test: bool) -> Rows:
+    return [(line, 0) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")] if path.exists() and test else []
+
+
+def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
+             short: Path = Path("tests/security/short_prompts.txt")) -> list[tuple[str, str, bool, Rows]]:
     """(family, kind, is_document, rows) of one split: "test" for the report; "validation" while developing
     (MT-Bench and harmless_prompts.txt are test-only)."""
     test = split == "test"
     test_attacks = [t for t, y in c.neural_rows(split) if y == 1]
     emails, code = c.emails[split], c.code[split]
-    held_out = [(line, 0) for line in harmless.read_text(encoding="utf-8").splitlines()
-                if line.strip() and not line.startswith("#")] if harmless.exists() and test else []
+    held_out = _lines(harmless, test)
     return [
         ("jailbreaks (neuralchemy)", "attack", False, c.neural_rows(split, "jailbreak", 1)),
         ("hijacking (neuralchemy)", "attack", False, c.neural_rows(split, "hijacking", 1)),
@@ -65,6 +71,10 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test")
         ("harmless role-play and fiction (held-out hand-written openings)", "role-play and fiction", False,
          role_prompts(split, rng)),
         ("ordinary questions (MMLU, GSM8K, MT-Bench held out)", "ordinary", False, c.ordinary[split]),
+        ("short turns and system prompts (tests/security/short_prompts.txt, never trained)", "ordinary", False,
+         _lines(short, test)),
+        ("short turns and system prompts (held-out fillers of the training templates)", "ordinary", False,
+         short_prompts(split, frozenset(words_of(t) for t, _ in _lines(short, True)))),
         ("ordinary (s-labs + neuralchemy benign)", "ordinary", False,
          [r for r in c.slabs[split] + c.neural_rows(split) if r[1] == 0]),
         ("clean documents (unseen e-mails and code threads)", "ordinary", True, [(t, 0) for t in emails + code]),

@@ -7,7 +7,9 @@ Training-only dependencies: scikit-learn, scipy, pyarrow (the `train` extra). Th
 with the standard library and numpy (aigrid.security.firewall.injection).
 
 Data (scripts/firewall_data.py): the train splits of s-labs, neuralchemy and yanismiraoui; hand-written
-harmless prompts with trigger words and role-play openings (train frames only); ordinary questions (MMLU,
+harmless prompts with trigger words and role-play openings (train frames only); short greetings, small
+talk, system prompts and task requests from templates (train fillers only; never a line of
+tests/security/short_prompts.txt); ordinary questions (MMLU,
 GSM8K, MT-Bench except writing and role-play); and documents: windows of the train e-mails and code
 contexts of BIPIA, clean, and with attacks hidden in them (BIPIA attacks of the train categories, and the
 train attacks of the other sets), so the model learns instructions addressed to the assistant inside data.
@@ -39,11 +41,20 @@ from firewall_data import (  # noqa: E402
     role_prompts,
     trigger_prompts,
 )
+from firewall_short import short_prompts, words_of  # noqa: E402
 
-from aigrid.security.firewall.features import buckets  # noqa: E402
+from aigrid.security.firewall.features import buckets, scale  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
 
 DIM = 1 << 18
+SHORT_TEST = Path(__file__).resolve().parent.parent / "tests/security/short_prompts.txt"
+
+
+def held_out_short() -> frozenset[str]:
+    """The words of each line of the short-prompt regression test: no text with the same words (in any casing
+    or punctuation) is generated as training or validation data."""
+    lines = SHORT_TEST.read_text(encoding="utf-8").splitlines() if SHORT_TEST.exists() else []
+    return frozenset(words_of(t) for t in lines if t.strip() and not t.startswith("#"))
 
 
 def training_rows(c: Corpus, rng: random.Random) -> dict[str, Rows]:
@@ -54,6 +65,7 @@ def training_rows(c: Corpus, rng: random.Random) -> dict[str, Rows]:
     return {
         "s-labs": c.slabs["train"], "neuralchemy": c.neural_rows("train"), "yanismiraoui": c.yanis["train"],
         "trigger words": trigger_prompts("train"), "role-play": role_prompts("train", rng),
+        "short turns and system prompts": short_prompts("train", held_out_short()),
         "ordinary": rng.sample(c.ordinary["train"], min(4000, len(c.ordinary["train"]))),
         "documents, clean": benign_windows(contexts, rng, 4000),
         "documents, BIPIA attacks": documents_with_attacks(contexts, c.bipia_attacks["train"], rng, 1500, True),
@@ -67,6 +79,7 @@ def validation_rows(c: Corpus, rng: random.Random) -> tuple[Rows, Rows]:
     """(prompts, documents) of the validation splits."""
     prompts = (c.slabs["validation"] + c.neural_rows("validation") + c.yanis["validation"]
                + trigger_prompts("validation") + role_prompts("validation", rng)
+               + short_prompts("validation", held_out_short())
                + rng.sample(c.ordinary["validation"], min(1500, len(c.ordinary["validation"]))))
     benign = [t for t, y in c.slabs["validation"] + c.neural_rows("validation") if y == 0]
     contexts = c.emails["validation"] + c.code["validation"]
@@ -77,11 +90,11 @@ def validation_rows(c: Corpus, rng: random.Random) -> tuple[Rows, Rows]:
     return prompts, documents
 
 
-def matrix(rows: Rows) -> csr_matrix:
+def matrix(rows: Rows, min_norm: float) -> csr_matrix:
     feats = [buckets(text, DIM) for text, _ in rows]
     indptr = np.cumsum([0] + [len(f) for f in feats])
     indices = np.concatenate(feats) if feats else np.zeros(0, np.int64)
-    values = np.concatenate([np.full(len(f), 1 / np.sqrt(len(f)), np.float32) for f in feats if len(f)]
+    values = np.concatenate([np.full(len(f), scale(len(f), min_norm), np.float32) for f in feats if len(f)]
                             or [np.zeros(0, np.float32)])
     return csr_matrix((values, indices, indptr), shape=(len(rows), DIM))
 
@@ -98,6 +111,8 @@ def main() -> None:
     parser.add_argument("--routing", type=Path, default=Path("../shared/data/model-routing"))
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument("--c", type=float, default=4.0, help="inverse regularisation strength")
+    parser.add_argument("--min-norm", type=float, default=64.0,
+                        help="scale texts with fewer feature buckets as if they had this many (features.scale)")
     parser.add_argument("--max-fpr", type=float, default=0.01, help="validation false positives when flagging")
     parser.add_argument("--max-block-fpr", type=float, default=0.0025, help="... when blocking")
     # per WINDOW of a validation document: a document of ~1,000 characters has ~8 windows, so these are about
@@ -111,9 +126,9 @@ def main() -> None:
     sets = training_rows(corpus, rng)
     train = [row for rows in sets.values() for row in rows]
     clf = LogisticRegression(C=args.c, solver="liblinear", class_weight="balanced", max_iter=3000, random_state=0)
-    clf.fit(matrix(train), np.array([y for _, y in train]))
+    clf.fit(matrix(train, args.min_norm), np.array([y for _, y in train]))
     weights = clf.coef_[0].astype(np.float32)
-    model = InjectionModel(weights, float(clf.intercept_[0]), 0.5, DIM, {})
+    model = InjectionModel(weights, float(clf.intercept_[0]), 0.5, DIM, {"min_norm": args.min_norm})
 
     prompts, documents = validation_rows(corpus, rng)
     p_scores = np.array([model.score(t).probability for t, _ in prompts])
@@ -122,7 +137,7 @@ def main() -> None:
     d_labels = np.array([y for _, y in documents])
     flag = pick_threshold(p_scores, p_labels, args.max_fpr)
     meta = {
-        "trained_on": {name: len(rows) for name, rows in sets.items()}, "c": args.c,
+        "trained_on": {name: len(rows) for name, rows in sets.items()}, "c": args.c, "min_norm": args.min_norm,
         "block_threshold": max(flag, pick_threshold(p_scores, p_labels, args.max_block_fpr)),
         "document_threshold": pick_threshold(d_scores, d_labels, args.max_doc_fpr),
         "document_block_threshold": pick_threshold(d_scores, d_labels, args.max_doc_block_fpr),

@@ -48,7 +48,7 @@ def test_harmless_trigger_words_are_never_blocked(model: InjectionModel, text: s
 
 def test_harmless_trigger_words_rarely_flagged(model: InjectionModel) -> None:
     flagged = [t for t in HARMLESS if model.score(t).is_injection]
-    assert len(flagged) / len(HARMLESS) <= 0.20, flagged  # measured: 9 of 50 (docs/security.md)
+    assert len(flagged) / len(HARMLESS) <= 0.20, flagged  # measured: 6 of 50 (docs/security.md)
 
 
 @pytest.mark.parametrize("text", ATTACKS)

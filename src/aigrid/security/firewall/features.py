@@ -3,7 +3,8 @@
 The same functions run in scripts/train_firewall.py and at request time, so the shipped weights and the
 features they were trained on can never drift apart. Features of the NFKC-normalised, lower-cased text with
 runs of white space collapsed: word unigrams and bigrams (CRC-32 of the word, mixed) and character 3- to
-5-grams (FNV-1a over code points, mixed), all hashed into `dim` buckets, binary, L2-normalised.
+5-grams (FNV-1a over code points, mixed), all hashed into `dim` buckets, binary, L2-normalised (texts of fewer than
+`min_norm` buckets scaled as if they had that many: see scale()).
 
 Long prompts are read in overlapping windows of 600 characters (step 400), documents and tool results in
 windows of 240 (step 120), so one injected sentence in a long page is not diluted: the text's hashes are computed
@@ -13,6 +14,7 @@ microseconds per window, so a 4 MiB body is read in about a second.
 
 from __future__ import annotations
 
+import math
 import re
 import unicodedata
 import zlib
@@ -106,3 +108,10 @@ def buckets(text: str, dim: int) -> Buckets:
         return np.zeros(0, dtype=np.int64)
     hashed = _Hashed(normal)
     return hashed.window(0, hashed.length, dim - 1)
+
+
+def scale(count: int, min_norm: float = 0.0) -> float:
+    """The value of each of a text's `count` binary features: 1/sqrt(count), the L2 norm, except that a text
+    with fewer than `min_norm` buckets is scaled as if it had `min_norm`, so that the few n-grams of a very
+    short text cannot alone push its score to an extreme ("Who are you?" has 38 buckets)."""
+    return 1.0 / math.sqrt(max(count, min_norm, 1))

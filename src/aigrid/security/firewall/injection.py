@@ -26,6 +26,7 @@ from aigrid.security.firewall.features import (
     WINDOW,
     Buckets,
     buckets,
+    scale,
     windows,
 )
 
@@ -62,6 +63,8 @@ class InjectionModel:
         self.document_threshold = _threshold(meta, "document_threshold", threshold)
         self.document_block_threshold = max(self.document_threshold,
                                             _threshold(meta, "document_block_threshold", self.block_threshold))
+        self.min_norm = _threshold(meta, "min_norm", 0.0)
+        """Texts with fewer buckets are scaled as if they had this many (see features.scale)."""
 
     @classmethod
     def load(cls, path: Path = DEFAULT_MODEL_PATH) -> InjectionModel:
@@ -79,7 +82,7 @@ class InjectionModel:
     def _probability(self, b: Buckets) -> float:
         if not len(b):
             return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, self.bias))))
-        z = self.bias + float(self._w[b].sum(dtype=np.float64)) / math.sqrt(len(b))
+        z = self.bias + float(self._w[b].sum(dtype=np.float64)) * scale(len(b), self.min_norm)
         return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
 
     def probability(self, text: str) -> float:
