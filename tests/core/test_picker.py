@@ -25,6 +25,15 @@ def test_a_high_score_that_misses_the_slo_loses_to_a_lower_one_that_meets_it() -
     assert [c.endpoint_id for c in ranked] == ["far", "near"]
 
 
+def test_a_tpot_slo_when_the_policy_sets_one() -> None:
+    from dataclasses import replace
+    slow = Candidate("slow", "slow", "EU", "m", {}, 0.9, Prediction(10.0, 50.0, 0.0, tpot_ms=150.0), 0.0)
+    fast = Candidate("fast", "fast", "EU", "m", {}, 0.5, Prediction(10.0, 50.0, 0.0, tpot_ms=40.0), 0.0)
+    assert SloPicker().pick([slow, fast], POLICY, random.Random(0))[0].endpoint_id == "slow"
+    strict = replace(POLICY, tpot_slo_ms=100.0)
+    assert SloPicker().pick([slow, fast], strict, random.Random(0))[0].endpoint_id == "fast"
+
+
 def test_when_none_meets_the_slo_the_smallest_shortfall_wins() -> None:
     ranked = SloPicker().pick([cand("a", 0.9, 5000.0), cand("b", 0.1, 3000.0)], POLICY, random.Random(0))
     assert ranked[0].endpoint_id == "b"
