@@ -52,7 +52,7 @@ def logistic(x: sparse.csr_matrix, won: np.ndarray, c: float) -> LogisticRegress
 def operating_table(gain: np.ndarray, small: np.ndarray, large: np.ndarray) -> tuple[np.ndarray, ...]:
     """Per threshold tau (send to the large model when gain > tau): the share of large calls and the relative
     quality drop against always-large, measured on the validation split with the train-only model."""
-    tau = np.round(np.linspace(-1.0, 1.0, 201), 4)
+    tau = np.unique(np.concatenate([[-1.0, 1.0], np.quantile(gain, np.linspace(0, 1, 401))]))
     share = np.array([np.mean(gain > t) for t in tau])
     quality = np.array([np.mean(np.where(gain > t, large, small)) for t in tau])
     drop = (large.mean() - quality) / large.mean()

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from aigrid.rightsize.curve import random_curve, router_curve
-from aigrid.rightsize.sw_ranking import outcomes, sw_scores
+from aigrid.rightsize.sw_ranking import outcomes, sw_crossfit_scores, sw_scores
 
 
 def test_perfect_router_recovers_the_gap_with_the_fewest_large_calls():
@@ -34,6 +34,10 @@ def test_sw_ranking_scores_near_neighbours_by_their_outcomes():
     vectors = np.array([[1.0, 0.0]] * 10 + [[0.0, 1.0]] * 10, np.float32)
     small = np.array([0.0] * 10 + [1.0] * 10)
     large = np.ones(20)
-    scores = sw_scores(vectors, small, large)
-    assert outcomes(small, large).tolist() == [1.0] * 10 + [0.5] * 10
+    won = outcomes(small, large)
+    assert won.tolist() == [1.0] * 10 + [0.5] * 10
+    scores = sw_crossfit_scores(vectors, small, large)
     assert scores[:10].min() > scores[10:].max()
+    # from a reference set: weights 10 x 10^(sim / max sim) -> 100 for the own cluster, 10 for the other
+    ref = sw_scores(vectors[:1], vectors, won)
+    assert ref[0] == pytest.approx((100 * 10 * 1.0 + 10 * 10 * 0.5) / (100 * 10 + 10 * 10))

@@ -55,6 +55,10 @@ def model_choice(request: RequestInfo, ranked: Sequence[Candidate]) -> ModelChoi
 def describe(choice: ModelChoice) -> str:
     """One line for the decision's reason."""
     q = choice.estimates
+    if choice.chosen == choice.best:
+        below = sorted(m for m in q if m not in choice.eligible)
+        return (f"model {choice.chosen}: the best estimate ({q[choice.best]:.2f})"
+                + (f"; {', '.join(below)} more than {choice.max_quality_drop:.2f} below it" if below else ""))
     text = (f"model {choice.chosen}: estimated quality {q.get(choice.chosen, float('nan')):.2f}"
             f" vs {choice.best} {q[choice.best]:.2f} (target: within {choice.max_quality_drop:.2f})")
     if choice.chosen != choice.best and choice.cost_saved_usd is not None and choice.ttft_saved_ms is not None:

@@ -54,13 +54,16 @@ def hashed_ngrams(text: str, bits: int = HASH_BITS) -> tuple[npt.NDArray[np.int6
 
 
 def dense_features(text: str) -> npt.NDArray[np.float32]:
-    """A few scale-free statistics of the prompt (names in DENSE_NAMES), each roughly in [0, 1]."""
+    """A few scale-free statistics of the prompt (names in DENSE_NAMES), each roughly in [0, 1]; all but the
+    length read only the clipped text, so a long prompt costs no more than 4,000 characters."""
+    full_length = len(text)
+    text = _clip(text)
     n = max(len(text), 1)
     digits = sum(c.isdigit() for c in text)
     symbols = sum(c in "=+-*/^<>()[]{}$%\\|_" for c in text)
     numbers = len(regex.findall(r"\d+(?:[.,]\d+)?", text))
     return np.array([
-        math.log1p(len(text)) / 10.0,
+        math.log1p(full_length) / 10.0,
         digits / n,
         symbols / n,
         math.log1p(text.count("\n")) / 5.0,
