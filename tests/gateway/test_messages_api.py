@@ -240,3 +240,31 @@ async def test_the_anthropic_sdk_lists_the_models(claude: anthropic.AsyncAnthrop
     ids = {m.id: m for m in page.data}
     assert ids["smollm2-135m"].type == "model" and ids["smollm2-135m"].display_name == "smollm2-135m"
     assert ids["smollm2-135m"].created_at is not None and "all-minilm-l6-v2" in ids
+
+
+PIXEL = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+IMAGE_TURN = [{"role": "user", "content": [
+    {"type": "text", "text": "What is this?"},
+    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}]}]
+
+
+async def test_an_image_for_a_text_only_model_is_refused_before_any_engine(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], gateway: Gateway) -> None:
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await claude.messages.create(model="smollm2-135m", max_tokens=8, messages=IMAGE_TURN)
+    assert "messages.0.content" in info.value.message and "image" in info.value.message
+    assert all(not f.received for f in fakes.values())
+    assert all(gateway.store.state(e).error_rate == 0 for e in fakes)  # no engine was charged a failure
+
+
+async def test_an_image_reaches_a_model_that_takes_images(tmp_path: Path) -> None:
+    spec = spec_in(tmp_path)
+    models = {n: m.model_copy(update={"vision": True}) for n, m in spec.models.items()}
+    fakes = {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    gw = build_gateway(spec.model_copy(update={"models": models}), fakes, rng=random.Random(2), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    client = sdk(gw)
+    await client.messages.create(model="smollm2-135m", max_tokens=8, messages=IMAGE_TURN, extra_headers=FRANKFURT)
+    part = fakes["fra-smollm2"].received[-1]["messages"][0]["content"][1]
+    assert part == {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PIXEL}"}}
+    await client.close()

@@ -75,5 +75,23 @@ class Exchange:
         answered = self.record is not None and self.record.served_by is not None
         return self.reservation.reserved_tokens if answered and self.reservation is not None else 0
 
+    def access_fields(self, now: float) -> dict[str, Any]:
+        """The access log line of this request (aigrid.logs): who, where, how it ended, how long."""
+        record = self.record
+        served = (record.served_by or "").split(" -> ")[-1] if record is not None else ""
+        site = next((c.site_id for c in self.decision.ranked if c.endpoint_id == served), None) \
+            if self.decision is not None and served else None
+        usage = self.final_usage() or {}
+        return {"route": self.route, "decision": self.decision.request_id if self.decision else None,
+                "tenant": self.principal.tenant if self.principal else None,
+                "key": self.principal.key_id if self.principal else None, "model": self.model,
+                "site": site, "endpoint": served or None, "outcome": self.final_outcome(),
+                "status": self.error.status if self.error is not None else None,
+                "ms": round((now - self.started) * 1000, 1),
+                "ttft_ms": None if record is None or record.ttft_ms is None else round(record.ttft_ms, 1),
+                "attempts": len(record.attempts) if record is not None else 0,
+                "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+                "firewall": [f"{v.check}:{v.action}" for v in self.all_verdicts()] or None}
+
     def all_verdicts(self) -> list[Verdict]:
         return [*self.verdicts, *(self.output.verdicts() if self.output is not None else [])]

@@ -54,8 +54,20 @@ def _completion(ref: str, summary: str, errors: dict[str, Any] | None = None) ->
     }}
 
 
+_EMBEDDINGS = {
+    "type": "object", "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string"},
+        "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        "dimensions": {"type": "integer"},
+        "user": {"type": "string"},
+    },
+}
+
+
 def openapi_document(version: str) -> dict[str, Any]:
-    schemas: dict[str, Any] = {"Error": _ERROR, "AnthropicError": _ANTHROPIC_ERROR}
+    schemas: dict[str, Any] = {"Error": _ERROR, "AnthropicError": _ANTHROPIC_ERROR, "EmbeddingRequest": _EMBEDDINGS}
     for model in (ChatRequest, CompletionRequest, MessagesRequest, CountTokensRequest, ResponsesRequest):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
@@ -68,6 +80,11 @@ def openapi_document(version: str) -> dict[str, Any]:
         "paths": {
             "/v1/chat/completions": _completion("#/components/schemas/ChatRequest", "Chat completion, routed"),
             "/v1/completions": _completion("#/components/schemas/CompletionRequest", "Text completion, routed"),
+            "/v1/embeddings": {"post": {
+                "summary": "Embeddings (all-MiniLM-L6-v2), computed by the gateway", "parameters": _HEADERS,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/EmbeddingRequest"}}}},
+                "responses": {**ok, **_errors(400, 401, 403, 429, 503)}}},
             "/v1/messages": _completion("#/components/schemas/MessagesRequest", "Anthropic Messages, routed",
                                         _anthropic_errors(400, 401, 403, 404, 413, 429, 500, 529)),
             "/v1/messages/count_tokens": _completion("#/components/schemas/CountTokensRequest",
@@ -89,6 +106,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "responses": {**ok, **_errors(404)}}},
             "/healthz": {"get": {"summary": "Health", "responses": {**ok, "503": {"description": "no healthy endpoint"}}}},
             "/livez": {"get": {"summary": "Liveness (the process serves)", "responses": ok}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": ok}},
         },
         "components": {"schemas": schemas},
     }

@@ -40,6 +40,7 @@ from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.usage import sse_usage
+from aigrid.logs import fields
 from aigrid.telemetry.store import TelemetryStore
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -252,6 +253,8 @@ class Proxy:
         return Opened(cand, upstream, stack, first, sent_at, first_at, span.headers)
 
     def _fail(self, cand: Candidate, entry: dict[str, Any], reason: str, elapsed: float) -> None:
+        log.warning("endpoint %s failed before the first byte: %s", cand.endpoint_id, reason,
+                    extra=fields(endpoint=cand.endpoint_id, site=cand.site_id, reason=reason))
         self._store.record_failure(cand.endpoint_id, reason)
         self._metrics.retries.labels(cand.endpoint_id).inc()
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "failed_before_first_byte").inc()
@@ -336,6 +339,9 @@ class Proxy:
         return None, "no other endpoint of the same model family could take over"
 
     async def _abandon(self, opened: Opened, record: DecisionRecord, reason: str) -> None:
+        log.warning("endpoint %s %s", opened.cand.endpoint_id, reason,
+                    extra=fields(endpoint=opened.cand.endpoint_id, site=opened.cand.site_id, reason=reason,
+                                 decision=record.decision.request_id))
         await opened.stack.aclose()
         self._store.request_finished(opened.cand.endpoint_id, record.prompt_tokens, had_first_token=True)
         self._store.record_failure(opened.cand.endpoint_id, reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -28,6 +29,7 @@ from aigrid.gateway.context_window import check_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.modalities import check_images
 from aigrid.gateway.model_list import model_list
 from aigrid.gateway.model_texts import chat_texts, completion_texts
 from aigrid.gateway.observe import observe
@@ -36,6 +38,7 @@ from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+from aigrid.logs import fields
 from aigrid.security.authorize import scope_request
 from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText
@@ -43,6 +46,7 @@ from aigrid.security.firewall.texts import ModelText
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
 
+access = logging.getLogger("aigrid.access")
 H_TENANT = "x-aigrid-tenant"
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -85,7 +89,11 @@ class Audited:
             raise
         finally:
             observe(ex, self.gw.metrics)  # the span's end (when traced) and the GenAI metrics
-            await self.gw.guard.finish(ex)
+            try:
+                if not await self.gw.guard.finish(ex):
+                    self.gw.metrics.audit_lost.inc()
+            finally:
+                access.info("%s %s", self.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
 
 
 class Routes:
@@ -151,6 +159,8 @@ class Routes:
             asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location)
             prompt = parsed.prompt_text()
+            if path == CHAT_PATH:
+                check_images(parsed.model, body, gw.spec.models)
             check_context(parsed.model, len(prompt), gw.spec.models,
                           "messages" if path == CHAT_PATH else "prompt")
             info = scope_request(principal, asked)

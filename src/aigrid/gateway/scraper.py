@@ -14,6 +14,7 @@ from aigrid.core.types import Endpoint
 from aigrid.engines.protocol import Engine
 from aigrid.errors import EngineError
 from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.logs import fields
 from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.store import TelemetryStore
 
@@ -42,6 +43,9 @@ class Scraper:
                 self._store.record_rtt(endpoint.id, time.perf_counter() - probe_start)
             stats = await engine.stats() if healthy else None
         except EngineError as e:
+            if self._store.state(endpoint.id).healthy:
+                log.warning("endpoint %s is now UNHEALTHY: %s", endpoint.id, e,
+                            extra=fields(endpoint=endpoint.id, healthy=False, reason=str(e)))
             self._store.record_scrape(endpoint.id, False, None, reason=str(e) or type(e).__name__)
             self._metrics.healthy.labels(*labels).set(0)
             return

@@ -25,6 +25,8 @@ class ModelSpec(StrictModel):
     family: str
     params_b: float = Field(gt=0, description="billions of parameters")
     context: int = Field(default=8192, gt=0)
+    vision: bool = Field(default=False, description="the model reads images (its engines run a vision "
+                         "projector); image input for a model that does not is refused with a 400")
     tool_calls: Literal["constrained", "native"] = Field(
         default="constrained", description="how the agent loop gets tool calls from this model: JSON-schema "
         "constrained output (small models), or the engine's native tool calling (vLLM, SGLang, llama.cpp --jinja)")
@@ -253,6 +255,8 @@ class GatewaySpec(StrictModel):
     shared_sync_interval_s: float = Field(default=0.1, gt=0, description=(
         "how often this gateway exchanges its in-flight ledger, circuit openings and affinity with its peers "
         "through the shared state; 0.1 s keeps stale-view herding small (docs/routing.md), one Redis pipeline each"))
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="JSON logs on stderr: info has one access line per request")
     otel: OtelSpec = OtelSpec()
 
 

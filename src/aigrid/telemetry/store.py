@@ -7,6 +7,7 @@ immediate). snapshot() hands the routing core an immutable view; it is rebuilt o
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -15,10 +16,13 @@ from types import MappingProxyType
 from aigrid.core.calibration import Calibration, observe
 from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, ModelInfo, Prediction, Site
 from aigrid.engines.protocol import EngineStats
+from aigrid.logs import fields
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import InflightLedger, Load, combined, merged_state
 from aigrid.telemetry.shared import LocalReport, SharedView
 from aigrid.telemetry.window import DeltaMean
+
+log = logging.getLogger("aigrid.telemetry")
 
 EWMA_ALPHA = 0.3
 AFFINITY_ENTRIES = 10_000
@@ -94,6 +98,9 @@ class TelemetryStore:
         """A served answer. With its engine TTFT measured (a stream) and the decision's prediction, the
         endpoint's calibration learns from it (core.calibration.observe, the simulator's update too)."""
         live = self._live[endpoint_id]
+        if live.breaker.opened_at is not None:
+            log.warning("circuit of %s closed: the endpoint answered again", endpoint_id,
+                        extra=fields(endpoint=endpoint_id, circuit="closed"))
         live.breaker.record_success()
         live.errors_ewma *= 1 - EWMA_ALPHA
         if ttft_s is not None:
@@ -133,7 +140,12 @@ class TelemetryStore:
 
     def record_failure(self, endpoint_id: str, reason: str) -> None:
         live = self._live[endpoint_id]
+        was_open = live.breaker.opened_at is not None
         live.breaker.record_failure(self._clock())
+        if not was_open and live.breaker.opened_at is not None:
+            log.warning("circuit of %s opened after %d consecutive failures: %s", endpoint_id,
+                        live.breaker.failures, reason,
+                        extra=fields(endpoint=endpoint_id, circuit="open", reason=reason))
         live.errors_ewma = live.errors_ewma * (1 - EWMA_ALPHA) + EWMA_ALPHA
         live.scraped = replace(live.scraped, reason=reason)
         self._dirty.add(endpoint_id)
