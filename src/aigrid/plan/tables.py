@@ -92,7 +92,8 @@ def compare_markdown(result: PlanResult) -> str:
     for r in compare_rows(result):
         money = "-" if r["usd_per_hour"] is None else f"{r['usd_per_hour']:.2f}"
         month = "-" if r["usd_per_month"] is None else f"{r['usd_per_month']:,.0f}"
-        meets = "yes" if r["meets"] else f"no: {r['why_not']}"
+        meets = "yes" if r["meets"] else ("not simulated" if "not simulated" in (r["why_not"] or "") else "no") + \
+            f": {r['why_not']}"
         saves = "-" if r["plan_saves"] is None else f"{r['plan_saves']:.0%}"
         if r["label"] == "plan" and r["plan_saves"] is not None:
             saves += " vs the cheapest naive"

@@ -77,9 +77,11 @@ def _why(outcomes: list[Outcome], attainment: float) -> str:
 
 class Verifier:
     def __init__(self, demand: Demand, traffic: Traffic, backend: Backend,
-                 on_run: Callable[[], None] | None = None, on_plan: Callable[[int], None] | None = None) -> None:
+                 on_run: Callable[[], None] | None = None, on_plan: Callable[[int], None] | None = None,
+                 note: Callable[[str], None] | None = None) -> None:
         self.demand, self.traffic, self.backend = demand, traffic, backend
         self.on_run, self.on_plan = on_run, on_plan
+        self.note = note or (lambda line: None)
         self.attainment = demand.slo.attainment
         self.runs = 0
 
@@ -92,7 +94,11 @@ class Verifier:
         if self.on_plan:
             self.on_plan(len(jobs))
         self.runs += len(jobs)
-        return self.backend.map(jobs, self.on_run)
+        out = self.backend.map(jobs, self.on_run)
+        bad = sum(not passes(o, self.attainment) for o in out)
+        self.note(f"{placement.label}: {len(placement.sites)} sites, {placement.devices} devices, "
+                  f"${placement.usd_per_hour:.2f}/h: {len(out) - bad} of {len(out)} checks pass")
+        return out
 
     def _faster(self, hardware: str) -> str | None:
         offered = sorted(self.demand.supply.hardware, key=lambda h: -HARDWARE[h].bf16_tflops)
