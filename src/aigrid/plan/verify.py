@@ -8,8 +8,8 @@ TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one r
   faster hardware offered instead. Only the failing checks run again, until they pass; then the others
   are confirmed on the final sizes (adding capacity can still move traffic);
 - a passing placement: every site whose busiest check left it under TRIM_UTIL even with one replica fewer
-  loses one, and all checks run again; if that breaks a check, the sites that broke it are restored and
-  never trimmed again.
+  loses one, and all checks run again; if trimming them together breaks a check, they are tried one at a
+  time from then on (the least used first), and a site whose own trim breaks a check is never trimmed again.
 The cheapest placement that passed is kept. A failure no site explains (requests rejected or sent nowhere
 allowed) cannot be fixed by sizes: the verdict says so.
 """
@@ -115,13 +115,14 @@ class Verifier:
         best: Verdict | None = None
         history: list[tuple[float, bool]] = []
         no_trim: set[str] = set()
+        one_at_a_time = False
         rounds = 0
         while rounds < budget:
             key = current.key()
             failing = [i for i, (k, o) in latest.items() if not passes(o, self.attainment)]
             todo = failing or [i for i in range(len(checks)) if i not in latest or latest[i][0] != key]
             if not todo and best is not None and best.placement.key() == key:
-                trimmed = self._trim(current, [o for _, o in latest.values()], no_trim)
+                trimmed = self._trim(current, [o for _, o in latest.values()], no_trim, one_at_a_time)
                 if trimmed is None:
                     break
                 current, trims = trimmed
@@ -134,7 +135,10 @@ class Verifier:
                     best = Verdict(current, outcomes, True, rounds=rounds)
                 else:
                     culprits = _culprits(outcomes, self.attainment)
-                    no_trim.update([s for s in trims if s in culprits] or trims)
+                    if len(trims) > 1 and not one_at_a_time:
+                        one_at_a_time = True  # trimming together broke it: try the sites one by one
+                    else:
+                        no_trim.update([s for s in trims if s in culprits] or trims)
                     current = best.placement
                 continue
             outcomes = self.run(current, [checks[i] for i in todo])
@@ -176,9 +180,10 @@ class Verifier:
                 current = current.scaled(sid, max(1, math.ceil(n * min(0.5, max(0.2, bad)))))
         return current
 
-    def _trim(self, current: Placement, outcomes: list[Outcome],
-              no_trim: set[str]) -> tuple[Placement, list[str]] | None:
-        trims = []
+    def _trim(self, current: Placement, outcomes: list[Outcome], no_trim: set[str],
+              one_at_a_time: bool = False) -> tuple[Placement, list[str]] | None:
+        trims: list[str] = []
+        slack: dict[str, float] = {}
         for s in current.sites:
             n = sum(r for _, r in s.replicas)
             if s.id in no_trim or n <= len(s.replicas):
@@ -186,8 +191,11 @@ class Verifier:
             util = max(o["sites"].get(s.id, {}).get("utilization", 0.0) for o in outcomes)
             if util * n / (n - 1) < TRIM_UTIL:
                 trims.append(s.id)
+                slack[s.id] = util * n / (n - 1)
         if not trims:
             return None
+        if one_at_a_time:
+            trims = [min(trims, key=lambda sid: slack[sid])]
         for sid in trims:
             current = current.scaled(sid, -1)
         return current, trims
