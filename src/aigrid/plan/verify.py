@@ -5,7 +5,8 @@ TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one r
 - a failing check: each site where more than (1 - attainment) of what it served missed the SLO gets more
   replicas (its share of misses, between 20% and 50%, at least one); if it missed while lightly used
   (utilisation under LATENCY_UTIL), the problem is prefill time, not capacity, and it moves to the next
-  faster hardware offered instead. Only the failing checks run again, until they pass; then the others
+  faster hardware offered instead; when misses are spread too thin for any site to cross that share, the
+  site with the most misses grows. Only the failing checks run again, until they pass; then the others
   are confirmed on the final sizes (adding capacity can still move traffic);
 - a passing placement: every site whose busiest check left it under TRIM_UTIL even with one replica fewer
   loses one, and all checks run again; if trimming them together breaks a check, they are tried one at a
@@ -167,8 +168,18 @@ class Verifier:
 
     def _grow(self, current: Placement, outcomes: list[Outcome]) -> Placement | None:
         culprits = _culprits(outcomes, self.attainment)
-        if not culprits:
-            return None
+        if not culprits:  # misses spread thin: grow the site with the most of them, if any site has some
+            counts: dict[str, tuple[int, float]] = {}
+            for o in outcomes:
+                if passes(o, self.attainment):
+                    continue
+                for sid, st in o["sites"].items():
+                    if sid != o["check"]["failed"] and st["bad"] > counts.get(sid, (0, 0.0))[0]:
+                        counts[sid] = (st["bad"], st["utilization"])
+            if not counts:
+                return None
+            sid = max(counts, key=lambda k: counts[k][0])
+            culprits = {sid: (counts[sid][1], 0.2)}
         for sid, (util, bad) in culprits.items():
             site = current.site(sid)
             faster = self._faster(site.hardware) if util < LATENCY_UTIL else None
