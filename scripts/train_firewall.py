@@ -1,117 +1,89 @@
 """Rebuild the prompt-injection classifier shipped in src/aigrid/security/firewall/.
 
-    .venv/bin/python scripts/train_firewall.py [--data ../shared/data/firewall-dev] [--out PATH] [--report]
+    .venv/bin/python scripts/train_firewall.py [--data ../shared/data/firewall-dev] [--out PATH]
+    .venv/bin/python scripts/eval_firewall.py          # held-out recall and false positives per family
 
-Training-only dependencies: scikit-learn, scipy, pyarrow (to read parquet). The shipped artefact loads with
-the standard library alone (see aigrid.security.firewall.injection).
+Training-only dependencies: scikit-learn, scipy, pyarrow (the `train` extra). The shipped artefact loads
+with the standard library and numpy (aigrid.security.firewall.injection).
 
-Data: s-labs and neuralchemy train splits, 80% of yanismiraoui (a stable hash split; the other 20% is held
-out), plus hand-written harmless prompts that use trigger words ("ignore", "system", "password", ...), so
-the model learns that these words alone are not an attack. The threshold is chosen on the validation
-splits: the flag threshold allows a false-positive rate of --max-fpr there, the block threshold of
---max-block-fpr. The test splits and the harmless prompts are only scored, never used to choose anything.
+Data (scripts/firewall_data.py): the train splits of s-labs, neuralchemy and yanismiraoui; hand-written
+harmless prompts with trigger words and role-play openings (train frames only); ordinary questions (MMLU,
+GSM8K, MT-Bench except writing and role-play); and documents: windows of the train e-mails and code
+contexts of BIPIA, clean, and with attacks hidden in them (BIPIA attacks of the train categories, and the
+train attacks of the other sets), so the model learns instructions addressed to the assistant inside data.
+Operating points are chosen on the validation splits only: for prompts, a flag threshold at --max-fpr and a
+block threshold at --max-block-fpr false positives; for documents the same on validation documents. The test
+splits are never used to train or choose anything (scripts/eval_firewall.py reads them).
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import zlib
-from array import array
+import random
+import sys
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
 from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 
-from aigrid.security.firewall.features import featurise
-from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from firewall_data import (  # noqa: E402
+    Corpus,
+    Rows,
+    benign_windows,
+    documents_with_attacks,
+    indirect_instructions,
+    pseudo_documents,
+    role_prompts,
+    trigger_prompts,
+)
+
+from aigrid.security.firewall.features import buckets  # noqa: E402
+from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
 
 DIM = 1 << 18
-Rows = list[tuple[str, int]]
-
-# Harmless prompts that merely contain trigger words. The held-out set in tests/security/harmless_prompts.txt
-# uses other phrasings and is never trained on.
-_HARD_NEGATIVE_FRAMES = [
-    "How do I make git ignore {}?", "Is it safe to ignore {}?", "Can I ignore {} when I file my taxes?",
-    "Please ignore the typo in my last message, I meant {}.", "What happens if I ignore {}?",
-    "Explain how the {} system works.", "What is the best way to design a {} system?",
-    "My {} system keeps crashing, how do I debug it?", "Write a short essay about the {} system.",
-    "I forgot the password for {}, how do I reset it?", "How do I store a {} password securely?",
-    "What makes a good password for {}?", "How often should I change the password of {}?",
-    "What should a password policy for {} say?", "Summarise the previous chapter about {}.",
-    "Translate the instructions for {} into French.", "What are the instructions for assembling {}?",
-    "Act as a tutor and explain {} simply.", "Pretend you are a tour guide and describe {}.",
-    "How do I override the default settings of {}?", "How do I bypass the cache when testing {}?",
-    "What does the admin panel of {} let me do?", "What are the rules for {}?",
-    "Write the rules of a board game about {}.", "What is the company policy on {}?",
-    "Reveal the answer to the riddle about {} after I guess.", "Keep {} secret from my sister: gift ideas?",
-    "What is the secret to good {}?", "Write a system prompt for a chatbot that answers questions about {}.",
-    "You are an expert in {}. What are common beginner mistakes?", "Forget {}, what else can I cook tonight?",
-    "Disregard {} and give me the simplest explanation.", "New instructions for {}: where can I find them?",
-]
-_HARD_NEGATIVE_FILLERS = [
-    "node_modules", "the build folder", "compiler warnings", "the solar", "immune", "file", "booking",
-    "my router", "the wifi", "a database", "a small business", "the nervous", "heating", "my email account",
-    "a laptop", "the linux", "the payroll", "a bookshelf", "the Roman Empire", "CSS", "the school library",
-    "volleyball", "parking", "expense reports", "pasta", "photosynthesis", "a bank account",
-]
 
 
-def hard_negatives() -> Rows:
-    return [(f.format(x), 0) for f in _HARD_NEGATIVE_FRAMES for x in _HARD_NEGATIVE_FILLERS]
-
-
-def read_csv(path: Path) -> Rows:
-    with path.open(newline="", encoding="utf-8") as f:
-        return [(r["text"], int(r["label"])) for r in csv.DictReader(f)]
-
-
-def read_parquet(path: Path) -> Rows:
-    return [(r["text"], int(r["label"])) for r in pq.read_table(path, columns=["text", "label"]).to_pylist()]
-
-
-def read_attacks(path: Path, held_out: bool) -> Rows:
-    with path.open(newline="", encoding="utf-8") as f:
-        texts = [r["prompt_injections"] for r in csv.DictReader(f)]
-    return [(t, 1) for t in texts if (zlib.crc32(t.encode()) % 5 == 0) == held_out]
-
-
-def splits(data: Path) -> dict[str, dict[str, Rows]]:
+def training_rows(c: Corpus, rng: random.Random) -> dict[str, Rows]:
+    attacks = [t for t, y in c.slabs["train"] + c.neural_rows("train") + c.yanis["train"] if y == 1]
+    benign = [t for t, y in c.slabs["train"] + c.neural_rows("train") if y == 0] + [t for t, _ in c.ordinary["train"]]
+    contexts = c.emails["train"] + c.code["train"] + pseudo_documents(benign, rng, 400)
+    data_contexts = contexts
     return {
-        "train": {"s-labs": read_csv(data / "s-labs/train.csv"),
-                  "neuralchemy": read_parquet(data / "neuralchemy/core-train.parquet"),
-                  "yanismiraoui": read_attacks(data / "yanismiraoui/prompt_injections.csv", held_out=False),
-                  "hard-negatives": hard_negatives()},
-        "validation": {"s-labs": read_csv(data / "s-labs/validation.csv"),
-                       "neuralchemy": read_parquet(data / "neuralchemy/core-validation.parquet")},
-        "test": {"s-labs": read_csv(data / "s-labs/test.csv"),
-                 "neuralchemy": read_parquet(data / "neuralchemy/core-test.parquet"),
-                 "yanismiraoui (20% held out)": read_attacks(data / "yanismiraoui/prompt_injections.csv", True)},
+        "s-labs": c.slabs["train"], "neuralchemy": c.neural_rows("train"), "yanismiraoui": c.yanis["train"],
+        "trigger words": trigger_prompts("train"), "role-play": role_prompts("train", rng),
+        "ordinary": rng.sample(c.ordinary["train"], min(4000, len(c.ordinary["train"]))),
+        "documents, clean": benign_windows(contexts, rng, 4000),
+        "documents, BIPIA attacks": documents_with_attacks(contexts, c.bipia_attacks["train"], rng, 1500, True),
+        "documents, other attacks": documents_with_attacks(data_contexts, attacks, rng, 1500, True),
+        "documents, hand-written indirect": documents_with_attacks(contexts, indirect_instructions("train"), rng,
+                                                                   1500, True),
     }
 
 
+def validation_rows(c: Corpus, rng: random.Random) -> tuple[Rows, Rows]:
+    """(prompts, documents) of the validation splits."""
+    prompts = (c.slabs["validation"] + c.neural_rows("validation") + c.yanis["validation"]
+               + trigger_prompts("validation") + role_prompts("validation", rng)
+               + rng.sample(c.ordinary["validation"], min(1500, len(c.ordinary["validation"]))))
+    benign = [t for t, y in c.slabs["validation"] + c.neural_rows("validation") if y == 0]
+    contexts = c.emails["validation"] + c.code["validation"]
+    pseudo = pseudo_documents(benign + [t for t, _ in c.ordinary["validation"]], rng, 300)
+    documents = (benign_windows(contexts, rng, 600) + benign_windows(pseudo, rng, 1200) + [(t, 0) for t in contexts]
+                 + documents_with_attacks(contexts, c.bipia_attacks["validation"], rng, 300, False)
+                 + documents_with_attacks(contexts, indirect_instructions("validation"), rng, 300, False))
+    return prompts, documents
+
+
 def matrix(rows: Rows) -> csr_matrix:
-    indptr: list[int] = [0]
-    indices: list[int] = []
-    values: list[float] = []
-    for text, _ in rows:
-        feats = featurise(text, DIM)
-        indices.extend(feats.keys())
-        values.extend(feats.values())
-        indptr.append(len(indices))
-    return csr_matrix((np.array(values, dtype=np.float32), indices, indptr), shape=(len(rows), DIM))
-
-
-def metrics(scores: np.ndarray, labels: np.ndarray, threshold: float) -> dict[str, float]:
-    pred = scores >= threshold
-    tp, fp = int((pred & (labels == 1)).sum()), int((pred & (labels == 0)).sum())
-    fn, tn = int((~pred & (labels == 1)).sum()), int((~pred & (labels == 0)).sum())
-    return {"n": len(labels), "precision": tp / (tp + fp) if tp + fp else float("nan"),
-            "recall": tp / (tp + fn) if tp + fn else float("nan"),
-            "fpr": fp / (fp + tn) if fp + tn else float("nan")}
+    feats = [buckets(text, DIM) for text, _ in rows]
+    indptr = np.cumsum([0] + [len(f) for f in feats])
+    indices = np.concatenate(feats) if feats else np.zeros(0, np.int64)
+    values = np.concatenate([np.full(len(f), 1 / np.sqrt(len(f)), np.float32) for f in feats if len(f)]
+                            or [np.zeros(0, np.float32)])
+    return csr_matrix((values, indices, indptr), shape=(len(rows), DIM))
 
 
 def pick_threshold(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> float:
@@ -123,45 +95,41 @@ def pick_threshold(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/firewall-dev"))
+    parser.add_argument("--routing", type=Path, default=Path("../shared/data/model-routing"))
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument("--c", type=float, default=4.0, help="inverse regularisation strength")
-    parser.add_argument("--harmless", type=Path, default=Path("tests/security/harmless_prompts.txt"),
-                        help="held-out harmless prompts with trigger words: false positives are reported")
-    parser.add_argument("--max-fpr", type=float, default=0.01, help="validation false-positive rate for flagging")
-    parser.add_argument("--max-block-fpr", type=float, default=0.0025,
-                        help="validation false-positive rate for blocking (the stricter operating point)")
+    parser.add_argument("--max-fpr", type=float, default=0.01, help="validation false positives when flagging")
+    parser.add_argument("--max-block-fpr", type=float, default=0.0025, help="... when blocking")
+    # per WINDOW of a validation document: a document of ~1,000 characters has ~8 windows, so these are about
+    # 1.6% and 0.8% per document
+    parser.add_argument("--max-doc-fpr", type=float, default=0.002, help="... per document window, flagging")
+    parser.add_argument("--max-doc-block-fpr", type=float, default=0.001, help="... per document window, blocking")
     args = parser.parse_args()
 
-    data = splits(args.data)
-    train = [row for rows in data["train"].values() for row in rows]
-    model = LogisticRegression(C=args.c, solver="liblinear", class_weight="balanced", max_iter=2000,
-                               random_state=0)
-    model.fit(matrix(train), np.array([label for _, label in train]))
+    corpus = Corpus(args.data, args.routing)
+    rng = random.Random(12)
+    sets = training_rows(corpus, rng)
+    train = [row for rows in sets.values() for row in rows]
+    clf = LogisticRegression(C=args.c, solver="liblinear", class_weight="balanced", max_iter=3000, random_state=0)
+    clf.fit(matrix(train), np.array([y for _, y in train]))
+    weights = clf.coef_[0].astype(np.float32)
+    model = InjectionModel(weights, float(clf.intercept_[0]), 0.5, DIM, {})
 
-    def score(rows: Rows) -> tuple[np.ndarray, np.ndarray]:
-        return model.predict_proba(matrix(rows))[:, 1], np.array([label for _, label in rows])
-
-    val = [row for rows in data["validation"].values() for row in rows]
-    val_scores = score(val)
-    threshold = pick_threshold(*val_scores, args.max_fpr)
-    block_threshold = max(threshold, pick_threshold(*val_scores, args.max_block_fpr))
-    evaluated = {split: dict(data[split]) for split in ("validation", "test")}
-    if args.harmless.exists():
-        evaluated["test"]["harmless trigger-word prompts"] = [
-            (line, 0) for line in args.harmless.read_text(encoding="utf-8").splitlines()
-            if line.strip() and not line.startswith("#")]
-    report: dict[str, dict[str, dict[str, float]]] = {}
-    for split, sets in evaluated.items():
-        for name, rows in sets.items():
-            scores, labels = score(rows)
-            report[f"{split} / flag"] = dict(report.get(f"{split} / flag", {}), **{name: metrics(scores, labels, threshold)})
-            report[f"{split} / block"] = dict(report.get(f"{split} / block", {}),
-                                              **{name: metrics(scores, labels, block_threshold)})
-    weights = array("f", model.coef_[0].astype(np.float32).tolist())
-    meta = {"trained_on": sorted(data["train"]), "c": args.c, "max_fpr": args.max_fpr,
-            "block_threshold": block_threshold, "report": report}
-    InjectionModel(weights, float(model.intercept_[0]), threshold, DIM, meta).save(args.out)
-    print(json.dumps({"threshold": threshold, "block_threshold": block_threshold, **report}, indent=2))
+    prompts, documents = validation_rows(corpus, rng)
+    p_scores = np.array([model.score(t).probability for t, _ in prompts])
+    p_labels = np.array([y for _, y in prompts])
+    d_scores = np.array([model.score(t, document=True).probability for t, _ in documents])
+    d_labels = np.array([y for _, y in documents])
+    flag = pick_threshold(p_scores, p_labels, args.max_fpr)
+    meta = {
+        "trained_on": {name: len(rows) for name, rows in sets.items()}, "c": args.c,
+        "block_threshold": max(flag, pick_threshold(p_scores, p_labels, args.max_block_fpr)),
+        "document_threshold": pick_threshold(d_scores, d_labels, args.max_doc_fpr),
+        "document_block_threshold": pick_threshold(d_scores, d_labels, args.max_doc_block_fpr),
+        "validation": {"prompts": len(prompts), "documents": len(documents)},
+    }
+    InjectionModel(weights, float(clf.intercept_[0]), flag, DIM, meta).save(args.out)
+    print(json.dumps({"threshold": flag, **meta}, indent=2))
 
 
 if __name__ == "__main__":

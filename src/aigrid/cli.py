@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from aigrid.gateway.app import Gateway
     from aigrid.gateway.server import ExtraRoutes
+    from aigrid.spec.models import GridSpec
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="aigrid: an inference grid behind one OpenAI-compatible endpoint.")
@@ -80,16 +81,30 @@ ReplayOpt = Annotated[Path | None, typer.Option(help="a simulator run (aigrid si
                                                    "replay at /dashboard?replay=1")]
 
 
+LogLevelOpt = Annotated[str | None, typer.Option(
+    help="JSON log level on stderr: debug, info (one access line per request), warning, error "
+         "(default: the spec's gateway.log_level)")]
+
+
+def _with_log_level(spec: GridSpec, level: str | None) -> GridSpec:
+    if level is None:
+        return spec
+    if level not in ("debug", "info", "warning", "error"):
+        raise typer.BadParameter("must be debug, info, warning or error", param_hint="--log-level")
+    return spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"log_level": level})})
+
+
 @app.command()
 def up(spec: SpecArg = Path("examples/demo.yaml"),
        port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None,
-       replay: ReplayOpt = None) -> None:
+       replay: ReplayOpt = None, log_level: LogLevelOpt = None) -> None:
     """Start every embedded engine of the spec and the gateway, in the foreground. Ctrl-C stops all."""
     from aigrid.gateway.server import run_grid
     from aigrid.spec.load import load_spec
 
     try:
-        _run(run_grid(load_spec(spec), console, port=port, extra_routes=_dashboard(replay)))
+        _run(run_grid(_with_log_level(load_spec(spec), log_level), console, port=port,
+                      extra_routes=_dashboard(replay)))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:
@@ -100,13 +115,13 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
 def gateway(spec: SpecArg,
             port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None,
             redis: Annotated[str | None, typer.Option(help="redis://host:port/db shared with other gateways")] = None,
-            replay: ReplayOpt = None) -> None:
+            replay: ReplayOpt = None, log_level: LogLevelOpt = None) -> None:
     """Run only a gateway, in front of engines that run elsewhere (every endpoint needs a url)."""
     from aigrid.gateway.server import run_grid
     from aigrid.spec.load import load_spec
 
     try:
-        s = load_spec(spec)
+        s = _with_log_level(load_spec(spec), log_level)
         if redis is not None:
             s = s.model_copy(update={"gateway": s.gateway.model_copy(update={"shared_state_url": redis})})
         _run(run_grid(s, console, port=port, start_engines=False, extra_routes=_dashboard(replay)))

@@ -11,6 +11,10 @@ from rich.text import Text
 from aigrid.core.types import AXES
 
 
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
 def render_decision(d: dict[str, Any]) -> Group:
     head = Text.assemble(("decision ", "bold"), d["id"], f"  policy {d['policy']}  tenant {d.get('tenant', '?')}  "
                          f"model {d.get('model', '?')}  status {d.get('status', '?')}")
@@ -19,15 +23,24 @@ def render_decision(d: dict[str, Any]) -> Group:
     lines = [head, Text(f"client location {where}; served by {d.get('served_by') or '-'}"
                         + (f" in {d['ttft_ms']:.0f} ms to first byte" if d.get("ttft_ms") is not None else "")),
              Text(d["reason"], style="italic")]
-    t = Table(title="candidates (best first)", show_lines=False)
-    for col in ("#", "endpoint", "site", "juris.", *AXES, "total", "pred. TTFT ms", "rtt", "queue", "prefill", "km"):
+    served = next((c for c in d["candidates"] if c["endpoint"] == d.get("served_by")), None)
+    if served is not None and d.get("ttft_ms") is not None and "predicted_ttft_p90_ms" in served:
+        lines.append(Text(f"predicted TTFT p50 {served['predicted_ttft_ms']:.0f} ms, p90 "
+                          f"{served['predicted_ttft_p90_ms']:.0f} ms; observed {d['ttft_ms']:.0f} ms "
+                          f"({d['ttft_ms'] / max(served['predicted_ttft_ms'], 1e-3):.2f}x the p50)"))
+    t = Table(title="candidates (best first): TTFT = rtt + queue + prefill; rtt measured (m) or modelled",
+              show_lines=False)
+    for col in ("#", "endpoint", "site", "juris.", *AXES, "total", "pred. TTFT ms", "p90", "rtt", "queue", "prefill",
+                "km", "gw rtt"):
         t.add_column(col, justify="right" if col not in ("endpoint", "site", "juris.") else "left")
     for i, c in enumerate(d["candidates"], 1):
         style = "bold green" if c["endpoint"] == d.get("served_by") else None
         t.add_row(str(i), c["endpoint"], c["site"], c["jurisdiction"],
                   *(f"{c['scores'][a]:.2f}" for a in AXES), f"{c['total']:.3f}",
-                  f"{c['predicted_ttft_ms']:.0f}", f"{c['rtt_ms']:.0f}", f"{c['queue_ms']:.0f}",
+                  f"{c['predicted_ttft_ms']:.0f}", _num(c.get("predicted_ttft_p90_ms")),
+                  f"{c['rtt_ms']:.0f}{' m' if c.get('rtt_source') == 'measured' else ''}", f"{c['queue_ms']:.0f}",
                   f"{c['prefill_ms']:.0f}", "-" if c["distance_km"] is None else f"{c['distance_km']:,}",
+                  "-" if c.get("measured_rtt_ms") is None else f"{c['measured_rtt_ms']:.1f}",
                   style=style)
     parts: list[Any] = [*lines, t]
     if d["rejected"]:

@@ -34,6 +34,9 @@ class ScriptedEngine:
                                    _once(b'{"error":{"message":"bad request"}}'))
             return
         reply = self.replies.pop(0)
+        if self.received[-1].get("stream") is False:  # an explicit non-streamed request: one JSON answer
+            yield UpstreamResponse(200, {"content-type": "application/json"}, _once(orjson.dumps(_completion(reply))))
+            return
         yield UpstreamResponse(200, {"content-type": "text/event-stream"}, self._sse(reply))
 
     async def _sse(self, reply: dict[str, Any]) -> AsyncIterator[bytes]:
@@ -64,6 +67,17 @@ class ScriptedEngine:
 
     async def aclose(self) -> None:
         pass
+
+
+def _completion(reply: dict[str, Any]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.get("content") or None}
+    if reply.get("tool_calls"):
+        message["tool_calls"] = [{"id": f"call_{i}", "type": "function", "function": {
+            "name": tc["name"], "arguments": orjson.dumps(tc["arguments"]).decode()}}
+            for i, tc in enumerate(reply["tool_calls"])]
+    finish = "tool_calls" if reply.get("tool_calls") else reply.get("finish", "stop")
+    return {"object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

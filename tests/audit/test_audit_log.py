@@ -187,3 +187,36 @@ async def test_unserialisable_record_fails_in_the_caller_not_the_writer(tmp_path
     await log.append(record(1))
     await log.stop()  # does not hang: the writer is still alive
     assert verify(tmp_path / "audit.db", KEY.public_key()).records == 1
+
+
+async def test_a_bug_in_the_writer_is_logged_and_the_writer_restarts_without_losing_the_batch(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log = AuditLog(tmp_path / "a.db", KEY, retry_s=0.01)
+    await log.start()
+    real, calls = log.store.append, []
+
+    def flaky(entries: list[tuple[float, str]]) -> int:
+        calls.append(len(entries))
+        if len(calls) == 1:
+            raise KeyError("a bug, not a disk error")
+        return real(entries)
+
+    log.store.append = flaky  # type: ignore[method-assign]
+    with caplog.at_level("ERROR", logger="aigrid.audit.log"):
+        await log.append(record(0))
+        await asyncio.wait_for(log.flush(), 5)
+    assert log.restarts == 1 and "restarting" in caplog.text and "KeyError" in caplog.text
+    await log.stop()
+    assert verify(tmp_path / "a.db", KEY.public_key()).records == 1
+
+
+async def test_append_waits_a_bounded_time_then_says_the_log_is_unavailable(tmp_path: Path) -> None:
+    from aigrid.errors import AuditUnavailable
+
+    log = AuditLog(tmp_path / "a.db", KEY, queue_max=1)
+    await log.start()
+    log._task.cancel()  # type: ignore[union-attr]  # a writer that no longer drains the queue
+    await log.append(record(0), timeout=0.05)
+    assert not log.accepting()
+    with pytest.raises(AuditUnavailable, match="queue stayed full for 0.05 s"):
+        await log.append(record(1), timeout=0.05)

@@ -39,6 +39,10 @@ def test_live_page_shows_sites_and_decisions_from_several_cities(served: Served,
                 sent[r.headers["x-aigrid-decision"]] = city
         page.wait_for_function(f"() => document.querySelectorAll('#decisions tbody tr').length >= {len(sent)}",
                                timeout=15000)
+        # each row is drawn at the decision and updated when the answer is over: wait for the outcomes
+        page.wait_for_function("() => [...document.querySelectorAll('#decisions tbody tr')].filter("
+                               f"tr => tr.children[13] && tr.children[13].textContent === 'ok').length >= {len(sent)}",
+                               timeout=15000)
         rows = page.eval_on_selector_all(
             "#decisions tbody tr", "trs => trs.map(tr => [tr.dataset.id, ...[...tr.children].map(td => td.textContent)])")
         seen = {r[0]: r[1:] for r in rows}

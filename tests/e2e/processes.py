@@ -117,7 +117,9 @@ def running_grid(spec: Path, cwd: Path, *, stop: signal.Signals = signal.SIGINT,
     """`aigrid up SPEC` as a real process (the CLI users run, dashboard mounted): returns once its banner is
     printed and `healthy` endpoints pass their checks; always stopped (with `stop`) afterwards."""
     port = free_port()
-    proc = subprocess.Popen([str(BIN / "aigrid"), "up", str(spec), "--port", str(port)], cwd=cwd,
+    # warnings only: stdout is read up to the banner, so an access line per request would fill the pipe
+    proc = subprocess.Popen([str(BIN / "aigrid"), "up", str(spec), "--port", str(port), "--log-level", "warning"],
+                            cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "COLUMNS": "200"})
     try:

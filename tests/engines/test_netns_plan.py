@@ -8,7 +8,7 @@ import struct
 
 import pytest
 
-from aigrid.core.geo import distance_km, rtt_ms
+from aigrid.core.geo import DEFAULT_OVERHEAD_MS, distance_km, rtt_ms
 from aigrid.core.types import GeoPoint
 from aigrid.engines import netns_delay as nfq
 from aigrid.engines.netns_plan import (
@@ -29,7 +29,7 @@ TOKYO = GeoPoint(35.68, 139.69)
 
 def test_each_link_carries_half_the_modelled_round_trip() -> None:
     links = {link.site_id: link for link in plan_links(FRANKFURT, {"fra": FRANKFURT, "nrt": TOKYO})}
-    assert links["fra"].one_way_ms == pytest.approx(1.0)  # only the fixed overhead: same city
+    assert links["fra"].one_way_ms == pytest.approx(DEFAULT_OVERHEAD_MS / 2)  # only the fixed overhead: same city
     assert links["nrt"].rtt_ms == pytest.approx(rtt_ms(distance_km(FRANKFURT, TOKYO)))
     assert 130 < links["nrt"].rtt_ms < 150
 

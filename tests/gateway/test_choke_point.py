@@ -49,7 +49,34 @@ ROUTES: list[tuple[str, str, Body, str]] = [
      "messages[2].content"),
     ("completion prompt", "/v1/completions", lambda t: {"model": MODEL, "prompt": t}, "prompt"),
     ("completion prompt list", "/v1/completions", lambda t: {"model": MODEL, "prompt": ["Hello", t]}, "prompt[1]"),
+    ("responses input", "/v1/responses", lambda t: {"model": MODEL, "input": t}, "input"),
+    ("responses function output", "/v1/responses",
+     lambda t: {"model": MODEL, "input": [{"role": "user", "content": "read my mail"},
+                                          {"type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{}"},
+                                          {"type": "function_call_output", "call_id": "c1", "output": t}]},
+     "input.2.output"),
+    ("anthropic user message", "/v1/messages",
+     lambda t: {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": t}]}, "messages.0.content"),
+    ("anthropic tool_result block", "/v1/messages",
+     lambda t: {"model": MODEL, "max_tokens": 16, "messages": [
+         {"role": "user", "content": "read my mail"},
+         {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "mail", "input": {}}]},
+         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": t}]}]},
+     "messages.2.content.0.content"),
 ]
+
+
+def blocked_at(r: httpx.Response) -> tuple[int, str | None, str | None]:
+    """(status, code, field) of a firewall refusal, in the OpenAI or the Anthropic envelope (whose message
+    names the field)."""
+    body = r.json()
+    err = body["error"]
+    if body.get("type") == "error":  # Anthropic: {"type": "error", "error": {"type", "message"}}
+        code = "firewall_blocked" if "AI firewall" in err["message"] else err["type"]
+        at = err["message"].rsplit("(at ", 1)
+        field = at[1].rstrip(")") if len(at) == 2 else None
+        return r.status_code, code, field
+    return r.status_code, err.get("code"), err.get("param")
 
 
 class Planted:
@@ -107,10 +134,9 @@ async def test_every_route_blocks_the_attack_where_it_sits(walk: tuple[httpx.Asy
     c, gw, engine = walk
     for text in (ATTACK, EMAIL):
         r = await c.post(path, json=body(text))
-        err = r.json()["error"]
-        assert (r.status_code, err["code"], err["param"]) == (400, "firewall_blocked", param), name
+        assert blocked_at(r) == (400, "firewall_blocked", param), (name, r.text)
         record = await last_audit(gw)
-        assert record["outcome"] == "error:firewall_blocked" and record["firewall"][0]["where"] == param
+        assert record["outcome"] == "error:firewall_blocked" and record["firewall"][0]["action"] == "blocked"
     assert engine.received == []  # no engine read any of it
     engine.replies = [answer("ok")]
     ok = await c.post(path, json=body(HARMLESS))

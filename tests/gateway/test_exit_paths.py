@@ -174,7 +174,8 @@ def _scope(path: str) -> dict[str, Any]:
                         *((k.encode(), v.encode()) for k, v in TENANT.items())]}
 
 
-async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool) -> None:
+async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool,
+                       path: str = "/v1/chat/completions", body: dict[str, Any] | None = None) -> None:
     """Start a long streamed answer; after its first chunks, either hang up (leave) or cancel the task
     serving it, as a gateway shutdown does."""
     for f in fakes.values():
@@ -188,8 +189,8 @@ async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool
         nonlocal sent_body
         if not sent_body:
             sent_body = True
-            return {"type": "http.request", "body": orjson.dumps({**CHAT, "stream": True, "max_tokens": 300}),
-                    "more_body": False}
+            sent = body if body is not None else {**CHAT, "stream": True, "max_tokens": 300}
+            return {"type": "http.request", "body": orjson.dumps(sent), "more_body": False}
         await hung_up.wait()
         return {"type": "http.disconnect"}
 
@@ -197,7 +198,7 @@ async def _stream_then(gw: Gateway, fakes: dict[str, FakeEngine], *, leave: bool
         if message["type"] == "http.response.body" and message.get("body"):
             got_chunk.set()
 
-    task = asyncio.create_task(app(_scope("/v1/chat/completions"), receive, send))
+    task = asyncio.create_task(app(_scope(path), receive, send))
     await asyncio.wait_for(got_chunk.wait(), 5)
     if leave:
         hung_up.set()
@@ -214,6 +215,19 @@ async def test_client_gone_mid_stream(metered: Gateway, fakes: dict[str, FakeEng
     assert row["outcome"] == "client_closed"
     assert await balance(metered) > 300  # the answer was under way, its count unknown: the reservation stays
     assert inflight(metered) == 0
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/messages", {"model": "smollm2-135m", "max_tokens": 300, "stream": True,
+                      "messages": [{"role": "user", "content": "Say hello"}]}),
+    ("/v1/responses", {"model": "smollm2-135m", "max_output_tokens": 300, "stream": True, "input": "Say hello"}),
+])
+async def test_client_gone_mid_stream_on_the_other_front_doors(metered: Gateway, fakes: dict[str, FakeEngine],
+                                                                path: str, body: dict[str, Any]) -> None:
+    await _stream_then(metered, fakes, leave=True, path=path, body=body)
+    row = await the_one_record(metered)
+    assert row["outcome"] == "client_closed"
+    assert await balance(metered) > 300 and inflight(metered) == 0
 
 
 async def test_gateway_shutdown_mid_stream(metered: Gateway, fakes: dict[str, FakeEngine]) -> None:
@@ -274,6 +288,36 @@ async def test_a_stalled_audit_log_refuses_new_requests_with_503(tmp_path: Path,
             third = await c.post("/v1/chat/completions", json=CHAT)
         assert first.status_code == second.status_code == 200
         assert third.status_code == 503 and third.json()["error"]["code"] == "audit_unavailable"
+        assert gw.metrics.rejected.labels("audit_unavailable")._value.get() == 1
+        assert gw.metrics.audit_lost._value.get() == 1  # the refusal's own record found no room either
     finally:
         release.set()
         await gw.guard.stop()
+
+
+async def test_one_access_line_per_request_with_decision_site_outcome_and_timings(
+        client: httpx.AsyncClient, metered: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="aigrid.access"):
+        ok = await client.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+        blocked = await client.post("/v1/completions", json={"model": "smollm2-135m", "prompt": ATTACK}, headers=TENANT)
+    lines = [r.aigrid_fields for r in caplog.records if r.name == "aigrid.access"]  # type: ignore[attr-defined]
+    assert len(lines) == 2
+    first, second = lines
+    assert first["decision"] == ok.headers["x-aigrid-decision"] and first["site"] == ok.headers["x-aigrid-site"]
+    assert (first["tenant"], first["outcome"], first["completion_tokens"]) == ("metered", "ok", 4)
+    assert first["ms"] >= 0 and first["ttft_ms"] is not None and first["attempts"] == 1
+    assert (second["outcome"], second["status"], second["firewall"]) == (
+        "error:firewall_blocked", 400, ["injection:blocked"])
+    assert blocked.status_code == 400
+
+
+async def test_engine_failures_and_circuit_changes_are_logged(
+        client: httpx.AsyncClient, metered: Gateway, fakes: dict[str, FakeEngine],
+        caplog: pytest.LogCaptureFixture) -> None:
+    fakes["nrt-smollm2"].down = True
+    with caplog.at_level("WARNING"):
+        for _ in range(3):
+            await client.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+    text = caplog.text
+    assert "endpoint nrt-smollm2 failed before the first byte" in text
+    assert "circuit of nrt-smollm2 opened after 3 consecutive failures" in text

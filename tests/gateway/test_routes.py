@@ -192,7 +192,10 @@ async def test_prefix_affinity_is_remembered(client: httpx.AsyncClient) -> None:
 
 async def test_models_health_metrics(client: httpx.AsyncClient) -> None:
     models = (await client.get("/v1/models")).json()
-    assert {m["id"] for m in models["data"]} == {"smollm2-135m", "auto"}
+    kinds = {m["id"]: m["kind"] for m in models["data"]}
+    assert kinds == {"smollm2-135m": "chat", "auto": "chat", "all-minilm-l6-v2": "embedding"}
+    embedding = next(m for m in models["data"] if m["kind"] == "embedding")
+    assert embedding["dimensions"] == 384 and "sentence-transformers/all-MiniLM-L6-v2" in embedding["aliases"]
     await chat(client, "Tokyo")
     metrics = (await client.get("/metrics")).text
     assert 'aigrid_requests_total{endpoint="nrt-smollm2",outcome="ok",site="nrt"} 1.0' in metrics

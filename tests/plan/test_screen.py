@@ -52,11 +52,12 @@ def test_eu_only_tenant_gets_two_eu_sites_for_n_plus_1() -> None:
     assert z.cost_usd_h > 0 and z.penalty_usd_h == 0
 
 
-def test_higher_target_utilisation_needs_no_more_devices() -> None:
+def test_higher_target_utilisation_costs_no_more() -> None:
     s = screen(demand())
     sites = list(range(len(s.cands)))
     low, high = s.size(sites, 0.4), s.size(sites, 0.7)
-    assert sum(sum(r.values()) for r in high.replicas) <= sum(sum(r.values()) for r in low.replicas)
+    # not "no more devices": at a higher target the sizing may pick more of a cheaper kind
+    assert high.cost_usd_h <= low.cost_usd_h
 
 
 def test_a_single_allowed_site_is_a_structural_n_plus_1_gap() -> None:

@@ -64,7 +64,9 @@ def test_site_loop_saves_about_n_round_trips_for_a_far_client(experiment: Experi
     # Each model call shares its engine's steps with other requests' prefills, so a single session's time
     # varies by up to a couple of hundred ms either way (a one-step session can even lose); over the
     # sessions the saving is N round trips, and at 16 steps nearly every session saves most of them.
-    assert 0.75 < np.median(saved) / np.median(expected) < 1.25
+    # A client-loop call is routed afresh to the replica with the least work ahead, which the pinned site loop
+    # cannot do: with one step that choice is worth a good part of the one round trip saved.
+    assert (0.5 if steps == 1 else 0.75) < np.median(saved) / np.median(expected) < 1.25
     if steps >= 4:
         assert 0.75 < saved.mean() / expected.mean() < 1.25
     if steps >= 16:

@@ -9,7 +9,7 @@ from aigrid.sim.network import Network, distances_km
 def test_rtt_is_overhead_plus_route_factor_times_fibre_round_trip() -> None:
     net = Network(route_factor=1.5, overhead_ms=2.0, jitter_ms=0.0)
     assert net.rtt_ms(1000.0, 0.3) == 2.0 + 1.5 * 2 * 1000 / 200  # 17 ms
-    assert net.base_rtt_ms(6000.0) == rtt_ms(6000.0)  # the same formula the scheduler predicts with
+    assert Network().base_rtt_ms(6000.0) == rtt_ms(6000.0)  # the same formula (and defaults) the scheduler predicts with
 
 
 def test_jitter_is_one_sided_with_the_configured_mean() -> None:

@@ -9,7 +9,16 @@ health, capacity) and then ranks the survivors by one simple key instead of five
 - least loaded: fewest outstanding requests (running + waiting) per batch slot;
 - lowest recent latency: the smallest recently measured TTFT, the way LiteLLM's latency-based routing
   picks deployments; an endpoint with no measurement yet counts as 0 (tried first), and there is no
-  prediction of distance or queueing.
+  prediction of distance or queueing;
+- power of two choices: two eligible endpoints drawn at random, the one with fewer outstanding per slot;
+- llm-d-style: the Gateway API Inference Extension's scorer mix at the weights of llm-d's
+  inference-scheduling guide (prefix-cache 3, kv-cache-utilization 2, queue 2): queue = min-max normalised
+  waiting requests, kv = 1 - KV-cache use, prefix = 1 when the prompt's prefix was last served there; the
+  max-score picker breaks ties at random;
+- Dynamo-style KV router: cost = overlap_weight x prefill blocks (this prompt's uncached blocks plus the
+  prefill blocks pending there) + decode blocks (active blocks there plus this request's), 16-token blocks,
+  lowest cost wins; with temperature > 0, sampled from softmax(-normalised cost / temperature).
+None of them models the network: that is the peers' published design, reproduced as such.
 
 Ties are broken with the injected rng. Pure: no I/O, no clock, no global random.
 """
@@ -18,9 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from math import exp
 
-from aigrid.core.geo import distance_km
+from aigrid.core.geo import distance_km, rtt_ms
 from aigrid.core.plugins import Context, Filter
+from aigrid.core.predict import is_warm
 from aigrid.core.registry import FILTERS
 from aigrid.core.scorers.cost import request_cost_usd
 from aigrid.core.types import (
@@ -38,6 +49,8 @@ from aigrid.core.types import (
 HARD_FILTERS: tuple[Filter, ...] = tuple(make() for make in FILTERS.values())
 
 Key = Callable[[RequestInfo, GridView, Endpoint], float]
+Router = Callable[[RequestInfo, GridView, Policy, Rng], Decision]
+"""What schedule() and every baseline are: the simulator and the gateway call either the same way."""
 
 
 def eligible(request: RequestInfo, view: GridView, policy: Policy,
@@ -92,9 +105,11 @@ def _decide(name: str, request: RequestInfo, view: GridView, ranked_eps: Sequenc
 def _candidate(request: RequestInfo, view: GridView, ep: Endpoint, total: float, name: str) -> Candidate:
     site = view.sites[ep.site_id]
     dist = None if request.client_location is None else distance_km(request.client_location, site.location)
+    # no prediction of queue or prefill (the baselines make none); the round trip is physics, and a gateway
+    # that emulates distance waits it for a baseline's choice as for any other
     return Candidate(
         endpoint_id=ep.id, site_id=site.id, jurisdiction=site.jurisdiction, model=ep.model, scores={},
-        total=total, prediction=Prediction(0.0, 0.0, 0.0, distance_km=dist),
+        total=total, prediction=Prediction(0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, distance_km=dist),
         cost_usd=request_cost_usd(request, ep), note_parts=(("router", "baseline {}", (name,)),),
     )
 
@@ -160,10 +175,101 @@ class RoundRobin:
         return _decide(self.name, request, view, ranked, rejected, rng, "position")
 
 
-BASELINES: dict[str, Callable[[], Callable[[RequestInfo, GridView, Policy, Rng], Decision]]] = {
+@dataclass(frozen=True, slots=True)
+class PowerOfTwo:
+    """Sample two eligible endpoints (injected rng), keep the one with fewer outstanding per slot."""
+
+    name: str = "power-of-two"
+
+    def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
+        ok, rejected = eligible(request, view, policy)
+        ok.sort(key=lambda ep: ep.id)
+        if len(ok) > 2:
+            a = min(int(rng.random() * len(ok)), len(ok) - 1)
+            b = min(int(rng.random() * (len(ok) - 1)), len(ok) - 2)
+            b += b >= a
+            ok = [ok[a], ok[b]]
+        return _decide(self.name, request, view, [(_outstanding(request, view, ep), ep) for ep in ok],
+                       rejected, rng, "outstanding per slot")
+
+
+LLMD_WEIGHTS = {"prefix": 3.0, "kv": 2.0, "queue": 2.0}
+
+
+@dataclass(frozen=True, slots=True)
+class LlmdScorers:
+    """llm-d's default scorer mix (see the module docstring); higher score first."""
+
+    name: str = "llm-d"
+
+    def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
+        ok, rejected = eligible(request, view, policy)
+        queues = [view.state(ep.id).waiting for ep in ok]
+        lo, hi = (min(queues), max(queues)) if queues else (0, 0)
+        keyed = []
+        for ep, q in zip(ok, queues, strict=True):
+            st = view.state(ep.id)
+            queue = 1.0 if hi == lo else (hi - q) / (hi - lo)
+            kv = 1.0 - (st.kv_usage if st.kv_usage is not None else 0.0)
+            prefix = 1.0 if is_warm(request, ep, view.prefix_owner) else 0.0
+            w = LLMD_WEIGHTS
+            score = (w["prefix"] * prefix + w["kv"] * kv + w["queue"] * queue) / sum(w.values())
+            keyed.append((-score, ep))
+        return _decide(self.name, request, view, keyed, rejected, rng, "negative score")
+
+
+BLOCK_TOKENS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class DynamoKvRouter:
+    """Dynamo's KV-router cost (see the module docstring). The active blocks per worker come from the
+    gateways' ledger (Dynamo's router tracks its own active sequences the same way)."""
+
+    name: str = "dynamo"
+    overlap_weight: float = 1.0
+    temperature: float = 0.0
+
+    def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
+        ok, rejected = eligible(request, view, policy)
+        blocks = request.prompt_tokens / BLOCK_TOKENS
+        keyed = []
+        for ep in ok:
+            st = view.state(ep.id)
+            cached = 0.8 * blocks if is_warm(request, ep, view.prefix_owner) else 0.0
+            prefill = blocks - cached + st.pending_prompt_tokens / BLOCK_TOKENS
+            active = st.decoding * (blocks + request.max_output_tokens / BLOCK_TOKENS) + blocks
+            keyed.append((self.overlap_weight * prefill + active, ep))
+        if self.temperature > 0 and len(keyed) > 1:
+            keyed = _softmax_order(keyed, self.temperature, rng)
+        return _decide(self.name, request, view, keyed, rejected, rng, "cost in blocks")
+
+
+def _softmax_order(keyed: list[tuple[float, Endpoint]], temperature: float,
+                   rng: Rng) -> list[tuple[float, Endpoint]]:
+    """Sample one endpoint from softmax(-normalised cost / temperature) and put it first (cost 0 -> lowest)."""
+    costs = [c for c, _ in keyed]
+    lo, hi = min(costs), max(costs)
+    span = (hi - lo) or 1.0
+    weights = [exp(-((c - lo) / span) / temperature) for c in costs]
+    u, acc = rng.random() * sum(weights), 0.0
+    pick = len(keyed) - 1
+    for k, w in enumerate(weights):
+        acc += w
+        if u <= acc:
+            pick = k
+            break
+    return [(lo - 1.0 if k == pick else c, ep) for k, (c, ep) in enumerate(keyed)]
+
+
+BASELINES: dict[str, Callable[[], Router]] = {
     "nearest": nearest,
     "round-robin": RoundRobin,
     "least-loaded": least_loaded,
     "lowest-latency": lowest_latency,
+    "power-of-two": PowerOfTwo,
+    "llm-d": LlmdScorers,
+    "dynamo": DynamoKvRouter,
+    "dynamo-softmax": lambda: DynamoKvRouter("dynamo-softmax", temperature=0.5),
 }
 """Baselines that need no settings (centralized needs its region: Centralized(frozenset({...})))."""

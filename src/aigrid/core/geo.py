@@ -1,8 +1,12 @@
 """Great-circle distance and the network round-trip model.
 
 RTT = fixed overhead + route_factor x 2 x distance / fibre speed. Light in fibre covers about 200 km per
-millisecond (refractive index ~1.47); real routes are longer than the great circle, by a factor published
-measurements put around 1.3-1.6 on long-haul paths. Physics sets this floor: no tuning removes it.
+millisecond (refractive index ~1.47); real routes are longer than the great circle. The defaults are fitted
+to typical (P50), not best-case, measured round trips: Azure's published inter-region matrix
+(../shared/data/network-rtt, 2,862 pairs; scripts/fit_rtt_model.py), which gives 9 ms + 1.45 x fibre with a
+median absolute error of 11.5% (the previous 2 ms + 1.5 x sat near the minimum and was 15% off, -30% below
+1,000 km). Physics sets the floor under it: no tuning removes it. Where a gateway measures its round trip to a
+site it prefers the measurement (core.predict.network_ms).
 """
 
 from __future__ import annotations
@@ -13,8 +17,8 @@ from aigrid.core.types import GeoPoint
 
 EARTH_RADIUS_KM = 6371.0088
 FIBRE_KM_PER_MS = 200.0
-DEFAULT_ROUTE_FACTOR = 1.5
-DEFAULT_OVERHEAD_MS = 2.0
+DEFAULT_ROUTE_FACTOR = 1.45
+DEFAULT_OVERHEAD_MS = 9.0
 
 
 def distance_km(a: GeoPoint, b: GeoPoint) -> float:

@@ -1,13 +1,46 @@
-"""Picker: rank by weighted total; among near-equals (within the policy's tie tolerance of the best), pick
-at random with the injected rng, so that gateways acting on the same stale telemetry do not all herd onto
-one site."""
+"""Pickers turn scored candidates into a ranking.
+
+TieBreakPicker: rank by weighted total; among near-equals (within the policy's tie tolerance of the best),
+pick at random with the injected rng, so that gateways acting on the same stale telemetry do not all herd
+onto one site.
+
+SloPicker (the default): a predicted SLO miss is never outvoted by proximity, price or headroom. The
+candidates whose calibrated p90 TTFT meets the policy's SLO come first, ranked by weighted total as above;
+when none meets it, the smallest predicted shortfall (lowest p90) wins. The rest follow by p90 (they are the
+failover order).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aigrid.core.types import Candidate, Policy, Rng
+
+
+def _tie_break(ranked: list[Candidate], near: Callable[[Candidate], bool], rng: Rng) -> list[Candidate]:
+    """Move a random one of the leading near-equals to the front."""
+    close = [c for c in ranked if near(c)]
+    if len(close) < 2:
+        return ranked
+    chosen = close[min(int(rng.random() * len(close)), len(close) - 1)]
+    return [chosen, *(c for c in ranked if c is not chosen)]
+
+
+def by_total(candidates: Sequence[Candidate], tolerance: float, rng: Rng) -> list[Candidate]:
+    ranked = sorted(candidates, key=lambda c: (-c.total, c.endpoint_id))
+    if len(ranked) < 2:
+        return ranked
+    best = ranked[0].total
+    return _tie_break(ranked, lambda c: best - c.total <= tolerance, rng)
+
+
+def by_p90(candidates: Sequence[Candidate], tolerance: float, rng: Rng) -> list[Candidate]:
+    ranked = sorted(candidates, key=lambda c: (c.prediction.ttft_p90_ms, c.endpoint_id))
+    if len(ranked) < 2:
+        return ranked
+    best = ranked[0].prediction.ttft_p90_ms
+    return _tie_break(ranked, lambda c: c.prediction.ttft_p90_ms <= best * (1.0 + tolerance), rng)
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,12 +48,18 @@ class TieBreakPicker:
     name: str = "weighted-random-tiebreak"
 
     def pick(self, candidates: Sequence[Candidate], policy: Policy, rng: Rng) -> tuple[Candidate, ...]:
-        ranked = sorted(candidates, key=lambda c: (-c.total, c.endpoint_id))
-        if len(ranked) < 2:
-            return tuple(ranked)
-        best = ranked[0].total
-        near = [c for c in ranked if best - c.total <= policy.tie_tolerance]
-        if len(near) < 2:
-            return tuple(ranked)
-        chosen = near[min(int(rng.random() * len(near)), len(near) - 1)]
-        return (chosen, *(c for c in ranked if c is not chosen))
+        return tuple(by_total(candidates, policy.tie_tolerance, rng))
+
+
+@dataclass(frozen=True, slots=True)
+class SloPicker:
+    name: str = "slo-gate"
+
+    def pick(self, candidates: Sequence[Candidate], policy: Policy, rng: Rng) -> tuple[Candidate, ...]:
+        slo = policy.ttft_slo_ms
+        meets = [c for c in candidates if c.prediction.ttft_p90_ms <= slo]
+        if not meets:
+            return tuple(by_p90(candidates, policy.tie_tolerance, rng))
+        misses = sorted((c for c in candidates if c.prediction.ttft_p90_ms > slo),
+                        key=lambda c: (c.prediction.ttft_p90_ms, c.endpoint_id))
+        return (*by_total(meets, policy.tie_tolerance, rng), *misses)

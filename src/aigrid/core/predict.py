@@ -1,19 +1,31 @@
-"""Predicted time to first token: network round trip + queue wait + prefill.
+"""Predicted time to first token: network round trip + wait for admission + prefill of the work ahead +
+this request's own prefill, calibrated on observed outcomes.
 
-Queue: an engine with c batch slots (continuous batching) serves up to c requests at once; the rest wait.
-Given n requests in the system, the expected wait of a new arrival in an M/M/c queue is 0 while n < c and
-(n - c + 1) x S / c once every slot is busy, where S is the mean service time of one request. Near
-saturation n itself grows without bound, which is where the non-linear knee of TTFT comes from. When the
-engine reports its own recent TTFT, the prediction is blended with that measurement, so a miscalibrated
-profile is corrected by what the engine actually does.
+Work ahead. A request queues behind every prompt token already sent to the endpoint that has not produced
+its first token: the gateways keep that ledger exactly (EndpointState.pending_prompt_tokens: their own sends
+at once, other gateways' through the shared state). Requests the engine reports waiting beyond the ledger
+(traffic from elsewhere) count with this request's prompt size. This is what engine telemetry shows only a
+scrape later, and why a burst of long prompts no longer looks like an idle engine.
 
-Prefill: uncached prompt tokens / the endpoint's prefill rate. A prompt whose prefix (or session) was last
-served at this endpoint is assumed mostly cached (CACHED_FRACTION).
+Prefill with chunked prefill: an engine packs at most CHUNK_TOKENS prompt tokens into a step, and every step
+also carries the running decodes; so T prompt tokens take T / prefill rate plus ceil(T / CHUNK_TOKENS)
+decode steps. Running decodes slow each step (DECODE_STEP_GROWTH per decoding request per batch slot).
+
+Admission: an engine with c batch slots serves c requests at once; with n in the system (the larger of the
+engine's count and the gateways' ledger) a new arrival waits (n - c + 1) x S / c for a slot (M/M/c), where S
+is the mean service time of one request. Near saturation n grows without bound: the knee of TTFT.
+
+The engine keeps working off that backlog while the request travels to it: half the round trip comes off
+the wait ahead.
+
+Calibration (core.calibration) maps the modelled engine time to the observed one per endpoint (fixed
+overhead, slope, p90 ratio). Until it is ready, an engine-reported recent TTFT is blended in.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from math import ceil
 
 from aigrid.core.geo import distance_km, rtt_ms
 from aigrid.core.types import Endpoint, EndpointState, GeoPoint, Prediction, RequestInfo, Site
@@ -22,6 +34,13 @@ TYPICAL_OUTPUT_TOKENS = 130
 """Median generated tokens in the Azure 2023 conversation trace; the mean service time uses it."""
 CACHED_FRACTION = 0.8
 MEASURED_WEIGHT = 0.5
+"""Weight of an engine-reported recent TTFT while the endpoint's calibration is not ready."""
+CHUNK_TOKENS = 2048
+"""Prompt tokens per engine step under chunked prefill (vLLM's and llama.cpp's default batch)."""
+DECODE_STEP_GROWTH = 1.0
+"""A full batch of decodes makes a step this much slower than a lone one (attention over the batch)."""
+UNCALIBRATED_SPREAD = 1.5
+"""p90 / p50 before an endpoint has a calibration."""
 
 
 def service_time_s(endpoint: Endpoint, state: EndpointState) -> float:
@@ -32,17 +51,38 @@ def service_time_s(endpoint: Endpoint, state: EndpointState) -> float:
     return tokens * tpot
 
 
+def in_system(state: EndpointState) -> int:
+    """Requests at the endpoint: the engine's count or the gateways' ledger, whichever knows more."""
+    return max(state.running + state.waiting, state.pending_requests + state.decoding)
+
+
 def queue_wait_s(endpoint: Endpoint, state: EndpointState) -> float:
+    """Wait for a free batch slot (M/M/c): zero while a slot is free."""
     slots = max(endpoint.max_concurrency, 1)
-    in_system = state.running + state.waiting
-    if in_system < slots:
+    n = in_system(state)
+    if n < slots:
         return 0.0
-    return (in_system - slots + 1) * service_time_s(endpoint, state) / slots
+    return (n - slots + 1) * service_time_s(endpoint, state) / slots
 
 
-def prefill_s(endpoint: Endpoint, prompt_tokens: int, warm: bool) -> float:
-    uncached = prompt_tokens * (1.0 - CACHED_FRACTION) if warm else prompt_tokens
-    return uncached / max(endpoint.prefill_tps, 1e-9)
+def tokens_ahead(request: RequestInfo, state: EndpointState) -> float:
+    """Prompt tokens queued for prefill ahead of this request."""
+    unseen = max(state.waiting - state.pending_requests, 0)
+    return state.pending_prompt_tokens + unseen * request.prompt_tokens
+
+
+def uncached_tokens(prompt_tokens: int, warm: bool) -> float:
+    return prompt_tokens * (1.0 - CACHED_FRACTION) if warm else float(prompt_tokens)
+
+
+def prefill_ms(endpoint: Endpoint, state: EndpointState, tokens: float) -> float:
+    """Time to prefill `tokens` under chunked prefill, with the running decodes riding every step."""
+    if tokens <= 0:
+        return 0.0
+    slots = max(endpoint.max_concurrency, 1)
+    decoding = min(max(state.decoding, state.running), slots)
+    step_ms = 1000.0 / max(endpoint.decode_tps, 1e-9) * (1.0 + DECODE_STEP_GROWTH * decoding / slots)
+    return tokens * 1000.0 / max(endpoint.prefill_tps, 1e-9) + ceil(tokens / CHUNK_TOKENS) * step_ms
 
 
 def is_warm(request: RequestInfo, endpoint: Endpoint, prefix_owner: Mapping[str, str]) -> bool:
@@ -55,15 +95,32 @@ def client_distance_km(client: GeoPoint | None, site: Site) -> float | None:
     return None if client is None else distance_km(client, site.location)
 
 
+def network_ms(dist: float | None, state: EndpointState) -> tuple[float, bool]:
+    """The round trip: the gateway's measured one when the client is at the gateway (no location given),
+    else the distance model from the client's location."""
+    if dist is None:
+        return (state.rtt_ms, True) if state.rtt_ms is not None else (0.0, False)
+    return rtt_ms(dist), False
+
+
 def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: EndpointState,
             warm: bool) -> Prediction:
     dist = client_distance_km(request.client_location, site)
-    net = 0.0 if dist is None else rtt_ms(dist)
-    queue = queue_wait_s(endpoint, state) * 1000.0
-    prefill = prefill_s(endpoint, request.prompt_tokens, warm) * 1000.0
-    if state.ttft_s is not None:
-        measured_engine_ms = state.ttft_s * 1000.0
-        modelled_engine_ms = queue + prefill
-        blended = (1 - MEASURED_WEIGHT) * modelled_engine_ms + MEASURED_WEIGHT * measured_engine_ms
-        queue = max(0.0, blended - prefill)
-    return Prediction(rtt_ms=net, queue_ms=queue, prefill_ms=prefill, distance_km=dist, warm=warm)
+    net, measured = network_ms(dist, state)
+    mine = uncached_tokens(request.prompt_tokens, warm)
+    own = prefill_ms(endpoint, state, mine)
+    ahead = queue_wait_s(endpoint, state) * 1000.0 + prefill_ms(
+        endpoint, state, tokens_ahead(request, state) + mine) - own
+    ahead = max(ahead - net / 2.0, 0.0)  # the engine works the backlog off while this request travels
+    cal = state.calibration
+    if cal is not None and cal.ready:
+        queue, prefill = cal.parts_ms(ahead, own)
+        spread = cal.ratio_q
+    elif state.ttft_s is not None:
+        blended = (1 - MEASURED_WEIGHT) * (ahead + own) + MEASURED_WEIGHT * state.ttft_s * 1000.0
+        queue, prefill, spread = max(blended - own, 0.0), own, UNCALIBRATED_SPREAD
+    else:
+        queue, prefill, spread = ahead, own, UNCALIBRATED_SPREAD
+    return Prediction(rtt_ms=net, queue_ms=queue, prefill_ms=prefill, distance_km=dist, warm=warm,
+                      spread=spread, model_ahead_ms=ahead, model_own_ms=own, rtt_measured=measured,
+                      measured_rtt_ms=state.rtt_ms)

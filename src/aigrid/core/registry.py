@@ -9,7 +9,7 @@ from aigrid.core.filters.health import Healthy
 from aigrid.core.filters.model import ServesModel
 from aigrid.core.filters.residency import Residency
 from aigrid.core.filters.tenant import NotExcluded, TenantSites
-from aigrid.core.picker import TieBreakPicker
+from aigrid.core.picker import SloPicker, TieBreakPicker
 from aigrid.core.plugins import Filter, Picker, Scorer
 from aigrid.core.scorers.affinity import AffinityScorer
 from aigrid.core.scorers.cost import CostScorer
@@ -35,5 +35,6 @@ SCORERS: dict[str, Callable[[], Scorer]] = {
 }
 
 PICKERS: dict[str, Callable[[], Picker]] = {
+    "slo-gate": SloPicker,
     "weighted-random-tiebreak": TieBreakPicker,
 }

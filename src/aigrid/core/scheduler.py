@@ -29,7 +29,7 @@ def default_profile() -> Profile:
     return Profile(
         filters=tuple(make() for make in FILTERS.values()),
         scorers=tuple(make() for make in SCORERS.values()),
-        picker=PICKERS["weighted-random-tiebreak"](),
+        picker=PICKERS["slo-gate"](),
     )
 
 

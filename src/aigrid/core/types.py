@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from aigrid.core.calibration import Calibration
+
 AXES: tuple[str, ...] = ("ttft", "cost", "affinity", "headroom", "proximity")
 """The five scoring axes, in the order the seeds list them."""
 
@@ -86,6 +88,17 @@ class EndpointState:
     mean_output_tokens: float | None = None
     """Recent mean of generated tokens per request here (measured); sizes the queue's service time."""
     error_rate: float = 0.0
+    pending_requests: int = 0
+    """Requests the gateways sent here that have produced no first token yet (own sends at once, other
+    gateways' through the shared state): the work ahead that engine telemetry shows only a scrape later."""
+    pending_prompt_tokens: int = 0
+    """Their prompt tokens: the prefill backlog a new request queues behind."""
+    decoding: int = 0
+    """Requests sent here past their first token and still generating (the gateways' ledger)."""
+    rtt_ms: float | None = None
+    """Round trip from this gateway to the site, measured (connection set-up, health probes); None: unmeasured."""
+    calibration: Calibration | None = None
+    """This endpoint's TTFT model fitted on observed outcomes (core.calibration); None: the spec alone."""
     power_w: float | None = None
     power_source: str = "estimated"
     age_s: float = 0.0
@@ -152,10 +165,25 @@ class Prediction:
     distance_km: float | None = None
     warm: bool = False
     """The prompt's prefix or session was last served here, so prefill counted it as mostly cached."""
+    spread: float = 1.0
+    """p90 / p50 of the engine part (queue + prefill), from the endpoint's calibration."""
+    model_ahead_ms: float = 0.0
+    """The uncalibrated modelled wait behind the work ahead (admission + prefill of pending prompts)..."""
+    model_own_ms: float = 0.0
+    """... and of this request's own prefill: what calibration compares the observed engine time with."""
+    rtt_measured: bool = False
+    """rtt_ms is this gateway's measured round trip to the site, not the distance model."""
+    measured_rtt_ms: float | None = None
+    """This gateway's measured round trip to the site (health probes), shown beside the model when unused."""
 
     @property
     def ttft_ms(self) -> float:
+        """The point prediction (about the median)."""
         return self.rtt_ms + self.queue_ms + self.prefill_ms
+
+    @property
+    def ttft_p90_ms(self) -> float:
+        return self.rtt_ms + (self.queue_ms + self.prefill_ms) * self.spread
 
 
 @dataclass(frozen=True, slots=True)

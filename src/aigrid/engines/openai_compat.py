@@ -22,6 +22,7 @@ import httpx
 
 from aigrid.engines.prometheus import PARSERS, parse_dcgm, parse_stats, with_power
 from aigrid.engines.protocol import EngineStats, UpstreamResponse
+from aigrid.engines.trace_context import TRACE_HEADERS
 from aigrid.errors import EngineError, EngineStreamBroken, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -100,7 +101,8 @@ class OpenAICompatEngine:
     @asynccontextmanager
     async def _open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
         # identity: the body bytes stay plain SSE/JSON that the gateway can inspect as it relays them
-        headers = {"accept-encoding": "identity", **self._headers, "content-type": "application/json"}
+        headers = {"accept-encoding": "identity", **self._headers, **TRACE_HEADERS.get(),
+                   "content-type": "application/json"}
         timeout = httpx.USE_CLIENT_DEFAULT if self._timeout is None else self._timeout
         request = self._client.build_request(
             "POST", self._url(path), content=body, headers=headers, timeout=timeout

@@ -14,12 +14,13 @@ import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Route
 
+from aigrid.core.baselines import BASELINES, Router
 from aigrid.core.scheduler import Scheduler
 from aigrid.core.types import GeoPoint, Policy, Rng
 from aigrid.engines.protocol import Engine
@@ -28,10 +29,14 @@ from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
+from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
+from aigrid.gateway.response_store import ResponseStore
+from aigrid.gateway.responses_api import RESPONSES_PATH, ResponsesApi
 from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
+from aigrid.gateway.tracing import Tracing, build_tracing
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec
 from aigrid.telemetry.redis_shared import RedisSharedState
@@ -63,6 +68,16 @@ class Gateway:
     agents: AgentRuntime
     location: GeoPoint | None = None
     sync: SharedSync | None = None
+    tracing: Tracing = field(default_factory=Tracing)
+    """OpenTelemetry spans per request and attempt; off (no cost) unless configured (tracing.py)."""
+    responses: ResponseStore = field(default_factory=ResponseStore)
+    """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
+    baselines: dict[str, Router] = field(default_factory=dict)
+    """The peers' routing formulas (core.baselines), selectable per request with x-aigrid-policy for an A/B
+    against aigrid's own policies on live traffic."""
+
+    def router(self, policy_name: str) -> Router:
+        return self.baselines.get(policy_name, self.scheduler)
 
 
 def tenant_policies(spec: GridSpec) -> dict[str, str]:
@@ -72,7 +87,7 @@ def tenant_policies(spec: GridSpec) -> dict[str, str]:
 def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Callable[[], float] = time.monotonic,
                   rng: Rng | None = None, sleep: Sleep = asyncio.sleep, scheduler: Scheduler | None = None,
                   shared: SharedState | None = None, gateway_id: str | None = None,
-                  guard: Guard | None = None) -> Gateway:
+                  guard: Guard | None = None, tracing: Tracing | None = None) -> Gateway:
     """Wire one gateway. `shared` (or spec.gateway.shared_state_url) makes it share state with its peers."""
     models = load.models(spec)
     endpoints = load.endpoints(spec)
@@ -84,13 +99,16 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
                   deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep)
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
-        policies=load.policies(spec), tenant_policies=tenant_policies(spec), cities=load.cities(spec),
+        policies={**{name: Policy(name, {}) for name in BASELINES}, **load.policies(spec)},
+        baselines={name: make() for name, make in BASELINES.items() if name not in spec.policies},
+        tenant_policies=tenant_policies(spec), cities=load.cities(spec),
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),
         rng=rng or random.Random(), clock=clock, guard=guard or Guard(spec), location=load.gateway_location(spec),
         agents=AgentRuntime.from_spec(spec),
         sync=_sync(spec, store, shared, gateway_id),
+        tracing=tracing or build_tracing(spec.gateway.otel),
     )
 
 
@@ -105,7 +123,8 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
 
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
     routes = Routes(gateway)
-    audited = routes.audited()
+    messages, responses = MessagesApi(routes), ResponsesApi(routes)
+    audited = routes.audited({MESSAGES_PATH: messages.create, RESPONSES_PATH: responses.create})
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -122,11 +141,14 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             await gateway.scraper.stop()
             await gateway.agents.stop()
             await gateway.guard.stop()
+            gateway.tracing.shutdown()
 
     return Starlette(
         routes=[
             *(Route(path, endpoint, methods=["POST"]) for path, endpoint in audited.items()),
             Route("/v1/models", routes.list_models, methods=["GET"]),
+            *messages.routes(),
+            *responses.routes(),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
             Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
             Route("/v1/grid", routes.grid, methods=["GET"]),

@@ -6,7 +6,17 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigrid.core.calibration import Calibration
 from aigrid.core.types import Candidate, Decision, GeoPoint
+from aigrid.gateway.tracing import NO_TRACE, RequestTrace
+
+
+def calibration_dict(cal: Calibration | None) -> dict[str, Any] | None:
+    if cal is None or cal.n == 0:
+        return None
+    return {"observations": cal.n, "ready": cal.ready, "overhead_ms": round(cal.overhead_ms, 2),
+            "prefill_coef": round(cal.prefill_coef, 3), "queue_coef": round(cal.queue_coef, 3),
+            "p90_ratio": round(cal.ratio_q, 3)}
 
 
 def candidate_dict(c: Candidate) -> dict[str, Any]:
@@ -14,7 +24,9 @@ def candidate_dict(c: Candidate) -> dict[str, Any]:
     return {
         "endpoint": c.endpoint_id, "site": c.site_id, "jurisdiction": c.jurisdiction, "model": c.model,
         "total": round(c.total, 4), "scores": {k: round(v, 4) for k, v in c.scores.items()},
-        "predicted_ttft_ms": round(p.ttft_ms, 1), "rtt_ms": round(p.rtt_ms, 1),
+        "predicted_ttft_ms": round(p.ttft_ms, 1), "predicted_ttft_p90_ms": round(p.ttft_p90_ms, 1),
+        "rtt_ms": round(p.rtt_ms, 1), "rtt_source": "measured" if p.rtt_measured else "distance model",
+        "measured_rtt_ms": None if p.measured_rtt_ms is None else round(p.measured_rtt_ms, 2),
         "queue_ms": round(p.queue_ms, 1), "prefill_ms": round(p.prefill_ms, 1),
         "distance_km": None if p.distance_km is None else round(p.distance_km),
         "cost_usd": c.cost_usd, "notes": list(c.notes),
@@ -39,12 +51,16 @@ class DecisionRecord:
     model: str
     client: GeoPoint | None
     affinity_keys: tuple[str | None, ...] = ()
+    prompt_tokens: int = 0
+    """The request's estimated prompt tokens: what the in-flight ledger books as prefill work."""
     attempts: list[dict[str, Any]] = field(default_factory=list)
     served_by: str | None = None
     ttft_ms: float | None = None
     status: str = "routing"
     usage: dict[str, Any] | None = None
     """The engine's token count for the answer, when it sent one (for settling quotas and the audit)."""
+    trace: RequestTrace = NO_TRACE
+    """The request's OpenTelemetry span (gateway/tracing.py); the proxy adds one span per attempt."""
 
     def to_dict(self) -> dict[str, Any]:
         out = decision_dict(self.decision)

@@ -1,4 +1,6 @@
-"""The OpenAI error envelope, and the one place where errors become HTTP responses."""
+"""The error envelopes, and the one place where errors become HTTP responses: OpenAI's
+{"error": {"message", "type", "param", "code"}} everywhere, except Anthropic's
+{"type": "error", "error": {"type", "message"}} (with Anthropic's status codes) under /v1/messages."""
 
 from __future__ import annotations
 
@@ -13,6 +15,12 @@ from starlette.responses import Response
 from aigrid.errors import ApiError, InvalidRequest
 
 log = logging.getLogger("aigrid.gateway")
+ANTHROPIC_PREFIX = "/v1/messages"
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                    529: "overloaded_error"}
+_ANTHROPIC_STATUS = {502: 500, 503: 529}
+"""Anthropic has no 502 or 503: an upstream failure is its api_error (500), no eligible site its overload."""
 _HTTP_TYPES = {404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
 
 
@@ -21,28 +29,59 @@ def error_response(err: ApiError) -> Response:
                     media_type="application/json", headers=err.headers)
 
 
+_UNION_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
+def _is_union_label(part: object) -> bool:
+    """pydantic names the union branch it tried in the location ('str', 'list[...]'): not a field."""
+    return isinstance(part, str) and (part in _UNION_LABELS or "[" in part)
+
+
 def from_validation(e: ValidationError) -> InvalidRequest:
-    first = e.errors()[0]
-    loc = ".".join(str(x) for x in first["loc"])
+    errors = e.errors()
+    first = max(errors, key=lambda err: len(err["loc"])) if len(errors) > 1 else errors[0]  # the deepest
+    loc = ".".join(str(x) for x in first["loc"] if not _is_union_label(x))
     return InvalidRequest(f"invalid value for '{loc}': {first['msg']}", param=loc or None)
+
+
+def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+    return Response(orjson.dumps({"type": "error", "error": {"type": kind, "message": message}}),
+                    status_code=status, media_type="application/json", headers=headers)
+
+
+def anthropic_error_response(err: ApiError) -> Response:
+    status = 413 if err.code == "request_too_large" else _ANTHROPIC_STATUS.get(err.status, err.status)
+    message = err.message if err.param is None or err.param in err.message else f"{err.param}: {err.message}"
+    return anthropic_error(status, message, err.headers)
 
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    return error_response(exc)
+    return anthropic_error_response(exc) if _anthropic(request) else error_response(exc)
+
+
+def _anthropic(request: Request) -> bool:
+    """Anthropic's Messages API answers its errors in Anthropic's shape (messages_api.py)."""
+    return request.url.path.startswith(ANTHROPIC_PREFIX)
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     typ, code = _HTTP_TYPES.get(exc.status_code, ("invalid_request_error", "http_error"))
-    body = {"error": {"message": f"{exc.detail}: {request.method} {request.url.path}", "type": typ,
-                      "param": None, "code": code}}
+    message = f"{exc.detail}: {request.method} {request.url.path}"
+    body: dict[str, object] = {"error": {"message": message, "type": typ, "param": None, "code": code}}
+    if _anthropic(request):
+        return anthropic_error(exc.status_code, message)
     return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json")
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
     """A bug of ours, never a client's mistake: logged with its traceback, answered with the envelope."""
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    body = {"error": {"message": "internal error in the aigrid gateway (logged)", "type": "server_error",
-                      "param": None, "code": "internal_error"}}
+    message = "internal error in the aigrid gateway (logged)"
+    body: dict[str, object] = {"error": {"message": message, "type": "server_error", "param": None,
+                                         "code": "internal_error"}}
+    if _anthropic(request):
+        return anthropic_error(500, message)
     return Response(orjson.dumps(body), status_code=500, media_type="application/json")

@@ -17,6 +17,7 @@ from aigrid.core.types import Decision
 from aigrid.errors import ApiError
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.output_filter import OutputFilter
+from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 from aigrid.security.firewall.abuse import AbuseVerdict
 from aigrid.security.firewall.pipeline import Verdict
 from aigrid.security.principal import Principal
@@ -48,6 +49,8 @@ class Exchange:
     outcome: str | None = None
     """Set for exits without an ApiError: cancelled, error:internal."""
     closed: bool = False
+    trace: RequestTrace = NO_TRACE
+    """The request's OpenTelemetry span; NO_TRACE (does nothing) when tracing is off (tracing.py)."""
 
     def final_usage(self) -> Mapping[str, Any] | None:
         if self.usage is not None:
@@ -71,6 +74,24 @@ class Exchange:
             return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
         answered = self.record is not None and self.record.served_by is not None
         return self.reservation.reserved_tokens if answered and self.reservation is not None else 0
+
+    def access_fields(self, now: float) -> dict[str, Any]:
+        """The access log line of this request (aigrid.logs): who, where, how it ended, how long."""
+        record = self.record
+        served = (record.served_by or "").split(" -> ")[-1] if record is not None else ""
+        site = next((c.site_id for c in self.decision.ranked if c.endpoint_id == served), None) \
+            if self.decision is not None and served else None
+        usage = self.final_usage() or {}
+        return {"route": self.route, "decision": self.decision.request_id if self.decision else None,
+                "tenant": self.principal.tenant if self.principal else None,
+                "key": self.principal.key_id if self.principal else None, "model": self.model,
+                "site": site, "endpoint": served or None, "outcome": self.final_outcome(),
+                "status": self.error.status if self.error is not None else None,
+                "ms": round((now - self.started) * 1000, 1),
+                "ttft_ms": None if record is None or record.ttft_ms is None else round(record.ttft_ms, 1),
+                "attempts": len(record.attempts) if record is not None else 0,
+                "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
+                "firewall": [f"{v.check}:{v.action}" for v in self.all_verdicts()] or None}
 
     def all_verdicts(self) -> list[Verdict]:
         return [*self.verdicts, *(self.output.verdicts() if self.output is not None else [])]

@@ -202,20 +202,25 @@ class Guard:
         t = self.tenants.get(tenant)
         return t is not None and t.store_prompts
 
-    async def finish(self, ex: Exchange) -> None:
-        """Settle the quota and write the audit record, once per exchange, whatever its exit."""
+    async def finish(self, ex: Exchange) -> bool:
+        """Settle the quota and write the audit record, once per exchange, whatever its exit. False when the
+        audit log could not take the record within AUDIT_WAIT_S (logged, counted)."""
         if ex.closed:
-            return
+            return True
         ex.closed = True
         if ex.reservation is not None:
             await self.quotas.settle(ex.reservation, ex.used_tokens())
         if self.audit is None:
-            return
+            return True
+        record = self._record(ex)
         try:
-            await self.audit.append(self._record(ex), timeout=AUDIT_WAIT_S)
+            await self.audit.append(record, timeout=AUDIT_WAIT_S)
         except AuditUnavailable as e:
             self.audit_failures += 1
-            log.error("audit record lost for %s %s: %s", ex.route, ex.decision.request_id if ex.decision else "-", e)
+            log.error("audit record lost for %s %s: %s; record: %s", ex.route,
+                      ex.decision.request_id if ex.decision else "-", e, record.body())
+            return False
+        return True
 
     def _record(self, ex: Exchange) -> AuditRecord:
         p = ex.principal

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
+"""The GenAI semantic conventions' advisory buckets for gen_ai.client.token.usage."""
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
+"""... and for gen_ai.client.operation.duration (seconds)."""
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20)
 
 
@@ -28,10 +34,38 @@ class GatewayMetrics:
                                      "after their engine failed mid-answer", ["site"], registry=r)
         self.ttft = Histogram("aigrid_ttft_seconds", "Time to first byte from the engine, as the gateway saw it",
                               ["site"], buckets=TTFT_BUCKETS, registry=r)
+        self.ttft_ratio = Histogram(
+            "aigrid_ttft_observed_over_predicted", "Observed / predicted (p50) time to first token per endpoint: "
+            "1 is a perfect prediction; the calibration drives it there", ["endpoint"],
+            buckets=(0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.11, 1.25, 1.5, 2.0, 4.0), registry=r)
         self.tokens = Counter("aigrid_tokens", "Tokens reported in usage", ["site", "kind"], registry=r)
         self.healthy = Gauge("aigrid_endpoint_healthy", "1 when the last health check passed",
                              ["site", "endpoint"], registry=r)
         self.inflight = Gauge("aigrid_endpoint_inflight", "Requests this gateway has open to the endpoint",
                               ["site", "endpoint"], registry=r)
+        self.audit_lost = Counter("aigrid_audit_records_lost", "Audit records the audit log could not queue within "
+                                  "its bounded wait after the answer was sent (each is logged at error level)",
+                                  registry=r)
+        # the OpenTelemetry GenAI client metrics, in Prometheus form (dots become underscores)
+        genai = ["gen_ai_operation_name", "gen_ai_request_model"]
+        self.genai_tokens = Histogram("gen_ai_client_token_usage", "GenAI semconv gen_ai.client.token.usage: "
+                                      "tokens per request", [*genai, "gen_ai_token_type"], buckets=TOKEN_BUCKETS,
+                                      registry=r)
+        self.genai_duration = Histogram("gen_ai_client_operation_duration_seconds", "GenAI semconv "
+                                        "gen_ai.client.operation.duration: whole request, seconds",
+                                        [*genai, "error_type"], buckets=DURATION_BUCKETS, registry=r)
+        self.genai_ttft = Histogram("gen_ai_server_time_to_first_token_seconds", "GenAI semconv "
+                                    "gen_ai.server.time_to_first_token: first byte of a streamed answer, seconds",
+                                    genai, buckets=TTFT_BUCKETS, registry=r)
         self.queue = Gauge("aigrid_endpoint_waiting", "Requests waiting at the engine (engine metrics)",
                            ["site", "endpoint"], registry=r)
+
+    def genai(self, operation: str, model: str, duration_s: float, ttft_s: float | None,
+              usage: Mapping[str, Any] | None, error_type: str = "") -> None:
+        """One finished request in the GenAI metrics."""
+        self.genai_duration.labels(operation, model, error_type).observe(duration_s)
+        if ttft_s is not None:
+            self.genai_ttft.labels(operation, model).observe(ttft_s)
+        for kind, key in (("input", "prompt_tokens"), ("output", "completion_tokens")):
+            if usage and isinstance(usage.get(key), int):
+                self.genai_tokens.labels(operation, model, kind).observe(usage[key])

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from aigrid.gateway.messages_schema import CountTokensRequest, MessagesRequest
+from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 
 _ERROR = {
@@ -14,6 +16,13 @@ _ERROR = {
         "message": {"type": "string"}, "type": {"type": "string"},
         "param": {"type": ["string", "null"]}, "code": {"type": ["string", "null"]}}}},
 }
+_ANTHROPIC_ERROR = {
+    "type": "object",
+    "required": ["type", "error"],
+    "properties": {"type": {"const": "error"}, "error": {"type": "object", "required": ["type", "message"],
+                                                         "properties": {"type": {"type": "string"},
+                                                                        "message": {"type": "string"}}}},
+}
 _HEADERS = [
     {"name": "x-aigrid-client-location", "in": "header", "required": False, "schema": {"type": "string"}},
     {"name": "x-aigrid-residency", "in": "header", "required": False, "schema": {"type": "string"}},
@@ -22,24 +31,44 @@ _HEADERS = [
 ]
 
 
+_RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
 def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): {"description": "OpenAI error envelope",
                      "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
             for c in codes}
 
 
-def _completion(ref: str, summary: str) -> dict[str, Any]:
+def _anthropic_errors(*codes: int) -> dict[str, Any]:
+    return {str(c): {"description": "Anthropic error shape", "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/AnthropicError"}}}} for c in codes}
+
+
+def _completion(ref: str, summary: str, errors: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"post": {
         "summary": summary, "parameters": _HEADERS,
         "requestBody": {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}},
         "responses": {"200": {"description": "the completion (JSON, or SSE when stream is true)"},
-                      **_errors(400, 401, 403, 404, 429, 502, 503)},
+                      **(errors or _errors(400, 401, 403, 404, 429, 502, 503))},
     }}
 
 
+_EMBEDDINGS = {
+    "type": "object", "required": ["model", "input"],
+    "properties": {
+        "model": {"type": "string"},
+        "input": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        "dimensions": {"type": "integer"},
+        "user": {"type": "string"},
+    },
+}
+
+
 def openapi_document(version: str) -> dict[str, Any]:
-    schemas: dict[str, Any] = {"Error": _ERROR}
-    for model in (ChatRequest, CompletionRequest):
+    schemas: dict[str, Any] = {"Error": _ERROR, "AnthropicError": _ANTHROPIC_ERROR, "EmbeddingRequest": _EMBEDDINGS}
+    for model in (ChatRequest, CompletionRequest, MessagesRequest, CountTokensRequest, ResponsesRequest):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -51,6 +80,22 @@ def openapi_document(version: str) -> dict[str, Any]:
         "paths": {
             "/v1/chat/completions": _completion("#/components/schemas/ChatRequest", "Chat completion, routed"),
             "/v1/completions": _completion("#/components/schemas/CompletionRequest", "Text completion, routed"),
+            "/v1/embeddings": {"post": {
+                "summary": "Embeddings (all-MiniLM-L6-v2), computed by the gateway", "parameters": _HEADERS,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/EmbeddingRequest"}}}},
+                "responses": {**ok, **_errors(400, 401, 403, 429, 503)}}},
+            "/v1/messages": _completion("#/components/schemas/MessagesRequest", "Anthropic Messages, routed",
+                                        _anthropic_errors(400, 401, 403, 404, 413, 429, 500, 529)),
+            "/v1/messages/count_tokens": _completion("#/components/schemas/CountTokensRequest",
+                                                     "Anthropic token count (the router's estimate)",
+                                                     _anthropic_errors(400, 401, 403, 404)),
+            "/v1/responses": _completion("#/components/schemas/ResponsesRequest", "OpenAI Responses, routed"),
+            "/v1/responses/{response_id}": {
+                "get": {"summary": "A stored response", "parameters": [_RESPONSE_ID],
+                        "responses": {**ok, **_errors(401, 404)}},
+                "delete": {"summary": "Delete a stored response", "parameters": [_RESPONSE_ID],
+                           "responses": {**ok, **_errors(401, 404)}}},
             "/v1/models": {"get": {"summary": "Models on this grid", "responses": ok}},
             "/v1/grid": {"get": {"summary": "Live state of every endpoint", "responses": ok}},
             "/v1/decisions": {"get": {"summary": "Recent decisions", "parameters": [
@@ -61,6 +106,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "responses": {**ok, **_errors(404)}}},
             "/healthz": {"get": {"summary": "Health", "responses": {**ok, "503": {"description": "no healthy endpoint"}}}},
             "/livez": {"get": {"summary": "Liveness (the process serves)", "responses": ok}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+                "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/openapi.json": {"get": {"summary": "This document", "responses": ok}},
         },
         "components": {"schemas": schemas},
     }

@@ -17,7 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,6 +25,7 @@ from starlette.responses import Response
 
 from aigrid.core.types import Candidate, Decision
 from aigrid.engines.protocol import Engine, UpstreamResponse
+from aigrid.engines.trace_context import TRACE_HEADERS
 from aigrid.errors import EngineError, EngineUnavailable, UpstreamFailed
 from aigrid.gateway.continuation import (
     Delivered,
@@ -39,6 +40,7 @@ from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.usage import sse_usage
+from aigrid.logs import fields
 from aigrid.telemetry.store import TelemetryStore
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -81,6 +83,8 @@ class Opened:
     first: bytes
     sent_at: float
     first_at: float
+    trace_headers: Mapping[str, str] = field(default_factory=dict)
+    """The attempt's W3C trace context (tracing on): later requests of the same answer carry it too."""
 
 
 class Proxy:
@@ -108,6 +112,8 @@ class Proxy:
         started = self._clock()
         ranked = list(decision.ranked[: self._max_attempts])
         opened = await self._open_first(path, body, ranked, record, hedge, wrap)
+        if opened is not None and opened.trace_headers:  # a tool loop's later turns run in this task
+            TRACE_HEADERS.set(opened.trace_headers)
         if opened is None:
             record.status = "failed"
             tried = "; ".join(f"{a['endpoint']}: {a.get('error')}" for a in record.attempts)
@@ -119,13 +125,16 @@ class Proxy:
         # non-streamed answer's first byte comes after the whole generation, so it says nothing of TTFT.
         # A tool loop's first byte comes after whole model turns and tool runs: not a TTFT either.
         measured = stream and wrap is None
-        self._store.record_success(cand.endpoint_id, opened.first_at - opened.sent_at if measured else None)
+        self._store.record_success(cand.endpoint_id, opened.first_at - opened.sent_at if measured else None,
+                                   cand.prediction)
         self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
         client_ttft = opened.first_at - started
         record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
         headers = self._headers(cand, decision, opened.upstream)
         if stream:
             self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
+            if cand.prediction.ttft_ms > 0:
+                self._metrics.ttft_ratio.labels(cand.endpoint_id).observe(client_ttft * 1000.0 / cand.prediction.ttft_ms)
             spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
                      and self._family(c) == self._family(cand)]
             return RelayResponse(self._relay(path, body, opened, spare, record, output),
@@ -192,11 +201,13 @@ class Proxy:
                        hedged: bool, wrap: Wrap | None = None) -> Opened:
         attempt_start = self._clock()
         stack = AsyncExitStack()
-        self._store.request_started(cand.endpoint_id)
+        got_first = False
+        self._store.request_started(cand.endpoint_id, record.prompt_tokens)
         entry: dict[str, Any] = {"endpoint": cand.endpoint_id, "ok": False}
         if hedged:
             entry["hedge"] = True
         record.attempts.append(entry)
+        span = record.trace.attempt(cand, hedged, self._engines[cand.endpoint_id].base_url)
         try:
             if self._emulate:
                 await self._sleep(cand.prediction.rtt_ms / 1000.0)
@@ -213,28 +224,37 @@ class Proxy:
                     if upstream.status >= 500:
                         raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
                     first = await anext(upstream.body, b"")
+                    self._store.first_token(cand.endpoint_id, record.prompt_tokens)
+                    got_first = True
             except TimeoutError as e:
                 raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
         except EngineError as e:
             await stack.aclose()
+            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first)
             self._fail(cand, entry, str(e) or type(e).__name__, self._clock() - attempt_start)
+            span.fail(entry["error"])
             raise
         except asyncio.CancelledError:
             await stack.aclose()
-            self._store.request_finished(cand.endpoint_id)
+            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first)
             entry.update(error="cancelled: another attempt answered first")
+            span.fail(entry["error"])
             raise
         except Exception as e:  # not an engine error: a bug or an unmapped library error; never leak the slot
             log.warning("endpoint %s: unexpected error before the first byte", cand.endpoint_id, exc_info=e)
             await stack.aclose()
+            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first)
             self._fail(cand, entry, f"unexpected {type(e).__name__}: {e}", self._clock() - attempt_start)
+            span.fail(entry["error"])
             raise EngineUnavailable(f"unexpected {type(e).__name__}: {e}") from e
+        span.ok()
         first_at = self._clock()
         entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
-        return Opened(cand, upstream, stack, first, sent_at, first_at)
+        return Opened(cand, upstream, stack, first, sent_at, first_at, span.headers)
 
     def _fail(self, cand: Candidate, entry: dict[str, Any], reason: str, elapsed: float) -> None:
-        self._store.request_finished(cand.endpoint_id)
+        log.warning("endpoint %s failed before the first byte: %s", cand.endpoint_id, reason,
+                    extra=fields(endpoint=cand.endpoint_id, site=cand.site_id, reason=reason))
         self._store.record_failure(cand.endpoint_id, reason)
         self._metrics.retries.labels(cand.endpoint_id).inc()
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "failed_before_first_byte").inc()
@@ -319,8 +339,11 @@ class Proxy:
         return None, "no other endpoint of the same model family could take over"
 
     async def _abandon(self, opened: Opened, record: DecisionRecord, reason: str) -> None:
+        log.warning("endpoint %s %s", opened.cand.endpoint_id, reason,
+                    extra=fields(endpoint=opened.cand.endpoint_id, site=opened.cand.site_id, reason=reason,
+                                 decision=record.decision.request_id))
         await opened.stack.aclose()
-        self._store.request_finished(opened.cand.endpoint_id)
+        self._store.request_finished(opened.cand.endpoint_id, record.prompt_tokens, had_first_token=True)
         self._store.record_failure(opened.cand.endpoint_id, reason)
         self._metrics.requests.labels(opened.cand.site_id, opened.cand.endpoint_id, "broke_mid_stream").inc()
         record.attempts.append({"endpoint": opened.cand.endpoint_id, "ok": False, "error": reason})
@@ -334,7 +357,7 @@ class Proxy:
     def _finish(self, cand: Candidate, record: DecisionRecord, status: int, tail: bytes,
                 usage: dict[str, Any] | None = None) -> dict[str, Any] | None:
         """Book one finished answer; returns its usage when the engine reported one."""
-        self._store.request_finished(cand.endpoint_id)
+        self._store.request_finished(cand.endpoint_id, record.prompt_tokens, had_first_token=True)
         outcome = "ok" if status < 400 else ("client_closed" if status == 499 else f"http_{status}")
         if record.status != "interrupted":
             record.status = outcome

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -25,15 +26,19 @@ from aigrid.core.types import Candidate
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
 from aigrid.gateway.context_window import check_context
-from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.decisions import DecisionRecord, calibration_dict
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.modalities import check_images
+from aigrid.gateway.model_list import model_list
 from aigrid.gateway.model_texts import chat_texts, completion_texts
+from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+from aigrid.logs import fields
 from aigrid.security.authorize import scope_request
 from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText
@@ -41,6 +46,7 @@ from aigrid.security.firewall.texts import ModelText
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
 
+access = logging.getLogger("aigrid.access")
 H_TENANT = "x-aigrid-tenant"
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -66,8 +72,11 @@ class Audited:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(self.route, time.time())
+        request = Request(scope, receive, send)
+        if self.gw.tracing.enabled:
+            ex.trace = self.gw.tracing.start(self.route, request.headers)
         try:
-            response = await self.handler(Request(scope, receive, send), ex)
+            response = await self.handler(request, ex)
             await response(scope, receive, send)
         except ApiError as e:
             ex.error = e
@@ -79,26 +88,32 @@ class Audited:
             ex.outcome = "error:internal"
             raise
         finally:
-            await self.gw.guard.finish(ex)
+            observe(ex, self.gw.metrics)  # the span's end (when traced) and the GenAI metrics
+            try:
+                if not await self.gw.guard.finish(ex):
+                    self.gw.metrics.audit_lost.inc()
+            finally:
+                access.info("%s %s", self.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
 
 
 class Routes:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
 
-    def audited(self) -> dict[str, Audited]:
-        """The routes that read prompts, each behind its Exchange."""
-        return {CHAT_PATH: Audited(self.gw, CHAT_PATH, self.chat_completions),
-                COMPLETIONS_PATH: Audited(self.gw, COMPLETIONS_PATH, self.completions),
-                EMBEDDINGS_PATH: Audited(self.gw, EMBEDDINGS_PATH, self.embeddings)}
+    def audited(self, extra: Mapping[str, Handler] | None = None) -> dict[str, Audited]:
+        """The routes that read prompts, each behind its Exchange (`extra`: the other front doors)."""
+        handlers: dict[str, Handler] = {CHAT_PATH: self.chat_completions, COMPLETIONS_PATH: self.completions,
+                                        EMBEDDINGS_PATH: self.embeddings, **(extra or {})}
+        return {path: Audited(self.gw, path, handler) for path, handler in handlers.items()}
 
     async def chat_completions(self, request: Request, ex: Exchange) -> Response:
-        return await self._route(request, ex, CHAT_PATH, ChatRequest)
+        return await self.route(CHAT_PATH, ChatRequest, request.headers, lambda: self.read_json(request), ex)
 
     async def completions(self, request: Request, ex: Exchange) -> Response:
-        return await self._route(request, ex, COMPLETIONS_PATH, CompletionRequest)
+        return await self.route(COMPLETIONS_PATH, CompletionRequest, request.headers,
+                                lambda: self.read_json(request), ex)
 
-    async def _read_json(self, request: Request) -> dict[str, Any]:
+    async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.gw.spec.gateway.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -117,34 +132,40 @@ class Routes:
             raise InvalidRequest("the JSON body must be an object", code="invalid_json")
         return body
 
-    async def _route(self, request: Request, ex: Exchange, path: str,
-                     schema: type[ChatRequest | CompletionRequest]) -> Response:
+    async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
+                    read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
+                    server_tools: bool = True) -> Response:
+        """The one pipeline. The front doors (messages_api.py, responses_api.py) call it with a body that
+        `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
+        `server_tools=False`: every tool is the client's, even one named like a server-side tool."""
         gw = self.gw
         try:
-            ex.body = body = await self._read_json(request)
+            ex.body = body = await read_body()
             try:
                 parsed: ChatRequest | CompletionRequest = schema.model_validate(body)
             except ValidationError as e:
                 raise from_validation(e) from e
             ex.model = parsed.model
-            ex.principal = principal = gw.guard.principal(request.headers.get("authorization"),
-                                                          request.headers.get(H_TENANT))
-            policy_name = (request.headers.get(H_POLICY) or principal.scopes.policy
+            ex.trace.parsed(parsed.model, body)
+            ex.principal = principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+            policy_name = (headers.get(H_POLICY) or principal.scopes.policy
                            or gw.tenant_policies.get(principal.tenant, gw.spec.gateway.default_policy))
             policy = gw.policies.get(policy_name)
             if policy is None:
                 raise InvalidRequest(f"unknown policy {policy_name!r}; known: {', '.join(sorted(gw.policies))}",
                                      param=H_POLICY)
-            hedge = self._hedge(request)
+            hedge = self._hedge(headers)
             decision_id = f"dec-{uuid.uuid4().hex[:16]}"
-            asked = build_request_info(decision_id, parsed, request.headers, gw.cities, gw.known_models,
+            asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location)
             prompt = parsed.prompt_text()
+            if path == CHAT_PATH:
+                check_images(parsed.model, body, gw.spec.models)
             check_context(parsed.model, len(prompt), gw.spec.models,
                           "messages" if path == CHAT_PATH else "prompt")
             info = scope_request(principal, asked)
             loop = None
-            if path == CHAT_PATH and wants_server_tools(body, gw.agents.tools):
+            if path == CHAT_PATH and server_tools and wants_server_tools(body, gw.agents.tools):
                 loop = validate_tool_request(body, gw.agents.tools, gw.agents.loop)  # 400s before routing
             await gw.guard.admit(ex, body, prompt, info.prompt_tokens + info.max_output_tokens,
                                  policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
@@ -152,9 +173,11 @@ class Routes:
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
             raise
-        ex.decision = decision = gw.scheduler(info, gw.store.snapshot(), policy, gw.rng)
+        ex.decision = decision = gw.router(policy_name)(info, gw.store.snapshot(), policy, gw.rng)
         ex.record = record = DecisionRecord(decision, time.time(), principal.tenant, parsed.model,
-                                            info.client_location, affinity_keys=(info.prefix_hash, info.session))
+                                            info.client_location, affinity_keys=(info.prefix_hash, info.session),
+                                            trace=ex.trace, prompt_tokens=info.prompt_tokens)
+        ex.trace.decided(decision, policy_name, principal.tenant)
         gw.decisions.add(record)
         if decision.chosen is None:
             record.status = "rejected"
@@ -210,7 +233,7 @@ class Routes:
         read by a model that follows instructions, so the injection check does not apply."""
         gw = self.gw
         try:
-            ex.body = body = await self._read_json(request)
+            ex.body = body = await self.read_json(request)
             ex.model = str(body.get("model", ""))
             ex.principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
             texts = embedding_inputs(body)
@@ -223,20 +246,16 @@ class Routes:
         ex.usage = answer["usage"]
         return json_response(answer)
 
-    def _hedge(self, request: Request) -> HedgePolicy | None:
+    def _hedge(self, headers: Mapping[str, str]) -> HedgePolicy | None:
         spec = self.gw.spec.gateway.hedge
-        asked = request.headers.get(H_HEDGE, "").strip().lower()
+        asked = headers.get(H_HEDGE, "").strip().lower()
         if asked not in ("", "on", "off"):
             raise InvalidRequest(f"{H_HEDGE} must be 'on' or 'off'", param=H_HEDGE)
         enabled = spec.enabled if asked == "" else asked == "on"
         return HedgePolicy(spec.factor, spec.min_ms) if enabled else None
 
     async def list_models(self, request: Request) -> Response:
-        created = 0
-        data = [{"id": name, "object": "model", "created": created, "owned_by": "aigrid",
-                 "family": m.family, "params_b": m.params_b} for name, m in self.gw.spec.models.items()]
-        data.append({"id": "auto", "object": "model", "created": created, "owned_by": "aigrid"})
-        return json_response({"object": "list", "data": data})
+        return json_response(model_list(self.gw.spec, self.gw.agents.embedders))
 
     async def get_decision(self, request: Request) -> Response:
         tenant = self.gw.guard.reader(request.headers.get("authorization"))
@@ -269,7 +288,11 @@ class Routes:
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
                               "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
                               "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4), "reason": st.reason,
-                              "telemetry_age_s": round(st.age_s, 2)})
+                              "telemetry_age_s": round(st.age_s, 2),
+                              "measured_rtt_ms": None if st.rtt_ms is None else round(st.rtt_ms, 2),
+                              "pending_requests": st.pending_requests,
+                              "pending_prompt_tokens": st.pending_prompt_tokens, "decoding": st.decoding,
+                              "calibration": calibration_dict(st.calibration)})
         return json_response({"name": self.gw.spec.name, "sites": sites, "endpoints": endpoints})
 
     async def livez(self, request: Request) -> Response:

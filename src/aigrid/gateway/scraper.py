@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 from aigrid.core.types import Endpoint
 from aigrid.engines.protocol import Engine
 from aigrid.errors import EngineError
 from aigrid.gateway.metrics import GatewayMetrics
+from aigrid.logs import fields
 from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.store import TelemetryStore
 
@@ -35,9 +37,15 @@ class Scraper:
         engine = self._engines[endpoint.id]
         labels = (endpoint.site_id, endpoint.id)
         try:
+            probe_start = time.perf_counter()
             healthy = await engine.health()
+            if healthy:  # the health probe is a trivial handler: its time is the round trip to the site
+                self._store.record_rtt(endpoint.id, time.perf_counter() - probe_start)
             stats = await engine.stats() if healthy else None
         except EngineError as e:
+            if self._store.state(endpoint.id).healthy:
+                log.warning("endpoint %s is now UNHEALTHY: %s", endpoint.id, e,
+                            extra=fields(endpoint=endpoint.id, healthy=False, reason=str(e)))
             self._store.record_scrape(endpoint.id, False, None, reason=str(e) or type(e).__name__)
             self._metrics.healthy.labels(*labels).set(0)
             return

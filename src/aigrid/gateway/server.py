@@ -26,6 +26,7 @@ from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.logs import configure as configure_logs
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec
 
@@ -143,6 +144,15 @@ async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
                    start_engines: bool = True, extra_routes: ExtraRoutes | None = None) -> None:
     """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped."""
     host, port = spec.gateway.host, port or spec.gateway.port
+    logs = configure_logs(spec.gateway.log_level)
+    try:
+        await _serve_grid(spec, console, host, port, start_engines, extra_routes)
+    finally:
+        logs.stop()
+
+
+async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, start_engines: bool,
+                      extra_routes: ExtraRoutes | None) -> None:
     _check_port_free(host, port)
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
     if not start_engines and embedded:

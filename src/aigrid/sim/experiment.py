@@ -84,6 +84,7 @@ def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, polic
         gateways=g.count, telemetry_interval_s=g.telemetry_interval_s, telemetry_lag_s=g.telemetry_lag_s,
         candidates=g.candidates, local_accounting=g.local_accounting, circuit_cooldown_s=g.circuit_cooldown_s,
         connect_timeout_s=g.connect_timeout_s, max_attempts=g.max_attempts, seed=sc.seed,
+        shared_sync_s=g.shared_state_s, failure_threshold=g.breaker_failures,
         pinned_sites=frozenset({sc.central_site}) if sc.central_site else frozenset(),
         keep_decisions=keep_decisions, candidate_cache=cache,
     )
@@ -106,7 +107,8 @@ def run_experiment(sc: Scenario, progress: Progress | None = None) -> Experiment
         if key not in grids:
             grids[key] = build_grid(sc, cities, key)
             caches[key] = {}
-        router, policy = make_router(name, frozenset({sc.central_site}) if sc.central_site else frozenset())
+        router, policy = make_router(name, frozenset({sc.central_site}) if sc.central_site else frozenset(),
+                                     sc.slo.ttft_ms)
         t0 = time.perf_counter()
         tick = None if progress is None else (lambda now, lb=label: progress(lb, now / sc.duration_s))
         result = simulate(sc, grids[key], arrivals, router, name, policy, on_tick=tick, cache=caches[key])
@@ -121,7 +123,8 @@ def run_experiment(sc: Scenario, progress: Progress | None = None) -> Experiment
         arr = arrivals_from(sc, w, cities)
         for label in sc.policies:
             name, _, site_set = label.partition("@")
-            router, policy = make_router(name, frozenset({sc.central_site}) if sc.central_site else frozenset())
+            router, policy = make_router(name, frozenset({sc.central_site}) if sc.central_site else frozenset(),
+                                     sc.slo.ttft_ms)
             result = simulate(sc, grids[site_set or None], arr, router, name, policy, cache=caches[site_set or None])
             events += result.events
             sweep.setdefault(label, []).append((factor, summarize(sc, grids[site_set or None], w, result)))

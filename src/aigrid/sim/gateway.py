@@ -14,17 +14,21 @@ When none of them can serve (the whole region is down) it asks again with a view
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 
 import numpy as np
 
+from aigrid.core.calibration import Calibration, observe
+from aigrid.core.geo import FIBRE_KM_PER_MS
 from aigrid.core.types import Circuit, Endpoint, EndpointState, GeoPoint, GridView
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.grid import Grid
-from aigrid.sim.network import distances_km
+from aigrid.sim.network import Network, distances_km
+from aigrid.telemetry.circuit import CircuitBreaker
+from aigrid.telemetry.inflight import InflightLedger, Load, merged_state
 
+NO_CALIBRATION = Calibration()
 CandidateKey = tuple[GeoPoint, str, frozenset[str] | None, int]
 WIDEN = 8
 CandidateCache = dict[CandidateKey, tuple[tuple[int, ...], tuple[Endpoint, ...]]]
@@ -76,17 +80,29 @@ class Telemetry:
 
 
 class Gateways:
+    """The simulated gateways: each with its own in-flight ledger, circuit breakers and calibrations (the
+    gateway's own classes and pure updates), sharing ledgers every `shared_sync_s` (Redis; 0: not shared)."""
+
     def __init__(self, grid: Grid, telemetry: Telemetry, count: int, candidates: int,
                  local_accounting: bool, cooldown_s: float, pinned: frozenset[str] = frozenset(),
-                 cache: CandidateCache | None = None) -> None:
+                 cache: CandidateCache | None = None, shared_sync_s: float = 0.1,
+                 failure_threshold: int = 1) -> None:
         self.grid = grid
         self.telemetry = telemetry
         self.count = count
         self.k = candidates
         self.local_accounting = local_accounting
         self.cooldown_s = cooldown_s
-        self.sent: list[dict[int, deque[float]]] = [{} for _ in range(count)]
-        self.open_until: list[dict[int, float]] = [{} for _ in range(count)]
+        self.failure_threshold = failure_threshold
+        self.ledgers = [InflightLedger() for _ in range(count)]
+        self.total = InflightLedger()
+        """Every gateway's sends together: what the shared state holds once synced."""
+        self.synced_total: dict[Hashable, Load] = {}
+        self.synced_own: list[dict[Hashable, Load]] = [{} for _ in range(count)]
+        self.shared_sync_s = shared_sync_s if count > 1 and local_accounting else 0.0
+        self.breakers: list[dict[int, CircuitBreaker]] = [{} for _ in range(count)]
+        self.calibrations: list[dict[int, Calibration]] = [{} for _ in range(count)]
+        self.slots = [max(ep.max_concurrency, 1) for ep in grid.endpoints]
         models = sorted({ep.model for ep in grid.endpoints})
         self.by_model: dict[str, np.ndarray] = {
             m: np.array([i for i, ep in enumerate(grid.endpoints) if ep.model == m], dtype=np.int64) for m in models
@@ -94,6 +110,18 @@ class Gateways:
         self.jurisdiction = np.array([grid.sites[ep.site_id].jurisdiction for ep in grid.endpoints])
         self.pinned = np.array([i for i, ep in enumerate(grid.endpoints) if ep.site_id in pinned], dtype=np.int64)
         self._cache = cache if cache is not None else {}
+        self._floor_cache: dict[CandidateKey, tuple[np.ndarray, ...]] = {}
+
+    def start(self, loop: EventLoop) -> None:
+        if self.shared_sync_s > 0:
+            loop.after(self.shared_sync_s, self._sync, loop)
+
+    def _sync(self, loop: EventLoop) -> None:
+        """One exchange through the shared state: every gateway learns every other's ledger as of now."""
+        self.synced_total = self.total.copy()
+        self.synced_own = [ledger.copy() for ledger in self.ledgers]
+        if not self.telemetry.stopped or any(True for _ in self.total.items()):
+            loop.after(self.shared_sync_s, self._sync, loop)
 
     def candidates(self, where: GeoPoint, model: str, allowed: frozenset[str] | None,
                    tier: int = 0) -> tuple[tuple[int, ...], tuple[Endpoint, ...]]:
@@ -126,27 +154,89 @@ class Gateways:
         idx = tuple(sorted({int(i) for i in chosen}))
         return idx, tuple(self.grid.endpoints[i] for i in idx)
 
+    def floor_s(self, where: GeoPoint | None, model: str, allowed: frozenset[str] | None, tier: int,
+                prompt_tokens: int, net: Network) -> float:
+        """The physical floor of one request's TTFT among the endpoints its gateway scores: the smallest
+        modelled round trip plus a lone prefill of the prompt (no queue, nothing else running), over the
+        allowed jurisdictions."""
+        key = (where or GeoPoint(0.0, 0.0), model, allowed, tier)
+        arrays = self._floor_cache.get(key)
+        if arrays is None:
+            idx, _ = self.candidates(key[0], model, allowed, tier)
+            ok = [i for i in idx if allowed is None or self.jurisdiction[i] in allowed] or list(idx)
+            d = distances_km(self.grid.lat[ok], self.grid.lon[ok], key[0].lat, key[0].lon)
+            rtt = np.zeros(len(ok)) if where is None else net.overhead_ms + net.route_factor * 2.0 * d / FIBRE_KM_PER_MS
+            perf = [self.grid.perf[i] for i in ok]
+            arrays = self._floor_cache[key] = (
+                rtt, np.array([p.pf_tok_ms for p in perf]), np.array([p.w_ms + p.pf_step_ms for p in perf]),
+                np.array([p.chunk_tokens for p in perf]))
+        rtt, pf_tok, step, chunk = arrays
+        if not len(rtt):
+            return float("nan")
+        ms = rtt + prompt_tokens * pf_tok + np.ceil(prompt_tokens / chunk) * step
+        return float(ms.min()) / 1000.0
+
+    def load(self, gateway: int, index: int) -> Load | None:
+        """What gateway `gateway` knows is in flight at endpoint `index`: its own ledger now plus the other
+        gateways' as of the last exchange."""
+        if not self.local_accounting:
+            return None
+        own = self.ledgers[gateway].get(index)
+        if self.shared_sync_s <= 0:
+            return own
+        synced = self.synced_total.get(index)
+        if synced is None:
+            return own
+        others = Load(synced.pending, synced.pending_tokens, synced.decoding)
+        mine_then = self.synced_own[gateway].get(index)
+        if mine_then is not None:
+            others.add(mine_then, -1)
+        if own is not None:
+            others.add(own)
+        return others
+
     def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float) -> GridView:
-        visible, captured = self.telemetry.visible, self.telemetry.captured
-        sent, opened = self.sent[gateway], self.open_until[gateway]
+        visible = self.telemetry.visible
+        breakers, cals = self.breakers[gateway], self.calibrations[gateway]
         states: dict[str, EndpointState] = {}
         for i, ep in zip(idx, endpoints, strict=True):
-            s = visible[i]
-            q = sent.get(i)
-            if q:
-                cut = captured[i]
-                while q and q[0] <= cut:
-                    q.popleft()
-                if q and self.local_accounting:
-                    s = replace(s, waiting=s.waiting + len(q))
-            if opened and opened.get(i, -1.0) > now:
-                s = replace(s, circuit=Circuit.OPEN, reason="connection failed recently")
+            s = merged_state(visible[i], self.load(gateway, i), self.slots[i])
+            cal = cals.get(i)
+            if cal is not None:
+                s = replace(s, calibration=cal)
+            breaker = breakers.get(i)
+            if breaker is not None:
+                circuit = breaker.state(now)
+                if circuit is not Circuit.CLOSED:
+                    s = replace(s, circuit=circuit, reason="connection failed recently")
             states[ep.id] = s
         return GridView(sites=self.grid.sites, endpoints=endpoints, states=states, models=self.grid.models)
 
-    def record_send(self, gateway: int, index: int, now: float) -> None:
-        self.sent[gateway].setdefault(index, deque()).append(now)
+    # ---- the gateway's observations (the live gateway's TelemetryStore does the same) -------------------
+    def record_send(self, gateway: int, index: int, prompt_tokens: int) -> None:
+        if self.local_accounting:
+            self.ledgers[gateway].sent(index, prompt_tokens)
+            self.total.sent(index, prompt_tokens)
+
+    def record_first_token(self, gateway: int, index: int, prompt_tokens: int, model_ahead_ms: float,
+                           model_own_ms: float, observed_engine_ms: float) -> None:
+        if self.local_accounting:
+            self.ledgers[gateway].first_token(index, prompt_tokens)
+            self.total.first_token(index, prompt_tokens)
+        cals = self.calibrations[gateway]
+        cals[index] = observe(cals.get(index, NO_CALIBRATION), model_ahead_ms, model_own_ms, observed_engine_ms)
+        breaker = self.breakers[gateway].get(index)
+        if breaker is not None:
+            breaker.record_success()
+
+    def record_finished(self, gateway: int, index: int, prompt_tokens: int, had_first_token: bool) -> None:
+        if self.local_accounting:
+            self.ledgers[gateway].finished(index, prompt_tokens, had_first_token)
+            self.total.finished(index, prompt_tokens, had_first_token)
 
     def record_failure(self, gateway: int, index: int, now: float) -> None:
         if self.cooldown_s > 0:
-            self.open_until[gateway][index] = now + self.cooldown_s
+            breaker = self.breakers[gateway].get(index)
+            if breaker is None:
+                breaker = self.breakers[gateway][index] = CircuitBreaker(self.failure_threshold, self.cooldown_s)
+            breaker.record_failure(now)

@@ -23,7 +23,8 @@ from aigrid.sim.scenario import Scenario
 from aigrid.sim.workload import Workload
 
 SUMMARY_KEYS = ("requests", "ttft_p50_ms", "ttft_p90_ms", "ttft_p99_ms", "tpot_p50_ms", "e2e_p99_ms", "goodput",
-                "cost_usd", "residency_violations", "rejected", "mean_utilization")
+                "cost_usd", "residency_violations", "rejected", "mean_utilization", "pred_err_p50", "pred_err_p90",
+                "floor_ratio_p50", "floor_ratio_p99")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,13 @@ class PolicyMetrics:
     failed: int
     offered_rps: float
     by_tenant_rejected: dict[str, int]
+    pred_err_p50: float = float("nan")
+    """Median |observed - predicted| / observed TTFT over requests served on their first attempt (aigrid's
+    policies; the baselines predict nothing: NaN)."""
+    pred_err_p90: float = float("nan")
+    floor_ratio_p50: float = float("nan")
+    """TTFT / physical floor (nearest allowed site's round trip plus a lone prefill there), median and p99."""
+    floor_ratio_p99: float = float("nan")
     agent: dict[str, object] = field(default_factory=dict)
     """agent_* figures (sim/agents.py); empty without agent tenants."""
 
@@ -67,6 +75,18 @@ def summarize(sc: Scenario, grid: Grid, w: Workload, r: RunResult) -> PolicyMetr
     by_tenant = {name: int(not_served[tenant == k].sum()) for k, name in enumerate(w.tenant_names)}
     agent = {} if plan is None or r.session_e2e_s is None else \
         agent_summary(sc, w, plan, r.session_e2e_s, r.attempts, r.rtt_s)
+    err50 = err90 = fl50 = fl99 = float("nan")
+    if r.predicted_ms is not None:
+        sel = ok & (r.attempts == 1) & ~np.isnan(r.predicted_ms)
+        if sel.any():
+            obs = r.ttft_s[sel] * 1000.0
+            err = np.abs(obs - r.predicted_ms[sel]) / np.maximum(obs, 1e-3)
+            err50, err90 = round(float(np.median(err)), 4), round(float(np.percentile(err, 90)), 4)
+    if r.floor_s is not None:
+        sel = ok & ~np.isnan(r.floor_s) & (r.floor_s > 0)
+        if sel.any():
+            ratio = r.ttft_s[sel] / r.floor_s[sel]
+            fl50, fl99 = round(float(np.median(ratio)), 3), round(float(np.percentile(ratio, 99)), 3)
     return PolicyMetrics(
         requests=n, ttft_p50_ms=_pct(ttft, 50), ttft_p90_ms=_pct(ttft, 90), ttft_p99_ms=_pct(ttft, 99),
         tpot_p50_ms=_pct(tpot, 50), e2e_p99_ms=_pct(r.e2e_s[ok], 99),
@@ -75,5 +95,6 @@ def summarize(sc: Scenario, grid: Grid, w: Workload, r: RunResult) -> PolicyMetr
         residency_violations=int(r.violation.sum()), rejected=int(not_served.sum()),
         mean_utilization=round(float(r.utilization.mean()), 6) if len(r.utilization) else 0.0,
         failed=int((r.status == FAILED).sum()), offered_rps=round(n / sc.duration_s, 4),
-        by_tenant_rejected=by_tenant, agent=agent,
+        by_tenant_rejected=by_tenant, pred_err_p50=err50, pred_err_p90=err90, floor_ratio_p50=fl50,
+        floor_ratio_p99=fl99, agent=agent,
     )

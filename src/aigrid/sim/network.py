@@ -2,7 +2,7 @@
 
 Light in fibre covers ~200,000 km/s (refractive index ~1.47). Real routes are longer than the great circle:
 published measurements put the route factor around 1.3-1.6 on long-haul paths (more on short hops), so it
-is a parameter with 1.5 as default. Jitter is exponential with a configurable mean (queueing in routers is
+is a parameter (default fitted on measured P50 round trips, see core.geo). Jitter is exponential with a configurable mean (queueing in routers is
 one-sided: it only ever adds delay). The deterministic part is the same formula as aigrid.core.geo.rtt_ms,
 which the scheduler uses for its prediction; only the jitter is unknown to the scheduler.
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aigrid.core.geo import EARTH_RADIUS_KM, FIBRE_KM_PER_MS
+from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR, EARTH_RADIUS_KM, FIBRE_KM_PER_MS
 
 
 @dataclass(frozen=True, slots=True)
 class Network:
-    route_factor: float = 1.5
-    overhead_ms: float = 2.0
+    route_factor: float = DEFAULT_ROUTE_FACTOR
+    overhead_ms: float = DEFAULT_OVERHEAD_MS
     jitter_ms: float = 1.0
     """Mean of the exponential jitter added to each round trip."""
 

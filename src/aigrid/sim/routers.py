@@ -3,21 +3,23 @@ function the gateway calls; the baselines (core.baselines) share its signature a
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from dataclasses import replace
 
-from aigrid.core.baselines import BASELINES, Centralized
+from aigrid.core.baselines import BASELINES, Centralized, Router
 from aigrid.core.policies import BUILTIN_POLICIES
 from aigrid.core.scheduler import schedule
-from aigrid.core.types import Decision, GridView, Policy, RequestInfo, Rng
+from aigrid.core.types import Policy
 
-Router = Callable[[RequestInfo, GridView, Policy, Rng], Decision]
 KNOWN = (*BUILTIN_POLICIES, "centralized", *BASELINES)
 
 
-def make_router(name: str, central_sites: frozenset[str] = frozenset()) -> tuple[Router, Policy]:
-    """A fresh router (baselines with state start from zero) and the Policy it is called with."""
+def make_router(name: str, central_sites: frozenset[str] = frozenset(),
+                slo_ms: float | None = None) -> tuple[Router, Policy]:
+    """A fresh router (baselines with state start from zero) and the Policy it is called with; aigrid's
+    policies get the scenario's TTFT SLO (the tenant's SLO, as a spec would set it)."""
     if name in BUILTIN_POLICIES:
-        return schedule, BUILTIN_POLICIES[name]
+        policy = BUILTIN_POLICIES[name]
+        return schedule, policy if slo_ms is None else replace(policy, ttft_slo_ms=slo_ms)
     if name == "centralized":
         return Centralized(central_sites), Policy("centralized", {})
     if name in BASELINES:

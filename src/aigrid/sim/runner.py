@@ -67,6 +67,10 @@ class RunResult:
     session_e2e_s: np.ndarray | None = None
     """Per arrival, with agent sessions: arrival to final answer at the client (NaN: unfinished or none)."""
     agents: AgentPlan | None = None
+    predicted_ms: np.ndarray | None = None
+    """Per call: the chosen candidate's predicted TTFT at its last decision (NaN for baselines)."""
+    floor_s: np.ndarray | None = None
+    """Per call: the physical floor, the nearest allowed site's round trip plus a lone prefill there."""
 
 
 class Simulation:
@@ -75,7 +79,8 @@ class Simulation:
                  candidates: int = 32, local_accounting: bool = True, circuit_cooldown_s: float = 30.0,
                  connect_timeout_s: float = 1.0, max_attempts: int = 3, seed: int = 0,
                  pinned_sites: frozenset[str] = frozenset(), keep_decisions: bool = False,
-                 candidate_cache: CandidateCache | None = None) -> None:
+                 candidate_cache: CandidateCache | None = None, shared_sync_s: float = 0.1,
+                 failure_threshold: int = 1) -> None:
         self.grid, self.arr, self.router, self.policy, self.net = grid, arrivals, router, policy, network
         self.loop = EventLoop()
         self.rng = random.Random(seed)
@@ -93,7 +98,7 @@ class Simulation:
         self.telemetry = Telemetry(self.loop, len(self.engines), lambda i: self.engines[i].state(),
                                    telemetry_interval_s, telemetry_lag_s)
         self.gw = Gateways(grid, self.telemetry, gateways, candidates, local_accounting, circuit_cooldown_s,
-                           pinned_sites, candidate_cache)
+                           pinned_sites, candidate_cache, shared_sync_s, failure_threshold)
         self.ep_index = {ep.id: i for i, ep in enumerate(grid.endpoints)}
         self.connect_timeout_s = connect_timeout_s
         self.max_attempts = max_attempts
@@ -110,6 +115,15 @@ class Simulation:
         self.violation = np.zeros(n, dtype=bool)
         self.rtt = np.zeros(n)
         self.tries: dict[int, frozenset[str]] = {}
+        self.prompt = np.zeros(n, dtype=np.int64)
+        self.stage = np.zeros(n, dtype=np.int8)
+        """Per call, where the deciding gateway's ledger has it: 0 not in it, 1 pending, 2 decoding."""
+        self.model_ms = np.zeros(n)
+        self.model_own_ms = np.zeros(n)
+        self.predicted = np.full(n, np.nan)
+        """The chosen candidate's point prediction of TTFT (ms) at the last decision."""
+        self.floor = np.full(n, np.nan)
+        """The physical floor (s): the nearest allowed site's round trip plus a lone prefill there."""
         self.decisions: list[Decision] | None = [] if keep_decisions else None
         self.outputs = arrivals.output
 
@@ -118,6 +132,7 @@ class Simulation:
         if len(self.arr.t):
             self.loop.at(float(self.arr.t[0]), self._arrive, 0)
         self.telemetry.start()
+        self.gw.start(self.loop)
         horizon = float(self.arr.t[-1]) if len(self.arr.t) else 0.0
         self.loop.run(until=horizon, on_tick=on_tick)
         self.telemetry.stopped = True
@@ -128,7 +143,8 @@ class Simulation:
         utilization = np.array([e.stats.work_s / end for e in self.engines])
         return RunResult(self.ttft, self.e2e, self.tpot, self.chosen, self.status, self.attempts, self.cost,
                          self.violation, self.rtt, utilization, self.loop.events, end, self.decisions,
-                         self.sent, self.session_e2e if self.agents is not None else None, self.agents)
+                         self.sent, self.session_e2e if self.agents is not None else None, self.agents,
+                         self.predicted, self.floor)
 
     def _arrive(self, i: int) -> None:
         if i + 1 < len(self.arr.t):
@@ -158,7 +174,16 @@ class Simulation:
             self.status[i] = REJECTED
             return
         k = self.ep_index[best.endpoint_id]
-        self.gw.record_send(g, k, now)
+        self.prompt[i] = req.prompt_tokens
+        self.gw.record_send(g, k, req.prompt_tokens)
+        self.stage[i] = 1
+        self.model_ms[i] = best.prediction.model_ahead_ms
+        self.model_own_ms[i] = best.prediction.model_own_ms
+        if best.scores:  # baselines predict nothing
+            self.predicted[i] = best.prediction.ttft_ms
+        if not exclude:
+            self.floor[i] = self.gw.floor_s(req.client_location, req.model, req.allowed_jurisdictions, tier,
+                                            req.prompt_tokens, self.net)
         self.chosen[i] = k
         self.attempts[i] += 1
         self.tries[i] = exclude | {best.endpoint_id}
@@ -183,11 +208,13 @@ class Simulation:
         if not engine.up:
             self.loop.after(self.rtt[i] / 2, self._failover, (i, k))
             return
-        engine.submit(Job(i, int(self.arr.request(i).prompt_tokens), int(self.outputs[i]), self.loop.now))
+        engine.submit(Job(i, int(self.prompt[i]), int(self.outputs[i]), self.loop.now))
 
     def _failover(self, arg: tuple[int, int]) -> None:
         i, k = arg
-        self.gw.record_failure(int(self.arr.gateway[i]), k, self.loop.now)
+        g = int(self.arr.gateway[i])
+        self._unbook(i, k)
+        self.gw.record_failure(g, k, self.loop.now)
         if self.attempts[i] >= self.max_attempts:
             self.status[i] = FAILED
             return
@@ -198,9 +225,31 @@ class Simulation:
         if np.isnan(self.ttft[i]):
             self.ttft[i] = now + self.rtt[i] / 2 - self.sent[i]
             self.first_at[i] = now
+        if self.stage[i] == 1:  # the gateway sees the first token half a round trip later
+            self.loop.after(self.rtt[i] / 2, self._seen_first, (i, int(self.chosen[i]), now - job.enqueued))
+
+    def _seen_first(self, arg: tuple[int, int, float]) -> None:
+        i, k, engine_s = arg
+        if self.stage[i] != 1 or self.chosen[i] != k:
+            return
+        self.stage[i] = 2
+        self.gw.record_first_token(int(self.arr.gateway[i]), k, int(self.prompt[i]),
+                                   float(self.model_ms[i]), float(self.model_own_ms[i]), engine_s * 1000.0)
+
+    def _seen_done(self, arg: tuple[int, int]) -> None:
+        self._unbook(*arg)
+
+    def _unbook(self, i: int, k: int) -> None:
+        """Take call i off its gateway's ledger for endpoint k (finished, failed or lost)."""
+        if self.stage[i] and self.chosen[i] == k:
+            self.gw.record_finished(int(self.arr.gateway[i]), k, int(self.prompt[i]),
+                                    self.stage[i] == 2)
+            self.stage[i] = 0
 
     def _done(self, job: Job, now: float) -> None:
         i = job.rid
+        if self.stage[i]:
+            self.loop.after(self.rtt[i] / 2, self._seen_done, (i, int(self.chosen[i])))
         self.e2e[i] = now + self.rtt[i] / 2 - self.sent[i]
         if job.output > 1:
             self.tpot[i] = (now - job.first_token) / (job.output - 1)
@@ -230,6 +279,7 @@ class Simulation:
     def _site_call(self, arg: tuple[int, int, int]) -> None:
         j, k, prev = arg
         self.sent[j] = self.loop.now
+        self.prompt[j] = self.arr.request(j).prompt_tokens
         self.chosen[j], self.cost[j], self.violation[j] = k, self.cost[prev], self.violation[prev]
         self.tries[j] = frozenset({self.grid.endpoints[k].id})
         self._reach((j, k))

@@ -9,6 +9,7 @@ from typing import Literal
 import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.errors import SpecError
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
@@ -102,8 +103,8 @@ class Diurnal(Strict):
 
 
 class NetworkDef(Strict):
-    route_factor: float = Field(default=1.5, ge=1.0)
-    overhead_ms: float = Field(default=2.0, ge=0)
+    route_factor: float = Field(default=DEFAULT_ROUTE_FACTOR, ge=1.0)
+    overhead_ms: float = Field(default=DEFAULT_OVERHEAD_MS, ge=0)
     jitter_ms: float = Field(default=1.0, ge=0)
 
 
@@ -113,6 +114,10 @@ class GatewayDef(Strict):
     telemetry_lag_s: float = Field(default=1.0, ge=0)
     candidates: int = Field(default=32, ge=1, description="nearest endpoints a regional gateway scores")
     local_accounting: bool = True
+    shared_state_s: float = Field(default=0.1, ge=0, description=(
+        "how often gateways exchange in-flight ledgers through the shared state (Redis; the live sync "
+        "interval); 0: not shared"))
+    breaker_failures: int = Field(default=1, ge=1, description="consecutive failures that open a circuit")
     circuit_cooldown_s: float = Field(default=30.0, ge=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from aigrid.core.geo import DEFAULT_ROUTE_FACTOR
 from aigrid.core.policies import DEFAULT_POLICY
 from aigrid.core.types import AXES
 
@@ -24,6 +25,8 @@ class ModelSpec(StrictModel):
     family: str
     params_b: float = Field(gt=0, description="billions of parameters")
     context: int = Field(default=8192, gt=0)
+    vision: bool = Field(default=False, description="the model reads images (its engines run a vision "
+                         "projector); image input for a model that does not is refused with a 400")
     tool_calls: Literal["constrained", "native"] = Field(
         default="constrained", description="how the agent loop gets tool calls from this model: JSON-schema "
         "constrained output (small models), or the engine's native tool calling (vLLM, SGLang, llama.cpp --jinja)")
@@ -204,6 +207,18 @@ class FirstByteSpec(StrictModel):
     max_s: float = Field(default=120.0, gt=0, description="... and at most this long, then try the next site")
 
 
+class OtelSpec(StrictModel):
+    """OpenTelemetry traces (docs/observability.md). Off unless `enabled`, or unless the standard
+    OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT variables are set."""
+
+    enabled: bool = False
+    endpoint: str | None = Field(default=None, description="OTLP/HTTP endpoint, e.g. http://collector:4318 "
+                                 "(default: the OTEL_EXPORTER_OTLP_* variables, else http://localhost:4318)")
+    service_name: str = "aigrid-gateway"
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0, description="share of requests traced")
+    headers: dict[str, str] = Field(default={}, description="sent with every export (e.g. an API key)")
+
+
 class GatewaySpec(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -214,7 +229,7 @@ class GatewaySpec(StrictModel):
         "holds packets for the RTT from gateway.location), none (real deployments)")
     location: str | None = Field(default=None, description="where the gateway is (a city or 'lat,lon'): the "
                                  "origin of netns delays, and the client location when a request gives none")
-    route_factor: float = Field(default=1.5, ge=1.0, le=5.0)
+    route_factor: float = Field(default=DEFAULT_ROUTE_FACTOR, ge=1.0, le=5.0)
     scrape_interval_s: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1, le=10)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
@@ -223,7 +238,12 @@ class GatewaySpec(StrictModel):
     first_byte_timeout: FirstByteSpec = FirstByteSpec()
     shared_state_url: str | None = Field(
         default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
-    shared_sync_interval_s: float = Field(default=0.5, gt=0)
+    shared_sync_interval_s: float = Field(default=0.1, gt=0, description=(
+        "how often this gateway exchanges its in-flight ledger, circuit openings and affinity with its peers "
+        "through the shared state; 0.1 s keeps stale-view herding small (docs/routing.md), one Redis pipeline each"))
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="JSON logs on stderr: info has one access line per request")
+    otel: OtelSpec = OtelSpec()
 
 
 class GridSpec(StrictModel):

@@ -1,14 +1,18 @@
 """Run one coroutine now and then every `interval_s`, as a task that start() creates and stop() ends.
 
 The background loops of a gateway (scraping engines, syncing shared state) are this; no constructor
-starts them, the app's lifespan does.
+starts them, the app's lifespan does. The loop is supervised: an unexpected error in one tick is logged
+with its traceback and the next tick runs as usual, so one bad scrape never stops telemetry for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger("aigrid.telemetry")
 
 
 class Periodic:
@@ -17,11 +21,17 @@ class Periodic:
         self._interval = interval_s
         self._name = name
         self._task: asyncio.Task[None] | None = None
+        self.failures = 0
 
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            await self._tick()
+            try:
+                await self._tick()
+            except Exception:  # supervised: log it and keep ticking
+                self.failures += 1
+                log.exception("%s: tick failed unexpectedly (%d so far); next tick in %.1f s", self._name,
+                              self.failures, self._interval)
 
     async def start(self) -> None:
         """One tick right away (so the first request sees fresh state), then one per interval."""

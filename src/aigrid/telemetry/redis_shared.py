@@ -1,7 +1,7 @@
 """SharedState in Redis: one round trip (a pipeline) per sync interval per gateway.
 
 Keys, all under `aigrid:<grid>:`
-- `inflight:<gateway>`: hash endpoint -> open requests, expiring after `ttl_s`, so a gateway that dies stops
+- `inflight:<gateway>`: hash endpoint -> "pending,prompt tokens,decoding" of its open requests, expiring after `ttl_s`, so a gateway that dies stops
   counting within seconds;
 - `circuits`: hash endpoint -> wall time a gateway last opened that endpoint's circuit;
 - `affinity`: a stream of (key, endpoint) entries, capped at about `affinity_max` entries; each gateway
@@ -15,6 +15,18 @@ from redis.exceptions import RedisError
 
 from aigrid.errors import SharedStateUnavailable
 from aigrid.telemetry.shared import LocalReport, SharedView
+
+
+def _load(raw: bytes) -> tuple[int, int, int] | None:
+    """One gateway's "pending,tokens,decoding" entry (a bare count from an older gateway is all decoding);
+    None for a value no gateway writes."""
+    try:
+        parts = [int(x) for x in raw.decode().split(",")]
+    except ValueError:
+        return None
+    if len(parts) == 1:
+        return (0, 0, parts[0])
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
 
 
 class RedisSharedState:
@@ -37,7 +49,7 @@ class RedisSharedState:
             key = f"{p}inflight:{report.gateway_id}"
             pipe.delete(key)
             if report.inflight:
-                pipe.hset(key, mapping={k: v for k, v in report.inflight.items()})
+                pipe.hset(key, mapping={k: ",".join(map(str, v)) for k, v in report.inflight.items()})
             pipe.pexpire(key, self._ttl_ms)
             if report.circuits_opened:
                 pipe.hset(f"{p}circuits", mapping={k: repr(v) for k, v in report.circuits_opened.items()})
@@ -54,13 +66,17 @@ class RedisSharedState:
             results = await pipe.execute()
         except RedisError as e:
             raise SharedStateUnavailable(f"redis: {e}") from e
-        inflight: dict[str, int] = {}
+        inflight: dict[str, tuple[int, int, int]] = {}
         mine = f"{p}inflight:{report.gateway_id}".encode()
         for k, h in zip(others, results[: len(others)], strict=True):
             if (k if isinstance(k, bytes) else k.encode()) == mine:
                 continue
-            for ep, n in h.items():
-                inflight[ep.decode()] = inflight.get(ep.decode(), 0) + int(n)
+            for ep, raw in h.items():
+                load = _load(raw)
+                if load is None:
+                    continue
+                prev = inflight.get(ep.decode(), (0, 0, 0))
+                inflight[ep.decode()] = (prev[0] + load[0], prev[1] + load[1], prev[2] + load[2])
         circuits = {ep.decode(): float(t) for ep, t in results[len(others)].items()}
         return SharedView(inflight, circuits, self._affinity_from(results[-1], report.gateway_id))
 

@@ -1,7 +1,8 @@
 """What gateways serving one grid share, and the contract of the place they share it.
 
 Each gateway scrapes every engine itself (engine truth needs no sharing). What only one gateway can see is
-shared: how many requests it has open at each endpoint, which endpoints it has seen fail (an open circuit
+shared: what it has in flight at each endpoint (requests pending a first token with their prompt tokens,
+requests decoding), which endpoints it has seen fail (an open circuit
 breaker), and which endpoint served which prompt prefix or session (cache affinity). With these, two
 gateways in front of one grid decide from the same picture instead of each thinking the grid is idle.
 
@@ -21,7 +22,8 @@ class LocalReport:
     """What this gateway tells the others, once per sync interval."""
 
     gateway_id: str
-    inflight: Mapping[str, int]
+    inflight: Mapping[str, tuple[int, int, int]]
+    """endpoint id -> (requests pending a first token, their prompt tokens, requests decoding)."""
     circuits_opened: Mapping[str, float]
     """endpoint id -> wall time this gateway opened its circuit (only open circuits)."""
     affinity: tuple[tuple[str, str], ...]
@@ -32,7 +34,8 @@ class LocalReport:
 class SharedView:
     """What the other gateways said, merged."""
 
-    inflight: Mapping[str, int] = field(default_factory=dict)
+    inflight: Mapping[str, tuple[int, int, int]] = field(default_factory=dict)
+    """endpoint id -> the other gateways' (pending, pending prompt tokens, decoding), summed."""
     circuits_opened: Mapping[str, float] = field(default_factory=dict)
     affinity: tuple[tuple[str, str], ...] = ()
 

@@ -7,16 +7,22 @@ immediate). snapshot() hands the routing core an immutable view; it is rebuilt o
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
-from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, ModelInfo, Site
+from aigrid.core.calibration import Calibration, observe
+from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, ModelInfo, Prediction, Site
 from aigrid.engines.protocol import EngineStats
+from aigrid.logs import fields
 from aigrid.telemetry.circuit import CircuitBreaker
+from aigrid.telemetry.inflight import InflightLedger, Load, combined, merged_state
 from aigrid.telemetry.shared import LocalReport, SharedView
 from aigrid.telemetry.window import DeltaMean
+
+log = logging.getLogger("aigrid.telemetry")
 
 EWMA_ALPHA = 0.3
 AFFINITY_ENTRIES = 10_000
@@ -25,7 +31,6 @@ AFFINITY_ENTRIES = 10_000
 @dataclass
 class _Live:
     scraped: EndpointState = field(default_factory=EndpointState)
-    inflight: int = 0
     ttft_ewma_s: float | None = None
     errors_ewma: float = 0.0
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
@@ -33,8 +38,11 @@ class _Live:
     engine_tpot: DeltaMean = field(default_factory=DeltaMean)
     scraped_at: float | None = None
     output_tokens_ewma: float | None = None
-    remote_inflight: int = 0
+    remote: Load | None = None
+    """The other gateways' in-flight work here, as of the last exchange through the shared state."""
     remote_opened_at: float | None = None
+    calibration: Calibration = field(default_factory=Calibration)
+    rtt_ewma_ms: float | None = None
 
 
 class TelemetryStore:
@@ -45,6 +53,7 @@ class TelemetryStore:
         self._models = dict(models)
         self._clock = clock
         self._live = {e.id: _Live() for e in endpoints}
+        self._ledger = InflightLedger()
         self._slot_count = {e.id: max(e.max_concurrency, 1) for e in endpoints}
         self._affinity: OrderedDict[str, str] = OrderedDict()
         self._affinity_pending: list[tuple[str, str]] = []
@@ -71,23 +80,56 @@ class TelemetryStore:
         self._dirty.add(endpoint_id)
 
     # gateway observations ----------------------------------------------------------------------------
-    def request_started(self, endpoint_id: str) -> None:
-        self._live[endpoint_id].inflight += 1
+    def request_started(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
+        """A request left for the endpoint: pending (its prompt queues for prefill) until its first token."""
+        self._ledger.sent(endpoint_id, prompt_tokens)
         self._dirty.add(endpoint_id)
 
-    def request_finished(self, endpoint_id: str) -> None:
-        live = self._live[endpoint_id]
-        live.inflight = max(0, live.inflight - 1)
+    def first_token(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
+        """The request's first token came back: its prefill is done, it is decoding."""
+        self._ledger.first_token(endpoint_id, prompt_tokens)
         self._dirty.add(endpoint_id)
 
-    def record_success(self, endpoint_id: str, ttft_s: float | None) -> None:
+    def request_finished(self, endpoint_id: str, prompt_tokens: int = 0, had_first_token: bool = False) -> None:
+        self._ledger.finished(endpoint_id, prompt_tokens, had_first_token)
+        self._dirty.add(endpoint_id)
+
+    def record_success(self, endpoint_id: str, ttft_s: float | None, prediction: Prediction | None = None) -> None:
+        """A served answer. With its engine TTFT measured (a stream) and the decision's prediction, the
+        endpoint's calibration learns from it (core.calibration.observe, the simulator's update too)."""
         live = self._live[endpoint_id]
+        if live.breaker.opened_at is not None:
+            log.warning("circuit of %s closed: the endpoint answered again", endpoint_id,
+                        extra=fields(endpoint=endpoint_id, circuit="closed"))
         live.breaker.record_success()
         live.errors_ewma *= 1 - EWMA_ALPHA
         if ttft_s is not None:
             prev = live.ttft_ewma_s
             live.ttft_ewma_s = ttft_s if prev is None else prev + EWMA_ALPHA * (ttft_s - prev)
+            if prediction is not None:
+                network_ms = live.rtt_ewma_ms or 0.0  # a real remote engine's first byte crosses the network
+                live.calibration = observe(live.calibration, prediction.model_ahead_ms, prediction.model_own_ms,
+                                           max(ttft_s * 1000.0 - network_ms, 0.0))
         self._dirty.add(endpoint_id)
+
+    def record_rtt(self, endpoint_id: str, seconds: float) -> None:
+        """A measured round trip from this gateway to the endpoint (a health probe). Smoothed, and a sample
+        far above the current estimate (a slow handler, a GC pause) moves it only a little."""
+        live = self._live[endpoint_id]
+        ms = seconds * 1000.0
+        prev = live.rtt_ewma_ms
+        if prev is None:
+            live.rtt_ewma_ms = ms
+        else:
+            alpha = EWMA_ALPHA if ms <= 2 * prev else EWMA_ALPHA / 4
+            live.rtt_ewma_ms = prev + alpha * (ms - prev)
+        self._dirty.add(endpoint_id)
+
+    def calibration(self, endpoint_id: str) -> Calibration:
+        return self._live[endpoint_id].calibration
+
+    def measured_rtt_ms(self, endpoint_id: str) -> float | None:
+        return self._live[endpoint_id].rtt_ewma_ms
 
     def record_usage(self, endpoint_id: str, completion_tokens: int) -> None:
         """Generated tokens of one finished answer: the queue model's service time follows real lengths."""
@@ -98,7 +140,12 @@ class TelemetryStore:
 
     def record_failure(self, endpoint_id: str, reason: str) -> None:
         live = self._live[endpoint_id]
+        was_open = live.breaker.opened_at is not None
         live.breaker.record_failure(self._clock())
+        if not was_open and live.breaker.opened_at is not None:
+            log.warning("circuit of %s opened after %d consecutive failures: %s", endpoint_id,
+                        live.breaker.failures, reason,
+                        extra=fields(endpoint=endpoint_id, circuit="open", reason=reason))
         live.errors_ewma = live.errors_ewma * (1 - EWMA_ALPHA) + EWMA_ALPHA
         live.scraped = replace(live.scraped, reason=reason)
         self._dirty.add(endpoint_id)
@@ -121,8 +168,8 @@ class TelemetryStore:
         opened = {ep: wall_now - (now - live.breaker.opened_at) for ep, live in self._live.items()
                   if live.breaker.opened_at is not None and live.breaker.state(now) is Circuit.OPEN}
         pending, self._affinity_pending = tuple(self._affinity_pending), []
-        return LocalReport(gateway_id, {ep: live.inflight for ep, live in self._live.items() if live.inflight},
-                           opened, pending)
+        loads = {str(ep): (load.pending, load.pending_tokens, load.decoding) for ep, load in self._ledger.items()}
+        return LocalReport(gateway_id, loads, opened, pending)
 
     def requeue_affinity(self, entries: tuple[tuple[str, str], ...]) -> None:
         """Entries a failed exchange did not deliver go out with the next one."""
@@ -131,7 +178,8 @@ class TelemetryStore:
     def apply_shared(self, view: SharedView, wall: Callable[[], float]) -> None:
         now, wall_now = self._clock(), wall()
         for ep, live in self._live.items():
-            live.remote_inflight = view.inflight.get(ep, 0)
+            remote = view.inflight.get(ep)
+            live.remote = None if remote is None else Load(*remote)
             opened_wall = view.circuits_opened.get(ep)
             live.remote_opened_at = None if opened_wall is None else now - (wall_now - opened_wall)
         for key, endpoint_id in view.affinity:
@@ -140,19 +188,21 @@ class TelemetryStore:
         self._dirty.update(self._live)
 
     def inflight(self, endpoint_id: str) -> int:
-        return self._live[endpoint_id].inflight
+        """Requests this gateway has open at the endpoint."""
+        load = self._ledger.get(endpoint_id)
+        return 0 if load is None else load.inflight
 
     # the view ----------------------------------------------------------------------------------------
     def state(self, endpoint_id: str) -> EndpointState:
         live = self._live[endpoint_id]
         now = self._clock()
-        s = live.scraped
-        inflight = live.inflight + live.remote_inflight
+        s = merged_state(live.scraped, combined(self._ledger.get(endpoint_id), live.remote),
+                         self._slots(endpoint_id))
         return replace(
             s,
             circuit=self._circuit(live, now),
-            running=max(s.running, min(inflight, self._slots(endpoint_id))),
-            waiting=max(s.waiting, inflight - self._slots(endpoint_id)),
+            rtt_ms=live.rtt_ewma_ms,
+            calibration=live.calibration,
             ttft_s=s.ttft_s if s.ttft_s is not None else live.ttft_ewma_s,
             mean_output_tokens=live.output_tokens_ewma,
             error_rate=live.errors_ewma,

@@ -1,0 +1,52 @@
+"""What the input firewall costs: load time, microseconds per ordinary prompt, seconds for a 4 MiB body.
+
+    .venv/bin/python scripts/bench_firewall.py
+
+Prints figures (no pass/fail): docs/security.md ("Cost") quotes them with the machine they came from.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.pipeline import Firewall
+from aigrid.security.firewall.texts import ModelText, Source
+
+PROMPTS = [
+    "Name three rivers in Japan.",
+    "Write a short poem about the sea and the wind in the evening, please, in four lines.",
+    "Summarise the following meeting notes for the board: " + "revenue grew in all regions, costs were flat. " * 8,
+]
+
+
+def per_call_us(fn: object, n: int) -> float:
+    runs = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()  # type: ignore[operator]
+        runs.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    t0 = time.perf_counter()
+    model = InjectionModel.load()
+    print(f"load: {(time.perf_counter() - t0) * 1000:.1f} ms")
+    firewall = Firewall(model)
+    for p in PROMPTS:
+        texts = [ModelText(p, Source.USER, ("messages", 0, "content"))]
+        us = per_call_us(lambda texts=texts: firewall.check_texts("t", texts), 300)
+        print(f"check_texts, one user message of {len(p)} chars (injection + PII): {us:.0f} us")
+    big = "The committee reviewed the harbour budget and approved the new ferry timetable. " * 52_000
+    for document in (False, True):
+        t0 = time.perf_counter()
+        model.score(big, document=document)
+        what = "document (240-char windows)" if document else "prompt (600-char windows)"
+        print(f"score {len(big) / 2**20:.1f} MiB as a {what}: {time.perf_counter() - t0:.2f} s")
+
+
+if __name__ == "__main__":
+    main()

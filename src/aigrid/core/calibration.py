@@ -1,0 +1,131 @@
+"""Online calibration of one endpoint's TTFT model from observed outcomes. Pure: (calibration, observation)
+-> calibration, so the gateway and the simulator run the very same update.
+
+The predictor (core.predict) models two parts of an engine's time to first token from the spec and what it
+can see: `ahead`, the wait behind the work already there (admission, prefill of the prompt tokens pending
+ahead), and `own`, this request's prefill. What the engine really takes, y, differs: the spec's prefill rate
+may be 4x wrong, the engine has a fixed overhead (tokenisation, scheduling, the HTTP hop), part of the
+pending work is already done when the request arrives, and queueing nobody reported adds to it. Each served
+request gives one observation (ahead, own, y) with y = observed TTFT - observed network time, and the
+calibration fits
+
+    y = overhead + prefill_coef x own + queue_coef x ahead
+
+by exponentially weighted least squares (forgetting factor DECAY) with a ridge pull towards (0, 1, 1), so a
+handful of points cannot throw it far. It also tracks the 90th percentile of the out-of-sample ratio
+y / prediction with a stochastic-approximation quantile estimator (Robbins-Monro), so that decisions can use
+p90 = p50 x ratio_q, not only a point guess.
+
+The peers: the Gateway API Inference Extension trains quantile XGBoost in a sidecar every few seconds (a
+second service; no network term); Dynamo's KV router uses a fixed cost (prefill blocks ahead minus cached
+overlap plus decode blocks) and learns nothing. This is a closed-form three-coefficient fit per endpoint,
+O(1) per observation, with the network kept outside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import exp, log
+
+DECAY = 0.98
+"""Weight kept by the past at each observation: an effective memory of ~50 requests."""
+MIN_OBSERVATIONS = 8
+"""Below this many observations `ready` is False and the predictor does not use the fit yet."""
+PRIOR_WEIGHT = 2.0
+"""The ridge prior counts as this many observations."""
+QUANTILE = 0.9
+QUANTILE_STEP = 0.1
+"""Robbins-Monro step on the log ratio: +9% after a miss above the quantile, -1% after a hit below."""
+INITIAL_LOG_Q = log(1.3)
+COEF_RANGE = (0.05, 20.0)
+
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """The fitted model of one endpoint, plus the decayed sums it was fitted from."""
+
+    n: int = 0
+    sums: tuple[float, ...] = (0.0,) * 10
+    """sw, s_own, s_ahead, s_y, s_own2, s_own_ahead, s_ahead2, s_own_y, s_ahead_y (decayed), unused."""
+    overhead_ms: float = 0.0
+    prefill_coef: float = 1.0
+    queue_coef: float = 1.0
+    log_q: float = INITIAL_LOG_Q
+    """log of the QUANTILE of observed / predicted engine time."""
+
+    @property
+    def ready(self) -> bool:
+        return self.n >= MIN_OBSERVATIONS
+
+    @property
+    def ratio_q(self) -> float:
+        """The p90 multiplier: p90 = p50 x ratio_q."""
+        return exp(self.log_q)
+
+    def parts_ms(self, ahead_ms: float, own_ms: float) -> tuple[float, float]:
+        """Calibrated (queue, prefill) of the engine time, about the median; the overhead counts as prefill."""
+        return self.queue_coef * ahead_ms, max(self.overhead_ms + self.prefill_coef * own_ms, 0.1)
+
+    def engine_ms(self, ahead_ms: float, own_ms: float) -> float:
+        queue, prefill = self.parts_ms(ahead_ms, own_ms)
+        return queue + prefill
+
+
+def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float,
+            decay: float = DECAY) -> Calibration:
+    """Fold one outcome in: `ahead_ms` and `own_ms` were the uncalibrated modelled parts at decision time,
+    `observed_ms` what the engine took (TTFT minus network). Returns the new calibration."""
+    if not (ahead_ms >= 0.0 and own_ms >= 0.0 and observed_ms >= 0.0):  # also rejects NaN
+        return cal
+    r = log(max(observed_ms, 0.1) / cal.engine_ms(ahead_ms, own_ms))
+    log_q = max(cal.log_q + QUANTILE_STEP * (QUANTILE - (1.0 if r <= cal.log_q else 0.0)), 0.0)
+    x1, x2, y = own_ms, ahead_ms, observed_ms
+    sw, s1, s2, sy, s11, s12, s22, s1y, s2y, _ = (v * decay for v in cal.sums)
+    sums = (sw + 1, s1 + x1, s2 + x2, sy + y, s11 + x1 * x1, s12 + x1 * x2, s22 + x2 * x2, s1y + x1 * y,
+            s2y + x2 * y, 0.0)
+    a, b1, b2 = _fit(sums)
+    return Calibration(cal.n + 1, sums, a, b1, b2, log_q)
+
+
+def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
+    """Ridge least squares for y = a + b1 x1 + b2 x2, pulled towards (0, 1, 1) by PRIOR_WEIGHT pseudo-points
+    (scaled to each feature's mean square, so the pull does not depend on units)."""
+    sw, s1, s2, sy, s11, s12, s22, s1y, s2y, _ = sums
+    l0 = PRIOR_WEIGHT
+    l1 = PRIOR_WEIGHT * s11 / sw + 1e-9
+    l2 = PRIOR_WEIGHT * s22 / sw + 1e-9
+    m = [[sw + l0, s1, s2], [s1, s11 + l1, s12], [s2, s12, s22 + l2]]
+    v = [sy, s1y + l1, s2y + l2]
+    sol = _solve3(m, v)
+    if sol is None:
+        return 0.0, 1.0, 1.0
+    a, b1, b2 = sol
+    if a < 0.0:  # an overhead cannot be negative: refit without it
+        m2 = [[s11 + l1, s12], [s12, s22 + l2]]
+        det = m2[0][0] * m2[1][1] - m2[0][1] * m2[1][0]
+        if det <= 1e-12:
+            return 0.0, 1.0, 1.0
+        a = 0.0
+        b1 = (v[1] * m2[1][1] - m2[0][1] * v[2]) / det
+        b2 = (m2[0][0] * v[2] - m2[1][0] * v[1]) / det
+    lo, hi = COEF_RANGE
+    return a, min(max(b1, lo), hi), min(max(b2, lo), hi)
+
+
+def _solve3(m: list[list[float]], v: list[float]) -> tuple[float, float, float] | None:
+    """Cramer's rule for a 3x3 system (no numpy in the core's hot path for three unknowns)."""
+    def det(a: list[list[float]]) -> float:
+        return (a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+                - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+                + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]))
+    d = det(m)
+    if abs(d) <= 1e-12 * max(1.0, abs(m[0][0] * m[1][1] * m[2][2])):
+        return None
+    out = []
+    for col in range(3):
+        mc = [row[:] for row in m]
+        for r in range(3):
+            mc[r][col] = v[r]
+        out.append(det(mc) / d)
+    return out[0], out[1], out[2]

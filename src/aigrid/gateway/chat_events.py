@@ -1,0 +1,137 @@
+"""The pipeline's streamed Chat Completions answer as a few plain events, for the front doors that speak
+another API (messages_stream.py: Anthropic; responses_stream.py: OpenAI Responses).
+
+The relay hands over whole SSE events (proxy.py); this module reads their `data:` payloads and yields:
+TextPiece (content delta), ToolStart / ToolArgs (a tool call's id + name, then argument fragments, by the
+call's index), Finish (finish_reason), Usage (the engine's token counts), Steps (server-side tool runs of the
+agent loop: each step's SSE comment as it runs, then all of them in `aigrid_steps`; a reader dedupes by
+call_id), and StreamError (the relay's error event when an answer was interrupted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aigrid.gateway.continuation import data_lines, events_in
+
+
+@dataclass(frozen=True, slots=True)
+class TextPiece:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStart:
+    index: int
+    call_id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolArgs:
+    index: int
+    fragment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class Steps:
+    steps: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    message: str
+    code: str
+
+
+ChatEvent = TextPiece | ToolStart | ToolArgs | Finish | Usage | Steps | StreamError
+
+
+def usage_of(obj: Any) -> Usage | None:
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+
+
+def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
+    if not isinstance(obj, dict):
+        return
+    if isinstance(obj.get("error"), dict):
+        err = obj["error"]
+        yield StreamError(str(err.get("message", "the answer was interrupted")), str(err.get("code") or "error"))
+        return
+    for choice in obj.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if isinstance(delta.get("content"), str) and delta["content"]:
+            yield TextPiece(delta["content"])
+        for call in delta.get("tool_calls") or ():
+            index = int(call.get("index", 0))
+            fn = call.get("function") or {}
+            if index not in seen_tools:
+                seen_tools.add(index)
+                yield ToolStart(index, str(call.get("id") or f"call_{index}"), str(fn.get("name") or ""))
+            if fn.get("arguments"):
+                yield ToolArgs(index, str(fn["arguments"]))
+        if choice.get("finish_reason"):
+            yield Finish(str(choice["finish_reason"]))
+    if isinstance(obj.get("aigrid_steps"), list) and obj["aigrid_steps"]:
+        yield Steps(obj["aigrid_steps"])
+    usage = usage_of(obj)
+    if usage is not None:
+        yield usage
+
+
+STEP_COMMENT = b": aigrid-step "
+
+
+def _step_comments(events: bytes) -> Iterator[Steps]:
+    """The agent loop's `: aigrid-step {...}` comment after each server-side tool run (agents/reply.py)."""
+    for line in events.split(b"\n"):
+        if line.startswith(STEP_COMMENT):
+            try:
+                yield Steps([orjson.loads(line[len(STEP_COMMENT):])])
+            except orjson.JSONDecodeError:
+                continue
+
+
+async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
+    """Events of one streamed chat answer (blocks of whole or partial SSE events)."""
+    seen_tools: set[int] = set()
+    buf = b""
+    async for block in blocks:
+        complete, buf = events_in(buf + block)
+        for step in _step_comments(complete):
+            yield step
+        for raw in data_lines(complete):
+            if raw == b"[DONE]":
+                continue
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue  # not JSON: nothing a client of the other API could use
+            for event in _chunk_events(obj, seen_tools):
+                yield event
+    for raw in data_lines(buf + b"\n"):
+        if raw and raw != b"[DONE]":
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            for event in _chunk_events(obj, seen_tools):
+                yield event

@@ -1,0 +1,90 @@
+"""What the two other front doors (Anthropic Messages, OpenAI Responses) share around the one pipeline:
+the headers they hand it, validation in their own words, and reading or re-streaming its answer.
+
+The pipeline (routes.Routes.route) answers with a JSON Response, or a RelayResponse streaming chat SSE;
+a front door translates either, and closes the relay when its own stream ends so that the relay's cleanup
+(release the engine, settle the quota, write the audit record) runs exactly once, whatever the exit.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from aigrid.errors import ApiError
+from aigrid.gateway.chat_events import ChatEvent, chat_events
+from aigrid.gateway.envelope import from_validation
+from aigrid.gateway.relay_response import RelayResponse
+
+M = TypeVar("M", bound=BaseModel)
+_CHAT_MESSAGE = re.compile(r"^messages\[(\d+)\]")
+
+
+def pipeline_headers(request: Request) -> dict[str, str]:
+    """The request's headers for the pipeline; an Anthropic client's `x-api-key` is its bearer key."""
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    api_key = headers.get("x-api-key", "").strip()
+    if api_key and not headers.get("authorization"):
+        headers["authorization"] = f"Bearer {api_key}"
+    return headers
+
+
+def validate(schema: type[M], body: dict[str, Any]) -> M:
+    try:
+        return schema.model_validate(body)
+    except ValidationError as e:
+        raise from_validation(e) from e
+
+
+def aigrid_headers(resp: Response) -> dict[str, str]:
+    return {k: v for k, v in resp.headers.items() if k.startswith("x-aigrid-")}
+
+
+def is_event_stream(resp: Response) -> bool:
+    return isinstance(resp, RelayResponse) and resp.status_code < 400 \
+        and resp.headers.get("content-type", "").startswith("text/event-stream")
+
+
+async def whole_body(resp: Response) -> bytes:
+    """A non-streamed answer's bytes (a relay that is not SSE, e.g. an engine's 4xx, is read to its end)."""
+    if isinstance(resp, RelayResponse):
+        chunks = resp.body_iterator
+        try:
+            return b"".join([c async for c in chunks])
+        finally:
+            await _aclose(chunks)
+    return bytes(resp.body)
+
+
+async def restream(resp: RelayResponse,
+                   translate: Callable[[AsyncIterator[ChatEvent]], AsyncIterator[bytes]]) -> AsyncIterator[bytes]:
+    """The relay's chat SSE, translated; the relay is closed however this stream ends."""
+    chunks = resp.body_iterator
+    try:
+        async for out in translate(chat_events(chunks)):
+            yield out
+    finally:
+        await _aclose(chunks)
+
+
+async def _aclose(chunks: Any) -> None:
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
+def name_own_field(err: ApiError, origins: Sequence[str]) -> None:
+    """An error of the pipeline that names a message of the translated conversation (a firewall block at
+    `messages[3].content`) names the front door's own field instead (`messages.2.content.0.content`);
+    `origins[i]` is where chat message i came from."""
+    found = _CHAT_MESSAGE.match(err.param or "")
+    if found is None or int(found.group(1)) >= len(origins):
+        return
+    own = origins[int(found.group(1))]
+    err.message = f"{err.message} (at {own})"
+    err.param = own

@@ -1,0 +1,112 @@
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API in front of the one pipeline.
+
+A Messages request is translated to Chat Completions (messages_translate.py) and served by
+routes.Routes.route exactly as a chat request is (authentication with `x-api-key` or a bearer key, quotas,
+the firewall's choke point, routing, failover, continuation, one audit record per request); the answer is
+translated back, streamed in Anthropic's event sequence (messages_stream.py). Every error, the pipeline's
+(envelope.py, by path) and the engine's (here), leaves in Anthropic's shape:
+{"type": "error", "error": {"type": ..., "message": ...}} with Anthropic's status codes, so the anthropic
+SDKs raise their own exception classes. See docs/messages-api.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aigrid.errors import ApiError, ModelNotFound
+from aigrid.gateway.envelope import anthropic_error
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.front_door import (
+    aigrid_headers,
+    is_event_stream,
+    name_own_field,
+    pipeline_headers,
+    restream,
+    validate,
+    whole_body,
+)
+from aigrid.gateway.messages_schema import CountTokensRequest, MessagesRequest
+from aigrid.gateway.messages_stream import anthropic_stream
+from aigrid.gateway.messages_translate import (
+    anthropic_message,
+    chat_body,
+    chat_messages,
+    chat_tools,
+    engine_error_message,
+    message_id,
+    placed_messages,
+)
+from aigrid.gateway.relay_response import RelayResponse
+from aigrid.gateway.request_info import CHARS_PER_TOKEN, estimate_prompt_tokens
+from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Routes
+from aigrid.gateway.schemas import ChatRequest
+from aigrid.security.authorize import authorize
+
+MESSAGES_PATH = "/v1/messages"
+_JSON = "application/json"
+
+
+class MessagesApi:
+    def __init__(self, routes: Routes) -> None:
+        self.pipeline = routes
+
+    def routes(self) -> list[Route]:
+        """count_tokens (POST /v1/messages itself is an audited route: routes.Routes.audited)."""
+        return [Route(MESSAGES_PATH + "/count_tokens", self.count_tokens, methods=["POST"])]
+
+    async def create(self, request: Request, ex: Exchange) -> Response:
+        req: MessagesRequest | None = None
+        origins: list[str] = []
+
+        async def read() -> dict[str, Any]:
+            nonlocal req
+            req = validate(MessagesRequest, await self.pipeline.read_json(request))
+            origins.extend(where for _, where in placed_messages(req))
+            return chat_body(req)
+
+        try:
+            resp = await self.pipeline.route(CHAT_PATH, ChatRequest, pipeline_headers(request), read, ex,
+                                             server_tools=False)
+        except ApiError as e:
+            name_own_field(e, origins)
+            raise
+        assert req is not None  # the pipeline read the body before answering
+        headers = aigrid_headers(resp)
+        if is_event_stream(resp):
+            assert isinstance(resp, RelayResponse)
+            estimate = estimate_prompt_tokens(ChatRequest.model_validate(chat_body(req)))
+            model, mid = req.model, message_id()
+            events = restream(resp, lambda ev: anthropic_stream(ev, message_id=mid, model=model,
+                                                                input_estimate=estimate))
+            return RelayResponse(events, 200, {**headers, "content-type": "text/event-stream",
+                                               "cache-control": "no-cache"})
+        body = await whole_body(resp)
+        if resp.status_code >= 400:  # the engine's own refusal (an OpenAI envelope), in Anthropic's shape
+            return anthropic_error(resp.status_code if resp.status_code < 500 else 500, engine_error_message(body),
+                                   headers)
+        try:
+            chat = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return anthropic_error(500, "the engine's answer was not JSON", headers)
+        return Response(orjson.dumps(anthropic_message(chat, req.model)), media_type=_JSON, headers=headers)
+
+    async def count_tokens(self, request: Request) -> Response:
+        """The prompt's token count as the router estimates it (the same figure that sizes prefill, cost and
+        quota reservations); the engines behind the grid each have their own tokenizer. Not metered."""
+        req = validate(CountTokensRequest, await self.pipeline.read_json(request))
+        headers = pipeline_headers(request)
+        gw = self.pipeline.gw
+        principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+        authorize(principal, req.model)
+        if req.model != "auto" and req.model not in gw.known_models:
+            raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
+        tools = chat_tools(req)
+        chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
+        tool_tokens = len(orjson.dumps(tools.get("tools", []))) // CHARS_PER_TOKEN
+        return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat) + tool_tokens}),
+                        media_type=_JSON)

@@ -1,0 +1,97 @@
+"""The Anthropic Messages API request, as far as the gateway serves it (docs/messages-api.md lists each field).
+
+Validated strictly where the translation depends on a field, so that a bad request gets a 400 in
+Anthropic's error shape naming the field; unknown top-level fields and block extras (cache_control,
+citations) are accepted and ignored, as a gateway in front of other models must.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class TextBlock(_Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageSource(_Open):
+    type: Literal["base64", "url"]
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+class ImageBlock(_Open):
+    type: Literal["image"]
+    source: ImageSource
+
+
+class ToolUseBlock(_Open):
+    type: Literal["tool_use"]
+    id: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=128)
+    input: dict[str, Any]
+
+
+class ToolResultBlock(_Open):
+    type: Literal["tool_result"]
+    tool_use_id: str = Field(min_length=1, max_length=256)
+    content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] | None = None
+    is_error: bool | None = None
+
+
+class ThinkingBlock(_Open):
+    """Replayed by agents from earlier turns; no model behind the grid reads them back, so they are dropped."""
+
+    type: Literal["thinking", "redacted_thinking"]
+
+
+Block = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock,
+                  Field(discriminator="type")]
+
+
+class MessageParam(_Open):
+    role: Literal["user", "assistant"]
+    content: str | list[Block]
+
+
+class ToolParam(_Open):
+    type: Literal["custom"] | None = None
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[a-zA-Z0-9_-]+$")
+    description: str | None = None
+    input_schema: dict[str, Any]
+
+
+class ToolChoice(_Open):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = Field(default=None, min_length=1)
+    disable_parallel_tool_use: bool | None = None
+
+
+class Metadata(_Open):
+    user_id: str | None = Field(default=None, max_length=256)
+
+
+class CountTokensRequest(_Open):
+    model: str = Field(min_length=1, max_length=256)
+    messages: list[MessageParam] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoice | None = None
+
+
+class MessagesRequest(CountTokensRequest):
+    max_tokens: int = Field(ge=1)
+    stop_sequences: list[str] | None = None
+    stream: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    metadata: Metadata | None = None

@@ -1,0 +1,89 @@
+"""A streamed chat answer as Anthropic's event sequence:
+
+    message_start, ping, (content_block_start, content_block_delta*, content_block_stop)*,
+    message_delta (stop_reason, usage), message_stop
+
+Text becomes `text_delta`s of a text block; each tool call a `tool_use` block whose arguments arrive as
+`input_json_delta`s. An answer the relay had to interrupt ends with Anthropic's `error` event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from aigrid.gateway.chat_events import (
+    ChatEvent,
+    Finish,
+    StreamError,
+    TextPiece,
+    ToolArgs,
+    ToolStart,
+    Usage,
+)
+from aigrid.gateway.messages_translate import STOP_REASONS
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class _Blocks:
+    """The open content block, and the next block index."""
+
+    def __init__(self) -> None:
+        self.next = 0
+        self.open: tuple[str, int] | None = None  # ("text", -1) or ("tool", chat tool index)
+
+    def close(self) -> bytes:
+        if self.open is None:
+            return b""
+        self.open = None
+        self.next += 1
+        return sse("content_block_stop", {"type": "content_block_stop", "index": self.next - 1})
+
+    def start(self, key: tuple[str, int], block: dict[str, Any]) -> bytes:
+        out = self.close()
+        self.open = key
+        return out + sse("content_block_start", {"type": "content_block_start", "index": self.next,
+                                                  "content_block": block})
+
+    def delta(self, delta: dict[str, Any]) -> bytes:
+        return sse("content_block_delta", {"type": "content_block_delta", "index": self.next, "delta": delta})
+
+
+async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str, model: str,
+                           input_estimate: int) -> AsyncIterator[bytes]:
+    yield sse("message_start", {"type": "message_start", "message": {
+        "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": input_estimate, "output_tokens": 0}}})
+    yield sse("ping", {"type": "ping"})
+    blocks = _Blocks()
+    stop_reason, usage = "end_turn", Usage(input_estimate, 0)
+    async for ev in events:
+        if isinstance(ev, TextPiece):
+            if blocks.open != ("text", -1):
+                yield blocks.start(("text", -1), {"type": "text", "text": ""})
+            yield blocks.delta({"type": "text_delta", "text": ev.text})
+        elif isinstance(ev, ToolStart):
+            yield blocks.start(("tool", ev.index), {"type": "tool_use", "id": ev.call_id, "name": ev.name,
+                                                    "input": {}})
+        elif isinstance(ev, ToolArgs) and blocks.open == ("tool", ev.index):
+            yield blocks.delta({"type": "input_json_delta", "partial_json": ev.fragment})
+        elif isinstance(ev, Finish):
+            stop_reason = STOP_REASONS.get(ev.reason, "end_turn")
+        elif isinstance(ev, Usage):
+            usage = ev
+        elif isinstance(ev, StreamError):
+            yield blocks.close()
+            yield sse("error", {"type": "error", "error": {"type": "api_error", "message": ev.message}})
+            return
+    yield blocks.close()
+    yield sse("message_delta", {"type": "message_delta",
+                                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                "usage": {"input_tokens": usage.prompt_tokens,
+                                          "output_tokens": usage.completion_tokens}})
+    yield sse("message_stop", {"type": "message_stop"})

@@ -1,0 +1,197 @@
+"""Anthropic Messages <-> Chat Completions, both ways, without I/O.
+
+A request becomes an ordinary chat body for the one pipeline (routes.Routes.route): the system prompt a
+system message, content blocks chat content parts, an assistant's `tool_use` blocks its `tool_calls`, a
+user's `tool_result` blocks `tool` messages (placed first, as they answer the preceding assistant turn),
+`stop_sequences` -> `stop`, `metadata.user_id` -> `user`, tools and tool_choice their chat forms. A chat
+answer becomes a Message (errors become Anthropic's shape in envelope.py).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+
+from aigrid.errors import InvalidRequest
+from aigrid.gateway.messages_schema import (
+    CountTokensRequest,
+    ImageBlock,
+    MessageParam,
+    MessagesRequest,
+    TextBlock,
+    ThinkingBlock,
+    ToolChoice,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+                "content_filter": "refusal"}
+
+
+def message_id() -> str:
+    return f"msg_{uuid.uuid4().hex[:24]}"
+
+
+def _image_url(block: ImageBlock, where: str) -> dict[str, Any]:
+    src = block.source
+    if src.type == "url":
+        if not src.url:
+            raise InvalidRequest(f"{where}.source.url: required for a url image", param=f"{where}.source.url")
+        return {"type": "image_url", "image_url": {"url": src.url}}
+    if not src.data or not src.media_type:
+        raise InvalidRequest(f"{where}.source: a base64 image needs media_type and data", param=f"{where}.source")
+    return {"type": "image_url", "image_url": {"url": f"data:{src.media_type};base64,{src.data}"}}
+
+
+def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
+    """Plain text when every part is text (what every engine reads), content parts otherwise."""
+    if all(p["type"] == "text" for p in parts):
+        return "\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _tool_result_text(block: ToolResultBlock) -> str:
+    if isinstance(block.content, str):
+        text = block.content
+    else:
+        text = "\n".join(b.text for b in block.content or () if isinstance(b, TextBlock))
+    return f"Error: {text}" if block.is_error else text
+
+
+def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
+    texts, calls = [], []
+    for j, b in enumerate(blocks):
+        if isinstance(b, TextBlock):
+            texts.append(b.text)
+        elif isinstance(b, ToolUseBlock):
+            calls.append({"id": b.id, "type": "function",
+                          "function": {"name": b.name, "arguments": orjson.dumps(b.input).decode()}})
+        elif not isinstance(b, ThinkingBlock):
+            raise InvalidRequest(f"{where}.content.{j}: an assistant turn holds text and tool_use blocks only",
+                                 param=f"{where}.content.{j}.type")
+    out: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or (None if calls else "")}
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+Placed = tuple[dict[str, Any], str]
+"""A chat message and the Messages field it came from (a firewall block names that field)."""
+
+
+def _user(blocks: list[Any], where: str) -> list[Placed]:
+    tools: list[Placed] = []
+    parts = []
+    for j, b in enumerate(blocks):
+        if isinstance(b, ToolResultBlock):
+            tools.append(({"role": "tool", "tool_call_id": b.tool_use_id, "content": _tool_result_text(b)},
+                          f"{where}.content.{j}.content"))
+        elif isinstance(b, TextBlock):
+            parts.append({"type": "text", "text": b.text})
+        elif isinstance(b, ImageBlock):
+            parts.append(_image_url(b, f"{where}.content.{j}"))
+        elif isinstance(b, ToolUseBlock):
+            raise InvalidRequest(f"{where}.content.{j}: tool_use blocks belong to assistant turns",
+                                 param=f"{where}.content.{j}.type")
+    return tools + ([({"role": "user", "content": _content(parts)}, f"{where}.content")] if parts else [])
+
+
+def placed_messages(req: CountTokensRequest) -> list[Placed]:
+    out: list[Placed] = []
+    if req.system:
+        system = req.system if isinstance(req.system, str) else "\n".join(b.text for b in req.system)
+        out.append(({"role": "system", "content": system}, "system"))
+    for i, m in enumerate(req.messages):
+        out.extend(_turn(m, f"messages.{i}"))
+    return out
+
+
+def chat_messages(req: CountTokensRequest) -> list[dict[str, Any]]:
+    return [m for m, _ in placed_messages(req)]
+
+
+def _turn(m: MessageParam, where: str) -> list[Placed]:
+    if isinstance(m.content, str):
+        return [({"role": m.role, "content": m.content}, f"{where}.content")]
+    if m.role == "assistant":
+        return [(_assistant(m.content, where), f"{where}.content")]
+    return _user(m.content, where)
+
+
+def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:
+    if choice.type == "tool":
+        if not choice.name:
+            raise InvalidRequest("tool_choice.name: required when tool_choice.type is 'tool'",
+                                 param="tool_choice.name")
+        return {"type": "function", "function": {"name": choice.name}}
+    return {"auto": "auto", "any": "required", "none": "none"}[choice.type]
+
+
+def chat_tools(req: CountTokensRequest) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if req.tools:
+        out["tools"] = [{"type": "function", "function": {
+            "name": t.name, "description": t.description or "", "parameters": t.input_schema}} for t in req.tools]
+    if req.tool_choice is not None:
+        out["tool_choice"] = _tool_choice(req.tool_choice)
+        if req.tool_choice.disable_parallel_tool_use:
+            out["parallel_tool_calls"] = False
+    return out
+
+
+def chat_body(req: MessagesRequest) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": req.model, "messages": chat_messages(req), "max_tokens": req.max_tokens,
+                            "stream": req.stream, **chat_tools(req)}
+    if req.stream:
+        body["stream_options"] = {"include_usage": True}  # Anthropic's message_delta always carries usage
+    if req.stop_sequences:
+        body["stop"] = req.stop_sequences
+    for name in ("temperature", "top_p", "top_k"):
+        if getattr(req, name) is not None:
+            body[name] = getattr(req, name)
+    if req.metadata is not None and req.metadata.user_id:
+        body["user"] = req.metadata.user_id
+    return body
+
+
+def tool_input(arguments: str) -> dict[str, Any]:
+    """A tool call's JSON arguments as Anthropic's `input` object (what a model wrote that is not an object
+    is kept, under `_raw`, rather than lost)."""
+    try:
+        value = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return {"_raw": arguments}
+    return value if isinstance(value, dict) else {"_raw": value}
+
+
+def anthropic_message(chat: dict[str, Any], model: str) -> dict[str, Any]:
+    choice = (chat.get("choices") or [{}])[0]
+    msg = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if msg.get("content"):
+        content.append({"type": "text", "text": msg["content"]})
+    for call in msg.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:20]}",
+                        "name": fn.get("name", ""), "input": tool_input(fn.get("arguments", ""))})
+    usage = chat.get("usage") or {}
+    return {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
+            "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
+            "stop_sequence": None,
+            "usage": {"input_tokens": int(usage.get("prompt_tokens") or 0),
+                      "output_tokens": int(usage.get("completion_tokens") or 0)}}
+
+
+def engine_error_message(body: bytes) -> str:
+    """The message of an engine's own error answer (OpenAI envelope, or whatever it sent)."""
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")[:500]
+    err = obj.get("error") if isinstance(obj, dict) else None
+    if isinstance(err, dict):
+        return str(err.get("message", err))
+    return str(err or obj)[:500]

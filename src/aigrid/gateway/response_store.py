@@ -1,0 +1,106 @@
+"""Stored responses (`store: true`), per tenant and per jurisdiction: a conversation never leaves the
+jurisdiction that served it.
+
+Each jurisdiction has its own partition, and a response is written only into the partition of the site
+that served it, and only when that jurisdiction is one its tenant may use. A follow-up
+(`previous_response_id`) finds its history in that partition and is then routed with residency narrowed to
+that one jurisdiction (responses_api.py), so the history is read, served and stored again only there; when
+no site of that jurisdiction can serve, the follow-up is refused, never moved.
+
+A record keeps only its own turn (the new input and the answer) and the id of the response it continued;
+the history is the chain of turns, read back within the one partition, so a long conversation costs memory
+linear in its length. Each partition holds at most `max_bytes` of turns, oldest evicted first; a follow-up
+whose chain lost a turn to eviction is refused (404), never answered from a partial history.
+
+The partitions live in this gateway's memory: a deployment with gateways in several jurisdictions keeps
+each partition on the gateways of its jurisdiction; a follow-up that reaches a gateway without the
+conversation gets a 404, never another region's copy (docs/responses-api.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("aigrid.gateway")
+MAX_BYTES = 256 * 1024 * 1024
+"""Default budget of one jurisdiction's partition (turns and stored Response objects, as JSON bytes)."""
+
+
+@dataclass(slots=True)
+class StoredResponse:
+    id: str
+    tenant: str
+    jurisdiction: str
+    site: str
+    response: dict[str, Any]
+    """The Response object as GET /v1/responses/{id} returns it."""
+    turn: list[dict[str, Any]] = field(default_factory=list)
+    """This request's input and its answer, as chat messages (instructions excluded: the Responses API
+    does not carry them over)."""
+    previous: str | None = None
+    """The response this one continued: the rest of the history."""
+    size: int = 0
+
+
+class BrokenHistory(LookupError):
+    """A turn of the conversation was evicted (or deleted): its history cannot be rebuilt."""
+
+
+class ResponseStore:
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self._max = max_bytes
+        self._partitions: dict[str, OrderedDict[tuple[str, str], StoredResponse]] = {}
+        self._bytes: dict[str, int] = {}
+
+    def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
+        """Keep `record` in its jurisdiction's partition; refuses (False) a jurisdiction the tenant may not use."""
+        if allowed is not None and record.jurisdiction not in allowed:
+            log.error("response %s of tenant %s served in %s, outside its jurisdictions %s: not stored",
+                      record.id, record.tenant, record.jurisdiction, sorted(allowed))
+            return False
+        record.size = len(orjson.dumps(record.turn)) + len(orjson.dumps(record.response))
+        j = record.jurisdiction
+        part = self._partitions.setdefault(j, OrderedDict())
+        part[(record.tenant, record.id)] = record
+        self._bytes[j] = self._bytes.get(j, 0) + record.size
+        while self._bytes[j] > self._max and len(part) > 1:
+            _, old = part.popitem(last=False)
+            self._bytes[j] -= old.size
+        return True
+
+    def get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        for part in self._partitions.values():
+            found = part.get((tenant, response_id))
+            if found is not None:
+                return found
+        return None
+
+    def history(self, record: StoredResponse) -> list[dict[str, Any]]:
+        """The whole conversation up to and including `record`, read from its own partition only."""
+        part = self._partitions.get(record.jurisdiction, OrderedDict())
+        turns = [record.turn]
+        previous = record.previous
+        while previous is not None:
+            earlier = part.get((record.tenant, previous))
+            if earlier is None:
+                raise BrokenHistory(previous)
+            turns.append(earlier.turn)
+            previous = earlier.previous
+        return [message for turn in reversed(turns) for message in turn]
+
+    def delete(self, tenant: str, response_id: str) -> bool:
+        for j, part in self._partitions.items():
+            found = part.pop((tenant, response_id), None)
+            if found is not None:
+                self._bytes[j] -= found.size
+                return True
+        return False
+
+    def jurisdictions_of(self, tenant: str, response_id: str) -> list[str]:
+        """Every partition holding this response (tests check that it is exactly one)."""
+        return [j for j, part in self._partitions.items() if (tenant, response_id) in part]

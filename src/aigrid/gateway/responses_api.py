@@ -1,0 +1,177 @@
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API in front of the one pipeline.
+
+A Responses request (after the stored history of `previous_response_id`, if any) is translated to Chat
+Completions (responses_translate.py) and served by routes.Routes.route like any chat request (auth, quotas,
+firewall, routing, failover, continuation, audit; function tools named like the grid's server-side tools
+run at the chosen site). The answer is translated back, streamed as Responses events (responses_stream.py).
+Errors keep the OpenAI envelope, which the Responses API shares with Chat Completions.
+
+Residency: a follow-up is routed with residency narrowed to the one jurisdiction where its conversation is
+stored (response_store.py), or refused with a 400 naming previous_response_id when the request asks for
+another; the answer is stored in the jurisdiction of the site that served it. See docs/responses-api.md.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aigrid.errors import ApiError, InvalidRequest, NotFound, UpstreamFailed
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.front_door import (
+    aigrid_headers,
+    is_event_stream,
+    name_own_field,
+    pipeline_headers,
+    restream,
+    validate,
+    whole_body,
+)
+from aigrid.gateway.relay_response import RelayResponse
+from aigrid.gateway.request_info import H_RESIDENCY, residency
+from aigrid.gateway.response_store import BrokenHistory, StoredResponse
+from aigrid.gateway.responses_schema import ResponsesRequest
+from aigrid.gateway.responses_stream import responses_stream
+from aigrid.gateway.responses_translate import (
+    chat_body,
+    new_id,
+    output_history,
+    output_items,
+    response_object,
+    usage_block,
+)
+from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Routes, json_response
+from aigrid.gateway.schemas import ChatRequest
+from aigrid.security.principal import Principal
+
+RESPONSES_PATH = "/v1/responses"
+H_STORED_IN = "x-aigrid-stored-jurisdiction"
+"""On GET /v1/responses/{id}: the jurisdiction whose partition holds the conversation."""
+_PARAMS = {"max_tokens": "max_output_tokens"}
+"""Pipeline errors name chat fields; these are their Responses names."""
+
+
+class _Turn:
+    """What one request learned while its body was read: the request, its chat body, who asked, history."""
+
+    req: ResponsesRequest
+    chat: dict[str, Any]
+    principal: Principal
+    earlier: int = 0
+    """Chat messages before this turn's input: the instructions and the stored history."""
+
+    def __init__(self) -> None:
+        self.origins: list[str] = []
+        """The Responses field each chat message came from (errors name it)."""
+
+
+class ResponsesApi:
+    def __init__(self, routes: Routes) -> None:
+        self.pipeline = routes
+        self.gw = routes.gw
+
+    def routes(self) -> list[Route]:
+        """GET and DELETE (POST /v1/responses is an audited route: routes.Routes.audited)."""
+        return [Route(RESPONSES_PATH + "/{response_id}", self.get, methods=["GET"]),
+                Route(RESPONSES_PATH + "/{response_id}", self.delete, methods=["DELETE"])]
+
+    def _principal(self, headers: dict[str, str]) -> Principal:
+        return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+
+    async def create(self, request: Request, ex: Exchange) -> Response:
+        headers = pipeline_headers(request)
+        turn = _Turn()
+
+        async def read() -> dict[str, Any]:
+            turn.req = req = validate(ResponsesRequest, await self.pipeline.read_json(request))
+            turn.principal = self._principal(headers)
+            history: list[dict[str, Any]] = []
+            if req.previous_response_id is not None:
+                history = self._continue(turn.principal.tenant, req.previous_response_id, headers)
+            turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
+            turn.earlier = (1 if req.instructions else 0) + len(history)
+            return turn.chat
+
+        try:
+            resp = await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex)
+        except ApiError as e:
+            name_own_field(e, turn.origins)
+            if e.param in _PARAMS:
+                e.param = _PARAMS[e.param]
+                e.message = e.message.replace("max_tokens", "max_output_tokens")
+            raise
+        rid, extra = new_id("resp"), aigrid_headers(resp)
+
+        async def keep(final: dict[str, Any]) -> None:
+            if turn.req.store:
+                self._store(turn, final, extra)
+
+        if is_event_stream(resp):
+            assert isinstance(resp, RelayResponse)
+            events = restream(resp, lambda ev: responses_stream(ev, turn.req, rid, keep))
+            return RelayResponse(events, 200, {**extra, "content-type": "text/event-stream",
+                                               "cache-control": "no-cache"})
+        body = await whole_body(resp)
+        if resp.status_code >= 400:  # the engine's own error answer: already the OpenAI envelope
+            return Response(body, status_code=resp.status_code, media_type="application/json", headers=extra)
+        try:
+            chat = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise UpstreamFailed("the engine's answer was not JSON") from e
+        output, finish = output_items(chat)
+        usage = chat.get("usage") or {}
+        final = response_object(turn.req, rid, int(time.time()), output, status="completed", finish_reason=finish,
+                                usage=usage_block(int(usage.get("prompt_tokens") or 0),
+                                                  int(usage.get("completion_tokens") or 0)))
+        await keep(final)
+        return Response(orjson.dumps(final), media_type="application/json", headers=extra)
+
+    def _continue(self, tenant: str, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+        """The stored history of `previous`; narrows this request's residency to where it is stored."""
+        prev = self.gw.responses.get(tenant, previous)
+        if prev is None:
+            raise NotFound(f"previous_response_id: no stored response {previous!r} for this tenant on this "
+                           "gateway", param="previous_response_id")
+        asked = residency(headers.get(H_RESIDENCY))
+        if asked is not None and prev.jurisdiction not in asked:
+            raise InvalidRequest(
+                f"previous_response_id: the conversation {previous!r} is stored in {prev.jurisdiction} and can "
+                f"only be continued there, but {H_RESIDENCY} asks for {', '.join(sorted(asked))}",
+                param="previous_response_id", code="conversation_residency")
+        try:
+            history = self.gw.responses.history(prev)
+        except BrokenHistory as e:
+            raise NotFound(f"previous_response_id: an earlier turn of {previous!r} ({e.args[0]}) is no longer "
+                           "stored, so its history cannot be rebuilt", param="previous_response_id") from e
+        headers[H_RESIDENCY] = prev.jurisdiction  # read by the pipeline after this body: route only there
+        return history
+
+    def _store(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str]) -> None:
+        jurisdiction, site = headers.get("x-aigrid-jurisdiction"), headers.get("x-aigrid-site", "")
+        if jurisdiction is None:
+            return
+        messages = turn.chat["messages"][turn.earlier:] + output_history(final["output"])
+        record = StoredResponse(final["id"], turn.principal.tenant, jurisdiction, site, final, messages,
+                                previous=turn.req.previous_response_id)
+        self.gw.responses.put(record, turn.principal.scopes.jurisdictions)
+
+    async def get(self, request: Request) -> Response:
+        headers = pipeline_headers(request)
+        found = self.gw.responses.get(self._principal(headers).tenant, request.path_params["response_id"])
+        if found is None:
+            raise NotFound(f"no stored response {request.path_params['response_id']!r}", param="response_id")
+        return Response(orjson.dumps(found.response), media_type="application/json",
+                        headers={H_STORED_IN: found.jurisdiction, "x-aigrid-site": found.site})
+
+    async def delete(self, request: Request) -> Response:
+        headers = pipeline_headers(request)
+        rid = request.path_params["response_id"]
+        if not self.gw.responses.delete(self._principal(headers).tenant, rid):
+            raise NotFound(f"no stored response {rid!r}", param="response_id")
+        return json_response({"id": rid, "object": "response", "deleted": True})
+

@@ -1,0 +1,45 @@
+"""The OpenAI Responses API request, as far as the gateway serves it (docs/responses-api.md lists each field).
+
+Top-level fields are validated here; `input` items, tools and tool_choice are checked item by item during
+translation (responses_translate.py), so that each 400 names the exact item and field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class TextFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class TextConfig(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    format: TextFormat | None = None
+
+
+class ResponsesRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1, max_length=256)
+    input: str | list[dict[str, Any]] = Field(min_length=1)
+    instructions: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stream: bool = False
+    store: bool = True
+    previous_response_id: str | None = Field(default=None, min_length=1, max_length=128)
+    metadata: dict[str, str] | None = None
+    user: str | None = Field(default=None, max_length=256)
+    parallel_tool_calls: bool | None = None
+    text: TextConfig | None = None
+    background: Literal[False] | None = None
+    """Background responses are not served: only false is accepted."""

@@ -1,0 +1,161 @@
+"""A streamed chat answer as the Responses API's events:
+
+    response.created, response.in_progress,
+    per output item: response.output_item.added, then for a message response.content_part.added,
+    response.output_text.delta*, response.output_text.done, response.content_part.done; for a function call
+    response.function_call_arguments.delta*, response.function_call_arguments.done; response.output_item.done
+    (a server-side tool run is one mcp_call item, added and done at once), and
+    response.completed (or response.incomplete / response.failed) with the whole Response.
+
+Every event carries its sequence_number. `on_done` receives the final Response (to store it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from aigrid.gateway.chat_events import (
+    ChatEvent,
+    Finish,
+    Steps,
+    StreamError,
+    TextPiece,
+    ToolArgs,
+    ToolStart,
+    Usage,
+)
+from aigrid.gateway.responses_schema import ResponsesRequest
+from aigrid.gateway.responses_translate import (
+    function_call_item,
+    mcp_call_item,
+    message_item,
+    new_id,
+    response_object,
+    usage_block,
+)
+
+OnDone = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class _Events:
+    def __init__(self) -> None:
+        self.seq = 0
+
+    def __call__(self, kind: str, **data: Any) -> bytes:
+        payload = {"type": kind, "sequence_number": self.seq, **data}
+        self.seq += 1
+        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+
+
+class _Output:
+    """The output items so far, and the one still open (a message, or a function call by chat index)."""
+
+    def __init__(self, ev: _Events) -> None:
+        self.ev = ev
+        self.items: list[dict[str, Any]] = []
+        self.open: dict[str, Any] | None = None
+        self.open_key: tuple[str, int] | None = None
+        self.text: list[str] = []
+        self.args: list[str] = []
+
+    def close(self) -> bytes:
+        item, self.open, key, self.open_key = self.open, None, self.open_key, None
+        if item is None or key is None:
+            return b""
+        index = len(self.items)
+        if key[0] == "message":
+            text = "".join(self.text)
+            done = message_item(text, item["id"])
+            part = done["content"][0]
+            out = (self.ev("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
+                           text=text, logprobs=[])
+                   + self.ev("response.content_part.done", item_id=item["id"], output_index=index,
+                             content_index=0, part=part))
+        else:
+            done = {**item, "arguments": "".join(self.args), "status": "completed"}
+            out = self.ev("response.function_call_arguments.done", item_id=item["id"], output_index=index,
+                          name=item["name"], arguments=done["arguments"])
+        self.items.append(done)
+        return out + self.ev("response.output_item.done", output_index=index, item=done)
+
+    def start_message(self) -> bytes:
+        out = self.close()
+        item = message_item("", new_id("msg"), status="in_progress")
+        self.open, self.open_key, self.text = item, ("message", -1), []
+        index = len(self.items)
+        part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+        return (out + self.ev("response.output_item.added", output_index=index, item=item)
+                + self.ev("response.content_part.added", item_id=item["id"], output_index=index, content_index=0,
+                          part=part))
+
+    def text_delta(self, text: str) -> bytes:
+        self.text.append(text)
+        assert self.open is not None
+        return self.ev("response.output_text.delta", item_id=self.open["id"], output_index=len(self.items),
+                       content_index=0, delta=text, logprobs=[])
+
+    def start_call(self, index: int, call_id: str, name: str) -> bytes:
+        out = self.close()
+        item = function_call_item(call_id, name, "", new_id("fc"), status="in_progress")
+        self.open, self.open_key, self.args = item, ("call", index), []
+        return out + self.ev("response.output_item.added", output_index=len(self.items), item=item)
+
+    def args_delta(self, fragment: str) -> bytes:
+        self.args.append(fragment)
+        assert self.open is not None
+        return self.ev("response.function_call_arguments.delta", item_id=self.open["id"],
+                       output_index=len(self.items), delta=fragment)
+
+    def whole(self, item: dict[str, Any]) -> bytes:
+        out = self.close()
+        index = len(self.items)
+        self.items.append(item)
+        return (out + self.ev("response.output_item.added", output_index=index, item=item)
+                + self.ev("response.output_item.done", output_index=index, item=item))
+
+
+async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesRequest, rid: str,
+                           on_done: OnDone) -> AsyncIterator[bytes]:
+    ev = _Events()
+    created = int(time.time())
+    yield ev("response.created", response=response_object(req, rid, created, [], status="in_progress"))
+    yield ev("response.in_progress", response=response_object(req, rid, created, [], status="in_progress"))
+    out = _Output(ev)
+    finish: str | None = None
+    usage: Usage | None = None
+    steps_seen: set[str] = set()
+    async for e in events:
+        if isinstance(e, TextPiece):
+            if out.open_key != ("message", -1):
+                yield out.start_message()
+            yield out.text_delta(e.text)
+        elif isinstance(e, ToolStart):
+            yield out.start_call(e.index, e.call_id, e.name)
+        elif isinstance(e, ToolArgs) and out.open_key == ("call", e.index):
+            yield out.args_delta(e.fragment)
+        elif isinstance(e, Steps):
+            for step in e.steps:
+                key = str(step.get("call_id") or step.get("index"))
+                if key not in steps_seen:
+                    steps_seen.add(key)
+                    yield out.whole(mcp_call_item(step))
+        elif isinstance(e, Finish):
+            finish = e.reason
+        elif isinstance(e, Usage):
+            usage = e
+        elif isinstance(e, StreamError):
+            yield out.close()
+            failed = response_object(req, rid, created, out.items, status="failed")
+            failed["error"] = {"code": "server_error", "message": e.message}
+            yield ev("response.failed", response=failed)
+            return
+    yield out.close()
+    final = response_object(req, rid, created, out.items, status="completed", finish_reason=finish,
+                            usage=usage_block(usage.prompt_tokens, usage.completion_tokens) if usage else None)
+    await on_done(final)
+    kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
+    yield ev(kind, response=final)

@@ -1,0 +1,243 @@
+"""OpenAI Responses <-> Chat Completions, both ways, without I/O.
+
+Request: `instructions` -> a system message; `input` (a string, or items: messages with input_text /
+input_image / output_text parts, function_call, function_call_output, mcp_call) -> chat messages after the
+stored history of `previous_response_id`; function tools -> chat tools (a function tool named like one of
+the grid's server-side tools runs at the site, agents/); `max_output_tokens` -> max_tokens;
+`text.format` -> response_format. Answer: a chat completion -> output items (mcp_call for each server-side
+tool run, a message with output_text, function_call for each of the client's tools) in a Response object.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from aigrid.errors import InvalidRequest
+from aigrid.gateway.responses_schema import ResponsesRequest
+
+SERVER_LABEL = "aigrid"
+"""server_label of the mcp_call items that report the grid's server-side tool runs."""
+_TEXT_PARTS = ("input_text", "output_text", "text")
+_ROLES = ("user", "system", "developer", "assistant")
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"
+
+
+def _text(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(f"{where}: must be a string", param=where)
+    return value
+
+
+def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where}: must be a string or a list of content parts", param=where)
+    parts: list[dict[str, Any]] = []
+    for j, part in enumerate(content):
+        at = f"{where}.{j}"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind in _TEXT_PARTS:
+            parts.append({"type": "text", "text": _text(part.get("text"), f"{at}.text")})
+        elif kind == "refusal":
+            parts.append({"type": "text", "text": _text(part.get("refusal"), f"{at}.refusal")})
+        elif kind == "input_image":
+            if not isinstance(part.get("image_url"), str):
+                raise InvalidRequest(f"{at}: only input_image with an image_url is served (no file_id)",
+                                     param=f"{at}.image_url")
+            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+        else:
+            raise InvalidRequest(f"{at}.type: {kind!r} is not served; use input_text, output_text or input_image",
+                                 param=f"{at}.type")
+    if all(p["type"] == "text" for p in parts):
+        return "\n".join(p["text"] for p in parts)
+    return parts
+
+
+def _call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def _append_call(out: list[dict[str, Any]], call: dict[str, Any]) -> None:
+    """Consecutive calls are one assistant turn with several tool_calls, as chat engines expect."""
+    last = out[-1] if out else None
+    if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+        last["tool_calls"].append(call)
+    else:
+        out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+
+
+_ORIGIN = {"message": "content", "function_call_output": "output", "mcp_call": "output"}
+
+
+def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None = None) -> list[dict[str, Any]]:
+    """The input as chat messages; `origins` (if given) receives the input field each message came from."""
+    if isinstance(items, str):
+        if origins is not None:
+            origins.append("input")
+        return [{"role": "user", "content": items}]
+    out: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        at = f"input.{i}"
+        kind = item.get("type", "message")
+        if kind == "message":
+            role = item.get("role")
+            if role not in _ROLES:
+                raise InvalidRequest(f"{at}.role: must be one of {', '.join(_ROLES)}", param=f"{at}.role")
+            out.append({"role": role, "content": _parts(item.get("content"), f"{at}.content")})
+        elif kind == "function_call":
+            _append_call(out, _call(_text(item.get("call_id"), f"{at}.call_id"), _text(item.get("name"), f"{at}.name"),
+                                    _text(item.get("arguments", ""), f"{at}.arguments")))
+        elif kind == "function_call_output":
+            output = item.get("output")
+            text = _parts(output, f"{at}.output") if isinstance(output, list) else _text(output, f"{at}.output")
+            out.append({"role": "tool", "tool_call_id": _text(item.get("call_id"), f"{at}.call_id"),
+                        "content": text if isinstance(text, str) else orjson.dumps(text).decode()})
+        elif kind == "mcp_call":  # a server-side tool run replayed by the client: the call and its result
+            call_id = str(item.get("id") or new_id("mcp"))
+            _append_call(out, _call(call_id, _text(item.get("name"), f"{at}.name"), str(item.get("arguments", ""))))
+            out.append({"role": "tool", "tool_call_id": call_id, "content": str(item.get("output") or "")})
+        elif kind != "reasoning":  # reasoning items are replayed by agents; no model here reads them back
+            raise InvalidRequest(f"{at}.type: {kind!r} is not served; use message, function_call, "
+                                 "function_call_output or mcp_call items", param=f"{at}.type")
+        if origins is not None:  # the messages this item added (a merged function_call adds none)
+            origins.extend([f"{at}.{_ORIGIN.get(kind, 'arguments')}"] * (len(out) - len(origins)))
+    return out
+
+
+def _tools(tools: list[dict[str, Any]], server_tools: Iterable[str]) -> list[dict[str, Any]]:
+    out = []
+    for i, tool in enumerate(tools):
+        if tool.get("type") != "function":
+            known = ", ".join(sorted(server_tools))
+            raise InvalidRequest(f"tools.{i}.type: {tool.get('type')!r} is not served by this grid; its "
+                                 f"server-side tools are function tools by name: {known}", param=f"tools.{i}.type")
+        fn: dict[str, Any] = {"name": _text(tool.get("name"), f"tools.{i}.name")}
+        for key in ("description", "parameters", "strict"):
+            if tool.get(key) is not None:
+                fn[key] = tool[key]
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_choice(choice: str | dict[str, Any]) -> str | dict[str, Any]:
+    if isinstance(choice, str):
+        if choice not in ("auto", "none", "required"):
+            raise InvalidRequest("tool_choice: must be auto, none, required or a function", param="tool_choice")
+        return choice
+    if choice.get("type") != "function" or not isinstance(choice.get("name"), str):
+        raise InvalidRequest("tool_choice: only {'type': 'function', 'name': ...} is served", param="tool_choice")
+    return {"type": "function", "function": {"name": choice["name"]}}
+
+
+def _response_format(req: ResponsesRequest) -> dict[str, Any] | None:
+    fmt = req.text.format if req.text is not None else None
+    if fmt is None or fmt.type == "text":
+        return None
+    if fmt.type == "json_object":
+        return {"type": "json_object"}
+    if fmt.schema_ is None:
+        raise InvalidRequest("text.format.schema: required for json_schema", param="text.format.schema")
+    return {"type": "json_schema", "json_schema": {"name": fmt.name or "answer", "schema": fmt.schema_,
+                                                   "strict": bool(fmt.strict)}}
+
+
+def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools: Iterable[str],
+              origins: list[str] | None = None) -> dict[str, Any]:
+    """The chat request; `origins` (if given) receives the Responses field each chat message came from."""
+    messages = ([{"role": "system", "content": req.instructions}] if req.instructions else [])
+    inputs: list[str] = []
+    body: dict[str, Any] = {"model": req.model, "messages": messages + history + input_messages(req.input, inputs),
+                            "stream": req.stream}
+    if origins is not None:
+        origins.extend(["instructions"] * len(messages) + ["previous_response_id"] * len(history) + inputs)
+    if req.stream:
+        body["stream_options"] = {"include_usage": True}  # response.completed always carries usage
+    if req.tools:
+        body["tools"] = _tools(req.tools, server_tools)
+    if req.tool_choice is not None:
+        body["tool_choice"] = _tool_choice(req.tool_choice)
+    fmt = _response_format(req)
+    if fmt is not None:
+        body["response_format"] = fmt
+    optional = {"max_tokens": req.max_output_tokens, "temperature": req.temperature, "top_p": req.top_p,
+                "user": req.user, "parallel_tool_calls": req.parallel_tool_calls}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    return body
+
+
+# --- the answer -----------------------------------------------------------------------------------------
+def message_item(text: str, item_id: str, status: str = "completed") -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" \
+        else []
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def function_call_item(call_id: str, name: str, arguments: str, item_id: str,
+                       status: str = "completed") -> dict[str, Any]:
+    return {"type": "function_call", "id": item_id, "call_id": call_id, "name": name, "arguments": arguments,
+            "status": status}
+
+
+def mcp_call_item(step: dict[str, Any]) -> dict[str, Any]:
+    ok = bool(step.get("ok"))
+    return {"type": "mcp_call", "id": f"mcp_{step.get('call_id') or uuid.uuid4().hex[:24]}",
+            "server_label": SERVER_LABEL, "name": str(step.get("tool", "")),
+            "arguments": orjson.dumps(step.get("arguments")).decode(), "status": "completed",
+            "output": str(step.get("result", "")) if ok else None,
+            "error": None if ok else str(step.get("result", ""))}
+
+
+def output_items(chat: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+    """A chat completion's output items, and its finish_reason."""
+    choice = (chat.get("choices") or [{}])[0]
+    msg = choice.get("message") or {}
+    items = [mcp_call_item(s) for s in chat.get("aigrid_steps") or ()]
+    if msg.get("content"):
+        items.append(message_item(msg["content"], new_id("msg")))
+    for call in msg.get("tool_calls") or ():
+        fn = call.get("function") or {}
+        items.append(function_call_item(str(call.get("id") or new_id("call")), str(fn.get("name", "")),
+                                        str(fn.get("arguments", "")), new_id("fc")))
+    return items, choice.get("finish_reason")
+
+
+def usage_block(prompt: int, completion: int) -> dict[str, Any]:
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
+
+
+def response_object(req: ResponsesRequest, rid: str, created: int, output: list[dict[str, Any]], *,
+                    status: str, finish_reason: str | None = None,
+                    usage: dict[str, Any] | None = None) -> dict[str, Any]:
+    incomplete = status == "completed" and finish_reason == "length"
+    return {
+        "id": rid, "object": "response", "created_at": created,
+        "status": "incomplete" if incomplete else status, "error": None,
+        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        "instructions": req.instructions, "max_output_tokens": req.max_output_tokens, "model": req.model,
+        "output": output, "parallel_tool_calls": req.parallel_tool_calls is not False,
+        "previous_response_id": req.previous_response_id, "reasoning": {"effort": None, "summary": None},
+        "store": req.store, "temperature": req.temperature, "top_p": req.top_p,
+        "text": {"format": {"type": "text"}}, "tool_choice": req.tool_choice or "auto", "tools": req.tools or [],
+        "truncation": "disabled", "usage": usage, "user": req.user, "metadata": req.metadata or {},
+    }
+
+
+def output_history(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The answer's items as chat messages, for the stored conversation a follow-up continues."""
+    messages: list[dict[str, Any]] = []
+    for item in output:
+        if item["type"] == "message":
+            text = "".join(p.get("text", "") for p in item.get("content") or ())
+            messages.append({"role": "assistant", "content": text})
+        elif item["type"] == "function_call":
+            _append_call(messages, _call(item["call_id"], item["name"], item["arguments"]))
+    return messages

@@ -1,0 +1,103 @@
+"""Structured logs: one JSON object per line on stderr, configured once by the process that serves.
+
+    log.warning("endpoint failed", extra=fields(endpoint="fra-1", reason="connect refused"))
+    -> {"ts": "2026-12-01T17:20:00.123Z", "level": "warning", "logger": "aigrid.proxy",
+        "msg": "endpoint failed", "endpoint": "fra-1", "reason": "connect refused"}
+
+Loggers: `aigrid.access` (one line per request: decision id, tenant, site, outcome, timings), and the
+component loggers (`aigrid.proxy` engine failures, `aigrid.telemetry` breaker changes, `aigrid.scraper`,
+`aigrid.sync`, `aigrid.audit.log`, ...). The level comes from the spec (`gateway.log_level`) or the CLI's
+`--log-level`. Libraries only log; configure() is called by the CLI's serving commands, never on import.
+
+Logging never blocks the event loop: records go into a bounded queue and one thread writes them out (a
+terminal that scrolls slowly or a pipe nobody reads stalls that thread, not the gateway). When the queue is
+full a record is dropped and counted (`LogSink.dropped`), never waited for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sys
+import time
+from logging.handlers import QueueHandler, QueueListener
+from typing import Any, TextIO
+
+LEVELS = ("debug", "info", "warning", "error")
+_FIELDS = "aigrid_fields"
+
+
+def fields(**values: Any) -> dict[str, Any]:
+    """`extra=` for a log call: the values become top-level keys of the JSON line."""
+    return {_FIELDS: values}
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        out: dict[str, Any] = {"ts": ts, "level": record.levelname.lower(), "logger": record.name,
+                               "msg": record.getMessage()}
+        out.update(getattr(record, _FIELDS, None) or {})
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out, default=str, ensure_ascii=False)
+
+
+class _DroppingQueueHandler(QueueHandler):
+    def __init__(self, q: queue.Queue[logging.LogRecord]) -> None:
+        super().__init__(q)
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+
+class LogSink:
+    """The configured log output: `stop()` flushes what is queued and ends the writer thread."""
+
+    def __init__(self, handler: _DroppingQueueHandler, listener: QueueListener) -> None:
+        self.handler = handler
+        self._listener = listener
+
+    @property
+    def dropped(self) -> int:
+        return self.handler.dropped
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Flush what is queued (within `timeout_s` when the output is stalled) and end the writer."""
+        for name in ("aigrid", "uvicorn.error"):
+            logger = logging.getLogger(name)
+            if self.handler in logger.handlers:
+                logger.removeHandler(self.handler)
+            logger.propagate = True
+        thread = self._listener._thread
+        if thread is None:
+            return
+        try:
+            self._listener.queue.put(self._listener._sentinel, timeout=timeout_s)  # type: ignore[attr-defined]
+        except queue.Full:
+            return  # the output is stalled for good: leave the (daemon) writer behind
+        thread.join(timeout_s)
+        self._listener._thread = None
+
+
+def configure(level: str = "info", stream: TextIO | None = None, *, queue_max: int = 10_000) -> LogSink:
+    """JSON lines at `level` and above for every aigrid logger (and uvicorn's errors), written by a thread."""
+    if level not in LEVELS:
+        raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
+    out = logging.StreamHandler(stream or sys.stderr)  # writes the line prepared by the handler below
+    q: queue.Queue[logging.LogRecord] = queue.Queue(queue_max)
+    handler = _DroppingQueueHandler(q)
+    handler.setFormatter(JsonFormatter())  # the JSON line is made in the caller, tracebacks included
+    listener = QueueListener(q, out, respect_handler_level=False)
+    for name in ("aigrid", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        logger.handlers = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+    listener.start()
+    return LogSink(handler, listener)

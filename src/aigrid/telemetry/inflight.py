@@ -1,0 +1,106 @@
+"""In-flight accounting: what a gateway sent to each endpoint that is not finished yet.
+
+Per endpoint the ledger counts requests sent with no first token yet (and their prompt tokens: the prefill
+backlog a new request queues behind) and requests past their first token that are still generating. The
+gateway knows all of this exactly and at once, long before an engine scrape shows it. Gateways that share
+state (Redis, telemetry/sync.py; simulated in sim/gateway.py) add each other's ledgers.
+
+One implementation for the live gateway (telemetry/store.py) and the simulator (sim/gateway.py);
+`merged_state` is the one rule for folding a ledger into an engine's scraped state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from dataclasses import dataclass, replace
+
+from aigrid.core.types import EndpointState
+
+
+@dataclass(slots=True)
+class Load:
+    """One endpoint's in-flight work as a ledger sees it."""
+
+    pending: int = 0
+    pending_tokens: int = 0
+    decoding: int = 0
+
+    @property
+    def inflight(self) -> int:
+        return self.pending + self.decoding
+
+    def add(self, other: Load, sign: int = 1) -> None:
+        self.pending += sign * other.pending
+        self.pending_tokens += sign * other.pending_tokens
+        self.decoding += sign * other.decoding
+
+
+class InflightLedger:
+    """Requests in flight per endpoint key. Every `sent` is matched by one `finished`; `first_token` moves a
+    request from pending to decoding in between (at most once)."""
+
+    __slots__ = ("_loads",)
+
+    def __init__(self) -> None:
+        self._loads: dict[Hashable, Load] = {}
+
+    def sent(self, key: Hashable, prompt_tokens: int) -> None:
+        load = self._loads.get(key)
+        if load is None:
+            load = self._loads[key] = Load()
+        load.pending += 1
+        load.pending_tokens += prompt_tokens
+
+    def first_token(self, key: Hashable, prompt_tokens: int) -> None:
+        load = self._loads.get(key)
+        if load is None or load.pending <= 0:
+            return
+        load.pending -= 1
+        load.pending_tokens = max(load.pending_tokens - prompt_tokens, 0)
+        load.decoding += 1
+
+    def finished(self, key: Hashable, prompt_tokens: int, had_first_token: bool) -> None:
+        load = self._loads.get(key)
+        if load is None:
+            return
+        if had_first_token:
+            load.decoding = max(load.decoding - 1, 0)
+        else:
+            load.pending = max(load.pending - 1, 0)
+            load.pending_tokens = max(load.pending_tokens - prompt_tokens, 0)
+        if load.pending == 0 and load.decoding == 0:
+            load.pending_tokens = 0
+            del self._loads[key]
+
+    def get(self, key: Hashable) -> Load | None:
+        return self._loads.get(key)
+
+    def items(self) -> Iterator[tuple[Hashable, Load]]:
+        return iter(self._loads.items())
+
+    def copy(self) -> dict[Hashable, Load]:
+        return {k: Load(v.pending, v.pending_tokens, v.decoding) for k, v in self._loads.items()}
+
+
+def merged_state(scraped: EndpointState, load: Load | None, slots: int) -> EndpointState:
+    """The engine's scraped state with the gateways' ledger folded in: the ledger's own fields, and running /
+    waiting raised to what the ledger proves is there (a scrape is older than the ledger)."""
+    if load is None or load.inflight == 0:
+        return scraped
+    inflight = load.inflight
+    return replace(scraped, running=max(scraped.running, min(inflight, slots)),
+                   waiting=max(scraped.waiting, inflight - slots), pending_requests=load.pending,
+                   pending_prompt_tokens=load.pending_tokens, decoding=load.decoding)
+
+
+def combined(*loads: Load | None) -> Load | None:
+    """The sum of several ledgers' loads for one endpoint (None where none has any)."""
+    parts = [p for p in loads if p is not None]
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    out = Load()
+    for p in parts:
+        out.add(p)
+    return out

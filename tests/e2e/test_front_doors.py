@@ -1,0 +1,207 @@
+"""The agents' front doors for real: `aigrid up` with two real llama.cpp engines (SmolLM2-135M) in Frankfurt
+(EU) and Ashburn (US); the official anthropic SDK (Messages) and the official openai SDK (Responses) as
+clients, sync and async, streaming and not. SmolLM2-135M is tiny: the tool round trips check the protocol
+(the engine is made to call a tool with tool_choice, the SDKs parse every event and shape, the tool's
+result is accepted), not the model's intelligence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import openai
+import pytest
+import yaml
+
+from tests.e2e.processes import running_grid
+from tests.engine_support import require_llama_server
+
+pytestmark = pytest.mark.engine
+EU = {"x-aigrid-client-location": "Frankfurt"}
+MODEL = "smollm2-135m"
+WEATHER = {"name": "get_weather", "description": "Current weather in a city",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def two_sites(tmp: Path) -> Path:
+    spec = {
+        "name": "front-doors",
+        "gateway": {"host": "127.0.0.1", "network": "none", "scrape_interval_s": 0.5, "default_policy": "balanced"},
+        "models": {MODEL: {"family": "smollm2", "params_b": 0.135}},
+        "sites": {"fra": {"name": "Frankfurt", "lat": 50.11, "lon": 8.68, "jurisdiction": "EU"},
+                  "iad": {"name": "Ashburn", "lat": 39.04, "lon": -77.49, "jurisdiction": "US"}},
+        "endpoints": [{"id": f"{s}-smollm2", "site": s, "model": MODEL, "engine": "embedded", "slots": 2,
+                       "prefill_tps": 250, "decode_tps": 150} for s in ("fra", "iad")],
+        "tenants": {"default": {"policy": "balanced"}},
+    }
+    path = tmp / "grid.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    require_llama_server()
+    tmp = tmp_path_factory.mktemp("front-doors")
+    with running_grid(two_sites(tmp), tmp, healthy=2) as g:
+        yield g.base
+
+
+@pytest.fixture
+def claude(base: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=base, api_key="sk-ant-unused", max_retries=0, timeout=120)
+
+
+# --- Anthropic Messages ---------------------------------------------------------------------------------
+def test_messages_sync_not_streamed(claude: anthropic.Anthropic) -> None:
+    raw = claude.messages.with_raw_response.create(
+        model=MODEL, max_tokens=16, system="You are terse.", extra_headers=EU,
+        messages=[{"role": "user", "content": "Name a river."}])
+    msg = raw.parse()
+    assert raw.headers["x-aigrid-site"] == "fra"
+    assert isinstance(msg, anthropic.types.Message) and msg.content[0].type == "text"
+    assert msg.content[0].text.strip() and msg.stop_reason in ("end_turn", "max_tokens")
+    assert msg.usage.input_tokens > 0 and 0 < msg.usage.output_tokens <= 16
+
+
+def test_messages_sync_streamed(claude: anthropic.Anthropic) -> None:
+    kinds, text = [], []
+    with claude.messages.stream(model=MODEL, max_tokens=16, extra_headers=EU,
+                                messages=[{"role": "user", "content": "Name a river."}]) as stream:
+        for event in stream:
+            kinds.append(event.type)
+            if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                text.append(event.delta.text)
+        final = stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop" and "message_delta" in kinds
+    assert final.content[0].text == "".join(text) and text
+    assert final.usage.output_tokens > 0 and final.usage.input_tokens > 0
+
+
+async def test_messages_async_streamed_and_not(base: str) -> None:
+    client = anthropic.AsyncAnthropic(base_url=base, api_key="sk-ant-unused", max_retries=0, timeout=120)
+    msg = await client.messages.create(model=MODEL, max_tokens=12, messages=[{"role": "user", "content": "Hi"}])
+    assert msg.content and msg.content[0].text.strip()
+    async with client.messages.stream(model=MODEL, max_tokens=12,
+                                      messages=[{"role": "user", "content": "Hi"}]) as stream:
+        pieces = [t async for t in stream.text_stream]
+        final = await stream.get_final_message()
+    assert "".join(pieces) == final.content[0].text and pieces
+    await client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_messages_tool_use_round_trip(claude: anthropic.Anthropic, stream: bool) -> None:
+    """The protocol of a tool round trip with a real engine: a request with tools (whatever the tiny model
+    answers, text or tool_use, the SDK parses it), then the conversation with an assistant tool_use turn and
+    the user's tool_result, which the engine accepts and answers. (This llama.cpp build gives SmolLM2 no
+    native tool calls; the deterministic tool_use round trip is tests/gateway/test_messages_api.py.)"""
+    messages: list = [{"role": "user", "content": "What is the weather in Paris?"}]
+    kw = {"model": MODEL, "max_tokens": 32, "tools": [WEATHER], "tool_choice": {"type": "auto"}}
+    if stream:
+        with claude.messages.stream(messages=messages, **kw) as s:
+            first = s.get_final_message()
+    else:
+        first = claude.messages.create(messages=messages, **kw)
+    assert first.content and first.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    use = next((b for b in first.content if b.type == "tool_use"), None)
+    call = {"type": "tool_use", "id": use.id if use else "toolu_01", "name": "get_weather",
+            "input": use.input if use else {"city": "Paris"}}
+    messages += [{"role": "assistant", "content": [call]},
+                 {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"],
+                                               "content": "Sunny, 24 C"}]}]
+    second = claude.messages.create(model=MODEL, max_tokens=32, tools=[WEATHER], messages=messages)
+    assert second.stop_reason in ("end_turn", "max_tokens", "tool_use")
+    assert second.content and second.usage.input_tokens > first.usage.input_tokens
+
+
+def test_messages_count_tokens_and_errors(claude: anthropic.Anthropic) -> None:
+    counted = claude.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "Hello there"}])
+    assert counted.input_tokens > 0
+    with pytest.raises(anthropic.NotFoundError) as info:
+        claude.messages.create(model="claude-opus-9", max_tokens=8, messages=[{"role": "user", "content": "Hi"}])
+    assert info.value.status_code == 404 and info.value.body["error"]["type"] == "not_found_error"
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        claude.messages.create(model=MODEL, max_tokens=10**9, messages=[{"role": "user", "content": "Hi"}])
+    assert "max_tokens" in bad.value.message
+
+
+# --- OpenAI Responses -----------------------------------------------------------------------------------
+FUNCTION = {"type": "function", "name": "get_weather", "description": "Current weather in a city",
+            "parameters": WEATHER["input_schema"]}
+
+
+@pytest.fixture
+def oai(base: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=base + "/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def test_responses_not_streamed(oai: openai.OpenAI) -> None:
+    resp = oai.responses.create(model=MODEL, input="Name a river.", instructions="You are terse.",
+                                max_output_tokens=16, extra_headers=EU)
+    assert resp.status in ("completed", "incomplete") and resp.output_text.strip()
+    assert resp.usage is not None and resp.usage.input_tokens > 0 and 0 < resp.usage.output_tokens <= 16
+
+
+def test_responses_streamed(oai: openai.OpenAI) -> None:
+    kinds, text, final = [], [], None
+    for event in oai.responses.create(model=MODEL, input="Name a river.", max_output_tokens=16, stream=True):
+        kinds.append(event.type)
+        if event.type == "response.output_text.delta":
+            text.append(event.delta)
+        if event.type in ("response.completed", "response.incomplete"):
+            final = event.response
+    assert kinds[0] == "response.created" and final is not None
+    assert "".join(text) == final.output_text and text
+    with oai.responses.stream(model=MODEL, input="Name a river.", max_output_tokens=16) as stream:
+        ends = [e.response for e in stream if e.type in ("response.completed", "response.incomplete")]
+    # (the helper's get_final_response() wants response.completed; a capped answer ends response.incomplete,
+    # as OpenAI's does)
+    assert len(ends) == 1 and ends[0].output_text.strip()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_function_tool_round_trip(oai: openai.OpenAI, stream: bool) -> None:
+    """The protocol with a real engine: a request with a function tool (text or function_call, the SDK parses
+    it), then its function_call and function_call_output continue the stored conversation. (The deterministic
+    function_call round trip is tests/gateway/test_responses_api.py, with a SCRIPTED engine.)"""
+    kw = {"model": MODEL, "input": "What is the weather in Paris?", "tools": [FUNCTION], "max_output_tokens": 32}
+    if stream:
+        with oai.responses.stream(**kw) as s:
+            first = next(e.response for e in s if e.type in ("response.completed", "response.incomplete"))
+    else:
+        first = oai.responses.create(**kw)
+    assert first.status in ("completed", "incomplete") and first.output
+    calls = [item for item in first.output if item.type == "function_call"]
+    call_id = calls[0].call_id if calls else "call_01"
+    replay = [] if calls else [{"type": "function_call", "call_id": call_id, "name": "get_weather",
+                                "arguments": '{"city": "Paris"}'}]
+    second = oai.responses.create(model=MODEL, previous_response_id=first.id, tools=[FUNCTION], max_output_tokens=32,
+                                  input=[*replay, {"type": "function_call_output", "call_id": call_id,
+                                                   "output": "Sunny, 24 C"}])
+    assert second.previous_response_id == first.id and second.output
+    assert second.usage is not None and second.usage.input_tokens > first.usage.input_tokens
+
+
+def test_responses_eu_conversation_stays_in_the_eu(oai: openai.OpenAI, base: str) -> None:
+    """Residency, for real: the conversation started under x-aigrid-residency: EU is continued from a client
+    next to the US site, asking nothing; it is served in Frankfurt and stored in the EU partition."""
+    us = {"x-aigrid-client-location": "Ashburn"}
+    first = oai.responses.with_raw_response.create(model=MODEL, input="What is my name?", max_output_tokens=8,
+                                                   extra_headers={**us, "x-aigrid-residency": "EU"})
+    assert first.headers["x-aigrid-site"] == "fra"
+    follow = oai.responses.with_raw_response.create(model=MODEL, input="What is my name?", max_output_tokens=8,
+                                                    previous_response_id=first.parse().id, extra_headers=us)
+    assert follow.headers["x-aigrid-site"] == "fra" and follow.headers["x-aigrid-jurisdiction"] == "EU"
+    stored = httpx.get(f"{base}/v1/responses/{follow.parse().id}")
+    assert stored.status_code == 200 and stored.headers["x-aigrid-stored-jurisdiction"] == "EU"
+    refused = httpx.post(f"{base}/v1/responses", headers={**us, "x-aigrid-residency": "US"},
+                         json={"model": MODEL, "input": "x", "previous_response_id": follow.parse().id})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "previous_response_id"
+
+
+def test_models_list_embeddings_with_their_kind(oai: openai.OpenAI) -> None:
+    kinds = {m.id: m.model_extra.get("kind") for m in oai.models.list()}
+    assert kinds[MODEL] == "chat" and kinds["all-minilm-l6-v2"] == "embedding"
