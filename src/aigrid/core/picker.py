@@ -43,6 +43,11 @@ def by_p90(candidates: Sequence[Candidate], tolerance: float, rng: Rng) -> list[
     return _tie_break(ranked, lambda c: c.prediction.ttft_p90_ms <= best * (1.0 + tolerance), rng)
 
 
+def _tpot_ok(c: Candidate, policy: Policy) -> bool:
+    limit, tpot = policy.tpot_slo_ms, c.prediction.tpot_ms
+    return limit is None or tpot is None or tpot <= limit
+
+
 @dataclass(frozen=True, slots=True)
 class TieBreakPicker:
     name: str = "weighted-random-tiebreak"
@@ -57,9 +62,9 @@ class SloPicker:
 
     def pick(self, candidates: Sequence[Candidate], policy: Policy, rng: Rng) -> tuple[Candidate, ...]:
         slo = policy.ttft_slo_ms
-        meets = [c for c in candidates if c.prediction.ttft_p90_ms <= slo]
+        meets = [c for c in candidates if c.prediction.ttft_p90_ms <= slo and _tpot_ok(c, policy)]
         if not meets:
             return tuple(by_p90(candidates, policy.tie_tolerance, rng))
-        misses = sorted((c for c in candidates if c.prediction.ttft_p90_ms > slo),
+        misses = sorted((c for c in candidates if c not in meets),
                         key=lambda c: (c.prediction.ttft_p90_ms, c.endpoint_id))
         return (*by_total(meets, policy.tie_tolerance, rng), *misses)

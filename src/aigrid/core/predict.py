@@ -123,4 +123,4 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
         queue, prefill, spread = ahead, own, UNCALIBRATED_SPREAD
     return Prediction(rtt_ms=net, queue_ms=queue, prefill_ms=prefill, distance_km=dist, warm=warm,
                       spread=spread, model_ahead_ms=ahead, model_own_ms=own, rtt_measured=measured,
-                      measured_rtt_ms=state.rtt_ms)
+                      measured_rtt_ms=state.rtt_ms, tpot_ms=None if state.tpot_s is None else state.tpot_s * 1000.0)

@@ -133,6 +133,9 @@ class Policy:
     tie_tolerance: float = 0.02
     ttft_slo_ms: float = 2000.0
     allow_family_fallback: bool = True
+    tpot_slo_ms: float | None = None
+    """Time per output token the tenant needs; an endpoint whose recent TPOT is above it does not meet the SLO
+    (None: TTFT alone decides)."""
     cost_reference_usd_per_mtok: float = 1.0
     """The blended price that scores 0.5 on the cost axis; set it near your grid's prices (self-hosted GPUs
     run at $0.03-0.15 per million tokens) so that the axis separates your sites."""
@@ -173,6 +176,8 @@ class Prediction:
     """... and of this request's own prefill: what calibration compares the observed engine time with."""
     rtt_measured: bool = False
     """rtt_ms is this gateway's measured round trip to the site, not the distance model."""
+    tpot_ms: float | None = None
+    """The endpoint's recent time per output token (engine telemetry), when known."""
     measured_rtt_ms: float | None = None
     """This gateway's measured round trip to the site (health probes), shown beside the model when unused."""
 

@@ -14,12 +14,14 @@ KNOWN = (*BUILTIN_POLICIES, "centralized", *BASELINES)
 
 
 def make_router(name: str, central_sites: frozenset[str] = frozenset(),
-                slo_ms: float | None = None) -> tuple[Router, Policy]:
+                slo_ms: float | None = None, tpot_slo_ms: float | None = None) -> tuple[Router, Policy]:
     """A fresh router (baselines with state start from zero) and the Policy it is called with; aigrid's
     policies get the scenario's TTFT SLO (the tenant's SLO, as a spec would set it)."""
     if name in BUILTIN_POLICIES:
         policy = BUILTIN_POLICIES[name]
-        return schedule, policy if slo_ms is None else replace(policy, ttft_slo_ms=slo_ms)
+        if slo_ms is not None:
+            policy = replace(policy, ttft_slo_ms=slo_ms, tpot_slo_ms=tpot_slo_ms)
+        return schedule, policy
     if name == "centralized":
         return Centralized(central_sites), Policy("centralized", {})
     if name in BASELINES:

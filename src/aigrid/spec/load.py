@@ -98,7 +98,7 @@ def policies(spec: GridSpec) -> dict[str, Policy]:
     out = dict(BUILTIN_POLICIES)
     for name, p in spec.policies.items():
         out[name] = Policy(name, dict(p.weights), p.tie_tolerance, p.ttft_slo_ms, p.allow_family_fallback,
-                           cost_reference_usd_per_mtok=p.cost_reference_usd_per_mtok)
+                           tpot_slo_ms=p.tpot_slo_ms, cost_reference_usd_per_mtok=p.cost_reference_usd_per_mtok)
     return out
 
 

@@ -75,7 +75,9 @@ class EndpointSpec(StrictModel):
 class PolicySpec(StrictModel):
     weights: dict[str, float]
     tie_tolerance: float = Field(default=0.02, ge=0, le=1)
-    ttft_slo_ms: float = Field(default=2000.0, gt=0)
+    ttft_slo_ms: float = Field(default=2000.0, gt=0, description="the p90 TTFT a candidate must predict to meet the SLO")
+    tpot_slo_ms: float | None = Field(default=None, gt=0, description="time per output token the tenant needs; "
+                                      "an endpoint whose recent TPOT is above it does not meet the SLO")
     allow_family_fallback: bool = True
     cost_reference_usd_per_mtok: float = Field(default=1.0, gt=0, description="price that scores 0.5 on cost")
 
