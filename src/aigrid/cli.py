@@ -37,9 +37,11 @@ def _mount_subcommands() -> None:
     from aigrid.bench.cli import bench_command
     from aigrid.engines.emulator_cli import emulator_command
     from aigrid.plan.cli import plan_command
+    from aigrid.rightsize.cli import app as models_app
     from aigrid.sim.cli import app as sim_app
 
     app.add_typer(sim_app)
+    app.add_typer(models_app, name="models")
     app.command("bench")(bench_command)
     app.command("emulator")(emulator_command)
     app.command("plan")(plan_command)

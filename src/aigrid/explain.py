@@ -23,6 +23,14 @@ def render_decision(d: dict[str, Any]) -> Group:
     lines = [head, Text(f"client location {where}; served by {d.get('served_by') or '-'}"
                         + (f" in {d['ttft_ms']:.0f} ms to first byte" if d.get("ttft_ms") is not None else "")),
              Text(d["reason"], style="italic")]
+    choice = d.get("model_choice")
+    if choice:
+        est = ", ".join(f"{m} {q:.2f}" for m, q in sorted(choice["estimates"].items(), key=lambda kv: kv[1]))
+        saved = ("" if choice["chosen"] == choice["best"] or choice.get("cost_saved_usd") is None else
+                 f"; saved ${choice['cost_saved_usd']:.6f} and {choice['ttft_saved_ms']:.0f} ms predicted TTFT "
+                 f"against {choice['best']}")
+        lines.append(Text(f"model {choice['chosen']} (right-sized): estimated quality {est}; eligible within "
+                          f"{choice['max_quality_drop']:.2f} of the best: {', '.join(choice['eligible'])}{saved}"))
     served = next((c for c in d["candidates"] if c["endpoint"] == d.get("served_by")), None)
     if served is not None and d.get("ttft_ms") is not None and "predicted_ttft_p90_ms" in served:
         lines.append(Text(f"predicted TTFT p50 {served['predicted_ttft_ms']:.0f} ms, p90 "
@@ -30,12 +38,12 @@ def render_decision(d: dict[str, Any]) -> Group:
                           f"({d['ttft_ms'] / max(served['predicted_ttft_ms'], 1e-3):.2f}x the p50)"))
     t = Table(title="candidates (best first): TTFT = rtt + queue + prefill; rtt measured (m) or modelled",
               show_lines=False)
-    for col in ("#", "endpoint", "site", "juris.", *AXES, "total", "pred. TTFT ms", "p90", "rtt", "queue", "prefill",
+    for col in ("#", "endpoint", "model", "site", "juris.", *AXES, "total", "pred. TTFT ms", "p90", "rtt", "queue", "prefill",
                 "km", "gw rtt"):
-        t.add_column(col, justify="right" if col not in ("endpoint", "site", "juris.") else "left")
+        t.add_column(col, justify="right" if col not in ("endpoint", "model", "site", "juris.") else "left")
     for i, c in enumerate(d["candidates"], 1):
         style = "bold green" if c["endpoint"] == d.get("served_by") else None
-        t.add_row(str(i), c["endpoint"], c["site"], c["jurisdiction"],
+        t.add_row(str(i), c["endpoint"], c.get("model", "-"), c["site"], c["jurisdiction"],
                   *(f"{c['scores'][a]:.2f}" for a in AXES), f"{c['total']:.3f}",
                   f"{c['predicted_ttft_ms']:.0f}", _num(c.get("predicted_ttft_p90_ms")),
                   f"{c['rtt_ms']:.0f}{' m' if c.get('rtt_source') == 'measured' else ''}", f"{c['queue_ms']:.0f}",

@@ -69,7 +69,7 @@ def test_outputs_and_tables(planned: Path) -> None:
     assert failed == {s["id"] for s in plan["sites"]}
     assert sum(s["jurisdiction"] == "EU" for s in plan["sites"]) >= 2  # the EU-only tenant survives N+1
     labels = [r["label"] for r in doc["compare"]]
-    assert labels == ["plan", "one-region", "population", "per-continent"]
+    assert labels[0] == "plan" and sorted(labels[1:]) == ["one-region", "per-continent", "population"]
     for row in doc["compare"][1:]:
         assert row["meets"] or row["why_not"]
         if row["meets"]:
@@ -111,15 +111,17 @@ def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: P
     proc = subprocess.Popen(["bash", str(planned / "run-emulated.sh"), "--port", str(gw_port)], cwd=tmp_path,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 180  # a loaded 2-core machine starts a dozen processes slowly
+        healthy = False
+        while not healthy and time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{gw_port}/healthz", timeout=1, trust_env=False).status_code == 200:
-                    break
+                healthy = httpx.get(f"http://127.0.0.1:{gw_port}/healthz", timeout=1,
+                                    trust_env=False).status_code == 200
             except httpx.HTTPError:
                 pass
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             time.sleep(0.5)
+        assert healthy, "the gateway did not come up"
         client = OpenAI(base_url=f"http://127.0.0.1:{gw_port}/v1", api_key="unused", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="llama-3.1-8b", max_tokens=8, messages=[{"role": "user", "content": "hello"}],

@@ -81,3 +81,20 @@ def test_shortlist_prunes_thousands_of_candidates() -> None:
     s = screen(parse_demand(raw))
     assert len(s.cands) == 3000 and 2 <= len(s.shortlist) <= 150
     assert np.all(np.diff(s.shortlist) > 0)
+
+
+def test_hardware_that_cannot_hold_tpot_under_prefill_is_not_offered() -> None:
+    s = screen(demand())  # TPOT SLO 100 ms: an L40S step with a 2,048-token chunk takes ~180 ms
+    assert dict(zip(s.hw, s.tpot_ok, strict=True)) == {"h100": True, "l40s": False}
+    z = s.search(0.4)
+    assert set(z.hardware) == {"h100"}
+    relaxed = screen(demand(slo={"ttft_ms": 1000, "tpot_ms": 250, "attainment": 0.98}))
+    assert relaxed.tpot_ok.all()
+
+
+def test_spread_offers_placements_with_more_sites() -> None:
+    s = screen(demand())
+    base = s.search(0.4)
+    more = s.spread(0.4, base, more=2)
+    assert [len(z.sites) for z in more] == [len(base.sites) + 1, len(base.sites) + 2]
+    assert all(z.uncovered_rps == 0 and z.unprotected_rps == 0 for z in more)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from aigrid.core.filters.capacity import HasCapacity
 from aigrid.core.filters.health import Healthy
 from aigrid.core.filters.model import ServesModel
+from aigrid.core.filters.quality import QualityTarget
 from aigrid.core.filters.residency import Residency
 from aigrid.core.filters.tenant import NotExcluded, TenantSites
 from aigrid.core.picker import SloPicker, TieBreakPicker
@@ -19,6 +20,7 @@ from aigrid.core.scorers.ttft import TtftScorer
 
 FILTERS: dict[str, Callable[[], Filter]] = {
     "model": ServesModel,
+    "quality": QualityTarget,
     "residency": Residency,
     "tenant": TenantSites,
     "retry": NotExcluded,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from aigrid.core.plugins import Context, Filter, Picker, Scorer, clamp01
 from aigrid.core.predict import is_warm, predict
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
+from aigrid.core.right_size import describe, model_choice
 from aigrid.core.scorers.cost import request_cost_usd
 from aigrid.core.types import Candidate, Decision, Endpoint, GridView, Policy, Rejection, RequestInfo, Rng
 
@@ -66,7 +67,9 @@ class Scheduler:
                 cost_usd=request_cost_usd(request, endpoint), note_parts=tuple(notes),
             ))
         ranked = self.profile.picker.pick(candidates, policy, rng)
-        return Decision(request.id, policy.name, ranked, tuple(rejected), _reason(ranked, rejected))
+        choice = model_choice(request, ranked)
+        reason = _reason(ranked, rejected) + (f"; {describe(choice)}" if choice is not None else "")
+        return Decision(request.id, policy.name, ranked, tuple(rejected), reason, choice)
 
 
 def _first_failure(filters: Sequence[Filter], ctx: Context, endpoint: Endpoint) -> tuple[str, str] | None:

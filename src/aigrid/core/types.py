@@ -156,6 +156,26 @@ class RequestInfo:
     prefix_hash: str | None = None
     session: str | None = None
     exclude_endpoints: frozenset[str] = frozenset()
+    quality: Mapping[str, float] | None = None
+    """Right-sizing (model "auto" or a tenant's model ladder): per candidate model, the estimated probability
+    that it answers this prompt well (the gateway's estimate, aigrid.rightsize). None: models are not judged."""
+    max_quality_drop: float = 1.0
+    """The tenant's quality target: a model is eligible only if its estimate is at most this far below the
+    best model's (core/right_size.py)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelChoice:
+    """Why this model (right-sizing): the estimates, the target and what the choice saved against the best
+    model's best-ranked endpoint."""
+
+    chosen: str
+    best: str
+    estimates: Mapping[str, float]
+    max_quality_drop: float
+    eligible: tuple[str, ...]
+    cost_saved_usd: float | None = None
+    ttft_saved_ms: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +246,8 @@ class Decision:
     ranked: tuple[Candidate, ...]
     rejected: tuple[Rejection, ...]
     reason: str
+    model_choice: ModelChoice | None = None
+    """Set when the request was right-sized (RequestInfo.quality): which model, and why."""
 
     @property
     def chosen(self) -> Candidate | None:

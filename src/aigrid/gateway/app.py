@@ -37,6 +37,7 @@ from aigrid.gateway.responses_api import RESPONSES_PATH, ResponsesApi
 from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
 from aigrid.gateway.tracing import Tracing, build_tracing
+from aigrid.rightsize.right_sizer import RightSizer
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec
 from aigrid.telemetry.redis_shared import RedisSharedState
@@ -72,6 +73,8 @@ class Gateway:
     """OpenTelemetry spans per request and attempt; off (no cost) unless configured (tracing.py)."""
     responses: ResponseStore = field(default_factory=ResponseStore)
     """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
+    right_sizer: RightSizer | None = None
+    """Per-prompt model choice for model "auto" (tenants with right_size; aigrid.rightsize)."""
     baselines: dict[str, Router] = field(default_factory=dict)
     """The peers' routing formulas (core.baselines), selectable per request with x-aigrid-policy for an A/B
     against aigrid's own policies on live traffic."""
@@ -109,6 +112,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         agents=AgentRuntime.from_spec(spec),
         sync=_sync(spec, store, shared, gateway_id),
         tracing=tracing or build_tracing(spec.gateway.otel),
+        right_sizer=RightSizer.from_spec(spec),
     )
 
 

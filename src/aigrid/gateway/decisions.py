@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigrid.core.calibration import Calibration
-from aigrid.core.types import Candidate, Decision, GeoPoint
+from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 
 
@@ -33,10 +33,20 @@ def candidate_dict(c: Candidate) -> dict[str, Any]:
     }
 
 
+def model_choice_dict(c: ModelChoice | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+    return {"chosen": c.chosen, "best": c.best, "estimates": {m: round(q, 4) for m, q in c.estimates.items()},
+            "max_quality_drop": round(c.max_quality_drop, 4), "eligible": list(c.eligible),
+            "cost_saved_usd": c.cost_saved_usd,
+            "ttft_saved_ms": None if c.ttft_saved_ms is None else round(c.ttft_saved_ms, 1)}
+
+
 def decision_dict(d: Decision) -> dict[str, Any]:
     return {
         "id": d.request_id, "policy": d.policy, "reason": d.reason,
         "chosen": None if d.chosen is None else d.chosen.endpoint_id,
+        "model_choice": model_choice_dict(d.model_choice),
         "candidates": [candidate_dict(c) for c in d.ranked],
         "rejected": [{"endpoint": r.endpoint_id, "site": r.site_id, "filter": r.filter, "reason": r.reason}
                      for r in d.rejected],

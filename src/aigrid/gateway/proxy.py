@@ -378,6 +378,7 @@ class Proxy:
     def _headers(cand: Candidate, decision: Decision, upstream: UpstreamResponse) -> dict[str, str]:
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASS_HEADERS}
         headers.update({"x-aigrid-site": cand.site_id, "x-aigrid-endpoint": cand.endpoint_id,
+                        "x-aigrid-model": cand.model,
                         "x-aigrid-decision": decision.request_id, "x-aigrid-jurisdiction": cand.jurisdiction})
         if headers.get("content-type", "").startswith("text/event-stream"):
             headers["cache-control"] = "no-cache"

@@ -164,6 +164,8 @@ class Routes:
             check_context(parsed.model, len(prompt), gw.spec.models,
                           "messages" if path == CHAT_PATH else "prompt")
             info = scope_request(principal, asked)
+            if gw.right_sizer is not None:
+                info = gw.right_sizer.apply(info, prompt, principal.tenant)
             loop = None
             if path == CHAT_PATH and server_tools and wants_server_tools(body, gw.agents.tools):
                 loop = validate_tool_request(body, gw.agents.tools, gw.agents.loop)  # 400s before routing

@@ -1,7 +1,8 @@
 """The simulator scenarios that check a placement: the diurnal peak, and each single-site failure.
 
 A check is one simulated window (verify.window_s) starting at a UTC hour, with every site up or with one
-site down from the first second to the last. Its traffic reproduces the analytical rates of that hour: one
+site down from the first second to the last: at each of the peak hours, every site up and then each site
+down in turn. Its traffic reproduces the analytical rates of that hour: one
 simulator tenant per flow (`tenant/continent[/country]`) whose share is the flow's expected request count,
 users drawn by population x diurnal weight exactly as traffic.py counts them. Every check of the same hour
 replays identical arrivals, so placements are compared on the same requests.
@@ -78,13 +79,8 @@ def peak_hours(traffic: Traffic, site_load: np.ndarray, count: int) -> list[int]
 
 
 def checks_for(placement: Placement, traffic: Traffic, site_load: dict[str, np.ndarray], count: int) -> list[Check]:
-    """Peak checks at `count` hours, and one failure check per site at the busiest hour of that site."""
+    """Peak checks at `count` hours, and at each of those hours one check per site with that site down."""
     load = np.array([site_load.get(s.id, traffic.total()) for s in placement.sites]) if placement.sites \
         else np.zeros((0, traffic.rate.shape[2]))
-    out = [Check(h, None) for h in peak_hours(traffic, load, count)]
-    if len(placement.sites) > 1:
-        for s, row in zip(placement.sites, load, strict=True):
-            out.append(Check(int(np.argmax(row)), s.id))
-    else:
-        out += [Check(h, placement.sites[0].id) for h in [out[0].hour]] if placement.sites else []
-    return out
+    hours = peak_hours(traffic, load, count)
+    return [Check(h, None) for h in hours] + [Check(h, s.id) for h in hours for s in placement.sites]

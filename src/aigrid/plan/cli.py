@@ -80,19 +80,29 @@ def plan_command(
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, disable=quiet) as progress:
             current: list[TaskID] = []
+            plain = not quiet and not console.is_terminal  # no live bar: a line per phase and per 10 runs
 
             def phase(label: str, total: int | None) -> None:
                 current.append(progress.add_task(label, total=total))
+                if plain:
+                    console.print(label)
 
             def step() -> None:
                 progress.advance(current[-1])
+                task = progress.tasks[-1]
+                if plain and task.completed % 10 == 0:
+                    console.print(f"  {task.completed:.0f}/{task.total or 0:.0f} ({task.elapsed or 0:.0f} s)")
 
             def more(n: int) -> None:
                 task = progress.tasks[-1]
                 progress.update(current[-1], total=(task.total or 0) + n)
 
+            def note(line: str) -> None:
+                if not quiet:
+                    progress.console.print(f"  {line}", highlight=False)
+
             result = plan(d, backend=backend, compare=compare, start_sites=previous,
-                          events=Events(phase, step, more), source=str(demand))
+                          events=Events(phase, step, more, note), source=str(demand))
     except AigridError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None

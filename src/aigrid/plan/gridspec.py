@@ -75,7 +75,11 @@ aigrid="${{AIGRID:-aigrid}}"
 pids=()
 cleanup() {{ for p in "${{pids[@]}}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }}
 trap cleanup EXIT INT TERM
+rm -f "$here"/emulator-*.log
 {starts}
+for log in "$here"/emulator-*.log; do  # every emulator prints its banner once it listens
+  for _ in $(seq 600); do grep -q "engine emulator" "$log" && break; sleep 0.1; done
+done
 "$aigrid" up "$here/grid.yaml" "$@"
 """
 

@@ -78,14 +78,10 @@ def price_of(demand: Demand, hardware: str) -> tuple[float, int]:
     return (opt.usd_per_hour or HARDWARE[hardware].usd_per_hour), opt.gpus_per_replica
 
 
-def from_sizing(label: str, demand: Demand, cands: Candidates, sizing: Sizing,
-                site_ids: dict[int, str] | None = None) -> Placement:
+def from_sizing(label: str, demand: Demand, cands: Candidates, sizing: Sizing) -> Placement:
     sites = []
-    for k, (s, hw, reps) in enumerate(zip(sizing.sites, sizing.hardware, sizing.replicas, strict=True)):
+    for s, hw, reps in zip(sizing.sites, sizing.hardware, sizing.replicas, strict=True):
         price, gpus = price_of(demand, hw)
-        sid = site_ids.get(s, cands.id[s]) if site_ids else cands.id[s]
-        sites.append(PlannedSite(sid if not site_ids else sid, cands.city[s], float(cands.lat[s]),
-                                 float(cands.lon[s]), cands.country[s], cands.jurisdiction[s], hw, gpus, price,
-                                 tuple(sorted(reps.items()))))
-        del k
+        sites.append(PlannedSite(cands.id[s], cands.city[s], float(cands.lat[s]), float(cands.lon[s]),
+                                 cands.country[s], cands.jurisdiction[s], hw, gpus, price, tuple(sorted(reps.items()))))
     return Placement(label, tuple(sites))

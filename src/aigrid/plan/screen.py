@@ -5,7 +5,12 @@ The model (checked afterwards by the simulator, which has the last word):
   (the simulator's network model without jitter) plus the prefill of the flow's 95th-percentile prompt on
   the fastest hardware offered fits in (1 - QUEUE_SHARE) of the TTFT SLO;
 - routing: users go to the nearest reachable open site (aigrid's policies put most requests there while it
-  has headroom); when that site is down they go to the next nearest reachable one (N+1);
+  has headroom); when that site is down, its users spread over every other reachable open site in
+  proportion to that site's own peak load (load-aware routing sends them where the headroom is, and sites
+  are sized in proportion to their load), so k sites back each other up at about k / (k - 1) capacity;
+- hardware: an option is offered only if one engine step carrying a full prefill chunk fits in 80% of the
+  TPOT SLO (otherwise decoding streams miss it whenever prompts arrive), and if the site's users reach it
+  within the TTFT budget with its prefill time;
 - capacity: a replica of hardware h serves capacity_rps(prompt, output) requests/s of a flow at a full batch
   (sim/hardware.py); a site needs max over hours and single-site failures of its load / rho replicas;
 - cost: devices x price per hour; unreachable demand costs a penalty, so the search opens sites to cover it.
@@ -31,6 +36,8 @@ PENALTY_UNCOVERED = 1000.0
 PENALTY_UNPROTECTED = 100.0
 """$/h per request/s of peak demand that has no second reachable site (lost when its site fails)."""
 SHORTLIST = 150
+TPOT_SHARE = 0.8
+"""A hardware option is offered only if a step with a full prefill chunk fits in this share of the TPOT SLO."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,14 @@ class Screen:
                 perf = engine_perf(h, m.params_b, m.kv_bytes_per_token, int(self.gpus[j]))
                 self.c[i, j] = 1.0 / perf.capacity_rps(f.prompt_mean, f.output_mean)
                 self.pf95[i, j] = perf.prefill_alone_ms(int(f.prompt_p95))
+        # A step that carries a full prefill chunk slows every decoding stream in the batch: hardware whose
+        # chunk step alone takes more than the TPOT SLO misses it under load (chunked prefill, vLLM-style).
+        self.tpot_ok = np.ones(len(self.hw), dtype=bool)
+        for j, h in enumerate(self.hw):
+            for m in self.models:
+                md = models[m]
+                perf = engine_perf(h, md.params_b, md.kv_bytes_per_token, int(self.gpus[j]))
+                self.tpot_ok[j] &= perf.step_ms(0, 0.0, perf.chunk_tokens) <= demand.slo.tpot_ms * TPOT_SHARE
         slo = demand.slo.ttft_ms * (1.0 - QUEUE_SHARE)
         self.budget = slo - self.pf95.min(axis=1)  # [flow] ms of RTT allowed
         self.slo_net = slo
@@ -126,34 +141,36 @@ class Screen:
         rtt = self.rtt[:, S]
         P = rtt.shape[0]
         cols = np.arange(P)
-        for members, allowed in self.classes:
+        nearest: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for members, allowed in self.classes:  # pass 1: every user to the nearest reachable open site
             r = np.where(allowed[S][None, :], rtt, np.inf)
-            if n >= 2:
-                two = np.argpartition(r, 1, axis=1)[:, :2]
-                d = np.take_along_axis(r, two, axis=1)
-                swap = d[:, 1] < d[:, 0]
-                first = np.where(swap, two[:, 1], two[:, 0])
-                second = np.where(swap, two[:, 0], two[:, 1])
-                d1, d2 = np.minimum(d[:, 0], d[:, 1]), np.maximum(d[:, 0], d[:, 1])
-            else:
-                first = np.zeros(P, dtype=np.int64)
-                second = first
-                d1, d2 = r[:, 0], np.full(P, np.inf)
+            first = np.argmin(r, axis=1)
+            d1 = r[cols, first]
+            nearest.append((r, first, d1))
             for f in members:
                 reach1 = d1 <= self.budget[f]
-                reach2 = reach1 & (d2 <= self.budget[f])
-                rate = self.traffic.rate[f]
                 peak = self.peak[f]
                 uncovered += float(peak[~reach1].sum())
-                unprotected += float(peak[reach1 & ~reach2].sum())
                 onehot = np.zeros((n, P))
                 onehot[first[reach1], cols[reach1]] = 1.0
-                load[f] = onehot @ rate
-                pair = np.zeros((n * n, P))
-                pair[first[reach2] * n + second[reach2], cols[reach2]] = 1.0
-                moved[f] = (pair @ rate).reshape(n, n, H)
+                load[f] = onehot @ self.traffic.rate[f]
                 np.add.at(rtt_sum, first[reach1], peak[reach1] * d1[reach1])
                 np.add.at(rtt_w, first[reach1], peak[reach1])
+        weight = np.maximum(np.einsum("f,fsh->sh", self.c[:, 0], load).max(axis=1), 1e-9)
+        for (members, _), (r, first, d1) in zip(self.classes, nearest, strict=True):  # pass 2: N+1
+            for f in members:
+                reach1 = d1 <= self.budget[f]
+                backup = (r <= self.budget[f]) & reach1[:, None]
+                backup[cols, first] = False
+                share = backup * weight[None, :]
+                norm = share.sum(axis=1)
+                unprotected += float(self.peak[f][reach1 & (norm <= 0)].sum())
+                share /= np.maximum(norm, 1e-300)[:, None]
+                rate = self.traffic.rate[f]
+                for t in range(n):
+                    mine = reach1 & (first == t) & (norm > 0)
+                    if mine.any():
+                        moved[f, t] = share[mine].T @ rate[mine]
         mean_rtt = rtt_sum / np.maximum(rtt_w, 1e-12)
         hardware: list[str] = []
         replicas: list[dict[str, int]] = []
@@ -165,7 +182,7 @@ class Screen:
             best: tuple[float, str, dict[str, int]] | None = None
             for j, h in enumerate(self.hw):
                 flows_here = load[:, k, :].max(axis=1) + moved[:, :, k, :].max(axis=(1, 2)) > 0
-                if np.any(mean_rtt[k] * 1.5 + self.pf95[flows_here, j] > self.slo_net):
+                if not self.tpot_ok[j] or np.any(mean_rtt[k] * 1.5 + self.pf95[flows_here, j] > self.slo_net):
                     continue
                 reps: dict[str, int] = {}
                 for mi, m in enumerate(self.models):
@@ -196,6 +213,42 @@ class Screen:
         site_load = load.sum(axis=0)[kept] if len(kept) else np.zeros((0, H))
         return Sizing(tuple(int(S[k]) for k in keep), tuple(hardware), tuple(replicas), float(cost), float(penalty),
                       site_load, uncovered, unprotected)
+
+    def spread(self, rho: float, base: Sizing, more: int = 3) -> list[Sizing]:
+        """Placements with 1..`more` sites beyond `base`: each time the site that costs least to add (even if
+        it costs more than not adding it), then swaps at that count. More sites share the N+1 reserve
+        (k / (k - 1)) and spread failures across time zones, which the nearest-site model undervalues while
+        rounding replicas up per site; the simulator decides."""
+        out = []
+        current = base
+        pool = [int(s) for s in self.shortlist]
+        for _ in range(more):
+            open_ = list(current.sites)
+            trials = [self.size(open_ + [s], rho) for s in pool if s not in open_]
+            if not trials:
+                break
+            current = self._swaps(min(trials, key=lambda z: z.score), rho, pool, max_moves=20)
+            if len(current.sites) <= len(open_):
+                break
+            out.append(current)
+        return out
+
+    def _swaps(self, current: Sizing, rho: float, pool: list[int], max_moves: int) -> Sizing:
+        for _ in range(max_moves):
+            improved = False
+            open_ = list(current.sites)
+            for s in open_:
+                near = sorted((x for x in pool if x not in open_), key=lambda x: _km(self.cands, s, x))
+                for x in near[:6]:
+                    trial = self.size([y for y in open_ if y != s] + [x], rho)
+                    if trial.score < current.score - 1e-9 and len(trial.sites) == len(open_):
+                        current, improved = trial, True
+                        break
+                if improved:
+                    break
+            if not improved:
+                break
+        return current
 
     def search(self, rho: float, start: list[int] | None = None, max_moves: int = 60) -> Sizing:
         """Greedy opening from `start` (or nothing), then drop and swap moves until none improves."""

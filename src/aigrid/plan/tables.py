@@ -78,9 +78,11 @@ def compare_rows(result: PlanResult) -> list[dict[str, Any]]:
 
 def _row(label: str, v: Verdict | None, structural: str | None) -> dict[str, Any]:
     if v is None:
-        return {"label": label, "sites": None, "devices": None, "usd_per_hour": None, "usd_per_month": None,
+        return {"label": label, "sites": None, "where": [], "devices": None, "usd_per_hour": None,
+                "usd_per_month": None,
                 "meets": False, "why_not": structural}
-    return {"label": label, "sites": len(v.placement.sites), "devices": v.placement.devices,
+    return {"label": label, "sites": len(v.placement.sites), "where": [
+                f"{s.id} ({s.hardware} x {s.devices})" for s in v.placement.sites], "devices": v.placement.devices,
             "usd_per_hour": round(v.placement.usd_per_hour, 2), "usd_per_month": round(v.placement.usd_per_month, 0),
             "meets": v.passed, "why_not": None if v.passed else f"not met after {v.rounds} refinement rounds "
             f"(last tried ${v.placement.usd_per_hour:.2f}/h): {v.reason}"}
@@ -89,16 +91,20 @@ def _row(label: str, v: Verdict | None, structural: str | None) -> dict[str, Any
 def compare_markdown(result: PlanResult) -> str:
     lines = ["| placement | sites | devices | $/h | $/month | meets SLO at peak and N+1 | plan saves |",
              "|---|---|---|---|---|---|---|"]
+    wheres = []
     for r in compare_rows(result):
         money = "-" if r["usd_per_hour"] is None else f"{r['usd_per_hour']:.2f}"
         month = "-" if r["usd_per_month"] is None else f"{r['usd_per_month']:,.0f}"
-        meets = "yes" if r["meets"] else f"no: {r['why_not']}"
+        why = r["why_not"] or ""
+        meets = "yes" if r["meets"] else why if "not simulated" in why else f"no: {why}"
         saves = "-" if r["plan_saves"] is None else f"{r['plan_saves']:.0%}"
         if r["label"] == "plan" and r["plan_saves"] is not None:
             saves += " vs the cheapest naive"
         lines.append(f"| {r['label']} | {r['sites'] or '-'} | {r['devices'] or '-'} | {money} | {month} | {meets} | "
                      f"{saves} |")
-    return "\n".join(lines)
+        if r["where"] and len(r["where"]) <= 8:
+            wheres.append(f"- {r['label']}: {', '.join(r['where'])}")
+    return "\n".join(lines + [""] + wheres)
 
 
 def _placement_json(p: Placement) -> dict[str, Any]:

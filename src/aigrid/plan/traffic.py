@@ -67,7 +67,7 @@ def build_traffic(demand: Demand, cities: Cities, window_s: float = 0.0) -> Traf
     """Flows, points and rates; rates are taken at UTC hour h + half a verification window."""
     country = np.array(cities.country)
     continent = np.array(cities.continent)
-    codes, country_idx = np.unique(country, return_inverse=True)
+    _, country_idx = np.unique(country, return_inverse=True)
     key = (country_idx.astype(np.int64) * 1_000_000 + np.floor((cities.lat + 90) / CELL_DEG).astype(np.int64) * 1000
            + np.floor((cities.lon + 180) / CELL_DEG).astype(np.int64))
     cells, point = np.unique(key, return_inverse=True)
@@ -75,7 +75,6 @@ def build_traffic(demand: Demand, cities: Cities, window_s: float = 0.0) -> Traf
     wsum = np.bincount(point, weights=pop, minlength=len(cells))
     lat = np.bincount(point, weights=pop * cities.lat, minlength=len(cells)) / np.maximum(wsum, 1)
     lon = np.bincount(point, weights=pop * cities.lon, minlength=len(cells)) / np.maximum(wsum, 1)
-    point_country = codes[(cells // 1_000_000).astype(np.int64)]
 
     by_place = demand.traffic.by_place
     shares = np.array([t.share for t in demand.tenants])
@@ -116,7 +115,4 @@ def build_traffic(demand: Demand, cities: Cities, window_s: float = 0.0) -> Traf
     scale = demand.traffic.peak_rps * (1.0 + demand.traffic.growth) / float(base.sum(axis=(0, 1)).max())
     rate = base * scale * np.array(mult_rows)[:, None, None]
     keep = rate.sum(axis=(0, 2)) > 0
-    lat_kept = lat[keep]
-    lon_kept = lon[keep]
-    del point_country
-    return Traffic(tuple(flows), lat_kept, lon_kept, rate[:, keep, :])
+    return Traffic(tuple(flows), lat[keep], lon[keep], rate[:, keep, :])

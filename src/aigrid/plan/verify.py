@@ -5,11 +5,12 @@ TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one r
 - a failing check: each site where more than (1 - attainment) of what it served missed the SLO gets more
   replicas (its share of misses, between 20% and 50%, at least one); if it missed while lightly used
   (utilisation under LATENCY_UTIL), the problem is prefill time, not capacity, and it moves to the next
-  faster hardware offered instead. Only the failing checks run again, until they pass; then the others
+  faster hardware offered instead; when misses are spread too thin for any site to cross that share, the
+  site with the most misses grows. Only the failing checks run again, until they pass; then the others
   are confirmed on the final sizes (adding capacity can still move traffic);
 - a passing placement: every site whose busiest check left it under TRIM_UTIL even with one replica fewer
-  loses one, and all checks run again; if that breaks a check, the sites that broke it are restored and
-  never trimmed again.
+  loses one, and all checks run again; if trimming them together breaks a check, they are tried one at a
+  time from then on (the least used first), and a site whose own trim breaks a check is never trimmed again.
 The cheapest placement that passed is kept. A failure no site explains (requests rejected or sent nowhere
 allowed) cannot be fixed by sizes: the verdict says so.
 """
@@ -77,9 +78,11 @@ def _why(outcomes: list[Outcome], attainment: float) -> str:
 
 class Verifier:
     def __init__(self, demand: Demand, traffic: Traffic, backend: Backend,
-                 on_run: Callable[[], None] | None = None, on_plan: Callable[[int], None] | None = None) -> None:
+                 on_run: Callable[[], None] | None = None, on_plan: Callable[[int], None] | None = None,
+                 note: Callable[[str], None] | None = None) -> None:
         self.demand, self.traffic, self.backend = demand, traffic, backend
         self.on_run, self.on_plan = on_run, on_plan
+        self.note = note or (lambda line: None)
         self.attainment = demand.slo.attainment
         self.runs = 0
 
@@ -92,7 +95,11 @@ class Verifier:
         if self.on_plan:
             self.on_plan(len(jobs))
         self.runs += len(jobs)
-        return self.backend.map(jobs, self.on_run)
+        out = self.backend.map(jobs, self.on_run)
+        bad = sum(not passes(o, self.attainment) for o in out)
+        self.note(f"{placement.label}: {len(placement.sites)} sites, {placement.devices} devices, "
+                  f"${placement.usd_per_hour:.2f}/h: {len(out) - bad} of {len(out)} checks pass")
+        return out
 
     def _faster(self, hardware: str) -> str | None:
         offered = sorted(self.demand.supply.hardware, key=lambda h: -HARDWARE[h].bf16_tflops)
@@ -109,13 +116,14 @@ class Verifier:
         best: Verdict | None = None
         history: list[tuple[float, bool]] = []
         no_trim: set[str] = set()
+        one_at_a_time = False
         rounds = 0
         while rounds < budget:
             key = current.key()
             failing = [i for i, (k, o) in latest.items() if not passes(o, self.attainment)]
             todo = failing or [i for i in range(len(checks)) if i not in latest or latest[i][0] != key]
             if not todo and best is not None and best.placement.key() == key:
-                trimmed = self._trim(current, [o for _, o in latest.values()], no_trim)
+                trimmed = self._trim(current, [o for _, o in latest.values()], no_trim, one_at_a_time)
                 if trimmed is None:
                     break
                 current, trims = trimmed
@@ -128,7 +136,10 @@ class Verifier:
                     best = Verdict(current, outcomes, True, rounds=rounds)
                 else:
                     culprits = _culprits(outcomes, self.attainment)
-                    no_trim.update([s for s in trims if s in culprits] or trims)
+                    if len(trims) > 1 and not one_at_a_time:
+                        one_at_a_time = True  # trimming together broke it: try the sites one by one
+                    else:
+                        no_trim.update([s for s in trims if s in culprits] or trims)
                     current = best.placement
                 continue
             outcomes = self.run(current, [checks[i] for i in todo])
@@ -157,8 +168,18 @@ class Verifier:
 
     def _grow(self, current: Placement, outcomes: list[Outcome]) -> Placement | None:
         culprits = _culprits(outcomes, self.attainment)
-        if not culprits:
-            return None
+        if not culprits:  # misses spread thin: grow the site with the most of them, if any site has some
+            counts: dict[str, tuple[int, float]] = {}
+            for o in outcomes:
+                if passes(o, self.attainment):
+                    continue
+                for sid, st in o["sites"].items():
+                    if sid != o["check"]["failed"] and st["bad"] > counts.get(sid, (0, 0.0))[0]:
+                        counts[sid] = (st["bad"], st["utilization"])
+            if not counts:
+                return None
+            sid = max(counts, key=lambda k: counts[k][0])
+            culprits = {sid: (counts[sid][1], 0.2)}
         for sid, (util, bad) in culprits.items():
             site = current.site(sid)
             faster = self._faster(site.hardware) if util < LATENCY_UTIL else None
@@ -170,9 +191,10 @@ class Verifier:
                 current = current.scaled(sid, max(1, math.ceil(n * min(0.5, max(0.2, bad)))))
         return current
 
-    def _trim(self, current: Placement, outcomes: list[Outcome],
-              no_trim: set[str]) -> tuple[Placement, list[str]] | None:
-        trims = []
+    def _trim(self, current: Placement, outcomes: list[Outcome], no_trim: set[str],
+              one_at_a_time: bool = False) -> tuple[Placement, list[str]] | None:
+        trims: list[str] = []
+        slack: dict[str, float] = {}
         for s in current.sites:
             n = sum(r for _, r in s.replicas)
             if s.id in no_trim or n <= len(s.replicas):
@@ -180,8 +202,11 @@ class Verifier:
             util = max(o["sites"].get(s.id, {}).get("utilization", 0.0) for o in outcomes)
             if util * n / (n - 1) < TRIM_UTIL:
                 trims.append(s.id)
+                slack[s.id] = util * n / (n - 1)
         if not trims:
             return None
+        if one_at_a_time:
+            trims = [min(trims, key=lambda sid: slack[sid])]
         for sid in trims:
             current = current.scaled(sid, -1)
         return current, trims

@@ -24,11 +24,11 @@ def write_map(path: Path, traffic: Traffic, placement: Placement, title: str,
     fig, ax = plt.subplots(figsize=(12, 6), dpi=110)
     ax.scatter(cities.lon, cities.lat, s=0.2, c="#dddddd", linewidths=0)
     peak = traffic.rate.max(axis=2).sum(axis=0)
-    ax.scatter(traffic.lon, traffic.lat, s=np.sqrt(peak / max(peak.max(), 1e-12)) * 40, c="#ff9f1c", alpha=0.35,
+    ax.scatter(traffic.lon, traffic.lat, s=np.sqrt(peak / max(peak.max(), 1e-12)) * 40, c="#ff9f1c", alpha=0.5,
                linewidths=0, label="users (area ~ peak requests/s)")
-    for other in others or []:
-        ax.scatter([s.lon for s in other.sites], [s.lat for s in other.sites], s=30, marker="x", c="#555555",
-                   linewidths=1, label=f"naive: {other.label}")
+    for other, marker in zip(others or [], ("x", "+", "1", "2"), strict=False):
+        ax.scatter([s.lon for s in other.sites], [s.lat for s in other.sites], s=45, marker=marker, c="#555555",
+                   linewidths=1.2, label=f"naive: {other.label}")
     for hw in sorted({s.hardware for s in placement.sites}):
         mine = [s for s in placement.sites if s.hardware == hw]
         ax.scatter([s.lon for s in mine], [s.lat for s in mine], s=[60 + 25 * s.devices for s in mine],

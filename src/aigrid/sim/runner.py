@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -154,9 +154,7 @@ class Simulation:
     def _dispatch(self, i: int, exclude: frozenset[str]) -> None:
         req = self.arr.request(i)
         if exclude:
-            req = RequestInfo(req.id, req.model, req.prompt_tokens, req.max_output_tokens, req.client_location,
-                              req.allowed_jurisdictions, req.tenant, req.allowed_sites, req.prefix_hash,
-                              req.session, exclude)
+            req = replace(req, exclude_endpoints=exclude)  # keeps every other field (right-sizing's too)
         g = int(self.arr.gateway[i])
         where = req.client_location or GeoPoint(0.0, 0.0)
         now = self.loop.now

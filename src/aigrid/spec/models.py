@@ -117,6 +117,18 @@ class FirewallSpec(StrictModel):
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
+class RightSizeSpec(StrictModel):
+    """`model: "auto"` sends each prompt to the smallest model expected to answer it well (docs/models.md)."""
+
+    models: list[str] | None = Field(default=None, description="the model ladder auto may choose from "
+                                     "(default: every model of the grid); ordered by params_b")
+    quality_target: float = Field(default=0.02, ge=0, le=1, description="at most this much below always "
+                                  "using the largest model (relative mean quality, as measured on the "
+                                  "estimate's validation split)")
+    max_quality_drop: float | None = Field(default=None, ge=-1, le=2, description="per-prompt threshold on "
+                                           "the estimated gain of the largest model (overrides quality_target)")
+
+
 class TenantSpec(StrictModel):
     policy: str | None = None
     allowed_jurisdictions: list[str] | None = None
@@ -125,6 +137,8 @@ class TenantSpec(StrictModel):
     quotas: QuotaSpec | None = None
     firewall: FirewallSpec | None = None
     store_prompts: bool = Field(default=False, description="keep prompt text in the audit log (opt-in)")
+    right_size: RightSizeSpec | None = Field(default=None, description="per-prompt model choice for "
+                                             "model: auto (off: auto means any model)")
     operator: bool = Field(default=False, description="may read every tenant's decisions and the dashboard "
                            "when security.enforce is on (others see only their own decisions)")
 
@@ -273,6 +287,10 @@ class GridSpec(StrictModel):
             if ep.model not in self.models:
                 problems.append(f"endpoints[{i}].model: unknown model {ep.model!r} (models: {sorted(self.models)})")
         for name, tenant in self.tenants.items():
+            for m in (tenant.right_size.models or []) if tenant.right_size else []:
+                if m not in self.models:
+                    problems.append(f"tenants.{name}.right_size.models: unknown model {m!r} (models: "
+                                    f"{sorted(self.models)})")
             for site in tenant.allowed_sites or []:
                 if site not in self.sites:
                     problems.append(f"tenants.{name}.allowed_sites: unknown site {site!r}")

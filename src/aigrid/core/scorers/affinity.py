@@ -2,6 +2,8 @@
 
 fit: 1.0 exact model (or "auto"/family request served by the family's smallest model that fits),
 0.7 a larger model of the same family (a fallback that costs more), 0.4 a smaller one (may be worse).
+Right-sized requests (RequestInfo.quality, core/right_size.py): 1.0 for the smallest model that meets the
+quality target, 0.7 for a larger one (the quality filter has removed those that miss it).
 warmth: 1.0 if this request's prompt prefix or session was last served here, else 0.
 score = 0.7 x fit + 0.3 x warmth.
 """
@@ -11,12 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aigrid.core.plugins import Context, Score
+from aigrid.core.right_size import smallest_eligible_params
 from aigrid.core.types import Endpoint, Prediction
 
 FIT_WEIGHT = 0.7
 
 
 def model_fit(ctx: Context, endpoint: Endpoint) -> float:
+    if ctx.request.quality:
+        smallest = smallest_eligible_params(ctx.request, ctx.view.models)
+        return 1.0 if smallest is None or endpoint.params_b <= smallest else 0.7
     wanted = ctx.request.model
     if wanted in ("auto", endpoint.model, endpoint.family):
         return 1.0

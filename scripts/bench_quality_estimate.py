@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Cost of the per-prompt quality estimate on one core: load time, and per-prompt latency percentiles over
+real prompts (MMLU, GSM8K, MT-Bench from ../shared/data/model-routing), the way the gateway calls it.
+Usage: taskset -c 1 python scripts/bench_quality_estimate.py [--data DIR] [--n 3000]"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from aigrid.rightsize.estimator import QualityEstimator
+from aigrid.rightsize.routing_data import read_routing_csv
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/model-routing")
+    ap.add_argument("--n", type=int, default=3000)
+    args = ap.parse_args()
+    t = time.perf_counter()
+    est = QualityEstimator.load()
+    load_ms = (time.perf_counter() - t) * 1000
+    prompts: list[str] = []
+    for name in ("mmlu_mixtral_vs_gpt4.csv", "gsm8k_mixtral_vs_gpt4.csv", "mt_bench_mixtral_vs_gpt4.csv"):
+        prompts += read_routing_csv(args.data / name).prompts
+    rng = np.random.default_rng(0)
+    sample = [prompts[i] for i in rng.choice(len(prompts), min(args.n, len(prompts)), replace=False)]
+    long = "Summarise this document.\n" + " ".join(sample[:200])  # a long prompt: only 4,000 chars are read
+    for p in sample[:50]:
+        est.estimate(p)  # warm-up
+    times = []
+    for p in sample:
+        t = time.perf_counter_ns()
+        est.estimate(p)
+        times.append((time.perf_counter_ns() - t) / 1e6)
+    t = time.perf_counter_ns()
+    for _ in range(50):
+        est.estimate(long)
+    long_ms = (time.perf_counter_ns() - t) / 1e6 / 50
+    ms = np.array(times)
+    chars = np.array([len(p) for p in sample])
+    print(f"cpus allowed: {sorted(os.sched_getaffinity(0))}; load {load_ms:.1f} ms")
+    print(f"{len(sample)} prompts (median {int(np.median(chars))} chars): per estimate p50 {np.percentile(ms, 50):.3f} ms, "
+          f"p90 {np.percentile(ms, 90):.3f} ms, p99 {np.percentile(ms, 99):.3f} ms, mean {ms.mean():.3f} ms")
+    print(f"a {len(long):,}-character prompt: {long_ms:.3f} ms")
+
+
+if __name__ == "__main__":
+    main()

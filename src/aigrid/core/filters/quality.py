@@ -1,0 +1,29 @@
+"""Quality target (right-sizing): a model whose estimated quality for this prompt is too far below the best
+model's may not serve it; with a model ladder, models off the ladder may not either. See core/right_size.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aigrid.core.plugins import PASS, Context, Verdict
+from aigrid.core.right_size import TOLERANCE, best_model
+from aigrid.core.types import Endpoint
+
+
+@dataclass(frozen=True, slots=True)
+class QualityTarget:
+    name: str = "quality"
+
+    def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
+        quality = ctx.request.quality
+        if not quality:
+            return PASS
+        mine = quality.get(endpoint.model)
+        if mine is None:
+            return Verdict(False, f"{endpoint.model} is not among the models estimated for this request")
+        best, top = best_model(quality)
+        drop = ctx.request.max_quality_drop
+        if top - mine > drop + TOLERANCE:
+            return Verdict(False, f"estimated quality {mine:.2f} is {top - mine:.2f} below {best}'s {top:.2f} "
+                                  f"(target: within {drop:.2f})")
+        return PASS

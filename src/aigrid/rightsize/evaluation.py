@@ -1,0 +1,98 @@
+"""`aigrid models eval`: aigrid's router against the baselines on one model-routing CSV.
+
+Routers compared on the same prompts: aigrid (the shipped estimate's p_large - p_small), always-small,
+always-large, random mixing at equal cost, the similarity-weighted ranking baseline (sw_ranking.py) and
+the oracle (the labels themselves: an upper bound no router reaches).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from aigrid.rightsize.curve import Curve, random_curve, router_curve
+from aigrid.rightsize.estimator import QualityEstimator
+from aigrid.rightsize.routing_data import RoutingData
+from aigrid.rightsize.sw_ranking import embed, outcomes, sw_crossfit_scores, sw_scores
+
+SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    data: RoutingData
+    curves: tuple[Curve, ...]
+    estimate_ms: float
+    """Mean wall time of one estimate (features + dot product) over this file, in milliseconds."""
+
+    def curve(self, name: str) -> Curve:
+        return next(c for c in self.curves if c.name == name)
+
+
+def evaluate(data: RoutingData, estimator: QualityEstimator, *, reference: RoutingData | None = None,
+             crossfit: bool = False, seed: int = 0) -> Evaluation:
+    """Curves of every router on `data`. `reference`: the SW baseline's labelled prompts (None: no SW
+    baseline); `crossfit`: also the SW baseline on the file's own labels (sw_ranking.py says why)."""
+    t = time.perf_counter()
+    est = [estimator.estimate(p) for p in data.prompts]
+    per_ms = (time.perf_counter() - t) / max(len(data), 1) * 1000
+    small, large = data.small, data.large
+    curves = [router_curve("aigrid", np.array([e.gain for e in est]), small, large), random_curve(small, large)]
+    if reference is not None or crossfit:
+        vectors = embed(data.prompts, seed)
+    if reference is not None:
+        ref = embed(reference.prompts, seed)
+        curves.append(router_curve("sw-ranking", sw_scores(vectors, ref, outcomes(reference.small, reference.large)),
+                                   small, large))
+    if crossfit:
+        curves.append(router_curve("sw-ranking (in-file labels)", sw_crossfit_scores(vectors, small, large, seed),
+                                   small, large))
+    curves.append(router_curve("oracle", large - small, small, large))
+    return Evaluation(data, tuple(curves), per_ms)
+
+
+def summary_rows(ev: Evaluation) -> list[list[str]]:
+    """Per router: APGR, CPT(50%), CPT(80%), and at how many of the n+1 cost levels it is below random mixing."""
+    d = ev.data
+    rows = [["always-small", "-", "-", "-", "-", f"{d.small.mean():.4f}"],
+            ["always-large", "-", "-", "-", "-", f"{d.large.mean():.4f}"]]
+    rand = ev.curve("random mix").quality
+    for c in ev.curves:
+        below = int(np.sum(c.quality < rand - 1e-12))
+        rows.append([c.name, f"{c.apgr:.3f}", f"{c.cpt(0.5):.1%}", f"{c.cpt(0.8):.1%}",
+                     f"{below} of {len(rand)}" if c.name != "random mix" else "-", ""])
+    return rows
+
+
+def curve_rows(ev: Evaluation) -> list[list[str]]:
+    """Quality at each share of large-model calls, per router."""
+    return [[f"{s:.0%}"] + [f"{c.at(s)[0]:.4f}" for c in ev.curves] for s in SHARES]
+
+
+def markdown(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def write_plot(ev: Evaluation, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for c in ev.curves:
+        ax.plot(c.share_large * 100, c.quality, label=f"{c.name} (APGR {c.apgr:.3f})",
+                linestyle="--" if c.name in ("random mix", "oracle") else "-")
+    ax.set_xlabel("calls to the large model (%)")
+    ax.set_ylabel("mean quality")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,143 @@
+"""Read model-routing CSVs (the format of ../shared/data/model-routing) into per-prompt quality pairs.
+
+Two shapes are accepted:
+- wide: one row per prompt, a `prompt` column and one quality column per model (`*_correct`, 0/1, or any
+  numeric score), like mmlu_/gsm8k_mixtral_vs_gpt4.csv;
+- long: one row per (question, turn, model) with `model`, a numeric score column and `turn_prompt`, like
+  mt_bench_mixtral_vs_gpt4.csv (scores 1-10 are divided by 10).
+Which model is the small one: `small` / `large` name the columns (wide) or model names (long); by default
+the two are told apart by their mean quality (the weaker is "small").
+"""
+
+from __future__ import annotations
+
+import csv
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from aigrid.errors import InvalidRequest
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class RoutingData:
+    prompts: list[str]
+    groups: list[str]
+    """Subject, category or benchmark per prompt: splits are made by group where there is one."""
+    small: npt.NDArray[np.float64]
+    large: npt.NDArray[np.float64]
+    small_name: str
+    large_name: str
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def subset(self, mask: npt.NDArray[np.bool_]) -> RoutingData:
+        keep = np.flatnonzero(mask)
+        return RoutingData([self.prompts[i] for i in keep], [self.groups[i] for i in keep], self.small[keep],
+                           self.large[keep], self.small_name, self.large_name)
+
+
+def concat(parts: list[RoutingData]) -> RoutingData:
+    """One dataset of several (model names from the first)."""
+    return RoutingData([p for d in parts for p in d.prompts], [g for d in parts for g in d.groups],
+                       np.concatenate([d.small for d in parts]), np.concatenate([d.large for d in parts]),
+                       parts[0].small_name, parts[0].large_name)
+
+
+def split_of(group: str, prompt: str) -> str:
+    """The fixed held-out split: by subject/category when the row has one, else by prompt (1 in 5 each)."""
+    bucket = zlib.crc32((group or prompt).encode()) % 5
+    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
+
+
+def split_mask(data: RoutingData, split: str) -> npt.NDArray[np.bool_]:
+    if split not in SPLITS:
+        raise InvalidRequest(f"split must be one of {', '.join(SPLITS)}", param="split")
+    return np.array([split_of(g, p) == split for g, p in zip(data.groups, data.prompts, strict=True)])
+
+
+def _pick(names: list[str], means: dict[str, float], small: str | None, large: str | None,
+          what: str) -> tuple[str, str]:
+    for given in (small, large):
+        if given is not None and given not in names:
+            raise InvalidRequest(f"{what} {given!r} is not in the data (found: {', '.join(names)})",
+                                 param="small" if given == small else "large")
+    if small and large:
+        return small, large
+    if len(names) != 2 and not (small or large):
+        raise InvalidRequest(f"found {len(names)} {what}s ({', '.join(names)}); name the two with --small and "
+                             "--large", param="small")
+    ordered = sorted(names, key=lambda n: means[n])
+    s = small or next(n for n in ordered if n != large)
+    lg = large or next(n for n in reversed(ordered) if n != s)
+    return s, lg
+
+
+def read_routing_csv(path: Path, small: str | None = None, large: str | None = None) -> RoutingData:
+    """Parse one CSV; InvalidRequest (naming the column) when it has neither known shape."""
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InvalidRequest(f"cannot read {path}: {e}", param="data") from e
+    if not rows:
+        raise InvalidRequest(f"{path} has no rows", param="data")
+    cols = list(rows[0].keys())
+    if "prompt" in cols:
+        return _wide(rows, cols, small, large)
+    if {"model", "turn_prompt"} <= set(cols):
+        return _long(rows, cols, small, large)
+    raise InvalidRequest(f"{path}: expected a 'prompt' column (one row per prompt) or 'model' and "
+                         f"'turn_prompt' columns (one row per model); found {', '.join(cols)}", param="data")
+
+
+def _num(value: str | None, column: str, row: int) -> float:
+    try:
+        return float(value or "")
+    except ValueError:
+        raise InvalidRequest(f"row {row}: column {column!r} is not a number: {value!r}", param=column) from None
+
+
+def _wide(rows: list[dict[str, str]], cols: list[str], small: str | None, large: str | None) -> RoutingData:
+    skip = {"prompt", "subject", "category", "contaminated", "question_id", "turn"}
+    quality = [c for c in cols if c.endswith("_correct")] or [
+        c for c in cols if c not in skip and all(_isnum(r[c]) for r in rows[:50])]
+    values = {c: np.array([_num(r[c], c, i + 2) for i, r in enumerate(rows)]) for c in quality}
+    s, lg = _pick(quality, {c: float(v.mean()) for c, v in values.items()}, small, large, "quality column")
+    group_col = next((c for c in ("subject", "category") if c in cols), None)
+    groups = [r[group_col] if group_col else "" for r in rows]
+    return RoutingData([r["prompt"] for r in rows], groups, values[s], values[lg], s, lg)
+
+
+def _isnum(v: str | None) -> bool:
+    try:
+        float(v or "")
+        return True
+    except ValueError:
+        return False
+
+
+def _long(rows: list[dict[str, str]], cols: list[str], small: str | None, large: str | None) -> RoutingData:
+    score_col = next((c for c in cols if "score" in c), None)
+    if score_col is None:
+        raise InvalidRequest("long-format data needs a score column (e.g. gpt4_judge_score)", param="data")
+    per: dict[tuple[str, str], dict[str, float]] = {}
+    text: dict[tuple[str, str], tuple[str, str]] = {}
+    for i, r in enumerate(rows):
+        key = (r.get("question_id", ""), r.get("turn", "1"))
+        per.setdefault(key, {})[r["model"]] = _num(r[score_col], score_col, i + 2)
+        text[key] = (r["turn_prompt"], r.get("category", ""))
+    models = sorted({m for d in per.values() for m in d})
+    keys = [k for k in per if len(per[k]) == len(models)]
+    scale = 10.0 if max(v for d in per.values() for v in d.values()) > 1.0 else 1.0
+    means = {m: float(np.mean([per[k][m] for k in keys])) for m in models}
+    s, lg = _pick(models, means, small, large, "model")
+    return RoutingData([text[k][0] for k in keys], [text[k][1] for k in keys],
+                       np.array([per[k][s] / scale for k in keys]), np.array([per[k][lg] / scale for k in keys]),
+                       s, lg)
