@@ -157,3 +157,12 @@ def test_cost_reference_price_is_a_policy_knob() -> None:
                      random.Random(0))
     gap_default, gap_tuned = (abs(d.ranked[0].scores["cost"] - d.ranked[1].scores["cost"]) for d in (default, tuned))
     assert gap_tuned > 2.5 * gap_default  # near the grid's own prices the axis separates the sites
+
+
+def test_measured_round_trip_is_used_when_the_client_is_at_the_gateway() -> None:
+    measured = EndpointState(rtt_ms=12.5)
+    d = schedule(req(None), view((endpoint("fra"),), {"fra-small": measured}), BALANCED, random.Random(0))
+    assert d.chosen is not None and d.chosen.prediction.rtt_ms == 12.5 and d.chosen.prediction.rtt_measured
+    d2 = schedule(req("tokyo"), view((endpoint("fra"),), {"fra-small": measured}), BALANCED, random.Random(0))
+    assert d2.chosen is not None and not d2.chosen.prediction.rtt_measured  # a client location: the model
+    assert d2.chosen.prediction.measured_rtt_ms == 12.5

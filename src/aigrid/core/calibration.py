@@ -46,8 +46,8 @@ class Calibration:
     """The fitted model of one endpoint, plus the decayed sums it was fitted from."""
 
     n: int = 0
-    sums: tuple[float, ...] = (0.0,) * 10
-    """sw, s_own, s_ahead, s_y, s_own2, s_own_ahead, s_ahead2, s_own_y, s_ahead_y (decayed), unused."""
+    sums: tuple[float, ...] = (0.0,) * 9
+    """sw, s_own, s_ahead, s_y, s_own2, s_own_ahead, s_ahead2, s_own_y, s_ahead_y (decayed)."""
     overhead_ms: float = 0.0
     prefill_coef: float = 1.0
     queue_coef: float = 1.0
@@ -81,9 +81,9 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
     r = log(max(observed_ms, 0.1) / cal.engine_ms(ahead_ms, own_ms))
     log_q = max(cal.log_q + QUANTILE_STEP * (QUANTILE - (1.0 if r <= cal.log_q else 0.0)), 0.0)
     x1, x2, y = own_ms, ahead_ms, observed_ms
-    sw, s1, s2, sy, s11, s12, s22, s1y, s2y, _ = (v * decay for v in cal.sums)
+    sw, s1, s2, sy, s11, s12, s22, s1y, s2y = (v * decay for v in cal.sums)
     sums = (sw + 1, s1 + x1, s2 + x2, sy + y, s11 + x1 * x1, s12 + x1 * x2, s22 + x2 * x2, s1y + x1 * y,
-            s2y + x2 * y, 0.0)
+            s2y + x2 * y)
     a, b1, b2 = _fit(sums)
     return Calibration(cal.n + 1, sums, a, b1, b2, log_q)
 
@@ -91,7 +91,7 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
 def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
     """Ridge least squares for y = a + b1 x1 + b2 x2, pulled towards (0, 1, 1) by PRIOR_WEIGHT pseudo-points
     (scaled to each feature's mean square, so the pull does not depend on units)."""
-    sw, s1, s2, sy, s11, s12, s22, s1y, s2y, _ = sums
+    sw, s1, s2, sy, s11, s12, s22, s1y, s2y = sums
     l0 = PRIOR_WEIGHT
     l1 = PRIOR_WEIGHT * s11 / sw + 1e-9
     l2 = PRIOR_WEIGHT * s22 / sw + 1e-9

@@ -95,18 +95,18 @@ def client_distance_km(client: GeoPoint | None, site: Site) -> float | None:
     return None if client is None else distance_km(client, site.location)
 
 
-def network_ms(dist: float | None, state: EndpointState) -> tuple[float, bool]:
+def network_ms(dist: float | None, state: EndpointState) -> float:
     """The round trip: the gateway's measured one when the client is at the gateway (no location given),
     else the distance model from the client's location."""
     if dist is None:
-        return (state.rtt_ms, True) if state.rtt_ms is not None else (0.0, False)
-    return rtt_ms(dist), False
+        return state.rtt_ms if state.rtt_ms is not None else 0.0
+    return rtt_ms(dist)
 
 
 def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: EndpointState,
             warm: bool) -> Prediction:
     dist = client_distance_km(request.client_location, site)
-    net, measured = network_ms(dist, state)
+    net = network_ms(dist, state)
     mine = uncached_tokens(request.prompt_tokens, warm)
     own = prefill_ms(endpoint, state, mine)
     ahead = queue_wait_s(endpoint, state) * 1000.0 + prefill_ms(
@@ -122,5 +122,5 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     else:
         queue, prefill, spread = ahead, own, UNCALIBRATED_SPREAD
     return Prediction(rtt_ms=net, queue_ms=queue, prefill_ms=prefill, distance_km=dist, warm=warm,
-                      spread=spread, model_ahead_ms=ahead, model_own_ms=own, rtt_measured=measured,
+                      spread=spread, model_ahead_ms=ahead, model_own_ms=own,
                       measured_rtt_ms=state.rtt_ms, tpot_ms=None if state.tpot_s is None else state.tpot_s * 1000.0)

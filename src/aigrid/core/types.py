@@ -194,8 +194,6 @@ class Prediction:
     """The uncalibrated modelled wait behind the work ahead (admission + prefill of pending prompts)..."""
     model_own_ms: float = 0.0
     """... and of this request's own prefill: what calibration compares the observed engine time with."""
-    rtt_measured: bool = False
-    """rtt_ms is this gateway's measured round trip to the site, not the distance model."""
     tpot_ms: float | None = None
     """The endpoint's recent time per output token (engine telemetry), when known."""
     measured_rtt_ms: float | None = None
@@ -205,6 +203,11 @@ class Prediction:
     def ttft_ms(self) -> float:
         """The point prediction (about the median)."""
         return self.rtt_ms + self.queue_ms + self.prefill_ms
+
+    @property
+    def rtt_measured(self) -> bool:
+        """rtt_ms is this gateway's measured round trip (the client gave no location), not the distance model."""
+        return self.distance_km is None and self.measured_rtt_ms is not None
 
     @property
     def ttft_p90_ms(self) -> float:

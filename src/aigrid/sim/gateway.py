@@ -20,7 +20,6 @@ from dataclasses import replace
 import numpy as np
 
 from aigrid.core.calibration import Calibration, observe
-from aigrid.core.geo import FIBRE_KM_PER_MS
 from aigrid.core.types import Circuit, Endpoint, EndpointState, GeoPoint, GridView
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.grid import Grid
@@ -165,7 +164,7 @@ class Gateways:
             idx, _ = self.candidates(key[0], model, allowed, tier)
             ok = [i for i in idx if allowed is None or self.jurisdiction[i] in allowed] or list(idx)
             d = distances_km(self.grid.lat[ok], self.grid.lon[ok], key[0].lat, key[0].lon)
-            rtt = np.zeros(len(ok)) if where is None else net.overhead_ms + net.route_factor * 2.0 * d / FIBRE_KM_PER_MS
+            rtt = np.zeros(len(ok)) if where is None else net.base_rtt_ms(d)
             perf = [self.grid.perf[i] for i in ok]
             arrays = self._floor_cache[key] = (
                 rtt, np.array([p.pf_tok_ms for p in perf]), np.array([p.w_ms + p.pf_step_ms for p in perf]),

@@ -24,7 +24,8 @@ class Network:
     jitter_ms: float = 1.0
     """Mean of the exponential jitter added to each round trip."""
 
-    def base_rtt_ms(self, distance_km: float) -> float:
+    def base_rtt_ms(self, distance_km: float | np.ndarray) -> float | np.ndarray:
+        """The deterministic part, for one distance or an array of them."""
         return self.overhead_ms + self.route_factor * 2.0 * distance_km / FIBRE_KM_PER_MS
 
     def rtt_ms(self, distance_km: float, u: float) -> float:
