@@ -72,20 +72,21 @@ def litellm_config(path: Path, ports: list[int]) -> None:
                     f"general_settings:\n  master_key: {LITELLM_KEY}\n")
 
 
-def targets(repo: Path, venv: Path, work: Path, ports: list[int], cpu: str | None) -> dict[str, Any]:
+def targets(venv: Path, work: Path, ports: list[int], cpu: str | None,
+            baseline_src: Path | None = None) -> dict[str, Any]:
     """name -> (process to start or None, base URLs, readiness URL, request headers)."""
     spec, lean, cfg = work / "aigrid.yaml", work / "aigrid-lean.yaml", work / "litellm.yaml"
     aigrid_spec(spec, ports)
     aigrid_spec(lean, ports, LEAN_SECURITY)
     litellm_config(cfg, ports)
     quiet = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "true"}
-    py = str(repo / ".venv/bin/python")
+    py = sys.executable
     gw_url, gw_ready = [f"http://127.0.0.1:{AIGRID_PORT}/v1"], f"http://127.0.0.1:{AIGRID_PORT}/healthz"
-    return {
+    up = [py, "-m", "aigrid.cli", "up", str(spec), "--port", str(AIGRID_PORT)]
+    table = {
         "direct": (None, [f"http://127.0.0.1:{p}/v1" for p in ports], None, ()),
-        # `aigrid up` exactly as shipped
-        "aigrid": (Proc("aigrid", [str(repo / ".venv/bin/aigrid"), "up", str(spec), "--port", str(AIGRID_PORT)],
-                        work, cpus=cpu, cwd=work), gw_url, gw_ready, ()),
+        # `aigrid up` exactly as shipped (pinned to one core, it runs one worker: the cores it may use)
+        "aigrid": (Proc("aigrid", up, work, cpus=cpu, cwd=work), gw_url, gw_ready, ()),
         # the same gateway on uvloop with the Http1Transport upstream, routing only (see docs/benchmarks.md)
         "aigrid-fast": (Proc("aigrid-fast", [py, "-m", "aigrid.bench.gateway_launch", str(lean), "--port",
                                              str(AIGRID_PORT)], work, cpus=cpu, cwd=work), gw_url, gw_ready, ()),
@@ -99,6 +100,11 @@ def targets(repo: Path, venv: Path, work: Path, ports: list[int], cpu: str | Non
                              work, cpus=cpu, cwd=work),
                         [f"http://127.0.0.1:{ROUTER_PORT}/v1"], f"http://127.0.0.1:{ROUTER_PORT}/health", ()),
     }
+    if baseline_src is not None:  # the same `aigrid up` from another source tree (an earlier commit), same run
+        env = {"PYTHONPATH": str(baseline_src)}
+        table["aigrid-baseline"] = (Proc("aigrid-baseline", up, work, cpus=cpu, cwd=work, env=env), gw_url,
+                                    gw_ready, ())
+    return table
 
 
 def loop_run(coro: Any) -> Run:
@@ -140,9 +146,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--soak-s", type=float, default=0.0, help="then run `aigrid up` this long under load, "
                     "sampling its RSS (0: no soak)")
     ap.add_argument("--soak-rate", type=float, default=30.0, help="Poisson rate of the soak")
+    ap.add_argument("--baseline-src", type=Path, help="also measure `aigrid up` from this src/ folder (e.g. a "
+                    "worktree of an earlier commit) as target aigrid-baseline, in the same run")
     args = ap.parse_args(argv)
 
-    repo = Path(__file__).resolve().parents[3]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
@@ -160,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
                               "command": " ".join(["python -m aigrid.bench.compare", *(argv or sys.argv[1:])])}
     try:
         emu.wait_ready(f"http://127.0.0.1:{EMU_PORT}/health")
-        table = targets(repo, args.venv.resolve(), out, ports, gw_cpu)
+        baseline = args.baseline_src.resolve() if args.baseline_src is not None else None
+        table = targets(args.venv.resolve(), out, ports, gw_cpu, baseline)
         levels = [int(c) for c in args.concurrency.split(",")]
         rates = [float(r) for r in args.rates.split(",")]
         names = [n for n in args.targets.split(",") if n]
