@@ -10,6 +10,8 @@ them (workers.py), behind a Unix socket.
   over in order and the hub appends them as they arrive.
 - Decision records: each worker publishes its decisions, so `aigrid explain` and /v1/decisions find a
   decision whichever worker served it.
+- Stored Responses-API answers (response_store.py, same partitions per jurisdiction), so a follow-up with
+  previous_response_id finds its conversation whichever worker serves it.
 Each connection's frames are handled in order; nothing here blocks the loop but a full audit queue, which
 holds that worker back (backpressure) exactly as it would hold back a single gateway.
 """
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import OrderedDict, deque
@@ -27,6 +30,7 @@ from typing import Any
 from aigrid.audit.log import AuditLog
 from aigrid.errors import AuditUnavailable
 from aigrid.gateway.hub_protocol import frame, read_frame
+from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 
 log = logging.getLogger("aigrid.hub")
@@ -47,6 +51,7 @@ class Hub:
         self.quotas = MemoryQuotaBackend()
         self._decisions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._decisions_max = decisions_max
+        self.responses = ResponseStore()
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
 
@@ -115,6 +120,27 @@ class Hub:
             return self._decisions.get(str(arg))
         if op == "decisions_recent":
             return list(self._decisions.values())[-int(arg):][::-1]
+        if op.startswith("response_"):
+            return self._responses(op, arg)
+        raise ValueError(f"unknown hub operation {op!r}")
+
+    def _responses(self, op: str, arg: Any) -> Any:
+        if op == "response_put":
+            record, allowed = arg
+            return self.responses.put(StoredResponse(**record), None if allowed is None else frozenset(allowed))
+        tenant, rid = arg
+        if op == "response_delete":
+            return self.responses.delete(tenant, rid)
+        found = self.responses.get(tenant, rid)
+        if op == "response_get":
+            return None if found is None else dataclasses.asdict(found)
+        if op == "response_history":
+            if found is None:
+                return {"missing": rid}
+            try:
+                return {"history": self.responses.history(found)}
+            except BrokenHistory as e:
+                return {"missing": e.args[0]}
         raise ValueError(f"unknown hub operation {op!r}")
 
     def exchange(self, report: dict[str, Any]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 three things a worker gets from it in the shapes the gateway already uses:
 HubSharedState (a telemetry SharedState), HubQuotaBackend (a QuotaBackend) and HubAuditLog (the audit log's
 append/accepting, the records written by the hub, the one writer). `publish_decision` / `decision` /
-`recent_decisions` share decision records for `aigrid explain`.
+`recent_decisions` share decision records for `aigrid explain`; the `response_*` calls share stored
+Responses-API answers (responses_api.py).
 
 The connection is opened on first use (inside the running loop; nothing starts in a constructor) and again
 after it broke. Every failure surfaces as the error the caller of that shape already handles:
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFailed
 from aigrid.gateway.hub_protocol import frame, read_frame
+from aigrid.gateway.response_store import BrokenHistory, StoredResponse
 from aigrid.security.quota_backend import Counter
 from aigrid.telemetry.shared import LocalReport, SharedView
 
@@ -109,6 +112,24 @@ class HubClient:
             return list(await self.call("decisions_recent", limit))
         except HubError:
             return []
+
+    async def response_put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
+        arg = [dataclasses.asdict(record), None if allowed is None else sorted(allowed)]
+        return bool(await self.call("response_put", arg))
+
+    async def response_get(self, tenant: str, response_id: str) -> StoredResponse | None:
+        found = await self.call("response_get", [tenant, response_id])
+        return None if found is None else StoredResponse(**found)
+
+    async def response_history(self, record: StoredResponse) -> list[dict[str, Any]]:
+        """Raises BrokenHistory like ResponseStore.history."""
+        found = await self.call("response_history", [record.tenant, record.id])
+        if "missing" in found:
+            raise BrokenHistory(found["missing"])
+        return list(found["history"])
+
+    async def response_delete(self, tenant: str, response_id: str) -> bool:
+        return bool(await self.call("response_delete", [tenant, response_id]))
 
     async def aclose(self) -> None:
         if self._writer is not None:

@@ -3,7 +3,8 @@
 One Python process serves from one core; a platform engineer's machine has many. The parent binds the
 gateway's address once and starts:
 - the hub (hub.py): the audit log's only writer (one verifiable chain), the quota counters, the shared
-  telemetry (each worker's in-flight ledger, open circuits, cache affinity) and the decision records;
+  telemetry (each worker's in-flight ledger, open circuits, cache affinity), the decision records
+  and the stored Responses-API answers;
 - N workers (`python -m aigrid.cli worker CONFIG`), each a whole gateway (uvicorn on the inherited
   socket: the kernel hands each new connection to a worker that is accepting) wired to the hub:
   HubSharedState for telemetry (unless the spec shares it in Redis), HubQuotaBackend for quotas (unless
@@ -11,8 +12,8 @@ gateway's address once and starts:
 - /metrics on any worker reports all of them (PROMETHEUS_MULTIPROC_DIR, metrics.py).
 A worker that dies is started again. SIGINT/SIGTERM: the workers stop (each drains its streams), then the
 hub (the audit log's final checkpoint), then whatever the caller started (engines).
-What stays per worker: the dashboard's live feed, stored Responses-API answers (previous_response_id finds
-an answer stored by the same worker only), the abuse monitor's per-key history.
+What stays per worker: the dashboard's live feed (the decisions that worker served) and the abuse monitor's
+per-key history (its thresholds apply per worker).
 """
 
 from __future__ import annotations
