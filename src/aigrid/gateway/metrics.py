@@ -67,13 +67,17 @@ class GatewayMetrics:
         self.queue = Gauge("aigrid_endpoint_waiting", "Requests waiting at the engine (engine metrics)",
                            ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
 
-    def exposition(self) -> bytes:
-        """The /metrics text: this registry, or every worker's values in multiprocess mode."""
+    def readable(self) -> CollectorRegistry:
+        """The registry to read values from: this one, or every worker's values in multiprocess mode."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             merged = CollectorRegistry()
             MultiProcessCollector(merged)
-            return generate_latest(merged)
-        return generate_latest(self.registry)
+            return merged
+        return self.registry
+
+    def exposition(self) -> bytes:
+        """The /metrics text (every worker's in multiprocess mode)."""
+        return generate_latest(self.readable())
 
     def genai(self, operation: str, model: str, duration_s: float, ttft_s: float | None,
               usage: Mapping[str, Any] | None, error_type: str = "") -> None:

@@ -76,7 +76,8 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
     hub = Hub(work / "hub.sock", audit_log(spec.security.audit) if spec.security.audit is not None else None)
     config = work / "worker.json"
     config.write_bytes(orjson.dumps({"spec": spec.model_dump(mode="json"), "urls": dict(urls),
-                                     "hub": str(hub.path), "fd": sock.fileno(), **worker_options}))
+                                     "hub": str(hub.path), "fd": sock.fileno(), "parent": os.getpid(),
+                                     **worker_options}))
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -157,9 +158,24 @@ async def _reap(procs: Sequence[asyncio.subprocess.Process | None], timeout_s: f
 ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
 
 
+def die_with_parent(parent: int) -> None:
+    """A worker must not outlive its parent (kill -9 of the gateway kills its workers, as it would kill a
+    one-process gateway): Linux's PR_SET_PDEATHSIG."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
 async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes | None) -> None:
     """One worker: a whole gateway on the inherited socket, its shared parts behind the hub."""
     config = orjson.loads(config_path.read_bytes())
+    die_with_parent(int(config["parent"]))
     spec = parse_spec(config["spec"], str(config_path))
     sock = socket.socket(fileno=int(config["fd"]))
     hub = HubClient(Path(config["hub"]))
