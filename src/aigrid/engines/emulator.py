@@ -133,9 +133,11 @@ class EmulatorProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.server.connections.discard(self)
         if self._job is not None:
             self.server.engine.cancel(self._job)
             self._job = None
@@ -167,6 +169,10 @@ class EmulatorProtocol(asyncio.Protocol):
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
 
     def exchange_done(self) -> None:
         self._busy, self._job = False, None
@@ -205,6 +211,7 @@ class EmulatorServer:
         self.config = config
         self.sse_line_end = sse_line_end
         self._engine: EmulatedEngine | None = None
+        self.connections: set[EmulatorProtocol] = set()
 
     @property
     def engine(self) -> EmulatedEngine:
@@ -214,6 +221,12 @@ class EmulatorServer:
 
     def protocol(self) -> EmulatorProtocol:
         return EmulatorProtocol(self)
+
+    def kill(self) -> None:
+        """Crash: drop every connection at once (streams cut mid-way, as when an engine process dies).
+        Close the asyncio server too, or new connections are still accepted."""
+        for conn in list(self.connections):
+            conn.abort()
 
     def handle(self, conn: EmulatorProtocol, method: bytes, path: str, raw: bytes) -> None:
         if method == b"GET":
