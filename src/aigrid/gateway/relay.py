@@ -59,12 +59,22 @@ class EventPipe:
         events = self._decoder.feed(raw)
         if not events:
             return b""
-        if self._rewriter is None and not self.track and (self._filter is None or not self._filter.redacts):
-            if not any(e.data is not None and (_USAGE in e.data or e.data == DONE) for e in events):
-                return self._decoder.complete  # the lean path: nothing in this read needs its text
+        complete = self._decoder.complete
+        if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
+                and _USAGE not in complete and DONE not in complete):
+            # the lean path: no event of this read changes, so the engine's bytes go out as they came
+            if self.track:  # ... and the text a continuation would need is noted
+                observe = self.delivered.observe
+                for ev in events:
+                    if ev.data is not None:
+                        try:
+                            observe(orjson.loads(ev.data))
+                        except orjson.JSONDecodeError:
+                            continue
+            return complete
         framed = [self._event(ev) for ev in events]
         if self._rewriter is None and all(f is None for f in framed):
-            return self._decoder.complete
+            return complete
         return b"".join(_frame(ev) if f is None else f for f, ev in zip(framed, events, strict=True))
 
     def end(self) -> bytes:
