@@ -3,6 +3,7 @@ keep one quota, one audit chain (`aigrid audit verify` passes), one /metrics and
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -72,3 +73,14 @@ def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> 
                              "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert f"{REQUESTS} records" in " ".join(verify.stdout.split())
+
+
+def test_default_workers_follow_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:
+    from aigrid.gateway.workers import available_cores
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("max 100000\n")
+    assert available_cores(cpu_max) == len(os.sched_getaffinity(0))
+    cpu_max.write_text("150000 100000\n")  # a container limited to 1.5 CPUs: two workers at most
+    assert available_cores(cpu_max) == min(2, len(os.sched_getaffinity(0)))
+    assert available_cores(tmp_path / "missing") == len(os.sched_getaffinity(0))
