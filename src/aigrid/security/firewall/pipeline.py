@@ -4,7 +4,7 @@
                 -> block | flag | off
             (block: scores above the model's block threshold are blocked, those between its flag and
             block thresholds are flagged, so borderline texts pass with a verdict; data sources use the
-            model's document operating point)
+            model's document head)
             pii (what the client sent)                         -> redact | block | flag | off
     output: pii (whole responses, or streamed through StreamingRedactor) -> redact | flag | off
 
