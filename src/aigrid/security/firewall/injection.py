@@ -8,7 +8,8 @@ head's `dim` weights, then the document head's. Both heads read the same feature
   pages) in 240-character windows. It was trained on other data: clean windows of e-mails, code threads,
   technical documentation and prose against the same windows with an instruction to the assistant hidden in
   them, so its question is "is this data talking to the model?", not "is this prompt an attack?".
-The highest window wins. Each head has two operating points (`threshold` to flag, `block_threshold` to
+A prompt's part pasted after the request (after the first blank line or line-ending colon: "Summarise this
+email:\n\n<email>") is read by both heads. The highest window wins. Each head has two operating points (`threshold` to flag, `block_threshold` to
 block), chosen on validation data; docs/security.md says what each costs.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +49,9 @@ class InjectionScore:
     should_block: bool
     """At or above the stricter block threshold (fewer false positives, some attacks only flagged)."""
     window: int
-    """Index of the highest-scoring window of the text."""
+    """Index of the highest-scoring window of the text (of the pasted part when `pasted`)."""
+    pasted: bool = False
+    """The verdict comes from the document head reading the part of a prompt pasted after the request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +134,36 @@ class InjectionModel:
 
     def score(self, text: str, *, document: bool = False) -> InjectionScore:
         """The highest window's probability; `document` selects the document head, its windows and its
-        operating points (tool results, retrieved documents, web pages)."""
-        head = self.document if document else self.prompt
-        size, step = (DOCUMENT_WINDOW, DOCUMENT_STEP) if document else (WINDOW, STEP)
+        operating points (tool results, retrieved documents, web pages). A prompt is read by the prompt head,
+        and the part of it pasted after the request (pasted_start) by the document head too: the more severe
+        verdict counts."""
+        if document:
+            return self._score(text, self.document, DOCUMENT_WINDOW, DOCUMENT_STEP)
+        own = self._score(text, self.prompt, WINDOW, STEP)
+        start = pasted_start(text)
+        if start is None or own.should_block:
+            return own
+        data = self._score(text[start:], self.document, DOCUMENT_WINDOW, DOCUMENT_STEP)
+        if (data.should_block, data.is_injection) > (own.should_block, own.is_injection):
+            return InjectionScore(data.probability, data.is_injection, data.should_block, data.window, pasted=True)
+        return own
+
+    def _score(self, text: str, head: Head, size: int, step: int) -> InjectionScore:
         best, where = 0.0, 0
         for i, b in enumerate(windows(text, self.dim, size, step, head.openers)):
             p = head.probability(b, self.min_norm)
             if p > best:
                 best, where = p, i
         return InjectionScore(best, best >= head.threshold, best >= head.block_threshold, where)
+
+
+_PASTE_BREAK = re.compile(r"\n[ \t]*\n|:[ \t]*\n")
+PASTED_MIN_CHARS = 150
+"""A prompt's pasted part is read as data only when it is at least this long."""
+
+
+def pasted_start(text: str) -> int | None:
+    """Where the material a user pasted after the request starts ("Summarise this email:\n\n<email>"): after
+    the first blank line or the first colon that ends a line, if at least PASTED_MIN_CHARS follow; else None."""
+    found = _PASTE_BREAK.search(text)
+    return found.end() if found is not None and len(text) - found.end() >= PASTED_MIN_CHARS else None

@@ -106,8 +106,9 @@ class Firewall:
         if not score.is_injection:
             return
         block = policy.injection == Action.BLOCK and score.should_block
+        part = ", in the text pasted after the request" if score.pasted else ""
         out.append(Verdict("injection", "blocked" if block else "flagged",
-                           f"prompt injection suspected in {text.where} ({text.source})",
+                           f"prompt injection suspected in {text.where} ({text.source}{part})",
                            round(score.probability, 4), text.where, text.source))
 
     def _pii_input(self, policy: FirewallPolicy, text: ModelText, out: list[Verdict]) -> ModelText:
