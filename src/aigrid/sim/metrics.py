@@ -7,7 +7,8 @@ mean over endpoints of served work (at
 peak efficiency) over elapsed time: the share of capacity in use.
 
 With agent sessions every model call counts as a request (calls never issued because their session ended
-unfinished do not), and the agent_* keys of sim/agents.py are added.
+unfinished do not), and the agent_* keys of sim/agents.py are added; with right-sized tenants,
+right_size_by_tenant (sim/right_size.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from aigrid.sim.agents import agent_summary
 from aigrid.sim.grid import Grid
+from aigrid.sim.right_size import right_size_summary
 from aigrid.sim.runner import FAILED, OK, PENDING, REJECTED, RunResult
 from aigrid.sim.scenario import Scenario
 from aigrid.sim.workload import Workload
@@ -52,10 +54,12 @@ class PolicyMetrics:
     floor_ratio_p99: float = float("nan")
     agent: dict[str, object] = field(default_factory=dict)
     """agent_* figures (sim/agents.py); empty without agent tenants."""
+    right_size: dict[str, object] = field(default_factory=dict)
+    """right_size_by_tenant (sim/right_size.py); empty without right-sized tenants."""
 
     def summary(self) -> dict[str, object]:
         d = asdict(self)
-        return {**{k: d[k] for k in SUMMARY_KEYS}, **self.agent}
+        return {**{k: d[k] for k in SUMMARY_KEYS}, **self.agent, **self.right_size}
 
 
 def _pct(x: np.ndarray, q: float) -> float:
@@ -97,4 +101,5 @@ def summarize(sc: Scenario, grid: Grid, w: Workload, r: RunResult) -> PolicyMetr
         failed=int((r.status == FAILED).sum()), offered_rps=round(n / sc.duration_s, 4),
         by_tenant_rejected=by_tenant, pred_err_p50=err50, pred_err_p90=err90, floor_ratio_p50=fl50,
         floor_ratio_p99=fl99, agent=agent,
+        right_size=right_size_summary(sc, grid, w, r.status, r.endpoint, r.ttft_s, r.cost_usd),
     )
