@@ -19,9 +19,9 @@ import numpy as np
 
 from aigrid.core.geo import distance_km
 from aigrid.core.types import Decision, GeoPoint, Policy, RequestInfo
+from aigrid.engines.engine_model import Engine, Job
 from aigrid.sim.agents import AgentPlan
 from aigrid.sim.clock import EventLoop
-from aigrid.sim.engine import Engine, Job
 from aigrid.sim.gateway import Gateways, Telemetry
 from aigrid.sim.grid import Grid
 from aigrid.sim.network import Network
@@ -145,7 +145,7 @@ class Simulation:
         self.loop.run(on_tick=on_tick)
         end = max(self.loop.now, 1e-9)
         for e in self.engines:
-            e._advance(end)
+            e.advance(end)
         utilization = np.array([e.stats.work_s / end for e in self.engines])
         return RunResult(self.ttft, self.e2e, self.tpot, self.chosen, self.status, self.attempts, self.cost,
                          self.violation, self.rtt, utilization, self.loop.events, end, self.decisions,
