@@ -40,6 +40,7 @@ def main() -> None:
     out = {
         "scenario": sc.name, "requests": sc.requests,
         "policies": {r.label: {**run_digest(r.result), **r.metrics.summary()} for r in ex.runs},
+        "run_cpu_s": {r.label: round(getattr(r, "cpu_s", 0.0), 1) for r in ex.runs},
         "events": ex.events,
         "wall_s": round(time.perf_counter() - wall, 1),
         "cpu_s": round(sum(end[:4]) - sum(cpu[:4]), 1),

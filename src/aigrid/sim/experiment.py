@@ -39,6 +39,8 @@ class PolicyRun:
     result: RunResult
     metrics: PolicyMetrics
     wall_s: float
+    cpu_s: float = 0.0
+    """CPU seconds of the run (its process's own time: on a busy machine, steadier than wall_s)."""
 
 
 @dataclass
@@ -143,7 +145,7 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
             views[key] = regional_view(sc, grids[key], central)
             for _, w, _, _ in loads:  # once here, not once per run (or per worker process)
                 views[key].prewarm(places(sc, w, cities))
-    tasks: list[Task[tuple[RunResult, PolicyMetrics, float]]] = []
+    tasks: list[Task[tuple[RunResult, PolicyMetrics, float, float]]] = []
     labels: list[tuple[float, str, bool]] = []
     for factor, w, arr, main in loads:
         for label in sc.policies:
@@ -160,26 +162,26 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
     done = run_all(tasks, default_workers(len(tasks)) if workers is None else workers, report)
     runs: list[PolicyRun] = []
     sweep: dict[str, list[tuple[float, PolicyMetrics]]] = {}
-    for (factor, label, main), (result, metrics, wall_s) in zip(labels, done, strict=True):
+    for (factor, label, main), (result, metrics, wall_s, cpu_s) in zip(labels, done, strict=True):
         if main:
-            runs.append(PolicyRun(label, grids[label.partition("@")[2] or None], result, metrics, wall_s))
+            runs.append(PolicyRun(label, grids[label.partition("@")[2] or None], result, metrics, wall_s, cpu_s))
         else:
             sweep.setdefault(label, []).append((factor, metrics))
-    events = sum(result.events for result, _, _ in done)
+    events = sum(result.events for result, *_ in done)
     return Experiment(sc, workload, runs, sweep, time.perf_counter() - started, events)
 
 
 def _policy_run(sc: Scenario, grid: Grid, w: Workload, arrivals: Arrivals, name: str, central: frozenset[str],
-                regional: RegionalView, main: bool) -> Task[tuple[RunResult, PolicyMetrics, float]]:
+                regional: RegionalView, main: bool) -> Task[tuple[RunResult, PolicyMetrics, float, float]]:
     """One run as a task: (result, its figures, wall seconds). A sweep run reports no progress until done."""
-    def task(tick: Tick) -> tuple[RunResult, PolicyMetrics, float]:
+    def task(tick: Tick) -> tuple[RunResult, PolicyMetrics, float, float]:
         router, policy = make_router(name, central, sc.slo.ttft_ms)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         on_tick = (lambda now: tick(now / sc.duration_s)) if main else None
         result = simulate(sc, grid, arrivals, router, name, policy, on_tick=on_tick, regional=regional)
         metrics = summarize(sc, grid, w, result)
         tick(1.0)
-        return result, metrics, time.perf_counter() - t0
+        return result, metrics, time.perf_counter() - t0, time.process_time() - c0
     return task
 
 

@@ -40,7 +40,8 @@ def details(ex: Experiment) -> dict[str, object]:
     return {
         "scenario": ex.scenario.name,
         "seed": ex.scenario.seed,
-        "runs": {r.label: {"wall_s": round(r.wall_s, 3), "events": r.result.events, "failed": r.metrics.failed,
+        "runs": {r.label: {"wall_s": round(r.wall_s, 3), "cpu_s": round(r.cpu_s, 3), "events": r.result.events,
+                           "failed": r.metrics.failed,
                            "offered_rps": r.metrics.offered_rps, "rejected_by_tenant": r.metrics.by_tenant_rejected,
                            "endpoints": len(r.grid.endpoints), "sites": len(r.grid.sites),
                            "digest": run_digest(r.result)} for r in ex.runs},
