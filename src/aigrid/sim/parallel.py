@@ -13,13 +13,13 @@ the other.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import pickle
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, TypeVar
 
+from aigrid.cores import available_cores
 from aigrid.errors import WorkerError
 
 T = TypeVar("T")
@@ -29,15 +29,11 @@ Task = Callable[[Tick], T]
 
 
 def default_workers(runs: int) -> int:
-    """One worker per core this process may use, never more than there are runs; 1 inside a daemon process
-    (which may not have children) or where fork is unavailable."""
+    """One worker per core this process may use (aigrid.cores: affinity and cgroup quota), never more than
+    there are runs; 1 inside a daemon process (which may not have children) or where fork is unavailable."""
     if runs < 2 or multiprocessing.current_process().daemon or "fork" not in multiprocessing.get_all_start_methods():
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, runs))
+    return max(1, min(available_cores(), runs))
 
 
 def run_all(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, float], None] | None = None) -> list[T]:
