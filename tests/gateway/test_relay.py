@@ -122,17 +122,18 @@ def _slow_reader(port: int, body: bytes) -> socket.socket:
 def test_a_client_reading_one_byte_a_second_does_not_grow_the_gateway(tmp_path: Path) -> None:
     """The emulated engine sends 200,000 tokens (~30 MB of SSE) within seconds; the client reads one byte a
     second. The gateway must hold the engine back (TCP backpressure) instead of buffering the answer."""
-    emu_port, gw_port = free_port(), free_port()
+    emu_port = free_port()
     emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
                             "--decode-base-ms", "0", "--decode-ms-per-seq", "0.02", "--prefill-base-ms", "1"],
                tmp_path).start()
-    spec = tmp_path / "spec.yaml"
-    spec.write_bytes(orjson.dumps(spec_for([f"http://127.0.0.1:{emu_port}"], gw_port)))  # JSON is YAML
-    gw = Proc("gateway", [sys.executable, "-m", "aigrid.bench.gateway_launch", str(spec), "--port", str(gw_port)],
-              tmp_path).start()
-    sock = None
+    gw, sock = None, None
     try:
         emu.wait_ready(f"http://127.0.0.1:{emu_port}/health")
+        gw_port = free_port()
+        spec = tmp_path / "spec.yaml"
+        spec.write_bytes(orjson.dumps(spec_for([f"http://127.0.0.1:{emu_port}"], gw_port)))  # JSON is YAML
+        gw = Proc("gateway", [sys.executable, "-m", "aigrid.bench.gateway_launch", str(spec), "--port",
+                              str(gw_port)], tmp_path).start()
         gw.wait_ready(f"http://127.0.0.1:{gw_port}/healthz")
         for _ in range(3):  # warm-up: what the first requests allocate once
             assert httpx.post(f"http://127.0.0.1:{gw_port}/v1/chat/completions", json=BODY, timeout=30).is_success
@@ -149,5 +150,6 @@ def test_a_client_reading_one_byte_a_second_does_not_grow_the_gateway(tmp_path: 
     finally:
         if sock is not None:
             sock.close()
-        gw.stop()
+        if gw is not None:
+            gw.stop()
         emu.stop()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,16 +32,18 @@ def spec(tmp: Path, emu_port: int, gw_port: int) -> dict:
 
 
 def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> None:
-    emu_port, gw_port = free_port(), free_port()
+    emu_port = free_port()
     emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
                             "--engines", "2", "--decode-base-ms", "20", "--prefill-base-ms", "1"], tmp_path).start()
-    spec_path = tmp_path / "spec.yaml"
-    spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port)))
-    gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
-              tmp_path, cwd=tmp_path).start()
-    base = f"http://127.0.0.1:{gw_port}"
+    gw: Proc | None = None
     try:
-        emu.wait_ready(f"http://127.0.0.1:{emu_port}/health")
+        emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
+        gw_port = free_port()  # only now: the emulator's second port is taken
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port)))
+        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
+                  tmp_path, cwd=tmp_path).start()
+        base = f"http://127.0.0.1:{gw_port}"
         gw.wait_ready(f"{base}/livez", timeout_s=120)
         workers = [p for p in tree(gw.pid) if p != gw.pid]
         assert len(workers) == 2, workers
@@ -50,6 +53,8 @@ def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> 
                 "model": "emulated", "stream": True, "max_tokens": 8,
                 "messages": [{"role": "user", "content": f"question {i}"}]})
 
+        while time.time() % 60 > 40:  # quotas count in fixed one-minute windows: all requests in one window
+            time.sleep(0.5)
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(one, range(REQUESTS)))
         served = [a for a in answers if a.status_code == 200]
@@ -66,7 +71,8 @@ def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> 
                  if line.startswith("aigrid_requests_total{") and 'outcome="ok"' in line)
         assert ok == LIMIT
     finally:
-        gw.stop()
+        if gw is not None:
+            gw.stop()
         emu.stop()
     # one writer: one chain, every request audited (the served and the refused)
     verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
