@@ -1,4 +1,5 @@
-"""The engine emulator: OpenAI answers, timing (prefill, W + H*n decode, batch slots and queue), and
+"""The engine emulator: OpenAI answers, timing (the simulator's engine model: prefill chunks in steps, W + H*n
+decode, batch slots and queue), and
 vLLM-named metrics that aigrid's own vLLM parser reads. Delays are tens of milliseconds; bounds are loose
 enough for a shared 2-core machine but tight enough to catch a wrong timing law."""
 
@@ -91,7 +92,8 @@ async def test_non_streamed_chat_and_completions(client: httpx.AsyncClient) -> N
 
 
 async def test_ttft_is_prefill_and_decode_is_per_step(client: httpx.AsyncClient) -> None:
-    # prefill 20 ms + 0.1 ms x 200 tokens = 40 ms; then 4 more tokens at 15 ms each = 60 ms
+    # one step carrying the whole prompt: W 15 ms + prefill chunk 20 ms + 0.1 ms x 200 tokens = 55 ms;
+    # then 4 more tokens at 15 ms each = 60 ms
     cfg = EmulatorConfig(prefill_base_ms=20, prefill_ms_per_token=0.1, decode_base_ms=15, decode_ms_per_seq=0)
     server, url = await start(cfg)
     try:
@@ -107,12 +109,12 @@ async def test_decode_step_grows_with_the_batch(client: httpx.AsyncClient) -> No
     cfg = EmulatorConfig(prefill_base_ms=0, prefill_ms_per_token=0, decode_base_ms=5, decode_ms_per_seq=5)
     server, url = await start(cfg)
     try:
-        ttft1, alone, _ = await timed_stream(client, url, chat(9))
-        runs = await asyncio.gather(*(timed_stream(client, url, chat(9)) for _ in range(6)))
+        ttft1, alone, _ = await timed_stream(client, url, chat(17))
+        runs = await asyncio.gather(*(timed_stream(client, url, chat(17)) for _ in range(6)))
     finally:
         server.close()
-    per_token_alone = (alone - ttft1) / 8
-    per_token_batched = min((e2e - ttft) / 8 for ttft, e2e, _ in runs)
+    per_token_alone = (alone - ttft1) / 16
+    per_token_batched = min((e2e - ttft) / 16 for ttft, e2e, _ in runs)
     assert 0.009 <= per_token_alone <= 0.02
     assert per_token_batched >= 0.03
 

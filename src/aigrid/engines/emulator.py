@@ -129,9 +129,11 @@ class EmulatorProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+        self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
+        self.server.connections.discard(self)
         if self._job is not None:
             self.server.engine.cancel(self._job)
             self._job = None
@@ -164,6 +166,10 @@ class EmulatorProtocol(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
     def exchange_done(self) -> None:
         self._busy, self._job = False, None
         if self._pending:
@@ -194,6 +200,7 @@ class EmulatorServer:
     def __init__(self, config: EmulatorConfig) -> None:
         self.config = config
         self._engine: EmulatedEngine | None = None
+        self.connections: set[EmulatorProtocol] = set()
 
     @property
     def engine(self) -> EmulatedEngine:
@@ -203,6 +210,12 @@ class EmulatorServer:
 
     def protocol(self) -> EmulatorProtocol:
         return EmulatorProtocol(self)
+
+    def kill(self) -> None:
+        """Crash: drop every connection at once (streams cut mid-way, as when an engine process dies).
+        Close the asyncio server too, or new connections are still accepted."""
+        for conn in list(self.connections):
+            conn.abort()
 
     def handle(self, conn: EmulatorProtocol, method: bytes, path: str, raw: bytes) -> None:
         if method == b"GET":

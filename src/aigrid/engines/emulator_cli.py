@@ -22,7 +22,8 @@ async def run_emulators(config: EmulatorConfig, host: str, port: int, count: int
     ports = ", ".join(str(bound_port(s)) for s in servers)
     print(f"aigrid engine emulator: {count} engine(s) '{config.model}' on {host} port(s) {ports}; "
           f"slots {config.slots}, prefill {config.prefill_base_ms} + {config.prefill_ms_per_token} ms/token, "
-          f"decode {config.decode_base_ms} + {config.decode_ms_per_seq} ms x batch", flush=True)
+          f"step {config.decode_base_ms} + {config.decode_ms_per_seq} ms x batch + {config.kv_ms_per_token} ms x "
+          f"context tokens, chunks of {config.chunk_tokens}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -39,19 +40,22 @@ def emulator_command(
     engines: Annotated[int, typer.Option(help="independent engines on consecutive ports")] = 1,
     model: Annotated[str, typer.Option(help="model name the emulator reports")] = "emulated",
     slots: Annotated[int, typer.Option(help="batch slots (max running requests); more wait in a queue")] = 256,
-    prefill_base_ms: Annotated[float, typer.Option(help="fixed prefill time per request, ms")] = 1.0,
+    prefill_base_ms: Annotated[float, typer.Option(help="fixed time a prefill chunk adds to its step, ms")] = 1.0,
     prefill_ms_per_token: Annotated[float, typer.Option(help="prefill time per prompt token, ms")] = 0.02,
     decode_base_ms: Annotated[float, typer.Option(help="W: decode step time with an empty batch, ms")] = 10.0,
     decode_ms_per_seq: Annotated[float, typer.Option(help="H: added step time per running request, ms")] = 0.05,
+    kv_ms_per_token: Annotated[float, typer.Option(help="added step time per context token in the batch, ms")] = 0.0,
+    chunk_tokens: Annotated[int, typer.Option(help="most prompt tokens prefilled in one step")] = 2048,
     default_max_tokens: Annotated[int, typer.Option(help="output tokens when a request sets no max")] = 128,
-    kv_tokens: Annotated[int, typer.Option(help="KV-cache capacity in tokens (for kv_cache_usage_perc)")] = 1_000_000,
+    kv_tokens: Annotated[int, typer.Option(help="KV-cache capacity in tokens (admission, kv_cache_usage_perc)")] = 1_000_000,
 ) -> None:
-    """Run an ENGINE EMULATOR: OpenAI-compatible, realistic timing (prefill, W + H*n decode, batch slots),
-    vLLM-named /metrics. It generates no text; it exists to measure gateways and load balancers."""
+    """Run an ENGINE EMULATOR: OpenAI-compatible, the simulator's engine timing (continuous batching with
+    chunked prefill, step = W + H*n + k*K [+ prefill chunk], batch slots, KV cache), vLLM-named /metrics. It generates no text; it exists to measure gateways and load balancers."""
     try:
         config = EmulatorConfig(model=model, slots=slots, prefill_base_ms=prefill_base_ms,
                                 prefill_ms_per_token=prefill_ms_per_token, decode_base_ms=decode_base_ms,
-                                decode_ms_per_seq=decode_ms_per_seq, default_max_tokens=default_max_tokens,
+                                decode_ms_per_seq=decode_ms_per_seq, kv_ms_per_token=kv_ms_per_token,
+                                chunk_tokens=chunk_tokens, default_max_tokens=default_max_tokens,
                                 kv_tokens=kv_tokens)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None

@@ -1,23 +1,32 @@
-"""The engine emulator's timing model and metrics: a continuous-batching engine, event-driven, no tasks.
+"""The engine emulator's engine: the simulator's timing model (engines/engine_model.py) on the asyncio clock.
 
-An emulated engine has `slots` batch slots. A request that finds every slot busy waits in a FIFO queue.
-Once admitted it is prefilled: prefills share one lane (the accelerator does one prefill at a time), each
-taking `prefill_base_ms + prefill_ms_per_token * prompt_tokens`; the prefill step produces the first token.
-The request then joins the decode batch. One decode step emits one token for every request in the batch and
-takes `decode_base_ms + decode_ms_per_seq * n` where n is the batch size (the W + H*n law that memory-bound
-decoding follows), so inter-token latency grows with load, as on vLLM or SGLang.
+An emulated engine IS the simulated engine: `slots` batch slots, a FIFO waiting queue, admission limited by
+the KV cache, continuous batching with chunked prefill (prompt tokens packed into the decode steps, up to
+`chunk_tokens` per step), each step costing
 
-Everything is driven by loop.call_at/call_later callbacks: one timer per prefill and one per decode step,
-whatever the number of streams, so the emulator's own CPU cost stays far below what it emulates.
+    decode_base_ms + decode_ms_per_seq x n + kv_ms_per_token x K + [prefill_ms_per_token x c + prefill_base_ms]
+
+(engines/step_cost.py: W + n h_seq + K k_kv + [c pf_tok + pf_step], the bracket only in a step that carries a
+prefill chunk). Only the clock differs: engine_model.Engine runs on loop.call_at instead of the simulator's
+virtual clock, so a live run on emulators and a simulated run of the same trace can be compared number for
+number (tests/parity/test_sim_gateway_parity.py).
+
+Streaming: the model wakes only when a prefill ends or a sequence completes; one ticker per engine, one timer
+per decode step whatever the number of streams, hands each running request the tokens its decode steps have
+produced so far. The emulator's own CPU cost stays far below what it emulates.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
-from collections import deque
+import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
+
+from aigrid.engines import engine_model
+from aigrid.engines.step_cost import EnginePerf
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
@@ -35,26 +44,44 @@ class EmulatorConfig:
     model: str = "emulated"
     slots: int = 256
     prefill_base_ms: float = 1.0
+    """pf_step: the fixed cost a prefill chunk adds to its step."""
     prefill_ms_per_token: float = 0.02
     decode_base_ms: float = 10.0
+    """W: one step with an empty batch (reading the weights)."""
     decode_ms_per_seq: float = 0.05
+    kv_ms_per_token: float = 0.0
+    """k_kv: added step time per context token held by the running batch (attention reads)."""
+    chunk_tokens: int = 2048
     default_max_tokens: int = 128
     kv_tokens: int = 1_000_000
-    """KV-cache capacity in tokens; vllm:kv_cache_usage_perc is the running requests' context over it."""
+    """KV-cache capacity in tokens: a request is admitted once its prompt and output fit beside the running
+    ones; vllm:kv_cache_usage_perc is the share reserved."""
 
     def __post_init__(self) -> None:
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
-        if min(self.prefill_base_ms, self.prefill_ms_per_token, self.decode_base_ms, self.decode_ms_per_seq) < 0:
+        if min(self.prefill_base_ms, self.prefill_ms_per_token, self.decode_base_ms, self.decode_ms_per_seq,
+               self.kv_ms_per_token) < 0:
             raise ValueError("emulator delays must not be negative")
+        if self.decode_base_ms + self.prefill_base_ms <= 0:
+            raise ValueError("decode_base_ms + prefill_base_ms must be positive (a step takes time)")
         if self.kv_tokens < 1:
             raise ValueError("kv_tokens must be at least 1")
+        if self.chunk_tokens < 1:
+            raise ValueError("chunk_tokens must be at least 1")
 
-    def prefill_s(self, prompt_tokens: int) -> float:
-        return (self.prefill_base_ms + self.prefill_ms_per_token * prompt_tokens) / 1000.0
+    def perf(self) -> EnginePerf:
+        return EnginePerf("emulated", self.decode_base_ms, self.decode_ms_per_seq, self.kv_ms_per_token,
+                          self.prefill_ms_per_token, self.prefill_base_ms, self.chunk_tokens, self.slots,
+                          self.kv_tokens, 0.0, 0.0, 0.0, 0.0)
 
-    def step_s(self, batch: int) -> float:
-        return (self.decode_base_ms + self.decode_ms_per_seq * batch) / 1000.0
+    @classmethod
+    def from_perf(cls, perf: EnginePerf, model: str, default_max_tokens: int = 128) -> EmulatorConfig:
+        """An emulator timed exactly like the simulator's engine of `perf`."""
+        return cls(model=model, slots=perf.max_seqs, prefill_base_ms=perf.pf_step_ms,
+                   prefill_ms_per_token=perf.pf_tok_ms, decode_base_ms=perf.w_ms, decode_ms_per_seq=perf.h_seq_ms,
+                   kv_ms_per_token=perf.k_kv_ms, chunk_tokens=perf.chunk_tokens,
+                   default_max_tokens=default_max_tokens, kv_tokens=perf.kv_capacity_tokens)
 
 
 class Sink:
@@ -65,18 +92,46 @@ class Sink:
     def finish(self, job: Job) -> None: ...
 
 
-@dataclass(eq=False)
-class Job:
-    """One request inside the emulated engine."""
+_job_ids = itertools.count(1)
 
-    prompt_tokens: int
-    max_tokens: int
-    sink: Sink
-    arrived: float
-    generated: int = 0
-    first_token_at: float | None = None
-    cancelled: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
+
+class Job(engine_model.Job):
+    """One request inside the emulated engine: the model's job plus where its tokens go."""
+
+    __slots__ = ("sink", "arrived", "generated", "first_token_at", "last_token_at", "cancelled")
+
+    def __init__(self, prompt_tokens: int, max_tokens: int, sink: Sink, arrived: float) -> None:
+        super().__init__(next(_job_ids), prompt_tokens, max_tokens, arrived)
+        self.sink = sink
+        self.arrived = arrived
+        self.generated = 0
+        self.first_token_at: float | None = None
+        self.last_token_at = arrived
+        self.cancelled = False
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.prompt
+
+    @property
+    def max_tokens(self) -> int:
+        return self.output
+
+
+class LoopClock:
+    """engine_model.Clock on an asyncio loop."""
+
+    __slots__ = ("_loop",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    @property
+    def now(self) -> float:
+        return self._loop.time()
+
+    def at(self, when: float, handler: Callable[[Any], None], arg: Any = None) -> None:
+        self._loop.call_at(when, handler, arg)
 
 
 class Histogram:
@@ -108,17 +163,12 @@ class Histogram:
 class EmulatedEngine:
     """The batching engine. submit() a Job; its Sink gets token() per token and finish() once."""
 
-    def __init__(self, config: EmulatorConfig, loop: asyncio.AbstractEventLoop | None = None,
-                 clock: Callable[[], float] | None = None) -> None:
+    def __init__(self, config: EmulatorConfig, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.config = config
         self._loop = loop or asyncio.get_running_loop()
-        self._now = clock or self._loop.time
-        self.waiting: deque[Job] = deque()
-        self.running = 0
-        self.batch: list[Job] = []
-        self._lane_free_at = 0.0
-        self._stepping = False
-        self._context_tokens = 0
+        self.model = engine_model.Engine(0, config.perf(), LoopClock(self._loop), self._first, self._done,
+                                         lambda _: None)
+        self._ticking = False
         self.ttft = Histogram(TTFT_BUCKETS)
         self.itl = Histogram(ITL_BUCKETS)
         self.e2e = Histogram(E2E_BUCKETS)
@@ -127,90 +177,77 @@ class EmulatedEngine:
         self.finished_total = 0
         self.cancelled_total = 0
 
+    @property
+    def running(self) -> int:
+        return self.model.active
+
+    @property
+    def waiting(self) -> int:
+        return len(self.model.waiting)
+
     def submit(self, job: Job) -> None:
-        if self.running < self.config.slots:
-            self._admit(job)
-        else:
-            self.waiting.append(job)
+        self.model.submit(job)
 
     def cancel(self, job: Job) -> None:
-        """The client went away: the job leaves the queue now, or the batch at its next step."""
+        """The client went away: the job leaves the engine now, freeing its slot and KV cache."""
         if job.cancelled:
             return
         job.cancelled = True
         self.cancelled_total += 1
-        if job in self.waiting:
-            self.waiting.remove(job)
+        self.model.cancel(job)
 
-    def _admit(self, job: Job) -> None:
-        self.running += 1
-        self._context_tokens += job.prompt_tokens
-        start = max(self._now(), self._lane_free_at)
-        self._lane_free_at = start + self.config.prefill_s(job.prompt_tokens)
-        self._loop.call_at(self._lane_free_at, self._prefilled, job)
-
-    def _release(self, job: Job) -> None:
-        self.running -= 1
-        self._context_tokens -= job.prompt_tokens + job.generated
-        while self.waiting and self.running < self.config.slots:
-            self._admit(self.waiting.popleft())
-
-    def _prefilled(self, job: Job) -> None:
-        if job.cancelled:
-            self._release(job)
-            return
-        now = self._now()
+    def _first(self, job: engine_model.Job, now: float) -> None:
+        assert isinstance(job, Job)
         job.first_token_at = now
         self.ttft.observe(now - job.arrived)
-        self.prompt_tokens_total += job.prompt_tokens
-        self._emit(job)
-        if job.generated >= job.max_tokens:
-            self._done(job, now)
-            return
-        self.batch.append(job)
-        if not self._stepping:
-            self._stepping = True
-            self._loop.call_later(self.config.step_s(len(self.batch)), self._step, now)
-
-    def _emit(self, job: Job) -> None:
-        job.generated += 1
-        self._context_tokens += 1
+        self.prompt_tokens_total += job.prompt
+        job.generated = 1
+        job.last_token_at = now
         self.generation_tokens_total += 1
         job.sink.token(job)
+        if not self._ticking:
+            self._ticking = True
+            self._loop.call_later(self.model.step_ms() / 1000.0, self._tick, None)
 
-    def _step(self, started: float) -> None:
-        now = self._now()
-        alive: list[Job] = []
-        for job in self.batch:
-            if job.cancelled:
-                self._release(job)
-                continue
-            self._emit(job)
-            if job.generated >= job.max_tokens:
-                self._done(job, now)
-            else:
-                alive.append(job)
-        if self.batch:
-            self.itl.observe(now - started, len(self.batch))
-        self.batch = alive
-        if alive:
-            self._loop.call_later(self.config.step_s(len(alive)), self._step, now)
-        else:
-            self._stepping = False
+    def _emit(self, job: Job, n: int, now: float) -> None:
+        self.itl.observe((now - job.last_token_at) / n, n)
+        job.generated += n
+        job.last_token_at = now
+        self.generation_tokens_total += n
+        for _ in range(n):
+            job.sink.token(job)
 
-    def _done(self, job: Job, now: float) -> None:
+    def _tick(self, _: object) -> None:
+        """Hand every decoding request the tokens its steps have produced by now."""
+        model = self.model
+        if not model.decoding:
+            self._ticking = False
+            return
+        now = self._loop.time()
+        model.advance(now)
+        steps = model.steps
+        for finish_step, _rid, job in model.decoding:
+            assert isinstance(job, Job)
+            n = min(int(job.output - (finish_step - steps) + 1e-6), job.output - 1) - job.generated
+            if n > 0:
+                self._emit(job, n, now)
+        self._loop.call_later(model.step_ms() / 1000.0, self._tick, None)
+
+    def _done(self, job: engine_model.Job, now: float) -> None:
+        assert isinstance(job, Job)
+        if job.generated < job.output:
+            self._emit(job, job.output - job.generated, now)
         self.e2e.observe(now - job.arrived)
         self.finished_total += 1
-        self._release(job)
         job.sink.finish(job)
 
     def prometheus(self) -> bytes:
         """/metrics in vLLM's names (V1 engine), read by aigrid's vLLM parser like a real vLLM."""
         labels = f'model_name="{self.config.model}"'
-        kv = min(1.0, max(0, self._context_tokens) / self.config.kv_tokens)
+        kv = min(1.0, max(0, self.model.kv_used) / self.config.kv_tokens)
         lines = [
             "# TYPE vllm:num_requests_running gauge", f"vllm:num_requests_running{{{labels}}} {self.running}",
-            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{labels}}} {len(self.waiting)}",
+            "# TYPE vllm:num_requests_waiting gauge", f"vllm:num_requests_waiting{{{labels}}} {self.waiting}",
             "# TYPE vllm:kv_cache_usage_perc gauge", f"vllm:kv_cache_usage_perc{{{labels}}} {kv}",
             "# TYPE vllm:prompt_tokens_total counter", f"vllm:prompt_tokens_total{{{labels}}} {self.prompt_tokens_total}",
             "# TYPE vllm:generation_tokens_total counter",

@@ -15,11 +15,12 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]
 
+from aigrid.engines.step_cost import EnginePerf
 from aigrid.plan.checks import Check, scenario_for
 from aigrid.plan.demand import Demand
 from aigrid.plan.placement import Placement
 from aigrid.plan.traffic import Traffic
-from aigrid.sim.hardware import HARDWARE, EnginePerf, engine_perf
+from aigrid.sim.hardware import HARDWARE, engine_perf
 from aigrid.sim.scenario import Scenario
 
 
@@ -52,6 +53,7 @@ def grid_spec(demand: Demand, placement: Placement, port: int = 9100) -> tuple[d
                               "--slots", str(perf.max_seqs), "--prefill-base-ms", f"{perf.pf_step_ms:.4f}",
                               "--prefill-ms-per-token", f"{perf.pf_tok_ms:.6f}",
                               "--decode-base-ms", f"{perf.w_ms:.4f}", "--decode-ms-per-seq", f"{perf.h_seq_ms:.6f}",
+                              "--kv-ms-per-token", f"{perf.k_kv_ms:.9f}", "--chunk-tokens", str(perf.chunk_tokens),
                               "--kv-tokens", str(perf.kv_capacity_tokens)])
     spec = {
         "name": f"{demand.name}-plan",

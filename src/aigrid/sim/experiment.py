@@ -1,8 +1,8 @@
 """A scenario's experiment: the same traffic replayed once per policy (and per load factor of a sweep).
 
 Every policy sees identical arrivals, sizes, cities and network jitter draws; only the routing differs.
-replay() runs a given list of (time, RequestInfo) and returns each Decision, for parity checks against
-the live gateway.
+replay_run() runs a given list of (time, RequestInfo) and returns the run with each Decision, for parity
+checks against the live gateway on engine emulators (tests/parity).
 """
 
 from __future__ import annotations
@@ -141,10 +141,11 @@ def run_experiment(sc: Scenario, progress: Progress | None = None) -> Experiment
     return Experiment(sc, workload, runs, sweep, time.perf_counter() - started, events)
 
 
-def replay(sc: Scenario, requests: Sequence[tuple[float, RequestInfo]], policy_name: str,
-           site_set: str | None = None) -> list[Decision]:
-    """Run (time, RequestInfo) pairs through the simulated grid; return every Decision in the order made
-    (retries after failures included). Output lengths are the requests' max_output_tokens; no jitter."""
+def replay_run(sc: Scenario, requests: Sequence[tuple[float, RequestInfo]], policy_name: str,
+               site_set: str | None = None) -> RunResult:
+    """Run (time, RequestInfo) pairs through the simulated grid (the scenario's faults included); the result's
+    arrays are in time order and its `decisions` hold every Decision in the order made (retries after
+    failures included). Output lengths are the requests' max_output_tokens; no network jitter."""
     grid = build_grid(sc, load_cities(), site_set)
     requests = sorted(requests, key=lambda tr: tr[0])
     n = len(requests)
@@ -153,6 +154,12 @@ def replay(sc: Scenario, requests: Sequence[tuple[float, RequestInfo]], policy_n
                         np.array([max(r.max_output_tokens, 1) for r in reqs], dtype=np.int32),
                         np.zeros(n, dtype=np.int32), np.zeros(n))
     router, policy = make_router(policy_name, frozenset({sc.central_site}) if sc.central_site else frozenset())
-    result = simulate(sc, grid, arrivals, router, policy_name, policy, keep_decisions=True)
+    return simulate(sc, grid, arrivals, router, policy_name, policy, keep_decisions=True)
+
+
+def replay(sc: Scenario, requests: Sequence[tuple[float, RequestInfo]], policy_name: str,
+           site_set: str | None = None) -> list[Decision]:
+    """replay_run's decisions only."""
+    result = replay_run(sc, requests, policy_name, site_set)
     assert result.decisions is not None
     return result.decisions

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from aigrid.core.types import Endpoint, GeoPoint, ModelInfo, Site
+from aigrid.engines.step_cost import EnginePerf
 from aigrid.sim.geography import Cities, jurisdiction_of
-from aigrid.sim.hardware import HARDWARE, EnginePerf, engine_perf
+from aigrid.sim.hardware import HARDWARE, engine_perf
 from aigrid.sim.scenario import GeneratedSites, ModelDef, Scenario, ScenarioProblem, SiteDef
 
 

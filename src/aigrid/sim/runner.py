@@ -27,10 +27,10 @@ from aigrid.core.fair_queue import Waiting
 from aigrid.core.geo import distance_km
 from aigrid.core.types import Decision, GeoPoint, Policy, RequestInfo
 from aigrid.core.urgency import DEFAULT_LEVEL, LATE, WAIT, AdmissionRules, verdict
+from aigrid.engines.engine_model import Engine, Job
 from aigrid.sim.admission import Admission
 from aigrid.sim.agents import AgentPlan
 from aigrid.sim.clock import EventLoop
-from aigrid.sim.engine import Engine, Job
 from aigrid.sim.gateway import CandidateCache, Gateways, Telemetry
 from aigrid.sim.grid import Grid
 from aigrid.sim.network import Network
@@ -159,7 +159,7 @@ class Simulation:
         self.loop.run(on_tick=on_tick)
         end = max(self.loop.now, 1e-9)
         for e in self.engines:
-            e._advance(end)
+            e.advance(end)
         utilization = np.array([e.stats.work_s / end for e in self.engines])
         return RunResult(self.ttft, self.e2e, self.tpot, self.chosen, self.status, self.attempts, self.cost,
                          self.violation, self.rtt, utilization, self.loop.events, end, self.decisions,

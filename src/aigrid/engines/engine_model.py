@@ -1,4 +1,8 @@
-"""One simulated inference engine: continuous batching with chunked prefill, KV-cache limits and a queue.
+"""One inference engine's timing: continuous batching with chunked prefill, KV-cache limits and a queue.
+
+The simulator runs it on its virtual clock (sim/clock.py), the engine emulator on the asyncio loop's clock
+(engines/emulator_model.py): one timing model, so a simulated run and a live run on emulators of the same
+trace can be compared number for number (tests/parity).
 
 The engine runs steps back to back. Every step advances each decoding sequence by one token and, while
 prompts are waiting to be prefilled, also processes up to `chunk_tokens - n` of their tokens in FIFO order
@@ -16,13 +20,22 @@ import heapq
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aigrid.core.types import EndpointState
-from aigrid.sim.clock import EventLoop
-from aigrid.sim.hardware import EnginePerf
+from aigrid.engines.step_cost import EnginePerf
 
 EWMA = 0.2
 """Weight of the newest sample in the engine's reported TTFT (engines export smoothed figures)."""
+
+
+class Clock(Protocol):
+    """What the engine needs of a clock: the time now and a way to be called back at a given time."""
+
+    @property
+    def now(self) -> float: ...
+
+    def at(self, when: float, handler: Callable[[Any], None], arg: Any = None) -> None: ...
 
 
 class Job:
@@ -53,7 +66,7 @@ class EngineStats:
 class Engine:
     """A single engine (one endpoint). Callbacks report first tokens and completions in virtual time."""
 
-    def __init__(self, index: int, perf: EnginePerf, loop: EventLoop,
+    def __init__(self, index: int, perf: EnginePerf, loop: Clock,
                  on_first: Callable[[Job, float], None], on_done: Callable[[Job, float], None],
                  on_change: Callable[[int], None]) -> None:
         self.index = index
@@ -118,6 +131,35 @@ class Engine:
         self.version += 1
         self.on_change(self.index)
         return lost
+
+    def cancel(self, job: Job) -> bool:
+        """The client went away: take the job out wherever it is, freeing its slot and KV. False if absent."""
+        now = self.loop.now
+        self._advance(now)
+        if job in self.waiting:
+            self.waiting.remove(job)
+        elif job in self.prefill:
+            head = self.prefill[0] is job
+            self.prefill.remove(job)
+            self.prefill_tokens = max(self.prefill_tokens - max(job.left, 0.0), 0.0)
+            if head and self.prefill and job.left < 0.0:
+                self.prefill[0].left += job.left  # the overshoot already spent on the next prompt
+            self.kv_used -= job.kv
+        else:
+            kept = [entry for entry in self.decoding if entry[2] is not job]
+            if len(kept) == len(self.decoding):
+                return False
+            heapq.heapify(kept)
+            self.decoding = kept
+            self.ctx = max(self.ctx - job.ctx, 0.0) if kept else 0.0
+            self.kv_used -= job.kv
+        self._admit()
+        self._reschedule(now)
+        return True
+
+    def advance(self, now: float) -> None:
+        """Bring the step count and prefill progress up to `now` (read-only callers: token streaming)."""
+        self._advance(now)
 
     def recover(self) -> None:
         self._advance(self.loop.now)

@@ -1,7 +1,7 @@
 """Continuous batching: prefill then decode, step cost growing with the batch, queueing at saturation."""
 
+from aigrid.engines.engine_model import Engine, Job
 from aigrid.sim.clock import EventLoop
-from aigrid.sim.engine import Engine, Job
 from aigrid.sim.hardware import engine_perf
 
 PERF = engine_perf("h100", 8.03, 131072)
