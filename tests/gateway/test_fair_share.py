@@ -110,7 +110,7 @@ async def test_an_unmeetable_deadline_never_reaches_the_engine(site: Site) -> No
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(site.gw)), base_url="http://gw") as c:
         r = await c.post("/v1/completions", json={**PROMPT, "deadline_ms": 0.5}, headers={"x-aigrid-tenant": "light"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "deadline_unmeetable", r.text
-        assert (engine.prompt_tokens_total, engine.running, len(engine.waiting), engine.cancelled_total) == (0, 0, 0, 0)
+        assert (engine.prompt_tokens_total, engine.running, engine.waiting, engine.cancelled_total) == (0, 0, 0, 0)
         ok = await c.post("/v1/completions", json={**PROMPT, "deadline_ms": 5000}, headers={"x-aigrid-tenant": "light"})
         assert ok.status_code == 200, ok.text
     assert engine.prompt_tokens_total > 0 and engine.finished_total == 1
