@@ -36,7 +36,7 @@ class Site:
 def spec(url: str, admission: bool = True) -> dict:  # type: ignore[type-arg]
     return {
         "name": "fair",
-        "gateway": {"network": "none", "scrape_interval_s": 60,
+        "gateway": {"network": "none", "scrape_interval_s": 60, "first_byte_timeout": {"min_s": 60},
                     "admission": {"enabled": admission, "poll_interval_s": 0.02,
                                   "max_wait_s": {"standard": 30}}},
         "models": {"m": {"family": "f", "params_b": 1.0}},
