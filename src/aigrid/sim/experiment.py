@@ -23,9 +23,9 @@ from aigrid.sim.network import Network
 from aigrid.sim.parallel import Task, Tick, default_workers, run_all
 from aigrid.sim.regional import RegionalView
 from aigrid.sim.right_size import tenant_prompts
-from aigrid.sim.routers import Router, make_router
+from aigrid.sim.routers import Router, is_aigrid, make_router
 from aigrid.sim.runner import Arrivals, RunResult, Simulation
-from aigrid.sim.scenario import Scenario
+from aigrid.sim.scenario import FCFS, Scenario, policy_name
 from aigrid.sim.workload import Workload, build_workload
 
 Progress = Callable[[str, float], None]
@@ -59,6 +59,8 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
     allowed = [frozenset(t.jurisdictions) if t.jurisdictions else None for t in tenants]
     models = [t.model for t in tenants]
     names = [t.name for t in tenants]
+    levels = [t.level for t in tenants]
+    deadlines = [t.deadline_ms for t in tenants]
     plan = plan_agents(sc, w)
     row = np.arange(len(w)) if plan is None else plan.session  # per model call: its session's workload row
     sized = [tenant_prompts(sc, k) for k in range(len(tenants))]
@@ -72,7 +74,8 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
         k = int(w.tenant[r])
         info = RequestInfo(id=str(i) if i == r else f"{r}.{int(plan.step[i])}",  # type: ignore[union-attr]
                            model=models[k], prompt_tokens=int(w.prompt[r]), max_output_tokens=int(w.output[r]),
-                           client_location=p, allowed_jurisdictions=allowed[k], tenant=names[k])
+                           client_location=p, allowed_jurisdictions=allowed[k], tenant=names[k],
+                           priority=levels[k], deadline_ms=deadlines[k])
         prompts = sized[k]
         if prompts is None:
             return info
@@ -109,7 +112,11 @@ def places(sc: Scenario, w: Workload, cities: Cities) -> list[tuple[GeoPoint, st
 def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, policy_name: str, policy: object,
              keep_decisions: bool = False, on_tick: Callable[[float], None] | None = None,
              regional: RegionalView | None = None) -> RunResult:
+    """One run. `policy_name` is the label's policy part: aigrid's policies get urgency classes and the
+    admission queue (scenario gateway.admission), unless it ends in :fcfs; the baselines get neither."""
     g = sc.gateway
+    fcfs = policy_name.endswith(FCFS)
+    queued = g.admission.enabled and is_aigrid(policy_name.removesuffix(FCFS)) and not fcfs
     sim = Simulation(
         grid, arrivals, router, policy, Network(**sc.network.model_dump()),  # type: ignore[arg-type]
         gateways=g.count, telemetry_interval_s=g.telemetry_interval_s, telemetry_lag_s=g.telemetry_lag_s,
@@ -118,6 +125,7 @@ def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, polic
         shared_sync_s=g.shared_state_s, failure_threshold=g.breaker_failures,
         pinned_sites=frozenset({sc.central_site}) if sc.central_site else frozenset(),
         keep_decisions=keep_decisions, regional=regional,
+        admission=g.admission.rules() if queued else None, classes=not fcfs and is_aigrid(policy_name),
     )
     schedule_faults(sim, sc.faults, grid)
     return sim.run(on_tick=on_tick)
@@ -149,9 +157,8 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
     labels: list[tuple[float, str, bool]] = []
     for factor, w, arr, main in loads:
         for label in sc.policies:
-            name, _, site_set = label.partition("@")
-            key = site_set or None
-            tasks.append(_policy_run(sc, grids[key], w, arr, name, central, views[key], main))
+            key = label.partition("@")[2] or None
+            tasks.append(_policy_run(sc, grids[key], w, arr, label, central, views[key], main))
             labels.append((factor, label, main))
 
     def report(i: int, fraction: float) -> None:
@@ -171,11 +178,14 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
     return Experiment(sc, workload, runs, sweep, time.perf_counter() - started, events)
 
 
-def _policy_run(sc: Scenario, grid: Grid, w: Workload, arrivals: Arrivals, name: str, central: frozenset[str],
+def _policy_run(sc: Scenario, grid: Grid, w: Workload, arrivals: Arrivals, label: str, central: frozenset[str],
                 regional: RegionalView, main: bool) -> Task[tuple[RunResult, PolicyMetrics, float, float]]:
-    """One run as a task: (result, its figures, wall seconds). A sweep run reports no progress until done."""
+    """One run as a task: (result, its figures, wall and CPU seconds). A sweep run reports no progress until
+    done."""
+    name = label.partition("@")[0]
+
     def task(tick: Tick) -> tuple[RunResult, PolicyMetrics, float, float]:
-        router, policy = make_router(name, central, sc.slo.ttft_ms)
+        router, policy = make_router(policy_name(label), central, sc.slo.ttft_ms)
         t0, c0 = time.perf_counter(), time.process_time()
         on_tick = (lambda now: tick(now / sc.duration_s)) if main else None
         result = simulate(sc, grid, arrivals, router, name, policy, on_tick=on_tick, regional=regional)
