@@ -96,17 +96,34 @@ def _with_log_level(spec: GridSpec, level: str | None) -> GridSpec:
     return spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"log_level": level})})
 
 
+WorkersOpt = Annotated[int | None, typer.Option(
+    help="gateway processes sharing the listening socket (default: the cores available to this process)")]
+
+
+def _workers(workers: int | None) -> int:
+    from aigrid.gateway.workers import available_cores
+
+    if workers is not None and workers < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--workers")
+    return workers or available_cores()
+
+
+def _worker_options(replay: Path | None) -> dict[str, Any]:
+    return {"dashboard": True, "replay": None if replay is None else str(replay)}
+
+
 @app.command()
 def up(spec: SpecArg = Path("examples/demo.yaml"),
        port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None,
-       replay: ReplayOpt = None, log_level: LogLevelOpt = None) -> None:
+       replay: ReplayOpt = None, log_level: LogLevelOpt = None, workers: WorkersOpt = None) -> None:
     """Start every embedded engine of the spec and the gateway, in the foreground. Ctrl-C stops all."""
     from aigrid.gateway.server import run_grid
     from aigrid.spec.load import load_spec
 
     try:
         _run(run_grid(_with_log_level(load_spec(spec), log_level), console, port=port,
-                      extra_routes=_dashboard(replay)))
+                      extra_routes=_dashboard(replay), workers=_workers(workers),
+                      worker_options=_worker_options(replay)))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:
@@ -117,7 +134,7 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
 def gateway(spec: SpecArg,
             port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None,
             redis: Annotated[str | None, typer.Option(help="redis://host:port/db shared with other gateways")] = None,
-            replay: ReplayOpt = None, log_level: LogLevelOpt = None) -> None:
+            replay: ReplayOpt = None, log_level: LogLevelOpt = None, workers: WorkersOpt = None) -> None:
     """Run only a gateway, in front of engines that run elsewhere (every endpoint needs a url)."""
     from aigrid.gateway.server import run_grid
     from aigrid.spec.load import load_spec
@@ -126,11 +143,32 @@ def gateway(spec: SpecArg,
         s = _with_log_level(load_spec(spec), log_level)
         if redis is not None:
             s = s.model_copy(update={"gateway": s.gateway.model_copy(update={"shared_state_url": redis})})
-        _run(run_grid(s, console, port=port, start_engines=False, extra_routes=_dashboard(replay)))
+        _run(run_grid(s, console, port=port, start_engines=False, extra_routes=_dashboard(replay),
+                      workers=_workers(workers), worker_options=_worker_options(replay)))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:
         console.print("stopped")
+
+
+@app.command(hidden=True)
+def worker(config: Annotated[Path, typer.Argument(help="the worker configuration its parent wrote")],
+           index: Annotated[int, typer.Option(help="this worker's number")] = 0) -> None:
+    """One gateway worker process (started by `aigrid up|gateway --workers N`, not by hand)."""
+    import orjson
+
+    from aigrid.gateway.workers import serve_worker
+    from aigrid.logs import configure as configure_logs
+
+    options = orjson.loads(config.read_bytes())
+    logs = configure_logs(options["spec"]["gateway"].get("log_level", "warning"))
+    replay = Path(options["replay"]) if options.get("replay") else None
+    try:
+        _run(serve_worker(config, index, _dashboard(replay) if options.get("dashboard") else None))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        logs.stop()
 
 
 @app.command()
@@ -256,3 +294,7 @@ def main() -> None:
         app()
     except BrokenPipeError:
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

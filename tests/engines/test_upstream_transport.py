@@ -30,7 +30,7 @@ async def test_streams_and_reuses_one_connection() -> None:
                     assert up.status == 200 and up.headers["content-type"] == "text/event-stream"
                     raw = b"".join([c async for c in up.body])
                 assert raw.count(b'"content":" tok"') == 3 and raw.endswith(b"data: [DONE]\n\n")
-            assert len(transport._idle[("127.0.0.1", bound_port(server))]) == 1
+            assert transport.idle("127.0.0.1", bound_port(server)) == 1
             stats = await engine.stats()
             assert stats.ttft_count == 3 and await engine.health()
     finally:
@@ -106,3 +106,33 @@ async def test_a_silent_engine_times_out() -> None:
                         pass
     finally:
         server.close()
+
+
+async def test_connections_per_origin_are_capped_with_a_pool_timeout() -> None:
+    server, _ = await serve(EmulatorConfig(decode_base_ms=100, prefill_base_ms=1), port=0)
+    port = bound_port(server)
+    transport = Http1Transport(max_connections=2)
+    body = orjson.dumps({"model": "m", "stream": True, "max_tokens": 3, "messages": [{"role": "user", "content": "x"}]})
+    try:
+        async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(5.0, pool=0.1)) as client:
+            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client)
+            async with engine.open("/v1/chat/completions", body) as a, engine.open("/v1/chat/completions", body):
+                assert transport.in_use("127.0.0.1", port) == 2
+                with pytest.raises(EngineUnavailable, match="PoolTimeout"):  # a third waits 0.1 s, then gives up
+                    async with engine.open("/v1/chat/completions", body):
+                        pass
+                patient = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client,
+                                             timeout=httpx.Timeout(5.0, pool=5.0))
+                waiting = asyncio.create_task(_read_all(patient, body))  # waits for a free connection
+                await asyncio.sleep(0.02)
+                assert not waiting.done()
+                _ = [c async for c in a.body]
+            assert (await waiting).endswith(b"data: [DONE]\n\n")  # it got the connection a freed
+            assert transport.in_use("127.0.0.1", port) == 0
+    finally:
+        server.close()
+
+
+async def _read_all(engine: OpenAICompatEngine, body: bytes) -> bytes:
+    async with engine.open("/v1/chat/completions", body) as up:
+        return b"".join([c async for c in up.body])

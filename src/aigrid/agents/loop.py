@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 import orjson
 
-from aigrid.agents.sse import AnswerStream, SseReader
+from aigrid.agents.answer_stream import AnswerStream
 from aigrid.agents.steps import (
     Call,
     ToolSpec,
@@ -42,6 +42,7 @@ from aigrid.agents.steps import (
 )
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
 from aigrid.engines.protocol import Engine
+from aigrid.engines.sse import DONE, SseDecoder
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
 from aigrid.security.firewall.pipeline import Screened, Verdict
 from aigrid.security.firewall.texts import ModelText, Source
@@ -301,7 +302,7 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
     turn = Turn()
     native: dict[int, dict[str, str]] = {}
     answer = AnswerStream()
-    raw = b""
+    parts: list[bytes] = []
     try:
         async with engine.open(CHAT_PATH, orjson.dumps(payload)) as upstream:
             if upstream.status >= 500:
@@ -309,11 +310,21 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
             if upstream.status >= 400:
                 yield Rejected(upstream.status, b"".join([c async for c in upstream.body]))
                 return
-            reader = SseReader()
+            decoder, done, size = SseDecoder(), False, 0
             async for chunk in upstream.body:
-                if not reader.done and len(raw) < 1_000_000:
-                    raw += chunk
-                for event in reader.feed(chunk):
+                if not done and size < 1_000_000:  # kept for an engine that answers plain JSON
+                    parts.append(chunk)
+                    size += len(chunk)
+                for ev in decoder.feed(chunk):
+                    if ev.data is None or done:
+                        continue
+                    if ev.data == DONE:
+                        done = True
+                        continue
+                    try:
+                        event = orjson.loads(ev.data)
+                    except orjson.JSONDecodeError:
+                        continue  # an event we cannot read is skipped, as OpenAI clients do
                     for delta in _apply_event(event, turn, native):
                         text = answer.feed(delta) if constrained else ("" if native else delta)
                         if text:
@@ -322,6 +333,7 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
         if first:
             raise
         raise EngineStreamBroken(f"the engine failed during the tool loop: {e}") from e
+    raw = b"".join(parts)
     if not turn.content and not native and raw.lstrip().startswith(b"{"):
         _apply_json(raw, turn, native)  # an engine that answered a plain chat.completion
     calls = [{"id": c.get("id"), "name": c.get("name"), "arguments": c.get("arguments")}

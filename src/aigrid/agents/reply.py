@@ -37,6 +37,7 @@ from aigrid.agents.loop import (
 )
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolRegistry
 from aigrid.engines.protocol import Engine, EngineStats, UpstreamResponse
+from aigrid.engines.sse import DONE, comment, encode
 from aigrid.errors import EngineError, EngineStreamBroken
 
 JSON_TYPE = {"content-type": "application/json"}
@@ -59,14 +60,14 @@ class _Chunks:
 
     def event(self, delta: Mapping[str, Any], finish: str | None = None, **extra: Any) -> bytes:
         chunk = {**self.head, "choices": [{"index": 0, "delta": dict(delta), "finish_reason": finish}], **extra}
-        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return encode(orjson.dumps(chunk))
 
     def usage(self, usage: Mapping[str, int]) -> bytes:
-        return b"data: " + orjson.dumps({**self.head, "choices": [], "usage": dict(usage)}) + b"\n\n"
+        return encode(orjson.dumps({**self.head, "choices": [], "usage": dict(usage)}))
 
 
 def step_comment(step: Step) -> bytes:
-    return b": aigrid-step " + orjson.dumps(step.to_dict()) + b"\n\n"
+    return comment(b" aigrid-step " + orjson.dumps(step.to_dict()))
 
 
 async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage: bool, created: int,
@@ -84,7 +85,7 @@ async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage:
             err = {"error": {"message": f"the engine refused a step of the tool loop (HTTP {ev.status}): "
                              f"{ev.body[:500].decode(errors='replace')}", "type": "upstream_error",
                              "param": None, "code": "tool_loop_step_rejected"}}
-            yield b"data: " + orjson.dumps(err) + b"\n\n"
+            yield encode(orjson.dumps(err))
         elif isinstance(ev, Finished):
             if ev.content.startswith(streamed) and len(ev.content) > len(streamed):
                 yield out.event({"content": ev.content[len(streamed):]})  # text the engine did not stream
@@ -95,7 +96,7 @@ async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage:
                             aigrid_loop=ev.summary())
             if include_usage:
                 yield out.usage(ev.usage)
-    yield b"data: [DONE]\n\n"
+    yield encode(DONE)
 
 
 class ToolLoopEngine:

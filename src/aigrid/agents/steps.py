@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.agents.sse import AnswerStream
+from aigrid.agents.answer_stream import AnswerStream
 
 MAX_ANSWER_CHARS = 2_000
 

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -24,6 +25,20 @@ from aigrid.audit.store import AuditStore
 from aigrid.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
+
+
+class AuditSink(Protocol):
+    """Where a gateway's audit records go: this log, or (a gateway worker) its hub, the log's one writer."""
+
+    async def start(self) -> None: ...
+
+    def accepting(self) -> bool: ...
+
+    async def append(self, record: AuditRecord, timeout: float | None = None) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class AuditLog:
@@ -54,9 +69,13 @@ class AuditLog:
     async def append(self, record: AuditRecord, timeout: float | None = None) -> None:
         """Queue one record. It is serialised here, so a bad record fails in the caller, not the writer.
         With `timeout`, waits at most that long for room, then raises AuditUnavailable."""
+        await self.append_entry(record.ts, record.body(), timeout)
+
+    async def append_entry(self, ts: float, body: str, timeout: float | None = None) -> None:
+        """Queue one record already serialised (a gateway worker's, handed over by its hub)."""
         if self._queue is None:
             raise AuditUnavailable("the audit log is not running")
-        entry = (record.ts, record.body())
+        entry = (ts, body)
         try:
             async with asyncio.timeout(timeout):
                 await self._queue.put(entry)

@@ -11,7 +11,7 @@ import hmac
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aigrid.core.types import Decision
@@ -35,9 +35,10 @@ class AuditRecord:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def body(self) -> str:
-        """Canonical JSON: sorted keys, no spaces, non-finite floats as null. This is what is hashed."""
-        return json.dumps(_finite(asdict(self)), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
+        """Canonical JSON: sorted keys, no spaces, non-finite floats as null. This is what is hashed.
+        (_finite copies the plain-data fields once; dataclasses.asdict would deep-copy them first.)"""
+        return json.dumps(_finite({f.name: getattr(self, f.name) for f in fields(self)}), sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def prompt_digest(secret: bytes, messages: object) -> str:

@@ -72,20 +72,22 @@ def litellm_config(path: Path, ports: list[int]) -> None:
                     f"general_settings:\n  master_key: {LITELLM_KEY}\n")
 
 
-def targets(repo: Path, venv: Path, work: Path, ports: list[int], cpu: str | None) -> dict[str, Any]:
+def targets(venv: Path, work: Path, ports: list[int], cpu: str | None,
+            baselines: dict[str, Path] | None = None) -> dict[str, Any]:
     """name -> (process to start or None, base URLs, readiness URL, request headers)."""
     spec, lean, cfg = work / "aigrid.yaml", work / "aigrid-lean.yaml", work / "litellm.yaml"
     aigrid_spec(spec, ports)
     aigrid_spec(lean, ports, LEAN_SECURITY)
     litellm_config(cfg, ports)
     quiet = {"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "DISABLE_SCHEMA_UPDATE": "true"}
-    py = str(repo / ".venv/bin/python")
+    py = sys.executable
     gw_url, gw_ready = [f"http://127.0.0.1:{AIGRID_PORT}/v1"], f"http://127.0.0.1:{AIGRID_PORT}/healthz"
-    return {
+    # the `aigrid` entry point of whichever source tree is on PYTHONPATH (an older tree included)
+    up = [py, "-c", "from aigrid.cli import main; main()", "up", str(spec), "--port", str(AIGRID_PORT)]
+    table = {
         "direct": (None, [f"http://127.0.0.1:{p}/v1" for p in ports], None, ()),
-        # `aigrid up` exactly as shipped
-        "aigrid": (Proc("aigrid", [str(repo / ".venv/bin/aigrid"), "up", str(spec), "--port", str(AIGRID_PORT)],
-                        work, cpus=cpu, cwd=work), gw_url, gw_ready, ()),
+        # `aigrid up` exactly as shipped (pinned to one core, it runs one worker: the cores it may use)
+        "aigrid": (Proc("aigrid", up, work, cpus=cpu, cwd=work), gw_url, gw_ready, ()),
         # the same gateway on uvloop with the Http1Transport upstream, routing only (see docs/benchmarks.md)
         "aigrid-fast": (Proc("aigrid-fast", [py, "-m", "aigrid.bench.gateway_launch", str(lean), "--port",
                                              str(AIGRID_PORT)], work, cpus=cpu, cwd=work), gw_url, gw_ready, ()),
@@ -99,6 +101,9 @@ def targets(repo: Path, venv: Path, work: Path, ports: list[int], cpu: str | Non
                              work, cpus=cpu, cwd=work),
                         [f"http://127.0.0.1:{ROUTER_PORT}/v1"], f"http://127.0.0.1:{ROUTER_PORT}/health", ()),
     }
+    for name, src in (baselines or {}).items():  # the same `aigrid up` from another source tree, same run
+        table[name] = (Proc(name, up, work, cpus=cpu, cwd=work, env={"PYTHONPATH": str(src)}), gw_url, gw_ready, ())
+    return table
 
 
 def loop_run(coro: Any) -> Run:
@@ -140,9 +145,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--soak-s", type=float, default=0.0, help="then run `aigrid up` this long under load, "
                     "sampling its RSS (0: no soak)")
     ap.add_argument("--soak-rate", type=float, default=30.0, help="Poisson rate of the soak")
+    ap.add_argument("--baseline", action="append", default=[], metavar="NAME=SRC",
+                    help="also measure `aigrid up` from the src/ folder SRC (e.g. `git archive` of an earlier "
+                    "commit) as target NAME, in the same run; repeatable; list NAME in --targets")
     args = ap.parse_args(argv)
 
-    repo = Path(__file__).resolve().parents[3]
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
@@ -160,7 +167,8 @@ def main(argv: list[str] | None = None) -> None:
                               "command": " ".join(["python -m aigrid.bench.compare", *(argv or sys.argv[1:])])}
     try:
         emu.wait_ready(f"http://127.0.0.1:{EMU_PORT}/health")
-        table = targets(repo, args.venv.resolve(), out, ports, gw_cpu)
+        baselines = {n: Path(p).resolve() for n, p in (b.split("=", 1) for b in args.baseline)}
+        table = targets(args.venv.resolve(), out, ports, gw_cpu, baselines)
         levels = [int(c) for c in args.concurrency.split(",")]
         rates = [float(r) for r in args.rates.split(",")]
         names = [n for n in args.targets.split(",") if n]
@@ -289,8 +297,9 @@ def markdown(report: dict[str, Any]) -> str:
             add = s.get("added_ttft_ms", {"p50": 0.0, "p99": 0.0})
             gw = [v for k, v in s["proc_cpu_s"].items() if k == str(e.get("proc_pid"))]
             per_k = f"{1000 * gw[0] / s['completed']:.2f}" if gw and s["completed"] else "-"
-            lines.append(f"| {name} | {c} | {s['request_rate']:.1f} | {s['ttft_raw_ms']['p50']:.2f} | "
-                         f"{s['ttft_raw_ms']['p99']:.2f} | {add['p50']:+.2f} | {add['p99']:+.2f} | {per_k} |")
+            raw = {q: "-" if s["ttft_raw_ms"][q] is None else f"{s['ttft_raw_ms'][q]:.2f}" for q in ("p50", "p99")}
+            lines.append(f"| {name} | {c} | {s['request_rate']:.1f} | {raw['p50']} | {raw['p99']} | "
+                         f"{add['p50']:+.2f} | {add['p99']:+.2f} | {per_k} |")
     lines += ["", f"Open loop (Poisson) sweep: highest offered rate with p99 added TTFT < {ADDED_P99_LIMIT_MS:g} ms, "
               "no errors and the rate achieved:", "", "| target | max rate (req/s) | p99 added TTFT per rate (ms) "
               "| RSS start/end MB |", "|---|---|---|---|"]

@@ -1,9 +1,10 @@
 """A minimal streaming HTTP/1.1 client for the load generator: asyncio.Protocol + httptools, keep-alive pool.
 
 Why not httpx: a load generator must cost far less per token than what it measures. Here one TCP read is
-one callback that timestamps the bytes and counts SSE event terminators; nothing is decoded or copied
-except the last event (for the usage object). httpx spends several coroutine hops and a chunk iterator per
-read. Plain http:// only (the gateways under test listen on loopback or a private network).
+one callback that timestamps the bytes and frames its SSE events with the project's one codec
+(engines/sse.py); no event is JSON-decoded here (the runner reads the usage event's payload once). httpx
+spends several coroutine hops and a chunk iterator per read. Plain http:// only (the gateways under test
+listen on loopback or a private network).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httptools
+
+from aigrid.engines.sse import DONE, SseDecoder, SseError
 
 Clock = Callable[[], float]
 
@@ -29,6 +32,12 @@ class Exchange:
     arrivals: list[float] = field(default_factory=list)
     """Time of each read that completed at least one SSE event."""
     events: int = 0
+    """SSE events with data (content chunks, the finish and usage chunks, [DONE])."""
+    usage: bytes | None = None
+    """The data of the last event that carries "usage"."""
+    error_event: bool = False
+    """An event carried "error" (a gateway that ended the stream with an error event)."""
+    saw_done: bool = False
     done: float | None = None
     tail: bytes = b""
     body_bytes: int = 0
@@ -63,7 +72,7 @@ class _Conn(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.keep_alive = True
         self.closed = False
-        self._carry = b""
+        self._sse: SseDecoder | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -77,7 +86,7 @@ class _Conn(asyncio.Protocol):
 
     def send(self, data: bytes, ex: Exchange, waiter: asyncio.Future[None]) -> None:
         self.ex, self.waiter = ex, waiter
-        self._carry = b""
+        self._sse = SseDecoder()
         assert self.transport is not None
         ex.sent = self.clock()
         self.transport.write(data)
@@ -104,13 +113,28 @@ class _Conn(asyncio.Protocol):
         if ex.first_byte is None:
             ex.first_byte = now
         ex.body_bytes += len(body)
-        joined = self._carry + body
-        n = joined.count(b"\n\n")
-        if n:
-            ex.events += n
-            ex.arrivals.append(now)
-        self._carry = joined[-1:]
-        ex.tail = (ex.tail + body)[-2048:]
+        ex.tail = (ex.tail + body)[-2048:]  # a JSON body's usage, an error's message
+        if self._sse is None:
+            return
+        try:
+            events = self._sse.feed(body)
+        except SseError:  # not an event stream after all (a large JSON body)
+            self._sse = None
+            return
+        if not events:
+            return
+        ex.arrivals.append(now)
+        for ev in events:
+            data = ev.data
+            if data is None:
+                continue
+            ex.events += 1
+            if data == DONE:
+                ex.saw_done = True
+            elif b'"usage"' in data:
+                ex.usage = data
+            elif b'"error"' in data:
+                ex.error_event = True
 
     def on_message_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()

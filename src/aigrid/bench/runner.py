@@ -76,19 +76,12 @@ def _cpu() -> float:
     return r.ru_utime + r.ru_stime
 
 
-def _usage_tokens(tail: bytes) -> int | None:
-    at = tail.rfind(b'"usage"')
-    if at < 0:
+def _usage_tokens(payload: bytes | None) -> int | None:
+    """completion_tokens of a usage payload: a streamed usage event's data or a whole JSON body."""
+    if payload is None or b'"usage"' not in payload:
         return None
-    start = tail.rfind(b"data:", 0, at)
-    if start < 0:  # a JSON body, not SSE
-        try:
-            return int(orjson.loads(tail)["usage"]["completion_tokens"])
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return None
-    end = tail.find(b"\n", at)
     try:
-        return int(orjson.loads(tail[start + 5:end if end >= 0 else None])["usage"]["completion_tokens"])
+        return int(orjson.loads(payload)["usage"]["completion_tokens"])
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 
@@ -96,9 +89,9 @@ def _usage_tokens(tail: bytes) -> int | None:
 def to_result(ex: Exchange, plan: Plan, target: int, t0: float, stream: bool) -> Result:
     ok = ex.error is None and 200 <= ex.status < 300 and ex.done is not None
     error = ex.error or (None if ok else f"HTTP {ex.status}: {ex.tail[:200].decode(errors='replace')}")
-    if ok and stream and b'"error"' in ex.tail and b"[DONE]" not in ex.tail:
+    if ok and stream and ex.error_event and not ex.saw_done:
         ok, error = False, "stream ended with an error event"
-    tokens = _usage_tokens(ex.tail) if ok else None
+    tokens = _usage_tokens(ex.usage if stream else ex.tail) if ok else None
     if tokens is None:
         tokens = max(0, ex.events - 2) if stream else 0  # minus the finish/usage event and [DONE]
     ttft = (ex.first_byte - ex.sent) if (ok and stream and ex.first_byte is not None) else None

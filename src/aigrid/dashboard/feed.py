@@ -73,6 +73,26 @@ def decision_row(rec: DecisionRecord, places: Mapping[str, GeoPoint], site_of: M
     }
 
 
+def decision_row_of(d: Mapping[str, Any], places: Mapping[str, GeoPoint],
+                    site_of: Mapping[str, str]) -> dict[str, Any]:
+    """The same row from a decision record's dict (DecisionRecord.to_dict: another worker's decision)."""
+    chosen = next((c for c in d.get("candidates") or () if c.get("endpoint") == d.get("chosen")), None)
+    served = d.get("served_by") or d.get("chosen")
+    client = d.get("client")
+    point = None if client is None else GeoPoint(client["lat"], client["lon"])
+    return {
+        "id": d["id"], "at": d.get("at"), "tenant": d.get("tenant"), "model": d.get("model"),
+        "policy": d.get("policy"), "client": client, "place": place_name(point, places),
+        "chosen": d.get("chosen"), "served_by": d.get("served_by"),
+        "site": None if served is None else site_of.get(str(served).split(" -> ")[-1], site_of.get(served)),
+        "scores": {} if chosen is None else {k: round(v, 3) for k, v in chosen["scores"].items()},
+        "total": None if chosen is None else round(chosen["total"], 3),
+        "predicted_ttft_ms": None if chosen is None else chosen.get("predicted_ttft_ms"),
+        "ttft_ms": d.get("ttft_ms"), "status": d.get("status"), "reason": d.get("reason"),
+        "candidates": len(d.get("candidates") or ()), "rejected": len(d.get("rejected") or ()),
+    }
+
+
 def _signature(row: dict[str, Any]) -> tuple[Any, ...]:
     return row["status"], row["served_by"], row["ttft_ms"]
 
@@ -84,6 +104,13 @@ class Feed:
     gw: Gateway
     _sent: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     _tokens: deque[tuple[float, dict[str, float]]] = field(default_factory=deque)
+    _shared: list[dict[str, Any]] | None = None
+    """A gateway worker's view of every worker's recent decisions (refresh(), from the hub)."""
+
+    async def refresh(self) -> None:
+        """Before a tick: with several workers, every worker's recent decisions (the hub keeps them)."""
+        if self.gw.hub is not None:
+            self._shared = await self.gw.hub.recent_decisions(WATCHED_DECISIONS if self._sent else FIRST_DECISIONS)
 
     def tick(self, now: float) -> list[tuple[str, Any]]:
         """The events for this viewer at wall-clock time `now`: ("grid", state) and maybe ("decisions", rows)."""
@@ -134,25 +161,27 @@ class Feed:
     def new_decisions(self) -> list[dict[str, Any]]:
         """Rows for decisions this viewer has not seen, or seen with another outcome; oldest first."""
         limit = WATCHED_DECISIONS if self._sent else FIRST_DECISIONS
-        recent = self.gw.decisions.recent(limit)
-        if not recent:
-            return []
         places = known_places(self.gw)
         site_of = {e.id: e.site_id for e in self.gw.store.snapshot().endpoints}
+        if self._shared is not None:
+            rows = [decision_row_of(d, places, site_of) for d in self._shared]
+        else:
+            rows = [decision_row(rec, places, site_of) for rec in self.gw.decisions.recent(limit)]
+        if not rows:
+            return []
         out = []
-        for rec in reversed(recent):
-            row = decision_row(rec, places, site_of)
+        for row in reversed(rows):
             sig = _signature(row)
             if self._sent.get(row["id"]) != sig:
                 self._sent[row["id"]] = sig
                 out.append(row)
-        keep = {r.decision.request_id for r in recent}
+        keep = {r["id"] for r in rows}
         if len(self._sent) > 2 * WATCHED_DECISIONS:
             self._sent = {k: v for k, v in self._sent.items() if k in keep}
         return out
 
     def _token_rates(self, now: float, site_ids: list[str]) -> dict[str, float | None]:
-        registry = self.gw.metrics.registry
+        registry = self.gw.metrics.readable()
         counts = {sid: registry.get_sample_value("aigrid_tokens_total", {"site": sid, "kind": "completion"}) or 0.0
                   for sid in site_ids}
         while len(self._tokens) > 1 and now - self._tokens[1][0] >= RATE_WINDOW_S:

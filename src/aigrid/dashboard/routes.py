@@ -70,6 +70,7 @@ class DashboardRoutes:
     async def state(self, request: Request) -> Response:
         self._check(request)
         feed = Feed(self.gw)
+        await feed.refresh()
         body: dict[str, Any] = {"grid": feed.grid_state(self.clock()), "decisions": feed.new_decisions(),
                                 "replay": self.replay_dir is not None}
         return json_response(body)

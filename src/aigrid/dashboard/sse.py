@@ -34,6 +34,7 @@ async def event_stream(feed: Feed, *, interval_s: float, clock: Callable[[], flo
             await sleep(interval_s)
             if stopping():
                 return
+        await feed.refresh()
         for name, data in feed.tick(clock()):
             yield sse_event(name, data)
         n += 1

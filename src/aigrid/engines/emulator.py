@@ -69,6 +69,7 @@ class Exchange(Sink):
         self.id = f"{'chatcmpl' if self.chat else 'cmpl'}-emu{next(_ids)}"
         self.created = int(time.time())
         self.model = str(body.get("model") or model)
+        self._eol = conn.server.sse_line_end
         if self.stream:
             self._token_frame = _chunk(self._event({"content": TOKEN_TEXT} if self.chat else TOKEN_TEXT, None))
 
@@ -80,7 +81,10 @@ class Exchange(Sink):
             choice["text"] = piece
         obj = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                "created": self.created, "model": self.model, "choices": [choice]}
-        return b"data: " + orjson.dumps(obj) + b"\n\n"
+        return self._framed(b"data: " + orjson.dumps(obj) + b"\n\n")
+
+    def _framed(self, event: bytes) -> bytes:
+        return event if self._eol == b"\n" else event.replace(b"\n", self._eol)
 
     def start(self) -> None:
         if self.stream:
@@ -96,10 +100,10 @@ class Exchange(Sink):
         if self.stream:
             tail = self._event({} if self.chat else "", "length")
             if self.usage:
-                tail += b"data: " + orjson.dumps({"id": self.id, "object": "chat.completion.chunk" if self.chat
-                                                  else "text_completion", "created": self.created,
-                                                  "model": self.model, "choices": [], "usage": usage}) + b"\n\n"
-            self.conn.write(_chunk(tail + b"data: [DONE]\n\n") + b"0\r\n\r\n")
+                tail += self._framed(b"data: " + orjson.dumps({
+                    "id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
+                    "created": self.created, "model": self.model, "choices": [], "usage": usage}) + b"\n\n")
+            self.conn.write(_chunk(tail + self._framed(b"data: [DONE]\n\n")) + b"0\r\n\r\n")
         else:
             text = TOKEN_TEXT * job.generated
             choice: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": "length"}
@@ -194,11 +198,18 @@ def _error(message: str, code: str) -> bytes:
                                    "code": code}})
 
 
-class EmulatorServer:
-    """Routes requests of every connection to one EmulatedEngine."""
+SSE_LINE_ENDS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
+"""The line ends an SSE stream may use (all three are valid); engines differ (sse-starlette: CRLF)."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
+
+class EmulatorServer:
+    """Routes requests of every connection to one EmulatedEngine; its SSE lines end with `sse_line_end`."""
+
+    def __init__(self, config: EmulatorConfig, sse_line_end: bytes = b"\n") -> None:
+        if sse_line_end not in SSE_LINE_ENDS.values():
+            raise ValueError(f"an SSE line ends with LF, CRLF or CR, not {sse_line_end!r}")
         self.config = config
+        self.sse_line_end = sse_line_end
         self._engine: EmulatedEngine | None = None
         self.connections: set[EmulatorProtocol] = set()
 
@@ -251,10 +262,10 @@ class EmulatorServer:
         self.engine.submit(job)
 
 
-async def serve(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0) -> tuple[asyncio.Server,
-                                                                                          EmulatorServer]:
+async def serve(config: EmulatorConfig, host: str = "127.0.0.1", port: int = 0, *,
+                sse_line_end: bytes = b"\n") -> tuple[asyncio.Server, EmulatorServer]:
     """Start one emulated engine listening on host:port (0 picks a free port); the caller closes the server."""
-    emulator = EmulatorServer(config)
+    emulator = EmulatorServer(config, sse_line_end)
     server = await asyncio.get_running_loop().create_server(emulator.protocol, host, port, backlog=2048)
     return server, emulator
 

@@ -12,13 +12,14 @@ from typing import Annotated
 
 import typer
 
-from aigrid.engines.emulator import bound_port, serve
+from aigrid.engines.emulator import SSE_LINE_ENDS, bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 
 
-async def run_emulators(config: EmulatorConfig, host: str, port: int, count: int) -> None:
+async def run_emulators(config: EmulatorConfig, host: str, port: int, count: int, sse_line_end: bytes = b"\n") -> None:
     """Serve `count` independent emulated engines on port, port+1, ... until SIGINT/SIGTERM."""
-    servers = [(await serve(config, host, port + i if port else 0))[0] for i in range(count)]
+    servers = [(await serve(config, host, port + i if port else 0, sse_line_end=sse_line_end))[0]
+               for i in range(count)]
     ports = ", ".join(str(bound_port(s)) for s in servers)
     print(f"aigrid engine emulator: {count} engine(s) '{config.model}' on {host} port(s) {ports}; "
           f"slots {config.slots}, prefill {config.prefill_base_ms} + {config.prefill_ms_per_token} ms/token, "
@@ -48,6 +49,7 @@ def emulator_command(
     chunk_tokens: Annotated[int, typer.Option(help="most prompt tokens prefilled in one step")] = 2048,
     default_max_tokens: Annotated[int, typer.Option(help="output tokens when a request sets no max")] = 128,
     kv_tokens: Annotated[int, typer.Option(help="KV-cache capacity in tokens (admission, kv_cache_usage_perc)")] = 1_000_000,
+    sse_line_end: Annotated[str, typer.Option(help="line ends of the SSE stream: lf, crlf or cr")] = "lf",
 ) -> None:
     """Run an ENGINE EMULATOR: OpenAI-compatible, the simulator's engine timing (continuous batching with
     chunked prefill, step = W + H*n + k*K [+ prefill chunk], batch slots, KV cache), vLLM-named /metrics. It generates no text; it exists to measure gateways and load balancers."""
@@ -59,12 +61,15 @@ def emulator_command(
                                 kv_tokens=kv_tokens)
     except ValueError as e:
         raise typer.BadParameter(str(e)) from None
+    if sse_line_end not in SSE_LINE_ENDS:
+        raise typer.BadParameter(f"--sse-line-end must be one of {', '.join(SSE_LINE_ENDS)}")
+    eol = SSE_LINE_ENDS[sse_line_end]
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        asyncio.run(run_emulators(config, host, port, engines))
+        asyncio.run(run_emulators(config, host, port, engines, eol))
     else:
-        uvloop.run(run_emulators(config, host, port, engines))
+        uvloop.run(run_emulators(config, host, port, engines, eol))
 
 
 if __name__ == "__main__":

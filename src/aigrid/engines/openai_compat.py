@@ -13,7 +13,7 @@ adapter holds nothing that needs closing.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from types import MappingProxyType
 from typing import cast
@@ -111,11 +111,10 @@ class OpenAICompatEngine:
             response = await self._send(request, stream=True)
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
             raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}") from exc
-        chunks = self._relay(response, path)
         try:
-            yield UpstreamResponse(status=response.status_code, headers=response.headers, body=chunks)
+            yield UpstreamResponse(status=response.status_code, headers=response.headers,
+                                   body=_Chunks(self, response, path))
         finally:
-            await chunks.aclose()
             await response.aclose()
 
     async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
@@ -130,23 +129,6 @@ class OpenAICompatEngine:
                 raise
             log.debug("%r: %s closed a pooled connection before answering; resending once", self, request.url)
         return await self._client.send(request, stream=stream)
-
-    async def _relay(self, response: httpx.Response, path: str) -> AsyncGenerator[bytes, None]:
-        """The raw body, chunk by chunk, with transport failures mapped by whether bytes were already sent."""
-        if response.is_stream_consumed:  # a transport that read the body already (httpx.MockTransport)
-            if response.content:
-                yield response.content
-            return
-        sent = False
-        try:
-            # the response's own byte stream: aiter_raw() adds a chunker and bookkeeping per chunk (hot path)
-            async for chunk in cast(httpx.AsyncByteStream, response.stream):
-                sent = True
-                yield chunk
-        except httpx.TransportError as exc:
-            if sent:
-                raise EngineStreamBroken(f"{self!r}: {path} broke mid-stream: {exc!r}") from exc
-            raise EngineUnavailable(f"{self!r}: {path} failed before the first byte: {exc!r}") from exc
 
     async def health(self) -> bool:
         """True when the engine's health path answers 200. Unreachable is False, not an error."""
@@ -199,3 +181,35 @@ class OpenAICompatEngine:
 
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + "/" + path.lstrip("/")
+
+
+class _Chunks:
+    """The raw body, read by read, with transport failures mapped by whether bytes were already handed out.
+    A plain async iterator over the response's own byte stream: aiter_raw() adds a chunker and bookkeeping
+    per read, a generator adds a frame per hop (this is the hot path)."""
+
+    __slots__ = ("_engine", "_path", "_it", "_once", "_sent")
+
+    def __init__(self, engine: OpenAICompatEngine, response: httpx.Response, path: str) -> None:
+        self._engine, self._path, self._sent = engine, path, False
+        # a transport that read the body already (httpx.MockTransport) hands it over in one piece
+        self._once = response.content if response.is_stream_consumed else None
+        self._it = None if self._once is not None else cast(httpx.AsyncByteStream, response.stream).__aiter__()
+
+    def __aiter__(self) -> _Chunks:
+        return self
+
+    async def __anext__(self) -> bytes:
+        if self._it is None:
+            if not self._once:
+                raise StopAsyncIteration
+            chunk, self._once = self._once, b""
+            return chunk
+        try:
+            chunk = await self._it.__anext__()
+        except httpx.TransportError as exc:
+            if self._sent:
+                raise EngineStreamBroken(f"{self._engine!r}: {self._path} broke mid-stream: {exc!r}") from exc
+            raise EngineUnavailable(f"{self._engine!r}: {self._path} failed before the first byte: {exc!r}") from exc
+        self._sent = True
+        return chunk

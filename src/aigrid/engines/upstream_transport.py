@@ -8,6 +8,13 @@ exceptions), so OpenAICompatEngine, health probes, scrapes and tests are unchang
 LIFO list of idle keep-alive connections per origin: O(1) to take and to give back. Parsing is httptools
 (the parser uvicorn uses); each TCP read is one callback that hands the decoded bytes to the waiting reader.
 
+Limits and backpressure: at most `max_connections` requests in flight per origin (the next waits up to
+the request's pool timeout, then httpx.PoolTimeout); a request body that the engine does not read within
+the write timeout raises httpx.WriteTimeout; and a response is read from the socket only as fast as its
+reader takes it: past `high_water` buffered bytes the connection stops reading (TCP pushes back on the
+engine) until the reader has taken them. A slow client therefore holds the engine back instead of making
+the gateway buffer the engine's whole answer.
+
 HTTP/1.1 over plain TCP only (engines sit on loopback or a private network); https:// raises
 httpx.UnsupportedProtocol so that a caller can keep httpx's own transport for such URLs.
 """
@@ -17,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator
 
 import httptools
 import httpx
@@ -25,20 +31,23 @@ import httpx
 CLOSED_IDLE = "Server disconnected without sending a response"
 """The same message httpcore raises, so that callers that resend on it (openai_compat) keep working."""
 _EOF = b""
+HIGH_WATER = 256 * 1024
+"""Response bytes buffered per connection before it stops reading from the socket."""
 
 
-def _expire(future: asyncio.Future[None], message: str) -> None:
+def _expire(future: asyncio.Future[None], error: Exception) -> None:
     if not future.done():
-        future.set_exception(httpx.ReadTimeout(message))
+        future.set_exception(error)
 
 
-async def _wait(future: asyncio.Future[None], timeout: float | None, message: str) -> None:
-    """Await a future the protocol resolves, failing with ReadTimeout after `timeout` seconds. One timer
+async def _wait(future: asyncio.Future[None], timeout: float | None, message: str,
+                error: type[httpx.TimeoutException] = httpx.ReadTimeout) -> None:
+    """Await a future the protocol resolves, failing with `error` after `timeout` seconds. One timer
     handle, no task: asyncio.wait_for costs several times more, and this runs once per relayed chunk."""
     if timeout is None:
         await future
         return
-    timer = asyncio.get_running_loop().call_later(timeout, _expire, future, message)
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, future, error(message))
     try:
         await future
     finally:
@@ -46,7 +55,7 @@ async def _wait(future: asyncio.Future[None], timeout: float | None, message: st
 
 
 class _Conn(asyncio.Protocol):
-    def __init__(self, origin: tuple[str, int]) -> None:
+    def __init__(self, origin: tuple[str, int], high_water: int = HIGH_WATER) -> None:
         self.origin = origin
         self.parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
@@ -55,6 +64,11 @@ class _Conn(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._head: asyncio.Future[None] | None = None
         self._chunks: deque[bytes] = deque()
+        self.buffered = 0
+        """Response bytes received and not yet taken by the reader (bounded by high_water + one read)."""
+        self._high_water = high_water
+        self._reading_paused = False
+        self._writable: asyncio.Future[None] | None = None  # set while the socket's send buffer is full
         self._wakeup: asyncio.Future[None] | None = None
         self._error: Exception | None = None
         self.complete = False
@@ -65,8 +79,17 @@ class _Conn(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
 
+    def pause_writing(self) -> None:
+        self._writable = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        self._writable = None
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self.resume_writing()
         if not self.complete:
             if not self.got_bytes:
                 self._error = httpx.RemoteProtocolError(CLOSED_IDLE)
@@ -96,6 +119,10 @@ class _Conn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
+        self.buffered += len(body)
+        if self.buffered > self._high_water and not self._reading_paused and self.transport is not None:
+            self._reading_paused = True
+            self.transport.pause_reading()  # the reader is slow: let TCP push back on the engine
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -114,12 +141,15 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self._headers, self._chunks, self._error = [], deque(), None
         self.complete = self.keep_alive = self.got_bytes = False
+        self.buffered = 0
 
-    async def send(self, data: bytes, timeout: float | None) -> tuple[int, list[tuple[bytes, bytes]]]:
+    async def send(self, data: bytes, timeouts: dict[str, float | None]) -> tuple[int, list[tuple[bytes, bytes]]]:
         assert self.transport is not None
         self._head = asyncio.get_running_loop().create_future()
         self.transport.write(data)
-        await _wait(self._head, timeout, "timed out waiting for the response head")
+        if self._writable is not None:  # the engine is not reading the request body
+            await _wait(self._writable, timeouts.get("write"), "timed out writing the request", httpx.WriteTimeout)
+        await _wait(self._head, timeouts.get("read"), "timed out waiting for the response head")
         if self._error is not None and not self._headers:
             raise self._error
         return self.parser.get_status_code(), self._headers
@@ -133,9 +163,14 @@ class _Conn(asyncio.Protocol):
             self._wakeup = asyncio.get_running_loop().create_future()
             await _wait(self._wakeup, timeout, "timed out waiting for response bytes")
         if len(self._chunks) == 1:
-            return self._chunks.popleft()
-        data = b"".join(self._chunks)
-        self._chunks.clear()
+            data = self._chunks.popleft()
+        else:
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        self.buffered = 0
+        if self._reading_paused and self.transport is not None and not self.closed:
+            self._reading_paused = False
+            self.transport.resume_reading()
         return data
 
     def close(self) -> None:
@@ -145,18 +180,22 @@ class _Conn(asyncio.Protocol):
 
 
 class _Body(httpx.AsyncByteStream):
+    """The response body: an async iterator (one plain coroutine per read, no generator frames)."""
+
     def __init__(self, transport: Http1Transport, conn: _Conn, read_timeout: float | None) -> None:
         self._transport = transport
         self._conn = conn
         self._timeout = read_timeout
         self._released = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        while True:
-            chunk = await self._conn.read(self._timeout)
-            if not chunk:
-                return
-            yield chunk
+    def __aiter__(self) -> _Body:  # type: ignore[override]
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self._conn.read(self._timeout)
+        if not chunk:
+            raise StopAsyncIteration
+        return chunk
 
     async def aclose(self) -> None:
         if not self._released:
@@ -164,13 +203,39 @@ class _Body(httpx.AsyncByteStream):
             self._transport.release(self._conn)
 
 
-class Http1Transport(httpx.AsyncBaseTransport):
-    """Keep-alive HTTP/1.1 to any number of origins; `max_idle` idle connections kept per origin."""
+class _Origin:
+    """Connections of one origin: the idle ones (LIFO) and a cap on those in use."""
 
-    def __init__(self, *, max_idle: int = 256, keepalive_expiry: float = 30.0) -> None:
-        self._idle: dict[tuple[str, int], list[_Conn]] = {}
+    __slots__ = ("idle", "active", "waiters")
+
+    def __init__(self) -> None:
+        self.idle: list[_Conn] = []
+        self.active = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+
+class Http1Transport(httpx.AsyncBaseTransport):
+    """Keep-alive HTTP/1.1 to any number of origins: at most `max_connections` requests in flight and
+    `max_idle` idle connections kept per origin; `high_water` response bytes buffered per connection."""
+
+    def __init__(self, *, max_connections: int = 1000, max_idle: int = 256, keepalive_expiry: float = 30.0,
+                 high_water: int = HIGH_WATER) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self._origins: dict[tuple[str, int], _Origin] = {}
+        self._max_connections = max_connections
         self._max_idle = max_idle
         self._expiry = keepalive_expiry
+        self._high_water = high_water
+
+    def in_use(self, host: str, port: int) -> int:
+        """Requests in flight to one origin (for tests and metrics)."""
+        o = self._origins.get((host, port))
+        return o.active if o is not None else 0
+
+    def idle(self, host: str, port: int) -> int:
+        o = self._origins.get((host, port))
+        return len(o.idle) if o is not None else 0
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
@@ -186,20 +251,54 @@ class Http1Transport(httpx.AsyncBaseTransport):
         if body and "content-length" not in request.headers:
             head.append(b"content-length: %d" % len(body))
         data = b"\r\n".join(head) + b"\r\n\r\n" + body
-        conn = await self._acquire(origin, timeouts.get("connect"))
+        pool = self._origins.get(origin)
+        if pool is None:
+            pool = self._origins[origin] = _Origin()
+        await self._slot(pool, origin, timeouts.get("pool"))
         try:
-            status, headers = await conn.send(data, timeouts.get("read"))
+            conn = await self._connect(pool, origin, timeouts.get("connect"))
+        except BaseException:
+            self._free(pool)
+            raise
+        try:
+            status, headers = await conn.send(data, timeouts)
         except BaseException:
             conn.close()
+            self._free(pool)
             raise
         return httpx.Response(status, headers=headers, stream=_Body(self, conn, timeouts.get("read")),
                               extensions={"http_version": b"HTTP/1.1"})
 
-    async def _acquire(self, origin: tuple[str, int], timeout: float | None) -> _Conn:
-        idle = self._idle.get(origin)
+    async def _slot(self, pool: _Origin, origin: tuple[str, int], timeout: float | None) -> None:
+        """Take one of the origin's max_connections, waiting up to `timeout` (the pool timeout) for one."""
+        if pool.active < self._max_connections and not pool.waiters:
+            pool.active += 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        pool.waiters.append(waiter)
+        try:
+            await _wait(waiter, timeout, f"all {self._max_connections} connections to {origin[0]}:{origin[1]} "
+                        "are busy", httpx.PoolTimeout)
+        except BaseException:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                self._free(pool)  # handed a slot just as it gave up: pass it on
+            elif waiter in pool.waiters:
+                pool.waiters.remove(waiter)
+            raise
+        # the slot was handed over by _free (pool.active already counts it)
+
+    def _free(self, pool: _Origin) -> None:
+        while pool.waiters:
+            waiter = pool.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # hand the slot over: active stays the same
+                return
+        pool.active -= 1
+
+    async def _connect(self, pool: _Origin, origin: tuple[str, int], timeout: float | None) -> _Conn:
         now = time.monotonic()
-        while idle:
-            conn = idle.pop()
+        while pool.idle:
+            conn = pool.idle.pop()
             if not conn.closed and now - conn.idle_since < self._expiry:
                 conn.reset()
                 return conn
@@ -207,7 +306,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Conn(origin), origin[0], origin[1]), timeout)
+                loop.create_connection(lambda: _Conn(origin, self._high_water), origin[0], origin[1]), timeout)
         except TimeoutError:
             raise httpx.ConnectTimeout(f"connecting to {origin[0]}:{origin[1]} timed out") from None
         except OSError as e:
@@ -215,19 +314,18 @@ class Http1Transport(httpx.AsyncBaseTransport):
         return conn
 
     def release(self, conn: _Conn) -> None:
-        """Back to the pool if the response was read to its end on a keep-alive connection, else closed."""
-        if conn.closed or not conn.complete or not conn.keep_alive:
-            conn.close()
-            return
-        idle = self._idle.setdefault(conn.origin, [])
-        if len(idle) >= self._max_idle:
+        """Back to the pool if the response was read to its end on a keep-alive connection, else closed;
+        either way its slot is free for the next request."""
+        pool = self._origins[conn.origin]
+        self._free(pool)
+        if conn.closed or not conn.complete or not conn.keep_alive or len(pool.idle) >= self._max_idle:
             conn.close()
             return
         conn.idle_since = time.monotonic()
-        idle.append(conn)
+        pool.idle.append(conn)
 
     async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for conn in idle:
+        for pool in self._origins.values():
+            for conn in pool.idle:
                 conn.close()
-        self._idle.clear()
+            pool.idle.clear()

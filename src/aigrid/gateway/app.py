@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigrid.core.baselines import BASELINES, Router
 from aigrid.core.scheduler import Scheduler
@@ -29,6 +30,7 @@ from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
+from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
@@ -75,6 +77,8 @@ class Gateway:
     """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
     right_sizer: RightSizer | None = None
     """Per-prompt model choice for model "auto" (tenants with right_size; aigrid.rightsize)."""
+    hub: HubClient | None = None
+    """A gateway worker's hub (`--workers N`): decision records shared with the other workers (hub.py)."""
     baselines: dict[str, Router] = field(default_factory=dict)
     """The peers' routing formulas (core.baselines), selectable per request with x-aigrid-policy for an A/B
     against aigrid's own policies on live traffic."""
@@ -125,7 +129,29 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
     return SharedSync(store, backend, gid, time.time, spec.gateway.shared_sync_interval_s)
 
 
-def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+class GatewayApp:
+    """The gateway's ASGI app: the proxied routes go straight to their handler (routes.Audited: one Exchange,
+    its own error envelope), so a streamed answer's chunks reach the server's `send` with no middleware
+    wrapper per chunk; every other route (and the lifespan) goes through Starlette."""
+
+    def __init__(self, app: Starlette, direct: Mapping[str, ASGIApp]) -> None:
+        self.app = app
+        self.direct = dict(direct)
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.app.routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self.direct.get(scope["path"])
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> GatewayApp:
     routes = Routes(gateway)
     messages, responses = MessagesApi(routes), ResponsesApi(routes)
     audited = routes.audited({MESSAGES_PATH: messages.create, RESPONSES_PATH: responses.create})
@@ -147,7 +173,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
             await gateway.guard.stop()
             gateway.tracing.shutdown()
 
-    return Starlette(
+    app = Starlette(
         routes=[
             *(Route(path, endpoint, methods=["POST"]) for path, endpoint in audited.items()),
             Route("/v1/models", routes.list_models, methods=["GET"]),
@@ -166,3 +192,4 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> St
                             Exception: internal_error_handler},
         lifespan=lifespan,
     )
+    return GatewayApp(app, audited)

@@ -1,7 +1,7 @@
 """The pipeline's streamed Chat Completions answer as a few plain events, for the front doors that speak
 another API (messages_stream.py: Anthropic; responses_stream.py: OpenAI Responses).
 
-The relay hands over whole SSE events (proxy.py); this module reads their `data:` payloads and yields:
+The relay hands over whole SSE events (relay.py); this module decodes them (engines/sse.py) and yields:
 TextPiece (content delta), ToolStart / ToolArgs (a tool call's id + name, then argument fragments, by the
 call's index), Finish (finish_reason), Usage (the engine's token counts), Steps (server-side tool runs of the
 agent loop: each step's SSE comment as it runs, then all of them in `aigrid_steps`; a reader dedupes by
@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.gateway.continuation import data_lines, events_in
+from aigrid.engines.sse import DONE, Event, SseDecoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,41 +97,35 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
         yield usage
 
 
-STEP_COMMENT = b": aigrid-step "
+STEP_COMMENT = b" aigrid-step "
+"""The agent loop's `: aigrid-step {...}` comment after each server-side tool run (agents/reply.py)."""
 
 
-def _step_comments(events: bytes) -> Iterator[Steps]:
-    """The agent loop's `: aigrid-step {...}` comment after each server-side tool run (agents/reply.py)."""
-    for line in events.split(b"\n"):
-        if line.startswith(STEP_COMMENT):
+def _events_of(ev: Event, seen_tools: set[int]) -> Iterator[ChatEvent]:
+    for text in ev.comments:
+        if text.startswith(STEP_COMMENT):
             try:
-                yield Steps([orjson.loads(line[len(STEP_COMMENT):])])
+                yield Steps([orjson.loads(text[len(STEP_COMMENT):])])
             except orjson.JSONDecodeError:
                 continue
+    if ev.data is None or ev.data == DONE:
+        return
+    try:
+        obj = orjson.loads(ev.data)
+    except orjson.JSONDecodeError:
+        return  # not JSON: nothing a client of the other API could use
+    yield from _chunk_events(obj, seen_tools)
 
 
 async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
     """Events of one streamed chat answer (blocks of whole or partial SSE events)."""
     seen_tools: set[int] = set()
-    buf = b""
+    decoder = SseDecoder()
     async for block in blocks:
-        complete, buf = events_in(buf + block)
-        for step in _step_comments(complete):
-            yield step
-        for raw in data_lines(complete):
-            if raw == b"[DONE]":
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue  # not JSON: nothing a client of the other API could use
-            for event in _chunk_events(obj, seen_tools):
+        for ev in decoder.feed(block):
+            for event in _events_of(ev, seen_tools):
                 yield event
-    for raw in data_lines(buf + b"\n"):
-        if raw and raw != b"[DONE]":
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            for event in _chunk_events(obj, seen_tools):
-                yield event
+    last = decoder.flush()  # lenient: a last event without its blank line
+    if last is not None:
+        for event in _events_of(last, seen_tools):
+            yield event

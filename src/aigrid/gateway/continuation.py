@@ -1,8 +1,9 @@
 """Mid-stream failover: what a broken stream already told the client, and how another engine continues it.
 
-The relay forwards only whole SSE events (up to the last blank line), so at any moment the client holds
-exactly the events in `sent`. When the engine dies, those events are parsed once (never on the happy
-path) into the text already delivered. The next engine gets the same request with that text as a
+The relay (relay.py) forwards only whole SSE events, so at any moment the client holds exactly the events
+observed so far. When the stream may need a continuation, the relay keeps its state incrementally as
+events pass (`Delivered`: the text delivered and the number of content chunks, the stream's id), never the
+events themselves. When the engine dies, the next engine gets the same request with that text as a
 prefilled assistant turn (chat) or appended to the prompt (completions) and a max_tokens budget reduced by
 what was sent; its events are rewritten to carry the original stream's id, so the client sees one stream
 with no repeated and no lost text. Where an exact continuation is impossible (tool calls, constrained
@@ -14,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 CONSTRAINED_FIELDS = ("response_format", "grammar", "json_schema", "guided_json", "guided_regex",
                       "guided_grammar", "guided_choice", "tools", "functions", "logprobs", "n")
 """Request fields whose output an engine cannot resume exactly from text alone."""
@@ -26,21 +25,9 @@ CONTINUE_FLAGS: dict[str, dict[str, Any]] = {
 }
 
 
-def events_in(buffer: bytes) -> tuple[bytes, bytes]:
-    """Split a byte buffer into (complete SSE events, the incomplete tail)."""
-    cut = buffer.rfind(b"\n\n")
-    if cut < 0:
-        return b"", buffer
-    return buffer[: cut + 2], buffer[cut + 2:]
-
-
-def data_lines(events: bytes) -> list[bytes]:
-    return [line[5:].strip() for line in events.split(b"\n") if line.startswith(b"data:")]
-
-
-@dataclass
+@dataclass(slots=True)
 class Delivered:
-    """What the client has received so far on one stream."""
+    """What the client has received so far on one stream, updated event by event."""
 
     text: list[str] = field(default_factory=list)
     chunks: int = 0
@@ -51,33 +38,32 @@ class Delivered:
     finished: bool = False
     done: bool = False
 
-    @classmethod
-    def parse(cls, sent: bytes) -> Delivered:
-        d = cls()
-        for raw in data_lines(sent):
-            if raw == b"[DONE]":
-                d.done = True
+    def observe(self, obj: Any) -> None:
+        """One decoded chunk (a data payload's JSON) delivered to the client."""
+        if not isinstance(obj, dict):
+            return
+        if self.stream_id is None:
+            self.stream_id = obj.get("id")
+            self.created = obj.get("created")
+            self.model = obj.get("model")
+        for choice in obj.get("choices") or ():
+            if not isinstance(choice, dict):
                 continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if not isinstance(obj, dict):
-                continue
-            d.stream_id = d.stream_id or obj.get("id")
-            d.created = d.created or obj.get("created")
-            d.model = d.model or obj.get("model")
-            for choice in obj.get("choices") or ():
-                delta = choice.get("delta") or {}
-                piece = delta.get("content") if "delta" in choice else choice.get("text")
-                if piece:
-                    d.text.append(piece)
-                    d.chunks += 1
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                piece = delta.get("content")
                 if delta.get("tool_calls") or delta.get("function_call"):
-                    d.tool_calls = True
-                if choice.get("finish_reason"):
-                    d.finished = True
-        return d
+                    self.tool_calls = True
+            else:
+                piece = choice.get("text")
+            if piece and isinstance(piece, str):
+                self.text.append(piece)
+                self.chunks += 1
+            if choice.get("finish_reason"):
+                self.finished = True
+
+    def sent_text(self) -> str:
+        return "".join(self.text)
 
 
 def why_not_continuable(body: dict[str, Any], delivered: Delivered) -> str | None:
@@ -92,7 +78,7 @@ def why_not_continuable(body: dict[str, Any], delivered: Delivered) -> str | Non
 
 def continuation_body(body: dict[str, Any], delivered: Delivered, engine_kind: str) -> dict[str, Any]:
     """The request that makes another engine produce the rest of the answer."""
-    sent = "".join(delivered.text)
+    sent = delivered.sent_text()
     out = {**body, "stream": True}
     budget = body.get("max_completion_tokens") or body.get("max_tokens")
     if budget is not None:
@@ -112,12 +98,13 @@ class Rewriter:
 
     Some engines (llama.cpp) echo a prefilled assistant message at the start of their output, others
     (vLLM with continue_final_message) do not: text at the very start of the continuation that repeats what
-    the client already has is dropped, so both kinds give the client each character exactly once.
+    the client already has is dropped, so both kinds give the client each character exactly once. It takes
+    what was delivered when the continuation started (the tracking goes on while it streams).
     """
 
     def __init__(self, delivered: Delivered) -> None:
-        self.delivered = delivered
-        self._echo = "".join(delivered.text)
+        self._echo = delivered.sent_text()
+        self._id, self._created, self._chunks = delivered.stream_id, delivered.created, delivered.chunks
 
     def _strip_echo(self, piece: str) -> str:
         if not self._echo or not piece:
@@ -130,13 +117,8 @@ class Rewriter:
             self._echo = ""  # the engine did not echo: its first text is new text
         return piece
 
-    def rewrite(self, raw: bytes) -> bytes | None:
-        if raw == b"[DONE]":
-            return b"data: [DONE]\n\n"
-        try:
-            obj = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            return None
+    def rewrite(self, obj: Any) -> Any | None:
+        """The continuation's chunk as the client must see it; None when it has nothing new."""
         if not isinstance(obj, dict):
             return None
         choices = obj.get("choices") or []
@@ -147,17 +129,16 @@ class Rewriter:
                 c["text"] = self._strip_echo(c["text"])
         if choices and all(_empty(c) for c in choices) and not obj.get("usage"):
             return None  # an opening role delta or a fully echoed piece: nothing new for the client
-        d = self.delivered
-        if d.stream_id is not None:
-            obj["id"] = d.stream_id
-        if d.created is not None:
-            obj["created"] = d.created
+        if self._id is not None:
+            obj["id"] = self._id
+        if self._created is not None:
+            obj["created"] = self._created
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-            usage["completion_tokens"] += d.chunks
+            usage["completion_tokens"] += self._chunks
             if isinstance(usage.get("prompt_tokens"), int):
-                usage["prompt_tokens"] = max(0, usage["prompt_tokens"] - d.chunks)
-        return b"data: " + orjson.dumps(obj) + b"\n\n"
+                usage["prompt_tokens"] = max(0, usage["prompt_tokens"] - self._chunks)
+        return obj
 
 
 def _empty(choice: dict[str, Any]) -> bool:

@@ -79,6 +79,11 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
     """A bug of ours, never a client's mistake: logged with its traceback, answered with the envelope."""
     log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
+    return internal_error(request)
+
+
+def internal_error(request: Request) -> Response:
+    """The envelope of an internal error (the caller has logged it)."""
     message = "internal error in the aigrid gateway (logged)"
     body: dict[str, object] = {"error": {"message": message, "type": "server_error", "param": None,
                                          "code": "internal_error"}}

@@ -19,7 +19,7 @@ from typing import Any
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
-from aigrid.audit.log import AuditLog
+from aigrid.audit.log import AuditLog, AuditSink
 from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
 from aigrid.audit.signing import generate_keypair, load_private_key
 from aigrid.errors import AuditUnavailable, ConfigError, InvalidRequest, PermissionDenied
@@ -38,7 +38,7 @@ from aigrid.security.principal import Principal, Scopes, Tenant
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
 from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
 from aigrid.security.quotas_redis import RedisQuotaBackend
-from aigrid.spec.models import FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
+from aigrid.spec.models import AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
 
 ANONYMOUS_SECRET = b"aigrid-demo-grid-without-enforcement"
 """Enforcement off and no secret set: no key can be verified anyway; this only keys the prompt hashes."""
@@ -85,9 +85,24 @@ def _jwt(sec: SecuritySpec) -> JwtSettings | None:
     return JwtSettings(j.issuer, j.audience, secret, algorithms=("HS256",), tenant_claim=j.tenant_claim)
 
 
+def audit_log(a: AuditSpec) -> AuditLog:
+    """The spec's audit log (not started), its signing key created on first use."""
+    key = None
+    if a.signing_key is not None:
+        priv = Path(a.signing_key)
+        if not priv.exists():
+            priv.parent.mkdir(parents=True, exist_ok=True)
+            generate_keypair(priv, priv.with_suffix(".pub.pem"))
+        key = load_private_key(priv)
+    Path(a.path).parent.mkdir(parents=True, exist_ok=True)
+    return AuditLog(Path(a.path), key, checkpoint_every=a.checkpoint_every, queue_max=a.queue_max)
+
+
 class Guard:
     def __init__(self, spec: GridSpec, *, quota_backend: QuotaBackend | None = None,
-                 injection_model: InjectionModel | None = None) -> None:
+                 injection_model: InjectionModel | None = None, audit_sink: AuditSink | None = None) -> None:
+        """`audit_sink`: where a gateway worker's records go (its hub, the audit log's one writer) instead of
+        the log this guard would open itself."""
         sec = spec.security
         self._secret = _secret(sec)
         tenants = {name: Tenant(name, Scopes(
@@ -113,8 +128,9 @@ class Guard:
         self.screen = Screen(self.firewall)
         self.audit_failures = 0
         """Records the audit log could not take within AUDIT_WAIT_S after the answer was sent (logged)."""
-        self.audit: AuditLog | None = None
+        self.audit: AuditSink | None = None
         self._audit_spec = sec.audit
+        self._audit_sink = audit_sink if sec.audit is not None else None
         self._enforce = sec.enforce
         self._operators = frozenset(name for name, t in spec.tenants.items() if t.operator)
 
@@ -126,19 +142,11 @@ class Guard:
 
     # lifespan ----------------------------------------------------------------------------------------
     async def start(self) -> None:
-        a = self._audit_spec
-        if a is None:
+        if self._audit_spec is None:
             return
-        key = None
-        if a.signing_key is not None:
-            priv = Path(a.signing_key)
-            if not priv.exists():
-                priv.parent.mkdir(parents=True, exist_ok=True)
-                generate_keypair(priv, priv.with_suffix(".pub.pem"))
-            key = load_private_key(priv)
-        Path(a.path).parent.mkdir(parents=True, exist_ok=True)
-        self.audit = AuditLog(Path(a.path), key, checkpoint_every=a.checkpoint_every, queue_max=a.queue_max)
-        await self.audit.start()
+        sink: AuditSink = self._audit_sink or audit_log(self._audit_spec)
+        await sink.start()
+        self.audit = sink
 
     async def stop(self) -> None:
         self.screen.close()

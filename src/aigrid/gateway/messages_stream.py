@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.engines.sse import encode
 from aigrid.gateway.chat_events import (
     ChatEvent,
     Finish,
@@ -27,7 +28,7 @@ from aigrid.gateway.messages_translate import STOP_REASONS
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+    return encode(orjson.dumps(data), event=event.encode())
 
 
 class _Blocks:

@@ -1,12 +1,19 @@
-"""Prometheus metrics of one gateway, on a registry owned by the app (no global registry)."""
+"""Prometheus metrics of one gateway, on a registry owned by the app (no global registry).
+
+With several worker processes (`--workers N`) the parent sets PROMETHEUS_MULTIPROC_DIR: every worker's
+values go to files there (prometheus-client's multiprocess mode) and /metrics on any worker reports all of
+them, counters and histograms summed, gauges as the highest live worker's value.
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 """The GenAI semantic conventions' advisory buckets for gen_ai.client.token.usage."""
@@ -40,9 +47,9 @@ class GatewayMetrics:
             buckets=(0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.11, 1.25, 1.5, 2.0, 4.0), registry=r)
         self.tokens = Counter("aigrid_tokens", "Tokens reported in usage", ["site", "kind"], registry=r)
         self.healthy = Gauge("aigrid_endpoint_healthy", "1 when the last health check passed",
-                             ["site", "endpoint"], registry=r)
+                             ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
         self.inflight = Gauge("aigrid_endpoint_inflight", "Requests this gateway has open to the endpoint",
-                              ["site", "endpoint"], registry=r)
+                              ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
         self.audit_lost = Counter("aigrid_audit_records_lost", "Audit records the audit log could not queue within "
                                   "its bounded wait after the answer was sent (each is logged at error level)",
                                   registry=r)
@@ -58,7 +65,19 @@ class GatewayMetrics:
                                     "gen_ai.server.time_to_first_token: first byte of a streamed answer, seconds",
                                     genai, buckets=TTFT_BUCKETS, registry=r)
         self.queue = Gauge("aigrid_endpoint_waiting", "Requests waiting at the engine (engine metrics)",
-                           ["site", "endpoint"], registry=r)
+                           ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
+
+    def readable(self) -> CollectorRegistry:
+        """The registry to read values from: this one, or every worker's values in multiprocess mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged)
+            return merged
+        return self.registry
+
+    def exposition(self) -> bytes:
+        """The /metrics text (every worker's in multiprocess mode)."""
+        return generate_latest(self.readable())
 
     def genai(self, operation: str, model: str, duration_s: float, ttft_s: float | None,
               usage: Mapping[str, Any] | None, error_type: str = "") -> None:

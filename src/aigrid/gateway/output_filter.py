@@ -1,10 +1,11 @@
 """Output checks on an engine's answer, for the requests that need them; every other answer passes untouched.
 
-Every stream passes through one: it keeps the engine's usage chunk (quotas and the audit log are metered
-with real token counts) and drops it again when only the gateway asked for it, and for tenants whose
-firewall redacts output it redacts personal data (holding back a short tail, so that an item split across
-chunks is still caught). Blocks with neither usage nor personal-data checks pass untouched. Works on whole
-SSE events, as the relay delivers them.
+Every stream passes through one: the relay (relay.py) meters the engine's usage chunk itself (quotas and
+the audit log are charged real token counts), and this filter drops that chunk again when only the gateway
+asked for it, and for tenants whose firewall redacts output it redacts personal data (holding back a short
+tail, so that an item split across chunks is still caught). It works on decoded chunks (the JSON of one
+SSE data payload); the relay re-frames only the events it changed and passes the others as the engine's
+own bytes.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 
 import orjson
 
-from aigrid.gateway.continuation import data_lines
 from aigrid.security.firewall.pipeline import Firewall, Verdict, stream_verdicts
 from aigrid.security.firewall.streaming import StreamingRedactor
 
@@ -21,40 +21,23 @@ from aigrid.security.firewall.streaming import StreamingRedactor
 class OutputFilter:
     def __init__(self, redactor: StreamingRedactor | None, strip_usage: bool) -> None:
         self._redactor = redactor
-        self._strip_usage = strip_usage
+        self.strip_usage = strip_usage
         self._flushed = False
-        self.usage: dict[str, Any] | None = None
+
+    @property
+    def redacts(self) -> bool:
+        """True when every chunk's text is checked (and so every event is re-framed)."""
+        return self._redactor is not None
 
     def verdicts(self) -> list[Verdict]:
         return stream_verdicts(self._redactor) if self._redactor is not None else []
 
-    def events(self, block: bytes) -> bytes:
-        if self._redactor is None and b'"usage"' not in block and b"[DONE]" not in block:
-            return block  # metering only: nothing to look at in this block, pass it untouched
-        out: list[bytes] = []
-        for raw in data_lines(block):
-            if raw == b"[DONE]":
-                tail = self._flush_event()
-                if tail:
-                    out.append(tail)
-                out.append(b"data: [DONE]\n\n")
-                continue
-            try:
-                obj = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                out.append(b"data: " + raw + b"\n\n")
-                continue
-            kept = self._event(obj)
-            if kept is not None:
-                out.append(b"data: " + orjson.dumps(kept) + b"\n\n")
-        return b"".join(out)
-
-    def _event(self, obj: Any) -> Any:
+    def event(self, obj: Any) -> Any | None:
+        """One chunk as the client must see it; None to drop it."""
         if not isinstance(obj, dict):
             return obj
         if isinstance(obj.get("usage"), dict):
-            self.usage = obj["usage"]
-            if self._strip_usage:
+            if self.strip_usage:
                 if not obj.get("choices"):
                     return None
                 obj = {k: v for k, v in obj.items() if k != "usage"}
@@ -78,13 +61,13 @@ class OutputFilter:
         self._flushed = True
         return self._redactor.flush()
 
-    def _flush_event(self) -> bytes:
+    def flush_event(self) -> dict[str, Any] | None:
+        """Before [DONE]: a chunk with the text still held back (a stream that ended without finish_reason)."""
         rest = self._flush()
         if not rest:
-            return b""
-        event = {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": rest},
-                                                                  "finish_reason": None}]}
-        return b"data: " + orjson.dumps(event) + b"\n\n"
+            return None
+        return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": rest},
+                                                                "finish_reason": None}]}
 
 
 def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[bytes, list[Verdict]]:

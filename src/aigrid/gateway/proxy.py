@@ -5,17 +5,18 @@
    is invisible to the client: the endpoint is charged a failure (circuit breaker) and the next is tried.
 2. Hedging (optional, per policy): when the first byte is late against the prediction, a second attempt
    starts at the next candidate; the first to answer wins, the loser is cancelled, both are counted.
-3. After the first byte the response is committed. SSE is relayed in whole events, bytes untouched. If the
-   engine dies mid-stream, the answer continues on the next candidate of the same model family (same
-   decision, so same residency and tenant rules) from exactly where the client is (continuation.py); if
-   that cannot be done exactly, the stream ends with an OpenAI-style error event, never silently.
+3. After the first byte the response is committed (relay.py): SSE is relayed in whole events, the engine's
+   own bytes whenever no check changes them. If the engine dies mid-stream, the answer continues on the
+   next candidate of the same model family (same decision, so same residency and tenant rules) from
+   exactly where the client is (continuation.py); if that cannot be done exactly, the stream ends with an
+   OpenAI-style error event, never silently.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,21 +26,16 @@ from starlette.responses import Response
 
 from aigrid.core.types import Candidate, Decision
 from aigrid.engines.protocol import Engine, UpstreamResponse
+from aigrid.engines.sse import encode
 from aigrid.engines.trace_context import TRACE_HEADERS
 from aigrid.errors import EngineError, EngineUnavailable, UpstreamFailed
-from aigrid.gateway.continuation import (
-    Delivered,
-    Rewriter,
-    continuation_body,
-    data_lines,
-    events_in,
-    why_not_continuable,
-)
+from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.output_filter import OutputFilter
+from aigrid.gateway.relay import StreamRelay
 from aigrid.gateway.relay_response import RelayResponse
-from aigrid.gateway.usage import sse_usage
+from aigrid.gateway.usage import answer_usage
 from aigrid.logs import fields
 from aigrid.telemetry.store import TelemetryStore
 
@@ -137,7 +133,7 @@ class Proxy:
                 self._metrics.ttft_ratio.labels(cand.endpoint_id).observe(client_ttft * 1000.0 / cand.prediction.ttft_ms)
             spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
                      and self._family(c) == self._family(cand)]
-            return RelayResponse(self._relay(path, body, opened, spare, record, output),
+            return RelayResponse(StreamRelay(self, path, body, opened, spare, record, output),
                                  opened.upstream.status, headers)
         try:
             rest = b"".join([chunk async for chunk in opened.upstream.body])
@@ -145,19 +141,20 @@ class Proxy:
             if not isinstance(e, EngineError):
                 log.warning("endpoint %s: unexpected error while reading the answer", cand.endpoint_id,
                             exc_info=e)
-            await self._abandon(opened, record, f"broke before the answer was complete: {e!r}")
+            await self.abandon(opened, record, f"broke before the answer was complete: {e!r}")
             record.status = "failed"
             raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {e}",
                                  headers={"x-aigrid-decision": decision.request_id}) from e
         except BaseException:  # cancelled (client gone, shutdown): release the engine
             await opened.stack.aclose()
-            self._finish(cand, record, 499, b"")
+            self.finish(cand, record, 499, None)
             raise
         await opened.stack.aclose()
         answer = opened.first + rest
         if redact_answer is not None and opened.upstream.status < 400:
             answer = redact_answer(answer)
-        record.usage = self._finish(cand, record, opened.upstream.status, answer)
+        status = opened.upstream.status
+        record.usage = self.finish(cand, record, status, answer_usage(answer) if status < 400 else None)
         return Response(answer, status_code=opened.upstream.status, headers=headers)
 
     # --- before the first byte ------------------------------------------------------------------------
@@ -260,68 +257,10 @@ class Proxy:
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "failed_before_first_byte").inc()
         entry.update(error=reason, ms=round(elapsed * 1000, 1))
 
-    # --- after the first byte -------------------------------------------------------------------------
-    async def _relay(self, path: str, body: dict[str, Any], opened: Opened, spare: list[Candidate],
-                     record: DecisionRecord, output: OutputFilter | None) -> AsyncIterator[bytes]:
-        sent: list[bytes] = []
-        usage: dict[str, Any] | None = None
-        filt = output
-        current: Opened | None = opened
-        rewriter: Rewriter | None = None  # set once we are relaying a continuation
-        try:
-            while current is not None:
-                try:
-                    async for block in self._events(current):
-                        out = block if rewriter is None else self._rewrite(block, rewriter)
-                        if filt is not None and out:
-                            out = filt.events(out)
-                        if out:
-                            sent.append(out)
-                            yield out
-                    await current.stack.aclose()
-                    usage = self._finish(current.cand, record, current.upstream.status, b"".join(sent[-2:]),
-                                         filt.usage if filt is not None else None)
-                    current = None
-                except EngineError as e:
-                    await self._abandon(current, record, f"stream broke: {e}")
-                    delivered = Delivered.parse(b"".join(sent))
-                    if delivered.done or delivered.finished:
-                        current = None
-                        continue
-                    current, reason = await self._continue(path, body, delivered, spare, record)
-                    rewriter = Rewriter(delivered)
-                    if current is None:
-                        yield self._error_event(record, f"{e}; could not continue: {reason}")
-        finally:
-            if current is not None:  # the client went away: release the engine
-                await current.stack.aclose()
-                self._finish(current.cand, record, 499, b"")
-            record.usage = usage
-
-    async def _events(self, opened: Opened) -> AsyncIterator[bytes]:
-        """Upstream bytes in whole SSE events (non-SSE bodies pass as they come)."""
-        if not opened.upstream.headers.get("content-type", "").startswith("text/event-stream"):
-            yield opened.first
-            async for chunk in opened.upstream.body:
-                yield chunk
-            return
-        complete, buf = events_in(opened.first)
-        if complete:
-            yield complete
-        async for chunk in opened.upstream.body:
-            complete, buf = events_in(buf + chunk)
-            if complete:
-                yield complete
-        if buf:
-            yield buf
-
-    @staticmethod
-    def _rewrite(block: bytes, rewriter: Rewriter) -> bytes:
-        parts = (rewriter.rewrite(raw) for raw in data_lines(block))
-        return b"".join(p for p in parts if p)
-
-    async def _continue(self, path: str, body: dict[str, Any], delivered: Delivered, spare: list[Candidate],
-                        record: DecisionRecord) -> tuple[Opened | None, str]:
+    # --- after the first byte (relay.py drives these) -------------------------------------------------
+    async def continue_stream(self, path: str, body: dict[str, Any], delivered: Delivered,
+                              spare: list[Candidate], record: DecisionRecord) -> tuple[Opened | None, str]:
+        """Open a continuation of a broken stream on a spare endpoint: (opened, "") or (None, why not)."""
         reason = why_not_continuable(body, delivered)
         if reason is not None:
             return None, reason
@@ -332,13 +271,13 @@ class Proxy:
                 opened = await self._attempt(path, cont, cand, record, hedged=False)
             except EngineError:
                 continue
-            record.attempts[-1]["continuation_after_chars"] = len("".join(delivered.text))
+            record.attempts[-1]["continuation_after_chars"] = len(delivered.sent_text())
             self._metrics.continuations.labels(cand.site_id).inc()
             record.served_by = f"{record.served_by} -> {cand.endpoint_id}"
             return opened, ""
         return None, "no other endpoint of the same model family could take over"
 
-    async def _abandon(self, opened: Opened, record: DecisionRecord, reason: str) -> None:
+    async def abandon(self, opened: Opened, record: DecisionRecord, reason: str) -> None:
         log.warning("endpoint %s %s", opened.cand.endpoint_id, reason,
                     extra=fields(endpoint=opened.cand.endpoint_id, site=opened.cand.site_id, reason=reason,
                                  decision=record.decision.request_id))
@@ -348,22 +287,20 @@ class Proxy:
         self._metrics.requests.labels(opened.cand.site_id, opened.cand.endpoint_id, "broke_mid_stream").inc()
         record.attempts.append({"endpoint": opened.cand.endpoint_id, "ok": False, "error": reason})
 
-    def _error_event(self, record: DecisionRecord, message: str) -> bytes:
+    def error_event(self, record: DecisionRecord, message: str) -> bytes:
         record.status = "interrupted"
         err = {"error": {"message": f"the answer was interrupted: {message}", "type": "upstream_error",
                          "param": None, "code": "stream_interrupted"}}
-        return b"data: " + orjson.dumps(err) + b"\n\n"
+        return encode(orjson.dumps(err))
 
-    def _finish(self, cand: Candidate, record: DecisionRecord, status: int, tail: bytes,
-                usage: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """Book one finished answer; returns its usage when the engine reported one."""
+    def finish(self, cand: Candidate, record: DecisionRecord, status: int,
+               usage: dict[str, Any] | None) -> dict[str, Any] | None:
+        """Book one finished answer with the usage the engine reported (None: not known); returns it."""
         self._store.request_finished(cand.endpoint_id, record.prompt_tokens, had_first_token=True)
         outcome = "ok" if status < 400 else ("client_closed" if status == 499 else f"http_{status}")
         if record.status != "interrupted":
             record.status = outcome
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, outcome).inc()
-        if usage is None and status < 400:
-            usage = sse_usage(tail)
         if usage and isinstance(usage.get("completion_tokens"), int) and status < 400:
             self._store.record_usage(cand.endpoint_id, usage["completion_tokens"])
         if usage:

@@ -92,7 +92,7 @@ class ResponsesApi:
             turn.principal = self._principal(headers)
             history: list[dict[str, Any]] = []
             if req.previous_response_id is not None:
-                history = self._continue(turn.principal.tenant, req.previous_response_id, headers)
+                history = await self._continue(turn.principal.tenant, req.previous_response_id, headers)
             turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
             turn.earlier = (1 if req.instructions else 0) + len(history)
             return turn.chat
@@ -109,7 +109,7 @@ class ResponsesApi:
 
         async def keep(final: dict[str, Any]) -> None:
             if turn.req.store:
-                self._store(turn, final, extra)
+                await self._store(turn, final, extra)
 
         if is_event_stream(resp):
             assert isinstance(resp, RelayResponse)
@@ -131,9 +131,10 @@ class ResponsesApi:
         await keep(final)
         return Response(orjson.dumps(final), media_type="application/json", headers=extra)
 
-    def _continue(self, tenant: str, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    async def _continue(self, tenant: str, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
         """The stored history of `previous`; narrows this request's residency to where it is stored."""
-        prev = self.gw.responses.get(tenant, previous)
+        hub = self.gw.hub
+        prev = await hub.response_get(tenant, previous) if hub else self.gw.responses.get(tenant, previous)
         if prev is None:
             raise NotFound(f"previous_response_id: no stored response {previous!r} for this tenant on this "
                            "gateway", param="previous_response_id")
@@ -144,25 +145,29 @@ class ResponsesApi:
                 f"only be continued there, but {H_RESIDENCY} asks for {', '.join(sorted(asked))}",
                 param="previous_response_id", code="conversation_residency")
         try:
-            history = self.gw.responses.history(prev)
+            history = await hub.response_history(prev) if hub else self.gw.responses.history(prev)
         except BrokenHistory as e:
             raise NotFound(f"previous_response_id: an earlier turn of {previous!r} ({e.args[0]}) is no longer "
                            "stored, so its history cannot be rebuilt", param="previous_response_id") from e
         headers[H_RESIDENCY] = prev.jurisdiction  # read by the pipeline after this body: route only there
         return history
 
-    def _store(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str]) -> None:
+    async def _store(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str]) -> None:
         jurisdiction, site = headers.get("x-aigrid-jurisdiction"), headers.get("x-aigrid-site", "")
         if jurisdiction is None:
             return
         messages = turn.chat["messages"][turn.earlier:] + output_history(final["output"])
         record = StoredResponse(final["id"], turn.principal.tenant, jurisdiction, site, final, messages,
                                 previous=turn.req.previous_response_id)
-        self.gw.responses.put(record, turn.principal.scopes.jurisdictions)
+        if self.gw.hub is not None:  # any worker may serve the follow-up
+            await self.gw.hub.response_put(record, turn.principal.scopes.jurisdictions)
+        else:
+            self.gw.responses.put(record, turn.principal.scopes.jurisdictions)
 
     async def get(self, request: Request) -> Response:
         headers = pipeline_headers(request)
-        found = self.gw.responses.get(self._principal(headers).tenant, request.path_params["response_id"])
+        tenant, rid = self._principal(headers).tenant, request.path_params["response_id"]
+        found = await self.gw.hub.response_get(tenant, rid) if self.gw.hub else self.gw.responses.get(tenant, rid)
         if found is None:
             raise NotFound(f"no stored response {request.path_params['response_id']!r}", param="response_id")
         return Response(orjson.dumps(found.response), media_type="application/json",
@@ -171,7 +176,9 @@ class ResponsesApi:
     async def delete(self, request: Request) -> Response:
         headers = pipeline_headers(request)
         rid = request.path_params["response_id"]
-        if not self.gw.responses.delete(self._principal(headers).tenant, rid):
+        tenant = self._principal(headers).tenant
+        deleted = await self.gw.hub.response_delete(tenant, rid) if self.gw.hub else self.gw.responses.delete(tenant, rid)
+        if not deleted:
             raise NotFound(f"no stored response {rid!r}", param="response_id")
         return json_response({"id": rid, "object": "response", "deleted": True})
 

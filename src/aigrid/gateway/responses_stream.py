@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.engines.sse import encode
 from aigrid.gateway.chat_events import (
     ChatEvent,
     Finish,
@@ -48,7 +49,7 @@ class _Events:
     def __call__(self, kind: str, **data: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self.seq, **data}
         self.seq += 1
-        return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+        return encode(orjson.dumps(payload), event=kind.encode())
 
 
 class _Output:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,7 +27,7 @@ from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
 from aigrid.gateway.context_window import check_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict
-from aigrid.gateway.envelope import from_validation
+from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.modalities import check_images
 from aigrid.gateway.model_list import model_list
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
 
 access = logging.getLogger("aigrid.access")
+log = logging.getLogger("aigrid.gateway")
 H_TENANT = "x-aigrid-tenant"
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -63,7 +64,8 @@ class Audited:
     """An ASGI endpoint whose every request gets one Exchange, closed in a `finally` around the whole
     pipeline (the answer's last byte included): the quota is settled and the audit record written exactly
     once, whatever the exit: success, client error, firewall block, no eligible site, every candidate
-    failed, client gone, gateway shutdown."""
+    failed, client gone, gateway shutdown. It answers its own errors (the envelope), so the app can serve
+    it without the framework's middleware on the streamed path (app.py, GatewayApp)."""
 
     def __init__(self, gw: Gateway, route: str, handler: Handler) -> None:
         self.gw = gw
@@ -76,11 +78,16 @@ class Audited:
         if self.gw.tracing.enabled:
             ex.trace = self.gw.tracing.start(self.route, request.headers)
         try:
-            response = await self.handler(request, ex)
+            try:
+                response = await self.handler(request, ex)
+            except ApiError as e:
+                ex.error = e
+                response = await api_error_handler(request, e)
+            except Exception:  # a bug of ours before the answer started: logged, answered with a 500
+                log.exception("internal error on %s", self.route)
+                ex.outcome = "error:internal"
+                response = internal_error(request)
             await response(scope, receive, send)
-        except ApiError as e:
-            ex.error = e
-            raise  # the app's handler answers with the envelope
         except asyncio.CancelledError:
             ex.outcome = "cancelled"
             raise
@@ -92,6 +99,8 @@ class Audited:
             try:
                 if not await self.gw.guard.finish(ex):
                     self.gw.metrics.audit_lost.inc()
+                if self.gw.hub is not None and ex.record is not None:  # the outcome, for the other workers
+                    await self.gw.hub.publish_decision(ex.record.to_dict())
             finally:
                 access.info("%s %s", self.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
 
@@ -181,6 +190,8 @@ class Routes:
                                             trace=ex.trace, prompt_tokens=info.prompt_tokens)
         ex.trace.decided(decision, policy_name, principal.tenant)
         gw.decisions.add(record)
+        if gw.hub is not None:  # `aigrid explain` may ask any worker
+            await gw.hub.publish_decision(record.to_dict())
         if decision.chosen is None:
             record.status = "rejected"
             gw.metrics.rejected.labels("no_eligible_endpoint").inc()
@@ -261,21 +272,29 @@ class Routes:
 
     async def get_decision(self, request: Request) -> Response:
         tenant = self.gw.guard.reader(request.headers.get("authorization"))
-        rec = self.gw.decisions.get(request.path_params["decision_id"])
-        if rec is None or (tenant is not None and rec.tenant != tenant):  # another tenant's: not yours to see
-            raise NotFound(f"no decision {request.path_params['decision_id']!r} "
+        decision_id = request.path_params["decision_id"]
+        rec = self.gw.decisions.get(decision_id)
+        found = rec.to_dict() if rec is not None else None
+        if found is None and self.gw.hub is not None:  # served by another worker
+            found = await self.gw.hub.decision(decision_id)
+        if found is None or (tenant is not None and found.get("tenant") != tenant):  # another tenant's: hidden
+            raise NotFound(f"no decision {decision_id!r} "
                            "(the gateway keeps only the most recent decisions)", param="decision_id")
-        return json_response(rec.to_dict())
+        return json_response(found)
 
     async def recent_decisions(self, request: Request) -> Response:
         raw = request.query_params.get("limit", "50")
         if not raw.isdigit() or not 1 <= int(raw) <= 1000:
             raise InvalidRequest("limit must be an integer between 1 and 1000", param="limit")
         tenant = self.gw.guard.reader(request.headers.get("authorization"))
-        records = self.gw.decisions.recent(int(raw) if tenant is None else 1000)
+        limit = int(raw) if tenant is None else 1000
+        if self.gw.hub is not None:  # every worker's, newest first
+            records = await self.gw.hub.recent_decisions(limit)
+        else:
+            records = [r.to_dict() for r in self.gw.decisions.recent(limit)]
         if tenant is not None:
-            records = [r for r in records if r.tenant == tenant][: int(raw)]
-        return json_response({"data": [r.to_dict() for r in records]})
+            records = [r for r in records if r.get("tenant") == tenant][: int(raw)]
+        return json_response({"data": records})
 
     async def grid(self, request: Request) -> Response:
         self.gw.guard.reader(request.headers.get("authorization"))  # any valid key: no tenant data here
@@ -316,4 +335,4 @@ class Routes:
     async def metrics(self, request: Request) -> Response:
         for e in self.gw.store.snapshot().endpoints:
             self.gw.metrics.inflight.labels(e.site_id, e.id).set(self.gw.store.inflight(e.id))
-        return Response(generate_latest(self.gw.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

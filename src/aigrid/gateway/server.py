@@ -10,10 +10,11 @@ import shlex
 import signal
 import socket
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from rich.console import Console
@@ -26,6 +27,7 @@ from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec
@@ -141,18 +143,21 @@ ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
 
 
 async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
-                   start_engines: bool = True, extra_routes: ExtraRoutes | None = None) -> None:
-    """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped."""
+                   start_engines: bool = True, extra_routes: ExtraRoutes | None = None, workers: int = 1,
+                   worker_options: Mapping[str, Any] | None = None) -> None:
+    """Start the spec's embedded engines (unless start_engines is False) and serve the gateway until stopped:
+    in this process (workers=1), or in `workers` processes on one socket (workers.py; `worker_options` tell
+    each worker what `extra_routes` would have mounted, since a function cannot cross processes)."""
     host, port = spec.gateway.host, port or spec.gateway.port
     logs = configure_logs(spec.gateway.log_level)
     try:
-        await _serve_grid(spec, console, host, port, start_engines, extra_routes)
+        await _serve_grid(spec, console, host, port, start_engines, extra_routes, workers, worker_options or {})
     finally:
         logs.stop()
 
 
 async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, start_engines: bool,
-                      extra_routes: ExtraRoutes | None) -> None:
+                      extra_routes: ExtraRoutes | None, workers: int, worker_options: Mapping[str, Any]) -> None:
     _check_port_free(host, port)
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
     if not start_engines and embedded:
@@ -161,6 +166,14 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
     async with AsyncExitStack() as stack:
         net = await site_network(spec, stack, console) if start_engines else None
         urls = await start_embedded(spec, stack, console, net)
+        if workers > 1:
+            def started() -> None:
+                console.print(banner(spec, host, port) + f"  {workers} worker processes on one socket.\n",
+                              highlight=False, soft_wrap=True)
+
+            await run_workers(spec, host, port, urls, workers, worker_options=worker_options, started=started)
+            console.print("stopping engines...")
+            return
         client = upstream_client()
         stack.push_async_callback(client.aclose)
         gateway = build_gateway(spec, build_engines(spec, urls, client))

@@ -6,20 +6,31 @@ from typing import Any
 
 import orjson
 
+from aigrid.engines.sse import SseDecoder
 
-def sse_usage(tail: bytes) -> dict[str, Any] | None:
-    """Usage from a non-streamed JSON body or from the last SSE data lines of a stream, if present."""
-    if b'"usage"' not in tail:
+
+def usage_of(obj: Any) -> dict[str, Any] | None:
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    return usage if isinstance(usage, dict) else None
+
+
+def answer_usage(body: bytes) -> dict[str, Any] | None:
+    """Usage from a whole answer: a JSON body, or the last usage chunk of an SSE body."""
+    if b'"usage"' not in body:
         return None
-    candidates = [tail] if not tail.lstrip().startswith(b"data:") else [
-        line[5:].strip() for line in tail.splitlines() if line.startswith(b"data:")
-    ]
-    for raw in reversed(candidates):
+    if not body.lstrip().startswith((b"data:", b":", b"event:", b"id:")):
         try:
-            obj = orjson.loads(raw)
+            return usage_of(orjson.loads(body))
         except orjson.JSONDecodeError:
-            continue
-        usage = obj.get("usage") if isinstance(obj, dict) else None
-        if isinstance(usage, dict):
-            return usage
-    return None
+            return None
+    decoder = SseDecoder()
+    events = decoder.feed(body)
+    last = decoder.flush()
+    found = None
+    for ev in [*events, *([last] if last is not None else [])]:
+        if ev.data is not None and b'"usage"' in ev.data:
+            try:
+                found = usage_of(orjson.loads(ev.data)) or found
+            except orjson.JSONDecodeError:
+                continue
+    return found

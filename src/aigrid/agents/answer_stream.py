@@ -1,48 +1,19 @@
-"""Reading an engine's chat stream (SSE) and streaming an answer out of constrained JSON.
+"""Streaming an answer out of constrained JSON (the engine's SSE is read with engines/sse.py).
 
-SseReader turns the engine's byte chunks into decoded `data:` events. AnswerStream watches the text of a
-constrained turn: when it starts as {"answer": "...", it yields the answer's characters as they arrive
-(JSON escapes decoded), so the final text streams to the client even though the model writes JSON; a
-turn that starts as {"tool": ...} yields nothing.
+AnswerStream watches the text of a constrained turn: when it starts as {"answer": "...", it yields the
+answer's characters as they arrive (JSON escapes decoded), so the final text streams to the client even
+though the model writes JSON; a turn that starts as {"tool": ...} yields nothing.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Any
-
-import orjson
 
 _ANSWER_HEAD = re.compile(r'\s*\{\s*"answer"\s*:\s*"')
 _FIRST_KEY = re.compile(r'\s*\{\s*"([^"]*)"')
 _NOT_OBJECT = re.compile(r'\s*(?:[^\s{]|\{\s*[^\s"])')
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-
-
-class SseReader:
-    """Feed raw bytes; iterate the JSON payloads of complete `data:` lines ([DONE] ends the stream)."""
-
-    def __init__(self) -> None:
-        self._buf = b""
-        self.done = False
-
-    def feed(self, chunk: bytes) -> Iterator[Any]:
-        self._buf += chunk
-        *lines, self._buf = self._buf.split(b"\n")
-        for line in lines:
-            line = line.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
-            if data == b"[DONE]":
-                self.done = True
-                continue
-            try:
-                yield orjson.loads(data)
-            except orjson.JSONDecodeError:
-                continue  # a line we cannot read is skipped, as OpenAI clients do
 
 
 class AnswerStream:

@@ -1,0 +1,171 @@
+"""The hub of a gateway's worker processes: what must be one across them, held by the process that started
+them (workers.py), behind a Unix socket.
+
+- Shared telemetry: each worker's in-flight ledger, the circuits it opened and the cache affinity it
+  learned, merged for the others exactly as the Redis backend merges several gateways (telemetry/shared.py).
+  With `--redis` the workers use Redis instead, like any gateways.
+- Quota counters (security/quota_backend.py), unless the spec keeps them in Redis: one tenant's limit is
+  one limit, not one per worker.
+- The audit log: the only writer, so the hash chain stays one verifiable chain; workers hand their records
+  over in order and the hub appends them as they arrive.
+- Decision records: each worker publishes its decisions, so `aigrid explain` and /v1/decisions find a
+  decision whichever worker served it.
+- Stored Responses-API answers (response_store.py, same partitions per jurisdiction), so a follow-up with
+  previous_response_id finds its conversation whichever worker serves it.
+Each connection's frames are handled in order; nothing here blocks the loop but a full audit queue, which
+holds that worker back (backpressure) exactly as it would hold back a single gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections import OrderedDict, deque
+from pathlib import Path
+from typing import Any
+
+from aigrid.audit.log import AuditLog
+from aigrid.errors import AuditUnavailable
+from aigrid.gateway.hub_protocol import frame, read_frame
+from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
+from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
+
+log = logging.getLogger("aigrid.hub")
+AUDIT_WAIT_S = 5.0
+
+
+class Hub:
+    def __init__(self, path: Path, audit: AuditLog | None, *, ttl_s: float = 5.0, affinity_max: int = 10_000,
+                 decisions_max: int = 20_000) -> None:
+        self.path = path
+        self.audit = audit
+        self._ttl_s = ttl_s
+        self._inflight: dict[str, tuple[float, dict[str, list[int]]]] = {}  # worker -> (wall time, ledger)
+        self._circuits: dict[str, float] = {}
+        self._affinity: deque[tuple[int, str, str, str]] = deque(maxlen=affinity_max)  # seq, key, endpoint, worker
+        self._seq = 0
+        self._cursor: dict[str, int] = {}
+        self.quotas = MemoryQuotaBackend()
+        self._decisions: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._decisions_max = decisions_max
+        self.responses = ResponseStore()
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        if self.audit is not None:
+            await self.audit.start()
+        self._server = await asyncio.start_unix_server(self._serve, str(self.path))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._conns):
+                task.cancel()
+            for task in list(self._conns):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            self._server = None
+        if self.audit is not None:
+            await self.audit.stop()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._conns.add(task)
+        try:
+            while True:
+                try:
+                    req_id, op, arg = await read_frame(reader)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                try:
+                    result, ok = await self.handle(op, arg), True
+                except (AuditUnavailable, ValueError, KeyError, TypeError) as e:
+                    log.warning("hub: %s failed: %s", op, e)
+                    result, ok = str(e), False
+                if req_id:
+                    writer.write(frame([req_id, ok, result]))
+        finally:
+            self._conns.discard(task)
+            writer.close()
+
+    async def handle(self, op: str, arg: Any) -> Any:
+        if op == "exchange":
+            return self.exchange(arg)
+        if op == "consume":
+            return await self.quotas.consume(_counters(arg))
+        if op == "adjust":
+            return await self.quotas.adjust(_counters(arg))
+        if op == "value":
+            return await self.quotas.value(str(arg))
+        if op == "audit":
+            if self.audit is None:
+                raise AuditUnavailable("this grid has no audit log")
+            ts, body = arg
+            await self.audit.append_entry(float(ts), str(body), timeout=AUDIT_WAIT_S)
+            return None
+        if op == "decision":
+            self._decisions[arg["id"]] = arg
+            self._decisions.move_to_end(arg["id"])
+            while len(self._decisions) > self._decisions_max:
+                self._decisions.popitem(last=False)
+            return None
+        if op == "decision_get":
+            return self._decisions.get(str(arg))
+        if op == "decisions_recent":
+            return list(self._decisions.values())[-int(arg):][::-1]
+        if op.startswith("response_"):
+            return self._responses(op, arg)
+        raise ValueError(f"unknown hub operation {op!r}")
+
+    def _responses(self, op: str, arg: Any) -> Any:
+        if op == "response_put":
+            record, allowed = arg
+            return self.responses.put(StoredResponse(**record), None if allowed is None else frozenset(allowed))
+        tenant, rid = arg
+        if op == "response_delete":
+            return self.responses.delete(tenant, rid)
+        found = self.responses.get(tenant, rid)
+        if op == "response_get":
+            return None if found is None else dataclasses.asdict(found)
+        if op == "response_history":
+            if found is None:
+                return {"missing": rid}
+            try:
+                return {"history": self.responses.history(found)}
+            except BrokenHistory as e:
+                return {"missing": e.args[0]}
+        raise ValueError(f"unknown hub operation {op!r}")
+
+    def exchange(self, report: dict[str, Any]) -> dict[str, Any]:
+        """One worker's report in, the others' merged view out (the Redis backend's semantics)."""
+        me, now = str(report["gateway"]), time.time()
+        self._inflight[me] = (now, report["inflight"])
+        self._circuits.update(report["circuits"])
+        for key, endpoint in report["affinity"]:
+            self._seq += 1
+            self._affinity.append((self._seq, key, endpoint, me))
+        inflight: dict[str, list[int]] = {}
+        for worker, (at, ledger) in list(self._inflight.items()):
+            if now - at > self._ttl_s:
+                del self._inflight[worker]  # a worker that stopped reporting stops counting
+                continue
+            if worker == me:
+                continue
+            for ep, load in ledger.items():
+                prev = inflight.get(ep, [0, 0, 0])
+                inflight[ep] = [prev[0] + load[0], prev[1] + load[1], prev[2] + load[2]]
+        since = self._cursor.get(me, 0)
+        self._cursor[me] = self._seq
+        affinity = [[k, e] for seq, k, e, w in self._affinity if seq > since and w != me]
+        return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity}
+
+
+def _counters(raw: list[list[Any]]) -> list[Counter]:
+    return [Counter(str(k), int(a), int(limit), float(exp), float(ttl)) for k, a, limit, exp, ttl in raw]

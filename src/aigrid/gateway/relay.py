@@ -1,0 +1,199 @@
+"""After the first byte: one streamed answer, from the engine's reads to the client's bytes, in one place.
+
+Per engine read (EventPipe.feed, synchronous):
+  SseDecoder -> the read's complete events, and the raw bytes up to the last of them (the unfinished tail is
+  held back, so the client only ever holds whole events)
+  -> per event, only as much as is needed:
+     [continuation] Rewriter: a continuation's chunk relabelled as the original stream, echo removed
+     [continuable]  Delivered.observe: the text and chunk count a continuation would start from
+     always         usage: the engine's token count, for quotas, the audit log and metrics
+     [filter]       OutputFilter: drop the usage chunk the gateway asked for; redact personal data
+  -> the engine's own bytes when no event changed (the common case: nothing is re-encoded), else the
+     read's events re-framed.
+StreamRelay (the async iterator the response sends from) pulls the reads, and on a mid-stream failure asks
+the proxy to continue on a spare endpoint of the same family, or ends the stream with an error event.
+Nothing here keeps the events: memory per stream is the decoder's unfinished tail and the delivered text.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from aigrid.engines.sse import DONE, Event, SseDecoder, SseError, comment, encode
+from aigrid.errors import EngineError, EngineStreamBroken
+from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
+from aigrid.gateway.output_filter import OutputFilter
+
+if TYPE_CHECKING:
+    from aigrid.core.types import Candidate
+    from aigrid.gateway.decisions import DecisionRecord
+    from aigrid.gateway.proxy import Opened, Proxy
+
+_USAGE = b'"usage"'
+
+
+class EventPipe:
+    """Engine reads in, client bytes out, for one streamed answer (every engine that serves it)."""
+
+    def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool) -> None:
+        self._filter = output
+        self._sse = sse
+        self.track = track
+        """Keep the delivered text and chunk count (a continuation is possible for this request)."""
+        self.delivered = Delivered()
+        self.usage: dict[str, Any] | None = None
+        self._rewriter: Rewriter | None = None
+        self._decoder = SseDecoder()
+
+    def continuation(self, sse: bool) -> None:
+        """The next reads come from a continuation's engine."""
+        self._rewriter = Rewriter(self.delivered)
+        self._decoder = SseDecoder()
+        self._sse = sse
+
+    def feed(self, raw: bytes) -> bytes:
+        if not self._sse:
+            return raw  # not an event stream (an engine's error body): passed as it comes
+        events = self._decoder.feed(raw)
+        if not events:
+            return b""
+        complete = self._decoder.complete
+        if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
+                and _USAGE not in complete and DONE not in complete):
+            # the lean path: no event of this read changes, so the engine's bytes go out as they came
+            if self.track:  # ... and the text a continuation would need is noted
+                observe = self.delivered.observe
+                for ev in events:
+                    if ev.data is not None:
+                        try:
+                            observe(orjson.loads(ev.data))
+                        except orjson.JSONDecodeError:
+                            continue
+            return complete
+        framed = [self._event(ev) for ev in events]
+        if self._rewriter is None and all(f is None for f in framed):
+            return complete
+        return b"".join(_frame(ev) if f is None else f for f, ev in zip(framed, events, strict=True))
+
+    def end(self) -> bytes:
+        """At the end of an engine's stream: bytes it left without a closing blank line, passed as they are."""
+        tail = self._decoder.pending if self._sse else b""
+        self._decoder.flush()
+        return tail
+
+    def _event(self, ev: Event) -> bytes | None:
+        """None: pass the event as the engine framed it; else its new framing (b"" to drop it)."""
+        data = ev.data
+        if data is None:
+            return None
+        filt = self._filter
+        if data == DONE:
+            self.delivered.done = True
+            held = filt.flush_event() if filt is not None else None
+            return None if held is None else encode(orjson.dumps(held)) + b"data: [DONE]\n\n"
+        wants_usage = _USAGE in data
+        if not (wants_usage or self.track or self._rewriter is not None or (filt is not None and filt.redacts)):
+            return None
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None  # not JSON: nothing to read in it, passed on
+        changed = False
+        if self._rewriter is not None:
+            obj, changed = self._rewriter.rewrite(obj), True
+            if obj is None:
+                return b""
+        if self.track:
+            self.delivered.observe(obj)
+        usage = obj.get("usage") if wants_usage and isinstance(obj, dict) else None
+        if isinstance(usage, dict):
+            self.usage = usage
+        if filt is not None and (filt.redacts or (usage is not None and filt.strip_usage)):
+            obj, changed = filt.event(obj), True
+            if obj is None:
+                return b""
+        return encode(orjson.dumps(obj), event=ev.event) if changed else None
+
+
+def _frame(ev: Event) -> bytes:
+    """An unchanged event, re-framed because others of its read changed (LF line ends)."""
+    head = b"".join(comment(c) for c in ev.comments)
+    return head + (encode(ev.data, event=ev.event) if ev.data is not None else b"")
+
+
+class StreamRelay:
+    """The streamed answer as an async iterator of client bytes; aclose() releases whatever engine still
+    serves it and books the outcome (the client went away, or the gateway stops)."""
+
+    def __init__(self, proxy: Proxy, path: str, body: dict[str, Any], opened: Opened, spare: list[Candidate],
+                 record: DecisionRecord, output: OutputFilter | None) -> None:
+        self._proxy, self._path, self._body, self._spare, self._record = proxy, path, body, spare, record
+        track = bool(spare) and why_not_continuable(body, Delivered()) is None
+        self.pipe = EventPipe(output, sse=_is_sse(opened), track=track)
+        self._current: Opened | None = opened
+        self._first: bytes | None = opened.first
+
+    def __aiter__(self) -> StreamRelay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        while True:
+            cur = self._current
+            if cur is None:
+                raise StopAsyncIteration
+            if self._first is not None:
+                chunk, self._first = self._first, None
+            else:
+                try:
+                    chunk = await cur.upstream.body.__anext__()
+                except StopAsyncIteration:
+                    tail = self.pipe.end()
+                    self._current = None
+                    await cur.stack.aclose()
+                    self._record.usage = self._proxy.finish(cur.cand, self._record, cur.upstream.status,
+                                                            self.pipe.usage)
+                    if tail:
+                        return tail
+                    raise
+                except EngineError as e:
+                    out = await self._broke(cur, e)
+                    if out:
+                        return out
+                    continue
+            try:
+                out = self.pipe.feed(chunk)
+            except SseError as e:
+                out = await self._broke(cur, EngineStreamBroken(str(e)))
+            if out:
+                return out
+
+    async def _broke(self, cur: Opened, e: EngineError) -> bytes:
+        """The engine failed mid-stream: continue elsewhere (b"") or end with an error event."""
+        self._current = None
+        proxy, record, delivered = self._proxy, self._record, self.pipe.delivered
+        await proxy.abandon(cur, record, f"stream broke: {e}")
+        record.usage = self.pipe.usage
+        if delivered.done or delivered.finished:
+            return b""
+        if not self.pipe.track:
+            reason = why_not_continuable(self._body, delivered) or "no other endpoint of the same model family"
+            return proxy.error_event(record, f"{e}; could not continue: {reason}")
+        nxt, reason = await proxy.continue_stream(self._path, self._body, delivered, self._spare, record)
+        if nxt is None:
+            return proxy.error_event(record, f"{e}; could not continue: {reason}")
+        self.pipe.continuation(_is_sse(nxt))
+        self._current, self._first = nxt, nxt.first
+        return b""
+
+    async def aclose(self) -> None:
+        cur, self._current = self._current, None
+        if cur is not None:  # the client went away (or the gateway stops): release the engine
+            await cur.stack.aclose()
+            self._proxy.finish(cur.cand, self._record, 499, None)
+            self._record.usage = self.pipe.usage
+
+
+def _is_sse(opened: Opened) -> bool:
+    return opened.upstream.headers.get("content-type", "").startswith("text/event-stream")

@@ -1,0 +1,210 @@
+"""`aigrid up|gateway --workers N`: N gateway processes on one listening socket, one hub in the parent.
+
+One Python process serves from one core; a platform engineer's machine has many. The parent binds the
+gateway's address once and starts:
+- the hub (hub.py): the audit log's only writer (one verifiable chain), the quota counters, the shared
+  telemetry (each worker's in-flight ledger, open circuits, cache affinity), the decision records
+  and the stored Responses-API answers;
+- N workers (`python -m aigrid.cli worker CONFIG`), each a whole gateway (uvicorn on the inherited
+  socket: the kernel hands each new connection to a worker that is accepting) wired to the hub:
+  HubSharedState for telemetry (unless the spec shares it in Redis), HubQuotaBackend for quotas (unless
+  in Redis), HubAuditLog for the audit log. Each worker scrapes the engines itself, like any gateway.
+- /metrics on any worker reports all of them (PROMETHEUS_MULTIPROC_DIR, metrics.py).
+A worker that dies is started again. SIGINT/SIGTERM: the workers stop (each drains its streams), then the
+hub (the audit log's final checkpoint), then whatever the caller started (engines).
+What stays per worker: the dashboard's live feed (the decisions that worker served) and the abuse monitor's
+per-key history (its thresholds apply per worker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvicorn
+from prometheus_client import multiprocess
+from starlette.routing import BaseRoute
+
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.guard import Guard, audit_log
+from aigrid.gateway.hub import Hub
+from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
+from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.spec.load import parse_spec
+from aigrid.spec.models import GridSpec
+
+log = logging.getLogger("aigrid.workers")
+RESTART_DELAY_S = 1.0
+
+
+def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The cores this process may use, the default number of workers: its CPU affinity (taskset), capped by
+    a cgroup v2 CPU quota (a container's CPU limit, which affinity does not show)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
+        return cores
+    return max(1, min(cores, -(-int(quota) // int(period))))
+
+
+def listen(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, str], count: int, *,
+                      worker_options: Mapping[str, Any], started: Callable[[], None]) -> None:
+    """Serve with `count` workers until SIGINT/SIGTERM; `started()` once they all answer."""
+    work = Path(tempfile.mkdtemp(prefix="aigrid-workers-"))
+    metrics_dir = work / "metrics"
+    metrics_dir.mkdir()
+    sock = listen(host, port)
+    hub = Hub(work / "hub.sock", audit_log(spec.security.audit) if spec.security.audit is not None else None)
+    config = work / "worker.json"
+    config.write_bytes(orjson.dumps({"spec": spec.model_dump(mode="json"), "urls": dict(urls),
+                                     "hub": str(hub.path), "fd": sock.fileno(), "parent": os.getpid(),
+                                     **worker_options}))
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    procs: list[asyncio.subprocess.Process | None] = [None] * count
+
+    async def start(i: int) -> asyncio.subprocess.Process:
+        procs[i] = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aigrid.cli", "worker", str(config), "--index", str(i),
+            pass_fds=(sock.fileno(),), env=env)
+        return procs[i]  # type: ignore[return-value]
+
+    async def keep(i: int) -> None:
+        while not stop.is_set():
+            proc = await start(i)
+            code = await proc.wait()
+            multiprocess.mark_process_dead(proc.pid, str(metrics_dir))
+            if not stop.is_set():
+                log.error("gateway worker %d (pid %d) exited with %s; starting it again", i, proc.pid, code)
+                await asyncio.sleep(RESTART_DELAY_S)
+
+    await hub.start()
+    keepers = [asyncio.create_task(keep(i), name=f"aigrid-worker-{i}") for i in range(count)]
+    try:
+        if await _ready(host, port, stop):
+            started()
+        await stop.wait()
+    finally:
+        for proc in procs:
+            if proc is not None and proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        await _reap(procs)
+        for task in keepers:
+            task.cancel()
+        for task in keepers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        sock.close()
+        await hub.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+async def _ready(host: str, port: int, stop: asyncio.Event, timeout_s: float = 120.0) -> bool:
+    """Wait until a worker answers /livez (the others start alongside)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
+        try:
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(f"GET /livez HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
+            head = await reader.read(12)
+            writer.close()
+            if head.endswith(b"200"):
+                return True
+        except OSError:
+            pass
+        await asyncio.sleep(0.1)
+    return False
+
+
+async def _reap(procs: Sequence[asyncio.subprocess.Process | None], timeout_s: float = 15.0) -> None:
+    live = [p for p in procs if p is not None and p.returncode is None]
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(p.wait() for p in live))
+    except TimeoutError:
+        for p in live:
+            if p.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.kill()
+        await asyncio.gather(*(p.wait() for p in live))
+
+
+# --- in a worker ------------------------------------------------------------------------------------------
+ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
+
+
+def die_with_parent(parent: int) -> None:
+    """A worker must not outlive its parent (kill -9 of the gateway kills its workers, as it would kill a
+    one-process gateway): Linux's PR_SET_PDEATHSIG."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_set_pdeathsig = 1
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes | None) -> None:
+    """One worker: a whole gateway on the inherited socket, its shared parts behind the hub."""
+    config = orjson.loads(config_path.read_bytes())
+    die_with_parent(int(config["parent"]))
+    spec = parse_spec(config["spec"], str(config_path))
+    sock = socket.socket(fileno=int(config["fd"]))
+    hub = HubClient(Path(config["hub"]))
+    client = upstream_client()
+    try:
+        quotas = None if spec.security.quotas_redis_url else HubQuotaBackend(hub)
+        guard = Guard(spec, quota_backend=quotas, audit_sink=HubAuditLog(hub))
+        shared = None if spec.gateway.shared_state_url else HubSharedState(hub)
+        gateway = build_gateway(spec, build_engines(spec, config["urls"], client), shared=shared, guard=guard,
+                                gateway_id=f"{socket.gethostname()}-{os.getpid()}-w{index}")
+        gateway.hub = hub
+        server: uvicorn.Server | None = None
+
+        def stopping() -> bool:
+            return server is not None and server.should_exit
+
+        routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
+        uv = uvicorn.Config(build_app(gateway, extra_routes=routes), log_level="warning", http="httptools",
+                            lifespan="on", timeout_graceful_shutdown=5)
+        server = uvicorn.Server(uv)
+        await server.serve(sockets=[sock])
+    finally:
+        await client.aclose()
+        await hub.aclose()

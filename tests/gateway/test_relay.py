@@ -1,0 +1,155 @@
+"""The streamed answer's data plane (relay.py) in front of the ENGINE EMULATOR on real sockets: an engine that
+frames SSE with CRLF streams through event by event; a client that reads one byte a second holds the engine
+back instead of growing the gateway's memory; the relay passes the engine's own bytes when nothing changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+
+from aigrid.bench.procs import Proc, rss_mb
+from aigrid.engines.emulator import bound_port, serve
+from aigrid.engines.emulator_model import EmulatorConfig
+from aigrid.engines.llama_server import free_port
+from aigrid.engines.sse import SseDecoder
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.output_filter import OutputFilter
+from aigrid.gateway.relay import EventPipe
+from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.spec.load import parse_spec
+
+
+def spec_for(urls: list[str], port: int = 8080) -> dict:
+    return {"name": "relay", "gateway": {"host": "127.0.0.1", "port": port, "network": "none",
+                                         "scrape_interval_s": 60, "max_output_tokens": 200_000},
+            "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
+            "sites": {f"s{i}": {"name": f"S{i}", "lat": 50.0, "lon": 8.0 + i, "jurisdiction": "EU"}
+                      for i in range(len(urls))},
+            "endpoints": [{"id": f"emu{i}", "site": f"s{i}", "model": "emulated", "engine": "vllm", "url": u,
+                           "slots": 64} for i, u in enumerate(urls)],
+            "security": {"audit": None}}
+
+
+@contextlib.asynccontextmanager
+async def gateway_on_socket(urls: list[str]) -> AsyncIterator[tuple[Gateway, str]]:
+    client = upstream_client()
+    spec = parse_spec(spec_for(urls), "relay")
+    gw = build_gateway(spec, build_engines(spec, {}, client))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(gw), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        await gw.scraper.scrape_once()
+        yield gw, f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.aclose()
+
+
+BODY = {"model": "emulated", "stream": True, "max_tokens": 12, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_a_crlf_engine_streams_event_by_event() -> None:
+    server, _ = await serve(EmulatorConfig(decode_base_ms=60, prefill_base_ms=1), sse_line_end=b"\r\n")
+    try:
+        async with gateway_on_socket([f"http://127.0.0.1:{bound_port(server)}"]) as (gw, base):
+            async with httpx.AsyncClient(base_url=base, timeout=30) as c:
+                decoder, arrivals, texts = SseDecoder(), [], []
+                async with c.stream("POST", "/v1/chat/completions", json=BODY) as r:
+                    assert r.status_code == 200
+                    decision = r.headers["x-aigrid-decision"]
+                    async for raw in r.aiter_raw():
+                        for ev in decoder.feed(raw):
+                            arrivals.append(time.monotonic())
+                            if ev.data != b"[DONE]":
+                                obj = orjson.loads(ev.data)
+                                texts += [ch["delta"].get("content") or "" for ch in obj["choices"]]
+                                assert "usage" not in obj  # the gateway asked for it: metered, then hidden
+        assert "".join(texts) == " tok" * 12
+        # 12 decode steps of 60 ms: buffered to the end, every event would arrive within a few ms
+        assert arrivals[-1] - arrivals[0] > 0.4
+        record = gw.decisions.get(decision)
+        assert record is not None and record.status == "ok"
+        assert record.usage is not None and record.usage["completion_tokens"] == 12
+    finally:
+        server.close()
+
+
+def test_the_lean_path_passes_the_engines_own_bytes() -> None:
+    pipe = EventPipe(OutputFilter(None, strip_usage=True), sse=True, track=False)
+    crlf = b'data: {"choices":[{"delta":{"content":"a"}}]}\r\n\r\n'
+    assert pipe.feed(crlf[:10]) == b""  # held back until the event is whole
+    assert pipe.feed(crlf[10:] + crlf[:5]) == crlf
+    usage = b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\r\n\r\n'
+    # a read where an event changes (the usage chunk dropped) is re-framed, with LF
+    lf = crlf.replace(b"\r\n", b"\n")
+    assert pipe.feed(crlf[5:] + usage + b"data: [DONE]\r\n\r\n") == lf + b"data: [DONE]\n\n"
+    assert pipe.usage == {"prompt_tokens": 3, "completion_tokens": 2}
+
+
+def test_continuation_state_is_text_and_count_not_events() -> None:
+    pipe = EventPipe(None, sse=True, track=True)
+    for word in ("Hello", " wor", "ld"):
+        pipe.feed(b'data: {"id":"x","created":5,"choices":[{"delta":{"content":"%s"}}]}\n\n' % word.encode())
+    d = pipe.delivered
+    assert d.sent_text() == "Hello world" and d.chunks == 3 and d.stream_id == "x" and not d.done
+
+
+def _slow_reader(port: int, body: bytes) -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the client really is slow
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+                 b"content-length: %d\r\n\r\n%b" % (len(body), body))
+    return sock
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads RSS from /proc")
+def test_a_client_reading_one_byte_a_second_does_not_grow_the_gateway(tmp_path: Path) -> None:
+    """The emulated engine sends 200,000 tokens (~30 MB of SSE) within seconds; the client reads one byte a
+    second. The gateway must hold the engine back (TCP backpressure) instead of buffering the answer."""
+    emu_port = free_port()
+    emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
+                            "--decode-base-ms", "0", "--decode-ms-per-seq", "0.02", "--prefill-base-ms", "1"],
+               tmp_path).start()
+    gw, sock = None, None
+    try:
+        emu.wait_ready(f"http://127.0.0.1:{emu_port}/health")
+        gw_port = free_port()
+        spec = tmp_path / "spec.yaml"
+        spec.write_bytes(orjson.dumps(spec_for([f"http://127.0.0.1:{emu_port}"], gw_port)))  # JSON is YAML
+        gw = Proc("gateway", [sys.executable, "-m", "aigrid.bench.gateway_launch", str(spec), "--port",
+                              str(gw_port)], tmp_path).start()
+        gw.wait_ready(f"http://127.0.0.1:{gw_port}/healthz")
+        for _ in range(3):  # warm-up: what the first requests allocate once
+            assert httpx.post(f"http://127.0.0.1:{gw_port}/v1/chat/completions", json=BODY, timeout=30).is_success
+        start = rss_mb(gw.pid)
+        sock = _slow_reader(gw_port, orjson.dumps({**BODY, "max_tokens": 200_000}))
+        for _ in range(6):  # one byte a second
+            assert sock.recv(1)
+            time.sleep(1.0)
+        grown = rss_mb(gw.pid) - start
+        assert grown < 8.0, f"the gateway grew by {grown:.1f} MB behind a slow client"
+        # the engine has produced its whole answer: the bytes the client has not taken wait outside the gateway
+        metrics = httpx.get(f"http://127.0.0.1:{emu_port}/metrics").text
+        assert 'vllm:generation_tokens_total{model_name="emulated"} 200036' in metrics
+    finally:
+        if sock is not None:
+            sock.close()
+        if gw is not None:
+            gw.stop()
+        emu.stop()
