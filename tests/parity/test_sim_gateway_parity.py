@@ -129,6 +129,9 @@ async def test_simulator_and_gateway_decide_alike(monkeypatch: pytest.MonkeyPatc
 BURST_CITIES = CLIENTS[:8]  # 4 in Europe (Frankfurt, London, Paris, Madrid), 2 in the US, Tokyo, Seoul
 KILL_AT, KILLED = 3.0, "eu-west"
 SCRAPE_S = 0.5
+MAX_LATENESS_MS = 10.0
+"""Above this median event-loop lateness (a machine shared with many busy processes) the live side's timing
+says more about the machine than about the model, and the burst comparison skips, saying so."""
 
 
 def burst_trace() -> list[tuple[float, RequestInfo]]:
@@ -253,6 +256,9 @@ async def test_under_a_burst_and_a_site_failure() -> None:
     print(f"\nPARITY under load: first site identical {same_first}/{len(order)}; served sim {len(sim_ok)} live "
           f"{len(live_ok)}; TTFT p50/p90/max ms sim {s50:.0f}/{s90:.0f}/{smax:.0f} live {l50:.0f}/{l90:.0f}/"
           f"{lmax:.0f}; per-request median |live - sim| / sim {per_request:.1%}; event-loop lateness {lag_ms:.1f} ms")
+    if lag_ms > MAX_LATENESS_MS:
+        pytest.skip(f"the machine is too busy for a wall-clock comparison: the event loop ran {lag_ms:.0f} ms "
+                    f"late on median (over {MAX_LATENESS_MS:g} ms)")
     # Tolerances. Measured on the shared 2-core machine (docs/simulator.md): 49-52 of 56 first choices
     # identical, TTFT p50 192-198 (sim) vs 190-257 ms (live), p90 396-447 vs 390-741 ms. Live steps carry
     # the machine's scheduling delay (the event loop's lateness, 2-6 ms in those runs; every request pays it
