@@ -2,7 +2,9 @@
 
     .venv/bin/python scripts/bench_firewall.py
 
-Prints figures (no pass/fail): docs/security.md ("Cost") quotes them with the machine they came from.
+Prints figures (no pass/fail): docs/security.md ("Cost") quotes them with the machine they came from. Times
+are CPU time of this process (time.process_time), so a machine shared with other work slows the run down
+without changing the figures much.
 """
 
 from __future__ import annotations
@@ -24,28 +26,29 @@ PROMPTS = [
 def per_call_us(fn: object, n: int) -> float:
     runs = []
     for _ in range(5):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         for _ in range(n):
             fn()  # type: ignore[operator]
-        runs.append((time.perf_counter() - t0) / n * 1e6)
+        runs.append((time.process_time() - t0) / n * 1e6)
     return statistics.median(runs)
 
 
 def main() -> None:
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     model = InjectionModel.load()
-    print(f"load: {(time.perf_counter() - t0) * 1000:.1f} ms")
+    print(f"load: {(time.process_time() - t0) * 1000:.1f} ms")
     firewall = Firewall(model)
     for p in PROMPTS:
         texts = [ModelText(p, Source.USER, ("messages", 0, "content"))]
         us = per_call_us(lambda texts=texts: firewall.check_texts("t", texts), 300)
         print(f"check_texts, one user message of {len(p)} chars (injection + PII): {us:.0f} us")
     big = "The committee reviewed the harbour budget and approved the new ferry timetable. " * 52_000
-    for document in (False, True):
-        t0 = time.perf_counter()
-        model.score(big, document=document)
-        what = "document (240-char windows)" if document else "prompt (600-char windows)"
-        print(f"score {len(big) / 2**20:.1f} MiB as a {what}: {time.perf_counter() - t0:.2f} s")
+    cases = [("a prompt (600-char windows)", big, False), ("a document (240-char windows)", big, True),
+             ("a prompt with a pasted part (both heads)", "Summarise this:\n\n" + big[:-18], False)]
+    for what, text, document in cases:
+        t0 = time.process_time()
+        model.score(text, document=document)
+        print(f"score {len(text) / 2**20:.1f} MiB as {what}: {time.process_time() - t0:.2f} s CPU")
 
 
 if __name__ == "__main__":

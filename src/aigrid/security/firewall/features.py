@@ -2,14 +2,15 @@
 
 The same functions run in scripts/train_firewall.py and at request time, so the shipped weights and the
 features they were trained on can never drift apart. Features of the NFKC-normalised, lower-cased text with
-runs of white space collapsed: word unigrams and bigrams (CRC-32 of the word, mixed) and character 3- to
-5-grams (FNV-1a over code points, mixed), all hashed into `dim` buckets, binary, L2-normalised (texts of fewer than
-`min_norm` buckets scaled as if they had that many: see scale()).
+runs of white space collapsed (to a line break if the run holds one): word unigrams and bigrams (CRC-32 of the
+word, mixed), character 3- to 5-grams (FNV-1a over code points, mixed) and, where a head asks (`openers`), the
+words and bigrams that open a sentence, a line or a list item; all hashed into `dim` buckets, binary,
+L2-normalised (texts of fewer than `min_norm` buckets scaled as if they had that many: see scale()).
 
 Long prompts are read in overlapping windows of 600 characters (step 400), documents and tool results in
 windows of 240 (step 120), so one injected sentence in a long page is not diluted: the text's hashes are computed
-once, each window is a slice of them. Cost: about 10 microseconds per 100 characters plus about 40
-microseconds per window, so a 4 MiB body is read in about a second.
+once, each window is a slice of them. Cost: a 4 MiB body is read in about 1.5-3 s of one core (docs/security.md,
+"Cost").
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ import numpy as np
 import numpy.typing as npt
 
 _WORD = re.compile(r"\w+", re.UNICODE)
-_SPACE = re.compile(r"\s+")
+_LINE_BREAK = re.compile(r"\s*\n\s*")
+_SPACE = re.compile(r"[^\S\n]+")
+_BREAK = frozenset(".!?:;>)]}*#|\"\n-")
+"""A word after one of these (and at most one space) starts a sentence, a line or a list item."""
+_BREAK_TABLE = np.array([chr(i) in _BREAK for i in range(128)], dtype=bool)
 CHAR_NGRAMS: tuple[int, ...] = (3, 4, 5)
 WINDOW = 600
 STEP = 400
@@ -37,13 +42,16 @@ _FNV_BASIS = 2166136261
 _WORD_SEED = np.uint32(0x5BD1E995)
 _BIGRAM_SEED = np.uint32(0x27D4EB2F)
 _GOLDEN = np.uint32(0x9E3779B1)
+_START_SEED = np.uint32(0x165667B1)
+_START_BIGRAM_SEED = np.uint32(0xC2B2AE3D)
 
 Buckets = npt.NDArray[np.int64]
 
 
 def normalise(text: str) -> str:
+    """NFKC, lower case, every run of white space one space, or one line break if it holds one."""
     text = unicodedata.normalize("NFKC", text).lower()
-    return _SPACE.sub(" ", text).strip()
+    return _SPACE.sub(" ", _LINE_BREAK.sub("\n", text)).strip()
 
 
 def _mix(h: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
@@ -61,28 +69,67 @@ class _Hashed:
     def __init__(self, text: str) -> None:
         self.length = len(text)
         codes = np.frombuffer(f" {text} ".encode("utf-32-le", "replace"), dtype="<u4").astype(np.uint32)
-        self.chars: list[npt.NDArray[np.uint32]] = []
+        raw = []
         for n in CHAR_NGRAMS:
             count = max(0, len(codes) - n + 1)
             h = np.full(count, (_FNV_BASIS ^ n) & 0xFFFFFFFF, dtype=np.uint32)
             for k in range(n):
                 h = (h ^ codes[k:k + count]) * _FNV_PRIME
-            self.chars.append(_mix(h))
+            raw.append(h)
+        self.chars = _mixed(raw)
         spans = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
         self.word_start = np.array([s for s, _, _ in spans], dtype=np.int64)
         self.word_end = np.array([e for _, e, _ in spans], dtype=np.int64)
-        words = np.array([zlib.crc32(w.encode("utf-8", "replace")) for _, _, w in spans], dtype=np.uint32)
-        self.words = _mix(words ^ _WORD_SEED)
-        self.bigrams = _mix((words[:-1] * _GOLDEN) ^ words[1:] ^ _BIGRAM_SEED) if len(words) > 1 else words[:0]
+        self._codes = codes
+        self._crc = np.array([zlib.crc32(w.encode("utf-8", "replace")) for _, _, w in spans], dtype=np.uint32)
+        pairs = (self._crc[:-1] * _GOLDEN) ^ self._crc[1:]
+        self.words, self.bigrams = _mixed([self._crc ^ _WORD_SEED, pairs ^ _BIGRAM_SEED])
+        self._openers: tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint32], npt.NDArray[np.uint32]] | None = None
 
-    def window(self, start: int, end: int, mask: int) -> Buckets:
-        """Unique buckets of the features inside text[start:end] (padded positions are one to the right)."""
+    def openers(self) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+        """(which words open a sentence, a line or a list item; their word hashes; the hashes of the bigrams they
+        open): "send ..." at the start of a sentence is an instruction, in its middle it is not. Computed on the
+        first window that asks (the prompt head never does)."""
+        if self._openers is None:
+            pairs = (self._crc[:-1] * _GOLDEN) ^ self._crc[1:]
+            words, bigrams = _mixed([self._crc ^ _START_SEED, pairs ^ _START_BIGRAM_SEED])
+            self._openers = (_opens(self._codes, self.word_start), words, bigrams)
+        return self._openers
+
+    def window(self, start: int, end: int, mask: int, openers: bool = True) -> Buckets:
+        """Unique buckets of the features inside text[start:end] (padded positions are one to the right);
+        `openers`: with the features of the words that open a sentence."""
         parts = [h[start:max(start, end + 2 - n + 1)] for n, h in zip(CHAR_NGRAMS, self.chars, strict=True)]
         first = int(np.searchsorted(self.word_start, start, side="left"))
         last = int(np.searchsorted(self.word_end, end, side="right"))  # words [first, last) lie inside
         parts.append(self.words[first:last])
         parts.append(self.bigrams[first:max(first, last - 1)])
+        if not openers:
+            return np.unique(np.concatenate(parts) & np.uint32(mask)).astype(np.int64)
+        opens, start_words, start_bigrams = self.openers()
+        starts = opens[first:last]
+        parts.append(start_words[first:last][starts])
+        parts.append(start_bigrams[first:max(first, last - 1)][starts[:max(0, last - 1 - first)]])
         return np.unique(np.concatenate(parts) & np.uint32(mask)).astype(np.int64)
+
+
+def _mixed(parts: list[npt.NDArray[np.uint32]]) -> list[npt.NDArray[np.uint32]]:
+    """_mix over several arrays: in one numpy pass for a short text (the calls are most of its cost), one by one
+    for a long one (no copy of the arrays)."""
+    if sum(len(p) for p in parts) > 4096:
+        return [_mix(p) for p in parts]
+    mixed = _mix(np.concatenate(parts)) if parts else np.zeros(0, np.uint32)
+    return np.split(mixed, np.cumsum([len(p) for p in parts[:-1]]))
+
+
+def _opens(codes: npt.NDArray[np.uint32], starts: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:
+    """Which words (by start offset in the text; `codes` is the text padded with one space on each side) open
+    a sentence, a line or a list item: the character before them, skipping one space, is a break or none."""
+    before = starts.copy()  # index in codes of the character before the word (codes has one leading pad)
+    space = (before >= 1) & (codes[before] == 32)
+    before[space] -= 1
+    prev = codes[before]
+    return (before < 1) | ((prev < 128) & _BREAK_TABLE[np.minimum(prev, 127)])
 
 
 def window_bounds(length: int, size: int = WINDOW, step: int = STEP) -> list[tuple[int, int]]:
@@ -91,23 +138,23 @@ def window_bounds(length: int, size: int = WINDOW, step: int = STEP) -> list[tup
     return [(a, min(a + size, length)) for a in range(0, length - size + step, step)]
 
 
-def windows(text: str, dim: int, size: int = WINDOW, step: int = STEP) -> Iterator[Buckets]:
+def windows(text: str, dim: int, size: int = WINDOW, step: int = STEP, openers: bool = True) -> Iterator[Buckets]:
     """The buckets of each window of `text` (one window for texts up to `size` characters)."""
     normal = normalise(text)
     if not normal:
         return
     hashed = _Hashed(normal)
     for start, end in window_bounds(hashed.length, size, step):
-        yield hashed.window(start, end, dim - 1)
+        yield hashed.window(start, end, dim - 1, openers)
 
 
-def buckets(text: str, dim: int) -> Buckets:
+def buckets(text: str, dim: int, openers: bool = True) -> Buckets:
     """The buckets of the whole text as one window (training; equals windows() for short texts)."""
     normal = normalise(text)
     if not normal:
         return np.zeros(0, dtype=np.int64)
     hashed = _Hashed(normal)
-    return hashed.window(0, hashed.length, dim - 1)
+    return hashed.window(0, hashed.length, dim - 1, openers)
 
 
 def scale(count: int, min_norm: float = 0.0) -> float:

@@ -1,11 +1,16 @@
-"""Prompt-injection and jailbreak detector: a hashed-feature logistic model shipped as a small file.
+"""Prompt-injection and jailbreak detector: two hashed-feature logistic models shipped as one small file.
 
 The artefact (injection_model.bin.gz) is rebuilt by scripts/train_firewall.py. Loading needs the standard
-library and numpy: a JSON header line followed by little-endian float32 weights, gzip-compressed. Long texts
-are scored window by window (features.windows) and the highest window wins. Two operating points for what
-the client writes (`threshold` to flag, `block_threshold` to block) and two for text the model reads as data
-(tool and MCP results, retrieved documents, web pages), all chosen on validation data; see docs/security.md
-for what each costs.
+library and numpy: a JSON header line followed by little-endian float32 weights, gzip-compressed: the prompt
+head's `dim` weights, then the document head's. Both heads read the same features (features.py):
+- the prompt head scores what a client writes (user messages, completion prompts) in 600-character windows;
+- the document head scores text the model reads as data (tool and MCP results, retrieved documents, web
+  pages) in 240-character windows. It was trained on other data: clean windows of e-mails, code threads,
+  technical documentation and prose against the same windows with an instruction to the assistant hidden in
+  them, so its question is "is this data talking to the model?", not "is this prompt an attack?".
+A prompt's part pasted after the request (after the first blank line or line-ending colon: "Summarise this
+email:\n\n<email>") is read by both heads. The highest window wins. Each head has two operating points (`threshold` to flag, `block_threshold` to
+block), chosen on validation data; docs/security.md says what each costs.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +37,8 @@ from aigrid.security.firewall.features import (
 )
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("injection_model.bin.gz")
+FORMAT = 2
+"""Header `format`: 2 = two heads (prompt, document)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,63 +49,121 @@ class InjectionScore:
     should_block: bool
     """At or above the stricter block threshold (fewer false positives, some attacks only flagged)."""
     window: int
-    """Index of the highest-scoring window of the text."""
+    """Index of the highest-scoring window of the text (of the pasted part when `pasted`)."""
+    pasted: bool = False
+    """The verdict comes from the document head reading the part of a prompt pasted after the request."""
 
 
-def _threshold(meta: dict[str, object], key: str, default: float) -> float:
-    value = meta.get(key, default)
-    return float(value) if isinstance(value, int | float) else default
+@dataclass(frozen=True, slots=True)
+class Head:
+    """One logistic model over the hashed features, with its two operating points."""
+
+    weights: npt.NDArray[np.float32]
+    bias: float
+    threshold: float
+    block_threshold: float
+    openers: bool = True
+    """Whether the head reads the features of sentence-opening words (features.py)."""
+
+    def probability(self, b: Buckets, min_norm: float) -> float:
+        z = self.bias + (float(self.weights[b].sum(dtype=np.float64)) * scale(len(b), min_norm) if len(b) else 0.0)
+        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
+
+    def header(self) -> dict[str, float | bool]:
+        return {"bias": self.bias, "threshold": self.threshold, "block_threshold": self.block_threshold,
+                "openers": self.openers}
 
 
 class InjectionModel:
-    def __init__(self, weights: npt.NDArray[np.float32], bias: float, threshold: float, dim: int,
-                 meta: dict[str, object]) -> None:
-        if len(weights) != dim or dim & (dim - 1):
-            raise ValueError(f"weights length {len(weights)} does not match power-of-two dim {dim}")
-        self._w = np.asarray(weights, dtype=np.float32)
-        self.bias = bias
-        self.threshold = threshold
+    def __init__(self, prompt: Head, document: Head, dim: int, meta: dict[str, object]) -> None:
+        for head in (prompt, document):
+            if len(head.weights) != dim or dim & (dim - 1):
+                raise ValueError(f"weights length {len(head.weights)} does not match power-of-two dim {dim}")
+            if not head.threshold <= head.block_threshold:
+                raise ValueError("a head's block threshold is below its flag threshold")
+        self.prompt = prompt
+        self.document = document
         self.dim = dim
         self.meta = meta
-        self.block_threshold = max(threshold, _threshold(meta, "block_threshold", threshold))
-        self.document_threshold = _threshold(meta, "document_threshold", threshold)
-        self.document_block_threshold = max(self.document_threshold,
-                                            _threshold(meta, "document_block_threshold", self.block_threshold))
-        self.min_norm = _threshold(meta, "min_norm", 0.0)
+        min_norm = meta.get("min_norm", 0.0)
+        self.min_norm = float(min_norm) if isinstance(min_norm, int | float) else 0.0
         """Texts with fewer buckets are scaled as if they had this many (see features.scale)."""
+
+    @property
+    def threshold(self) -> float:
+        return self.prompt.threshold
+
+    @property
+    def block_threshold(self) -> float:
+        return self.prompt.block_threshold
+
+    @property
+    def document_threshold(self) -> float:
+        return self.document.threshold
+
+    @property
+    def document_block_threshold(self) -> float:
+        return self.document.block_threshold
 
     @classmethod
     def load(cls, path: Path = DEFAULT_MODEL_PATH) -> InjectionModel:
         with gzip.open(path, "rb") as f:
             header = json.loads(f.readline())
             weights = np.frombuffer(f.read(), dtype="<f4").astype(np.float32)
-        return cls(weights, float(header["bias"]), float(header["threshold"]), int(header["dim"]), header)
+        if header.get("format") != FORMAT:
+            raise ValueError(f"{path}: injection model format {header.get('format')!r}, expected {FORMAT}")
+        dim = int(header["dim"])
+        heads = [Head(weights[i * dim:(i + 1) * dim], float(h["bias"]), float(h["threshold"]),
+                      float(h["block_threshold"]), bool(h.get("openers", True)))
+                 for i, h in enumerate((header["prompt"], header["document"]))]
+        meta = {k: v for k, v in header.items() if k not in ("prompt", "document", "dim", "format")}
+        return cls(heads[0], heads[1], dim, meta)
 
     def save(self, path: Path) -> None:
-        header = dict(self.meta, bias=self.bias, threshold=self.threshold, dim=self.dim)
-        with path.open("wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9, mtime=0) as f:
+        header = dict(self.meta, format=FORMAT, dim=self.dim, prompt=self.prompt.header(),
+                      document=self.document.header())
+        with path.open("wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", compresslevel=9, mtime=0) as f:
             f.write(json.dumps(header).encode() + b"\n")
-            f.write(self._w.astype("<f4").tobytes())
+            f.write(self.prompt.weights.astype("<f4").tobytes())
+            f.write(self.document.weights.astype("<f4").tobytes())
 
-    def _probability(self, b: Buckets) -> float:
-        if not len(b):
-            return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, self.bias))))
-        z = self.bias + float(self._w[b].sum(dtype=np.float64)) * scale(len(b), self.min_norm)
-        return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, z))))
-
-    def probability(self, text: str) -> float:
+    def probability(self, text: str, *, document: bool = False) -> float:
         """The whole text as one window (what training sees)."""
-        return self._probability(buckets(text, self.dim))
+        head = self.document if document else self.prompt
+        return head.probability(buckets(text, self.dim, head.openers), self.min_norm)
 
     def score(self, text: str, *, document: bool = False) -> InjectionScore:
-        """The highest window's probability; `document` selects the operating point for text the model
-        reads as data (tool results, retrieved documents, web pages)."""
+        """The highest window's probability; `document` selects the document head, its windows and its
+        operating points (tool results, retrieved documents, web pages). A prompt is read by the prompt head,
+        and the part of it pasted after the request (pasted_start) by the document head too: the more severe
+        verdict counts."""
+        if document:
+            return self._score(text, self.document, DOCUMENT_WINDOW, DOCUMENT_STEP)
+        own = self._score(text, self.prompt, WINDOW, STEP)
+        start = pasted_start(text)
+        if start is None or own.should_block:
+            return own
+        data = self._score(text[start:], self.document, DOCUMENT_WINDOW, DOCUMENT_STEP)
+        if (data.should_block, data.is_injection) > (own.should_block, own.is_injection):
+            return InjectionScore(data.probability, data.is_injection, data.should_block, data.window, pasted=True)
+        return own
+
+    def _score(self, text: str, head: Head, size: int, step: int) -> InjectionScore:
         best, where = 0.0, 0
-        size, step = (DOCUMENT_WINDOW, DOCUMENT_STEP) if document else (WINDOW, STEP)
-        for i, b in enumerate(windows(text, self.dim, size, step)):
-            p = self._probability(b)
+        for i, b in enumerate(windows(text, self.dim, size, step, head.openers)):
+            p = head.probability(b, self.min_norm)
             if p > best:
                 best, where = p, i
-        flag, block = ((self.document_threshold, self.document_block_threshold) if document
-                       else (self.threshold, self.block_threshold))
-        return InjectionScore(best, best >= flag, best >= block, where)
+        return InjectionScore(best, best >= head.threshold, best >= head.block_threshold, where)
+
+
+_PASTE_BREAK = re.compile(r"\n[ \t]*\n|:[ \t]*\n")
+PASTED_MIN_CHARS = 150
+"""A prompt's pasted part is read as data only when it is at least this long."""
+
+
+def pasted_start(text: str) -> int | None:
+    """Where the material a user pasted after the request starts ("Summarise this email:\n\n<email>"): after
+    the first blank line or the first colon that ends a line, if at least PASTED_MIN_CHARS follow; else None."""
+    found = _PASTE_BREAK.search(text)
+    return found.end() if found is not None and len(text) - found.end() >= PASTED_MIN_CHARS else None

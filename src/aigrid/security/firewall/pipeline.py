@@ -4,7 +4,7 @@
                 -> block | flag | off
             (block: scores above the model's block threshold are blocked, those between its flag and
             block thresholds are flagged, so borderline texts pass with a verdict; data sources use the
-            model's document operating point)
+            model's document head)
             pii (what the client sent)                         -> redact | block | flag | off
     output: pii (whole responses, or streamed through StreamingRedactor) -> redact | flag | off
 
@@ -106,8 +106,9 @@ class Firewall:
         if not score.is_injection:
             return
         block = policy.injection == Action.BLOCK and score.should_block
+        part = ", in the text pasted after the request" if score.pasted else ""
         out.append(Verdict("injection", "blocked" if block else "flagged",
-                           f"prompt injection suspected in {text.where} ({text.source})",
+                           f"prompt injection suspected in {text.where} ({text.source}{part})",
                            round(score.probability, 4), text.where, text.source))
 
     def _pii_input(self, policy: FirewallPolicy, text: ModelText, out: list[Verdict]) -> ModelText:

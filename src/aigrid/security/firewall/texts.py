@@ -4,7 +4,7 @@ A `ModelText` is one text plus its `Source` (who wrote it: the user, the applica
 and its `path` inside the request body (("messages", 2, "content") -> "messages[2].content"), so a block
 names the field and a redaction can be written back (`put`). The injection check runs on untrusted
 sources only; text the model reads as data (tool and MCP results, retrieved documents, web pages) is
-scored at the document operating point; personal-data checks apply to what the client sent.
+scored by the document head; personal-data checks apply to what the client sent.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ UNTRUSTED = frozenset({Source.USER, Source.PROMPT, Source.TOOL_RESULT, Source.MC
                        Source.WEB_PAGE})
 """Sources the injection check reads."""
 DATA = frozenset({Source.TOOL_RESULT, Source.MCP_RESULT, Source.DOCUMENT, Source.WEB_PAGE})
-"""Sources the model should treat as data, never as instructions: scored at the document operating point."""
+"""Sources the model should treat as data, never as instructions: scored by the document head."""
 FROM_CLIENT = frozenset({Source.USER, Source.PROMPT, Source.SYSTEM, Source.ASSISTANT, Source.TOOL_RESULT})
 """Sources the personal-data input policy applies to (what the client sent)."""
 

