@@ -21,9 +21,9 @@ from aigrid.sim.geography import Cities, jurisdiction_of, load_cities
 from aigrid.sim.grid import Grid, build_grid
 from aigrid.sim.metrics import PolicyMetrics, summarize
 from aigrid.sim.network import Network
-from aigrid.sim.routers import Router, make_router
+from aigrid.sim.routers import Router, is_aigrid, make_router
 from aigrid.sim.runner import Arrivals, RunResult, Simulation
-from aigrid.sim.scenario import Scenario
+from aigrid.sim.scenario import FCFS, Scenario, policy_name
 from aigrid.sim.workload import Workload, build_workload
 
 Progress = Callable[[str, float], None]
@@ -55,6 +55,8 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
     allowed = [frozenset(t.jurisdictions) if t.jurisdictions else None for t in tenants]
     models = [t.model for t in tenants]
     names = [t.name for t in tenants]
+    levels = [t.level for t in tenants]
+    deadlines = [t.deadline_ms for t in tenants]
     plan = plan_agents(sc, w)
     row = np.arange(len(w)) if plan is None else plan.session  # per model call: its session's workload row
 
@@ -67,7 +69,8 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
         k = int(w.tenant[r])
         return RequestInfo(id=str(i) if i == r else f"{r}.{int(plan.step[i])}",  # type: ignore[union-attr]
                            model=models[k], prompt_tokens=int(w.prompt[r]), max_output_tokens=int(w.output[r]),
-                           client_location=p, allowed_jurisdictions=allowed[k], tenant=names[k])
+                           client_location=p, allowed_jurisdictions=allowed[k], tenant=names[k],
+                           priority=levels[k], deadline_ms=deadlines[k])
 
     gateway = (w.city % sc.gateway.count).astype(np.int32)
     jitter = w.jitter_u if plan is None else np.concatenate([w.jitter_u, plan.extra_jitter_u])
@@ -78,7 +81,11 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
 def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, policy_name: str, policy: object,
              keep_decisions: bool = False, on_tick: Callable[[float], None] | None = None,
              cache: CandidateCache | None = None) -> RunResult:
+    """One run. `policy_name` is the label's policy part: aigrid's policies get urgency classes and the
+    admission queue (scenario gateway.admission), unless it ends in :fcfs; the baselines get neither."""
     g = sc.gateway
+    fcfs = policy_name.endswith(FCFS)
+    queued = g.admission.enabled and is_aigrid(policy_name.removesuffix(FCFS)) and not fcfs
     sim = Simulation(
         grid, arrivals, router, policy, Network(**sc.network.model_dump()),  # type: ignore[arg-type]
         gateways=g.count, telemetry_interval_s=g.telemetry_interval_s, telemetry_lag_s=g.telemetry_lag_s,
@@ -87,6 +94,7 @@ def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, polic
         shared_sync_s=g.shared_state_s, failure_threshold=g.breaker_failures,
         pinned_sites=frozenset({sc.central_site}) if sc.central_site else frozenset(),
         keep_decisions=keep_decisions, candidate_cache=cache,
+        admission=g.admission.rules() if queued else None, classes=not fcfs and is_aigrid(policy_name),
     )
     schedule_faults(sim, sc.faults, grid)
     return sim.run(on_tick=on_tick)
@@ -107,7 +115,7 @@ def run_experiment(sc: Scenario, progress: Progress | None = None) -> Experiment
         if key not in grids:
             grids[key] = build_grid(sc, cities, key)
             caches[key] = {}
-        router, policy = make_router(name, frozenset({sc.central_site}) if sc.central_site else frozenset(),
+        router, policy = make_router(policy_name(label), frozenset({sc.central_site}) if sc.central_site else frozenset(),
                                      sc.slo.ttft_ms)
         t0 = time.perf_counter()
         tick = None if progress is None else (lambda now, lb=label: progress(lb, now / sc.duration_s))
@@ -123,7 +131,7 @@ def run_experiment(sc: Scenario, progress: Progress | None = None) -> Experiment
         arr = arrivals_from(sc, w, cities)
         for label in sc.policies:
             name, _, site_set = label.partition("@")
-            router, policy = make_router(name, frozenset({sc.central_site}) if sc.central_site else frozenset(),
+            router, policy = make_router(policy_name(label), frozenset({sc.central_site}) if sc.central_site else frozenset(),
                                      sc.slo.ttft_ms)
             result = simulate(sc, grids[site_set or None], arr, router, name, policy, cache=caches[site_set or None])
             events += result.events

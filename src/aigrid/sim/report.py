@@ -15,9 +15,9 @@ from rich.console import Console
 from rich.table import Table
 
 from aigrid.sim.experiment import Experiment
-from aigrid.sim.runner import FAILED, OK, REJECTED
+from aigrid.sim.runner import FAILED, OK, REFUSED_LATE, REJECTED, SHED
 
-STATUS = {OK: "ok", REJECTED: "rejected", FAILED: "failed"}
+STATUS = {OK: "ok", REJECTED: "rejected", FAILED: "failed", SHED: "shed", REFUSED_LATE: "refused_late"}
 
 
 def _clean(x: object) -> object:
@@ -123,8 +123,24 @@ def agent_table(ex: Experiment) -> Table | None:
     return t
 
 
+def class_table(ex: Experiment) -> Table | None:
+    """Per urgency class and policy (None unless the traffic has classes or some request waited or was shed)."""
+    if not any(len(r.metrics.by_class) > 1 or r.metrics.deferred or r.metrics.shed for r in ex.runs):
+        return None
+    t = Table(title=f"{ex.scenario.name}: urgency classes (goodput within each class's SLO)")
+    for col in ("policy", "class", "requests", "goodput", "TTFT p50", "p99", "deferred", "shed", "refused late",
+                "unserved"):
+        t.add_column(col, justify="left" if col in ("policy", "class") else "right")
+    for r in ex.runs:
+        for name, f in r.metrics.by_class.items():
+            t.add_row(r.label, name, f"{f['requests']:,}", f"{f['goodput']:.1%}", _fmt_ms(f["ttft_p50_ms"]),
+                      _fmt_ms(f["ttft_p99_ms"]), f"{f['deferred']:,}", f"{f['shed']:,}", f"{f['refused_late']:,}",
+                      f"{f['unserved']:,}")
+    return t
+
+
 def _fmt_ms(x: float | None) -> str:
-    return "-" if x is None else f"{x:,.0f} ms"
+    return "-" if x is None or math.isnan(x) else f"{x:,.0f} ms"
 
 
 def _fmt_num(x: float | None) -> str:
@@ -134,6 +150,9 @@ def _fmt_num(x: float | None) -> str:
 def print_table(ex: Experiment, console: Console | None = None) -> None:
     console = console or Console()
     console.print(table(ex))
+    classes = class_table(ex)
+    if classes is not None:
+        console.print(classes)
     agents = agent_table(ex)
     if agents is not None:
         console.print(agents)
