@@ -101,7 +101,7 @@ WorkersOpt = Annotated[int | None, typer.Option(
 
 
 def _workers(workers: int | None) -> int:
-    from aigrid.gateway.workers import available_cores
+    from aigrid.cores import available_cores
 
     if workers is not None and workers < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--workers")
@@ -231,6 +231,8 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
                 jurisdiction: Annotated[list[str] | None, typer.Option(help="allowed jurisdiction (repeat)")] = None,
                 site: Annotated[list[str] | None, typer.Option(help="allowed site (repeat)")] = None,
                 policy: Annotated[str | None, typer.Option(help="bind the key to a routing policy")] = None,
+                max_priority: Annotated[str | None, typer.Option(
+                    help="highest urgency its requests may ask for: interactive, standard, batch or 0-9")] = None,
                 name: Annotated[str, typer.Option(help="a label for the key")] = "") -> None:
     """Issue an API key; the secret is printed once, only its digest is stored."""
     from aigrid.security.keys_cli import create_key
@@ -238,7 +240,7 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
     try:
         keys_file.parent.mkdir(parents=True, exist_ok=True)
         create_key(keys_file, tenant, models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
-                   policy=policy, name=name, echo=console.print)
+                   policy=policy, max_priority=max_priority, name=name, echo=console.print)
     except (AigridError, OSError) as e:
         raise _fail(e) from None
 

@@ -8,6 +8,7 @@
      │    └── EngineStreamBroken   failed after bytes were sent to the client
      ├── EngineBuildError          the embedded engine binary or model could not be found or built
      ├── SharedStateUnavailable    Redis (shared by several gateways) cannot be reached
+     ├── WorkerError               a simulation run in a worker process died or failed unpicklably
      └── ApiError                  a client-facing error, mapped to the OpenAI error envelope
           ├── InvalidRequest       400  invalid_request_error
           ├── AuthenticationError  401  authentication_error
@@ -15,7 +16,9 @@
           ├── ModelNotFound        404  model_not_found
           ├── NotFound             404  not_found
           ├── RateLimited          429  rate_limit_exceeded
+          ├── Overloaded           429  overloaded (shed by the admission queue; Retry-After)
           ├── NoEligibleEndpoint   503  no_eligible_endpoint
+          ├── DeadlineUnmeetable   503  deadline_unmeetable (refused before any engine work)
           ├── AuditUnavailable     503  audit_unavailable (the audit log cannot take the record)
           └── UpstreamFailed       502  upstream_error
 
@@ -56,6 +59,11 @@ class EngineStreamBroken(EngineError):
 
 class EngineBuildError(AigridError):
     pass
+
+
+class WorkerError(AigridError):
+    """A simulation run in a worker process (sim/parallel.py) died, or raised something that could not be sent
+    back; the message carries the worker's traceback."""
 
 
 class SharedStateUnavailable(AigridError):
@@ -114,6 +122,23 @@ class RateLimited(ApiError):
     status = 429
     type = "rate_limit_error"
     code = "rate_limit_exceeded"
+
+
+class Overloaded(ApiError):
+    """Every eligible endpoint is busy and the request waited as long as its class may, or lower-class work
+    made room in a full admission queue: shed, with Retry-After."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "overloaded"
+
+
+class DeadlineUnmeetable(ApiError):
+    """The request's deadline (first token within N ms) cannot be met: refused before any engine works on it."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "deadline_unmeetable"
 
 
 class NoEligibleEndpoint(ApiError):

@@ -15,6 +15,25 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
+def urgency_line(u: dict[str, Any], chosen: str | None) -> str:
+    """What the request's class and deadline changed, in one sentence."""
+    parts = [f"urgency {u['label']}: SLO {u['slo_ms']:.0f} ms (policy {u['policy_slo_ms']:.0f} ms)"]
+    if u.get("deadline_ms_left") is not None:
+        parts.append(f"deadline {u['deadline_ms_left']:.0f} ms left")
+    if u.get("weights_changed"):
+        parts.append("weights " + ", ".join(f"{a} {old:.2f}->{new:.2f}" for a, (old, new)
+                                            in sorted(u["weights_changed"].items())))
+    if u.get("waits_where"):
+        parts.append(f"too busy for this class: {', '.join(u['waits_where'])}")
+    if u.get("too_late_at"):
+        parts.append(f"cannot meet the deadline: {', '.join(u['too_late_at'])}")
+    neutral = u.get("without_urgency")
+    if neutral is not None and chosen is not None:
+        parts.append("the policy as written would have chosen the same endpoint" if neutral == chosen
+                     else f"the policy as written would have chosen {neutral} (the class changed the choice)")
+    return "; ".join(parts)
+
+
 def render_decision(d: dict[str, Any]) -> Group:
     head = Text.assemble(("decision ", "bold"), d["id"], f"  policy {d['policy']}  tenant {d.get('tenant', '?')}  "
                          f"model {d.get('model', '?')}  status {d.get('status', '?')}")
@@ -31,6 +50,9 @@ def render_decision(d: dict[str, Any]) -> Group:
                  f"against {choice['best']}")
         lines.append(Text(f"model {choice['chosen']} (right-sized): estimated quality {est}; eligible within "
                           f"{choice['max_quality_drop']:.2f} of the best: {', '.join(choice['eligible'])}{saved}"))
+    urgency = d.get("urgency")
+    if urgency:
+        lines.append(Text(urgency_line(urgency, d.get("chosen"))))
     served = next((c for c in d["candidates"] if c["endpoint"] == d.get("served_by")), None)
     if served is not None and d.get("ttft_ms") is not None and "predicted_ttft_p90_ms" in served:
         lines.append(Text(f"predicted TTFT p50 {served['predicted_ttft_ms']:.0f} ms, p90 "

@@ -149,3 +149,14 @@ def test_jwt_with_wrong_signature_or_unknown_tenant_is_401() -> None:
         jwt_auth().authenticate(f"Bearer {forged}")
     with pytest.raises(AuthenticationError):
         jwt_auth().authenticate(f"Bearer {token(tenant='nobody')}")
+
+
+def test_a_key_can_only_lower_its_tenants_highest_priority() -> None:
+    from aigrid.security.principal import Scopes
+
+    tenant = Scopes(max_priority=9)
+    assert tenant.narrowed_by(Scopes(max_priority=5)).max_priority == 5
+    assert Scopes(max_priority=5).narrowed_by(Scopes(max_priority=9)).max_priority == 5
+    assert tenant.narrowed_by(Scopes()).max_priority == 9
+    assert Scopes.from_dict(Scopes(max_priority=2).to_dict()) == Scopes(max_priority=2)
+    assert Scopes.from_dict({"max_priority": "batch"}).max_priority == 0

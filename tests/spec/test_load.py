@@ -38,6 +38,15 @@ def test_demo_spec_has_the_four_required_sites() -> None:
     (lambda r: r["tenants"]["default"].update(policy="nope"), "tenants.default.policy: unknown policy 'nope'"),
     (lambda r: r["endpoints"].append(dict(r["endpoints"][0])), "duplicate endpoint id 'fra-smollm2'"),
     (lambda r: r.pop("sites"), "sites: Field required"),
+    (lambda r: r["tenants"]["default"].update(priority={"max": "urgent"}),
+     "tenants.default.priority.max: 'urgent' is not a priority: use interactive, standard, batch"),
+    (lambda r: r["tenants"]["default"].update(priority={"default": 9, "max": "standard"}),
+     "tenants.default.priority: default 9 is above max 'standard'"),
+    (lambda r: r["tenants"]["default"].update(priority={"weight": 0}),
+     "tenants.default.priority.weight: Input should be greater than 0"),
+    (lambda r: r["gateway"].update(admission={"max_wait_s": {"batch": 0}}),
+     "gateway.admission.max_wait_s: must be > 0 seconds for ['batch']"),
+    (lambda r: r["gateway"].update(admission={"max_wait_s": {"urgent": 5}}), "gateway.admission.max_wait_s.urgent"),
 ])
 def test_bad_spec_names_the_field(mutate: object, expected: str) -> None:
     raw = demo_raw()

@@ -91,3 +91,21 @@ async def test_redis_down_keeps_serving_stale_then_recovers(tmp_path: Path, fake
         assert other.store.snapshot().prefix_owner["p2"] == "fra-smollm2"
         await other.sync.stop()
     await gw.sync.stop()
+
+
+async def test_tenant_in_flight_counts_cross_gateways(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """The admission queues' fair sharing counts every gateway's requests (tolerance: one sync interval)."""
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        a, b = gateway(url, "gw-a", fakes), gateway(url, "gw-b", fakes)
+        assert a.sync is not None and b.sync is not None
+        a.store.tenants_local.update({"acme": 3, "zen": 1})
+        b.store.tenants_local.update({"acme": 1})
+        assert await a.sync.sync_once() and await b.sync.sync_once() and await a.sync.sync_once()
+        assert b.admission.inflight("acme") == 4 and b.admission.inflight("zen") == 1
+        assert a.admission.inflight("acme") == 4 and a.admission.inflight("zen") == 1
+        a.store.tenants_local.clear()
+        assert await a.sync.sync_once() and await b.sync.sync_once()
+        assert b.admission.inflight("acme") == 1 and b.admission.inflight("zen") == 0
+        await a.sync.stop()
+        await b.sync.stop()

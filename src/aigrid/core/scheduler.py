@@ -1,7 +1,10 @@
 """schedule(): one request + an immutable grid snapshot -> a Decision. Pure: no I/O, clock or global random.
 
-Pipeline: every filter must pass (the first failing one is recorded as the rejection) -> the TTFT
-prediction -> the five scorers -> weighted total (weights normalised to sum 1) -> picker.
+Pipeline: the request's urgency adjusts the policy (core/urgency.py: class weights, SLO, deadline) -> every
+filter must pass (the first failing one is recorded as the rejection) -> the TTFT prediction -> with a
+deadline, a candidate predicted past it is rejected; for a class with a saturation limit (batch), a busy
+endpoint is rejected as "saturated" (the gateway lets the request wait) -> the five scorers -> weighted
+total (weights normalised to sum 1) -> picker.
 """
 
 from __future__ import annotations
@@ -10,11 +13,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aigrid.core.plugins import Context, Filter, Picker, Scorer, clamp01
-from aigrid.core.predict import is_warm, predict
+from aigrid.core.predict import in_system, is_warm, predict
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
 from aigrid.core.right_size import describe, model_choice
 from aigrid.core.scorers.cost import request_cost_usd
-from aigrid.core.types import Candidate, Decision, Endpoint, GridView, Policy, Rejection, RequestInfo, Rng
+from aigrid.core.types import (
+    Candidate,
+    Decision,
+    Endpoint,
+    GridView,
+    Policy,
+    Rejection,
+    RequestInfo,
+    Rng,
+    Urgency,
+)
+from aigrid.core.urgency import effective_policy, label, saturated, too_late, urgency_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +55,8 @@ class Scheduler:
     profile: Profile = field(default_factory=default_profile)
 
     def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
+        urgency = urgency_of(request, policy)
+        policy = effective_policy(policy, urgency)
         ctx = Context(request, view, policy)
         candidates: list[Candidate] = []
         rejected: list[Rejection] = []
@@ -53,6 +69,13 @@ class Scheduler:
                 continue
             state = view.state(endpoint.id)
             prediction = predict(request, endpoint, site, state, is_warm(request, endpoint, view.prefix_owner))
+            if urgency is not None:
+                late = too_late(urgency, prediction)
+                busy = None if late else saturated(urgency, endpoint, in_system(state), prediction)
+                if late or busy:
+                    rejected.append(Rejection(endpoint.id, site.id, "deadline" if late else "saturated",
+                                              late or busy or ""))
+                    continue
             scores: dict[str, float] = {}
             notes: list[tuple[str, str, tuple[object, ...]]] = []
             for scorer in self.profile.scorers:
@@ -69,7 +92,9 @@ class Scheduler:
         ranked = self.profile.picker.pick(candidates, policy, rng)
         choice = model_choice(request, ranked)
         reason = _reason(ranked, rejected) + (f"; {describe(choice)}" if choice is not None else "")
-        return Decision(request.id, policy.name, ranked, tuple(rejected), reason, choice)
+        if urgency is not None:
+            reason = f"{reason}; {_urgency_note(urgency)}"
+        return Decision(request.id, policy.name, ranked, tuple(rejected), reason, choice, urgency)
 
 
 def _first_failure(filters: Sequence[Filter], ctx: Context, endpoint: Endpoint) -> tuple[str, str] | None:
@@ -84,6 +109,11 @@ def _normalised(policy: Policy, scorers: Sequence[Scorer]) -> dict[str, float]:
     raw = {s.axis: max(policy.weights.get(s.axis, 0.0), 0.0) for s in scorers}
     total = sum(raw.values()) or 1.0
     return {axis: w / total for axis, w in raw.items()}
+
+
+def _urgency_note(u: Urgency) -> str:
+    note = f"{label(u.level)}: SLO {u.slo_ms:.0f} ms"
+    return note if u.deadline_ms is None else f"{note}, deadline {u.deadline_ms:.0f} ms left"
 
 
 def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection]) -> str:

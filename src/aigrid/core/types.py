@@ -162,6 +162,10 @@ class RequestInfo:
     max_quality_drop: float = 1.0
     """The tenant's quality target: a model is eligible only if its estimate is at most this far below the
     best model's (core/right_size.py)."""
+    priority: int = 5
+    """Urgency level 0-9, higher is more urgent: batch 0, standard 5, interactive 9 (core/urgency.py)."""
+    deadline_ms: float | None = None
+    """First token wanted within this many ms (what is left of it when decided); None: no deadline."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +245,25 @@ class Rejection:
 
 
 @dataclass(frozen=True, slots=True)
+class Urgency:
+    """What the request's urgency made of the policy; kept on the Decision for `aigrid explain`."""
+
+    level: int
+    klass: str
+    slo_ms: float
+    """The TTFT SLO the picker used: the policy's, relaxed for batch, capped by the deadline."""
+    base_slo_ms: float
+    weights: Mapping[str, float]
+    base_weights: Mapping[str, float]
+    deadline_ms: float | None = None
+    """What was left of the request's deadline when it was decided (it may have waited at the gateway)."""
+    max_busy: float = float("inf")
+    """Requests in the system per batch slot at or above which an endpoint is saturated for this class."""
+    max_queue_ms: float = float("inf")
+    """Modelled wait behind the work queued ahead above which an endpoint is saturated for this class."""
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """The scheduler's answer. No eligible endpoint is a normal Decision with chosen=None."""
 
@@ -251,6 +274,8 @@ class Decision:
     reason: str
     model_choice: ModelChoice | None = None
     """Set when the request was right-sized (RequestInfo.quality): which model, and why."""
+    urgency: Urgency | None = None
+    """Set when the request's class or deadline changed the policy (core/urgency.py)."""
 
     @property
     def chosen(self) -> Candidate | None:

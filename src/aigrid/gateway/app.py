@@ -24,8 +24,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from aigrid.core.baselines import BASELINES, Router
 from aigrid.core.scheduler import Scheduler
 from aigrid.core.types import GeoPoint, Policy, Rng
+from aigrid.core.urgency import parse_level
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError
+from aigrid.gateway.admission import Admission
 from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
@@ -79,9 +81,21 @@ class Gateway:
     """Per-prompt model choice for model "auto" (tenants with right_size; aigrid.rightsize)."""
     hub: HubClient | None = None
     """A gateway worker's hub (`--workers N`): decision records shared with the other workers (hub.py)."""
+    admission: Admission = field(init=False)
+    """The admission queue: requests wait there for capacity, by urgency and fair share (admission.py)."""
+    tenant_levels: dict[str, int] = field(init=False)
+    """tenant -> the urgency level of its requests that name none (spec tenants.NAME.priority.default)."""
     baselines: dict[str, Router] = field(default_factory=dict)
     """The peers' routing formulas (core.baselines), selectable per request with x-aigrid-policy for an A/B
     against aigrid's own policies on live traffic."""
+
+    def __post_init__(self) -> None:
+        a = self.spec.gateway.admission
+        self.admission = Admission(a.rules(), self.clock, self.metrics, a.enabled, a.poll_interval_s,
+                                   {n: t.priority.weight for n, t in self.spec.tenants.items()},
+                                   reserve=self.store.reserve, unreserve=self.store.cancel_reservation,
+                                   local=self.store.tenants_local, remote=lambda: self.store.tenants_remote)
+        self.tenant_levels = {n: parse_level(t.priority.default) for n, t in self.spec.tenants.items()}
 
     def router(self, policy_name: str) -> Router:
         return self.baselines.get(policy_name, self.scheduler)

@@ -8,6 +8,7 @@ from typing import Any
 
 from aigrid.core.calibration import Calibration
 from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice
+from aigrid.core.urgency import label, neutral_choice
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 
 
@@ -42,11 +43,29 @@ def model_choice_dict(c: ModelChoice | None) -> dict[str, Any] | None:
             "ttft_saved_ms": None if c.ttft_saved_ms is None else round(c.ttft_saved_ms, 1)}
 
 
+def urgency_dict(d: Decision) -> dict[str, Any] | None:
+    """The request's class and deadline, and what they changed: weights, SLO, and the endpoint the policy as
+    written would have ranked first."""
+    u = d.urgency
+    if u is None:
+        return None
+    neutral = neutral_choice(d)
+    changed = {axis: [round(u.base_weights.get(axis, 0.0), 4), round(w, 4)] for axis, w in u.weights.items()
+               if abs(w - u.base_weights.get(axis, 0.0)) > 1e-12}
+    return {"class": u.klass, "level": u.level, "label": label(u.level), "slo_ms": round(u.slo_ms, 1),
+            "policy_slo_ms": round(u.base_slo_ms, 1),
+            "deadline_ms_left": None if u.deadline_ms is None else round(u.deadline_ms, 1),
+            "weights_changed": changed, "without_urgency": None if neutral is None else neutral.endpoint_id,
+            "waits_where": [r.endpoint_id for r in d.rejected if r.filter == "saturated"],
+            "too_late_at": [r.endpoint_id for r in d.rejected if r.filter == "deadline"]}
+
+
 def decision_dict(d: Decision) -> dict[str, Any]:
     return {
         "id": d.request_id, "policy": d.policy, "reason": d.reason,
         "chosen": None if d.chosen is None else d.chosen.endpoint_id,
         "model_choice": model_choice_dict(d.model_choice),
+        "urgency": urgency_dict(d),
         "candidates": [candidate_dict(c) for c in d.ranked],
         "rejected": [{"endpoint": r.endpoint_id, "site": r.site_id, "filter": r.filter, "reason": r.reason}
                      for r in d.rejected],

@@ -15,6 +15,7 @@ from typing import Any
 
 from aigrid.core.types import Decision
 from aigrid.errors import ApiError
+from aigrid.gateway.admission import Ticket
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
@@ -51,6 +52,8 @@ class Exchange:
     closed: bool = False
     trace: RequestTrace = NO_TRACE
     """The request's OpenTelemetry span; NO_TRACE (does nothing) when tracing is off (tracing.py)."""
+    ticket: Ticket | None = None
+    """Its urgency and what the admission queue did (admission.py); released when the exchange closes."""
 
     def final_usage(self) -> Mapping[str, Any] | None:
         if self.usage is not None:
@@ -91,7 +94,8 @@ class Exchange:
                 "ttft_ms": None if record is None or record.ttft_ms is None else round(record.ttft_ms, 1),
                 "attempts": len(record.attempts) if record is not None else 0,
                 "prompt_tokens": usage.get("prompt_tokens"), "completion_tokens": usage.get("completion_tokens"),
-                "firewall": [f"{v.check}:{v.action}" for v in self.all_verdicts()] or None}
+                "firewall": [f"{v.check}:{v.action}" for v in self.all_verdicts()] or None,
+                **({"urgency": self.ticket.to_dict()} if self.ticket is not None else {})}
 
     def all_verdicts(self) -> list[Verdict]:
         return [*self.verdicts, *(self.output.verdicts() if self.output is not None else [])]

@@ -22,6 +22,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from aigrid.audit.log import AuditLog, AuditSink
 from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
 from aigrid.audit.signing import generate_keypair, load_private_key
+from aigrid.core.urgency import parse_level
 from aigrid.errors import AuditUnavailable, ConfigError, InvalidRequest, PermissionDenied
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.model_texts import apply
@@ -108,7 +109,8 @@ class Guard:
         tenants = {name: Tenant(name, Scopes(
             models=None if t.models is None else frozenset(t.models),
             jurisdictions=None if t.allowed_jurisdictions is None else frozenset(t.allowed_jurisdictions),
-            sites=None if t.allowed_sites is None else frozenset(t.allowed_sites), policy=None),
+            sites=None if t.allowed_sites is None else frozenset(t.allowed_sites), policy=None,
+            max_priority=parse_level(t.priority.max)),
             store_prompts=t.store_prompts) for name, t in spec.tenants.items()}
         tenants.setdefault("default", Tenant("default"))
         self.tenants = tenants
@@ -241,6 +243,8 @@ class Guard:
             extra["abuse"] = ex.abuse.to_dict()
         if ex.error is not None:
             extra.update(status=ex.error.status, message=ex.error.message)
+        if ex.ticket is not None:
+            extra["urgency"] = ex.ticket.to_dict()
         return AuditRecord(
             ts=ex.started, request_id=ex.decision.request_id if ex.decision else "",
             tenant=p.tenant if p else "?", key_id=p.key_id if p else "unauthenticated", model=ex.model,

@@ -44,6 +44,7 @@ class Hub:
         self.audit = audit
         self._ttl_s = ttl_s
         self._inflight: dict[str, tuple[float, dict[str, list[int]]]] = {}  # worker -> (wall time, ledger)
+        self._tenants: dict[str, dict[str, int]] = {}  # worker -> its requests in flight per tenant (admission)
         self._circuits: dict[str, float] = {}
         self._affinity: deque[tuple[int, str, str, str]] = deque(maxlen=affinity_max)  # seq, key, endpoint, worker
         self._seq = 0
@@ -147,24 +148,29 @@ class Hub:
         """One worker's report in, the others' merged view out (the Redis backend's semantics)."""
         me, now = str(report["gateway"]), time.time()
         self._inflight[me] = (now, report["inflight"])
+        self._tenants[me] = report.get("tenants") or {}
         self._circuits.update(report["circuits"])
         for key, endpoint in report["affinity"]:
             self._seq += 1
             self._affinity.append((self._seq, key, endpoint, me))
         inflight: dict[str, list[int]] = {}
+        tenants: dict[str, int] = {}
         for worker, (at, ledger) in list(self._inflight.items()):
             if now - at > self._ttl_s:
                 del self._inflight[worker]  # a worker that stopped reporting stops counting
+                self._tenants.pop(worker, None)
                 continue
             if worker == me:
                 continue
             for ep, load in ledger.items():
                 prev = inflight.get(ep, [0, 0, 0])
                 inflight[ep] = [prev[0] + load[0], prev[1] + load[1], prev[2] + load[2]]
+            for tenant, n in self._tenants.get(worker, {}).items():
+                tenants[tenant] = tenants.get(tenant, 0) + int(n)
         since = self._cursor.get(me, 0)
         self._cursor[me] = self._seq
         affinity = [[k, e] for seq, k, e, w in self._affinity if seq > since and w != me]
-        return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity}
+        return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants}
 
 
 def _counters(raw: list[list[Any]]) -> list[Counter]:

@@ -149,14 +149,16 @@ class HubSharedState:
 
     async def exchange(self, report: LocalReport) -> SharedView:
         arg = {"gateway": report.gateway_id, "inflight": {k: list(v) for k, v in report.inflight.items()},
-               "circuits": dict(report.circuits_opened), "affinity": [list(a) for a in report.affinity]}
+               "circuits": dict(report.circuits_opened), "affinity": [list(a) for a in report.affinity],
+               "tenants": dict(report.tenants)}
         try:
             view = await self._client.call("exchange", arg)
         except HubError as e:
             raise SharedStateUnavailable(str(e)) from e
         return SharedView({k: (v[0], v[1], v[2]) for k, v in view["inflight"].items()},
                           {k: float(v) for k, v in view["circuits"].items()},
-                          tuple((k, e) for k, e in view["affinity"]))
+                          tuple((k, e) for k, e in view["affinity"]),
+                          {str(k): int(v) for k, v in (view.get("tenants") or {}).items()})
 
     async def aclose(self) -> None:
         """The client is the worker's, closed with it."""

@@ -66,6 +66,14 @@ class GatewayMetrics:
                                     genai, buckets=TTFT_BUCKETS, registry=r)
         self.queue = Gauge("aigrid_endpoint_waiting", "Requests waiting at the engine (engine metrics)",
                            ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
+        self.admission = Counter("aigrid_admission", "Admission queue outcomes by urgency class: waited, "
+                                 "dispatched, shed (429), late (deadline refused before any engine work)",
+                                 ["priority_class", "outcome"], registry=r)
+        self.admission_waiting = Gauge("aigrid_admission_waiting", "Requests waiting in this gateway's "
+                                       "admission queue for capacity", registry=r,
+                                       multiprocess_mode="livesum")
+        self.admission_wait = Histogram("aigrid_admission_wait_seconds", "Time requests waited in the admission "
+                                        "queue", ["priority_class"], buckets=DURATION_BUCKETS, registry=r)
 
     def readable(self) -> CollectorRegistry:
         """The registry to read values from: this one, or every worker's values in multiprocess mode."""

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,9 +23,11 @@ from aigrid.agents.embeddings import create_embeddings, embedding_inputs
 from aigrid.agents.loop import LoopConfig, validate_tool_request, wants_server_tools
 from aigrid.agents.reply import ToolLoopEngine
 from aigrid.agents.tool import ToolContext
-from aigrid.core.types import Candidate
+from aigrid.core.types import Candidate, Decision, RequestInfo
+from aigrid.core.urgency import DEFAULT_LEVEL
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
+from aigrid.gateway.admission import Refused, Ticket
 from aigrid.gateway.context_window import check_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
@@ -38,6 +41,7 @@ from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+from aigrid.gateway.urgency import request_urgency
 from aigrid.logs import fields
 from aigrid.security.authorize import scope_request
 from aigrid.security.firewall.pipeline import Screened
@@ -95,6 +99,9 @@ class Audited:
             ex.outcome = "error:internal"
             raise
         finally:
+            # its tenant holds one request less, the queue may move; an admitted request that never reached
+            # an engine (its client left first) gives back its place in the ledger
+            self.gw.admission.release(ex.ticket, started=ex.record is not None and bool(ex.record.attempts))
             observe(ex, self.gw.metrics)  # the span's end (when traced) and the GenAI metrics
             try:
                 if not await self.gw.guard.finish(ex):
@@ -148,6 +155,7 @@ class Routes:
         `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
         `server_tools=False`: every tool is the client's, even one named like a server-side tool."""
         gw = self.gw
+        arrived = gw.clock()
         try:
             ex.body = body = await read_body()
             try:
@@ -172,7 +180,9 @@ class Routes:
                 check_images(parsed.model, body, gw.spec.models)
             check_context(parsed.model, len(prompt), gw.spec.models,
                           "messages" if path == CHAT_PATH else "prompt")
-            info = scope_request(principal, asked)
+            urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
+            ex.ticket = Ticket(principal.tenant, urgency.level, urgency.deadline_ms)
+            info = replace(scope_request(principal, asked), priority=urgency.level, deadline_ms=urgency.deadline_ms)
             if gw.right_sizer is not None:
                 info = gw.right_sizer.apply(info, prompt, principal.tenant)
             loop = None
@@ -184,20 +194,43 @@ class Routes:
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
             raise
-        ex.decision = decision = gw.router(policy_name)(info, gw.store.snapshot(), policy, gw.rng)
-        ex.record = record = DecisionRecord(decision, time.time(), principal.tenant, parsed.model,
-                                            info.client_location, affinity_keys=(info.prefix_hash, info.session),
-                                            trace=ex.trace, prompt_tokens=info.prompt_tokens)
-        ex.trace.decided(decision, policy_name, principal.tenant)
-        gw.decisions.add(record)
-        if gw.hub is not None:  # `aigrid explain` may ask any worker
-            await gw.hub.publish_decision(record.to_dict())
+        router, snapshot = gw.router(policy_name), gw.store.snapshot
+
+        def decide(request: RequestInfo) -> Decision:
+            return router(request, snapshot(), policy, gw.rng)
+
+        try:
+            decision = await gw.admission.admit(info, decide, ex.ticket, arrived)
+        except Refused as refused:  # shed (429) or a deadline it cannot meet (503), before any engine work
+            if refused.decision is not None:
+                kept = self._keep(ex, refused.decision, parsed.model, info, policy_name)
+                kept.status = refused.error.code or "refused"
+                await self._publish(kept)
+            gw.metrics.rejected.labels(refused.error.code or "error").inc()
+            raise refused.error from None
+        record = self._keep(ex, decision, parsed.model, info, policy_name)
+        await self._publish(record)
         if decision.chosen is None:
             record.status = "rejected"
             gw.metrics.rejected.labels("no_eligible_endpoint").inc()
             details = "; ".join(f"{r.endpoint_id}: {r.filter} ({r.reason})" for r in decision.rejected)
             raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id})
         return await self._forward(path, body, parsed, ex, hedge, loop)
+
+    def _keep(self, ex: Exchange, decision: Decision, model: str, info: RequestInfo, policy_name: str) -> DecisionRecord:
+        """The decision onto the exchange and into the decision log (explain, the dashboard)."""
+        assert ex.principal is not None
+        ex.decision = decision
+        ex.record = record = DecisionRecord(decision, time.time(), ex.principal.tenant, model, info.client_location,
+                                            affinity_keys=(info.prefix_hash, info.session), trace=ex.trace,
+                                            prompt_tokens=info.prompt_tokens)
+        ex.trace.decided(decision, policy_name, ex.principal.tenant)
+        self.gw.decisions.add(record)
+        return record
+
+    async def _publish(self, record: DecisionRecord) -> None:
+        if self.gw.hub is not None:  # `aigrid explain` may ask any worker
+            await self.gw.hub.publish_decision(record.to_dict())
 
     def _tool_loop(self, loop: LoopConfig, ex: Exchange) -> Wrap:
         """Run the agent's tool loop at the chosen site, beside its engine (agents/); every tool result

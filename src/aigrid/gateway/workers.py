@@ -49,22 +49,6 @@ log = logging.getLogger("aigrid.workers")
 RESTART_DELAY_S = 1.0
 
 
-def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
-    """The cores this process may use, the default number of workers: its CPU affinity (taskset), capped by
-    a cgroup v2 CPU quota (a container's CPU limit, which affinity does not show)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = cpu_max.read_text().split()[:2]
-    except (OSError, ValueError):
-        return cores
-    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
-        return cores
-    return max(1, min(cores, -(-int(quota) // int(period))))
-
-
 def listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

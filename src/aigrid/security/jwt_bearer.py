@@ -1,7 +1,8 @@
 """Optional JWT bearer tokens (PyJWT): signature, issuer, audience and expiry are always checked.
 
 Claims read: `sub` (becomes the key id), the tenant claim (default "tenant"), and optional scope claims
-"models", "jurisdictions", "sites" (lists) and "policy" (string), which narrow the tenant's scopes.
+"models", "jurisdictions", "sites" (lists), "policy" (string) and "max_priority" (a level), which narrow the
+tenant's scopes.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
     if not isinstance(tenant, str) or not tenant:
         raise AuthenticationError(f"bearer token has no '{settings.tenant_claim}' claim", code="invalid_token")
     try:
-        scopes = Scopes.from_dict({k: claims.get(k) for k in ("models", "jurisdictions", "sites", "policy")})
+        scopes = Scopes.from_dict({k: claims.get(k) for k in ("models", "jurisdictions", "sites", "policy",
+                                                              "max_priority")})
     except ValueError as e:
         raise AuthenticationError(f"invalid scope claim in bearer token: {e}", code="invalid_token") from e
     return JwtIdentity(str(claims["sub"]), tenant, scopes)

@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from aigrid.core.urgency import parse_level
 from aigrid.errors import ConfigError
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
@@ -25,12 +26,16 @@ def server_secret(env: dict[str, str] | None = None) -> bytes:
 
 
 def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), jurisdictions: Sequence[str] = (),
-               sites: Sequence[str] = (), policy: str | None = None, name: str = "",
-               secret: bytes | None = None, echo: Callable[[str], None] = print) -> str:
+               sites: Sequence[str] = (), policy: str | None = None, max_priority: str | int | None = None,
+               name: str = "", secret: bytes | None = None, echo: Callable[[str], None] = print) -> str:
     """Issue a key, store its digest, print the secret once; returns the key id."""
+    try:
+        level = None if max_priority is None else parse_level(max_priority)
+    except ValueError as e:
+        raise ConfigError(f"--max-priority: {e}") from None
     ring = KeyRing.load(keys_file, secret if secret is not None else server_secret())
     scopes = Scopes(models=frozenset(models) or None, jurisdictions=frozenset(jurisdictions) or None,
-                    sites=frozenset(sites) or None, policy=policy)
+                    sites=frozenset(sites) or None, policy=policy, max_priority=level)
     issued = ring.issue(tenant, scopes, name=name)
     ring.save(keys_file)
     echo(f"key id:  {issued.record.key_id} (tenant {tenant})")

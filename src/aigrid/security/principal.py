@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
+from aigrid.core.urgency import parse_level
+
 
 @dataclass(frozen=True, slots=True)
 class Scopes:
@@ -18,6 +20,8 @@ class Scopes:
     jurisdictions: frozenset[str] | None = None
     sites: frozenset[str] | None = None
     policy: str | None = None
+    max_priority: int | None = None
+    """The highest urgency level (0-9, core/urgency.py) requests may ask for; None: no limit at this level."""
 
     def allows_model(self, model: str) -> bool:
         return self.models is None or any(fnmatchcase(model, pattern) for pattern in self.models)
@@ -29,16 +33,19 @@ class Scopes:
             jurisdictions=_both(self.jurisdictions, other.jurisdictions, combine=True),
             sites=_both(self.sites, other.sites, combine=True),
             policy=other.policy or self.policy,
+            max_priority=_lowest(self.max_priority, other.max_priority),
         )
 
     def to_dict(self) -> dict[str, object]:
         return {"models": _list(self.models), "jurisdictions": _list(self.jurisdictions),
-                "sites": _list(self.sites), "policy": self.policy}
+                "sites": _list(self.sites), "policy": self.policy, "max_priority": self.max_priority}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Scopes:
+        raw = data.get("max_priority")
         return cls(models=_set(data.get("models")), jurisdictions=_set(data.get("jurisdictions")),
-                   sites=_set(data.get("sites")), policy=_str(data.get("policy")))
+                   sites=_set(data.get("sites")), policy=_str(data.get("policy")),
+                   max_priority=None if raw is None else parse_level(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +78,10 @@ def _both(a: frozenset[str] | None, b: frozenset[str] | None, *, combine: bool) 
     # covers ("llama-3-*" under "llama-*"; the tenant's "llama-*" under a key's "*")
     return frozenset({p for p in b if any(fnmatchcase(p, q) for q in a)}
                      | {q for q in a if any(fnmatchcase(q, p) for p in b)})
+
+
+def _lowest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _list(values: frozenset[str] | None) -> list[str] | None:

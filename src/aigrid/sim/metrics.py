@@ -1,13 +1,17 @@
 """Per-policy figures of one run, as summary.json reports them.
 
 ttft/tpot/e2e percentiles are over served requests. goodput is the fraction of all requests served within
-the scenario's SLO (TTFT and TPOT). rejected counts every request not served: no eligible endpoint
-(Decision.chosen is None) or every attempt failed; `failed` breaks out the latter. mean_utilization is the
+the SLO of their class (slo.by_class, else the scenario's TTFT and TPOT). rejected counts every request not
+served: no eligible endpoint (Decision.chosen is None), every attempt failed (`failed`), shed by an
+admission queue (`shed`: waited past its class's longest wait or pushed out of a full queue, a 429 live) or
+refused because its deadline could not be met (`refused_late`). `deferred` counts requests that waited in
+an admission queue at least once. by_class has goodput, TTFT percentiles and these counts per class. mean_utilization is the
 mean over endpoints of served work (at
 peak efficiency) over elapsed time: the share of capacity in use.
 
 With agent sessions every model call counts as a request (calls never issued because their session ended
-unfinished do not), and the agent_* keys of sim/agents.py are added.
+unfinished do not), and the agent_* keys of sim/agents.py are added; with right-sized tenants,
+right_size_by_tenant (sim/right_size.py).
 """
 
 from __future__ import annotations
@@ -16,9 +20,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from aigrid.core.urgency import class_of
 from aigrid.sim.agents import agent_summary
 from aigrid.sim.grid import Grid
-from aigrid.sim.runner import FAILED, OK, PENDING, REJECTED, RunResult
+from aigrid.sim.right_size import right_size_summary
+from aigrid.sim.runner import FAILED, NOT_SERVED, OK, PENDING, REFUSED_LATE, SHED, RunResult
 from aigrid.sim.scenario import Scenario
 from aigrid.sim.workload import Workload
 
@@ -44,18 +50,30 @@ class PolicyMetrics:
     offered_rps: float
     by_tenant_rejected: dict[str, int]
     pred_err_p50: float = float("nan")
-    """Median |observed - predicted| / observed TTFT over requests served on their first attempt (aigrid's
-    policies; the baselines predict nothing: NaN)."""
+    """Median |observed - predicted| / observed TTFT over requests served on their first attempt without
+    waiting in an admission queue (aigrid's policies; the baselines predict nothing: NaN)."""
     pred_err_p90: float = float("nan")
     floor_ratio_p50: float = float("nan")
     """TTFT / physical floor (nearest allowed site's round trip plus a lone prefill there), median and p99."""
     floor_ratio_p99: float = float("nan")
     agent: dict[str, object] = field(default_factory=dict)
     """agent_* figures (sim/agents.py); empty without agent tenants."""
+    right_size: dict[str, object] = field(default_factory=dict)
+    """right_size_by_tenant (sim/right_size.py); empty without right-sized tenants."""
+    shed: int = 0
+    refused_late: int = 0
+    deferred: int = 0
+    by_class: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Per urgency class present in the traffic: requests, goodput, ttft_p50_ms, ttft_p99_ms, shed,
+    refused_late, deferred, unserved."""
 
     def summary(self) -> dict[str, object]:
         d = asdict(self)
-        return {**{k: d[k] for k in SUMMARY_KEYS}, **self.agent}
+        extra: dict[str, object] = {}
+        if self.shed or self.refused_late or self.deferred or len(self.by_class) > 1:
+            extra = {"shed": self.shed, "refused_late": self.refused_late, "deferred": self.deferred,
+                     "by_class": self.by_class}
+        return {**{k: d[k] for k in SUMMARY_KEYS}, **extra, **self.agent, **self.right_size}
 
 
 def _pct(x: np.ndarray, q: float) -> float:
@@ -66,18 +84,20 @@ def _pct(x: np.ndarray, q: float) -> float:
 def summarize(sc: Scenario, grid: Grid, w: Workload, r: RunResult) -> PolicyMetrics:
     ok = r.status == OK
     ttft, tpot = r.ttft_s[ok], r.tpot_s[ok]
-    within = ok & (np.nan_to_num(r.ttft_s, nan=np.inf) <= sc.slo.ttft_ms / 1000.0) & (
-        np.nan_to_num(r.tpot_s, nan=0.0) <= sc.slo.tpot_ms / 1000.0)
     plan = r.agents
-    n = int((r.status != PENDING).sum()) if plan is not None else len(r.status)
-    not_served = (r.status == REJECTED) | (r.status == FAILED)
     tenant = w.tenant if plan is None else w.tenant[plan.session]
+    klass = np.array([class_of(t.level) for t in sc.tenants])[tenant] if len(tenant) else np.array([], dtype=str)
+    slo = np.array([sc.slo.for_class(class_of(t.level)) for t in sc.tenants]).reshape(-1, 2)[tenant] / 1000.0
+    within = ok & (np.nan_to_num(r.ttft_s, nan=np.inf) <= slo[:, 0]) & (np.nan_to_num(r.tpot_s, nan=0.0) <= slo[:, 1])
+    n = int((r.status != PENDING).sum()) if plan is not None else len(r.status)
+    not_served = np.isin(r.status, NOT_SERVED)
+    waited = r.waited if r.waited is not None else np.zeros(len(r.status), dtype=bool)
     by_tenant = {name: int(not_served[tenant == k].sum()) for k, name in enumerate(w.tenant_names)}
     agent = {} if plan is None or r.session_e2e_s is None else \
         agent_summary(sc, w, plan, r.session_e2e_s, r.attempts, r.rtt_s)
     err50 = err90 = fl50 = fl99 = float("nan")
     if r.predicted_ms is not None:
-        sel = ok & (r.attempts == 1) & ~np.isnan(r.predicted_ms)
+        sel = ok & (r.attempts == 1) & ~np.isnan(r.predicted_ms) & ~waited  # a wait at the gateway is not predicted
         if sel.any():
             obs = r.ttft_s[sel] * 1000.0
             err = np.abs(obs - r.predicted_ms[sel]) / np.maximum(obs, 1e-3)
@@ -97,4 +117,25 @@ def summarize(sc: Scenario, grid: Grid, w: Workload, r: RunResult) -> PolicyMetr
         failed=int((r.status == FAILED).sum()), offered_rps=round(n / sc.duration_s, 4),
         by_tenant_rejected=by_tenant, pred_err_p50=err50, pred_err_p90=err90, floor_ratio_p50=fl50,
         floor_ratio_p99=fl99, agent=agent,
+        right_size=right_size_summary(sc, grid, w, r.status, r.endpoint, r.ttft_s, r.cost_usd),
+        shed=int((r.status == SHED).sum()),
+        refused_late=int((r.status == REFUSED_LATE).sum()), deferred=int(waited.sum()),
+        by_class=_by_class(r, klass, ok, within, not_served, waited),
     )
+
+
+def _by_class(r: RunResult, klass: np.ndarray, ok: np.ndarray, within: np.ndarray, not_served: np.ndarray,
+              waited: np.ndarray) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    issued = r.status != PENDING
+    for name in sorted(set(klass.tolist())):
+        sel = (klass == name) & issued
+        n = int(sel.sum())
+        if not n:
+            continue
+        out[name] = {"requests": n, "goodput": round(float((within & sel).sum()) / n, 6),
+                     "ttft_p50_ms": _pct(r.ttft_s[ok & sel], 50), "ttft_p99_ms": _pct(r.ttft_s[ok & sel], 99),
+                     "shed": int((sel & (r.status == SHED)).sum()),
+                     "refused_late": int((sel & (r.status == REFUSED_LATE)).sum()),
+                     "deferred": int((sel & waited).sum()), "unserved": int((sel & not_served).sum())}
+    return out

@@ -7,6 +7,12 @@ fails after a round trip, one across a cut-off region after the connect timeout;
 circuit breaker for that endpoint and routes again with it excluded (up to max_attempts). A request lost in
 an outage is re-routed the same way, mid-stream ones included; its first-token time stays the first one.
 Agent sessions (Arrivals.agents, see sim/agents.py) chain further model calls after a call completes.
+
+Urgency (core/urgency.py): with `admission` rules, a call whose decision says "wait" (every eligible
+endpoint busy for its class) waits in its gateway's admission queue (sim/admission.py) and is routed again
+as capacity frees; one that waits too long or overflows the queue is shed (SHED), one whose deadline cannot
+be met is refused before reaching an engine (LATE). `classes=False` routes every call as standard with no
+deadline (first come, first served).
 """
 
 from __future__ import annotations
@@ -17,17 +23,22 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from aigrid.core.fair_queue import Waiting
 from aigrid.core.geo import distance_km
 from aigrid.core.types import Decision, GeoPoint, Policy, RequestInfo
+from aigrid.core.urgency import DEFAULT_LEVEL, LATE, WAIT, AdmissionRules, verdict
 from aigrid.engines.engine_model import Engine, Job
+from aigrid.sim.admission import Admission
 from aigrid.sim.agents import AgentPlan
 from aigrid.sim.clock import EventLoop
-from aigrid.sim.gateway import CandidateCache, Gateways, Telemetry
+from aigrid.sim.gateway import Gateways, Telemetry
 from aigrid.sim.grid import Grid
 from aigrid.sim.network import Network
+from aigrid.sim.regional import RegionalView
 from aigrid.sim.routers import Router
 
-PENDING, OK, REJECTED, FAILED = 0, 1, 2, 3
+PENDING, OK, REJECTED, FAILED, SHED, REFUSED_LATE = 0, 1, 2, 3, 4, 5
+NOT_SERVED = (REJECTED, FAILED, SHED, REFUSED_LATE)
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,8 @@ class RunResult:
     """Per call: the chosen candidate's predicted TTFT at its last decision (NaN for baselines)."""
     floor_s: np.ndarray | None = None
     """Per call: the physical floor, the nearest allowed site's round trip plus a lone prefill there."""
+    waited: np.ndarray | None = None
+    """Per call: it waited in its gateway's admission queue at least once (deferred)."""
 
 
 class Simulation:
@@ -79,8 +92,9 @@ class Simulation:
                  candidates: int = 32, local_accounting: bool = True, circuit_cooldown_s: float = 30.0,
                  connect_timeout_s: float = 1.0, max_attempts: int = 3, seed: int = 0,
                  pinned_sites: frozenset[str] = frozenset(), keep_decisions: bool = False,
-                 candidate_cache: CandidateCache | None = None, shared_sync_s: float = 0.1,
-                 failure_threshold: int = 1) -> None:
+                 regional: RegionalView | None = None, shared_sync_s: float = 0.1,
+                 failure_threshold: int = 1, admission: AdmissionRules | None = None,
+                 classes: bool = True) -> None:
         self.grid, self.arr, self.router, self.policy, self.net = grid, arrivals, router, policy, network
         self.loop = EventLoop()
         self.rng = random.Random(seed)
@@ -97,8 +111,13 @@ class Simulation:
                         for i, perf in enumerate(grid.perf)]
         self.telemetry = Telemetry(self.loop, len(self.engines), lambda i: self.engines[i].state(),
                                    telemetry_interval_s, telemetry_lag_s)
-        self.gw = Gateways(grid, self.telemetry, gateways, candidates, local_accounting, circuit_cooldown_s,
-                           pinned_sites, candidate_cache, shared_sync_s, failure_threshold)
+        self.gw = Gateways(grid, self.telemetry, gateways, local_accounting, circuit_cooldown_s, shared_sync_s,
+                           failure_threshold)
+        if regional is None:
+            regional = RegionalView(grid, candidates, pinned_sites, network)
+        elif not regional.matches(grid, candidates, pinned_sites, network):
+            raise ValueError("the regional view was built for another grid, candidate count or network")
+        self.regional = regional
         self.ep_index = {ep.id: i for i, ep in enumerate(grid.endpoints)}
         self.connect_timeout_s = connect_timeout_s
         self.max_attempts = max_attempts
@@ -126,6 +145,13 @@ class Simulation:
         """The physical floor (s): the nearest allowed site's round trip plus a lone prefill there."""
         self.decisions: list[Decision] | None = [] if keep_decisions else None
         self.outputs = arrivals.output
+        self.classes = classes
+        self.waited = np.zeros(n, dtype=bool)
+        self.holder = np.full(n, -1, dtype=np.int32)
+        """Per call: the gateway counting it in its tenant's in-flight requests (-1: none)."""
+        self.admission = None if admission is None else Admission(
+            self.loop, gateways, admission, shared_sync_s if shared_sync_s > 0 else telemetry_interval_s,
+            self._retry_waiting, self._drop)
 
     # ---- driving -----------------------------------------------------------------------------------
     def run(self, on_tick: Callable[[float], None] | None = None) -> RunResult:
@@ -144,33 +170,85 @@ class Simulation:
         return RunResult(self.ttft, self.e2e, self.tpot, self.chosen, self.status, self.attempts, self.cost,
                          self.violation, self.rtt, utilization, self.loop.events, end, self.decisions,
                          self.sent, self.session_e2e if self.agents is not None else None, self.agents,
-                         self.predicted, self.floor)
+                         self.predicted, self.floor, self.waited)
 
     def _arrive(self, i: int) -> None:
         if i + 1 < len(self.arr.t):
             self.loop.at(float(self.arr.t[i + 1]), self._arrive, i + 1)
-        self._dispatch(i, frozenset())
+        self._route(i)
 
-    def _dispatch(self, i: int, exclude: frozenset[str]) -> None:
+    def _route(self, i: int) -> None:
+        """A new call at its gateway: behind the ones already waiting there, else routed now."""
+        g = int(self.arr.gateway[i])
+        if self.admission is not None and self.admission.busy(g):
+            item = self._wait(i, self._request(i, frozenset()))
+            self.admission.drain(g)
+            if item.gone and self.status[i] != SHED:
+                self.waited[i] = False  # it took its turn at once: not deferred
+        else:
+            self._dispatch(i, frozenset())
+
+    def _request(self, i: int, exclude: frozenset[str]) -> RequestInfo:
         req = self.arr.request(i)
         if exclude:
             req = replace(req, exclude_endpoints=exclude)  # keeps every other field (right-sizing's too)
+        if not self.classes:
+            if req.priority != DEFAULT_LEVEL or req.deadline_ms is not None:
+                req = replace(req, priority=DEFAULT_LEVEL, deadline_ms=None)
+        elif req.deadline_ms is not None:
+            req = replace(req, deadline_ms=req.deadline_ms - (self.loop.now - float(self.sent[i])) * 1000.0)
+        return req
+
+    def _wait(self, i: int, req: RequestInfo) -> Waiting[int]:
+        assert self.admission is not None
+        self.waited[i] = True
+        deadline = self.arr.request(i).deadline_ms if self.classes else None
+        return self.admission.wait(i, int(self.arr.gateway[i]), req.tenant, req.priority, float(self.sent[i]),
+                                   deadline)
+
+    def _retry_waiting(self, i: int) -> bool:
+        return self._dispatch(i, self.tries.get(i, frozenset()), waiting=True)
+
+    def _drop(self, i: int, why: str) -> None:
+        """Call i leaves an admission queue unserved: past its deadline (refused) or shed (429)."""
+        deadline = self.arr.request(i).deadline_ms if self.classes else None
+        late = deadline is not None and (self.loop.now - float(self.sent[i])) * 1000.0 >= deadline
+        self.status[i] = REFUSED_LATE if late and why == "expired" else SHED
+        self._release(i)
+
+    def _release(self, i: int) -> None:
+        g = int(self.holder[i])
+        if g >= 0 and self.admission is not None:
+            self.admission.hold(g, self.arr.request(i).tenant, -1)
+            self.holder[i] = -1
+
+    def _dispatch(self, i: int, exclude: frozenset[str], waiting: bool = False) -> bool:
+        """Route call i; False when it must (keep) wait(ing) at its gateway, True when it left: sent,
+        refused or rejected."""
+        req = self._request(i, exclude)
         g = int(self.arr.gateway[i])
         where = req.client_location or GeoPoint(0.0, 0.0)
         now = self.loop.now
         tier = 0
+        models = tuple(sorted(req.quality)) if req.quality else req.model  # right-sized: every model it may use
         while True:
-            idx, eps = self.gw.candidates(where, req.model, req.allowed_jurisdictions, tier)
+            idx, eps = self.regional.candidates(where, models, req.allowed_jurisdictions, tier)
             decision = self.router(req, self.gw.view(g, idx, eps, now), self.policy, self.rng)
-            if decision.chosen is not None or not self.gw.can_widen(req.model, tier):
+            if decision.chosen is not None or not self.regional.can_widen(models, tier):
                 break
             tier += 1
         if self.decisions is not None:
             self.decisions.append(decision)
         best = decision.chosen
         if best is None:
-            self.status[i] = REJECTED
-            return
+            what = verdict(decision)
+            if what == WAIT and self.admission is not None:
+                if not waiting:
+                    self._wait(i, req)
+                return False
+            self.status[i] = REFUSED_LATE if what == LATE else REJECTED
+            self._release(i)
+            return True
         k = self.ep_index[best.endpoint_id]
         self.prompt[i] = req.prompt_tokens
         self.gw.record_send(g, k, req.prompt_tokens)
@@ -180,9 +258,12 @@ class Simulation:
         if best.scores:  # baselines predict nothing
             self.predicted[i] = best.prediction.ttft_ms
         if not exclude:
-            self.floor[i] = self.gw.floor_s(req.client_location, req.model, req.allowed_jurisdictions, tier,
-                                            req.prompt_tokens, self.net)
+            self.floor[i] = self.regional.floor_s(req.client_location, models, req.allowed_jurisdictions, tier,
+                                                  req.prompt_tokens)
         self.chosen[i] = k
+        if self.admission is not None and self.holder[i] < 0:
+            self.holder[i] = g
+            self.admission.hold(g, req.tenant)
         self.attempts[i] += 1
         self.tries[i] = exclude | {best.endpoint_id}
         allowed = req.allowed_jurisdictions
@@ -199,6 +280,7 @@ class Simulation:
             self.loop.after(self.connect_timeout_s, self._failover, (i, k))
         else:
             self.loop.after(rtt / 2, self._reach, (i, k))
+        return True
 
     def _reach(self, arg: tuple[int, int]) -> None:
         i, k = arg
@@ -215,6 +297,7 @@ class Simulation:
         self.gw.record_failure(g, k, self.loop.now)
         if self.attempts[i] >= self.max_attempts:
             self.status[i] = FAILED
+            self._release(i)
             return
         self._dispatch(i, self.tries.get(i, frozenset()))
 
@@ -236,6 +319,11 @@ class Simulation:
 
     def _seen_done(self, arg: tuple[int, int]) -> None:
         self._unbook(*arg)
+        self._release(arg[0])
+        if self.admission is not None:
+            g = int(self.arr.gateway[arg[0]])
+            if self.admission.busy(g):
+                self.admission.drain(g)
 
     def _unbook(self, i: int, k: int) -> None:
         """Take call i off its gateway's ledger for endpoint k (finished, failed or lost)."""
@@ -272,7 +360,7 @@ class Simulation:
 
     def _client_call(self, j: int) -> None:
         self.sent[j] = self.loop.now
-        self._dispatch(j, frozenset())
+        self._route(j)
 
     def _site_call(self, arg: tuple[int, int, int]) -> None:
         j, k, prev = arg

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Literal
 
 import yaml  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
+from aigrid.core.urgency import AdmissionRules, parse_level
 from aigrid.errors import SpecError
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
@@ -84,16 +85,45 @@ class AgentDef(Strict):
                                       "(default: the trace row's)")
 
 
+class RightSizeDef(Strict):
+    """`model: auto` with a quality target (sim/right_size.py, docs/models.md): each request draws a labelled
+    held-out prompt; the gateway's estimate for it decides which models may serve it."""
+
+    models: list[str] | None = Field(default=None, description="the model ladder (default: every model)")
+    quality_target: float = Field(default=0.02, ge=0, le=1, description="at most this much below always using "
+                                  "the largest model (the estimate's operating table)")
+    max_quality_drop: float | None = Field(default=None, ge=-1, le=2, description="the per-prompt threshold "
+                                           "on the largest model's estimated gain (overrides quality_target)")
+    prompts: str | None = Field(default=None, description="labelled prompts, a model-routing CSV (default: "
+                                "data/model-routing/heldout_sample.csv)")
+
+
 class Tenant(Strict):
     name: str
     share: float = Field(gt=0, description="fraction of all requests (normalised over tenants)")
     trace: Literal["conv", "code"] = "conv"
     model: str
+    right_size: RightSizeDef | None = Field(default=None, description="with model: auto, the smallest model "
+                                            "expected to answer each prompt well")
     continents: list[str] | None = None
     countries: list[str] | None = None
     jurisdictions: list[str] | None = Field(default=None, description="allowed jurisdictions (residency)")
     max_prompt_tokens: int = Field(default=8192, gt=0)
     agent: AgentDef | None = Field(default=None, description="sessions of model calls and tool runs")
+    priority: str | int = Field(default="standard", description="interactive, standard, batch or a level 0-9 "
+                                "(core/urgency.py)")
+    deadline_ms: float | None = Field(default=None, gt=0, description="first token wanted within this many ms "
+                                      "of arrival, else refused before any engine works on it")
+
+    @field_validator("priority")
+    @classmethod
+    def _level(cls, v: str | int) -> str | int:
+        parse_level(v)  # raises ValueError naming what is accepted
+        return v
+
+    @property
+    def level(self) -> int:
+        return parse_level(self.priority)
 
 
 class Diurnal(Strict):
@@ -106,6 +136,23 @@ class NetworkDef(Strict):
     route_factor: float = Field(default=DEFAULT_ROUTE_FACTOR, ge=1.0)
     overhead_ms: float = Field(default=DEFAULT_OVERHEAD_MS, ge=0)
     jitter_ms: float = Field(default=1.0, ge=0)
+
+
+ClassName = Literal["interactive", "standard", "batch"]
+
+
+class AdmissionDef(Strict):
+    """The gateways' admission queue (core/fair_queue.py): requests wait there when every eligible endpoint
+    is busy for their class, and are shed (429) past their class's longest wait or the queue's capacity.
+    It serves aigrid's policies; `POLICY:fcfs` runs a policy without it and without classes (first come,
+    first served, as before urgency existed); the baselines never have it."""
+
+    enabled: bool = True
+    max_wait_s: dict[ClassName, float] = Field(default_factory=lambda: dict(AdmissionRules().max_wait_s))
+    capacity: int = Field(default=AdmissionRules().capacity, ge=1, description="waiting requests per gateway")
+
+    def rules(self) -> AdmissionRules:
+        return AdmissionRules({**AdmissionRules().max_wait_s, **self.max_wait_s}, self.capacity)
 
 
 class GatewayDef(Strict):
@@ -121,6 +168,7 @@ class GatewayDef(Strict):
     circuit_cooldown_s: float = Field(default=30.0, ge=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
+    admission: AdmissionDef = AdmissionDef()
 
 
 class Fault(Strict):
@@ -141,9 +189,23 @@ class Fault(Strict):
         return self
 
 
+class ClassSlo(Strict):
+    ttft_ms: float = Field(gt=0)
+    tpot_ms: float | None = Field(default=None, gt=0)
+
+
 class Slo(Strict):
     ttft_ms: float = Field(default=2000.0, gt=0)
     tpot_ms: float = Field(default=200.0, gt=0)
+    by_class: dict[ClassName, ClassSlo] = Field(default_factory=dict, description=(
+        "a class's own SLO for goodput (e.g. batch: first token within minutes); default the one above"))
+
+    def for_class(self, klass: str) -> tuple[float, float]:
+        """(TTFT ms, TPOT ms) a request of this class must meet to count as goodput."""
+        own = self.by_class.get(klass)  # type: ignore[call-overload]
+        if own is None:
+            return self.ttft_ms, self.tpot_ms
+        return own.ttft_ms, own.tpot_ms if own.tpot_ms is not None else self.tpot_ms
 
 
 class Scenario(Strict):
@@ -179,16 +241,37 @@ class Scenario(Strict):
                 if m not in names:
                     raise ValueError(f"site {s.id!r} serves unknown model {m!r}")
         for t in self.tenants:
-            if t.model not in names:
-                raise ValueError(f"tenant {t.name!r} asks for unknown model {t.model!r}")
+            if t.right_size is not None:
+                if t.agent is not None:
+                    raise ValueError(f"tenant {t.name!r}: right_size and agent cannot be combined yet")
+                if t.model != "auto":
+                    raise ValueError(f"tenant {t.name!r}: right_size needs model: auto")
+                for m in t.right_size.models or ():
+                    if m not in names:
+                        raise ValueError(f"tenant {t.name!r}: right_size.models names unknown model {m!r}")
+            elif t.model not in names:
+                raise ValueError(f"tenant {t.name!r} asks for unknown model {t.model!r}"
+                                 + (" (model auto needs right_size)" if t.model == "auto" else ""))
         for p in self.policies:
-            if p.split("@")[0] not in KNOWN:
+            if policy_name(p) not in KNOWN:
                 raise ValueError(f"unknown policy {p!r} (known: {', '.join(KNOWN)})")
             if "@" in p and p.split("@", 1)[1] not in self.site_sets:
                 raise ValueError(f"policy {p!r} names an unknown site set")
-        if any(p.split("@")[0] == "centralized" for p in self.policies) and not self.central_site:
+        if any(policy_name(p) == "centralized" for p in self.policies) and not self.central_site:
             raise ValueError("the centralized policy needs central_site")
         return self
+
+
+FCFS = ":fcfs"
+
+
+def policy_name(label: str) -> str:
+    """The router's name in a policy label `NAME[:fcfs][@SITE_SET]`."""
+    return label.split("@")[0].removesuffix(FCFS)
+
+
+def is_fcfs(label: str) -> bool:
+    return label.split("@")[0].endswith(FCFS)
 
 
 def load_scenario(path: str | Path) -> Scenario:

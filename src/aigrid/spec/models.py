@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from aigrid.core.geo import DEFAULT_ROUTE_FACTOR
 from aigrid.core.policies import DEFAULT_POLICY
 from aigrid.core.types import AXES
+from aigrid.core.urgency import AdmissionRules, parse_level
 
 EngineKind = Literal["embedded", "vllm", "sglang", "llamacpp", "ollama", "tgi", "openai"]
 
@@ -129,6 +130,28 @@ class RightSizeSpec(StrictModel):
                                            "the estimated gain of the largest model (overrides quality_target)")
 
 
+class PrioritySpec(StrictModel):
+    """A tenant's urgency (docs/routing.md, "Urgency"): levels are interactive, standard, batch or 0-9."""
+
+    default: str | int = Field(default="standard", description="the level of a request that names none")
+    max: str | int = Field(default="interactive", description="the highest level its requests may ask for "
+                           "(x-aigrid-priority or the body's priority); a key may lower it")
+    weight: float = Field(default=1.0, gt=0, le=1000, description="its share of busy capacity against other "
+                          "tenants waiting at the same level (fair sharing in the admission queue)")
+
+    @field_validator("default", "max")
+    @classmethod
+    def _level(cls, v: str | int) -> str | int:
+        parse_level(v)  # a ValueError names what is accepted
+        return v
+
+    @model_validator(mode="after")
+    def _default_within_max(self) -> PrioritySpec:
+        if parse_level(self.default) > parse_level(self.max):
+            raise ValueError(f"default {self.default!r} is above max {self.max!r}")
+        return self
+
+
 class TenantSpec(StrictModel):
     policy: str | None = None
     allowed_jurisdictions: list[str] | None = None
@@ -141,6 +164,7 @@ class TenantSpec(StrictModel):
                                              "model: auto (off: auto means any model)")
     operator: bool = Field(default=False, description="may read every tenant's decisions and the dashboard "
                            "when security.enforce is on (others see only their own decisions)")
+    priority: PrioritySpec = PrioritySpec()
 
 
 class AbuseSpec(StrictModel):
@@ -235,6 +259,34 @@ class OtelSpec(StrictModel):
     headers: dict[str, str] = Field(default={}, description="sent with every export (e.g. an API key)")
 
 
+ClassName = Literal["interactive", "standard", "batch"]
+
+
+class AdmissionSpec(StrictModel):
+    """The admission queue (docs/routing.md): a request waits there when every eligible endpoint is busy for
+    its class, is dispatched by level then fair share as capacity frees, and is shed with 429 + Retry-After
+    past its class's longest wait or when the queue is full (lowest level first)."""
+
+    enabled: bool = Field(default=True, description="off: a busy grid answers 503 no_eligible_endpoint at once")
+    max_wait_s: dict[ClassName, float] = Field(default_factory=lambda: dict(AdmissionRules().max_wait_s),
+                                               description="the longest a request of each class may wait")
+    capacity: int = Field(default=AdmissionRules().capacity, ge=1, le=1_000_000,
+                          description="requests that may wait at once on this gateway")
+    poll_interval_s: float = Field(default=0.05, gt=0, le=5, description="how often waiting requests are "
+                                   "tried again besides when this gateway's own requests finish")
+
+    @field_validator("max_wait_s")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = sorted(k for k, s in v.items() if not s > 0)
+        if bad:
+            raise ValueError(f"must be > 0 seconds for {bad}")
+        return v
+
+    def rules(self) -> AdmissionRules:
+        return AdmissionRules({**AdmissionRules().max_wait_s, **self.max_wait_s}, self.capacity)
+
+
 class GatewaySpec(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -260,6 +312,7 @@ class GatewaySpec(StrictModel):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="JSON logs on stderr: info has one access line per request")
     otel: OtelSpec = OtelSpec()
+    admission: AdmissionSpec = AdmissionSpec()
 
 
 class GridSpec(StrictModel):

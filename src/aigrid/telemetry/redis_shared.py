@@ -3,6 +3,7 @@
 Keys, all under `aigrid:<grid>:`
 - `inflight:<gateway>`: hash endpoint -> "pending,prompt tokens,decoding" of its open requests, expiring after `ttl_s`, so a gateway that dies stops
   counting within seconds;
+- `tenants:<gateway>`: hash tenant -> its requests in flight from that gateway, expiring the same way;
 - `circuits`: hash endpoint -> wall time a gateway last opened that endpoint's circuit;
 - `affinity`: a stream of (key, endpoint) entries, capped at about `affinity_max` entries; each gateway
   reads from where it left off, so affinity learned anywhere is known everywhere within one interval.
@@ -51,6 +52,11 @@ class RedisSharedState:
             if report.inflight:
                 pipe.hset(key, mapping={k: ",".join(map(str, v)) for k, v in report.inflight.items()})
             pipe.pexpire(key, self._ttl_ms)
+            tkey = f"{p}tenants:{report.gateway_id}"
+            pipe.delete(tkey)
+            if report.tenants:
+                pipe.hset(tkey, mapping={k: str(v) for k, v in report.tenants.items()})
+            pipe.pexpire(tkey, self._ttl_ms)
             if report.circuits_opened:
                 pipe.hset(f"{p}circuits", mapping={k: repr(v) for k, v in report.circuits_opened.items()})
             for prefix, endpoint in report.affinity:
@@ -58,8 +64,11 @@ class RedisSharedState:
                           maxlen=self._affinity_max, approximate=True)
             await pipe.execute()
             others = [k async for k in self._r.scan_iter(match=f"{p}inflight:*", count=100)]
+            peers = [k async for k in self._r.scan_iter(match=f"{p}tenants:*", count=100)]
             pipe = self._r.pipeline(transaction=False)
             for k in others:
+                pipe.hgetall(k)
+            for k in peers:
                 pipe.hgetall(k)
             pipe.hgetall(f"{p}circuits")
             pipe.xread({f"{p}affinity": self._affinity_cursor}, count=self._affinity_max)
@@ -77,8 +86,16 @@ class RedisSharedState:
                     continue
                 prev = inflight.get(ep.decode(), (0, 0, 0))
                 inflight[ep.decode()] = (prev[0] + load[0], prev[1] + load[1], prev[2] + load[2])
-        circuits = {ep.decode(): float(t) for ep, t in results[len(others)].items()}
-        return SharedView(inflight, circuits, self._affinity_from(results[-1], report.gateway_id))
+        tenants: dict[str, int] = {}
+        mine = f"{p}tenants:{report.gateway_id}".encode()
+        for k, h in zip(peers, results[len(others): len(others) + len(peers)], strict=True):
+            if (k if isinstance(k, bytes) else k.encode()) == mine:
+                continue
+            for tenant, raw in h.items():
+                if raw.isdigit():
+                    tenants[tenant.decode()] = tenants.get(tenant.decode(), 0) + int(raw)
+        circuits = {ep.decode(): float(t) for ep, t in results[len(others) + len(peers)].items()}
+        return SharedView(inflight, circuits, self._affinity_from(results[-1], report.gateway_id), tenants)
 
     def _affinity_from(self, raw: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
                        me: str) -> tuple[tuple[str, str], ...]:

@@ -2,8 +2,8 @@
 
 Each gateway scrapes every engine itself (engine truth needs no sharing). What only one gateway can see is
 shared: what it has in flight at each endpoint (requests pending a first token with their prompt tokens,
-requests decoding), which endpoints it has seen fail (an open circuit
-breaker), and which endpoint served which prompt prefix or session (cache affinity). With these, two
+requests decoding) and for each tenant (fair sharing in the admission queues), which endpoints it has seen
+fail (an open circuit breaker), and which endpoint served which prompt prefix or session (cache affinity). With these, two
 gateways in front of one grid decide from the same picture instead of each thinking the grid is idle.
 
 Times crossing process boundaries are wall-clock seconds (time.time()); each store converts them to its
@@ -28,6 +28,8 @@ class LocalReport:
     """endpoint id -> wall time this gateway opened its circuit (only open circuits)."""
     affinity: tuple[tuple[str, str], ...]
     """(prefix or session key, endpoint id) learned since the previous report."""
+    tenants: Mapping[str, int] = field(default_factory=dict)
+    """tenant -> requests this gateway has in flight for it (the admission queue's fair sharing)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,8 @@ class SharedView:
     """endpoint id -> the other gateways' (pending, pending prompt tokens, decoding), summed."""
     circuits_opened: Mapping[str, float] = field(default_factory=dict)
     affinity: tuple[tuple[str, str], ...] = ()
+    tenants: Mapping[str, int] = field(default_factory=dict)
+    """tenant -> the other gateways' in-flight requests, summed."""
 
 
 class SharedState(Protocol):

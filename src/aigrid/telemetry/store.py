@@ -57,6 +57,12 @@ class TelemetryStore:
         self._slot_count = {e.id: max(e.max_concurrency, 1) for e in endpoints}
         self._affinity: OrderedDict[str, str] = OrderedDict()
         self._affinity_pending: list[tuple[str, str]] = []
+        self._reserved: dict[str, int] = {}
+        """Per endpoint: admitted requests booked in the ledger whose proxy attempt has not started yet."""
+        self.tenants_local: dict[str, int] = {}
+        """Per tenant: requests this gateway dispatched and has not finished (kept by the admission queue)."""
+        self.tenants_remote: Mapping[str, int] = {}
+        """Per tenant: the other gateways' in-flight requests, as of the last shared-state exchange."""
         self._states: dict[str, EndpointState] = {}
         self._dirty: set[str] = set(self._live)
         """Endpoints whose state changed since the last snapshot: only those are rebuilt."""
@@ -81,9 +87,28 @@ class TelemetryStore:
 
     # gateway observations ----------------------------------------------------------------------------
     def request_started(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
-        """A request left for the endpoint: pending (its prompt queues for prefill) until its first token."""
+        """A request left for the endpoint: pending (its prompt queues for prefill) until its first token.
+        One already reserved there (admitted, not yet sent) takes its reservation instead of booking again."""
+        reserved = self._reserved.get(endpoint_id, 0)
+        if reserved > 0:
+            self._reserved[endpoint_id] = reserved - 1
+            return
         self._ledger.sent(endpoint_id, prompt_tokens)
         self._dirty.add(endpoint_id)
+
+    def reserve(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
+        """A request admitted to the endpoint (gateway/admission.py) is in the ledger at once, before its
+        proxy attempt starts: the next decision, made a moment later, must see it there."""
+        self._ledger.sent(endpoint_id, prompt_tokens)
+        self._dirty.add(endpoint_id)
+        self._reserved[endpoint_id] = self._reserved.get(endpoint_id, 0) + 1
+
+    def cancel_reservation(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
+        """An admitted request that never started (its client left first) gives its reservation back."""
+        reserved = self._reserved.get(endpoint_id, 0)
+        if reserved > 0:
+            self._reserved[endpoint_id] = reserved - 1
+            self.request_finished(endpoint_id, prompt_tokens)
 
     def first_token(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
         """The request's first token came back: its prefill is done, it is decoding."""
@@ -169,7 +194,7 @@ class TelemetryStore:
                   if live.breaker.opened_at is not None and live.breaker.state(now) is Circuit.OPEN}
         pending, self._affinity_pending = tuple(self._affinity_pending), []
         loads = {str(ep): (load.pending, load.pending_tokens, load.decoding) for ep, load in self._ledger.items()}
-        return LocalReport(gateway_id, loads, opened, pending)
+        return LocalReport(gateway_id, loads, opened, pending, dict(self.tenants_local))
 
     def requeue_affinity(self, entries: tuple[tuple[str, str], ...]) -> None:
         """Entries a failed exchange did not deliver go out with the next one."""
@@ -185,6 +210,7 @@ class TelemetryStore:
         for key, endpoint_id in view.affinity:
             if endpoint_id in self._live:
                 self._set_affinity(key, endpoint_id)
+        self.tenants_remote = view.tenants
         self._dirty.update(self._live)
 
     def inflight(self, endpoint_id: str) -> int:

@@ -1,0 +1,273 @@
+"""The gateway's admission queue: where a request waits when every eligible endpoint is busy for its class.
+
+`admit()` routes a request now when it can. When the decision says wait (core.urgency.verdict: every
+eligible endpoint saturated for its class, or its queue full), or when others are already waiting here,
+the request takes its place in core/fair_queue.py's order: the highest level first, then the tenant holding
+the fewest requests in flight per unit of its weight (in flight here, plus at the other gateways through the
+shared state: telemetry/sync.py carries per-tenant counts). It is routed again, with what is left of its
+deadline, whenever one of this gateway's requests finishes (`release`), and every `poll_interval_s` while
+anything waits (the other gateways' requests and the engines' progress free capacity too).
+
+Every request leaves with an answer, never silently: dispatched (the decision it is sent on), refused
+because its deadline can no longer be met (503 deadline_unmeetable, before any engine works on it), shed
+past its class's longest wait or pushed out of a full queue, lowest level first (429 overloaded with
+Retry-After: the queue ahead over the recent dispatch rate), or rejected (no endpoint may serve it: the
+caller's 503). The route's Exchange closes as usual, so quotas, audit and metering see every outcome.
+
+A dispatched request is booked in the in-flight ledger at once (TelemetryStore.reserve; its proxy attempt
+takes the reservation), so the next decision, a moment later, sees it there; one that never starts (its
+client left) gives it back when its exchange closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+from aigrid.core.fair_queue import FairQueue, Waiting
+from aigrid.core.types import Decision, RequestInfo
+from aigrid.core.urgency import LATE, REJECT, SEND, WAIT, AdmissionRules, class_of, label, verdict
+from aigrid.errors import ApiError, DeadlineUnmeetable, Overloaded
+from aigrid.gateway.metrics import GatewayMetrics
+
+Decide = Callable[[RequestInfo], Decision]
+RETRY_AFTER_MAX_S = 60
+
+
+class Refused(Exception):
+    """The admission queue's answer when it is an error: the ApiError, and the last decision made for it."""
+
+    def __init__(self, error: ApiError, decision: Decision | None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.decision = decision
+
+
+@dataclass(eq=False)
+class Waiter:
+    info: RequestInfo
+    decide: Decide
+    arrived: float
+    future: asyncio.Future[Decision]
+    ticket: Ticket
+    last: Decision | None = None
+
+
+@dataclass
+class Ticket:
+    """What admission did for one request (on the Exchange: audit, access log, release)."""
+
+    tenant: str
+    level: int
+    deadline_ms: float | None
+    queued_ms: float = 0.0
+    held: bool = False
+    reserved: tuple[str, int] | None = None
+    """(endpoint, prompt tokens) booked in the ledger when it was dispatched."""
+
+    def to_dict(self) -> dict[str, object]:
+        return {"priority": label(self.level), "deadline_ms": self.deadline_ms, "queued_ms": round(self.queued_ms, 1)}
+
+
+@dataclass
+class Admission:
+    rules: AdmissionRules
+    clock: Callable[[], float]
+    metrics: GatewayMetrics
+    enabled: bool = True
+    poll_s: float = 0.05
+    weights: Mapping[str, float] = field(default_factory=dict)
+    reserve: Callable[[str, int], None] = lambda endpoint, tokens: None
+    """Book a dispatched request in the in-flight ledger (TelemetryStore.reserve)."""
+    unreserve: Callable[[str, int], None] = lambda endpoint, tokens: None
+    local: dict[str, int] = field(default_factory=dict)
+    """Per tenant: requests this gateway dispatched that have not finished (shared with the other gateways)."""
+    remote: Callable[[], Mapping[str, int]] = dict
+    """Per tenant: the other gateways' in-flight requests, as of the last shared-state exchange."""
+    queue: FairQueue[Waiter] = field(init=False)
+    _rate: float = 0.0
+    _last_dispatch: float | None = None
+    _polling: bool = False
+
+    def __post_init__(self) -> None:
+        self.queue = FairQueue(self.rules.capacity, self.weights)
+
+    def inflight(self, tenant: str) -> float:
+        return self.local.get(tenant, 0) + self.remote().get(tenant, 0)
+
+    async def admit(self, info: RequestInfo, decide: Decide, ticket: Ticket, arrived: float) -> Decision:
+        """The decision to send the request on, once it may go (its ranking may be empty: no endpoint may
+        serve it, the caller's 503). Raises Refused (429 overloaded, 503 deadline_unmeetable)."""
+        if not len(self.queue):
+            decision = decide(self._remaining(info, arrived, self.clock()))
+            what = verdict(decision)
+            if what == SEND:
+                self._hold(ticket, decision, info)
+                return decision
+            if what == LATE:
+                self._count(info.priority, "late")
+                raise Refused(self._late(info), decision)
+            if what == REJECT or not self.enabled:
+                return decision
+            return await self._wait(Waiter(info, decide, arrived, asyncio.get_running_loop().create_future(),
+                                           ticket, decision))
+        return await self._wait(Waiter(info, decide, arrived, asyncio.get_running_loop().create_future(), ticket))
+
+    def release(self, ticket: Ticket | None, started: bool = True) -> None:
+        """The request is over (its Exchange closed): its tenant holds one request less; try the queue.
+        `started`: a proxy attempt took its ledger reservation (else it is given back)."""
+        if ticket is None or not ticket.held:
+            return
+        ticket.held = False
+        if ticket.reserved is not None and not started:
+            self.unreserve(*ticket.reserved)
+        left = self.local.get(ticket.tenant, 0) - 1
+        if left > 0:
+            self.local[ticket.tenant] = left
+        else:
+            self.local.pop(ticket.tenant, None)
+        if len(self.queue):
+            self.drain()
+
+    def drain(self) -> None:
+        """Refuse what expired, then dispatch waiting requests in the queue's order while they can go now
+        (the order is taken again after each dispatch: its tenant now holds one more)."""
+        now = self.clock()
+        for item in self.queue.expired(now):
+            self._expire(item, now)
+        busy: set[int] = set()  # waiting requests that must keep waiting: capacity only shrinks in a pass
+        progressed = True
+        while progressed:
+            progressed = False
+            for item in self.queue.order(self.inflight):
+                if item.seq in busy:
+                    continue
+                if self._try(item, now):
+                    progressed = True
+                    break
+                busy.add(item.seq)
+        self._gauge()
+
+    def _try(self, item: Waiting[Waiter], now: float) -> bool:
+        """Route one waiting request again; True when it left the queue (sent, refused or rejected)."""
+        w = item.payload
+        if w.future.done():  # the client left while it waited
+            self.queue.remove(item)
+            return False
+        w.last = decision = w.decide(self._remaining(w.info, w.arrived, now))
+        what = verdict(decision)
+        if what == WAIT:
+            return False
+        self.queue.remove(item)
+        if what == LATE:
+            self._count(w.info.priority, "late")
+            w.future.set_exception(Refused(self._late(w.info), decision))
+            return True
+        if what == SEND:
+            self._dispatched(now)
+            self._hold(w.ticket, decision, w.info)
+        w.future.set_result(decision)
+        return True
+
+    # --- inside ------------------------------------------------------------------------------------------
+    async def _wait(self, w: Waiter) -> Decision:
+        ticket = w.ticket
+        now = self.clock()
+        level = w.info.priority
+        item, shed = self.queue.push(w, ticket.tenant, level, now,
+                                     self.rules.expires(level, w.arrived, w.info.deadline_ms))
+        for victim in shed:
+            self._shed(victim, "the admission queue is full; lower-urgency work is shed first")
+        self._count(level, "waited")
+        loop = asyncio.get_running_loop()
+        loop.call_at(loop.time() + max(item.expires - now, 0.0), self.drain)
+        self._next_pass(0.0)
+        try:
+            decision = await w.future
+        finally:
+            self.queue.remove(item)
+            ticket.queued_ms = (self.clock() - now) * 1000.0
+            self.metrics.admission_wait.labels(class_of(level)).observe(ticket.queued_ms / 1000.0)
+            self._gauge()
+        if verdict(decision) == SEND:
+            self._count(level, "dispatched")
+        return decision
+
+    def _next_pass(self, delay_s: float) -> None:
+        """Another pass soon, and polling while anything waits."""
+        loop = asyncio.get_running_loop()
+        loop.call_later(delay_s, self.drain)
+        if not self._polling:
+            self._polling = True
+            loop.call_later(self.poll_s, self._poll)
+
+    def _poll(self) -> None:
+        self._polling = False
+        if len(self.queue):
+            self.drain()
+            if len(self.queue) and not self._polling:
+                self._polling = True
+                asyncio.get_running_loop().call_later(self.poll_s, self._poll)
+
+    def _hold(self, ticket: Ticket, decision: Decision, info: RequestInfo) -> None:
+        """Count the dispatched request for its tenant and book it in the ledger at its endpoint now."""
+        ticket.held = True
+        self.local[ticket.tenant] = self.local.get(ticket.tenant, 0) + 1
+        assert decision.chosen is not None
+        ticket.reserved = (decision.chosen.endpoint_id, info.prompt_tokens)
+        self.reserve(*ticket.reserved)
+
+    def _expire(self, item: Waiting[Waiter], now: float) -> None:
+        w = item.payload
+        if w.future.done():
+            return
+        left = self.rules.remaining_ms(w.info.deadline_ms, w.arrived, now)
+        if left is not None and left <= 0:
+            self._count(w.info.priority, "late")
+            w.future.set_exception(Refused(self._late(w.info), w.last))
+        else:
+            waited = now - w.arrived
+            self._shed(item, f"every eligible endpoint stayed busy for {waited:.1f} s, the longest a "
+                             f"{class_of(w.info.priority)} request waits")
+
+    def _shed(self, item: Waiting[Waiter], why: str) -> None:
+        w = item.payload
+        if w.future.done():
+            return
+        retry = self.retry_after_s()
+        self._count(w.info.priority, "shed")
+        w.future.set_exception(Refused(Overloaded(
+            f"shed ({label(w.info.priority)}): {why}; retry in about {retry} s",
+            headers={"retry-after": str(retry)}), w.last))
+
+    def retry_after_s(self) -> int:
+        """The queue ahead over the recent dispatch rate, 1 to 60 s."""
+        if self._rate <= 0:
+            return RETRY_AFTER_MAX_S if len(self.queue) else 1
+        return max(1, min(RETRY_AFTER_MAX_S, math.ceil(len(self.queue) / self._rate)))
+
+    def _dispatched(self, now: float) -> None:
+        if self._last_dispatch is not None:
+            gap = max(now - self._last_dispatch, 1e-3)
+            self._rate = 1.0 / gap if self._rate <= 0 else 0.8 * self._rate + 0.2 / gap
+        self._last_dispatch = now
+
+    @staticmethod
+    def _late(info: RequestInfo) -> DeadlineUnmeetable:
+        return DeadlineUnmeetable(f"the deadline ({info.deadline_ms:.0f} ms to the first token) cannot be met: no "
+                                  "eligible endpoint is predicted to answer in time; refused before any engine "
+                                  "worked on it", param="deadline_ms")
+
+    @staticmethod
+    def _remaining(info: RequestInfo, arrived: float, now: float) -> RequestInfo:
+        if info.deadline_ms is None:
+            return info
+        return replace(info, deadline_ms=info.deadline_ms - (now - arrived) * 1000.0)
+
+    def _count(self, level: int, outcome: str) -> None:
+        self.metrics.admission.labels(class_of(level), outcome).inc()
+
+    def _gauge(self) -> None:
+        self.metrics.admission_waiting.set(len(self.queue))

@@ -1,0 +1,64 @@
+"""A request's urgency, as the caller asked and as its tenant and key allow: priority level and deadline.
+
+The level comes from the `x-aigrid-priority` header, else the body's `priority` field, else the tenant's
+default (spec `tenants.NAME.priority.default`); interactive, standard, batch or an integer 0-9, higher is
+more urgent (core/urgency.py). Asking above what the tenant and the key allow (the lower of the tenant's
+`priority.max` and the key's `max_priority`) is refused with 403 naming the field, never silently lowered.
+The deadline, "first token within N ms or don't bother", comes from `x-aigrid-deadline-ms` or the body's
+`deadline_ms`. Both body fields are the gateway's: they are removed before the body goes to an engine (vLLM
+has a `priority` field of its own that counts the other way).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from aigrid.core.urgency import label, parse_level
+from aigrid.errors import InvalidRequest, PermissionDenied
+from aigrid.security.principal import Principal
+
+H_PRIORITY = "x-aigrid-priority"
+H_DEADLINE = "x-aigrid-deadline-ms"
+BODY_PRIORITY = "priority"
+BODY_DEADLINE = "deadline_ms"
+MAX_DEADLINE_MS = 3_600_000.0
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    level: int
+    deadline_ms: float | None
+
+
+def request_urgency(headers: Mapping[str, str], body: MutableMapping[str, Any], principal: Principal,
+                    default_level: int) -> Asked:
+    """Read, validate and authorize the request's urgency; pops the gateway's fields from `body`."""
+    raw_priority, raw_deadline = body.pop(BODY_PRIORITY, None), body.pop(BODY_DEADLINE, None)
+    header = headers.get(H_PRIORITY)
+    field, value = (H_PRIORITY, header) if header is not None and header.strip() else (BODY_PRIORITY, raw_priority)
+    level = default_level
+    if value is not None:
+        try:
+            level = parse_level(value)
+        except ValueError as e:
+            raise InvalidRequest(f"{field}: {e}", param=field) from None
+    allowed = principal.scopes.max_priority
+    if allowed is not None and level > allowed:
+        raise PermissionDenied(f"{field}: {label(level)} is above what tenant {principal.tenant!r} and this key "
+                               f"allow ({label(allowed)} at most)", param=field, code="priority_not_allowed")
+    header = headers.get(H_DEADLINE)
+    field, value = (H_DEADLINE, header) if header is not None and header.strip() else (BODY_DEADLINE, raw_deadline)
+    return Asked(level, None if value is None else _deadline(field, value))
+
+
+def _deadline(field: str, value: object) -> float:
+    try:
+        ms = float(value) if isinstance(value, int | float | str) and not isinstance(value, bool) else float("nan")
+    except ValueError:
+        ms = float("nan")
+    if not 0 < ms <= MAX_DEADLINE_MS:  # also NaN
+        raise InvalidRequest(f"{field}: {value!r} is not a deadline: give the milliseconds within which the first "
+                             f"token must arrive, a number above 0 and at most {MAX_DEADLINE_MS:.0f}", param=field)
+    return ms

@@ -1,0 +1,132 @@
+"""Urgency in the core: priority levels, what each class changes in a decision, deadlines, saturation."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from aigrid.core.policies import BUILTIN_POLICIES
+from aigrid.core.scheduler import schedule
+from aigrid.core.types import EndpointState, RequestInfo
+from aigrid.core.urgency import (
+    LATE,
+    REJECT,
+    SEND,
+    WAIT,
+    AdmissionRules,
+    class_of,
+    label,
+    neutral_choice,
+    parse_level,
+    verdict,
+)
+from tests.core.grid import CITIES, endpoint, view
+
+BALANCED = BUILTIN_POLICIES["balanced"]
+INTERACTIVE, STANDARD, BATCH = 9, 5, 0
+
+
+def req(city: str = "frankfurt", **kw: object) -> RequestInfo:
+    return RequestInfo(id="r1", model="small", prompt_tokens=200, max_output_tokens=128,
+                       client_location=CITIES[city], **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("value", "level"), [("interactive", 9), ("Standard", 5), (" batch ", 0), (3, 3),
+                                              ("7", 7), (0, 0)])
+def test_priority_is_a_class_name_or_a_level(value: object, level: int) -> None:
+    assert parse_level(value) == level
+
+
+@pytest.mark.parametrize("value", ["urgent", 10, -1, "1.5", True, None, 2.0])
+def test_a_bad_priority_says_what_is_accepted(value: object) -> None:
+    with pytest.raises(ValueError, match="interactive, standard, batch or an integer 0-9"):
+        parse_level(value)
+
+
+def test_levels_fall_into_three_classes() -> None:
+    assert [class_of(n) for n in range(10)] == ["batch"] * 3 + ["standard"] * 4 + ["interactive"] * 3
+    assert label(9) == "interactive" and label(8) == "interactive (level 8)"
+
+
+def test_a_standard_request_without_deadline_is_decided_exactly_as_before() -> None:
+    grid = (endpoint("fra", price=3.0), endpoint("iad", price=0.0))
+    plain = schedule(req(), view(grid), BALANCED, random.Random(1))
+    assert plain.urgency is None
+    assert replace(plain, reason="") == replace(schedule(req(priority=STANDARD), view(grid), BALANCED,
+                                                         random.Random(1)), reason="")
+
+
+def test_interactive_takes_the_fast_site_even_at_a_higher_price() -> None:
+    """Frankfurt client: fra is near but dear, iad cheap and an ocean away; both meet the SLO."""
+    grid = (endpoint("fra", price=3.0), endpoint("iad", price=0.0))
+    standard = schedule(req(), view(grid), BALANCED, random.Random(0))
+    interactive = schedule(req(priority=INTERACTIVE), view(grid), BALANCED, random.Random(0))
+    assert standard.chosen is not None and standard.chosen.site_id == "iad"
+    assert interactive.chosen is not None and interactive.chosen.site_id == "fra"
+    assert interactive.urgency is not None and interactive.urgency.klass == "interactive"
+    assert interactive.urgency.weights["cost"] < interactive.urgency.base_weights["cost"]
+    neutral = neutral_choice(interactive)  # what the policy as written would have chosen: explain shows it
+    assert neutral is not None and neutral.site_id == "iad"
+    assert "interactive: SLO 2000 ms" in interactive.reason
+
+
+def test_batch_prefers_cheap_far_capacity_with_headroom() -> None:
+    grid = (endpoint("fra", price=0.3), endpoint("gru", price=0.0))
+    standard = schedule(req(), view(grid), BALANCED, random.Random(0))
+    batch = schedule(req(priority=BATCH), view(grid), BALANCED, random.Random(0))
+    assert standard.chosen is not None and standard.chosen.site_id == "fra"
+    assert batch.chosen is not None and batch.chosen.site_id == "gru"
+    assert batch.urgency is not None and batch.urgency.slo_ms == 10 * BALANCED.ttft_slo_ms
+
+
+def test_batch_waits_where_urgent_work_would_still_be_placed() -> None:
+    grid = (endpoint("fra", slots=4), endpoint("iad", slots=4))
+    half_full = {e.id: EndpointState(running=2) for e in grid}
+    batch = schedule(req(priority=BATCH), view(grid, half_full), BALANCED, random.Random(0))
+    assert batch.chosen is None and verdict(batch) == WAIT
+    assert {r.filter for r in batch.rejected} == {"saturated"}
+    assert "2 in system of 4 slots" in batch.rejected[0].reason
+    for level in (STANDARD, INTERACTIVE):
+        assert verdict(schedule(req(priority=level), view(grid, half_full), BALANCED, random.Random(0))) == SEND
+
+
+def test_batch_also_waits_where_it_would_queue_inside_the_engine() -> None:
+    grid = (endpoint("fra", slots=64),)
+    queued = {"fra-small": EndpointState(running=1, pending_requests=1, pending_prompt_tokens=2_000_000)}
+    batch = schedule(req(priority=BATCH), view(grid, queued), BALANCED, random.Random(0))
+    assert verdict(batch) == WAIT and "ms of work queued ahead" in batch.rejected[0].reason
+
+
+def test_a_deadline_that_no_site_can_meet_is_refused() -> None:
+    grid = (endpoint("fra"), endpoint("iad"))
+    d = schedule(req(deadline_ms=1.0), view(grid), BALANCED, random.Random(0))
+    assert d.chosen is None and verdict(d) == LATE
+    assert {r.filter for r in d.rejected} == {"deadline"}
+    assert "past the deadline (1 ms left)" in d.rejected[0].reason
+
+
+def test_a_deadline_drops_far_sites_and_caps_the_slo() -> None:
+    grid = (endpoint("fra"), endpoint("nrt"))  # predicted TTFT from Frankfurt: fra ~130 ms, nrt ~265 ms
+    d = schedule(req(deadline_ms=200.0), view(grid), BALANCED, random.Random(0))
+    assert d.chosen is not None and d.chosen.site_id == "fra"
+    assert [(r.endpoint_id, r.filter) for r in d.rejected] == [("nrt-small", "deadline")]
+    assert d.urgency is not None and d.urgency.slo_ms == 200.0
+
+
+def test_busy_beats_late_and_forbidden_is_rejected() -> None:
+    grid = (endpoint("fra", slots=4),)
+    full = {"fra-small": EndpointState(running=4, waiting=16)}  # the capacity filter: a full queue
+    assert verdict(schedule(req(), view(grid, full), BALANCED, random.Random(0))) == WAIT
+    jp_only = req(allowed_jurisdictions=frozenset({"JP"}))
+    assert verdict(schedule(jp_only, view(grid), BALANCED, random.Random(0))) == REJECT
+
+
+def test_admission_rules_expire_at_the_deadline_or_the_class_limit() -> None:
+    rules = AdmissionRules()
+    assert rules.expires(BATCH, 100.0, None) == 700.0
+    assert rules.expires(INTERACTIVE, 100.0, None) == 110.0
+    assert rules.expires(INTERACTIVE, 100.0, 800.0) == 100.8
+    assert rules.remaining_ms(800.0, 100.0, 100.5) == pytest.approx(300.0)
+    assert rules.remaining_ms(None, 100.0, 100.5) is None

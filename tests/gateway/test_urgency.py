@@ -1,0 +1,183 @@
+"""Urgency through the gateway: priority and deadline from headers or body, bounded by tenant and key; the
+admission queue waits, dispatches, sheds (429 + Retry-After) and refuses late requests, and every outcome is
+settled and audited."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from aigrid.engines.protocol import EngineStats
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.spec.models import AdmissionSpec, PrioritySpec, QuotaSpec, TenantSpec
+from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
+TOKYO = {"x-aigrid-client-location": "Tokyo"}
+
+
+@pytest.fixture
+async def gw(tmp_path: Path, fakes: dict[str, FakeEngine]) -> AsyncIterator[Gateway]:
+    spec = spec_in(tmp_path)
+    tenants = {**spec.tenants,
+               "chat": TenantSpec(priority=PrioritySpec(default="interactive"),
+                                  quotas=QuotaSpec(requests_per_min=1000, tokens_per_min=1_000_000)),
+               "nightly": TenantSpec(priority=PrioritySpec(default="batch", max="standard"),
+                                     quotas=QuotaSpec(requests_per_min=1000, tokens_per_min=1_000_000))}
+    gateway = spec.gateway.model_copy(update={"admission": AdmissionSpec(
+        max_wait_s={"interactive": 2.0, "standard": 0.3, "batch": 0.3}, poll_interval_s=0.02)})
+    g = build_gateway(spec.model_copy(update={"tenants": tenants, "gateway": gateway}), fakes,
+                      rng=random.Random(3), sleep=_no_sleep)
+    g.guard.quotas.clock = lambda: 1_800_000_030.0
+    await g.scraper.scrape_once()
+    await g.guard.start()
+    yield g
+    await g.guard.stop()
+
+
+@pytest.fixture
+async def client(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        yield c
+
+
+async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
+    assert gw.guard.audit is not None
+    await gw.guard.audit.flush()
+    db = sqlite3.connect(gw.guard.audit.store.path)
+    try:
+        return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
+    finally:
+        db.close()
+
+
+def received(fakes: dict[str, FakeEngine]) -> int:
+    return sum(len(f.received) for f in fakes.values())
+
+
+async def saturate(gw: Gateway, fakes: dict[str, FakeEngine], busy: bool = True) -> None:
+    """Every engine reports a full queue (the capacity filter: 4 x its slots waiting), or an idle one."""
+    for f in fakes.values():
+        f.stats_value = EngineStats(running=4, waiting=64) if busy else EngineStats(running=0, waiting=0)
+    await gw.scraper.scrape_once()
+
+
+@pytest.mark.parametrize(("headers", "body", "param", "status"), [
+    ({"x-aigrid-priority": "urgent"}, {}, "x-aigrid-priority", 400),
+    ({}, {"priority": 12}, "priority", 400),
+    ({"x-aigrid-deadline-ms": "soon"}, {}, "x-aigrid-deadline-ms", 400),
+    ({}, {"deadline_ms": -5}, "deadline_ms", 400),
+    ({"x-aigrid-tenant": "nightly", "x-aigrid-priority": "interactive"}, {}, "x-aigrid-priority", 403),
+])
+async def test_bad_urgency_is_refused_naming_the_field(client: httpx.AsyncClient, fakes: dict[str, FakeEngine],
+                                                       headers: dict[str, str], body: dict[str, Any], param: str,
+                                                       status: int) -> None:
+    r = await client.post("/v1/chat/completions", json={**CHAT, **body}, headers={**TOKYO, **headers})
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["param"] == param
+    assert ("interactive, standard, batch or an integer 0-9" in err["message"] if status == 400 and "prior" in param
+            else True)
+    if status == 403:
+        assert err["code"] == "priority_not_allowed" and "standard at most" in err["message"]
+    assert received(fakes) == 0
+
+
+async def test_body_urgency_is_the_gateways_and_the_decision_shows_it(client: httpx.AsyncClient,
+                                                                      fakes: dict[str, FakeEngine]) -> None:
+    r = await client.post("/v1/chat/completions", json={**CHAT, "priority": "batch", "deadline_ms": 60_000},
+                          headers=TOKYO)
+    assert r.status_code == 200, r.text
+    sent = next(f.received[0] for f in fakes.values() if f.received)
+    assert "priority" not in sent and "deadline_ms" not in sent  # vLLM reads its own `priority`
+    d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    assert d["urgency"]["class"] == "batch" and d["urgency"]["deadline_ms_left"] <= 60_000
+    assert d["urgency"]["weights_changed"]["cost"][1] > d["urgency"]["weights_changed"]["cost"][0]
+
+
+async def test_tenant_default_applies_and_a_key_header_overrides_within_bounds(client: httpx.AsyncClient) -> None:
+    r = await client.post("/v1/chat/completions", json=CHAT, headers={**TOKYO, "x-aigrid-tenant": "chat"})
+    d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    assert d["urgency"]["class"] == "interactive"
+    r = await client.post("/v1/chat/completions", json=CHAT,
+                          headers={**TOKYO, "x-aigrid-tenant": "nightly", "x-aigrid-priority": "standard"})
+    assert r.status_code == 200
+    d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    assert d["urgency"] is None  # standard, no deadline: the policy as written
+
+
+async def test_an_unmeetable_deadline_is_refused_before_any_engine_work(gw: Gateway, client: httpx.AsyncClient,
+                                                                        fakes: dict[str, FakeEngine]) -> None:
+    r = await client.post("/v1/chat/completions", json=CHAT,
+                          headers={**TOKYO, "x-aigrid-tenant": "chat", "x-aigrid-deadline-ms": "5"})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "deadline_unmeetable"
+    assert received(fakes) == 0
+    row = (await audit_rows(gw))[-1]
+    assert row["outcome"] == "error:deadline_unmeetable" and row["tenant"] == "chat"
+    assert row["extra"]["urgency"]["deadline_ms"] == 5.0
+    assert set(row["decision"]["rejected"]) == {"deadline"}  # every site rejected only for the deadline
+    assert await gw.guard.quotas.tokens_this_minute(gw.guard.principal(None, "chat")) == 0
+
+
+async def test_a_request_waits_for_capacity_then_is_served(gw: Gateway, client: httpx.AsyncClient,
+                                                           fakes: dict[str, FakeEngine]) -> None:
+    await saturate(gw, fakes)
+    pending = asyncio.ensure_future(client.post("/v1/chat/completions", json=CHAT,
+                                                headers={**TOKYO, "x-aigrid-tenant": "chat"}))
+    await asyncio.sleep(0.2)
+    assert not pending.done() and len(gw.admission.queue) == 1 and received(fakes) == 0
+    await saturate(gw, fakes, busy=False)
+    r = await asyncio.wait_for(pending, 5)
+    assert r.status_code == 200, r.text
+    row = (await audit_rows(gw))[-1]
+    assert row["outcome"] == "ok" and row["extra"]["urgency"]["queued_ms"] >= 150
+    assert len(gw.admission.queue) == 0 and gw.admission.local == {}  # released when the exchange closed
+
+
+async def test_past_its_longest_wait_a_request_is_shed_with_retry_after(gw: Gateway, client: httpx.AsyncClient,
+                                                                        fakes: dict[str, FakeEngine]) -> None:
+    await saturate(gw, fakes)
+    r = await client.post("/v1/chat/completions", json=CHAT, headers={**TOKYO, "x-aigrid-tenant": "nightly"})
+    assert r.status_code == 429, r.text
+    err = r.json()["error"]
+    assert err["code"] == "overloaded" and err["type"] == "rate_limit_error" and "shed (batch)" in err["message"]
+    assert int(r.headers["retry-after"]) >= 1
+    assert received(fakes) == 0
+    row = (await audit_rows(gw))[-1]
+    assert row["outcome"] == "error:overloaded" and row["extra"]["status"] == 429
+    assert row["extra"]["urgency"]["queued_ms"] >= 250
+    assert await gw.guard.quotas.tokens_this_minute(gw.guard.principal(None, "nightly")) == 0
+    metrics = (await client.get("/metrics")).text
+    assert 'aigrid_admission_total{outcome="shed",priority_class="batch"} 1.0' in metrics
+
+
+async def test_a_full_queue_sheds_the_lowest_class_first(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    spec = spec_in(tmp_path)
+    tenants = {**spec.tenants, "nightly": TenantSpec(priority=PrioritySpec(default="batch"))}
+    gateway = spec.gateway.model_copy(update={"admission": AdmissionSpec(capacity=2)})
+    gw = build_gateway(spec.model_copy(update={"tenants": tenants, "gateway": gateway, "security":
+                                               spec.security.model_copy(update={"audit": None})}),
+                       fakes, rng=random.Random(3), sleep=_no_sleep)
+    await saturate(gw, fakes)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        batch = asyncio.ensure_future(c.post("/v1/chat/completions", json=CHAT,
+                                             headers={**TOKYO, "x-aigrid-tenant": "nightly"}))
+        await asyncio.sleep(0.05)
+        urgent = [asyncio.ensure_future(c.post("/v1/chat/completions", json=CHAT,
+                                               headers={**TOKYO, "x-aigrid-priority": "interactive"}))
+                  for _ in range(2)]
+        r = await asyncio.wait_for(batch, 5)
+        assert r.status_code == 429 and "admission queue is full" in r.json()["error"]["message"]
+        assert all(not u.done() for u in urgent)
+        await saturate(gw, fakes, busy=False)
+        assert [u.status_code for u in await asyncio.gather(*urgent)] == [200, 200]

@@ -1,0 +1,57 @@
+"""Urgency in the simulator: the spike scenario's headline and fair sharing across four gateways."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from aigrid.sim.experiment import run_experiment
+from aigrid.sim.runner import OK, SHED
+from aigrid.sim.scenario import Scenario, load_scenario
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sim"
+
+
+def test_spike_keeps_interactive_within_its_slo_and_delays_batch_without_losing_it() -> None:
+    sc = load_scenario(EXAMPLES / "spike.yaml").model_copy(update={"policies": ["balanced", "balanced:fcfs"]})
+    runs = {r.label: r.metrics for r in run_experiment(sc).runs}
+    urgent, fcfs = runs["balanced"], runs["balanced:fcfs"]
+    inter = urgent.by_class["interactive"]
+    assert inter["goodput"] >= 0.99 and inter["ttft_p99_ms"] <= sc.slo.ttft_ms
+    assert urgent.goodput >= fcfs.goodput
+    assert urgent.by_class["batch"]["deferred"] > 1000  # batch waited at the gateways through the spike ...
+    assert urgent.rejected == urgent.shed == 0  # ... and none was lost
+    assert fcfs.by_class["interactive"]["goodput"] < 0.9 and fcfs.deferred == 0
+
+
+def hammered(gateways: int) -> Scenario:
+    """Two tenants of equal weight on one CPU box, one asking three times as much as the other, both far
+    more than the box serves."""
+    return Scenario.model_validate({
+        "name": "hammer", "seed": 3, "duration_s": 60, "requests": 15000,
+        "models": [{"name": "m1", "family": "f", "params_b": 1.24, "kv_bytes_per_token": 32768}],
+        "sites": [{"id": "box", "city": "Paris", "hardware": "l40s", "models": ["m1"]}],
+        "tenants": [{"name": "heavy", "share": 0.75, "model": "m1", "priority": "batch", "continents": ["EU"],
+                     "max_prompt_tokens": 512},
+                    {"name": "light", "share": 0.25, "model": "m1", "priority": "batch", "continents": ["EU"],
+                     "max_prompt_tokens": 512}],
+        "policies": ["balanced", "balanced:fcfs"],
+        "gateway": {"count": gateways, "telemetry_interval_s": 1.0, "telemetry_lag_s": 1.0,
+                    "admission": {"max_wait_s": {"batch": 20.0}}},
+        "diurnal": {"peak_to_trough": 1.0},
+    })
+
+
+def test_two_equal_tenants_hammering_one_site_get_equal_service_across_four_gateways() -> None:
+    ex = run_experiment(hammered(4))
+    w = ex.workload
+    fair, fcfs = (next(r.result for r in ex.runs if r.label == label) for label in ("balanced", "balanced:fcfs"))
+    busy = w.t < 50.0  # both tenants have requests waiting throughout: count what each got served
+    heavy, light = (int(((fair.status == OK) & (w.tenant == k) & busy).sum()) for k in (0, 1))
+    assert abs(heavy - light) <= 0.1 * max(heavy, light), (heavy, light)
+    assert int((fair.status == SHED).sum()) > 0  # the excess was shed (429), and counted
+    # first come, first served gives the heavy tenant its three quarters instead
+    f_heavy, f_light = (int(((fcfs.status == OK) & (w.tenant == k) & busy).sum()) for k in (0, 1))
+    assert f_heavy > 2 * f_light
+    assert np.all(fair.status != 0)  # every request ended served, shed or refused: none left pending
