@@ -62,9 +62,11 @@ class SloPicker:
 
     def pick(self, candidates: Sequence[Candidate], policy: Policy, rng: Rng) -> tuple[Candidate, ...]:
         slo = policy.ttft_slo_ms
-        meets = [c for c in candidates if c.prediction.ttft_p90_ms <= slo and _tpot_ok(c, policy)]
+        meets: list[Candidate] = []
+        misses: list[Candidate] = []
+        for c in candidates:  # one pass (`c not in meets` compared whole dataclasses, n^2 times)
+            (meets if c.prediction.ttft_p90_ms <= slo and _tpot_ok(c, policy) else misses).append(c)
         if not meets:
             return tuple(by_p90(candidates, policy.tie_tolerance, rng))
-        misses = sorted((c for c in candidates if c not in meets),
-                        key=lambda c: (c.prediction.ttft_p90_ms, c.endpoint_id))
+        misses.sort(key=lambda c: (c.prediction.ttft_p90_ms, c.endpoint_id))
         return (*by_total(meets, policy.tie_tolerance, rng), *misses)

@@ -60,15 +60,17 @@ class Scheduler:
         ctx = Context(request, view, policy)
         candidates: list[Candidate] = []
         rejected: list[Rejection] = []
-        weights = _normalised(policy, self.profile.scorers)
+        filters, scorers = self.profile.filters, self.profile.scorers
+        weights = _normalised(policy, scorers)
+        sites, prefix_owner = view.sites, view.prefix_owner
         for endpoint in view.endpoints:
-            failed = _first_failure(self.profile.filters, ctx, endpoint)
-            site = view.sites[endpoint.site_id]
+            failed = _first_failure(filters, ctx, endpoint)
+            site = sites[endpoint.site_id]
             if failed is not None:
                 rejected.append(Rejection(endpoint.id, site.id, failed[0], failed[1]))
                 continue
             state = view.state(endpoint.id)
-            prediction = predict(request, endpoint, site, state, is_warm(request, endpoint, view.prefix_owner))
+            prediction = predict(request, endpoint, site, state, is_warm(request, endpoint, prefix_owner))
             if urgency is not None:
                 late = too_late(urgency, prediction)
                 busy = None if late else saturated(urgency, endpoint, in_system(state), prediction)
@@ -78,12 +80,14 @@ class Scheduler:
                     continue
             scores: dict[str, float] = {}
             notes: list[tuple[str, str, tuple[object, ...]]] = []
-            for scorer in self.profile.scorers:
+            for scorer in scorers:
                 s = scorer.score(ctx, endpoint, prediction)
                 scores[scorer.axis] = clamp01(s.value)
                 if s.note:
                     notes.append((scorer.axis, s.note, s.args))
-            total = sum(weights[axis] * value for axis, value in scores.items())
+            total: float = 0  # the weighted sum in axis order, as sum() would add it (a loop is cheaper)
+            for axis, value in scores.items():
+                total += weights[axis] * value
             candidates.append(Candidate(
                 endpoint_id=endpoint.id, site_id=site.id, jurisdiction=site.jurisdiction,
                 model=endpoint.model, scores=scores, total=total, prediction=prediction,
