@@ -126,6 +126,7 @@ def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, polic
         pinned_sites=frozenset({sc.central_site}) if sc.central_site else frozenset(),
         keep_decisions=keep_decisions, regional=regional,
         admission=g.admission.rules() if queued else None, classes=not fcfs and is_aigrid(policy_name),
+        calibrate=is_aigrid(policy_name.removesuffix(FCFS)),
     )
     schedule_faults(sim, sc.faults, grid)
     return sim.run(on_tick=on_tick)

@@ -66,13 +66,16 @@ class Gateways:
     gateway's own classes and pure updates), sharing ledgers every `shared_sync_s` (Redis; 0: not shared)."""
 
     def __init__(self, grid: Grid, telemetry: Telemetry, count: int, local_accounting: bool, cooldown_s: float,
-                 shared_sync_s: float = 0.1, failure_threshold: int = 1) -> None:
+                 shared_sync_s: float = 0.1, failure_threshold: int = 1, calibrate: bool = True) -> None:
         self.grid = grid
         self.telemetry = telemetry
         self.count = count
         self.local_accounting = local_accounting
         self.cooldown_s = cooldown_s
         self.failure_threshold = failure_threshold
+        self.calibrate = calibrate
+        """Fit each endpoint's TTFT calibration from outcomes; off for the baselines, whose formulas read none
+        (the peers' routers learn nothing), which spares the work and changes no decision."""
         self.ledgers = [SyncedLedger() for _ in range(count)]
         self.total = SyncedLedger()
         """Every gateway's sends together: what the shared state holds once synced."""
@@ -142,8 +145,9 @@ class Gateways:
         if self.local_accounting:
             self.ledgers[gateway].first_token(index, prompt_tokens)
             self.total.first_token(index, prompt_tokens)
-        cals = self.calibrations[gateway]
-        cals[index] = observe(cals.get(index, NO_CALIBRATION), model_ahead_ms, model_own_ms, observed_engine_ms)
+        if self.calibrate:
+            cals = self.calibrations[gateway]
+            cals[index] = observe(cals.get(index, NO_CALIBRATION), model_ahead_ms, model_own_ms, observed_engine_ms)
         breaker = self.breakers[gateway].get(index)
         if breaker is not None:
             breaker.record_success()

@@ -94,7 +94,7 @@ class Simulation:
                  pinned_sites: frozenset[str] = frozenset(), keep_decisions: bool = False,
                  regional: RegionalView | None = None, shared_sync_s: float = 0.1,
                  failure_threshold: int = 1, admission: AdmissionRules | None = None,
-                 classes: bool = True) -> None:
+                 classes: bool = True, calibrate: bool = True) -> None:
         self.grid, self.arr, self.router, self.policy, self.net = grid, arrivals, router, policy, network
         self.loop = EventLoop()
         self.rng = random.Random(seed)
@@ -112,7 +112,7 @@ class Simulation:
         self.telemetry = Telemetry(self.loop, len(self.engines), lambda i: self.engines[i].state(),
                                    telemetry_interval_s, telemetry_lag_s)
         self.gw = Gateways(grid, self.telemetry, gateways, local_accounting, circuit_cooldown_s, shared_sync_s,
-                           failure_threshold)
+                           failure_threshold, calibrate)
         if regional is None:
             regional = RegionalView(grid, candidates, pinned_sites, network)
         elif not regional.matches(grid, candidates, pinned_sites, network):
