@@ -100,7 +100,7 @@ async def test_ttft_is_prefill_and_decode_is_per_step(client: httpx.AsyncClient)
         ttft, e2e, _ = await timed_stream(client, url, chat(5, chars=800))
     finally:
         server.close()
-    assert 0.038 <= ttft <= 0.09
+    assert 0.053 <= ttft <= 0.11  # never early (timers fire late, not early); late by the machine's load
     assert 0.058 <= e2e - ttft <= 0.12
 
 
@@ -114,7 +114,8 @@ async def test_decode_step_grows_with_the_batch(client: httpx.AsyncClient) -> No
     finally:
         server.close()
     per_token_alone = (alone - ttft1) / 16
-    per_token_batched = min((e2e - ttft) / 16 for ttft, e2e, _ in runs)
+    # the median stream: the first ones admitted start with fewer batchmates (each prompt takes a step)
+    per_token_batched = sorted((e2e - ttft) / 16 for ttft, e2e, _ in runs)[len(runs) // 2]
     assert 0.009 <= per_token_alone <= 0.02
     assert per_token_batched >= 0.03
 
@@ -133,8 +134,9 @@ async def test_slots_limit_running_and_queue_the_rest(client: httpx.AsyncClient)
         server.close()
     assert (busy.running, busy.waiting) == (2, 3)
     ttfts = sorted(t for t, _, _ in runs)
-    # two run at once; the third waits for a whole request (5 steps of 20 ms) before its prefill
-    assert ttfts[1] < 0.05 and ttfts[2] >= 0.1
+    # two run at once (their prompts share the first ~21 ms step: first tokens at ~10 and ~32 ms); the third
+    # waits for a whole request (5 more steps of 20 ms) before its prefill
+    assert ttfts[1] < 0.09 and ttfts[2] >= 0.1
     idle = parse_vllm(idle_text)
     assert (idle.running, idle.waiting) == (0, 0)
     assert idle.ttft_count == 5 and idle.generation_tokens_total == 30

@@ -12,7 +12,12 @@ calibration fits
     y = overhead + prefill_coef x own + queue_coef x ahead
 
 by exponentially weighted least squares (forgetting factor DECAY) with a ridge pull towards (0, 1, 1), so a
-handful of points cannot throw it far. It also tracks the 90th percentile of the out-of-sample ratio
+handful of points cannot throw it far, made robust with Huber weights on the log ratio of each observation to
+the current prediction. Residuals are skewed: a request that met queueing nobody could see (another
+gateway's sends since the last exchange, traffic from elsewhere) takes far longer than modelled, while none
+takes far less; plain least squares chases that mean and over-predicts the typical request. With the weights
+the fit follows the bulk (closer to the median, the best point under absolute error), and the tail is left to
+the p90 ratio below. It also tracks the 90th percentile of the out-of-sample ratio
 y / prediction with a stochastic-approximation quantile estimator (Robbins-Monro), so that decisions can use
 p90 = p50 x ratio_q, not only a point guess.
 
@@ -38,6 +43,9 @@ QUANTILE_STEP = 0.1
 """Robbins-Monro step on the log ratio: +9% after a miss above the quantile, -1% after a hit below."""
 INITIAL_LOG_Q = log(1.3)
 COEF_RANGE = (0.05, 20.0)
+HUBER_K = 0.25
+"""An observation more than exp(HUBER_K) = 1.28x away from the current prediction, either way, counts with
+weight HUBER_K / |log ratio| (Huber's M-estimator on the log scale)."""
 
 
 
@@ -81,9 +89,10 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
     r = log(max(observed_ms, 0.1) / cal.engine_ms(ahead_ms, own_ms))
     log_q = max(cal.log_q + QUANTILE_STEP * (QUANTILE - (1.0 if r <= cal.log_q else 0.0)), 0.0)
     x1, x2, y = own_ms, ahead_ms, observed_ms
+    w = 1.0 if abs(r) <= HUBER_K else HUBER_K / abs(r)
     sw, s1, s2, sy, s11, s12, s22, s1y, s2y = (v * decay for v in cal.sums)
-    sums = (sw + 1, s1 + x1, s2 + x2, sy + y, s11 + x1 * x1, s12 + x1 * x2, s22 + x2 * x2, s1y + x1 * y,
-            s2y + x2 * y)
+    sums = (sw + w, s1 + w * x1, s2 + w * x2, sy + w * y, s11 + w * x1 * x1, s12 + w * x1 * x2,
+            s22 + w * x2 * x2, s1y + w * x1 * y, s2y + w * x2 * y)
     a, b1, b2 = _fit(sums)
     return Calibration(cal.n + 1, sums, a, b1, b2, log_q)
 
