@@ -67,8 +67,9 @@ def pick_threshold(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> fl
 
 def operating_points(model: InjectionModel, rows: Rows, document: bool, flag_fpr: float,
                      block_fpr: float) -> tuple[float, float, dict[str, float]]:
-    """Thresholds at the target false-positive rates on `rows`, and the recall they give."""
-    scores = np.array([model.score(t, document=document).probability for t, _ in rows])
+    """Thresholds at the target false-positive rates on `rows`, and the recall they give (a prompt by the prompt
+    head alone: the document head's reading of a pasted part has its own operating points)."""
+    scores = np.array([model.score(t, document=document, pasted=False).probability for t, _ in rows])
     labels = np.array([y for _, y in rows])
     flag = pick_threshold(scores, labels, flag_fpr)
     block = max(flag, pick_threshold(scores, labels, block_fpr))

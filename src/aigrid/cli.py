@@ -101,7 +101,7 @@ WorkersOpt = Annotated[int | None, typer.Option(
 
 
 def _workers(workers: int | None) -> int:
-    from aigrid.gateway.workers import available_cores
+    from aigrid.cores import available_cores
 
     if workers is not None and workers < 1:
         raise typer.BadParameter("must be at least 1", param_hint="--workers")

@@ -8,6 +8,7 @@
      │    └── EngineStreamBroken   failed after bytes were sent to the client
      ├── EngineBuildError          the embedded engine binary or model could not be found or built
      ├── SharedStateUnavailable    Redis (shared by several gateways) cannot be reached
+     ├── WorkerError               a simulation run in a worker process died or failed unpicklably
      └── ApiError                  a client-facing error, mapped to the OpenAI error envelope
           ├── InvalidRequest       400  invalid_request_error
           ├── AuthenticationError  401  authentication_error
@@ -58,6 +59,11 @@ class EngineStreamBroken(EngineError):
 
 class EngineBuildError(AigridError):
     pass
+
+
+class WorkerError(AigridError):
+    """A simulation run in a worker process (sim/parallel.py) died, or raised something that could not be sent
+    back; the message carries the worker's traceback."""
 
 
 class SharedStateUnavailable(AigridError):

@@ -136,3 +136,25 @@ async def test_connections_per_origin_are_capped_with_a_pool_timeout() -> None:
 async def _read_all(engine: OpenAICompatEngine, body: bytes) -> bytes:
     async with engine.open("/v1/chat/completions", body) as up:
         return b"".join([c async for c in up.body])
+
+
+async def test_the_direct_path_streams_and_maps_failures_like_the_client_path() -> None:
+    """Proxied POSTs skip httpx's client layer (OpenAICompatEngine(transport=...)); same answers, same errors."""
+    server, _ = await serve(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1), port=0)
+    port = bound_port(server)
+    transport = Http1Transport()
+    try:
+        async with httpx.AsyncClient(transport=transport) as client:
+            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client, transport=transport)
+            for _ in range(2):
+                async with engine.open("/v1/chat/completions", BODY) as up:
+                    assert up.status == 200 and up.headers["content-type"] == "text/event-stream"
+                    raw = b"".join([c async for c in up.body])
+                assert raw.count(b'"content":" tok"') == 3 and raw.endswith(b"data: [DONE]\n\n")
+            assert transport.idle("127.0.0.1", port) == 1 and transport.in_use("127.0.0.1", port) == 0
+            with pytest.raises(EngineUnavailable):
+                async with OpenAICompatEngine("vllm", "http://127.0.0.1:9", client, transport=transport).open(
+                        "/v1/completions", BODY):
+                    pass
+    finally:
+        server.close()

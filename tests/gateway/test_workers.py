@@ -82,7 +82,7 @@ def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> 
 
 
 def test_default_workers_follow_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:
-    from aigrid.gateway.workers import available_cores
+    from aigrid.cores import available_cores
 
     cpu_max = tmp_path / "cpu.max"
     cpu_max.write_text("max 100000\n")

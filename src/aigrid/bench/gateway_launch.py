@@ -1,4 +1,4 @@
-"""`python -m aigrid.bench.gateway_launch SPEC --port P [--transport http1|httpx] [--loop uvloop|asyncio]`:
+"""`python -m aigrid.bench.gateway_launch SPEC --port P [--transport direct|http1|httpx] [--loop uvloop|asyncio]`:
 run the aigrid gateway for a spec of external engines only, with a chosen upstream transport and event loop.
 
 The side-by-side benchmark uses it to measure each hot-path change on its own (docs/benchmarks.md). It
@@ -22,11 +22,18 @@ from aigrid.security.firewall.abuse import AbuseAction, AbuseVerdict, RequestTra
 from aigrid.spec.load import load_spec
 
 
-def client(transport: str) -> httpx.AsyncClient:
-    if transport == "httpx":
-        return upstream_client()
+def client(transport: str) -> tuple[httpx.AsyncClient, Http1Transport | None]:
+    """direct: as `aigrid up` (Http1Transport, proxied requests without httpx's client layer); http1: the same
+    transport behind httpx's client for every request; httpx: httpx's own transport (httpcore's pool)."""
+    if transport == "direct":
+        http1 = Http1Transport()
+        return upstream_client(http1), http1
     timeout = httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=10.0)
-    return httpx.AsyncClient(transport=Http1Transport(), timeout=timeout, trust_env=False)
+    if transport == "http1":
+        return httpx.AsyncClient(transport=Http1Transport(), timeout=timeout, trust_env=False), None
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(limits=limits), timeout=timeout,
+                             trust_env=False), None
 
 
 class _NoAbuseSignals:
@@ -40,9 +47,9 @@ async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True) 
     spec = load_spec(spec_path)
     if any(e.engine == "embedded" for e in spec.endpoints):
         raise SystemExit("gateway_launch runs specs of external engines only; use `aigrid up` for embedded ones")
-    upstream = client(transport)
+    upstream, http1 = client(transport)
     try:
-        gateway = build_gateway(spec, build_engines(spec, {}, upstream))
+        gateway = build_gateway(spec, build_engines(spec, {}, upstream, http1))
         if not abuse:
             gateway.guard.abuse = _NoAbuseSignals()  # type: ignore[assignment]
         config = uvicorn.Config(build_app(gateway), host=spec.gateway.host, port=port, log_level="warning",
@@ -56,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("spec", type=Path)
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--transport", choices=("http1", "httpx"), default="http1")
+    ap.add_argument("--transport", choices=("direct", "http1", "httpx"), default="direct")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     ap.add_argument("--without-abuse-monitor", action="store_true",
                     help="measurement only: replace the abuse monitor by one that never signals")

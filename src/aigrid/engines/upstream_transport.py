@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Mapping
 
 import httptools
 import httpx
@@ -143,7 +144,7 @@ class _Conn(asyncio.Protocol):
         self.complete = self.keep_alive = self.got_bytes = False
         self.buffered = 0
 
-    async def send(self, data: bytes, timeouts: dict[str, float | None]) -> tuple[int, list[tuple[bytes, bytes]]]:
+    async def send(self, data: bytes, timeouts: Mapping[str, float | None]) -> tuple[int, list[tuple[bytes, bytes]]]:
         assert self.transport is not None
         self._head = asyncio.get_running_loop().create_future()
         self.transport.write(data)
@@ -241,8 +242,6 @@ class Http1Transport(httpx.AsyncBaseTransport):
         url = request.url
         if url.scheme != "http":
             raise httpx.UnsupportedProtocol(f"Http1Transport speaks plain http only, not {url.scheme!r}")
-        origin = (url.host, url.port or 80)
-        timeouts = request.extensions.get("timeout", {})
         body = await request.aread()
         head = [f"{request.method} {url.raw_path.decode('ascii')} HTTP/1.1".encode()]
         if "host" not in request.headers:
@@ -250,6 +249,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
         head += [k + b": " + v for k, v in request.headers.raw]
         if body and "content-length" not in request.headers:
             head.append(b"content-length: %d" % len(body))
+        timeouts = request.extensions.get("timeout", {})
+        status, headers, stream = await self.exchange((url.host, url.port or 80), head, body, timeouts)
+        return httpx.Response(status, headers=headers, stream=stream, extensions={"http_version": b"HTTP/1.1"})
+
+    async def exchange(self, origin: tuple[str, int], head: list[bytes], body: bytes,
+                       timeouts: Mapping[str, float | None]) -> tuple[int, list[tuple[bytes, bytes]], _Body]:
+        """Send one request (`head`: its request line and header lines, host and content-length included)
+        and return the response's status, headers and body stream (close it: that frees the connection).
+        Raises httpx's transport errors. The proxied path calls this directly, without httpx's client."""
         data = b"\r\n".join(head) + b"\r\n\r\n" + body
         pool = self._origins.get(origin)
         if pool is None:
@@ -266,8 +274,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             conn.close()
             self._free(pool)
             raise
-        return httpx.Response(status, headers=headers, stream=_Body(self, conn, timeouts.get("read")),
-                              extensions={"http_version": b"HTTP/1.1"})
+        return status, headers, _Body(self, conn, timeouts.get("read"))
 
     async def _slot(self, pool: _Origin, origin: tuple[str, int], timeout: float | None) -> None:
         """Take one of the origin's max_connections, waiting up to `timeout` (the pool timeout) for one."""

@@ -36,6 +36,7 @@ import uvicorn
 from prometheus_client import multiprocess
 from starlette.routing import BaseRoute
 
+from aigrid.engines.upstream_transport import Http1Transport
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.guard import Guard, audit_log
 from aigrid.gateway.hub import Hub
@@ -46,22 +47,6 @@ from aigrid.spec.models import GridSpec
 
 log = logging.getLogger("aigrid.workers")
 RESTART_DELAY_S = 1.0
-
-
-def available_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
-    """The cores this process may use, the default number of workers: its CPU affinity (taskset), capped by
-    a cgroup v2 CPU quota (a container's CPU limit, which affinity does not show)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    try:
-        quota, period = cpu_max.read_text().split()[:2]
-    except (OSError, ValueError):
-        return cores
-    if quota == "max" or not quota.isdigit() or not period.isdigit() or int(period) == 0:
-        return cores
-    return max(1, min(cores, -(-int(quota) // int(period))))
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -187,12 +172,13 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
     spec = parse_spec(config["spec"], str(config_path))
     sock = socket.socket(fileno=int(config["fd"]))
     hub = HubClient(Path(config["hub"]))
-    client = upstream_client()
+    http1 = Http1Transport()
+    client = upstream_client(http1)
     try:
         quotas = None if spec.security.quotas_redis_url else HubQuotaBackend(hub)
         guard = Guard(spec, quota_backend=quotas, audit_sink=HubAuditLog(hub))
         shared = None if spec.gateway.shared_state_url else HubSharedState(hub)
-        gateway = build_gateway(spec, build_engines(spec, config["urls"], client), shared=shared, guard=guard,
+        gateway = build_gateway(spec, build_engines(spec, config["urls"], client, http1), shared=shared, guard=guard,
                                 gateway_id=f"{socket.gethostname()}-{os.getpid()}-w{index}")
         gateway.hub = hub
         server: uvicorn.Server | None = None

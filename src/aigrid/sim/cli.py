@@ -19,8 +19,9 @@ from aigrid.sim.scenario import ScenarioError, ScenarioProblem, load_scenario
 
 
 def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, quiet: bool = False,
-                 console: Console | None = None) -> dict[str, object]:
+                 console: Console | None = None, workers: int | None = None) -> dict[str, object]:
     """Run one scenario file; write summary.json, details.json, requests.csv and PNGs into out_dir.
+    `workers`: processes running policies side by side (default one per core; 1: all in this process).
 
     Returns the summary dict. Raises ScenarioError (a SpecError) for a bad scenario.
     """
@@ -37,7 +38,7 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
             progress.update(tasks[label], completed=min(max(fraction, 0.0), 1.0))
 
         try:
-            experiment = run_experiment(scenario, progress=report)
+            experiment = run_experiment(scenario, progress=report, workers=workers)
         except ScenarioProblem as e:
             raise ScenarioError(str(path), [str(e)]) from None
     write_outputs(experiment, out)
@@ -56,10 +57,13 @@ app = typer.Typer(help="Simulate a planet-scale grid driven by the same routing 
 def sim(scenario: Annotated[Path, typer.Argument(help="scenario YAML, e.g. examples/sim/global.yaml")],
         out: Annotated[Path, typer.Option("--out", "-o", help="directory for the reports")] = Path("sim-out"),
         no_plots: Annotated[bool, typer.Option("--no-plots", help="skip the PNG plots")] = False,
-        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")] = False) -> None:
+        quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or table")] = False,
+        workers: Annotated[int | None, typer.Option("--workers", "-j", min=1,
+                                                    help="processes running policies side by side "
+                                                         "(default: one per core)")] = None) -> None:
     """Run SCENARIO and write summary.json, requests.csv and plots into --out."""
     try:
-        run_scenario(scenario, out, plots=not no_plots, quiet=quiet)
+        run_scenario(scenario, out, plots=not no_plots, quiet=quiet, workers=workers)
     except ScenarioError as e:
         Console(stderr=True).print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from None

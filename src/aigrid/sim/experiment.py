@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from aigrid.core.types import Decision, GeoPoint, RequestInfo
 from aigrid.sim.agents import plan_agents
 from aigrid.sim.faults import schedule_faults
-from aigrid.sim.gateway import CandidateCache
 from aigrid.sim.geography import Cities, jurisdiction_of, load_cities
 from aigrid.sim.grid import Grid, build_grid
 from aigrid.sim.metrics import PolicyMetrics, summarize
 from aigrid.sim.network import Network
+from aigrid.sim.parallel import Task, Tick, default_workers, run_all
+from aigrid.sim.regional import RegionalView
+from aigrid.sim.right_size import tenant_prompts
 from aigrid.sim.routers import Router, is_aigrid, make_router
 from aigrid.sim.runner import Arrivals, RunResult, Simulation
 from aigrid.sim.scenario import FCFS, Scenario, policy_name
@@ -37,6 +39,8 @@ class PolicyRun:
     result: RunResult
     metrics: PolicyMetrics
     wall_s: float
+    cpu_s: float = 0.0
+    """CPU seconds of the run (its process's own time: on a busy machine, steadier than wall_s)."""
 
 
 @dataclass
@@ -59,6 +63,7 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
     deadlines = [t.deadline_ms for t in tenants]
     plan = plan_agents(sc, w)
     row = np.arange(len(w)) if plan is None else plan.session  # per model call: its session's workload row
+    sized = [tenant_prompts(sc, k) for k in range(len(tenants))]
 
     def request(i: int) -> RequestInfo:
         r = int(row[i])
@@ -67,10 +72,16 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
         if p is None:
             p = points[c] = GeoPoint(float(cities.lat[c]), float(cities.lon[c]))
         k = int(w.tenant[r])
-        return RequestInfo(id=str(i) if i == r else f"{r}.{int(plan.step[i])}",  # type: ignore[union-attr]
+        info = RequestInfo(id=str(i) if i == r else f"{r}.{int(plan.step[i])}",  # type: ignore[union-attr]
                            model=models[k], prompt_tokens=int(w.prompt[r]), max_output_tokens=int(w.output[r]),
                            client_location=p, allowed_jurisdictions=allowed[k], tenant=names[k],
                            priority=levels[k], deadline_ms=deadlines[k])
+        prompts = sized[k]
+        if prompts is None:
+            return info
+        assert w.pick_u is not None
+        q = int(prompts.pick(w.pick_u[r]))  # this request's labelled prompt: its estimate, as the gateway's
+        return replace(info, quality=prompts.quality[q], max_quality_drop=prompts.threshold)
 
     gateway = (w.city % sc.gateway.count).astype(np.int32)
     jitter = w.jitter_u if plan is None else np.concatenate([w.jitter_u, plan.extra_jitter_u])
@@ -78,9 +89,29 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
                     jurisdiction=lambda i: jurisdiction_of(cities.country[int(w.city[row[i]])]), agents=plan)
 
 
+def regional_view(sc: Scenario, grid: Grid, central: frozenset[str]) -> RegionalView:
+    """The candidate lists and floors every run of `grid` in this scenario shares."""
+    return RegionalView(grid, sc.gateway.candidates, central, Network(**sc.network.model_dump()))
+
+
+def places(sc: Scenario, w: Workload, cities: Cities) -> list[tuple[GeoPoint, str, frozenset[str] | None]]:
+    """Every (client place, model, allowed jurisdictions) the workload's requests have (arrivals_from's)."""
+    pairs = np.unique(w.city.astype(np.int64) * len(sc.tenants) + w.tenant)
+    out = []
+    for pair in pairs.tolist():
+        c, k = divmod(pair, len(sc.tenants))
+        t = sc.tenants[k]
+        at = GeoPoint(float(cities.lat[c]), float(cities.lon[c]))
+        allowed = frozenset(t.jurisdictions) if t.jurisdictions else None
+        prompts = tenant_prompts(sc, k)
+        for model in (t.model,) if prompts is None else prompts.ladder:
+            out.append((at, model, allowed))
+    return out
+
+
 def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, policy_name: str, policy: object,
              keep_decisions: bool = False, on_tick: Callable[[float], None] | None = None,
-             cache: CandidateCache | None = None) -> RunResult:
+             regional: RegionalView | None = None) -> RunResult:
     """One run. `policy_name` is the label's policy part: aigrid's policies get urgency classes and the
     admission queue (scenario gateway.admission), unless it ends in :fcfs; the baselines get neither."""
     g = sc.gateway
@@ -93,52 +124,75 @@ def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, polic
         connect_timeout_s=g.connect_timeout_s, max_attempts=g.max_attempts, seed=sc.seed,
         shared_sync_s=g.shared_state_s, failure_threshold=g.breaker_failures,
         pinned_sites=frozenset({sc.central_site}) if sc.central_site else frozenset(),
-        keep_decisions=keep_decisions, candidate_cache=cache,
+        keep_decisions=keep_decisions, regional=regional,
         admission=g.admission.rules() if queued else None, classes=not fcfs and is_aigrid(policy_name),
     )
     schedule_faults(sim, sc.faults, grid)
     return sim.run(on_tick=on_tick)
 
 
-def run_experiment(sc: Scenario, progress: Progress | None = None) -> Experiment:
+def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int | None = None) -> Experiment:
+    """Every policy (and every policy at every sweep load) on identical traffic. The runs are independent:
+    with `workers` > 1 (default: one per core, sim/parallel.py) they run side by side in worker processes,
+    with the same results as one after the other."""
     started = time.perf_counter()
     cities = load_cities()
     grids: dict[str | None, Grid] = {}
-    caches: dict[str | None, CandidateCache] = {}
+    views: dict[str | None, RegionalView] = {}
     workload = build_workload(sc, cities)
     arrivals = arrivals_from(sc, workload, cities)
-    runs: list[PolicyRun] = []
-    events = 0
-    for label in sc.policies:
-        name, _, site_set = label.partition("@")
-        key = site_set or None
-        if key not in grids:
-            grids[key] = build_grid(sc, cities, key)
-            caches[key] = {}
-        router, policy = make_router(policy_name(label), frozenset({sc.central_site}) if sc.central_site else frozenset(),
-                                     sc.slo.ttft_ms)
-        t0 = time.perf_counter()
-        tick = None if progress is None else (lambda now, lb=label: progress(lb, now / sc.duration_s))
-        result = simulate(sc, grids[key], arrivals, router, name, policy, on_tick=tick, cache=caches[key])
-        events += result.events
-        metrics = summarize(sc, grids[key], workload, result)
-        runs.append(PolicyRun(label, grids[key], result, metrics, time.perf_counter() - t0))
-        if progress is not None:
-            progress(label, 1.0)
-    sweep: dict[str, list[tuple[float, PolicyMetrics]]] = {}
+    central = frozenset({sc.central_site}) if sc.central_site else frozenset()
+    loads = [(1.0, workload, arrivals, True)]
     for factor in sc.sweep:
         w = build_workload(sc, cities, load=factor)
-        arr = arrivals_from(sc, w, cities)
+        loads.append((factor, w, arrivals_from(sc, w, cities), False))
+    for label in sc.policies:
+        key = label.partition("@")[2] or None
+        if key not in grids:
+            grids[key] = build_grid(sc, cities, key)
+            views[key] = regional_view(sc, grids[key], central)
+            for _, w, _, _ in loads:  # once here, not once per run (or per worker process)
+                views[key].prewarm(places(sc, w, cities))
+    tasks: list[Task[tuple[RunResult, PolicyMetrics, float, float]]] = []
+    labels: list[tuple[float, str, bool]] = []
+    for factor, w, arr, main in loads:
         for label in sc.policies:
-            name, _, site_set = label.partition("@")
-            router, policy = make_router(policy_name(label), frozenset({sc.central_site}) if sc.central_site else frozenset(),
-                                     sc.slo.ttft_ms)
-            result = simulate(sc, grids[site_set or None], arr, router, name, policy, cache=caches[site_set or None])
-            events += result.events
-            sweep.setdefault(label, []).append((factor, summarize(sc, grids[site_set or None], w, result)))
-            if progress is not None:
-                progress(f"sweep x{factor:g} {label}", 1.0)
+            key = label.partition("@")[2] or None
+            tasks.append(_policy_run(sc, grids[key], w, arr, label, central, views[key], main))
+            labels.append((factor, label, main))
+
+    def report(i: int, fraction: float) -> None:
+        factor, label, main = labels[i]
+        if progress is not None and (main or fraction >= 1.0):
+            progress(label if main else f"sweep x{factor:g} {label}", fraction)
+
+    done = run_all(tasks, default_workers(len(tasks)) if workers is None else workers, report)
+    runs: list[PolicyRun] = []
+    sweep: dict[str, list[tuple[float, PolicyMetrics]]] = {}
+    for (factor, label, main), (result, metrics, wall_s, cpu_s) in zip(labels, done, strict=True):
+        if main:
+            runs.append(PolicyRun(label, grids[label.partition("@")[2] or None], result, metrics, wall_s, cpu_s))
+        else:
+            sweep.setdefault(label, []).append((factor, metrics))
+    events = sum(result.events for result, *_ in done)
     return Experiment(sc, workload, runs, sweep, time.perf_counter() - started, events)
+
+
+def _policy_run(sc: Scenario, grid: Grid, w: Workload, arrivals: Arrivals, label: str, central: frozenset[str],
+                regional: RegionalView, main: bool) -> Task[tuple[RunResult, PolicyMetrics, float, float]]:
+    """One run as a task: (result, its figures, wall and CPU seconds). A sweep run reports no progress until
+    done."""
+    name = label.partition("@")[0]
+
+    def task(tick: Tick) -> tuple[RunResult, PolicyMetrics, float, float]:
+        router, policy = make_router(policy_name(label), central, sc.slo.ttft_ms)
+        t0, c0 = time.perf_counter(), time.process_time()
+        on_tick = (lambda now: tick(now / sc.duration_s)) if main else None
+        result = simulate(sc, grid, arrivals, router, name, policy, on_tick=on_tick, regional=regional)
+        metrics = summarize(sc, grid, w, result)
+        tick(1.0)
+        return result, metrics, time.perf_counter() - t0, time.process_time() - c0
+    return task
 
 
 def replay_run(sc: Scenario, requests: Sequence[tuple[float, RequestInfo]], policy_name: str,

@@ -10,7 +10,8 @@ mean over endpoints of served work (at
 peak efficiency) over elapsed time: the share of capacity in use.
 
 With agent sessions every model call counts as a request (calls never issued because their session ended
-unfinished do not), and the agent_* keys of sim/agents.py are added.
+unfinished do not), and the agent_* keys of sim/agents.py are added; with right-sized tenants,
+right_size_by_tenant (sim/right_size.py).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from aigrid.core.urgency import class_of
 from aigrid.sim.agents import agent_summary
 from aigrid.sim.grid import Grid
+from aigrid.sim.right_size import right_size_summary
 from aigrid.sim.runner import FAILED, NOT_SERVED, OK, PENDING, REFUSED_LATE, SHED, RunResult
 from aigrid.sim.scenario import Scenario
 from aigrid.sim.workload import Workload
@@ -56,6 +58,8 @@ class PolicyMetrics:
     floor_ratio_p99: float = float("nan")
     agent: dict[str, object] = field(default_factory=dict)
     """agent_* figures (sim/agents.py); empty without agent tenants."""
+    right_size: dict[str, object] = field(default_factory=dict)
+    """right_size_by_tenant (sim/right_size.py); empty without right-sized tenants."""
     shed: int = 0
     refused_late: int = 0
     deferred: int = 0
@@ -69,7 +73,7 @@ class PolicyMetrics:
         if self.shed or self.refused_late or self.deferred or len(self.by_class) > 1:
             extra = {"shed": self.shed, "refused_late": self.refused_late, "deferred": self.deferred,
                      "by_class": self.by_class}
-        return {**{k: d[k] for k in SUMMARY_KEYS}, **extra, **self.agent}
+        return {**{k: d[k] for k in SUMMARY_KEYS}, **extra, **self.agent, **self.right_size}
 
 
 def _pct(x: np.ndarray, q: float) -> float:
@@ -112,7 +116,9 @@ def summarize(sc: Scenario, grid: Grid, w: Workload, r: RunResult) -> PolicyMetr
         mean_utilization=round(float(r.utilization.mean()), 6) if len(r.utilization) else 0.0,
         failed=int((r.status == FAILED).sum()), offered_rps=round(n / sc.duration_s, 4),
         by_tenant_rejected=by_tenant, pred_err_p50=err50, pred_err_p90=err90, floor_ratio_p50=fl50,
-        floor_ratio_p99=fl99, agent=agent, shed=int((r.status == SHED).sum()),
+        floor_ratio_p99=fl99, agent=agent,
+        right_size=right_size_summary(sc, grid, w, r.status, r.endpoint, r.ttft_s, r.cost_usd),
+        shed=int((r.status == SHED).sum()),
         refused_late=int((r.status == REFUSED_LATE).sum()), deferred=int(waited.sum()),
         by_class=_by_class(r, klass, ok, within, not_served, waited),
     )

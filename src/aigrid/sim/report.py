@@ -14,6 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from aigrid.sim.digest import run_digest
 from aigrid.sim.experiment import Experiment
 from aigrid.sim.runner import FAILED, OK, REFUSED_LATE, REJECTED, SHED
 
@@ -39,9 +40,11 @@ def details(ex: Experiment) -> dict[str, object]:
     return {
         "scenario": ex.scenario.name,
         "seed": ex.scenario.seed,
-        "runs": {r.label: {"wall_s": round(r.wall_s, 3), "events": r.result.events, "failed": r.metrics.failed,
+        "runs": {r.label: {"wall_s": round(r.wall_s, 3), "cpu_s": round(r.cpu_s, 3), "events": r.result.events,
+                           "failed": r.metrics.failed,
                            "offered_rps": r.metrics.offered_rps, "rejected_by_tenant": r.metrics.by_tenant_rejected,
-                           "endpoints": len(r.grid.endpoints), "sites": len(r.grid.sites)} for r in ex.runs},
+                           "endpoints": len(r.grid.endpoints), "sites": len(r.grid.sites),
+                           "digest": run_digest(r.result)} for r in ex.runs},
         "sweep": {label: [{"load": f, **{k: _clean(v) for k, v in m.summary().items()}} for f, m in points]
                   for label, points in ex.sweep.items()},
     }
@@ -123,6 +126,26 @@ def agent_table(ex: Experiment) -> Table | None:
     return t
 
 
+def right_size_table(ex: Experiment) -> Table | None:
+    """Right-sized tenants and the tenants replaying their requests, per policy (None without any)."""
+    if not any(r.metrics.right_size for r in ex.runs):
+        return None
+    t = Table(title=f"{ex.scenario.name}: right-sized models (quality: labels of the held-out prompts; "
+                    "estimated: the gateway's estimate)")
+    for col in ("policy", "tenant", "to each model", "cost $", "TTFT p50", "TTFT p99", "estimated quality",
+                "realised quality"):
+        t.add_column(col, justify="left" if col in ("policy", "tenant", "to each model") else "right")
+    for r in ex.runs:
+        by_tenant = r.metrics.right_size.get("right_size_by_tenant", {})
+        assert isinstance(by_tenant, dict)
+        for name, f in by_tenant.items():
+            share = ", ".join(f"{m} {v:.0%}" for m, v in f["share_by_model"].items())
+            t.add_row(r.label, name, share, f"{f['cost_usd']:.3f}", _fmt_ms(f["ttft_p50_ms"]),
+                      _fmt_ms(f["ttft_p99_ms"]), _fmt_num(f["estimated_quality"], 3),
+                      _fmt_num(f["realised_quality"], 3))
+    return t
+
+
 def class_table(ex: Experiment) -> Table | None:
     """Per urgency class and policy (None unless the traffic has classes or some request waited or was shed)."""
     if not any(len(r.metrics.by_class) > 1 or r.metrics.deferred or r.metrics.shed for r in ex.runs):
@@ -143,16 +166,13 @@ def _fmt_ms(x: float | None) -> str:
     return "-" if x is None or math.isnan(x) else f"{x:,.0f} ms"
 
 
-def _fmt_num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+def _fmt_num(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
 
 
 def print_table(ex: Experiment, console: Console | None = None) -> None:
     console = console or Console()
     console.print(table(ex))
-    classes = class_table(ex)
-    if classes is not None:
-        console.print(classes)
-    agents = agent_table(ex)
-    if agents is not None:
-        console.print(agents)
+    for extra in (class_table(ex), agent_table(ex), right_size_table(ex)):
+        if extra is not None:
+            console.print(extra)

@@ -31,9 +31,10 @@ from aigrid.engines.engine_model import Engine, Job
 from aigrid.sim.admission import Admission
 from aigrid.sim.agents import AgentPlan
 from aigrid.sim.clock import EventLoop
-from aigrid.sim.gateway import CandidateCache, Gateways, Telemetry
+from aigrid.sim.gateway import Gateways, Telemetry
 from aigrid.sim.grid import Grid
 from aigrid.sim.network import Network
+from aigrid.sim.regional import RegionalView
 from aigrid.sim.routers import Router
 
 PENDING, OK, REJECTED, FAILED, SHED, REFUSED_LATE = 0, 1, 2, 3, 4, 5
@@ -91,7 +92,7 @@ class Simulation:
                  candidates: int = 32, local_accounting: bool = True, circuit_cooldown_s: float = 30.0,
                  connect_timeout_s: float = 1.0, max_attempts: int = 3, seed: int = 0,
                  pinned_sites: frozenset[str] = frozenset(), keep_decisions: bool = False,
-                 candidate_cache: CandidateCache | None = None, shared_sync_s: float = 0.1,
+                 regional: RegionalView | None = None, shared_sync_s: float = 0.1,
                  failure_threshold: int = 1, admission: AdmissionRules | None = None,
                  classes: bool = True) -> None:
         self.grid, self.arr, self.router, self.policy, self.net = grid, arrivals, router, policy, network
@@ -110,8 +111,13 @@ class Simulation:
                         for i, perf in enumerate(grid.perf)]
         self.telemetry = Telemetry(self.loop, len(self.engines), lambda i: self.engines[i].state(),
                                    telemetry_interval_s, telemetry_lag_s)
-        self.gw = Gateways(grid, self.telemetry, gateways, candidates, local_accounting, circuit_cooldown_s,
-                           pinned_sites, candidate_cache, shared_sync_s, failure_threshold)
+        self.gw = Gateways(grid, self.telemetry, gateways, local_accounting, circuit_cooldown_s, shared_sync_s,
+                           failure_threshold)
+        if regional is None:
+            regional = RegionalView(grid, candidates, pinned_sites, network)
+        elif not regional.matches(grid, candidates, pinned_sites, network):
+            raise ValueError("the regional view was built for another grid, candidate count or network")
+        self.regional = regional
         self.ep_index = {ep.id: i for i, ep in enumerate(grid.endpoints)}
         self.connect_timeout_s = connect_timeout_s
         self.max_attempts = max_attempts
@@ -224,10 +230,11 @@ class Simulation:
         where = req.client_location or GeoPoint(0.0, 0.0)
         now = self.loop.now
         tier = 0
+        models = tuple(sorted(req.quality)) if req.quality else req.model  # right-sized: every model it may use
         while True:
-            idx, eps = self.gw.candidates(where, req.model, req.allowed_jurisdictions, tier)
+            idx, eps = self.regional.candidates(where, models, req.allowed_jurisdictions, tier)
             decision = self.router(req, self.gw.view(g, idx, eps, now), self.policy, self.rng)
-            if decision.chosen is not None or not self.gw.can_widen(req.model, tier):
+            if decision.chosen is not None or not self.regional.can_widen(models, tier):
                 break
             tier += 1
         if self.decisions is not None:
@@ -251,8 +258,8 @@ class Simulation:
         if best.scores:  # baselines predict nothing
             self.predicted[i] = best.prediction.ttft_ms
         if not exclude:
-            self.floor[i] = self.gw.floor_s(req.client_location, req.model, req.allowed_jurisdictions, tier,
-                                            req.prompt_tokens, self.net)
+            self.floor[i] = self.regional.floor_s(req.client_location, models, req.allowed_jurisdictions, tier,
+                                                  req.prompt_tokens)
         self.chosen[i] = k
         if self.admission is not None and self.holder[i] < 0:
             self.holder[i] = g

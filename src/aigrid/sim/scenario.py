@@ -85,11 +85,26 @@ class AgentDef(Strict):
                                       "(default: the trace row's)")
 
 
+class RightSizeDef(Strict):
+    """`model: auto` with a quality target (sim/right_size.py, docs/models.md): each request draws a labelled
+    held-out prompt; the gateway's estimate for it decides which models may serve it."""
+
+    models: list[str] | None = Field(default=None, description="the model ladder (default: every model)")
+    quality_target: float = Field(default=0.02, ge=0, le=1, description="at most this much below always using "
+                                  "the largest model (the estimate's operating table)")
+    max_quality_drop: float | None = Field(default=None, ge=-1, le=2, description="the per-prompt threshold "
+                                           "on the largest model's estimated gain (overrides quality_target)")
+    prompts: str | None = Field(default=None, description="labelled prompts, a model-routing CSV (default: "
+                                "data/model-routing/heldout_sample.csv)")
+
+
 class Tenant(Strict):
     name: str
     share: float = Field(gt=0, description="fraction of all requests (normalised over tenants)")
     trace: Literal["conv", "code"] = "conv"
     model: str
+    right_size: RightSizeDef | None = Field(default=None, description="with model: auto, the smallest model "
+                                            "expected to answer each prompt well")
     continents: list[str] | None = None
     countries: list[str] | None = None
     jurisdictions: list[str] | None = Field(default=None, description="allowed jurisdictions (residency)")
@@ -226,8 +241,17 @@ class Scenario(Strict):
                 if m not in names:
                     raise ValueError(f"site {s.id!r} serves unknown model {m!r}")
         for t in self.tenants:
-            if t.model not in names:
-                raise ValueError(f"tenant {t.name!r} asks for unknown model {t.model!r}")
+            if t.right_size is not None:
+                if t.agent is not None:
+                    raise ValueError(f"tenant {t.name!r}: right_size and agent cannot be combined yet")
+                if t.model != "auto":
+                    raise ValueError(f"tenant {t.name!r}: right_size needs model: auto")
+                for m in t.right_size.models or ():
+                    if m not in names:
+                        raise ValueError(f"tenant {t.name!r}: right_size.models names unknown model {m!r}")
+            elif t.model not in names:
+                raise ValueError(f"tenant {t.name!r} asks for unknown model {t.model!r}"
+                                 + (" (model auto needs right_size)" if t.model == "auto" else ""))
         for p in self.policies:
             if policy_name(p) not in KNOWN:
                 raise ValueError(f"unknown policy {p!r} (known: {', '.join(KNOWN)})")

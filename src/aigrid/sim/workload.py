@@ -24,6 +24,8 @@ from aigrid.sim.scenario import Scenario, ScenarioProblem
 
 TRACE_DIR = Path(__file__).resolve().parents[3] / "data" / "traces"
 SLOT_S = 300.0
+PICK_STREAM = 7
+"""Sub-seed of the generator that picks right-sized requests' prompts."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Workload:
     output: np.ndarray
     jitter_u: np.ndarray
     tenant_names: tuple[str, ...]
+    pick_u: np.ndarray | None = None
+    """With right-sized tenants: per request a uniform draw in [0, 1) that picks its labelled prompt
+    (sim/right_size.py); NaN for the other tenants' requests. None when no tenant right-sizes."""
 
     def __len__(self) -> int:
         return len(self.t)
@@ -89,16 +94,16 @@ def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
     edges = np.minimum(np.arange(n_slots + 1) * slot_s, sc.duration_s)
     shares = np.array([t.share for t in sc.tenants])
     shares = shares / shares.sum()
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     origin: list[int] = []
     """Per part: the part whose rows it replays (itself, or an earlier agent tenant with the same traffic)."""
     for k, tenant in enumerate(sc.tenants):
-        twin = _twin_of(sc, k)
+        twin = twin_of(sc, k)
         if twin is not None:
-            t, _, city, prompt, out = parts[twin]
+            t, _, city, prompt, out, pick = parts[twin]
             if tenant.agent is not None and tenant.agent.output_tokens is not None:
                 out = np.full(len(t), tenant.agent.output_tokens)
-            parts.append((t, np.full(len(t), k, dtype=np.int16), city, prompt, out))
+            parts.append((t, np.full(len(t), k, dtype=np.int16), city, prompt, out, pick))
             origin.append(twin)
             continue
         idx = cities.select(tenant.continents, tenant.countries)
@@ -130,7 +135,10 @@ def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
         out = trace.output[rows]
         if tenant.agent is not None and tenant.agent.output_tokens is not None:
             out = np.full(len(t), tenant.agent.output_tokens)
-        parts.append((t, np.full(len(t), k, dtype=np.int16), city, prompt, out))
+        # a generator of its own, so that the workload of scenarios without right-sizing is unchanged
+        pick = np.random.default_rng([sc.seed, PICK_STREAM, k]).random(len(t)) if tenant.right_size \
+            else np.full(len(t), np.nan)
+        parts.append((t, np.full(len(t), k, dtype=np.int16), city, prompt, out, pick))
         origin.append(k)
     t = np.concatenate([p[0] for p in parts])
     order = np.argsort(t, kind="stable")
@@ -143,19 +151,28 @@ def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
         prompt=np.concatenate([p[3] for p in parts])[order].astype(np.int32),
         output=np.maximum(np.concatenate([p[4] for p in parts])[order], 1).astype(np.int32),
         jitter_u=jitter_u, tenant_names=tuple(t.name for t in sc.tenants),
+        pick_u=np.concatenate([p[5] for p in parts])[order] if any(t.right_size for t in sc.tenants) else None,
     )
 
 
-def _twin_of(sc: Scenario, k: int) -> int | None:
+def twin_of(sc: Scenario, k: int) -> int | None:
     """An agent tenant that differs from an earlier agent tenant only in name and agent spec replays that
-    tenant's sessions (same times, cities, sizes, jitter): loop placements compare on identical traffic."""
+    tenant's sessions (same times, cities, sizes, jitter): loop placements compare on identical traffic.
+    Likewise a tenant that differs from an earlier right-sized tenant only in name, model and right_size
+    replays its requests and their prompts (`always-large` beside `auto`)."""
     tenant = sc.tenants[k]
-    if tenant.agent is None:
+    if tenant.agent is not None:
+        key = tenant.model_dump(exclude={"name", "agent"})
+        for j, other in enumerate(sc.tenants[:k]):
+            if other.agent is not None and other.model_dump(exclude={"name", "agent"}) == key:
+                return j  # the first match is never itself a replay: its own twin would come earlier
         return None
-    key = tenant.model_dump(exclude={"name", "agent"})
+    sized = {"name", "model", "right_size"}
+    key = tenant.model_dump(exclude=sized)
     for j, other in enumerate(sc.tenants[:k]):
-        if other.agent is not None and other.model_dump(exclude={"name", "agent"}) == key:
-            return j  # the first match is never itself a replay: its own twin would come earlier
+        if other.right_size is not None and other.model_dump(exclude=sized) == key and \
+                twin_of(sc, j) is None:
+            return j
     return None
 
 

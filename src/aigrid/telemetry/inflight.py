@@ -85,12 +85,19 @@ class InflightLedger:
 def merged_state(scraped: EndpointState, load: Load | None, slots: int) -> EndpointState:
     """The engine's scraped state with the gateways' ledger folded in: the ledger's own fields, and running /
     waiting raised to what the ledger proves is there (a scrape is older than the ledger)."""
+    changes = merged_fields(scraped, load, slots)
+    return replace(scraped, **changes) if changes else scraped
+
+
+def merged_fields(scraped: EndpointState, load: Load | None, slots: int) -> dict[str, int]:
+    """The fields merged_state changes (none when nothing is in flight), for a caller that changes more
+    fields of the same state and builds it once."""
     if load is None or load.inflight == 0:
-        return scraped
+        return {}
     inflight = load.inflight
-    return replace(scraped, running=max(scraped.running, min(inflight, slots)),
-                   waiting=max(scraped.waiting, inflight - slots), pending_requests=load.pending,
-                   pending_prompt_tokens=load.pending_tokens, decoding=load.decoding)
+    return {"running": max(scraped.running, min(inflight, slots)), "waiting": max(scraped.waiting, inflight - slots),
+            "pending_requests": load.pending, "pending_prompt_tokens": load.pending_tokens,
+            "decoding": load.decoding}
 
 
 def combined(*loads: Load | None) -> Load | None:

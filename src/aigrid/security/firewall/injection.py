@@ -132,15 +132,16 @@ class InjectionModel:
         head = self.document if document else self.prompt
         return head.probability(buckets(text, self.dim, head.openers), self.min_norm)
 
-    def score(self, text: str, *, document: bool = False) -> InjectionScore:
+    def score(self, text: str, *, document: bool = False, pasted: bool = True) -> InjectionScore:
         """The highest window's probability; `document` selects the document head, its windows and its
         operating points (tool results, retrieved documents, web pages). A prompt is read by the prompt head,
-        and the part of it pasted after the request (pasted_start) by the document head too: the more severe
-        verdict counts."""
+        and the part of it pasted after the request (pasted_start) by the document head too, unless `pasted`
+        is false (the prompt head's own operating points are chosen that way): the more severe verdict
+        counts."""
         if document:
             return self._score(text, self.document, DOCUMENT_WINDOW, DOCUMENT_STEP)
         own = self._score(text, self.prompt, WINDOW, STEP)
-        start = pasted_start(text)
+        start = pasted_start(text) if pasted else None
         if start is None or own.should_block:
             return own
         data = self._score(text[start:], self.document, DOCUMENT_WINDOW, DOCUMENT_STEP)

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# A/B of the gateway's CPU per streamed request: a fixed closed-loop workload (N requests, C streams, 24 output
+# tokens) against each variant in turn, ROUNDS times, the gateway pinned to core 1, the emulator and the client
+# to core 0; gateway CPU from /proc (utime + stime). CPU seconds per request are far less sensitive to other
+# load on the machine than latencies are (see docs/benchmarks.md).
+#   scripts/bench_ab.sh OUT NAME=SRC:SPEC [NAME=SRC:SPEC ...]
+#   e.g. scripts/bench_ab.sh /tmp/ab new=$PWD/src:aigrid.yaml old=/tmp/old/src:aigrid.yaml
+# SRC: a src/ folder (e.g. `git archive COMMIT src | tar -x -C /tmp/old`); SPEC: a spec whose two endpoints are
+# the emulator's ports 9900-9901 and whose gateway port is 9910.
+set -u
+out=$1; shift
+mkdir -p "$out"
+here=$(cd "$(dirname "$0")/.." && pwd)
+PY=${PY:-$here/.venv/bin/python}
+N=${N:-1500}; C=${C:-50}; ROUNDS=${ROUNDS:-2}
+taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.engines.emulator_cli --port 9900 --engines 2 --slots 512 \
+  --prefill-base-ms 0.2 --prefill-ms-per-token 0.01 > "$out/emu.log" 2>&1 &
+emu=$!
+trap 'kill $emu 2>/dev/null' EXIT
+sleep 3
+bench() { taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.cli bench http://127.0.0.1:9910/v1 --mode closed \
+  --output-tokens 24 --same-prompts --model emulated "$@"; }
+for r in $(seq 1 "$ROUNDS"); do
+  for v in "$@"; do
+    name=${v%%=*}; rest=${v#*=}; src=${rest%%:*}; spec=${rest#*:}
+    taskset -c 1 env PYTHONPATH="$src" "$PY" -m aigrid.bench.gateway_launch "$spec" --port 9910 > "$out/gw-$name.log" 2>&1 &
+    gw=$!
+    for _ in $(seq 1 150); do curl -sf localhost:9910/healthz > /dev/null && break; sleep 0.2; done
+    bench --concurrency 10 -n 100 > /dev/null 2>&1  # warm-up
+    t0=$(awk '{print $14 + $15}' "/proc/$gw/stat")
+    bench --concurrency "$C" -n "$N" --out "$out/$name-$r" > "$out/bench-$name-$r.log" 2>&1
+    t1=$(awk '{print $14 + $15}' "/proc/$gw/stat")
+    hz=$(getconf CLK_TCK)
+    echo "$name round $r: gateway CPU $(echo "scale=3; 1000 * ($t1 - $t0) / $hz / $N" | bc) ms/request," \
+         "$(grep -o '[0-9.]* req/s' "$out/bench-$name-$r.log" | head -1), load $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$out/ab.txt"
+    kill $gw; wait $gw 2>/dev/null
+  done
+done

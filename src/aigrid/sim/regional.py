@@ -1,0 +1,181 @@
+"""The regional view: which endpoints a simulated gateway scores for a request, and that request's floor.
+
+A gateway scores the `k` nearest endpoints serving the model (for a request with a residency rule: the
+nearest allowed ones plus the two nearest not allowed, so that the residency filter is always exercised),
+plus the central region's endpoints. With a small grid that is simply every endpoint. When none of them can
+serve (the whole region is down) it asks again with a view WIDEN times wider, and so on.
+
+Both depend only on the grid and the request's place, model and residency, never on the policy or the
+moment: one RegionalView per grid serves every run of an experiment, and `prewarm` fills it for the
+workload's places before the runs start (before they fork into worker processes, which then share it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from math import ceil
+
+import numpy as np
+
+from aigrid.core.types import Endpoint, GeoPoint
+from aigrid.sim.grid import Grid
+from aigrid.sim.network import Network, distances_km
+
+WIDEN = 8
+BATCH = 512
+"""Places per batch of the prewarm's nearest-endpoint search (a 512 x endpoints array of cosines)."""
+COS_MARGIN = 1e-9
+"""Slack on the cosine bound of that search, many orders above its rounding error (about 1e-16)."""
+Models = str | tuple[str, ...]
+"""The model a request names, or the models a right-sized request may use."""
+Key = tuple[GeoPoint, Models, frozenset[str] | None, int]
+"""(client place, model(s), allowed jurisdictions, tier)."""
+FloorTerms = tuple[tuple[float, float, float, int], ...]
+"""Per allowed candidate: (round trip ms, prefill ms per token, ms per prefill step, tokens per step)."""
+
+
+def _k_smallest(d: np.ndarray, k: int) -> np.ndarray:
+    if len(d) <= k:
+        return np.argsort(d, kind="stable")
+    part = np.argpartition(d, k - 1)[:k]
+    return part[np.argsort(d[part], kind="stable")]
+
+
+class RegionalView:
+    def __init__(self, grid: Grid, k: int, pinned: frozenset[str], net: Network) -> None:
+        self.grid = grid
+        self.k = k
+        self.net = net
+        models = sorted({ep.model for ep in grid.endpoints})
+        self.by_model: dict[str, np.ndarray] = {
+            m: np.array([i for i, ep in enumerate(grid.endpoints) if ep.model == m], dtype=np.int64) for m in models
+        }
+        self.jurisdiction = np.array([grid.sites[ep.site_id].jurisdiction for ep in grid.endpoints])
+        self.pinned = np.array([i for i, ep in enumerate(grid.endpoints) if ep.site_id in pinned], dtype=np.int64)
+        self._candidates: dict[Key, tuple[tuple[int, ...], tuple[Endpoint, ...]]] = {}
+        self._floors: dict[Key, FloorTerms] = {}
+
+    def matches(self, grid: Grid, k: int, pinned: frozenset[str], net: Network) -> bool:
+        """True when this view answers for a simulation with these settings."""
+        return grid is self.grid and k == self.k and net == self.net and \
+            set(self.pinned.tolist()) == {i for i, ep in enumerate(grid.endpoints) if ep.site_id in pinned}
+
+    def candidates(self, where: GeoPoint, model: Models, allowed: frozenset[str] | None,
+                   tier: int = 0) -> tuple[tuple[int, ...], tuple[Endpoint, ...]]:
+        """The endpoints a gateway scores (indices and endpoints, by index). Tier 0 is the regional view (k
+        nearest); each further tier looks WIDEN times further afield. A right-sized request (several models)
+        sees each model's regional view."""
+        key = (where, model, allowed, tier)
+        hit = self._candidates.get(key)
+        if hit is None:
+            if isinstance(model, tuple):
+                idx = tuple(sorted({i for m in model for i in self.candidates(where, m, allowed, tier)[0]}))
+                hit = self._candidates[key] = idx, tuple(self.grid.endpoints[i] for i in idx)
+            else:
+                hit = self._candidates[key] = self._nearest(where, model, allowed, self.k * WIDEN**tier)
+        return hit
+
+    def can_widen(self, model: Models, tier: int) -> bool:
+        models = model if isinstance(model, tuple) else (model,)
+        return any(len(self.by_model.get(m, ())) > self.k * WIDEN**tier for m in models)
+
+    def _nearest(self, where: GeoPoint, model: str, allowed: frozenset[str] | None,
+                 k: int) -> tuple[tuple[int, ...], tuple[Endpoint, ...]]:
+        eps = self.by_model.get(model, np.empty(0, dtype=np.int64))
+        if len(eps) <= k:
+            chosen = eps
+        else:
+            d = distances_km(self.grid.lat[eps], self.grid.lon[eps], where.lat, where.lon)
+            if allowed is None:
+                chosen = eps[_k_smallest(d, k)]
+            else:
+                ok = np.isin(self.jurisdiction[eps], list(allowed))
+                inside, outside = eps[ok], eps[~ok]
+                chosen = np.concatenate([inside[_k_smallest(d[ok], k)], outside[_k_smallest(d[~ok], 2)]])
+            if len(self.pinned):
+                chosen = np.concatenate([chosen, self.pinned[np.isin(self.pinned, eps)]])
+        idx = tuple(sorted({int(i) for i in chosen}))
+        return idx, tuple(self.grid.endpoints[i] for i in idx)
+
+    def floor_s(self, where: GeoPoint | None, model: Models, allowed: frozenset[str] | None, tier: int,
+                prompt_tokens: int) -> float:
+        """The physical floor of one request's TTFT among the endpoints its gateway scores: the smallest
+        modelled round trip plus a lone prefill of the prompt (no queue, nothing else running), over the
+        allowed jurisdictions."""
+        key = (where or GeoPoint(0.0, 0.0), model, allowed, tier)
+        terms = self._floors.get(key)
+        if terms is None:
+            terms = self._floors[key] = self._floor_terms(where, key[0], model, allowed, tier)
+        if not terms:
+            return float("nan")
+        # a few candidates: plain floats beat numpy's per-call overhead, and give the same IEEE results
+        return min(rtt + prompt_tokens * pf_tok + ceil(prompt_tokens / chunk) * step
+                   for rtt, pf_tok, step, chunk in terms) / 1000.0
+
+    def _floor_terms(self, where: GeoPoint | None, at: GeoPoint, model: Models, allowed: frozenset[str] | None,
+                     tier: int) -> FloorTerms:
+        idx, _ = self.candidates(at, model, allowed, tier)
+        ok = [i for i in idx if allowed is None or self.jurisdiction[i] in allowed] or list(idx)
+        d = distances_km(self.grid.lat[ok], self.grid.lon[ok], at.lat, at.lon)
+        rtt = np.zeros(len(ok)) if where is None else self.net.base_rtt_ms(d)
+        perf = [self.grid.perf[i] for i in ok]
+        return tuple((float(r), p.pf_tok_ms, p.w_ms + p.pf_step_ms, p.chunk_tokens)
+                     for r, p in zip(rtt, perf, strict=True))
+
+    def prewarm(self, places: Iterable[tuple[GeoPoint | None, str, frozenset[str] | None]]) -> None:
+        """Compute the tier-0 candidates and floors of these (place, model, allowed) now: the places without
+        a residency rule in batches (`_nearest_batch`), the others one by one."""
+        places = list(dict.fromkeys(places))
+        batch: dict[str, list[GeoPoint]] = {}
+        for where, model, allowed in places:
+            at = where or GeoPoint(0.0, 0.0)
+            if (at, model, allowed, 0) in self._candidates:
+                continue
+            if allowed is None and len(self.by_model.get(model, ())) > self.k:
+                batch.setdefault(model, []).append(at)
+            else:
+                self.candidates(at, model, allowed, 0)
+        for model, points in batch.items():
+            for start in range(0, len(points), BATCH):
+                self._nearest_batch(model, points[start:start + BATCH])
+        for where, model, allowed in places:
+            at = where or GeoPoint(0.0, 0.0)
+            key = (at, model, allowed, 0)
+            if key not in self._floors:
+                self._floors[key] = self._floor_terms(where, at, model, allowed, 0)
+
+    def _nearest_batch(self, model: str, points: list[GeoPoint]) -> None:
+        """`_nearest(point, model, None, k)` for many points at once, with the very same result.
+
+        A cheap bound first: the cosine of the angle to every endpoint (3-D unit vectors, one array
+        operation for the batch) keeps, per point, those within the k-th smallest angle plus a margin far
+        above rounding error: a superset of the k nearest. The exact haversine distances (the same function
+        `_nearest` uses) then rank that superset. The k nearest of the superset are those of all endpoints;
+        only when the k-th and (k+1)-th distances tie exactly could the choice among them differ from a
+        full search, and then the full search decides."""
+        eps = self.by_model[model]
+        k = self.k
+        ex, ey, ez = _unit(self.grid.lat[eps], self.grid.lon[eps])
+        px, py, pz = _unit(np.array([p.lat for p in points]), np.array([p.lon for p in points]))
+        cos = px[:, None] * ex[None, :] + py[:, None] * ey[None, :] + pz[:, None] * ez[None, :]
+        kth = np.partition(cos, len(eps) - k, axis=1)[:, len(eps) - k]
+        near = cos >= (kth - COS_MARGIN)[:, None]
+        lat, lon = self.grid.lat, self.grid.lon
+        for row, at in enumerate(points):
+            sub = eps[near[row]]
+            d = distances_km(lat[sub], lon[sub], at.lat, at.lon)
+            if len(d) > k:
+                two = np.partition(d, [k - 1, k])
+                if two[k - 1] == two[k]:  # an exact tie at the boundary: let the full search choose
+                    self.candidates(at, model, None, 0)
+                    continue
+            chosen = sub[_k_smallest(d, k)]
+            if len(self.pinned):
+                chosen = np.concatenate([chosen, self.pinned[np.isin(self.pinned, eps)]])
+            idx = tuple(sorted({int(i) for i in chosen}))
+            self._candidates[(at, model, None, 0)] = idx, tuple(self.grid.endpoints[i] for i in idx)
+
+
+def _unit(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    phi, lmb = np.radians(lat), np.radians(lon)
+    return np.cos(phi) * np.cos(lmb), np.cos(phi) * np.sin(lmb), np.sin(phi)

@@ -1,0 +1,49 @@
+"""sim/parallel.py: runs in worker processes come back in order, with progress, and failures are raised."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from aigrid.errors import WorkerError
+from aigrid.sim.parallel import Tick, default_workers, run_all
+
+
+def _square(n: int):  # type: ignore[no-untyped-def]
+    def task(tick: Tick) -> tuple[int, int]:
+        tick(0.5)
+        return n * n, os.getpid()
+    return task
+
+
+def test_results_in_order_from_other_processes_with_progress() -> None:
+    seen: list[tuple[int, float]] = []
+    out = run_all([_square(n) for n in range(5)], workers=2, progress=lambda i, f: seen.append((i, f)))
+    assert [r for r, _ in out] == [0, 1, 4, 9, 16]
+    assert all(pid != os.getpid() for _, pid in out)
+    assert sorted(seen) == [(i, 0.5) for i in range(5)]
+
+
+def test_one_worker_runs_here() -> None:
+    out = run_all([_square(3), _square(4)], workers=1)
+    assert out == [(9, os.getpid()), (16, os.getpid())]
+
+
+def test_an_exception_in_a_worker_is_raised_here() -> None:
+    def bad(tick: Tick) -> int:
+        raise ValueError("no such city: Atlantis")
+    with pytest.raises(ValueError, match="Atlantis"):
+        run_all([_square(2), bad], workers=2)
+
+
+def test_a_worker_that_dies_is_reported() -> None:
+    def dies(tick: Tick) -> int:
+        os._exit(3)
+    with pytest.raises(WorkerError, match="exited with code 3"):
+        run_all([dies, _square(2)], workers=2)
+
+
+def test_default_workers() -> None:
+    assert default_workers(1) == 1
+    assert 1 <= default_workers(3) <= 3
