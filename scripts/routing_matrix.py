@@ -51,6 +51,8 @@ def run_one(args: tuple[str, int, float, float, str]) -> dict[str, object]:
 def verdict(rows: list[dict[str, object]], default: str) -> str:
     me = next(r for r in rows if r["policy"] == default)
     others = [r for r in rows if r["policy"] != default]
+    if not others:
+        return "no baseline in this run"
     best_good = max(float(r["goodput"]) for r in others)  # type: ignore[arg-type]
     best_p99 = min(float(r["ttft_p99_ms"]) for r in others)  # type: ignore[arg-type]
     best_p50 = min(float(r["ttft_p50_ms"]) for r in rows)  # type: ignore[arg-type]

@@ -78,3 +78,20 @@ def test_expired_requests_come_back_in_expiry_order_and_only_once() -> None:
     assert [w.payload for w in q.order(lambda t: 0)] == ["keep"] and q.next_expiry() == 50.0
     q.remove(q.items()[0])
     assert len(q) == 0 and q.next_expiry() is None and q.order(lambda t: 0) == []
+
+
+def test_past_its_slo_a_request_waits_behind_the_fresh_ones_of_its_level() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.push("old", "a", 5, 0.0, 99.0, stale_at=1.0)
+    q.push("new", "a", 5, 0.5, 99.0, stale_at=1.5)
+    q.push("batch", "b", 0, 0.6, 99.0, stale_at=10.6)
+    assert [w.payload for w in q.order(lambda t: 0, now=0.9)] == ["old", "batch"]
+    assert [w.payload for w in q.order(lambda t: 0, now=1.2)] == ["new", "old", "batch"]
+    assert [w.payload for w in q.order(lambda t: 0, now=2.0)] == ["old", "batch"]  # both stale: first in first
+    _, shed = q.push("x", "b", 0, 2.0, 99.0)  # capacity 1000: nothing shed
+    assert shed == [] and len(q) == 4
+    q2: FairQueue[str] = FairQueue(capacity=1)
+    q2.push("stale", "a", 5, 0.0, 99.0, stale_at=0.1)
+    q2.order(lambda t: 0, now=1.0)
+    _, shed = q2.push("fresh", "a", 5, 1.0, 99.0, stale_at=2.0)
+    assert [w.payload for w in shed] == ["stale"]  # a stale request is shed before a fresh one of its level

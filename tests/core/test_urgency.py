@@ -130,3 +130,16 @@ def test_admission_rules_expire_at_the_deadline_or_the_class_limit() -> None:
     assert rules.expires(INTERACTIVE, 100.0, 800.0) == 100.8
     assert rules.remaining_ms(800.0, 100.0, 100.5) == pytest.approx(300.0)
     assert rules.remaining_ms(None, 100.0, 100.5) is None
+
+
+def test_a_request_that_would_miss_its_slo_only_for_the_queue_waits_for_capacity() -> None:
+    grid = (endpoint("fra", slots=4),)
+    queued = {"fra-small": EndpointState(running=4, waiting=8)}  # ~3.6 s of queue, below the full-queue limit
+    d = schedule(req(), view(grid, queued), BALANCED, random.Random(0))
+    assert d.chosen is not None and d.chosen.prediction.ttft_ms > BALANCED.ttft_slo_ms
+    assert verdict(d) == SEND  # without an SLO to protect (no admission queue), it is sent
+    assert verdict(d, BALANCED.ttft_slo_ms) == WAIT
+    idle = schedule(req(), view(grid), BALANCED, random.Random(0))
+    assert verdict(idle, BALANCED.ttft_slo_ms) == SEND
+    far = schedule(req(), view(grid), replace(BALANCED, ttft_slo_ms=5.0), random.Random(0))
+    assert verdict(far, 5.0) == SEND  # waiting cannot help: its round trip and prefill alone miss the SLO

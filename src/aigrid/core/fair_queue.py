@@ -11,9 +11,12 @@ share of the grid's slots waits while another catches up. That is max-min fair s
 a deficit round robin whose deficit is the tenant's current holding: two tenants of equal weight hammering
 one saturated site get one slot each in turn, and gateways that share in-flight counts stay fair to within
 what each dispatches in one sync interval. Ties go to the tenant whose head request has waited longest;
-each tenant's own requests are first in, first out.
+each tenant's own requests are first in, first out. A request still waiting when it can no longer meet its
+SLO (`stale_at`) moves behind the fresh requests of its level (a band just below it): under overload the
+capacity that frees goes first to requests that can still be served in time, instead of a backlog making
+every request behind it late too; stale requests go when no fresh one can use the capacity.
 
-Shedding. Past `capacity` waiting requests, the lowest level sheds first: within it, the tenant with the
+Shedding. Past `capacity` waiting requests, the lowest band sheds first: within it, the tenant with the
 most waiting per unit of weight loses its newest request. Every request also has an expiry (its deadline,
 or the longest its class may wait); `expired(now)` hands back those past it. Nothing leaves silently: every
 removal is returned to the caller, who answers it (dispatch, refusal, 429).
@@ -40,6 +43,10 @@ class Waiting(Generic[T]):
     enqueued: float
     expires: float
     seq: int
+    stale_at: float = float("inf")
+    """When it can no longer meet its SLO: from then on it waits behind the fresh requests of its level."""
+    band: float = 0.0
+    """Its band: its level, or level - 0.5 once stale."""
     gone: bool = False
 
 
@@ -48,8 +55,10 @@ class FairQueue(Generic[T]):
     capacity: int = 1000
     weights: Mapping[str, float] = field(default_factory=dict)
     """Tenant -> its share weight (default 1)."""
-    _bands: dict[int, dict[str, deque[Waiting[T]]]] = field(default_factory=dict)
+    _bands: dict[float, dict[str, deque[Waiting[T]]]] = field(default_factory=dict)
     _expiry: list[tuple[float, int, Waiting[T]]] = field(default_factory=list)
+    _stale: list[tuple[float, int, Waiting[T]]] = field(default_factory=list)
+    """(stale_at, seq, item) of the requests not yet demoted."""
     _seq: int = 0
     _size: int = 0
 
@@ -63,11 +72,14 @@ class FairQueue(Generic[T]):
         bands = self._bands.values() if level is None else [self._bands.get(level, {})]
         return sum(1 for band in bands for q in band.values() for w in q if not w.gone)
 
-    def push(self, payload: T, tenant: str, level: int, now: float, expires: float) -> tuple[Waiting[T], list[Waiting[T]]]:
+    def push(self, payload: T, tenant: str, level: int, now: float, expires: float,
+             stale_at: float = float("inf")) -> tuple[Waiting[T], list[Waiting[T]]]:
         """Queue a request; returns it and the requests shed to stay within capacity (possibly itself)."""
         self._seq += 1
-        item = Waiting(payload, tenant, level, now, expires, self._seq)
-        self._bands.setdefault(level, {}).setdefault(tenant, deque()).append(item)
+        item = Waiting(payload, tenant, level, now, expires, self._seq, stale_at, float(level))
+        if stale_at != float("inf"):
+            heapq.heappush(self._stale, (stale_at, item.seq, item))
+        self._bands.setdefault(item.band, {}).setdefault(tenant, deque()).append(item)
         heapq.heappush(self._expiry, (expires, item.seq, item))
         self._size += 1
         shed: list[Waiting[T]] = []
@@ -77,8 +89,10 @@ class FairQueue(Generic[T]):
             shed.append(victim)
         return item, shed
 
-    def order(self, inflight: Callable[[str], float]) -> list[Waiting[T]]:
-        """Each tenant's head request, in the order they should be tried: level first, then fair share."""
+    def order(self, inflight: Callable[[str], float], now: float = float("-inf")) -> list[Waiting[T]]:
+        """Each tenant's head request, in the order they should be tried: level first (requests past their
+        SLO at `now` behind the fresh ones of their level), then fair share."""
+        self._demote(now)
         out: list[Waiting[T]] = []
         for level in sorted(self._bands, reverse=True):
             heads = [h for h in (self._head(q) for q in self._bands[level].values()) if h is not None]
@@ -91,14 +105,17 @@ class FairQueue(Generic[T]):
             return
         item.gone = True
         self._size -= 1
-        band = self._bands.get(item.level)
+        self._unlink(item)
+
+    def _unlink(self, item: Waiting[T]) -> None:
+        band = self._bands.get(item.band)
         q = band.get(item.tenant) if band is not None else None
         if q is not None:
             self._head(q)
             if not q and band is not None:
                 del band[item.tenant]
                 if not band:
-                    del self._bands[item.level]
+                    del self._bands[item.band]
 
     def expired(self, now: float) -> list[Waiting[T]]:
         """Remove and return every request whose expiry has passed."""
@@ -117,6 +134,17 @@ class FairQueue(Generic[T]):
 
     def items(self) -> list[Waiting[T]]:
         return [w for band in self._bands.values() for q in band.values() for w in q if not w.gone]
+
+    def _demote(self, now: float) -> None:
+        """Move the requests past their SLO to the stale band of their level (behind the ones already there)."""
+        while self._stale and self._stale[0][0] <= now:
+            _, _, item = heapq.heappop(self._stale)
+            if item.gone:
+                continue
+            self._bands[item.band][item.tenant].remove(item)
+            self._unlink(item)
+            item.band = item.level - 0.5
+            self._bands.setdefault(item.band, {}).setdefault(item.tenant, deque()).append(item)
 
     @staticmethod
     def _head(q: deque[Waiting[T]]) -> Waiting[T] | None:

@@ -171,10 +171,22 @@ def neutral_choice(decision: Decision) -> Candidate | None:
 SEND, WAIT, LATE, REJECT = "send", "wait", "late", "reject"
 
 
-def verdict(decision: Decision) -> str:
+def verdict(decision: Decision, slo_ms: float | None = None) -> str:
     """What the gateway does with a decision: send it, let it wait for capacity, refuse it because its
-    deadline cannot be met (before any engine works on it), or reject it (no endpoint may serve it)."""
-    if decision.chosen is not None:
+    deadline cannot be met (before any engine works on it), or reject it (no endpoint may serve it).
+
+    With `slo_ms` (the policy's TTFT SLO; the class's own when its urgency changed it), a request whose best
+    candidate is predicted to miss it only because of the queue there (its round trip and prefill alone
+    would meet it) waits for capacity that can meet it: sent now it would miss anyway, and lengthen the
+    queue for the requests behind it."""
+    best = decision.chosen
+    if best is not None:
+        if slo_ms is None:
+            return SEND
+        budget = decision.urgency.slo_ms if decision.urgency is not None else slo_ms
+        p = best.prediction
+        if p.ttft_ms > budget and p.queue_ms > 0 and p.rtt_ms + p.prefill_ms <= budget:
+            return WAIT
         return SEND
     if must_wait(decision):
         return WAIT
@@ -193,6 +205,12 @@ class AdmissionRules:
         """When a request that arrived at `arrived` stops waiting: its deadline or its class's longest wait."""
         until = arrived + self.max_wait_s.get(class_of(level), 30.0)
         return until if deadline_ms is None else min(until, arrived + deadline_ms / 1000.0)
+
+    def stale_at(self, level: int, arrived: float, slo_ms: float) -> float:
+        """When a waiting interactive or standard request can no longer meet its SLO: from then on it waits
+        behind the fresh requests of its level (core/fair_queue.py), so that a backlog does not make them miss
+        it too. Batch stays first in, first out: it is there to be delayed, not overtaken."""
+        return float("inf") if class_of(level) == BATCH else arrived + slo_ms / 1000.0
 
     def remaining_ms(self, deadline_ms: float | None, arrived: float, now: float) -> float | None:
         return None if deadline_ms is None else deadline_ms - (now - arrived) * 1000.0

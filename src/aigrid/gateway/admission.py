@@ -52,6 +52,9 @@ class Waiter:
     arrived: float
     future: asyncio.Future[Decision]
     ticket: Ticket
+    slo_ms: float | None
+    """The policy's TTFT SLO (core.urgency.verdict); past it (relaxed for batch) the request waits behind the
+    fresh ones of its level."""
     last: Decision | None = None
 
 
@@ -97,12 +100,13 @@ class Admission:
     def inflight(self, tenant: str) -> float:
         return self.local.get(tenant, 0) + self.remote().get(tenant, 0)
 
-    async def admit(self, info: RequestInfo, decide: Decide, ticket: Ticket, arrived: float) -> Decision:
+    async def admit(self, info: RequestInfo, decide: Decide, ticket: Ticket, arrived: float,
+                    slo_ms: float | None = None) -> Decision:
         """The decision to send the request on, once it may go (its ranking may be empty: no endpoint may
         serve it, the caller's 503). Raises Refused (429 overloaded, 503 deadline_unmeetable)."""
         if not len(self.queue):
             decision = decide(self._remaining(info, arrived, self.clock()))
-            what = verdict(decision)
+            what = verdict(decision, slo_ms if self.enabled else None)
             if what == SEND:
                 self._hold(ticket, decision, info)
                 return decision
@@ -112,8 +116,9 @@ class Admission:
             if what == REJECT or not self.enabled:
                 return decision
             return await self._wait(Waiter(info, decide, arrived, asyncio.get_running_loop().create_future(),
-                                           ticket, decision))
-        return await self._wait(Waiter(info, decide, arrived, asyncio.get_running_loop().create_future(), ticket))
+                                           ticket, slo_ms, decision))
+        return await self._wait(Waiter(info, decide, arrived, asyncio.get_running_loop().create_future(), ticket,
+                                       slo_ms))
 
     def release(self, ticket: Ticket | None, started: bool = True) -> None:
         """The request is over (its Exchange closed): its tenant holds one request less; try the queue.
@@ -141,7 +146,7 @@ class Admission:
         progressed = True
         while progressed:
             progressed = False
-            for item in self.queue.order(self.inflight):
+            for item in self.queue.order(self.inflight, now):
                 if item.seq in busy:
                     continue
                 if self._try(item, now):
@@ -157,7 +162,7 @@ class Admission:
             self.queue.remove(item)
             return False
         w.last = decision = w.decide(self._remaining(w.info, w.arrived, now))
-        what = verdict(decision)
+        what = verdict(decision, w.slo_ms)
         if what == WAIT:
             return False
         self.queue.remove(item)
@@ -177,7 +182,8 @@ class Admission:
         now = self.clock()
         level = w.info.priority
         item, shed = self.queue.push(w, ticket.tenant, level, now,
-                                     self.rules.expires(level, w.arrived, w.info.deadline_ms))
+                                     self.rules.expires(level, w.arrived, w.info.deadline_ms),
+                                     self.rules.stale_at(level, w.arrived, w.slo_ms) if w.slo_ms else float("inf"))
         for victim in shed:
             self._shed(victim, "the admission queue is full; lower-urgency work is shed first")
         self._count(level, "waited")
@@ -191,7 +197,7 @@ class Admission:
             ticket.queued_ms = (self.clock() - now) * 1000.0
             self.metrics.admission_wait.labels(class_of(level)).observe(ticket.queued_ms / 1000.0)
             self._gauge()
-        if verdict(decision) == SEND:
+        if decision.chosen is not None:
             self._count(level, "dispatched")
         return decision
 

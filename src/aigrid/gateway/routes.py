@@ -200,7 +200,7 @@ class Routes:
             return router(request, snapshot(), policy, gw.rng)
 
         try:
-            decision = await gw.admission.admit(info, decide, ex.ticket, arrived)
+            decision = await gw.admission.admit(info, decide, ex.ticket, arrived, policy.ttft_slo_ms)
         except Refused as refused:  # shed (429) or a deadline it cannot meet (503), before any engine work
             if refused.decision is not None:
                 kept = self._keep(ex, refused.decision, parsed.model, info, policy_name)

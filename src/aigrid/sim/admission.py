@@ -27,9 +27,11 @@ Drop = Callable[[int, str], None]
 
 class Admission:
     def __init__(self, loop: EventLoop, gateways: int, rules: AdmissionRules, tick_s: float,
-                 try_dispatch: TryDispatch, drop: Drop, weights: dict[str, float] | None = None) -> None:
+                 try_dispatch: TryDispatch, drop: Drop, slo_ms: float, weights: dict[str, float] | None = None
+                 ) -> None:
         self.loop = loop
         self.rules = rules
+        self.slo_ms = slo_ms
         self.tick_s = tick_s
         self.try_dispatch = try_dispatch
         self.drop = drop
@@ -46,7 +48,8 @@ class Admission:
     def wait(self, i: int, g: int, tenant: str, level: int, arrived: float,
              deadline_ms: float | None) -> Waiting[int]:
         now = self.loop.now
-        item, shed = self.queues[g].push(i, tenant, level, now, self.rules.expires(level, arrived, deadline_ms))
+        item, shed = self.queues[g].push(i, tenant, level, now, self.rules.expires(level, arrived, deadline_ms),
+                                         self.rules.stale_at(level, arrived, self.slo_ms))
         for victim in shed:
             self.drop(victim.payload, "overflow")
         if not self.ticking:
@@ -63,7 +66,7 @@ class Admission:
         q = self.queues[g]
         while len(q):
             placed = False
-            for item in q.order(self.inflight(g)):
+            for item in q.order(self.inflight(g), self.loop.now):
                 if self.try_dispatch(item.payload):
                     q.remove(item)
                     placed = True

@@ -26,7 +26,7 @@ import numpy as np
 from aigrid.core.fair_queue import Waiting
 from aigrid.core.geo import distance_km
 from aigrid.core.types import Decision, GeoPoint, Policy, RequestInfo
-from aigrid.core.urgency import DEFAULT_LEVEL, LATE, WAIT, AdmissionRules, verdict
+from aigrid.core.urgency import DEFAULT_LEVEL, LATE, SEND, WAIT, AdmissionRules, verdict
 from aigrid.engines.engine_model import Engine, Job
 from aigrid.sim.admission import Admission
 from aigrid.sim.agents import AgentPlan
@@ -151,7 +151,7 @@ class Simulation:
         """Per call: the gateway counting it in its tenant's in-flight requests (-1: none)."""
         self.admission = None if admission is None else Admission(
             self.loop, gateways, admission, shared_sync_s if shared_sync_s > 0 else telemetry_interval_s,
-            self._retry_waiting, self._drop)
+            self._retry_waiting, self._drop, policy.ttft_slo_ms)
 
     # ---- driving -----------------------------------------------------------------------------------
     def run(self, on_tick: Callable[[float], None] | None = None) -> RunResult:
@@ -240,8 +240,8 @@ class Simulation:
         if self.decisions is not None:
             self.decisions.append(decision)
         best = decision.chosen
-        if best is None:
-            what = verdict(decision)
+        what = verdict(decision, self.policy.ttft_slo_ms if self.admission is not None else None)
+        if best is None or what != SEND:
             if what == WAIT and self.admission is not None:
                 if not waiting:
                     self._wait(i, req)
