@@ -132,6 +132,16 @@ def test_admission_rules_expire_at_the_deadline_or_the_class_limit() -> None:
     assert rules.remaining_ms(None, 100.0, 100.5) is None
 
 
+def test_admission_rules_can_end_the_wait_at_a_multiple_of_the_slo() -> None:
+    rules = AdmissionRules(max_wait_slo={"standard": 2.0, "batch": 1.0})
+    assert rules.expires(STANDARD, 100.0, None, 1000.0) == 102.0  # 2 x 1 s SLO, before the 30 s limit
+    assert rules.expires(STANDARD, 100.0, None) == 130.0  # no SLO known: the class's limit in seconds
+    assert rules.expires(BATCH, 100.0, None, 1000.0) == 110.0  # batch's SLO is relaxed 10x
+    assert rules.expires(INTERACTIVE, 100.0, None, 1000.0) == 110.0  # no factor for interactive
+    assert rules.expires(STANDARD, 100.0, 500.0, 1000.0) == 100.5  # the deadline is earlier still
+    assert AdmissionRules({"standard": 1.5}, max_wait_slo={"standard": 5.0}).expires(STANDARD, 0.0, None, 1000.0) == 1.5
+
+
 def test_a_request_that_would_miss_its_slo_only_for_the_queue_waits_for_capacity() -> None:
     grid = (endpoint("fra", slots=4),)
     queued = {"fra-small": EndpointState(running=4, waiting=8)}  # ~3.6 s of queue, below the full-queue limit

@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
+import yaml
 
 from aigrid.sim.experiment import run_experiment
 from aigrid.sim.runner import OK, SHED
-from aigrid.sim.scenario import Scenario, load_scenario
+from aigrid.sim.scenario import Scenario, ScenarioError, load_scenario
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "sim"
 
@@ -55,3 +57,40 @@ def test_two_equal_tenants_hammering_one_site_get_equal_service_across_four_gate
     f_heavy, f_light = (int(((fcfs.status == OK) & (w.tenant == k) & busy).sum()) for k in (0, 1))
     assert f_heavy > 2 * f_light
     assert np.all(fair.status != 0)  # every request ended served, shed or refused: none left pending
+
+
+def overloaded(admission: dict[str, object]) -> Scenario:
+    """One standard tenant asking a CPU box for about twice what it serves."""
+    return Scenario.model_validate({
+        "name": "overload", "seed": 5, "duration_s": 40, "requests": 4000,
+        "models": [{"name": "m1", "family": "f", "params_b": 1.24, "kv_bytes_per_token": 32768}],
+        "sites": [{"id": "box", "city": "Paris", "hardware": "l40s", "models": ["m1"]}],
+        "tenants": [{"name": "t", "share": 1.0, "model": "m1", "continents": ["EU"], "max_prompt_tokens": 512}],
+        "policies": ["balanced"], "slo": {"ttft_ms": 1000},
+        "gateway": {"count": 2, "telemetry_interval_s": 1.0, "telemetry_lag_s": 1.0, "admission": admission},
+        "diurnal": {"peak_to_trough": 1.0},
+    })
+
+
+def test_the_longest_wait_can_be_set_as_a_multiple_of_the_slo() -> None:
+    runs = {name: run_experiment(overloaded(adm)).runs[0] for name, adm in [
+        ("30s", {}), ("2slo", {"max_wait_slo": {"standard": 2.0}}), ("2s", {"max_wait_s": {"standard": 2.0}})]}
+    late, slo, secs = runs["30s"], runs["2slo"], runs["2s"]
+    assert late.metrics.shed > 0 and late.metrics.deferred > 0  # the box is overloaded: requests wait
+    # 2 x a 1 s SLO is a 2 s limit: the same decisions, request for request
+    assert np.array_equal(slo.result.status, secs.result.status)
+    assert np.array_equal(np.nan_to_num(slo.result.ttft_s), np.nan_to_num(secs.result.ttft_s))
+    # shedding earlier: more 429s, and no request served after waiting up to 30 s
+    assert slo.metrics.shed > late.metrics.shed
+    served = lambda r: r.result.ttft_s[r.result.status == OK]  # noqa: E731
+    assert served(slo).max() < served(late).max()
+    assert slo.metrics.ttft_p99_ms < late.metrics.ttft_p99_ms
+
+
+def test_scenario_rejects_a_wait_limit_that_is_not_positive(tmp_path: Path) -> None:
+    raw = overloaded({}).model_dump(mode="json", exclude_defaults=True)
+    raw["gateway"]["admission"] = {"max_wait_slo": {"standard": 0}}
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ScenarioError, match=r"gateway\.admission\.max_wait_slo\.standard"):
+        load_scenario(path)

@@ -47,6 +47,10 @@ def test_demo_spec_has_the_four_required_sites() -> None:
     (lambda r: r["gateway"].update(admission={"max_wait_s": {"batch": 0}}),
      "gateway.admission.max_wait_s: must be > 0 seconds for ['batch']"),
     (lambda r: r["gateway"].update(admission={"max_wait_s": {"urgent": 5}}), "gateway.admission.max_wait_s.urgent"),
+    (lambda r: r["gateway"].update(admission={"max_wait_slo": {"standard": -1}}),
+     "gateway.admission.max_wait_slo: must be > 0 (a multiple of the TTFT SLO) for ['standard']"),
+    (lambda r: r["gateway"].update(admission={"max_wait_slo": {"standard": "soon"}}),
+     "gateway.admission.max_wait_slo.standard"),
 ])
 def test_bad_spec_names_the_field(mutate: object, expected: str) -> None:
     raw = demo_raw()

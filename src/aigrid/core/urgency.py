@@ -200,10 +200,21 @@ class AdmissionRules:
     max_wait_s: Mapping[str, float] = field(default_factory=lambda: {
         INTERACTIVE: 10.0, STANDARD: 30.0, BATCH: 600.0})
     capacity: int = 1000
+    max_wait_slo: Mapping[str, float] = field(default_factory=dict)
+    """Per class, optionally: the longest wait as a multiple of the request's TTFT SLO (the class's own: the
+    policy's, times BATCH_SLO_FACTOR for batch); the earlier of this and `max_wait_s` ends the wait. A request
+    still waiting past its SLO can no longer count as goodput; shedding it then frees the capacity it would
+    take for requests that still can."""
 
-    def expires(self, level: int, arrived: float, deadline_ms: float | None) -> float:
-        """When a request that arrived at `arrived` stops waiting: its deadline or its class's longest wait."""
-        until = arrived + self.max_wait_s.get(class_of(level), 30.0)
+    def expires(self, level: int, arrived: float, deadline_ms: float | None, slo_ms: float | None = None) -> float:
+        """When a request that arrived at `arrived` stops waiting: its deadline or its class's longest wait
+        (`max_wait_s`, and `max_wait_slo` times the class's SLO when both are given)."""
+        klass = class_of(level)
+        wait_s = self.max_wait_s.get(klass, 30.0)
+        factor = self.max_wait_slo.get(klass)
+        if factor is not None and slo_ms is not None:
+            wait_s = min(wait_s, factor * slo_ms * RULES[klass].slo_factor / 1000.0)
+        until = arrived + wait_s
         return until if deadline_ms is None else min(until, arrived + deadline_ms / 1000.0)
 
     def stale_at(self, level: int, arrived: float, slo_ms: float) -> float:

@@ -48,7 +48,8 @@ class Admission:
     def wait(self, i: int, g: int, tenant: str, level: int, arrived: float,
              deadline_ms: float | None) -> Waiting[int]:
         now = self.loop.now
-        item, shed = self.queues[g].push(i, tenant, level, now, self.rules.expires(level, arrived, deadline_ms),
+        item, shed = self.queues[g].push(i, tenant, level, now,
+                                         self.rules.expires(level, arrived, deadline_ms, self.slo_ms),
                                          self.rules.stale_at(level, arrived, self.slo_ms))
         for victim in shed:
             self.drop(victim.payload, "overflow")

@@ -4,7 +4,7 @@ the field, never a traceback. See examples/sim/*.yaml and docs/simulator.md."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -148,11 +148,16 @@ class AdmissionDef(Strict):
     first served, as before urgency existed); the baselines never have it."""
 
     enabled: bool = True
-    max_wait_s: dict[ClassName, float] = Field(default_factory=lambda: dict(AdmissionRules().max_wait_s))
+    max_wait_s: dict[ClassName, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=lambda: dict(AdmissionRules().max_wait_s))
+    max_wait_slo: dict[ClassName, Annotated[float, Field(gt=0)]] = Field(default_factory=dict, description=(
+        "optionally, per class: the longest wait as a multiple of the request's TTFT SLO (the earlier of this "
+        "and max_wait_s sheds it)"))
     capacity: int = Field(default=AdmissionRules().capacity, ge=1, description="waiting requests per gateway")
 
     def rules(self) -> AdmissionRules:
-        return AdmissionRules({**AdmissionRules().max_wait_s, **self.max_wait_s}, self.capacity)
+        return AdmissionRules({**AdmissionRules().max_wait_s, **self.max_wait_s}, self.capacity,
+                              dict(self.max_wait_slo))
 
 
 class GatewayDef(Strict):
