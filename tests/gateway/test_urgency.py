@@ -17,6 +17,7 @@ import pytest
 
 from aigrid.engines.protocol import EngineStats
 from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.spec.load import policies
 from aigrid.spec.models import AdmissionSpec, PrioritySpec, QuotaSpec, TenantSpec
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -181,3 +182,22 @@ async def test_a_full_queue_sheds_the_lowest_class_first(tmp_path: Path, fakes: 
         assert all(not u.done() for u in urgent)
         await saturate(gw, fakes, busy=False)
         assert [u.status_code for u in await asyncio.gather(*urgent)] == [200, 200]
+
+
+async def test_the_longest_wait_can_be_a_multiple_of_the_slo(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    spec = spec_in(tmp_path)
+    slo_ms = policies(spec)[spec.gateway.default_policy].ttft_slo_ms
+    gateway = spec.gateway.model_copy(update={"admission": AdmissionSpec(
+        max_wait_s={"standard": 30.0}, max_wait_slo={"standard": 0.2}, poll_interval_s=0.02)})
+    gw = build_gateway(spec.model_copy(update={"gateway": gateway, "security":
+                                               spec.security.model_copy(update={"audit": None})}),
+                       fakes, rng=random.Random(3), sleep=_no_sleep)
+    await saturate(gw, fakes)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        t0 = asyncio.get_running_loop().time()
+        r = await asyncio.wait_for(c.post("/v1/chat/completions", json=CHAT, headers=TOKYO), 10)
+        waited = asyncio.get_running_loop().time() - t0
+    assert r.status_code == 429, r.text
+    assert "shed (standard)" in r.json()["error"]["message"]
+    assert 0.2 * slo_ms / 1000 * 0.9 <= waited < 5.0  # 0.2 x the policy's SLO, long before the 30 s limit
+    assert received(fakes) == 0
