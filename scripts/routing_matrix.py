@@ -33,11 +33,11 @@ from aigrid.sim.workload import build_workload
 BASELINES = ["round-robin", "least-loaded", "power-of-two", "nearest", "lowest-latency", "llm-d", "dynamo"]
 
 
-def wait_limit(text: str) -> dict[str, dict[str, float]]:
+def wait_limit(text: str) -> dict[str, dict[str, float | None]]:
     """"30s" or "2slo": the admission settings that make it a standard request's longest wait."""
     if text.endswith("slo"):
         return {"max_wait_slo": {"standard": float(text.removesuffix("slo"))}}
-    return {"max_wait_s": {"standard": float(text.removesuffix("s"))}}
+    return {"max_wait_s": {"standard": float(text.removesuffix("s"))}, "max_wait_slo": {"standard": None}}
 
 
 def configure(path: str, gateways: int, lag: float, limit: str | None = None) -> Scenario:

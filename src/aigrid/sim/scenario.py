@@ -150,14 +150,15 @@ class AdmissionDef(Strict):
     enabled: bool = True
     max_wait_s: dict[ClassName, Annotated[float, Field(gt=0)]] = Field(
         default_factory=lambda: dict(AdmissionRules().max_wait_s))
-    max_wait_slo: dict[ClassName, Annotated[float, Field(gt=0)]] = Field(default_factory=dict, description=(
-        "optionally, per class: the longest wait as a multiple of the request's TTFT SLO (the earlier of this "
-        "and max_wait_s sheds it)"))
+    max_wait_slo: dict[ClassName, Annotated[float, Field(gt=0)] | None] = Field(
+        default_factory=lambda: dict(AdmissionRules().max_wait_slo), description=(
+            "per class: the longest wait as a multiple of the request's TTFT SLO, null for none (the earlier of "
+            "this and max_wait_s sheds it)"))
     capacity: int = Field(default=AdmissionRules().capacity, ge=1, description="waiting requests per gateway")
 
     def rules(self) -> AdmissionRules:
         return AdmissionRules({**AdmissionRules().max_wait_s, **self.max_wait_s}, self.capacity,
-                              dict(self.max_wait_slo))
+                              {**AdmissionRules().max_wait_slo, **self.max_wait_slo})
 
 
 class GatewayDef(Strict):

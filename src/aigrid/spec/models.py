@@ -270,9 +270,9 @@ class AdmissionSpec(StrictModel):
     enabled: bool = Field(default=True, description="off: a busy grid answers 503 no_eligible_endpoint at once")
     max_wait_s: dict[ClassName, float] = Field(default_factory=lambda: dict(AdmissionRules().max_wait_s),
                                                description="the longest a request of each class may wait")
-    max_wait_slo: dict[ClassName, float] = Field(default_factory=dict, description="optionally, per class: the "
-                                                 "longest wait as a multiple of the request's TTFT SLO (the "
-                                                 "earlier of this and max_wait_s sheds it)")
+    max_wait_slo: dict[ClassName, float | None] = Field(
+        default_factory=lambda: dict(AdmissionRules().max_wait_slo), description="per class: the longest wait as "
+        "a multiple of the request's TTFT SLO, null for none (the earlier of this and max_wait_s sheds it)")
     capacity: int = Field(default=AdmissionRules().capacity, ge=1, le=1_000_000,
                           description="requests that may wait at once on this gateway")
     poll_interval_s: float = Field(default=0.05, gt=0, le=5, description="how often waiting requests are "
@@ -288,15 +288,15 @@ class AdmissionSpec(StrictModel):
 
     @field_validator("max_wait_slo")
     @classmethod
-    def _positive_factor(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = sorted(k for k, s in v.items() if not s > 0)
+    def _positive_factor(cls, v: dict[str, float | None]) -> dict[str, float | None]:
+        bad = sorted(k for k, s in v.items() if s is not None and not s > 0)
         if bad:
             raise ValueError(f"must be > 0 (a multiple of the TTFT SLO) for {bad}")
         return v
 
     def rules(self) -> AdmissionRules:
         return AdmissionRules({**AdmissionRules().max_wait_s, **self.max_wait_s}, self.capacity,
-                              dict(self.max_wait_slo))
+                              {**AdmissionRules().max_wait_slo, **self.max_wait_slo})
 
 
 class GatewaySpec(StrictModel):
