@@ -27,18 +27,21 @@ def screen(**edits):  # type: ignore[no-untyped-def]
 
 def test_cover_is_n_plus_1_of_one_pool() -> None:
     # one group reaching all 4 sites, 2.2 replicas of work at rho 0.5: any 3 sites must hold 4.4 -> 2, 2, 2, 1
-    reps, short = _cover({0b1111: np.array([1.0, 2.2])}, 4, 0.5, np.full(4, 10))
+    reps, short = _cover({(0b1111, 0): np.array([1.0, 2.2])}, 4, 0.5, np.full(4, 10))
     assert short == 0 and sorted(reps.tolist()) == [1, 2, 2, 2]
     # six sites: 5 left after any failure carry 4.4 with one replica each
-    reps, _ = _cover({0b111111: np.array([2.2])}, 6, 0.5, np.full(6, 10))
+    reps, _ = _cover({(0b111111, 0): np.array([2.2])}, 6, 0.5, np.full(6, 10))
     assert reps.tolist() == [1] * 6
     # a group that reaches only sites 0 and 1 needs its own N+1 there, whatever the others hold
-    reps, _ = _cover({0b0011: np.array([1.0]), 0b1111: np.array([1.0])}, 4, 0.5, np.full(4, 10))
+    reps, _ = _cover({(0b0011, 0): np.array([1.0]), (0b1111, 2): np.array([1.0])}, 4, 0.5, np.full(4, 10))
     assert reps[0] >= 2 and reps[1] >= 2 and reps.sum() == 6
+    # users nearest site 0 who could go anywhere still land there: with site 1 down, site 0 carries both
+    reps, _ = _cover({(0b0011, 0): np.array([1.0]), (0b1111, 0): np.array([1.0])}, 4, 0.5, np.full(4, 10))
+    assert reps[0] == 4 and reps[1] == 2
 
 
 def test_limits_leave_a_shortfall() -> None:
-    reps, short = _cover({0b11: np.array([3.0])}, 2, 0.5, np.array([2, 2]))
+    reps, short = _cover({(0b11, 0): np.array([3.0])}, 2, 0.5, np.array([2, 2]))
     assert reps.tolist() == [2, 2] and short > 0
 
 

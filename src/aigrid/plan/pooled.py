@@ -15,7 +15,10 @@ needs ten for, docs/planning.md). This model sizes that pool:
 - capacity (Hall's condition for a flow from groups to sites, on the sets that matter): for every hour,
   every single-site failure (and none) and every set U among the groups' reach sets and all open sites,
   the work of the groups that can only reach sites in U (or the failed one) fits in rho x the replicas of
-  U that are still up;
+  U that are still up. The router reserves nothing for the users who have no other choice, so the users
+  whose nearest site is in U count there too: an EU-only tenant's two EU sites also carry the other
+  Europeans (with the Frankfurt site down, the simulator showed one Zaragoza H100 missing the SLO under
+  both);
 - sizes: the fewest replicas (cheapest, one hardware for the whole pool) meeting those constraints, at least
   one per site: a greedy cover adds the replica that closes most of the shortfall per dollar, then removes
   every replica it can spare.
@@ -91,10 +94,11 @@ class PooledModel:
             rtt_sum += float((peak[live] * r[live][np.arange(len(first)), first]).sum())
             unprotected += float(peak[live & ((mask & (mask - 1)) == 0)].sum())
             groups = work.setdefault(int(screen.flow_model[f]), {})
-            keys, inv = np.unique(mask[live], return_inverse=True)
+            keys, inv = np.unique(mask[live] * 64 + first, return_inverse=True)
             sums = _onehot(inv, len(keys)).T @ (rate[live] * screen.c[f, j])
             for k, key in enumerate(keys.tolist()):
-                groups[key] = groups.get(key, 0.0) + sums[k]
+                g = divmod(key, 64)
+                groups[g] = groups.get(g, 0.0) + sums[k]
         price = float(screen.price[j])
         cap = screen.cands.max_devices[S, j] // int(screen.gpus[j])
         replicas: list[dict[str, int]] = [{} for _ in range(n)]
@@ -122,14 +126,16 @@ def _onehot(index: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _cover(groups: dict[int, np.ndarray], n: int, rho: float, cap: np.ndarray) -> tuple[np.ndarray, float]:
+def _cover(groups: dict[tuple[int, int], np.ndarray], n: int, rho: float,
+           cap: np.ndarray) -> tuple[np.ndarray, float]:
     """Replicas per site (0 where no group reaches it) meeting every pooled constraint, and the shortfall
-    (replica-s/s) that the sites' limits leave uncovered."""
+    (replica-s/s) that the sites' limits leave uncovered. A group is (reach mask, nearest site)."""
     keys = list(groups)
     demand = np.array([groups[k] for k in keys])  # [group, hour]
-    masks = np.array(keys, dtype=np.int64)
+    masks = np.array([m for m, _ in keys], dtype=np.int64)
+    nearest = np.array([1 << k for _, k in keys], dtype=np.int64)
     used = int(np.bitwise_or.reduce(masks)) if len(masks) else 0
-    sets = sorted(set(keys) | {used})
+    sets = sorted({m for m, _ in keys} | {used})
     rows: list[np.ndarray] = []
     need: list[float] = []
     site_bits = np.int64(1) << np.arange(n, dtype=np.int64)
@@ -141,6 +147,7 @@ def _cover(groups: dict[int, np.ndarray], n: int, rho: float, cap: np.ndarray) -
                 continue  # demand that reaches only the failed site: counted as unprotected
             inside = (masks & ~(u | down)) == 0
             inside &= (masks & ~down) != 0
+            inside |= (nearest & up) != 0  # users who could go elsewhere but whose nearest site is in U
             if not inside.any():
                 continue
             w = float(demand[inside].sum(axis=0).max()) / rho
