@@ -53,6 +53,16 @@ class PooledModel:
             for f in members:
                 pts = np.flatnonzero(screen.peak[f] > 0)
                 self.flows.append((int(f), ci, pts, screen.traffic.rate[f, pts], screen.peak[f, pts]))
+        self._columns: dict[int, np.ndarray] = {}
+        """Candidate -> RTT from every demand point, contiguous (a column of screen.rtt is strided)."""
+
+    def _rtt(self, S: np.ndarray) -> np.ndarray:
+        """[open site, point] RTTs."""
+        cols = self._columns
+        for s in S.tolist():
+            if s not in cols:
+                cols[s] = np.ascontiguousarray(self.screen.rtt[:, s])
+        return np.stack([cols[s] for s in S.tolist()])
 
     def __call__(self, open_sites: list[int] | np.ndarray, rho: float) -> Sizing:
         screen = self.screen
@@ -81,8 +91,9 @@ class PooledModel:
         rtt_sum = 0.0
         work: dict[int, dict[int, np.ndarray]] = {}  # model -> reach mask -> replica-s/s per hour
         allowed_open = [allowed[S] for _, allowed in screen.classes]
+        rtt = self._rtt(S)
         for f, ci, pts, rate, peak in self.flows:
-            r = np.where(allowed_open[ci][None, :], screen.rtt[np.ix_(pts, S)], np.inf)
+            r = np.where(allowed_open[ci][None, :], rtt[:, pts].T, np.inf)
             reach = r <= screen.slo_net - screen.pf95[f, j]
             mask = reach.astype(np.int64) @ bits
             live = mask != 0
