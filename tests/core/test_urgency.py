@@ -141,7 +141,7 @@ def test_admission_rules_can_end_the_wait_at_a_multiple_of_the_slo() -> None:
     assert rules.expires(STANDARD, 100.0, 500.0, 1000.0) == 100.5  # the deadline is earlier still
     assert AdmissionRules({"standard": 1.5}, max_wait_slo={"standard": 5.0}).expires(STANDARD, 0.0, None, 1000.0) == 1.5
     assert AdmissionRules(max_wait_slo={"standard": None}).expires(STANDARD, 0.0, None, 1000.0) == 30.0  # none
-    assert AdmissionRules().expires(STANDARD, 0.0, None, 1000.0) == 1.0  # the default: standard sheds at its SLO
+    assert AdmissionRules().expires(STANDARD, 0.0, None, 1000.0) == 30.0  # the default: no SLO-relative limit
 
 
 def test_a_request_that_would_miss_its_slo_only_for_the_queue_waits_for_capacity() -> None:

@@ -200,12 +200,12 @@ class AdmissionRules:
     max_wait_s: Mapping[str, float] = field(default_factory=lambda: {
         INTERACTIVE: 10.0, STANDARD: 30.0, BATCH: 600.0})
     capacity: int = 1000
-    max_wait_slo: Mapping[str, float | None] = field(default_factory=lambda: {STANDARD: 1.0})
-    """Per class: the longest wait as a multiple of the request's TTFT SLO (the class's own: the policy's,
-    times BATCH_SLO_FACTOR for batch), None or absent for none; the earlier of this and `max_wait_s` ends the
-    wait. A request still waiting past its SLO can no longer count as goodput, and serving it late takes
-    capacity from requests that still can: standard sheds at 1x its SLO (docs/routing.md, "Urgency", has
-    the measurement); interactive (10 s) and batch (600 s) were not measured and keep their limits."""
+    max_wait_slo: Mapping[str, float | None] = field(default_factory=dict)
+    """Per class, optionally: the longest wait as a multiple of the request's TTFT SLO (the class's own: the
+    policy's, times BATCH_SLO_FACTOR for batch), None or absent for none; the earlier of this and
+    `max_wait_s` ends the wait. A request still waiting past its SLO can no longer count as goodput, and
+    serving it late takes capacity from requests that still can; shedding it then trades a late answer for a
+    429 (docs/simulator.md, "Shedding at the SLO", measures it). Not the default: see docs/routing.md."""
 
     def expires(self, level: int, arrived: float, deadline_ms: float | None, slo_ms: float | None = None) -> float:
         """When a request that arrived at `arrived` stops waiting: its deadline or its class's longest wait
