@@ -31,12 +31,13 @@ DENSE_NAMES: tuple[str, ...] = (
 
 
 class LinearScore(Protocol):
-    def logit(self, text: str) -> float: ...
+    def logit(self, text: str, dense: npt.NDArray[np.float32] | None = None) -> float: ...
 
 
 def prompt_features(text: str, embedding: StaticEmbedding, ngram: LinearScore) -> npt.NDArray[np.float32]:
     """The estimate's input: the static MiniLM vector, the statistics of DENSE_NAMES, the n-gram score."""
-    return np.concatenate([embedding.vector(text), dense_features(text), [ngram.logit(text)]]).astype(np.float32)
+    dense = dense_features(text)
+    return np.concatenate([embedding.vector(text), dense, [ngram.logit(text, dense)]]).astype(np.float32)
 
 
 def hashed_ngrams(text: str, bits: int = HASH_BITS) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:

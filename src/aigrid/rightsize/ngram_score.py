@@ -27,7 +27,8 @@ class NgramScore:
         if self.weights.shape != (1 << HASH_BITS,) or self.dense_weights.shape != (len(DENSE_NAMES),):
             raise AigridError(f"n-gram score weights have shapes {self.weights.shape}, {self.dense_weights.shape}")
 
-    def logit(self, text: str) -> float:
+    def logit(self, text: str, dense: npt.NDArray[np.float32] | None = None) -> float:
+        """`dense`: the prompt's dense_features when the caller has them already."""
         idx, val = hashed_ngrams(text)
-        out = self.bias + float(dense_features(text) @ self.dense_weights)
+        out = self.bias + float((dense_features(text) if dense is None else dense) @ self.dense_weights)
         return out + float(val @ self.weights[idx]) if len(idx) else out

@@ -3,7 +3,9 @@
 Trained with scikit-learn's HistGradientBoostingRegressor (scripts/train_quality_estimator.py, the `train`
 extra) and exported by `from_sklearn`; the request path needs no scikit-learn. Every tree is padded to the
 same node count, so one prediction walks all trees at once, one level per step (depth 3: four steps).
-A missing value (never produced by the features) follows the side the trainer chose for it.
+Internally the nodes are one flat array in which a leaf points to itself, so a walk is a fixed number of
+gathers with no leaf test. A missing value (never produced by the features) follows the side the trainer
+chose for it.
 """
 
 from __future__ import annotations
@@ -37,18 +39,32 @@ class TreeEnsemble:
         shapes = {getattr(self, f).shape for f in FIELDS}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise AigridError(f"tree ensemble arrays disagree in shape: {sorted(shapes)}")
+        trees, width = self.feature.shape
+        here = np.arange(trees * width).reshape(trees, width)
+        start = (np.arange(trees) * width)[:, None]
+        flat = {
+            "f": np.where(self.leaf, 0, self.feature).ravel(),
+            "t": np.where(self.leaf, np.inf, self.threshold).ravel(),
+            "l": np.where(self.leaf, here, self.left + start).ravel(),
+            "r": np.where(self.leaf, here, self.right + start).ravel(),
+            "m": (self.missing_left & ~self.leaf).ravel(),
+            "roots": start.ravel(),
+        }
+        object.__setattr__(self, "_flat", flat)
 
     def predict(self, x: npt.NDArray[np.float32]) -> float:
         """One feature vector's prediction."""
-        trees = np.arange(self.feature.shape[0])
-        node = np.zeros(len(trees), np.int64)
-        for _ in range(self.depth + 1):
-            f = self.feature[trees, node]
-            v = x[f]
-            go_left = np.where(np.isnan(v), self.missing_left[trees, node], v <= self.threshold[trees, node])
-            nxt = np.where(go_left, self.left[trees, node], self.right[trees, node])
-            node = np.where(self.leaf[trees, node], node, nxt)
-        return float(self.base + self.value[trees, node].sum())
+        flat = self._flat  # type: ignore[attr-defined]
+        node = flat["roots"]
+        if np.isnan(x).any():
+            for _ in range(self.depth + 1):
+                v = x[flat["f"][node]]
+                go_left = np.where(np.isnan(v), flat["m"][node], v <= flat["t"][node])
+                node = np.where(go_left, flat["l"][node], flat["r"][node])
+        else:
+            for _ in range(self.depth + 1):
+                node = np.where(x[flat["f"][node]] <= flat["t"][node], flat["l"][node], flat["r"][node])
+        return float(self.base + self.value.ravel()[node].sum())
 
     def arrays(self, prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {f"{prefix}_{f}": getattr(self, f) for f in FIELDS}
