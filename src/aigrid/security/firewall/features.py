@@ -8,9 +8,9 @@ words and bigrams that open a sentence, a line or a list item; all hashed into `
 L2-normalised (texts of fewer than `min_norm` buckets scaled as if they had that many: see scale()).
 
 Long prompts are read in overlapping windows of 600 characters (step 400), documents and tool results in
-windows of 240 (step 120), so one injected sentence in a long page is not diluted: the text's hashes are computed
-once, each window is a slice of them. Cost: a 4 MiB body is read in about 1.5-3 s of one core (docs/security.md,
-"Cost").
+shorter windows (the artefact says which: 160 every 80 now) and sentence by sentence (spans()), so one injected
+sentence in a long page is not diluted: the text's hashes are computed once, each window is a slice of them.
+Cost: a 4 MiB body is read in about 2 s of one core as a prompt, 7 s as a document (docs/security.md, "Cost").
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ STEP = 400
 DOCUMENT_WINDOW = 240
 DOCUMENT_STEP = 120
 """Text the model reads as data is read in shorter windows: an instruction hidden in a page is one or two
-sentences, and a short window keeps the rest of the page from diluting it."""
+sentences, and a short window keeps the rest of the page from diluting it. The artefact may set other sizes
+(`document_window`, `document_step` in its header); these are the defaults."""
+SEGMENT_MIN = 60
+"""Sentences and lines shorter than this are joined to the next one before they are scored (segment_bounds): a
+short sentence alone is a handful of n-grams, too few to say whom it addresses."""
+_SENTENCE_END = re.compile(r"[.!?;:](?= )|\n")
 _FNV_PRIME = np.uint32(16777619)
 _FNV_BASIS = 2166136261
 _WORD_SEED = np.uint32(0x5BD1E995)
@@ -138,13 +143,47 @@ def window_bounds(length: int, size: int = WINDOW, step: int = STEP) -> list[tup
     return [(a, min(a + size, length)) for a in range(0, length - size + step, step)]
 
 
-def windows(text: str, dim: int, size: int = WINDOW, step: int = STEP, openers: bool = True) -> Iterator[Buckets]:
-    """The buckets of each window of `text` (one window for texts up to `size` characters)."""
+def segment_bounds(normal: str, min_len: int = SEGMENT_MIN, max_len: int = DOCUMENT_WINDOW) -> list[tuple[int, int]]:
+    """The sentences and lines of a normalised text, each as its own window: a sentence ends after . ! ? ; or :
+    followed by a space, a line at a line break; pieces shorter than `min_len` are joined to the next, and a
+    piece longer than `max_len` is left to the fixed windows. An instruction hidden in a document is usually one
+    or two sentences: read alone, the document around it cannot dilute it."""
+    out: list[tuple[int, int]] = []
+    start = 0
+    for m in _SENTENCE_END.finditer(normal):
+        line = m.group() == "\n"
+        end = m.start() if line else m.end()  # a line break ends the sentence before it; a full stop inside it
+        if end - start >= min_len:
+            if end - start <= max_len:
+                out.append((start, end))
+            start = m.end() + (0 if line else 1)  # skip the space after a full stop
+    tail = len(normal) - start
+    if min_len <= tail <= max_len:
+        out.append((start, len(normal)))
+    elif 0 < tail < min_len and out and len(normal) - out[-1][0] <= max_len:
+        out[-1] = (out[-1][0], len(normal))  # a short last sentence joins the one before it
+    return out
+
+
+def spans(normal: str, size: int, step: int, segments: bool, segment_min: int = SEGMENT_MIN) -> list[tuple[int, int]]:
+    """Every window a head scores of a normalised text: fixed windows of `size` (step `step`), and with
+    `segments` its sentences and lines too (segment_bounds; those equal to a fixed window are not repeated)."""
+    fixed = window_bounds(len(normal), size, step)
+    if not segments:
+        return fixed
+    seen = set(fixed)
+    return fixed + [b for b in segment_bounds(normal, segment_min, size) if b not in seen]
+
+
+def windows(text: str, dim: int, size: int = WINDOW, step: int = STEP, openers: bool = True,
+            segments: bool = False, segment_min: int = SEGMENT_MIN) -> Iterator[Buckets]:
+    """The buckets of each window of `text` (one window for texts up to `size` characters; with `segments`,
+    also one per sentence or line: see spans())."""
     normal = normalise(text)
     if not normal:
         return
     hashed = _Hashed(normal)
-    for start, end in window_bounds(hashed.length, size, step):
+    for start, end in spans(normal, size, step, segments, segment_min):
         yield hashed.window(start, end, dim - 1, openers)
 
 

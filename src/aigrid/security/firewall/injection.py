@@ -5,9 +5,10 @@ library and numpy: a JSON header line followed by little-endian float32 weights,
 head's `dim` weights, then the document head's. Both heads read the same features (features.py):
 - the prompt head scores what a client writes (user messages, completion prompts) in 600-character windows;
 - the document head scores text the model reads as data (tool and MCP results, retrieved documents, web
-  pages) in 240-character windows. It was trained on other data: clean windows of e-mails, code threads,
-  technical documentation and prose against the same windows with an instruction to the assistant hidden in
-  them, so its question is "is this data talking to the model?", not "is this prompt an attack?".
+  pages) in shorter windows and sentence by sentence (the header's `document_window`, `document_step`,
+  `segments`, `segment_min`; features.spans). It was trained on other data: clean windows of e-mails, code
+  threads, technical documentation and prose against the same windows with an instruction to the assistant
+  hidden in them, so its question is "is this data talking to the model?", not "is this prompt an attack?".
 A prompt's part pasted after the request (after the first blank line or line-ending colon: "Summarise this
 email:\n\n<email>") is read by both heads. The highest window wins. Each head has two operating points (`threshold` to flag, `block_threshold` to
 block), chosen on validation data; docs/security.md says what each costs.
@@ -28,6 +29,7 @@ import numpy.typing as npt
 from aigrid.security.firewall.features import (
     DOCUMENT_STEP,
     DOCUMENT_WINDOW,
+    SEGMENT_MIN,
     STEP,
     WINDOW,
     Buckets,
@@ -88,6 +90,13 @@ class InjectionModel:
         min_norm = meta.get("min_norm", 0.0)
         self.min_norm = float(min_norm) if isinstance(min_norm, int | float) else 0.0
         """Texts with fewer buckets are scaled as if they had this many (see features.scale)."""
+        self.document_window = int(meta.get("document_window", DOCUMENT_WINDOW))  # type: ignore[call-overload]
+        self.document_step = int(meta.get("document_step", DOCUMENT_STEP))  # type: ignore[call-overload]
+        self.segments = bool(meta.get("segments", False))
+        self.segment_min = int(meta.get("segment_min", SEGMENT_MIN))  # type: ignore[call-overload]
+        """How the document head reads: windows of `document_window` characters every `document_step`, and with
+        `segments` each sentence and line (joined up to `segment_min` characters) on its own too (features.spans);
+        set by training, kept in the header."""
 
     @property
     def threshold(self) -> float:
@@ -139,19 +148,24 @@ class InjectionModel:
         is false (the prompt head's own operating points are chosen that way): the more severe verdict
         counts."""
         if document:
-            return self._score(text, self.document, DOCUMENT_WINDOW, DOCUMENT_STEP)
+            return self._document(text)
         own = self._score(text, self.prompt, WINDOW, STEP)
         start = pasted_start(text) if pasted else None
         if start is None or own.should_block:
             return own
-        data = self._score(text[start:], self.document, DOCUMENT_WINDOW, DOCUMENT_STEP)
+        data = self._document(text[start:])
         if (data.should_block, data.is_injection) > (own.should_block, own.is_injection):
             return InjectionScore(data.probability, data.is_injection, data.should_block, data.window, pasted=True)
         return own
 
-    def _score(self, text: str, head: Head, size: int, step: int) -> InjectionScore:
+    def _document(self, text: str) -> InjectionScore:
+        return self._score(text, self.document, self.document_window, self.document_step, self.segments,
+                           self.segment_min)
+
+    def _score(self, text: str, head: Head, size: int, step: int, segments: bool = False,
+               segment_min: int = SEGMENT_MIN) -> InjectionScore:
         best, where = 0.0, 0
-        for i, b in enumerate(windows(text, self.dim, size, step, head.openers)):
+        for i, b in enumerate(windows(text, self.dim, size, step, head.openers, segments, segment_min)):
             p = head.probability(b, self.min_norm)
             if p > best:
                 best, where = p, i
