@@ -13,7 +13,8 @@ Choices are made by 5-fold cross-validation inside train + validation, folds gro
 (by MMLU subject, by MT-Bench question, by GSM8K prompt; nested for the n-gram logit): with or without the
 n-gram logit, alpha and the number of boosting rounds maximise the mean over the three benchmarks of the gain
 head's out-of-fold APGR. The operating table (quality target -> threshold) is measured on those out-of-fold
-scores, each benchmark weighted equally. Everything is then refitted on all of train + validation. The test
+scores: per threshold, the share of large calls with each benchmark weighted equally, and the quality lost on
+the benchmark where it is worst. Everything is then refitted on all of train + validation. The test
 split (aigrid.rightsize.routing_data.split_of) is never read.
 Needs the `train` extra (scikit-learn). About 10-20 minutes on this shared 2-core machine.
   python scripts/train_quality_estimator.py [--data ../shared/data/model-routing] [--out PATH]
@@ -98,15 +99,19 @@ def source_weights(source: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def operating_table(gain: np.ndarray, data: RoutingData, source: np.ndarray) -> OperatingTable:
-    """Per threshold tau (send large when gain > tau): share of large calls and relative quality drop against
-    always-large, every benchmark weighted equally."""
+    """Per threshold tau (send large when gain > tau): the share of large calls (every benchmark weighted
+    equally) and the relative quality drop against always-large on the benchmark where it is worst, so a
+    quality target holds on each kind of training traffic, not only on their average."""
     w = source_weights(source, 1.0)
     w = w / w.sum()
     tau = np.unique(np.concatenate([[-1.0, 1.0], np.quantile(gain, np.linspace(0, 1, 401))]))
     share = np.array([w @ (gain > t) for t in tau])
-    quality = np.array([w @ np.where(gain > t, data.large, data.small) for t in tau])
-    large = w @ data.large
-    return OperatingTable(tau, share, (large - quality) / large)
+    drops = []
+    for name in np.unique(source):
+        k = source == name
+        quality = np.array([np.mean(np.where(gain[k] > t, data.large[k], data.small[k])) for t in tau])
+        drops.append((data.large[k].mean() - quality) / data.large[k].mean())
+    return OperatingTable(tau, share, np.max(drops, axis=0))
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ label (Mixtral-8x7B for the small one, GPT-4 for the large one), from data/model
 estimate and the tenant's threshold say, both models must serve, and on this fixed sample hard prompts (only
 the large model answered correctly) go large more often than easy ones (the mid-size model answered
 correctly). How much more is measured on all 1,282 held-out prompts, without the gateway, in
-tests/rightsize/test_operating_point.py (12 points at this operating point: the separation is real but
+tests/rightsize/test_operating_point.py (9 points at this operating point: the separation is real but
 modest, docs/models.md). The firewall is off: an MMLU question about, say, toxicology must not be the
 variable here.
 """

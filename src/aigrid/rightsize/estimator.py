@@ -47,10 +47,10 @@ class QualityEstimate:
 
 @dataclass(frozen=True)
 class OperatingTable:
-    """Measured out of fold (each prompt scored by a model that never saw it) on the training data, each
-    benchmark weighted equally: per threshold `tau` on the gain (send to the large model when gain > tau),
-    the share of large-model calls and the mean quality drop against always-large, relative to
-    always-large's quality."""
+    """Measured out of fold (each prompt scored by a model that never saw it) on the training data: per
+    threshold `tau` on the gain (send to the large model when gain > tau), the share of large-model calls
+    (each benchmark weighted equally) and the mean quality drop against always-large, relative to
+    always-large's quality, on the benchmark where that drop is largest."""
 
     tau: npt.NDArray[np.float64]
     share_large: npt.NDArray[np.float64]
