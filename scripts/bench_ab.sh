@@ -5,6 +5,8 @@
 # load on the machine than latencies are (see docs/benchmarks.md).
 #   scripts/bench_ab.sh OUT NAME=SRC:SPEC [NAME=SRC:SPEC ...]
 #   e.g. scripts/bench_ab.sh /tmp/ab new=$PWD/src:aigrid.yaml old=/tmp/old/src:aigrid.yaml
+# UNIQUE=1: a unique prompt per request (default: one prompt for all; keep N + 100 under the abuse monitor's
+# 1,500 requests per 5 minutes, or a single client is throttled).
 # SRC: a src/ folder (e.g. `git archive COMMIT src | tar -x -C /tmp/old`); SPEC: a spec whose two endpoints are
 # the emulator's ports 9900-9901 and whose gateway port is 9910.
 set -u
@@ -13,13 +15,14 @@ mkdir -p "$out"
 here=$(cd "$(dirname "$0")/.." && pwd)
 PY=${PY:-$here/.venv/bin/python}
 N=${N:-1500}; C=${C:-50}; ROUNDS=${ROUNDS:-2}
+same=--same-prompts; [ "${UNIQUE:-0}" = 1 ] && same=
 taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.engines.emulator_cli --port 9900 --engines 2 --slots 512 \
   --prefill-base-ms 0.2 --prefill-ms-per-token 0.01 > "$out/emu.log" 2>&1 &
 emu=$!
 trap 'kill $emu 2>/dev/null' EXIT
 sleep 3
 bench() { taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.cli bench http://127.0.0.1:9910/v1 --mode closed \
-  --output-tokens 24 --same-prompts --model emulated "$@"; }
+  --output-tokens 24 $same --model emulated "$@"; }
 for r in $(seq 1 "$ROUNDS"); do
   for v in "$@"; do
     name=${v%%=*}; rest=${v#*=}; src=${rest%%:*}; spec=${rest#*:}

@@ -69,7 +69,7 @@ def test_outputs_and_tables(planned: Path) -> None:
     assert failed == {s["id"] for s in plan["sites"]}
     assert sum(s["jurisdiction"] == "EU" for s in plan["sites"]) >= 2  # the EU-only tenant survives N+1
     labels = [r["label"] for r in doc["compare"]]
-    assert labels[0] == "plan" and sorted(labels[1:]) == ["one-region", "per-continent", "population"]
+    assert labels[0] == "plan" and sorted(labels[1:]) == ["one-region", "one-region-3az", "per-continent", "population"]
     for row in doc["compare"][1:]:
         assert row["meets"] or row["why_not"]
         if row["meets"]:

@@ -69,10 +69,14 @@ def test_a_single_allowed_site_is_a_structural_n_plus_1_gap() -> None:
     assert z.unprotected_rps > 0  # eu-bank has one EU candidate only
     assert "only one allowed site" in (structural_problem(z, "plan") or "")
     shapes = naive_shapes(d, s, s.cands, 0.55)
-    assert set(shapes) == {"one-region", "population", "per-continent"}
+    assert set(shapes) == {"one-region", "one-region-3az", "population", "per-continent"}
     zones = shapes["one-region"][0]
     assert len(zones.sites) == 2 and zones.sites[0].jurisdiction == "EU"  # the region serves every tenant
     assert zones.sites[0].replicas == zones.sites[1].replicas  # either zone carries everything
+    three = shapes["one-region-3az"][0]
+    assert [s.city for s in three.sites] == [zones.sites[0].city] * 3
+    n = zones.sites[0].replicas[0][1]
+    assert all(s.replicas[0][1] == -(-n // 2) for s in three.sites)  # any two of the three carry everything
 
 
 def test_shortlist_prunes_thousands_of_candidates() -> None:

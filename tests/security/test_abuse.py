@@ -61,3 +61,24 @@ def test_volume_signal_and_window_expiry() -> None:
     clock.t += 120
     assert m.observe("k", same[0]).action == AbuseAction.ALLOW
     assert m.observe("other", same[0]).requests_in_window == 1
+
+
+def test_incremental_counts_match_a_rescan_of_the_window() -> None:
+    """The counts kept on push and pop (a verdict is O(1)) equal what a rescan of the window finds."""
+    import random
+    from collections import Counter
+
+    rng = random.Random(7)
+    clock = Clock()
+    m = AbuseMonitor(AbuseRules(window_s=5.0, max_requests=40, min_requests=5), clock=clock)
+    prompts = [f"Translate item {i}" for i in range(6)] + [f"other {i}" for i in range(4)]
+    for _ in range(2_000):
+        clock.t += rng.expovariate(20.0)
+        m.observe("k", RequestTraits(rng.choice(prompts), temperature=rng.choice([0.0, 0.7, None])))
+        w = m._history["k"]
+        greedy = [s for s in w.items if s.greedy]
+        assert w.greedy == len(greedy)
+        assert w.greedy_prefixes == Counter(s.prefix for s in greedy)
+        assert {p: set(v) for p, v in w.greedy_variants.items()} == {
+            p: {s.prompt for s in greedy if s.prefix == p} for p in {s.prefix for s in greedy}}
+        assert all(all(n > 0 for n in v.values()) for v in w.greedy_variants.values())

@@ -145,6 +145,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--soak-s", type=float, default=0.0, help="then run `aigrid up` this long under load, "
                     "sampling its RSS (0: no soak)")
     ap.add_argument("--soak-rate", type=float, default=30.0, help="Poisson rate of the soak")
+    ap.add_argument("--soak-concurrency", type=int, default=0,
+                    help="closed-loop streams of the soak instead of a Poisson rate (e.g. 200)")
     ap.add_argument("--baseline", action="append", default=[], metavar="NAME=SRC",
                     help="also measure `aigrid up` from the src/ folder SRC (e.g. `git archive` of an earlier "
                     "commit) as target NAME, in the same run; repeatable; list NAME in --targets")
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> None:
             proc.start()
             try:
                 proc.wait_ready(ready, timeout_s=120)
-                report["soak"] = soak(proc, urls, args.soak_rate, args.soak_s)
+                report["soak"] = soak(proc, urls, args.soak_rate, args.soak_s,
+                                      concurrency=args.soak_concurrency)
             finally:
                 proc.stop()
     finally:
@@ -227,19 +230,27 @@ def main(argv: list[str] | None = None) -> None:
     print(md)
 
 
-def soak(proc: Proc, urls: list[str], rate: float, seconds: float, step_s: float = 30.0) -> dict[str, Any]:
-    """Poisson load for `seconds`, in steps; the gateway's RSS (MB) after each step."""
+def soak(proc: Proc, urls: list[str], rate: float, seconds: float, step_s: float = 30.0,
+         concurrency: int = 0) -> dict[str, Any]:
+    """Load for `seconds`, in steps (Poisson at `rate`, or `concurrency` closed-loop streams); the gateway's
+    RSS (MB) after each step."""
     samples = [(0.0, round(rss_mb(proc.pid), 1))]
     failed = completed = 0
     t = 0.0
     while t < seconds:
-        plans = workload.poisson(rate, max(1, int(rate * step_s)), 32, 24, random.Random(int(t)))
-        s = measure(urls, plans, 0, [proc.pid])
+        if concurrency:
+            n = max(30, int(3 * step_s * concurrency / 0.25))  # more than enough; cut at step_s
+            s = measure(urls, closed_plans(concurrency, n, (16, 32), random.Random(int(t))), concurrency,
+                        [proc.pid], max_s=step_s)
+        else:
+            plans = workload.poisson(rate, max(1, int(rate * step_s)), 32, 24, random.Random(int(t)))
+            s = measure(urls, plans, 0, [proc.pid])
         completed, failed = completed + s["completed"], failed + s["failed"]
         t += step_s
         samples.append((t, round(rss_mb(proc.pid), 1)))
         print(f"soak {t:.0f}s: RSS {samples[-1][1]} MB, TTFT p99 {s['ttft_raw_ms']['p99']} ms", flush=True)
-    return {"rate": rate, "seconds": seconds, "completed": completed, "failed": failed, "rss_mb": samples}
+    return {"rate": None if concurrency else rate, "concurrency": concurrency or None, "seconds": seconds,
+            "completed": completed, "failed": failed, "rss_mb": samples}
 
 
 def brief(s: dict[str, Any]) -> str:
@@ -310,7 +321,9 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{e.get('rss_mb_start', '-')}/{e.get('rss_mb_end', '-')} |")
     if "soak" in report:
         k = report["soak"]
-        lines += ["", f"Soak of `aigrid up`: {k['seconds']:g} s at {k['rate']:g} req/s (Poisson), {k['completed']} ok, "
+        load = (f"{k['concurrency']} streams (closed loop)" if k.get("concurrency")
+                else f"{k['rate']:g} req/s (Poisson)")
+        lines += ["", f"Soak of `aigrid up`: {k['seconds']:g} s at {load}, {k['completed']} ok, "
                   f"{k['failed']} failed; RSS MB over time: " + ", ".join(f"{t:g}s {m}" for t, m in k["rss_mb"])]
     return "\n".join(lines) + "\n"
 

@@ -3,6 +3,8 @@
 - one-region: everything in the one candidate region that serves every tenant cheapest, as two sites
   (availability zones) in that metro, each able to carry all traffic alone, so that one can be lost; a
   single site could never survive a single-site failure at any size;
+- one-region-3az: the same region as three zones (most cloud regions have three), any two of which carry
+  all traffic: the N+1 reserve is a third of the capacity instead of half;
 - population: every candidate site (at most NAIVE_MAX_SITES, those nearest the most users), each sized
   for the users nearest to it, i.e. capacity proportional to the population it is closest to;
 - per-continent: one site per continent with users, the candidate with the lowest demand-weighted RTT
@@ -57,6 +59,11 @@ def naive_shapes(demand: Demand, screen: Screen, cands: Candidates, rho: float) 
     shapes["one-region"] = (Placement("one-region", zones), replace(
         best, sites=best.sites * 2, hardware=best.hardware * 2, replicas=best.replicas * 2,
         load=np.vstack([best.load / 2, best.load / 2]), unprotected_rps=0.0))
+    half = tuple((m, -(-n // 2)) for m, n in zone.replicas)  # any two of three zones carry everything
+    three = tuple(replace(zone, id=f"{zone.id}-{z}", replicas=half) for z in "abc")
+    shapes["one-region-3az"] = (Placement("one-region-3az", three), replace(
+        best, sites=best.sites * 3, hardware=best.hardware * 3, replicas=(dict(half),) * 3,
+        load=np.vstack([best.load / 3] * 3), unprotected_rps=0.0))
     # proportional to population
     sites = screen.shortlist[:NAIVE_MAX_SITES] if len(cands) > NAIVE_MAX_SITES else np.arange(len(cands))
     z = screen.size(sites, rho)

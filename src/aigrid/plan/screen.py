@@ -19,6 +19,7 @@ The model (checked afterwards by the simulator, which has the last word):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -59,6 +60,10 @@ class Sizing:
     @property
     def score(self) -> float:
         return self.cost_usd_h + self.penalty_usd_h
+
+
+Sizer = Callable[[list[int], float], Sizing]
+"""(open candidate indices, target utilisation) -> Sizing: Screen.size, or plan/pooled.py's model."""
 
 
 class Screen:
@@ -214,33 +219,34 @@ class Screen:
         return Sizing(tuple(int(S[k]) for k in keep), tuple(hardware), tuple(replicas), float(cost), float(penalty),
                       site_load, uncovered, unprotected)
 
-    def spread(self, rho: float, base: Sizing, more: int = 3) -> list[Sizing]:
+    def spread(self, rho: float, base: Sizing, more: int = 3, size: Sizer | None = None) -> list[Sizing]:
         """Placements with 1..`more` sites beyond `base`: each time the site that costs least to add (even if
         it costs more than not adding it), then swaps at that count. More sites share the N+1 reserve
         (k / (k - 1)) and spread failures across time zones, which the nearest-site model undervalues while
         rounding replicas up per site; the simulator decides."""
+        size = size or self.size
         out = []
         current = base
         pool = [int(s) for s in self.shortlist]
         for _ in range(more):
             open_ = list(current.sites)
-            trials = [self.size(open_ + [s], rho) for s in pool if s not in open_]
+            trials = [size(open_ + [s], rho) for s in pool if s not in open_]
             if not trials:
                 break
-            current = self._swaps(min(trials, key=lambda z: z.score), rho, pool, max_moves=20)
+            current = self._swaps(min(trials, key=lambda z: z.score), rho, pool, 20, size)
             if len(current.sites) <= len(open_):
                 break
             out.append(current)
         return out
 
-    def _swaps(self, current: Sizing, rho: float, pool: list[int], max_moves: int) -> Sizing:
+    def _swaps(self, current: Sizing, rho: float, pool: list[int], max_moves: int, size: Sizer) -> Sizing:
         for _ in range(max_moves):
             improved = False
             open_ = list(current.sites)
             for s in open_:
                 near = sorted((x for x in pool if x not in open_), key=lambda x: _km(self.cands, s, x))
                 for x in near[:6]:
-                    trial = self.size([y for y in open_ if y != s] + [x], rho)
+                    trial = size([y for y in open_ if y != s] + [x], rho)
                     if trial.score < current.score - 1e-9 and len(trial.sites) == len(open_):
                         current, improved = trial, True
                         break
@@ -250,13 +256,16 @@ class Screen:
                 break
         return current
 
-    def search(self, rho: float, start: list[int] | None = None, max_moves: int = 60) -> Sizing:
-        """Greedy opening from `start` (or nothing), then drop and swap moves until none improves."""
-        current = self.size(start or [], rho)
+    def search(self, rho: float, start: list[int] | None = None, max_moves: int = 60,
+               size: Sizer | None = None) -> Sizing:
+        """Greedy opening from `start` (or nothing), then drop and swap moves until none improves; `size`
+        sizes each placement tried (default: the nearest-site model, Screen.size)."""
+        size = size or self.size
+        current = size(start or [], rho)
         pool = [int(s) for s in self.shortlist]
         while True:  # greedy add
             open_ = list(current.sites)
-            trials = [self.size(open_ + [s], rho) for s in pool if s not in open_]
+            trials = [size(open_ + [s], rho) for s in pool if s not in open_]
             best = min(trials, key=lambda z: z.score, default=None)
             if best is None or best.score >= current.score - 1e-9:
                 break
@@ -265,7 +274,7 @@ class Screen:
             improved = False
             open_ = list(current.sites)
             for s in open_:
-                trial = self.size([x for x in open_ if x != s], rho)
+                trial = size([x for x in open_ if x != s], rho)
                 if trial.score < current.score - 1e-9:
                     current, improved = trial, True
                     break
@@ -274,7 +283,7 @@ class Screen:
                     near = [int(x) for x in pool if x not in open_]
                     near.sort(key=lambda x: _km(self.cands, s, x))
                     for x in near[:6]:
-                        trial = self.size([y for y in open_ if y != s] + [x], rho)
+                        trial = size([y for y in open_ if y != s] + [x], rho)
                         if trial.score < current.score - 1e-9:
                             current, improved = trial, True
                             break

@@ -9,8 +9,10 @@ TPOT SLO and no request ran outside its allowed jurisdictions. Refinement, one r
   site with the most misses grows. Only the failing checks run again, until they pass; then the others
   are confirmed on the final sizes (adding capacity can still move traffic);
 - a passing placement: every site whose busiest check left it under TRIM_UTIL even with one replica fewer
-  loses one, and all checks run again; if trimming them together breaks a check, they are tried one at a
-  time from then on (the least used first), and a site whose own trim breaks a check is never trimmed again.
+  loses one, and all checks run again; if trimming them together breaks a check, or no site is that idle,
+  every site is tried one at a time from then on (the least used first, whatever its utilisation), and a
+  site whose own trim breaks a check is never trimmed again. So each placement, the plan's and the naive
+  ones alike, ends at a size where no single replica can go without failing a check.
 The cheapest placement that passed is kept. A failure no site explains (requests rejected or sent nowhere
 allowed) cannot be fixed by sizes: the verdict says so.
 """
@@ -123,7 +125,11 @@ class Verifier:
             failing = [i for i, (k, o) in latest.items() if not passes(o, self.attainment)]
             todo = failing or [i for i in range(len(checks)) if i not in latest or latest[i][0] != key]
             if not todo and best is not None and best.placement.key() == key:
-                trimmed = self._trim(current, [o for _, o in latest.values()], no_trim, one_at_a_time)
+                seen = [o for _, o in latest.values()]
+                trimmed = self._trim(current, seen, no_trim, one_at_a_time)
+                if trimmed is None and not one_at_a_time:  # no site left below TRIM_UTIL: try each alone
+                    one_at_a_time = True
+                    trimmed = self._trim(current, seen, no_trim, one_at_a_time)
                 if trimmed is None:
                     break
                 current, trims = trimmed
@@ -200,7 +206,7 @@ class Verifier:
             if s.id in no_trim or n <= len(s.replicas):
                 continue
             util = max(o["sites"].get(s.id, {}).get("utilization", 0.0) for o in outcomes)
-            if util * n / (n - 1) < TRIM_UTIL:
+            if one_at_a_time or util * n / (n - 1) < TRIM_UTIL:
                 trims.append(s.id)
                 slack[s.id] = util * n / (n - 1)
         if not trims:

@@ -180,6 +180,8 @@ class TelemetryStore:
             if key is not None:
                 self._set_affinity(key, endpoint_id)
                 self._affinity_pending.append((key, endpoint_id))
+        if len(self._affinity_pending) > 2 * AFFINITY_ENTRIES:  # nobody shares them (no shared state)
+            del self._affinity_pending[:-AFFINITY_ENTRIES]
 
     def _set_affinity(self, key: str, endpoint_id: str) -> None:
         self._affinity[key] = endpoint_id
@@ -197,8 +199,10 @@ class TelemetryStore:
         return LocalReport(gateway_id, loads, opened, pending, dict(self.tenants_local))
 
     def requeue_affinity(self, entries: tuple[tuple[str, str], ...]) -> None:
-        """Entries a failed exchange did not deliver go out with the next one."""
+        """Entries a failed exchange did not deliver go out with the next one (the newest, if the shared
+        state stays away long enough for more than AFFINITY_ENTRIES to wait)."""
         self._affinity_pending[:0] = entries
+        del self._affinity_pending[:-AFFINITY_ENTRIES]
 
     def apply_shared(self, view: SharedView, wall: Callable[[], float]) -> None:
         now, wall_now = self._clock(), wall()

@@ -85,6 +85,8 @@ class _Window:
         self.probing = 0
         self.greedy = 0
         self.greedy_prefixes: Counter[str] = Counter()
+        self.greedy_variants: dict[str, Counter[str]] = {}
+        """Per greedy prefix: its distinct prompts (the enumeration signal's variants), counted."""
 
     def push(self, s: _Seen) -> None:
         self.items.append(s)
@@ -93,6 +95,7 @@ class _Window:
         if s.greedy:
             self.greedy += 1
             self.greedy_prefixes[s.prefix] += 1
+            self.greedy_variants.setdefault(s.prefix, Counter())[s.prompt] += 1
 
     def pop(self) -> None:
         s = self.items.popleft()
@@ -105,6 +108,12 @@ class _Window:
             self.greedy_prefixes[s.prefix] -= 1
             if not self.greedy_prefixes[s.prefix]:
                 del self.greedy_prefixes[s.prefix]
+            variants = self.greedy_variants[s.prefix]
+            variants[s.prompt] -= 1
+            if not variants[s.prompt]:
+                del variants[s.prompt]
+            if not variants:
+                del self.greedy_variants[s.prefix]
 
 
 class AbuseMonitor:
@@ -145,8 +154,7 @@ class AbuseMonitor:
         if w.greedy / n >= r.enumeration_share:  # only then can one greedy prefix reach the share
             prefix, count = w.greedy_prefixes.most_common(1)[0]
             if count / n >= r.enumeration_share:
-                variants = len({s.prompt for s in w.items if s.greedy and s.prefix == prefix})
-                if variants >= 0.8 * count:
+                if len(w.greedy_variants[prefix]) >= 0.8 * count:
                     out.append("enumeration")
         return tuple(out)
 

@@ -23,6 +23,7 @@ from enum import StrEnum
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pii import find_pii, redact
+from aigrid.security.firewall.score_cache import DEFAULT_SIZE, ScoreCache
 from aigrid.security.firewall.streaming import StreamingRedactor
 from aigrid.security.firewall.texts import DATA, FROM_CLIENT, UNTRUSTED, ModelText
 
@@ -76,8 +77,9 @@ class Screened:
 
 class Firewall:
     def __init__(self, model: InjectionModel, policies: Mapping[str, FirewallPolicy] | None = None,
-                 default: FirewallPolicy = FirewallPolicy()) -> None:
+                 default: FirewallPolicy = FirewallPolicy(), *, cache_size: int = DEFAULT_SIZE) -> None:
         self.model = model
+        self.scores = ScoreCache(lambda text, document: model.score(text, document=document), cache_size)
         self.policies = dict(policies or {})
         self.default = default
 
@@ -90,7 +92,7 @@ class Firewall:
         result = Screened(list(texts))
         for i, text in enumerate(texts):
             if policy.injection != Action.OFF and text.source in UNTRUSTED:
-                self._injection(policy, text, result.verdicts)
+                self._injection(tenant, policy, text, result.verdicts)
             if result.blocked:
                 break
             if policy.pii_input != Action.OFF and text.source in FROM_CLIENT:
@@ -99,10 +101,10 @@ class Firewall:
                 break
         return result
 
-    def _injection(self, policy: FirewallPolicy, text: ModelText, out: list[Verdict]) -> None:
+    def _injection(self, tenant: str, policy: FirewallPolicy, text: ModelText, out: list[Verdict]) -> None:
         if not text.text:
             return
-        score = self.model.score(text.text, document=text.source in DATA)
+        score = self.scores.score(tenant, text.text, text.source in DATA)
         if not score.is_injection:
             return
         block = policy.injection == Action.BLOCK and score.should_block

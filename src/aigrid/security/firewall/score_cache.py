@@ -1,0 +1,56 @@
+"""Recent injection scores, so a text the gateway has already read is not read again.
+
+Clients re-send the same text all the time: one system prompt on every request of an app, and the whole
+conversation so far on every turn of a chat or an agent loop (tool results included). Scoring is linear in
+the text, so without memory an n-turn conversation costs O(n^2) characters read; with it, each turn costs
+only its new messages. A score depends only on the text and the head, so a hit is exact. Keys are a
+128-bit BLAKE2b digest of the text (no text is kept), per tenant, so one tenant's hits cannot reveal by
+their timing what another tenant sent. Bounded (least recently used out) and safe to call from the
+firewall's worker thread and the event loop at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+
+from aigrid.security.firewall.injection import InjectionScore
+
+DEFAULT_SIZE = 4096
+"""Entries kept (about 200 bytes each)."""
+
+
+class ScoreCache:
+    def __init__(self, score: Callable[[str, bool], InjectionScore], size: int = DEFAULT_SIZE) -> None:
+        if size < 0:
+            raise ValueError("score cache size must be >= 0")
+        self._score = score
+        self.size = size
+        self._entries: OrderedDict[tuple[str, bool, bytes], InjectionScore] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def score(self, tenant: str, text: str, document: bool) -> InjectionScore:
+        if not self.size:
+            return self._score(text, document)
+        key = (tenant, document, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+                self.hits += 1
+                return found
+            self.misses += 1
+        result = self._score(text, document)  # outside the lock: a 4 MiB text must not hold up short ones
+        with self._lock:
+            self._entries[key] = result
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return result
+
+    def __len__(self) -> int:
+        return len(self._entries)
