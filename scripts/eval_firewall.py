@@ -32,6 +32,7 @@ from firewall_documents import (  # noqa: E402
     agentdojo_documents,
     garak_latent_documents,
     news_passages,
+    package_readmes,
     stdlib_documents,
 )
 from firewall_followups import followup_prompts  # noqa: E402
@@ -85,6 +86,9 @@ def later_families(c: Corpus, split: str, aib: Path | None, pyrit: Path | None) 
         ("indirect: held-out composed instructions to the model in unseen e-mails", "attack", True,
          documents_with_attacks(c.emails[split], addressed_instructions(split, random.Random(33), 600),
                                 random.Random(34), 600, False))]
+    if split == "test":
+        out.append(("clean package documentation (READMEs of held-out installed packages; never trained)", "ordinary",
+                    True, [(t, 0) for t in package_readmes(split)]))
     if aib is not None and split == "test":
         clean, attacked = aib_documents(aib)
         out += [("indirect: agent-injection-bench's tool, document, page, file-name and metadata injections "

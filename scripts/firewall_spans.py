@@ -47,8 +47,9 @@ def clean_spans(docs: list[str], geometry: Geometry, rng: random.Random, n: int)
 
 def attacked_spans(pairs: list[tuple[str, str]], geometry: Geometry, rng: random.Random, positives: int = 2,
                    context: float = 0.3) -> Rows:
-    """Up to `positives` spans holding the attack of each (document, attack), and with probability `context`
-    one span of the same document that does not touch it."""
+    """Up to `positives` spans holding the attack of each (document, attack): always the first of them (where
+    the document turns into the instruction), then others at random; and with probability `context` one span
+    of the same document that does not touch it. A document where no span holds its attack gives nothing."""
     out: Rows = []
     for doc, attack in pairs:
         normal, hidden = normalise(doc), normalise(attack)
@@ -63,7 +64,11 @@ def attacked_spans(pairs: list[tuple[str, str]], geometry: Geometry, rng: random
                 pos.append((a, b))
             elif overlap == 0:
                 neg.append((a, b))
-        out += [(normal[a:b], 1) for a, b in rng.sample(pos, min(positives, len(pos)))]
+        if not pos:
+            continue
+        # the span where the injection starts (the switch from the document to the instruction), and others
+        chosen = [pos[0]] + rng.sample(pos[1:], min(positives - 1, len(pos) - 1))
+        out += [(normal[a:b], 1) for a, b in chosen]
         if neg and rng.random() < context:
             a, b = rng.choice(neg)
             out.append((normal[a:b], 0))
