@@ -5,11 +5,11 @@ two model sizes, held-out prompts with known labels.
 The two "models" are ENGINE EMULATORS (aigrid emulator: OpenAI-compatible timing stand-ins that generate
 filler text, not models; only one real small model exists on this machine): small-1b next to the client
 (Frankfurt, cheap) and large-70b in Ashburn (10x the price). The prompts are the test split of
-../shared/data/model-routing (MMLU subjects and GSM8K problems the estimate never saw), so each routed
-prompt's quality is known from RouteLLM's labels: the small model's label when it went to small-1b, the
-large one's when it went to large-70b. Prints where easy prompts (the mid-size model answered correctly)
-and hard ones (only the large model did) were sent, the realised quality against always-large, and what
-the estimate's operating table promised for the target.
+../shared/data/model-routing (MMLU subjects, GSM8K problems and MT-Bench questions the estimate never saw),
+so each routed prompt's quality is known from RouteLLM's labels: the small model's label when it went to
+small-1b, the large one's when it went to large-70b. Prints where easy prompts (the mid-size model answered
+correctly, or scored 10 on MT-Bench) and hard ones (the large model did better) were sent, the realised
+quality against always-large, and what the estimate's operating table promised for the target.
 
     python scripts/live_right_size.py [--per-file 150] [--quality-target 0.05] [--data ../shared/data/model-routing]
 """
@@ -29,7 +29,7 @@ from aigrid.engines.llama_server import free_port
 from aigrid.rightsize.estimator import QualityEstimator
 from aigrid.rightsize.routing_data import RoutingData, concat, read_routing_csv, split_mask
 
-FILES = ("mmlu_mixtral_vs_gpt4.csv", "gsm8k_mixtral_vs_gpt4.csv")
+FILES = ("mmlu_mixtral_vs_gpt4.csv", "gsm8k_mixtral_vs_gpt4.csv", "mt_bench_mixtral_vs_gpt4.csv")
 
 
 def spec_text(ports: dict[str, int], gw_port: int, target: float) -> str:
@@ -116,11 +116,11 @@ def main() -> int:
           f"-> threshold {tau:.4f} on the estimated gain; emulated engines; logs in {work}")
     print("| | prompts | sent to large-70b |\n|---|---|---|")
     print(f"| easy (the mid-size model answered correctly) | {easy.sum()} | {large[easy].mean():.1%} |")
-    print(f"| hard (only the large model answered correctly) | {hard.sum()} | {large[hard].mean():.1%} |")
+    print(f"| hard (the large model did better) | {hard.sum()} | {large[hard].mean():.1%} |")
     print(f"| all | {len(data)} | {large.mean():.1%} |")
     rel = (data.large.mean() - quality.mean()) / data.large.mean()
     print(f"\nrealised quality {quality.mean():.4f} vs always-large {data.large.mean():.4f} (relative drop {rel:.2%}) "
-          f"and always-small {data.small.mean():.4f}; the operating table (validation split) promised "
+          f"and always-small {data.small.mean():.4f}; the operating table (out of fold, training data) promised "
           f"{share:.1%} large calls and a {drop:.2%} drop")
     print(f"request latency (whole non-streamed answer, client side) median: small-1b "
           f"{np.median(np.array(ttft)[~large]):.0f} ms, large-70b {np.median(np.array(ttft)[large]):.0f} ms")

@@ -41,3 +41,14 @@ def test_sw_ranking_scores_near_neighbours_by_their_outcomes():
     # from a reference set: weights 10 x 10^(sim / max sim) -> 100 for the own cluster, 10 for the other
     ref = sw_scores(vectors[:1], vectors, won)
     assert ref[0] == pytest.approx((100 * 10 * 1.0 + 10 * 10 * 0.5) / (100 * 10 + 10 * 10))
+
+
+def test_tied_scores_are_one_choice_a_constant_score_is_random_mixing():
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 2, 101).astype(float)
+    large = rng.integers(0, 2, 101).astype(float)
+    flat = router_curve("flat", np.zeros(101), small, large)
+    assert flat.quality == pytest.approx(random_curve(small, large).quality)
+    # file order never helps: the same prompts sorted best-first give the same tied curve
+    order = np.argsort(-(large - small), kind="stable")
+    assert router_curve("flat", np.zeros(101), small[order], large[order]).apgr == pytest.approx(0.5)

@@ -31,7 +31,7 @@ def eval_command(
     baseline: Annotated[bool, typer.Option(help="run the similarity-weighted ranking baseline")] = True,
     crossfit: Annotated[bool, typer.Option(help="also the SW baseline on the file's own labels, 5-fold "
                                                 "cross-fitted (a ceiling, not a peer)")] = False,
-    seed: Annotated[int, typer.Option(help="seed of the baseline's folds and projection")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the in-file baseline's folds")] = 0,
 ) -> None:
     """Print quality vs share of large-model calls, APGR and the calls needed for 50% / 80% of the gap."""
     try:
@@ -65,7 +65,7 @@ def eval_command(
         raise typer.Exit(2) from None
 
 
-TRAINING_FILES = ("mmlu_mixtral_vs_gpt4.csv", "gsm8k_mixtral_vs_gpt4.csv")
+TRAINING_FILES = ("mmlu_mixtral_vs_gpt4.csv", "gsm8k_mixtral_vs_gpt4.csv", "mt_bench_mixtral_vs_gpt4.csv")
 
 
 def _reference(paths: list[Path] | None) -> RoutingData | None:

@@ -40,10 +40,17 @@ class Curve:
 
 
 def router_curve(name: str, score: Floats, small: Floats, large: Floats) -> Curve:
-    """The curve of routing the highest-scored prompts to the large model first (ties in prompt order)."""
+    """The curve of routing the highest-scored prompts to the large model first. Prompts with equal scores
+    are one choice for the router: within a tie it takes the expected value of a random order (a straight
+    line across the tie), so a constant score is exactly random mixing and file order never helps."""
     n = len(score)
     order = np.argsort(-score, kind="stable")
     gained = np.concatenate([[0.0], np.cumsum(large[order] - small[order])])
+    ranked = score[order]
+    starts = np.flatnonzero(np.concatenate([[True], ranked[1:] != ranked[:-1]]))
+    ends = np.concatenate([starts[1:], [n]])
+    for a, b in zip(starts[ends - starts > 1], ends[ends - starts > 1], strict=True):
+        gained[a:b + 1] = np.linspace(gained[a], gained[b], b - a + 1)
     quality = (small.sum() + gained) / n
     return Curve(name, np.arange(n + 1) / n, quality, _pgr(quality, small, large))
 

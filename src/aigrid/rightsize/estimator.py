@@ -1,10 +1,13 @@
-"""The shipped quality estimate: per prompt, the probability that a mid-size and a large model answer well.
+"""The shipped quality estimate: per prompt, how well a mid-size and a large model answer, and the gain.
 
-Three logistic regressions over `features.py` (hashed n-grams + text statistics), trained by
-scripts/train_quality_estimator.py on RouteLLM's labels (docs/models.md, the model card): whether the
-mid-size reference model answers well, whether the large one does, and whether the large one does better
-(ties count one half). The last is the router's score. Inference is a sparse dot product: no torch, no
-thread, well under a millisecond per prompt on one core (scripts/bench_quality_estimate.py).
+Three boosted regression tree ensembles (tree_ensemble.py) over `features.py` (a static MiniLM sentence
+vector, text statistics and a linear n-gram score, ngram_score.py), trained by scripts/train_quality_estimator.py on RouteLLM's labels (docs/models.md,
+the model card): the mid-size reference model's quality (0/1 correct, or a judge score / 10), the large
+one's, and the large one's expected gain over the mid-size one (their difference, in [-1, 1]). Squared
+error makes each head an estimate of a mean: the first two are probabilities, the third the expected quality
+the large model adds. The gain is the router's score. Inference is a WordPiece split, one gather, a sparse
+dot product and three tree walks: no torch, no scikit-learn, about a millisecond per prompt on one core
+(scripts/bench_quality_estimate.py).
 """
 
 from __future__ import annotations
@@ -17,18 +20,20 @@ import numpy as np
 import numpy.typing as npt
 
 from aigrid.errors import AigridError
-from aigrid.rightsize.features import dense_features, hashed_ngrams
+from aigrid.rightsize.features import prompt_features
+from aigrid.rightsize.ngram_score import NgramScore
+from aigrid.rightsize.static_embedding import StaticEmbedding
+from aigrid.rightsize.tree_ensemble import TreeEnsemble
 
 ARTEFACT = "quality_estimator.npz"
-HEADS: tuple[str, str, str] = ("small", "large", "win")
-"""The mid-size reference model (Mixtral-8x7B) answers well; the large one (GPT-4) does; the large one does
-better than the mid-size one (ties one half)."""
+HEADS: tuple[str, str, str] = ("small", "large", "gain")
+"""The mid-size reference model's (Mixtral-8x7B) quality, the large one's (GPT-4), and the large one's gain."""
 
 
 @dataclass(frozen=True, slots=True)
 class QualityEstimate:
-    """Probabilities that the reference small and large models answer this prompt well, and that the large
-    one answers better (ties one half)."""
+    """Expected quality in [0, 1] of the reference small and large models on this prompt, and
+    p_win = (1 + expected gain of the large one) / 2 (for 0/1 labels: P(large better) with ties one half)."""
 
     p_small: float
     p_large: float
@@ -36,16 +41,16 @@ class QualityEstimate:
 
     @property
     def gain(self) -> float:
-        """The expected quality the large model adds, 2 x p_win - 1 (= P(large better) - P(small better)):
-        the router's score (higher: send it up)."""
+        """The expected quality the large model adds, 2 x p_win - 1: the router's score (higher: send it up)."""
         return 2.0 * self.p_win - 1.0
 
 
 @dataclass(frozen=True)
 class OperatingTable:
-    """Measured on the validation split (the model fitted on the train split alone): per threshold `tau` on
-    the gain (send to the large model when gain > tau), the share of large-model calls and the mean quality
-    drop against always-large, relative to always-large's quality."""
+    """Measured out of fold (each prompt scored by a model that never saw it) on the training data: per
+    threshold `tau` on the gain (send to the large model when gain > tau), the share of large-model calls
+    (each benchmark weighted equally) and the mean quality drop against always-large, relative to
+    always-large's quality, on the benchmark where that drop is largest."""
 
     tau: npt.NDArray[np.float64]
     share_large: npt.NDArray[np.float64]
@@ -64,44 +69,41 @@ class OperatingTable:
 
 
 class QualityEstimator:
-    """Loads the artefact once (`load()`); `estimate(text)` is then pure arithmetic."""
+    """Loads the artefacts once (`load()`); `estimate(text)` is then pure arithmetic."""
 
-    def __init__(self, weights: npt.NDArray[np.float32], dense_weights: npt.NDArray[np.float32],
-                 bias: npt.NDArray[np.float32], bits: int, meta: dict[str, str],
-                 table: OperatingTable | None = None) -> None:
-        if weights.shape != (1 << bits, len(HEADS)):
-            raise AigridError(f"quality estimator weights have shape {weights.shape}, expected {(1 << bits, len(HEADS))}")
-        self.weights = weights
-        self.dense_weights = dense_weights
-        self.bias = bias
-        self.bits = bits
+    def __init__(self, embedding: StaticEmbedding, ngram: NgramScore, heads: dict[str, TreeEnsemble],
+                 meta: dict[str, str], table: OperatingTable | None = None) -> None:
+        missing = [h for h in HEADS if h not in heads]
+        if missing:
+            raise AigridError(f"quality estimator lacks heads {missing}")
+        self.embedding = embedding
+        self.ngram = ngram
+        self.heads = heads
         self.meta = meta
         self.table = table
 
     @classmethod
-    def load(cls, path: Path | None = None) -> QualityEstimator:
+    def load(cls, path: Path | None = None, embedding: StaticEmbedding | None = None) -> QualityEstimator:
         source = path if path is not None else resources.files("aigrid.rightsize").joinpath(ARTEFACT)
         with source.open("rb") as f, np.load(f, allow_pickle=False) as z:
             meta = {str(k): str(v) for k, v in zip(z["meta_keys"], z["meta_values"], strict=True)}
             table = (OperatingTable(z["tau"], z["share_large"], z["relative_drop"]) if "tau" in z.files else None)
-            return cls(z["weights"].astype(np.float32), z["dense_weights"].astype(np.float32),
-                       z["bias"].astype(np.float32), int(z["bits"]), meta, table)
+            heads = {h: TreeEnsemble.from_arrays(z, h) for h in HEADS}
+            ngram = NgramScore(z["ngram_weights"].astype(np.float32), z["ngram_dense"].astype(np.float32),
+                               float(z["ngram_bias"]))
+        return cls(embedding if embedding is not None else StaticEmbedding.load(), ngram, heads, meta, table)
 
     def save(self, path: Path) -> None:
         keys = sorted(self.meta)
         table = ({} if self.table is None else {"tau": self.table.tau, "share_large": self.table.share_large,
                                                 "relative_drop": self.table.relative_drop})
-        np.savez_compressed(path, weights=self.weights.astype(np.float16), dense_weights=self.dense_weights,
-                            bias=self.bias, bits=np.int64(self.bits), meta_keys=np.array(keys),
-                            meta_values=np.array([self.meta[k] for k in keys]), **table)
-
-    def logits(self, text: str) -> npt.NDArray[np.float32]:
-        idx, val = hashed_ngrams(text, self.bits)
-        out = self.bias + dense_features(text) @ self.dense_weights
-        if len(idx):
-            out = out + val @ self.weights[idx]
-        return out.astype(np.float32)
+        trees = {k: v for h in HEADS for k, v in self.heads[h].arrays(h).items()}
+        np.savez_compressed(path, meta_keys=np.array(keys), meta_values=np.array([self.meta[k] for k in keys]),
+                            ngram_weights=self.ngram.weights.astype(np.float16), ngram_dense=self.ngram.dense_weights,
+                            ngram_bias=np.float64(self.ngram.bias), **table, **trees)
 
     def estimate(self, text: str) -> QualityEstimate:
-        p = 1.0 / (1.0 + np.exp(-self.logits(text)))
-        return QualityEstimate(float(p[0]), float(p[1]), float(p[2]))
+        x = prompt_features(text, self.embedding, self.ngram)
+        small, large, gain = (self.heads[h].predict(x) for h in HEADS)
+        clamp = lambda v, lo, hi: float(min(max(v, lo), hi))  # noqa: E731
+        return QualityEstimate(clamp(small, 0.0, 1.0), clamp(large, 0.0, 1.0), clamp((1.0 + gain) / 2, 0.0, 1.0))

@@ -1,6 +1,6 @@
 """`aigrid models eval`: aigrid's router against the baselines on one model-routing CSV.
 
-Routers compared on the same prompts: aigrid (the shipped estimate's p_large - p_small), always-small,
+Routers compared on the same prompts: aigrid (the shipped estimate's expected gain of the large model), always-small,
 always-large, random mixing at equal cost, the similarity-weighted ranking baseline (sw_ranking.py) and
 the oracle (the labels themselves: an upper bound no router reaches).
 """
@@ -42,9 +42,9 @@ def evaluate(data: RoutingData, estimator: QualityEstimator, *, reference: Routi
     small, large = data.small, data.large
     curves = [router_curve("aigrid", np.array([e.gain for e in est]), small, large), random_curve(small, large)]
     if reference is not None or crossfit:
-        vectors = embed(data.prompts, seed)
+        vectors = embed(data.prompts, estimator.embedding)
     if reference is not None:
-        ref = embed(reference.prompts, seed)
+        ref = embed(reference.prompts, estimator.embedding)
         curves.append(router_curve("sw-ranking", sw_scores(vectors, ref, outcomes(reference.small, reference.large)),
                                    small, large))
     if crossfit:

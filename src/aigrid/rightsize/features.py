@@ -1,7 +1,10 @@
-"""Cheap prompt features for the quality estimate: signed hashed word n-grams plus a few text statistics.
+"""Cheap prompt features for the quality estimate: a static sentence vector, a few text statistics, and a
+linear score over hashed word n-grams (ngram_score.py).
 
-Everything is numpy and the standard library (crc32 for hashing), so the request path needs no torch:
-sentence embeddings (all-MiniLM-L6-v2) cost ~100 ms per prompt on one loaded core here, n-grams ~0.1 ms.
+Everything is numpy and the standard library, so the request path needs no torch: the real all-MiniLM-L6-v2
+costs ~100 ms per prompt on one loaded core here, its static distillation (static_embedding.py) ~1 ms. The
+static vector carries what a prompt is about (code, maths, a travel blog) across benchmarks; the n-grams carry
+the exact words and subjects seen in training.
 The same function builds the training matrix (scripts/train_quality_estimator.py) and the live features,
 so the two cannot drift apart.
 """
@@ -10,16 +13,16 @@ from __future__ import annotations
 
 import math
 import zlib
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import regex
 
+from aigrid.rightsize.static_embedding import StaticEmbedding, clip
+
 HASH_BITS = 15
 """2^15 hashed n-gram buckets."""
-MAX_CHARS = 4_000
-"""Only the first and last 2,000 characters of a long prompt are read: the cost stays bounded."""
-
 _TOKEN = regex.compile(r"\p{L}+|\p{N}+|[^\p{L}\p{N}\s]")
 _CHOICE = regex.compile(r"(?m)^\s*[A-D][.)]\s")
 DENSE_NAMES: tuple[str, ...] = (
@@ -27,16 +30,19 @@ DENSE_NAMES: tuple[str, ...] = (
 )
 
 
-def _clip(text: str) -> str:
-    if len(text) <= MAX_CHARS:
-        return text
-    half = MAX_CHARS // 2
-    return text[:half] + "\n" + text[-half:]
+class LinearScore(Protocol):
+    def logit(self, text: str, dense: npt.NDArray[np.float32] | None = None) -> float: ...
+
+
+def prompt_features(text: str, embedding: StaticEmbedding, ngram: LinearScore) -> npt.NDArray[np.float32]:
+    """The estimate's input: the static MiniLM vector, the statistics of DENSE_NAMES, the n-gram score."""
+    dense = dense_features(text)
+    return np.concatenate([embedding.vector(text), dense, [ngram.logit(text, dense)]]).astype(np.float32)
 
 
 def hashed_ngrams(text: str, bits: int = HASH_BITS) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
     """(bucket indices, values) of the prompt's unigrams and bigrams: log(1 + count) x sign, L2-normalised."""
-    tokens = _TOKEN.findall(_clip(text).lower())
+    tokens = _TOKEN.findall(clip(text).lower())
     grams = tokens + [a + " " + b for a, b in zip(tokens, tokens[1:], strict=False)]
     counts: dict[int, float] = {}
     mask = (1 << bits) - 1
@@ -57,7 +63,7 @@ def dense_features(text: str) -> npt.NDArray[np.float32]:
     """A few scale-free statistics of the prompt (names in DENSE_NAMES), each roughly in [0, 1]; all but the
     length read only the clipped text, so a long prompt costs no more than 4,000 characters."""
     full_length = len(text)
-    text = _clip(text)
+    text = clip(text)
     n = max(len(text), 1)
     digits = sum(c.isdigit() for c in text)
     symbols = sum(c in "=+-*/^<>()[]{}$%\\|_" for c in text)

@@ -6,7 +6,7 @@ mid-size and a large model (docs/models.md); on a ladder of n models ordered by 
 p_large and model i gets p_large - gain x (n - 1 - i) / (n - 1), gain = the large model's expected gain
 (never below 0). This places intermediate models linearly between the two references: an approximation,
 stated as such in the model card. The per-prompt threshold comes from the tenant's quality target through
-the estimate's operating table (measured on its validation split), unless the tenant sets it directly.
+the estimate's operating table (measured out of fold on its training data), unless the tenant sets it directly.
 """
 
 from __future__ import annotations

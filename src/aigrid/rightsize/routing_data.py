@@ -28,7 +28,9 @@ SPLITS = ("train", "validation", "test")
 class RoutingData:
     prompts: list[str]
     groups: list[str]
-    """Subject, category or benchmark per prompt: splits are made by group where there is one."""
+    """Per prompt, what the held-out split keeps together: the MMLU subject (wide files with a subject or
+    category column), the question (long files: both turns of an MT-Bench question), or nothing (split by
+    prompt)."""
     small: npt.NDArray[np.float64]
     large: npt.NDArray[np.float64]
     small_name: str
@@ -51,7 +53,8 @@ def concat(parts: list[RoutingData]) -> RoutingData:
 
 
 def split_of(group: str, prompt: str) -> str:
-    """The fixed held-out split: by subject/category when the row has one, else by prompt (1 in 5 each)."""
+    """The fixed held-out split: by group (subject, or question in a long file) when the row has one, else by
+    prompt; 1 in 5 to test, 1 in 5 to validation, by crc32."""
     bucket = zlib.crc32((group or prompt).encode()) % 5
     return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
 
@@ -128,16 +131,17 @@ def _long(rows: list[dict[str, str]], cols: list[str], small: str | None, large:
     if score_col is None:
         raise InvalidRequest("long-format data needs a score column (e.g. gpt4_judge_score)", param="data")
     per: dict[tuple[str, str], dict[str, float]] = {}
-    text: dict[tuple[str, str], tuple[str, str]] = {}
+    text: dict[tuple[str, str], str] = {}
     for i, r in enumerate(rows):
         key = (r.get("question_id", ""), r.get("turn", "1"))
         per.setdefault(key, {})[r["model"]] = _num(r[score_col], score_col, i + 2)
-        text[key] = (r["turn_prompt"], r.get("category", ""))
+        text[key] = r["turn_prompt"]
     models = sorted({m for d in per.values() for m in d})
     keys = [k for k in per if len(per[k]) == len(models)]
     scale = 10.0 if max(v for d in per.values() for v in d.values()) > 1.0 else 1.0
     means = {m: float(np.mean([per[k][m] for k in keys])) for m in models}
     s, lg = _pick(models, means, small, large, "model")
-    return RoutingData([text[k][0] for k in keys], [text[k][1] for k in keys],
+    # grouped by question: the two turns of one question are never on both sides of a split
+    return RoutingData([text[k] for k in keys], [k[0] for k in keys],
                        np.array([per[k][s] / scale for k in keys]), np.array([per[k][lg] / scale for k in keys]),
                        s, lg)

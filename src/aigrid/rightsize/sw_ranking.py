@@ -6,8 +6,8 @@ With two models the Bradley-Terry maximum-likelihood estimate has a closed form:
 large wins, ties counting one half. That share is the router's score.
 
 RouteLLM's SW router uses OpenAI text-embedding-3-small vectors and Chatbot Arena battles; here the
-similarity is the cosine of the same hashed n-gram vectors the aigrid estimate reads (randomly projected to
-256 dimensions). Two sources of labelled neighbours:
+similarity is the cosine of the same static MiniLM sentence vectors the aigrid estimate reads
+(static_embedding.py). Two sources of labelled neighbours:
 - `sw_scores(..., reference)`: a reference set, by default the very prompts and labels the shipped estimate
   was trained on (equal information: the comparison the Done-when asks for);
 - `sw_crossfit_scores`: the evaluated file's own labels, cross-fitted over 5 folds (each prompt scored from
@@ -22,23 +22,15 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from aigrid.rightsize.features import HASH_BITS, hashed_ngrams
+from aigrid.rightsize.static_embedding import StaticEmbedding
 
 Floats = npt.NDArray[np.float64]
-DIMENSIONS = 256
 FOLDS = 5
 
 
-def embed(prompts: Sequence[str], seed: int = 0) -> npt.NDArray[np.float32]:
-    """Unit vectors: hashed n-grams times a fixed Gaussian projection (cosine is about preserved)."""
-    proj = np.random.default_rng(seed).standard_normal((1 << HASH_BITS, DIMENSIONS)).astype(np.float32)
-    out = np.zeros((len(prompts), DIMENSIONS), np.float32)
-    for i, p in enumerate(prompts):
-        idx, val = hashed_ngrams(p)
-        if len(idx):
-            out[i] = val @ proj[idx]
-    norms = np.linalg.norm(out, axis=1, keepdims=True)
-    return out / np.where(norms > 0, norms, 1.0)
+def embed(prompts: Sequence[str], embedding: StaticEmbedding) -> npt.NDArray[np.float32]:
+    """Unit vectors (a prompt without a token: zeros, similar to nothing)."""
+    return np.stack([embedding.vector(p) for p in prompts]) if prompts else np.zeros((0, embedding.dimensions))
 
 
 def outcomes(small: Floats, large: Floats) -> Floats:

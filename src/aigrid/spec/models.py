@@ -124,8 +124,8 @@ class RightSizeSpec(StrictModel):
     models: list[str] | None = Field(default=None, description="the model ladder auto may choose from "
                                      "(default: every model of the grid); ordered by params_b")
     quality_target: float = Field(default=0.02, ge=0, le=1, description="at most this much below always "
-                                  "using the largest model (relative mean quality, as measured on the "
-                                  "estimate's validation split)")
+                                  "using the largest model (relative mean quality, as measured out of "
+                                  "fold on the estimate's training data)")
     max_quality_drop: float | None = Field(default=None, ge=-1, le=2, description="per-prompt threshold on "
                                            "the estimated gain of the largest model (overrides quality_target)")
 
