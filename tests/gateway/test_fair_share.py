@@ -21,7 +21,7 @@ import pytest
 from aigrid.engines.emulator import EmulatorServer, bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.spec.load import parse_spec
 
 PROMPT = {"model": "m", "max_tokens": 12, "prompt": "x" * 400}
@@ -51,14 +51,14 @@ def spec(url: str, admission: bool = True) -> dict:  # type: ignore[type-arg]
 @pytest.fixture
 async def site() -> AsyncIterator[Site]:
     server, emulator = await serve(EmulatorConfig(model="m", slots=2, decode_base_ms=4.0, prefill_base_ms=1.0))
-    client = upstream_client()
+    up = upstream()
     try:
         grid = parse_spec(spec(f"http://127.0.0.1:{bound_port(server)}"), "fair")
-        gw = build_gateway(grid, build_engines(grid, {}, client), rng=random.Random(0))
+        gw = build_gateway(grid, build_engines(grid, {}, up), rng=random.Random(0))
         await gw.scraper.scrape_once()
         yield Site(gw, emulator)
     finally:
-        await client.aclose()
+        await up.aclose()
         server.close()
 
 

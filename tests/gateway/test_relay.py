@@ -25,7 +25,7 @@ from aigrid.engines.sse import SseDecoder
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import EventPipe
-from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.spec.load import parse_spec
 
 
@@ -42,9 +42,9 @@ def spec_for(urls: list[str], port: int = 8080) -> dict:
 
 @contextlib.asynccontextmanager
 async def gateway_on_socket(urls: list[str]) -> AsyncIterator[tuple[Gateway, str]]:
-    client = upstream_client()
+    up = upstream()
     spec = parse_spec(spec_for(urls), "relay")
-    gw = build_gateway(spec, build_engines(spec, {}, client))
+    gw = build_gateway(spec, build_engines(spec, {}, up))
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(build_app(gw), host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
@@ -57,7 +57,7 @@ async def gateway_on_socket(urls: list[str]) -> AsyncIterator[tuple[Gateway, str
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await client.aclose()
+        await up.aclose()
 
 
 BODY = {"model": "emulated", "stream": True, "max_tokens": 12, "messages": [{"role": "user", "content": "hi"}]}

@@ -26,7 +26,7 @@ from aigrid.core.types import GeoPoint, RequestInfo
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.gateway.app import build_app, build_gateway
-from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.sim.experiment import replay, replay_run
 from aigrid.sim.geography import load_cities
 from aigrid.sim.grid import build_grid
@@ -85,10 +85,10 @@ async def test_simulator_and_gateway_decide_alike(monkeypatch: pytest.MonkeyPatc
         server, _ = await serve(EmulatorConfig.from_perf(perf, endpoint.model))
         servers.append(server)
         urls[endpoint.id] = f"http://127.0.0.1:{bound_port(server)}"
-    client = upstream_client()
+    up = upstream()
     try:
         spec = parse_spec(grid_spec(grid, urls), "parity")
-        gw = build_gateway(spec, build_engines(spec, {}, client), rng=random.Random(0))
+        gw = build_gateway(spec, build_engines(spec, {}, up), rng=random.Random(0))
         live: dict[str, tuple[str, str]] = {}
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
                                      timeout=30) as c:
@@ -103,7 +103,7 @@ async def test_simulator_and_gateway_decide_alike(monkeypatch: pytest.MonkeyPatc
                 assert r.status_code == 200, r.text
                 live[req.id] = (r.headers["x-aigrid-site"], r.headers["x-aigrid-decision"])
     finally:
-        await client.aclose()
+        await up.aclose()
         for server in servers:
             server.close()
 
@@ -159,12 +159,12 @@ async def run_live(grid, requests: list[tuple[float, RequestInfo]]) -> tuple[dic
         server, emu = await serve(EmulatorConfig.from_perf(perf, endpoint.model))
         servers.append((endpoint.site_id, server, emu))
         urls[endpoint.id] = f"http://127.0.0.1:{bound_port(server)}"
-    client = upstream_client()
+    up = upstream()
     loop = asyncio.get_running_loop()
     sent: dict[str, tuple[int, str | None]] = {}
     try:
         spec = parse_spec(grid_spec(grid, urls, network="emulate", scrape_s=SCRAPE_S), "parity")
-        gw = build_gateway(spec, build_engines(spec, {}, client), rng=random.Random(0))
+        gw = build_gateway(spec, build_engines(spec, {}, up), rng=random.Random(0))
         await gw.scraper.scrape_once()
         await gw.scraper.start()
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
@@ -204,7 +204,7 @@ async def run_live(grid, requests: list[tuple[float, RequestInfo]]) -> tuple[dic
         await gw.scraper.stop()
         records = {r.decision.request_id: r for r in gw.decisions.recent(1000)}
     finally:
-        await client.aclose()
+        await up.aclose()
         for _, server, _ in servers:
             server.close()
     site_of = {e.id: e.site_id for e in grid.endpoints}

@@ -17,23 +17,21 @@ import uvicorn
 
 from aigrid.engines.upstream_transport import Http1Transport
 from aigrid.gateway.app import build_app, build_gateway
-from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.gateway.wiring import UPSTREAM_TIMEOUT, Upstream, build_engines, upstream
 from aigrid.security.firewall.abuse import AbuseAction, AbuseVerdict, RequestTraits
 from aigrid.spec.load import load_spec
 
 
-def client(transport: str) -> tuple[httpx.AsyncClient, Http1Transport | None]:
+def client(transport: str) -> Upstream:
     """direct: as `aigrid up` (Http1Transport, proxied requests without httpx's client layer); http1: the same
     transport behind httpx's client for every request; httpx: httpx's own transport (httpcore's pool)."""
     if transport == "direct":
-        http1 = Http1Transport()
-        return upstream_client(http1), http1
-    timeout = httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=10.0)
+        return upstream()
     if transport == "http1":
-        return httpx.AsyncClient(transport=Http1Transport(), timeout=timeout, trust_env=False), None
+        return Upstream(httpx.AsyncClient(transport=Http1Transport(), timeout=UPSTREAM_TIMEOUT, trust_env=False), None)
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
-    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(limits=limits), timeout=timeout,
-                             trust_env=False), None
+    return Upstream(httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(limits=limits), timeout=UPSTREAM_TIMEOUT,
+                                      trust_env=False), None)
 
 
 class _NoAbuseSignals:
@@ -47,16 +45,16 @@ async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True) 
     spec = load_spec(spec_path)
     if any(e.engine == "embedded" for e in spec.endpoints):
         raise SystemExit("gateway_launch runs specs of external engines only; use `aigrid up` for embedded ones")
-    upstream, http1 = client(transport)
+    up = client(transport)
     try:
-        gateway = build_gateway(spec, build_engines(spec, {}, upstream, http1))
+        gateway = build_gateway(spec, build_engines(spec, {}, up))
         if not abuse:
             gateway.guard.abuse = _NoAbuseSignals()  # type: ignore[assignment]
         config = uvicorn.Config(build_app(gateway), host=spec.gateway.host, port=port, log_level="warning",
                                 http="httptools", lifespan="on", timeout_graceful_shutdown=5)
         await uvicorn.Server(config).serve()
     finally:
-        await upstream.aclose()
+        await up.aclose()
 
 
 def main(argv: list[str] | None = None) -> None:

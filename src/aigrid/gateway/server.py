@@ -24,10 +24,9 @@ from aigrid.core.types import GeoPoint
 from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
 from aigrid.engines.netns import SITE_PORT, SiteNetwork, cleanup_stale, in_namespace
 from aigrid.engines.netns_plan import plan_links
-from aigrid.engines.upstream_transport import Http1Transport
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
 from aigrid.spec import load
@@ -175,10 +174,9 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
             await run_workers(spec, host, port, urls, workers, worker_options=worker_options, started=started)
             console.print("stopping engines...")
             return
-        http1 = Http1Transport()
-        client = upstream_client(http1)
-        stack.push_async_callback(client.aclose)
-        gateway = build_gateway(spec, build_engines(spec, urls, client, http1))
+        up = upstream()
+        stack.push_async_callback(up.aclose)
+        gateway = build_gateway(spec, build_engines(spec, urls, up))
         server: uvicorn.Server | None = None
 
         def stopping() -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import httpx
 
@@ -16,19 +17,35 @@ EMBEDDED_KIND = "llamacpp"
 """The embedded engine is llama.cpp's own llama-server, so it is reached like any llama.cpp server."""
 
 
-def upstream_client(http1: Http1Transport | None = None) -> httpx.AsyncClient:
-    """One pooled client for all engines: plain-HTTP engines on aigrid's HTTP/1.1 transport (httpcore's pool
-    bookkeeping was 60% of the gateway's CPU at 200 streams, docs/benchmarks.md), https:// ones (remote
-    regions, hosted providers) on httpx's own; no read timeout while tokens stream. Pass the same `http1` to
-    build_engines so that proxied requests use it without httpx's client layer."""
-    timeout = httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=10.0)
+UPSTREAM_TIMEOUT = httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=10.0)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """How the gateway reaches its engines: one pooled client (health probes, scrapes, https:// engines) and
+    the HTTP/1.1 transport it mounts for plain-HTTP engines, which proxied POSTs use directly, without httpx's
+    client layer (request building, URL merging, cookies, redirects: a tenth of the gateway's CPU per
+    request). `http1` None: every request goes through the client (a measurement variant only)."""
+
+    client: httpx.AsyncClient
+    http1: Http1Transport | None
+
+    async def aclose(self) -> None:
+        await self.client.aclose()  # closes the mounted transports too
+
+
+def upstream() -> Upstream:
+    """Plain-HTTP engines on aigrid's HTTP/1.1 transport (httpcore's pool bookkeeping was 60% of the gateway's
+    CPU at 200 streams, docs/benchmarks.md), https:// ones (remote regions, hosted providers) on httpx's own;
+    no read timeout while tokens stream."""
+    http1 = Http1Transport()
     tls = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
-    return httpx.AsyncClient(mounts={"http://": http1 or Http1Transport(), "https://": tls}, timeout=timeout,
-                             trust_env=False)
+    client = httpx.AsyncClient(mounts={"http://": http1, "https://": tls}, timeout=UPSTREAM_TIMEOUT,
+                               trust_env=False)
+    return Upstream(client, http1)
 
 
-def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str],
-                  client: httpx.AsyncClient, http1: Http1Transport | None = None) -> dict[str, Engine]:
+def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str], up: Upstream) -> dict[str, Engine]:
     engines: dict[str, Engine] = {}
     for ep in spec.endpoints:
         if ep.engine == "embedded":
@@ -39,6 +56,6 @@ def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str],
         else:
             assert ep.url is not None  # the spec validator guarantees it
             url, kind = ep.url, ep.engine
-        engines[ep.id] = OpenAICompatEngine(kind, url, client, power_url=ep.power_metrics_url, gpus=ep.gpus,
-                                            transport=http1)
+        engines[ep.id] = OpenAICompatEngine(kind, url, up.client, power_url=ep.power_metrics_url, gpus=ep.gpus,
+                                            transport=up.http1)
     return engines

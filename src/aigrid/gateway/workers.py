@@ -36,12 +36,11 @@ import uvicorn
 from prometheus_client import multiprocess
 from starlette.routing import BaseRoute
 
-from aigrid.engines.upstream_transport import Http1Transport
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.guard import Guard, audit_log
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
-from aigrid.gateway.wiring import build_engines, upstream_client
+from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
 
@@ -172,13 +171,12 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
     spec = parse_spec(config["spec"], str(config_path))
     sock = socket.socket(fileno=int(config["fd"]))
     hub = HubClient(Path(config["hub"]))
-    http1 = Http1Transport()
-    client = upstream_client(http1)
+    up = upstream()
     try:
         quotas = None if spec.security.quotas_redis_url else HubQuotaBackend(hub)
         guard = Guard(spec, quota_backend=quotas, audit_sink=HubAuditLog(hub))
         shared = None if spec.gateway.shared_state_url else HubSharedState(hub)
-        gateway = build_gateway(spec, build_engines(spec, config["urls"], client, http1), shared=shared, guard=guard,
+        gateway = build_gateway(spec, build_engines(spec, config["urls"], up), shared=shared, guard=guard,
                                 gateway_id=f"{socket.gethostname()}-{os.getpid()}-w{index}")
         gateway.hub = hub
         server: uvicorn.Server | None = None
@@ -192,5 +190,5 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
         server = uvicorn.Server(uv)
         await server.serve(sockets=[sock])
     finally:
-        await client.aclose()
+        await up.aclose()
         await hub.aclose()
