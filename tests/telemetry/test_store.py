@@ -81,18 +81,24 @@ def test_affinity_is_bounded_and_visible_in_view() -> None:
     assert store.snapshot().prefix_owner["p1"] == "e1"
 
 
-def test_affinity_waiting_to_be_shared_is_bounded_without_shared_state() -> None:
-    """Nothing takes the entries when no shared state is configured: they must not pile up (they did, about
-    140 bytes per request, found by a 10-minute soak)."""
-    store, _ = make()
+def test_affinity_is_queued_for_the_other_gateways_only_when_shared_and_stays_bounded() -> None:
+    """Without shared state nothing takes the entries, so none are kept (they piled up, about 140 bytes per
+    request, until a 10-minute soak found it); with it, a shared state that stays away keeps only the newest."""
+    alone, _ = make()
+    for i in range(100):
+        alone.remember_affinity((f"p{i}",), "e1")
+    assert alone.local_report("g", lambda: 0.0).affinity == ()
+    assert alone.snapshot().prefix_owner["p99"] == "e1"  # still remembered for this gateway's own decisions
+    clock = Clock()
+    site = Site("fra", "Frankfurt", GeoPoint(50, 8), "EU")
+    shared = TelemetryStore({"fra": site}, (Endpoint("e1", "fra", "m", "f", 1.0),), {}, clock, shares=True)
     for i in range(3 * AFFINITY_ENTRIES):
-        store.remember_affinity((f"p{i}",), "e1")
-    assert len(store._affinity_pending) <= 2 * AFFINITY_ENTRIES
-    report = store.local_report("g", lambda: 0.0)
-    assert report.affinity[-1] == (f"p{3 * AFFINITY_ENTRIES - 1}", "e1")  # the newest are kept
-    store.requeue_affinity(report.affinity)  # the shared state was away: back in line, still bounded
-    store.requeue_affinity(report.affinity)
-    assert len(store._affinity_pending) == AFFINITY_ENTRIES
+        shared.remember_affinity((f"p{i}",), "e1")
+    report = shared.local_report("g", lambda: 0.0)
+    assert len(report.affinity) == 3 * AFFINITY_ENTRIES  # one sync interval's worth goes out whole
+    shared.requeue_affinity(report.affinity)  # the exchange failed: back in line, the newest kept
+    assert len(shared._affinity_pending) == AFFINITY_ENTRIES
+    assert shared._affinity_pending[-1] == (f"p{3 * AFFINITY_ENTRIES - 1}", "e1")
 
 
 def test_measured_output_length_feeds_the_state() -> None:

@@ -112,7 +112,8 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     """Wire one gateway. `shared` (or spec.gateway.shared_state_url) makes it share state with its peers."""
     models = load.models(spec)
     endpoints = load.endpoints(spec)
-    store = TelemetryStore(load.sites(spec), endpoints, models, clock)
+    store = TelemetryStore(load.sites(spec), endpoints, models, clock,
+                           shares=shared is not None or spec.gateway.shared_state_url is not None)
     metrics = GatewayMetrics()
     served = {e.id: e.served_model or e.model for e in spec.endpoints}
     proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.network == "emulate",

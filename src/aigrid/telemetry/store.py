@@ -47,7 +47,7 @@ class _Live:
 
 class TelemetryStore:
     def __init__(self, sites: Mapping[str, Site], endpoints: tuple[Endpoint, ...],
-                 models: Mapping[str, ModelInfo], clock: Callable[[], float]) -> None:
+                 models: Mapping[str, ModelInfo], clock: Callable[[], float], *, shares: bool = False) -> None:
         self._sites = dict(sites)
         self._endpoints = endpoints
         self._models = dict(models)
@@ -56,7 +56,10 @@ class TelemetryStore:
         self._ledger = InflightLedger()
         self._slot_count = {e.id: max(e.max_concurrency, 1) for e in endpoints}
         self._affinity: OrderedDict[str, str] = OrderedDict()
+        self._shares = shares
         self._affinity_pending: list[tuple[str, str]] = []
+        """Affinity entries for the other gateways, taken by local_report(); kept only when this gateway shares
+        state (nothing would take them otherwise), at most AFFINITY_ENTRIES while the shared state is away."""
         self._reserved: dict[str, int] = {}
         """Per endpoint: admitted requests booked in the ledger whose proxy attempt has not started yet."""
         self.tenants_local: dict[str, int] = {}
@@ -179,9 +182,8 @@ class TelemetryStore:
         for key in keys:
             if key is not None:
                 self._set_affinity(key, endpoint_id)
-                self._affinity_pending.append((key, endpoint_id))
-        if len(self._affinity_pending) > 2 * AFFINITY_ENTRIES:  # nobody shares them (no shared state)
-            del self._affinity_pending[:-AFFINITY_ENTRIES]
+                if self._shares:
+                    self._affinity_pending.append((key, endpoint_id))
 
     def _set_affinity(self, key: str, endpoint_id: str) -> None:
         self._affinity[key] = endpoint_id
