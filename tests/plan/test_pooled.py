@@ -8,7 +8,7 @@ import numpy as np
 import yaml
 
 from aigrid.plan.demand import parse_demand
-from aigrid.plan.pooled import PooledModel, _cover
+from aigrid.plan.pooled import MAX_SITES, PooledModel, _cover, _groups
 from aigrid.plan.screen import Screen
 from aigrid.plan.supply import candidate_sites
 from aigrid.plan.traffic import build_traffic
@@ -64,3 +64,14 @@ def test_spread_with_the_pooled_model_adds_sites() -> None:
     base = s.search(0.5, size=pooled)
     more = s.spread(0.5, base, more=2, size=pooled)
     assert [len(z.sites) for z in more] == [len(base.sites) + 1, len(base.sites) + 2]
+
+
+def test_reach_masks_of_the_largest_placements_group_exactly() -> None:
+    """A point's group is its reach mask and nearest site; with up to MAX_SITES open sites the mask uses bit 61
+    (packing both into one int64, as an earlier version did, overflowed past 57 sites)."""
+    top = 1 << (MAX_SITES - 1)
+    mask = np.array([top | 1, top | 1, 3, top | 1], dtype=np.int64)
+    nearest = np.array([MAX_SITES - 1, 0, 1, MAX_SITES - 1], dtype=np.int64)
+    keys, inv = _groups(mask, nearest)
+    assert [keys[i] for i in inv] == [(int(m), int(k)) for m, k in zip(mask, nearest, strict=True)]
+    assert len(keys) == 3

@@ -38,6 +38,9 @@ from aigrid.plan.screen import PENALTY_UNCOVERED, PENALTY_UNPROTECTED, Sizing
 if TYPE_CHECKING:
     from aigrid.plan.screen import Screen
 
+MAX_SITES = 62
+"""Reach sets are bit masks in int64 (one bit per open site, the sign bit unused); larger placements are not
+sized by this model."""
 RTT_TIE_USD_PER_MS = 1e-4
 """$/h added per ms of demand-weighted RTT: among placements of equal cost, the one nearer its users."""
 
@@ -69,7 +72,7 @@ class PooledModel:
         S = np.array(sorted({int(s) for s in open_sites}), dtype=np.int64)
         H = screen.traffic.rate.shape[2]
         total_peak = float(screen.peak.sum())
-        if len(S) == 0 or len(S) > 60:
+        if len(S) == 0 or len(S) > MAX_SITES:
             return Sizing((), (), (), 0.0, PENALTY_UNCOVERED * total_peak, np.zeros((0, H)), total_peak, total_peak)
         best: Sizing | None = None
         for j in range(len(screen.hw)):
@@ -105,11 +108,10 @@ class PooledModel:
             rtt_sum += float((peak[live] * r[live][np.arange(len(first)), first]).sum())
             unprotected += float(peak[live & ((mask & (mask - 1)) == 0)].sum())
             groups = work.setdefault(int(screen.flow_model[f]), {})
-            keys, inv = np.unique(mask[live] * 64 + first, return_inverse=True)
+            keys, inv = _groups(mask[live], first)
             sums = _onehot(inv, len(keys)).T @ (rate[live] * screen.c[f, j])
-            for k, key in enumerate(keys.tolist()):
-                g = divmod(key, 64)
-                groups[g] = groups.get(g, 0.0) + sums[k]
+            for k, key in enumerate(keys):
+                groups[key] = groups.get(key, 0.0) + sums[k]
         price = float(screen.price[j])
         cap = screen.cands.max_devices[S, j] // int(screen.gpus[j])
         replicas: list[dict[str, int]] = [{} for _ in range(n)]
@@ -122,13 +124,19 @@ class PooledModel:
                     replicas[k][screen.models[mi]] = int(reps[k])
         keep = [k for k in range(n) if replicas[k]]
         cost = sum(sum(replicas[k].values()) for k in keep) * price
-        weight = total - uncovered if (total := float(screen.peak.sum())) else 0.0
+        weight = float(screen.peak.sum()) - uncovered
         penalty = (PENALTY_UNCOVERED * (uncovered + short / max(float(screen.c[:, j].mean()), 1e-12))
                    + PENALTY_UNPROTECTED * unprotected + RTT_TIE_USD_PER_MS * rtt_sum / max(weight, 1e-12))
         kept = np.array(keep, dtype=np.int64)
         return Sizing(tuple(int(S[k]) for k in keep), tuple(screen.hw[j] for _ in keep),
                       tuple(replicas[k] for k in keep), float(cost), float(penalty),
                       load[kept] if len(kept) else np.zeros((0, H)), uncovered, unprotected)
+
+
+def _groups(mask: np.ndarray, nearest: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The distinct (reach mask, nearest site) pairs of a flow's points, and each point's pair index."""
+    keys, inv = np.unique(np.stack([mask, nearest], axis=1), axis=0, return_inverse=True)
+    return [(int(m), int(k)) for m, k in keys], inv.ravel()
 
 
 def _onehot(index: np.ndarray, n: int) -> np.ndarray:
