@@ -4,16 +4,18 @@ the field, never a traceback. See examples/sim/*.yaml and docs/simulator.md."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
 import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
-from aigrid.core.urgency import AdmissionRules, parse_level
+from aigrid.core.urgency import parse_level
 from aigrid.errors import SpecError
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
+from aigrid.spec.load import describe
+from aigrid.spec.models import AdmissionLimits
 
 
 class ScenarioError(SpecError):
@@ -141,24 +143,14 @@ class NetworkDef(Strict):
 ClassName = Literal["interactive", "standard", "batch"]
 
 
-class AdmissionDef(Strict):
-    """The gateways' admission queue (core/fair_queue.py): requests wait there when every eligible endpoint
-    is busy for their class, and are shed (429) past their class's longest wait or the queue's capacity.
-    It serves aigrid's policies; `POLICY:fcfs` runs a policy without it and without classes (first come,
-    first served, as before urgency existed); the baselines never have it."""
+class AdmissionDef(AdmissionLimits):
+    """The gateways' admission queue (core/fair_queue.py), with the gateway's own limits (spec/models.py):
+    requests wait there when every eligible endpoint is busy for their class, and are shed (429) past their
+    class's longest wait or the queue's capacity. It serves aigrid's policies; `POLICY:fcfs` runs a policy
+    without it and without classes (first come, first served, as before urgency existed); the baselines never
+    have it."""
 
     enabled: bool = True
-    max_wait_s: dict[ClassName, Annotated[float, Field(gt=0)]] = Field(
-        default_factory=lambda: dict(AdmissionRules().max_wait_s))
-    max_wait_slo: dict[ClassName, Annotated[float, Field(gt=0)] | None] = Field(
-        default_factory=lambda: dict(AdmissionRules().max_wait_slo), description=(
-            "per class: the longest wait as a multiple of the request's TTFT SLO, null for none (the earlier of "
-            "this and max_wait_s sheds it)"))
-    capacity: int = Field(default=AdmissionRules().capacity, ge=1, description="waiting requests per gateway")
-
-    def rules(self) -> AdmissionRules:
-        return AdmissionRules({**AdmissionRules().max_wait_s, **self.max_wait_s}, self.capacity,
-                              {**AdmissionRules().max_wait_slo, **self.max_wait_slo})
 
 
 class GatewayDef(Strict):
@@ -293,8 +285,4 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         return Scenario.model_validate(raw)
     except ValidationError as e:
-        lines = []
-        for err in e.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            lines.append(f"{field}: {err['msg']}")
-        raise ScenarioError(str(path), lines) from None
+        raise ScenarioError(str(path), [describe(err) for err in e.errors()]) from None

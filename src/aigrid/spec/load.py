@@ -46,7 +46,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:
     try:
         spec = GridSpec.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(source, [_describe(err) for err in e.errors()]) from e
+        raise SpecError(source, [describe(err) for err in e.errors()]) from e
     problems = _unknown_policies(spec)
     if spec.gateway.location is not None and parse_point(spec.gateway.location, cities(spec)) is None:
         problems.append(f"gateway.location: {spec.gateway.location!r} is neither 'lat,lon' nor a known city "
@@ -75,7 +75,8 @@ def gateway_location(spec: GridSpec) -> GeoPoint | None:
     return None if spec.gateway.location is None else parse_point(spec.gateway.location, cities(spec))
 
 
-def _describe(err: object) -> str:
+def describe(err: object) -> str:
+    """One pydantic error as "field.path: message" (the spec's, the scenario's and the demand's wording)."""
     d = dict(err)  # type: ignore[call-overload]
     loc = ".".join(str(x) for x in d.get("loc", ())) or "(top level)"
     msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")

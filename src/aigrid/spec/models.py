@@ -262,21 +262,17 @@ class OtelSpec(StrictModel):
 ClassName = Literal["interactive", "standard", "batch"]
 
 
-class AdmissionSpec(StrictModel):
-    """The admission queue (docs/routing.md): a request waits there when every eligible endpoint is busy for
-    its class, is dispatched by level then fair share as capacity frees, and is shed with 429 + Retry-After
-    past its class's longest wait or when the queue is full (lowest level first)."""
+class AdmissionLimits(StrictModel):
+    """How long each class may wait and how many may wait: the part of the admission queue the gateway
+    (AdmissionSpec) and the simulator (sim/scenario.py) share, one AdmissionRules for both."""
 
-    enabled: bool = Field(default=True, description="off: a busy grid answers 503 no_eligible_endpoint at once")
     max_wait_s: dict[ClassName, float] = Field(default_factory=lambda: dict(AdmissionRules().max_wait_s),
                                                description="the longest a request of each class may wait")
     max_wait_slo: dict[ClassName, float | None] = Field(
         default_factory=lambda: dict(AdmissionRules().max_wait_slo), description="per class: the longest wait as "
         "a multiple of the request's TTFT SLO, null for none (the earlier of this and max_wait_s sheds it)")
     capacity: int = Field(default=AdmissionRules().capacity, ge=1, le=1_000_000,
-                          description="requests that may wait at once on this gateway")
-    poll_interval_s: float = Field(default=0.05, gt=0, le=5, description="how often waiting requests are "
-                                   "tried again besides when this gateway's own requests finish")
+                          description="requests that may wait at once on a gateway")
 
     @field_validator("max_wait_s")
     @classmethod
@@ -297,6 +293,16 @@ class AdmissionSpec(StrictModel):
     def rules(self) -> AdmissionRules:
         return AdmissionRules({**AdmissionRules().max_wait_s, **self.max_wait_s}, self.capacity,
                               {**AdmissionRules().max_wait_slo, **self.max_wait_slo})
+
+
+class AdmissionSpec(AdmissionLimits):
+    """The admission queue (docs/routing.md): a request waits there when every eligible endpoint is busy for
+    its class, is dispatched by level then fair share as capacity frees, and is shed with 429 + Retry-After
+    past its class's longest wait or when the queue is full (lowest level first)."""
+
+    enabled: bool = Field(default=True, description="off: a busy grid answers 503 no_eligible_endpoint at once")
+    poll_interval_s: float = Field(default=0.05, gt=0, le=5, description="how often waiting requests are "
+                                   "tried again besides when this gateway's own requests finish")
 
 
 class GatewaySpec(StrictModel):
