@@ -13,6 +13,7 @@ import csv
 import json
 import random
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -268,26 +269,23 @@ def around(text: str, attack_at: int, rng: random.Random, size: int = DOC_SIZE) 
 
 def documents_with_attacks(contexts: list[str], attacks: list[str], rng: random.Random, n: int,
                            window: bool) -> Rows:
-    out: Rows = []
-    if not contexts or not attacks:
-        return out
-    for _ in range(n):
-        ctx, attack, where = rng.choice(contexts), rng.choice(attacks), rng.choice(("start", "middle", "end"))
-        doc = embed(ctx, attack, where)
-        out.append((around(doc, doc.find(attack), rng) if window else doc, 1))
-    return out
+    """`n` documents with an attack hidden in each (label 1), cut to a window around it when `window`."""
+    return [(around(doc, doc.find(attack), rng) if window else doc, 1)
+            for doc, attack in _attacked(contexts, attacks, rng, n)]
 
 
 def attacked_pairs(contexts: list[str], attacks: list[str], rng: random.Random, n: int) -> list[tuple[str, str]]:
-    """(document, the attack hidden in it): as documents_with_attacks(window=False), with the attack named so that
-    training can tell which of the document's windows hold it."""
-    out: list[tuple[str, str]] = []
+    """(document, the attack hidden in it), so that training can tell which of the document's windows hold it."""
+    return list(_attacked(contexts, attacks, rng, n))
+
+
+def _attacked(contexts: list[str], attacks: list[str], rng: random.Random, n: int) -> Iterator[tuple[str, str]]:
+    """One (document, attack) at a time, so a caller's own draws interleave with these as they always did."""
     if not contexts or not attacks:
-        return out
+        return
     for _ in range(n):
         ctx, attack, where = rng.choice(contexts), rng.choice(attacks), rng.choice(("start", "middle", "end"))
-        out.append((embed(ctx, attack, where), attack))
-    return out
+        yield embed(ctx, attack, where), attack
 
 
 def benign_windows(contexts: list[str], rng: random.Random, n: int) -> Rows:
