@@ -3,8 +3,10 @@
 # tokens) against each variant in turn, ROUNDS times, the gateway pinned to core 1, the emulator and the client
 # to core 0; gateway CPU from /proc (utime + stime). CPU seconds per request are far less sensitive to other
 # load on the machine than latencies are (see docs/benchmarks.md).
-#   scripts/bench_ab.sh OUT NAME=SRC:SPEC [NAME=SRC:SPEC ...]
+#   scripts/bench_ab.sh OUT NAME=SRC:SPEC[:ARGS] [NAME=SRC:SPEC[:ARGS] ...]
 #   e.g. scripts/bench_ab.sh /tmp/ab new=$PWD/src:aigrid.yaml old=/tmp/old/src:aigrid.yaml
+#        scripts/bench_ab.sh /tmp/ab uvicorn=$PWD/src:lean.yaml granian=$PWD/src:lean.yaml:--server,granian
+# ARGS: extra gateway_launch options, comma-separated (e.g. --server,granian; granian: pip install granian).
 # UNIQUE=1: a unique prompt per request (default: one prompt for all; keep N + 100 under the abuse monitor's
 # 1,500 requests per 5 minutes, or a single client is throttled).
 # SRC: a src/ folder (e.g. `git archive COMMIT src | tar -x -C /tmp/old`); SPEC: a spec whose two endpoints are
@@ -25,8 +27,9 @@ bench() { taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.cli bench http
   --output-tokens 24 $same --model emulated "$@"; }
 for r in $(seq 1 "$ROUNDS"); do
   for v in "$@"; do
-    name=${v%%=*}; rest=${v#*=}; src=${rest%%:*}; spec=${rest#*:}
-    taskset -c 1 env PYTHONPATH="$src" "$PY" -m aigrid.bench.gateway_launch "$spec" --port 9910 > "$out/gw-$name.log" 2>&1 &
+    name=${v%%=*}; rest=${v#*=}; src=${rest%%:*}; rest=${rest#*:}; spec=${rest%%:*}
+    args=""; [ "$rest" != "$spec" ] && args=${rest#*:}
+    taskset -c 1 env PYTHONPATH="$src" "$PY" -m aigrid.bench.gateway_launch "$spec" --port 9910 ${args//,/ } > "$out/gw-$name.log" 2>&1 &
     gw=$!
     for _ in $(seq 1 150); do curl -sf localhost:9910/healthz > /dev/null && break; sleep 0.2; done
     bench --concurrency 10 -n 100 > /dev/null 2>&1  # warm-up

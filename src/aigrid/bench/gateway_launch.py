@@ -1,5 +1,6 @@
-"""`python -m aigrid.bench.gateway_launch SPEC --port P [--transport direct|http1|httpx] [--loop uvloop|asyncio]`:
-run the aigrid gateway for a spec of external engines only, with a chosen upstream transport and event loop.
+"""`python -m aigrid.bench.gateway_launch SPEC --port P [--transport direct|http1|httpx] [--loop uvloop|asyncio]
+[--server uvicorn|granian]`: run the aigrid gateway for a spec of external engines only, with a chosen upstream
+transport, event loop and ASGI server (granian: `pip install granian`, measurement only, not a dependency).
 
 The side-by-side benchmark uses it to measure each hot-path change on its own (docs/benchmarks.md). It
 builds the gateway exactly as `aigrid up` does (build_gateway + build_engines + uvicorn/httptools); only the
@@ -41,7 +42,7 @@ class _NoAbuseSignals:
         return AbuseVerdict(AbuseAction.ALLOW, (), 0)
 
 
-async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True) -> None:
+async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True, server: str = "uvicorn") -> None:
     spec = load_spec(spec_path)
     if any(e.engine == "embedded" for e in spec.endpoints):
         raise SystemExit("gateway_launch runs specs of external engines only; use `aigrid up` for embedded ones")
@@ -50,11 +51,24 @@ async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True) 
         gateway = build_gateway(spec, build_engines(spec, {}, up))
         if not abuse:
             gateway.guard.abuse = _NoAbuseSignals()  # type: ignore[assignment]
-        config = uvicorn.Config(build_app(gateway), host=spec.gateway.host, port=port, log_level="warning",
-                                http="httptools", lifespan="on", timeout_graceful_shutdown=5)
-        await uvicorn.Server(config).serve()
+        if server == "granian":
+            await _granian(build_app(gateway), spec.gateway.host, port)
+        else:
+            config = uvicorn.Config(build_app(gateway), host=spec.gateway.host, port=port, log_level="warning",
+                                    http="httptools", lifespan="on", timeout_graceful_shutdown=5)
+            await uvicorn.Server(config).serve()
     finally:
         await up.aclose()
+
+
+async def _granian(app: object, host: str, port: int) -> None:
+    """granian's embedded server (a Rust HTTP server; its own label: experimental) on this event loop."""
+    try:
+        from granian.constants import Interfaces
+        from granian.server.embed import Server
+    except ImportError:
+        raise SystemExit("--server granian needs granian (pip install granian); it is not a dependency") from None
+    await Server(app, address=host, port=port, interface=Interfaces.ASGI, log_level="warning").serve()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -63,15 +77,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--transport", choices=("direct", "http1", "httpx"), default="direct")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    ap.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
     ap.add_argument("--without-abuse-monitor", action="store_true",
                     help="measurement only: replace the abuse monitor by one that never signals")
     args = ap.parse_args(argv)
     if args.loop == "uvloop":
         import uvloop
 
-        uvloop.run(serve(args.spec, args.port, args.transport, not args.without_abuse_monitor))
+        uvloop.run(serve(args.spec, args.port, args.transport, not args.without_abuse_monitor, args.server))
     else:
-        asyncio.run(serve(args.spec, args.port, args.transport, not args.without_abuse_monitor))
+        asyncio.run(serve(args.spec, args.port, args.transport, not args.without_abuse_monitor, args.server))
 
 
 if __name__ == "__main__":
