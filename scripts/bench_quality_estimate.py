@@ -3,6 +3,8 @@
 real prompts (MMLU, GSM8K, MT-Bench from ../shared/data/model-routing), the way the gateway calls it.
 Wall time (what a request waits) and CPU time of the calling thread (steadier on a shared machine), with the
 tokenizer's word cache warm (a gateway that has served a while) and cold (cleared before every prompt).
+Where Hugging Face `tokenizers` is installed (the `embeddings` extra), also aigrid's WordPiece against it on the
+same prompts: the time per prompt and whether the tokens are identical (why wordpiece.py is hand-written).
 Usage: taskset -c 1 python scripts/bench_quality_estimate.py [--data DIR] [--n 3000]"""
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 
 from aigrid.rightsize.estimator import QualityEstimator
 from aigrid.rightsize.routing_data import read_routing_csv
+from aigrid.rightsize.static_embedding import clip
 
 
 def main() -> None:
@@ -55,6 +58,27 @@ def main() -> None:
         est.estimate(long)
     print(f"a {len(long):,}-character prompt (warm): wall {(time.perf_counter_ns() - t) / 1e6 / 50:.3f} ms, "
           f"CPU {(time.thread_time_ns() - c) / 1e6 / 50:.3f} ms")
+    against_tokenizers(est, [clip(p) for p in sample])
+
+
+def against_tokenizers(est: QualityEstimator, prompts: list[str]) -> None:
+    try:
+        from tokenizers import BertWordPieceTokenizer
+    except ImportError:
+        print("tokenizers is not installed: WordPiece comparison skipped")
+        return
+    ours = est.embedding.tokenizer
+    vocab = {t: i for t, i in ours.ids.items()}
+    hf = BertWordPieceTokenizer(vocab, lowercase=True, strip_accents=True, clean_text=True, handle_chinese_chars=True)
+    for name, encode in (("aigrid wordpiece, cold word cache", lambda p: (ours.clear_cache(), ours.encode(p))[1]),
+                         ("aigrid wordpiece, warm word cache", ours.encode),
+                         ("tokenizers (Rust), one call per prompt", lambda p: hf.encode(p, add_special_tokens=False).ids)):
+        c = time.thread_time_ns()
+        for p in prompts:
+            encode(p)
+        print(f"{name}: {(time.thread_time_ns() - c) / 1e3 / len(prompts):.0f} us CPU per prompt")
+    same = sum(ours.encode(p) == hf.encode(p, add_special_tokens=False).ids for p in prompts)
+    print(f"identical tokens: {same} of {len(prompts)} prompts")
 
 
 if __name__ == "__main__":
