@@ -117,8 +117,6 @@ def main() -> int:
                     print(f"verdict ({a.policies[0]}): {verdict(rows, a.policies[0])}", flush=True)
                     if a.json:  # written as it goes: a long run that is stopped keeps its finished rows
                         a.json.write_text(json.dumps(out, indent=1))
-    if a.json:
-        a.json.write_text(json.dumps(out, indent=1))
     return 0
 
 
