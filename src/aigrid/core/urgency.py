@@ -218,11 +218,12 @@ class AdmissionRules:
         until = arrived + wait_s
         return until if deadline_ms is None else min(until, arrived + deadline_ms / 1000.0)
 
-    def stale_at(self, level: int, arrived: float, slo_ms: float) -> float:
+    def stale_at(self, level: int, arrived: float, slo_ms: float | None) -> float:
         """When a waiting interactive or standard request can no longer meet its SLO: from then on it waits
         behind the fresh requests of its level (core/fair_queue.py), so that a backlog does not make them miss
-        it too. Batch stays first in, first out: it is there to be delayed, not overtaken."""
-        return float("inf") if class_of(level) == BATCH else arrived + slo_ms / 1000.0
+        it too. Batch stays first in, first out: it is there to be delayed, not overtaken. Never without an
+        SLO."""
+        return float("inf") if slo_ms is None or class_of(level) == BATCH else arrived + slo_ms / 1000.0
 
     def remaining_ms(self, deadline_ms: float | None, arrived: float, now: float) -> float | None:
         return None if deadline_ms is None else deadline_ms - (now - arrived) * 1000.0

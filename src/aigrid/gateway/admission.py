@@ -183,7 +183,7 @@ class Admission:
         level = w.info.priority
         item, shed = self.queue.push(w, ticket.tenant, level, now,
                                      self.rules.expires(level, w.arrived, w.info.deadline_ms, w.slo_ms),
-                                     self.rules.stale_at(level, w.arrived, w.slo_ms) if w.slo_ms else float("inf"))
+                                     self.rules.stale_at(level, w.arrived, w.slo_ms))
         for victim in shed:
             self._shed(victim, "the admission queue is full; lower-urgency work is shed first")
         self._count(level, "waited")
