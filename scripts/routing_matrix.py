@@ -45,7 +45,7 @@ def configure(path: str, gateways: int, lag: float, limit: str | None = None) ->
     update: dict[str, object] = {"count": gateways, "telemetry_lag_s": lag}
     if limit is not None:
         adm = sc.gateway.admission
-        changes = {k: {**getattr(adm, k), **v} for k, v in wait_limit(limit).items()}
+        changes = {k: {**(getattr(adm, k) or {}), **v} for k, v in wait_limit(limit).items()}
         update["admission"] = adm.model_validate({**adm.model_dump(), **changes})
     gw = sc.gateway.model_copy(update=update)
     return sc.model_copy(update={"gateway": gw, "sweep": []})

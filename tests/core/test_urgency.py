@@ -141,7 +141,13 @@ def test_admission_rules_can_end_the_wait_at_a_multiple_of_the_slo() -> None:
     assert rules.expires(STANDARD, 100.0, 500.0, 1000.0) == 100.5  # the deadline is earlier still
     assert AdmissionRules({"standard": 1.5}, max_wait_slo={"standard": 5.0}).expires(STANDARD, 0.0, None, 1000.0) == 1.5
     assert AdmissionRules(max_wait_slo={"standard": None}).expires(STANDARD, 0.0, None, 1000.0) == 30.0  # none
-    assert AdmissionRules().expires(STANDARD, 0.0, None, 1000.0) == 30.0  # the default: no SLO-relative limit
+    # the default: a standard request waits its SLO at most (30 s when no SLO is known); the other classes
+    # keep their limits in seconds
+    assert AdmissionRules().expires(STANDARD, 0.0, None, 1000.0) == 1.0
+    assert AdmissionRules().expires(STANDARD, 0.0, None, 60_000.0) == 30.0  # max_wait_s stays the outer bound
+    assert AdmissionRules().expires(STANDARD, 0.0, None) == 30.0
+    assert AdmissionRules().expires(INTERACTIVE, 0.0, None, 1000.0) == 10.0
+    assert AdmissionRules().expires(BATCH, 0.0, None, 1000.0) == 600.0
 
 
 def test_a_request_that_would_miss_its_slo_only_for_the_queue_waits_for_capacity() -> None:

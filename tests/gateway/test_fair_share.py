@@ -37,8 +37,10 @@ def spec(url: str, admission: bool = True) -> dict:  # type: ignore[type-arg]
     return {
         "name": "fair",
         "gateway": {"network": "none", "scrape_interval_s": 60, "first_byte_timeout": {"min_s": 60},
+                    # closed-loop clients count answers, each must get one: the queue's order is measured
+                    # here, not its shedding (by default a request is shed once it waited its SLO)
                     "admission": {"enabled": admission, "poll_interval_s": 0.02,
-                                  "max_wait_s": {"standard": 30}}},
+                                  "max_wait_s": {"standard": 30}, "max_wait_slo": None}},
         "models": {"m": {"family": "f", "params_b": 1.0}},
         "sites": {"par": {"name": "Paris", "lat": 48.86, "lon": 2.35, "jurisdiction": "EU"}},
         "endpoints": [{"id": "par-m", "site": "par", "model": "m", "engine": "vllm", "url": url, "slots": 2,

@@ -184,6 +184,41 @@ async def test_a_full_queue_sheds_the_lowest_class_first(tmp_path: Path, fakes: 
         assert [u.status_code for u in await asyncio.gather(*urgent)] == [200, 200]
 
 
+async def test_by_default_a_standard_request_is_shed_once_it_waited_its_slo(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """The shipped default (max_wait_slo standard 1.0, max_wait_s 30): a 429 in the API's envelope with
+    Retry-After after 1x the policy's SLO, long before 30 s, audited, quota settled, no engine work."""
+    spec = spec_in(tmp_path)
+    slo_ms = policies(spec)[spec.gateway.default_policy].ttft_slo_ms
+    gateway = spec.gateway.model_copy(update={"admission": AdmissionSpec(poll_interval_s=0.02)})
+    tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=1000,
+                                                                       tokens_per_min=1_000_000))}
+    gw = build_gateway(spec.model_copy(update={"gateway": gateway, "tenants": tenants}), fakes,
+                       rng=random.Random(3), sleep=_no_sleep)
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0
+    await gw.guard.start()
+    try:
+        await saturate(gw, fakes)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            t0 = asyncio.get_running_loop().time()
+            r = await asyncio.wait_for(c.post("/v1/chat/completions", json=CHAT,
+                                              headers={**TOKYO, "x-aigrid-tenant": "metered"}), 10)
+            waited = asyncio.get_running_loop().time() - t0
+        assert r.status_code == 429, r.text
+        err = r.json()["error"]
+        assert err["code"] == "overloaded" and err["type"] == "rate_limit_error" and "shed (standard)" in err["message"]
+        assert int(r.headers["retry-after"]) >= 1
+        assert slo_ms / 1000 * 0.9 <= waited < 10.0  # 1x the policy's SLO, long before the 30 s limit
+        assert received(fakes) == 0
+        row = (await audit_rows(gw))[-1]
+        assert row["outcome"] == "error:overloaded" and row["extra"]["status"] == 429
+        assert row["extra"]["urgency"]["queued_ms"] >= 0.9 * slo_ms
+        assert row["tenant"] == "metered"
+        assert await gw.guard.quotas.tokens_this_minute(gw.guard.principal(None, "metered")) == 0
+    finally:
+        await gw.guard.stop()
+
+
 async def test_the_longest_wait_can_be_a_multiple_of_the_slo(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
     spec = spec_in(tmp_path)
     slo_ms = policies(spec)[spec.gateway.default_policy].ttft_slo_ms

@@ -74,9 +74,12 @@ def overloaded(admission: dict[str, object]) -> Scenario:
 
 def test_the_longest_wait_can_be_set_as_a_multiple_of_the_slo() -> None:
     runs = {name: run_experiment(overloaded(adm)).runs[0] for name, adm in [
-        ("30s", {"max_wait_slo": {"standard": None}}), ("2slo", {"max_wait_slo": {"standard": 2.0}}),
+        ("30s", {"max_wait_slo": None}), ("30s, per class", {"max_wait_slo": {"standard": None}}),
+        ("2slo", {"max_wait_slo": {"standard": 2.0}}),
         ("2s", {"max_wait_s": {"standard": 2.0}, "max_wait_slo": {"standard": None}}), ("default", {})]}
     late, slo, secs, default = runs["30s"], runs["2slo"], runs["2s"], runs["default"]
+    # the opt-out, for every class or for standard alone: only the 30 s limit
+    assert np.array_equal(late.result.status, runs["30s, per class"].result.status)
     assert late.metrics.shed > 0 and late.metrics.deferred > 0  # the box is overloaded: requests wait
     # 2 x a 1 s SLO is a 2 s limit: the same decisions, request for request
     assert np.array_equal(slo.result.status, secs.result.status)
@@ -86,8 +89,10 @@ def test_the_longest_wait_can_be_set_as_a_multiple_of_the_slo() -> None:
     served = lambda r: r.result.ttft_s[r.result.status == OK]  # noqa: E731
     assert served(slo).max() < served(late).max()
     assert slo.metrics.ttft_p99_ms < late.metrics.ttft_p99_ms
-    # the default has no SLO-relative limit: the 30 s one
-    assert np.array_equal(default.result.status, late.result.status)
+    # the default sheds a standard request once it has waited 1x its SLO (1 s here): earlier still than 2x
+    assert default.metrics.shed > slo.metrics.shed
+    assert served(default).max() < served(late).max()
+    assert default.metrics.goodput > late.metrics.goodput
 
 
 def test_scenario_rejects_a_wait_limit_that_is_not_positive(tmp_path: Path) -> None:

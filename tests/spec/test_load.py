@@ -51,6 +51,8 @@ def test_demo_spec_has_the_four_required_sites() -> None:
      "gateway.admission.max_wait_slo: must be > 0 (a multiple of the TTFT SLO) for ['standard']"),
     (lambda r: r["gateway"].update(admission={"max_wait_slo": {"standard": "soon"}}),
      "gateway.admission.max_wait_slo.standard"),
+    (lambda r: r["gateway"].update(admission={"max_wait_slo": 2}),
+     "gateway.admission.max_wait_slo: Input should be a valid dictionary"),
 ])
 def test_bad_spec_names_the_field(mutate: object, expected: str) -> None:
     raw = demo_raw()
@@ -59,6 +61,23 @@ def test_bad_spec_names_the_field(mutate: object, expected: str) -> None:
         parse_spec(raw, "grid.yaml")
     assert e.value.path == "grid.yaml"
     assert expected in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(("admission", "standard_s", "batch_s"), [
+    ({}, 2.0, 600.0),  # the default: a standard request waits 1x its SLO (here 2 s), at most 30 s
+    ({"max_wait_slo": {"standard": 3.0, "batch": 0.5}}, 6.0, 10.0),  # batch's SLO is relaxed 10x
+    ({"max_wait_slo": {"batch": 0.5}}, 2.0, 10.0),  # a class left out keeps its default
+    ({"max_wait_slo": {"standard": None}}, 30.0, 600.0),  # never shed at the SLO: wait up to 30 s
+    ({"max_wait_slo": None, "max_wait_s": {"standard": 45}}, 45.0, 600.0),  # no class sheds at the SLO
+])
+def test_the_longest_wait_defaults_to_the_slo_and_can_be_turned_off(
+        admission: dict[str, object], standard_s: float, batch_s: float) -> None:
+    raw = demo_raw()
+    raw["gateway"]["admission"] = admission
+    spec = parse_spec(raw, "grid.yaml")
+    rules = spec.gateway.admission.rules()
+    assert rules.expires(5, 0.0, None, 2000.0) == pytest.approx(standard_s)  # 5: standard, a 2 s SLO
+    assert rules.expires(0, 0.0, None, 2000.0) == pytest.approx(batch_s)  # 0: batch
 
 
 def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`python -m aigrid.bench.gateway_launch SPEC --port P [--transport direct|http1|httpx] [--loop uvloop|asyncio]
+"""`python -m aigrid.bench.gateway_launch SPEC --port P [--transport direct|http1|httpx|aiohttp] [--loop uvloop|asyncio]
 [--server uvicorn|granian]`: run the aigrid gateway for a spec of external engines only, with a chosen upstream
 transport, event loop and ASGI server (granian: `pip install granian`, measurement only, not a dependency).
 
@@ -25,9 +25,14 @@ from aigrid.spec.load import load_spec
 
 def client(transport: str) -> Upstream:
     """direct: as `aigrid up` (Http1Transport, proxied requests without httpx's client layer); http1: the same
-    transport behind httpx's client for every request; httpx: httpx's own transport (httpcore's pool)."""
+    transport behind httpx's client for every request; httpx: httpx's own transport (httpcore's pool);
+    aiohttp: the direct path with aiohttp's client in place of Http1Transport (probes and scrapes stay on httpx)."""
     if transport == "direct":
         return upstream()
+    if transport == "aiohttp":
+        from aigrid.bench.aiohttp_transport import AiohttpTransport
+
+        return Upstream(upstream().client, AiohttpTransport())  # type: ignore[arg-type]
     if transport == "http1":
         return Upstream(httpx.AsyncClient(transport=Http1Transport(), timeout=UPSTREAM_TIMEOUT, trust_env=False), None)
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
@@ -59,6 +64,8 @@ async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True, 
             await uvicorn.Server(config).serve()
     finally:
         await up.aclose()
+        if transport == "aiohttp":
+            await up.http1.aclose()  # type: ignore[union-attr]
 
 
 async def _granian(app: object, host: str, port: int) -> None:
@@ -75,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("spec", type=Path)
     ap.add_argument("--port", type=int, required=True)
-    ap.add_argument("--transport", choices=("direct", "http1", "httpx"), default="direct")
+    ap.add_argument("--transport", choices=("direct", "http1", "httpx", "aiohttp"), default="direct")
     ap.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     ap.add_argument("--server", choices=("uvicorn", "granian"), default="uvicorn")
     ap.add_argument("--without-abuse-monitor", action="store_true",

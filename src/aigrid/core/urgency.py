@@ -200,12 +200,13 @@ class AdmissionRules:
     max_wait_s: Mapping[str, float] = field(default_factory=lambda: {
         INTERACTIVE: 10.0, STANDARD: 30.0, BATCH: 600.0})
     capacity: int = 1000
-    max_wait_slo: Mapping[str, float | None] = field(default_factory=dict)
-    """Per class, optionally: the longest wait as a multiple of the request's TTFT SLO (the class's own: the
-    policy's, times BATCH_SLO_FACTOR for batch), None or absent for none; the earlier of this and
-    `max_wait_s` ends the wait. A request still waiting past its SLO can no longer count as goodput, and
-    serving it late takes capacity from requests that still can; shedding it then trades a late answer for a
-    429 (docs/simulator.md, "Shedding at the SLO", measures it). Not the default: see docs/routing.md."""
+    max_wait_slo: Mapping[str, float | None] = field(default_factory=lambda: {STANDARD: 1.0})
+    """Per class: the longest wait as a multiple of the request's TTFT SLO (the class's own: the policy's,
+    times BATCH_SLO_FACTOR for batch), None or absent for none; the earlier of this and `max_wait_s` ends
+    the wait. By default a standard request is shed (429) once it has waited its SLO: still waiting then, it
+    can no longer count as goodput, and serving it late takes capacity from requests that still can
+    (docs/simulator.md, "Shedding at the SLO", measures it against the 30 s limit). Interactive requests
+    keep their 10 s and batch its 600 s: neither has a factor by default."""
 
     def expires(self, level: int, arrived: float, deadline_ms: float | None, slo_ms: float | None = None) -> float:
         """When a request that arrived at `arrived` stops waiting: its deadline or its class's longest wait

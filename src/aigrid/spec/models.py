@@ -268,9 +268,11 @@ class AdmissionLimits(StrictModel):
 
     max_wait_s: dict[ClassName, float] = Field(default_factory=lambda: dict(AdmissionRules().max_wait_s),
                                                description="the longest a request of each class may wait")
-    max_wait_slo: dict[ClassName, float | None] = Field(
+    max_wait_slo: dict[ClassName, float | None] | None = Field(
         default_factory=lambda: dict(AdmissionRules().max_wait_slo), description="per class: the longest wait as "
-        "a multiple of the request's TTFT SLO, null for none (the earlier of this and max_wait_s sheds it)")
+        "a multiple of the request's TTFT SLO (the earlier of this and max_wait_s sheds it); default standard: 1.0, "
+        "a class left out keeps its default, null for a class: never shed at the SLO, null for the whole "
+        "setting: no class is (only max_wait_s limits the wait)")
     capacity: int = Field(default=AdmissionRules().capacity, ge=1, le=1_000_000,
                           description="requests that may wait at once on a gateway")
 
@@ -284,15 +286,16 @@ class AdmissionLimits(StrictModel):
 
     @field_validator("max_wait_slo")
     @classmethod
-    def _positive_factor(cls, v: dict[str, float | None]) -> dict[str, float | None]:
-        bad = sorted(k for k, s in v.items() if s is not None and not s > 0)
+    def _positive_factor(cls, v: dict[str, float | None] | None) -> dict[str, float | None] | None:
+        bad = sorted(k for k, s in (v or {}).items() if s is not None and not s > 0)
         if bad:
             raise ValueError(f"must be > 0 (a multiple of the TTFT SLO) for {bad}")
         return v
 
     def rules(self) -> AdmissionRules:
-        return AdmissionRules({**AdmissionRules().max_wait_s, **self.max_wait_s}, self.capacity,
-                              {**AdmissionRules().max_wait_slo, **self.max_wait_slo})
+        default = AdmissionRules()
+        by_slo = {} if self.max_wait_slo is None else {**default.max_wait_slo, **self.max_wait_slo}
+        return AdmissionRules({**default.max_wait_s, **self.max_wait_s}, self.capacity, by_slo)
 
 
 class AdmissionSpec(AdmissionLimits):
