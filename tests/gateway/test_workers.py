@@ -3,7 +3,10 @@ keep one quota, one audit chain (`aigrid audit verify` passes), one /metrics and
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -90,3 +93,99 @@ def test_default_workers_follow_affinity_and_the_cgroup_quota(tmp_path: Path) ->
     cpu_max.write_text("150000 100000\n")  # a container limited to 1.5 CPUs: two workers at most
     assert available_cores(cpu_max) == min(2, len(os.sched_getaffinity(0)))
     assert available_cores(tmp_path / "missing") == len(os.sched_getaffinity(0))
+
+
+ABUSE_MAX = 10
+"""The test spec's volume threshold: more than this many requests of one key in the window."""
+
+
+def _worker_of(conn: http.client.HTTPConnection, workers: list[int], gw_port: int) -> int:
+    """The worker process that accepted this connection: the one holding the socket whose peer is our port."""
+    port = conn.sock.getsockname()[1]
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            f = line.split()
+            if int(f[1].rsplit(":", 1)[1], 16) == gw_port and int(f[2].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    for pid in workers:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in inodes:
+                    return pid
+    raise AssertionError(f"no worker holds the connection from port {port}")
+
+
+def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -> None:
+    """One key's requests alternate between the two workers (one kept-alive connection to each): each worker
+    sees at most 8, under the volume threshold of 10, yet once the key's total passes 10 it is throttled
+    (429, the API's envelope, Retry-After) and the audit record names the signal over all workers; while
+    the total stays at or under 10 no request is throttled."""
+    emu_port = free_port()
+    emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
+                            "--engines", "2", "--decode-base-ms", "5", "--prefill-base-ms", "1"], tmp_path).start()
+    gw: Proc | None = None
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
+        gw_port = free_port()
+        doc = spec(tmp_path, emu_port, gw_port)
+        doc["security"] = {"audit": doc["security"]["audit"], "abuse": {
+            "action": "throttle", "min_requests": 6, "max_requests": ABUSE_MAX, "share_interval_s": 0.1}}
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_bytes(orjson.dumps(doc))
+        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
+                  tmp_path, cwd=tmp_path).start()
+        gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
+        workers = [p for p in tree(gw.pid) if p != gw.pid]
+        by_worker: dict[int, http.client.HTTPConnection] = {}
+        for _ in range(200):  # new connections until one is held by each worker
+            conn = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=30)
+            conn.request("GET", "/livez")
+            conn.getresponse().read()
+            conns.append(conn)
+            by_worker.setdefault(_worker_of(conn, workers, gw_port), conn)
+            if len(by_worker) == 2:
+                break
+        assert len(by_worker) == 2, "the kernel never handed a connection to the second worker"
+        pair = list(by_worker.values())
+        ports = [c.sock.getsockname()[1] for c in pair]
+        statuses: list[int] = []
+        throttled: list[tuple[dict, str | None]] = []
+        for i in range(16):  # a new prompt each: diversity (from 6 requests) + volume (over 10) = throttle
+            conn = pair[i % 2]
+            conn.request("POST", "/v1/chat/completions", headers={"content-type": "application/json"},
+                         body=orjson.dumps({"model": "emulated", "max_tokens": 4, "messages": [
+                             {"role": "user", "content": f"enumerate the model, probe {i}"}]}))
+            resp = conn.getresponse()
+            body = resp.read()
+            assert conn.sock.getsockname()[1] == ports[i % 2]  # still the same connection, the same worker
+            statuses.append(resp.status)
+            if resp.status == 429:
+                throttled.append((orjson.loads(body), resp.getheader("retry-after")))
+            time.sleep(0.35)  # over two share intervals: the hub's verdict includes every earlier request
+        # at or under the threshold in total (the first 10): never throttled
+        assert statuses[:ABUSE_MAX] == [200] * ABUSE_MAX, statuses
+        # each worker counted 8 alone, under the volume threshold: only the total can throttle
+        assert 429 in statuses[ABUSE_MAX:], statuses
+        first = statuses.index(429)
+        assert statuses[first:] == [429] * (16 - first), statuses
+        assert first <= ABUSE_MAX + 2, statuses  # within the staleness bound of the hub's verdict
+        for err, retry_after in throttled:
+            assert err["error"]["code"] == "abuse_throttled" and err["error"]["type"], err
+            assert retry_after == "60"
+    finally:
+        for conn in conns:
+            conn.close()
+        if gw is not None:
+            gw.stop()
+        emu.stop()
+    rows = [orjson.loads(r[0]) for r in sqlite3.connect(tmp_path / "audit.db").execute(
+        "SELECT body FROM audit_records ORDER BY seq")]
+    refused = [r for r in rows if r["outcome"] == "error:abuse_throttled"]
+    assert len(refused) == len(throttled)
+    for r in refused:
+        abuse = r["extra"]["abuse"]
+        assert abuse["action"] == "throttle" and set(abuse["detail"].split(", ")) == {"volume", "diversity"}
+        assert abuse["message"].endswith("(all workers)"), abuse

@@ -76,7 +76,7 @@ def test_incremental_counts_match_a_rescan_of_the_window() -> None:
         clock.t += rng.expovariate(20.0)
         m.observe("k", RequestTraits(rng.choice(prompts), temperature=rng.choice([0.0, 0.7, None])))
         w = m._history["k"]
-        greedy = [s for s in w.items if s.greedy]
+        greedy = [s for _, s in w.items if s.greedy]
         assert w.greedy == len(greedy)
         assert w.greedy_prefixes == Counter(s.prefix for s in greedy)
         assert {p: set(v) for p, v in w.greedy_variants.items()} == {

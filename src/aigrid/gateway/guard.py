@@ -24,11 +24,13 @@ from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
 from aigrid.audit.signing import generate_keypair, load_private_key
 from aigrid.core.urgency import parse_level
 from aigrid.errors import AuditUnavailable, ConfigError, InvalidRequest, PermissionDenied
+from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.model_texts import apply
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import authorize
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
+from aigrid.security.firewall.abuse_shared import SharedAbuseMonitor
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.screen import Screen
@@ -39,7 +41,7 @@ from aigrid.security.principal import Principal, Scopes, Tenant
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
 from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
 from aigrid.security.quotas_redis import RedisQuotaBackend
-from aigrid.spec.models import AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
+from aigrid.spec.models import AbuseSpec, AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
 
 ANONYMOUS_SECRET = b"aigrid-demo-grid-without-enforcement"
 """Enforcement off and no secret set: no key can be verified anyway; this only keys the prompt hashes."""
@@ -54,6 +56,10 @@ def _limits(q: QuotaSpec | None) -> QuotaLimits:
     if q is None:
         return QuotaLimits()
     return QuotaLimits(q.requests_per_min, q.tokens_per_min, q.token_budget, q.budget_period_s)
+
+
+def abuse_rules(a: AbuseSpec) -> AbuseRules:
+    return AbuseRules(window_s=a.window_s, min_requests=a.min_requests, max_requests=a.max_requests)
 
 
 def _policy(f: FirewallSpec) -> FirewallPolicy:
@@ -101,9 +107,11 @@ def audit_log(a: AuditSpec) -> AuditLog:
 
 class Guard:
     def __init__(self, spec: GridSpec, *, quota_backend: QuotaBackend | None = None,
-                 injection_model: InjectionModel | None = None, audit_sink: AuditSink | None = None) -> None:
+                 injection_model: InjectionModel | None = None, audit_sink: AuditSink | None = None,
+                 abuse_exchange: AbuseExchange | None = None) -> None:
         """`audit_sink`: where a gateway worker's records go (its hub, the audit log's one writer) instead of
-        the log this guard would open itself."""
+        the log this guard would open itself. `abuse_exchange`: a worker's way to its hub's abuse verdicts
+        over all workers (abuse_sync.py); without it the abuse signals count this process's requests."""
         sec = spec.security
         self._secret = _secret(sec)
         tenants = {name: Tenant(name, Scopes(
@@ -121,8 +129,11 @@ class Guard:
             quota_backend = RedisQuotaBackend(Redis(connection_pool=pool))
         self.quotas = Quotas(self._quota_rules(spec), quota_backend or MemoryQuotaBackend())
         a = sec.abuse
-        self.abuse = AbuseMonitor(AbuseRules(window_s=a.window_s, min_requests=a.min_requests,
-                                             max_requests=a.max_requests))
+        self.abuse: AbuseMonitor | SharedAbuseMonitor = AbuseMonitor(abuse_rules(a))
+        self.abuse_sync: AbuseSync | None = None
+        if abuse_exchange is not None and a.action != "off":
+            shared = SharedAbuseMonitor(AbuseMonitor(abuse_rules(a)))
+            self.abuse, self.abuse_sync = shared, AbuseSync(shared, abuse_exchange, a.share_interval_s)
         self.abuse_action = a.action
         model = injection_model or InjectionModel.load()
         policies = {name: _policy(t.firewall) for name, t in spec.tenants.items() if t.firewall is not None}
@@ -144,6 +155,8 @@ class Guard:
 
     # lifespan ----------------------------------------------------------------------------------------
     async def start(self) -> None:
+        if self.abuse_sync is not None:
+            await self.abuse_sync.start()
         if self._audit_spec is None:
             return
         sink: AuditSink = self._audit_sink or audit_log(self._audit_spec)
@@ -151,6 +164,8 @@ class Guard:
         self.audit = sink
 
     async def stop(self) -> None:
+        if self.abuse_sync is not None:
+            await self.abuse_sync.stop()
         self.screen.close()
         if self.audit is not None:
             await self.audit.stop()

@@ -12,6 +12,10 @@ them (workers.py), behind a Unix socket.
   decision whichever worker served it.
 - Stored Responses-API answers (response_store.py, same partitions per jurisdiction), so a follow-up with
   previous_response_id finds its conversation whichever worker serves it.
+- Abuse signals over all workers: each worker sends the digests of its requests in one batch per
+  `security.abuse.share_interval_s`; the hub counts them in one AbuseMonitor (HubAbuse,
+  security/firewall/abuse_shared.py) and answers the verdicts of the keys with a signal, so a key's
+  thresholds apply to its requests on every worker together.
 Each connection's frames are handled in order; nothing here blocks the loop but a full audit queue, which
 holds that worker back (backpressure) exactly as it would hold back a single gateway.
 """
@@ -31,6 +35,8 @@ from aigrid.audit.log import AuditLog
 from aigrid.errors import AuditUnavailable
 from aigrid.gateway.hub_protocol import frame, read_frame
 from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
+from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
+from aigrid.security.firewall.abuse_shared import HubAbuse, batch_from_wire, verdicts_to_wire
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 
 log = logging.getLogger("aigrid.hub")
@@ -39,7 +45,7 @@ AUDIT_WAIT_S = 5.0
 
 class Hub:
     def __init__(self, path: Path, audit: AuditLog | None, *, ttl_s: float = 5.0, affinity_max: int = 10_000,
-                 decisions_max: int = 20_000) -> None:
+                 decisions_max: int = 20_000, abuse_rules: AbuseRules | None = None) -> None:
         self.path = path
         self.audit = audit
         self._ttl_s = ttl_s
@@ -53,6 +59,7 @@ class Hub:
         self._decisions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._decisions_max = decisions_max
         self.responses = ResponseStore()
+        self.abuse = HubAbuse(AbuseMonitor(abuse_rules or AbuseRules()))
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
 
@@ -111,6 +118,8 @@ class Hub:
             ts, body = arg
             await self.audit.append_entry(float(ts), str(body), timeout=AUDIT_WAIT_S)
             return None
+        if op == "abuse":
+            return verdicts_to_wire(self.abuse.exchange(batch_from_wire(arg)))
         if op == "decision":
             self._decisions[arg["id"]] = arg
             self._decisions.move_to_end(arg["id"])

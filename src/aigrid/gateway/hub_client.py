@@ -3,7 +3,8 @@ three things a worker gets from it in the shapes the gateway already uses:
 HubSharedState (a telemetry SharedState), HubQuotaBackend (a QuotaBackend) and HubAuditLog (the audit log's
 append/accepting, the records written by the hub, the one writer). `publish_decision` / `decision` /
 `recent_decisions` share decision records for `aigrid explain`; the `response_*` calls share stored
-Responses-API answers (responses_api.py).
+Responses-API answers (responses_api.py); `abuse_exchange` sends a batch of abuse digests and answers the
+verdicts over all workers (gateway/abuse_sync.py).
 
 The connection is opened on first use (inside the running loop; nothing starts in a constructor) and again
 after it broke. Every failure surfaces as the error the caller of that shape already handles:
@@ -24,10 +25,14 @@ from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFailed
 from aigrid.gateway.hub_protocol import frame, read_frame
 from aigrid.gateway.response_store import BrokenHistory, StoredResponse
+from aigrid.security.firewall.abuse import AbuseVerdict
+from aigrid.security.firewall.abuse_shared import Batch, batch_to_wire, verdicts_from_wire
 from aigrid.security.quota_backend import Counter
 from aigrid.telemetry.shared import LocalReport, SharedView
 
 CALL_TIMEOUT_S = 5.0
+ABUSE_TIMEOUT_S = 1.0
+"""An abuse batch not answered within this is given up (the worker's own verdicts stand meanwhile)."""
 
 
 class HubError(ConnectionError):
@@ -112,6 +117,11 @@ class HubClient:
             return list(await self.call("decisions_recent", limit))
         except HubError:
             return []
+
+    async def abuse_exchange(self, batch: Batch) -> dict[str, AbuseVerdict]:
+        """This worker's abuse digests since the last batch in, every key's verdict over all workers out
+        (the keys with a signal). Raises HubError."""
+        return verdicts_from_wire(await self.call("abuse", batch_to_wire(batch), timeout=ABUSE_TIMEOUT_S))
 
     async def response_put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
         arg = [dataclasses.asdict(record), None if allowed is None else sorted(allowed)]

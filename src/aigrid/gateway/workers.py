@@ -3,17 +3,19 @@
 One Python process serves from one core; a platform engineer's machine has many. The parent binds the
 gateway's address once and starts:
 - the hub (hub.py): the audit log's only writer (one verifiable chain), the quota counters, the shared
-  telemetry (each worker's in-flight ledger, open circuits, cache affinity), the decision records
-  and the stored Responses-API answers;
+  telemetry (each worker's in-flight ledger, open circuits, cache affinity), the decision records,
+  the stored Responses-API answers and the abuse signals' per-key windows over all workers' requests;
 - N workers (`python -m aigrid.cli worker CONFIG`), each a whole gateway (uvicorn on the inherited
   socket: the kernel hands each new connection to a worker that is accepting) wired to the hub:
   HubSharedState for telemetry (unless the spec shares it in Redis), HubQuotaBackend for quotas (unless
-  in Redis), HubAuditLog for the audit log. Each worker scrapes the engines itself, like any gateway.
+  in Redis), HubAuditLog for the audit log, and AbuseSync (abuse_sync.py) for the abuse signals: each
+  worker answers at once from its own monitor merged with the hub's verdicts over all workers, which are
+  at most two `security.abuse.share_interval_s` behind. Each worker scrapes the engines itself.
 - /metrics on any worker reports all of them (PROMETHEUS_MULTIPROC_DIR, metrics.py).
 A worker that dies is started again. SIGINT/SIGTERM: the workers stop (each drains its streams), then the
 hub (the audit log's final checkpoint), then whatever the caller started (engines).
-What stays per worker: the dashboard's live feed (the decisions that worker served) and the abuse monitor's
-per-key history (its thresholds apply per worker).
+What stays per worker: the dashboard's live feed (the decisions that worker served). Several gateways (hosts)
+do not share abuse signals yet: each gateway's hub counts its own workers' requests.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from prometheus_client import multiprocess
 from starlette.routing import BaseRoute
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.guard import Guard, audit_log
+from aigrid.gateway.guard import Guard, abuse_rules, audit_log
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
 from aigrid.gateway.wiring import build_engines, upstream
@@ -65,7 +67,8 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
     metrics_dir = work / "metrics"
     metrics_dir.mkdir()
     sock = listen(host, port)
-    hub = Hub(work / "hub.sock", audit_log(spec.security.audit) if spec.security.audit is not None else None)
+    hub = Hub(work / "hub.sock", audit_log(spec.security.audit) if spec.security.audit is not None else None,
+              abuse_rules=abuse_rules(spec.security.abuse))
     config = work / "worker.json"
     config.write_bytes(orjson.dumps({"spec": spec.model_dump(mode="json"), "urls": dict(urls),
                                      "hub": str(hub.path), "fd": sock.fileno(), "parent": os.getpid(),
@@ -174,7 +177,7 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
     up = upstream()
     try:
         quotas = None if spec.security.quotas_redis_url else HubQuotaBackend(hub)
-        guard = Guard(spec, quota_backend=quotas, audit_sink=HubAuditLog(hub))
+        guard = Guard(spec, quota_backend=quotas, audit_sink=HubAuditLog(hub), abuse_exchange=hub.abuse_exchange)
         shared = None if spec.gateway.shared_state_url else HubSharedState(hub)
         gateway = build_gateway(spec, build_engines(spec, config["urls"], up), shared=shared, guard=guard,
                                 gateway_id=f"{socket.gethostname()}-{os.getpid()}-w{index}")

@@ -175,6 +175,9 @@ class AbuseSpec(StrictModel):
     window_s: float = Field(default=300.0, gt=0)
     min_requests: int = Field(default=50, ge=1)
     max_requests: int = Field(default=1500, ge=1, description="more than this per window is the volume signal")
+    share_interval_s: float = Field(default=0.25, gt=0, le=10, description="with --workers N: how often each "
+                                    "worker sends its requests' digests to the hub and takes back the verdicts "
+                                    "over all workers (a verdict misses at most two intervals of the others')")
 
     @field_validator("action", mode="before")
     @classmethod

@@ -7,6 +7,10 @@ Signals (each a threshold in AbuseRules):
 - enumeration: many temperature-0 requests sharing one prompt prefix with varying endings (a systematic
   sweep of a template to map the model's outputs).
 One signal -> flag; two or more -> throttle (the gateway answers 429). The clock is injected.
+
+A request is reduced to an AbuseDigest (two 64-bit hashes and two flags, no text) before it is counted;
+`observe_digest` counts one that another process computed, so the workers' hub runs this same monitor over
+every worker's digests (abuse_shared.py).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -49,11 +53,16 @@ class AbuseRules:
     max_keys: int = 50_000
 
 
+SEVERITY = {AbuseAction.ALLOW: 0, AbuseAction.FLAG: 1, AbuseAction.THROTTLE: 2}
+
+
 @dataclass(frozen=True, slots=True)
 class AbuseVerdict:
     action: AbuseAction
     signals: tuple[str, ...]
     requests_in_window: int
+    shared: bool = False
+    """Counted over every worker's requests of the key (the hub's verdict), not this process's alone."""
 
     def raise_if_throttled(self, retry_after_s: int = 60) -> None:
         """The client-facing answer to THROTTLE: 429 with Retry-After (FLAG only goes to the audit log)."""
@@ -62,17 +71,27 @@ class AbuseVerdict:
                               code="abuse_throttled", headers={"Retry-After": str(retry_after_s)})
 
     def to_dict(self) -> dict[str, object]:
+        scope = "all workers" if self.shared else "this process"
         return {"check": "abuse", "action": str(self.action), "detail": ", ".join(self.signals),
-                "score": None, "message": None}
+                "score": None, "message": f"{self.requests_in_window} requests in the window ({scope})"}
 
 
 @dataclass(frozen=True, slots=True)
-class _Seen:
-    at: float
+class AbuseDigest:
+    """What the signals need of one request, and nothing else (no text): hashes of the prompt and of its
+    first `prefix_chars` characters, temperature 0 or not, top logprobs or logit bias asked or not."""
+
     prompt: str
     prefix: str
     greedy: bool
     probing: bool
+
+
+def digest(t: RequestTraits, prefix_chars: int) -> AbuseDigest:
+    prompt = hashlib.blake2b(t.prompt.encode("utf-8", "replace"), digest_size=8).hexdigest()
+    prefix = hashlib.blake2b(t.prompt[:prefix_chars].encode("utf-8", "replace"), digest_size=8).hexdigest()
+    greedy = t.temperature is not None and t.temperature <= 0.01
+    return AbuseDigest(prompt, prefix, greedy, (t.logprobs and t.top_logprobs >= 5) or t.logit_bias)
 
 
 class _Window:
@@ -80,7 +99,8 @@ class _Window:
     verdict costs O(1) per request instead of a rescan of the whole window."""
 
     def __init__(self) -> None:
-        self.items: deque[_Seen] = deque()
+        self.items: deque[tuple[float, AbuseDigest]] = deque()
+        """(time counted, digest), oldest first."""
         self.prompts: Counter[str] = Counter()
         self.probing = 0
         self.greedy = 0
@@ -88,8 +108,8 @@ class _Window:
         self.greedy_variants: dict[str, Counter[str]] = {}
         """Per greedy prefix: its distinct prompts (the enumeration signal's variants), counted."""
 
-    def push(self, s: _Seen) -> None:
-        self.items.append(s)
+    def push(self, at: float, s: AbuseDigest) -> None:
+        self.items.append((at, s))
         self.prompts[s.prompt] += 1
         self.probing += s.probing
         if s.greedy:
@@ -98,7 +118,7 @@ class _Window:
             self.greedy_variants.setdefault(s.prefix, Counter())[s.prompt] += 1
 
     def pop(self) -> None:
-        s = self.items.popleft()
+        s = self.items.popleft()[1]
         self.prompts[s.prompt] -= 1
         if not self.prompts[s.prompt]:
             del self.prompts[s.prompt]
@@ -125,16 +145,44 @@ class AbuseMonitor:
         self._history: OrderedDict[str, _Window] = OrderedDict()
 
     def observe(self, key_id: str, traits: RequestTraits) -> AbuseVerdict:
-        now = self.clock()
+        return self.observe_digest(key_id, digest(traits, self.rules.prefix_chars))
+
+    def observe_digest(self, key_id: str, d: AbuseDigest) -> AbuseVerdict:
+        """Count one request and answer the key's verdict with it."""
+        return self._verdict(self._count(key_id, d, self.clock()))
+
+    def count_all(self, digests: Iterable[tuple[str, AbuseDigest]]) -> set[str]:
+        """Count a batch of (key, digest) at the current time, without a verdict each; the keys it touched."""
+        now, keys = self.clock(), set()
+        for key_id, d in digests:
+            self._count(key_id, d, now)
+            keys.add(key_id)
+        return keys
+
+    def verdict(self, key_id: str) -> AbuseVerdict:
+        """The key's verdict now (requests older than the window no longer count), without counting one."""
+        window = self._history.get(key_id)
+        if window is None:
+            return AbuseVerdict(AbuseAction.ALLOW, (), 0)
+        self._expire(window, self.clock())
+        return self._verdict(window)
+
+    def _count(self, key_id: str, d: AbuseDigest, now: float) -> _Window:
         window = self._history.pop(key_id, None) or _Window()
         self._history[key_id] = window
         if len(self._history) > self.rules.max_keys:
             self._history.popitem(last=False)
-        while window.items and window.items[0].at <= now - self.rules.window_s:
-            window.pop()
-        window.push(_seen(now, traits, self.rules.prefix_chars))
+        self._expire(window, now)
+        window.push(now, d)
         if len(window.items) > self.rules.max_requests * 2:
             window.pop()
+        return window
+
+    def _expire(self, window: _Window, now: float) -> None:
+        while window.items and window.items[0][0] <= now - self.rules.window_s:
+            window.pop()
+
+    def _verdict(self, window: _Window) -> AbuseVerdict:
         signals = self._signals(window)
         action = (AbuseAction.THROTTLE if len(signals) >= 2 else
                   AbuseAction.FLAG if signals else AbuseAction.ALLOW)
@@ -157,10 +205,3 @@ class AbuseMonitor:
                 if len(w.greedy_variants[prefix]) >= 0.8 * count:
                     out.append("enumeration")
         return tuple(out)
-
-
-def _seen(now: float, t: RequestTraits, prefix_chars: int) -> _Seen:
-    digest = hashlib.blake2b(t.prompt.encode("utf-8", "replace"), digest_size=8).hexdigest()
-    prefix = hashlib.blake2b(t.prompt[:prefix_chars].encode("utf-8", "replace"), digest_size=8).hexdigest()
-    greedy = t.temperature is not None and t.temperature <= 0.01
-    return _Seen(now, digest, prefix, greedy, (t.logprobs and t.top_logprobs >= 5) or t.logit_bias)
