@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from aigrid.plan.demand import DemandError, load_demand, parse_demand
 from aigrid.plan.supply import candidate_sites
+from aigrid.plan.traffic import build_traffic
 from aigrid.plan.whatif import apply_whatif
 from aigrid.sim.geography import load_cities
+from aigrid.sim.user_cities import locate
+from aigrid.sim.workload import diurnal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,7 +23,7 @@ def raw(name: str = "small") -> dict:  # type: ignore[type-arg]
     return yaml.safe_load((ROOT / "examples" / "plan" / f"{name}.yaml").read_text())
 
 
-@pytest.mark.parametrize("name", ["small", "global", "planet", "whatif"])
+@pytest.mark.parametrize("name", ["small", "global", "planet", "whatif", "cities"])
 def test_examples_load(name: str) -> None:
     d = load_demand(ROOT / "examples" / "plan" / f"{name}.yaml")
     assert d.tenants and d.supply.hardware
@@ -78,3 +82,62 @@ def test_whatif_edits() -> None:
                     ({"price": ["b200=0.5"]}, "not among"), ({"price": ["l40s=cheap"]}, "not a number")]:
         with pytest.raises(DemandError, match=msg):
             apply_whatif(d, **kw)
+
+
+def test_bad_city_lists_name_the_entry() -> None:
+    r = raw("cities")
+    r["tenants"][0]["cities"][1] = "Springfield"
+    r["tenants"][1]["cities"] = ["Gotham"]
+    with pytest.raises(DemandError) as e:
+        parse_demand(r, "d.yaml")
+    text = "\n".join(e.value.problems)
+    assert "tenants.0.cities.1: 'Springfield' is ambiguous" in text and "Springfield, MO, US" in text
+    assert "tenants.1.cities.0: no city named 'Gotham'" in text
+    r = raw("cities")
+    r["tenants"][0]["continents"] = ["AS"]
+    with pytest.raises(DemandError, match="tenants.0: give cities, or continents and countries, not both"):
+        parse_demand(r, "d.yaml")
+
+
+def test_a_city_list_is_demand_at_those_cities_by_weight_and_local_time() -> None:
+    d = load_demand(ROOT / "examples" / "plan" / "cities.yaml")
+    cities = load_cities()
+    t = build_traffic(d, cities)
+    retail = [k for k, f in enumerate(t.flows) if f.tenant == "retail"]
+    assert sorted(t.flows[k].name for k in retail) == ["retail/AS", "retail/EU"]
+    entries = d.tenant("retail").cities
+    assert entries is not None
+    listed = {locate(e, cities): e.weight or float(cities.population[locate(e, cities)]) for e in entries}
+    points = np.flatnonzero(t.rate[retail].sum(axis=(0, 2)) > 0)
+    assert len(points) == len(listed)  # a point of its own at each listed city, nowhere else
+    at = {(float(t.lat[p]), float(t.lon[p])): p for p in points}
+    dd = d.traffic.diurnal
+    per_user = []
+    for i, weight in listed.items():
+        p = at[(float(cities.lat[i]), float(cities.lon[i]))]
+        local = (np.arange(24) + cities.lon[i] / 15.0) % 24
+        per_user.append(t.rate[retail, p].sum(axis=0) / (weight * diurnal(local, dd.peak_to_trough, dd.peak_hour)))
+    # rate = c x weight x diurnal(the city's own solar hour): the same c for every city and hour
+    assert np.array(per_user) == pytest.approx(np.full((len(listed), 24), per_user[0][0]))
+    # the tenant's share of the day's requests holds
+    assert t.rate[retail].sum() / t.rate.sum() == pytest.approx(0.7)
+    # every flow of the tenant hands the simulator its cities
+    handed = [locate(e, cities) for k in retail for e in t.flows[k].cities or ()]
+    assert sorted(handed) == sorted(listed)
+
+
+def test_by_place_multipliers_apply_to_listed_cities() -> None:
+    d = load_demand(ROOT / "examples" / "plan" / "cities.yaml")
+    cities = load_cities()
+    base = build_traffic(d, cities)
+    more = build_traffic(apply_whatif(d, traffic=["JP=2"]), cities)
+    names = [f.name for f in more.flows]
+    jp, kr = more.rate[names.index("retail/AS/JP")], more.rate[names.index("retail/AS")]
+    assert {e.city.split(",")[-1].strip() for e in more.flows[names.index("retail/AS/JP")].cities or ()} == {"JP"}
+    before = base.rate[[f.name for f in base.flows].index("retail/AS")]
+    seoul = np.flatnonzero(kr.sum(axis=1) > 0)
+    assert len(seoul) == 1
+    japan = np.flatnonzero(jp.sum(axis=1) > 0)
+    # the peak is scaled before the multipliers, so Japan's users send twice as much and Seoul's the same
+    assert jp[japan] == pytest.approx(2 * before[japan])
+    assert kr[seoul] == pytest.approx(before[seoul])

@@ -2,10 +2,10 @@
 
 A check is one simulated window (verify.window_s) starting at a UTC hour, with every site up or with one
 site down from the first second to the last: at each of the peak hours, every site up and then each site
-down in turn. Its traffic reproduces the analytical rates of that hour: one
-simulator tenant per flow (`tenant/continent[/country]`) whose share is the flow's expected request count,
-users drawn by population x diurnal weight exactly as traffic.py counts them. Every check of the same hour
-replays identical arrivals, so placements are compared on the same requests.
+down in turn. Its traffic reproduces the analytical rates of that hour: one simulator tenant per flow
+(`tenant/continent[/country]`) whose share is the flow's expected request count, users drawn by population
+(or a city list's weights) x diurnal weight exactly as traffic.py counts them. Every check of the same
+hour replays identical arrivals, so placements are compared on the same requests.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def scenario_for(demand: Demand, traffic: Traffic, placement: Placement, check: 
     v = demand.verify
     counts = traffic.rate[:, :, check.hour].sum(axis=1) * v.window_s
     tenants = [Tenant(name=f.name, share=float(n), trace=f.trace, model=f.model,  # type: ignore[arg-type]
-                      countries=list(f.countries), max_prompt_tokens=f.max_prompt_tokens,
+                      countries=None if f.cities else list(f.countries),
+                      cities=list(f.cities) if f.cities else None, max_prompt_tokens=f.max_prompt_tokens,
                       jurisdictions=sorted(f.jurisdictions) if f.jurisdictions else None)
                for f, n in zip(traffic.flows, counts, strict=True) if n >= 1.0]
     sites: list[SiteDef] = []

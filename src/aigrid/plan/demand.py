@@ -13,8 +13,10 @@ import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aigrid.errors import SpecError
+from aigrid.sim.geography import load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
+from aigrid.sim.user_cities import UserCity, user_places
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
 """GeoNames continent codes users can live on (EU here is the continent Europe, not the jurisdiction)."""
@@ -46,6 +48,8 @@ class Tenant(Strict):
     model: str
     continents: list[str] | None = Field(default=None, description="where its users live (default: everywhere)")
     countries: list[str] | None = Field(default=None, description="ISO country codes of its users")
+    cities: list[UserCity] | None = Field(default=None, min_length=1, description="or the GeoNames cities its "
+                                          "users live in, by name or lat/lon, with weights (sim/user_cities.py)")
     jurisdictions: list[str] | None = Field(default=None, description="residency: allowed jurisdictions")
     max_prompt_tokens: int = Field(default=8192, gt=0)
 
@@ -54,6 +58,10 @@ class Tenant(Strict):
         unknown = sorted(set(self.continents or ()) - set(CONTINENTS))
         if unknown:
             raise ValueError(f"unknown continents {unknown} (known: {list(CONTINENTS)})")
+        if self.cities is not None:
+            if self.continents is not None or self.countries is not None:
+                raise ValueError("give cities, or continents and countries, not both")
+            user_places(self.cities, load_cities())  # two entries naming one city are refused
         return self
 
 

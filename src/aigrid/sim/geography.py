@@ -8,8 +8,9 @@ member states of the European Union, otherwise the ISO country code.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -32,6 +33,8 @@ class Cities:
     lat: np.ndarray
     lon: np.ndarray
     population: np.ndarray
+    admin1: tuple[str, ...]
+    """GeoNames admin-1 code (the state for the US, e.g. MO; a number or code elsewhere)."""
 
     def __len__(self) -> int:
         return len(self.name)
@@ -55,6 +58,20 @@ class Cities:
             raise KeyError(name)
         return best
 
+    @cached_property
+    def by_name(self) -> dict[str, tuple[int, ...]]:
+        """fold(name) -> the indices of the cities of that name, most populous first."""
+        out: dict[str, list[int]] = {}
+        for i, n in enumerate(self.name):
+            out.setdefault(fold(n), []).append(i)
+        return {k: tuple(v) for k, v in out.items()}
+
+
+def fold(name: str) -> str:
+    """A city name for matching: case-folded, without accents ("Sao Paulo" finds São Paulo)."""
+    plain = unicodedata.normalize("NFKD", name.casefold())
+    return " ".join("".join(ch for ch in plain if not unicodedata.combining(ch)).split())
+
 
 @lru_cache(maxsize=1)
 def load_cities() -> Cities:
@@ -70,6 +87,7 @@ def load_cities() -> Cities:
         lat=np.array([float(c["latitude"]) for c in rows]),
         lon=np.array([float(c["longitude"]) for c in rows]),
         population=np.array([float(c["population"]) for c in rows]),
+        admin1=tuple(str(c.get("admin1code") or "") for c in rows),
     )
 
 

@@ -12,8 +12,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.core.urgency import parse_level
 from aigrid.errors import SpecError
+from aigrid.sim.geography import load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
+from aigrid.sim.user_cities import UserCity, user_places
 from aigrid.spec.load import describe
 from aigrid.spec.models import AdmissionLimits
 
@@ -109,6 +111,8 @@ class Tenant(Strict):
                                             "expected to answer each prompt well")
     continents: list[str] | None = None
     countries: list[str] | None = None
+    cities: list[UserCity] | None = Field(default=None, min_length=1, description="GeoNames cities its users "
+                                          "live in, by name or lat/lon, with weights (sim/user_cities.py)")
     jurisdictions: list[str] | None = Field(default=None, description="allowed jurisdictions (residency)")
     max_prompt_tokens: int = Field(default=8192, gt=0)
     agent: AgentDef | None = Field(default=None, description="sessions of model calls and tool runs")
@@ -122,6 +126,14 @@ class Tenant(Strict):
     def _level(cls, v: str | int) -> str | int:
         parse_level(v)  # raises ValueError naming what is accepted
         return v
+
+    @model_validator(mode="after")
+    def _places(self) -> Tenant:
+        if self.cities is not None:
+            if self.continents is not None or self.countries is not None:
+                raise ValueError("give cities, or continents and countries, not both")
+            user_places(self.cities, load_cities())  # two entries naming one city are refused
+        return self
 
     @property
     def level(self) -> int:

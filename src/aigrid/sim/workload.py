@@ -3,9 +3,10 @@
 Sizes and inter-arrival gaps come from the Azure LLM inference traces of 2023-11-16 (Patel et al.,
 "Splitwise", ISCA 2024; CC-BY 4.0; data/traces/README.md). Each tenant replays one trace's gap sequence
 (normalised to mean 1, cycled from a random offset, so bursts keep their shape) on an operational clock that
-is then stretched by the tenant's intensity: lambda(t) = base x sum over its cities of population x
-diurnal(local hour) x spike factor. Local hour is solar time (UTC + longitude / 15). The prompt and output
-sizes of the same trace rows go with the gaps. Each arrival is placed at a city drawn by the same weights.
+is then stretched by the tenant's intensity: lambda(t) = base x sum over its cities of users x diurnal(local
+hour) x spike factor, where users is a city's population, or the weight the tenant's city list gives it
+(sim/user_cities.py). Local hour is solar time (UTC + longitude / 15). The prompt and output sizes of the
+same trace rows go with the gaps. Each arrival is placed at a city drawn by the same weights.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from aigrid.sim.geography import Cities, jurisdiction_of
-from aigrid.sim.scenario import Scenario, ScenarioProblem
+from aigrid.sim.scenario import Scenario, ScenarioProblem, Tenant
+from aigrid.sim.user_cities import user_places
 
 TRACE_DIR = Path(__file__).resolve().parents[3] / "data" / "traces"
 SLOT_S = 300.0
@@ -106,11 +108,9 @@ def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
             parts.append((t, np.full(len(t), k, dtype=np.int16), city, prompt, out, pick))
             origin.append(twin)
             continue
-        idx = cities.select(tenant.continents, tenant.countries)
-        if len(idx) == 0:
-            raise ScenarioProblem(f"tenant {tenant.name!r}: no cities in its continents/countries")
-        weights = _slot_weights(sc, cities, idx, edges, spikes=True)
-        calm = _slot_weights(sc, cities, idx, edges, spikes=False).sum(axis=1)
+        idx, users = users_of(tenant, cities)
+        weights = _slot_weights(sc, cities, idx, users, edges, spikes=True)
+        calm = _slot_weights(sc, cities, idx, users, edges, spikes=False).sum(axis=1)
         cum = np.concatenate([[0.0], np.cumsum(weights.sum(axis=1) * np.diff(edges))])
         expected = sc.requests * load * shares[k]
         trace = load_trace(tenant.trace)
@@ -155,6 +155,20 @@ def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
     )
 
 
+def users_of(tenant: Tenant, cities: Cities) -> tuple[np.ndarray, np.ndarray]:
+    """(city indices, user weights) of a tenant: its city list with their weights, or every city of its
+    continents and countries (everywhere when it names none) weighted by population."""
+    if tenant.cities is not None:
+        try:
+            return user_places(tenant.cities, cities)
+        except ValueError as e:
+            raise ScenarioProblem(f"tenant {tenant.name!r}: {e}") from None
+    idx = cities.select(tenant.continents, tenant.countries)
+    if len(idx) == 0:
+        raise ScenarioProblem(f"tenant {tenant.name!r}: no cities in its continents/countries")
+    return idx, cities.population[idx]
+
+
 def twin_of(sc: Scenario, k: int) -> int | None:
     """An agent tenant that differs from an earlier agent tenant only in name and agent spec replays that
     tenant's sessions (same times, cities, sizes, jitter): loop placements compare on identical traffic.
@@ -186,13 +200,13 @@ def _shared_jitter(draws: np.ndarray, order: np.ndarray, sizes: list[int], origi
     return out
 
 
-def _slot_weights(sc: Scenario, cities: Cities, idx: np.ndarray, edges: np.ndarray,
+def _slot_weights(sc: Scenario, cities: Cities, idx: np.ndarray, users: np.ndarray, edges: np.ndarray,
                   spikes: bool) -> np.ndarray:
-    """weights[slot, city] = population x diurnal(local hour at the slot's middle) x spike factor."""
+    """weights[slot, city] = users (population) x diurnal(local hour at the slot's middle) x spike factor."""
     mid = (edges[:-1] + edges[1:]) / 2
     utc_hour = (sc.diurnal.start_utc_hour + mid / 3600.0) % 24
     local = (utc_hour[:, None] + cities.lon[idx][None, :] / 15.0) % 24
-    w = cities.population[idx][None, :] * diurnal(local, sc.diurnal.peak_to_trough, sc.diurnal.peak_hour)
+    w = users[None, :] * diurnal(local, sc.diurnal.peak_to_trough, sc.diurnal.peak_hour)
     for f in sc.faults:
         if f.kind != "spike" or not spikes:
             continue
