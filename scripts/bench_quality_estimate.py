@@ -58,6 +58,13 @@ def main() -> None:
         est.estimate(long)
     print(f"a {len(long):,}-character prompt (warm): wall {(time.perf_counter_ns() - t) / 1e6 / 50:.3f} ms, "
           f"CPU {(time.thread_time_ns() - c) / 1e6 / 50:.3f} ms")
+    if est.neighbours is not None:
+        vectors = [est.embedding.vector(p) for p in sample]
+        c = time.thread_time_ns()
+        for v in vectors:
+            est.neighbours.score(v)
+        print(f"of which the neighbour score ({len(est.neighbours.won):,} labelled vectors, k = {est.neighbours.k}): "
+              f"CPU {(time.thread_time_ns() - c) / 1e6 / len(vectors):.3f} ms")
     against_tokenizers(est, [clip(p) for p in sample])
 
 

@@ -6,12 +6,17 @@ Three boosted regression tree ensembles (scikit-learn's HistGradientBoostingRegr
 model's quality, the large model's, and the large one's gain (their difference). The features: the static
 MiniLM vector, text statistics, and (stacked) the logit of a logistic regression on hashed n-grams trained
 for the gain (ngram_score.py); the trees are always trained on out-of-fold n-gram logits, so they learn how
-far to trust the n-grams on prompts they have not seen. The three benchmarks differ in size by a factor of
+far to trust the n-grams on prompts they have not seen. Optionally (variants `ngram+knnK`, `ngram+sw`) a
+neighbour score is stacked the same way: the large model's win share among the K training prompts most
+similar to the prompt (cosine of the static vectors), or RouteLLM's similarity-weighted share over all of them
+(sw_ranking.NeighbourScore); nested inside every fold like the n-gram logit, shipped with its labelled
+vector table when chosen. The same neighbour score may instead (or also) be blended into the router's gain:
+gain = (1 - b) x the gain head + b x (2 x win share - 1). The three benchmarks differ in size by a factor of
 100; each row is weighted by (largest benchmark's rows / its benchmark's rows) ^ alpha.
 
 Choices are made by 5-fold cross-validation inside train + validation, folds grouped like the held-out split
-(by MMLU subject, by MT-Bench question, by GSM8K prompt; nested for the n-gram logit): with or without the
-n-gram logit, alpha and the number of boosting rounds maximise the mean over the three benchmarks of the gain
+(by MMLU subject, by MT-Bench question, by GSM8K prompt; nested for the n-gram logit and the neighbour
+score): the variant (with or without the n-gram logit, with or without a neighbour score), alpha and the number of boosting rounds maximise the mean over the three benchmarks of the gain
 head's out-of-fold APGR. The operating table (quality target -> threshold) is measured on those out-of-fold
 scores: per threshold, the share of large calls with each benchmark weighted equally, and the quality lost on
 the benchmark where it is worst. Everything is then refitted on all of train + validation. The test
@@ -39,12 +44,15 @@ from aigrid.rightsize.features import DENSE_NAMES, HASH_BITS, dense_features, ha
 from aigrid.rightsize.ngram_score import NgramScore
 from aigrid.rightsize.routing_data import RoutingData, read_routing_csv, split_mask
 from aigrid.rightsize.static_embedding import StaticEmbedding
+from aigrid.rightsize.sw_ranking import NeighbourScore, outcomes, quantize
 from aigrid.rightsize.tree_ensemble import TreeEnsemble
 
 FILES = {"mmlu": "mmlu_mixtral_vs_gpt4.csv", "gsm8k": "gsm8k_mixtral_vs_gpt4.csv",
          "mt_bench": "mt_bench_mixtral_vs_gpt4.csv"}
 ALPHAS = (0.5, 1.0)
 ROUNDS = (100, 200, 300)
+BLEND_KS = (50, 100, 200, 400)
+BLENDS = (0.2, 0.3, 0.4, 0.5)
 FOLDS = 5
 NGRAM_C = 0.03
 """The n-gram regression's regularisation: the value the earlier n-gram-only estimate chose on validation."""
@@ -87,6 +95,29 @@ def out_of_fold_logits(xs: sparse.csr_matrix, gain: np.ndarray, fold: np.ndarray
     return out
 
 
+def neighbour_k(variant: str) -> int | None:
+    """`ngram+knn50` -> 50, `ngram+sw` -> 0 (RouteLLM's SW weights), no neighbour score -> None."""
+    if "+" not in variant:
+        return None
+    extra = variant.split("+", 1)[1]
+    if extra == "sw":
+        return 0
+    if extra.startswith("knn") and extra[3:].isdigit():
+        return int(extra[3:])
+    raise SystemExit(f"unknown variant {variant!r}: ngram, plain, ngram+knnK or ngram+sw")
+
+
+def out_of_fold_neighbours(vectors: np.ndarray, won: np.ndarray, k: int, fold: np.ndarray,
+                           rows: np.ndarray) -> np.ndarray:
+    """For `rows` (a boolean mask), each row's neighbour score from the labelled rows of the other folds among
+    `rows` (never its own label, nor its MMLU subject's or MT-Bench question's)."""
+    out = np.zeros(len(won))
+    for g in np.unique(fold[rows]):
+        fit_rows, score_rows = rows & (fold != g), rows & (fold == g)
+        out[score_rows] = NeighbourScore(quantize(vectors[fit_rows]), won[fit_rows], k).scores(vectors[score_rows])
+    return out
+
+
 def booster(rounds: int) -> HistGradientBoostingRegressor:
     return HistGradientBoostingRegressor(max_iter=rounds, learning_rate=0.05, max_depth=3, min_samples_leaf=40,
                                          l2_regularization=1.0, early_stopping=False, random_state=0)
@@ -96,6 +127,15 @@ def source_weights(source: np.ndarray, alpha: float) -> np.ndarray:
     names, counts = np.unique(source, return_counts=True)
     per = {n: (counts.max() / c) ** alpha for n, c in zip(names, counts, strict=True)}
     return np.array([per[s] for s in source])
+
+
+def per_benchmark_apgr(score: np.ndarray, data: RoutingData, source: np.ndarray) -> dict[str, float]:
+    return {n: router_curve(n, score[source == n], data.small[source == n], data.large[source == n]).apgr
+            for n in FILES}
+
+
+def describe(apgr: dict[str, float]) -> str:
+    return ", ".join(f"{n} {v:.3f}" for n, v in apgr.items()) + f"; mean {np.mean(list(apgr.values())):.3f}"
 
 
 def operating_table(gain: np.ndarray, data: RoutingData, source: np.ndarray) -> OperatingTable:
@@ -120,8 +160,12 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/model-routing")
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "src/aigrid/rightsize" / ARTEFACT)
     ap.add_argument("--variants", default="ngram,plain", help="comma-separated: ngram (with the n-gram logit), "
-                                                               "plain (without)")
+                    "plain (without), ngram+knnK (and the win share of the K most similar training prompts), "
+                    "ngram+sw (and RouteLLM's similarity-weighted win share)")
     ap.add_argument("--alphas", default=",".join(map(str, ALPHAS)))
+    ap.add_argument("--blend-ks", default=",".join(map(str, BLEND_KS)), help="neighbour counts K tried in the "
+                    "blend (empty: no blend)")
+    ap.add_argument("--blends", default=",".join(map(str, BLENDS)), help="blend weights b tried")
     args = ap.parse_args()
     parts, sources = [], []
     for name, file in FILES.items():
@@ -146,51 +190,88 @@ def main() -> None:
     variants = args.variants.split(",")
     # per outer fold: the n-gram logit column, out of fold for the training rows, from the training rows for the rest
     ngram_col = {}
-    if "ngram" in variants:
+    if any(v.startswith("ngram") for v in variants):
         for f in range(FOLDS):
             tr = fold != f
             col = out_of_fold_logits(xs, gain, fold, tr)
             col[~tr] = ngram_logits(xs[~tr], ngram_fit(xs[tr], gain[tr]))
             ngram_col[f] = col
         print(f"nested n-gram logits: {time.perf_counter() - t:.0f} s", flush=True)
-    best: tuple[float, str, float, int] = (-np.inf, variants[0], ALPHAS[0], ROUNDS[0])
-    oof_best: np.ndarray | None = None
+    vectors = base[:, :embedding.dimensions].astype(np.float32)
+    won = outcomes(data.small, data.large).astype(np.float32)
+    # per k and outer fold: the neighbour score column, nested like the n-gram logit
+    nb_col: dict[int, dict[int, np.ndarray]] = {}
+    blend_ks = [int(v) for v in args.blend_ks.split(",") if v]
+    for k in ({neighbour_k(v) for v in variants} | set(blend_ks)) - {None}:
+        assert k is not None
+        nb_col[k] = {}
+        for f in range(FOLDS):
+            tr = fold != f
+            col = out_of_fold_neighbours(vectors, won, k, fold, tr)
+            col[~tr] = NeighbourScore(quantize(vectors[tr]), won[tr], k).scores(vectors[~tr])
+            nb_col[k][f] = col
+        print(f"nested neighbour scores (k = {k}): {time.perf_counter() - t:.0f} s", flush=True)
+    candidates = []  # (mean APGR, per-benchmark APGR, variant, alpha, rounds, out-of-fold gains)
     for variant in variants:
         for alpha in map(float, args.alphas.split(",")):
             w = source_weights(source, alpha)
             oof = np.zeros((len(ROUNDS), len(data)))
             for f in range(FOLDS):
                 tr, te = fold != f, fold == f
-                x = np.column_stack([base, ngram_col[f]]) if variant == "ngram" else base
+                k = neighbour_k(variant)
+                x = base if variant == "plain" else np.column_stack(
+                    [base, ngram_col[f]] + ([] if k is None else [nb_col[k][f]]))
                 model = booster(max(ROUNDS)).fit(x[tr], gain[tr], sample_weight=w[tr])
                 for i, pred in enumerate(model.staged_predict(x[te])):
                     if i + 1 in ROUNDS:
                         oof[ROUNDS.index(i + 1), te] = pred
             for r, rounds in enumerate(ROUNDS):
-                apgr = {n: router_curve(n, oof[r, source == n], data.small[source == n], data.large[source == n]).apgr
-                        for n in FILES}
-                mean = float(np.mean(list(apgr.values())))
-                print(f"{variant} alpha={alpha} rounds={rounds}: out-of-fold APGR "
-                      + ", ".join(f"{n} {v:.3f}" for n, v in apgr.items()) + f"; mean {mean:.3f}", flush=True)
-                if mean > best[0]:
-                    best, oof_best = (mean, variant, alpha, rounds), oof[r]
-    _, variant, alpha, rounds = best
-    assert oof_best is not None
+                apgr = per_benchmark_apgr(oof[r], data, source)
+                candidates.append((float(np.mean(list(apgr.values()))), apgr, variant, alpha, rounds, oof[r]))
+                print(f"{variant} alpha={alpha} rounds={rounds}: out-of-fold APGR {describe(apgr)}", flush=True)
+    first = max((c for c in candidates if c[2] == variants[0]), key=lambda c: c[0])
+    mean, apgr, variant, alpha, rounds, oof_best = max(
+        (c for c in candidates if all(c[1][n] >= first[1][n] for n in FILES)), key=lambda c: c[0])
+    print(f"trees: {variant}, alpha={alpha}, {rounds} rounds: {describe(apgr)}", flush=True)
+    k = neighbour_k(variant)
+    blend, blend_k, chosen = 0.0, k, None
+    for bk in [b for b in blend_ks if k is None or b == k]:
+        near = np.zeros(len(data))
+        for f in range(FOLDS):
+            near[fold == f] = nb_col[bk][f][fold == f]
+        for b in map(float, args.blends.split(",")):
+            mixed = (1 - b) * oof_best + b * (2 * near - 1)
+            a = per_benchmark_apgr(mixed, data, source)
+            m = float(np.mean(list(a.values())))
+            steady = all(a[n] >= apgr[n] for n in FILES)
+            print(f"blend K={bk} b={b}: out-of-fold APGR {describe(a)}{'' if steady else ' (a benchmark falls)'}",
+                  flush=True)
+            if steady and m > mean:
+                chosen = (m, a, b, bk, mixed)
+                mean, blend, blend_k = m, b, bk
+    if chosen is not None:
+        _, apgr, _, _, oof_best = chosen
+    best = (mean, variant, alpha, rounds)
     table = operating_table(oof_best, data, source)
     w = source_weights(source, alpha)
     ngram = ngram_fit(xs, gain)
-    if variant == "ngram":
-        x = np.column_stack([base, out_of_fold_logits(xs, gain, fold, np.ones(len(data), bool))])
+    everything = np.ones(len(data), bool)
+    neighbours = None if blend_k is None else NeighbourScore(quantize(vectors), won, blend_k)
+    if variant.startswith("ngram"):
+        x = np.column_stack([base, out_of_fold_logits(xs, gain, fold, everything)]
+                            + ([] if k is None else [out_of_fold_neighbours(vectors, won, k, fold, everything)]))
     else:  # the n-gram logit is still computed at run time; a constant column the trees never split on
         ngram = NgramScore(np.zeros(1 << HASH_BITS, np.float32), np.zeros(len(DENSE_NAMES), np.float32), 0.0)
         x = np.column_stack([base, np.zeros(len(data))])
     heads = {h: TreeEnsemble.from_sklearn(booster(rounds).fit(x, targets[h], sample_weight=w)) for h in HEADS}
-    meta = {"variant": variant, "alpha": str(alpha), "rounds": str(rounds), "rows": str(len(data)),
+    meta = {"variant": variant, "neighbours": "none" if blend_k is None else str(blend_k), "blend": str(blend),
+            "alpha": str(alpha), "rounds": str(rounds), "rows": str(len(data)),
             "cv_apgr_mean": f"{best[0]:.4f}",
             "trained_on": "model-routing MMLU+GSM8K+MT-Bench train+validation splits",
             "small_reference": data.small_name, "large_reference": data.large_name}
-    QualityEstimator(embedding, ngram, heads, meta, table).save(args.out)
-    print(f"chose {variant}, alpha={alpha}, {rounds} rounds (cross-validated mean APGR {best[0]:.3f}); wrote {args.out} "
+    QualityEstimator(embedding, ngram, heads, meta, table, neighbours, k is not None, blend).save(args.out)
+    print(f"chose {variant}, alpha={alpha}, {rounds} rounds, blend {blend} with K={blend_k} (cross-validated "
+          f"APGR {describe(apgr)}); wrote {args.out} "
           f"({args.out.stat().st_size / 1024:.0f} KiB)")
 
 

@@ -79,8 +79,10 @@ cleanup() {{ for p in "${{pids[@]}}"; do kill "$p" 2>/dev/null || true; done; wa
 trap cleanup EXIT INT TERM
 rm -f "$here"/emulator-*.log
 {starts}
-for log in "$here"/emulator-*.log; do  # every emulator prints its banner once it listens
-  for _ in $(seq 600); do grep -q "engine emulator" "$log" && break; sleep 0.1; done
+for k in $(seq 0 {last}); do  # every emulator prints its banner once it listens (its log may not exist yet)
+  log="$here/emulator-$k.log"
+  for _ in $(seq 600); do grep -qs "engine emulator" "$log" && break; sleep 0.1; done
+  grep -qs "engine emulator" "$log" || {{ echo "emulator $k did not start within 60 s, see $log" >&2; exit 1; }}
 done
 "$aigrid" up "$here/grid.yaml" "$@"
 """
@@ -99,7 +101,7 @@ def write_grid(out: Path, demand: Demand, traffic: Traffic, placement: Placement
     starts = "\n".join(f'"$aigrid" {shlex.join(argv)} >"$here/emulator-{k}.log" 2>&1 & pids+=($!)'
                        for k, argv in enumerate(emulators))
     launcher = out / "run-emulated.sh"
-    launcher.write_text(LAUNCHER.format(dir=out, starts=starts))
+    launcher.write_text(LAUNCHER.format(dir=out, starts=starts, last=len(emulators) - 1))
     launcher.chmod(0o755)
     sc = out / "scenario.yaml"
     _scenario_yaml(sc, scenario_for(demand, traffic, placement, peak), f"The peak check of the plan ({peak.label})")

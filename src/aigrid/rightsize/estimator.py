@@ -5,9 +5,12 @@ vector, text statistics and a linear n-gram score, ngram_score.py), trained by s
 the model card): the mid-size reference model's quality (0/1 correct, or a judge score / 10), the large
 one's, and the large one's expected gain over the mid-size one (their difference, in [-1, 1]). Squared
 error makes each head an estimate of a mean: the first two are probabilities, the third the expected quality
-the large model adds. The gain is the router's score. Inference is a WordPiece split, one gather, a sparse
-dot product and three tree walks: no torch, no scikit-learn, about a millisecond per prompt on one core
-(scripts/bench_quality_estimate.py).
+the large model adds. Optionally a neighbour score (sw_ranking.NeighbourScore: the large model's win share
+among the most similar labelled training prompts, shipped as an int8 vector table) is one more input of the
+trees and/or blended into the gain: gain = (1 - blend) x the gain head + blend x (2 x win share - 1), both
+estimates of the same expected gain. The gain is the router's score. Inference is a WordPiece split, one
+gather, a sparse dot product, a product with the neighbour table and three tree walks: no torch, no
+scikit-learn, about a millisecond per prompt on one core (scripts/bench_quality_estimate.py).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from aigrid.errors import AigridError
 from aigrid.rightsize.features import prompt_features
 from aigrid.rightsize.ngram_score import NgramScore
 from aigrid.rightsize.static_embedding import StaticEmbedding
+from aigrid.rightsize.sw_ranking import NeighbourScore
 from aigrid.rightsize.tree_ensemble import TreeEnsemble
 
 ARTEFACT = "quality_estimator.npz"
@@ -72,7 +76,9 @@ class QualityEstimator:
     """Loads the artefacts once (`load()`); `estimate(text)` is then pure arithmetic."""
 
     def __init__(self, embedding: StaticEmbedding, ngram: NgramScore, heads: dict[str, TreeEnsemble],
-                 meta: dict[str, str], table: OperatingTable | None = None) -> None:
+                 meta: dict[str, str], table: OperatingTable | None = None,
+                 neighbours: NeighbourScore | None = None, neighbour_feature: bool = False,
+                 blend: float = 0.0) -> None:
         missing = [h for h in HEADS if h not in heads]
         if missing:
             raise AigridError(f"quality estimator lacks heads {missing}")
@@ -81,6 +87,13 @@ class QualityEstimator:
         self.heads = heads
         self.meta = meta
         self.table = table
+        if (neighbour_feature or blend) and neighbours is None:
+            raise AigridError("quality estimator uses a neighbour score but has no neighbour table")
+        self.neighbours = neighbours
+        self.neighbour_feature = neighbour_feature
+        """The neighbour score is the trees' last input."""
+        self.blend = blend
+        """The router's gain is (1 - blend) x the gain head + blend x (2 x neighbour score - 1)."""
 
     @classmethod
     def load(cls, path: Path | None = None, embedding: StaticEmbedding | None = None) -> QualityEstimator:
@@ -91,19 +104,35 @@ class QualityEstimator:
             heads = {h: TreeEnsemble.from_arrays(z, h) for h in HEADS}
             ngram = NgramScore(z["ngram_weights"].astype(np.float32), z["ngram_dense"].astype(np.float32),
                                float(z["ngram_bias"]))
-        return cls(embedding if embedding is not None else StaticEmbedding.load(), ngram, heads, meta, table)
+            nb = "neighbour_vectors" in z.files
+            neighbours = (NeighbourScore(z["neighbour_vectors"], z["neighbour_won"].astype(np.float32) / 2,
+                                         int(z["neighbour_k"])) if nb else None)
+            feature, blend = (bool(z["neighbour_feature"]), float(z["neighbour_blend"])) if nb else (False, 0.0)
+        return cls(embedding if embedding is not None else StaticEmbedding.load(), ngram, heads, meta, table,
+                   neighbours, feature, blend)
 
     def save(self, path: Path) -> None:
         keys = sorted(self.meta)
         table = ({} if self.table is None else {"tau": self.table.tau, "share_large": self.table.share_large,
                                                 "relative_drop": self.table.relative_drop})
         trees = {k: v for h in HEADS for k, v in self.heads[h].arrays(h).items()}
+        nb = self.neighbours
+        neighbours = ({} if nb is None else {"neighbour_vectors": nb.vectors, "neighbour_k": np.int64(nb.k),
+                                             "neighbour_won": np.round(nb.won * 2).astype(np.int8),
+                                             "neighbour_feature": np.bool_(self.neighbour_feature),
+                                             "neighbour_blend": np.float64(self.blend)})
         np.savez_compressed(path, meta_keys=np.array(keys), meta_values=np.array([self.meta[k] for k in keys]),
                             ngram_weights=self.ngram.weights.astype(np.float16), ngram_dense=self.ngram.dense_weights,
-                            ngram_bias=np.float64(self.ngram.bias), **table, **trees)
+                            ngram_bias=np.float64(self.ngram.bias), **table, **trees, **neighbours)
 
     def estimate(self, text: str) -> QualityEstimate:
         x = prompt_features(text, self.embedding, self.ngram)
+        near = 0.0
+        if self.neighbours is not None:
+            near = self.neighbours.score(x[:self.embedding.dimensions])
+            if self.neighbour_feature:
+                x = np.append(x, np.float32(near))
         small, large, gain = (self.heads[h].predict(x) for h in HEADS)
+        gain = (1.0 - self.blend) * gain + self.blend * (2.0 * near - 1.0)
         clamp = lambda v, lo, hi: float(min(max(v, lo), hi))  # noqa: E731
         return QualityEstimate(clamp(small, 0.0, 1.0), clamp(large, 0.0, 1.0), clamp((1.0 + gain) / 2, 0.0, 1.0))
