@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aigrid.security.firewall import abuse_shared as wire
 from aigrid.security.firewall.abuse import (
     AbuseAction,
@@ -71,8 +73,9 @@ def test_two_workers_below_the_volume_alone_are_flagged_together() -> None:
         assert workers[i % 2].observe("k", same).action == AbuseAction.ALLOW
         assert workers[(i + 1) % 2].observe("k", same).action == AbuseAction.ALLOW
     def sync(w: SharedAbuseMonitor) -> None:  # one batch, over the wire as the hub gets it
-        raw = wire.verdicts_to_wire(hub.exchange(wire.batch_from_wire(wire.batch_to_wire(w.take_batch()))))
-        w.apply(wire.verdicts_from_wire(raw))
+        sent = wire.request_from_wire(wire.request_to_wire(w.since, w.take_batch()))
+        raw = wire.answer_to_wire(hub.exchange(*sent))
+        w.apply(wire.answer_from_wire(raw))
 
     sync(workers[0])
     assert workers[0].observe("k", same).action == AbuseAction.ALLOW  # the hub has seen its 8 only
@@ -87,7 +90,9 @@ def test_two_workers_below_the_volume_alone_are_flagged_together() -> None:
     workers[1].forget_shared()  # the hub stopped answering: local verdicts only
     assert workers[1].observe("k", same).action == AbuseAction.ALLOW
     clock.t += 61  # the window slid past them: the hub clears the key at the next batch
-    workers[0].apply(hub.exchange(workers[0].take_batch()))
+    answer = hub.exchange(workers[0].since, workers[0].take_batch())
+    assert not answer.full and answer.verdicts == {"k": None}  # a change: no signal any more
+    workers[0].apply(answer)
     assert workers[0].observe("k", same).action == AbuseAction.ALLOW
 
 
@@ -99,8 +104,44 @@ def test_a_key_under_the_thresholds_in_total_is_never_signalled() -> None:
         clock.t += 0.1
         assert workers[i % 2].observe("k", RequestTraits("hello")).action == AbuseAction.ALLOW
         for w in workers:
-            w.apply(hub.exchange(w.take_batch()))
-    assert hub.monitor.verdict("k").requests_in_window == 10 and hub.exchange([]) == {}
+            w.apply(hub.exchange(w.since, w.take_batch()))
+    assert hub.monitor.verdict("k").requests_in_window == 10 and hub.exchange(0, []).verdicts == {}
+
+
+def test_answers_carry_changes_only_and_everything_to_a_worker_that_is_new_or_behind(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigrid.security.firewall import abuse_shared
+
+    clock = Clock()
+    hub = HubAbuse(AbuseMonitor(RULES, clock))
+    old, new = SharedAbuseMonitor(AbuseMonitor(RULES, clock)), SharedAbuseMonitor(AbuseMonitor(RULES, clock))
+    for i in range(11):
+        old.observe(f"k{i % 2}", RequestTraits("hello"))
+        old.observe("loud", RequestTraits("hello"))
+    first = hub.exchange(old.since, old.take_batch())
+    assert first.full and set(first.verdicts) == {"loud"}  # a worker's first answer: everything
+    old.apply(first)
+    quiet = hub.exchange(old.since, [])
+    assert not quiet.full and quiet.verdicts == {} and quiet.seq == first.seq  # nothing changed: nothing sent
+    clock.t += 0.1
+    for _ in range(5):
+        new.observe("k0", RequestTraits("hello"))
+    answer = hub.exchange(new.since, new.take_batch())
+    assert answer.full and set(answer.verdicts) == {"loud", "k0"}
+    new.apply(answer)
+    delta = hub.exchange(old.since, [])
+    assert not delta.full and set(delta.verdicts) == {"k0"}  # only the change
+    old.apply(delta)
+    assert old.shared("k0") == new.shared("k0") and old.shared("k0").requests_in_window == 11  # type: ignore[union-attr]
+    monkeypatch.setattr(abuse_shared, "KEEP_CHANGES_S", 1.0)
+    clock.t += 5  # the hub forgot the changes this worker has not seen: it gets everything again
+    new.observe("k1", RequestTraits("hello"))
+    hub.exchange(new.since, new.take_batch())
+    behind = hub.exchange(old.since - 1, [])
+    assert behind.full and set(behind.verdicts) == {"loud", "k0"}
+    old.forget_shared()
+    assert old.since == 0 and old.shared("loud") is None
+    assert hub.exchange(old.since, []).full
 
 
 def test_pending_digests_are_bounded() -> None:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from aigrid.security.firewall.abuse import AbuseVerdict
-from aigrid.security.firewall.abuse_shared import Batch, SharedAbuseMonitor
+from aigrid.security.firewall.abuse_shared import Batch, SharedAbuseMonitor, SharedVerdicts
 from aigrid.telemetry.periodic import Periodic
 
 log = logging.getLogger("aigrid.abuse")
 
-AbuseExchange = Callable[[Batch], Awaitable[dict[str, AbuseVerdict]]]
-"""Send one batch, answer the verdicts of every key with a signal; raises ConnectionError when unreachable."""
+AbuseExchange = Callable[[int, Batch], Awaitable[SharedVerdicts]]
+"""Send one batch with the hub's change counter at the last answer, get the verdicts changed since (or all
+of them); raises ConnectionError when the hub is unreachable."""
 
 
 class AbuseSync:
@@ -32,7 +32,7 @@ class AbuseSync:
     async def sync_once(self) -> bool:
         batch = self._monitor.take_batch()
         try:
-            verdicts = await self._exchange(batch)
+            answer = await self._exchange(self._monitor.since, batch)
         except ConnectionError as e:
             if not self.unreachable:
                 log.warning("abuse signals: the hub did not answer (%s); each worker counts only its own "
@@ -44,7 +44,7 @@ class AbuseSync:
             log.warning("abuse signals: the hub answers again; verdicts count every worker's requests")
         self.unreachable = False
         self.batches += 1
-        self._monitor.apply(verdicts)
+        self._monitor.apply(answer)
         return True
 
     async def start(self) -> None:

@@ -14,8 +14,8 @@ them (workers.py), behind a Unix socket.
   previous_response_id finds its conversation whichever worker serves it.
 - Abuse signals over all workers: each worker sends the digests of its requests in one batch per
   `security.abuse.share_interval_s`; the hub counts them in one AbuseMonitor (HubAbuse,
-  security/firewall/abuse_shared.py) and answers the verdicts of the keys with a signal, so a key's
-  thresholds apply to its requests on every worker together.
+  security/firewall/abuse_shared.py) and answers the verdicts that changed since that worker's last
+  answer, so a key's thresholds apply to its requests on every worker together.
 Each connection's frames are handled in order; nothing here blocks the loop but a full audit queue, which
 holds that worker back (backpressure) exactly as it would hold back a single gateway.
 """
@@ -36,7 +36,7 @@ from aigrid.errors import AuditUnavailable
 from aigrid.gateway.hub_protocol import frame, read_frame
 from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
-from aigrid.security.firewall.abuse_shared import HubAbuse, batch_from_wire, verdicts_to_wire
+from aigrid.security.firewall.abuse_shared import HubAbuse, answer_to_wire, request_from_wire
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 
 log = logging.getLogger("aigrid.hub")
@@ -119,7 +119,7 @@ class Hub:
             await self.audit.append_entry(float(ts), str(body), timeout=AUDIT_WAIT_S)
             return None
         if op == "abuse":
-            return verdicts_to_wire(self.abuse.exchange(batch_from_wire(arg)))
+            return answer_to_wire(self.abuse.exchange(*request_from_wire(arg)))
         if op == "decision":
             self._decisions[arg["id"]] = arg
             self._decisions.move_to_end(arg["id"])

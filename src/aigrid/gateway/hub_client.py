@@ -25,8 +25,7 @@ from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFailed
 from aigrid.gateway.hub_protocol import frame, read_frame
 from aigrid.gateway.response_store import BrokenHistory, StoredResponse
-from aigrid.security.firewall.abuse import AbuseVerdict
-from aigrid.security.firewall.abuse_shared import Batch, batch_to_wire, verdicts_from_wire
+from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
 from aigrid.security.quota_backend import Counter
 from aigrid.telemetry.shared import LocalReport, SharedView
 
@@ -118,10 +117,11 @@ class HubClient:
         except HubError:
             return []
 
-    async def abuse_exchange(self, batch: Batch) -> dict[str, AbuseVerdict]:
-        """This worker's abuse digests since the last batch in, every key's verdict over all workers out
-        (the keys with a signal). Raises HubError."""
-        return verdicts_from_wire(await self.call("abuse", batch_to_wire(batch), timeout=ABUSE_TIMEOUT_S))
+    async def abuse_exchange(self, since: int, batch: Batch) -> SharedVerdicts:
+        """This worker's abuse digests since its last batch in; the verdicts over all workers that changed
+        after `since` out (abuse_shared.HubAbuse). Raises HubError."""
+        raw = await self.call("abuse", request_to_wire(since, batch), timeout=ABUSE_TIMEOUT_S)
+        return answer_from_wire(raw)
 
     async def response_put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
         arg = [dataclasses.asdict(record), None if allowed is None else sorted(allowed)]
