@@ -5,6 +5,7 @@ settled and audited."""
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -207,7 +208,8 @@ async def test_by_default_a_standard_request_is_shed_once_it_waited_its_slo(
         assert r.status_code == 429, r.text
         err = r.json()["error"]
         assert err["code"] == "overloaded" and err["type"] == "rate_limit_error" and "shed (standard)" in err["message"]
-        assert int(r.headers["retry-after"]) >= 1
+        # nothing dispatched from the queue yet (no rate): come back after about as long as it waited, not 60 s
+        assert 1 <= int(r.headers["retry-after"]) <= max(1, math.ceil(slo_ms / 1000)) + 1
         assert slo_ms / 1000 * 0.9 <= waited < 10.0  # 1x the policy's SLO, long before the 30 s limit
         assert received(fakes) == 0
         row = (await audit_rows(gw))[-1]
@@ -217,6 +219,28 @@ async def test_by_default_a_standard_request_is_shed_once_it_waited_its_slo(
         assert await gw.guard.quotas.tokens_this_minute(gw.guard.principal(None, "metered")) == 0
     finally:
         await gw.guard.stop()
+
+
+async def test_a_burst_shed_before_any_dispatch_is_told_to_retry_soon(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """Right after a start nothing has left the queue yet, so there is no dispatch rate to divide the queue by:
+    each shed request is told to come back after about as long as it waited (its SLO), not the 60 s cap,
+    even while others still wait behind it (an OpenAI SDK sleeps for Retry-After before retrying)."""
+    spec = spec_in(tmp_path)
+    slo_ms = policies(spec)[spec.gateway.default_policy].ttft_slo_ms
+    gateway = spec.gateway.model_copy(update={"admission": AdmissionSpec(poll_interval_s=0.02)})
+    gw = build_gateway(spec.model_copy(update={"gateway": gateway, "security":
+                                               spec.security.model_copy(update={"audit": None})}),
+                       fakes, rng=random.Random(3), sleep=_no_sleep)
+    await saturate(gw, fakes)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        async def one(k: int) -> httpx.Response:
+            await asyncio.sleep(0.05 * k)  # staggered: the first is shed while the others still wait
+            return await c.post("/v1/chat/completions", json=CHAT, headers=TOKYO)
+        rs = await asyncio.wait_for(asyncio.gather(*(one(k) for k in range(3))), 10)
+    assert [r.status_code for r in rs] == [429] * 3, [r.text for r in rs]
+    assert all(1 <= int(r.headers["retry-after"]) <= math.ceil(slo_ms / 1000) + 1 for r in rs), \
+        [r.headers["retry-after"] for r in rs]
 
 
 async def test_the_longest_wait_can_be_a_multiple_of_the_slo(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:

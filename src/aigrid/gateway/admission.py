@@ -185,7 +185,8 @@ class Admission:
                                      self.rules.expires(level, w.arrived, w.info.deadline_ms, w.slo_ms),
                                      self.rules.stale_at(level, w.arrived, w.slo_ms))
         for victim in shed:
-            self._shed(victim, "the admission queue is full; lower-urgency work is shed first")
+            self._shed(victim, "the admission queue is full; lower-urgency work is shed first",
+                       now - victim.payload.arrived)
         self._count(level, "waited")
         loop = asyncio.get_running_loop()
         loop.call_at(loop.time() + max(item.expires - now, 0.0), self.drain)
@@ -236,22 +237,24 @@ class Admission:
         else:
             waited = now - w.arrived
             self._shed(item, f"every eligible endpoint stayed busy for {waited:.1f} s, the longest a "
-                             f"{class_of(w.info.priority)} request waits")
+                             f"{class_of(w.info.priority)} request waits", waited)
 
-    def _shed(self, item: Waiting[Waiter], why: str) -> None:
+    def _shed(self, item: Waiting[Waiter], why: str, waited_s: float) -> None:
         w = item.payload
         if w.future.done():
             return
-        retry = self.retry_after_s()
+        retry = self.retry_after_s(waited_s)
         self._count(w.info.priority, "shed")
         w.future.set_exception(Refused(Overloaded(
             f"shed ({label(w.info.priority)}): {why}; retry in about {retry} s",
             headers={"retry-after": str(retry)}), w.last))
 
-    def retry_after_s(self) -> int:
-        """The queue ahead over the recent dispatch rate, 1 to 60 s."""
+    def retry_after_s(self, waited_s: float = 0.0) -> int:
+        """The queue ahead over the recent dispatch rate, 1 to 60 s. Before the queue has dispatched anything
+        (no rate yet, e.g. the first burst after a start) as long as the shed request waited: a request shed at
+        its 1 s SLO is told to come back in about a second, not a minute (an OpenAI SDK sleeps that long)."""
         if self._rate <= 0:
-            return RETRY_AFTER_MAX_S if len(self.queue) else 1
+            return max(1, min(RETRY_AFTER_MAX_S, math.ceil(waited_s)))
         return max(1, min(RETRY_AFTER_MAX_S, math.ceil(len(self.queue) / self._rate)))
 
     def _dispatched(self, now: float) -> None:
