@@ -1,8 +1,10 @@
-"""The loop that sends a worker's abuse digests to its hub and takes back the verdicts over all workers
-(security/firewall/abuse_shared.py), once per `security.abuse.share_interval_s`.
+"""The loop that shares a gateway's abuse digests once per `security.abuse.share_interval_s`
+(security/firewall/abuse_shared.py): a worker sends them to its hub and takes back the verdicts over all
+workers; a lone gateway with `gateway.shared_state_url` relays them through Redis (abuse_redis.py) and counts
+the other gateways' in its own monitor (`redis_exchange`).
 
-One hub round trip per interval whatever the request rate, never one per request. While the hub does not
-answer, the worker answers from its own monitor alone (logged once, and once when the hub answers again);
+One round trip per interval whatever the request rate, never one per request. While the peer does not
+answer, the gateway answers from its own monitor alone (logged once, and once when the peer answers again);
 a request is never refused or delayed because of it.
 """
 
@@ -11,6 +13,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from aigrid.errors import SharedStateUnavailable
+from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 from aigrid.security.firewall.abuse_shared import Batch, SharedAbuseMonitor, SharedVerdicts
 from aigrid.telemetry.periodic import Periodic
 
@@ -21,10 +25,23 @@ AbuseExchange = Callable[[int, Batch], Awaitable[SharedVerdicts]]
 of them); raises ConnectionError when the hub is unreachable."""
 
 
+def redis_exchange(monitor: SharedAbuseMonitor, relay: RedisAbuseRelay) -> AbuseExchange:
+    """A lone gateway's exchange: its batch out through Redis, the other gateways' digests counted into its
+    own monitor (so its verdicts are over all gateways; no separate verdicts come back)."""
+
+    async def exchange(since: int, batch: Batch) -> SharedVerdicts:
+        monitor.local.count_all(await relay.relay(batch))
+        return SharedVerdicts(0, False, {})
+
+    return exchange
+
+
 class AbuseSync:
-    def __init__(self, monitor: SharedAbuseMonitor, exchange: AbuseExchange, interval_s: float) -> None:
+    def __init__(self, monitor: SharedAbuseMonitor, exchange: AbuseExchange, interval_s: float,
+                 peer: str = "the workers' hub") -> None:
         self._monitor = monitor
         self._exchange = exchange
+        self._peer = peer
         self._periodic = Periodic(self.sync_once, interval_s, "aigrid-abuse-sync")
         self.unreachable = False
         self.batches = 0
@@ -33,15 +50,15 @@ class AbuseSync:
         batch = self._monitor.take_batch()
         try:
             answer = await self._exchange(self._monitor.since, batch)
-        except ConnectionError as e:
+        except (ConnectionError, SharedStateUnavailable) as e:
             if not self.unreachable:
-                log.warning("abuse signals: the hub did not answer (%s); each worker counts only its own "
-                            "requests until it does", e)
+                log.warning("abuse signals: %s did not answer (%s); counting only this process's requests "
+                            "until it does", self._peer, e)
             self.unreachable = True
             self._monitor.forget_shared()
             return False
         if self.unreachable:
-            log.warning("abuse signals: the hub answers again; verdicts count every worker's requests")
+            log.warning("abuse signals: %s answers again; verdicts count every peer's requests", self._peer)
         self.unreachable = False
         self.batches += 1
         self._monitor.apply(answer)

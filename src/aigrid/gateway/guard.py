@@ -24,12 +24,13 @@ from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
 from aigrid.audit.signing import generate_keypair, load_private_key
 from aigrid.core.urgency import parse_level
 from aigrid.errors import AuditUnavailable, ConfigError, InvalidRequest, PermissionDenied
-from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync
+from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync, redis_exchange
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.model_texts import apply
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import authorize
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
+from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 from aigrid.security.firewall.abuse_shared import SharedAbuseMonitor
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
@@ -111,7 +112,8 @@ class Guard:
                  abuse_exchange: AbuseExchange | None = None) -> None:
         """`audit_sink`: where a gateway worker's records go (its hub, the audit log's one writer) instead of
         the log this guard would open itself. `abuse_exchange`: a worker's way to its hub's abuse verdicts
-        over all workers (abuse_sync.py); without it the abuse signals count this process's requests."""
+        over all workers (abuse_sync.py); without it, a gateway with `gateway.shared_state_url` shares its
+        abuse digests with the other gateways through Redis, and any other counts its own requests."""
         sec = spec.security
         self._secret = _secret(sec)
         tenants = {name: Tenant(name, Scopes(
@@ -131,9 +133,16 @@ class Guard:
         a = sec.abuse
         self.abuse: AbuseMonitor | SharedAbuseMonitor = AbuseMonitor(abuse_rules(a))
         self.abuse_sync: AbuseSync | None = None
+        self._abuse_relay: RedisAbuseRelay | None = None
         if abuse_exchange is not None and a.action != "off":
             shared = SharedAbuseMonitor(AbuseMonitor(abuse_rules(a)))
             self.abuse, self.abuse_sync = shared, AbuseSync(shared, abuse_exchange, a.share_interval_s)
+        elif spec.gateway.shared_state_url and a.action != "off":  # a lone gateway among others: via Redis
+            shared = SharedAbuseMonitor(AbuseMonitor(abuse_rules(a)))
+            self._abuse_relay = RedisAbuseRelay.from_url(spec.gateway.shared_state_url, spec.name)
+            self.abuse = shared
+            self.abuse_sync = AbuseSync(shared, redis_exchange(shared, self._abuse_relay), a.share_interval_s,
+                                        peer="Redis")
         self.abuse_action = a.action
         model = injection_model or InjectionModel.load()
         policies = {name: _policy(t.firewall) for name, t in spec.tenants.items() if t.firewall is not None}
@@ -166,6 +175,8 @@ class Guard:
     async def stop(self) -> None:
         if self.abuse_sync is not None:
             await self.abuse_sync.stop()
+        if self._abuse_relay is not None:
+            await self._abuse_relay.aclose()
         self.screen.close()
         if self.audit is not None:
             await self.audit.stop()

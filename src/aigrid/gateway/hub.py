@@ -15,7 +15,9 @@ them (workers.py), behind a Unix socket.
 - Abuse signals over all workers: each worker sends the digests of its requests in one batch per
   `security.abuse.share_interval_s`; the hub counts them in one AbuseMonitor (HubAbuse,
   security/firewall/abuse_shared.py) and answers the verdicts that changed since that worker's last
-  answer, so a key's thresholds apply to its requests on every worker together.
+  answer, so a key's thresholds apply to its requests on every worker together. With
+  `gateway.shared_state_url` the hub also relays its workers' digests to the other gateways through Redis
+  and counts theirs (security/firewall/abuse_redis.py), once per share interval.
 Each connection's frames are handled in order; nothing here blocks the loop but a full audit queue, which
 holds that worker back (backpressure) exactly as it would hold back a single gateway.
 """
@@ -32,12 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from aigrid.audit.log import AuditLog
-from aigrid.errors import AuditUnavailable
+from aigrid.errors import AuditUnavailable, SharedStateUnavailable
 from aigrid.gateway.hub_protocol import frame, read_frame
 from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
-from aigrid.security.firewall.abuse_shared import HubAbuse, answer_to_wire, request_from_wire
+from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
+from aigrid.security.firewall.abuse_shared import Batch, HubAbuse, answer_to_wire, request_from_wire
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
+from aigrid.telemetry.periodic import Periodic
 
 log = logging.getLogger("aigrid.hub")
 AUDIT_WAIT_S = 5.0
@@ -45,7 +49,8 @@ AUDIT_WAIT_S = 5.0
 
 class Hub:
     def __init__(self, path: Path, audit: AuditLog | None, *, ttl_s: float = 5.0, affinity_max: int = 10_000,
-                 decisions_max: int = 20_000, abuse_rules: AbuseRules | None = None) -> None:
+                 decisions_max: int = 20_000, abuse_rules: AbuseRules | None = None,
+                 abuse_relay: RedisAbuseRelay | None = None, abuse_interval_s: float = 0.25) -> None:
         self.path = path
         self.audit = audit
         self._ttl_s = ttl_s
@@ -60,6 +65,10 @@ class Hub:
         self._decisions_max = decisions_max
         self.responses = ResponseStore()
         self.abuse = HubAbuse(AbuseMonitor(abuse_rules or AbuseRules()))
+        self._relay = abuse_relay
+        self._outbox: Batch = []
+        self._relay_down = False
+        self._relay_loop = Periodic(self._relay_abuse, abuse_interval_s, "aigrid-hub-abuse-relay")
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
 
@@ -67,8 +76,13 @@ class Hub:
         if self.audit is not None:
             await self.audit.start()
         self._server = await asyncio.start_unix_server(self._serve, str(self.path))
+        if self._relay is not None:
+            await self._relay_loop.start()
 
     async def stop(self) -> None:
+        await self._relay_loop.stop()
+        if self._relay is not None:
+            await self._relay.aclose()
         if self._server is not None:
             self._server.close()
             for task in list(self._conns):
@@ -119,7 +133,10 @@ class Hub:
             await self.audit.append_entry(float(ts), str(body), timeout=AUDIT_WAIT_S)
             return None
         if op == "abuse":
-            return answer_to_wire(self.abuse.exchange(*request_from_wire(arg)))
+            since, batch = request_from_wire(arg)
+            if self._relay is not None:
+                self._outbox.extend(batch)
+            return answer_to_wire(self.abuse.exchange(since, batch))
         if op == "decision":
             self._decisions[arg["id"]] = arg
             self._decisions.move_to_end(arg["id"])
@@ -133,6 +150,23 @@ class Hub:
         if op.startswith("response_"):
             return self._responses(op, arg)
         raise ValueError(f"unknown hub operation {op!r}")
+
+    async def _relay_abuse(self) -> None:
+        """The workers' digests out to the other gateways, theirs in (Redis); this gateway's alone while
+        Redis does not answer (logged once each way)."""
+        assert self._relay is not None
+        batch, self._outbox = self._outbox[-100_000:], []
+        try:
+            others = await self._relay.relay(batch)
+        except SharedStateUnavailable as e:
+            if not self._relay_down:
+                log.warning("abuse signals: Redis did not answer (%s); counting this gateway's requests only", e)
+            self._relay_down = True
+            return
+        if self._relay_down:
+            log.warning("abuse signals: Redis answers again; counting every gateway's requests")
+        self._relay_down = False
+        self.abuse.absorb(others)
 
     def _responses(self, op: str, arg: Any) -> Any:
         if op == "response_put":

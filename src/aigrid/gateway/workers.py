@@ -14,8 +14,8 @@ gateway's address once and starts:
 - /metrics on any worker reports all of them (PROMETHEUS_MULTIPROC_DIR, metrics.py).
 A worker that dies is started again. SIGINT/SIGTERM: the workers stop (each drains its streams), then the
 hub (the audit log's final checkpoint), then whatever the caller started (engines).
-What stays per worker: the dashboard's live feed (the decisions that worker served). Several gateways (hosts)
-do not share abuse signals yet: each gateway's hub counts its own workers' requests.
+What stays per worker: the dashboard's live feed (the decisions that worker served). With Redis
+(`--redis` / `gateway.shared_state_url`) the hub also relays the abuse digests to the other gateways.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from aigrid.gateway.guard import Guard, abuse_rules, audit_log
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
 from aigrid.gateway.wiring import build_engines, upstream
+from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
 
@@ -67,8 +68,11 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
     metrics_dir = work / "metrics"
     metrics_dir.mkdir()
     sock = listen(host, port)
+    relay = (RedisAbuseRelay.from_url(spec.gateway.shared_state_url, spec.name)
+             if spec.gateway.shared_state_url and spec.security.abuse.action != "off" else None)
     hub = Hub(work / "hub.sock", audit_log(spec.security.audit) if spec.security.audit is not None else None,
-              abuse_rules=abuse_rules(spec.security.abuse))
+              abuse_rules=abuse_rules(spec.security.abuse), abuse_relay=relay,
+              abuse_interval_s=spec.security.abuse.share_interval_s)
     config = work / "worker.json"
     config.write_bytes(orjson.dumps({"spec": spec.model_dump(mode="json"), "urls": dict(urls),
                                      "hub": str(hub.path), "fd": sock.fileno(), "parent": os.getpid(),

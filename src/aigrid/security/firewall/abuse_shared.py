@@ -124,6 +124,19 @@ class HubAbuse:
     def exchange(self, since: int, batch: Iterable[tuple[str, AbuseDigest]]) -> SharedVerdicts:
         """Count a worker's batch; answer what changed after `since` (the worker's last answer), or every
         key with a signal when the worker has seen nothing yet or is behind what is remembered."""
+        self.absorb(batch)
+        if since <= 0 or since < self._floor or since > self._seq:
+            return SharedVerdicts(self._seq, True, dict(self._signalled))
+        changed: dict[str, AbuseVerdict | None] = {}
+        for key, (seq, _) in reversed(self._changes.items()):
+            if seq <= since:
+                break
+            changed[key] = self._signalled.get(key)
+        return SharedVerdicts(self._seq, False, changed)
+
+    def absorb(self, batch: Iterable[tuple[str, AbuseDigest]]) -> None:
+        """Count digests (a worker's batch, or other gateways' through Redis) and record the verdicts they
+        change."""
         now = self.monitor.clock()
         touched = self.monitor.count_all(batch)
         if now - self._rechecked_at >= RECHECK_S:
@@ -137,14 +150,6 @@ class HubAbuse:
                 break
             del self._changes[key]
             self._floor = seq
-        if since <= 0 or since < self._floor or since > self._seq:
-            return SharedVerdicts(self._seq, True, dict(self._signalled))
-        changed: dict[str, AbuseVerdict | None] = {}
-        for key, (seq, _) in reversed(self._changes.items()):
-            if seq <= since:
-                break
-            changed[key] = self._signalled.get(key)
-        return SharedVerdicts(self._seq, False, changed)
 
     def _update(self, key: str, now: float) -> None:
         v = self.monitor.verdict(key)
@@ -163,13 +168,20 @@ class HubAbuse:
 # The wire (hub frames, orjson): a request is {"since": seq, "batch": [[key, prompt hash, prefix hash,
 # greedy 0/1, probing 0/1], ...]}; the answer {"seq": seq, "full": bool, "verdicts": {key: [action,
 # [signals], requests in window] or null}}.
+def batch_to_wire(batch: Batch) -> list[list[Any]]:
+    return [[k, d.prompt, d.prefix, int(d.greedy), int(d.probing)] for k, d in batch]
+
+
+def batch_from_wire(raw: list[list[Any]]) -> Batch:
+    return [(str(k), AbuseDigest(str(p), str(x), bool(g), bool(b))) for k, p, x, g, b in raw]
+
+
 def request_to_wire(since: int, batch: Batch) -> dict[str, Any]:
-    return {"since": since, "batch": [[k, d.prompt, d.prefix, int(d.greedy), int(d.probing)] for k, d in batch]}
+    return {"since": since, "batch": batch_to_wire(batch)}
 
 
 def request_from_wire(raw: Mapping[str, Any]) -> tuple[int, Batch]:
-    return int(raw["since"]), [(str(k), AbuseDigest(str(p), str(x), bool(g), bool(b)))
-                               for k, p, x, g, b in raw["batch"]]
+    return int(raw["since"]), batch_from_wire(raw["batch"])
 
 
 def answer_to_wire(answer: SharedVerdicts) -> dict[str, Any]:

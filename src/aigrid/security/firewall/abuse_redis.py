@@ -1,0 +1,62 @@
+"""Abuse digests between gateways through Redis (`gateway.shared_state_url`), so one key's thresholds apply
+to its requests on every gateway of a grid, not per gateway.
+
+Each gateway appends its batch of digests (abuse_shared.py; no text) to the stream `aigrid:<grid>:abuse`,
+capped at about `max_len` entries, and reads the other gateways' entries from where it left off, in one
+pipeline per `security.abuse.share_interval_s`. It counts them in its own AbuseMonitor when it reads them,
+so another gateway's request reaches this gateway's verdicts at most about two intervals late (its send,
+then this read). A new gateway starts reading at the stream's end: history is not replayed (it would be
+counted as new requests). Redis unreachable: SharedStateUnavailable (the caller answers from its own
+requests until Redis answers again).
+"""
+
+from __future__ import annotations
+
+import secrets
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from aigrid.errors import SharedStateUnavailable
+from aigrid.security.firewall.abuse_shared import Batch, batch_from_wire, batch_to_wire
+
+
+class RedisAbuseRelay:
+    def __init__(self, client: aioredis.Redis, grid: str, *, gateway_id: str | None = None,
+                 max_len: int = 10_000) -> None:
+        self._r = client
+        self._key = f"aigrid:{grid}:abuse"
+        self.gateway_id = gateway_id or secrets.token_hex(8)
+        self._max_len = max_len
+        self._cursor: str | None = None
+        """The last stream entry read (None: not started; the stream's end at the first relay)."""
+
+    @classmethod
+    def from_url(cls, url: str, grid: str) -> RedisAbuseRelay:
+        return cls(aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0), grid)
+
+    async def relay(self, batch: Batch) -> Batch:
+        """Publish this gateway's batch; answer the other gateways' digests published since the last call."""
+        try:
+            if self._cursor is None:
+                last = await self._r.xrevrange(self._key, count=1)
+                self._cursor = last[0][0].decode() if last else "0-0"
+            pipe = self._r.pipeline(transaction=False)
+            if batch:
+                pipe.xadd(self._key, {"g": self.gateway_id, "b": orjson.dumps(batch_to_wire(batch))},
+                          maxlen=self._max_len, approximate=True)
+            pipe.xread({self._key: self._cursor}, count=self._max_len)
+            read = (await pipe.execute())[-1]
+        except RedisError as e:
+            raise SharedStateUnavailable(f"abuse digests: Redis unreachable: {e}") from e
+        others: Batch = []
+        for _, entries in read or ():
+            for entry_id, fields in entries:
+                self._cursor = entry_id.decode()
+                if fields[b"g"].decode() != self.gateway_id:
+                    others.extend(batch_from_wire(orjson.loads(fields[b"b"])))
+        return others
+
+    async def aclose(self) -> None:
+        await self._r.aclose()
