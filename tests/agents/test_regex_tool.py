@@ -49,7 +49,7 @@ async def test_catastrophic_patterns_time_out_without_blocking_the_loop(pattern:
     finally:
         task.cancel()
     elapsed = time.monotonic() - start
-    assert elapsed < 2.0
+    assert elapsed < 10.0  # the patterns backtrack for minutes unstopped; 10 s leaves room for a loaded machine
     assert ticks >= int(elapsed / 0.02 / 4)  # the event loop kept running while the pattern ran
 
 
@@ -57,7 +57,7 @@ async def test_the_classic_evil_pattern_is_stopped_at_the_deadline() -> None:
     start = time.monotonic()
     with pytest.raises(ToolError, match="took longer than 0.2s"):
         await RegexTool(timeout_s=0.2).run({"pattern": r"(a|aa)+$", "text": "a" * 5000 + "b"}, NO_CONTEXT)
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 10.0  # unstopped it runs for minutes
 
 
 @pytest.mark.parametrize("args", [

@@ -136,6 +136,10 @@ async def test_a_request_waits_for_capacity_then_is_served(gw: Gateway, client: 
     await saturate(gw, fakes)
     pending = asyncio.ensure_future(client.post("/v1/chat/completions", json=CHAT,
                                                 headers={**TOKYO, "x-aigrid-tenant": "chat"}))
+    for _ in range(250):  # until it is in the queue (on a loaded machine the request takes a while to get there)
+        if len(gw.admission.queue):
+            break
+        await asyncio.sleep(0.02)
     await asyncio.sleep(0.2)
     assert not pending.done() and len(gw.admission.queue) == 1 and received(fakes) == 0
     await saturate(gw, fakes, busy=False)

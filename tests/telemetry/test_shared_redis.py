@@ -8,7 +8,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aigrid.core.types import Circuit
+from aigrid.core.types import Circuit, Prediction
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
 from aigrid.telemetry.redis_shared import RedisSharedState
@@ -109,3 +109,25 @@ async def test_tenant_in_flight_counts_cross_gateways(tmp_path: Path, fakes: dic
         assert b.admission.inflight("acme") == 1 and b.admission.inflight("zen") == 0
         await a.sync.stop()
         await b.sync.stop()
+
+
+async def test_calibration_learns_from_every_gateways_outcomes(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """Outcomes one gateway's calibration learned from reach the other's (the same pure update), never the
+    sender's own again; a gateway that arrives later replays the capped stream once."""
+    seen = Prediction(0.0, 0.0, 0.0, model_ahead_ms=10.0, model_own_ms=100.0)
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        a, b = gateway(url, "gw-a", fakes), gateway(url, "gw-b", fakes)
+        assert a.sync is not None and b.sync is not None
+        for ms in (100, 130, 160):
+            a.store.record_success("fra-smollm2", ms / 1000.0, seen)
+        b.store.record_success("fra-smollm2", 0.3, seen)
+        assert await a.sync.sync_once() and await b.sync.sync_once() and await a.sync.sync_once()
+        assert b.store.calibration("fra-smollm2").n == 4 and a.store.calibration("fra-smollm2").n == 4
+        assert await a.sync.sync_once() and a.store.calibration("fra-smollm2").n == 4  # nothing came back twice
+        late = gateway(url, "gw-c", fakes)
+        assert late.sync is not None and await late.sync.sync_once()
+        assert late.store.calibration("fra-smollm2").n == 4
+        for g in (a, b, late):
+            assert g.sync is not None
+            await g.sync.stop()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from aigrid.core.types import Circuit, Endpoint, GeoPoint, Site
+from aigrid.core.calibration import observe
+from aigrid.core.types import Circuit, Endpoint, GeoPoint, Prediction, Site
 from aigrid.engines.protocol import EngineStats
 from aigrid.telemetry.circuit import CircuitBreaker
-from aigrid.telemetry.store import AFFINITY_ENTRIES, TelemetryStore
+from aigrid.telemetry.shared import SharedView
+from aigrid.telemetry.store import AFFINITY_ENTRIES, CALIBRATION_ENTRIES, TelemetryStore
 from aigrid.telemetry.window import DeltaMean
 
 
@@ -119,3 +121,31 @@ def test_snapshot_rebuilds_only_what_changed() -> None:
     second = store.snapshot()
     assert second.state("a").running == 1 and first.state("a").running == 0  # earlier views never change
     assert second.state("b") is first.state("b")  # untouched endpoint: not rebuilt
+
+
+def test_calibration_observations_are_queued_only_when_shared_bounded_and_folded_from_others() -> None:
+    """A gateway that shares state queues each outcome its calibration learned from (at most
+    CALIBRATION_ENTRIES, the newest kept), and folds the other gateways' outcomes into its own calibration."""
+    prediction = Prediction(0.0, 0.0, 0.0, model_ahead_ms=10.0, model_own_ms=100.0)
+    alone, _ = make()
+    alone.record_success("e1", 0.2, prediction)
+    assert alone.calibration("e1").n == 1 and alone.local_report("g", lambda: 0.0).calibration == ()
+    clock = Clock()
+    site = Site("fra", "Frankfurt", GeoPoint(50, 8), "EU")
+    shared = TelemetryStore({"fra": site}, (Endpoint("e1", "fra", "m", "f", 1.0),), {}, clock, shares=True)
+    shared.record_success("e1", 0.2, prediction)
+    report = shared.local_report("g", lambda: 0.0)
+    assert report.calibration == (("e1", 10.0, 100.0, 200.0),)
+    assert shared.local_report("g", lambda: 0.0).calibration == ()  # taken once
+    for i in range(CALIBRATION_ENTRIES + 5):
+        shared.record_success("e1", (i + 1) / 1000.0, prediction)
+    shared.requeue_calibration(report.calibration)  # a failed exchange: back in line, the newest kept
+    pending = shared.local_report("g", lambda: 0.0).calibration
+    assert len(pending) == CALIBRATION_ENTRIES and pending[-1][3] == CALIBRATION_ENTRIES + 5.0
+    before = shared.calibration("e1")
+    others = (("e1", 10.0, 100.0, 150.0), ("gone", 1.0, 1.0, 1.0), ("e1", 0.0, 50.0, 80.0))
+    shared.apply_shared(SharedView(calibration=others), lambda: 0.0)
+    expected = observe(observe(before, 10.0, 100.0, 150.0), 0.0, 50.0, 80.0)  # the same pure update
+    assert shared.calibration("e1") == expected
+    assert shared.snapshot().state("e1").calibration == expected
+    assert shared.local_report("g", lambda: 0.0).calibration == ()  # the others' outcomes are not sent back

@@ -1,8 +1,12 @@
 """The hub of a gateway's worker processes: what must be one across them, held by the process that started
 them (workers.py), behind a Unix socket.
 
-- Shared telemetry: each worker's in-flight ledger, the circuits it opened and the cache affinity it
-  learned, merged for the others exactly as the Redis backend merges several gateways (telemetry/shared.py).
+- Shared telemetry: each worker's in-flight ledger, the circuits it opened, the cache affinity it learned
+  and the outcomes its TTFT calibration learned from, merged for the others exactly as the Redis backend
+  merges several gateways (telemetry/shared.py). Affinity entries and calibration observations are relayed
+  from a bounded queue with a cursor per worker: each worker gets the others' entries since its previous
+  exchange (never its own back), and folds the observations into its own calibrations with the same pure
+  update (core.calibration.observe), so every worker's calibration learns from every worker's outcomes.
   With `--redis` the workers use Redis instead, like any gateways.
 - Quota counters (security/quota_backend.py), unless the spec keeps them in Redis: one tenant's limit is
   one limit, not one per worker.
@@ -50,7 +54,8 @@ AUDIT_WAIT_S = 5.0
 class Hub:
     def __init__(self, path: Path, audit: AuditLog | None, *, ttl_s: float = 5.0, affinity_max: int = 10_000,
                  decisions_max: int = 20_000, abuse_rules: AbuseRules | None = None,
-                 abuse_relay: RedisAbuseRelay | None = None, abuse_interval_s: float = 0.25) -> None:
+                 abuse_relay: RedisAbuseRelay | None = None, abuse_interval_s: float = 0.25,
+                 calibration_max: int = 4096) -> None:
         self.path = path
         self.audit = audit
         self._ttl_s = ttl_s
@@ -58,6 +63,7 @@ class Hub:
         self._tenants: dict[str, dict[str, int]] = {}  # worker -> its requests in flight per tenant (admission)
         self._circuits: dict[str, float] = {}
         self._affinity: deque[tuple[int, str, str, str]] = deque(maxlen=affinity_max)  # seq, key, endpoint, worker
+        self._observations: deque[tuple[int, list[Any], str]] = deque(maxlen=calibration_max)  # seq, obs, worker
         self._seq = 0
         self._cursor: dict[str, int] = {}
         self.quotas = MemoryQuotaBackend()
@@ -196,6 +202,9 @@ class Hub:
         for key, endpoint in report["affinity"]:
             self._seq += 1
             self._affinity.append((self._seq, key, endpoint, me))
+        for observation in report.get("calibration") or ():
+            self._seq += 1
+            self._observations.append((self._seq, observation, me))
         inflight: dict[str, list[int]] = {}
         tenants: dict[str, int] = {}
         for worker, (at, ledger) in list(self._inflight.items()):
@@ -213,7 +222,9 @@ class Hub:
         since = self._cursor.get(me, 0)
         self._cursor[me] = self._seq
         affinity = [[k, e] for seq, k, e, w in self._affinity if seq > since and w != me]
-        return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants}
+        calibration = [o for seq, o, w in self._observations if seq > since and w != me]
+        return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants,
+                "calibration": calibration}
 
 
 def _counters(raw: list[list[Any]]) -> list[Counter]:

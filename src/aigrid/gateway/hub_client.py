@@ -152,7 +152,8 @@ class HubClient:
 
 
 class HubSharedState:
-    """SharedState through the hub: the other workers' ledgers, circuits and affinity."""
+    """SharedState through the hub: the other workers' ledgers, circuits, affinity and calibration
+    observations."""
 
     def __init__(self, client: HubClient) -> None:
         self._client = client
@@ -160,7 +161,7 @@ class HubSharedState:
     async def exchange(self, report: LocalReport) -> SharedView:
         arg = {"gateway": report.gateway_id, "inflight": {k: list(v) for k, v in report.inflight.items()},
                "circuits": dict(report.circuits_opened), "affinity": [list(a) for a in report.affinity],
-               "tenants": dict(report.tenants)}
+               "tenants": dict(report.tenants), "calibration": [list(o) for o in report.calibration]}
         try:
             view = await self._client.call("exchange", arg)
         except HubError as e:
@@ -168,7 +169,8 @@ class HubSharedState:
         return SharedView({k: (v[0], v[1], v[2]) for k, v in view["inflight"].items()},
                           {k: float(v) for k, v in view["circuits"].items()},
                           tuple((k, e) for k, e in view["affinity"]),
-                          {str(k): int(v) for k, v in (view.get("tenants") or {}).items()})
+                          {str(k): int(v) for k, v in (view.get("tenants") or {}).items()},
+                          tuple((str(e), float(a), float(o), float(y)) for e, a, o, y in view.get("calibration") or ()))
 
     async def aclose(self) -> None:
         """The client is the worker's, closed with it."""

@@ -3,7 +3,8 @@
 One Python process serves from one core; a platform engineer's machine has many. The parent binds the
 gateway's address once and starts:
 - the hub (hub.py): the audit log's only writer (one verifiable chain), the quota counters, the shared
-  telemetry (each worker's in-flight ledger, open circuits, cache affinity), the decision records,
+  telemetry (each worker's in-flight ledger, open circuits, cache affinity, and the outcomes its TTFT
+  calibration learned from, relayed so every worker's calibration learns from all of them), the decision records,
   the stored Responses-API answers and the abuse signals' per-key windows over all workers' requests;
 - N workers (`python -m aigrid.cli worker CONFIG`), each a whole gateway (uvicorn on the inherited
   socket: the kernel hands each new connection to a worker that is accepting) wired to the hub:

@@ -6,7 +6,10 @@ Keys, all under `aigrid:<grid>:`
 - `tenants:<gateway>`: hash tenant -> its requests in flight from that gateway, expiring the same way;
 - `circuits`: hash endpoint -> wall time a gateway last opened that endpoint's circuit;
 - `affinity`: a stream of (key, endpoint) entries, capped at about `affinity_max` entries; each gateway
-  reads from where it left off, so affinity learned anywhere is known everywhere within one interval.
+  reads from where it left off, so affinity learned anywhere is known everywhere within one interval;
+- `calibration`: a stream of the outcomes each gateway's TTFT calibration learned from (endpoint, modelled
+  wait ahead, modelled own prefill, observed engine ms), capped at about `calibration_max` entries and read
+  the same way: each gateway folds the others' into its own calibrations (core.calibration.observe).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from aigrid.errors import SharedStateUnavailable
-from aigrid.telemetry.shared import LocalReport, SharedView
+from aigrid.telemetry.shared import LocalReport, Observation, SharedView
 
 
 def _load(raw: bytes) -> tuple[int, int, int] | None:
@@ -31,12 +34,15 @@ def _load(raw: bytes) -> tuple[int, int, int] | None:
 
 
 class RedisSharedState:
-    def __init__(self, client: aioredis.Redis, grid: str, *, ttl_s: float = 5.0, affinity_max: int = 10_000) -> None:
+    def __init__(self, client: aioredis.Redis, grid: str, *, ttl_s: float = 5.0, affinity_max: int = 10_000,
+                 calibration_max: int = 4096) -> None:
         self._r = client
         self._p = f"aigrid:{grid}:"
         self._ttl_ms = int(ttl_s * 1000)
         self._affinity_max = affinity_max
         self._affinity_cursor = "0-0"  # a new gateway replays the (capped) affinity history once
+        self._calibration_max = calibration_max
+        self._calibration_cursor = "0-0"  # and the (capped) calibration observations
 
     @classmethod
     def from_url(cls, url: str, grid: str) -> RedisSharedState:
@@ -62,6 +68,10 @@ class RedisSharedState:
             for prefix, endpoint in report.affinity:
                 pipe.xadd(f"{p}affinity", {"k": prefix, "e": endpoint, "g": report.gateway_id},
                           maxlen=self._affinity_max, approximate=True)
+            for endpoint, ahead_ms, own_ms, observed_ms in report.calibration:
+                pipe.xadd(f"{p}calibration", {"e": endpoint, "a": repr(ahead_ms), "o": repr(own_ms),
+                                              "y": repr(observed_ms), "g": report.gateway_id},
+                          maxlen=self._calibration_max, approximate=True)
             await pipe.execute()
             others = [k async for k in self._r.scan_iter(match=f"{p}inflight:*", count=100)]
             peers = [k async for k in self._r.scan_iter(match=f"{p}tenants:*", count=100)]
@@ -72,6 +82,7 @@ class RedisSharedState:
                 pipe.hgetall(k)
             pipe.hgetall(f"{p}circuits")
             pipe.xread({f"{p}affinity": self._affinity_cursor}, count=self._affinity_max)
+            pipe.xread({f"{p}calibration": self._calibration_cursor}, count=self._calibration_max)
             results = await pipe.execute()
         except RedisError as e:
             raise SharedStateUnavailable(f"redis: {e}") from e
@@ -95,7 +106,8 @@ class RedisSharedState:
                 if raw.isdigit():
                     tenants[tenant.decode()] = tenants.get(tenant.decode(), 0) + int(raw)
         circuits = {ep.decode(): float(t) for ep, t in results[len(others) + len(peers)].items()}
-        return SharedView(inflight, circuits, self._affinity_from(results[-1], report.gateway_id), tenants)
+        return SharedView(inflight, circuits, self._affinity_from(results[-2], report.gateway_id), tenants,
+                          self._calibration_from(results[-1], report.gateway_id))
 
     def _affinity_from(self, raw: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
                        me: str) -> tuple[tuple[str, str], ...]:
@@ -105,6 +117,21 @@ class RedisSharedState:
                 self._affinity_cursor = entry_id.decode()
                 if fields.get(b"g", b"").decode() != me:
                     out.append((fields[b"k"].decode(), fields[b"e"].decode()))
+        return tuple(out)
+
+    def _calibration_from(self, raw: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
+                          me: str) -> tuple[Observation, ...]:
+        out: list[Observation] = []
+        for _stream, entries in raw or []:
+            for entry_id, fields in entries:
+                self._calibration_cursor = entry_id.decode()
+                if fields.get(b"g", b"").decode() == me:
+                    continue
+                try:
+                    out.append((fields[b"e"].decode(), float(fields[b"a"]), float(fields[b"o"]),
+                                float(fields[b"y"])))
+                except (KeyError, ValueError):
+                    continue  # an entry no gateway of this version writes
         return tuple(out)
 
     async def aclose(self) -> None:

@@ -3,8 +3,10 @@
 Each gateway scrapes every engine itself (engine truth needs no sharing). What only one gateway can see is
 shared: what it has in flight at each endpoint (requests pending a first token with their prompt tokens,
 requests decoding) and for each tenant (fair sharing in the admission queues), which endpoints it has seen
-fail (an open circuit breaker), and which endpoint served which prompt prefix or session (cache affinity). With these, two
-gateways in front of one grid decide from the same picture instead of each thinking the grid is idle.
+fail (an open circuit breaker), which endpoint served which prompt prefix or session (cache affinity), and
+the outcomes each endpoint's TTFT calibration learns from (core/calibration.py). With these, two gateways in
+front of one grid decide from the same picture instead of each thinking the grid is idle, and each
+calibration learns from every gateway's outcomes, not from its own share of them.
 
 Times crossing process boundaries are wall-clock seconds (time.time()); each store converts them to its
 own clock when it merges.
@@ -15,6 +17,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
+
+Observation = tuple[str, float, float, float]
+"""One served outcome for calibration: (endpoint id, modelled wait ahead ms, modelled own prefill ms,
+observed engine ms), the arguments of core.calibration.observe."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +36,8 @@ class LocalReport:
     """(prefix or session key, endpoint id) learned since the previous report."""
     tenants: Mapping[str, int] = field(default_factory=dict)
     """tenant -> requests this gateway has in flight for it (the admission queue's fair sharing)."""
+    calibration: tuple[Observation, ...] = ()
+    """The calibration observations this gateway made since the previous report."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +50,8 @@ class SharedView:
     affinity: tuple[tuple[str, str], ...] = ()
     tenants: Mapping[str, int] = field(default_factory=dict)
     """tenant -> the other gateways' in-flight requests, summed."""
+    calibration: tuple[Observation, ...] = ()
+    """The other gateways' calibration observations since this gateway's previous exchange, oldest first."""
 
 
 class SharedState(Protocol):

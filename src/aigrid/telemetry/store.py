@@ -8,7 +8,7 @@ immediate). snapshot() hands the routing core an immutable view; it is rebuilt o
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -19,13 +19,17 @@ from aigrid.engines.protocol import EngineStats
 from aigrid.logs import fields
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import InflightLedger, Load, combined, merged_state
-from aigrid.telemetry.shared import LocalReport, SharedView
+from aigrid.telemetry.shared import LocalReport, Observation, SharedView
 from aigrid.telemetry.window import DeltaMean
 
 log = logging.getLogger("aigrid.telemetry")
 
 EWMA_ALPHA = 0.3
 AFFINITY_ENTRIES = 10_000
+CALIBRATION_ENTRIES = 4096
+"""Calibration observations waiting for the next exchange, at most (the oldest are dropped first): at the
+default 0.1 s interval that is 40,000 served streams a second, and a fit with ~50 requests of memory needs
+far fewer; folding 4,096 of them in (a worker's first exchange replays the hub's) takes ~40 ms."""
 
 
 @dataclass
@@ -60,6 +64,9 @@ class TelemetryStore:
         self._affinity_pending: list[tuple[str, str]] = []
         """Affinity entries for the other gateways, taken by local_report(); kept only when this gateway shares
         state (nothing would take them otherwise), at most AFFINITY_ENTRIES while the shared state is away."""
+        self._calibration_pending: deque[Observation] = deque(maxlen=CALIBRATION_ENTRIES)
+        """This gateway's calibration observations for the others, taken by local_report(); kept only when it
+        shares state, like the affinity entries."""
         self._reserved: dict[str, int] = {}
         """Per endpoint: admitted requests booked in the ledger whose proxy attempt has not started yet."""
         self.tenants_local: dict[str, int] = {}
@@ -136,8 +143,11 @@ class TelemetryStore:
             live.ttft_ewma_s = ttft_s if prev is None else prev + EWMA_ALPHA * (ttft_s - prev)
             if prediction is not None:
                 network_ms = live.rtt_ewma_ms or 0.0  # a real remote engine's first byte crosses the network
-                live.calibration = observe(live.calibration, prediction.model_ahead_ms, prediction.model_own_ms,
-                                           max(ttft_s * 1000.0 - network_ms, 0.0))
+                seen = (endpoint_id, prediction.model_ahead_ms, prediction.model_own_ms,
+                        max(ttft_s * 1000.0 - network_ms, 0.0))
+                live.calibration = observe(live.calibration, *seen[1:])
+                if self._shares:
+                    self._calibration_pending.append(seen)
         self._dirty.add(endpoint_id)
 
     def record_rtt(self, endpoint_id: str, seconds: float) -> None:
@@ -155,6 +165,15 @@ class TelemetryStore:
 
     def calibration(self, endpoint_id: str) -> Calibration:
         return self._live[endpoint_id].calibration
+
+    def _learn(self, observations: tuple[Observation, ...]) -> None:
+        """The other gateways' outcomes, folded into this gateway's calibrations with the same pure update
+        (their order between this gateway's own outcomes differs from gateway to gateway by up to an
+        exchange interval; the fits differ only by that)."""
+        for endpoint_id, ahead_ms, own_ms, observed_ms in observations:
+            live = self._live.get(endpoint_id)
+            if live is not None:
+                live.calibration = observe(live.calibration, ahead_ms, own_ms, observed_ms)
 
     def measured_rtt_ms(self, endpoint_id: str) -> float | None:
         return self._live[endpoint_id].rtt_ewma_ms
@@ -197,14 +216,21 @@ class TelemetryStore:
         opened = {ep: wall_now - (now - live.breaker.opened_at) for ep, live in self._live.items()
                   if live.breaker.opened_at is not None and live.breaker.state(now) is Circuit.OPEN}
         pending, self._affinity_pending = tuple(self._affinity_pending), []
+        observations = tuple(self._calibration_pending)
+        self._calibration_pending.clear()
         loads = {str(ep): (load.pending, load.pending_tokens, load.decoding) for ep, load in self._ledger.items()}
-        return LocalReport(gateway_id, loads, opened, pending, dict(self.tenants_local))
+        return LocalReport(gateway_id, loads, opened, pending, dict(self.tenants_local), observations)
 
     def requeue_affinity(self, entries: tuple[tuple[str, str], ...]) -> None:
         """Entries a failed exchange did not deliver go out with the next one (the newest, if the shared
         state stays away long enough for more than AFFINITY_ENTRIES to wait)."""
         self._affinity_pending[:0] = entries
         del self._affinity_pending[:-AFFINITY_ENTRIES]
+
+    def requeue_calibration(self, observations: tuple[Observation, ...]) -> None:
+        """Observations a failed exchange did not deliver go out with the next one (the newest
+        CALIBRATION_ENTRIES of them and of those made since)."""
+        self._calibration_pending = deque((*observations, *self._calibration_pending), maxlen=CALIBRATION_ENTRIES)
 
     def apply_shared(self, view: SharedView, wall: Callable[[], float]) -> None:
         now, wall_now = self._clock(), wall()
@@ -216,6 +242,7 @@ class TelemetryStore:
         for key, endpoint_id in view.affinity:
             if endpoint_id in self._live:
                 self._set_affinity(key, endpoint_id)
+        self._learn(view.calibration)
         self.tenants_remote = view.tenants
         self._dirty.update(self._live)
 

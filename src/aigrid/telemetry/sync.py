@@ -37,6 +37,7 @@ class SharedSync:
                 self.stale_since = self._wall()
                 log.warning("shared state unreachable, serving from the last view (stale): %s", e)
             self._store.requeue_affinity(report.affinity)
+            self._store.requeue_calibration(report.calibration)
             return False
         if self.stale_since is not None:
             log.warning("shared state reachable again after %.1f s", self._wall() - self.stale_since)
