@@ -112,6 +112,10 @@ class Hub:
                     req_id, op, arg = await read_frame(reader)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
+                except asyncio.CancelledError:
+                    if self._server is None or not self._server.is_serving():
+                        return  # stop(): end quietly (Python 3.11's stream callback logs a cancelled task as an error)
+                    raise
                 try:
                     result, ok = await self.handle(op, arg), True
                 except (AuditUnavailable, ValueError, KeyError, TypeError) as e:
