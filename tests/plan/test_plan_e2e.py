@@ -14,14 +14,12 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pytest
 from openai import OpenAI
 from typer.testing import CliRunner
 
 from aigrid.cli import app
-from aigrid.sim.experiment import run_experiment
-from aigrid.sim.scenario import load_scenario
+from tests.plan.resimulate import resimulate
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -77,26 +75,15 @@ def test_outputs_and_tables(planned: Path) -> None:
     assert "plan saves" in (planned / "compare.md").read_text()
 
 
-def _attainment(path: Path) -> tuple[dict[str, float], int]:
-    """Independently of the planner's own bookkeeping: per tenant, the share of requests served within the
-    scenario's SLO, and the residency violations, from the simulator's result arrays."""
-    sc = load_scenario(path)
-    ex = run_experiment(sc)
-    r, w = ex.runs[0].result, ex.workload
-    ok = (r.status == 1) & (np.nan_to_num(r.ttft_s, nan=np.inf) <= sc.slo.ttft_ms / 1000) & (
-        np.nan_to_num(r.tpot_s, nan=0.0) <= sc.slo.tpot_ms / 1000)
-    tenant = np.array([w.tenant_names[k].split("/")[0] for k in w.tenant])
-    return {t: float(ok[tenant == t].mean()) for t in set(tenant.tolist())}, int(r.violation.sum())
-
-
 def test_every_slo_claim_holds_in_the_simulator(planned: Path) -> None:
     doc = json.loads((planned / "plan.json").read_text())
     files = sorted((planned / "checks").glob("*.yaml"))
     assert len(files) == len(doc["checks"]) >= 3
     target = 0.98  # slo.attainment of examples/plan/small.yaml
     for path in files:
-        got, violations = _attainment(path)
-        assert violations == 0, path.name
+        rerun = resimulate(path)
+        got = rerun.attainment()
+        assert rerun.violations == 0, path.name
         assert set(got) == {"chat", "code", "eu-bank"}
         assert min(got.values()) >= target, (path.name, got)
 
