@@ -109,30 +109,34 @@ class RedisSharedState:
         return SharedView(inflight, circuits, self._affinity_from(results[-2], report.gateway_id), tenants,
                           self._calibration_from(results[-1], report.gateway_id))
 
-    def _affinity_from(self, raw: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
-                       me: str) -> tuple[tuple[str, str], ...]:
-        out: list[tuple[str, str]] = []
-        for _stream, entries in raw or []:
-            for entry_id, fields in entries:
-                self._affinity_cursor = entry_id.decode()
-                if fields.get(b"g", b"").decode() != me:
-                    out.append((fields[b"k"].decode(), fields[b"e"].decode()))
-        return tuple(out)
+    def _affinity_from(self, raw: StreamRead, me: str) -> tuple[tuple[str, str], ...]:
+        self._affinity_cursor, entries = _others(raw, me, self._affinity_cursor)
+        return tuple((f[b"k"].decode(), f[b"e"].decode()) for f in entries)
 
-    def _calibration_from(self, raw: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None,
-                          me: str) -> tuple[Observation, ...]:
+    def _calibration_from(self, raw: StreamRead, me: str) -> tuple[Observation, ...]:
+        self._calibration_cursor, entries = _others(raw, me, self._calibration_cursor)
         out: list[Observation] = []
-        for _stream, entries in raw or []:
-            for entry_id, fields in entries:
-                self._calibration_cursor = entry_id.decode()
-                if fields.get(b"g", b"").decode() == me:
-                    continue
-                try:
-                    out.append((fields[b"e"].decode(), float(fields[b"a"]), float(fields[b"o"]),
-                                float(fields[b"y"])))
-                except (KeyError, ValueError):
-                    continue  # an entry no gateway of this version writes
+        for f in entries:
+            try:
+                out.append((f[b"e"].decode(), float(f[b"a"]), float(f[b"o"]), float(f[b"y"])))
+            except (KeyError, ValueError):
+                continue  # an entry no gateway of this version writes
         return tuple(out)
 
     async def aclose(self) -> None:
         await self._r.aclose()
+
+
+StreamRead = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None
+"""What XREAD answers for one stream: [(stream, [(entry id, fields), ...])], or None."""
+
+
+def _others(raw: StreamRead, me: str, cursor: str) -> tuple[str, list[dict[bytes, bytes]]]:
+    """The entries of a stream read written by other gateways (field `g`), and the new read cursor."""
+    out: list[dict[bytes, bytes]] = []
+    for _stream, entries in raw or []:
+        for entry_id, fields in entries:
+            cursor = entry_id.decode()
+            if fields.get(b"g", b"").decode() != me:
+                out.append(fields)
+    return cursor, out
