@@ -7,6 +7,8 @@
 #   e.g. scripts/bench_ab.sh /tmp/ab new=$PWD/src:aigrid.yaml old=/tmp/old/src:aigrid.yaml
 #        scripts/bench_ab.sh /tmp/ab uvicorn=$PWD/src:lean.yaml granian=$PWD/src:lean.yaml:--server,granian
 # ARGS: extra gateway_launch options, comma-separated (e.g. --server,granian; granian: pip install granian).
+# WORKERS=N: run `aigrid gateway SPEC --workers N` instead (workers and hub together pinned to core 1; CPU of
+# the whole process tree).
 # UNIQUE=1: a unique prompt per request (default: one prompt for all; keep N + 100 under the abuse monitor's
 # 1,500 requests per 5 minutes, or a single client is throttled).
 # SRC: a src/ folder (e.g. `git archive COMMIT src | tar -x -C /tmp/old`); SPEC: a spec whose two endpoints are
@@ -23,22 +25,28 @@ taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.engines.emulator_cli --p
 emu=$!
 trap 'kill $emu 2>/dev/null' EXIT
 sleep 3
+cpu() { env PYTHONPATH="$here/src" "$PY" -c "from aigrid.bench.procs import cpu_seconds; print(cpu_seconds($1))"; }
 bench() { taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.cli bench http://127.0.0.1:9910/v1 --mode closed \
   --output-tokens 24 $same --model emulated "$@"; }
 for r in $(seq 1 "$ROUNDS"); do
   for v in "$@"; do
     name=${v%%=*}; rest=${v#*=}; src=${rest%%:*}; rest=${rest#*:}; spec=${rest%%:*}
     args=""; [ "$rest" != "$spec" ] && args=${rest#*:}
-    taskset -c 1 env PYTHONPATH="$src" "$PY" -m aigrid.bench.gateway_launch "$spec" --port 9910 ${args//,/ } > "$out/gw-$name.log" 2>&1 &
+    if [ "${WORKERS:-0}" -gt 0 ]; then
+      taskset -c 1 env PYTHONPATH="$src" "$PY" -m aigrid.cli gateway "$spec" --port 9910 --workers "$WORKERS" \
+        ${args//,/ } > "$out/gw-$name.log" 2>&1 &
+    else
+      taskset -c 1 env PYTHONPATH="$src" "$PY" -m aigrid.bench.gateway_launch "$spec" --port 9910 ${args//,/ } \
+        > "$out/gw-$name.log" 2>&1 &
+    fi
     gw=$!
     for _ in $(seq 1 150); do curl -sf localhost:9910/healthz > /dev/null && break; sleep 0.2; done
     bench --concurrency 10 -n 100 > /dev/null 2>&1  # warm-up
-    t0=$(awk '{print $14 + $15}' "/proc/$gw/stat")
+    t0=$(cpu "$gw")
     bench --concurrency "$C" -n "$N" --out "$out/$name-$r" > "$out/bench-$name-$r.log" 2>&1
-    t1=$(awk '{print $14 + $15}' "/proc/$gw/stat")
-    hz=$(getconf CLK_TCK)
-    echo "$name round $r: gateway CPU $(echo "scale=3; 1000 * ($t1 - $t0) / $hz / $N" | bc) ms/request," \
+    t1=$(cpu "$gw")
+    echo "$name round $r: gateway CPU $(echo "scale=3; 1000 * ($t1 - $t0) / $N" | bc) ms/request," \
          "$(grep -o '[0-9.]* req/s' "$out/bench-$name-$r.log" | head -1), load $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$out/ab.txt"
-    kill $gw; wait $gw 2>/dev/null
+    kill -INT $gw; wait $gw 2>/dev/null
   done
 done
