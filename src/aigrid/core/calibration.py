@@ -104,37 +104,38 @@ def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
     l0 = PRIOR_WEIGHT
     l1 = PRIOR_WEIGHT * s11 / sw + 1e-9
     l2 = PRIOR_WEIGHT * s22 / sw + 1e-9
-    m = [[sw + l0, s1, s2], [s1, s11 + l1, s12], [s2, s12, s22 + l2]]
-    v = [sy, s1y + l1, s2y + l2]
+    m = (sw + l0, s1, s2,
+         s1, s11 + l1, s12,
+         s2, s12, s22 + l2)
+    v = (sy, s1y + l1, s2y + l2)
     sol = _solve3(m, v)
     if sol is None:
         return 0.0, 1.0, 1.0
     a, b1, b2 = sol
     if a < 0.0:  # an overhead cannot be negative: refit without it
-        m2 = [[s11 + l1, s12], [s12, s22 + l2]]
-        det = m2[0][0] * m2[1][1] - m2[0][1] * m2[1][0]
+        m00, m01, m10, m11 = s11 + l1, s12, s12, s22 + l2
+        det = m00 * m11 - m01 * m10
         if det <= 1e-12:
             return 0.0, 1.0, 1.0
         a = 0.0
-        b1 = (v[1] * m2[1][1] - m2[0][1] * v[2]) / det
-        b2 = (m2[0][0] * v[2] - m2[1][0] * v[1]) / det
+        b1 = (v[1] * m11 - m01 * v[2]) / det
+        b2 = (m00 * v[2] - m10 * v[1]) / det
     lo, hi = COEF_RANGE
     return a, min(max(b1, lo), hi), min(max(b2, lo), hi)
 
 
-def _solve3(m: list[list[float]], v: list[float]) -> tuple[float, float, float] | None:
-    """Cramer's rule for a 3x3 system (no numpy in the core's hot path for three unknowns)."""
-    def det(a: list[list[float]]) -> float:
-        return (a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
-                - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
-                + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]))
-    d = det(m)
-    if abs(d) <= 1e-12 * max(1.0, abs(m[0][0] * m[1][1] * m[2][2])):
+def _det3(a: float, b: float, c: float, d: float, e: float, f: float, g: float, h: float, i: float) -> float:
+    """The determinant of the 3x3 matrix with rows (a, b, c), (d, e, f), (g, h, i)."""
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+
+
+def _solve3(m: tuple[float, ...], v: tuple[float, float, float]) -> tuple[float, float, float] | None:
+    """Cramer's rule for a 3x3 system, `m` row by row (no numpy in the core's hot path for three unknowns)."""
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
+    v0, v1, v2 = v
+    d = _det3(m00, m01, m02, m10, m11, m12, m20, m21, m22)
+    if abs(d) <= 1e-12 * max(1.0, abs(m00 * m11 * m22)):
         return None
-    out = []
-    for col in range(3):
-        mc = [row[:] for row in m]
-        for r in range(3):
-            mc[r][col] = v[r]
-        out.append(det(mc) / d)
-    return out[0], out[1], out[2]
+    return (_det3(v0, m01, m02, v1, m11, m12, v2, m21, m22) / d,
+            _det3(m00, v0, m02, m10, v1, m12, m20, v2, m22) / d,
+            _det3(m00, m01, v0, m10, m11, v1, m20, m21, v2) / d)

@@ -75,20 +75,33 @@ def uncached_tokens(prompt_tokens: int, warm: bool) -> float:
     return prompt_tokens * (1.0 - CACHED_FRACTION) if warm else float(prompt_tokens)
 
 
-def prefill_ms(endpoint: Endpoint, state: EndpointState, tokens: float) -> float:
-    """Time to prefill `tokens` under chunked prefill, with the running decodes riding every step."""
-    if tokens <= 0:
-        return 0.0
+def step_ms(endpoint: Endpoint, state: EndpointState) -> float:
+    """One engine step carrying a prefill chunk, slowed by the running decodes that ride it."""
     slots = max(endpoint.max_concurrency, 1)
     decoding = min(max(state.decoding, state.running), slots)
-    step_ms = 1000.0 / max(endpoint.decode_tps, 1e-9) * (1.0 + DECODE_STEP_GROWTH * decoding / slots)
-    return tokens * 1000.0 / max(endpoint.prefill_tps, 1e-9) + ceil(tokens / CHUNK_TOKENS) * step_ms
+    return 1000.0 / max(endpoint.decode_tps, 1e-9) * (1.0 + DECODE_STEP_GROWTH * decoding / slots)
+
+
+def prefill_ms(endpoint: Endpoint, state: EndpointState, tokens: float, step: float | None = None) -> float:
+    """Time to prefill `tokens` under chunked prefill, with the running decodes riding every step (`step`:
+    step_ms(endpoint, state), for a caller that already has it)."""
+    if tokens <= 0:
+        return 0.0
+    if step is None:
+        step = step_ms(endpoint, state)
+    return tokens * 1000.0 / max(endpoint.prefill_tps, 1e-9) + ceil(tokens / CHUNK_TOKENS) * step
+
+
+def warm_owners(request: RequestInfo, prefix_owner: Mapping[str, str]) -> frozenset[str]:
+    """The endpoints that last served this request's prefix or session (at most two): is_warm for every
+    candidate of one request with one lookup per key."""
+    keys = (request.prefix_hash, request.session)
+    return frozenset(owner for key in keys if key is not None and (owner := prefix_owner.get(key)) is not None)
 
 
 def is_warm(request: RequestInfo, endpoint: Endpoint, prefix_owner: Mapping[str, str]) -> bool:
     """True when this request's prefix or session was last served by this endpoint."""
-    keys = (request.prefix_hash, request.session)
-    return any(key is not None and prefix_owner.get(key) == endpoint.id for key in keys)
+    return endpoint.id in warm_owners(request, prefix_owner)
 
 
 def client_distance_km(client: GeoPoint | None, site: Site) -> float | None:
@@ -108,9 +121,10 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     dist = client_distance_km(request.client_location, site)
     net = network_ms(dist, state)
     mine = uncached_tokens(request.prompt_tokens, warm)
-    own = prefill_ms(endpoint, state, mine)
+    step = step_ms(endpoint, state)
+    own = prefill_ms(endpoint, state, mine, step)
     ahead = queue_wait_s(endpoint, state) * 1000.0 + prefill_ms(
-        endpoint, state, tokens_ahead(request, state) + mine) - own
+        endpoint, state, tokens_ahead(request, state) + mine, step) - own
     ahead = max(ahead - net / 2.0, 0.0)  # the engine works the backlog off while this request travels
     cal = state.calibration
     if cal is not None and cal.ready:

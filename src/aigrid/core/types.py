@@ -118,10 +118,11 @@ class GridView:
     """The model catalogue, so that a request may name a family or fall back within one."""
 
     def state(self, endpoint_id: str) -> EndpointState:
-        return self.states.get(endpoint_id, _UNKNOWN_STATE)
+        return self.states.get(endpoint_id, UNKNOWN_STATE)
 
 
-_UNKNOWN_STATE = EndpointState()
+UNKNOWN_STATE = EndpointState()
+"""The state of an endpoint the snapshot has no telemetry for."""
 
 
 @dataclass(frozen=True, slots=True)
