@@ -14,16 +14,15 @@ from tests.core.grid import SITES, endpoint, view
 
 JURISDICTIONS = sorted({s.jurisdiction for s in SITES.values()})
 
-states = st.builds(
-    EndpointState,
-    healthy=st.booleans(),
+states = st.fixed_dictionaries(dict(  # the other fields keep their defaults (st.builds would draw every
+    healthy=st.booleans(),               # field of a NamedTuple)
     circuit=st.sampled_from(list(Circuit)),
     running=st.integers(0, 8), waiting=st.integers(0, 40),
     kv_usage=st.none() | st.floats(0, 1),
     ttft_s=st.none() | st.floats(0, 30),
     error_rate=st.floats(0, 1),
     power_w=st.none() | st.floats(0, 1000),
-)
+)).map(lambda fields: EndpointState(**fields))
 requests = st.builds(
     RequestInfo,
     id=st.just("r"), model=st.sampled_from(["small", "big", "fam", "auto", "other"]),

@@ -135,6 +135,7 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
         queue, prefill, spread = max(blended - own, 0.0), own, UNCALIBRATED_SPREAD
     else:
         queue, prefill, spread = ahead, own, UNCALIBRATED_SPREAD
-    return Prediction(rtt_ms=net, queue_ms=queue, prefill_ms=prefill, distance_km=dist, warm=warm,
-                      spread=spread, model_ahead_ms=ahead, model_own_ms=own,
-                      measured_rtt_ms=state.rtt_ms, tpot_ms=None if state.tpot_s is None else state.tpot_s * 1000.0)
+    tpot = None if state.tpot_s is None else state.tpot_s * 1000.0
+    # positional, in field order (rtt, queue, prefill, distance, warm, spread, model ahead / own, tpot, measured
+    # rtt): keywords double the cost of building it, once per candidate of every decision
+    return Prediction(net, queue, prefill, dist, warm, spread, ahead, own, tpot, state.rtt_ms)

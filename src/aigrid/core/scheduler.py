@@ -103,11 +103,9 @@ class Scheduler:
                 total += weight * value
                 if note:
                     notes.append((axis, note, args))
-            candidates.append(Candidate(
-                endpoint_id=endpoint.id, site_id=site.id, jurisdiction=site.jurisdiction,
-                model=endpoint.model, scores=scores, total=total, prediction=prediction,
-                cost_usd=request_cost_usd(request, endpoint), note_parts=tuple(notes),
-            ))
+            candidates.append(Candidate(  # positional (keywords double the cost), in field order
+                endpoint.id, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,
+                request_cost_usd(request, endpoint), tuple(notes)))
         ranked = self.profile.picker.pick(candidates, policy, rng)
         choice = model_choice(request, ranked)
         reason = _reason(ranked, rejected) + (f"; {describe(choice)}" if choice is not None else "")

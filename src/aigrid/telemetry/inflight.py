@@ -12,7 +12,7 @@ One implementation for the live gateway (telemetry/store.py) and the simulator (
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from aigrid.core.types import EndpointState
 
@@ -86,7 +86,7 @@ def merged_state(scraped: EndpointState, load: Load | None, slots: int) -> Endpo
     """The engine's scraped state with the gateways' ledger folded in: the ledger's own fields, and running /
     waiting raised to what the ledger proves is there (a scrape is older than the ledger)."""
     changes = merged_fields(scraped, load, slots)
-    return replace(scraped, **changes) if changes else scraped
+    return scraped._replace(**changes) if changes else scraped
 
 
 def merged_fields(scraped: EndpointState, load: Load | None, slots: int) -> dict[str, int]:
