@@ -107,11 +107,9 @@ def _candidate(request: RequestInfo, view: GridView, ep: Endpoint, total: float,
     dist = None if request.client_location is None else distance_km(request.client_location, site.location)
     # no prediction of queue or prefill (the baselines make none); the round trip is physics, and a gateway
     # that emulates distance waits it for a baseline's choice as for any other
-    return Candidate(
-        endpoint_id=ep.id, site_id=site.id, jurisdiction=site.jurisdiction, model=ep.model, scores={},
-        total=total, prediction=Prediction(0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, distance_km=dist),
-        cost_usd=request_cost_usd(request, ep), note_parts=(("router", "baseline {}", (name,)),),
-    )
+    prediction = Prediction(0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, dist)
+    return Candidate(ep.id, site.id, site.jurisdiction, ep.model, {}, total, prediction,  # positional: cheaper
+                     request_cost_usd(request, ep), (("router", "baseline {}", (name,)),))
 
 
 @dataclass(frozen=True, slots=True)

@@ -101,7 +101,9 @@ def warm_owners(request: RequestInfo, prefix_owner: Mapping[str, str]) -> frozen
 
 def is_warm(request: RequestInfo, endpoint: Endpoint, prefix_owner: Mapping[str, str]) -> bool:
     """True when this request's prefix or session was last served by this endpoint."""
-    return endpoint.id in warm_owners(request, prefix_owner)
+    prefix, session = request.prefix_hash, request.session
+    return (prefix is not None and prefix_owner.get(prefix) == endpoint.id) or (
+        session is not None and prefix_owner.get(session) == endpoint.id)
 
 
 def client_distance_km(client: GeoPoint | None, site: Site) -> float | None:
