@@ -57,10 +57,11 @@ def eligible(request: RequestInfo, view: GridView, policy: Policy,
              filters: Sequence[Filter] = HARD_FILTERS) -> tuple[list[Endpoint], list[Rejection]]:
     """Split the view's endpoints into those passing every hard filter and rejections with reasons."""
     ctx = Context(request, view, policy)
+    active = [f for f in filters if f.applies(ctx)]
     ok: list[Endpoint] = []
     rejected: list[Rejection] = []
     for ep in view.endpoints:
-        for f in filters:
+        for f in active:
             verdict = f.check(ctx, ep)
             if not verdict.ok:
                 rejected.append(Rejection(ep.id, ep.site_id, f.name, verdict.reason))

@@ -44,6 +44,12 @@ PASS = Verdict(True)
 class Filter(Protocol):
     name: str
 
+    def applies(self, ctx: Context) -> bool:
+        """False when check() would pass every endpoint for this request (a rule the request does not have:
+        no residency, no pinned sites, nothing excluded): the scheduler then skips it, one call per request
+        instead of one per endpoint."""
+        ...
+
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict: ...
 
 

@@ -71,7 +71,7 @@ class Scheduler:
         rejected: list[Rejection] = []
         filters, scorers = self.profile.filters, self.profile.scorers
         # bound methods and weights once per decision, not once per endpoint
-        checks = tuple((f.name, f.check) for f in filters)
+        checks = tuple((f.name, f.check) for f in filters if f.applies(ctx))
         weighted = tuple((s.axis, w, s.score) for s, w in zip(scorers, _normalised(policy, scorers), strict=True))
         sites, states = view.sites, view.states
         owners = warm_owners(request, view.prefix_owner)

@@ -22,7 +22,11 @@ class CostScorer:
     axis: str = "cost"
 
     def score(self, ctx: Context, endpoint: Endpoint, state: EndpointState, prediction: Prediction) -> Score:
-        tokens = max(ctx.request.prompt_tokens + ctx.request.max_output_tokens, 1)
+        tokens = ctx.request.prompt_tokens + ctx.request.max_output_tokens
+        if 1 > tokens:  # max(tokens, 1) and max(ref, 1e-9) without the builtin: see core/predict.py
+            tokens = 1
         per_mtok = request_cost_usd(ctx.request, endpoint) * 1e6 / tokens
-        ref = max(ctx.policy.cost_reference_usd_per_mtok, 1e-9)
+        ref = ctx.policy.cost_reference_usd_per_mtok
+        if 1e-9 > ref:
+            ref = 1e-9
         return clamp01(ref / (ref + per_mtok)), "${:.2f}/Mtok", (per_mtok,)

@@ -14,7 +14,8 @@ from aigrid.core.types import Endpoint, EndpointState, Prediction, Site
 
 
 def slot_utilization(endpoint: Endpoint, state: EndpointState) -> float:
-    return (state.running + state.waiting) / max(endpoint.max_concurrency, 1)
+    slots = endpoint.max_concurrency
+    return (state.running + state.waiting) / (1 if 1 > slots else slots)  # max(slots, 1): see core/predict.py
 
 
 def power_draw_w(site: Site, endpoint: Endpoint, state: EndpointState,
@@ -40,10 +41,14 @@ class HeadroomScorer:
         note, args = "slots {:.2f}", (free,)
         if state.kv_usage is not None:
             kv = clamp01(1.0 - state.kv_usage)
-            note, free, args = note + " kv {:.2f}", min(free, kv), (*args, kv)
+            note, args = note + " kv {:.2f}", (*args, kv)
+            if kv < free:  # min(free, kv)
+                free = kv
         if site.power_budget_w > 0:
             draw, source = power_draw_w(site, endpoint, state, util)
             if draw is not None:
                 power = clamp01(1.0 - draw / site.power_budget_w)
-                note, free, args = note + " power(" + source + ") {:.2f}", min(free, power), (*args, power)
+                note, args = note + " power(" + source + ") {:.2f}", (*args, power)
+                if power < free:  # min(free, power)
+                    free = power
         return free, note, args
