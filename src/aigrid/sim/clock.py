@@ -25,6 +25,8 @@ class EventLoop:
     def at(self, when: float, handler: Handler, arg: Any = None) -> None:
         """Run handler(arg) at virtual time `when` (never earlier than now)."""
         self._seq += 1
+        when = float(when)  # a numpy scalar (a time read from an array) would make the heap's comparisons, and
+        # every time computed from `now` after it, numpy arithmetic: the same values, several times the cost
         heapq.heappush(self._heap, (when if when > self.now else self.now, self._seq, handler, arg))
 
     def after(self, delay: float, handler: Handler, arg: Any = None) -> None:

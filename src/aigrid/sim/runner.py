@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from math import isnan
 
 import numpy as np
 
@@ -305,7 +306,7 @@ class Simulation:
 
     def _first(self, job: Job, now: float) -> None:
         i = job.rid
-        if np.isnan(self.ttft[i]):
+        if isnan(self.ttft[i]):  # math.isnan: numpy's costs ~6x as much on one element
             self.ttft[i] = now + self.rtt[i] / 2 - self.sent[i]
             self.first_at[i] = now
         if self.stage[i] == 1:  # the gateway sees the first token half a round trip later
