@@ -217,6 +217,10 @@ class SecuritySpec(StrictModel):
     default_quotas: QuotaSpec = QuotaSpec()
     key_quotas: QuotaSpec = QuotaSpec()
     firewall: FirewallSpec = FirewallSpec()
+    injection_cascade: bool = Field(
+        default=False, description="documents and tool results: a fine-tuned transformer re-reads the few windows "
+        "the n-gram head finds most suspicious (needs the embeddings extra; off without it). Not the default: "
+        "it raises document false positives (docs/security.md, 'Tried and not shipped')")
     abuse: AbuseSpec = AbuseSpec()
     audit: AuditSpec | None = AuditSpec()
 
