@@ -6,6 +6,7 @@ import random
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from aigrid.core.calibration import Calibration, observe
 from aigrid.core.predict import predict
@@ -71,3 +72,26 @@ def test_prediction_reports_p90_above_p50() -> None:
     req = RequestInfo("x", "small", prompt_tokens=1000, client_location=CITIES["tokyo"])
     p = predict(req, endpoint("fra"), SITES["fra"], EndpointState(calibration=cal), warm=False)
     assert p.ttft_p90_ms > p.ttft_ms > p.rtt_ms > 0
+
+
+def test_a_weighted_observation_counts_as_that_share_of_one() -> None:
+    """Weight 1 is the plain update; m observations of weight 1/m age the past as much as one observation
+    does and add as much weight, so N gateways' outcomes at 1/(N-1) each do not shorten the fit's memory."""
+    rng = random.Random(5)
+    cal = Calibration()
+    for _ in range(50):
+        own = rng.uniform(20, 500)
+        cal = observe(cal, 10.0, own, own * 2.0)
+    assert observe(cal, 10.0, 100.0, 250.0, weight=1.0) == observe(cal, 10.0, 100.0, 250.0)
+    one = observe(cal, 10.0, 100.0, 200.0)
+    quarters = cal
+    for _ in range(4):
+        quarters = observe(quarters, 10.0, 100.0, 200.0, weight=0.25)
+    assert quarters.sums[0] == pytest.approx(one.sums[0], rel=1e-3)  # about the same total weight and ageing
+    assert quarters.prefill_coef == pytest.approx(one.prefill_coef, rel=1e-3)
+    assert abs(quarters.log_q - cal.log_q) == pytest.approx(abs(one.log_q - cal.log_q), rel=1e-9)
+    # a light observation moves a fit less than a full one
+    far = observe(cal, 10.0, 100.0, 2000.0, weight=0.1)
+    assert abs(far.prefill_coef - cal.prefill_coef) < abs(observe(cal, 10.0, 100.0, 2000.0).prefill_coef
+                                                        - cal.prefill_coef)
+    assert observe(cal, 10.0, 100.0, 200.0, weight=0.0) is cal

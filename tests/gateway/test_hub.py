@@ -18,6 +18,7 @@ from aigrid.core.predict import predict
 from aigrid.core.types import EndpointState, Prediction, RequestInfo
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient, HubSharedState
+from aigrid.telemetry.shared import LocalReport
 from aigrid.telemetry.store import TelemetryStore
 from aigrid.telemetry.sync import SharedSync
 from tests.core.grid import CITIES, MODELS, SITES, endpoint
@@ -81,6 +82,9 @@ async def test_observations_reach_the_other_workers_only_and_the_relay_is_bounde
         assert late.calibration(EP.id).n == 5
         assert len(hub._observations) == 5
         assert await sync_b.sync_once() and b.calibration(EP.id).n == 3 + 5
+        # three workers reporting: each hears of two others, whose outcomes count a half each
+        view = await HubSharedState(clients[1]).exchange(LocalReport("w1", {}, {}, ()))
+        assert view.peers == 2
     finally:
         for c in clients:
             await c.aclose()

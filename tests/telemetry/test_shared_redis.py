@@ -12,6 +12,7 @@ from aigrid.core.types import Circuit, Prediction
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
 from aigrid.telemetry.redis_shared import RedisSharedState
+from aigrid.telemetry.shared import LocalReport
 from tests.gateway.fake_engine import FakeEngine
 from tests.security.redis_server import redis_server
 
@@ -128,6 +129,13 @@ async def test_calibration_learns_from_every_gateways_outcomes(tmp_path: Path, f
         late = gateway(url, "gw-c", fakes)
         assert late.sync is not None and await late.sync.sync_once()
         assert late.store.calibration("fra-smollm2").n == 4
+        # three gateways alive: each hears of two others, whose outcomes count a half each
+        probe = RedisSharedState.from_url(url, "test")
+        try:
+            assert (await probe.exchange(LocalReport("gw-c", {}, {}, ()))).peers == 2
+            assert (await probe.exchange(LocalReport("gw-d", {}, {}, ()))).peers == 3
+        finally:
+            await probe.aclose()
         for g in (a, b, late):
             assert g.sync is not None
             await g.sync.stop()

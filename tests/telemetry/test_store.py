@@ -149,3 +149,6 @@ def test_calibration_observations_are_queued_only_when_shared_bounded_and_folded
     assert shared.calibration("e1") == expected
     assert shared.snapshot().state("e1").calibration == expected
     assert shared.local_report("g", lambda: 0.0).calibration == ()  # the others' outcomes are not sent back
+    # with three other gateways each of their outcomes counts a third of one of this gateway's own
+    shared.apply_shared(SharedView(calibration=others[:1], peers=3), lambda: 0.0)
+    assert shared.calibration("e1") == observe(expected, 10.0, 100.0, 150.0, weight=1 / 3)

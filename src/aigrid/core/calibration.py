@@ -81,15 +81,25 @@ class Calibration:
 
 
 def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float,
-            decay: float = DECAY) -> Calibration:
+            decay: float = DECAY, weight: float = 1.0) -> Calibration:
     """Fold one outcome in: `ahead_ms` and `own_ms` were the uncalibrated modelled parts at decision time,
-    `observed_ms` what the engine took (TTFT minus network). Returns the new calibration."""
-    if not (ahead_ms >= 0.0 and own_ms >= 0.0 and observed_ms >= 0.0):  # also rejects NaN
+    `observed_ms` what the engine took (TTFT minus network). Returns the new calibration.
+
+    `weight` (0 < weight <= 1) is how much of one observation this counts as: it adds `weight` to the sums,
+    ages the past by decay ** weight and moves the p90 by `weight` of a step. Another gateway's outcomes
+    are folded in with weight 1 / (gateways sharing - 1), so that all the others together count as much as
+    this gateway's own: without it, N gateways' outcomes shorten the fit's memory N times and a single
+    burst swings every gateway's fit at once (measured in docs/routing.md, "Calibration shared between
+    gateways")."""
+    if not (ahead_ms >= 0.0 and own_ms >= 0.0 and observed_ms >= 0.0 and weight > 0.0):  # also rejects NaN
         return cal
+    weight = min(weight, 1.0)
     r = log(max(observed_ms, 0.1) / cal.engine_ms(ahead_ms, own_ms))
-    log_q = max(cal.log_q + QUANTILE_STEP * (QUANTILE - (1.0 if r <= cal.log_q else 0.0)), 0.0)
+    log_q = max(cal.log_q + weight * QUANTILE_STEP * (QUANTILE - (1.0 if r <= cal.log_q else 0.0)), 0.0)
     x1, x2, y = own_ms, ahead_ms, observed_ms
-    w = 1.0 if abs(r) <= HUBER_K else HUBER_K / abs(r)
+    w = weight if abs(r) <= HUBER_K else weight * HUBER_K / abs(r)
+    if weight != 1.0:
+        decay **= weight
     sw, s1, s2, sy, s11, s12, s22, s1y, s2y = (v * decay for v in cal.sums)
     sums = (sw + w, s1 + w * x1, s2 + w * x2, sy + w * y, s11 + w * x1 * x1, s12 + w * x1 * x2,
             s22 + w * x2 * x2, s1y + w * x1 * y, s2y + w * x2 * y)

@@ -228,7 +228,7 @@ class Hub:
         affinity = [[k, e] for seq, k, e, w in self._affinity if seq > since and w != me]
         calibration = [o for seq, o, w in self._observations if seq > since and w != me]
         return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants,
-                "calibration": calibration}
+                "calibration": calibration, "peers": sum(1 for worker in self._inflight if worker != me)}
 
 
 def _counters(raw: list[list[Any]]) -> list[Counter]:

@@ -170,7 +170,8 @@ class HubSharedState:
                           {k: float(v) for k, v in view["circuits"].items()},
                           tuple((k, e) for k, e in view["affinity"]),
                           {str(k): int(v) for k, v in (view.get("tenants") or {}).items()},
-                          tuple((str(e), float(a), float(o), float(y)) for e, a, o, y in view.get("calibration") or ()))
+                          tuple((str(e), float(a), float(o), float(y)) for e, a, o, y in view.get("calibration") or ()),
+                          int(view.get("peers") or 0))
 
     async def aclose(self) -> None:
         """The client is the worker's, closed with it."""

@@ -4,6 +4,8 @@ Keys, all under `aigrid:<grid>:`
 - `inflight:<gateway>`: hash endpoint -> "pending,prompt tokens,decoding" of its open requests, expiring after `ttl_s`, so a gateway that dies stops
   counting within seconds;
 - `tenants:<gateway>`: hash tenant -> its requests in flight from that gateway, expiring the same way;
+- `gateways`: sorted set gateway -> wall time of its last exchange: the gateways alive within `ttl_s`,
+  whose count weighs the others' calibration observations (telemetry/store.py);
 - `circuits`: hash endpoint -> wall time a gateway last opened that endpoint's circuit;
 - `affinity`: a stream of (key, endpoint) entries, capped at about `affinity_max` entries; each gateway
   reads from where it left off, so affinity learned anywhere is known everywhere within one interval;
@@ -13,6 +15,8 @@ Keys, all under `aigrid:<grid>:`
 """
 
 from __future__ import annotations
+
+import time
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -63,6 +67,9 @@ class RedisSharedState:
             if report.tenants:
                 pipe.hset(tkey, mapping={k: str(v) for k, v in report.tenants.items()})
             pipe.pexpire(tkey, self._ttl_ms)
+            now = time.time()
+            pipe.zadd(f"{p}gateways", {report.gateway_id: now})
+            pipe.zremrangebyscore(f"{p}gateways", "-inf", now - self._ttl_ms / 1000)
             if report.circuits_opened:
                 pipe.hset(f"{p}circuits", mapping={k: repr(v) for k, v in report.circuits_opened.items()})
             for prefix, endpoint in report.affinity:
@@ -81,6 +88,7 @@ class RedisSharedState:
             for k in peers:
                 pipe.hgetall(k)
             pipe.hgetall(f"{p}circuits")
+            pipe.zcard(f"{p}gateways")
             pipe.xread({f"{p}affinity": self._affinity_cursor}, count=self._affinity_max)
             pipe.xread({f"{p}calibration": self._calibration_cursor}, count=self._calibration_max)
             results = await pipe.execute()
@@ -106,8 +114,9 @@ class RedisSharedState:
                 if raw.isdigit():
                     tenants[tenant.decode()] = tenants.get(tenant.decode(), 0) + int(raw)
         circuits = {ep.decode(): float(t) for ep, t in results[len(others) + len(peers)].items()}
+        alive = int(results[-3]) - 1  # this gateway is one of them
         return SharedView(inflight, circuits, self._affinity_from(results[-2], report.gateway_id), tenants,
-                          self._calibration_from(results[-1], report.gateway_id))
+                          self._calibration_from(results[-1], report.gateway_id), max(alive, 0))
 
     def _affinity_from(self, raw: StreamRead, me: str) -> tuple[tuple[str, str], ...]:
         self._affinity_cursor, entries = _others(raw, me, self._affinity_cursor)

@@ -52,6 +52,9 @@ class SharedView:
     """tenant -> the other gateways' in-flight requests, summed."""
     calibration: tuple[Observation, ...] = ()
     """The other gateways' calibration observations since this gateway's previous exchange, oldest first."""
+    peers: int = 0
+    """How many other gateways reported recently: their observations count 1 / peers each, so all of them
+    together weigh as much as this gateway's own (core.calibration.observe)."""
 
 
 class SharedState(Protocol):

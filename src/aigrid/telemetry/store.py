@@ -166,14 +166,16 @@ class TelemetryStore:
     def calibration(self, endpoint_id: str) -> Calibration:
         return self._live[endpoint_id].calibration
 
-    def _learn(self, observations: tuple[Observation, ...]) -> None:
-        """The other gateways' outcomes, folded into this gateway's calibrations with the same pure update
-        (their order between this gateway's own outcomes differs from gateway to gateway by up to an
-        exchange interval; the fits differ only by that)."""
+    def _learn(self, observations: tuple[Observation, ...], peers: int) -> None:
+        """The other gateways' outcomes, folded into this gateway's calibrations with the same pure update,
+        each with weight 1 / peers: all the others together count as much as this gateway's own outcomes, so
+        the fit's memory does not shrink with the number of gateways (their order between this gateway's own
+        outcomes differs from gateway to gateway by up to an exchange interval)."""
+        weight = 1.0 / max(peers, 1)
         for endpoint_id, ahead_ms, own_ms, observed_ms in observations:
             live = self._live.get(endpoint_id)
             if live is not None:
-                live.calibration = observe(live.calibration, ahead_ms, own_ms, observed_ms)
+                live.calibration = observe(live.calibration, ahead_ms, own_ms, observed_ms, weight=weight)
 
     def measured_rtt_ms(self, endpoint_id: str) -> float | None:
         return self._live[endpoint_id].rtt_ewma_ms
@@ -242,7 +244,7 @@ class TelemetryStore:
         for key, endpoint_id in view.affinity:
             if endpoint_id in self._live:
                 self._set_affinity(key, endpoint_id)
-        self._learn(view.calibration)
+        self._learn(view.calibration, view.peers)
         self.tenants_remote = view.tenants
         self._dirty.update(self._live)
 
