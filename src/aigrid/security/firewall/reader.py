@@ -8,8 +8,8 @@ metadata) the operating points of the cascade (cascade.py). The lower layers com
 artefact must be loaded over the same package version it was trained on (checked).
 
 Needs torch and transformers: `WindowReader.load` raises ImportError when they are missing (the cascade is
-then off; cascade.py). One thread, no gradients; cost about 15-40 ms per window of 160 characters on this
-project's CPUs (docs/security.md, "Cost").
+then off; cascade.py). One thread, no gradients; about 16 ms of CPU per window of 160 characters on this
+project's machine (docs/security.md, the cascade under "Tried and not shipped").
 """
 
 from __future__ import annotations
