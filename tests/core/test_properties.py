@@ -7,6 +7,8 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aigrid.core.baselines import HARD_FILTERS
+from aigrid.core.plugins import Context
 from aigrid.core.policies import BUILTIN_POLICIES
 from aigrid.core.scheduler import schedule
 from aigrid.core.types import AXES, Circuit, EndpointState, GeoPoint, RequestInfo
@@ -14,16 +16,15 @@ from tests.core.grid import SITES, endpoint, view
 
 JURISDICTIONS = sorted({s.jurisdiction for s in SITES.values()})
 
-states = st.builds(
-    EndpointState,
-    healthy=st.booleans(),
+states = st.fixed_dictionaries(dict(  # the other fields keep their defaults (st.builds would draw every
+    healthy=st.booleans(),               # field of a NamedTuple)
     circuit=st.sampled_from(list(Circuit)),
     running=st.integers(0, 8), waiting=st.integers(0, 40),
     kv_usage=st.none() | st.floats(0, 1),
     ttft_s=st.none() | st.floats(0, 30),
     error_rate=st.floats(0, 1),
     power_w=st.none() | st.floats(0, 1000),
-)
+)).map(lambda fields: EndpointState(**fields))
 requests = st.builds(
     RequestInfo,
     id=st.just("r"), model=st.sampled_from(["small", "big", "fam", "auto", "other"]),
@@ -31,6 +32,10 @@ requests = st.builds(
     client_location=st.none() | st.builds(GeoPoint, st.floats(-90, 90), st.floats(-180, 180)),
     allowed_jurisdictions=st.none() | st.frozensets(st.sampled_from(JURISDICTIONS + ["CH"]), max_size=3),
     prefix_hash=st.none() | st.sampled_from(["a", "b"]),
+    allowed_sites=st.none() | st.frozensets(st.sampled_from(sorted(SITES)), max_size=3),
+    exclude_endpoints=st.frozensets(st.sampled_from([f"{s}-{m}-{i}" for s in SITES for m in ("small", "big")
+                                                     for i in range(8)]), max_size=4),
+    quality=st.none() | st.dictionaries(st.sampled_from(["small", "big"]), st.floats(0, 1), max_size=2),
 )
 grids = st.lists(st.tuples(st.sampled_from(sorted(SITES)), st.sampled_from(["small", "big"]), states),
                  min_size=0, max_size=8)
@@ -62,5 +67,9 @@ def test_invariants(grid: list, request: RequestInfo, policy: str, seed: int) ->
         assert set(c.scores) == set(AXES) and all(0.0 <= s <= 1.0 for s in c.scores.values())
         assert 0.0 <= c.total <= 1.0 + 1e-9
         assert c.prediction.ttft_ms >= 0
+    # a filter that says it does not apply to this request passes every endpoint (the scheduler skips it)
+    ctx = Context(request, v, BUILTIN_POLICIES[policy])
+    for f in HARD_FILTERS:
+        assert f.applies(ctx) or all(f.check(ctx, e).ok for e in eps)
     # same inputs, same decision
     assert schedule(request, v, BUILTIN_POLICIES[policy], random.Random(seed)) == d

@@ -141,7 +141,7 @@ def test_geo_point_is_hashable_and_frozen() -> None:
 
 def test_measured_output_length_sizes_the_queue_wait() -> None:
     full = EndpointState(running=4, waiting=4)
-    short = replace(full, mean_output_tokens=13.0)
+    short = full._replace(mean_output_tokens=13.0)
     d_long = schedule(req("frankfurt"), view((endpoint("fra"),), {"fra-small": full}), BALANCED, random.Random(0))
     d_short = schedule(req("frankfurt"), view((endpoint("fra"),), {"fra-small": short}), BALANCED, random.Random(0))
     assert d_long.chosen is not None and d_short.chosen is not None

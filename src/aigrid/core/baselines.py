@@ -25,7 +25,7 @@ Ties are broken with the injected rng. Pure: no I/O, no clock, no global random.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from math import exp
 
@@ -57,10 +57,11 @@ def eligible(request: RequestInfo, view: GridView, policy: Policy,
              filters: Sequence[Filter] = HARD_FILTERS) -> tuple[list[Endpoint], list[Rejection]]:
     """Split the view's endpoints into those passing every hard filter and rejections with reasons."""
     ctx = Context(request, view, policy)
+    active = [f for f in filters if f.applies(ctx)]
     ok: list[Endpoint] = []
     rejected: list[Rejection] = []
     for ep in view.endpoints:
-        for f in filters:
+        for f in active:
             verdict = f.check(ctx, ep)
             if not verdict.ok:
                 rejected.append(Rejection(ep.id, ep.site_id, f.name, verdict.reason))
@@ -70,9 +71,9 @@ def eligible(request: RequestInfo, view: GridView, policy: Policy,
     return ok, rejected
 
 
-def _distance(request: RequestInfo, view: GridView, ep: Endpoint) -> float:
+def _client_distance(request: RequestInfo, view: GridView, ep: Endpoint) -> float | None:
     loc = request.client_location
-    return 0.0 if loc is None else distance_km(loc, view.sites[ep.site_id].location)
+    return None if loc is None else distance_km(loc, view.sites[ep.site_id].location)
 
 
 def _outstanding(request: RequestInfo, view: GridView, ep: Endpoint) -> float:
@@ -86,15 +87,19 @@ def _recent_ttft(request: RequestInfo, view: GridView, ep: Endpoint) -> float:
 
 
 def _decide(name: str, request: RequestInfo, view: GridView, ranked_eps: Sequence[tuple[float, Endpoint]],
-            rejected: list[Rejection], rng: Rng, why: str) -> Decision:
-    """Rank by key (lower first); equal best keys are broken at random with the injected rng."""
+            rejected: list[Rejection], rng: Rng, why: str,
+            distances: Mapping[str, float | None] | None = None) -> Decision:
+    """Rank by key (lower first); equal best keys are broken at random with the injected rng. `distances`:
+    the client's distance to each endpoint, when the router has computed them already."""
     ranked = sorted(ranked_eps, key=lambda ke: (ke[0], ke[1].id))
     if len(ranked) > 1:
         best = [ke for ke in ranked if ke[0] == ranked[0][0]]
         if len(best) > 1:
             pick = best[min(int(rng.random() * len(best)), len(best) - 1)]
             ranked = [pick, *(ke for ke in ranked if ke is not pick)]
-    cands = tuple(_candidate(request, view, ep, -key, name) for key, ep in ranked)
+    cands = tuple(_candidate(request, view, ep, -key, name,
+                             _client_distance(request, view, ep) if distances is None else distances[ep.id])
+                  for key, ep in ranked)
     if cands:
         reason = f"{name}: chose {cands[0].endpoint_id} at {cands[0].site_id} ({why} {ranked[0][0]:.3g})"
     else:
@@ -102,16 +107,14 @@ def _decide(name: str, request: RequestInfo, view: GridView, ranked_eps: Sequenc
     return Decision(request.id, name, cands, tuple(rejected), reason)
 
 
-def _candidate(request: RequestInfo, view: GridView, ep: Endpoint, total: float, name: str) -> Candidate:
+def _candidate(request: RequestInfo, view: GridView, ep: Endpoint, total: float, name: str,
+               dist: float | None) -> Candidate:
     site = view.sites[ep.site_id]
-    dist = None if request.client_location is None else distance_km(request.client_location, site.location)
     # no prediction of queue or prefill (the baselines make none); the round trip is physics, and a gateway
     # that emulates distance waits it for a baseline's choice as for any other
-    return Candidate(
-        endpoint_id=ep.id, site_id=site.id, jurisdiction=site.jurisdiction, model=ep.model, scores={},
-        total=total, prediction=Prediction(0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, distance_km=dist),
-        cost_usd=request_cost_usd(request, ep), note_parts=(("router", "baseline {}", (name,)),),
-    )
+    prediction = Prediction(0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, dist)
+    return Candidate(ep.id, site.id, site.jurisdiction, ep.model, {}, total, prediction,  # positional: cheaper
+                     request_cost_usd(request, ep), (("router", "baseline {}", (name,)),))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,8 +131,22 @@ class KeyRouter:
                        rejected, rng, self.why)
 
 
-def nearest() -> KeyRouter:
-    return KeyRouter("nearest", _distance, "distance km")
+@dataclass(frozen=True, slots=True)
+class Nearest:
+    """Smallest great-circle distance to the client first (0 for every endpoint when it is unknown); each
+    distance is computed once, for the ranking and for the candidate's prediction."""
+
+    name: str = "nearest"
+
+    def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
+        ok, rejected = eligible(request, view, policy)
+        distances = {ep.id: _client_distance(request, view, ep) for ep in ok}
+        keyed = [(0.0 if d is None else d, ep) for ep, d in zip(ok, distances.values(), strict=True)]
+        return _decide(self.name, request, view, keyed, rejected, rng, "distance km", distances)
+
+
+def nearest() -> Nearest:
+    return Nearest()
 
 
 def least_loaded() -> KeyRouter:

@@ -29,8 +29,8 @@ O(1) per observation, with the network kept outside it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from math import exp, log
+from typing import NamedTuple
 
 DECAY = 0.98
 """Weight kept by the past at each observation: an effective memory of ~50 requests."""
@@ -49,9 +49,9 @@ weight HUBER_K / |log ratio| (Huber's M-estimator on the log scale)."""
 
 
 
-@dataclass(frozen=True, slots=True)
-class Calibration:
-    """The fitted model of one endpoint, plus the decayed sums it was fitted from."""
+class Calibration(NamedTuple):
+    """The fitted model of one endpoint, plus the decayed sums it was fitted from. A NamedTuple (immutable,
+    like core.types' records): one is built per outcome folded in, per gateway that learns of it."""
 
     n: int = 0
     sums: tuple[float, ...] = (0.0,) * 9
@@ -73,7 +73,8 @@ class Calibration:
 
     def parts_ms(self, ahead_ms: float, own_ms: float) -> tuple[float, float]:
         """Calibrated (queue, prefill) of the engine time, about the median; the overhead counts as prefill."""
-        return self.queue_coef * ahead_ms, max(self.overhead_ms + self.prefill_coef * own_ms, 0.1)
+        prefill = self.overhead_ms + self.prefill_coef * own_ms
+        return self.queue_coef * ahead_ms, 0.1 if 0.1 > prefill else prefill  # max(prefill, 0.1), cheaper
 
     def engine_ms(self, ahead_ms: float, own_ms: float) -> float:
         queue, prefill = self.parts_ms(ahead_ms, own_ms)
@@ -93,16 +94,22 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
     gateways")."""
     if not (ahead_ms >= 0.0 and own_ms >= 0.0 and observed_ms >= 0.0 and weight > 0.0):  # also rejects NaN
         return cal
-    weight = min(weight, 1.0)
-    r = log(max(observed_ms, 0.1) / cal.engine_ms(ahead_ms, own_ms))
-    log_q = max(cal.log_q + weight * QUANTILE_STEP * (QUANTILE - (1.0 if r <= cal.log_q else 0.0)), 0.0)
+    # max(x, lo) and min(x, hi) written as the comparison the builtin makes (the same bits, cheaper): this
+    # runs once per outcome per gateway that learns of it
+    if 1.0 < weight:
+        weight = 1.0
+    r = log((0.1 if 0.1 > observed_ms else observed_ms) / cal.engine_ms(ahead_ms, own_ms))
+    log_q = cal.log_q + weight * QUANTILE_STEP * (QUANTILE - (1.0 if r <= cal.log_q else 0.0))
+    if 0.0 > log_q:
+        log_q = 0.0
     x1, x2, y = own_ms, ahead_ms, observed_ms
     w = weight if abs(r) <= HUBER_K else weight * HUBER_K / abs(r)
     if weight != 1.0:
         decay **= weight
-    sw, s1, s2, sy, s11, s12, s22, s1y, s2y = (v * decay for v in cal.sums)
-    sums = (sw + w, s1 + w * x1, s2 + w * x2, sy + w * y, s11 + w * x1 * x1, s12 + w * x1 * x2,
-            s22 + w * x2 * x2, s1y + w * x1 * y, s2y + w * x2 * y)
+    sw, s1, s2, sy, s11, s12, s22, s1y, s2y = cal.sums
+    sums = (sw * decay + w, s1 * decay + w * x1, s2 * decay + w * x2, sy * decay + w * y,
+            s11 * decay + w * x1 * x1, s12 * decay + w * x1 * x2, s22 * decay + w * x2 * x2,
+            s1y * decay + w * x1 * y, s2y * decay + w * x2 * y)
     a, b1, b2 = _fit(sums)
     return Calibration(cal.n + 1, sums, a, b1, b2, log_q)
 
@@ -114,37 +121,40 @@ def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
     l0 = PRIOR_WEIGHT
     l1 = PRIOR_WEIGHT * s11 / sw + 1e-9
     l2 = PRIOR_WEIGHT * s22 / sw + 1e-9
-    m = [[sw + l0, s1, s2], [s1, s11 + l1, s12], [s2, s12, s22 + l2]]
-    v = [sy, s1y + l1, s2y + l2]
+    m = (sw + l0, s1, s2,
+         s1, s11 + l1, s12,
+         s2, s12, s22 + l2)
+    v = (sy, s1y + l1, s2y + l2)
     sol = _solve3(m, v)
     if sol is None:
         return 0.0, 1.0, 1.0
     a, b1, b2 = sol
     if a < 0.0:  # an overhead cannot be negative: refit without it
-        m2 = [[s11 + l1, s12], [s12, s22 + l2]]
-        det = m2[0][0] * m2[1][1] - m2[0][1] * m2[1][0]
+        m00, m01, m10, m11 = s11 + l1, s12, s12, s22 + l2
+        det = m00 * m11 - m01 * m10
         if det <= 1e-12:
             return 0.0, 1.0, 1.0
         a = 0.0
-        b1 = (v[1] * m2[1][1] - m2[0][1] * v[2]) / det
-        b2 = (m2[0][0] * v[2] - m2[1][0] * v[1]) / det
-    lo, hi = COEF_RANGE
-    return a, min(max(b1, lo), hi), min(max(b2, lo), hi)
+        b1 = (v[1] * m11 - m01 * v[2]) / det
+        b2 = (m00 * v[2] - m10 * v[1]) / det
+    lo, hi = COEF_RANGE  # min(max(b, lo), hi), as the builtins compare
+    b1 = lo if lo > b1 else b1
+    b2 = lo if lo > b2 else b2
+    return a, hi if hi < b1 else b1, hi if hi < b2 else b2
 
 
-def _solve3(m: list[list[float]], v: list[float]) -> tuple[float, float, float] | None:
-    """Cramer's rule for a 3x3 system (no numpy in the core's hot path for three unknowns)."""
-    def det(a: list[list[float]]) -> float:
-        return (a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
-                - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
-                + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0]))
-    d = det(m)
-    if abs(d) <= 1e-12 * max(1.0, abs(m[0][0] * m[1][1] * m[2][2])):
+def _det3(a: float, b: float, c: float, d: float, e: float, f: float, g: float, h: float, i: float) -> float:
+    """The determinant of the 3x3 matrix with rows (a, b, c), (d, e, f), (g, h, i)."""
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
+
+
+def _solve3(m: tuple[float, ...], v: tuple[float, float, float]) -> tuple[float, float, float] | None:
+    """Cramer's rule for a 3x3 system, `m` row by row (no numpy in the core's hot path for three unknowns)."""
+    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
+    v0, v1, v2 = v
+    d = _det3(m00, m01, m02, m10, m11, m12, m20, m21, m22)
+    if abs(d) <= 1e-12 * max(1.0, abs(m00 * m11 * m22)):
         return None
-    out = []
-    for col in range(3):
-        mc = [row[:] for row in m]
-        for r in range(3):
-            mc[r][col] = v[r]
-        out.append(det(mc) / d)
-    return out[0], out[1], out[2]
+    return (_det3(v0, m01, m02, v1, m11, m12, v2, m21, m22) / d,
+            _det3(m00, v0, m02, m10, v1, m12, m20, v2, m22) / d,
+            _det3(m00, m01, v0, m10, m11, v1, m20, m21, v2) / d)

@@ -10,7 +10,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from aigrid.core.types import Candidate, Endpoint, GridView, Policy, Prediction, RequestInfo, Rng
+from aigrid.core.types import (
+    Candidate,
+    Endpoint,
+    EndpointState,
+    GridView,
+    Policy,
+    Prediction,
+    RequestInfo,
+    Rng,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,23 +44,29 @@ PASS = Verdict(True)
 class Filter(Protocol):
     name: str
 
+    def applies(self, ctx: Context) -> bool:
+        """False when check() would pass every endpoint for this request (a rule the request does not have:
+        no residency, no pinned sites, nothing excluded): the scheduler then skips it, one call per request
+        instead of one per endpoint."""
+        ...
+
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict: ...
 
 
-@dataclass(frozen=True, slots=True)
-class Score:
-    value: float
-    """In [0, 1]; higher is better."""
-    note: str = ""
-    """A str.format template, filled with `args` only when someone reads the note (explain, the dashboard):
-    formatting floats for every candidate of every decision was most of the core's cost."""
-    args: tuple[object, ...] = ()
+Score = tuple[float, str, tuple[object, ...]]
+"""What a scorer returns for one candidate: (value, note, args). `value` is in [0, 1], higher is better
+(the scheduler clamps it). `note` is a str.format template filled with `args` only when someone reads the
+note (explain, the dashboard): formatting floats for every candidate of every decision was most of the core's
+cost. A plain tuple, not an object: the core builds one per axis per candidate of every decision."""
 
 
 class Scorer(Protocol):
     axis: str
 
-    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score: ...
+    def score(self, ctx: Context, endpoint: Endpoint, state: EndpointState, prediction: Prediction) -> Score:
+        """`state` is the endpoint's telemetry in this snapshot (ctx.view.state(endpoint.id)), `prediction` its
+        TTFT prediction (core.predict)."""
+        ...
 
 
 class Picker(Protocol):

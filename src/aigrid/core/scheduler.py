@@ -9,15 +9,16 @@ total (weights normalised to sum 1) -> picker.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from aigrid.core.plugins import Context, Filter, Picker, Scorer, clamp01
-from aigrid.core.predict import in_system, is_warm, predict
+from aigrid.core.plugins import Context, Filter, Picker, Scorer, Verdict
+from aigrid.core.predict import in_system, predict, warm_owners
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
 from aigrid.core.right_size import describe, model_choice
 from aigrid.core.scorers.cost import request_cost_usd
 from aigrid.core.types import (
+    UNKNOWN_STATE,
     Candidate,
     Decision,
     Endpoint,
@@ -30,6 +31,9 @@ from aigrid.core.types import (
 )
 from aigrid.core.urgency import effective_policy, label, saturated, too_late, urgency_of
 
+Check = Callable[[Context, Endpoint], Verdict]
+"""A filter's bound check method."""
+
 
 @dataclass(frozen=True, slots=True)
 class Profile:
@@ -38,6 +42,11 @@ class Profile:
     filters: tuple[Filter, ...]
     scorers: tuple[Scorer, ...]
     picker: Picker
+
+    def __post_init__(self) -> None:
+        axes = [s.axis for s in self.scorers]
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"two scorers score the same axis: {axes}")
 
 
 def default_profile() -> Profile:
@@ -61,16 +70,19 @@ class Scheduler:
         candidates: list[Candidate] = []
         rejected: list[Rejection] = []
         filters, scorers = self.profile.filters, self.profile.scorers
-        weights = _normalised(policy, scorers)
-        sites, prefix_owner = view.sites, view.prefix_owner
+        # bound methods and weights once per decision, not once per endpoint
+        checks = tuple((f.name, f.check) for f in filters if f.applies(ctx))
+        weighted = tuple((s.axis, w, s.score) for s, w in zip(scorers, _normalised(policy, scorers), strict=True))
+        sites, states = view.sites, view.states
+        owners = warm_owners(request, view.prefix_owner)
         for endpoint in view.endpoints:
-            failed = _first_failure(filters, ctx, endpoint)
             site = sites[endpoint.site_id]
+            failed = _first_failure(checks, ctx, endpoint)
             if failed is not None:
                 rejected.append(Rejection(endpoint.id, site.id, failed[0], failed[1]))
                 continue
-            state = view.state(endpoint.id)
-            prediction = predict(request, endpoint, site, state, is_warm(request, endpoint, prefix_owner))
+            state = states.get(endpoint.id, UNKNOWN_STATE)
+            prediction = predict(request, endpoint, site, state, endpoint.id in owners)
             if urgency is not None:
                 late = too_late(urgency, prediction)
                 busy = None if late else saturated(urgency, endpoint, in_system(state), prediction)
@@ -80,19 +92,20 @@ class Scheduler:
                     continue
             scores: dict[str, float] = {}
             notes: list[tuple[str, str, tuple[object, ...]]] = []
-            for scorer in scorers:
-                s = scorer.score(ctx, endpoint, prediction)
-                scores[scorer.axis] = clamp01(s.value)
-                if s.note:
-                    notes.append((scorer.axis, s.note, s.args))
-            total: float = 0  # the weighted sum in axis order, as sum() would add it (a loop is cheaper)
-            for axis, value in scores.items():
-                total += weights[axis] * value
-            candidates.append(Candidate(
-                endpoint_id=endpoint.id, site_id=site.id, jurisdiction=site.jurisdiction,
-                model=endpoint.model, scores=scores, total=total, prediction=prediction,
-                cost_usd=request_cost_usd(request, endpoint), note_parts=tuple(notes),
-            ))
+            total: float = 0  # the weighted sum in axis order
+            for axis, weight, score in weighted:
+                value, note, args = score(ctx, endpoint, state, prediction)
+                if value < 0.0:  # clamp01, inline: five times per candidate
+                    value = 0.0
+                elif value > 1.0:
+                    value = 1.0
+                scores[axis] = value
+                total += weight * value
+                if note:
+                    notes.append((axis, note, args))
+            candidates.append(Candidate(  # positional (keywords double the cost), in field order
+                endpoint.id, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,
+                request_cost_usd(request, endpoint), tuple(notes)))
         ranked = self.profile.picker.pick(candidates, policy, rng)
         choice = model_choice(request, ranked)
         reason = _reason(ranked, rejected) + (f"; {describe(choice)}" if choice is not None else "")
@@ -101,18 +114,19 @@ class Scheduler:
         return Decision(request.id, policy.name, ranked, tuple(rejected), reason, choice, urgency)
 
 
-def _first_failure(filters: Sequence[Filter], ctx: Context, endpoint: Endpoint) -> tuple[str, str] | None:
-    for f in filters:
-        verdict = f.check(ctx, endpoint)
+def _first_failure(checks: Sequence[tuple[str, Check]], ctx: Context, endpoint: Endpoint) -> tuple[str, str] | None:
+    for name, check in checks:
+        verdict = check(ctx, endpoint)
         if not verdict.ok:
-            return f.name, verdict.reason
+            return name, verdict.reason
     return None
 
 
-def _normalised(policy: Policy, scorers: Sequence[Scorer]) -> dict[str, float]:
-    raw = {s.axis: max(policy.weights.get(s.axis, 0.0), 0.0) for s in scorers}
-    total = sum(raw.values()) or 1.0
-    return {axis: w / total for axis, w in raw.items()}
+def _normalised(policy: Policy, scorers: Sequence[Scorer]) -> tuple[float, ...]:
+    """Each scorer's weight, the policy's weights scaled to sum 1 (negative ones count as 0)."""
+    raw = [max(policy.weights.get(s.axis, 0.0), 0.0) for s in scorers]
+    total = sum(raw) or 1.0
+    return tuple(w / total for w in raw)
 
 
 def _urgency_note(u: Urgency) -> str:

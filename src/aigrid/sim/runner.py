@@ -270,8 +270,10 @@ class Simulation:
         if allowed is not None and best.jurisdiction not in allowed:
             self.violation[i] = True
         self.cost[i] = best.cost_usd
-        site = self.grid.sites[best.site_id]
-        dist = 0.0 if req.client_location is None else distance_km(req.client_location, site.location)
+        dist = best.prediction.distance_km  # the router's own distance_km(client, site), computed once
+        if dist is None:
+            where = req.client_location
+            dist = 0.0 if where is None else distance_km(where, self.grid.sites[best.site_id].location)
         rtt = self.net.rtt_ms(dist, float(self.arr.jitter_u[i])) / 1000.0
         self.rtt[i] = rtt
         if self.agents is not None:

@@ -12,7 +12,7 @@ One implementation for the live gateway (telemetry/store.py) and the simulator (
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from aigrid.core.types import EndpointState
 
@@ -86,18 +86,30 @@ def merged_state(scraped: EndpointState, load: Load | None, slots: int) -> Endpo
     """The engine's scraped state with the gateways' ledger folded in: the ledger's own fields, and running /
     waiting raised to what the ledger proves is there (a scrape is older than the ledger)."""
     changes = merged_fields(scraped, load, slots)
-    return replace(scraped, **changes) if changes else scraped
+    return scraped._replace(**changes) if changes else scraped
 
 
 def merged_fields(scraped: EndpointState, load: Load | None, slots: int) -> dict[str, int]:
     """The fields merged_state changes (none when nothing is in flight), for a caller that changes more
     fields of the same state and builds it once."""
-    if load is None or load.inflight == 0:
-        return {}
-    inflight = load.inflight
-    return {"running": max(scraped.running, min(inflight, slots)), "waiting": max(scraped.waiting, inflight - slots),
-            "pending_requests": load.pending, "pending_prompt_tokens": load.pending_tokens,
-            "decoding": load.decoding}
+    counts = merged_counts(scraped, load, slots)
+    return {} if counts is None else dict(zip(MERGED_FIELDS, counts, strict=True))
+
+
+MERGED_FIELDS = ("running", "waiting", "pending_requests", "pending_prompt_tokens", "decoding")
+
+
+def merged_counts(scraped: EndpointState, load: Load | None, slots: int) -> tuple[int, int, int, int, int] | None:
+    """The values of MERGED_FIELDS with the ledger folded in (None when nothing is in flight): running and
+    waiting raised to what the ledger proves is there, the ledger's own counts. The rule itself; merged_fields
+    names them, the simulator's view (sim/gateway.py) builds its states from them directly."""
+    if load is None:
+        return None
+    inflight = load.pending + load.decoding
+    if inflight == 0:
+        return None
+    return (max(scraped.running, min(inflight, slots)), max(scraped.waiting, inflight - slots),
+            load.pending, load.pending_tokens, load.decoding)
 
 
 def combined(*loads: Load | None) -> Load | None:

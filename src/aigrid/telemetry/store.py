@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from aigrid.core.calibration import Calibration, observe
@@ -196,7 +196,7 @@ class TelemetryStore:
                         live.breaker.failures, reason,
                         extra=fields(endpoint=endpoint_id, circuit="open", reason=reason))
         live.errors_ewma = live.errors_ewma * (1 - EWMA_ALPHA) + EWMA_ALPHA
-        live.scraped = replace(live.scraped, reason=reason)
+        live.scraped = live.scraped._replace(reason=reason)
         self._dirty.add(endpoint_id)
 
     def remember_affinity(self, keys: tuple[str | None, ...], endpoint_id: str) -> None:
@@ -259,8 +259,7 @@ class TelemetryStore:
         now = self._clock()
         s = merged_state(live.scraped, combined(self._ledger.get(endpoint_id), live.remote),
                          self._slots(endpoint_id))
-        return replace(
-            s,
+        return s._replace(
             circuit=self._circuit(live, now),
             rtt_ms=live.rtt_ewma_ms,
             calibration=live.calibration,

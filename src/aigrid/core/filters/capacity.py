@@ -13,9 +13,13 @@ class HasCapacity:
     name: str = "capacity"
     max_queue_factor: float = 4.0
 
+    def applies(self, ctx: Context) -> bool:
+        return True
+
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         state = ctx.view.state(endpoint.id)
-        limit = self.max_queue_factor * max(endpoint.max_concurrency, 1)
+        slots = endpoint.max_concurrency
+        limit = self.max_queue_factor * (1 if 1 > slots else slots)  # max(slots, 1): see core/predict.py
         if state.waiting >= limit:
             return Verdict(False, f"queue full ({state.waiting} waiting, limit {limit:g})")
         return PASS

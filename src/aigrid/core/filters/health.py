@@ -12,6 +12,9 @@ from aigrid.core.types import Circuit, Endpoint
 class Healthy:
     name: str = "health"
 
+    def applies(self, ctx: Context) -> bool:
+        return True
+
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         state = ctx.view.state(endpoint.id)
         if not state.healthy:

@@ -15,6 +15,9 @@ AUTO = "auto"
 class ServesModel:
     name: str = "model"
 
+    def applies(self, ctx: Context) -> bool:
+        return ctx.request.model != AUTO
+
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         wanted = ctx.request.model
         if wanted in (AUTO, endpoint.model, endpoint.family):

@@ -14,6 +14,9 @@ from aigrid.core.types import Endpoint
 class QualityTarget:
     name: str = "quality"
 
+    def applies(self, ctx: Context) -> bool:
+        return bool(ctx.request.quality)
+
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         quality = ctx.request.quality
         if not quality:

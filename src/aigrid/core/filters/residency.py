@@ -12,6 +12,9 @@ from aigrid.core.types import Endpoint
 class Residency:
     name: str = "residency"
 
+    def applies(self, ctx: Context) -> bool:
+        return ctx.request.allowed_jurisdictions is not None
+
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         allowed = ctx.request.allowed_jurisdictions
         if allowed is None:

@@ -12,6 +12,9 @@ from aigrid.core.types import Endpoint
 class TenantSites:
     name: str = "tenant"
 
+    def applies(self, ctx: Context) -> bool:
+        return ctx.request.allowed_sites is not None
+
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         allowed = ctx.request.allowed_sites
         if allowed is None or endpoint.site_id in allowed:
@@ -22,6 +25,9 @@ class TenantSites:
 @dataclass(frozen=True, slots=True)
 class NotExcluded:
     name: str = "retry"
+
+    def applies(self, ctx: Context) -> bool:
+        return bool(ctx.request.exclude_endpoints)
 
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         if endpoint.id in ctx.request.exclude_endpoints:

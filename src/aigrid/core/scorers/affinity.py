@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aigrid.core.plugins import Context, Score
 from aigrid.core.right_size import smallest_eligible_params
-from aigrid.core.types import Endpoint, Prediction
+from aigrid.core.types import Endpoint, EndpointState, Prediction
 
 FIT_WEIGHT = 0.7
 
@@ -36,8 +36,8 @@ def model_fit(ctx: Context, endpoint: Endpoint) -> float:
 class AffinityScorer:
     axis: str = "affinity"
 
-    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
+    def score(self, ctx: Context, endpoint: Endpoint, state: EndpointState, prediction: Prediction) -> Score:
         fit = model_fit(ctx, endpoint)
         warm = prediction.warm
         note = "fit {:.1f}, cache warm" if warm else "fit {:.1f}"
-        return Score(FIT_WEIGHT * fit + (1 - FIT_WEIGHT) * (1.0 if warm else 0.0), note, (fit,))
+        return FIT_WEIGHT * fit + (1 - FIT_WEIGHT) * (1.0 if warm else 0.0), note, (fit,)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aigrid.core.plugins import Context, Score, clamp01
-from aigrid.core.types import Endpoint, Prediction, RequestInfo
+from aigrid.core.types import Endpoint, EndpointState, Prediction, RequestInfo
 
 
 def request_cost_usd(request: RequestInfo, endpoint: Endpoint) -> float:
@@ -21,8 +21,12 @@ def request_cost_usd(request: RequestInfo, endpoint: Endpoint) -> float:
 class CostScorer:
     axis: str = "cost"
 
-    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
-        tokens = max(ctx.request.prompt_tokens + ctx.request.max_output_tokens, 1)
+    def score(self, ctx: Context, endpoint: Endpoint, state: EndpointState, prediction: Prediction) -> Score:
+        tokens = ctx.request.prompt_tokens + ctx.request.max_output_tokens
+        if 1 > tokens:  # max(tokens, 1) and max(ref, 1e-9) without the builtin: see core/predict.py
+            tokens = 1
         per_mtok = request_cost_usd(ctx.request, endpoint) * 1e6 / tokens
-        ref = max(ctx.policy.cost_reference_usd_per_mtok, 1e-9)
-        return Score(clamp01(ref / (ref + per_mtok)), "${:.2f}/Mtok", (per_mtok,))
+        ref = ctx.policy.cost_reference_usd_per_mtok
+        if 1e-9 > ref:
+            ref = 1e-9
+        return clamp01(ref / (ref + per_mtok)), "${:.2f}/Mtok", (per_mtok,)

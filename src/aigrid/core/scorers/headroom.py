@@ -14,15 +14,19 @@ from aigrid.core.types import Endpoint, EndpointState, Prediction, Site
 
 
 def slot_utilization(endpoint: Endpoint, state: EndpointState) -> float:
-    return (state.running + state.waiting) / max(endpoint.max_concurrency, 1)
+    slots = endpoint.max_concurrency
+    return (state.running + state.waiting) / (1 if 1 > slots else slots)  # max(slots, 1): see core/predict.py
 
 
-def power_draw_w(site: Site, endpoint: Endpoint, state: EndpointState) -> tuple[float | None, str]:
+def power_draw_w(site: Site, endpoint: Endpoint, state: EndpointState,
+                 util: float | None = None) -> tuple[float | None, str]:
+    """The draw DCGM reports, else the estimate from slot utilization (`util`: slot_utilization, when the
+    caller has it)."""
     if state.power_w is not None:
         return state.power_w, state.power_source
     if site.peak_power_w <= 0:
         return None, "none"
-    util = clamp01(slot_utilization(endpoint, state))
+    util = clamp01(slot_utilization(endpoint, state) if util is None else util)
     return site.idle_power_w + (site.peak_power_w - site.idle_power_w) * util, "estimated"
 
 
@@ -30,18 +34,21 @@ def power_draw_w(site: Site, endpoint: Endpoint, state: EndpointState) -> tuple[
 class HeadroomScorer:
     axis: str = "headroom"
 
-    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
-        state = ctx.view.state(endpoint.id)
+    def score(self, ctx: Context, endpoint: Endpoint, state: EndpointState, prediction: Prediction) -> Score:
         site = ctx.view.sites[endpoint.site_id]
-        free = clamp01(1.0 - slot_utilization(endpoint, state))
-        note, args = "slots {:.2f}", [free]
+        util = slot_utilization(endpoint, state)
+        free = clamp01(1.0 - util)
+        note, args = "slots {:.2f}", (free,)
         if state.kv_usage is not None:
             kv = clamp01(1.0 - state.kv_usage)
-            note, free = note + " kv {:.2f}", min(free, kv)
-            args.append(kv)
-        draw, source = power_draw_w(site, endpoint, state)
-        if draw is not None and site.power_budget_w > 0:
-            power = clamp01(1.0 - draw / site.power_budget_w)
-            note, free = note + " power(" + source + ") {:.2f}", min(free, power)
-            args.append(power)
-        return Score(free, note, tuple(args))
+            note, args = note + " kv {:.2f}", (*args, kv)
+            if kv < free:  # min(free, kv)
+                free = kv
+        if site.power_budget_w > 0:
+            draw, source = power_draw_w(site, endpoint, state, util)
+            if draw is not None:
+                power = clamp01(1.0 - draw / site.power_budget_w)
+                note, args = note + " power(" + source + ") {:.2f}", (*args, power)
+                if power < free:  # min(free, power)
+                    free = power
+        return free, note, args

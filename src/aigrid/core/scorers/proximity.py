@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aigrid.core.plugins import Context, Score, clamp01
-from aigrid.core.types import Circuit, Endpoint, Prediction
+from aigrid.core.types import Circuit, Endpoint, EndpointState, Prediction
 
 HALF_DISTANCE_KM = 2000.0
 
@@ -18,13 +18,12 @@ HALF_DISTANCE_KM = 2000.0
 class ProximityScorer:
     axis: str = "proximity"
 
-    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
-        state = ctx.view.state(endpoint.id)
+    def score(self, ctx: Context, endpoint: Endpoint, state: EndpointState, prediction: Prediction) -> Score:
         dist = prediction.distance_km
         near = 1.0 if dist is None else 1.0 / (1.0 + dist / HALF_DISTANCE_KM)
         health = clamp01(1.0 - state.error_rate)
         if state.circuit is Circuit.HALF_OPEN:
             health *= 0.5
         if dist is None:
-            return Score(clamp01(near * health), "distance unknown, health {:.2f}", (health,))
-        return Score(clamp01(near * health), "{:.0f} km, health {:.2f}", (dist, health))
+            return clamp01(near * health), "distance unknown, health {:.2f}", (health,)
+        return clamp01(near * health), "{:.0f} km, health {:.2f}", (dist, health)

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from aigrid.core.plugins import Context, Score, clamp01
-from aigrid.core.types import Endpoint, Prediction
+from aigrid.core.types import Endpoint, EndpointState, Prediction
 
 
 @dataclass(frozen=True, slots=True)
 class TtftScorer:
     axis: str = "ttft"
 
-    def score(self, ctx: Context, endpoint: Endpoint, prediction: Prediction) -> Score:
+    def score(self, ctx: Context, endpoint: Endpoint, state: EndpointState, prediction: Prediction) -> Score:
         slo = ctx.policy.ttft_slo_ms
         ttft = prediction.ttft_ms
-        return Score(clamp01(slo / (slo + ttft)), "ttft {:.0f} ms", (ttft,))
+        return clamp01(slo / (slo + ttft)), "ttft {:.0f} ms", (ttft,)
