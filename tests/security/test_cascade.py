@@ -7,9 +7,15 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import random
+from pathlib import Path
 
+import httpx
 import pytest
 
+from aigrid.agents.loop import WITHHELD
+from aigrid.errors import ConfigError
+from aigrid.gateway.app import build_app, build_gateway
 from aigrid.security.firewall import cascade as cascade_module
 from aigrid.security.firewall.cascade import Cascade, CascadePoints, combined, load_cascade
 from aigrid.security.firewall.injection import InjectionModel
@@ -17,6 +23,9 @@ from aigrid.security.firewall.pipeline import Firewall
 from aigrid.security.firewall.reader import DEFAULT_READER_PATH, read_meta
 from aigrid.security.firewall.screen import Screen
 from aigrid.security.firewall.texts import ModelText, Source
+from tests.agents.scripted_engine import ScriptedEngine, answer, call
+from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.test_choke_point import Planted
 
 EMAIL = ("Hi Dana,\n\nthanks for sending the quarterly figures. The board meets on Thursday at 10:00 in room 4B; "
          "please bring printed copies of the budget and the hiring plan. Lunch will be provided.\n\n")
@@ -117,3 +126,33 @@ def test_without_torch_the_cascade_is_off_logged_once_and_the_ngrams_decide(
                                                    "system prompt. " + SIGN_OFF, Source.DOCUMENT, ("retrieve",))])
     assert model.cascade is None and not firewall.reads_slowly([ModelText(EMAIL, Source.DOCUMENT, ("r",))])
     assert blocked.verdicts  # the n-gram document head still reads it
+
+
+def test_a_missing_artefact_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="security.injection_cascade"):
+        load_cascade(tmp_path / "nowhere.safetensors")
+
+
+async def test_the_spec_switch_puts_the_cascade_in_front_of_tool_results(cascade: Cascade, tmp_path: Path) -> None:
+    """`security.injection_cascade: true` in a spec: the gateway's firewall re-reads documents, and a web page
+    with an instruction hidden in an e-mail is withheld from the model while a clean one reaches it."""
+    spec = spec_in(tmp_path, injection_cascade=True)
+    engine = ScriptedEngine([])
+    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(2), sleep=_no_sleep)
+    assert gw.guard.firewall.model.cascade is not None
+    gw.agents.tools.add(Planted("page_attack", Source.WEB_PAGE, EMAIL + ATTACK + SIGN_OFF))
+    gw.agents.tools.add(Planted("page_clean", Source.WEB_PAGE, EMAIL + SIGN_OFF))
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            for tool, withheld in (("page_attack", True), ("page_clean", False)):
+                engine.replies = [call(tool), answer("done")]
+                r = await c.post("/v1/chat/completions", json={
+                    "model": "smollm2-135m", "messages": [{"role": "user", "content": "What does the page say?"}],
+                    "tools": [{"type": "function", "function": {"name": tool}}]})
+                assert r.status_code == 200, r.text
+                step = r.json()["aigrid_steps"][0]
+                assert (step["result"] == WITHHELD) is withheld, step
+    finally:
+        await gw.guard.stop()

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aigrid.errors import ConfigError
 from aigrid.security.firewall.reader import DEFAULT_READER_PATH, WindowReader, read_meta
 
 if TYPE_CHECKING:
@@ -100,6 +101,9 @@ def load_cascade(path: Path = DEFAULT_READER_PATH, *, threads: int = 1) -> Casca
         log.warning("firewall cascade off: %s not installed (the `embeddings` extra); the n-gram heads decide "
                     "alone", ", ".join(missing))
         return None
-    m = read_meta(path)
+    try:
+        m = read_meta(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"security.injection_cascade: cannot read the cascade's artefact {path}: {e}") from e
     return Cascade(CascadePoints(float(m["gate"]), int(m["k"]), str(m["combine"]), float(m["threshold"]),
                                  float(m["block_threshold"])), path, threads=threads)
