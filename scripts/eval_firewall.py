@@ -1,6 +1,7 @@
 """Held-out quality of the shipped injection detector, per attack family and per kind of harmless text.
 
     .venv/bin/python scripts/eval_firewall.py [--data ../shared/data/firewall-dev] [--model PATH] [--json]
+    .venv/bin/python scripts/eval_firewall.py ... --cascade [PATH]   # documents through the cascade (torch)
 
 Reads only the test splits of scripts/firewall_data.py (never trained on, never used to choose a threshold)
 and scores each text exactly as the gateway does (InjectionModel.score, windows and operating points
@@ -42,7 +43,9 @@ from firewall_packages import aib_documents, pyrit_jailbreaks  # noqa: E402
 from firewall_roleplay import roleplay_prompts  # noqa: E402
 from firewall_short import short_prompts, words_of  # noqa: E402
 
+from aigrid.security.firewall.cascade import load_cascade  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
+from aigrid.security.firewall.reader import DEFAULT_READER_PATH  # noqa: E402
 
 TARGETS = {"attack": ">= 90% recall", "trigger words": "<= 3% FPR", "role-play and fiction": "<= 5% FPR",
            "ordinary": "<= 1% FPR"}
@@ -166,12 +169,20 @@ def main() -> None:
                         help="agent-injection-bench 0.1.0's package folder (scripts/firewall_packages.py)")
     parser.add_argument("--pyrit", type=Path, default=None, help="PyRIT 1.1.0's package folder (the same)")
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH)
+    parser.add_argument("--cascade", type=Path, nargs="?", const=DEFAULT_READER_PATH, default=None,
+                        help="decide documents (and prompts' pasted parts) with the cascade: the transformer "
+                             "re-reads the n-gram head's most suspicious windows (aigrid.security.firewall.cascade)")
     parser.add_argument("--harmless", type=Path, default=Path("tests/security/harmless_prompts.txt"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--split", choices=("validation", "test"), default="test",
                         help="validation while developing; test for the report")
     args = parser.parse_args()
     model = InjectionModel.load(args.model)
+    if args.cascade is not None:
+        cascade = load_cascade(args.cascade)
+        if cascade is None:
+            raise SystemExit("--cascade needs torch and transformers (the `embeddings` extra)")
+        model = model.with_cascade(cascade)
     rng = random.Random(2026)
     out = []
     started = time.perf_counter()
@@ -197,7 +208,8 @@ def main() -> None:
               f"{100 * r['flag']:.1f}% | {100 * r['block']:.1f}% | {r['target']} |")
     print(f"\n({time.perf_counter() - started:.1f} s; model {args.model.name}, "
           f"thresholds prompt {model.threshold:.3f}/{model.block_threshold:.3f}, "
-          f"document {model.document_threshold:.3f}/{model.document_block_threshold:.3f})")
+          f"document {model.document_threshold:.3f}/{model.document_block_threshold:.3f}"
+          + (f"; cascade {args.cascade.name}: {model.cascade.points}" if model.cascade else "") + ")")
 
 
 if __name__ == "__main__":

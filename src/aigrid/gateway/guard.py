@@ -32,6 +32,7 @@ from aigrid.security.authorize import authorize
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
 from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 from aigrid.security.firewall.abuse_shared import SharedAbuseMonitor
+from aigrid.security.firewall.cascade import load_cascade
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.screen import Screen
@@ -144,7 +145,8 @@ class Guard:
             self.abuse_sync = AbuseSync(shared, redis_exchange(shared, self._abuse_relay), a.share_interval_s,
                                         peer="Redis")
         self.abuse_action = a.action
-        model = injection_model or InjectionModel.load()
+        model = injection_model or InjectionModel.load().with_cascade(load_cascade() if sec.injection_cascade
+                                                                      else None)
         policies = {name: _policy(t.firewall) for name, t in spec.tenants.items() if t.firewall is not None}
         self.firewall = Firewall(model, policies, _policy(sec.firewall))
         self.screen = Screen(self.firewall)

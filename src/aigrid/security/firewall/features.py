@@ -179,12 +179,19 @@ def windows(text: str, dim: int, size: int = WINDOW, step: int = STEP, openers: 
             segments: bool = False, segment_min: int = SEGMENT_MIN) -> Iterator[Buckets]:
     """The buckets of each window of `text` (one window for texts up to `size` characters; with `segments`,
     also one per sentence or line: see spans())."""
+    return (b for _, _, _, b in read(text, dim, size, step, openers, segments, segment_min))
+
+
+def read(text: str, dim: int, size: int = WINDOW, step: int = STEP, openers: bool = True,
+         segments: bool = False, segment_min: int = SEGMENT_MIN) -> Iterator[tuple[str, int, int, Buckets]]:
+    """(the normalised text, start, end, buckets) of each window of windows(): the window reads
+    normal[start:end]."""
     normal = normalise(text)
     if not normal:
         return
     hashed = _Hashed(normal)
     for start, end in spans(normal, size, step, segments, segment_min):
-        yield hashed.window(start, end, dim - 1, openers)
+        yield normal, start, end, hashed.window(start, end, dim - 1, openers)
 
 
 def buckets(text: str, dim: int, openers: bool = True) -> Buckets:

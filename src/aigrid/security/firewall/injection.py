@@ -17,11 +17,13 @@ block), chosen on validation data; docs/security.md says what each costs.
 from __future__ import annotations
 
 import gzip
+import heapq
 import json
 import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -34,9 +36,13 @@ from aigrid.security.firewall.features import (
     WINDOW,
     Buckets,
     buckets,
+    read,
     scale,
     windows,
 )
+
+if TYPE_CHECKING:
+    from aigrid.security.firewall.cascade import Cascade
 
 DEFAULT_MODEL_PATH = Path(__file__).with_name("injection_model.bin.gz")
 FORMAT = 2
@@ -97,6 +103,14 @@ class InjectionModel:
         """How the document head reads: windows of `document_window` characters every `document_step`, and with
         `segments` each sentence and line (joined up to `segment_min` characters) on its own too (features.spans);
         set by training, kept in the header."""
+        self.cascade: Cascade | None = None
+        """With a cascade (cascade.py), a transformer re-reads a document's most suspicious windows and decides."""
+
+    def with_cascade(self, cascade: Cascade | None) -> InjectionModel:
+        """This model with documents (and prompts' pasted parts) decided by `cascade` (None: n-grams alone)."""
+        model = InjectionModel(self.prompt, self.document, self.dim, self.meta)
+        model.cascade = cascade
+        return model
 
     @property
     def threshold(self) -> float:
@@ -159,8 +173,30 @@ class InjectionModel:
         return own
 
     def _document(self, text: str) -> InjectionScore:
-        return self._score(text, self.document, self.document_window, self.document_step, self.segments,
-                           self.segment_min)
+        if self.cascade is None:
+            return self._score(text, self.document, self.document_window, self.document_step, self.segments,
+                               self.segment_min)
+        score, suspects = self.suspicious_windows(text, self.cascade.points.gate, self.cascade.points.k)
+        return self.cascade.rescore(score, suspects)
+
+    def suspicious_windows(self, text: str, gate: float, k: int) -> tuple[InjectionScore, list[tuple[float, int, str]]]:
+        """The document head's verdict on `text`, and its `k` highest windows with a probability of at least
+        `gate`, highest first: (probability, window index, the window's normalised text)."""
+        head, best, where = self.document, 0.0, 0
+        top: list[tuple[float, int, str]] = []
+        for i, (normal, start, end, b) in enumerate(read(text, self.dim, self.document_window, self.document_step,
+                                                         head.openers, self.segments, self.segment_min)):
+            p = head.probability(b, self.min_norm)
+            if p > best:
+                best, where = p, i
+            if p >= gate and (len(top) < k or p > top[0][0]):
+                item = (p, -i, normal[start:end])  # on equal scores the earlier window stays
+                if len(top) < k:
+                    heapq.heappush(top, item)
+                else:
+                    heapq.heapreplace(top, item)
+        score = InjectionScore(best, best >= head.threshold, best >= head.block_threshold, where)
+        return score, [(p, -i, w) for p, i, w in sorted(top, reverse=True)]
 
     def _score(self, text: str, head: Head, size: int, step: int, segments: bool = False,
                segment_min: int = SEGMENT_MIN) -> InjectionScore:

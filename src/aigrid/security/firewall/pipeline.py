@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from aigrid.errors import InvalidRequest
-from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.injection import InjectionModel, pasted_start
 from aigrid.security.firewall.pii import find_pii, redact
 from aigrid.security.firewall.score_cache import DEFAULT_SIZE, ScoreCache
 from aigrid.security.firewall.streaming import StreamingRedactor
@@ -85,6 +85,14 @@ class Firewall:
 
     def policy(self, tenant: str) -> FirewallPolicy:
         return self.policies.get(tenant, self.default)
+
+    def reads_slowly(self, texts: Sequence[ModelText]) -> bool:
+        """Whether scoring `texts` may run the cascade's transformer (cascade.py): a data source, or a prompt
+        with a pasted part, while the model has a cascade. Such texts are never scored on the event loop."""
+        if self.model.cascade is None:
+            return False
+        return any(t.source in DATA or (t.source in UNTRUSTED and pasted_start(t.text) is not None)
+                   for t in texts)
 
     def check_texts(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
         """Run the input checks on every text; stops at the first block (the rest pass unchanged)."""

@@ -10,7 +10,9 @@ agent loop for every server-side tool, MCP, retrieval and web result (agents/loo
 door. Cost: scoring is pure Python (about 1 ms per 1,000 characters); inputs up to `inline_chars` are
 scored in place (well under a millisecond), larger ones on one worker thread, so the event loop keeps
 serving other requests while a 4 MiB body is read (the thread gives the interpreter back every switch
-interval). One worker: big inputs queue behind each other instead of multiplying the contention.
+interval). One worker: big inputs queue behind each other instead of multiplying the contention. With the
+document cascade on (cascade.py), every text its transformer may read (documents, tool results, pasted parts)
+goes to that worker whatever its size.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ class Screen:
         self._pool: ThreadPoolExecutor | None = None  # threads start on first use, not here
 
     async def check(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
-        if sum(len(t.text) for t in texts) <= self.inline_chars:
+        if sum(len(t.text) for t in texts) <= self.inline_chars and not self.firewall.reads_slowly(texts):
             return self.firewall.check_texts(tenant, texts)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigrid-firewall")
