@@ -64,6 +64,14 @@ def abuse_rules(a: AbuseSpec) -> AbuseRules:
     return AbuseRules(window_s=a.window_s, min_requests=a.min_requests, max_requests=a.max_requests)
 
 
+def abuse_relay(spec: GridSpec) -> RedisAbuseRelay | None:
+    """The Redis relay of abuse digests to the other gateways of the grid (`gateway.shared_state_url`), or
+    None: no shared state, or abuse signals off. A lone gateway's Guard and a worker pool's hub both use it."""
+    if not spec.gateway.shared_state_url or spec.security.abuse.action == "off":
+        return None
+    return RedisAbuseRelay.from_url(spec.gateway.shared_state_url, spec.name)
+
+
 def _policy(f: FirewallSpec) -> FirewallPolicy:
     return FirewallPolicy(injection=Action(f.injection), pii_input=Action(f.pii_input), pii_output=Action(f.pii_output))
 
@@ -138,9 +146,9 @@ class Guard:
         if abuse_exchange is not None and a.action != "off":
             shared = SharedAbuseMonitor(AbuseMonitor(abuse_rules(a)))
             self.abuse, self.abuse_sync = shared, AbuseSync(shared, abuse_exchange, a.share_interval_s)
-        elif spec.gateway.shared_state_url and a.action != "off":  # a lone gateway among others: via Redis
+        elif (relay := abuse_relay(spec)) is not None:  # a lone gateway among others: via Redis
             shared = SharedAbuseMonitor(AbuseMonitor(abuse_rules(a)))
-            self._abuse_relay = RedisAbuseRelay.from_url(spec.gateway.shared_state_url, spec.name)
+            self._abuse_relay = relay
             self.abuse = shared
             self.abuse_sync = AbuseSync(shared, redis_exchange(shared, self._abuse_relay), a.share_interval_s,
                                         peer="Redis")

@@ -43,7 +43,13 @@ from aigrid.gateway.hub_protocol import frame, read_frame
 from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
 from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
-from aigrid.security.firewall.abuse_shared import Batch, HubAbuse, answer_to_wire, request_from_wire
+from aigrid.security.firewall.abuse_shared import (
+    MAX_PENDING,
+    Batch,
+    HubAbuse,
+    answer_to_wire,
+    request_from_wire,
+)
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 from aigrid.telemetry.periodic import Periodic
 
@@ -165,7 +171,7 @@ class Hub:
         """The workers' digests out to the other gateways, theirs in (Redis); this gateway's alone while
         Redis does not answer (logged once each way)."""
         assert self._relay is not None
-        batch, self._outbox = self._outbox[-100_000:], []
+        batch, self._outbox = self._outbox[-MAX_PENDING:], []
         try:
             others = await self._relay.relay(batch)
         except SharedStateUnavailable as e:

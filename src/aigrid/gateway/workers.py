@@ -40,11 +40,10 @@ from prometheus_client import multiprocess
 from starlette.routing import BaseRoute
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.guard import Guard, abuse_rules, audit_log
+from aigrid.gateway.guard import Guard, abuse_relay, abuse_rules, audit_log
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
 from aigrid.gateway.wiring import build_engines, upstream
-from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
 
@@ -69,10 +68,8 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
     metrics_dir = work / "metrics"
     metrics_dir.mkdir()
     sock = listen(host, port)
-    relay = (RedisAbuseRelay.from_url(spec.gateway.shared_state_url, spec.name)
-             if spec.gateway.shared_state_url and spec.security.abuse.action != "off" else None)
     hub = Hub(work / "hub.sock", audit_log(spec.security.audit) if spec.security.audit is not None else None,
-              abuse_rules=abuse_rules(spec.security.abuse), abuse_relay=relay,
+              abuse_rules=abuse_rules(spec.security.abuse), abuse_relay=abuse_relay(spec),
               abuse_interval_s=spec.security.abuse.share_interval_s)
     config = work / "worker.json"
     config.write_bytes(orjson.dumps({"spec": spec.model_dump(mode="json"), "urls": dict(urls),
