@@ -1,9 +1,12 @@
 """Would a plan still pass without some of its sites or replicas? Re-run the plan's checks on an edited placement.
 
-    python scripts/plan_without.py DEMAND.yaml PLAN_DIR [--drop SITE ...] [--scale SITE=DELTA ...] [--workers N]
+    python scripts/plan_without.py DEMAND.yaml PLAN_DIR [--drop SITE ...] [--scale SITE=DELTA ...]
+        [--hardware SITE=HW ...] [--add CANDIDATE=HW ...] [--workers N] [--detail]
 
-Reads PLAN_DIR/plan.json (written by `aigrid plan`), removes the --drop sites and adds DELTA replicas to each
---scale site (negative to remove), then runs the same checks as the planner (plan/verify.py: the plan's peak
+Reads PLAN_DIR/plan.json (written by `aigrid plan`), removes the --drop sites, adds DELTA replicas to each
+--scale site (negative to remove), moves each --hardware site to another hardware option of the demand and
+opens each --add candidate site (an id of the demand's candidates) with one replica of HW; hardware gets
+the demand's price and the prefill chunk the planner would give it (plan/chunks.py). Then it runs the same checks as the planner (plan/verify.py: the plan's peak
 hours, every site up and each remaining site down) in the simulator and prints each check's verdict. For
 questions the planner's own refinement does not ask (it trims replicas, never whole sites), e.g. "is the
 sixth site needed?" (docs/planning.md).
@@ -14,12 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from aigrid.plan.checks import Check
+from aigrid.plan.chunks import DEFAULT_CHUNK
 from aigrid.plan.demand import load_demand
-from aigrid.plan.placement import Placement, PlannedSite
+from aigrid.plan.placement import Placement, PlannedSite, chunk_of, price_of
 from aigrid.plan.runs import LocalBackend
+from aigrid.plan.supply import candidate_sites
 from aigrid.plan.traffic import build_traffic
 from aigrid.plan.verify import Verifier, passes
 from aigrid.sim.geography import load_cities
@@ -31,24 +37,51 @@ def main() -> None:
     ap.add_argument("plan_dir", type=Path)
     ap.add_argument("--drop", nargs="*", default=[], metavar="SITE")
     ap.add_argument("--scale", nargs="*", default=[], metavar="SITE=DELTA")
+    ap.add_argument("--hardware", nargs="*", default=[], metavar="SITE=HW")
+    ap.add_argument("--add", nargs="*", default=[], metavar="CANDIDATE=HW")
     ap.add_argument("--workers", type=int, default=None)
+    ap.add_argument("--detail", action="store_true", help="per site figures of each failing check")
     a = ap.parse_args()
     demand = load_demand(a.demand)
     doc = json.loads((a.plan_dir / "plan.json").read_text())
     known = {s["id"] for s in doc["plan"]["sites"]}
     deltas = {k: int(v) for k, v in (x.split("=", 1) for x in a.scale)}
-    unknown = (set(a.drop) | set(deltas)) - known
+    moves = dict(x.split("=", 1) for x in a.hardware)
+    adds = dict(x.split("=", 1) for x in a.add)
+    unknown = (set(a.drop) | set(deltas) | set(moves)) - known
     if unknown:
         raise SystemExit(f"not sites of the plan: {', '.join(sorted(unknown))} (sites: {', '.join(sorted(known))})")
-    sites = tuple(
+    bad_hw = sorted((set(moves.values()) | set(adds.values())) - set(demand.supply.hardware))
+    if bad_hw:
+        raise SystemExit(f"not hardware options of the demand: {', '.join(bad_hw)}")
+    sites = [
         PlannedSite(s["id"], s["city"], s["lat"], s["lon"], s["country"], s["jurisdiction"], s["hardware"],
                     s["gpus_per_replica"], s["usd_per_device_hour"],
-                    tuple((m, max(1, n + deltas.get(s["id"], 0))) for m, n in sorted(s["replicas"].items())))
-        for s in doc["plan"]["sites"] if s["id"] not in a.drop)
-    placement = Placement("edited", sites)
+                    tuple((m, max(1, n + deltas.get(s["id"], 0))) for m, n in sorted(s["replicas"].items())),
+                    s.get("chunk_tokens", DEFAULT_CHUNK))
+        for s in doc["plan"]["sites"] if s["id"] not in a.drop]
+    for k, site in enumerate(sites):
+        if site.id in moves:
+            hw = moves[site.id]
+            sites[k] = replace(site, hardware=hw, usd_per_device_hour=price_of(demand, hw)[0],
+                               gpus_per_replica=price_of(demand, hw)[1], chunk_tokens=chunk_of(demand, hw))
+    cities = load_cities()
+    if adds:
+        cands = candidate_sites(demand, cities, a.demand)
+        model = demand.models[0].name
+        for cid, hw in adds.items():
+            if cid not in cands.id or cid in known:
+                raise SystemExit(f"--add {cid}: not a candidate site of the demand, or already in the plan")
+            i = cands.index(cid)
+            price, gpus = price_of(demand, hw)
+            sites.append(PlannedSite(cid, cands.city[i], float(cands.lat[i]), float(cands.lon[i]), cands.country[i],
+                                     cands.jurisdiction[i], hw, gpus, price, ((model, 1),), chunk_of(demand, hw)))
+    placement = Placement("edited", tuple(sites))
+    print(f"{len(sites)} sites, {placement.devices} devices, ${placement.usd_per_hour:.2f}/h: "
+          + ", ".join(f"{x.id} {x.hardware} x {x.devices} (chunk {x.chunk_tokens})" for x in sites))
     hours = sorted({int(c["check"][:2]) for c in doc["checks"]})  # labels: "HH:00 UTC, ..."
     checks = [Check(h, None) for h in hours] + [Check(h, s.id) for h in hours for s in sites]
-    traffic = build_traffic(demand, load_cities(), demand.verify.window_s)
+    traffic = build_traffic(demand, cities, demand.verify.window_s)
     verifier = Verifier(demand, traffic, LocalBackend(workers=a.workers), note=print)
     t0 = time.perf_counter()
     for o in verifier.run(placement, checks):
@@ -56,6 +89,10 @@ def main() -> None:
         print(f"{o['check']['label']}: {'meets' if passes(o, verifier.attainment) else 'FAILS'}; worst tenant "
               f"{tenant} {t['attainment']:.2%} within the SLO; TTFT p99 {o['ttft_p99_ms']:.0f} ms; "
               f"{o['rejected']} not served")
+        if a.detail and not passes(o, verifier.attainment):
+            for sid, st in o["sites"].items():
+                print(f"    {sid}: {st['served']} served, {st['bad']} outside the SLO ({st['slow_ttft']} over TTFT, "
+                      f"{st['slow_tpot']} over TPOT), utilisation {st['utilization']:.0%}")
     print(f"{len(checks)} checks in {time.perf_counter() - t0:.0f} s")
 
 

@@ -87,13 +87,17 @@ def test_shortlist_prunes_thousands_of_candidates() -> None:
     assert np.all(np.diff(s.shortlist) > 0)
 
 
-def test_hardware_that_cannot_hold_tpot_under_prefill_is_not_offered() -> None:
-    s = screen(demand())  # TPOT SLO 100 ms: an L40S step with a 2,048-token chunk takes ~180 ms
+def test_slower_hardware_is_offered_with_a_chunk_that_holds_tpot() -> None:
+    s = screen(demand())  # TPOT SLO 100 ms: an L40S step with a 2,048-token chunk takes ~180 ms, with 512 ~66 ms
+    assert dict(zip(s.hw, s.chunk, strict=True)) == {"h100": 2048, "l40s": 512}
+    assert s.tpot_ok.all()
+    fixed = demand(supply={**demand().supply.model_dump(exclude_none=True), "hardware": {
+        "h100": {"usd_per_hour": 2.5}, "l40s": {"usd_per_hour": 0.9, "chunk_tokens": 2048}}})
+    s = screen(fixed)  # an operator who keeps 2,048-token chunks on the L40S: it cannot hold TPOT, not offered
     assert dict(zip(s.hw, s.tpot_ok, strict=True)) == {"h100": True, "l40s": False}
-    z = s.search(0.4)
-    assert set(z.hardware) == {"h100"}
+    assert set(s.search(0.4).hardware) == {"h100"}
     relaxed = screen(demand(slo={"ttft_ms": 1000, "tpot_ms": 250, "attainment": 0.98}))
-    assert relaxed.tpot_ok.all()
+    assert relaxed.chunk == (2048, 2048)
 
 
 def test_spread_offers_placements_with_more_sites() -> None:

@@ -10,6 +10,7 @@ hour replays identical arrivals, so placements are compared on the same requests
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,8 @@ def scenario_for(demand: Demand, traffic: Traffic, placement: Placement, check: 
         for model, n in s.replicas:
             sid = sim_site_id(s.id, model, len(s.replicas))
             sites.append(SiteDef(id=sid, lat=s.lat, lon=s.lon, country=s.country, jurisdiction=s.jurisdiction,
-                                 hardware=s.hardware, gpus_per_replica=s.gpus_per_replica, replicas=n, models=[model]))
+                                 hardware=s.hardware, gpus_per_replica=s.gpus_per_replica, replicas=n, models=[model],
+                                 chunk_tokens=s.chunk_tokens))
             if s.id == check.failed:
                 failed.append(sid)
     d = demand.traffic.diurnal
@@ -79,9 +81,11 @@ def peak_hours(traffic: Traffic, site_load: np.ndarray, count: int) -> list[int]
     return sorted(hours[:count])
 
 
-def checks_for(placement: Placement, traffic: Traffic, site_load: dict[str, np.ndarray], count: int) -> list[Check]:
-    """Peak checks at `count` hours, and at each of those hours one check per site with that site down."""
+def checks_for(placement: Placement, traffic: Traffic, site_load: dict[str, np.ndarray], count: int,
+               also: Sequence[int] = ()) -> list[Check]:
+    """Peak checks at `count` hours (and at the hours `also`), and at each of those hours one check per site
+    with that site down."""
     load = np.array([site_load.get(s.id, traffic.total()) for s in placement.sites]) if placement.sites \
         else np.zeros((0, traffic.rate.shape[2]))
-    hours = peak_hours(traffic, load, count)
+    hours = sorted(set(peak_hours(traffic, load, count)) | {int(h) for h in also})
     return [Check(h, None) for h in hours] + [Check(h, s.id) for h in hours for s in placement.sites]

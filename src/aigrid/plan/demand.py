@@ -112,6 +112,8 @@ class HardwareOption(Strict):
     usd_per_hour: float | None = Field(default=None, gt=0, description="price per device-hour "
                                        "(default: the simulator profile's assumption)")
     gpus_per_replica: int = Field(default=1, ge=1, le=16)
+    chunk_tokens: int | None = Field(default=None, ge=64, le=65536, description="the engines' prefill chunk "
+                                     "(vLLM max_num_batched_tokens); default: the planner chooses (plan/chunks.py)")
 
 
 class SiteLimit(Strict):

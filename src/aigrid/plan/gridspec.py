@@ -4,7 +4,11 @@ planned replica, and the simulator scenario of the peak check for `aigrid sim`.
 Planned GPUs do not exist yet, so every endpoint is declared as what it will be (`engine: vllm` with a
 url) and run-emulated.sh starts `aigrid emulator` processes on those urls, one per site, timed like the
 simulator's engine model of that hardware (prefill per token, step time W + h x batch, batch slots, KV
-tokens). When the real engines exist, point the urls at them and run `aigrid gateway grid.yaml`.
+tokens, prefill chunk). The prefill chunk the plan chose for each site's hardware (plan/chunks.py) is an
+engine flag the spec has no field for: grid.yaml names it per site in its header comment, the emulators get
+it as --chunk-tokens and the check scenarios as each site's chunk_tokens, so `aigrid up` and `aigrid sim`
+run the engines the plan was checked with. When the real engines exist, start them with that chunk, point
+the urls at them and run `aigrid gateway grid.yaml`.
 """
 
 from __future__ import annotations
@@ -24,9 +28,9 @@ from aigrid.sim.hardware import HARDWARE, engine_perf
 from aigrid.sim.scenario import Scenario
 
 
-def _perf(demand: Demand, hardware: str, model: str, gpus: int, usd: float) -> EnginePerf:
+def _perf(demand: Demand, hardware: str, model: str, gpus: int, usd: float, chunk: int) -> EnginePerf:
     m = next(x for x in demand.models if x.name == model)
-    return engine_perf(hardware, m.params_b, m.kv_bytes_per_token, gpus, usd_per_hour=usd)
+    return engine_perf(hardware, m.params_b, m.kv_bytes_per_token, gpus, chunk, usd_per_hour=usd)
 
 
 def grid_spec(demand: Demand, placement: Placement, port: int = 9100) -> tuple[dict[str, Any], list[list[str]]]:
@@ -40,7 +44,7 @@ def grid_spec(demand: Demand, placement: Placement, port: int = 9100) -> tuple[d
                        "jurisdiction": s.jurisdiction, "hardware": s.hardware,
                        "idle_power_w": hw.idle_w * s.devices, "peak_power_w": hw.peak_w * s.devices}
         for model, n in s.replicas:
-            perf = _perf(demand, s.hardware, model, s.gpus_per_replica, s.usd_per_device_hour)
+            perf = _perf(demand, s.hardware, model, s.gpus_per_replica, s.usd_per_device_hour, s.chunk_tokens)
             first = port
             for r in range(n):
                 endpoints.append({
@@ -65,6 +69,17 @@ def grid_spec(demand: Demand, placement: Placement, port: int = 9100) -> tuple[d
                     for t in demand.tenants},
     }
     return spec, emulators
+
+
+def engine_settings(placement: Placement) -> str:
+    """Comment lines for grid.yaml: the prefill chunk each site's engines must run with (the plan's timing,
+    the simulator's and the emulators' assume it; the spec has no field for engine flags)."""
+    lines = []
+    for s in placement.sites:
+        c = s.chunk_tokens
+        lines.append(f"# {s.id} ({s.hardware}): prefill chunk {c} tokens (vLLM --max-num-batched-tokens {c}, "
+                     f"SGLang --chunked-prefill-size {c})\n")
+    return "".join(lines)
 
 
 LAUNCHER = """#!/usr/bin/env bash
@@ -95,7 +110,8 @@ def write_grid(out: Path, demand: Demand, traffic: Traffic, placement: Placement
     spec, emulators = grid_spec(demand, placement, port)
     header = (f"# Grid spec planned by `aigrid plan` for demand {demand.name!r}: {len(placement.sites)} sites, "
               f"{placement.devices} devices, ${placement.usd_per_month:,.0f} per month.\n"
-              "# Endpoints point at engine emulators until the GPUs exist: bash run-emulated.sh\n")
+              "# Endpoints point at engine emulators until the GPUs exist: bash run-emulated.sh\n"
+              + engine_settings(placement))
     grid = out / "grid.yaml"
     grid.write_text(header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=120))
     starts = "\n".join(f'"$aigrid" {shlex.join(argv)} >"$here/emulator-{k}.log" 2>&1 & pids+=($!)'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from aigrid.plan.chunks import DEFAULT_CHUNK, chunk_for
 from aigrid.plan.demand import Demand
 from aigrid.plan.screen import Sizing
 from aigrid.plan.supply import Candidates
@@ -25,6 +26,8 @@ class PlannedSite:
     usd_per_device_hour: float
     replicas: tuple[tuple[str, int], ...]
     """(model, replicas) pairs."""
+    chunk_tokens: int = DEFAULT_CHUNK
+    """The prefill chunk its engines run with (plan/chunks.py)."""
 
     @property
     def devices(self) -> int:
@@ -61,13 +64,14 @@ class Placement:
                       else s for s in self.sites)
         return replace(self, sites=sites)
 
-    def rehoused(self, site_id: str, hardware: str, usd_per_device_hour: float, gpus: int) -> Placement:
-        sites = tuple(replace(s, hardware=hardware, usd_per_device_hour=usd_per_device_hour, gpus_per_replica=gpus)
-                      if s.id == site_id else s for s in self.sites)
+    def rehoused(self, site_id: str, hardware: str, usd_per_device_hour: float, gpus: int,
+                 chunk_tokens: int = DEFAULT_CHUNK) -> Placement:
+        sites = tuple(replace(s, hardware=hardware, usd_per_device_hour=usd_per_device_hour, gpus_per_replica=gpus,
+                              chunk_tokens=chunk_tokens) if s.id == site_id else s for s in self.sites)
         return replace(self, sites=sites)
 
-    def key(self) -> tuple[tuple[str, str, tuple[tuple[str, int], ...]], ...]:
-        return tuple((s.id, s.hardware, s.replicas) for s in self.sites)
+    def key(self) -> tuple[tuple[str, str, int, tuple[tuple[str, int], ...]], ...]:
+        return tuple((s.id, s.hardware, s.chunk_tokens, s.replicas) for s in self.sites)
 
 
 def price_of(demand: Demand, hardware: str) -> tuple[float, int]:
@@ -78,10 +82,16 @@ def price_of(demand: Demand, hardware: str) -> tuple[float, int]:
     return (opt.usd_per_hour or HARDWARE[hardware].usd_per_hour), opt.gpus_per_replica
 
 
+def chunk_of(demand: Demand, hardware: str) -> int:
+    """The prefill chunk the plan gives `hardware`'s engines (the simulator's default where none holds TPOT)."""
+    return chunk_for(demand, hardware) or DEFAULT_CHUNK
+
+
 def from_sizing(label: str, demand: Demand, cands: Candidates, sizing: Sizing) -> Placement:
     sites = []
     for s, hw, reps in zip(sizing.sites, sizing.hardware, sizing.replicas, strict=True):
         price, gpus = price_of(demand, hw)
         sites.append(PlannedSite(cands.id[s], cands.city[s], float(cands.lat[s]), float(cands.lon[s]),
-                                 cands.country[s], cands.jurisdiction[s], hw, gpus, price, tuple(sorted(reps.items()))))
+                                 cands.country[s], cands.jurisdiction[s], hw, gpus, price, tuple(sorted(reps.items())),
+                                 chunk_of(demand, hw)))
     return Placement(label, tuple(sites))

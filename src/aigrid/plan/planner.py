@@ -128,6 +128,8 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
     if compare:
         shapes = sorted(naive_shapes(demand, screen, cands, NAIVE_RHO).items(), key=lambda kv: kv[1][0].usd_per_hour)
         cheapest: Placement | None = None
+        # every naive shape must also pass the checks at the plan's hours (the same checks as the plan's)
+        plan_hours = sorted({int(o["check"]["hour"]) for o in best.outcomes}) if best is not None else []
         for label, (p, z) in shapes:
             problem = structural_problem(z, label)
             floor = sum(s.usd_per_device_hour * s.gpus_per_replica * len(s.replicas) for s in p.sites)
@@ -137,7 +139,7 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
             if problem is not None:
                 naive.append(Naive(label, None, problem))
                 continue
-            v = verifier.refine(p, _site_load(p, z))
+            v = verifier.refine(p, _site_load(p, z), also_hours=plan_hours)
             naive.append(Naive(label, v, None))
             if v.passed and (cheapest is None or v.placement.usd_per_hour < cheapest.usd_per_hour):
                 cheapest = v.placement

@@ -49,6 +49,7 @@ def run_check(job: Job) -> Outcome:
         at = ep_site == sid
         util = r.utilization[site_of_ep == sid]
         sites[sid] = {"served": int(at.sum()), "bad": int((at & ~within).sum()),
+                      "slow_ttft": int((at & ~ttft_ok).sum()), "slow_tpot": int((at & ~tpot_ok).sum()),
                       "utilization": float(util.mean()) if len(util) else 0.0}
     ok_ttft = r.ttft_s[r.status == OK]
     return {

@@ -8,9 +8,9 @@ The model (checked afterwards by the simulator, which has the last word):
   has headroom); when that site is down, its users spread over every other reachable open site in
   proportion to that site's own peak load (load-aware routing sends them where the headroom is, and sites
   are sized in proportion to their load), so k sites back each other up at about k / (k - 1) capacity;
-- hardware: an option is offered only if one engine step carrying a full prefill chunk fits in 80% of the
-  TPOT SLO (otherwise decoding streams miss it whenever prompts arrive), and if the site's users reach it
-  within the TTFT budget with its prefill time;
+- hardware: an option runs with the largest prefill chunk whose engine step (a full chunk) fits in 80% of
+  the TPOT SLO, and is offered only if one does (otherwise decoding streams miss it whenever prompts
+  arrive; plan/chunks.py), and if the site's users reach it within the TTFT budget with its prefill time;
 - capacity: a replica of hardware h serves capacity_rps(prompt, output) requests/s of a flow at a full batch
   (sim/hardware.py); a site needs max over hours and single-site failures of its load / rho replicas;
 - cost: devices x price per hour; unreachable demand costs a penalty, so the search opens sites to cover it.
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aigrid.plan.chunks import DEFAULT_CHUNK, chunk_for
 from aigrid.plan.demand import Demand
 from aigrid.plan.supply import Candidates
 from aigrid.plan.traffic import Traffic
@@ -37,8 +38,6 @@ PENALTY_UNCOVERED = 1000.0
 PENALTY_UNPROTECTED = 100.0
 """$/h per request/s of peak demand that has no second reachable site (lost when its site fails)."""
 SHORTLIST = 150
-TPOT_SHARE = 0.8
-"""A hardware option is offered only if a step with a full prefill chunk fits in this share of the TPOT SLO."""
 
 
 @dataclass(frozen=True)
@@ -78,23 +77,20 @@ class Screen:
         self.models = sorted({f.model for f in traffic.flows})
         flows = traffic.flows
         self.flow_model = np.array([self.models.index(f.model) for f in flows])
+        # The prefill chunk each option's engines run with (plan/chunks.py): the largest whose step with a
+        # full chunk fits the TPOT SLO; an option with none (None) is not offered.
+        self.chunk = tuple(chunk_for(demand, h, self.models) for h in self.hw)
+        self.tpot_ok = np.array([c is not None for c in self.chunk], dtype=bool)
         # c[f, hw]: replica-seconds per request; pf95[f, hw]: prefill of the 95th-percentile prompt, ms.
         self.c = np.zeros((len(flows), len(self.hw)))
         self.pf95 = np.zeros((len(flows), len(self.hw)))
         for j, h in enumerate(self.hw):
             for i, f in enumerate(flows):
                 m = models[f.model]
-                perf = engine_perf(h, m.params_b, m.kv_bytes_per_token, int(self.gpus[j]))
+                perf = engine_perf(h, m.params_b, m.kv_bytes_per_token, int(self.gpus[j]),
+                                   self.chunk[j] or DEFAULT_CHUNK)
                 self.c[i, j] = 1.0 / perf.capacity_rps(f.prompt_mean, f.output_mean)
                 self.pf95[i, j] = perf.prefill_alone_ms(int(f.prompt_p95))
-        # A step that carries a full prefill chunk slows every decoding stream in the batch: hardware whose
-        # chunk step alone takes more than the TPOT SLO misses it under load (chunked prefill, vLLM-style).
-        self.tpot_ok = np.ones(len(self.hw), dtype=bool)
-        for j, h in enumerate(self.hw):
-            for m in self.models:
-                md = models[m]
-                perf = engine_perf(h, md.params_b, md.kv_bytes_per_token, int(self.gpus[j]))
-                self.tpot_ok[j] &= perf.step_ms(0, 0.0, perf.chunk_tokens) <= demand.slo.tpot_ms * TPOT_SHARE
         slo = demand.slo.ttft_ms * (1.0 - QUEUE_SHARE)
         self.budget = slo - self.pf95.min(axis=1)  # [flow] ms of RTT allowed
         self.slo_net = slo

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from aigrid.plan.chunks import DEFAULT_CHUNK
 from aigrid.plan.placement import HOURS_PER_MONTH, Placement
 from aigrid.plan.planner import PlanResult
 from aigrid.plan.runs import Outcome
@@ -18,20 +19,21 @@ def cost_rows(p: Placement) -> list[dict[str, Any]]:
     rows = []
     for s in p.sites:
         rows.append({"site": s.id, "city": s.city, "jurisdiction": s.jurisdiction, "hardware": s.hardware,
-                     "replicas": ", ".join(f"{m} x {n}" for m, n in s.replicas), "devices": s.devices,
+                     "prefill_chunk_tokens": s.chunk_tokens, "replicas": ", ".join(f"{m} x {n}" for m, n in s.replicas), "devices": s.devices,
                      "usd_per_device_hour": round(s.usd_per_device_hour, 4), "usd_per_hour": round(s.usd_per_hour, 2),
                      "usd_per_month": round(s.usd_per_hour * HOURS_PER_MONTH, 0)})
     return rows
 
 
 def cost_markdown(p: Placement) -> str:
-    lines = ["| site | city | jurisdiction | hardware | replicas | devices | $/device-h | $/h | $/month |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| site | city | jurisdiction | hardware | prefill chunk | replicas | devices | $/device-h | $/h | "
+             "$/month |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in cost_rows(p):
-        lines.append(f"| {r['site']} | {r['city']} | {r['jurisdiction']} | {r['hardware']} | {r['replicas']} | "
+        lines.append(f"| {r['site']} | {r['city']} | {r['jurisdiction']} | {r['hardware']} | "
+                     f"{r['prefill_chunk_tokens']:,} | {r['replicas']} | "
                      f"{r['devices']} | {r['usd_per_device_hour']:.2f} | {r['usd_per_hour']:.2f} | "
                      f"{r['usd_per_month']:,.0f} |")
-    lines.append(f"| **total** | | | | | **{p.devices}** | | **{p.usd_per_hour:.2f}** | "
+    lines.append(f"| **total** | | | | | | **{p.devices}** | | **{p.usd_per_hour:.2f}** | "
                  f"**{p.usd_per_month:,.0f}** |")
     return "\n".join(lines)
 
@@ -82,10 +84,14 @@ def _row(label: str, v: Verdict | None, structural: str | None) -> dict[str, Any
                 "usd_per_month": None,
                 "meets": False, "why_not": structural}
     return {"label": label, "sites": len(v.placement.sites), "where": [
-                f"{s.id} ({s.hardware} x {s.devices})" for s in v.placement.sites], "devices": v.placement.devices,
+                f"{s.id} ({s.hardware} x {s.devices}{_chunk_note(s.chunk_tokens)})" for s in v.placement.sites], "devices": v.placement.devices,
             "usd_per_hour": round(v.placement.usd_per_hour, 2), "usd_per_month": round(v.placement.usd_per_month, 0),
             "meets": v.passed, "why_not": None if v.passed else f"not met after {v.rounds} refinement rounds "
             f"(last tried ${v.placement.usd_per_hour:.2f}/h): {v.reason}"}
+
+
+def _chunk_note(chunk: int) -> str:
+    return "" if chunk == DEFAULT_CHUNK else f", {chunk:,}-token prefill chunks"
 
 
 def compare_markdown(result: PlanResult) -> str:
@@ -111,7 +117,8 @@ def _placement_json(p: Placement) -> dict[str, Any]:
     return {"label": p.label, "usd_per_hour": round(p.usd_per_hour, 4), "usd_per_month": round(p.usd_per_month, 2),
             "devices": p.devices, "sites": [{"id": s.id, "city": s.city, "lat": s.lat, "lon": s.lon,
                                              "country": s.country, "jurisdiction": s.jurisdiction,
-                                             "hardware": s.hardware, "gpus_per_replica": s.gpus_per_replica,
+                                             "hardware": s.hardware, "chunk_tokens": s.chunk_tokens,
+                                             "gpus_per_replica": s.gpus_per_replica,
                                              "usd_per_device_hour": s.usd_per_device_hour,
                                              "replicas": dict(s.replicas)} for s in p.sites]}
 

@@ -20,14 +20,15 @@ allowed) cannot be fixed by sizes: the verdict says so.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from aigrid.plan.checks import Check, checks_for, scenario_for
+from aigrid.plan.chunks import chunk_for
 from aigrid.plan.demand import Demand
-from aigrid.plan.placement import Placement, price_of
+from aigrid.plan.placement import Placement, chunk_of, price_of
 from aigrid.plan.runs import Backend, Outcome
 from aigrid.plan.traffic import Traffic
 from aigrid.sim.hardware import HARDWARE
@@ -88,8 +89,8 @@ class Verifier:
         self.attainment = demand.slo.attainment
         self.runs = 0
 
-    def checks(self, placement: Placement, site_load: dict[str, np.ndarray]) -> list[Check]:
-        return checks_for(placement, self.traffic, site_load, self.demand.verify.peak_windows)
+    def checks(self, placement: Placement, site_load: dict[str, np.ndarray], also: Sequence[int] = ()) -> list[Check]:
+        return checks_for(placement, self.traffic, site_load, self.demand.verify.peak_windows, also)
 
     def run(self, placement: Placement, checks: list[Check]) -> list[Outcome]:
         jobs = [{"scenario": scenario_for(self.demand, self.traffic, placement, c).model_dump(),
@@ -104,15 +105,19 @@ class Verifier:
         return out
 
     def _faster(self, hardware: str) -> str | None:
-        offered = sorted(self.demand.supply.hardware, key=lambda h: -HARDWARE[h].bf16_tflops)
+        offered = sorted((h for h in self.demand.supply.hardware if h == hardware or chunk_for(self.demand, h)),
+                         key=lambda h: -HARDWARE[h].bf16_tflops)
         i = offered.index(hardware) if hardware in offered else len(offered)
         return offered[i - 1] if i > 0 else None
 
-    def refine(self, placement: Placement, site_load: dict[str, np.ndarray], max_rounds: int | None = None) -> Verdict:
+    def refine(self, placement: Placement, site_load: dict[str, np.ndarray], max_rounds: int | None = None,
+               also_hours: Sequence[int] = ()) -> Verdict:
         """Grow until every check passes (re-running only the failing checks, then confirming the rest on the
-        final sizes), then trim; every claim in the verdict was simulated on the verdict's own placement."""
+        final sizes), then trim; every claim in the verdict was simulated on the verdict's own placement.
+        The checks are at the placement's own peak hours and at `also_hours` (a naive placement is checked
+        at the plan's hours too)."""
         budget = max_rounds or self.demand.verify.max_rounds
-        checks = self.checks(placement, site_load)
+        checks = self.checks(placement, site_load, also_hours)
         current = placement
         latest: dict[int, tuple[object, Outcome]] = {}
         best: Verdict | None = None
@@ -191,7 +196,7 @@ class Verifier:
             faster = self._faster(site.hardware) if util < LATENCY_UTIL else None
             if faster is not None:
                 price, gpus = price_of(self.demand, faster)
-                current = current.rehoused(sid, faster, price, gpus)
+                current = current.rehoused(sid, faster, price, gpus, chunk_of(self.demand, faster))
             else:
                 n = max(r for _, r in site.replicas)
                 current = current.scaled(sid, max(1, math.ceil(n * min(0.5, max(0.2, bad)))))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aigrid.plan.demand import Demand, DemandError, HardwareOption
+from aigrid.plan.demand import Demand, DemandError
 from aigrid.sim.hardware import HARDWARE
 
 
@@ -59,7 +59,6 @@ def apply_whatif(demand: Demand, *, traffic: Sequence[str] = (), residency: Sequ
             raise DemandError("--price", [f"--price {key}: not among the supply's hardware {sorted(hardware)}"])
         opt = hardware[key]
         base = opt.usd_per_hour if opt.usd_per_hour is not None else HARDWARE[key].usd_per_hour
-        hardware[key] = HardwareOption(usd_per_hour=base * _factor("--price", key, val),
-                                       gpus_per_replica=opt.gpus_per_replica)
+        hardware[key] = opt.model_copy(update={"usd_per_hour": base * _factor("--price", key, val)})
     supply = demand.supply.model_copy(update={"hardware": hardware})
     return demand.model_copy(update={"traffic": t, "tenants": tenants, "supply": supply})

@@ -56,7 +56,7 @@ def build_grid(scenario: Scenario, cities: Cities, site_set: str | None = None) 
             md = models[m]
             try:
                 perf = engine_perf(d.hardware, md.params_b, md.kv_bytes_per_token, d.gpus_per_replica,
-                                   scenario.chunk_tokens)
+                                   d.chunk_tokens or scenario.chunk_tokens)
             except ValueError as e:
                 raise ScenarioProblem(f"site {d.id!r}: {e}") from None
             for r in range(d.replicas):

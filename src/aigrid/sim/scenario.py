@@ -54,6 +54,8 @@ class SiteDef(Strict):
     gpus_per_replica: int = Field(default=1, ge=1, le=16)
     replicas: int = Field(default=1, ge=1, le=10_000)
     models: list[str] = Field(min_length=1)
+    chunk_tokens: int | None = Field(default=None, gt=0, description="this site's engines' prefill chunk "
+                                     "(vLLM max_num_batched_tokens); default: the scenario's chunk_tokens")
 
     @model_validator(mode="after")
     def _where(self) -> SiteDef:

@@ -1,0 +1,48 @@
+"""The prefill chunk each hardware option's engines run with: an engine setting the planner chooses.
+
+Chunked prefill (vLLM's max_num_batched_tokens, SGLang's chunked_prefill_size) packs at most `chunk_tokens`
+tokens into one engine step, decode tokens first and then prompt tokens. A step that carries a full chunk
+slows every decoding stream in the batch, so it sets how far TPOT rises whenever prompts arrive: one step
+with a 2,048-token chunk of an 8B model takes 64 ms on an H100, 124 ms on an RTX PRO 6000 and 179 ms on an
+L40S (sim/hardware.py). A smaller chunk keeps that step short at a small cost in prefill (a fixed cost per
+step, and more steps per prompt), which is what operators do on slower GPUs.
+
+The rule: the largest chunk among the option's choices (the demand's `chunk_tokens` for that hardware, else
+CHUNK_CHOICES) whose step alone, an empty batch plus a full chunk, fits in TPOT_SHARE of the TPOT SLO for
+every model; an option where none fits is not offered. The largest one that fits prefills fastest, so an
+H100 keeps the simulator's 2,048 tokens. The screen's rule only; the simulator, which runs the engines with
+the chosen chunk, judges the TPOT the streams actually see.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aigrid.plan.demand import Demand
+from aigrid.sim.hardware import engine_perf
+
+CHUNK_CHOICES = (2048, 1024, 512)
+"""Prefill chunks (tokens) the planner chooses among when the demand does not fix one for a hardware."""
+DEFAULT_CHUNK = 2048
+"""The simulator's and the engine emulator's default chunk (Scenario.chunk_tokens)."""
+TPOT_SHARE = 0.8
+"""A chunk is offered only if a step carrying a full chunk fits in this share of the TPOT SLO."""
+
+
+def chunk_step_ms(demand: Demand, hardware: str, gpus: int, chunk: int, models: Iterable[str] | None = None) -> float:
+    """The longest step with a full chunk and an empty batch over the demand's models (or `models`)."""
+    names = set(models) if models is not None else None
+    return max(engine_perf(hardware, m.params_b, m.kv_bytes_per_token, gpus, chunk).step_ms(0, 0.0, chunk)
+               for m in demand.models if names is None or m.name in names)
+
+
+def chunk_for(demand: Demand, hardware: str, models: Iterable[str] | None = None) -> int | None:
+    """The chunk `hardware`'s engines run with in the plan, or None when no choice holds the TPOT SLO."""
+    opt = demand.supply.hardware.get(hardware)
+    gpus = opt.gpus_per_replica if opt is not None else 1
+    choices = (opt.chunk_tokens,) if opt is not None and opt.chunk_tokens is not None else CHUNK_CHOICES
+    names = list(models) if models is not None else None
+    for c in sorted(choices, reverse=True):
+        if chunk_step_ms(demand, hardware, gpus, c, names) <= demand.slo.tpot_ms * TPOT_SHARE:
+            return c
+    return None

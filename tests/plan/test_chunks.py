@@ -1,0 +1,103 @@
+"""The prefill chunk the planner gives each hardware: chosen to hold TPOT, carried into the check scenarios,
+the grid spec and the emulators, and what the simulator then shows."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from aigrid.plan.checks import Check, checks_for, scenario_for
+from aigrid.plan.chunks import CHUNK_CHOICES, TPOT_SHARE, chunk_for, chunk_step_ms
+from aigrid.plan.demand import load_demand
+from aigrid.plan.gridspec import grid_spec, write_grid
+from aigrid.plan.placement import Placement, PlannedSite
+from aigrid.plan.runs import run_check
+from aigrid.plan.traffic import build_traffic
+from aigrid.sim.geography import load_cities
+from aigrid.sim.grid import build_grid
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL = "llama-3.1-8b"
+
+
+def global_demand():  # type: ignore[no-untyped-def]
+    return load_demand(ROOT / "examples" / "plan" / "global.yaml")
+
+
+def test_the_largest_chunk_whose_step_fits_the_tpot_slo() -> None:
+    d = global_demand()
+    got = {h: chunk_for(d, h) for h in d.supply.hardware}
+    assert got == {"h100": 2048, "rtx-pro-6000": 1024, "l40s": 512}
+    budget = d.slo.tpot_ms * TPOT_SHARE
+    for h, c in got.items():
+        assert c is not None and chunk_step_ms(d, h, 1, c) <= budget
+        larger = [x for x in CHUNK_CHOICES if x > c]
+        assert all(chunk_step_ms(d, h, 1, x) > budget for x in larger), h
+    tight = d.model_copy(update={"slo": d.slo.model_copy(update={"tpot_ms": 50.0})})  # 40 ms per chunk step
+    assert {h: chunk_for(tight, h) for h in d.supply.hardware} == {"h100": 1024, "rtx-pro-6000": None, "l40s": None}
+
+
+def test_a_chunk_fixed_by_the_demand_is_kept_or_the_option_dropped() -> None:
+    d = global_demand()
+    hw = dict(d.supply.hardware)
+    hw["rtx-pro-6000"] = hw["rtx-pro-6000"].model_copy(update={"chunk_tokens": 512})
+    hw["l40s"] = hw["l40s"].model_copy(update={"chunk_tokens": 2048})
+    d = d.model_copy(update={"supply": d.supply.model_copy(update={"hardware": hw})})
+    assert chunk_for(d, "rtx-pro-6000") == 512 and chunk_for(d, "l40s") is None
+
+
+def site(sid: str, city: str, lat: float, lon: float, country: str, jur: str, hw: str, n: int,
+         chunk: int) -> PlannedSite:
+    return PlannedSite(sid, city, lat, lon, country, jur, hw, 1, 1.4, ((MODEL, n),), chunk)
+
+
+def rtx_placement(chunk: int) -> Placement:
+    return Placement("rtx", (site("fra", "Frankfurt", 50.11, 8.68, "DE", "EU", "rtx-pro-6000", 2, chunk),
+                             site("iad", "Ashburn", 39.04, -77.49, "US", "US", "rtx-pro-6000", 2, chunk),
+                             site("par", "Paris", 48.86, 2.35, "FR", "EU", "h100", 1, 2048)))
+
+
+def test_the_chunk_reaches_the_scenario_the_simulator_and_the_emulators(tmp_path: Path) -> None:
+    d = load_demand(ROOT / "examples" / "plan" / "small.yaml")
+    t = build_traffic(d, load_cities(), 20.0)
+    p = rtx_placement(1024)
+    sc = scenario_for(d, t, p, Check(16, None))
+    assert {s.id: s.chunk_tokens for s in sc.sites} == {"fra": 1024, "iad": 1024, "par": 2048}
+    grid = build_grid(sc, load_cities())
+    assert sorted({(e.site_id, perf.chunk_tokens) for e, perf in zip(grid.endpoints, grid.perf, strict=True)}) == [
+        ("fra", 1024), ("iad", 1024), ("par", 2048)]
+    _, emulators = grid_spec(d, p)
+    chunks = [argv[argv.index("--chunk-tokens") + 1] for argv in emulators]
+    assert chunks == ["1024", "1024", "2048"]
+    write_grid(tmp_path, d, t, p, [Check(16, None)])
+    head = (tmp_path / "grid.yaml").read_text().split("\n")[:6]
+    assert any("fra (rtx-pro-6000): prefill chunk 1024 tokens (vLLM --max-num-batched-tokens 1024" in x for x in head)
+    assert "chunk_tokens: 1024" in (tmp_path / "scenario.yaml").read_text()
+
+
+def test_a_smaller_chunk_lets_an_rtx_pro_6000_hold_tpot_in_the_simulator() -> None:
+    d = load_demand(ROOT / "examples" / "plan" / "small.yaml")
+    d = d.model_copy(update={"verify": d.verify.model_copy(update={"window_s": 30.0})})
+    t = build_traffic(d, load_cities(), d.verify.window_s)
+    slow = {}
+    for chunk in (2048, 1024):  # one RTX PRO 6000 in Frankfurt and one in Ashburn, about 70% used
+        p = Placement("rtx", tuple(replace(s, replicas=((MODEL, 1),)) for s in rtx_placement(chunk).sites[:2]))
+        sc = scenario_for(d, t, p, Check(16, None))
+        o = run_check({"scenario": sc.model_dump(), "check": {"hour": 16, "failed": None, "label": ""}})
+        rtx = [o["sites"][s] for s in ("fra", "iad")]
+        slow[chunk] = sum(s["slow_tpot"] for s in rtx) / max(sum(s["served"] for s in rtx), 1)
+    assert slow[2048] > 0.15  # 124 ms steps whenever a prompt is prefilled: streams miss TPOT 100 ms
+    assert slow[1024] == 0.0  # 70 ms steps (its misses at this load are TTFT, not TPOT)
+
+
+def test_checks_at_extra_hours() -> None:
+    d = load_demand(ROOT / "examples" / "plan" / "small.yaml")
+    t = build_traffic(d, load_cities(), 20.0)
+    p = rtx_placement(1024)
+    load = {s.id: np.ones(24) for s in p.sites}
+    own = checks_for(p, t, load, 1)
+    both = checks_for(p, t, load, 1, also=[3])
+    assert len(own) == 1 + 3 and len(both) == 2 * (1 + 3)
+    assert {c.hour for c in both} == {own[0].hour, 3}
