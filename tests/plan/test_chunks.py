@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from aigrid.plan.checks import Check, checks_for, scenario_for
-from aigrid.plan.chunks import CHUNK_CHOICES, TPOT_SHARE, chunk_for, chunk_step_ms
+from aigrid.plan.chunks import CHUNK_CHOICES, TPOT_SHARE, chunk_for, chunk_step_ms, loaded_prefill_ms
 from aigrid.plan.demand import load_demand
 from aigrid.plan.gridspec import grid_spec, write_grid
 from aigrid.plan.placement import Placement, PlannedSite
@@ -17,6 +17,7 @@ from aigrid.plan.runs import run_check
 from aigrid.plan.traffic import build_traffic
 from aigrid.sim.geography import load_cities
 from aigrid.sim.grid import build_grid
+from aigrid.sim.hardware import engine_perf
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "llama-3.1-8b"
@@ -46,6 +47,32 @@ def test_a_chunk_fixed_by_the_demand_is_kept_or_the_option_dropped() -> None:
     hw["l40s"] = hw["l40s"].model_copy(update={"chunk_tokens": 2048})
     d = d.model_copy(update={"supply": d.supply.model_copy(update={"hardware": hw})})
     assert chunk_for(d, "rtx-pro-6000") == 512 and chunk_for(d, "l40s") is None
+
+
+def test_a_long_prompt_in_small_chunks_on_a_loaded_engine() -> None:
+    seq = 2047.5 + 27.9 / 2  # the code trace: mean prompt and half the mean answer
+    h100 = engine_perf("h100", 8.03, 131072, 1, 2048)
+    rtx = engine_perf("rtx-pro-6000", 8.03, 131072, 1, 1024)
+    assert loaded_prefill_ms(h100, 7304, seq) < 1.25 * h100.prefill_alone_ms(7304)
+    assert loaded_prefill_ms(rtx, 7304, seq) > 1.4 * rtx.prefill_alone_ms(7304)
+    n = min(rtx.max_seqs, int(rtx.kv_capacity_tokens // seq)) // 2  # half the batch; 1,024 - n tokens a step
+    steps = -(-7304 // (1024 - n))
+    assert loaded_prefill_ms(rtx, 7304, seq) <= steps * rtx.step_ms(n, n * seq, 1024 - n) + 1e-9
+
+
+def test_the_screen_keeps_long_prompts_off_slow_hardware() -> None:
+    from aigrid.plan.screen import Screen
+    from aigrid.plan.supply import candidate_sites
+
+    d = global_demand()
+    cities = load_cities()
+    s = Screen(d, build_traffic(d, cities, 60.0), candidate_sites(d, cities))
+    j = {h: s.hw.index(h) for h in s.hw}
+    code = [i for i, f in enumerate(s.traffic.flows) if f.tenant == "code"]
+    chat = [i for i, f in enumerate(s.traffic.flows) if f.tenant == "chat"]
+    assert (s.pf95[code, j["rtx-pro-6000"]] > s.slo_net).all()  # no code user reaches an RTX PRO 6000 in time
+    assert (s.pf95[chat, j["rtx-pro-6000"]] < s.slo_net - 250).all()  # chat users within 250 ms of RTT do
+    assert (s.pf95[:, j["l40s"]] > s.slo_net).all() and (s.pf95[:, j["h100"]] < s.slo_net - 400).all()
 
 
 def site(sid: str, city: str, lat: float, lon: float, country: str, jur: str, hw: str, n: int,

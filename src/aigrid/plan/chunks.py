@@ -7,6 +7,10 @@ with a 2,048-token chunk of an 8B model takes 64 ms on an H100, 124 ms on an RTX
 L40S (sim/hardware.py). A smaller chunk keeps that step short at a small cost in prefill (a fixed cost per
 step, and more steps per prompt), which is what operators do on slower GPUs.
 
+The screen also times prefill with the chosen chunk on a loaded engine (loaded_prefill_ms): a long prompt
+in small chunks takes many steps, each as long as a decode step of the batch plus the chunk, which is where
+a slower GPU's TTFT goes.
+
 The rule: the largest chunk among the option's choices (the demand's `chunk_tokens` for that hardware, else
 CHUNK_CHOICES) whose step alone, an empty batch plus a full chunk, fits in TPOT_SHARE of the TPOT SLO for
 every model; an option where none fits is not offered. The largest one that fits prefills fastest, so an
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from aigrid.engines.step_cost import EnginePerf
 from aigrid.plan.demand import Demand
 from aigrid.sim.hardware import engine_perf
 
@@ -46,3 +51,20 @@ def chunk_for(demand: Demand, hardware: str, models: Iterable[str] | None = None
         if chunk_step_ms(demand, hardware, gpus, c, names) <= demand.slo.tpot_ms * TPOT_SHARE:
             return c
     return None
+
+
+LOADED_BATCH = 0.5
+"""The screen times a prompt's prefill on an engine decoding a batch this share of its most sequences."""
+
+
+def loaded_prefill_ms(perf: EnginePerf, prompt_tokens: int, seq_tokens: float) -> float:
+    """A prompt prefilled while the engine decodes a half-full batch of sequences holding `seq_tokens` of
+    context each: every step carries chunk_tokens - n of its tokens and costs a step of n sequences plus that
+    chunk. With small chunks a long prompt takes many such steps: 7,304 tokens on an RTX PRO 6000 in
+    1,024-token chunks take 9 steps of about 79 ms (715 ms), 509 ms when the engine is otherwise idle."""
+    most = perf.max_seqs if seq_tokens <= 0 else min(perf.max_seqs, int(perf.kv_capacity_tokens // seq_tokens))
+    n = int(max(most, 1) * LOADED_BATCH)
+    per_step = max(perf.chunk_tokens - n, 1)
+    full, rest = divmod(max(int(prompt_tokens), 1), per_step)
+    ctx = n * seq_tokens
+    return full * perf.step_ms(n, ctx, per_step) + (perf.step_ms(n, ctx, rest) if rest else 0.0)

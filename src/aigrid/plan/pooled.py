@@ -9,7 +9,8 @@ simulator shows it: six single-H100 sites in Europe carry the global demand that
 needs ten for, docs/planning.md). This model sizes that pool:
 
 - reach: a flow's users at point p can use open site s on hardware h when s is in an allowed jurisdiction
-  and the modelled RTT plus the prefill of the flow's 95th-percentile prompt on h fits in (1 - QUEUE_SHARE)
+  and the modelled RTT plus the prefill of the flow's 95th-percentile prompt on h (in h's prefill chunks,
+  on an engine decoding a half-full batch) fits in (1 - QUEUE_SHARE)
   of the TTFT SLO (the screen's rule);
 - groups: demand points with the same set of reachable open sites; work in replica-seconds per second;
 - capacity (Hall's condition for a flow from groups to sites, on the sets that matter): for every hour,

@@ -3,7 +3,8 @@
 The model (checked afterwards by the simulator, which has the last word):
 - reach: a flow's users at point p can use site s when s is in an allowed jurisdiction and the modelled RTT
   (the simulator's network model without jitter) plus the prefill of the flow's 95th-percentile prompt on
-  the fastest hardware offered fits in (1 - QUEUE_SHARE) of the TTFT SLO;
+  the fastest hardware offered fits in (1 - QUEUE_SHARE) of the TTFT SLO; the prefill is timed in the
+  option's chunks on an engine decoding a half-full batch (plan/chunks.py, loaded_prefill_ms);
 - routing: users go to the nearest reachable open site (aigrid's policies put most requests there while it
   has headroom); when that site is down, its users spread over every other reachable open site in
   proportion to that site's own peak load (load-aware routing sends them where the headroom is, and sites
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from aigrid.plan.chunks import DEFAULT_CHUNK, chunk_for
+from aigrid.plan.chunks import DEFAULT_CHUNK, chunk_for, loaded_prefill_ms
 from aigrid.plan.demand import Demand
 from aigrid.plan.supply import Candidates
 from aigrid.plan.traffic import Traffic
@@ -81,7 +82,8 @@ class Screen:
         # full chunk fits the TPOT SLO; an option with none (None) is not offered.
         self.chunk = tuple(chunk_for(demand, h, self.models) for h in self.hw)
         self.tpot_ok = np.array([c is not None for c in self.chunk], dtype=bool)
-        # c[f, hw]: replica-seconds per request; pf95[f, hw]: prefill of the 95th-percentile prompt, ms.
+        # c[f, hw]: replica-seconds per request; pf95[f, hw]: prefill of the 95th-percentile prompt on an
+        # engine decoding a half-full batch, in the option's chunks, ms.
         self.c = np.zeros((len(flows), len(self.hw)))
         self.pf95 = np.zeros((len(flows), len(self.hw)))
         for j, h in enumerate(self.hw):
@@ -90,7 +92,7 @@ class Screen:
                 perf = engine_perf(h, m.params_b, m.kv_bytes_per_token, int(self.gpus[j]),
                                    self.chunk[j] or DEFAULT_CHUNK)
                 self.c[i, j] = 1.0 / perf.capacity_rps(f.prompt_mean, f.output_mean)
-                self.pf95[i, j] = perf.prefill_alone_ms(int(f.prompt_p95))
+                self.pf95[i, j] = loaded_prefill_ms(perf, int(f.prompt_p95), f.prompt_mean + f.output_mean / 2)
         slo = demand.slo.ttft_ms * (1.0 - QUEUE_SHARE)
         self.budget = slo - self.pf95.min(axis=1)  # [flow] ms of RTT allowed
         self.slo_net = slo
