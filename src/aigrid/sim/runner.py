@@ -17,6 +17,7 @@ deadline (first come, first served).
 
 from __future__ import annotations
 
+import copy
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -96,7 +97,10 @@ class Simulation:
                  regional: RegionalView | None = None, shared_sync_s: float = 0.1,
                  failure_threshold: int = 1, admission: AdmissionRules | None = None,
                  classes: bool = True, calibrate: bool = True) -> None:
-        self.grid, self.arr, self.router, self.policy, self.net = grid, arrivals, router, policy, network
+        self.grid, self.arr, self.policy, self.net = grid, arrivals, policy, network
+        self.routers = [copy.copy(router) for _ in range(max(gateways, 1))]
+        """One router per gateway, as each live gateway process holds its own: a baseline's state (round
+        robin's counter) is per gateway, not one counter that all the simulated gateways would share."""
         self.loop = EventLoop()
         self.rng = random.Random(seed)
         n = len(arrivals.t)
@@ -234,7 +238,7 @@ class Simulation:
         models = tuple(sorted(req.quality)) if req.quality else req.model  # right-sized: every model it may use
         while True:
             idx, eps = self.regional.candidates(where, models, req.allowed_jurisdictions, tier)
-            decision = self.router(req, self.gw.view(g, idx, eps, now), self.policy, self.rng)
+            decision = self.routers[g](req, self.gw.view(g, idx, eps, now), self.policy, self.rng)
             if decision.chosen is not None or not self.regional.can_widen(models, tier):
                 break
             tier += 1
