@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/eval_firewall.py [--data ../shared/data/firewall-dev] [--model PATH] [--json]
     .venv/bin/python scripts/eval_firewall.py ... --cascade [PATH]   # documents through the cascade (torch)
+    .venv/bin/python scripts/eval_firewall.py ... --prompt-cascade [PATH]   # prompts' grey zone re-read (torch)
 
 Reads only the test splits of scripts/firewall_data.py (never trained on, never used to choose a threshold)
 and scores each text exactly as the gateway does (InjectionModel.score, windows and operating points
@@ -45,7 +46,7 @@ from firewall_short import short_prompts, words_of  # noqa: E402
 
 from aigrid.security.firewall.cascade import load_cascade  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
-from aigrid.security.firewall.reader import DEFAULT_READER_PATH  # noqa: E402
+from aigrid.security.firewall.reader import DEFAULT_READER_PATH, PROMPT_READER_PATH  # noqa: E402
 
 TARGETS = {"attack": ">= 90% recall", "trigger words": "<= 3% FPR", "role-play and fiction": "<= 5% FPR",
            "ordinary": "<= 1% FPR"}
@@ -172,17 +173,19 @@ def main() -> None:
     parser.add_argument("--cascade", type=Path, nargs="?", const=DEFAULT_READER_PATH, default=None,
                         help="decide documents (and prompts' pasted parts) with the cascade: the transformer "
                              "re-reads the n-gram head's most suspicious windows (aigrid.security.firewall.cascade)")
+    parser.add_argument("--prompt-cascade", type=Path, nargs="?", const=PROMPT_READER_PATH, default=None,
+                        help="decide prompts in the prompt head's grey zone with the prompt cascade's transformer "
+                             "(aigrid.security.firewall.cascade)")
     parser.add_argument("--harmless", type=Path, default=Path("tests/security/harmless_prompts.txt"))
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--split", choices=("validation", "test"), default="test",
                         help="validation while developing; test for the report")
     args = parser.parse_args()
     model = InjectionModel.load(args.model)
-    if args.cascade is not None:
-        cascade = load_cascade(args.cascade)
-        if cascade is None:
-            raise SystemExit("--cascade needs torch and transformers (the `embeddings` extra)")
-        model = model.with_cascade(cascade)
+    cascades = [None if path is None else load_cascade(path) for path in (args.cascade, args.prompt_cascade)]
+    if any(c is None and p is not None for c, p in zip(cascades, (args.cascade, args.prompt_cascade), strict=True)):
+        raise SystemExit("--cascade and --prompt-cascade need torch and transformers (the `embeddings` extra)")
+    model = model.with_cascade(*cascades)
     rng = random.Random(2026)
     out = []
     started = time.perf_counter()
@@ -209,7 +212,9 @@ def main() -> None:
     print(f"\n({time.perf_counter() - started:.1f} s; model {args.model.name}, "
           f"thresholds prompt {model.threshold:.3f}/{model.block_threshold:.3f}, "
           f"document {model.document_threshold:.3f}/{model.document_block_threshold:.3f}"
-          + (f"; cascade {args.cascade.name}: {model.cascade.points}" if model.cascade else "") + ")")
+          + (f"; cascade {args.cascade.name}: {model.cascade.points}" if model.cascade else "")
+          + (f"; prompt cascade {args.prompt_cascade.name}: {model.prompt_cascade.points}"
+             if model.prompt_cascade else "") + ")")
 
 
 if __name__ == "__main__":

@@ -105,12 +105,19 @@ def prompt_rows(c: Corpus, rng: random.Random) -> dict[str, Rows]:
 
 
 def prompt_validation(c: Corpus, rng: random.Random) -> Rows:
-    return (c.slabs["validation"] + c.neural_rows("validation") + c.yanis["validation"]
-            + trigger_prompts("validation") + role_prompts("validation", rng)
-            + roleplay_prompts("validation", rng, 300)
-            + short_prompts("validation", held_out_short())
-            + followup_prompts("validation", random.Random(17), 300)
-            + rng.sample(c.ordinary["validation"], min(1500, len(c.ordinary["validation"]))))
+    return [row for rows in prompt_validation_sets(c, rng).values() for row in rows]
+
+
+def prompt_validation_sets(c: Corpus, rng: random.Random) -> dict[str, Rows]:
+    """The prompt head's validation prompts by source (prompt_validation: all of them, in this order)."""
+    return {
+        "s-labs": c.slabs["validation"], "neuralchemy": c.neural_rows("validation"),
+        "yanismiraoui": c.yanis["validation"], "trigger words": trigger_prompts("validation"),
+        "role-play": role_prompts("validation", rng), "role-play and fiction, composed": roleplay_prompts(
+            "validation", rng, 300),
+        "short turns and system prompts": short_prompts("validation", held_out_short()),
+        "revisions of the last answer and task briefs": followup_prompts("validation", random.Random(17), 300),
+        "ordinary": rng.sample(c.ordinary["validation"], min(1500, len(c.ordinary["validation"])))}
 
 
 def _contexts(c: Corpus, garak: Path, agentdojo: Path, split: str, rng: random.Random) -> dict[str, list[str]]:

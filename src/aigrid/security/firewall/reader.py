@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_READER_PATH = Path(__file__).with_name("injection_reader.safetensors")
+"""The document cascade's reader (scripts/train_cascade.py)."""
+PROMPT_READER_PATH = Path(__file__).with_name("prompt_reader.safetensors")
+"""The prompt cascade's reader (scripts/train_prompt_cascade.py): the same architecture, trained on prompts."""
 FORMAT = 1
 
 

@@ -12,7 +12,8 @@ scored in place (well under a millisecond), larger ones on one worker thread, so
 serving other requests while a 4 MiB body is read (the thread gives the interpreter back every switch
 interval). One worker: big inputs queue behind each other instead of multiplying the contention. With the
 document cascade on (cascade.py), every text its transformer may read (documents, tool results, pasted parts)
-goes to that worker whatever its size.
+goes to that worker whatever its size; with the prompt cascade on, every prompt of its grey zone (the n-gram
+prompt head reads a short prompt here first to know).
 """
 
 from __future__ import annotations
