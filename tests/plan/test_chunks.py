@@ -128,3 +128,4 @@ def test_checks_at_extra_hours() -> None:
     both = checks_for(p, t, load, 1, also=[3])
     assert len(own) == 1 + 3 and len(both) == 2 * (1 + 3)
     assert {c.hour for c in both} == {own[0].hour, 3}
+

@@ -112,7 +112,7 @@ def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: P
         client = OpenAI(base_url=f"http://127.0.0.1:{gw_port}/v1", api_key="unused", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="llama-3.1-8b", max_tokens=8, messages=[{"role": "user", "content": "hello"}],
-            extra_headers={"x-aigrid-client-location": "Paris", "x-aigrid-tenant": "eu-bank"})
+            extra_headers={"x-aigrid-client-location": "48.86,2.35", "x-aigrid-tenant": "eu-bank"})  # Paris
         assert raw.headers["x-aigrid-site"] in eu_sites
         assert raw.parse().usage.completion_tokens == 8
     finally:

@@ -64,6 +64,8 @@ class PlanResult:
     verify_s: float = 0.0
     runs: int = 0
     backend: str = "local"
+    from_naive: str | None = None
+    """When a naive shape passed every check for less than every proposal, its label: it is the plan."""
 
 
 def _key(z: Sizing) -> tuple[object, ...]:
@@ -143,5 +145,22 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
             naive.append(Naive(label, v, None))
             if v.passed and (cheapest is None or v.placement.usd_per_hour < cheapest.usd_per_hour):
                 cheapest = v.placement
+    adopted = _cheaper_naive(naive, best)
+    if adopted is not None:  # a naive shape passed every check the plan did, for less: it is the plan
+        best = Verdict(Placement("plan", adopted.placement.sites), adopted.outcomes, True, rounds=adopted.rounds,
+                       history=adopted.history)
+        ev.note(f"plan: {adopted.placement.label} passed every check for less than the proposals")
     return PlanResult(demand, traffic, cands, best, proposals, naive, screen_s, time.perf_counter() - t1,
-                      verifier.runs, backend.name)
+                      verifier.runs, backend.name, adopted.placement.label if adopted is not None else None)
+
+
+def _cheaper_naive(naive: list[Naive], best: Verdict | None) -> Verdict | None:
+    """The cheapest naive placement that passed, when it costs less than the best proposal (or none passed).
+    It was checked at its own peak hours and at the proposal's, so it passes every check the plan would."""
+    passed = [n.verdict for n in naive if n.verdict is not None and n.verdict.passed]
+    if not passed:
+        return None
+    v = min(passed, key=lambda x: x.placement.usd_per_hour)
+    if best is not None and v.placement.usd_per_hour >= best.placement.usd_per_hour - 1e-9:
+        return None
+    return v

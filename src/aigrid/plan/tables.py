@@ -110,6 +110,9 @@ def compare_markdown(result: PlanResult) -> str:
                      f"{saves} |")
         if r["where"] and len(r["where"]) <= 8:
             wheres.append(f"- {r['label']}: {', '.join(r['where'])}")
+    if result.from_naive is not None:
+        wheres.append(f"\nThe plan is the {result.from_naive} placement: it passed every check for less than every "
+                      "placement the screen proposed.")
     return "\n".join(lines + [""] + wheres)
 
 
@@ -134,7 +137,7 @@ def write_tables(out: Path, result: PlanResult) -> list[Path]:
         "checks": [] if result.best is None else slo_rows(result.best.outcomes, att),
         "proposals": [{**_placement_json(v.placement), "meets": v.passed, "why_not": v.reason,
                        "rounds": v.rounds, "history": v.history} for v in result.proposals],
-        "compare": compare_rows(result) if result.naive else [],
+        "compare": compare_rows(result) if result.naive else [], "plan_from_naive": result.from_naive,
     }
     (out / "plan.json").write_text(json.dumps(doc, indent=2) + "\n")
     written.append(out / "plan.json")
