@@ -4,7 +4,7 @@ utilisation and prediction error (16 gateways, 2 s lag, as scripts/routing_matri
 change at the same traffic without the matrix's round-robin probe.
 
 `--sync S` exchanges the gateways' ledgers every S seconds instead of the scenario's `shared_state_s`;
-`--detail` also prints where the requests went and what their TTFT looked like: requests served per
+`--seed N` draws another traffic sample; `--detail` also prints where the requests went and what their TTFT looked like: requests served per
 endpoint, TTFT p25 / p50 / p75 / p90, and the share that waited in the admission queue with its median."""
 
 from __future__ import annotations
@@ -52,10 +52,13 @@ def main() -> int:
     ap.add_argument("--lag", type=float, default=2.0)
     ap.add_argument("--sync", type=float, help="the gateways' ledger exchange interval, seconds")
     ap.add_argument("--detail", action="store_true")
+    ap.add_argument("--seed", type=int, help="another traffic sample than the scenario's seed")
     a = ap.parse_args()
     sc = configure(a.scenario, a.gateways, a.lag)
     if a.sync is not None:
         sc = sc.model_copy(update={"gateway": sc.gateway.model_copy(update={"shared_state_s": a.sync})})
+    if a.seed is not None:
+        sc = sc.model_copy(update={"seed": a.seed})
     cities = load_cities()
     w = build_workload(sc, cities, load=a.factor)
     arr, grid = arrivals_from(sc, w, cities), build_grid(sc, cities)

@@ -16,6 +16,7 @@ from aigrid.core.urgency import (
     SEND,
     WAIT,
     AdmissionRules,
+    budget_ms,
     class_of,
     label,
     neutral_choice,
@@ -161,3 +162,46 @@ def test_a_request_that_would_miss_its_slo_only_for_the_queue_waits_for_capacity
     assert verdict(idle, BALANCED.ttft_slo_ms) == SEND
     far = schedule(req(), view(grid), replace(BALANCED, ttft_slo_ms=5.0), random.Random(0))
     assert verdict(far, 5.0) == SEND  # waiting cannot help: its round trip and prefill alone miss the SLO
+
+
+def test_a_request_that_waited_goes_only_where_it_still_meets_what_is_left_of_its_slo() -> None:
+    grid = (endpoint("fra", slots=4),)
+    slo = BALANCED.ttft_slo_ms
+    some = {"fra-small": EndpointState(running=4, waiting=1)}  # a short queue: fresh, the request meets the SLO
+    d = schedule(req(), view(grid, some), BALANCED, random.Random(0))
+    p = d.chosen.prediction if d.chosen is not None else None
+    assert p is not None and p.queue_ms > 0 and p.ttft_ms < slo
+    assert verdict(d, slo) == SEND
+    assert budget_ms(d, slo, 300.0) == slo - 300.0
+    # Having waited, what is left of the SLO is the budget: sent now it would miss it, so it keeps waiting
+    # (to be shed at its class's limit, or sent once the queue there is short enough).
+    waited = slo - p.ttft_ms + 1.0
+    assert verdict(d, slo, waited) == WAIT
+    assert verdict(d, slo, slo - p.ttft_ms - 1.0) == SEND
+    # Past its SLO (stale: waiting only where shedding at the SLO is off) the full SLO is the rule again.
+    assert verdict(d, slo, slo + 1.0) == SEND
+    # Nothing queued ahead: waiting cannot help, it goes.
+    idle = schedule(req(), view(grid), BALANCED, random.Random(0))
+    assert verdict(idle, slo, slo - 1.0) == SEND
+    # A request that misses the SLO on an idle engine too is sent as before, however long it waited.
+    far = schedule(req(), view(grid, some), replace(BALANCED, ttft_slo_ms=5.0), random.Random(0))
+    assert verdict(far, 5.0, 3.0) == SEND
+
+
+def test_the_budget_of_a_request_with_a_deadline_is_its_remaining_deadline_at_most() -> None:
+    grid = (endpoint("fra", slots=4),)
+    d = schedule(req(deadline_ms=400.0), view(grid), BALANCED, random.Random(0))
+    assert d.urgency is not None and d.urgency.deadline_ms == 400.0
+    assert budget_ms(d, BALANCED.ttft_slo_ms) == 400.0  # the deadline already counts from arrival
+    assert budget_ms(d, BALANCED.ttft_slo_ms, 1800.0) == BALANCED.ttft_slo_ms - 1800.0  # the SLO's rest is less
+
+
+def test_batch_waits_without_its_wait_counting_against_its_slo() -> None:
+    grid = (endpoint("fra", slots=4),)
+    some = {"fra-small": EndpointState(waiting=1)}  # a little queued ahead, not saturated for batch
+    d = schedule(req(priority=BATCH), view(grid, some), BALANCED, random.Random(0))
+    assert d.chosen is not None and d.urgency is not None and d.urgency.klass == "batch"
+    assert d.chosen.prediction.queue_ms > 0
+    slo = BALANCED.ttft_slo_ms
+    assert verdict(d, slo) == SEND
+    assert verdict(d, slo, slo * 9.9) == SEND  # batch is there to be delayed: the head of its queue goes

@@ -171,23 +171,41 @@ def neutral_choice(decision: Decision) -> Candidate | None:
 SEND, WAIT, LATE, REJECT = "send", "wait", "late", "reject"
 
 
-def verdict(decision: Decision, slo_ms: float | None = None) -> str:
+def budget_ms(decision: Decision, slo_ms: float, waited_ms: float = 0.0) -> float:
+    """What is left of the request's TTFT SLO after `waited_ms` at the gateway: its class's SLO less the
+    wait, and never more than what is left of its deadline (already counted from arrival)."""
+    u = decision.urgency
+    if u is None:
+        return slo_ms - waited_ms
+    left = u.base_slo_ms * RULES[u.klass].slo_factor - waited_ms
+    return left if u.deadline_ms is None else min(left, u.deadline_ms)
+
+
+def verdict(decision: Decision, slo_ms: float | None = None, waited_ms: float = 0.0) -> str:
     """What the gateway does with a decision: send it, let it wait for capacity, refuse it because its
     deadline cannot be met (before any engine works on it), or reject it (no endpoint may serve it).
 
     With `slo_ms` (the policy's TTFT SLO; the class's own when its urgency changed it), a request whose best
     candidate is predicted to miss it only because of the queue there (its round trip and prefill alone
     would meet it) waits for capacity that can meet it: sent now it would miss anyway, and lengthen the
-    queue for the requests behind it."""
+    queue for the requests behind it. `waited_ms` is how long it has waited at the gateway: the wait is part
+    of its TTFT, so a request that waited goes only where the prediction fits in what is left of the SLO
+    (sent when it no longer could, it would be late and take capacity from requests that can still be on
+    time; it waits instead, until it fits or its class's longest wait sheds it). Once nothing is left
+    (stale: only where shedding at the SLO is off) the whole SLO is the rule again, as for a fresh request.
+    Batch is there to be delayed (it never goes stale either): its wait does not count against its SLO, so
+    the head of a tenant's batch queue never blocks it for having waited longest."""
     best = decision.chosen
     if best is not None:
         if slo_ms is None:
             return SEND
-        budget = decision.urgency.slo_ms if decision.urgency is not None else slo_ms
         p = best.prediction
-        if p.ttft_ms > budget and p.queue_ms > 0 and p.rtt_ms + p.prefill_ms <= budget:
-            return WAIT
-        return SEND
+        full = budget_ms(decision, slo_ms)
+        if p.queue_ms <= 0 or p.rtt_ms + p.prefill_ms > full:
+            return SEND  # nothing ahead to wait out, or it would miss the SLO on an idle engine too
+        batch = decision.urgency is not None and decision.urgency.klass == BATCH
+        left = full if batch else budget_ms(decision, slo_ms, waited_ms)
+        return WAIT if p.ttft_ms > (left if left > 0 else full) else SEND
     if must_wait(decision):
         return WAIT
     return LATE if deadline_refused(decision) else REJECT

@@ -162,7 +162,7 @@ class Admission:
             self.queue.remove(item)
             return False
         w.last = decision = w.decide(self._remaining(w.info, w.arrived, now))
-        what = verdict(decision, w.slo_ms)
+        what = verdict(decision, w.slo_ms, (now - w.arrived) * 1000.0)
         if what == WAIT:
             return False
         self.queue.remove(item)
