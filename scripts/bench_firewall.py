@@ -91,7 +91,7 @@ def bench_prompt_cascade(model: InjectionModel) -> None:
     for p in PROMPTS:
         texts = [ModelText(p, Source.USER, ("messages", 0, "content"))]
         a = per_call_us(lambda texts=texts: alone.check_texts("t", texts), 300)
-        b = per_call_us(lambda texts=texts: through.check_texts("t", texts) and through.reads_slowly(texts), 300)
+        b = per_call_us(lambda texts=texts: through.check_texts("t", texts) and through.reads_slowly("t", texts), 300)
         print(f"prompt of {len(p)} chars: n-grams {a:.0f} us, cascade {b:.0f} us (check_texts + reads_slowly, "
               f"re-read: {both.rereads_prompt(p)})")
     long_grey = " ".join([GREY] * 200)

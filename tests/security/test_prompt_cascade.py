@@ -104,6 +104,24 @@ def test_a_grey_prompt_is_read_on_the_firewall_worker_an_ordinary_one_in_place(
     assert [name for name, _ in reads] and all(name.startswith("aigrid-firewall") for name, _ in reads)
 
 
+def test_a_grey_prompt_already_read_is_not_read_again(cascade: Cascade, reads: list[tuple[str, list[str]]]) -> None:
+    """A conversation re-sends its history every turn: a grey prompt read once is scored from the cache, in
+    place, for its tenant (another tenant's copy is read on its own)."""
+    firewall = Firewall(InjectionModel.load().with_cascade(None, cascade))
+    screen = Screen(firewall)
+    texts = [ModelText(GREY_ATTACK, Source.USER, ("messages", 0, "content"))]
+
+    async def go() -> None:
+        assert firewall.reads_slowly("t", texts)
+        assert (await screen.check("t", texts)).blocked is not None
+        assert len(reads) == 1 and not firewall.reads_slowly("t", texts) and firewall.reads_slowly("u", texts)
+        assert (await screen.check("t", texts)).blocked is not None
+        assert len(reads) == 1
+
+    asyncio.run(go())
+    screen.close()
+
+
 def test_without_torch_the_prompt_cascade_is_off_and_logged(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     real = cascade_module.importlib.util.find_spec

@@ -32,6 +32,16 @@ def test_a_repeated_text_is_scored_once_per_tenant_and_head() -> None:
     assert len(scorer.calls) == 3
 
 
+def test_known_says_whether_a_score_is_kept_without_counting() -> None:
+    cache = ScoreCache(Counting(), size=8)
+    assert not cache.known("t1", "Hello there.", False)
+    cache.score("t1", "Hello there.", False)
+    assert cache.known("t1", "Hello there.", False)
+    assert not cache.known("t2", "Hello there.", False) and not cache.known("t1", "Hello there.", True)
+    assert (cache.hits, cache.misses) == (0, 1)
+    assert not ScoreCache(Counting(), size=0).known("t1", "Hello there.", False)
+
+
 def test_bounded_least_recently_used_out() -> None:
     scorer = Counting()
     cache = ScoreCache(scorer, size=3)

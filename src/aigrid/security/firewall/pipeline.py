@@ -86,18 +86,18 @@ class Firewall:
     def policy(self, tenant: str) -> FirewallPolicy:
         return self.policies.get(tenant, self.default)
 
-    def reads_slowly(self, texts: Sequence[ModelText]) -> bool:
+    def reads_slowly(self, tenant: str, texts: Sequence[ModelText]) -> bool:
         """Whether scoring `texts` may run a cascade's transformer (cascade.py): with the document cascade, a
         data source or a prompt with a pasted part; with the prompt cascade, a prompt whose n-gram score lies in
-        its grey zone (the n-gram head reads it here to know: callers ask only about short texts). Such texts
-        are never scored on the event loop."""
+        its grey zone and is not already kept for `tenant` (the n-gram head reads it here to know: callers ask
+        only about short texts). Such texts are never scored on the event loop."""
         model = self.model
         if model.cascade is not None and any(
                 t.source in DATA or (t.source in UNTRUSTED and pasted_start(t.text) is not None) for t in texts):
             return True
         return model.prompt_cascade is not None and any(
-            t.source in UNTRUSTED and t.source not in DATA and t.text and model.rereads_prompt(t.text)
-            for t in texts)
+            t.source in UNTRUSTED and t.source not in DATA and t.text and not self.scores.known(tenant, t.text, False)
+            and model.rereads_prompt(t.text) for t in texts)
 
     def check_texts(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
         """Run the input checks on every text; stops at the first block (the rest pass unchanged)."""

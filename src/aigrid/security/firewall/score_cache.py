@@ -33,10 +33,15 @@ class ScoreCache:
         self.hits = 0
         self.misses = 0
 
+    def known(self, tenant: str, text: str, document: bool) -> bool:
+        """Whether the score of `text` is kept (nothing is counted or reordered)."""
+        with self._lock:
+            return self.size > 0 and _key(tenant, text, document) in self._entries
+
     def score(self, tenant: str, text: str, document: bool) -> InjectionScore:
         if not self.size:
             return self._score(text, document)
-        key = (tenant, document, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest())
+        key = _key(tenant, text, document)
         with self._lock:
             found = self._entries.get(key)
             if found is not None:
@@ -54,3 +59,7 @@ class ScoreCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _key(tenant: str, text: str, document: bool) -> tuple[str, bool, bytes]:
+    return tenant, document, hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()

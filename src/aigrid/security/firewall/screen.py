@@ -35,7 +35,7 @@ class Screen:
         self._pool: ThreadPoolExecutor | None = None  # threads start on first use, not here
 
     async def check(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
-        if sum(len(t.text) for t in texts) <= self.inline_chars and not self.firewall.reads_slowly(texts):
+        if sum(len(t.text) for t in texts) <= self.inline_chars and not self.firewall.reads_slowly(tenant, texts):
             return self.firewall.check_texts(tenant, texts)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigrid-firewall")
