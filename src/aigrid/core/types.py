@@ -224,6 +224,11 @@ class Prediction(NamedTuple):
     def ttft_p90_ms(self) -> float:
         return self.rtt_ms + (self.queue_ms + self.prefill_ms) * self.spread
 
+    @property
+    def ttft_p10_ms(self) -> float:
+        """The optimistic end: the engine part divided by the spread (the p90 mirrored on a log scale)."""
+        return self.rtt_ms + (self.queue_ms + self.prefill_ms) / max(self.spread, 1.0)
+
 
 class Candidate(NamedTuple):
     endpoint_id: str

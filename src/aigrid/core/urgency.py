@@ -189,10 +189,13 @@ def verdict(decision: Decision, slo_ms: float | None = None, waited_ms: float = 
     candidate is predicted to miss it only because of the queue there (its round trip and prefill alone
     would meet it) waits for capacity that can meet it: sent now it would miss anyway, and lengthen the
     queue for the requests behind it. `waited_ms` is how long it has waited at the gateway: the wait is part
-    of its TTFT, so a request that waited goes only where the prediction fits in what is left of the SLO
-    (sent when it no longer could, it would be late and take capacity from requests that can still be on
-    time; it waits instead, until it fits or its class's longest wait sheds it). Once nothing is left
-    (stale: only where shedding at the SLO is off) the whole SLO is the rule again, as for a fresh request.
+    of its TTFT, so a request that waited also keeps waiting while even the optimistic end of its prediction
+    (`ttft_p10_ms`) is past what is left of the SLO: sent then, it would almost surely be late and take
+    capacity from requests that can still be on time; it waits until it fits or its class's longest wait
+    sheds it. The optimistic end, not the point prediction: where predictions run high (queues that drain
+    faster than modelled) the point prediction held requests that would have made it, and shed them.
+    Once nothing is left (stale: only where shedding at the SLO is off) the whole SLO is the rule, as for a
+    fresh request.
     Batch is there to be delayed (it never goes stale either): its wait does not count against its SLO, so
     the head of a tenant's batch queue never blocks it for having waited longest."""
     best = decision.chosen
@@ -205,7 +208,9 @@ def verdict(decision: Decision, slo_ms: float | None = None, waited_ms: float = 
             return SEND  # nothing ahead to wait out, or it would miss the SLO on an idle engine too
         batch = decision.urgency is not None and decision.urgency.klass == BATCH
         left = full if batch else budget_ms(decision, slo_ms, waited_ms)
-        return WAIT if p.ttft_ms > (left if left > 0 else full) else SEND
+        if p.ttft_ms > full:
+            return WAIT
+        return WAIT if 0 < left < p.ttft_p10_ms else SEND
     if must_wait(decision):
         return WAIT
     return LATE if deadline_refused(decision) else REJECT
