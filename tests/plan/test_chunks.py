@@ -73,6 +73,7 @@ def test_the_screen_keeps_long_prompts_off_slow_hardware() -> None:
     assert (s.pf95[code, j["rtx-pro-6000"]] > s.slo_net).all()  # no code user reaches an RTX PRO 6000 in time
     assert (s.pf95[chat, j["rtx-pro-6000"]] < s.slo_net - 250).all()  # chat users within 250 ms of RTT do
     assert (s.pf95[:, j["l40s"]] > s.slo_net).all() and (s.pf95[:, j["h100"]] < s.slo_net - 400).all()
+    assert dict(zip(s.hw, s.useful, strict=True)) == {"h100": True, "l40s": False, "rtx-pro-6000": True}
 
 
 def site(sid: str, city: str, lat: float, lon: float, country: str, jur: str, hw: str, n: int,

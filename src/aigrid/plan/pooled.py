@@ -77,12 +77,12 @@ class PooledModel:
             return Sizing((), (), (), 0.0, PENALTY_UNCOVERED * total_peak, np.zeros((0, H)), total_peak, total_peak)
         best: Sizing | None = None
         for j in range(len(screen.hw)):
-            if not screen.tpot_ok[j]:
+            if not screen.useful[j]:  # no TPOT, or no user's prompt prefills in time: it would cover nobody
                 continue
             z = self._size_on(S, j, rho)
             if best is None or z.score < best.score:
                 best = z
-        if best is None:  # no hardware holds the TPOT SLO: the nearest-site model reports it with its penalty
+        if best is None:  # no hardware is useful: the nearest-site model reports it with its penalty
             return screen.size(S, rho)
         return best
 

@@ -96,6 +96,8 @@ class Screen:
         slo = demand.slo.ttft_ms * (1.0 - QUEUE_SHARE)
         self.budget = slo - self.pf95.min(axis=1)  # [flow] ms of RTT allowed
         self.slo_net = slo
+        # Options worth sizing a placement with: they hold TPOT and some flow's prompts prefill in time on them.
+        self.useful = self.tpot_ok & (self.pf95 < slo).any(axis=0)
         net = Network()
         self.rtt = np.empty((len(traffic.lat), len(cands)), dtype=np.float32)
         for s in range(len(cands)):
