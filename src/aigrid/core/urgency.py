@@ -206,10 +206,11 @@ def verdict(decision: Decision, slo_ms: float | None = None, waited_ms: float = 
         full = budget_ms(decision, slo_ms)
         if p.queue_ms <= 0 or p.rtt_ms + p.prefill_ms > full:
             return SEND  # nothing ahead to wait out, or it would miss the SLO on an idle engine too
-        batch = decision.urgency is not None and decision.urgency.klass == BATCH
-        left = full if batch else budget_ms(decision, slo_ms, waited_ms)
         if p.ttft_ms > full:
             return WAIT
+        if decision.urgency is not None and decision.urgency.klass == BATCH:
+            return SEND  # batch's wait never counts
+        left = budget_ms(decision, slo_ms, waited_ms)
         return WAIT if 0 < left < p.ttft_p10_ms else SEND
     if must_wait(decision):
         return WAIT
