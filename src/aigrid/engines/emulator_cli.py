@@ -14,6 +14,7 @@ import typer
 
 from aigrid.engines.emulator import SSE_LINE_ENDS, bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
+from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS
 
 
 async def run_emulators(config: EmulatorConfig, host: str, port: int, count: int, sse_line_end: bytes = b"\n") -> None:
@@ -46,7 +47,7 @@ def emulator_command(
     decode_base_ms: Annotated[float, typer.Option(help="W: decode step time with an empty batch, ms")] = 10.0,
     decode_ms_per_seq: Annotated[float, typer.Option(help="H: added step time per running request, ms")] = 0.05,
     kv_ms_per_token: Annotated[float, typer.Option(help="added step time per context token in the batch, ms")] = 0.0,
-    chunk_tokens: Annotated[int, typer.Option(help="most prompt tokens prefilled in one step")] = 2048,
+    chunk_tokens: Annotated[int, typer.Option(help="most prompt tokens prefilled in one step")] = DEFAULT_CHUNK_TOKENS,
     default_max_tokens: Annotated[int, typer.Option(help="output tokens when a request sets no max")] = 128,
     kv_tokens: Annotated[int, typer.Option(help="KV-cache capacity in tokens (admission, kv_cache_usage_perc)")] = 1_000_000,
     sse_line_end: Annotated[str, typer.Option(help="line ends of the SSE stream: lf, crlf or cr")] = "lf",

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aigrid.engines import engine_model
-from aigrid.engines.step_cost import EnginePerf
+from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS, EnginePerf
 
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
@@ -51,7 +51,7 @@ class EmulatorConfig:
     decode_ms_per_seq: float = 0.05
     kv_ms_per_token: float = 0.0
     """k_kv: added step time per context token held by the running batch (attention reads)."""
-    chunk_tokens: int = 2048
+    chunk_tokens: int = DEFAULT_CHUNK_TOKENS
     default_max_tokens: int = 128
     kv_tokens: int = 1_000_000
     """KV-cache capacity in tokens: a request is admitted once its prompt and output fit beside the running

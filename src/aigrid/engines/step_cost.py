@@ -11,6 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DEFAULT_CHUNK_TOKENS = 2048
+"""Most prompt tokens prefilled in one step unless configured (vLLM's max_num_batched_tokens): the simulator's,
+the engine emulator's and the planner's default."""
+
 
 @dataclass(frozen=True, slots=True)
 class EnginePerf:

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from aigrid.engines.step_cost import EnginePerf
+from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS, EnginePerf
 from aigrid.plan.demand import Demand
 from aigrid.sim.hardware import engine_perf
 
 CHUNK_CHOICES = (2048, 1024, 512)
 """Prefill chunks (tokens) the planner chooses among when the demand does not fix one for a hardware."""
-DEFAULT_CHUNK = 2048
+DEFAULT_CHUNK = DEFAULT_CHUNK_TOKENS
 """The simulator's and the engine emulator's default chunk (Scenario.chunk_tokens)."""
 TPOT_SHARE = 0.8
 """A chunk is offered only if a step carrying a full chunk fits in this share of the TPOT SLO."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aigrid.engines.step_cost import EnginePerf
+from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS, EnginePerf
 
 LAUNCH_MS = 0.607
 BW_EFF = 0.742
@@ -60,7 +60,7 @@ HARDWARE: dict[str, Hardware] = {
 
 
 def engine_perf(hardware: str, params_b: float, kv_bytes_per_token: float, gpus: int = 1,
-                chunk_tokens: int = 2048, usd_per_hour: float | None = None) -> EnginePerf:
+                chunk_tokens: int = DEFAULT_CHUNK_TOKENS, usd_per_hour: float | None = None) -> EnginePerf:
     """Scale the H100-fitted constants to `hardware` and a model of `params_b` billion parameters.
 
     Tensor parallelism over `gpus` devices is taken as ideal (bandwidth and FLOP/s add up); real TP loses

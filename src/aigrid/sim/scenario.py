@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.core.urgency import parse_level
+from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS
 from aigrid.errors import SpecError
 from aigrid.sim.geography import load_cities
 from aigrid.sim.hardware import HARDWARE
@@ -239,7 +240,7 @@ class Scenario(Strict):
     faults: list[Fault] = Field(default_factory=list)
     slo: Slo = Slo()
     sweep: list[float] = Field(default_factory=list, description="load factors for the TTFT-vs-load curve")
-    chunk_tokens: int = Field(default=2048, gt=0)
+    chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, gt=0)
     write_requests_csv: bool = True
 
     @model_validator(mode="after")
