@@ -36,19 +36,20 @@ HIGH_WATER = 256 * 1024
 """Response bytes buffered per connection before it stops reading from the socket."""
 
 
-def _expire(future: asyncio.Future[None], error: Exception) -> None:
+def _expire(future: asyncio.Future[None], error: type[httpx.TimeoutException], message: str) -> None:
     if not future.done():
-        future.set_exception(error)
+        future.set_exception(error(message))
 
 
 async def _wait(future: asyncio.Future[None], timeout: float | None, message: str,
                 error: type[httpx.TimeoutException] = httpx.ReadTimeout) -> None:
     """Await a future the protocol resolves, failing with `error` after `timeout` seconds. One timer
-    handle, no task: asyncio.wait_for costs several times more, and this runs once per relayed chunk."""
+    handle, no task: asyncio.wait_for costs several times more, and this runs once per relayed chunk (so the
+    exception is built only when the timer fires)."""
     if timeout is None:
         await future
         return
-    timer = asyncio.get_running_loop().call_later(timeout, _expire, future, error(message))
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, future, error, message)
     try:
         await future
     finally:
