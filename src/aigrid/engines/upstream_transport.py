@@ -162,8 +162,17 @@ class _Conn(asyncio.Protocol):
                 return _EOF
             if self._error is not None:
                 raise self._error
-            self._wakeup = asyncio.get_running_loop().create_future()
-            await _wait(self._wakeup, timeout, "timed out waiting for response bytes")
+            loop = asyncio.get_running_loop()
+            self._wakeup = wakeup = loop.create_future()
+            if timeout is None:
+                await wakeup
+                continue
+            # _wait inlined: this is the wait before each relayed chunk, one coroutine less per chunk
+            timer = loop.call_later(timeout, _expire, wakeup, httpx.ReadTimeout, "timed out waiting for response bytes")
+            try:
+                await wakeup
+            finally:
+                timer.cancel()
         if len(self._chunks) == 1:
             data = self._chunks.popleft()
         else:
