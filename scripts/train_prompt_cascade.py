@@ -43,6 +43,7 @@ from aigrid.security.firewall.cascade import COMBINE, CascadePoints, combined  #
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel, in_grey_zone  # noqa: E402
 from aigrid.security.firewall.reader import PROMPT_READER_PATH, WindowReader  # noqa: E402
 
+
 def target(source: str) -> float:
     """The issue's false-positive target of a harmless validation source's kind (firewall_heads.KIND_TARGET)."""
     return KIND_TARGET[kind_of(source)]
