@@ -108,6 +108,35 @@ async def test_a_silent_engine_times_out() -> None:
         server.close()
 
 
+async def test_the_read_timeout_counts_each_wait_not_the_whole_stream() -> None:
+    """Chunks 0.06 s apart for 0.36 s under a 0.15 s read timeout arrive whole; then 1 s of silence times out
+    (one timer per connection, moved from wait to wait, as a timer per wait would)."""
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for i in range(6):
+            await asyncio.sleep(0.06)
+            event = b"data: %d\n\n" % i
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    got = b""
+    try:
+        async with httpx.AsyncClient(transport=Http1Transport(), timeout=httpx.Timeout(0.15)) as client:
+            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client)
+            with pytest.raises(EngineStreamBroken, match="ReadTimeout"):
+                async with engine.open("/v1/completions", BODY) as up:
+                    async for chunk in up.body:
+                        got += chunk
+    finally:
+        server.close()
+    assert got == b"".join(b"data: %d\n\n" % i for i in range(6))
+
+
 async def test_connections_per_origin_are_capped_with_a_pool_timeout() -> None:
     server, _ = await serve(EmulatorConfig(decode_base_ms=100, prefill_base_ms=1), port=0)
     port = bound_port(server)

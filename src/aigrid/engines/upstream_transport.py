@@ -72,6 +72,10 @@ class _Conn(asyncio.Protocol):
         self._reading_paused = False
         self._writable: asyncio.Future[None] | None = None  # set while the socket's send buffer is full
         self._wakeup: asyncio.Future[None] | None = None
+        self._waiting_since: float | None = None
+        """When the reader started waiting for bytes (None: not waiting)."""
+        self._read_timer: asyncio.TimerHandle | None = None
+        self._read_timeout: float | None = None
         self._error: Exception | None = None
         self.complete = False
         self.keep_alive = False
@@ -140,6 +144,7 @@ class _Conn(asyncio.Protocol):
 
     # used by the transport
     def reset(self) -> None:
+        self.stop_read_timer()
         self.parser = httptools.HttpResponseParser(self)
         self._headers, self._chunks, self._error = [], deque(), None
         self.complete = self.keep_alive = self.got_bytes = False
@@ -159,20 +164,28 @@ class _Conn(asyncio.Protocol):
     async def read(self, timeout: float | None) -> bytes:
         while not self._chunks:
             if self.complete:
+                self.stop_read_timer()
                 return _EOF
             if self._error is not None:
+                self.stop_read_timer()
                 raise self._error
             loop = asyncio.get_running_loop()
             self._wakeup = wakeup = loop.create_future()
             if timeout is None:
                 await wakeup
                 continue
-            # _wait inlined: this is the wait before each relayed chunk, one coroutine less per chunk
-            timer = loop.call_later(timeout, _expire, wakeup, httpx.ReadTimeout, "timed out waiting for response bytes")
+            # One timer per connection, not one per wait: this is the wait before each relayed chunk. It
+            # stays armed across waits and, when it fires, either expires the wait in progress (it began
+            # `timeout` ago) or moves to that wait's own deadline: the same deadline as a timer per wait.
+            self._waiting_since = now = loop.time()
+            if self._read_timer is None or self._read_timeout != timeout:
+                self.stop_read_timer()
+                self._read_timeout = timeout
+                self._read_timer = loop.call_at(now + timeout, self._read_deadline)
             try:
                 await wakeup
             finally:
-                timer.cancel()
+                self._waiting_since = None
         if len(self._chunks) == 1:
             data = self._chunks.popleft()
         else:
@@ -184,8 +197,25 @@ class _Conn(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
+    def _read_deadline(self) -> None:
+        self._read_timer = None
+        since, wakeup, timeout = self._waiting_since, self._wakeup, self._read_timeout
+        if since is None or wakeup is None or wakeup.done() or timeout is None:
+            return  # no wait in progress: the next one arms the timer again
+        loop = asyncio.get_running_loop()
+        if loop.time() < since + timeout:
+            self._read_timer = loop.call_at(since + timeout, self._read_deadline)
+            return
+        wakeup.set_exception(httpx.ReadTimeout("timed out waiting for response bytes"))
+
+    def stop_read_timer(self) -> None:
+        if self._read_timer is not None:
+            self._read_timer.cancel()
+            self._read_timer = None
+
     def close(self) -> None:
         self.closed = True
+        self.stop_read_timer()
         if self.transport is not None:
             self.transport.close()
 
@@ -338,6 +368,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         if conn.closed or not conn.complete or not conn.keep_alive or len(pool.idle) >= self._max_idle:
             conn.close()
             return
+        conn.stop_read_timer()
         conn.idle_since = time.monotonic()
         pool.idle.append(conn)
 
