@@ -80,6 +80,9 @@ class AuditLog:
         if self._queue is None:
             raise AuditUnavailable("the audit log is not running")
         entry = (ts, body)
+        if not self._queue.full():  # room now: queued at once, no timer armed (put() would not wait either)
+            self._queue.put_nowait(entry)
+            return
         try:
             async with asyncio.timeout(timeout):
                 await self._queue.put(entry)
