@@ -11,6 +11,7 @@ from aigrid.core.policies import BUILTIN_POLICIES
 from aigrid.core.scheduler import schedule
 from aigrid.core.types import EndpointState, RequestInfo
 from aigrid.core.urgency import (
+    ENGINE_QUEUE_SHARE,
     LATE,
     REJECT,
     SEND,
@@ -206,3 +207,19 @@ def test_batch_waits_without_its_wait_counting_against_its_slo() -> None:
     slo = BALANCED.ttft_slo_ms
     assert verdict(d, slo) == SEND
     assert verdict(d, slo, slo * 9.9) == SEND  # batch is there to be delayed: the head of its queue goes
+
+
+def test_past_its_share_of_the_slo_in_an_engine_queue_a_request_waits_at_the_gateway() -> None:
+    grid = (endpoint("fra", slots=4),)
+    slo = BALANCED.ttft_slo_ms
+    some = {"fra-small": EndpointState(running=4, waiting=1)}  # a short queue: the request meets the SLO
+    d = schedule(req(), view(grid, some), BALANCED, random.Random(0))
+    p = d.chosen.prediction if d.chosen is not None else None
+    assert p is not None and p.queue_ms > 0 and 0.5 * slo < p.ttft_ms < slo
+    assert verdict(d, slo) == SEND  # the whole SLO may be spent queued at the engine
+    assert verdict(d, slo, 0.0, 0.5) == WAIT  # only half: the rest of the wait happens at the gateway
+    assert verdict(d, slo, 0.0, p.ttft_ms / slo + 0.01) == SEND
+    # nothing queued ahead: waiting cannot help, whatever the share
+    idle = schedule(req(), view(grid), BALANCED, random.Random(0))
+    assert verdict(idle, slo, 0.0, 0.1) == SEND
+    assert AdmissionRules().engine_queue_share == ENGINE_QUEUE_SHARE == 0.5  # the rules' default
