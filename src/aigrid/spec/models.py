@@ -288,9 +288,9 @@ class AdmissionLimits(StrictModel):
     capacity: int = Field(default=AdmissionRules().capacity, ge=1, le=1_000_000,
                           description="requests that may wait at once on a gateway")
     engine_queue_share: float = Field(
-        default=AdmissionRules().engine_queue_share, gt=0.0, le=1.0, description="the share of its TTFT SLO a "
-        "request may spend queued at an engine; past it, it waits at the gateway (1.0: only while it would miss "
-        "the SLO)")
+        default=AdmissionRules().engine_queue_share, gt=0.0, le=1.0, description="a request with queue "
+        "ahead waits at the gateway while even its optimistic predicted TTFT (p10) is over this share of its "
+        "TTFT SLO; 1.0: only while its predicted TTFT misses the whole SLO")
 
     @field_validator("max_wait_s")
     @classmethod
