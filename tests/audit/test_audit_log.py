@@ -139,6 +139,27 @@ async def test_log_without_checkpoints_is_not_proven(tmp_path: Path) -> None:
     assert verify(path, KEY.public_key(), require_checkpoint=False).ok
 
 
+async def test_records_appended_together_are_written_in_one_batch(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.db", KEY, linger_s=0.05)
+    await log.start()
+    batches: list[int] = []
+    real = log.store.append
+
+    def counting(entries: list[tuple[float, str]]) -> int:
+        batches.append(len(entries))
+        return real(entries)
+
+    log.store.append = counting  # type: ignore[method-assign]
+    await log.append(record(0))
+    await asyncio.sleep(0.01)  # the writer lingers for the rest of the batch
+    for i in range(1, 5):
+        await log.append(record(i))
+    await log.stop()
+    assert batches == [5]
+    report = verify(tmp_path / "audit.db", KEY.public_key())
+    assert report.ok and report.records == 5
+
+
 async def test_appends_do_not_block_the_event_loop(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.db", KEY, checkpoint_every=50)
     await log.start()

@@ -43,11 +43,15 @@ class AuditSink(Protocol):
 
 class AuditLog:
     def __init__(self, path: Path, signing_key: Ed25519PrivateKey | None = None, *, checkpoint_every: int = 100,
-                 batch_max: int = 256, queue_max: int = 10_000, retry_s: float = 1.0) -> None:
+                 batch_max: int = 256, queue_max: int = 10_000, retry_s: float = 1.0,
+                 linger_s: float = 0.05) -> None:
         self.store = AuditStore(path, signing_key)
         self.checkpoint_every = checkpoint_every
         self.batch_max = batch_max
         self.retry_s = retry_s
+        self.linger_s = linger_s
+        """How long the writer lets a batch gather after its first record (one transaction and one thread
+        hand-off per batch, not per record; the request never waits for it)."""
         self._queue_max = queue_max
         self._queue: asyncio.Queue[tuple[float, str]] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -114,6 +118,8 @@ class AuditLog:
         while True:
             if not self._pending:
                 self._pending = [await queue.get()]
+                if self.linger_s > 0 and queue.qsize() < self.batch_max - 1:
+                    await asyncio.sleep(self.linger_s)
                 while len(self._pending) < self.batch_max and not queue.empty():
                     self._pending.append(queue.get_nowait())
             await self._write(self._pending)

@@ -69,6 +69,15 @@ def decision_summary(decision: Decision, served_endpoint: str | None = None, top
 
 
 def _finite(value: Any) -> Any:
+    # the exact plain types first (a record is ~50 values, mostly str and int; isinstance(.., Mapping) is an
+    # ABC check), then the general checks for subclasses and other mappings, with the same results
+    t = type(value)
+    if t is str or t is int or t is bool or value is None:
+        return value
+    if t is dict:
+        return {str(k): _finite(v) for k, v in value.items()}
+    if t is list or t is tuple:
+        return [_finite(v) for v in value]
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):

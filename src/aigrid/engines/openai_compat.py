@@ -106,14 +106,12 @@ class OpenAICompatEngine:
         the body iterator raises EngineStreamBroken when the connection fails after bytes were yielded.
         Any HTTP status is handed back as is: what a 429 or 503 means is the gateway's decision.
         """
+        if self._direct is not None and not path.startswith(("http://", "https://")):
+            return _DirectExchange(self, self._direct, path, body)
         return self._open(path, body)
 
     @asynccontextmanager
     async def _open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
-        if self._direct is not None and not path.startswith(("http://", "https://")):
-            async with self._open_direct(self._direct, path, body) as up:
-                yield up
-            return
         # identity: the body bytes stay plain SSE/JSON that the gateway can inspect as it relays them
         headers = {"accept-encoding": "identity", **self._headers, **TRACE_HEADERS.get(),
                    "content-type": "application/json"}
@@ -133,8 +131,9 @@ class OpenAICompatEngine:
         finally:
             await response.aclose()
 
-    @asynccontextmanager
-    async def _open_direct(self, transport: Http1Transport, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+    async def _open_direct(self, transport: Http1Transport, path: str,
+                           body: bytes) -> tuple[UpstreamResponse, httpx.AsyncByteStream]:
+        """The response and the stream to close once it is relayed (_DirectExchange closes it)."""
         head = [b"POST " + (self._prefix + "/" + path.lstrip("/")).encode() + b" HTTP/1.1", self._host_header,
                 b"accept-encoding: identity", b"content-type: application/json", b"content-length: %d" % len(body)]
         head += [f"{k}: {v}".encode("latin-1") for k, v in {**self._headers, **TRACE_HEADERS.get()}.items()]
@@ -149,10 +148,7 @@ class OpenAICompatEngine:
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
             raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}") from exc
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
-        try:
-            yield UpstreamResponse(status=status, headers=headers, body=_Chunks(self, stream, path))
-        finally:
-            await stream.aclose()
+        return UpstreamResponse(status=status, headers=headers, body=_Chunks(self, stream, path)), stream
 
     async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """Send once more if the server had closed the pooled keep-alive connection before reading the
@@ -218,6 +214,25 @@ class OpenAICompatEngine:
 
     def _url(self, path: str) -> str:
         return path if path.startswith(("http://", "https://")) else self.base_url + "/" + path.lstrip("/")
+
+
+class _DirectExchange:
+    """open() on the direct path: a plain async context manager (an @asynccontextmanager costs a generator
+    and its frames per request); leaving it closes the response stream, which frees the connection."""
+
+    __slots__ = ("_engine", "_transport", "_path", "_body", "_stream")
+
+    def __init__(self, engine: OpenAICompatEngine, transport: Http1Transport, path: str, body: bytes) -> None:
+        self._engine, self._transport, self._path, self._body = engine, transport, path, body
+        self._stream: httpx.AsyncByteStream | None = None
+
+    async def __aenter__(self) -> UpstreamResponse:
+        up, self._stream = await self._engine._open_direct(self._transport, self._path, self._body)
+        return up
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
 
 
 class _Chunks:

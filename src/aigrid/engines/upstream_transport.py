@@ -36,19 +36,20 @@ HIGH_WATER = 256 * 1024
 """Response bytes buffered per connection before it stops reading from the socket."""
 
 
-def _expire(future: asyncio.Future[None], error: Exception) -> None:
+def _expire(future: asyncio.Future[None], error: type[httpx.TimeoutException], message: str) -> None:
     if not future.done():
-        future.set_exception(error)
+        future.set_exception(error(message))
 
 
 async def _wait(future: asyncio.Future[None], timeout: float | None, message: str,
                 error: type[httpx.TimeoutException] = httpx.ReadTimeout) -> None:
     """Await a future the protocol resolves, failing with `error` after `timeout` seconds. One timer
-    handle, no task: asyncio.wait_for costs several times more, and this runs once per relayed chunk."""
+    handle, no task: asyncio.wait_for costs several times more, and this runs once per relayed chunk (so the
+    exception is built only when the timer fires)."""
     if timeout is None:
         await future
         return
-    timer = asyncio.get_running_loop().call_later(timeout, _expire, future, error(message))
+    timer = asyncio.get_running_loop().call_later(timeout, _expire, future, error, message)
     try:
         await future
     finally:
@@ -161,8 +162,17 @@ class _Conn(asyncio.Protocol):
                 return _EOF
             if self._error is not None:
                 raise self._error
-            self._wakeup = asyncio.get_running_loop().create_future()
-            await _wait(self._wakeup, timeout, "timed out waiting for response bytes")
+            loop = asyncio.get_running_loop()
+            self._wakeup = wakeup = loop.create_future()
+            if timeout is None:
+                await wakeup
+                continue
+            # _wait inlined: this is the wait before each relayed chunk, one coroutine less per chunk
+            timer = loop.call_later(timeout, _expire, wakeup, httpx.ReadTimeout, "timed out waiting for response bytes")
+            try:
+                await wakeup
+            finally:
+                timer.cancel()
         if len(self._chunks) == 1:
             data = self._chunks.popleft()
         else:

@@ -22,6 +22,24 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20)
 
 
+def _memoise_children(metric: Counter | Gauge | Histogram) -> None:
+    """`metric.labels(*values)` keeps each label set's child: prometheus-client's own labels() takes a lock
+    and str()s every value on each call, ~9 calls per request. A child is never removed here, so the one kept
+    is the one labels() would return (keyword calls go to labels() itself)."""
+    children: dict[tuple[object, ...], Any] = {}
+    make = metric.labels
+
+    def labels(*values: object, **by_name: object) -> Any:
+        if by_name:
+            return make(*values, **by_name)
+        child = children.get(values)
+        if child is None:
+            child = children[values] = make(*values)
+        return child
+
+    metric.labels = labels  # type: ignore[method-assign]
+
+
 @dataclass
 class GatewayMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
@@ -74,6 +92,9 @@ class GatewayMetrics:
                                        multiprocess_mode="livesum")
         self.admission_wait = Histogram("aigrid_admission_wait_seconds", "Time requests waited in the admission "
                                         "queue", ["priority_class"], buckets=DURATION_BUCKETS, registry=r)
+        for metric in vars(self).values():
+            if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
+                _memoise_children(metric)
 
     def readable(self) -> CollectorRegistry:
         """The registry to read values from: this one, or every worker's values in multiprocess mode."""

@@ -109,7 +109,8 @@ class Audited:
                 if self.gw.hub is not None and ex.record is not None:  # the outcome, for the other workers
                     await self.gw.hub.publish_decision(ex.record.to_dict())
             finally:
-                access.info("%s %s", self.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
+                if access.isEnabledFor(logging.INFO):  # its fields are worth building only for a line written
+                    access.info("%s %s", self.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
 
 
 class Routes:

@@ -41,6 +41,7 @@ from starlette.routing import BaseRoute
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.guard import Guard, abuse_relay, abuse_rules, audit_log
+from aigrid.gateway.heap import settle_when_started
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
 from aigrid.gateway.wiring import build_engines, upstream
@@ -193,7 +194,11 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
         uv = uvicorn.Config(build_app(gateway, extra_routes=routes), log_level="warning", http="httptools",
                             lifespan="on", timeout_graceful_shutdown=5)
         server = uvicorn.Server(uv)
-        await server.serve(sockets=[sock])
+        settling = asyncio.create_task(settle_when_started(server))
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            settling.cancel()
     finally:
         await up.aclose()
         await hub.aclose()

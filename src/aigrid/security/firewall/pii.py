@@ -73,14 +73,38 @@ _DETECTORS: tuple[tuple[str, re.Pattern[str], _Validator | None], ...] = (
 
 KINDS: tuple[str, ...] = tuple(kind for kind, _, _ in _DETECTORS)
 
+_NEEDS: dict[str, tuple[int, str | None]] = {
+    "email": (0, "@"), "iban": (2, None), "card": (13, None), "ssn": (9, None), "uk_nino": (6, None),
+    "phone": (6, None)}
+"""What any match of each detector contains: at least this many digits (its pattern's fewest \\d), and this
+character. A text with fewer digits or without the character cannot match, so that scan is skipped (the
+six scans cost ~75 us per 500 characters; a text with no digit and no @ now costs one digit scan)."""
+_MOST_DIGITS = max(n for n, _ in _NEEDS.values())
+_DIGIT = re.compile(r"\d")
+"""The detectors' own digit class (any Unicode decimal digit, as \\d in a str pattern)."""
+
+
+def _digits(text: str, start: int) -> int:
+    """Digits at or after `start` (every character of a match is), counted up to _MOST_DIGITS."""
+    n = 0
+    for _ in _DIGIT.finditer(text, start):
+        n += 1
+        if n == _MOST_DIGITS:
+            break
+    return n
+
 
 def find_pii(text: str, kinds: frozenset[str] | None = None, start: int = 0) -> list[PiiMatch]:
     """Non-overlapping matches starting at or after `start` (earlier text is only look-behind context),
     sorted by position."""
     taken: list[PiiMatch] = []
+    digits = _digits(text, start)
     for kind, pattern, valid in _DETECTORS:
         if kinds is not None and kind not in kinds:
             continue
+        fewest, char = _NEEDS[kind]
+        if digits < fewest or (char is not None and text.find(char, start) < 0):
+            continue  # no match is possible: same result, without the scan
         pos = start
         while (m := pattern.search(text, pos)) is not None:
             # after a rejected candidate, retry one character later (not after it), so a valid item
