@@ -11,6 +11,7 @@ from aigrid.core.policies import BUILTIN_POLICIES
 from aigrid.core.scheduler import schedule
 from aigrid.core.types import EndpointState, RequestInfo
 from aigrid.core.urgency import (
+    ENGINE_QUEUE_SHARE,
     LATE,
     REJECT,
     SEND,
@@ -206,3 +207,22 @@ def test_batch_waits_without_its_wait_counting_against_its_slo() -> None:
     slo = BALANCED.ttft_slo_ms
     assert verdict(d, slo) == SEND
     assert verdict(d, slo, slo * 9.9) == SEND  # batch is there to be delayed: the head of its queue goes
+
+
+def test_past_its_share_of_the_slo_in_an_engine_queue_a_request_waits_at_the_gateway() -> None:
+    grid = (endpoint("fra", slots=4),)
+    slo = BALANCED.ttft_slo_ms
+    some = {"fra-small": EndpointState(running=4, waiting=1)}  # a short queue: the request meets the SLO
+    d = schedule(req(), view(grid, some), BALANCED, random.Random(0))
+    p = d.chosen.prediction if d.chosen is not None else None
+    assert p is not None and p.queue_ms > 0 and p.ttft_p10_ms < p.ttft_ms < slo
+    assert verdict(d, slo) == SEND  # the whole SLO may be spent queued at the engine
+    share = p.ttft_p10_ms / slo
+    # a smaller share: even the optimistic end of the prediction is past it, so the wait happens here
+    assert verdict(d, slo, 0.0, share - 0.01) == WAIT
+    assert verdict(d, slo, 0.0, share + 0.01) == SEND  # the optimistic end fits: sent, though the point misses
+    assert p.ttft_ms > (share + 0.01) * slo
+    # nothing queued ahead: waiting cannot help, whatever the share
+    idle = schedule(req(), view(grid), BALANCED, random.Random(0))
+    assert verdict(idle, slo, 0.0, 0.01) == SEND
+    assert AdmissionRules().engine_queue_share == ENGINE_QUEUE_SHARE == 0.4  # the rules' default

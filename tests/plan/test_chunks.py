@@ -116,7 +116,7 @@ def test_a_smaller_chunk_lets_an_rtx_pro_6000_hold_tpot_in_the_simulator() -> No
         o = run_check({"scenario": sc.model_dump(), "check": {"hour": 16, "failed": None, "label": ""}})
         rtx = [o["sites"][s] for s in ("fra", "iad")]
         slow[chunk] = sum(s["slow_tpot"] for s in rtx) / max(sum(s["served"] for s in rtx), 1)
-    assert slow[2048] > 0.15  # 124 ms steps whenever a prompt is prefilled: streams miss TPOT 100 ms
+    assert slow[2048] > 0.1  # 124 ms steps whenever a prompt is prefilled: streams miss TPOT 100 ms
     assert slow[1024] == 0.0  # 70 ms steps (its misses at this load are TTFT, not TPOT)
 
 

@@ -53,6 +53,10 @@ def test_demo_spec_has_the_four_required_sites() -> None:
      "gateway.admission.max_wait_slo.standard"),
     (lambda r: r["gateway"].update(admission={"max_wait_slo": 2}),
      "gateway.admission.max_wait_slo: Input should be a valid dictionary"),
+    (lambda r: r["gateway"].update(admission={"engine_queue_share": 0}),
+     "gateway.admission.engine_queue_share: Input should be greater than 0"),
+    (lambda r: r["gateway"].update(admission={"engine_queue_share": 1.5}),
+     "gateway.admission.engine_queue_share: Input should be less than or equal to 1"),
 ])
 def test_bad_spec_names_the_field(mutate: object, expected: str) -> None:
     raw = demo_raw()
@@ -78,6 +82,13 @@ def test_the_longest_wait_defaults_to_the_slo_and_can_be_turned_off(
     rules = spec.gateway.admission.rules()
     assert rules.expires(5, 0.0, None, 2000.0) == pytest.approx(standard_s)  # 5: standard, a 2 s SLO
     assert rules.expires(0, 0.0, None, 2000.0) == pytest.approx(batch_s)  # 0: batch
+
+
+def test_the_engine_queue_share_reaches_the_rules() -> None:
+    raw = demo_raw()
+    assert parse_spec(raw, "grid.yaml").gateway.admission.rules().engine_queue_share == 0.4  # the default
+    raw["gateway"]["admission"] = {"engine_queue_share": 1.0}  # the whole SLO may be queued at an engine
+    assert parse_spec(raw, "grid.yaml").gateway.admission.rules().engine_queue_share == 1.0
 
 
 def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:

@@ -106,7 +106,7 @@ class Admission:
         serve it, the caller's 503). Raises Refused (429 overloaded, 503 deadline_unmeetable)."""
         if not len(self.queue):
             decision = decide(self._remaining(info, arrived, self.clock()))
-            what = verdict(decision, slo_ms if self.enabled else None)
+            what = verdict(decision, slo_ms if self.enabled else None, 0.0, self.rules.engine_queue_share)
             if what == SEND:
                 self._hold(ticket, decision, info)
                 return decision
@@ -162,7 +162,7 @@ class Admission:
             self.queue.remove(item)
             return False
         w.last = decision = w.decide(self._remaining(w.info, w.arrived, now))
-        what = verdict(decision, w.slo_ms, (now - w.arrived) * 1000.0)
+        what = verdict(decision, w.slo_ms, (now - w.arrived) * 1000.0, self.rules.engine_queue_share)
         if what == WAIT:
             return False
         self.queue.remove(item)

@@ -246,7 +246,8 @@ class Simulation:
             self.decisions.append(decision)
         best = decision.chosen
         what = verdict(decision, self.policy.ttft_slo_ms if self.admission is not None else None,
-                       (now - float(self.sent[i])) * 1000.0 if waiting else 0.0)
+                       (now - float(self.sent[i])) * 1000.0 if waiting else 0.0,
+                       self.admission.rules.engine_queue_share if self.admission is not None else 1.0)
         if best is None or what != SEND:
             if what == WAIT and self.admission is not None:
                 if not waiting:

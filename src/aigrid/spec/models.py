@@ -287,6 +287,10 @@ class AdmissionLimits(StrictModel):
         "setting: no class is (only max_wait_s limits the wait)")
     capacity: int = Field(default=AdmissionRules().capacity, ge=1, le=1_000_000,
                           description="requests that may wait at once on a gateway")
+    engine_queue_share: float = Field(
+        default=AdmissionRules().engine_queue_share, gt=0.0, le=1.0, description="a request with queue "
+        "ahead waits at the gateway while even its optimistic predicted TTFT (p10) is over this share of its "
+        "TTFT SLO; 1.0: only while its predicted TTFT misses the whole SLO")
 
     @field_validator("max_wait_s")
     @classmethod
@@ -307,7 +311,8 @@ class AdmissionLimits(StrictModel):
     def rules(self) -> AdmissionRules:
         default = AdmissionRules()
         by_slo = {} if self.max_wait_slo is None else {**default.max_wait_slo, **self.max_wait_slo}
-        return AdmissionRules({**default.max_wait_s, **self.max_wait_s}, self.capacity, by_slo)
+        return AdmissionRules({**default.max_wait_s, **self.max_wait_s}, self.capacity, by_slo,
+                              self.engine_queue_share)
 
 
 class AdmissionSpec(AdmissionLimits):
