@@ -4,6 +4,7 @@ utilisation and prediction error (16 gateways, 2 s lag, as scripts/routing_matri
 change at the same traffic without the matrix's round-robin probe.
 
 `--sync S` exchanges the gateways' ledgers every S seconds instead of the scenario's `shared_state_s`;
+`--engine-share S` sets the admission queue's `engine_queue_share` (1.0: the rule before it, docs/simulator.md);
 `--seed N` draws another traffic sample; `--detail` also prints where the requests went and what their TTFT looked like: requests served per
 endpoint, TTFT p25 / p50 / p75 / p90, and the share that waited in the admission queue with its median."""
 
@@ -53,10 +54,17 @@ def main() -> int:
     ap.add_argument("--sync", type=float, help="the gateways' ledger exchange interval, seconds")
     ap.add_argument("--detail", action="store_true")
     ap.add_argument("--seed", type=int, help="another traffic sample than the scenario's seed")
+    ap.add_argument("--engine-share", type=float, help="gateway.admission.engine_queue_share (0 < S <= 1)")
     a = ap.parse_args()
     sc = configure(a.scenario, a.gateways, a.lag)
     if a.sync is not None:
         sc = sc.model_copy(update={"gateway": sc.gateway.model_copy(update={"shared_state_s": a.sync})})
+    if a.engine_share is not None:
+        if not 0.0 < a.engine_share <= 1.0:
+            ap.error(f"--engine-share must be > 0 and <= 1, not {a.engine_share}")
+        adm = sc.gateway.admission
+        adm = adm.model_validate({**adm.model_dump(), "engine_queue_share": a.engine_share})
+        sc = sc.model_copy(update={"gateway": sc.gateway.model_copy(update={"admission": adm})})
     if a.seed is not None:
         sc = sc.model_copy(update={"seed": a.seed})
     cities = load_cities()
