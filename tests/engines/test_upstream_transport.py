@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import httpx
 import orjson
@@ -87,6 +88,22 @@ async def test_a_closed_idle_connection_is_replaced() -> None:
     assert served == 2
 
 
+async def _stream_from(handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                       read_timeout_s: float, got: bytearray) -> None:
+    """Serve `handler` on a loopback port and stream a completion from it through OpenAICompatEngine on
+    Http1Transport with the given read timeout, appending the body's bytes to `got`."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient(transport=Http1Transport(), timeout=httpx.Timeout(read_timeout_s)) as client:
+            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client)
+            async with engine.open("/v1/completions", BODY) as up:
+                async for chunk in up.body:
+                    got += chunk
+    finally:
+        server.close()
+
+
 async def test_a_silent_engine_times_out() -> None:
     async def head_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
@@ -95,17 +112,10 @@ async def test_a_silent_engine_times_out() -> None:
         await asyncio.sleep(1)
         writer.close()
 
-    server = await asyncio.start_server(head_only, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with httpx.AsyncClient(transport=Http1Transport(), timeout=httpx.Timeout(0.1)) as client:
-            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client)
-            with pytest.raises(EngineUnavailable, match="ReadTimeout"):
-                async with engine.open("/v1/completions", BODY) as up:
-                    async for _ in up.body:
-                        pass
-    finally:
-        server.close()
+    got = bytearray()
+    with pytest.raises(EngineUnavailable, match="ReadTimeout"):
+        await _stream_from(head_only, 0.1, got)
+    assert got == b""
 
 
 async def test_the_read_timeout_counts_each_wait_not_the_whole_stream() -> None:
@@ -122,18 +132,9 @@ async def test_the_read_timeout_counts_each_wait_not_the_whole_stream() -> None:
         await asyncio.sleep(1)
         writer.close()
 
-    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    got = b""
-    try:
-        async with httpx.AsyncClient(transport=Http1Transport(), timeout=httpx.Timeout(0.15)) as client:
-            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client)
-            with pytest.raises(EngineStreamBroken, match="ReadTimeout"):
-                async with engine.open("/v1/completions", BODY) as up:
-                    async for chunk in up.body:
-                        got += chunk
-    finally:
-        server.close()
+    got = bytearray()
+    with pytest.raises(EngineStreamBroken, match="ReadTimeout"):
+        await _stream_from(trickle, 0.15, got)
     assert got == b"".join(b"data: %d\n\n" % i for i in range(6))
 
 
