@@ -23,8 +23,11 @@ def _write(path: Path, n: int = 40) -> Path:
 
 
 def test_models_eval_prints_every_router_and_the_gap_figures(tmp_path):
+    # the SW-ranking baseline's neighbours from a file of the same shape, so the test does not depend on
+    # ../shared/data/model-routing being next to the checkout (the default reference)
+    ref = _write(tmp_path / "reference.csv", 200)
     r = runner.invoke(app, ["models", "eval", "--data", str(_write(tmp_path / "slice.csv")),
-                            "--plot", str(tmp_path / "curve.png")])
+                            "--reference", str(ref), "--plot", str(tmp_path / "curve.png")])
     assert r.exit_code == 0, r.output
     for name in ("aigrid", "random mix", "sw-ranking", "oracle", "always-small", "always-large", "APGR",
                  "large calls for 50% of gap", "ms per prompt"):
