@@ -168,26 +168,27 @@ def test_a_request_that_would_miss_its_slo_only_for_the_queue_waits_for_capacity
 def test_a_request_that_waited_goes_only_where_it_still_meets_what_is_left_of_its_slo() -> None:
     grid = (endpoint("fra", slots=4),)
     slo = BALANCED.ttft_slo_ms
+    whole = 1.0  # the engine may hold the whole SLO of queue: this test is about the wait, not the share
     some = {"fra-small": EndpointState(running=4, waiting=1)}  # a short queue: fresh, the request meets the SLO
     d = schedule(req(), view(grid, some), BALANCED, random.Random(0))
     p = d.chosen.prediction if d.chosen is not None else None
     assert p is not None and p.queue_ms > 0 and p.ttft_ms < slo
-    assert verdict(d, slo) == SEND
+    assert verdict(d, slo, 0.0, whole) == SEND
     assert budget_ms(d, slo, 300.0) == slo - 300.0
     # Having waited, what is left of the SLO is the budget: once even the optimistic end of the prediction
     # is past it, it keeps waiting (to be shed at its class's limit, or sent once the queue is short enough).
     assert p.ttft_p10_ms < p.ttft_ms  # a calibrated spread: the optimistic end is below the point prediction
-    assert verdict(d, slo, slo - p.ttft_p10_ms + 1.0) == WAIT
-    assert verdict(d, slo, slo - p.ttft_ms + 1.0) == SEND  # the point prediction misses, the optimistic end fits
-    assert verdict(d, slo, slo - p.ttft_p10_ms - 1.0) == SEND
+    assert verdict(d, slo, slo - p.ttft_p10_ms + 1.0, whole) == WAIT
+    assert verdict(d, slo, slo - p.ttft_ms + 1.0, whole) == SEND  # the point prediction misses, the optimistic end fits
+    assert verdict(d, slo, slo - p.ttft_p10_ms - 1.0, whole) == SEND
     # Past its SLO (stale: waiting only where shedding at the SLO is off) the full SLO is the rule again.
-    assert verdict(d, slo, slo + 1.0) == SEND
+    assert verdict(d, slo, slo + 1.0, whole) == SEND
     # Nothing queued ahead: waiting cannot help, it goes.
     idle = schedule(req(), view(grid), BALANCED, random.Random(0))
-    assert verdict(idle, slo, slo - 1.0) == SEND
+    assert verdict(idle, slo, slo - 1.0, whole) == SEND
     # A request that misses the SLO on an idle engine too is sent as before, however long it waited.
     far = schedule(req(), view(grid, some), replace(BALANCED, ttft_slo_ms=5.0), random.Random(0))
-    assert verdict(far, 5.0, 3.0) == SEND
+    assert verdict(far, 5.0, 3.0, whole) == SEND
 
 
 def test_the_budget_of_a_request_with_a_deadline_is_its_remaining_deadline_at_most() -> None:
@@ -216,7 +217,8 @@ def test_past_its_share_of_the_slo_in_an_engine_queue_a_request_waits_at_the_gat
     d = schedule(req(), view(grid, some), BALANCED, random.Random(0))
     p = d.chosen.prediction if d.chosen is not None else None
     assert p is not None and p.queue_ms > 0 and p.ttft_p10_ms < p.ttft_ms < slo
-    assert verdict(d, slo) == SEND  # the whole SLO may be spent queued at the engine
+    assert verdict(d, slo, 0.0, 1.0) == SEND  # the whole SLO may be spent queued at the engine
+    assert verdict(d, slo) == WAIT  # the default share: even its optimistic end is past 0.4 of the SLO
     share = p.ttft_p10_ms / slo
     # a smaller share: even the optimistic end of the prediction is past it, so the wait happens here
     assert verdict(d, slo, 0.0, share - 0.01) == WAIT

@@ -189,7 +189,7 @@ def budget_ms(decision: Decision, slo_ms: float, waited_ms: float = 0.0) -> floa
 
 
 def verdict(decision: Decision, slo_ms: float | None = None, waited_ms: float = 0.0,
-            engine_share: float = 1.0) -> str:
+            engine_share: float = ENGINE_QUEUE_SHARE) -> str:
     """What the gateway does with a decision: send it, let it wait for capacity, refuse it because its
     deadline cannot be met (before any engine works on it), or reject it (no endpoint may serve it).
 

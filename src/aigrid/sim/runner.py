@@ -245,9 +245,10 @@ class Simulation:
         if self.decisions is not None:
             self.decisions.append(decision)
         best = decision.chosen
-        what = verdict(decision, self.policy.ttft_slo_ms if self.admission is not None else None,
-                       (now - float(self.sent[i])) * 1000.0 if waiting else 0.0,
-                       self.admission.rules.engine_queue_share if self.admission is not None else 1.0)
+        adm = self.admission  # without one, no SLO to hold a request for (verdict's slo_ms None)
+        what = verdict(decision, None) if adm is None else verdict(
+            decision, self.policy.ttft_slo_ms, (now - float(self.sent[i])) * 1000.0 if waiting else 0.0,
+            adm.rules.engine_queue_share)
         if best is None or what != SEND:
             if what == WAIT and self.admission is not None:
                 if not waiting:
