@@ -37,7 +37,7 @@ class _Server:
 
 
 async def test_settles_only_once_the_server_started(restore_gc: None) -> None:
-    await settle_when_started(_Server(started=False, should_exit=True), poll_s=0)
+    assert await settle_when_started(_Server(started=False, should_exit=True), poll_s=0) is False
     assert gc.get_freeze_count() == 0
-    await settle_when_started(_Server(started=True, should_exit=False), poll_s=0)
+    assert await settle_when_started(_Server(started=True, should_exit=False), poll_s=0) is True
     assert gc.get_freeze_count() > 0

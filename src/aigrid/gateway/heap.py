@@ -37,9 +37,11 @@ def settle() -> None:
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
 
 
-async def settle_when_started(server: _Started, poll_s: float = 0.05) -> None:
-    """Once `server` (a uvicorn.Server) has run its lifespan start-up (engines, audit log, firewall loaded)."""
+async def settle_when_started(server: _Started, poll_s: float = 0.05) -> bool:
+    """Settle once `server` (a uvicorn.Server) has run its lifespan start-up (engines, audit log, firewall
+    loaded); False when it exits before it started."""
     while not server.started and not server.should_exit:
         await asyncio.sleep(poll_s)
     if server.started:
         settle()
+    return server.started

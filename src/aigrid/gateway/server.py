@@ -26,7 +26,7 @@ from aigrid.engines.netns import SITE_PORT, SiteNetwork, cleanup_stale, in_names
 from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.heap import settle
+from aigrid.gateway.heap import settle_when_started
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
@@ -190,10 +190,7 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
         _stop_on_signals(server)
 
         async def announce() -> None:  # only once the gateway really listens
-            while not server.started and not server.should_exit:
-                await asyncio.sleep(0.02)
-            if server.started:
-                settle()
+            if await settle_when_started(server, 0.02):
                 console.print(banner(spec, host, port), highlight=False, soft_wrap=True)
 
         announcer = asyncio.create_task(announce())
