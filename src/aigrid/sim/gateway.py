@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aigrid.core.calibration import Calibration, observe
+from aigrid.core.calibration import DECAY, Calibration, observe
 from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.grid import Grid
@@ -105,9 +105,11 @@ class Gateways:
         """Every gateway's sends together: what the shared state holds once synced."""
         self.shared_sync_s = shared_sync_s if count > 1 and local_accounting else 0.0
         self.breakers: list[dict[int, CircuitBreaker]] = [{} for _ in range(count)]
-        self.calibrations: list[dict[int, Calibration]] = [{} for _ in range(count)]
-        self.viewers: list[set[int]] = [set() for _ in grid.endpoints]
-        """Per endpoint: the gateways that have scored it, which fold the others' outcomes there."""
+        self.learnt: list[dict[int, Calibration | None]] = [{} for _ in grid.endpoints]
+        """Per endpoint: each gateway's calibration there (None: none yet). A gateway is a key once it has
+        scored the endpoint (or learnt there from its own outcome): the keys are the gateways that fold the
+        others' outcomes there. Kept per endpoint, not per gateway, so that folding one outcome into every
+        gateway that scores its endpoint walks one small dict."""
         self.observations: list[tuple[int, int, float, float, float]] = []
         """(gateway, endpoint, ahead, own, observed) made since the last exchange, oldest first."""
         self.others_weight = 1.0 / max(count - 1, 1)
@@ -129,14 +131,18 @@ class Gateways:
 
     def _share_observations(self) -> None:
         """Every gateway that has scored an endpoint learns the other gateways' outcomes there."""
-        calibrations, viewers, weight = self.calibrations, self.viewers, self.others_weight
+        learnt, weight = self.learnt, self.others_weight
         for source, index, ahead_ms, own_ms, observed_ms in self.observations:
-            for g in viewers[index]:
+            cals = learnt[index]
+            for g, cal in cals.items():  # replaces values only: the dict's size does not change
                 if g != source:
-                    cals = calibrations[g]
-                    cals[index] = observe(cals.get(index, NO_CALIBRATION), ahead_ms, own_ms, observed_ms,
-                                          weight=weight)
+                    cals[g] = observe(NO_CALIBRATION if cal is None else cal, ahead_ms, own_ms, observed_ms,
+                                      DECAY, weight)
         self.observations.clear()
+
+    def calibration(self, gateway: int, index: int) -> Calibration | None:
+        """Gateway `gateway`'s calibration of endpoint `index` (None: it has none)."""
+        return self.learnt[index].get(gateway)
 
     def load(self, gateway: int, index: int) -> Load | None:
         """What gateway `gateway` knows is in flight at endpoint `index`: its own ledger now plus the other
@@ -159,15 +165,13 @@ class Gateways:
 
     def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float) -> GridView:
         visible, slots = self.telemetry.visible, self.slots
-        breakers, cals = self.breakers[gateway], self.calibrations[gateway]
-        viewers = self.viewers if self.shared_sync_s > 0 and self.calibrate else None
+        breakers, learnt = self.breakers[gateway], self.learnt
+        fold = self.shared_sync_s > 0 and self.calibrate  # this gateway folds the others' outcomes from now on
         states: dict[str, EndpointState] = {}
         for i, ep in zip(idx, endpoints, strict=True):
             s = visible[i]
-            if viewers is not None:
-                viewers[i].add(gateway)
             counts = merged_counts(s, self.load(gateway, i), slots[i])
-            cal = cals.get(i)
+            cal = learnt[i].setdefault(gateway, None) if fold else learnt[i].get(gateway)
             breaker = breakers.get(i)
             circuit = Circuit.CLOSED if breaker is None else breaker.state(now)
             if counts is None and cal is None and circuit is Circuit.CLOSED:
@@ -188,8 +192,10 @@ class Gateways:
             self.ledgers[gateway].first_token(index, prompt_tokens)
             self.total.first_token(index, prompt_tokens)
         if self.calibrate:
-            cals = self.calibrations[gateway]
-            cals[index] = observe(cals.get(index, NO_CALIBRATION), model_ahead_ms, model_own_ms, observed_engine_ms)
+            cals = self.learnt[index]
+            cal = cals.get(gateway)
+            cals[gateway] = observe(NO_CALIBRATION if cal is None else cal, model_ahead_ms, model_own_ms,
+                                    observed_engine_ms)
             if self.shared_sync_s > 0:
                 self.observations.append((gateway, index, model_ahead_ms, model_own_ms, observed_engine_ms))
         breaker = self.breakers[gateway].get(index)
