@@ -149,28 +149,24 @@ class Gateways:
         gateways' as of the last exchange."""
         if not self.local_accounting:
             return None
-        own = self.ledgers[gateway].get(index)
-        if self.shared_sync_s <= 0:
-            return own
-        synced = self.total.then(index)
-        if synced is None:
-            return own
-        others = Load(synced.pending, synced.pending_tokens, synced.decoding)
-        mine_then = self.ledgers[gateway].then(index)
-        if mine_then is not None:
-            others.add(mine_then, -1)
-        if own is not None:
-            others.add(own)
-        return others
+        mine = self.ledgers[gateway]
+        return mine.get(index) if self.shared_sync_s <= 0 else _with_others(mine, self.total, index)
 
     def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float) -> GridView:
+        """What gateway `gateway` sees of these endpoints now (`load` inline: this runs once per candidate of
+        every decision)."""
         visible, slots = self.telemetry.visible, self.slots
         breakers, learnt = self.breakers[gateway], self.learnt
         fold = self.shared_sync_s > 0 and self.calibrate  # this gateway folds the others' outcomes from now on
+        mine = self.ledgers[gateway] if self.local_accounting else None
+        total = self.total if self.shared_sync_s > 0 else None
         states: dict[str, EndpointState] = {}
         for i, ep in zip(idx, endpoints, strict=True):
             s = visible[i]
-            counts = merged_counts(s, self.load(gateway, i), slots[i])
+            if mine is None:
+                counts = None
+            else:
+                counts = merged_counts(s, mine.get(i) if total is None else _with_others(mine, total, i), slots[i])
             cal = learnt[i].setdefault(gateway, None) if fold else learnt[i].get(gateway)
             breaker = breakers.get(i)
             circuit = Circuit.CLOSED if breaker is None else breaker.state(now)
@@ -178,7 +174,7 @@ class Gateways:
                 states[ep.id] = s
             else:
                 states[ep.id] = seen_state(s, counts, cal, circuit)
-        return GridView(sites=self.grid.sites, endpoints=endpoints, states=states, models=self.grid.models)
+        return GridView(self.grid.sites, endpoints, states, {}, self.grid.models)
 
     # ---- the gateway's observations (the live gateway's TelemetryStore does the same) -------------------
     def record_send(self, gateway: int, index: int, prompt_tokens: int) -> None:
@@ -213,3 +209,19 @@ class Gateways:
             if breaker is None:
                 breaker = self.breakers[gateway][index] = CircuitBreaker(self.failure_threshold, self.cooldown_s)
             breaker.record_failure(now)
+
+
+def _with_others(mine: SyncedLedger, total: SyncedLedger, index: int) -> Load | None:
+    """One gateway's own ledger at endpoint `index` now plus the other gateways' as of the last exchange:
+    the total then, less this gateway's own then, plus its own now."""
+    own = mine.get(index)
+    synced = total.then(index)
+    if synced is None:
+        return own
+    others = Load(synced.pending, synced.pending_tokens, synced.decoding)
+    mine_then = mine.then(index)
+    if mine_then is not None:
+        others.add(mine_then, -1)
+    if own is not None:
+        others.add(own)
+    return others
