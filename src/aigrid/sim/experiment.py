@@ -169,7 +169,12 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
         if progress is not None and (main or fraction >= 1.0):
             progress(label if main else f"sweep x{factor:g} {label}", fraction)
 
-    done = run_all(tasks, default_workers(len(tasks)) if workers is None else workers, report)
+    # an aigrid policy's run (scores, predictions, calibration) costs two to three times a baseline's per
+    # request (planet at 100,000 requests, scripts/sim_cpu.py, 2026-12-02: balanced 32.3 s of CPU, nearest
+    # 13.0 s, least-loaded 13.9 s, setup included)
+    cost = [len(arr.t) * (2.5 if is_aigrid(policy_name(label)) else 1.0)
+            for _, _, arr, _ in loads for label in sc.policies]
+    done = run_all(tasks, default_workers(len(tasks)) if workers is None else workers, report, cost)
     runs: list[PolicyRun] = []
     sweep: dict[str, list[tuple[float, PolicyMetrics]]] = {}
     for (factor, label, main), (result, metrics, wall_s, cpu_s) in zip(labels, done, strict=True):
