@@ -38,10 +38,11 @@ def collect_samples(text: str) -> Samples:
     """Flatten exposition text into sample name -> values, histogram buckets left out. Raises EngineError on
     text that is not Prometheus.
 
-    The buckets are cut from the text before prometheus-client's parser (pure Python, a few microseconds
-    per character of a line) sees it: the emulator's 86-line exposition took 1.4 ms, on the event loop, at
-    every scrape of every endpoint. Every other sample comes out as before: a bucket line inside its
-    histogram (TYPE line, then its samples: any exporter's output) only adds itself to that family."""
+    The buckets are cut from the text before prometheus-client's parser (pure Python, character by
+    character) sees it: the emulator's 86-line exposition took 1.2 ms to parse, on the event loop, at every
+    scrape of every endpoint, and takes 0.2 ms without its 65 bucket lines (SGLang's documented example:
+    1.7 -> 0.4 ms). Every other sample comes out as before: a bucket line inside its histogram (its TYPE
+    line, then its samples: any exporter's output) only adds itself to that family."""
     out: dict[str, list[tuple[Labels, float]]] = {}
     try:
         for family in text_string_to_metric_families(_BUCKETS.sub("", text)):
