@@ -134,3 +134,10 @@ def test_the_inlined_fit_is_the_solver_bit_for_bit() -> None:
             assert _fit(cal.sums) == _fit_by_solver(cal.sums)
     for sums in ((1.0,) + (0.0,) * 8, (2.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5), (1e-300,) * 9):
         assert _fit(sums) == _fit_by_solver(sums)
+
+
+def test_observe_builds_every_field() -> None:
+    """observe builds its result with tuple.__new__ (no field count check): every field is there."""
+    cal = observe(Calibration(), 10.0, 100.0, 180.0)
+    assert isinstance(cal, Calibration) and len(cal) == len(Calibration._fields)
+    assert cal._replace() == cal and cal.n == 1

@@ -81,6 +81,9 @@ class Calibration(NamedTuple):
         return queue + prefill
 
 
+_new_tuple = tuple.__new__
+
+
 def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float,
             decay: float = DECAY, weight: float = 1.0) -> Calibration:
     """Fold one outcome in: `ahead_ms` and `own_ms` were the uncalibrated modelled parts at decision time,
@@ -112,7 +115,8 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
             s11 * decay + w * x1 * x1, s12 * decay + w * x1 * x2, s22 * decay + w * x2 * x2,
             s1y * decay + w * x1 * y, s2y * decay + w * x2 * y)
     a, b1, b2 = _fit(sums)
-    return Calibration(cal.n + 1, sums, a, b1, b2, log_q)
+    # tuple.__new__, as the NamedTuple's own __new__ does, without that Python frame: once per outcome per gateway
+    return _new_tuple(Calibration, (cal.n + 1, sums, a, b1, b2, log_q))
 
 
 def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:

@@ -22,6 +22,7 @@ from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import Load, merged_counts
 
 NO_CALIBRATION = Calibration()
+_new_tuple = tuple.__new__
 
 
 def seen_state(s: EndpointState, counts: tuple[int, int, int, int, int] | None, cal: Calibration | None,
@@ -35,11 +36,11 @@ def seen_state(s: EndpointState, counts: tuple[int, int, int, int, int] | None, 
     running, waiting, pending, tokens, decoding = counts if counts is not None else (
         s.running, s.waiting, s.pending_requests, s.pending_prompt_tokens, s.decoding)
     closed = circuit is Circuit.CLOSED
-    return EndpointState(
+    return _new_tuple(EndpointState, (  # EndpointState(...) positionally, without its __new__'s Python frame
         s.healthy, s.circuit if closed else circuit, running, waiting, s.kv_usage, s.ttft_s, s.tpot_s,
         s.mean_output_tokens, s.error_rate, pending, tokens, decoding, s.rtt_ms,
         s.calibration if cal is None else cal, s.power_w, s.power_source, s.age_s,
-        s.reason if closed else "connection failed recently")
+        s.reason if closed else "connection failed recently"))
 
 
 class Telemetry:
