@@ -9,6 +9,8 @@
 # ARGS: extra gateway_launch options, comma-separated (e.g. --server,granian; granian: pip install granian).
 # WORKERS=N: run `aigrid gateway SPEC --workers N` instead (workers and hub together pinned to core 1; CPU of
 # the whole process tree).
+# TOKENS=N: output tokens per request (default 24): the change of CPU per request with N is the cost per relayed
+# chunk, what is left at N=1 the cost per request.
 # UNIQUE=1: a unique prompt per request (default: one prompt for all; keep N + 100 under the abuse monitor's
 # 1,500 requests per 5 minutes, or a single client is throttled).
 # SRC: a src/ folder (e.g. `git archive COMMIT src | tar -x -C /tmp/old`); SPEC: a spec whose two endpoints are
@@ -27,7 +29,7 @@ trap 'kill $emu 2>/dev/null' EXIT
 sleep 3
 cpu() { env PYTHONPATH="$here/src" "$PY" -c "from aigrid.bench.procs import cpu_seconds; print(cpu_seconds($1))"; }
 bench() { taskset -c 0 env PYTHONPATH="$here/src" "$PY" -m aigrid.cli bench http://127.0.0.1:9910/v1 --mode closed \
-  --output-tokens 24 $same --model emulated "$@"; }
+  --output-tokens "${TOKENS:-24}" $same --model emulated "$@"; }
 for r in $(seq 1 "$ROUNDS"); do
   for v in "$@"; do
     name=${v%%=*}; rest=${v#*=}; src=${rest%%:*}; rest=${rest#*:}; spec=${rest%%:*}

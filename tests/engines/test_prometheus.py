@@ -178,3 +178,20 @@ def test_garbage_is_an_engine_error() -> None:
 def test_non_finite_values_are_ignored() -> None:
     stats = parse_stats("vllm", "vllm:kv_cache_usage_perc NaN\nvllm:num_requests_running 2\n")
     assert stats.kv_usage is None and stats.running == 2
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("*.prom")))
+def test_buckets_are_left_out_and_every_other_sample_is_as_prometheus_client_reads_it(name: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = fixture(name) + (  # and a histogram with TYPE lines, as vLLM and the emulator write them
+        "# TYPE x_seconds histogram\n"
+        'x_seconds_bucket{le="0.1"} 1\nx_seconds_bucket{le="+Inf"} 3\nx_seconds_sum 0.5\nx_seconds_count 3\n'
+        "# TYPE y counter\ny 7\n")
+    full: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if not s.name.endswith("_bucket"):
+                full.setdefault(s.name, []).append((s.labels, float(s.value)))
+    assert collect_samples(text) == full
+    assert "x_seconds_count" in full and "y_total" in full

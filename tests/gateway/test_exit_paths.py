@@ -272,10 +272,11 @@ async def test_a_stalled_audit_log_refuses_new_requests_with_503(tmp_path: Path,
     await gw.scraper.scrape_once()
     await gw.guard.start()
     assert gw.guard.audit is not None
-    release = threading.Event()
+    release, stuck = threading.Event(), threading.Event()
     real_append = gw.guard.audit.store.append
 
     def stalled(entries: list[tuple[float, str]]) -> int:
+        stuck.set()
         release.wait(10)  # the disk hangs
         return real_append(entries)
 
@@ -283,7 +284,10 @@ async def test_a_stalled_audit_log_refuses_new_requests_with_503(tmp_path: Path,
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             first = await c.post("/v1/chat/completions", json=CHAT)   # taken by the (now stuck) writer
-            await asyncio.sleep(0.05)
+            for _ in range(200):  # the writer takes it after its linger (nothing else yields to the loop here)
+                if stuck.is_set():
+                    break
+                await asyncio.sleep(0.01)
             second = await c.post("/v1/chat/completions", json=CHAT)  # fills the queue (1)
             third = await c.post("/v1/chat/completions", json=CHAT)
         assert first.status_code == second.status_code == 200

@@ -6,12 +6,16 @@ correlated, but nobody without the secret can test guesses), unless the tenant o
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import hmac
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+import orjson
 
 from aigrid.core.types import Decision
 
@@ -35,16 +39,38 @@ class AuditRecord:
 
     def body(self) -> str:
         """Canonical JSON: sorted keys, no spaces, non-finite floats as null. This is what is hashed.
-        (_finite copies the plain-data fields once; dataclasses.asdict would deep-copy them first.)"""
-        return json.dumps(_finite({f.name: getattr(self, f.name) for f in fields(self)}), sort_keys=True,
-                          separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        (_finite copies the plain-data fields once; dataclasses.asdict would deep-copy them first.)
+
+        orjson writes it when the record holds only plain JSON types and floats whose repr has no exponent
+        (a record's scores, timestamps and milliseconds): for those its bytes are json.dumps's, checked by
+        tests/audit/test_record.py; anything else (1e-05, an integer beyond 64 bits, a subclass) goes
+        through json.dumps as before. orjson is ~10x faster here (a record is ~1 KB of nested dicts)."""
+        odd: list[Any] = []
+        plain = _finite({name: getattr(self, name) for name in _FIELDS}, odd)
+        if not odd:
+            try:
+                return orjson.dumps(plain, option=orjson.OPT_SORT_KEYS).decode()
+            except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a lone surrogate
+                pass
+        return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+_FIELDS = tuple(f.name for f in fields(AuditRecord))
 
 
 def prompt_digest(secret: bytes, messages: object) -> str:
     """Keyed hash of a prompt: messages, a prompt string, or whatever JSON a (possibly invalid) request held."""
     text = messages if isinstance(messages, str) else json.dumps(messages, sort_keys=True, ensure_ascii=False,
                                                                  default=str)
-    return hmac.digest(secret, text.encode("utf-8"), "sha256").hex()  # = hmac.new(..., sha256).hexdigest()
+    h = _keyed(secret).copy()  # = hmac.digest(secret, text, "sha256"), without looking sha256 up by name each time
+    h.update(text.encode("utf-8"))
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    """An HMAC-SHA256 keyed with `secret` and fed nothing: each digest starts from a copy of it."""
+    return hmac.new(secret, digestmod=hashlib.sha256)
 
 
 def decision_summary(decision: Decision, served_endpoint: str | None = None, top: int = 5) -> dict[str, Any]:
@@ -67,20 +93,34 @@ def decision_summary(decision: Decision, served_endpoint: str | None = None, top
     }
 
 
-def _finite(value: Any) -> Any:
+def _finite(value: Any, odd: list[Any]) -> Any:
+    """A plain copy with non-finite floats as None; values whose JSON orjson would write differently from
+    json.dumps go into `odd`."""
     # the exact plain types first (a record is ~50 values, mostly str and int; isinstance(.., Mapping) is an
     # ABC check), then the general checks for subclasses and other mappings, with the same results
     t = type(value)
     if t is str or t is int or t is bool or value is None:
         return value
+    if t is float:
+        if value == 0.0 or _PLAIN_FLOATS[0] <= abs(value) < _PLAIN_FLOATS[1]:
+            return value
+        if not math.isfinite(value):
+            return None
+        odd.append(value)
+        return value
     if t is dict:
-        return {str(k): _finite(v) for k, v in value.items()}
+        return {str(k): _finite(v, odd) for k, v in value.items()}
     if t is list or t is tuple:
-        return [_finite(v) for v in value]
+        return [_finite(v, odd) for v in value]
+    odd.append(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): _finite(v) for k, v in value.items()}
+        return {str(k): _finite(v, odd) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [_finite(v, odd) for v in value]
     return value
+
+
+_PLAIN_FLOATS = (1e-4, 1e16)
+"""Floats written without an exponent by repr (and so json.dumps): orjson writes these the same way."""

@@ -14,6 +14,7 @@ GPUs); fractions such as KV-cache usage are averaged, since summing two 0.5 fill
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import replace
 from types import MappingProxyType
@@ -28,11 +29,23 @@ Samples = Mapping[str, list[tuple[Labels, float]]]
 """Sample name -> every (labels, value) with that name."""
 
 
+_BUCKETS = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*_bucket[{ \t].*\n?", re.MULTILINE)
+"""A histogram's bucket samples: no parser here reads them (a histogram is read by its _sum and _count), and
+they are most of an engine's exposition (vLLM: a dozen histograms of 10 to 30 buckets)."""
+
+
 def collect_samples(text: str) -> Samples:
-    """Flatten exposition text into sample name -> values. Raises EngineError on text that is not Prometheus."""
+    """Flatten exposition text into sample name -> values, histogram buckets left out. Raises EngineError on
+    text that is not Prometheus.
+
+    The buckets are cut from the text before prometheus-client's parser (pure Python, character by
+    character) sees it: the emulator's 86-line exposition took 1.2 ms to parse, on the event loop, at every
+    scrape of every endpoint, and takes 0.2 ms without its 65 bucket lines (SGLang's documented example:
+    1.7 -> 0.4 ms). Every other sample comes out as before: a bucket line inside its histogram (its TYPE
+    line, then its samples: any exporter's output) only adds itself to that family."""
     out: dict[str, list[tuple[Labels, float]]] = {}
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(_BUCKETS.sub("", text)):
             for sample in family.samples:
                 out.setdefault(sample.name, []).append((sample.labels, float(sample.value)))
     except ValueError as exc:  # prometheus_client's only parse error: mapped here, once

@@ -18,6 +18,8 @@ from typing import Any
 CONSTRAINED_FIELDS = ("response_format", "grammar", "json_schema", "guided_json", "guided_regex",
                       "guided_grammar", "guided_choice", "tools", "functions", "logprobs", "n")
 """Request fields whose output an engine cannot resume exactly from text alone."""
+_UNCONSTRAINED = (None, False, 1, [], {})
+"""Values of those fields that constrain nothing (compared with ==, so 0 and 1.0 count too)."""
 CONTINUE_FLAGS: dict[str, dict[str, Any]] = {
     # vLLM and SGLang continue a final assistant message only when asked; llama.cpp does it by default.
     "vllm": {"continue_final_message": True, "add_generation_prompt": False},
@@ -71,7 +73,7 @@ def why_not_continuable(body: dict[str, Any], delivered: Delivered) -> str | Non
         return "the answer was a tool call"
     for name in CONSTRAINED_FIELDS:
         value = body.get(name)
-        if value not in (None, False, 1, [], {}):
+        if value not in _UNCONSTRAINED:
             return f"the request uses '{name}', which cannot be resumed exactly"
     return None
 

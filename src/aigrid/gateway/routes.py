@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -58,6 +58,14 @@ COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 Handler = Callable[[Request, Exchange], Awaitable[Response]]
 H_HEDGE = "x-aigrid-hedge"
+
+
+def header_dict(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict, the first value of each name (what `request.headers.get` gives).
+    The pipeline looks up about ten headers per request, most of them absent: a dict answers each in a
+    fraction of the time Starlette's Headers takes (a scan of the list and a KeyError per miss). Like Headers, it
+    matches the names as the server gave them (ASGI: lower case); every name the pipeline asks for is lower case."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.scope["headers"])}
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
@@ -124,10 +132,10 @@ class Routes:
         return {path: Audited(self.gw, path, handler) for path, handler in handlers.items()}
 
     async def chat_completions(self, request: Request, ex: Exchange) -> Response:
-        return await self.route(CHAT_PATH, ChatRequest, request.headers, lambda: self.read_json(request), ex)
+        return await self.route(CHAT_PATH, ChatRequest, header_dict(request), lambda: self.read_json(request), ex)
 
     async def completions(self, request: Request, ex: Exchange) -> Response:
-        return await self.route(COMPLETIONS_PATH, CompletionRequest, request.headers,
+        return await self.route(COMPLETIONS_PATH, CompletionRequest, header_dict(request),
                                 lambda: self.read_json(request), ex)
 
     async def read_json(self, request: Request) -> dict[str, Any]:
@@ -173,7 +181,7 @@ class Routes:
                 raise InvalidRequest(f"unknown policy {policy_name!r}; known: {', '.join(sorted(gw.policies))}",
                                      param=H_POLICY)
             hedge = self._hedge(headers)
-            decision_id = f"dec-{uuid.uuid4().hex[:16]}"
+            decision_id = f"dec-{os.urandom(8).hex()}"  # 16 random hex digits (uuid4() took 5x as long)
             asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location)
             prompt = parsed.prompt_text()
