@@ -12,6 +12,10 @@ calibration on three in four), as on planet.
 not depend on the machine's load, run it under valgrind with D and with 0 and divide the difference by D:
 
     valgrind --tool=callgrind --callgrind-out-file=/dev/null python scripts/bench_schedule.py 8 --telemetry --decisions 400
+
+--observations D folds D outcomes into a calibration as another gateway's (core.calibration.observe with
+weight 1/15, as the simulator shares them between 16 gateways), untimed and with no decisions, for the same
+kind of count: `python scripts/bench_schedule.py --observations 20000` against `--observations 0`.
 """
 
 from __future__ import annotations
@@ -45,12 +49,25 @@ def telemetry(eps: tuple[Endpoint, ...]) -> dict[str, EndpointState]:
                                  calibration=cal if i % 4 else None) for i, ep in enumerate(eps)}
 
 
+def fold(n: int) -> None:
+    """n outcomes (drawn before the loop) folded into one calibration with weight 1/15."""
+    rnd = random.Random(0)
+    outcomes = [(rnd.random() * 100, rnd.random() * 50, rnd.random() * 200) for _ in range(n)]
+    cal = Calibration()
+    for ahead, own, observed in outcomes:
+        cal = observe(cal, ahead, own, observed, weight=1 / 15)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sizes", nargs="*", type=int, default=[4, 8, 32, 128])
     ap.add_argument("--telemetry", action="store_true", help="every endpoint has a state, as in the simulator")
     ap.add_argument("--decisions", type=int, help="make exactly this many decisions per size, untimed")
+    ap.add_argument("--observations", type=int, help="fold exactly this many shared outcomes, untimed, and stop")
     args = ap.parse_args()
+    if args.observations is not None:
+        fold(args.observations)
+        return
     base = Endpoint("e", "fra", "m", "f", 8.0, 0.1, 0.2, max_concurrency=64, prefill_tps=5000, decode_tps=60)
     request = RequestInfo("r", "m", 500, 128, GeoPoint(35.6, 139.7), prefix_hash="p")
     for n in args.sizes:

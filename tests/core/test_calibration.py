@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from aigrid.core.calibration import Calibration, observe
+from aigrid.core.calibration import COEF_RANGE, PRIOR_WEIGHT, Calibration, _det3, _fit, observe
 from aigrid.core.predict import predict
 from aigrid.core.types import EndpointState, RequestInfo
 from tests.core.grid import CITIES, SITES, endpoint
@@ -95,3 +95,49 @@ def test_a_weighted_observation_counts_as_that_share_of_one() -> None:
     assert abs(far.prefill_coef - cal.prefill_coef) < abs(observe(cal, 10.0, 100.0, 2000.0).prefill_coef
                                                         - cal.prefill_coef)
     assert observe(cal, 10.0, 100.0, 200.0, weight=0.0) is cal
+
+
+def _fit_by_solver(sums: tuple[float, ...]) -> tuple[float, float, float]:
+    """_fit as it was written before it was inlined: the normal equations through a generic Cramer solver
+    (_det3 per determinant), the overhead refit, the clamps."""
+    sw, s1, s2, sy, s11, s12, s22, s1y, s2y = sums
+    l1 = PRIOR_WEIGHT * s11 / sw + 1e-9
+    l2 = PRIOR_WEIGHT * s22 / sw + 1e-9
+    m = (sw + PRIOR_WEIGHT, s1, s2, s1, s11 + l1, s12, s2, s12, s22 + l2)
+    v = (sy, s1y + l1, s2y + l2)
+    d = _det3(*m)
+    if abs(d) <= 1e-12 * max(1.0, abs(m[0] * m[4] * m[8])):
+        return 0.0, 1.0, 1.0
+    a = _det3(v[0], m[1], m[2], v[1], m[4], m[5], v[2], m[7], m[8]) / d
+    b1 = _det3(m[0], v[0], m[2], m[3], v[1], m[5], m[6], v[2], m[8]) / d
+    b2 = _det3(m[0], m[1], v[0], m[3], m[4], v[1], m[6], m[7], v[2]) / d
+    if a < 0.0:
+        det = m[4] * m[8] - m[5] * m[7]
+        if det <= 1e-12:
+            return 0.0, 1.0, 1.0
+        a, b1, b2 = 0.0, (v[1] * m[8] - m[5] * v[2]) / det, (m[4] * v[2] - m[7] * v[1]) / det
+    lo, hi = COEF_RANGE
+    return a, min(max(b1, lo), hi), min(max(b2, lo), hi)
+
+
+def test_the_inlined_fit_is_the_solver_bit_for_bit() -> None:
+    """_fit writes Cramer's rule out by hand (it runs once per outcome per gateway): the same bits as the
+    generic solver on the sums of random observation streams, singular and refit cases included."""
+    rng = random.Random(16)
+    for _ in range(40):
+        cal = Calibration()
+        for _ in range(500):
+            cal = observe(cal, rng.choice([0.0, rng.uniform(0, 5), rng.uniform(0, 5000)]),
+                          rng.choice([0.0, rng.uniform(0, 3), rng.uniform(0, 3000)]),
+                          rng.choice([0.0, 0.05, rng.uniform(0, 10), rng.uniform(0, 9000)]),
+                          weight=rng.choice([1.0, 1 / 15, 0.5]))
+            assert _fit(cal.sums) == _fit_by_solver(cal.sums)
+    for sums in ((1.0,) + (0.0,) * 8, (2.0, 1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5), (1e-300,) * 9):
+        assert _fit(sums) == _fit_by_solver(sums)
+
+
+def test_observe_builds_every_field() -> None:
+    """observe builds its result with tuple.__new__ (no field count check): every field is there."""
+    cal = observe(Calibration(), 10.0, 100.0, 180.0)
+    assert isinstance(cal, Calibration) and len(cal) == len(Calibration._fields)
+    assert cal._replace() == cal and cal.n == 1

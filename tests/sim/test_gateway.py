@@ -30,12 +30,12 @@ def test_outcomes_reach_the_other_gateways_that_score_the_endpoint_at_the_exchan
     gws.record_send(0, 0, 500)
     gws.record_first_token(0, 0, 500, 10.0, 100.0, 180.0)
     own = observe(Calibration(), 10.0, 100.0, 180.0)
-    assert gws.calibrations[0][0] == own and 0 not in gws.calibrations[1]  # the others learn at the exchange
+    assert gws.calibration(0, 0) == own and gws.calibration(1, 0) is None  # the others learn at the exchange
     gws._sync(loop)
-    assert gws.calibrations[0][0] == own  # not folded twice
-    assert gws.calibrations[1][0] == observe(Calibration(), 10.0, 100.0, 180.0, weight=0.5)  # 1 / (3 - 1)
-    assert 0 not in gws.calibrations[2]
-    assert gws.view(1, (0,), (ep,), 0.0).states[ep.id].calibration == gws.calibrations[1][0]
+    assert gws.calibration(0, 0) == own  # not folded twice
+    assert gws.calibration(1, 0) == observe(Calibration(), 10.0, 100.0, 180.0, weight=0.5)  # 1 / (3 - 1)
+    assert gws.calibration(2, 0) is None
+    assert gws.view(1, (0,), (ep,), 0.0).states[ep.id].calibration == gws.calibration(1, 0)
 
 
 def test_without_shared_state_each_gateway_learns_alone() -> None:
@@ -45,7 +45,7 @@ def test_without_shared_state_each_gateway_learns_alone() -> None:
         gws.view(g, (0,), (ep,), 0.0)
     gws.record_first_token(0, 0, 500, 10.0, 100.0, 180.0)
     gws._sync(loop)
-    assert 0 in gws.calibrations[0] and 0 not in gws.calibrations[1]
+    assert gws.calibration(0, 0) is not None and gws.calibration(1, 0) is None
 
 
 def _distinct_state() -> EndpointState:

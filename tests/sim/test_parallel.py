@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -47,3 +48,18 @@ def test_a_worker_that_dies_is_reported() -> None:
 def test_default_workers() -> None:
     assert default_workers(1) == 1
     assert 1 <= default_workers(3) <= 3
+
+
+def _timed(seconds: float):  # type: ignore[no-untyped-def]
+    def task(tick: Tick) -> tuple[float, float]:
+        start = time.monotonic()  # the system's monotonic clock: comparable between processes
+        time.sleep(seconds)
+        return start, time.monotonic()
+    return task
+
+
+def test_the_costliest_task_starts_first_and_results_keep_their_order() -> None:
+    out = run_all([_timed(0.2), _timed(0.2), _timed(0.2)], workers=2, cost=[1.0, 1.0, 5.0])
+    (start0, end0), (start1, _), (start2, end2) = out
+    assert start1 >= min(end0, end2)  # task 1 waited for a free worker: tasks 2 and 0 went first
+    assert max(start0, start2) < start1

@@ -81,6 +81,9 @@ class Calibration(NamedTuple):
         return queue + prefill
 
 
+_new_tuple = tuple.__new__
+
+
 def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float,
             decay: float = DECAY, weight: float = 1.0) -> Calibration:
     """Fold one outcome in: `ahead_ms` and `own_ms` were the uncalibrated modelled parts at decision time,
@@ -98,7 +101,8 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
     # runs once per outcome per gateway that learns of it
     if 1.0 < weight:
         weight = 1.0
-    r = log((0.1 if 0.1 > observed_ms else observed_ms) / cal.engine_ms(ahead_ms, own_ms))
+    prefill = cal.overhead_ms + cal.prefill_coef * own_ms  # cal.engine_ms(ahead_ms, own_ms), inline
+    r = log((0.1 if 0.1 > observed_ms else observed_ms) / (cal.queue_coef * ahead_ms + (0.1 if 0.1 > prefill else prefill)))
     log_q = cal.log_q + weight * QUANTILE_STEP * (QUANTILE - (1.0 if r <= cal.log_q else 0.0))
     if 0.0 > log_q:
         log_q = 0.0
@@ -111,32 +115,44 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
             s11 * decay + w * x1 * x1, s12 * decay + w * x1 * x2, s22 * decay + w * x2 * x2,
             s1y * decay + w * x1 * y, s2y * decay + w * x2 * y)
     a, b1, b2 = _fit(sums)
-    return Calibration(cal.n + 1, sums, a, b1, b2, log_q)
+    # tuple.__new__, as the NamedTuple's own __new__ does, without that Python frame: once per outcome per gateway
+    return _new_tuple(Calibration, (cal.n + 1, sums, a, b1, b2, log_q))
 
 
 def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
     """Ridge least squares for y = a + b1 x1 + b2 x2, pulled towards (0, 1, 1) by PRIOR_WEIGHT pseudo-points
-    (scaled to each feature's mean square, so the pull does not depend on units)."""
+    (scaled to each feature's mean square, so the pull does not depend on units).
+
+    The normal equations M (a, b1, b2) = v, with M symmetric:
+
+        | sw + l0   s1         s2        |       | sy        |
+        | s1        s11 + l1   s12       |   v = | s1y + l1  |
+        | s2        s12        s22 + l2  |       | s2y + l2  |
+
+    solved by Cramer's rule, each determinant written out as _det3 computes it (the same operations in the
+    same order, so the same bits; this runs once per outcome per gateway that learns of it, and the calls
+    and tuples of a solver function were most of its cost)."""
     sw, s1, s2, sy, s11, s12, s22, s1y, s2y = sums
-    l0 = PRIOR_WEIGHT
     l1 = PRIOR_WEIGHT * s11 / sw + 1e-9
     l2 = PRIOR_WEIGHT * s22 / sw + 1e-9
-    m = (sw + l0, s1, s2,
-         s1, s11 + l1, s12,
-         s2, s12, s22 + l2)
-    v = (sy, s1y + l1, s2y + l2)
-    sol = _solve3(m, v)
-    if sol is None:
+    m00, m11, m22 = sw + PRIOR_WEIGHT, s11 + l1, s22 + l2
+    v1, v2 = s1y + l1, s2y + l2
+    # M's rows are (m00, s1, s2), (s1, m11, s12), (s2, s12, m22)
+    d = m00 * (m11 * m22 - s12 * s12) - s1 * (s1 * m22 - s12 * s2) + s2 * (s1 * s12 - m11 * s2)
+    scale = abs(m00 * m11 * m22)
+    if abs(d) <= 1e-12 * (scale if scale > 1.0 else 1.0):  # max(1.0, scale), as the builtin compares
         return 0.0, 1.0, 1.0
-    a, b1, b2 = sol
+    a = (sy * (m11 * m22 - s12 * s12) - s1 * (v1 * m22 - s12 * v2) + s2 * (v1 * s12 - m11 * v2)) / d
     if a < 0.0:  # an overhead cannot be negative: refit without it
-        m00, m01, m10, m11 = s11 + l1, s12, s12, s22 + l2
-        det = m00 * m11 - m01 * m10
+        det = m11 * m22 - s12 * s12
         if det <= 1e-12:
             return 0.0, 1.0, 1.0
         a = 0.0
-        b1 = (v[1] * m11 - m01 * v[2]) / det
-        b2 = (m00 * v[2] - m10 * v[1]) / det
+        b1 = (v1 * m22 - s12 * v2) / det
+        b2 = (m11 * v2 - s12 * v1) / det
+    else:
+        b1 = (m00 * (v1 * m22 - s12 * v2) - sy * (s1 * m22 - s12 * s2) + s2 * (s1 * v2 - v1 * s2)) / d
+        b2 = (m00 * (m11 * v2 - v1 * s12) - s1 * (s1 * v2 - v1 * s2) + sy * (s1 * s12 - m11 * s2)) / d
     lo, hi = COEF_RANGE  # min(max(b, lo), hi), as the builtins compare
     b1 = lo if lo > b1 else b1
     b2 = lo if lo > b2 else b2
@@ -144,17 +160,6 @@ def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
 
 
 def _det3(a: float, b: float, c: float, d: float, e: float, f: float, g: float, h: float, i: float) -> float:
-    """The determinant of the 3x3 matrix with rows (a, b, c), (d, e, f), (g, h, i)."""
+    """The determinant of the 3x3 matrix with rows (a, b, c), (d, e, f), (g, h, i): the expression _fit
+    writes out (tests/core/test_calibration.py checks _fit against it)."""
     return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
-
-
-def _solve3(m: tuple[float, ...], v: tuple[float, float, float]) -> tuple[float, float, float] | None:
-    """Cramer's rule for a 3x3 system, `m` row by row (no numpy in the core's hot path for three unknowns)."""
-    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
-    v0, v1, v2 = v
-    d = _det3(m00, m01, m02, m10, m11, m12, m20, m21, m22)
-    if abs(d) <= 1e-12 * max(1.0, abs(m00 * m11 * m22)):
-        return None
-    return (_det3(v0, m01, m02, v1, m11, m12, v2, m21, m22) / d,
-            _det3(m00, v0, m02, m10, v1, m12, m20, v2, m22) / d,
-            _det3(m00, m01, v0, m10, m11, v1, m20, m21, v2) / d)

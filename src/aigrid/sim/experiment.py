@@ -7,8 +7,10 @@ checks against the live gateway on engine emulators (tests/parity).
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -167,7 +169,12 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
         if progress is not None and (main or fraction >= 1.0):
             progress(label if main else f"sweep x{factor:g} {label}", fraction)
 
-    done = run_all(tasks, default_workers(len(tasks)) if workers is None else workers, report)
+    # an aigrid policy's run (scores, predictions, calibration) costs two to three times a baseline's per
+    # request (planet at 100,000 requests, scripts/sim_cpu.py, 2026-12-02: balanced 32.3 s of CPU, nearest
+    # 13.0 s, least-loaded 13.9 s, setup included)
+    cost = [len(arr.t) * (2.5 if is_aigrid(policy_name(label)) else 1.0)
+            for _, _, arr, _ in loads for label in sc.policies]
+    done = run_all(tasks, default_workers(len(tasks)) if workers is None else workers, report, cost)
     runs: list[PolicyRun] = []
     sweep: dict[str, list[tuple[float, PolicyMetrics]]] = {}
     for (factor, label, main), (result, metrics, wall_s, cpu_s) in zip(labels, done, strict=True):
@@ -189,11 +196,38 @@ def _policy_run(sc: Scenario, grid: Grid, w: Workload, arrivals: Arrivals, label
         router, policy = make_router(policy_name(label), central, sc.slo.ttft_ms)
         t0, c0 = time.perf_counter(), time.process_time()
         on_tick = (lambda now: tick(now / sc.duration_s)) if main else None
-        result = simulate(sc, grid, arrivals, router, name, policy, on_tick=on_tick, regional=regional)
+        with collection_paused():
+            result = simulate(sc, grid, arrivals, router, name, policy, on_tick=on_tick, regional=regional)
         metrics = summarize(sc, grid, w, result)
         tick(1.0)
         return result, metrics, time.perf_counter() - t0, time.process_time() - c0
     return task
+
+
+GC_YOUNG_THRESHOLD = 50_000
+"""Allocations between the cyclic collector's young collections during a run (CPython's default: 700)."""
+
+
+@contextmanager
+def collection_paused() -> Iterator[None]:
+    """A run without the cyclic garbage collector's repeated scans of what existed before it.
+
+    A run allocates millions of short-lived tuples (events, candidates, calibrations); every 700 of them
+    CPython's collector scans the young objects, and from time to time every tracked object: the grid,
+    the candidate lists and floors of the regional view (about a million tuples at planet scale). None of
+    those is garbage, and reference counting frees everything a run drops that has no cycle. So for the
+    run: what exists now is moved out of the collector's sight (`gc.freeze`, which in a forked worker
+    also spares copying the parent's pages when the collector would write to their headers), and young
+    collections run every GC_YOUNG_THRESHOLD allocations. Nothing a run decides depends on when memory
+    is freed; afterwards both are as they were."""
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def replay_run(sc: Scenario, requests: Sequence[tuple[float, RequestInfo]], policy_name: str,

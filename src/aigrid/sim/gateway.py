@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aigrid.core.calibration import Calibration, observe
+from aigrid.core.calibration import DECAY, Calibration, observe
 from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.grid import Grid
@@ -22,6 +22,7 @@ from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import Load, merged_counts
 
 NO_CALIBRATION = Calibration()
+_new_tuple = tuple.__new__
 
 
 def seen_state(s: EndpointState, counts: tuple[int, int, int, int, int] | None, cal: Calibration | None,
@@ -35,11 +36,11 @@ def seen_state(s: EndpointState, counts: tuple[int, int, int, int, int] | None, 
     running, waiting, pending, tokens, decoding = counts if counts is not None else (
         s.running, s.waiting, s.pending_requests, s.pending_prompt_tokens, s.decoding)
     closed = circuit is Circuit.CLOSED
-    return EndpointState(
+    return _new_tuple(EndpointState, (  # EndpointState(...) positionally, without its __new__'s Python frame
         s.healthy, s.circuit if closed else circuit, running, waiting, s.kv_usage, s.ttft_s, s.tpot_s,
         s.mean_output_tokens, s.error_rate, pending, tokens, decoding, s.rtt_ms,
         s.calibration if cal is None else cal, s.power_w, s.power_source, s.age_s,
-        s.reason if closed else "connection failed recently")
+        s.reason if closed else "connection failed recently"))
 
 
 class Telemetry:
@@ -105,9 +106,11 @@ class Gateways:
         """Every gateway's sends together: what the shared state holds once synced."""
         self.shared_sync_s = shared_sync_s if count > 1 and local_accounting else 0.0
         self.breakers: list[dict[int, CircuitBreaker]] = [{} for _ in range(count)]
-        self.calibrations: list[dict[int, Calibration]] = [{} for _ in range(count)]
-        self.viewers: list[set[int]] = [set() for _ in grid.endpoints]
-        """Per endpoint: the gateways that have scored it, which fold the others' outcomes there."""
+        self.learnt: list[dict[int, Calibration | None]] = [{} for _ in grid.endpoints]
+        """Per endpoint: each gateway's calibration there (None: none yet). A gateway is a key once it has
+        scored the endpoint (or learnt there from its own outcome): the keys are the gateways that fold the
+        others' outcomes there. Kept per endpoint, not per gateway, so that folding one outcome into every
+        gateway that scores its endpoint walks one small dict."""
         self.observations: list[tuple[int, int, float, float, float]] = []
         """(gateway, endpoint, ahead, own, observed) made since the last exchange, oldest first."""
         self.others_weight = 1.0 / max(count - 1, 1)
@@ -129,52 +132,50 @@ class Gateways:
 
     def _share_observations(self) -> None:
         """Every gateway that has scored an endpoint learns the other gateways' outcomes there."""
-        calibrations, viewers, weight = self.calibrations, self.viewers, self.others_weight
+        learnt, weight = self.learnt, self.others_weight
         for source, index, ahead_ms, own_ms, observed_ms in self.observations:
-            for g in viewers[index]:
+            cals = learnt[index]
+            for g, cal in cals.items():  # replaces values only: the dict's size does not change
                 if g != source:
-                    cals = calibrations[g]
-                    cals[index] = observe(cals.get(index, NO_CALIBRATION), ahead_ms, own_ms, observed_ms,
-                                          weight=weight)
+                    cals[g] = observe(NO_CALIBRATION if cal is None else cal, ahead_ms, own_ms, observed_ms,
+                                      DECAY, weight)
         self.observations.clear()
+
+    def calibration(self, gateway: int, index: int) -> Calibration | None:
+        """Gateway `gateway`'s calibration of endpoint `index` (None: it has none)."""
+        return self.learnt[index].get(gateway)
 
     def load(self, gateway: int, index: int) -> Load | None:
         """What gateway `gateway` knows is in flight at endpoint `index`: its own ledger now plus the other
         gateways' as of the last exchange."""
         if not self.local_accounting:
             return None
-        own = self.ledgers[gateway].get(index)
-        if self.shared_sync_s <= 0:
-            return own
-        synced = self.total.then(index)
-        if synced is None:
-            return own
-        others = Load(synced.pending, synced.pending_tokens, synced.decoding)
-        mine_then = self.ledgers[gateway].then(index)
-        if mine_then is not None:
-            others.add(mine_then, -1)
-        if own is not None:
-            others.add(own)
-        return others
+        mine = self.ledgers[gateway]
+        return mine.get(index) if self.shared_sync_s <= 0 else _with_others(mine, self.total, index)
 
     def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float) -> GridView:
+        """What gateway `gateway` sees of these endpoints now (`load` inline: this runs once per candidate of
+        every decision)."""
         visible, slots = self.telemetry.visible, self.slots
-        breakers, cals = self.breakers[gateway], self.calibrations[gateway]
-        viewers = self.viewers if self.shared_sync_s > 0 and self.calibrate else None
+        breakers, learnt = self.breakers[gateway], self.learnt
+        fold = self.shared_sync_s > 0 and self.calibrate  # this gateway folds the others' outcomes from now on
+        mine = self.ledgers[gateway] if self.local_accounting else None
+        total = self.total if self.shared_sync_s > 0 else None
         states: dict[str, EndpointState] = {}
         for i, ep in zip(idx, endpoints, strict=True):
             s = visible[i]
-            if viewers is not None:
-                viewers[i].add(gateway)
-            counts = merged_counts(s, self.load(gateway, i), slots[i])
-            cal = cals.get(i)
+            if mine is None:
+                counts = None
+            else:
+                counts = merged_counts(s, mine.get(i) if total is None else _with_others(mine, total, i), slots[i])
+            cal = learnt[i].setdefault(gateway, None) if fold else learnt[i].get(gateway)
             breaker = breakers.get(i)
             circuit = Circuit.CLOSED if breaker is None else breaker.state(now)
             if counts is None and cal is None and circuit is Circuit.CLOSED:
                 states[ep.id] = s
             else:
                 states[ep.id] = seen_state(s, counts, cal, circuit)
-        return GridView(sites=self.grid.sites, endpoints=endpoints, states=states, models=self.grid.models)
+        return GridView(self.grid.sites, endpoints, states, {}, self.grid.models)
 
     # ---- the gateway's observations (the live gateway's TelemetryStore does the same) -------------------
     def record_send(self, gateway: int, index: int, prompt_tokens: int) -> None:
@@ -188,8 +189,10 @@ class Gateways:
             self.ledgers[gateway].first_token(index, prompt_tokens)
             self.total.first_token(index, prompt_tokens)
         if self.calibrate:
-            cals = self.calibrations[gateway]
-            cals[index] = observe(cals.get(index, NO_CALIBRATION), model_ahead_ms, model_own_ms, observed_engine_ms)
+            cals = self.learnt[index]
+            cal = cals.get(gateway)
+            cals[gateway] = observe(NO_CALIBRATION if cal is None else cal, model_ahead_ms, model_own_ms,
+                                    observed_engine_ms)
             if self.shared_sync_s > 0:
                 self.observations.append((gateway, index, model_ahead_ms, model_own_ms, observed_engine_ms))
         breaker = self.breakers[gateway].get(index)
@@ -207,3 +210,19 @@ class Gateways:
             if breaker is None:
                 breaker = self.breakers[gateway][index] = CircuitBreaker(self.failure_threshold, self.cooldown_s)
             breaker.record_failure(now)
+
+
+def _with_others(mine: SyncedLedger, total: SyncedLedger, index: int) -> Load | None:
+    """One gateway's own ledger at endpoint `index` now plus the other gateways' as of the last exchange:
+    the total then, less this gateway's own then, plus its own now."""
+    own = mine.get(index)
+    synced = total.then(index)
+    if synced is None:
+        return own
+    others = Load(synced.pending, synced.pending_tokens, synced.decoding)
+    mine_then = mine.then(index)
+    if mine_then is not None:
+        others.add(mine_then, -1)
+    if own is not None:
+        others.add(own)
+    return others

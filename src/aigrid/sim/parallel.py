@@ -36,14 +36,20 @@ def default_workers(runs: int) -> int:
     return max(1, min(available_cores(), runs))
 
 
-def run_all(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, float], None] | None = None) -> list[T]:
-    """Each task's result, in order. progress(task index, fraction) as the tasks report it."""
+def run_all(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, float], None] | None = None,
+            cost: Sequence[float] | None = None) -> list[T]:
+    """Each task's result, in order. progress(task index, fraction) as the tasks report it.
+
+    `cost`: each task's expected cost (any unit); worker processes start the costliest first (longest
+    processing time first), so that a long run does not start last and run alone at the end. Equal costs
+    keep the tasks' order. Results come back in the tasks' order whatever the start order."""
     if workers <= 1 or len(tasks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
         out = []
         for i, task in enumerate(tasks):
             out.append(task(_local_tick(i, progress)))
         return out
-    return _forked(tasks, workers, progress)
+    order = list(range(len(tasks))) if cost is None else sorted(range(len(tasks)), key=lambda i: -cost[i])
+    return _forked(tasks, workers, progress, order)
 
 
 def _local_tick(i: int, progress: Callable[[int, float], None] | None) -> Tick:
@@ -64,10 +70,11 @@ def _child(task: Task[Any], conn: Connection) -> None:
         conn.close()
 
 
-def _forked(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, float], None] | None) -> list[T]:
+def _forked(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, float], None] | None,
+            order: Sequence[int]) -> list[T]:
     ctx = multiprocessing.get_context("fork")
     results: dict[int, T] = {}
-    todo = list(range(len(tasks)))
+    todo = list(order)
     running: dict[Connection, tuple[int, multiprocessing.process.BaseProcess]] = {}
     try:
         while todo or running:

@@ -20,17 +20,19 @@ class SyncedLedger:
 
     Before the first exchange the shared state is empty: `then` returns None for every key."""
 
-    __slots__ = ("live", "_then")
+    __slots__ = ("live", "_then", "_loads")
 
     def __init__(self) -> None:
         self.live = InflightLedger()
+        self._loads = self.live.loads()
+        """The live ledger's loads, read without a second call (`get` and `then` run per candidate)."""
         self._then: dict[Hashable, Load | None] = {}
         """Pre-images of the keys changed since the last exchange (the ledger starts empty: a first
         exchange of nothing at construction)."""
 
     def _keep(self, key: Hashable) -> None:
         if key not in self._then:
-            load = self.live.get(key)
+            load = self._loads.get(key)
             self._then[key] = None if load is None else Load(load.pending, load.pending_tokens, load.decoding)
 
     def sent(self, key: Hashable, prompt_tokens: int) -> None:
@@ -47,12 +49,12 @@ class SyncedLedger:
 
     def get(self, key: Hashable) -> Load | None:
         """The load now."""
-        return self.live.get(key)
+        return self._loads.get(key)
 
     def then(self, key: Hashable) -> Load | None:
         """The load at the last exchange (do not modify it)."""
         then = self._then
-        return then[key] if key in then else self.live.get(key)
+        return then[key] if key in then else self._loads.get(key)
 
     def exchange(self) -> None:
         """The shared state learns the ledger as it is now."""

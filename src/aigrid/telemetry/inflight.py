@@ -11,7 +11,7 @@ One implementation for the live gateway (telemetry/store.py) and the simulator (
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass
 
 from aigrid.core.types import EndpointState
@@ -74,6 +74,10 @@ class InflightLedger:
 
     def get(self, key: Hashable) -> Load | None:
         return self._loads.get(key)
+
+    def loads(self) -> Mapping[Hashable, Load]:
+        """Every key's load, live (read only: change them through sent, first_token and finished)."""
+        return self._loads
 
     def items(self) -> Iterator[tuple[Hashable, Load]]:
         return iter(self._loads.items())
