@@ -3,7 +3,8 @@ every `gateway.shared_sync_interval_s`: `python scripts/bench_shared_sync.py --g
 starts a redis-server on a free loopback port (it must be on PATH), lets N gateways publish ledgers of E
 endpoints, then times one gateway's exchanges (process CPU and wall per exchange) with a new ledger and a few
 affinity and calibration entries each time, as under load. Prints the CPU share of one core the exchange
-takes at a few intervals."""
+takes at a few intervals. `--hub`: the same through the hub of `--workers N` (gateway/hub.py, in this
+process, so the CPU counted is the worker's and the hub's together) instead of Redis."""
 
 from __future__ import annotations
 
@@ -13,11 +14,14 @@ import socket
 import subprocess
 import tempfile
 import time
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from aigrid.gateway.hub import Hub
+from aigrid.gateway.hub_client import HubClient, HubSharedState
 from aigrid.telemetry.redis_shared import RedisSharedState
-from aigrid.telemetry.shared import LocalReport
+from aigrid.telemetry.shared import LocalReport, SharedState
 
 
 def free_port() -> int:
@@ -33,7 +37,22 @@ def report(gateway: str, endpoints: int, step: int) -> LocalReport:
 
 
 async def run(gateways: int, endpoints: int, exchanges: int, port: int) -> tuple[float, float]:
-    states = [RedisSharedState(aioredis.Redis(host="127.0.0.1", port=port), "bench") for _ in range(gateways)]
+    states: list[SharedState] = [RedisSharedState(aioredis.Redis(host="127.0.0.1", port=port), "bench")
+                                 for _ in range(gateways)]
+    return await timed(states, endpoints, exchanges)
+
+
+async def run_hub(gateways: int, endpoints: int, exchanges: int, folder: str) -> tuple[float, float]:
+    hub = Hub(Path(folder) / "hub.sock", None)
+    await hub.start()
+    try:
+        return await timed([HubSharedState(HubClient(hub.path)) for _ in range(gateways)], endpoints, exchanges)
+    finally:
+        await hub.stop()
+
+
+async def timed(states: list[SharedState], endpoints: int, exchanges: int) -> tuple[float, float]:
+    gateways = len(states)
     for i, st in enumerate(states):
         await st.exchange(report(f"gw-{i}", endpoints, 0))
     me = states[0]
@@ -59,7 +78,13 @@ def main() -> int:
     ap.add_argument("--gateways", type=int, default=16)
     ap.add_argument("--endpoints", type=int, default=10)
     ap.add_argument("--exchanges", type=int, default=2000)
+    ap.add_argument("--hub", action="store_true", help="through the workers' hub instead of Redis")
     a = ap.parse_args()
+    if a.hub:
+        with tempfile.TemporaryDirectory() as d:
+            cpu, wall = asyncio.run(run_hub(a.gateways, a.endpoints, a.exchanges, d))
+        report_figures(a, cpu, wall, "the hub")
+        return 0
     port = free_port()
     with tempfile.TemporaryDirectory() as d:
         server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
@@ -75,11 +100,15 @@ def main() -> int:
         finally:
             server.terminate()
             server.wait()
-    print(f"{a.gateways} gateways x {a.endpoints} endpoints: {cpu * 1e3:.3f} ms CPU and {wall * 1e3:.3f} ms wall "
-          f"per exchange (mean of {a.exchanges})")
+    report_figures(a, cpu, wall, "Redis")
+    return 0
+
+
+def report_figures(a: argparse.Namespace, cpu: float, wall: float, through: str) -> None:
+    print(f"{a.gateways} gateways x {a.endpoints} endpoints through {through}: {cpu * 1e3:.3f} ms CPU and "
+          f"{wall * 1e3:.3f} ms wall per exchange (mean of {a.exchanges})")
     for interval in (0.1, 0.05, 0.02, 0.01):
         print(f"  every {interval * 1e3:g} ms: {cpu / interval:.1%} of one core")
-    return 0
 
 
 if __name__ == "__main__":
