@@ -218,7 +218,7 @@ def test_past_its_share_of_the_slo_in_an_engine_queue_a_request_waits_at_the_gat
     p = d.chosen.prediction if d.chosen is not None else None
     assert p is not None and p.queue_ms > 0 and p.ttft_p10_ms < p.ttft_ms < slo
     assert verdict(d, slo, 0.0, 1.0) == SEND  # the whole SLO may be spent queued at the engine
-    assert verdict(d, slo) == WAIT  # the default share: even its optimistic end is past 0.4 of the SLO
+    assert verdict(d, slo) == WAIT  # the default share: even its optimistic end is past 0.45 of the SLO
     share = p.ttft_p10_ms / slo
     # a smaller share: even the optimistic end of the prediction is past it, so the wait happens here
     assert verdict(d, slo, 0.0, share - 0.01) == WAIT
@@ -227,4 +227,4 @@ def test_past_its_share_of_the_slo_in_an_engine_queue_a_request_waits_at_the_gat
     # nothing queued ahead: waiting cannot help, whatever the share
     idle = schedule(req(), view(grid), BALANCED, random.Random(0))
     assert verdict(idle, slo, 0.0, 0.01) == SEND
-    assert AdmissionRules().engine_queue_share == ENGINE_QUEUE_SHARE == 0.4  # the rules' default
+    assert AdmissionRules().engine_queue_share == ENGINE_QUEUE_SHARE == 0.45  # the rules' default

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 
 from aigrid.core.types import Circuit, Prediction
 from aigrid.gateway.app import Gateway, build_app, build_gateway
@@ -139,3 +141,29 @@ async def test_calibration_learns_from_every_gateways_outcomes(tmp_path: Path, f
         for g in (a, b, late):
             assert g.sync is not None
             await g.sync.stop()
+
+
+async def test_a_silent_gateways_ledger_stops_counting(tmp_path: Path) -> None:
+    """Ledgers live in one hash read with one HGETALL; a gateway that stops exchanging leaves the live set
+    after ttl_s, its ledger no longer counts and the next exchange deletes it; a value no gateway writes is
+    skipped, not a failed exchange."""
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        a = RedisSharedState.from_url(url, "test")
+        b = RedisSharedState.from_url(url, "test")
+        raw = aioredis.Redis.from_url(url)  # to age heartbeats and plant a value no gateway writes
+        try:
+            await a.exchange(LocalReport("gw-a", {"fra": (2, 900, 1)}, {}, (), {"acme": 3}))
+            view = await b.exchange(LocalReport("gw-b", {"fra": (1, 100, 0)}, {}, ()))
+            assert view.peers == 1 and view.inflight == {"fra": (2, 900, 1)} and view.tenants == {"acme": 3}
+            await raw.hset("aigrid:test:ledgers", "gw-x", b"not json")
+            await raw.zadd("aigrid:test:gateways", {"gw-x": time.time()})
+            view = await b.exchange(LocalReport("gw-b", {}, {}, ()))
+            assert view.peers == 2 and view.inflight == {"fra": (2, 900, 1)}
+            await raw.zadd("aigrid:test:gateways", {"gw-a": 1.0, "gw-x": 1.0})  # both silent since 1970
+            view = await b.exchange(LocalReport("gw-b", {}, {}, ()))
+            assert view.peers == 0 and view.inflight == {} and view.tenants == {}
+            assert set(await raw.hkeys("aigrid:test:ledgers")) == {b"gw-b"}
+        finally:
+            for client in (a, b, raw):
+                await client.aclose()

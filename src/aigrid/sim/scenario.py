@@ -174,9 +174,9 @@ class GatewayDef(Strict):
     telemetry_lag_s: float = Field(default=1.0, ge=0)
     candidates: int = Field(default=32, ge=1, description="nearest endpoints a regional gateway scores")
     local_accounting: bool = True
-    shared_state_s: float = Field(default=0.1, ge=0, description=(
-        "how often gateways exchange in-flight ledgers through the shared state (Redis; the live sync "
-        "interval); 0: not shared"))
+    shared_state_s: float = Field(default=0.02, ge=0, description=(
+        "how often gateways exchange in-flight ledgers through the shared state (Redis; the live gateway's "
+        "shared_sync_interval_s, same default); 0: not shared"))
     breaker_failures: int = Field(default=1, ge=1, description="consecutive failures that open a circuit")
     circuit_cooldown_s: float = Field(default=30.0, ge=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)

@@ -1,11 +1,13 @@
-"""SharedState in Redis: one round trip (a pipeline) per sync interval per gateway.
+"""SharedState in Redis: one round trip (a pipeline) per sync interval per gateway, so the interval can be
+short (`gateway.shared_sync_interval_s`, 20 ms by default; its cost: scripts/bench_shared_sync.py).
 
 Keys, all under `aigrid:<grid>:`
-- `inflight:<gateway>`: hash endpoint -> "pending,prompt tokens,decoding" of its open requests, expiring after `ttl_s`, so a gateway that dies stops
-  counting within seconds;
-- `tenants:<gateway>`: hash tenant -> its requests in flight from that gateway, expiring the same way;
-- `gateways`: sorted set gateway -> wall time of its last exchange: the gateways alive within `ttl_s`,
-  whose count weighs the others' calibration observations (telemetry/store.py);
+- `gateways`: sorted set gateway -> wall time of its last exchange: the gateways alive within `ttl_s`, whose
+  ledgers count and whose number weighs the others' calibration observations (telemetry/store.py);
+- `ledgers`: hash gateway -> its ledger, packed as JSON: `{"i": {endpoint: [requests pending a first token,
+  their prompt tokens, requests decoding]}, "t": {tenant: requests in flight}}`. One field per gateway, read
+  with one HGETALL; a gateway that stopped exchanging stops counting once it leaves `gateways` (within
+  `ttl_s`), and the next exchange deletes its field;
 - `circuits`: hash endpoint -> wall time a gateway last opened that endpoint's circuit;
 - `affinity`: a stream of (key, endpoint) entries, capped at about `affinity_max` entries; each gateway
   reads from where it left off, so affinity learned anywhere is known everywhere within one interval;
@@ -16,6 +18,7 @@ Keys, all under `aigrid:<grid>:`
 
 from __future__ import annotations
 
+import json
 import time
 
 import redis.asyncio as aioredis
@@ -25,16 +28,15 @@ from aigrid.errors import SharedStateUnavailable
 from aigrid.telemetry.shared import LocalReport, Observation, SharedView
 
 
-def _load(raw: bytes) -> tuple[int, int, int] | None:
-    """One gateway's "pending,tokens,decoding" entry (a bare count from an older gateway is all decoding);
-    None for a value no gateway writes."""
+def _ledger(raw: bytes, part: str) -> dict[str, object]:
+    """One part ("i": in-flight per endpoint, "t": per tenant) of a gateway's packed ledger; empty for a value
+    no gateway of this version writes."""
     try:
-        parts = [int(x) for x in raw.decode().split(",")]
+        value = json.loads(raw)
     except ValueError:
-        return None
-    if len(parts) == 1:
-        return (0, 0, parts[0])
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+        return {}
+    got = value.get(part) if isinstance(value, dict) else None
+    return got if isinstance(got, dict) else {}
 
 
 class RedisSharedState:
@@ -55,21 +57,17 @@ class RedisSharedState:
 
     async def exchange(self, report: LocalReport) -> SharedView:
         p = self._p
+        now = time.time()
+        ledger = json.dumps({"i": report.inflight, "t": report.tenants}, separators=(",", ":"))
         try:
             pipe = self._r.pipeline(transaction=False)
-            key = f"{p}inflight:{report.gateway_id}"
-            pipe.delete(key)
-            if report.inflight:
-                pipe.hset(key, mapping={k: ",".join(map(str, v)) for k, v in report.inflight.items()})
-            pipe.pexpire(key, self._ttl_ms)
-            tkey = f"{p}tenants:{report.gateway_id}"
-            pipe.delete(tkey)
-            if report.tenants:
-                pipe.hset(tkey, mapping={k: str(v) for k, v in report.tenants.items()})
-            pipe.pexpire(tkey, self._ttl_ms)
-            now = time.time()
+            # in this order: a gateway's heartbeat is written before its ledger, and the live set is read after
+            # the ledgers, so every ledger read belongs to a gateway in the set unless its heartbeat is stale
             pipe.zadd(f"{p}gateways", {report.gateway_id: now})
             pipe.zremrangebyscore(f"{p}gateways", "-inf", now - self._ttl_ms / 1000)
+            pipe.hset(f"{p}ledgers", report.gateway_id, ledger)
+            pipe.hgetall(f"{p}ledgers")
+            pipe.zrange(f"{p}gateways", 0, -1)
             if report.circuits_opened:
                 pipe.hset(f"{p}circuits", mapping={k: repr(v) for k, v in report.circuits_opened.items()})
             for prefix, endpoint in report.affinity:
@@ -79,44 +77,35 @@ class RedisSharedState:
                 pipe.xadd(f"{p}calibration", {"e": endpoint, "a": repr(ahead_ms), "o": repr(own_ms),
                                               "y": repr(observed_ms), "g": report.gateway_id},
                           maxlen=self._calibration_max, approximate=True)
-            await pipe.execute()
-            others = [k async for k in self._r.scan_iter(match=f"{p}inflight:*", count=100)]
-            peers = [k async for k in self._r.scan_iter(match=f"{p}tenants:*", count=100)]
-            pipe = self._r.pipeline(transaction=False)
-            for k in others:
-                pipe.hgetall(k)
-            for k in peers:
-                pipe.hgetall(k)
             pipe.hgetall(f"{p}circuits")
-            pipe.zcard(f"{p}gateways")
             pipe.xread({f"{p}affinity": self._affinity_cursor}, count=self._affinity_max)
             pipe.xread({f"{p}calibration": self._calibration_cursor}, count=self._calibration_max)
             results = await pipe.execute()
+            ledgers: dict[bytes, bytes] = results[3]
+            alive = {g.decode() for g in results[4]}
+            gone = [g for g in ledgers if g.decode() not in alive]
+            if gone:  # a gateway that stopped exchanging: its ledger stops counting with its last heartbeat
+                await self._r.hdel(f"{p}ledgers", *gone)
         except RedisError as e:
             raise SharedStateUnavailable(f"redis: {e}") from e
         inflight: dict[str, tuple[int, int, int]] = {}
-        mine = f"{p}inflight:{report.gateway_id}".encode()
-        for k, h in zip(others, results[: len(others)], strict=True):
-            if (k if isinstance(k, bytes) else k.encode()) == mine:
-                continue
-            for ep, raw in h.items():
-                load = _load(raw)
-                if load is None:
-                    continue
-                prev = inflight.get(ep.decode(), (0, 0, 0))
-                inflight[ep.decode()] = (prev[0] + load[0], prev[1] + load[1], prev[2] + load[2])
         tenants: dict[str, int] = {}
-        mine = f"{p}tenants:{report.gateway_id}".encode()
-        for k, h in zip(peers, results[len(others): len(others) + len(peers)], strict=True):
-            if (k if isinstance(k, bytes) else k.encode()) == mine:
+        peers = 0
+        for g, raw in ledgers.items():
+            name = g.decode()
+            if name == report.gateway_id or name not in alive:
                 continue
-            for tenant, raw in h.items():
-                if raw.isdigit():
-                    tenants[tenant.decode()] = tenants.get(tenant.decode(), 0) + int(raw)
-        circuits = {ep.decode(): float(t) for ep, t in results[len(others) + len(peers)].items()}
-        alive = int(results[-3]) - 1  # this gateway is one of them
+            peers += 1
+            for ep, load in _ledger(raw, "i").items():
+                if isinstance(load, list) and len(load) == 3 and all(type(x) is int for x in load):
+                    prev = inflight.get(ep, (0, 0, 0))
+                    inflight[ep] = (prev[0] + load[0], prev[1] + load[1], prev[2] + load[2])
+            for tenant, n in _ledger(raw, "t").items():
+                if type(n) is int:
+                    tenants[tenant] = tenants.get(tenant, 0) + n
+        circuits = {ep.decode(): float(t) for ep, t in results[-3].items()}
         return SharedView(inflight, circuits, self._affinity_from(results[-2], report.gateway_id), tenants,
-                          self._calibration_from(results[-1], report.gateway_id), max(alive, 0))
+                          self._calibration_from(results[-1], report.gateway_id), peers)
 
     def _affinity_from(self, raw: StreamRead, me: str) -> tuple[tuple[str, str], ...]:
         self._affinity_cursor, entries = _others(raw, me, self._affinity_cursor)
