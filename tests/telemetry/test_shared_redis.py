@@ -85,10 +85,14 @@ async def test_redis_down_keeps_serving_stale_then_recovers(tmp_path: Path, fake
         assert r.status_code == 200 and r.headers["x-aigrid-site"] == "nrt"
         health = (await c.get("/healthz")).json()
     assert health["shared_state"]["stale"] is True and health["shared_state"]["stale_since"] is not None
+    sample = gw.metrics.registry.get_sample_value
+    assert sample("aigrid_shared_sync_failures_total") == 2.0  # both failed exchanges counted
+    assert sample("aigrid_shared_sync_seconds_count") == 1.0  # the one that succeeded, timed
     # Redis comes back on the same port: the gateway reconnects and delivers what it learned meanwhile
     with redis_server(tmp_path / "r2", port=port):
         assert await gw.sync.sync_once()
         assert gw.sync.status()["stale"] is False
+        assert sample("aigrid_shared_sync_seconds_count") == 2.0 and sample("aigrid_shared_sync_seconds_sum") > 0
         other = gateway(url, "gw-b", fakes)
         assert other.sync is not None and await other.sync.sync_once()
         assert other.store.snapshot().prefix_owner["p2"] == "fra-smollm2"

@@ -129,19 +129,26 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),
         rng=rng or random.Random(), clock=clock, guard=guard or Guard(spec), location=load.gateway_location(spec),
         agents=AgentRuntime.from_spec(spec),
-        sync=_sync(spec, store, shared, gateway_id),
+        sync=_sync(spec, store, shared, gateway_id, metrics),
         tracing=tracing or build_tracing(spec.gateway.otel),
         right_sizer=RightSizer.from_spec(spec),
     )
 
 
-def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gateway_id: str | None) -> SharedSync | None:
+def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gateway_id: str | None,
+          metrics: GatewayMetrics) -> SharedSync | None:
     url = spec.gateway.shared_state_url
     if shared is None and url is None:
         return None
     backend = shared or RedisSharedState.from_url(url or "", spec.name)
     gid = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
-    return SharedSync(store, backend, gid, time.time, spec.gateway.shared_sync_interval_s)
+    def observe(seconds: float | None) -> None:
+        if seconds is None:
+            metrics.shared_sync_failures.inc()
+        else:
+            metrics.shared_sync.observe(seconds)
+
+    return SharedSync(store, backend, gid, time.time, spec.gateway.shared_sync_interval_s, observe)
 
 
 class GatewayApp:

@@ -19,6 +19,8 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 """The GenAI semantic conventions' advisory buckets for gen_ai.client.token.usage."""
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 """... and for gen_ai.client.operation.duration (seconds)."""
+SYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""One exchange with the shared state takes about a Redis round trip: sub-millisecond beside the gateways."""
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20)
 
 
@@ -92,6 +94,12 @@ class GatewayMetrics:
                                        multiprocess_mode="livesum")
         self.admission_wait = Histogram("aigrid_admission_wait_seconds", "Time requests waited in the admission "
                                         "queue", ["priority_class"], buckets=DURATION_BUCKETS, registry=r)
+        self.shared_sync = Histogram("aigrid_shared_sync_seconds", "Round trip of one exchange of the in-flight "
+                                     "ledger, circuits, affinity and calibration outcomes with the shared state "
+                                     "(Redis, or the workers' hub)", buckets=SYNC_BUCKETS, registry=r)
+        self.shared_sync_failures = Counter("aigrid_shared_sync_failures", "Exchanges with the shared state that "
+                                            "failed: the gateway serves from its last view, marked stale",
+                                            registry=r)
         for metric in vars(self).values():
             if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
                 _memoise_children(metric)
