@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from aigrid.core.calibration import COEF_RANGE, PRIOR_WEIGHT, Calibration, _det3, _fit, observe
+from aigrid.core.calibration import COEF_RANGE, PRIOR_WEIGHT, Calibration, _fit, observe
 from aigrid.core.predict import predict
 from aigrid.core.types import EndpointState, RequestInfo
 from tests.core.grid import CITIES, SITES, endpoint
@@ -95,6 +95,11 @@ def test_a_weighted_observation_counts_as_that_share_of_one() -> None:
     assert abs(far.prefill_coef - cal.prefill_coef) < abs(observe(cal, 10.0, 100.0, 2000.0).prefill_coef
                                                         - cal.prefill_coef)
     assert observe(cal, 10.0, 100.0, 200.0, weight=0.0) is cal
+
+
+def _det3(a: float, b: float, c: float, d: float, e: float, f: float, g: float, h: float, i: float) -> float:
+    """The determinant of the 3x3 matrix with rows (a, b, c), (d, e, f), (g, h, i), as the solver computed it."""
+    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
 
 
 def _fit_by_solver(sums: tuple[float, ...]) -> tuple[float, float, float]:

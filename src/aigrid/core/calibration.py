@@ -129,8 +129,9 @@ def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
         | s1        s11 + l1   s12       |   v = | s1y + l1  |
         | s2        s12        s22 + l2  |       | s2y + l2  |
 
-    solved by Cramer's rule, each determinant written out as _det3 computes it (the same operations in the
-    same order, so the same bits; this runs once per outcome per gateway that learns of it, and the calls
+    solved by Cramer's rule, each determinant written out by cofactor expansion along its first row, as the
+    generic solver it replaced computed it (the same operations in the same order, so the same bits: checked
+    in tests/core/test_calibration.py; this runs once per outcome per gateway that learns of it, and the calls
     and tuples of a solver function were most of its cost)."""
     sw, s1, s2, sy, s11, s12, s22, s1y, s2y = sums
     l1 = PRIOR_WEIGHT * s11 / sw + 1e-9
@@ -157,9 +158,3 @@ def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
     b1 = lo if lo > b1 else b1
     b2 = lo if lo > b2 else b2
     return a, hi if hi < b1 else b1, hi if hi < b2 else b2
-
-
-def _det3(a: float, b: float, c: float, d: float, e: float, f: float, g: float, h: float, i: float) -> float:
-    """The determinant of the 3x3 matrix with rows (a, b, c), (d, e, f), (g, h, i): the expression _fit
-    writes out (tests/core/test_calibration.py checks _fit against it)."""
-    return a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g)
