@@ -104,10 +104,15 @@ async def _stream_from(handler: Callable[[asyncio.StreamReader, asyncio.StreamWr
         server.close()
 
 
+async def _answer_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A fake engine reads the request's head and answers with the head of a chunked event stream."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+
+
 async def test_a_silent_engine_times_out() -> None:
     async def head_only(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        await _answer_chunked(reader, writer)
         await writer.drain()
         await asyncio.sleep(1)
         writer.close()
@@ -122,8 +127,7 @@ async def test_the_read_timeout_counts_each_wait_not_the_whole_stream() -> None:
     """Chunks 0.06 s apart for 0.36 s under a 0.15 s read timeout arrive whole; then 1 s of silence times out
     (one timer per connection, moved from wait to wait, as a timer per wait would)."""
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        await _answer_chunked(reader, writer)
         for i in range(6):
             await asyncio.sleep(0.06)
             event = b"data: %d\n\n" % i
