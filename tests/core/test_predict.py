@@ -1,12 +1,15 @@
-"""core/predict.py: warm_owners (the scheduler's, once per request) agrees with is_warm (per endpoint)."""
+"""core/predict.py: warm_owners (the scheduler's, once per request) agrees with is_warm (per endpoint); the
+work ahead replayed from the pending prompts placed in time (backlog_tokens)."""
 
 from __future__ import annotations
 
 import itertools
 
-from aigrid.core.predict import is_warm, warm_owners
-from aigrid.core.types import RequestInfo
-from tests.core.grid import endpoint
+import pytest
+
+from aigrid.core.predict import backlog_tokens, is_warm, predict, warm_owners
+from aigrid.core.types import EndpointState, PrefillQueue, RequestInfo
+from tests.core.grid import SITES, endpoint
 
 
 def test_warm_owners_agrees_with_is_warm() -> None:
@@ -16,3 +19,38 @@ def test_warm_owners_agrees_with_is_warm() -> None:
         request = RequestInfo("r", "small", 100, prefix_hash=prefix, session=session)
         for ep in eps:
             assert (ep.id in warm_owners(request, owner)) == is_warm(request, ep, owner)
+
+
+def test_backlog_replays_the_pending_prompts_in_arrival_order() -> None:
+    rate = 1000.0  # tokens per second
+    # nothing known ahead, or everything after the anchor's request done long ago
+    assert backlog_tokens(PrefillQueue(None, ()), 0.05, rate) == 0.0
+    # 500 tokens that arrived 0.2 s ago: 200 done by now, 150 more by the time this request arrives
+    assert backlog_tokens(PrefillQueue(None, ((-0.2, 500),)), 0.15, rate) == pytest.approx(150.0)
+    # a prompt that reaches the engine after this request is not ahead of it
+    assert backlog_tokens(PrefillQueue(None, ((0.3, 800),)), 0.1, rate) == 0.0
+    # an idle gap drains nothing twice: 100 tokens done 0.1 s after they came, then 400 more arrive
+    assert backlog_tokens(PrefillQueue(None, ((-1.0, 100), (-0.1, 400))), 0.0, rate) == pytest.approx(300.0)
+    # from the anchor (a first token 50 ms ago): what arrived before it had not started then
+    queue = PrefillQueue(-0.05, ((-0.3, 200), (-0.2, 300)))
+    assert backlog_tokens(queue, 0.05, rate) == pytest.approx(500.0 - 100.0)
+
+
+def test_the_prediction_counts_only_the_work_still_ahead() -> None:
+    ep = endpoint("fra", slots=64)
+    req = RequestInfo("r", "small", 100)
+    counted = EndpointState(pending_requests=2, pending_prompt_tokens=4000)
+    # the same 4,000 tokens, placed in time: one prompt well under way, one arriving after this request
+    placed = counted._replace(prefill_queue=PrefillQueue(None, ((-1.0, 2000), (5.0, 2000))))
+    empty = counted._replace(prefill_queue=PrefillQueue(None, ()))
+    all_ahead = predict(req, ep, SITES["fra"], counted, warm=False)
+    still_ahead = predict(req, ep, SITES["fra"], placed, warm=False)
+    nothing = predict(req, ep, SITES["fra"], empty, warm=False)
+    assert all_ahead.queue_ms > still_ahead.queue_ms > nothing.queue_ms == 0.0
+    assert nothing.prefill_ms == still_ahead.prefill_ms == all_ahead.prefill_ms
+    # waiting for a batch slot, the prompts ahead wait too: they count whole (nothing drains), and the one
+    # that arrives after this request still does not
+    full = placed._replace(running=64, waiting=10)
+    whole = counted._replace(running=64, waiting=10, pending_prompt_tokens=2000)
+    assert predict(req, ep, SITES["fra"], full, warm=False).queue_ms == pytest.approx(
+        predict(req, ep, SITES["fra"], whole, warm=False).queue_ms)

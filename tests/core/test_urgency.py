@@ -227,4 +227,4 @@ def test_past_its_share_of_the_slo_in_an_engine_queue_a_request_waits_at_the_gat
     # nothing queued ahead: waiting cannot help, whatever the share
     idle = schedule(req(), view(grid), BALANCED, random.Random(0))
     assert verdict(idle, slo, 0.0, 0.01) == SEND
-    assert AdmissionRules().engine_queue_share == ENGINE_QUEUE_SHARE == 0.45  # the rules' default
+    assert AdmissionRules().engine_queue_share == ENGINE_QUEUE_SHARE == 0.5  # the rules' default

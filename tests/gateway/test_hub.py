@@ -85,6 +85,11 @@ async def test_observations_reach_the_other_workers_only_and_the_relay_is_bounde
         # three workers reporting: each hears of two others, whose outcomes count a half each
         view = await HubSharedState(clients[1]).exchange(LocalReport("w1", {}, {}, ()))
         assert view.peers == 2
+        # pending prompts in time travel through the hub too, merged over the other workers
+        queues = {EP.id: ((5.0, 4.0), ((6.0, 100),))}
+        await HubSharedState(clients[0]).exchange(LocalReport("w0", {}, {}, (), {}, (), queues))
+        view = await HubSharedState(clients[1]).exchange(LocalReport("w1", {}, {}, ()))
+        assert view.queues == queues
     finally:
         for c in clients:
             await c.aclose()

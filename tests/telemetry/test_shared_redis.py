@@ -157,16 +157,18 @@ async def test_a_silent_gateways_ledger_stops_counting(tmp_path: Path) -> None:
         b = RedisSharedState.from_url(url, "test")
         raw = aioredis.Redis.from_url(url)  # to age heartbeats and plant a value no gateway writes
         try:
-            await a.exchange(LocalReport("gw-a", {"fra": (2, 900, 1)}, {}, (), {"acme": 3}))
+            queues = {"fra": ((5.0, 4.0), ((6.0, 100), (6.5, 800)))}  # pending prompts in time
+            await a.exchange(LocalReport("gw-a", {"fra": (2, 900, 1)}, {}, (), {"acme": 3}, (), queues))
             view = await b.exchange(LocalReport("gw-b", {"fra": (1, 100, 0)}, {}, ()))
             assert view.peers == 1 and view.inflight == {"fra": (2, 900, 1)} and view.tenants == {"acme": 3}
+            assert view.queues == queues
             await raw.hset("aigrid:test:ledgers", "gw-x", b"not json")
             await raw.zadd("aigrid:test:gateways", {"gw-x": time.time()})
             view = await b.exchange(LocalReport("gw-b", {}, {}, ()))
             assert view.peers == 2 and view.inflight == {"fra": (2, 900, 1)}
             await raw.zadd("aigrid:test:gateways", {"gw-a": 1.0, "gw-x": 1.0})  # both silent since 1970
             view = await b.exchange(LocalReport("gw-b", {}, {}, ()))
-            assert view.peers == 0 and view.inflight == {} and view.tenants == {}
+            assert view.peers == 0 and view.inflight == {} and view.tenants == {} and view.queues == {}
             assert set(await raw.hkeys("aigrid:test:ledgers")) == {b"gw-b"}
         finally:
             for client in (a, b, raw):

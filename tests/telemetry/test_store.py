@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from aigrid.core.calibration import observe
 from aigrid.core.types import Circuit, Endpoint, GeoPoint, Prediction, Site
 from aigrid.engines.protocol import EngineStats
 from aigrid.telemetry.circuit import CircuitBreaker
+from aigrid.telemetry.prefill_book import merge_reports
 from aigrid.telemetry.shared import SharedView
 from aigrid.telemetry.store import AFFINITY_ENTRIES, CALIBRATION_ENTRIES, TelemetryStore
 from aigrid.telemetry.window import DeltaMean
@@ -152,3 +155,40 @@ def test_calibration_observations_are_queued_only_when_shared_bounded_and_folded
     # with three other gateways each of their outcomes counts a third of one of this gateway's own
     shared.apply_shared(SharedView(calibration=others[:1], peers=3), lambda: 0.0)
     assert shared.calibration("e1") == observe(expected, 10.0, 100.0, 150.0, weight=1 / 3)
+
+
+def test_pending_prompts_are_placed_in_time_for_the_predictor() -> None:
+    """Each request sent is due at the engine half the measured round trip later; its first token anchors the
+    book half a round trip before it came back; every snapshot places them relative to its own time."""
+    store, clock = make()
+    store.record_rtt("e1", 0.020)  # 10 ms each way
+    store.request_started("e1", 800, "r1")
+    clock.t += 0.005
+    store.request_started("e1", 300, "r2")
+    clock.t += 0.045
+    q = store.snapshot().state("e1").prefill_queue
+    assert q is not None and q.anchor_s is None
+    assert q.arrivals == (pytest.approx((-0.040, 800)), pytest.approx((-0.035, 300)))
+    clock.t += 0.010  # nothing changed, but the snapshot is 10 ms later: the times move with it
+    assert store.snapshot().state("e1").prefill_queue.arrivals[0] == pytest.approx((-0.050, 800))
+    store.first_token("e1", 800, "r1")  # produced 10 ms ago; r1 itself arrived 50 ms ago
+    q = store.snapshot().state("e1").prefill_queue
+    assert q.anchor_s == pytest.approx(-0.010) and q.arrivals == (pytest.approx((-0.045, 300)),)
+    store.request_finished("e1", 300, False, "r2")
+    assert store.snapshot().state("e1").prefill_queue.arrivals == ()
+
+
+def test_the_other_gateways_pending_prompts_arrive_in_wall_time() -> None:
+    """A's book crosses the shared state in wall time and lands in B's clock: B places A's prompt where A
+    does, though the two stores' clocks differ by 900 s."""
+    a, clock_a = make()
+    b, clock_b = make()
+    clock_b.t = clock_a.t + 900.0
+    a.request_started("e1", 640, "ra")
+    a.reserve("e1", 100, "rb")
+    report = a.local_report("gw-a", lambda: 5_000.0)
+    b.apply_shared(SharedView(queues=merge_reports([report.queues])), lambda: 5_000.0)
+    assert b.snapshot().state("e1").prefill_queue == a.snapshot().state("e1").prefill_queue
+    assert len(b.state("e1").prefill_queue.arrivals) == 2
+    a.cancel_reservation("e1", 100, "rb")
+    assert [t for _, t in a.state("e1").prefill_queue.arrivals] == [640]

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from math import ceil
 
 from aigrid.core.geo import distance_km, rtt_ms
-from aigrid.core.types import Endpoint, EndpointState, GeoPoint, Prediction, RequestInfo, Site
+from aigrid.core.types import Endpoint, EndpointState, GeoPoint, Prediction, PrefillQueue, RequestInfo, Site
 
 TYPICAL_OUTPUT_TOKENS = 130
 """Median generated tokens in the Azure 2023 conversation trace; the mean service time uses it."""
@@ -77,6 +77,42 @@ def tokens_ahead(request: RequestInfo, state: EndpointState) -> float:
     if 0 > unseen:
         unseen = 0
     return state.pending_prompt_tokens + unseen * request.prompt_tokens
+
+
+def drain_tps(endpoint: Endpoint, state: EndpointState, step: float) -> float:
+    """Prompt tokens per second the engine prefills while it has a backlog: full chunks, each riding a step
+    with the running decodes; slower by the calibrated prefill coefficient once there is one."""
+    tps = endpoint.prefill_tps
+    chunk_ms = CHUNK_TOKENS * 1000.0 / (1e-9 if 1e-9 > tps else tps) + step
+    rate = CHUNK_TOKENS * 1000.0 / chunk_ms
+    cal = state.calibration
+    if cal is not None and cal.ready:
+        rate /= cal.prefill_coef
+    return rate
+
+
+def backlog_tokens(queue: PrefillQueue, arrive_s: float, rate: float) -> float:
+    """Prompt tokens still to prefill at the engine when a request sent now reaches it `arrive_s` from now:
+    Lindley's recursion over the pending prompts in arrival order, from the anchor (the latest first token:
+    everything that arrived before it was done), draining at `rate` tokens per second whenever the engine
+    has a backlog. Prompts that arrive after this request are not ahead of it."""
+    t = queue.anchor_s
+    backlog = 0.0
+    for at, tokens in queue.arrivals:
+        if at > arrive_s:
+            break
+        if t is None or at > t:
+            if t is not None:
+                backlog -= rate * (at - t)
+                if 0.0 > backlog:
+                    backlog = 0.0
+            t = at
+        backlog += tokens
+    if t is not None and arrive_s > t:
+        backlog -= rate * (arrive_s - t)
+        if 0.0 > backlog:
+            backlog = 0.0
+    return backlog
 
 
 def uncached_tokens(prompt_tokens: int, warm: bool) -> float:
@@ -129,6 +165,21 @@ def network_ms(dist: float | None, state: EndpointState) -> float:
     return rtt_ms(dist)
 
 
+def committed_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState, prediction: Prediction,
+                 warm: bool) -> float:
+    """The wait behind every pending prompt counted whole (arrived or still travelling, partly prefilled or
+    not), less the half round trip the engine works while this request travels: the work committed to the
+    endpoint, which requests sent after this one will queue behind too. The predictor's rule when it has no
+    placed queue, and what the batch class's saturation rule reads (core.urgency.saturated): it leaves
+    headroom for later urgent work, so it counts what they will meet, not only what this request meets."""
+    mine = uncached_tokens(request.prompt_tokens, warm)
+    step = step_ms(endpoint, state)
+    ahead = queue_wait_s(endpoint, state) * 1000.0 + prefill_ms(
+        endpoint, state, tokens_ahead(request, state) + mine, step) - prefill_ms(endpoint, state, mine, step)
+    ahead = ahead - prediction.rtt_ms / 2.0
+    return 0.0 if 0.0 > ahead else ahead
+
+
 def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: EndpointState,
             warm: bool) -> Prediction:
     dist = client_distance_km(request.client_location, site)
@@ -136,9 +187,18 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     mine = uncached_tokens(request.prompt_tokens, warm)
     step = step_ms(endpoint, state)
     own = prefill_ms(endpoint, state, mine, step)
-    ahead = queue_wait_s(endpoint, state) * 1000.0 + prefill_ms(
-        endpoint, state, tokens_ahead(request, state) + mine, step) - own
-    ahead = ahead - net / 2.0  # the engine works the backlog off while this request travels
+    pending = state.prefill_queue
+    wait = queue_wait_s(endpoint, state)
+    if pending is None:  # committed_ms's rule, inline (once per candidate of every decision)
+        ahead = wait * 1000.0 + prefill_ms(endpoint, state, tokens_ahead(request, state) + mine, step) - own
+        ahead = ahead - net / 2.0  # the engine works the backlog off while this request travels
+    else:
+        # waiting for a batch slot, the prompts ahead wait too: they drain only while the engine admits
+        unseen = state.waiting - state.pending_requests
+        tokens = backlog_tokens(pending, net / 2000.0, 0.0 if wait > 0.0 else drain_tps(endpoint, state, step))
+        if unseen > 0:
+            tokens += unseen * request.prompt_tokens
+        ahead = wait * 1000.0 + prefill_ms(endpoint, state, tokens + mine, step) - own
     if 0.0 > ahead:
         ahead = 0.0
     cal = state.calibration

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from math import inf
 
 from aigrid.core.plugins import Context, Filter, Picker, Scorer, Verdict
-from aigrid.core.predict import in_system, predict, warm_owners
+from aigrid.core.predict import committed_ms, in_system, predict, warm_owners
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
 from aigrid.core.right_size import describe, model_choice
 from aigrid.core.scorers.cost import request_cost_usd
@@ -85,7 +86,9 @@ class Scheduler:
             prediction = predict(request, endpoint, site, state, endpoint.id in owners)
             if urgency is not None:
                 late = too_late(urgency, prediction)
-                busy = None if late else saturated(urgency, endpoint, in_system(state), prediction)
+                committed = 0.0 if late or urgency.max_queue_ms == inf else committed_ms(
+                    request, endpoint, state, prediction, endpoint.id in owners)
+                busy = None if late else saturated(urgency, endpoint, in_system(state), committed)
                 if late or busy:
                     rejected.append(Rejection(endpoint.id, site.id, "deadline" if late else "saturated",
                                               late or busy or ""))

@@ -80,6 +80,20 @@ class Circuit(StrEnum):
     HALF_OPEN = "half_open"
 
 
+class PrefillQueue(NamedTuple):
+    """The prompts the gateways sent to one endpoint that have not produced a first token, placed in time:
+    what the predictor replays to know how much prefill is still ahead of a new request when it arrives.
+
+    Times are seconds relative to the snapshot (negative: in the past). The engine prefills in arrival order,
+    so once the gateways saw the first token of a request, everything that arrived before it is done: that
+    request is the anchor, and only prompts that arrived after it are listed."""
+
+    anchor_s: float | None
+    """When the engine produced the latest first token the gateways know of (None: none known)."""
+    arrivals: tuple[tuple[float, int], ...]
+    """(when the prompt reaches or reached the engine, its prompt tokens), oldest first."""
+
+
 class EndpointState(NamedTuple):
     """Latest telemetry for one endpoint. Missing numbers are None: the core falls back to the profile.
 
@@ -110,6 +124,9 @@ class EndpointState(NamedTuple):
     power_source: str = "estimated"
     age_s: float = 0.0
     reason: str = ""
+    prefill_queue: PrefillQueue | None = None
+    """The gateways' pending prompts placed in time (None: not known; the predictor then counts
+    pending_prompt_tokens as all ahead)."""
 
 
 @dataclass(frozen=True, slots=True)

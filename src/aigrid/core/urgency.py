@@ -125,14 +125,16 @@ def too_late(urgency: Urgency, prediction: Prediction) -> str | None:
     return f"predicted TTFT {prediction.ttft_ms:.0f} ms is past the deadline ({urgency.deadline_ms:.0f} ms left)"
 
 
-def saturated(urgency: Urgency, endpoint: Endpoint, in_system: int, prediction: Prediction) -> str | None:
-    """Why this endpoint is too busy for the request's class (it should wait at the gateway), or None."""
+def saturated(urgency: Urgency, endpoint: Endpoint, in_system: int, committed_ms: float) -> str | None:
+    """Why this endpoint is too busy for the request's class (it should wait at the gateway), or None.
+    `committed_ms`: the modelled wait behind all the work committed to the endpoint (core.predict.committed_ms;
+    the caller may pass 0 for a class without a queue limit)."""
     if in_system == 0:
         return None  # an idle endpoint is never saturated, whatever its remembered latency says
     slots = max(endpoint.max_concurrency, 1)
     if in_system >= urgency.max_busy * slots:
         return f"{in_system} in system of {slots} slots: {urgency.klass} leaves {1 - urgency.max_busy:.0%} free"
-    queue = prediction.model_ahead_ms
+    queue = committed_ms
     if queue > urgency.max_queue_ms:
         return f"{queue:.0f} ms of work queued ahead: {urgency.klass} waits where it would exceed " \
                f"{urgency.max_queue_ms:.0f} ms"
@@ -171,12 +173,13 @@ def neutral_choice(decision: Decision) -> Candidate | None:
 SEND, WAIT, LATE, REJECT = "send", "wait", "late", "reject"
 
 
-ENGINE_QUEUE_SHARE = 0.45
-"""A request with queue ahead whose optimistic TTFT (the prediction's p10) at its best endpoint is over 45%
+ENGINE_QUEUE_SHARE = 0.5
+"""A request with queue ahead whose optimistic TTFT (the prediction's p10) at its best endpoint is over half
 of its SLO waits at the gateway (docs/simulator.md, "A shorter queue at the engine"). 0.4 with the ledgers
-exchanged every 0.1 s; with the 20 ms exchange the gateways see more of each other's queue, and 0.4 then
-failed 4 of the global plan's 14 checks (requests held and shed that would have made it), 0.45 and 0.5 passed
-them all, and 0.5 kept the one-region 80% median further above 1.1x the best baseline's (docs/simulator.md)."""
+exchanged every 0.1 s; 0.45 with the 20 ms exchange (0.4 then failed 4 of the global plan's 14 checks:
+requests held and shed that would have made it); 0.5 since the predictor replays the pending prompts placed
+in time (core.predict.backlog_tokens), whose lower, truer queue predictions at 0.45 failed 2 of the plan's
+checks and at 0.5 none."""
 
 
 def budget_ms(decision: Decision, slo_ms: float, waited_ms: float = 0.0) -> float:

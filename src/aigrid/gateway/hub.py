@@ -52,6 +52,7 @@ from aigrid.security.firewall.abuse_shared import (
 )
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 from aigrid.telemetry.periodic import Periodic
+from aigrid.telemetry.prefill_book import Report, from_wire, merge_reports, to_wire
 
 log = logging.getLogger("aigrid.hub")
 AUDIT_WAIT_S = 5.0
@@ -67,6 +68,7 @@ class Hub:
         self._ttl_s = ttl_s
         self._inflight: dict[str, tuple[float, dict[str, list[int]]]] = {}  # worker -> (wall time, ledger)
         self._tenants: dict[str, dict[str, int]] = {}  # worker -> its requests in flight per tenant (admission)
+        self._queues: dict[str, Report] = {}  # worker -> its pending prompts in time (telemetry/prefill_book.py)
         self._circuits: dict[str, float] = {}
         self._affinity: deque[tuple[int, str, str, str]] = deque(maxlen=affinity_max)  # seq, key, endpoint, worker
         self._observations: deque[tuple[int, list[Any], str]] = deque(maxlen=calibration_max)  # seq, obs, worker
@@ -207,6 +209,7 @@ class Hub:
         """One worker's report in, the others' merged view out (the Redis backend's semantics)."""
         me, now = str(report["gateway"]), time.time()
         self._inflight[me] = (now, report["inflight"])
+        self._queues[me] = from_wire(report.get("queues"))
         self._tenants[me] = report.get("tenants") or {}
         self._circuits.update(report["circuits"])
         for key, endpoint in report["affinity"]:
@@ -221,6 +224,7 @@ class Hub:
             if now - at > self._ttl_s:
                 del self._inflight[worker]  # a worker that stopped reporting stops counting
                 self._tenants.pop(worker, None)
+                self._queues.pop(worker, None)
                 continue
             if worker == me:
                 continue
@@ -233,8 +237,10 @@ class Hub:
         self._cursor[me] = self._seq
         affinity = [[k, e] for seq, k, e, w in self._affinity if seq > since and w != me]
         calibration = [o for seq, o, w in self._observations if seq > since and w != me]
+        queues = merge_reports(q for worker, q in self._queues.items() if worker != me)
         return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants,
-                "calibration": calibration, "peers": sum(1 for worker in self._inflight if worker != me)}
+                "calibration": calibration, "peers": sum(1 for worker in self._inflight if worker != me),
+                "queues": to_wire(queues)}
 
 
 def _counters(raw: list[list[Any]]) -> list[Counter]:

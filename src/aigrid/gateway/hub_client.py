@@ -27,6 +27,7 @@ from aigrid.gateway.hub_protocol import frame, read_frame
 from aigrid.gateway.response_store import BrokenHistory, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
 from aigrid.security.quota_backend import Counter
+from aigrid.telemetry.prefill_book import from_wire, to_wire
 from aigrid.telemetry.shared import LocalReport, SharedView
 
 CALL_TIMEOUT_S = 5.0
@@ -161,7 +162,8 @@ class HubSharedState:
     async def exchange(self, report: LocalReport) -> SharedView:
         arg = {"gateway": report.gateway_id, "inflight": {k: list(v) for k, v in report.inflight.items()},
                "circuits": dict(report.circuits_opened), "affinity": [list(a) for a in report.affinity],
-               "tenants": dict(report.tenants), "calibration": [list(o) for o in report.calibration]}
+               "tenants": dict(report.tenants), "calibration": [list(o) for o in report.calibration],
+               "queues": to_wire(report.queues)}
         try:
             view = await self._client.call("exchange", arg)
         except HubError as e:
@@ -171,7 +173,7 @@ class HubSharedState:
                           tuple((k, e) for k, e in view["affinity"]),
                           {str(k): int(v) for k, v in (view.get("tenants") or {}).items()},
                           tuple((str(e), float(a), float(o), float(y)) for e, a, o, y in view.get("calibration") or ()),
-                          int(view.get("peers") or 0))
+                          int(view.get("peers") or 0), from_wire(view.get("queues")))
 
     async def aclose(self) -> None:
         """The client is the worker's, closed with it."""

@@ -226,7 +226,9 @@ class Proxy:
         attempt_start = self._clock()
         stack = Held()
         got_first = False
-        self._store.request_started(cand.endpoint_id, record.prompt_tokens)
+        request = record.decision.request_id
+        self._store.request_started(cand.endpoint_id, record.prompt_tokens, request,
+                                    cand.prediction.rtt_ms / 1000.0 if self._emulate else 0.0)
         entry: dict[str, Any] = {"endpoint": cand.endpoint_id, "ok": False}
         if hedged:
             entry["hedge"] = True
@@ -248,26 +250,26 @@ class Proxy:
                     if upstream.status >= 500:
                         raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
                     first = await anext(upstream.body, b"")
-                    self._store.first_token(cand.endpoint_id, record.prompt_tokens)
+                    self._store.first_token(cand.endpoint_id, record.prompt_tokens, request)
                     got_first = True
             except TimeoutError as e:
                 raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
         except EngineError as e:
             await stack.aclose()
-            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first)
+            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
             self._fail(cand, entry, str(e) or type(e).__name__, self._clock() - attempt_start)
             span.fail(entry["error"])
             raise
         except asyncio.CancelledError:
             await stack.aclose()
-            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first)
+            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
             entry.update(error="cancelled: another attempt answered first")
             span.fail(entry["error"])
             raise
         except Exception as e:  # not an engine error: a bug or an unmapped library error; never leak the slot
             log.warning("endpoint %s: unexpected error before the first byte", cand.endpoint_id, exc_info=e)
             await stack.aclose()
-            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first)
+            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
             self._fail(cand, entry, f"unexpected {type(e).__name__}: {e}", self._clock() - attempt_start)
             span.fail(entry["error"])
             raise EngineUnavailable(f"unexpected {type(e).__name__}: {e}") from e

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aigrid.core.calibration import DECAY, Calibration, observe
-from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView
+from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, PrefillQueue
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.grid import Grid
-from aigrid.sim.shared_state import SyncedLedger
+from aigrid.sim.shared_state import SyncedLedger, SyncedPrefillBook
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import Load, merged_counts
 
@@ -26,9 +26,10 @@ _new_tuple = tuple.__new__
 
 
 def seen_state(s: EndpointState, counts: tuple[int, int, int, int, int] | None, cal: Calibration | None,
-               circuit: Circuit) -> EndpointState:
+               circuit: Circuit, queue: PrefillQueue | None = None) -> EndpointState:
     """The engine's published state `s` as one gateway sees it: its in-flight ledger folded in (`counts`,
-    telemetry.inflight.merged_counts), its own calibration, its own circuit breaker when not closed.
+    telemetry.inflight.merged_counts), its own calibration, its own circuit breaker when not closed, the
+    pending prompts it knows of placed in time (`queue`).
 
     The same state as s._replace(**changes) would build (tests/sim/test_gateway.py checks it field by field),
     built with one positional call, once per candidate of every decision: dataclasses.replace on the frozen
@@ -40,7 +41,7 @@ def seen_state(s: EndpointState, counts: tuple[int, int, int, int, int] | None, 
         s.healthy, s.circuit if closed else circuit, running, waiting, s.kv_usage, s.ttft_s, s.tpot_s,
         s.mean_output_tokens, s.error_rate, pending, tokens, decoding, s.rtt_ms,
         s.calibration if cal is None else cal, s.power_w, s.power_source, s.age_s,
-        s.reason if closed else "connection failed recently"))
+        s.reason if closed else "connection failed recently", s.prefill_queue if queue is None else queue))
 
 
 class Telemetry:
@@ -104,6 +105,9 @@ class Gateways:
         self.ledgers = [SyncedLedger() for _ in range(count)]
         self.total = SyncedLedger()
         """Every gateway's sends together: what the shared state holds once synced."""
+        self.book = SyncedPrefillBook(len(grid.endpoints)) if local_accounting and calibrate else None
+        """The pending prompts placed in time (the predictor's PrefillQueue); not kept for the baselines,
+        which read none."""
         self.shared_sync_s = shared_sync_s if count > 1 and local_accounting else 0.0
         self.breakers: list[dict[int, CircuitBreaker]] = [{} for _ in range(count)]
         self.learnt: list[dict[int, Calibration | None]] = [{} for _ in grid.endpoints]
@@ -123,6 +127,8 @@ class Gateways:
     def _sync(self, loop: EventLoop) -> None:
         """One exchange through the shared state: every gateway learns every other's ledger as of now."""
         self.total.exchange()
+        if self.book is not None:
+            self.book.exchange(loop.now)
         for ledger in self.ledgers:
             ledger.exchange()
         if self.observations:
@@ -161,6 +167,7 @@ class Gateways:
         fold = self.shared_sync_s > 0 and self.calibrate  # this gateway folds the others' outcomes from now on
         mine = self.ledgers[gateway] if self.local_accounting else None
         total = self.total if self.shared_sync_s > 0 else None
+        book = self.book
         states: dict[str, EndpointState] = {}
         for i, ep in zip(idx, endpoints, strict=True):
             s = visible[i]
@@ -171,23 +178,35 @@ class Gateways:
             cal = learnt[i].setdefault(gateway, None) if fold else learnt[i].get(gateway)
             breaker = breakers.get(i)
             circuit = Circuit.CLOSED if breaker is None else breaker.state(now)
-            if counts is None and cal is None and circuit is Circuit.CLOSED:
+            if book is not None:
+                states[ep.id] = seen_state(s, counts, cal, circuit, book.queue(i, gateway, now))
+            elif counts is None and cal is None and circuit is Circuit.CLOSED:
                 states[ep.id] = s
             else:
                 states[ep.id] = seen_state(s, counts, cal, circuit)
         return GridView(self.grid.sites, endpoints, states, {}, self.grid.models)
 
     # ---- the gateway's observations (the live gateway's TelemetryStore does the same) -------------------
-    def record_send(self, gateway: int, index: int, prompt_tokens: int) -> None:
+    def record_send(self, gateway: int, index: int, prompt_tokens: int, rid: int = -1, now: float = 0.0,
+                    arrives_at: float = 0.0) -> None:
+        """Gateway `gateway` sent request `rid` (`prompt_tokens`) to endpoint `index` at `now`; it expects it
+        there at `arrives_at` (half its round trip later)."""
         if self.local_accounting:
             self.ledgers[gateway].sent(index, prompt_tokens)
             self.total.sent(index, prompt_tokens)
+            if self.book is not None:
+                self.book.sent(index, rid, gateway, now, arrives_at, prompt_tokens)
 
     def record_first_token(self, gateway: int, index: int, prompt_tokens: int, model_ahead_ms: float,
-                           model_own_ms: float, observed_engine_ms: float) -> None:
+                           model_own_ms: float, observed_engine_ms: float, rid: int = -1, now: float = 0.0,
+                           produced_at: float = 0.0) -> None:
+        """The first token of request `rid` reached its gateway at `now`; the engine produced it at
+        `produced_at` as the gateway reckons (now less half the round trip)."""
         if self.local_accounting:
             self.ledgers[gateway].first_token(index, prompt_tokens)
             self.total.first_token(index, prompt_tokens)
+            if self.book is not None:
+                self.book.first_token(index, rid, gateway, now, produced_at)
         if self.calibrate:
             cals = self.learnt[index]
             cal = cals.get(gateway)
@@ -199,10 +218,13 @@ class Gateways:
         if breaker is not None:
             breaker.record_success()
 
-    def record_finished(self, gateway: int, index: int, prompt_tokens: int, had_first_token: bool) -> None:
+    def record_finished(self, gateway: int, index: int, prompt_tokens: int, had_first_token: bool,
+                        rid: int = -1, now: float = 0.0) -> None:
         if self.local_accounting:
             self.ledgers[gateway].finished(index, prompt_tokens, had_first_token)
             self.total.finished(index, prompt_tokens, had_first_token)
+            if self.book is not None and not had_first_token:
+                self.book.drop(index, rid, now)
 
     def record_failure(self, gateway: int, index: int, now: float) -> None:
         if self.cooldown_s > 0:

@@ -144,6 +144,8 @@ class Simulation:
         """Per call, where the deciding gateway's ledger has it: 0 not in it, 1 pending, 2 decoding."""
         self.model_ms = np.zeros(n)
         self.model_own_ms = np.zeros(n)
+        self.oneway = [0.0] * n
+        """Per call: the trip to the engine as its gateway reckoned it when sending (half the predicted RTT)."""
         self.predicted = np.full(n, np.nan)
         """The chosen candidate's point prediction of TTFT (ms) at the last decision."""
         self.floor = np.full(n, np.nan)
@@ -259,7 +261,9 @@ class Simulation:
             return True
         k = self.ep_index[best.endpoint_id]
         self.prompt[i] = req.prompt_tokens
-        self.gw.record_send(g, k, req.prompt_tokens)
+        oneway = best.prediction.rtt_ms / 2000.0  # what the gateway reckons the trip to the engine takes
+        self.oneway[i] = oneway
+        self.gw.record_send(g, k, req.prompt_tokens, i, now, now + oneway)
         self.stage[i] = 1
         self.model_ms[i] = best.prediction.model_ahead_ms
         self.model_own_ms[i] = best.prediction.model_own_ms
@@ -324,8 +328,10 @@ class Simulation:
         if self.stage[i] != 1 or self.chosen[i] != k:
             return
         self.stage[i] = 2
+        now = self.loop.now
         self.gw.record_first_token(int(self.arr.gateway[i]), k, int(self.prompt[i]),
-                                   float(self.model_ms[i]), float(self.model_own_ms[i]), engine_s * 1000.0)
+                                   float(self.model_ms[i]), float(self.model_own_ms[i]), engine_s * 1000.0,
+                                   i, now, now - self.oneway[i])
 
     def _seen_done(self, arg: tuple[int, int]) -> None:
         self._unbook(*arg)
@@ -339,7 +345,7 @@ class Simulation:
         """Take call i off its gateway's ledger for endpoint k (finished, failed or lost)."""
         if self.stage[i] and self.chosen[i] == k:
             self.gw.record_finished(int(self.arr.gateway[i]), k, int(self.prompt[i]),
-                                    self.stage[i] == 2)
+                                    self.stage[i] == 2, i, self.loop.now)
             self.stage[i] = 0
 
     def _done(self, job: Job, now: float) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 
+from aigrid.core.types import PrefillQueue
 from aigrid.telemetry.inflight import InflightLedger, Load
+from aigrid.telemetry.prefill_book import latest, queue_of
 
 
 class SyncedLedger:
@@ -62,3 +64,62 @@ class SyncedLedger:
 
     def empty(self) -> bool:
         return next(self.live.items(), None) is None
+
+
+class SyncedPrefillBook:
+    """Every gateway's pending prompts per endpoint, placed in time (core.types.PrefillQueue), as each gateway
+    knows them: its own at once, the other gateways' as of the last exchange.
+
+    One dict per endpoint holds every gateway's entries (request -> [arrives at, tokens, gateway, sent at,
+    dropped at]). An entry taken off (first token seen, finished, failed) stays until the next exchange with
+    the time it went, so the other gateways still see it as the shared state last held it; the exchange then
+    purges it. Anchors (the engine time of the latest first token seen, and that request's arrival) are kept
+    per gateway and merged at each exchange."""
+
+    __slots__ = ("entries", "own_anchor", "synced_anchor", "synced_at", "_gone", "_anchored")
+
+    def __init__(self, endpoints: int) -> None:
+        self.entries: list[dict[int, list[float]]] = [{} for _ in range(endpoints)]
+        self.own_anchor: list[dict[int, tuple[float, float]]] = [{} for _ in range(endpoints)]
+        self.synced_anchor: list[tuple[float, float] | None] = [None] * endpoints
+        self.synced_at = float("-inf")
+        self._gone: list[tuple[int, int]] = []
+        self._anchored: set[int] = set()
+
+    def sent(self, index: int, rid: int, gateway: int, now: float, arrives_at: float, tokens: int) -> None:
+        self.entries[index][rid] = [arrives_at, float(tokens), float(gateway), now, float("inf")]
+
+    def drop(self, index: int, rid: int, now: float) -> list[float] | None:
+        entry = self.entries[index].get(rid)
+        if entry is None or entry[4] != float("inf"):
+            return None
+        entry[4] = now
+        self._gone.append((index, rid))
+        return entry
+
+    def first_token(self, index: int, rid: int, gateway: int, now: float, produced_at: float) -> None:
+        entry = self.drop(index, rid, now)
+        if entry is None:
+            return
+        anchors = self.own_anchor[index]
+        anchor = (produced_at, entry[0])
+        if latest(anchors.get(gateway), anchor) is anchor:
+            anchors[gateway] = anchor
+            self._anchored.add(index)
+
+    def exchange(self, now: float) -> None:
+        self.synced_at = now
+        entries = self.entries
+        for index, rid in self._gone:
+            entries[index].pop(rid, None)
+        self._gone.clear()
+        for index in self._anchored:
+            self.synced_anchor[index] = latest(self.synced_anchor[index], *self.own_anchor[index].values())
+        self._anchored.clear()
+
+    def queue(self, index: int, gateway: int, now: float) -> PrefillQueue:
+        """What gateway `gateway` knows of endpoint `index`'s pending prompts now."""
+        anchor = latest(self.synced_anchor[index], self.own_anchor[index].get(gateway))
+        g, synced = float(gateway), self.synced_at
+        return queue_of(anchor, ((at, int(tokens)) for at, tokens, owner, sent, gone in self.entries[index].values()
+                                 if (gone > now if owner == g else sent <= synced < gone)), now)

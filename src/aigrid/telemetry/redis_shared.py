@@ -5,7 +5,9 @@ Keys, all under `aigrid:<grid>:`
 - `gateways`: sorted set gateway -> wall time of its last exchange: the gateways alive within `ttl_s`, whose
   ledgers count and whose number weighs the others' calibration observations (telemetry/store.py);
 - `ledgers`: hash gateway -> its ledger, packed as JSON: `{"i": {endpoint: [requests pending a first token,
-  their prompt tokens, requests decoding]}, "t": {tenant: requests in flight}}`. One field per gateway, read
+  their prompt tokens, requests decoding]}, "t": {tenant: requests in flight}, "q": {endpoint: [latest
+  first token as [produced, arrived] or null, [[pending prompt's arrival, its tokens], ...]]}}` (wall
+  times; telemetry/prefill_book.py). One field per gateway, read
   with one HGETALL; a gateway that stopped exchanging stops counting once it leaves `gateways` (within
   `ttl_s`), and the next exchange deletes its field;
 - `circuits`: hash endpoint -> wall time a gateway last opened that endpoint's circuit;
@@ -25,12 +27,13 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from aigrid.errors import SharedStateUnavailable
+from aigrid.telemetry.prefill_book import Report, from_wire, merge_reports, to_wire
 from aigrid.telemetry.shared import LocalReport, Observation, SharedView
 
 
 def _ledger(raw: bytes, part: str) -> dict[str, object]:
-    """One part ("i": in-flight per endpoint, "t": per tenant) of a gateway's packed ledger; empty for a value
-    no gateway of this version writes."""
+    """One part ("i": in-flight per endpoint, "t": per tenant, "q": pending prompts in time) of a gateway's
+    packed ledger; empty for a value no gateway of this version writes."""
     try:
         value = json.loads(raw)
     except ValueError:
@@ -58,7 +61,8 @@ class RedisSharedState:
     async def exchange(self, report: LocalReport) -> SharedView:
         p = self._p
         now = time.time()
-        ledger = json.dumps({"i": report.inflight, "t": report.tenants}, separators=(",", ":"))
+        ledger = json.dumps({"i": report.inflight, "t": report.tenants, "q": to_wire(report.queues)},
+                            separators=(",", ":"))
         try:
             pipe = self._r.pipeline(transaction=False)
             # in this order: a gateway's heartbeat is written before its ledger, and the live set is read after
@@ -90,6 +94,7 @@ class RedisSharedState:
             raise SharedStateUnavailable(f"redis: {e}") from e
         inflight: dict[str, tuple[int, int, int]] = {}
         tenants: dict[str, int] = {}
+        queues: list[Report] = []
         peers = 0
         for g, raw in ledgers.items():
             name = g.decode()
@@ -103,9 +108,10 @@ class RedisSharedState:
             for tenant, n in _ledger(raw, "t").items():
                 if type(n) is int:
                     tenants[tenant] = tenants.get(tenant, 0) + n
+            queues.append(from_wire(_ledger(raw, "q")))
         circuits = {ep.decode(): float(t) for ep, t in results[-3].items()}
         return SharedView(inflight, circuits, self._affinity_from(results[-2], report.gateway_id), tenants,
-                          self._calibration_from(results[-1], report.gateway_id), peers)
+                          self._calibration_from(results[-1], report.gateway_id), peers, merge_reports(queues))
 
     def _affinity_from(self, raw: StreamRead, me: str) -> tuple[tuple[str, str], ...]:
         self._affinity_cursor, entries = _others(raw, me, self._affinity_cursor)

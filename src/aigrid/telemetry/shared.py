@@ -18,6 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from aigrid.telemetry.prefill_book import Anchor, Arrival
+
+Queues = Mapping[str, tuple[Anchor | None, tuple[Arrival, ...]]]
+"""endpoint id -> (anchor, pending prompts) in wall time (telemetry/prefill_book.py)."""
+
 Observation = tuple[str, float, float, float]
 """One served outcome for calibration: (endpoint id, modelled wait ahead ms, modelled own prefill ms,
 observed engine ms), the arguments of core.calibration.observe."""
@@ -38,6 +43,8 @@ class LocalReport:
     """tenant -> requests this gateway has in flight for it (the admission queue's fair sharing)."""
     calibration: tuple[Observation, ...] = ()
     """The calibration observations this gateway made since the previous report."""
+    queues: Queues = field(default_factory=dict)
+    """This gateway's pending prompts placed in time, and its latest first token, per endpoint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +62,8 @@ class SharedView:
     peers: int = 0
     """How many other gateways reported recently: their observations count 1 / peers each, so all of them
     together weigh as much as this gateway's own (core.calibration.observe)."""
+    queues: Queues = field(default_factory=dict)
+    """The other gateways' pending prompts and latest first tokens, merged (prefill_book.merge_reports)."""
 
 
 class SharedState(Protocol):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
+from itertools import chain
 from types import MappingProxyType
 
 from aigrid.core.calibration import Calibration, observe
@@ -19,6 +20,7 @@ from aigrid.engines.protocol import EngineStats
 from aigrid.logs import fields
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import InflightLedger, Load, combined, merged_state
+from aigrid.telemetry.prefill_book import Anchor, Arrival, PrefillBook, latest, queue_of
 from aigrid.telemetry.shared import LocalReport, Observation, SharedView
 from aigrid.telemetry.window import DeltaMean
 
@@ -45,6 +47,8 @@ class _Live:
     remote: Load | None = None
     """The other gateways' in-flight work here, as of the last exchange through the shared state."""
     remote_opened_at: float | None = None
+    remote_queue: tuple[Anchor | None, tuple[Arrival, ...]] | None = None
+    """The other gateways' pending prompts here placed in time (this store's clock), as of the last exchange."""
     calibration: Calibration = field(default_factory=Calibration)
     rtt_ewma_ms: float | None = None
 
@@ -58,6 +62,8 @@ class TelemetryStore:
         self._clock = clock
         self._live = {e.id: _Live() for e in endpoints}
         self._ledger = InflightLedger()
+        self._book = PrefillBook()
+        """This gateway's pending prompts placed in time (telemetry/prefill_book.py), for the predictor."""
         self._slot_count = {e.id: max(e.max_concurrency, 1) for e in endpoints}
         self._affinity: OrderedDict[str, str] = OrderedDict()
         self._shares = shares
@@ -96,9 +102,15 @@ class TelemetryStore:
         self._dirty.add(endpoint_id)
 
     # gateway observations ----------------------------------------------------------------------------
-    def request_started(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
+    def request_started(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None,
+                        delay_s: float = 0.0) -> None:
         """A request left for the endpoint: pending (its prompt queues for prefill) until its first token.
-        One already reserved there (admitted, not yet sent) takes its reservation instead of booking again."""
+        One already reserved there (admitted, not yet sent) takes its reservation instead of booking again.
+        With its key (`request`), it also enters the book of pending prompts, due at the engine after
+        `delay_s` (an emulated distance) plus half the measured round trip."""
+        if request is not None:
+            self._book.sent(endpoint_id, request, self._clock() + delay_s + self._half_rtt_s(endpoint_id),
+                            prompt_tokens)
         reserved = self._reserved.get(endpoint_id, 0)
         if reserved > 0:
             self._reserved[endpoint_id] = reserved - 1
@@ -106,28 +118,40 @@ class TelemetryStore:
         self._ledger.sent(endpoint_id, prompt_tokens)
         self._dirty.add(endpoint_id)
 
-    def reserve(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
+    def reserve(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None) -> None:
         """A request admitted to the endpoint (gateway/admission.py) is in the ledger at once, before its
         proxy attempt starts: the next decision, made a moment later, must see it there."""
+        if request is not None:
+            self._book.sent(endpoint_id, request, self._clock() + self._half_rtt_s(endpoint_id), prompt_tokens)
         self._ledger.sent(endpoint_id, prompt_tokens)
         self._dirty.add(endpoint_id)
         self._reserved[endpoint_id] = self._reserved.get(endpoint_id, 0) + 1
 
-    def cancel_reservation(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
+    def cancel_reservation(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None) -> None:
         """An admitted request that never started (its client left first) gives its reservation back."""
         reserved = self._reserved.get(endpoint_id, 0)
         if reserved > 0:
             self._reserved[endpoint_id] = reserved - 1
-            self.request_finished(endpoint_id, prompt_tokens)
+            self.request_finished(endpoint_id, prompt_tokens, False, request)
 
-    def first_token(self, endpoint_id: str, prompt_tokens: int = 0) -> None:
-        """The request's first token came back: its prefill is done, it is decoding."""
+    def first_token(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None) -> None:
+        """The request's first token came back: its prefill is done, it is decoding. The engine produced it
+        half a round trip ago: the book's anchor."""
         self._ledger.first_token(endpoint_id, prompt_tokens)
+        if request is not None:
+            self._book.first_token(endpoint_id, request, self._clock() - self._half_rtt_s(endpoint_id))
         self._dirty.add(endpoint_id)
 
-    def request_finished(self, endpoint_id: str, prompt_tokens: int = 0, had_first_token: bool = False) -> None:
+    def request_finished(self, endpoint_id: str, prompt_tokens: int = 0, had_first_token: bool = False,
+                         request: Hashable | None = None) -> None:
         self._ledger.finished(endpoint_id, prompt_tokens, had_first_token)
+        if request is not None and not had_first_token:
+            self._book.drop(endpoint_id, request)
         self._dirty.add(endpoint_id)
+
+    def _half_rtt_s(self, endpoint_id: str) -> float:
+        rtt = self._live[endpoint_id].rtt_ewma_ms
+        return 0.0 if rtt is None else rtt / 2000.0
 
     def record_success(self, endpoint_id: str, ttft_s: float | None, prediction: Prediction | None = None) -> None:
         """A served answer. With its engine TTFT measured (a stream) and the decision's prediction, the
@@ -221,7 +245,8 @@ class TelemetryStore:
         observations = tuple(self._calibration_pending)
         self._calibration_pending.clear()
         loads = {str(ep): (load.pending, load.pending_tokens, load.decoding) for ep, load in self._ledger.items()}
-        return LocalReport(gateway_id, loads, opened, pending, dict(self.tenants_local), observations)
+        return LocalReport(gateway_id, loads, opened, pending, dict(self.tenants_local), observations,
+                           self._book.report(now, wall_now - now))
 
     def requeue_affinity(self, entries: tuple[tuple[str, str], ...]) -> None:
         """Entries a failed exchange did not deliver go out with the next one (the newest, if the shared
@@ -241,6 +266,14 @@ class TelemetryStore:
             live.remote = None if remote is None else Load(*remote)
             opened_wall = view.circuits_opened.get(ep)
             live.remote_opened_at = None if opened_wall is None else now - (wall_now - opened_wall)
+            queue = view.queues.get(ep)
+            if queue is None:
+                live.remote_queue = None
+            else:  # wall time to this store's clock
+                shift = now - wall_now
+                anchor, arrivals = queue
+                live.remote_queue = (None if anchor is None else (anchor[0] + shift, anchor[1] + shift),
+                                     tuple((at + shift, tokens) for at, tokens in arrivals))
         for key, endpoint_id in view.affinity:
             if endpoint_id in self._live:
                 self._set_affinity(key, endpoint_id)
@@ -259,7 +292,13 @@ class TelemetryStore:
         now = self._clock()
         s = merged_state(live.scraped, combined(self._ledger.get(endpoint_id), live.remote),
                          self._slots(endpoint_id))
+        remote = live.remote_queue
+        anchor = self._book.anchor(endpoint_id)
+        arrivals = self._book.arrivals(endpoint_id)
+        if remote is not None:
+            anchor, arrivals = latest(anchor, remote[0]), chain(arrivals, remote[1])
         return s._replace(
+            prefill_queue=queue_of(anchor, arrivals, now),
             circuit=self._circuit(live, now),
             rtt_ms=live.rtt_ewma_ms,
             calibration=live.calibration,
@@ -282,7 +321,9 @@ class TelemetryStore:
         """The view for one decision. Only endpoints that changed are rebuilt (plus those whose circuit is
         cooling down, which changes with time alone); `age_s` is as of each endpoint's last change."""
         for ep, live in self._live.items():
-            if live.breaker.opened_at is not None or live.remote_opened_at is not None:
+            # a cooling circuit changes with time alone, and so do the pending prompts' times (relative to now)
+            if (live.breaker.opened_at is not None or live.remote_opened_at is not None
+                    or (live.remote_queue is not None and live.remote_queue[1]) or self._book.has_pending(ep)):
                 self._dirty.add(ep)
         for ep in self._dirty:
             self._states[ep] = self.state(ep)
