@@ -33,6 +33,9 @@ async def test_every_streamed_answer_calibrates_its_endpoint_and_the_ledger_empt
     assert gateway.store.inflight("fra-smollm2") == 0
     state = gateway.store.state("fra-smollm2")
     assert (state.pending_requests, state.pending_prompt_tokens, state.decoding) == (0, 0, 0)
+    # the book of pending prompts is empty too, and its anchor is the last first token (just now)
+    assert state.prefill_queue is not None and state.prefill_queue.arrivals == ()
+    assert state.prefill_queue.anchor_s is not None and -5.0 < state.prefill_queue.anchor_s <= 0.0
     d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
     chosen = d["candidates"][0]
     assert chosen["predicted_ttft_p90_ms"] >= chosen["predicted_ttft_ms"] > 0 and d["ttft_ms"] is not None
@@ -50,6 +53,11 @@ async def test_a_request_waiting_for_its_first_token_is_pending_with_its_prompt(
             break
         await asyncio.sleep(0.01)
     assert s.pending_requests == 1 and s.pending_prompt_tokens > 50 and s.decoding == 0
+    # placed in time: it reached the engine (half the measured round trip after it left), all its tokens
+    grid = {e["id"]: e for e in (await client.get("/v1/grid")).json()["endpoints"]}
+    book = grid["fra-smollm2"]["prefill_queue"]
+    assert book["prompts"] == 1 and book["tokens"] == s.pending_prompt_tokens
+    assert book["first_arrival_ms"] <= (grid["fra-smollm2"]["measured_rtt_ms"] or 0.0) / 2 + 0.1
     other = await stream(client, "Frankfurt")  # the next decision sees that work ahead
     d = (await client.get(f"/v1/decisions/{other.headers['x-aigrid-decision']}")).json()
     fra = next(c for c in d["candidates"] if c["endpoint"] == "fra-smollm2")

@@ -4,8 +4,10 @@ slow one it replaced.
 The digests below were recorded with the simulator as it was before the speed-ups of issue 16 (one process,
 full ledger copies at every exchange, candidate lists searched one by one): first at commit ead7296 (main at
 7f94264 and 7d1dd22 gave the same), then balanced's again on main at b9a0c04, whose calibration changed on
-purpose (Huber weights, issue 11), and again on branch issue-11-simcal, where the simulated gateways began to
-share calibration outcomes (weighted, as the live ones do); the baselines' held throughout. A change
+purpose (Huber weights, issue 11), again on branch issue-11-simcal, where the simulated gateways began to
+share calibration outcomes (weighted, as the live ones do), and again on branch issue-11-pred, where the
+predictor began to replay the pending prompts placed in time (core.predict.backlog_tokens); the baselines'
+held throughout. A change
 that means to alter routing (the core, the simulated gateways or engines) changes them on purpose: check
 the new figures, then record the new digests with
 
@@ -34,8 +36,8 @@ MINI = Path(__file__).parent / "data" / "mini-planet.yaml"
 EXAMPLES = Path(__file__).parents[2] / "examples" / "sim"
 
 DIGESTS = {
-    "balanced": ("c5b5223d2a1e304331562c57981298fb77aeac266b362dcf3850ea24d2fa0eb9",
-                 "42d8df706ee0f19cba88374f476e2fae40213f7d8783091fa5c21f59c135533f"),
+    "balanced": ("6763c4904ba391d469ce5b95d5242f4fc12a71dd1befaafe1eff176019e8d15b",
+                 "c6affe51791bcb5cf00e5cef187a32c30a7c2b95b861320b675c21f5b92bc11e"),
     "nearest": ("222de114cf917b53e0b46135158109def98c1ec8587de8e8e4963150022316b8",
                 "8d6700fdaa2bb45561f5bb6e2a0c1b5fa4540c387ccc8beb69f2efbc89bdc3b5"),
     "least-loaded": ("99876800593408f0204074cbf93f6ee76a3c3404b17a55adaf3a8bfa8b9eb770",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aigrid.core.calibration import Calibration
-from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice
+from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice, PrefillQueue
 from aigrid.core.urgency import label, neutral_choice
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
 
@@ -18,6 +18,18 @@ def calibration_dict(cal: Calibration | None) -> dict[str, Any] | None:
     return {"observations": cal.n, "ready": cal.ready, "overhead_ms": round(cal.overhead_ms, 2),
             "prefill_coef": round(cal.prefill_coef, 3), "queue_coef": round(cal.queue_coef, 3),
             "p90_ratio": round(cal.ratio_q, 3)}
+
+
+def prefill_queue_dict(queue: PrefillQueue | None) -> dict[str, Any] | None:
+    """The pending prompts placed in time, as /v1/grid shows them: how many, their tokens, the oldest and
+    the last arrival (ms from now; negative: arrived), and how long ago the latest known first token was."""
+    if queue is None:
+        return None
+    arrivals = queue.arrivals
+    return {"prompts": len(arrivals), "tokens": sum(t for _, t in arrivals),
+            "first_arrival_ms": round(arrivals[0][0] * 1000.0, 1) if arrivals else None,
+            "last_arrival_ms": round(arrivals[-1][0] * 1000.0, 1) if arrivals else None,
+            "anchor_ms": None if queue.anchor_s is None else round(queue.anchor_s * 1000.0, 1)}
 
 
 def candidate_dict(c: Candidate) -> dict[str, Any]:

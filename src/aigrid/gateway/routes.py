@@ -29,7 +29,7 @@ from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
 from aigrid.gateway.admission import Refused, Ticket
 from aigrid.gateway.context_window import check_context
-from aigrid.gateway.decisions import DecisionRecord, calibration_dict
+from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.modalities import check_images
@@ -355,6 +355,7 @@ class Routes:
                               "measured_rtt_ms": None if st.rtt_ms is None else round(st.rtt_ms, 2),
                               "pending_requests": st.pending_requests,
                               "pending_prompt_tokens": st.pending_prompt_tokens, "decoding": st.decoding,
+                              "prefill_queue": prefill_queue_dict(st.prefill_queue),
                               "calibration": calibration_dict(st.calibration)})
         return json_response({"name": self.gw.spec.name, "sites": sites, "endpoints": endpoints})
 
