@@ -13,10 +13,18 @@ Per engine read (EventPipe.feed, synchronous):
 StreamRelay (the async iterator the response sends from) pulls the reads, and on a mid-stream failure asks
 the proxy to continue on a spare endpoint of the same family, or ends the stream with an error event.
 Nothing here keeps the events: memory per stream is the decoder's unfinished tail and the delivered text.
+
+The wire (relay_response.ClientWire, under uvicorn's httptools server): after the first chunk, while the
+engine's body can hand its reads over from the connection's read callback (engines/upstream_transport.py),
+each read goes through the same EventPipe.feed and its bytes straight to the client's socket from that
+callback, with no task switch per read. Anything else, the end of the answer, an engine failure, a silent
+engine (read timeout), a full client socket, an undecodable stream, detaches it and the pull loop below takes
+over with what is left: the same code books every outcome either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from aigrid.core.types import Candidate
     from aigrid.gateway.decisions import DecisionRecord
     from aigrid.gateway.proxy import Opened, Proxy
+    from aigrid.gateway.relay_response import ClientWire
 
 _USAGE = b'"usage"'
 
@@ -134,6 +143,9 @@ class StreamRelay:
         self.pipe = EventPipe(output, sse=_is_sse(opened), track=track)
         self._current: Opened | None = opened
         self._first: bytes | None = opened.first
+        self.wire: ClientWire | None = None
+        """Set by the response once its head is out: the client's socket, for the relay from the read callback."""
+        self._sink_error: Exception | None = None
 
     def __aiter__(self) -> StreamRelay:
         return self
@@ -146,6 +158,17 @@ class StreamRelay:
             if self._first is not None:
                 chunk, self._first = self._first, None
             else:
+                if self.wire is not None:
+                    if await self._pump(cur):
+                        return b""  # the client is gone: the response stops
+                    if self._sink_error is not None:
+                        err, self._sink_error = self._sink_error, None
+                        if not isinstance(err, SseError):
+                            raise err
+                        out = await self._broke(cur, EngineStreamBroken(str(err)))
+                        if out:
+                            return out
+                        continue
                 try:
                     chunk = await cur.upstream.body.__anext__()
                 except StopAsyncIteration:
@@ -168,6 +191,40 @@ class StreamRelay:
                 out = await self._broke(cur, EngineStreamBroken(str(e)))
             if out:
                 return out
+
+    async def _pump(self, cur: Opened) -> bool:
+        """Relay from the engine connection's read callback straight to the client until something needs this
+        task (see the module's docstring); True when the client is gone."""
+        wire = self.wire
+        body = cur.upstream.body
+        attach = getattr(body, "attach", None)
+        if wire is None or attach is None:
+            return False
+        feed, write = self.pipe.feed, wire.write
+
+        def sink(data: bytes) -> bool:
+            try:
+                out = feed(data)
+            except Exception as e:  # SseError: the engine's stream is unreadable (the pull loop books it)
+                self._sink_error = e
+                return False
+            return write(out) if out else True
+
+        detached = attach(sink)
+        if detached is None:
+            return wire.closed
+        detach = body.detach  # type: ignore[attr-defined]
+
+        def gone(_: asyncio.Future[None]) -> None:
+            detach()
+
+        wire.gone.add_done_callback(gone)
+        try:
+            await detached
+        finally:
+            wire.gone.remove_done_callback(gone)
+            detach()
+        return wire.closed
 
     async def _broke(self, cur: Opened, e: EngineError) -> bytes:
         """The engine failed mid-stream: continue elsewhere (b"") or end with an error event."""
