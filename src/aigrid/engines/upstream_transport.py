@@ -93,6 +93,7 @@ class _Conn(asyncio.Protocol):
         self._detached: asyncio.Future[None] | None = None
         self._last_data = 0.0
         """Sink mode: the loop time of the last bytes handed over (the read timeout counts from there)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._timed_out = False
         """The sink was detached because the engine was silent for the read timeout: next_chunk raises."""
 
@@ -171,7 +172,7 @@ class _Conn(asyncio.Protocol):
         with next_chunk)."""
         if self.complete or self._error is not None or self.closed or self._sink is not None:
             return None
-        loop = asyncio.get_running_loop()
+        self._loop = loop = asyncio.get_running_loop()
         self.stop_read_timer()  # next_chunk's, if it armed one
         self._sink = sink
         self._detached = detached = loop.create_future()
@@ -201,8 +202,8 @@ class _Conn(asyncio.Protocol):
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self.buffered = 0
-        if self._read_timer is not None:
-            self._last_data = asyncio.get_running_loop().time()
+        if self._read_timer is not None and self._loop is not None:
+            self._last_data = self._loop.time()
         sink = self._sink
         if sink is not None and not sink(data):
             self.detach()

@@ -205,7 +205,7 @@ class StreamRelay:
         def sink(data: bytes) -> bool:
             try:
                 out = feed(data)
-            except Exception as e:  # SseError: the engine's stream is unreadable (the pull loop books it)
+            except Exception as e:  # noqa: BLE001 -- not swallowed: __anext__ books an SseError, raises the rest
                 self._sink_error = e
                 return False
             return write(out) if out else True
