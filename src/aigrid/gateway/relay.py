@@ -14,12 +14,14 @@ StreamRelay (the async iterator the response sends from) pulls the reads, and on
 the proxy to continue on a spare endpoint of the same family, or ends the stream with an error event.
 Nothing here keeps the events: memory per stream is the decoder's unfinished tail and the delivered text.
 
-The wire (relay_response.ClientWire, under uvicorn's httptools server): after the first chunk, while the
-engine's body can hand its reads over from the connection's read callback (engines/upstream_transport.py),
-each read goes through the same EventPipe.feed and its bytes straight to the client's socket from that
-callback, with no task switch per read. Anything else, the end of the answer, an engine failure, a silent
-engine (read timeout), a full client socket, an undecodable stream, detaches it and the pull loop below takes
-over with what is left: the same code books every outcome either way.
+The wire (relay_response.ClientWire, under uvicorn's httptools server): every client byte goes on it
+instead of through the response's `send`; after the first chunk, while the engine's body can hand its reads
+over from the connection's read callback (engines/upstream_transport.py), each read goes through the same
+EventPipe.feed and its bytes straight to the client's socket from that callback, with no task switch per
+read. A full client socket detaches it until the socket drains (meanwhile the engine connection buffers up to
+its high-water mark, then stops reading); the end of the answer, an engine failure, a silent engine (read
+timeout) or an undecodable stream detach it and the pull loop below takes over with what is left: the same
+code books every outcome either way.
 """
 
 from __future__ import annotations
@@ -151,6 +153,9 @@ class StreamRelay:
         return self
 
     async def __anext__(self) -> bytes:
+        """The next client bytes for the response's `send`. With a wire they go on it instead (waiting while the
+        client's socket is full), so this returns only at the end, or b"" when the client is gone."""
+        wire = self.wire
         while True:
             cur = self._current
             if cur is None:
@@ -158,16 +163,16 @@ class StreamRelay:
             if self._first is not None:
                 chunk, self._first = self._first, None
             else:
-                if self.wire is not None:
-                    if await self._pump(cur):
+                if wire is not None:
+                    if await self._pump(cur) or (wire.paused and await wire.drain()):
                         return b""  # the client is gone: the response stops
                     if self._sink_error is not None:
                         err, self._sink_error = self._sink_error, None
                         if not isinstance(err, SseError):
                             raise err
                         out = await self._broke(cur, EngineStreamBroken(str(err)))
-                        if out:
-                            return out
+                        if out and (sent := await self._emit(out)) is not None:
+                            return sent
                         continue
                 try:
                     chunk = await cur.upstream.body.__anext__()
@@ -177,20 +182,30 @@ class StreamRelay:
                     await cur.stack.aclose()
                     self._record.usage = self._proxy.finish(cur.cand, self._record, cur.upstream.status,
                                                             self.pipe.usage)
-                    if tail:
-                        return tail
-                    raise
+                    if tail and (sent := await self._emit(tail)) is not None:
+                        return sent
+                    raise StopAsyncIteration from None
                 except EngineError as e:
                     out = await self._broke(cur, e)
-                    if out:
-                        return out
+                    if out and (sent := await self._emit(out)) is not None:
+                        return sent
                     continue
             try:
                 out = self.pipe.feed(chunk)
             except SseError as e:
                 out = await self._broke(cur, EngineStreamBroken(str(e)))
-            if out:
-                return out
+            if out and (sent := await self._emit(out)) is not None:
+                return sent
+
+    async def _emit(self, out: bytes) -> bytes | None:
+        """Client bytes: returned for the response's `send`; with a wire, written on it (None: go on), waiting
+        while the client's socket is full, or b"" when the client is gone (the response stops)."""
+        wire = self.wire
+        if wire is None:
+            return out
+        if wire.closed or (not wire.write(out) and await wire.drain()):
+            return b""
+        return None
 
     async def _pump(self, cur: Opened) -> bool:
         """Relay from the engine connection's read callback straight to the client until something needs this

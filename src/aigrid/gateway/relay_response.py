@@ -7,12 +7,12 @@ about a quarter of the gateway's CPU at 200 streams (docs/benchmarks.md). Here t
 future on `receive()`, checked between chunks; when the client is gone the relay stops, so its generator's
 cleanup releases the engine at once.
 
-ClientWire: once the response head has gone out through `send`, a relay that can (relay.StreamRelay with an
-engine on aigrid's own transport) writes the body's HTTP chunks to the client's transport itself, from the
-engine connection's read callback: no task switch and no ASGI message per relayed read. It writes exactly
+ClientWire: once the response head has gone out through `send`, a relay that can (relay.StreamRelay) writes
+the body's HTTP chunks to the client's transport itself, from the engine connection's read callback where the
+engine is on aigrid's own transport: no task switch and no ASGI message per relayed read. It writes exactly
 what uvicorn's `send` would (`%x\\r\\n` + bytes + `\\r\\n`), stops when the client's socket is full (uvicorn's
-flow control says so: the relay then goes back to `send`, which waits for it to drain) or gone, and the
-response still ends through `send` (the last chunk, keep-alive, uvicorn's bookkeeping).
+flow control says so; the relay waits on the same flow control as `send` does before writing more) or gone,
+and the response still ends through `send` (the last chunk, keep-alive, uvicorn's bookkeeping).
 """
 
 from __future__ import annotations
@@ -24,8 +24,7 @@ from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-
-_UVICORN_CYCLE = "uvicorn.protocols.http.httptools_impl"
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 
 class ClientWire:
@@ -41,15 +40,25 @@ class ClientWire:
         """The wire behind `send` once the response head was sent, or None (another server, a wrapped send,
         a body that is not chunked)."""
         cycle = getattr(send, "__self__", None)
-        if type(cycle).__module__ != _UVICORN_CYCLE or getattr(cycle, "chunked_encoding", None) is not True:
+        if type(cycle) is not RequestResponseCycle or cycle.chunked_encoding is not True:
             return None
-        if not cycle.response_started or cycle.response_complete or cycle.scope.get("method") == "HEAD":
+        if not cycle.response_started or cycle.response_complete or cycle.scope["method"] == "HEAD":
             return None
         return cls(cycle, gone)
 
     @property
     def closed(self) -> bool:
         return self._cycle.disconnected or self.gone.done()
+
+    @property
+    def paused(self) -> bool:
+        """The client's socket buffer is full (uvicorn's flow control): write no more until drain()."""
+        return self._flow.write_paused
+
+    async def drain(self) -> bool:
+        """Wait until the client's socket takes more (what uvicorn's `send` waits for); True: the client is gone."""
+        await self._flow.drain()
+        return self.closed
 
     def write(self, body: bytes) -> bool:
         """One HTTP chunk to the client (dropped when it is gone); False when the relay should stop writing
