@@ -67,6 +67,18 @@ class EventPipe:
     def feed(self, raw: bytes) -> bytes:
         if not self._sse:
             return raw  # not an event stream (an engine's error body): passed as it comes
+        if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
+                and _USAGE not in raw and DONE not in raw):
+            datas = self._decoder.data_only(raw)
+            if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
+                if self.track:
+                    observe = self.delivered.observe
+                    for data in datas:
+                        try:
+                            observe(orjson.loads(data))
+                        except orjson.JSONDecodeError:
+                            continue
+                return raw
         events = self._decoder.feed(raw)
         if not events:
             return b""
