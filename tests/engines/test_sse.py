@@ -120,3 +120,26 @@ def test_whole_event_reads_match_byte_by_byte() -> None:
     assert fast == decode(stream, list(range(1, len(stream))))[0]
     assert data_of(fast) == [b"a", b"b\nc", None, b"d", b"e", b"f", b"g"]
     assert fast[1].event == b"x" and fast[2].id == b"3" and fast[-1].event == b""
+
+
+def test_data_only_reads_agree_with_feed() -> None:
+    """data_only() (the relay's lean path) gives the data feed() would, for the reads it takes, and declines
+    every other read without consuming it, so feeding the declined ones gives the same events as feed alone."""
+    reads = [b"data: first\n\n", b"data: a\n\n", b"data: b\n\ndata: c\n\n", b"data: [DONE]\n\n",
+             b"event: x\ndata: y\n\n", b"data:nospace\n\n", b"data: two\ndata: lines\n\n", b": note\n\n",
+             b"data: crlf\r\n\r\n", b"data: half", b" done\n\n", b"data: after\n\n", b"\n\ndata: gap\n\n",
+             b"data: d\n\n\n\n", b"id: 5\n\n", b"data: e\n\n"]
+    plain = SseDecoder()
+    expected = [e for r in reads for e in plain.feed(r)]
+    d, got, taken = SseDecoder(), [], []
+    for r in reads:
+        datas = d.data_only(r)
+        if datas is None:
+            got += [e.data for e in d.feed(r)]
+        else:
+            taken.append(r)
+            got += datas
+            assert d.complete == r
+    assert got == data_of(expected)
+    assert taken == [b"data: a\n\n", b"data: b\n\ndata: c\n\n", b"data: [DONE]\n\n", b"data: after\n\n",
+                     b"data: e\n\n"]

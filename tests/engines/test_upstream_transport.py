@@ -192,3 +192,87 @@ async def test_the_direct_path_streams_and_maps_failures_like_the_client_path() 
                     pass
     finally:
         server.close()
+
+
+async def _sink_stream(handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+                       read_timeout_s: float, got: bytearray, by_sink: list[bytes], take: int = 1000) -> None:
+    """As _stream_from on the direct path, but after the first chunk the reads go to a sink attached to the body (the gateway's
+    relay from the read callback) until it is detached; the sink asks to be detached after `take` reads.
+    Whatever follows is read with __anext__ as before."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+
+    def sink(data: bytes) -> bool:
+        by_sink.append(data)
+        got.extend(data)
+        return len(by_sink) < take
+
+    try:
+        transport = Http1Transport()
+        async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(read_timeout_s)) as client:
+            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client, transport=transport)
+            async with engine.open("/v1/completions", BODY) as up:
+                got += await anext(up.body)
+                detached = up.body.attach(sink)  # type: ignore[attr-defined]
+                assert detached is not None
+                await detached
+                async for chunk in up.body:
+                    got += chunk
+    finally:
+        server.close()
+
+
+def _trickle(n: int, gap_s: float, then: float | None) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter],
+                                                                    Awaitable[None]]:
+    """n events `gap_s` apart, then the end of the body (then=None) or `then` seconds of silence and a close."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _answer_chunked(reader, writer)
+        for i in range(n):
+            await asyncio.sleep(gap_s)
+            event = b"data: %d\n\n" % i
+            writer.write(b"%x\r\n%s\r\n" % (len(event), event))
+            await writer.drain()
+        if then is None:
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+        else:
+            await asyncio.sleep(then)
+        writer.close()
+    return handler
+
+
+EVENTS = b"".join(b"data: %d\n\n" % i for i in range(8))
+
+
+async def test_a_sink_takes_the_reads_from_the_callback_and_the_end_is_read_as_before() -> None:
+    got, by_sink = bytearray(), []
+    await _sink_stream(_trickle(8, 0.02, None), 5.0, got, by_sink)
+    assert bytes(got) == EVENTS
+    assert len(by_sink) >= 5  # every read after the first, each handed over once (the last may end the body)
+
+
+async def test_a_sink_that_asks_to_stop_leaves_the_rest_to_the_reader_in_order() -> None:
+    got, by_sink = bytearray(), []
+    await _sink_stream(_trickle(8, 0.02, None), 5.0, got, by_sink, take=2)
+    assert bytes(got) == EVENTS and len(by_sink) == 2
+
+
+async def test_a_silent_engine_times_out_with_a_sink_attached() -> None:
+    """The read timeout counts from the last read the sink took; the silence then surfaces as a ReadTimeout
+    from __anext__, mapped as without a sink."""
+    got, by_sink = bytearray(), []
+    started = asyncio.get_running_loop().time()
+    with pytest.raises(EngineStreamBroken, match="ReadTimeout"):
+        await _sink_stream(_trickle(8, 0.05, 2.0), 0.15, got, by_sink)
+    assert bytes(got) == EVENTS
+    assert asyncio.get_running_loop().time() - started < 1.5  # the timeout, not the engine's close at 2.4 s
+
+
+async def test_an_engine_dying_with_a_sink_attached_breaks_the_stream() -> None:
+    async def dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _trickle(3, 0.02, 0.0)(reader, writer)
+
+    got, by_sink = bytearray(), []
+    with pytest.raises(EngineStreamBroken, match="ReadError"):
+        await _sink_stream(dies, 5.0, got, by_sink)
+    assert bytes(got) == EVENTS[: len(b"data: 0\n\n") * 3]

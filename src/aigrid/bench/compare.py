@@ -88,6 +88,11 @@ def targets(venv: Path, work: Path, ports: list[int], cpu: str | None,
         "direct": (None, [f"http://127.0.0.1:{p}/v1" for p in ports], None, ()),
         # `aigrid up` exactly as shipped (pinned to one core, it runs one worker: the cores it may use)
         "aigrid": (Proc("aigrid", up, work, cpus=cpu, cwd=work), gw_url, gw_ready, ()),
+        # the same, with every request routed round robin as vllm-router routes here (x-aigrid-policy): the
+        # bench repeats one prompt, which aigrid's prefix affinity sends to one engine, doubling its batch
+        # (slower steps, later first tokens); this target shows the gateway's own cost at the peers' engine load
+        "aigrid-rr": (Proc("aigrid-rr", up, work, cpus=cpu, cwd=work), gw_url, gw_ready,
+                      (("x-aigrid-policy", "round-robin"),)),
         # the same gateway on uvloop with the Http1Transport upstream, routing only (see docs/benchmarks.md)
         "aigrid-fast": (Proc("aigrid-fast", [py, "-m", "aigrid.bench.gateway_launch", str(lean), "--port",
                                              str(AIGRID_PORT)], work, cpus=cpu, cwd=work), gw_url, gw_ready, ()),
@@ -300,17 +305,19 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [f"Machine: {m['nproc']} CPUs ({m['cpu']}), Python {m['python']}; gateways pinned to one core: "
              f"{report['pinned']}. Peers: {report['versions']}.", "",
              "| target | concurrency | req/s | TTFT p50 ms | TTFT p99 ms | added p50 ms | added p99 ms | "
-             "gateway CPU s/1k req |", "|---|---|---|---|---|---|---|---|"]
+             "TPOT p50 ms | gateway CPU s/1k req |", "|---|---|---|---|---|---|---|---|---|"]
     for name, e in report["targets"].items():
         if "error" in e:
-            lines.append(f"| {name} | failed: {e['error'].splitlines()[0][:150]} | | | | | | |")
+            lines.append(f"| {name} | failed: {e['error'].splitlines()[0][:150]} | | | | | | | |")
         for c, s in e.get("closed", {}).items():
             add = s.get("added_ttft_ms", {"p50": 0.0, "p99": 0.0})
             gw = [v for k, v in s["proc_cpu_s"].items() if k == str(e.get("proc_pid"))]
             per_k = f"{1000 * gw[0] / s['completed']:.2f}" if gw and s["completed"] else "-"
             raw = {q: "-" if s["ttft_raw_ms"][q] is None else f"{s['ttft_raw_ms'][q]:.2f}" for q in ("p50", "p99")}
+            tpot = s.get("tpot_ms", {}).get("p50")
             lines.append(f"| {name} | {c} | {s['request_rate']:.1f} | {raw['p50']} | {raw['p99']} | "
-                         f"{add['p50']:+.2f} | {add['p99']:+.2f} | {per_k} |")
+                         f"{add['p50']:+.2f} | {add['p99']:+.2f} | {'-' if tpot is None else f'{tpot:.2f}'} | "
+                         f"{per_k} |")
     lines += ["", f"Open loop (Poisson) sweep: highest offered rate with p99 added TTFT < {ADDED_P99_LIMIT_MS:g} ms, "
               "no errors and the rate achieved:", "", "| target | max rate (req/s) | p99 added TTFT per rate (ms) "
               "| RSS start/end MB |", "|---|---|---|---|"]

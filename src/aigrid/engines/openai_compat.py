@@ -12,6 +12,7 @@ adapter holds nothing that needs closing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -23,7 +24,7 @@ import httpx
 from aigrid.engines.prometheus import PARSERS, parse_dcgm, parse_stats, with_power
 from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.engines.trace_context import TRACE_HEADERS
-from aigrid.engines.upstream_transport import Http1Transport
+from aigrid.engines.upstream_transport import Http1Transport, Sink
 from aigrid.errors import EngineError, EngineStreamBroken, EngineUnavailable
 
 log = logging.getLogger(__name__)
@@ -265,3 +266,15 @@ class _Chunks:
             raise EngineUnavailable(f"{self._engine!r}: {self._path} failed before the first byte: {exc!r}") from exc
         self._sent = True
         return chunk
+
+    def attach(self, sink: Sink) -> asyncio.Future[None] | None:
+        """Reads handed to `sink` from the connection's read callback (upstream_transport.py), once bytes were
+        handed out; None where the stream cannot (httpx's own transport, a body read whole, nothing sent yet):
+        read it with __anext__ instead. Failures still surface through __anext__, mapped as above."""
+        attach = getattr(self._it, "attach", None)
+        return attach(sink) if attach is not None and self._sent else None
+
+    def detach(self) -> None:
+        detach = getattr(self._it, "detach", None)
+        if detach is not None:
+            detach()

@@ -39,6 +39,9 @@ class UpstreamResponse:
     status: int
     headers: Mapping[str, str]
     body: AsyncIterator[bytes]
+    """The body, read by read. It may also offer `attach(sink) -> Future | None` and `detach()`: later reads
+    handed to `sink` from the connection's read callback until it is detached (OpenAICompatEngine on
+    aigrid's own transport; the relay uses it when present, gateway/relay.py)."""
 
 
 class Engine(Protocol):

@@ -138,6 +138,22 @@ class SseDecoder:
             raise SseError(f"an event is larger than {self._limit} bytes")
         return events
 
+    def data_only(self, chunk: bytes) -> list[bytes] | None:
+        """The data payloads of a read that holds only whole one-line `data: ...` events, LF-framed, at an
+        event boundary (how engines write their tokens), as feed() would dispatch them, without building
+        events; None for any other read (nothing consumed: give it to feed()). Sets `complete` like feed()."""
+        if self._raw or self._skip_lf or not self._started or chunk[-2:] != b"\n\n" or b"\r" in chunk:
+            return None
+        if chunk[:6] == b"data: " and chunk.find(b"\n") == len(chunk) - 2:
+            self.complete = chunk
+            return [chunk[6:-2]]
+        blocks = chunk[:-2].split(b"\n\n")
+        for block in blocks:
+            if block[:6] != b"data: " or b"\n" in block:
+                return None
+        self.complete = chunk
+        return [block[6:] for block in blocks]
+
     def _whole(self, chunk: bytes) -> list[Event]:
         """The common read: whole LF-framed events (an engine writes one or more events per write)."""
         events: list[Event] = []

@@ -15,6 +15,13 @@ reader takes it: past `high_water` buffered bytes the connection stops reading (
 engine) until the reader has taken them. A slow client therefore holds the engine back instead of making
 the gateway buffer the engine's whole answer.
 
+A reader may instead attach a sink to the body (`_Body.attach`): each socket read's body bytes are then
+handed to it from the read callback itself, one call per read (several HTTP chunks of one read joined), with
+no task woken per read: the gateway's relay writes them on to its client from there (gateway/relay.py). The
+sink returns False, or the response ends, fails or goes silent for the read timeout, and the connection
+detaches it and resolves the future attach() returned; whatever it had not handed over is then read as
+before (a silent engine's ReadTimeout included).
+
 HTTP/1.1 over plain TCP only (engines sit on loopback or a private network); https:// raises
 httpx.UnsupportedProtocol so that a caller can keep httpx's own transport for such URLs.
 """
@@ -24,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import httptools
@@ -34,6 +41,8 @@ CLOSED_IDLE = "Server disconnected without sending a response"
 """The same message httpcore raises, so that callers that resend on it (openai_compat) keep working."""
 HIGH_WATER = 256 * 1024
 """Response bytes buffered per connection before it stops reading from the socket."""
+Sink = Callable[[bytes], bool]
+"""Takes one read's body bytes; False: detach me (the bytes passed were taken all the same)."""
 
 
 def _expire(future: asyncio.Future[None], error: type[httpx.TimeoutException], message: str) -> None:
@@ -80,6 +89,13 @@ class _Conn(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.got_bytes = False
+        self._sink: Sink | None = None
+        self._detached: asyncio.Future[None] | None = None
+        self._last_data = 0.0
+        """Sink mode: the loop time of the last bytes handed over (the read timeout counts from there)."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timed_out = False
+        """The sink was detached because the engine was silent for the read timeout: next_chunk raises."""
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -114,6 +130,9 @@ class _Conn(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             self._wake()
+            return
+        if self._sink is not None and self._chunks:
+            self._deliver()
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -125,6 +144,8 @@ class _Conn(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._chunks.append(body)
+        if self._sink is not None:
+            return  # data_received hands the read over once it is parsed
         self.buffered += len(body)
         if self.buffered > self._high_water and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
@@ -141,14 +162,72 @@ class _Conn(asyncio.Protocol):
             self._head.set_result(None)
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
+        if self._sink is not None:
+            self.detach()  # the end, or an error: the reader takes over
+
+    # sink mode
+    def attach(self, sink: Sink, timeout: float | None) -> asyncio.Future[None] | None:
+        """Hand every later read's body bytes to `sink` from the read callback (what is buffered now at once);
+        the future resolves when the sink is detached. None: the response is over or failed already (read it
+        with next_chunk)."""
+        if self.complete or self._error is not None or self.closed or self._sink is not None:
+            return None
+        self._loop = loop = asyncio.get_running_loop()
+        self.stop_read_timer()  # next_chunk's, if it armed one
+        self._sink = sink
+        self._detached = detached = loop.create_future()
+        self._read_timeout = timeout
+        if timeout is not None:
+            self._last_data = now = loop.time()
+            self._read_timer = loop.call_at(now + timeout, self._sink_deadline)
+        if self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+        if self._chunks:
+            self._deliver()
+        return detached
+
+    def detach(self) -> None:
+        """Back to next_chunk: later bytes are buffered for it. Idempotent; nothing when no sink is attached."""
+        detached, self._detached = self._detached, None
+        if detached is None:
+            return
+        self._sink = None
+        self.stop_read_timer()
+        if not detached.done():
+            detached.set_result(None)
+
+    def _deliver(self) -> None:
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        if self._read_timer is not None and self._loop is not None:
+            self._last_data = self._loop.time()
+        sink = self._sink
+        if sink is not None and not sink(data):
+            self.detach()
+
+    def _sink_deadline(self) -> None:
+        self._read_timer = None
+        if self._sink is None or self._read_timeout is None:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._last_data + self._read_timeout
+        if loop.time() < due:
+            self._read_timer = loop.call_at(due, self._sink_deadline)
+            return
+        self._timed_out = True  # the engine was silent for the whole read timeout
+        self.detach()
 
     # used by the transport
     def reset(self) -> None:
         self.stop_read_timer()
         self.parser = httptools.HttpResponseParser(self)
         self._headers, self._chunks, self._error = [], deque(), None
-        self.complete = self.keep_alive = self.got_bytes = False
+        self.complete = self.keep_alive = self.got_bytes = self._timed_out = False
         self.buffered = 0
+        self._sink = self._detached = None
 
     async def send(self, data: bytes, timeouts: Mapping[str, float | None]) -> tuple[int, list[tuple[bytes, bytes]]]:
         assert self.transport is not None
@@ -170,6 +249,9 @@ class _Conn(asyncio.Protocol):
             if self._error is not None:
                 self.stop_read_timer()
                 raise self._error
+            if self._timed_out:  # while a sink was attached (attach)
+                self._timed_out = False
+                raise httpx.ReadTimeout("timed out waiting for response bytes")
             loop = asyncio.get_running_loop()
             self._wakeup = wakeup = loop.create_future()
             if timeout is None:
@@ -218,6 +300,7 @@ class _Conn(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self.detach()
         self.stop_read_timer()
         if self.transport is not None:
             self.transport.close()
@@ -237,6 +320,14 @@ class _Body(httpx.AsyncByteStream):
 
     def __anext__(self) -> Coroutine[Any, Any, bytes]:  # the connection's own coroutine: one frame less per chunk
         return self._conn.next_chunk(self._timeout)
+
+    def attach(self, sink: Sink) -> asyncio.Future[None] | None:
+        """Sink mode (see the module's docstring); the read timeout applies between reads."""
+        return None if self._released else self._conn.attach(sink, self._timeout)
+
+    def detach(self) -> None:
+        if not self._released:
+            self._conn.detach()
 
     async def aclose(self) -> None:
         if not self._released:

@@ -13,10 +13,20 @@ Per engine read (EventPipe.feed, synchronous):
 StreamRelay (the async iterator the response sends from) pulls the reads, and on a mid-stream failure asks
 the proxy to continue on a spare endpoint of the same family, or ends the stream with an error event.
 Nothing here keeps the events: memory per stream is the decoder's unfinished tail and the delivered text.
+
+The wire (relay_response.ClientWire, under uvicorn's httptools server): every client byte goes on it
+instead of through the response's `send`; after the first chunk, while the engine's body can hand its reads
+over from the connection's read callback (engines/upstream_transport.py), each read goes through the same
+EventPipe.feed and its bytes straight to the client's socket from that callback, with no task switch per
+read. A full client socket detaches it until the socket drains (meanwhile the engine connection buffers up to
+its high-water mark, then stops reading); the end of the answer, an engine failure, a silent engine (read
+timeout) or an undecodable stream detach it and the pull loop below takes over with what is left: the same
+code books every outcome either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -30,6 +40,7 @@ if TYPE_CHECKING:
     from aigrid.core.types import Candidate
     from aigrid.gateway.decisions import DecisionRecord
     from aigrid.gateway.proxy import Opened, Proxy
+    from aigrid.gateway.relay_response import ClientWire
 
 _USAGE = b'"usage"'
 
@@ -56,6 +67,18 @@ class EventPipe:
     def feed(self, raw: bytes) -> bytes:
         if not self._sse:
             return raw  # not an event stream (an engine's error body): passed as it comes
+        if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
+                and _USAGE not in raw and DONE not in raw):
+            datas = self._decoder.data_only(raw)
+            if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
+                if self.track:
+                    observe = self.delivered.observe
+                    for data in datas:
+                        try:
+                            observe(orjson.loads(data))
+                        except orjson.JSONDecodeError:
+                            continue
+                return raw
         events = self._decoder.feed(raw)
         if not events:
             return b""
@@ -134,11 +157,17 @@ class StreamRelay:
         self.pipe = EventPipe(output, sse=_is_sse(opened), track=track)
         self._current: Opened | None = opened
         self._first: bytes | None = opened.first
+        self.wire: ClientWire | None = None
+        """Set by the response once its head is out: the client's socket, for the relay from the read callback."""
+        self._sink_error: Exception | None = None
 
     def __aiter__(self) -> StreamRelay:
         return self
 
     async def __anext__(self) -> bytes:
+        """The next client bytes for the response's `send`. With a wire they go on it instead (waiting while the
+        client's socket is full), so this returns only at the end, or b"" when the client is gone."""
+        wire = self.wire
         while True:
             cur = self._current
             if cur is None:
@@ -146,6 +175,17 @@ class StreamRelay:
             if self._first is not None:
                 chunk, self._first = self._first, None
             else:
+                if wire is not None:
+                    if await self._pump(cur) or (wire.paused and await wire.drain()):
+                        return b""  # the client is gone: the response stops
+                    if self._sink_error is not None:
+                        err, self._sink_error = self._sink_error, None
+                        if not isinstance(err, SseError):
+                            raise err
+                        out = await self._broke(cur, EngineStreamBroken(str(err)))
+                        if out and (sent := await self._emit(out)) is not None:
+                            return sent
+                        continue
                 try:
                     chunk = await cur.upstream.body.__anext__()
                 except StopAsyncIteration:
@@ -154,20 +194,64 @@ class StreamRelay:
                     await cur.stack.aclose()
                     self._record.usage = self._proxy.finish(cur.cand, self._record, cur.upstream.status,
                                                             self.pipe.usage)
-                    if tail:
-                        return tail
-                    raise
+                    if tail and (sent := await self._emit(tail)) is not None:
+                        return sent
+                    raise StopAsyncIteration from None
                 except EngineError as e:
                     out = await self._broke(cur, e)
-                    if out:
-                        return out
+                    if out and (sent := await self._emit(out)) is not None:
+                        return sent
                     continue
             try:
                 out = self.pipe.feed(chunk)
             except SseError as e:
                 out = await self._broke(cur, EngineStreamBroken(str(e)))
-            if out:
-                return out
+            if out and (sent := await self._emit(out)) is not None:
+                return sent
+
+    async def _emit(self, out: bytes) -> bytes | None:
+        """Client bytes: returned for the response's `send`; with a wire, written on it (None: go on), waiting
+        while the client's socket is full, or b"" when the client is gone (the response stops)."""
+        wire = self.wire
+        if wire is None:
+            return out
+        if wire.closed or (not wire.write(out) and await wire.drain()):
+            return b""
+        return None
+
+    async def _pump(self, cur: Opened) -> bool:
+        """Relay from the engine connection's read callback straight to the client until something needs this
+        task (see the module's docstring); True when the client is gone."""
+        wire = self.wire
+        body = cur.upstream.body
+        attach = getattr(body, "attach", None)
+        if wire is None or attach is None:
+            return False
+        feed, write = self.pipe.feed, wire.write
+
+        def sink(data: bytes) -> bool:
+            try:
+                out = feed(data)
+            except Exception as e:  # noqa: BLE001 -- not swallowed: __anext__ books an SseError, raises the rest
+                self._sink_error = e
+                return False
+            return write(out) if out else True
+
+        detached = attach(sink)
+        if detached is None:
+            return wire.closed
+        detach = body.detach  # type: ignore[attr-defined]
+
+        def gone(_: asyncio.Future[None]) -> None:
+            detach()
+
+        wire.gone.add_done_callback(gone)
+        try:
+            await detached
+        finally:
+            wire.gone.remove_done_callback(gone)
+            detach()
+        return wire.closed
 
     async def _broke(self, cur: Opened, e: EngineError) -> bytes:
         """The engine failed mid-stream: continue elsewhere (b"") or end with an error event."""
