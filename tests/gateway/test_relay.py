@@ -27,7 +27,7 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import EventPipe
 from aigrid.gateway.relay_response import ClientWire
-from aigrid.gateway.wiring import build_engines, upstream
+from aigrid.gateway.wiring import UPSTREAM_TIMEOUT, Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
 
 
@@ -43,8 +43,8 @@ def spec_for(urls: list[str], port: int = 8080) -> dict:
 
 
 @contextlib.asynccontextmanager
-async def gateway_on_socket(urls: list[str]) -> AsyncIterator[tuple[Gateway, str]]:
-    up = upstream()
+async def gateway_on_socket(urls: list[str], up: Upstream | None = None) -> AsyncIterator[tuple[Gateway, str]]:
+    up = up or upstream()
     spec = parse_spec(spec_for(urls), "relay")
     gw = build_gateway(spec, build_engines(spec, {}, up))
     port = free_port()
@@ -260,5 +260,30 @@ async def test_a_client_leaving_mid_stream_releases_the_engine_over_the_wire(mon
                 await asyncio.sleep(0.02)
             assert gw.store.inflight("emu0") == 0
             assert record is not None and record.status == "client_closed", record
+    finally:
+        server.close()
+
+
+async def test_a_body_without_a_sink_is_written_on_the_wire_by_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Engines behind httpx's own transport (https:// engines) cannot hand reads over from a callback: the
+    relay's task reads them and writes each on the wire, with the bytes `send` would have sent."""
+    server, _ = await serve(EmulatorConfig(decode_base_ms=3, prefill_base_ms=1))
+    counted = _Counted(monkeypatch)
+    try:
+        answers = {}
+        for wire in (True, False):
+            if not wire:
+                monkeypatch.setattr(ClientWire, "of", classmethod(lambda cls, send, gone: None))
+            up = Upstream(httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(), timeout=UPSTREAM_TIMEOUT,
+                                            trust_env=False), None)
+            async with gateway_on_socket([f"http://127.0.0.1:{bound_port(server)}"], up) as (gw, base):
+                before = counted.writes
+                raw, decision = await _stream(base, {**BODY, "max_tokens": 20})
+                record = gw.decisions.get(decision)
+                assert record is not None and record.status == "ok" and record.usage is not None
+                assert record.usage["completion_tokens"] == 20
+                assert (counted.writes > before) == wire  # the reads, written on the wire by the task
+                answers[wire] = _VOLATILE.sub(b"", raw)
+        assert answers[True] == answers[False] and answers[True].count(b" tok") == 20
     finally:
         server.close()

@@ -24,7 +24,11 @@ from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+try:  # uvicorn's internals: a uvicorn without them (or another server) gets `send` only
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+except ImportError:  # pragma: no cover
+    RequestResponseCycle = None  # type: ignore[assignment,misc]
 
 
 class ClientWire:
@@ -40,11 +44,15 @@ class ClientWire:
         """The wire behind `send` once the response head was sent, or None (another server, a wrapped send,
         a body that is not chunked)."""
         cycle = getattr(send, "__self__", None)
-        if type(cycle) is not RequestResponseCycle or cycle.chunked_encoding is not True:
+        if RequestResponseCycle is None or type(cycle) is not RequestResponseCycle:
             return None
-        if not cycle.response_started or cycle.response_complete or cycle.scope["method"] == "HEAD":
+        try:
+            usable = (cycle.chunked_encoding is True and cycle.response_started and not cycle.response_complete
+                      and not cycle.disconnected and cycle.scope["method"] != "HEAD"
+                      and hasattr(cycle.transport, "write") and hasattr(cycle.flow, "write_paused"))
+        except (AttributeError, KeyError):  # a uvicorn whose cycle is not what this was written against
             return None
-        return cls(cycle, gone)
+        return cls(cycle, gone) if usable else None
 
     @property
     def closed(self) -> bool:
