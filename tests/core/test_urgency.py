@@ -218,7 +218,7 @@ def test_past_its_share_of_the_slo_in_an_engine_queue_a_request_waits_at_the_gat
     p = d.chosen.prediction if d.chosen is not None else None
     assert p is not None and p.queue_ms > 0 and p.ttft_p10_ms < p.ttft_ms < slo
     assert verdict(d, slo, 0.0, 1.0) == SEND  # the whole SLO may be spent queued at the engine
-    assert verdict(d, slo) == WAIT  # the default share: even its optimistic end is past 0.45 of the SLO
+    assert verdict(d, slo) == WAIT  # the default share: even its optimistic end is past 0.5 of the SLO
     share = p.ttft_p10_ms / slo
     # a smaller share: even the optimistic end of the prediction is past it, so the wait happens here
     assert verdict(d, slo, 0.0, share - 0.01) == WAIT

@@ -86,7 +86,7 @@ def test_the_longest_wait_defaults_to_the_slo_and_can_be_turned_off(
 
 def test_the_engine_queue_share_reaches_the_rules() -> None:
     raw = demo_raw()
-    assert parse_spec(raw, "grid.yaml").gateway.admission.rules().engine_queue_share == 0.45  # the default
+    assert parse_spec(raw, "grid.yaml").gateway.admission.rules().engine_queue_share == 0.5  # the default
     raw["gateway"]["admission"] = {"engine_queue_share": 1.0}  # the whole SLO may be queued at an engine
     assert parse_spec(raw, "grid.yaml").gateway.admission.rules().engine_queue_share == 1.0
 
