@@ -8,7 +8,7 @@ trace (bursty long prompts) is replayed once per policy against the same gateway
 the table reports the client-side TTFT p50/p99 and goodput (TTFT <= 1 s and TPOT <= 100 ms), plus, for
 aigrid's policy, the live prediction error read back from /v1/decisions.
 
-    python scripts/live_routing_ab.py [--requests 300] [--speedup 1.0] [--policies balanced round-robin least-loaded]
+    python scripts/live_routing_ab.py [--requests 300] [--speedup 1.0] [--policies balanced round-robin least-loaded] [--misses]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from aigrid.bench.cli import DEFAULT_TRACE
 from aigrid.bench.compare import loop_run
 from aigrid.bench.procs import Proc
 from aigrid.bench.report import Slo, summary
-from aigrid.bench.runner import RunConfig, run
+from aigrid.bench.runner import Result, RunConfig, run
 from aigrid.engines.llama_server import free_port
 
 MODEL = "emulated"
@@ -66,12 +66,23 @@ def prediction_error(base: str, n: int) -> tuple[float, float] | None:
     return statistics.median(errs), errs[int(0.9 * (len(errs) - 1))]
 
 
+def misses(policy: str, results: list[Result]) -> str:
+    """The requests outside the SLO: failed, TTFT over 1 s, or TPOT alone over 100 ms (with their figures)."""
+    ok = [r for r in results if r.ok]
+    late = sorted(round(r.ttft * 1000) for r in ok if r.ttft is not None and r.ttft > 1.0)
+    slow = sorted(round(r.tpot * 1000) for r in ok if r.tpot is not None and r.tpot > 0.1
+                  and not (r.ttft is not None and r.ttft > 1.0))
+    return (f"<!-- {policy}: {len(results) - len(ok)} failed; TTFT over 1 s: {late} ms; "
+            f"TPOT alone over 100 ms: {slow} ms -->")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300)
     ap.add_argument("--speedup", type=float, default=1.0)
     ap.add_argument("--trace-start", type=int, default=0)
     ap.add_argument("--policies", nargs="+", default=["balanced", "round-robin", "least-loaded"])
+    ap.add_argument("--misses", action="store_true", help="also print each policy's requests outside the SLO")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aigrid-live-ab-"))
     procs: list[Proc] = []
@@ -102,6 +113,8 @@ def main() -> int:
                                                              ("x-aigrid-client-location", "Frankfurt")))
             result = loop_run(run(cfg, plans))
             s = summary(result, Slo(1000.0, 100.0))
+            if a.misses:
+                print(misses(policy, result.results), flush=True)
             rows = httpx.get(f"{base}/v1/decisions", params={"limit": a.requests}, timeout=10).json()["data"]
             by_site = {site: sum(1 for d in rows if (d.get("served_by") or "").startswith(site)) for site in SITES}
             err = prediction_error(base, a.requests) if policy not in ("round-robin", "least-loaded") else None

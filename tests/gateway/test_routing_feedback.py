@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from aigrid.gateway.app import Gateway
+from aigrid.telemetry.prefill_book import NOTHING_PENDING
 from tests.gateway.fake_engine import FakeEngine
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello " * 40}], "max_tokens": 8,
@@ -33,9 +34,8 @@ async def test_every_streamed_answer_calibrates_its_endpoint_and_the_ledger_empt
     assert gateway.store.inflight("fra-smollm2") == 0
     state = gateway.store.state("fra-smollm2")
     assert (state.pending_requests, state.pending_prompt_tokens, state.decoding) == (0, 0, 0)
-    # the book of pending prompts is empty too, and its anchor is the last first token (just now)
-    assert state.prefill_queue is not None and state.prefill_queue.arrivals == ()
-    assert state.prefill_queue.anchor_s is not None and -5.0 < state.prefill_queue.anchor_s <= 0.0
+    # the book of pending prompts is empty too
+    assert state.prefill_queue == NOTHING_PENDING
     d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
     chosen = d["candidates"][0]
     assert chosen["predicted_ttft_p90_ms"] >= chosen["predicted_ttft_ms"] > 0 and d["ttft_ms"] is not None

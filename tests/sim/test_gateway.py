@@ -27,8 +27,8 @@ def test_outcomes_reach_the_other_gateways_that_score_the_endpoint_at_the_exchan
     ep = gws.grid.endpoints[0]
     for g in (0, 1):  # gateways 0 and 1 score endpoint 0; gateway 2 never does
         gws.view(g, (0,), (ep,), 0.0)
-    gws.record_send(0, 0, 500)
-    gws.record_first_token(0, 0, 500, 10.0, 100.0, 180.0)
+    gws.record_send(0, 0, 500, rid=1, now=0.0, arrives_at=0.01)
+    gws.record_first_token(0, 0, 500, 10.0, 100.0, 180.0, rid=1, now=0.2, produced_at=0.19)
     own = observe(Calibration(), 10.0, 100.0, 180.0)
     assert gws.calibration(0, 0) == own and gws.calibration(1, 0) is None  # the others learn at the exchange
     gws._sync(loop)
@@ -43,7 +43,7 @@ def test_without_shared_state_each_gateway_learns_alone() -> None:
     ep = gws.grid.endpoints[0]
     for g in (0, 1):
         gws.view(g, (0,), (ep,), 0.0)
-    gws.record_first_token(0, 0, 500, 10.0, 100.0, 180.0)
+    gws.record_first_token(0, 0, 500, 10.0, 100.0, 180.0, rid=1, now=0.2, produced_at=0.19)
     gws._sync(loop)
     assert gws.calibration(0, 0) is not None and gws.calibration(1, 0) is None
 

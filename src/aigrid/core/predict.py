@@ -71,12 +71,16 @@ def queue_wait_s(endpoint: Endpoint, state: EndpointState) -> float:
     return (n - slots + 1) * service_time_s(endpoint, state) / slots
 
 
-def tokens_ahead(request: RequestInfo, state: EndpointState) -> float:
-    """Prompt tokens queued for prefill ahead of this request."""
+def unseen_tokens(request: RequestInfo, state: EndpointState) -> float:
+    """Requests the engine reports waiting beyond the gateways' ledger (traffic from elsewhere), each counted
+    at this request's prompt size."""
     unseen = state.waiting - state.pending_requests
-    if 0 > unseen:
-        unseen = 0
-    return state.pending_prompt_tokens + unseen * request.prompt_tokens
+    return unseen * request.prompt_tokens if unseen > 0 else 0.0
+
+
+def tokens_ahead(request: RequestInfo, state: EndpointState) -> float:
+    """Prompt tokens queued for prefill ahead of this request, every pending prompt counted whole."""
+    return state.pending_prompt_tokens + unseen_tokens(request, state)
 
 
 def drain_tps(endpoint: Endpoint, state: EndpointState, step: float) -> float:
@@ -165,18 +169,24 @@ def network_ms(dist: float | None, state: EndpointState) -> float:
     return rtt_ms(dist)
 
 
+def _counted_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState, wait_s: float, mine: float,
+                own: float, step: float, net: float) -> float:
+    """The wait behind every pending prompt counted whole (arrived or still travelling, partly prefilled or
+    not), less the half round trip the engine works while this request travels (not clamped)."""
+    return (wait_s * 1000.0 + prefill_ms(endpoint, state, tokens_ahead(request, state) + mine, step) - own
+            - net / 2.0)
+
+
 def committed_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState, prediction: Prediction,
                  warm: bool) -> float:
-    """The wait behind every pending prompt counted whole (arrived or still travelling, partly prefilled or
-    not), less the half round trip the engine works while this request travels: the work committed to the
-    endpoint, which requests sent after this one will queue behind too. The predictor's rule when it has no
-    placed queue, and what the batch class's saturation rule reads (core.urgency.saturated): it leaves
-    headroom for later urgent work, so it counts what they will meet, not only what this request meets."""
+    """The work committed to the endpoint, which requests sent after this one will queue behind too: every
+    pending prompt counted whole (_counted_ms). The predictor's rule when it has no placed queue, and what
+    the batch class's saturation rule reads (core.urgency.saturated): it leaves headroom for later urgent
+    work, so it counts what they will meet, not only what this request meets."""
     mine = uncached_tokens(request.prompt_tokens, warm)
     step = step_ms(endpoint, state)
-    ahead = queue_wait_s(endpoint, state) * 1000.0 + prefill_ms(
-        endpoint, state, tokens_ahead(request, state) + mine, step) - prefill_ms(endpoint, state, mine, step)
-    ahead = ahead - prediction.rtt_ms / 2.0
+    ahead = _counted_ms(request, endpoint, state, queue_wait_s(endpoint, state), mine,
+                        prefill_ms(endpoint, state, mine, step), step, prediction.rtt_ms)
     return 0.0 if 0.0 > ahead else ahead
 
 
@@ -189,16 +199,13 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     own = prefill_ms(endpoint, state, mine, step)
     pending = state.prefill_queue
     wait = queue_wait_s(endpoint, state)
-    if pending is None:  # committed_ms's rule, inline (once per candidate of every decision)
-        ahead = wait * 1000.0 + prefill_ms(endpoint, state, tokens_ahead(request, state) + mine, step) - own
-        ahead = ahead - net / 2.0  # the engine works the backlog off while this request travels
+    if pending is None:
+        ahead = _counted_ms(request, endpoint, state, wait, mine, own, step, net)
     else:
         # waiting for a batch slot, the prompts ahead wait too: they drain only while the engine admits
-        unseen = state.waiting - state.pending_requests
         tokens = backlog_tokens(pending, net / 2000.0, 0.0 if wait > 0.0 else drain_tps(endpoint, state, step))
-        if unseen > 0:
-            tokens += unseen * request.prompt_tokens
-        ahead = wait * 1000.0 + prefill_ms(endpoint, state, tokens + mine, step) - own
+        ahead = wait * 1000.0 + prefill_ms(endpoint, state, tokens + unseen_tokens(request, state) + mine,
+                                           step) - own
     if 0.0 > ahead:
         ahead = 0.0
     cal = state.calibration

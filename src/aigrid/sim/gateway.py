@@ -187,8 +187,8 @@ class Gateways:
         return GridView(self.grid.sites, endpoints, states, {}, self.grid.models)
 
     # ---- the gateway's observations (the live gateway's TelemetryStore does the same) -------------------
-    def record_send(self, gateway: int, index: int, prompt_tokens: int, rid: int = -1, now: float = 0.0,
-                    arrives_at: float = 0.0) -> None:
+    def record_send(self, gateway: int, index: int, prompt_tokens: int, rid: int, now: float,
+                    arrives_at: float) -> None:
         """Gateway `gateway` sent request `rid` (`prompt_tokens`) to endpoint `index` at `now`; it expects it
         there at `arrives_at` (half its round trip later)."""
         if self.local_accounting:
@@ -198,8 +198,8 @@ class Gateways:
                 self.book.sent(index, rid, gateway, now, arrives_at, prompt_tokens)
 
     def record_first_token(self, gateway: int, index: int, prompt_tokens: int, model_ahead_ms: float,
-                           model_own_ms: float, observed_engine_ms: float, rid: int = -1, now: float = 0.0,
-                           produced_at: float = 0.0) -> None:
+                           model_own_ms: float, observed_engine_ms: float, rid: int, now: float,
+                           produced_at: float) -> None:
         """The first token of request `rid` reached its gateway at `now`; the engine produced it at
         `produced_at` as the gateway reckons (now less half the round trip)."""
         if self.local_accounting:
@@ -219,7 +219,7 @@ class Gateways:
             breaker.record_success()
 
     def record_finished(self, gateway: int, index: int, prompt_tokens: int, had_first_token: bool,
-                        rid: int = -1, now: float = 0.0) -> None:
+                        rid: int, now: float) -> None:
         if self.local_accounting:
             self.ledgers[gateway].finished(index, prompt_tokens, had_first_token)
             self.total.finished(index, prompt_tokens, had_first_token)

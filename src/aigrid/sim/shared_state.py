@@ -14,7 +14,7 @@ from collections.abc import Hashable
 
 from aigrid.core.types import PrefillQueue
 from aigrid.telemetry.inflight import InflightLedger, Load
-from aigrid.telemetry.prefill_book import latest, queue_of
+from aigrid.telemetry.prefill_book import NOTHING_PENDING, latest, queue_of
 
 
 class SyncedLedger:
@@ -119,7 +119,10 @@ class SyncedPrefillBook:
 
     def queue(self, index: int, gateway: int, now: float) -> PrefillQueue:
         """What gateway `gateway` knows of endpoint `index`'s pending prompts now."""
+        entries = self.entries[index]
+        if not entries:  # most endpoints of a large grid, at every decision
+            return NOTHING_PENDING
         anchor = latest(self.synced_anchor[index], self.own_anchor[index].get(gateway))
         g, synced = float(gateway), self.synced_at
-        return queue_of(anchor, ((at, int(tokens)) for at, tokens, owner, sent, gone in self.entries[index].values()
+        return queue_of(anchor, ((at, int(tokens)) for at, tokens, owner, sent, gone in entries.values()
                                  if (gone > now if owner == g else sent <= synced < gone)), now)

@@ -29,8 +29,10 @@ Anchor = tuple[float, float]
 """(when the engine produced the latest known first token, when that request reached the engine)."""
 Arrival = tuple[float, int]
 """(when a pending prompt reaches or reached the engine, its prompt tokens)."""
-Report = dict[str, tuple[Anchor | None, tuple[Arrival, ...]]]
-"""endpoint -> (anchor, pending prompts): what one gateway tells the others, or several merged."""
+Pending = tuple[Anchor | None, tuple[Arrival, ...]]
+"""One endpoint's (anchor, pending prompts) as a gateway reports them."""
+Report = dict[str, Pending]
+"""endpoint -> Pending: what one gateway tells the others, or several merged."""
 ANCHOR_HORIZON_S = 30.0
 """An anchor older than this is no longer reported: every prompt it could rule out is long done."""
 
@@ -44,11 +46,17 @@ def latest(*anchors: Anchor | None) -> Anchor | None:
     return best
 
 
+NOTHING_PENDING = PrefillQueue(None, ())
+"""No prompt pending: nothing ahead whatever the anchor (core.predict.backlog_tokens is 0 without arrivals)."""
+
+
 def queue_of(anchor: Anchor | None, arrivals: Iterable[Arrival], now: float) -> PrefillQueue:
     """The PrefillQueue at `now` (times become relative to it): the prompts that arrive after the anchor's
-    request, oldest first (those before it are done)."""
+    request, oldest first (those before it are done); NOTHING_PENDING when none is left."""
     after = float("-inf") if anchor is None else anchor[1]
     pending = sorted((at - now, tokens) for at, tokens in arrivals if at > after)
+    if not pending:
+        return NOTHING_PENDING
     return PrefillQueue(None if anchor is None else anchor[0] - now, tuple(pending))
 
 
@@ -107,7 +115,7 @@ class PrefillBook:
         return out
 
 
-def merge_reports(reports: Iterable[Mapping[str, tuple[Anchor | None, tuple[Arrival, ...]]]]) -> Report:
+def merge_reports(reports: Iterable[Mapping[str, Pending]]) -> Report:
     """Several gateways' reports as one: per endpoint the latest anchor and every pending prompt."""
     out: Report = {}
     for report in reports:
@@ -118,7 +126,7 @@ def merge_reports(reports: Iterable[Mapping[str, tuple[Anchor | None, tuple[Arri
 
 
 
-def to_wire(report: Mapping[str, tuple[Anchor | None, tuple[Arrival, ...]]]) -> dict[str, list[object]]:
+def to_wire(report: Mapping[str, Pending]) -> dict[str, list[object]]:
     """A report as JSON-able lists: {endpoint: [[produced, arrived] or null, [[arrives, tokens], ...]]}."""
     return {ep: [None if anchor is None else list(anchor), [list(a) for a in arrivals]]
             for ep, (anchor, arrivals) in report.items()}

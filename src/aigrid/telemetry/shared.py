@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from aigrid.telemetry.prefill_book import Anchor, Arrival
+from aigrid.telemetry.prefill_book import Pending
 
-Queues = Mapping[str, tuple[Anchor | None, tuple[Arrival, ...]]]
+Queues = Mapping[str, Pending]
 """endpoint id -> (anchor, pending prompts) in wall time (telemetry/prefill_book.py)."""
 
 Observation = tuple[str, float, float, float]

@@ -20,7 +20,7 @@ from aigrid.engines.protocol import EngineStats
 from aigrid.logs import fields
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import InflightLedger, Load, combined, merged_state
-from aigrid.telemetry.prefill_book import Anchor, Arrival, PrefillBook, latest, queue_of
+from aigrid.telemetry.prefill_book import Pending, PrefillBook, latest, queue_of
 from aigrid.telemetry.shared import LocalReport, Observation, SharedView
 from aigrid.telemetry.window import DeltaMean
 
@@ -47,7 +47,7 @@ class _Live:
     remote: Load | None = None
     """The other gateways' in-flight work here, as of the last exchange through the shared state."""
     remote_opened_at: float | None = None
-    remote_queue: tuple[Anchor | None, tuple[Arrival, ...]] | None = None
+    remote_queue: Pending | None = None
     """The other gateways' pending prompts here placed in time (this store's clock), as of the last exchange."""
     calibration: Calibration = field(default_factory=Calibration)
     rtt_ewma_ms: float | None = None
