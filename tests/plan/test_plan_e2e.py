@@ -19,6 +19,8 @@ from openai import OpenAI
 from typer.testing import CliRunner
 
 from aigrid.cli import app
+from aigrid.plan.demand import load_demand
+from aigrid.spec.load import load_spec, policies
 from tests.plan.resimulate import resimulate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,6 +93,8 @@ def test_every_slo_claim_holds_in_the_simulator(planned: Path) -> None:
 def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: Path) -> None:
     r = runner.invoke(app, ["spec", "check", str(planned / "grid.yaml")])
     assert r.exit_code == 0 and "ok" in r.output, r.output
+    slo = load_demand(ROOT / "examples" / "plan" / "small.yaml").slo  # the gateway gates on the SLO the plan was checked against
+    assert {p.ttft_slo_ms for p in policies(load_spec(planned / "grid.yaml")).values()} == {slo.ttft_ms}
     doc = json.loads((planned / "plan.json").read_text())
     eu_sites = {s["id"] for s in doc["plan"]["sites"] if s["jurisdiction"] == "EU"}
     gw_port = free_ports(1, start=41100)

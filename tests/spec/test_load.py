@@ -34,6 +34,8 @@ def test_demo_spec_has_the_four_required_sites() -> None:
     (lambda r: r["endpoints"][0].update(slots=0), "endpoints.0.slots: Input should be greater than or equal to 1"),
     (lambda r: r["endpoints"][0].update(colour="red"), "endpoints.0.colour: Extra inputs are not permitted"),
     (lambda r: r.update(policies={"x": {"weights": {"speed": 1}}}), "unknown axes ['speed']"),
+    (lambda r: r.update(slo={"ttft_ms": 0}), "slo.ttft_ms: Input should be greater than 0"),
+    (lambda r: r.update(slo={"tpot_ms": 50}), "slo.ttft_ms: Field required"),
     (lambda r: r["gateway"].update(default_policy="fastest"), "gateway.default_policy: unknown policy 'fastest'"),
     (lambda r: r["tenants"]["default"].update(policy="nope"), "tenants.default.policy: unknown policy 'nope'"),
     (lambda r: r["endpoints"].append(dict(r["endpoints"][0])), "duplicate endpoint id 'fra-smollm2'"),
@@ -82,6 +84,18 @@ def test_the_longest_wait_defaults_to_the_slo_and_can_be_turned_off(
     rules = spec.gateway.admission.rules()
     assert rules.expires(5, 0.0, None, 2000.0) == pytest.approx(standard_s)  # 5: standard, a 2 s SLO
     assert rules.expires(0, 0.0, None, 2000.0) == pytest.approx(batch_s)  # 0: batch
+
+
+def test_the_grid_slo_is_what_every_policy_gates_on_unless_a_policy_sets_its_own() -> None:
+    raw = demo_raw()
+    assert {n: p.ttft_slo_ms for n, p in policies(parse_spec(raw, "grid.yaml")).items()} == {
+        "latency-first": 2000.0, "balanced": 2000.0, "cost-first": 5000.0}  # without one: each policy's own
+    raw["slo"] = {"ttft_ms": 800, "tpot_ms": 60}
+    raw["policies"] = {"mine": {"weights": {"ttft": 1}, "ttft_slo_ms": 300},  # its own TTFT, the grid's TPOT
+                       "theirs": {"weights": {"cost": 1}}}
+    got = {n: (p.ttft_slo_ms, p.tpot_slo_ms) for n, p in policies(parse_spec(raw, "grid.yaml")).items()}
+    assert got == {"latency-first": (800.0, 60.0), "balanced": (800.0, 60.0), "cost-first": (800.0, 60.0),
+                   "mine": (300.0, 60.0), "theirs": (800.0, 60.0)}
 
 
 def test_the_engine_queue_share_reaches_the_rules() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from aigrid.core.types import Policy
 
 BUILTIN_POLICIES: dict[str, Policy] = {
@@ -14,3 +16,9 @@ BUILTIN_POLICIES: dict[str, Policy] = {
     )
 }
 DEFAULT_POLICY = "balanced"
+
+
+def with_slo(policy: Policy, ttft_slo_ms: float, tpot_slo_ms: float | None) -> Policy:
+    """The policy gating on the operator's SLO: a grid spec's `slo` (spec/load.py) or a simulated scenario's
+    (sim/routers.py), which is also what goodput is counted against there."""
+    return replace(policy, ttft_slo_ms=ttft_slo_ms, tpot_slo_ms=tpot_slo_ms)

@@ -62,6 +62,7 @@ def grid_spec(demand: Demand, placement: Placement, port: int = 9100) -> tuple[d
     spec = {
         "name": f"{demand.name}-plan",
         "gateway": {"network": "emulate", "default_policy": demand.verify.policy},
+        "slo": {"ttft_ms": demand.slo.ttft_ms, "tpot_ms": demand.slo.tpot_ms},  # what the plan was checked against
         "models": {m.name: {"family": m.family, "params_b": m.params_b} for m in demand.models},
         "sites": sites,
         "endpoints": endpoints,

@@ -3,10 +3,8 @@ function the gateway calls; the baselines (core.baselines) share its signature a
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from aigrid.core.baselines import BASELINES, Centralized, Router
-from aigrid.core.policies import BUILTIN_POLICIES
+from aigrid.core.policies import BUILTIN_POLICIES, with_slo
 from aigrid.core.scheduler import schedule
 from aigrid.core.types import Policy
 
@@ -20,7 +18,7 @@ def make_router(name: str, central_sites: frozenset[str] = frozenset(),
     if name in BUILTIN_POLICIES:
         policy = BUILTIN_POLICIES[name]
         if slo_ms is not None:
-            policy = replace(policy, ttft_slo_ms=slo_ms, tpot_slo_ms=tpot_slo_ms)
+            policy = with_slo(policy, slo_ms, tpot_slo_ms)
         return schedule, policy
     if name == "centralized":
         return Centralized(central_sites), Policy("centralized", {})

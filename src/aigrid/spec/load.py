@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from aigrid.core.policies import BUILTIN_POLICIES
+from aigrid.core.policies import BUILTIN_POLICIES, with_slo
 from aigrid.core.types import Endpoint, GeoPoint, ModelInfo, Policy, Site
 from aigrid.errors import SpecError
 from aigrid.spec.models import GridSpec
@@ -96,10 +96,17 @@ def _unknown_policies(spec: GridSpec) -> list[str]:
 
 
 def policies(spec: GridSpec) -> dict[str, Policy]:
-    out = dict(BUILTIN_POLICIES)
+    """The built-in policies and the spec's. With the grid's `slo`, every built-in gates on it, and so does
+    each spec policy for what it does not set itself (`ttft_slo_ms`, `tpot_slo_ms`)."""
+    slo = spec.slo
+    out = dict(BUILTIN_POLICIES) if slo is None else {
+        name: with_slo(p, slo.ttft_ms, slo.tpot_ms) for name, p in BUILTIN_POLICIES.items()}
     for name, p in spec.policies.items():
-        out[name] = Policy(name, dict(p.weights), p.tie_tolerance, p.ttft_slo_ms, p.allow_family_fallback,
-                           tpot_slo_ms=p.tpot_slo_ms, cost_reference_usd_per_mtok=p.cost_reference_usd_per_mtok)
+        own = p.model_fields_set
+        ttft = p.ttft_slo_ms if slo is None or "ttft_slo_ms" in own else slo.ttft_ms
+        tpot = p.tpot_slo_ms if slo is None or "tpot_slo_ms" in own else slo.tpot_ms
+        out[name] = Policy(name, dict(p.weights), p.tie_tolerance, ttft, p.allow_family_fallback,
+                           tpot_slo_ms=tpot, cost_reference_usd_per_mtok=p.cost_reference_usd_per_mtok)
     return out
 
 

@@ -354,12 +354,23 @@ class GatewaySpec(StrictModel):
     admission: AdmissionSpec = AdmissionSpec()
 
 
+class SloSpec(StrictModel):
+    """The grid's latency SLO: what every built-in policy gates on (core/picker.py: a candidate whose p90
+    TTFT or TPOT misses it comes last), and each spec policy for what it does not set itself."""
+
+    ttft_ms: float = Field(gt=0, description="the p90 TTFT a candidate must predict to meet the SLO")
+    tpot_ms: float | None = Field(default=None, gt=0, description="time per output token; an endpoint whose "
+                                  "recent TPOT is above it does not meet the SLO")
+
+
 class GridSpec(StrictModel):
     name: str = "grid"
     gateway: GatewaySpec = GatewaySpec()
     models: dict[str, ModelSpec]
     sites: dict[str, SiteSpec]
     endpoints: list[EndpointSpec]
+    slo: SloSpec | None = Field(default=None, description="the grid's TTFT / TPOT SLO for every policy "
+                                "(default: each policy's own, 2 s TTFT for the built-ins, 5 s for cost-first)")
     policies: dict[str, PolicySpec] = {}
     tenants: dict[str, TenantSpec] = {}
     security: SecuritySpec = SecuritySpec()
