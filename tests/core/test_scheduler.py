@@ -97,6 +97,26 @@ def test_warm_prefix_gets_affinity_and_cheaper_prefill() -> None:
     assert d.chosen.prediction.prefill_ms < d.ranked[1].prediction.prefill_ms
 
 
+@pytest.mark.parametrize(("owner_load", "owner_wins"), [(8, True), (20, False)])
+def test_a_hot_prefix_keeps_its_engine_only_within_the_affinity_bound(owner_load: int, owner_wins: bool) -> None:
+    """Four equal engines, one prefix every request shares: the owner keeps it at 8 in flight against 5
+    elsewhere; at 20 (past 1.25x the mean utilisation) it loses the warmth bonus, where the headroom it lacks
+    alone (20 against 5 of 64 slots) would still not have outweighed it."""
+    eps = tuple(replace(endpoint("iad", slots=64), id=f"iad-{i}") for i in range(4))  # no power budget
+    states = {e.id: EndpointState(running=owner_load if e.id == "iad-2" else 5) for e in eps}
+    d = schedule(req("ashburn", prefix_hash="p1", prompt_tokens=100),
+                 view(eps, states, prefix_owner={"p1": "iad-2"}), BALANCED, random.Random(0))
+    assert d.chosen is not None and (d.chosen.endpoint_id == "iad-2") == owner_wins
+    owner = next(c for c in d.ranked if c.endpoint_id == "iad-2")
+    assert owner.prediction.warm  # the cache is still warm there: only the pull is gone
+    assert ("crowded" in " ".join(owner.notes)) != owner_wins
+    if not owner_wins:
+        no_bound = owner.scores["affinity"] + 0.3  # the warmth bonus it lost
+        other = d.chosen
+        weights = {a: w / sum(BALANCED.weights.values()) for a, w in BALANCED.weights.items()}
+        assert owner.total + weights["affinity"] * (no_bound - owner.scores["affinity"]) > other.total
+
+
 def test_power_headroom_from_dcgm_or_estimate() -> None:
     hot = EndpointState(power_w=240.0, power_source="dcgm")
     d = schedule(req("frankfurt"), view((endpoint("fra"),), {"fra-small": hot}), BALANCED, random.Random(0))

@@ -29,6 +29,9 @@ class Context:
     request: RequestInfo
     view: GridView
     policy: Policy
+    crowded: frozenset[str] = frozenset()
+    """Endpoints warm for this request (core.predict.warm_owners) whose load is past the affinity bound
+    (core.predict.crowded_owners): the affinity scorer gives them no warmth bonus."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from math import inf
 
 from aigrid.core.plugins import Context, Filter, Picker, Scorer, Verdict
-from aigrid.core.predict import committed_ms, in_system, predict, warm_owners
+from aigrid.core.predict import committed_ms, crowded_owners, in_system, predict, warm_owners
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
 from aigrid.core.right_size import describe, model_choice
 from aigrid.core.scorers.cost import request_cost_usd
@@ -67,7 +67,8 @@ class Scheduler:
     def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
         urgency = urgency_of(request, policy)
         policy = effective_policy(policy, urgency)
-        ctx = Context(request, view, policy)
+        owners = warm_owners(request, view.prefix_owner)
+        ctx = Context(request, view, policy, crowded_owners(owners, view.endpoints, view.states))
         candidates: list[Candidate] = []
         rejected: list[Rejection] = []
         filters, scorers = self.profile.filters, self.profile.scorers
@@ -75,7 +76,6 @@ class Scheduler:
         checks = tuple((f.name, f.check) for f in filters if f.applies(ctx))
         weighted = tuple((s.axis, w, s.score) for s, w in zip(scorers, _normalised(policy, scorers), strict=True))
         sites, states = view.sites, view.states
-        owners = warm_owners(request, view.prefix_owner)
         for endpoint in view.endpoints:
             site = sites[endpoint.site_id]
             failed = _first_failure(checks, ctx, endpoint)

@@ -4,7 +4,9 @@ fit: 1.0 exact model (or "auto"/family request served by the family's smallest m
 0.7 a larger model of the same family (a fallback that costs more), 0.4 a smaller one (may be worse).
 Right-sized requests (RequestInfo.quality, core/right_size.py): 1.0 for the smallest model that meets the
 quality target, 0.7 for a larger one (the quality filter has removed those that miss it).
-warmth: 1.0 if this request's prompt prefix or session was last served here, else 0.
+warmth: 1.0 if this request's prompt prefix or session was last served here, else 0; 0 too while that
+endpoint is past the affinity bound (core.predict.crowded_owners: its slot utilisation above 1.25x the mean
+of its model's endpoints, plus one request), so one hot prefix cannot pile onto one engine.
 score = 0.7 x fit + 0.3 x warmth.
 """
 
@@ -38,6 +40,8 @@ class AffinityScorer:
 
     def score(self, ctx: Context, endpoint: Endpoint, state: EndpointState, prediction: Prediction) -> Score:
         fit = model_fit(ctx, endpoint)
-        warm = prediction.warm
-        note = "fit {:.1f}, cache warm" if warm else "fit {:.1f}"
-        return FIT_WEIGHT * fit + (1 - FIT_WEIGHT) * (1.0 if warm else 0.0), note, (fit,)
+        if not prediction.warm:
+            return FIT_WEIGHT * fit, "fit {:.1f}", (fit,)
+        if endpoint.id in ctx.crowded:  # past the affinity bound (core.predict.crowded_owners): no pull
+            return FIT_WEIGHT * fit, "fit {:.1f}, cache warm but crowded", (fit,)
+        return FIT_WEIGHT * fit + (1 - FIT_WEIGHT), "fit {:.1f}, cache warm", (fit,)
