@@ -56,7 +56,10 @@ def main() -> int:
     ap.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1] / "src")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aigrid-hot-prefix-"))
-    emu_port, gw_port = free_port(), free_port()
+    emu_port = free_port()  # the emulator's two engines listen on emu_port and emu_port + 1
+    gw_port = free_port()
+    while gw_port in (emu_port, emu_port + 1):
+        gw_port = free_port()
     emu = subprocess.Popen([sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
                             "--engines", "2", "--model", compare.MODEL, "--slots", "512", "--prefill-base-ms", "0.2",
                             "--prefill-ms-per-token", "0.01", "--decode-base-ms", "10", "--decode-ms-per-seq", "0.05"],

@@ -31,7 +31,7 @@ class Context:
     policy: Policy
     crowded: frozenset[str] = frozenset()
     """Endpoints warm for this request (core.predict.warm_owners) whose load is past the affinity bound
-    (core.predict.crowded_owners): the affinity scorer gives them no warmth bonus."""
+    (core.scorers.affinity.crowded_owners): the affinity scorer gives them no warmth bonus."""
 
 
 @dataclass(frozen=True, slots=True)

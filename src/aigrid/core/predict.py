@@ -24,20 +24,11 @@ overhead, slope, p90 ratio). Until it is ready, an engine-reported recent TTFT i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from math import ceil
 
 from aigrid.core.geo import distance_km, rtt_ms
-from aigrid.core.types import (
-    UNKNOWN_STATE,
-    Endpoint,
-    EndpointState,
-    GeoPoint,
-    Prediction,
-    PrefillQueue,
-    RequestInfo,
-    Site,
-)
+from aigrid.core.types import Endpoint, EndpointState, GeoPoint, Prediction, PrefillQueue, RequestInfo, Site
 
 TYPICAL_OUTPUT_TOKENS = 130
 """Median generated tokens in the Azure 2023 conversation trace; the mean service time uses it."""
@@ -157,36 +148,6 @@ def warm_owners(request: RequestInfo, prefix_owner: Mapping[str, str]) -> frozen
     candidate of one request with one lookup per key."""
     keys = (request.prefix_hash, request.session)
     return frozenset(owner for key in keys if key is not None and (owner := prefix_owner.get(key)) is not None)
-
-
-AFFINITY_BOUND = 1.25
-"""Affinity with bounded loads (consistent hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam
-2018; HAProxy's hash-balance-factor): a warm endpoint keeps its pull while its slot utilisation is at most
-this multiple of the mean over the endpoints serving its model, plus one request."""
-
-
-def crowded_owners(owners: frozenset[str], endpoints: Sequence[Endpoint],
-                   states: Mapping[str, EndpointState]) -> frozenset[str]:
-    """The owners past the affinity bound. Without it one hot prefix (every request of an app with the same
-    system prompt and opening turn, a benchmark's one prompt) piles onto one engine until its headroom score
-    outweighs the warmth, a third of its slots, and its decode slows for all of them; the cached part of the
-    prompt still counts in the owner's predicted TTFT (uncached_tokens), so a long shared prefix keeps
-    winning on time to first token where the saving is real."""
-    if not owners:
-        return owners
-    crowded = []
-    for owner in owners:
-        of = [e for e in endpoints if e.id == owner]
-        if not of:
-            continue
-        model = of[0].model
-        utils = [in_system(states.get(e.id, UNKNOWN_STATE)) / (1 if 1 > e.max_concurrency else e.max_concurrency)
-                 for e in endpoints if e.model == model]
-        slots = 1 if 1 > of[0].max_concurrency else of[0].max_concurrency
-        mine = in_system(states.get(owner, UNKNOWN_STATE)) / slots
-        if mine > AFFINITY_BOUND * sum(utils) / len(utils) + 1.0 / slots:
-            crowded.append(owner)
-    return frozenset(crowded)
 
 
 def is_warm(request: RequestInfo, endpoint: Endpoint, prefix_owner: Mapping[str, str]) -> bool:

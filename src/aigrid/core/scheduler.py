@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from math import inf
 
 from aigrid.core.plugins import Context, Filter, Picker, Scorer, Verdict
-from aigrid.core.predict import committed_ms, crowded_owners, in_system, predict, warm_owners
+from aigrid.core.predict import committed_ms, in_system, predict, warm_owners
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
 from aigrid.core.right_size import describe, model_choice
+from aigrid.core.scorers.affinity import crowded_owners
 from aigrid.core.scorers.cost import request_cost_usd
 from aigrid.core.types import (
     UNKNOWN_STATE,

@@ -5,20 +5,48 @@ fit: 1.0 exact model (or "auto"/family request served by the family's smallest m
 Right-sized requests (RequestInfo.quality, core/right_size.py): 1.0 for the smallest model that meets the
 quality target, 0.7 for a larger one (the quality filter has removed those that miss it).
 warmth: 1.0 if this request's prompt prefix or session was last served here, else 0; 0 too while that
-endpoint is past the affinity bound (core.predict.crowded_owners: its slot utilisation above 1.25x the mean
+endpoint is past the affinity bound (crowded_owners: its slot utilisation above 1.25x the mean
 of its model's endpoints, plus one request), so one hot prefix cannot pile onto one engine.
 score = 0.7 x fit + 0.3 x warmth.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aigrid.core.plugins import Context, Score
+from aigrid.core.predict import in_system
 from aigrid.core.right_size import smallest_eligible_params
-from aigrid.core.types import Endpoint, EndpointState, Prediction
+from aigrid.core.types import UNKNOWN_STATE, Endpoint, EndpointState, Prediction
 
 FIT_WEIGHT = 0.7
+AFFINITY_BOUND = 1.25
+"""Affinity with bounded loads (consistent hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam
+2018; HAProxy's hash-balance-factor): a warm endpoint keeps its pull while its slot utilisation is at most
+this multiple of the mean over the endpoints serving its model, plus one request."""
+
+
+def crowded_owners(owners: frozenset[str], endpoints: Sequence[Endpoint],
+                   states: Mapping[str, EndpointState]) -> frozenset[str]:
+    """The owners (core.predict.warm_owners) past the affinity bound; the scheduler calls it once per
+    decision, and does nothing for a request without an owner. Without the bound one hot prefix (every
+    request of an app with the same system prompt and opening turn, a benchmark's one prompt) piles onto one
+    engine until its headroom score outweighs the warmth, a third of its slots, and its decode slows for all
+    of them; the cached part of the prompt still counts in the owner's predicted TTFT (uncached_tokens), so
+    a long shared prefix keeps winning on time to first token where the saving is real."""
+    if not owners:
+        return owners
+    crowded = []
+    for owner in owners:
+        mine = next((e for e in endpoints if e.id == owner), None)
+        if mine is None:
+            continue
+        load = {e.id: in_system(states.get(e.id, UNKNOWN_STATE)) / max(e.max_concurrency, 1)
+                for e in endpoints if e.model == mine.model}
+        if load[owner] > AFFINITY_BOUND * sum(load.values()) / len(load) + 1.0 / max(mine.max_concurrency, 1):
+            crowded.append(owner)
+    return frozenset(crowded)
 
 
 def model_fit(ctx: Context, endpoint: Endpoint) -> float:
@@ -42,6 +70,6 @@ class AffinityScorer:
         fit = model_fit(ctx, endpoint)
         if not prediction.warm:
             return FIT_WEIGHT * fit, "fit {:.1f}", (fit,)
-        if endpoint.id in ctx.crowded:  # past the affinity bound (core.predict.crowded_owners): no pull
+        if endpoint.id in ctx.crowded:  # past the affinity bound (crowded_owners): no pull
             return FIT_WEIGHT * fit, "fit {:.1f}, cache warm but crowded", (fit,)
         return FIT_WEIGHT * fit + (1 - FIT_WEIGHT), "fit {:.1f}, cache warm", (fit,)
