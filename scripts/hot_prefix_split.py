@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 
 from aigrid.bench import compare
-from aigrid.engines.llama_server import free_port
+from aigrid.engines.llama_server import free_port, free_ports
 
 
 async def load(base: str, streams: int) -> None:
@@ -56,7 +56,7 @@ def main() -> int:
     ap.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1] / "src")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aigrid-hot-prefix-"))
-    emu_port = free_port()  # the emulator's two engines listen on emu_port and emu_port + 1
+    emu_port = free_ports(2)  # the emulator's two engines listen on emu_port and emu_port + 1
     gw_port = free_port()
     while gw_port in (emu_port, emu_port + 1):
         gw_port = free_port()

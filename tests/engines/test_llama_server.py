@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from aigrid.engines.llama_server import LlamaServerConfig, LlamaServerProcess, build_command, has_flag
+from aigrid.engines.llama_server import (
+    LlamaServerConfig,
+    LlamaServerProcess,
+    build_command,
+    free_ports,
+    has_flag,
+)
 from aigrid.errors import EngineBuildError
 
 HELP = """\
@@ -157,3 +164,14 @@ async def test_other_start_failures_are_not_retried(tmp_path: Path) -> None:
     with pytest.raises(EngineBuildError, match="bad model"):
         await LlamaServerProcess(config(tmp_path, binary)).start()
     assert counter.read_text().count("x") == 1
+
+
+def test_free_ports_gives_a_run_of_ports_that_can_all_be_bound() -> None:
+    base = free_ports(3)
+    socks = [socket.socket() for _ in range(3)]
+    try:
+        for offset, sock in enumerate(socks):
+            sock.bind(("127.0.0.1", base + offset))  # raises if any of the three is taken
+    finally:
+        for sock in socks:
+            sock.close()

@@ -17,7 +17,7 @@ import httpx
 import orjson
 
 from aigrid.bench.procs import Proc, tree
-from aigrid.engines.llama_server import free_port
+from aigrid.engines.llama_server import free_port, free_ports
 
 REQUESTS = 24
 LIMIT = 15
@@ -35,7 +35,7 @@ def spec(tmp: Path, emu_port: int, gw_port: int) -> dict:
 
 
 def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> None:
-    emu_port = free_port()
+    emu_port = free_ports(2)  # the emulator's two engines: emu_port and emu_port + 1
     emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
                             "--engines", "2", "--decode-base-ms", "20", "--prefill-base-ms", "1"], tmp_path).start()
     gw: Proc | None = None
@@ -122,7 +122,7 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
     sees at most 8, under the volume threshold of 10, yet once the key's total passes 10 it is throttled
     (429, the API's envelope, Retry-After) and the audit record names the signal over all workers; while
     the total stays at or under 10 no request is throttled."""
-    emu_port = free_port()
+    emu_port = free_ports(2)  # the emulator's two engines: emu_port and emu_port + 1
     emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
                             "--engines", "2", "--decode-base-ms", "5", "--prefill-base-ms", "1"], tmp_path).start()
     gw: Proc | None = None

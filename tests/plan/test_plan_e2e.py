@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from openai import OpenAI
 from typer.testing import CliRunner
 
 from aigrid.cli import app
+from aigrid.engines.llama_server import free_port, free_ports
 from aigrid.plan.demand import load_demand
 from aigrid.spec.load import load_spec, policies
 from tests.plan.resimulate import resimulate
@@ -27,22 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
-def free_ports(count: int, start: int = 23100) -> int:
-    """A base port with `count` free ports after it."""
-    for base in range(start, start + 17000, 97):
-        socks = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket()
-                s.bind(("127.0.0.1", p))
-                socks.append(s)
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +81,10 @@ def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: P
     assert {p.ttft_slo_ms for p in policies(load_spec(planned / "grid.yaml")).values()} == {slo.ttft_ms}
     doc = json.loads((planned / "plan.json").read_text())
     eu_sites = {s["id"] for s in doc["plan"]["sites"] if s["jurisdiction"] == "EU"}
-    gw_port = free_ports(1, start=41100)
+    taken = {int(e.url.rsplit(":", 1)[1]) for e in load_spec(planned / "grid.yaml").endpoints if e.url}
+    gw_port = free_port()
+    while gw_port in taken:  # the emulators run-emulated.sh starts listen on the planned ports
+        gw_port = free_port()
     env = {**os.environ, "AIGRID": str(Path(sys.executable).parent / "aigrid")}
     proc = subprocess.Popen(["bash", str(planned / "run-emulated.sh"), "--port", str(gw_port)], cwd=tmp_path,
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)

@@ -97,6 +97,26 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
+def free_ports(count: int, host: str = "127.0.0.1", tries: int = 50) -> int:
+    """The first of `count` consecutive ports that were all free a moment ago: an emulator started with
+    `--engines N` listens on N ports from the one it is given (the same small race as free_port)."""
+    for _ in range(tries):
+        base = free_port(host)
+        socks: list[socket.socket] = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind((host, port))
+            return base
+        except (OSError, OverflowError):  # one of them is taken, or past 65535: another base
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports on {host} after {tries} tries")
+
+
 def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
     """A preexec_fn asking Linux to SIGKILL the child when its parent dies; None elsewhere."""
     if not sys.platform.startswith("linux"):
