@@ -2,10 +2,14 @@
 
 The data-plane benchmark's setting (aigrid.bench.compare: two ENGINE EMULATORS, 512 slots each, the gateway
 spec it writes), with STREAMS clients each sending 4 streamed chat requests with the same prompt one after
-the other. Prints how many requests each engine served and three decisions from the middle of the run.
+the other (`--per-stream`), sent by the project's bench client. Prints the bench's request rate, TTFT and
+TPOT (the data-plane benchmark's columns), how many requests each engine served, how evenly the two engines
+shared the streams from moment to moment (each engine's running requests from its /metrics every 50 ms:
+the mean and 90th percentile of |a - b| / (a + b), 0 an even split, 1 all on one; an even total can hide a
+load that swings from one engine to the other), and three decisions from the middle of the run.
 SRC is the src/ folder the gateway runs from (this checkout's by default; `git archive REV src` for another).
 
-    python scripts/hot_prefix_split.py [--streams 100] [--src SRC]
+    python scripts/hot_prefix_split.py [--streams 100] [--per-stream 4] [--src SRC]
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import argparse
 import asyncio
 import collections
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -23,19 +28,40 @@ from pathlib import Path
 import httpx
 
 from aigrid.bench import compare
+from aigrid.bench.report import Slo, summary
+from aigrid.bench.runner import Run, RunConfig, run
 from aigrid.engines.llama_server import free_port, free_ports
 
 
-async def load(base: str, streams: int) -> None:
-    body = {"model": compare.MODEL, "messages": [{"role": "user", "content": "0 " + "tok " * 100}],
-            "max_tokens": 60, "stream": True}
-    async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=streams + 10)) as client:
-        async def one_client() -> None:
-            for _ in range(4):
-                async with client.stream("POST", f"{base}/v1/chat/completions", json=body) as r:
-                    async for _chunk in r.aiter_bytes():
-                        pass
-        await asyncio.gather(*(one_client() for _ in range(streams)))
+async def running(client: httpx.AsyncClient, url: str) -> int:
+    text = (await client.get(url)).text
+    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines()
+               if line.startswith("vllm:num_requests_running"))
+
+
+async def sample_split(urls: list[str], samples: list[float], stop: asyncio.Event) -> None:
+    """|a - b| / (a + b) of the two engines' running requests every 50 ms until `stop`."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        while not stop.is_set():
+            a, b = await asyncio.gather(*(running(client, u) for u in urls))
+            if a + b > 0:
+                samples.append(abs(a - b) / (a + b))
+            await asyncio.sleep(0.05)
+
+
+async def load(base: str, streams: int, per_stream: int, metrics: list[str]) -> tuple[Run, list[float]]:
+    """`streams` closed-loop clients of the project's bench client (aigrid.bench: the compare harness's
+    requests, 32-token prompts, 16-32 output tokens, one repeated prompt), and the engines' split sampled
+    meanwhile."""
+    plans = compare.closed_plans(streams, streams * per_stream, (16, 32), random.Random(streams))
+    config = RunConfig((f"{base}/v1",), compare.MODEL, concurrency=streams, timeout_s=60.0, unique_prompts=False)
+    samples: list[float] = []
+    stop = asyncio.Event()
+    sampler = asyncio.create_task(sample_split(metrics, samples, stop))
+    result = await run(config, plans)
+    stop.set()
+    await sampler
+    return result, samples
 
 
 def wait_ready(url: str, timeout_s: float = 40.0) -> None:
@@ -53,6 +79,7 @@ def wait_ready(url: str, timeout_s: float = 40.0) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, default=100)
+    ap.add_argument("--per-stream", type=int, default=4, help="requests each client sends one after the other")
     ap.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1] / "src")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aigrid-hot-prefix-"))
@@ -74,11 +101,22 @@ def main() -> int:
     try:
         for url in (f"http://127.0.0.1:{emu_port}/health", f"http://127.0.0.1:{emu_port + 1}/health", f"{base}/healthz"):
             wait_ready(url)
-        asyncio.run(load(base, a.streams))
-        rows = httpx.get(f"{base}/v1/decisions", params={"limit": 4 * a.streams}, timeout=10).json()["data"]
+        metrics = [f"http://127.0.0.1:{p}/metrics" for p in (emu_port, emu_port + 1)]
+        result, split = asyncio.run(load(base, a.streams, a.per_stream, metrics))
+        split.sort()
+        total = a.per_stream * a.streams
+        rows = httpx.get(f"{base}/v1/decisions", params={"limit": min(total, 1000)}, timeout=10).json()["data"]
         served = collections.Counter(str(d.get("served_by")) for d in rows)
-        print(f"{a.streams} streams x 4 requests, one prompt, gateway from {a.src}: served {dict(sorted(served.items()))}"
+        print(f"{a.streams} streams x {a.per_stream} requests, one prompt, gateway from {a.src}: served "
+              f"{dict(sorted(served.items()))}"
               + (f"; statuses {dict(collections.Counter(d.get('status') for d in rows))}" if "None" in served else ""))
+        figures = summary(result, Slo())
+        print(f"  {figures['completed']} completed, {figures['failed']} failed; {figures['request_rate']:.0f} req/s, "
+              f"TTFT p50 {figures['ttft_ms']['p50']:.1f} ms, p99 {figures['ttft_ms']['p99']:.1f} ms; "
+              f"TPOT p50 {figures['tpot_ms']['p50']:.1f} ms")
+        if split:
+            print(f"  imbalance of the running requests |a - b| / (a + b), {len(split)} samples: mean "
+                  f"{sum(split) / len(split):.2f}, p90 {split[int(0.9 * (len(split) - 1))]:.2f}")
         rows.sort(key=lambda d: d["at"])
         for d in rows[len(rows) // 2:len(rows) // 2 + 3]:
             print(" ", d["reason"], [(c["endpoint"], c["total"], c["notes"][2:4]) for c in d["candidates"]])

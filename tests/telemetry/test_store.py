@@ -192,3 +192,21 @@ def test_the_other_gateways_pending_prompts_arrive_in_wall_time() -> None:
     assert len(b.state("e1").prefill_queue.arrivals) == 2
     a.cancel_reservation("e1", 100, "rb")
     assert [t for _, t in a.state("e1").prefill_queue.arrivals] == [640]
+
+
+def test_a_scrape_ages_with_what_the_gateway_saw_finish() -> None:
+    """The engine scraped while 5 of this gateway's requests were there; 3 finish before the next scrape:
+    the view counts 2, not the scrape's 5 (one repeated prompt on two engines herded onto the one whose old
+    scrape looked idle, docs/routing.md)."""
+    store, _ = make()
+    for _ in range(5):
+        store.request_started("e1")
+    store.record_scrape("e1", True, EngineStats(running=2, waiting=3))
+    for _ in range(3):
+        store.request_finished("e1")
+    s = store.snapshot().state("e1")
+    assert (s.running, s.waiting) == (2, 0)
+    store.request_finished("e1")
+    store.request_finished("e1")
+    s = store.snapshot().state("e1")
+    assert (s.running, s.waiting) == (0, 0)

@@ -54,6 +54,10 @@ class Telemetry:
         self.interval_s = interval_s
         self.lag_s = lag_s
         self.visible: list[EndpointState] = [read(i) for i in range(n)]
+        self.seen: list[int | tuple[int, ...]] = [0] * n
+        """Per endpoint: the gateways' ledger when the visible state was taken (merged_counts' `seen`): one
+        count every gateway shares, or one per gateway (Gateways.seen_now)."""
+        self.seen_now: Callable[[int], int | tuple[int, ...]] | None = None
         self.captured = [0.0] * n
         self.dirty: set[int] = set()
         self.stopped = False
@@ -67,16 +71,18 @@ class Telemetry:
     def _publish(self, _: object) -> None:
         if self.dirty:
             now = self.loop.now
-            batch = [(i, self.read(i)) for i in sorted(self.dirty)]
+            seen = self.seen_now
+            batch = [(i, self.read(i), 0 if seen is None else seen(i)) for i in sorted(self.dirty)]
             self.dirty.clear()
             self.loop.after(self.lag_s, self._deliver, (now, batch))
         if not self.stopped:
             self.loop.after(self.interval_s, self._publish)
 
-    def _deliver(self, arg: tuple[float, list[tuple[int, EndpointState]]]) -> None:
+    def _deliver(self, arg: tuple[float, list[tuple[int, EndpointState, int | tuple[int, ...]]]]) -> None:
         captured, batch = arg
-        for i, state in batch:
+        for i, state, seen in batch:
             self.visible[i] = state
+            self.seen[i] = seen
             self.captured[i] = captured
 
 
@@ -119,6 +125,18 @@ class Gateways:
         """(gateway, endpoint, ahead, own, observed) made since the last exchange, oldest first."""
         self.others_weight = 1.0 / max(count - 1, 1)
         self.slots = [max(ep.max_concurrency, 1) for ep in grid.endpoints]
+        if local_accounting:
+            telemetry.seen_now = self.seen_now
+
+    def seen_now(self, index: int) -> int | tuple[int, ...]:
+        """What the gateways' ledgers hold at endpoint `index` now, as a telemetry sample taken now records
+        it: every gateway's sends together where they share state (each one's view of the others lags that
+        by at most one exchange) or where there is one gateway; each gateway's own where they do not."""
+        if self.shared_sync_s > 0 or self.count == 1:
+            load = self.total.get(index)
+            return 0 if load is None else load.pending + load.decoding
+        return tuple(0 if (load := ledger.get(index)) is None else load.pending + load.decoding
+                     for ledger in self.ledgers)
 
     def start(self, loop: EventLoop) -> None:
         if self.shared_sync_s > 0:
@@ -162,7 +180,7 @@ class Gateways:
     def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float) -> GridView:
         """What gateway `gateway` sees of these endpoints now (`load` inline: this runs once per candidate of
         every decision)."""
-        visible, slots = self.telemetry.visible, self.slots
+        visible, seen_at, slots = self.telemetry.visible, self.telemetry.seen, self.slots
         breakers, learnt = self.breakers[gateway], self.learnt
         fold = self.shared_sync_s > 0 and self.calibrate  # this gateway folds the others' outcomes from now on
         mine = self.ledgers[gateway] if self.local_accounting else None
@@ -174,7 +192,11 @@ class Gateways:
             if mine is None:
                 counts = None
             else:
-                counts = merged_counts(s, mine.get(i) if total is None else _with_others(mine, total, i), slots[i])
+                seen = seen_at[i]
+                if seen.__class__ is tuple:  # one count per gateway (they do not share state)
+                    seen = seen[gateway]
+                counts = merged_counts(s, mine.get(i) if total is None else _with_others(mine, total, i), slots[i],
+                                       seen)
             cal = learnt[i].setdefault(gateway, None) if fold else learnt[i].get(gateway)
             breaker = breakers.get(i)
             circuit = Circuit.CLOSED if breaker is None else breaker.state(now)

@@ -86,33 +86,51 @@ class InflightLedger:
         return {k: Load(v.pending, v.pending_tokens, v.decoding) for k, v in self._loads.items()}
 
 
-def merged_state(scraped: EndpointState, load: Load | None, slots: int) -> EndpointState:
-    """The engine's scraped state with the gateways' ledger folded in: the ledger's own fields, and running /
-    waiting raised to what the ledger proves is there (a scrape is older than the ledger)."""
-    changes = merged_fields(scraped, load, slots)
+def merged_state(scraped: EndpointState, load: Load | None, slots: int, seen: int = 0) -> EndpointState:
+    """The engine's scraped state with the gateways' ledger folded in (merged_counts): the ledger's own
+    fields, and running / waiting as the ledger says they are now. `seen`: the ledger's in-flight count when
+    the scrape was taken."""
+    changes = merged_fields(scraped, load, slots, seen)
     return scraped._replace(**changes) if changes else scraped
 
 
-def merged_fields(scraped: EndpointState, load: Load | None, slots: int) -> dict[str, int]:
+def merged_fields(scraped: EndpointState, load: Load | None, slots: int, seen: int = 0) -> dict[str, int]:
     """The fields merged_state changes (none when nothing is in flight), for a caller that changes more
     fields of the same state and builds it once."""
-    counts = merged_counts(scraped, load, slots)
+    counts = merged_counts(scraped, load, slots, seen)
     return {} if counts is None else dict(zip(MERGED_FIELDS, counts, strict=True))
 
 
 MERGED_FIELDS = ("running", "waiting", "pending_requests", "pending_prompt_tokens", "decoding")
 
 
-def merged_counts(scraped: EndpointState, load: Load | None, slots: int) -> tuple[int, int, int, int, int] | None:
-    """The values of MERGED_FIELDS with the ledger folded in (None when nothing is in flight): running and
-    waiting raised to what the ledger proves is there, the ledger's own counts. The rule itself; merged_fields
-    names them, the simulator's view (sim/gateway.py) builds its states from them directly."""
-    if load is None:
-        return None
-    inflight = load.pending + load.decoding
+def merged_counts(scraped: EndpointState, load: Load | None, slots: int,
+                  seen: int = 0) -> tuple[int, int, int, int, int] | None:
+    """The values of MERGED_FIELDS with the ledger folded in (None when nothing changes): running and waiting
+    as the engine reported them, less what of the ledger's work has finished since (the scrape counted
+    `seen` of the ledger's requests; fewer are in flight now), then raised to what the ledger proves is
+    there; the ledger's own counts. The rule itself; merged_fields names them, the simulator's view
+    (sim/gateway.py) builds its states from them directly.
+
+    Why the scrape is corrected, not only floored: it can be a second old, and while it ages the work this
+    gateway sent there finishes. Kept as it was, an engine that has drained looks as busy as when it was
+    scraped, its peer that took the new work looks right (the ledger), and the next requests all go to that
+    peer until the next scrape: the load swings between the two every scrape interval (measured with one
+    repeated prompt on two emulated engines at 200 streams: TPOT 18.6 ms against 16.8 ms with the scrape
+    corrected, docs/routing.md, "A scrape corrected by the ledger")."""
+    inflight = 0 if load is None else load.pending + load.decoding
+    running, waiting = scraped.running, scraped.waiting
+    drained = seen - inflight
+    if drained > 0 and running + waiting > 0:  # finished since the scrape: queued ones took their slots
+        if waiting >= drained:
+            waiting -= drained
+        else:
+            running = max(running + waiting - drained, 0)
+            waiting = 0
     if inflight == 0:
-        return None
-    return (max(scraped.running, min(inflight, slots)), max(scraped.waiting, inflight - slots),
+        return None if running == scraped.running and waiting == scraped.waiting else (running, waiting, 0, 0, 0)
+    assert load is not None
+    return (max(running, min(inflight, slots)), max(waiting, inflight - slots),
             load.pending, load.pending_tokens, load.decoding)
 
 

@@ -43,6 +43,8 @@ class _Live:
     engine_ttft: DeltaMean = field(default_factory=DeltaMean)
     engine_tpot: DeltaMean = field(default_factory=DeltaMean)
     scraped_at: float | None = None
+    seen_inflight: int = 0
+    """The ledgers' requests in flight here when the last scrape came in (merged_counts' `seen`)."""
     output_tokens_ewma: float | None = None
     remote: Load | None = None
     """The other gateways' in-flight work here, as of the last exchange through the shared state."""
@@ -97,6 +99,8 @@ class TelemetryStore:
             power_source="dcgm" if s.power_w is not None else "estimated", reason=reason,
         )
         live.scraped_at = self._clock()
+        ledger = combined(self._ledger.get(endpoint_id), live.remote)
+        live.seen_inflight = 0 if ledger is None else ledger.inflight
         if healthy and live.breaker.state(self._clock()) is Circuit.HALF_OPEN:
             live.breaker.record_success()
         self._dirty.add(endpoint_id)
@@ -291,7 +295,7 @@ class TelemetryStore:
         live = self._live[endpoint_id]
         now = self._clock()
         s = merged_state(live.scraped, combined(self._ledger.get(endpoint_id), live.remote),
-                         self._slots(endpoint_id))
+                         self._slots(endpoint_id), live.seen_inflight)
         remote = live.remote_queue
         anchor = self._book.anchor(endpoint_id)
         arrivals = self._book.arrivals(endpoint_id)
