@@ -10,6 +10,7 @@ load that swings from one engine to the other), and three decisions from the mid
 SRC is the src/ folder the gateway runs from (this checkout's by default; `git archive REV src` for another).
 
     python scripts/hot_prefix_split.py [--streams 100] [--per-stream 4] [--src SRC]
+    python scripts/hot_prefix_split.py --rate 400 --runs 3 [--policy round-robin] [--unique]
 """
 
 from __future__ import annotations
@@ -49,12 +50,17 @@ async def sample_split(urls: list[str], samples: list[float], stop: asyncio.Even
             await asyncio.sleep(0.05)
 
 
-async def load(base: str, streams: int, per_stream: int, metrics: list[str]) -> tuple[Run, list[float]]:
-    """`streams` closed-loop clients of the project's bench client (aigrid.bench: the compare harness's
-    requests, 32-token prompts, 16-32 output tokens, one repeated prompt), and the engines' split sampled
-    meanwhile."""
-    plans = compare.closed_plans(streams, streams * per_stream, (16, 32), random.Random(streams))
-    config = RunConfig((f"{base}/v1",), compare.MODEL, concurrency=streams, timeout_s=60.0, unique_prompts=False)
+async def load(base: str, a: argparse.Namespace, metrics: list[str]) -> tuple[Run, list[float]]:
+    """`a.streams` closed-loop clients of the project's bench client (aigrid.bench: the compare harness's
+    requests, 32-token prompts, 16-32 output tokens, one repeated prompt), or with `a.rate` its Poisson
+    sweep's requests at that rate for 4 s; the engines' split sampled meanwhile."""
+    if a.rate:
+        plans = compare.sweep_plans(a.rate, 4.0)
+    else:
+        plans = compare.closed_plans(a.streams, a.streams * a.per_stream, (16, 32), random.Random(a.streams))
+    headers = (("x-aigrid-policy", a.policy),) if a.policy else ()
+    config = RunConfig((f"{base}/v1",), compare.MODEL, concurrency=0 if a.rate else a.streams, timeout_s=60.0,
+                       unique_prompts=a.unique, headers=headers, drain_s=compare.DRAIN_S)
     samples: list[float] = []
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_split(metrics, samples, stop))
@@ -62,6 +68,20 @@ async def load(base: str, streams: int, per_stream: int, metrics: list[str]) -> 
     stop.set()
     await sampler
     return result, samples
+
+
+def report(outcome: tuple[Run, list[float]], a: argparse.Namespace) -> None:
+    result, split = outcome
+    load = f"Poisson {a.rate:g}/s" if a.rate else f"{a.streams} streams x {a.per_stream} requests"
+    figures = summary(result, Slo())
+    print(f"{load}, {'a unique prompt each' if a.unique else 'one prompt'}, policy {a.policy or 'default'}, "
+          f"gateway from {a.src}: {figures['completed']} completed, {figures['failed']} failed; "
+          f"{figures['request_rate']:.0f} req/s, TTFT p50 {figures['ttft_ms']['p50']:.1f} ms, p99 "
+          f"{figures['ttft_ms']['p99']:.1f} ms; TPOT p50 {figures['tpot_ms']['p50']:.1f} ms", flush=True)
+    split.sort()
+    if split:
+        print(f"  imbalance of the running requests |a - b| / (a + b), {len(split)} samples: mean "
+              f"{sum(split) / len(split):.2f}, p90 {split[int(0.9 * (len(split) - 1))]:.2f}", flush=True)
 
 
 def wait_ready(url: str, timeout_s: float = 40.0) -> None:
@@ -80,6 +100,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--streams", type=int, default=100)
     ap.add_argument("--per-stream", type=int, default=4, help="requests each client sends one after the other")
+    ap.add_argument("--rate", type=float, help="open loop instead: the data-plane benchmark's Poisson sweep "
+                    "step at this rate (requests/s, 4 s)")
+    ap.add_argument("--policy", help="route with this policy (x-aigrid-policy) instead of the default")
+    ap.add_argument("--unique", action="store_true", help="a different prompt per request (no hot prefix)")
+    ap.add_argument("--runs", type=int, default=1, help="load the same gateway this many times, one after the other")
     ap.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1] / "src")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aigrid-hot-prefix-"))
@@ -102,21 +127,15 @@ def main() -> int:
         for url in (f"http://127.0.0.1:{emu_port}/health", f"http://127.0.0.1:{emu_port + 1}/health", f"{base}/healthz"):
             wait_ready(url)
         metrics = [f"http://127.0.0.1:{p}/metrics" for p in (emu_port, emu_port + 1)]
-        result, split = asyncio.run(load(base, a.streams, a.per_stream, metrics))
-        split.sort()
-        total = a.per_stream * a.streams
-        rows = httpx.get(f"{base}/v1/decisions", params={"limit": min(total, 1000)}, timeout=10).json()["data"]
+        for _ in range(a.runs - 1):
+            report(asyncio.run(load(base, a, metrics)), a)
+        result, split = asyncio.run(load(base, a, metrics))
+        report((result, split), a)
+        rows = httpx.get(f"{base}/v1/decisions", params={"limit": min(len(result.results), 1000)},
+                         timeout=10).json()["data"]
         served = collections.Counter(str(d.get("served_by")) for d in rows)
-        print(f"{a.streams} streams x {a.per_stream} requests, one prompt, gateway from {a.src}: served "
-              f"{dict(sorted(served.items()))}"
+        print(f"  the last {len(rows)} decisions: served {dict(sorted(served.items()))}"
               + (f"; statuses {dict(collections.Counter(d.get('status') for d in rows))}" if "None" in served else ""))
-        figures = summary(result, Slo())
-        print(f"  {figures['completed']} completed, {figures['failed']} failed; {figures['request_rate']:.0f} req/s, "
-              f"TTFT p50 {figures['ttft_ms']['p50']:.1f} ms, p99 {figures['ttft_ms']['p99']:.1f} ms; "
-              f"TPOT p50 {figures['tpot_ms']['p50']:.1f} ms")
-        if split:
-            print(f"  imbalance of the running requests |a - b| / (a + b), {len(split)} samples: mean "
-                  f"{sum(split) / len(split):.2f}, p90 {split[int(0.9 * (len(split) - 1))]:.2f}")
         rows.sort(key=lambda d: d["at"])
         for d in rows[len(rows) // 2:len(rows) // 2 + 3]:
             print(" ", d["reason"], [(c["endpoint"], c["total"], c["notes"][2:4]) for c in d["candidates"]])

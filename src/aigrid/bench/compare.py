@@ -137,6 +137,13 @@ def closed_plans(concurrency: int, n: int, out_tokens: tuple[int, int], rng: ran
     return [workload.Plan(None, 32, rng.randint(*out_tokens)) for _ in range(n)]
 
 
+def sweep_plans(rate: float, step_s: float) -> list[workload.Plan]:
+    """One step of the open-loop sweep: Poisson arrivals at `rate` for `step_s`, 32-token prompts, 16-32
+    output tokens."""
+    plans = workload.poisson(rate, max(20, int(rate * step_s)), 32, 24, random.Random(int(rate)))
+    return [workload.Plan(p.at, 32, 16 + i % 17) for i, p in enumerate(plans)]
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path(".aigrid/bench-compare"))
@@ -200,8 +207,7 @@ def main(argv: list[str] | None = None) -> None:
                                                  hdrs, max_s=args.closed_s)
                     print(f"{name} closed c={c}: {brief(entry['closed'][c])}", flush=True)
                 for r in rates:
-                    plans = workload.poisson(r, max(20, int(r * args.step_s)), 32, 24, random.Random(int(r)))
-                    plans = [workload.Plan(p.at, 32, 16 + i % 17) for i, p in enumerate(plans)]
+                    plans = sweep_plans(r, args.step_s)
                     s = entry["sweep"][r] = measure(urls, plans, 0, pids, hdrs)
                     print(f"{name} poisson {r:g}/s: {brief(s)}", flush=True)
                     base = report["targets"].get("direct", {}).get("sweep", {}).get(r)
