@@ -97,6 +97,23 @@ def test_warm_prefix_gets_affinity_and_cheaper_prefill() -> None:
     assert d.chosen.prediction.prefill_ms < d.ranked[1].prediction.prefill_ms
 
 
+def test_warmth_pulls_by_the_prefill_the_cache_saves() -> None:
+    """The warm engine's pull is the share of its cold time to first token that the cached prefix saves:
+    strong for a long shared prompt, next to nothing for a short one (whose pull only skewed the load)."""
+    eps = (endpoint("fra"), replace(endpoint("fra"), id="fra-2"))
+    pulls = {}
+    for tokens in (30, 4000):
+        d = schedule(req("frankfurt", prefix_hash="p1", prompt_tokens=tokens), view(eps, prefix_owner={"p1": "fra-2"}),
+                     BALANCED, random.Random(0))
+        by_id = {c.endpoint_id: c for c in d.ranked}
+        warm, cold = by_id["fra-2"], by_id["fra-small"]
+        saved = prefill_ms(eps[1], EndpointState(), tokens) - warm.prediction.model_own_ms
+        assert saved > 0 and f"saves {saved:.0f} ms" in " ".join(warm.notes)
+        pulls[tokens] = warm.scores["affinity"] - cold.scores["affinity"]
+        assert pulls[tokens] == pytest.approx(0.3 * saved / (saved + warm.prediction.ttft_ms))
+    assert pulls[30] < pulls[4000] / 2 < 0.15  # 0.08 and 0.24 on this grid's engines (prefill 2,000 tokens/s)
+
+
 @pytest.mark.parametrize(("owner_load", "owner_wins"), [(8, True), (20, False)])
 def test_a_hot_prefix_keeps_its_engine_only_within_the_affinity_bound(owner_load: int, owner_wins: bool) -> None:
     """Four equal engines, one prefix every request shares: the owner keeps it at 8 in flight against 5

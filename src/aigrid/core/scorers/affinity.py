@@ -4,9 +4,12 @@ fit: 1.0 exact model (or "auto"/family request served by the family's smallest m
 0.7 a larger model of the same family (a fallback that costs more), 0.4 a smaller one (may be worse).
 Right-sized requests (RequestInfo.quality, core/right_size.py): 1.0 for the smallest model that meets the
 quality target, 0.7 for a larger one (the quality filter has removed those that miss it).
-warmth: 1.0 if this request's prompt prefix or session was last served here, else 0; 0 too while that
-endpoint is past the affinity bound (crowded_owners: its slot utilisation above 1.25x the mean
-of its model's endpoints, plus one request), so one hot prefix cannot pile onto one engine.
+warmth: where this request's prompt prefix or session was last served, the share of the cold time to first
+token that the cached prefix saves there (saved prefill / (predicted TTFT + saved prefill)), else 0; 0 too
+while that endpoint is past the affinity bound (crowded_owners: its slot utilisation above 1.25x the mean
+of its model's endpoints, plus one request), so one hot prefix cannot pile onto one engine. A long shared
+prefix near an idle engine pulls hard; a 30-token prompt, whose cached part saves a millisecond, hardly
+at all (its pull only skewed the load).
 score = 0.7 x fit + 0.3 x warmth.
 """
 
@@ -16,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aigrid.core.plugins import Context, Score
-from aigrid.core.predict import in_system
+from aigrid.core.predict import in_system, prefill_ms
 from aigrid.core.right_size import smallest_eligible_params
 from aigrid.core.types import UNKNOWN_STATE, Endpoint, EndpointState, Prediction
 
@@ -72,4 +75,9 @@ class AffinityScorer:
             return FIT_WEIGHT * fit, "fit {:.1f}", (fit,)
         if endpoint.id in ctx.crowded:  # past the affinity bound (crowded_owners): no pull
             return FIT_WEIGHT * fit, "fit {:.1f}, cache warm but crowded", (fit,)
-        return FIT_WEIGHT * fit + (1 - FIT_WEIGHT), "fit {:.1f}, cache warm", (fit,)
+        saved = prefill_ms(endpoint, state, ctx.request.prompt_tokens) - prediction.model_own_ms
+        if 0.0 > saved:
+            saved = 0.0
+        warmth = saved / (saved + prediction.ttft_ms) if saved > 0.0 else 0.0
+        return (FIT_WEIGHT * fit + (1 - FIT_WEIGHT) * warmth, "fit {:.1f}, cache warm (saves {:.0f} ms)",
+                (fit, saved))
