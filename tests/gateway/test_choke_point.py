@@ -47,6 +47,12 @@ ROUTES: list[tuple[str, str, Body, str]] = [
                                              {"role": "assistant", "content": None, "tool_calls": []},
                                              {"role": "tool", "tool_call_id": "c1", "content": t}]},
      "messages[2].content"),
+    ("chat input_text part", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "input_text", "text": t}]}]},
+     "messages[0].content[0].text"),
+    ("chat documents (engine extension)", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Summarise my mail."}],
+                "documents": [{"title": "mail", "text": t}]}, "documents[0].text"),
     ("completion prompt", "/v1/completions", lambda t: {"model": MODEL, "prompt": t}, "prompt"),
     ("completion prompt list", "/v1/completions", lambda t: {"model": MODEL, "prompt": ["Hello", t]}, "prompt[1]"),
     ("responses input", "/v1/responses", lambda t: {"model": MODEL, "input": t}, "input"),
@@ -143,6 +149,16 @@ async def test_every_route_blocks_the_attack_where_it_sits(walk: tuple[httpx.Asy
     assert ok.status_code == 200, ok.text
 
 
+def test_the_walk_covers_every_front_door(tmp_path: Path) -> None:
+    """Every POST route has a row above, but two that no generating model reads: embeddings (the input
+    becomes vectors) and Anthropic's count_tokens (the gateway counts, no engine is called)."""
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, {e.id: ScriptedEngine([]) for e in spec.endpoints}, rng=random.Random(2),
+                       sleep=_no_sleep)
+    audited = {r.path for r in build_app(gw).routes if getattr(r, "methods", None) and "POST" in r.methods}
+    assert audited - {"/v1/embeddings", "/v1/messages/count_tokens"} <= {path for _, path, _, _ in ROUTES}, audited
+
+
 @pytest.mark.parametrize("source", TOOL_SOURCES)
 async def test_every_tool_source_is_screened_before_the_model_reads_it(
         walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine], source: Source) -> None:
@@ -176,3 +192,51 @@ async def test_harmless_tool_output_reaches_the_model(walk: tuple[httpx.AsyncCli
     step = r.json()["aigrid_steps"][0]
     assert step["result"] == "Revenue grew 4% to 12.1 million euros." and "firewall" not in step
     assert "12.1 million" in orjson.dumps(engine.received[1]).decode()
+
+
+@pytest.mark.parametrize(("tools", "messages", "param"), [
+    ([{"type": "function", "function": {"name": "calculator"}},
+      {"type": "function", "function": {"name": "x", "parameters": "abc"}}], [], "tools[1].function.parameters"),
+    ([{"type": "function", "function": {"name": "calculator"}},
+      {"type": "function", "function": {"name": "x", "parameters": {"type": "object", "properties": ["a"]}}}], [],
+     "tools[1].function.parameters.properties"),
+    ([{"type": "function", "function": {"name": "calculator"}},
+      {"type": "function", "function": {"name": "x", "description": 5}}], [], "tools[1].function.description"),
+    ([{"type": "function", "function": {"name": "calculator"}}],
+     [{"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "function": "calculator"}]},
+      {"role": "tool", "tool_call_id": "c1", "content": "4"}], "messages[1].tool_calls[0]"),
+])
+async def test_a_bad_tool_definition_is_the_clients_400_and_no_engine_is_blamed(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine], tools: list[Any], messages: list[Any],
+        param: str) -> None:
+    """A malformed tool for the agent loop is refused before routing with the field named; sent three
+    times (the breaker's threshold) it leaves every engine's circuit closed."""
+    c, gw, engine = walk
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "What is 2 + 2?"}, *messages], "tools": tools}
+    for mode in ("constrained", "native", "constrained"):
+        r = await c.post("/v1/chat/completions", json={**body, "aigrid_tool_mode": mode})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == param
+    assert engine.received == []
+    assert all(s.circuit.value == "closed" for s in gw.store.snapshot().states.values())
+
+
+async def test_a_clients_error_found_during_an_attempt_is_not_an_engine_failure(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ApiError raised while an attempt opens (a check inside the tool loop) reaches the client as
+    itself, releases the in-flight slot and does not count against the engine's breaker."""
+    from aigrid.errors import InvalidRequest
+
+    c, gw, engine = walk
+
+    def refuse(path: str, payload: bytes) -> Any:
+        raise InvalidRequest("messages[0].content is not allowed here", param="messages[0].content")
+
+    monkeypatch.setattr(engine, "open", refuse)
+    for _ in range(3):
+        r = await c.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content", r.text
+    view = gw.store.snapshot()
+    assert all(s.circuit.value == "closed" and s.running == 0 and s.waiting == 0 for s in view.states.values())
+    record = await last_audit(gw)
+    assert record["outcome"] == "error:invalid_request"

@@ -161,9 +161,49 @@ def offered_tools(body: Mapping[str, Any], registry: ToolRegistry) -> list[ToolS
             specs.append(ToolSpec(name, tool.description, tool.parameters, server=True))
         else:
             fn = t["function"]
+            _check_client_tool(fn, f"tools[{i}].function")
             specs.append(ToolSpec(name, str(fn.get("description") or ""),
                                   fn.get("parameters") or {"type": "object"}, server=False))
     return specs
+
+
+def _check_client_tool(fn: Mapping[str, Any], where: str) -> None:
+    """A client tool's definition is rendered into the model's prompt and grammar: a description that is
+    not text or parameters that are not a JSON Schema object are the client's mistake (400), not an engine
+    failure."""
+    if fn.get("description") is not None and not isinstance(fn["description"], str):
+        raise InvalidRequest("a tool's description must be a string", param=f"{where}.description")
+    params = fn.get("parameters")
+    if params is None:
+        return
+    if not isinstance(params, Mapping):
+        raise InvalidRequest("a tool's parameters must be a JSON Schema object", param=f"{where}.parameters")
+    props = params.get("properties")
+    if props is not None and not isinstance(props, Mapping):
+        raise InvalidRequest("parameters.properties must be an object of JSON Schemas",
+                             param=f"{where}.parameters.properties")
+    for key, prop in (props or {}).items():
+        if not isinstance(prop, Mapping | bool):
+            raise InvalidRequest("each property must be a JSON Schema", param=f"{where}.parameters.properties.{key}")
+
+
+def _check_tool_calls(messages: Any) -> None:
+    """Earlier assistant turns' tool calls, which the loop replays to the model: each a function call with a
+    name and its arguments as a JSON string."""
+    if not isinstance(messages, list):
+        return  # the chat schema has already refused it
+    for i, m in enumerate(messages):
+        calls = m.get("tool_calls") if isinstance(m, Mapping) else None
+        if calls is None:
+            continue
+        if not isinstance(calls, list):
+            raise InvalidRequest("tool_calls must be a list", param=f"messages[{i}].tool_calls")
+        for j, call in enumerate(calls):
+            fn = call.get("function") if isinstance(call, Mapping) else None
+            if not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str) or not isinstance(
+                    fn.get("arguments", ""), str) or not isinstance(call.get("id", ""), str):
+                raise InvalidRequest("a tool call needs an id, function.name and function.arguments (a JSON string)",
+                                     param=f"messages[{i}].tool_calls[{j}]")
 
 
 def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:
@@ -183,6 +223,7 @@ def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base:
     """Check a server-side-tools request before it is routed (InvalidRequest naming the field) and
     return its loop settings; run_tool_loop checks the same again."""
     offered_tools(body, registry)
+    _check_tool_calls(body.get("messages"))
     return loop_config(body, base)
 
 
@@ -198,6 +239,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     """
     config = loop_config(body, config)
     specs = offered_tools(body, registry)
+    _check_tool_calls(body.get("messages"))
     constrained = config.mode == "constrained"
     reuse = (not constrained) if config.reuse_tools is None else config.reuse_tools
     server_names = {s.name for s in specs if s.server}

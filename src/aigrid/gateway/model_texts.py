@@ -17,7 +17,10 @@ ROLE_SOURCE = {"user": Source.USER, "system": Source.SYSTEM, "developer": Source
 
 
 def chat_texts(body: Mapping[str, Any]) -> list[ModelText]:
-    """OpenAI chat messages: string content, or the text parts of a content list."""
+    """OpenAI chat messages: string content, or every string `text` of a content list whatever the part's
+    type (engines read "input_text" and other spellings as text too); the `documents` engines put into the
+    prompt (vLLM's and Hugging Face's chat-template extension), as retrieved documents; and the
+    descriptions of the client's tools, which the template renders into the system turn."""
     out: list[ModelText] = []
     for i, message in enumerate(body.get("messages") or []):
         if not isinstance(message, Mapping):
@@ -28,9 +31,31 @@ def chat_texts(body: Mapping[str, Any]) -> list[ModelText]:
             out.append(ModelText(content, source, ("messages", i, "content")))
         elif isinstance(content, list):
             out += [ModelText(part["text"], source, ("messages", i, "content", j, "text"))
-                    for j, part in enumerate(content)
-                    if isinstance(part, Mapping) and part.get("type") == "text" and isinstance(part.get("text"), str)]
+                    for j, part in enumerate(content) if isinstance(part, Mapping) and isinstance(part.get("text"), str)]
+    return out + _documents(body) + _tool_descriptions(body)
+
+
+def _documents(body: Mapping[str, Any]) -> list[ModelText]:
+    docs = body.get("documents")
+    if not isinstance(docs, list):
+        return []
+    out: list[ModelText] = []
+    for i, doc in enumerate(docs):
+        if isinstance(doc, str):
+            out.append(ModelText(doc, Source.DOCUMENT, ("documents", i)))
+        elif isinstance(doc, Mapping):
+            out += [ModelText(v, Source.DOCUMENT, ("documents", i, k)) for k, v in doc.items() if isinstance(v, str)]
     return out
+
+
+def _tool_descriptions(body: Mapping[str, Any]) -> list[ModelText]:
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return []
+    return [ModelText(t["function"]["description"], Source.SYSTEM, ("tools", i, "function", "description"))
+            for i, t in enumerate(tools)
+            if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)
+            and isinstance(t["function"].get("description"), str)]
 
 
 def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:

@@ -28,7 +28,7 @@ from aigrid.core.types import Candidate, Decision
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import encode
 from aigrid.engines.trace_context import TRACE_HEADERS
-from aigrid.errors import EngineError, EngineUnavailable, UpstreamFailed
+from aigrid.errors import ApiError, EngineError, EngineUnavailable, UpstreamFailed
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.metrics import GatewayMetrics
@@ -264,6 +264,12 @@ class Proxy:
             await stack.aclose()
             self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
             entry.update(error="cancelled: another attempt answered first")
+            span.fail(entry["error"])
+            raise
+        except ApiError as e:  # the client's mistake found late (a tool loop's check): not the engine's fault
+            await stack.aclose()
+            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
+            entry.update(error=f"refused: {e}", ms=round((self._clock() - attempt_start) * 1000, 1))
             span.fail(entry["error"])
             raise
         except Exception as e:  # not an engine error: a bug or an unmapped library error; never leak the slot
