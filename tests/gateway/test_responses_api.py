@@ -94,6 +94,9 @@ async def test_errors_keep_the_openai_envelope(oai: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as big:
         await oai.responses.create(model="smollm2-135m", input="x", max_output_tokens=10**9)
     assert big.value.body["param"] == "max_output_tokens"
+    with pytest.raises(openai.BadRequestError) as long:
+        await oai.responses.create(model="smollm2-135m", input="lorem ipsum " * 20_000)
+    assert long.value.body["param"] == "input" and long.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.NotFoundError):
         await oai.responses.retrieve("resp_missing")
 

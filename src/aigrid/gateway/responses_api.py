@@ -52,7 +52,7 @@ from aigrid.security.principal import Principal
 RESPONSES_PATH = "/v1/responses"
 H_STORED_IN = "x-aigrid-stored-jurisdiction"
 """On GET /v1/responses/{id}: the jurisdiction whose partition holds the conversation."""
-_PARAMS = {"max_tokens": "max_output_tokens"}
+_PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
 """Pipeline errors name chat fields; these are their Responses names."""
 
 
