@@ -241,3 +241,30 @@ async def test_append_waits_a_bounded_time_then_says_the_log_is_unavailable(tmp_
     assert not log.accepting()
     with pytest.raises(AuditUnavailable, match="queue stayed full for 0.05 s"):
         await log.append(record(1), timeout=0.05)
+
+
+async def test_stop_gives_up_on_a_dead_disk_within_its_bound_and_counts_the_loss(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    log = AuditLog(tmp_path / "a.db", KEY, retry_s=0.01, linger_s=0, stop_wait_s=0.2)
+    await log.start()
+
+    def dead(entries: list[tuple[float, str]]) -> int:
+        raise OSError(5, "Input/output error")
+
+    log.store.append = dead  # type: ignore[method-assign]
+    for i in range(3):
+        await log.append(record(i))
+    with caplog.at_level("ERROR", logger="aigrid.audit.log"):
+        await asyncio.wait_for(log.stop(), 5)  # once hung forever: flush() waited on a writer retrying for ever
+    assert log.lost == 3 and not log.accepting()
+    assert "3 records still unwritten after 0.2 s" in caplog.text
+    assert verify(tmp_path / "a.db", KEY.public_key()).records == 0
+
+
+async def test_stop_with_the_default_bound_returns_on_a_dead_disk(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.db", KEY, retry_s=0.01)
+    await log.start()
+    log.store.append = lambda entries: (_ for _ in ()).throw(OSError(28, "No space left on device"))  # type: ignore[method-assign]
+    await log.append(record(0))
+    await asyncio.wait_for(log.stop(), 5)
+    assert log.lost == 1

@@ -1,6 +1,7 @@
 """Every exit of a request settles its quota and writes its audit record exactly once (issue 12):
 success (whole and streamed), client error, firewall block, context too long, no eligible site, every
-candidate failed, client gone mid-stream, gateway shutdown mid-stream, embeddings, a stalled audit log."""
+candidate failed, client gone mid-stream, gateway shutdown mid-stream, embeddings, a stalled audit log, a
+failing quota store, a request finishing after the audit log stopped, a body field of the wrong type."""
 
 from __future__ import annotations
 
@@ -8,16 +9,21 @@ import asyncio
 import random
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from starlette.types import Message
 
+from aigrid.errors import UpstreamFailed
 from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.guard import Guard
+from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 from aigrid.spec.models import AuditSpec, QuotaSpec, TenantSpec
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -325,3 +331,90 @@ async def test_engine_failures_and_circuit_changes_are_logged(
     text = caplog.text
     assert "endpoint nrt-smollm2 failed before the first byte" in text
     assert "circuit of nrt-smollm2 opened after 3 consecutive failures" in text
+
+
+class _SettleFails(MemoryQuotaBackend):
+    """Admits as usual; settling raises, as Redis or the workers' hub (HubQuotaBackend) do when they are gone."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def adjust(self, counters: Sequence[Counter]) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [UpstreamFailed("quota counters unavailable: hub gone"),
+                                   RedisConnectionError("Connection refused")], ids=["hub", "redis"])
+async def test_a_failing_quota_settle_still_answers_and_writes_the_one_record(
+        tmp_path: Path, fakes: dict[str, FakeEngine], caplog: pytest.LogCaptureFixture, error: Exception) -> None:
+    spec = spec_in(tmp_path)
+    tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(tokens_per_min=1_000_000))}
+    spec = spec.model_copy(update={"tenants": tenants})
+    gw = build_gateway(spec, fakes, sleep=_no_sleep, guard=Guard(spec, quota_backend=_SettleFails(error)))
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            with caplog.at_level("WARNING", logger="aigrid.guard"):
+                r = await c.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+        assert r.status_code == 200, r.text
+        row = await the_one_record(gw)
+        assert row["outcome"] == "ok" and row["extra"]["quota"] == "unsettled"
+        assert gw.guard.settle_failures == 1 and gw.metrics.quota_unsettled._value.get() == 1
+        assert gw.metrics.audit_lost._value.get() == 0
+        assert f"quota not settled for /v1/chat/completions {r.headers['x-aigrid-decision']}" in caplog.text
+        assert gw.decisions.get(r.headers["x-aigrid-decision"]) is not None
+    finally:
+        await gw.guard.stop()
+
+
+async def test_a_request_finishing_after_the_audit_log_stopped_is_counted_lost(
+        tmp_path: Path, fakes: dict[str, FakeEngine], caplog: pytest.LogCaptureFixture) -> None:
+    gw = build_gateway(spec_in(tmp_path), fakes, sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    await gw.guard.stop()
+    with caplog.at_level("WARNING", logger="aigrid.guard"):
+        assert await gw.guard.finish(Exchange("/v1/chat/completions", 1_800_000_000.0)) is False
+    assert gw.guard.audit_failures == 1
+    assert "audit record lost for /v1/chat/completions -: the audit log has stopped" in caplog.text
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json=CHAT)  # not served unaudited: refused, its record lost too
+    assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable"
+    assert gw.guard.audit_failures == 2 and gw.metrics.audit_lost._value.get() == 1
+    assert not any(f.received for f in fakes.values())
+
+
+async def test_a_grid_without_an_audit_log_loses_nothing_after_stop(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    gw = build_gateway(spec_in(tmp_path, audit=None), fakes, sleep=_no_sleep)
+    await gw.guard.start()
+    await gw.guard.stop()
+    assert await gw.guard.finish(Exchange("/v1/chat/completions", 1_800_000_000.0)) is True
+    assert gw.guard.audit_failures == 0
+
+
+@pytest.mark.parametrize(("path", "body", "param"), [
+    ("/v1/chat/completions", {**CHAT, "logprobs": True, "top_logprobs": "x"}, "top_logprobs"),
+    ("/v1/completions", {"model": "smollm2-135m", "prompt": "Say hello", "top_logprobs": "x"}, "top_logprobs"),
+    ("/v1/chat/completions", {**CHAT, "top_logprobs": 2.5}, "top_logprobs"),
+    ("/v1/embeddings", {"model": "all-minilm-l6-v2", "input": "hello", "temperature": "hot"}, "temperature"),
+    ("/v1/embeddings", {"model": "all-minilm-l6-v2", "input": "hello", "top_logprobs": [5]}, "top_logprobs"),
+])
+async def test_a_body_field_of_the_wrong_type_is_the_clients_400_naming_it(
+        client: httpx.AsyncClient, metered: Gateway, fakes: dict[str, FakeEngine],
+        path: str, body: dict[str, Any], param: str) -> None:
+    r = await client.post(path, json=body, headers=TENANT)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert (err["type"], err["code"], err["param"]) == ("invalid_request_error", "invalid_request", param)
+    assert f"invalid value for '{param}'" in err["message"]
+    assert (await the_one_record(metered))["outcome"] == "error:invalid_request"
+    assert await balance(metered) == 0 and not any(f.received for f in fakes.values())
+
+
+async def test_lax_values_the_schemas_accept_are_read_as_numbers(client: httpx.AsyncClient, metered: Gateway) -> None:
+    r = await client.post("/v1/chat/completions", json={**CHAT, "temperature": "0", "logprobs": True,
+                                                        "top_logprobs": "5"}, headers=TENANT)
+    assert r.status_code == 200, r.text
+    assert (await the_one_record(metered))["outcome"] == "ok"

@@ -7,16 +7,20 @@ rather than drop records: an audit trail with silent gaps is worse than a slower
 bounded (`timeout`): then append() raises AuditUnavailable, so no request path hangs on a stalled disk;
 `accepting()` lets the gateway refuse new requests (503) before serving them unaudited. The writer task is
 supervised: an unexpected error is logged with its traceback and the writer restarts with the same batch.
+A failing disk is retried for as long as the log runs, but stop() waits at most `stop_wait_s` for the queue
+to drain: then the records still unwritten are logged and counted as lost (`lost`), and shutdown goes on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -25,10 +29,17 @@ from aigrid.audit.store import AuditStore
 from aigrid.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
+STOP_WAIT_S = 3.0
+"""How long stop() waits for the writer to put the queued records on disk before it gives them up as lost
+(and, only when a write hangs in its thread rather than failing, as long again for that write to return)."""
+_T = TypeVar("_T")
 
 
 class AuditSink(Protocol):
     """Where a gateway's audit records go: this log, or (a gateway worker) its hub, the log's one writer."""
+
+    lost: int
+    """Records accepted by append() and never written (given up by stop())."""
 
     async def start(self) -> None: ...
 
@@ -44,7 +55,7 @@ class AuditSink(Protocol):
 class AuditLog:
     def __init__(self, path: Path, signing_key: Ed25519PrivateKey | None = None, *, checkpoint_every: int = 100,
                  batch_max: int = 256, queue_max: int = 10_000, retry_s: float = 1.0,
-                 linger_s: float = 0.05) -> None:
+                 linger_s: float = 0.05, stop_wait_s: float = STOP_WAIT_S) -> None:
         self.store = AuditStore(path, signing_key)
         self.checkpoint_every = checkpoint_every
         self.batch_max = batch_max
@@ -52,9 +63,14 @@ class AuditLog:
         self.linger_s = linger_s
         """How long the writer lets a batch gather after its first record (one transaction and one thread
         hand-off per batch, not per record; the request never waits for it)."""
+        self.stop_wait_s = stop_wait_s
+        self.lost = 0
+        """Records given up by stop() when the disk would not take them within stop_wait_s (logged)."""
         self._queue_max = queue_max
         self._queue: asyncio.Queue[tuple[float, str]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._store_call: asyncio.Future[object] | None = None
+        """The last store call handed to a worker thread (stop() waits for it before closing the store)."""
         self._pending: list[tuple[float, str]] = []
         """The batch being written: kept across a writer restart so nothing is lost."""
         self.restarts = 0
@@ -95,16 +111,60 @@ class AuditLog:
             await self._queue.join()
 
     async def stop(self) -> None:
+        """Drain the queue, sign a final checkpoint and close. A writer that cannot drain it within
+        `stop_wait_s` (the disk failing) is stopped: the records it still held are logged and counted as lost."""
         if self._task is None:
             return
-        await self.flush()
+        await self._drain()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
         self._queue = None
-        await asyncio.to_thread(self.store.checkpoint)
-        await asyncio.to_thread(self.store.close)
+        if await self._store_idle():
+            await self._close_store()
+
+    async def _drain(self) -> None:
+        """Wait for the queue to be written, at most stop_wait_s; then give up what is left (logged, counted)."""
+        assert self._queue is not None
+        try:
+            async with asyncio.timeout(self.stop_wait_s):
+                await self._queue.join()
+        except TimeoutError:
+            unwritten = len(self._pending) + self._queue.qsize()
+            self.lost += unwritten
+            self._pending = []
+            log.error("audit log stopping: %d records still unwritten after %.1f s (is the disk failing?); "
+                      "they are lost", unwritten, self.stop_wait_s)
+
+    async def _store_idle(self) -> bool:
+        """No store call left running in its thread (one the cancelled writer was waiting on), within
+        stop_wait_s: the store is not thread-safe, so it is not checkpointed or closed under one."""
+        call = self._store_call
+        if call is None or call.done():
+            return True
+        await asyncio.wait([call], timeout=self.stop_wait_s)
+        if not call.done():
+            log.error("audit store left open: a write still hangs in its thread after %.1f s", self.stop_wait_s)
+            return False
+        return True  # its error, if any, was retrieved by the shield and logged by the writer
+
+    async def _close_store(self) -> None:
+        try:
+            await self._in_thread(self.store.checkpoint)
+        except (OSError, sqlite3.Error) as e:  # the tail stays unsigned: verify reports it
+            log.error("audit log stopping: final checkpoint failed: %s", e)
+        try:
+            await self._in_thread(self.store.close)
+        except (OSError, sqlite3.Error) as e:
+            log.error("audit log stopping: close failed: %s", e)
+
+    async def _in_thread(self, fn: Callable[[], _T]) -> _T:
+        """`fn()` in a worker thread, the loop free meanwhile. The call is kept until it returns, even when
+        its awaiter is cancelled (a thread cannot be), so stop() knows when the store is free again."""
+        call = asyncio.get_running_loop().run_in_executor(None, fn)
+        self._store_call = call
+        return await asyncio.shield(call)
 
     async def _supervise(self) -> None:
         while True:
@@ -133,14 +193,14 @@ class AuditLog:
     async def _write(self, entries: list[tuple[float, str]]) -> None:
         while True:
             try:
-                seq = await asyncio.to_thread(self.store.append, entries)
+                seq = await self._in_thread(functools.partial(self.store.append, entries))
                 break
             except (OSError, sqlite3.Error) as e:  # disk full, locked or gone: keep the batch, retry
                 log.error("audit write failed, retrying in %.1fs: %s", self.retry_s, e)
             await asyncio.sleep(self.retry_s)
         if seq - self.store.last_checkpoint >= self.checkpoint_every:
             try:
-                await asyncio.to_thread(self.store.checkpoint)
+                await self._in_thread(self.store.checkpoint)
             except (OSError, sqlite3.Error) as e:  # the next batch tries again
                 log.error("audit checkpoint failed: %s", e)
 

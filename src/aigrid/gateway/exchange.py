@@ -50,6 +50,8 @@ class Exchange:
     outcome: str | None = None
     """Set for exits without an ApiError: cancelled, error:internal."""
     closed: bool = False
+    unsettled: bool = False
+    """The quota store failed to settle its reservation (Guard.finish): the reservation stands as charged."""
     trace: RequestTrace = NO_TRACE
     """The request's OpenTelemetry span; NO_TRACE (does nothing) when tracing is off (tracing.py)."""
     ticket: Ticket | None = None

@@ -1,6 +1,6 @@
 """The gateway's security and governance stages, in pipeline order, built once from the spec.
 
-    authenticate -> authorize (scopes) -> audit writer accepting? -> quota -> abuse signals
+    authenticate -> authorize (scopes) -> field types -> audit writer accepting? -> quota -> abuse signals
     -> firewall choke point (every text the model reads) -> [route, proxy] -> firewall (output)
     -> finish: settle quota with real usage + audit record (exactly once, in the route's `finally`)
 
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from aigrid.audit.log import AuditLog, AuditSink
@@ -53,6 +54,35 @@ ANONYMOUS_SECRET = b"aigrid-demo-grid-without-enforcement"
 log = logging.getLogger("aigrid.guard")
 AUDIT_WAIT_S = 2.0
 """How long a request may wait for room in the audit writer's queue before it is refused (503)."""
+
+
+_NUMBER: TypeAdapter[float] = TypeAdapter(float)
+_INTEGER: TypeAdapter[int] = TypeAdapter(int)
+
+
+def _typed(body: Mapping[str, Any], name: str, kind: type, adapter: TypeAdapter[Any]) -> Any:
+    """`body[name]` as `kind` (None when absent), by pydantic's lax rules, as the request schemas read it:
+    a value of the wrong type is the client's 400 naming the field, never a TypeError (500) further on."""
+    value = body.get(name)
+    if value is None or type(value) is kind:
+        return value
+    try:
+        return adapter.validate_python(value)
+    except ValidationError as e:
+        raise InvalidRequest(f"invalid value for '{name}': {e.errors()[0]['msg']}", param=name) from e
+
+
+def request_traits(body: Mapping[str, Any], prompt: str) -> RequestTraits:
+    """What the abuse signals read of a request body, type-checked here for every audited route: the
+    completion routes' schemas do not know top_logprobs, and /v1/embeddings bodies have no schema at all."""
+    return RequestTraits(prompt=prompt, temperature=_typed(body, "temperature", float, _NUMBER),
+                         logprobs=bool(body.get("logprobs")),
+                         top_logprobs=_typed(body, "top_logprobs", int, _INTEGER) or 0,
+                         logit_bias=bool(body.get("logit_bias")))
+
+
+def _request_id(ex: Exchange) -> str:
+    return ex.decision.request_id if ex.decision else "-"
 
 
 def _limits(q: QuotaSpec | None) -> QuotaLimits:
@@ -166,8 +196,14 @@ class Guard:
         self.firewall = Firewall(model, policies, _policy(sec.firewall))
         self.screen = Screen(self.firewall)
         self.audit_failures = 0
-        """Records the audit log could not take within AUDIT_WAIT_S after the answer was sent (logged)."""
+        """Records lost (each logged): the audit log could not take them within AUDIT_WAIT_S after the answer
+        was sent, their request finished after stop(), or stop() gave up on writing them to a failing disk."""
+        self.settle_failures = 0
+        """Reservations the quota store (Redis, the workers' hub) failed to settle (logged; they stand as charged)."""
         self.audit: AuditSink | None = None
+        self._audit_stopped = False
+        """stop() closed the audit log: unlike a grid without one (audit None from the start), a request
+        finishing now has a record and nowhere to write it."""
         self._audit_spec = sec.audit
         self._audit_sink = audit_sink if sec.audit is not None else None
         self._enforce = sec.enforce
@@ -197,7 +233,9 @@ class Guard:
         self.screen.close()
         if self.audit is not None:
             await self.audit.stop()
+            self.audit_failures += self.audit.lost
             self.audit = None
+            self._audit_stopped = True
 
     # per request -------------------------------------------------------------------------------------
     def principal(self, authorization: str | None, tenant_hint: str | None) -> Principal:
@@ -218,13 +256,12 @@ class Guard:
         principal = ex.principal
         authorize(principal, ex.model, jurisdictions=jurisdictions,
                   policy=policy if principal.scopes.policy else None)
-        if self.audit is not None and not self.audit.accepting():
+        traits = request_traits(body, prompt)  # a malformed body is refused before it costs any quota
+        if self._audit_stopped or (self.audit is not None and not self.audit.accepting()):
             raise AuditUnavailable("the audit log cannot take records now; the request was not served")
         ex.reservation = await self.quotas.admit(principal, tokens)
         if self.abuse_action != "off":
-            ex.abuse = self.abuse.observe(principal.key_id, RequestTraits(
-                prompt=prompt, temperature=body.get("temperature"), logprobs=bool(body.get("logprobs")),
-                top_logprobs=int(body.get("top_logprobs") or 0), logit_bias=bool(body.get("logit_bias"))))
+            ex.abuse = self.abuse.observe(principal.key_id, traits)
             if self.abuse_action == "throttle":
                 ex.abuse.raise_if_throttled()
 
@@ -256,24 +293,40 @@ class Guard:
         return t is not None and t.store_prompts
 
     async def finish(self, ex: Exchange) -> bool:
-        """Settle the quota and write the audit record, once per exchange, whatever its exit. False when the
-        audit log could not take the record within AUDIT_WAIT_S (logged, counted)."""
+        """Settle the quota and write the audit record, once per exchange, whatever its exit; a failed
+        settle does not stop the record. False when the record was lost (logged, counted): the audit log
+        could not take it within AUDIT_WAIT_S, or it had already stopped (the gateway shutting down)."""
         if ex.closed:
             return True
         ex.closed = True
         if ex.reservation is not None:
-            await self.quotas.settle(ex.reservation, ex.used_tokens())
+            await self._settle(ex)
         if self.audit is None:
-            return True
+            return not self._audit_stopped or self._lost(ex, "the audit log has stopped")
         record = self._record(ex)
         try:
             await self.audit.append(record, timeout=AUDIT_WAIT_S)
         except AuditUnavailable as e:
-            self.audit_failures += 1
-            log.error("audit record lost for %s %s: %s; record: %s", ex.route,
-                      ex.decision.request_id if ex.decision else "-", e, record.body())
-            return False
+            return self._lost(ex, str(e), record)
         return True
+
+    async def _settle(self, ex: Exchange) -> None:
+        """Replace the reservation by the real usage. The quota store failing (Redis down, the workers' hub
+        gone: UpstreamFailed) leaves the reservation charged as it stands: logged, counted, marked on the
+        exchange and its audit record, which is still written."""
+        assert ex.reservation is not None
+        try:
+            await self.quotas.settle(ex.reservation, ex.used_tokens())
+        except Exception:  # whatever the store raised: the audit record below must still be written
+            ex.unsettled = True
+            self.settle_failures += 1
+            log.exception("quota not settled for %s %s (the reservation stands)", ex.route, _request_id(ex))
+
+    def _lost(self, ex: Exchange, why: str, record: AuditRecord | None = None) -> bool:
+        self.audit_failures += 1
+        record = record or self._record(ex)
+        log.error("audit record lost for %s %s: %s; record: %s", ex.route, _request_id(ex), why, record.body())
+        return False
 
     def _record(self, ex: Exchange) -> AuditRecord:
         p = ex.principal
@@ -288,6 +341,8 @@ class Guard:
             extra.update(status=ex.error.status, message=ex.error.message)
         if ex.ticket is not None:
             extra["urgency"] = ex.ticket.to_dict()
+        if ex.unsettled:
+            extra["quota"] = "unsettled"
         return AuditRecord(
             ts=ex.started, request_id=ex.decision.request_id if ex.decision else "",
             tenant=p.tenant if p else "?", key_id=p.key_id if p else "unauthenticated", model=ex.model,

@@ -217,6 +217,8 @@ class HubAuditLog:
         self._pending = 0
         self._max_pending = max_pending
         self._running = False
+        self.lost = 0
+        """Always 0: every record was acknowledged by the hub, or refused to its caller (AuditUnavailable)."""
 
     async def start(self) -> None:
         self._running = True

@@ -71,8 +71,11 @@ class GatewayMetrics:
         self.inflight = Gauge("aigrid_endpoint_inflight", "Requests this gateway has open to the endpoint",
                               ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
         self.audit_lost = Counter("aigrid_audit_records_lost", "Audit records the audit log could not queue within "
-                                  "its bounded wait after the answer was sent (each is logged at error level)",
-                                  registry=r)
+                                  "its bounded wait after the answer was sent, or of requests that finished after "
+                                  "it stopped (each is logged at error level)", registry=r)
+        self.quota_unsettled = Counter("aigrid_quota_settle_failures", "Requests whose quota reservation the quota "
+                                       "store failed to settle with the real usage (the reservation stands; each "
+                                       "is logged, the audit record still written)", registry=r)
         # the OpenTelemetry GenAI client metrics, in Prometheus form (dots become underscores)
         genai = ["gen_ai_operation_name", "gen_ai_request_model"]
         self.genai_tokens = Histogram("gen_ai_client_token_usage", "GenAI semconv gen_ai.client.token.usage: "

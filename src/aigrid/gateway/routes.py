@@ -112,8 +112,10 @@ class Audited:
             self.gw.admission.release(ex.ticket, started=ex.record is not None and bool(ex.record.attempts))
             observe(ex, self.gw.metrics)  # the span's end (when traced) and the GenAI metrics
             try:
-                if not await self.gw.guard.finish(ex):
+                if not await self.gw.guard.finish(ex):  # a failed quota settle does not stop the record
                     self.gw.metrics.audit_lost.inc()
+                if ex.unsettled:
+                    self.gw.metrics.quota_unsettled.inc()
                 if self.gw.hub is not None and ex.record is not None:  # the outcome, for the other workers
                     await self.gw.hub.publish_decision(ex.record.to_dict())
             finally:
