@@ -418,3 +418,21 @@ async def test_lax_values_the_schemas_accept_are_read_as_numbers(client: httpx.A
                                                         "top_logprobs": "5"}, headers=TENANT)
     assert r.status_code == 200, r.text
     assert (await the_one_record(metered))["outcome"] == "ok"
+
+
+async def test_reading_and_deleting_a_stored_response_is_audited(
+        client: httpx.AsyncClient, metered: Gateway) -> None:
+    """GET and DELETE /v1/responses/{id} read or remove a stored conversation: each writes one audit record
+    (its route, tenant and outcome), a miss too."""
+    r = await client.post("/v1/responses", json={"model": "smollm2-135m", "input": "Say hello"}, headers=TENANT)
+    assert r.status_code == 200, r.text
+    rid = r.json()["id"]
+    assert (await client.get(f"/v1/responses/{rid}", headers=TENANT)).status_code == 200
+    assert (await client.delete(f"/v1/responses/{rid}", headers=TENANT)).status_code == 200
+    missing = await client.get(f"/v1/responses/{rid}", headers=TENANT)
+    assert missing.status_code == 404 and missing.json()["error"]["param"] == "response_id"
+    rows = await audit_rows(metered)
+    assert [(r["extra"]["route"], r["outcome"], r["tenant"]) for r in rows[1:]] == [
+        ("GET /v1/responses/{response_id}", "ok", "metered"), ("DELETE /v1/responses/{response_id}", "ok", "metered"),
+        ("GET /v1/responses/{response_id}", "error:not_found", "metered")]
+    assert await balance(metered) == rows[0]["prompt_tokens"] + rows[0]["completion_tokens"]  # reads cost nothing

@@ -45,7 +45,7 @@ from aigrid.gateway.responses_translate import (
     response_object,
     usage_block,
 )
-from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Routes, json_response
+from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Audited, Routes, json_response
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.principal import Principal
 
@@ -76,9 +76,11 @@ class ResponsesApi:
         self.gw = routes.gw
 
     def routes(self) -> list[Route]:
-        """GET and DELETE (POST /v1/responses is an audited route: routes.Routes.audited)."""
-        return [Route(RESPONSES_PATH + "/{response_id}", self.get, methods=["GET"]),
-                Route(RESPONSES_PATH + "/{response_id}", self.delete, methods=["DELETE"])]
+        """GET and DELETE of a stored conversation (POST /v1/responses is an audited route too:
+        routes.Routes.audited): reading or deleting one is recorded like a request, with its outcome."""
+        path = RESPONSES_PATH + "/{response_id}"
+        return [Route(path, Audited(self.gw, f"GET {path}", self.get), methods=["GET"]),
+                Route(path, Audited(self.gw, f"DELETE {path}", self.delete), methods=["DELETE"])]
 
     def _principal(self, headers: dict[str, str]) -> Principal:
         return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
@@ -164,19 +166,23 @@ class ResponsesApi:
         else:
             self.gw.responses.put(record, turn.principal.scopes.jurisdictions)
 
-    async def get(self, request: Request) -> Response:
-        headers = pipeline_headers(request)
-        tenant, rid = self._principal(headers).tenant, request.path_params["response_id"]
+    def _stored_access(self, request: Request, ex: Exchange) -> tuple[str, str]:
+        """(tenant, response id) of a GET or DELETE, noted on its exchange for the audit record."""
+        ex.principal = self._principal(pipeline_headers(request))
+        rid = request.path_params["response_id"]
+        ex.body = {"response_id": rid}
+        return ex.principal.tenant, rid
+
+    async def get(self, request: Request, ex: Exchange) -> Response:
+        tenant, rid = self._stored_access(request, ex)
         found = await self.gw.hub.response_get(tenant, rid) if self.gw.hub else self.gw.responses.get(tenant, rid)
         if found is None:
             raise NotFound(f"no stored response {request.path_params['response_id']!r}", param="response_id")
         return Response(orjson.dumps(found.response), media_type="application/json",
                         headers={H_STORED_IN: found.jurisdiction, "x-aigrid-site": found.site})
 
-    async def delete(self, request: Request) -> Response:
-        headers = pipeline_headers(request)
-        rid = request.path_params["response_id"]
-        tenant = self._principal(headers).tenant
+    async def delete(self, request: Request, ex: Exchange) -> Response:
+        tenant, rid = self._stored_access(request, ex)
         deleted = await self.gw.hub.response_delete(tenant, rid) if self.gw.hub else self.gw.responses.delete(tenant, rid)
         if not deleted:
             raise NotFound(f"no stored response {rid!r}", param="response_id")
