@@ -116,19 +116,21 @@ def test_warmth_pulls_by_the_prefill_the_cache_saves() -> None:
 
 @pytest.mark.parametrize(("owner_load", "owner_wins"), [(8, True), (20, False)])
 def test_a_hot_prefix_keeps_its_engine_only_within_the_affinity_bound(owner_load: int, owner_wins: bool) -> None:
-    """Four equal engines, one prefix every request shares: the owner keeps it at 8 in flight against 5
-    elsewhere; at 20 (past 1.25x the mean utilisation) it loses the warmth bonus, where the headroom it lacks
-    alone (20 against 5 of 64 slots) would still not have outweighed it."""
+    """Four equal engines, one 200-token prompt every request shares: the owner keeps it at 8 in flight
+    against 5 elsewhere; at 20 (past 1.25x the mean utilisation) it loses the warmth pull, where the headroom
+    it lacks alone (20 against 5 of 64 slots) would still not have outweighed it. (At 100 tokens the pull is
+    too weak to need the bound; from 300 the cached prefill keeps the owner ahead on TTFT alone.)"""
     eps = tuple(replace(endpoint("iad", slots=64), id=f"iad-{i}") for i in range(4))  # no power budget
     states = {e.id: EndpointState(running=owner_load if e.id == "iad-2" else 5) for e in eps}
-    d = schedule(req("ashburn", prefix_hash="p1", prompt_tokens=100),
+    d = schedule(req("ashburn", prefix_hash="p1", prompt_tokens=200),
                  view(eps, states, prefix_owner={"p1": "iad-2"}), BALANCED, random.Random(0))
     assert d.chosen is not None and (d.chosen.endpoint_id == "iad-2") == owner_wins
     owner = next(c for c in d.ranked if c.endpoint_id == "iad-2")
     assert owner.prediction.warm  # the cache is still warm there: only the pull is gone
     assert ("crowded" in " ".join(owner.notes)) != owner_wins
     if not owner_wins:
-        no_bound = owner.scores["affinity"] + 0.3  # the warmth bonus it lost
+        saved = prefill_ms(eps[2], states["iad-2"], 200) - owner.prediction.model_own_ms
+        no_bound = owner.scores["affinity"] + 0.3 * saved / (saved + owner.prediction.ttft_ms)  # the pull it lost
         other = d.chosen
         weights = {a: w / sum(BALANCED.weights.values()) for a, w in BALANCED.weights.items()}
         assert owner.total + weights["affinity"] * (no_bound - owner.scores["affinity"]) > other.total
