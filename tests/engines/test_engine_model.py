@@ -60,3 +60,36 @@ def test_kv_cache_limits_admission_and_failure_returns_every_job() -> None:
     assert eng.active == 2 and len(eng.waiting) == 1
     lost = eng.fail()
     assert sorted(j.rid for j in lost) == [0, 1, 2] and not eng.up and eng.state().healthy is False
+
+
+def alone(prompt: int) -> float:
+    """Time to the first token of one request without a prefix on an idle engine."""
+    loop, eng, first, _ = make()
+    loop.at(0.0, lambda _: eng.submit(Job(1, prompt, 2, 0.0)))
+    loop.run()
+    return first[1]
+
+
+def test_a_cached_prefix_is_prefilled_once() -> None:
+    """The second request opening with the same prefix prefills only the rest; another prefix, or one the
+    cache lost when the engine failed, prefills whole."""
+    loop, eng, first, _ = make()
+    loop.at(0.0, lambda _: eng.submit(Job(1, 3200, 2, 0.0, prefix=7, prefix_tokens=3000)))
+    loop.at(10.0, lambda _: eng.submit(Job(2, 3200, 2, 10.0, prefix=7, prefix_tokens=3000)))
+    loop.at(20.0, lambda _: eng.submit(Job(3, 3200, 2, 20.0, prefix=8, prefix_tokens=3000)))
+    loop.run()
+    cold, rest = alone(3200), alone(200)
+    assert abs(first[1] - cold) < 1e-9 and abs(first[3] - 20.0 - cold) < 1e-9
+    assert abs(first[2] - 10.0 - rest) < 1e-9 and rest < cold / 5
+    assert list(eng.prefixes) == [7, 8]
+    eng.fail()
+    assert not eng.prefixes and eng.prefix_cached == 0
+
+
+def test_the_prefix_cache_keeps_the_recently_used_within_its_share_of_the_kv_cache() -> None:
+    loop, eng, _, _ = make()
+    size = int(PERF.kv_capacity_tokens * 0.25 / 3) + 1  # three of them are over the share
+    for p in range(3):
+        loop.at(float(p), lambda _, p=p: eng.submit(Job(p, size + 10, 2, float(p), prefix=p, prefix_tokens=size)))
+    loop.run()
+    assert list(eng.prefixes) == [1, 2] and eng.prefix_cached == 2 * size

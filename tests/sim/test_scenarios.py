@@ -135,3 +135,16 @@ def test_a_region_cut_off_is_routed_around_after_timeouts() -> None:
     assert ((site == "ap-tokyo") & outside & window & (run.result.status == OK)).sum() == 0
     assert (run.result.attempts[window] > 1).sum() > 0  # some timed out at the cut and were re-routed
     assert ((site == "ap-tokyo") & outside & (w.t < 20)).sum() > 0
+
+
+def test_shared_prefixes_are_cached_and_the_default_keeps_them_warm() -> None:
+    """With a few long system prompts the engines' prefix cache cuts time to first token against the same
+    prompts drawn from so many prefixes that none repeats; the default policy, which knows where each prefix
+    was served last (the affinity axis), gets more of that saving than round robin."""
+    sc = scenario("shared-prefix", policies=["balanced", "round-robin"], duration_s=60, requests=1800, sweep=[])
+    few = summary(run_experiment(sc))["policies"]
+    tenants = [t.model_copy(update={"shared_prefix": t.shared_prefix.model_copy(update={"count": 100000})})
+               if t.shared_prefix else t for t in sc.tenants]
+    many = summary(run_experiment(sc.model_copy(update={"tenants": tenants})))["policies"]
+    assert few["balanced"]["ttft_p50_ms"] < 0.8 * many["balanced"]["ttft_p50_ms"]
+    assert few["balanced"]["ttft_p50_ms"] < few["round-robin"]["ttft_p50_ms"]

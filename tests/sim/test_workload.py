@@ -3,7 +3,7 @@
 import numpy as np
 
 from aigrid.sim.geography import load_cities
-from aigrid.sim.scenario import Diurnal, Fault, Scenario, Tenant
+from aigrid.sim.scenario import Diurnal, Fault, Scenario, SharedPrefixDef, Tenant
 from aigrid.sim.workload import build_workload, diurnal, load_trace
 
 BASE = {
@@ -52,3 +52,17 @@ def test_a_spike_adds_load_in_its_window() -> None:
     spiky = build_workload(spiky_sc, load_cities())
     window = lambda w: ((w.t >= 1800) & (w.t < 2400)).sum()  # noqa: E731
     assert window(spiky) > 2.5 * window(calm) and len(spiky) > len(calm)
+
+
+def test_shared_prefixes_open_their_tenants_prompts() -> None:
+    sc = Scenario.model_validate({**BASE, "requests": 4000}).model_copy(update={"tenants": [
+        Tenant(name="app", share=0.5, model="m", shared_prefix=SharedPrefixDef(tokens=1000, count=3)),
+        Tenant(name="plain", share=0.5, model="m")]})
+    plain = build_workload(sc.model_copy(update={"tenants": [t.model_copy(update={"shared_prefix": None})
+                                                             for t in sc.tenants]}), load_cities())
+    w = build_workload(sc, load_cities())
+    assert plain.prefix is None and w.prefix is not None and w.prefix_tokens is not None
+    app = w.tenant == 0
+    assert set(np.unique(w.prefix[app])) == {0, 1, 2} and (w.prefix[~app] == -1).all()
+    assert (w.prompt - plain.prompt == np.where(app, 1000, 0)).all() and (w.prefix_tokens[app] == 1000).all()
+    assert (w.t == plain.t).all() and (w.city == plain.city).all()  # the rest of the workload is unchanged

@@ -17,7 +17,7 @@ grows without bound near saturation because arrivals outpace what the steps can 
 from __future__ import annotations
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -27,6 +27,10 @@ from aigrid.engines.step_cost import EnginePerf
 
 EWMA = 0.2
 """Weight of the newest sample in the engine's reported TTFT (engines export smoothed figures)."""
+PREFIX_CACHE_SHARE = 0.25
+"""Share of the KV cache the prefix cache may keep for prefixes of finished prompts (least recently used
+evicted first), as vLLM's automatic prefix caching keeps freed blocks until they are needed. Its tokens
+are not counted against admission: a simplification that leaves the engine's capacity as without it."""
 
 
 class Clock(Protocol):
@@ -39,11 +43,18 @@ class Clock(Protocol):
 
 
 class Job:
-    __slots__ = ("rid", "prompt", "output", "left", "kv", "ctx", "enqueued", "finish_step", "first_token")
+    __slots__ = ("rid", "prompt", "output", "left", "kv", "ctx", "enqueued", "finish_step", "first_token",
+                 "prefix", "prefix_tokens", "cached")
 
-    def __init__(self, rid: int, prompt: int, output: int, now: float) -> None:
+    def __init__(self, rid: int, prompt: int, output: int, now: float, prefix: int = -1,
+                 prefix_tokens: int = 0) -> None:
         self.rid = rid
         self.prompt = prompt
+        self.prefix = prefix
+        """The shared prefix it opens with (-1: none) and its tokens: prefilled once while cached here."""
+        self.prefix_tokens = prefix_tokens
+        self.cached = 0
+        """Prompt tokens the engine's prefix cache held when it was admitted (not prefilled again)."""
         self.output = max(output, 1)
         self.left = float(prompt)
         self.kv = prompt + self.output
@@ -88,6 +99,9 @@ class Engine:
         self.version = 0
         self.ttft_ewma: float | None = None
         self.stats = EngineStats()
+        self.prefixes: OrderedDict[int, int] = OrderedDict()
+        """The prefix cache: prefix id -> tokens, least recently used first (only jobs with a prefix use it)."""
+        self.prefix_cached = 0
 
     # ---- state -------------------------------------------------------------------------------------
     @property
@@ -128,6 +142,8 @@ class Engine:
         self.prefill.clear()
         self.decoding.clear()
         self.ctx, self.kv_used, self.up, self.prefill_tokens = 0.0, 0, False, 0.0
+        self.prefixes.clear()  # a restarted engine's cache is cold
+        self.prefix_cached = 0
         self.version += 1
         self.on_change(self.index)
         return lost
@@ -190,9 +206,23 @@ class Engine:
             if self.kv_used + job.kv > perf.kv_capacity_tokens and self.active > 0:
                 break
             self.waiting.popleft()
+            if job.prefix >= 0 and job.prefix in self.prefixes:  # a prefix cache hit: prefilled once already
+                self.prefixes.move_to_end(job.prefix)
+                job.cached = min(job.prefix_tokens, job.prompt - 1)
+                job.left = float(job.prompt - job.cached)
             self.kv_used += job.kv
             self.prefill_tokens += job.left
             self.prefill.append(job)
+
+    def _keep_prefix(self, prefix: int, tokens: int) -> None:
+        if prefix in self.prefixes:
+            self.prefixes.move_to_end(prefix)
+            return
+        self.prefixes[prefix] = tokens
+        self.prefix_cached += tokens
+        limit = PREFIX_CACHE_SHARE * self.perf.kv_capacity_tokens
+        while self.prefix_cached > limit and len(self.prefixes) > 1:
+            self.prefix_cached -= self.prefixes.popitem(last=False)[1]
 
     def _reschedule(self, now: float) -> None:
         self.version += 1
@@ -222,7 +252,9 @@ class Engine:
             engine_ttft = now - job.enqueued
             self.ttft_ewma = engine_ttft if self.ttft_ewma is None else \
                 (1 - EWMA) * self.ttft_ewma + EWMA * engine_ttft
-            self.stats.work_s += job.prompt * self.perf.pf_tok_ms / 1000.0
+            self.stats.work_s += (job.prompt - job.cached) * self.perf.pf_tok_ms / 1000.0
+            if job.prefix >= 0:
+                self._keep_prefix(job.prefix, job.prefix_tokens)
             self.on_first(job, now)
             job.finish_step = self.steps + job.output - 1
             heapq.heappush(self.decoding, (job.finish_step, job.rid, job))

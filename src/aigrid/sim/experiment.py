@@ -28,7 +28,7 @@ from aigrid.sim.right_size import tenant_prompts
 from aigrid.sim.routers import Router, is_aigrid, make_router
 from aigrid.sim.runner import Arrivals, RunResult, Simulation
 from aigrid.sim.scenario import FCFS, Scenario, policy_name
-from aigrid.sim.workload import Workload, build_workload
+from aigrid.sim.workload import Workload, build_workload, prefix_key
 
 Progress = Callable[[str, float], None]
 """progress(label, fraction of virtual time done)."""
@@ -78,6 +78,8 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
                            model=models[k], prompt_tokens=int(w.prompt[r]), max_output_tokens=int(w.output[r]),
                            client_location=p, allowed_jurisdictions=allowed[k], tenant=names[k],
                            priority=levels[k], deadline_ms=deadlines[k])
+        if w.prefix is not None and w.prefix[r] >= 0:
+            info = replace(info, prefix_hash=prefix_key(int(w.prefix[r])))
         prompts = sized[k]
         if prompts is None:
             return info
@@ -88,7 +90,9 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
     gateway = (w.city % sc.gateway.count).astype(np.int32)
     jitter = w.jitter_u if plan is None else np.concatenate([w.jitter_u, plan.extra_jitter_u])
     return Arrivals(w.t, request, w.output[row], gateway[row], jitter,
-                    jurisdiction=lambda i: jurisdiction_of(cities.country[int(w.city[row[i]])]), agents=plan)
+                    jurisdiction=lambda i: jurisdiction_of(cities.country[int(w.city[row[i]])]), agents=plan,
+                    prefix=None if w.prefix is None else w.prefix[row],
+                    prefix_tokens=None if w.prefix_tokens is None else w.prefix_tokens[row])
 
 
 def regional_view(sc: Scenario, grid: Grid, central: frozenset[str]) -> RegionalView:

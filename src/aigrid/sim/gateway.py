@@ -127,6 +127,11 @@ class Gateways:
         self.slots = [max(ep.max_concurrency, 1) for ep in grid.endpoints]
         if local_accounting:
             telemetry.seen_now = self.seen_now
+        shared_owner: dict[str, str] = {}
+        self.prefix_owner: list[dict[str, str]] = [
+            shared_owner if self.shared_sync_s > 0 else {} for _ in range(count)]
+        """Per gateway: prefix key -> the endpoint that last answered it (the live store's affinity map,
+        shared through the shared state as there, here without the exchange's delay)."""
 
     def seen_now(self, index: int) -> int | tuple[int, ...]:
         """What the gateways' ledgers hold at endpoint `index` now, as a telemetry sample taken now records
@@ -206,7 +211,12 @@ class Gateways:
                 states[ep.id] = s
             else:
                 states[ep.id] = seen_state(s, counts, cal, circuit)
-        return GridView(self.grid.sites, endpoints, states, {}, self.grid.models)
+        return GridView(self.grid.sites, endpoints, states, self.prefix_owner[gateway], self.grid.models)
+
+    def remember_prefix(self, gateway: int, key: str, index: int) -> None:
+        """Gateway `gateway` saw the first token of a request opening with prefix `key` from endpoint `index`
+        (the live gateway's TelemetryStore.remember_affinity)."""
+        self.prefix_owner[gateway][key] = self.grid.endpoints[index].id
 
     # ---- the gateway's observations (the live gateway's TelemetryStore does the same) -------------------
     def record_send(self, gateway: int, index: int, prompt_tokens: int, rid: int, now: float,

@@ -38,6 +38,7 @@ from aigrid.sim.grid import Grid
 from aigrid.sim.network import Network
 from aigrid.sim.regional import RegionalView
 from aigrid.sim.routers import Router
+from aigrid.sim.workload import prefix_key
 
 PENDING, OK, REJECTED, FAILED, SHED, REFUSED_LATE = 0, 1, 2, 3, 4, 5
 NOT_SERVED = (REJECTED, FAILED, SHED, REFUSED_LATE)
@@ -57,6 +58,10 @@ class Arrivals:
     jurisdiction: Callable[[int], str] = lambda i: ""
     """The client's own jurisdiction (used only to decide who is cut off by a partition)."""
     agents: AgentPlan | None = None
+    prefix: np.ndarray | None = None
+    """Per request (model call) the shared prefix it opens with (-1: none) and that prefix's tokens; None
+    when no tenant shares one (sim/workload.py, with_prefixes)."""
+    prefix_tokens: np.ndarray | None = None
 
 
 @dataclass
@@ -302,7 +307,13 @@ class Simulation:
         if not engine.up:
             self.loop.after(self.rtt[i] / 2, self._failover, (i, k))
             return
-        engine.submit(Job(i, int(self.prompt[i]), int(self.outputs[i]), self.loop.now))
+        pre = self.arr.prefix
+        if pre is None or pre[i] < 0:
+            engine.submit(Job(i, int(self.prompt[i]), int(self.outputs[i]), self.loop.now))
+        else:
+            assert self.arr.prefix_tokens is not None
+            engine.submit(Job(i, int(self.prompt[i]), int(self.outputs[i]), self.loop.now, int(pre[i]),
+                              int(self.arr.prefix_tokens[i])))
 
     def _failover(self, arg: tuple[int, int]) -> None:
         i, k = arg
@@ -329,6 +340,9 @@ class Simulation:
             return
         self.stage[i] = 2
         now = self.loop.now
+        pre = self.arr.prefix
+        if pre is not None and pre[i] >= 0:
+            self.gw.remember_prefix(int(self.arr.gateway[i]), prefix_key(int(pre[i])), k)
         self.gw.record_first_token(int(self.arr.gateway[i]), k, int(self.prompt[i]),
                                    float(self.model_ms[i]), float(self.model_own_ms[i]), engine_s * 1000.0,
                                    i, now, now - self.oneway[i])

@@ -92,6 +92,16 @@ class AgentDef(Strict):
                                       "(default: the trace row's)")
 
 
+class SharedPrefixDef(Strict):
+    """Every request of the tenant opens with one of `count` system prompts of `tokens` tokens (an app's
+    instructions, a few apps' or agents' tool definitions), drawn uniformly per request: an engine that has
+    prefilled that prefix lately (its prefix cache, engines/engine_model.py) prefills only the rest, and the
+    gateways know which endpoint served each prefix last (the affinity axis; core.predict.is_warm)."""
+
+    tokens: int = Field(gt=0, le=65536, description="tokens of each shared prefix, added to the trace's prompt")
+    count: int = Field(default=1, ge=1, le=100000, description="distinct prefixes the requests draw from")
+
+
 class RightSizeDef(Strict):
     """`model: auto` with a quality target (sim/right_size.py, docs/models.md): each request draws a labelled
     held-out prompt; the gateway's estimate for it decides which models may serve it."""
@@ -119,6 +129,8 @@ class Tenant(Strict):
     jurisdictions: list[str] | None = Field(default=None, description="allowed jurisdictions (residency)")
     max_prompt_tokens: int = Field(default=8192, gt=0)
     agent: AgentDef | None = Field(default=None, description="sessions of model calls and tool runs")
+    shared_prefix: SharedPrefixDef | None = Field(default=None, description="a system prompt shared by its "
+                                                  "requests, which engines cache")
     priority: str | int = Field(default="standard", description="interactive, standard, batch or a level 0-9 "
                                 "(core/urgency.py)")
     deadline_ms: float | None = Field(default=None, gt=0, description="first token wanted within this many ms "

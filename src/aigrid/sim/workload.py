@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import csv
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +27,7 @@ from aigrid.sim.user_cities import user_places
 TRACE_DIR = Path(__file__).resolve().parents[3] / "data" / "traces"
 SLOT_S = 300.0
 PICK_STREAM = 7
+PREFIX_STREAM = 11
 """Sub-seed of the generator that picks right-sized requests' prompts."""
 
 
@@ -52,6 +53,10 @@ class Workload:
     pick_u: np.ndarray | None = None
     """With right-sized tenants: per request a uniform draw in [0, 1) that picks its labelled prompt
     (sim/right_size.py); NaN for the other tenants' requests. None when no tenant right-sizes."""
+    prefix: np.ndarray | None = None
+    """With shared-prefix tenants: per request the id of the prefix it opens with (-1: none); its tokens
+    are in `prefix_tokens` and already counted in `prompt`. None when no tenant shares a prefix."""
+    prefix_tokens: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -145,7 +150,7 @@ def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
     jitter_u = rng.random(len(t))
     if origin != list(range(len(parts))):
         jitter_u = _shared_jitter(jitter_u, order, [len(p[0]) for p in parts], origin)
-    return Workload(
+    w = Workload(
         t=t[order], tenant=np.concatenate([p[1] for p in parts])[order],
         city=np.concatenate([p[2] for p in parts])[order],
         prompt=np.concatenate([p[3] for p in parts])[order].astype(np.int32),
@@ -153,6 +158,32 @@ def build_workload(sc: Scenario, cities: Cities, load: float = 1.0) -> Workload:
         jitter_u=jitter_u, tenant_names=tuple(t.name for t in sc.tenants),
         pick_u=np.concatenate([p[5] for p in parts])[order] if any(t.right_size for t in sc.tenants) else None,
     )
+    return with_prefixes(sc, w)
+
+
+def prefix_key(prefix: int) -> str:
+    """The key a request with shared prefix `prefix` carries (RequestInfo.prefix_hash, the gateways' map)."""
+    return f"prefix-{prefix}"
+
+
+def with_prefixes(sc: Scenario, w: Workload) -> Workload:
+    """`w` with each shared-prefix tenant's requests opening with one of its prefixes (drawn with a generator
+    of its own, so that other scenarios' workloads are unchanged); prefix ids are global over tenants."""
+    if not any(t.shared_prefix for t in sc.tenants):
+        return w
+    prefix = np.full(len(w), -1, dtype=np.int64)
+    tokens = np.zeros(len(w), dtype=np.int32)
+    first = 0
+    for k, tenant in enumerate(sc.tenants):
+        spec = tenant.shared_prefix
+        if spec is None:
+            continue
+        rows = np.flatnonzero(w.tenant == k)
+        draw = np.random.default_rng([sc.seed, PREFIX_STREAM, k]).integers(spec.count, size=len(rows))
+        prefix[rows] = first + draw
+        tokens[rows] = spec.tokens
+        first += spec.count
+    return replace(w, prompt=(w.prompt + tokens).astype(np.int32), prefix=prefix, prefix_tokens=tokens)
 
 
 def users_of(tenant: Tenant, cities: Cities) -> tuple[np.ndarray, np.ndarray]:
