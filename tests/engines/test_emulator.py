@@ -188,3 +188,22 @@ def test_prompt_tokens_and_histogram() -> None:
     assert h.counts == [1, 3, 0] and h.count == 4 and abs(h.sum - 1.55) < 1e-9
     with pytest.raises(ValueError):
         EmulatorConfig(slots=0)
+
+
+async def test_a_repeated_system_prompt_is_prefilled_once(client: httpx.AsyncClient) -> None:
+    """The emulated engine's prefix cache (engines/engine_model.py) keeps a chat's leading system message:
+    the second request with the same one prefills only its user turn; another system prompt prefills whole."""
+    cfg = EmulatorConfig(prefill_base_ms=5, prefill_ms_per_token=0.1, decode_base_ms=5, decode_ms_per_seq=0)
+    server, url = await start(cfg)
+
+    def body(system: str) -> dict[str, object]:
+        return {"model": "m", "max_tokens": 2, "stream": True,
+                "messages": [{"role": "system", "content": system * 4000}, {"role": "user", "content": "hi"}]}
+
+    try:
+        cold, _, _ = await timed_stream(client, url, body("a"))  # 1,000 tokens: about 100 ms of prefill
+        warm, _, _ = await timed_stream(client, url, body("a"))
+        other, _, _ = await timed_stream(client, url, body("b"))
+    finally:
+        server.close()
+    assert warm < cold / 2 and warm < other / 2, (cold, warm, other)

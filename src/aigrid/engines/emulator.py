@@ -13,6 +13,7 @@ per-request task, no framework middleware. See docs/benchmarks.md for the compar
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import math
 import time
@@ -43,6 +44,23 @@ def prompt_tokens(path: str, body: dict[str, Any]) -> int:
         prompt = body.get("prompt", "")
         chars = len(prompt) if isinstance(prompt, str) else sum(len(str(p)) for p in prompt)
     return max(1, math.ceil(chars / CHARS_PER_TOKEN))
+
+
+def cached_prefix(path: str, body: dict[str, Any]) -> tuple[int, int]:
+    """(key, tokens) of the part of a chat prompt the emulated engine's prefix cache may hold: its leading
+    system (or developer) message, as an app's instructions repeat on every request; (-1, 0) when there is
+    none. vLLM caches any repeated prefix block by block; the emulator keeps the common case."""
+    if not path.endswith("/chat/completions"):
+        return -1, 0
+    messages = body.get("messages")
+    head = messages[0] if isinstance(messages, list) and messages else None
+    if not isinstance(head, dict) or head.get("role") not in ("system", "developer"):
+        return -1, 0
+    content = head.get("content")
+    if not isinstance(content, str) or not content:
+        return -1, 0
+    digest = hashlib.blake2b(content.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1, math.ceil(len(content) / CHARS_PER_TOKEN)
 
 
 def _chunk(data: bytes) -> bytes:
@@ -256,7 +274,8 @@ class EmulatorServer:
             conn.answer(400, "application/json", _error("max_tokens must be a positive integer", "invalid_value"))
             return
         exchange = Exchange(conn, path, body, self.config.model)
-        job = Job(prompt_tokens(path, body), limit, exchange, asyncio.get_running_loop().time())
+        job = Job(prompt_tokens(path, body), limit, exchange, asyncio.get_running_loop().time(),
+                  *cached_prefix(path, body))
         conn.start_job(job)
         exchange.start()
         self.engine.submit(job)

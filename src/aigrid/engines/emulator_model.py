@@ -100,8 +100,9 @@ class Job(engine_model.Job):
 
     __slots__ = ("sink", "arrived", "generated", "first_token_at", "last_token_at", "cancelled")
 
-    def __init__(self, prompt_tokens: int, max_tokens: int, sink: Sink, arrived: float) -> None:
-        super().__init__(next(_job_ids), prompt_tokens, max_tokens, arrived)
+    def __init__(self, prompt_tokens: int, max_tokens: int, sink: Sink, arrived: float, prefix: int = -1,
+                 prefix_tokens: int = 0) -> None:
+        super().__init__(next(_job_ids), prompt_tokens, max_tokens, arrived, prefix, prefix_tokens)
         self.sink = sink
         self.arrived = arrived
         self.generated = 0
