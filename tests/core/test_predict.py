@@ -1,4 +1,5 @@
-"""core/predict.py: warm_owners (the scheduler's, once per request) agrees with is_warm (per endpoint); the
+"""core/predict.py: warm_cache (the scheduler's, once per request) agrees with is_warm (per endpoint) and
+counts what each warm endpoint holds; the
 work ahead replayed from the pending prompts placed in time (backlog_tokens)."""
 
 from __future__ import annotations
@@ -7,18 +8,34 @@ import itertools
 
 import pytest
 
-from aigrid.core.predict import backlog_tokens, is_warm, predict, warm_owners
+from aigrid.core.predict import CACHED_FRACTION, backlog_tokens, is_warm, predict, warm_cache
 from aigrid.core.types import EndpointState, PrefillQueue, RequestInfo
 from tests.core.grid import SITES, endpoint
 
 
-def test_warm_owners_agrees_with_is_warm() -> None:
+def test_warm_cache_agrees_with_is_warm() -> None:
     eps = [endpoint("fra"), endpoint("iad")]
     owners = [{}, {"p": eps[0].id}, {"s": eps[1].id}, {"p": eps[0].id, "s": eps[1].id}, {"p": "elsewhere"}]
     for prefix, session, owner in itertools.product([None, "p", "x"], [None, "s", "y"], owners):
         request = RequestInfo("r", "small", 100, prefix_hash=prefix, session=session)
         for ep in eps:
-            assert (ep.id in warm_owners(request, owner)) == is_warm(request, ep, owner)
+            assert (ep.id in warm_cache(request, owner)) == is_warm(request, ep, owner)
+
+
+def test_warm_cache_counts_the_system_prompt_or_the_conversation() -> None:
+    """A shared prefix of known size (an app's system prompt) holds its own tokens; a conversation's owner
+    (the session key) holds CACHED_FRACTION of the prompt; one endpoint holding both, the larger; never the
+    whole prompt."""
+    app = RequestInfo("r", "small", 1000, prefix_hash="p", session="c", prefix_tokens=300)
+    assert warm_cache(app, {"p": "a", "c": "b"}) == {"a": 300.0, "b": 1000 * CACHED_FRACTION}
+    assert warm_cache(app, {"p": "a", "c": "a"}) == {"a": 1000 * CACHED_FRACTION}
+    unknown = RequestInfo("r", "small", 1000, prefix_hash="p")
+    assert warm_cache(unknown, {"p": "a"}) == {"a": 1000 * CACHED_FRACTION}
+    repeated = RequestInfo("r", "small", 40, prefix_hash="p", prefix_tokens=40)  # the same prompt again
+    assert warm_cache(repeated, {"p": "a"}) == {"a": 39.0}
+    ep = endpoint("fra")
+    assert predict(app, ep, SITES["fra"], EndpointState(), 300.0).model_own_ms == pytest.approx(
+        predict(RequestInfo("r", "small", 700), ep, SITES["fra"], EndpointState()).model_own_ms)
 
 
 def test_backlog_replays_the_pending_prompts_in_arrival_order() -> None:
@@ -43,14 +60,14 @@ def test_the_prediction_counts_only_the_work_still_ahead() -> None:
     # the same 4,000 tokens, placed in time: one prompt well under way, one arriving after this request
     placed = counted._replace(prefill_queue=PrefillQueue(None, ((-1.0, 2000), (5.0, 2000))))
     empty = counted._replace(prefill_queue=PrefillQueue(None, ()))
-    all_ahead = predict(req, ep, SITES["fra"], counted, warm=False)
-    still_ahead = predict(req, ep, SITES["fra"], placed, warm=False)
-    nothing = predict(req, ep, SITES["fra"], empty, warm=False)
+    all_ahead = predict(req, ep, SITES["fra"], counted, 0.0)
+    still_ahead = predict(req, ep, SITES["fra"], placed, 0.0)
+    nothing = predict(req, ep, SITES["fra"], empty, 0.0)
     assert all_ahead.queue_ms > still_ahead.queue_ms > nothing.queue_ms == 0.0
     assert nothing.prefill_ms == still_ahead.prefill_ms == all_ahead.prefill_ms
     # waiting for a batch slot, the prompts ahead wait too: they count whole (nothing drains), and the one
     # that arrives after this request still does not
     full = placed._replace(running=64, waiting=10)
     whole = counted._replace(running=64, waiting=10, pending_prompt_tokens=2000)
-    assert predict(req, ep, SITES["fra"], full, warm=False).queue_ms == pytest.approx(
-        predict(req, ep, SITES["fra"], whole, warm=False).queue_ms)
+    assert predict(req, ep, SITES["fra"], full, 0.0).queue_ms == pytest.approx(
+        predict(req, ep, SITES["fra"], whole, 0.0).queue_ms)

@@ -30,7 +30,7 @@ class Context:
     view: GridView
     policy: Policy
     crowded: frozenset[str] = frozenset()
-    """Endpoints warm for this request (core.predict.warm_owners) whose load is past the affinity bound
+    """Endpoints warm for this request (core.predict.warm_cache) whose load is past the affinity bound
     (core.scorers.affinity.crowded_owners): the affinity scorer gives them no warmth bonus."""
 
 

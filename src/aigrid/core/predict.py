@@ -119,8 +119,6 @@ def backlog_tokens(queue: PrefillQueue, arrive_s: float, rate: float) -> float:
     return backlog
 
 
-def uncached_tokens(prompt_tokens: int, warm: bool) -> float:
-    return prompt_tokens * (1.0 - CACHED_FRACTION) if warm else float(prompt_tokens)
 
 
 def step_ms(endpoint: Endpoint, state: EndpointState) -> float:
@@ -143,11 +141,25 @@ def prefill_ms(endpoint: Endpoint, state: EndpointState, tokens: float, step: fl
     return tokens * 1000.0 / (1e-9 if 1e-9 > tps else tps) + ceil(tokens / CHUNK_TOKENS) * step
 
 
-def warm_owners(request: RequestInfo, prefix_owner: Mapping[str, str]) -> frozenset[str]:
-    """The endpoints that last served this request's prefix or session (at most two): is_warm for every
-    candidate of one request with one lookup per key."""
-    keys = (request.prefix_hash, request.session)
-    return frozenset(owner for key in keys if key is not None and (owner := prefix_owner.get(key)) is not None)
+def warm_cache(request: RequestInfo, prefix_owner: Mapping[str, str]) -> dict[str, float]:
+    """Endpoint -> prompt tokens its prefix cache holds for this request, for the (at most two) endpoints
+    that last served its shared prefix or its session: is_warm for every candidate of one request with one
+    lookup per key. The shared prefix: its own tokens when the gateway knows them (request.prefix_tokens,
+    a system prompt), else CACHED_FRACTION of the prompt; the session (a conversation's history):
+    CACHED_FRACTION of the prompt; the larger where one endpoint holds both. At least one token is always
+    prefilled."""
+    prompt = request.prompt_tokens
+    out: dict[str, float] = {}
+    key = request.prefix_hash
+    if key is not None and (owner := prefix_owner.get(key)) is not None:
+        known = request.prefix_tokens
+        out[owner] = prompt * CACHED_FRACTION if known is None else float(min(known, max(prompt - 1, 0)))
+    key = request.session
+    if key is not None and (owner := prefix_owner.get(key)) is not None:
+        share = prompt * CACHED_FRACTION
+        if out.get(owner, 0.0) < share:
+            out[owner] = share
+    return out
 
 
 def is_warm(request: RequestInfo, endpoint: Endpoint, prefix_owner: Mapping[str, str]) -> bool:
@@ -178,12 +190,12 @@ def _counted_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState, 
 
 
 def committed_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState, prediction: Prediction,
-                 warm: bool) -> float:
+                 cached: float) -> float:
     """The work committed to the endpoint, which requests sent after this one will queue behind too: every
     pending prompt counted whole (_counted_ms). The predictor's rule when it has no placed queue, and what
     the batch class's saturation rule reads (core.urgency.saturated): it leaves headroom for later urgent
     work, so it counts what they will meet, not only what this request meets."""
-    mine = uncached_tokens(request.prompt_tokens, warm)
+    mine = request.prompt_tokens - cached
     step = step_ms(endpoint, state)
     ahead = _counted_ms(request, endpoint, state, queue_wait_s(endpoint, state), mine,
                         prefill_ms(endpoint, state, mine, step), step, prediction.rtt_ms)
@@ -191,10 +203,12 @@ def committed_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState,
 
 
 def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: EndpointState,
-            warm: bool) -> Prediction:
+            cached: float = 0.0) -> Prediction:
+    """`cached`: prompt tokens this endpoint's prefix cache holds for the request (warm_cache), not
+    prefilled again."""
     dist = client_distance_km(request.client_location, site)
     net = network_ms(dist, state)
-    mine = uncached_tokens(request.prompt_tokens, warm)
+    mine = request.prompt_tokens - cached
     step = step_ms(endpoint, state)
     own = prefill_ms(endpoint, state, mine, step)
     pending = state.prefill_queue
@@ -222,4 +236,4 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     tpot = None if state.tpot_s is None else state.tpot_s * 1000.0
     # positional, in field order (rtt, queue, prefill, distance, warm, spread, model ahead / own, tpot, measured
     # rtt): keywords double the cost of building it, once per candidate of every decision
-    return Prediction(net, queue, prefill, dist, warm, spread, ahead, own, tpot, state.rtt_ms)
+    return Prediction(net, queue, prefill, dist, cached > 0.0, spread, ahead, own, tpot, state.rtt_ms)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from math import inf
 
 from aigrid.core.plugins import Context, Filter, Picker, Scorer, Verdict
-from aigrid.core.predict import committed_ms, in_system, predict, warm_owners
+from aigrid.core.predict import committed_ms, in_system, predict, warm_cache
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
 from aigrid.core.right_size import describe, model_choice
 from aigrid.core.scorers.affinity import crowded_owners
@@ -68,8 +68,8 @@ class Scheduler:
     def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
         urgency = urgency_of(request, policy)
         policy = effective_policy(policy, urgency)
-        owners = warm_owners(request, view.prefix_owner)
-        ctx = Context(request, view, policy, crowded_owners(owners, view.endpoints, view.states))
+        cache = warm_cache(request, view.prefix_owner)
+        ctx = Context(request, view, policy, crowded_owners(frozenset(cache), view.endpoints, view.states))
         candidates: list[Candidate] = []
         rejected: list[Rejection] = []
         filters, scorers = self.profile.filters, self.profile.scorers
@@ -84,11 +84,12 @@ class Scheduler:
                 rejected.append(Rejection(endpoint.id, site.id, failed[0], failed[1]))
                 continue
             state = states.get(endpoint.id, UNKNOWN_STATE)
-            prediction = predict(request, endpoint, site, state, endpoint.id in owners)
+            cached = cache.get(endpoint.id, 0.0) if cache else 0.0
+            prediction = predict(request, endpoint, site, state, cached)
             if urgency is not None:
                 late = too_late(urgency, prediction)
                 committed = 0.0 if late or urgency.max_queue_ms == inf else committed_ms(
-                    request, endpoint, state, prediction, endpoint.id in owners)
+                    request, endpoint, state, prediction, cached)
                 busy = None if late else saturated(urgency, endpoint, in_system(state), committed)
                 if late or busy:
                     rejected.append(Rejection(endpoint.id, site.id, "deadline" if late else "saturated",

@@ -179,7 +179,11 @@ class RequestInfo:
     tenant: str = "default"
     allowed_sites: frozenset[str] | None = None
     prefix_hash: str | None = None
+    """The prefix other requests share (the gateway: a chat's system prompt, else its first user turn):
+    the endpoint that served it last is warm (core.predict.warm_cache)."""
     session: str | None = None
+    """The client's session, or the conversation's head when the prefix is a system prompt: a second key
+    to the same map, so a conversation finds its history's cache as well as its app's."""
     exclude_endpoints: frozenset[str] = frozenset()
     quality: Mapping[str, float] | None = None
     """Right-sizing (model "auto" or a tenant's model ladder): per candidate model, the estimated probability
@@ -191,6 +195,9 @@ class RequestInfo:
     """Urgency level 0-9, higher is more urgent: batch 0, standard 5, interactive 9 (core/urgency.py)."""
     deadline_ms: float | None = None
     """First token wanted within this many ms (what is left of it when decided); None: no deadline."""
+    prefix_tokens: int | None = None
+    """Tokens of the shared prefix `prefix_hash` names (a system prompt), which the endpoint that served it
+    last holds in its prefix cache; None: unknown (core.predict.warm_cache assumes CACHED_FRACTION)."""
 
 
 @dataclass(frozen=True, slots=True)

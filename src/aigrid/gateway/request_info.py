@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from math import ceil
 
 from aigrid.core.types import GeoPoint, RequestInfo
 from aigrid.errors import InvalidRequest, ModelNotFound
@@ -65,6 +66,8 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
         raise InvalidRequest(f"max_tokens {budget} exceeds this grid's limit of {max_output_tokens}",
                              param="max_tokens")
     session = headers.get(H_SESSION) or body.user
+    conversation = body.conversation_text()  # None unless the prefix is a system prompt
+    prefix = body.prefix_text()
     return RequestInfo(
         id=request_id,
         model=body.model,
@@ -72,6 +75,11 @@ def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, h
         max_output_tokens=budget or DEFAULT_OUTPUT_TOKENS,
         client_location=parse_location(headers.get(H_LOCATION), cities) or default_location,
         allowed_jurisdictions=residency(headers.get(H_RESIDENCY)),
-        prefix_hash=hash_key(body.prefix_text()),
-        session=f"s:{session}" if session else None,
+        prefix_hash=hash_key(prefix),
+        # a system prompt is what its owner caches, whole; a first user turn names a conversation, whose
+        # owner holds its history (warm_cache's share of the prompt)
+        prefix_tokens=ceil(len(prefix) / CHARS_PER_TOKEN) if conversation is not None else None,
+        # the client's session, else (with a system prompt) the conversation's head: both keys find their
+        # warm endpoint (core.predict.warm_cache), the app's shared prompt and this conversation's history
+        session=f"s:{session}" if session else (f"c:{hash_key(conversation)}" if conversation else None),
     )

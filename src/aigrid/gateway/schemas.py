@@ -51,10 +51,34 @@ class ChatRequest(_Common):
         return "\n".join(parts)
 
     def prefix_text(self) -> str:
-        """The stable head of the conversation (system prompt + first user turn): the cacheable prefix."""
-        head = [m for m in self.messages if m.role in ("system", "developer")][:1]
-        head += [m for m in self.messages if m.role == "user"][:1]
-        return "\n".join(str(m.content) for m in head)
+        """The prefix other requests share, which an engine's prefix cache keeps: the system (or developer)
+        prompt when there is one (an app's instructions, the same for all its users), else the first user
+        turn (later turns of the conversation repeat it)."""
+        system = self._system()
+        if system is not None:
+            return _text(system)
+        return "\n".join(str(m.content) for m in [m for m in self.messages if m.role == "user"][:1])
+
+    def conversation_text(self) -> str | None:
+        """With a system prompt, the head of this conversation (system prompt + first user turn): its later
+        turns share it, and with it more of their prompt than the system prompt alone. None without one
+        (prefix_text is then the conversation's head already)."""
+        system = self._system()
+        if system is None:
+            return None
+        first_user = [m for m in self.messages if m.role == "user"][:1]
+        return "\n".join([_text(system), *(str(m.content) for m in first_user)])
+
+    def _system(self) -> Message | None:
+        head = next((m for m in self.messages if m.role in ("system", "developer")), None)
+        return head if head is not None and head.content else None
+
+
+def _text(message: Message) -> str:
+    content = message.content
+    if isinstance(content, list):
+        return "\n".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
 
 
 class CompletionRequest(_Common):
@@ -65,3 +89,6 @@ class CompletionRequest(_Common):
 
     def prefix_text(self) -> str:
         return self.prompt_text()[:512]
+
+    def conversation_text(self) -> str | None:
+        return None

@@ -79,7 +79,8 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
                            client_location=p, allowed_jurisdictions=allowed[k], tenant=names[k],
                            priority=levels[k], deadline_ms=deadlines[k])
         if w.prefix is not None and w.prefix[r] >= 0:
-            info = replace(info, prefix_hash=prefix_key(int(w.prefix[r])))
+            assert w.prefix_tokens is not None
+            info = replace(info, prefix_hash=prefix_key(int(w.prefix[r])), prefix_tokens=int(w.prefix_tokens[r]))
         prompts = sized[k]
         if prompts is None:
             return info

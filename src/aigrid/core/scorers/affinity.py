@@ -32,11 +32,11 @@ this multiple of the mean over the endpoints serving its model, plus one request
 
 def crowded_owners(owners: frozenset[str], endpoints: Sequence[Endpoint],
                    states: Mapping[str, EndpointState]) -> frozenset[str]:
-    """The owners (core.predict.warm_owners) past the affinity bound; the scheduler calls it once per
+    """The owners (core.predict.warm_cache) past the affinity bound; the scheduler calls it once per
     decision, and does nothing for a request without an owner. Without the bound one hot prefix (every
     request of an app with the same system prompt and opening turn, a benchmark's one prompt) piles onto one
     engine until its headroom score outweighs the warmth, a third of its slots, and its decode slows for all
-    of them; the cached part of the prompt still counts in the owner's predicted TTFT (uncached_tokens), so
+    of them; the cached part of the prompt still counts in the owner's predicted TTFT (warm_cache), so
     a long shared prefix keeps winning on time to first token where the saving is real."""
     if not owners:
         return owners
