@@ -190,6 +190,21 @@ async def test_prefix_affinity_is_remembered(client: httpx.AsyncClient) -> None:
     assert "cache warm" in " ".join(d["candidates"][0]["notes"])
 
 
+async def test_an_apps_system_prompt_is_warm_for_its_next_user(client: httpx.AsyncClient) -> None:
+    """Two users of one app (the same system prompt, different questions): the second finds the endpoint
+    that served the first warm, with the system prompt's own size taken off its prefill."""
+    system = {"role": "system", "content": "You are Example Bank's assistant. " * 60}
+    first = await chat(client, "Tokyo", messages=[system, {"role": "user", "content": "Where is my card?"}])
+    second = await chat(client, "Tokyo", messages=[system, {"role": "user", "content": "Close my account."}])
+    d = (await client.get(f"/v1/decisions/{second.headers['x-aigrid-decision']}")).json()
+    warm = [c for c in d["candidates"] if "cache warm" in " ".join(c["notes"])]
+    assert [c["site"] for c in warm] == [first.headers["x-aigrid-site"]], d["candidates"]
+    other = await chat(client, "Tokyo", messages=[{"role": "system", "content": "You are a poet. " * 60},
+                                                  {"role": "user", "content": "Where is my card?"}])
+    d3 = (await client.get(f"/v1/decisions/{other.headers['x-aigrid-decision']}")).json()
+    assert not any("cache warm" in " ".join(c["notes"]) for c in d3["candidates"])  # another app: cold
+
+
 async def test_models_health_metrics(client: httpx.AsyncClient) -> None:
     models = (await client.get("/v1/models")).json()
     kinds = {m["id"]: m["kind"] for m in models["data"]}
