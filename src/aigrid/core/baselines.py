@@ -13,9 +13,11 @@ health, capacity) and then ranks the survivors by one simple key instead of five
 - power of two choices: two eligible endpoints drawn at random, the one with fewer outstanding per slot;
 - llm-d-style: the Gateway API Inference Extension's scorer mix at the weights of llm-d's
   inference-scheduling guide (prefix-cache 3, kv-cache-utilization 2, queue 2): queue = min-max normalised
-  waiting requests, kv = 1 - KV-cache use, prefix = 1 when the prompt's prefix was last served there; the
-  max-score picker breaks ties at random;
-- Dynamo-style KV router: cost = overlap_weight x prefill blocks (this prompt's uncached blocks plus the
+  waiting requests, kv = 1 - KV-cache use, prefix = the share of the prompt cached there (the tokens
+  core.predict.warm_cache credits the endpoint that last served its prefix or session, over the prompt's);
+  the max-score picker breaks ties at random;
+- Dynamo-style KV router: cost = overlap_weight x prefill blocks (this prompt's uncached blocks, the
+  cached ones from core.predict.warm_cache as Dynamo's KV events would report them, plus the
   prefill blocks pending there) + decode blocks (active blocks there plus this request's), 16-token blocks,
   lowest cost wins; with temperature > 0, sampled from softmax(-normalised cost / temperature).
 None of them models the network: that is the peers' published design, reproduced as such.
@@ -31,7 +33,7 @@ from math import exp
 
 from aigrid.core.geo import distance_km, rtt_ms
 from aigrid.core.plugins import Context, Filter
-from aigrid.core.predict import is_warm
+from aigrid.core.predict import warm_cache
 from aigrid.core.registry import FILTERS
 from aigrid.core.scorers.cost import request_cost_usd
 from aigrid.core.types import (
@@ -224,11 +226,13 @@ class LlmdScorers:
         queues = [view.state(ep.id).waiting for ep in ok]
         lo, hi = (min(queues), max(queues)) if queues else (0, 0)
         keyed = []
+        cache = warm_cache(request, view.prefix_owner)
+        prompt = max(request.prompt_tokens, 1)
         for ep, q in zip(ok, queues, strict=True):
             st = view.state(ep.id)
             queue = 1.0 if hi == lo else (hi - q) / (hi - lo)
             kv = 1.0 - (st.kv_usage if st.kv_usage is not None else 0.0)
-            prefix = 1.0 if is_warm(request, ep, view.prefix_owner) else 0.0
+            prefix = cache.get(ep.id, 0.0) / prompt  # the matched share of the prompt, as llm-d's prefix scorer
             w = LLMD_WEIGHTS
             score = (w["prefix"] * prefix + w["kv"] * kv + w["queue"] * queue) / sum(w.values())
             keyed.append((-score, ep))
@@ -250,10 +254,11 @@ class DynamoKvRouter:
     def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
         ok, rejected = eligible(request, view, policy)
         blocks = request.prompt_tokens / BLOCK_TOKENS
+        cache = warm_cache(request, view.prefix_owner)  # the overlap Dynamo's KV events report, in tokens
         keyed = []
         for ep in ok:
             st = view.state(ep.id)
-            cached = 0.8 * blocks if is_warm(request, ep, view.prefix_owner) else 0.0
+            cached = cache.get(ep.id, 0.0) / BLOCK_TOKENS
             prefill = blocks - cached + st.pending_prompt_tokens / BLOCK_TOKENS
             active = st.decoding * (blocks + request.max_output_tokens / BLOCK_TOKENS) + blocks
             keyed.append((self.overlap_weight * prefill + active, ep))
