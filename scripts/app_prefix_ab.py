@@ -5,7 +5,9 @@ message; `--kv-tokens` sizes the cache at a quarter of it) behind `aigrid up` wi
 spec (aigrid.bench.compare). CLIENTS closed-loop clients send REQUESTS streamed chat requests each; each
 request opens with the system prompt of one of APPS apps (SYSTEM_TOKENS tokens each, drawn at random) and a
 question of its own. Every policy gets fresh engines and a fresh gateway, and the same requests in the same
-order. Prints TTFT p50 / p90 / p99 and how many requests each engine served, per policy.
+order. Prints TTFT p50 / p90 / p99, the share of prompt tokens the engines found in their prefix caches
+(vllm:prefix_cache_hits_total over vllm:prefix_cache_queries_total) and how many requests each engine
+served, per policy.
 
     python scripts/app_prefix_ab.py [--apps 24] [--system-tokens 2000] [--clients 16] [--requests 30]
         [--kv-tokens 120000] [--policies default round-robin least-loaded] [--src SRC]
@@ -63,6 +65,13 @@ async def client_loop(http: httpx.AsyncClient, url: str, policy: str | None, wor
             served[r.headers.get("x-aigrid-endpoint", r.headers.get("x-aigrid-site", "?"))] += 1
 
 
+def cache_counter(port: int, kind: str) -> float:
+    """An emulated engine's vllm:prefix_cache_{hits,queries}_total (prompt tokens)."""
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(f"vllm:prefix_cache_{kind}_total"))
+
+
 def one_policy(policy: str | None, a: argparse.Namespace, work: list[list[tuple[int, str, str]]]) -> None:
     folder = Path(tempfile.mkdtemp(prefix="aigrid-app-prefix-"))
     emu_port = free_ports(2)
@@ -99,8 +108,10 @@ def one_policy(policy: str | None, a: argparse.Namespace, work: list[list[tuple[
         wall = time.perf_counter() - t0
         ttfts.sort()
         q = lambda p: ttfts[min(int(p * len(ttfts)), len(ttfts) - 1)] * 1000  # noqa: E731
+        hits = sum(cache_counter(port, "hits") for port in (emu_port, emu_port + 1))
+        queries = sum(cache_counter(port, "queries") for port in (emu_port, emu_port + 1))
         print(f"| {policy or 'default'} | {len(ttfts)} | {len(ttfts) / wall:.1f} | {q(0.5):.0f} | {q(0.9):.0f} | "
-              f"{q(0.99):.0f} | {dict(sorted(served.items()))} |", flush=True)
+              f"{q(0.99):.0f} | {hits / max(queries, 1):.0%} | {dict(sorted(served.items()))} |", flush=True)
     finally:
         gw.terminate()
         emu.terminate()
@@ -123,8 +134,8 @@ def main() -> int:
     work = conversations(a)
     print(f"{a.apps} apps x {a.system_tokens}-token system prompts, {a.clients} clients x {a.requests} requests, "
           f"engines caching {a.kv_tokens // 4:,} prefix tokens each")
-    print("| policy | requests | req/s | TTFT p50 ms | p90 | p99 | served by |")
-    print("|---|---|---|---|---|---|---|")
+    print("| policy | requests | req/s | TTFT p50 ms | p90 | p99 | prompt tokens from the cache | served by |")
+    print("|---|---|---|---|---|---|---|---|")
     for policy in a.policies:
         one_policy(None if policy == "default" else policy, a, work)
     return 0

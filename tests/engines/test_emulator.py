@@ -204,6 +204,11 @@ async def test_a_repeated_system_prompt_is_prefilled_once(client: httpx.AsyncCli
         cold, _, _ = await timed_stream(client, url, body("a"))  # 1,000 tokens: about 100 ms of prefill
         warm, _, _ = await timed_stream(client, url, body("a"))
         other, _, _ = await timed_stream(client, url, body("b"))
+        metrics = (await client.get(url + "/metrics")).text
     finally:
         server.close()
     assert warm < cold / 2 and warm < other / 2, (cold, warm, other)
+    counters = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
+                if line.startswith("vllm:prefix_cache")}
+    # vLLM V1's counters, in tokens: three prompts of 1,001 looked up, one system prompt of 1,000 found
+    assert counters == {"vllm:prefix_cache_queries_total": 3 * 1001, "vllm:prefix_cache_hits_total": 1000}

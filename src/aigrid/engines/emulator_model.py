@@ -175,6 +175,9 @@ class EmulatedEngine:
         self.e2e = Histogram(E2E_BUCKETS)
         self.prompt_tokens_total = 0
         self.generation_tokens_total = 0
+        self.prefix_cache_queries_total = 0
+        """Prompt tokens looked up in the prefix cache and those found there (vLLM V1's counters)."""
+        self.prefix_cache_hits_total = 0
         self.finished_total = 0
         self.cancelled_total = 0
 
@@ -202,6 +205,8 @@ class EmulatedEngine:
         job.first_token_at = now
         self.ttft.observe(now - job.arrived)
         self.prompt_tokens_total += job.prompt
+        self.prefix_cache_queries_total += job.prompt
+        self.prefix_cache_hits_total += job.cached
         job.generated = 1
         job.last_token_at = now
         self.generation_tokens_total += 1
@@ -253,6 +258,10 @@ class EmulatedEngine:
             "# TYPE vllm:prompt_tokens_total counter", f"vllm:prompt_tokens_total{{{labels}}} {self.prompt_tokens_total}",
             "# TYPE vllm:generation_tokens_total counter",
             f"vllm:generation_tokens_total{{{labels}}} {self.generation_tokens_total}",
+            "# TYPE vllm:prefix_cache_queries_total counter",
+            f"vllm:prefix_cache_queries_total{{{labels}}} {self.prefix_cache_queries_total}",
+            "# TYPE vllm:prefix_cache_hits_total counter",
+            f"vllm:prefix_cache_hits_total{{{labels}}} {self.prefix_cache_hits_total}",
             "# TYPE vllm:request_success_total counter",
             f'vllm:request_success_total{{{labels},finished_reason="length"}} {self.finished_total}',
         ]
