@@ -46,3 +46,8 @@ def test_the_clients_session_wins_over_the_conversation_key() -> None:
     done = build_request_info("r", CompletionRequest.model_validate({"model": "m", "prompt": "Once upon a time"}),
                               {}, {}, MODELS, 4096)
     assert done.prefix_hash == hash_key("Once upon a time") and done.session is None
+
+
+def test_only_a_leading_system_prompt_is_a_cached_prefix() -> None:
+    late = info([{"role": "user", "content": "Hi"}, {"role": "system", "content": APP}])
+    assert late.prefix_hash == hash_key("Hi") and late.prefix_tokens is None and late.session is None

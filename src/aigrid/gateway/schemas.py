@@ -70,8 +70,9 @@ class ChatRequest(_Common):
         return "\n".join([_text(system), *(str(m.content) for m in first_user)])
 
     def _system(self) -> Message | None:
-        head = next((m for m in self.messages if m.role in ("system", "developer")), None)
-        return head if head is not None and head.content else None
+        """The leading system (or developer) message: a prefix cache holds the start of a prompt only."""
+        head = self.messages[0]
+        return head if head.role in ("system", "developer") and head.content else None
 
 
 def _text(message: Message) -> str:
