@@ -161,3 +161,16 @@ async def test_no_tool_runs_past_the_limit_even_if_the_engine_asks() -> None:
     assert isinstance(fin, Finished) and fin.stop == "step_limit" and fin.finish_reason == "length"
     assert len(fin.steps) == 2 and fin.model_calls == 3 and fin.content == ""
     assert "tools" not in engine.received[2]  # the last turn offered no tool
+
+
+async def test_a_turn_that_surely_overflows_the_context_ends_the_loop() -> None:
+    """The first turn is the gateway's to check (400 before routing); a later one whose messages surely
+    exceed the model's context ends the loop with what it has (finish "length") and is never sent."""
+    engine = ScriptedEngine([call("calculator", expression="1234 * 5678"), answer("7006652")])
+    evs = await events(engine, chat(CALC), config=LoopConfig(max_prompt_chars=10))
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and (fin.stop, fin.finish_reason, fin.content) == ("context_limit", "length", "")
+    assert [s.result for s in fin.steps] == ["7006652"] and len(engine.received) == 1
+    roomy = ScriptedEngine([call("calculator", expression="1234 * 5678"), answer("7006652")])
+    done = (await events(roomy, chat(CALC), config=LoopConfig(max_prompt_chars=100_000)))[-1]
+    assert done.stop == "answer" and len(roomy.received) == 2

@@ -240,3 +240,20 @@ async def test_a_clients_error_found_during_an_attempt_is_not_an_engine_failure(
     assert all(s.circuit.value == "closed" and s.running == 0 and s.waiting == 0 for s in view.states.values())
     record = await last_audit(gw)
     assert record["outcome"] == "error:invalid_request"
+
+
+async def test_the_gateway_ends_a_tool_loop_whose_next_turn_would_overflow_the_context(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
+    """The first turn fits the model's context (checked before routing); the second, with the loop's tool
+    prompt and a result added, surely does not: the answer ends there with finish_reason "length"."""
+    c, gw, engine = walk
+    context = gw.spec.models[MODEL].context
+    question = "How much is 2 + 2? " + "Some background. " * (context * 8 // 17 - 2)
+    assert len(question) // 8 <= context  # what the gateway's own check lets through
+    engine.replies = [call("calculator", expression="2 + 2"), answer("4")]
+    r = await c.post("/v1/chat/completions", json={
+        "model": MODEL, "messages": [{"role": "user", "content": question}],
+        "tools": [{"type": "function", "function": {"name": "calculator"}}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["finish_reason"] == "length" and len(engine.received) == 1
+    assert r.json()["aigrid_loop"]["stop"] == "context_limit" and len(r.json()["aigrid_steps"]) == 1

@@ -71,6 +71,10 @@ class LoopConfig:
     reuse_tools: bool | None = None
     """May a tool that already returned a result be offered again? None: not in constrained mode (small
     models repeat their last call forever), yes in native mode."""
+    max_prompt_chars: int | None = None
+    """A later model turn whose messages are longer than this surely exceed the model's context (the
+    gateway sets its context x the most characters a token can take): the loop ends there with what it has
+    (finish_reason "length", stop "context_limit") instead of the engine refusing the turn."""
 
 
 DEFAULT_LOOP = LoopConfig()
@@ -109,7 +113,7 @@ class Finished:
     content: str
     finish_reason: str
     stop: str
-    """Why the loop ended: answer | step_limit | client_tool."""
+    """Why the loop ended: answer | step_limit | context_limit | client_tool."""
     steps: tuple[Step, ...]
     tool_calls: tuple[dict[str, Any], ...] = ()
     usage: Mapping[str, int] = field(default_factory=dict)
@@ -215,7 +219,7 @@ def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:
     if mode not in ("constrained", "native"):
         raise InvalidRequest("aigrid_tool_mode must be 'constrained' or 'native'", param="aigrid_tool_mode")
     return LoopConfig(steps, mode, base.tool_timeout_s, base.max_result_chars, base.step_max_tokens,
-                      base.reuse_tools)
+                      base.reuse_tools, base.max_prompt_chars)
 
 
 def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base: LoopConfig = DEFAULT_LOOP
@@ -263,6 +267,10 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         if forced is not None:
             offer = forced
         payload = _payload(base, messages, offer, constrained, force_call=forced is not None)
+        if model_calls and config.max_prompt_chars is not None and _chars(payload) > config.max_prompt_chars:
+            yield Finished("", "length", "context_limit", tuple(steps), (), dict(usage), model_calls, model_ms,
+                           (clock() - started) * 1000, config.mode)
+            return
         turn_start = clock()
         turn: Turn | None = None
         async for item in _model_turn(engine, payload, constrained, first=model_calls == 0):
@@ -308,6 +316,19 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                            tuple(_openai_call(c) for c in client_calls), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
+
+
+def _chars(payload: Mapping[str, Any]) -> int:
+    """Characters of a model turn's messages (their text, and the tools offered natively)."""
+    total = sum(len(orjson.dumps(t)) for t in payload.get("tools") or ())
+    for m in payload.get("messages") or ():
+        content = m.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(str(p.get("text", ""))) for p in content if isinstance(p, Mapping))
+        total += sum(len(orjson.dumps(c)) for c in m.get("tool_calls") or ())
+    return total
 
 
 def _forced(tool_choice: Any, offer: list[ToolSpec]) -> list[ToolSpec] | None:

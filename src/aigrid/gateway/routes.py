@@ -28,7 +28,7 @@ from aigrid.core.urgency import DEFAULT_LEVEL
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
 from aigrid.gateway.admission import Refused, Ticket
-from aigrid.gateway.context_window import check_context
+from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
 from aigrid.gateway.exchange import Exchange
@@ -199,6 +199,9 @@ class Routes:
             loop = None
             if path == CHAT_PATH and server_tools and wants_server_tools(body, gw.agents.tools):
                 loop = validate_tool_request(body, gw.agents.tools, gw.agents.loop)  # 400s before routing
+                context = model_context(parsed.model, gw.spec.models)
+                if context is not None:  # a later turn that surely overflows ends the loop (finish "length")
+                    loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
             await gw.guard.admit(ex, body, prompt, info.prompt_tokens + info.max_output_tokens,
                                  policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
             await gw.guard.screen_request(ex, body, chat_texts(body) if path == CHAT_PATH else completion_texts(body))
