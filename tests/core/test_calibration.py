@@ -32,7 +32,7 @@ def run(spec_tps: float, n: int, seed: int = 1) -> tuple[list[float], Calibratio
         prompt, pending = rng.randint(50, 4000), rng.choice([0, 0, 0, 2000, 8000])
         state = EndpointState(pending_requests=1 if pending else 0, pending_prompt_tokens=pending, calibration=cal)
         req = RequestInfo(f"r{i}", "small", prompt_tokens=prompt, client_location=CITIES["frankfurt"])
-        p = predict(req, ep, SITES["fra"], state, 0.0)
+        p = predict(req, ep, SITES["fra"], state)
         observed = true_engine_ms(prompt, pending, rng)
         errors.append(abs(p.queue_ms + p.prefill_ms - observed) / observed)
         cal = observe(cal, p.model_ahead_ms, p.model_own_ms, observed)
@@ -70,7 +70,7 @@ def test_update_is_pure_and_ignores_nonsense() -> None:
 def test_prediction_reports_p90_above_p50() -> None:
     errors, cal = run(TRUE_PREFILL_TPS, 200)
     req = RequestInfo("x", "small", prompt_tokens=1000, client_location=CITIES["tokyo"])
-    p = predict(req, endpoint("fra"), SITES["fra"], EndpointState(calibration=cal), 0.0)
+    p = predict(req, endpoint("fra"), SITES["fra"], EndpointState(calibration=cal))
     assert p.ttft_p90_ms > p.ttft_ms > p.rtt_ms > 0
 
 

@@ -60,14 +60,24 @@ def test_the_prediction_counts_only_the_work_still_ahead() -> None:
     # the same 4,000 tokens, placed in time: one prompt well under way, one arriving after this request
     placed = counted._replace(prefill_queue=PrefillQueue(None, ((-1.0, 2000), (5.0, 2000))))
     empty = counted._replace(prefill_queue=PrefillQueue(None, ()))
-    all_ahead = predict(req, ep, SITES["fra"], counted, 0.0)
-    still_ahead = predict(req, ep, SITES["fra"], placed, 0.0)
-    nothing = predict(req, ep, SITES["fra"], empty, 0.0)
+    all_ahead = predict(req, ep, SITES["fra"], counted)
+    still_ahead = predict(req, ep, SITES["fra"], placed)
+    nothing = predict(req, ep, SITES["fra"], empty)
     assert all_ahead.queue_ms > still_ahead.queue_ms > nothing.queue_ms == 0.0
     assert nothing.prefill_ms == still_ahead.prefill_ms == all_ahead.prefill_ms
     # waiting for a batch slot, the prompts ahead wait too: they count whole (nothing drains), and the one
     # that arrives after this request still does not
     full = placed._replace(running=64, waiting=10)
     whole = counted._replace(running=64, waiting=10, pending_prompt_tokens=2000)
-    assert predict(req, ep, SITES["fra"], full, 0.0).queue_ms == pytest.approx(
-        predict(req, ep, SITES["fra"], whole, 0.0).queue_ms)
+    assert predict(req, ep, SITES["fra"], full).queue_ms == pytest.approx(
+        predict(req, ep, SITES["fra"], whole).queue_ms)
+
+
+def test_an_owner_is_warm_even_when_nothing_of_the_prompt_can_be_cached() -> None:
+    """Warmth is who served the prefix or session last (what the affinity axis and the explanation show),
+    whatever the size: an empty prompt's owner is warm with nothing cached (found by the scopes property)."""
+    empty = RequestInfo("r", "small", 0, prefix_hash="p")
+    assert warm_cache(empty, {"p": "a"}) == {"a": 0.0}
+    ep = endpoint("fra")
+    assert predict(empty, ep, SITES["fra"], EndpointState(), 0.0).warm
+    assert not predict(empty, ep, SITES["fra"], EndpointState()).warm

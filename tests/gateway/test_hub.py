@@ -49,7 +49,7 @@ def outcomes(n: int, seed: int = 1) -> list[tuple[Prediction, float]]:
         prompt, pending = rng.randint(50, 4000), rng.choice([0, 0, 0, 2000, 8000])
         state = EndpointState(pending_requests=1 if pending else 0, pending_prompt_tokens=pending)
         req = RequestInfo(f"r{i}", "small", prompt_tokens=prompt, client_location=CITIES["frankfurt"])
-        p = predict(req, EP, SITES["fra"], state, 0.0)
+        p = predict(req, EP, SITES["fra"], state)
         out.append((p, true_engine_ms(prompt, pending, rng) / 1000.0))
     return out
 

@@ -190,12 +190,12 @@ def _counted_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState, 
 
 
 def committed_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState, prediction: Prediction,
-                 cached: float) -> float:
+                 cached: float | None) -> float:
     """The work committed to the endpoint, which requests sent after this one will queue behind too: every
     pending prompt counted whole (_counted_ms). The predictor's rule when it has no placed queue, and what
     the batch class's saturation rule reads (core.urgency.saturated): it leaves headroom for later urgent
     work, so it counts what they will meet, not only what this request meets."""
-    mine = request.prompt_tokens - cached
+    mine = request.prompt_tokens if cached is None else request.prompt_tokens - cached
     step = step_ms(endpoint, state)
     ahead = _counted_ms(request, endpoint, state, queue_wait_s(endpoint, state), mine,
                         prefill_ms(endpoint, state, mine, step), step, prediction.rtt_ms)
@@ -203,12 +203,12 @@ def committed_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState,
 
 
 def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: EndpointState,
-            cached: float = 0.0) -> Prediction:
+            cached: float | None = None) -> Prediction:
     """`cached`: prompt tokens this endpoint's prefix cache holds for the request (warm_cache), not
-    prefilled again."""
+    prefilled again; None where it is not warm (it did not serve the request's prefix or session last)."""
     dist = client_distance_km(request.client_location, site)
     net = network_ms(dist, state)
-    mine = request.prompt_tokens - cached
+    mine = request.prompt_tokens if cached is None else request.prompt_tokens - cached
     step = step_ms(endpoint, state)
     own = prefill_ms(endpoint, state, mine, step)
     pending = state.prefill_queue
@@ -236,4 +236,4 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     tpot = None if state.tpot_s is None else state.tpot_s * 1000.0
     # positional, in field order (rtt, queue, prefill, distance, warm, spread, model ahead / own, tpot, measured
     # rtt): keywords double the cost of building it, once per candidate of every decision
-    return Prediction(net, queue, prefill, dist, cached > 0.0, spread, ahead, own, tpot, state.rtt_ms)
+    return Prediction(net, queue, prefill, dist, cached is not None, spread, ahead, own, tpot, state.rtt_ms)

@@ -84,7 +84,7 @@ class Scheduler:
                 rejected.append(Rejection(endpoint.id, site.id, failed[0], failed[1]))
                 continue
             state = states.get(endpoint.id, UNKNOWN_STATE)
-            cached = cache.get(endpoint.id, 0.0) if cache else 0.0
+            cached = cache.get(endpoint.id) if cache else None
             prediction = predict(request, endpoint, site, state, cached)
             if urgency is not None:
                 late = too_late(urgency, prediction)
