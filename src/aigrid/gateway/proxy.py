@@ -254,31 +254,23 @@ class Proxy:
                     got_first = True
             except TimeoutError as e:
                 raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
-        except EngineError as e:
+        except (Exception, asyncio.CancelledError) as e:  # every way out before the first byte frees the slot
             await stack.aclose()
             self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
-            self._fail(cand, entry, str(e) or type(e).__name__, self._clock() - attempt_start)
+            elapsed = self._clock() - attempt_start
+            if isinstance(e, EngineError):
+                self._fail(cand, entry, str(e) or type(e).__name__, elapsed)
+            elif isinstance(e, asyncio.CancelledError):
+                entry.update(error="cancelled: another attempt answered first")
+            elif isinstance(e, ApiError):  # the client's mistake found late (a tool loop's check): not the engine's
+                entry.update(error=f"refused: {e}", ms=round(elapsed * 1000, 1))
+            else:  # a bug or an unmapped library error: counted against the engine, logged with its traceback
+                log.warning("endpoint %s: unexpected error before the first byte", cand.endpoint_id, exc_info=e)
+                self._fail(cand, entry, f"unexpected {type(e).__name__}: {e}", elapsed)
+                span.fail(entry["error"])
+                raise EngineUnavailable(f"unexpected {type(e).__name__}: {e}") from e
             span.fail(entry["error"])
             raise
-        except asyncio.CancelledError:
-            await stack.aclose()
-            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
-            entry.update(error="cancelled: another attempt answered first")
-            span.fail(entry["error"])
-            raise
-        except ApiError as e:  # the client's mistake found late (a tool loop's check): not the engine's fault
-            await stack.aclose()
-            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
-            entry.update(error=f"refused: {e}", ms=round((self._clock() - attempt_start) * 1000, 1))
-            span.fail(entry["error"])
-            raise
-        except Exception as e:  # not an engine error: a bug or an unmapped library error; never leak the slot
-            log.warning("endpoint %s: unexpected error before the first byte", cand.endpoint_id, exc_info=e)
-            await stack.aclose()
-            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
-            self._fail(cand, entry, f"unexpected {type(e).__name__}: {e}", self._clock() - attempt_start)
-            span.fail(entry["error"])
-            raise EngineUnavailable(f"unexpected {type(e).__name__}: {e}") from e
         span.ok()
         first_at = self._clock()
         entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
