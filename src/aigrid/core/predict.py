@@ -119,6 +119,10 @@ def backlog_tokens(queue: PrefillQueue, arrive_s: float, rate: float) -> float:
     return backlog
 
 
+def uncached_tokens(request: RequestInfo, cached: float | None) -> float:
+    """The prompt tokens an endpoint must prefill: all of them where it is cold (`cached` None), the rest
+    of what its prefix cache holds (warm_cache) where it is warm."""
+    return request.prompt_tokens if cached is None else request.prompt_tokens - cached
 
 
 def step_ms(endpoint: Endpoint, state: EndpointState) -> float:
@@ -143,8 +147,8 @@ def prefill_ms(endpoint: Endpoint, state: EndpointState, tokens: float, step: fl
 
 def warm_cache(request: RequestInfo, prefix_owner: Mapping[str, str]) -> dict[str, float]:
     """Endpoint -> prompt tokens its prefix cache holds for this request, for the (at most two) endpoints
-    that last served its shared prefix or its session: is_warm for every candidate of one request with one
-    lookup per key. The shared prefix: its own tokens when the gateway knows them (request.prefix_tokens,
+    that last served its shared prefix or its session (the warm ones), with one lookup per key. The shared
+    prefix: its own tokens when the gateway knows them (request.prefix_tokens,
     a system prompt), else CACHED_FRACTION of the prompt; the session (a conversation's history):
     CACHED_FRACTION of the prompt; the larger where one endpoint holds both. At least one token is always
     prefilled."""
@@ -160,13 +164,6 @@ def warm_cache(request: RequestInfo, prefix_owner: Mapping[str, str]) -> dict[st
         if out.get(owner, 0.0) < share:
             out[owner] = share
     return out
-
-
-def is_warm(request: RequestInfo, endpoint: Endpoint, prefix_owner: Mapping[str, str]) -> bool:
-    """True when this request's prefix or session was last served by this endpoint."""
-    prefix, session = request.prefix_hash, request.session
-    return (prefix is not None and prefix_owner.get(prefix) == endpoint.id) or (
-        session is not None and prefix_owner.get(session) == endpoint.id)
 
 
 def client_distance_km(client: GeoPoint | None, site: Site) -> float | None:
@@ -195,7 +192,7 @@ def committed_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState,
     pending prompt counted whole (_counted_ms). The predictor's rule when it has no placed queue, and what
     the batch class's saturation rule reads (core.urgency.saturated): it leaves headroom for later urgent
     work, so it counts what they will meet, not only what this request meets."""
-    mine = request.prompt_tokens if cached is None else request.prompt_tokens - cached
+    mine = uncached_tokens(request, cached)
     step = step_ms(endpoint, state)
     ahead = _counted_ms(request, endpoint, state, queue_wait_s(endpoint, state), mine,
                         prefill_ms(endpoint, state, mine, step), step, prediction.rtt_ms)
@@ -208,7 +205,7 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     prefilled again; None where it is not warm (it did not serve the request's prefix or session last)."""
     dist = client_distance_km(request.client_location, site)
     net = network_ms(dist, state)
-    mine = request.prompt_tokens if cached is None else request.prompt_tokens - cached
+    mine = uncached_tokens(request, cached)
     step = step_ms(endpoint, state)
     own = prefill_ms(endpoint, state, mine, step)
     pending = state.prefill_queue

@@ -69,7 +69,7 @@ class Scheduler:
         urgency = urgency_of(request, policy)
         policy = effective_policy(policy, urgency)
         cache = warm_cache(request, view.prefix_owner)
-        ctx = Context(request, view, policy, crowded_owners(frozenset(cache), view.endpoints, view.states))
+        ctx = Context(request, view, policy, crowded_owners(cache, view.endpoints, view.states))
         candidates: list[Candidate] = []
         rejected: list[Rejection] = []
         filters, scorers = self.profile.filters, self.profile.scorers

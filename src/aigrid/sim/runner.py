@@ -307,13 +307,9 @@ class Simulation:
         if not engine.up:
             self.loop.after(self.rtt[i] / 2, self._failover, (i, k))
             return
-        pre = self.arr.prefix
-        if pre is None or pre[i] < 0:
-            engine.submit(Job(i, int(self.prompt[i]), int(self.outputs[i]), self.loop.now))
-        else:
-            assert self.arr.prefix_tokens is not None
-            engine.submit(Job(i, int(self.prompt[i]), int(self.outputs[i]), self.loop.now, int(pre[i]),
-                              int(self.arr.prefix_tokens[i])))
+        pre, tokens = self.arr.prefix, self.arr.prefix_tokens
+        engine.submit(Job(i, int(self.prompt[i]), int(self.outputs[i]), self.loop.now,
+                          *((-1, 0) if pre is None or tokens is None else (int(pre[i]), int(tokens[i])))))
 
     def _failover(self, arg: tuple[int, int]) -> None:
         i, k = arg

@@ -96,7 +96,7 @@ class SharedPrefixDef(Strict):
     """Every request of the tenant opens with one of `count` system prompts of `tokens` tokens (an app's
     instructions, a few apps' or agents' tool definitions), drawn uniformly per request: an engine that has
     prefilled that prefix lately (its prefix cache, engines/engine_model.py) prefills only the rest, and the
-    gateways know which endpoint served each prefix last (the affinity axis; core.predict.is_warm)."""
+    gateways know which endpoint served each prefix last (the affinity axis; core.predict.warm_cache)."""
 
     tokens: int = Field(gt=0, le=65536, description="tokens of each shared prefix, added to the trace's prompt")
     count: int = Field(default=1, ge=1, le=100000, description="distinct prefixes the requests draw from")

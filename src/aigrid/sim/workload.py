@@ -27,8 +27,9 @@ from aigrid.sim.user_cities import user_places
 TRACE_DIR = Path(__file__).resolve().parents[3] / "data" / "traces"
 SLOT_S = 300.0
 PICK_STREAM = 7
-PREFIX_STREAM = 11
 """Sub-seed of the generator that picks right-sized requests' prompts."""
+PREFIX_STREAM = 11
+"""Sub-seed of the generator that draws shared-prefix tenants' prefixes."""
 
 
 @dataclass(frozen=True)

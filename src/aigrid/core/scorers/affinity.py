@@ -15,7 +15,7 @@ score = 0.7 x fit + 0.3 x warmth.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from aigrid.core.plugins import Context, Score
@@ -30,7 +30,7 @@ AFFINITY_BOUND = 1.25
 this multiple of the mean over the endpoints serving its model, plus one request."""
 
 
-def crowded_owners(owners: frozenset[str], endpoints: Sequence[Endpoint],
+def crowded_owners(owners: Collection[str], endpoints: Sequence[Endpoint],
                    states: Mapping[str, EndpointState]) -> frozenset[str]:
     """The owners (core.predict.warm_cache) past the affinity bound; the scheduler calls it once per
     decision, and does nothing for a request without an owner. Without the bound one hot prefix (every
@@ -39,7 +39,7 @@ def crowded_owners(owners: frozenset[str], endpoints: Sequence[Endpoint],
     of them; the cached part of the prompt still counts in the owner's predicted TTFT (warm_cache), so
     a long shared prefix keeps winning on time to first token where the saving is real."""
     if not owners:
-        return owners
+        return frozenset()
     crowded = []
     for owner in owners:
         mine = next((e for e in endpoints if e.id == owner), None)
