@@ -268,3 +268,56 @@ async def test_stop_with_the_default_bound_returns_on_a_dead_disk(tmp_path: Path
     await log.append(record(0))
     await asyncio.wait_for(log.stop(), 5)
     assert log.lost == 1
+
+
+HUNG_DISK_SCRIPT = """
+import asyncio, sys, threading, time
+from pathlib import Path
+from aigrid.audit.log import AuditLog
+from aigrid.audit.record import AuditRecord
+
+async def main(path):
+    log = AuditLog(Path(path), linger_s=0, stop_wait_s=0.2)
+    await log.start()
+    log.store.append = lambda entries: threading.Event().wait()  # a write stuck in the kernel: never returns
+    await log.append(AuditRecord(ts=1.0, request_id="r", tenant="t", key_id="k", model="m", decision={}))
+    started = time.monotonic()
+    await log.stop()
+    print(f"stopped in {time.monotonic() - started:.2f} s, lost {log.lost}", flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_a_write_that_hangs_does_not_keep_the_process_alive(tmp_path: Path) -> None:
+    """stop() gives the hung write up within its bound, and the interpreter then exits: the store's thread is a
+    daemon (the loop's default executor, joined at exit, once kept such a process alive for ever)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", HUNG_DISK_SCRIPT, str(tmp_path / "a.db")],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "lost 1" in done.stdout
+    assert float(done.stdout.split()[2]) < 2.0  # two bounds of 0.2 s: the drain, then the hung call
+
+
+async def test_the_store_runs_on_one_daemon_thread(tmp_path: Path) -> None:
+    import threading
+
+    log = AuditLog(tmp_path / "a.db", KEY, linger_s=0)
+    seen: list[threading.Thread] = []
+    real = log.store.append
+
+    def spy(entries: list[tuple[float, str]]) -> int:
+        seen.append(threading.current_thread())
+        return real(entries)
+
+    log.store.append = spy  # type: ignore[method-assign]
+    await log.start()
+    for i in range(3):
+        await log.append(record(i))
+        await log.flush()
+    await log.stop()
+    assert len(seen) == 3 and len(set(seen)) == 1 and seen[0].daemon
+    assert verify(tmp_path / "a.db", KEY.public_key()).records == 3

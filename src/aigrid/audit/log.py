@@ -1,6 +1,7 @@
 """The async audit writer: requests enqueue records, one background task writes them in batches.
 
-SQLite runs in a worker thread (asyncio.to_thread), so the event loop never waits on the disk. Nothing
+SQLite runs on the store's own daemon thread (`StoreThread`), so the event loop never waits on the disk and
+a write that hangs in the kernel cannot keep the process from exiting. Nothing
 starts in the constructor: `await log.start()` opens the database and starts the task, `await log.stop()`
 drains the queue, signs a final checkpoint and closes. A full queue makes append() wait (backpressure)
 rather than drop records: an audit trail with silent gaps is worse than a slower response. The wait is
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aigrid.audit.record import AuditRecord
 from aigrid.audit.store import AuditStore
+from aigrid.audit.store_thread import StoreThread
 from aigrid.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ class AuditLog:
         self._queue_max = queue_max
         self._queue: asyncio.Queue[tuple[float, str]] | None = None
         self._task: asyncio.Task[None] | None = None
+        self._thread = StoreThread()
         self._store_call: asyncio.Future[object] | None = None
         """The last store call handed to a worker thread (stop() waits for it before closing the store)."""
         self._pending: list[tuple[float, str]] = []
@@ -78,7 +81,11 @@ class AuditLog:
     async def start(self) -> None:
         if self._task is not None:
             raise RuntimeError("audit log already started")
-        await asyncio.to_thread(self.store.open)
+        try:
+            await self._in_thread(self.store.open)
+        except BaseException:
+            self._thread.close()
+            raise
         self._queue = asyncio.Queue(self._queue_max)
         self._task = asyncio.create_task(self._supervise(), name="aigrid-audit-writer")
 
@@ -123,6 +130,7 @@ class AuditLog:
         self._queue = None
         if await self._store_idle():
             await self._close_store()
+        self._thread.close()
 
     async def _drain(self) -> None:
         """Wait for the queue to be written, at most stop_wait_s; then give up what is left (logged, counted)."""
@@ -160,9 +168,9 @@ class AuditLog:
             log.error("audit log stopping: close failed: %s", e)
 
     async def _in_thread(self, fn: Callable[[], _T]) -> _T:
-        """`fn()` in a worker thread, the loop free meanwhile. The call is kept until it returns, even when
+        """`fn()` on the store's thread, the loop free meanwhile. The call is kept until it returns, even when
         its awaiter is cancelled (a thread cannot be), so stop() knows when the store is free again."""
-        call = asyncio.get_running_loop().run_in_executor(None, fn)
+        call = self._thread.call(fn)
         self._store_call = call
         return await asyncio.shield(call)
 
