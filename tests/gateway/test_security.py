@@ -185,6 +185,21 @@ async def test_decisions_are_only_readable_by_their_tenant_or_an_operator(
     assert (await c.get("/v1/grid", headers=auth(keys["bank"]))).status_code == 200
 
 
+async def test_the_model_list_needs_a_key_and_shows_what_the_key_may_use(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
+    c, _ = secured
+    assert error(await c.get("/v1/models"), 401)["code"] == "missing_api_key"
+    assert error(await c.get("/v1/models/smollm2-135m"), 401)["code"] == "missing_api_key"
+    everything = (await c.get("/v1/models", headers=auth(keys["bank"]))).json()["data"]
+    assert [m["id"] for m in everything] == ["smollm2-135m", "auto", "all-minilm-l6-v2"]
+    assert (await c.get("/v1/models/smollm2-135m", headers=auth(keys["bank"]))).json()["id"] == "smollm2-135m"
+    assert (await c.get("/v1/models/auto", headers={"x-api-key": keys["bank"]})).json()["id"] == "auto"  # Anthropic's
+    scoped = (await c.get("/v1/models", headers=auth(keys["smollm-only"]))).json()  # a key for llama-* only
+    assert scoped["data"] == [] and scoped["first_id"] is None
+    assert error(await c.get("/v1/models/smollm2-135m", headers=auth(keys["smollm-only"])), 404)["code"] == \
+        "model_not_found"
+
+
 async def test_dashboard_is_for_operators_when_enforced(
         secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
     from aigrid.dashboard import dashboard_routes

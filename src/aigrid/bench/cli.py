@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,9 +30,9 @@ class Mode(StrEnum):
     closed = "closed"
 
 
-def discover_model(base_url: str) -> str:
-    """The first model the endpoint lists at GET {base_url}/models."""
-    r = httpx.get(base_url.rstrip("/") + "/models", timeout=5, trust_env=False)
+def discover_model(base_url: str, headers: Sequence[tuple[str, str]] = ()) -> str:
+    """The first model the endpoint lists at GET {base_url}/models (with the run's headers: its key)."""
+    r = httpx.get(base_url.rstrip("/") + "/models", headers=list(headers), timeout=5, trust_env=False)
     r.raise_for_status()
     data = r.json().get("data") or []
     if not data:
@@ -102,13 +103,13 @@ def bench_command(
                                    max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         else:
             plans = workload.closed(requests, prompt_tokens, output_tokens)
-        name = model or discover_model(url[0])
+        headers = [(k.strip(), v.strip()) for k, v in (h.split(":", 1) for h in (header or []) if ":" in h)]
+        if api_key:
+            headers.append(("authorization", f"Bearer {api_key}"))
+        name = model or discover_model(url[0], headers)
     except (ValueError, OSError, httpx.HTTPError) as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from None
-    headers = [tuple(part.strip() for part in h.split(":", 1)) for h in (header or []) if ":" in h]
-    if api_key:
-        headers.append(("authorization", f"Bearer {api_key}"))
     config = RunConfig(tuple(url), name, chat=not completions, stream=stream,
                        concurrency=concurrency if mode is Mode.closed else 0, timeout_s=timeout, unique_prompts=unique_prompts,
                        headers=tuple((k, v) for k, v in headers))

@@ -199,6 +199,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
         routes=[
             *(Route(path, endpoint, methods=["POST"]) for path, endpoint in audited.items()),
             Route("/v1/models", routes.list_models, methods=["GET"]),
+            Route("/v1/models/{model_id:path}", routes.get_model, methods=["GET"]),
             *messages.routes(),
             *responses.routes(),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),

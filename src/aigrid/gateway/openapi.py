@@ -96,7 +96,12 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "responses": {**ok, **_errors(401, 404)}},
                 "delete": {"summary": "Delete a stored response", "parameters": [_RESPONSE_ID],
                            "responses": {**ok, **_errors(401, 404)}}},
-            "/v1/models": {"get": {"summary": "Models on this grid", "responses": ok}},
+            "/v1/models": {"get": {"summary": "Models on this grid (those the caller's key may use)",
+                                   "responses": {**ok, **_errors(401)}}},
+            "/v1/models/{model_id}": {"get": {"summary": "One model (OpenAI's and Anthropic's models.retrieve)",
+                                              "parameters": [{"name": "model_id", "in": "path", "required": True,
+                                                              "schema": {"type": "string"}}],
+                                              "responses": {**ok, **_errors(401, 404)}}},
             "/v1/grid": {"get": {"summary": "Live state of every endpoint", "responses": ok}},
             "/v1/decisions": {"get": {"summary": "Recent decisions", "parameters": [
                 {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}}],

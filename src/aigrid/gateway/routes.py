@@ -26,14 +26,15 @@ from aigrid.agents.tool import ToolContext
 from aigrid.core.types import Candidate, Decision, RequestInfo
 from aigrid.core.urgency import DEFAULT_LEVEL
 from aigrid.engines.protocol import Engine
-from aigrid.errors import ApiError, InvalidRequest, NoEligibleEndpoint, NotFound
+from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NoEligibleEndpoint, NotFound
 from aigrid.gateway.admission import Refused, Ticket
 from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
 from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.modalities import check_images
-from aigrid.gateway.model_list import model_list
+from aigrid.gateway.model_list import find_model, model_list
 from aigrid.gateway.model_texts import chat_texts, completion_texts
 from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
@@ -46,6 +47,7 @@ from aigrid.logs import fields
 from aigrid.security.authorize import scope_request
 from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText
+from aigrid.security.principal import Scopes
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -315,7 +317,24 @@ class Routes:
         return HedgePolicy(spec.factor, spec.min_ms) if enabled else None
 
     async def list_models(self, request: Request) -> Response:
-        return json_response(model_list(self.gw.spec, self.gw.agents.embedders))
+        scopes = self._caller_scopes(request)
+        return json_response(model_list(self.gw.spec, self.gw.agents.embedders, scopes))
+
+    async def get_model(self, request: Request) -> Response:
+        model_id = request.path_params["model_id"]
+        scopes = self._caller_scopes(request)
+        found = find_model(self.gw.spec, self.gw.agents.embedders, model_id, scopes)
+        if found is None:
+            known = ", ".join(m["id"] for m in model_list(self.gw.spec, self.gw.agents.embedders, scopes)["data"])
+            raise ModelNotFound(f"The model '{model_id}' does not exist on this grid. Available: {known}",
+                                param="model")
+        return json_response(found)
+
+    def _caller_scopes(self, request: Request) -> Scopes:
+        """What the caller's key may use (401 without a valid key when enforcement is on); the Anthropic SDK
+        sends its key as `x-api-key`."""
+        headers = pipeline_headers(request)
+        return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT)).scopes
 
     async def get_decision(self, request: Request) -> Response:
         tenant = self.gw.guard.reader(request.headers.get("authorization"))
