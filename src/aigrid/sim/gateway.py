@@ -20,6 +20,7 @@ from aigrid.sim.grid import Grid
 from aigrid.sim.shared_state import SyncedLedger, SyncedPrefillBook
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import Load, merged_counts
+from aigrid.telemetry.prefill_book import NOTHING_PENDING
 
 NO_CALIBRATION = Calibration()
 _new_tuple = tuple.__new__
@@ -160,14 +161,27 @@ class Gateways:
             loop.after(self.shared_sync_s, self._sync, loop)
 
     def _share_observations(self) -> None:
-        """Every gateway that has scored an endpoint learns the other gateways' outcomes there."""
+        """Every gateway that has scored an endpoint learns the other gateways' outcomes there.
+
+        Gateways that hold the very same calibration object (none yet, or the same result of an earlier fold:
+        none has had an outcome of its own there since) get the very same result: observe is pure, so it is
+        computed once per distinct calibration and shared (the same bits, fewer folds: docs/simulator.md,
+        "Speed")."""
         learnt, weight = self.learnt, self.others_weight
         for source, index, ahead_ms, own_ms, observed_ms in self.observations:
             cals = learnt[index]
+            done: dict[int, tuple[Calibration | None, Calibration]] = {}
+            """id(calibration before) -> (it, kept alive so that its id is not reused here; the result)"""
             for g, cal in cals.items():  # replaces values only: the dict's size does not change
                 if g != source:
-                    cals[g] = observe(NO_CALIBRATION if cal is None else cal, ahead_ms, own_ms, observed_ms,
+                    hit = done.get(id(cal))
+                    if hit is None:
+                        new = observe(NO_CALIBRATION if cal is None else cal, ahead_ms, own_ms, observed_ms,
                                       DECAY, weight)
+                        done[id(cal)] = (cal, new)
+                        cals[g] = new
+                    else:
+                        cals[g] = hit[1]
         self.observations.clear()
 
     def calibration(self, gateway: int, index: int) -> Calibration | None:
@@ -183,14 +197,18 @@ class Gateways:
         return mine.get(index) if self.shared_sync_s <= 0 else _with_others(mine, self.total, index)
 
     def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float) -> GridView:
-        """What gateway `gateway` sees of these endpoints now (`load` inline: this runs once per candidate of
-        every decision)."""
+        """What gateway `gateway` sees of these endpoints now (`load`, `_with_others`, the book's `queue` for an
+        endpoint with nothing pending and `seen_state` inline: this runs once per candidate of every
+        decision; an endpoint nobody has anything in flight at, with no count left to correct, takes the
+        shortcut merged_counts would: nothing changes)."""
         visible, seen_at, slots = self.telemetry.visible, self.telemetry.seen, self.slots
         breakers, learnt = self.breakers[gateway], self.learnt
         fold = self.shared_sync_s > 0 and self.calibrate  # this gateway folds the others' outcomes from now on
         mine = self.ledgers[gateway] if self.local_accounting else None
         total = self.total if self.shared_sync_s > 0 else None
         book = self.book
+        entries = None if book is None else book.entries
+        closed = Circuit.CLOSED
         states: dict[str, EndpointState] = {}
         for i, ep in zip(idx, endpoints, strict=True):
             s = visible[i]
@@ -200,14 +218,22 @@ class Gateways:
                 seen = seen_at[i]
                 if seen.__class__ is tuple:  # one count per gateway (they do not share state)
                     seen = seen[gateway]
-                counts = merged_counts(s, mine.get(i) if total is None else _with_others(mine, total, i), slots[i],
-                                       seen)
+                load = mine.get(i) if total is None else _with_others(mine, total, i)
+                counts = None if load is None and seen == 0 else merged_counts(s, load, slots[i], seen)
             cal = learnt[i].setdefault(gateway, None) if fold else learnt[i].get(gateway)
             breaker = breakers.get(i)
-            circuit = Circuit.CLOSED if breaker is None else breaker.state(now)
-            if book is not None:
-                states[ep.id] = seen_state(s, counts, cal, circuit, book.queue(i, gateway, now))
-            elif counts is None and cal is None and circuit is Circuit.CLOSED:
+            circuit = closed if breaker is None else breaker.state(now)
+            if entries is not None:
+                queue = book.queue(i, gateway, now) if entries[i] else NOTHING_PENDING  # type: ignore[union-attr]
+                if counts is None and circuit is closed:  # seen_state(s, None, cal, closed, queue), inline
+                    states[ep.id] = _new_tuple(EndpointState, (
+                        s.healthy, s.circuit, s.running, s.waiting, s.kv_usage, s.ttft_s, s.tpot_s,
+                        s.mean_output_tokens, s.error_rate, s.pending_requests, s.pending_prompt_tokens,
+                        s.decoding, s.rtt_ms, s.calibration if cal is None else cal, s.power_w, s.power_source,
+                        s.age_s, s.reason, queue))
+                else:
+                    states[ep.id] = seen_state(s, counts, cal, circuit, queue)
+            elif counts is None and cal is None and circuit is closed:
                 states[ep.id] = s
             else:
                 states[ep.id] = seen_state(s, counts, cal, circuit)

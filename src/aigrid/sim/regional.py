@@ -108,9 +108,14 @@ class RegionalView:
             terms = self._floors[key] = self._floor_terms(where, key[0], model, allowed, tier)
         if not terms:
             return float("nan")
-        # a few candidates: plain floats beat numpy's per-call overhead, and give the same IEEE results
-        return min(rtt + prompt_tokens * pf_tok + ceil(prompt_tokens / chunk) * step
-                   for rtt, pf_tok, step, chunk in terms) / 1000.0
+        # a few candidates: plain floats beat numpy's per-call overhead, and give the same IEEE results; the
+        # loop keeps the first smallest as min() over a generator would, without resuming a generator per term
+        best: float | None = None
+        for rtt, pf_tok, step, chunk in terms:
+            floor = rtt + prompt_tokens * pf_tok + ceil(prompt_tokens / chunk) * step
+            if best is None or floor < best:
+                best = floor
+        return best / 1000.0  # type: ignore[operator]  # terms is not empty
 
     def _floor_terms(self, where: GeoPoint | None, at: GeoPoint, model: Models, allowed: frozenset[str] | None,
                      tier: int) -> FloorTerms:

@@ -159,8 +159,9 @@ class Simulation:
         self.outputs = arrivals.output
         self.classes = classes
         self.waited = np.zeros(n, dtype=bool)
-        self.holder = np.full(n, -1, dtype=np.int32)
-        """Per call: the gateway counting it in its tenant's in-flight requests (-1: none)."""
+        self.holder: dict[int, tuple[int, str]] = {}
+        """Per call counted in its tenant's in-flight requests: (the gateway counting it, the tenant), kept so
+        that releasing it does not build the call's RequestInfo again."""
         self.admission = None if admission is None else Admission(
             self.loop, gateways, admission, shared_sync_s if shared_sync_s > 0 else telemetry_interval_s,
             self._retry_waiting, self._drop, policy.ttft_slo_ms)
@@ -229,10 +230,9 @@ class Simulation:
         self._release(i)
 
     def _release(self, i: int) -> None:
-        g = int(self.holder[i])
-        if g >= 0 and self.admission is not None:
-            self.admission.hold(g, self.arr.request(i).tenant, -1)
-            self.holder[i] = -1
+        held = self.holder.pop(i, None)
+        if held is not None and self.admission is not None:
+            self.admission.hold(held[0], held[1], -1)
 
     def _dispatch(self, i: int, exclude: frozenset[str], waiting: bool = False) -> bool:
         """Route call i; False when it must (keep) wait(ing) at its gateway, True when it left: sent,
@@ -278,8 +278,8 @@ class Simulation:
             self.floor[i] = self.regional.floor_s(req.client_location, models, req.allowed_jurisdictions, tier,
                                                   req.prompt_tokens)
         self.chosen[i] = k
-        if self.admission is not None and self.holder[i] < 0:
-            self.holder[i] = g
+        if self.admission is not None and i not in self.holder:
+            self.holder[i] = (g, req.tenant)
             self.admission.hold(g, req.tenant)
         self.attempts[i] += 1
         self.tries[i] = exclude | {best.endpoint_id}
