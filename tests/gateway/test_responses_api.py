@@ -181,10 +181,27 @@ async def scripted(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, Sc
     await client.close()
 
 
+@pytest.fixture(params=["native", "constrained"])
+async def scripted_modes(tmp_path: Path, request: pytest.FixtureRequest,
+                         ) -> AsyncIterator[tuple[openai.AsyncOpenAI, ScriptedEngine]]:
+    """As `scripted`, the model getting tool calls natively (the request passes to the engine as it came) or
+    by constrained output (the gateway's loop decodes the turn under the tools' grammar)."""
+    engine = ScriptedEngine([])
+    spec = spec_in(tmp_path)
+    models = {name: m.model_copy(update={"tool_calls": request.param}) for name, m in spec.models.items()}
+    gw = build_gateway(spec.model_copy(update={"models": models}), {e.id: engine for e in spec.endpoints},
+                       rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    client = sdk(gw)
+    yield client, engine
+    await client.close()
+
+
 @pytest.mark.parametrize("stream", [False, True])
-async def test_a_function_tool_round_trip(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine], stream: bool) -> None:
+async def test_a_function_tool_round_trip(scripted_modes: tuple[openai.AsyncOpenAI, ScriptedEngine],
+                                          stream: bool) -> None:
     """The SCRIPTED engine calls the client's get_weather, then answers from its output."""
-    oai, engine = scripted
+    oai, engine = scripted_modes
     engine.replies += [{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
                        {"content": "Sunny in Paris."}]
     if stream:
@@ -201,8 +218,13 @@ async def test_a_function_tool_round_trip(scripted: tuple[openai.AsyncOpenAI, Sc
         input=[{"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny, 24 C"}])
     assert second.output_text == "Sunny in Paris."
     sent = engine.received[-1]["messages"]
-    assert sent[-2]["tool_calls"][0]["id"] == calls[0].call_id
-    assert sent[-1] == {"role": "tool", "tool_call_id": calls[0].call_id, "content": "sunny, 24 C"}
+    if "tools" in engine.received[-1]:  # native: the translated request, untouched
+        assert sent[-2]["tool_calls"][0]["id"] == calls[0].call_id
+        assert sent[-1] == {"role": "tool", "tool_call_id": calls[0].call_id, "content": "sunny, 24 C"}
+    else:  # constrained: the call and its result as plain turns, the tools as the grammar
+        assert sent[-2] == {"role": "assistant", "content": '{"tool":"get_weather","arguments":{"city":"Paris"}}'}
+        assert sent[-1] == {"role": "user", "content": "get_weather result: sunny, 24 C"}
+        assert "get_weather" in str(engine.received[-1]["response_format"])
 
 
 @pytest.mark.parametrize("stream", [False, True])

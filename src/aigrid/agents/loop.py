@@ -4,8 +4,11 @@ A chat request opts in by naming server-side tools in its ordinary OpenAI `tools
 whose name is registered (`{"type": "function", "function": {"name": "calculator"}}`; the description and
 parameters may be left out, the registry's are used). Tools the grid does not know are the client's own:
 when the model calls one, the loop stops and returns that call to the client exactly as OpenAI would
-(finish_reason "tool_calls"), with the server-side steps so far attached. A request with no server-side
-tool never reaches this module (wants_server_tools is False) and is proxied untouched.
+(finish_reason "tool_calls"), with the server-side steps so far attached. A request with only the client's
+tools runs here when the chosen model gets tool calls by constrained output (`tool_calls: constrained` in
+the grid spec, the default: small models, and engines such as llama.cpp without a tool-calling template,
+which would ignore `tools` and answer in prose): its one turn is decoded under the tools' grammar and a call
+is returned to the client. On a `native` model such a request is proxied untouched.
 
 run_tool_loop() is an async generator of events: a Step after each tool run, TextDelta for the final
 answer as the engine streams it, and one Finished (or Rejected when the engine refuses the request with a
@@ -75,6 +78,9 @@ class LoopConfig:
     """A later model turn whose messages are longer than this surely exceed the model's context (the
     gateway sets its context x the most characters a token can take): the loop ends there with what it has
     (finish_reason "length", stop "context_limit") instead of the engine refusing the turn."""
+    server_tools: bool = True
+    """Does the request name a server-side tool? Without one the loop runs only for a model that gets tool
+    calls by constrained output (the gateway passes a native model's request to its engine as it came)."""
 
 
 DEFAULT_LOOP = LoopConfig()
@@ -262,7 +268,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
 
     while True:
         at_limit = len(steps) >= config.max_steps
-        offer = [] if at_limit else [s for s in specs if reuse or not (s.server and s.name in spent)]
+        none = body.get("tool_choice") == "none"  # OpenAI's: the model answers and calls nothing
+        offer = [] if at_limit or none else [s for s in specs if reuse or not (s.server and s.name in spent)]
         forced = _forced(body.get("tool_choice"), offer) if model_calls == 0 else None
         if forced is not None:
             offer = forced
@@ -311,8 +318,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                 spent.add(step.tool)
             messages.append({"role": "tool", "tool_call_id": call.id, "content": step.result})
             yield step
-        if client_calls:
-            yield Finished(turn.content, "tool_calls", "client_tool", tuple(steps),
+        if client_calls:  # constrained: the turn's text is the call's own JSON, not words for the client
+            yield Finished("" if constrained else turn.content, "tool_calls", "client_tool", tuple(steps),
                            tuple(_openai_call(c) for c in client_calls), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return

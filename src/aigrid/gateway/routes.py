@@ -199,8 +199,12 @@ class Routes:
             if gw.right_sizer is not None:
                 info = gw.right_sizer.apply(info, prompt, principal.tenant)
             loop = None
-            if path == CHAT_PATH and server_tools and wants_server_tools(body, gw.agents.tools):
-                loop = validate_tool_request(body, gw.agents.tools, gw.agents.loop)  # 400s before routing
+            if path == CHAT_PATH and _offers_tools(body):
+                # server-side tools run in the loop; client tools too on a model whose engines need constrained
+                # output for tool calls (the loop returns the model's call to the client, OpenAI's way)
+                registry = gw.agents.tools if server_tools else {}
+                loop = replace(validate_tool_request(body, registry, gw.agents.loop),  # 400s before routing
+                               server_tools=wants_server_tools(body, registry))
                 context = model_context(parsed.model, gw.spec.models)
                 if context is not None:  # a later turn that surely overflows ends the loop (finish "length")
                     loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
@@ -260,9 +264,13 @@ class Routes:
             ex.verdicts.extend(screened.verdicts)
             return screened
 
+        registry = agents.tools if loop.server_tools else {}
+
         def wrap(engine: Engine, cand: Candidate) -> Engine:
             mode = self.gw.spec.models[cand.model].tool_calls
-            return ToolLoopEngine(engine, agents.tools, context=ToolContext(cand.site_id, tenant),
+            if mode == "native" and not loop.server_tools:  # the engine calls the client's tools itself
+                return engine
+            return ToolLoopEngine(engine, registry, context=ToolContext(cand.site_id, tenant),
                                   config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output)
 
         return wrap
@@ -403,3 +411,8 @@ class Routes:
         for e in self.gw.store.snapshot().endpoints:
             self.gw.metrics.inflight.labels(e.site_id, e.id).set(self.gw.store.inflight(e.id))
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _offers_tools(body: Mapping[str, Any]) -> bool:
+    tools = body.get("tools")
+    return isinstance(tools, list) and bool(tools)

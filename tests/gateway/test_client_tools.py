@@ -1,0 +1,81 @@
+"""The client's own function tools on a model that gets tool calls by constrained output (the default, and
+what llama.cpp without a tool-calling template needs: it ignores `tools` and answers in prose). The gateway's
+loop decodes the turn under the tools' grammar and hands the call back OpenAI's way; a SCRIPTED engine
+(tests/agents/scripted_engine.py) plays the model and records what it was sent."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import openai
+import orjson
+import pytest
+
+from aigrid.gateway.app import build_app, build_gateway
+from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.sdk_clients import openai_client
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+                                            "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                                           "required": ["city"]}}}
+ASK = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+@pytest.fixture
+async def scripted(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, ScriptedEngine]]:
+    engine = ScriptedEngine([])
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    client = openai_client(build_app(gw))
+    yield client, engine
+    await client.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_required_tool_choice_gets_a_call_decoded_under_the_tools_grammar(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine], stream: bool) -> None:
+    oai, engine = scripted
+    engine.replies.append({"content": '{"tool": "get_weather", "arguments": {"city": "Paris"}}'})
+    if stream:
+        chunks = [c async for c in await oai.chat.completions.create(
+            model="smollm2-135m", messages=ASK, tools=[WEATHER], tool_choice="required", stream=True)]
+        finish = next(c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason)
+        deltas = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+        name, arguments = deltas[0].function.name, "".join(d.function.arguments or "" for d in deltas)
+        assert not "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)  # no JSON leaks out
+    else:
+        reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER],
+                                                  tool_choice="required")
+        finish, call = reply.choices[0].finish_reason, reply.choices[0].message.tool_calls[0]
+        assert not reply.choices[0].message.content  # the call's JSON is not shown as text
+        name, arguments = call.function.name, call.function.arguments
+    assert (finish, name, orjson.loads(arguments)) == ("tool_calls", "get_weather", {"city": "Paris"})
+    sent = engine.received[-1]
+    assert "tools" not in sent and "tool_choice" not in sent  # an engine without a tool template: grammar only
+    grammar = orjson.dumps(sent["response_format"]).decode()
+    assert "get_weather" in grammar and '"answer"' not in grammar  # "required": no way to answer in prose
+    assert "get_weather" in sent["messages"][0]["content"]  # the tool described in the system turn
+
+
+async def test_auto_may_answer_and_none_offers_no_tool(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    oai, engine = scripted
+    engine.replies += [{"content": '{"answer": "I cannot know the weather."}'}, {"content": '{"answer": "Hello."}'}]
+    reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER])
+    assert reply.choices[0].finish_reason == "stop" and reply.choices[0].message.content == "I cannot know the weather."
+    assert '"answer"' in orjson.dumps(engine.received[-1]["response_format"]).decode()
+    reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER], tool_choice="none")
+    assert reply.choices[0].message.content == "Hello."
+    assert "get_weather" not in orjson.dumps(engine.received[-1]["response_format"]).decode()
+
+
+async def test_a_malformed_client_tool_is_the_clients_400(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    oai, engine = scripted
+    bad = {"type": "function", "function": {"name": "get_weather", "parameters": "a city"}}
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[bad])
+    assert info.value.body["param"] == "tools[0].function.parameters"  # type: ignore[index]
+    assert engine.received == []
