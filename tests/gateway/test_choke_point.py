@@ -69,6 +69,11 @@ ROUTES: list[tuple[str, str, Body, str]] = [
          {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "mail", "input": {}}]},
          {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": t}]}]},
      "messages.2.content.0.content"),
+    ("anthropic document block", "/v1/messages",
+     lambda t: {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": [
+         {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": t}, "title": "mail"},
+         {"type": "text", "text": "Summarise this document."}]}]},
+     "messages.0.content.0.source"),
 ]
 
 

@@ -37,6 +37,7 @@ from aigrid.gateway.messages_translate import (
     chat_body,
     chat_messages,
     chat_tools,
+    document_messages,
     engine_error_message,
     message_id,
     placed_messages,
@@ -62,16 +63,19 @@ class MessagesApi:
     async def create(self, request: Request, ex: Exchange) -> Response:
         req: MessagesRequest | None = None
         origins: list[str] = []
+        documents: set[int] = set()
 
         async def read() -> dict[str, Any]:
             nonlocal req
             req = validate(MessagesRequest, await self.pipeline.read_json(request))
-            origins.extend(where for _, where in placed_messages(req))
+            placed = placed_messages(req)
+            origins.extend(where for _, where in placed)
+            documents.update(document_messages(placed))
             return chat_body(req)
 
         try:
             resp = await self.pipeline.route(CHAT_PATH, ChatRequest, pipeline_headers(request), read, ex,
-                                             server_tools=False)
+                                             server_tools=False, documents=documents)
         except ApiError as e:
             name_own_field(e, origins)
             raise

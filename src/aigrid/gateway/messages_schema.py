@@ -33,6 +33,22 @@ class ImageBlock(_Open):
     source: ImageSource
 
 
+class DocumentSource(_Open):
+    type: Literal["text", "content", "base64", "url", "file"]
+    media_type: str | None = None
+    data: str | None = None
+    content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] | None = None
+
+
+class DocumentBlock(_Open):
+    """A document the user hands the model (RAG): its text is read as data, by the firewall's document head."""
+
+    type: Literal["document"]
+    source: DocumentSource
+    title: str | None = None
+    context: str | None = None
+
+
 class ToolUseBlock(_Open):
     type: Literal["tool_use"]
     id: str = Field(min_length=1, max_length=256)
@@ -53,7 +69,7 @@ class ThinkingBlock(_Open):
     type: Literal["thinking", "redacted_thinking"]
 
 
-Block = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock,
+Block = Annotated[TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock,
                   Field(discriminator="type")]
 
 

@@ -2,7 +2,9 @@
 
 A request becomes an ordinary chat body for the one pipeline (routes.Routes.route): the system prompt a
 system message, content blocks chat content parts, an assistant's `tool_use` blocks its `tool_calls`, a
-user's `tool_result` blocks `tool` messages (placed first, as they answer the preceding assistant turn),
+user's `tool_result` blocks `tool` messages (placed first, as they answer the preceding assistant turn), a
+user's `document` blocks (plain text, or text blocks) user messages of their own before the turn's other
+content, which the firewall reads as documents (`document_messages`),
 `stop_sequences` -> `stop`, `metadata.user_id` -> `user`, tools and tool_choice their chat forms. A chat
 answer becomes a Message (errors become Anthropic's shape in envelope.py).
 """
@@ -17,6 +19,7 @@ import orjson
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.messages_schema import (
     CountTokensRequest,
+    DocumentBlock,
     ImageBlock,
     MessageParam,
     MessagesRequest,
@@ -82,13 +85,49 @@ Placed = tuple[dict[str, Any], str]
 """A chat message and the Messages field it came from (a firewall block names that field)."""
 
 
+DOCUMENT_FIELD = ".source"
+"""The end of the Messages field a document's chat message came from (`messages.0.content.1.source`)."""
+
+
+def _document_text(block: DocumentBlock, where: str) -> str:
+    src = block.source
+    if src.type == "text" and src.data is not None:
+        body = src.data
+    elif src.type == "content" and src.content is not None:
+        if isinstance(src.content, str):
+            body = src.content
+        elif all(isinstance(b, TextBlock) for b in src.content):
+            body = "\n".join(b.text for b in src.content if isinstance(b, TextBlock))
+        else:
+            raise InvalidRequest(f"{where}.source.content: a document's content blocks must be text blocks",
+                                 param=f"{where}.source.content")
+    elif src.type in ("text", "content"):
+        field = "data" if src.type == "text" else "content"
+        raise InvalidRequest(f"{where}.source.{field}: required for a {src.type} document",
+                             param=f"{where}.source.{field}")
+    else:
+        raise InvalidRequest(f"{where}.source.type: {src.type!r} documents (PDF, files) are not read by this grid: "
+                             "send the document's text (source type 'text' or 'content')", param=f"{where}.source.type")
+    head = [f"Document: {block.title}" if block.title else "Document:", block.context or ""]
+    return "\n".join(line for line in head if line) + "\n\n" + body
+
+
+def document_messages(placed: list[Placed]) -> frozenset[int]:
+    """The chat messages that are documents (by the index of `placed_messages`)."""
+    return frozenset(i for i, (_, where) in enumerate(placed) if where.endswith(DOCUMENT_FIELD))
+
+
 def _user(blocks: list[Any], where: str) -> list[Placed]:
     tools: list[Placed] = []
+    documents: list[Placed] = []
     parts = []
     for j, b in enumerate(blocks):
         if isinstance(b, ToolResultBlock):
             tools.append(({"role": "tool", "tool_call_id": b.tool_use_id, "content": _tool_result_text(b)},
                           f"{where}.content.{j}.content"))
+        elif isinstance(b, DocumentBlock):
+            documents.append(({"role": "user", "content": _document_text(b, f"{where}.content.{j}")},
+                              f"{where}.content.{j}{DOCUMENT_FIELD}"))
         elif isinstance(b, TextBlock):
             parts.append({"type": "text", "text": b.text})
         elif isinstance(b, ImageBlock):
@@ -96,7 +135,7 @@ def _user(blocks: list[Any], where: str) -> list[Placed]:
         elif isinstance(b, ToolUseBlock):
             raise InvalidRequest(f"{where}.content.{j}: tool_use blocks belong to assistant turns",
                                  param=f"{where}.content.{j}.type")
-    return tools + ([({"role": "user", "content": _content(parts)}, f"{where}.content")] if parts else [])
+    return tools + documents + ([({"role": "user", "content": _content(parts)}, f"{where}.content")] if parts else [])
 
 
 def placed_messages(req: CountTokensRequest) -> list[Placed]:

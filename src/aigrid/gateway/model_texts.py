@@ -6,7 +6,7 @@ screened texts back with `apply`. A new request shape adds one function here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Collection, Mapping, MutableMapping
 from typing import Any
 
 from aigrid.security.firewall.pipeline import Screened
@@ -16,16 +16,17 @@ ROLE_SOURCE = {"user": Source.USER, "system": Source.SYSTEM, "developer": Source
                "assistant": Source.ASSISTANT, "tool": Source.TOOL_RESULT, "function": Source.TOOL_RESULT}
 
 
-def chat_texts(body: Mapping[str, Any]) -> list[ModelText]:
+def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list[ModelText]:
     """OpenAI chat messages: string content, or every string `text` of a content list whatever the part's
     type (engines read "input_text" and other spellings as text too); the `documents` engines put into the
     prompt (vLLM's and Hugging Face's chat-template extension), as retrieved documents; and the
-    descriptions of the client's tools, which the template renders into the system turn."""
+    descriptions of the client's tools, which the template renders into the system turn. The messages whose
+    index is in `documents` are documents a front door turned into messages (Anthropic's document blocks)."""
     out: list[ModelText] = []
     for i, message in enumerate(body.get("messages") or []):
         if not isinstance(message, Mapping):
             continue
-        source = ROLE_SOURCE.get(str(message.get("role")), Source.USER)
+        source = Source.DOCUMENT if i in documents else ROLE_SOURCE.get(str(message.get("role")), Source.USER)
         content = message.get("content")
         if isinstance(content, str):
             out.append(ModelText(content, source, ("messages", i, "content")))

@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -163,10 +163,11 @@ class Routes:
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
-                    server_tools: bool = True) -> Response:
+                    server_tools: bool = True, documents: Collection[int] = ()) -> Response:
         """The one pipeline. The front doors (messages_api.py, responses_api.py) call it with a body that
         `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
-        `server_tools=False`: every tool is the client's, even one named like a server-side tool."""
+        `server_tools=False`: every tool is the client's, even one named like a server-side tool.
+        `documents`: the chat messages that are documents (read after `read_body`, which may fill it)."""
         gw = self.gw
         arrived = gw.clock()
         try:
@@ -210,7 +211,8 @@ class Routes:
                     loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
             await gw.guard.admit(ex, body, prompt, info.prompt_tokens + info.max_output_tokens,
                                  policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
-            await gw.guard.screen_request(ex, body, chat_texts(body) if path == CHAT_PATH else completion_texts(body))
+            await gw.guard.screen_request(ex, body, chat_texts(body, documents) if path == CHAT_PATH
+                                          else completion_texts(body))
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
             raise
