@@ -265,3 +265,25 @@ async def test_the_firewall_choke_point_names_the_responses_field(
         await oai.responses.create(model="smollm2-135m", instructions="You help.", input=input_)
     assert info.value.body["code"] == "firewall_blocked" and info.value.body["param"] == field
     assert engine.received == []
+
+
+async def test_a_stored_responses_input_items_are_listed_a_page_at_a_time(oai: openai.AsyncOpenAI) -> None:
+    """GET /v1/responses/{id}/input_items with the SDK's pager: this request's input as items with ids,
+    newest first by default; `order`, `limit` and `after` as OpenAI's cursor list."""
+    first = await oai.responses.create(model="smollm2-135m", input="My name is Ada.", max_output_tokens=8)
+    items = [i async for i in oai.responses.input_items.list(first.id)]
+    assert len(items) == 1 and items[0].type == "message" and items[0].role == "user"
+    assert items[0].content[0].type == "input_text" and items[0].content[0].text == "My name is Ada."
+    turns = [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "One"},
+             {"role": "assistant", "content": "Two"}, {"role": "user", "content": [{"type": "input_text", "text": "Three"}]}]
+    second = await oai.responses.create(model="smollm2-135m", input=turns, previous_response_id=first.id,
+                                        max_output_tokens=8)
+    newest = await oai.responses.input_items.list(second.id, limit=2)
+    assert [i.content[0].text for i in newest.data] == ["Three", "Two"] and newest.has_more  # type: ignore[union-attr]
+    assert newest.data[1].content[0].type == "output_text"  # type: ignore[union-attr]
+    every = [i.content[0].text async for i in oai.responses.input_items.list(second.id, order="asc", limit=1)]
+    assert every == ["Be brief.", "One", "Two", "Three"]  # the pager followed `after` three times
+    with pytest.raises(openai.NotFoundError):
+        await oai.responses.input_items.list("resp_nope")
+    with pytest.raises(openai.BadRequestError):
+        await oai.responses.input_items.list(second.id, limit=500)

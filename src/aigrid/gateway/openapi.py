@@ -96,6 +96,13 @@ def openapi_document(version: str) -> dict[str, Any]:
                         "responses": {**ok, **_errors(401, 404)}},
                 "delete": {"summary": "Delete a stored response", "parameters": [_RESPONSE_ID],
                            "responses": {**ok, **_errors(401, 404)}}},
+            "/v1/responses/{response_id}/input_items": {
+                "get": {"summary": "A stored response's input items (cursor list)", "parameters": [
+                    _RESPONSE_ID,
+                    {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "order", "in": "query", "required": False, "schema": {"type": "string"}},
+                    {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}}],
+                        "responses": {**ok, **_errors(400, 401, 404)}}},
             "/v1/models": {"get": {"summary": "Models on this grid (those the caller's key may use)",
                                    "responses": {**ok, **_errors(401)}}},
             "/v1/models/{model_id}": {"get": {"summary": "One model (OpenAI's and Anthropic's models.retrieve)",

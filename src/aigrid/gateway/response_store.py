@@ -45,6 +45,8 @@ class StoredResponse:
     previous: str | None = None
     """The response this one continued: the rest of the history."""
     size: int = 0
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    """This request's input as Response items, with ids (GET /v1/responses/{id}/input_items)."""
 
 
 class BrokenHistory(LookupError):
@@ -63,7 +65,8 @@ class ResponseStore:
             log.error("response %s of tenant %s served in %s, outside its jurisdictions %s: not stored",
                       record.id, record.tenant, record.jurisdiction, sorted(allowed))
             return False
-        record.size = len(orjson.dumps(record.turn)) + len(orjson.dumps(record.response))
+        record.size = len(orjson.dumps(record.turn)) + len(orjson.dumps(record.response)) + \
+            len(orjson.dumps(record.inputs))
         j = record.jurisdiction
         part = self._partitions.setdefault(j, OrderedDict())
         part[(record.tenant, record.id)] = record

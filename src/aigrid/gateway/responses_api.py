@@ -39,6 +39,7 @@ from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
 from aigrid.gateway.responses_translate import (
     chat_body,
+    input_items,
     new_id,
     output_history,
     output_items,
@@ -79,8 +80,10 @@ class ResponsesApi:
         """GET and DELETE of a stored conversation (POST /v1/responses is an audited route too:
         routes.Routes.audited): reading or deleting one is recorded like a request, with its outcome."""
         path = RESPONSES_PATH + "/{response_id}"
+        items = path + "/input_items"
         return [Route(path, Audited(self.gw, f"GET {path}", self.get), methods=["GET"]),
-                Route(path, Audited(self.gw, f"DELETE {path}", self.delete), methods=["DELETE"])]
+                Route(path, Audited(self.gw, f"DELETE {path}", self.delete), methods=["DELETE"]),
+                Route(items, Audited(self.gw, f"GET {items}", self.list_input_items), methods=["GET"])]
 
     def _principal(self, headers: dict[str, str]) -> Principal:
         return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
@@ -160,7 +163,7 @@ class ResponsesApi:
             return
         messages = turn.chat["messages"][turn.earlier:] + output_history(final["output"])
         record = StoredResponse(final["id"], turn.principal.tenant, jurisdiction, site, final, messages,
-                                previous=turn.req.previous_response_id)
+                                previous=turn.req.previous_response_id, inputs=input_items(turn.req.input))
         if self.gw.hub is not None:  # any worker may serve the follow-up
             await self.gw.hub.response_put(record, turn.principal.scopes.jurisdictions)
         else:
@@ -180,6 +183,31 @@ class ResponsesApi:
             raise NotFound(f"no stored response {request.path_params['response_id']!r}", param="response_id")
         return Response(orjson.dumps(found.response), media_type="application/json",
                         headers={H_STORED_IN: found.jurisdiction, "x-aigrid-site": found.site})
+
+    async def list_input_items(self, request: Request, ex: Exchange) -> Response:
+        """The stored response's input items, a page at a time (OpenAI's cursor list: `limit` 1-100, default
+        20; `order` asc or desc, default desc; `after` an item id)."""
+        query = request.query_params
+        limit = query.get("limit", "20")
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            raise InvalidRequest("limit must be an integer between 1 and 100", param="limit")
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+        tenant, rid = self._stored_access(request, ex)
+        found = await self.gw.hub.response_get(tenant, rid) if self.gw.hub else self.gw.responses.get(tenant, rid)
+        if found is None:
+            raise NotFound(f"no stored response {rid!r}", param="response_id")
+        items = found.inputs if order == "asc" else found.inputs[::-1]
+        after = query.get("after")
+        if after is not None:
+            ids = [item.get("id") for item in items]
+            if after not in ids:
+                raise InvalidRequest(f"after: no input item {after!r} in response {rid!r}", param="after")
+            items = items[ids.index(after) + 1:]
+        page = items[: int(limit)]
+        return json_response({"object": "list", "data": page, "has_more": len(items) > len(page),
+                              "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None})
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         tenant, rid = self._stored_access(request, ex)

@@ -112,6 +112,26 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
     return out
 
 
+def input_items(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The input as Response items (what GET /v1/responses/{id}/input_items lists): a message's string
+    content as one text part, each item with an id (a client's own id kept) and a status."""
+    listed = [{"role": "user", "content": items}] if isinstance(items, str) else items
+    out: list[dict[str, Any]] = []
+    for item in listed:
+        kind = item.get("type", "message")
+        entry = {**item, "type": kind, "status": item.get("status", "completed")}
+        if kind == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            entry["content"] = [{"type": part, "text": item["content"]}]
+        entry.setdefault("id", new_id(_ITEM_PREFIX.get(kind, "item")))
+        out.append(entry)
+    return out
+
+
+_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "mcp_call": "mcp",
+                "reasoning": "rs"}
+
+
 def _tools(tools: list[dict[str, Any]], server_tools: Iterable[str]) -> list[dict[str, Any]]:
     out = []
     for i, tool in enumerate(tools):
