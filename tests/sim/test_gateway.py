@@ -3,6 +3,8 @@ would), and calibration outcomes shared as the live gateways share them: at the 
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from aigrid.core.calibration import Calibration, observe
@@ -46,6 +48,42 @@ def test_without_shared_state_each_gateway_learns_alone() -> None:
     gws.record_first_token(0, 0, 500, 10.0, 100.0, 180.0, rid=1, now=0.2, produced_at=0.19)
     gws._sync(loop)
     assert gws.calibration(0, 0) is not None and gws.calibration(1, 0) is None
+
+
+@pytest.mark.parametrize("limit", [2, 5, 64])
+def test_lazy_folds_equal_folding_at_every_exchange(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """The others' outcomes are folded when a gateway next reads or updates its calibration (or the shared log
+    is full): every calibration equals the one folded at every exchange (this reference), at every step of a
+    random run, whatever the log's limit."""
+    monkeypatch.setattr("aigrid.sim.gateway.SHARED_LOG_LIMIT", limit)
+    rng = random.Random(limit)
+    gws, loop = gateways(4, 0.1)
+    eps = gws.grid.endpoints  # two
+    ref: list[dict[int, Calibration | None]] = [{} for _ in eps]
+    pending: list[tuple[int, int, float, float, float]] = []
+    for _ in range(3000):
+        g, e = rng.randrange(4), rng.randrange(len(eps))
+        op = rng.random()
+        if op < 0.4:  # gateway g scores endpoint e: a key from now on
+            cal = gws.view(g, (e,), (eps[e],), 0.0).states[eps[e].id].calibration
+            ref[e].setdefault(g, None)
+            assert cal == ref[e][g]
+        elif op < 0.8:  # its own outcome there, at once
+            outcome = (rng.uniform(0, 50), rng.uniform(1, 300), rng.uniform(1, 600))
+            gws.record_first_token(g, e, 100, *outcome, rid=0, now=0.0, produced_at=0.0)
+            mine = ref[e].get(g)
+            ref[e][g] = observe(Calibration() if mine is None else mine, *outcome)
+            pending.append((g, e, *outcome))
+        else:  # the exchange: the others learn, weighted 1 / 3
+            gws._sync(loop)
+            for source, index, *outcome in pending:
+                for other, cal in ref[index].items():
+                    if other != source:
+                        ref[index][other] = observe(Calibration() if cal is None else cal, *outcome, weight=1 / 3)
+            pending.clear()
+        if rng.random() < 0.1:
+            e = rng.randrange(len(eps))
+            assert all(gws.calibration(g, e) == ref[e].get(g) for g in range(4))
 
 
 def _distinct_state() -> EndpointState:

@@ -23,6 +23,8 @@ from aigrid.telemetry.inflight import Load, merged_counts
 from aigrid.telemetry.prefill_book import NOTHING_PENDING
 
 NO_CALIBRATION = Calibration()
+SHARED_LOG_LIMIT = 64
+"""Outcomes an endpoint's shared log holds before every gateway there folds them (Gateways.learnt)."""
 _new_tuple = tuple.__new__
 
 
@@ -96,7 +98,15 @@ class Gateways:
     outcomes in at once and the other gateways' at the next exchange, each with weight 1 / (gateways - 1)
     (core.calibration.observe). One difference, for speed at planet scale (16 gateways, 7,432 endpoints):
     a gateway folds the others' outcomes of an endpoint only once it has scored that endpoint, where a live
-    gateway folds them for every endpoint of its grid; before that it never used that calibration."""
+    gateway folds them for every endpoint of its grid; before that it never used that calibration.
+
+    The others' outcomes are folded lazily, with the same result: an exchange appends them to the endpoint's
+    shared log, and a gateway folds what it has not folded of that log, in the log's order, when it next
+    reads or updates its calibration there (its next decision that scores the endpoint, its own next outcome
+    there), or when the log reaches SHARED_LOG_LIMIT. Each calibration sees the same outcomes in the same
+    order as if folded at each exchange (its own at once, the others' exchanged before), so every decision
+    is the same; an outcome a gateway never reads again is never folded, and each gateway's folds run back to
+    back on the same calibration (docs/simulator.md, "Speed")."""
 
     def __init__(self, grid: Grid, telemetry: Telemetry, count: int, local_accounting: bool, cooldown_s: float,
                  shared_sync_s: float = 0.1, failure_threshold: int = 1, calibrate: bool = True) -> None:
@@ -117,11 +127,17 @@ class Gateways:
         which read none."""
         self.shared_sync_s = shared_sync_s if count > 1 and local_accounting else 0.0
         self.breakers: list[dict[int, CircuitBreaker]] = [{} for _ in range(count)]
-        self.learnt: list[dict[int, Calibration | None]] = [{} for _ in grid.endpoints]
-        """Per endpoint: each gateway's calibration there (None: none yet). A gateway is a key once it has
-        scored the endpoint (or learnt there from its own outcome): the keys are the gateways that fold the
-        others' outcomes there. Kept per endpoint, not per gateway, so that folding one outcome into every
-        gateway that scores its endpoint walks one small dict."""
+        self.learnt: list[dict[int, list]] = [{} for _ in grid.endpoints]
+        """Per endpoint: each gateway's [calibration there (None: none yet), how far into the endpoint's
+        shared log it has folded (a position counted from the log's start, trimmed entries included)]. A
+        gateway is a key once it has scored the endpoint (or learnt there from its own outcome): the keys are
+        the gateways that fold the others' outcomes there, from the log's end when they became keys."""
+        self.shared: list[list[tuple[int, float, float, float]]] = [[] for _ in grid.endpoints]
+        """Per endpoint: the outcomes exchanged (gateway, ahead, own, observed), oldest first, from position
+        `shared_base` on: the log each gateway folds the others' outcomes from."""
+        self.shared_base = [0] * len(grid.endpoints)
+        self.shared_end = [0] * len(grid.endpoints)
+        """Per endpoint: the position of the log's first entry kept, and of its end."""
         self.observations: list[tuple[int, int, float, float, float]] = []
         """(gateway, endpoint, ahead, own, observed) made since the last exchange, oldest first."""
         self.others_weight = 1.0 / max(count - 1, 1)
@@ -161,32 +177,44 @@ class Gateways:
             loop.after(self.shared_sync_s, self._sync, loop)
 
     def _share_observations(self) -> None:
-        """Every gateway that has scored an endpoint learns the other gateways' outcomes there.
-
-        Gateways that hold the very same calibration object (none yet, or the same result of an earlier fold:
-        none has had an outcome of its own there since) get the very same result: observe is pure, so it is
-        computed once per distinct calibration and shared (the same bits, fewer folds: docs/simulator.md,
-        "Speed")."""
-        learnt, weight = self.learnt, self.others_weight
+        """The outcomes made since the last exchange join their endpoints' shared logs, for every other
+        gateway that scores the endpoint (none: no entry, as nobody would fold it); a log that reaches
+        SHARED_LOG_LIMIT is folded into every gateway there and emptied."""
+        learnt, logs, ends = self.learnt, self.shared, self.shared_end
         for source, index, ahead_ms, own_ms, observed_ms in self.observations:
             cals = learnt[index]
-            done: dict[int, tuple[Calibration | None, Calibration]] = {}
-            """id(calibration before) -> (it, kept alive so that its id is not reused here; the result)"""
-            for g, cal in cals.items():  # replaces values only: the dict's size does not change
-                if g != source:
-                    hit = done.get(id(cal))
-                    if hit is None:
-                        new = observe(NO_CALIBRATION if cal is None else cal, ahead_ms, own_ms, observed_ms,
-                                      DECAY, weight)
-                        done[id(cal)] = (cal, new)
-                        cals[g] = new
-                    else:
-                        cals[g] = hit[1]
+            if len(cals) > (source in cals):  # a gateway other than the source folds it
+                log = logs[index]
+                log.append((source, ahead_ms, own_ms, observed_ms))
+                ends[index] += 1
+                if len(log) >= SHARED_LOG_LIMIT:
+                    end = ends[index]
+                    for g, entry in cals.items():
+                        if entry[1] != end:
+                            self._fold(index, g, entry)
+                    log.clear()
+                    self.shared_base[index] = end
         self.observations.clear()
+
+    def _fold(self, index: int, gateway: int, entry: list) -> Calibration | None:
+        """Fold what gateway `gateway` has not folded of endpoint `index`'s shared log into its calibration
+        there (`entry`, its learnt entry), the others' outcomes only, in the log's order; returns it."""
+        log, weight = self.shared[index], self.others_weight
+        cal = entry[0]
+        for k in range(entry[1] - self.shared_base[index], len(log)):
+            source, ahead_ms, own_ms, observed_ms = log[k]
+            if source != gateway:
+                cal = observe(NO_CALIBRATION if cal is None else cal, ahead_ms, own_ms, observed_ms, DECAY, weight)
+        entry[0] = cal
+        entry[1] = self.shared_end[index]
+        return cal
 
     def calibration(self, gateway: int, index: int) -> Calibration | None:
         """Gateway `gateway`'s calibration of endpoint `index` (None: it has none)."""
-        return self.learnt[index].get(gateway)
+        entry = self.learnt[index].get(gateway)
+        if entry is None:
+            return None
+        return self._fold(index, gateway, entry) if entry[1] != self.shared_end[index] else entry[0]
 
     def load(self, gateway: int, index: int) -> Load | None:
         """What gateway `gateway` knows is in flight at endpoint `index`: its own ledger now plus the other
@@ -202,7 +230,7 @@ class Gateways:
         decision; an endpoint nobody has anything in flight at, with no count left to correct, takes the
         shortcut merged_counts would: nothing changes)."""
         visible, seen_at, slots = self.telemetry.visible, self.telemetry.seen, self.slots
-        breakers, learnt = self.breakers[gateway], self.learnt
+        breakers, learnt, ends = self.breakers[gateway], self.learnt, self.shared_end
         fold = self.shared_sync_s > 0 and self.calibrate  # this gateway folds the others' outcomes from now on
         mine = self.ledgers[gateway] if self.local_accounting else None
         total = self.total if self.shared_sync_s > 0 else None
@@ -220,7 +248,15 @@ class Gateways:
                     seen = seen[gateway]
                 load = mine.get(i) if total is None else _with_others(mine, total, i)
                 counts = None if load is None and seen == 0 else merged_counts(s, load, slots[i], seen)
-            cal = learnt[i].setdefault(gateway, None) if fold else learnt[i].get(gateway)
+            entry = learnt[i].get(gateway)
+            if entry is None:
+                cal = None
+                if fold:  # a key from now on: it folds the outcomes exchanged from now
+                    learnt[i][gateway] = [None, ends[i]]
+            elif entry[1] != ends[i]:
+                cal = self._fold(i, gateway, entry)
+            else:
+                cal = entry[0]
             breaker = breakers.get(i)
             circuit = closed if breaker is None else breaker.state(now)
             if entries is not None:
@@ -266,10 +302,12 @@ class Gateways:
             if self.book is not None:
                 self.book.first_token(index, rid, gateway, now, produced_at)
         if self.calibrate:
-            cals = self.learnt[index]
-            cal = cals.get(gateway)
-            cals[gateway] = observe(NO_CALIBRATION if cal is None else cal, model_ahead_ms, model_own_ms,
-                                    observed_engine_ms)
+            entry = self.learnt[index].get(gateway)
+            if entry is None:  # a key from now on
+                entry = self.learnt[index][gateway] = [None, self.shared_end[index]]
+            cal = entry[0] if entry[1] == self.shared_end[index] else self._fold(index, gateway, entry)
+            entry[0] = observe(NO_CALIBRATION if cal is None else cal, model_ahead_ms, model_own_ms,
+                               observed_engine_ms)
             if self.shared_sync_s > 0:
                 self.observations.append((gateway, index, model_ahead_ms, model_own_ms, observed_engine_ms))
         breaker = self.breakers[gateway].get(index)
