@@ -38,7 +38,7 @@ from firewall_documents import (  # noqa: E402
     stdlib_documents,
 )
 from firewall_followups import followup_prompts  # noqa: E402
-from firewall_heads import pasted  # noqa: E402
+from firewall_heads import pasted, pasted_layouts  # noqa: E402
 from firewall_letters import letters  # noqa: E402
 from firewall_packages import aib_documents, pyrit_jailbreaks  # noqa: E402
 from firewall_roleplay import roleplay_prompts  # noqa: E402
@@ -90,6 +90,18 @@ def later_families(c: Corpus, split: str, aib: Path | None, pyrit: Path | None) 
         ("indirect: held-out composed instructions to the model in unseen e-mails", "attack", True,
          documents_with_attacks(c.emails[split], addressed_instructions(split, random.Random(33), 600),
                                 random.Random(34), 600, False))]
+    layouts, c_rng = random.Random(35), random.Random(36)
+    emails, other = c.emails[split], [t for t, y in c.neural_rows(split) if y == 1]
+    out += [
+        ("indirect, pasted in other layouts (one line, next line, request after, quoted, fenced): unseen BIPIA "
+         "categories in an unseen e-mail", "attack", False,
+         [(t, 1) for t in pasted_layouts(split, [d for d, _ in documents_with_attacks(
+             emails, c.bipia_attacks[split], layouts, 600, False)], layouts)]),
+        ("indirect, pasted in other layouts: held-out attacks in an unseen e-mail", "attack", False,
+         [(t, 1) for t in pasted_layouts(split, [d for d, _ in documents_with_attacks(emails, other, layouts, 600,
+                                                                                       False)], layouts)]),
+        ("clean e-mails and code threads pasted in other layouts (unseen)", "ordinary", False,
+         [(t, 0) for t in pasted_layouts(split, (emails + c.code[split]) * 5, c_rng)])]
     if split == "test":
         out.append(("clean package documentation (READMEs of held-out installed packages; never trained)", "ordinary",
                     True, [(t, 0) for t in package_readmes(split)]))

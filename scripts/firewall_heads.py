@@ -76,6 +76,17 @@ def pasted(split: str, docs: list[str], rng: random.Random) -> list[str]:
     return [f"{rng.choice(frames)}\n\n{d}" for d in docs] if frames else []
 
 
+LAYOUTS = ("{frame} {doc}", "{frame}\n{doc}", "{doc}\n\n{frame}", '{frame}\n"""\n{doc}\n"""', "{frame}\n```\n{doc}\n```")
+"""How else users paste: after the request on its line, on the next line, before the request, quoted, fenced."""
+
+
+def pasted_layouts(split: str, docs: list[str], rng: random.Random) -> list[str]:
+    """`pasted`, in the other LAYOUTS (one per document, in turn)."""
+    frames = [f for f in PASTE_FRAMES if split_of("paste:" + f, 15, 30) == split]
+    return [LAYOUTS[i % len(LAYOUTS)].format(frame=rng.choice(frames), doc=d) for i, d in enumerate(docs)] \
+        if frames else []
+
+
 def _attacks(c: Corpus, split: str) -> list[str]:
     return [t for t, y in c.slabs[split] + c.neural_rows(split) + c.yanis[split] if y == 1]
 

@@ -9,8 +9,8 @@ head's `dim` weights, then the document head's. Both heads read the same feature
   `segments`, `segment_min`; features.spans). It was trained on other data: clean windows of e-mails, code
   threads, technical documentation and prose against the same windows with an instruction to the assistant
   hidden in them, so its question is "is this data talking to the model?", not "is this prompt an attack?".
-A prompt's part pasted after the request (after the first blank line or line-ending colon: "Summarise this
-email:\n\n<email>") is read by both heads. The highest window wins. Each head has two operating points (`threshold` to flag, `block_threshold` to
+A prompt's pasted part (pasted_span: after the request, "Summarise this email:\n\n<email>", "Summarise this email:
+<email>", or before it, "<email>\n\nWhat does it want?") is read by both heads. The highest window wins. Each head has two operating points (`threshold` to flag, `block_threshold` to
 block), chosen on validation data; docs/security.md says what each costs.
 """
 
@@ -170,10 +170,10 @@ class InjectionModel:
         if document:
             return self._document(text)
         own = self._prompt(text)
-        start = pasted_start(text) if pasted else None
-        if start is None or own.should_block:
+        span = pasted_span(text) if pasted else None
+        if span is None or own.should_block:
             return own
-        data = self._document(text[start:])
+        data = self._document(text[span[0]:span[1]])
         if (data.should_block, data.is_injection) > (own.should_block, own.is_injection):
             return InjectionScore(data.probability, data.is_injection, data.should_block, data.window, pasted=True)
         return own
@@ -235,13 +235,49 @@ def in_grey_zone(ngram: InjectionScore, gate: float) -> bool:
     return not ngram.should_block and ngram.probability >= gate
 
 
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
 _PASTE_BREAK = re.compile(r"\n[ \t]*\n|:[ \t]*\n")
+"""A blank line, or a colon that ends a line: after it, anywhere, pasted material."""
+_OPENING = re.compile(r':[ \t]+|"""|```|[\u201c\u00ab]')
+"""A colon, an opening triple quote or code fence, an opening typographic quote: after it, within the first
+REQUEST_MAX_CHARS, pasted material ("Summarise this email: <email>")."""
 PASTED_MIN_CHARS = 150
 """A prompt's pasted part is read as data only when it is at least this long."""
+LONG_PASTE_CHARS = 400
+"""After a request's first line break with no colon, quote or blank line, what follows is read as pasted
+material only when it is at least this long (a question's answer options are mostly shorter)."""
+REQUEST_MAX_CHARS = 300
+"""A request before or after the pasted material is at most this long."""
+
+
+def pasted_span(text: str) -> tuple[int, int] | None:
+    """The material a user pasted around the request, as (start, end), or None when none of at least
+    PASTED_MIN_CHARS is found. It starts after the earliest of: a blank line or a line-ending colon
+    ("Summarise this email:\n\n<email>"); a colon, triple quote, code fence or opening quote in the first
+    REQUEST_MAX_CHARS ("Summarise this email: <email>", a fenced block); the first line break in the
+    first REQUEST_MAX_CHARS when at least LONG_PASTE_CHARS follow ("Summarise this\n<email>"). With none of
+    those, material before a blank line and a short last paragraph ("<one-paragraph text>\n\nWhat does it
+    want?") ends there (a request after material that has breaks of its own is read with it: cutting the last
+    paragraph off every paste lost attacks placed at the end, on the validation split). The request is left out
+    where it can be told (the document head takes requests for instructions); the prompt head reads the whole
+    prompt, request included."""
+    n = len(text)
+    breaks = (_OPENING.search(text, 0, REQUEST_MAX_CHARS), _PASTE_BREAK.search(text))
+    starts = [m.end() for m in breaks if m is not None and n - m.end() >= PASTED_MIN_CHARS]
+    line = text.find("\n", 0, REQUEST_MAX_CHARS)
+    if line >= 0 and n - line - 1 >= LONG_PASTE_CHARS:
+        starts.append(line + 1)
+    if starts:
+        return min(starts), n
+    last = -1
+    for m in _BLANK_LINE.finditer(text.rstrip()):
+        last = m.start()
+    if last >= PASTED_MIN_CHARS and n - last <= REQUEST_MAX_CHARS:
+        return 0, last
+    return None
 
 
 def pasted_start(text: str) -> int | None:
-    """Where the material a user pasted after the request starts ("Summarise this email:\n\n<email>"): after
-    the first blank line or the first colon that ends a line, if at least PASTED_MIN_CHARS follow; else None."""
-    found = _PASTE_BREAK.search(text)
-    return found.end() if found is not None and len(text) - found.end() >= PASTED_MIN_CHARS else None
+    """Where the pasted material starts (pasted_span), or None."""
+    span = pasted_span(text)
+    return None if span is None else span[0]
