@@ -255,7 +255,8 @@ def pasted_span(text: str) -> tuple[int, int] | None:
     PASTED_MIN_CHARS is found. It starts after the earliest of: a blank line or a line-ending colon
     ("Summarise this email:\n\n<email>"); a colon, triple quote, code fence or opening quote in the first
     REQUEST_MAX_CHARS ("Summarise this email: <email>", a fenced block); the first line break in the
-    first REQUEST_MAX_CHARS when at least LONG_PASTE_CHARS follow ("Summarise this\n<email>"). With none of
+    first REQUEST_MAX_CHARS when at least LONG_PASTE_CHARS follow ("Summarise this\n<email>"), or after a
+    question mark there when as many follow ("Can you summarise this? <email>"). With none of
     those, material before a blank line and a short last paragraph ("<one-paragraph text>\n\nWhat does it
     want?") ends there (a request after material that has breaks of its own is read with it: cutting the last
     paragraph off every paste lost attacks placed at the end, on the validation split). The request is left out
@@ -267,6 +268,9 @@ def pasted_span(text: str) -> tuple[int, int] | None:
     line = text.find("\n", 0, REQUEST_MAX_CHARS)
     if line >= 0 and n - line - 1 >= LONG_PASTE_CHARS:
         starts.append(line + 1)
+    q = text.find("? ", 0, REQUEST_MAX_CHARS)
+    if q >= 0 and n - q - 2 >= LONG_PASTE_CHARS:
+        starts.append(q + 2)
     if starts:
         return min(starts), n
     last = -1
