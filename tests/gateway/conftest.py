@@ -10,6 +10,7 @@ import pytest
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
 from aigrid.spec.models import AuditSpec, GridSpec
+from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.fake_engine import FakeEngine
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
@@ -46,3 +47,15 @@ async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=build_app(gateway))
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
         yield c
+
+
+async def scripted_gateway(tmp: Path, engine: ScriptedEngine, tool_calls: str | None = None) -> Gateway:
+    """The demo grid with every endpoint one SCRIPTED engine; `tool_calls` ("native" or "constrained") sets how
+    every model gets tool calls (the spec's default otherwise)."""
+    spec = spec_in(tmp)
+    if tool_calls is not None:
+        spec = spec.model_copy(update={"models": {name: m.model_copy(update={"tool_calls": tool_calls})
+                                                  for name, m in spec.models.items()}})
+    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    return gw

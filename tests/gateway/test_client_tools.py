@@ -5,7 +5,6 @@ loop decodes the turn under the tools' grammar and hands the call back OpenAI's 
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,9 +12,9 @@ import openai
 import orjson
 import pytest
 
-from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.app import build_app
 from tests.agents.scripted_engine import ScriptedEngine
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import scripted_gateway
 from tests.gateway.sdk_clients import openai_client
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
@@ -27,10 +26,7 @@ ASK = [{"role": "user", "content": "Weather in Paris?"}]
 @pytest.fixture
 async def scripted(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, ScriptedEngine]]:
     engine = ScriptedEngine([])
-    spec = spec_in(tmp_path)
-    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    client = openai_client(build_app(gw))
+    client = openai_client(build_app(await scripted_gateway(tmp_path, engine)))
     yield client, engine
     await client.close()
 

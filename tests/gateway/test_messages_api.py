@@ -17,7 +17,7 @@ import pytest
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
 from tests.agents.scripted_engine import ScriptedEngine
-from tests.gateway.conftest import DEMO, _no_sleep, spec_in
+from tests.gateway.conftest import DEMO, _no_sleep, scripted_gateway, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import anthropic_client
 
@@ -145,12 +145,7 @@ async def scripted(tmp_path: Path, request: pytest.FixtureRequest,
     came) or by constrained output (the gateway's loop decodes the turn under the tools' grammar)."""
     engine = ScriptedEngine([{"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]},
                              {"content": "It is sunny in Paris."}] * 2)
-    spec = spec_in(tmp_path)
-    models = {name: m.model_copy(update={"tool_calls": request.param}) for name, m in spec.models.items()}
-    spec = spec.model_copy(update={"models": models})
-    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    client = sdk(gw)
+    client = sdk(await scripted_gateway(tmp_path, engine, request.param))
     yield client, engine
     await client.close()
 

@@ -5,17 +5,16 @@ is never served or stored outside the EU. Against real llama.cpp engines: tests/
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import openai
 import pytest
 
-from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import scripted_gateway
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
 
@@ -173,10 +172,7 @@ async def test_a_follow_up_whose_history_was_evicted_is_refused(oai: openai.Asyn
 @pytest.fixture
 async def scripted(tmp_path: Path) -> AsyncIterator[tuple[openai.AsyncOpenAI, ScriptedEngine]]:
     engine = ScriptedEngine([])
-    spec = spec_in(tmp_path)
-    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    client = sdk(gw)
+    client = sdk(await scripted_gateway(tmp_path, engine))
     yield client, engine
     await client.close()
 
@@ -187,12 +183,7 @@ async def scripted_modes(tmp_path: Path, request: pytest.FixtureRequest,
     """As `scripted`, the model getting tool calls natively (the request passes to the engine as it came) or
     by constrained output (the gateway's loop decodes the turn under the tools' grammar)."""
     engine = ScriptedEngine([])
-    spec = spec_in(tmp_path)
-    models = {name: m.model_copy(update={"tool_calls": request.param}) for name, m in spec.models.items()}
-    gw = build_gateway(spec.model_copy(update={"models": models}), {e.id: engine for e in spec.endpoints},
-                       rng=random.Random(3), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    client = sdk(gw)
+    client = sdk(await scripted_gateway(tmp_path, engine, request.param))
     yield client, engine
     await client.close()
 
