@@ -79,9 +79,14 @@ class Scheduler:
         sites, states = view.sites, view.states
         for endpoint in view.endpoints:
             site = sites[endpoint.site_id]
-            failed = _first_failure(checks, ctx, endpoint)
+            failed = None
+            for name, check in checks:  # the first filter that rejects it, if any (no call per candidate)
+                verdict = check(ctx, endpoint)
+                if not verdict.ok:
+                    failed = name
+                    break
             if failed is not None:
-                rejected.append(Rejection(endpoint.id, site.id, failed[0], failed[1]))
+                rejected.append(Rejection(endpoint.id, site.id, failed, verdict.reason))
                 continue
             state = states.get(endpoint.id, UNKNOWN_STATE)
             cached = cache.get(endpoint.id) if cache else None
@@ -117,14 +122,6 @@ class Scheduler:
         if urgency is not None:
             reason = f"{reason}; {_urgency_note(urgency)}"
         return Decision(request.id, policy.name, ranked, tuple(rejected), reason, choice, urgency)
-
-
-def _first_failure(checks: Sequence[tuple[str, Check]], ctx: Context, endpoint: Endpoint) -> tuple[str, str] | None:
-    for name, check in checks:
-        verdict = check(ctx, endpoint)
-        if not verdict.ok:
-            return name, verdict.reason
-    return None
 
 
 def _normalised(policy: Policy, scorers: Sequence[Scorer]) -> tuple[float, ...]:

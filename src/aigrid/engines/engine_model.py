@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aigrid.core.types import EndpointState
+from aigrid.core.types import Circuit, EndpointState
 from aigrid.engines.step_cost import EnginePerf
 
 EWMA = 0.2
@@ -120,10 +120,11 @@ class Engine:
     def state(self, age_s: float = 0.0) -> EndpointState:
         if not self.up:
             return EndpointState(healthy=False, reason="site down", age_s=age_s)
-        return EndpointState(
-            running=self.active, waiting=len(self.waiting), kv_usage=self.kv_used / self.perf.kv_capacity_tokens,
-            ttft_s=self.ttft_ewma, tpot_s=self.step_ms() / 1000.0, age_s=age_s,
-        )
+        # positional (healthy, circuit, running, waiting, kv_usage, ttft_s, tpot_s; keywords cost more): the
+        # simulator's telemetry reads every changed engine's state every interval
+        state = EndpointState(True, Circuit.CLOSED, len(self.prefill) + len(self.decoding), len(self.waiting),
+                              self.kv_used / self.perf.kv_capacity_tokens, self.ttft_ewma, self.step_ms() / 1000.0)
+        return state._replace(age_s=age_s) if age_s else state
 
     # ---- inputs ------------------------------------------------------------------------------------
     def submit(self, job: Job) -> None:

@@ -30,7 +30,11 @@ class EventLoop:
         heapq.heappush(self._heap, (when if when > self.now else self.now, self._seq, handler, arg))
 
     def after(self, delay: float, handler: Handler, arg: Any = None) -> None:
-        self.at(self.now + delay, handler, arg)
+        """self.at(self.now + delay, handler, arg), inline: most events are scheduled through here."""
+        self._seq += 1
+        now = self.now
+        when = float(now + delay)
+        heapq.heappush(self._heap, (when if when > now else now, self._seq, handler, arg))
 
     def run(self, until: float = float("inf"), on_tick: Callable[[float], None] | None = None,
             tick_every: int = 50_000) -> None:

@@ -108,15 +108,22 @@ class Simulation:
         robin's counter) is per gateway, not one counter that all the simulated gateways would share."""
         self.loop = EventLoop()
         self.rng = random.Random(seed)
+        # Per-call state is kept in Python lists, not numpy arrays, while the run reads and writes it one
+        # element at a time (an element of an array is a numpy scalar, and its arithmetic numpy's: the same
+        # values, several times the cost); run() hands arrays of the same dtypes to RunResult.
         n = len(arrivals.t)
+        nan = float("nan")
         self.agents = arrivals.agents
-        self.sent = np.array(arrivals.t, dtype=float)
-        self.session_e2e = np.full(n, np.nan)
-        self.leg = np.zeros(n)
+        self.times: list[float] = np.asarray(arrivals.t, dtype=float).tolist()
+        self.gateway_of = [int(g) for g in arrivals.gateway]
+        self.jitter_u: list[float] = np.asarray(arrivals.jitter_u, dtype=float).tolist()
+        self.sent: list[float] = np.asarray(arrivals.t, dtype=float).tolist()
+        self.session_e2e = [nan] * n
+        self.leg = [0.0] * n
         """Per session: RTT of its latest call that crossed the client-site network."""
         if self.agents is not None:
             n = self.agents.calls
-            self.sent = np.concatenate([self.sent, np.full(n - len(self.sent), np.nan)])
+            self.sent += [nan] * (n - len(self.sent))
         self.engines = [Engine(i, perf, self.loop, self._first, self._done, self._changed)
                         for i, perf in enumerate(grid.perf)]
         self.telemetry = Telemetry(self.loop, len(self.engines), lambda i: self.engines[i].state(),
@@ -133,32 +140,32 @@ class Simulation:
         self.max_attempts = max_attempts
         self.cut: list[tuple[frozenset[str], set[str]]] = []
         """Active partitions: (jurisdictions inside, site ids inside)."""
-        self.ttft = np.full(n, np.nan)
-        self.e2e = np.full(n, np.nan)
-        self.tpot = np.full(n, np.nan)
-        self.first_at = np.full(n, np.nan)
-        self.chosen = np.full(n, -1, dtype=np.int32)
-        self.status = np.zeros(n, dtype=np.int8)
-        self.attempts = np.zeros(n, dtype=np.int8)
-        self.cost = np.zeros(n)
-        self.violation = np.zeros(n, dtype=bool)
-        self.rtt = np.zeros(n)
+        self.ttft = [nan] * n
+        self.e2e = [nan] * n
+        self.tpot = [nan] * n
+        self.first_at = [nan] * n
+        self.chosen = [-1] * n
+        self.status = [0] * n
+        self.attempts = [0] * n
+        self.cost = [0.0] * n
+        self.violation = [False] * n
+        self.rtt = [0.0] * n
         self.tries: dict[int, frozenset[str]] = {}
-        self.prompt = np.zeros(n, dtype=np.int64)
-        self.stage = np.zeros(n, dtype=np.int8)
+        self.prompt = [0] * n
+        self.stage = [0] * n
         """Per call, where the deciding gateway's ledger has it: 0 not in it, 1 pending, 2 decoding."""
-        self.model_ms = np.zeros(n)
-        self.model_own_ms = np.zeros(n)
+        self.model_ms = [0.0] * n
+        self.model_own_ms = [0.0] * n
         self.oneway = [0.0] * n
         """Per call: the trip to the engine as its gateway reckoned it when sending (half the predicted RTT)."""
-        self.predicted = np.full(n, np.nan)
+        self.predicted = [nan] * n
         """The chosen candidate's point prediction of TTFT (ms) at the last decision."""
-        self.floor = np.full(n, np.nan)
+        self.floor = [nan] * n
         """The physical floor (s): the nearest allowed site's round trip plus a lone prefill there."""
         self.decisions: list[Decision] | None = [] if keep_decisions else None
-        self.outputs = arrivals.output
+        self.outputs = [int(o) for o in arrivals.output]
         self.classes = classes
-        self.waited = np.zeros(n, dtype=bool)
+        self.waited = [False] * n
         self.holder: dict[int, tuple[int, str]] = {}
         """Per call counted in its tenant's in-flight requests: (the gateway counting it, the tenant), kept so
         that releasing it does not build the call's RequestInfo again."""
@@ -168,11 +175,11 @@ class Simulation:
 
     # ---- driving -----------------------------------------------------------------------------------
     def run(self, on_tick: Callable[[float], None] | None = None) -> RunResult:
-        if len(self.arr.t):
-            self.loop.at(float(self.arr.t[0]), self._arrive, 0)
+        if self.times:
+            self.loop.at(self.times[0], self._arrive, 0)
         self.telemetry.start()
         self.gw.start(self.loop)
-        horizon = float(self.arr.t[-1]) if len(self.arr.t) else 0.0
+        horizon = self.times[-1] if self.times else 0.0
         self.loop.run(until=horizon, on_tick=on_tick)
         self.telemetry.stopped = True
         self.loop.run(on_tick=on_tick)
@@ -180,19 +187,23 @@ class Simulation:
         for e in self.engines:
             e.advance(end)
         utilization = np.array([e.stats.work_s / end for e in self.engines])
-        return RunResult(self.ttft, self.e2e, self.tpot, self.chosen, self.status, self.attempts, self.cost,
-                         self.violation, self.rtt, utilization, self.loop.events, end, self.decisions,
-                         self.sent, self.session_e2e if self.agents is not None else None, self.agents,
-                         self.predicted, self.floor, self.waited)
+        f64 = np.float64
+        return RunResult(np.array(self.ttft, f64), np.array(self.e2e, f64), np.array(self.tpot, f64),
+                         np.array(self.chosen, np.int32), np.array(self.status, np.int8),
+                         np.array(self.attempts, np.int8), np.array(self.cost, f64), np.array(self.violation, bool),
+                         np.array(self.rtt, f64), utilization, self.loop.events, end, self.decisions,
+                         np.array(self.sent, f64),
+                         np.array(self.session_e2e, f64) if self.agents is not None else None, self.agents,
+                         np.array(self.predicted, f64), np.array(self.floor, f64), np.array(self.waited, bool))
 
     def _arrive(self, i: int) -> None:
-        if i + 1 < len(self.arr.t):
-            self.loop.at(float(self.arr.t[i + 1]), self._arrive, i + 1)
+        if i + 1 < len(self.times):
+            self.loop.at(self.times[i + 1], self._arrive, i + 1)
         self._route(i)
 
     def _route(self, i: int) -> None:
         """A new call at its gateway: behind the ones already waiting there, else routed now."""
-        g = int(self.arr.gateway[i])
+        g = self.gateway_of[i]
         if self.admission is not None and self.admission.busy(g):
             item = self._wait(i, self._request(i, frozenset()))
             self.admission.drain(g)
@@ -216,7 +227,7 @@ class Simulation:
         assert self.admission is not None
         self.waited[i] = True
         deadline = self.arr.request(i).deadline_ms if self.classes else None
-        return self.admission.wait(i, int(self.arr.gateway[i]), req.tenant, req.priority, float(self.sent[i]),
+        return self.admission.wait(i, self.gateway_of[i], req.tenant, req.priority, float(self.sent[i]),
                                    deadline)
 
     def _retry_waiting(self, i: int) -> bool:
@@ -238,7 +249,7 @@ class Simulation:
         """Route call i; False when it must (keep) wait(ing) at its gateway, True when it left: sent,
         refused or rejected."""
         req = self._request(i, exclude)
-        g = int(self.arr.gateway[i])
+        g = self.gateway_of[i]
         where = req.client_location or GeoPoint(0.0, 0.0)
         now = self.loop.now
         tier = 0
@@ -291,7 +302,7 @@ class Simulation:
         if dist is None:
             where = req.client_location
             dist = 0.0 if where is None else distance_km(where, self.grid.sites[best.site_id].location)
-        rtt = self.net.rtt_ms(dist, float(self.arr.jitter_u[i])) / 1000.0
+        rtt = self.net.rtt_ms(dist, self.jitter_u[i]) / 1000.0
         self.rtt[i] = rtt
         if self.agents is not None:
             self.leg[self.agents.session[i]] = rtt
@@ -308,12 +319,12 @@ class Simulation:
             self.loop.after(self.rtt[i] / 2, self._failover, (i, k))
             return
         pre, tokens = self.arr.prefix, self.arr.prefix_tokens
-        engine.submit(Job(i, int(self.prompt[i]), int(self.outputs[i]), self.loop.now,
+        engine.submit(Job(i, self.prompt[i], self.outputs[i], self.loop.now,
                           *((-1, 0) if pre is None or tokens is None else (int(pre[i]), int(tokens[i])))))
 
     def _failover(self, arg: tuple[int, int]) -> None:
         i, k = arg
-        g = int(self.arr.gateway[i])
+        g = self.gateway_of[i]
         self._unbook(i, k)
         self.gw.record_failure(g, k, self.loop.now)
         if self.attempts[i] >= self.max_attempts:
@@ -338,8 +349,8 @@ class Simulation:
         now = self.loop.now
         pre = self.arr.prefix
         if pre is not None and pre[i] >= 0:
-            self.gw.remember_prefix(int(self.arr.gateway[i]), prefix_key(int(pre[i])), k)
-        self.gw.record_first_token(int(self.arr.gateway[i]), k, int(self.prompt[i]),
+            self.gw.remember_prefix(self.gateway_of[i], prefix_key(int(pre[i])), k)
+        self.gw.record_first_token(self.gateway_of[i], k, int(self.prompt[i]),
                                    float(self.model_ms[i]), float(self.model_own_ms[i]), engine_s * 1000.0,
                                    i, now, now - self.oneway[i])
 
@@ -347,14 +358,14 @@ class Simulation:
         self._unbook(*arg)
         self._release(arg[0])
         if self.admission is not None:
-            g = int(self.arr.gateway[arg[0]])
+            g = self.gateway_of[arg[0]]
             if self.admission.busy(g):
                 self.admission.drain(g)
 
     def _unbook(self, i: int, k: int) -> None:
         """Take call i off its gateway's ledger for endpoint k (finished, failed or lost)."""
         if self.stage[i] and self.chosen[i] == k:
-            self.gw.record_finished(int(self.arr.gateway[i]), k, int(self.prompt[i]),
+            self.gw.record_finished(self.gateway_of[i], k, int(self.prompt[i]),
                                     self.stage[i] == 2, i, self.loop.now)
             self.stage[i] = 0
 
@@ -377,7 +388,7 @@ class Simulation:
         s, j = int(plan.session[i]), int(plan.next_call[i])
         if j < 0:
             if plan.steps[s] > 0:  # the final answer travels back over the session's latest network leg
-                self.session_e2e[s] = now + self.leg[s] / 2 - self.arr.t[s]
+                self.session_e2e[s] = now + self.leg[s] / 2 - self.times[s]
             return
         if plan.site_loop[s]:
             self.loop.after(float(plan.tool_s[s]), self._site_call, (j, int(self.chosen[i]), i))
