@@ -49,10 +49,11 @@ async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
-async def scripted_gateway(tmp: Path, engine: ScriptedEngine, tool_calls: str | None = None) -> Gateway:
+async def scripted_gateway(tmp: Path, engine: ScriptedEngine, tool_calls: str | None = None,
+                           **security: object) -> Gateway:
     """The demo grid with every endpoint one SCRIPTED engine; `tool_calls` ("native" or "constrained") sets how
-    every model gets tool calls (the spec's default otherwise)."""
-    spec = spec_in(tmp)
+    every model gets tool calls (the spec's default otherwise); `security` as spec_in's."""
+    spec = spec_in(tmp, **security)
     if tool_calls is not None:
         spec = spec.model_copy(update={"models": {name: m.model_copy(update={"tool_calls": tool_calls})
                                                   for name, m in spec.models.items()}})

@@ -45,7 +45,7 @@ async def test_every_streamed_answer_calibrates_its_endpoint_and_the_ledger_empt
 
 async def test_a_request_waiting_for_its_first_token_is_pending_with_its_prompt(
         client: httpx.AsyncClient, gateway: Gateway, fakes: dict[str, FakeEngine]) -> None:
-    fakes["fra-smollm2"].first_byte_delay_s = 0.5
+    fakes["fra-smollm2"].first_byte_delay_s = 2.0  # long enough to be seen pending on a loaded machine
     task = asyncio.ensure_future(stream(client, "Frankfurt"))
     for _ in range(100):
         s = gateway.store.state("fra-smollm2")

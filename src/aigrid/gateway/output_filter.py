@@ -20,17 +20,19 @@ from aigrid.security.firewall.streaming import StreamingRedactor
 
 class OutputFilter:
     def __init__(self, redactor: StreamingRedactor | None, strip_usage: bool) -> None:
-        self._redactor = redactor
+        """`redactor` reads choice 0's text; each other choice (a request with `n`) gets one of its own."""
+        self._redactors: dict[int, StreamingRedactor] = {} if redactor is None else {0: redactor}
+        self._redacts = redactor is not None
         self.strip_usage = strip_usage
-        self._flushed = False
+        self._flushed: set[int] = set()
 
     @property
     def redacts(self) -> bool:
         """True when every chunk's text is checked (and so every event is re-framed)."""
-        return self._redactor is not None
+        return self._redacts
 
     def verdicts(self) -> list[Verdict]:
-        return stream_verdicts(self._redactor) if self._redactor is not None else []
+        return stream_verdicts(*self._redactors.values()) if self._redactors else []
 
     def event(self, obj: Any) -> Any | None:
         """One chunk as the client must see it; None to drop it."""
@@ -41,33 +43,39 @@ class OutputFilter:
                 if not obj.get("choices"):
                     return None
                 obj = {k: v for k, v in obj.items() if k != "usage"}
-        if self._redactor is None:
+        if not self._redacts:
             return obj
         for choice in obj.get("choices") or ():
+            index = choice.get("index", 0) if isinstance(choice.get("index", 0), int) else 0
+            redactor = self._redactor(index)
             delta = choice.get("delta")
             if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                delta["content"] = self._redactor.feed(delta["content"])
+                delta["content"] = redactor.feed(delta["content"])
                 if choice.get("finish_reason"):
-                    delta["content"] += self._flush()
+                    delta["content"] += self._flush(index)
             elif isinstance(choice.get("text"), str):
-                choice["text"] = self._redactor.feed(choice["text"])
+                choice["text"] = redactor.feed(choice["text"])
                 if choice.get("finish_reason"):
-                    choice["text"] += self._flush()
+                    choice["text"] += self._flush(index)
         return obj
 
-    def _flush(self) -> str:
-        if self._redactor is None or self._flushed:
+    def _redactor(self, index: int) -> StreamingRedactor:
+        found = self._redactors.get(index)
+        if found is None:
+            found = self._redactors[index] = StreamingRedactor()
+        return found
+
+    def _flush(self, index: int) -> str:
+        if index in self._flushed or index not in self._redactors:
             return ""
-        self._flushed = True
-        return self._redactor.flush()
+        self._flushed.add(index)
+        return self._redactors[index].flush()
 
     def flush_event(self) -> dict[str, Any] | None:
         """Before [DONE]: a chunk with the text still held back (a stream that ended without finish_reason)."""
-        rest = self._flush()
-        if not rest:
-            return None
-        return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": rest},
-                                                                "finish_reason": None}]}
+        rests = [(i, self._flush(i)) for i in sorted(self._redactors)]
+        choices = [{"index": i, "delta": {"content": rest}, "finish_reason": None} for i, rest in rests if rest]
+        return {"object": "chat.completion.chunk", "choices": choices} if choices else None
 
 
 def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[bytes, list[Verdict]]:

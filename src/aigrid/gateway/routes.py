@@ -25,6 +25,7 @@ from aigrid.agents.reply import ToolLoopEngine
 from aigrid.agents.tool import ToolContext
 from aigrid.core.types import Candidate, Decision, RequestInfo
 from aigrid.core.urgency import DEFAULT_LEVEL
+from aigrid.engines.fan_out import FanOutEngine
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NoEligibleEndpoint, NotFound
 from aigrid.gateway.admission import Refused, Ticket
@@ -209,7 +210,8 @@ class Routes:
                 context = model_context(parsed.model, gw.spec.models)
                 if context is not None:  # a later turn that surely overflows ends the loop (finish "length")
                     loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
-            await gw.guard.admit(ex, body, prompt, info.prompt_tokens + info.max_output_tokens,
+            choices = _choices(parsed, body, loop)
+            await gw.guard.admit(ex, body, prompt, info.prompt_tokens + choices * info.max_output_tokens,
                                  policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
             await gw.guard.screen_request(ex, body, chat_texts(body, documents) if path == CHAT_PATH
                                           else completion_texts(body))
@@ -296,6 +298,8 @@ class Routes:
 
         needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
         wrap = None if loop is None else self._tool_loop(loop, ex)
+        if parsed.n is not None and parsed.n > 1:  # `n` choices: the chosen engine asked n times, answers merged
+            wrap = _fan_out(parsed.n)
         return await self.gw.proxy.forward(path, body, ex.decision, ex.record, parsed.stream, hedge, output=ex.output,
                                            redact_answer=redact if needs_redaction else None, wrap=wrap)
 
@@ -418,3 +422,20 @@ class Routes:
 def _offers_tools(body: Mapping[str, Any]) -> bool:
     tools = body.get("tools")
     return isinstance(tools, list) and bool(tools)
+
+
+def _choices(parsed: ChatRequest | CompletionRequest, body: Mapping[str, Any], loop: LoopConfig | None) -> int:
+    """How many answers the request asks for (`n`); the forms that more than one cannot serve are a 400."""
+    n = parsed.n or 1
+    if n > 1 and loop is not None:
+        raise InvalidRequest("n > 1 is not served with tools: ask for one choice per request", param="n")
+    if n > 1 and isinstance(body.get("prompt"), list):
+        raise InvalidRequest("n > 1 is not served with a list of prompts: send one prompt per request", param="n")
+    return n
+
+
+def _fan_out(n: int) -> Wrap:
+    def wrap(engine: Engine, cand: Candidate) -> Engine:
+        return FanOutEngine(engine, n)
+
+    return wrap

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from aigrid.engines.fan_out import MAX_CHOICES
+
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -31,7 +33,8 @@ class _Common(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    n: int | None = Field(default=None, ge=1, le=1)
+    n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
+    """Choices to sample: more than one is served by sending the request that many times (engines/fan_out.py)."""
     user: str | None = Field(default=None, max_length=256)
 
     def output_budget(self) -> int | None:

@@ -155,8 +155,9 @@ class Firewall:
         return StreamingRedactor() if self.policy(tenant).pii_output == Action.REDACT else None
 
 
-def stream_verdicts(redactor: StreamingRedactor) -> list[Verdict]:
-    """Verdicts for a finished stream (call after flush)."""
-    if not redactor.found:
+def stream_verdicts(*redactors: StreamingRedactor) -> list[Verdict]:
+    """Verdicts for a finished stream (call after flush): one for what its redactors (one per choice) found."""
+    found = sorted({kind for r in redactors for kind in r.found})
+    if not found:
         return []
-    return [Verdict("pii_output", "redacted", f"personal data: {', '.join(sorted(set(redactor.found)))}")]
+    return [Verdict("pii_output", "redacted", f"personal data: {', '.join(found)}")]

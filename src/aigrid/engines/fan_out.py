@@ -1,0 +1,157 @@
+"""`n` choices from any engine: the request sent n times to the chosen engine, the answers merged as one.
+
+OpenAI's `n` asks for several sampled answers to one prompt. vLLM and SGLang sample them in one request;
+llama.cpp, Ollama and TGI's chat route answer one. So the gateway asks the chosen endpoint n times at once,
+each request without `n` (and, when the client gave a `seed`, with seed + i, so the answers differ as a
+native `n` would), and merges the answers: choice i of the result is answer i (its `index` rewritten), the
+usage counts the prompt once and every answer's completion tokens, as OpenAI bills it. Streamed, the
+answers' chunks are relayed as they arrive, each re-indexed, the engines' usage chunks held back and sent
+once, summed, before the one `[DONE]`. The n requests are opened together: one that fails before its first
+byte fails the attempt (the proxy tries the next candidate with all n); one that fails mid-stream breaks
+the stream (EngineStreamBroken, an error event). An engine's own 4xx is passed on as it came.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import orjson
+
+from aigrid.engines.protocol import Engine, EngineStats, UpstreamResponse
+from aigrid.engines.sse import DONE, SseDecoder
+from aigrid.errors import EngineError, EngineStreamBroken
+
+MAX_CHOICES = 8
+"""The most choices one request may ask for (each is a full request to the engine)."""
+FANNED_PATHS = ("/v1/chat/completions", "/v1/completions")
+_END = object()
+
+
+class FanOutEngine:
+    def __init__(self, inner: Engine, n: int) -> None:
+        self.inner = inner
+        self.n = n
+        self.kind = inner.kind
+        self.base_url = inner.base_url
+
+    def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
+        if path.rstrip("/") not in FANNED_PATHS:
+            return self.inner.open(path, body)
+        return self._open(path, body)
+
+    @asynccontextmanager
+    async def _open(self, path: str, raw: bytes) -> AsyncIterator[UpstreamResponse]:
+        body = orjson.loads(raw)
+        async with AsyncExitStack() as stack:
+            try:
+                async with asyncio.TaskGroup() as group:
+                    opening = [group.create_task(stack.enter_async_context(self.inner.open(path, one)))
+                               for one in requests(body, self.n)]
+            except ExceptionGroup as failed:  # the first engine error, as a single open raises it
+                raise failed.exceptions[0] from None
+            answers = [task.result() for task in opening]
+            refused = next((a for a in answers if a.status >= 400), None)
+            if refused is not None:
+                yield refused
+            elif body.get("stream"):
+                yield UpstreamResponse(200, answers[0].headers, merged_stream(answers))
+            else:
+                whole = await asyncio.gather(*(_read(a) for a in answers))
+                yield UpstreamResponse(200, answers[0].headers, _once(merged_answer(whole)))
+
+    async def health(self) -> bool:
+        return await self.inner.health()
+
+    async def stats(self) -> EngineStats:
+        return await self.inner.stats()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+def requests(body: Mapping[str, Any], n: int) -> list[bytes]:
+    """The n bodies: without `n`, each with its own seed when the client set one."""
+    out = []
+    for i in range(n):
+        one = {k: v for k, v in body.items() if k != "n"}
+        if isinstance(body.get("seed"), int):
+            one["seed"] = body["seed"] + i
+        out.append(orjson.dumps(one))
+    return out
+
+
+def merged_answer(answers: list[bytes]) -> bytes:
+    """Whole answers as one: choice i is answer i's, usage the prompt once and every answer's completion."""
+    docs = [orjson.loads(a) for a in answers]
+    merged = dict(docs[0])
+    merged["choices"] = [{**c, "index": i} for i, doc in enumerate(docs) for c in (doc.get("choices") or ())[:1]]
+    usages = [doc.get("usage") for doc in docs if isinstance(doc.get("usage"), dict)]
+    if usages:
+        merged["usage"] = summed_usage(usages)
+    return orjson.dumps(merged)
+
+
+def summed_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
+    prompt = int(usages[0].get("prompt_tokens") or 0)
+    completion = sum(int(u.get("completion_tokens") or 0) for u in usages)
+    return {**usages[0], "prompt_tokens": prompt, "completion_tokens": completion,
+            "total_tokens": prompt + completion}
+
+
+async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]:
+    """The answers' SSE events as they arrive, answer i's choices re-indexed i; one summed usage chunk and
+    one [DONE] at the end."""
+    queue: asyncio.Queue[object] = asyncio.Queue()
+    usages: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+
+    async def relay(i: int, answer: UpstreamResponse) -> None:
+        decoder = SseDecoder()
+        try:
+            async for chunk in answer.body:
+                for ev in decoder.feed(chunk):
+                    if ev.data is None or ev.data == DONE:
+                        continue
+                    event = orjson.loads(ev.data)
+                    if isinstance(event.get("usage"), dict):
+                        usages.append(event.pop("usage"))
+                        if not event.get("choices"):
+                            last.update(event)
+                            continue
+                    event["choices"] = [{**c, "index": i} for c in event.get("choices") or ()]
+                    await queue.put(b"data: " + orjson.dumps(event) + b"\n\n")
+        except (EngineError, orjson.JSONDecodeError) as e:
+            await queue.put(EngineStreamBroken(f"choice {i}: {e}"))
+        finally:
+            await queue.put(_END)
+
+    tasks = [asyncio.ensure_future(relay(i, a)) for i, a in enumerate(answers)]
+    try:
+        ended = 0
+        while ended < len(tasks):
+            item = await queue.get()
+            if item is _END:
+                ended += 1
+            elif isinstance(item, EngineStreamBroken):
+                raise item
+            else:
+                assert isinstance(item, bytes)
+                yield item
+        if usages:
+            yield b"data: " + orjson.dumps({**last, "choices": [], "usage": summed_usage(usages)}) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _read(answer: UpstreamResponse) -> bytes:
+    return b"".join([chunk async for chunk in answer.body])
+
+
+async def _once(data: bytes) -> AsyncIterator[bytes]:
+    yield data
