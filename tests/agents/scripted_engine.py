@@ -13,6 +13,9 @@ import orjson
 from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.errors import EngineUnavailable
 
+USAGE = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+"""Every reply's usage, unless the reply gives its own (`"usage": {...}`)."""
+
 
 class ScriptedEngine:
     kind = "scripted"
@@ -56,8 +59,7 @@ class ScriptedEngine:
             yield chunk({"tool_calls": [{"index": i, "function": {"arguments": args[5:]}}]})
         finish = "tool_calls" if reply.get("tool_calls") else reply.get("finish", "stop")
         yield chunk({}, finish)
-        yield b"data: " + orjson.dumps({"choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": 5,
-                                                                 "total_tokens": 15}}) + b"\n\ndata: [DONE]\n\n"
+        yield b"data: " + orjson.dumps({"choices": [], "usage": reply.get("usage", USAGE)}) + b"\n\ndata: [DONE]\n\n"
 
     async def health(self) -> bool:
         return True
@@ -77,7 +79,7 @@ def _completion(reply: dict[str, Any]) -> dict[str, Any]:
             for i, tc in enumerate(reply["tool_calls"])]
     finish = "tool_calls" if reply.get("tool_calls") else reply.get("finish", "stop")
     return {"object": "chat.completion", "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-            "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}}
+            "usage": reply.get("usage", USAGE)}
 
 
 async def _once(data: bytes) -> AsyncIterator[bytes]:

@@ -300,3 +300,20 @@ async def test_a_document_block_is_read_as_a_document(scripted: tuple[anthropic.
         await claude.messages.create(model="smollm2-135m", max_tokens=16, messages=[
             {"role": "user", "content": [pdf, {"type": "text", "text": "Summarise."}]}])
     assert "messages.0.content.0.source.type" in info.value.message and "PDF" in info.value.message
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_prompt_tokens_the_engine_read_from_its_cache_are_cache_reads(
+        scripted: tuple[anthropic.AsyncAnthropic, ScriptedEngine], stream: bool) -> None:
+    """An engine's `prompt_tokens_details.cached_tokens` (vLLM, SGLang, llama.cpp) is Anthropic's
+    `cache_read_input_tokens`, and `input_tokens` the rest of the prompt."""
+    claude, engine = scripted
+    engine.replies[:] = [{"content": "Hi.", "usage": {"prompt_tokens": 900, "completion_tokens": 2, "total_tokens": 902,
+                                                      "prompt_tokens_details": {"cached_tokens": 768}}}]
+    ask = {"model": "smollm2-135m", "max_tokens": 8, "messages": [{"role": "user", "content": "Hello"}]}
+    if stream:
+        async with claude.messages.stream(**ask) as s:
+            usage = (await s.get_final_message()).usage
+    else:
+        usage = (await claude.messages.create(**ask)).usage
+    assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (132, 768, 2)

@@ -278,3 +278,20 @@ async def test_a_stored_responses_input_items_are_listed_a_page_at_a_time(oai: o
         await oai.responses.input_items.list("resp_nope")
     with pytest.raises(openai.BadRequestError):
         await oai.responses.input_items.list(second.id, limit=500)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_cached_prompt_tokens_are_reported(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine],
+                                                  stream: bool) -> None:
+    """The engine's `prompt_tokens_details.cached_tokens` is the Response's `input_tokens_details.cached_tokens`."""
+    oai, engine = scripted
+    engine.replies += [{"content": "Hi.", "usage": {"prompt_tokens": 900, "completion_tokens": 2, "total_tokens": 902,
+                                                    "prompt_tokens_details": {"cached_tokens": 768}}}]
+    if stream:
+        async with oai.responses.stream(model="smollm2-135m", input="Hello") as s:
+            async for _ in s:
+                pass
+            usage = (await s.get_final_response()).usage
+    else:
+        usage = (await oai.responses.create(model="smollm2-135m", input="Hello")).usage
+    assert usage is not None and (usage.input_tokens, usage.input_tokens_details.cached_tokens) == (900, 768)

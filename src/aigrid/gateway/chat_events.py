@@ -46,6 +46,8 @@ class Finish:
 class Usage:
     prompt_tokens: int
     completion_tokens: int
+    cached_tokens: int = 0
+    """Prompt tokens the engine read from its prefix cache (`prompt_tokens_details.cached_tokens`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +68,15 @@ def usage_of(obj: Any) -> Usage | None:
     usage = obj.get("usage") if isinstance(obj, dict) else None
     if not isinstance(usage, dict):
         return None
-    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached_of(usage))
+
+
+def cached_of(usage: dict[str, Any]) -> int:
+    """The prompt tokens an engine served from its prefix cache, as vLLM, SGLang and llama.cpp report them
+    (OpenAI's `prompt_tokens_details.cached_tokens`); 0 when it does not say."""
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return cached if isinstance(cached, int) and cached > 0 else 0
 
 
 def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:

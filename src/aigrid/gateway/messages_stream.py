@@ -24,7 +24,7 @@ from aigrid.gateway.chat_events import (
     ToolStart,
     Usage,
 )
-from aigrid.gateway.messages_translate import STOP_REASONS
+from aigrid.gateway.messages_translate import STOP_REASONS, anthropic_usage
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -85,6 +85,6 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
     yield blocks.close()
     yield sse("message_delta", {"type": "message_delta",
                                 "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                                "usage": {"input_tokens": usage.prompt_tokens,
-                                          "output_tokens": usage.completion_tokens}})
+                                "usage": anthropic_usage(usage.prompt_tokens, usage.completion_tokens,
+                                                         usage.cached_tokens)})
     yield sse("message_stop", {"type": "message_stop"})

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from aigrid.errors import InvalidRequest
+from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.messages_schema import (
     CountTokensRequest,
     DocumentBlock,
@@ -220,8 +221,15 @@ def anthropic_message(chat: dict[str, Any], model: str) -> dict[str, Any]:
     return {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
             "stop_sequence": None,
-            "usage": {"input_tokens": int(usage.get("prompt_tokens") or 0),
-                      "output_tokens": int(usage.get("completion_tokens") or 0)}}
+            "usage": anthropic_usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                                     cached_of(usage))}
+
+
+def anthropic_usage(prompt: int, completion: int, cached: int) -> dict[str, int]:
+    """Anthropic's usage: `input_tokens` are the prompt tokens not read from the engine's prefix cache, which
+    are `cache_read_input_tokens` (engines report no cache writes)."""
+    return {"input_tokens": prompt - cached, "output_tokens": completion, "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": 0}
 
 
 def engine_error_message(body: bytes) -> str:

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigrid.errors import ApiError, InvalidRequest, NotFound, UpstreamFailed
+from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
@@ -132,7 +133,7 @@ class ResponsesApi:
         usage = chat.get("usage") or {}
         final = response_object(turn.req, rid, int(time.time()), output, status="completed", finish_reason=finish,
                                 usage=usage_block(int(usage.get("prompt_tokens") or 0),
-                                                  int(usage.get("completion_tokens") or 0)))
+                                                  int(usage.get("completion_tokens") or 0), cached_of(usage)))
         await keep(final)
         return Response(orjson.dumps(final), media_type="application/json", headers=extra)
 

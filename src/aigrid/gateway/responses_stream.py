@@ -156,7 +156,8 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
             return
     yield out.close()
     final = response_object(req, rid, created, out.items, status="completed", finish_reason=finish,
-                            usage=usage_block(usage.prompt_tokens, usage.completion_tokens) if usage else None)
+                            usage=usage_block(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) if usage
+                            else None)
     await on_done(final)
     kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
     yield ev(kind, response=final)

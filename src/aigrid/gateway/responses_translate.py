@@ -229,8 +229,9 @@ def output_items(chat: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
     return items, choice.get("finish_reason")
 
 
-def usage_block(prompt: int, completion: int) -> dict[str, Any]:
-    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": completion,
+def usage_block(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
+    """A Response's usage; `cached`: prompt tokens the engine read from its prefix cache (counted in input)."""
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
 
 
