@@ -94,21 +94,20 @@ async def test_messages_async_streamed_and_not(base: str) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_messages_tool_use_round_trip(claude: anthropic.Anthropic, stream: bool) -> None:
-    """The protocol of a tool round trip with a real engine: a request with tools (whatever the tiny model
-    answers, text or tool_use, the SDK parses it), then the conversation with an assistant tool_use turn and
-    the user's tool_result, which the engine accepts and answers. (This llama.cpp build gives SmolLM2 no
-    native tool calls; the deterministic tool_use round trip is tests/gateway/test_messages_api.py.)"""
+    """A tool round trip with a real engine: `tool_choice: any` gets a tool_use block (this llama.cpp build
+    has no tool template for SmolLM2, so the gateway decodes the turn under the tools' grammar), then the
+    conversation with the assistant's tool_use turn and the user's tool_result, which the engine answers."""
     messages: list = [{"role": "user", "content": "What is the weather in Paris?"}]
-    kw = {"model": MODEL, "max_tokens": 32, "tools": [WEATHER], "tool_choice": {"type": "auto"}}
+    kw = {"model": MODEL, "max_tokens": 32, "tools": [WEATHER], "tool_choice": {"type": "any"}}
     if stream:
         with claude.messages.stream(messages=messages, **kw) as s:
             first = s.get_final_message()
     else:
         first = claude.messages.create(messages=messages, **kw)
-    assert first.content and first.stop_reason in ("end_turn", "max_tokens", "tool_use")
-    use = next((b for b in first.content if b.type == "tool_use"), None)
-    call = {"type": "tool_use", "id": use.id if use else "toolu_01", "name": "get_weather",
-            "input": use.input if use else {"city": "Paris"}}
+    assert first.stop_reason == "tool_use"
+    use = next(b for b in first.content if b.type == "tool_use")
+    assert use.name == "get_weather" and isinstance(use.input.get("city"), str)
+    call = {"type": "tool_use", "id": use.id, "name": "get_weather", "input": use.input}
     messages += [{"role": "assistant", "content": [call]},
                  {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"],
                                                "content": "Sunny, 24 C"}]}]
@@ -164,10 +163,10 @@ def test_responses_streamed(oai: openai.OpenAI) -> None:
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_responses_function_tool_round_trip(oai: openai.OpenAI, stream: bool) -> None:
-    """The protocol with a real engine: a request with a function tool (text or function_call, the SDK parses
-    it), then its function_call and function_call_output continue the stored conversation. (The deterministic
-    function_call round trip is tests/gateway/test_responses_api.py, with a SCRIPTED engine.)"""
-    kw = {"model": MODEL, "input": "What is the weather in Paris?", "tools": [FUNCTION], "max_output_tokens": 32}
+    """A function tool with a real engine: `tool_choice: required` gets a function_call (decoded under the
+    tools' grammar, as above), then its function_call_output continues the stored conversation."""
+    kw = {"model": MODEL, "input": "What is the weather in Paris?", "tools": [FUNCTION], "max_output_tokens": 32,
+          "tool_choice": "required"}
     if stream:
         with oai.responses.stream(**kw) as s:
             first = next(e.response for e in s if e.type in ("response.completed", "response.incomplete"))
@@ -175,12 +174,10 @@ def test_responses_function_tool_round_trip(oai: openai.OpenAI, stream: bool) ->
         first = oai.responses.create(**kw)
     assert first.status in ("completed", "incomplete") and first.output
     calls = [item for item in first.output if item.type == "function_call"]
-    call_id = calls[0].call_id if calls else "call_01"
-    replay = [] if calls else [{"type": "function_call", "call_id": call_id, "name": "get_weather",
-                                "arguments": '{"city": "Paris"}'}]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
     second = oai.responses.create(model=MODEL, previous_response_id=first.id, tools=[FUNCTION], max_output_tokens=32,
-                                  input=[*replay, {"type": "function_call_output", "call_id": call_id,
-                                                   "output": "Sunny, 24 C"}])
+                                  input=[{"type": "function_call_output", "call_id": calls[0].call_id,
+                                          "output": "Sunny, 24 C"}])
     assert second.previous_response_id == first.id and second.output
     assert second.usage is not None and second.usage.input_tokens > first.usage.input_tokens
 
@@ -205,3 +202,21 @@ def test_responses_eu_conversation_stays_in_the_eu(oai: openai.OpenAI, base: str
 def test_models_list_embeddings_with_their_kind(oai: openai.OpenAI) -> None:
     kinds = {m.id: m.model_extra.get("kind") for m in oai.models.list()}
     assert kinds[MODEL] == "chat" and kinds["all-minilm-l6-v2"] == "embedding"
+
+
+def test_chat_several_choices_and_logprobs(oai: openai.OpenAI) -> None:
+    """`n` on an engine that samples one answer a request, and the Responses API's log-probabilities."""
+    reply = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Name a colour."}], n=3,
+                                        max_tokens=8, temperature=1.0, extra_headers=EU)
+    assert [c.index for c in reply.choices] == [0, 1, 2] and all(c.message.content for c in reply.choices)
+    assert reply.usage is not None and reply.usage.completion_tokens > 8  # three answers' tokens
+    resp = oai.responses.create(model=MODEL, input="Name a river.", max_output_tokens=6, top_logprobs=2,
+                                include=["message.output_text.logprobs"], extra_headers=EU)
+    logprobs = resp.output[0].content[0].logprobs  # type: ignore[union-attr]
+    assert logprobs and all(lp.logprob <= 0 and len(lp.top_logprobs) == 2 for lp in logprobs)
+    assert "".join(lp.token for lp in logprobs) == resp.output_text
+    events = list(oai.responses.create(model=MODEL, input="Name a river.", max_output_tokens=6, top_logprobs=1,
+                                       include=["message.output_text.logprobs"], stream=True, extra_headers=EU))
+    deltas = [e for e in events if e.type == "response.output_text.delta"]
+    done = next(e for e in events if e.type == "response.output_text.done")
+    assert deltas and all(d.logprobs for d in deltas) and len(done.logprobs) == sum(len(d.logprobs) for d in deltas)

@@ -22,6 +22,8 @@ from aigrid.engines.sse import DONE, Event, SseDecoder
 @dataclass(frozen=True, slots=True)
 class TextPiece:
     text: str
+    logprobs: tuple[dict[str, Any], ...] = ()
+    """The chunk's token log-probabilities as the engine sent them (`choices[0].logprobs.content`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +91,9 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
     for choice in obj.get("choices") or ():
         delta = choice.get("delta") or {}
         if isinstance(delta.get("content"), str) and delta["content"]:
-            yield TextPiece(delta["content"])
+            lp = choice.get("logprobs")
+            content = lp.get("content") if isinstance(lp, dict) else None
+            yield TextPiece(delta["content"], tuple(content) if isinstance(content, list) else ())
         for call in delta.get("tool_calls") or ():
             index = int(call.get("index", 0))
             fn = call.get("function") or {}

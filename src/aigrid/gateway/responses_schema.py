@@ -41,5 +41,8 @@ class ResponsesRequest(BaseModel):
     user: str | None = Field(default=None, max_length=256)
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    include: list[str] | None = None
+    """Of the includables, `message.output_text.logprobs` is served (the engine's log-probabilities)."""
     background: Literal[False] | None = None
     """Background responses are not served: only false is accepted."""

@@ -32,6 +32,7 @@ from aigrid.gateway.chat_events import (
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_translate import (
     function_call_item,
+    logprobs_of,
     mcp_call_item,
     message_item,
     new_id,
@@ -61,6 +62,7 @@ class _Output:
         self.open: dict[str, Any] | None = None
         self.open_key: tuple[str, int] | None = None
         self.text: list[str] = []
+        self.logprobs: list[dict[str, Any]] = []
         self.args: list[str] = []
 
     def close(self) -> bytes:
@@ -70,10 +72,10 @@ class _Output:
         index = len(self.items)
         if key[0] == "message":
             text = "".join(self.text)
-            done = message_item(text, item["id"])
+            done = message_item(text, item["id"], logprobs=self.logprobs)
             part = done["content"][0]
             out = (self.ev("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
-                           text=text, logprobs=[])
+                           text=text, logprobs=self.logprobs)
                    + self.ev("response.content_part.done", item_id=item["id"], output_index=index,
                              content_index=0, part=part))
         else:
@@ -86,18 +88,19 @@ class _Output:
     def start_message(self) -> bytes:
         out = self.close()
         item = message_item("", new_id("msg"), status="in_progress")
-        self.open, self.open_key, self.text = item, ("message", -1), []
+        self.open, self.open_key, self.text, self.logprobs = item, ("message", -1), [], []
         index = len(self.items)
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
         return (out + self.ev("response.output_item.added", output_index=index, item=item)
                 + self.ev("response.content_part.added", item_id=item["id"], output_index=index, content_index=0,
                           part=part))
 
-    def text_delta(self, text: str) -> bytes:
+    def text_delta(self, text: str, logprobs: list[dict[str, Any]]) -> bytes:
         self.text.append(text)
+        self.logprobs += logprobs
         assert self.open is not None
         return self.ev("response.output_text.delta", item_id=self.open["id"], output_index=len(self.items),
-                       content_index=0, delta=text, logprobs=[])
+                       content_index=0, delta=text, logprobs=logprobs)
 
     def start_call(self, index: int, call_id: str, name: str) -> bytes:
         out = self.close()
@@ -133,7 +136,7 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
         if isinstance(e, TextPiece):
             if out.open_key != ("message", -1):
                 yield out.start_message()
-            yield out.text_delta(e.text)
+            yield out.text_delta(e.text, logprobs_of({"logprobs": {"content": list(e.logprobs)}}))
         elif isinstance(e, ToolStart):
             yield out.start_call(e.index, e.call_id, e.name)
         elif isinstance(e, ToolArgs) and out.open_key == ("call", e.index):

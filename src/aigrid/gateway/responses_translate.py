@@ -190,13 +190,34 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools
     optional = {"max_tokens": req.max_output_tokens, "temperature": req.temperature, "top_p": req.top_p,
                 "user": req.user, "parallel_tool_calls": req.parallel_tool_calls}
     body.update({k: v for k, v in optional.items() if v is not None})
+    if wants_logprobs(req):
+        body["logprobs"], body["top_logprobs"] = True, req.top_logprobs or 0
     return body
 
 
+LOGPROBS = "message.output_text.logprobs"
+
+
+def wants_logprobs(req: ResponsesRequest) -> bool:
+    """The output text's log-probabilities, asked for by `include` (or by `top_logprobs`)."""
+    return LOGPROBS in (req.include or ()) or bool(req.top_logprobs)
+
+
+def logprobs_of(choice: dict[str, Any]) -> list[dict[str, Any]]:
+    """A chat choice's (or chunk's) token log-probabilities in the Responses shape: token, logprob, bytes and
+    top_logprobs, per token (engines' extra keys, such as llama.cpp's token ids, left out)."""
+    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+    return [{"token": t.get("token", ""), "logprob": t.get("logprob", 0.0), "bytes": t.get("bytes"),
+             "top_logprobs": [{"token": o.get("token", ""), "logprob": o.get("logprob", 0.0), "bytes": o.get("bytes")}
+                              for o in t.get("top_logprobs") or () if isinstance(o, dict)]}
+            for t in content or () if isinstance(t, dict)]
+
+
 # --- the answer -----------------------------------------------------------------------------------------
-def message_item(text: str, item_id: str, status: str = "completed") -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status == "completed" \
-        else []
+def message_item(text: str, item_id: str, status: str = "completed",
+                 logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs or []}] \
+        if status == "completed" else []
     return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
 
 
@@ -221,7 +242,7 @@ def output_items(chat: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
     msg = choice.get("message") or {}
     items = [mcp_call_item(s) for s in chat.get("aigrid_steps") or ()]
     if msg.get("content"):
-        items.append(message_item(msg["content"], new_id("msg")))
+        items.append(message_item(msg["content"], new_id("msg"), logprobs=logprobs_of(choice)))
     for call in msg.get("tool_calls") or ():
         fn = call.get("function") or {}
         items.append(function_call_item(str(call.get("id") or new_id("call")), str(fn.get("name", "")),
