@@ -11,10 +11,10 @@ Which endpoints a gateway scores for a request (its regional view) is sim/region
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from aigrid.core.calibration import DECAY, Calibration, observe
-from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, PrefillQueue, Site
+from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, PrefillQueue
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.grid import Grid
 from aigrid.sim.shared_state import SyncedLedger, SyncedPrefillBook
@@ -224,13 +224,11 @@ class Gateways:
         mine = self.ledgers[gateway]
         return mine.get(index) if self.shared_sync_s <= 0 else _with_others(mine, self.total, index)
 
-    def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float,
-             sites: Mapping[str, Site] | None = None) -> GridView:
+    def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float) -> GridView:
         """What gateway `gateway` sees of these endpoints now (`load`, `_with_others`, the book's `queue` for an
         endpoint with nothing pending and `seen_state` inline: this runs once per candidate of every
         decision; an endpoint nobody has anything in flight at, with no count left to correct, takes the
-        shortcut merged_counts would: nothing changes). `sites`: the endpoints' sites by id (the regional
-        view's, RegionalView.candidates; the core looks up only those), else every site of the grid."""
+        shortcut merged_counts would: nothing changes)."""
         visible, seen_at, slots = self.telemetry.visible, self.telemetry.seen, self.slots
         breakers, learnt, ends = self.breakers[gateway], self.learnt, self.shared_end
         fold = self.shared_sync_s > 0 and self.calibrate  # this gateway folds the others' outcomes from now on
@@ -275,8 +273,7 @@ class Gateways:
                 states[ep.id] = s
             else:
                 states[ep.id] = seen_state(s, counts, cal, circuit)
-        return GridView(self.grid.sites if sites is None else sites, endpoints, states, self.prefix_owner[gateway],
-                        self.grid.models)
+        return GridView(self.grid.sites, endpoints, states, self.prefix_owner[gateway], self.grid.models)
 
     def remember_prefix(self, gateway: int, key: str, index: int) -> None:
         """Gateway `gateway` saw the first token of a request opening with prefix `key` from endpoint `index`

@@ -17,7 +17,7 @@ from math import ceil
 
 import numpy as np
 
-from aigrid.core.types import Endpoint, GeoPoint, Site
+from aigrid.core.types import Endpoint, GeoPoint
 from aigrid.sim.grid import Grid
 from aigrid.sim.network import Network, distances_km
 
@@ -30,8 +30,6 @@ Models = str | tuple[str, ...]
 """The model a request names, or the models a right-sized request may use."""
 Key = tuple[GeoPoint, Models, frozenset[str] | None, int]
 """(client place, model(s), allowed jurisdictions, tier)."""
-Candidates = tuple[tuple[int, ...], tuple[Endpoint, ...], dict[str, Site]]
-"""(endpoint indices, the endpoints, their sites by id)."""
 FloorTerms = tuple[tuple[float, float, float, int], ...]
 """Per allowed candidate: (round trip ms, prefill ms per token, ms per prefill step, tokens per step)."""
 
@@ -54,7 +52,7 @@ class RegionalView:
         }
         self.jurisdiction = np.array([grid.sites[ep.site_id].jurisdiction for ep in grid.endpoints])
         self.pinned = np.array([i for i, ep in enumerate(grid.endpoints) if ep.site_id in pinned], dtype=np.int64)
-        self._candidates: dict[Key, Candidates] = {}
+        self._candidates: dict[Key, tuple[tuple[int, ...], tuple[Endpoint, ...]]] = {}
         self._floors: dict[Key, FloorTerms] = {}
 
     def matches(self, grid: Grid, k: int, pinned: frozenset[str], net: Network) -> bool:
@@ -63,31 +61,26 @@ class RegionalView:
             set(self.pinned.tolist()) == {i for i, ep in enumerate(grid.endpoints) if ep.site_id in pinned}
 
     def candidates(self, where: GeoPoint, model: Models, allowed: frozenset[str] | None,
-                   tier: int = 0) -> Candidates:
-        """The endpoints a gateway scores (indices and endpoints, by index, and their sites by id: the
-        GridView's `sites`, all the core looks up in it, a small dict instead of every site of the grid).
-        Tier 0 is the regional view (k nearest); each further tier looks WIDEN times further afield. A
-        right-sized request (several models) sees each model's regional view."""
+                   tier: int = 0) -> tuple[tuple[int, ...], tuple[Endpoint, ...]]:
+        """The endpoints a gateway scores (indices and endpoints, by index). Tier 0 is the regional view (k
+        nearest); each further tier looks WIDEN times further afield. A right-sized request (several models)
+        sees each model's regional view."""
         key = (where, model, allowed, tier)
         hit = self._candidates.get(key)
         if hit is None:
             if isinstance(model, tuple):
                 idx = tuple(sorted({i for m in model for i in self.candidates(where, m, allowed, tier)[0]}))
-                hit = self._candidates[key] = self._entry(idx)
+                hit = self._candidates[key] = idx, tuple(self.grid.endpoints[i] for i in idx)
             else:
                 hit = self._candidates[key] = self._nearest(where, model, allowed, self.k * WIDEN**tier)
         return hit
-
-    def _entry(self, idx: tuple[int, ...]) -> Candidates:
-        eps = tuple(self.grid.endpoints[i] for i in idx)
-        sites = self.grid.sites
-        return idx, eps, {ep.site_id: sites[ep.site_id] for ep in eps}
 
     def can_widen(self, model: Models, tier: int) -> bool:
         models = model if isinstance(model, tuple) else (model,)
         return any(len(self.by_model.get(m, ())) > self.k * WIDEN**tier for m in models)
 
-    def _nearest(self, where: GeoPoint, model: str, allowed: frozenset[str] | None, k: int) -> Candidates:
+    def _nearest(self, where: GeoPoint, model: str, allowed: frozenset[str] | None,
+                 k: int) -> tuple[tuple[int, ...], tuple[Endpoint, ...]]:
         eps = self.by_model.get(model, np.empty(0, dtype=np.int64))
         if len(eps) <= k:
             chosen = eps
@@ -101,7 +94,8 @@ class RegionalView:
                 chosen = np.concatenate([inside[_k_smallest(d[ok], k)], outside[_k_smallest(d[~ok], 2)]])
             if len(self.pinned):
                 chosen = np.concatenate([chosen, self.pinned[np.isin(self.pinned, eps)]])
-        return self._entry(tuple(sorted({int(i) for i in chosen})))
+        idx = tuple(sorted({int(i) for i in chosen}))
+        return idx, tuple(self.grid.endpoints[i] for i in idx)
 
     def floor_s(self, where: GeoPoint | None, model: Models, allowed: frozenset[str] | None, tier: int,
                 prompt_tokens: int) -> float:
@@ -125,7 +119,7 @@ class RegionalView:
 
     def _floor_terms(self, where: GeoPoint | None, at: GeoPoint, model: Models, allowed: frozenset[str] | None,
                      tier: int) -> FloorTerms:
-        idx = self.candidates(at, model, allowed, tier)[0]
+        idx, _ = self.candidates(at, model, allowed, tier)
         ok = [i for i in idx if allowed is None or self.jurisdiction[i] in allowed] or list(idx)
         d = distances_km(self.grid.lat[ok], self.grid.lon[ok], at.lat, at.lon)
         rtt = np.zeros(len(ok)) if where is None else self.net.base_rtt_ms(d)
@@ -183,7 +177,8 @@ class RegionalView:
             chosen = sub[_k_smallest(d, k)]
             if len(self.pinned):
                 chosen = np.concatenate([chosen, self.pinned[np.isin(self.pinned, eps)]])
-            self._candidates[(at, model, None, 0)] = self._entry(tuple(sorted({int(i) for i in chosen})))
+            idx = tuple(sorted({int(i) for i in chosen}))
+            self._candidates[(at, model, None, 0)] = idx, tuple(self.grid.endpoints[i] for i in idx)
 
 
 def _unit(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
