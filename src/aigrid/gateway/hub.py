@@ -39,7 +39,7 @@ from typing import Any
 
 from aigrid.audit.log import AuditLog
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable
-from aigrid.gateway.hub_protocol import frame, read_frame
+from aigrid.gateway.hub_protocol import FrameWriter, read_frame
 from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
 from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
@@ -114,6 +114,7 @@ class Hub:
         task = asyncio.current_task()
         assert task is not None
         self._conns.add(task)
+        frames = FrameWriter(writer)
         try:
             while True:
                 try:
@@ -130,7 +131,7 @@ class Hub:
                     log.warning("hub: %s failed: %s", op, e)
                     result, ok = str(e), False
                 if req_id:
-                    writer.write(frame([req_id, ok, result]))
+                    frames.send([req_id, ok, result])
         finally:
             self._conns.discard(task)
             writer.close()

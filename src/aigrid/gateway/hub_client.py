@@ -23,7 +23,7 @@ from typing import Any
 
 from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFailed
-from aigrid.gateway.hub_protocol import frame, read_frame
+from aigrid.gateway.hub_protocol import FrameWriter, read_frame
 from aigrid.gateway.response_store import BrokenHistory, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
 from aigrid.security.quota_backend import Counter
@@ -45,12 +45,13 @@ class HubClient:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._writer: asyncio.StreamWriter | None = None
+        self._frames: FrameWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
 
-    async def _connection(self) -> asyncio.StreamWriter:
-        if self._writer is not None and not self._writer.is_closing():
-            return self._writer
+    async def _connection(self) -> FrameWriter:
+        if self._writer is not None and self._frames is not None and not self._writer.is_closing():
+            return self._frames
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -59,9 +60,10 @@ class HubClient:
                     reader, self._writer = await asyncio.open_unix_connection(str(self.path))
                 except OSError as e:
                     raise HubError(f"cannot reach the workers' hub at {self.path}: {e}") from e
+                self._frames = FrameWriter(self._writer)
                 self._reader_task = asyncio.create_task(self._read(reader), name="aigrid-hub-reader")
-        assert self._writer is not None
-        return self._writer
+        assert self._frames is not None
+        return self._frames
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
@@ -84,11 +86,11 @@ class HubClient:
                 self._writer.close()
 
     async def call(self, op: str, arg: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
-        writer = await self._connection()
+        frames = await self._connection()
         req_id = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
-        writer.write(frame([req_id, op, arg]))
+        frames.send([req_id, op, arg])
         try:
             async with asyncio.timeout(timeout):
                 return await fut
@@ -99,7 +101,7 @@ class HubClient:
 
     async def tell(self, op: str, arg: Any) -> None:
         """Send without waiting for an answer (in order with every other frame of this worker)."""
-        (await self._connection()).write(frame([0, op, arg]))
+        (await self._connection()).send([0, op, arg])
 
     async def publish_decision(self, record: dict[str, Any]) -> None:
         with contextlib.suppress(HubError):

@@ -2,7 +2,9 @@
 
 A frame is a 4-byte big-endian length and an orjson payload. A request is `[id, op, arg]`; its answer is
 `[id, ok, result]` (ok false: result is the error message). `id` 0 means no answer is wanted (the audit
-records a worker hands over: the hub writes them in arrival order, one chain).
+records a worker hands over: the hub writes them in arrival order, one chain). Both sides write through a
+FrameWriter: the frames of one turn of the event loop leave in one write (a worker under load sends several
+per request: its quota, its audit record, its decision).
 """
 
 from __future__ import annotations
@@ -28,3 +30,22 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     if size > MAX_FRAME:
         raise ValueError(f"a hub frame of {size} bytes is larger than {MAX_FRAME}")
     return orjson.loads(await reader.readexactly(size))
+
+
+class FrameWriter:
+    """Frames for one stream, gathered until the event loop's current turn ends, then written at once: one
+    system call for every frame of the turn instead of one each, in the order they were sent."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self._pending: list[bytes] = []
+
+    def send(self, payload: Any) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(frame(payload))
+
+    def _flush(self) -> None:
+        data, self._pending = b"".join(self._pending), []
+        if not self.writer.is_closing():
+            self.writer.write(data)
