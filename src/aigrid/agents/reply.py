@@ -36,8 +36,9 @@ from aigrid.agents.loop import (
     run_tool_loop,
 )
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolRegistry
-from aigrid.engines.protocol import Engine, EngineStats, UpstreamResponse
+from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import DONE, comment, encode
+from aigrid.engines.wrapped import WrappedEngine, once
 from aigrid.errors import EngineError, EngineStreamBroken
 
 JSON_TYPE = {"content-type": "application/json"}
@@ -99,7 +100,7 @@ async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage:
     yield encode(DONE)
 
 
-class ToolLoopEngine:
+class ToolLoopEngine(WrappedEngine):
     """An Engine whose chat completions run the server-side tool loop on `inner` (the chosen endpoint's
     engine). Other paths and the health/stats probes go straight to `inner`.
 
@@ -111,9 +112,7 @@ class ToolLoopEngine:
     def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,
                  config: LoopConfig = DEFAULT_LOOP, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, screen: ScreenTexts | None = None) -> None:
-        self.inner = inner
-        self.kind = inner.kind
-        self.base_url = inner.base_url
+        super().__init__(inner)
         self.registry = registry
         self.context = context
         self.config = config
@@ -138,17 +137,17 @@ class ToolLoopEngine:
                 finished: Finished | None = None
                 async for ev in events:
                     if isinstance(ev, Rejected):
-                        yield UpstreamResponse(ev.status, JSON_TYPE, _once(ev.body))
+                        yield UpstreamResponse(ev.status, JSON_TYPE, once(ev.body))
                         return
                     if isinstance(ev, Finished):
                         finished = ev
                 assert finished is not None
                 doc = completion(finished, model, created=created, response_id=rid)
-                yield UpstreamResponse(200, JSON_TYPE, _once(orjson.dumps(doc)))
+                yield UpstreamResponse(200, JSON_TYPE, once(orjson.dumps(doc)))
                 return
             first = await anext(events)  # the first model turn: failures here can still fail over
             if isinstance(first, Rejected):
-                yield UpstreamResponse(first.status, JSON_TYPE, _once(first.body))
+                yield UpstreamResponse(first.status, JSON_TYPE, once(first.body))
                 return
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             stream = sse_stream(_prepend(first, events), model, include_usage=include_usage,
@@ -157,18 +156,6 @@ class ToolLoopEngine:
         finally:
             await events.aclose()
 
-    async def health(self) -> bool:
-        return await self.inner.health()
-
-    async def stats(self) -> EngineStats:
-        return await self.inner.stats()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
 
 
 async def _prepend(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:

@@ -20,8 +20,9 @@ from typing import Any
 
 import orjson
 
-from aigrid.engines.protocol import Engine, EngineStats, UpstreamResponse
+from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import DONE, SseDecoder
+from aigrid.engines.wrapped import WrappedEngine, once
 from aigrid.errors import EngineError, EngineStreamBroken
 
 MAX_CHOICES = 8
@@ -30,12 +31,10 @@ FANNED_PATHS = ("/v1/chat/completions", "/v1/completions")
 _END = object()
 
 
-class FanOutEngine:
+class FanOutEngine(WrappedEngine):
     def __init__(self, inner: Engine, n: int) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.n = n
-        self.kind = inner.kind
-        self.base_url = inner.base_url
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         if path.rstrip("/") not in FANNED_PATHS:
@@ -60,16 +59,7 @@ class FanOutEngine:
                 yield UpstreamResponse(200, answers[0].headers, merged_stream(answers))
             else:
                 whole = await asyncio.gather(*(_read(a) for a in answers))
-                yield UpstreamResponse(200, answers[0].headers, _once(merged_answer(whole)))
-
-    async def health(self) -> bool:
-        return await self.inner.health()
-
-    async def stats(self) -> EngineStats:
-        return await self.inner.stats()
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+                yield UpstreamResponse(200, answers[0].headers, once(merged_answer(whole)))
 
 
 def requests(body: Mapping[str, Any], n: int) -> list[bytes]:
@@ -151,7 +141,3 @@ async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]
 
 async def _read(answer: UpstreamResponse) -> bytes:
     return b"".join([chunk async for chunk in answer.body])
-
-
-async def _once(data: bytes) -> AsyncIterator[bytes]:
-    yield data
