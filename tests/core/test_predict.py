@@ -5,29 +5,11 @@ prompts placed in time (backlog_tokens)."""
 from __future__ import annotations
 
 import itertools
-import random
 
 import pytest
 
-from aigrid.core.calibration import Calibration, observe
-from aigrid.core.predict import (
-    CACHED_FRACTION,
-    MEASURED_WEIGHT,
-    UNCALIBRATED_SPREAD,
-    _counted_ms,
-    backlog_tokens,
-    client_distance_km,
-    drain_tps,
-    network_ms,
-    predict,
-    prefill_ms,
-    queue_wait_s,
-    step_ms,
-    uncached_tokens,
-    unseen_tokens,
-    warm_cache,
-)
-from aigrid.core.types import Endpoint, EndpointState, GeoPoint, Prediction, PrefillQueue, RequestInfo, Site
+from aigrid.core.predict import CACHED_FRACTION, backlog_tokens, predict, warm_cache
+from aigrid.core.types import EndpointState, PrefillQueue, RequestInfo
 from tests.core.grid import SITES, endpoint
 
 
@@ -98,68 +80,3 @@ def test_an_owner_is_warm_even_when_nothing_of_the_prompt_can_be_cached() -> Non
     ep = endpoint("fra")
     assert predict(empty, ep, SITES["fra"], EndpointState(), 0.0).warm
     assert not predict(empty, ep, SITES["fra"], EndpointState()).warm
-
-
-def _predict_by_helpers(request: RequestInfo, endpoint: Endpoint, site: Site, state: EndpointState,
-                        cached: float | None) -> Prediction:
-    """predict as it was written before its helpers were inlined (one call per term)."""
-    dist = client_distance_km(request.client_location, site)
-    net = network_ms(dist, state)
-    mine = uncached_tokens(request, cached)
-    step = step_ms(endpoint, state)
-    own = prefill_ms(endpoint, state, mine, step)
-    pending = state.prefill_queue
-    wait = queue_wait_s(endpoint, state)
-    if pending is None:
-        ahead = _counted_ms(request, endpoint, state, wait, mine, own, step, net)
-    else:
-        tokens = backlog_tokens(pending, net / 2000.0, 0.0 if wait > 0.0 else drain_tps(endpoint, state, step))
-        ahead = wait * 1000.0 + prefill_ms(endpoint, state, tokens + unseen_tokens(request, state) + mine,
-                                           step) - own
-    ahead = max(ahead, 0.0)
-    cal = state.calibration
-    if cal is not None and cal.ready:
-        queue, prefill = cal.parts_ms(ahead, own)
-        spread = cal.ratio_q
-    elif state.ttft_s is not None:
-        blended = (1 - MEASURED_WEIGHT) * (ahead + own) + MEASURED_WEIGHT * state.ttft_s * 1000.0
-        queue, prefill, spread = max(blended - own, 0.0), own, UNCALIBRATED_SPREAD
-    else:
-        queue, prefill, spread = ahead, own, UNCALIBRATED_SPREAD
-    tpot = None if state.tpot_s is None else state.tpot_s * 1000.0
-    return Prediction(net, queue, prefill, dist, cached is not None, spread, ahead, own, tpot, state.rtt_ms)
-
-
-def test_predict_is_its_helpers_bit_for_bit() -> None:
-    """predict writes its helpers out inline (it runs once per candidate of every decision): the very same
-    prediction, every field to the bit (repr tells -0.0 from 0.0), as composing the helpers, on random
-    requests, endpoints and states: queues placed or not, calibrations ready or not, nothing known, zero
-    rates and slots."""
-    rng = random.Random(11)
-    cals: list[Calibration | None] = [None, Calibration()]
-    cal = Calibration()
-    for _ in range(12):
-        cal = observe(cal, rng.uniform(0, 100), rng.uniform(1, 400), rng.uniform(1, 900))
-        cals.append(cal)
-
-    def maybe(value: object, p: float = 0.3) -> object:
-        return None if rng.random() < p else value
-
-    for _ in range(20_000):
-        ep = Endpoint("e", "s", "m", "f", 8.0, max_concurrency=rng.choice([0, 1, 4, 256]),
-                      prefill_tps=rng.choice([0.0, 500.0, rng.uniform(100, 20000)]),
-                      decode_tps=rng.choice([0.0, 30.0, rng.uniform(5, 200)]))
-        site = Site("s", "n", GeoPoint(rng.uniform(-90, 90), rng.uniform(-180, 180)), "EU")
-        arrivals = tuple(sorted((rng.uniform(-2, 2), rng.randint(1, 9000)) for _ in range(rng.randint(0, 5))))
-        queue = rng.choice([None, PrefillQueue(None, ()), PrefillQueue(maybe(rng.uniform(-3, 1)), arrivals)])  # type: ignore[arg-type]
-        state = EndpointState(
-            running=rng.randint(0, 300), waiting=rng.randint(0, 50), ttft_s=maybe(rng.uniform(0, 3)),  # type: ignore[arg-type]
-            tpot_s=rng.choice([None, 0.0, rng.uniform(0.005, 0.2)]),
-            mean_output_tokens=rng.choice([None, 0.0, rng.uniform(1, 900)]), pending_requests=rng.randint(0, 60),
-            pending_prompt_tokens=rng.randint(0, 90000), decoding=rng.randint(0, 300),
-            rtt_ms=maybe(rng.uniform(0, 300)), calibration=rng.choice(cals), prefill_queue=queue)  # type: ignore[arg-type]
-        request = RequestInfo("r", "m", rng.choice([0, 1, rng.randint(1, 30000)]),
-                              client_location=maybe(GeoPoint(rng.uniform(-90, 90), rng.uniform(-180, 180))))  # type: ignore[arg-type]
-        cached = rng.choice([None, None, 0.0, rng.uniform(0, request.prompt_tokens)])
-        assert repr(predict(request, ep, site, state, cached)) == \
-            repr(_predict_by_helpers(request, ep, site, state, cached))

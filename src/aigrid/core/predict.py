@@ -25,9 +25,8 @@ overhead, slope, p90 ratio). Until it is ready, an engine-reported recent TTFT i
 from __future__ import annotations
 
 from collections.abc import Mapping
-from math import ceil, exp
+from math import ceil
 
-from aigrid.core.calibration import MIN_OBSERVATIONS
 from aigrid.core.geo import distance_km, rtt_ms
 from aigrid.core.types import Endpoint, EndpointState, GeoPoint, Prediction, PrefillQueue, RequestInfo, Site
 
@@ -203,65 +202,27 @@ def committed_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState,
 def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: EndpointState,
             cached: float | None = None) -> Prediction:
     """`cached`: prompt tokens this endpoint's prefix cache holds for the request (warm_cache), not
-    prefilled again; None where it is not warm (it did not serve the request's prefix or session last).
-
-    The helpers above (client_distance_km, network_ms, uncached_tokens, step_ms, prefill_ms, queue_wait_s,
-    in_system, service_time_s, _counted_ms, tokens_ahead, unseen_tokens, drain_tps, and the calibration's
-    ready, parts_ms and ratio_q) are written out inline, the same expressions in the same order, so the same
-    bits (tests/core/test_predict.py checks it against them): this runs once per candidate of every decision,
-    and the calls were a third of its cost."""
-    client = request.client_location
-    dist = None if client is None else distance_km(client, site.location)  # client_distance_km
-    if dist is None:  # network_ms
-        net = state.rtt_ms if state.rtt_ms is not None else 0.0
-    else:
-        net = rtt_ms(dist)
-    prompt = request.prompt_tokens
-    mine = prompt if cached is None else prompt - cached  # uncached_tokens
-    slots = 1 if 1 > endpoint.max_concurrency else endpoint.max_concurrency
-    running, state_decoding = state.running, state.decoding
-    decoding = running if running > state_decoding else state_decoding  # step_ms
-    decoding = slots if slots < decoding else decoding
-    tps = endpoint.decode_tps
-    step = 1000.0 / (1e-9 if 1e-9 > tps else tps) * (1.0 + DECODE_STEP_GROWTH * decoding / slots)
-    prefill_tps = endpoint.prefill_tps
-    prefill_tps = 1e-9 if 1e-9 > prefill_tps else prefill_tps
-    own = 0.0 if mine <= 0 else mine * 1000.0 / prefill_tps + ceil(mine / CHUNK_TOKENS) * step  # prefill_ms
-    engine, ledger = running + state.waiting, state.pending_requests + state_decoding  # in_system
-    n = ledger if ledger > engine else engine
-    if n < slots:  # queue_wait_s
-        wait = 0.0
-    else:
-        tpot = state.tpot_s if state.tpot_s else 1.0 / (1e-9 if 1e-9 > tps else tps)  # service_time_s
-        tokens = state.mean_output_tokens if state.mean_output_tokens else TYPICAL_OUTPUT_TOKENS
-        wait = (n - slots + 1) * (tokens * tpot) / slots
-    unseen = state.waiting - state.pending_requests  # unseen_tokens
-    unseen_tok = unseen * prompt if unseen > 0 else 0.0
+    prefilled again; None where it is not warm (it did not serve the request's prefix or session last)."""
+    dist = client_distance_km(request.client_location, site)
+    net = network_ms(dist, state)
+    mine = uncached_tokens(request, cached)
+    step = step_ms(endpoint, state)
+    own = prefill_ms(endpoint, state, mine, step)
     pending = state.prefill_queue
-    cal = state.calibration
-    ready = cal is not None and cal.n >= MIN_OBSERVATIONS
-    if pending is None:  # _counted_ms: every pending prompt counted whole (tokens_ahead)
-        tokens = state.pending_prompt_tokens + unseen_tok + mine
-        ahead = (wait * 1000.0 + (0.0 if tokens <= 0 else tokens * 1000.0 / prefill_tps
-                                  + ceil(tokens / CHUNK_TOKENS) * step) - own - net / 2.0)
+    wait = queue_wait_s(endpoint, state)
+    if pending is None:
+        ahead = _counted_ms(request, endpoint, state, wait, mine, own, step, net)
     else:
         # waiting for a batch slot, the prompts ahead wait too: they drain only while the engine admits
-        if wait > 0.0:
-            rate = 0.0
-        else:  # drain_tps
-            rate = CHUNK_TOKENS * 1000.0 / (CHUNK_TOKENS * 1000.0 / prefill_tps + step)
-            if ready:
-                rate /= cal.prefill_coef  # type: ignore[union-attr]
-        tokens = backlog_tokens(pending, net / 2000.0, rate) + unseen_tok + mine
-        ahead = wait * 1000.0 + (0.0 if tokens <= 0 else tokens * 1000.0 / prefill_tps
-                                 + ceil(tokens / CHUNK_TOKENS) * step) - own
+        tokens = backlog_tokens(pending, net / 2000.0, 0.0 if wait > 0.0 else drain_tps(endpoint, state, step))
+        ahead = wait * 1000.0 + prefill_ms(endpoint, state, tokens + unseen_tokens(request, state) + mine,
+                                           step) - own
     if 0.0 > ahead:
         ahead = 0.0
-    if ready:  # cal.parts_ms(ahead, own) and cal.ratio_q
-        prefill = cal.overhead_ms + cal.prefill_coef * own  # type: ignore[union-attr]
-        queue = cal.queue_coef * ahead  # type: ignore[union-attr]
-        prefill = 0.1 if 0.1 > prefill else prefill
-        spread = exp(cal.log_q)  # type: ignore[union-attr]
+    cal = state.calibration
+    if cal is not None and cal.ready:
+        queue, prefill = cal.parts_ms(ahead, own)
+        spread = cal.ratio_q
     elif state.ttft_s is not None:
         blended = (1 - MEASURED_WEIGHT) * (ahead + own) + MEASURED_WEIGHT * state.ttft_s * 1000.0
         queue, prefill, spread = blended - own, own, UNCALIBRATED_SPREAD
@@ -269,7 +230,7 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
             queue = 0.0
     else:
         queue, prefill, spread = ahead, own, UNCALIBRATED_SPREAD
-    tpot_ms = None if state.tpot_s is None else state.tpot_s * 1000.0
+    tpot = None if state.tpot_s is None else state.tpot_s * 1000.0
     # positional, in field order (rtt, queue, prefill, distance, warm, spread, model ahead / own, tpot, measured
     # rtt): keywords double the cost of building it, once per candidate of every decision
-    return Prediction(net, queue, prefill, dist, cached is not None, spread, ahead, own, tpot_ms, state.rtt_ms)
+    return Prediction(net, queue, prefill, dist, cached is not None, spread, ahead, own, tpot, state.rtt_ms)
