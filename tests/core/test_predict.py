@@ -77,6 +77,8 @@ def test_an_owner_is_warm_even_when_nothing_of_the_prompt_can_be_cached() -> Non
     whatever the size: an empty prompt's owner is warm with nothing cached (found by the scopes property)."""
     empty = RequestInfo("r", "small", 0, prefix_hash="p")
     assert warm_cache(empty, {"p": "a"}) == {"a": 0.0}
+    conversation = RequestInfo("r", "small", 0, session="s:alice")  # the same by its session key (found again)
+    assert warm_cache(conversation, {"s:alice": "a"}) == {"a": 0.0}
     ep = endpoint("fra")
     assert predict(empty, ep, SITES["fra"], EndpointState(), 0.0).warm
     assert not predict(empty, ep, SITES["fra"], EndpointState()).warm

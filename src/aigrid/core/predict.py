@@ -161,7 +161,7 @@ def warm_cache(request: RequestInfo, prefix_owner: Mapping[str, str]) -> dict[st
     key = request.session
     if key is not None and (owner := prefix_owner.get(key)) is not None:
         share = prompt * CACHED_FRACTION
-        if out.get(owner, 0.0) < share:
+        if owner not in out or out[owner] < share:  # warm even when nothing is cached (an empty prompt)
             out[owner] = share
     return out
 
