@@ -66,6 +66,13 @@ class StreamError:
 ChatEvent = TextPiece | ToolStart | ToolArgs | Finish | Usage | Steps | StreamError
 
 
+def token_logprobs(choice: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """A chat choice's (or chunk's) per-token log-probabilities as the engine sent them (`logprobs.content`)."""
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    return tuple(t for t in content if isinstance(t, dict)) if isinstance(content, list) else ()
+
+
 def usage_of(obj: Any) -> Usage | None:
     usage = obj.get("usage") if isinstance(obj, dict) else None
     if not isinstance(usage, dict):
@@ -91,9 +98,7 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
     for choice in obj.get("choices") or ():
         delta = choice.get("delta") or {}
         if isinstance(delta.get("content"), str) and delta["content"]:
-            lp = choice.get("logprobs")
-            content = lp.get("content") if isinstance(lp, dict) else None
-            yield TextPiece(delta["content"], tuple(content) if isinstance(content, list) else ())
+            yield TextPiece(delta["content"], token_logprobs(choice))
         for call in delta.get("tool_calls") or ():
             index = int(call.get("index", 0))
             fn = call.get("function") or {}

@@ -46,7 +46,8 @@ class OutputFilter:
         if not self._redacts:
             return obj
         for choice in obj.get("choices") or ():
-            index = choice.get("index", 0) if isinstance(choice.get("index", 0), int) else 0
+            index = choice.get("index")
+            index = index if isinstance(index, int) else 0
             redactor = self._redactor(index)
             delta = choice.get("delta")
             if isinstance(delta, dict) and isinstance(delta.get("content"), str):

@@ -136,7 +136,7 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
         if isinstance(e, TextPiece):
             if out.open_key != ("message", -1):
                 yield out.start_message()
-            yield out.text_delta(e.text, logprobs_of({"logprobs": {"content": list(e.logprobs)}}))
+            yield out.text_delta(e.text, logprobs_of(e.logprobs))
         elif isinstance(e, ToolStart):
             yield out.start_call(e.index, e.call_id, e.name)
         elif isinstance(e, ToolArgs) and out.open_key == ("call", e.index):

@@ -11,12 +11,13 @@ tool run, a message with output_text, function_call for each of the client's too
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from aigrid.errors import InvalidRequest
+from aigrid.gateway.chat_events import token_logprobs
 from aigrid.gateway.responses_schema import ResponsesRequest
 
 SERVER_LABEL = "aigrid"
@@ -203,14 +204,13 @@ def wants_logprobs(req: ResponsesRequest) -> bool:
     return LOGPROBS in (req.include or ()) or bool(req.top_logprobs)
 
 
-def logprobs_of(choice: dict[str, Any]) -> list[dict[str, Any]]:
-    """A chat choice's (or chunk's) token log-probabilities in the Responses shape: token, logprob, bytes and
-    top_logprobs, per token (engines' extra keys, such as llama.cpp's token ids, left out)."""
-    content = (choice.get("logprobs") or {}).get("content") if isinstance(choice.get("logprobs"), dict) else None
+def logprobs_of(tokens: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat token log-probabilities (chat_events.token_logprobs) in the Responses shape: token, logprob, bytes
+    and top_logprobs, per token (engines' extra keys, such as llama.cpp's token ids, left out)."""
     return [{"token": t.get("token", ""), "logprob": t.get("logprob", 0.0), "bytes": t.get("bytes"),
              "top_logprobs": [{"token": o.get("token", ""), "logprob": o.get("logprob", 0.0), "bytes": o.get("bytes")}
                               for o in t.get("top_logprobs") or () if isinstance(o, dict)]}
-            for t in content or () if isinstance(t, dict)]
+            for t in tokens]
 
 
 # --- the answer -----------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def output_items(chat: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
     msg = choice.get("message") or {}
     items = [mcp_call_item(s) for s in chat.get("aigrid_steps") or ()]
     if msg.get("content"):
-        items.append(message_item(msg["content"], new_id("msg"), logprobs=logprobs_of(choice)))
+        items.append(message_item(msg["content"], new_id("msg"), logprobs=logprobs_of(token_logprobs(choice))))
     for call in msg.get("tool_calls") or ():
         fn = call.get("function") or {}
         items.append(function_call_item(str(call.get("id") or new_id("call")), str(fn.get("name", "")),
