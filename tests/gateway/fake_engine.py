@@ -26,6 +26,7 @@ class FakeEngine:
         self.word_delay_s = 0.0
         self.echo_prefill = False  # like llama.cpp: repeat a prefilled assistant message before continuing
         self.received: list[dict] = []
+        self.logprob: float | None = None  # each word's log-probability, when a request asks for them
         self.stats_value = EngineStats(running=0, waiting=0)
 
     @asynccontextmanager
@@ -77,10 +78,12 @@ class FakeEngine:
         yield b"data: [DONE]\n\n"
 
     async def _json(self, req: dict) -> AsyncIterator[bytes]:
+        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(self.words)}, "finish_reason": "stop"}
+        if req.get("logprobs") and self.logprob is not None:
+            choice["logprobs"] = {"content": [{"token": w, "logprob": self.logprob, "bytes": list(w.encode()),
+                                               "top_logprobs": []} for w in self.words]}
         yield orjson.dumps({
-            "id": "c1", "object": "chat.completion", "model": req["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "".join(self.words)},
-                         "finish_reason": "stop"}],
+            "id": "c1", "object": "chat.completion", "model": req["model"], "choices": [choice],
             "usage": {"prompt_tokens": 5, "completion_tokens": len(self.words), "total_tokens": 9},
         })
 

@@ -31,6 +31,14 @@ from aigrid.engines.trace_context import TRACE_HEADERS
 from aigrid.errors import ApiError, EngineError, EngineUnavailable, UpstreamFailed
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.escalation import (
+    H_CONFIDENCE,
+    H_ESCALATED_FROM,
+    Escalation,
+    confidence,
+    parse,
+    without_logprobs,
+)
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay
@@ -121,10 +129,12 @@ class Proxy:
 
     async def forward(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
                       stream: bool, hedge: HedgePolicy | None = None, *, output: OutputFilter | None = None,
-                      redact_answer: Callable[[bytes], bytes] | None = None, wrap: Wrap | None = None) -> Response:
+                      redact_answer: Callable[[bytes], bytes] | None = None, wrap: Wrap | None = None,
+                      escalate: Escalation | None = None) -> Response:
         """Serve the request from the decision's ranking. `output` filters a stream's events (firewall,
         usage metering), `redact_answer` a whole answer. The outcome, the serving endpoint and the usage
-        end up on `record` (the caller settles and audits once the response is over)."""
+        end up on `record` (the caller settles and audits once the response is over). `escalate`: a whole
+        answer its model is unsure of is asked again of a larger model (escalation.py)."""
         started = self._clock()
         ranked = list(decision.ranked[: self._max_attempts])
         opened = await self._open_first(path, body, ranked, record, hedge, wrap)
@@ -170,12 +180,65 @@ class Proxy:
             self.finish(cand, record, 499, None)
             raise
         await opened.stack.aclose()
-        answer = opened.first + rest
-        if redact_answer is not None and opened.upstream.status < 400:
+        answer, status = opened.first + rest, opened.upstream.status
+        if escalate is not None and status < 400:
+            return await self._escalated(path, body, decision, record, escalate, cand, status, answer, headers,
+                                         self._clock() - opened.sent_at, redact_answer)
+        if redact_answer is not None and status < 400:
             answer = redact_answer(answer)
-        status = opened.upstream.status
         record.usage = self.finish(cand, record, status, answer_usage(answer) if status < 400 else None)
-        return Response(answer, status_code=opened.upstream.status, headers=headers)
+        return Response(answer, status_code=status, headers=headers)
+
+    async def _escalated(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
+                         esc: Escalation, cand: Candidate, status: int, answer: bytes, headers: dict[str, str],
+                         took_s: float, redact_answer: Callable[[bytes], bytes] | None) -> Response:
+        """The whole answer of `cand`, or, when it is unsure of it, the next model up's (escalation.py)."""
+        doc = parse(answer)
+        conf = None if doc is None else confidence(doc)
+        record.usage = usage = self.finish(cand, record, status, answer_usage(answer))  # charged on any way out
+        record.attempts[-1]["confidence"] = None if conf is None else round(conf, 4)
+        if conf is not None:
+            headers[H_CONFIDENCE] = f"{conf:.4f}"
+        larger = esc.larger(decision.ranked, cand.model) if esc.unsure(conf) and took_s <= esc.within_s else []
+        if larger:
+            opened = await self._open_first(path, body, larger[: self._max_attempts], record, None, None)
+            if opened is None:
+                log.warning("escalation of %s from %s: every larger candidate failed; the first answer stands",
+                            decision.request_id, cand.model)
+            else:
+                try:
+                    better = opened.first + b"".join([chunk async for chunk in opened.upstream.body])
+                except Exception as e:  # the first answer stands; the engine is released and charged
+                    if not isinstance(e, EngineError):
+                        log.warning("endpoint %s: unexpected error while reading an escalated answer",
+                                    opened.cand.endpoint_id, exc_info=e)
+                    await self.abandon(opened, record, f"broke before the escalated answer was complete: {e!r}")
+                except BaseException:  # cancelled (client gone, shutdown): release the engine
+                    await opened.stack.aclose()
+                    self.finish(opened.cand, record, 499, None)
+                    raise
+                else:
+                    await opened.stack.aclose()
+                    self._store.record_success(opened.cand.endpoint_id, None, opened.cand.prediction)
+                    if opened.upstream.status < 400 and (escalated := parse(better)) is not None:
+                        record.attempts[-1]["escalated_from"] = cand.endpoint_id
+                        record.served_by = f"{cand.endpoint_id} -> {opened.cand.endpoint_id}"
+                        more = self.finish(opened.cand, record, opened.upstream.status, answer_usage(better))
+                        usage = _added(usage, more)
+                        headers = {**self._headers(opened.cand, decision, opened.upstream),
+                                   H_ESCALATED_FROM: cand.model, H_CONFIDENCE: headers[H_CONFIDENCE]}
+                        doc, answer, status = escalated, better, opened.upstream.status
+                    else:
+                        self.finish(opened.cand, record, opened.upstream.status, None)
+                        record.status = "ok"  # what the client gets: the first answer
+                        log.warning("escalation of %s: %s answered HTTP %d; the first answer stands",
+                                    decision.request_id, opened.cand.endpoint_id, opened.upstream.status)
+        record.usage = usage
+        if esc.strip and doc is not None:
+            answer = without_logprobs(doc)
+        if redact_answer is not None:
+            answer = redact_answer(answer)
+        return Response(answer, status_code=status, headers=headers)
 
     # --- before the first byte ------------------------------------------------------------------------
     async def _open_first(self, path: str, body: dict[str, Any], ranked: Sequence[Candidate],
@@ -347,3 +410,11 @@ class Proxy:
         if headers.get("content-type", "").startswith("text/event-stream"):
             headers["cache-control"] = "no-cache"
         return headers
+
+
+def _added(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Two answers' token counts as one (what the tenant is charged for an escalated request)."""
+    if not a or not b:
+        return a or b
+    keys = ("prompt_tokens", "completion_tokens", "total_tokens")
+    return {**b, **{k: int(a.get(k) or 0) + int(b.get(k) or 0) for k in keys}}

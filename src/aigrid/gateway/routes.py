@@ -32,6 +32,7 @@ from aigrid.gateway.admission import Refused, Ticket
 from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
+from aigrid.gateway.escalation import Escalation
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.modalities import check_images
@@ -300,8 +301,21 @@ class Routes:
         wrap = None if loop is None else self._tool_loop(loop, ex)
         if parsed.n is not None and parsed.n > 1:  # `n` choices: the chosen engine asked n times, answers merged
             wrap = _fan_out(parsed.n)
+        escalate = None if wrap is not None or parsed.stream or path != CHAT_PATH else self._escalation(body, ex)
         return await self.gw.proxy.forward(path, body, ex.decision, ex.record, parsed.stream, hedge, output=ex.output,
-                                           redact_answer=redact if needs_redaction else None, wrap=wrap)
+                                           redact_answer=redact if needs_redaction else None, wrap=wrap,
+                                           escalate=escalate)
+
+    def _escalation(self, body: dict[str, Any], ex: Exchange) -> Escalation | None:
+        """A right-sized chat answer of a tenant with `escalate`: asked with log-probabilities (escalation.py)."""
+        sizer = self.gw.right_sizer
+        assert ex.principal is not None and ex.decision is not None
+        cfg = None if sizer is None else sizer.escalations.get(ex.principal.tenant)
+        if sizer is None or cfg is None or ex.decision.model_choice is None:
+            return None
+        asked = body.get("logprobs") is True
+        body["logprobs"] = True
+        return Escalation(cfg.below_confidence, cfg.within_ms / 1000.0, sizer.sizes, strip=not asked)
 
     async def embeddings(self, request: Request, ex: Exchange) -> Response:
         """OpenAI /v1/embeddings, computed by the gateway's embedder (all-MiniLM-L6-v2), through the same

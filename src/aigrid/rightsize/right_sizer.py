@@ -16,7 +16,7 @@ from dataclasses import replace
 
 from aigrid.core.types import RequestInfo
 from aigrid.rightsize.estimator import QualityEstimate, QualityEstimator
-from aigrid.spec.models import GridSpec, RightSizeSpec
+from aigrid.spec.models import EscalateSpec, GridSpec, RightSizeSpec
 
 
 def ladder_quality(ladder: Sequence[str], est: QualityEstimate) -> dict[str, float]:
@@ -36,10 +36,15 @@ class RightSizer:
         self.estimator = estimator if estimator is not None or not tenants else QualityEstimator.load()
         self.ladders: dict[str, tuple[str, ...]] = {}
         self.thresholds: dict[str, float] = {}
+        self.escalations: dict[str, EscalateSpec] = {}
+        """Tenants whose unsure answers go to the next model up (gateway/escalation.py)."""
+        self.sizes = dict(params_b)
         for name, cfg in tenants.items():
             models = cfg.models or list(params_b)
             self.ladders[name] = tuple(sorted(models, key=lambda m: (params_b[m], m)))
             self.thresholds[name] = self._threshold(cfg)
+            if cfg.escalate is not None:
+                self.escalations[name] = cfg.escalate
 
     @classmethod
     def from_spec(cls, spec: GridSpec, estimator: QualityEstimator | None = None) -> RightSizer:

@@ -118,6 +118,16 @@ class FirewallSpec(StrictModel):
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
 
+class EscalateSpec(StrictModel):
+    """Try the small model first; when its answer is unsure, ask the next model up (docs/models.md,
+    "Escalation"). Non-streamed chat answers only: a streamed one is on its way to the client."""
+
+    below_confidence: float = Field(gt=0, lt=1, description="escalate an answer whose confidence (the geometric "
+                                    "mean of its tokens' probabilities) is below this")
+    within_ms: float = Field(default=10_000, gt=0, description="only when the small model answered within this "
+                             "many ms of the request reaching it; a later answer is returned as it is")
+
+
 class RightSizeSpec(StrictModel):
     """`model: "auto"` sends each prompt to the smallest model expected to answer it well (docs/models.md)."""
 
@@ -128,6 +138,8 @@ class RightSizeSpec(StrictModel):
                                   "fold on the estimate's training data)")
     max_quality_drop: float | None = Field(default=None, ge=-1, le=2, description="per-prompt threshold on "
                                            "the estimated gain of the largest model (overrides quality_target)")
+    escalate: EscalateSpec | None = Field(default=None, description="retry an unsure answer of a smaller model "
+                                          "on the next model up before the client sees it")
 
 
 class PrioritySpec(StrictModel):

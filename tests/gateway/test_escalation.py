@@ -1,0 +1,135 @@
+"""Escalation (gateway/escalation.py) through the whole gateway pipeline, on FAKE engines (tests/gateway/
+fake_engine.py: canned answers with a chosen log-probability per word, no model): an unsure answer of the
+small model is asked again of the large one before the client sees it; a sure one is not."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import httpx
+import pytest
+
+from aigrid.core.types import Candidate, Prediction
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.escalation import Escalation, confidence, without_logprobs
+from aigrid.spec.load import load_spec
+from aigrid.spec.models import AuditSpec, TenantSpec
+from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.test_exit_paths import audit_rows
+
+SPEC = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"
+SURE, UNSURE = math.log(0.9), math.log(0.3)
+
+
+async def _no_sleep(_: float) -> None:
+    return None
+
+
+@pytest.fixture
+async def grid(tmp_path: Path):
+    spec = load_spec(SPEC)
+    tenants = dict(spec.tenants)
+    # every prompt to the small model (a threshold no gain reaches); unsure answers below 0.5 go up
+    tenants["auto"] = TenantSpec.model_validate({"policy": "balanced", "right_size": {
+        "max_quality_drop": 2.0, "escalate": {"below_confidence": 0.5, "within_ms": 60_000}}})
+    sec = spec.security.model_copy(update={"keys_file": str(tmp_path / "keys.json"), "audit": AuditSpec(
+        path=str(tmp_path / "audit.db"), signing_key=str(tmp_path / "audit.pem"))})
+    spec = spec.model_copy(update={"tenants": tenants, "security": sec})
+    fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
+    gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        yield c, fakes, gw
+    await gw.guard.stop()
+
+
+async def _ask(client: httpx.AsyncClient, **extra) -> httpx.Response:
+    r = await client.post("/v1/chat/completions", headers={"x-aigrid-tenant": "auto",
+                                                            "x-aigrid-client-location": "Frankfurt"},
+                          json={"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 2?"}], **extra})
+    assert r.status_code == 200, r.text
+    return r
+
+
+async def test_an_unsure_answer_is_asked_again_of_the_larger_model(grid):
+    client, fakes, _ = grid
+    fakes["fra-small"].logprob = UNSURE
+    r = await _ask(client)
+    assert r.headers["x-aigrid-model"] == "large-70b"
+    assert r.headers["x-aigrid-escalated-from"] == "small-1b"
+    assert float(r.headers["x-aigrid-confidence"]) == pytest.approx(0.3, abs=1e-4)
+    body = r.json()
+    assert body["choices"][0]["message"]["content"] == "iad-large says hi"
+    assert "logprobs" not in body["choices"][0]  # the gateway asked for them; the client did not
+    assert fakes["fra-small"].received[-1]["logprobs"] is True
+    assert len(fakes["iad-large"].received) == 1
+    d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    assert d["served_by"] == "fra-small -> iad-large"
+    assert d["attempts"][0]["confidence"] == pytest.approx(0.3, abs=1e-4)
+    assert d["attempts"][-1]["escalated_from"] == "fra-small"
+
+
+async def test_a_sure_answer_is_returned_as_it_is(grid):
+    client, fakes, _ = grid
+    fakes["fra-small"].logprob = SURE
+    r = await _ask(client)
+    assert r.headers["x-aigrid-model"] == "small-1b"
+    assert "x-aigrid-escalated-from" not in r.headers
+    assert float(r.headers["x-aigrid-confidence"]) == pytest.approx(0.9, abs=1e-4)
+    assert r.json()["choices"][0]["message"]["content"] == "fra-small says hi"
+    assert fakes["iad-large"].received == []
+
+
+async def test_the_clients_own_logprobs_are_kept(grid):
+    client, fakes, _ = grid
+    fakes["fra-small"].logprob = SURE
+    r = await _ask(client, logprobs=True)
+    assert len(r.json()["choices"][0]["logprobs"]["content"]) == 3
+
+
+async def test_streamed_answers_and_engines_without_logprobs_are_not_escalated(grid):
+    client, fakes, _ = grid
+    fakes["fra-small"].logprob = UNSURE
+    r = await _ask(client, stream=True)
+    assert r.headers["x-aigrid-model"] == "small-1b" and "logprobs" not in fakes["fra-small"].received[-1]
+    fakes["fra-small"].logprob = None  # an engine that returns no log-probabilities: no confidence, no escalation
+    r = await _ask(client)
+    assert r.headers["x-aigrid-model"] == "small-1b" and "x-aigrid-confidence" not in r.headers
+    assert fakes["iad-large"].received == []
+
+
+async def test_when_the_larger_model_fails_the_first_answer_stands_and_both_are_charged(grid):
+    client, fakes, gw = grid
+    fakes["fra-small"].logprob = UNSURE
+    fakes["iad-large"].down = True
+    r = await _ask(client)
+    assert r.headers["x-aigrid-model"] == "small-1b"
+    assert r.json()["choices"][0]["message"]["content"] == "fra-small says hi"
+    fakes["iad-large"].down = False
+    await _ask(client)  # escalated: the tenant is charged both answers' tokens
+    first, escalated = (await audit_rows(gw))[-2:]
+    assert (first["prompt_tokens"], first["completion_tokens"]) == (5, 3)
+    assert (escalated["prompt_tokens"], escalated["completion_tokens"]) == (10, 6)
+    assert escalated["outcome"] == "ok" and first["outcome"] == "ok"
+
+
+def test_confidence_is_the_geometric_mean_of_the_token_probabilities():
+    doc = {"choices": [{"logprobs": {"content": [{"logprob": math.log(0.5)}, {"logprob": math.log(0.125)}]}}]}
+    assert confidence(doc) == pytest.approx(0.25)
+    assert confidence({"choices": [{"message": {}}]}) is None
+    assert confidence({"choices": [{"logprobs": {"content": []}}]}) is None
+    assert confidence({}) is None
+    assert b"logprobs" not in without_logprobs(doc)
+
+
+def test_the_next_model_up_comes_first_in_rank_order():
+    def candidate(name: str, model: str) -> Candidate:
+        return Candidate(name, name, "EU", model, {}, 0.5, Prediction(10.0, 10.0, 10.0), 0.0)
+
+    ranked = [candidate("a", "m70"), candidate("b", "m8"), candidate("c", "m1"), candidate("d", "m8")]
+    esc = Escalation(0.5, 1.0, {"m1": 1.0, "m8": 8.0, "m70": 70.0}, strip=True)
+    assert [c.endpoint_id for c in esc.larger(ranked, "m1")] == ["b", "d", "a"]
+    assert esc.larger(ranked, "m70") == []
