@@ -29,6 +29,7 @@ from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError
 from aigrid.gateway.admission import Admission
 from aigrid.gateway.agent_runtime import AgentRuntime
+from aigrid.gateway.background import BackgroundRuns
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
@@ -77,6 +78,8 @@ class Gateway:
     """OpenTelemetry spans per request and attempt; off (no cost) unless configured (tracing.py)."""
     responses: ResponseStore = field(default_factory=ResponseStore)
     """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
+    background: BackgroundRuns = field(default_factory=BackgroundRuns)
+    """The background Responses runs (background.py), stopped by the lifespan before what they need."""
     right_sizer: RightSizer | None = None
     """Per-prompt model choice for model "auto" (tenants with right_size; aigrid.rightsize)."""
     hub: HubClient | None = None
@@ -188,6 +191,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
         try:
             yield
         finally:
+            await gateway.background.stop()  # each run settles and writes its record while the audit log runs
             if gateway.sync is not None:
                 await gateway.sync.stop()
             await gateway.scraper.stop()

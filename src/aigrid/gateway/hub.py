@@ -15,7 +15,9 @@ them (workers.py), behind a Unix socket.
 - Decision records: each worker publishes its decisions, so `aigrid explain` and /v1/decisions find a
   decision whichever worker served it.
 - Stored Responses-API answers (response_store.py, same partitions per jurisdiction), so a follow-up with
-  previous_response_id finds its conversation whichever worker serves it.
+  previous_response_id finds its conversation whichever worker serves it; and the placeholders of background
+  responses (no conversation content), so any worker answers GET and cancel of one that another worker runs:
+  a cancel marks the placeholder, and the worker that runs it stops it when it next asks (background.py).
 - Abuse signals over all workers: each worker sends the digests of its requests in one batch per
   `security.abuse.share_interval_s`; the hub counts them in one AbuseMonitor (HubAbuse,
   security/firewall/abuse_shared.py) and answers the verdicts that changed since that worker's last
@@ -40,7 +42,7 @@ from typing import Any
 from aigrid.audit.log import AuditLog
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable
 from aigrid.gateway.hub_protocol import FrameWriter, read_frame
-from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
+from aigrid.gateway.response_store import BrokenHistory, Pending, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
 from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 from aigrid.security.firewall.abuse_shared import (
@@ -191,7 +193,25 @@ class Hub:
         if op == "response_put":
             record, allowed = arg
             return self.responses.put(StoredResponse(**record), None if allowed is None else frozenset(allowed))
+        if op == "response_complete":
+            record, allowed = arg
+            return self.responses.complete(StoredResponse(**record), None if allowed is None else frozenset(allowed))
+        if op == "response_pending_add":
+            self.responses.add_pending(Pending(**arg))
+            return None
+        if op == "response_cancelled":
+            return self.responses.cancelled([(str(t), str(r)) for t, r in arg])
+        if op == "response_mark":
+            tenant, rid, status, error = arg
+            return _asdict(self.responses.mark(tenant, rid, status, error))
         tenant, rid = arg
+        if op == "response_lookup":
+            found_any = self.responses.lookup(tenant, rid)
+            if found_any is None:
+                return None
+            return {"pending" if isinstance(found_any, Pending) else "stored": dataclasses.asdict(found_any)}
+        if op == "response_pending_delete":
+            return _asdict(self.responses.delete_pending(tenant, rid))
         if op == "response_delete":
             return self.responses.delete(tenant, rid)
         found = self.responses.get(tenant, rid)
@@ -242,6 +262,10 @@ class Hub:
         return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants,
                 "calibration": calibration, "peers": sum(1 for worker in self._inflight if worker != me),
                 "queues": to_wire(queues)}
+
+
+def _asdict(found: Pending | None) -> dict[str, Any] | None:
+    return None if found is None else dataclasses.asdict(found)
 
 
 def _counters(raw: list[list[Any]]) -> list[Counter]:

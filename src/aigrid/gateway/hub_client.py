@@ -3,7 +3,8 @@ three things a worker gets from it in the shapes the gateway already uses:
 HubSharedState (a telemetry SharedState), HubQuotaBackend (a QuotaBackend) and HubAuditLog (the audit log's
 append/accepting, the records written by the hub, the one writer). `publish_decision` / `decision` /
 `recent_decisions` share decision records for `aigrid explain`; the `response_*` calls share stored
-Responses-API answers (responses_api.py); `abuse_exchange` sends a batch of abuse digests and answers the
+Responses-API answers and background placeholders (responses_api.py, background.py), with the names and
+meanings of ResponseStore's methods; `abuse_exchange` sends a batch of abuse digests and answers the
 verdicts over all workers (gateway/abuse_sync.py).
 
 The connection is opened on first use (inside the running loop; nothing starts in a constructor) and again
@@ -24,7 +25,7 @@ from typing import Any
 from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFailed
 from aigrid.gateway.hub_protocol import FrameWriter, read_frame
-from aigrid.gateway.response_store import BrokenHistory, StoredResponse
+from aigrid.gateway.response_store import BrokenHistory, Pending, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
 from aigrid.security.quota_backend import Counter
 from aigrid.telemetry.prefill_book import from_wire, to_wire
@@ -143,6 +144,31 @@ class HubClient:
 
     async def response_delete(self, tenant: str, response_id: str) -> bool:
         return bool(await self.call("response_delete", [tenant, response_id]))
+
+    async def response_lookup(self, tenant: str, response_id: str) -> StoredResponse | Pending | None:
+        found = await self.call("response_lookup", [tenant, response_id])
+        if found is None:
+            return None
+        return Pending(**found["pending"]) if "pending" in found else StoredResponse(**found["stored"])
+
+    async def response_pending_add(self, pending: Pending) -> None:
+        await self.call("response_pending_add", dataclasses.asdict(pending))
+
+    async def response_mark(self, tenant: str, response_id: str, status: str,
+                            error: dict[str, Any] | None = None) -> Pending | None:
+        found = await self.call("response_mark", [tenant, response_id, status, error])
+        return None if found is None else Pending(**found)
+
+    async def response_complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
+        arg = [dataclasses.asdict(record), None if allowed is None else sorted(allowed)]
+        return str(await self.call("response_complete", arg))
+
+    async def response_cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
+        return [str(rid) for rid in await self.call("response_cancelled", [list(k) for k in keys])]
+
+    async def response_pending_delete(self, tenant: str, response_id: str) -> Pending | None:
+        found = await self.call("response_pending_delete", [tenant, response_id])
+        return None if found is None else Pending(**found)
 
     async def aclose(self) -> None:
         if self._writer is not None:

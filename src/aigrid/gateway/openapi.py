@@ -92,10 +92,13 @@ def openapi_document(version: str) -> dict[str, Any]:
                                                      _anthropic_errors(400, 401, 403, 404)),
             "/v1/responses": _completion("#/components/schemas/ResponsesRequest", "OpenAI Responses, routed"),
             "/v1/responses/{response_id}": {
-                "get": {"summary": "A stored response", "parameters": [_RESPONSE_ID],
-                        "responses": {**ok, **_errors(401, 404)}},
+                "get": {"summary": "A stored response, or a background one's current state",
+                        "parameters": [_RESPONSE_ID], "responses": {**ok, **_errors(400, 401, 404)}},
                 "delete": {"summary": "Delete a stored response", "parameters": [_RESPONSE_ID],
                            "responses": {**ok, **_errors(401, 404)}}},
+            "/v1/responses/{response_id}/cancel": {
+                "post": {"summary": "Cancel a background response", "parameters": [_RESPONSE_ID],
+                         "responses": {**ok, **_errors(400, 401, 404)}}},
             "/v1/responses/{response_id}/input_items": {
                 "get": {"summary": "A stored response's input items (cursor list)", "parameters": [
                     _RESPONSE_ID,

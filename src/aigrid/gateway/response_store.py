@@ -12,6 +12,13 @@ the history is the chain of turns, read back within the one partition, so a long
 linear in its length. Each partition holds at most `max_bytes` of turns, oldest evicted first; a follow-up
 whose chain lost a turn to eviction is refused (404), never answered from a partial history.
 
+A background response (`background: true`, background.py) is announced before any site is chosen by a
+placeholder (`Pending`: its id, tenant, model, creation time, status and, once it failed, the error), kept
+outside the partitions because it holds no conversation content; at most `max_pending` of them, oldest out
+first. Its answer is stored like any other, into its site's partition, and the placeholder dropped in the
+same step (`complete`), so that a cancel either comes first (nothing is stored) or finds the answer; a run
+that ends without an answer (failed, cancelled) leaves only its placeholder with the final status.
+
 The partitions live in this gateway's memory: a deployment with gateways in several jurisdictions keeps
 each partition on the gateways of its jurisdiction; a follow-up that reaches a gateway without the
 conversation gets a 404, never another region's copy (docs/responses-api.md).
@@ -49,15 +56,37 @@ class StoredResponse:
     """This request's input as Response items, with ids (GET /v1/responses/{id}/input_items)."""
 
 
+FINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
+"""The statuses a Response never leaves."""
+PENDING_MAX = 50_000
+"""Default number of background placeholders kept (each a few hundred bytes)."""
+
+
+@dataclass(slots=True)
+class Pending:
+    """A background response without a stored answer: queued, in progress, or ended without one (failed,
+    cancelled). No conversation content: it may be kept outside the jurisdiction partitions."""
+
+    id: str
+    tenant: str
+    model: str
+    created_at: int
+    status: str = "queued"
+    error: dict[str, Any] | None = None
+    """Once failed: the Response's `error` ({"code", "message"}: no prompt text)."""
+
+
 class BrokenHistory(LookupError):
     """A turn of the conversation was evicted (or deleted): its history cannot be rebuilt."""
 
 
 class ResponseStore:
-    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+    def __init__(self, max_bytes: int = MAX_BYTES, max_pending: int = PENDING_MAX) -> None:
         self._max = max_bytes
         self._partitions: dict[str, OrderedDict[tuple[str, str], StoredResponse]] = {}
         self._bytes: dict[str, int] = {}
+        self._pending: OrderedDict[tuple[str, str], Pending] = OrderedDict()
+        self._max_pending = max_pending
 
     def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
         """Keep `record` in its jurisdiction's partition; refuses (False) a jurisdiction the tenant may not use."""
@@ -107,3 +136,49 @@ class ResponseStore:
     def jurisdictions_of(self, tenant: str, response_id: str) -> list[str]:
         """Every partition holding this response (tests check that it is exactly one)."""
         return [j for j, part in self._partitions.items() if (tenant, response_id) in part]
+
+    # --- background placeholders ------------------------------------------------------------------------
+    def add_pending(self, pending: Pending) -> None:
+        self._pending[(pending.tenant, pending.id)] = pending
+        while len(self._pending) > self._max_pending:
+            self._pending.popitem(last=False)
+
+    def lookup(self, tenant: str, response_id: str) -> StoredResponse | Pending | None:
+        """The stored response, else its background placeholder (one step: never neither while it moves)."""
+        return self.get(tenant, response_id) or self._pending.get((tenant, response_id))
+
+    def mark(self, tenant: str, response_id: str, status: str, error: dict[str, Any] | None = None) -> Pending | None:
+        """A placeholder moved on to `status` (`cancelled` is the client's cancel); one in a final status
+        stays as it is (a cancel wins over the failure the cancelled run reports next)."""
+        found = self._pending.get((tenant, response_id))
+        if found is not None and found.status not in FINAL:
+            found.status, found.error = status, error
+        return found
+
+    def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
+        """A background response's answer, stored in its site's partition with its placeholder dropped, in
+        one step: "stored"; "cancelled" when the client's cancel came first (nothing stored); "refused" when
+        the partition refused it (put): the placeholder then says failed."""
+        key = (record.tenant, record.id)
+        found = self._pending.get(key)
+        if found is not None and found.status == "cancelled":
+            return "cancelled"
+        if not self.put(record, allowed):
+            self.mark(record.tenant, record.id, "failed",
+                      {"code": "server_error", "message": "the answer could not be stored in a jurisdiction "
+                                                          "this tenant may use"})
+            return "refused"
+        self._pending.pop(key, None)
+        return "stored"
+
+    def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
+        """Of these (tenant, id), the ids whose placeholder says cancelled (a worker's runs to stop)."""
+        return [rid for tenant, rid in keys
+                if (found := self._pending.get((tenant, rid))) is not None and found.status == "cancelled"]
+
+    def delete_pending(self, tenant: str, response_id: str) -> Pending | None:
+        """The placeholder, removed only when its run has ended (a running one must be cancelled first)."""
+        found = self._pending.get((tenant, response_id))
+        if found is not None and found.status in FINAL:
+            del self._pending[(tenant, response_id)]
+        return found

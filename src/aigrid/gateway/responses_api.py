@@ -1,4 +1,5 @@
-"""POST /v1/responses, GET and DELETE /v1/responses/{id}: OpenAI's Responses API in front of the one pipeline.
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel: OpenAI's Responses
+API in front of the one pipeline.
 
 A Responses request (after the stored history of `previous_response_id`, if any) is translated to Chat
 Completions (responses_translate.py) and served by routes.Routes.route like any chat request (auth, quotas,
@@ -9,12 +10,22 @@ Errors keep the OpenAI envelope, which the Responses API shares with Chat Comple
 Residency: a follow-up is routed with residency narrowed to the one jurisdiction where its conversation is
 stored (response_store.py), or refused with a 400 naming previous_response_id when the request asks for
 another; the answer is stored in the jurisdiction of the site that served it. See docs/responses-api.md.
+
+Background (`background: true`, store required): the request is checked (its body, key, history and every
+check that needs no state) and answered at once with a queued Response; the same pipeline then serves it in
+a task of the gateway (background.py) with an Exchange of its own, closed like an audited route's
+(routes.close_exchange: quota settled, audit record written). Until its answer is stored (in its site's
+jurisdiction, like any), GET answers from a placeholder without conversation content
+(response_store.Pending); a run that ends without an answer leaves the placeholder failed or cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -22,7 +33,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigrid.errors import ApiError, InvalidRequest, NotFound, UpstreamFailed
+from aigrid.gateway.background import BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
+from aigrid.gateway.context_window import check_context
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
@@ -34,8 +47,8 @@ from aigrid.gateway.front_door import (
     whole_body,
 )
 from aigrid.gateway.relay_response import RelayResponse
-from aigrid.gateway.request_info import H_RESIDENCY, residency
-from aigrid.gateway.response_store import BrokenHistory, StoredResponse
+from aigrid.gateway.request_info import H_RESIDENCY, build_request_info, residency
+from aigrid.gateway.response_store import FINAL, BrokenHistory, Pending, StoredResponse
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
 from aigrid.gateway.responses_translate import (
@@ -44,18 +57,24 @@ from aigrid.gateway.responses_translate import (
     new_id,
     output_history,
     output_items,
+    pending_object,
     response_object,
     usage_block,
 )
-from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Audited, Routes, json_response
+from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Audited, Routes, close_exchange, json_response
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.principal import Principal
+
+if TYPE_CHECKING:
+    from aigrid.gateway.app import Gateway
 
 RESPONSES_PATH = "/v1/responses"
 H_STORED_IN = "x-aigrid-stored-jurisdiction"
 """On GET /v1/responses/{id}: the jurisdiction whose partition holds the conversation."""
 _PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
 """Pipeline errors name chat fields; these are their Responses names."""
+STOPPED = {"code": "server_error", "message": "the gateway stopped before this background response finished"}
+log = logging.getLogger("aigrid.gateway")
 
 
 class _Turn:
@@ -76,15 +95,17 @@ class ResponsesApi:
     def __init__(self, routes: Routes) -> None:
         self.pipeline = routes
         self.gw = routes.gw
+        self.book = _Book(routes.gw)
 
     def routes(self) -> list[Route]:
-        """GET and DELETE of a stored conversation (POST /v1/responses is an audited route too:
-        routes.Routes.audited): reading or deleting one is recorded like a request, with its outcome."""
+        """GET, DELETE and cancel of a stored or background response (POST /v1/responses is an audited route
+        too: routes.Routes.audited): each is recorded like a request, with its outcome."""
         path = RESPONSES_PATH + "/{response_id}"
-        items = path + "/input_items"
+        items, cancel = path + "/input_items", path + "/cancel"
         return [Route(path, Audited(self.gw, f"GET {path}", self.get), methods=["GET"]),
                 Route(path, Audited(self.gw, f"DELETE {path}", self.delete), methods=["DELETE"]),
-                Route(items, Audited(self.gw, f"GET {items}", self.list_input_items), methods=["GET"])]
+                Route(items, Audited(self.gw, f"GET {items}", self.list_input_items), methods=["GET"]),
+                Route(cancel, Audited(self.gw, f"POST {cancel}", self.cancel), methods=["POST"])]
 
     def _principal(self, headers: dict[str, str]) -> Principal:
         return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
@@ -92,25 +113,19 @@ class ResponsesApi:
     async def create(self, request: Request, ex: Exchange) -> Response:
         headers = pipeline_headers(request)
         turn = _Turn()
+        try:
+            raw = await self.pipeline.read_json(request)
+        except ApiError as e:
+            self.gw.metrics.rejected.labels(e.code or "error").inc()
+            raise
+        if raw.get("background") is True:
+            return await self._start_background(turn, raw, headers, ex)
 
         async def read() -> dict[str, Any]:
-            turn.req = req = validate(ResponsesRequest, await self.pipeline.read_json(request))
-            turn.principal = self._principal(headers)
-            history: list[dict[str, Any]] = []
-            if req.previous_response_id is not None:
-                history = await self._continue(turn.principal.tenant, req.previous_response_id, headers)
-            turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
-            turn.earlier = (1 if req.instructions else 0) + len(history)
+            await self._prepare(turn, raw, headers)
             return turn.chat
 
-        try:
-            resp = await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex)
-        except ApiError as e:
-            name_own_field(e, turn.origins)
-            if e.param in _PARAMS:
-                e.param = _PARAMS[e.param]
-                e.message = e.message.replace("max_tokens", "max_output_tokens")
-            raise
+        resp = await self._route(turn, headers, read, ex)
         rid, extra = new_id("resp"), aigrid_headers(resp)
 
         async def keep(final: dict[str, Any]) -> None:
@@ -125,25 +140,146 @@ class ResponsesApi:
         body = await whole_body(resp)
         if resp.status_code >= 400:  # the engine's own error answer: already the OpenAI envelope
             return Response(body, status_code=resp.status_code, media_type="application/json", headers=extra)
-        try:
-            chat = orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise UpstreamFailed("the engine's answer was not JSON") from e
-        output, finish = output_items(chat)
-        usage = chat.get("usage") or {}
-        final = response_object(turn.req, rid, int(time.time()), output, status="completed", finish_reason=finish,
-                                usage=usage_block(int(usage.get("prompt_tokens") or 0),
-                                                  int(usage.get("completion_tokens") or 0), cached_of(usage)))
+        final = _final(turn, body, rid, int(time.time()))
         await keep(final)
         return Response(orjson.dumps(final), media_type="application/json", headers=extra)
+
+    async def _prepare(self, turn: _Turn, raw: dict[str, Any], headers: dict[str, str]) -> None:
+        """The request validated, its caller authenticated, its stored history read: its chat body."""
+        turn.req = req = validate(ResponsesRequest, raw)
+        if req.background and not req.store:
+            raise InvalidRequest("background: true requires store: true (a background response is kept to be "
+                                 "retrieved with GET /v1/responses/{id})", param="background")
+        if req.background and req.stream:
+            raise InvalidRequest("background: true with stream: true is not served; create it without stream "
+                                 "and poll GET /v1/responses/{id}", param="stream")
+        turn.principal = self._principal(headers)
+        history: list[dict[str, Any]] = []
+        if req.previous_response_id is not None:
+            history = await self._continue(turn.principal.tenant, req.previous_response_id, headers)
+        turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
+        turn.earlier = (1 if req.instructions else 0) + len(history)
+
+    async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
+                     ex: Exchange) -> Response:
+        """The one pipeline; its errors name the Responses fields."""
+        try:
+            return await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex)
+        except ApiError as e:
+            _own_error(e, turn)
+            raise
+
+    # --- background -------------------------------------------------------------------------------------
+    async def _start_background(self, turn: _Turn, raw: dict[str, Any], headers: dict[str, str],
+                                ex: Exchange) -> Response:
+        """Check what can be checked without the pipeline's state (the body, the key, the stored history, the
+        model, the headers, the context), answer a queued Response, run the request in the background."""
+        gw = self.gw
+        try:
+            await self._prepare(turn, raw, headers)
+            ex.principal, ex.model, ex.body = turn.principal, turn.req.model, turn.chat
+            parsed = validate(ChatRequest, turn.chat)
+            build_request_info("background", parsed, headers, gw.cities, gw.known_models,
+                               gw.spec.gateway.max_output_tokens, gw.location)
+            check_context(parsed.model, len(parsed.prompt_text()), gw.spec.models, "messages")
+            gw.background.check_room(turn.principal.tenant)
+        except ApiError as e:
+            _own_error(e, turn)
+            gw.metrics.rejected.labels(e.code or "error").inc()
+            raise
+        rid, created, tenant = new_id("resp"), int(time.time()), turn.principal.tenant
+        ex.body = {"response_id": rid, "background": True}  # its record; the prompt is the run's
+        await self.book.pending_add(Pending(rid, tenant, turn.req.model, created))
+        gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created),
+                            self.book.cancelled if gw.hub is not None else None)
+        return json_response(pending_object(rid, turn.req.model, created, "queued"))
+
+    async def _run(self, turn: _Turn, headers: dict[str, str], rid: str, created: int) -> None:
+        """One background request through the pipeline, in an Exchange of its own closed like an audited
+        route's; every exit leaves the response in a final status."""
+        gw, tenant = self.gw, turn.principal.tenant
+        ex = Exchange(BACKGROUND_ROUTE, time.time())
+        if gw.tracing.enabled:
+            ex.trace = gw.tracing.start(BACKGROUND_ROUTE, headers)
+
+        async def read() -> dict[str, Any]:
+            return turn.chat
+
+        try:
+            try:
+                await self.book.mark(tenant, rid, "in_progress")
+                resp = await self._route(turn, headers, read, ex)
+                body = await whole_body(resp)
+                gw.background.ending(rid)
+            except asyncio.CancelledError:  # the client's cancel, or the gateway stopping
+                gw.background.ending(rid)
+                _uncancel()
+                ex.outcome = "cancelled"
+                await self._end(tenant, rid, "failed" if gw.background.stopping else "cancelled",
+                                STOPPED if gw.background.stopping else None)
+                return
+            except ApiError as e:  # refused by the pipeline (quota, firewall, no site) or every attempt failed
+                gw.background.ending(rid)
+                ex.error = e
+                await self._end(tenant, rid, "failed", error_object(e))
+                return
+            except Exception:  # a bug of ours, or the workers' hub gone: logged, the response failed
+                gw.background.ending(rid)
+                log.exception("internal error in background response %s", rid)
+                ex.outcome = "error:internal"
+                await self._end(tenant, rid, "failed", {"code": "server_error", "message": "internal error"})
+                return
+            try:
+                await self._finish(turn, resp, body, rid, created, ex)
+            except ConnectionError as e:  # the workers' hub gone: the answer is lost, the exchange still closes
+                log.error("background response %s: its answer could not be stored: %s", rid, e)
+                ex.outcome = "error:internal"
+        finally:
+            await close_exchange(gw, ex)
+
+    async def _end(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None) -> None:
+        """A run's final status onto its placeholder (a hub that does not answer: logged, the run still
+        closes its exchange)."""
+        try:
+            await self.book.mark(tenant, rid, status, error)
+        except ConnectionError as e:
+            log.error("background response %s: its status %s could not be recorded: %s", rid, status, e)
+
+    async def _finish(self, turn: _Turn, resp: Response, body: bytes, rid: str, created: int,
+                      ex: Exchange) -> None:
+        """The answer of a background run stored (its placeholder dropped), or its placeholder failed."""
+        tenant = turn.principal.tenant
+        if resp.status_code >= 400:  # the engine's own error answer
+            try:
+                message = str(orjson.loads(body)["error"]["message"])
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                message = f"the engine answered {resp.status_code}"
+            await self._end(tenant, rid, "failed", {"code": "server_error", "message": message})
+            return
+        try:
+            final = _final(turn, body, rid, created)
+        except ApiError as e:
+            ex.error = e
+            await self._end(tenant, rid, "failed", error_object(e))
+            return
+        outcome = await self._store(turn, final, aigrid_headers(resp), background=True)
+        if outcome == "cancelled":  # the client's cancel came first: the answer is not kept
+            ex.outcome = "cancelled"
 
     async def _continue(self, tenant: str, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
         """The stored history of `previous`; narrows this request's residency to where it is stored."""
         hub = self.gw.hub
-        prev = await hub.response_get(tenant, previous) if hub else self.gw.responses.get(tenant, previous)
+        prev = await self.book.lookup(tenant, previous)
         if prev is None:
             raise NotFound(f"previous_response_id: no stored response {previous!r} for this tenant on this "
                            "gateway", param="previous_response_id")
+        if isinstance(prev, Pending):
+            if prev.status in FINAL:
+                raise NotFound(f"previous_response_id: the background response {previous!r} ended {prev.status} "
+                               "without an answer to continue", param="previous_response_id")
+            raise InvalidRequest(f"previous_response_id: the background response {previous!r} is still "
+                                 f"{prev.status.replace('_', ' ')}; continue it once it has completed",
+                                 param="previous_response_id")
         asked = residency(headers.get(H_RESIDENCY))
         if asked is not None and prev.jurisdiction not in asked:
             raise InvalidRequest(
@@ -158,17 +294,24 @@ class ResponsesApi:
         headers[H_RESIDENCY] = prev.jurisdiction  # read by the pipeline after this body: route only there
         return history
 
-    async def _store(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str]) -> None:
+    async def _store(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str], *,
+                     background: bool = False) -> str:
+        """Into the partition of the serving site's jurisdiction: "stored", "refused" (not a jurisdiction of
+        the tenant's; no site named), or for a background answer "cancelled" (its cancel came first)."""
         jurisdiction, site = headers.get("x-aigrid-jurisdiction"), headers.get("x-aigrid-site", "")
+        tenant = turn.principal.tenant
         if jurisdiction is None:
-            return
+            if background:
+                await self.book.mark(tenant, final["id"], "failed",
+                                     {"code": "server_error", "message": "no jurisdiction to store the answer in"})
+            return "refused"
         messages = turn.chat["messages"][turn.earlier:] + output_history(final["output"])
-        record = StoredResponse(final["id"], turn.principal.tenant, jurisdiction, site, final, messages,
+        record = StoredResponse(final["id"], tenant, jurisdiction, site, final, messages,
                                 previous=turn.req.previous_response_id, inputs=input_items(turn.req.input))
-        if self.gw.hub is not None:  # any worker may serve the follow-up
-            await self.gw.hub.response_put(record, turn.principal.scopes.jurisdictions)
-        else:
-            self.gw.responses.put(record, turn.principal.scopes.jurisdictions)
+        allowed = turn.principal.scopes.jurisdictions
+        if background:
+            return await self.book.complete(record, allowed)
+        return "stored" if await self.book.put(record, allowed) else "refused"
 
     def _stored_access(self, request: Request, ex: Exchange) -> tuple[str, str]:
         """(tenant, response id) of a GET or DELETE, noted on its exchange for the audit record."""
@@ -178,12 +321,39 @@ class ResponsesApi:
         return ex.principal.tenant, rid
 
     async def get(self, request: Request, ex: Exchange) -> Response:
+        """A stored response, or a background one's current state (its placeholder)."""
+        if request.query_params.get("stream", "false").lower() not in ("false", "0"):
+            raise InvalidRequest("stream: streaming a stored or background response again is not served; "
+                                 "retrieve it without stream", param="stream")
         tenant, rid = self._stored_access(request, ex)
-        found = await self.gw.hub.response_get(tenant, rid) if self.gw.hub else self.gw.responses.get(tenant, rid)
+        found = await self.book.lookup(tenant, rid)
         if found is None:
-            raise NotFound(f"no stored response {request.path_params['response_id']!r}", param="response_id")
+            raise NotFound(f"no stored response {rid!r}", param="response_id")
+        if isinstance(found, Pending):
+            return json_response(_pending_response(found))
         return Response(orjson.dumps(found.response), media_type="application/json",
                         headers={H_STORED_IN: found.jurisdiction, "x-aigrid-site": found.site})
+
+    async def cancel(self, request: Request, ex: Exchange) -> Response:
+        """Cancel a background response: queued or in progress, it ends cancelled (its run stopped, its quota
+        settled, its record written before this answers when this process runs it; by its own worker within
+        background.POLL_S otherwise); one that has ended is returned unchanged; 400 for one not created in
+        the background, 404 for none of this tenant's."""
+        tenant, rid = self._stored_access(request, ex)
+        found = await self.book.mark(tenant, rid, "cancelled")
+        if found is not None:
+            await self.gw.background.cancel(rid)
+            return json_response(_pending_response(found))
+        stored = await self.book.lookup(tenant, rid)
+        if stored is None:
+            raise NotFound(f"no stored response {rid!r}", param="response_id")
+        if isinstance(stored, Pending):  # added after the mark above: a cancel may come again
+            return json_response(_pending_response(stored))
+        if not stored.response.get("background"):
+            raise InvalidRequest(f"response {rid!r} was not created with background: true; only background "
+                                 "responses can be cancelled", param="response_id")
+        return Response(orjson.dumps(stored.response), media_type="application/json",
+                        headers={H_STORED_IN: stored.jurisdiction, "x-aigrid-site": stored.site})
 
     async def list_input_items(self, request: Request, ex: Exchange) -> Response:
         """The stored response's input items, a page at a time (OpenAI's cursor list: `limit` 1-100, default
@@ -196,9 +366,12 @@ class ResponsesApi:
         if order not in ("asc", "desc"):
             raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
         tenant, rid = self._stored_access(request, ex)
-        found = await self.gw.hub.response_get(tenant, rid) if self.gw.hub else self.gw.responses.get(tenant, rid)
+        found = await self.book.lookup(tenant, rid)
         if found is None:
             raise NotFound(f"no stored response {rid!r}", param="response_id")
+        if isinstance(found, Pending):  # nothing of a background request is kept before its answer
+            raise NotFound(f"the background response {rid!r} is {found.status.replace('_', ' ')}: its input "
+                           "items are listed once its answer is stored", param="response_id")
         items = found.inputs if order == "asc" else found.inputs[::-1]
         after = query.get("after")
         if after is not None:
@@ -212,8 +385,87 @@ class ResponsesApi:
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         tenant, rid = self._stored_access(request, ex)
-        deleted = await self.gw.hub.response_delete(tenant, rid) if self.gw.hub else self.gw.responses.delete(tenant, rid)
-        if not deleted:
-            raise NotFound(f"no stored response {rid!r}", param="response_id")
+        if not await self.book.delete(tenant, rid):
+            pending = await self.book.pending_delete(tenant, rid)
+            if pending is None:
+                raise NotFound(f"no stored response {rid!r}", param="response_id")
+            if pending.status not in FINAL:
+                raise InvalidRequest(f"the background response {rid!r} is still {pending.status.replace('_', ' ')}:"
+                                     " cancel it first (POST /v1/responses/{id}/cancel)", param="response_id")
         return json_response({"id": rid, "object": "response", "deleted": True})
+
+
+def _own_error(e: ApiError, turn: _Turn) -> None:
+    """A pipeline error naming a chat field names the Responses field instead."""
+    name_own_field(e, turn.origins)
+    if e.param in _PARAMS:
+        e.param = _PARAMS[e.param]
+        e.message = e.message.replace("max_tokens", "max_output_tokens")
+
+
+def _final(turn: _Turn, body: bytes, rid: str, created: int) -> dict[str, Any]:
+    """The Response of a whole chat answer."""
+    try:
+        chat = orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise UpstreamFailed("the engine's answer was not JSON") from e
+    output, finish = output_items(chat)
+    usage = chat.get("usage") or {}
+    return response_object(turn.req, rid, created, output, status="completed", finish_reason=finish,
+                           usage=usage_block(int(usage.get("prompt_tokens") or 0),
+                                             int(usage.get("completion_tokens") or 0), cached_of(usage)))
+
+
+def _pending_response(p: Pending) -> dict[str, Any]:
+    return pending_object(p.id, p.model, p.created_at, p.status, p.error)
+
+
+def _uncancel() -> None:
+    """A cancelled run handles its cancel itself (records its end), then ends normally."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+
+
+class _Book:
+    """The stored responses and background placeholders: this gateway's (Gateway.responses) or, with
+    workers, the hub's (the same methods, response_store.ResponseStore's)."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def lookup(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
+        hub = self.gw.hub
+        return await hub.response_lookup(tenant, rid) if hub else self.gw.responses.lookup(tenant, rid)
+
+    async def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
+        hub = self.gw.hub  # with workers, any worker may serve the follow-up
+        return await hub.response_put(record, allowed) if hub else self.gw.responses.put(record, allowed)
+
+    async def delete(self, tenant: str, rid: str) -> bool:
+        hub = self.gw.hub
+        return await hub.response_delete(tenant, rid) if hub else self.gw.responses.delete(tenant, rid)
+
+    async def pending_add(self, pending: Pending) -> None:
+        if self.gw.hub is not None:
+            await self.gw.hub.response_pending_add(pending)
+        else:
+            self.gw.responses.add_pending(pending)
+
+    async def mark(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None) -> Pending | None:
+        hub = self.gw.hub
+        return await hub.response_mark(tenant, rid, status, error) if hub else \
+            self.gw.responses.mark(tenant, rid, status, error)
+
+    async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
+        hub = self.gw.hub
+        return await hub.response_complete(record, allowed) if hub else self.gw.responses.complete(record, allowed)
+
+    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
+        hub = self.gw.hub
+        return await hub.response_cancelled(keys) if hub else self.gw.responses.cancelled(keys)
+
+    async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
+        hub = self.gw.hub
+        return await hub.response_pending_delete(tenant, rid) if hub else self.gw.responses.delete_pending(tenant, rid)
 

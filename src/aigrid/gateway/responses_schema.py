@@ -44,5 +44,6 @@ class ResponsesRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     include: list[str] | None = None
     """Of the includables, `message.output_text.logprobs` is served (the engine's log-probabilities)."""
-    background: Literal[False] | None = None
-    """Background responses are not served: only false is accepted."""
+    background: bool | None = None
+    """Run it later, in a task of the gateway (background.py); requires store. GET /v1/responses/{id} polls,
+    POST /v1/responses/{id}/cancel stops it."""

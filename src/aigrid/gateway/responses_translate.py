@@ -261,7 +261,7 @@ def response_object(req: ResponsesRequest, rid: str, created: int, output: list[
                     usage: dict[str, Any] | None = None) -> dict[str, Any]:
     incomplete = status == "completed" and finish_reason == "length"
     return {
-        "id": rid, "object": "response", "created_at": created,
+        "id": rid, "object": "response", "created_at": created, "background": bool(req.background),
         "status": "incomplete" if incomplete else status, "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
         "instructions": req.instructions, "max_output_tokens": req.max_output_tokens, "model": req.model,
@@ -270,6 +270,21 @@ def response_object(req: ResponsesRequest, rid: str, created: int, output: list[
         "store": req.store, "temperature": req.temperature, "top_p": req.top_p,
         "text": {"format": {"type": "text"}}, "tool_choice": req.tool_choice or "auto", "tools": req.tools or [],
         "truncation": "disabled", "usage": usage, "user": req.user, "metadata": req.metadata or {},
+    }
+
+
+def pending_object(rid: str, model: str, created: int, status: str,
+                   error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The Response of a background request without a stored answer (queued, in progress, failed, cancelled),
+    from its placeholder alone (response_store.Pending: no conversation content, so the request's own
+    settings, instructions and metadata show only once its answer is stored)."""
+    return {
+        "id": rid, "object": "response", "created_at": created, "background": True, "status": status,
+        "error": error, "incomplete_details": None, "instructions": None, "max_output_tokens": None,
+        "model": model, "output": [], "parallel_tool_calls": True, "previous_response_id": None,
+        "reasoning": {"effort": None, "summary": None}, "store": True, "temperature": None, "top_p": None,
+        "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "truncation": "disabled",
+        "usage": None, "user": None, "metadata": {},
     }
 
 

@@ -111,20 +111,27 @@ class Audited:
             ex.outcome = "error:internal"
             raise
         finally:
-            # its tenant holds one request less, the queue may move; an admitted request that never reached
-            # an engine (its client left first) gives back its place in the ledger
-            self.gw.admission.release(ex.ticket, started=ex.record is not None and bool(ex.record.attempts))
-            observe(ex, self.gw.metrics)  # the span's end (when traced) and the GenAI metrics
-            try:
-                if not await self.gw.guard.finish(ex):  # a failed quota settle does not stop the record
-                    self.gw.metrics.audit_lost.inc()
-                if ex.unsettled:
-                    self.gw.metrics.quota_unsettled.inc()
-                if self.gw.hub is not None and ex.record is not None:  # the outcome, for the other workers
-                    await self.gw.hub.publish_decision(ex.record.to_dict())
-            finally:
-                if access.isEnabledFor(logging.INFO):  # its fields are worth building only for a line written
-                    access.info("%s %s", self.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
+            await close_exchange(self.gw, ex)
+
+
+async def close_exchange(gw: Gateway, ex: Exchange) -> None:
+    """The end of one exchange, whatever its exit (Audited's `finally`; a background Responses run's too,
+    background.py): its admission ticket released, its span and metrics, the quota settled and the audit
+    record written (Guard.finish, once), the outcome shared with the other workers, the access log line."""
+    try:
+        # its tenant holds one request less, the queue may move; an admitted request that never reached
+        # an engine (its client left first) gives back its place in the ledger
+        gw.admission.release(ex.ticket, started=ex.record is not None and bool(ex.record.attempts))
+        observe(ex, gw.metrics)  # the span's end (when traced) and the GenAI metrics
+        if not await gw.guard.finish(ex):  # a failed quota settle does not stop the record
+            gw.metrics.audit_lost.inc()
+        if ex.unsettled:
+            gw.metrics.quota_unsettled.inc()
+        if gw.hub is not None and ex.record is not None:  # the outcome, for the other workers
+            await gw.hub.publish_decision(ex.record.to_dict())
+    finally:
+        if access.isEnabledFor(logging.INFO):  # its fields are worth building only for a line written
+            access.info("%s %s", ex.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
 
 
 class Routes:

@@ -1,0 +1,136 @@
+"""Background Responses (`background: true`): the runs a gateway owns, one asyncio task each.
+
+POST /v1/responses with `background: true` answers at once with a queued Response; its request runs later
+in a task held here, through the same pipeline as any request (responses_api.py: routes.Routes.route in an
+Exchange of its own, closed by routes.close_exchange). This object is created with the gateway (app.py,
+`Gateway.background`), never at module level, and the lifespan stops it: every run still going is
+cancelled and awaited, so that each settles its quota and writes its audit record before the audit log
+stops, and its placeholder says failed ("the gateway stopped").
+
+Cancel: a run of this process is cancelled here at once (`cancel`); one a worker of the same gateway runs
+(`--workers N`) is stopped by that worker, which asks the hub every `poll_s` which of its runs a client
+cancelled (`watch`). A run that has reached its end (its answer being stored, its exchange closing) is
+never interrupted: a cancel then waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from aigrid.errors import ApiError, Overloaded
+
+log = logging.getLogger("aigrid.gateway")
+BACKGROUND_ROUTE = "/v1/responses (background)"
+"""The route of a background run's exchange: its audit record, access log line and span."""
+POLL_S = 0.5
+MAX_RUNS = 10_000
+MAX_RUNS_PER_TENANT = 1_000
+"""Runs one gateway (one worker) holds at once, in all and per tenant: more is a 429, never a task more."""
+CANCEL_WAIT_S = 10.0
+"""How long a cancel waits for this process's run to end (its quota settled, its record written)."""
+Cancelled = Callable[[list[tuple[str, str]]], Awaitable[list[str]]]
+"""Of these runs (tenant, response id), the ids a client cancelled (the workers' hub)."""
+
+
+class BackgroundRuns:
+    def __init__(self, poll_s: float = POLL_S, max_runs: int = MAX_RUNS,
+                 max_per_tenant: int = MAX_RUNS_PER_TENANT) -> None:
+        self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}  # response id -> (tenant, its run)
+        self._per_tenant: dict[str, int] = {}
+        self._ending: set[str] = set()
+        self._poll_s = poll_s
+        self._max, self._max_per_tenant = max_runs, max_per_tenant
+        self._watcher: asyncio.Task[None] | None = None
+        self.stopping = False
+        """True once the gateway stops: a run cancelled now was not cancelled by its client."""
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def check_room(self, tenant: str) -> None:
+        """Overloaded (429, Retry-After) when this gateway runs as many as it holds, in all or for `tenant`."""
+        mine = self._per_tenant.get(tenant, 0)
+        if len(self._tasks) >= self._max or mine >= self._max_per_tenant:
+            held = f"{mine} of this tenant's" if mine >= self._max_per_tenant else f"{len(self._tasks)}"
+            raise Overloaded(f"background: {held} background responses are running on this gateway, as many as "
+                             "it holds; retry later", param="background", headers={"retry-after": "1"})
+
+    def spawn(self, rid: str, tenant: str, run: Coroutine[Any, Any, None], cancelled: Cancelled | None = None) -> None:
+        """Run `run` in a task of its own; `cancelled`: ask it which runs a client cancelled elsewhere."""
+        task = asyncio.create_task(run, name=f"aigrid-background-{rid}")
+        self._tasks[rid] = (tenant, task)
+        self._per_tenant[tenant] = self._per_tenant.get(tenant, 0) + 1
+        task.add_done_callback(lambda _: self._ended(rid))
+        if cancelled is not None and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.create_task(self._watch(cancelled), name="aigrid-background-cancels")
+
+    def _ended(self, rid: str) -> None:
+        found = self._tasks.pop(rid, None)
+        self._ending.discard(rid)
+        if found is not None:
+            left = self._per_tenant.pop(found[0], 1) - 1
+            if left:
+                self._per_tenant[found[0]] = left
+
+    def ending(self, rid: str) -> None:
+        """The run `rid` has its outcome and is recording it: a cancel from now on waits instead."""
+        self._ending.add(rid)
+
+    def owns(self, rid: str) -> bool:
+        return rid in self._tasks
+
+    async def cancel(self, rid: str, wait_s: float = CANCEL_WAIT_S) -> None:
+        """Cancel this process's run `rid` (unless it is recording its outcome) and wait until it ended."""
+        found = self._tasks.get(rid)
+        if found is None:
+            return
+        task = found[1]
+        if rid not in self._ending:
+            task.cancel()
+        await asyncio.wait({task}, timeout=wait_s)
+
+    async def _watch(self, cancelled: Cancelled) -> None:
+        """While this process runs any: every poll_s, stop the runs a client cancelled on another worker."""
+        while self._tasks and not self.stopping:
+            await asyncio.sleep(self._poll_s)
+            keys = [(tenant, rid) for rid, (tenant, _) in self._tasks.items() if rid not in self._ending]
+            if not keys:
+                continue
+            try:
+                stop = await cancelled(keys)
+            except ConnectionError as e:  # the hub away (hub_client.HubError): ask again next time
+                log.debug("background runs: could not ask for cancels: %s", e)
+                continue
+            for rid in stop:
+                found = self._tasks.get(rid)
+                if found is not None and rid not in self._ending:
+                    found[1].cancel()
+
+    async def stop(self) -> None:
+        """The gateway stops: every run still going is cancelled (unless recording its outcome) and awaited."""
+        self.stopping = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        tasks = [task for _, task in self._tasks.values()]
+        for rid, (_, task) in list(self._tasks.items()):
+            if rid not in self._ending:
+                task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+
+
+_ERROR_CODES = {429: "rate_limit_exceeded"}
+
+
+def error_object(e: ApiError) -> dict[str, Any]:
+    """A failed Response's `error`: OpenAI's code (a client mistake found by the pipeline is an
+    `invalid_prompt`, too many requests `rate_limit_exceeded`, anything else `server_error`), the gateway's
+    message, and the error's own type, code and field as the envelope would have named them."""
+    code = _ERROR_CODES.get(e.status) or ("invalid_prompt" if 400 <= e.status < 500 else "server_error")
+    return {"code": code, "message": e.message, "type": e.type, "param": e.param, "aigrid_code": e.code}
