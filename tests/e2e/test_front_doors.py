@@ -6,6 +6,7 @@ result is accepted), not the model's intelligence."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -197,6 +198,24 @@ def test_responses_eu_conversation_stays_in_the_eu(oai: openai.OpenAI, base: str
     refused = httpx.post(f"{base}/v1/responses", headers={**us, "x-aigrid-residency": "US"},
                          json={"model": MODEL, "input": "x", "previous_response_id": follow.parse().id})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "previous_response_id"
+
+
+def test_responses_in_the_background(oai: openai.OpenAI) -> None:
+    """background: true with a real engine: queued at once, polled with retrieve until it completed, stored
+    in the serving site's jurisdiction; a finished one is returned unchanged by cancel."""
+    created = oai.responses.create(model=MODEL, input="Name a river.", max_output_tokens=16, background=True,
+                                   extra_headers=EU)
+    assert created.status in ("queued", "in_progress") and created.background
+    for _ in range(600):
+        got = oai.responses.with_raw_response.retrieve(created.id)
+        done = got.parse()
+        if done.status not in ("queued", "in_progress"):
+            break
+        time.sleep(0.1)
+    assert done.status in ("completed", "incomplete") and done.output_text.strip()
+    assert got.headers["x-aigrid-stored-jurisdiction"] == "EU"
+    assert done.usage is not None and 0 < done.usage.output_tokens <= 16
+    assert oai.responses.cancel(created.id).status == done.status
 
 
 def test_models_list_embeddings_with_their_kind(oai: openai.OpenAI) -> None:
