@@ -156,12 +156,46 @@ async def test_every_route_blocks_the_attack_where_it_sits(walk: tuple[httpx.Asy
 
 def test_the_walk_covers_every_front_door(tmp_path: Path) -> None:
     """Every POST route has a row above, but two that no generating model reads: embeddings (the input
-    becomes vectors) and Anthropic's count_tokens (the gateway counts, no engine is called)."""
+    becomes vectors), Anthropic's count_tokens (the gateway counts, no engine is called) and a background
+    response's cancel (no text); and the Conversations API's, which keep items that a model reads only
+    through a response in the conversation (test_conversation_items_are_screened_when_a_response_reads_them)."""
     spec = spec_in(tmp_path)
     gw = build_gateway(spec, {e.id: ScriptedEngine([]) for e in spec.endpoints}, rng=random.Random(2),
                        sleep=_no_sleep)
     audited = {r.path for r in build_app(gw).routes if getattr(r, "methods", None) and "POST" in r.methods}
-    assert audited - {"/v1/embeddings", "/v1/messages/count_tokens"} <= {path for _, path, _, _ in ROUTES}, audited
+    unread = {"/v1/embeddings", "/v1/messages/count_tokens", "/v1/responses/{response_id}/cancel", "/v1/conversations",
+              "/v1/conversations/{conversation_id}", "/v1/conversations/{conversation_id}/items"}
+    assert audited - unread <= {path for _, path, _, _ in ROUTES}, audited
+
+
+CONVERSATION_ITEMS: list[tuple[str, Callable[[str], list[dict[str, Any]]]]] = [
+    ("user message", lambda t: [{"role": "user", "content": t}]),
+    ("function output", lambda t: [{"role": "user", "content": "read my mail"},
+                                   {"type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{}"},
+                                   {"type": "function_call_output", "call_id": "c1", "output": t}]),
+]
+
+
+@pytest.mark.parametrize("items", [i for _, i in CONVERSATION_ITEMS], ids=[n for n, _ in CONVERSATION_ITEMS])
+async def test_conversation_items_are_screened_when_a_response_reads_them(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine], items: Callable[[str], list[dict[str, Any]]]) -> None:
+    """Items kept by the Conversations API (at creation or added later) are the history of a response in the
+    conversation: the attack is stopped there, naming `conversation`, before any engine reads it."""
+    c, gw, engine = walk
+    for text in (ATTACK, EMAIL):
+        at_creation = (await c.post("/v1/conversations", json={"items": items(text)})).json()["id"]
+        added_later = (await c.post("/v1/conversations", json={})).json()["id"]
+        assert (await c.post(f"/v1/conversations/{added_later}/items", json={"items": items(text)})).status_code == 200
+        for conv in (at_creation, added_later):
+            r = await c.post("/v1/responses", json={"model": MODEL, "input": "Go on.", "conversation": conv})
+            assert blocked_at(r) == (400, "firewall_blocked", "conversation"), r.text
+            record = await last_audit(gw)
+            assert record["outcome"] == "error:firewall_blocked" and record["firewall"][0]["action"] == "blocked"
+    assert engine.received == []
+    engine.replies = [answer("ok")]
+    harmless = (await c.post("/v1/conversations", json={"items": items(HARMLESS)})).json()["id"]
+    ok = await c.post("/v1/responses", json={"model": MODEL, "input": "Go on.", "conversation": harmless})
+    assert ok.status_code == 200, ok.text
 
 
 @pytest.mark.parametrize("source", TOOL_SOURCES)

@@ -30,6 +30,8 @@ from aigrid.errors import ApiError
 from aigrid.gateway.admission import Admission
 from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.background import BackgroundRuns
+from aigrid.gateway.conversation_store import ConversationStore
+from aigrid.gateway.conversations_api import ConversationsApi
 from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
@@ -78,6 +80,8 @@ class Gateway:
     """OpenTelemetry spans per request and attempt; off (no cost) unless configured (tracing.py)."""
     responses: ResponseStore = field(default_factory=ResponseStore)
     """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
+    conversations: ConversationStore = field(default_factory=ConversationStore)
+    """Conversations API conversations, per tenant, each bound to one jurisdiction (conversation_store.py)."""
     background: BackgroundRuns = field(default_factory=BackgroundRuns)
     """The background Responses runs (background.py), stopped by the lifespan before what they need."""
     right_sizer: RightSizer | None = None
@@ -206,6 +210,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
             Route("/v1/models/{model_id:path}", routes.get_model, methods=["GET"]),
             *messages.routes(),
             *responses.routes(),
+            *ConversationsApi(routes).routes(),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
             Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
             Route("/v1/grid", routes.grid, methods=["GET"]),

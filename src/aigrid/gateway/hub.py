@@ -18,6 +18,8 @@ them (workers.py), behind a Unix socket.
   previous_response_id finds its conversation whichever worker serves it; and the placeholders of background
   responses (no conversation content), so any worker answers GET and cancel of one that another worker runs:
   a cancel marks the placeholder, and the worker that runs it stops it when it next asks (background.py).
+- Conversations-API conversations (conversation_store.py, ops `conversation_*`), so any worker serves them and
+  the responses in them.
 - Abuse signals over all workers: each worker sends the digests of its requests in one batch per
   `security.abuse.share_interval_s`; the hub counts them in one AbuseMonitor (HubAbuse,
   security/firewall/abuse_shared.py) and answers the verdicts that changed since that worker's last
@@ -41,6 +43,7 @@ from typing import Any
 
 from aigrid.audit.log import AuditLog
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable
+from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.hub_protocol import FrameWriter, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
@@ -80,6 +83,7 @@ class Hub:
         self._decisions: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._decisions_max = decisions_max
         self.responses = ResponseStore()
+        self.conversations = ConversationStore()
         self.abuse = HubAbuse(AbuseMonitor(abuse_rules or AbuseRules()))
         self._relay = abuse_relay
         self._outbox: Batch = []
@@ -170,6 +174,8 @@ class Hub:
             return list(self._decisions.values())[-int(arg):][::-1]
         if op.startswith("response_"):
             return self._responses(op, arg)
+        if op.startswith("conversation_"):  # conversations_api.Conversations, the same wire form as in-process
+            return self.conversations.apply(op.removeprefix("conversation_"), arg)
         raise ValueError(f"unknown hub operation {op!r}")
 
     async def _relay_abuse(self) -> None:

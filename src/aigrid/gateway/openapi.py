@@ -5,6 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from aigrid.gateway.conversations_schema import (
+    ConversationCreate,
+    ConversationItemsCreate,
+    ConversationUpdate,
+)
 from aigrid.gateway.messages_schema import CountTokensRequest, MessagesRequest
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
@@ -66,9 +71,43 @@ _EMBEDDINGS = {
 }
 
 
+def _query(*names: str) -> list[dict[str, Any]]:
+    return [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}} for n in names]
+
+
+def _body(name: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}}
+
+
+def _conversations(ok: dict[str, Any]) -> dict[str, Any]:
+    """The Conversations API (conversations_api.py)."""
+    conv = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    item = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    read, change = {**ok, **_errors(401, 404)}, {**ok, **_errors(400, 401, 404)}
+    return {
+        "/v1/conversations": {"post": {"summary": "Create a conversation", "requestBody": _body("ConversationCreate"),
+                                       "responses": {**ok, **_errors(400, 401, 403)}}},
+        "/v1/conversations/{conversation_id}": {
+            "get": {"summary": "A conversation", "parameters": [conv], "responses": read},
+            "post": {"summary": "Update a conversation's metadata", "parameters": [conv],
+                     "requestBody": _body("ConversationUpdate"), "responses": change},
+            "delete": {"summary": "Delete a conversation", "parameters": [conv], "responses": read}},
+        "/v1/conversations/{conversation_id}/items": {
+            "get": {"summary": "A conversation's items (cursor list)",
+                    "parameters": [conv, *_query("limit", "order", "after", "include")], "responses": change},
+            "post": {"summary": "Add items to a conversation", "parameters": [conv],
+                     "requestBody": _body("ConversationItemsCreate"), "responses": change}},
+        "/v1/conversations/{conversation_id}/items/{item_id}": {
+            "get": {"summary": "One item of a conversation", "parameters": [conv, item, *_query("include")],
+                    "responses": read},
+            "delete": {"summary": "Delete an item of a conversation", "parameters": [conv, item], "responses": read}},
+    }
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR, "AnthropicError": _ANTHROPIC_ERROR, "EmbeddingRequest": _EMBEDDINGS}
-    for model in (ChatRequest, CompletionRequest, MessagesRequest, CountTokensRequest, ResponsesRequest):
+    for model in (ChatRequest, CompletionRequest, MessagesRequest, CountTokensRequest, ResponsesRequest,
+                  ConversationCreate, ConversationUpdate, ConversationItemsCreate):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -124,6 +163,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": ok}},
+            **_conversations(ok),
         },
         "components": {"schemas": schemas},
     }

@@ -11,6 +11,11 @@ Residency: a follow-up is routed with residency narrowed to the one jurisdiction
 stored (response_store.py), or refused with a 400 naming previous_response_id when the request asks for
 another; the answer is stored in the jurisdiction of the site that served it. See docs/responses-api.md.
 
+Conversation (`conversation`, conversations_api.py): the conversation's items are the history before the
+input, and the request's input items and the answer's output items are added to it once answered; a bound
+conversation narrows the residency the same way (400 naming conversation when the request asks for another
+jurisdiction); its first response served binds an unbound one to the serving site's jurisdiction.
+
 Background (`background: true`, store required): the request is checked (its body, key, history and every
 check that needs no state) and answered at once with a queued Response; the same pipeline then serves it in
 a task of the gateway (background.py) with an Exchange of its own, closed like an audited route's
@@ -36,6 +41,7 @@ from aigrid.errors import ApiError, InvalidRequest, NotFound, UpstreamFailed
 from aigrid.gateway.background import BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
+from aigrid.gateway.conversations_api import Conversations
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
@@ -96,6 +102,7 @@ class ResponsesApi:
         self.pipeline = routes
         self.gw = routes.gw
         self.book = _Book(routes.gw)
+        self.conversations = Conversations(routes.gw)
 
     def routes(self) -> list[Route]:
         """GET, DELETE and cancel of a stored or background response (POST /v1/responses is an audited route
@@ -129,6 +136,7 @@ class ResponsesApi:
         rid, extra = new_id("resp"), aigrid_headers(resp)
 
         async def keep(final: dict[str, Any]) -> None:
+            await self._add_turn(turn, final, extra)
             if turn.req.store:
                 await self._store(turn, final, extra)
 
@@ -155,7 +163,12 @@ class ResponsesApi:
                                  "and poll GET /v1/responses/{id}", param="stream")
         turn.principal = self._principal(headers)
         history: list[dict[str, Any]] = []
-        if req.previous_response_id is not None:
+        if req.conversation is not None:
+            if req.previous_response_id is not None:
+                raise InvalidRequest("conversation: cannot be used together with previous_response_id",
+                                     param="conversation")
+            history = await self.conversations.history(turn.principal.tenant, req.conversation, headers)
+        elif req.previous_response_id is not None:
             history = await self._continue(turn.principal.tenant, req.previous_response_id, headers)
         turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
         turn.earlier = (1 if req.instructions else 0) + len(history)
@@ -265,6 +278,17 @@ class ResponsesApi:
         outcome = await self._store(turn, final, aigrid_headers(resp), background=True)
         if outcome == "cancelled":  # the client's cancel came first: the answer is not kept
             ex.outcome = "cancelled"
+        elif outcome == "stored":
+            await self._add_turn(turn, final, aigrid_headers(resp))
+
+    async def _add_turn(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str]) -> None:
+        """This request's input items and the answer's output items, added to its `conversation` (whether or
+        not the Response itself is stored); the first turn served binds the conversation to its site's
+        jurisdiction."""
+        if turn.req.conversation is not None:
+            await self.conversations.add_turn(turn.principal.tenant, turn.req.conversation,
+                                              input_items(turn.req.input) + final["output"],
+                                              headers.get("x-aigrid-jurisdiction"))
 
     async def _continue(self, tenant: str, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
         """The stored history of `previous`; narrows this request's residency to where it is stored."""

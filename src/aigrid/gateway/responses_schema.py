@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class TextFormat(BaseModel):
@@ -37,6 +37,8 @@ class ResponsesRequest(BaseModel):
     stream: bool = False
     store: bool = True
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=128)
+    conversation: str | None = Field(default=None, min_length=1, max_length=128)
+    """A conversation of the Conversations API (conversations_api.py): its id, or `{"id": ...}` (read as the id)."""
     metadata: dict[str, str] | None = None
     user: str | None = Field(default=None, max_length=256)
     parallel_tool_calls: bool | None = None
@@ -47,3 +49,8 @@ class ResponsesRequest(BaseModel):
     background: bool | None = None
     """Run it later, in a task of the gateway (background.py); requires store. GET /v1/responses/{id} polls,
     POST /v1/responses/{id}/cancel stops it."""
+
+    @field_validator("conversation", mode="before")
+    @classmethod
+    def _conversation_id(cls, value: Any) -> Any:
+        return value["id"] if isinstance(value, dict) and set(value) == {"id"} else value

@@ -2,8 +2,9 @@
 
 Request: `instructions` -> a system message; `input` (a string, or items: messages with input_text /
 input_image / output_text parts, function_call, function_call_output, mcp_call) -> chat messages after the
-stored history of `previous_response_id`; function tools -> chat tools (a function tool named like one of
-the grid's server-side tools runs at the site, agents/); `max_output_tokens` -> max_tokens;
+stored history of `previous_response_id` or the items of a `conversation`; function tools -> chat tools (a
+function tool named like one of the grid's server-side tools runs at the site, agents/); `max_output_tokens`
+-> max_tokens;
 `text.format` -> response_format. Answer: a chat completion -> output items (mcp_call for each server-side
 tool run, a message with output_text, function_call for each of the client's tools) in a Response object.
 """
@@ -178,7 +179,8 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools
     body: dict[str, Any] = {"model": req.model, "messages": messages + history + input_messages(req.input, inputs),
                             "stream": req.stream}
     if origins is not None:
-        origins.extend(["instructions"] * len(messages) + ["previous_response_id"] * len(history) + inputs)
+        earlier = "conversation" if req.conversation is not None else "previous_response_id"
+        origins.extend(["instructions"] * len(messages) + [earlier] * len(history) + inputs)
     if req.stream:
         body["stream_options"] = {"include_usage": True}  # response.completed always carries usage
     if req.tools:
@@ -270,6 +272,7 @@ def response_object(req: ResponsesRequest, rid: str, created: int, output: list[
         "store": req.store, "temperature": req.temperature, "top_p": req.top_p,
         "text": {"format": {"type": "text"}}, "tool_choice": req.tool_choice or "auto", "tools": req.tools or [],
         "truncation": "disabled", "usage": usage, "user": req.user, "metadata": req.metadata or {},
+        "conversation": None if req.conversation is None else {"id": req.conversation},
     }
 
 

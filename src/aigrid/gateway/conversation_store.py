@@ -1,0 +1,200 @@
+"""Conversations (OpenAI's Conversations API, conversations_api.py): per tenant, bound to one jurisdiction.
+
+A conversation is a list of Response items with ids (messages, function calls and their outputs, mcp_call
+runs), its metadata and its jurisdiction. The jurisdiction is set once and never changes: at creation from
+the request's residency (the x-aigrid-residency header naming exactly one jurisdiction, else the tenant's
+only allowed one), else by the first response served in it (the serving site's jurisdiction). A response in
+a bound conversation is routed only there (responses_api.py), as a previous_response_id follow-up is to
+where its chain is stored (response_store.py).
+
+Every operation has a wire form (`apply`: an operation name and a JSON list in, JSON out), so a gateway
+alone and the workers of one gateway (`--workers N`, whose hub holds the one store: hub.py) run the very
+same code; a caller never holds a reference into the store.
+
+The store lives in this gateway's memory (or its hub's) and does not survive a restart: at most `max_bytes`
+of items and metadata (as JSON), the conversation written to longest ago evicted first; a response naming an
+evicted conversation gets a 404, never an answer without its history.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+log = logging.getLogger("aigrid.gateway")
+MAX_BYTES = 256 * 1024 * 1024
+"""Default budget of the whole store (items and metadata, as JSON bytes)."""
+_ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "mcp_call": "mcp",
+                "reasoning": "rs"}
+
+
+@dataclass(slots=True)
+class StoredConversation:
+    id: str
+    tenant: str
+    created_at: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    jurisdiction: str | None = None
+    """Where its responses are served; None: not yet bound (its first response binds it)."""
+    items: list[dict[str, Any]] = field(default_factory=list)
+    """Response items with ids, oldest first."""
+    size: int = 0
+
+    def public(self) -> dict[str, Any]:
+        """The Conversation object of the API."""
+        return {"id": self.id, "object": "conversation", "created_at": self.created_at, "metadata": self.metadata}
+
+
+def _size(value: Any) -> int:
+    return len(orjson.dumps(value))
+
+
+class ConversationStore:
+    def __init__(self, max_bytes: int = MAX_BYTES) -> None:
+        self._max = max_bytes
+        self._all: OrderedDict[tuple[str, str], StoredConversation] = OrderedDict()
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    # --- the operations (in-process) ------------------------------------------------------------------------
+    def create(self, conv: StoredConversation) -> StoredConversation:
+        conv.items = _unique_ids(conv.items, set())
+        conv.size = _size(conv.items) + _size(conv.metadata)
+        self._all[(conv.tenant, conv.id)] = conv
+        self._grew(conv, conv.size)
+        return conv
+
+    def get(self, tenant: str, cid: str) -> StoredConversation | None:
+        return self._all.get((tenant, cid))
+
+    def update(self, tenant: str, cid: str, metadata: dict[str, str]) -> StoredConversation | None:
+        conv = self._all.get((tenant, cid))
+        if conv is not None:
+            grown = _size(metadata) - _size(conv.metadata)
+            conv.metadata = metadata
+            conv.size += grown
+            self._grew(conv, grown)
+        return conv
+
+    def delete(self, tenant: str, cid: str) -> bool:
+        conv = self._all.pop((tenant, cid), None)
+        if conv is None:
+            return False
+        self._bytes -= conv.size
+        return True
+
+    def append(self, tenant: str, cid: str, items: list[dict[str, Any]],
+               bind: str | None = None) -> tuple[list[dict[str, Any]], str | None] | None:
+        """`items` added at the end (an id already in the conversation replaced by a new one); `bind`: the
+        jurisdiction of the site that served them, which binds a conversation not yet bound. The items as
+        stored and the conversation's jurisdiction; None: no such conversation."""
+        conv = self._all.get((tenant, cid))
+        if conv is None:
+            return None
+        added = _unique_ids(items, {str(item.get("id")) for item in conv.items})
+        conv.items.extend(added)
+        if conv.jurisdiction is None and bind is not None:
+            conv.jurisdiction = bind
+        elif bind is not None and bind != conv.jurisdiction:  # two first turns at once, served apart
+            log.warning("conversation %s of tenant %s is bound to %s; a turn served in %s was added to it",
+                        cid, tenant, conv.jurisdiction, bind)
+        grown = _size(added)
+        conv.size += grown
+        self._grew(conv, grown)
+        return added, conv.jurisdiction
+
+    def page(self, tenant: str, cid: str, after: str | None, limit: int,
+             order: str) -> tuple[list[dict[str, Any]], bool] | None:
+        """A page of items (OpenAI's cursor list) and whether more follow; None: no such conversation.
+        Raises KeyError(after) for an `after` that is not an item of it."""
+        conv = self._all.get((tenant, cid))
+        if conv is None:
+            return None
+        items = conv.items if order == "asc" else conv.items[::-1]
+        if after is not None:
+            at = next((i for i, item in enumerate(items) if item.get("id") == after), None)
+            if at is None:
+                raise KeyError(after)
+            items = items[at + 1:]
+        return items[:limit], len(items) > limit
+
+    def delete_item(self, tenant: str, cid: str, item_id: str) -> bool | None:
+        """True: removed; False: no such item; None: no such conversation."""
+        conv = self._all.get((tenant, cid))
+        if conv is None:
+            return None
+        for i, item in enumerate(conv.items):
+            if item.get("id") == item_id:
+                del conv.items[i]
+                shrunk = _size(item)
+                conv.size -= shrunk
+                self._bytes -= shrunk
+                return True
+        return False
+
+    def _grew(self, conv: StoredConversation, grown: int) -> None:
+        """`conv` was written: it is the newest; the oldest others go while the store is over its budget."""
+        self._all.move_to_end((conv.tenant, conv.id))
+        self._bytes += grown
+        while self._bytes > self._max and len(self._all) > 1:
+            _, old = self._all.popitem(last=False)
+            self._bytes -= old.size
+
+    # --- the wire form (the workers' hub, and a gateway alone through the same code) --------------------------
+    def apply(self, op: str, arg: list[Any]) -> Any:
+        """One operation, JSON in and out: what `Conversations` (conversations_api.py) sends, in-process or
+        through the hub (hub.py, op `conversation_<op>`)."""
+        if op == "create":
+            return self.create(StoredConversation(**arg[0])).public()
+        tenant, cid, *rest = arg
+        if op == "get":
+            found = self.get(tenant, cid)
+            return None if found is None else dataclasses.asdict(found)
+        if op == "update":
+            found = self.update(tenant, cid, dict(rest[0]))
+            return None if found is None else found.public()
+        if op == "delete":
+            return self.delete(tenant, cid)
+        if op == "append":
+            done = self.append(tenant, cid, list(rest[0]), rest[1])
+            return None if done is None else {"items": done[0], "jurisdiction": done[1]}
+        if op == "page":
+            after, limit, order = rest
+            try:
+                paged = self.page(tenant, cid, after, int(limit), str(order))
+            except KeyError:
+                return {"bad_after": after}
+            return None if paged is None else {"data": paged[0], "has_more": paged[1]}
+        if op == "item":
+            conv = self.get(tenant, cid)
+            if conv is None:
+                return None
+            return {"item": next((item for item in conv.items if item.get("id") == rest[0]), None)}
+        if op == "delete_item":  # the conversation's object once removed; False: no such item
+            done = self.delete_item(tenant, cid, rest[0])
+            return done if not done else self._all[(tenant, cid)].public()
+        raise ValueError(f"unknown conversation operation {op!r}")
+
+
+def new_item_id(kind: str) -> str:
+    return f"{_ITEM_PREFIX.get(kind, 'item')}_{uuid.uuid4().hex[:24]}"
+
+
+def _unique_ids(items: list[dict[str, Any]], taken: set[str]) -> list[dict[str, Any]]:
+    """Each item with an id of its own: a missing one, or one already taken, replaced by a new one."""
+    out = []
+    for item in items:
+        item_id = item.get("id")
+        if not isinstance(item_id, str) or not item_id or item_id in taken:
+            item = {**item, "id": new_item_id(str(item.get("type", "message")))}
+        taken.add(item["id"])
+        out.append(item)
+    return out

@@ -1,0 +1,237 @@
+"""OpenAI's Conversations API (/v1/conversations, the SDKs' `client.conversations`), and what a Responses
+request naming a `conversation` reads from it and adds to it (responses_api.py).
+
+A conversation keeps Response items (conversation_store.py): the client's (`items` at creation, POST .../items)
+and, after each response served with `conversation`, that request's input items and the answer's output
+items. A response in a conversation is served by the one pipeline with the conversation's items as the
+history before its input, exactly as a previous_response_id chain is: the firewall reads them there, every
+time, like any prompt text.
+
+Residency: a conversation is bound to one jurisdiction, at creation when the request's x-aigrid-residency
+names exactly one (else when the tenant may use only one), else by its first response (the jurisdiction of
+the site that served it). A response in a bound conversation is routed only there, or refused (400
+`conversation_residency`) when its request asks for another. See docs/responses-api.md.
+
+Every route is authenticated and tenant-scoped (another tenant's conversation is a 404) and audited like
+GET /v1/responses/{id} (routes.Audited: one record with the route, tenant and outcome; ids, never item text).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aigrid.errors import InvalidRequest, NotFound, PermissionDenied
+from aigrid.gateway.conversation_store import StoredConversation
+from aigrid.gateway.conversations_schema import (
+    ConversationCreate,
+    ConversationItemsCreate,
+    ConversationUpdate,
+)
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.front_door import pipeline_headers, validate
+from aigrid.gateway.request_info import H_RESIDENCY, residency
+from aigrid.gateway.responses_translate import input_items, input_messages, new_id
+from aigrid.gateway.routes import H_TENANT, Audited, Routes, json_response
+from aigrid.security.principal import Principal
+
+if TYPE_CHECKING:
+    from aigrid.gateway.app import Gateway
+
+CONVERSATIONS_PATH = "/v1/conversations"
+H_STORED_IN = "x-aigrid-stored-jurisdiction"
+"""On GET /v1/conversations/{id}: the jurisdiction the conversation is bound to (absent: not yet bound)."""
+
+
+def conversation_items(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The client's items as stored: each one a Responses input item the gateway serves (the same check as
+    a Responses `input`, so that the conversation can always be replayed), with ids."""
+    try:
+        input_messages(raw)
+    except InvalidRequest as e:
+        if e.param is not None and e.param.startswith("input."):
+            e.param = "items." + e.param.removeprefix("input.")
+            e.message = e.message.replace("input.", "items.", 1)
+        raise
+    return input_items(raw)
+
+
+class Conversations:
+    """The conversation store as the gateway's code sees it: this process's (Gateway.conversations) or, for
+    a worker of `--workers N`, the hub's (op `conversation_<op>`), through the same wire form either way."""
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    async def call(self, op: str, *arg: Any) -> Any:
+        if self.gw.hub is not None:
+            return await self.gw.hub.call(f"conversation_{op}", list(arg))
+        return self.gw.conversations.apply(op, list(arg))
+
+    async def history(self, tenant: str, cid: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+        """The conversation's items as chat messages (the history before a Responses request's input); narrows
+        the request's residency to the conversation's jurisdiction when it is bound."""
+        found = await self.call("get", tenant, cid)
+        if found is None:
+            raise NotFound(f"conversation: no conversation {cid!r} for this tenant on this gateway",
+                           param="conversation")
+        bound = found["jurisdiction"]
+        if bound is not None:
+            asked = residency(headers.get(H_RESIDENCY))
+            if asked is not None and bound not in asked:
+                raise InvalidRequest(
+                    f"conversation: {cid!r} is bound to {bound} and can only be continued there, but "
+                    f"{H_RESIDENCY} asks for {', '.join(sorted(asked))}", param="conversation",
+                    code="conversation_residency")
+            headers[H_RESIDENCY] = bound  # read by the pipeline after this body: route only there
+        try:
+            return input_messages(found["items"])
+        except InvalidRequest as e:  # every item was checked when it was added; kept for safety
+            raise InvalidRequest(f"conversation: an item of {cid!r} cannot be replayed: {e.message}",
+                                 param="conversation") from e
+
+    async def add_turn(self, tenant: str, cid: str, items: list[dict[str, Any]], jurisdiction: str | None) -> None:
+        """A served response's input and output items, added; the first one served binds the conversation to
+        its site's jurisdiction. A conversation deleted meanwhile keeps nothing."""
+        await self.call("append", tenant, cid, items, jurisdiction)
+
+
+class ConversationsApi:
+    def __init__(self, routes: Routes) -> None:
+        self.pipeline = routes
+        self.gw = routes.gw
+        self.store = Conversations(routes.gw)
+        self._jurisdictions = frozenset(site.jurisdiction for site in self.gw.spec.sites.values())
+
+    def routes(self) -> list[Route]:
+        base = CONVERSATIONS_PATH
+        one = base + "/{conversation_id}"
+        items = one + "/items"
+        item = items + "/{item_id}"
+        table = [(base, "POST", self.create), (one, "GET", self.retrieve), (one, "POST", self.update),
+                 (one, "DELETE", self.delete), (items, "GET", self.list_items), (items, "POST", self.add_items),
+                 (item, "GET", self.retrieve_item), (item, "DELETE", self.delete_item)]
+        return [Route(path, Audited(self.gw, f"{method} {path}", handler), methods=[method])
+                for path, method, handler in table]
+
+    def _access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
+        """Who asks, and for which conversation; both noted on the exchange for the audit record (ids only)."""
+        headers = pipeline_headers(request)
+        ex.principal = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+        cid = request.path_params.get("conversation_id", "")
+        ex.body = {"conversation_id": cid}
+        if "item_id" in request.path_params:
+            ex.body["item_id"] = request.path_params["item_id"]
+        return ex.principal, cid
+
+    def _bound_at_creation(self, principal: Principal, header: str | None) -> str | None:
+        """The jurisdiction a new conversation is bound to: the one x-aigrid-residency names, else the tenant's
+        only one; None when neither names exactly one (its first response binds it)."""
+        asked, allowed = residency(header), principal.scopes.jurisdictions
+        if asked is not None:
+            unknown = sorted(asked - self._jurisdictions)
+            if unknown:
+                raise InvalidRequest(f"{H_RESIDENCY}: no site of this grid is in {', '.join(unknown)}; its "
+                                     f"jurisdictions: {', '.join(sorted(self._jurisdictions))}", param=H_RESIDENCY)
+            if allowed is not None and not asked <= allowed:
+                raise PermissionDenied(f"key {principal.key_id} may not keep conversations in "
+                                       f"{sorted(asked - allowed)}", param=H_RESIDENCY, code="jurisdiction_not_allowed")
+        chosen = asked if asked is not None else allowed
+        return next(iter(chosen)) if chosen is not None and len(chosen) == 1 else None
+
+    async def create(self, request: Request, ex: Exchange) -> Response:
+        principal, _ = self._access(request, ex)
+        body = validate(ConversationCreate, await self.pipeline.read_json(request))
+        items = conversation_items(body.items or [])
+        bound = self._bound_at_creation(principal, request.headers.get(H_RESIDENCY))
+        conv = StoredConversation(new_id("conv"), principal.tenant, int(time.time()), body.metadata or {},
+                                  bound, items)
+        ex.body = {"conversation_id": conv.id, "items": len(items)}
+        return _with_jurisdiction(await self.store.call("create", dataclasses.asdict(conv)), bound)
+
+    async def retrieve(self, request: Request, ex: Exchange) -> Response:
+        principal, cid = self._access(request, ex)
+        found = await self.store.call("get", principal.tenant, cid)
+        if found is None:
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        conv = StoredConversation(**found)
+        return _with_jurisdiction(conv.public(), conv.jurisdiction)
+
+    async def update(self, request: Request, ex: Exchange) -> Response:
+        principal, cid = self._access(request, ex)
+        body = validate(ConversationUpdate, await self.pipeline.read_json(request))
+        updated = await self.store.call("update", principal.tenant, cid, body.metadata or {})
+        if updated is None:
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        return json_response(updated)
+
+    async def delete(self, request: Request, ex: Exchange) -> Response:
+        principal, cid = self._access(request, ex)
+        if not await self.store.call("delete", principal.tenant, cid):
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        return json_response({"id": cid, "object": "conversation.deleted", "deleted": True})
+
+    async def list_items(self, request: Request, ex: Exchange) -> Response:
+        """A page of items (OpenAI's cursor list: `limit` 1-100, default 20; `order` asc or desc, default desc;
+        `after` an item id; `include` accepted, nothing to add)."""
+        query = request.query_params
+        limit = query.get("limit", "20")
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            raise InvalidRequest("limit must be an integer between 1 and 100", param="limit")
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+        principal, cid = self._access(request, ex)
+        after = query.get("after")
+        page = await self.store.call("page", principal.tenant, cid, after, int(limit), order)
+        if page is None:
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        if "bad_after" in page:
+            raise InvalidRequest(f"after: no item {after!r} in conversation {cid!r}", param="after")
+        return json_response(_item_list(page["data"], page["has_more"]))
+
+    async def add_items(self, request: Request, ex: Exchange) -> Response:
+        principal, cid = self._access(request, ex)
+        body = validate(ConversationItemsCreate, await self.pipeline.read_json(request))
+        added = await self.store.call("append", principal.tenant, cid, conversation_items(body.items), None)
+        if added is None:
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        ex.body["items"] = len(added["items"])
+        return json_response(_item_list(added["items"], False))
+
+    async def retrieve_item(self, request: Request, ex: Exchange) -> Response:
+        principal, cid = self._access(request, ex)
+        item_id = request.path_params["item_id"]
+        found = await self.store.call("item", principal.tenant, cid, item_id)
+        if found is None:
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        if found["item"] is None:
+            raise NotFound(f"no item {item_id!r} in conversation {cid!r}", param="item_id")
+        return json_response(found["item"])
+
+    async def delete_item(self, request: Request, ex: Exchange) -> Response:
+        """Removes the item; answers the conversation (as OpenAI does)."""
+        principal, cid = self._access(request, ex)
+        item_id = request.path_params["item_id"]
+        deleted = await self.store.call("delete_item", principal.tenant, cid, item_id)
+        if deleted is None:
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        if not deleted:
+            raise NotFound(f"no item {item_id!r} in conversation {cid!r}", param="item_id")
+        return json_response(deleted)
+
+
+def _with_jurisdiction(obj: dict[str, Any], jurisdiction: str | None) -> Response:
+    headers = {H_STORED_IN: jurisdiction} if jurisdiction is not None else None
+    return Response(orjson.dumps(obj), media_type="application/json", headers=headers)
+
+
+def _item_list(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
+    return {"object": "list", "data": items, "has_more": has_more,
+            "first_id": items[0]["id"] if items else None, "last_id": items[-1]["id"] if items else None}
