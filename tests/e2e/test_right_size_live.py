@@ -64,8 +64,14 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 {"id": "iad-large", "site": "iad", "model": "large-70b", "engine": "llamacpp", "url": urls["iad"],
                  "slots": 2, "prefill_tps": 250, "decode_tps": 150, "price_in_per_mtok": 0.60,
                  "price_out_per_mtok": 1.20}],
+            "policies": {"small-first": {"weights": {"affinity": 1.0}}},  # the smallest eligible model
             "tenants": {"default": {"policy": "balanced"},
-                        "auto": {"policy": "balanced", "right_size": {"quality_target": _target()}}},
+                        "auto": {"policy": "balanced", "right_size": {"quality_target": _target()}},
+                        # escalation (docs/models.md): every answer goes up below 0.99, none below 0.01
+                        "unsure": {"policy": "small-first", "right_size": {
+                            "max_quality_drop": 2.0, "escalate": {"below_confidence": 0.99, "within_ms": 60000}}},
+                        "sure": {"policy": "small-first", "right_size": {
+                            "max_quality_drop": 2.0, "escalate": {"below_confidence": 0.01, "within_ms": 60000}}}},
             "security": {"firewall": {"injection": "off", "pii_input": "off", "pii_output": "off"}},
         }
         path = cwd / "grid.yaml"
@@ -116,3 +122,24 @@ def test_easy_prompts_go_small_and_hard_ones_large_at_the_documented_operating_p
     realised = np.mean([labels[p][0] if served[p] == "small-1b" else labels[p][1] for p in easy + hard])
     always_large = np.mean([labels[p][1] for p in easy + hard])
     assert realised >= always_large - 0.25  # half the set is hard by construction: a stress mix, not traffic
+
+
+def test_an_unsure_answer_of_the_real_small_model_is_asked_again_of_the_large_one(gateway: str) -> None:
+    """Escalation on real engines: llama.cpp returns the answer's log-probabilities, the gateway reads the
+    confidence from them and escalates below the tenant's threshold (the thresholds bracket every answer)."""
+    question = {"model": "auto", "max_tokens": 12, "temperature": 0,
+                "messages": [{"role": "user", "content": "What is the capital of France?"}]}
+    with httpx.Client(base_url=gateway, timeout=60) as client:
+        ask = lambda tenant: client.post(  # noqa: E731
+            "/v1/chat/completions", json=question,
+            headers={"x-aigrid-tenant": tenant, "x-aigrid-client-location": "Frankfurt"})
+        up, kept = ask("unsure"), ask("sure")
+    assert up.status_code == 200 and kept.status_code == 200, (up.text, kept.text)
+    confidence = float(up.headers["x-aigrid-confidence"])
+    assert 0.01 < confidence < 0.99
+    assert float(kept.headers["x-aigrid-confidence"]) == pytest.approx(confidence, abs=0.05)  # temperature 0
+    assert up.headers["x-aigrid-escalated-from"] == "small-1b" and up.headers["x-aigrid-model"] == "large-70b"
+    assert kept.headers["x-aigrid-model"] == "small-1b" and "x-aigrid-escalated-from" not in kept.headers
+    for r in (up, kept):  # a real answer, without the log-probabilities the gateway asked for
+        choice = r.json()["choices"][0]
+        assert choice["message"]["content"] and not choice.get("logprobs")
