@@ -218,6 +218,25 @@ def test_responses_in_the_background(oai: openai.OpenAI) -> None:
     assert oai.responses.cancel(created.id).status == done.status
 
 
+def test_a_conversation_carries_its_turns(oai: openai.OpenAI) -> None:
+    """Conversations with a real engine: the second turn is answered with the first in its prompt (more input
+    tokens), both turns and their answers are the conversation's items, and the conversation stays in the
+    jurisdiction that served it."""
+    conv = oai.conversations.create(items=[{"type": "message", "role": "user", "content": "My name is Ada."}],
+                                    extra_headers=EU)
+    first = oai.responses.create(model=MODEL, input="Say hello.", max_output_tokens=8, conversation=conv.id,
+                                 extra_headers=EU)
+    second = oai.responses.with_raw_response.create(model=MODEL, input="What is my name?", max_output_tokens=8,
+                                                    conversation=conv.id)
+    assert second.headers["x-aigrid-jurisdiction"] == "EU"
+    assert first.usage is not None and second.parse().usage is not None
+    assert second.parse().usage.input_tokens > first.usage.input_tokens
+    items = list(oai.conversations.items.list(conv.id, order="asc"))
+    assert [i.type for i in items] == ["message"] * 5  # the seed, then input and answer of each turn
+    assert [i.role for i in items] == ["user", "user", "assistant", "user", "assistant"]
+    assert oai.conversations.delete(conv.id).deleted
+
+
 def test_models_list_embeddings_with_their_kind(oai: openai.OpenAI) -> None:
     kinds = {m.id: m.model_extra.get("kind") for m in oai.models.list()}
     assert kinds[MODEL] == "chat" and kinds["all-minilm-l6-v2"] == "embedding"
