@@ -27,6 +27,7 @@ class FakeEngine:
         self.echo_prefill = False  # like llama.cpp: repeat a prefilled assistant message before continuing
         self.received: list[dict] = []
         self.logprob: float | None = None  # each word's log-probability, when a request asks for them
+        self.stop_reason: str | int | None = None  # vLLM's name for the stop that ended the answer
         self.stats_value = EngineStats(running=0, waiting=0)
 
     @asynccontextmanager
@@ -68,7 +69,7 @@ class FakeEngine:
                      "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
             yield b"data: " + orjson.dumps(chunk) + b"\n\n"
         final = {"id": self.name, "object": "chat.completion.chunk", "model": req["model"],
-                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop", "stop_reason": self.stop_reason}]}
         yield b"data: " + orjson.dumps(final) + b"\n\n"
         if (req.get("stream_options") or {}).get("include_usage"):  # as OpenAI: a last chunk, no choices
             usage = {"prompt_tokens": 5, "completion_tokens": len(words), "total_tokens": 5 + len(words)}
@@ -78,7 +79,8 @@ class FakeEngine:
         yield b"data: [DONE]\n\n"
 
     async def _json(self, req: dict) -> AsyncIterator[bytes]:
-        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(self.words)}, "finish_reason": "stop"}
+        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(self.words)}, "finish_reason": "stop",
+                  "stop_reason": self.stop_reason}
         if req.get("logprobs") and self.logprob is not None:
             choice["logprobs"] = {"content": [{"token": w, "logprob": self.logprob, "bytes": list(w.encode()),
                                                "top_logprobs": []} for w in self.words]}

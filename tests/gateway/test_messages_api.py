@@ -51,6 +51,30 @@ async def test_a_message_is_served_by_the_pipeline_and_answered_as_an_anthropic_
     assert sent["stop"] == ["END"] and sent["user"] == "u-1" and sent["max_tokens"] == 32
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_the_stop_sequence_that_matched_is_named_where_the_engine_says(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], stream: bool) -> None:
+    """vLLM names the stop that ended an answer (`stop_reason`, SGLang `matched_stop`): one of the request's
+    stop_sequences becomes Anthropic's stop_reason "stop_sequence"; a stop token id, or none, is end_turn."""
+    engine = fakes["fra-smollm2"]
+
+    async def ask() -> anthropic.types.Message:
+        kwargs = {"model": "smollm2-135m", "max_tokens": 32, "stop_sequences": ["END", "STOP"],
+                  "messages": [{"role": "user", "content": "Hi"}], "extra_headers": FRANKFURT}
+        if not stream:
+            return await claude.messages.create(**kwargs)
+        async with claude.messages.stream(**kwargs) as s:
+            return await s.get_final_message()
+
+    engine.stop_reason = "STOP"
+    msg = await ask()
+    assert (msg.stop_reason, msg.stop_sequence) == ("stop_sequence", "STOP")
+    for other in (128009, None, "not-one-of-them"):
+        engine.stop_reason = other
+        msg = await ask()
+        assert (msg.stop_reason, msg.stop_sequence) == ("end_turn", None)
+
+
 async def test_streaming_follows_anthropics_event_sequence(claude: anthropic.AsyncAnthropic) -> None:
     types = []
     async with claude.messages.stream(model="smollm2-135m", max_tokens=32, extra_headers=FRANKFURT,

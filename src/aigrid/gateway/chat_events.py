@@ -42,6 +42,8 @@ class ToolArgs:
 @dataclass(frozen=True, slots=True)
 class Finish:
     reason: str
+    matched: str | None = None
+    """The stop string that ended the answer, where the engine says (matched_stop)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +110,7 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
             if fn.get("arguments"):
                 yield ToolArgs(index, str(fn["arguments"]))
         if choice.get("finish_reason"):
-            yield Finish(str(choice["finish_reason"]))
+            yield Finish(str(choice["finish_reason"]), matched_stop(choice))
     if isinstance(obj.get("aigrid_steps"), list) and obj["aigrid_steps"]:
         yield Steps(obj["aigrid_steps"])
     usage = usage_of(obj)
@@ -148,3 +150,14 @@ async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
     if last is not None:
         for event in _events_of(last, seen_tools):
             yield event
+
+
+def matched_stop(choice: dict[str, Any]) -> str | None:
+    """The stop string that ended a choice, where the engine names it: vLLM's `stop_reason`, SGLang's
+    `matched_stop` (a token id, or none, when the answer ended otherwise). OpenAI's API and llama.cpp do not
+    say which of a request's `stop` strings matched."""
+    for key in ("stop_reason", "matched_stop"):
+        value = choice.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None

@@ -86,7 +86,8 @@ class MessagesApi:
             estimate = estimate_prompt_tokens(ChatRequest.model_validate(chat_body(req)))
             model, mid = req.model, message_id()
             events = restream(resp, lambda ev: anthropic_stream(ev, message_id=mid, model=model,
-                                                                input_estimate=estimate))
+                                                                input_estimate=estimate,
+                                                                stop_sequences=req.stop_sequences))
             return RelayResponse(events, 200, {**headers, "content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         body = await whole_body(resp)
@@ -97,7 +98,8 @@ class MessagesApi:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError:
             return anthropic_error(500, "the engine's answer was not JSON", headers)
-        return Response(orjson.dumps(anthropic_message(chat, req.model)), media_type=_JSON, headers=headers)
+        return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences)), media_type=_JSON,
+                        headers=headers)
 
     async def count_tokens(self, request: Request) -> Response:
         """The prompt's token count as the router estimates it (the same figure that sizes prefill, cost and

@@ -9,7 +9,7 @@ Text becomes `text_delta`s of a text block; each tool call a `tool_use` block wh
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
@@ -24,7 +24,7 @@ from aigrid.gateway.chat_events import (
     ToolStart,
     Usage,
 )
-from aigrid.gateway.messages_translate import STOP_REASONS, anthropic_usage
+from aigrid.gateway.messages_translate import anthropic_usage, stop_of
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -56,14 +56,14 @@ class _Blocks:
 
 
 async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str, model: str,
-                           input_estimate: int) -> AsyncIterator[bytes]:
+                           input_estimate: int, stop_sequences: Sequence[str] | None = None) -> AsyncIterator[bytes]:
     yield sse("message_start", {"type": "message_start", "message": {
         "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None,
         "usage": {"input_tokens": input_estimate, "output_tokens": 0}}})
     yield sse("ping", {"type": "ping"})
     blocks = _Blocks()
-    stop_reason, usage = "end_turn", Usage(input_estimate, 0)
+    stop_reason, stop_sequence, usage = "end_turn", None, Usage(input_estimate, 0)
     async for ev in events:
         if isinstance(ev, TextPiece):
             if blocks.open != ("text", -1):
@@ -75,7 +75,7 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
         elif isinstance(ev, ToolArgs) and blocks.open == ("tool", ev.index):
             yield blocks.delta({"type": "input_json_delta", "partial_json": ev.fragment})
         elif isinstance(ev, Finish):
-            stop_reason = STOP_REASONS.get(ev.reason, "end_turn")
+            stop_reason, stop_sequence = stop_of(ev.reason, ev.matched, stop_sequences)
         elif isinstance(ev, Usage):
             usage = ev
         elif isinstance(ev, StreamError):
@@ -84,7 +84,7 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
             return
     yield blocks.close()
     yield sse("message_delta", {"type": "message_delta",
-                                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                                 "usage": anthropic_usage(usage.prompt_tokens, usage.completion_tokens,
                                                          usage.cached_tokens)})
     yield sse("message_stop", {"type": "message_stop"})

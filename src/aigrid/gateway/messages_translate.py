@@ -12,12 +12,13 @@ answer becomes a Message (errors become Anthropic's shape in envelope.py).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 
 from aigrid.errors import InvalidRequest
-from aigrid.gateway.chat_events import cached_of
+from aigrid.gateway.chat_events import cached_of, matched_stop
 from aigrid.gateway.messages_schema import (
     CountTokensRequest,
     DocumentBlock,
@@ -207,7 +208,15 @@ def tool_input(arguments: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {"_raw": value}
 
 
-def anthropic_message(chat: dict[str, Any], model: str) -> dict[str, Any]:
+def stop_of(reason: str, matched: str | None, stop_sequences: Sequence[str] | None) -> tuple[str, str | None]:
+    """Anthropic's (stop_reason, stop_sequence) for a chat finish_reason: `stop_sequence` when the engine
+    named one of the request's stop sequences as the one that matched (chat_events.matched_stop)."""
+    if reason == "stop" and matched is not None and stop_sequences and matched in stop_sequences:
+        return "stop_sequence", matched
+    return STOP_REASONS.get(reason, "end_turn"), None
+
+
+def anthropic_message(chat: dict[str, Any], model: str, stop_sequences: Sequence[str] | None = None) -> dict[str, Any]:
     choice = (chat.get("choices") or [{}])[0]
     msg = choice.get("message") or {}
     content: list[dict[str, Any]] = []
@@ -218,9 +227,9 @@ def anthropic_message(chat: dict[str, Any], model: str) -> dict[str, Any]:
         content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:20]}",
                         "name": fn.get("name", ""), "input": tool_input(fn.get("arguments", ""))})
     usage = chat.get("usage") or {}
+    stop_reason, stop_sequence = stop_of(choice.get("finish_reason") or "stop", matched_stop(choice), stop_sequences)
     return {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": STOP_REASONS.get(choice.get("finish_reason") or "stop", "end_turn"),
-            "stop_sequence": None,
+            "stop_reason": stop_reason, "stop_sequence": stop_sequence,
             "usage": anthropic_usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
                                      cached_of(usage))}
 
