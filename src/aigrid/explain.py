@@ -82,9 +82,21 @@ def render_decision(d: dict[str, Any]) -> Group:
         parts.append(r)
     if d.get("attempts"):
         a = Table(title="attempts")
-        for col in ("endpoint", "ok", "ms", "error"):
+        for col in ("endpoint", "ok", "ms", "error / note"):
             a.add_column(col)
         for x in d["attempts"]:
-            a.add_row(x["endpoint"], "yes" if x["ok"] else "no", str(x.get("ms", "")), x.get("error", ""))
+            a.add_row(x["endpoint"], "yes" if x["ok"] else "no", str(x.get("ms", "")), x.get("error") or _note(x))
         parts.append(a)
     return Group(*parts)
+
+
+def _note(attempt: dict[str, Any]) -> str:
+    """What an answered attempt adds: its confidence, and an escalation (gateway/escalation.py)."""
+    notes = []
+    if attempt.get("confidence") is not None:
+        notes.append(f"confidence {attempt['confidence']:.3f}")
+    if attempt.get("escalated_from"):
+        notes.append(f"escalated from {attempt['escalated_from']}")
+    if attempt.get("hedge"):
+        notes.append("hedge")
+    return "; ".join(notes)

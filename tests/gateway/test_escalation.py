@@ -10,8 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from rich.console import Console
 
 from aigrid.core.types import Candidate, Prediction
+from aigrid.explain import render_decision
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.escalation import Escalation, confidence, without_logprobs
 from aigrid.spec.load import load_spec
@@ -70,6 +72,10 @@ async def test_an_unsure_answer_is_asked_again_of_the_larger_model(grid):
     assert d["served_by"] == "fra-small -> iad-large"
     assert d["attempts"][0]["confidence"] == pytest.approx(0.3, abs=1e-4)
     assert d["attempts"][-1]["escalated_from"] == "fra-small"
+    console = Console(width=200, record=True)
+    console.print(render_decision(d))
+    text = console.export_text()
+    assert "confidence 0.300" in text and "escalated from fra-small" in text  # aigrid explain says so
 
 
 async def test_a_sure_answer_is_returned_as_it_is(grid):
