@@ -20,6 +20,7 @@
           ├── NoEligibleEndpoint   503  no_eligible_endpoint
           ├── DeadlineUnmeetable   503  deadline_unmeetable (refused before any engine work)
           ├── AuditUnavailable     503  audit_unavailable (the audit log cannot take the record)
+          ├── StoreUnavailable     503  store_unavailable (the store of stored responses/conversations)
           └── UpstreamFailed       502  upstream_error
 
 Foreign errors (httpx, pydantic, yaml, OSError) are mapped into this tree once, at the boundary where
@@ -160,3 +161,13 @@ class AuditUnavailable(ApiError):
     status = 503
     type = "service_unavailable_error"
     code = "audit_unavailable"
+
+
+class StoreUnavailable(ApiError):
+    """The store that holds stored Responses, background placeholders or Conversations (a jurisdiction's
+    Redis, or the workers' hub) did not answer: the request that needs it is refused, never answered from a
+    partial history (gateway/stores.py)."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "store_unavailable"

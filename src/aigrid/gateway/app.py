@@ -43,6 +43,7 @@ from aigrid.gateway.response_store import ResponseStore
 from aigrid.gateway.responses_api import RESPONSES_PATH, ResponsesApi
 from aigrid.gateway.routes import Routes
 from aigrid.gateway.scraper import Scraper
+from aigrid.gateway.stores import Stores, build_stores
 from aigrid.gateway.tracing import Tracing, build_tracing
 from aigrid.rightsize.right_sizer import RightSizer
 from aigrid.spec import load
@@ -82,6 +83,9 @@ class Gateway:
     """Stored Responses API answers, per tenant and jurisdiction (response_store.py)."""
     conversations: ConversationStore = field(default_factory=ConversationStore)
     """Conversations API conversations, per tenant, each bound to one jurisdiction (conversation_store.py)."""
+    stores: Stores | None = None
+    """What the Responses and Conversations routes call (stores.py): the two above, or with workers the hub,
+    and the Redis of each jurisdiction named in `gateway.stores`; built by build_app (after `hub` is set)."""
     background: BackgroundRuns = field(default_factory=BackgroundRuns)
     """The background Responses runs (background.py), stopped by the lifespan before what they need."""
     right_sizer: RightSizer | None = None
@@ -182,6 +186,7 @@ class GatewayApp:
 
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> GatewayApp:
     routes = Routes(gateway)
+    gateway.stores = stores = build_stores(gateway)
     messages, responses = MessagesApi(routes), ResponsesApi(routes)
     audited = routes.audited({MESSAGES_PATH: messages.create, RESPONSES_PATH: responses.create})
 
@@ -196,6 +201,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
             yield
         finally:
             await gateway.background.stop()  # each run settles and writes its record while the audit log runs
+            await stores.aclose()
             if gateway.sync is not None:
                 await gateway.sync.stop()
             await gateway.scraper.stop()

@@ -8,8 +8,8 @@ cancelled and awaited, so that each settles its quota and writes its audit recor
 stops, and its placeholder says failed ("the gateway stopped").
 
 Cancel: a run of this process is cancelled here at once (`cancel`); one a worker of the same gateway runs
-(`--workers N`) is stopped by that worker, which asks the hub every `poll_s` which of its runs a client
-cancelled (`watch`). A run that has reached its end (its answer being stored, its exchange closing) is
+(`--workers N`), or another gateway sharing a Redis store (`gateway.stores`), is stopped by the process
+that runs it, which asks its store every `poll_s` which of its runs a client cancelled (`watch`). A run that has reached its end (its answer being stored, its exchange closing) is
 never interrupted: a cancel then waits for it.
 """
 
@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from aigrid.errors import ApiError, Overloaded
+from aigrid.errors import ApiError, Overloaded, StoreUnavailable
 
 log = logging.getLogger("aigrid.gateway")
 BACKGROUND_ROUTE = "/v1/responses (background)"
@@ -102,7 +102,7 @@ class BackgroundRuns:
                 continue
             try:
                 stop = await cancelled(keys)
-            except ConnectionError as e:  # the hub away (hub_client.HubError): ask again next time
+            except (ConnectionError, StoreUnavailable) as e:  # its store away (hub, Redis): ask again next time
                 log.debug("background runs: could not ask for cancels: %s", e)
                 continue
             for rid in stop:

@@ -11,9 +11,11 @@ Every operation has a wire form (`apply`: an operation name and a JSON list in, 
 alone and the workers of one gateway (`--workers N`, whose hub holds the one store: hub.py) run the very
 same code; a caller never holds a reference into the store.
 
-The store lives in this gateway's memory (or its hub's) and does not survive a restart: at most `max_bytes`
+This store lives in this gateway's memory (or its hub's) and does not survive a restart: at most `max_bytes`
 of items and metadata (as JSON), the conversation written to longest ago evicted first; a response naming an
-evicted conversation gets a 404, never an answer without its history.
+evicted conversation gets a 404, never an answer without its history. A jurisdiction named in
+`gateway.stores` keeps its conversations in that Redis instead (stores_redis.py runs these same operations
+on each conversation it reads), shared by every gateway that names it (stores.py).
 """
 
 from __future__ import annotations

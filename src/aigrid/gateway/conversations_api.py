@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -39,10 +39,8 @@ from aigrid.gateway.front_door import pipeline_headers, validate
 from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.responses_translate import input_items, input_messages, new_id
 from aigrid.gateway.routes import H_TENANT, Audited, Routes, json_response
+from aigrid.gateway.stores import ConversationBook
 from aigrid.security.principal import Principal
-
-if TYPE_CHECKING:
-    from aigrid.gateway.app import Gateway
 
 CONVERSATIONS_PATH = "/v1/conversations"
 H_STORED_IN = "x-aigrid-stored-jurisdiction"
@@ -63,16 +61,14 @@ def conversation_items(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 class Conversations:
-    """The conversation store as the gateway's code sees it: this process's (Gateway.conversations) or, for
-    a worker of `--workers N`, the hub's (op `conversation_<op>`), through the same wire form either way."""
+    """The conversation store as the gateway's code sees it (stores.Conversations: this process's memory,
+    or a worker's hub, or a jurisdiction's Redis), through ConversationStore's wire form whichever it is."""
 
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
+    def __init__(self, book: ConversationBook) -> None:
+        self.book = book
 
     async def call(self, op: str, *arg: Any) -> Any:
-        if self.gw.hub is not None:
-            return await self.gw.hub.call(f"conversation_{op}", list(arg))
-        return self.gw.conversations.apply(op, list(arg))
+        return await self.book.call(op, list(arg))
 
     async def history(self, tenant: str, cid: str, headers: dict[str, str]) -> list[dict[str, Any]]:
         """The conversation's items as chat messages (the history before a Responses request's input); narrows
@@ -106,7 +102,8 @@ class ConversationsApi:
     def __init__(self, routes: Routes) -> None:
         self.pipeline = routes
         self.gw = routes.gw
-        self.store = Conversations(routes.gw)
+        assert self.gw.stores is not None, "build_app builds the stores"
+        self.store = Conversations(self.gw.stores.conversations)
         self._jurisdictions = frozenset(site.jurisdiction for site in self.gw.spec.sites.values())
 
     def routes(self) -> list[Route]:

@@ -83,10 +83,10 @@ def _conversations(ok: dict[str, Any]) -> dict[str, Any]:
     """The Conversations API (conversations_api.py)."""
     conv = {"name": "conversation_id", "in": "path", "required": True, "schema": {"type": "string"}}
     item = {"name": "item_id", "in": "path", "required": True, "schema": {"type": "string"}}
-    read, change = {**ok, **_errors(401, 404)}, {**ok, **_errors(400, 401, 404)}
+    read, change = {**ok, **_errors(401, 404, 503)}, {**ok, **_errors(400, 401, 404, 503)}  # 503: its store
     return {
         "/v1/conversations": {"post": {"summary": "Create a conversation", "requestBody": _body("ConversationCreate"),
-                                       "responses": {**ok, **_errors(400, 401, 403)}}},
+                                       "responses": {**ok, **_errors(400, 401, 403, 503)}}},
         "/v1/conversations/{conversation_id}": {
             "get": {"summary": "A conversation", "parameters": [conv], "responses": read},
             "post": {"summary": "Update a conversation's metadata", "parameters": [conv],
@@ -132,19 +132,19 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/v1/responses": _completion("#/components/schemas/ResponsesRequest", "OpenAI Responses, routed"),
             "/v1/responses/{response_id}": {
                 "get": {"summary": "A stored response, or a background one's current state",
-                        "parameters": [_RESPONSE_ID], "responses": {**ok, **_errors(400, 401, 404)}},
+                        "parameters": [_RESPONSE_ID], "responses": {**ok, **_errors(400, 401, 404, 503)}},
                 "delete": {"summary": "Delete a stored response", "parameters": [_RESPONSE_ID],
-                           "responses": {**ok, **_errors(401, 404)}}},
+                           "responses": {**ok, **_errors(401, 404, 503)}}},
             "/v1/responses/{response_id}/cancel": {
                 "post": {"summary": "Cancel a background response", "parameters": [_RESPONSE_ID],
-                         "responses": {**ok, **_errors(400, 401, 404)}}},
+                         "responses": {**ok, **_errors(400, 401, 404, 503)}}},
             "/v1/responses/{response_id}/input_items": {
                 "get": {"summary": "A stored response's input items (cursor list)", "parameters": [
                     _RESPONSE_ID,
                     {"name": "limit", "in": "query", "required": False, "schema": {"type": "string"}},
                     {"name": "order", "in": "query", "required": False, "schema": {"type": "string"}},
                     {"name": "after", "in": "query", "required": False, "schema": {"type": "string"}}],
-                        "responses": {**ok, **_errors(400, 401, 404)}}},
+                        "responses": {**ok, **_errors(400, 401, 404, 503)}}},
             "/v1/models": {"get": {"summary": "Models on this grid (those the caller's key may use)",
                                    "responses": {**ok, **_errors(401)}}},
             "/v1/models/{model_id}": {"get": {"summary": "One model (OpenAI's and Anthropic's models.retrieve)",

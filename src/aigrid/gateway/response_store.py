@@ -19,8 +19,9 @@ first. Its answer is stored like any other, into its site's partition, and the p
 same step (`complete`), so that a cancel either comes first (nothing is stored) or finds the answer; a run
 that ends without an answer (failed, cancelled) leaves only its placeholder with the final status.
 
-The partitions live in this gateway's memory: a deployment with gateways in several jurisdictions keeps
-each partition on the gateways of its jurisdiction; a follow-up that reaches a gateway without the
+This is the in-memory store: a gateway's (or, with --workers, its hub's). A jurisdiction named in
+`gateway.stores` keeps its partition in that Redis instead, shared by every gateway that names it
+(stores_redis.py, behind the one interface of stores.py); a follow-up that reaches a gateway without the
 conversation gets a 404, never another region's copy (docs/responses-api.md).
 """
 
@@ -58,6 +59,8 @@ class StoredResponse:
 
 FINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
 """The statuses a Response never leaves."""
+REFUSED = {"code": "server_error", "message": "the answer could not be stored in a jurisdiction this tenant may use"}
+"""A background response's error when its answer was refused by its jurisdiction's partition (put)."""
 PENDING_MAX = 50_000
 """Default number of background placeholders kept (each a few hundred bytes)."""
 
@@ -164,9 +167,7 @@ class ResponseStore:
         if found is not None and found.status == "cancelled":
             return "cancelled"
         if not self.put(record, allowed):
-            self.mark(record.tenant, record.id, "failed",
-                      {"code": "server_error", "message": "the answer could not be stored in a jurisdiction "
-                                                          "this tenant may use"})
+            self.mark(record.tenant, record.id, "failed", dict(REFUSED))
             return "refused"
         self._pending.pop(key, None)
         return "stored"

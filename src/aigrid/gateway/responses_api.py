@@ -8,7 +8,8 @@ run at the chosen site). The answer is translated back, streamed as Responses ev
 Errors keep the OpenAI envelope, which the Responses API shares with Chat Completions.
 
 Residency: a follow-up is routed with residency narrowed to the one jurisdiction where its conversation is
-stored (response_store.py), or refused with a 400 naming previous_response_id when the request asks for
+stored (response_store.py in memory, or that jurisdiction's Redis: stores.py, which this module calls for
+every stored record), or refused with a 400 naming previous_response_id when the request asks for
 another; the answer is stored in the jurisdiction of the site that served it. See docs/responses-api.md.
 
 Conversation (`conversation`, conversations_api.py): the conversation's items are the history before the
@@ -30,14 +31,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound, UpstreamFailed
+from aigrid.errors import ApiError, InvalidRequest, NotFound, StoreUnavailable, UpstreamFailed
 from aigrid.gateway.background import BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
@@ -71,9 +72,6 @@ from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Audited, Routes, close_ex
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.principal import Principal
 
-if TYPE_CHECKING:
-    from aigrid.gateway.app import Gateway
-
 RESPONSES_PATH = "/v1/responses"
 H_STORED_IN = "x-aigrid-stored-jurisdiction"
 """On GET /v1/responses/{id}: the jurisdiction whose partition holds the conversation."""
@@ -101,8 +99,10 @@ class ResponsesApi:
     def __init__(self, routes: Routes) -> None:
         self.pipeline = routes
         self.gw = routes.gw
-        self.book = _Book(routes.gw)
-        self.conversations = Conversations(routes.gw)
+        assert routes.gw.stores is not None, "build_app builds the stores"
+        self.book = routes.gw.stores.responses
+        """Stored responses and background placeholders, wherever each lives (stores.py)."""
+        self.conversations = Conversations(routes.gw.stores.conversations)
 
     def routes(self) -> list[Route]:
         """GET, DELETE and cancel of a stored or background response (POST /v1/responses is an audited route
@@ -136,9 +136,17 @@ class ResponsesApi:
         rid, extra = new_id("resp"), aigrid_headers(resp)
 
         async def keep(final: dict[str, Any]) -> None:
-            await self._add_turn(turn, final, extra)
+            """The answer is the client's whatever happens here: a store that does not answer is logged."""
+            try:
+                await self._add_turn(turn, final, extra)
+            except StoreUnavailable as e:
+                log.error("response %s was answered, but its turn could not be added to conversation %s: %s",
+                          rid, turn.req.conversation, e.message)
             if turn.req.store:
-                await self._store(turn, final, extra)
+                try:
+                    await self._store(turn, final, extra)
+                except StoreUnavailable as e:
+                    log.error("response %s was answered, but could not be stored: %s", rid, e.message)
 
         if is_event_stream(resp):
             assert isinstance(resp, RelayResponse)
@@ -204,7 +212,7 @@ class ResponsesApi:
         ex.body = {"response_id": rid, "background": True}  # its record; the prompt is the run's
         await self.book.pending_add(Pending(rid, tenant, turn.req.model, created))
         gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created),
-                            self.book.cancelled if gw.hub is not None else None)
+                            self.book.cancelled if self.book.shared else None)
         return json_response(pending_object(rid, turn.req.model, created, "queued"))
 
     async def _run(self, turn: _Turn, headers: dict[str, str], rid: str, created: int) -> None:
@@ -236,7 +244,7 @@ class ResponsesApi:
                 ex.error = e
                 await self._end(tenant, rid, "failed", error_object(e))
                 return
-            except Exception:  # a bug of ours, or the workers' hub gone: logged, the response failed
+            except Exception:  # a bug of ours: logged, the response failed
                 gw.background.ending(rid)
                 log.exception("internal error in background response %s", rid)
                 ex.outcome = "error:internal"
@@ -244,18 +252,18 @@ class ResponsesApi:
                 return
             try:
                 await self._finish(turn, resp, body, rid, created, ex)
-            except ConnectionError as e:  # the workers' hub gone: the answer is lost, the exchange still closes
+            except (ConnectionError, StoreUnavailable) as e:  # its store gone: the answer is lost, the exchange closes
                 log.error("background response %s: its answer could not be stored: %s", rid, e)
                 ex.outcome = "error:internal"
         finally:
             await close_exchange(gw, ex)
 
     async def _end(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None) -> None:
-        """A run's final status onto its placeholder (a hub that does not answer: logged, the run still
+        """A run's final status onto its placeholder (a store that does not answer: logged, the run still
         closes its exchange)."""
         try:
             await self.book.mark(tenant, rid, status, error)
-        except ConnectionError as e:
+        except (ConnectionError, StoreUnavailable) as e:
             log.error("background response %s: its status %s could not be recorded: %s", rid, status, e)
 
     async def _finish(self, turn: _Turn, resp: Response, body: bytes, rid: str, created: int,
@@ -292,7 +300,6 @@ class ResponsesApi:
 
     async def _continue(self, tenant: str, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
         """The stored history of `previous`; narrows this request's residency to where it is stored."""
-        hub = self.gw.hub
         prev = await self.book.lookup(tenant, previous)
         if prev is None:
             raise NotFound(f"previous_response_id: no stored response {previous!r} for this tenant on this "
@@ -311,7 +318,7 @@ class ResponsesApi:
                 f"only be continued there, but {H_RESIDENCY} asks for {', '.join(sorted(asked))}",
                 param="previous_response_id", code="conversation_residency")
         try:
-            history = await hub.response_history(prev) if hub else self.gw.responses.history(prev)
+            history = await self.book.history(prev)
         except BrokenHistory as e:
             raise NotFound(f"previous_response_id: an earlier turn of {previous!r} ({e.args[0]}) is no longer "
                            "stored, so its history cannot be rebuilt", param="previous_response_id") from e
@@ -365,7 +372,7 @@ class ResponsesApi:
         the background, 404 for none of this tenant's."""
         tenant, rid = self._stored_access(request, ex)
         found = await self.book.mark(tenant, rid, "cancelled")
-        if found is not None:
+        if found is not None and found.status != "completed":  # completed: its answer is stored (stores.py)
             await self.gw.background.cancel(rid)
             return json_response(_pending_response(found))
         stored = await self.book.lookup(tenant, rid)
@@ -449,47 +456,3 @@ def _uncancel() -> None:
     task = asyncio.current_task()
     if task is not None:
         task.uncancel()
-
-
-class _Book:
-    """The stored responses and background placeholders: this gateway's (Gateway.responses) or, with
-    workers, the hub's (the same methods, response_store.ResponseStore's)."""
-
-    def __init__(self, gw: Gateway) -> None:
-        self.gw = gw
-
-    async def lookup(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
-        hub = self.gw.hub
-        return await hub.response_lookup(tenant, rid) if hub else self.gw.responses.lookup(tenant, rid)
-
-    async def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
-        hub = self.gw.hub  # with workers, any worker may serve the follow-up
-        return await hub.response_put(record, allowed) if hub else self.gw.responses.put(record, allowed)
-
-    async def delete(self, tenant: str, rid: str) -> bool:
-        hub = self.gw.hub
-        return await hub.response_delete(tenant, rid) if hub else self.gw.responses.delete(tenant, rid)
-
-    async def pending_add(self, pending: Pending) -> None:
-        if self.gw.hub is not None:
-            await self.gw.hub.response_pending_add(pending)
-        else:
-            self.gw.responses.add_pending(pending)
-
-    async def mark(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None) -> Pending | None:
-        hub = self.gw.hub
-        return await hub.response_mark(tenant, rid, status, error) if hub else \
-            self.gw.responses.mark(tenant, rid, status, error)
-
-    async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
-        hub = self.gw.hub
-        return await hub.response_complete(record, allowed) if hub else self.gw.responses.complete(record, allowed)
-
-    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
-        hub = self.gw.hub
-        return await hub.response_cancelled(keys) if hub else self.gw.responses.cancelled(keys)
-
-    async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
-        hub = self.gw.hub
-        return await hub.response_pending_delete(tenant, rid) if hub else self.gw.responses.delete_pending(tenant, rid)
-

@@ -360,6 +360,15 @@ class GatewaySpec(StrictModel):
         "how often this gateway exchanges its in-flight ledger, circuit openings and affinity with its peers "
         "through the shared state (two Redis pipelines each); 0.02 s keeps the work ahead that peers sent "
         "unseen, and the herding it causes, small (docs/routing.md)"))
+    stores: dict[str, str] = Field(default={}, description=(
+        "jurisdiction -> redis://host:port/db: that jurisdiction's stored Responses and Conversations live in "
+        "this Redis, shared by every gateway and worker that names it, and nowhere else; the key `unbound` "
+        "holds background-response placeholders and conversations not yet bound to a jurisdiction. A "
+        "jurisdiction not named stays in the gateway's memory (the hub's with --workers). "
+        "docs/responses-api.md, 'Shared stores'"))
+    store_ttl_days: float = Field(default=30.0, gt=0, le=3650, description=(
+        "how long a record lives in a Redis of `stores` after it was last written (a stored response, a "
+        "placeholder, a conversation); OpenAI keeps stored responses 30 days"))
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="JSON logs on stderr: info has one access line per request")
     otel: OtelSpec = OtelSpec()
@@ -409,6 +418,7 @@ class GridSpec(StrictModel):
             for site in tenant.allowed_sites or []:
                 if site not in self.sites:
                     problems.append(f"tenants.{name}.allowed_sites: unknown site {site!r}")
+        problems += _store_problems(self.gateway.stores, {site.jurisdiction for site in self.sites.values()})
         for sid, site in self.sites.items():
             for i, doc in enumerate(site.documents):
                 owner = self.tenants.get(doc.tenant) if doc.tenant is not None else None
@@ -422,3 +432,25 @@ class GridSpec(StrictModel):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+
+UNBOUND_STORE = "unbound"
+"""The key of `gateway.stores` for what has no jurisdiction yet: background placeholders, unbound conversations."""
+_STORE_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def _store_problems(stores: dict[str, str], jurisdictions: set[str]) -> list[str]:
+    """`gateway.stores`: each key a jurisdiction some site is in (or `unbound`), each value a Redis URL."""
+    problems = []
+    for key, url in stores.items():
+        where = f"gateway.stores.{key}"
+        if key == UNBOUND_STORE and key in jurisdictions:
+            problems.append(f"{where}: {UNBOUND_STORE!r} is reserved for what has no jurisdiction yet, but a site "
+                            f"is in a jurisdiction named {UNBOUND_STORE!r}; rename that jurisdiction")
+        elif key != UNBOUND_STORE and key not in jurisdictions:
+            problems.append(f"{where}: no site is in jurisdiction {key!r} (jurisdictions: {sorted(jurisdictions)}, "
+                            f"or {UNBOUND_STORE!r} for placeholders and unbound conversations)")
+        if not url.startswith(_STORE_SCHEMES):
+            problems.append(f"{where}: {url!r} is not a Redis URL (redis://host:port/db, rediss://... or "
+                            "unix:///path.sock)")
+    return problems

@@ -1,0 +1,325 @@
+"""Stored Responses, background placeholders and Conversations in a Redis (`gateway.stores`): the store of
+the jurisdictions that name this URL, shared by every gateway and worker that names it (stores.py routes each
+record to its jurisdiction's store; this one never holds another's).
+
+Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last written (`gateway.store_ttl_days`):
+- `resp:<jurisdiction>:{<tenant>}:<id>`: a stored response, a hash: `r` the record without its turn (JSON of
+  StoredResponse's other fields), `t` its turn (JSON chat messages), `p` the id it continued ("" none). A
+  follow-up's history is read by one Lua script walking `p` within the jurisdiction and tenant; a turn gone
+  (expired, evicted by Redis's maxmemory policy, deleted) breaks the chain: BrokenHistory, a 404.
+- `pending:{<tenant>}:<id>`: a background placeholder (no conversation content), a hash of Pending's fields
+  (`error` as JSON, "" none); only in the store named `unbound`.
+- `conv:{<tenant>}:<id>`: a conversation, the JSON of StoredConversation; changed by reading it, running
+  conversation_store.ConversationStore's own operation on it, and writing it back unless another gateway
+  wrote it meanwhile (WATCH/MULTI/EXEC, tried again): the same code as in memory.
+The tenant is in every key (another tenant's id is simply absent) and in a hash tag, so that one tenant's keys
+share a slot (Redis Cluster) and a script may touch several. What the in-memory store does in one step stays
+one step: marking a placeholder (only while it has not ended), storing an answer and dropping its placeholder
+(`complete`), removing an ended placeholder: each one Lua script.
+
+A Redis that does not answer (connection refused, 1 s timeout) refuses the request that needs it with a 503
+(StoreUnavailable), logged once per outage and once when it answers again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+import orjson
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError, WatchError
+
+from aigrid.errors import StoreUnavailable
+from aigrid.gateway.conversation_store import ConversationStore, StoredConversation
+from aigrid.gateway.response_store import FINAL, REFUSED, BrokenHistory, Pending, StoredResponse
+from aigrid.spec.models import UNBOUND_STORE
+
+log = logging.getLogger("aigrid.gateway")
+T = TypeVar("T")
+MAX_CHAIN = 100_000
+"""Turns one history read walks at most (a guard: no chain is that long)."""
+WRITE_TRIES = 20
+"""Times a conversation change is tried again when another gateway changed it meanwhile."""
+_FINAL_LUA = "local final = {" + ", ".join(f"{s} = true" for s in sorted(FINAL)) + "}\n"
+
+_HISTORY = """
+local turns, id, left = {}, ARGV[1], tonumber(ARGV[2])
+while id ~= '' do
+  if left == 0 then return {0, id} end
+  left = left - 1
+  local v = redis.call('HMGET', KEYS[1] .. id, 't', 'p')
+  if not v[1] then return {0, id} end
+  turns[#turns + 1] = v[1]
+  id = v[2] or ''
+end
+return {1, turns}
+"""
+
+_MARK = _FINAL_LUA + """
+local s = redis.call('HGET', KEYS[1], 'status')
+if not s then return false end
+if not final[s] then
+  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2])
+  redis.call('EXPIRE', KEYS[1], ARGV[3])
+end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+_COMPLETE = """
+if redis.call('HGET', KEYS[1], 'status') == 'cancelled' then return 'cancelled' end
+redis.call('HSET', KEYS[2], 'r', ARGV[1], 't', ARGV[2], 'p', ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+redis.call('DEL', KEYS[1])
+return 'stored'
+"""
+
+_PENDING_DELETE = _FINAL_LUA + """
+local all = redis.call('HGETALL', KEYS[1])
+if #all == 0 then return false end
+if final[redis.call('HGET', KEYS[1], 'status')] then redis.call('DEL', KEYS[1]) end
+return all
+"""
+
+
+class _Guard:
+    """Every Redis call of one store: a failure becomes StoreUnavailable (503), logged once per outage."""
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = ", ".join(names)
+        self.down = False
+
+    async def __call__(self, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except (RedisError, OSError) as e:
+            if not self.down:
+                log.error("the store of %s (Redis) did not answer: %s; requests that need it get 503 until it "
+                          "answers", self.names, e)
+            self.down = True
+            raise StoreUnavailable(f"the store of {self.names} did not answer; retry later",
+                                   headers={"retry-after": "1"}) from e
+        if self.down:
+            log.warning("the store of %s (Redis) answers again", self.names)
+            self.down = False
+        return result
+
+
+def _record_fields(record: StoredResponse) -> dict[str, bytes | str]:
+    rest = dataclasses.asdict(record)
+    turn = rest.pop("turn")
+    rest.pop("size")
+    return {"r": orjson.dumps(rest), "t": orjson.dumps(turn), "p": record.previous or ""}
+
+
+def _record(raw: dict[bytes, bytes]) -> StoredResponse:
+    return StoredResponse(**orjson.loads(raw[b"r"]), turn=orjson.loads(raw[b"t"]))
+
+
+def _pending(raw: dict[bytes, bytes] | list[bytes]) -> Pending:
+    if isinstance(raw, list):  # a script's HGETALL: field, value, field, value...
+        raw = dict(zip(raw[::2], raw[1::2], strict=True))
+    got = {k.decode(): v.decode() for k, v in raw.items()}
+    return Pending(got["id"], got["tenant"], got["model"], int(got["created_at"]), got["status"],
+                   orjson.loads(got["error"]) if got.get("error") else None)
+
+
+class RedisResponses:
+    """A ResponseBook (stores.py) in Redis: the records of `jurisdictions`, and the placeholders when
+    `placeholders` (the `unbound` store)."""
+
+    shared = True
+
+    def __init__(self, client: Redis, prefix: str, jurisdictions: Sequence[str], placeholders: bool, ttl_s: int,
+                 guard: _Guard) -> None:
+        self._r, self._p, self._js, self._holds_pending = client, prefix, list(jurisdictions), placeholders
+        self._ttl, self._g = ttl_s, guard
+        self._history = client.register_script(_HISTORY)
+        self._mark = client.register_script(_MARK)
+        self._complete = client.register_script(_COMPLETE)
+        self._pending_delete = client.register_script(_PENDING_DELETE)
+
+    def record_key(self, jurisdiction: str, tenant: str, rid: str) -> str:
+        return f"{self._p}resp:{jurisdiction}:{{{tenant}}}:{rid}"
+
+    def pending_key(self, tenant: str, rid: str) -> str:
+        return f"{self._p}pending:{{{tenant}}}:{rid}"
+
+    async def lookup(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
+        async def read() -> list[Any]:
+            pipe = self._r.pipeline(transaction=True)  # one snapshot: never neither while `complete` runs
+            for j in self._js:
+                pipe.hgetall(self.record_key(j, tenant, rid))
+            if self._holds_pending:
+                pipe.hgetall(self.pending_key(tenant, rid))
+            return list(await pipe.execute())
+
+        got = await self._g(read())
+        for raw in got[: len(self._js)]:
+            if raw:
+                return _record(raw)
+        return _pending(got[-1]) if self._holds_pending and got[-1] else None
+
+    async def history(self, record: StoredResponse) -> list[dict[str, Any]]:
+        ok, found = await self._g(self._history(keys=[self.record_key(record.jurisdiction, record.tenant, "")],
+                                                args=[record.previous or "", MAX_CHAIN]))
+        if not ok:
+            raise BrokenHistory(found.decode())
+        turns = [record.turn, *(orjson.loads(t) for t in found)]
+        return [message for turn in reversed(turns) for message in turn]
+
+    async def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
+        if allowed is not None and record.jurisdiction not in allowed:
+            log.error("response %s of tenant %s served in %s, outside its jurisdictions %s: not stored",
+                      record.id, record.tenant, record.jurisdiction, sorted(allowed))
+            return False
+        key = self.record_key(record.jurisdiction, record.tenant, record.id)
+
+        async def write() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(key, mapping=_record_fields(record))  # type: ignore[arg-type]
+            pipe.expire(key, self._ttl)
+            await pipe.execute()
+
+        await self._g(write())
+        return True
+
+    async def delete(self, tenant: str, rid: str) -> bool:
+        if not self._js:
+            return False
+        return bool(await self._g(self._r.delete(*(self.record_key(j, tenant, rid) for j in self._js))))
+
+    async def pending_add(self, pending: Pending) -> None:
+        key = self.pending_key(pending.tenant, pending.id)
+        fields = {"id": pending.id, "tenant": pending.tenant, "model": pending.model,
+                  "created_at": pending.created_at, "status": pending.status,
+                  "error": orjson.dumps(pending.error) if pending.error is not None else ""}
+
+        async def write() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+            pipe.expire(key, self._ttl)
+            await pipe.execute()
+
+        await self._g(write())
+
+    async def mark(self, tenant: str, rid: str, status: str,
+                   error: dict[str, Any] | None = None) -> Pending | None:
+        raw = await self._g(self._mark(keys=[self.pending_key(tenant, rid)],
+                                       args=[status, orjson.dumps(error) if error is not None else "", self._ttl]))
+        return None if raw is None else _pending(raw)
+
+    async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
+        """The answer stored and its placeholder dropped in one script (both in this Redis)."""
+        if allowed is not None and record.jurisdiction not in allowed:
+            await self.put(record, allowed)  # logs the refusal
+            marked = await self.mark(record.tenant, record.id, "failed", dict(REFUSED))
+            return "cancelled" if marked is not None and marked.status == "cancelled" else "refused"
+        fields = _record_fields(record)
+        done = await self._g(self._complete(
+            keys=[self.pending_key(record.tenant, record.id),
+                  self.record_key(record.jurisdiction, record.tenant, record.id)],
+            args=[fields["r"], fields["t"], fields["p"], self._ttl]))
+        return done.decode() if isinstance(done, bytes) else str(done)
+
+    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
+        async def read() -> list[Any]:
+            pipe = self._r.pipeline(transaction=False)
+            for tenant, rid in keys:
+                pipe.hget(self.pending_key(tenant, rid), "status")
+            return list(await pipe.execute())
+
+        statuses = await self._g(read())
+        return [rid for (_, rid), status in zip(keys, statuses, strict=True) if status == b"cancelled"]
+
+    async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
+        raw = await self._g(self._pending_delete(keys=[self.pending_key(tenant, rid)]))
+        return None if raw is None else _pending(raw)
+
+
+class RedisConversations:
+    """A ConversationBook (stores.py) in Redis: each operation is ConversationStore's own, run on the one
+    conversation read from Redis; a change is written back in a WATCH/MULTI/EXEC transaction."""
+
+    def __init__(self, client: Redis, prefix: str, ttl_s: int, guard: _Guard) -> None:
+        self._r, self._p, self._ttl, self._g = client, prefix, ttl_s, guard
+
+    def key(self, tenant: str, cid: str) -> str:
+        return f"{self._p}conv:{{{tenant}}}:{cid}"
+
+    async def call(self, op: str, arg: list[Any]) -> Any:
+        return await self._g(self._call(op, arg))
+
+    async def _call(self, op: str, arg: list[Any]) -> Any:
+        if op == "create":
+            one = ConversationStore()
+            public = one.apply(op, arg)
+            conv = one.get(str(arg[0]["tenant"]), public["id"])
+            assert conv is not None
+            await self._r.set(self.key(conv.tenant, conv.id), _dump(conv), ex=self._ttl)
+            return public
+        tenant, cid = str(arg[0]), str(arg[1])
+        key = self.key(tenant, cid)
+        if op == "delete":
+            return bool(await self._r.delete(key))
+        if op in ("get", "page", "item"):
+            raw = await self._r.get(key)
+            return None if raw is None else _one(raw).apply(op, arg)
+        for _ in range(WRITE_TRIES):  # update, append, delete_item: read, change, write back unless changed meanwhile
+            async with self._r.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(key)
+                    raw = await pipe.get(key)
+                    if raw is None:
+                        return None
+                    one = _one(raw)
+                    result = one.apply(op, arg)
+                    if result is False:  # delete_item of no such item: nothing changed
+                        return result
+                    conv = one.get(tenant, cid)
+                    assert conv is not None
+                    pipe.multi()
+                    pipe.set(key, _dump(conv), ex=self._ttl)
+                    await pipe.execute()
+                    return result
+                except WatchError:
+                    continue
+        raise WatchError(f"conversation {cid} was changed by others {WRITE_TRIES} times while this change was made")
+
+
+def _one(raw: bytes) -> ConversationStore:
+    """A store holding just this conversation, to run ConversationStore's operations on it."""
+    one = ConversationStore()
+    one.create(StoredConversation(**orjson.loads(raw)))
+    return one
+
+
+def _dump(conv: StoredConversation) -> bytes:
+    return orjson.dumps(dataclasses.asdict(conv))
+
+
+class RedisStore:
+    """One Redis URL of `gateway.stores`: the jurisdictions (and `unbound`) that name it, one client."""
+
+    def __init__(self, client: Redis, grid: str, names: Sequence[str], ttl_s: int) -> None:
+        guard = _Guard(names)
+        prefix = f"aigrid:{grid}:"
+        self._client = client
+        self.responses = RedisResponses(client, prefix, [n for n in names if n != UNBOUND_STORE],
+                                        UNBOUND_STORE in names, ttl_s, guard)
+        self.conversations = RedisConversations(client, prefix, ttl_s, guard)
+
+    @classmethod
+    def from_url(cls, url: str, grid: str, names: Sequence[str], ttl_s: int) -> RedisStore:
+        """Connections opened on first use; a burst waits (up to 2 s) for one of 64; a call that gets no
+        answer within 1 s (one retry, on a fresh connection) is a StoreUnavailable."""
+        pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=2, socket_timeout=1.0,
+                                               socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1))
+        return cls(Redis(connection_pool=pool), grid, names, ttl_s)
+
+    async def aclose(self) -> None:
+        await self._client.aclose(close_connection_pool=True)
