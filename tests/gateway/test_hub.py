@@ -1,23 +1,38 @@
-"""The workers' hub relays calibration observations through a real hub on a Unix socket: every worker's
-TTFT calibration learns from every worker's outcomes, none gets its own back, the relay is bounded."""
+"""The workers' hub through a real hub on a Unix socket. It relays calibration observations: every worker's
+TTFT calibration learns from every worker's outcomes, none gets its own back, the relay is bounded. What a
+worker hands over without waiting (settlements, audit records, decisions) leaves in one frame per event-loop
+turn, acknowledged once, in order, and none of it is lost on a worker's stop."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
+import sqlite3
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import orjson
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from aigrid.audit.log import AuditLog
+from aigrid.audit.record import AuditRecord
+from aigrid.audit.verify import verify
 from aigrid.core.calibration import Calibration
 from aigrid.core.predict import predict
 from aigrid.core.types import EndpointState, Prediction, RequestInfo
+from aigrid.errors import AuditUnavailable
+from aigrid.gateway import hub as hub_module
+from aigrid.gateway import hub_client as hub_client_module
 from aigrid.gateway.hub import Hub
-from aigrid.gateway.hub_client import HubClient, HubSharedState
+from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
+from aigrid.security.quota_backend import Counter
 from aigrid.telemetry.shared import LocalReport
 from aigrid.telemetry.store import TelemetryStore
 from aigrid.telemetry.sync import SharedSync
@@ -137,3 +152,161 @@ def errors(cal: Calibration, runs: list[tuple[Prediction, float]]) -> float:
     """Median |calibrated prediction - observed| / observed over runs."""
     errs = sorted(abs(cal.engine_ms(p.model_ahead_ms, p.model_own_ms) - t * 1000) / (t * 1000) for p, t in runs)
     return errs[len(errs) // 2]
+
+
+# --- what a worker posts without waiting: settlements, audit records, decisions ------------------------------
+
+class FakeDecision:
+    """What the hub client reads of a DecisionRecord: its id and its dict."""
+
+    def __init__(self, rid: str) -> None:
+        self.decision = SimpleNamespace(request_id=rid)
+        self.status = "running"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.decision.request_id, "status": self.status}
+
+
+def counting(monkeypatch: pytest.MonkeyPatch) -> list[list[Any]]:
+    """Every frame the hub reads, as read."""
+    frames: list[list[Any]] = []
+    read = hub_module.read_frame
+
+    async def read_and_count(reader: asyncio.StreamReader) -> Any:
+        payload = await read(reader)
+        frames.append(payload)
+        return payload
+
+    monkeypatch.setattr(hub_module, "read_frame", read_and_count)
+    return frames
+
+
+def audit_record(i: int) -> AuditRecord:
+    return AuditRecord(ts=1_700_000_000.0 + i, request_id=f"r{i}", tenant="t", key_id="k", model="m")
+
+
+async def test_one_frame_per_turn_for_the_settlements_records_and_decisions_of_its_requests(
+        work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ten requests ending in one turn: their settlements, audit records and decisions leave in one frame,
+    answered once; the chain holds the records in the worker's order and verifies; the counters are exact;
+    a check with no counters costs no call."""
+    frames = counting(monkeypatch)
+    key = Ed25519PrivateKey.generate()
+    hub = Hub(work / "hub.sock", AuditLog(work / "audit.db", key))
+    await hub.start()
+    client = HubClient(hub.path)
+    audit, quotas = HubAuditLog(client), HubQuotaBackend(client)
+    await audit.start()
+    try:
+        counter = Counter("q:tpm", 100, 1000, time.time() + 60, 60.0)
+        for _ in range(10):  # the reservations: one call each (the hub admits against every worker)
+            assert await quotas.consume([counter]) is None
+        assert await quotas.consume([]) is None  # no limit applies: admitted without asking
+        frames.clear()
+        for i in range(10):  # the ends of ten requests in one turn (no await in between waits)
+            await quotas.adjust([Counter("q:tpm", -90, 1000, counter.expires_at, 60.0)])
+            await audit.append(audit_record(i))
+            await client.publish_decision({"id": f"d{i}", "status": "ok"})
+        assert len(audit._unacked) == 10  # posted, not yet acknowledged
+        await audit.flush()  # acknowledged: one answer for the batch
+        assert len(frames) == 1 and frames[0][1] == "batch" and len(frames[0][2]) == 30, frames
+        assert await quotas.value("q:tpm") == 10 * 10  # the posted settlements came before this call
+        assert [d["id"] for d in await client.recent_decisions(20)] == [f"d{i}" for i in reversed(range(10))]
+        assert audit.lost == 0
+    finally:
+        await audit.stop()
+        await client.aclose()
+        await hub.stop()
+    report = verify(work / "audit.db", key.public_key())
+    assert report.ok and report.records == 10, report.problems
+    bodies = [orjson.loads(r[0]) for r in sqlite3.connect(work / "audit.db").execute(
+        "SELECT body FROM audit_records ORDER BY seq")]
+    assert [b["request_id"] for b in bodies] == [f"r{i}" for i in range(10)]
+
+
+async def test_a_record_the_hub_refuses_or_never_acknowledges_is_counted_lost(work: Path) -> None:
+    """The hub without an audit log refuses the records: each is logged and counted (lost, on_lost), and
+    stops counting against accepting(); records posted into a connection that breaks count too."""
+    hub = Hub(work / "hub.sock", None)
+    await hub.start()
+    client = HubClient(hub.path)
+    audit = HubAuditLog(client, max_pending=3, stop_wait_s=0.5)
+    lost: list[int] = []
+    audit.on_lost = lambda: lost.append(1)
+    await audit.start()
+    try:
+        for i in range(3):
+            await audit.append(audit_record(i))
+        assert not audit.accepting()  # three unacknowledged: the gateway refuses new requests
+        await audit.flush()
+        assert audit.accepting() and audit.lost == 3 and len(lost) == 3
+        await audit.append(audit_record(3))
+    finally:
+        await hub.stop()  # before it acknowledged the fourth (or refused it)
+    await audit.flush()
+    assert audit.lost == 4 and len(lost) == 4
+    while not client._writer.is_closing():  # the worker has seen its connection end
+        await asyncio.sleep(0.01)
+    with pytest.raises(AuditUnavailable):  # the hub gone: refused to the caller, as before
+        await audit.append(audit_record(9))
+    await audit.stop()
+    await client.aclose()
+    assert audit.lost == 4
+
+
+async def test_nothing_posted_is_lost_when_a_worker_stops(work: Path) -> None:
+    """Records and decisions posted in the very turn the worker closes its connection reach the hub: stop()
+    waits for the records' acknowledgement, aclose() writes what is still gathered."""
+    key = Ed25519PrivateKey.generate()
+    hub = Hub(work / "hub.sock", AuditLog(work / "audit.db", key))
+    await hub.start()
+    client = HubClient(hub.path)
+    audit = HubAuditLog(client)
+    await audit.start()
+    try:
+        for i in range(50):
+            await audit.append(audit_record(i))
+        await audit.stop()
+        assert audit.lost == 0 and not audit._unacked
+        await client.publish_decision({"id": "last", "status": "ok"})
+        await client.aclose()  # same turn as the post
+        reader = HubClient(hub.path)
+        for _ in range(100):
+            if await reader.decision("last") is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert await reader.decision("last") == {"id": "last", "status": "ok"}
+        await reader.aclose()
+    finally:
+        await hub.stop()
+    assert verify(work / "audit.db", key.public_key()).records == 50
+
+
+async def test_a_decision_is_posted_once_unless_its_request_runs_long(
+        work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short request's decision goes to the hub once, with its outcome; a long one's also while it runs
+    (after one to two ticks), so another worker's `aigrid explain` finds it then."""
+    monkeypatch.setattr(hub_client_module, "DECISION_INFLIGHT_S", 0.05)
+    frames = counting(monkeypatch)
+    hub = Hub(work / "hub.sock", None)
+    await hub.start()
+    client, other = HubClient(hub.path), HubClient(hub.path)
+    try:
+        short, long = FakeDecision("short"), FakeDecision("long")
+        client.decision_made(short)
+        client.decision_made(long)
+        short.status = "ok"
+        await client.publish_decision(short.to_dict())
+        await asyncio.sleep(0.2)  # two ticks and more
+        assert await other.decision("long") == {"id": "long", "status": "running"}
+        long.status = "ok"
+        await client.publish_decision(long.to_dict())
+        await asyncio.sleep(0.15)
+        assert await other.decision("long") == {"id": "long", "status": "ok"}
+        posted = [m[1]["id"] for f in frames if f[1] == "batch" for m in f[2]]
+        assert posted == ["short", "long", "long"], posted
+        assert client._tick is None  # nothing running: no timer
+    finally:
+        await client.aclose()
+        await other.aclose()
+        await hub.stop()

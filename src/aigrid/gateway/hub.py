@@ -11,9 +11,10 @@ them (workers.py), behind a Unix socket.
 - Quota counters (security/quota_backend.py), unless the spec keeps them in Redis: one tenant's limit is
   one limit, not one per worker.
 - The audit log: the only writer, so the hash chain stays one verifiable chain; workers hand their records
-  over in order and the hub appends them as they arrive.
-- Decision records: each worker publishes its decisions, so `aigrid explain` and /v1/decisions find a
-  decision whichever worker served it.
+  over in order and the hub appends them as they arrive, acknowledging each batch of them.
+- Decision records: each worker publishes its decisions (with their outcomes when their requests end, and
+  while they run if they run long: hub_client.DECISION_INFLIGHT_S), so `aigrid explain` and /v1/decisions
+  find a decision whichever worker served it.
 - Stored Responses-API answers (response_store.py, same partitions per jurisdiction), so a follow-up with
   previous_response_id finds its conversation whichever worker serves it; and the placeholders of background
   responses (no conversation content), so any worker answers GET and cancel of one that another worker runs:
@@ -26,8 +27,10 @@ them (workers.py), behind a Unix socket.
   answer, so a key's thresholds apply to its requests on every worker together. With
   `gateway.shared_state_url` the hub also relays its workers' digests to the other gateways through Redis
   and counts theirs (security/firewall/abuse_redis.py), once per share interval.
-Each connection's frames are handled in order; nothing here blocks the loop but a full audit queue, which
-holds that worker back (backpressure) exactly as it would hold back a single gateway.
+Each connection's frames are handled in order, a batch's messages too (hub_protocol: what a worker posts
+without waiting, its settlements, audit records and decisions, one frame per event-loop turn); nothing here
+blocks the loop but a full audit queue, which holds that worker back (backpressure) exactly as it would
+hold back a single gateway.
 """
 
 from __future__ import annotations
@@ -35,16 +38,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import logging
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from aigrid.audit.log import AuditLog
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable
 from aigrid.gateway.conversation_store import ConversationStore
-from aigrid.gateway.hub_protocol import FrameWriter, read_frame
+from aigrid.gateway.hub_protocol import BATCH, FrameWriter, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
 from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
@@ -60,6 +64,7 @@ from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.prefill_book import Report, from_wire, merge_reports, to_wire
 
 log = logging.getLogger("aigrid.hub")
+_Entry = TypeVar("_Entry", bound=tuple[Any, ...])
 AUDIT_WAIT_S = 5.0
 
 
@@ -131,16 +136,31 @@ class Hub:
                     if self._server is None or not self._server.is_serving():
                         return  # stop(): end quietly (Python 3.11's stream callback logs a cancelled task as an error)
                     raise
-                try:
-                    result, ok = await self.handle(op, arg), True
-                except (AuditUnavailable, ValueError, KeyError, TypeError) as e:
-                    log.warning("hub: %s failed: %s", op, e)
-                    result, ok = str(e), False
+                if op == BATCH:
+                    result, ok = await self._batch(arg), True
+                else:
+                    result, ok = await self._handle_one(op, arg)
                 if req_id:
                     frames.send([req_id, ok, result])
         finally:
             self._conns.discard(task)
             writer.close()
+
+    async def _handle_one(self, op: str, arg: Any) -> tuple[Any, bool]:
+        try:
+            return await self.handle(op, arg), True
+        except (AuditUnavailable, ValueError, KeyError, TypeError) as e:
+            log.warning("hub: %s failed: %s", op, e)
+            return str(e), False
+
+    async def _batch(self, messages: list[list[Any]]) -> list[list[Any]]:
+        """A worker's posted messages, in order; the answer (when the batch wants one) names those refused."""
+        failed = []
+        for i, (op, arg) in enumerate(messages):
+            result, ok = await self._handle_one(op, arg)
+            if not ok:
+                failed.append([i, result])
+        return failed
 
     async def handle(self, op: str, arg: Any) -> Any:
         if op == "exchange":
@@ -171,7 +191,7 @@ class Hub:
         if op == "decision_get":
             return self._decisions.get(str(arg))
         if op == "decisions_recent":
-            return list(self._decisions.values())[-int(arg):][::-1]
+            return list(itertools.islice(reversed(self._decisions.values()), max(0, int(arg))))
         if op.startswith("response_"):
             return self._responses(op, arg)
         if op.startswith("conversation_"):  # conversations_api.Conversations, the same wire form as in-process
@@ -262,8 +282,9 @@ class Hub:
                 tenants[tenant] = tenants.get(tenant, 0) + int(n)
         since = self._cursor.get(me, 0)
         self._cursor[me] = self._seq
-        affinity = [[k, e] for seq, k, e, w in self._affinity if seq > since and w != me]
-        calibration = [o for seq, o, w in self._observations if seq > since and w != me]
+        # the entries since this worker's last exchange, read back from the newest (not the whole queue)
+        affinity = [[k, e] for _, k, e, w in _since(self._affinity, since) if w != me]
+        calibration = [o for _, o, w in _since(self._observations, since) if w != me]
         queues = merge_reports(q for worker, q in self._queues.items() if worker != me)
         return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants,
                 "calibration": calibration, "peers": sum(1 for worker in self._inflight if worker != me),
@@ -272,6 +293,13 @@ class Hub:
 
 def _asdict(found: Pending | None) -> dict[str, Any] | None:
     return None if found is None else dataclasses.asdict(found)
+
+
+def _since(entries: deque[_Entry], since: int) -> list[_Entry]:
+    """The entries with a sequence number above `since`, oldest first (the queue is in sequence order)."""
+    newer = list(itertools.takewhile(lambda entry: entry[0] > since, reversed(entries)))
+    newer.reverse()
+    return newer
 
 
 def _counters(raw: list[list[Any]]) -> list[Counter]:

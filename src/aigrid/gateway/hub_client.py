@@ -7,9 +7,20 @@ Responses-API answers and background placeholders (responses_api.py, background.
 meanings of ResponseStore's methods; `abuse_exchange` sends a batch of abuse digests and answers the
 verdicts over all workers (gateway/abuse_sync.py).
 
+What needs no answer is posted, not called: a quota settlement, an audit record and a decision leave in the
+batch frame of their event-loop turn (hub_protocol), and the request does not wait for the hub. The audit
+records are still acknowledged, once per batch, off the request's path: HubAuditLog counts the records not
+yet acknowledged (accepting() refuses new requests past max_pending, as it refused them past that many
+unanswered calls) and, on a worker's stop, waits for them. A decision is posted once, with its outcome,
+when its request ends; one still in flight DECISION_INFLIGHT_S to twice that after it was made is posted
+then too (decision_made), so the other workers show a long stream's decision while it runs. Per one-token
+request this is one message in a shared frame, where it was four frames and two answers.
+
 The connection is opened on first use (inside the running loop; nothing starts in a constructor) and again
 after it broke. Every failure surfaces as the error the caller of that shape already handles:
-SharedStateUnavailable, AuditUnavailable, or (quotas) an AigridError that the pipeline answers with 503.
+SharedStateUnavailable, AuditUnavailable, or (quotas) an AigridError that the pipeline answers with 503; a
+posted message the hub refused or never acknowledged (the connection broke) is logged and counted by
+whoever posted it.
 """
 
 from __future__ import annotations
@@ -18,22 +29,32 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFailed
-from aigrid.gateway.hub_protocol import FrameWriter, read_frame
+from aigrid.gateway.hub_protocol import Done, FrameWriter, PostBatch, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
 from aigrid.security.quota_backend import Counter
 from aigrid.telemetry.prefill_book import from_wire, to_wire
 from aigrid.telemetry.shared import LocalReport, SharedView
 
+if TYPE_CHECKING:
+    from aigrid.gateway.decisions import DecisionRecord
+
+log = logging.getLogger("aigrid.hub")
 CALL_TIMEOUT_S = 5.0
 ABUSE_TIMEOUT_S = 1.0
 """An abuse batch not answered within this is given up (the worker's own verdicts stand meanwhile)."""
+DECISION_INFLIGHT_S = 0.5
+"""A decision whose request is still running this long (to twice this) after it was made is shared then,
+before its outcome: the longest another worker's `aigrid explain` or /v1/decisions does not see it."""
+STOP_WAIT_S = 5.0
+"""How long a stopping worker waits for the hub's acknowledgement of its last audit records."""
 
 
 class HubError(ConnectionError):
@@ -49,6 +70,10 @@ class HubClient:
         self._frames: FrameWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._lock: asyncio.Lock | None = None
+        self._batches: dict[int, PostBatch] = {}  # posted batches waiting for the hub's acknowledgement, by id
+        self._young: dict[str, DecisionRecord] = {}  # decisions made since the last tick, by id
+        self._old: dict[str, DecisionRecord] = {}  # made before the last tick and still running
+        self._tick: asyncio.TimerHandle | None = None
 
     async def _connection(self) -> FrameWriter:
         if self._writer is not None and self._frames is not None and not self._writer.is_closing():
@@ -76,6 +101,9 @@ class HubClient:
                         fut.set_result(result)
                     else:
                         fut.set_exception(HubError(str(result)))
+                batch = self._batches.pop(req_id, None)
+                if batch is not None:
+                    batch.answered(result if ok else [[i, str(result)] for i, _ in batch.done])
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
@@ -83,6 +111,9 @@ class HubClient:
                 if not fut.done():
                     fut.set_exception(HubError("the connection to the workers' hub broke"))
             self._waiting.clear()
+            batches, self._batches = self._batches, {}
+            for batch in batches.values():
+                batch.lost("the connection to the workers' hub broke before it acknowledged")
             if self._writer is not None:
                 self._writer.close()
 
@@ -102,11 +133,52 @@ class HubClient:
 
     async def tell(self, op: str, arg: Any) -> None:
         """Send without waiting for an answer (in order with every other frame of this worker)."""
-        (await self._connection()).send([0, op, arg])
+        await self.post(op, arg)
+
+    async def post(self, op: str, arg: Any, done: Done | None = None) -> None:
+        """Hand over without waiting: into this turn's batch frame, in order with every other frame of this
+        worker. With `done`, the hub acknowledges the batch and `done` hears whether it took this message
+        (None) or why not (it refused it; the connection broke first); its batch is answered once however
+        many of its messages want that. Raises HubError when the hub cannot be reached now."""
+        frames = self._frames if self._live() else await self._connection()
+        assert frames is not None
+        batch = frames.post(op, arg)
+        if done is not None:
+            if not batch.id:
+                batch.id = next(self._ids)
+                self._batches[batch.id] = batch
+            batch.done.append((len(batch.items) - 1, done))
+
+    def _live(self) -> bool:
+        return self._writer is not None and self._frames is not None and not self._writer.is_closing()
+
+    def decision_made(self, record: DecisionRecord) -> None:
+        """A decision just made, for the other workers' `aigrid explain` and /v1/decisions: posted with its
+        outcome when its request ends (publish_decision), and before that only if the request still runs at
+        the first tick that comes DECISION_INFLIGHT_S or more after it (so a long stream's decision shows
+        while it runs; a short request's decision is posted once)."""
+        self._young[record.decision.request_id] = record
+        if self._tick is None:
+            self._tick = asyncio.get_running_loop().call_later(DECISION_INFLIGHT_S, self._share_running)
+
+    def _share_running(self) -> None:
+        running, self._old, self._young = self._old, self._young, {}
+        self._tick = None
+        if self._old:
+            self._tick = asyncio.get_running_loop().call_later(DECISION_INFLIGHT_S, self._share_running)
+        if self._frames is None or not self._live():
+            return  # no connection now: their outcomes open one when their requests end
+        for record in running.values():
+            with contextlib.suppress(TypeError):  # not encodable: its outcome's post fails in its request
+                self._frames.post("decision", record.to_dict())
 
     async def publish_decision(self, record: dict[str, Any]) -> None:
+        """A decision with its outcome (its request ended): posted, in place of any earlier post of it."""
+        rid = record.get("id")
+        if self._young.pop(rid, None) is None:
+            self._old.pop(rid, None)
         with contextlib.suppress(HubError):
-            await self.tell("decision", record)
+            await self.post("decision", record)
 
     async def decision(self, decision_id: str) -> dict[str, Any] | None:
         try:
@@ -171,8 +243,18 @@ class HubClient:
         return None if found is None else Pending(**found)
 
     async def aclose(self) -> None:
+        """Close the connection after writing every frame still gathered (none is lost on a worker's exit;
+        HubAuditLog.stop waited for the acknowledgement of the audit records before)."""
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
         if self._writer is not None:
+            if self._frames is not None:
+                self._frames.flush()
             self._writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(STOP_WAIT_S):
+                    await self._writer.wait_closed()  # the transport's buffer written out
         if self._reader_task is not None:
             self._reader_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -212,12 +294,20 @@ def _counters(counters: Sequence[Counter]) -> list[list[Any]]:
 
 
 class HubQuotaBackend:
-    """QuotaBackend through the hub: one set of counters for every worker."""
+    """QuotaBackend through the hub: one set of counters for every worker. A check is a call (the hub
+    admits or refuses it against every worker's requests: exact); a check with no counters (no limit applies)
+    admits without one. A settlement is posted: it only corrects the reservation to the real usage, and
+    until the hub has it the tenant is charged its reservation, never less. One the hub never acknowledged
+    (the connection broke) is logged and counted (`unsettled`, `on_unsettled`): its reservation stands."""
 
     def __init__(self, client: HubClient) -> None:
         self._client = client
+        self.unsettled = 0
+        self.on_unsettled: Callable[[], None] | None = None
 
     async def consume(self, counters: Sequence[Counter]) -> int | None:
+        if not counters:
+            return None
         try:
             result = await self._client.call("consume", _counters(counters))
         except HubError as e:
@@ -225,8 +315,19 @@ class HubQuotaBackend:
         return None if result is None else int(result)
 
     async def adjust(self, counters: Sequence[Counter]) -> None:
+        if not counters:
+            return
+        wire = _counters(counters)
+
+        def done(error: str | None) -> None:
+            if error is not None:
+                self.unsettled += 1
+                log.error("quota settlement lost (%s); the reservation stands: %s", error, wire)
+                if self.on_unsettled is not None:
+                    self.on_unsettled()
+
         try:
-            await self._client.call("adjust", _counters(counters))
+            await self._client.post("adjust", wire, done)
         except HubError as e:
             raise UpstreamFailed(f"quota counters unavailable: {e}") from e
 
@@ -238,35 +339,70 @@ class HubQuotaBackend:
 
 
 class HubAuditLog:
-    """The audit log as a worker sees it: records go to the hub, the one writer of the chain."""
+    """The audit log as a worker sees it: records go to the hub, the one writer of the chain, in this
+    worker's order. append() posts a record and returns (as AuditLog.append returns once the record is
+    queued); the hub acknowledges each batch of records. Records not acknowledged yet count against
+    max_pending (accepting(): the gateway refuses new requests past it, so a hub that does not keep up holds
+    the workers back). One the hub refused (its queue stayed full for its AUDIT_WAIT_S) or never
+    acknowledged (the connection broke; none within stop_wait_s of stop()) is logged with its body and
+    counted in `lost` (and `on_lost`); one that cannot be posted at all is refused to the caller
+    (AuditUnavailable), as before."""
 
-    def __init__(self, client: HubClient, max_pending: int = 1000) -> None:
+    def __init__(self, client: HubClient, max_pending: int = 1000, stop_wait_s: float = STOP_WAIT_S) -> None:
         self._client = client
-        self._pending = 0
+        self._unacked: dict[int, str] = {}  # record number -> body, until the hub acknowledges it
+        self._numbers = itertools.count()
         self._max_pending = max_pending
+        self._stop_wait_s = stop_wait_s
         self._running = False
+        self._idle: asyncio.Event | None = None
         self.lost = 0
-        """Always 0: every record was acknowledged by the hub, or refused to its caller (AuditUnavailable)."""
+        """Records append() took that the hub did not (refused, or never acknowledged): each logged."""
+        self.on_lost: Callable[[], None] | None = None
 
     async def start(self) -> None:
         self._running = True
 
     def accepting(self) -> bool:
-        return self._running and self._pending < self._max_pending
+        return self._running and len(self._unacked) < self._max_pending
 
     async def append(self, record: AuditRecord, timeout: float | None = None) -> None:
+        """Post the record (`timeout` is not waited: the hub applies its own to a full queue)."""
         if not self._running:
             raise AuditUnavailable("the audit log is not running")
-        self._pending += 1
+        number, body = next(self._numbers), record.body()
         try:
-            await self._client.call("audit", [record.ts, record.body()], timeout=timeout or CALL_TIMEOUT_S)
+            await self._client.post("audit", [record.ts, body], lambda error: self._acknowledged(number, error))
         except HubError as e:
             raise AuditUnavailable(f"the workers' hub did not take the record: {e}") from e
-        finally:
-            self._pending -= 1
+        self._unacked[number] = body
+
+    def _acknowledged(self, number: int, error: str | None) -> None:
+        body = self._unacked.pop(number, None)
+        if body is not None and error is not None:
+            self._lose(error, body)
+        if not self._unacked and self._idle is not None:
+            self._idle.set()
+
+    def _lose(self, why: str, body: str) -> None:
+        self.lost += 1
+        log.error("audit record lost: %s; record: %s", why, body)
+        if self.on_lost is not None:
+            self.on_lost()
 
     async def flush(self) -> None:
-        """Every record appended so far was acknowledged by the hub before append() returned."""
+        """Wait until the hub acknowledged every record appended so far."""
+        while self._unacked:
+            self._idle = asyncio.Event()
+            await self._idle.wait()
 
     async def stop(self) -> None:
+        """Refuse new records; wait (stop_wait_s at most) for the hub to acknowledge the last ones, and count
+        those it did not as lost."""
         self._running = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._stop_wait_s):
+                await self.flush()
+        unacked, self._unacked = self._unacked, {}
+        for body in unacked.values():
+            self._lose(f"the workers' hub did not acknowledge it within {self._stop_wait_s} s", body)

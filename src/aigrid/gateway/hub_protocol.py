@@ -1,22 +1,34 @@
 """The frames the gateway's worker processes and their hub exchange over a Unix socket.
 
 A frame is a 4-byte big-endian length and an orjson payload. A request is `[id, op, arg]`; its answer is
-`[id, ok, result]` (ok false: result is the error message). `id` 0 means no answer is wanted (the audit
-records a worker hands over: the hub writes them in arrival order, one chain). Both sides write through a
-FrameWriter: the frames of one turn of the event loop leave in one write (a worker under load sends several
-per request: its quota, its audit record, its decision).
+`[id, ok, result]` (ok false: result is the error message). `id` 0 means no answer is wanted.
+
+What a worker hands over without waiting for the hub (its quota settlements, its audit records, its
+decisions) travels in batches: `[id, "batch", [[op, arg], ...]]`, every message a worker posts in one turn of
+the event loop, in one frame, handled by the hub in order. A batch with an id is answered once,
+`[id, true, [[index, error], ...]]` (the messages the hub refused; empty when it took them all): that is the
+acknowledgement of the audit records in it (hub_client.HubAuditLog). Both sides write through a FrameWriter:
+the frames of one turn leave in one write, and the posted messages of one turn go in one batch (a worker
+under load ends several requests per turn: one frame and at most one answer for all of them).
 """
 
 from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 MAX_FRAME = 16 * 1024 * 1024
+BATCH = "batch"
+BATCH_MAX = 256
+"""Messages in one batch frame at most (a turn that posts more starts another): bounds a frame's size."""
 _LEN = struct.Struct(">I")
+
+Done = Callable[[str | None], None]
+"""Called with None when the hub took a posted message, else with why it did not (refused, connection lost)."""
 
 
 def frame(payload: Any) -> bytes:
@@ -32,20 +44,66 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return orjson.loads(await reader.readexactly(size))
 
 
+class PostBatch:
+    """One batch frame being filled: its messages already encoded (a message that cannot be encoded fails
+    in the code that posts it), its id (0 until a message wants the hub's acknowledgement), and the callbacks
+    of those messages by index."""
+
+    __slots__ = ("id", "items", "done")
+
+    def __init__(self) -> None:
+        self.id = 0
+        self.items: list[bytes] = []
+        self.done: list[tuple[int, Done]] = []
+
+    def encode(self) -> bytes:
+        data = b'[%d,"%s",[%s]]' % (self.id, BATCH.encode(), b",".join(self.items))
+        return _LEN.pack(len(data)) + data
+
+    def answered(self, failed: list[list[Any]] | None) -> None:
+        """The hub's answer: every callback with the error of its message (None: taken)."""
+        errors = {int(i): str(e) for i, e in failed or ()}
+        for index, done in self.done:
+            done(errors.get(index))
+
+    def lost(self, why: str) -> None:
+        for _, done in self.done:
+            done(why)
+
+
 class FrameWriter:
     """Frames for one stream, gathered until the event loop's current turn ends, then written at once: one
-    system call for every frame of the turn instead of one each, in the order they were sent."""
+    system call for every frame of the turn instead of one each, in the order they were sent. Messages
+    posted (post) in a row go into one batch frame, in that order among the other frames."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | PostBatch] = []
+        self._batch: PostBatch | None = None
 
     def send(self, payload: Any) -> None:
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending.append(frame(payload))
+        data = frame(payload)
+        self._queue(data)
+        self._batch = None
 
-    def _flush(self) -> None:
-        data, self._pending = b"".join(self._pending), []
-        if not self.writer.is_closing():
-            self.writer.write(data)
+    def post(self, op: str, arg: Any) -> PostBatch:
+        """Add `[op, arg]` to the batch at the end of this turn's frames (a new one after any other frame, or
+        when it is full); returns that batch, whose id and callbacks the caller may set."""
+        data = orjson.dumps([op, arg])
+        batch = self._batch
+        if batch is None or len(batch.items) >= BATCH_MAX:
+            batch = self._batch = PostBatch()
+            self._queue(batch)
+        batch.items.append(data)
+        return batch
+
+    def _queue(self, item: bytes | PostBatch) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(item)
+
+    def flush(self) -> None:
+        """Write what this turn gathered now (at the end of the turn by itself; a closing client calls it)."""
+        pending, self._pending, self._batch = self._pending, [], None
+        if pending and not self.writer.is_closing():
+            self.writer.write(b"".join(p if isinstance(p, bytes) else p.encode() for p in pending))

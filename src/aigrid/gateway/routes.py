@@ -261,8 +261,8 @@ class Routes:
         return record
 
     async def _publish(self, record: DecisionRecord) -> None:
-        if self.gw.hub is not None:  # `aigrid explain` may ask any worker
-            await self.gw.hub.publish_decision(record.to_dict())
+        if self.gw.hub is not None:  # `aigrid explain` may ask any worker: shared with its outcome, or if it runs long
+            self.gw.hub.decision_made(record)
 
     def _tool_loop(self, loop: LoopConfig, ex: Exchange) -> Wrap:
         """Run the agent's tool loop at the chosen site, beside its engine (agents/); every tool result

@@ -9,7 +9,8 @@ gateway's address once and starts:
 - N workers (`python -m aigrid.cli worker CONFIG`), each a whole gateway (uvicorn on the inherited
   socket: the kernel hands each new connection to a worker that is accepting) wired to the hub:
   HubSharedState for telemetry (unless the spec shares it in Redis), HubQuotaBackend for quotas (unless
-  in Redis), HubAuditLog for the audit log, and AbuseSync (abuse_sync.py) for the abuse signals: each
+  in Redis), HubAuditLog for the audit log (what needs no answer, settlements, audit records and decisions,
+  posted in one frame per event-loop turn: hub_client.py), and AbuseSync (abuse_sync.py) for the abuse signals: each
   worker answers at once from its own monitor merged with the hub's verdicts over all workers, which are
   at most two `security.abuse.share_interval_s` behind. Each worker scrapes the engines itself.
 - /metrics on any worker reports all of them (PROMETHEUS_MULTIPROC_DIR, metrics.py).
@@ -180,11 +181,17 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
     up = upstream()
     try:
         quotas = None if spec.security.quotas_redis_url else HubQuotaBackend(hub)
-        guard = Guard(spec, quota_backend=quotas, audit_sink=HubAuditLog(hub), abuse_exchange=hub.abuse_exchange)
+        audit = HubAuditLog(hub)
+        guard = Guard(spec, quota_backend=quotas, audit_sink=audit, abuse_exchange=hub.abuse_exchange)
         shared = None if spec.gateway.shared_state_url else HubSharedState(hub)
         gateway = build_gateway(spec, build_engines(spec, config["urls"], up), shared=shared, guard=guard,
                                 gateway_id=f"{socket.gethostname()}-{os.getpid()}-w{index}")
         gateway.hub = hub
+        # what the hub refuses or never acknowledges after the request ended (the records and settlements
+        # are posted, not awaited) counts where a refusal at the time would have
+        audit.on_lost = gateway.metrics.audit_lost.inc
+        if quotas is not None:
+            quotas.on_unsettled = gateway.metrics.quota_unsettled.inc
         server: uvicorn.Server | None = None
 
         def stopping() -> bool:
