@@ -9,7 +9,7 @@ import pytest
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
-from aigrid.spec.models import AuditSpec, GridSpec
+from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.fake_engine import FakeEngine
 
@@ -27,12 +27,13 @@ def fakes() -> dict[str, FakeEngine]:
 
 
 def spec_in(tmp: Path, **security: object) -> GridSpec:
-    """The demo spec with its key file and audit log under a temporary folder."""
+    """The demo spec with its key file, audit log and batch files under a temporary folder."""
     spec = load_spec(DEMO)
     sec = spec.security.model_copy(update={
         "keys_file": str(tmp / "keys.json"),
         "audit": AuditSpec(path=str(tmp / "audit.db"), signing_key=str(tmp / "audit.pem")), **security})
-    return spec.model_copy(update={"security": sec})
+    gateway = spec.gateway.model_copy(update={"batch": BatchSpec(dir=str(tmp / "batches"))})
+    return spec.model_copy(update={"security": sec, "gateway": gateway})
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ field's path as the 400 names it. A new kind of tool source is a new Source and 
 
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -24,6 +25,7 @@ from aigrid.agents.mcp_tools import McpTool
 from aigrid.agents.retrieval import Retrieve
 from aigrid.agents.tool import ToolContext
 from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.batch_line import line_route
 from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import _no_sleep, spec_in
@@ -158,13 +160,16 @@ def test_the_walk_covers_every_front_door(tmp_path: Path) -> None:
     """Every POST route has a row above, but two that no generating model reads: embeddings (the input
     becomes vectors), Anthropic's count_tokens (the gateway counts, no engine is called) and a background
     response's cancel (no text); and the Conversations API's, which keep items that a model reads only
-    through a response in the conversation (test_conversation_items_are_screened_when_a_response_reads_them)."""
+    through a response in the conversation (test_conversation_items_are_screened_when_a_response_reads_them);
+    and the Batch API's: an uploaded file and a batch are read by a model only line by line, each line through
+    the pipeline (test_an_attack_inside_a_batch_line_is_blocked_and_recorded), and a batch's cancel has no text."""
     spec = spec_in(tmp_path)
     gw = build_gateway(spec, {e.id: ScriptedEngine([]) for e in spec.endpoints}, rng=random.Random(2),
                        sleep=_no_sleep)
     audited = {r.path for r in build_app(gw).routes if getattr(r, "methods", None) and "POST" in r.methods}
     unread = {"/v1/embeddings", "/v1/messages/count_tokens", "/v1/responses/{response_id}/cancel", "/v1/conversations",
-              "/v1/conversations/{conversation_id}", "/v1/conversations/{conversation_id}/items"}
+              "/v1/conversations/{conversation_id}", "/v1/conversations/{conversation_id}/items",
+              "/v1/files", "/v1/batches", "/v1/batches/{batch_id}/cancel"}
     assert audited - unread <= {path for _, path, _, _ in ROUTES}, audited
 
 
@@ -296,3 +301,49 @@ async def test_the_gateway_ends_a_tool_loop_whose_next_turn_would_overflow_the_c
     assert r.status_code == 200, r.text
     assert r.json()["choices"][0]["finish_reason"] == "length" and len(engine.received) == 1
     assert r.json()["aigrid_loop"]["stop"] == "context_limit" and len(r.json()["aigrid_steps"]) == 1
+
+
+async def test_an_attack_inside_a_batch_line_is_blocked_and_recorded(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
+    """A batch's line is a prompt like any: the attack is stopped at the same field, its line goes to the
+    batch's error file with the firewall's 400, its audit record says blocked, and no engine reads it."""
+    c, gw, engine = walk
+    rows_before = 0
+    try:
+        for i, text in enumerate((ATTACK, EMAIL)):
+            cid = f"mail-{i}"
+            data = orjson.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                                 "body": {"model": MODEL, "messages": [{"role": "user", "content": text}]}})
+            f = (await c.post("/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", data)})).json()
+            batch = (await c.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/chat/completions",
+                                                       "completion_window": "24h"})).json()
+            for _ in range(500):
+                batch = (await c.get(f"/v1/batches/{batch['id']}")).json()
+                if batch["status"] == "completed":
+                    break
+                await asyncio.sleep(0.01)
+            assert batch["status"] == "completed" and batch["output_file_id"] is None, batch
+            assert batch["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
+            error = orjson.loads((await c.get(f"/v1/files/{batch['error_file_id']}/content")).content)
+            assert error["custom_id"] == cid and error["response"]["status_code"] == 400
+            refused = error["response"]["body"]["error"]
+            assert (refused["code"], refused["param"]) == ("firewall_blocked", "messages[0].content")
+            rows = await audit_rows(gw)
+            lines = [r for r in rows[rows_before:] if r["extra"]["route"] == line_route(batch["id"], cid)]
+            rows_before = len(rows)
+            assert len(lines) == 1 and lines[0]["outcome"] == "error:firewall_blocked"
+            assert lines[0]["firewall"][0]["action"] == "blocked"
+        assert engine.received == []  # no engine read any of it
+    finally:
+        assert gw.batches is not None
+        await gw.batches.stop()
+
+
+async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
+    assert gw.guard.audit is not None
+    await gw.guard.audit.flush()
+    db = sqlite3.connect(gw.guard.audit.store.path)
+    try:
+        return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
+    finally:
+        db.close()

@@ -30,6 +30,7 @@ from aigrid.errors import ApiError
 from aigrid.gateway.admission import Admission
 from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.background import BackgroundRuns
+from aigrid.gateway.batches import Batches, build_batches
 from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.conversations_api import ConversationsApi
 from aigrid.gateway.decisions import DecisionLog
@@ -88,6 +89,8 @@ class Gateway:
     and the Redis of each jurisdiction named in `gateway.stores`; built by build_app (after `hub` is set)."""
     background: BackgroundRuns = field(default_factory=BackgroundRuns)
     """The background Responses runs (background.py), stopped by the lifespan before what they need."""
+    batches: Batches | None = None
+    """The Files and Batch APIs and this process's batch runner (batches.py); built by build_app."""
     right_sizer: RightSizer | None = None
     """Per-prompt model choice for model "auto" (tenants with right_size; aigrid.rightsize)."""
     hub: HubClient | None = None
@@ -187,6 +190,7 @@ class GatewayApp:
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> GatewayApp:
     routes = Routes(gateway)
     gateway.stores = stores = build_stores(gateway)
+    gateway.batches = batches = build_batches(routes)
     messages, responses = MessagesApi(routes), ResponsesApi(routes)
     audited = routes.audited({MESSAGES_PATH: messages.create, RESPONSES_PATH: responses.create})
 
@@ -197,10 +201,12 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
         await gateway.scraper.start()
         if gateway.sync is not None:
             await gateway.sync.start()
+        await batches.start()
         try:
             yield
         finally:
             await gateway.background.stop()  # each run settles and writes its record while the audit log runs
+            await batches.stop()  # likewise every line it stops; the batches resume at the next start
             await stores.aclose()
             if gateway.sync is not None:
                 await gateway.sync.stop()
@@ -217,6 +223,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
             *messages.routes(),
             *responses.routes(),
             *ConversationsApi(routes).routes(),
+            *batches.routes(),
             Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
             Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
             Route("/v1/grid", routes.grid, methods=["GET"]),

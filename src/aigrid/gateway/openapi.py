@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aigrid.gateway.batches_schema import BatchCreate
 from aigrid.gateway.conversations_schema import (
     ConversationCreate,
     ConversationItemsCreate,
@@ -104,10 +105,43 @@ def _conversations(ok: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _batches(ok: dict[str, Any]) -> dict[str, Any]:
+    """The Files and Batch APIs (files_api.py, batches_api.py)."""
+    fid = {"name": "file_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    bid = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    upload = {"required": True, "content": {"multipart/form-data": {"schema": {
+        "type": "object", "required": ["file", "purpose"],
+        "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string", "enum": ["batch"]},
+                       "expires_after[anchor]": {"type": "string"}, "expires_after[seconds]": {"type": "integer"}}}}}}
+    content = {"200": {"description": "the file's bytes", "content": {"application/octet-stream": {
+        "schema": {"type": "string", "format": "binary"}}}}}
+    return {
+        "/v1/files": {
+            "post": {"summary": "Upload a file (purpose batch)", "requestBody": upload,
+                     "responses": {**ok, **_errors(400, 401, 413)}},
+            "get": {"summary": "The tenant's files (cursor list)", "parameters": _query("purpose", "limit", "order", "after"),
+                    "responses": {**ok, **_errors(400, 401)}}},
+        "/v1/files/{file_id}": {
+            "get": {"summary": "A file", "parameters": [fid], "responses": {**ok, **_errors(401, 404)}},
+            "delete": {"summary": "Delete a file", "parameters": [fid], "responses": {**ok, **_errors(400, 401, 404)}}},
+        "/v1/files/{file_id}/content": {
+            "get": {"summary": "A file's content", "parameters": [fid], "responses": {**content, **_errors(401, 404)}}},
+        "/v1/batches": {
+            "post": {"summary": "Create a batch (runs at urgency batch)", "parameters": _HEADERS,
+                     "requestBody": _body("BatchCreate"), "responses": {**ok, **_errors(400, 401, 404)}},
+            "get": {"summary": "The tenant's batches (cursor list)", "parameters": _query("after", "limit"),
+                    "responses": {**ok, **_errors(400, 401)}}},
+        "/v1/batches/{batch_id}": {
+            "get": {"summary": "A batch", "parameters": [bid], "responses": {**ok, **_errors(401, 404)}}},
+        "/v1/batches/{batch_id}/cancel": {
+            "post": {"summary": "Cancel a batch", "parameters": [bid], "responses": {**ok, **_errors(400, 401, 404)}}},
+    }
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR, "AnthropicError": _ANTHROPIC_ERROR, "EmbeddingRequest": _EMBEDDINGS}
     for model in (ChatRequest, CompletionRequest, MessagesRequest, CountTokensRequest, ResponsesRequest,
-                  ConversationCreate, ConversationUpdate, ConversationItemsCreate):
+                  ConversationCreate, ConversationUpdate, ConversationItemsCreate, BatchCreate):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -164,6 +198,7 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "200": {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": ok}},
             **_conversations(ok),
+            **_batches(ok),
         },
         "components": {"schemas": schemas},
     }

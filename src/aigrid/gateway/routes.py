@@ -49,7 +49,7 @@ from aigrid.logs import fields
 from aigrid.security.authorize import scope_request
 from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText
-from aigrid.security.principal import Scopes
+from aigrid.security.principal import Principal, Scopes
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -172,11 +172,13 @@ class Routes:
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
-                    server_tools: bool = True, documents: Collection[int] = ()) -> Response:
+                    server_tools: bool = True, documents: Collection[int] = (),
+                    caller: Principal | None = None) -> Response:
         """The one pipeline. The front doors (messages_api.py, responses_api.py) call it with a body that
         `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
         `server_tools=False`: every tool is the client's, even one named like a server-side tool.
-        `documents`: the chat messages that are documents (read after `read_body`, which may fill it)."""
+        `documents`: the chat messages that are documents (read after `read_body`, which may fill it).
+        `caller`: who asks, already authenticated (a batch's line runs as its creator: batch_line.py)."""
         gw = self.gw
         arrived = gw.clock()
         try:
@@ -187,7 +189,8 @@ class Routes:
                 raise from_validation(e) from e
             ex.model = parsed.model
             ex.trace.parsed(parsed.model, body)
-            ex.principal = principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+            ex.principal = principal = caller or gw.guard.principal(headers.get("authorization"),
+                                                                    headers.get(H_TENANT))
             policy_name = (headers.get(H_POLICY) or principal.scopes.policy
                            or gw.tenant_policies.get(principal.tenant, gw.spec.gateway.default_policy))
             policy = gw.policies.get(policy_name)

@@ -100,6 +100,10 @@ class KeyRing:
             return None
         return record if hmac.compare_digest(record.digest, self.digest(parts[1])) else None
 
+    def get(self, key_id: str) -> KeyRecord | None:
+        """The record of `key_id` (revoked or not), without a secret: for work that runs later as that key."""
+        return self._records.get(key_id)
+
     def revoke(self, key_id: str) -> bool:
         record = self._records.get(key_id)
         if record is None:

@@ -337,6 +337,35 @@ class AdmissionSpec(AdmissionLimits):
                                    "tried again besides when this gateway's own requests finish")
 
 
+class BatchSpec(StrictModel):
+    """The OpenAI Batch API and the Files API it reads (docs/batches.md): files and batches live on the disk of
+    the machine that runs the gateway, under `dir`, shared by every worker process there."""
+
+    dir: str = Field(default=".aigrid/batches", description=(
+        "where uploaded files, batch outputs and their SQLite index live (relative: to the gateway's working "
+        "directory); one folder per tenant. Files stay on this machine: docs/batches.md, 'Residency'"))
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="the largest upload (413 above)")
+    max_lines: int = Field(default=50_000, ge=1, le=1_000_000, description="requests one batch may hold")
+    concurrency: int = Field(default=4, ge=1, le=256, description="lines of one batch in flight at once")
+    max_running: int = Field(default=8, ge=1, le=1024, description="batches one gateway process runs at once")
+    line_attempts: int = Field(default=3, ge=1, le=20, description=(
+        "tries of a line refused for capacity or rate (429, 503) before it goes to the error file"))
+    retry_s: float = Field(default=5.0, ge=0, description="wait before such a line is tried again (x the try)")
+    poll_s: float = Field(default=1.0, gt=0, le=60, description=(
+        "how often a gateway process renews its claims, reads cancels and claims batches nobody runs"))
+    stale_s: float = Field(default=30.0, gt=0, description=(
+        "a claim not renewed for this long is taken over (its process died): the batch resumes elsewhere"))
+    drain_s: float = Field(default=10.0, ge=0, description=(
+        "on shutdown, how long running lines may finish before they are stopped (they run again on resume)"))
+
+    @model_validator(mode="after")
+    def _stale_after_poll(self) -> BatchSpec:
+        if self.stale_s <= 2 * self.poll_s:
+            raise ValueError(f"stale_s ({self.stale_s}) must be more than twice poll_s ({self.poll_s}), or live "
+                             "claims would be taken over")
+        return self
+
+
 class GatewaySpec(StrictModel):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -373,6 +402,7 @@ class GatewaySpec(StrictModel):
         default="info", description="JSON logs on stderr: info has one access line per request")
     otel: OtelSpec = OtelSpec()
     admission: AdmissionSpec = AdmissionSpec()
+    batch: BatchSpec = BatchSpec()
 
 
 class SloSpec(StrictModel):

@@ -1,0 +1,136 @@
+"""A batch's input file, read and checked line by line (OpenAI's JSONL: one request per line,
+`{"custom_id", "method": "POST", "url", "body"}`).
+
+POST /v1/batches reads the whole file before it accepts the batch; a file with mistakes makes a batch that
+has failed validation, whose `errors` list them as OpenAI does (code, line, message, param; at most
+MAX_ERRORS). What is checked here is what the batch as a whole depends on: each line a JSON object with
+exactly those four fields, the method POST, the url the batch's endpoint, the custom_id a unique non-empty
+string, the body an object naming a model the grid serves, not streamed. The rest of a body is checked when
+its line runs, by the one pipeline, like any request: a mistake there fails that line (a 400 in the error
+file), not the batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+MAX_ERRORS = 100
+MAX_CUSTOM_ID = 512
+_FIELDS = ("custom_id", "method", "url", "body")
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    number: int
+    """1-based, as the file's editor shows it."""
+    custom_id: str
+    text: bytes
+    """The line as read: a batch holds its lines' bytes, not their parsed bodies (a fraction of the memory)."""
+
+    def body(self) -> dict[str, Any]:
+        """The request's body, parsed afresh (the pipeline may change it; the line stays as read)."""
+        body: dict[str, Any] = orjson.loads(self.text)["body"]
+        return body
+
+
+@dataclass(slots=True)
+class Checked:
+    lines: list[Line] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)
+
+    def fail(self, code: str, message: str, line: int | None = None, param: str | None = None) -> None:
+        if len(self.errors) < MAX_ERRORS:
+            self.errors.append({"code": code, "line": line, "message": message, "param": param})
+
+    @property
+    def model(self) -> str | None:
+        """The batch's model when every line names the same one (OpenAI's `model`), else None."""
+        return next(iter(self.models)) if len(self.models) == 1 else None
+
+
+def read_input(raw: bytes, endpoint: str, known_models: Collection[str] | None, max_lines: int) -> Checked:
+    """Every line of the file checked; `lines` holds those that passed (all of them when `errors` is empty).
+    `known_models` None: any model (a batch being resumed: a model gone since fails its lines, not the batch)."""
+    out = Checked()
+    seen: set[str] = set()
+    count = 0
+    for number, text in enumerate(raw.split(b"\n"), start=1):
+        if not text.strip():
+            continue  # blank lines (a final newline, spacing) are not requests
+        count += 1
+        if count > max_lines:
+            out.fail("too_many_tasks", f"The batch input file holds more than {max_lines} requests, the most one "
+                     "batch may hold (gateway.batch.max_lines); split it into several batches.", number)
+            break
+        line = _check_line(out, number, text, endpoint, known_models)
+        if line is None:
+            continue
+        if line.custom_id in seen:
+            out.fail("duplicate_custom_id", f"The custom_id {line.custom_id!r} of this request is a duplicate of "
+                     "another request's. The custom_id must be unique for each request in a batch.", number,
+                     "custom_id")
+            continue
+        seen.add(line.custom_id)
+        out.lines.append(line)
+    if count == 0:
+        out.fail("empty_file", "The batch input file is empty: it holds no request.")
+    return out
+
+
+def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
+                known: Collection[str] | None) -> Line | None:
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        out.fail("invalid_json_line", "This line is not parseable as valid JSON.", number)
+        return None
+    if not isinstance(obj, dict):
+        out.fail("invalid_json_line", "This line is not a JSON object.", number)
+        return None
+    extra = sorted(k for k in obj if k not in _FIELDS)
+    if extra:
+        out.fail("invalid_request", f"Unknown field {extra[0]!r}: a request line has custom_id, method, url and "
+                 "body only.", number, extra[0])
+        return None
+    missing = [k for k in _FIELDS if k not in obj]
+    if missing:
+        out.fail("missing_required_parameter", f"The request is missing the required field {missing[0]!r}.",
+                 number, missing[0])
+        return None
+    cid = obj["custom_id"]
+    if not isinstance(cid, str) or not cid or len(cid) > MAX_CUSTOM_ID:
+        out.fail("invalid_request", f"custom_id must be a non-empty string of at most {MAX_CUSTOM_ID} characters.",
+                 number, "custom_id")
+        return None
+    if obj["method"] != "POST":
+        out.fail("invalid_request", f"method must be 'POST', not {obj['method']!r}.", number, "method")
+        return None
+    if obj["url"] != endpoint:
+        out.fail("url_mismatch", f"The url {obj['url']!r} of this request does not match the batch's endpoint "
+                 f"{endpoint!r}.", number, "url")
+        return None
+    body = obj["body"]
+    if not isinstance(body, dict):
+        out.fail("invalid_request", "body must be a JSON object: the request for the batch's endpoint.", number,
+                 "body")
+        return None
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        out.fail("missing_required_parameter", "body.model is required: the model of this request.", number,
+                 "body.model")
+        return None
+    if known is not None and model != "auto" and model not in known:
+        out.fail("model_not_found", f"The model {model!r} does not exist on this grid. Available: "
+                 f"{', '.join(sorted({*known, 'auto'}))}", number, "body.model")
+        return None
+    if body.get("stream") not in (None, False):
+        out.fail("invalid_request", "body.stream: a batch request is answered whole; leave stream out or false.",
+                 number, "body.stream")
+        return None
+    out.models.add(model)
+    return Line(number, cid, text)

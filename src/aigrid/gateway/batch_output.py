@@ -1,0 +1,83 @@
+"""The output and error files of a running batch, written a line at a time as its lines end.
+
+They are the batch's progress: a line is done once its line is in one of them. A batch resumed after a
+restart (or taken over from a process that died) reads both (`recover`) and runs only the custom_ids found
+in neither; a last line cut short by a crash is dropped first, so that line runs again. When the batch ends
+they become its `output_file_id` and `error_file_id` (batch_runner.py: FileStore.register).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+
+@dataclass(slots=True)
+class Progress:
+    done: set[str] = field(default_factory=set)
+    completed: int = 0
+    failed: int = 0
+    input_tokens: int = 0
+    cached_tokens: int = 0
+    output_tokens: int = 0
+
+    def add(self, ok: bool, record: dict[str, Any], usage: dict[str, Any] | None) -> None:
+        self.done.add(record["custom_id"])
+        if ok:
+            self.completed += 1
+        else:
+            self.failed += 1
+        if usage:
+            self.input_tokens += int(usage.get("prompt_tokens") or 0)
+            self.output_tokens += int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details")
+            self.cached_tokens += int((details or {}).get("cached_tokens") or 0) if isinstance(details, dict) else 0
+
+    def usage(self) -> dict[str, Any]:
+        """OpenAI's Batch `usage`."""
+        return {"input_tokens": self.input_tokens, "input_tokens_details": {"cached_tokens": self.cached_tokens},
+                "output_tokens": self.output_tokens, "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": self.input_tokens + self.output_tokens}
+
+
+class BatchOutput:
+    def __init__(self, folder: Path, bid: str) -> None:
+        self.output = folder / f"{bid}_output.jsonl"
+        self.errors = folder / f"{bid}_error.jsonl"
+        self._lock = asyncio.Lock()
+
+    def recover(self) -> Progress:
+        """What the files already hold (blocking: call it in a thread)."""
+        progress = Progress()
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        for path, ok in ((self.output, True), (self.errors, False)):
+            if not path.exists():
+                continue
+            data = path.read_bytes()
+            whole = data.rfind(b"\n") + 1
+            if whole < len(data):  # a line cut short: dropped, it runs again
+                with path.open("r+b") as f:
+                    f.truncate(whole)
+            for text in data[:whole].splitlines():
+                try:
+                    record = orjson.loads(text)
+                except orjson.JSONDecodeError:
+                    continue
+                body = (record.get("response") or {}).get("body")
+                usage = body.get("usage") if ok and isinstance(body, dict) else None
+                progress.add(ok, record, usage if isinstance(usage, dict) else None)
+        return progress
+
+    async def append(self, ok: bool, record: dict[str, Any]) -> None:
+        line = orjson.dumps(record) + b"\n"
+        async with self._lock:
+            await asyncio.to_thread(_append, self.output if ok else self.errors, line)
+
+
+def _append(path: Path, line: bytes) -> None:
+    with path.open("ab") as f:
+        f.write(line)

@@ -1,0 +1,328 @@
+"""The batches a gateway process runs: one asyncio task per batch, a few of its lines in flight at once.
+
+Created with the gateway's app (batches.py, `Gateway.batches`), never at module level; the lifespan starts it
+and stops it. Every process of `aigrid up --workers N` has one, over the same SQLite index (batch_store.py):
+
+- **Claims.** A batch is run by the one process that claimed it. The process that accepted the batch
+  claims it at once; every `poll_s` each process renews its claims, reads the status of its batches (a
+  cancel from any worker shows there) and claims unfinished batches that nobody holds (released by a
+  process that stopped, or whose claim was not renewed for `stale_s`: its process died), up to
+  `max_running`. A process that finds its claim taken over stops starting that batch's lines.
+- **Lines.** In input order, at most `concurrency` at a time, each through the one pipeline as its creator
+  (batch_line.py); its answer is appended to the output or the error file (batch_output.py), which is the
+  progress a resumed batch starts from. A line refused for capacity or rate (429, 503) is tried again
+  after `retry_s` x the try, up to `line_attempts` tries; then it goes to the error file.
+- **Statuses.** validating -> in_progress (claimed) -> finalizing -> completed; cancelling (POST .../cancel:
+  no new line starts, running ones finish) -> cancelled; past `expires_at` (24 h after creation): no new
+  line starts, the lines not run go to the error file as `batch_expired`, -> expired. The output and error
+  files are registered as files (purpose `batch_output`) when the batch ends, with what it did.
+- **Shutdown** (`stop`): no new line starts, running ones get `drain_s` to finish and are stopped after it
+  (their exchanges close: quota settled, audit record `cancelled`; they run again on resume), and every
+  claim is released, so the batch resumes at the next start of any worker, from where it stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aigrid.gateway.batch_input import Line, read_input
+from aigrid.gateway.batch_line import LineResult
+from aigrid.gateway.batch_output import BatchOutput, Progress
+from aigrid.gateway.batch_store import FINAL, BatchStore, StoredBatch
+from aigrid.gateway.file_store import FileStore
+from aigrid.spec.models import BatchSpec
+
+log = logging.getLogger("aigrid.gateway")
+SWEEP_EVERY_S = 60.0
+"""How often a process deletes expired files."""
+RunLine = Callable[[StoredBatch, Line], Awaitable[LineResult]]
+EXPIRED = {"code": "batch_expired",
+           "message": "This request could not be executed before the completion window expired."}
+
+
+@dataclass
+class _Run:
+    bid: str
+    task: asyncio.Task[None] | None = None
+    claimed: bool = False
+    halt: asyncio.Event = field(default_factory=asyncio.Event)
+    why: str | None = None
+    """Why no new line starts: stop (shutdown), cancel, lost (claim taken over), expired."""
+    lines: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def stop(self, why: str) -> None:
+        if self.why is None or why == "stop" or why == "lost":  # a shutdown or a lost claim wins over a cancel
+            self.why = why
+        self.halt.set()
+
+
+class BatchRunner:
+    def __init__(self, spec: BatchSpec, store: BatchStore, files: FileStore, run_line: RunLine, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.spec = spec
+        self.store, self.files, self.run_line = store, files, run_line
+        self.clock = clock
+        self.owner = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
+        """This process's name on its claims."""
+        self._runs: dict[str, _Run] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._swept = 0.0
+        self.stopping = False
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def running(self, bid: str) -> bool:
+        return bid in self._runs
+
+    # --- lifecycle ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Claim what nobody runs (batches left by a stop or a dead process) and keep the claims renewed."""
+        self.stopping = False
+        self._ensure_ticker()
+
+    def _ensure_ticker(self) -> None:
+        if self._ticker is None or self._ticker.done():
+            self._ticker = asyncio.create_task(self._tick_loop(), name="aigrid-batches")
+
+    async def stop(self) -> None:
+        """No new line starts; running lines get drain_s, then are stopped; every claim is released."""
+        self.stopping = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        runs = list(self._runs.values())
+        for run in runs:
+            run.stop("stop")
+        tasks = {run.task for run in runs if run.task is not None}
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=self.spec.drain_s)
+        if pending:
+            for run in runs:
+                for line in list(run.lines):
+                    line.cancel()
+            await asyncio.wait(pending)
+
+    # --- what the API asks -----------------------------------------------------------------------------------
+    def submit(self, bid: str) -> None:
+        """Run the batch `bid` here if this process may take it (a batch just created, or cancelled)."""
+        if self.stopping or bid in self._runs or len(self._runs) >= self.spec.max_running:
+            return
+        self._ensure_ticker()
+        run = self._runs[bid] = _Run(bid)
+        run.task = asyncio.create_task(self._claim_and_run(run), name=f"aigrid-batch-{bid}")
+
+    def cancel(self, bid: str) -> None:
+        """The batch's status is cancelling: if this process runs it, no new line starts from now."""
+        run = self._runs.get(bid)
+        if run is not None:
+            run.stop("cancel")
+
+    # --- the ticker -----------------------------------------------------------------------------------------
+    async def _tick_loop(self) -> None:
+        while not self.stopping:
+            try:
+                await self._tick()
+            except Exception:  # the index unreadable for a moment (disk, lock): try again next time
+                log.exception("batches: could not renew claims or claim batches")
+            await asyncio.sleep(self.spec.poll_s)
+
+    async def _tick(self) -> None:
+        now = self.clock()
+        claimed = [bid for bid, run in self._runs.items() if run.claimed]
+        if claimed:
+            statuses = await self.store.renew(self.owner, claimed, now)
+            for bid in claimed:
+                run = self._runs.get(bid)
+                status = statuses.get(bid)
+                if run is None:
+                    continue
+                if status is None:
+                    run.stop("lost")
+                elif status == "cancelling":
+                    run.stop("cancel")
+        room = self.spec.max_running - len(self._runs)
+        if room > 0 and not self.stopping:
+            for bid in await self.store.claimable(now, self.spec.stale_s, room):
+                self.submit(bid)
+        if now - self._swept >= SWEEP_EVERY_S:
+            self._swept = now
+            await self.files.sweep()
+
+    # --- one batch ----------------------------------------------------------------------------------------
+    async def _claim_and_run(self, run: _Run) -> None:
+        try:
+            row = await self.store.claim(run.bid, self.owner, self.clock(), self.spec.stale_s)
+            if row is None:
+                return
+            run.claimed = True
+            await self._execute(run, row)
+        except Exception:
+            log.exception("batch %s: stopped by an internal error (it resumes at the next start)", run.bid)
+        finally:
+            self._runs.pop(run.bid, None)
+            if run.claimed:  # a batch that ended is claimed by nobody; one that stopped resumes anywhere
+                with contextlib.suppress(Exception):
+                    await self.store.release(run.bid, self.owner)
+
+    async def _execute(self, run: _Run, row: StoredBatch) -> None:
+        obj = row.obj
+        if obj["status"] == "cancelling":
+            run.stop("cancel")
+        input_file = await self.files.get(row.tenant, obj["input_file_id"])
+        if input_file is None:
+            await self._fail(row, "input_file_missing", f"The input file {obj['input_file_id']} is no longer stored.")
+            return
+        raw = await asyncio.to_thread(self.files.disk_path(input_file).read_bytes)
+        checked = await asyncio.to_thread(read_input, raw, obj["endpoint"], None, self.spec.max_lines)
+        output = BatchOutput(self.files.folder(row.tenant), row.id)
+        progress = await asyncio.to_thread(output.recover)
+        total = len(checked.lines)
+        now = int(self.clock())
+
+        def started(o: dict[str, Any]) -> bool:
+            if o["status"] != "validating":
+                return False
+            o.update(status="in_progress", in_progress_at=now)
+            o["request_counts"] = {"total": total, "completed": progress.completed, "failed": progress.failed}
+            return True
+
+        await self.store.update(row.id, started)
+        pending = [line for line in checked.lines if line.custom_id not in progress.done]
+        await self._run_lines(run, row, pending, output, progress, total)
+        if run.why in ("stop", "lost"):
+            return  # resumable: the claim is released (stop) or someone else holds it (lost)
+        unfinished = [line for line in checked.lines if line.custom_id not in progress.done]
+        if run.why == "expired" or (run.why is None and unfinished and self.clock() >= obj["expires_at"]):
+            for line in unfinished:
+                record = {"id": "batch_req_" + os.urandom(12).hex(), "custom_id": line.custom_id,
+                          "response": None, "error": EXPIRED}
+                await output.append(False, record)
+                progress.add(False, record, None)
+            await self._finish(row, output, progress, total, "expired")
+        elif run.why == "cancel":
+            await self._finish(row, output, progress, total, "cancelled")
+        else:
+            await self._finish(row, output, progress, total, "completed")
+
+    async def _run_lines(self, run: _Run, row: StoredBatch, pending: list[Line], output: BatchOutput,
+                         progress: Progress, total: int) -> None:
+        slots = asyncio.Semaphore(self.spec.concurrency)
+        expires_at = row.obj["expires_at"]
+
+        async def one(line: Line) -> None:
+            try:
+                result = await self._line_with_retries(run, row, line)
+                if result is None:
+                    return
+                await output.append(result.ok, result.record)
+                progress.add(result.ok, result.record, dict(result.usage) if result.usage else None)
+                await self._counts(row.id, progress, total)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the output file or the index failed: the line runs again on resume
+                log.exception("batch %s: the result of line %s could not be recorded", row.id, line.custom_id)
+            finally:
+                slots.release()
+
+        for line in pending:
+            await slots.acquire()
+            if not run.halt.is_set() and self.clock() >= expires_at:
+                run.stop("expired")
+            if run.halt.is_set():
+                slots.release()
+                break
+            task = asyncio.create_task(one(line), name=f"aigrid-batch-{row.id}-line")
+            run.lines.add(task)
+            task.add_done_callback(run.lines.discard)
+        if run.lines:
+            await asyncio.wait(set(run.lines))
+
+    async def _line_with_retries(self, run: _Run, row: StoredBatch, line: Line) -> LineResult | None:
+        """The line's result, or None when the batch halted while it waited to be tried again."""
+        attempts = self.spec.line_attempts
+        for attempt in range(1, attempts + 1):
+            result = await self.run_line(row, line)
+            if result.retry_after_s is None or attempt == attempts:
+                return result
+            wait = max(result.retry_after_s, self.spec.retry_s * attempt)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.halt.wait(), wait)
+            if run.halt.is_set():
+                return None
+        return None  # not reached: the last attempt returns
+
+    async def _counts(self, bid: str, progress: Progress, total: int) -> None:
+        counts = {"total": total, "completed": progress.completed, "failed": progress.failed}
+
+        def update(o: dict[str, Any]) -> bool:
+            if o["status"] in FINAL:
+                return False
+            o["request_counts"], o["usage"] = counts, progress.usage()
+            return True
+
+        await self.store.update(bid, update)
+
+    async def _finish(self, row: StoredBatch, output: BatchOutput, progress: Progress, total: int,
+                      status: str) -> None:
+        """finalizing: the output and error files registered; then the final status with what was done."""
+        now = int(self.clock())
+
+        def finalizing(o: dict[str, Any]) -> bool:
+            if o["status"] in FINAL or o["status"] == "finalizing":
+                return False
+            o.update(status="finalizing", finalizing_at=now)
+            return True
+
+        await self.store.update(row.id, finalizing)
+        output_id = await self._register(row, output.output)
+        error_id = await self._register(row, output.errors)
+        counts = {"total": total, "completed": progress.completed, "failed": progress.failed}
+        end = int(self.clock())
+
+        def final(o: dict[str, Any]) -> bool:
+            if o["status"] in FINAL:
+                return False
+            # a cancel that came while the last lines ended: they all ran, and it says cancelled
+            outcome = "cancelled" if o.get("cancelling_at") is not None and status == "completed" else status
+            o.update(status=outcome, output_file_id=output_id, error_file_id=error_id, request_counts=counts,
+                     usage=progress.usage())
+            o[f"{outcome}_at"] = end
+            return True
+
+        await self.store.update(row.id, final)
+
+    async def _register(self, row: StoredBatch, path: Path) -> str | None:
+        """The file as a `batch_output` file of the batch's tenant (expiring as `output_expires_after` says);
+        None when the batch wrote no line to it."""
+        size = await asyncio.to_thread(lambda: path.stat().st_size if path.exists() else 0)
+        if not size:
+            return None
+        after = row.obj.get("output_expires_after")
+        expires = int(self.clock()) + int(after["seconds"]) if after else None
+        f = await self.files.register(row.tenant, path, path.name, "batch_output", size, expires)
+        return f.id
+
+    async def _fail(self, row: StoredBatch, code: str, message: str) -> None:
+        now = int(self.clock())
+
+        def failed(o: dict[str, Any]) -> bool:
+            if o["status"] in FINAL:
+                return False
+            o.update(status="failed", failed_at=now,
+                     errors={"object": "list", "data": [{"code": code, "line": None, "message": message,
+                                                         "param": None}]})
+            return True
+
+        await self.store.update(row.id, failed)

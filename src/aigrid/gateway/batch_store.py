@@ -1,0 +1,155 @@
+"""The batches of the Batch API (batches_api.py, batch_runner.py): one row of the SQLite index (batch_db.py)
+each, shared by every gateway process on the machine.
+
+A row holds OpenAI's Batch object as the clients read it, who created it (the principal, never a secret:
+batch_line.py re-checks it for every line) with the routing headers of its create call, and its claim: the
+process that runs it (`owner`) and when that process last renewed the claim (`heartbeat`). A claim is taken
+in one statement (`claim`), so exactly one process runs a batch; one not renewed for `stale_s` (its process
+died) is taken over, and a process that stops gracefully releases its claims at once (`release`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from aigrid.gateway.batch_db import BatchDb
+
+ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
+"""Statuses a runner still has work for; every other one is final."""
+FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
+_IN_ACTIVE = f"status IN ({', '.join('?' * len(ACTIVE))})"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBatch:
+    id: str
+    tenant: str
+    obj: dict[str, Any]
+    """OpenAI's Batch object."""
+    principal: dict[str, Any]
+    headers: dict[str, str]
+    owner: str | None
+
+
+def _row(r: sqlite3.Row) -> StoredBatch:
+    return StoredBatch(r["id"], r["tenant"], orjson.loads(r["object"]), orjson.loads(r["principal"]),
+                       orjson.loads(r["headers"]), r["owner"])
+
+
+Mutate = Callable[[dict[str, Any]], bool]
+"""Changes a Batch object in place; False: leave it as it was."""
+
+
+class BatchStore:
+    def __init__(self, db: BatchDb) -> None:
+        self.db = db
+
+    async def create(self, tenant: str, obj: dict[str, Any], principal: dict[str, Any],
+                     headers: dict[str, str]) -> None:
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                       (obj["id"], tenant, obj["created_at"], obj["status"], orjson.dumps(obj).decode(),
+                        orjson.dumps(principal).decode(), orjson.dumps(headers).decode()))
+
+        await self.db.write(insert)
+
+    async def get(self, tenant: str, bid: str) -> dict[str, Any] | None:
+        def find(db: sqlite3.Connection) -> dict[str, Any] | None:
+            r = db.execute("SELECT object FROM batches WHERE id = ? AND tenant = ?", (bid, tenant)).fetchone()
+            return None if r is None else orjson.loads(r["object"])
+
+        return await self.db.read(find)
+
+    async def row(self, bid: str) -> StoredBatch | None:
+        def find(db: sqlite3.Connection) -> StoredBatch | None:
+            r = db.execute("SELECT * FROM batches WHERE id = ?", (bid,)).fetchone()
+            return None if r is None else _row(r)
+
+        return await self.db.read(find)
+
+    async def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool] | None:
+        """A page of the tenant's batches, newest first, and whether more follow; None: no batch `after`."""
+        def page(db: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool] | None:
+            if after is not None:
+                r = db.execute("SELECT created_at, rowid FROM batches WHERE id = ? AND tenant = ?",
+                               (after, tenant)).fetchone()
+                if r is None:
+                    return None
+                rows = db.execute("SELECT object FROM batches WHERE tenant = ? AND (created_at < ? OR "
+                                  "(created_at = ? AND rowid < ?)) ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                                  (tenant, r[0], r[0], r[1], limit + 1)).fetchall()
+            else:
+                rows = db.execute("SELECT object FROM batches WHERE tenant = ? ORDER BY created_at DESC, rowid DESC "
+                                  "LIMIT ?", (tenant, limit + 1)).fetchall()
+            objs = [orjson.loads(r["object"]) for r in rows]
+            return objs[:limit], len(objs) > limit
+
+        return await self.db.read(page)
+
+    async def update(self, bid: str, mutate: Mutate, tenant: str | None = None) -> dict[str, Any] | None:
+        """Read, change and write the Batch object in one transaction (a cancel from any process and the
+        runner's progress never overwrite each other); the object after, or None when there is none."""
+        def change(db: sqlite3.Connection) -> dict[str, Any] | None:
+            r = db.execute("SELECT object, tenant FROM batches WHERE id = ?", (bid,)).fetchone()
+            if r is None or (tenant is not None and r["tenant"] != tenant):
+                return None
+            obj = orjson.loads(r["object"])
+            if mutate(obj):
+                db.execute("UPDATE batches SET object = ?, status = ? WHERE id = ?",
+                           (orjson.dumps(obj).decode(), obj["status"], bid))
+            return obj
+
+        return await self.db.write(change)
+
+    async def uses_file(self, tenant: str, fid: str) -> str | None:
+        """The id of an unfinished batch of the tenant that reads file `fid`, if any."""
+        def find(db: sqlite3.Connection) -> str | None:
+            r = db.execute(f"SELECT id FROM batches WHERE tenant = ? AND {_IN_ACTIVE} AND "
+                           "json_extract(object, '$.input_file_id') = ?", (tenant, *ACTIVE, fid)).fetchone()
+            return None if r is None else r[0]
+
+        return await self.db.read(find)
+
+    # --- claims -----------------------------------------------------------------------------------------
+    async def claimable(self, now: float, stale_s: float, limit: int) -> list[str]:
+        """Unfinished batches no process runs (never claimed, released, or its claim gone stale), oldest first."""
+        def find(db: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in db.execute(
+                f"SELECT id FROM batches WHERE {_IN_ACTIVE} AND (owner IS NULL OR heartbeat < ?) "
+                "ORDER BY created_at, rowid LIMIT ?", (*ACTIVE, now - stale_s, limit))]
+
+        return await self.db.read(find)
+
+    async def claim(self, bid: str, owner: str, now: float, stale_s: float) -> StoredBatch | None:
+        """Take the batch for `owner` unless another process holds a live claim on it."""
+        def take(db: sqlite3.Connection) -> StoredBatch | None:
+            taken = db.execute(f"UPDATE batches SET owner = ?, heartbeat = ? WHERE id = ? AND {_IN_ACTIVE} AND "
+                               "(owner IS NULL OR owner = ? OR heartbeat < ?)",
+                               (owner, now, bid, *ACTIVE, owner, now - stale_s)).rowcount
+            if not taken:
+                return None
+            return _row(db.execute("SELECT * FROM batches WHERE id = ?", (bid,)).fetchone())
+
+        return await self.db.write(take)
+
+    async def renew(self, owner: str, bids: Sequence[str], now: float) -> dict[str, str]:
+        """Renew `owner`'s claims on `bids`: each batch still claimed by it -> its status (a cancel shows)."""
+        def touch(db: sqlite3.Connection) -> dict[str, str]:
+            mine: dict[str, str] = {}
+            for bid in bids:
+                if db.execute("UPDATE batches SET heartbeat = ? WHERE id = ? AND owner = ?", (now, bid, owner)).rowcount:
+                    mine[bid] = db.execute("SELECT status FROM batches WHERE id = ?", (bid,)).fetchone()[0]
+            return mine
+
+        return await self.db.write(touch)
+
+    async def release(self, bid: str, owner: str) -> None:
+        def drop(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE batches SET owner = NULL, heartbeat = NULL WHERE id = ? AND owner = ?", (bid, owner))
+
+        await self.db.write(drop)

@@ -1,0 +1,157 @@
+"""OpenAI's Batch API (the SDK's `client.batches`): POST /v1/batches, GET /v1/batches, GET /v1/batches/{id},
+POST /v1/batches/{id}/cancel.
+
+Create reads the whole input file and checks it line by line (batch_input.py) before it accepts the batch: a
+file with mistakes makes a batch that has failed validation, with OpenAI's `errors` (code, line, message,
+param); a bad request body is a 400 naming the field. An accepted batch is `validating` until a gateway
+process claims it (this one, at once: batch_runner.py), then runs each line through the one pipeline as its
+creator at urgency `batch` (batch_line.py). Cancel marks it `cancelling` (any worker; the process running
+it stops starting lines, lets the running ones finish, then it is `cancelled` with what was done).
+
+Every route is authenticated, tenant-scoped (another tenant's batch is a 404) and audited (routes.Audited:
+one record with the route and outcome, the ids, never the file's text). docs/batches.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from aigrid.errors import InvalidRequest, NotFound
+from aigrid.gateway.batch_input import read_input
+from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
+from aigrid.gateway.batch_runner import BatchRunner
+from aigrid.gateway.batch_store import BatchStore
+from aigrid.gateway.batches_schema import BatchCreate
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.file_store import FileStore
+from aigrid.gateway.front_door import pipeline_headers, validate
+from aigrid.gateway.routes import CHAT_PATH, COMPLETIONS_PATH, H_TENANT, Audited, Routes, json_response
+from aigrid.security.principal import Principal
+
+BATCHES_PATH = "/v1/batches"
+ENDPOINTS = (CHAT_PATH, COMPLETIONS_PATH)
+"""The endpoints a batch's lines may call (OpenAI's others, embeddings included, are a 400 naming endpoint)."""
+WINDOW_S = 24 * 3600
+MAX_LIST = 100
+
+
+def batch_object(bid: str, req: BatchCreate, created: int, status: str, model: str | None) -> dict[str, Any]:
+    """OpenAI's Batch object as created."""
+    obj: dict[str, Any] = {
+        "id": bid, "object": "batch", "endpoint": req.endpoint, "model": model, "errors": None,
+        "input_file_id": req.input_file_id, "completion_window": req.completion_window, "status": status,
+        "output_file_id": None, "error_file_id": None, "created_at": created, "in_progress_at": None,
+        "expires_at": created + WINDOW_S, "finalizing_at": None, "completed_at": None, "failed_at": None,
+        "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+        "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": None, "metadata": req.metadata}
+    if req.output_expires_after is not None:
+        obj["output_expires_after"] = req.output_expires_after.model_dump()
+    return obj
+
+
+class BatchesApi:
+    def __init__(self, routes: Routes, files: FileStore, store: BatchStore, runner: BatchRunner) -> None:
+        self.gw, self.pipeline = routes.gw, routes
+        self.files, self.store, self.runner = files, store, runner
+
+    def routes(self) -> list[Route]:
+        one, cancel = BATCHES_PATH + "/{batch_id}", BATCHES_PATH + "/{batch_id}/cancel"
+
+        def audited(method: str, path: str, handler: Any) -> Route:
+            return Route(path, Audited(self.gw, f"{method} {path}", handler), methods=[method])
+
+        return [audited("POST", BATCHES_PATH, self.create), audited("GET", BATCHES_PATH, self.list),
+                audited("GET", one, self.get), audited("POST", cancel, self.cancel)]
+
+    def _caller(self, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
+        headers = pipeline_headers(request)
+        ex.principal = p = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+        return p, headers
+
+    async def create(self, request: Request, ex: Exchange) -> Response:
+        gw = self.gw
+        caller, headers = self._caller(request, ex)
+        raw = await self.pipeline.read_json(request)
+        req = validate(BatchCreate, raw)
+        if req.endpoint not in ENDPOINTS:
+            raise InvalidRequest(f"endpoint: {req.endpoint!r} is not served in batches; use one of "
+                                 f"{', '.join(ENDPOINTS)}", param="endpoint")
+        bid, created = "batch_" + os.urandom(12).hex(), int(time.time())
+        ex.body = {"batch_id": bid, "input_file_id": req.input_file_id, "endpoint": req.endpoint}
+        found = await self.files.get(caller.tenant, req.input_file_id)
+        if found is None:
+            raise NotFound(f"input_file_id: no file {req.input_file_id!r}", param="input_file_id")
+        if found.purpose != "batch":
+            raise InvalidRequest(f"input_file_id: {found.id!r} has purpose {found.purpose!r}; a batch reads a file "
+                                 "uploaded with purpose 'batch'", param="input_file_id")
+        data = await asyncio.to_thread(self.files.disk_path(found).read_bytes)
+        checked = await asyncio.to_thread(read_input, data, req.endpoint, gw.known_models,
+                                          gw.spec.gateway.batch.max_lines)
+        obj = batch_object(bid, req, created, "failed" if checked.errors else "validating", checked.model)
+        if checked.errors:
+            obj.update(failed_at=created, errors={"object": "list", "data": checked.errors})
+        else:
+            obj["request_counts"]["total"] = len(checked.lines)
+        kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
+        await self.store.create(caller.tenant, obj, caller_record(caller), kept)
+        if not checked.errors:
+            self.runner.submit(bid)
+        return json_response(obj)
+
+    async def _found(self, request: Request, ex: Exchange) -> tuple[str, str]:
+        tenant = self._caller(request, ex)[0].tenant
+        bid = request.path_params["batch_id"]
+        ex.body = {"batch_id": bid}
+        return tenant, bid
+
+    async def get(self, request: Request, ex: Exchange) -> Response:
+        tenant, bid = await self._found(request, ex)
+        obj = await self.store.get(tenant, bid)
+        if obj is None:
+            raise NotFound(f"no batch {bid!r}", param="batch_id")
+        return json_response(obj)
+
+    async def cancel(self, request: Request, ex: Exchange) -> Response:
+        """validating or in_progress -> cancelling (the running lines finish, then cancelled); cancelling or
+        cancelled: returned as it is; any other status is a 400 naming batch_id."""
+        tenant, bid = await self._found(request, ex)
+        now = int(time.time())
+
+        def cancelling(o: dict[str, Any]) -> bool:
+            if o["status"] not in ("validating", "in_progress"):
+                return False
+            o.update(status="cancelling", cancelling_at=now)
+            return True
+
+        obj = await self.store.update(bid, cancelling, tenant=tenant)
+        if obj is None:
+            raise NotFound(f"no batch {bid!r}", param="batch_id")
+        if obj["status"] not in ("cancelling", "cancelled"):
+            raise InvalidRequest(f"batch_id: batch {bid!r} is {obj['status']}; only a validating or in-progress "
+                                 "batch can be cancelled", param="batch_id")
+        if obj["status"] == "cancelling":
+            self.runner.cancel(bid)  # this process runs it: no new line from now
+            self.runner.submit(bid)  # nobody runs it: this process ends it
+        return json_response(obj)
+
+    async def list(self, request: Request, ex: Exchange) -> Response:
+        query = request.query_params
+        limit = query.get("limit", "20")
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
+            raise InvalidRequest(f"limit must be an integer between 1 and {MAX_LIST}", param="limit")
+        tenant = self._caller(request, ex)[0].tenant
+        after = query.get("after")
+        page = await self.store.list(tenant, after, int(limit))
+        if page is None:
+            raise InvalidRequest(f"after: no batch {after!r}", param="after")
+        data, more = page
+        return json_response({"object": "list", "data": data, "has_more": more,
+                              "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
+

@@ -1,0 +1,159 @@
+"""The files of the Files API (files_api.py): uploaded batch inputs and the batches' output and error files.
+
+Each file's bytes are a plain file on the local disk of the machine that runs the gateway, under
+`gateway.batch.dir`/<tenant>/ (a tenant name that is not a plain identifier becomes `t-` and a hash of it);
+its metadata is a row of the SQLite index (batch_db.py), so every worker process on the machine sees it.
+Every read is scoped by tenant: another tenant's file is not found. A file given an expiry
+(`expires_after`) is not found once it has passed, and its bytes are deleted by the batch runner's sweep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from aigrid.gateway.batch_db import BatchDb
+
+_PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    id: str
+    tenant: str
+    purpose: str
+    filename: str
+    bytes: int
+    created_at: int
+    expires_at: int | None
+    path: str
+    """Relative to the store's root."""
+
+    def to_object(self) -> dict[str, Any]:
+        """OpenAI's File object."""
+        return {"id": self.id, "object": "file", "bytes": self.bytes, "created_at": self.created_at,
+                "filename": self.filename, "purpose": self.purpose, "status": "processed",
+                "expires_at": self.expires_at, "status_details": None}
+
+
+def new_file_id() -> str:
+    return "file-" + os.urandom(12).hex()
+
+
+def tenant_folder(tenant: str) -> str:
+    return tenant if _PLAIN.fullmatch(tenant) else "t-" + hashlib.sha256(tenant.encode()).hexdigest()[:16]
+
+
+def _row(r: sqlite3.Row) -> StoredFile:
+    return StoredFile(r["id"], r["tenant"], r["purpose"], r["filename"], r["bytes"], r["created_at"],
+                      r["expires_at"], r["path"])
+
+
+_LIVE = "(expires_at IS NULL OR expires_at > ?)"
+
+
+class FileStore:
+    def __init__(self, db: BatchDb) -> None:
+        self.db = db
+        self.root = db.root
+
+    def folder(self, tenant: str) -> Path:
+        return self.root / tenant_folder(tenant)
+
+    def disk_path(self, f: StoredFile) -> Path:
+        return self.root / f.path
+
+    async def add(self, tenant: str, filename: str, purpose: str, src: IO[bytes],
+                  expires_at: int | None = None) -> StoredFile:
+        """Copy `src` (read from its start) into the tenant's folder and index it."""
+        fid = new_file_id()
+        rel = f"{tenant_folder(tenant)}/{fid}.jsonl"
+
+        def copy() -> int:
+            target = self.root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            part = target.with_name(target.name + ".part")
+            src.seek(0)
+            with part.open("wb") as out:
+                shutil.copyfileobj(src, out, 1 << 20)
+            size = part.stat().st_size
+            part.replace(target)
+            return size
+
+        size = await asyncio.to_thread(copy)
+        return await self._index(StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel))
+
+    async def register(self, tenant: str, path: Path, filename: str, purpose: str, size: int,
+                       expires_at: int | None = None) -> StoredFile:
+        """A file the gateway wrote itself under the tenant's folder (a batch's output), indexed as is."""
+        rel = path.relative_to(self.root).as_posix()
+        return await self._index(StoredFile(new_file_id(), tenant, purpose, filename, size, int(time.time()),
+                                            expires_at, rel))
+
+    async def _index(self, f: StoredFile) -> StoredFile:
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (f.id, f.tenant, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at, f.path))
+
+        await self.db.write(insert)
+        return f
+
+    async def get(self, tenant: str, fid: str) -> StoredFile | None:
+        def find(db: sqlite3.Connection) -> StoredFile | None:
+            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ? AND {_LIVE}",
+                           (fid, tenant, int(time.time()))).fetchone()
+            return None if r is None else _row(r)
+
+        return await self.db.read(find)
+
+    async def list(self, tenant: str, *, purpose: str | None, after: str | None, limit: int,
+                   ascending: bool) -> tuple[list[StoredFile], bool] | None:
+        """A page of the tenant's files by creation time, and whether more follow; None: no file `after`."""
+        def page(db: sqlite3.Connection) -> tuple[list[StoredFile], bool] | None:
+            rows = [_row(r) for r in db.execute(
+                f"SELECT * FROM files WHERE tenant = ? AND {_LIVE} AND (? IS NULL OR purpose = ?) "
+                f"ORDER BY created_at {'ASC' if ascending else 'DESC'}, rowid {'ASC' if ascending else 'DESC'}",
+                (tenant, int(time.time()), purpose, purpose))]
+            if after is not None:
+                ids = [f.id for f in rows]
+                if after not in ids:
+                    return None
+                rows = rows[ids.index(after) + 1:]
+            return rows[:limit], len(rows) > limit
+
+        return await self.db.read(page)
+
+    async def delete(self, tenant: str, fid: str) -> StoredFile | None:
+        """The file's row removed and its bytes deleted; None when the tenant has no such file."""
+        def remove(db: sqlite3.Connection) -> StoredFile | None:
+            r = db.execute("SELECT * FROM files WHERE id = ? AND tenant = ?", (fid, tenant)).fetchone()
+            if r is None:
+                return None
+            db.execute("DELETE FROM files WHERE id = ?", (fid,))
+            return _row(r)
+
+        found = await self.db.write(remove)
+        if found is not None:
+            await asyncio.to_thread(self.disk_path(found).unlink, missing_ok=True)
+        return found
+
+    async def sweep(self) -> int:
+        """Delete the files whose expiry has passed (rows and bytes); how many."""
+        def expired(db: sqlite3.Connection) -> list[StoredFile]:
+            rows = [_row(r) for r in db.execute("SELECT * FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?",
+                                                (int(time.time()),))]
+            db.executemany("DELETE FROM files WHERE id = ?", [(f.id,) for f in rows])
+            return rows
+
+        gone = await self.db.write(expired)
+        for f in gone:
+            await asyncio.to_thread(self.disk_path(f).unlink, missing_ok=True)
+        return len(gone)

@@ -1,0 +1,182 @@
+"""OpenAI's Files API, as far as the Batch API needs it (the SDK's `client.files`): POST /v1/files (multipart:
+`file`, `purpose`, optional `expires_after`), GET /v1/files, GET /v1/files/{id}, GET /v1/files/{id}/content,
+DELETE /v1/files/{id}.
+
+Only `purpose: batch` is accepted (a batch's input, JSONL); the batches' results are files of purpose
+`batch_output`. Uploads larger than `gateway.batch.max_file_bytes` are refused with 413 while they arrive,
+before the rest is read. Files live on the local disk of the machine running the gateway (file_store.py;
+docs/batches.md, "Where files live"). Every route is authenticated, tenant-scoped (another tenant's file is a
+404) and audited (routes.Audited: one record with the route, tenant and outcome; ids and sizes, never content).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+from starlette.routing import Route
+from starlette.types import Message, Receive
+
+from aigrid.errors import InvalidRequest, NotFound
+from aigrid.gateway.batch_store import BatchStore
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.file_store import FileStore, StoredFile
+from aigrid.gateway.front_door import pipeline_headers
+from aigrid.gateway.routes import H_TENANT, Audited, Routes, json_response
+from aigrid.security.principal import Principal
+
+FILES_PATH = "/v1/files"
+PURPOSES = ("batch",)
+FORM_SLACK = 64 * 1024
+"""What a multipart body may hold besides the file (boundaries, part headers, the other fields)."""
+_FIELDS = ("file", "purpose", "expires_after[anchor]", "expires_after[seconds]")
+MAX_LIST = 10_000
+
+
+class FileTooLarge(InvalidRequest):
+    status = 413
+    code = "file_too_large"
+
+
+def _limited(receive: Receive, limit: int) -> Receive:
+    """The request's body messages, refused (413) as soon as more than `limit` bytes have come."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise FileTooLarge(f"file: the upload is larger than {limit - FORM_SLACK} bytes, the most this "
+                                   "gateway accepts (gateway.batch.max_file_bytes)", param="file")
+        return message
+
+    return counted
+
+
+class FilesApi:
+    def __init__(self, routes: Routes, files: FileStore, batches: BatchStore, max_bytes: int) -> None:
+        self.gw = routes.gw
+        self.files, self.batches = files, batches
+        self.max_bytes = max_bytes
+
+    def routes(self) -> list[Route]:
+        one, content = FILES_PATH + "/{file_id}", FILES_PATH + "/{file_id}/content"
+
+        def audited(method: str, path: str, handler: Any) -> Route:
+            return Route(path, Audited(self.gw, f"{method} {path}", handler), methods=[method])
+
+        return [audited("POST", FILES_PATH, self.upload), audited("GET", FILES_PATH, self.list),
+                audited("GET", one, self.get), audited("DELETE", one, self.delete),
+                audited("GET", content, self.content)]
+
+    def _caller(self, request: Request, ex: Exchange) -> Principal:
+        headers = pipeline_headers(request)
+        ex.principal = p = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+        return p
+
+    async def upload(self, request: Request, ex: Exchange) -> Response:
+        tenant = self._caller(request, ex).tenant
+        limit = self.max_bytes + FORM_SLACK
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise FileTooLarge(f"file: the upload is larger than {self.max_bytes} bytes, the most this gateway "
+                               "accepts (gateway.batch.max_file_bytes)", param="file")
+        if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            raise InvalidRequest("POST /v1/files takes a multipart/form-data body with the fields file and purpose",
+                                 param="file")
+        counted = Request(request.scope, _limited(request.receive, limit))
+        try:
+            form = await counted.form(max_files=1, max_fields=len(_FIELDS), max_part_size=4096)
+        except (MultiPartException, HTTPException) as e:
+            detail = e.message if isinstance(e, MultiPartException) else e.detail
+            raise InvalidRequest(f"file: the multipart body could not be read: {detail}", param="file") from None
+        try:
+            upload, purpose, expires_at = self._fields(form)
+            if upload.size is not None and upload.size > self.max_bytes:
+                raise FileTooLarge(f"file: the upload is {upload.size} bytes, more than the {self.max_bytes} this "
+                                   "gateway accepts (gateway.batch.max_file_bytes)", param="file")
+            name = (upload.filename or "upload.jsonl")[:255]
+            stored = await self.files.add(tenant, name, purpose, upload.file, expires_at)
+        finally:
+            await form.close()
+        ex.body = {"file_id": stored.id, "filename": stored.filename, "bytes": stored.bytes, "purpose": purpose}
+        return json_response(stored.to_object())
+
+    @staticmethod
+    def _fields(form: FormData) -> tuple[UploadFile, str, int | None]:
+        for key in form:
+            if key not in _FIELDS:
+                raise InvalidRequest(f"{key}: unknown field; POST /v1/files takes file, purpose and expires_after",
+                                     param=key)
+        upload, purpose = form.get("file"), form.get("purpose")
+        if not isinstance(upload, UploadFile):
+            raise InvalidRequest("file: required, the file's content as a multipart file part", param="file")
+        if not isinstance(purpose, str) or not purpose:
+            raise InvalidRequest("purpose: required; this gateway keeps files for the Batch API: 'batch'",
+                                 param="purpose")
+        if purpose not in PURPOSES:
+            raise InvalidRequest(f"purpose: {purpose[:64]!r} is not served; this gateway keeps files for the Batch "
+                                 "API only: 'batch'", param="purpose")
+        anchor, seconds = form.get("expires_after[anchor]"), form.get("expires_after[seconds]")
+        if anchor is None and seconds is None:
+            return upload, purpose, None
+        if anchor != "created_at":
+            raise InvalidRequest("expires_after.anchor: must be 'created_at'", param="expires_after.anchor")
+        if not isinstance(seconds, str) or not seconds.isdigit() or not 3600 <= int(seconds) <= 2_592_000:
+            raise InvalidRequest("expires_after.seconds: an integer from 3600 (1 hour) to 2592000 (30 days)",
+                                 param="expires_after.seconds")
+        return upload, purpose, int(time.time()) + int(seconds)
+
+    async def _found(self, request: Request, ex: Exchange) -> StoredFile:
+        tenant = self._caller(request, ex).tenant
+        fid = request.path_params["file_id"]
+        ex.body = {"file_id": fid}
+        found = await self.files.get(tenant, fid)
+        if found is None:
+            raise NotFound(f"no file {fid!r}", param="file_id")
+        return found
+
+    async def get(self, request: Request, ex: Exchange) -> Response:
+        return json_response((await self._found(request, ex)).to_object())
+
+    async def content(self, request: Request, ex: Exchange) -> Response:
+        found = await self._found(request, ex)
+        path = self.files.disk_path(found)
+        if not await asyncio.to_thread(path.exists):
+            raise NotFound(f"no file {found.id!r}", param="file_id")
+        return FileResponse(path, media_type="application/octet-stream", filename=found.filename)
+
+    async def delete(self, request: Request, ex: Exchange) -> Response:
+        found = await self._found(request, ex)
+        user = await self.batches.uses_file(found.tenant, found.id)
+        if user is not None:
+            raise InvalidRequest(f"file_id: {found.id!r} is the input of batch {user!r}, which has not ended; cancel "
+                                 "it first (POST /v1/batches/{batch_id}/cancel)", param="file_id")
+        await self.files.delete(found.tenant, found.id)
+        return json_response({"id": found.id, "object": "file", "deleted": True})
+
+    async def list(self, request: Request, ex: Exchange) -> Response:
+        query = request.query_params
+        limit = query.get("limit", str(MAX_LIST))
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
+            raise InvalidRequest(f"limit must be an integer between 1 and {MAX_LIST}", param="limit")
+        order = query.get("order", "desc")
+        if order not in ("asc", "desc"):
+            raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+        tenant = self._caller(request, ex).tenant
+        after = query.get("after")
+        page = await self.files.list(tenant, purpose=query.get("purpose"), after=after, limit=int(limit),
+                                     ascending=order == "asc")
+        if page is None:
+            raise InvalidRequest(f"after: no file {after!r}", param="after")
+        data, more = page
+        return json_response({"object": "list", "data": [f.to_object() for f in data], "has_more": more,
+                              "first_id": data[0].id if data else None, "last_id": data[-1].id if data else None})
