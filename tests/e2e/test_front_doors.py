@@ -13,6 +13,7 @@ from pathlib import Path
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 import yaml
 
@@ -216,6 +217,35 @@ def test_responses_in_the_background(oai: openai.OpenAI) -> None:
     assert got.headers["x-aigrid-stored-jurisdiction"] == "EU"
     assert done.usage is not None and 0 < done.usage.output_tokens <= 16
     assert oai.responses.cancel(created.id).status == done.status
+
+
+def test_a_batch_runs_on_the_grid(oai: openai.OpenAI) -> None:
+    """The Batch API with a real engine: a 3-line JSONL uploaded, a batch created under x-aigrid-residency EU,
+    polled until completed; the output file has one real answer per custom_id, each served in Frankfurt at
+    urgency batch (its decision says so)."""
+    questions = {"river": "Name a river.", "mountain": "Name a mountain.", "colour": "Name a colour."}
+    data = b"".join(orjson.dumps({"custom_id": cid, "method": "POST", "url": "/v1/chat/completions",
+                                  "body": {"model": MODEL, "max_tokens": 12, "messages": [
+                                      {"role": "user", "content": q}]}}) + b"\n" for cid, q in questions.items())
+    uploaded = oai.files.create(file=("questions.jsonl", data), purpose="batch")
+    batch = oai.batches.create(input_file_id=uploaded.id, endpoint="/v1/chat/completions", completion_window="24h",
+                               extra_headers={"x-aigrid-residency": "EU"})
+    for _ in range(600):
+        batch = oai.batches.retrieve(batch.id)
+        if batch.status not in ("validating", "in_progress", "finalizing"):
+            break
+        time.sleep(0.1)
+    assert batch.status == "completed" and batch.request_counts is not None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (3, 0) and batch.error_file_id is None
+    assert batch.output_file_id is not None and batch.usage is not None and batch.usage.output_tokens > 0
+    out = [orjson.loads(x) for x in oai.files.content(batch.output_file_id).content.splitlines()]
+    assert sorted(x["custom_id"] for x in out) == sorted(questions)
+    for x in out:
+        assert x["response"]["status_code"] == 200 and x["error"] is None
+        answer = x["response"]["body"]["choices"][0]["message"]["content"]
+        assert isinstance(answer, str) and answer.strip()
+        decision = httpx.get(f"{oai.base_url}decisions/{x['response']['request_id']}").json()
+        assert decision["chosen"] == "fra-smollm2" and decision["urgency"]["class"] == "batch"
 
 
 def test_a_conversation_carries_its_turns(oai: openai.OpenAI) -> None:
