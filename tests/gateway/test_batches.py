@@ -29,6 +29,8 @@ from aigrid.gateway.batch_line import BATCH_LINE_ROUTE, LineResult, line_route, 
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import BatchStore, StoredBatch
 from aigrid.gateway.file_store import FileStore
+from aigrid.security.keys import KeyRing
+from aigrid.security.principal import Scopes
 from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -513,3 +515,49 @@ async def test_two_workers_over_one_folder_run_each_line_once(tmp_path: Path) ->
     finally:
         for g in gws:
             await stopped(g)
+
+
+async def test_lines_run_as_their_creator_checked_again_for_each_line(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys enforced: a batch's lines run with its creator's key's scopes (a model the key may not use: 403
+    in the error file), and a key revoked before its batch ran fails the lines (401), never runs them."""
+    secret = "batch-test-secret-0123456789"
+    monkeypatch.setenv("AIGRID_KEY_SECRET", secret)
+    ring = KeyRing(secret.encode())
+    full, narrow = ring.issue("default"), ring.issue("default", Scopes(models=frozenset({"llama-*"})))
+    ring.save(tmp_path / "keys.json")
+    spec = batch_spec(tmp_path)
+    gw = await started(spec.model_copy(update={"security": spec.security.model_copy(update={"enforce": True})}),
+                       engines)
+    try:
+        client = openai_client(build_app(gw))
+        with pytest.raises(openai.AuthenticationError):
+            await client.files.create(file=("r.jsonl", jsonl(line("a", "hi"))), purpose="batch")
+        narrowed = client.with_options(api_key=narrow.api_key)
+        done = await until(narrowed, (await submit(narrowed, jsonl(line("a", "hi")))).id, "completed")
+        refused = (await lines_of(narrowed, done.error_file_id))[0]["response"]
+        assert refused["status_code"] == 403 and refused["body"]["error"]["code"] == "model_not_allowed"
+        owner = client.with_options(api_key=full.api_key)
+        assert gw.batches is not None
+        await gw.batches.stop()  # the batch waits, unclaimed, while its key is revoked
+        created = await submit(owner, jsonl(line("a", "hi")))
+        assert gw.guard.authenticator.keys.revoke(full.record.key_id)
+        await gw.batches.start()
+        stored = await _until_in_store(gw, created.id)
+        assert stored["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
+        rows = [r for r in await audit_rows(gw) if r["extra"]["route"] == line_route(created.id, "a")]
+        assert len(rows) == 1 and rows[0]["outcome"] == "error:invalid_api_key"
+        assert received(engines) == []
+    finally:
+        await stopped(gw)
+
+
+async def _until_in_store(gw: Gateway, bid: str) -> dict[str, Any]:
+    """The batch as stored, once completed (its creator's key is revoked: it cannot poll it any more)."""
+    assert gw.batches is not None
+    for _ in range(500):
+        obj = await gw.batches.store.get("default", bid)
+        if obj is not None and obj["status"] == "completed":
+            return obj
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{bid} did not complete: {obj}")

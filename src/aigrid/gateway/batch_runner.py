@@ -139,6 +139,8 @@ class BatchRunner:
             await asyncio.sleep(self.spec.poll_s)
 
     async def _tick(self) -> None:
+        if not self._runs and not self.store.db.path.exists():
+            return  # no file or batch was ever made here: nothing to claim, and no folder made for nothing
         now = self.clock()
         claimed = [bid for bid, run in self._runs.items() if run.claimed]
         if claimed:
