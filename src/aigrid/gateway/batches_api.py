@@ -29,6 +29,7 @@ from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.batches_schema import BatchCreate
+from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore
 from aigrid.gateway.front_door import pipeline_headers, validate
@@ -142,16 +143,11 @@ class BatchesApi:
         return json_response(obj)
 
     async def list(self, request: Request, ex: Exchange) -> Response:
-        query = request.query_params
-        limit = query.get("limit", "20")
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
-            raise InvalidRequest(f"limit must be an integer between 1 and {MAX_LIST}", param="limit")
+        q = page_query(request.query_params, max_limit=MAX_LIST)  # newest first; `order` is not OpenAI's here
         tenant = self._caller(request, ex)[0].tenant
-        after = query.get("after")
-        page = await self.store.list(tenant, after, int(limit))
+        page = await self.store.list(tenant, q.after, q.limit)
         if page is None:
-            raise InvalidRequest(f"after: no batch {after!r}", param="after")
+            raise InvalidRequest(f"after: no batch {q.after!r}", param="after")
         data, more = page
-        return json_response({"object": "list", "data": data, "has_more": more,
-                              "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None})
+        return json_response(page_object(data, more))
 

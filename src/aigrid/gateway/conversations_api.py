@@ -34,6 +34,7 @@ from aigrid.gateway.conversations_schema import (
     ConversationItemsCreate,
     ConversationUpdate,
 )
+from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers, validate
 from aigrid.gateway.request_info import H_RESIDENCY, residency
@@ -177,21 +178,14 @@ class ConversationsApi:
     async def list_items(self, request: Request, ex: Exchange) -> Response:
         """A page of items (OpenAI's cursor list: `limit` 1-100, default 20; `order` asc or desc, default desc;
         `after` an item id; `include` accepted, nothing to add)."""
-        query = request.query_params
-        limit = query.get("limit", "20")
-        if not limit.isdigit() or not 1 <= int(limit) <= 100:
-            raise InvalidRequest("limit must be an integer between 1 and 100", param="limit")
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+        q = page_query(request.query_params)
         principal, cid = self._access(request, ex)
-        after = query.get("after")
-        page = await self.store.call("page", principal.tenant, cid, after, int(limit), order)
+        page = await self.store.call("page", principal.tenant, cid, q.after, q.limit, q.order)
         if page is None:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
         if "bad_after" in page:
-            raise InvalidRequest(f"after: no item {after!r} in conversation {cid!r}", param="after")
-        return json_response(_item_list(page["data"], page["has_more"]))
+            raise InvalidRequest(f"after: no item {q.after!r} in conversation {cid!r}", param="after")
+        return json_response(page_object(page["data"], page["has_more"]))
 
     async def add_items(self, request: Request, ex: Exchange) -> Response:
         principal, cid = self._access(request, ex)
@@ -200,7 +194,7 @@ class ConversationsApi:
         if added is None:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
         ex.body["items"] = len(added["items"])
-        return json_response(_item_list(added["items"], False))
+        return json_response(page_object(added["items"], False))
 
     async def retrieve_item(self, request: Request, ex: Exchange) -> Response:
         principal, cid = self._access(request, ex)
@@ -228,7 +222,3 @@ def _with_jurisdiction(obj: dict[str, Any], jurisdiction: str | None) -> Respons
     headers = {H_STORED_IN: jurisdiction} if jurisdiction is not None else None
     return Response(orjson.dumps(obj), media_type="application/json", headers=headers)
 
-
-def _item_list(items: list[dict[str, Any]], has_more: bool) -> dict[str, Any]:
-    return {"object": "list", "data": items, "has_more": has_more,
-            "first_id": items[0]["id"] if items else None, "last_id": items[-1]["id"] if items else None}

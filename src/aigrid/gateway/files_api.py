@@ -25,6 +25,7 @@ from starlette.types import Message, Receive
 
 from aigrid.errors import InvalidRequest, NotFound
 from aigrid.gateway.batch_store import BatchStore
+from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore, StoredFile
 from aigrid.gateway.front_door import pipeline_headers
@@ -165,18 +166,11 @@ class FilesApi:
 
     async def list(self, request: Request, ex: Exchange) -> Response:
         query = request.query_params
-        limit = query.get("limit", str(MAX_LIST))
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIST:
-            raise InvalidRequest(f"limit must be an integer between 1 and {MAX_LIST}", param="limit")
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+        q = page_query(query, default_limit=MAX_LIST, max_limit=MAX_LIST)
         tenant = self._caller(request, ex).tenant
-        after = query.get("after")
-        page = await self.files.list(tenant, purpose=query.get("purpose"), after=after, limit=int(limit),
-                                     ascending=order == "asc")
+        page = await self.files.list(tenant, purpose=query.get("purpose"), after=q.after, limit=q.limit,
+                                     ascending=q.ascending)
         if page is None:
-            raise InvalidRequest(f"after: no file {after!r}", param="after")
+            raise InvalidRequest(f"after: no file {q.after!r}", param="after")
         data, more = page
-        return json_response({"object": "list", "data": [f.to_object() for f in data], "has_more": more,
-                              "first_id": data[0].id if data else None, "last_id": data[-1].id if data else None})
+        return json_response(page_object([f.to_object() for f in data], more))

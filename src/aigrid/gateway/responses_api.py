@@ -43,6 +43,7 @@ from aigrid.gateway.background import BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
 from aigrid.gateway.conversations_api import Conversations
+from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
@@ -389,13 +390,7 @@ class ResponsesApi:
     async def list_input_items(self, request: Request, ex: Exchange) -> Response:
         """The stored response's input items, a page at a time (OpenAI's cursor list: `limit` 1-100, default
         20; `order` asc or desc, default desc; `after` an item id)."""
-        query = request.query_params
-        limit = query.get("limit", "20")
-        if not limit.isdigit() or not 1 <= int(limit) <= 100:
-            raise InvalidRequest("limit must be an integer between 1 and 100", param="limit")
-        order = query.get("order", "desc")
-        if order not in ("asc", "desc"):
-            raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
+        q = page_query(request.query_params)
         tenant, rid = self._stored_access(request, ex)
         found = await self.book.lookup(tenant, rid)
         if found is None:
@@ -403,16 +398,14 @@ class ResponsesApi:
         if isinstance(found, Pending):  # nothing of a background request is kept before its answer
             raise NotFound(f"the background response {rid!r} is {found.status.replace('_', ' ')}: its input "
                            "items are listed once its answer is stored", param="response_id")
-        items = found.inputs if order == "asc" else found.inputs[::-1]
-        after = query.get("after")
-        if after is not None:
+        items = found.inputs if q.ascending else found.inputs[::-1]
+        if q.after is not None:
             ids = [item.get("id") for item in items]
-            if after not in ids:
-                raise InvalidRequest(f"after: no input item {after!r} in response {rid!r}", param="after")
-            items = items[ids.index(after) + 1:]
-        page = items[: int(limit)]
-        return json_response({"object": "list", "data": page, "has_more": len(items) > len(page),
-                              "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None})
+            if q.after not in ids:
+                raise InvalidRequest(f"after: no input item {q.after!r} in response {rid!r}", param="after")
+            items = items[ids.index(q.after) + 1:]
+        page = items[: q.limit]
+        return json_response(page_object(page, len(items) > len(page)))
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         tenant, rid = self._stored_access(request, ex)
