@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
@@ -61,3 +64,14 @@ async def scripted_gateway(tmp: Path, engine: ScriptedEngine, tool_calls: str | 
     gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
     await gw.scraper.scrape_once()
     return gw
+
+
+async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
+    """Every audit record the gateway wrote, oldest first (its writer flushed first)."""
+    assert gw.guard.audit is not None
+    await gw.guard.audit.flush()
+    db = sqlite3.connect(gw.guard.audit.store.path)
+    try:
+        return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
+    finally:
+        db.close()

@@ -32,7 +32,7 @@ from aigrid.gateway.file_store import FileStore
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
 
@@ -133,16 +133,6 @@ async def lines_of(oai: openai.AsyncOpenAI, file_id: str | None) -> list[dict[st
     if file_id is None:
         return []
     return [orjson.loads(x) for x in (await oai.files.content(file_id)).content.splitlines()]
-
-
-async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
-    assert gw.guard.audit is not None
-    await gw.guard.audit.flush()
-    db = sqlite3.connect(gw.guard.audit.store.path)
-    try:
-        return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
-    finally:
-        db.close()
 
 
 def received(engines: dict[str, Gated]) -> list[dict[str, Any]]:

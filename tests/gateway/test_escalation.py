@@ -18,8 +18,8 @@ from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.escalation import Escalation, confidence, without_logprobs
 from aigrid.spec.load import load_spec
 from aigrid.spec.models import AuditSpec, TenantSpec
+from tests.gateway.conftest import audit_rows
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_exit_paths import audit_rows
 
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"
 SURE, UNSURE = math.log(0.9), math.log(0.3)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import sqlite3
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -25,7 +24,7 @@ from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.guard import Guard
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 from aigrid.spec.models import AuditSpec, QuotaSpec, TenantSpec
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 TENANT = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Tokyo"}
@@ -50,16 +49,6 @@ async def metered(tmp_path: Path, fakes: dict[str, FakeEngine]) -> AsyncIterator
 async def client(metered: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(metered)), base_url="http://gw") as c:
         yield c
-
-
-async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
-    assert gw.guard.audit is not None
-    await gw.guard.audit.flush()
-    db = sqlite3.connect(gw.guard.audit.store.path)
-    try:
-        return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
-    finally:
-        db.close()
 
 
 async def balance(gw: Gateway) -> int:

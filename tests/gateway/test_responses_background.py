@@ -9,14 +9,12 @@ from __future__ import annotations
 import asyncio
 import random
 import shutil
-import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import openai
-import orjson
 import pytest
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
@@ -25,7 +23,7 @@ from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
 from aigrid.spec.models import QuotaSpec, TenantSpec
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
 
@@ -84,16 +82,6 @@ async def oai(metered: Gateway) -> AsyncIterator[openai.AsyncOpenAI]:
     client = openai_client(build_app(metered))
     yield client.with_options(default_headers=TENANT)
     await client.close()
-
-
-async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
-    assert gw.guard.audit is not None
-    await gw.guard.audit.flush()
-    db = sqlite3.connect(gw.guard.audit.store.path)
-    try:
-        return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
-    finally:
-        db.close()
 
 
 async def run_record(gw: Gateway) -> dict[str, Any]:

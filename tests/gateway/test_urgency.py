@@ -7,20 +7,18 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
 from aigrid.engines.protocol import EngineStats
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import policies
 from aigrid.spec.models import AdmissionSpec, PrioritySpec, QuotaSpec, TenantSpec
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
@@ -50,16 +48,6 @@ async def gw(tmp_path: Path, fakes: dict[str, FakeEngine]) -> AsyncIterator[Gate
 async def client(gw: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
         yield c
-
-
-async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
-    assert gw.guard.audit is not None
-    await gw.guard.audit.flush()
-    db = sqlite3.connect(gw.guard.audit.store.path)
-    try:
-        return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
-    finally:
-        db.close()
 
 
 def received(fakes: dict[str, FakeEngine]) -> int:
