@@ -26,7 +26,7 @@ class PageQuery:
 def page_query(query: Mapping[str, str], *, default_limit: int = 20, max_limit: int = 100,
                default_order: str = "desc") -> PageQuery:
     limit = query.get("limit", str(default_limit))
-    if not limit.isdigit() or not 1 <= int(limit) <= max_limit:
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= max_limit:  # not '²'
         raise InvalidRequest(f"limit must be an integer between 1 and {max_limit}", param="limit")
     order = query.get("order", default_order)
     if order not in ("asc", "desc"):
