@@ -26,6 +26,7 @@ from aigrid.agents.retrieval import Retrieve
 from aigrid.agents.tool import ToolContext
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.batch_line import line_route
+from aigrid.gateway.message_batch_line import request_route
 from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
@@ -162,14 +163,17 @@ def test_the_walk_covers_every_front_door(tmp_path: Path) -> None:
     response's cancel (no text); and the Conversations API's, which keep items that a model reads only
     through a response in the conversation (test_conversation_items_are_screened_when_a_response_reads_them);
     and the Batch API's: an uploaded file and a batch are read by a model only line by line, each line through
-    the pipeline (test_an_attack_inside_a_batch_line_is_blocked_and_recorded), and a batch's cancel has no text."""
+    the pipeline (test_an_attack_inside_a_batch_line_is_blocked_and_recorded), and a batch's cancel has no text;
+    likewise Anthropic's message batches, request by request
+    (test_an_attack_inside_a_message_batch_request_is_blocked_and_recorded)."""
     spec = spec_in(tmp_path)
     gw = build_gateway(spec, {e.id: ScriptedEngine([]) for e in spec.endpoints}, rng=random.Random(2),
                        sleep=_no_sleep)
     audited = {r.path for r in build_app(gw).routes if getattr(r, "methods", None) and "POST" in r.methods}
     unread = {"/v1/embeddings", "/v1/messages/count_tokens", "/v1/responses/{response_id}/cancel", "/v1/conversations",
               "/v1/conversations/{conversation_id}", "/v1/conversations/{conversation_id}/items",
-              "/v1/files", "/v1/batches", "/v1/batches/{batch_id}/cancel"}
+              "/v1/files", "/v1/batches", "/v1/batches/{batch_id}/cancel", "/v1/messages/batches",
+              "/v1/messages/batches/{message_batch_id}/cancel"}
     assert audited - unread <= {path for _, path, _, _ in ROUTES}, audited
 
 
@@ -339,3 +343,40 @@ async def test_an_attack_inside_a_batch_line_is_blocked_and_recorded(
         await gw.batches.stop()
 
 
+
+
+async def test_an_attack_inside_a_message_batch_request_is_blocked_and_recorded(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
+    """A request of an Anthropic message batch is a Messages request like any: the attack is stopped at the same
+    field as on POST /v1/messages, the request's result is `errored` with the firewall's 400, its audit record
+    says blocked, and no engine reads it."""
+    c, gw, engine = walk
+    rows_before = 0
+    try:
+        for i, text in enumerate((ATTACK, EMAIL)):
+            cid = f"mail-{i}"
+            batch = (await c.post("/v1/messages/batches", json={"requests": [{"custom_id": cid, "params": {
+                "model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": text}]}}]})).json()
+            for _ in range(500):
+                batch = (await c.get(f"/v1/messages/batches/{batch['id']}")).json()
+                if batch["processing_status"] == "ended":
+                    break
+                await asyncio.sleep(0.01)
+            assert batch["processing_status"] == "ended", batch
+            assert batch["request_counts"] == {"processing": 0, "succeeded": 0, "errored": 1, "canceled": 0,
+                                               "expired": 0}
+            result = orjson.loads((await c.get(batch["results_url"])).content)
+            assert result["custom_id"] == cid and result["result"]["type"] == "errored"
+            refused = result["result"]["error"]
+            assert refused["type"] == "error" and refused["error"]["type"] == "invalid_request_error"
+            assert "AI firewall" in refused["error"]["message"]
+            assert refused["error"]["message"].endswith("(at messages.0.content)")
+            rows = await audit_rows(gw)
+            lines = [r for r in rows[rows_before:] if r["extra"]["route"] == request_route(batch["id"], cid)]
+            rows_before = len(rows)
+            assert len(lines) == 1 and lines[0]["outcome"] == "error:firewall_blocked"
+            assert lines[0]["firewall"][0]["action"] == "blocked"
+        assert engine.received == []  # no engine read any of it
+    finally:
+        assert gw.batches is not None
+        await gw.batches.stop()

@@ -21,6 +21,8 @@ class Progress:
     done: set[str] = field(default_factory=set)
     completed: int = 0
     failed: int = 0
+    expired: int = 0
+    """Of the failed: the lines not run before the batch expired (Anthropic's `expired` results)."""
     input_tokens: int = 0
     cached_tokens: int = 0
     output_tokens: int = 0
@@ -31,6 +33,8 @@ class Progress:
             self.completed += 1
         else:
             self.failed += 1
+            if (record.get("error") or {}).get("code") == "batch_expired":
+                self.expired += 1
         if usage:
             self.input_tokens += int(usage.get("prompt_tokens") or 0)
             self.output_tokens += int(usage.get("completion_tokens") or 0)

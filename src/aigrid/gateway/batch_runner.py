@@ -19,6 +19,10 @@ and stops it. Every process of `aigrid up --workers N` has one, over the same SQ
 - **Shutdown** (`stop`): no new line starts, running ones get `drain_s` to finish and are stopped after it
   (their exchanges close: quota settled, audit record `cancelled`; they run again on resume), and every
   claim is released, so the batch resumes at the next start of any worker, from where it stopped.
+
+It runs Anthropic's message batches too (message_batches_api.py): a batch row whose endpoint is /v1/messages,
+its requests an input file of Messages lines, each run by the line runner of its endpoint (batches.py); its
+files are the Message Batches API's own (file_store.HIDDEN) and its counts tell the expired lines apart.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from aigrid.gateway.batch_line import LineResult
 from aigrid.gateway.batch_output import BatchOutput, Progress
 from aigrid.gateway.batch_store import FINAL, BatchStore, StoredBatch
 from aigrid.gateway.file_store import FileStore
+from aigrid.gateway.messages_api import MESSAGES_PATH
 from aigrid.spec.models import BatchSpec
 
 log = logging.getLogger("aigrid.gateway")
@@ -182,7 +187,7 @@ class BatchRunner:
         obj = row.obj
         if obj["status"] == "cancelling":
             run.stop("cancel")
-        input_file = await self.files.get(row.tenant, obj["input_file_id"])
+        input_file = await self.files.get(row.tenant, obj["input_file_id"], hidden=True)
         if input_file is None:
             await self._fail(row, "input_file_missing", f"The input file {obj['input_file_id']} is no longer stored.")
             return
@@ -197,7 +202,7 @@ class BatchRunner:
             if o["status"] != "validating":
                 return False
             o.update(status="in_progress", in_progress_at=now)
-            o["request_counts"] = {"total": total, "completed": progress.completed, "failed": progress.failed}
+            o["request_counts"] = _request_counts(row, progress, total)
             return True
 
         await self.store.update(row.id, started)
@@ -230,7 +235,7 @@ class BatchRunner:
                     return
                 await output.append(result.ok, result.record)
                 progress.add(result.ok, result.record, dict(result.usage) if result.usage else None)
-                await self._counts(row.id, progress, total)
+                await self._counts(row, progress, total)
             except asyncio.CancelledError:
                 raise
             except Exception:  # the output file or the index failed: the line runs again on resume
@@ -265,8 +270,8 @@ class BatchRunner:
                 return None
         return None  # not reached: the last attempt returns
 
-    async def _counts(self, bid: str, progress: Progress, total: int) -> None:
-        counts = {"total": total, "completed": progress.completed, "failed": progress.failed}
+    async def _counts(self, row: StoredBatch, progress: Progress, total: int) -> None:
+        counts = _request_counts(row, progress, total)
 
         def update(o: dict[str, Any]) -> bool:
             if o["status"] in FINAL:
@@ -274,7 +279,7 @@ class BatchRunner:
             o["request_counts"], o["usage"] = counts, progress.usage()
             return True
 
-        await self.store.update(bid, update)
+        await self.store.update(row.id, update)
 
     async def _finish(self, row: StoredBatch, output: BatchOutput, progress: Progress, total: int,
                       status: str) -> None:
@@ -290,7 +295,7 @@ class BatchRunner:
         await self.store.update(row.id, finalizing)
         output_id = await self._register(row, output.output)
         error_id = await self._register(row, output.errors)
-        counts = {"total": total, "completed": progress.completed, "failed": progress.failed}
+        counts = _request_counts(row, progress, total)
         end = int(self.clock())
 
         def final(o: dict[str, Any]) -> bool:
@@ -313,7 +318,8 @@ class BatchRunner:
             return None
         after = row.obj.get("output_expires_after")
         expires = int(self.clock()) + int(after["seconds"]) if after else None
-        f = await self.files.register(row.tenant, path, path.name, "batch_output", size, expires)
+        purpose = "message_batch_output" if row.obj["endpoint"] == MESSAGES_PATH else "batch_output"
+        f = await self.files.register(row.tenant, path, path.name, purpose, size, expires)
         return f.id
 
     async def _fail(self, row: StoredBatch, code: str, message: str) -> None:
@@ -328,3 +334,12 @@ class BatchRunner:
             return True
 
         await self.store.update(row.id, failed)
+
+
+def _request_counts(row: StoredBatch, progress: Progress, total: int) -> dict[str, int]:
+    """OpenAI's Batch `request_counts`; a message batch's also count its expired lines (Anthropic tells them
+    from the errored ones)."""
+    counts = {"total": total, "completed": progress.completed, "failed": progress.failed}
+    if row.obj["endpoint"] == MESSAGES_PATH:
+        counts["expired"] = progress.expired
+    return counts

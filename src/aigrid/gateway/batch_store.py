@@ -6,6 +6,11 @@ batch_line.py re-checks it for every line) with the routing headers of its creat
 process that runs it (`owner`) and when that process last renewed the claim (`heartbeat`). A claim is taken
 in one statement (`claim`), so exactly one process runs a batch; one not renewed for `stale_s` (its process
 died) is taken over, and a process that stops gracefully releases its claims at once (`release`).
+
+Two APIs keep their batches here, told apart by the id's prefix: OpenAI's Batch API (`batch_...`,
+batches_api.py) and Anthropic's Message Batches API (`msgbatch_...`, message_batches_api.py). One runner runs
+both; a tenant-scoped read or change (`get`, `list`, `update` with a tenant, `delete`) sees only the batches of
+the API that asks (`prefix`), so neither API lists, reads or cancels the other's.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 """Statuses a runner still has work for; every other one is final."""
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 _IN_ACTIVE = f"status IN ({', '.join('?' * len(ACTIVE))})"
+OPENAI_PREFIX = "batch_"
+"""The ids of OpenAI's batches; Anthropic's message batches are `msgbatch_...` (message_batches_api.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +65,10 @@ class BatchStore:
 
         await self.db.write(insert)
 
-    async def get(self, tenant: str, bid: str) -> dict[str, Any] | None:
+    async def get(self, tenant: str, bid: str, *, prefix: str = OPENAI_PREFIX) -> dict[str, Any] | None:
+        if not bid.startswith(prefix):
+            return None
+
         def find(db: sqlite3.Connection) -> dict[str, Any] | None:
             r = db.execute("SELECT object FROM batches WHERE id = ? AND tenant = ?", (bid, tenant)).fetchone()
             return None if r is None else orjson.loads(r["object"])
@@ -72,28 +82,46 @@ class BatchStore:
 
         return await self.db.read(find)
 
-    async def list(self, tenant: str, after: str | None, limit: int) -> tuple[list[dict[str, Any]], bool] | None:
-        """A page of the tenant's batches, newest first, and whether more follow; None: no batch `after`."""
+    async def list(self, tenant: str, after: str | None, limit: int, *, before: str | None = None,
+                   prefix: str = OPENAI_PREFIX) -> tuple[list[dict[str, Any]], bool] | None:
+        """A page of the tenant's batches, newest first, and whether more follow: the `limit` older than
+        `after`, or the `limit` newer than `before` (Anthropic's `before_id`); None: no such batch."""
+        mine = "tenant = ? AND id GLOB ?"
+
         def page(db: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool] | None:
-            if after is not None:
-                r = db.execute("SELECT created_at, rowid FROM batches WHERE id = ? AND tenant = ?",
-                               (after, tenant)).fetchone()
+            args: tuple[Any, ...] = (tenant, prefix + "*")
+            cursor = after if after is not None else before
+            if cursor is None:
+                rows = db.execute(f"SELECT object FROM batches WHERE {mine} ORDER BY created_at DESC, rowid DESC "
+                                  "LIMIT ?", (*args, limit + 1)).fetchall()
+            else:
+                r = db.execute(f"SELECT created_at, rowid FROM batches WHERE id = ? AND {mine}",
+                               (cursor, *args)).fetchone()
                 if r is None:
                     return None
-                rows = db.execute("SELECT object FROM batches WHERE tenant = ? AND (created_at < ? OR "
-                                  "(created_at = ? AND rowid < ?)) ORDER BY created_at DESC, rowid DESC LIMIT ?",
-                                  (tenant, r[0], r[0], r[1], limit + 1)).fetchall()
-            else:
-                rows = db.execute("SELECT object FROM batches WHERE tenant = ? ORDER BY created_at DESC, rowid DESC "
-                                  "LIMIT ?", (tenant, limit + 1)).fetchall()
-            objs = [orjson.loads(r["object"]) for r in rows]
+                if after is not None:
+                    rows = db.execute(f"SELECT object FROM batches WHERE {mine} AND (created_at < ? OR (created_at "
+                                      "= ? AND rowid < ?)) ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                                      (*args, r[0], r[0], r[1], limit + 1)).fetchall()
+                else:
+                    rows = db.execute(f"SELECT object FROM batches WHERE {mine} AND (created_at > ? OR (created_at "
+                                      "= ? AND rowid > ?)) ORDER BY created_at ASC, rowid ASC LIMIT ?",
+                                      (*args, r[0], r[0], r[1], limit + 1)).fetchall()
+                    more = len(rows) > limit
+                    return [orjson.loads(x["object"]) for x in reversed(rows[:limit])], more
+            objs = [orjson.loads(x["object"]) for x in rows]
             return objs[:limit], len(objs) > limit
 
         return await self.db.read(page)
 
-    async def update(self, bid: str, mutate: Mutate, tenant: str | None = None) -> dict[str, Any] | None:
+    async def update(self, bid: str, mutate: Mutate, tenant: str | None = None, *,
+                     prefix: str = OPENAI_PREFIX) -> dict[str, Any] | None:
         """Read, change and write the Batch object in one transaction (a cancel from any process and the
-        runner's progress never overwrite each other); the object after, or None when there is none."""
+        runner's progress never overwrite each other); the object after, or None when there is none (with a
+        `tenant`: none of that tenant's of the API `prefix`)."""
+        if tenant is not None and not bid.startswith(prefix):
+            return None
+
         def change(db: sqlite3.Connection) -> dict[str, Any] | None:
             r = db.execute("SELECT object, tenant FROM batches WHERE id = ?", (bid,)).fetchone()
             if r is None or (tenant is not None and r["tenant"] != tenant):
@@ -105,6 +133,22 @@ class BatchStore:
             return obj
 
         return await self.db.write(change)
+
+    async def delete(self, tenant: str, bid: str, *, prefix: str = OPENAI_PREFIX) -> dict[str, Any] | None:
+        """The tenant's batch as found, deleted when it has ended (FINAL); None when there is none."""
+        if not bid.startswith(prefix):
+            return None
+
+        def remove(db: sqlite3.Connection) -> dict[str, Any] | None:
+            r = db.execute("SELECT object FROM batches WHERE id = ? AND tenant = ?", (bid, tenant)).fetchone()
+            if r is None:
+                return None
+            obj: dict[str, Any] = orjson.loads(r["object"])
+            if obj["status"] in FINAL:
+                db.execute("DELETE FROM batches WHERE id = ?", (bid,))
+            return obj
+
+        return await self.db.write(remove)
 
     async def uses_file(self, tenant: str, fid: str) -> str | None:
         """The id of an unfinished batch of the tenant that reads file `fid`, if any."""

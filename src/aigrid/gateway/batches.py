@@ -1,7 +1,11 @@
 """The Batch API and the Files API of one gateway process, wired once by build_app (`Gateway.batches`): the
 SQLite index and the files under `gateway.batch.dir`, the runner of this process's batches, their routes.
 The lifespan starts the runner (it resumes what nobody runs) and stops it before the audit log stops, so
-that every line it stops still writes its record. docs/batches.md."""
+that every line it stops still writes its record. docs/batches.md.
+
+Anthropic's Message Batches API (message_batches_api.py) runs on the same runner, store and claims: a batch
+whose endpoint is /v1/messages has its requests run by the Messages API's pipeline path (message_batch_line.py)
+instead of the chat one."""
 
 from __future__ import annotations
 
@@ -11,12 +15,16 @@ from pathlib import Path
 from starlette.routing import Route
 
 from aigrid.gateway.batch_db import BatchDb
-from aigrid.gateway.batch_line import BatchLine
+from aigrid.gateway.batch_input import Line
+from aigrid.gateway.batch_line import BatchLine, LineResult
 from aigrid.gateway.batch_runner import BatchRunner
-from aigrid.gateway.batch_store import BatchStore
+from aigrid.gateway.batch_store import BatchStore, StoredBatch
 from aigrid.gateway.batches_api import BatchesApi
 from aigrid.gateway.file_store import FileStore
 from aigrid.gateway.files_api import FilesApi
+from aigrid.gateway.message_batch_line import MessageBatchLine
+from aigrid.gateway.message_batches_api import MessageBatchesApi
+from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
 from aigrid.gateway.routes import Routes
 
 
@@ -27,9 +35,10 @@ class Batches:
     runner: BatchRunner
     files_api: FilesApi
     batches_api: BatchesApi
+    message_batches_api: MessageBatchesApi
 
     def routes(self) -> list[Route]:
-        return [*self.files_api.routes(), *self.batches_api.routes()]
+        return [*self.files_api.routes(), *self.batches_api.routes(), *self.message_batches_api.routes()]
 
     async def start(self) -> None:
         await self.runner.start()
@@ -43,6 +52,11 @@ def build_batches(routes: Routes) -> Batches:
     spec = gw.spec.gateway.batch
     db = BatchDb(Path(spec.dir).resolve())
     files, store = FileStore(db), BatchStore(db)
-    runner = BatchRunner(spec, store, files, BatchLine(routes).run)
+    chat, messages = BatchLine(routes).run, MessageBatchLine(routes, MessagesApi(routes)).run
+
+    async def run_line(batch: StoredBatch, line: Line) -> LineResult:
+        return await (messages if batch.obj["endpoint"] == MESSAGES_PATH else chat)(batch, line)
+
+    runner = BatchRunner(spec, store, files, run_line)
     return Batches(files, store, runner, FilesApi(routes, files, store, spec.max_file_bytes),
-                   BatchesApi(routes, files, store, runner))
+                   BatchesApi(routes, files, store, runner), MessageBatchesApi(routes, files, store, runner))

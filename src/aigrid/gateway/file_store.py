@@ -5,6 +5,10 @@ Each file's bytes are a plain file on the local disk of the machine that runs th
 its metadata is a row of the SQLite index (batch_db.py), so every worker process on the machine sees it.
 Every read is scoped by tenant: another tenant's file is not found. A file given an expiry
 (`expires_after`) is not found once it has passed, and its bytes are deleted by the batch runner's sweep.
+
+The files of Anthropic's message batches (their requests, results: message_batches_api.py) are kept here too,
+with a purpose of their own (HIDDEN): the Files API never lists, reads or deletes them (`hidden=False`); only
+the batch runner and the Message Batches API that made them do.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from typing import IO, Any
 from aigrid.gateway.batch_db import BatchDb
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+HIDDEN = ("message_batch", "message_batch_output")
+"""The purposes of the files of Anthropic's message batches: not the Files API's."""
+_VISIBLE = f"purpose NOT IN ({', '.join(repr(p) for p in HIDDEN)})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +113,12 @@ class FileStore:
         await self.db.write(insert)
         return f
 
-    async def get(self, tenant: str, fid: str) -> StoredFile | None:
+    async def get(self, tenant: str, fid: str, *, hidden: bool = False) -> StoredFile | None:
+        """The tenant's file (`hidden`: a message batch's file too)."""
+        visible = "" if hidden else f" AND {_VISIBLE}"
+
         def find(db: sqlite3.Connection) -> StoredFile | None:
-            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ? AND {_LIVE}",
+            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ? AND {_LIVE}{visible}",
                            (fid, tenant, int(time.time()))).fetchone()
             return None if r is None else _row(r)
 
@@ -119,7 +129,7 @@ class FileStore:
         """A page of the tenant's files by creation time, and whether more follow; None: no file `after`."""
         def page(db: sqlite3.Connection) -> tuple[list[StoredFile], bool] | None:
             rows = [_row(r) for r in db.execute(
-                f"SELECT * FROM files WHERE tenant = ? AND {_LIVE} AND (? IS NULL OR purpose = ?) "
+                f"SELECT * FROM files WHERE tenant = ? AND {_LIVE} AND {_VISIBLE} AND (? IS NULL OR purpose = ?) "
                 f"ORDER BY created_at {'ASC' if ascending else 'DESC'}, rowid {'ASC' if ascending else 'DESC'}",
                 (tenant, int(time.time()), purpose, purpose))]
             if after is not None:
@@ -131,10 +141,13 @@ class FileStore:
 
         return await self.db.read(page)
 
-    async def delete(self, tenant: str, fid: str) -> StoredFile | None:
-        """The file's row removed and its bytes deleted; None when the tenant has no such file."""
+    async def delete(self, tenant: str, fid: str, *, hidden: bool = False) -> StoredFile | None:
+        """The file's row removed and its bytes deleted; None when the tenant has no such file (`hidden`: a
+        message batch's file too)."""
+        visible = "" if hidden else f" AND {_VISIBLE}"
+
         def remove(db: sqlite3.Connection) -> StoredFile | None:
-            r = db.execute("SELECT * FROM files WHERE id = ? AND tenant = ?", (fid, tenant)).fetchone()
+            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ?{visible}", (fid, tenant)).fetchone()
             if r is None:
                 return None
             db.execute("DELETE FROM files WHERE id = ?", (fid,))

@@ -11,6 +11,7 @@ SDKs raise their own exception classes. See docs/messages-api.md.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -47,6 +48,7 @@ from aigrid.gateway.request_info import CHARS_PER_TOKEN, estimate_prompt_tokens
 from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Routes
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.authorize import authorize
+from aigrid.security.principal import Principal
 
 MESSAGES_PATH = "/v1/messages"
 _JSON = "application/json"
@@ -61,21 +63,28 @@ class MessagesApi:
         return [Route(MESSAGES_PATH + "/count_tokens", self.count_tokens, methods=["POST"])]
 
     async def create(self, request: Request, ex: Exchange) -> Response:
+        return await self.answer(pipeline_headers(request), lambda: self.pipeline.read_json(request), ex)
+
+    async def answer(self, headers: Mapping[str, str], read_json: Callable[[], Awaitable[dict[str, Any]]],
+                     ex: Exchange, *, caller: Principal | None = None) -> Response:
+        """One Messages request through the pipeline: a live POST /v1/messages, or a message batch's request
+        run as its creator (`caller`; message_batch_line.py). A refusal of the pipeline is raised (ApiError);
+        the engine's own is answered in Anthropic's shape."""
         req: MessagesRequest | None = None
         origins: list[str] = []
         documents: set[int] = set()
 
         async def read() -> dict[str, Any]:
             nonlocal req
-            req = validate(MessagesRequest, await self.pipeline.read_json(request))
+            req = validate(MessagesRequest, await read_json())
             placed = placed_messages(req)
             origins.extend(where for _, where in placed)
             documents.update(document_messages(placed))
             return chat_body(req)
 
         try:
-            resp = await self.pipeline.route(CHAT_PATH, ChatRequest, pipeline_headers(request), read, ex,
-                                             server_tools=False, documents=documents)
+            resp = await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, server_tools=False,
+                                             documents=documents, caller=caller)
         except ApiError as e:
             name_own_field(e, origins)
             raise

@@ -11,6 +11,7 @@ from aigrid.gateway.conversations_schema import (
     ConversationItemsCreate,
     ConversationUpdate,
 )
+from aigrid.gateway.message_batches_schema import MessageBatchCreate
 from aigrid.gateway.messages_schema import CountTokensRequest, MessagesRequest
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
@@ -138,10 +139,34 @@ def _batches(ok: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _message_batches(ok: dict[str, Any]) -> dict[str, Any]:
+    """Anthropic's Message Batches API (message_batches_api.py): Anthropic's error shape."""
+    mid = {"name": "message_batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    read = {**ok, **_anthropic_errors(400, 401, 404)}
+    jsonl = {"200": {"description": "one result per request (JSONL)", "content": {"application/x-jsonl": {
+        "schema": {"type": "string"}}}}}
+    return {
+        "/v1/messages/batches": {
+            "post": {"summary": "Create a message batch (runs at urgency batch)", "parameters": _HEADERS,
+                     "requestBody": _body("MessageBatchCreate"),
+                     "responses": {**ok, **_anthropic_errors(400, 401, 413)}},
+            "get": {"summary": "The tenant's message batches", "parameters": _query("after_id", "before_id", "limit"),
+                    "responses": {**ok, **_anthropic_errors(400, 401)}}},
+        "/v1/messages/batches/{message_batch_id}": {
+            "get": {"summary": "A message batch", "parameters": [mid], "responses": read},
+            "delete": {"summary": "Delete an ended message batch", "parameters": [mid], "responses": read}},
+        "/v1/messages/batches/{message_batch_id}/cancel": {
+            "post": {"summary": "Cancel a message batch", "parameters": [mid], "responses": read}},
+        "/v1/messages/batches/{message_batch_id}/results": {
+            "get": {"summary": "An ended message batch's results", "parameters": [mid],
+                    "responses": {**jsonl, **_anthropic_errors(400, 401, 404)}}},
+    }
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR, "AnthropicError": _ANTHROPIC_ERROR, "EmbeddingRequest": _EMBEDDINGS}
     for model in (ChatRequest, CompletionRequest, MessagesRequest, CountTokensRequest, ResponsesRequest,
-                  ConversationCreate, ConversationUpdate, ConversationItemsCreate, BatchCreate):
+                  ConversationCreate, ConversationUpdate, ConversationItemsCreate, BatchCreate, MessageBatchCreate):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -199,6 +224,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "/openapi.json": {"get": {"summary": "This document", "responses": ok}},
             **_conversations(ok),
             **_batches(ok),
+            **_message_batches(ok),
         },
         "components": {"schemas": schemas},
     }

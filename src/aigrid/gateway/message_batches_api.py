@@ -1,0 +1,327 @@
+"""Anthropic's Message Batches API (the SDK's `client.messages.batches`): POST/GET /v1/messages/batches,
+GET/DELETE /v1/messages/batches/{id}, POST /v1/messages/batches/{id}/cancel, GET /v1/messages/batches/{id}/results.
+
+A message batch is run by the OpenAI Batch API's runner (batch_runner.py), over its store and claims: create
+checks every request as POST /v1/messages checks it (a mistake: 400 naming `requests.N.params.field`), writes
+the requests as an input file of Messages lines (purpose `message_batch`, not the Files API's: file_store.HIDDEN)
+and a batch row whose endpoint is /v1/messages and whose id is `msgbatch_...`; the runner claims it and runs
+each request through the Messages API's pipeline path as the batch's creator, at urgency `batch`, with one
+audit record each (message_batch_line.py). Its output and error files are read back here as Anthropic's
+results (JSONL of `{custom_id, result: {type: succeeded | errored | canceled | expired, ...}}`).
+
+The row keeps OpenAI's Batch object, which the runner updates; it is shown as Anthropic's MessageBatch
+(`message_batch`). Every route is authenticated (x-api-key or a bearer key), tenant-scoped (another
+tenant's batch, or an OpenAI batch: 404 not_found_error) and audited (routes.Audited); errors leave in
+Anthropic's shape (envelope.py, by path). docs/messages-api.md, "Message Batches".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from aigrid.errors import ApiError, InvalidRequest, NotFound
+from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
+from aigrid.gateway.batch_runner import BatchRunner
+from aigrid.gateway.batch_store import FINAL, BatchStore
+from aigrid.gateway.batches_api import WINDOW_S
+from aigrid.gateway.cursor_list import page_query
+from aigrid.gateway.envelope import from_validation
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.file_store import FileStore
+from aigrid.gateway.front_door import name_own_field, pipeline_headers, validate
+from aigrid.gateway.message_batches_schema import MessageBatchCreate
+from aigrid.gateway.messages_api import MESSAGES_PATH
+from aigrid.gateway.messages_schema import MessagesRequest
+from aigrid.gateway.messages_translate import chat_body, placed_messages
+from aigrid.gateway.routes import H_TENANT, Audited, Routes, json_response
+from aigrid.gateway.schemas import ChatRequest
+from aigrid.security.principal import Principal
+
+MESSAGE_BATCHES_PATH = "/v1/messages/batches"
+PREFIX = "msgbatch_"
+MAX_LIST = 1000
+_PROCESSING = {"cancelling": "canceling", **{s: "ended" for s in FINAL}}
+"""The runner's status -> Anthropic's processing_status (every other one: in_progress)."""
+
+
+def _time(t: int | None) -> str | None:
+    """Anthropic's RFC 3339 datetime."""
+    return None if t is None else datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def message_batch(obj: dict[str, Any], base_url: str) -> dict[str, Any]:
+    """The stored batch (OpenAI's Batch object, as the runner keeps it) as Anthropic's MessageBatch. Counts move
+    as requests end (Anthropic shows them only once the batch has ended); once it has ended, the requests
+    never started are `canceled` (or errored, in a batch whose requests could no longer be read)."""
+    status = obj["status"]
+    processing = _PROCESSING.get(status, "in_progress")
+    counts = obj["request_counts"]
+    expired = int(counts.get("expired", 0))
+    rest = counts["total"] - counts["completed"] - counts["failed"]
+    ended = processing == "ended"
+    return {
+        "id": obj["id"], "type": "message_batch", "processing_status": processing,
+        "request_counts": {"processing": 0 if ended else rest, "succeeded": counts["completed"],
+                           "errored": counts["failed"] - expired + (rest if status == "failed" else 0),
+                           "canceled": rest if ended and status in ("cancelled", "completed") else 0,
+                           "expired": expired + (rest if status == "expired" else 0)},
+        "created_at": _time(obj["created_at"]), "expires_at": _time(obj["expires_at"]),
+        "ended_at": _time(obj.get(f"{status}_at")) if ended else None,
+        "cancel_initiated_at": _time(obj.get("cancelling_at")), "archived_at": None,
+        "results_url": f"{base_url}{MESSAGE_BATCHES_PATH}/{obj['id']}/results" if ended else None,
+    }
+
+
+def result_line(record: dict[str, Any], ok: bool) -> dict[str, Any]:
+    """A line of the runner's output or error file as Anthropic's MessageBatchIndividualResponse."""
+    if ok:
+        result: dict[str, Any] = {"type": "succeeded", "message": record["response"]["body"]}
+    elif record.get("response") is None:  # not run before the batch expired (batch_runner.EXPIRED)
+        result = {"type": "expired"}
+    else:
+        result = {"type": "errored", "error": record["response"]["body"]}
+    return {"custom_id": record["custom_id"], "result": result}
+
+
+class MessageBatchesApi:
+    def __init__(self, routes: Routes, files: FileStore, store: BatchStore, runner: BatchRunner) -> None:
+        self.gw, self.pipeline = routes.gw, routes
+        self.files, self.store, self.runner = files, store, runner
+
+    def routes(self) -> list[Route]:
+        one = MESSAGE_BATCHES_PATH + "/{message_batch_id}"
+
+        def audited(method: str, path: str, handler: Any) -> Route:
+            return Route(path, Audited(self.gw, f"{method} {path}", handler), methods=[method])
+
+        return [audited("POST", MESSAGE_BATCHES_PATH, self.create), audited("GET", MESSAGE_BATCHES_PATH, self.list),
+                audited("GET", one, self.get), audited("DELETE", one, self.delete),
+                audited("POST", one + "/cancel", self.cancel), audited("GET", one + "/results", self.results)]
+
+    def _caller(self, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
+        headers = pipeline_headers(request)  # x-api-key is the bearer key, as on /v1/messages
+        ex.principal = p = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+        return p, headers
+
+    @staticmethod
+    def _base(request: Request) -> str:
+        return str(request.base_url).rstrip("/")
+
+    # --- create -----------------------------------------------------------------------------------------------
+    async def create(self, request: Request, ex: Exchange) -> Response:
+        caller, headers = self._caller(request, ex)
+        raw = await self._read(request)
+        data, count = await asyncio.to_thread(self._check, raw)
+        bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
+        ex.body = {"batch_id": bid, "requests": count}
+        stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", io.BytesIO(data))
+        obj: dict[str, Any] = {
+            "id": bid, "object": "batch", "endpoint": MESSAGES_PATH, "model": None, "errors": None,
+            "input_file_id": stored.id, "completion_window": "24h", "status": "validating",
+            "output_file_id": None, "error_file_id": None, "created_at": created, "in_progress_at": None,
+            "expires_at": created + WINDOW_S, "finalizing_at": None, "completed_at": None, "failed_at": None,
+            "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+            "request_counts": {"total": count, "completed": 0, "failed": 0, "expired": 0}, "usage": None,
+            "metadata": None}
+        kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
+        await self.store.create(caller.tenant, obj, caller_record(caller), kept)
+        self.runner.submit(bid)
+        return json_response(message_batch(obj, self._base(request)))
+
+    async def _read(self, request: Request) -> bytes:
+        """The body, up to gateway.batch.max_file_bytes (a batch is larger than a request: 413 above)."""
+        limit = self.gw.spec.gateway.batch.max_file_bytes
+        declared = request.headers.get("content-length", "")
+        too_large = InvalidRequest(f"the batch is larger than {limit} bytes, the most this gateway accepts "
+                                   "(gateway.batch.max_file_bytes)", code="request_too_large")
+        if declared.isascii() and declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _check(self, raw: bytes) -> tuple[bytes, int]:
+        """Every request checked as POST /v1/messages checks it (in a thread: a batch may hold many); the
+        input file of Messages lines the runner reads, and how many."""
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise InvalidRequest(f"could not parse the JSON body: {e}", code="invalid_json") from e
+        if not isinstance(body, dict):
+            raise InvalidRequest("the JSON body must be an object", code="invalid_json")
+        batch = validate(MessageBatchCreate, body)
+        spec = self.gw.spec.gateway
+        if len(batch.requests) > spec.batch.max_lines:
+            raise InvalidRequest(f"requests: a batch holds at most {spec.batch.max_lines} requests on this gateway "
+                                 "(gateway.batch.max_lines); split it into several batches", param="requests")
+        seen: set[str] = set()
+        out = bytearray()
+        for i, (req, params) in enumerate(zip(batch.requests, body["requests"], strict=True)):
+            at = f"requests.{i}"
+            if req.custom_id in seen:
+                raise InvalidRequest(f"{at}.custom_id: {req.custom_id!r} is the custom_id of an earlier request; "
+                                     "each request of a batch needs its own", param=f"{at}.custom_id")
+            seen.add(req.custom_id)
+            self._check_params(req.params, at)
+            out += orjson.dumps({"custom_id": req.custom_id, "method": "POST", "url": MESSAGES_PATH,
+                                 "body": params["params"]}) + b"\n"
+        return bytes(out), len(batch.requests)
+
+    def _check_params(self, params: MessagesRequest, at: str) -> None:
+        gw = self.gw
+        if params.stream:
+            raise InvalidRequest(f"{at}.params.stream: a batch's request is answered whole; leave stream out or "
+                                 "false", param=f"{at}.params.stream")
+        if params.model != "auto" and params.model not in gw.known_models:
+            raise InvalidRequest(f"{at}.params.model: the model {params.model!r} does not exist on this grid",
+                                 param=f"{at}.params.model")
+        limit = gw.spec.gateway.max_output_tokens
+        if params.max_tokens > limit:
+            raise InvalidRequest(f"{at}.params.max_tokens: {params.max_tokens} exceeds this grid's limit of {limit}",
+                                 param=f"{at}.params.max_tokens")
+        try:  # the chat request it becomes, as the pipeline will read it
+            try:
+                ChatRequest.model_validate(chat_body(params))
+            except ValidationError as e:
+                raise from_validation(e) from e
+        except ApiError as e:
+            name_own_field(e, [where for _, where in placed_messages(params)])
+            field = f"{at}.params.{e.param}" if e.param else f"{at}.params"
+            raise InvalidRequest(f"{field}: {e.message}", param=field) from e
+
+    # --- read, list -------------------------------------------------------------------------------------------
+    async def _found(self, request: Request, ex: Exchange) -> tuple[str, dict[str, Any]]:
+        tenant = self._caller(request, ex)[0].tenant
+        bid = request.path_params["message_batch_id"]
+        ex.body = {"batch_id": bid}
+        obj = await self.store.get(tenant, bid, prefix=PREFIX)
+        if obj is None:
+            raise NotFound(f"message_batch_id: no message batch {bid!r}", param="message_batch_id")
+        return tenant, obj
+
+    async def get(self, request: Request, ex: Exchange) -> Response:
+        return json_response(message_batch((await self._found(request, ex))[1], self._base(request)))
+
+    async def list(self, request: Request, ex: Exchange) -> Response:
+        query = request.query_params
+        limit = page_query(query, max_limit=MAX_LIST).limit  # newest first, paged by after_id or before_id
+        after, before = query.get("after_id"), query.get("before_id")
+        if after is not None and before is not None:
+            raise InvalidRequest("after_id: give after_id or before_id, not both", param="after_id")
+        tenant = self._caller(request, ex)[0].tenant
+        page = await self.store.list(tenant, after, limit, before=before, prefix=PREFIX)
+        if page is None:
+            name = "after_id" if after is not None else "before_id"
+            raise InvalidRequest(f"{name}: no message batch {after or before!r}", param=name)
+        objs, more = page
+        data = [message_batch(o, self._base(request)) for o in objs]
+        return json_response({"data": data, "has_more": more, "first_id": data[0]["id"] if data else None,
+                              "last_id": data[-1]["id"] if data else None})
+
+    # --- cancel, delete ---------------------------------------------------------------------------------------
+    async def cancel(self, request: Request, ex: Exchange) -> Response:
+        """in_progress -> canceling (the running requests finish, the others end canceled); canceling or
+        canceled: returned as it is; a batch that ended otherwise: 400."""
+        tenant, found = await self._found(request, ex)
+        now = int(time.time())
+
+        def cancelling(o: dict[str, Any]) -> bool:
+            if o["status"] not in ("validating", "in_progress"):
+                return False
+            o.update(status="cancelling", cancelling_at=now)
+            return True
+
+        obj = await self.store.update(found["id"], cancelling, tenant=tenant, prefix=PREFIX)
+        if obj is None:
+            raise NotFound(f"message_batch_id: no message batch {found['id']!r}", param="message_batch_id")
+        if obj["status"] not in ("cancelling", "cancelled"):
+            raise InvalidRequest(f"message_batch_id: {obj['id']!r} has ended; only a batch in progress can be "
+                                 "canceled", param="message_batch_id")
+        if obj["status"] == "cancelling":
+            self.runner.cancel(obj["id"])  # this process runs it: no new request from now
+            self.runner.submit(obj["id"])  # nobody runs it: this process ends it
+        return json_response(message_batch(obj, self._base(request)))
+
+    async def delete(self, request: Request, ex: Exchange) -> Response:
+        """An ended batch, its requests and results are deleted; one still processing: 400 (cancel it first)."""
+        tenant = self._caller(request, ex)[0].tenant
+        bid = request.path_params["message_batch_id"]
+        ex.body = {"batch_id": bid}
+        obj = await self.store.delete(tenant, bid, prefix=PREFIX)
+        if obj is None:
+            raise NotFound(f"message_batch_id: no message batch {bid!r}", param="message_batch_id")
+        if obj["status"] not in FINAL:
+            raise InvalidRequest(f"message_batch_id: {bid!r} is still processing; a message batch can be deleted "
+                                 "once it has ended (cancel it first)", param="message_batch_id")
+        for fid in (obj["input_file_id"], obj.get("output_file_id"), obj.get("error_file_id")):
+            if fid is not None:
+                await self.files.delete(tenant, fid, hidden=True)
+        return json_response({"id": bid, "type": "message_batch_deleted"})
+
+    # --- results ----------------------------------------------------------------------------------------------
+    async def results(self, request: Request, ex: Exchange) -> Response:
+        tenant, obj = await self._found(request, ex)
+        if obj["status"] not in FINAL:
+            raise InvalidRequest(f"message_batch_id: {obj['id']!r} is still processing; its results are ready once "
+                                 "processing_status is ended (results_url)", param="message_batch_id")
+        paths: list[tuple[Path, bool]] = []
+        for fid, ok in ((obj.get("output_file_id"), True), (obj.get("error_file_id"), False)):
+            f = None if fid is None else await self.files.get(tenant, fid, hidden=True)
+            if f is not None:
+                paths.append((self.files.disk_path(f), ok))
+        source = await self.files.get(tenant, obj["input_file_id"], hidden=True)
+        counts = obj["request_counts"]
+        rest = counts["total"] - counts["completed"] - counts["failed"]
+        unrun = self.files.disk_path(source) if source is not None and rest > 0 else None
+        kind = {"expired": "expired", "failed": "errored"}.get(obj["status"], "canceled")
+        return StreamingResponse(_results(paths, unrun, kind), media_type="application/x-jsonl")
+
+
+async def _results(paths: list[tuple[Path, bool]], unrun: Path | None, kind: str) -> AsyncIterator[bytes]:
+    """The output and error files as Anthropic's results; then, read from the batch's requests, each one that
+    never ran (`kind`: canceled, expired, or errored when the batch failed)."""
+    done: set[str] = set()
+    for path, ok in paths:
+        async for text in _lines(path):
+            record = orjson.loads(text)
+            done.add(record["custom_id"])
+            yield orjson.dumps(result_line(record, ok)) + b"\n"
+    if unrun is None:
+        return
+    never: dict[str, Any] = {"type": kind}
+    if kind == "errored":
+        never["error"] = {"type": "error", "error": {"type": "api_error",
+                                                     "message": "this request was not run: its batch failed"}}
+    async for text in _lines(unrun):
+        cid = orjson.loads(text)["custom_id"]
+        if cid not in done:
+            yield orjson.dumps({"custom_id": cid, "result": never}) + b"\n"
+
+
+async def _lines(path: Path) -> AsyncIterator[bytes]:
+    """The file's non-blank lines, read a megabyte at a time off the event loop."""
+    f = await asyncio.to_thread(path.open, "rb")
+    try:
+        while chunk := await asyncio.to_thread(f.readlines, 1 << 20):
+            for text in chunk:
+                if text.strip():
+                    yield text
+    finally:
+        f.close()

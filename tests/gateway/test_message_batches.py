@@ -1,0 +1,302 @@
+"""Anthropic's Message Batches API through the in-process gateway with FAKE engines and the official anthropic
+SDK as the client (x-api-key): create, poll, results; each request runs like a live POST /v1/messages through
+the one pipeline at urgency `batch`, with its own audit record, on the OpenAI Batch API's runner; validation
+400s naming the request's field; a firewall block and an engine failure are errored results; cancel mid-way
+(the requests never started are canceled); delete only once ended; tenants never see each other's batches;
+a batch stopped by a shutdown resumes in the next gateway; a batch past its window ends with expired results."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+from anthropic.types.messages import MessageBatch, MessageBatchIndividualResponse
+
+from aigrid.gateway.app import Gateway, build_app
+from aigrid.gateway.message_batch_line import MESSAGE_BATCH_LINE_ROUTE, request_route
+from tests.gateway.conftest import audit_rows
+from tests.gateway.sdk_clients import anthropic_client, openai_client
+from tests.gateway.test_batches import (
+    ATTACK,
+    OTHER,
+    TENANT,
+    Gated,
+    batch_spec,
+    engines_for,
+    received,
+    started,
+    stopped,
+)
+
+MODEL = "smollm2-135m"
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> dict[str, Gated]:
+    return engines_for(tmp_path)
+
+
+@pytest.fixture
+async def gw(tmp_path: Path, engines: dict[str, Gated]) -> AsyncIterator[Gateway]:
+    gw = await started(batch_spec(tmp_path), engines)
+    yield gw
+    for e in engines.values():
+        e.gate.set()
+    await stopped(gw)
+
+
+def clients(gw: Gateway) -> tuple[anthropic.AsyncAnthropic, anthropic.AsyncAnthropic]:
+    client = anthropic_client(build_app(gw))
+    return client.with_options(default_headers=TENANT), client.with_options(default_headers=OTHER)
+
+
+def req(cid: str, content: str, **params: Any) -> dict[str, Any]:
+    return {"custom_id": cid, "params": {"model": MODEL, "max_tokens": 32,
+                                         "messages": [{"role": "user", "content": content}], **params}}
+
+
+async def until_ended(claude: anthropic.AsyncAnthropic, bid: str) -> MessageBatch:
+    for _ in range(1000):
+        got = await claude.messages.batches.retrieve(bid)
+        if got.processing_status == "ended":
+            return got
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{bid} stayed {got.processing_status}")
+
+
+async def results(claude: anthropic.AsyncAnthropic, bid: str) -> dict[str, MessageBatchIndividualResponse]:
+    return {r.custom_id: r async for r in await claude.messages.batches.results(bid)}
+
+
+async def wait_for_slow(engines: dict[str, Gated]) -> None:
+    for _ in range(500):
+        if any("SLOW" in orjson.dumps(r).decode() for r in received(engines)):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no SLOW request reached an engine")
+
+
+async def test_create_poll_and_read_the_results(gw: Gateway, engines: dict[str, Gated]) -> None:
+    claude, _ = clients(gw)
+    created = await claude.messages.batches.create(requests=[
+        req("a", "Name a river."), req("b", "Name a mountain.", system="Be brief.", max_tokens=12),
+        req("c", "Name a lake.", temperature=0.2)])
+    assert created.type == "message_batch" and created.id.startswith("msgbatch_")
+    assert created.processing_status == "in_progress" and created.results_url is None and created.ended_at is None
+    assert created.request_counts.processing == 3 and (created.expires_at - created.created_at).total_seconds() == 86400
+    done = await until_ended(claude, created.id)
+    counts = done.request_counts
+    assert (counts.processing, counts.succeeded, counts.errored, counts.canceled, counts.expired) == (0, 3, 0, 0, 0)
+    assert done.ended_at is not None and done.results_url == f"http://gw/v1/messages/batches/{created.id}/results"
+    got = await results(claude, created.id)
+    assert sorted(got) == ["a", "b", "c"]
+    for r in got.values():
+        assert r.result.type == "succeeded"
+        message = r.result.message
+        assert message.type == "message" and message.role == "assistant" and message.model == MODEL
+        assert message.content[0].type == "text" and message.content[0].text == "Hello from the grid"
+        assert message.stop_reason == "end_turn" and message.usage.output_tokens > 0
+    # each request ran like a live POST /v1/messages, translated to chat, as batch work
+    sent = received(engines)
+    assert len(sent) == 3 and any(r.get("max_tokens") == 12 and r["messages"][0]["role"] == "system" for r in sent)
+    rows = [r for r in await audit_rows(gw) if r["extra"]["route"].startswith(MESSAGE_BATCH_LINE_ROUTE)]
+    assert sorted(r["extra"]["route"] for r in rows) == sorted(request_route(created.id, c) for c in "abc")
+    assert all(r["outcome"] == "ok" and r["tenant"] == "default" and r["extra"]["urgency"]["priority"] == "batch"
+               for r in rows)
+    for r in rows:
+        decision = gw.decisions.get(r["request_id"])
+        assert decision is not None and decision.to_dict()["urgency"]["class"] == "batch"
+    routes = [r["extra"]["route"] for r in await audit_rows(gw)]
+    assert "POST /v1/messages/batches" in routes and "GET /v1/messages/batches/{message_batch_id}/results" in routes
+    # the Anthropic list holds it; OpenAI's batches and files do not show a message batch or its files
+    assert [b.id async for b in claude.messages.batches.list()] == [created.id]
+    oai = openai_client(build_app(gw)).with_options(default_headers=TENANT)
+    assert (await oai.batches.list()).data == [] and (await oai.files.list()).data == []
+    with pytest.raises(anthropic.NotFoundError):
+        await claude.messages.batches.retrieve("batch_" + created.id.removeprefix("msgbatch_"))
+
+
+async def test_the_list_pages_newest_first(gw: Gateway) -> None:
+    claude, _ = clients(gw)
+    ids = [(await claude.messages.batches.create(requests=[req("a", f"hi {i}")])).id for i in range(3)]
+    first = await claude.messages.batches.list(limit=2)
+    assert [b.id for b in first.data] == ids[:0:-1] and first.has_more and first.last_id == ids[1]
+    assert [b.id async for b in claude.messages.batches.list(limit=2)] == ids[::-1]  # the SDK pages on after_id
+    newer = await claude.messages.batches.list(before_id=ids[0], limit=1)
+    assert [b.id for b in newer.data] == [ids[1]] and newer.has_more
+    for bid in ids:
+        await until_ended(claude, bid)
+
+
+BAD = [
+    ("missing max_tokens", [req("a", "hi"), {"custom_id": "b", "params": {"model": MODEL, "messages": [
+        {"role": "user", "content": "hi"}]}}], "requests.1.params.max_tokens"),
+    ("bad custom_id", [req("a b", "hi")], "requests.0.custom_id"),
+    ("long custom_id", [req("x" * 65, "hi")], "requests.0.custom_id"),
+    ("duplicate custom_id", [req("a", "hi"), req("b", "hi"), req("a", "again")], "requests.2.custom_id"),
+    ("unknown model", [req("a", "hi", model="claude-opus-9")], "requests.0.params.model"),
+    ("streamed", [req("a", "hi", stream=True)], "requests.0.params.stream"),
+    ("bad temperature", [req("a", "hi"), req("b", "hi", temperature=3)], "requests.1.params.temperature"),
+    ("bad role", [req("a", "hi"), {"custom_id": "b", "params": {"model": MODEL, "max_tokens": 5, "messages": [
+        {"role": "tool", "content": "hi"}]}}], "requests.1.params.messages.0.role"),
+    ("too many tokens", [req("a", "hi", max_tokens=10**6)], "requests.0.params.max_tokens"),
+    ("too many requests", [req(f"r{i}", "hi") for i in range(4)], "requests"),
+    ("no request", [], "requests"),
+]
+
+
+@pytest.mark.parametrize("requests,param", [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+async def test_a_bad_request_is_a_400_naming_its_field(tmp_path: Path, engines: dict[str, Gated],
+                                                       requests: list[dict[str, Any]], param: str) -> None:
+    gw = await started(batch_spec(tmp_path, max_lines=3), engines)
+    try:
+        claude, _ = clients(gw)
+        with pytest.raises(anthropic.BadRequestError) as bad:
+            await claude.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        body = bad.value.body
+        assert isinstance(body, dict) and body["type"] == "error", body
+        assert body["error"]["type"] == "invalid_request_error" and param in body["error"]["message"], body
+        assert [b async for b in claude.messages.batches.list()] == []
+        await asyncio.sleep(0.05)
+        assert received(engines) == []
+    finally:
+        await stopped(gw)
+
+
+async def test_an_unknown_field_is_a_400_naming_it(gw: Gateway) -> None:
+    claude, _ = clients(gw)
+    with pytest.raises(anthropic.BadRequestError) as bad:
+        await claude.post("/v1/messages/batches", body={"requests": [req("a", "hi")], "colour": "red"},
+                          cast_to=MessageBatch)
+    assert "colour" in bad.value.body["error"]["message"]  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError) as limit:
+        await claude.messages.batches.list(limit=1001)
+    assert "limit" in limit.value.body["error"]["message"]  # type: ignore[index]
+    with pytest.raises(anthropic.NotFoundError):
+        await claude.messages.batches.cancel("msgbatch_nope")
+
+
+async def test_a_firewall_block_and_an_engine_failure_are_errored_results(gw: Gateway,
+                                                                           engines: dict[str, Gated]) -> None:
+    claude, _ = clients(gw)
+    created = await claude.messages.batches.create(requests=[req("fine", "Name a river."), req("attack", ATTACK),
+                                                             req("broken", "FAIL please")])
+    done = await until_ended(claude, created.id)
+    assert (done.request_counts.succeeded, done.request_counts.errored) == (1, 2)
+    got = await results(claude, created.id)
+    assert got["fine"].result.type == "succeeded"
+    blocked = got["attack"].result
+    assert blocked.type == "errored" and blocked.error.type == "error"
+    assert blocked.error.error.type == "invalid_request_error" and "messages.0.content" in blocked.error.error.message
+    failed = got["broken"].result
+    assert failed.type == "errored" and failed.error.error.type == "api_error"
+    assert failed.error.request_id and failed.error.request_id.startswith("dec-")  # aigrid explain reads it
+    assert not any(ATTACK in orjson.dumps(r).decode() for r in received(engines))  # no engine read it
+    rows = {r["extra"]["route"]: r for r in await audit_rows(gw)}
+    attack = rows[request_route(created.id, "attack")]
+    assert attack["outcome"] == "error:firewall_blocked" and attack["firewall"][0]["action"] == "blocked"
+    assert rows[request_route(created.id, "broken")]["outcome"] == "error:upstream_failed"
+
+
+async def test_cancel_mid_way_cancels_the_requests_not_started(tmp_path: Path, engines: dict[str, Gated]) -> None:
+    gw = await started(batch_spec(tmp_path, concurrency=1), engines)
+    try:
+        claude, _ = clients(gw)
+        for e in engines.values():
+            e.gate.clear()
+        created = await claude.messages.batches.create(
+            requests=[req("one", "Name a river."), *(req(f"slow{i}", f"SLOW {i}") for i in range(4))])
+        await wait_for_slow(engines)
+        canceling = await claude.messages.batches.cancel(created.id)
+        assert canceling.processing_status == "canceling" and canceling.cancel_initiated_at is not None
+        with pytest.raises(anthropic.BadRequestError) as busy:  # Anthropic's rule: cancel it, let it end, delete
+            await claude.messages.batches.delete(created.id)
+        assert "cancel" in busy.value.body["error"]["message"]  # type: ignore[index]
+        for e in engines.values():
+            e.gate.set()  # the running request finishes; no other starts
+        done = await until_ended(claude, created.id)
+        counts = done.request_counts
+        assert (counts.processing, counts.succeeded, counts.errored, counts.canceled, counts.expired) == (0, 2, 0, 3, 0)
+        got = await results(claude, created.id)
+        assert {cid: r.result.type for cid, r in got.items()} == {
+            "one": "succeeded", "slow0": "succeeded", "slow1": "canceled", "slow2": "canceled", "slow3": "canceled"}
+        assert len(received(engines)) == 2
+        assert (await claude.messages.batches.cancel(created.id)).processing_status == "ended"  # unchanged
+        deleted = await claude.messages.batches.delete(created.id)
+        assert (deleted.id, deleted.type) == (created.id, "message_batch_deleted")
+        with pytest.raises(anthropic.NotFoundError):
+            await claude.messages.batches.retrieve(created.id)
+        folder = Path(gw.spec.gateway.batch.dir) / "default"
+        assert list(folder.iterdir()) == []  # its requests and results are gone with it
+    finally:
+        await stopped(gw)
+
+
+async def test_another_tenant_gets_404(gw: Gateway) -> None:
+    claude, other = clients(gw)
+    done = await until_ended(claude, (await claude.messages.batches.create(requests=[req("a", "hi")])).id)
+    for call in (other.messages.batches.retrieve, other.messages.batches.cancel, other.messages.batches.delete):
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            await call(done.id)
+        assert missing.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+    with pytest.raises(anthropic.NotFoundError):
+        await other.get(f"/v1/messages/batches/{done.id}/results", cast_to=object)
+    assert [b async for b in other.messages.batches.list()] == []
+    assert (await claude.messages.batches.retrieve(done.id)).id == done.id  # still there for its owner
+    oai = openai_client(build_app(gw)).with_options(default_headers=TENANT)
+    with pytest.raises(Exception) as not_openai:  # an OpenAI client cannot read or cancel it either
+        await oai.batches.retrieve(done.id)
+    assert getattr(not_openai.value, "status_code", None) == 404
+
+
+async def test_a_batch_stopped_by_shutdown_resumes_in_the_next_gateway(tmp_path: Path) -> None:
+    first_engines = engines_for(tmp_path)
+    first = await started(batch_spec(tmp_path, concurrency=1, drain_s=0.05), first_engines)
+    claude, _ = clients(first)
+    for e in first_engines.values():
+        e.gate.clear()
+    created = await claude.messages.batches.create(requests=[
+        req("r1", "Name a river."), req("r2", "SLOW river"), req("r3", "Name a lake."), req("r4", "Name a sea.")])
+    await wait_for_slow(first_engines)
+    await stopped(first)  # r2 is stopped after drain_s; nothing new starts; the claim is released
+    second_engines = engines_for(tmp_path)
+    second = await started(batch_spec(tmp_path, concurrency=1), second_engines)
+    try:
+        claude2, _ = clients(second)
+        paused = await claude2.messages.batches.retrieve(created.id)
+        assert paused.processing_status == "in_progress" and paused.request_counts.succeeded == 1
+        assert second.batches is not None
+        await second.batches.start()  # what the lifespan does: claim what nobody runs
+        done = await until_ended(claude2, created.id)
+        assert done.request_counts.succeeded == 4
+        got = await results(claude2, created.id)
+        assert sorted(got) == ["r1", "r2", "r3", "r4"] and all(r.result.type == "succeeded" for r in got.values())
+        assert len(received(second_engines)) == 3  # r1 is not run again
+    finally:
+        await stopped(second)
+
+
+async def test_a_batch_past_its_window_ends_with_expired_results(gw: Gateway, engines: dict[str, Gated]) -> None:
+    claude, _ = clients(gw)
+    assert gw.batches is not None
+    await gw.batches.stop()  # nobody runs it while its window is moved into the past
+    created = await claude.messages.batches.create(requests=[req("a", "hi"), req("b", "hi")])
+    db = sqlite3.connect(Path(gw.spec.gateway.batch.dir) / "index.sqlite3")
+    with db:
+        db.execute("UPDATE batches SET object = json_set(object, '$.expires_at', ?) WHERE id = ?",
+                   (int(time.time()) - 1, created.id))
+    db.close()
+    await gw.batches.start()
+    done = await until_ended(claude, created.id)
+    counts = done.request_counts
+    assert (counts.processing, counts.succeeded, counts.errored, counts.canceled, counts.expired) == (0, 0, 0, 0, 2)
+    assert {cid: r.result.type for cid, r in (await results(claude, created.id)).items()} == {
+        "a": "expired", "b": "expired"}
+    assert received(engines) == []
