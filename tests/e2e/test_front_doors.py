@@ -248,6 +248,35 @@ def test_a_batch_runs_on_the_grid(oai: openai.OpenAI) -> None:
         assert decision["chosen"] == "fra-smollm2" and decision["urgency"]["class"] == "batch"
 
 
+def test_a_message_batch_runs_on_the_grid(claude: anthropic.Anthropic, base: str) -> None:
+    """Anthropic's Message Batches API with a real engine: 2 requests created under x-aigrid-residency EU,
+    polled until ended; one real Message per custom_id, each request served in Frankfurt at urgency batch."""
+    def batch_decisions() -> dict[str, dict]:
+        recent = httpx.get(f"{base}/v1/decisions", params={"limit": 1000}).json()["data"]
+        return {d["id"]: d for d in recent if d["urgency"]["class"] == "batch"}
+
+    before = set(batch_decisions())
+    questions = {"river": "Name a river.", "colour": "Name a colour."}
+    batch = claude.messages.batches.create(requests=[
+        {"custom_id": cid, "params": {"model": MODEL, "max_tokens": 12, "messages": [{"role": "user", "content": q}]}}
+        for cid, q in questions.items()], extra_headers={"x-aigrid-residency": "EU"})
+    assert batch.type == "message_batch" and batch.processing_status == "in_progress"
+    for _ in range(600):
+        batch = claude.messages.batches.retrieve(batch.id)
+        if batch.processing_status == "ended":
+            break
+        time.sleep(0.1)
+    assert batch.processing_status == "ended" and batch.request_counts.succeeded == 2, batch
+    results = {r.custom_id: r.result for r in claude.messages.batches.results(batch.id)}
+    assert sorted(results) == sorted(questions)
+    for result in results.values():
+        assert result.type == "succeeded" and result.message.content[0].type == "text"
+        assert result.message.content[0].text.strip() and result.message.usage.output_tokens > 0
+    new = {k: d for k, d in batch_decisions().items() if k not in before}
+    assert len(new) == 2 and all(d["chosen"] == "fra-smollm2" for d in new.values()), new
+    assert claude.messages.batches.delete(batch.id).type == "message_batch_deleted"
+
+
 def test_a_conversation_carries_its_turns(oai: openai.OpenAI) -> None:
     """Conversations with a real engine: the second turn is answered with the first in its prompt (more input
     tokens), both turns and their answers are the conversation's items, and the conversation stays in the
