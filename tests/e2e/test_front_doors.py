@@ -301,6 +301,20 @@ def test_models_list_embeddings_with_their_kind(oai: openai.OpenAI) -> None:
     assert kinds[MODEL] == "chat" and kinds["all-minilm-l6-v2"] == "embedding"
 
 
+def test_completions_several_prompts_with_n(oai: openai.OpenAI) -> None:
+    """A list of prompts with `n` on llama.cpp, which answers every prompt of a list in one request: prompt p's
+    n choices are p x n .. p x n + n - 1, whole and streamed (llama.cpp opens that stream with `data: null`)."""
+    prompts = ["The sky is", "Water is"]
+    whole = oai.completions.create(model=MODEL, prompt=prompts, n=2, max_tokens=4, temperature=1.0, extra_headers=EU)
+    assert [c.index for c in whole.choices] == [0, 1, 2, 3] and all(c.text for c in whole.choices)
+    texts: dict[int, str] = {}
+    for chunk in oai.completions.create(model=MODEL, prompt=prompts, n=2, max_tokens=4, stream=True,
+                                        extra_headers=EU):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + c.text
+    assert sorted(texts) == [0, 1, 2, 3] and all(texts.values())
+
+
 def test_chat_several_choices_and_logprobs(oai: openai.OpenAI) -> None:
     """`n` on an engine that samples one answer a request, and the Responses API's log-probabilities."""
     reply = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Name a colour."}], n=3,

@@ -9,8 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import openai
+import orjson
 import pytest
 
+from aigrid.engines.fan_out import merged_answer, merged_stream
+from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import build_app
 from aigrid.spec.models import FirewallSpec
 from tests.agents.scripted_engine import ScriptedEngine
@@ -79,7 +82,31 @@ async def test_the_forms_n_cannot_serve_are_the_clients_400(
         with pytest.raises(openai.BadRequestError) as info:
             await oai.chat.completions.create(model="smollm2-135m", messages=ASK, stream=False, **kwargs)
         assert info.value.body["param"] == "n"  # type: ignore[index]
-    with pytest.raises(openai.BadRequestError) as info:
-        await oai.completions.create(model="smollm2-135m", prompt=["a", "b"], n=2, stream=False)
-    assert info.value.body["param"] == "n"  # type: ignore[index]
     assert engine.received == []
+
+
+async def _answer(*chunks: bytes) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+def _doc(*texts: str) -> bytes:
+    return orjson.dumps({"object": "text_completion", "usage": {"prompt_tokens": 6, "completion_tokens": 2},
+                         "choices": [{"index": p, "text": t, "finish_reason": "stop"} for p, t in enumerate(texts)]})
+
+
+async def test_a_list_of_prompts_with_n_puts_each_prompts_choices_together() -> None:
+    """OpenAI's order for `prompt: [p0, p1]` with n = 2: p0's two choices (0, 1), then p1's (2, 3). Each of the
+    n requests answers every prompt (llama.cpp, vLLM), so answer j's choice for prompt p is p x n + j."""
+    whole = orjson.loads(merged_answer([_doc("sky 0", "water 0"), _doc("sky 1", "water 1")]))
+    assert [(c["index"], c["text"]) for c in whole["choices"]] == [
+        (0, "sky 0"), (1, "sky 1"), (2, "water 0"), (3, "water 1")]
+    assert (whole["usage"]["prompt_tokens"], whole["usage"]["completion_tokens"]) == (6, 4)
+    streams = [UpstreamResponse(200, {}, _answer(
+        b"data: null\n\n",  # how llama.cpp opens a stream of several prompts
+        *(b"data: " + orjson.dumps({"choices": [{"index": p, "text": f"p{p}a{j}"}]}) + b"\n\n" for p in (1, 0)),
+        b"data: [DONE]\n\n")) for j in range(2)]
+    events = [orjson.loads(e[6:]) for e in (b"".join([c async for c in merged_stream(streams)])).split(b"\n\n")
+              if e.startswith(b"data: {")]
+    seen = {(c["index"], c["text"]) for e in events for c in e["choices"]}
+    assert seen == {(0, "p0a0"), (1, "p0a1"), (2, "p1a0"), (3, "p1a1")}

@@ -77,11 +77,20 @@ def merged_answer(answers: list[bytes]) -> bytes:
     """Whole answers as one: choice i is answer i's, usage the prompt once and every answer's completion."""
     docs = [orjson.loads(a) for a in answers]
     merged = dict(docs[0])
-    merged["choices"] = [{**c, "index": i} for i, doc in enumerate(docs) for c in (doc.get("choices") or ())[:1]]
+    n = len(docs)
+    merged["choices"] = sorted(({**c, "index": _index(c, n, j)} for j, doc in enumerate(docs)
+                                for c in doc.get("choices") or () if isinstance(c, dict)), key=lambda c: c["index"])
     usages = [doc.get("usage") for doc in docs if isinstance(doc.get("usage"), dict)]
     if usages:
         merged["usage"] = summed_usage(usages)
     return orjson.dumps(merged)
+
+
+def _index(choice: dict[str, Any], n: int, answer: int) -> int:
+    """OpenAI's place of answer `answer`'s choice for prompt `choice["index"]`: the n choices of prompt p are
+    p x n to p x n + n - 1 (one prompt: the answer's own number)."""
+    prompt = choice.get("index")
+    return (prompt if isinstance(prompt, int) and prompt >= 0 else 0) * n + answer
 
 
 def summed_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -92,8 +101,9 @@ def summed_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]:
-    """The answers' SSE events as they arrive, answer i's choices re-indexed i; one summed usage chunk and
-    one [DONE] at the end."""
+    """The answers' SSE events as they arrive, answer i's choices re-indexed (`_index`); one summed usage chunk
+    and one [DONE] at the end. Events that are not JSON objects (llama.cpp opens a stream of several prompts
+    with `data: null`) are skipped."""
     queue: asyncio.Queue[object] = asyncio.Queue()
     usages: list[dict[str, Any]] = []
     last: dict[str, Any] = {}
@@ -106,18 +116,22 @@ async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]
                     if ev.data is None or ev.data == DONE:
                         continue
                     event = orjson.loads(ev.data)
+                    if not isinstance(event, dict):
+                        continue
                     if isinstance(event.get("usage"), dict):
                         usages.append(event.pop("usage"))
                         if not event.get("choices"):
                             last.update(event)
                             continue
-                    event["choices"] = [{**c, "index": i} for c in event.get("choices") or ()]
+                    event["choices"] = [{**c, "index": _index(c, n, i)} for c in event.get("choices") or ()
+                                        if isinstance(c, dict)]
                     await queue.put(b"data: " + orjson.dumps(event) + b"\n\n")
         except (EngineError, orjson.JSONDecodeError) as e:
             await queue.put(EngineStreamBroken(f"choice {i}: {e}"))
         finally:
             await queue.put(_END)
 
+    n = len(answers)
     tasks = [asyncio.ensure_future(relay(i, a)) for i, a in enumerate(answers)]
     try:
         ended = 0

@@ -154,7 +154,7 @@ class Routes:
     async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.gw.spec.gateway.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        if declared is not None and (declared.isascii() and declared.isdigit()) and int(declared) > limit:
             raise InvalidRequest(f"request body is larger than {limit} bytes", code="request_too_large")
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -388,7 +388,7 @@ class Routes:
 
     async def recent_decisions(self, request: Request) -> Response:
         raw = request.query_params.get("limit", "50")
-        if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
             raise InvalidRequest("limit must be an integer between 1 and 1000", param="limit")
         tenant = self.gw.guard.reader(request.headers.get("authorization"))
         limit = int(raw) if tenant is None else 1000
@@ -449,13 +449,13 @@ def _offers_tools(body: Mapping[str, Any]) -> bool:
 
 
 def _choices(parsed: ChatRequest | CompletionRequest, body: Mapping[str, Any], loop: LoopConfig | None) -> int:
-    """How many answers the request asks for (`n`); the forms that more than one cannot serve are a 400."""
+    """How many answers the request asks for (`n`, times the prompts of a completion's list of prompts); the
+    form that more than one cannot serve is a 400."""
     n = parsed.n or 1
     if n > 1 and loop is not None:
         raise InvalidRequest("n > 1 is not served with tools: ask for one choice per request", param="n")
-    if n > 1 and isinstance(body.get("prompt"), list):
-        raise InvalidRequest("n > 1 is not served with a list of prompts: send one prompt per request", param="n")
-    return n
+    prompts = body.get("prompt")
+    return n * len(prompts) if isinstance(prompts, list) and prompts else n
 
 
 def _fan_out(n: int) -> Wrap:
