@@ -74,3 +74,17 @@ async def test_unknown_decision_is_404(client: httpx.AsyncClient) -> None:
 async def test_bad_locations_are_400(client: httpx.AsyncClient, value: str) -> None:
     r = await client.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-client-location": value})
     assert assert_envelope(r, 400, "invalid_request")["param"] == "x-aigrid-client-location"
+
+
+@pytest.mark.parametrize("value", ["²", "١٠", "-1", "0"])
+async def test_a_number_that_is_not_plain_digits_is_a_400_naming_the_parameter(client: httpx.AsyncClient,
+                                                                               value: str) -> None:
+    """'²'.isdigit() is True but int('²') raises: every numeric query, header and form field reads plain
+    ASCII digits only, so such input is the client's 400, never a 500 (found by the fuzz test)."""
+    r = await client.get("/v1/decisions", params={"limit": value})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "limit", r.text
+    r = await client.get("/v1/decisions", params={"limit": "2"})
+    assert r.status_code == 200
+    r = await client.post("/v1/chat/completions", headers={"x-aigrid-priority": "²".encode("latin-1")},
+                          json={"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400, r.text

@@ -33,7 +33,7 @@ class HostAllowList:
         port = url.port or (443 if url.scheme == "https" else 80)
         for pattern in self.patterns:
             p_host, _, p_port = pattern.rpartition(":") if pattern.count(":") == 1 else (pattern, "", "")
-            if p_port and (not p_port.isdigit() or int(p_port) != port):
+            if p_port and (not (p_port.isascii() and p_port.isdigit()) or int(p_port) != port):
                 continue
             if p_host.startswith("*."):
                 if host.endswith(p_host[1:]) and host != p_host[2:]:

@@ -64,7 +64,7 @@ def parse_level(value: object) -> int:
         text = value.strip().lower()
         if text in LEVELS:
             return LEVELS[text]
-        if text.isdigit() and 0 <= int(text) <= MAX_LEVEL:
+        if (text.isascii() and text.isdigit()) and 0 <= int(text) <= MAX_LEVEL:
             return int(text)
     raise ValueError(f"{value!r} is not a priority: use interactive, standard, batch or an integer 0-{MAX_LEVEL} "
                      "(higher is more urgent)")

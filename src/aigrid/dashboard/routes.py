@@ -78,7 +78,7 @@ class DashboardRoutes:
     async def events(self, request: Request) -> Response:
         self._check(request)
         raw = request.query_params.get("ticks")
-        if raw is not None and (not raw.isdigit() or not 1 <= int(raw) <= 100_000):
+        if raw is not None and (not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100_000):
             raise InvalidRequest("ticks must be an integer between 1 and 100000", param="ticks")
         stream = event_stream(Feed(self.gw), interval_s=self.interval_s, clock=self.clock, sleep=self.sleep,
                               ticks=None if raw is None else int(raw), stopping=self.stopping)

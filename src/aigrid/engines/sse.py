@@ -202,7 +202,7 @@ class SseDecoder:
             if b"\0" not in value:
                 self._last_id = value
         elif name == b"retry":
-            if value.isdigit():
+            if (value.isascii() and value.isdigit()):
                 self._retry = int(value)
 
     def _dispatch(self) -> Event:

@@ -87,7 +87,7 @@ class FilesApi:
         tenant = self._caller(request, ex).tenant
         limit = self.max_bytes + FORM_SLACK
         declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
+        if (declared.isascii() and declared.isdigit()) and int(declared) > limit:
             raise FileTooLarge(f"file: the upload is larger than {self.max_bytes} bytes, the most this gateway "
                                "accepts (gateway.batch.max_file_bytes)", param="file")
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
@@ -131,7 +131,7 @@ class FilesApi:
             return upload, purpose, None
         if anchor != "created_at":
             raise InvalidRequest("expires_after.anchor: must be 'created_at'", param="expires_after.anchor")
-        if not isinstance(seconds, str) or not seconds.isdigit() or not 3600 <= int(seconds) <= 2_592_000:
+        if not isinstance(seconds, str) or not (seconds.isascii() and seconds.isdigit()) or not 3600 <= int(seconds) <= 2_592_000:
             raise InvalidRequest("expires_after.seconds: an integer from 3600 (1 hour) to 2592000 (30 days)",
                                  param="expires_after.seconds")
         return upload, purpose, int(time.time()) + int(seconds)
