@@ -313,6 +313,11 @@ def test_completions_several_prompts_with_n(oai: openai.OpenAI) -> None:
         for c in chunk.choices:
             texts[c.index] = texts.get(c.index, "") + c.text
     assert sorted(texts) == [0, 1, 2, 3] and all(texts.values())
+    texts = {}  # without n the engine's own stream is relayed, less its `data: null`
+    for chunk in oai.completions.create(model=MODEL, prompt=prompts, max_tokens=4, stream=True, extra_headers=EU):
+        for c in chunk.choices:
+            texts[c.index] = texts.get(c.index, "") + c.text
+    assert sorted(texts) == [0, 1] and all(texts.values())
 
 
 def test_chat_several_choices_and_logprobs(oai: openai.OpenAI) -> None:

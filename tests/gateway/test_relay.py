@@ -103,6 +103,17 @@ def test_the_lean_path_passes_the_engines_own_bytes() -> None:
     assert pipe.usage == {"prompt_tokens": 3, "completion_tokens": 2}
 
 
+@pytest.mark.parametrize("track", [False, True])
+def test_an_event_of_json_null_is_dropped(track: bool) -> None:
+    """llama.cpp opens the stream of a list of prompts with `data: null`, which the OpenAI SDK hands to the
+    client as None: the relay drops it, alone in a read or among other events."""
+    pipe = EventPipe(None, sse=True, track=track)
+    event = b'data: {"choices":[{"index":1,"text":" a"}]}\n\n'
+    assert pipe.feed(b"data: null\n\n") == b""
+    assert pipe.feed(b"data:null\n\n" + event) == event
+    assert pipe.feed(event) == event
+
+
 def test_continuation_state_is_text_and_count_not_events() -> None:
     pipe = EventPipe(None, sse=True, track=True)
     for word in ("Hello", " wor", "ld"):

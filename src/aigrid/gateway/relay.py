@@ -43,6 +43,13 @@ if TYPE_CHECKING:
     from aigrid.gateway.relay_response import ClientWire
 
 _USAGE = b'"usage"'
+_NULL = b"null"
+"""An event whose data is JSON null: llama.cpp opens the stream of a list of prompts with one; no client can
+read it (the OpenAI SDK yields None), so it is dropped."""
+
+
+def _null_event(raw: bytes) -> bool:
+    return b"data: null" in raw or b"data:null" in raw
 
 
 class EventPipe:
@@ -68,7 +75,7 @@ class EventPipe:
         if not self._sse:
             return raw  # not an event stream (an engine's error body): passed as it comes
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
-                and _USAGE not in raw and DONE not in raw):
+                and _USAGE not in raw and DONE not in raw and not _null_event(raw)):
             datas = self._decoder.data_only(raw)
             if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
                 if self.track:
@@ -84,7 +91,7 @@ class EventPipe:
             return b""
         complete = self._decoder.complete
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
-                and _USAGE not in complete and DONE not in complete):
+                and _USAGE not in complete and DONE not in complete and not _null_event(complete)):
             # the lean path: no event of this read changes, so the engine's bytes go out as they came
             if self.track:  # ... and the text a continuation would need is noted
                 observe = self.delivered.observe
@@ -112,6 +119,8 @@ class EventPipe:
         if data is None:
             return None
         filt = self._filter
+        if data == _NULL:
+            return b""
         if data == DONE:
             self.delivered.done = True
             held = filt.flush_event() if filt is not None else None
