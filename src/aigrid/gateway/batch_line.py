@@ -21,11 +21,12 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.responses import Response
 
 from aigrid.errors import ApiError, AuthenticationError, UpstreamFailed
 from aigrid.gateway.batch_input import Line
@@ -38,6 +39,9 @@ from aigrid.gateway.routes import CHAT_PATH, Routes, close_exchange
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 from aigrid.gateway.urgency import H_PRIORITY
 from aigrid.security.principal import Principal, Scopes
+
+if TYPE_CHECKING:
+    from aigrid.gateway.app import Gateway
 
 log = logging.getLogger("aigrid.gateway")
 BATCH_LINE_ROUTE = "/v1/batches (line)"
@@ -92,19 +96,51 @@ def request_line(custom_id: str, status: int, request_id: str, body: Any) -> dic
             "response": {"status_code": status, "request_id": request_id, "body": body}, "error": None}
 
 
-class BatchLine:
-    def __init__(self, routes: Routes) -> None:
-        self.routes = routes
-        self.gw = routes.gw
+def retry_after(e: ApiError) -> float | None:
+    """How long a line refused for capacity or rate (429, 503) waits before it is tried again; None: never."""
+    if e.status not in RETRYABLE:
+        return None
+    try:
+        return float(e.headers.get("retry-after", "0"))
+    except ValueError:
+        return 0.0
+
+
+class LineRun:
+    """How every batch's line runs (the OpenAI batch's here, an Anthropic message batch's in
+    message_batch_line.py): the creator's headers that route it, urgency batch, an Exchange of its own with its
+    trace, the creator re-checked, and on every way out the exchange closed (quota settled, one audit record).
+    A subclass says how the line is served and how its answer, a refusal and an internal error are written."""
+
+    route_name = BATCH_LINE_ROUTE
+
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def path(self, batch: StoredBatch) -> str:
+        raise NotImplementedError
+
+    async def serve(self, batch: StoredBatch, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
+                    ex: Exchange, caller: Principal) -> Response:
+        raise NotImplementedError
+
+    def answered(self, line: Line, status: int, answer: bytes, headers: Mapping[str, str], ex: Exchange) -> LineResult:
+        raise NotImplementedError
+
+    def refused(self, line: Line, e: ApiError, ex: Exchange) -> LineResult:
+        raise NotImplementedError
+
+    def failed(self, line: Line, ex: Exchange) -> LineResult:
+        """An internal error of the gateway (logged by run)."""
+        raise NotImplementedError
 
     async def run(self, batch: StoredBatch, line: Line) -> LineResult:
         gw = self.gw
-        endpoint = batch.obj["endpoint"]
         headers = {k: v for k, v in batch.headers.items() if k in KEPT_HEADERS}
         headers[H_PRIORITY] = "batch"
-        ex = Exchange(line_route(batch.id, line.custom_id), time.time())
+        ex = Exchange(f"{self.route_name} {batch.id} custom_id={line.custom_id}", time.time())
         if gw.tracing.enabled:
-            ex.trace = gw.tracing.start(endpoint, headers)
+            ex.trace = gw.tracing.start(self.path(batch), headers)
         body = line.body()
 
         async def read() -> dict[str, Any]:
@@ -112,44 +148,58 @@ class BatchLine:
 
         try:
             try:
-                caller = line_caller(gw.guard, batch.principal)
-                resp = await self.routes.route(endpoint, ChatRequest if endpoint == CHAT_PATH else CompletionRequest,
-                                               headers, read, ex, caller=caller)
+                resp = await self.serve(batch, headers, read, ex, line_caller(gw.guard, batch.principal))
                 answer = await whole_body(resp)
             except ApiError as e:  # refused by the pipeline, or every attempt failed
                 ex.error = e
-                return self._refused(line, e, ex)
+                return self.refused(line, e, ex)
             except asyncio.CancelledError:  # the gateway stopping: the line runs again on resume
                 ex.outcome = "cancelled"
                 raise
             except Exception:  # a bug of ours: logged, the line failed
                 log.exception("internal error in batch %s, line %s", batch.id, line.custom_id)
                 ex.outcome = "error:internal"
-                return LineResult(False, request_line(line.custom_id, 500, _request_id(ex), {"error": {
-                    "message": "internal error", "type": "server_error", "param": None, "code": "internal_error"}}))
+                return self.failed(line, ex)
         finally:
             await close_exchange(gw, ex)
+        return self.answered(line, resp.status_code, answer, resp.headers, ex)
+
+
+class BatchLine(LineRun):
+    """A line of an OpenAI batch: served by Routes.route on the batch's endpoint."""
+
+    def __init__(self, routes: Routes) -> None:
+        super().__init__(routes.gw)
+        self.routes = routes
+
+    def path(self, batch: StoredBatch) -> str:
+        return str(batch.obj["endpoint"])
+
+    async def serve(self, batch: StoredBatch, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
+                    ex: Exchange, caller: Principal) -> Response:
+        endpoint = self.path(batch)
+        return await self.routes.route(endpoint, ChatRequest if endpoint == CHAT_PATH else CompletionRequest,
+                                       headers, read, ex, caller=caller)
+
+    def answered(self, line: Line, status: int, answer: bytes, headers: Mapping[str, str], ex: Exchange) -> LineResult:
         try:
             parsed: Any = orjson.loads(answer)
         except orjson.JSONDecodeError:
             bad = UpstreamFailed("the engine's answer was not JSON")
-            return LineResult(False, request_line(line.custom_id, bad.status, _request_id(ex, resp.headers),
+            return LineResult(False, request_line(line.custom_id, bad.status, _request_id(ex, headers),
                                                   bad.envelope()))
-        ok = resp.status_code < 400
+        ok = status < 400
         usage = parsed.get("usage") if ok and isinstance(parsed, dict) else None
-        return LineResult(ok, request_line(line.custom_id, resp.status_code, _request_id(ex, resp.headers), parsed),
+        return LineResult(ok, request_line(line.custom_id, status, _request_id(ex, headers), parsed),
                           usage if isinstance(usage, dict) else None)
 
-    @staticmethod
-    def _refused(line: Line, e: ApiError, ex: Exchange) -> LineResult:
-        retry = None
-        if e.status in RETRYABLE:
-            try:
-                retry = float(e.headers.get("retry-after", "0"))
-            except ValueError:
-                retry = 0.0
+    def refused(self, line: Line, e: ApiError, ex: Exchange) -> LineResult:
         return LineResult(False, request_line(line.custom_id, e.status, _request_id(ex, e.headers), e.envelope()),
-                          retry_after_s=retry)
+                          retry_after_s=retry_after(e))
+
+    def failed(self, line: Line, ex: Exchange) -> LineResult:
+        return LineResult(False, request_line(line.custom_id, 500, _request_id(ex), {"error": {
+            "message": "internal error", "type": "server_error", "param": None, "code": "internal_error"}}))
 
 
 def _request_id(ex: Exchange, headers: Mapping[str, str] | None = None) -> str:

@@ -12,25 +12,22 @@ as for an OpenAI batch's line.
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 
 from aigrid.errors import ApiError
 from aigrid.gateway.batch_input import Line
-from aigrid.gateway.batch_line import KEPT_HEADERS, RETRYABLE, LineResult, line_caller, request_line
+from aigrid.gateway.batch_line import LineResult, LineRun, request_line, retry_after
 from aigrid.gateway.batch_store import StoredBatch
 from aigrid.gateway.envelope import anthropic_error, anthropic_error_response
 from aigrid.gateway.exchange import Exchange
-from aigrid.gateway.front_door import whole_body
 from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
-from aigrid.gateway.routes import Routes, close_exchange
-from aigrid.gateway.urgency import H_PRIORITY
+from aigrid.gateway.routes import Routes
+from aigrid.security.principal import Principal
 
-log = logging.getLogger("aigrid.gateway")
 MESSAGE_BATCH_LINE_ROUTE = "/v1/messages/batches (request)"
 """The route of a request's exchange (its audit record, access log line), followed by the batch id and custom_id."""
 
@@ -39,57 +36,38 @@ def request_route(bid: str, custom_id: str) -> str:
     return f"{MESSAGE_BATCH_LINE_ROUTE} {bid} custom_id={custom_id}"
 
 
-class MessageBatchLine:
+class MessageBatchLine(LineRun):
+    """A request of an Anthropic message batch: served by MessagesApi.answer, answered as Anthropic writes it."""
+
+    route_name = MESSAGE_BATCH_LINE_ROUTE
+
     def __init__(self, routes: Routes, messages: MessagesApi) -> None:
-        self.gw = routes.gw
+        super().__init__(routes.gw)
         self.messages = messages
 
-    async def run(self, batch: StoredBatch, line: Line) -> LineResult:
-        gw = self.gw
-        headers = {k: v for k, v in batch.headers.items() if k in KEPT_HEADERS}
-        headers[H_PRIORITY] = "batch"
-        ex = Exchange(request_route(batch.id, line.custom_id), time.time())
-        if gw.tracing.enabled:
-            ex.trace = gw.tracing.start(MESSAGES_PATH, headers)
-        params = line.body()
+    def path(self, batch: StoredBatch) -> str:
+        return MESSAGES_PATH
 
-        async def read() -> dict[str, Any]:
-            return params
+    async def serve(self, batch: StoredBatch, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
+                    ex: Exchange, caller: Principal) -> Response:
+        return await self.messages.answer(headers, read, ex, caller=caller)
 
-        try:
-            try:
-                caller = line_caller(gw.guard, batch.principal)
-                resp = await self.messages.answer(headers, read, ex, caller=caller)
-                answer = await whole_body(resp)
-                status = resp.status_code
-            except ApiError as e:  # refused by the pipeline, or every attempt failed
-                ex.error = e
-                refused = anthropic_error_response(e)
-                status, answer = refused.status_code, bytes(refused.body)
-                retry = None
-                if e.status in RETRYABLE:
-                    try:
-                        retry = float(e.headers.get("retry-after", "0"))
-                    except ValueError:
-                        retry = 0.0
-                return LineResult(False, request_line(line.custom_id, status, _request_id(ex),
-                                                      _with_request_id(orjson.loads(answer), ex)),
-                                  retry_after_s=retry)
-            except asyncio.CancelledError:  # the gateway stopping: the request runs again on resume
-                ex.outcome = "cancelled"
-                raise
-            except Exception:  # a bug of ours: logged, the request errored
-                log.exception("internal error in message batch %s, request %s", batch.id, line.custom_id)
-                ex.outcome = "error:internal"
-                failed = anthropic_error(500, "internal error in the aigrid gateway (logged)")
-                return LineResult(False, request_line(line.custom_id, 500, _request_id(ex),
-                                                      _with_request_id(orjson.loads(failed.body), ex)))
-        finally:
-            await close_exchange(gw, ex)
+    def answered(self, line: Line, status: int, answer: bytes, headers: Mapping[str, str], ex: Exchange) -> LineResult:
         body: Any = orjson.loads(answer)  # a Message, or Anthropic's envelope of the engine's refusal
         ok = status < 400
         return LineResult(ok, request_line(line.custom_id, status, _request_id(ex),
                                            body if ok else _with_request_id(body, ex)))
+
+    def refused(self, line: Line, e: ApiError, ex: Exchange) -> LineResult:
+        refused = anthropic_error_response(e)
+        return LineResult(False, request_line(line.custom_id, refused.status_code, _request_id(ex),
+                                              _with_request_id(orjson.loads(bytes(refused.body)), ex)),
+                          retry_after_s=retry_after(e))
+
+    def failed(self, line: Line, ex: Exchange) -> LineResult:
+        failed = anthropic_error(500, "internal error in the aigrid gateway (logged)")
+        return LineResult(False, request_line(line.custom_id, 500, _request_id(ex),
+                                              _with_request_id(orjson.loads(bytes(failed.body)), ex)))
 
 
 def _request_id(ex: Exchange) -> str:
