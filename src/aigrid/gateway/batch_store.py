@@ -197,3 +197,16 @@ class BatchStore:
             db.execute("UPDATE batches SET owner = NULL, heartbeat = NULL WHERE id = ? AND owner = ?", (bid, owner))
 
         await self.db.write(drop)
+
+
+def start_cancelling(now: int) -> Callable[[dict[str, Any]], bool]:
+    """The update (for BatchStore.update) that moves a validating or in-progress batch to cancelling: its running
+    lines finish, no other starts; False (nothing changed) for a batch in any other status."""
+
+    def cancelling(o: dict[str, Any]) -> bool:
+        if o["status"] not in ("validating", "in_progress"):
+            return False
+        o.update(status="cancelling", cancelling_at=now)
+        return True
+
+    return cancelling

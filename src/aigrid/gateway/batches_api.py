@@ -27,7 +27,7 @@ from aigrid.errors import InvalidRequest, NotFound
 from aigrid.gateway.batch_input import read_input
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
-from aigrid.gateway.batch_store import BatchStore
+from aigrid.gateway.batch_store import BatchStore, start_cancelling
 from aigrid.gateway.batches_schema import BatchCreate
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
@@ -123,14 +123,7 @@ class BatchesApi:
         """validating or in_progress -> cancelling (the running lines finish, then cancelled); cancelling or
         cancelled: returned as it is; any other status is a 400 naming batch_id."""
         tenant, bid = await self._found(request, ex)
-        now = int(time.time())
-
-        def cancelling(o: dict[str, Any]) -> bool:
-            if o["status"] not in ("validating", "in_progress"):
-                return False
-            o.update(status="cancelling", cancelling_at=now)
-            return True
-
+        cancelling = start_cancelling(int(time.time()))
         obj = await self.store.update(bid, cancelling, tenant=tenant)
         if obj is None:
             raise NotFound(f"no batch {bid!r}", param="batch_id")

@@ -35,7 +35,7 @@ from starlette.routing import Route
 from aigrid.errors import ApiError, InvalidRequest, NotFound
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
-from aigrid.gateway.batch_store import FINAL, BatchStore
+from aigrid.gateway.batch_store import FINAL, BatchStore, start_cancelling
 from aigrid.gateway.batches_api import WINDOW_S
 from aigrid.gateway.cursor_list import page_query
 from aigrid.gateway.envelope import from_validation
@@ -240,14 +240,7 @@ class MessageBatchesApi:
         """in_progress -> canceling (the running requests finish, the others end canceled); canceling or
         canceled: returned as it is; a batch that ended otherwise: 400."""
         tenant, found = await self._found(request, ex)
-        now = int(time.time())
-
-        def cancelling(o: dict[str, Any]) -> bool:
-            if o["status"] not in ("validating", "in_progress"):
-                return False
-            o.update(status="cancelling", cancelling_at=now)
-            return True
-
+        cancelling = start_cancelling(int(time.time()))
         obj = await self.store.update(found["id"], cancelling, tenant=tenant, prefix=PREFIX)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {found['id']!r}", param="message_batch_id")
