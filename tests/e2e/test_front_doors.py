@@ -68,6 +68,19 @@ def test_messages_sync_not_streamed(claude: anthropic.Anthropic) -> None:
     assert msg.usage.input_tokens > 0 and 0 < msg.usage.output_tokens <= 16
 
 
+def test_messages_prefill_is_continued_not_repeated(claude: anthropic.Anthropic) -> None:
+    """llama.cpp repeats a prefilled assistant turn at the start of its output; Anthropic's answer is only what
+    follows it (a client appends it to its prefill: `{` + answer must not be `{{`)."""
+    prefill = "My favourite colour is"
+    ask = {"model": MODEL, "max_tokens": 6, "extra_body": {"temperature": 0}, "extra_headers": EU,
+           "messages": [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": prefill}]}
+    whole = claude.messages.create(**ask).content[0].text
+    with claude.messages.stream(**ask) as s:
+        streamed = "".join(s.text_stream)
+    assert whole.strip() and not whole.startswith(prefill), whole
+    assert streamed == whole  # temperature 0: the same continuation, streamed and whole
+
+
 def test_messages_sync_streamed(claude: anthropic.Anthropic) -> None:
     kinds, text = [], []
     with claude.messages.stream(model=MODEL, max_tokens=16, extra_headers=EU,

@@ -75,6 +75,23 @@ async def test_the_stop_sequence_that_matched_is_named_where_the_engine_says(
         assert (msg.stop_reason, msg.stop_sequence) == ("end_turn", None)
 
 
+@pytest.mark.parametrize(("stream", "echo"), [(False, True), (True, True), (True, False)])
+async def test_a_prefilled_answer_continues_the_prefill_without_repeating_it(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], stream: bool, echo: bool) -> None:
+    """Anthropic's prefill (a final assistant turn): the answer is what follows it. llama.cpp repeats the
+    prefill at the start of its output (the fake engine too: whole, and streamed with echo_prefill), vLLM does
+    not; the client gets the continuation once either way."""
+    fakes["fra-smollm2"].echo_prefill = echo
+    kwargs = {"model": "smollm2-135m", "max_tokens": 32, "extra_headers": FRANKFURT,
+              "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]}
+    if stream:
+        async with claude.messages.stream(**kwargs) as s:
+            msg = await s.get_final_message()
+    else:
+        msg = await claude.messages.create(**kwargs)
+    assert msg.content[0].text == " from the grid"
+
+
 async def test_streaming_follows_anthropics_event_sequence(claude: anthropic.AsyncAnthropic) -> None:
     types = []
     async with claude.messages.stream(model="smollm2-135m", max_tokens=32, extra_headers=FRANKFURT,

@@ -95,6 +95,28 @@ def continuation_body(body: dict[str, Any], delivered: Delivered, engine_kind: s
     return out
 
 
+class EchoStrip:
+    """Drops an engine's echo of a prefilled assistant message from the start of its answer, piece by piece:
+    llama.cpp repeats the prefill before continuing it, vLLM (continue_final_message) does not. Text that does
+    not repeat the prefill ends the check (the engine did not echo: its first text is new text)."""
+
+    __slots__ = ("_echo",)
+
+    def __init__(self, prefill: str) -> None:
+        self._echo = prefill
+
+    def __call__(self, piece: str) -> str:
+        if not self._echo or not piece:
+            return piece
+        if piece.startswith(self._echo):
+            piece, self._echo = piece[len(self._echo):], ""
+        elif self._echo.startswith(piece):
+            piece, self._echo = "", self._echo[len(piece):]
+        else:
+            self._echo = ""
+        return piece
+
+
 class Rewriter:
     """Relabels a continuation's events as part of the original stream.
 
@@ -105,19 +127,8 @@ class Rewriter:
     """
 
     def __init__(self, delivered: Delivered) -> None:
-        self._echo = delivered.sent_text()
+        self._strip_echo = EchoStrip(delivered.sent_text())
         self._id, self._created, self._chunks = delivered.stream_id, delivered.created, delivered.chunks
-
-    def _strip_echo(self, piece: str) -> str:
-        if not self._echo or not piece:
-            return piece
-        if piece.startswith(self._echo):
-            piece, self._echo = piece[len(self._echo):], ""
-        elif self._echo.startswith(piece):
-            piece, self._echo = "", self._echo[len(piece):]
-        else:
-            self._echo = ""  # the engine did not echo: its first text is new text
-        return piece
 
     def rewrite(self, obj: Any) -> Any | None:
         """The continuation's chunk as the client must see it; None when it has nothing new."""

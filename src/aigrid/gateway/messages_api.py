@@ -42,6 +42,7 @@ from aigrid.gateway.messages_translate import (
     engine_error_message,
     message_id,
     placed_messages,
+    prefill_of,
 )
 from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, estimate_prompt_tokens
@@ -94,9 +95,10 @@ class MessagesApi:
             assert isinstance(resp, RelayResponse)
             estimate = estimate_prompt_tokens(ChatRequest.model_validate(chat_body(req)))
             model, mid = req.model, message_id()
+            prefill = prefill_of(chat_body(req))
             events = restream(resp, lambda ev: anthropic_stream(ev, message_id=mid, model=model,
                                                                 input_estimate=estimate,
-                                                                stop_sequences=req.stop_sequences))
+                                                                stop_sequences=req.stop_sequences, prefill=prefill))
             return RelayResponse(events, 200, {**headers, "content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         body = await whole_body(resp)
@@ -107,8 +109,8 @@ class MessagesApi:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError:
             return anthropic_error(500, "the engine's answer was not JSON", headers)
-        return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences)), media_type=_JSON,
-                        headers=headers)
+        return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences,
+                                                       prefill_of(chat_body(req)))), media_type=_JSON, headers=headers)
 
     async def count_tokens(self, request: Request) -> Response:
         """The prompt's token count as the router estimates it (the same figure that sizes prefill, cost and

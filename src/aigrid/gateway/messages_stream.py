@@ -24,6 +24,7 @@ from aigrid.gateway.chat_events import (
     ToolStart,
     Usage,
 )
+from aigrid.gateway.continuation import EchoStrip
 from aigrid.gateway.messages_translate import anthropic_usage, stop_of
 
 
@@ -56,7 +57,10 @@ class _Blocks:
 
 
 async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str, model: str,
-                           input_estimate: int, stop_sequences: Sequence[str] | None = None) -> AsyncIterator[bytes]:
+                           input_estimate: int, stop_sequences: Sequence[str] | None = None,
+                           prefill: str = "") -> AsyncIterator[bytes]:
+    """`prefill`: the text of the request's final assistant turn, dropped where the engine repeats it."""
+    strip = EchoStrip(prefill)
     yield sse("message_start", {"type": "message_start", "message": {
         "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": None, "stop_sequence": None,
@@ -66,9 +70,12 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
     stop_reason, stop_sequence, usage = "end_turn", None, Usage(input_estimate, 0)
     async for ev in events:
         if isinstance(ev, TextPiece):
+            text = strip(ev.text)
+            if not text:
+                continue
             if blocks.open != ("text", -1):
                 yield blocks.start(("text", -1), {"type": "text", "text": ""})
-            yield blocks.delta({"type": "text_delta", "text": ev.text})
+            yield blocks.delta({"type": "text_delta", "text": text})
         elif isinstance(ev, ToolStart):
             yield blocks.start(("tool", ev.index), {"type": "tool_use", "id": ev.call_id, "name": ev.name,
                                                     "input": {}})

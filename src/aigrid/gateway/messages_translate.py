@@ -12,13 +12,14 @@ answer becomes a Message (errors become Anthropic's shape in envelope.py).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
 
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.chat_events import cached_of, matched_stop
+from aigrid.gateway.continuation import EchoStrip
 from aigrid.gateway.messages_schema import (
     CountTokensRequest,
     DocumentBlock,
@@ -183,6 +184,15 @@ def chat_tools(req: CountTokensRequest) -> dict[str, Any]:
     return out
 
 
+def prefill_of(chat: Mapping[str, Any]) -> str:
+    """The text of a final assistant turn (Anthropic's prefill): the answer continues it and does not repeat it,
+    though llama.cpp repeats it at the start of its output (continuation.EchoStrip removes that)."""
+    messages = chat.get("messages") or []
+    last = messages[-1] if messages else {}
+    content = last.get("content") if last.get("role") == "assistant" and not last.get("tool_calls") else None
+    return content if isinstance(content, str) else ""
+
+
 def chat_body(req: MessagesRequest) -> dict[str, Any]:
     body: dict[str, Any] = {"model": req.model, "messages": chat_messages(req), "max_tokens": req.max_tokens,
                             "stream": req.stream, **chat_tools(req)}
@@ -216,12 +226,14 @@ def stop_of(reason: str, matched: str | None, stop_sequences: Sequence[str] | No
     return STOP_REASONS.get(reason, "end_turn"), None
 
 
-def anthropic_message(chat: dict[str, Any], model: str, stop_sequences: Sequence[str] | None = None) -> dict[str, Any]:
+def anthropic_message(chat: dict[str, Any], model: str, stop_sequences: Sequence[str] | None = None,
+                      prefill: str = "") -> dict[str, Any]:
     choice = (chat.get("choices") or [{}])[0]
     msg = choice.get("message") or {}
     content: list[dict[str, Any]] = []
-    if msg.get("content"):
-        content.append({"type": "text", "text": msg["content"]})
+    text = EchoStrip(prefill)(msg["content"]) if isinstance(msg.get("content"), str) else None
+    if text:
+        content.append({"type": "text", "text": text})
     for call in msg.get("tool_calls") or ():
         fn = call.get("function") or {}
         content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:20]}",
