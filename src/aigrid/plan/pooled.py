@@ -8,21 +8,39 @@ users form one pool, and losing one of k equal sites costs 1/k of the pool, not 
 simulator shows it: six single-H100 sites in Europe carry the global demand that one region in two zones
 needs ten for, docs/planning.md). This model sizes that pool:
 
-- reach: a flow's users at point p can use open site s on hardware h when s is in an allowed jurisdiction
-  and the modelled RTT plus the prefill of the flow's 95th-percentile prompt on h (in h's prefill chunks,
-  on an engine decoding a half-full batch) fits in (1 - QUEUE_SHARE)
-  of the TTFT SLO (the screen's rule);
-- groups: demand points with the same set of reachable open sites; work in replica-seconds per second;
+- reach: a flow's users at point p can use open site s running hardware h when s is in an allowed
+  jurisdiction and the modelled RTT plus the prefill of the flow's 95th-percentile prompt on h (in h's
+  prefill chunks, on an engine decoding a half-full batch) fits in (1 - QUEUE_SHARE) of the TTFT SLO (the
+  screen's rule). Each site's own hardware counts: the code tenant's long prompts miss the SLO on an RTX PRO
+  6000, so its users reach only the H100 sites of a mixed placement while chat users reach them all;
+- groups: demand points with the same set of reachable open sites and the same nearest one among them;
+  work in replica-seconds per second of one reference option (the best single hardware), a site's replica
+  counting as its own option's capacity in that unit (for the flows whose prompts prefill in time on it, the
+  least over them: an RTX PRO 6000 holds about half an H100);
 - capacity (Hall's condition for a flow from groups to sites, on the sets that matter): for every hour,
   every single-site failure (and none) and every set U among the groups' reach sets and all open sites,
-  the work of the groups that can only reach sites in U (or the failed one) fits in rho x the replicas of
-  U that are still up. The router reserves nothing for the users who have no other choice, so the users
-  whose nearest site is in U count there too: an EU-only tenant's two EU sites also carry the other
-  Europeans (with the Frankfurt site down, the simulator showed one Zaragoza H100 missing the SLO under
-  both);
-- sizes: the fewest replicas (cheapest, one hardware for the whole pool) meeting those constraints, at least
-  one per site: a greedy cover adds the replica that closes most of the shortfall per dollar, then removes
-  every replica it can spare.
+  the work of the groups that can only reach sites in U (or the failed one) fits in rho x the capacity of
+  U's replicas that are still up. The router reserves nothing for the users who have no other choice, so
+  the users whose nearest site is in U count there too: an EU-only tenant's two EU sites also carry the
+  other Europeans (with the Frankfurt site down, the simulator showed one Zaragoza H100 missing the SLO
+  under both);
+- sizes: the cheapest replicas meeting those constraints, at least one per site: a greedy cover adds the
+  replica that closes most of the shortfall per dollar, then removes every replica it can spare (the
+  dearest first);
+- hardware per site: first one option for the whole pool (each useful option in turn, the lowest cost +
+  penalties wins); then, with PooledModel(screen, mix=True) (or MIX_HARDWARE set), a local search moves one
+  site at a time to another option, keeping a move when cost + penalties fall, until a round of the sites
+  finds none. Where no move lowers the score (one option cheapest at every site), the sizing is the
+  single-hardware one. Moves of one site only: two sites moved together are not tried. Off by default:
+  measured on the global example, the mixed proposals fail the simulator's checks (the code tenant's work
+  pooled on the few H100 sites, RTX PRO 6000 pools at the H100's utilisation) and refine to dearer plans
+  than the single-hardware pool's (docs/planning.md, "What-if").
+
+Each set of open sites is sized on atoms, not on every (flow, point): rows of one model that reach the same
+sites on every option and meet them in the same RTT order (up to the first site they reach on every option)
+behave alike under any hardware per site, so a move is sized on a few hundred atoms instead of thousands of
+rows: on the global example the pooled searches take 6 s instead of 13 s with one hardware per pool (the
+same placements), and the whole screen about 1.5 times as long as before with hardware per site.
 
 Demand with no reachable site, or whose only reachable site fails, costs the screen's penalties. Which
 placement wins is still the simulator's call.
@@ -42,6 +60,12 @@ if TYPE_CHECKING:
 MAX_SITES = 62
 """Reach sets are bit masks in int64 (one bit per open site, the sign bit unused); larger placements are not
 sized by this model."""
+CONSTRAINT_CELLS = 1 << 20
+"""(failures x sets x groups) handled at once when writing the pooled constraints (memory, not results)."""
+MIX_HARDWARE = False
+"""PooledModel's default for searching hardware per site. Off: on the global example the mixed placements
+it proposes fail the simulator's checks and refine to dearer plans than the single-hardware pool's six H100
+(docs/planning.md, "What-if"), so `aigrid plan` sizes one hardware per pool unless this is set."""
 RTT_TIE_USD_PER_MS = 1e-4
 """$/h added per ms of demand-weighted RTT: among placements of equal cost, the one nearer its users."""
 
@@ -49,24 +73,58 @@ RTT_TIE_USD_PER_MS = 1e-4
 class PooledModel:
     """Screen.search's `size` for the pooled model: PooledModel(screen)(open_sites, rho) -> Sizing."""
 
-    def __init__(self, screen: Screen) -> None:
+    def __init__(self, screen: Screen, mix: bool | None = None) -> None:
         self.screen = screen
-        # per flow: its residency class, the points where it has users, their hourly rates and peaks
-        self.flows: list[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]] = []
-        for ci, (members, _) in enumerate(screen.classes):
+        self.mix = MIX_HARDWARE if mix is None else mix
+        """Search hardware per site after the single-hardware sizings (False: one hardware per pool)."""
+        # One row per (flow, point where it has users), all flows together: the flow's residency class,
+        # model, hourly rates, peak and the prefill of its 95th-percentile prompt on each option.
+        flow_of, pts_of = [], []
+        for members, _ in screen.classes:
             for f in members:
                 pts = np.flatnonzero(screen.peak[f] > 0)
-                self.flows.append((int(f), ci, pts, screen.traffic.rate[f, pts], screen.peak[f, pts]))
+                flow_of.append(np.full(len(pts), int(f)))
+                pts_of.append(pts)
+        flow = np.concatenate(flow_of) if flow_of else np.zeros(0, dtype=np.int64)
+        self.pts = np.concatenate(pts_of) if pts_of else np.zeros(0, dtype=np.int64)
+        klass = np.empty(len(screen.traffic.flows), dtype=np.int64)
+        for ci, (members, _) in enumerate(screen.classes):
+            klass[members] = ci
+        self.klass = klass[flow]
+        self.model = screen.flow_model[flow].astype(np.int64)
+        rate = screen.traffic.rate[flow, self.pts]  # [row, hour] requests/s
+        self.peak = screen.peak[flow, self.pts]
+        self.pf95 = screen.pf95[flow]  # [row, option] ms
         self._columns: dict[int, np.ndarray] = {}
-        """Candidate -> RTT from every demand point, contiguous (a column of screen.rtt is strided)."""
+        """Candidate -> RTT from every row's point, contiguous (a column of screen.rtt is strided)."""
+        self.options = [j for j in range(len(screen.hw)) if screen.useful[j]]
+        """Hardware worth sizing with: it holds TPOT and some flow's prompts prefill in time on it."""
+        # unit[jr][model, j]: one replica of j in replica-seconds of jr, for the flows whose prompts prefill in
+        # time on j (the least over them: a site's capacity is not overstated); 1 where j == jr.
+        self._unit: dict[int, np.ndarray] = {}
+        for jr in self.options:
+            unit = np.ones((len(screen.models), len(screen.hw)))
+            for mi in range(len(screen.models)):
+                fm = np.flatnonzero(screen.flow_model == mi)
+                for j in range(len(screen.hw)):
+                    if j == jr or len(fm) == 0:
+                        continue
+                    ok = fm[screen.pf95[fm, j] < screen.slo_net]
+                    ok = ok if len(ok) else fm
+                    unit[mi, j] = float((screen.c[ok, jr] / screen.c[ok, j]).min())
+            self._unit[jr] = unit
+        self.rate_work = np.hstack([rate, *(rate * screen.c[flow, j:j + 1] for j in self.options)])
+        """[row, requests/s per hour | replica-seconds of each option per second per hour]."""
 
     def _rtt(self, S: np.ndarray) -> np.ndarray:
-        """[open site, point] RTTs."""
+        """[row, open site] RTTs, inf where the row's flow may not run at the site."""
         cols = self._columns
         for s in S.tolist():
             if s not in cols:
-                cols[s] = np.ascontiguousarray(self.screen.rtt[:, s])
-        return np.stack([cols[s] for s in S.tolist()])
+                cols[s] = np.ascontiguousarray(self.screen.rtt[self.pts, s], dtype=np.float64)
+        rtt = np.stack([cols[s] for s in S.tolist()], axis=1)
+        allowed = np.stack([allowed[S] for _, allowed in self.screen.classes])[self.klass]
+        return np.where(allowed, rtt, np.inf)
 
     def __call__(self, open_sites: list[int] | np.ndarray, rho: float) -> Sizing:
         screen = self.screen
@@ -75,69 +133,162 @@ class PooledModel:
         total_peak = float(screen.peak.sum())
         if len(S) == 0 or len(S) > MAX_SITES:
             return Sizing((), (), (), 0.0, PENALTY_UNCOVERED * total_peak, np.zeros((0, H)), total_peak, total_peak)
-        best: Sizing | None = None
-        for j in range(len(screen.hw)):
-            if not screen.useful[j]:  # no TPOT, or no user's prompt prefills in time: it would cover nobody
-                continue
-            z = self._size_on(S, j, rho)
-            if best is None or z.score < best.score:
-                best = z
-        if best is None:  # no hardware is useful: the nearest-site model reports it with its penalty
+        if not self.options:  # no hardware is useful: the nearest-site model reports it with its penalty
             return screen.size(S, rho)
+        at = _Open(self, S)
+        best: Sizing | None = None
+        jbest = self.options[0]
+        for j in self.options:
+            z = self._size(at, np.full(len(S), j), rho, j)
+            if best is None or z.score < best.score:
+                best, jbest = z, j
+        assert best is not None
+        if self.mix and len(self.options) > 1 and len(S) > 1:
+            best = self._mix(at, rho, jbest, best)
         return best
 
-    def _size_on(self, S: np.ndarray, j: int, rho: float) -> Sizing:
-        screen = self.screen
-        n, H = len(S), screen.traffic.rate.shape[2]
-        bits = np.int64(1) << np.arange(n, dtype=np.int64)
-        uncovered = unprotected = 0.0
-        load = np.zeros((n, H))  # requests/s each site serves with every site up, users at their nearest
-        rtt_sum = 0.0
-        work: dict[int, dict[int, np.ndarray]] = {}  # model -> reach mask -> replica-s/s per hour
-        allowed_open = [allowed[S] for _, allowed in screen.classes]
-        rtt = self._rtt(S)
-        for f, ci, pts, rate, peak in self.flows:
-            r = np.where(allowed_open[ci][None, :], rtt[:, pts].T, np.inf)
-            reach = r <= screen.slo_net - screen.pf95[f, j]
-            mask = reach.astype(np.int64) @ bits
-            live = mask != 0
-            uncovered += float(peak[~live].sum())
-            if not live.any():
-                continue
-            first = np.argmin(r[live], axis=1)
-            load += _onehot(first, n).T @ rate[live]
-            rtt_sum += float((peak[live] * r[live][np.arange(len(first)), first]).sum())
-            unprotected += float(peak[live & ((mask & (mask - 1)) == 0)].sum())
-            groups = work.setdefault(int(screen.flow_model[f]), {})
-            keys, inv = _groups(mask[live], first)
-            sums = _onehot(inv, len(keys)).T @ (rate[live] * screen.c[f, j])
-            for k, key in enumerate(keys):
-                groups[key] = groups.get(key, 0.0) + sums[k]
-        price = float(screen.price[j])
-        cap = screen.cands.max_devices[S, j] // int(screen.gpus[j])
+    def _mix(self, at: _Open, rho: float, jr: int, best: Sizing) -> Sizing:
+        """Local search over hardware per site from the best single-hardware sizing: move one site to another
+        option and keep the move if the score falls; stop after a round of the sites with no such move."""
+        n = len(at.S)
+        hw = np.full(n, jr)
+        k = last = 0  # the site to try next; the last one moved (a round ends back there)
+        while True:
+            for j in self.options:
+                if j == hw[k]:
+                    continue
+                trial_hw = hw.copy()
+                trial_hw[k] = j
+                trial = self._size(at, trial_hw, rho, jr)
+                if trial.score < best.score - 1e-9:
+                    best, hw, last = trial, trial_hw, k
+                    break
+            k = (k + 1) % n
+            if k == last:
+                return best
+
+    def _size(self, at: _Open, hw: np.ndarray, rho: float, jr: int) -> Sizing:
+        """Sizes the open sites with option hw[k] at site k; work is in replica-seconds of option jr."""
+        screen, S = self.screen, at.S
+        n, H, M = len(S), screen.traffic.rate.shape[2], len(screen.models)
+        mask = np.zeros(len(at.model), dtype=np.int64)  # [atom] the open sites it reaches, one bit each
+        for j in np.unique(hw).tolist():
+            mask |= at.mask[j] & int(at.bits[hw == j].sum())
+        live = mask != 0
+        # each atom's nearest site in reach: the first in its RTT order whose bit is set
+        pos = np.argmax((mask[:, None] >> at.order) & 1, axis=1)
+        first = at.order[np.arange(len(mask)), pos]
+        uncovered = float(at.peak[~live].sum())
+        rtt_sum = float(at.peak_rtt[np.arange(len(mask)), first][live].sum())
+        unprotected = float(at.peak[live & ((mask & (mask - 1)) == 0)].sum())
+        keys, masks = _group_keys(mask[live], first[live], at.model[live], n, M)
+        perm = np.argsort(keys, kind="stable")
+        ks = keys[perm]
+        starts = np.flatnonzero(np.append(True, ks[1:] != ks[:-1]))
+        rate = np.add.reduceat(at.rate[live][perm], starts, axis=0) if len(ks) else np.zeros((0, H))
+        work = np.add.reduceat(at.work[jr][live][perm], starts, axis=0) if len(ks) else np.zeros((0, H))
+        gk = ks[starts]
+        g_model, g_first = gk % M, (gk // M) % 64
+        g_mask = gk // M // 64 if masks is None else masks[gk // M // 64]
+        load = _onehot(g_first, n).T @ rate  # requests/s each site serves with every site up
+        price = screen.price[hw]
+        cap = screen.cands.max_devices[S, hw] // screen.gpus[hw].astype(np.int64)
         replicas: list[dict[str, int]] = [{} for _ in range(n)]
         short = 0.0
-        for mi, groups in sorted(work.items()):
-            reps, missing = _cover(groups, n, rho, cap - np.array([sum(x.values()) for x in replicas]))
+        single = bool((hw == jr).all())
+        for mi in np.unique(g_model).tolist():
+            sel = g_model == mi
+            left = cap - np.array([sum(x.values()) for x in replicas])
+            if single:
+                reps, missing = _cover_rows(g_mask[sel], g_first[sel], work[sel], n, rho, left)
+            else:
+                reps, missing = _cover_rows(g_mask[sel], g_first[sel], work[sel], n, rho, left,
+                                            self._unit[jr][mi, hw], price)
             short += missing
-            for k in range(n):
-                if reps[k] > 0:
-                    replicas[k][screen.models[mi]] = int(reps[k])
+            for k in np.flatnonzero(reps > 0).tolist():
+                replicas[k][screen.models[mi]] = int(reps[k])
         keep = [k for k in range(n) if replicas[k]]
-        cost = sum(sum(replicas[k].values()) for k in keep) * price
+        cost = sum(sum(replicas[k].values()) * float(price[k]) for k in keep)
         weight = float(screen.peak.sum()) - uncovered
-        penalty = (PENALTY_UNCOVERED * (uncovered + short / max(float(screen.c[:, j].mean()), 1e-12))
+        penalty = (PENALTY_UNCOVERED * (uncovered + short / max(float(screen.c[:, jr].mean()), 1e-12))
                    + PENALTY_UNPROTECTED * unprotected + RTT_TIE_USD_PER_MS * rtt_sum / max(weight, 1e-12))
         kept = np.array(keep, dtype=np.int64)
-        return Sizing(tuple(int(S[k]) for k in keep), tuple(screen.hw[j] for _ in keep),
+        return Sizing(tuple(int(S[k]) for k in keep), tuple(screen.hw[int(hw[k])] for k in keep),
                       tuple(replicas[k] for k in keep), float(cost), float(penalty),
                       load[kept] if len(kept) else np.zeros((0, H)), uncovered, unprotected)
 
 
-def _groups(mask: np.ndarray, nearest: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """The distinct (reach mask, nearest site) pairs of a flow's points, and each point's pair index."""
-    keys, inv = np.unique(np.stack([mask, nearest], axis=1), axis=0, return_inverse=True)
-    return [(int(m), int(k)) for m, k in keys], inv.ravel()
+class _Open:
+    """One set of open sites, with the rows (flow, point) merged into atoms: rows of one model that reach the
+    same sites on each option and meet them in the same RTT order up to the first site they reach on every
+    option (so that whatever hardware each site runs, they reach the same sites and the same one first).
+    Per atom: its model, the sites it reaches on each option (bits), a member's sites in RTT order, its
+    requests/s and work per option per hour, its peak and peak x RTT to each site."""
+
+    def __init__(self, pm: PooledModel, S: np.ndarray) -> None:
+        self.S = S
+        n = len(S)
+        self.bits = np.int64(1) << np.arange(n, dtype=np.int64)
+        r = pm._rtt(S)  # [row, site]
+        order = np.argsort(r, axis=1, kind="stable")
+        masks = {j: (r <= (pm.screen.slo_net - pm.pf95[:, j])[:, None]).astype(np.int64) @ self.bits
+                 for j in pm.options}
+        anywhere = np.bitwise_or.reduce(list(masks.values()))
+        always = np.bitwise_and.reduce(list(masks.values()))
+        listed = ((anywhere[:, None] >> order) & 1) == 1
+        sure = ((always[:, None] >> order) & 1) == 1
+        stop = np.where(sure.any(axis=1), np.argmax(sure, axis=1), n)
+        listed &= np.arange(n)[None, :] <= stop[:, None]
+        key = np.column_stack([pm.model, *masks.values(), np.where(listed, order, -1)])
+        inv = _rows_inverse(key)
+        perm = np.argsort(inv, kind="stable")
+        starts = np.flatnonzero(np.append(True, np.diff(inv[perm]) != 0)) if len(inv) else np.zeros(0, dtype=np.int64)
+        rep = perm[starts]  # one member of each atom
+        self.model = pm.model[rep]
+        self.mask = {j: m[rep] for j, m in masks.items()}
+        self.order = order[rep]
+        H = pm.screen.traffic.rate.shape[2]
+        if len(perm):
+            sums = np.add.reduceat(pm.rate_work[perm], starts, axis=0)
+            peaks = np.add.reduceat(pm.peak[perm, None] * np.column_stack([np.ones(len(perm)), r[perm]]), starts, axis=0)
+        else:
+            sums, peaks = np.zeros((0, pm.rate_work.shape[1])), np.zeros((0, 1 + n))
+        self.rate = sums[:, :H]
+        self.work = {j: sums[:, H * (1 + i):H * (2 + i)] for i, j in enumerate(pm.options)}
+        self.peak = peaks[:, 0]
+        self.peak_rtt = peaks[:, 1:]
+
+
+def _rows_inverse(key: np.ndarray) -> np.ndarray:
+    """For each row of an int64 matrix, the index of its distinct row (a hash of the row, checked exactly;
+    np.unique over rows when two rows' hashes collide)."""
+    if len(key) == 0:
+        return np.zeros(0, dtype=np.int64)
+    cols = key.astype(np.uint64)
+    h = np.zeros(len(key), dtype=np.uint64)
+    for c in range(key.shape[1]):  # FNV-style: xor a column in, multiply, fold the high bits down
+        h ^= cols[:, c]
+        h *= np.uint64(0x9E3779B97F4A7C15)
+        h ^= h >> np.uint64(31)
+    _, inv = np.unique(h, return_inverse=True)
+    inv = inv.ravel()
+    rep = np.empty(int(inv.max()) + 1, dtype=np.int64)
+    rep[inv] = np.arange(len(inv))
+    if (key == key[rep[inv]]).all():
+        return inv
+    return np.unique(key, axis=0, return_inverse=True)[1].ravel()
+
+
+def _group_keys(mask: np.ndarray, first: np.ndarray, model: np.ndarray, n: int,
+                models: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """One int64 per row naming its group, (reach mask, nearest site, model), ordered by mask, nearest, model:
+    key = (mask x 64 + nearest) x models + model. Where that does not fit in 63 bits (placements of more
+    than about 55 sites), the mask's rank among the rows' masks stands in for it, and the masks in rank order
+    come back too (None otherwise)."""
+    if n + 6 + max(models - 1, 1).bit_length() <= 63:
+        return (mask * 64 + first) * models + model, None
+    masks, rank = np.unique(mask, return_inverse=True)
+    return (rank.ravel() * 64 + first) * models + model, masks
 
 
 def _onehot(index: np.ndarray, n: int) -> np.ndarray:
@@ -146,57 +297,68 @@ def _onehot(index: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _cover(groups: dict[tuple[int, int], np.ndarray], n: int, rho: float,
-           cap: np.ndarray) -> tuple[np.ndarray, float]:
-    """Replicas per site (0 where no group reaches it) meeting every pooled constraint, and the shortfall
-    (replica-s/s) that the sites' limits leave uncovered. A group is (reach mask, nearest site)."""
+def _cover(groups: dict[tuple[int, int], np.ndarray], n: int, rho: float, cap: np.ndarray,
+           unit: np.ndarray | None = None, price: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """_cover_rows for groups given as {(reach mask, nearest site): work per hour}."""
     keys = list(groups)
-    demand = np.array([groups[k] for k in keys])  # [group, hour]
-    masks = np.array([m for m, _ in keys], dtype=np.int64)
-    nearest = np.array([1 << k for _, k in keys], dtype=np.int64)
+    return _cover_rows(np.array([m for m, _ in keys], dtype=np.int64), np.array([k for _, k in keys], dtype=np.int64),
+                       np.array([groups[k] for k in keys]), n, rho, cap, unit, price)
+
+
+def _cover_rows(masks: np.ndarray, first: np.ndarray, demand: np.ndarray, n: int, rho: float, cap: np.ndarray,
+                unit: np.ndarray | None = None, price: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Replicas per site (0 where no group reaches it) meeting every pooled constraint, and the shortfall
+    (work units) that the sites' limits leave uncovered. Group g reaches the sites in masks[g], its nearest
+    is first[g], its work per hour demand[g] is in units of which a replica at site k holds unit[k] (default
+    1) and costs price[k] (default the same everywhere)."""
+    nearest = np.int64(1) << first.astype(np.int64)
     used = int(np.bitwise_or.reduce(masks)) if len(masks) else 0
-    sets = sorted({m for m, _ in keys} | {used})
-    rows: list[np.ndarray] = []
-    need: list[float] = []
+    sets = np.unique(np.append(masks, used))  # the groups' reach sets and all sites in use
     site_bits = np.int64(1) << np.arange(n, dtype=np.int64)
-    for fail in [-1, *range(n)]:
-        down = 0 if fail < 0 else int(site_bits[fail])
-        for u in sets:
-            up = u & ~down
-            if up == 0:
-                continue  # demand that reaches only the failed site: counted as unprotected
-            inside = (masks & ~(u | down)) == 0
-            inside &= (masks & ~down) != 0
-            inside |= (nearest & up) != 0  # users who could go elsewhere but whose nearest site is in U
-            if not inside.any():
-                continue
-            w = float(demand[inside].sum(axis=0).max()) / rho
-            if w <= 0:
-                continue
-            rows.append(((up & site_bits) != 0).astype(float))
-            need.append(w)
+    downs = np.append(np.int64(0), site_bits)  # every site up, then each one down
+    step = max(1, CONSTRAINT_CELLS // max(len(sets) * len(masks), 1))
+    A_parts, b_parts = [], []
+    for i in range(0, len(downs), step):
+        down = downs[i:i + step, None, None]
+        up = sets[None, :, None] & ~down  # [failure, set, 1]: U without the failed site
+        # [failure, set, group]: the groups that reach only sites in U (or the failed one: those that reach
+        # nothing else are unprotected), and those whose nearest site is in U
+        inside = ((masks & ~(sets[None, :, None] | down)) == 0) & ((masks & ~down) != 0)
+        inside |= (nearest & up) != 0
+        w = (inside.astype(float) @ demand).max(axis=2).ravel() / rho  # the busiest hour's work in U
+        ok = (up.ravel() != 0) & (w > 0)
+        A_parts.append((up.ravel()[ok, None] & site_bits) != 0)
+        b_parts.append(w[ok])
+    A, b = np.concatenate(A_parts).astype(float), np.concatenate(b_parts)
     reps = np.where((used & site_bits) != 0, 1, 0).astype(np.int64)
     reps = np.minimum(reps, np.maximum(cap, 0))
-    if not rows:
+    if len(b) == 0:
         return reps, 0.0
-    A, b = np.array(rows), np.array(need)
+    u = np.ones(n) if unit is None else np.asarray(unit, dtype=float)
     room = np.maximum(cap, 0) - reps
     while True:
-        gap = b - A @ reps
+        gap = b - A @ (reps * u)
         if (gap <= 1e-9).all():
             break
-        gain = A[gap > 1e-9].T @ np.minimum(gap[gap > 1e-9], 1.0)
+        short = gap > 1e-9
+        if unit is None:
+            gain = A[short].T @ np.minimum(gap[short], 1.0)
+        else:  # a replica at k closes up to unit[k] of each open constraint it is in, per dollar
+            gain = (A[short] * np.minimum(gap[short][:, None], u[None, :])).sum(axis=0)
+            if price is not None:
+                gain = gain / price
         gain[room <= 0] = 0.0
         if gain.max() <= 0:
             break
         k = int(np.argmax(gain))
         reps[k] += 1
         room[k] -= 1
-    for k in np.argsort(-reps, kind="stable"):  # spare replicas: drop while every constraint holds
+    order = (np.argsort(-reps, kind="stable") if price is None
+             else np.lexsort((-reps, -np.asarray(price, dtype=float))))  # the dearest replicas first
+    for k in order:  # spare replicas: drop while every constraint holds
         while reps[k] > 1:
             reps[k] -= 1
-            if (A @ reps < b - 1e-9).any():
+            if (A @ (reps * u) < b - 1e-9).any():
                 reps[k] += 1
                 break
-    short = float(np.maximum(b - A @ reps, 0.0).max())
-    return reps, short
+    return reps, float(np.maximum(b - A @ (reps * u), 0.0).max())
