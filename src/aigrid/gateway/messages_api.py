@@ -72,16 +72,19 @@ class MessagesApi:
         run as its creator (`caller`; message_batch_line.py). A refusal of the pipeline is raised (ApiError);
         the engine's own is answered in Anthropic's shape."""
         req: MessagesRequest | None = None
+        prefill = ""
         origins: list[str] = []
         documents: set[int] = set()
 
         async def read() -> dict[str, Any]:
-            nonlocal req
+            nonlocal req, prefill
             req = validate(MessagesRequest, await read_json())
             placed = placed_messages(req)
             origins.extend(where for _, where in placed)
             documents.update(document_messages(placed))
-            return chat_body(req)
+            chat = chat_body(req)
+            prefill = prefill_of(chat)
+            return chat
 
         try:
             resp = await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, server_tools=False,
@@ -93,9 +96,9 @@ class MessagesApi:
         headers = aigrid_headers(resp)
         if is_event_stream(resp):
             assert isinstance(resp, RelayResponse)
-            estimate = estimate_prompt_tokens(ChatRequest.model_validate(chat_body(req)))
+            # the router's own estimate of the prompt (RequestInfo.prompt_tokens), until the engine's usage comes
+            estimate = ex.record.prompt_tokens if ex.record is not None else 0
             model, mid = req.model, message_id()
-            prefill = prefill_of(chat_body(req))
             events = restream(resp, lambda ev: anthropic_stream(ev, message_id=mid, model=model,
                                                                 input_estimate=estimate,
                                                                 stop_sequences=req.stop_sequences, prefill=prefill))
@@ -109,8 +112,8 @@ class MessagesApi:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError:
             return anthropic_error(500, "the engine's answer was not JSON", headers)
-        return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences,
-                                                       prefill_of(chat_body(req)))), media_type=_JSON, headers=headers)
+        return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences, prefill)),
+                        media_type=_JSON, headers=headers)
 
     async def count_tokens(self, request: Request) -> Response:
         """The prompt's token count as the router estimates it (the same figure that sizes prefill, cost and
