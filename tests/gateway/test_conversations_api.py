@@ -102,9 +102,8 @@ async def test_a_response_in_a_conversation_reads_its_history_and_adds_its_turn(
     # the second turn (the object form of the parameter, streamed) gets the first turn as its history
     stream = await oai.responses.create(model=MODEL, input=[{"role": "user", "content": "And again?"}],
                                         conversation={"id": conv.id}, stream=True, extra_headers=TOKYO)
-    async for event in stream:
-        if event.type == "response.completed":
-            assert event.response.output_text == ANSWER
+    completed = [event async for event in stream if event.type == "response.completed"]
+    assert [event.response.output_text for event in completed] == [ANSWER]
     sent = fakes["nrt-smollm2"].received[-1]["messages"]
     assert sent == [{"role": "user", "content": "My name is Ada."}, {"role": "user", "content": "What is my name?"},
                     {"role": "assistant", "content": ANSWER}, {"role": "user", "content": "And again?"}]
