@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from aigrid.plan.demand import parse_demand
-from aigrid.plan.pooled import MAX_SITES, MIX_HARDWARE, PooledModel, _cover, _group_keys, _Open
+from aigrid.plan.pooled import MAX_SITES, PooledModel, _cover, _group_keys, _Open
 from aigrid.plan.screen import Screen
 from aigrid.plan.supply import candidate_sites
 from aigrid.plan.traffic import build_traffic
@@ -204,9 +204,9 @@ def test_merged_rows_size_as_each_flow_and_point_would() -> None:
 
 
 def test_hardware_per_site_is_off_unless_asked_for() -> None:
-    """`aigrid plan` sizes one hardware per pool (MIX_HARDWARE): on the global example the mixed proposals
-    refined to dearer plans (docs/planning.md)."""
+    """`aigrid plan` sizes one hardware per pool unless the demand sets `supply.mix_hardware`: on the global
+    example the mixed proposals refined to dearer plans (docs/planning.md)."""
     s = mixed_screen(1.00)
     sites = list(range(len(s.cands)))
-    assert not MIX_HARDWARE and not PooledModel(s).mix
+    assert not s.demand.supply.mix_hardware and not PooledModel(s).mix
     assert set(PooledModel(s)(sites, 0.5).hardware) == {"h100"}

@@ -126,6 +126,9 @@ class Supply(Strict):
     hardware: dict[str, HardwareOption] = Field(default_factory=lambda: {"h100": HardwareOption()})
     max_gpus_per_site: int = Field(default=64, ge=1)
     limits: dict[str, SiteLimit] = Field(default_factory=dict, description="per candidate site id or city")
+    mix_hardware: bool = Field(default=False, description="let the pooled model give each site its own hardware "
+                               "(off: on the global example its mixed proposals refined to dearer plans, "
+                               "docs/planning.md)")
 
     @model_validator(mode="after")
     def _known(self) -> Supply:

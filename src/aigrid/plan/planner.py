@@ -105,7 +105,7 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
     screen = Screen(demand, traffic, cands)
     start = [cands.index(s) for s in start_sites or [] if s in cands.id] or None
     models: dict[str, dict[tuple[object, ...], Sizing]] = {"pooled": {}, "nearest": {}}
-    pooled = PooledModel(screen)
+    pooled = PooledModel(screen, mix=demand.supply.mix_hardware)
     for rho, pool_rho in zip(RHOS, POOLED_RHOS, strict=True):
         for name, size, r in (("pooled", pooled, pool_rho), ("nearest", screen.size, rho)):
             base = screen.search(r, start=start, size=size)

@@ -28,7 +28,7 @@ needs ten for, docs/planning.md). This model sizes that pool:
   replica that closes most of the shortfall per dollar, then removes every replica it can spare (the
   dearest first);
 - hardware per site: first one option for the whole pool (each useful option in turn, the lowest cost +
-  penalties wins); then, with PooledModel(screen, mix=True) (or MIX_HARDWARE set), a local search moves one
+  penalties wins); then, with PooledModel(screen, mix=True) (the demand's `supply.mix_hardware`), a local search moves one
   site at a time to another option, keeping a move when cost + penalties fall, until a round of the sites
   finds none. Where no move lowers the score (one option cheapest at every site), the sizing is the
   single-hardware one. Moves of one site only: two sites moved together are not tried. Off by default:
@@ -62,10 +62,6 @@ MAX_SITES = 62
 sized by this model."""
 CONSTRAINT_CELLS = 1 << 20
 """(failures x sets x groups) handled at once when writing the pooled constraints (memory, not results)."""
-MIX_HARDWARE = False
-"""PooledModel's default for searching hardware per site. Off: on the global example the mixed placements
-it proposes fail the simulator's checks and refine to dearer plans than the single-hardware pool's six H100
-(docs/planning.md, "What-if"), so `aigrid plan` sizes one hardware per pool unless this is set."""
 RTT_TIE_USD_PER_MS = 1e-4
 """$/h added per ms of demand-weighted RTT: among placements of equal cost, the one nearer its users."""
 
@@ -73,9 +69,9 @@ RTT_TIE_USD_PER_MS = 1e-4
 class PooledModel:
     """Screen.search's `size` for the pooled model: PooledModel(screen)(open_sites, rho) -> Sizing."""
 
-    def __init__(self, screen: Screen, mix: bool | None = None) -> None:
+    def __init__(self, screen: Screen, mix: bool = False) -> None:
         self.screen = screen
-        self.mix = MIX_HARDWARE if mix is None else mix
+        self.mix = mix
         """Search hardware per site after the single-hardware sizings (False: one hardware per pool)."""
         # One row per (flow, point where it has users), all flows together: the flow's residency class,
         # model, hourly rates, peak and the prefill of its 95th-percentile prompt on each option.
