@@ -131,10 +131,6 @@ class HubClient:
         finally:
             self._waiting.pop(req_id, None)
 
-    async def tell(self, op: str, arg: Any) -> None:
-        """Send without waiting for an answer (in order with every other frame of this worker)."""
-        await self.post(op, arg)
-
     async def post(self, op: str, arg: Any, done: Done | None = None) -> None:
         """Hand over without waiting: into this turn's batch frame, in order with every other frame of this
         worker. With `done`, the hub acknowledges the batch and `done` hears whether it took this message
