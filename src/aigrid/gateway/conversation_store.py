@@ -29,6 +29,8 @@ from typing import Any
 
 import orjson
 
+from aigrid.gateway.cursor_list import page_after
+
 log = logging.getLogger("aigrid.gateway")
 MAX_BYTES = 256 * 1024 * 1024
 """Default budget of the whole store (items and metadata, as JSON bytes)."""
@@ -121,12 +123,10 @@ class ConversationStore:
         if conv is None:
             return None
         items = conv.items if order == "asc" else conv.items[::-1]
-        if after is not None:
-            at = next((i for i, item in enumerate(items) if item.get("id") == after), None)
-            if at is None:
-                raise KeyError(after)
-            items = items[at + 1:]
-        return items[:limit], len(items) > limit
+        paged = page_after(items, [item.get("id") for item in items], after, limit)
+        if paged is None:
+            raise KeyError(after)
+        return paged
 
     def delete_item(self, tenant: str, cid: str, item_id: str) -> bool | None:
         """True: removed; False: no such item; None: no such conversation."""

@@ -1,14 +1,16 @@
 """OpenAI's cursor lists, read and written once for every list route (input items, conversation items, files,
 batches): the query (`limit`, `order`, `after`) checked with a 400 naming the parameter, and the page object
-(`{"object": "list", "data", "has_more", "first_id", "last_id"}`)."""
+(`{"object": "list", "data", "has_more", "first_id", "last_id"}`), and the page after a cursor (`page_after`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from aigrid.errors import InvalidRequest
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,3 +39,15 @@ def page_query(query: Mapping[str, str], *, default_limit: int = 20, max_limit: 
 def page_object(data: Sequence[Mapping[str, Any]], has_more: bool) -> dict[str, Any]:
     return {"object": "list", "data": list(data), "has_more": has_more,
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
+def page_after(rows: Sequence[T], ids: Sequence[str | None], after: str | None,
+               limit: int) -> tuple[list[T], bool] | None:
+    """The `limit` rows after the one whose id is `after` (from the first when None), and whether more
+    follow; None: no row has the id `after`. `ids`: each row's id, in the same order."""
+    start = 0
+    if after is not None:
+        if after not in ids:
+            return None
+        start = list(ids).index(after) + 1
+    return list(rows[start:start + limit]), len(rows) - start > limit

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aigrid.gateway.batch_db import BatchDb
+from aigrid.gateway.cursor_list import page_after
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HIDDEN = ("message_batch", "message_batch_output")
@@ -132,12 +133,7 @@ class FileStore:
                 f"SELECT * FROM files WHERE tenant = ? AND {_LIVE} AND {_VISIBLE} AND (? IS NULL OR purpose = ?) "
                 f"ORDER BY created_at {'ASC' if ascending else 'DESC'}, rowid {'ASC' if ascending else 'DESC'}",
                 (tenant, int(time.time()), purpose, purpose))]
-            if after is not None:
-                ids = [f.id for f in rows]
-                if after not in ids:
-                    return None
-                rows = rows[ids.index(after) + 1:]
-            return rows[:limit], len(rows) > limit
+            return page_after(rows, [f.id for f in rows], after, limit)
 
         return await self.db.read(page)
 

@@ -43,7 +43,7 @@ from aigrid.gateway.background import BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
 from aigrid.gateway.conversations_api import Conversations
-from aigrid.gateway.cursor_list import page_object, page_query
+from aigrid.gateway.cursor_list import page_after, page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
@@ -399,13 +399,10 @@ class ResponsesApi:
             raise NotFound(f"the background response {rid!r} is {found.status.replace('_', ' ')}: its input "
                            "items are listed once its answer is stored", param="response_id")
         items = found.inputs if q.ascending else found.inputs[::-1]
-        if q.after is not None:
-            ids = [item.get("id") for item in items]
-            if q.after not in ids:
-                raise InvalidRequest(f"after: no input item {q.after!r} in response {rid!r}", param="after")
-            items = items[ids.index(q.after) + 1:]
-        page = items[: q.limit]
-        return json_response(page_object(page, len(items) > len(page)))
+        paged = page_after(items, [item.get("id") for item in items], q.after, q.limit)
+        if paged is None:
+            raise InvalidRequest(f"after: no input item {q.after!r} in response {rid!r}", param="after")
+        return json_response(page_object(*paged))
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         tenant, rid = self._stored_access(request, ex)
