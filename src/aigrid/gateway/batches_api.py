@@ -32,8 +32,16 @@ from aigrid.gateway.batches_schema import BatchCreate
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore
-from aigrid.gateway.front_door import pipeline_headers, validate
-from aigrid.gateway.routes import CHAT_PATH, COMPLETIONS_PATH, H_TENANT, Audited, Routes, json_response
+from aigrid.gateway.front_door import validate
+from aigrid.gateway.routes import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    Handler,
+    Routes,
+    audited_route,
+    authenticate,
+    json_response,
+)
 from aigrid.security.principal import Principal
 
 BATCHES_PATH = "/v1/batches"
@@ -65,16 +73,14 @@ class BatchesApi:
     def routes(self) -> list[Route]:
         one, cancel = BATCHES_PATH + "/{batch_id}", BATCHES_PATH + "/{batch_id}/cancel"
 
-        def audited(method: str, path: str, handler: Any) -> Route:
-            return Route(path, Audited(self.gw, f"{method} {path}", handler), methods=[method])
+        def audited(method: str, path: str, handler: Handler) -> Route:
+            return audited_route(self.gw, method, path, handler)
 
         return [audited("POST", BATCHES_PATH, self.create), audited("GET", BATCHES_PATH, self.list),
                 audited("GET", one, self.get), audited("POST", cancel, self.cancel)]
 
     def _caller(self, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
-        headers = pipeline_headers(request)
-        ex.principal = p = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
-        return p, headers
+        return authenticate(self.gw, request, ex)
 
     async def create(self, request: Request, ex: Exchange) -> Response:
         gw = self.gw

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -28,8 +27,7 @@ from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore, StoredFile
-from aigrid.gateway.front_door import pipeline_headers
-from aigrid.gateway.routes import H_TENANT, Audited, Routes, json_response
+from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, json_response
 from aigrid.security.principal import Principal
 
 FILES_PATH = "/v1/files"
@@ -71,17 +69,15 @@ class FilesApi:
     def routes(self) -> list[Route]:
         one, content = FILES_PATH + "/{file_id}", FILES_PATH + "/{file_id}/content"
 
-        def audited(method: str, path: str, handler: Any) -> Route:
-            return Route(path, Audited(self.gw, f"{method} {path}", handler), methods=[method])
+        def audited(method: str, path: str, handler: Handler) -> Route:
+            return audited_route(self.gw, method, path, handler)
 
         return [audited("POST", FILES_PATH, self.upload), audited("GET", FILES_PATH, self.list),
                 audited("GET", one, self.get), audited("DELETE", one, self.delete),
                 audited("GET", content, self.content)]
 
     def _caller(self, request: Request, ex: Exchange) -> Principal:
-        headers = pipeline_headers(request)
-        ex.principal = p = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
-        return p
+        return authenticate(self.gw, request, ex)[0]
 
     async def upload(self, request: Request, ex: Exchange) -> Response:
         tenant = self._caller(request, ex).tenant

@@ -41,12 +41,12 @@ from aigrid.gateway.cursor_list import page_query
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore
-from aigrid.gateway.front_door import name_own_field, pipeline_headers, validate
+from aigrid.gateway.front_door import name_own_field, validate
 from aigrid.gateway.message_batches_schema import MessageBatchCreate
 from aigrid.gateway.messages_api import MESSAGES_PATH
 from aigrid.gateway.messages_schema import MessagesRequest
 from aigrid.gateway.messages_translate import chat_body, placed_messages
-from aigrid.gateway.routes import H_TENANT, Audited, Routes, json_response
+from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, json_response
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.principal import Principal
 
@@ -104,17 +104,15 @@ class MessageBatchesApi:
     def routes(self) -> list[Route]:
         one = MESSAGE_BATCHES_PATH + "/{message_batch_id}"
 
-        def audited(method: str, path: str, handler: Any) -> Route:
-            return Route(path, Audited(self.gw, f"{method} {path}", handler), methods=[method])
+        def audited(method: str, path: str, handler: Handler) -> Route:
+            return audited_route(self.gw, method, path, handler)
 
         return [audited("POST", MESSAGE_BATCHES_PATH, self.create), audited("GET", MESSAGE_BATCHES_PATH, self.list),
                 audited("GET", one, self.get), audited("DELETE", one, self.delete),
                 audited("POST", one + "/cancel", self.cancel), audited("GET", one + "/results", self.results)]
 
     def _caller(self, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
-        headers = pipeline_headers(request)  # x-api-key is the bearer key, as on /v1/messages
-        ex.principal = p = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
-        return p, headers
+        return authenticate(self.gw, request, ex)  # x-api-key is the bearer key, as on /v1/messages
 
     @staticmethod
     def _base(request: Request) -> str:

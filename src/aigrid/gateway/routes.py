@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from aigrid import __version__
@@ -112,6 +113,19 @@ class Audited:
             raise
         finally:
             await close_exchange(self.gw, ex)
+
+
+def audited_route(gw: Gateway, method: str, path: str, handler: Handler) -> Route:
+    """A route whose requests are audited (Audited) as `METHOD path`."""
+    return Route(path, Audited(gw, f"{method} {path}", handler), methods=[method])
+
+
+def authenticate(gw: Gateway, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
+    """The caller (bearer key or x-api-key, and the tenant header), kept on the exchange; and the pipeline's
+    headers it was read from."""
+    headers = pipeline_headers(request)
+    ex.principal = p = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+    return p, headers
 
 
 async def close_exchange(gw: Gateway, ex: Exchange) -> None:
