@@ -363,8 +363,7 @@ class ResponsesApi:
             raise NotFound(f"no stored response {rid!r}", param="response_id")
         if isinstance(found, Pending):
             return json_response(_pending_response(found))
-        return Response(orjson.dumps(found.response), media_type="application/json",
-                        headers={H_STORED_IN: found.jurisdiction, "x-aigrid-site": found.site})
+        return _stored_response(found)
 
     async def cancel(self, request: Request, ex: Exchange) -> Response:
         """Cancel a background response: queued or in progress, it ends cancelled (its run stopped, its quota
@@ -384,8 +383,7 @@ class ResponsesApi:
         if not stored.response.get("background"):
             raise InvalidRequest(f"response {rid!r} was not created with background: true; only background "
                                  "responses can be cancelled", param="response_id")
-        return Response(orjson.dumps(stored.response), media_type="application/json",
-                        headers={H_STORED_IN: stored.jurisdiction, "x-aigrid-site": stored.site})
+        return _stored_response(stored)
 
     async def list_input_items(self, request: Request, ex: Exchange) -> Response:
         """The stored response's input items, a page at a time (OpenAI's cursor list: `limit` 1-100, default
@@ -435,6 +433,12 @@ def _final(turn: _Turn, body: bytes, rid: str, created: int) -> dict[str, Any]:
     return response_object(turn.req, rid, created, output, status="completed", finish_reason=finish,
                            usage=usage_block(int(usage.get("prompt_tokens") or 0),
                                              int(usage.get("completion_tokens") or 0), cached_of(usage)))
+
+
+def _stored_response(r: StoredResponse) -> Response:
+    """A stored Response as GET answers it, with where it is stored and the site that served it."""
+    return Response(orjson.dumps(r.response), media_type="application/json",
+                    headers={H_STORED_IN: r.jurisdiction, "x-aigrid-site": r.site})
 
 
 def _pending_response(p: Pending) -> dict[str, Any]:
