@@ -79,6 +79,16 @@ class Pending:
     """Once failed: the Response's `error` ({"code", "message"}: no prompt text)."""
 
 
+def may_store(record: StoredResponse, allowed: frozenset[str] | None) -> bool:
+    """Whether `record`'s jurisdiction is one its tenant may use (`allowed`, None: any); a refusal is logged.
+    Every store's `put` asks it (this one, stores_redis.py)."""
+    if allowed is None or record.jurisdiction in allowed:
+        return True
+    log.error("response %s of tenant %s served in %s, outside its jurisdictions %s: not stored",
+              record.id, record.tenant, record.jurisdiction, sorted(allowed))
+    return False
+
+
 class BrokenHistory(LookupError):
     """A turn of the conversation was evicted (or deleted): its history cannot be rebuilt."""
 
@@ -93,9 +103,7 @@ class ResponseStore:
 
     def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
         """Keep `record` in its jurisdiction's partition; refuses (False) a jurisdiction the tenant may not use."""
-        if allowed is not None and record.jurisdiction not in allowed:
-            log.error("response %s of tenant %s served in %s, outside its jurisdictions %s: not stored",
-                      record.id, record.tenant, record.jurisdiction, sorted(allowed))
+        if not may_store(record, allowed):
             return False
         record.size = len(orjson.dumps(record.turn)) + len(orjson.dumps(record.response)) + \
             len(orjson.dumps(record.inputs))

@@ -36,7 +36,7 @@ from redis.exceptions import RedisError, WatchError
 
 from aigrid.errors import StoreUnavailable
 from aigrid.gateway.conversation_store import ConversationStore, StoredConversation
-from aigrid.gateway.response_store import FINAL, REFUSED, BrokenHistory, Pending, StoredResponse
+from aigrid.gateway.response_store import FINAL, REFUSED, BrokenHistory, Pending, StoredResponse, may_store
 from aigrid.spec.models import UNBOUND_STORE
 
 log = logging.getLogger("aigrid.gateway")
@@ -173,9 +173,7 @@ class RedisResponses:
         return [message for turn in reversed(turns) for message in turn]
 
     async def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
-        if allowed is not None and record.jurisdiction not in allowed:
-            log.error("response %s of tenant %s served in %s, outside its jurisdictions %s: not stored",
-                      record.id, record.tenant, record.jurisdiction, sorted(allowed))
+        if not may_store(record, allowed):
             return False
         key = self.record_key(record.jurisdiction, record.tenant, record.id)
 
@@ -215,8 +213,7 @@ class RedisResponses:
 
     async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
         """The answer stored and its placeholder dropped in one script (both in this Redis)."""
-        if allowed is not None and record.jurisdiction not in allowed:
-            await self.put(record, allowed)  # logs the refusal
+        if not may_store(record, allowed):
             marked = await self.mark(record.tenant, record.id, "failed", dict(REFUSED))
             return "cancelled" if marked is not None and marked.status == "cancelled" else "refused"
         fields = _record_fields(record)
