@@ -149,6 +149,13 @@ class RedisResponses:
     def pending_key(self, tenant: str, rid: str) -> str:
         return f"{self._p}pending:{{{tenant}}}:{rid}"
 
+    async def _write(self, key: str, fields: dict[str, Any]) -> None:
+        """A hash written whole, its expiry renewed, in one transaction."""
+        pipe = self._r.pipeline(transaction=True)
+        pipe.hset(key, mapping=fields)
+        pipe.expire(key, self._ttl)
+        await pipe.execute()
+
     async def lookup(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
         async def read() -> list[Any]:
             pipe = self._r.pipeline(transaction=True)  # one snapshot: never neither while `complete` runs
@@ -175,15 +182,8 @@ class RedisResponses:
     async def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
         if not may_store(record, allowed):
             return False
-        key = self.record_key(record.jurisdiction, record.tenant, record.id)
-
-        async def write() -> None:
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hset(key, mapping=_record_fields(record))  # type: ignore[arg-type]
-            pipe.expire(key, self._ttl)
-            await pipe.execute()
-
-        await self._g(write())
+        await self._g(self._write(self.record_key(record.jurisdiction, record.tenant, record.id),
+                                  _record_fields(record)))
         return True
 
     async def delete(self, tenant: str, rid: str) -> bool:
@@ -196,14 +196,7 @@ class RedisResponses:
         fields = {"id": pending.id, "tenant": pending.tenant, "model": pending.model,
                   "created_at": pending.created_at, "status": pending.status,
                   "error": orjson.dumps(pending.error) if pending.error is not None else ""}
-
-        async def write() -> None:
-            pipe = self._r.pipeline(transaction=True)
-            pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
-            pipe.expire(key, self._ttl)
-            await pipe.execute()
-
-        await self._g(write())
+        await self._g(self._write(key, fields))
 
     async def mark(self, tenant: str, rid: str, status: str,
                    error: dict[str, Any] | None = None) -> Pending | None:
