@@ -46,7 +46,15 @@ from aigrid.gateway.message_batches_schema import MessageBatchCreate
 from aigrid.gateway.messages_api import MESSAGES_PATH
 from aigrid.gateway.messages_schema import MessagesRequest
 from aigrid.gateway.messages_translate import chat_body, placed_messages
-from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, json_response
+from aigrid.gateway.routes import (
+    Handler,
+    Routes,
+    audited_route,
+    authenticate,
+    json_object,
+    json_response,
+    read_body,
+)
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.principal import Principal
 
@@ -142,28 +150,13 @@ class MessageBatchesApi:
     async def _read(self, request: Request) -> bytes:
         """The body, up to gateway.batch.max_file_bytes (a batch is larger than a request: 413 above)."""
         limit = self.gw.spec.gateway.batch.max_file_bytes
-        declared = request.headers.get("content-length", "")
-        too_large = InvalidRequest(f"the batch is larger than {limit} bytes, the most this gateway accepts "
-                                   "(gateway.batch.max_file_bytes)", code="request_too_large")
-        if declared.isascii() and declared.isdigit() and int(declared) > limit:
-            raise too_large
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            chunks.append(chunk)
-        return b"".join(chunks)
+        return await read_body(request, limit, f"the batch is larger than {limit} bytes, the most this gateway "
+                                               "accepts (gateway.batch.max_file_bytes)")
 
     def _check(self, raw: bytes) -> tuple[bytes, int]:
         """Every request checked as POST /v1/messages checks it (in a thread: a batch may hold many); the
         input file of Messages lines the runner reads, and how many."""
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as e:
-            raise InvalidRequest(f"could not parse the JSON body: {e}", code="invalid_json") from e
-        if not isinstance(body, dict):
-            raise InvalidRequest("the JSON body must be an object", code="invalid_json")
+        body = json_object(raw)
         batch = validate(MessageBatchCreate, body)
         spec = self.gw.spec.gateway
         if len(batch.requests) > spec.batch.max_lines:

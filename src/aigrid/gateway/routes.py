@@ -128,6 +128,32 @@ def authenticate(gw: Gateway, request: Request, ex: Exchange) -> tuple[Principal
     return p, headers
 
 
+async def read_body(request: Request, limit: int, too_large: str) -> bytes:
+    """The request's body, at most `limit` bytes (a larger one, declared or streamed: 400 request_too_large
+    with the message `too_large`)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        raise InvalidRequest(too_large, code="request_too_large")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidRequest(too_large, code="request_too_large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_object(raw: bytes) -> dict[str, Any]:
+    """A JSON body that must be an object (400 invalid_json otherwise)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise InvalidRequest(f"could not parse the JSON body: {e}", code="invalid_json") from e
+    if not isinstance(body, dict):
+        raise InvalidRequest("the JSON body must be an object", code="invalid_json")
+    return body
+
+
 async def close_exchange(gw: Gateway, ex: Exchange) -> None:
     """The end of one exchange, whatever its exit (Audited's `finally`; a background Responses run's too,
     background.py): its admission ticket released, its span and metrics, the quota settled and the audit
@@ -167,22 +193,7 @@ class Routes:
 
     async def read_json(self, request: Request) -> dict[str, Any]:
         limit = self.gw.spec.gateway.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and (declared.isascii() and declared.isdigit()) and int(declared) > limit:
-            raise InvalidRequest(f"request body is larger than {limit} bytes", code="request_too_large")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise InvalidRequest(f"request body is larger than {limit} bytes", code="request_too_large")
-            chunks.append(chunk)
-        try:
-            body = orjson.loads(b"".join(chunks))
-        except orjson.JSONDecodeError as e:
-            raise InvalidRequest(f"could not parse the JSON body: {e}", code="invalid_json") from e
-        if not isinstance(body, dict):
-            raise InvalidRequest("the JSON body must be an object", code="invalid_json")
-        return body
+        return json_object(await read_body(request, limit, f"request body is larger than {limit} bytes"))
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
