@@ -45,7 +45,8 @@ from aigrid.security.principal import Principal
 
 CONVERSATIONS_PATH = "/v1/conversations"
 H_STORED_IN = "x-aigrid-stored-jurisdiction"
-"""On GET /v1/conversations/{id}: the jurisdiction the conversation is bound to (absent: not yet bound)."""
+"""On GET /v1/conversations/{id}: the jurisdiction the conversation is bound to (absent: not yet bound); on
+GET /v1/responses/{id} (responses_api.py): the jurisdiction whose partition holds the response."""
 
 
 def conversation_items(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -42,7 +42,7 @@ from aigrid.errors import ApiError, InvalidRequest, NotFound, StoreUnavailable, 
 from aigrid.gateway.background import BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
-from aigrid.gateway.conversations_api import Conversations
+from aigrid.gateway.conversations_api import H_STORED_IN, Conversations
 from aigrid.gateway.cursor_list import page_after, page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
@@ -74,8 +74,6 @@ from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.principal import Principal
 
 RESPONSES_PATH = "/v1/responses"
-H_STORED_IN = "x-aigrid-stored-jurisdiction"
-"""On GET /v1/responses/{id}: the jurisdiction whose partition holds the conversation."""
 _PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
 """Pipeline errors name chat fields; these are their Responses names."""
 STOPPED = {"code": "server_error", "message": "the gateway stopped before this background response finished"}
