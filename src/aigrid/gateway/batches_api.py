@@ -51,18 +51,17 @@ WINDOW_S = 24 * 3600
 MAX_LIST = 100
 
 
-def batch_object(bid: str, req: BatchCreate, created: int, status: str, model: str | None) -> dict[str, Any]:
-    """OpenAI's Batch object as created."""
-    obj: dict[str, Any] = {
-        "id": bid, "object": "batch", "endpoint": req.endpoint, "model": model, "errors": None,
-        "input_file_id": req.input_file_id, "completion_window": req.completion_window, "status": status,
+def batch_object(bid: str, created: int, *, endpoint: str, input_file_id: str, status: str, model: str | None,
+                 total: int = 0, completion_window: str = "24h",
+                 metadata: dict[str, str] | None = None) -> dict[str, Any]:
+    """OpenAI's Batch object as created (the row both batch APIs keep and the runner updates)."""
+    return {
+        "id": bid, "object": "batch", "endpoint": endpoint, "model": model, "errors": None,
+        "input_file_id": input_file_id, "completion_window": completion_window, "status": status,
         "output_file_id": None, "error_file_id": None, "created_at": created, "in_progress_at": None,
         "expires_at": created + WINDOW_S, "finalizing_at": None, "completed_at": None, "failed_at": None,
         "expired_at": None, "cancelling_at": None, "cancelled_at": None,
-        "request_counts": {"total": 0, "completed": 0, "failed": 0}, "usage": None, "metadata": req.metadata}
-    if req.output_expires_after is not None:
-        obj["output_expires_after"] = req.output_expires_after.model_dump()
-    return obj
+        "request_counts": {"total": total, "completed": 0, "failed": 0}, "usage": None, "metadata": metadata}
 
 
 class BatchesApi:
@@ -101,11 +100,14 @@ class BatchesApi:
         data = await asyncio.to_thread(self.files.disk_path(found).read_bytes)
         checked = await asyncio.to_thread(read_input, data, req.endpoint, gw.known_models,
                                           gw.spec.gateway.batch.max_lines)
-        obj = batch_object(bid, req, created, "failed" if checked.errors else "validating", checked.model)
+        obj = batch_object(bid, created, endpoint=req.endpoint, input_file_id=req.input_file_id,
+                           status="failed" if checked.errors else "validating", model=checked.model,
+                           total=0 if checked.errors else len(checked.lines),
+                           completion_window=req.completion_window, metadata=req.metadata)
+        if req.output_expires_after is not None:
+            obj["output_expires_after"] = req.output_expires_after.model_dump()
         if checked.errors:
             obj.update(failed_at=created, errors={"object": "list", "data": checked.errors})
-        else:
-            obj["request_counts"]["total"] = len(checked.lines)
         kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
         await self.store.create(caller.tenant, obj, caller_record(caller), kept)
         if not checked.errors:

@@ -36,7 +36,7 @@ from aigrid.errors import ApiError, InvalidRequest, NotFound
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore, start_cancelling
-from aigrid.gateway.batches_api import WINDOW_S
+from aigrid.gateway.batches_api import batch_object
 from aigrid.gateway.cursor_list import page_query
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
@@ -134,14 +134,9 @@ class MessageBatchesApi:
         bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
         ex.body = {"batch_id": bid, "requests": count}
         stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", io.BytesIO(data))
-        obj: dict[str, Any] = {
-            "id": bid, "object": "batch", "endpoint": MESSAGES_PATH, "model": None, "errors": None,
-            "input_file_id": stored.id, "completion_window": "24h", "status": "validating",
-            "output_file_id": None, "error_file_id": None, "created_at": created, "in_progress_at": None,
-            "expires_at": created + WINDOW_S, "finalizing_at": None, "completed_at": None, "failed_at": None,
-            "expired_at": None, "cancelling_at": None, "cancelled_at": None,
-            "request_counts": {"total": count, "completed": 0, "failed": 0, "expired": 0}, "usage": None,
-            "metadata": None}
+        obj = batch_object(bid, created, endpoint=MESSAGES_PATH, input_file_id=stored.id, status="validating",
+                           model=None, total=count)
+        obj["request_counts"]["expired"] = 0
         kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
         await self.store.create(caller.tenant, obj, caller_record(caller), kept)
         self.runner.submit(bid)
