@@ -36,10 +36,10 @@ from aigrid.gateway.conversations_schema import (
 )
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
-from aigrid.gateway.front_door import pipeline_headers, validate
+from aigrid.gateway.front_door import validate
 from aigrid.gateway.request_info import H_RESIDENCY, residency
 from aigrid.gateway.responses_translate import input_items, input_messages, new_id
-from aigrid.gateway.routes import H_TENANT, Audited, Routes, json_response
+from aigrid.gateway.routes import Routes, audited_route, authenticate, json_response
 from aigrid.gateway.stores import ConversationBook
 from aigrid.security.principal import Principal
 
@@ -116,18 +116,16 @@ class ConversationsApi:
         table = [(base, "POST", self.create), (one, "GET", self.retrieve), (one, "POST", self.update),
                  (one, "DELETE", self.delete), (items, "GET", self.list_items), (items, "POST", self.add_items),
                  (item, "GET", self.retrieve_item), (item, "DELETE", self.delete_item)]
-        return [Route(path, Audited(self.gw, f"{method} {path}", handler), methods=[method])
-                for path, method, handler in table]
+        return [audited_route(self.gw, method, path, handler) for path, method, handler in table]
 
     def _access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
         """Who asks, and for which conversation; both noted on the exchange for the audit record (ids only)."""
-        headers = pipeline_headers(request)
-        ex.principal = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+        principal, _ = authenticate(self.gw, request, ex)
         cid = request.path_params.get("conversation_id", "")
         ex.body = {"conversation_id": cid}
         if "item_id" in request.path_params:
             ex.body["item_id"] = request.path_params["item_id"]
-        return ex.principal, cid
+        return principal, cid
 
     def _bound_at_creation(self, principal: Principal, header: str | None) -> str | None:
         """The jurisdiction a new conversation is bound to: the one x-aigrid-residency names, else the tenant's

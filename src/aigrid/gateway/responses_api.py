@@ -69,7 +69,15 @@ from aigrid.gateway.responses_translate import (
     response_object,
     usage_block,
 )
-from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Audited, Routes, close_exchange, json_response
+from aigrid.gateway.routes import (
+    CHAT_PATH,
+    H_TENANT,
+    Routes,
+    audited_route,
+    authenticate,
+    close_exchange,
+    json_response,
+)
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.principal import Principal
 
@@ -108,10 +116,9 @@ class ResponsesApi:
         too: routes.Routes.audited): each is recorded like a request, with its outcome."""
         path = RESPONSES_PATH + "/{response_id}"
         items, cancel = path + "/input_items", path + "/cancel"
-        return [Route(path, Audited(self.gw, f"GET {path}", self.get), methods=["GET"]),
-                Route(path, Audited(self.gw, f"DELETE {path}", self.delete), methods=["DELETE"]),
-                Route(items, Audited(self.gw, f"GET {items}", self.list_input_items), methods=["GET"]),
-                Route(cancel, Audited(self.gw, f"POST {cancel}", self.cancel), methods=["POST"])]
+        return [audited_route(self.gw, "GET", path, self.get), audited_route(self.gw, "DELETE", path, self.delete),
+                audited_route(self.gw, "GET", items, self.list_input_items),
+                audited_route(self.gw, "POST", cancel, self.cancel)]
 
     def _principal(self, headers: dict[str, str]) -> Principal:
         return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
@@ -345,10 +352,10 @@ class ResponsesApi:
 
     def _stored_access(self, request: Request, ex: Exchange) -> tuple[str, str]:
         """(tenant, response id) of a GET or DELETE, noted on its exchange for the audit record."""
-        ex.principal = self._principal(pipeline_headers(request))
+        principal, _ = authenticate(self.gw, request, ex)
         rid = request.path_params["response_id"]
         ex.body = {"response_id": rid}
-        return ex.principal.tenant, rid
+        return principal.tenant, rid
 
     async def get(self, request: Request, ex: Exchange) -> Response:
         """A stored response, or a background one's current state (its placeholder)."""
