@@ -142,6 +142,27 @@ async def last_audit(gw: Gateway) -> dict[str, Any]:
     return orjson.loads(row[0])
 
 
+async def polled(c: httpx.AsyncClient, url: str, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """GET `url` until `done` says so (at most about 5 s); the last answer."""
+    obj = (await c.get(url)).json()
+    for _ in range(500):
+        if done(obj):
+            break
+        await asyncio.sleep(0.01)
+        obj = (await c.get(url)).json()
+    return obj
+
+
+async def one_blocked_record(gw: Gateway, rows_before: int, route: str) -> int:
+    """The audit records since `rows_before` hold exactly one for `route`, and it says blocked; how many
+    records there are now."""
+    rows = await audit_rows(gw)
+    lines = [r for r in rows[rows_before:] if r["extra"]["route"] == route]
+    assert len(lines) == 1 and lines[0]["outcome"] == "error:firewall_blocked"
+    assert lines[0]["firewall"][0]["action"] == "blocked"
+    return len(rows)
+
+
 @pytest.mark.parametrize("name,path,body,param", ROUTES, ids=[r[0] for r in ROUTES])
 async def test_every_route_blocks_the_attack_where_it_sits(walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine],
                                                            name: str, path: str, body: Body, param: str) -> None:
@@ -321,22 +342,14 @@ async def test_an_attack_inside_a_batch_line_is_blocked_and_recorded(
             f = (await c.post("/v1/files", data={"purpose": "batch"}, files={"file": ("in.jsonl", data)})).json()
             batch = (await c.post("/v1/batches", json={"input_file_id": f["id"], "endpoint": "/v1/chat/completions",
                                                        "completion_window": "24h"})).json()
-            for _ in range(500):
-                batch = (await c.get(f"/v1/batches/{batch['id']}")).json()
-                if batch["status"] == "completed":
-                    break
-                await asyncio.sleep(0.01)
+            batch = await polled(c, f"/v1/batches/{batch['id']}", lambda b: b["status"] == "completed")
             assert batch["status"] == "completed" and batch["output_file_id"] is None, batch
             assert batch["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
             error = orjson.loads((await c.get(f"/v1/files/{batch['error_file_id']}/content")).content)
             assert error["custom_id"] == cid and error["response"]["status_code"] == 400
             refused = error["response"]["body"]["error"]
             assert (refused["code"], refused["param"]) == ("firewall_blocked", "messages[0].content")
-            rows = await audit_rows(gw)
-            lines = [r for r in rows[rows_before:] if r["extra"]["route"] == line_route(batch["id"], cid)]
-            rows_before = len(rows)
-            assert len(lines) == 1 and lines[0]["outcome"] == "error:firewall_blocked"
-            assert lines[0]["firewall"][0]["action"] == "blocked"
+            rows_before = await one_blocked_record(gw, rows_before, line_route(batch["id"], cid))
         assert engine.received == []  # no engine read any of it
     finally:
         assert gw.batches is not None
@@ -357,11 +370,8 @@ async def test_an_attack_inside_a_message_batch_request_is_blocked_and_recorded(
             cid = f"mail-{i}"
             batch = (await c.post("/v1/messages/batches", json={"requests": [{"custom_id": cid, "params": {
                 "model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": text}]}}]})).json()
-            for _ in range(500):
-                batch = (await c.get(f"/v1/messages/batches/{batch['id']}")).json()
-                if batch["processing_status"] == "ended":
-                    break
-                await asyncio.sleep(0.01)
+            batch = await polled(c, f"/v1/messages/batches/{batch['id']}",
+                                 lambda b: b["processing_status"] == "ended")
             assert batch["processing_status"] == "ended", batch
             assert batch["request_counts"] == {"processing": 0, "succeeded": 0, "errored": 1, "canceled": 0,
                                                "expired": 0}
@@ -371,11 +381,7 @@ async def test_an_attack_inside_a_message_batch_request_is_blocked_and_recorded(
             assert refused["type"] == "error" and refused["error"]["type"] == "invalid_request_error"
             assert "AI firewall" in refused["error"]["message"]
             assert refused["error"]["message"].endswith("(at messages.0.content)")
-            rows = await audit_rows(gw)
-            lines = [r for r in rows[rows_before:] if r["extra"]["route"] == request_route(batch["id"], cid)]
-            rows_before = len(rows)
-            assert len(lines) == 1 and lines[0]["outcome"] == "error:firewall_blocked"
-            assert lines[0]["firewall"][0]["action"] == "blocked"
+            rows_before = await one_blocked_record(gw, rows_before, request_route(batch["id"], cid))
         assert engine.received == []  # no engine read any of it
     finally:
         assert gw.batches is not None
