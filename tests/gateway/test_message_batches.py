@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import orjson
 import pytest
@@ -163,10 +164,37 @@ async def test_a_bad_request_is_a_400_naming_its_field(tmp_path: Path, engines: 
             await claude.messages.batches.create(requests=requests)  # type: ignore[arg-type]
         body = bad.value.body
         assert isinstance(body, dict) and body["type"] == "error", body
-        assert body["error"]["type"] == "invalid_request_error" and param in body["error"]["message"], body
+        message = body["error"]["message"]  # the whole field named, not a longer one that starts with it
+        assert body["error"]["type"] == "invalid_request_error", body
+        assert message.startswith(f"{param}:") or f"'{param}'" in message, body
         assert [b async for b in claude.messages.batches.list()] == []
         await asyncio.sleep(0.05)
         assert received(engines) == []
+    finally:
+        await stopped(gw)
+
+
+async def test_a_body_too_large_or_not_a_json_object_is_refused(tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """Create reads at most gateway.batch.max_file_bytes, declared or streamed (413), and the body must be a
+    JSON object (400)."""
+    gw = await started(batch_spec(tmp_path, max_file_bytes=1000), engines)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     headers=TENANT) as c:
+            big = orjson.dumps({"requests": [req(f"r{i}", "hi") for i in range(20)]})
+            assert len(big) > 1000
+
+            async def chunked() -> AsyncIterator[bytes]:
+                yield big
+
+            for content in (big, chunked()):
+                r = await c.post("/v1/messages/batches", content=content)
+                assert r.status_code == 413 and r.json()["error"]["type"] == "request_too_large", r.text
+                assert "gateway.batch.max_file_bytes" in r.json()["error"]["message"]
+            for content in (b"{", b"[]"):
+                r = await c.post("/v1/messages/batches", content=content)
+                assert r.status_code == 400 and "JSON body" in r.json()["error"]["message"], r.text
+            assert (await c.get("/v1/messages/batches")).json()["data"] == []
     finally:
         await stopped(gw)
 
