@@ -88,3 +88,24 @@ async def test_a_number_that_is_not_plain_digits_is_a_400_naming_the_parameter(c
     r = await client.post("/v1/chat/completions", headers={"x-aigrid-priority": "²".encode("latin-1")},
                           json={"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 400, r.text
+
+
+@pytest.mark.parametrize("path", ["/v1/decisions", "/v1/files", "/v1/batches", "/v1/messages/batches",
+                                  "/v1/conversations/conv_none/items", "/v1/responses/resp_none/input_items"])
+async def test_a_number_of_thousands_of_digits_is_a_400_naming_the_parameter(client: httpx.AsyncClient,
+                                                                             path: str) -> None:
+    """int() refuses more than 4,300 digits (ValueError): a `limit` of 5,000 digits on every list route was
+    a 500; it is the client's 400 naming limit, and 0...01 is still 1."""
+    r = await client.get(path, params={"limit": "9" * 5000})
+    err = r.json()["error"]  # the OpenAI envelope names the parameter; Anthropic's (message batches) has no param
+    assert r.status_code == 400 and err.get("param", "limit") == "limit" and "limit" in err["message"], r.text
+    r = await client.get(path, params={"limit": "0" * 5000 + "1"})
+    assert r.status_code in (200, 404), r.text
+
+
+async def test_a_content_length_of_thousands_of_digits_is_refused_as_too_large(client: httpx.AsyncClient) -> None:
+    """A declared Content-Length beyond int()'s 4,300 digits (a server that passes it on) was a 500."""
+    for path in ("/v1/chat/completions", "/v1/files"):
+        r = await client.post(path, content=b"{}", headers={"content-length": "9" * 5000,
+                                                            "content-type": "multipart/form-data; boundary=x"})
+        assert r.status_code in (400, 413) and r.json()["error"]["code"] in ("request_too_large", "file_too_large"), r.text

@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from aigrid.dashboard.feed import Feed
 from aigrid.dashboard.sse import event_stream
 from aigrid.errors import InvalidRequest, NotFound
+from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.routes import json_response
 
 if TYPE_CHECKING:
@@ -78,10 +79,11 @@ class DashboardRoutes:
     async def events(self, request: Request) -> Response:
         self._check(request)
         raw = request.query_params.get("ticks")
-        if raw is not None and (not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 100_000):
+        ticks = None if raw is None else plain_int(raw)
+        if raw is not None and (ticks is None or not 1 <= ticks <= 100_000):
             raise InvalidRequest("ticks must be an integer between 1 and 100000", param="ticks")
         stream = event_stream(Feed(self.gw), interval_s=self.interval_s, clock=self.clock, sleep=self.sleep,
-                              ticks=None if raw is None else int(raw), stopping=self.stopping)
+                              ticks=ticks, stopping=self.stopping)
         return StreamingResponse(stream, media_type="text/event-stream",
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 

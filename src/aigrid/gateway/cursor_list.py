@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aigrid.errors import InvalidRequest
+from aigrid.gateway.numbers import plain_int
 
 T = TypeVar("T")
 
@@ -27,13 +28,13 @@ class PageQuery:
 
 def page_query(query: Mapping[str, str], *, default_limit: int = 20, max_limit: int = 100,
                default_order: str = "desc") -> PageQuery:
-    limit = query.get("limit", str(default_limit))
-    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= max_limit:  # not '²'
+    limit = plain_int(query.get("limit", str(default_limit)))
+    if limit is None or not 1 <= limit <= max_limit:
         raise InvalidRequest(f"limit must be an integer between 1 and {max_limit}", param="limit")
     order = query.get("order", default_order)
     if order not in ("asc", "desc"):
         raise InvalidRequest("order must be 'asc' or 'desc'", param="order")
-    return PageQuery(int(limit), order, query.get("after"))
+    return PageQuery(limit, order, query.get("after"))
 
 
 def page_object(data: Sequence[Mapping[str, Any]], has_more: bool) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore, StoredFile
+from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, json_response
 from aigrid.security.principal import Principal
 
@@ -82,8 +83,8 @@ class FilesApi:
     async def upload(self, request: Request, ex: Exchange) -> Response:
         tenant = self._caller(request, ex).tenant
         limit = self.max_bytes + FORM_SLACK
-        declared = request.headers.get("content-length", "")
-        if (declared.isascii() and declared.isdigit()) and int(declared) > limit:
+        declared = plain_int(request.headers.get("content-length", ""))
+        if declared is not None and declared > limit:
             raise FileTooLarge(f"file: the upload is larger than {self.max_bytes} bytes, the most this gateway "
                                "accepts (gateway.batch.max_file_bytes)", param="file")
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
@@ -127,10 +128,11 @@ class FilesApi:
             return upload, purpose, None
         if anchor != "created_at":
             raise InvalidRequest("expires_after.anchor: must be 'created_at'", param="expires_after.anchor")
-        if not isinstance(seconds, str) or not (seconds.isascii() and seconds.isdigit()) or not 3600 <= int(seconds) <= 2_592_000:
+        after = plain_int(seconds) if isinstance(seconds, str) else None
+        if after is None or not 3600 <= after <= 2_592_000:
             raise InvalidRequest("expires_after.seconds: an integer from 3600 (1 hour) to 2592000 (30 days)",
                                  param="expires_after.seconds")
-        return upload, purpose, int(time.time()) + int(seconds)
+        return upload, purpose, int(time.time()) + after
 
     async def _found(self, request: Request, ex: Exchange) -> StoredFile:
         tenant = self._caller(request, ex).tenant

@@ -39,6 +39,7 @@ from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.modalities import check_images
 from aigrid.gateway.model_list import find_model, model_list
 from aigrid.gateway.model_texts import chat_texts, completion_texts
+from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
@@ -131,8 +132,8 @@ def authenticate(gw: Gateway, request: Request, ex: Exchange) -> tuple[Principal
 async def read_body(request: Request, limit: int, too_large: str) -> bytes:
     """The request's body, at most `limit` bytes (a larger one, declared or streamed: 400 request_too_large
     with the message `too_large`)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+    declared = plain_int(request.headers.get("content-length", ""))
+    if declared is not None and declared > limit:
         raise InvalidRequest(too_large, code="request_too_large")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -412,17 +413,17 @@ class Routes:
         return json_response(found)
 
     async def recent_decisions(self, request: Request) -> Response:
-        raw = request.query_params.get("limit", "50")
-        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= 1000:
+        asked = plain_int(request.query_params.get("limit", "50"))
+        if asked is None or not 1 <= asked <= 1000:
             raise InvalidRequest("limit must be an integer between 1 and 1000", param="limit")
         tenant = self.gw.guard.reader(request.headers.get("authorization"))
-        limit = int(raw) if tenant is None else 1000
+        limit = asked if tenant is None else 1000
         if self.gw.hub is not None:  # every worker's, newest first
             records = await self.gw.hub.recent_decisions(limit)
         else:
             records = [r.to_dict() for r in self.gw.decisions.recent(limit)]
         if tenant is not None:
-            records = [r for r in records if r.get("tenant") == tenant][: int(raw)]
+            records = [r for r in records if r.get("tenant") == tenant][:asked]
         return json_response({"data": records})
 
     async def grid(self, request: Request) -> Response:
