@@ -12,6 +12,10 @@ names exactly one (else when the tenant may use only one), else by its first res
 the site that served it). A response in a bound conversation is routed only there, or refused (400
 `conversation_residency`) when its request asks for another. See docs/responses-api.md.
 
+A bound conversation is used only by keys that may use its jurisdiction (another key of the tenant: 403
+`jurisdiction_not_allowed` on every route), and written to (items, metadata) only by requests whose
+x-aigrid-residency allows it (check_stored_in; stored responses too, responses_api.py).
+
 Every route is authenticated and tenant-scoped (another tenant's conversation is a 404) and audited like
 GET /v1/responses/{id} (routes.Audited: one record with the route, tenant and outcome; ids, never item text).
 """
@@ -49,6 +53,26 @@ H_STORED_IN = "x-aigrid-stored-jurisdiction"
 GET /v1/responses/{id} (responses_api.py): the jurisdiction whose partition holds the response."""
 
 
+def check_stored_in(principal: Principal, jurisdiction: str | None, param: str, what: str,
+                    residency_header: str | None = None, *, writes: bool = False) -> None:
+    """Whether this caller may use `what` (a stored response, a conversation), stored in `jurisdiction` (None:
+    a conversation not bound yet): a key of its tenant narrowed to other jurisdictions may not read, change,
+    delete or continue it (403 jurisdiction_not_allowed, as it could not be served there); and a request that
+    `writes` to it or continues it must not ask to stay elsewhere (x-aigrid-residency: 400
+    conversation_residency), or its data would be kept or served outside the residency it asked for."""
+    if jurisdiction is None:
+        return
+    allowed = principal.scopes.jurisdictions
+    if allowed is not None and jurisdiction not in allowed:
+        raise PermissionDenied(f"{param}: {what} is stored in {jurisdiction}, a jurisdiction key {principal.key_id} "
+                               "may not use", param=param, code="jurisdiction_not_allowed")
+    asked = residency(residency_header) if writes else None
+    if asked is not None and jurisdiction not in asked:
+        raise InvalidRequest(f"{param}: {what} is stored in {jurisdiction} and can only be used there, but "
+                             f"{H_RESIDENCY} asks for {', '.join(sorted(asked))}", param=param,
+                             code="conversation_residency")
+
+
 def conversation_items(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The client's items as stored: each one a Responses input item the gateway serves (the same check as
     a Responses `input`, so that the conversation can always be replayed), with ids."""
@@ -72,21 +96,17 @@ class Conversations:
     async def call(self, op: str, *arg: Any) -> Any:
         return await self.book.call(op, list(arg))
 
-    async def history(self, tenant: str, cid: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    async def history(self, principal: Principal, cid: str, headers: dict[str, str]) -> list[dict[str, Any]]:
         """The conversation's items as chat messages (the history before a Responses request's input); narrows
         the request's residency to the conversation's jurisdiction when it is bound."""
-        found = await self.call("get", tenant, cid)
+        found = await self.call("get", principal.tenant, cid)
         if found is None:
             raise NotFound(f"conversation: no conversation {cid!r} for this tenant on this gateway",
                            param="conversation")
         bound = found["jurisdiction"]
+        check_stored_in(principal, bound, "conversation", f"conversation {cid!r}", headers.get(H_RESIDENCY),
+                        writes=True)
         if bound is not None:
-            asked = residency(headers.get(H_RESIDENCY))
-            if asked is not None and bound not in asked:
-                raise InvalidRequest(
-                    f"conversation: {cid!r} is bound to {bound} and can only be continued there, but "
-                    f"{H_RESIDENCY} asks for {', '.join(sorted(asked))}", param="conversation",
-                    code="conversation_residency")
             headers[H_RESIDENCY] = bound  # read by the pipeline after this body: route only there
         try:
             return input_messages(found["items"])
@@ -127,6 +147,16 @@ class ConversationsApi:
             ex.body["item_id"] = request.path_params["item_id"]
         return principal, cid
 
+    async def _found(self, request: Request, principal: Principal, cid: str, *, writes: bool = False) -> dict[str, Any]:
+        """The caller's conversation as stored (404: none of its tenant's), which its key may use and, when the
+        request `writes` to it, its residency allows (check_stored_in)."""
+        found: dict[str, Any] | None = await self.store.call("get", principal.tenant, cid)
+        if found is None:
+            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        check_stored_in(principal, found["jurisdiction"], "conversation_id", f"conversation {cid!r}",
+                        request.headers.get(H_RESIDENCY), writes=writes)
+        return found
+
     def _bound_at_creation(self, principal: Principal, header: str | None) -> str | None:
         """The jurisdiction a new conversation is bound to: the one x-aigrid-residency names, else the tenant's
         only one; None when neither names exactly one (its first response binds it)."""
@@ -154,15 +184,13 @@ class ConversationsApi:
 
     async def retrieve(self, request: Request, ex: Exchange) -> Response:
         principal, cid = self._access(request, ex)
-        found = await self.store.call("get", principal.tenant, cid)
-        if found is None:
-            raise NotFound(f"no conversation {cid!r}", param="conversation_id")
-        conv = StoredConversation(**found)
+        conv = StoredConversation(**await self._found(request, principal, cid))
         return _with_jurisdiction(conv.public(), conv.jurisdiction)
 
     async def update(self, request: Request, ex: Exchange) -> Response:
         principal, cid = self._access(request, ex)
         body = validate(ConversationUpdate, await self.pipeline.read_json(request))
+        await self._found(request, principal, cid, writes=True)
         updated = await self.store.call("update", principal.tenant, cid, body.metadata or {})
         if updated is None:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
@@ -170,6 +198,7 @@ class ConversationsApi:
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         principal, cid = self._access(request, ex)
+        await self._found(request, principal, cid)
         if not await self.store.call("delete", principal.tenant, cid):
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
         return json_response({"id": cid, "object": "conversation.deleted", "deleted": True})
@@ -179,6 +208,7 @@ class ConversationsApi:
         `after` an item id; `include` accepted, nothing to add)."""
         q = page_query(request.query_params)
         principal, cid = self._access(request, ex)
+        await self._found(request, principal, cid)
         page = await self.store.call("page", principal.tenant, cid, q.after, q.limit, q.order)
         if page is None:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
@@ -189,6 +219,7 @@ class ConversationsApi:
     async def add_items(self, request: Request, ex: Exchange) -> Response:
         principal, cid = self._access(request, ex)
         body = validate(ConversationItemsCreate, await self.pipeline.read_json(request))
+        await self._found(request, principal, cid, writes=True)
         added = await self.store.call("append", principal.tenant, cid, conversation_items(body.items), None)
         if added is None:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
@@ -198,6 +229,7 @@ class ConversationsApi:
     async def retrieve_item(self, request: Request, ex: Exchange) -> Response:
         principal, cid = self._access(request, ex)
         item_id = request.path_params["item_id"]
+        await self._found(request, principal, cid)
         found = await self.store.call("item", principal.tenant, cid, item_id)
         if found is None:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
@@ -209,6 +241,7 @@ class ConversationsApi:
         """Removes the item; answers the conversation (as OpenAI does)."""
         principal, cid = self._access(request, ex)
         item_id = request.path_params["item_id"]
+        await self._found(request, principal, cid)
         deleted = await self.store.call("delete_item", principal.tenant, cid, item_id)
         if deleted is None:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")

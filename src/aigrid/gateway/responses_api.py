@@ -42,7 +42,7 @@ from aigrid.errors import ApiError, InvalidRequest, NotFound, StoreUnavailable, 
 from aigrid.gateway.background import BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
-from aigrid.gateway.conversations_api import H_STORED_IN, Conversations
+from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_stored_in
 from aigrid.gateway.cursor_list import page_after, page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
@@ -55,7 +55,7 @@ from aigrid.gateway.front_door import (
     whole_body,
 )
 from aigrid.gateway.relay_response import RelayResponse
-from aigrid.gateway.request_info import H_RESIDENCY, build_request_info, residency
+from aigrid.gateway.request_info import H_RESIDENCY, build_request_info
 from aigrid.gateway.response_store import FINAL, BrokenHistory, Pending, StoredResponse
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
@@ -181,9 +181,9 @@ class ResponsesApi:
             if req.previous_response_id is not None:
                 raise InvalidRequest("conversation: cannot be used together with previous_response_id",
                                      param="conversation")
-            history = await self.conversations.history(turn.principal.tenant, req.conversation, headers)
+            history = await self.conversations.history(turn.principal, req.conversation, headers)
         elif req.previous_response_id is not None:
-            history = await self._continue(turn.principal.tenant, req.previous_response_id, headers)
+            history = await self._continue(turn.principal, req.previous_response_id, headers)
         turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
         turn.earlier = (1 if req.instructions else 0) + len(history)
 
@@ -304,9 +304,9 @@ class ResponsesApi:
                                               input_items(turn.req.input) + final["output"],
                                               headers.get("x-aigrid-jurisdiction"))
 
-    async def _continue(self, tenant: str, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    async def _continue(self, principal: Principal, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
         """The stored history of `previous`; narrows this request's residency to where it is stored."""
-        prev = await self.book.lookup(tenant, previous)
+        prev = await self.book.lookup(principal.tenant, previous)
         if prev is None:
             raise NotFound(f"previous_response_id: no stored response {previous!r} for this tenant on this "
                            "gateway", param="previous_response_id")
@@ -317,12 +317,8 @@ class ResponsesApi:
             raise InvalidRequest(f"previous_response_id: the background response {previous!r} is still "
                                  f"{prev.status.replace('_', ' ')}; continue it once it has completed",
                                  param="previous_response_id")
-        asked = residency(headers.get(H_RESIDENCY))
-        if asked is not None and prev.jurisdiction not in asked:
-            raise InvalidRequest(
-                f"previous_response_id: the conversation {previous!r} is stored in {prev.jurisdiction} and can "
-                f"only be continued there, but {H_RESIDENCY} asks for {', '.join(sorted(asked))}",
-                param="previous_response_id", code="conversation_residency")
+        check_stored_in(principal, prev.jurisdiction, "previous_response_id", f"the conversation {previous!r}",
+                        headers.get(H_RESIDENCY), writes=True)
         try:
             history = await self.book.history(prev)
         except BrokenHistory as e:
@@ -350,22 +346,30 @@ class ResponsesApi:
             return await self.book.complete(record, allowed)
         return "stored" if await self.book.put(record, allowed) else "refused"
 
-    def _stored_access(self, request: Request, ex: Exchange) -> tuple[str, str]:
-        """(tenant, response id) of a GET or DELETE, noted on its exchange for the audit record."""
+    def _stored_access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
+        """(caller, response id) of a GET or DELETE, noted on its exchange for the audit record."""
         principal, _ = authenticate(self.gw, request, ex)
         rid = request.path_params["response_id"]
         ex.body = {"response_id": rid}
-        return principal.tenant, rid
+        return principal, rid
+
+    async def _lookup(self, principal: Principal, rid: str) -> StoredResponse | Pending:
+        """The caller's stored response or background placeholder (404: none of its tenant's); a stored one only
+        for a key that may use the jurisdiction it is stored in (check_stored_in; a placeholder holds no
+        conversation content)."""
+        found = await self.book.lookup(principal.tenant, rid)
+        if found is None:
+            raise NotFound(f"no stored response {rid!r}", param="response_id")
+        if isinstance(found, StoredResponse):
+            check_stored_in(principal, found.jurisdiction, "response_id", f"response {rid!r}")
+        return found
 
     async def get(self, request: Request, ex: Exchange) -> Response:
         """A stored response, or a background one's current state (its placeholder)."""
         if request.query_params.get("stream", "false").lower() not in ("false", "0"):
             raise InvalidRequest("stream: streaming a stored or background response again is not served; "
                                  "retrieve it without stream", param="stream")
-        tenant, rid = self._stored_access(request, ex)
-        found = await self.book.lookup(tenant, rid)
-        if found is None:
-            raise NotFound(f"no stored response {rid!r}", param="response_id")
+        found = await self._lookup(*self._stored_access(request, ex))
         if isinstance(found, Pending):
             return json_response(_pending_response(found))
         return _stored_response(found)
@@ -375,14 +379,12 @@ class ResponsesApi:
         settled, its record written before this answers when this process runs it; by its own worker within
         background.POLL_S otherwise); one that has ended is returned unchanged; 400 for one not created in
         the background, 404 for none of this tenant's."""
-        tenant, rid = self._stored_access(request, ex)
-        found = await self.book.mark(tenant, rid, "cancelled")
+        principal, rid = self._stored_access(request, ex)
+        found = await self.book.mark(principal.tenant, rid, "cancelled")
         if found is not None and found.status != "completed":  # completed: its answer is stored (stores.py)
             await self.gw.background.cancel(rid)
             return json_response(_pending_response(found))
-        stored = await self.book.lookup(tenant, rid)
-        if stored is None:
-            raise NotFound(f"no stored response {rid!r}", param="response_id")
+        stored = await self._lookup(principal, rid)
         if isinstance(stored, Pending):  # added after the mark above: a cancel may come again
             return json_response(_pending_response(stored))
         if not stored.response.get("background"):
@@ -394,10 +396,8 @@ class ResponsesApi:
         """The stored response's input items, a page at a time (OpenAI's cursor list: `limit` 1-100, default
         20; `order` asc or desc, default desc; `after` an item id)."""
         q = page_query(request.query_params)
-        tenant, rid = self._stored_access(request, ex)
-        found = await self.book.lookup(tenant, rid)
-        if found is None:
-            raise NotFound(f"no stored response {rid!r}", param="response_id")
+        principal, rid = self._stored_access(request, ex)
+        found = await self._lookup(principal, rid)
         if isinstance(found, Pending):  # nothing of a background request is kept before its answer
             raise NotFound(f"the background response {rid!r} is {found.status.replace('_', ' ')}: its input "
                            "items are listed once its answer is stored", param="response_id")
@@ -408,7 +408,9 @@ class ResponsesApi:
         return json_response(page_object(*paged))
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
-        tenant, rid = self._stored_access(request, ex)
+        principal, rid = self._stored_access(request, ex)
+        tenant = principal.tenant
+        await self._lookup(principal, rid)
         if not await self.book.delete(tenant, rid):
             pending = await self.book.pending_delete(tenant, rid)
             if pending is None:
