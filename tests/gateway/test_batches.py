@@ -551,3 +551,26 @@ async def _until_in_store(gw: Gateway, bid: str) -> dict[str, Any]:
             return obj
         await asyncio.sleep(0.01)
     raise AssertionError(f"{bid} did not complete: {obj}")
+
+
+async def test_a_line_larger_than_a_request_may_be_is_refused_like_one(tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """gateway.max_body_bytes bounds every request; a batch's line was run whatever its size (up to the whole
+    file, max_file_bytes), so a batch carried what no live request could. Now that line fails as the live
+    request would (400 request_too_large in the error file), never read by an engine; the others run."""
+    spec = batch_spec(tmp_path)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_body_bytes": 4000})})
+    gw = await started(spec, engines)
+    try:
+        oai, _ = clients(gw)
+        big = "Name a river. " * 400  # about 5,600 bytes
+        with pytest.raises(openai.BadRequestError) as live:
+            await oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": big}])
+        assert live.value.body["code"] == "request_too_large"  # type: ignore[index]
+        done = await until(oai, (await submit(oai, jsonl(line("big", big), line("small", "hi")))).id, "completed")
+        assert done.request_counts is not None and (done.request_counts.completed, done.request_counts.failed) == (1, 1)
+        [refused] = await lines_of(oai, done.error_file_id)
+        assert refused["custom_id"] == "big" and refused["response"]["status_code"] == 400
+        assert refused["response"]["body"]["error"]["code"] == "request_too_large"
+        assert all("river" not in orjson.dumps(r).decode() for r in received(engines))
+    finally:
+        await stopped(gw)

@@ -329,3 +329,24 @@ async def test_a_batch_past_its_window_ends_with_expired_results(gw: Gateway, en
     assert {cid: r.result.type for cid, r in (await results(claude, created.id)).items()} == {
         "a": "expired", "b": "expired"}
     assert received(engines) == []
+
+
+async def test_a_request_larger_than_a_live_one_may_be_is_errored(tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """A message batch holds up to max_file_bytes; each of its requests no more than a live POST /v1/messages
+    may (gateway.max_body_bytes): a larger one is errored (request_too_large), never read by an engine."""
+    spec = batch_spec(tmp_path)
+    gw = await started(spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_body_bytes": 4000})}),
+                       engines)
+    try:
+        claude, _ = clients(gw)
+        big = "Name a river. " * 400
+        created = await claude.messages.batches.create(requests=[req("big", big), req("small", "hi")])
+        done = await until_ended(claude, created.id)
+        assert (done.request_counts.succeeded, done.request_counts.errored) == (1, 1)
+        got = await results(claude, created.id)
+        big_result = got["big"].result
+        assert big_result.type == "errored" and got["small"].result.type == "succeeded"
+        assert big_result.error.error.type == "request_too_large" and "max_body_bytes" in big_result.error.error.message
+        assert all("river" not in orjson.dumps(r).decode() for r in received(engines))
+    finally:
+        await stopped(gw)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response
 
-from aigrid.errors import ApiError, AuthenticationError, UpstreamFailed
+from aigrid.errors import ApiError, AuthenticationError, InvalidRequest, UpstreamFailed
 from aigrid.gateway.batch_input import Line
 from aigrid.gateway.batch_store import StoredBatch
 from aigrid.gateway.exchange import Exchange
@@ -141,10 +141,15 @@ class LineRun:
         ex = Exchange(f"{self.route_name} {batch.id} custom_id={line.custom_id}", time.time())
         if gw.tracing.enabled:
             ex.trace = gw.tracing.start(self.path(batch), headers)
-        body = line.body()
+        limit = gw.spec.gateway.max_body_bytes
 
         async def read() -> dict[str, Any]:
-            return body
+            """The line's body, no larger than a live request's may be (gateway.max_body_bytes; the line as
+            written, its custom_id, method and url with it): a batch carries nothing a request could not."""
+            if len(line.text) > limit:
+                raise InvalidRequest(f"this request is larger than {limit} bytes, the most one request may hold "
+                                     "(gateway.max_body_bytes)", code="request_too_large")
+            return line.body()
 
         try:
             try:
