@@ -333,6 +333,34 @@ def test_completions_several_prompts_with_n(oai: openai.OpenAI) -> None:
     assert sorted(texts) == [0, 1] and all(texts.values())
 
 
+def test_completions_legacy_logprobs_and_echo(oai: openai.OpenAI) -> None:
+    """llama.cpp ignores `echo` and answers completion log-probabilities in the chat format; the gateway serves
+    OpenAI's legacy lists and the echoed prompt (engines/legacy_completions.py), whole and streamed."""
+    prompt = "The sky is"
+    whole = oai.completions.create(model=MODEL, prompt=prompt, max_tokens=5, logprobs=2, temperature=0,
+                                   extra_headers=EU)
+    text, lp = whole.choices[0].text, whole.choices[0].logprobs
+    assert lp is not None and lp.tokens and lp.token_logprobs and lp.top_logprobs and lp.text_offset
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(lp.text_offset)
+    assert "".join(lp.tokens) == text and lp.text_offset[0] == 0
+    assert all(x is not None and x <= 0 for x in lp.token_logprobs)
+    assert all(1 <= len(top) <= 2 for top in lp.top_logprobs)
+    echoed = oai.completions.create(model=MODEL, prompt=prompt, max_tokens=5, echo=True, temperature=0,
+                                    extra_headers=EU)
+    assert echoed.choices[0].text == prompt + text
+    chunks = list(oai.completions.create(model=MODEL, prompt=prompt, max_tokens=5, echo=True, logprobs=None,
+                                         temperature=0, stream=True, extra_headers=EU))
+    texts = [c.choices[0].text for c in chunks if c.choices]
+    assert texts[0] == prompt and "".join(texts) == prompt + text
+    offsets = [x for c in oai.completions.create(model=MODEL, prompt=prompt, max_tokens=5, logprobs=1, temperature=0,
+                                                 stream=True, extra_headers=EU)
+               for ch in c.choices if ch.logprobs for x in ch.logprobs.text_offset or ()]
+    assert offsets == lp.text_offset
+    with pytest.raises(openai.BadRequestError) as refused:  # the prompt's own log-probabilities: not computed
+        oai.completions.create(model=MODEL, prompt=prompt, max_tokens=1, echo=True, logprobs=1, extra_headers=EU)
+    assert "echo" in str(refused.value)
+
+
 def test_chat_several_choices_and_logprobs(oai: openai.OpenAI) -> None:
     """`n` on an engine that samples one answer a request, and the Responses API's log-probabilities."""
     reply = oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Name a colour."}], n=3,

@@ -27,6 +27,7 @@ from aigrid.agents.tool import ToolContext
 from aigrid.core.types import Candidate, Decision, RequestInfo
 from aigrid.core.urgency import DEFAULT_LEVEL
 from aigrid.engines.fan_out import FanOutEngine
+from aigrid.engines.legacy_completions import LegacyCompletionsEngine, needs_legacy
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NoEligibleEndpoint, NotFound
 from aigrid.gateway.admission import Refused, Ticket
@@ -337,6 +338,8 @@ class Routes:
         wrap = None if loop is None else self._tool_loop(loop, ex)
         if parsed.n is not None and parsed.n > 1:  # `n` choices: the chosen engine asked n times, answers merged
             wrap = _fan_out(parsed.n)
+        if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
+            wrap = _legacy_completions(body, wrap)  # echo and the legacy logprobs where the engine leaves them out
         escalate = None if wrap is not None or parsed.stream or path != CHAT_PATH else self._escalation(body, ex)
         return await self.gw.proxy.forward(path, body, ex.decision, ex.record, parsed.stream, hedge, output=ex.output,
                                            redact_answer=redact if needs_redaction else None, wrap=wrap,
@@ -487,5 +490,15 @@ def _choices(parsed: ChatRequest | CompletionRequest, body: Mapping[str, Any], l
 def _fan_out(n: int) -> Wrap:
     def wrap(engine: Engine, cand: Candidate) -> Engine:
         return FanOutEngine(engine, n)
+
+    return wrap
+
+
+def _legacy_completions(body: Mapping[str, Any], outer: Wrap | None) -> Wrap:
+    """The chosen engine, when its kind ignores `echo` and answers chat-format log-probabilities, behind
+    LegacyCompletionsEngine; `outer` (several choices) then wraps that."""
+    def wrap(engine: Engine, cand: Candidate) -> Engine:
+        inner = LegacyCompletionsEngine(engine) if needs_legacy(engine, body) else engine
+        return inner if outer is None else outer(inner, cand)
 
     return wrap

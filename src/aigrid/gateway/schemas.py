@@ -87,6 +87,10 @@ def _text(message: Message) -> str:
 
 class CompletionRequest(_Common):
     prompt: str | list[str] = Field(min_length=1)
+    echo: bool | None = None
+    logprobs: int | None = Field(default=None, ge=0)
+    """The legacy log-probabilities: the `logprobs` most likely tokens per position (engines/legacy_completions.py
+    serves both fields where the engine ignores them)."""
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else "\n".join(self.prompt)
