@@ -425,3 +425,54 @@ async def test_reading_and_deleting_a_stored_response_is_audited(
         ("GET /v1/responses/{response_id}", "ok", "metered"), ("DELETE /v1/responses/{response_id}", "ok", "metered"),
         ("GET /v1/responses/{response_id}", "error:not_found", "metered")]
     assert await balance(metered) == rows[0]["prompt_tokens"] + rows[0]["completion_tokens"]  # reads cost nothing
+
+
+# --- the calls that keep or change a tenant's state (files, batches, stored responses, conversations) ---------
+UPLOAD = {"file": ("r.jsonl", b'{"custom_id": "a"}\n'), "purpose": (None, "batch")}
+
+
+async def test_a_call_that_changes_state_is_not_served_while_its_record_cannot_be_written(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """A request that reads prompts is refused (503 audit_unavailable) when the audit log cannot take its
+    record; a file upload or a conversation's deletion was served all the same, unaudited. Now refused alike,
+    and nothing changes."""
+    gw = build_gateway(spec_in(tmp_path), fakes, sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        cid = (await c.post("/v1/conversations", json={})).json()["id"]
+        await gw.guard.stop()  # from now on no record can be written
+        deleted = await c.delete(f"/v1/conversations/{cid}")
+        uploaded = await c.post("/v1/files", files=UPLOAD)
+    for r in (deleted, uploaded):
+        assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable", r.text
+    assert gw.conversations.get("default", cid) is not None
+    assert not list((tmp_path / "batches").glob("*/file-*"))
+
+
+async def test_calls_that_keep_state_count_against_the_requests_per_minute(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """requests_per_min bounds a tenant's requests; uploads, batches and conversations were not counted, so a
+    tenant could create files and conversations without limit (filling the disk, or evicting every other
+    tenant's conversations from the shared store). Each such call now counts as a request (no tokens): past the
+    limit, 429 with Retry-After and an audit record; a token budget spent does not stop them."""
+    spec = spec_in(tmp_path)
+    tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=3, tokens_per_min=1))}
+    gw = build_gateway(spec.model_copy(update={"tenants": tenants}), fakes, sleep=_no_sleep)
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            made = [await c.post("/v1/conversations", json={}, headers=TENANT) for _ in range(2)]
+            uploaded = await c.post("/v1/files", files=UPLOAD, headers=TENANT)
+            over = [await c.post("/v1/conversations", json={}, headers=TENANT),
+                    await c.post("/v1/files", files=UPLOAD, headers=TENANT)]
+        assert [r.status_code for r in [*made, uploaded]] == [200, 200, 200], [r.text for r in made]
+        for r in over:
+            assert r.status_code == 429 and "retry-after" in r.headers, r.text
+        assert len(gw.conversations) == 2 and len(list((tmp_path / "batches").glob("metered/file-*"))) == 1
+        rows = await audit_rows(gw)
+        assert [r["outcome"] for r in rows][-2:] == ["error:rate_limit_exceeded"] * 2
+    finally:
+        await gw.guard.stop()

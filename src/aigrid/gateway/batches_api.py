@@ -78,12 +78,12 @@ class BatchesApi:
         return [audited("POST", BATCHES_PATH, self.create), audited("GET", BATCHES_PATH, self.list),
                 audited("GET", one, self.get), audited("POST", cancel, self.cancel)]
 
-    def _caller(self, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
-        return authenticate(self.gw, request, ex)
+    async def _caller(self, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
+        return await authenticate(self.gw, request, ex)
 
     async def create(self, request: Request, ex: Exchange) -> Response:
         gw = self.gw
-        caller, headers = self._caller(request, ex)
+        caller, headers = await self._caller(request, ex)
         raw = await self.pipeline.read_json(request)
         req = validate(BatchCreate, raw)
         if req.endpoint not in ENDPOINTS:
@@ -115,7 +115,7 @@ class BatchesApi:
         return json_response(obj)
 
     async def _found(self, request: Request, ex: Exchange) -> tuple[str, str]:
-        tenant = self._caller(request, ex)[0].tenant
+        tenant = (await self._caller(request, ex))[0].tenant
         bid = request.path_params["batch_id"]
         ex.body = {"batch_id": bid}
         return tenant, bid
@@ -145,7 +145,7 @@ class BatchesApi:
 
     async def list(self, request: Request, ex: Exchange) -> Response:
         q = page_query(request.query_params, max_limit=MAX_LIST)  # newest first; `order` is not OpenAI's here
-        tenant = self._caller(request, ex)[0].tenant
+        tenant = (await self._caller(request, ex))[0].tenant
         page = await self.store.list(tenant, q.after, q.limit)
         if page is None:
             raise InvalidRequest(f"after: no batch {q.after!r}", param="after")

@@ -138,9 +138,9 @@ class ConversationsApi:
                  (item, "GET", self.retrieve_item), (item, "DELETE", self.delete_item)]
         return [audited_route(self.gw, method, path, handler) for path, method, handler in table]
 
-    def _access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
+    async def _access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
         """Who asks, and for which conversation; both noted on the exchange for the audit record (ids only)."""
-        principal, _ = authenticate(self.gw, request, ex)
+        principal, _ = await authenticate(self.gw, request, ex)
         cid = request.path_params.get("conversation_id", "")
         ex.body = {"conversation_id": cid}
         if "item_id" in request.path_params:
@@ -173,7 +173,7 @@ class ConversationsApi:
         return next(iter(chosen)) if chosen is not None and len(chosen) == 1 else None
 
     async def create(self, request: Request, ex: Exchange) -> Response:
-        principal, _ = self._access(request, ex)
+        principal, _ = await self._access(request, ex)
         body = validate(ConversationCreate, await self.pipeline.read_json(request))
         items = conversation_items(body.items or [])
         bound = self._bound_at_creation(principal, request.headers.get(H_RESIDENCY))
@@ -183,12 +183,12 @@ class ConversationsApi:
         return _with_jurisdiction(await self.store.call("create", dataclasses.asdict(conv)), bound)
 
     async def retrieve(self, request: Request, ex: Exchange) -> Response:
-        principal, cid = self._access(request, ex)
+        principal, cid = await self._access(request, ex)
         conv = StoredConversation(**await self._found(request, principal, cid))
         return _with_jurisdiction(conv.public(), conv.jurisdiction)
 
     async def update(self, request: Request, ex: Exchange) -> Response:
-        principal, cid = self._access(request, ex)
+        principal, cid = await self._access(request, ex)
         body = validate(ConversationUpdate, await self.pipeline.read_json(request))
         await self._found(request, principal, cid, writes=True)
         updated = await self.store.call("update", principal.tenant, cid, body.metadata or {})
@@ -197,7 +197,7 @@ class ConversationsApi:
         return json_response(updated)
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
-        principal, cid = self._access(request, ex)
+        principal, cid = await self._access(request, ex)
         await self._found(request, principal, cid)
         if not await self.store.call("delete", principal.tenant, cid):
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
@@ -207,7 +207,7 @@ class ConversationsApi:
         """A page of items (OpenAI's cursor list: `limit` 1-100, default 20; `order` asc or desc, default desc;
         `after` an item id; `include` accepted, nothing to add)."""
         q = page_query(request.query_params)
-        principal, cid = self._access(request, ex)
+        principal, cid = await self._access(request, ex)
         await self._found(request, principal, cid)
         page = await self.store.call("page", principal.tenant, cid, q.after, q.limit, q.order)
         if page is None:
@@ -217,7 +217,7 @@ class ConversationsApi:
         return json_response(page_object(page["data"], page["has_more"]))
 
     async def add_items(self, request: Request, ex: Exchange) -> Response:
-        principal, cid = self._access(request, ex)
+        principal, cid = await self._access(request, ex)
         body = validate(ConversationItemsCreate, await self.pipeline.read_json(request))
         await self._found(request, principal, cid, writes=True)
         added = await self.store.call("append", principal.tenant, cid, conversation_items(body.items), None)
@@ -227,7 +227,7 @@ class ConversationsApi:
         return json_response(page_object(added["items"], False))
 
     async def retrieve_item(self, request: Request, ex: Exchange) -> Response:
-        principal, cid = self._access(request, ex)
+        principal, cid = await self._access(request, ex)
         item_id = request.path_params["item_id"]
         await self._found(request, principal, cid)
         found = await self.store.call("item", principal.tenant, cid, item_id)
@@ -239,7 +239,7 @@ class ConversationsApi:
 
     async def delete_item(self, request: Request, ex: Exchange) -> Response:
         """Removes the item; answers the conversation (as OpenAI does)."""
-        principal, cid = self._access(request, ex)
+        principal, cid = await self._access(request, ex)
         item_id = request.path_params["item_id"]
         await self._found(request, principal, cid)
         deleted = await self.store.call("delete_item", principal.tenant, cid, item_id)

@@ -77,11 +77,11 @@ class FilesApi:
                 audited("GET", one, self.get), audited("DELETE", one, self.delete),
                 audited("GET", content, self.content)]
 
-    def _caller(self, request: Request, ex: Exchange) -> Principal:
-        return authenticate(self.gw, request, ex)[0]
+    async def _caller(self, request: Request, ex: Exchange) -> Principal:
+        return (await authenticate(self.gw, request, ex))[0]
 
     async def upload(self, request: Request, ex: Exchange) -> Response:
-        tenant = self._caller(request, ex).tenant
+        tenant = (await self._caller(request, ex)).tenant
         limit = self.max_bytes + FORM_SLACK
         declared = plain_int(request.headers.get("content-length", ""))
         if declared is not None and declared > limit:
@@ -135,7 +135,7 @@ class FilesApi:
         return upload, purpose, int(time.time()) + after
 
     async def _found(self, request: Request, ex: Exchange) -> StoredFile:
-        tenant = self._caller(request, ex).tenant
+        tenant = (await self._caller(request, ex)).tenant
         fid = request.path_params["file_id"]
         ex.body = {"file_id": fid}
         found = await self.files.get(tenant, fid)
@@ -165,7 +165,7 @@ class FilesApi:
     async def list(self, request: Request, ex: Exchange) -> Response:
         query = request.query_params
         q = page_query(query, default_limit=MAX_LIST, max_limit=MAX_LIST)
-        tenant = self._caller(request, ex).tenant
+        tenant = (await self._caller(request, ex)).tenant
         page = await self.files.list(tenant, purpose=query.get("purpose"), after=q.after, limit=q.limit,
                                      ascending=q.ascending)
         if page is None:

@@ -257,13 +257,26 @@ class Guard:
         authorize(principal, ex.model, jurisdictions=jurisdictions,
                   policy=policy if principal.scopes.policy else None)
         traits = request_traits(body, prompt)  # a malformed body is refused before it costs any quota
-        if self._audit_stopped or (self.audit is not None and not self.audit.accepting()):
-            raise AuditUnavailable("the audit log cannot take records now; the request was not served")
+        self._audit_accepting()
         ex.reservation = await self.quotas.admit(principal, tokens)
         if self.abuse_action != "off":
             ex.abuse = self.abuse.observe(principal.key_id, traits)
             if self.abuse_action == "throttle":
                 ex.abuse.raise_if_throttled()
+
+    async def admit_call(self, ex: Exchange) -> None:
+        """A call that reads no prompt but reads or changes what the tenant keeps (files, batches, stored
+        responses, conversations: routes.authenticate) is admitted like a request: not served while the audit
+        log cannot take its record (503), and counted in requests per minute (429; no tokens), settled by
+        finish like any reservation."""
+        assert ex.principal is not None
+        self._audit_accepting()
+        ex.reservation = await self.quotas.admit(ex.principal, 0, requests_only=True)
+
+    def _audit_accepting(self) -> None:
+        """503 audit_unavailable unless the audit log can take a record now (none configured: always)."""
+        if self._audit_stopped or (self.audit is not None and not self.audit.accepting()):
+            raise AuditUnavailable("the audit log cannot take records now; the request was not served")
 
     async def screen_request(self, ex: Exchange, body: MutableMapping[str, Any], texts: list[ModelText]) -> None:
         """The choke point for a request's own texts: verdicts onto the exchange, 400 when blocked,

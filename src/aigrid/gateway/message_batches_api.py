@@ -119,8 +119,8 @@ class MessageBatchesApi:
                 audited("GET", one, self.get), audited("DELETE", one, self.delete),
                 audited("POST", one + "/cancel", self.cancel), audited("GET", one + "/results", self.results)]
 
-    def _caller(self, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
-        return authenticate(self.gw, request, ex)  # x-api-key is the bearer key, as on /v1/messages
+    async def _caller(self, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
+        return await authenticate(self.gw, request, ex)  # x-api-key is the bearer key, as on /v1/messages
 
     @staticmethod
     def _base(request: Request) -> str:
@@ -128,7 +128,7 @@ class MessageBatchesApi:
 
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, request: Request, ex: Exchange) -> Response:
-        caller, headers = self._caller(request, ex)
+        caller, headers = await self._caller(request, ex)
         raw = await self._read(request)
         data, count = await asyncio.to_thread(self._check, raw)
         bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
@@ -194,7 +194,7 @@ class MessageBatchesApi:
 
     # --- read, list -------------------------------------------------------------------------------------------
     async def _found(self, request: Request, ex: Exchange) -> tuple[str, dict[str, Any]]:
-        tenant = self._caller(request, ex)[0].tenant
+        tenant = (await self._caller(request, ex))[0].tenant
         bid = request.path_params["message_batch_id"]
         ex.body = {"batch_id": bid}
         obj = await self.store.get(tenant, bid, prefix=PREFIX)
@@ -211,7 +211,7 @@ class MessageBatchesApi:
         after, before = query.get("after_id"), query.get("before_id")
         if after is not None and before is not None:
             raise InvalidRequest("after_id: give after_id or before_id, not both", param="after_id")
-        tenant = self._caller(request, ex)[0].tenant
+        tenant = (await self._caller(request, ex))[0].tenant
         page = await self.store.list(tenant, after, limit, before=before, prefix=PREFIX)
         if page is None:
             name = "after_id" if after is not None else "before_id"
@@ -240,7 +240,7 @@ class MessageBatchesApi:
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         """An ended batch, its requests and results are deleted; one still processing: 400 (cancel it first)."""
-        tenant = self._caller(request, ex)[0].tenant
+        tenant = (await self._caller(request, ex))[0].tenant
         bid = request.path_params["message_batch_id"]
         ex.body = {"batch_id": bid}
         obj = await self.store.delete(tenant, bid, prefix=PREFIX)

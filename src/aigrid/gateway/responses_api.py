@@ -346,9 +346,9 @@ class ResponsesApi:
             return await self.book.complete(record, allowed)
         return "stored" if await self.book.put(record, allowed) else "refused"
 
-    def _stored_access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
+    async def _stored_access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
         """(caller, response id) of a GET or DELETE, noted on its exchange for the audit record."""
-        principal, _ = authenticate(self.gw, request, ex)
+        principal, _ = await authenticate(self.gw, request, ex)
         rid = request.path_params["response_id"]
         ex.body = {"response_id": rid}
         return principal, rid
@@ -369,7 +369,7 @@ class ResponsesApi:
         if request.query_params.get("stream", "false").lower() not in ("false", "0"):
             raise InvalidRequest("stream: streaming a stored or background response again is not served; "
                                  "retrieve it without stream", param="stream")
-        found = await self._lookup(*self._stored_access(request, ex))
+        found = await self._lookup(*await self._stored_access(request, ex))
         if isinstance(found, Pending):
             return json_response(_pending_response(found))
         return _stored_response(found)
@@ -379,7 +379,7 @@ class ResponsesApi:
         settled, its record written before this answers when this process runs it; by its own worker within
         background.POLL_S otherwise); one that has ended is returned unchanged; 400 for one not created in
         the background, 404 for none of this tenant's."""
-        principal, rid = self._stored_access(request, ex)
+        principal, rid = await self._stored_access(request, ex)
         found = await self.book.mark(principal.tenant, rid, "cancelled")
         if found is not None and found.status != "completed":  # completed: its answer is stored (stores.py)
             await self.gw.background.cancel(rid)
@@ -396,7 +396,7 @@ class ResponsesApi:
         """The stored response's input items, a page at a time (OpenAI's cursor list: `limit` 1-100, default
         20; `order` asc or desc, default desc; `after` an item id)."""
         q = page_query(request.query_params)
-        principal, rid = self._stored_access(request, ex)
+        principal, rid = await self._stored_access(request, ex)
         found = await self._lookup(principal, rid)
         if isinstance(found, Pending):  # nothing of a background request is kept before its answer
             raise NotFound(f"the background response {rid!r} is {found.status.replace('_', ' ')}: its input "
@@ -408,7 +408,7 @@ class ResponsesApi:
         return json_response(page_object(*paged))
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
-        principal, rid = self._stored_access(request, ex)
+        principal, rid = await self._stored_access(request, ex)
         tenant = principal.tenant
         await self._lookup(principal, rid)
         if not await self.book.delete(tenant, rid):

@@ -49,8 +49,10 @@ class Quotas:
         self.clock = clock
         self.prefix = prefix
 
-    async def admit(self, principal: Principal, tokens: int) -> Reservation:
-        """Count one request reserving `tokens`; raises RateLimited (429, Retry-After) if any limit is hit."""
+    async def admit(self, principal: Principal, tokens: int, *, requests_only: bool = False) -> Reservation:
+        """Count one request reserving `tokens`; raises RateLimited (429, Retry-After) if any limit is hit.
+        `requests_only`: a call that uses no tokens (a file, a batch, a conversation): only requests per minute
+        count, so that a spent token budget does not keep a tenant from its files and results."""
         now = self.clock()
         tokens = max(0, tokens)
         counters: list[tuple[Counter, str]] = []
@@ -60,6 +62,8 @@ class Quotas:
             if limits.requests_per_min is not None:
                 counters.append((_counter(f"{base}:rpm", 1, limits.requests_per_min, 60.0, now),
                                  f"{scope} requests per minute ({limits.requests_per_min})"))
+            if requests_only:
+                continue
             if limits.tokens_per_min is not None:
                 c = _counter(f"{base}:tpm", tokens, limits.tokens_per_min, 60.0, now)
                 counters.append((c, f"{scope} tokens per minute ({limits.tokens_per_min})"))
