@@ -574,3 +574,37 @@ async def test_a_line_larger_than_a_request_may_be_is_refused_like_one(tmp_path:
         assert all("river" not in orjson.dumps(r).decode() for r in received(engines))
     finally:
         await stopped(gw)
+
+
+async def test_a_page_of_files_reads_that_page_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /v1/files read every file row of the tenant into memory and then cut the page out of them, on each
+    call (a tenant with many files: as many rows per list). Now the database returns the page (limit + 1
+    rows); paging with `after` both ways still walks every file once, in order."""
+    from aigrid.gateway import file_store
+
+    store = FileStore(BatchDb(tmp_path))
+    ids = [(await store.add("t", f"{i}.jsonl", "batch", io.BytesIO(b"x"))).id for i in range(30)]
+    await store.add("other", "o.jsonl", "batch", io.BytesIO(b"x"))
+    read = 0
+    real = file_store._row
+
+    def counting(r: sqlite3.Row) -> Any:
+        nonlocal read
+        read += 1
+        return real(r)
+
+    monkeypatch.setattr(file_store, "_row", counting)
+    page = await store.list("t", purpose=None, after=None, limit=2, ascending=False)
+    assert page is not None and [f.id for f in page[0]] == ids[::-1][:2] and page[1] is True
+    assert read <= 3
+    for ascending, order in ((True, ids), (False, ids[::-1])):
+        walked, after, more = [], None, True
+        while more:
+            got = await store.list("t", purpose=None, after=after, limit=7, ascending=ascending)
+            assert got is not None
+            walked += [f.id for f in got[0]]
+            after, more = walked[-1], got[1]
+        assert walked == order
+    assert await store.list("t", purpose=None, after="file-nope", limit=2, ascending=True) is None
+    assert await store.list("other", purpose=None, after=ids[0], limit=2, ascending=True) is None
+    assert (await store.list("t", purpose="batch_output", after=None, limit=2, ascending=True)) == ([], False)

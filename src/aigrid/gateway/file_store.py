@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from aigrid.gateway.batch_db import BatchDb
-from aigrid.gateway.cursor_list import page_after
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HIDDEN = ("message_batch", "message_batch_output")
@@ -127,13 +126,23 @@ class FileStore:
 
     async def list(self, tenant: str, *, purpose: str | None, after: str | None, limit: int,
                    ascending: bool) -> tuple[list[StoredFile], bool] | None:
-        """A page of the tenant's files by creation time, and whether more follow; None: no file `after`."""
+        """A page of the tenant's files by creation time, and whether more follow; None: no file `after`. The
+        database returns the page itself (limit + 1 rows after the cursor), never all the tenant's files."""
+        mine = f"tenant = ? AND {_LIVE} AND {_VISIBLE} AND (? IS NULL OR purpose = ?)"
+        way, past = ("ASC", ">") if ascending else ("DESC", "<")
+
         def page(db: sqlite3.Connection) -> tuple[list[StoredFile], bool] | None:
-            rows = [_row(r) for r in db.execute(
-                f"SELECT * FROM files WHERE tenant = ? AND {_LIVE} AND {_VISIBLE} AND (? IS NULL OR purpose = ?) "
-                f"ORDER BY created_at {'ASC' if ascending else 'DESC'}, rowid {'ASC' if ascending else 'DESC'}",
-                (tenant, int(time.time()), purpose, purpose))]
-            return page_after(rows, [f.id for f in rows], after, limit)
+            args: tuple[Any, ...] = (tenant, int(time.time()), purpose, purpose)
+            cursor = ""
+            if after is not None:
+                r = db.execute(f"SELECT created_at, rowid FROM files WHERE id = ? AND {mine}", (after, *args)).fetchone()
+                if r is None:
+                    return None
+                cursor = f" AND (created_at {past} ? OR (created_at = ? AND rowid {past} ?))"
+                args = (*args, r[0], r[0], r[1])
+            rows = [_row(r) for r in db.execute(f"SELECT * FROM files WHERE {mine}{cursor} "
+                                                f"ORDER BY created_at {way}, rowid {way} LIMIT ?", (*args, limit + 1))]
+            return rows[:limit], len(rows) > limit
 
         return await self.db.read(page)
 
