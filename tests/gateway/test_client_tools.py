@@ -59,13 +59,31 @@ async def test_required_tool_choice_gets_a_call_decoded_under_the_tools_grammar(
 
 async def test_auto_may_answer_and_none_offers_no_tool(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
     oai, engine = scripted
-    engine.replies += [{"content": '{"answer": "I cannot know the weather."}'}, {"content": '{"answer": "Hello."}'}]
+    engine.replies += [{"content": '{"answer": "I cannot know the weather."}'}, {"content": "Hello."}]
     reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER])
     assert reply.choices[0].finish_reason == "stop" and reply.choices[0].message.content == "I cannot know the weather."
     assert '"answer"' in orjson.dumps(engine.received[-1]["response_format"]).decode()
+    # "none" without tool turns: an ordinary chat turn, the client's own messages, no grammar and no tool prompt
     reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER], tool_choice="none")
     assert reply.choices[0].message.content == "Hello."
-    assert "get_weather" not in orjson.dumps(engine.received[-1]["response_format"]).decode()
+    sent = engine.received[-1]
+    assert "response_format" not in sent and "tools" not in sent and sent["messages"] == ASK
+
+
+async def test_none_after_tool_turns_keeps_the_answer_grammar(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """With the client's earlier tool call and result in the conversation (shown to the model as JSON in
+    constrained mode), "none" still answers under the answer-only grammar, so the model cannot imitate a call."""
+    oai, engine = scripted
+    engine.replies += [{"content": '{"answer": "Sunny in Paris."}'}]
+    history = [*ASK, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny, 21 C"}]
+    reply = await oai.chat.completions.create(model="smollm2-135m", messages=history, tools=[WEATHER],
+                                              tool_choice="none")
+    assert reply.choices[0].message.content == "Sunny in Paris."
+    grammar = orjson.dumps(engine.received[-1]["response_format"]).decode()
+    assert '"answer"' in grammar and "get_weather" not in grammar
 
 
 async def test_a_malformed_client_tool_is_the_clients_400(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:

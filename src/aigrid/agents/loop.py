@@ -273,14 +273,19 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         forced = _forced(body.get("tool_choice"), offer) if model_calls == 0 else None
         if forced is not None:
             offer = forced
-        payload = _payload(base, messages, offer, constrained, force_call=forced is not None)
+        # `tool_choice: "none"` in a conversation without tool turns is an ordinary chat turn: no grammar to
+        # answer in, so the answer is the model's prose, and no JSON costs tokens of the client's max_tokens
+        # (with tool turns in the history, shown as JSON in constrained mode, the answer grammar stays: the
+        # model would otherwise imitate them)
+        turn_constrained = constrained and not (none and not _has_tool_turns(messages))
+        payload = _payload(base, messages, offer, turn_constrained, force_call=forced is not None)
         if model_calls and config.max_prompt_chars is not None and _chars(payload) > config.max_prompt_chars:
             yield Finished("", "length", "context_limit", tuple(steps), (), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
         turn_start = clock()
         turn: Turn | None = None
-        async for item in _model_turn(engine, payload, constrained, first=model_calls == 0):
+        async for item in _model_turn(engine, payload, turn_constrained, first=model_calls == 0):
             if isinstance(item, Turn):
                 turn = item
             else:
@@ -323,6 +328,10 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                            tuple(_openai_call(c) for c in client_calls), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
+
+
+def _has_tool_turns(messages: Sequence[Mapping[str, Any]]) -> bool:
+    return any(m.get("tool_calls") or m.get("role") in ("tool", "function") for m in messages)
 
 
 def _chars(payload: Mapping[str, Any]) -> int:
