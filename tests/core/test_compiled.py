@@ -1,0 +1,60 @@
+"""The optional compiled core (scripts/build_core.py, docs/simulator.md "The compiled core"): an extension
+module beside a .py shadows it, so aigrid/core/__init__.py imports the sources whenever one has changed since
+the build, and whenever AIGRID_PURE is set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from hashlib import sha256
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+
+import aigrid.core as core
+
+
+def write_manifest(root: Path) -> None:
+    """What scripts/build_core.py writes after a build."""
+    lines = [f"{sha256(p.read_bytes()).hexdigest()}  {p.relative_to(root).as_posix()}"
+             for p in sorted(root.rglob("*.py"))]
+    (root / core.MANIFEST).write_text("\n".join(lines) + "\n")
+
+
+def test_a_source_changed_added_or_removed_since_the_build_is_stale(tmp_path: Path) -> None:
+    (tmp_path / "scorers").mkdir()
+    (tmp_path / "scheduler.py").write_text("x = 1\n")
+    (tmp_path / "scorers" / "ttft.py").write_text("y = 2\n")
+    assert core.stale_sources(tmp_path) == [core.MANIFEST]  # no manifest: never trust the build
+    write_manifest(tmp_path)
+    assert core.stale_sources(tmp_path) == []
+    (tmp_path / "scorers" / "ttft.py").write_text("y = 3\n")
+    assert core.stale_sources(tmp_path) == ["scorers/ttft.py"]
+    (tmp_path / "scorers" / "ttft.py").write_text("y = 2\n")
+    (tmp_path / "new.py").write_text("")
+    assert core.stale_sources(tmp_path) == ["new.py"]
+    (tmp_path / "new.py").unlink()
+    (tmp_path / "scheduler.py").unlink()
+    assert core.stale_sources(tmp_path) == ["scheduler.py"]
+
+
+def test_the_compiled_modules_are_those_with_an_extension_beside_their_source(tmp_path: Path) -> None:
+    ext = EXTENSION_SUFFIXES[0]
+    (tmp_path / "filters").mkdir()
+    for name in ("scheduler", "filters/tenant"):
+        (tmp_path / f"{name}.py").write_text("")
+        (tmp_path / f"{name}{ext}").write_bytes(b"")
+    (tmp_path / "types.py").write_text("")
+    (tmp_path / f"_compiled__mypyc{ext}").write_bytes(b"")  # mypyc's shared library: no source of its own
+    assert core.compiled_modules(tmp_path) == {"aigrid.core.scheduler": tmp_path / "scheduler.py",
+                                               "aigrid.core.filters.tenant": tmp_path / "filters" / "tenant.py"}
+
+
+def test_aigrid_pure_imports_the_sources() -> None:
+    code = "import aigrid.core as c, aigrid.core.scheduler as s, aigrid.core.scorers.ttft as t; " \
+           "print(c.BUILD, s.__file__, t.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "AIGRID_PURE": "1"},
+                         capture_output=True, text=True, check=True)
+    build, *files = out.stdout.split()
+    assert build == "pure" and all(f.endswith(".py") for f in files), out.stdout
+    assert out.stderr == ""
