@@ -295,3 +295,30 @@ async def test_cached_prompt_tokens_are_reported(scripted: tuple[openai.AsyncOpe
     else:
         usage = (await oai.responses.create(model="smollm2-135m", input="Hello")).usage
     assert usage is not None and (usage.input_tokens, usage.input_tokens_details.cached_tokens) == (900, 768)
+
+
+async def test_input_tokens_are_counted_with_the_stored_history(oai: openai.AsyncOpenAI,
+                                                                fakes: dict[str, FakeEngine]) -> None:
+    """`responses.input_tokens.count`: the router's estimate, the previous turn's history included; no engine is
+    asked; a bad request names the Responses field; an unknown model is a 404."""
+    alone = await oai.responses.input_tokens.count(model="smollm2-135m", input="What is the capital of France?")
+    assert alone.object == "response.input_tokens" and alone.input_tokens > 0
+    assert (await oai.responses.input_tokens.count(input="What is the capital of France?")).input_tokens \
+        == alone.input_tokens  # model left out: any model, the same estimate
+    tools = await oai.responses.input_tokens.count(model="smollm2-135m", input="What is the capital of France?",
+                                                   tools=[FUNCTION])  # type: ignore[list-item]
+    assert tools.input_tokens > alone.input_tokens
+    first = await oai.responses.create(model="smollm2-135m", input="Hi", extra_headers=TOKYO)
+    asked = sum(len(f.received) for f in fakes.values())
+    follow = await oai.responses.input_tokens.count(model="smollm2-135m", input="What is the capital of France?",
+                                                    previous_response_id=first.id)
+    assert follow.input_tokens > alone.input_tokens  # the stored turn counts
+    assert sum(len(f.received) for f in fakes.values()) == asked
+    with pytest.raises(openai.BadRequestError) as bad:
+        await oai.responses.input_tokens.count(model="smollm2-135m", input="x",
+                                               extra_body={"max_output_tokens": -1})
+    assert bad.value.body["param"] == "max_output_tokens"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        await oai.responses.input_tokens.count(model="nope", input="x")
+    with pytest.raises(openai.NotFoundError):
+        await oai.responses.input_tokens.count(model="smollm2-135m", input="x", previous_response_id="resp_nope")

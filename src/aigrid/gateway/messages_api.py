@@ -45,7 +45,7 @@ from aigrid.gateway.messages_translate import (
     prefill_of,
 )
 from aigrid.gateway.relay_response import RelayResponse
-from aigrid.gateway.request_info import CHARS_PER_TOKEN, estimate_prompt_tokens
+from aigrid.gateway.request_info import estimate_input_tokens
 from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Routes
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.authorize import authorize
@@ -127,6 +127,5 @@ class MessagesApi:
             raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
         tools = chat_tools(req)
         chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
-        tool_tokens = len(orjson.dumps(tools.get("tools", []))) // CHARS_PER_TOKEN
-        return Response(orjson.dumps({"input_tokens": estimate_prompt_tokens(chat) + tool_tokens}),
+        return Response(orjson.dumps({"input_tokens": estimate_input_tokens(chat, tools.get("tools", ()))}),
                         media_type=_JSON)

@@ -189,6 +189,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                                                      "Anthropic token count (the router's estimate)",
                                                      _anthropic_errors(400, 401, 403, 404)),
             "/v1/responses": _completion("#/components/schemas/ResponsesRequest", "OpenAI Responses, routed"),
+            "/v1/responses/input_tokens": _completion("#/components/schemas/ResponsesRequest",
+                                                      "OpenAI Responses input token count (the router's estimate)",
+                                                      _errors(400, 401, 403, 404, 503)),
             "/v1/responses/{response_id}": {
                 "get": {"summary": "A stored response, or a background one's current state",
                         "parameters": [_RESPONSE_ID], "responses": {**ok, **_errors(400, 401, 404, 503)}},

@@ -6,8 +6,11 @@ reads what the request itself says."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from math import ceil
+from typing import Any
+
+import orjson
 
 from aigrid.core.types import GeoPoint, RequestInfo
 from aigrid.errors import InvalidRequest, ModelNotFound
@@ -53,6 +56,13 @@ def estimate_prompt_tokens(body: ChatRequest | CompletionRequest) -> int:
     if isinstance(body, ChatRequest):
         return max(1, text_tokens + TEMPLATE_TOKENS_PER_MESSAGE * (len(body.messages) + 2))
     return max(1, text_tokens)
+
+
+def estimate_input_tokens(chat: ChatRequest, tools: Sequence[Any] = ()) -> int:
+    """A chat request's input tokens as the router estimates them, with the tools it offers (their JSON); what
+    the front doors' token-count routes answer (Messages count_tokens, Responses input_tokens)."""
+    tool_tokens = len(orjson.dumps(list(tools))) // CHARS_PER_TOKEN if tools else 0
+    return estimate_prompt_tokens(chat) + tool_tokens
 
 
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],

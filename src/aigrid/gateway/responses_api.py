@@ -38,7 +38,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound, StoreUnavailable, UpstreamFailed
+from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NotFound, StoreUnavailable, UpstreamFailed
 from aigrid.gateway.background import BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
@@ -55,7 +55,7 @@ from aigrid.gateway.front_door import (
     whole_body,
 )
 from aigrid.gateway.relay_response import RelayResponse
-from aigrid.gateway.request_info import H_RESIDENCY, build_request_info
+from aigrid.gateway.request_info import H_RESIDENCY, build_request_info, estimate_input_tokens
 from aigrid.gateway.response_store import FINAL, BrokenHistory, Pending, StoredResponse
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
@@ -79,6 +79,7 @@ from aigrid.gateway.routes import (
     json_response,
 )
 from aigrid.gateway.schemas import ChatRequest
+from aigrid.security.authorize import authorize
 from aigrid.security.principal import Principal
 
 RESPONSES_PATH = "/v1/responses"
@@ -118,7 +119,8 @@ class ResponsesApi:
         items, cancel = path + "/input_items", path + "/cancel"
         return [audited_route(self.gw, "GET", path, self.get), audited_route(self.gw, "DELETE", path, self.delete),
                 audited_route(self.gw, "GET", items, self.list_input_items),
-                audited_route(self.gw, "POST", cancel, self.cancel)]
+                audited_route(self.gw, "POST", cancel, self.cancel),
+                audited_route(self.gw, "POST", RESPONSES_PATH + "/input_tokens", self.input_tokens)]
 
     def _principal(self, headers: dict[str, str]) -> Principal:
         return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
@@ -345,6 +347,28 @@ class ResponsesApi:
         if background:
             return await self.book.complete(record, allowed)
         return "stored" if await self.book.put(record, allowed) else "refused"
+
+    async def input_tokens(self, request: Request, ex: Exchange) -> Response:
+        """POST /v1/responses/input_tokens (the SDKs' `responses.input_tokens.count`): the request's input
+        tokens, with the stored history of its `previous_response_id` or `conversation`, as the router estimates
+        them (the figure that sizes prefill, cost and quota reservations; each engine behind the grid has its own
+        tokenizer). `model` may be left out (any model). Nothing is routed or metered; the call is audited."""
+        principal, headers = await authenticate(self.gw, request, ex)
+        raw = await self.pipeline.read_json(request)
+        ex.body = {k: raw[k] for k in ("model", "previous_response_id", "conversation") if k in raw}
+        raw.setdefault("model", "auto")
+        turn = _Turn()
+        try:
+            await self._prepare(turn, raw, headers)
+            chat = validate(ChatRequest, turn.chat)
+            if chat.model != "auto" and chat.model not in self.gw.known_models:
+                raise ModelNotFound(f"The model '{chat.model}' does not exist on this grid", param="model")
+            authorize(principal, chat.model)
+        except ApiError as e:
+            _own_error(e, turn)
+            raise
+        return json_response({"object": "response.input_tokens",
+                              "input_tokens": estimate_input_tokens(chat, turn.chat.get("tools") or ())})
 
     async def _stored_access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
         """(caller, response id) of a GET or DELETE, noted on its exchange for the audit record."""
