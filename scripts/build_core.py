@@ -41,8 +41,9 @@ COMPILED = (
 )
 """The modules on a decision's path. Left as Python: types.py (the records every layer builds, pickles and
 copies: a compiled frozen dataclass cannot be pickled or deep-copied, and it coerces an int given for a float
-field), plugins.py (the protocols a plugin may subclass; a compiled protocol cannot be subclassed), the
-registry, the baselines, the policies and the fair queue (not per candidate)."""
+field), plugins.py (the protocols a plugin may subclass; a compiled protocol cannot be subclassed), compiling.py
+(mypyc_attr, or its stand-in without mypy), the registry, the baselines, the policies and the fair queue
+(not per candidate). The compiled plugin classes are marked for Python subclasses (core/compiling.py)."""
 
 
 def sources() -> list[Path]:

@@ -58,3 +58,45 @@ def test_aigrid_pure_imports_the_sources() -> None:
     build, *files = out.stdout.split()
     assert build == "pure" and all(f.endswith(".py") for f in files), out.stdout
     assert out.stderr == ""
+
+
+def test_a_plugin_may_subclass_the_core_s_plugins_compiled_or_not() -> None:
+    """The scorers, filters, pickers and Scheduler are marked for Python subclasses (core/compiling.py): a
+    compiled class refuses them otherwise. The scheduler calls the subclass's override."""
+    import random
+
+    from aigrid.core.filters.capacity import HasCapacity
+    from aigrid.core.picker import SloPicker
+    from aigrid.core.plugins import Context, Filter, Verdict
+    from aigrid.core.policies import BUILTIN_POLICIES
+    from aigrid.core.scheduler import Profile, Scheduler, default_profile
+    from aigrid.core.scorers.ttft import TtftScorer
+    from aigrid.core.types import Endpoint, RequestInfo
+    from tests.core.grid import FOUR, view
+
+    class NotFra(HasCapacity):
+        def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
+            return Verdict(False, "no fra") if endpoint.site_id == "fra" else super().check(ctx, endpoint)
+
+    class Flat(TtftScorer):
+        def score(self, *args: object) -> tuple[float, str, tuple[object, ...]]:
+            return 0.5, "flat", ()
+
+    class Open(Filter):  # the protocols stay Python: an explicit subclass is allowed too
+        name = "open"
+
+        def applies(self, ctx: Context) -> bool:
+            return False
+
+        def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
+            raise AssertionError("not applied")
+
+    class Mine(Scheduler):
+        pass
+
+    base = default_profile()
+    scorers = tuple(Flat() if s.axis == "ttft" else s for s in base.scorers)
+    profile = Profile((*base.filters, NotFra(name="not-fra"), Open()), scorers, type("P", (SloPicker,), {})())
+    d = Mine(profile)(RequestInfo("r", "small", 200), view(FOUR), BUILTIN_POLICIES["balanced"], random.Random(0))
+    assert [(r.site_id, r.filter) for r in d.rejected] == [("fra", "not-fra")]
+    assert d.ranked and all(c.scores["ttft"] == 0.5 for c in d.ranked)

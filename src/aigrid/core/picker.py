@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from aigrid.core.compiling import mypyc_attr
 from aigrid.core.types import Candidate, Policy, Rng
 
 
@@ -48,6 +49,7 @@ def _tpot_ok(c: Candidate, policy: Policy) -> bool:
     return limit is None or tpot is None or tpot <= limit
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class TieBreakPicker:
     name: str = "weighted-random-tiebreak"
@@ -56,6 +58,7 @@ class TieBreakPicker:
         return tuple(by_total(candidates, policy.tie_tolerance, rng))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class SloPicker:
     name: str = "slo-gate"

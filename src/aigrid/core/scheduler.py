@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from math import inf
 
+from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import Context, Filter, Picker, Scorer, Verdict
 from aigrid.core.predict import committed_ms, in_system, predict, warm_cache
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
@@ -37,6 +38,7 @@ Check = Callable[[Context, Endpoint], Verdict]
 """A filter's bound check method."""
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class Profile:
     """The plugins one scheduling run uses, in order."""
@@ -59,6 +61,7 @@ def default_profile() -> Profile:
     )
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True)
 class Scheduler:
     """Holds a profile so that callers on the hot path build it once."""

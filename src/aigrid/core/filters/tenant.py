@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import PASS, Context, Verdict
 from aigrid.core.types import Endpoint
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class TenantSites:
     name: str = "tenant"
@@ -22,6 +24,7 @@ class TenantSites:
         return Verdict(False, f"site {endpoint.site_id} not allowed for tenant {ctx.request.tenant}")
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class NotExcluded:
     name: str = "retry"

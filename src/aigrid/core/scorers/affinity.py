@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
+from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import Context, Score
 from aigrid.core.predict import in_system, prefill_ms
 from aigrid.core.right_size import smallest_eligible_params
@@ -65,6 +66,7 @@ def model_fit(ctx: Context, endpoint: Endpoint) -> float:
     return 0.4
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class AffinityScorer:
     axis: str = "affinity"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import Context, Score, clamp01
 from aigrid.core.types import Endpoint, EndpointState, Prediction, RequestInfo
 
@@ -17,6 +18,7 @@ def request_cost_usd(request: RequestInfo, endpoint: Endpoint) -> float:
             + request.max_output_tokens * endpoint.price_out_per_mtok) / 1e6
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class CostScorer:
     axis: str = "cost"

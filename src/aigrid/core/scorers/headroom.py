@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import Context, Score, clamp01
 from aigrid.core.types import Endpoint, EndpointState, Prediction, Site
 
@@ -30,6 +31,7 @@ def power_draw_w(site: Site, endpoint: Endpoint, state: EndpointState,
     return site.idle_power_w + (site.peak_power_w - site.idle_power_w) * util, "estimated"
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class HeadroomScorer:
     axis: str = "headroom"

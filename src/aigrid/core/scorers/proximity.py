@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import Context, Score, clamp01
 from aigrid.core.types import Circuit, Endpoint, EndpointState, Prediction
 
 HALF_DISTANCE_KM = 2000.0
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class ProximityScorer:
     axis: str = "proximity"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import Context, Score, clamp01
 from aigrid.core.types import Endpoint, EndpointState, Prediction
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class TtftScorer:
     axis: str = "ttft"
