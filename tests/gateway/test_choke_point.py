@@ -179,9 +179,9 @@ async def test_every_route_blocks_the_attack_where_it_sits(walk: tuple[httpx.Asy
 
 
 def test_the_walk_covers_every_front_door(tmp_path: Path) -> None:
-    """Every POST route has a row above, but two that no generating model reads: embeddings (the input
-    becomes vectors), Anthropic's count_tokens (the gateway counts, no engine is called) and a background
-    response's cancel (no text); and the Conversations API's, which keep items that a model reads only
+    """Every POST route has a row above, but those that no generating model reads: embeddings (the input
+    becomes vectors), Anthropic's count_tokens and the Responses input_tokens (the gateway counts, no engine
+    is called) and a background response's cancel (no text); and the Conversations API's, which keep items that a model reads only
     through a response in the conversation (test_conversation_items_are_screened_when_a_response_reads_them);
     and the Batch API's: an uploaded file and a batch are read by a model only line by line, each line through
     the pipeline (test_an_attack_inside_a_batch_line_is_blocked_and_recorded), and a batch's cancel has no text;
@@ -191,7 +191,8 @@ def test_the_walk_covers_every_front_door(tmp_path: Path) -> None:
     gw = build_gateway(spec, {e.id: ScriptedEngine([]) for e in spec.endpoints}, rng=random.Random(2),
                        sleep=_no_sleep)
     audited = {r.path for r in build_app(gw).routes if getattr(r, "methods", None) and "POST" in r.methods}
-    unread = {"/v1/embeddings", "/v1/messages/count_tokens", "/v1/responses/{response_id}/cancel", "/v1/conversations",
+    unread = {"/v1/embeddings", "/v1/messages/count_tokens", "/v1/responses/input_tokens",
+              "/v1/responses/{response_id}/cancel", "/v1/conversations",
               "/v1/conversations/{conversation_id}", "/v1/conversations/{conversation_id}/items",
               "/v1/files", "/v1/batches", "/v1/batches/{batch_id}/cancel", "/v1/messages/batches",
               "/v1/messages/batches/{message_batch_id}/cancel"}
