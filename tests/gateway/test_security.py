@@ -182,7 +182,10 @@ async def test_decisions_are_only_readable_by_their_tenant_or_an_operator(
     everyone = (await c.get("/v1/decisions", headers=auth(keys["ops"]))).json()["data"]
     assert {d["id"] for d in everyone} >= {bank_id, other_id}
     assert error(await c.get("/v1/grid"), 401)
-    assert (await c.get("/v1/grid", headers=auth(keys["bank"]))).status_code == 200
+    tenant_view = await c.get("/v1/grid", headers=auth(keys["bank"]))
+    assert tenant_view.status_code == 200 and all("url" not in e for e in tenant_view.json()["endpoints"])
+    ops_view = (await c.get("/v1/grid", headers=auth(keys["ops"]))).json()["endpoints"]  # engines' addresses
+    assert ops_view and all(e["url"].startswith("fake://") for e in ops_view)
 
 
 async def test_the_model_list_needs_a_key_and_shows_what_the_key_may_use(

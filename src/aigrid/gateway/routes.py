@@ -432,7 +432,8 @@ class Routes:
         return json_response({"data": records})
 
     async def grid(self, request: Request) -> Response:
-        self.gw.guard.reader(request.headers.get("authorization"))  # any valid key: no tenant data here
+        # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator
+        operator = self.gw.guard.reader(request.headers.get("authorization")) is None
         view = self.gw.store.snapshot()
         sites = {s.id: {"name": s.name, "lat": s.location.lat, "lon": s.location.lon,
                         "jurisdiction": s.jurisdiction, "hardware": s.hardware} for s in view.sites.values()}
@@ -440,7 +441,7 @@ class Routes:
         for e in view.endpoints:
             st = self.gw.store.state(e.id)  # fresh, so telemetry_age_s grows while an engine is silent
             endpoints.append({"id": e.id, "site": e.site_id, "model": e.model, "engine": e.engine,
-                              "url": self.gw.engines[e.id].base_url,
+                              **({"url": self.gw.engines[e.id].base_url} if operator else {}),
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
                               "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
                               "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4), "reason": st.reason,
