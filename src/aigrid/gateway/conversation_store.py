@@ -12,7 +12,8 @@ alone and the workers of one gateway (`--workers N`, whose hub holds the one sto
 same code; a caller never holds a reference into the store.
 
 This store lives in this gateway's memory (or its hub's) and does not survive a restart: at most `max_bytes`
-of items and metadata (as JSON), the conversation written to longest ago evicted first; a response naming an
+of items and metadata (as JSON); over it, the conversation written to longest ago of the tenant holding the most
+is evicted first (fair_lru.py: a tenant cannot push out the others' conversations); a response naming an
 evicted conversation gets a 404, never an answer without its history. A jurisdiction named in
 `gateway.stores` keeps its conversations in that Redis instead (stores_redis.py runs these same operations
 on each conversation it reads), shared by every gateway that names it (stores.py).
@@ -23,13 +24,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from aigrid.gateway.cursor_list import page_after
+from aigrid.gateway.fair_lru import FairLru
 
 log = logging.getLogger("aigrid.gateway")
 MAX_BYTES = 256 * 1024 * 1024
@@ -61,9 +62,7 @@ def _size(value: Any) -> int:
 
 class ConversationStore:
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
-        self._max = max_bytes
-        self._all: OrderedDict[tuple[str, str], StoredConversation] = OrderedDict()
-        self._bytes = 0
+        self._all: FairLru[StoredConversation] = FairLru(max_bytes)
 
     def __len__(self) -> int:
         return len(self._all)
@@ -72,35 +71,30 @@ class ConversationStore:
     def create(self, conv: StoredConversation) -> StoredConversation:
         conv.items = _unique_ids(conv.items, set())
         conv.size = _size(conv.items) + _size(conv.metadata)
-        self._all[(conv.tenant, conv.id)] = conv
-        self._grew(conv, conv.size)
+        self._all.put(conv.tenant, conv.id, conv, conv.size)
         return conv
 
     def get(self, tenant: str, cid: str) -> StoredConversation | None:
-        return self._all.get((tenant, cid))
+        return self._all.get(tenant, cid)
 
     def update(self, tenant: str, cid: str, metadata: dict[str, str]) -> StoredConversation | None:
-        conv = self._all.get((tenant, cid))
+        conv = self._all.get(tenant, cid)
         if conv is not None:
             grown = _size(metadata) - _size(conv.metadata)
             conv.metadata = metadata
             conv.size += grown
-            self._grew(conv, grown)
+            self._all.resize(tenant, cid, grown)
         return conv
 
     def delete(self, tenant: str, cid: str) -> bool:
-        conv = self._all.pop((tenant, cid), None)
-        if conv is None:
-            return False
-        self._bytes -= conv.size
-        return True
+        return self._all.pop(tenant, cid) is not None
 
     def append(self, tenant: str, cid: str, items: list[dict[str, Any]],
                bind: str | None = None) -> tuple[list[dict[str, Any]], str | None] | None:
         """`items` added at the end (an id already in the conversation replaced by a new one); `bind`: the
         jurisdiction of the site that served them, which binds a conversation not yet bound. The items as
         stored and the conversation's jurisdiction; None: no such conversation."""
-        conv = self._all.get((tenant, cid))
+        conv = self._all.get(tenant, cid)
         if conv is None:
             return None
         added = _unique_ids(items, {str(item.get("id")) for item in conv.items})
@@ -112,14 +106,14 @@ class ConversationStore:
                         cid, tenant, conv.jurisdiction, bind)
         grown = _size(added)
         conv.size += grown
-        self._grew(conv, grown)
+        self._all.resize(tenant, cid, grown)
         return added, conv.jurisdiction
 
     def page(self, tenant: str, cid: str, after: str | None, limit: int,
              order: str) -> tuple[list[dict[str, Any]], bool] | None:
         """A page of items (OpenAI's cursor list) and whether more follow; None: no such conversation.
         Raises KeyError(after) for an `after` that is not an item of it."""
-        conv = self._all.get((tenant, cid))
+        conv = self._all.get(tenant, cid)
         if conv is None:
             return None
         items = conv.items if order == "asc" else conv.items[::-1]
@@ -130,7 +124,7 @@ class ConversationStore:
 
     def delete_item(self, tenant: str, cid: str, item_id: str) -> bool | None:
         """True: removed; False: no such item; None: no such conversation."""
-        conv = self._all.get((tenant, cid))
+        conv = self._all.get(tenant, cid)
         if conv is None:
             return None
         for i, item in enumerate(conv.items):
@@ -138,17 +132,9 @@ class ConversationStore:
                 del conv.items[i]
                 shrunk = _size(item)
                 conv.size -= shrunk
-                self._bytes -= shrunk
+                self._all.resize(tenant, cid, -shrunk, newest=False)
                 return True
         return False
-
-    def _grew(self, conv: StoredConversation, grown: int) -> None:
-        """`conv` was written: it is the newest; the oldest others go while the store is over its budget."""
-        self._all.move_to_end((conv.tenant, conv.id))
-        self._bytes += grown
-        while self._bytes > self._max and len(self._all) > 1:
-            _, old = self._all.popitem(last=False)
-            self._bytes -= old.size
 
     # --- the wire form (the workers' hub, and a gateway alone through the same code) --------------------------
     def apply(self, op: str, arg: list[Any]) -> Any:
@@ -182,7 +168,8 @@ class ConversationStore:
             return {"item": next((item for item in conv.items if item.get("id") == rest[0]), None)}
         if op == "delete_item":  # the conversation's object once removed; False: no such item
             done = self.delete_item(tenant, cid, rest[0])
-            return done if not done else self._all[(tenant, cid)].public()
+            conv = self.get(tenant, cid) if done else None
+            return done if conv is None else conv.public()
         raise ValueError(f"unknown conversation operation {op!r}")
 
 

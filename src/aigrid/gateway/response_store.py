@@ -9,13 +9,14 @@ no site of that jurisdiction can serve, the follow-up is refused, never moved.
 
 A record keeps only its own turn (the new input and the answer) and the id of the response it continued;
 the history is the chain of turns, read back within the one partition, so a long conversation costs memory
-linear in its length. Each partition holds at most `max_bytes` of turns, oldest evicted first; a follow-up
-whose chain lost a turn to eviction is refused (404), never answered from a partial history.
+linear in its length. Each partition holds at most `max_bytes` of turns; over it, the tenant holding the most
+loses its oldest first (fair_lru.py: a tenant cannot push out the others' conversations); a follow-up whose
+chain lost a turn to eviction is refused (404), never answered from a partial history.
 
 A background response (`background: true`, background.py) is announced before any site is chosen by a
 placeholder (`Pending`: its id, tenant, model, creation time, status and, once it failed, the error), kept
-outside the partitions because it holds no conversation content; at most `max_pending` of them, oldest out
-first. Its answer is stored like any other, into its site's partition, and the placeholder dropped in the
+outside the partitions because it holds no conversation content; at most `max_pending` of them, the oldest
+of the tenant holding the most out first. Its answer is stored like any other, into its site's partition, and the placeholder dropped in the
 same step (`complete`), so that a cancel either comes first (nothing is stored) or finds the answer; a run
 that ends without an answer (failed, cancelled) leaves only its placeholder with the final status.
 
@@ -28,11 +29,12 @@ conversation gets a 404, never another region's copy (docs/responses-api.md).
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from aigrid.gateway.fair_lru import FairLru
 
 log = logging.getLogger("aigrid.gateway")
 MAX_BYTES = 256 * 1024 * 1024
@@ -96,10 +98,8 @@ class BrokenHistory(LookupError):
 class ResponseStore:
     def __init__(self, max_bytes: int = MAX_BYTES, max_pending: int = PENDING_MAX) -> None:
         self._max = max_bytes
-        self._partitions: dict[str, OrderedDict[tuple[str, str], StoredResponse]] = {}
-        self._bytes: dict[str, int] = {}
-        self._pending: OrderedDict[tuple[str, str], Pending] = OrderedDict()
-        self._max_pending = max_pending
+        self._partitions: dict[str, FairLru[StoredResponse]] = {}  # per jurisdiction, each within max_bytes
+        self._pending: FairLru[Pending] = FairLru(max_pending)  # a count: each placeholder weighs 1
 
     def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
         """Keep `record` in its jurisdiction's partition; refuses (False) a jurisdiction the tenant may not use."""
@@ -107,29 +107,26 @@ class ResponseStore:
             return False
         record.size = len(orjson.dumps(record.turn)) + len(orjson.dumps(record.response)) + \
             len(orjson.dumps(record.inputs))
-        j = record.jurisdiction
-        part = self._partitions.setdefault(j, OrderedDict())
-        part[(record.tenant, record.id)] = record
-        self._bytes[j] = self._bytes.get(j, 0) + record.size
-        while self._bytes[j] > self._max and len(part) > 1:
-            _, old = part.popitem(last=False)
-            self._bytes[j] -= old.size
+        part = self._partitions.get(record.jurisdiction)
+        if part is None:
+            part = self._partitions[record.jurisdiction] = FairLru(self._max)
+        part.put(record.tenant, record.id, record, record.size)
         return True
 
     def get(self, tenant: str, response_id: str) -> StoredResponse | None:
         for part in self._partitions.values():
-            found = part.get((tenant, response_id))
+            found = part.get(tenant, response_id)
             if found is not None:
                 return found
         return None
 
     def history(self, record: StoredResponse) -> list[dict[str, Any]]:
         """The whole conversation up to and including `record`, read from its own partition only."""
-        part = self._partitions.get(record.jurisdiction, OrderedDict())
+        part = self._partitions.get(record.jurisdiction)
         turns = [record.turn]
         previous = record.previous
         while previous is not None:
-            earlier = part.get((record.tenant, previous))
+            earlier = part.get(record.tenant, previous) if part is not None else None
             if earlier is None:
                 raise BrokenHistory(previous)
             turns.append(earlier.turn)
@@ -137,12 +134,7 @@ class ResponseStore:
         return [message for turn in reversed(turns) for message in turn]
 
     def delete(self, tenant: str, response_id: str) -> bool:
-        for j, part in self._partitions.items():
-            found = part.pop((tenant, response_id), None)
-            if found is not None:
-                self._bytes[j] -= found.size
-                return True
-        return False
+        return any(part.pop(tenant, response_id) is not None for part in self._partitions.values())
 
     def jurisdictions_of(self, tenant: str, response_id: str) -> list[str]:
         """Every partition holding this response (tests check that it is exactly one)."""
@@ -150,18 +142,16 @@ class ResponseStore:
 
     # --- background placeholders ------------------------------------------------------------------------
     def add_pending(self, pending: Pending) -> None:
-        self._pending[(pending.tenant, pending.id)] = pending
-        while len(self._pending) > self._max_pending:
-            self._pending.popitem(last=False)
+        self._pending.put(pending.tenant, pending.id, pending, 1)
 
     def lookup(self, tenant: str, response_id: str) -> StoredResponse | Pending | None:
         """The stored response, else its background placeholder (one step: never neither while it moves)."""
-        return self.get(tenant, response_id) or self._pending.get((tenant, response_id))
+        return self.get(tenant, response_id) or self._pending.get(tenant, response_id)
 
     def mark(self, tenant: str, response_id: str, status: str, error: dict[str, Any] | None = None) -> Pending | None:
         """A placeholder moved on to `status` (`cancelled` is the client's cancel); one in a final status
         stays as it is (a cancel wins over the failure the cancelled run reports next)."""
-        found = self._pending.get((tenant, response_id))
+        found = self._pending.get(tenant, response_id)
         if found is not None and found.status not in FINAL:
             found.status, found.error = status, error
         return found
@@ -170,24 +160,23 @@ class ResponseStore:
         """A background response's answer, stored in its site's partition with its placeholder dropped, in
         one step: "stored"; "cancelled" when the client's cancel came first (nothing stored); "refused" when
         the partition refused it (put): the placeholder then says failed."""
-        key = (record.tenant, record.id)
-        found = self._pending.get(key)
+        found = self._pending.get(record.tenant, record.id)
         if found is not None and found.status == "cancelled":
             return "cancelled"
         if not self.put(record, allowed):
             self.mark(record.tenant, record.id, "failed", dict(REFUSED))
             return "refused"
-        self._pending.pop(key, None)
+        self._pending.pop(record.tenant, record.id)
         return "stored"
 
     def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
         """Of these (tenant, id), the ids whose placeholder says cancelled (a worker's runs to stop)."""
         return [rid for tenant, rid in keys
-                if (found := self._pending.get((tenant, rid))) is not None and found.status == "cancelled"]
+                if (found := self._pending.get(tenant, rid)) is not None and found.status == "cancelled"]
 
     def delete_pending(self, tenant: str, response_id: str) -> Pending | None:
         """The placeholder, removed only when its run has ended (a running one must be cancelled first)."""
-        found = self._pending.get((tenant, response_id))
+        found = self._pending.get(tenant, response_id)
         if found is not None and found.status in FINAL:
-            del self._pending[(tenant, response_id)]
+            self._pending.pop(tenant, response_id)
         return found
