@@ -18,7 +18,8 @@ them (workers.py), behind a Unix socket.
 - Stored Responses-API answers (response_store.py, same partitions per jurisdiction), so a follow-up with
   previous_response_id finds its conversation whichever worker serves it; and the placeholders of background
   responses (no conversation content), so any worker answers GET and cancel of one that another worker runs:
-  a cancel marks the placeholder, and the worker that runs it stops it when it next asks (background.py).
+  a cancel marks the placeholder, and the worker that runs it stops it when it next asks (background.py);
+  and the event logs of streamed background responses (event_log.py), so a resume on any worker reads them.
 - Conversations-API conversations (conversation_store.py, ops `conversation_*`), so any worker serves them and
   the responses in them.
 - Abuse signals over all workers: each worker sends the digests of its requests in one batch per
@@ -230,6 +231,14 @@ class Hub:
         if op == "response_mark":
             tenant, rid, status, error = arg
             return _asdict(self.responses.mark(tenant, rid, status, error))
+        if op == "response_events_append":
+            tenant, rid, first, events, ended = arg
+            self.responses.events.append(str(tenant), str(rid), int(first), [str(e) for e in events], bool(ended))
+            return None
+        if op == "response_events_read":
+            tenant, rid, after, limit = arg
+            got = self.responses.events.read(str(tenant), str(rid), int(after), int(limit))
+            return None if got is None else [got[0], got[1]]
         tenant, rid = arg
         if op == "response_lookup":
             found_any = self.responses.lookup(tenant, rid)
@@ -240,6 +249,8 @@ class Hub:
             return _asdict(self.responses.delete_pending(tenant, rid))
         if op == "response_delete":
             return self.responses.delete(tenant, rid)
+        if op == "response_events_delete":
+            return self.responses.events.delete(tenant, rid)
         found = self.responses.get(tenant, rid)
         if op == "response_get":
             return None if found is None else dataclasses.asdict(found)

@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.gateway.event_log import EventLogs
 from aigrid.gateway.fair_lru import FairLru
 
 log = logging.getLogger("aigrid.gateway")
@@ -100,6 +101,8 @@ class ResponseStore:
         self._max = max_bytes
         self._partitions: dict[str, FairLru[StoredResponse]] = {}  # per jurisdiction, each within max_bytes
         self._pending: FairLru[Pending] = FairLru(max_pending)  # a count: each placeholder weighs 1
+        self.events = EventLogs()
+        """The event logs of background responses created with stream (event_log.py): bounded on their own."""
 
     def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
         """Keep `record` in its jurisdiction's partition; refuses (False) a jurisdiction the tenant may not use."""

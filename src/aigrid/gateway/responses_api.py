@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -44,6 +44,7 @@ from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
 from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_stored_in
 from aigrid.gateway.cursor_list import page_after, page_object, page_query
+from aigrid.gateway.event_log import FOLLOW_POLL_S, TERMINAL, LogWriter, event, kind_of, split
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
     aigrid_headers,
@@ -79,10 +80,15 @@ from aigrid.gateway.routes import (
     json_response,
 )
 from aigrid.gateway.schemas import ChatRequest
+from aigrid.gateway.stores import ResponseBook
 from aigrid.security.authorize import authorize
 from aigrid.security.principal import Principal
 
 RESPONSES_PATH = "/v1/responses"
+_SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+KEEPALIVE_S = 2.0
+ORPHAN_S = 5.0
+"""A reader of an event log: a comment every KEEPALIVE_S of silence; its writer checked every ORPHAN_S."""
 _PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
 """Pipeline errors name chat fields; these are their Responses names."""
 STOPPED = {"code": "server_error", "message": "the gateway stopped before this background response finished"}
@@ -174,9 +180,6 @@ class ResponsesApi:
         if req.background and not req.store:
             raise InvalidRequest("background: true requires store: true (a background response is kept to be "
                                  "retrieved with GET /v1/responses/{id})", param="background")
-        if req.background and req.stream:
-            raise InvalidRequest("background: true with stream: true is not served; create it without stream "
-                                 "and poll GET /v1/responses/{id}", param="stream")
         turn.principal = self._principal(headers)
         history: list[dict[str, Any]] = []
         if req.conversation is not None:
@@ -218,14 +221,25 @@ class ResponsesApi:
             raise
         rid, created, tenant = new_id("resp"), int(time.time()), turn.principal.tenant
         ex.body = {"response_id": rid, "background": True}  # its record; the prompt is the run's
+        writer = None
+        if turn.req.stream:  # its event log, begun before it is announced: a resume finds it from the start
+            writer = LogWriter(self.book.events_home(turn.principal.scopes.jurisdictions), tenant, rid)
+            queued = response_object(turn.req, rid, created, [], status="queued")
+            await writer.open([event("response.created", 0, response=queued),
+                               event("response.queued", 1, response=queued)])
         await self.book.pending_add(Pending(rid, tenant, turn.req.model, created))
-        gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created),
+        gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, writer),
                             self.book.cancelled if self.book.shared else None)
+        if writer is not None:  # the create's own stream: the log from its start, followed live
+            return RelayResponse(self._follow(writer.store, tenant, rid, -1), 200, _SSE)
         return json_response(pending_object(rid, turn.req.model, created, "queued"))
 
-    async def _run(self, turn: _Turn, headers: dict[str, str], rid: str, created: int) -> None:
+    async def _run(self, turn: _Turn, headers: dict[str, str], rid: str, created: int,
+                   writer: LogWriter | None = None) -> None:
         """One background request through the pipeline, in an Exchange of its own closed like an audited
-        route's; every exit leaves the response in a final status."""
+        route's; every exit leaves the response in a final status. With `writer` (created with stream) it is
+        served streamed, as a live streamed request is, and its events go to its event log, which every exit
+        ends (the stream's own last event, else one made from the final status)."""
         gw, tenant = self.gw, turn.principal.tenant
         ex = Exchange(BACKGROUND_ROUTE, time.time())
         if gw.tracing.enabled:
@@ -238,6 +252,10 @@ class ResponsesApi:
             try:
                 await self.book.mark(tenant, rid, "in_progress")
                 resp = await self._route(turn, headers, read, ex)
+                if writer is not None and is_event_stream(resp):
+                    assert isinstance(resp, RelayResponse)
+                    await self._stream(turn, resp, rid, created, ex, writer)
+                    return
                 body = await whole_body(resp)
                 gw.background.ending(rid)
             except asyncio.CancelledError:  # the client's cancel, or the gateway stopping
@@ -264,7 +282,120 @@ class ResponsesApi:
                 log.error("background response %s: its answer could not be stored: %s", rid, e)
                 ex.outcome = "error:internal"
         finally:
-            await close_exchange(gw, ex)
+            try:
+                if writer is not None and not writer.ended:
+                    await self._end_log(writer)
+            finally:
+                await close_exchange(gw, ex)
+
+    async def _stream(self, turn: _Turn, resp: RelayResponse, rid: str, created: int, ex: Exchange,
+                      writer: LogWriter) -> None:
+        """A streamed background run's answer into its event log (responses_stream's events, numbered on from
+        the log's). Its last event is written only when it says what the response now is: an answer stored
+        (completed, incomplete) or the stream's failure (the placeholder failed first); an answer not kept
+        (its cancel came first, its store refused it) is ended by _run from the placeholder's status."""
+        tenant, outcome = turn.principal.tenant, []
+
+        async def keep(final: dict[str, Any]) -> None:
+            self.gw.background.ending(rid)
+            outcome.append(await self._keep_background(turn, final, aigrid_headers(resp), ex))
+
+        chunks = restream(resp, lambda ev: responses_stream(ev, turn.req, rid, keep, created=created,
+                                                            seq=writer.next))
+        try:
+            async for chunk in chunks:
+                events = split(chunk)
+                last = bool(events) and kind_of(events[-1]) in TERMINAL
+                if last and not outcome:  # the stream broke: response.failed, no answer
+                    self.gw.background.ending(rid)
+                    failed = orjson.loads(events[-1].split("data: ", 1)[1])["response"]
+                    await self._end(tenant, rid, "failed", failed.get("error"))
+                elif last and outcome[0] != "stored":
+                    events, last = events[:-1], False
+                await writer.write(events, last=last)
+        finally:
+            await chunks.aclose()
+
+    async def _keep_background(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str],
+                               ex: Exchange) -> str:
+        """A background run's answer stored (its placeholder dropped) and added to its conversation: the
+        outcome of _store."""
+        outcome = await self._store(turn, final, headers, background=True)
+        if outcome == "cancelled":  # the client's cancel came first: the answer is not kept
+            ex.outcome = "cancelled"
+        elif outcome == "stored":
+            await self._add_turn(turn, final, headers)
+        return outcome
+
+    async def _end_log(self, writer: LogWriter) -> None:
+        """The log's last event, from the response's final status (a store that does not answer: logged)."""
+        try:
+            last = await self._last_event(writer.tenant, writer.rid, writer.next)
+        except (ConnectionError, StoreUnavailable) as e:
+            log.error("background response %s: its event log could not be ended: %s", writer.rid, e)
+            return
+        await writer.write([last], last=True)
+
+    async def _last_event(self, tenant: str, rid: str, seq: int) -> str:
+        """The event that ends a streamed background response, from what is stored of it: its Response in
+        response.completed or response.incomplete; failed or cancelled (OpenAI's stream has no event of its
+        own for a cancel) in response.failed, the Response's `status` saying which, as GET shows it; gone
+        (deleted, expired): an `error` event."""
+        found = await self.book.lookup(tenant, rid)
+        if isinstance(found, StoredResponse):
+            status = found.response.get("status")
+            return event("response.incomplete" if status == "incomplete" else "response.completed", seq,
+                         response=found.response)
+        if isinstance(found, Pending):
+            return event("response.failed", seq, response=_pending_response(found))
+        return event("error", seq, code="response_gone", param=None,
+                     message=f"the response {rid!r} is no longer stored (deleted or expired)")
+
+    async def _follow(self, store: ResponseBook, tenant: str, rid: str, after: int) -> AsyncIterator[bytes]:
+        """A response's event log after number `after`, followed until its last event. Idle, a comment every
+        KEEPALIVE_S (a client that left is noticed, proxies keep the connection); idle ORPHAN_S twice while
+        the response has a final status, its writer is taken as gone (its store refused an append, its
+        process died after its status): the stream ends with the event made from that status."""
+        idle, checked, stale = 0.0, 0.0, False
+        while True:
+            try:
+                got = await store.events_read(tenant, rid, after)
+                if got is None:
+                    yield event("error", after + 1, code="event_log_gone", param=None,
+                                message=f"the event log of response {rid!r} is gone (deleted, expired or evicted "
+                                        "from a full store); retrieve the response without stream").encode()
+                    return
+                events, ended = got
+                if events:
+                    after += len(events)
+                    idle, checked, stale = 0.0, 0.0, False
+                    yield "".join(events).encode()
+                if ended:
+                    return
+                if events:
+                    continue
+                await asyncio.sleep(FOLLOW_POLL_S)
+                idle += FOLLOW_POLL_S
+                if idle >= KEEPALIVE_S:
+                    idle = 0.0
+                    yield b": waiting\n\n"
+                checked += FOLLOW_POLL_S
+                if checked >= ORPHAN_S:
+                    checked = 0.0
+                    found = await self.book.lookup(tenant, rid)
+                    if not (isinstance(found, StoredResponse) or (found is not None and found.status in FINAL)):
+                        stale = False
+                    elif stale:
+                        log.warning("response %s: its event log ended with no last event; its stream ends from "
+                                    "its status", rid)
+                        yield (await self._last_event(tenant, rid, after + 1)).encode()
+                        return
+                    else:
+                        stale = True
+            except StoreUnavailable as e:
+                log.warning("the stream of response %s ends: %s", rid, e.message)
+                yield event("error", after + 1, code="store_unavailable", param=None, message=e.message).encode()
+                return
 
     async def _end(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None) -> None:
         """A run's final status onto its placeholder (a store that does not answer: logged, the run still
@@ -291,11 +422,7 @@ class ResponsesApi:
             ex.error = e
             await self._end(tenant, rid, "failed", error_object(e))
             return
-        outcome = await self._store(turn, final, aigrid_headers(resp), background=True)
-        if outcome == "cancelled":  # the client's cancel came first: the answer is not kept
-            ex.outcome = "cancelled"
-        elif outcome == "stored":
-            await self._add_turn(turn, final, aigrid_headers(resp))
+        await self._keep_background(turn, final, aigrid_headers(resp), ex)
 
     async def _add_turn(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str]) -> None:
         """This request's input items and the answer's output items, added to its `conversation` (whether or
@@ -389,11 +516,26 @@ class ResponsesApi:
         return found
 
     async def get(self, request: Request, ex: Exchange) -> Response:
-        """A stored response, or a background one's current state (its placeholder)."""
-        if request.query_params.get("stream", "false").lower() not in ("false", "0"):
-            raise InvalidRequest("stream: streaming a stored or background response again is not served; "
-                                 "retrieve it without stream", param="stream")
-        found = await self._lookup(*await self._stored_access(request, ex))
+        """A stored response, or a background one's current state (its placeholder); with `stream=true` (a
+        background response created with stream) its events after `starting_after`, followed to its end."""
+        stream = request.query_params.get("stream", "false").lower() not in ("false", "0")
+        after = -1
+        if stream and "starting_after" in request.query_params:
+            raw = request.query_params["starting_after"]
+            if not raw.isdigit() or len(raw) > 18:
+                raise InvalidRequest(f"starting_after: {raw!r} is not a sequence number (an integer, 0 or more)",
+                                     param="starting_after")
+            after = int(raw)
+        principal, rid = await self._stored_access(request, ex)
+        found = await self._lookup(principal, rid)
+        if stream:
+            store = await self.book.events_find(principal.tenant, rid)
+            if store is None:
+                raise InvalidRequest(f"stream: response {rid!r} was not created with background: true and stream: "
+                                     "true, so it has no events to stream again; retrieve it without stream",
+                                     param="stream")
+            ex.body = {"response_id": rid, "stream": True, "starting_after": after}
+            return RelayResponse(self._follow(store, principal.tenant, rid, after), 200, _SSE)
         if isinstance(found, Pending):
             return json_response(_pending_response(found))
         return _stored_response(found)
@@ -442,6 +584,7 @@ class ResponsesApi:
             if pending.status not in FINAL:
                 raise InvalidRequest(f"the background response {rid!r} is still {pending.status.replace('_', ' ')}:"
                                      " cancel it first (POST /v1/responses/{id}/cancel)", param="response_id")
+        await self.book.events_delete(tenant, rid)  # a streamed one's event log goes with it
         return json_response({"id": rid, "object": "response", "deleted": True})
 
 

@@ -7,7 +7,8 @@
     (a server-side tool run is one mcp_call item, added and done at once), and
     response.completed (or response.incomplete / response.failed) with the whole Response.
 
-Every event carries its sequence_number. `on_done` receives the final Response (to store it).
+Every event carries its sequence_number (from `seq`: a streamed background response's continue its event
+log's, event_log.py). `on_done` receives the final Response (to store it).
 """
 
 from __future__ import annotations
@@ -44,8 +45,8 @@ OnDone = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 class _Events:
-    def __init__(self) -> None:
-        self.seq = 0
+    def __init__(self, seq: int = 0) -> None:
+        self.seq = seq
 
     def __call__(self, kind: str, **data: Any) -> bytes:
         payload = {"type": kind, "sequence_number": self.seq, **data}
@@ -123,10 +124,13 @@ class _Output:
 
 
 async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesRequest, rid: str,
-                           on_done: OnDone) -> AsyncIterator[bytes]:
-    ev = _Events()
-    created = int(time.time())
-    yield ev("response.created", response=response_object(req, rid, created, [], status="in_progress"))
+                           on_done: OnDone, *, created: int | None = None, seq: int = 0) -> AsyncIterator[bytes]:
+    """`seq`: the first sequence_number; above 0, response.created was sent already (a background response's
+    event log: created and queued when it was accepted, responses_api.py)."""
+    ev = _Events(seq)
+    created = int(time.time()) if created is None else created
+    if seq == 0:
+        yield ev("response.created", response=response_object(req, rid, created, [], status="in_progress"))
     yield ev("response.in_progress", response=response_object(req, rid, created, [], status="in_progress"))
     out = _Output(ev)
     finish: str | None = None

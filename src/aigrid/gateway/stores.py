@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from aigrid.errors import StoreUnavailable
 from aigrid.gateway.conversation_store import ConversationStore
+from aigrid.gateway.event_log import READ_MAX
 from aigrid.gateway.response_store import REFUSED, Pending, ResponseStore, StoredResponse
 from aigrid.spec.models import UNBOUND_STORE
 
@@ -71,6 +72,18 @@ class ResponseBook(Protocol):
     async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]: ...
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None: ...
+
+    async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
+        """A streamed background response's events numbered first, first + 1... (event_log.py); `ended`: its
+        last."""
+        ...
+
+    async def events_read(self, tenant: str, rid: str, after: int,
+                          limit: int = READ_MAX) -> tuple[list[str], bool] | None:
+        """Its events after number `after`, and whether they reach its last; None: no log here."""
+        ...
+
+    async def events_delete(self, tenant: str, rid: str) -> bool: ...
 
 
 class ConversationBook(Protocol):
@@ -114,6 +127,16 @@ class MemoryResponses:
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
         return self.store.delete_pending(tenant, rid)
+
+    async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
+        self.store.events.append(tenant, rid, first, events, ended)
+
+    async def events_read(self, tenant: str, rid: str, after: int,
+                          limit: int = READ_MAX) -> tuple[list[str], bool] | None:
+        return self.store.events.read(tenant, rid, after, limit)
+
+    async def events_delete(self, tenant: str, rid: str) -> bool:
+        return self.store.events.delete(tenant, rid)
 
 
 class MemoryConversations:
@@ -168,6 +191,17 @@ class HubResponses:
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
         return await _hub(self.hub.response_pending_delete(tenant, rid))
+
+    async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
+        await _hub(self.hub.call("response_events_append", [tenant, rid, first, events, ended]))
+
+    async def events_read(self, tenant: str, rid: str, after: int,
+                          limit: int = READ_MAX) -> tuple[list[str], bool] | None:
+        got = await _hub(self.hub.call("response_events_read", [tenant, rid, after, limit]))
+        return None if got is None else ([str(e) for e in got[0]], bool(got[1]))
+
+    async def events_delete(self, tenant: str, rid: str) -> bool:
+        return bool(await _hub(self.hub.call("response_events_delete", [tenant, rid])))
 
 
 class HubConversations:
@@ -254,6 +288,28 @@ class Responses:
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
         return await self._pending.pending_delete(tenant, rid)
+
+    def events_home(self, allowed: frozenset[str] | None) -> ResponseBook:
+        """Where a streamed background response's event log is written (it holds the answer's text): the store
+        of the tenant's jurisdiction when its key may use exactly one (where its answer will be stored), else
+        the placeholders' (`unbound`, else memory or the hub), as an unbound conversation's items."""
+        if allowed is not None and len(allowed) == 1:
+            return self.home(next(iter(allowed)))
+        return self._pending
+
+    async def events_find(self, tenant: str, rid: str) -> ResponseBook | None:
+        """The store holding this response's event log (every store asked at once), None: none has one."""
+        done, down = await _ask(self._all, lambda s: s.events_read(tenant, rid, -1, 1))
+        found = next((store for store, answer in done if answer is not None), None)
+        if found is None and down is not None:
+            raise down
+        return found
+
+    async def events_delete(self, tenant: str, rid: str) -> bool:
+        done, down = await _ask(self._all, lambda s: s.events_delete(tenant, rid))
+        if down is not None:
+            raise down
+        return any(answer for _, answer in done)
 
     async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
         """A background answer stored and its placeholder dropped: in one step where one store holds both

@@ -9,6 +9,15 @@ Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last writte
   (expired, evicted by Redis's maxmemory policy, deleted) breaks the chain: BrokenHistory, a 404.
 - `pending:{<tenant>}:<id>`: a background placeholder (no conversation content), a hash of Pending's fields
   (`error` as JSON, "" none); only in the store named `unbound`.
+- `events:{<tenant>}:<id>`: the event log of a background response created with stream (event_log.py), a
+  Redis Stream: one entry per Responses event, its ID `<sequence_number>-1` (XADD with that explicit ID:
+  an event written twice or out of order is refused by Redis), field `e` the SSE event, and `end` on the
+  log's last. Written by the run that owns the response (XADD, in one MULTI with the key's EXPIRE); read
+  with XRANGE from the reader's `starting_after`, polled every event_log.FOLLOW_POLL_S while nothing is new
+  rather than held in XREAD BLOCK: a blocked read holds one connection of the pool (64, shared by every
+  store call of the process, each call given 1 s) per reader for as long as it waits, so a few dozen idle
+  readers would starve the stores. In the store of the tenant's one jurisdiction when its key may use
+  only one, else in `unbound` (stores.Responses.events_home).
 - `conv:{<tenant>}:<id>`: a conversation, the JSON of StoredConversation; changed by reading it, running
   conversation_store.ConversationStore's own operation on it, and writing it back unless another gateway
   wrote it meanwhile (WATCH/MULTI/EXEC, tried again): the same code as in memory.
@@ -36,6 +45,7 @@ from redis.exceptions import RedisError, WatchError
 
 from aigrid.errors import StoreUnavailable
 from aigrid.gateway.conversation_store import ConversationStore, StoredConversation
+from aigrid.gateway.event_log import READ_MAX
 from aigrid.gateway.response_store import FINAL, REFUSED, BrokenHistory, Pending, StoredResponse, may_store
 from aigrid.spec.models import UNBOUND_STORE
 
@@ -229,6 +239,42 @@ class RedisResponses:
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
         raw = await self._g(self._pending_delete(keys=[self.pending_key(tenant, rid)]))
         return None if raw is None else _pending(raw)
+
+    def events_key(self, tenant: str, rid: str) -> str:
+        return f"{self._p}events:{{{tenant}}}:{rid}"
+
+    async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
+        key = self.events_key(tenant, rid)
+
+        async def write() -> None:
+            pipe = self._r.pipeline(transaction=True)
+            for i, event in enumerate(events):
+                fields = {"e": event, "end": "1"} if ended and i == len(events) - 1 else {"e": event}
+                pipe.xadd(key, fields, id=f"{first + i}-1")  # type: ignore[arg-type]
+            pipe.expire(key, self._ttl)
+            await pipe.execute()
+
+        await self._g(write())
+
+    async def events_read(self, tenant: str, rid: str, after: int,
+                          limit: int = READ_MAX) -> tuple[list[str], bool] | None:
+        key = self.events_key(tenant, rid)
+
+        async def read() -> list[Any]:
+            pipe = self._r.pipeline(transaction=True)  # one snapshot: the events and the log's last
+            pipe.xrange(key, min=f"{after + 1}-0", max="+", count=limit)
+            pipe.xrevrange(key, max="+", min="-", count=1)
+            return list(await pipe.execute())
+
+        got, last = await self._g(read())
+        if not last:
+            return None
+        last_id, last_fields = last[0]
+        ended = b"end" in last_fields and int(last_id.split(b"-")[0]) <= after + len(got)
+        return [fields[b"e"].decode() for _, fields in got], ended
+
+    async def events_delete(self, tenant: str, rid: str) -> bool:
+        return bool(await self._g(self._r.delete(self.events_key(tenant, rid))))
 
 
 class RedisConversations:
