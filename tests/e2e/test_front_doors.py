@@ -230,6 +230,24 @@ def test_responses_in_the_background(oai: openai.OpenAI) -> None:
     assert got.headers["x-aigrid-stored-jurisdiction"] == "EU"
     assert done.usage is not None and 0 < done.usage.output_tokens <= 16
     assert oai.responses.cancel(created.id).status == done.status
+    # streamed: the create's events from response.created (queued), left after a few; a resume with
+    # starting_after reads every later event exactly once, to the stored answer
+    stream = oai.responses.create(model=MODEL, input="Name a river.", max_output_tokens=16, background=True,
+                                  stream=True, extra_headers=EU)
+    first = []
+    for event in stream:
+        first.append(event)
+        if len(first) == 4:
+            break
+    stream.close()
+    assert [e.type for e in first[:2]] == ["response.created", "response.queued"]
+    assert [e.sequence_number for e in first] == [0, 1, 2, 3]
+    rest = list(oai.responses.retrieve(first[0].response.id, stream=True, starting_after=3))
+    assert [e.sequence_number for e in rest] == list(range(4, 4 + len(rest)))
+    assert rest[-1].type in ("response.completed", "response.incomplete")
+    streamed = "".join(e.delta for e in first + rest if e.type == "response.output_text.delta")
+    assert streamed.strip() and streamed == rest[-1].response.output_text
+    assert oai.responses.retrieve(first[0].response.id).output_text == streamed
 
 
 def test_a_batch_runs_on_the_grid(oai: openai.OpenAI) -> None:

@@ -252,3 +252,51 @@ async def test_a_resume_on_another_worker_reads_the_log_through_the_hub(
             await gw.hub.aclose()
         await on_a.close()
         await on_b.close()
+
+
+# --- two gateways on one Redis: the log is a Redis Stream ---------------------------------------------------
+async def test_a_resume_on_another_gateway_reads_the_redis_stream_live(tmp_path: Path) -> None:
+    import redis
+
+    from tests.gateway.test_response_store_redis import close, side, url
+    from tests.security.redis_server import redis_server
+
+    with redis_server(tmp_path) as port:
+        stores = {"EU": url(port), "JP": url(port), "unbound": url(port, 1)}
+        a, b = await side(tmp_path / "a", stores), await side(tmp_path / "b", stores)
+        for e in a.engines.values():
+            e.words, e.word_delay_s = WORDS, 0.02
+        r0, r1 = redis.Redis(port=port, db=0), redis.Redis(port=port, db=1)
+        try:
+            create = asyncio.create_task(read_all(await a.oai.responses.create(
+                model="smollm2-135m", input="Count", background=True, stream=True)))
+            for _ in range(300):  # the create's stream is read whole by the in-process transport: find its key
+                keys = r1.keys("aigrid:demo:events:*")
+                if keys:
+                    break
+                await asyncio.sleep(0.01)
+            key = keys[0].decode()
+            rid = key.rsplit(":", 1)[1]
+            live = await read_all(await b.oai.responses.retrieve(rid, stream=True))  # B follows A's run live
+            created = await create
+            assert [e.model_dump() for e in live] == [e.model_dump() for e in created]
+            assert [e.sequence_number for e in live] == list(range(len(live)))
+            assert live[-1].type == "response.completed" and live[-1].response.output_text == "".join(WORDS)
+            assert r1.xlen(key) == len(live) and 0 < r1.ttl(key) <= 30 * 86400
+            resumed = await read_all(await b.oai.responses.retrieve(rid, stream=True, starting_after=10))
+            assert [e.sequence_number for e in resumed] == list(range(11, len(live)))
+            # a key that may use one jurisdiction: its log is written in that jurisdiction's store
+            bank = a.oai.with_options(default_headers={"x-aigrid-tenant": "eu-bank"})
+            banked = await read_all(await bank.responses.create(model="smollm2-135m", input="Count",
+                                                                background=True, stream=True))
+            bank_key = f"aigrid:demo:events:{{eu-bank}}:{banked[0].response.id}"
+            assert r0.exists(bank_key) and not r1.exists(bank_key)
+            on_b = b.oai.with_options(default_headers={"x-aigrid-tenant": "eu-bank"})
+            assert len(await read_all(await on_b.responses.retrieve(banked[0].response.id, stream=True))) == \
+                len(banked)
+            await b.oai.responses.delete(rid)  # deleted with its response, from any gateway
+            assert not r1.exists(key)
+        finally:
+            await close(a, b)
+            r0.close()
+            r1.close()
