@@ -199,6 +199,37 @@ async def test_a_firewall_block_ends_the_stream_failed_and_redaction_applies_to_
         await client.close()
 
 
+async def test_a_log_its_store_stops_taking_ends_its_readers_from_the_final_status(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    from aigrid.errors import StoreUnavailable
+    from aigrid.gateway import responses_api
+
+    monkeypatch.setattr(responses_api, "ORPHAN_S", 0.1)
+    gw = await _gateway(tmp_path, _engines(tmp_path, delay_s=0.0))
+    client = openai_client(build_app(gw))  # builds the stores
+    assert gw.stores is not None
+    book = gw.stores.responses.events_home(None)
+    append = book.events_append
+
+    async def refuse_the_run(tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
+        if first >= 2:  # the create's two events are taken, the run's are not
+            raise StoreUnavailable("the store did not answer")
+        await append(tenant, rid, first, events, ended)
+
+    monkeypatch.setattr(book, "events_append", refuse_the_run)
+    try:
+        events = await read_all(await client.with_options(default_headers=TENANT).responses.create(
+            model="smollm2-135m", input="Count", background=True, stream=True))
+        assert [e.type for e in events] == ["response.created", "response.queued", "response.completed"]
+        assert [e.sequence_number for e in events] == [0, 1, 2]
+        assert events[-1].response.output_text == "".join(WORDS)  # the run went on, its answer stored
+        assert "its event log could not be written" in caplog.text
+    finally:
+        await gw.background.stop()
+        await gw.guard.stop()
+        await client.close()
+
+
 async def test_the_log_is_bounded_per_response_and_in_all() -> None:
     book = MemoryResponses.__new__(MemoryResponses)
     from aigrid.gateway.response_store import ResponseStore
@@ -300,3 +331,58 @@ async def test_a_resume_on_another_gateway_reads_the_redis_stream_live(tmp_path:
             await close(a, b)
             r0.close()
             r1.close()
+
+
+# --- `aigrid gateway --workers 2`, real processes: the log in the hub ---------------------------------------
+def test_two_worker_processes_resume_a_streamed_background_response(tmp_path: Path) -> None:
+    """Each resume opens a new connection, which the kernel gives to either worker: every one reads the same
+    events after N from the hub, whichever worker runs the response."""
+    import sys
+
+    import orjson
+
+    from aigrid.bench.procs import Proc, tree
+    from aigrid.engines.llama_server import free_ports
+    from tests.gateway.test_workers import spec
+
+    emu_port = free_ports(2)
+    emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
+                            "--engines", "2", "--decode-base-ms", "60", "--prefill-base-ms", "1"], tmp_path).start()
+    gw: Proc | None = None
+    try:
+        emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
+        gw_port = free_port()
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port)))
+        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
+                  tmp_path, cwd=tmp_path).start()
+        base = f"http://127.0.0.1:{gw_port}"
+        gw.wait_ready(f"{base}/livez", timeout_s=120)
+        assert len([p for p in tree(gw.pid) if p != gw.pid]) == 2
+
+        def client() -> openai.OpenAI:  # a new connection pool: a new connection
+            return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
+
+        first = []
+        with client() as oai:
+            stream = oai.responses.create(model="emulated", input="Count", max_output_tokens=30,
+                                          background=True, stream=True)
+            for event in stream:
+                first.append(event)
+                if len(first) == 4:
+                    break
+            stream.close()
+        rid = first[0].response.id
+        resumes = []
+        for _ in range(4):
+            with client() as oai:
+                resumes.append([e.model_dump() for e in oai.responses.retrieve(rid, stream=True, starting_after=3)])
+        assert all(r == resumes[-1] for r in resumes)
+        assert [e["sequence_number"] for e in resumes[0]] == list(range(4, 4 + len(resumes[0])))
+        assert resumes[0][-1]["type"] in ("response.completed", "response.incomplete")
+        with client() as oai:
+            assert oai.responses.retrieve(rid).status == resumes[0][-1]["response"]["status"]
+    finally:
+        if gw is not None:
+            gw.stop()
+        emu.stop()
