@@ -221,9 +221,9 @@ class ResponsesApi:
             raise
         rid, created, tenant = new_id("resp"), int(time.time()), turn.principal.tenant
         ex.body = {"response_id": rid, "background": True}  # its record; the prompt is the run's
-        writer = None
+        writer, home = None, self.book.events_home(turn.principal.scopes.jurisdictions)
         if turn.req.stream:  # its event log, begun before it is announced: a resume finds it from the start
-            writer = LogWriter(self.book.events_home(turn.principal.scopes.jurisdictions), tenant, rid)
+            writer = LogWriter(home, tenant, rid)
             queued = response_object(turn.req, rid, created, [], status="queued")
             await writer.open([event("response.created", 0, response=queued),
                                event("response.queued", 1, response=queued)])
@@ -231,7 +231,7 @@ class ResponsesApi:
         gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, writer),
                             self.book.cancelled if self.book.shared else None)
         if writer is not None:  # the create's own stream: the log from its start, followed live
-            return RelayResponse(self._follow(writer.store, tenant, rid, -1), 200, _SSE)
+            return RelayResponse(self._follow(home, tenant, rid, -1), 200, _SSE)
         return json_response(pending_object(rid, turn.req.model, created, "queued"))
 
     async def _run(self, turn: _Turn, headers: dict[str, str], rid: str, created: int,
@@ -314,7 +314,9 @@ class ResponsesApi:
                     events, last = events[:-1], False
                 await writer.write(events, last=last)
         finally:
-            await chunks.aclose()
+            aclose = getattr(chunks, "aclose", None)  # the relay released however this ends
+            if aclose is not None:
+                await aclose()
 
     async def _keep_background(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str],
                                ex: Exchange) -> str:

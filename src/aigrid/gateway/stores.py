@@ -307,9 +307,11 @@ class Responses:
 
     async def events_delete(self, tenant: str, rid: str) -> bool:
         done, down = await _ask(self._all, lambda s: s.events_delete(tenant, rid))
+        if any(answer for _, answer in done):
+            return True
         if down is not None:
             raise down
-        return any(answer for _, answer in done)
+        return False
 
     async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
         """A background answer stored and its placeholder dropped: in one step where one store holds both
