@@ -23,6 +23,9 @@ a task of the gateway (background.py) with an Exchange of its own, closed like a
 (routes.close_exchange: quota settled, audit record written). Until its answer is stored (in its site's
 jurisdiction, like any), GET answers from a placeholder without conversation content
 (response_store.Pending); a run that ends without an answer leaves the placeholder failed or cancelled.
+With `stream: true` the run is served streamed and its Responses events go to the response's event log
+(event_log.py, in the stores of stores.py); the create answers a reader of that log, and
+GET /v1/responses/{id}?stream=true&starting_after=N another one (`_follow`), on any worker or replica.
 """
 
 from __future__ import annotations
