@@ -146,6 +146,20 @@ async def test_cancel_ends_the_stream_with_the_cancelled_response(tmp_path: Path
         assert (await run_record(gw))["outcome"] == "cancelled" and inflight(gw) == 0
 
 
+async def test_a_gateway_that_stops_ends_the_stream_failed_after_settling_and_auditing(tmp_path: Path) -> None:
+    gw = await _gateway(tmp_path, _engines(tmp_path, tuple(f" w{i}" for i in range(400)), 0.02))
+    async with served(gw) as oai:
+        stream = await oai.responses.create(model="smollm2-135m", input="Count", background=True, stream=True)
+        seen: list[Any] = []
+        async for event in stream:
+            seen.append(event)
+            if len(seen) == 6:
+                await gw.background.stop()  # what the lifespan does first
+        assert seen[-1].type == "response.failed" and seen[-1].response.status == "failed"
+        assert "stopped" in seen[-1].response.error.message
+        assert (await run_record(gw))["outcome"] == "cancelled" and inflight(gw) == 0
+
+
 async def test_get_stream_of_one_created_without_stream_is_a_400_and_another_tenants_a_404(
         tmp_path: Path) -> None:
     engines = _engines(tmp_path, delay_s=0.0)
