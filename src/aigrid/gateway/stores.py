@@ -229,6 +229,17 @@ async def _ask(stores: Iterable[T], call: Callable[[T], Awaitable[Any]]) -> tupl
     return done, down
 
 
+async def _removed(stores: Iterable[T], remove: Callable[[T], Awaitable[bool]]) -> bool:
+    """`remove` on every store at once: True once one removed it, though another did not answer (ids carry no
+    jurisdiction: at most one holds it); else the first refusal (StoreUnavailable), or False."""
+    done, down = await _ask(stores, remove)
+    if any(answer for _, answer in done):
+        return True
+    if down is not None:
+        raise down
+    return False
+
+
 class Responses:
     """The gateway's ResponseBook: each jurisdiction's records in its own store, the placeholders in one."""
 
@@ -269,12 +280,7 @@ class Responses:
         return await self.home(record.jurisdiction).put(record, allowed)
 
     async def delete(self, tenant: str, rid: str) -> bool:
-        done, down = await _ask(self._all, lambda s: s.delete(tenant, rid))
-        if any(answer for _, answer in done):
-            return True
-        if down is not None:
-            raise down
-        return False
+        return await _removed(self._all, lambda s: s.delete(tenant, rid))
 
     async def pending_add(self, pending: Pending) -> None:
         await self._pending.pending_add(pending)
@@ -306,12 +312,7 @@ class Responses:
         return found
 
     async def events_delete(self, tenant: str, rid: str) -> bool:
-        done, down = await _ask(self._all, lambda s: s.events_delete(tenant, rid))
-        if any(answer for _, answer in done):
-            return True
-        if down is not None:
-            raise down
-        return False
+        return await _removed(self._all, lambda s: s.events_delete(tenant, rid))
 
     async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
         """A background answer stored and its placeholder dropped: in one step where one store holds both
