@@ -387,10 +387,15 @@ async def test_any_worker_polls_and_cancels_a_run_another_worker_owns(tmp_path: 
         with pytest.raises(openai.NotFoundError):
             await on_b.with_options(default_headers=OTHER).responses.retrieve(done.id)
     finally:
-        for gw in (a, b):
-            await gw.background.stop()
-            await gw.guard.stop()
-            assert gw.hub is not None
-            await gw.hub.aclose()
-        await on_a.close()
-        await on_b.close()
+        await close_hub_pair((a, b), (on_a, on_b))
+
+
+async def close_hub_pair(gateways: tuple[Gateway, ...], clients: tuple[openai.AsyncOpenAI, ...]) -> None:
+    """Two gateways sharing a hub, as workers do: their runs stopped, their audit writers and hub clients closed."""
+    for gw in gateways:
+        await gw.background.stop()
+        await gw.guard.stop()
+        assert gw.hub is not None
+        await gw.hub.aclose()
+    for client in clients:
+        await client.close()

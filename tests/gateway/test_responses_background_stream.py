@@ -33,6 +33,7 @@ from tests.gateway.test_responses_background import (
     TENANT,
     Stalling,
     balance,
+    close_hub_pair,
     ended,
     hub_path,  # noqa: F401, F811 (a fixture)
     inflight,
@@ -290,13 +291,7 @@ async def test_a_resume_on_another_worker_reads_the_log_through_the_hub(
             await on_b.with_options(default_headers=OTHER).responses.retrieve(rid, stream=True)
         assert a.responses.events.read("metered", rid, -1) is None  # in the hub, not the worker's memory
     finally:
-        for gw in (a, b):
-            await gw.background.stop()
-            await gw.guard.stop()
-            assert gw.hub is not None
-            await gw.hub.aclose()
-        await on_a.close()
-        await on_b.close()
+        await close_hub_pair((a, b), (on_a, on_b))
 
 
 # --- two gateways on one Redis: the log is a Redis Stream ---------------------------------------------------
