@@ -454,8 +454,9 @@ async def test_calls_that_keep_state_count_against_the_requests_per_minute(
         tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
     """requests_per_min bounds a tenant's requests; uploads, batches and conversations were not counted, so a
     tenant could create files and conversations without limit (filling the disk, or evicting every other
-    tenant's conversations from the shared store). Each such call now counts as a request (no tokens): past the
-    limit, 429 with Retry-After and an audit record; a token budget spent does not stop them."""
+    tenant's conversations from the shared store). Each such call that writes now counts as a request (no
+    tokens): past the limit, 429 with Retry-After and an audit record; a token budget spent does not stop them;
+    reads are not counted."""
     spec = spec_in(tmp_path)
     tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=3, tokens_per_min=1))}
     gw = build_gateway(spec.model_copy(update={"tenants": tenants}), fakes, sleep=_no_sleep)
@@ -468,11 +469,16 @@ async def test_calls_that_keep_state_count_against_the_requests_per_minute(
             uploaded = await c.post("/v1/files", files=UPLOAD, headers=TENANT)
             over = [await c.post("/v1/conversations", json={}, headers=TENANT),
                     await c.post("/v1/files", files=UPLOAD, headers=TENANT)]
+            # reads are not counted: a tenant at its limit still polls and lists what it keeps
+            reads = [await c.get(f"/v1/conversations/{made[0].json()['id']}", headers=TENANT),
+                     await c.get("/v1/files", headers=TENANT),
+                     await c.get(f"/v1/files/{uploaded.json()['id']}", headers=TENANT)]
+        assert [r.status_code for r in reads] == [200, 200, 200], [r.text for r in reads]
         assert [r.status_code for r in [*made, uploaded]] == [200, 200, 200], [r.text for r in made]
         for r in over:
             assert r.status_code == 429 and "retry-after" in r.headers, r.text
         assert len(gw.conversations) == 2 and len(list((tmp_path / "batches").glob("metered/file-*"))) == 1
         rows = await audit_rows(gw)
-        assert [r["outcome"] for r in rows][-2:] == ["error:rate_limit_exceeded"] * 2
+        assert [r["outcome"] for r in rows][-5:] == ["error:rate_limit_exceeded"] * 2 + ["ok"] * 3
     finally:
         await gw.guard.stop()

@@ -264,14 +264,16 @@ class Guard:
             if self.abuse_action == "throttle":
                 ex.abuse.raise_if_throttled()
 
-    async def admit_call(self, ex: Exchange) -> None:
+    async def admit_call(self, ex: Exchange, *, counted: bool = True) -> None:
         """A call that reads no prompt but reads or changes what the tenant keeps (files, batches, stored
         responses, conversations: routes.authenticate) is admitted like a request: not served while the audit
-        log cannot take its record (503), and counted in requests per minute (429; no tokens), settled by
-        finish like any reservation."""
+        log cannot take its record (503); `counted` (a call that writes: creates, changes, deletes), counted in
+        requests per minute (429; no tokens), settled by finish like any reservation. A read is not counted,
+        so that polling a background response or a batch does not spend the tenant's requests."""
         assert ex.principal is not None
         self._audit_accepting()
-        ex.reservation = await self.quotas.admit(ex.principal, 0, requests_only=True)
+        if counted:
+            ex.reservation = await self.quotas.admit(ex.principal, 0, requests_only=True)
 
     def _audit_accepting(self) -> None:
         """503 audit_unavailable unless the audit log can take a record now (none configured: always)."""
