@@ -41,7 +41,7 @@ from typing import Any
 from aigrid.gateway.batch_input import Line, read_input
 from aigrid.gateway.batch_line import LineResult
 from aigrid.gateway.batch_output import BatchOutput, Progress
-from aigrid.gateway.batch_store import FINAL, BatchStore, StoredBatch
+from aigrid.gateway.batch_store import FINAL, BatchStore, StoredBatch, start_cancelling
 from aigrid.gateway.file_store import FileStore
 from aigrid.gateway.messages_api import MESSAGES_PATH
 from aigrid.spec.models import BatchSpec
@@ -128,11 +128,18 @@ class BatchRunner:
         run = self._runs[bid] = _Run(bid)
         run.task = asyncio.create_task(self._claim_and_run(run), name=f"aigrid-batch-{bid}")
 
-    def cancel(self, bid: str) -> None:
-        """The batch's status is cancelling: if this process runs it, no new line starts from now."""
-        run = self._runs.get(bid)
-        if run is not None:
-            run.stop("cancel")
+    async def cancel(self, bid: str, tenant: str, *, prefix: str) -> dict[str, Any] | None:
+        """The client's cancel (both batch APIs): a validating or in-progress batch moves to cancelling
+        (start_cancelling, one transaction whichever process runs it); if this process runs it, no new line
+        starts from now; if nobody does, this process ends it. The batch after (its status says whether the
+        cancel took), None: no such batch of the tenant."""
+        obj = await self.store.update(bid, start_cancelling(int(time.time())), tenant=tenant, prefix=prefix)
+        if obj is not None and obj["status"] == "cancelling":
+            run = self._runs.get(bid)
+            if run is not None:
+                run.stop("cancel")
+            self.submit(bid)
+        return obj
 
     # --- the ticker -----------------------------------------------------------------------------------------
     async def _tick_loop(self) -> None:

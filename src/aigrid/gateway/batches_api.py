@@ -27,7 +27,7 @@ from aigrid.errors import InvalidRequest, NotFound
 from aigrid.gateway.batch_input import read_input
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
-from aigrid.gateway.batch_store import BatchStore, start_cancelling
+from aigrid.gateway.batch_store import OPENAI_PREFIX, BatchStore
 from aigrid.gateway.batches_schema import BatchCreate
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
@@ -131,16 +131,12 @@ class BatchesApi:
         """validating or in_progress -> cancelling (the running lines finish, then cancelled); cancelling or
         cancelled: returned as it is; any other status is a 400 naming batch_id."""
         tenant, bid = await self._found(request, ex)
-        cancelling = start_cancelling(int(time.time()))
-        obj = await self.store.update(bid, cancelling, tenant=tenant)
+        obj = await self.runner.cancel(bid, tenant, prefix=OPENAI_PREFIX)
         if obj is None:
             raise NotFound(f"no batch {bid!r}", param="batch_id")
         if obj["status"] not in ("cancelling", "cancelled"):
             raise InvalidRequest(f"batch_id: batch {bid!r} is {obj['status']}; only a validating or in-progress "
                                  "batch can be cancelled", param="batch_id")
-        if obj["status"] == "cancelling":
-            self.runner.cancel(bid)  # this process runs it: no new line from now
-            self.runner.submit(bid)  # nobody runs it: this process ends it
         return json_response(obj)
 
     async def list(self, request: Request, ex: Exchange) -> Response:

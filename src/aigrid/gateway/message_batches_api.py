@@ -35,7 +35,7 @@ from starlette.routing import Route
 from aigrid.errors import ApiError, InvalidRequest, NotFound
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
-from aigrid.gateway.batch_store import FINAL, BatchStore, start_cancelling
+from aigrid.gateway.batch_store import FINAL, BatchStore
 from aigrid.gateway.batches_api import batch_object
 from aigrid.gateway.cursor_list import page_query
 from aigrid.gateway.envelope import from_validation
@@ -226,16 +226,12 @@ class MessageBatchesApi:
         """in_progress -> canceling (the running requests finish, the others end canceled); canceling or
         canceled: returned as it is; a batch that ended otherwise: 400."""
         tenant, found = await self._found(request, ex)
-        cancelling = start_cancelling(int(time.time()))
-        obj = await self.store.update(found["id"], cancelling, tenant=tenant, prefix=PREFIX)
+        obj = await self.runner.cancel(found["id"], tenant, prefix=PREFIX)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {found['id']!r}", param="message_batch_id")
         if obj["status"] not in ("cancelling", "cancelled"):
             raise InvalidRequest(f"message_batch_id: {obj['id']!r} has ended; only a batch in progress can be "
                                  "canceled", param="message_batch_id")
-        if obj["status"] == "cancelling":
-            self.runner.cancel(obj["id"])  # this process runs it: no new request from now
-            self.runner.submit(obj["id"])  # nobody runs it: this process ends it
         return json_response(message_batch(obj, self._base(request)))
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
