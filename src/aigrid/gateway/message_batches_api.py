@@ -193,10 +193,15 @@ class MessageBatchesApi:
             raise InvalidRequest(f"{field}: {e.message}", param=field) from e
 
     # --- read, list -------------------------------------------------------------------------------------------
-    async def _found(self, request: Request, ex: Exchange) -> tuple[str, dict[str, Any]]:
+    async def _named(self, request: Request, ex: Exchange) -> tuple[str, str]:
+        """(the caller's tenant, the batch id of the path), the id noted on the exchange for its record."""
         tenant = (await self._caller(request, ex))[0].tenant
         bid = request.path_params["message_batch_id"]
         ex.body = {"batch_id": bid}
+        return tenant, bid
+
+    async def _found(self, request: Request, ex: Exchange) -> tuple[str, dict[str, Any]]:
+        tenant, bid = await self._named(request, ex)
         obj = await self.store.get(tenant, bid, prefix=PREFIX)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {bid!r}", param="message_batch_id")
@@ -236,9 +241,7 @@ class MessageBatchesApi:
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         """An ended batch, its requests and results are deleted; one still processing: 400 (cancel it first)."""
-        tenant = (await self._caller(request, ex))[0].tenant
-        bid = request.path_params["message_batch_id"]
-        ex.body = {"batch_id": bid}
+        tenant, bid = await self._named(request, ex)
         obj = await self.store.delete(tenant, bid, prefix=PREFIX)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {bid!r}", param="message_batch_id")
