@@ -11,6 +11,16 @@ Cancel: a run of this process is cancelled here at once (`cancel`); one a worker
 (`--workers N`), or another gateway sharing a Redis store (`gateway.stores`), is stopped by the process
 that runs it, which asks its store every `poll_s` which of its runs a client cancelled (`watch`). A run that has reached its end (its answer being stored, its exchange closing) is
 never interrupted: a cancel then waits for it.
+
+Lease: with a shared store (the workers' hub, a Redis) each run's placeholder names its owner (`owner`, a
+random id per BackgroundRuns: per process), and the owner renews its lease in that store once per `poll_s`
+while it has runs (`renew`: one heartbeat per process, not per run; a create renews it before its placeholder
+is announced). A process that dies stops renewing: after `lease_s` the first reader of one of its runs (GET,
+the stream follower, cancel; responses_api.py) fails it with ABANDONED and ends its event log, once whoever
+races (the store's atomic step), and logs a warning naming the response and the owner. The dead run's quota
+reservation and audit record are not settled by anyone (they lived in the dead process). A connection to the
+store that closes says nothing of death (the hub client reconnects); only the lease does. `lease_s` is
+several polls, so that a live owner, even with one run that takes hours, is never taken for dead.
 """
 
 from __future__ import annotations
@@ -18,8 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+import secrets
+import time
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from aigrid.errors import ApiError, Overloaded, StoreUnavailable
 
@@ -32,19 +44,40 @@ MAX_RUNS_PER_TENANT = 1_000
 """Runs one gateway (one worker) holds at once, in all and per tenant: more is a 429, never a task more."""
 CANCEL_WAIT_S = 10.0
 """How long a cancel waits for this process's run to end (its quota settled, its record written)."""
-Cancelled = Callable[[list[tuple[str, str]]], Awaitable[list[str]]]
-"""Of these runs (tenant, response id), the ids a client cancelled (the workers' hub)."""
+LEASE_S = 10.0
+"""How long an owner's heartbeat keeps its runs alive to readers: a run whose owner has not renewed it for
+this long is failed by its next reader. More than twice poll_s (a live owner renews every poll)."""
+ABANDONED = {"code": "server_error", "message": "the gateway running this background response stopped before it "
+                                               "ended"}
+"""A background response's error when its owner's lease ended before it did (its process died)."""
+
+
+class Keeper(Protocol):
+    """The shared store of this process's runs (stores.Responses): cancels read, the lease renewed."""
+
+    async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
+        """Of these runs (tenant, response id), the ids a client cancelled (or a reader failed)."""
+        ...
+
+    async def heartbeat(self, owner: str, lease_s: float) -> None: ...
 
 
 class BackgroundRuns:
     def __init__(self, poll_s: float = POLL_S, max_runs: int = MAX_RUNS,
-                 max_per_tenant: int = MAX_RUNS_PER_TENANT) -> None:
+                 max_per_tenant: int = MAX_RUNS_PER_TENANT, lease_s: float = LEASE_S) -> None:
+        if lease_s <= 2 * poll_s:
+            raise ValueError(f"lease_s ({lease_s}) must be more than twice poll_s ({poll_s}), or live runs would "
+                             "be taken for dead")
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}  # response id -> (tenant, its run)
         self._per_tenant: dict[str, int] = {}
         self._ending: set[str] = set()
         self._poll_s = poll_s
         self._max, self._max_per_tenant = max_runs, max_per_tenant
         self._watcher: asyncio.Task[None] | None = None
+        self.owner = secrets.token_hex(8)
+        """This process's id as its runs' owner (Pending.owner), whose lease it renews."""
+        self.lease_s = lease_s
+        self._renewed = -lease_s  # time.monotonic() of its last heartbeat
         self.stopping = False
         """True once the gateway stops: a run cancelled now was not cancelled by its client."""
 
@@ -59,14 +92,24 @@ class BackgroundRuns:
             raise Overloaded(f"background: {held} background responses are running on this gateway, as many as "
                              "it holds; retry later", param="background", headers={"retry-after": "1"})
 
-    def spawn(self, rid: str, tenant: str, run: Coroutine[Any, Any, None], cancelled: Cancelled | None = None) -> None:
-        """Run `run` in a task of its own; `cancelled`: ask it which runs a client cancelled elsewhere."""
+    def spawn(self, rid: str, tenant: str, run: Coroutine[Any, Any, None], shared: Keeper | None = None) -> None:
+        """Run `run` in a task of its own; `shared`: the store others read it from, where this process renews
+        its lease and asks which runs a client cancelled elsewhere."""
         task = asyncio.create_task(run, name=f"aigrid-background-{rid}")
         self._tasks[rid] = (tenant, task)
         self._per_tenant[tenant] = self._per_tenant.get(tenant, 0) + 1
         task.add_done_callback(lambda _: self._ended(rid))
-        if cancelled is not None and (self._watcher is None or self._watcher.done()):
-            self._watcher = asyncio.create_task(self._watch(cancelled), name="aigrid-background-cancels")
+        if shared is not None and (self._watcher is None or self._watcher.done()):
+            self._watcher = asyncio.create_task(self._watch(shared), name="aigrid-background-cancels")
+
+    async def renew(self, shared: Keeper) -> None:
+        """This process's lease renewed in `shared`, unless it was within the last poll_s (a create calls it
+        before announcing its placeholder, the watcher every poll_s). Raises what the store raises."""
+        now = time.monotonic()
+        if now - self._renewed < self._poll_s:
+            return
+        await shared.heartbeat(self.owner, self.lease_s)
+        self._renewed = now
 
     def _ended(self, rid: str) -> None:
         found = self._tasks.pop(rid, None)
@@ -93,17 +136,17 @@ class BackgroundRuns:
             task.cancel()
         await asyncio.wait({task}, timeout=wait_s)
 
-    async def _watch(self, cancelled: Cancelled) -> None:
-        """While this process runs any: every poll_s, stop the runs a client cancelled on another worker."""
+    async def _watch(self, shared: Keeper) -> None:
+        """While this process runs any: every poll_s, its lease renewed, and the runs a client cancelled on
+        another worker (or a reader failed, taking this process for dead) stopped."""
         while self._tasks and not self.stopping:
             await asyncio.sleep(self._poll_s)
             keys = [(tenant, rid) for rid, (tenant, _) in self._tasks.items() if rid not in self._ending]
-            if not keys:
-                continue
             try:
-                stop = await cancelled(keys)
+                await self.renew(shared)
+                stop = await shared.cancelled(keys) if keys else []
             except (ConnectionError, StoreUnavailable) as e:  # its store away (hub, Redis): ask again next time
-                log.debug("background runs: could not ask for cancels: %s", e)
+                log.debug("background runs: could not renew the lease or ask for cancels: %s", e)
                 continue
             for rid in stop:
                 found = self._tasks.get(rid)

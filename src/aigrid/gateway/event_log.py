@@ -6,7 +6,9 @@ events, while the run goes on whoever listens (responses_api.py writes and follo
 The log is one of the ResponseBook's records (stores.py): `events_append`, `events_read`, `events_delete`,
 kept in this process's memory (`EventLogs`, below: a gateway's, or with --workers N the hub's), or in a
 Redis (stores_redis.py: one Redis Stream per response). It is written only by the run that owns the
-response, in order; readers poll it (`FOLLOW_POLL_S`) until its last event.
+response, in order; readers poll it (`FOLLOW_POLL_S`) until its last event. One exception: when that run's
+process died (its owner's lease ended, background.py), the reader that fails the response writes the log's
+last event (`response.failed`) in its place.
 
 Bounds, the same everywhere:
 - per response, `MAX_EVENTS` events and `MAX_BYTES` bytes (`LogWriter` counts): past either, the log ends
@@ -102,6 +104,11 @@ class EventLogs:
             return None
         got = log.events[after + 1: after + 1 + limit]
         return got, log.ended and after + 1 + len(got) >= len(log.events)
+
+    def next(self, tenant: str, rid: str) -> tuple[int, bool] | None:
+        """The number its next event would take, and whether it has ended; None: no log."""
+        log = self._logs.get(tenant, rid)
+        return None if log is None else (len(log.events), log.ended)
 
     def delete(self, tenant: str, rid: str) -> bool:
         return self._logs.pop(tenant, rid) is not None

@@ -19,6 +19,9 @@ them (workers.py), behind a Unix socket.
   previous_response_id finds its conversation whichever worker serves it; and the placeholders of background
   responses (no conversation content), so any worker answers GET and cancel of one that another worker runs:
   a cancel marks the placeholder, and the worker that runs it stops it when it next asks (background.py);
+  each worker renews its runs' lease here every poll (its heartbeat, on the hub's clock), and a worker that
+  finds a run whose owner's lease ended (that worker died; its connection alone says nothing, a worker
+  reconnects) fails it (`response_abandon`, once: the hub handles one call at a time);
   and the event logs of streamed background responses (event_log.py), so a resume on any worker reads them.
 - Conversations-API conversations (conversation_store.py, ops `conversation_*`), so any worker serves them and
   the responses in them.
@@ -235,6 +238,17 @@ class Hub:
             tenant, rid, first, events, ended = arg
             self.responses.events.append(str(tenant), str(rid), int(first), [str(e) for e in events], bool(ended))
             return None
+        if op == "response_heartbeat":
+            owner, lease_s = arg
+            self.responses.heartbeat(str(owner), float(lease_s))
+            return None
+        if op == "response_abandon":
+            pending, error = arg
+            return _asdict(self.responses.abandon(Pending(**pending), error))
+        if op == "response_events_next":
+            tenant, rid = arg
+            next_ = self.responses.events.next(str(tenant), str(rid))
+            return None if next_ is None else list(next_)
         if op == "response_events_read":
             tenant, rid, after, limit = arg
             got = self.responses.events.read(str(tenant), str(rid), int(after), int(limit))

@@ -20,6 +20,11 @@ of the tenant holding the most out first. Its answer is stored like any other, i
 same step (`complete`), so that a cancel either comes first (nothing is stored) or finds the answer; a run
 that ends without an answer (failed, cancelled) leaves only its placeholder with the final status.
 
+A placeholder in a shared store (the hub here, a Redis) names its owner, the process that runs it
+(background.BackgroundRuns.owner), which renews its lease every poll while it has runs (`heartbeat`). A
+reader that finds a queued or in-progress placeholder whose owner's lease has ended (its process died)
+fails it (`abandon`): once, whoever races, and never one whose owner renews.
+
 This is the in-memory store: a gateway's (or, with --workers, its hub's). A jurisdiction named in
 `gateway.stores` keeps its partition in that Redis instead, shared by every gateway that names it
 (stores_redis.py, behind the one interface of stores.py); a follow-up that reaches a gateway without the
@@ -29,6 +34,7 @@ conversation gets a 404, never another region's copy (docs/responses-api.md).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +70,8 @@ FINAL = frozenset({"completed", "incomplete", "failed", "cancelled"})
 """The statuses a Response never leaves."""
 REFUSED = {"code": "server_error", "message": "the answer could not be stored in a jurisdiction this tenant may use"}
 """A background response's error when its answer was refused by its jurisdiction's partition (put)."""
+UNKEPT = frozenset({"cancelled", "failed"})
+"""A placeholder's statuses that refuse its run's late answer (`complete`) and stop its run (`cancelled`)."""
 PENDING_MAX = 50_000
 """Default number of background placeholders kept (each a few hundred bytes)."""
 
@@ -80,6 +88,9 @@ class Pending:
     status: str = "queued"
     error: dict[str, Any] | None = None
     """Once failed: the Response's `error` ({"code", "message"}: no prompt text)."""
+    owner: str = ""
+    """The process that runs it (background.BackgroundRuns.owner), whose lease says it is alive; "": none
+    (a gateway's own memory, which dies with its runs)."""
 
 
 def may_store(record: StoredResponse, allowed: frozenset[str] | None) -> bool:
@@ -101,6 +112,7 @@ class ResponseStore:
         self._max = max_bytes
         self._partitions: dict[str, FairLru[StoredResponse]] = {}  # per jurisdiction, each within max_bytes
         self._pending: FairLru[Pending] = FairLru(max_pending)  # a count: each placeholder weighs 1
+        self._leases: dict[str, float] = {}  # owner -> when its lease ends (time.monotonic); absent: ended
         self.events = EventLogs()
         """The event logs of background responses created with stream (event_log.py): bounded on their own."""
 
@@ -161,11 +173,12 @@ class ResponseStore:
 
     def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
         """A background response's answer, stored in its site's partition with its placeholder dropped, in
-        one step: "stored"; "cancelled" when the client's cancel came first (nothing stored); "refused" when
-        the partition refused it (put): the placeholder then says failed."""
+        one step: "stored"; "cancelled" when the client's cancel came first, "failed" when a reader failed it
+        first (`abandon`: its owner's lease had ended), nothing stored either way; "refused" when the
+        partition refused it (put): the placeholder then says failed."""
         found = self._pending.get(record.tenant, record.id)
-        if found is not None and found.status == "cancelled":
-            return "cancelled"
+        if found is not None and found.status in UNKEPT:
+            return found.status
         if not self.put(record, allowed):
             self.mark(record.tenant, record.id, "failed", dict(REFUSED))
             return "refused"
@@ -173,9 +186,28 @@ class ResponseStore:
         return "stored"
 
     def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
-        """Of these (tenant, id), the ids whose placeholder says cancelled (a worker's runs to stop)."""
+        """Of these (tenant, id), the ids whose placeholder says cancelled, or failed by a reader that took
+        its owner for dead (a worker's runs to stop)."""
         return [rid for tenant, rid in keys
-                if (found := self._pending.get(tenant, rid)) is not None and found.status == "cancelled"]
+                if (found := self._pending.get(tenant, rid)) is not None and found.status in UNKEPT]
+
+    def heartbeat(self, owner: str, lease_s: float) -> None:
+        """`owner`'s runs are alive for `lease_s` more (the owner renews it every poll while it has runs)."""
+        now = time.monotonic()
+        for ended in [o for o, until in self._leases.items() if until <= now]:
+            del self._leases[ended]
+        self._leases[owner] = now + lease_s
+
+    def abandon(self, pending: Pending, error: dict[str, Any]) -> Pending | None:
+        """`pending` failed with `error` when it is still queued or in progress, still `pending.owner`'s, and
+        that owner's lease has ended (its process died): the placeholder as failed; None when nothing
+        changed (its owner is alive, it moved on, or another reader failed it first)."""
+        found = self._pending.get(pending.tenant, pending.id)
+        if (found is None or found.status in FINAL or not found.owner or found.owner != pending.owner
+                or self._leases.get(found.owner, 0.0) > time.monotonic()):
+            return None
+        found.status, found.error = "failed", error
+        return found
 
     def delete_pending(self, tenant: str, response_id: str) -> Pending | None:
         """The placeholder, removed only when its run has ended (a running one must be cancelled first)."""

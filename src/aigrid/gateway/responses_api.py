@@ -22,7 +22,8 @@ check that needs no state) and answered at once with a queued Response; the same
 a task of the gateway (background.py) with an Exchange of its own, closed like an audited route's
 (routes.close_exchange: quota settled, audit record written). Until its answer is stored (in its site's
 jurisdiction, like any), GET answers from a placeholder without conversation content
-(response_store.Pending); a run that ends without an answer leaves the placeholder failed or cancelled.
+(response_store.Pending); a run that ends without an answer leaves the placeholder failed or cancelled, and
+one whose process died is failed by its first reader after its owner's lease (`_look`, background.py).
 With `stream: true` the run is served streamed and its Responses events go to the response's event log
 (event_log.py, in the stores of stores.py); the create answers a reader of that log, and
 GET /v1/responses/{id}?stream=true&starting_after=N another one (`_follow`), on any worker or replica.
@@ -42,7 +43,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NotFound, StoreUnavailable, UpstreamFailed
-from aigrid.gateway.background import BACKGROUND_ROUTE, error_object
+from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
 from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_stored_in
@@ -225,14 +226,17 @@ class ResponsesApi:
         rid, created, tenant = new_id("resp"), int(time.time()), turn.principal.tenant
         ex.body = {"response_id": rid, "background": True}  # its record; the prompt is the run's
         writer, home = None, self.book.events_home(turn.principal.scopes.jurisdictions)
+        shared = self.book if self.book.shared else None  # others read it: its owner named, its lease renewed
+        if shared is not None:
+            await gw.background.renew(shared)
         if turn.req.stream:  # its event log, begun before it is announced: a resume finds it from the start
             writer = LogWriter(home, tenant, rid)
             queued = response_object(turn.req, rid, created, [], status="queued")
             await writer.open([event("response.created", 0, response=queued),
                                event("response.queued", 1, response=queued)])
-        await self.book.pending_add(Pending(rid, tenant, turn.req.model, created))
-        gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, writer),
-                            self.book.cancelled if self.book.shared else None)
+        await self.book.pending_add(Pending(rid, tenant, turn.req.model, created,
+                                            owner=gw.background.owner if shared is not None else ""))
+        gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, writer), shared)
         if writer is not None:  # the create's own stream: the log from its start, followed live
             return RelayResponse(self._follow(home, tenant, rid, -1), 200, _SSE)
         return json_response(pending_object(rid, turn.req.model, created, "queued"))
@@ -362,6 +366,7 @@ class ResponsesApi:
         the response has a final status, its writer is taken as gone (its store refused an append, its
         process died after its status): the stream ends with the event made from that status."""
         idle, checked, stale = 0.0, 0.0, False
+        check_s = min(ORPHAN_S, self.gw.background.lease_s / 2)  # a dead owner's run is failed soon after its lease
         while True:
             try:
                 got = await store.events_read(tenant, rid, after)
@@ -385,9 +390,9 @@ class ResponsesApi:
                     idle = 0.0
                     yield b": waiting\n\n"
                 checked += FOLLOW_POLL_S
-                if checked >= ORPHAN_S:
+                if checked >= check_s:
                     checked = 0.0
-                    found = await self.book.lookup(tenant, rid)
+                    found = await self._look(tenant, rid)
                     if not (isinstance(found, StoredResponse) or (found is not None and found.status in FINAL)):
                         stale = False
                     elif stale:
@@ -401,6 +406,32 @@ class ResponsesApi:
                 log.warning("the stream of response %s ends: %s", rid, e.message)
                 yield event("error", after + 1, code="store_unavailable", param=None, message=e.message).encode()
                 return
+
+    async def _look(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
+        """The stored response or placeholder (book.lookup). A placeholder still running whose owner (another
+        process) let its lease end, having died (background.py), is failed by this read (ABANDONED; once,
+        whoever races: the store's atomic step) and its event log ended: a poller and a follower see it end."""
+        found = await self.book.lookup(tenant, rid)
+        if (not isinstance(found, Pending) or not found.owner or found.status in FINAL
+                or self.gw.background.owns(rid)):
+            return found
+        failed = await self.book.abandon(found, dict(ABANDONED))
+        if failed is None:  # its owner is alive, or another reader failed it first
+            return found
+        log.warning("background response %s of tenant %s: its owner %s did not renew its lease for %s s (its "
+                    "process died): failed; its quota reservation and audit record were never settled", rid,
+                    tenant, found.owner, self.gw.background.lease_s)
+        try:
+            store = await self.book.events_find(tenant, rid)
+            last = None if store is None else await store.events_next(tenant, rid)
+        except (ConnectionError, StoreUnavailable) as e:
+            log.error("background response %s: its event log could not be ended: %s", rid, e)
+            return failed
+        if store is not None and last is not None and not last[1]:  # its dead writer's last event, written here
+            writer = LogWriter(store, tenant, rid)
+            writer.next = last[0]
+            await self._end_log(writer)
+        return failed
 
     async def _end(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None) -> None:
         """A run's final status onto its placeholder (a store that does not answer: logged, the run still
@@ -440,7 +471,7 @@ class ResponsesApi:
 
     async def _continue(self, principal: Principal, previous: str, headers: dict[str, str]) -> list[dict[str, Any]]:
         """The stored history of `previous`; narrows this request's residency to where it is stored."""
-        prev = await self.book.lookup(principal.tenant, previous)
+        prev = await self._look(principal.tenant, previous)
         if prev is None:
             raise NotFound(f"previous_response_id: no stored response {previous!r} for this tenant on this "
                            "gateway", param="previous_response_id")
@@ -513,7 +544,7 @@ class ResponsesApi:
         """The caller's stored response or background placeholder (404: none of its tenant's); a stored one only
         for a key that may use the jurisdiction it is stored in (check_stored_in; a placeholder holds no
         conversation content)."""
-        found = await self.book.lookup(principal.tenant, rid)
+        found = await self._look(principal.tenant, rid)
         if found is None:
             raise NotFound(f"no stored response {rid!r}", param="response_id")
         if isinstance(found, StoredResponse):
@@ -551,6 +582,7 @@ class ResponsesApi:
         background.POLL_S otherwise); one that has ended is returned unchanged; 400 for one not created in
         the background, 404 for none of this tenant's."""
         principal, rid = await self._stored_access(request, ex)
+        await self._look(principal.tenant, rid)  # a run whose owner died is failed first, and returned as it is
         found = await self.book.mark(principal.tenant, rid, "cancelled")
         if found is not None and found.status != "completed":  # completed: its answer is stored (stores.py)
             await self.gw.background.cancel(rid)

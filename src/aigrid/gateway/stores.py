@@ -3,8 +3,8 @@ so that the routes (responses_api.py, conversations_api.py) and the background r
 thing wherever a record is kept:
 
 - `ResponseBook`: stored responses (`put`, `lookup`, `history`, `delete`) and background placeholders
-  (`pending_add`, `mark`, `complete`, `cancelled`, `pending_delete`), with the names and meanings of
-  response_store.ResponseStore's methods;
+  (`pending_add`, `mark`, `complete`, `cancelled`, `pending_delete`, and their owners' leases: `heartbeat`,
+  `abandon`), with the names and meanings of response_store.ResponseStore's methods;
 - `ConversationBook`: `call(op, arg)`, the wire form of conversation_store.ConversationStore.apply.
 
 Each has three implementations: this process's memory (`MemoryResponses`, `MemoryConversations`), the
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from aigrid.errors import StoreUnavailable
 from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.event_log import READ_MAX
-from aigrid.gateway.response_store import REFUSED, Pending, ResponseStore, StoredResponse
+from aigrid.gateway.response_store import REFUSED, UNKEPT, Pending, ResponseStore, StoredResponse
 from aigrid.spec.models import UNBOUND_STORE
 
 if TYPE_CHECKING:
@@ -73,6 +73,15 @@ class ResponseBook(Protocol):
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None: ...
 
+    async def heartbeat(self, owner: str, lease_s: float) -> None:
+        """`owner`'s runs are alive for `lease_s` more (background.BackgroundRuns renews it every poll)."""
+        ...
+
+    async def abandon(self, pending: Pending, error: dict[str, Any]) -> Pending | None:
+        """`pending` failed with `error` if still running and its owner's lease has ended: the placeholder as
+        failed, or None when nothing changed (owner alive, moved on, another reader failed it first)."""
+        ...
+
     async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
         """A streamed background response's events numbered first, first + 1... (event_log.py); `ended`: its
         last."""
@@ -81,6 +90,10 @@ class ResponseBook(Protocol):
     async def events_read(self, tenant: str, rid: str, after: int,
                           limit: int = READ_MAX) -> tuple[list[str], bool] | None:
         """Its events after number `after`, and whether they reach its last; None: no log here."""
+        ...
+
+    async def events_next(self, tenant: str, rid: str) -> tuple[int, bool] | None:
+        """The number its log's next event would take and whether the log has ended; None: no log here."""
         ...
 
     async def events_delete(self, tenant: str, rid: str) -> bool: ...
@@ -128,12 +141,22 @@ class MemoryResponses:
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
         return self.store.delete_pending(tenant, rid)
 
+    async def heartbeat(self, owner: str, lease_s: float) -> None:
+        self.store.heartbeat(owner, lease_s)
+
+    async def abandon(self, pending: Pending, error: dict[str, Any]) -> Pending | None:
+        found = self.store.abandon(pending, error)
+        return None if found is None else dataclasses.replace(found)
+
     async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
         self.store.events.append(tenant, rid, first, events, ended)
 
     async def events_read(self, tenant: str, rid: str, after: int,
                           limit: int = READ_MAX) -> tuple[list[str], bool] | None:
         return self.store.events.read(tenant, rid, after, limit)
+
+    async def events_next(self, tenant: str, rid: str) -> tuple[int, bool] | None:
+        return self.store.events.next(tenant, rid)
 
     async def events_delete(self, tenant: str, rid: str) -> bool:
         return self.store.events.delete(tenant, rid)
@@ -192,6 +215,13 @@ class HubResponses:
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
         return await _hub(self.hub.response_pending_delete(tenant, rid))
 
+    async def heartbeat(self, owner: str, lease_s: float) -> None:
+        await _hub(self.hub.call("response_heartbeat", [owner, lease_s]))
+
+    async def abandon(self, pending: Pending, error: dict[str, Any]) -> Pending | None:
+        found = await _hub(self.hub.call("response_abandon", [dataclasses.asdict(pending), error]))
+        return None if found is None else Pending(**found)
+
     async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
         await _hub(self.hub.call("response_events_append", [tenant, rid, first, events, ended]))
 
@@ -199,6 +229,10 @@ class HubResponses:
                           limit: int = READ_MAX) -> tuple[list[str], bool] | None:
         got = await _hub(self.hub.call("response_events_read", [tenant, rid, after, limit]))
         return None if got is None else ([str(e) for e in got[0]], bool(got[1]))
+
+    async def events_next(self, tenant: str, rid: str) -> tuple[int, bool] | None:
+        got = await _hub(self.hub.call("response_events_next", [tenant, rid]))
+        return None if got is None else (int(got[0]), bool(got[1]))
 
     async def events_delete(self, tenant: str, rid: str) -> bool:
         return bool(await _hub(self.hub.call("response_events_delete", [tenant, rid])))
@@ -295,6 +329,12 @@ class Responses:
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
         return await self._pending.pending_delete(tenant, rid)
 
+    async def heartbeat(self, owner: str, lease_s: float) -> None:
+        await self._pending.heartbeat(owner, lease_s)
+
+    async def abandon(self, pending: Pending, error: dict[str, Any]) -> Pending | None:
+        return await self._pending.abandon(pending, error)
+
     def events_home(self, allowed: frozenset[str] | None) -> ResponseBook:
         """Where a streamed background response's event log is written (it holds the answer's text): the store
         of the tenant's jurisdiction when its key may use exactly one (where its answer will be stored), else
@@ -320,14 +360,15 @@ class Responses:
         came first: nothing stored), the answer written, then the placeholder marked completed, which a
         cancel that came meanwhile refuses: the answer is then deleted again ("cancelled"), so the cancel's
         client and every later GET agree; else the placeholder is dropped ("stored"). A GET in that instant
-        may see the answer that the cancel then removes."""
+        may see the answer that the cancel then removes. A placeholder a reader failed (its owner's lease had
+        ended) refuses the answer the same way ("failed")."""
         home, pend = self.home(record.jurisdiction), self._pending
         if home is pend:
             return await home.complete(record, allowed)
         tenant, rid = record.tenant, record.id
         now = await pend.mark(tenant, rid, "in_progress")
-        if now is not None and now.status == "cancelled":
-            return "cancelled"
+        if now is not None and now.status in UNKEPT:  # cancelled, or failed by a reader (its lease ended)
+            return now.status
         try:
             kept = await home.put(record, allowed)
         except StoreUnavailable:
@@ -337,9 +378,9 @@ class Responses:
             await pend.mark(tenant, rid, "failed", dict(REFUSED))
             return "refused"
         after = await pend.mark(tenant, rid, "completed")
-        if after is not None and after.status == "cancelled":
+        if after is not None and after.status in UNKEPT:
             await home.delete(tenant, rid)
-            return "cancelled"
+            return after.status
         await pend.pending_delete(tenant, rid)
         return "stored"
 

@@ -8,7 +8,11 @@ Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last writte
   follow-up's history is read by one Lua script walking `p` within the jurisdiction and tenant; a turn gone
   (expired, evicted by Redis's maxmemory policy, deleted) breaks the chain: BrokenHistory, a 404.
 - `pending:{<tenant>}:<id>`: a background placeholder (no conversation content), a hash of Pending's fields
-  (`error` as JSON, "" none); only in the store named `unbound`.
+  (`error` as JSON, "" none; `owner` the gateway process that runs it); only in the store named `unbound`.
+- `owner:<owner>`: that process's lease, a key it sets (SET PX) every poll while it has runs and that expires
+  after its lease (background.py); a reader that finds a running placeholder whose owner's key is gone fails it
+  in one Lua script, which changes it only while it is still running and still that owner's (once, whoever
+  races). Not in a tenant's slot: it is read apart from the script.
 - `events:{<tenant>}:<id>`: the event log of a background response created with stream (event_log.py), a
   Redis Stream: one entry per Responses event, its ID `<sequence_number>-1` (XADD with that explicit ID:
   an event written twice or out of order is refused by Redis), field `e` the SSE event, and `end` on the
@@ -46,7 +50,15 @@ from redis.exceptions import RedisError, WatchError
 from aigrid.errors import StoreUnavailable
 from aigrid.gateway.conversation_store import ConversationStore, StoredConversation
 from aigrid.gateway.event_log import READ_MAX
-from aigrid.gateway.response_store import FINAL, REFUSED, BrokenHistory, Pending, StoredResponse, may_store
+from aigrid.gateway.response_store import (
+    FINAL,
+    REFUSED,
+    UNKEPT,
+    BrokenHistory,
+    Pending,
+    StoredResponse,
+    may_store,
+)
 from aigrid.spec.models import UNBOUND_STORE
 
 log = logging.getLogger("aigrid.gateway")
@@ -80,8 +92,17 @@ end
 return redis.call('HGETALL', KEYS[1])
 """
 
+_ABANDON = _FINAL_LUA + """
+local v = redis.call('HMGET', KEYS[1], 'status', 'owner')
+if not v[1] or final[v[1]] or v[2] ~= ARGV[1] then return false end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return redis.call('HGETALL', KEYS[1])
+"""
+
 _COMPLETE = """
-if redis.call('HGET', KEYS[1], 'status') == 'cancelled' then return 'cancelled' end
+local s = redis.call('HGET', KEYS[1], 'status')
+if s == 'cancelled' or s == 'failed' then return s end
 redis.call('HSET', KEYS[2], 'r', ARGV[1], 't', ARGV[2], 'p', ARGV[3])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call('DEL', KEYS[1])
@@ -135,7 +156,7 @@ def _pending(raw: dict[bytes, bytes] | list[bytes]) -> Pending:
         raw = dict(zip(raw[::2], raw[1::2], strict=True))
     got = {k.decode(): v.decode() for k, v in raw.items()}
     return Pending(got["id"], got["tenant"], got["model"], int(got["created_at"]), got["status"],
-                   orjson.loads(got["error"]) if got.get("error") else None)
+                   orjson.loads(got["error"]) if got.get("error") else None, got.get("owner", ""))
 
 
 class RedisResponses:
@@ -152,6 +173,7 @@ class RedisResponses:
         self._mark = client.register_script(_MARK)
         self._complete = client.register_script(_COMPLETE)
         self._pending_delete = client.register_script(_PENDING_DELETE)
+        self._abandon = client.register_script(_ABANDON)
 
     def record_key(self, jurisdiction: str, tenant: str, rid: str) -> str:
         return f"{self._p}resp:{jurisdiction}:{{{tenant}}}:{rid}"
@@ -205,7 +227,7 @@ class RedisResponses:
         key = self.pending_key(pending.tenant, pending.id)
         fields = {"id": pending.id, "tenant": pending.tenant, "model": pending.model,
                   "created_at": pending.created_at, "status": pending.status,
-                  "error": orjson.dumps(pending.error) if pending.error is not None else ""}
+                  "error": orjson.dumps(pending.error) if pending.error is not None else "", "owner": pending.owner}
         await self._g(self._write(key, fields))
 
     async def mark(self, tenant: str, rid: str, status: str,
@@ -234,10 +256,26 @@ class RedisResponses:
             return list(await pipe.execute())
 
         statuses = await self._g(read())
-        return [rid for (_, rid), status in zip(keys, statuses, strict=True) if status == b"cancelled"]
+        unkept = {s.encode() for s in UNKEPT}
+        return [rid for (_, rid), status in zip(keys, statuses, strict=True) if status in unkept]
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
         raw = await self._g(self._pending_delete(keys=[self.pending_key(tenant, rid)]))
+        return None if raw is None else _pending(raw)
+
+    def owner_key(self, owner: str) -> str:
+        return f"{self._p}owner:{owner}"
+
+    async def heartbeat(self, owner: str, lease_s: float) -> None:
+        await self._g(self._r.set(self.owner_key(owner), "1", px=max(1, round(lease_s * 1000))))
+
+    async def abandon(self, pending: Pending, error: dict[str, Any]) -> Pending | None:
+        if not pending.owner:
+            return None
+        if await self._g(self._r.exists(self.owner_key(pending.owner))):  # its owner alive
+            return None
+        raw = await self._g(self._abandon(keys=[self.pending_key(pending.tenant, pending.id)],
+                                          args=[pending.owner, orjson.dumps(error), self._ttl]))
         return None if raw is None else _pending(raw)
 
     def events_key(self, tenant: str, rid: str) -> str:
@@ -272,6 +310,13 @@ class RedisResponses:
         last_id, last_fields = last[0]
         ended = b"end" in last_fields and int(last_id.split(b"-")[0]) <= after + len(got)
         return [fields[b"e"].decode() for _, fields in got], ended
+
+    async def events_next(self, tenant: str, rid: str) -> tuple[int, bool] | None:
+        last: Any = await self._g(self._r.xrevrange(self.events_key(tenant, rid), max="+", min="-", count=1))
+        if not last:
+            return None
+        last_id, last_fields = last[0]
+        return int(last_id.split(b"-")[0]) + 1, b"end" in last_fields
 
     async def events_delete(self, tenant: str, rid: str) -> bool:
         return bool(await self._g(self._r.delete(self.events_key(tenant, rid))))

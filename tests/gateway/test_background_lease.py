@@ -1,0 +1,208 @@
+"""The lease of background runs (background.py): a run whose process died (its owner stopped renewing its
+lease: a worker killed, a gateway replica crashed) is failed by the next reader once the lease has passed,
+so that a client polling it (GET) or following its stream sees it end (`failed`, `response.failed`) instead of
+waiting forever; a live owner's long run is never failed; two readers racing fail it once. Over the workers'
+hub (a real one on a Unix socket) and over a REAL redis-server shared by two gateways; the dead owner is a
+gateway whose runs hang and whose lease is no longer renewed (its watcher stopped, its lifespan never run),
+leases a fraction of a second."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.background import ABANDONED, BackgroundRuns
+from aigrid.gateway.hub_client import HubClient
+from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
+from aigrid.gateway.stores import HubResponses, ResponseBook
+from aigrid.gateway.stores_redis import RedisStore
+from aigrid.spec.models import TenantSpec
+from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.sdk_clients import openai_client
+from tests.gateway.test_response_store_redis import url
+from tests.gateway.test_responses_background import (
+    TENANT,
+    Stalling,
+    hub_path,  # noqa: F401 (a fixture)
+    reached_an_engine,
+    stalled,
+    until,
+)
+from tests.gateway.test_responses_background_stream import read_all, served
+from tests.security.redis_server import redis_server
+
+POLL_S, LEASE_S = 0.05, 0.4
+MODEL = "smollm2-135m"
+
+
+class Hung(Stalling):
+    """A FAKE engine whose answers, whole or streamed, wait for `gate`."""
+
+    async def _sse(self, req: dict) -> AsyncIterator[bytes]:
+        await self.gate.wait()
+        async for chunk in super()._sse(req):
+            yield chunk
+
+
+async def _gateway(tmp: Path, engines: dict[str, Hung], stores: dict[str, str] | None = None) -> Gateway:
+    tmp.mkdir(parents=True, exist_ok=True)
+    spec = spec_in(tmp)
+    gateway = spec.gateway if stores is None else spec.gateway.model_copy(update={"stores": stores})
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "metered": TenantSpec()}, "gateway": gateway})
+    gw = build_gateway(spec, engines, rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    gw.background = BackgroundRuns(poll_s=POLL_S, lease_s=LEASE_S)
+    return gw
+
+
+def _engines(tmp: Path) -> dict[str, Hung]:
+    return {e.id: Hung(e.id) for e in spec_in(tmp).endpoints}
+
+
+def die(gw: Gateway) -> None:
+    """`gw` as if its process were killed: its runs hang where they are, its lease is renewed no more."""
+    watcher = gw.background._watcher
+    assert watcher is not None and not watcher.done()
+    watcher.cancel()
+
+
+async def follow(oai: openai.AsyncOpenAI, rid: str) -> list[Any]:
+    return await read_all(await oai.responses.retrieve(rid, stream=True))
+
+
+async def _a_dead_owners_runs_fail_after_the_lease(a: Gateway, engines_a: dict[str, Hung], b: Gateway,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """A runs a polled and a streamed response (both hung); B reads them: in progress while A lives, however
+    long; failed once A dies and its lease has passed, to two racing pollers and to a stream follower; the
+    failure logged once, naming the response and A."""
+    await stalled(engines_a)
+    on_b = openai_client(build_app(b)).with_options(default_headers=TENANT)
+    try:
+        async with served(a) as on_a:  # A on a real socket: a streamed create is read as it comes
+            polled = await on_a.responses.create(model=MODEL, input="Say hello", background=True)
+            stream = await on_a.responses.create(model=MODEL, input="Count", background=True, stream=True)
+            streamed = (await stream.__anext__()).response.id
+            await stream.close()  # its client leaves: the run goes on
+            await reached_an_engine(engines_a)
+            for _ in range(round(3 * LEASE_S / POLL_S)):  # three leases: A renews, its runs stay running
+                assert (await on_b.responses.retrieve(polled.id)).status == "in_progress"
+                assert (await on_b.responses.retrieve(streamed)).status == "in_progress"
+                await asyncio.sleep(POLL_S)
+            follower = asyncio.create_task(follow(on_b, streamed))
+            with caplog.at_level(logging.WARNING, logger="aigrid.gateway"):
+                die(a)
+                racing = await asyncio.gather(until(on_b, polled.id, "failed"), until(on_b, polled.id, "failed"))
+                events = await asyncio.wait_for(follower, 10)
+            for got in racing:
+                assert got.error is not None and got.error.code == "server_error"
+                assert got.error.message == ABANDONED["message"]
+            assert events[-1].type == "response.failed" and events[-1].response.status == "failed"
+            assert events[-1].response.error.message == ABANDONED["message"]
+            assert [e.sequence_number for e in events] == list(range(len(events)))
+            assert b.stores is not None
+            log_home = await b.stores.responses.events_find("metered", streamed)  # the log itself was ended
+            assert log_home is not None and await log_home.events_next("metered", streamed) == (len(events), True)
+            assert (await on_b.responses.retrieve(streamed)).status == "failed"
+            assert (await on_b.responses.cancel(polled.id)).status == "failed"  # ended: returned unchanged
+            for rid in (polled.id, streamed):
+                logged = [r.getMessage() for r in caplog.records if rid in r.getMessage()]
+                assert len(logged) == 1 and a.background.owner in logged[0], logged
+            assert a.background.owns(polled.id)  # its process "dead": nobody settles what it held
+    finally:
+        await b.background.stop()
+        await b.guard.stop()
+        await on_b.close()
+
+
+async def test_over_the_hub_a_dead_workers_runs_fail_after_the_lease(
+        tmp_path: Path, hub_path: Path, caplog: pytest.LogCaptureFixture) -> None:  # noqa: F811
+    engines_a = _engines(tmp_path)
+    a, b = await _gateway(tmp_path / "a", engines_a), await _gateway(tmp_path / "b", _engines(tmp_path))
+    a.hub, b.hub = HubClient(hub_path), HubClient(hub_path)
+    try:
+        await _a_dead_owners_runs_fail_after_the_lease(a, engines_a, b, caplog)
+    finally:
+        for gw in (a, b):
+            assert gw.hub is not None
+            await gw.hub.aclose()
+
+
+async def test_over_redis_a_dead_gateways_runs_fail_after_the_lease(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with redis_server(tmp_path) as port:
+        stores = {"EU": url(port), "JP": url(port), "unbound": url(port, 1)}
+        engines_a = _engines(tmp_path)
+        a = await _gateway(tmp_path / "a", engines_a, stores)
+        b = await _gateway(tmp_path / "b", _engines(tmp_path), stores)
+        try:
+            await _a_dead_owners_runs_fail_after_the_lease(a, engines_a, b, caplog)
+        finally:
+            for gw in (a, b):
+                assert gw.stores is not None
+                await gw.stores.aclose()
+
+
+# --- the stores' own step: once, whoever races ------------------------------------------------------------
+async def _race(books: list[ResponseBook], pending: Pending) -> None:
+    """`pending`'s owner renews: no reader fails it; it stops: of many racing readers exactly one does, and the
+    run's late answer is refused; the owner, were it alive after all, is told to stop it (`cancelled`)."""
+    await books[0].pending_add(pending)
+    await books[0].heartbeat(pending.owner, LEASE_S)
+    assert [await book.abandon(pending, dict(ABANDONED)) for book in books] == [None, None]
+    await asyncio.sleep(LEASE_S + 0.1)
+    failed = await asyncio.gather(*(book.abandon(pending, dict(ABANDONED)) for book in books * 5))
+    won = [f for f in failed if f is not None]
+    assert len(won) == 1 and won[0].status == "failed" and won[0].error == ABANDONED
+    assert won[0].owner == pending.owner
+    found = await books[1].lookup(pending.tenant, pending.id)
+    assert isinstance(found, Pending) and found.status == "failed"
+    late = StoredResponse(pending.id, pending.tenant, "JP", "tokyo", {"id": pending.id})
+    assert await books[1].complete(late, None) == "failed"
+    assert await books[0].cancelled([(pending.tenant, pending.id)]) == [pending.id]
+    # a placeholder of no owner (a gateway's own memory, or written before leases) is never failed
+    ownerless = Pending("resp_x", pending.tenant, MODEL, 1)
+    await books[0].pending_add(ownerless)
+    assert await books[1].abandon(ownerless, dict(ABANDONED)) is None
+
+
+async def test_the_hub_fails_a_dead_owners_placeholder_once(hub_path: Path) -> None:  # noqa: F811
+    clients = [HubClient(hub_path), HubClient(hub_path)]
+    try:
+        await _race([HubResponses(c) for c in clients], Pending("resp_h", "t", MODEL, 1, owner="worker-1"))
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+async def test_redis_fails_a_dead_owners_placeholder_once(tmp_path: Path) -> None:
+    with redis_server(tmp_path) as port:
+        stores = [RedisStore.from_url(url(port), "demo", ["unbound", "JP"], ttl_s=60) for _ in range(2)]
+        try:
+            await _race([s.responses for s in stores], Pending("resp_r", "t", MODEL, 1, owner="gateway-1"))
+        finally:
+            for s in stores:
+                await s.aclose()
+
+
+def test_in_memory_a_placeholder_is_failed_only_past_its_owners_lease() -> None:
+    store = ResponseStore()
+    store.add_pending(Pending("r1", "t", MODEL, 1, owner="o1"))
+    assert store.abandon(Pending("r1", "t", MODEL, 1, owner="o1"), dict(ABANDONED)) is not None  # never renewed
+    store.add_pending(Pending("r2", "t", MODEL, 1, owner="o2"))
+    store.heartbeat("o2", 60.0)
+    assert store.abandon(Pending("r2", "t", MODEL, 1, owner="o2"), dict(ABANDONED)) is None
+    assert store.abandon(Pending("r2", "t", MODEL, 1, owner="other"), dict(ABANDONED)) is None  # not its owner
+    store.mark("t", "r2", "cancelled")
+    store.heartbeat("o2", -1.0)  # its lease ended: a final placeholder stays as it is
+    assert store.abandon(Pending("r2", "t", MODEL, 1, owner="o2"), dict(ABANDONED)) is None
+    with pytest.raises(ValueError):
+        BackgroundRuns(poll_s=1.0, lease_s=2.0)  # a lease of two polls or less: live runs would be taken for dead
