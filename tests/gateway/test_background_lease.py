@@ -121,6 +121,11 @@ async def _a_dead_owners_runs_fail_after_the_lease(a: Gateway, engines_a: dict[s
         await b.background.stop()
         await b.guard.stop()
         await on_b.close()
+        for gw in (a, b):  # their hub clients, their Redis clients
+            if gw.stores is not None:
+                await gw.stores.aclose()
+            if gw.hub is not None:
+                await gw.hub.aclose()
 
 
 async def test_over_the_hub_a_dead_workers_runs_fail_after_the_lease(
@@ -128,12 +133,7 @@ async def test_over_the_hub_a_dead_workers_runs_fail_after_the_lease(
     engines_a = _engines(tmp_path)
     a, b = await _gateway(tmp_path / "a", engines_a), await _gateway(tmp_path / "b", _engines(tmp_path))
     a.hub, b.hub = HubClient(hub_path), HubClient(hub_path)
-    try:
-        await _a_dead_owners_runs_fail_after_the_lease(a, engines_a, b, caplog)
-    finally:
-        for gw in (a, b):
-            assert gw.hub is not None
-            await gw.hub.aclose()
+    await _a_dead_owners_runs_fail_after_the_lease(a, engines_a, b, caplog)
 
 
 async def test_over_redis_a_dead_gateways_runs_fail_after_the_lease(
@@ -143,12 +143,7 @@ async def test_over_redis_a_dead_gateways_runs_fail_after_the_lease(
         engines_a = _engines(tmp_path)
         a = await _gateway(tmp_path / "a", engines_a, stores)
         b = await _gateway(tmp_path / "b", _engines(tmp_path), stores)
-        try:
-            await _a_dead_owners_runs_fail_after_the_lease(a, engines_a, b, caplog)
-        finally:
-            for gw in (a, b):
-                assert gw.stores is not None
-                await gw.stores.aclose()
+        await _a_dead_owners_runs_fail_after_the_lease(a, engines_a, b, caplog)
 
 
 # --- the stores' own step: once, whoever races ------------------------------------------------------------
