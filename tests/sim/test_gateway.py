@@ -8,7 +8,7 @@ import random
 import pytest
 
 from aigrid.core.calibration import Calibration, observe
-from aigrid.core.types import Circuit, EndpointState
+from aigrid.core.types import Circuit, EndpointState, PrefillQueue
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.gateway import Gateways, Telemetry, seen_state
 from aigrid.sim.geography import load_cities
@@ -97,6 +97,8 @@ def _distinct_state() -> EndpointState:
             values[name] = Circuit.HALF_OPEN
         elif name == "calibration":
             values[name] = Calibration(n=3)
+        elif name == "prefill_queue":  # a value of its own type: the compiled simulator checks the types it reads
+            values[name] = PrefillQueue(1.5, ((2.5, 7),))
         elif isinstance(default, str):
             values[name] = f"{name}-value"
         elif isinstance(default, int):

@@ -23,10 +23,15 @@ _HERE = Path(__file__).parent
 MANIFEST = "_compiled.txt"
 
 
-def compiled_modules(root: Path = _HERE) -> dict[str, Path]:
-    """Module name -> its .py, for each module of the core with a compiled extension beside its source."""
+def compiled_modules(root: Path = _HERE, package: str = __name__) -> dict[str, Path]:
+    """Module name -> its .py, for each module of `package` (folder `root`, and its folders one level down)
+    with a compiled extension beside its source."""
     out: dict[str, Path] = {}
-    for folder in (root, root / "filters", root / "scorers"):
+    try:
+        subpackages = sorted(p for p in root.iterdir() if p.is_dir() and p.name != "__pycache__")
+    except OSError:
+        subpackages = []
+    for folder in (root, *subpackages):
         try:
             names = os.listdir(folder)
         except OSError:
@@ -37,21 +42,23 @@ def compiled_modules(root: Path = _HERE) -> dict[str, Path]:
                     source = folder / (name[: -len(suffix)] + ".py")
                     if source.exists():
                         parts = source.relative_to(root).with_suffix("").parts
-                        out[".".join((__name__, *parts))] = source
+                        out[".".join((package, *parts))] = source
                     break
     return out
 
 
-def stale_sources(root: Path = _HERE) -> list[str]:
-    """The core's .py files that differ from the manifest written when the build was compiled (added,
-    changed or removed since; the manifest itself when it is missing or unreadable)."""
+def stale_sources(root: Path = _HERE, base: Path | None = None) -> list[str]:
+    """The .py files that differ from the manifest written when the build of `root` was compiled (added,
+    changed or removed since; the manifest itself when it is missing or unreadable): those it lists, named
+    relative to `base` (default `root`), and every .py under `root`."""
+    base = root if base is None else base
     try:
         recorded = dict(line.split("  ", 1)[::-1] for line in (root / MANIFEST).read_text().splitlines() if line)
     except (OSError, ValueError):
         return [MANIFEST]
-    now = {p.relative_to(root).as_posix(): p for p in root.rglob("*.py")}
-    return sorted(name for name in recorded.keys() | now.keys()
-                  if name not in now or recorded.get(name) != sha256(now[name].read_bytes()).hexdigest())
+    names = recorded.keys() | {p.relative_to(base).as_posix() for p in root.rglob("*.py")}
+    return sorted(name for name in names
+                  if not (base / name).is_file() or recorded.get(name) != sha256((base / name).read_bytes()).hexdigest())
 
 
 class _Sources(MetaPathFinder):
@@ -65,24 +72,27 @@ class _Sources(MetaPathFinder):
         return None if source is None else spec_from_file_location(fullname, source)
 
 
-def _guard() -> str:
-    """'compiled', 'pure' (nothing compiled, or AIGRID_PURE set) or 'stale' (the sources run)."""
-    modules = compiled_modules()
+def guard(package: str = __name__, root: Path = _HERE, base: Path | None = None,
+          what: str = "routing core") -> str:
+    """'compiled', 'pure' (nothing compiled, or AIGRID_PURE set) or 'stale' (the sources run) for the compiled
+    build of `package` in folder `root` (its manifest's names relative to `base`). aigrid/sim/__init__.py
+    guards the compiled simulator with it."""
+    modules = compiled_modules(root, package)
     if not modules:
         return "pure"
     if os.environ.get("AIGRID_PURE", "") not in ("", "0"):
         sys.meta_path.insert(0, _Sources(modules))
         return "pure"
-    stale = stale_sources()
+    stale = stale_sources(root, base)
     if not stale:
         return "compiled"
     sys.meta_path.insert(0, _Sources(modules))
     shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
-    print(f"aigrid.core: the compiled routing core is out of date ({shown} changed since it was compiled); "
+    print(f"{package}: the compiled {what} is out of date ({shown} changed since it was compiled); "
           "running the Python sources instead. `make core` rebuilds it, `make clean-core` removes it.",
           file=sys.stderr)
     return "stale"
 
 
-BUILD = _guard()
+BUILD = guard()
 """Which core this process runs: 'compiled', 'pure' or 'stale' (compiled but out of date: the sources run)."""

@@ -243,9 +243,8 @@ class Gateways:
             if mine is None:
                 counts = None
             else:
-                seen = seen_at[i]
-                if seen.__class__ is tuple:  # one count per gateway (they do not share state)
-                    seen = seen[gateway]
+                at = seen_at[i]
+                seen: int = at[gateway] if isinstance(at, tuple) else at  # tuple: one count per gateway
                 load = mine.get(i) if total is None else _with_others(mine, total, i)
                 counts = None if load is None and seen == 0 else merged_counts(s, load, slots[i], seen)
             entry = learnt[i].get(gateway)

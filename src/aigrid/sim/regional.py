@@ -122,7 +122,7 @@ class RegionalView:
         idx, _ = self.candidates(at, model, allowed, tier)
         ok = [i for i in idx if allowed is None or self.jurisdiction[i] in allowed] or list(idx)
         d = distances_km(self.grid.lat[ok], self.grid.lon[ok], at.lat, at.lon)
-        rtt = np.zeros(len(ok)) if where is None else self.net.base_rtt_ms(d)
+        rtt: np.ndarray = np.zeros(len(ok)) if where is None else np.asarray(self.net.base_rtt_ms(d))
         perf = [self.grid.perf[i] for i in ok]
         return tuple((float(r), p.pf_tok_ms, p.w_ms + p.pf_step_ms, p.chunk_tokens)
                      for r, p in zip(rtt, perf, strict=True))

@@ -97,8 +97,16 @@ class RunResult:
 NAN = float("nan")
 
 
-def _filled(code: str, value: float, n: int) -> array:
+def _filled(code: str, value: int | float, n: int) -> array:
+    # int | float, not float: compiled (mypyc), a float parameter would turn -1 into -1.0, refused by array('i')
     return array(code, [value]) * n
+
+
+def _own(router: Router) -> Router:
+    """A gateway's own router: a copy (round robin's counter is per gateway); a frozen dataclass is shared, as
+    its shallow copy would differ from it only in identity (compiled, core/baselines.py's cannot be copied)."""
+    params = getattr(type(router), "__dataclass_params__", None)
+    return router if params is not None and params.frozen else copy.copy(router)
 
 
 def _doubles(values: np.ndarray) -> array:
@@ -116,7 +124,7 @@ class Simulation:
                  failure_threshold: int = 1, admission: AdmissionRules | None = None,
                  classes: bool = True, calibrate: bool = True) -> None:
         self.grid, self.arr, self.policy, self.net = grid, arrivals, policy, network
-        self.routers = [copy.copy(router) for _ in range(max(gateways, 1))]
+        self.routers = [_own(router) for _ in range(max(gateways, 1))]
         """One router per gateway, as each live gateway process holds its own: a baseline's state (round
         robin's counter) is per gateway, not one counter that all the simulated gateways would share."""
         self.loop = EventLoop()
@@ -314,8 +322,8 @@ class Simulation:
         self.cost[i] = best.cost_usd
         dist = best.prediction.distance_km  # the router's own distance_km(client, site), computed once
         if dist is None:
-            where = req.client_location
-            dist = 0.0 if where is None else distance_km(where, self.grid.sites[best.site_id].location)
+            client = req.client_location
+            dist = 0.0 if client is None else distance_km(client, self.grid.sites[best.site_id].location)
         rtt = self.net.rtt_ms(dist, self.jitter_u[i]) / 1000.0
         self.rtt[i] = rtt
         if self.agents is not None:

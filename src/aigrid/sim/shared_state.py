@@ -102,9 +102,10 @@ class SyncedPrefillBook:
         if entry is None:
             return
         anchors = self.own_anchor[index]
-        anchor = (produced_at, entry[0])
-        if latest(anchors.get(gateway), anchor) is anchor:
-            anchors[gateway] = anchor
+        mine = anchors.get(gateway)
+        if mine is None or produced_at > mine[0]:  # latest(mine, anchor) is the new anchor: compared, not by
+            # identity (compiled, a tuple of two floats is a C struct, boxed afresh at each use)
+            anchors[gateway] = (produced_at, entry[0])
             self._anchored.add(index)
 
     def exchange(self, now: float) -> None:

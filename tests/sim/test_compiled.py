@@ -1,0 +1,58 @@
+"""The optional compiled simulator (scripts/build_core.py, docs/simulator.md "The compiled simulator"): its
+modules' extensions shadow their sources, so aigrid/sim/__init__.py imports the sources whenever a source
+they were type-checked against has changed since the build, and whenever AIGRID_PURE is set."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from hashlib import sha256
+from pathlib import Path
+
+import aigrid.core as core
+import aigrid.sim as sim
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_a_source_it_imports_changed_or_one_of_the_simulator_added_since_the_build_is_stale(tmp_path: Path) -> None:
+    (tmp_path / "sim").mkdir()
+    (tmp_path / "core").mkdir()
+    files = {"sim/runner.py": "x = 1\n", "core/types.py": "y = 2\n"}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    root = tmp_path / "sim"
+    assert core.stale_sources(root, tmp_path) == [core.MANIFEST]  # no manifest: never trust the build
+    (root / core.MANIFEST).write_text("".join(f"{sha256(t.encode()).hexdigest()}  {n}\n" for n, t in files.items()))
+    assert core.stale_sources(root, tmp_path) == []
+    (tmp_path / "core" / "types.py").write_text("y = 3\n")  # outside the simulator, but compiled against
+    assert core.stale_sources(root, tmp_path) == ["core/types.py"]
+    (tmp_path / "core" / "types.py").write_text("y = 2\n")
+    (root / "new.py").write_text("")
+    assert core.stale_sources(root, tmp_path) == ["sim/new.py"]
+    (root / "new.py").unlink()
+    (root / "runner.py").unlink()
+    assert core.stale_sources(root, tmp_path) == ["sim/runner.py"]
+
+
+def test_the_build_depends_on_what_the_compiled_modules_import() -> None:
+    out = subprocess.run([sys.executable, "scripts/build_core.py", "--sources"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout.split()
+    for name in ("src/aigrid/sim/runner.py", "src/aigrid/sim/__init__.py", "src/aigrid/core/types.py",
+                 "src/aigrid/core/scheduler.py", "src/aigrid/engines/engine_model.py",
+                 "src/aigrid/telemetry/inflight.py", "src/aigrid/sim/experiment.py"):
+        assert name in out, name
+
+
+def test_aigrid_pure_imports_the_simulator_s_sources() -> None:
+    code = "import aigrid.sim as s, aigrid.sim.runner as r, aigrid.sim.clock as c; print(s.BUILD, r.__file__, c.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "AIGRID_PURE": "1"},
+                         capture_output=True, text=True, check=True)
+    build, *files = out.stdout.split()
+    assert build == "pure" and all(f.endswith(".py") for f in files), out.stdout
+    assert out.stderr == ""
+
+
+def test_the_build_this_process_runs_is_known() -> None:
+    assert sim.BUILD in ("compiled", "pure", "stale")
