@@ -71,6 +71,7 @@ class BackgroundRuns:
         self._tasks: dict[str, tuple[str, asyncio.Task[None]]] = {}  # response id -> (tenant, its run)
         self._per_tenant: dict[str, int] = {}
         self._ending: set[str] = set()
+        self._halted: set[str] = set()  # runs told to stop (a cancel can be lost: _halt)
         self._poll_s = poll_s
         self._max, self._max_per_tenant = max_runs, max_per_tenant
         self._watcher: asyncio.Task[None] | None = None
@@ -114,6 +115,7 @@ class BackgroundRuns:
     def _ended(self, rid: str) -> None:
         found = self._tasks.pop(rid, None)
         self._ending.discard(rid)
+        self._halted.discard(rid)
         if found is not None:
             left = self._per_tenant.pop(found[0], 1) - 1
             if left:
@@ -126,6 +128,20 @@ class BackgroundRuns:
     def owns(self, rid: str) -> bool:
         return rid in self._tasks
 
+    def _halt(self, rid: str, task: asyncio.Task[None]) -> None:
+        """Stop the run `rid`: cancel its task, and remember it, because the cancel can be lost. redis-py runs
+        each command inside asyncio.wait_for (its socket timeout), which on Python 3.11 swallows a cancel that
+        lands as the command completes (CPython gh-86296; tests/telemetry/test_periodic.py), and the run would
+        go on to its end. The run calls check() between its steps (per streamed chunk, after a whole answer)."""
+        self._halted.add(rid)
+        task.cancel()
+
+    def check(self, rid: str) -> None:
+        """Raise CancelledError in the run `rid` when it was told to stop and has not begun recording its
+        outcome: a cancel lost in a Redis call (_halt) is delivered here at the run's next step."""
+        if (rid in self._halted or self.stopping) and rid not in self._ending:
+            raise asyncio.CancelledError
+
     async def cancel(self, rid: str, wait_s: float = CANCEL_WAIT_S) -> None:
         """Cancel this process's run `rid` (unless it is recording its outcome) and wait until it ended."""
         found = self._tasks.get(rid)
@@ -133,7 +149,7 @@ class BackgroundRuns:
             return
         task = found[1]
         if rid not in self._ending:
-            task.cancel()
+            self._halt(rid, task)
         await asyncio.wait({task}, timeout=wait_s)
 
     async def _watch(self, shared: Keeper) -> None:
@@ -151,7 +167,7 @@ class BackgroundRuns:
             for rid in stop:
                 found = self._tasks.get(rid)
                 if found is not None and rid not in self._ending:
-                    found[1].cancel()
+                    self._halt(rid, found[1])
 
     async def stop(self) -> None:
         """The gateway stops: every run still going is cancelled (unless recording its outcome) and awaited."""
@@ -163,7 +179,7 @@ class BackgroundRuns:
         tasks = [task for _, task in self._tasks.values()]
         for rid, (_, task) in list(self._tasks.items()):
             if rid not in self._ending:
-                task.cancel()
+                self._halt(rid, task)
         if tasks:
             await asyncio.wait(tasks)
 

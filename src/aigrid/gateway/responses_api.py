@@ -264,6 +264,7 @@ class ResponsesApi:
                     await self._stream(turn, resp, rid, created, ex, writer)
                     return
                 body = await whole_body(resp)
+                gw.background.check(rid)
                 gw.background.ending(rid)
             except asyncio.CancelledError:  # the client's cancel, or the gateway stopping
                 gw.background.ending(rid)
@@ -311,6 +312,7 @@ class ResponsesApi:
                                                             seq=writer.next))
         try:
             async for chunk in chunks:
+                self.gw.background.check(rid)
                 events = split(chunk)
                 last = bool(events) and kind_of(events[-1]) in TERMINAL
                 if last and not outcome:  # the stream broke: response.failed, no answer
