@@ -50,14 +50,20 @@ def test_the_compiled_modules_are_those_with_an_extension_beside_their_source(tm
                                                "aigrid.core.filters.tenant": tmp_path / "filters" / "tenant.py"}
 
 
-def test_aigrid_pure_imports_the_sources() -> None:
-    code = "import aigrid.core as c, aigrid.core.scheduler as s, aigrid.core.scorers.ttft as t; " \
-           "print(c.BUILD, s.__file__, t.__file__)"
+def assert_pure_imports(package: str, *modules: str) -> None:
+    """With AIGRID_PURE=1 a fresh process runs `package` pure and imports each module from its .py source,
+    silently (also tests/sim/test_compiled.py)."""
+    code = (f"import {package} as p, " + ", ".join(f"{m} as m{i}" for i, m in enumerate(modules))
+            + "; print(p.BUILD, " + ", ".join(f"m{i}.__file__" for i in range(len(modules))) + ")")
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "AIGRID_PURE": "1"},
                          capture_output=True, text=True, check=True)
     build, *files = out.stdout.split()
-    assert build == "pure" and all(f.endswith(".py") for f in files), out.stdout
+    assert build == "pure" and len(files) == len(modules) and all(f.endswith(".py") for f in files), out.stdout
     assert out.stderr == ""
+
+
+def test_aigrid_pure_imports_the_sources() -> None:
+    assert_pure_imports("aigrid.core", "aigrid.core.scheduler", "aigrid.core.scorers.ttft")
 
 
 def test_a_plugin_may_subclass_the_core_s_plugins_compiled_or_not() -> None:

@@ -4,7 +4,6 @@ they were type-checked against has changed since the build, and whenever AIGRID_
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from hashlib import sha256
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import aigrid.core as core
 import aigrid.sim as sim
+from tests.core.test_compiled import assert_pure_imports
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,12 +46,7 @@ def test_the_build_depends_on_what_the_compiled_modules_import() -> None:
 
 
 def test_aigrid_pure_imports_the_simulator_s_sources() -> None:
-    code = "import aigrid.sim as s, aigrid.sim.runner as r, aigrid.sim.clock as c; print(s.BUILD, r.__file__, c.__file__)"
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "AIGRID_PURE": "1"},
-                         capture_output=True, text=True, check=True)
-    build, *files = out.stdout.split()
-    assert build == "pure" and all(f.endswith(".py") for f in files), out.stdout
-    assert out.stderr == ""
+    assert_pure_imports("aigrid.sim", "aigrid.sim.runner", "aigrid.sim.clock")
 
 
 def test_the_build_this_process_runs_is_known() -> None:
