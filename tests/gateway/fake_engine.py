@@ -79,6 +79,8 @@ class FakeEngine:
         yield b"data: [DONE]\n\n"
 
     async def _json(self, req: dict) -> AsyncIterator[bytes]:
+        if self.first_byte_delay_s:  # a non-streamed answer's first byte comes once it is whole
+            await asyncio.sleep(self.first_byte_delay_s)
         choice = {"index": 0, "message": {"role": "assistant", "content": "".join(self.words)}, "finish_reason": "stop",
                   "stop_reason": self.stop_reason}
         if req.get("logprobs") and self.logprob is not None:

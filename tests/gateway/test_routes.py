@@ -238,3 +238,34 @@ async def test_an_engine_that_never_answers_is_left_after_the_first_byte_deadlin
     assert r.status_code == 200 and r.headers["x-aigrid-site"] != "nrt"
     d = gw.decisions.get(r.headers["x-aigrid-decision"])
     assert d is not None and "no first byte within" in d.attempts[0]["error"]
+
+
+async def test_a_non_streamed_answer_has_its_decode_time_before_its_first_byte(
+        tmp_path, fakes: dict[str, FakeEngine]) -> None:  # type: ignore[no-untyped-def]
+    """An engine sends a non-streamed answer's first byte with the whole answer: the deadline adds the decode
+    time of its max_tokens (proxy.FirstByteDeadline.whole), so an answer taking longer than the TTFT deadline
+    is served, not abandoned on every candidate in turn (before: a 502 for any answer over 5 s), while a
+    silent site is still left once even that has passed."""
+    import random
+
+    from aigrid.gateway.app import build_app, build_gateway
+    from aigrid.spec.models import FirstByteSpec
+    from tests.gateway.conftest import _no_sleep, spec_in
+
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(
+        update={"first_byte_timeout": FirstByteSpec(factor=1, min_s=0.2, max_s=10)})})
+    gw = build_gateway(spec, fakes, rng=random.Random(0), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    tokyo = {"x-aigrid-client-location": "Tokyo"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://g") as c:
+        fakes["nrt-smollm2"].first_byte_delay_s = 1.0  # decoding 16 tokens: 0.2 s + 3 x 16 x 0.1 s allowed
+        r = await c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 16}, headers=tokyo)
+        assert r.status_code == 200 and r.headers["x-aigrid-site"] == "nrt"
+        d = gw.decisions.get(r.headers["x-aigrid-decision"])
+        assert d is not None and len(d.attempts) == 1
+        fakes["nrt-smollm2"].first_byte_delay_s = 30  # a dark link: 2 tokens allow 0.2 + 0.6 s
+        r = await c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 2}, headers=tokyo)
+    assert r.status_code == 200 and r.headers["x-aigrid-site"] != "nrt"
+    d = gw.decisions.get(r.headers["x-aigrid-decision"])
+    assert d is not None and "no first byte within 0.8 s" in d.attempts[0]["error"]

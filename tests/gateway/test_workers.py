@@ -189,3 +189,75 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
         abuse = r["extra"]["abuse"]
         assert abuse["action"] == "throttle" and set(abuse["detail"].split(", ")) == {"volume", "diversity"}
         assert abuse["message"].endswith("(all workers)"), abuse
+
+
+def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goes_on(tmp_path: Path) -> None:
+    """Two real workers each run a background response (slow engine: 40 s of decoding); one worker is killed
+    (SIGKILL: no lifespan, nothing settled). Polled through the live worker, the dead one's run ends `failed`
+    once its lease (background.LEASE_S) has passed, and the live one's stays running: the hub is the store."""
+    from aigrid.gateway.background import LEASE_S
+
+    emu_port = free_ports(2)
+    emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
+                            "--engines", "2", "--decode-base-ms", "200", "--prefill-base-ms", "1"], tmp_path).start()
+    gw: Proc | None = None
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
+        gw_port = free_port()
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port)))
+        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
+                  tmp_path, cwd=tmp_path).start()
+        gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
+        workers = [p for p in tree(gw.pid) if p != gw.pid]
+        by_worker: dict[int, http.client.HTTPConnection] = {}
+        for _ in range(200):  # new connections until one is held by each worker
+            conn = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=30)
+            conn.request("GET", "/livez")
+            conn.getresponse().read()
+            conns.append(conn)
+            by_worker.setdefault(_worker_of(conn, workers, gw_port), conn)
+            if len(by_worker) == 2:
+                break
+        assert len(by_worker) == 2, "the kernel never handed a connection to the second worker"
+        runs: dict[int, str] = {}
+        for pid, conn in by_worker.items():  # the worker that answers a create runs it
+            conn.request("POST", "/v1/responses", headers={"content-type": "application/json"},
+                         body=orjson.dumps({"model": "emulated", "input": f"a long story {pid}", "background": True,
+                                            "store": True, "max_output_tokens": 200}))
+            resp = conn.getresponse()
+            body = orjson.loads(resp.read())
+            assert resp.status == 200 and body["status"] == "queued", body
+            runs[pid] = body["id"]
+        dead, live = list(by_worker)
+        time.sleep(1.0)
+        os.kill(dead, 9)
+        reader = by_worker[live]
+
+        def status(rid: str) -> dict:
+            reader.request("GET", f"/v1/responses/{rid}")
+            resp = reader.getresponse()
+            out = orjson.loads(resp.read())
+            assert resp.status == 200, out
+            return out
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < LEASE_S + 15:
+            got = status(runs[dead])
+            if got["status"] == "failed":
+                break
+            assert got["status"] in ("queued", "in_progress"), got
+            time.sleep(0.5)
+        waited = time.monotonic() - t0
+        assert got["status"] == "failed", got
+        assert got["error"]["code"] == "server_error" and "stopped before it ended" in got["error"]["message"], got
+        assert waited >= LEASE_S - 2.0, waited  # not before its lease had passed (its last renewal <= 0.5 s old)
+        other = status(runs[live])
+        assert other["status"] == "in_progress", (other["status"], other.get("error"))  # the live worker's run goes on, renewed
+    finally:
+        for conn in conns:
+            conn.close()
+        if gw is not None:
+            gw.stop()
+        emu.stop()

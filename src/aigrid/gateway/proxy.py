@@ -69,7 +69,11 @@ class HedgePolicy:
 class FirstByteDeadline:
     """How long an attempt may wait for its first byte before the next candidate is tried: factor x the
     predicted TTFT, within [min_s, max_s]. It catches what no connect timeout can: a pooled connection to a
-    site whose network went dark, or an engine that accepts requests and never answers."""
+    site whose network went dark, or an engine that accepts requests and never answers.
+
+    A non-streamed answer's first byte comes with the whole answer (engines send nothing before), so its
+    deadline adds the time to decode its output tokens (whole()); at the TTFT deadline alone every
+    non-streamed answer of more than 5 s of decoding failed on every candidate in turn."""
 
     factor: float = 10.0
     min_s: float = 5.0
@@ -77,6 +81,30 @@ class FirstByteDeadline:
 
     def seconds(self, cand: Candidate) -> float:
         return min(self.max_s, max(self.min_s, self.factor * cand.prediction.ttft_ms / 1000.0))
+
+    def whole(self, cand: Candidate, max_tokens: int | None) -> float:
+        """A non-streamed answer's deadline: seconds() plus DECODE_FACTOR x `max_tokens` x the endpoint's
+        recent time per output token (DEFAULT_TPOT_S when unknown), within max_s; max_s when the request sets
+        no limit on its output."""
+        if max_tokens is None:
+            return self.max_s
+        tpot = DEFAULT_TPOT_S if cand.prediction.tpot_ms is None else cand.prediction.tpot_ms / 1000.0
+        return min(self.max_s, self.seconds(cand) + DECODE_FACTOR * max_tokens * tpot)
+
+
+DECODE_FACTOR = 3.0
+"""Slack on the decode time of a non-streamed answer: a busy engine's steps slow down as its batch grows."""
+DEFAULT_TPOT_S = 0.1
+"""Time per output token assumed where the endpoint's is not known yet (a TPOT SLO's usual 100 ms)."""
+
+
+def _max_output_tokens(body: dict[str, Any]) -> int | None:
+    """The output limit a chat or completions body sets (None: none, or not a positive integer)."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 class Held:
@@ -306,7 +334,12 @@ class Proxy:
             if wrap is not None:
                 engine = wrap(engine, cand)
             # a tool loop answers after whole model turns and tool runs: only the ceiling applies to it
-            limit = self._deadline.max_s if wrap is not None else self._deadline.seconds(cand)
+            if wrap is not None:
+                limit = self._deadline.max_s
+            elif body.get("stream") is True:
+                limit = self._deadline.seconds(cand)
+            else:  # an engine sends a non-streamed answer's first byte once the answer is whole
+                limit = self._deadline.whole(cand, _max_output_tokens(body))
             try:
                 async with asyncio.timeout(limit):
                     upstream = await stack.enter(engine.open(path, payload))
