@@ -83,8 +83,10 @@ def test_kill9_engine_mid_stream_continues_on_another_site(nodes: dict, tmp_path
         assert d["served_by"].startswith("nrt-smollm2 -> "), d
         prefix = before[0]
         assert len(prefix) > 0 and out["text"].startswith(prefix)
-        if len(prefix) >= 12:
-            assert out["text"].count(prefix) == 1  # the continuation did not repeat what was sent
+        if len(prefix) >= 12:  # the continuation did not start by repeating what was sent (llama.cpp's echo of
+            # the prefilled turn); counting the prefix in the whole text failed when SmolLM2 looped on a phrase
+            # ("The river was a river of dreams. ... The river was a river ...": 11 times, no echo)
+            assert not out["text"][len(prefix):].lstrip().startswith(prefix.strip())
         ids = {json.loads(e)["id"] for e in out["events"] if e != "[DONE]"}
         assert len(ids) == 1
         report("engine-kill-mid-stream", streams=1, lost=0, duplicated_text=0,
