@@ -117,6 +117,23 @@ def _worker_of(conn: http.client.HTTPConnection, workers: list[int], gw_port: in
     raise AssertionError(f"no worker holds the connection from port {port}")
 
 
+def one_connection_per_worker(gw_port: int, workers: list[int],
+                              conns: list[http.client.HTTPConnection]) -> dict[int, http.client.HTTPConnection]:
+    """New connections until each worker holds one (all kept in `conns`, for the caller to close): worker pid ->
+    a connection it accepted."""
+    by_worker: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(200):
+        conn = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=30)
+        conn.request("GET", "/livez")
+        conn.getresponse().read()
+        conns.append(conn)
+        by_worker.setdefault(_worker_of(conn, workers, gw_port), conn)
+        if len(by_worker) == len(workers):
+            break
+    assert len(by_worker) == len(workers), "the kernel never handed a connection to every worker"
+    return by_worker
+
+
 def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -> None:
     """One key's requests alternate between the two workers (one kept-alive connection to each): each worker
     sees at most 8, under the volume threshold of 10, yet once the key's total passes 10 it is throttled
@@ -139,16 +156,7 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
                   tmp_path, cwd=tmp_path).start()
         gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
         workers = [p for p in tree(gw.pid) if p != gw.pid]
-        by_worker: dict[int, http.client.HTTPConnection] = {}
-        for _ in range(200):  # new connections until one is held by each worker
-            conn = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=30)
-            conn.request("GET", "/livez")
-            conn.getresponse().read()
-            conns.append(conn)
-            by_worker.setdefault(_worker_of(conn, workers, gw_port), conn)
-            if len(by_worker) == 2:
-                break
-        assert len(by_worker) == 2, "the kernel never handed a connection to the second worker"
+        by_worker = one_connection_per_worker(gw_port, workers, conns)
         pair = list(by_worker.values())
         ports = [c.sock.getsockname()[1] for c in pair]
         statuses: list[int] = []
@@ -211,16 +219,7 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
                   tmp_path, cwd=tmp_path).start()
         gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
         workers = [p for p in tree(gw.pid) if p != gw.pid]
-        by_worker: dict[int, http.client.HTTPConnection] = {}
-        for _ in range(200):  # new connections until one is held by each worker
-            conn = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=30)
-            conn.request("GET", "/livez")
-            conn.getresponse().read()
-            conns.append(conn)
-            by_worker.setdefault(_worker_of(conn, workers, gw_port), conn)
-            if len(by_worker) == 2:
-                break
-        assert len(by_worker) == 2, "the kernel never handed a connection to the second worker"
+        by_worker = one_connection_per_worker(gw_port, workers, conns)
         runs: dict[int, str] = {}
         for pid, conn in by_worker.items():  # the worker that answers a create runs it
             conn.request("POST", "/v1/responses", headers={"content-type": "application/json"},
