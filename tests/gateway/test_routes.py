@@ -269,3 +269,36 @@ async def test_a_non_streamed_answer_has_its_decode_time_before_its_first_byte(
     assert r.status_code == 200 and r.headers["x-aigrid-site"] != "nrt"
     d = gw.decisions.get(r.headers["x-aigrid-decision"])
     assert d is not None and "no first byte within 0.8 s" in d.attempts[0]["error"]
+
+
+async def test_a_non_streamed_answer_has_a_ceiling_of_its_own_and_its_models_context_bounds_it(
+        tmp_path, fakes: dict[str, FakeEngine]) -> None:  # type: ignore[no-untyped-def]
+    """A whole answer may take longer than a stream's first-byte ceiling (max_s; before: a 502 for any
+    non-streamed answer over 120 s): its ceiling is whole_max_s. A request with no output limit is bounded by
+    its model's context (the most it can decode), so a silent site is still left."""
+    import random
+
+    from aigrid.gateway.app import build_app, build_gateway
+    from aigrid.spec.models import FirstByteSpec
+    from tests.gateway.conftest import _no_sleep, spec_in
+
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={
+        "gateway": spec.gateway.model_copy(update={"first_byte_timeout": FirstByteSpec(
+            factor=1, min_s=0.2, max_s=0.5, whole_max_s=10)}),
+        "models": {n: m.model_copy(update={"context": 2}) for n, m in spec.models.items()}})
+    gw = build_gateway(spec, fakes, rng=random.Random(0), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    tokyo = {"x-aigrid-client-location": "Tokyo"}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://g") as c:
+        fakes["nrt-smollm2"].first_byte_delay_s = 1.0  # longer than max_s; 16 tokens allow 0.2 + 4.8 s
+        r = await c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 16}, headers=tokyo)
+        assert r.status_code == 200 and r.headers["x-aigrid-site"] == "nrt"
+        d = gw.decisions.get(r.headers["x-aigrid-decision"])
+        assert d is not None and len(d.attempts) == 1
+        fakes["nrt-smollm2"].first_byte_delay_s = 30  # a dark link, no max_tokens: a context of 2 allows 0.8 s
+        unlimited = {k: v for k, v in CHAT.items() if k != "max_tokens"}
+        r = await c.post("/v1/chat/completions", json=unlimited, headers=tokyo)
+    assert r.status_code == 200 and r.headers["x-aigrid-site"] != "nrt"
+    d = gw.decisions.get(r.headers["x-aigrid-decision"])
+    assert d is not None and "no first byte within 0.8 s" in d.attempts[0]["error"]

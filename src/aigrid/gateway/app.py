@@ -132,7 +132,8 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
     served = {e.id: e.served_model or e.model for e in spec.endpoints}
     proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.network == "emulate",
                   max_attempts=spec.gateway.max_attempts, family_of={e.id: e.family for e in endpoints},
-                  deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep)
+                  deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep,
+                  contexts={e.id: spec.models[e.model].context for e in spec.endpoints})
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
         policies={**{name: Policy(name, {}) for name in BASELINES}, **load.policies(spec)},

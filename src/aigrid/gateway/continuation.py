@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigrid.gateway.schemas import output_limit
+
 CONSTRAINED_FIELDS = ("response_format", "grammar", "json_schema", "guided_json", "guided_regex",
                       "guided_grammar", "guided_choice", "tools", "functions", "logprobs", "n")
 """Request fields whose output an engine cannot resume exactly from text alone."""
@@ -82,9 +84,9 @@ def continuation_body(body: dict[str, Any], delivered: Delivered, engine_kind: s
     """The request that makes another engine produce the rest of the answer."""
     sent = delivered.sent_text()
     out = {**body, "stream": True}
-    budget = body.get("max_completion_tokens") or body.get("max_tokens")
+    budget = output_limit(body)
     if budget is not None:
-        remaining = max(1, int(budget) - delivered.chunks)
+        remaining = max(1, budget - delivered.chunks)
         out["max_tokens" if "max_tokens" in body else "max_completion_tokens"] = remaining
     if "messages" in body:
         out["messages"] = [*body["messages"], {"role": "assistant", "content": sent}]

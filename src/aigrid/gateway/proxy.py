@@ -43,6 +43,7 @@ from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay
 from aigrid.gateway.relay_response import RelayResponse
+from aigrid.gateway.schemas import output_limit
 from aigrid.gateway.usage import answer_usage
 from aigrid.logs import fields
 from aigrid.telemetry.store import TelemetryStore
@@ -72,39 +73,34 @@ class FirstByteDeadline:
     site whose network went dark, or an engine that accepts requests and never answers.
 
     A non-streamed answer's first byte comes with the whole answer (engines send nothing before), so its
-    deadline adds the time to decode its output tokens (whole()); at the TTFT deadline alone every
-    non-streamed answer of more than 5 s of decoding failed on every candidate in turn."""
+    deadline adds the time to decode its output tokens (whole()) and has a ceiling of its own, whole_max_s;
+    at the TTFT deadline alone every non-streamed answer of more than 5 s of decoding failed on every
+    candidate in turn, and at max_s every one of more than 120 s."""
 
     factor: float = 10.0
     min_s: float = 5.0
     max_s: float = 120.0
+    whole_max_s: float = 600.0
+    """The ceiling of an answer sent whole and of a tool loop: the OpenAI and Anthropic SDKs' default client
+    timeout, so no client that kept its defaults is still waiting after it."""
 
     def seconds(self, cand: Candidate) -> float:
         return min(self.max_s, max(self.min_s, self.factor * cand.prediction.ttft_ms / 1000.0))
 
     def whole(self, cand: Candidate, max_tokens: int | None) -> float:
         """A non-streamed answer's deadline: seconds() plus DECODE_FACTOR x `max_tokens` x the endpoint's
-        recent time per output token (DEFAULT_TPOT_S when unknown), within max_s; max_s when the request sets
-        no limit on its output."""
+        recent time per output token (DEFAULT_TPOT_S when unknown), within whole_max_s; whole_max_s when
+        nothing bounds its output (the caller passes the model's context when the request sets no limit)."""
         if max_tokens is None:
-            return self.max_s
+            return self.whole_max_s
         tpot = DEFAULT_TPOT_S if cand.prediction.tpot_ms is None else cand.prediction.tpot_ms / 1000.0
-        return min(self.max_s, self.seconds(cand) + DECODE_FACTOR * max_tokens * tpot)
+        return min(self.whole_max_s, self.seconds(cand) + DECODE_FACTOR * max_tokens * tpot)
 
 
 DECODE_FACTOR = 3.0
 """Slack on the decode time of a non-streamed answer: a busy engine's steps slow down as its batch grows."""
 DEFAULT_TPOT_S = 0.1
 """Time per output token assumed where the endpoint's is not known yet (a TPOT SLO's usual 100 ms)."""
-
-
-def _max_output_tokens(body: dict[str, Any]) -> int | None:
-    """The output limit a chat or completions body sets (None: none, or not a positive integer)."""
-    for key in ("max_completion_tokens", "max_tokens"):
-        value = body.get(key)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 class Held:
@@ -143,8 +139,12 @@ class Proxy:
     def __init__(self, engines: Mapping[str, Engine], served_models: Mapping[str, str], store: TelemetryStore,
                  metrics: GatewayMetrics, clock: Callable[[], float], *, emulate_network: bool,
                  max_attempts: int, family_of: Mapping[str, str] | None = None,
-                 deadline: FirstByteDeadline = FirstByteDeadline(), sleep: Sleep = asyncio.sleep) -> None:
+                 deadline: FirstByteDeadline = FirstByteDeadline(), sleep: Sleep = asyncio.sleep,
+                 contexts: Mapping[str, int] | None = None) -> None:
+        """`contexts`: endpoint id -> its model's context in tokens, the most a non-streamed answer without an
+        output limit can decode (its deadline's bound)."""
         self._engines = engines
+        self._contexts = dict(contexts or {})
         self._family_of = dict(family_of or {})
         self._deadline = deadline
         self._served = served_models
@@ -333,13 +333,13 @@ class Proxy:
             engine = self._engines[cand.endpoint_id]
             if wrap is not None:
                 engine = wrap(engine, cand)
-            # a tool loop answers after whole model turns and tool runs: only the ceiling applies to it
+            # a tool loop answers after whole model turns and tool runs: only the whole answer's ceiling applies
             if wrap is not None:
-                limit = self._deadline.max_s
+                limit = self._deadline.whole_max_s
             elif body.get("stream") is True:
                 limit = self._deadline.seconds(cand)
             else:  # an engine sends a non-streamed answer's first byte once the answer is whole
-                limit = self._deadline.whole(cand, _max_output_tokens(body))
+                limit = self._deadline.whole(cand, output_limit(body) or self._contexts.get(cand.endpoint_id))
             try:
                 async with asyncio.timeout(limit):
                     upstream = await stack.enter(engine.open(path, payload))

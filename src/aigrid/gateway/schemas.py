@@ -41,6 +41,16 @@ class _Common(BaseModel):
         return self.max_completion_tokens or self.max_tokens
 
 
+def output_limit(body: dict[str, Any]) -> int | None:
+    """The output limit a chat or completions body (a dict, as sent on to an engine) sets, as output_budget()
+    reads it: `max_completion_tokens`, else `max_tokens`; None: none, or not a positive integer."""
+    for key in ("max_completion_tokens", "max_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
 

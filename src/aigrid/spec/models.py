@@ -269,6 +269,10 @@ class FirstByteSpec(StrictModel):
     factor: float = Field(default=10.0, gt=0, description="wait at most factor x the predicted TTFT ...")
     min_s: float = Field(default=5.0, gt=0, description="... but at least this long ...")
     max_s: float = Field(default=120.0, gt=0, description="... and at most this long, then try the next site")
+    whole_max_s: float = Field(default=600.0, gt=0, description=(
+        "the ceiling for an answer sent whole (not streamed: its first byte comes after its last token, so its "
+        "deadline adds 3 x its max_tokens, or its model's context, x the endpoint's time per output token) "
+        "and for a tool loop; 600 s is the OpenAI and Anthropic SDKs' default client timeout"))
 
 
 class OtelSpec(StrictModel):
