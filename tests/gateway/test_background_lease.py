@@ -19,14 +19,16 @@ from typing import Any
 import openai
 import pytest
 
+from aigrid.audit.signing import load_public_key
+from aigrid.audit.verify import verify
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.background import ABANDONED, BackgroundRuns
+from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, BackgroundRuns
 from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
 from aigrid.gateway.stores import HubResponses, ResponseBook
 from aigrid.gateway.stores_redis import RedisStore
 from aigrid.spec.models import TenantSpec
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.sdk_clients import openai_client
 from tests.gateway.test_response_store_redis import url
 from tests.gateway.test_responses_background import (
@@ -123,7 +125,8 @@ async def _a_dead_owners_runs_fail_after_the_lease(a: Gateway, engines_a: dict[s
             for rid in (polled.id, streamed):
                 logged = [r.getMessage() for r in caplog.records if rid in r.getMessage()]
                 assert len(logged) == 1 and a.background.owner in logged[0], logged
-            assert a.background.owns(polled.id)  # its process "dead": nobody settles what it held
+            assert a.background.owns(polled.id)  # its process "dead": it settles and records nothing
+            await _audited_once_by_the_reader(a, b, [polled.id, streamed])
     finally:
         await b.background.stop()
         await b.guard.stop()
@@ -133,6 +136,28 @@ async def _a_dead_owners_runs_fail_after_the_lease(a: Gateway, engines_a: dict[s
                 await gw.stores.aclose()
             if gw.hub is not None:
                 await gw.hub.aclose()
+    assert b.spec.security.audit is not None
+    audit_db = Path(b.spec.security.audit.path)
+    report = verify(audit_db, load_public_key(audit_db.with_suffix(".pub.pem")))
+    assert report.ok, report.problems  # `aigrid audit verify` passes with the readers' records in the chain
+
+
+async def _audited_once_by_the_reader(a: Gateway, b: Gateway, rids: list[str]) -> None:
+    """Each dead run's exit has exactly one audit record, written by the one reader (of B) whose atomic step
+    failed it, however many read it after: the background route's, outcome `abandoned`, with the tenant, key
+    and model of its create, naming the dead owner, charged at its reservation (no usage made up)."""
+    created = [r for r in await audit_rows(a) if r["extra"]["route"] == "/v1/responses"]  # the creates, on A
+    assert len(created) == len(rids) and all(r["tenant"] == "metered" for r in created)
+    key_id = created[0]["key_id"]
+    abandoned = [r for r in await audit_rows(b) if r["outcome"] == "abandoned"]
+    assert sorted(r["extra"]["response_id"] for r in abandoned) == sorted(rids), abandoned
+    for r in abandoned:
+        assert r["extra"]["route"] == BACKGROUND_ROUTE
+        assert (r["tenant"], r["key_id"], r["model"]) == ("metered", key_id, MODEL)
+        assert r["extra"]["owner"] == a.background.owner and a.background.owner in r["extra"]["reason"]
+        assert r["extra"]["quota"] == "charged at its reservation (its usage is unknown)"
+        assert (r["prompt_tokens"], r["completion_tokens"]) == (0, 0)
+    assert b.metrics.background_abandoned._value.get() == len(rids)
 
 
 async def test_over_the_hub_a_dead_workers_runs_fail_after_the_lease(

@@ -208,7 +208,7 @@ async def test_a_background_run_on_one_gateway_is_polled_and_cancelled_from_anot
     await reached_an_engine(a.engines)
     assert r1.exists(pending_key(created.id))  # the placeholder: in the unbound store, no content
     assert set(r1.hgetall(pending_key(created.id))) == {b"id", b"tenant", b"model", b"created_at", b"status",
-                                                        b"error", b"owner"}
+                                                        b"error", b"owner", b"key_id"}
     assert r1.hget(pending_key(created.id), "owner") == a.gw.background.owner.encode()
     assert (await b.oai.responses.retrieve(created.id)).status == "in_progress"
     cancelled = await b.oai.responses.cancel(created.id)  # B marks it in Redis; A's run polls and stops

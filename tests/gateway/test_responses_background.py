@@ -88,6 +88,7 @@ async def run_record(gw: Gateway) -> dict[str, Any]:
     """The one audit record of the background run (besides the create call's and the reads')."""
     rows = [r for r in await audit_rows(gw) if r["extra"]["route"] == BACKGROUND_ROUTE]
     assert len(rows) == 1, rows
+    assert rows[0]["extra"]["response_id"].startswith("resp_")  # which response it ran
     return rows[0]
 
 
@@ -332,7 +333,8 @@ def test_a_placeholder_holds_no_content_is_bounded_and_a_cancel_wins_over_a_late
     for i in range(3):
         store.add_pending(Pending(f"r{i}", "t", "m", 1))
     assert store.lookup("t", "r0") is None and store.lookup("t", "r2") is not None  # oldest out first
-    assert set(Pending.__dataclass_fields__) == {"id", "tenant", "model", "created_at", "status", "error", "owner"}
+    assert set(Pending.__dataclass_fields__) == {"id", "tenant", "model", "created_at", "status", "error", "owner",
+                                                  "key_id"}  # no content: never the prompt, the instructions
     assert store.mark("t", "r1", "cancelled") is not None
     late = StoredResponse("r1", "t", "EU", "fra", {"id": "r1"})
     assert store.complete(late, None) == "cancelled" and store.get("t", "r1") is None

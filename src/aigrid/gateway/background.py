@@ -17,10 +17,16 @@ random id per BackgroundRuns: per process), and the owner renews its lease in th
 while it has runs (`renew`: one heartbeat per process, not per run; a create renews it before its placeholder
 is announced). A process that dies stops renewing: after `lease_s` the first reader of one of its runs (GET,
 the stream follower, cancel; responses_api.py) fails it with ABANDONED and ends its event log, once whoever
-races (the store's atomic step), and logs a warning naming the response and the owner. The dead run's quota
-reservation and audit record are not settled by anyone (they lived in the dead process). A connection to the
-store that closes says nothing of death (the hub client reconnects); only the lease does. `lease_s` is
-several polls, so that a live owner, even with one run that takes hours, is never taken for dead.
+races (the store's atomic step), and logs a warning naming the response and the owner. That one reader also
+closes the dead run's exit (responses_api.py `_close_abandoned`): one audit record of BACKGROUND_ROUTE, outcome
+"abandoned", through the gateway's one audit path (routes.close_exchange, Guard.finish), naming the dead owner;
+its quota is settled at its reservation, explicitly: what the dead process reserved at admission (the prompt's
+estimate and the output limit, in the quota store shared with it) stays charged, since nobody knows the tokens
+its run used (the record counts none, and says so). A connection to the store that closes says nothing of death
+(the hub client reconnects); only the lease does. `lease_s` is several polls, so that a live owner, even with
+one run that takes hours, is never taken for dead; an owner that was only stalled (or cut off from its store)
+past its lease and comes back stops the run at its next poll, and that run's exchange closes too: that run
+then has two records, the reader's "abandoned" one and its own (its reservation settled with its real usage).
 """
 
 from __future__ import annotations

@@ -56,6 +56,9 @@ class Exchange:
     """The request's OpenTelemetry span; NO_TRACE (does nothing) when tracing is off (tracing.py)."""
     ticket: Ticket | None = None
     """Its urgency and what the admission queue did (admission.py); released when the exchange closes."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """Fields its audit record's `extra` carries besides those made from the above (Guard._record): a
+    background run's response id; an abandoned run's reason and quota settlement (responses_api.py)."""
 
     def final_usage(self) -> Mapping[str, Any] | None:
         if self.usage is not None:

@@ -349,7 +349,7 @@ class Guard:
         body = ex.body
         prompt = body.get("messages", body.get("prompt", body.get("input", "")))
         served = ex.record.served_by if ex.record is not None else None
-        extra: dict[str, Any] = {"route": ex.route}
+        extra: dict[str, Any] = {"route": ex.route, **ex.notes}
         if ex.abuse is not None and ex.abuse.signals:
             extra["abuse"] = ex.abuse.to_dict()
         if ex.error is not None:

@@ -76,6 +76,10 @@ class GatewayMetrics:
         self.quota_unsettled = Counter("aigrid_quota_settle_failures", "Requests whose quota reservation the quota "
                                        "store failed to settle with the real usage (the reservation stands; each "
                                        "is logged, the audit record still written)", registry=r)
+        self.background_abandoned = Counter(
+            "aigrid_background_abandoned", "Background responses failed by a reader of this gateway because "
+            "their owner's lease ended (its process died): each audited once here, its quota left charged at its "
+            "reservation (its usage is unknown)", registry=r)
         # the OpenTelemetry GenAI client metrics, in Prometheus form (dots become underscores)
         genai = ["gen_ai_operation_name", "gen_ai_request_model"]
         self.genai_tokens = Histogram("gen_ai_client_token_usage", "GenAI semconv gen_ai.client.token.usage: "

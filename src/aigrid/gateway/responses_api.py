@@ -23,7 +23,8 @@ a task of the gateway (background.py) with an Exchange of its own, closed like a
 (routes.close_exchange: quota settled, audit record written). Until its answer is stored (in its site's
 jurisdiction, like any), GET answers from a placeholder without conversation content
 (response_store.Pending); a run that ends without an answer leaves the placeholder failed or cancelled, and
-one whose process died is failed by its first reader after its owner's lease (`_look`, background.py).
+one whose process died is failed by its first reader after its owner's lease, which writes that run's one
+audit record (outcome `abandoned`; its quota left charged at its reservation: `_look`, background.py).
 With `stream: true` the run is served streamed and its Responses events go to the response's event log
 (event_log.py, in the stores of stores.py); the create answers a reader of that log, and
 GET /v1/responses/{id}?stream=true&starting_after=N another one (`_follow`), on any worker or replica.
@@ -86,7 +87,7 @@ from aigrid.gateway.routes import (
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.stores import ResponseBook
 from aigrid.security.authorize import authorize
-from aigrid.security.principal import Principal
+from aigrid.security.principal import Principal, Scopes
 
 RESPONSES_PATH = "/v1/responses"
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
@@ -235,7 +236,8 @@ class ResponsesApi:
             await writer.open([event("response.created", 0, response=queued),
                                event("response.queued", 1, response=queued)])
         await self.book.pending_add(Pending(rid, tenant, turn.req.model, created,
-                                            owner=gw.background.owner if shared is not None else ""))
+                                            owner=gw.background.owner if shared is not None else "",
+                                            key_id=turn.principal.key_id))
         gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, writer), shared)
         if writer is not None:  # the create's own stream: the log from its start, followed live
             return RelayResponse(self._follow(home, tenant, rid, -1), 200, _SSE)
@@ -248,7 +250,7 @@ class ResponsesApi:
         served streamed, as a live streamed request is, and its events go to its event log, which every exit
         ends (the stream's own last event, else one made from the final status)."""
         gw, tenant = self.gw, turn.principal.tenant
-        ex = Exchange(BACKGROUND_ROUTE, time.time())
+        ex = Exchange(BACKGROUND_ROUTE, time.time(), notes={"response_id": rid})
         if gw.tracing.enabled:
             ex.trace = gw.tracing.start(BACKGROUND_ROUTE, headers)
 
@@ -412,7 +414,9 @@ class ResponsesApi:
     async def _look(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
         """The stored response or placeholder (book.lookup). A placeholder still running whose owner (another
         process) let its lease end, having died (background.py), is failed by this read (ABANDONED; once,
-        whoever races: the store's atomic step) and its event log ended: a poller and a follower see it end."""
+        whoever races: the store's atomic step), its exit audited and its quota settlement stated here
+        (`_close_abandoned`, by the one reader whose step failed it), and its event log ended: a poller and a
+        follower see it end."""
         found = await self.book.lookup(tenant, rid)
         if (not isinstance(found, Pending) or not found.owner or found.status in FINAL
                 or self.gw.background.owns(rid)):
@@ -421,8 +425,10 @@ class ResponsesApi:
         if failed is None:  # its owner is alive, or another reader failed it first
             return found
         log.warning("background response %s of tenant %s: its owner %s did not renew its lease for %s s (its "
-                    "process died): failed; its quota reservation and audit record were never settled", rid,
+                    "process died): failed; audited here, its quota left charged at its reservation", rid,
                     tenant, found.owner, self.gw.background.lease_s)
+        self.gw.metrics.background_abandoned.inc()
+        await self._close_abandoned(failed)
         try:
             store = await self.book.events_find(tenant, rid)
             last = None if store is None else await store.events_next(tenant, rid)
@@ -434,6 +440,24 @@ class ResponsesApi:
             writer.next = last[0]
             await self._end_log(writer)
         return failed
+
+    async def _close_abandoned(self, failed: Pending) -> None:
+        """The exit of a run whose process died, closed by the reader that failed it (only the one whose atomic
+        `abandon` changed the placeholder comes here): one audit record of the background route, written like
+        any exit's (routes.close_exchange: Guard.finish, the one audit path), with the tenant, the key and the
+        model of its placeholder, outcome `abandoned`, and in `extra` the response id, the dead owner and
+        the quota settlement. Its quota is not settled again: at admission the dead process reserved the
+        prompt's estimate and the output limit in the quota store, and nobody knows the tokens its run used,
+        so it stays charged at that reservation (none if it died before its admission; a quota store of that
+        process's memory died with it). No usage is made up: the record counts no tokens."""
+        ex = Exchange(BACKGROUND_ROUTE, time.time(), body={"response_id": failed.id, "background": True},
+                      model=failed.model, outcome="abandoned",
+                      principal=Principal(failed.tenant, failed.key_id or "unknown", Scopes()),
+                      notes={"response_id": failed.id, "owner": failed.owner,
+                             "reason": f"its owner {failed.owner} did not renew its lease for "
+                                       f"{self.gw.background.lease_s} s (its process died)",
+                             "quota": "charged at its reservation (its usage is unknown)"})
+        await close_exchange(self.gw, ex)
 
     async def _end(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None) -> None:
         """A run's final status onto its placeholder (a store that does not answer: logged, the run still

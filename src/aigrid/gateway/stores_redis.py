@@ -156,7 +156,8 @@ def _pending(raw: dict[bytes, bytes] | list[bytes]) -> Pending:
         raw = dict(zip(raw[::2], raw[1::2], strict=True))
     got = {k.decode(): v.decode() for k, v in raw.items()}
     return Pending(got["id"], got["tenant"], got["model"], int(got["created_at"]), got["status"],
-                   orjson.loads(got["error"]) if got.get("error") else None, got.get("owner", ""))
+                   orjson.loads(got["error"]) if got.get("error") else None, got.get("owner", ""),
+                   got.get("key_id", ""))
 
 
 class RedisResponses:
@@ -227,7 +228,8 @@ class RedisResponses:
         key = self.pending_key(pending.tenant, pending.id)
         fields = {"id": pending.id, "tenant": pending.tenant, "model": pending.model,
                   "created_at": pending.created_at, "status": pending.status,
-                  "error": orjson.dumps(pending.error) if pending.error is not None else "", "owner": pending.owner}
+                  "error": orjson.dumps(pending.error) if pending.error is not None else "", "owner": pending.owner,
+                  "key_id": pending.key_id}
         await self._g(self._write(key, fields))
 
     async def mark(self, tenant: str, rid: str, status: str,
