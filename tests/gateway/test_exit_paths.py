@@ -90,11 +90,12 @@ async def test_client_error_after_authentication(client: httpx.AsyncClient, mete
     assert row["extra"]["status"] == 400 and await balance(metered) == 0
 
 
-async def test_invalid_body_before_authentication(client: httpx.AsyncClient, metered: Gateway) -> None:
+async def test_invalid_body_after_authentication(client: httpx.AsyncClient, metered: Gateway) -> None:
+    """The caller is known before the body is read, so its bad body is on its own record."""
     r = await client.post("/v1/completions", content=b"{not json", headers=TENANT)
     assert r.status_code == 400
     row = await the_one_record(metered)
-    assert row["outcome"] == "error:invalid_json" and row["key_id"] == "unauthenticated"
+    assert row["outcome"] == "error:invalid_json" and row["tenant"] == "metered" and row["key_id"] == "anonymous"
 
 
 @pytest.mark.parametrize("path,body,param", [

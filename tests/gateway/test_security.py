@@ -71,6 +71,14 @@ async def test_missing_and_wrong_keys_are_401(secured: tuple[httpx.AsyncClient, 
     assert r.headers["www-authenticate"] == "Bearer"
     r = await c.post("/v1/chat/completions", json=CHAT, headers=auth("aig_nope_nope"))
     assert error(r, 401)["code"] == "invalid_api_key"
+    # who asks comes first: a client without a key learns nothing of the schema from a bad body
+    for path, body in [("/v1/chat/completions", b"{not json"), ("/v1/completions", b'{"model": 3}'),
+                       ("/v1/embeddings", b"[]"), ("/v1/messages", b"{}"), ("/v1/responses", b'{"input": 1}'),
+                       ("/v1/messages/count_tokens", b"{}"), ("/v1/responses/input_tokens", b"{}"),
+                       ("/v1/batches", b"{}"), ("/v1/messages/batches", b"{}"), ("/v1/conversations", b"[]"),
+                       ("/v1/files", b"x")]:
+        r = await c.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 401, (path, r.text)
 
 
 async def test_scope_violations_are_403(secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:

@@ -118,10 +118,10 @@ class MessagesApi:
     async def count_tokens(self, request: Request) -> Response:
         """The prompt's token count as the router estimates it (the same figure that sizes prefill, cost and
         quota reservations); the engines behind the grid each have their own tokenizer. Not metered."""
-        req = validate(CountTokensRequest, await self.pipeline.read_json(request))
         headers = pipeline_headers(request)
         gw = self.pipeline.gw
-        principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+        principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))  # before the body
+        req = validate(CountTokensRequest, await self.pipeline.read_json(request))
         authorize(principal, req.model)
         if req.model != "auto" and req.model not in gw.known_models:
             raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")

@@ -211,6 +211,9 @@ class Routes:
         gw = self.gw
         arrived = gw.clock()
         try:
+            # who asks first: an unauthenticated client learns nothing of the schema and costs no body read
+            ex.principal = principal = caller or gw.guard.principal(headers.get("authorization"),
+                                                                    headers.get(H_TENANT))
             ex.body = body = await read_body()
             try:
                 parsed: ChatRequest | CompletionRequest = schema.model_validate(body)
@@ -218,8 +221,6 @@ class Routes:
                 raise from_validation(e) from e
             ex.model = parsed.model
             ex.trace.parsed(parsed.model, body)
-            ex.principal = principal = caller or gw.guard.principal(headers.get("authorization"),
-                                                                    headers.get(H_TENANT))
             policy_name = (headers.get(H_POLICY) or principal.scopes.policy
                            or gw.tenant_policies.get(principal.tenant, gw.spec.gateway.default_policy))
             policy = gw.policies.get(policy_name)
@@ -364,9 +365,9 @@ class Routes:
         read by a model that follows instructions, so the injection check does not apply."""
         gw = self.gw
         try:
+            ex.principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
             ex.body = body = await self.read_json(request)
             ex.model = str(body.get("model", ""))
-            ex.principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
             texts = embedding_inputs(body)
             chars = sum(len(t) for t in texts)
             await gw.guard.admit(ex, body, "\n".join(texts), max(1, chars // CHARS_PER_TOKEN))
