@@ -204,13 +204,14 @@ async def test_a_background_run_on_one_gateway_is_polled_and_cancelled_from_anot
         two: tuple[Side, Side, redis.Redis, redis.Redis]) -> None:
     a, b, r0, r1 = two
     await stalled(a.engines)
-    created = await a.oai.responses.create(model=MODEL, input="Say hello", background=True)
+    created = await a.oai.responses.create(model=MODEL, input="Say hello", background=True, max_output_tokens=7)
     await reached_an_engine(a.engines)
     assert r1.exists(pending_key(created.id))  # the placeholder: in the unbound store, no content
     assert set(r1.hgetall(pending_key(created.id))) == {b"id", b"tenant", b"model", b"created_at", b"status",
-                                                        b"error", b"owner", b"key_id"}
+                                                        b"error", b"owner", b"key_id", b"settings"}
     assert r1.hget(pending_key(created.id), "owner") == a.gw.background.owner.encode()
-    assert (await b.oai.responses.retrieve(created.id)).status == "in_progress"
+    running = await b.oai.responses.retrieve(created.id)  # its placeholder, read from Redis
+    assert running.status == "in_progress" and running.max_output_tokens == 7
     cancelled = await b.oai.responses.cancel(created.id)  # B marks it in Redis; A's run polls and stops
     assert cancelled.status == "cancelled"
     for _ in range(300):

@@ -168,6 +168,44 @@ async def test_the_sdk_creates_polls_and_reads_a_background_response(
     assert engines["nrt-smollm2"].received[-1]["messages"][1] == {"role": "assistant", "content": "Hello from the grid"}
 
 
+async def test_a_queued_or_running_one_echoes_the_requests_settings(
+        oai: openai.AsyncOpenAI, metered: Gateway, engines: dict[str, Stalling],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The create's answer and a GET while queued or in progress echo the request's settings (numbers,
+    booleans, the tool_choice mode), as the final Response does; its instructions only once it is stored."""
+    await stalled(engines)
+    assert metered.stores is not None
+    book, start = metered.stores.responses, asyncio.Event()
+    mark = book.mark
+
+    async def held(tenant: str, rid: str, status: str, error: Any = None) -> Any:
+        if status == "in_progress":  # the run stays queued until the test lets it start
+            await start.wait()
+        return await mark(tenant, rid, status, error)
+
+    monkeypatch.setattr(book, "mark", held)
+    created = await oai.responses.create(model="smollm2-135m", input="Say hello", instructions="Be brief.",
+                                         background=True, max_output_tokens=7, temperature=0.3, top_p=0.9,
+                                         parallel_tool_calls=False, tool_choice="none")
+
+    def echoed(r: Any) -> tuple[Any, ...]:
+        return r.max_output_tokens, r.temperature, r.top_p, r.parallel_tool_calls, r.tool_choice
+
+    want = (7, 0.3, 0.9, False, "none")
+    assert created.status == "queued" and echoed(created) == want and created.instructions is None
+    queued = await oai.responses.retrieve(created.id)
+    assert queued.status == "queued" and echoed(queued) == want
+    start.set()
+    await reached_an_engine(engines)
+    running = await oai.responses.retrieve(created.id)
+    assert running.status == "in_progress" and echoed(running) == want
+    for e in engines.values():
+        e.gate.set()
+    done = await until(oai, created.id, "completed", "incomplete")
+    assert echoed(done) == want and done.instructions == "Be brief."
+    assert engines["nrt-smollm2"].received[-1]["max_tokens"] == 7
+
+
 async def test_cancel_stops_a_stalled_run_settles_and_audits(
         oai: openai.AsyncOpenAI, metered: Gateway, engines: dict[str, Stalling]) -> None:
     await stalled(engines)
@@ -333,8 +371,9 @@ def test_a_placeholder_holds_no_content_is_bounded_and_a_cancel_wins_over_a_late
     for i in range(3):
         store.add_pending(Pending(f"r{i}", "t", "m", 1))
     assert store.lookup("t", "r0") is None and store.lookup("t", "r2") is not None  # oldest out first
+    # no content: never the prompt, the instructions, the tools or the metadata
     assert set(Pending.__dataclass_fields__) == {"id", "tenant", "model", "created_at", "status", "error", "owner",
-                                                  "key_id"}  # no content: never the prompt, the instructions
+                                                  "key_id", "settings"}
     assert store.mark("t", "r1", "cancelled") is not None
     late = StoredResponse("r1", "t", "EU", "fra", {"id": "r1"})
     assert store.complete(late, None) == "cancelled" and store.get("t", "r1") is None
@@ -369,9 +408,11 @@ async def test_any_worker_polls_and_cancels_a_run_another_worker_owns(tmp_path: 
     on_b = openai_client(build_app(b)).with_options(default_headers=TENANT)
     try:
         await stalled(engines_a)
-        created = await on_a.responses.create(model="smollm2-135m", input="Say hello", background=True)
+        created = await on_a.responses.create(model="smollm2-135m", input="Say hello", background=True,
+                                              max_output_tokens=7)
         await reached_an_engine(engines_a)
-        assert (await on_b.responses.retrieve(created.id)).status == "in_progress"
+        running = await on_b.responses.retrieve(created.id)  # its placeholder, through the hub
+        assert running.status == "in_progress" and running.max_output_tokens == 7
         cancelled = await on_b.responses.cancel(created.id)  # B marks it in the hub; A stops its run
         assert cancelled.status == "cancelled"
         for _ in range(300):

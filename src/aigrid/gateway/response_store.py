@@ -14,7 +14,8 @@ loses its oldest first (fair_lru.py: a tenant cannot push out the others' conver
 chain lost a turn to eviction is refused (404), never answered from a partial history.
 
 A background response (`background: true`, background.py) is announced before any site is chosen by a
-placeholder (`Pending`: its id, tenant, key id, model, creation time, status and, once it failed, the error), kept
+placeholder (`Pending`: its id, tenant, key id, model, creation time, status, once it failed the error, and
+the request's numeric, boolean and mode settings its Response echoes: never text), kept
 outside the partitions because it holds no conversation content; at most `max_pending` of them, the oldest
 of the tenant holding the most out first. Its answer is stored like any other, into its site's partition, and the placeholder dropped in the
 same step (`complete`), so that a cancel either comes first (nothing is stored) or finds the answer; a run
@@ -94,6 +95,9 @@ class Pending:
     key_id: str = ""
     """The key that created it (security.principal.Principal.key_id): the audit record of a run whose owner
     died names it (responses_api.py `_look`); "": a placeholder written before it was kept."""
+    settings: dict[str, Any] = field(default_factory=dict)
+    """The request's settings its Response echoes (responses_translate.settings: max_output_tokens,
+    temperature, top_p, parallel_tool_calls, the tool_choice mode): numbers, booleans and a mode, never text."""
 
 
 def may_store(record: StoredResponse, allowed: frozenset[str] | None) -> bool:

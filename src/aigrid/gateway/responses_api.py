@@ -73,6 +73,7 @@ from aigrid.gateway.responses_translate import (
     output_items,
     pending_object,
     response_object,
+    settings,
     usage_block,
 )
 from aigrid.gateway.routes import (
@@ -237,11 +238,11 @@ class ResponsesApi:
                                event("response.queued", 1, response=queued)])
         await self.book.pending_add(Pending(rid, tenant, turn.req.model, created,
                                             owner=gw.background.owner if shared is not None else "",
-                                            key_id=turn.principal.key_id))
+                                            key_id=turn.principal.key_id, settings=settings(turn.req)))
         gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, writer), shared)
         if writer is not None:  # the create's own stream: the log from its start, followed live
             return RelayResponse(self._follow(home, tenant, rid, -1), 200, _SSE)
-        return json_response(pending_object(rid, turn.req.model, created, "queued"))
+        return json_response(pending_object(rid, turn.req.model, created, "queued", echoed=settings(turn.req)))
 
     async def _run(self, turn: _Turn, headers: dict[str, str], rid: str, created: int,
                    writer: LogWriter | None = None) -> None:
@@ -679,7 +680,7 @@ def _stored_response(r: StoredResponse) -> Response:
 
 
 def _pending_response(p: Pending) -> dict[str, Any]:
-    return pending_object(p.id, p.model, p.created_at, p.status, p.error)
+    return pending_object(p.id, p.model, p.created_at, p.status, p.error, p.settings)
 
 
 def _uncancel() -> None:

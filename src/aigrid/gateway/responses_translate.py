@@ -258,6 +258,20 @@ def usage_block(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
 
 
+TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
+
+
+def settings(req: ResponsesRequest) -> dict[str, Any]:
+    """The request's settings a Response echoes that hold no content (numbers, booleans, the tool_choice mode;
+    never instructions, input, tools, metadata or a named tool): a background placeholder keeps them
+    (response_store.Pending.settings), so that its queued Response echoes them as the final one does."""
+    echoed: dict[str, Any] = {"max_output_tokens": req.max_output_tokens, "temperature": req.temperature,
+                              "top_p": req.top_p, "parallel_tool_calls": req.parallel_tool_calls is not False}
+    if isinstance(req.tool_choice, str) and req.tool_choice in TOOL_CHOICE_MODES:
+        echoed["tool_choice"] = req.tool_choice
+    return echoed
+
+
 def response_object(req: ResponsesRequest, rid: str, created: int, output: list[dict[str, Any]], *,
                     status: str, finish_reason: str | None = None,
                     usage: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -266,28 +280,29 @@ def response_object(req: ResponsesRequest, rid: str, created: int, output: list[
         "id": rid, "object": "response", "created_at": created, "background": bool(req.background),
         "status": "incomplete" if incomplete else status, "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-        "instructions": req.instructions, "max_output_tokens": req.max_output_tokens, "model": req.model,
-        "output": output, "parallel_tool_calls": req.parallel_tool_calls is not False,
-        "previous_response_id": req.previous_response_id, "reasoning": {"effort": None, "summary": None},
-        "store": req.store, "temperature": req.temperature, "top_p": req.top_p,
+        "instructions": req.instructions, **settings(req), "model": req.model,
+        "output": output, "previous_response_id": req.previous_response_id,
+        "reasoning": {"effort": None, "summary": None}, "store": req.store,
         "text": {"format": {"type": "text"}}, "tool_choice": req.tool_choice or "auto", "tools": req.tools or [],
         "truncation": "disabled", "usage": usage, "user": req.user, "metadata": req.metadata or {},
         "conversation": None if req.conversation is None else {"id": req.conversation},
     }
 
 
-def pending_object(rid: str, model: str, created: int, status: str,
-                   error: dict[str, Any] | None = None) -> dict[str, Any]:
+def pending_object(rid: str, model: str, created: int, status: str, error: dict[str, Any] | None = None,
+                   echoed: dict[str, Any] | None = None) -> dict[str, Any]:
     """The Response of a background request without a stored answer (queued, in progress, failed, cancelled),
-    from its placeholder alone (response_store.Pending: no conversation content, so the request's own
-    settings, instructions and metadata show only once its answer is stored)."""
+    from its placeholder alone (response_store.Pending: no conversation content). `echoed`: the request's
+    settings it kept (`settings`: max_output_tokens, temperature, top_p, parallel_tool_calls, the
+    tool_choice mode), echoed as the final Response does; its instructions, tools, metadata and user show
+    only once its answer is stored."""
     return {
         "id": rid, "object": "response", "created_at": created, "background": True, "status": status,
         "error": error, "incomplete_details": None, "instructions": None, "max_output_tokens": None,
         "model": model, "output": [], "parallel_tool_calls": True, "previous_response_id": None,
         "reasoning": {"effort": None, "summary": None}, "store": True, "temperature": None, "top_p": None,
         "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [], "truncation": "disabled",
-        "usage": None, "user": None, "metadata": {},
+        "usage": None, "user": None, "metadata": {}, **(echoed or {}),
     }
 
 

@@ -8,7 +8,8 @@ Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last writte
   follow-up's history is read by one Lua script walking `p` within the jurisdiction and tenant; a turn gone
   (expired, evicted by Redis's maxmemory policy, deleted) breaks the chain: BrokenHistory, a 404.
 - `pending:{<tenant>}:<id>`: a background placeholder (no conversation content), a hash of Pending's fields
-  (`error` as JSON, "" none; `owner` the gateway process that runs it); only in the store named `unbound`.
+  (`error` and `settings` as JSON, "" none; `owner` the gateway process that runs it); only in the store named
+  `unbound`.
 - `owner:<owner>`: that process's lease, a key it sets (SET PX) every poll while it has runs and that expires
   after its lease (background.py); a reader that finds a running placeholder whose owner's key is gone fails it
   in one Lua script, which changes it only while it is still running and still that owner's (once, whoever
@@ -157,7 +158,7 @@ def _pending(raw: dict[bytes, bytes] | list[bytes]) -> Pending:
     got = {k.decode(): v.decode() for k, v in raw.items()}
     return Pending(got["id"], got["tenant"], got["model"], int(got["created_at"]), got["status"],
                    orjson.loads(got["error"]) if got.get("error") else None, got.get("owner", ""),
-                   got.get("key_id", ""))
+                   got.get("key_id", ""), orjson.loads(got["settings"]) if got.get("settings") else {})
 
 
 class RedisResponses:
@@ -229,7 +230,7 @@ class RedisResponses:
         fields = {"id": pending.id, "tenant": pending.tenant, "model": pending.model,
                   "created_at": pending.created_at, "status": pending.status,
                   "error": orjson.dumps(pending.error) if pending.error is not None else "", "owner": pending.owner,
-                  "key_id": pending.key_id}
+                  "key_id": pending.key_id, "settings": orjson.dumps(pending.settings)}
         await self._g(self._write(key, fields))
 
     async def mark(self, tenant: str, rid: str, status: str,
