@@ -1,5 +1,5 @@
-"""Compile the routing core (src/aigrid/core/) and the simulator's hot modules (src/aigrid/sim/) with mypyc, in
-place: an extension module beside each .py.
+"""Compile the routing core (src/aigrid/core/), the simulator's hot modules (src/aigrid/sim/) and the engine
+model (src/aigrid/engines/engine_model.py) with mypyc, in place: an extension module beside each .py.
 
     python scripts/build_core.py           # compile (what `make install` runs; `make core` alone)
     python scripts/build_core.py --clean   # remove the compiled modules: the pure-Python core and simulator run
@@ -16,7 +16,8 @@ so on stderr and imports the .py sources instead, so an edit is never shadowed b
 The simulator's build is a group of its own (its compiled code calls the core as Python, compiled or not)
 with its own manifest, src/aigrid/sim/_compiled.txt: the SHA-256 of every source of aigrid the compiled
 simulator modules import, directly or not (they were type-checked against them), which
-aigrid/sim/__init__.py (never compiled) checks the same way (docs/simulator.md, "The compiled simulator").
+aigrid/sim/__init__.py (never compiled) checks the same way (docs/simulator.md, "The compiled simulator"); the
+engine model's group likewise, with src/aigrid/engines/_compiled.txt, checked by aigrid/engines/__init__.py.
 """
 
 from __future__ import annotations
@@ -64,6 +65,15 @@ workload, grid, metrics, reports, the worker processes) runs once per run or per
 (RunResult and Arrivals, in runner.py, are plain dataclasses: mypyc_attr(native_class=False))."""
 SIM_MANIFEST = SIM / "_compiled.txt"
 
+ENGINES = SRC / "aigrid" / "engines"
+ENGINES_GROUP = "aigrid.engines._compiled"
+ENGINES_COMPILED = ("engine_model",)
+"""The engine model (continuous batching, one per endpoint: a third of the events of a baseline's run), a group
+of its own, guarded by aigrid/engines/__init__.py: the engine emulator imports it without the simulator, and
+subclasses its Job in Python (marked for it). step_cost.py stays Python: its EnginePerf records are pickled
+with the grid (a compiled frozen dataclass is not)."""
+ENGINES_MANIFEST = ENGINES / "_compiled.txt"
+
 
 def sources() -> list[Path]:
     """Every .py of the core: the manifest covers the interpreted ones too (the compiled code was checked
@@ -107,8 +117,14 @@ def sim_sources() -> list[Path]:
     return sorted(set(imported_sources([SIM / f"{m}.py" for m in SIM_COMPILED])) | set(SIM.glob("*.py")))
 
 
+def engine_sources() -> list[Path]:
+    """What the compiled engine model depends on: its source and every source of aigrid it imports, plus every
+    .py of aigrid/engines (its guard checks them all)."""
+    return sorted(set(imported_sources([ENGINES / f"{m}.py" for m in ENGINES_COMPILED])) | set(ENGINES.rglob("*.py")))
+
+
 def artefacts() -> list[Path]:
-    return [p for folder in (CORE, SIM) for p in folder.rglob("*")
+    return [p for folder in (CORE, SIM, ENGINES) for p in folder.rglob("*")
             if p.is_file() and any(p.name.endswith(s) for s in EXTENSION_SUFFIXES)]
 
 
@@ -118,6 +134,7 @@ def clean() -> int:
         p.unlink()
     MANIFEST.unlink(missing_ok=True)
     SIM_MANIFEST.unlink(missing_ok=True)
+    ENGINES_MANIFEST.unlink(missing_ok=True)
     return len(gone)
 
 
@@ -163,6 +180,10 @@ def build() -> int:
         # (silently: their own typing is not this build's business) and recorded in its manifest
         modules += mypycify([*sim_paths, "--follow-imports=silent", "--ignore-missing-imports"], opt_level="3",
                             group_name=SIM_GROUP, target_dir=str(BUILD / "sim"))
+        # the engine model apart too (the simulator calls it as Python): the emulator imports it on its own
+        modules += mypycify([*(f"aigrid/engines/{m}.py" for m in ENGINES_COMPILED), "--follow-imports=silent",
+                             "--ignore-missing-imports"], opt_level="3", group_name=ENGINES_GROUP,
+                            target_dir=str(BUILD / "engines"))
         setup(name="aigrid-core-compiled", ext_modules=modules, py_modules=[],
               script_args=["-q", "build_ext", "--inplace", "--build-temp", str(BUILD / "temp"),
                            "--build-lib", str(BUILD / "lib"),
@@ -174,7 +195,9 @@ def build() -> int:
         return 1
     MANIFEST.write_text(_manifest(sources(), CORE))
     SIM_MANIFEST.write_text(_manifest(sim_sources(), SRC / "aigrid"))
-    print(f"aigrid: compiled the routing core ({len(COMPILED)} modules) and the simulator ({len(SIM_COMPILED)}) "
+    ENGINES_MANIFEST.write_text(_manifest(engine_sources(), SRC / "aigrid"))
+    print(f"aigrid: compiled the routing core ({len(COMPILED)} modules), the simulator ({len(SIM_COMPILED)}) "
+          f"and the engine model ({len(ENGINES_COMPILED)}) "
           f"with mypyc in {time.monotonic() - started:.0f} s; AIGRID_PURE=1 runs the pure-Python ones")
     return 0
 
@@ -188,7 +211,8 @@ def main() -> None:
         print(f"aigrid: removed {clean()} compiled module files; the pure-Python core and simulator run")
         return
     if args.sources:
-        print(" ".join(p.relative_to(ROOT).as_posix() for p in sorted({*sources(), *sim_sources()})))
+        print(" ".join(p.relative_to(ROOT).as_posix()
+                       for p in sorted({*sources(), *sim_sources(), *engine_sources()})))
         return
     sys.exit(build())
 

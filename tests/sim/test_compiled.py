@@ -41,7 +41,8 @@ def test_the_build_depends_on_what_the_compiled_modules_import() -> None:
                          text=True, check=True).stdout.split()
     for name in ("src/aigrid/sim/runner.py", "src/aigrid/sim/__init__.py", "src/aigrid/core/types.py",
                  "src/aigrid/core/scheduler.py", "src/aigrid/engines/engine_model.py",
-                 "src/aigrid/telemetry/inflight.py", "src/aigrid/sim/experiment.py"):
+                 "src/aigrid/telemetry/inflight.py", "src/aigrid/sim/experiment.py", "src/aigrid/engines/__init__.py",
+                 "src/aigrid/engines/emulator_model.py", "src/aigrid/engines/step_cost.py"):
         assert name in out, name
 
 
@@ -51,3 +52,36 @@ def test_aigrid_pure_imports_the_simulator_s_sources() -> None:
 
 def test_the_build_this_process_runs_is_known() -> None:
     assert sim.BUILD in ("compiled", "pure", "stale")
+
+
+def test_aigrid_pure_imports_the_engine_model_s_source() -> None:
+    """The engine model is compiled in a group of its own, guarded by aigrid/engines/__init__.py (the engine
+    emulator imports it without the simulator)."""
+    assert_pure_imports("aigrid.engines", "aigrid.engines.engine_model")
+
+
+def test_the_engine_emulator_s_job_subclasses_the_engine_model_s_compiled_or_not() -> None:
+    """engine_model.Job is marked for Python subclasses (compiled, a class refuses them otherwise): the
+    emulator's Job adds its sink and the engine calls back with it."""
+    from aigrid.engines import engine_model
+    from aigrid.engines.emulator_model import Job
+    from aigrid.engines.step_cost import EnginePerf
+
+    class Clock:
+        now = 0.0
+        calls: list = []
+
+        def at(self, when: float, handler: object, arg: object = None) -> None:
+            self.calls.append((when, handler, arg))
+
+    seen: list[object] = []
+    perf = EnginePerf("x", 10.0, 0.1, 0.0001, 0.05, 1.0, 2048, 8, 100_000, 0.1, 0.2, 100.0, 300.0)
+    clock = Clock()
+    engine = engine_model.Engine(0, perf, clock, lambda job, now: seen.append(job), lambda job, now: None,
+                                 lambda i: None)
+    job = Job(100, 5, sink=None, arrived=0.0)  # type: ignore[arg-type]
+    engine.submit(job)
+    when, handler, arg = clock.calls[-1]
+    clock.now = when
+    handler(arg)
+    assert seen == [job] and isinstance(seen[0], Job) and seen[0].sink is None and job.prompt_tokens == 100

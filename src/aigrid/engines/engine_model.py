@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from aigrid.core.compiling import mypyc_attr
 from aigrid.core.types import Circuit, EndpointState
 from aigrid.engines.step_cost import EnginePerf
 
@@ -42,6 +43,7 @@ class Clock(Protocol):
     def at(self, when: float, handler: Callable[[Any], None], arg: Any = None) -> None: ...
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # the engine emulator's Job adds its sink (compiled: a native class)
 class Job:
     __slots__ = ("rid", "prompt", "output", "left", "kv", "ctx", "enqueued", "finish_step", "first_token",
                  "prefix", "prefix_tokens", "cached")
