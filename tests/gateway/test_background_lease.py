@@ -127,6 +127,7 @@ async def _a_dead_owners_runs_fail_after_the_lease(a: Gateway, engines_a: dict[s
                 assert len(logged) == 1 and a.background.owner in logged[0], logged
             assert a.background.owns(polled.id)  # its process "dead": it settles and records nothing
             await _audited_once_by_the_reader(a, b, [polled.id, streamed])
+            await _comes_back(a, [polled.id, streamed])
     finally:
         await b.background.stop()
         await b.guard.stop()
@@ -140,6 +141,21 @@ async def _a_dead_owners_runs_fail_after_the_lease(a: Gateway, engines_a: dict[s
     audit_db = Path(b.spec.security.audit.path)
     report = verify(audit_db, load_public_key(audit_db.with_suffix(".pub.pem")))
     assert report.ok, report.problems  # `aigrid audit verify` passes with the readers' records in the chain
+
+
+async def _comes_back(a: Gateway, rids: list[str]) -> None:
+    """A was only stalled past its lease: back, it renews and polls again, is told its runs ended (failed) and
+    stops them; each run closes its exchange, and its own record says a reader had recorded it as abandoned."""
+    assert a.stores is not None
+    a.background.stopping = False
+    a.background._watcher = asyncio.create_task(a.background._watch(a.stores.responses))
+    for _ in range(500):
+        if not any(a.background.owns(rid) for rid in rids):
+            break
+        await asyncio.sleep(0.01)
+    own = [r for r in await audit_rows(a) if r["extra"]["route"] == BACKGROUND_ROUTE]
+    assert sorted(r["extra"]["response_id"] for r in own) == sorted(rids), own
+    assert all("abandoned" in r["extra"]["abandoned"] for r in own), own
 
 
 async def _audited_once_by_the_reader(a: Gateway, b: Gateway, rids: list[str]) -> None:

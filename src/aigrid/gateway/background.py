@@ -25,8 +25,9 @@ estimate and the output limit, in the quota store shared with it) stays charged,
 its run used (the record counts none, and says so). A connection to the store that closes says nothing of death
 (the hub client reconnects); only the lease does. `lease_s` is several polls, so that a live owner, even with
 one run that takes hours, is never taken for dead; an owner that was only stalled (or cut off from its store)
-past its lease and comes back stops the run at its next poll, and that run's exchange closes too: that run
-then has two records, the reader's "abandoned" one and its own (its reservation settled with its real usage).
+past its lease and comes back stops the run at its next poll (its late answer is not stored), and that run's
+exchange closes too: that run then has two records, the reader's "abandoned" one and its own (its reservation
+settled as any exit's), which says so (`extra.abandoned`).
 """
 
 from __future__ import annotations

@@ -274,18 +274,18 @@ class ResponsesApi:
                 _uncancel()
                 ex.outcome = "cancelled"
                 await self._end(tenant, rid, "failed" if gw.background.stopping else "cancelled",
-                                STOPPED if gw.background.stopping else None)
+                                STOPPED if gw.background.stopping else None, ex)
                 return
             except ApiError as e:  # refused by the pipeline (quota, firewall, no site) or every attempt failed
                 gw.background.ending(rid)
                 ex.error = e
-                await self._end(tenant, rid, "failed", error_object(e))
+                await self._end(tenant, rid, "failed", error_object(e), ex)
                 return
             except Exception:  # a bug of ours: logged, the response failed
                 gw.background.ending(rid)
                 log.exception("internal error in background response %s", rid)
                 ex.outcome = "error:internal"
-                await self._end(tenant, rid, "failed", {"code": "server_error", "message": "internal error"})
+                await self._end(tenant, rid, "failed", {"code": "server_error", "message": "internal error"}, ex)
                 return
             try:
                 await self._finish(turn, resp, body, rid, created, ex)
@@ -321,7 +321,7 @@ class ResponsesApi:
                 if last and not outcome:  # the stream broke: response.failed, no answer
                     self.gw.background.ending(rid)
                     failed = orjson.loads(events[-1].split("data: ", 1)[1])["response"]
-                    await self._end(tenant, rid, "failed", failed.get("error"))
+                    await self._end(tenant, rid, "failed", failed.get("error"), ex)
                 elif last and outcome[0] != "stored":
                     events, last = events[:-1], False
                 await writer.write(events, last=last)
@@ -337,6 +337,8 @@ class ResponsesApi:
         outcome = await self._store(turn, final, headers, background=True)
         if outcome == "cancelled":  # the client's cancel came first: the answer is not kept
             ex.outcome = "cancelled"
+        elif outcome == "failed":  # a reader failed it first, taking this process for dead: not kept either
+            _abandoned_alive(ex)
         elif outcome == "stored":
             await self._add_turn(turn, final, headers)
         return outcome
@@ -460,13 +462,17 @@ class ResponsesApi:
                              "quota": "charged at its reservation (its usage is unknown)"})
         await close_exchange(self.gw, ex)
 
-    async def _end(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None) -> None:
+    async def _end(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None,
+                   ex: Exchange | None = None) -> None:
         """A run's final status onto its placeholder (a store that does not answer: logged, the run still
-        closes its exchange)."""
+        closes its exchange); `ex`, the run's: noted when a reader had failed it first as abandoned."""
         try:
-            await self.book.mark(tenant, rid, status, error)
+            found = await self.book.mark(tenant, rid, status, error)
         except (ConnectionError, StoreUnavailable) as e:
             log.error("background response %s: its status %s could not be recorded: %s", rid, status, e)
+            return
+        if ex is not None and found is not None and found.status == "failed" and found.error == ABANDONED:
+            _abandoned_alive(ex)
 
     async def _finish(self, turn: _Turn, resp: Response, body: bytes, rid: str, created: int,
                       ex: Exchange) -> None:
@@ -477,13 +483,13 @@ class ResponsesApi:
                 message = str(orjson.loads(body)["error"]["message"])
             except (orjson.JSONDecodeError, KeyError, TypeError):
                 message = f"the engine answered {resp.status_code}"
-            await self._end(tenant, rid, "failed", {"code": "server_error", "message": message})
+            await self._end(tenant, rid, "failed", {"code": "server_error", "message": message}, ex)
             return
         try:
             final = _final(turn, body, rid, created)
         except ApiError as e:
             ex.error = e
-            await self._end(tenant, rid, "failed", error_object(e))
+            await self._end(tenant, rid, "failed", error_object(e), ex)
             return
         await self._keep_background(turn, final, aigrid_headers(resp), ex)
 
@@ -681,6 +687,14 @@ def _stored_response(r: StoredResponse) -> Response:
 
 def _pending_response(p: Pending) -> dict[str, Any]:
     return pending_object(p.id, p.model, p.created_at, p.status, p.error, p.settings)
+
+
+def _abandoned_alive(ex: Exchange) -> None:
+    """A run whose placeholder a reader failed as abandoned (this process had not renewed its lease in time:
+    stalled, or cut off from its store) while it was alive after all: that reader wrote an `abandoned` record
+    of it; this run's own record, written too, says so (the one case of two records for one run)."""
+    ex.notes["abandoned"] = ("a reader failed this response as abandoned (this process's lease had lapsed) and "
+                             "wrote a record of it; its answer, if any, was not stored")
 
 
 def _uncancel() -> None:
