@@ -202,7 +202,8 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
 def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goes_on(tmp_path: Path) -> None:
     """Two real workers each run a background response (slow engine: 40 s of decoding); one worker is killed
     (SIGKILL: no lifespan, nothing settled). Polled through the live worker, the dead one's run ends `failed`
-    once its lease (background.LEASE_S) has passed, and the live one's stays running: the hub is the store."""
+    once its lease (background.LEASE_S) has passed, and the live one's stays running: the hub is the store. The
+    dead run's exit is audited once, by the live worker, in the one chain, which still verifies."""
     from aigrid.gateway.background import LEASE_S
 
     emu_port = free_ports(2)
@@ -228,6 +229,7 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
             resp = conn.getresponse()
             body = orjson.loads(resp.read())
             assert resp.status == 200 and body["status"] == "queued", body
+            assert body["max_output_tokens"] == 200, body  # the request's settings, echoed while queued
             runs[pid] = body["id"]
         dead, live = list(by_worker)
         time.sleep(1.0)
@@ -254,9 +256,23 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
         assert waited >= LEASE_S - 2.0, waited  # not before its lease had passed (its last renewal <= 0.5 s old)
         other = status(runs[live])
         assert other["status"] == "in_progress", (other["status"], other.get("error"))  # the live worker's run goes on, renewed
+        assert status(runs[dead])["status"] == "failed"  # read again: failed once, recorded once
     finally:
         for conn in conns:
             conn.close()
         if gw is not None:
             gw.stop()
         emu.stop()
+    # the dead worker's run: one record, written by the live worker that failed it, through the hub to the one
+    # writer; the chain still verifies
+    db = sqlite3.connect(tmp_path / "audit.db")
+    try:
+        rows = [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
+    finally:
+        db.close()
+    abandoned = [r for r in rows if r["outcome"] == "abandoned"]
+    assert [r["extra"]["response_id"] for r in abandoned] == [runs[dead]], abandoned
+    assert abandoned[0]["extra"]["quota"].startswith("charged at its reservation")
+    verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
+                             "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
