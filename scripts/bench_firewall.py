@@ -124,9 +124,13 @@ def main() -> None:
         print(f"check_texts, one user message of {len(p)} chars (injection + PII): {us:.0f} us")
     big = "The committee reviewed the harbour budget and approved the new ferry timetable. " * 52_000
     sentences = " and sentences" if model.segments else ""
+    # non-ASCII text is first read as a model reads it (features.unhide): accents, look-alikes, invisibles
+    accented = "Le comité a examiné le budget du port et approuvé les nouveaux horaires des ferries. " * 49_000
     cases = [("a prompt (600-char windows)", big, False),
              (f"a document ({model.document_window}-char windows{sentences})", big, True),
-             ("a prompt with a pasted part (both heads)", "Summarise this:\n\n" + big[:-18], False)]
+             ("a prompt with a pasted part (both heads)", "Summarise this:\n\n" + big[:-18], False),
+             ("a prompt in French (non-ASCII)", accented, False),
+             ("a document in French (non-ASCII)", accented, True)]
     for what, text, document in cases:
         t0 = time.process_time()
         model.score(text, document=document)

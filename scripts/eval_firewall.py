@@ -40,6 +40,7 @@ from firewall_documents import (  # noqa: E402
 from firewall_followups import followup_prompts  # noqa: E402
 from firewall_heads import pasted, pasted_layouts  # noqa: E402
 from firewall_letters import letters  # noqa: E402
+from firewall_obfuscations import disguised  # noqa: E402
 from firewall_packages import aib_documents, pyrit_jailbreaks  # noqa: E402
 from firewall_roleplay import roleplay_prompts  # noqa: E402
 from firewall_short import short_prompts, words_of  # noqa: E402
@@ -102,6 +103,12 @@ def later_families(c: Corpus, split: str, aib: Path | None, pyrit: Path | None) 
                                                                                        False)], layouts)]),
         ("clean e-mails and code threads pasted in other layouts (unseen)", "ordinary", False,
          [(t, 0) for t in pasted_layouts(split, (emails + c.code[split]) * 5, c_rng)])]
+    attacks = disguised([t for t, y in c.neural_rows(split) if y == 1], random.Random(37), 300)
+    questions = disguised([t for t, _ in c.ordinary[split]], random.Random(38), 100)
+    out += [(f"disguised held-out attacks (neuralchemy): {name}", "attack", False, [(t, 1) for t in texts])
+            for name, texts in attacks.items()]
+    out.append(("disguised ordinary questions (100 held out under each disguise)", "ordinary", False,
+                [(t, 0) for texts in questions.values() for t in texts]))
     if split == "test":
         out.append(("clean package documentation (READMEs of held-out installed packages; never trained)", "ordinary",
                     True, [(t, 0) for t in package_readmes(split)]))

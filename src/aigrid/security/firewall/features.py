@@ -54,9 +54,60 @@ Buckets = npt.NDArray[np.int64]
 
 
 def normalise(text: str) -> str:
-    """NFKC, lower case, every run of white space one space, or one line break if it holds one."""
+    """What a model reads of the text (unhide()), NFKC, lower case, every run of white space one space, or one
+    line break if it holds one."""
+    if not text.isascii():
+        text = unhide(text)
     text = unicodedata.normalize("NFKC", text).lower()
     return _SPACE.sub(" ", _LINE_BREAK.sub("\n", text)).strip()
+
+
+_TAG = re.compile("[\U000e0020-\U000e007e]")
+_TAG_TO_ASCII = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
+# Unicode's default-ignorable code points (DerivedCoreProperties.txt): drawn as nothing, read through by a
+# tokenizer or a model; the tag characters among them are mapped to ASCII first
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
+                        "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]+")
+_SEAM = re.compile("[a-zA-Z][\u0370-\u03ff\u0400-\u04ff]|[\u0370-\u03ff\u0400-\u04ff][a-zA-Z]")
+_WORD_END = re.compile("\\w*")
+_WORD_BACK = re.compile("\\w*\\Z")
+# Cyrillic and Greek letters drawn like Latin ones (Unicode's confusables, the common ones)
+_LATIN_OF = str.maketrans("аеіјорсѕухӏԁԛԝАВЕНІЈКМОРСЅТХΑΒΕΗΙΚΜΝΟΡΤΧΥΖαοινρτυχ",
+                          "aeijopcsyxldqwABEHIJKMOPCSTXABEHIKMNOPTXYZaoivptux")
+_MARKS_ON_LATIN = re.compile("(?<=[a-zA-Z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
+
+
+def _latinise_mixed_words(text: str) -> str:
+    """Each word with a Latin letter beside a Cyrillic or Greek one, its look-alikes made Latin (found from its
+    seams, so that a text in one script costs one scan)."""
+    out: list[str] = []
+    done = 0
+    for seam in _SEAM.finditer(text):
+        at = seam.start()
+        if at < done:  # in the word just made Latin
+            continue
+        back = _WORD_BACK.search(text, max(done, at - 256), at)
+        start = back.start() if back is not None else at
+        end = _WORD_END.match(text, at).end()
+        out += [text[done:start], text[start:end].translate(_LATIN_OF)]
+        done = end
+    out.append(text[done:])
+    return "".join(out)
+
+
+def unhide(text: str) -> str:
+    """The text as a model reads it, with what a human reader does not see taken out of the way: ASCII written
+    in Unicode tag characters (invisible) as ASCII; invisible characters (zero-width, soft hyphen, directional
+    marks, variation selectors) removed; Cyrillic and Greek look-alikes inside a word that also has Latin
+    letters made Latin; combining marks on Latin letters removed (accents and stacked "Zalgo" marks alike).
+    Any other script passes unchanged."""
+    if _TAG.search(text):
+        text = text.translate(_TAG_TO_ASCII)
+    text = _INVISIBLE.sub("", text)
+    if _SEAM.search(text):
+        text = _latinise_mixed_words(text)
+    return _MARKS_ON_LATIN.sub("", unicodedata.normalize("NFKD", text))
 
 
 def _mix(h: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
