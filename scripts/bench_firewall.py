@@ -17,6 +17,8 @@ without changing the figures much.
 from __future__ import annotations
 
 import argparse
+import base64
+import os
 import statistics
 import time
 
@@ -130,7 +132,9 @@ def main() -> None:
              (f"a document ({model.document_window}-char windows{sentences})", big, True),
              ("a prompt with a pasted part (both heads)", "Summarise this:\n\n" + big[:-18], False),
              ("a prompt in French (non-ASCII)", accented, False),
-             ("a document in French (non-ASCII)", accented, True)]
+             ("a document in French (non-ASCII)", accented, True),
+             ("a prompt that is a base64 image (encoded.py looks at its first bytes)",
+              "Describe this image: data:image/png;base64," + base64.b64encode(os.urandom(3 * 2**20)).decode(), False)]
     for what, text, document in cases:
         t0 = time.process_time()
         model.score(text, document=document)

@@ -21,13 +21,14 @@ import heapq
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from aigrid.security.firewall.encoded import decoded_parts
 from aigrid.security.firewall.features import (
     DOCUMENT_STEP,
     DOCUMENT_WINDOW,
@@ -60,6 +61,8 @@ class InjectionScore:
     """Index of the highest-scoring window of the text (of the pasted part when `pasted`)."""
     pasted: bool = False
     """The verdict comes from the document head reading the part of a prompt pasted after the request."""
+    encoded: bool = False
+    """The verdict comes from what a base64 or hex run of the text decodes to (encoded.py)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +170,16 @@ class InjectionModel:
         and the part of it pasted after the request (pasted_start) by the document head too, unless `pasted`
         is false (the prompt head's own operating points are chosen that way): the more severe verdict
         counts."""
-        if document:
-            return self._document(text)
+        verdict = self._document(text) if document else self._prompt_and_pasted(text, pasted)
+        if verdict.should_block:
+            return verdict
+        for hidden in decoded_parts(text):  # base64 or hex a model could decode and obey (encoded.py)
+            inner = self._document(hidden) if document else self._prompt_and_pasted(hidden, pasted)
+            if (inner.should_block, inner.is_injection) > (verdict.should_block, verdict.is_injection):
+                verdict = replace(inner, encoded=True)
+        return verdict
+
+    def _prompt_and_pasted(self, text: str, pasted: bool) -> InjectionScore:
         own = self._prompt(text)
         span = pasted_span(text) if pasted else None
         if span is None or own.should_block:
