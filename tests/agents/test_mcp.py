@@ -51,3 +51,37 @@ def test_names_stay_unique() -> None:
     registry = ToolRegistry(builtin_tools().values())
     with pytest.raises(ValueError, match="already registered"):
         registry.add(registry["calculator"])
+
+
+async def test_a_server_whose_tool_descriptions_hide_instructions_has_those_tools_withheld(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Tool poisoning: a model reads an MCP tool's description and its parameters' descriptions in its tool
+    list, so a server can hide an instruction there. The gateway reads them through the firewall when the server
+    starts (Firewall.tool_description): with injection blocked, a poisoned tool is never offered; the honest
+    one is. Before: every description reached every model unread."""
+    from aigrid.gateway.agent_runtime import AgentRuntime
+    from aigrid.security.firewall.injection import InjectionModel
+    from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+    from aigrid.spec.models import McpServerSpec
+    from tests.gateway.conftest import spec_in
+
+    spec = spec_in(tmp_path)
+    agents = spec.agents.model_copy(update={"mcp_servers": {"poisoned": McpServerSpec(
+        command=[sys.executable, "-m", "tests.agents.mcp_poisoned_server"], prefix="p_", call_timeout_s=20)}})
+    runtime = AgentRuntime.from_spec(spec.model_copy(update={"agents": agents}))
+    for server in runtime.mcp:
+        server.cwd = ROOT
+    blocking = Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.BLOCK))
+    try:
+        await runtime.start(vet=blocking.tool_description)
+        assert "p_multiply" in runtime.tools
+        assert "p_add" not in runtime.tools and "p_convert" not in runtime.tools
+        assert set(runtime.withheld) == {"p_add", "p_convert"}
+        assert all(v.action == "blocked" and v.source == "tool_description" for v in runtime.withheld.values())
+        assert "tool p_add withheld" in caplog.text
+    finally:
+        await runtime.stop()
+    flagging = Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.FLAG))
+    assert flagging.tool_description("p_add", runtime.mcp[0].tools[1].model_text()).action == "flagged"
+    off = Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.OFF))
+    assert off.tool_description("p_add", runtime.mcp[0].tools[1].model_text()) is None

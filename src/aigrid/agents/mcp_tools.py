@@ -34,6 +34,20 @@ class McpTool:
     async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str:
         return await self.server.call(self.remote_name, dict(arguments))
 
+    def model_text(self) -> str:
+        """What a model reads of this tool in its tool list besides the names: its description and every
+        description and title in its input schema (a server can hide instructions in either)."""
+        return "\n".join([self.description, *_schema_texts(self.parameters)])
+
+
+def _schema_texts(schema: Any) -> list[str]:
+    if isinstance(schema, Mapping):
+        own = [v for k, v in schema.items() if k in ("description", "title") and isinstance(v, str)]
+        return own + [t for k, v in schema.items() if k not in ("description", "title") for t in _schema_texts(v)]
+    if isinstance(schema, list):
+        return [t for v in schema for t in _schema_texts(v)]
+    return []
+
 
 class McpServer:
     """One stdio MCP server. `prefix` is prepended to its tool names (to keep names unique)."""

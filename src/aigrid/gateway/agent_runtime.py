@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from aigrid.agents.mcp_tools import McpServer
 from aigrid.agents.tool import ToolRegistry
 from aigrid.agents.vector_store import SiteStores, read_documents
 from aigrid.errors import ConfigError
+from aigrid.security.firewall.pipeline import Verdict
 from aigrid.spec.models import GridSpec
 
 log = logging.getLogger("aigrid.agents")
@@ -46,6 +48,8 @@ class AgentRuntime:
     embedders: dict[str, Embedder]
     http_client: httpx.AsyncClient
     mcp: list[McpServer] = field(default_factory=list)
+    withheld: dict[str, Verdict] = field(default_factory=dict)
+    """MCP tools never offered to a model: their descriptions read as injections (start())."""
 
     @classmethod
     def from_spec(cls, spec: GridSpec) -> AgentRuntime:
@@ -64,7 +68,10 @@ class AgentRuntime:
                                            tool_timeout_s=spec.agents.tool_timeout_s),
                    stores, {alias: embedder for alias in MiniLMEmbedder.aliases}, client, mcp)
 
-    async def start(self) -> None:
+    async def start(self, vet: Callable[[str, str], Verdict | None] | None = None) -> None:
+        """Load each site's documents and start the MCP servers. `vet(tool, text)` reads what a model would
+        read of each MCP tool (its description and its parameters'; the firewall's Firewall.tool_description):
+        a tool it blocks is withheld (never offered to a model; logged), one it flags is offered and logged."""
         for sid, site in self.spec.sites.items():
             for i, doc in enumerate(site.documents):
                 paths = sorted(Path(p) for p in glob.glob(doc.path)) or [Path(doc.path)]
@@ -76,6 +83,15 @@ class AgentRuntime:
                 log.info("site %s: %d chunks from %s", sid, chunks, doc.path)
         for server in self.mcp:
             for tool in await server.start():
+                verdict = vet(tool.name, tool.model_text()) if vet is not None else None
+                if verdict is not None and verdict.action == "blocked":
+                    self.withheld[tool.name] = verdict
+                    log.error("MCP server %s: tool %s withheld: its description reads as an instruction to the "
+                              "model (%s, score %s)", server.name, tool.name, verdict.detail, verdict.score)
+                    continue
+                if verdict is not None:
+                    log.warning("MCP server %s: tool %s offered, its description flagged: %s (score %s)",
+                                server.name, tool.name, verdict.detail, verdict.score)
                 self.tools.add(tool)
 
     async def stop(self) -> None:

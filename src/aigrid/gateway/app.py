@@ -198,7 +198,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.guard.start()
-        await gateway.agents.start()
+        await gateway.agents.start(vet=gateway.guard.firewall.tool_description)
         await gateway.scraper.start()
         if gateway.sync is not None:
             await gateway.sync.start()

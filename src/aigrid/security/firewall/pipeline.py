@@ -99,6 +99,22 @@ class Firewall:
             t.source in UNTRUSTED and t.source not in DATA and t.text and not self.scores.known(tenant, t.text, False)
             and model.rereads_prompt(t.text) for t in texts)
 
+    def tool_description(self, tool: str, text: str) -> Verdict | None:
+        """The verdict on a tool server's description of one of its tools (with its parameters'), read before
+        any model sees it in a tool list (InjectionModel.score_tool): "blocked" where the grid blocks injection
+        for its default policy or any tenant (the tool is then withheld from every tenant), else "flagged";
+        None when it reads as a description or no policy checks injection."""
+        policies = [self.default, *self.policies.values()]
+        if not text or all(p.injection == Action.OFF for p in policies):
+            return None
+        score = self.model.score_tool(text)
+        if not score.is_injection:
+            return None
+        block = score.should_block and any(p.injection == Action.BLOCK for p in policies)
+        return Verdict("injection", "blocked" if block else "flagged",
+                       f"prompt injection suspected in the description of tool {tool}", round(score.probability, 4),
+                       f"tool {tool}", "tool_description")
+
     def check_texts(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
         """Run the input checks on every text; stops at the first block (the rest pass unchanged)."""
         policy = self.policy(tenant)
