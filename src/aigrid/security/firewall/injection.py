@@ -62,7 +62,7 @@ class InjectionScore:
     pasted: bool = False
     """The verdict comes from the document head reading the part of a prompt pasted after the request."""
     encoded: bool = False
-    """The verdict comes from what a base64 or hex run of the text decodes to (encoded.py)."""
+    """The verdict comes from what a base64, base32 or hex run of the text decodes to (encoded.py)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -138,7 +138,7 @@ class Firewall:
             return
         block = policy.injection == Action.BLOCK and score.should_block
         part = (", in the text pasted after the request" if score.pasted else "") + \
-            (", in what an encoded (base64 or hex) part decodes to" if score.encoded else "")
+            (", in what an encoded (base64, base32 or hex) part decodes to" if score.encoded else "")
         out.append(Verdict("injection", "blocked" if block else "flagged",
                            f"prompt injection suspected in {text.where} ({text.source}{part})",
                            round(score.probability, 4), text.where, text.source))
