@@ -22,14 +22,13 @@ MAX_DECODED = 4096
 """Characters of decoded text kept per run: an instruction is short, and the windows read it from the start."""
 MIN_PRINTABLE = 0.9
 
-_BASE64 = re.compile(rf"[A-Za-z0-9+/_-]{{{MIN_RUN},}}={{0,2}}")
-_HEX = re.compile(rf"\b(?:[0-9a-fA-F]{{2}}){{{MIN_RUN // 2},}}\b")
+_RUN = re.compile(rf"[A-Za-z0-9+/_-]{{{MIN_RUN},}}={{0,8}}")
+"""A run of the base64 alphabets (standard and URL-safe), which holds every base32 and hex run too."""
 
 
 def decoded_parts(text: str) -> list[str]:
     """The readable texts that base64, base32 or hex runs of `text` decode to (none for most texts)."""
-    runs = sorted({m.group() for m in _BASE64.finditer(text)} | {m.group() for m in _HEX.finditer(text)},
-                  key=len, reverse=True)[:MAX_RUNS]
+    runs = sorted({m.group() for m in _RUN.finditer(text)}, key=len, reverse=True)[:MAX_RUNS]
     out = []
     for run in runs:
         decoded = _readable(_decode(run))
