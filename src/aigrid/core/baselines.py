@@ -48,6 +48,9 @@ from aigrid.core.types import (
     Rng,
 )
 
+_new_tuple = tuple.__new__
+"""Builds a NamedTuple from all its fields in order without its __new__'s Python frame (the same tuple)."""
+
 HARD_FILTERS: tuple[Filter, ...] = tuple(make() for make in FILTERS.values())
 
 Key = Callable[[RequestInfo, GridView, Endpoint], float]
@@ -114,9 +117,11 @@ def _candidate(request: RequestInfo, view: GridView, ep: Endpoint, total: float,
     site = view.sites[ep.site_id]
     # no prediction of queue or prefill (the baselines make none); the round trip is physics, and a gateway
     # that emulates distance waits it for a baseline's choice as for any other
-    prediction = Prediction(0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, dist)
-    return Candidate(ep.id, site.id, site.jurisdiction, ep.model, {}, total, prediction,  # positional: cheaper
-                     request_cost_usd(request, ep), (("router", "baseline {}", (name,)),))
+    # Prediction(rtt, 0.0, 0.0, dist) and Candidate(...) with every field, in order
+    prediction = _new_tuple(Prediction, (0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, dist, False, 1.0, 0.0,
+                                         0.0, None, None))
+    return _new_tuple(Candidate, (ep.id, site.id, site.jurisdiction, ep.model, {}, total, prediction,
+                                  request_cost_usd(request, ep), (("router", "baseline {}", (name,)),)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,6 +36,8 @@ from aigrid.core.urgency import effective_policy, label, saturated, too_late, ur
 
 Check = Callable[[Context, Endpoint], Verdict]
 """A filter's bound check method."""
+_new_tuple = tuple.__new__
+"""Builds a NamedTuple from all its fields in order without its __new__'s Python frame (the same tuple)."""
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -116,9 +118,9 @@ class Scheduler:
                 total += weight * value
                 if note:
                     notes.append((axis, note, args))
-            candidates.append(Candidate(  # positional (keywords double the cost), in field order
-                endpoint.id, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,
-                request_cost_usd(request, endpoint), tuple(notes)))
+            candidates.append(_new_tuple(Candidate, (  # Candidate(...): every field in order, without its
+                endpoint.id, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,  # __new__'s
+                request_cost_usd(request, endpoint), tuple(notes))))  # Python frame (keywords double the cost)
         ranked = self.profile.picker.pick(candidates, policy, rng)
         choice = model_choice(request, ranked)
         reason = _reason(ranked, rejected) + (f"; {describe(choice)}" if choice is not None else "")
