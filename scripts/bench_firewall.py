@@ -133,6 +133,8 @@ def main() -> None:
              ("a prompt with a pasted part (both heads)", "Summarise this:\n\n" + big[:-18], False),
              ("a prompt in French (non-ASCII)", accented, False),
              ("a document in French (non-ASCII)", accented, True),
+             ("a crafted prompt: long words, each followed by one mixing Latin and Cyrillic letters",
+              ("x" * 250 + " ab\u0430 ") * (4 * 2**20 // 256), False),
              ("a prompt that is a base64 image (encoded.py looks at its first bytes)",
               "Describe this image: data:image/png;base64," + base64.b64encode(os.urandom(3 * 2**20)).decode(), False)]
     for what, text, document in cases:
