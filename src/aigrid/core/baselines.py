@@ -37,6 +37,7 @@ from aigrid.core.predict import warm_cache
 from aigrid.core.registry import FILTERS
 from aigrid.core.scorers.cost import request_cost_usd
 from aigrid.core.types import (
+    UNKNOWN_STATE,
     Candidate,
     Decision,
     Endpoint,
@@ -46,6 +47,7 @@ from aigrid.core.types import (
     Rejection,
     RequestInfo,
     Rng,
+    Site,
 )
 
 _new_tuple = tuple.__new__
@@ -62,14 +64,15 @@ def eligible(request: RequestInfo, view: GridView, policy: Policy,
              filters: Sequence[Filter] = HARD_FILTERS) -> tuple[list[Endpoint], list[Rejection]]:
     """Split the view's endpoints into those passing every hard filter and rejections with reasons."""
     ctx = Context(request, view, policy)
-    active = [f for f in filters if f.applies(ctx)]
+    # each filter's name and bound check once per decision, not looked up once per endpoint (as the scheduler)
+    checks = [(f.name, f.check) for f in filters if f.applies(ctx)]
     ok: list[Endpoint] = []
     rejected: list[Rejection] = []
     for ep in view.endpoints:
-        for f in active:
-            verdict = f.check(ctx, ep)
+        for name, check in checks:
+            verdict = check(ctx, ep)
             if not verdict.ok:
-                rejected.append(Rejection(ep.id, ep.site_id, f.name, verdict.reason))
+                rejected.append(Rejection(ep.id, ep.site_id, name, verdict.reason))
                 break
         else:
             ok.append(ep)
@@ -82,12 +85,12 @@ def _client_distance(request: RequestInfo, view: GridView, ep: Endpoint) -> floa
 
 
 def _outstanding(request: RequestInfo, view: GridView, ep: Endpoint) -> float:
-    s = view.state(ep.id)
+    s = view.states.get(ep.id, UNKNOWN_STATE)  # view.state(ep.id) without its Python frame
     return (s.running + s.waiting) / max(ep.max_concurrency, 1)
 
 
 def _recent_ttft(request: RequestInfo, view: GridView, ep: Endpoint) -> float:
-    ttft = view.state(ep.id).ttft_s
+    ttft = view.states.get(ep.id, UNKNOWN_STATE).ttft_s  # view.state(ep.id)
     return 0.0 if ttft is None else ttft
 
 
@@ -102,7 +105,8 @@ def _decide(name: str, request: RequestInfo, view: GridView, ranked_eps: Sequenc
         if len(best) > 1:
             pick = best[min(int(rng.random() * len(best)), len(best) - 1)]
             ranked = [pick, *(ke for ke in ranked if ke is not pick)]
-    cands = tuple(_candidate(request, view, ep, -key, name,
+    sites = view.sites
+    cands = tuple(_candidate(request, sites, ep, -key, name,
                              _client_distance(request, view, ep) if distances is None else distances[ep.id])
                   for key, ep in ranked)
     if cands:
@@ -112,9 +116,9 @@ def _decide(name: str, request: RequestInfo, view: GridView, ranked_eps: Sequenc
     return Decision(request.id, name, cands, tuple(rejected), reason)
 
 
-def _candidate(request: RequestInfo, view: GridView, ep: Endpoint, total: float, name: str,
+def _candidate(request: RequestInfo, sites: Mapping[str, Site], ep: Endpoint, total: float, name: str,
                dist: float | None) -> Candidate:
-    site = view.sites[ep.site_id]
+    site = sites[ep.site_id]
     # no prediction of queue or prefill (the baselines make none); the round trip is physics, and a gateway
     # that emulates distance waits it for a baseline's choice as for any other
     # Prediction(rtt, 0.0, 0.0, dist) and Candidate(...) with every field, in order
@@ -147,7 +151,8 @@ class Nearest:
 
     def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
         ok, rejected = eligible(request, view, policy)
-        distances = {ep.id: _client_distance(request, view, ep) for ep in ok}
+        loc, sites = request.client_location, view.sites  # _client_distance's, read once per decision
+        distances = {ep.id: None if loc is None else distance_km(loc, sites[ep.site_id].location) for ep in ok}
         keyed = [(0.0 if d is None else d, ep) for ep, d in zip(ok, distances.values(), strict=True)]
         return _decide(self.name, request, view, keyed, rejected, rng, "distance km", distances)
 

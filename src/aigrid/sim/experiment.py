@@ -165,7 +165,8 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
             grids[key] = build_grid(sc, cities, key)
             views[key] = regional_view(sc, grids[key], central)
             for _, w, _, _ in loads:  # once here, not once per run (or per worker process)
-                views[key].prewarm(places(sc, w, cities))
+                with collection_paused():  # its lists and floors are long-lived: no repeated full scans
+                    views[key].prewarm(places(sc, w, cities))
     tasks: list[Task[tuple[RunResult, PolicyMetrics, float, float]]] = []
     labels: list[tuple[float, str, bool]] = []
     for factor, w, arr, main in loads:

@@ -336,10 +336,12 @@ def _with_others(mine: SyncedLedger, total: SyncedLedger, index: int) -> Load | 
     synced = total.then(index)
     if synced is None:
         return own
-    others = Load(synced.pending, synced.pending_tokens, synced.decoding)
+    # Load.add(mine_then, -1) and Load.add(own), inline (compiled integer arithmetic, no Python frames)
+    pending, tokens, decoding = synced.pending, synced.pending_tokens, synced.decoding
     mine_then = mine.then(index)
     if mine_then is not None:
-        others.add(mine_then, -1)
+        pending, tokens, decoding = (pending - mine_then.pending, tokens - mine_then.pending_tokens,
+                                     decoding - mine_then.decoding)
     if own is not None:
-        others.add(own)
-    return others
+        pending, tokens, decoding = pending + own.pending, tokens + own.pending_tokens, decoding + own.decoding
+    return Load(pending, tokens, decoding)
