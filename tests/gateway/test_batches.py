@@ -480,7 +480,10 @@ async def test_a_line_refused_for_capacity_is_tried_again(tmp_path: Path) -> Non
 
 async def test_two_workers_over_one_folder_run_each_line_once(tmp_path: Path) -> None:
     """Two gateway processes' worth (two gateways over the same folder, each its own runner): the batches one
-    accepted but cannot hold (max_running 1) are claimed by the other; every line runs exactly once."""
+    accepted but cannot hold (max_running 1) are claimed by the other; every line runs exactly once. The first
+    batch's lines wait at the engines until the others are done, so the runner holding it is busy and the
+    other must claim them (with instant engines one runner could take every batch in turn: a fresh clone on a
+    loaded machine saw only one of the two run)."""
     engines = [engines_for(tmp_path), engines_for(tmp_path)]
     gws = []
     for i, e in enumerate(engines):  # one audit log each (the workers' hub writes one chain for all: hub.py)
@@ -494,13 +497,17 @@ async def test_two_workers_over_one_folder_run_each_line_once(tmp_path: Path) ->
         for g in gws:
             assert g.batches is not None
             await g.batches.start()
-        created = [await submit(oai, jsonl(*(line(f"l{i}", f"batch {k} line {i}") for i in range(3))))
-                   for k in range(4)]
-        for b in created:
+        contents = [[f"{'SLOW ' if k == 0 else ''}batch {k} line {i}" for i in range(3)] for k in range(4)]
+        created = [await submit(oai, jsonl(*(line(f"l{i}", c) for i, c in enumerate(batch)))) for batch in contents]
+        for b in [*created[1:], created[0]]:  # the first once the others are done
+            if b is created[0]:
+                for e in engines:
+                    for engine in e.values():
+                        engine.gate.set()
             done = await until(oai, b.id, "completed")
             assert done.request_counts is not None and done.request_counts.completed == 3
         prompts = sorted(r["messages"][0]["content"] for e in engines for r in received(e))
-        assert prompts == sorted(f"batch {k} line {i}" for k in range(4) for i in range(3))
+        assert prompts == sorted(c for batch in contents for c in batch)
         assert all(received(e) for e in engines)  # both ran some
     finally:
         for g in gws:
