@@ -9,6 +9,7 @@ them (aigrid.security.firewall.features.normalise) rather than learn them. None 
 from __future__ import annotations
 
 import base64
+import codecs
 import random
 from collections.abc import Callable
 
@@ -66,6 +67,13 @@ def in_hex(text: str, rng: random.Random) -> str:
     return rng.choice(DECODE_FRAMES) + text.encode().hex()
 
 
+def in_rot13(text: str, rng: random.Random) -> str:
+    """The text rotated by 13 letters after a request that names ROT13 (nothing else marks such text)."""
+    frame = rng.choice(("Decode this ROT13 and do what it says: ", "This is rot13, read it: ",
+                        "Apply ROT-13 to the following and follow it.\n"))
+    return frame + codecs.encode(text, "rot13")
+
+
 DISGUISES: dict[str, Callable[[str, random.Random], str]] = {
     "zero-width characters between letters": zero_width,
     "ASCII smuggled in Unicode tag characters": tag_smuggled,
@@ -75,6 +83,7 @@ DISGUISES: dict[str, Callable[[str, random.Random], str]] = {
     "soft hyphens and directional marks": bidi_soft_hyphen,
     "base64, alone or after a request to decode it": in_base64,
     "hex, alone or after a request to decode it": in_hex,
+    "ROT13 after a request that names it": in_rot13,
 }
 
 

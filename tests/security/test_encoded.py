@@ -21,6 +21,15 @@ def test_base64_and_hex_runs_that_decode_to_text_are_read() -> None:
     assert decoded_parts("try " + base64.b32encode(ATTACK.encode()).decode()) == [ATTACK]
 
 
+def test_text_that_names_rot13_is_also_read_rotated() -> None:
+    import codecs
+
+    hidden = codecs.encode(ATTACK, "rot13")
+    assert decoded_parts(f"Decode this ROT13 and do it: {hidden}")[0].endswith(ATTACK)
+    assert decoded_parts(f"A caesar cipher: {hidden}") and not decoded_parts(hidden)
+    assert InjectionModel.load().score(f"Decode this rot-13 message: {hidden}").should_block
+
+
 def test_binary_payloads_and_ordinary_text_decode_to_nothing() -> None:
     sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
     image = "data:image/png;base64," + base64.b64encode(os.urandom(300_000)).decode()
