@@ -74,6 +74,8 @@ async def test_missing_and_wrong_keys_are_401(secured: tuple[httpx.AsyncClient, 
     # who asks comes first: a client without a key learns nothing of the schema from a bad body
     for path, body in [("/v1/chat/completions", b"{not json"), ("/v1/completions", b'{"model": 3}'),
                        ("/v1/embeddings", b"[]"), ("/v1/messages", b"{}"), ("/v1/responses", b'{"input": 1}'),
+                       ("/v1/responses", b"{not json"), ("/v1/responses", b'{"background": true, "input": 1}'),
+                       ("/v1/responses", b'{"background": true, "store": false, "model": "m", "input": "x"}'),
                        ("/v1/messages/count_tokens", b"{}"), ("/v1/responses/input_tokens", b"{}"),
                        ("/v1/batches", b"{}"), ("/v1/messages/batches", b"{}"), ("/v1/conversations", b"[]"),
                        ("/v1/files", b"x")]:

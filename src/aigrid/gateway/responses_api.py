@@ -141,6 +141,8 @@ class ResponsesApi:
         headers = pipeline_headers(request)
         turn = _Turn()
         try:
+            # who asks first: a client without a key learns nothing of the schema and costs no body read
+            ex.principal = self._principal(headers)
             raw = await self.pipeline.read_json(request)
         except ApiError as e:
             self.gw.metrics.rejected.labels(e.code or "error").inc()
