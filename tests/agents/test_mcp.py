@@ -76,12 +76,14 @@ async def test_a_server_whose_tool_descriptions_hide_instructions_has_those_tool
         await runtime.start(vet=blocking.tool_description)
         assert "p_multiply" in runtime.tools
         assert "p_add" not in runtime.tools and "p_convert" not in runtime.tools
-        assert set(runtime.withheld) == {"p_add", "p_convert"}
+        assert set(runtime.withheld) == {"p_add", "p_convert", "p_create_issue"}
         assert all(v.action == "blocked" and v.source == "tool_description" for v in runtime.withheld.values())
         assert "tool p_add withheld" in caplog.text
     finally:
         await runtime.stop()
     flagging = Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.FLAG))
-    assert flagging.tool_description("p_add", runtime.mcp[0].tools[1].model_text()).action == "flagged"
+    add = next(t for t in runtime.mcp[0].tools if t.name == "p_add")
+    verdict = flagging.tool_description("p_add", add.model_text())
+    assert verdict is not None and verdict.action == "flagged"
     off = Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.OFF))
-    assert off.tool_description("p_add", runtime.mcp[0].tools[1].model_text()) is None
+    assert off.tool_description("p_add", add.model_text()) is None

@@ -35,18 +35,28 @@ class McpTool:
         return await self.server.call(self.remote_name, dict(arguments))
 
     def model_text(self) -> str:
-        """What a model reads of this tool in its tool list besides the names: its description and every
-        description and title in its input schema (a server can hide instructions in either)."""
+        """What a model reads of this tool in its tool list besides its name: its description and every
+        description, title, enum value, default, example and parameter name of its input schema (a server can
+        hide instructions in any of them)."""
         return "\n".join([self.description, *_schema_texts(self.parameters)])
 
 
-def _schema_texts(schema: Any) -> list[str]:
+def _schema_texts(schema: Any, key: str = "") -> list[str]:
+    """Every string of an input schema a model may read: descriptions, titles, enum values, defaults, examples
+    (under `properties` a key is a parameter's name, whose value is a schema, so a parameter called
+    `description` is read as a schema, not as text), and the parameters' names."""
+    if isinstance(schema, str):
+        return [schema] if key in _READ_KEYS else []
     if isinstance(schema, Mapping):
-        own = [v for k, v in schema.items() if k in ("description", "title") and isinstance(v, str)]
-        return own + [t for k, v in schema.items() if k not in ("description", "title") for t in _schema_texts(v)]
+        names = [str(k) for k in schema] if key == "properties" else []
+        return names + [t for k, v in schema.items()
+                        for t in _schema_texts(v, "" if key == "properties" else str(k))]
     if isinstance(schema, list):
-        return [t for v in schema for t in _schema_texts(v)]
+        return [t for v in schema for t in _schema_texts(v, key if key in _READ_KEYS else "")]
     return []
+
+
+_READ_KEYS = frozenset({"description", "title", "enum", "default", "examples", "const"})
 
 
 class McpServer:
