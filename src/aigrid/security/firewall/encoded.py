@@ -30,20 +30,29 @@ _RUN = re.compile(rf"[A-Za-z0-9+/_-]{{{MIN_RUN},}}={{0,8}}")
 _ROT13_NAMED = re.compile(r"\brot[\s_-]?13\b|\bcaesar\b", re.IGNORECASE)
 _ROT13 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
                        "NOPQRSTUVWXYZABCDEFGHIJKLMnopqrstuvwxyzabcdefghijklm")
+_WRAPPED = re.compile(r"^(?:[A-Za-z0-9+/_-]{16,120}={0,2}[ \t]*\r?\n)+[A-Za-z0-9+/_-]{4,120}={0,8}", re.MULTILINE)
+"""Base64 wrapped over lines (MIME's 76 characters, PEM's 64): one run once its line breaks are taken out.
+Lines start at a line start and are bounded, so a long unbroken run costs one linear scan, not a quadratic one."""
+_SPACE = re.compile(r"\s+")
 
 
 def decoded_parts(text: str) -> list[str]:
-    """The readable texts that base64, base32 or hex runs of `text` decode to, and the whole text rotated by 13
-    letters when it names ROT13 or a Caesar cipher (nothing marks ROT13 text but the request to decode it);
-    none for most texts."""
-    runs = sorted({m.group() for m in _RUN.finditer(text)}, key=len, reverse=True)[:MAX_RUNS]
+    """The readable texts that base64, base32 or hex runs of `text` decode to (a run wrapped over lines read
+    whole; the longest runs first, ties in the order they appear, so the same text is read the same way in
+    every process), and, when the text names ROT13 or a Caesar cipher, the MAX_DECODED characters around the
+    first such mention rotated by 13 letters (nothing else marks ROT13 text); none for most texts."""
+    found = [_SPACE.sub("", m.group()) for m in _WRAPPED.finditer(text)]
+    found += [m.group() for m in _RUN.finditer(text)]
+    runs = sorted(dict.fromkeys(found), key=len, reverse=True)[:MAX_RUNS]  # sorted() is stable
     out = []
     for run in runs:
         decoded = _readable(_decode(run))
         if decoded is not None:
             out.append(decoded)
-    if _ROT13_NAMED.search(text):
-        out.append(text.translate(_ROT13))
+    named = _ROT13_NAMED.search(text)
+    if named is not None:
+        start = max(0, named.start() - MAX_DECODED // 4)
+        out.append(text[start:start + MAX_DECODED].translate(_ROT13))
     return out
 
 
@@ -75,13 +84,11 @@ def _decode(run: str) -> bytes:
 
 
 def _readable(raw: bytes) -> str | None:
-    """`raw` as text if it is UTF-8 and mostly printable (a message), else None."""
+    """`raw` as text if it is UTF-8 and mostly printable (a message, in any script), else None."""
     if len(raw) < MIN_RUN // 2:
         return None
-    text = raw.decode("utf-8", errors="ignore")
-    if not text or len(text) < len(raw) * 0.5:
-        return None
-    printable = sum(c.isprintable() or c in "\n\t" for c in text)
+    text = raw.decode("utf-8", errors="replace")
+    printable = sum((c.isprintable() and c != "\ufffd") or c in "\n\t" for c in text)
     if printable < MIN_PRINTABLE * len(text) or not any(c.isalpha() for c in text):
         return None
     return text

@@ -78,17 +78,34 @@ _LATIN_OF = str.maketrans("аеіјорсѕухӏԁԛԝАВЕНІЈКМОРСЅ�
 _MARKS_ON_LATIN = re.compile("(?<=[a-zA-Z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
 
 
+def _latin_first(text: str) -> bool:
+    """A word mixes Latin letters with Cyrillic or Greek ones, and Latin letters are at least as many."""
+    return _SEAM.search(text) is not None and \
+        len(_NOT_LATIN.sub("", text)) >= len(_NOT_GREEK_OR_CYRILLIC.sub("", text))
+
+
+def latin_reading(text: str) -> str | None:
+    """The text with every Cyrillic and Greek look-alike made Latin, where a word mixes those scripts but the
+    text has more Cyrillic and Greek letters than Latin ones (unhide leaves such a text as it is, so an attack
+    written in look-alikes is not hidden by adding a sentence of Russian: the detector reads this too; None
+    otherwise, and for ASCII text)."""
+    if text.isascii() or _SEAM.search(text) is None or _latin_first(text):
+        return None
+    return text.translate(_LATIN_OF)
+
+
 def unhide(text: str) -> str:
     """The text as a model reads it, with what a human reader does not see taken out of the way: ASCII written
     in Unicode tag characters (invisible) as ASCII; invisible characters (zero-width, soft hyphen, directional
     marks, variation selectors) removed; in a text that has a word mixing Latin with Cyrillic or Greek letters
-    and more Latin letters than those, every Cyrillic and Greek look-alike made Latin (one pass over the text:
+    and at least as many Latin letters as those, every Cyrillic and Greek look-alike made Latin (otherwise
+    latin_reading() gives the detector that reading besides) (one pass over the text:
     a rule per word cost seconds on a crafted 4 MiB body); combining marks on Latin letters removed (accents
     and stacked "Zalgo" marks alike). Any other script passes unchanged."""
     if _TAG.search(text):
         text = text.translate(_TAG_TO_ASCII)
     text = _INVISIBLE.sub("", text)
-    if _SEAM.search(text) and len(_NOT_LATIN.sub("", text)) >= len(_NOT_GREEK_OR_CYRILLIC.sub("", text)):
+    if _latin_first(text):
         text = text.translate(_LATIN_OF)  # a Latin text with Cyrillic or Greek letters in its words
     return _MARKS_ON_LATIN.sub("", unicodedata.normalize("NFKD", text))
 

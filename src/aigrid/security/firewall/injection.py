@@ -37,6 +37,7 @@ from aigrid.security.firewall.features import (
     WINDOW,
     Buckets,
     buckets,
+    latin_reading,
     read,
     scale,
     windows,
@@ -62,7 +63,8 @@ class InjectionScore:
     pasted: bool = False
     """The verdict comes from the document head reading the part of a prompt pasted after the request."""
     encoded: bool = False
-    """The verdict comes from what a base64, base32 or hex run of the text decodes to (encoded.py)."""
+    """The verdict comes from another reading of the text (other_readings): what a base64, base32, hex or
+    ROT13 part decodes to, or its Cyrillic and Greek look-alikes made Latin."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +175,7 @@ class InjectionModel:
         verdict = self._document(text) if document else self._prompt_and_pasted(text, pasted)
         if verdict.should_block:
             return verdict
-        for hidden in decoded_parts(text):  # base64, base32 or hex a model could decode and obey (encoded.py)
+        for hidden in other_readings(text):  # what a model could decode and obey, or read through look-alikes
             inner = self._document(hidden) if document else self._prompt_and_pasted(hidden, pasted)
             if _severity(inner) > _severity(verdict):
                 verdict = replace(inner, encoded=True)
@@ -247,6 +249,14 @@ class InjectionModel:
             if p > best:
                 best, where = p, i
         return InjectionScore(best, best >= head.threshold, best >= head.block_threshold, where)
+
+
+def other_readings(text: str) -> list[str]:
+    """Readings of `text` a model may follow besides the text as written: what its encoded parts decode to
+    (encoded.py) and, in a mostly Cyrillic or Greek text with a word mixing in Latin letters, its look-alikes
+    made Latin (features.latin_reading)."""
+    latin = latin_reading(text)
+    return decoded_parts(text) + ([latin] if latin is not None else [])
 
 
 def _severity(score: InjectionScore) -> tuple[bool, bool]:

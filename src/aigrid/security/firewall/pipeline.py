@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from aigrid.errors import InvalidRequest
-from aigrid.security.firewall.injection import InjectionModel, pasted_start
+from aigrid.security.firewall.injection import InjectionModel, other_readings, pasted_start
 from aigrid.security.firewall.pii import find_pii, redact
 from aigrid.security.firewall.score_cache import DEFAULT_SIZE, ScoreCache
 from aigrid.security.firewall.streaming import StreamingRedactor
@@ -92,6 +92,10 @@ class Firewall:
         its grey zone and is not already kept for `tenant` (the n-gram head reads it here to know: callers ask
         only about short texts). Such texts are never scored on the event loop."""
         model = self.model
+        if model.cascade is None and model.prompt_cascade is None:
+            return False
+        if any(t.source in UNTRUSTED and t.text and other_readings(t.text) for t in texts):
+            return True  # a decoded or look-alike reading is scored too, and may reach either cascade
         if model.cascade is not None and any(
                 t.source in DATA or (t.source in UNTRUSTED and pasted_start(t.text) is not None) for t in texts):
             return True
@@ -138,7 +142,8 @@ class Firewall:
             return
         block = policy.injection == Action.BLOCK and score.should_block
         part = (", in the text pasted after the request" if score.pasted else "") + \
-            (", in what an encoded (base64, base32 or hex) part decodes to" if score.encoded else "")
+            (", in another reading of it (an encoded part decoded, or look-alike letters made Latin)"
+             if score.encoded else "")
         out.append(Verdict("injection", "blocked" if block else "flagged",
                            f"prompt injection suspected in {text.where} ({text.source}{part})",
                            round(score.probability, 4), text.where, text.source))
