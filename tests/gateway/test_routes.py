@@ -302,3 +302,16 @@ async def test_a_non_streamed_answer_has_a_ceiling_of_its_own_and_its_models_con
     assert r.status_code == 200 and r.headers["x-aigrid-site"] != "nrt"
     d = gw.decisions.get(r.headers["x-aigrid-decision"])
     assert d is not None and "no first byte within 0.8 s" in d.attempts[0]["error"]
+
+
+def test_an_output_limit_written_as_a_whole_float_counts_and_whole_max_s_is_never_below_max_s() -> None:
+    from aigrid.gateway.continuation import Delivered, continuation_body
+    from aigrid.gateway.schemas import output_limit
+    from aigrid.spec.models import FirstByteSpec
+
+    assert output_limit({"max_tokens": 100.0}) == 100 and output_limit({"max_tokens": 2.5}) is None
+    assert output_limit({"max_tokens": True}) is None and output_limit({"max_completion_tokens": 7}) == 7
+    resumed = continuation_body({"prompt": "x", "max_tokens": 100.0}, Delivered(chunks=60), "vllm")
+    assert resumed["max_tokens"] == 40  # the rest of the budget, as before output_limit
+    with pytest.raises(ValueError, match="whole_max_s"):
+        FirstByteSpec(max_s=120, whole_max_s=30)

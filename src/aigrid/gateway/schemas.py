@@ -43,9 +43,12 @@ class _Common(BaseModel):
 
 def output_limit(body: dict[str, Any]) -> int | None:
     """The output limit a chat or completions body (a dict, as sent on to an engine) sets, as output_budget()
-    reads it: `max_completion_tokens`, else `max_tokens`; None: none, or not a positive integer."""
+    reads it: `max_completion_tokens`, else `max_tokens`, a positive integer (100.0 counts as 100, as the
+    schema validates it); None: none, or not one."""
     for key in ("max_completion_tokens", "max_tokens"):
         value = body.get(key)
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None

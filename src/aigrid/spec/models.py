@@ -274,6 +274,13 @@ class FirstByteSpec(StrictModel):
         "deadline adds 3 x its max_tokens, or its model's context, x the endpoint's time per output token) "
         "and for a tool loop; 600 s is the OpenAI and Anthropic SDKs' default client timeout"))
 
+    @model_validator(mode="after")
+    def _whole_not_shorter(self) -> FirstByteSpec:
+        if self.whole_max_s < self.max_s:
+            raise ValueError(f"whole_max_s ({self.whole_max_s:g}) must be at least max_s ({self.max_s:g}): an "
+                             "answer sent whole has its first byte after its last token")
+        return self
+
 
 class OtelSpec(StrictModel):
     """OpenTelemetry traces (docs/observability.md). Off unless `enabled`, or unless the standard
