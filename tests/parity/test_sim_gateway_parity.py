@@ -267,8 +267,11 @@ async def test_under_a_burst_and_a_site_failure() -> None:
     assert same_first >= 0.75 * len(order)
     assert len(sim_ok ^ live_ok) <= 2, sorted(sim_ok ^ live_ok)
     assert l50 <= 1.5 * s50 + 30 + 10 * lag_ms and s50 <= 1.5 * l50 + 30
-    # the tail moves most: a request still queued at eu-west when it dies starts over elsewhere
-    assert l90 <= 1.75 * s90 + 100 + 20 * lag_ms and s90 <= 1.75 * l90 + 100
+    # the tail moves most: a request still queued at eu-west when it dies starts over elsewhere. Its p90 (the
+    # 4th slowest of ~42) is the noisiest figure: on 2026-12-03, same code, the simulator 1,018 ms every run
+    # and live 408-854 ms over seven runs (a fresh clone failed at 1.75x with live 518 ms): the simulator's
+    # tail after the failure is the pessimistic one, by up to 2.5x
+    assert l90 <= 1.75 * s90 + 100 + 20 * lag_ms and s90 <= 2.5 * l90 + 100
     # the failure: nothing is served from the dead site once its breaker is open, in either world, and
     # EU-only requests (eu-west is the only EU site) are refused in both
     assert all(live[rid]["served"] != KILLED for rid in after)
