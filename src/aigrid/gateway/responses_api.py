@@ -142,19 +142,19 @@ class ResponsesApi:
         turn = _Turn()
         try:
             # who asks first: a client without a key learns nothing of the schema and costs no body read
-            ex.principal = self._principal(headers)
+            ex.principal = caller = self._principal(headers)
             raw = await self.pipeline.read_json(request)
         except ApiError as e:
             self.gw.metrics.rejected.labels(e.code or "error").inc()
             raise
         if raw.get("background") is True:
-            return await self._start_background(turn, raw, headers, ex)
+            return await self._start_background(turn, raw, headers, ex, caller)
 
         async def read() -> dict[str, Any]:
-            await self._prepare(turn, raw, headers)
+            await self._prepare(turn, raw, headers, caller)
             return turn.chat
 
-        resp = await self._route(turn, headers, read, ex)
+        resp = await self._route(turn, headers, read, ex, caller)
         rid, extra = new_id("resp"), aigrid_headers(resp)
 
         async def keep(final: dict[str, Any]) -> None:
@@ -182,13 +182,14 @@ class ResponsesApi:
         await keep(final)
         return Response(orjson.dumps(final), media_type="application/json", headers=extra)
 
-    async def _prepare(self, turn: _Turn, raw: dict[str, Any], headers: dict[str, str]) -> None:
-        """The request validated, its caller authenticated, its stored history read: its chat body."""
+    async def _prepare(self, turn: _Turn, raw: dict[str, Any], headers: dict[str, str], caller: Principal) -> None:
+        """The request validated, its stored history read as `caller` (authenticated before its body was
+        read): its chat body."""
         turn.req = req = validate(ResponsesRequest, raw)
         if req.background and not req.store:
             raise InvalidRequest("background: true requires store: true (a background response is kept to be "
                                  "retrieved with GET /v1/responses/{id})", param="background")
-        turn.principal = self._principal(headers)
+        turn.principal = caller
         history: list[dict[str, Any]] = []
         if req.conversation is not None:
             if req.previous_response_id is not None:
@@ -201,23 +202,24 @@ class ResponsesApi:
         turn.earlier = (1 if req.instructions else 0) + len(history)
 
     async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
-                     ex: Exchange) -> Response:
-        """The one pipeline; its errors name the Responses fields."""
+                     ex: Exchange, caller: Principal) -> Response:
+        """The one pipeline, as `caller` (authenticated once, before the body was read); its errors name the
+        Responses fields."""
         try:
-            return await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex)
+            return await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, caller=caller)
         except ApiError as e:
             _own_error(e, turn)
             raise
 
     # --- background -------------------------------------------------------------------------------------
     async def _start_background(self, turn: _Turn, raw: dict[str, Any], headers: dict[str, str],
-                                ex: Exchange) -> Response:
+                                ex: Exchange, caller: Principal) -> Response:
         """Check what can be checked without the pipeline's state (the body, the key, the stored history, the
         model, the headers, the context), answer a queued Response, run the request in the background."""
         gw = self.gw
         try:
-            await self._prepare(turn, raw, headers)
-            ex.principal, ex.model, ex.body = turn.principal, turn.req.model, turn.chat
+            await self._prepare(turn, raw, headers, caller)
+            ex.model, ex.body = turn.req.model, turn.chat
             parsed = validate(ChatRequest, turn.chat)
             build_request_info("background", parsed, headers, gw.cities, gw.known_models,
                                gw.spec.gateway.max_output_tokens, gw.location)
@@ -263,7 +265,7 @@ class ResponsesApi:
         try:
             try:
                 await self.book.mark(tenant, rid, "in_progress")
-                resp = await self._route(turn, headers, read, ex)
+                resp = await self._route(turn, headers, read, ex, turn.principal)
                 if writer is not None and is_event_stream(resp):
                     assert isinstance(resp, RelayResponse)
                     await self._stream(turn, resp, rid, created, ex, writer)
@@ -557,7 +559,7 @@ class ResponsesApi:
         raw.setdefault("model", "auto")
         turn = _Turn()
         try:
-            await self._prepare(turn, raw, headers)
+            await self._prepare(turn, raw, headers, principal)
             chat = validate(ChatRequest, turn.chat)
             if chat.model != "auto" and chat.model not in self.gw.known_models:
                 raise ModelNotFound(f"The model '{chat.model}' does not exist on this grid", param="model")
