@@ -48,10 +48,8 @@ from aigrid.core.types import (
     RequestInfo,
     Rng,
     Site,
+    new_record,
 )
-
-_new_tuple = tuple.__new__
-"""Builds a NamedTuple from all its fields in order without its __new__'s Python frame (the same tuple)."""
 
 HARD_FILTERS: tuple[Filter, ...] = tuple(make() for make in FILTERS.values())
 
@@ -122,9 +120,9 @@ def _candidate(request: RequestInfo, sites: Mapping[str, Site], ep: Endpoint, to
     # no prediction of queue or prefill (the baselines make none); the round trip is physics, and a gateway
     # that emulates distance waits it for a baseline's choice as for any other
     # Prediction(rtt, 0.0, 0.0, dist) and Candidate(...) with every field, in order
-    prediction = _new_tuple(Prediction, (0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, dist, False, 1.0, 0.0,
+    prediction = new_record(Prediction, (0.0 if dist is None else rtt_ms(dist), 0.0, 0.0, dist, False, 1.0, 0.0,
                                          0.0, None, None))
-    return _new_tuple(Candidate, (ep.id, site.id, site.jurisdiction, ep.model, {}, total, prediction,
+    return new_record(Candidate, (ep.id, site.id, site.jurisdiction, ep.model, {}, total, prediction,
                                   request_cost_usd(request, ep), (("router", "baseline {}", (name,)),)))
 
 

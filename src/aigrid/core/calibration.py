@@ -81,7 +81,8 @@ class Calibration(NamedTuple):
         return queue + prefill
 
 
-_new_tuple = tuple.__new__
+new_record = tuple.__new__
+"""types.new_record's (types.py imports this module, so this one cannot import it from there)."""
 
 
 def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float,
@@ -116,7 +117,7 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
             s1y * decay + w * x1 * y, s2y * decay + w * x2 * y)
     a, b1, b2 = _fit(sums)
     # tuple.__new__, as the NamedTuple's own __new__ does, without that Python frame: once per outcome per gateway
-    return _new_tuple(Calibration, (cal.n + 1, sums, a, b1, b2, log_q))
+    return new_record(Calibration, (cal.n + 1, sums, a, b1, b2, log_q))
 
 
 def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:

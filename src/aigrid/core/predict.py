@@ -28,10 +28,16 @@ from collections.abc import Mapping
 from math import ceil
 
 from aigrid.core.geo import distance_km, rtt_ms
-from aigrid.core.types import Endpoint, EndpointState, GeoPoint, Prediction, PrefillQueue, RequestInfo, Site
-
-_new_tuple = tuple.__new__
-"""Builds a NamedTuple from all its fields in order without its __new__'s Python frame (the same tuple)."""
+from aigrid.core.types import (
+    Endpoint,
+    EndpointState,
+    GeoPoint,
+    Prediction,
+    PrefillQueue,
+    RequestInfo,
+    Site,
+    new_record,
+)
 
 TYPICAL_OUTPUT_TOKENS = 130
 """Median generated tokens in the Azure 2023 conversation trace; the mean service time uses it."""
@@ -236,5 +242,5 @@ def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: Endpoin
     tpot = None if state.tpot_s is None else state.tpot_s * 1000.0
     # every field in order (rtt, queue, prefill, distance, warm, spread, model ahead / own, tpot, measured rtt),
     # without Prediction.__new__'s Python frame (keywords doubled the cost): once per candidate of every decision
-    return _new_tuple(Prediction, (net, queue, prefill, dist, cached is not None, spread, ahead, own, tpot,
+    return new_record(Prediction, (net, queue, prefill, dist, cached is not None, spread, ahead, own, tpot,
                                    state.rtt_ms))

@@ -31,13 +31,12 @@ from aigrid.core.types import (
     RequestInfo,
     Rng,
     Urgency,
+    new_record,
 )
 from aigrid.core.urgency import effective_policy, label, saturated, too_late, urgency_of
 
 Check = Callable[[Context, Endpoint], Verdict]
 """A filter's bound check method."""
-_new_tuple = tuple.__new__
-"""Builds a NamedTuple from all its fields in order without its __new__'s Python frame (the same tuple)."""
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -118,7 +117,7 @@ class Scheduler:
                 total += weight * value
                 if note:
                     notes.append((axis, note, args))
-            candidates.append(_new_tuple(Candidate, (  # Candidate(...): every field in order, without its
+            candidates.append(new_record(Candidate, (  # Candidate(...): every field in order, without its
                 endpoint.id, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,  # __new__'s
                 request_cost_usd(request, endpoint), tuple(notes))))  # Python frame (keywords double the cost)
         ranked = self.profile.picker.pick(candidates, policy, rng)

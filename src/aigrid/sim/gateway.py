@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aigrid.core.calibration import DECAY, Calibration, observe
-from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, PrefillQueue
+from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, PrefillQueue, new_record
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.grid import Grid
 from aigrid.sim.shared_state import SyncedLedger, SyncedPrefillBook
@@ -25,7 +25,6 @@ from aigrid.telemetry.prefill_book import NOTHING_PENDING
 NO_CALIBRATION = Calibration()
 SHARED_LOG_LIMIT = 64
 """Outcomes an endpoint's shared log holds before every gateway there folds them (Gateways.learnt)."""
-_new_tuple = tuple.__new__
 
 
 def seen_state(s: EndpointState, counts: tuple[int, int, int, int, int] | None, cal: Calibration | None,
@@ -40,7 +39,7 @@ def seen_state(s: EndpointState, counts: tuple[int, int, int, int, int] | None, 
     running, waiting, pending, tokens, decoding = counts if counts is not None else (
         s.running, s.waiting, s.pending_requests, s.pending_prompt_tokens, s.decoding)
     closed = circuit is Circuit.CLOSED
-    return _new_tuple(EndpointState, (  # EndpointState(...) positionally, without its __new__'s Python frame
+    return new_record(EndpointState, (  # EndpointState(...) positionally, without its __new__'s Python frame
         s.healthy, s.circuit if closed else circuit, running, waiting, s.kv_usage, s.ttft_s, s.tpot_s,
         s.mean_output_tokens, s.error_rate, pending, tokens, decoding, s.rtt_ms,
         s.calibration if cal is None else cal, s.power_w, s.power_source, s.age_s,
@@ -261,7 +260,7 @@ class Gateways:
             if entries is not None:
                 queue = book.queue(i, gateway, now) if entries[i] else NOTHING_PENDING  # type: ignore[union-attr]
                 if counts is None and circuit is closed:  # seen_state(s, None, cal, closed, queue), inline
-                    states[ep.id] = _new_tuple(EndpointState, (
+                    states[ep.id] = new_record(EndpointState, (
                         s.healthy, s.circuit, s.running, s.waiting, s.kv_usage, s.ttft_s, s.tpot_s,
                         s.mean_output_tokens, s.error_rate, s.pending_requests, s.pending_prompt_tokens,
                         s.decoding, s.rtt_ms, s.calibration if cal is None else cal, s.power_w, s.power_source,
