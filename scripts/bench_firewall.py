@@ -23,7 +23,8 @@ import statistics
 import time
 
 from aigrid.security.firewall.cascade import load_cascade
-from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.features import normalise
+from aigrid.security.firewall.injection import InjectionModel, other_readings
 from aigrid.security.firewall.pipeline import Firewall
 from aigrid.security.firewall.reader import PROMPT_READER_PATH
 from aigrid.security.firewall.texts import ModelText, Source
@@ -124,6 +125,10 @@ def main() -> None:
         texts = [ModelText(p, Source.USER, ("messages", 0, "content"))]
         us = per_call_us(lambda texts=texts: firewall.check_texts("t", texts), 300)
         print(f"check_texts, one user message of {len(p)} chars (injection + PII): {us:.0f} us")
+        scored = per_call_us(lambda p=p: model.score(p), 300)
+        readings = per_call_us(lambda p=p: other_readings(p), 3000)
+        print(f"  scored afresh (no score cache): {scored:.0f} us, of which its other readings (decoded parts, "
+              f"look-alikes) {readings:.1f} us")
     big = "The committee reviewed the harbour budget and approved the new ferry timetable. " * 52_000
     sentences = " and sentences" if model.segments else ""
     # non-ASCII text is first read as a model reads it (features.unhide): accents, look-alikes, invisibles
@@ -137,6 +142,10 @@ def main() -> None:
               ("x" * 250 + " ab\u0430 ") * (4 * 2**20 // 256), False),
              ("a prompt that is a base64 image (encoded.py looks at its first bytes)",
               "Describe this image: data:image/png;base64," + base64.b64encode(os.urandom(3 * 2**20)).decode(), False)]
+    crafted = cases[-2][1]  # features.unhide alone on it (a rule per word took 6.7 s there)
+    t0 = time.process_time()
+    normalise(crafted)
+    print(f"normalise the crafted 4 MiB prompt: {time.process_time() - t0:.2f} s CPU")
     for what, text, document in cases:
         t0 = time.process_time()
         model.score(text, document=document)
