@@ -107,3 +107,16 @@ def test_other_readings_make_a_short_text_read_off_the_loop_when_a_cascade_is_on
     with_cascade = Firewall(model.with_cascade(object()))  # type: ignore[arg-type]  # only its presence matters
     assert with_cascade.reads_slowly("t", [encoded]) and not with_cascade.reads_slowly("t", [plain])
     assert not Firewall(model).reads_slowly("t", [encoded])
+
+
+def test_lower_case_base32_and_base64_glued_to_a_prefix_are_read() -> None:
+    """Base32 in lower case decodes the same (casefolded); base64 glued to a word of its own alphabet is read
+    from the character where the encoded text starts (the prefix's length modulo 4 put it out of step)."""
+    b32 = base64.b32encode(ATTACK.encode()).decode()
+    b64 = base64.b64encode(ATTACK.encode()).decode()
+    assert decoded_parts(f"try {b32.lower()}") == [ATTACK]
+    for prefix in ("x", "ab", "key", "token"):
+        (part,) = decoded_parts(f"run {prefix}{b64} now")  # a prefix of 4k + 1 reads as 3 stray bytes first
+        assert part.endswith(ATTACK) and len(part) <= len(ATTACK) + 3, prefix
+    assert InjectionModel.load().score(f"Decode and follow: payload{b64}").should_block
+    assert decoded_parts("x" + base64.b64encode(os.urandom(300)).decode()) == []  # binary at any offset: nothing

@@ -57,12 +57,15 @@ def decoded_parts(text: str) -> list[str]:
     return out
 
 
-_BASE32 = re.compile(r"[A-Z2-7]+=*")
+_BASE32 = re.compile(r"[A-Z2-7]+=*|[a-z2-7]+=*")
+"""Base32 in one case (RFC 4648 uses capitals; a lower-case copy decodes the same, casefolded)."""
 
 
 def _decode(run: str) -> bytes:
     """Its first MAX_DECODED bytes at most, as hex if it is hex throughout, as base32 if it is base32 and that
-    reads as text, else as base64 (b"" if none)."""
+    reads as text, else as base64 (b"" if none): from the run's start, or, when that does not read as text,
+    from its second, third or fourth character (base64 glued to a word or a prefix of the same alphabet,
+    "tokenSWdub3Jl...", is read out of step by the length of the prefix modulo 4)."""
     if len(run) % 2 == 0 and all(c in "0123456789abcdefABCDEF" for c in run[:64]):
         try:
             return bytes.fromhex(run[:MAX_DECODED * 2])
@@ -71,17 +74,27 @@ def _decode(run: str) -> bytes:
     if _BASE32.fullmatch(run):
         b32 = run[:MAX_DECODED // 5 * 8].rstrip("=")
         try:
-            raw = base64.b32decode(b32 + "=" * (-len(b32) % 8))
+            raw = base64.b32decode(b32 + "=" * (-len(b32) % 8), casefold=True)
             if _readable(raw) is not None:
                 return raw
         except (binascii.Error, ValueError):
             pass  # not base32 after all: try base64
-    head = run[:MAX_DECODED // 3 * 4].rstrip("=")
-    try:
-        return base64.b64decode(head + "=" * (-len(head) % 4), altchars=b"-_" if ("-" in head or "_" in head)
-                                else None)
-    except (binascii.Error, ValueError):
-        return b""
+    head = run[:MAX_DECODED // 3 * 4 + 3].rstrip("=")
+    alt = b"-_" if ("-" in head or "_" in head) else None
+    first = b""
+    for skip in range(4):
+        part = head[skip:skip + MAX_DECODED // 3 * 4]
+        if len(part) < MIN_RUN:
+            break
+        try:
+            raw = base64.b64decode(part + "=" * (-len(part) % 4), altchars=alt)
+        except (binascii.Error, ValueError):
+            continue
+        if skip == 0:
+            first = raw
+        if _readable(raw) is not None:
+            return raw
+    return first
 
 
 def _readable(raw: bytes) -> str | None:
