@@ -387,3 +387,59 @@ async def test_an_attack_inside_a_message_batch_request_is_blocked_and_recorded(
     finally:
         assert gw.batches is not None
         await gw.batches.stop()
+
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "description": "The city, e.g. Lisbon."}}}
+
+
+def _schema_with(t: str) -> dict[str, Any]:
+    return {"type": "object", "properties": {"city": {"type": "string", "description": t}}}
+
+
+TOOL_ROUTES: list[tuple[str, str, Body, str]] = [
+    ("chat tool description", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
+                "tools": [{"type": "function", "function": {"name": "weather", "description": t,
+                                                            "parameters": WEATHER}}]}, "tools[0].function"),
+    ("chat tool parameter description", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
+                "tools": [{"type": "function", "function": {"name": "clock", "description": "The time."}},
+                          {"type": "function", "function": {"name": "weather", "description": "The weather.",
+                                                            "parameters": _schema_with(t)}}]}, "tools[1].function"),
+    ("responses tool description", "/v1/responses",
+     lambda t: {"model": MODEL, "input": "Weather in Lisbon?",
+                "tools": [{"type": "function", "name": "weather", "description": t, "parameters": WEATHER}]}, "tools.0"),
+    ("anthropic tool parameter description", "/v1/messages",
+     lambda t: {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
+                "tools": [{"name": "weather", "description": "The weather.", "input_schema": _schema_with(t)}]},
+     "tools.0"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,param", TOOL_ROUTES, ids=[r[0] for r in TOOL_ROUTES])
+async def test_client_tool_definitions_are_read_as_a_model_reads_them(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine], name: str, path: str, body: Body, param: str) -> None:
+    """A client's tools (often bridged from an MCP server its application does not write) are read like an MCP
+    server's: description and input schema together, both heads. Flagged by default (the request goes on, the
+    verdict in its record); with `tool_descriptions: block`, a 400 naming the front door's own field, no
+    engine reached; a harmless description passes either way."""
+    from dataclasses import replace
+
+    from aigrid.security.firewall.pipeline import Action
+
+    c, gw, engine = walk
+    firewall = gw.guard.screen.firewall
+    engine.replies = [answer("ok")]
+    flagged = await c.post(path, json=body(ATTACK))
+    assert flagged.status_code == 200, flagged.text
+    record = await last_audit(gw)
+    assert [(v["action"], v["source"]) for v in record["firewall"]] == [("flagged", "tool_description")], record
+    firewall.default = replace(firewall.default, tool_descriptions=Action.BLOCK)
+    firewall.policies = {t: replace(p, tool_descriptions=Action.BLOCK) for t, p in firewall.policies.items()}
+    engine.received.clear()
+    r = await c.post(path, json=body(ATTACK))
+    assert blocked_at(r) == (400, "firewall_blocked", param), (name, r.text)
+    assert engine.received == []
+    engine.replies = [answer("ok")]
+    ok = await c.post(path, json=body("Returns the current weather for a city: temperature in Celsius and sky."))
+    assert ok.status_code == 200, ok.text

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from aigrid.agents.tool import ToolContext, ToolError
-from aigrid.security.firewall.texts import Source
+from aigrid.security.firewall.texts import Source, tool_text
 
 MAX_OUTPUT = 4_000
 
@@ -35,28 +35,8 @@ class McpTool:
         return await self.server.call(self.remote_name, dict(arguments))
 
     def model_text(self) -> str:
-        """What a model reads of this tool in its tool list besides its name: its description and every
-        description, title, enum value, default, example and parameter name of its input schema (a server can
-        hide instructions in any of them)."""
-        return "\n".join([self.description, *_schema_texts(self.parameters)])
-
-
-def _schema_texts(schema: Any, key: str = "") -> list[str]:
-    """Every string of an input schema a model may read: descriptions, titles, enum values, defaults, examples
-    (under `properties` a key is a parameter's name, whose value is a schema, so a parameter called
-    `description` is read as a schema, not as text), and the parameters' names."""
-    if isinstance(schema, str):
-        return [schema] if key in _READ_KEYS else []
-    if isinstance(schema, Mapping):
-        names = [str(k) for k in schema] if key == "properties" else []
-        return names + [t for k, v in schema.items()
-                        for t in _schema_texts(v, "" if key == "properties" else str(k))]
-    if isinstance(schema, list):
-        return [t for v in schema for t in _schema_texts(v, key if key in _READ_KEYS else "")]
-    return []
-
-
-_READ_KEYS = frozenset({"description", "title", "enum", "default", "examples", "const"})
+        """What a model reads of this tool in its tool list besides its name (texts.tool_text)."""
+        return tool_text(self.description, self.parameters)
 
 
 class McpServer:

@@ -104,7 +104,8 @@ def abuse_relay(spec: GridSpec) -> RedisAbuseRelay | None:
 
 
 def _policy(f: FirewallSpec) -> FirewallPolicy:
-    return FirewallPolicy(injection=Action(f.injection), pii_input=Action(f.pii_input), pii_output=Action(f.pii_output))
+    return FirewallPolicy(injection=Action(f.injection), pii_input=Action(f.pii_input), pii_output=Action(f.pii_output),
+                          tool_descriptions=Action(f.tool_descriptions))
 
 
 def injection_detector(sec: SecuritySpec) -> InjectionModel:

@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping, MutableMapping
 from typing import Any
 
 from aigrid.security.firewall.pipeline import Screened
-from aigrid.security.firewall.texts import ModelText, Source, put
+from aigrid.security.firewall.texts import ModelText, Source, put, tool_text
 
 ROLE_SOURCE = {"user": Source.USER, "system": Source.SYSTEM, "developer": Source.SYSTEM,
                "assistant": Source.ASSISTANT, "tool": Source.TOOL_RESULT, "function": Source.TOOL_RESULT}
@@ -50,13 +50,23 @@ def _documents(body: Mapping[str, Any]) -> list[ModelText]:
 
 
 def _tool_descriptions(body: Mapping[str, Any]) -> list[ModelText]:
+    """Per client tool: its description as the application's text (personal-data checks, redacted in place),
+    and what a model reads of it in its tool list, description and input schema together (texts.tool_text),
+    for the injection check: a client's tools often come from servers its application does not write."""
     tools = body.get("tools")
     if not isinstance(tools, list):
         return []
-    return [ModelText(t["function"]["description"], Source.SYSTEM, ("tools", i, "function", "description"))
-            for i, t in enumerate(tools)
-            if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)
-            and isinstance(t["function"].get("description"), str)]
+    out: list[ModelText] = []
+    for i, t in enumerate(tools):
+        fn = t.get("function") if isinstance(t, Mapping) else None
+        if not isinstance(fn, Mapping):
+            continue
+        description = fn.get("description")
+        if isinstance(description, str):
+            out.append(ModelText(description, Source.SYSTEM, ("tools", i, "function", "description")))
+        out.append(ModelText(tool_text(description if isinstance(description, str) else "", fn.get("parameters")),
+                             Source.TOOL_DESCRIPTION, ("tools", i, "function")))
+    return out
 
 
 def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:

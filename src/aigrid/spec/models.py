@@ -111,8 +111,12 @@ class FirewallSpec(StrictModel):
     injection: Literal["off", "flag", "block"] = "block"
     pii_input: FirewallAction = "flag"
     pii_output: FirewallAction = "off"
+    tool_descriptions: Literal["off", "flag", "block"] = Field(
+        default="flag", description="the client's tool definitions (each tool's description and input schema, "
+        "read as a model reads them in its tool list): flag by default, since a description is an instruction "
+        "about its tool by nature; block where an application passes tools from servers it does not write")
 
-    @field_validator("injection", "pii_input", "pii_output", mode="before")
+    @field_validator("injection", "pii_input", "pii_output", "tool_descriptions", mode="before")
     @classmethod
     def _yaml_off(cls, v: object) -> object:
         return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from aigrid.errors import InvalidRequest
-from aigrid.security.firewall.injection import InjectionModel, other_readings, pasted_start
+from aigrid.security.firewall.injection import InjectionModel, more_severe, other_readings, pasted_start
 from aigrid.security.firewall.pii import find_pii, redact
 from aigrid.security.firewall.score_cache import DEFAULT_SIZE, ScoreCache
 from aigrid.security.firewall.streaming import StreamingRedactor
-from aigrid.security.firewall.texts import DATA, FROM_CLIENT, UNTRUSTED, ModelText
+from aigrid.security.firewall.texts import DATA, FROM_CLIENT, UNTRUSTED, ModelText, Source
 
 
 class Action(StrEnum):
@@ -40,6 +40,9 @@ class FirewallPolicy:
     injection: Action = Action.BLOCK
     pii_input: Action = Action.REDACT
     pii_output: Action = Action.REDACT
+    tool_descriptions: Action = Action.FLAG
+    """The client's tool definitions (Source.TOOL_DESCRIPTION): read like an MCP server's, flagged by default
+    (a description is an instruction about its tool by nature: docs/security.md, "Tool descriptions")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,8 @@ class Firewall:
         if any(t.source in UNTRUSTED and t.text and other_readings(t.text) for t in texts):
             return True  # a decoded or look-alike reading is scored too, and may reach either cascade
         if model.cascade is not None and any(
-                t.source in DATA or (t.source in UNTRUSTED and pasted_start(t.text) is not None) for t in texts):
+                t.source in DATA or t.source == Source.TOOL_DESCRIPTION
+                or (t.source in UNTRUSTED and pasted_start(t.text) is not None) for t in texts):
             return True
         return model.prompt_cascade is not None and any(
             t.source in UNTRUSTED and t.source not in DATA and t.text and not self.scores.known(tenant, t.text, False)
@@ -124,8 +128,9 @@ class Firewall:
         policy = self.policy(tenant)
         result = Screened(list(texts))
         for i, text in enumerate(texts):
-            if policy.injection != Action.OFF and text.source in UNTRUSTED:
-                self._injection(tenant, policy, text, result.verdicts)
+            action = policy.tool_descriptions if text.source == Source.TOOL_DESCRIPTION else policy.injection
+            if action != Action.OFF and text.source in UNTRUSTED:
+                self._injection(tenant, action, text, result.verdicts)
             if result.blocked:
                 break
             if policy.pii_input != Action.OFF and text.source in FROM_CLIENT:
@@ -134,13 +139,16 @@ class Firewall:
                 break
         return result
 
-    def _injection(self, tenant: str, policy: FirewallPolicy, text: ModelText, out: list[Verdict]) -> None:
+    def _injection(self, tenant: str, action: Action, text: ModelText, out: list[Verdict]) -> None:
         if not text.text:
             return
-        score = self.scores.score(tenant, text.text, text.source in DATA)
+        if text.source == Source.TOOL_DESCRIPTION:  # InjectionModel.score_tool, each reading kept in the cache
+            score = more_severe(self.scores.score(tenant, text.text, False), self.scores.score(tenant, text.text, True))
+        else:
+            score = self.scores.score(tenant, text.text, text.source in DATA)
         if not score.is_injection:
             return
-        block = policy.injection == Action.BLOCK and score.should_block
+        block = action == Action.BLOCK and score.should_block
         part = (", in the text pasted after the request" if score.pasted else "") + \
             (", in another reading of it (an encoded part decoded, or look-alike letters made Latin)"
              if score.encoded else "")

@@ -9,7 +9,7 @@ scored by the document head; personal-data checks apply to what the client sent.
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, MutableSequence
+from collections.abc import Mapping, MutableMapping, MutableSequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -34,10 +34,14 @@ class Source(StrEnum):
     """A retrieved document (RAG)."""
     WEB_PAGE = "web_page"
     """A fetched web page."""
+    TOOL_DESCRIPTION = "tool_description"
+    """What a model reads of a tool in its tool list: its description and its input schema's texts
+    (`tool_text`). A client's tools often come from servers its application does not write (an MCP server
+    bridged as function tools), and a server-side MCP server's are its own (agents/mcp_tools.py)."""
 
 
 UNTRUSTED = frozenset({Source.USER, Source.PROMPT, Source.TOOL_RESULT, Source.MCP_RESULT, Source.DOCUMENT,
-                       Source.WEB_PAGE})
+                       Source.WEB_PAGE, Source.TOOL_DESCRIPTION})
 """Sources the injection check reads."""
 DATA = frozenset({Source.TOOL_RESULT, Source.MCP_RESULT, Source.DOCUMENT, Source.WEB_PAGE})
 """Sources the model should treat as data, never as instructions: scored by the document head."""
@@ -66,6 +70,31 @@ class ModelText:
     @property
     def where(self) -> str:
         return render(self.path) if self.path else (self.label or self.source.value)
+
+
+def tool_text(description: str, schema: Any) -> str:
+    """What a model reads of a tool in its tool list besides its name: its description and every description,
+    title, enum value, default, example and parameter name of its input schema (a tool's author can hide
+    instructions in any of them)."""
+    return "\n".join([description, *_schema_texts(schema)]).strip()
+
+
+def _schema_texts(schema: Any, key: str = "") -> list[str]:
+    """Every string of an input schema a model may read: descriptions, titles, enum values, defaults, examples
+    (under `properties` a key is a parameter's name, whose value is a schema, so a parameter called
+    `description` is read as a schema, not as text), and the parameters' names."""
+    if isinstance(schema, str):
+        return [schema] if key in _READ_KEYS else []
+    if isinstance(schema, Mapping):
+        names = [str(k) for k in schema] if key == "properties" else []
+        return names + [t for k, v in schema.items()
+                        for t in _schema_texts(v, "" if key == "properties" else str(k))]
+    if isinstance(schema, list):
+        return [t for v in schema for t in _schema_texts(v, key if key in _READ_KEYS else "")]
+    return []
+
+
+_READ_KEYS = frozenset({"description", "title", "enum", "default", "examples", "const"})
 
 
 def put(body: MutableMapping[str, Any], path: Path, value: str) -> None:
