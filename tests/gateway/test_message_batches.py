@@ -149,6 +149,7 @@ BAD = [
     ("bad role", [req("a", "hi"), {"custom_id": "b", "params": {"model": MODEL, "max_tokens": 5, "messages": [
         {"role": "tool", "content": "hi"}]}}], "requests.1.params.messages.0.role"),
     ("too many tokens", [req("a", "hi", max_tokens=10**6)], "requests.0.params.max_tokens"),
+    ("empty text", [req("a", "hi"), req("b", "")], "requests.1.params.messages.0"),
     ("too many requests", [req(f"r{i}", "hi") for i in range(4)], "requests"),
     ("no request", [], "requests"),
 ]

@@ -132,6 +132,47 @@ async def test_errors_are_raised_as_the_sdks_own_exception_classes(
     assert field in info.value.message
 
 
+EMPTY = [
+    ("empty string", None, [{"role": "user", "content": ""}], "messages.0", "non-empty content"),
+    ("empty text block", None, [{"role": "user", "content": [{"type": "text", "text": ""}]}],
+     "messages.0.content.0.text", "text content blocks must be non-empty"),
+    ("whitespace string", None, [{"role": "user", "content": "  \n"}], "messages.0",
+     "text content blocks must contain non-whitespace text"),
+    ("whitespace block", None, [{"role": "user", "content": [{"type": "text", "text": " "}]}],
+     "messages.0.content.0.text", "text content blocks must contain non-whitespace text"),
+    ("no blocks, a system prompt", "Be brief.", [{"role": "user", "content": []}], "messages.0",
+     "non-empty content"),
+    ("empty assistant turn before the last", None, [{"role": "user", "content": "Hi"},
+                                                   {"role": "assistant", "content": ""},
+                                                   {"role": "user", "content": "Hi"}], "messages.1", "non-empty"),
+    ("empty system block", [{"type": "text", "text": ""}], [{"role": "user", "content": "Hi"}], "system.0.text",
+     "text content blocks must be non-empty"),
+]
+
+
+@pytest.mark.parametrize(("system", "messages", "field", "says"), [e[1:] for e in EMPTY], ids=[e[0] for e in EMPTY])
+async def test_empty_content_is_anthropics_invalid_request_error_before_any_engine(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], system: object, messages: list, field: str,
+        says: str) -> None:
+    """Anthropic answers 400 invalid_request_error to an empty (or blank) text block or message; only the final
+    assistant turn (a prefill) may be empty. The engine is never asked; count_tokens refuses the same."""
+    extra = {} if system is None else {"system": system}
+    for call in (lambda: claude.messages.create(model="smollm2-135m", max_tokens=8, messages=messages, **extra),
+                 lambda: claude.messages.count_tokens(model="smollm2-135m", messages=messages, **extra)):
+        with pytest.raises(anthropic.BadRequestError) as info:
+            await call()
+        assert info.value.status_code == 400 and info.value.body["error"]["type"] == "invalid_request_error"
+        message = info.value.body["error"]["message"]
+        assert says in message and field in message, message
+    assert all(not f.received for f in fakes.values())
+
+
+async def test_an_empty_final_assistant_turn_is_accepted(claude: anthropic.AsyncAnthropic) -> None:
+    msg = await claude.messages.create(model="smollm2-135m", max_tokens=8, extra_headers=FRANKFURT, messages=[
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}])
+    assert msg.content[0].text == "Hello from the grid"
+
+
 async def test_error_shape_on_the_wire(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/messages", json={"model": "smollm2-135m", "max_tokens": 0, "messages": []})
     assert r.status_code == 400

@@ -182,13 +182,15 @@ class MessageBatchesApi:
         if params.max_tokens > limit:
             raise InvalidRequest(f"{at}.params.max_tokens: {params.max_tokens} exceeds this grid's limit of {limit}",
                                  param=f"{at}.params.max_tokens")
+        origins: list[str] = []  # where each chat message came from (a refusal of the translation leaves it empty)
         try:  # the chat request it becomes, as the pipeline will read it
+            origins.extend(where for _, where in placed_messages(params))
             try:
                 ChatRequest.model_validate(chat_body(params))
             except ValidationError as e:
                 raise from_validation(e) from e
         except ApiError as e:
-            name_own_field(e, [where for _, where in placed_messages(params)])
+            name_own_field(e, origins)
             field = f"{at}.params.{e.param}" if e.param else f"{at}.params"
             raise InvalidRequest(f"{field}: {e.message}", param=field) from e
 

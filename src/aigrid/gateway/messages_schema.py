@@ -9,16 +9,28 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 
 
+def nonblank(text: str) -> str:
+    """Anthropic's rule for text content: a 400 for an empty or whitespace-only text (the engine never sees it)."""
+    if not text:
+        raise PydanticCustomError("empty_text", "text content blocks must be non-empty")
+    if text.isspace():
+        raise PydanticCustomError("blank_text", "text content blocks must contain non-whitespace text")
+    return text
+
+
 class TextBlock(_Open):
     type: Literal["text"]
     text: str
+
+    _nonblank = field_validator("text")(nonblank)
 
 
 class ImageSource(_Open):

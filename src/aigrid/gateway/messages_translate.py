@@ -146,9 +146,21 @@ def placed_messages(req: CountTokensRequest) -> list[Placed]:
     if req.system:
         system = req.system if isinstance(req.system, str) else "\n".join(b.text for b in req.system)
         out.append(({"role": "system", "content": system}, "system"))
+    last = len(req.messages) - 1
     for i, m in enumerate(req.messages):
+        if not (i == last and m.role == "assistant"):  # only a final assistant turn (a prefill) may be empty
+            _nonempty(m, f"messages.{i}")
         out.extend(_turn(m, f"messages.{i}"))
     return out
+
+
+def _nonempty(m: MessageParam, where: str) -> None:
+    """Anthropic's 400 for a turn with no content (its text blocks are checked by messages_schema.nonblank)."""
+    if not m.content:
+        raise InvalidRequest(f"{where}: all messages must have non-empty content except for the optional final "
+                             "assistant message", param=where)
+    if isinstance(m.content, str) and m.content.isspace():
+        raise InvalidRequest(f"{where}: text content blocks must contain non-whitespace text", param=where)
 
 
 def chat_messages(req: CountTokensRequest) -> list[dict[str, Any]]:
