@@ -93,3 +93,32 @@ async def test_a_malformed_client_tool_is_the_clients_400(scripted: tuple[openai
         await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[bad])
     assert info.value.body["param"] == "tools[0].function.parameters"  # type: ignore[index]
     assert engine.received == []
+
+
+@pytest.mark.parametrize(("tools", "choice", "says"), [
+    ([WEATHER], {"type": "function", "function": {"name": "get_time"}}, "get_time"),
+    (None, "required", "only allowed when 'tools' are specified"),
+    (None, {"type": "function", "function": {"name": "get_weather"}}, "only allowed when 'tools' are specified"),
+    ([WEATHER], "always", "'always'"),
+], ids=["a function not offered", "required, no tools", "a function, no tools", "an unknown mode"])
+async def test_a_tool_choice_that_cannot_be_met_is_the_clients_400(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine], tools: list | None, choice: object, says: str) -> None:
+    """OpenAI answers 400 naming tool_choice; the loop ran up to its step limit before (a named function not
+    offered), or the engine was asked to call a tool it was never given."""
+    oai, engine = scripted
+    extra = {"tools": tools} if tools else {}
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tool_choice=choice, **extra)
+    body = info.value.body
+    assert body["param"] == "tool_choice" and says in body["message"], body  # type: ignore[index]
+    assert engine.received == []
+
+
+async def test_auto_and_none_without_tools_are_accepted(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """Lenient where nothing is asked of the model (OpenAI refuses these too; OpenAI-compatible servers do not)."""
+    oai, engine = scripted
+    for choice in ("auto", "none"):
+        engine.replies.append({"content": "Sunny."})
+        reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tool_choice=choice,
+                                                  extra_body={"stream": False})
+        assert reply.choices[0].message.content == "Sunny."

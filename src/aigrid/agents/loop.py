@@ -154,6 +154,26 @@ def _function_name(tool: Any) -> str | None:
     return None
 
 
+def check_tool_choice(body: Mapping[str, Any]) -> None:
+    """OpenAI's 400s for a chat request's `tool_choice` the model cannot meet: a mode other than auto, none or
+    required; "required" or a function without `tools`; a function that is not one of them (the loop would
+    retry to its step limit). "auto" and "none" without tools pass, as OpenAI-compatible servers take them."""
+    choice = body.get("tool_choice")
+    if choice is None or choice in ("auto", "none"):
+        return
+    if not isinstance(choice, Mapping) and choice != "required":
+        raise InvalidRequest(f"Invalid value for 'tool_choice': {choice!r}; use 'auto', 'none', 'required' or "
+                             "a function", param="tool_choice")
+    tools = body.get("tools")
+    if not isinstance(tools, list) or not tools:
+        raise InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
+                             "specified", param="tool_choice")
+    name = _function_name(choice)
+    if name is not None and name not in {_function_name(t) for t in tools}:
+        raise InvalidRequest(f"Invalid value for 'tool_choice': the function {name!r} is not one of the request's "
+                             "tools", param="tool_choice")
+
+
 def wants_server_tools(body: Mapping[str, Any], registry: Mapping[str, Any]) -> bool:
     """True when the request's `tools` name at least one registered server-side tool."""
     tools = body.get("tools")
