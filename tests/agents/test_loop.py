@@ -163,6 +163,18 @@ async def test_no_tool_runs_past_the_limit_even_if_the_engine_asks() -> None:
     assert "tools" not in engine.received[2]  # the last turn offered no tool
 
 
+@pytest.mark.parametrize("tools", [(WEATHER,), (CALC,)], ids=["client tool", "server tool"])
+async def test_a_tool_call_cut_off_by_max_tokens_ends_the_loop(tools: tuple[dict[str, Any], ...]) -> None:
+    """The next turn has the same max_tokens and is cut off again: the answer ends at once with finish "length",
+    as OpenAI ends a reply cut by max_tokens (before, the loop retried to its step limit: 7 model calls and
+    7x the client's max_tokens on make run for a request with one client tool and max_tokens 8)."""
+    cut = {"content": '{"tool": "weath', "finish": "length"}
+    engine = ScriptedEngine([cut] * 8)
+    fin = (await events(engine, chat(*tools, max_tokens=8)))[-1]
+    assert isinstance(fin, Finished) and (fin.stop, fin.finish_reason, fin.content) == ("max_tokens", "length", "")
+    assert fin.model_calls == 1 and len(engine.received) == 1 and fin.steps == ()
+
+
 async def test_a_turn_that_surely_overflows_the_context_ends_the_loop() -> None:
     """The first turn is the gateway's to check (400 before routing); a later one whose messages surely
     exceed the model's context ends the loop with what it has (finish "length") and is never sent."""

@@ -36,6 +36,7 @@ import orjson
 
 from aigrid.agents.answer_stream import AnswerStream
 from aigrid.agents.steps import (
+    CUT_OFF,
     Call,
     ToolSpec,
     Turn,
@@ -119,7 +120,7 @@ class Finished:
     content: str
     finish_reason: str
     stop: str
-    """Why the loop ended: answer | step_limit | context_limit | client_tool."""
+    """Why the loop ended: answer | step_limit | context_limit | client_tool | max_tokens."""
     steps: tuple[Step, ...]
     tool_calls: tuple[dict[str, Any], ...] = ()
     usage: Mapping[str, int] = field(default_factory=dict)
@@ -319,6 +320,12 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         for k in usage:
             usage[k] += int(turn.usage.get(k, 0))
 
+        if any(c.error == CUT_OFF for c in turn.calls):
+            # max_tokens ended the call's JSON; the next turn has the same budget and would be cut off again:
+            # the answer ends here, as OpenAI ends a reply cut by max_tokens
+            yield Finished("", "length", "max_tokens", tuple(steps), (), dict(usage), model_calls, model_ms,
+                           (clock() - started) * 1000, config.mode)
+            return
         if not turn.calls or at_limit:
             # At the limit no more tools run, even if an engine ignored the answer-only turn and asked for
             # one: the answer is cut short (finish_reason "length", as OpenAI says when max_tokens is hit).

@@ -146,6 +146,10 @@ def _json_object(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+CUT_OFF = "the reply was cut off (max_tokens)"
+"""The error of a constrained turn's tool call that max_tokens ended before its JSON did (the loop ends there)."""
+
+
 def parse_turn(turn: Turn, native_calls: Sequence[Mapping[str, Any]], constrained: bool) -> Turn:
     """Fill turn.calls from native tool_calls, or (constrained mode) from the JSON content; an
     {"answer": ...} object becomes the turn's content."""
@@ -164,7 +168,7 @@ def parse_turn(turn: Turn, native_calls: Sequence[Mapping[str, Any]], constraine
         if partial.is_answer:  # an answer cut off by max_tokens: keep what was written, as OpenAI does
             turn.content = answer
         elif turn.finish_reason == "length":
-            turn.calls.append(Call(new_call_id(), "", None, turn.content, "the reply was cut off (max_tokens)"))
+            turn.calls.append(Call(new_call_id(), "", None, turn.content, CUT_OFF))
         return turn  # else not JSON: an engine that ignored the schema; the text is the answer
     if "tool" in obj:
         args = obj.get("arguments")
