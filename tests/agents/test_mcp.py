@@ -4,6 +4,7 @@ inside the tool loop like the built-ins."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,46 @@ async def test_a_server_whose_tool_descriptions_hide_instructions_has_those_tool
     assert verdict is not None and verdict.action == "flagged"
     off = Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.OFF))
     assert off.tool_description("p_add", add.model_text()) is None
+
+
+async def test_a_server_that_changes_its_tools_is_read_and_vetted_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`notifications/tools/list_changed`: the gateway reads the server's list again and vets every tool as at
+    start, so a tool added later is offered (an honest one) or withheld (one whose description hides an
+    instruction: a server cannot pass the check first and add or swap in a poisoned tool later). Before, the
+    list was read once: new tools never reached a model, and nothing said the server had changed."""
+    import asyncio
+
+    from aigrid.gateway.agent_runtime import AgentRuntime
+    from aigrid.security.firewall.injection import InjectionModel
+    from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+    from aigrid.spec.models import McpServerSpec
+    from tests.gateway.conftest import spec_in
+
+    spec = spec_in(tmp_path)
+    agents = spec.agents.model_copy(update={"mcp_servers": {"changing": McpServerSpec(
+        command=[sys.executable, "-m", "tests.agents.mcp_changing_server"], prefix="c_", call_timeout_s=20)}})
+    runtime = AgentRuntime.from_spec(spec.model_copy(update={"agents": agents}))
+    for server in runtime.mcp:
+        server.cwd = ROOT
+    blocking = Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.BLOCK))
+
+    async def until(done: Callable[[], bool]) -> None:
+        for _ in range(400):
+            if done():
+                return
+            await asyncio.sleep(0.025)
+        raise AssertionError("the tool list was not read again within 10 s")
+
+    try:
+        await runtime.start(vet=blocking.tool_description)
+        assert "c_grow" in runtime.tools and "c_divide" not in runtime.tools
+        assert await runtime.tools["c_grow"].run({"kind": "honest"}, NO_CONTEXT) == "added divide"
+        await until(lambda: "c_divide" in runtime.tools)
+        assert await runtime.tools["c_divide"].run({"a": 6, "b": 3}, NO_CONTEXT) == "2.0"
+        assert await runtime.tools["c_grow"].run({"kind": "poisoned"}, NO_CONTEXT) == "added subtract"
+        await until(lambda: "c_subtract" in runtime.withheld)
+        assert "c_subtract" not in runtime.tools and {"c_grow", "c_divide"} <= set(runtime.tools)
+        assert "changed its tools" in caplog.text and "tool c_subtract withheld" in caplog.text
+    finally:
+        await runtime.stop()

@@ -5,11 +5,17 @@ initialises the session and lists the server's tools; each becomes an McpTool, a
 built-ins (its input schema is used as is for native and constrained tool calling). stop() closes the
 session and the child. Start and stop it from the same task (the owner's lifespan): the SDK's transport
 holds an anyio task group.
+
+A server may change its tools while it runs (`notifications/tools/list_changed`): the list is then read again
+and handed to `on_tools_changed` (the owner vets and offers it: gateway/agent_runtime.py); a list that cannot be
+read again leaves the tools offered as they were, with a warning.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -19,6 +25,7 @@ from aigrid.agents.tool import ToolContext, ToolError
 from aigrid.security.firewall.texts import Source, tool_text
 
 MAX_OUTPUT = 4_000
+log = logging.getLogger(__name__)
 
 
 class McpTool:
@@ -53,8 +60,12 @@ class McpServer:
         self.prefix = prefix
         self.call_timeout_s = call_timeout_s
         self.tools: list[McpTool] = []
+        self.on_tools_changed: Callable[[McpServer, list[McpTool], list[McpTool]], None] | None = None
+        """Called with the old and the new list when the server says its tools changed and the list was read
+        again."""
         self._stack: AsyncExitStack | None = None
         self._session: Any = None
+        self._relists: set[asyncio.Task[None]] = set()
 
     async def start(self) -> list[McpTool]:
         from mcp import ClientSession, StdioServerParameters, stdio_client  # only when MCP is configured
@@ -66,16 +77,52 @@ class McpServer:
         try:
             read, write = await stack.enter_async_context(stdio_client(params))
             session = await stack.enter_async_context(ClientSession(read, write,
-                                                                    read_timeout_seconds=self.call_timeout_s))
+                                                                    read_timeout_seconds=self.call_timeout_s,
+                                                                    message_handler=self._on_message))
             await session.initialize()
             listed = await session.list_tools()
         except BaseException:
             await stack.aclose()
             raise
         self._stack, self._session = stack, session
-        self.tools = [McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
-                              t.input_schema or {"type": "object"}, t.name) for t in listed.tools]
+        self.tools = self._tools_of(listed)
         return self.tools
+
+    def _tools_of(self, listed: Any) -> list[McpTool]:
+        return [McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
+                        t.input_schema or {"type": "object"}, t.name) for t in listed.tools]
+
+    async def _on_message(self, message: Any) -> None:
+        """The session's notifications: a changed tool list is read again in a task of its own (the session
+        delivers the answer to list_tools on the loop this handler runs in)."""
+        from mcp import types
+
+        if isinstance(message, types.ToolListChangedNotification) and self._session is not None:
+            task = asyncio.get_running_loop().create_task(self._relist(), name=f"mcp {self.name} tools changed")
+            self._relists.add(task)
+            task.add_done_callback(self._relists.discard)
+        elif isinstance(message, Exception):
+            log.warning("MCP server %s: %s", self.name, message)
+
+    async def _relist(self) -> None:
+        session = self._session
+        if session is None:
+            return
+        import anyio
+        from mcp import MCPError
+
+        try:
+            listed = await session.list_tools()
+        except (MCPError, TimeoutError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError) as e:
+            # the server's error, a timeout, a closed transport: keep what is offered
+            log.warning("MCP server %s said its tools changed, and they could not be read again (still offering "
+                        "the %d read before): %s", self.name, len(self.tools), e)
+            return
+        if self._session is not session:  # stopped meanwhile
+            return
+        old, self.tools = self.tools, self._tools_of(listed)
+        if self.on_tools_changed is not None:
+            self.on_tools_changed(self, old, self.tools)
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> str:
         if self._session is None:
@@ -97,6 +144,8 @@ class McpServer:
 
     async def stop(self) -> None:
         stack, self._stack, self._session = self._stack, None, None
+        for task in list(self._relists):
+            task.cancel()
         if stack is not None:
             await stack.aclose()
 

@@ -20,7 +20,7 @@ import networkx as nx
 from aigrid.agents.builtins import builtin_tools
 from aigrid.agents.embeddings import Embedder, MiniLMEmbedder
 from aigrid.agents.loop import LoopConfig
-from aigrid.agents.mcp_tools import McpServer
+from aigrid.agents.mcp_tools import McpServer, McpTool
 from aigrid.agents.tool import ToolRegistry
 from aigrid.agents.vector_store import SiteStores, read_documents
 from aigrid.errors import ConfigError
@@ -83,16 +83,41 @@ class AgentRuntime:
                 log.info("site %s: %d chunks from %s", sid, chunks, doc.path)
         for server in self.mcp:
             for tool in await server.start():
-                verdict = vet(tool.name, tool.model_text()) if vet is not None else None
-                if verdict is not None and verdict.action == "blocked":
-                    self.withheld[tool.name] = verdict
-                    log.error("MCP server %s: tool %s withheld: its description reads as an instruction to the "
-                              "model (%s, score %s)", server.name, tool.name, verdict.detail, verdict.score)
-                    continue
-                if verdict is not None:
-                    log.warning("MCP server %s: tool %s offered, its description flagged: %s (score %s)",
-                                server.name, tool.name, verdict.detail, verdict.score)
-                self.tools.add(tool)
+                self._offer(server, tool, vet)
+            server.on_tools_changed = lambda s, old, new: self._changed(s, old, new, vet)
+
+    def _offer(self, server: McpServer, tool: McpTool, vet: Callable[[str, str], Verdict | None] | None) -> bool:
+        """Vet one MCP tool and offer it unless the firewall blocks it; whether it is offered."""
+        verdict = vet(tool.name, tool.model_text()) if vet is not None else None
+        if verdict is not None and verdict.action == "blocked":
+            self.withheld[tool.name] = verdict
+            log.error("MCP server %s: tool %s withheld: its description reads as an instruction to the "
+                      "model (%s, score %s)", server.name, tool.name, verdict.detail, verdict.score)
+            return False
+        if verdict is not None:
+            log.warning("MCP server %s: tool %s offered, its description flagged: %s (score %s)",
+                        server.name, tool.name, verdict.detail, verdict.score)
+        self.tools.add(tool)
+        return True
+
+    def _changed(self, server: McpServer, old: list[McpTool], tools: list[McpTool],
+                 vet: Callable[[str, str], Verdict | None] | None) -> None:
+        """A server's new tool list (it said its tools changed): its old tools out, the new ones vetted and
+        offered as at start (a description changed after it was vetted is vetted again: a server cannot pass
+        the check with an honest description and swap in a poisoned one later)."""
+        before = {t.name for t in old}
+        for name in before:
+            self.tools.remove(name)
+            self.withheld.pop(name, None)
+        offered = []
+        for tool in tools:
+            try:
+                if self._offer(server, tool, vet):
+                    offered.append(tool.name)
+            except ValueError as e:  # a name taken by a built-in or another server's tool
+                log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
+        log.warning("MCP server %s changed its tools: now offering %s (was %s)", server.name,
+                    ", ".join(sorted(offered)) or "none", ", ".join(sorted(before)) or "none")
 
     async def stop(self) -> None:
         for server in self.mcp:
