@@ -22,6 +22,7 @@ import os
 import statistics
 import time
 
+from aigrid.gateway.model_texts import chat_texts
 from aigrid.security.firewall.cascade import load_cascade
 from aigrid.security.firewall.features import normalise
 from aigrid.security.firewall.injection import InjectionModel, other_readings
@@ -129,6 +130,18 @@ def main() -> None:
         readings = per_call_us(lambda p=p: other_readings(p), 3000)
         print(f"  scored afresh (no score cache): {scored:.0f} us, of which its other readings (decoded parts, "
               f"look-alikes) {readings:.1f} us")
+    tools = [{"type": "function", "function": {
+        "name": f"order_{w}", "description": f"Look up the {w} of a customer's order by its id and return it with "
+        "the shipping status and the expected delivery date.", "parameters": {"type": "object", "properties": {
+            "order_id": {"type": "string", "description": "The order id, e.g. A-1234."},
+            "verbose": {"type": "boolean", "description": "Include line items."}}, "required": ["order_id"]}}}
+        for w in ("status", "total", "items", "address", "invoice", "carrier", "weight", "refund", "notes", "history")]
+    texts = chat_texts({"messages": [{"role": "user", "content": "Where is my order A-1234?"}], "tools": tools})
+    fresh = per_call_ms(lambda: Firewall(model).check_texts("t", texts), 50)
+    cached = per_call_us(lambda: firewall.check_texts("t", texts), 300)
+    chars = sum(len(t.text) for t in texts if t.source == Source.TOOL_DESCRIPTION)
+    print(f"check_texts, a question with 10 client tools ({chars} chars of tool text, both heads): first sight "
+          f"{fresh:.1f} ms, then from the score cache {cached:.0f} us")
     big = "The committee reviewed the harbour budget and approved the new ferry timetable. " * 52_000
     sentences = " and sentences" if model.segments else ""
     # non-ASCII text is first read as a model reads it (features.unhide): accents, look-alikes, invisibles
