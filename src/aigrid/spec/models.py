@@ -114,7 +114,8 @@ class FirewallSpec(StrictModel):
     tool_descriptions: Literal["off", "flag", "block"] = Field(
         default="flag", description="the client's tool definitions (each tool's description and input schema, "
         "read as a model reads them in its tool list): flag by default, since a description is an instruction "
-        "about its tool by nature; block where an application passes tools from servers it does not write")
+        "about its tool by nature; block where an application passes tools from servers it does not write; not read "
+        "where injection is off")
 
     @field_validator("injection", "pii_input", "pii_output", "tool_descriptions", mode="before")
     @classmethod

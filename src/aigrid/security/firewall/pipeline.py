@@ -42,7 +42,8 @@ class FirewallPolicy:
     pii_output: Action = Action.REDACT
     tool_descriptions: Action = Action.FLAG
     """The client's tool definitions (Source.TOOL_DESCRIPTION): read like an MCP server's, flagged by default
-    (a description is an instruction about its tool by nature: docs/security.md, "Tool descriptions")."""
+    (a description is an instruction about its tool by nature: docs/security.md, "Tool descriptions"); not read
+    where `injection` is off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +129,8 @@ class Firewall:
         policy = self.policy(tenant)
         result = Screened(list(texts))
         for i, text in enumerate(texts):
-            action = policy.tool_descriptions if text.source == Source.TOOL_DESCRIPTION else policy.injection
+            action = (policy.tool_descriptions if text.source == Source.TOOL_DESCRIPTION and policy.injection != Action.OFF
+                      else policy.injection)  # injection off: tool descriptions are not read either
             if action != Action.OFF and text.source in UNTRUSTED:
                 self._injection(tenant, action, text, result.verdicts)
             if result.blocked:
