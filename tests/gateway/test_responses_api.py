@@ -258,6 +258,16 @@ async def test_the_firewall_choke_point_names_the_responses_field(
     assert engine.received == []
 
 
+async def test_a_function_call_output_for_no_call_is_a_400(oai: openai.AsyncOpenAI,
+                                                          fakes: dict[str, FakeEngine]) -> None:
+    """OpenAI: 400 "No tool call found for function call output with call_id ..." (before, the engine read it)."""
+    with pytest.raises(openai.BadRequestError) as bad:
+        await oai.responses.create(model="smollm2-135m", tools=[FUNCTION], input=[
+            {"type": "function_call_output", "call_id": "call_nope", "output": "sunny"}])
+    assert bad.value.body["param"].startswith("input.0") and "call_nope" in bad.value.body["message"]
+    assert all(not f.received for f in fakes.values())
+
+
 async def test_a_stored_responses_input_items_are_listed_a_page_at_a_time(oai: openai.AsyncOpenAI) -> None:
     """GET /v1/responses/{id}/input_items with the SDK's pager: this request's input as items with ids,
     newest first by default; `order`, `limit` and `after` as OpenAI's cursor list."""

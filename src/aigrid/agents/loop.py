@@ -175,6 +175,32 @@ def check_tool_choice(body: Mapping[str, Any]) -> None:
                              "tools", param="tool_choice")
 
 
+def check_tool_results(messages: Any) -> None:
+    """The 400 for a `tool` message that answers no tool call of the assistant turn before it (its results
+    follow it, in any order): the engine would read a result of nothing. The Messages and Responses front
+    doors check the chat they translate (Anthropic's tool_result blocks, function_call_output items), as
+    Anthropic and OpenAI refuse those; a chat request's own messages are passed as they come."""
+    if not isinstance(messages, list):
+        return  # the chat schema has already refused it
+    calls: set[Any] | None = None  # the call ids of the assistant turn the messages since answer
+    for i, m in enumerate(messages):
+        role = m.get("role") if isinstance(m, Mapping) else None
+        if role == "assistant":
+            listed = m.get("tool_calls")
+            calls = {c.get("id") for c in listed if isinstance(c, Mapping)} if isinstance(listed, list) else None
+        elif role == "tool":
+            called = m.get("tool_call_id")
+            if not calls:
+                raise InvalidRequest(f"Invalid parameter: the tool result for {called!r} must answer a tool call "
+                                     "of the assistant turn before it, and there is none", param=f"messages[{i}]")
+            if called is not None and called not in calls:
+                raise InvalidRequest(f"Invalid parameter: no tool call {called!r} in the assistant turn before it "
+                                     f"(its calls: {', '.join(sorted(map(str, calls)))})",
+                                     param=f"messages[{i}].tool_call_id")
+        elif role is not None:
+            calls = None
+
+
 def wants_server_tools(body: Mapping[str, Any], registry: Mapping[str, Any]) -> bool:
     """True when the request's `tools` name at least one registered server-side tool."""
     tools = body.get("tools")

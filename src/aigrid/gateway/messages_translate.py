@@ -17,9 +17,11 @@ from typing import Any
 
 import orjson
 
+from aigrid.agents.loop import check_tool_results
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.chat_events import cached_of, matched_stop
 from aigrid.gateway.continuation import EchoStrip
+from aigrid.gateway.front_door import name_own_field
 from aigrid.gateway.messages_schema import (
     CountTokensRequest,
     DocumentBlock,
@@ -151,6 +153,11 @@ def placed_messages(req: CountTokensRequest) -> list[Placed]:
         if not (i == last and m.role == "assistant"):  # only a final assistant turn (a prefill) may be empty
             _nonempty(m, f"messages.{i}")
         out.extend(_turn(m, f"messages.{i}"))
+    try:  # Anthropic's 400 for a tool_result that answers no tool_use block of the assistant turn before it
+        check_tool_results([m for m, _ in out])
+    except InvalidRequest as e:
+        name_own_field(e, [where for _, where in out])
+        raise
     return out
 
 

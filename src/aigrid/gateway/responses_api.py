@@ -43,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from aigrid.agents.loop import check_tool_results
 from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NotFound, StoreUnavailable, UpstreamFailed
 from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
@@ -199,6 +200,11 @@ class ResponsesApi:
         elif req.previous_response_id is not None:
             history = await self._continue(turn.principal, req.previous_response_id, headers)
         turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
+        try:  # OpenAI's 400 for a function_call_output whose call_id is no function_call's before it
+            check_tool_results(turn.chat["messages"])
+        except ApiError as e:
+            _own_error(e, turn)
+            raise
         turn.earlier = (1 if req.instructions else 0) + len(history)
 
     async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
