@@ -167,10 +167,13 @@ async def test_empty_content_is_anthropics_invalid_request_error_before_any_engi
     assert all(not f.received for f in fakes.values())
 
 
-async def test_an_empty_final_assistant_turn_is_accepted(claude: anthropic.AsyncAnthropic) -> None:
+async def test_an_empty_final_assistant_turn_is_accepted(claude: anthropic.AsyncAnthropic,
+                                                         fakes: dict[str, FakeEngine]) -> None:
+    """It is no prefill, and is not sent (llama.cpp continued the empty turn: SmolLM2 answered "assistant\n")."""
     msg = await claude.messages.create(model="smollm2-135m", max_tokens=8, extra_headers=FRANKFURT, messages=[
         {"role": "user", "content": "Hi"}, {"role": "assistant", "content": ""}])
     assert msg.content[0].text == "Hello from the grid"
+    assert fakes["fra-smollm2"].received[-1]["messages"] == [{"role": "user", "content": "Hi"}]
 
 
 async def test_error_shape_on_the_wire(client: httpx.AsyncClient) -> None:

@@ -152,6 +152,8 @@ def placed_messages(req: CountTokensRequest) -> list[Placed]:
     for i, m in enumerate(req.messages):
         if not (i == last and m.role == "assistant"):  # only a final assistant turn (a prefill) may be empty
             _nonempty(m, f"messages.{i}")
+        if i == last and m.role == "assistant" and not m.content:
+            break  # an empty final assistant turn is no prefill: not sent (llama.cpp would continue it)
         out.extend(_turn(m, f"messages.{i}"))
     try:  # Anthropic's 400 for a tool_result that answers no tool_use block of the assistant turn before it
         check_tool_results([m for m, _ in out])
