@@ -47,7 +47,9 @@ ROUTES: list[tuple[str, str, Body, str]] = [
      "messages[1].content[0].text"),
     ("chat client tool result", "/v1/chat/completions",
      lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "read my mail"},
-                                             {"role": "assistant", "content": None, "tool_calls": []},
+                                             {"role": "assistant", "content": None, "tool_calls": [
+                                                 {"id": "c1", "type": "function",
+                                                  "function": {"name": "mail", "arguments": "{}"}}]},
                                              {"role": "tool", "tool_call_id": "c1", "content": t}]},
      "messages[2].content"),
     ("chat input_text part", "/v1/chat/completions",

@@ -122,3 +122,27 @@ async def test_auto_and_none_without_tools_are_accepted(scripted: tuple[openai.A
         reply = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tool_choice=choice,
                                                   extra_body={"stream": False})
         assert reply.choices[0].message.content == "Sunny."
+
+
+async def test_a_chat_tool_message_that_answers_no_call_is_the_clients_400(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """OpenAI refuses a `tool` message that answers no tool call of the assistant turn before it (the engine
+    would read a result of nothing); so does the chat route now, naming the message, before any engine."""
+    oai, engine = scripted
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    orphans = [
+        [*ASK, {"role": "tool", "tool_call_id": "c1", "content": "Sunny."}],
+        [*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
+         {"role": "tool", "tool_call_id": "c9", "content": "Sunny."}],
+    ]
+    for messages, param in zip(orphans, ("messages[1]", "messages[2].tool_call_id"), strict=True):
+        with pytest.raises(openai.BadRequestError) as info:
+            await oai.chat.completions.create(model="smollm2-135m", messages=messages, tools=[WEATHER])
+        assert info.value.body["param"] == param, info.value.body  # type: ignore[index]
+    assert engine.received == []
+    engine.replies.append({"content": "Sunny, 21 C."})
+    ok = await oai.chat.completions.create(
+        model="smollm2-135m", tools=[WEATHER], extra_body={"stream": False},
+        messages=[*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
+                  {"role": "tool", "tool_call_id": "c1", "content": "Sunny."}])
+    assert ok.choices[0].message.content == "Sunny, 21 C."

@@ -177,9 +177,9 @@ def check_tool_choice(body: Mapping[str, Any]) -> None:
 
 def check_tool_results(messages: Any) -> None:
     """The 400 for a `tool` message that answers no tool call of the assistant turn before it (its results
-    follow it, in any order): the engine would read a result of nothing. The Messages and Responses front
-    doors check the chat they translate (Anthropic's tool_result blocks, function_call_output items), as
-    Anthropic and OpenAI refuse those; a chat request's own messages are passed as they come."""
+    follow it, in any order): the engine would read a result of nothing. OpenAI, Anthropic and the Responses
+    API refuse those; the chat route checks every chat request's messages, so the Messages and Responses front
+    doors' translations (Anthropic's tool_result blocks, function_call_output items) too."""
     if not isinstance(messages, list):
         return  # the chat schema has already refused it
     calls: set[Any] | None = None  # the call ids of the assistant turn the messages since answer

@@ -21,7 +21,13 @@ from starlette.types import Receive, Scope, Send
 
 from aigrid import __version__
 from aigrid.agents.embeddings import create_embeddings, embedding_inputs
-from aigrid.agents.loop import LoopConfig, check_tool_choice, validate_tool_request, wants_server_tools
+from aigrid.agents.loop import (
+    LoopConfig,
+    check_tool_choice,
+    check_tool_results,
+    validate_tool_request,
+    wants_server_tools,
+)
 from aigrid.agents.reply import ToolLoopEngine
 from aigrid.agents.tool import ToolContext
 from aigrid.core.types import Candidate, Decision, RequestInfo
@@ -235,6 +241,7 @@ class Routes:
             if path == CHAT_PATH:
                 check_images(parsed.model, body, gw.spec.models)
                 check_tool_choice(body)
+                check_tool_results(body.get("messages"))
             check_context(parsed.model, len(prompt), gw.spec.models,
                           "messages" if path == CHAT_PATH else "prompt")
             urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
