@@ -109,3 +109,21 @@ async def test_a_content_length_of_thousands_of_digits_is_refused_as_too_large(c
         r = await client.post(path, content=b"{}", headers={"content-length": "9" * 5000,
                                                             "content-type": "multipart/form-data; boundary=x"})
         assert r.status_code in (400, 413) and r.json()["error"]["code"] in ("request_too_large", "file_too_large"), r.text
+
+
+def test_a_bad_content_block_is_named_by_its_field_not_its_tag() -> None:
+    """pydantic puts the branch's tag after a list item of tagged unions (`...content.0.text.text`); the error
+    names the client's field (`messages.0.content.0.text`), as Anthropic's own errors do."""
+    from aigrid.errors import ApiError
+    from aigrid.gateway.front_door import validate
+    from aigrid.gateway.messages_schema import MessagesRequest
+
+    cases = [([{"type": "text", "text": 5}], "messages.0.content.0.text"),
+             ([{"type": "tool_use", "name": "x", "input": {}}], "messages.0.content.0.id"),
+             ([{"type": "tool_result", "tool_use_id": "t", "content": [{"type": "text", "text": 7}]}],
+              "messages.0.content.0.content.0.text"),
+             ([{"type": "bogus"}], "messages.0.content.0")]
+    for content, param in cases:
+        with pytest.raises(ApiError) as info:
+            validate(MessagesRequest, {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": content}]})
+        assert info.value.param == param and f"'{param}'" in info.value.message, info.value.message

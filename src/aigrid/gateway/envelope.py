@@ -37,10 +37,27 @@ def _is_union_label(part: object) -> bool:
     return isinstance(part, str) and (part in _UNION_LABELS or "[" in part)
 
 
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """A validation error's location as the client's field path: without the union branches pydantic names
+    ('str', 'list[...]'), and without the tag it names after an item of a list of tagged unions
+    (`messages.0.content.0.text.text` is the field `messages.0.content.0.text`, of a `text` block)."""
+    out: list[str] = []
+    tag_next = False
+    for part in loc:
+        if _is_union_label(part):
+            tag_next = "tagged-union[" in str(part) and not str(part).startswith("tagged-union[")
+            continue
+        if tag_next and isinstance(part, str):  # the branch's tag, after the list index
+            tag_next = False
+            continue
+        out.append(str(part))
+    return ".".join(out)
+
+
 def from_validation(e: ValidationError) -> InvalidRequest:
     errors = e.errors()
     first = max(errors, key=lambda err: len(err["loc"])) if len(errors) > 1 else errors[0]  # the deepest
-    loc = ".".join(str(x) for x in first["loc"] if not _is_union_label(x))
+    loc = field_path(first["loc"])
     return InvalidRequest(f"invalid value for '{loc}': {first['msg']}", param=loc or None)
 
 
