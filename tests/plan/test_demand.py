@@ -141,3 +141,22 @@ def test_by_place_multipliers_apply_to_listed_cities() -> None:
     # the peak is scaled before the multipliers, so Japan's users send twice as much and Seoul's the same
     assert jp[japan] == pytest.approx(2 * before[japan])
     assert kr[seoul] == pytest.approx(before[seoul])
+
+
+@pytest.mark.parametrize(("old", "new", "named"), [
+    ("continents: [EU], jurisdictions: [EU]", "countries: [XX], jurisdictions: [EU]", "XX"),
+    ("jurisdictions: [EU]", "jurisdictions: [EUU]", "EUU"),
+    ("jurisdictions: [EU]", "jurisdictions: [DE]", "use EU"),
+    ("peak_rps: 12", "peak_rps: 12\n  by_place: {Asia: 1.3}", "Asia"),
+])
+def test_places_and_jurisdictions_that_do_not_exist_are_refused(tmp_path: Path, old: str, new: str,
+                                                                named: str) -> None:
+    # each of these did nothing (a tenant with no users, a multiplier on no city) or made every plan fail
+    # ("no placement met the SLO"), instead of naming the typo
+    text = (ROOT / "examples" / "plan" / "small.yaml").read_text()
+    assert old in text
+    path = tmp_path / "d.yaml"
+    path.write_text(text.replace(old, new))
+    with pytest.raises(DemandError) as e:
+        load_demand(path)
+    assert named in str(e.value)

@@ -63,3 +63,15 @@ def test_models_eval_names_a_bad_column(tmp_path):
     assert "expected a 'prompt' column" in r.output
     r = runner.invoke(app, ["models", "eval", "--data", str(_write(tmp_path / "s.csv")), "--small", "nope"])
     assert r.exit_code == 2 and "'nope' is not in the data" in r.output
+
+
+def test_models_eval_plot_into_a_new_folder_and_into_a_file(tmp_path):
+    data = str(_write(tmp_path / "slice.csv"))
+    r = runner.invoke(app, ["models", "eval", "--data", data, "--no-baseline",
+                            "--plot", str(tmp_path / "new" / "curve.png")])
+    assert r.exit_code == 0, r.output  # its folder is made, as --out's are
+    assert (tmp_path / "new" / "curve.png").stat().st_size > 1000
+    (tmp_path / "taken").write_text("")
+    r = runner.invoke(app, ["models", "eval", "--data", data, "--no-baseline",
+                            "--plot", str(tmp_path / "taken" / "curve.png")])
+    assert r.exit_code == 2 and "--plot" in r.output and not isinstance(r.exception, OSError), r.output

@@ -63,3 +63,15 @@ def test_the_costliest_task_starts_first_and_results_keep_their_order() -> None:
     (start0, end0), (start1, _), (start2, end2) = out
     assert start1 >= min(end0, end2)  # task 1 waited for a free worker: tasks 2 and 0 went first
     assert max(start0, start2) < start1
+
+
+def _sigint_handler(_: Tick) -> bool:
+    import signal
+
+    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_workers_leave_ctrl_c_to_the_parent() -> None:
+    # Ctrl-C reaches the whole process group: the parent stops the workers; each worker printing its own
+    # KeyboardInterrupt traceback buried the terminal
+    assert run_all([_sigint_handler, _sigint_handler], workers=2) == [True, True]

@@ -20,6 +20,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from aigrid.bench import workload
 from aigrid.bench.report import Slo, summary, table, write_json, write_plots
 from aigrid.bench.runner import Run, RunConfig, run
+from aigrid.errors import ConfigError
+from aigrid.outdir import prepare_dir, write_failed
 
 DEFAULT_TRACE = Path("data/traces/azure_llm_2023_conv.csv")  # shipped in the repository (CC-BY 4.0)
 
@@ -66,14 +68,14 @@ def bench_command(
                                                    "used round-robin")],
     mode: Annotated[Mode, typer.Option(help="poisson: open loop at --rate; trace: open-loop replay of an "
                                              "Azure trace; closed: --concurrency workers back to back")] = Mode.poisson,
-    requests: Annotated[int, typer.Option("--requests", "-n", help="number of requests")] = 100,
+    requests: Annotated[int, typer.Option("--requests", "-n", min=1, help="number of requests")] = 100,
     rate: Annotated[float, typer.Option(help="poisson: mean requests per second")] = 10.0,
-    concurrency: Annotated[int, typer.Option(help="closed: concurrent streams")] = 16,
+    concurrency: Annotated[int, typer.Option(min=1, help="closed: concurrent streams")] = 16,
     trace_file: Annotated[Path, typer.Option("--trace", help="trace: Azure LLM trace CSV")] = DEFAULT_TRACE,
     speedup: Annotated[float, typer.Option(help="trace: divide the trace's arrival gaps by this")] = 1.0,
     trace_start: Annotated[int, typer.Option(help="trace: first request index")] = 0,
-    prompt_tokens: Annotated[int, typer.Option(help="poisson/closed: prompt size in tokens")] = 128,
-    output_tokens: Annotated[int, typer.Option(help="poisson/closed: output tokens (max_tokens)")] = 64,
+    prompt_tokens: Annotated[int, typer.Option(min=1, help="poisson/closed: prompt size in tokens")] = 128,
+    output_tokens: Annotated[int, typer.Option(min=1, help="poisson/closed: output tokens (max_tokens)")] = 64,
     max_prompt_tokens: Annotated[int, typer.Option(help="trace: clip prompts to this")] = 4096,
     max_output_tokens: Annotated[int, typer.Option(help="trace: clip outputs to this")] = 1024,
     model: Annotated[str | None, typer.Option(help="model name (default: the first at /models)")] = None,
@@ -103,11 +105,17 @@ def bench_command(
                                    max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         else:
             plans = workload.closed(requests, prompt_tokens, output_tokens)
-        headers = [(k.strip(), v.strip()) for k, v in (h.split(":", 1) for h in (header or []) if ":" in h)]
+        for h in header or []:
+            name, colon, _ = h.partition(":")
+            if not colon or not name.strip():
+                raise ValueError(f"--header {h!r}: expected 'name: value'")
+        headers = [(k.strip(), v.strip()) for k, v in (h.split(":", 1) for h in (header or []))]
+        if out is not None:
+            prepare_dir(out)  # before the load, not after it
         if api_key:
             headers.append(("authorization", f"Bearer {api_key}"))
         name = model or discover_model(url[0], headers)
-    except (ValueError, OSError, httpx.HTTPError) as e:
+    except (ValueError, OSError, httpx.HTTPError, ConfigError) as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)
         raise typer.Exit(2) from None
     config = RunConfig(tuple(url), name, chat=not completions, stream=stream,
@@ -123,10 +131,14 @@ def bench_command(
     for err, n in s["errors"].items():
         console.print(f"[red]{n} x[/] {err}", highlight=False)
     if out is not None:
-        write_json(out / "bench.json", result, s)
-        written = [out / "bench.json"]
-        if plots:
-            written += write_plots(out, result)
+        try:
+            write_json(out / "bench.json", result, s)
+            written = [out / "bench.json"]
+            if plots:
+                written += write_plots(out, result)
+        except OSError as e:
+            console.print(f"[bold red]error:[/] {write_failed('--out', out, e)}", highlight=False)
+            raise typer.Exit(2) from None
         console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
     if s["completed"] == 0:
         raise typer.Exit(1)

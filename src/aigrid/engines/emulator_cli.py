@@ -37,9 +37,9 @@ async def run_emulators(config: EmulatorConfig, host: str, port: int, count: int
 
 
 def emulator_command(
-    port: Annotated[int, typer.Option(help="first port (0: any free port)")] = 9100,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="first port (0: any free port)")] = 9100,
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    engines: Annotated[int, typer.Option(help="independent engines on consecutive ports")] = 1,
+    engines: Annotated[int, typer.Option(min=1, help="independent engines on consecutive ports")] = 1,
     model: Annotated[str, typer.Option(help="model name the emulator reports")] = "emulated",
     slots: Annotated[int, typer.Option(help="batch slots (max running requests); more wait in a queue")] = 256,
     prefill_base_ms: Annotated[float, typer.Option(help="fixed time a prefill chunk adds to its step, ms")] = 1.0,
@@ -64,13 +64,20 @@ def emulator_command(
         raise typer.BadParameter(str(e)) from None
     if sse_line_end not in SSE_LINE_ENDS:
         raise typer.BadParameter(f"--sse-line-end must be one of {', '.join(SSE_LINE_ENDS)}")
+    if port and port + engines - 1 > 65535:
+        raise typer.BadParameter(f"{engines} engines from port {port} run past 65535", param_hint="--port")
     eol = SSE_LINE_ENDS[sse_line_end]
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvicorn[standard] brings it
-        asyncio.run(run_emulators(config, host, port, engines, eol))
+        runner = asyncio.run
     else:
-        uvloop.run(run_emulators(config, host, port, engines, eol))
+        runner = uvloop.run
+    try:
+        runner(run_emulators(config, host, port, engines, eol))
+    except OSError as e:  # the port is taken, the host is not an address here
+        typer.echo(f"error: cannot listen on {host} port {port}: {e.strerror or e}", err=True)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":

@@ -14,9 +14,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from aigrid.errors import AigridError
+from aigrid.outdir import prepare_dir, write_failed
 from aigrid.plan.checks import Check
 from aigrid.plan.demand import load_demand
 from aigrid.plan.gridspec import write_grid
@@ -53,7 +55,7 @@ def plan_command(
     demand: Annotated[Path, typer.Argument(help="demand YAML, e.g. examples/plan/global.yaml")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the plan")] = Path("plan-out"),
     compare: Annotated[bool, typer.Option(help="also size the naive placements and compare")] = False,
-    workers: Annotated[int, typer.Option(help="simulator processes (default: one per core)")] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="simulator processes (default: one per core)")] = 0,
     ray: Annotated[str | None, typer.Option("--ray", help="run the simulator on this Ray cluster "
                                                             "(address, or 'local' to start one here)")] = None,
     traffic: Annotated[list[str] | None, typer.Option(help="what-if: PLACE=FACTOR, e.g. AS=1.3 (repeat)")] = None,
@@ -61,7 +63,8 @@ def plan_command(
     price: Annotated[list[str] | None, typer.Option(help="what-if: HARDWARE=FACTOR, e.g. rtx-pro-6000=0.8")] = None,
     growth: Annotated[float | None, typer.Option(help="what-if: traffic growth, 0.3 = +30%")] = None,
     start: Annotated[Path | None, typer.Option("--from", help="an earlier plan's --out: start from its sites")] = None,
-    emulator_port: Annotated[int, typer.Option(help="first port of the emulated engines in grid.yaml")] = 9100,
+    emulator_port: Annotated[int, typer.Option(min=1, max=65535,
+                                               help="first port of the emulated engines in grid.yaml")] = 9100,
     no_map: Annotated[bool, typer.Option("--no-map", help="skip map.png")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar or tables")] = False,
 ) -> None:
@@ -71,9 +74,10 @@ def plan_command(
     try:
         d = apply_whatif(load_demand(demand), traffic=traffic or (), residency=residency or (), price=price or (),
                          growth=growth)
+        prepare_dir(out)  # before the planning, not after it
         backend: Backend = RayBackend(ray) if ray else LocalBackend(workers or None)
     except AigridError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
     previous = _previous_sites(start) if start else None
     try:
@@ -104,11 +108,15 @@ def plan_command(
             result = plan(d, backend=backend, compare=compare, start_sites=previous,
                           events=Events(phase, step, more, note), source=str(demand))
     except AigridError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
         raise typer.Exit(2) from None
     finally:
         backend.close()
-    write_outputs(result, out, emulator_port=emulator_port, plot=not no_map)
+    try:
+        write_outputs(result, out, emulator_port=emulator_port, plot=not no_map)
+    except OSError as e:
+        console.print(f"[red]error:[/red] {escape(str(write_failed('--out', out, e)))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     if not quiet:
         show = Console(width=max(Console().width, 140))
         if result.best is not None:

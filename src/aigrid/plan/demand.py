@@ -6,6 +6,7 @@ A bad file raises DemandError (a SpecError) whose problems each name the field, 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -13,7 +14,7 @@ import yaml  # type: ignore[import-untyped]
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aigrid.errors import SpecError
-from aigrid.sim.geography import load_cities
+from aigrid.sim.geography import EU27, jurisdiction_of, load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.user_cities import UserCity, user_places
@@ -28,6 +29,24 @@ class DemandError(SpecError):
     def __init__(self, path: str, problems: list[str]) -> None:
         super().__init__(path, problems)
         self.args = ("\n".join(f"{path}: {p}" for p in problems),)
+
+
+def place_problems(places: Iterable[str]) -> list[str]:
+    """Each of `places` that is neither a continent code nor the country code of a GeoNames city."""
+    countries = set(load_cities().country)
+    bad = sorted(p for p in set(places) if p not in CONTINENTS and p not in countries)
+    return [f"unknown place {p!r} (a continent, {', '.join(CONTINENTS)}, or an ISO country code, e.g. DE, US)"
+            for p in bad]
+
+
+def jurisdiction_problems(jurisdictions: Iterable[str]) -> list[str]:
+    """Each jurisdiction no candidate city can be in: EU for the 27 member states, else the ISO country code."""
+    known = {jurisdiction_of(c) for c in load_cities().country}
+    out = []
+    for j in sorted(set(jurisdictions) - known):
+        hint = "its sites are in jurisdiction EU: use EU" if j in EU27 else "EU or an ISO country code, e.g. US"
+        out.append(f"unknown jurisdiction {j!r} ({hint})")
+    return out
 
 
 class Strict(BaseModel):
@@ -58,6 +77,13 @@ class Tenant(Strict):
         unknown = sorted(set(self.continents or ()) - set(CONTINENTS))
         if unknown:
             raise ValueError(f"unknown continents {unknown} (known: {list(CONTINENTS)})")
+        countries = set(load_cities().country)
+        unknown = sorted(set(self.countries or ()) - countries)
+        if unknown:
+            raise ValueError(f"countries: no GeoNames city in {unknown} (ISO country codes, e.g. DE, US)")
+        problems = jurisdiction_problems(self.jurisdictions or ())
+        if problems:
+            raise ValueError("jurisdictions: " + "; ".join(problems))
         if self.cities is not None:
             if self.continents is not None or self.countries is not None:
                 raise ValueError("give cities, or continents and countries, not both")
@@ -82,6 +108,9 @@ class Traffic(Strict):
         bad = [k for k, v in self.by_place.items() if v < 0]
         if bad:
             raise ValueError(f"by_place: factors must be >= 0 ({bad})")
+        problems = place_problems(self.by_place)
+        if problems:
+            raise ValueError("by_place: " + "; ".join(problems))
         return self
 
 

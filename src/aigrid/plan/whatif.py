@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from aigrid.plan.demand import Demand, DemandError
+from pydantic import ValidationError
+
+from aigrid.plan.demand import Demand, DemandError, Traffic, jurisdiction_problems, place_problems
 from aigrid.sim.hardware import HARDWARE
 
 
@@ -41,8 +43,16 @@ def apply_whatif(demand: Demand, *, traffic: Sequence[str] = (), residency: Sequ
     """The demand with the edits applied (the original is not changed)."""
     by_place = dict(demand.traffic.by_place)
     for key, val in _pairs("--traffic", traffic):
+        problems = place_problems([key])
+        if problems:
+            raise DemandError("--traffic", [f"--traffic {key}: {p}" for p in problems])
         by_place[key] = by_place.get(key, 1.0) * _factor("--traffic", key, val)
-    t = demand.traffic.model_copy(update={"by_place": by_place, **({} if growth is None else {"growth": growth})})
+    t = demand.traffic.model_copy(update={"by_place": by_place})
+    if growth is not None:
+        try:  # the demand file's bounds (model_copy does not validate)
+            t = Traffic.model_validate({**t.model_dump(), "growth": growth})
+        except ValidationError as e:
+            raise DemandError("--growth", [f"--growth {growth}: {err['msg']}" for err in e.errors()]) from None
 
     tenants = list(demand.tenants)
     names = [x.name for x in tenants]
@@ -51,6 +61,9 @@ def apply_whatif(demand: Demand, *, traffic: Sequence[str] = (), residency: Sequ
             raise DemandError("--residency", [f"--residency {key}: no tenant {key!r} (tenants: {names})"])
         i = names.index(key)
         jur = None if val == "*" else [j.strip() for j in val.split(",") if j.strip()]
+        problems = jurisdiction_problems(jur or ())
+        if problems:
+            raise DemandError("--residency", [f"--residency {key}={val}: {p}" for p in problems])
         tenants[i] = tenants[i].model_copy(update={"jurisdictions": jur})
 
     hardware = dict(demand.supply.hardware)

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from aigrid.errors import AigridError
+from aigrid.outdir import prepare_dir, write_failed
 from aigrid.rightsize.estimator import QualityEstimator
 from aigrid.rightsize.evaluation import curve_rows, evaluate, markdown, summary_rows, write_plot
 from aigrid.rightsize.routing_data import RoutingData, concat, read_routing_csv, split_mask
@@ -35,6 +36,8 @@ def eval_command(
 ) -> None:
     """Print quality vs share of large-model calls, APGR and the calls needed for 50% / 80% of the gap."""
     try:
+        if plot is not None:
+            prepare_dir(plot.parent, "--plot")  # before the evaluation, not after it
         estimator = QualityEstimator.load()
         ref = _reference(reference) if baseline else None
         if baseline and ref is None:
@@ -58,7 +61,10 @@ def eval_command(
             console.print(f"\nestimate cost: {ev.estimate_ms:.3f} ms per prompt (mean, this process)", highlight=False)
             if plot is not None:
                 target = plot if len(data) == 1 else plot.with_name(f"{plot.stem}-{path.stem}{plot.suffix}")
-                write_plot(ev, target, name)
+                try:
+                    write_plot(ev, target, name)
+                except OSError as e:
+                    raise write_failed("--plot", target, e) from None
                 console.print(f"plot: {target}", highlight=False)
     except AigridError as e:
         console.print(f"[bold red]error:[/] {e}", highlight=False)

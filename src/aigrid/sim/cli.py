@@ -10,8 +10,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from aigrid.errors import AigridError
+from aigrid.outdir import prepare_dir, write_failed
 from aigrid.sim.experiment import run_experiment
 from aigrid.sim.plots import write_plots
 from aigrid.sim.report import print_table, summary, write_outputs
@@ -23,11 +26,12 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
     """Run one scenario file; write summary.json, details.json, requests.csv and PNGs into out_dir.
     `workers`: processes running policies side by side (default one per core; 1: all in this process).
 
-    Returns the summary dict. Raises ScenarioError (a SpecError) for a bad scenario.
+    Returns the summary dict. Raises ScenarioError (a SpecError) for a bad scenario, ConfigError for an
+    out_dir that cannot be written (checked before the run).
     """
     console = console or Console(stderr=True)
     scenario = load_scenario(path)
-    out = Path(out_dir)
+    out = prepare_dir(Path(out_dir))
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
         tasks: dict[str, TaskID] = {}
@@ -41,9 +45,12 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
             experiment = run_experiment(scenario, progress=report, workers=workers)
         except ScenarioProblem as e:
             raise ScenarioError(str(path), [str(e)]) from None
-    write_outputs(experiment, out)
-    if plots:
-        write_plots(experiment, out)
+    try:
+        write_outputs(experiment, out)
+        if plots:
+            write_plots(experiment, out)
+    except OSError as e:
+        raise write_failed("--out", out, e) from None
     if not quiet:
         print_table(experiment, Console(width=max(Console().width, 132)))
         console.print(f"wrote {out}/summary.json ({experiment.events:,} events in {experiment.wall_s:.1f} s)")
@@ -64,8 +71,8 @@ def sim(scenario: Annotated[Path, typer.Argument(help="scenario YAML, e.g. examp
     """Run SCENARIO and write summary.json, requests.csv and plots into --out."""
     try:
         run_scenario(scenario, out, plots=not no_plots, quiet=quiet, workers=workers)
-    except ScenarioError as e:
-        Console(stderr=True).print(f"[red]error:[/red] {e}")
+    except AigridError as e:
+        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
         raise typer.Exit(2) from None
 
 

@@ -20,7 +20,7 @@ from aigrid.core.types import Decision, GeoPoint, RequestInfo
 from aigrid.sim.agents import plan_agents
 from aigrid.sim.faults import schedule_faults
 from aigrid.sim.geography import Cities, jurisdiction_of, load_cities
-from aigrid.sim.grid import Grid, build_grid
+from aigrid.sim.grid import Grid, build_grid, check_references
 from aigrid.sim.metrics import PolicyMetrics, summarize
 from aigrid.sim.network import Network
 from aigrid.sim.parallel import Task, Tick, default_workers, run_all
@@ -163,10 +163,12 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
         key = label.partition("@")[2] or None
         if key not in grids:
             grids[key] = build_grid(sc, cities, key)
-            views[key] = regional_view(sc, grids[key], central)
-            for _, w, _, _ in loads:  # once here, not once per run (or per worker process)
-                with collection_paused():  # its lists and floors are long-lived: no repeated full scans
-                    views[key].prewarm(places(sc, w, cities))
+    check_references(sc, list(grids.values()))
+    for key, grid in grids.items():
+        views[key] = regional_view(sc, grid, central)
+        for _, w, _, _ in loads:  # once here, not once per run (or per worker process)
+            with collection_paused():  # its lists and floors are long-lived: no repeated full scans
+                views[key].prewarm(places(sc, w, cities))
     tasks: list[Task[tuple[RunResult, PolicyMetrics, float, float]]] = []
     labels: list[tuple[float, str, bool]] = []
     for factor, w, arr, main in loads:

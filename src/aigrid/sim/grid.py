@@ -110,3 +110,18 @@ def _generated(g: GeneratedSites, cities: Cities, seed: int) -> list[SiteDef]:
                            lon=float(cities.lon[i]), country=cities.country[i], hardware=name,
                            gpus_per_replica=g.gpus_per_replica, replicas=g.replicas, models=models))
     return out
+
+
+def check_references(scenario: Scenario, grids: list[Grid]) -> None:
+    """ScenarioProblem for a fault naming a site no grid has, or a tenant allowed only jurisdictions no site is
+    in: the fault would do nothing, the tenant's every request would be rejected, both without a word."""
+    ids = sorted({s for g in grids for s in g.sites})
+    jurisdictions = sorted({site.jurisdiction for g in grids for site in g.sites.values()})
+    for i, f in enumerate(scenario.faults):
+        unknown = [s for s in f.sites or () if s not in ids]
+        if unknown:
+            raise ScenarioProblem(f"faults.{i}.sites: no site {', '.join(map(repr, unknown))} (sites: {', '.join(ids)})")
+    for i, t in enumerate(scenario.tenants):
+        if t.jurisdictions and not set(t.jurisdictions) & set(jurisdictions):
+            raise ScenarioProblem(f"tenants.{i}.jurisdictions: no site of tenant {t.name!r} is in "
+                                  f"{', '.join(t.jurisdictions)} (the sites' jurisdictions: {', '.join(jurisdictions)})")

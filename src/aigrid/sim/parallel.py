@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing
 import pickle
+import signal
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection, wait
@@ -57,6 +58,9 @@ def _local_tick(i: int, progress: Callable[[int, float], None] | None) -> Tick:
 
 
 def _child(task: Task[Any], conn: Connection) -> None:
+    # Ctrl-C reaches every process of the terminal's group: the parent's KeyboardInterrupt stops the workers
+    # (_forked's finally); a worker's own would print one more traceback per worker
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         result = task(lambda f: conn.send(("tick", f)))
         conn.send(("done", result))

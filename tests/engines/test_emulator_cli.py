@@ -1,0 +1,33 @@
+"""`aigrid emulator`: arguments that cannot give a listening engine fail at once with one line."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from typer.testing import CliRunner
+
+from aigrid.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (["--engines", "0"], "--engines"),        # served nothing, forever
+    (["--engines", "-1"], "--engines"),
+    (["--port", "70000"], "--port"),          # bound 70000 mod 65536 = 4464 without a word
+    (["--port", "-1"], "--port"),
+])
+def test_arguments_out_of_range(args: list[str], named: str) -> None:
+    r = runner.invoke(app, ["emulator", *args])
+    assert r.exit_code == 2 and named in r.output, r.output
+
+
+def test_a_port_in_use_is_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = runner.invoke(app, ["emulator", "--port", str(port)])
+    assert r.exit_code == 2 and str(port) in r.output and "in use" in r.output, r.output
+    assert not isinstance(r.exception, OSError)

@@ -1,0 +1,47 @@
+"""`aigrid plan`: bad flags and a bad --out fail at once in one line naming the flag, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aigrid.cli import app
+
+runner = CliRunner()
+SMALL = Path(__file__).resolve().parents[2] / "examples" / "plan" / "small.yaml"
+
+
+def _plan(tmp_path: Path, *args: str, out: Path | None = None) -> tuple[int, str]:
+    r = runner.invoke(app, ["plan", str(SMALL), "--out", str(out or tmp_path / "out"), "--workers", "1", "-q",
+                            "--no-map", *args])
+    assert "Traceback" not in r.output and not isinstance(r.exception, (OSError, ValueError, IndexError)), r.output
+    return r.exit_code, r.output
+
+
+def test_an_out_that_is_a_file_fails_before_planning(tmp_path: Path) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("")
+    code, out = _plan(tmp_path, out=taken)
+    assert code == 2 and "--out" in out and "not a directory" in out
+
+
+@pytest.mark.parametrize("growth", ["-1", "-2", "nan"])
+def test_growth_out_of_range(tmp_path: Path, growth: str) -> None:
+    code, out = _plan(tmp_path, "--growth", growth)
+    assert code == 2 and "--growth" in out
+
+
+@pytest.mark.parametrize(("flag", "value", "named"), [
+    ("--traffic", "XX=1.3", "XX"),          # no such continent or country: the multiplier did nothing
+    ("--traffic", "Europe=2", "Europe"),
+    ("--residency", "chat=EUU", "EUU"),     # no site can be in it: "no placement met the SLO"
+    ("--residency", "chat=FR", "EU"),       # a member state's sites are in jurisdiction EU
+    ("--workers", "-3", "--workers"),
+    ("--emulator-port", "70000", "--emulator-port"),
+    ("--emulator-port", "-1", "--emulator-port"),
+])
+def test_flags_naming_nothing_are_refused(tmp_path: Path, flag: str, value: str, named: str) -> None:
+    code, out = _plan(tmp_path, flag, value)
+    assert code == 2 and named in out
