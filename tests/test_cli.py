@@ -79,3 +79,56 @@ def test_up_fails_fast_when_the_port_is_taken() -> None:
         port = taken.getsockname()[1]
         r = runner.invoke(app, ["up", str(ROOT / "examples" / "demo.yaml"), "--port", str(port)])
     assert r.exit_code == 2 and "is another gateway running" in r.output
+
+
+@pytest.mark.parametrize("content", [None, b"not a database, a text file\n" * 200, b""])
+def test_audit_verify_of_what_is_not_an_audit_log(tmp_path: Path, content: bytes | None) -> None:
+    pub = tmp_path / "a.pub.pem"
+    generate_keypair(tmp_path / "a.pem", pub)
+    db = tmp_path / "audit.db"
+    if content is None:
+        db.mkdir()  # a directory
+    else:
+        db.write_bytes(content)
+    r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(pub)])
+    assert r.exit_code == 2 and "cannot verify" in r.output and str(db) in r.output, r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_audit_keygen_makes_both_folders_and_fails_in_one_line(tmp_path: Path) -> None:
+    r = runner.invoke(app, ["audit", "keygen", "--private-key", str(tmp_path / "a" / "k.pem"),
+                            "--public-key", str(tmp_path / "b" / "k.pub.pem")])
+    assert r.exit_code == 0 and (tmp_path / "b" / "k.pub.pem").exists(), r.output
+    (tmp_path / "taken").write_text("")
+    r = runner.invoke(app, ["audit", "keygen", "--private-key", str(tmp_path / "taken" / "k.pem"),
+                            "--public-key", str(tmp_path / "c" / "k.pub.pem")])
+    assert r.exit_code == 2 and "taken" in r.output and not isinstance(r.exception, OSError), r.output
+
+
+def test_keys_list_of_a_file_that_is_not_a_key_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "0123456789abcdef-test")
+    bad = tmp_path / "keys.json"
+    bad.write_text("garbage\n")
+    r = runner.invoke(app, ["keys", "list", "--keys-file", str(bad)])
+    assert r.exit_code == 2 and str(bad) in r.output and not isinstance(r.exception, ValueError), r.output
+
+
+def test_explain_against_a_server_that_is_not_a_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: httpx.Response(404, text="<html>File not found</html>"))
+    r = runner.invoke(app, ["explain", "dec-1", "--gateway", "http://127.0.0.1:9"])
+    assert r.exit_code == 1 and "404" in r.output and "http://127.0.0.1:9" in r.output, r.output
+    assert not isinstance(r.exception, ValueError)
+
+
+def test_explain_names_the_gateway_it_cannot_reach() -> None:
+    r = runner.invoke(app, ["explain", "dec-1", "--gateway", "http://127.0.0.1:1"])
+    assert r.exit_code == 2 and "http://127.0.0.1:1" in r.output, r.output
+
+
+@pytest.mark.parametrize("command", ["up", "gateway"])
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_gateway_port_out_of_range(command: str, port: str) -> None:
+    r = runner.invoke(app, [command, str(ROOT / "examples" / "demo.yaml"), "--port", port])
+    assert r.exit_code == 2 and "--port" in r.output and not isinstance(r.exception, OverflowError), r.output

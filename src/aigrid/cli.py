@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from aigrid.errors import AigridError
+from aigrid.errors import AigridError, ConfigError
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
@@ -75,7 +76,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _fail(e: AigridError | httpx.HTTPError | OSError, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -114,7 +115,7 @@ def _worker_options(replay: Path | None) -> dict[str, Any]:
 
 @app.command()
 def up(spec: SpecArg = Path("examples/demo.yaml"),
-       port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None,
+       port: Annotated[int | None, typer.Option(min=1, max=65535, help="gateway port (default: the spec's)")] = None,
        replay: ReplayOpt = None, log_level: LogLevelOpt = None, workers: WorkersOpt = None) -> None:
     """Start every embedded engine of the spec and the gateway, in the foreground. Ctrl-C stops all."""
     from aigrid.gateway.server import run_grid
@@ -132,7 +133,7 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
 
 @app.command()
 def gateway(spec: SpecArg,
-            port: Annotated[int | None, typer.Option(help="gateway port (default: the spec's)")] = None,
+            port: Annotated[int | None, typer.Option(min=1, max=65535, help="gateway port (default: the spec's)")] = None,
             redis: Annotated[str | None, typer.Option(help="redis://host:port/db shared with other gateways")] = None,
             replay: ReplayOpt = None, log_level: LogLevelOpt = None, workers: WorkersOpt = None) -> None:
     """Run only a gateway, in front of engines that run elsewhere (every endpoint needs a url)."""
@@ -172,10 +173,10 @@ def worker(config: Annotated[Path, typer.Argument(help="the worker configuration
 
 
 @app.command()
-def node(port: Annotated[int, typer.Option(help="port for the engine's OpenAI API")] = 8100,
+def node(port: Annotated[int, typer.Option(min=1, max=65535, help="port for the engine's OpenAI API")] = 8100,
          host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-         slots: Annotated[int, typer.Option(help="concurrent batch slots (-np)")] = 2,
-         threads: Annotated[int, typer.Option(help="CPU threads")] = 1,
+         slots: Annotated[int, typer.Option(min=1, help="concurrent batch slots (-np)")] = 2,
+         threads: Annotated[int, typer.Option(min=1, help="CPU threads")] = 1,
          alias: Annotated[str, typer.Option(help="model name the engine answers to")] = "smollm2-135m") -> None:
     """Run one embedded engine (llama.cpp + SmolLM2-135M) as a site node, in the foreground."""
     from aigrid.gateway.server import run_node
@@ -214,11 +215,17 @@ def explain(decision_id: str,
         r = httpx.get(f"{gateway.rstrip('/')}/v1/decisions/{decision_id}", headers=headers, timeout=5,
                       trust_env=False)
     except httpx.HTTPError as e:
-        raise _fail(e) from None
-    if r.status_code != 200:
-        err_console.print(f"[bold red]error:[/] {r.json().get('error', {}).get('message', r.text)}")
+        raise _fail(ConfigError(f"cannot reach the gateway at {gateway}: {e}")) from None
+    try:
+        body = r.json()
+    except ValueError:  # not an aigrid gateway (an HTML error page, another server)
+        body = None
+    if r.status_code != 200 or not isinstance(body, dict):
+        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+        message = message or f"{gateway} answered HTTP {r.status_code}, not a decision (is it an aigrid gateway?)"
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1)
-    console.print(render_decision(r.json()))
+    console.print(render_decision(body))
 
 
 KeysFile = Annotated[Path, typer.Option(help="key file (the spec's security.keys_file)")]
@@ -254,6 +261,8 @@ def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
         list_keys(keys_file, echo=console.print)
     except (AigridError, OSError) as e:
         raise _fail(e) from None
+    except ValueError as e:  # not JSON, or not the key file's shape
+        raise _fail(ConfigError(f"{keys_file} is not a key file ({e})")) from None
 
 
 @keys_app.command("revoke")
@@ -282,12 +291,15 @@ def audit_verify(db: Annotated[Path, typer.Argument(help="audit database (securi
 
 
 @audit_app.command("keygen")
-def audit_keygen(private_key: Path = Path(".aigrid/audit-signing.pem"),
-                 public_key: Path = Path(".aigrid/audit-signing.pub.pem")) -> None:
+def audit_keygen(private_key: Annotated[Path, typer.Option(help="where to write the signing key (keep secret; "
+                                                         "the spec's security.audit.signing_key)")] = Path(
+                     ".aigrid/audit-signing.pem"),
+                 public_key: Annotated[Path, typer.Option(help="where to write the public key (for auditors: "
+                                                        "aigrid audit verify --public-key)")] = Path(
+                     ".aigrid/audit-signing.pub.pem")) -> None:
     """Create the Ed25519 key pair that signs audit checkpoints."""
     from aigrid.audit.cli import keygen_command
 
-    private_key.parent.mkdir(parents=True, exist_ok=True)
     raise typer.Exit(keygen_command(private_key, public_key, echo=console.print))
 
 

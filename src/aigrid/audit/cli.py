@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,9 @@ def verify_command(db_path: Path, public_key_path: Path, echo: Callable[[str], N
     except (OSError, ValueError) as e:
         echo(f"cannot verify: {e}")
         return 2
+    except sqlite3.Error as e:  # a directory, another file, another database
+        echo(f"cannot verify: {db_path} is not an audit database ({e})")
+        return 2
     echo(f"{db_path}: {report.records} records, {report.checkpoints} signed checkpoints "
          f"(last at record {report.last_checkpoint_seq}, {report.unsigned_tail} records after it)")
     if report.ok:
@@ -31,10 +35,21 @@ def verify_command(db_path: Path, public_key_path: Path, echo: Callable[[str], N
 
 
 def keygen_command(private_path: Path, public_path: Path, echo: Callable[[str], None] = print) -> int:
+    """Write the pair (making both folders); returns the exit code (0 written, 2 not)."""
+    if private_path.exists():
+        echo(f"{private_path} exists; refusing to overwrite a signing key")
+        return 2
     try:
+        for folder in {private_path.parent, public_path.parent}:
+            folder.mkdir(parents=True, exist_ok=True)
         kid = generate_keypair(private_path, public_path)
     except FileExistsError:
         echo(f"{private_path} exists; refusing to overwrite a signing key")
+        return 2
+    except OSError as e:
+        if private_path.exists() and not public_path.exists():
+            private_path.unlink()  # half a pair would refuse the next try ("exists")
+        echo(f"cannot write the key pair: {e.filename or private_path}: {e.strerror or e}")
         return 2
     echo(f"wrote {private_path} (keep secret) and {public_path} (give to auditors); key id {kid}")
     return 0
