@@ -132,3 +132,18 @@ def test_explain_names_the_gateway_it_cannot_reach() -> None:
 def test_gateway_port_out_of_range(command: str, port: str) -> None:
     r = runner.invoke(app, [command, str(ROOT / "examples" / "demo.yaml"), "--port", port])
     assert r.exit_code == 2 and "--port" in r.output and not isinstance(r.exception, OverflowError), r.output
+
+
+def test_keys_refuse_an_empty_tenant_and_a_missing_file_and_list_scopes_readably(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "0123456789abcdef-test")
+    keys = tmp_path / "keys.json"
+    for tenant in ("", "  ", " eu-bank"):
+        r = runner.invoke(app, ["keys", "create", tenant, "--keys-file", str(keys)])
+        assert r.exit_code == 2 and "tenant" in r.output and not keys.exists(), r.output
+    r = runner.invoke(app, ["keys", "list", "--keys-file", str(tmp_path / "typo.json")])
+    assert r.exit_code == 2 and "typo.json" in r.output and "no such file" in r.output, r.output
+    runner.invoke(app, ["keys", "create", "eu-bank", "--keys-file", str(keys), "--jurisdiction", "EU"])
+    runner.invoke(app, ["keys", "create", "chat", "--keys-file", str(keys)])
+    listed = runner.invoke(app, ["keys", "list", "--keys-file", str(keys)]).output
+    assert "jurisdictions=EU" in listed and "any model, any site" in listed and "{" not in listed, listed

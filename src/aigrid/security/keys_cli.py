@@ -29,6 +29,9 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
                sites: Sequence[str] = (), policy: str | None = None, max_priority: str | int | None = None,
                name: str = "", secret: bytes | None = None, echo: Callable[[str], None] = print) -> str:
     """Issue a key, store its digest, print the secret once; returns the key id."""
+    if not tenant.strip() or tenant != tenant.strip():
+        raise ConfigError(f"tenant {tenant!r}: a tenant's name, as the grid spec's `tenants` has it (not empty, "
+                          "no surrounding spaces)")
     try:
         level = None if max_priority is None else parse_level(max_priority)
     except ValueError as e:
@@ -45,10 +48,19 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
 
 
 def list_keys(keys_file: Path, *, secret: bytes | None = None, echo: Callable[[str], None] = print) -> None:
+    if not keys_file.is_file():
+        raise ConfigError(f"--keys-file {keys_file}: no such file (no key was issued there: `aigrid keys create`)")
     ring = KeyRing.load(keys_file, secret if secret is not None else server_secret())
     for r in ring.records():
         state = "revoked" if r.revoked else "active"
-        echo(f"{r.key_id}  {r.tenant:<16} {state:<8} {r.name}  {r.scopes.to_dict()}")
+        echo(f"{r.key_id}  {r.tenant:<16} {state:<8} {r.name or '-'}  {scopes_text(r.scopes)}")
+
+
+def scopes_text(scopes: Scopes) -> str:
+    """A key's limits as `models=a,b jurisdictions=EU policy=p`, or `any model, any site` without limits."""
+    parts = [f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in scopes.to_dict().items()
+             if v is not None]
+    return " ".join(parts) or "any model, any site"
 
 
 def revoke_key(keys_file: Path, key_id: str, *, secret: bytes | None = None) -> bool:
