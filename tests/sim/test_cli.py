@@ -39,3 +39,13 @@ def test_a_tenant_jurisdiction_no_site_is_in_is_refused(tmp_path: Path) -> None:
     bad.write_text(SMALL.read_text().replace("jurisdictions: [EU]", "jurisdictions: [EUU]"))
     code, out = _sim(str(bad), "--out", str(tmp_path / "out"))
     assert code == 2 and "eu-bank" in out and "EUU" in out
+
+
+def test_progress_goes_to_a_log_as_lines_when_it_is_not_a_terminal(tmp_path: Path) -> None:
+    """Piped to a log, a long run said nothing until the end (the bar draws only on a terminal): one line per
+    policy every 10% instead; --quiet still prints none."""
+    r = runner.invoke(app, ["sim", str(SMALL), "--out", str(tmp_path / "a"), "-j", "1", "--no-plots"])
+    assert r.exit_code == 0, r.output
+    assert all(f"{policy}: 100% (" in r.output for policy in ("balanced", "nearest", "least-loaded")), r.output
+    quiet = runner.invoke(app, ["sim", str(SMALL), "--out", str(tmp_path / "b"), "-j", "1", "--no-plots", "-q"])
+    assert quiet.exit_code == 0 and "% (" not in quiet.output, quiet.output

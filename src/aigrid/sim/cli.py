@@ -5,6 +5,7 @@ The top-level CLI mounts `app` (a typer sub-app) or calls run_scenario() directl
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -35,11 +36,19 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
         tasks: dict[str, TaskID] = {}
+        lines = not quiet and not console.is_terminal  # a log, not a terminal: a plain line every 10% instead
+        printed: dict[str, int] = {}
+        started = time.monotonic()
 
         def report(label: str, fraction: float) -> None:
             if label not in tasks:
                 tasks[label] = progress.add_task(label, total=1.0)
-            progress.update(tasks[label], completed=min(max(fraction, 0.0), 1.0))
+            fraction = min(max(fraction, 0.0), 1.0)
+            progress.update(tasks[label], completed=fraction)
+            tenth = int(fraction * 10)
+            if lines and tenth > printed.get(label, 0):
+                printed[label] = tenth
+                console.print(f"{label}: {tenth * 10}% ({time.monotonic() - started:.0f} s)", highlight=False)
 
         try:
             experiment = run_experiment(scenario, progress=report, workers=workers)
