@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -54,12 +55,9 @@ def test_names_stay_unique() -> None:
         registry.add(registry["calculator"])
 
 
-async def test_a_server_whose_tool_descriptions_hide_instructions_has_those_tools_withheld(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Tool poisoning: a model reads an MCP tool's description and its parameters' descriptions in its tool
-    list, so a server can hide an instruction there. The gateway reads them through the firewall when the server
-    starts (Firewall.tool_description): with injection blocked, a poisoned tool is never offered; the honest
-    one is. Before: every description reached every model unread."""
+def runtime_with(tmp_path: Path, module: str, prefix: str) -> tuple[Any, Any]:
+    """A gateway's agent runtime with one MCP server (`tests.agents.<module>`, its tools named `prefix`...), and a
+    firewall that blocks injection to vet its tools with."""
     from aigrid.gateway.agent_runtime import AgentRuntime
     from aigrid.security.firewall.injection import InjectionModel
     from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
@@ -67,12 +65,24 @@ async def test_a_server_whose_tool_descriptions_hide_instructions_has_those_tool
     from tests.gateway.conftest import spec_in
 
     spec = spec_in(tmp_path)
-    agents = spec.agents.model_copy(update={"mcp_servers": {"poisoned": McpServerSpec(
-        command=[sys.executable, "-m", "tests.agents.mcp_poisoned_server"], prefix="p_", call_timeout_s=20)}})
+    agents = spec.agents.model_copy(update={"mcp_servers": {module: McpServerSpec(
+        command=[sys.executable, "-m", f"tests.agents.{module}"], prefix=prefix, call_timeout_s=20)}})
     runtime = AgentRuntime.from_spec(spec.model_copy(update={"agents": agents}))
     for server in runtime.mcp:
         server.cwd = ROOT
-    blocking = Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.BLOCK))
+    return runtime, Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.BLOCK))
+
+
+async def test_a_server_whose_tool_descriptions_hide_instructions_has_those_tools_withheld(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Tool poisoning: a model reads an MCP tool's description and its parameters' descriptions in its tool
+    list, so a server can hide an instruction there. The gateway reads them through the firewall when the server
+    starts (Firewall.tool_description): with injection blocked, a poisoned tool is never offered; the honest
+    one is. Before: every description reached every model unread."""
+    from aigrid.security.firewall.injection import InjectionModel
+    from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+
+    runtime, blocking = runtime_with(tmp_path, "mcp_poisoned_server", "p_")
     try:
         await runtime.start(vet=blocking.tool_description)
         assert "p_multiply" in runtime.tools
@@ -98,19 +108,7 @@ async def test_a_server_that_changes_its_tools_is_read_and_vetted_again(
     list was read once: new tools never reached a model, and nothing said the server had changed."""
     import asyncio
 
-    from aigrid.gateway.agent_runtime import AgentRuntime
-    from aigrid.security.firewall.injection import InjectionModel
-    from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
-    from aigrid.spec.models import McpServerSpec
-    from tests.gateway.conftest import spec_in
-
-    spec = spec_in(tmp_path)
-    agents = spec.agents.model_copy(update={"mcp_servers": {"changing": McpServerSpec(
-        command=[sys.executable, "-m", "tests.agents.mcp_changing_server"], prefix="c_", call_timeout_s=20)}})
-    runtime = AgentRuntime.from_spec(spec.model_copy(update={"agents": agents}))
-    for server in runtime.mcp:
-        server.cwd = ROOT
-    blocking = Firewall(InjectionModel.load(), default=FirewallPolicy(injection=Action.BLOCK))
+    runtime, blocking = runtime_with(tmp_path, "mcp_changing_server", "c_")
 
     async def until(done: Callable[[], bool]) -> None:
         for _ in range(400):
