@@ -146,3 +146,15 @@ async def test_a_chat_tool_message_that_answers_no_call_is_the_clients_400(
         messages=[*ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
                   {"role": "tool", "tool_call_id": "c1", "content": "Sunny."}])
     assert ok.choices[0].message.content == "Sunny, 21 C."
+
+
+async def test_a_tool_call_id_that_is_not_a_string_is_a_400_not_a_500(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    oai, engine = scripted
+    call = {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.chat.completions.create(model="smollm2-135m", tools=[WEATHER], messages=[
+            *ASK, {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": ["c1"], "content": "Sunny."}])  # type: ignore[list-item]
+    assert info.value.body["param"] == "messages[2].tool_call_id"  # type: ignore[index]
+    assert engine.received == []

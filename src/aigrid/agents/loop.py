@@ -187,9 +187,13 @@ def check_tool_results(messages: Any) -> None:
         role = m.get("role") if isinstance(m, Mapping) else None
         if role == "assistant":
             listed = m.get("tool_calls")
-            calls = {c.get("id") for c in listed if isinstance(c, Mapping)} if isinstance(listed, list) else None
+            calls = ({c["id"] for c in listed if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
+                     if isinstance(listed, list) else None)
         elif role == "tool":
             called = m.get("tool_call_id")
+            if called is not None and not isinstance(called, str):
+                raise InvalidRequest(f"Invalid type for 'messages[{i}].tool_call_id': expected a string",
+                                     param=f"messages[{i}].tool_call_id")
             if not calls:
                 raise InvalidRequest(f"Invalid parameter: the tool result for {called!r} must answer a tool call "
                                      "of the assistant turn before it, and there is none", param=f"messages[{i}]")
