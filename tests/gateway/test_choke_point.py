@@ -411,6 +411,18 @@ TOOL_ROUTES: list[tuple[str, str, Body, str]] = [
     ("responses tool description", "/v1/responses",
      lambda t: {"model": MODEL, "input": "Weather in Lisbon?",
                 "tools": [{"type": "function", "name": "weather", "description": t, "parameters": WEATHER}]}, "tools.0"),
+    ("chat tool, a description that is an object", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
+                "tools": [{"type": "function", "function": {"name": "weather", "description": "The weather.",
+                                                            "parameters": {"type": "object", "properties": {
+                                                                "city": {"type": "string",
+                                                                         "description": {"note": t}}}}}}]},
+     "tools[0].function"),
+    ("chat tool, a key of its own", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
+                "tools": [{"type": "function", "x-usage": t,
+                           "function": {"name": "weather", "description": "The weather.", "parameters": WEATHER}}]},
+     "tools[0].function"),
     ("anthropic tool parameter description", "/v1/messages",
      lambda t: {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
                 "tools": [{"name": "weather", "description": "The weather.", "input_schema": _schema_with(t)}]},
@@ -445,3 +457,19 @@ async def test_client_tool_definitions_are_read_as_a_model_reads_them(
     engine.replies = [answer("ok")]
     ok = await c.post(path, json=body("Returns the current weather for a city: temperature in Celsius and sky."))
     assert ok.status_code == 200, ok.text
+
+
+async def test_a_client_tool_whose_name_is_not_a_name_is_refused(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
+    """The loop prints a tool's name into the model's prompt: OpenAI's rule for names (1-64 letters, digits,
+    _ and -) keeps a sentence out of it, on chat and the Responses API alike."""
+    c, gw, engine = walk
+    for path, body, param in [
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "Weather?"}],
+                                  "tools": [{"type": "function", "function": {"name": ATTACK, "parameters": WEATHER}}]},
+         "tools[0].function.name"),
+        ("/v1/responses", {"model": MODEL, "input": "Weather?",
+                           "tools": [{"type": "function", "name": ATTACK, "parameters": WEATHER}]}, "tools.0.name")]:
+        r = await c.post(path, json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    assert engine.received == []

@@ -109,3 +109,20 @@ def test_client_tool_descriptions_follow_their_own_action_and_injection_off() ->
     assert Firewall(model, default=FirewallPolicy(tool_descriptions=Action.OFF)).check_texts("t", poisoned).verdicts == []
     off = FirewallPolicy(injection=Action.OFF, tool_descriptions=Action.BLOCK)
     assert Firewall(model, default=off).check_texts("t", poisoned).verdicts == []
+
+
+def test_tool_text_reads_every_string_of_a_definition_at_any_depth() -> None:
+    """Nothing is chosen by key (a template may print any of it), JSON Schema's own words are left out, and a
+    definition nested thousands deep is walked without recursion."""
+    from aigrid.security.firewall.texts import tool_text
+
+    tool = {"type": "function", "x-usage": "hidden one", "function": {
+        "name": "weather", "description": "The weather.", "parameters": {"type": "object", "properties": {
+            "city": {"type": "string", "description": {"note": "hidden two"}, "examples": [{"q": "hidden three"}]}}}}}
+    text = tool_text(tool)
+    assert all(f"hidden {n}" in text for n in ("one", "two", "three"))
+    assert "weather" in text and "city" in text and "object" not in text.split() and "properties" not in text
+    deep: dict = {"description": "the bottom"}
+    for _ in range(5000):
+        deep = {"items": deep}
+    assert tool_text({"name": "t", "parameters": deep}).endswith("the bottom")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -42,8 +42,8 @@ class McpTool:
         return await self.server.call(self.remote_name, dict(arguments))
 
     def model_text(self) -> str:
-        """What a model reads of this tool in its tool list besides its name (texts.tool_text)."""
-        return tool_text(self.description, self.parameters)
+        """What a model reads of this tool in its tool list (texts.tool_text): its name, description and schema."""
+        return tool_text({"name": self.name, "description": self.description, "parameters": self.parameters})
 
 
 class McpServer:
@@ -60,12 +60,13 @@ class McpServer:
         self.prefix = prefix
         self.call_timeout_s = call_timeout_s
         self.tools: list[McpTool] = []
-        self.on_tools_changed: Callable[[McpServer, list[McpTool], list[McpTool]], None] | None = None
+        self.on_tools_changed: Callable[[McpServer, list[McpTool], list[McpTool]], Awaitable[None]] | None = None
         """Called with the old and the new list when the server says its tools changed and the list was read
         again."""
         self._stack: AsyncExitStack | None = None
         self._session: Any = None
-        self._relists: set[asyncio.Task[None]] = set()
+        self._relist_task: asyncio.Task[None] | None = None
+        self._relist_again = False
 
     async def start(self) -> list[McpTool]:
         from mcp import ClientSession, StdioServerParameters, stdio_client  # only when MCP is configured
@@ -94,15 +95,26 @@ class McpServer:
 
     async def _on_message(self, message: Any) -> None:
         """The session's notifications: a changed tool list is read again in a task of its own (the session
-        delivers the answer to list_tools on the loop this handler runs in)."""
+        delivers the answer to list_tools on the loop this handler runs in); notifications that come while it
+        runs make it read once more when it is done, not once each (a server that keeps sending them costs one
+        reading at a time)."""
         from mcp import types
 
         if isinstance(message, types.ToolListChangedNotification) and self._session is not None:
-            task = asyncio.get_running_loop().create_task(self._relist(), name=f"mcp {self.name} tools changed")
-            self._relists.add(task)
-            task.add_done_callback(self._relists.discard)
+            if self._relist_task is not None and not self._relist_task.done():
+                self._relist_again = True
+                return
+            self._relist_task = asyncio.get_running_loop().create_task(self._relists(),
+                                                                        name=f"mcp {self.name} tools changed")
         elif isinstance(message, Exception):
             log.warning("MCP server %s: %s", self.name, message)
+
+    async def _relists(self) -> None:
+        while True:
+            self._relist_again = False
+            await self._relist()
+            if not self._relist_again:
+                return
 
     async def _relist(self) -> None:
         session = self._session
@@ -122,7 +134,7 @@ class McpServer:
             return
         old, self.tools = self.tools, self._tools_of(listed)
         if self.on_tools_changed is not None:
-            self.on_tools_changed(self, old, self.tools)
+            await self.on_tools_changed(self, old, self.tools)
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> str:
         if self._session is None:
@@ -144,8 +156,8 @@ class McpServer:
 
     async def stop(self) -> None:
         stack, self._stack, self._session = self._stack, None, None
-        for task in list(self._relists):
-            task.cancel()
+        if self._relist_task is not None:
+            self._relist_task.cancel()
         if stack is not None:
             await stack.aclose()
 

@@ -23,7 +23,7 @@ from aigrid.gateway.relay_response import RelayResponse
 
 M = TypeVar("M", bound=BaseModel)
 _CHAT_MESSAGE = re.compile(r"^messages\[(\d+)\]")
-_CHAT_TOOL = re.compile(r"^tools\[(\d+)\]")
+_CHAT_TOOL = re.compile(r"^tools\[(\d+)\](?:\.function)?(.*)$")
 
 
 def pipeline_headers(request: Request) -> dict[str, str]:
@@ -84,9 +84,10 @@ def name_own_field(err: ApiError, origins: Sequence[str]) -> None:
     `messages[3].content`) names the front door's own field instead (`messages.2.content.0.content`);
     `origins[i]` is where chat message i came from."""
     tool = _CHAT_TOOL.match(err.param or "")
-    if tool is not None:  # both front doors keep the client's tools in order: tools[2].function -> tools.2
-        err.message = f"{err.message} (at tools.{tool.group(1)})"
-        err.param = f"tools.{tool.group(1)}"
+    if tool is not None:  # both front doors keep the client's tools in order, their fields at the tool's top
+        own = f"tools.{tool.group(1)}" + re.sub(r"\[(\d+)\]", r".\1", tool.group(2))  # tools[2].function.name
+        err.message = f"{err.message} (at {own})"                                      # -> tools.2.name
+        err.param = own
         return
     found = _CHAT_MESSAGE.match(err.param or "")
     if found is None or int(found.group(1)) >= len(origins):

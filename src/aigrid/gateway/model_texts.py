@@ -51,7 +51,7 @@ def _documents(body: Mapping[str, Any]) -> list[ModelText]:
 
 def _tool_descriptions(body: Mapping[str, Any]) -> list[ModelText]:
     """Per client tool: its description as the application's text (personal-data checks, redacted in place),
-    and what a model reads of it in its tool list, description and input schema together (texts.tool_text),
+    and what a model reads of it in its tool list, name, description, schema and any other key (texts.tool_text),
     for the injection check: a client's tools often come from servers its application does not write."""
     tools = body.get("tools")
     if not isinstance(tools, list):
@@ -64,8 +64,7 @@ def _tool_descriptions(body: Mapping[str, Any]) -> list[ModelText]:
         description = fn.get("description")
         if isinstance(description, str):
             out.append(ModelText(description, Source.SYSTEM, ("tools", i, "function", "description")))
-        out.append(ModelText(tool_text(description if isinstance(description, str) else "", fn.get("parameters")),
-                             Source.TOOL_DESCRIPTION, ("tools", i, "function")))
+        out.append(ModelText(tool_text(t), Source.TOOL_DESCRIPTION, ("tools", i, "function")))
     return out
 
 

@@ -72,29 +72,38 @@ class ModelText:
         return render(self.path) if self.path else (self.label or self.source.value)
 
 
-def tool_text(description: str, schema: Any) -> str:
-    """What a model reads of a tool in its tool list besides its name: its description and every description,
-    title, enum value, default, example and parameter name of its input schema (a tool's author can hide
-    instructions in any of them)."""
-    return "\n".join([description, *_schema_texts(schema)]).strip()
+def tool_text(definition: Any) -> str:
+    """What a model reads of a tool in its tool list: every text of its definition (name, description, input
+    schema, any other key an engine's chat template may render), each string and each key, in order, but
+    JSON Schema's own keywords and type names, which say nothing. A tool's author can hide an instruction
+    anywhere a template or the agent loop prints (`str()` of an object included), so nothing is chosen by
+    key. Walked with a stack, not recursion: a schema nested thousands deep is read, not a RecursionError."""
+    out: list[str] = []
+    stack: list[tuple[Any, str]] = [(definition, "")]
+    while stack:
+        node, key = stack.pop()
+        if isinstance(node, str):
+            if not (key == "type" and node in _TYPE_NAMES):
+                out.append(node)
+        elif isinstance(node, Mapping):
+            items = list(node.items())
+            for k, v in reversed(items):
+                stack.append((v, str(k)))
+            out.extend(str(k) for k, _ in items if str(k) not in _SCHEMA_WORDS)
+        elif isinstance(node, list | tuple):
+            stack.extend((v, key) for v in reversed(node))
+    return "\n".join(t for t in out if t.strip()).strip()
 
 
-def _schema_texts(schema: Any, key: str = "") -> list[str]:
-    """Every string of an input schema a model may read: descriptions, titles, enum values, defaults, examples
-    (under `properties` a key is a parameter's name, whose value is a schema, so a parameter called
-    `description` is read as a schema, not as text), and the parameters' names."""
-    if isinstance(schema, str):
-        return [schema] if key in _READ_KEYS else []
-    if isinstance(schema, Mapping):
-        names = [str(k) for k in schema] if key == "properties" else []
-        return names + [t for k, v in schema.items()
-                        for t in _schema_texts(v, "" if key == "properties" else str(k))]
-    if isinstance(schema, list):
-        return [t for v in schema for t in _schema_texts(v, key if key in _READ_KEYS else "")]
-    return []
-
-
-_READ_KEYS = frozenset({"description", "title", "enum", "default", "examples", "const"})
+_SCHEMA_WORDS = frozenset({
+    "type", "function", "name", "description", "parameters", "input_schema", "strict", "properties", "required",
+    "items", "enum", "const", "default", "examples", "title", "anyOf", "oneOf", "allOf", "not", "$ref", "$defs",
+    "definitions", "$schema", "additionalProperties", "format", "pattern", "minimum", "maximum",
+    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems", "uniqueItems"})
+"""Keys that are JSON Schema's or the tool format's own words (a parameter with such a name is still read:
+under `properties` a name is also a key of the parameter's schema, `description` for one, so it shows up as
+text there only through its schema's strings; the heads gain nothing from the keyword itself)."""
+_TYPE_NAMES = frozenset({"object", "string", "number", "integer", "boolean", "array", "null", "function"})
 
 
 def put(body: MutableMapping[str, Any], path: Path, value: str) -> None:
