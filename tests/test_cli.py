@@ -147,3 +147,11 @@ def test_keys_refuse_an_empty_tenant_and_a_missing_file_and_list_scopes_readably
     runner.invoke(app, ["keys", "create", "chat", "--keys-file", str(keys)])
     listed = runner.invoke(app, ["keys", "list", "--keys-file", str(keys)]).output
     assert "jurisdictions=EU" in listed and "any model, any site" in listed and "{" not in listed, listed
+
+
+def test_audit_keygen_leaves_no_half_pair_when_the_public_key_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "pubdir").mkdir()
+    args = ["audit", "keygen", "--private-key", str(tmp_path / "k.pem")]
+    r = runner.invoke(app, [*args, "--public-key", str(tmp_path / "pubdir")])
+    assert r.exit_code == 2 and not (tmp_path / "k.pem").exists(), r.output
+    assert runner.invoke(app, [*args, "--public-key", str(tmp_path / "k.pub.pem")]).exit_code == 0

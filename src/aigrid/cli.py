@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import httpx
 import typer
 from rich.console import Console
-from rich.markup import escape
 
+from aigrid.cli_error import print_error
 from aigrid.errors import AigridError, ConfigError
 
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 def _fail(e: AigridError | httpx.HTTPError | OSError, code: int = 2) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+    print_error(err_console, e)
     return typer.Exit(code)
 
 
@@ -223,7 +223,7 @@ def explain(decision_id: str,
     if r.status_code != 200 or not isinstance(body, dict):
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
         message = message or f"{gateway} answered HTTP {r.status_code}, not a decision (is it an aigrid gateway?)"
-        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        print_error(err_console, message)
         raise typer.Exit(1)
     console.print(render_decision(body))
 
@@ -272,7 +272,7 @@ def keys_revoke(key_id: str, keys_file: KeysFile = Path(".aigrid/keys.json")) ->
 
     try:
         if not revoke_key(keys_file, key_id):
-            err_console.print(f"[bold red]error:[/] no key {key_id}")
+            print_error(err_console, f"no key {key_id}")
             raise typer.Exit(1)
     except (AigridError, OSError) as e:
         raise _fail(e) from None

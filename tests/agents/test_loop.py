@@ -186,3 +186,26 @@ async def test_a_turn_that_surely_overflows_the_context_ends_the_loop() -> None:
     roomy = ScriptedEngine([call("calculator", expression="1234 * 5678"), answer("7006652")])
     done = (await events(roomy, chat(CALC), config=LoopConfig(max_prompt_chars=100_000)))[-1]
     assert done.stop == "answer" and len(roomy.received) == 2
+
+
+def test_tool_results_may_answer_consecutive_assistant_turns() -> None:
+    """The Messages API merges consecutive assistant turns: results after them answer the calls of either."""
+    from aigrid.agents.loop import check_tool_results
+
+    def turn(cid: str) -> dict:
+        return {"role": "assistant", "content": None,
+                "tool_calls": [{"id": cid, "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
+
+    check_tool_results([{"role": "user", "content": "q"}, turn("t1"), turn("t2"),
+                        {"role": "tool", "tool_call_id": "t1", "content": "a"},
+                        {"role": "tool", "tool_call_id": "t2", "content": "b"}])
+
+
+async def test_a_tool_taken_back_while_the_loop_runs_is_an_error_result_not_a_crash() -> None:
+    from aigrid.agents.loop import LoopConfig, _run_step
+    from aigrid.agents.steps import Call
+    from aigrid.agents.tool import NO_CONTEXT, ToolRegistry
+
+    call = Call(id="c1", name="gone", arguments={}, raw_arguments="{}")
+    step = await _run_step(ToolRegistry(), call, {"gone"}, NO_CONTEXT, LoopConfig(), 0, 0.0, lambda: 0.0)
+    assert not step.ok and "no longer offered" in step.result

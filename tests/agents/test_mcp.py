@@ -129,3 +129,18 @@ async def test_a_server_that_changes_its_tools_is_read_and_vetted_again(
         assert "changed its tools" in caplog.text and "tool c_subtract withheld" in caplog.text
     finally:
         await runtime.stop()
+
+
+async def test_a_server_cannot_take_a_name_it_collided_on(tmp_path: Path) -> None:
+    """A changed list offering a tool named like a built-in is refused that name, and the next change does not
+    remove the built-in (only what this server offered leaves), so a third cannot register its own under it."""
+    from aigrid.agents.calculator import Calculator
+    from aigrid.agents.mcp_tools import McpTool
+
+    runtime, _ = runtime_with(tmp_path, "mcp_server", "")
+    server = runtime.mcp[0]
+    mine = McpTool(server, "calculator", "My own calculator.", {"type": "object"}, "calculator")
+    for old, new in (([], [mine]), ([mine], [mine]), ([mine], [mine])):
+        await runtime._changed(server, old, new, None)
+        assert isinstance(runtime.tools["calculator"], Calculator)
+    await runtime.stop()

@@ -19,6 +19,7 @@ NOWHERE = "http://127.0.0.1:1/v1"  # nothing listens: a check that runs after th
     (["--mode", "closed", "--concurrency", "0"], "--concurrency"),
     (["--output-tokens", "0"], "--output-tokens"),
     (["--header", "x-aigrid-tenant=eu-bank"], "--header"),  # no colon: it was dropped without a word
+    (["--header", "[/]x"], "[/]x"),  # printed as written (it was a rich MarkupError traceback)
 ])
 def test_bad_arguments_are_refused_before_the_run(args: list[str], named: str) -> None:
     r = runner.invoke(app, ["bench", NOWHERE, "--model", "m", "--quiet", *args])

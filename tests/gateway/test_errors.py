@@ -132,16 +132,14 @@ def test_a_bad_content_block_is_named_by_its_field_not_its_tag() -> None:
 @pytest.mark.parametrize("extra,param,says", [
     ({"top_logprobs": 3}, "top_logprobs", "needs logprobs: true"),
     ({"logprobs": True, "top_logprobs": 30}, "top_logprobs", "less than or equal to 20"),
-    ({"response_format": {"type": "yaml"}}, "response_format.type", "'text', 'json_object' or 'json_schema'"),
     ({"response_format": {"type": "json_schema"}}, "response_format", "needs a `json_schema` object"),
     ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "response_format.json_schema.name",
      "Field required"),
-], ids=["top_logprobs without logprobs", "top_logprobs over 20", "an unknown format", "json_schema without it",
+], ids=["top_logprobs without logprobs", "top_logprobs over 20", "json_schema without it",
         "json_schema without a name"])
 def test_openais_own_checks_of_logprobs_and_response_format(extra: dict, param: str, says: str) -> None:
     """OpenAI refuses these with a 400 naming the field; an engine answered them in its own shape (llama.cpp:
-    `{"code": 400, "message": ...}`, no param, its message saying only text and json_object are allowed) or
-    took them (top_logprobs 30, a json_schema without a name). Engines' extensions still pass (llama.cpp's
+    `{"code": 400, "message": ...}`, no param) or took them (top_logprobs 30, a json_schema without a name). Engines' extensions still pass (llama.cpp's
     `schema` beside json_object)."""
     from aigrid.errors import ApiError
     from aigrid.gateway.front_door import validate
@@ -154,3 +152,12 @@ def test_openais_own_checks_of_logprobs_and_response_format(extra: dict, param: 
     for fine in ({"logprobs": True, "top_logprobs": 20}, {"response_format": {"type": "json_object", "schema": {}}},
                  {"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {}}}}):
         validate(ChatRequest, {**body, **fine})
+
+
+def test_a_response_format_type_of_an_engines_own_passes() -> None:
+    """vLLM's and SGLang's `structural_tag` (and any type an engine adds) goes to the engine, which answers."""
+    from aigrid.gateway.front_door import validate
+    from aigrid.gateway.schemas import ChatRequest
+
+    validate(ChatRequest, {"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                           "response_format": {"type": "structural_tag", "structures": [], "triggers": []}})

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -182,13 +183,15 @@ def check_tool_results(messages: Any) -> None:
     doors' translations (Anthropic's tool_result blocks, function_call_output items) too."""
     if not isinstance(messages, list):
         return  # the chat schema has already refused it
-    calls: set[Any] | None = None  # the call ids of the assistant turn the messages since answer
+    calls: set[str] | None = None  # the call ids of the assistant turn the messages since answer
+    previous = None
     for i, m in enumerate(messages):
         role = m.get("role") if isinstance(m, Mapping) else None
-        if role == "assistant":
+        if role == "assistant":  # consecutive assistant turns are one (the Messages API merges them)
             listed = m.get("tool_calls")
-            calls = ({c["id"] for c in listed if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
-                     if isinstance(listed, list) else None)
+            ids = ({c["id"] for c in listed if isinstance(c, Mapping) and isinstance(c.get("id"), str)}
+                   if isinstance(listed, list) else set())
+            calls = ids | calls if previous == "assistant" and calls else ids
         elif role == "tool":
             called = m.get("tool_call_id")
             if called is not None and not isinstance(called, str):
@@ -203,6 +206,7 @@ def check_tool_results(messages: Any) -> None:
                                      param=f"messages[{i}].tool_call_id")
         elif role is not None:
             calls = None
+        previous = role
 
 
 def wants_server_tools(body: Mapping[str, Any], registry: Mapping[str, Any]) -> bool:
@@ -231,7 +235,11 @@ def offered_tools(body: Mapping[str, Any], registry: ToolRegistry) -> list[ToolS
 def _check_client_tool(fn: Mapping[str, Any], where: str) -> None:
     """A client tool's definition is rendered into the model's prompt and grammar: a description that is
     not text or parameters that are not a JSON Schema object are the client's mistake (400), not an engine
-    failure."""
+    failure. Its name as OpenAI's rule has it (the loop prints it into the prompt)."""
+    name = fn.get("name")
+    if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
+        raise InvalidRequest("a tool's name must be 1-64 letters, digits, underscores or dashes",
+                             param=f"{where}.name")
     if fn.get("description") is not None and not isinstance(fn["description"], str):
         raise InvalidRequest("a tool's description must be a string", param=f"{where}.description")
     params = fn.get("parameters")
@@ -246,6 +254,9 @@ def _check_client_tool(fn: Mapping[str, Any], where: str) -> None:
     for key, prop in (props or {}).items():
         if not isinstance(prop, Mapping | bool):
             raise InvalidRequest("each property must be a JSON Schema", param=f"{where}.parameters.properties.{key}")
+
+
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _check_tool_calls(messages: Any) -> None:
@@ -535,9 +546,11 @@ async def _run_step(registry: ToolRegistry, call: Call, server_names: set[str], 
         result = f"error: {call.error}"
     elif call.name not in server_names:
         result = f"error: there is no tool named {call.name!r}"
+    elif (tool := registry.get(call.name)) is None:  # its MCP server took it back since the loop started
+        result = f"error: the tool {call.name!r} is no longer offered"
     else:
         try:
-            result = await asyncio.wait_for(registry[call.name].run(call.arguments or {}, context),
+            result = await asyncio.wait_for(tool.run(call.arguments or {}, context),
                                             config.tool_timeout_s)
             ok = True
         except ToolError as e:

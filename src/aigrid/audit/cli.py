@@ -47,8 +47,8 @@ def keygen_command(private_path: Path, public_path: Path, echo: Callable[[str], 
         echo(f"{private_path} exists; refusing to overwrite a signing key")
         return 2
     except OSError as e:
-        if private_path.exists() and not public_path.exists():
-            private_path.unlink()  # half a pair would refuse the next try ("exists")
+        if private_path.is_file():  # this call made it (it did not exist above): half a pair would refuse the
+            private_path.unlink()   # next try ("exists"), whatever failed after it
         echo(f"cannot write the key pair: {e.filename or private_path}: {e.strerror or e}")
         return 2
     echo(f"wrote {private_path} (keep secret) and {public_path} (give to auditors); key id {kid}")

@@ -15,11 +15,13 @@ from typing import Annotated, Any
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from aigrid.bench import workload
 from aigrid.bench.report import Slo, summary, table, write_json, write_plots
 from aigrid.bench.runner import Run, RunConfig, run
+from aigrid.cli_error import print_error
 from aigrid.errors import ConfigError
 from aigrid.outdir import prepare_dir, write_failed
 
@@ -116,7 +118,7 @@ def bench_command(
             headers.append(("authorization", f"Bearer {api_key}"))
         name = model or discover_model(url[0], headers)
     except (ValueError, OSError, httpx.HTTPError, ConfigError) as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        print_error(console, e)
         raise typer.Exit(2) from None
     config = RunConfig(tuple(url), name, chat=not completions, stream=stream,
                        concurrency=concurrency if mode is Mode.closed else 0, timeout_s=timeout, unique_prompts=unique_prompts,
@@ -124,12 +126,12 @@ def bench_command(
     try:
         result = run_bench(url, plans, config, console=console, quiet=quiet)
     except ValueError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        print_error(console, e)
         raise typer.Exit(2) from None
     s = summary(result, Slo(slo_ttft_ms, slo_tpot_ms))
     Console().print(table(s, title=f"aigrid bench: {mode.value} against {', '.join(url)} ({name})"))
     for err, n in s["errors"].items():
-        console.print(f"[red]{n} x[/] {err}", highlight=False)
+        console.print(f"[red]{n} x[/] {escape(str(err))}", highlight=False)
     if out is not None:
         try:
             write_json(out / "bench.json", result, s)
@@ -137,7 +139,7 @@ def bench_command(
             if plots:
                 written += write_plots(out, result)
         except OSError as e:
-            console.print(f"[bold red]error:[/] {write_failed('--out', out, e)}", highlight=False)
+            print_error(console, write_failed("--out", out, e))
             raise typer.Exit(2) from None
         console.print("wrote " + ", ".join(str(p) for p in written), highlight=False)
     if s["completed"] == 0:

@@ -8,6 +8,7 @@ imports torch.
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import logging
 from collections.abc import Callable
@@ -83,12 +84,11 @@ class AgentRuntime:
                 log.info("site %s: %d chunks from %s", sid, chunks, doc.path)
         for server in self.mcp:
             for tool in await server.start():
-                self._offer(server, tool, vet)
+                self._offer(server, tool, _vet(vet, tool))
             server.on_tools_changed = lambda s, old, new: self._changed(s, old, new, vet)
 
-    def _offer(self, server: McpServer, tool: McpTool, vet: Callable[[str, str], Verdict | None] | None) -> bool:
-        """Vet one MCP tool and offer it unless the firewall blocks it; whether it is offered."""
-        verdict = vet(tool.name, tool.model_text()) if vet is not None else None
+    def _offer(self, server: McpServer, tool: McpTool, verdict: Verdict | None) -> bool:
+        """Offer one MCP tool unless the firewall's verdict on it blocks it; whether it is offered."""
         if verdict is not None and verdict.action == "blocked":
             self.withheld[tool.name] = verdict
             log.error("MCP server %s: tool %s withheld: its description reads as an instruction to the "
@@ -100,19 +100,23 @@ class AgentRuntime:
         self.tools.add(tool)
         return True
 
-    def _changed(self, server: McpServer, old: list[McpTool], tools: list[McpTool],
-                 vet: Callable[[str, str], Verdict | None] | None) -> None:
+    async def _changed(self, server: McpServer, old: list[McpTool], tools: list[McpTool],
+                       vet: Callable[[str, str], Verdict | None] | None) -> None:
         """A server's new tool list (it said its tools changed): its old tools out, the new ones vetted and
         offered as at start (a description changed after it was vetted is vetted again: a server cannot pass
-        the check with an honest description and swap in a poisoned one later)."""
-        before = {t.name for t in old}
-        for name in before:
+        the check with an honest description and swap in a poisoned one later). The reading runs on a worker
+        thread (a long list must not hold up requests); the registry changes here, on the loop, at once."""
+        verdicts = await asyncio.to_thread(lambda: [_vet(vet, t) for t in tools])
+        before = {t.name for t in old if self.tools.get(t.name) is t}  # only what this server offered: a name
+        for name in before:                                             # it collided on stays its owner's
             self.tools.remove(name)
-            self.withheld.pop(name, None)
+        for t in old:
+            if t.name in self.withheld and t.name not in self.tools:
+                del self.withheld[t.name]
         offered = []
-        for tool in tools:
+        for tool, verdict in zip(tools, verdicts, strict=True):
             try:
-                if self._offer(server, tool, vet):
+                if self._offer(server, tool, verdict):
                     offered.append(tool.name)
             except ValueError as e:  # a name taken by a built-in or another server's tool
                 log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
@@ -123,3 +127,7 @@ class AgentRuntime:
         for server in self.mcp:
             await server.stop()
         await self.http_client.aclose()
+
+
+def _vet(vet: Callable[[str, str], Verdict | None] | None, tool: McpTool) -> Verdict | None:
+    return vet(tool.name, tool.model_text()) if vet is not None else None

@@ -63,11 +63,12 @@ class JsonSchemaFormat(BaseModel):
 
 
 class ResponseFormat(BaseModel):
-    """`response_format`, as OpenAI checks it (engines' extensions, such as llama.cpp's `schema` beside
-    `json_object`, pass through)."""
+    """`response_format`, as OpenAI checks its `json_schema` type (other types pass to the engine, which
+    answers for them: vLLM's and SGLang's `structural_tag`; and engines' extensions, such as llama.cpp's
+    `schema` beside `json_object`)."""
 
     model_config = ConfigDict(extra="allow")
-    type: Literal["text", "json_object", "json_schema"]
+    type: str = Field(min_length=1)
     json_schema: JsonSchemaFormat | None = None
 
     @model_validator(mode="after")

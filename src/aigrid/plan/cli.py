@@ -14,9 +14,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from aigrid.cli_error import print_error
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_failed
 from aigrid.plan.checks import Check
@@ -77,7 +77,7 @@ def plan_command(
         prepare_dir(out)  # before the planning, not after it
         backend: Backend = RayBackend(ray) if ray else LocalBackend(workers or None)
     except AigridError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        print_error(console, e)
         raise typer.Exit(2) from None
     previous = _previous_sites(start) if start else None
     try:
@@ -108,14 +108,14 @@ def plan_command(
             result = plan(d, backend=backend, compare=compare, start_sites=previous,
                           events=Events(phase, step, more, note), source=str(demand))
     except AigridError as e:
-        console.print(f"[red]error:[/red] {escape(str(e))}", soft_wrap=True)
+        print_error(console, e)
         raise typer.Exit(2) from None
     finally:
         backend.close()
     try:
         write_outputs(result, out, emulator_port=emulator_port, plot=not no_map)
     except OSError as e:
-        console.print(f"[red]error:[/red] {escape(str(write_failed('--out', out, e)))}", soft_wrap=True)
+        print_error(console, write_failed("--out", out, e))
         raise typer.Exit(2) from None
     if not quiet:
         show = Console(width=max(Console().width, 140))

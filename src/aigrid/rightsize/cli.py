@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from aigrid.cli_error import print_error
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_failed
 from aigrid.rightsize.estimator import QualityEstimator
@@ -67,7 +68,7 @@ def eval_command(
                     raise write_failed("--plot", target, e) from None
                 console.print(f"plot: {target}", highlight=False)
     except AigridError as e:
-        console.print(f"[bold red]error:[/] {e}", highlight=False)
+        print_error(console, e)
         raise typer.Exit(2) from None
 
 

@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from aigrid.cli_error import print_error
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_failed
 from aigrid.sim.experiment import run_experiment
@@ -81,7 +81,7 @@ def sim(scenario: Annotated[Path, typer.Argument(help="scenario YAML, e.g. examp
     try:
         run_scenario(scenario, out, plots=not no_plots, quiet=quiet, workers=workers)
     except AigridError as e:
-        Console(stderr=True, soft_wrap=True).print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+        print_error(Console(stderr=True), e)
         raise typer.Exit(2) from None
 
 
