@@ -176,6 +176,30 @@ async def test_an_empty_final_assistant_turn_is_accepted(claude: anthropic.Async
     assert fakes["fra-smollm2"].received[-1]["messages"] == [{"role": "user", "content": "Hi"}]
 
 
+@pytest.mark.parametrize("prefill", ["  ", "Sure ", "Sure\n", [{"type": "text", "text": "Sure\t"}],
+                                     [{"type": "text", "text": "A"}, {"type": "text", "text": "B "}]])
+async def test_a_final_assistant_turn_ending_in_whitespace_is_anthropics_400(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], prefill: object) -> None:
+    """Anthropic refuses a prefill that ends with whitespace (a whitespace-only one too): 400 invalid_request_error
+    "final assistant content cannot end with trailing whitespace"; the gateway passed it to the engine."""
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": prefill}]
+    for call in (lambda: claude.messages.create(model="smollm2-135m", max_tokens=8, messages=messages),
+                 lambda: claude.messages.count_tokens(model="smollm2-135m", messages=messages)):
+        with pytest.raises(anthropic.BadRequestError) as info:
+            await call()
+        assert info.value.body["error"]["type"] == "invalid_request_error"
+        assert info.value.body["error"]["message"] == (
+            "messages.1: final assistant content cannot end with trailing whitespace")
+    assert all(not f.received for f in fakes.values())
+
+
+async def test_a_prefill_without_trailing_whitespace_is_continued(claude: anthropic.AsyncAnthropic,
+                                                                  fakes: dict[str, FakeEngine]) -> None:
+    await claude.messages.create(model="smollm2-135m", max_tokens=8, extra_headers=FRANKFURT, messages=[
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "  Sure"}])
+    assert fakes["fra-smollm2"].received[-1]["messages"][-1] == {"role": "assistant", "content": "  Sure"}
+
+
 async def test_error_shape_on_the_wire(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/messages", json={"model": "smollm2-135m", "max_tokens": 0, "messages": []})
     assert r.status_code == 400

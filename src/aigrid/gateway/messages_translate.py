@@ -152,8 +152,10 @@ def placed_messages(req: CountTokensRequest) -> list[Placed]:
     for i, m in enumerate(req.messages):
         if not (i == last and m.role == "assistant"):  # only a final assistant turn (a prefill) may be empty
             _nonempty(m, f"messages.{i}")
-        if i == last and m.role == "assistant" and not m.content:
-            break  # an empty final assistant turn is no prefill: not sent (llama.cpp would continue it)
+        if i == last and m.role == "assistant":
+            if not m.content:
+                break  # an empty final assistant turn is no prefill: not sent (llama.cpp would continue it)
+            _no_trailing_whitespace(m, f"messages.{i}")
         out.extend(_turn(m, f"messages.{i}"))
     try:  # Anthropic's 400 for a tool_result that answers no tool_use block of the assistant turn before it
         check_tool_results([m for m, _ in out])
@@ -170,6 +172,15 @@ def _nonempty(m: MessageParam, where: str) -> None:
                              "assistant message", param=where)
     if isinstance(m.content, str) and m.content.isspace():
         raise InvalidRequest(f"{where}: text content blocks must contain non-whitespace text", param=where)
+
+
+def _no_trailing_whitespace(m: MessageParam, where: str) -> None:
+    """Anthropic's 400 for a prefill (the final assistant turn) whose text ends with whitespace, a whitespace-only
+    one included: "final assistant content cannot end with trailing whitespace"."""
+    last = m.content if isinstance(m.content, str) else m.content[-1]
+    text = last if isinstance(last, str) else last.text if isinstance(last, TextBlock) else None
+    if text and text[-1].isspace():
+        raise InvalidRequest(f"{where}: final assistant content cannot end with trailing whitespace", param=where)
 
 
 def chat_messages(req: CountTokensRequest) -> list[dict[str, Any]]:
