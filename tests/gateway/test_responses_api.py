@@ -100,6 +100,20 @@ async def test_errors_keep_the_openai_envelope(oai: openai.AsyncOpenAI) -> None:
         await oai.responses.retrieve("resp_missing")
 
 
+@pytest.mark.parametrize("mode", [{}, {"stream": True}, {"background": True}])
+async def test_an_invalid_text_format_is_named_as_the_responses_field(oai: openai.AsyncOpenAI,
+                                                                      fakes: dict[str, FakeEngine],
+                                                                      mode: dict) -> None:
+    """text.format becomes chat's response_format; a refusal of it names text.format.name, not the translated
+    response_format.json_schema.name the client never sent."""
+    with pytest.raises(openai.BadRequestError) as bad:
+        await oai.responses.create(model="smollm2-135m", input="x", **mode, text={"format": {
+            "type": "json_schema", "name": "not a name!", "schema": {"type": "object"}}})
+    assert bad.value.body["param"] == "text.format.name"
+    assert "'text.format.name'" in bad.value.body["message"] and "response_format" not in bad.value.body["message"]
+    assert all(not f.received for f in fakes.values())
+
+
 async def test_store_false_keeps_nothing(oai: openai.AsyncOpenAI, gateway: Gateway) -> None:
     resp = await oai.responses.create(model="smollm2-135m", input="x", store=False)
     assert gateway.responses.get("default", resp.id) is None

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -98,6 +99,8 @@ ORPHAN_S = 5.0
 """A reader of an event log: a comment every KEEPALIVE_S of silence; its writer checked every ORPHAN_S."""
 _PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
 """Pipeline errors name chat fields; these are their Responses names."""
+_FORMAT = re.compile(r"^response_format(?:\.json_schema)?")
+"""A chat `response_format` field's prefix, whose Responses field is under `text.format` (flattened)."""
 STOPPED = {"code": "server_error", "message": "the gateway stopped before this background response finished"}
 log = logging.getLogger("aigrid.gateway")
 
@@ -674,6 +677,11 @@ def _own_error(e: ApiError, turn: _Turn) -> None:
     if e.param in _PARAMS:
         e.param = _PARAMS[e.param]
         e.message = e.message.replace("max_tokens", "max_output_tokens")
+    elif e.param is not None and e.param.split(".", 1)[0] == "response_format":
+        # text.format became response_format (its json_schema's fields one level down): name the client's own
+        own = _FORMAT.sub("text.format", e.param)
+        e.message = e.message.replace(e.param, own)
+        e.param = own
 
 
 def _final(turn: _Turn, body: bytes, rid: str, created: int) -> dict[str, Any]:
