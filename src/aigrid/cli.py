@@ -282,12 +282,17 @@ def keys_revoke(key_id: str, keys_file: KeysFile = Path(".aigrid/keys.json")) ->
 @audit_app.command("verify")
 def audit_verify(db: Annotated[Path, typer.Argument(help="audit database (security.audit.path)")] = Path(
                      ".aigrid/audit.db"),
-                 public_key: Annotated[Path, typer.Option(help="Ed25519 public key (PEM)")] = Path(
-                     ".aigrid/audit-signing.pub.pem")) -> None:
+                 public_key: Annotated[list[Path] | None, typer.Option(
+                     help="Ed25519 public key (PEM); repeat it for each key that signed this log (a rotation) "
+                          "[default: .aigrid/audit-signing.pub.pem]")] = None,
+                 anchor: Annotated[str | None, typer.Option(
+                     help="SEQ:HASH printed by an earlier verify and kept elsewhere: the log must still hold it "
+                          "(finds a deleted tail or a replaced file)")] = None) -> None:
     """Prove the log intact, or name the first record that was changed, deleted or reordered."""
     from aigrid.audit.cli import verify_command
 
-    raise typer.Exit(verify_command(db, public_key, echo=console.print))
+    keys = public_key or [Path(".aigrid/audit-signing.pub.pem")]
+    raise typer.Exit(verify_command(db, keys, echo=typer.echo, anchor=anchor))
 
 
 @audit_app.command("keygen")
@@ -300,7 +305,7 @@ def audit_keygen(private_key: Annotated[Path, typer.Option(help="where to write 
     """Create the Ed25519 key pair that signs audit checkpoints."""
     from aigrid.audit.cli import keygen_command
 
-    raise typer.Exit(keygen_command(private_key, public_key, echo=console.print))
+    raise typer.Exit(keygen_command(private_key, public_key, echo=typer.echo))
 
 
 def main() -> None:

@@ -12,10 +12,11 @@ import hashlib
 GENESIS = "0" * 64
 
 
-def entry_hash(seq: int, prev_hash: str, body: str) -> str:
+def entry_hash(seq: int, prev_hash: str, body: str | bytes) -> str:
+    """`body` as the writer has it (str), or as verify reads it back (its stored bytes)."""
     h = hashlib.sha256()
     h.update(f"aigrid-audit-v1\n{seq}\n{prev_hash}\n".encode())
-    h.update(body.encode("utf-8"))
+    h.update(body if isinstance(body, bytes) else body.encode("utf-8"))
     return h.hexdigest()
 
 

@@ -3,35 +3,55 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aigrid.audit.signing import generate_keypair, load_public_key
 from aigrid.audit.verify import verify
 
 
-def verify_command(db_path: Path, public_key_path: Path, echo: Callable[[str], None] = print) -> int:
-    """Print a verification report; returns the exit code (0 intact, 1 tampered, 2 unusable input)."""
+def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: Callable[[str], None] = print,
+                   anchor: str | None = None) -> int:
+    """Print a verification report; returns the exit code (0 intact, 1 tampered, 2 unusable input).
+    `public_key_path`: one key, or each key that signed this log (a rotation). `anchor`: SEQ:HASH, printed by an
+    earlier run and kept elsewhere: the log must still hold that record with that hash. `echo` prints a line as
+    it is (no markup: a path or a value read from the file is printed as written)."""
+    paths = [public_key_path] if isinstance(public_key_path, Path) else list(public_key_path)
     try:
-        public_key = load_public_key(public_key_path)
-        report = verify(db_path, public_key)
-    except (OSError, ValueError) as e:
+        keys = [load_public_key(p) for p in paths]
+        report = verify(db_path, keys, anchor=None if anchor is None else parse_anchor(anchor))
+    except (OSError, ValueError) as e:  # NotAnAuditLog included
         echo(f"cannot verify: {e}")
         return 2
-    except sqlite3.Error as e:  # a directory, another file, another database
-        echo(f"cannot verify: {db_path} is not an audit database ({e})")
+    except sqlite3.Error as e:  # a directory, another file, a database whose first page is damaged
+        echo(f"cannot verify: {db_path} cannot be read as an audit database ({e})")
         return 2
     echo(f"{db_path}: {report.records} records, {report.checkpoints} signed checkpoints "
-         f"(last at record {report.last_checkpoint_seq}, {report.unsigned_tail} records after it)")
+         f"(last valid at record {report.last_checkpoint_seq}, {report.unsigned_tail} records after it)")
+    if report.last_checkpoint_seq:
+        kept = f"{report.last_checkpoint_seq}:{report.last_checkpoint_hash}"
+        echo(f"anchor: {kept} (keep it off this host; --anchor {kept} then finds a deleted tail or a replaced "
+             "file)")
     if report.ok:
         echo("OK: the chain is intact and every checkpoint signature is valid")
-        return 0
-    echo(f"TAMPERED: first bad record {report.first_bad_seq}")
-    for problem in report.problems[:20]:
-        echo(f"  - {problem}")
-    if len(report.problems) > 20:
-        echo(f"  ... and {len(report.problems) - 20} more")
-    return 1
+    else:
+        also = "" if report.first_break in (None, report.first_bad_seq) else \
+            f" (the chain itself first breaks at record {report.first_break})"
+        echo(f"TAMPERED: first bad record {report.first_bad_seq}{also}")
+        problems = report.problems
+        for problem in problems[:20]:
+            echo(f"  - {problem}")
+        if len(problems) > 20:
+            echo(f"  ... and {len(problems) - 20} more")
+    return 0 if report.ok else 1
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """`SEQ:HASH` (a sequence number and a 64-digit SHA-256 in hex) -> (seq, hash); ValueError otherwise."""
+    seq, _, digest = text.strip().partition(":")
+    if not seq.isdigit() or int(seq) < 1 or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"--anchor must be SEQ:HASH (a record number and its 64 hex digits), not {text!r}")
+    return int(seq), digest
 
 
 def keygen_command(private_path: Path, public_path: Path, echo: Callable[[str], None] = print) -> int:

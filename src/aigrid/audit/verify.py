@@ -1,22 +1,53 @@
 """Verify an audit database: recompute the hash chain and check every signed checkpoint.
 
-Pinpoints the first bad record when a row was changed (its hash no longer matches), deleted (a gap in
-the sequence) or reordered (a record's hash commits to its position and predecessor). If an attacker
-rewrote a record and recomputed every later hash, the chain is consistent again but the signed
-checkpoint is not: the report then names the range between the last good checkpoint and the first bad
-one. Records after the last checkpoint are only hash-chained: the report says how many.
+Pinpoints the first bad record when a row was changed (its hash no longer matches, or its `ts` column no
+longer says the time its hashed body says), deleted (a gap in the sequence) or reordered (a record's hash
+commits to its position and predecessor). If an attacker rewrote a record and recomputed every later hash,
+the chain is consistent again but the signed checkpoint is not: the report then names the range between the
+last good checkpoint and the first bad one. Records after the last checkpoint are only hash-chained: the
+report says how many.
+
+The file is read as an attacker may have left it: a value of another type than the writer's (NULL, a BLOB, a
+number, bytes that are not UTF-8), a dropped checkpoint table, a damaged page: each is a problem naming its
+record or checkpoint, never a traceback. A checkpoint's `key_id` column is not signed; it says which of the
+given public keys (several after a key rotation) to check it with, and a checkpoint whose signature holds for
+another given key than the one it names is reported (its key id was changed). An `anchor` (seq, hash) kept
+elsewhere from an earlier run (the CLI prints it) catches what the file alone cannot: the tail deleted
+together with its checkpoints, the file replaced by an older copy, an empty log or another log signed with
+the same key.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from aigrid.audit.chain import GENESIS, checkpoint_message, entry_hash
+from aigrid.audit.signing import key_id
+
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+
+
+class NotAnAuditLog(ValueError):
+    """The file is an SQLite database without the audit log's records table."""
+
+
+@dataclass(slots=True)
+class _Problem:
+    seq: int
+    """The first record it concerns (the report is sorted by it)."""
+    text: str
+    kind: str = ""
+    """Problems of one kind on consecutive records are reported as one range (`kind` set)."""
+    end: int = 0
+    why: str = ""
 
 
 @dataclass(slots=True)
@@ -24,68 +55,219 @@ class VerifyReport:
     records: int = 0
     checkpoints: int = 0
     last_checkpoint_seq: int = 0
+    """The last checkpoint whose signature holds (0: none)."""
+    last_checkpoint_hash: str = ""
+    """Its hash: with last_checkpoint_seq, the anchor to keep elsewhere (verify(anchor=...) next time)."""
     unsigned_tail: int = 0
     first_bad_seq: int | None = None
+    first_break: int | None = None
+    """The first record where the chain itself breaks (a row changed, deleted, reordered, unreadable); the
+    first bad record may be earlier when a signed checkpoint no longer matches (a rewritten prefix)."""
     bad_range: tuple[int, int] | None = None
-    problems: list[str] = field(default_factory=list)
+    damaged: bool = False
+    """Reading the records stopped at a page that cannot be read (its problem says from which record)."""
+    _found: list[_Problem] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[str]:
+        """One line per problem, ordered by the first record each concerns; consecutive records with the same
+        problem (every record after a renumbered one) in one line."""
+        return [p.text if p.end == p.seq else f"records {p.seq}..{p.end}: {p.why}"
+                for p in sorted(self._found, key=lambda p: p.seq)]
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self._found
 
     def _bad(self, seq: int, problem: str) -> None:
-        self.problems.append(problem)
+        self._found.append(_Problem(seq, problem, end=seq))
         if self.first_bad_seq is None or seq < self.first_bad_seq:
             self.first_bad_seq = seq
 
+    def _broken(self, seq: int, kind: str, problem: str, many: str) -> None:
+        """A problem of the chain at record `seq`; `many`: its wording for a range of records."""
+        last = self._found[-1] if self._found else None
+        if last is not None and last.kind == kind and last.end == seq - 1:
+            last.end = seq
+            return
+        self._bad(seq, problem)
+        self._found[-1].kind, self._found[-1].why = kind, many
+        if self.first_break is None:
+            self.first_break = seq
 
-def verify(db_path: Path, public_key: Ed25519PublicKey, *, require_checkpoint: bool = True) -> VerifyReport:
+
+def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicKey], *,
+           require_checkpoint: bool = True, anchor: tuple[int, str] | None = None) -> VerifyReport:
     """Check the whole log. Without any signed checkpoint nothing proves the records were not rewritten,
-    so a non-empty log without one fails unless require_checkpoint is False."""
+    so a non-empty log without one fails unless require_checkpoint is False. `public_key`: the key, or every
+    key that signed checkpoints of this log (a rotation); `anchor`: a (seq, hash) of this log kept elsewhere.
+    Raises NotAnAuditLog, sqlite3.Error when the file cannot be read as a database at all."""
     if not db_path.exists():
         raise FileNotFoundError(f"no audit database at {db_path}")
+    keys = {key_id(k): k for k in ([public_key] if isinstance(public_key, Ed25519PublicKey) else public_key)}
     report = VerifyReport()
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    db.text_factory = bytes  # what is stored, as stored: a body that is not UTF-8 is a bad record, not a crash
     try:
-        checkpoints = db.execute("SELECT seq, hash, signature FROM audit_checkpoints ORDER BY seq").fetchall()
-        wanted = {int(seq) for seq, _, _ in checkpoints}
-        chained: dict[int, str] = {}
-        expected, prev = 1, GENESIS
-        for seq, _ts, body, prev_hash, stored in db.execute(
-                "SELECT seq, ts, body, prev_hash, hash FROM audit_records ORDER BY seq"):
-            report.records += 1
-            if seq != expected:
-                report._bad(expected, f"records {expected}..{seq - 1} are missing (deleted)")
-            elif prev_hash != prev:
-                report._bad(seq, f"record {seq}: link to record {seq - 1} is broken (changed or reordered)")
-            elif entry_hash(seq, prev_hash, body) != stored:
-                report._bad(seq, f"record {seq}: content does not match its hash (changed)")
-            prev, expected = stored, seq + 1
-            if seq in wanted:
-                chained[seq] = entry_hash(seq, prev_hash, body)
-        last_seq = expected - 1
-        good_until = 0
-        for seq, signed_hash, signature in checkpoints:
-            report.checkpoints += 1
-            try:
-                public_key.verify(bytes(signature), checkpoint_message(int(seq), str(signed_hash)))
-            except InvalidSignature:
-                report._bad(good_until + 1, f"checkpoint {seq}: signature invalid (wrong key or forged checkpoint)")
-                continue
-            if seq > last_seq:
-                report._bad(last_seq + 1, f"checkpoint {seq} is signed but the log ends at {last_seq} "
-                                          f"(records {last_seq + 1}..{seq} deleted)")
-            elif chained.get(seq) != signed_hash:
-                report._bad(good_until + 1, f"records {good_until + 1}..{seq} do not match the signed checkpoint "
-                                            f"{seq} (rewritten)")
-                if report.bad_range is None:
-                    report.bad_range = (good_until + 1, int(seq))
-            else:
-                good_until = int(seq)
-            report.last_checkpoint_seq = max(report.last_checkpoint_seq, int(seq))
+        tables = {_text(name) for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "audit_records" not in tables:
+            raise NotAnAuditLog(f"{db_path} is not an audit database (it has no audit_records table)")
+        if "audit_checkpoints" in tables:
+            checkpoints = _checkpoints(db, report)
+        else:
+            checkpoints = []
+            report._bad(1, "the checkpoint table is gone (dropped): nothing proves the records")
+        wanted = {seq for seq, *_ in checkpoints} | ({anchor[0]} if anchor else set())
+        chained = _chain(db, report, wanted)
+        last_seq = chained.pop(-1)
+        _check_checkpoints(checkpoints, chained, last_seq, keys, report)
+        if anchor is not None:
+            _check_anchor(anchor, chained, last_seq, report)
         report.unsigned_tail = max(0, last_seq - report.last_checkpoint_seq)
-        if require_checkpoint and report.records and not report.checkpoints:
+        if require_checkpoint and report.records and not checkpoints and "audit_checkpoints" in tables:
             report._bad(1, "no signed checkpoint: the records could have been rewritten wholesale")
     finally:
         db.close()
     return report
+
+
+def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> dict[int, str]:
+    """Walk the records in order; returns the recomputed hash of each `wanted` record and, under -1, the last
+    sequence number read."""
+    chained: dict[int, str] = {}
+    expected, prev = 1, GENESIS
+    try:
+        for seq, ts, body, prev_hash, stored in db.execute(
+                "SELECT seq, ts, body, prev_hash, hash FROM audit_records ORDER BY seq"):
+            report.records += 1
+            seq = int(seq)
+            prev_hash, stored = _text(prev_hash), _text(stored)
+            if seq != expected:
+                missing = f"record {expected} is" if seq == expected + 1 else f"records {expected}..{seq - 1} are"
+                report._broken(expected, f"gap{seq}", f"{missing} missing (deleted)", "")
+            if not isinstance(body, bytes):
+                report._broken(seq, "body", f"record {seq}: its body is {_kind(body)}, not text (changed)",
+                               "their bodies are not text (changed)")
+                prev, expected = stored, seq + 1
+                continue
+            computed = entry_hash(seq, prev_hash, body)
+            if seq != expected:
+                pass  # the gap is the problem; the link from the missing record cannot be checked
+            elif prev_hash != prev:
+                report._broken(seq, "link", f"record {seq}: link to record {seq - 1} is broken (changed or "
+                                            "reordered)", "their links to the record before are broken (changed or "
+                                                          "reordered)")
+            elif computed != stored:
+                report._broken(seq, "hash", f"record {seq}: content does not match its hash (changed)",
+                               "content or position does not match their hashes (changed, or renumbered)")
+            else:
+                _check_ts(seq, ts, body, report)
+            prev, expected = stored, seq + 1
+            if seq in wanted:
+                chained[seq] = computed
+    except sqlite3.DatabaseError as e:  # a damaged page: what was read before it stands
+        report._broken(expected, "damaged", f"records from {expected} on cannot be read: the file is damaged ({e})",
+                       "")
+        report.damaged = True
+    chained[-1] = expected - 1
+    return chained
+
+
+def _check_ts(seq: int, ts: object, body: bytes, report: VerifyReport) -> None:
+    """The `ts` column is outside the hash: it must say the time the hashed body says (a reader selecting
+    records by time reads the column)."""
+    try:
+        said = orjson.loads(body).get("ts")
+    except (orjson.JSONDecodeError, AttributeError):
+        report._broken(seq, "json", f"record {seq}: its body is not an audit record (not a JSON object)",
+                       "their bodies are not audit records (not JSON objects)")
+        return
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or said != ts:
+        report._broken(seq, "ts", f"record {seq}: its ts column ({_shown(ts)}) is not the time in its hashed body "
+                                  f"({_shown(said)}) (changed)",
+                       "their ts columns are not the times in their hashed bodies (changed)")
+
+
+def _checkpoints(db: sqlite3.Connection, report: VerifyReport) -> list[tuple[int, str, str, object]]:
+    try:
+        rows = db.execute("SELECT seq, hash, key_id, signature FROM audit_checkpoints ORDER BY seq").fetchall()
+    except sqlite3.DatabaseError as e:
+        report._bad(1, f"the checkpoints cannot be read: the file is damaged ({e})")
+        return []
+    return [(int(seq), _text(h), _text(kid), sig) for seq, h, kid, sig in rows]
+
+
+def _check_checkpoints(checkpoints: list[tuple[int, str, str, object]], chained: dict[int, str], last_seq: int,
+                       keys: dict[str, Ed25519PublicKey], report: VerifyReport) -> None:
+    good_until = 0
+    given = ", ".join(keys)
+    for seq, signed_hash, named, signature in checkpoints:
+        report.checkpoints += 1
+        named_shown = named if _KEY_ID.fullmatch(named) else "(not a key id)"
+        if not isinstance(signature, bytes):
+            report._bad(good_until + 1, f"checkpoint {seq}: its signature is {_kind(signature)}, not bytes (changed)")
+            continue
+        message = checkpoint_message(seq, signed_hash)
+        signer = _signer(signature, message, keys, named)
+        if signer is None:
+            if named in keys:
+                why = f"signature invalid for key {named}, the key it names (a forged or changed checkpoint)"
+            else:
+                why = (f"signature invalid: it names key {named_shown}, not the given key {given} (the wrong "
+                       "--public-key, or a checkpoint forged with another key)")
+            report._bad(good_until + 1, f"checkpoint {seq}: {why}")
+            continue
+        if signer != named:
+            report._bad(good_until + 1, f"checkpoint {seq}: names key {named_shown} but is signed by key {signer} "
+                                        "(its key id was changed)")
+        if seq > last_seq and report.damaged:  # the damage hides what it signs: already reported
+            continue
+        if seq > last_seq:
+            report._bad(last_seq + 1, f"checkpoint {seq} is signed but the log ends at {last_seq} "
+                                      f"(records {last_seq + 1}..{seq} deleted)")
+        elif chained.get(seq) != signed_hash:
+            report._bad(good_until + 1, f"records {good_until + 1}..{seq} do not match the signed checkpoint "
+                                        f"{seq} (rewritten)")
+            if report.bad_range is None:
+                report.bad_range = (good_until + 1, seq)
+        else:
+            good_until = seq
+            report.last_checkpoint_seq, report.last_checkpoint_hash = seq, signed_hash
+
+
+def _signer(signature: bytes, message: bytes, keys: dict[str, Ed25519PublicKey], named: str) -> str | None:
+    """The id of the given key the signature holds for, the key the checkpoint names tried first."""
+    for kid in sorted(keys, key=lambda k: k != named):
+        try:
+            keys[kid].verify(signature, message)
+        except InvalidSignature:
+            continue
+        return kid
+    return None
+
+
+def _check_anchor(anchor: tuple[int, str], chained: dict[int, str], last_seq: int, report: VerifyReport) -> None:
+    seq, anchored = anchor
+    if seq > last_seq:
+        report._bad(last_seq + 1, f"the log ends at record {last_seq}, before the anchor {seq}: records "
+                                  f"{last_seq + 1}..{seq} were deleted, or the file was replaced by an older copy "
+                                  "or another log")
+    elif chained.get(seq) != anchored:
+        report._bad(seq, f"record {seq} does not match the anchor (the log was rewritten, or the file replaced by "
+                         "another log)")
+
+
+def _text(value: object) -> str:
+    """A column the writer stores as ASCII text (a hash, a key id, a table name), whatever is there now."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    return "" if value is None else str(value)
+
+
+def _kind(value: object) -> str:
+    return "NULL" if value is None else f"a {type(value).__name__}"
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

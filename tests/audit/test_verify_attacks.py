@@ -1,0 +1,244 @@
+"""`aigrid audit verify` against an attacker who holds the database file: every change is named (which record
+or checkpoint, and why), never a traceback; what the file alone cannot show (a deleted tail with its
+checkpoints, a replaced file) is caught with an anchor kept elsewhere."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typer.testing import CliRunner
+
+from aigrid.audit.cli import verify_command
+from aigrid.audit.log import AuditLog
+from aigrid.audit.signing import key_id
+from aigrid.audit.verify import verify
+from aigrid.cli import app
+from tests.audit.test_audit_log import KEY, record, tamper, write_log
+
+ALL_TRIGGERS = ("audit_records_no_update", "audit_records_no_delete", "audit_checkpoints_no_update",
+                "audit_checkpoints_no_delete")
+
+
+def attacker(path: Path) -> sqlite3.Connection:
+    """The file opened as an attacker would: every append-only trigger dropped."""
+    db = sqlite3.connect(path)
+    for name in ALL_TRIGGERS:
+        db.execute(f"DROP TRIGGER IF EXISTS {name}")
+    return db
+
+
+def without_not_null(db: sqlite3.Connection, table: str, column: str) -> None:
+    """The attacker recreates a column without its NOT NULL (the schema is theirs too)."""
+    db.execute("PRAGMA writable_schema=ON")
+    db.execute("UPDATE sqlite_master SET sql = replace(sql, ?, ?) WHERE name = ?",
+               (f"{column} NOT NULL", column.split()[0] + " " + column.split()[1], table))
+    db.commit()
+
+
+def public_pem(path: Path, key: Ed25519PrivateKey = KEY) -> Path:
+    path.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo))
+    return path
+
+
+def run(path: Path, pub: Path | list[Path], anchor: str | None = None) -> tuple[int, list[str]]:
+    out: list[str] = []
+    return verify_command(path, pub, out.append, anchor=anchor), out
+
+
+async def test_the_ts_column_outside_the_hash_is_checked_against_the_hashed_body(tmp_path: Path) -> None:
+    """The row's ts column is not hashed (the body's ts is): moving a record in time by its column went unseen,
+    and a reader selecting records by time reads the column."""
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    tamper(path, "UPDATE audit_records SET ts = ts - 86400 WHERE seq = 17")
+    report = verify(path, KEY.public_key())
+    assert not report.ok and report.first_bad_seq == 17
+    assert report.problems == ["record 17: its ts column (1699913616.0) is not the time in its hashed body "
+                               "(1700000016.0) (changed)"]
+
+
+@pytest.mark.parametrize(("sql", "expected"), [
+    ("UPDATE audit_records SET body = CAST(X'7B2274223A22FF227D' AS TEXT) WHERE seq = 17",
+     "record 17: content does not match its hash (changed)"),  # not UTF-8: was exit 2, "not an audit database"
+    ("UPDATE audit_records SET body = NULL WHERE seq = 17", "record 17: its body is NULL, not text (changed)"),
+    ("UPDATE audit_records SET body = 42 WHERE seq = 17", "record 17: content does not match its hash (changed)"),
+])
+async def test_a_body_of_another_type_or_not_utf8_names_its_record(tmp_path: Path, sql: str, expected: str) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    db = attacker(path)
+    without_not_null(db, "audit_records", "body TEXT")
+    db.close()
+    db = attacker(path)
+    db.execute(sql)
+    db.commit()
+    db.close()
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 1, out
+    assert "TAMPERED: first bad record 17" in out and f"  - {expected}" in out
+
+
+async def test_a_body_stored_as_a_blob_of_the_same_bytes_is_the_same_record(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    tamper(path, "UPDATE audit_records SET body = CAST(body AS BLOB) WHERE seq = 17")
+    assert verify(path, KEY.public_key()).ok  # was a traceback (bytes has no encode)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("'abc'", "checkpoint 10: signature invalid for key {kid}, the key it names (a forged or changed checkpoint)"),
+    ("NULL", "checkpoint 10: its signature is NULL, not bytes (changed)"),
+])
+async def test_a_checkpoint_signature_of_another_type_is_named_not_a_traceback(
+        tmp_path: Path, value: str, expected: str) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 30, batch_max=1)  # checkpoints at 10, 20, 30
+    db = attacker(path)
+    without_not_null(db, "audit_checkpoints", "signature BLOB")
+    db.close()
+    db = attacker(path)
+    db.execute(f"UPDATE audit_checkpoints SET signature = {value} WHERE seq = 10")
+    db.commit()
+    db.close()
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 1 and f"  - {expected.format(kid=key_id(KEY.public_key()))}" in out, out
+
+
+async def test_a_dropped_checkpoint_table_is_tampering_not_unusable_input(tmp_path: Path) -> None:
+    """Rewrite the records, drop the table of signatures: was exit 2 ("not an audit database"), which a monitor
+    reads as its own misconfiguration rather than an alarm."""
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    db = attacker(path)
+    db.execute("DROP TABLE audit_checkpoints")
+    db.commit()
+    db.close()
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 1 and "  - the checkpoint table is gone (dropped): nothing proves the records" in out, out
+
+
+async def test_a_damaged_page_names_where_reading_stopped(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    log = AuditLog(path, KEY, checkpoint_every=1000)
+    await log.start()
+    for i in range(400):
+        await log.append(record(i))
+    await log.stop()
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # a page in the middle of the records overwritten
+        f.seek(size // 2 - size // 2 % 4096)
+        f.write(b"\xa5" * 4096)
+    report = verify(path, KEY.public_key())
+    assert not report.ok and report.damaged
+    assert report.problems[0].startswith(f"records from {report.records + 1} on cannot be read: the file is damaged")
+    assert not any("deleted" in p for p in report.problems)  # the damage hides the checkpoint: not a deletion
+
+
+async def test_a_wrong_key_says_which_key_signed_and_a_changed_key_id_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 12, batch_max=1)
+    other = Ed25519PrivateKey.generate()
+    code, out = run(path, public_pem(tmp_path / "other.pub", other))
+    mine, theirs = key_id(KEY.public_key()), key_id(other.public_key())
+    assert code == 1
+    assert (f"  - checkpoint 10: signature invalid: it names key {mine}, not the given key {theirs} (the wrong "
+            "--public-key, or a checkpoint forged with another key)") in out
+    # the key id is not signed: changed, the checkpoint still holds for the key that signed it, and that is said
+    db = attacker(path)
+    db.execute("UPDATE audit_checkpoints SET key_id = 'ffffffffffffffff' WHERE seq = 10")
+    db.commit()
+    db.close()
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 1 and f"  - checkpoint 10: names key ffffffffffffffff but is signed by key {mine} (its key id " \
+                         "was changed)" in out, out
+
+
+async def test_a_log_signed_by_two_keys_after_a_rotation_verifies_with_both(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 12)
+    rotated = Ed25519PrivateKey.generate()
+    log = AuditLog(path, rotated, checkpoint_every=10)
+    await log.start()
+    for i in range(12, 25):
+        await log.append(record(i))
+    await log.stop()
+    assert not verify(path, KEY.public_key()).ok
+    code, out = run(path, [public_pem(tmp_path / "old.pub"), public_pem(tmp_path / "new.pub", rotated)])
+    assert code == 0 and out[-1].startswith("OK"), out
+
+
+async def test_what_the_file_alone_cannot_show_an_anchor_kept_elsewhere_does(tmp_path: Path) -> None:
+    """The tail deleted with its checkpoints, the file replaced by an empty log or by another log signed with the
+    same key: each verifies OK from the file alone (documented); the anchor printed by an earlier run finds it."""
+    path, pub = tmp_path / "audit.db", public_pem(tmp_path / "k.pub")
+    await write_log(path, 30, every=10, batch_max=1)  # checkpoints at 10, 20, 30
+    code, out = run(path, pub)
+    anchor = next(line.split()[1] for line in out if line.startswith("anchor: "))
+    assert code == 0 and anchor.startswith("30:")
+    assert run(path, pub, anchor)[0] == 0
+
+    tamper(path, "DELETE FROM audit_records WHERE seq > 20", "DELETE FROM audit_checkpoints WHERE seq > 20")
+    assert run(path, pub)[0] == 0  # the documented limit
+    code, out = run(path, pub, anchor)
+    assert code == 1 and ("  - the log ends at record 20, before the anchor 30: records 21..30 were deleted, or the "
+                          "file was replaced by an older copy or another log") in out, out
+
+    other = tmp_path / "other.db"  # another log (another gateway's, a test's), signed with the same key
+    log = AuditLog(other, KEY, checkpoint_every=10)
+    await log.start()
+    for i in range(35):
+        await log.append(record(100 + i))
+    await log.stop()
+    assert run(other, pub)[0] == 0
+    code, out = run(other, pub, anchor)
+    assert code == 1 and "  - record 30 does not match the anchor (the log was rewritten, or the file replaced by " \
+                         "another log)" in out, out
+
+    empty = tmp_path / "empty.db"
+    await write_log(empty, 0)
+    assert run(empty, pub)[0] == 0
+    assert run(empty, pub, anchor)[0] == 1
+
+    code, out = run(path, pub, "30:nothex")
+    assert code == 2 and out[0].startswith("cannot verify: --anchor must be SEQ:HASH"), out
+
+
+async def test_a_deleted_and_renumbered_record_is_one_line_per_problem(tmp_path: Path) -> None:
+    """Deleting a record and renumbering the rest made one line per later record (the 20 printed hid the rest),
+    and 'first bad record 1' with no line about record 1 first."""
+    path = tmp_path / "audit.db"
+    await write_log(path, 60, every=50, batch_max=1)
+    tamper(path, "DELETE FROM audit_records WHERE seq = 20", "UPDATE audit_records SET seq = seq - 1 WHERE seq > 20")
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 1
+    assert out[1:] == [
+        "TAMPERED: first bad record 1 (the chain itself first breaks at record 20)",
+        "  - records 1..50 do not match the signed checkpoint 50 (rewritten)",
+        "  - record 20: link to record 19 is broken (changed or reordered)",
+        "  - records 21..59: content or position does not match their hashes (changed, or renumbered)",
+        "  - checkpoint 60 is signed but the log ends at 59 (records 60..60 deleted)",
+    ], out
+
+
+async def test_the_cli_prints_paths_as_written_and_never_wraps_a_finding(tmp_path: Path) -> None:
+    """`aigrid audit verify` printed through rich: '[bold]' vanished from a path printed ('[/]' was a
+    MarkupError traceback), and a line was wrapped at 80 columns (a monitor grepping for
+    'first bad record N' could miss it)."""
+    folder = tmp_path / "logs[bold]x"
+    folder.mkdir()
+    path = folder / "audit.db"
+    await write_log(path, 30)
+    pub = public_pem(tmp_path / "k.pub")
+    r = CliRunner().invoke(app, ["audit", "verify", str(path), "--public-key", str(pub)])
+    assert r.exit_code == 0 and r.exception is None or isinstance(r.exception, SystemExit), r.output
+    assert f"{path}: 30 records" in r.output
+    tamper(path, "UPDATE audit_records SET ts = ts + 1 WHERE seq = 17")
+    r = CliRunner().invoke(app, ["audit", "verify", str(path), "--public-key", str(pub)])
+    assert r.exit_code == 1
+    assert "  - record 17: its ts column (1700000017.0) is not the time in its hashed body (1700000016.0) " \
+           "(changed)\n" in r.output, r.output
