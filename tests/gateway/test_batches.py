@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import random
 import sqlite3
 import time
@@ -111,6 +112,14 @@ def line(cid: str, content: str, url: str = CHAT, model: str = MODEL, **body: An
             "body": {"model": model, "messages": [{"role": "user", "content": content}], **body}}
 
 
+def nested(levels: int) -> dict[str, Any]:
+    """An object `levels` deep (orjson writes at most 254: such a line is written with the json module)."""
+    value: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
 def jsonl(*lines: dict[str, Any] | bytes) -> bytes:
     return b"".join((x if isinstance(x, bytes) else orjson.dumps(x)) + b"\n" for x in lines)
 
@@ -209,6 +218,8 @@ BAD_FILES = [
      "body"),
     ("method GET", jsonl({**line("a", "hi"), "method": "GET"}), "invalid_request", 1, "method"),
     ("empty", b"\n\n", "empty_file", None, None),
+    ("nested too deep", jsonl(json.dumps(line("a", "hi", x=nested(300))).encode()), "invalid_request", 1,
+     "body.x.a.a.a.a.a"),
 ]
 
 

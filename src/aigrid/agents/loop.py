@@ -49,6 +49,7 @@ from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
 from aigrid.engines.protocol import Engine
 from aigrid.engines.sse import DONE, SseDecoder
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
+from aigrid.json_depth import MAX_DEPTH, depth_message, too_deep
 from aigrid.security.firewall.pipeline import Screened, Verdict
 from aigrid.security.firewall.texts import ModelText, Source
 
@@ -276,6 +277,21 @@ def _check_tool_calls(messages: Any) -> None:
                     fn.get("arguments", ""), str) or not isinstance(call.get("id", ""), str):
                 raise InvalidRequest("a tool call needs an id, function.name and function.arguments (a JSON string)",
                                      param=f"messages[{i}].tool_calls[{j}]")
+            _shallow_arguments(fn.get("arguments", ""), f"messages[{i}].tool_calls[{j}].function.arguments")
+
+
+def _shallow_arguments(arguments: str, where: str) -> None:
+    """A replayed call's arguments nested too deep for the JSON a constrained turn shows the model (json_depth.py):
+    a 400 naming them, not a failure of every engine."""
+    if arguments.count("{") + arguments.count("[") <= MAX_DEPTH:
+        return
+    try:
+        value = orjson.loads(arguments)
+    except orjson.JSONDecodeError:
+        return  # not JSON: read as no arguments, as before
+    deep = too_deep(value)
+    if deep is not None:
+        raise InvalidRequest(depth_message(where if not deep else f"{where} at {deep}"), param=where)
 
 
 def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:

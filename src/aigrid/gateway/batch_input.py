@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from aigrid.json_depth import depth_message, too_deep_raw
+
 MAX_ERRORS = 100
 MAX_CUSTOM_ID = 512
 _FIELDS = ("custom_id", "method", "url", "body")
@@ -118,6 +120,11 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
     if not isinstance(body, dict):
         out.fail("invalid_request", "body must be a JSON object: the request for the batch's endpoint.", number,
                  "body")
+        return None
+    deep = too_deep_raw(text, body)
+    if deep is not None:  # it would fail when written for the engine (json_depth.py)
+        where = f"body.{deep}" if deep else "body"
+        out.fail("invalid_request", depth_message(where), number, where)
         return None
     model = body.get("model")
     if not isinstance(model, str) or not model:

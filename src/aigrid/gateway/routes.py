@@ -54,6 +54,7 @@ from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 from aigrid.gateway.urgency import request_urgency
+from aigrid.json_depth import depth_message, too_deep_raw
 from aigrid.logs import fields
 from aigrid.security.authorize import scope_request
 from aigrid.security.firewall.pipeline import Screened
@@ -161,6 +162,9 @@ def json_object(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest(f"could not parse the JSON body: {e}", code="invalid_json") from e
     if not isinstance(body, dict):
         raise InvalidRequest("the JSON body must be an object", code="invalid_json")
+    deep = too_deep_raw(raw, body)
+    if deep is not None:  # it would parse here and fail when written for the engine (json_depth.py)
+        raise InvalidRequest(depth_message(deep), param=deep or None)
     return body
 
 
