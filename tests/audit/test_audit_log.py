@@ -321,3 +321,20 @@ async def test_the_store_runs_on_one_daemon_thread(tmp_path: Path) -> None:
     await log.stop()
     assert len(seen) == 3 and len(set(seen)) == 1 and seen[0].daemon
     assert verify(tmp_path / "a.db", KEY.public_key()).records == 3
+
+
+async def test_a_record_with_a_lone_surrogate_does_not_stall_the_writer(tmp_path: Path) -> None:
+    """A lone surrogate in any field of a record (UTF-8 has none) failed the writer's whole batch at every
+    restart: no record was written again and stop() gave them all up as lost. The record is written now
+    (escaped), and a body already serialised with one is refused in the caller."""
+    log = AuditLog(tmp_path / "a.db", KEY, retry_s=0.01)
+    await log.start()
+    await log.append(AuditRecord(ts=1.0, request_id="r", tenant="t", key_id="k", model="m", extra={"x": "\ud800"}))
+    with pytest.raises(UnicodeEncodeError):
+        await log.append_entry(2.0, '{"x":"\ud800"}')
+    await log.append(record(1))
+    await asyncio.wait_for(log.flush(), 5)
+    await log.stop()
+    assert log.restarts == 0 and log.lost == 0
+    report = verify(tmp_path / "a.db", KEY.public_key())
+    assert report.ok and report.records == 2

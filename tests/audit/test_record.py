@@ -50,8 +50,16 @@ def test_a_typical_record_and_the_forms_orjson_writes_differently() -> None:
     decision = {"policy": "balanced", "chosen": {"endpoint": "emu0", "total": 0.977135},
                 "candidates": [{"scores": {"ttft": 0.963968, "cost": 1.0}, "total": 0.94}], "rejected": {}}
     for extra in ({"route": "/v1/chat/completions", "urgency": {"queued_ms": 0.0, "deadline_ms": None}},
-                  {"tiny": 1e-05, "big": 1e16, "huge": 2**65, "nan": float("nan"), "t": (1, 2), "k": {1: "a"}},
-                  {"lone surrogate": "\ud800"}):
+                  {"tiny": 1e-05, "big": 1e16, "huge": 2**65, "nan": float("nan"), "t": (1, 2), "k": {1: "a"}}):
         record = AuditRecord(ts=1796222002.3804317, request_id="dec-f7508bdd88e44f20", tenant="default",
                              key_id="anonymous", model="emulated", decision=decision, prompt_tokens=128, extra=extra)
         assert record.body() == reference_body(record)
+
+
+def test_a_lone_surrogate_is_escaped_so_that_utf8_carries_the_body() -> None:
+    """The chain hashes a body's UTF-8, which has no lone surrogate: json.dumps(ensure_ascii=False) left one in
+    the body, and the writer failed on it for ever (tests/audit/test_audit_log.py). Escaped, it reads back."""
+    record = AuditRecord(ts=1.5, request_id="r", tenant="t\u00e9", key_id="k", model="m", extra={"x": "a\ud800b"})
+    body = record.body()
+    assert body.encode("utf-8") and "\\ud800" in body and "\\u00e9" in body
+    assert json.loads(body)["extra"]["x"] == "a\ud800b" and json.loads(body)["tenant"] == "t\u00e9"

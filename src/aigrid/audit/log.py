@@ -99,7 +99,10 @@ class AuditLog:
         await self.append_entry(record.ts, record.body(), timeout)
 
     async def append_entry(self, ts: float, body: str, timeout: float | None = None) -> None:
-        """Queue one record already serialised (a gateway worker's, handed over by its hub)."""
+        """Queue one record already serialised (a gateway worker's, handed over by its hub). A body UTF-8
+        cannot carry (a lone surrogate) raises UnicodeEncodeError here: in the writer it failed its whole batch
+        again at every restart, and the log took no record more."""
+        body.encode("utf-8")
         if self._queue is None:
             raise AuditUnavailable("the audit log is not running")
         entry = (ts, body)

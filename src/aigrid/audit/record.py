@@ -44,7 +44,9 @@ class AuditRecord:
         orjson writes it when the record holds only plain JSON types and floats whose repr has no exponent
         (a record's scores, timestamps and milliseconds): for those its bytes are json.dumps's, checked by
         tests/audit/test_record.py; anything else (1e-05, an integer beyond 64 bits, a subclass) goes
-        through json.dumps as before. orjson is ~10x faster here (a record is ~1 KB of nested dicts)."""
+        through json.dumps as before, every non-ASCII character escaped (\\uXXXX) when the record holds a
+        lone surrogate (UTF-8 cannot carry one: such a body once stalled the writer for good). orjson is ~10x
+        faster here (a record is ~1 KB of nested dicts)."""
         odd: list[Any] = []
         plain = _finite({name: getattr(self, name) for name in _FIELDS}, odd)
         if not odd:
@@ -52,7 +54,12 @@ class AuditRecord:
                 return orjson.dumps(plain, option=orjson.OPT_SORT_KEYS).decode()
             except TypeError:  # orjson.JSONEncodeError: an integer beyond 64 bits, a lone surrogate
                 pass
-        return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate, which no UTF-8 carries (the chain hashes UTF-8): escaped
+            return json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+        return text
 
 
 _FIELDS = tuple(f.name for f in fields(AuditRecord))
