@@ -7,11 +7,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
+from aigrid.audit.chain import entry_hash
 from aigrid.audit.cli import verify_command
 from aigrid.audit.log import AuditLog
 from aigrid.audit.signing import key_id
@@ -242,3 +244,40 @@ async def test_the_cli_prints_paths_as_written_and_never_wraps_a_finding(tmp_pat
     assert r.exit_code == 1
     assert "  - record 17: its ts column (1700000017.0) is not the time in its hashed body (1700000016.0) " \
            "(changed)\n" in r.output, r.output
+
+
+async def test_records_appended_to_a_stopped_log_are_not_vouched_for_by_its_next_start(tmp_path: Path) -> None:
+    """Records after the last checkpoint are only hash-chained: anyone can append one with a correct hash, and
+    verify counts it as 'after the last checkpoint' (documented). But the gateway's next start then signed it
+    with its own next checkpoint, as if it had written it: verify said OK, 0 records after it. The writer
+    now says first, in a record of its own, which records it found unsigned; verify prints it."""
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)  # stopped: its final checkpoint at 30
+    db = attacker(path)
+    last = db.execute("SELECT hash FROM audit_records WHERE seq = 30").fetchone()[0]
+    forged = record(99).body()
+    db.execute("INSERT INTO audit_records VALUES (31, ?, ?, ?, ?)",
+               (record(99).ts, forged, last, entry_hash(31, last, forged)))
+    db.commit()
+    db.close()
+    assert verify(path, KEY.public_key()).unsigned_tail == 1
+    log = AuditLog(path, KEY)
+    await log.start()
+    await log.append(record(31))
+    await log.stop()
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 0 and "0 records after it" in out[0]
+    assert ("NOTE: record 32: the writer opening the log said: records 31..31 followed the last signed checkpoint "
+            "when this writer opened the log: it did not write them and does not vouch for them (a crash before "
+            "their checkpoint, or added to the file)") in out, out
+    rows = sqlite3.connect(path).execute("SELECT seq, body FROM audit_records WHERE seq > 30").fetchall()
+    assert [(seq, orjson.loads(body)["outcome"]) for seq, body in rows] == [
+        (31, "ok"), (32, "audit:opened_unsigned"), (33, "ok")]
+
+
+async def test_a_clean_restart_writes_no_note(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    await write_log(path, 5)
+    await write_log(path, 5)
+    report = verify(path, KEY.public_key())
+    assert report.ok and report.records == 10 and report.notes == []

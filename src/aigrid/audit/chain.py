@@ -10,6 +10,9 @@ from __future__ import annotations
 import hashlib
 
 GENESIS = "0" * 64
+OPENED_UNSIGNED = "audit:opened_unsigned"
+"""The outcome of the record a writer writes first when it opens a log with records after its last checkpoint,
+which it did not write and does not vouch for (AuditLog.start); verify prints it as a note."""
 
 
 def entry_hash(seq: int, prev_hash: str, body: str | bytes) -> str:

@@ -32,6 +32,8 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
         kept = f"{report.last_checkpoint_seq}:{report.last_checkpoint_hash}"
         echo(f"anchor: {kept} (keep it off this host; --anchor {kept} then finds a deleted tail or a replaced "
              "file)")
+    for note in report.notes[:20]:
+        echo(f"NOTE: {note}")
     if report.ok:
         echo("OK: the chain is intact and every checkpoint signature is valid")
     else:

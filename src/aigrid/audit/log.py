@@ -19,12 +19,14 @@ import contextlib
 import functools
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from aigrid.audit.chain import OPENED_UNSIGNED
 from aigrid.audit.record import AuditRecord
 from aigrid.audit.store import AuditStore
 from aigrid.audit.store_thread import StoreThread
@@ -87,7 +89,25 @@ class AuditLog:
             self._thread.close()
             raise
         self._queue = asyncio.Queue(self._queue_max)
+        if self.store.found_unsigned is not None:
+            self._queue.put_nowait(self._found_unsigned(*self.store.found_unsigned))
         self._task = asyncio.create_task(self._supervise(), name="aigrid-audit-writer")
+
+    @staticmethod
+    def _found_unsigned(first: int, last: int) -> tuple[float, str]:
+        """The record that opens a log found with records after its last checkpoint: the next checkpoint signs
+        them with everything else, so the log says first that this writer does not vouch for them (verify
+        prints it). Without it, records appended to a stopped gateway's file with correct hashes (no key
+        needed) were signed by its next start as if it had written them."""
+        log.warning("audit log opened with records %d..%d after its last signed checkpoint: the writer that wrote "
+                    "them stopped before signing them (a crash), or they were added to the file; run aigrid audit "
+                    "verify; a record saying so is written first", first, last)
+        note = AuditRecord(ts=time.time(), request_id="", tenant="-", key_id="-", model="", outcome=OPENED_UNSIGNED,
+                           extra={"route": "audit", "unsigned": [first, last],
+                                  "message": f"records {first}..{last} followed the last signed checkpoint when "
+                                             "this writer opened the log: it did not write them and does not vouch "
+                                             "for them (a crash before their checkpoint, or added to the file)"})
+        return note.ts, note.body()
 
     def accepting(self) -> bool:
         """Is there room for a record now (writer running, queue not full)?"""

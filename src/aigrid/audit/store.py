@@ -42,6 +42,10 @@ class AuditStore:
         self.last_seq = 0
         self.last_hash = GENESIS
         self.last_checkpoint = 0
+        self.found_unsigned: tuple[int, int] | None = None
+        """Records after the last checkpoint when the store was opened (first, last): the writer that wrote them
+        stopped before signing them (a crash), or someone added them to the file. This writer's next checkpoint
+        signs whatever precedes it, so it says so first (AuditLog.start: a record of its own)."""
 
     def open(self) -> None:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -53,6 +57,8 @@ class AuditStore:
             self.last_seq, self.last_hash = int(row[0]), str(row[1])
         cp = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
         self.last_checkpoint = int(cp[0] or 0)
+        if self.signing_key is not None and self.last_seq > self.last_checkpoint:
+            self.found_unsigned = (self.last_checkpoint + 1, self.last_seq)
         self._db = db
 
     def close(self) -> None:

@@ -30,7 +30,7 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from aigrid.audit.chain import GENESIS, checkpoint_message, entry_hash
+from aigrid.audit.chain import GENESIS, OPENED_UNSIGNED, checkpoint_message, entry_hash
 from aigrid.audit.signing import key_id
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
@@ -65,6 +65,9 @@ class VerifyReport:
     """The first record where the chain itself breaks (a row changed, deleted, reordered, unreadable); the
     first bad record may be earlier when a signed checkpoint no longer matches (a rewritten prefix)."""
     bad_range: tuple[int, int] | None = None
+    notes: list[str] = field(default_factory=list)
+    """What the log says of itself, not a problem: a writer that opened it with records after its last
+    checkpoint, which it did not write and does not vouch for (a crash, or records added to the file)."""
     damaged: bool = False
     """Reading the records stopped at a page that cannot be read (its problem says from which record)."""
     _found: list[_Problem] = field(default_factory=list)
@@ -179,13 +182,17 @@ def _check_ts(seq: int, ts: object, body: bytes, report: VerifyReport) -> None:
     records by time reads the column)."""
     try:
         try:
-            said = orjson.loads(body).get("ts")
+            parsed = orjson.loads(body)
         except orjson.JSONDecodeError:  # orjson refuses an escaped lone surrogate, which a record may hold
-            said = json.loads(body).get("ts")
+            parsed = json.loads(body)
+        said = parsed.get("ts")
     except (ValueError, AttributeError):  # not JSON, not UTF-8, not an object
         report._broken(seq, "json", f"record {seq}: its body is not an audit record (not a JSON object)",
                        "their bodies are not audit records (not JSON objects)")
         return
+    if parsed.get("outcome") == OPENED_UNSIGNED:
+        message = (parsed.get("extra") or {}).get("message") if isinstance(parsed.get("extra"), dict) else None
+        report.notes.append(f"record {seq}: the writer opening the log said: {str(message)[:300]}")
     if not isinstance(ts, int | float) or isinstance(ts, bool) or said != ts:
         report._broken(seq, "ts", f"record {seq}: its ts column ({_shown(ts)}) is not the time in its hashed body "
                                   f"({_shown(said)}) (changed)",
