@@ -25,6 +25,7 @@ import orjson
 from starlette.responses import Response
 
 from aigrid.core.types import Candidate, Decision
+from aigrid.engines.legacy_completions import COMPLETIONS_PATH
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import encode
 from aigrid.engines.trace_context import TRACE_HEADERS
@@ -41,7 +42,7 @@ from aigrid.gateway.escalation import (
 )
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.output_filter import OutputFilter
-from aigrid.gateway.relay import StreamRelay
+from aigrid.gateway.relay import StreamRelay, completion_ids
 from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.schemas import output_limit
 from aigrid.gateway.usage import answer_usage
@@ -214,6 +215,8 @@ class Proxy:
                                          self._clock() - opened.sent_at, redact_answer)
         if redact_answer is not None and status < 400:
             answer = redact_answer(answer)
+        if path.rstrip("/") == COMPLETIONS_PATH:
+            answer = completion_ids(answer)
         record.usage = self.finish(cand, record, status, answer_usage(answer) if status < 400 else None)
         return Response(answer, status_code=status, headers=headers)
 

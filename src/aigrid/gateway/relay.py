@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from aigrid.engines.legacy_completions import COMPLETIONS_PATH
 from aigrid.engines.sse import DONE, Event, SseDecoder, SseError, comment, encode
 from aigrid.errors import EngineError, EngineStreamBroken
 from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
@@ -155,6 +156,29 @@ def _frame(ev: Event) -> bytes:
     return head + (encode(ev.data, event=ev.event) if ev.data is not None else b"")
 
 
+_CHAT_IDS = (b'"id":"chatcmpl-', b'"id": "chatcmpl-')
+
+
+def completion_ids(data: bytes) -> bytes:
+    """A legacy completion's answer (or its events) with OpenAI's `cmpl-` id where the engine wrote a chat
+    completion's `chatcmpl-` (llama.cpp's llama-server names both alike; vLLM writes `cmpl-`). Bytes only: a
+    quote inside a JSON string is escaped, so the pattern matches only the answer's own `id` field."""
+    if b"chatcmpl-" not in data:
+        return data
+    return data.replace(_CHAT_IDS[0], b'"id":"cmpl-').replace(_CHAT_IDS[1], b'"id": "cmpl-')
+
+
+class CompletionsPipe(EventPipe):
+    """A legacy completion's stream: its events' ids relabelled `cmpl-` where the engine wrote `chatcmpl-`
+    (legacy_completions.completion_ids). A class of its own so the chat stream's hot path does not pay for it."""
+
+    def feed(self, raw: bytes) -> bytes:
+        return completion_ids(super().feed(raw))
+
+    def end(self) -> bytes:
+        return completion_ids(super().end())
+
+
 class StreamRelay:
     """The streamed answer as an async iterator of client bytes; aclose() releases whatever engine still
     serves it and books the outcome (the client went away, or the gateway stops)."""
@@ -163,7 +187,8 @@ class StreamRelay:
                  record: DecisionRecord, output: OutputFilter | None) -> None:
         self._proxy, self._path, self._body, self._spare, self._record = proxy, path, body, spare, record
         track = bool(spare) and why_not_continuable(body, Delivered()) is None
-        self.pipe = EventPipe(output, sse=_is_sse(opened), track=track)
+        pipe = CompletionsPipe if path.rstrip("/") == COMPLETIONS_PATH else EventPipe
+        self.pipe = pipe(output, sse=_is_sse(opened), track=track)
         self._current: Opened | None = opened
         self._first: bytes | None = opened.first
         self.wire: ClientWire | None = None
