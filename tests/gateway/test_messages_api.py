@@ -200,6 +200,28 @@ async def test_a_prefill_without_trailing_whitespace_is_continued(claude: anthro
     assert fakes["fra-smollm2"].received[-1]["messages"][-1] == {"role": "assistant", "content": "  Sure"}
 
 
+async def test_a_message_thread_continue_is_thread_not_found_and_a_create_is_served(
+        client: httpx.AsyncClient, fakes: dict[str, FakeEngine]) -> None:
+    """The Node SDK's tool runner (@anthropic-ai/sdk 1.16) threads by default: `thread: {"type": "create"}` on
+    the first turn, then `{"type": "continue", "previous_message_id"}` with only the tool_result. The gateway
+    holds no threads: a continue is Anthropic's 404 whose `details.error_code` is `thread_not_found`, on which
+    the SDK replays the whole conversation under a new thread. Before, the continue's lone tool_result was a 400
+    ("must answer a tool call of the assistant turn before it") and the runner failed."""
+    cont = await client.post("/v1/messages", headers=FRANKFURT, json={
+        "model": "smollm2-135m", "max_tokens": 8, "thread": {"type": "continue", "previous_message_id": "msg_1"},
+        "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}]})
+    assert cont.status_code == 404, cont.text
+    error = cont.json()["error"]
+    assert error["type"] == "not_found_error" and error["details"] == {"error_code": "thread_not_found"}
+    assert "msg_1" in error["message"]
+    assert all(not f.received for f in fakes.values())
+    create = await client.post("/v1/messages", headers=FRANKFURT, json={
+        "model": "smollm2-135m", "max_tokens": 8, "thread": {"type": "create"},
+        "messages": [{"role": "user", "content": "Hi"}]})
+    assert create.status_code == 200 and create.json()["content"][0]["text"] == "Hello from the grid"
+    assert "thread" not in fakes["fra-smollm2"].received[-1]
+
+
 async def test_error_shape_on_the_wire(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/messages", json={"model": "smollm2-135m", "max_tokens": 0, "messages": []})
     assert r.status_code == 400

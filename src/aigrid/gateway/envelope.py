@@ -61,16 +61,25 @@ def from_validation(e: ValidationError) -> InvalidRequest:
     return InvalidRequest(f"invalid value for '{loc}': {first['msg']}", param=loc or None)
 
 
-def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+ANTHROPIC_ERROR_CODES = frozenset({"thread_not_found"})
+"""Codes of ours that are Anthropic's own `error.details.error_code` (the SDKs pick an error class, and the
+tool runner its recovery, by it)."""
+
+
+def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None,
+                    error_code: str | None = None) -> Response:
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return Response(orjson.dumps({"type": "error", "error": {"type": kind, "message": message}}),
+    error: dict[str, object] = {"type": kind, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    return Response(orjson.dumps({"type": "error", "error": error}),
                     status_code=status, media_type="application/json", headers=headers)
 
 
 def anthropic_error_response(err: ApiError) -> Response:
     status = 413 if err.code == "request_too_large" else _ANTHROPIC_STATUS.get(err.status, err.status)
     message = err.message if err.param is None or err.param in err.message else f"{err.param}: {err.message}"
-    return anthropic_error(status, message, err.headers)
+    return anthropic_error(status, message, err.headers, err.code if err.code in ANTHROPIC_ERROR_CODES else None)
 
 
 async def api_error_handler(request: Request, exc: Exception) -> Response:

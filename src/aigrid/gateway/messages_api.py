@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, ModelNotFound
+from aigrid.errors import ApiError, ModelNotFound, NotFound
 from aigrid.gateway.envelope import anthropic_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
@@ -79,6 +79,7 @@ class MessagesApi:
         async def read() -> dict[str, Any]:
             nonlocal req, prefill
             req = validate(MessagesRequest, await read_json())
+            no_thread(req)
             placed = placed_messages(req)
             origins.extend(where for _, where in placed)
             documents.update(document_messages(placed))
@@ -129,3 +130,16 @@ class MessagesApi:
         chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
         return Response(orjson.dumps({"input_tokens": estimate_input_tokens(chat, tools.get("tools", ()))}),
                         media_type=_JSON)
+
+
+def no_thread(req: MessagesRequest) -> None:
+    """Anthropic's message threads (`thread`, beta message-threads-2026-08-12): the gateway holds no thread, so
+    `{"type": "create"}` is accepted and ignored (the request carries the whole conversation) and a
+    `{"type": "continue", "previous_message_id": ...}`, which sends only the new turn, is Anthropic's 404
+    `thread_not_found`: the SDKs' tool runner then replays the whole conversation with a new thread, and
+    every turn is served (before, the new turn alone reached the model: a tool_result answering nothing)."""
+    thread = (req.model_extra or {}).get("thread")
+    if isinstance(thread, dict) and thread.get("type") == "continue":
+        raise NotFound(f"no thread holds message {str(thread.get('previous_message_id'))!r}: this gateway keeps no "
+                       "message threads; send the whole conversation (thread create, or no thread)",
+                       param="thread.previous_message_id", code="thread_not_found")
