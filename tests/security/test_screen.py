@@ -1,0 +1,135 @@
+"""The firewall's worker queue (security/firewall/screen.py): large texts are read off the event loop, fairly
+between tenants, and a job whose caller has gone is never read."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.pipeline import Firewall, Screened
+from aigrid.security.firewall.screen import Screen
+from aigrid.security.firewall.texts import ModelText, Source
+
+BIG = "The quarterly report lists the figures of every branch in the region. " * 60  # ~4,300 characters
+
+
+class RecordingFirewall(Firewall):
+    """The real firewall, recording which tenant's texts it read in which order; its first read waits for
+    `release`, so a test can queue jobs behind it."""
+
+    def __init__(self) -> None:
+        super().__init__(InjectionModel.load())
+        self.order: list[str] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def check_texts(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
+        self.started.set()
+        self.release.wait(10)
+        self.order.append(texts[0].text[:12] + "/" + tenant)
+        return super().check_texts(tenant, texts)
+
+
+def doc(tag: str, chars: int = len(BIG)) -> list[ModelText]:
+    return [ModelText(f"{tag:<12}" + BIG[: chars - 12], Source.DOCUMENT, ("documents", 0))]
+
+
+@pytest.fixture
+def firewall() -> RecordingFirewall:
+    return RecordingFirewall()
+
+
+async def wait_started(fw: RecordingFirewall) -> None:
+    while not fw.started.is_set():
+        await asyncio.sleep(0.001)
+
+
+async def test_a_tenants_backlog_does_not_hold_back_another_tenant(firewall: RecordingFirewall) -> None:
+    screen = Screen(firewall)
+    try:
+        heavy = [asyncio.create_task(screen.check("heavy", doc(f"h{i}", 40_000))) for i in range(5)]
+        await wait_started(firewall)  # h0 is being read; h1-h4 wait
+        await asyncio.sleep(0.01)
+        light = asyncio.create_task(screen.check("light", doc("l0")))
+        await asyncio.sleep(0.01)
+        firewall.release.set()
+        results = await asyncio.gather(*heavy, light)
+        assert all(isinstance(r, Screened) and not r.blocked for r in results)
+        # first in, first out would read l0 sixth; by characters read it goes as soon as h0 is done
+        assert [o.split("/")[0].strip() for o in firewall.order] == ["h0", "l0", "h1", "h2", "h3", "h4"]
+    finally:
+        screen.close()
+
+
+async def test_a_tenant_back_from_idle_does_not_jump_ahead_of_the_backlog_it_left(firewall: RecordingFirewall) -> None:
+    """Fairness counts from when a tenant became busy again: an idle tenant banks no credit, and a busy one's
+    past reading does not starve it behind a newcomer."""
+    screen = Screen(firewall)
+    firewall.release.set()
+    try:
+        for i in range(3):  # "early" reads 120,000 characters while nobody else is busy
+            await screen.check("early", doc(f"e{i}", 40_000))
+        firewall.release.clear()
+        firewall.started.clear()
+        first = asyncio.create_task(screen.check("new", doc("n0")))
+        await wait_started(firewall)
+        later = [asyncio.create_task(screen.check("new", doc(f"n{i}"))) for i in (1, 2)]
+        await asyncio.sleep(0.01)
+        back = asyncio.create_task(screen.check("early", doc("e3")))
+        await asyncio.sleep(0.01)
+        firewall.release.set()
+        await asyncio.gather(first, *later, back)
+        # "early" is not made to wait until "new" has read 120,000 characters too: it waits one turn
+        assert [o.split("/")[0].strip() for o in firewall.order[3:]] == ["n0", "e3", "n1", "n2"]
+    finally:
+        screen.close()
+
+
+async def test_a_job_whose_caller_has_gone_is_not_read(firewall: RecordingFirewall) -> None:
+    screen = Screen(firewall)
+    try:
+        first = asyncio.create_task(screen.check("a", doc("a0")))
+        await wait_started(firewall)
+        gone = asyncio.create_task(screen.check("b", doc("b0")))
+        kept = asyncio.create_task(screen.check("c", doc("c0")))
+        await asyncio.sleep(0.01)
+        gone.cancel()
+        firewall.release.set()
+        await asyncio.gather(first, kept)
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert [o.split("/")[0].strip() for o in firewall.order] == ["a0", "c0"]
+    finally:
+        screen.close()
+
+
+async def test_an_error_while_reading_reaches_the_caller(firewall: RecordingFirewall) -> None:
+    screen = Screen(firewall)
+    firewall.release.set()
+
+    def broken(tenant: str, texts: Sequence[ModelText]) -> Screened:
+        raise ValueError("the model file is damaged")
+
+    firewall.check_texts = broken  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ValueError, match="damaged"):
+            await screen.check("a", doc("a0"))
+    finally:
+        screen.close()
+
+
+async def test_close_cancels_the_jobs_still_waiting(firewall: RecordingFirewall) -> None:
+    screen = Screen(firewall)
+    first = asyncio.create_task(screen.check("a", doc("a0")))
+    await wait_started(firewall)
+    waiting = asyncio.create_task(screen.check("b", doc("b0")))
+    await asyncio.sleep(0.01)
+    screen.close()
+    firewall.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert isinstance(await first, Screened)  # the one being read still answers
