@@ -50,6 +50,9 @@ class Exchange:
     outcome: str | None = None
     """Set for exits without an ApiError: cancelled, error:internal."""
     closed: bool = False
+    recorded_elsewhere: str | None = None
+    """Why this exchange writes no audit record: its one record was written by another (a reader that failed a
+    background run as abandoned while its owner was only stalled past its lease). finish() still settles it."""
     unsettled: bool = False
     """The quota store failed to settle its reservation (Guard.finish): the reservation stands as charged."""
     trace: RequestTrace = NO_TRACE

@@ -709,10 +709,10 @@ def _pending_response(p: Pending) -> dict[str, Any]:
 
 def _abandoned_alive(ex: Exchange) -> None:
     """A run whose placeholder a reader failed as abandoned (this process had not renewed its lease in time:
-    stalled, or cut off from its store) while it was alive after all: that reader wrote an `abandoned` record
-    of it; this run's own record, written too, says so (the one case of two records for one run)."""
-    ex.notes["abandoned"] = ("a reader failed this response as abandoned (this process's lease had lapsed) and "
-                             "wrote a record of it; its answer, if any, was not stored")
+    stalled, or cut off from its store) while it was alive after all: that reader wrote the run's one audit
+    record; this run's exchange closes settle-only (its quota settled to its usage, no second record)."""
+    ex.recorded_elsewhere = ("a reader failed this background response as abandoned (this process's lease had "
+                             "lapsed) and wrote its audit record; its answer, if any, was not stored")
 
 
 def _uncancel() -> None:
