@@ -114,6 +114,19 @@ async def test_an_invalid_text_format_is_named_as_the_responses_field(oai: opena
     assert all(not f.received for f in fakes.values())
 
 
+async def test_the_text_format_asked_for_is_echoed(oai: openai.AsyncOpenAI) -> None:
+    """The Response echoes the request's text.format, as OpenAI's does (it said {"type": "text"} whatever was
+    asked; seen with the Node SDK)."""
+    fmt = {"type": "json_schema", "name": "person", "strict": True,
+           "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}
+    resp = await oai.responses.create(model="smollm2-135m", input="x", text={"format": fmt})
+    assert resp.text is not None and resp.text.format is not None
+    assert resp.text.format.model_dump(by_alias=True, exclude_none=True) == fmt
+    assert (await oai.responses.retrieve(resp.id)).text.format.type == "json_schema"
+    plain = await oai.responses.create(model="smollm2-135m", input="x")
+    assert plain.text is not None and plain.text.format is not None and plain.text.format.type == "text"
+
+
 async def test_store_false_keeps_nothing(oai: openai.AsyncOpenAI, gateway: Gateway) -> None:
     resp = await oai.responses.create(model="smollm2-135m", input="x", store=False)
     assert gateway.responses.get("default", resp.id) is None

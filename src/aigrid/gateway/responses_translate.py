@@ -272,6 +272,14 @@ def settings(req: ResponsesRequest) -> dict[str, Any]:
     return echoed
 
 
+def _format_echo(req: ResponsesRequest) -> dict[str, Any]:
+    """The request's text.format as OpenAI echoes it on the Response (it was echoed as text whatever was asked)."""
+    fmt = req.text.format if req.text is not None else None
+    if fmt is None:
+        return {"type": "text"}
+    return fmt.model_dump(by_alias=True, exclude_none=True)
+
+
 def response_object(req: ResponsesRequest, rid: str, created: int, output: list[dict[str, Any]], *,
                     status: str, finish_reason: str | None = None,
                     usage: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -283,7 +291,7 @@ def response_object(req: ResponsesRequest, rid: str, created: int, output: list[
         "instructions": req.instructions, **settings(req), "model": req.model,
         "output": output, "previous_response_id": req.previous_response_id,
         "reasoning": {"effort": None, "summary": None}, "store": req.store,
-        "text": {"format": {"type": "text"}}, "tool_choice": req.tool_choice or "auto", "tools": req.tools or [],
+        "text": {"format": _format_echo(req)}, "tool_choice": req.tool_choice or "auto", "tools": req.tools or [],
         "truncation": "disabled", "usage": usage, "user": req.user, "metadata": req.metadata or {},
         "conversation": None if req.conversation is None else {"id": req.conversation},
     }
