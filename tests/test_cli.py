@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -120,6 +121,31 @@ def test_explain_against_a_server_that_is_not_a_gateway(monkeypatch: pytest.Monk
     r = runner.invoke(app, ["explain", "dec-1", "--gateway", "http://127.0.0.1:9"])
     assert r.exit_code == 1 and "404" in r.output and "http://127.0.0.1:9" in r.output, r.output
     assert not isinstance(r.exception, ValueError)
+
+
+DECISION = {
+    "id": "dec-1", "policy": "balanced", "tenant": "default", "model": "m", "status": "ok",
+    "client": {"lat": 35.68, "lon": 139.69}, "served_by": "nrt-smollm2-long-endpoint-name", "ttft_ms": 130.0,
+    "reason": "chose nrt-smollm2-long-endpoint-name", "rejected": [], "attempts": [],
+    "candidates": [{"endpoint": "nrt-smollm2-long-endpoint-name", "model": "smollm2-135m", "site": "nrt",
+                    "jurisdiction": "JP", "scores": {"ttft": 0.9, "cost": 0.7, "affinity": 0.7, "headroom": 0.8,
+                                                     "proximity": 1.0},
+                    "total": 0.846, "predicted_ttft_ms": 124.0, "predicted_ttft_p90_ms": 181.0, "rtt_ms": 9.0,
+                    "rtt_source": "modelled", "queue_ms": 0.0, "prefill_ms": 115.0, "distance_km": 10872,
+                    "measured_rtt_ms": 2.4}],
+}
+
+
+def test_explain_piped_is_not_cut_to_80_columns_and_prints_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    import httpx
+
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: httpx.Response(200, json=DECISION))
+    r = runner.invoke(app, ["explain", "dec-1"])
+    assert r.exit_code == 0, r.output
+    for cell in ("nrt-smollm2-long-endpoint-name", "proximity", "pred. TTFT ms", "prefill", "gw rtt", "10,872"):
+        assert cell in r.output, r.output  # an 80-column console prints "…" for most of them
+    r = runner.invoke(app, ["explain", "dec-1", "--json"])
+    assert r.exit_code == 0 and json.loads(r.output) == DECISION, r.output
 
 
 def test_explain_names_the_gateway_it_cannot_reach() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -206,7 +207,9 @@ def spec_check(spec: SpecArg) -> None:
 def explain(decision_id: str,
             gateway: Annotated[str, typer.Option(help="gateway base URL")] = DEFAULT_GATEWAY,
             api_key: Annotated[str | None, typer.Option(envvar="AIGRID_API_KEY",
-                                                        help="key, when the gateway enforces keys")] = None) -> None:
+                                                        help="key, when the gateway enforces keys")] = None,
+            as_json: Annotated[bool, typer.Option("--json", help="print the decision as the gateway serves it "
+                                                                 "(JSON), for scripts")] = False) -> None:
     """Print why a request went where it went: every candidate's scores, every rejection."""
     from aigrid.explain import render_decision
 
@@ -225,9 +228,15 @@ def explain(decision_id: str,
         message = message or f"{gateway} answered HTTP {r.status_code}, not a decision (is it an aigrid gateway?)"
         print_error(err_console, message)
         raise typer.Exit(1)
-    console.print(render_decision(body))
+    if as_json:
+        sys.stdout.write(json.dumps(body, indent=2) + "\n")
+        return
+    # the candidates' table is ~180 columns wide: piped to a file or a pager it is not cut to 80 columns
+    out = console if console.is_terminal else Console(width=max(console.width, EXPLAIN_WIDTH))
+    out.print(render_decision(body))
 
 
+EXPLAIN_WIDTH = 200
 KeysFile = Annotated[Path, typer.Option(help="key file (the spec's security.keys_file)")]
 
 
