@@ -58,6 +58,10 @@ class OutputFilter:
                 choice["text"] = redactor.feed(choice["text"])
                 if choice.get("finish_reason"):
                     choice["text"] += self._flush(index)
+            elif choice.get("finish_reason") and isinstance(delta, dict) and (rest := self._flush(index)):
+                # the last chunk as engines send it (`"delta": {}`): what is held back goes in it, not after it
+                # (in a chunk without id or model, which a client that stops at finish_reason never reads)
+                delta["content"] = rest
         return obj
 
     def _redactor(self, index: int) -> StreamingRedactor:

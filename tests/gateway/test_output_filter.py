@@ -1,0 +1,25 @@
+"""The streamed output filter (gateway/output_filter.py): what is held back for redaction reaches the client
+in the chunk that ends the choice, whatever shape that chunk has."""
+
+from __future__ import annotations
+
+from aigrid.gateway.output_filter import OutputFilter
+from aigrid.security.firewall.streaming import StreamingRedactor
+
+
+def chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
+    return {"id": "c1", "object": "chat.completion.chunk", "model": "m", "created": 1,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def test_the_held_back_text_goes_in_a_finish_chunk_with_an_empty_delta() -> None:
+    """OpenAI, vLLM and llama.cpp end a choice with `"delta": {}` and its finish_reason. The redactor's held
+    text (up to ~100 characters: a short answer whole) was sent after it, in a chunk with no id, model or
+    finish_reason, which a client that stops reading at finish_reason never sees."""
+    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    sent = [f.event(chunk({"role": "assistant", "content": ""})), f.event(chunk({"content": "Write to "})),
+            f.event(chunk({"content": "jane.doe@example.com today"})), f.event(chunk({}, "stop"))]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in sent)  # type: ignore[index]
+    assert text == "Write to [REDACTED:EMAIL] today"
+    assert sent[-1]["choices"][0]["delta"]["content"] == "Write to [REDACTED:EMAIL] today"  # type: ignore[index]
+    assert f.flush_event() is None  # nothing left for a chunk of its own
