@@ -5,7 +5,8 @@
         "msg": "endpoint failed", "endpoint": "fra-1", "reason": "connect refused"}
 
 Loggers: `aigrid.access` (one line per request: decision id, tenant, site, outcome, timings), and the
-component loggers (`aigrid.proxy` engine failures, `aigrid.telemetry` breaker changes, `aigrid.scraper`,
+component loggers (`aigrid.proxy` engine failures, `aigrid.telemetry` breaker changes, `aigrid.engines`
+embedded engines that died and were restarted, `aigrid.scraper`,
 `aigrid.sync`, `aigrid.audit.log`, ...). The level comes from the spec (`gateway.log_level`) or the CLI's
 `--log-level`. Libraries only log; configure() is called by the CLI's serving commands, never on import.
 

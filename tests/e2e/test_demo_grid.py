@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -104,13 +104,26 @@ def test_killing_nrt_moves_tokyo_and_reports_it_unhealthy(grid: dict) -> None:
     nrt_failed = [a for a in d["attempts"] if a["endpoint"] == "nrt-smollm2" and not a["ok"]]
     nrt_rejected = [r for r in d["rejected"] if r["endpoint"] == "nrt-smollm2"]
     assert nrt_failed or nrt_rejected, d
-    time.sleep(2.5)
-    health = httpx.get(grid["base"] + "/healthz").json()
-    assert "nrt-smollm2" not in health["healthy"] and len(health["healthy"]) == 3
-    site, decision, _ = stream_from(grid, "Tokyo")
+    down = healthy_endpoints(grid, lambda h: "nrt-smollm2" not in h, timeout_s=4)  # within a scrape or two
+    assert len(down) == 3
+    site, decision, _ = stream_from(grid, "Tokyo")  # `aigrid up` waits 5 s before restarting an engine
     d = httpx.get(f"{grid['base']}/v1/decisions/{decision}").json()
     assert site != "nrt"
     assert any(r["endpoint"] == "nrt-smollm2" and r["filter"] == "health" for r in d["rejected"])
+    # then the engine is started again on its port, and Tokyo is served from Tokyo again
+    healthy_endpoints(grid, lambda h: "nrt-smollm2" in h, timeout_s=40)
+    site, _, text = stream_from(grid, "Tokyo")
+    assert site == "nrt" and text.strip()
+
+
+def healthy_endpoints(grid: dict, check: Callable[[list[str]], bool], timeout_s: float) -> list[str]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        healthy = httpx.get(grid["base"] + "/healthz").json()["healthy"]
+        if check(healthy):
+            return healthy
+        assert time.monotonic() < deadline, healthy
+        time.sleep(0.1)
 
 
 def test_ctrl_c_stops_everything(grid: dict) -> None:
@@ -118,6 +131,8 @@ def test_ctrl_c_stops_everything(grid: dict) -> None:
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 0
     time.sleep(0.5)
-    for pid in grid["pids"].values():
+    rest = proc.stdout.read() if proc.stdout is not None else ""
+    restarted = [int(p) for p in re.findall(r"is back \(llama-server pid (\d+)", rest)]  # the killed engine's
+    for pid in [*grid["pids"].values(), *restarted]:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

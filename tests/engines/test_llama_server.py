@@ -1,8 +1,11 @@
-"""LlamaServerProcess without the real engine: the command line, start-up failures, stopping, and the
-guarantee that a child never outlives its parent. Fake engines are small shell and Python scripts."""
+"""LlamaServerProcess without the real engine: the command line, start-up failures, stopping, restarting a
+child that died, and the guarantee that a child never outlives its parent. Fake engines are small shell and Python scripts."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import signal
 import socket
@@ -10,8 +13,10 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import httpx
 import pytest
 
 from aigrid.engines.llama_server import (
@@ -175,3 +180,79 @@ def test_free_ports_gives_a_run_of_ports_that_can_all_be_bound() -> None:
     finally:
         for sock in socks:
             sock.close()
+
+
+async def supervised(server: LlamaServerProcess, name: str) -> asyncio.Task[None]:
+    return asyncio.create_task(server.supervise(name, backoff_s=(0.05, 0.1), stable_s=60))
+
+
+async def until(check: Callable[[], bool], timeout_s: float = 15) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_killed_engine_is_restarted_on_its_port_and_logged(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    ready = tmp_path / "ready.py"
+    ready.write_text("import http.server, sys\nprint('serving', flush=True)\n" + SERVE_OK)
+    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
+    server = LlamaServerProcess(config(tmp_path, binary))
+    caplog.set_level(logging.WARNING, logger="aigrid.engines")
+    async with server:
+        first, url = server.pid, server.base_url
+        task = await supervised(server, "fra-smollm2")
+        assert first is not None
+        os.kill(first, signal.SIGKILL)
+        await until(lambda: server.restarts == 1)
+        assert server.pid not in (None, first) and server.base_url == url  # the gateway keeps its URL
+        assert httpx.get(url + "/health", timeout=2).status_code == 200
+        said = caplog.text
+        assert "engine fra-smollm2" in said and "exited with signal SIGKILL" in said and "serving" in said, said
+        assert "is back" in said
+        await cancel(task)
+        second = server.pid
+    assert second is not None and not alive(second)  # stop() took the restarted child down
+
+
+async def test_a_restart_that_fails_is_tried_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    serve = tmp_path / "serve.py"
+    serve.write_text(textwrap.dedent("""
+        import http.server, pathlib, sys
+        starts = pathlib.Path(sys.argv[1])
+        n = int(starts.read_text()) + 1 if starts.exists() else 1
+        starts.write_text(str(n))
+        if n == 2:  # the first restart fails
+            print("error: out of memory", flush=True)
+            sys.exit(1)
+    """) + SERVE_OK)
+    binary = fake_engine(tmp_path, f'exec {sys.executable} {serve} {tmp_path / "starts"} "$@"')
+    server = LlamaServerProcess(config(tmp_path, binary))
+    caplog.set_level(logging.WARNING, logger="aigrid.engines")
+    async with server:
+        task = await supervised(server, "e")
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGTERM)
+        await until(lambda: server.restarts == 1)
+        assert (tmp_path / "starts").read_text() == "3"
+        assert "exited with signal SIGTERM" in caplog.text and "did not come back" in caplog.text, caplog.text
+        await cancel(task)
+
+
+async def test_supervise_ends_when_the_engine_is_stopped(tmp_path: Path) -> None:
+    ready = tmp_path / "ready.py"
+    ready.write_text("import http.server, sys\n" + SERVE_OK)
+    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
+    server = LlamaServerProcess(config(tmp_path, binary))
+    await server.start()
+    task = await supervised(server, "e")
+    await server.stop()
+    await asyncio.wait_for(task, 5)  # returns: a stopped engine is not brought back
+    assert server.restarts == 0 and server.pid is None
+
+
+async def cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

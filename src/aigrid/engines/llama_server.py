@@ -2,7 +2,8 @@
 
 llama-server gives the grid a real engine on a CPU box: an OpenAI-compatible API, continuous batching
 over -np slots and Prometheus /metrics, so OpenAICompatEngine("llamacpp", ...) drives it like any other
-site. This module only builds the command line, starts the child, waits until it is ready and stops it.
+site. This module builds the command line, starts the child, waits until it is ready, restarts it when it
+dies (`supervise`: on the same port, so the gateway's URL for it stays valid) and stops it.
 
 No work happens in the constructor: start() and stop() are explicit (or use `async with`). On Linux
 the child is tied to its parent with PR_SET_PDEATHSIG, so a killed gateway never leaves an orphaned
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import re
 import signal
@@ -33,6 +35,11 @@ from aigrid.errors import EngineBuildError
 
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 BIND_ATTEMPTS = 3
+RESTART_BACKOFF_S = (5.0, 10.0, 30.0, 60.0)
+"""Waits before each restart of a child that keeps dying (the first long enough for the gateway to see the
+endpoint down and route around it); back to the first after STABLE_S of running."""
+STABLE_S = 60.0
+log = logging.getLogger("aigrid.engines")
 OPTIONAL_ARGS: tuple[tuple[str, ...], ...] = (("--no-webui",), ("--log-colors", "off"))
 """Arguments passed only when this build's --help lists their flag (builds add and drop them)."""
 
@@ -150,6 +157,9 @@ class LlamaServerProcess:
         self.port: int | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
+        self._help: str = ""
+        self.restarts = 0
+        """How many times `supervise` brought the child back."""
 
     @property
     def base_url(self) -> str:
@@ -167,7 +177,7 @@ class LlamaServerProcess:
         the picked port (another process bound it first) is retried on a new port."""
         if self._proc is not None:
             raise RuntimeError("llama-server already started")
-        help_text = await self._help_text()
+        help_text = self._help = await self._help_text()
         for attempt in range(1, BIND_ATTEMPTS + 1):
             self.port = self.config.port or free_port(self.config.host)
             proc = await self._spawn(build_command(self.config, self.port, help_text))
@@ -227,6 +237,52 @@ class LlamaServerProcess:
                     await asyncio.wait_for(proc.wait(), timeout=0.1)
                 except TimeoutError:
                     pass  # still running: poll /health again
+
+    async def supervise(self, name: str, *, backoff_s: tuple[float, ...] = RESTART_BACKOFF_S,
+                        stable_s: float = STABLE_S) -> None:
+        """Run until cancelled: whenever the started child exits (a crash, the OOM killer, a stray kill -9),
+        log it with its exit code or signal and the log's last lines, wait, and start it again on the same
+        port (the gateway keeps its URL; the endpoint's health comes back at the next scrape). Waits grow
+        along `backoff_s` while it keeps dying, and start from the first once it has run `stable_s`. A
+        restart that fails is logged and tried again. Cancel it before stop()."""
+        failures = 0
+        while True:
+            proc = self._proc
+            if proc is None:
+                return  # stopped
+            started = time.monotonic()
+            code = await proc.wait()
+            if self._proc is not proc:
+                return  # stop() took it down
+            failures = 0 if time.monotonic() - started >= stable_s else failures
+            wait = backoff_s[min(failures, len(backoff_s) - 1)]
+            failures += 1
+            how = f"signal {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() \
+                else f"code {code}"
+            log.warning("engine %s (llama-server pid %s, port %s) exited with %s; restarting it in %.0f s. "
+                        "Log %s:\n%s", name, proc.pid, self.port, how, wait, self.config.log_path,
+                        self.log_tail(8))
+            while True:
+                await asyncio.sleep(wait)
+                if self._log is not None:
+                    self._log.close()
+                    self._log = None
+                assert self.port is not None
+                new = await self._spawn(build_command(self.config, self.port, self._help))
+                try:
+                    await self._wait_ready(new)
+                except EngineBuildError as exc:
+                    _send(new, signal.SIGKILL)
+                    await new.wait()
+                    wait = backoff_s[min(failures, len(backoff_s) - 1)]
+                    failures += 1
+                    log.warning("engine %s did not come back: %s; trying again in %.0f s", name,
+                                str(exc).splitlines()[0], wait)
+                    continue
+                self.restarts += 1
+                log.warning("engine %s is back (llama-server pid %s, port %s, restart %d)", name, new.pid,
+                            self.port, self.restarts)
+                break
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after stop_grace_s. Safe to call twice or after a failed start."""

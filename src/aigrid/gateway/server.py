@@ -101,7 +101,15 @@ async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console
         site = next(e.site for e in spec.endpoints if e.id == ep_id)
         console.print(f"  engine [bold]{ep_id}[/] (site {site}) at {p.base_url}  pid {p.pid}  "
                       f"log {p.config.log_path}", soft_wrap=True)
+        # an engine that dies is started again on its port (logged on aigrid.engines); stopped before stop()
+        stack.push_async_callback(_cancelled, asyncio.create_task(p.supervise(ep_id), name=f"supervise {ep_id}"))
     return {ep_id: p.base_url for ep_id, p in procs.items()}
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _aigrid() -> str:
@@ -211,4 +219,8 @@ async def run_node(console: Console, *, host: str, port: int, slots: int, thread
         loop.add_signal_handler(sig, stop.set)
     async with LlamaServerProcess(cfg) as proc:
         console.print(f"engine {alias} at {proc.base_url}  pid {proc.pid}  log {cfg.log_path}", soft_wrap=True)
-        await stop.wait()
+        supervisor = asyncio.create_task(proc.supervise(alias), name=f"supervise {alias}")
+        try:
+            await stop.wait()
+        finally:
+            await _cancelled(supervisor)
