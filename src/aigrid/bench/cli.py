@@ -68,12 +68,13 @@ def run_bench(urls: list[str], plans: list[workload.Plan], config: RunConfig, *,
 def bench_command(
     url: Annotated[list[str], typer.Argument(help="base URL(s), e.g. http://127.0.0.1:8080/v1; several are "
                                                    "used round-robin")],
-    mode: Annotated[Mode, typer.Option(help="poisson: open loop at --rate; trace: open-loop replay of an "
-                                             "Azure trace; closed: --concurrency workers back to back")] = Mode.poisson,
+    mode: Annotated[Mode, typer.Option(help="poisson: open loop at --rate; trace: open-loop replay of a "
+                                             "trace file; closed: --concurrency workers back to back")] = Mode.poisson,
     requests: Annotated[int, typer.Option("--requests", "-n", min=1, help="number of requests")] = 100,
     rate: Annotated[float, typer.Option(help="poisson: mean requests per second")] = 10.0,
     concurrency: Annotated[int, typer.Option(min=1, help="closed: concurrent streams")] = 16,
-    trace_file: Annotated[Path, typer.Option("--trace", help="trace: Azure LLM trace CSV")] = DEFAULT_TRACE,
+    trace_file: Annotated[Path, typer.Option("--trace", help="trace: a trace file (Azure LLM CSV, BurstGPT CSV, "
+                                                            "Mooncake JSON Lines; docs/simulator.md, 'Trace files')")] = DEFAULT_TRACE,
     speedup: Annotated[float, typer.Option(help="trace: divide the trace's arrival gaps by this")] = 1.0,
     trace_start: Annotated[int, typer.Option(help="trace: first request index")] = 0,
     prompt_tokens: Annotated[int, typer.Option(min=1, help="poisson/closed: prompt size in tokens")] = 128,

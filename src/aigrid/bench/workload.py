@@ -3,18 +3,19 @@ number of requests for the closed loop. Pure: a seeded random.Random in, a list 
 
 The Azure traces (data/traces in the repository, CC-BY 4.0; Patel et al., "Splitwise: Efficient generative LLM
 inference using phase splitting", ISCA 2024; source Azure/AzurePublicDataset) give each request's arrival
-time, prompt (ContextTokens) and output (GeneratedTokens) sizes.
+time, prompt (ContextTokens) and output (GeneratedTokens) sizes; any trace file aigrid.traces reads will do
+(BurstGPT's CSV, Mooncake's JSON Lines, ...).
 """
 
 from __future__ import annotations
 
-import csv
 import random
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import orjson
+
+from aigrid.traces import read_trace
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,29 +41,20 @@ def closed(count: int, prompt_tokens: int, output_tokens: int) -> list[Plan]:
     return [Plan(None, prompt_tokens, output_tokens) for _ in range(count)]
 
 
-def _parse_ts(raw: str) -> float:
-    # "2023-11-16 18:15:46.6805900" has 7 fractional digits; fromisoformat accepts at most 6
-    head, _, frac = raw.strip().partition(".")
-    return datetime.fromisoformat(head).timestamp() + (float("0." + frac) if frac else 0.0)
-
-
 def trace(path: Path, *, speedup: float, count: int, max_prompt_tokens: int, max_output_tokens: int,
           start: int = 0) -> list[Plan]:
-    """Requests `start`..`start+count` of an Azure trace CSV, arrival gaps divided by `speedup`, token
-    counts clipped to the caps (clipping is reported by the caller, never silent: see Plan sizes)."""
+    """Requests `start`..`start+count` of a trace file in time order (aigrid.traces: the Azure traces, BurstGPT,
+    Mooncake's JSON Lines, ...), arrival gaps divided by `speedup`, token counts clipped to the caps and to at
+    least 1 (clipping is reported by the caller, never silent: see Plan sizes). TraceFileError (a ValueError)
+    names the file, line and column of a row that cannot be used."""
     if speedup <= 0:
         raise ValueError("speedup must be positive")
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows or {"TIMESTAMP", "ContextTokens", "GeneratedTokens"} - set(rows[0]):
-        raise ValueError(f"{path}: expected columns TIMESTAMP, ContextTokens, GeneratedTokens")
-    rows = rows[start:start + count]
-    if not rows:
-        raise ValueError(f"{path}: no requests from index {start}")
-    t0 = _parse_ts(rows[0]["TIMESTAMP"])
-    return [Plan((_parse_ts(r["TIMESTAMP"]) - t0) / speedup,
-                 max(1, min(int(r["ContextTokens"]), max_prompt_tokens)),
-                 max(1, min(int(r["GeneratedTokens"]), max_output_tokens))) for r in rows]
+    tf = read_trace(path)
+    if start >= len(tf):
+        raise ValueError(f"{path}: no requests from index {start} (the trace has {len(tf)})")
+    t, prompt, output = (a[start:start + count] for a in (tf.t, tf.prompt, tf.output))
+    return [Plan(float(t[i] - t[0]) / speedup, max(1, min(int(prompt[i]), max_prompt_tokens)),
+                 max(1, min(int(output[i]), max_output_tokens))) for i in range(len(t))]
 
 
 def request_body(model: str, prompt_tokens: int, output_tokens: int, *, chat: bool, stream: bool,

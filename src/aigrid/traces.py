@@ -1,0 +1,230 @@
+"""Request trace files: per request an arrival time, its prompt tokens and its output tokens.
+
+One reader for every command that replays a trace (`aigrid bench --mode trace`, the simulator's and the
+planner's `trace:` fields), so that each takes the same files and refuses the same broken ones. Accepted:
+
+- CSV with a header (comma-separated; a UTF-8 byte-order mark is skipped). The three columns are found by
+  name, case, spaces, `_` and `-` ignored; other columns are ignored:
+    time:   TIMESTAMP, time, arrival_time, arrived_at (Azure LLM inference traces 2023 and 2024, BurstGPT)
+    prompt: ContextTokens, Request tokens, prompt_tokens, input_tokens, input_length (and `*_len`)
+    output: GeneratedTokens, Response tokens, output_tokens, completion_tokens, output_length
+  So the Azure traces (`TIMESTAMP,ContextTokens,GeneratedTokens`) and BurstGPT
+  (`Timestamp,Model,Request tokens,Response tokens,Total tokens,Log Type`) are read as they are published.
+- JSON Lines, one object per request with the same keys, e.g. Mooncake's
+  `{"timestamp": 27482, "input_length": 6955, "output_length": 52, "hash_ids": [...]}`.
+
+Times are ISO 8601 strings (`2023-11-16 18:15:46.6805900`, `2024-05-10T00:00:00.009930+00:00`: digits past
+the microsecond are dropped) or numbers of seconds. A JSON Lines file whose sizes are `input_length` /
+`output_length` (Mooncake's layout) has its numeric times in milliseconds, as Mooncake publishes them; a
+time column named `..._ms` (`timestamp_ms`) is in milliseconds too. Rows need not be sorted: requests are
+replayed in time order (ties keep file order); equal times are requests that arrived together. Token
+counts are whole numbers >= 0 (`12.0` is 12); a row with 0 output tokens (BurstGPT's failed requests) is
+kept, and the replays send it with 1.
+
+A file that cannot be used raises TraceFileError naming the file, the line and the column: no rows, a
+missing column, a time that is neither ISO 8601 nor a number, a token count that is negative, fractional,
+NaN or empty, a byte that is not UTF-8.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from aigrid.errors import AigridError
+
+ROLES = {
+    "time": ("timestamp", "time", "arrivaltime", "arrivedat", "arrivaltimestamp", "timestampms", "timems"),
+    "prompt": ("contexttokens", "requesttokens", "prompttokens", "inputtokens", "inputlength", "inputlen",
+               "promptlength", "promptlen", "contextlength"),
+    "output": ("generatedtokens", "responsetokens", "outputtokens", "completiontokens", "outputlength",
+               "outputlen", "generatedlength"),
+}
+"""Per role, the column names it is found under (normalised: lower case, letters and digits only)."""
+_FRACTION = re.compile(r"(\.\d{6})\d+")
+
+
+class TraceFileError(AigridError, ValueError):
+    """A trace file that cannot be replayed; str() names the file, and the line and column where there is one."""
+
+
+@dataclass(frozen=True)
+class TraceFile:
+    """A trace's requests in time order (a stable sort of the file's rows)."""
+
+    path: Path
+    t: np.ndarray
+    """Arrival time in seconds (absolute: only differences mean anything), ascending."""
+    prompt: np.ndarray
+    output: np.ndarray
+    columns: tuple[str, str, str]
+    """The time, prompt and output columns as the file names them."""
+    was_sorted: bool
+    """Whether the file's rows were already in time order."""
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def _columns(path: Path, names: list[str], where: str) -> tuple[str, str, str]:
+    by_norm: dict[str, list[str]] = {}
+    for n in names:
+        by_norm.setdefault(_norm(n), []).append(n)
+    found = []
+    for role, aliases in ROLES.items():
+        hits = [n for a in aliases for n in by_norm.get(a, [])]
+        if not hits:
+            raise TraceFileError(
+                f"{path}: {where} has no {role} column (one of {', '.join(aliases[:5])}, ...; found: "
+                f"{', '.join(names) or 'none'}); docs/simulator.md, 'Trace files', lists the accepted names")
+        if len(hits) > 1:
+            raise TraceFileError(f"{path}: {where} has several {role} columns ({', '.join(hits)}); keep one")
+        found.append(hits[0])
+    return found[0], found[1], found[2]
+
+
+def _time(raw: object, ms: bool, at: str) -> tuple[float, bool]:
+    """(seconds, whether it was a number) of one time value."""
+    if isinstance(raw, bool) or raw is None:
+        raise TraceFileError(f"{at}: {raw!r} is not a time (ISO 8601, or a number of seconds)")
+    if isinstance(raw, int | float):
+        value = float(raw)
+        numeric = True
+    else:
+        text = str(raw).strip()
+        try:
+            value, numeric = float(text), True
+        except ValueError:
+            try:
+                value = datetime.fromisoformat(_FRACTION.sub(r"\1", text)).timestamp()
+            except (ValueError, OverflowError, OSError):
+                raise TraceFileError(f"{at}: {text!r} is not a time (ISO 8601, e.g. 2023-11-16 18:15:46.68, "
+                                     "or a number of seconds)") from None
+            numeric = False
+    if not math.isfinite(value):
+        raise TraceFileError(f"{at}: {raw!r} is not a time (ISO 8601, or a number of seconds)")
+    return (value / 1000.0 if ms and numeric else value), numeric
+
+
+def _tokens(raw: object, at: str) -> int:
+    if isinstance(raw, bool):
+        raise TraceFileError(f"{at}: {raw!r} is not a token count")
+    try:
+        value = float(str(raw).strip()) if not isinstance(raw, int | float) else float(raw)
+    except ValueError:
+        raise TraceFileError(f"{at}: {raw!r} is not a token count (a whole number >= 0)") from None
+    if not math.isfinite(value) or value < 0 or value != int(value):
+        raise TraceFileError(f"{at}: {raw!r} is not a token count (a whole number >= 0)")
+    return int(value)
+
+
+def _text(path: Path) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise TraceFileError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise TraceFileError(f"{path}, line {line}: byte {data[e.start]:#04x} is not UTF-8 (save the file as "
+                             "UTF-8)") from None
+
+
+def read_trace(path: str | Path) -> TraceFile:
+    """Every request of a CSV or JSON Lines trace, in time order; TraceFileError on a file that cannot be used."""
+    path = Path(path)
+    text = _text(path)
+    if not text.strip():
+        raise TraceFileError(f"{path}: the file is empty (expected a CSV with a header, or JSON Lines)")
+    rows: list[tuple[int, object, object, object]] = []
+    if text.lstrip().startswith("{"):
+        cols, ms = _jsonl(path, text, rows)
+    else:
+        cols, ms = _csv(path, text, rows)
+    if not rows:
+        raise TraceFileError(f"{path}: no requests (only a header)")
+    t = np.empty(len(rows))
+    prompt = np.empty(len(rows), dtype=np.int64)
+    output = np.empty(len(rows), dtype=np.int64)
+    kinds = set()
+    for i, (line, raw_t, raw_p, raw_o) in enumerate(rows):
+        t[i], numeric = _time(raw_t, ms, f"{path}, line {line}, column {cols[0]}")
+        kinds.add(numeric)
+        if len(kinds) > 1:
+            raise TraceFileError(f"{path}, line {line}, column {cols[0]}: {raw_t!r} mixes numbers and ISO 8601 "
+                                 "times in one column")
+        prompt[i] = _tokens(raw_p, f"{path}, line {line}, column {cols[1]}")
+        output[i] = _tokens(raw_o, f"{path}, line {line}, column {cols[2]}")
+    order = np.argsort(t, kind="stable")
+    was_sorted = bool(np.all(np.diff(t) >= 0))
+    return TraceFile(path, t[order], prompt[order], output[order], cols, was_sorted)
+
+
+def _csv(path: Path, text: str, rows: list[tuple[int, object, object, object]]) -> tuple[tuple[str, str, str], bool]:
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+        cols = _columns(path, [h.strip() for h in header], "the header (line 1)")
+        index = [[h.strip() for h in header].index(c) for c in cols]
+        for record in reader:
+            if not record or all(not cell.strip() for cell in record):
+                continue  # a blank line
+            line = reader.line_num
+            if len(record) <= max(index):
+                missing = cols[next(k for k, j in enumerate(index) if j >= len(record))]
+                raise TraceFileError(f"{path}, line {line}: {len(record)} fields, no value for column {missing}")
+            rows.append((line, record[index[0]], record[index[1]], record[index[2]]))
+    except csv.Error as e:
+        raise TraceFileError(f"{path}, line {reader.line_num}: not valid CSV: {e}") from None
+    return cols, _norm(cols[0]).endswith("ms")
+
+
+def _jsonl(path: Path, text: str, rows: list[tuple[int, object, object, object]]) -> tuple[tuple[str, str, str], bool]:
+    cols: tuple[str, str, str] | None = None
+    for n, raw in enumerate(text.splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError as e:
+            raise TraceFileError(f"{path}, line {n}: not valid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise TraceFileError(f"{path}, line {n}: expected one JSON object per line")
+        if cols is None:
+            cols = _columns(path, list(obj), f"line {n}")
+        missing = [c for c in cols if c not in obj]
+        if missing:
+            raise TraceFileError(f"{path}, line {n}: no {missing[0]!r}")
+        rows.append((n, obj[cols[0]], obj[cols[1]], obj[cols[2]]))
+    assert cols is not None  # the text is not blank
+    mooncake = _norm(cols[1]) == "inputlength" and _norm(cols[2]) == "outputlength"
+    return cols, mooncake or _norm(cols[0]).endswith("ms")
+
+
+@lru_cache(maxsize=8)
+def _cached(path: str, mtime_ns: int, size: int) -> TraceFile:
+    return read_trace(path)
+
+
+def read_trace_cached(path: str | Path) -> TraceFile:
+    """read_trace, once per file version per process (the simulator and planner read a trace many times)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except OSError as e:
+        raise TraceFileError(f"{p}: cannot read: {e.strerror or e}") from None
+    return _cached(str(p), st.st_mtime_ns, st.st_size)

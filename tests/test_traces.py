@@ -1,0 +1,55 @@
+"""aigrid.traces: the one reader of request traces (bench, simulator, planner)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from aigrid.traces import TraceFileError, read_trace
+
+
+def write(tmp_path: Path, body: str, name: str = "t.csv") -> Path:
+    f = tmp_path / name
+    f.write_text(body)
+    return f
+
+
+def test_rows_come_back_in_time_order_stably(tmp_path: Path) -> None:
+    f = write(tmp_path, "Time,Input Length,Output-Length\n2,20,2\n1,10,1\n2,21,3\n1,11,0\n")
+    t = read_trace(f)
+    assert t.t.tolist() == [1, 1, 2, 2] and t.prompt.tolist() == [10, 11, 20, 21]
+    assert t.output.tolist() == [1, 0, 2, 3] and not t.was_sorted
+    assert t.columns == ("Time", "Input Length", "Output-Length")
+
+
+def test_iso_and_numeric_times_give_the_same_gaps(tmp_path: Path) -> None:
+    iso = read_trace(write(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,1,1\n"
+                           "2023-11-16T18:15:48.1805900,1,1\n", "iso.csv"))
+    ms = read_trace(write(tmp_path, "timestamp_ms,prompt_tokens,output_tokens\n1000,1,1\n2500,1,1\n", "ms.csv"))
+    assert np.diff(iso.t) == pytest.approx([1.5]) and np.diff(ms.t) == pytest.approx([1.5])
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ("time,prompt_tokens,input_tokens,output_tokens\n1,2,3,4\n", "several prompt columns"),
+    ("time,prompt_tokens,output_tokens\n1,2,3\n2023-11-16 18:15:46,2,3\n", "line 3, column time"),
+    ("time,prompt_tokens,output_tokens\n1,2,3\ninf,2,3\n", "line 3, column time"),
+    ("time,prompt_tokens,output_tokens\n1,2,3\n2,2.5,3\n", "line 3, column prompt_tokens"),
+    # a quoted field over two lines: the line counted is the file's, not the record's
+    ('time,note,prompt_tokens,output_tokens\n1,"a\nb",2,3\n2,x,,3\n', "line 4, column prompt_tokens"),
+    ('{"timestamp": 1, "input_length": 2, "output_length": 3}\n{"timestamp": 2\n', "line 2: not valid JSON"),
+    ('{"timestamp": 1, "input_length": 2, "output_length": 3}\n{"timestamp": 2, "input_length": 2}\n',
+     "line 2: no 'output_length'"),
+    ('{"timestamp": 1, "input_length": -2, "output_length": 3}\n', "line 1, column input_length"),
+])
+def test_broken_rows_are_named(tmp_path: Path, body: str, named: str) -> None:
+    f = write(tmp_path, body)
+    with pytest.raises(TraceFileError, match="t.csv") as e:
+        read_trace(f)
+    assert named in str(e.value), e.value
+
+
+def test_a_missing_file_is_a_trace_error(tmp_path: Path) -> None:
+    with pytest.raises(TraceFileError, match="nothere.csv: cannot read"):
+        read_trace(tmp_path / "nothere.csv")
