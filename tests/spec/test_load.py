@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from aigrid.errors import SpecError
-from aigrid.spec.load import cities, endpoints, load_spec, parse_spec, policies
+from aigrid.spec.load import MAX_SPEC_BYTES, cities, endpoints, load_spec, parse_spec, policies
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
@@ -122,3 +122,43 @@ def test_yaml_bare_off_means_off() -> None:
     raw["security"] = yaml.safe_load("firewall: {injection: off, pii_output: off}")
     assert parse_spec(raw).security.firewall.pii_output == "off"
     assert parse_spec(raw).security.firewall.injection == "off"
+
+
+def test_a_key_given_twice_in_one_mapping_is_an_error_naming_both_lines(tmp_path: Path) -> None:
+    """YAML keeps the last of two equal keys: a second site or tenant of the same name silently replaced the
+    first (spec check said ok). A merge key's values may still be overridden."""
+    text = DEMO.read_text()
+    for twice, key in [(text.replace("sites:\n", "sites:\n  iad: {name: X, lat: 0, lon: 0, jurisdiction: US}\n", 1),
+                        "'iad'"),
+                       (text.replace("tenants:\n", "tenants:\n  eu-bank: {policy: balanced}\n", 1), "'eu-bank'"),
+                       (text + "gateway: {port: 9999}\n", "'gateway'")]:
+        path = tmp_path / "twice.yaml"
+        path.write_text(twice)
+        with pytest.raises(SpecError, match=f"{key} is given twice in one mapping \\(lines \\d+ and \\d+\\)"):
+            load_spec(path)
+    path = tmp_path / "merged.yaml"
+    path.write_text(text.replace("endpoints:\n", "endpoints:\n  - {<<: {site: fra, model: smollm2-135m, slots: 2}, "
+                                 "id: fra-extra, slots: 4}\n", 1))
+    assert next(e for e in load_spec(path).endpoints if e.id == "fra-extra").slots == 4
+
+
+def test_a_file_that_is_not_utf8_too_big_or_too_deep_is_one_line_naming_it(tmp_path: Path) -> None:
+    """Each was a traceback (UnicodeDecodeError, RecursionError) or minutes of parsing (a 50 MB file)."""
+    path = tmp_path / "grid.yaml"
+    path.write_bytes(DEMO.read_bytes().replace(b"Frankfurt", b"Frankf\xfcrt", 1))
+    with pytest.raises(SpecError, match=r"line \d+: not UTF-8 text \(byte 0xfc\)"):
+        load_spec(path)
+    path.write_bytes(DEMO.read_text().encode("utf-16"))
+    with pytest.raises(SpecError, match=r"line 1: not UTF-8 text \(byte 0xff\)"):
+        load_spec(path)
+    path.write_bytes(b"# padding\n" * (MAX_SPEC_BYTES // 10 + 1))
+    with pytest.raises(SpecError, match="larger than 8 MiB"):
+        load_spec(path)
+    path.write_text("a: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(SpecError, match="line 1"):
+        load_spec(path)
+    path.write_text(DEMO.read_text().replace("  fra:", "\tfra:", 1))
+    with pytest.raises(SpecError, match=r"not valid YAML at line \d+, column 1: .*\(a tab: YAML indents with spaces"):
+        load_spec(path)
+    with pytest.raises(SpecError, match="cannot read file: Is a directory"):
+        load_spec(tmp_path)

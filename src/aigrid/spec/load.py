@@ -16,16 +16,72 @@ from aigrid.core.types import Endpoint, GeoPoint, ModelInfo, Policy, Site
 from aigrid.errors import SpecError
 from aigrid.spec.models import GridSpec
 
+MAX_SPEC_BYTES = 8 * 1024 * 1024
+"""A grid spec is kilobytes; a bigger file is the wrong file (a 56 MB one took minutes to parse, then failed)."""
+
 
 def load_spec(path: str | Path) -> GridSpec:
     p = Path(path)
+    return relative_to(parse_spec(read_yaml(p), str(p)), p.parent)
+
+
+def read_yaml(p: Path) -> object:
+    """The YAML document of a spec file: UTF-8, at most MAX_SPEC_BYTES, no key given twice in one mapping.
+    Every problem is a SpecError naming the file (and the line), never a traceback."""
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        with p.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
         raise SpecError(str(p), [f"cannot read file: {e.strerror or e}"]) from e
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(str(p), [f"the file is larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB; a grid spec "
+                                 "is a few kilobytes (is this the right file?)"])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise SpecError(str(p), [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the spec as "
+                                 "UTF-8"]) from None
+    try:
+        return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a safe loader: _SpecLoader is SafeLoader's)
     except yaml.YAMLError as e:
-        raise SpecError(str(p), [f"not valid YAML: {e}"]) from e
-    return relative_to(parse_spec(raw, str(p)), p.parent)
+        raise SpecError(str(p), [_yaml_problem(e, text)]) from None
+    except RecursionError:
+        raise SpecError(str(p), ["not a grid spec: nested too deeply to read"]) from None
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    """A YAML error in one line: where, and what (libyaml's wording), with a hint for a tab."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None)
+    if mark is None or problem is None:
+        return f"not valid YAML: {e}"
+    context = getattr(e, "context", None)
+    where = f"line {mark.line + 1}, column {mark.column + 1}"
+    lines = text.splitlines()
+    tab = mark.line < len(lines) and "\t" in lines[mark.line]
+    return (f"not valid YAML at {where}: {f'{context}: ' if context else ''}{problem}"
+            f"{' (a tab: YAML indents with spaces only)' if tab else ''}")
+
+
+class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """yaml.safe_load's loader (libyaml's parser where present), except that a key given twice in one mapping
+    is an error: YAML itself keeps the last one, so a second site or tenant of the same name would silently
+    replace the first. Keys a merge (`<<: *defaults`) brings in may still be overridden."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
+        seen: dict[tuple[str, object], int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            line = key_node.start_mark.line + 1
+            first = seen.setdefault((type(key).__name__, key), line)
+            if first != line:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice in one mapping (lines {first} and {line}); YAML would "
+                    "keep only the last", key_node.start_mark)
+        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
 
 
 def relative_to(spec: GridSpec, base: Path) -> GridSpec:
