@@ -11,12 +11,21 @@ from pathlib import Path
 from typing import Literal
 
 import yaml  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from aigrid.errors import SpecError
 from aigrid.sim.geography import EU27, jurisdiction_of, load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
+from aigrid.sim.scenario import trace_source
 from aigrid.sim.user_cities import UserCity, user_places
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
@@ -63,7 +72,8 @@ class Model(Strict):
 class Tenant(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     share: float = Field(gt=0, description="fraction of the day's requests (normalised over tenants)")
-    trace: Literal["conv", "code"] = Field(default="conv", description="Azure 2023 trace: sizes and bursts")
+    trace: str = Field(default="conv", description="sizes and bursts: conv or code (the shipped Azure 2023 traces) "
+                       "or a trace file (docs/simulator.md, 'Trace files'), relative to the demand file")
     model: str
     continents: list[str] | None = Field(default=None, description="where its users live (default: everywhere)")
     countries: list[str] | None = Field(default=None, description="ISO country codes of its users")
@@ -71,6 +81,11 @@ class Tenant(Strict):
                                           "users live in, by name or lat/lon, with weights (sim/user_cities.py)")
     jurisdictions: list[str] | None = Field(default=None, description="residency: allowed jurisdictions")
     max_prompt_tokens: int = Field(default=8192, gt=0)
+
+    @field_validator("trace")
+    @classmethod
+    def _trace(cls, v: str, info: ValidationInfo) -> str:
+        return trace_source(v, info)
 
     @model_validator(mode="after")
     def _places(self) -> Tenant:
@@ -226,14 +241,15 @@ def load_demand(path: str | Path) -> Demand:
         raise DemandError(str(path), [f"cannot read: {e.strerror or e}"]) from None
     except yaml.YAMLError as e:
         raise DemandError(str(path), [f"not valid YAML: {e}"]) from None
-    return parse_demand(raw, str(path))
+    return parse_demand(raw, str(path), base=path.parent)
 
 
-def parse_demand(raw: object, source: str = "<demand>") -> Demand:
+def parse_demand(raw: object, source: str = "<demand>", base: Path | None = None) -> Demand:
+    """`base`: where a tenant's relative `trace:` file is (default: the current directory)."""
     if not isinstance(raw, dict):
         raise DemandError(source, ["expected a mapping at the top level"])
     try:
-        return Demand.model_validate(raw)
+        return Demand.model_validate(raw, context={"base": str(base) if base is not None else None})
     except ValidationError as e:
         lines = []
         for err in e.errors():

@@ -11,7 +11,7 @@ where pop is the users' weight (population, or the city list's weights).
 with c chosen so that the busiest hour of the day carries traffic.peak_rps x (1 + growth) before the
 by_place multipliers (so "+30% in Asia" adds to the peak). A flow is exactly what the simulator replays as
 one sub-tenant (`tenant/continent[/country]`): the verification scenarios reproduce these rates window by
-window. Request sizes come from the Azure 2023 trace each tenant names.
+window. Request sizes come from the trace each tenant names (the shipped Azure 2023 traces or a trace file).
 """
 
 from __future__ import annotations

@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Literal
 
 import yaml  # type: ignore[import-untyped]
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.core.urgency import parse_level
@@ -19,6 +27,7 @@ from aigrid.sim.routers import KNOWN
 from aigrid.sim.user_cities import UserCity, user_places
 from aigrid.spec.load import describe
 from aigrid.spec.models import AdmissionLimits
+from aigrid.traces import TraceFileError, read_trace_cached
 
 
 class ScenarioError(SpecError):
@@ -31,6 +40,31 @@ class ScenarioError(SpecError):
 
 class ScenarioProblem(ValueError):
     """A scenario that validates but cannot be built (an unknown city, a model too big for its hardware)."""
+
+
+SHIPPED_TRACES = ("conv", "code")
+"""The Azure 2023 traces shipped in data/traces (conversation, code); any other `trace:` is a file."""
+
+
+def trace_source(value: str, info: ValidationInfo) -> str:
+    """A tenant's `trace:`: conv, code, or a trace file (aigrid.traces: CSV or JSON Lines), relative to the
+    file that names it (the validation context's `base`); the file's absolute path, read now so that a bad
+    file is refused under the field, with its line and column."""
+    if value in SHIPPED_TRACES:
+        return value
+    path = Path(value).expanduser()
+    base = (info.context or {}).get("base")
+    if not path.is_absolute():
+        path = Path(base or ".") / path
+    path = path.resolve()
+    try:
+        tf = read_trace_cached(path)
+    except TraceFileError as e:
+        raise ValueError(f"{e} (trace: conv, code or a trace file)") from None
+    if len(tf) < 2 or tf.t[-1] <= tf.t[0]:
+        raise ValueError(f"{path}: {len(tf)} requests over {tf.t[-1] - tf.t[0]:g} s; a trace to replay needs two "
+                         "or more arrival times")
+    return str(path)
 
 
 class Strict(BaseModel):
@@ -118,7 +152,8 @@ class RightSizeDef(Strict):
 class Tenant(Strict):
     name: str
     share: float = Field(gt=0, description="fraction of all requests (normalised over tenants)")
-    trace: Literal["conv", "code"] = "conv"
+    trace: str = Field(default="conv", description="conv or code (the shipped Azure 2023 traces) or a trace file: "
+                       "CSV or JSON Lines (docs/simulator.md, 'Trace files'), relative to the scenario file")
     model: str
     right_size: RightSizeDef | None = Field(default=None, description="with model: auto, the smallest model "
                                             "expected to answer each prompt well")
@@ -135,6 +170,11 @@ class Tenant(Strict):
                                 "(core/urgency.py)")
     deadline_ms: float | None = Field(default=None, gt=0, description="first token wanted within this many ms "
                                       "of arrival, else refused before any engine works on it")
+
+    @field_validator("trace")
+    @classmethod
+    def _trace(cls, v: str, info: ValidationInfo) -> str:
+        return trace_source(v, info)
 
     @field_validator("priority")
     @classmethod
@@ -310,6 +350,6 @@ def load_scenario(path: str | Path) -> Scenario:
     if not isinstance(raw, dict):
         raise ScenarioError(str(path), ["expected a mapping at the top level"])
     try:
-        return Scenario.model_validate(raw)
+        return Scenario.model_validate(raw, context={"base": str(path.parent)})
     except ValidationError as e:
         raise ScenarioError(str(path), [describe(err) for err in e.errors()]) from None

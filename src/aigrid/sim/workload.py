@@ -1,7 +1,8 @@
 """Traffic: real request sizes and burstiness, diurnal load by users' local time, spikes, several tenants.
 
 Sizes and inter-arrival gaps come from the Azure LLM inference traces of 2023-11-16 (Patel et al.,
-"Splitwise", ISCA 2024; CC-BY 4.0; data/traces/README.md). Each tenant replays one trace's gap sequence
+"Splitwise", ISCA 2024; CC-BY 4.0; data/traces/README.md), or from the trace file a tenant names (aigrid.traces:
+another Azure trace, BurstGPT, Mooncake, ...). Each tenant replays one trace's gap sequence
 (normalised to mean 1, cycled from a random offset, so bursts keep their shape) on an operational clock that
 is then stretched by the tenant's intensity: lambda(t) = base x sum over its cities of users x diurnal(local
 hour) x spike factor, where users is a city's population, or the weight the tenant's city list gives it
@@ -11,18 +12,17 @@ same trace rows go with the gaps. Each arrival is placed at a city drawn by the 
 
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass, replace
-from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from aigrid.sim.geography import Cities, jurisdiction_of
-from aigrid.sim.scenario import Scenario, ScenarioProblem, Tenant
+from aigrid.sim.scenario import SHIPPED_TRACES, Scenario, ScenarioProblem, Tenant
 from aigrid.sim.user_cities import user_places
+from aigrid.traces import read_trace_cached
 
 TRACE_DIR = Path(__file__).resolve().parents[3] / "data" / "traces"
 SLOT_S = 300.0
@@ -75,18 +75,15 @@ def trace_dir() -> Path:
 
 @lru_cache(maxsize=4)
 def load_trace(kind: str, directory: str | None = None) -> Trace:
-    path = Path(directory) if directory else trace_dir()
-    times, prompts, outputs = [], [], []
-    with open(path / f"azure_llm_2023_{kind}.csv", newline="") as f:
-        for row in csv.DictReader(f):
-            times.append(datetime.fromisoformat(row["TIMESTAMP"][:26]).timestamp())
-            prompts.append(int(row["ContextTokens"]))
-            outputs.append(int(row["GeneratedTokens"]))
-    t = np.array(times)
-    order = np.argsort(t, kind="stable")
-    gaps = np.diff(t[order])
+    """A tenant's trace: `conv` or `code` (the shipped Azure 2023 traces) or the path of a trace file
+    (aigrid.traces), its rows in time order."""
+    if kind in SHIPPED_TRACES:
+        tf = read_trace_cached((Path(directory) if directory else trace_dir()) / f"azure_llm_2023_{kind}.csv")
+    else:
+        tf = read_trace_cached(kind)
+    gaps = np.diff(tf.t)
     gaps = gaps / gaps.mean()
-    return Trace(gaps, np.array(prompts)[order][1:], np.array(outputs)[order][1:])
+    return Trace(gaps, tf.prompt[1:], tf.output[1:])
 
 
 def diurnal(local_hour: np.ndarray, peak_to_trough: float, peak_hour: float) -> np.ndarray:
