@@ -142,6 +142,10 @@ async def test_genai_metrics_beside_the_prometheus_ones(traced: tuple[Gateway, d
            'gen_ai_token_type="input"} 1.0' in text
     assert "gen_ai_client_operation_duration_seconds_count" in text
     assert "gen_ai_server_time_to_first_token_seconds_count" in text
+    # the fake streams more than one token: its time per output token, by model and by the site that served
+    assert 'gen_ai_server_time_per_output_token_seconds_count{gen_ai_operation_name="chat",' \
+           'gen_ai_request_model="smollm2-135m"} 1.0' in text, text
+    assert 'aigrid_tpot_seconds_count{site="fra"} 1.0' in text, text
 
 
 def test_off_by_default_and_on_with_the_standard_variables() -> None:

@@ -86,12 +86,21 @@ class Exchange:
         answered = self.record is not None and self.record.served_by is not None
         return self.reservation.reserved_tokens if answered and self.reservation is not None else 0
 
+    def served_endpoint(self) -> str:
+        """The endpoint that answered last ("" when none did)."""
+        return (self.record.served_by or "").split(" -> ")[-1] if self.record is not None else ""
+
+    def served_site(self) -> str | None:
+        served = self.served_endpoint()
+        if self.decision is None or not served:
+            return None
+        return next((c.site_id for c in self.decision.ranked if c.endpoint_id == served), None)
+
     def access_fields(self, now: float) -> dict[str, Any]:
         """The access log line of this request (aigrid.logs): who, where, how it ended, how long."""
         record = self.record
-        served = (record.served_by or "").split(" -> ")[-1] if record is not None else ""
-        site = next((c.site_id for c in self.decision.ranked if c.endpoint_id == served), None) \
-            if self.decision is not None and served else None
+        served = self.served_endpoint()
+        site = self.served_site()
         usage = self.final_usage() or {}
         return {"route": self.route, "decision": self.decision.request_id if self.decision else None,
                 "tenant": self.principal.tenant if self.principal else None,

@@ -22,6 +22,8 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 SYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 """One exchange with the shared state takes about a Redis round trip: sub-millisecond beside the gateways."""
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20)
+TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+"""The GenAI semantic conventions' advisory buckets for gen_ai.server.time_per_output_token (seconds)."""
 
 
 def _memoise_children(metric: Counter | Gauge | Histogram) -> None:
@@ -65,6 +67,9 @@ class GatewayMetrics:
             "aigrid_ttft_observed_over_predicted", "Observed / predicted (p50) time to first token per endpoint: "
             "1 is a perfect prediction; the calibration drives it there", ["endpoint"],
             buckets=(0.25, 0.5, 0.67, 0.8, 0.9, 1.0, 1.11, 1.25, 1.5, 2.0, 4.0), registry=r)
+        self.tpot = Histogram("aigrid_tpot_seconds", "Time per output token after the first of a streamed answer, "
+                              "as the gateway relayed it ((end - first byte) / (output tokens - 1))", ["site"],
+                              buckets=TPOT_BUCKETS, registry=r)
         self.tokens = Counter("aigrid_tokens", "Tokens reported in usage", ["site", "kind"], registry=r)
         self.healthy = Gauge("aigrid_endpoint_healthy", "1 when the last health check passed",
                              ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
@@ -91,6 +96,9 @@ class GatewayMetrics:
         self.genai_ttft = Histogram("gen_ai_server_time_to_first_token_seconds", "GenAI semconv "
                                     "gen_ai.server.time_to_first_token: first byte of a streamed answer, seconds",
                                     genai, buckets=TTFT_BUCKETS, registry=r)
+        self.genai_tpot = Histogram("gen_ai_server_time_per_output_token_seconds", "GenAI semconv "
+                                    "gen_ai.server.time_per_output_token: after the first token of a streamed "
+                                    "answer, seconds per token", genai, buckets=TPOT_BUCKETS, registry=r)
         self.queue = Gauge("aigrid_endpoint_waiting", "Requests waiting at the engine (engine metrics)",
                            ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
         self.admission = Counter("aigrid_admission", "Admission queue outcomes by urgency class: waited, "
@@ -124,11 +132,18 @@ class GatewayMetrics:
         return generate_latest(self.readable())
 
     def genai(self, operation: str, model: str, duration_s: float, ttft_s: float | None,
-              usage: Mapping[str, Any] | None, error_type: str = "") -> None:
-        """One finished request in the GenAI metrics."""
+              usage: Mapping[str, Any] | None, error_type: str = "", site: str | None = None) -> None:
+        """One finished request in the GenAI metrics, and its time per output token by `site` (a streamed
+        answer that succeeded with at least two output tokens: its first-token time is `ttft_s`)."""
         self.genai_duration.labels(operation, model, error_type).observe(duration_s)
         if ttft_s is not None:
             self.genai_ttft.labels(operation, model).observe(ttft_s)
         for kind, key in (("input", "prompt_tokens"), ("output", "completion_tokens")):
             if usage and isinstance(usage.get(key), int):
                 self.genai_tokens.labels(operation, model, kind).observe(usage[key])
+        out = usage.get("completion_tokens") if usage else None
+        if ttft_s is not None and not error_type and isinstance(out, int) and out >= 2 and duration_s > ttft_s:
+            tpot = (duration_s - ttft_s) / (out - 1)
+            self.genai_tpot.labels(operation, model).observe(tpot)
+            if site is not None:
+                self.tpot.labels(site).observe(tpot)
