@@ -4,13 +4,21 @@ round trips (../shared/data/network-rtt: Azure's inter-region matrix, CC BY 4.0)
 The fit minimises the median absolute relative error over region pairs at least 500 km apart (closer pairs
 have coordinates up to 100-200 km off, see that data's README); the report covers every band.
 
-    python scripts/fit_rtt_model.py [--data ../shared/data/network-rtt/azure_rtt_2026-07.csv]
+    python scripts/fit_rtt_model.py [--data ../shared/data/network-rtt/azure_rtt_2026-07.csv] [--stat p50]
+
+Another provider's matrix will do in the same long form: one row per directed pair with columns src_lat,
+src_lon, dst_lat, dst_lon, rtt_ms (names in any case, in any order, other columns ignored), and optionally
+src and dst (a region's pair with itself is skipped) and stat (only --stat's rows are used; without the
+column every row is). A value that cannot be used (a round trip <= 0, NaN or empty, a latitude outside
+[-90, 90]), an empty file or a missing column is refused with the file, line and column, exit status 2.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,16 +29,70 @@ from aigrid.core.types import GeoPoint
 BANDS = [(0, 500), (500, 1000), (1000, 3000), (3000, 6000), (6000, 10000), (10000, 21000)]
 
 
+class DataError(ValueError):
+    """A round-trip file that cannot be fitted; str() names the file, and the line and column."""
+
+
+REQUIRED = ("src_lat", "src_lon", "dst_lat", "dst_lon", "rtt_ms")
+
+
 def load(path: Path, stat: str = "p50") -> tuple[np.ndarray, np.ndarray]:
-    d, r = [], []
-    with path.open() as f:
-        for row in csv.DictReader(f):
-            if row["stat"] != stat or row["src"] == row["dst"]:
+    """Distances (km) and round trips (ms) of the file's pairs of statistic `stat`, without a region's pair
+    with itself. Columns are found by name in any case (other columns are ignored): src_lat, src_lon,
+    dst_lat, dst_lon, rtt_ms; src and dst (region names) and stat are optional (without stat every row is
+    one statistic). DataError names the file, line and column of a value that cannot be used."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if not header:
+        raise DataError(f"{path}: the file is empty (expected a header: src,dst,{','.join(REQUIRED)},stat)")
+    col = {h.strip().lower(): k for k, h in enumerate(header)}
+    missing = [c for c in REQUIRED if c not in col]
+    if missing:
+        raise DataError(f"{path}, line 1: no column {', '.join(missing)} (found: {', '.join(header)})")
+    d, r, stats, rows = [], [], set(), 0
+    for rec in reader:
+        if not any(cell.strip() for cell in rec):
+            continue
+        rows += 1
+        line = reader.line_num
+
+        def cell(name: str, rec: list[str] = rec, line: int = line) -> str:
+            if col[name] >= len(rec):
+                raise DataError(f"{path}, line {line}: {len(rec)} fields, no value for column {header[col[name]]}")
+            return rec[col[name]].strip()
+
+        if "stat" in col:
+            stats.add(cell("stat"))
+            if cell("stat") != stat:
                 continue
-            a = GeoPoint(float(row["src_lat"]), float(row["src_lon"]))
-            b = GeoPoint(float(row["dst_lat"]), float(row["dst_lon"]))
-            d.append(distance_km(a, b))
-            r.append(float(row["rtt_ms"]))
+        if "src" in col and "dst" in col and cell("src") == cell("dst"):
+            continue
+        v = {}
+        for name, lo, hi in (("src_lat", -90, 90), ("src_lon", -180, 180), ("dst_lat", -90, 90),
+                             ("dst_lon", -180, 180), ("rtt_ms", 0, np.inf)):
+            try:
+                v[name] = float(cell(name))
+            except ValueError:
+                v[name] = np.nan
+            if not (lo <= v[name] <= hi) or (name == "rtt_ms" and not 0 < v[name] < np.inf):
+                what = "a round trip in ms (> 0)" if name == "rtt_ms" else f"a coordinate in [{lo}, {hi}]"
+                raise DataError(f"{path}, line {line}, column {header[col[name]]}: {cell(name)!r} is not {what}")
+        d.append(distance_km(GeoPoint(v["src_lat"], v["src_lon"]), GeoPoint(v["dst_lat"], v["dst_lon"])))
+        r.append(v["rtt_ms"])
+    if not rows:
+        raise DataError(f"{path}: no rows (only a header)")
+    if not d:
+        found = f" (its stat column has: {', '.join(sorted(stats))}; pass --stat)" if stats else ""
+        raise DataError(f"{path}: no pair of distinct regions with stat {stat!r}{found}")
     return np.array(d), np.array(r)
 
 
@@ -49,9 +111,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path,
                     default=Path(__file__).resolve().parents[2] / "shared/data/network-rtt/azure_rtt_2026-07.csv")
+    ap.add_argument("--stat", default="p50", help="the rows of this statistic (the file's stat column; default p50)")
     a = ap.parse_args()
-    d, rtt = load(a.data)
+    try:
+        d, rtt = load(a.data, a.stat)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     far = d >= 500
+    if not far.any():
+        print(f"error: {a.data}: no pair at least 500 km apart to fit on ({len(d)} pairs)", file=sys.stderr)
+        raise SystemExit(2)
     best = (np.inf, 0.0, 0.0)
     for overhead in np.arange(0.0, 30.01, 0.5):
         for factor in np.arange(1.0, 2.5001, 0.01):
@@ -60,7 +130,7 @@ def main() -> None:
             if err < best[0]:
                 best = (err, overhead, factor)
     _, overhead, factor = best
-    print(f"fit on {far.sum()} P50 pairs >= 500 km: overhead {overhead:.1f} ms, route factor {factor:.2f}")
+    print(f"fit on {far.sum()} {a.stat} pairs >= 500 km: overhead {overhead:.1f} ms, route factor {factor:.2f}")
     report(f"shipped model ({DEFAULT_OVERHEAD_MS:g} ms + {DEFAULT_ROUTE_FACTOR:g} x fibre)", d, rtt,
            np.array([rtt_ms(x) for x in d]))
     report(f"fitted ({overhead:g} ms + {factor:.2f} x fibre)", d, rtt, overhead + factor * 2 * d / FIBRE_KM_PER_MS)

@@ -1,0 +1,67 @@
+"""scripts/fit_rtt_model.py on another provider's round-trip matrix: columns found by name in any case, extra
+columns ignored, no stat column needed; a broken file is refused with its file, line and column (exit 2),
+never a traceback and never a fit on a NaN or negative round trip."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "scripts" / "fit_rtt_model.py"
+CITIES = [("Frankfurt", 50.11, 8.68), ("Tokyo", 35.69, 139.69), ("Virginia", 38.9, -77.0),
+          ("Sao Paulo", -23.55, -46.63), ("Sydney", -33.87, 151.21), ("Mumbai", 19.08, 72.88)]
+
+
+def matrix(tmp_path: Path, last: str = "", header: str = "Provider,SRC,DST,Src_Lat,Src_Lon,Dst_Lat,Dst_Lon,RTT_ms") -> Path:
+    """Round trips of exactly 10 ms + 1.5 x fibre for every directed pair (the fit must find them)."""
+    from aigrid.core.geo import distance_km
+    from aigrid.core.types import GeoPoint
+    lines = [header]
+    for a, la, lo in CITIES:
+        for b, lb, mo in CITIES:
+            km = distance_km(GeoPoint(la, lo), GeoPoint(lb, mo))
+            lines.append(f"gcp,{a},{b},{la},{lo},{lb},{mo},{10 + 1.5 * 2 * km / 200:.1f}")
+    f = tmp_path / "gcp_rtt.csv"
+    f.write_text("\n".join(lines) + "\n" + last)
+    return f
+
+
+def fit(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), "--data", str(path), *args], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+
+
+def test_another_providers_matrix_is_fitted(tmp_path: Path) -> None:
+    r = fit(matrix(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "fit on 30 p50 pairs >= 500 km: overhead 10.0 ms, route factor 1.50" in r.stdout, r.stdout
+
+
+@pytest.mark.parametrize(("last", "named"), [
+    ("gcp,a,b,50,8,40,-3,-7\n", "line 38, column RTT_ms: '-7'"),
+    ("gcp,a,b,50,8,40,-3,nan\n", "line 38, column RTT_ms: 'nan'"),
+    ("gcp,a,b,50,8,40,-3,\n", "line 38, column RTT_ms: ''"),
+    ("gcp,a,b,95,8,40,-3,30\n", "line 38, column Src_Lat: '95'"),
+    ("gcp,a,b,50,8\n", "line 38: 5 fields"),
+])
+def test_a_bad_row_is_named(tmp_path: Path, last: str, named: str) -> None:
+    f = matrix(tmp_path, last)
+    r = fit(f)
+    assert r.returncode == 2 and f"{f}, {named}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    ("", "the file is empty"),
+    ("src,dst,src_lat,src_lon,dst_lat,dst_lon,rtt_ms,stat\n", "no rows"),
+    ("src,dst,src_lat,src_lon,dst_lat,dst_lon,stat\na,b,1,2,3,4,p50\n", "line 1: no column rtt_ms"),
+    ("src,dst,src_lat,src_lon,dst_lat,dst_lon,rtt_ms,stat\na,b,1,2,30,40,90,p95\n", "its stat column has: p95"),
+])
+def test_a_file_that_cannot_be_fitted_is_refused(tmp_path: Path, body: str, named: str) -> None:
+    f = tmp_path / "rtt.csv"
+    f.write_text(body)
+    r = fit(f)
+    assert r.returncode == 2 and str(f) in r.stderr and named in r.stderr and "Traceback" not in r.stderr, r.stderr
