@@ -162,3 +162,48 @@ def test_a_file_that_is_not_utf8_too_big_or_too_deep_is_one_line_naming_it(tmp_p
         load_spec(path)
     with pytest.raises(SpecError, match="cannot read file: Is a directory"):
         load_spec(tmp_path)
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda r: r["tenants"]["eu-bank"].update(allowed_jurisdictions=["XX"]),
+     "tenants.eu-bank.allowed_jurisdictions: no site is in ['XX'] (jurisdictions: ['BR', 'EU', 'JP', 'US'])"),
+    (lambda r: r["tenants"]["eu-bank"].update(allowed_jurisdictions=["eu"]),
+     "tenants.eu-bank.allowed_jurisdictions: no site is in jurisdiction 'eu'; sites are in 'EU'"),
+    (lambda r: r["tenants"]["eu-bank"].update(allowed_jurisdictions=[]),
+     "tenants.eu-bank.allowed_jurisdictions: an empty list allows nothing"),
+    (lambda r: r["tenants"]["default"].update(allowed_sites=[]), "tenants.default.allowed_sites: an empty list"),
+    (lambda r: r["tenants"]["default"].update(models=[]), "tenants.default.models: an empty list allows nothing"),
+    (lambda r: r["tenants"]["default"].update(models=["gpt-9", "llama-*"]),
+     "tenants.default.models: ['gpt-9', 'llama-*'] match no model an endpoint serves (served: ['smollm2-135m'])"),
+    (lambda r: r["tenants"]["eu-bank"].update(allowed_sites=["iad"]),
+     "tenants.eu-bank: no endpoint is within its allowed_jurisdictions ['EU'], allowed_sites ['iad']; every "
+     "request of it would be refused"),
+    (lambda r: r.update(endpoints=[]), "endpoints: List should have at least 1 item"),
+    (lambda r: r.update(models={}), "models: Dictionary should have at least 1 item"),
+])
+def test_a_tenant_whose_limits_leave_it_no_endpoint_is_refused(mutate: object, expected: str) -> None:
+    """Each was accepted by spec check and `up`; then every request of the tenant was refused (or, with no
+    endpoint at all, the gateway started with nothing to route to)."""
+    raw = demo_raw()
+    mutate(raw)  # type: ignore[operator]
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw, "grid.yaml")
+    assert expected in str(e.value), str(e.value)
+    assert "(top level)" not in str(e.value)
+
+
+def test_a_tenant_may_name_a_jurisdiction_or_model_the_grid_lacks_beside_ones_it_has() -> None:
+    raw = demo_raw()
+    raw["tenants"]["eu-bank"].update(allowed_jurisdictions=["EU", "CH"], models=["smollm2-*", "qwen-*"])
+    raw["tenants"]["auto-only"] = {"models": ["auto"]}
+    assert parse_spec(raw).tenants["eu-bank"].allowed_jurisdictions == ["EU", "CH"]
+
+
+def test_cross_checks_are_one_line_each_without_a_top_level_prefix() -> None:
+    raw = demo_raw()
+    raw["endpoints"].append(dict(raw["endpoints"][0]))
+    raw["endpoints"][1]["site"] = "atlantis"
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw, "grid.yaml")
+    assert e.value.problems == ["endpoints[1].site: unknown site 'atlantis' (sites: ['fra', 'gru', 'iad', 'nrt'])",
+                                "endpoints[4].id: duplicate endpoint id 'fra-smollm2'"]

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from aigrid.core.policies import BUILTIN_POLICIES, with_slo
 from aigrid.core.types import Endpoint, GeoPoint, ModelInfo, Policy, Site
 from aigrid.errors import SpecError
-from aigrid.spec.models import GridSpec
+from aigrid.spec.models import GridSpec, SpecProblems
 
 MAX_SPEC_BYTES = 8 * 1024 * 1024
 """A grid spec is kilobytes; a bigger file is the wrong file (a 56 MB one took minutes to parse, then failed)."""
@@ -102,7 +102,7 @@ def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:
     try:
         spec = GridSpec.model_validate(raw)
     except ValidationError as e:
-        raise SpecError(source, [describe(err) for err in e.errors()]) from e
+        raise SpecError(source, [line for err in e.errors() for line in _lines(err)]) from e
     problems = _unknown_policies(spec)
     if spec.gateway.location is not None and parse_point(spec.gateway.location, cities(spec)) is None:
         problems.append(f"gateway.location: {spec.gateway.location!r} is neither 'lat,lon' nor a known city "
@@ -137,6 +137,12 @@ def describe(err: object) -> str:
     loc = ".".join(str(x) for x in d.get("loc", ())) or "(top level)"
     msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")
     return f"{loc}: {msg}"
+
+
+def _lines(err: object) -> list[str]:
+    """The lines of one pydantic error: the spec's cross-checks each name their own field."""
+    found = dict(err).get("ctx", {}).get("error")  # type: ignore[call-overload]
+    return list(found.problems) if isinstance(found, SpecProblems) else [describe(err)]
 
 
 def _unknown_policies(spec: GridSpec) -> list[str]:

@@ -6,6 +6,7 @@ an engine at a site serving one model, a policy is a weight set over the five ax
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -433,9 +434,9 @@ class SloSpec(StrictModel):
 class GridSpec(StrictModel):
     name: str = "grid"
     gateway: GatewaySpec = GatewaySpec()
-    models: dict[str, ModelSpec]
-    sites: dict[str, SiteSpec]
-    endpoints: list[EndpointSpec]
+    models: dict[str, ModelSpec] = Field(min_length=1)
+    sites: dict[str, SiteSpec] = Field(min_length=1)
+    endpoints: list[EndpointSpec] = Field(min_length=1, description="a grid without one has nothing to route to")
     slo: SloSpec | None = Field(default=None, description="the grid's TTFT / TPOT SLO for every policy "
                                 "(default: each policy's own, 2 s TTFT for the built-ins, 5 s for cost-first)")
     policies: dict[str, PolicySpec] = {}
@@ -461,9 +462,7 @@ class GridSpec(StrictModel):
                 if m not in self.models:
                     problems.append(f"tenants.{name}.right_size.models: unknown model {m!r} (models: "
                                     f"{sorted(self.models)})")
-            for site in tenant.allowed_sites or []:
-                if site not in self.sites:
-                    problems.append(f"tenants.{name}.allowed_sites: unknown site {site!r}")
+            problems += self._tenant_problems(name, tenant)
         problems += _store_problems(self.gateway.stores, {site.jurisdiction for site in self.sites.values()})
         for sid, site in self.sites.items():
             for i, doc in enumerate(site.documents):
@@ -476,8 +475,57 @@ class GridSpec(StrictModel):
                     problems.append(f"{where}: tenant {doc.tenant!r} must stay in {owner.allowed_jurisdictions}, "
                                     f"but site {sid!r} is in {site.jurisdiction}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise SpecProblems(problems)
         return self
+
+    def _tenant_problems(self, name: str, tenant: TenantSpec) -> list[str]:
+        """A tenant's limits must leave it some endpoint: an empty list, a misspelt jurisdiction or model, or
+        limits that exclude each other would refuse every request of it, long after `spec check` said ok. A
+        jurisdiction or model pattern the grid lacks beside ones it has is accepted (a site yet to come)."""
+        where = f"tenants.{name}"
+        jurisdictions = sorted({site.jurisdiction for site in self.sites.values()})
+        served = sorted({ep.model for ep in self.endpoints})
+        problems = [f"{where}.{field}: an empty list allows nothing; leave it out to allow any"
+                    for field, values in (("allowed_jurisdictions", tenant.allowed_jurisdictions),
+                                          ("allowed_sites", tenant.allowed_sites), ("models", tenant.models))
+                    if values == []]
+        allowed_j = tenant.allowed_jurisdictions or []
+        misspelt = [(j, k) for j in allowed_j for k in jurisdictions if k.lower() == j.lower() and k != j]
+        for j, k in misspelt:
+            problems.append(f"{where}.allowed_jurisdictions: no site is in jurisdiction {j!r}; sites are in {k!r} "
+                            "(jurisdictions are case-sensitive)")
+        if allowed_j and not misspelt and not set(allowed_j) & set(jurisdictions):
+            problems.append(f"{where}.allowed_jurisdictions: no site is in {allowed_j} (jurisdictions: "
+                            f"{jurisdictions})")
+        for site in tenant.allowed_sites or []:
+            if site not in self.sites:
+                problems.append(f"{where}.allowed_sites: unknown site {site!r}")
+        patterns = tenant.models or []
+        any_model = not patterns or any(fnmatchcase("auto", p) for p in patterns)
+        if not any_model and not any(fnmatchcase(m, p) for m in served for p in patterns):
+            problems.append(f"{where}.models: {patterns} match no model an endpoint serves (served: {served})")
+        if problems:
+            return problems
+        if not any(
+                (tenant.allowed_sites is None or ep.site in tenant.allowed_sites)
+                and (tenant.allowed_jurisdictions is None
+                     or self.sites[ep.site].jurisdiction in tenant.allowed_jurisdictions)
+                and (any_model or any(fnmatchcase(ep.model, p) for p in patterns))
+                for ep in self.endpoints if ep.site in self.sites):
+            limits = ", ".join(f"{field} {values}" for field, values in (
+                ("allowed_jurisdictions", tenant.allowed_jurisdictions), ("allowed_sites", tenant.allowed_sites),
+                ("models", tenant.models)) if values is not None)
+            problems.append(f"{where}: no endpoint is within its {limits}; every request of it would be refused")
+        return problems
+
+
+class SpecProblems(ValueError):
+    """Several problems found across the spec at once, each already naming its field (load.parse_spec lists
+    them one a line)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 UNBOUND_STORE = "unbound"
