@@ -12,14 +12,14 @@ COMPILE ?= 1
 CORE_PY := $(shell $(PYTHON) scripts/build_core.py --sources 2>/dev/null || find src/aigrid/core src/aigrid/sim -name '*.py')
 CORE_BUILD := src/aigrid/core/_compiled.txt
 
-.PHONY: run test install core clean-core engine system-deps lint sim-demo clean
+.PHONY: run test install core clean-core engine system-deps promtool lint sim-demo clean
 
 ## run: install everything, build the embedded engine once, start the demo grid (Ctrl-C stops it all)
 run: install engine
 	$(VENV)/bin/aigrid up $(SPEC)
 
 ## test: install what the tests need and run them all
-test: install engine system-deps
+test: install engine system-deps promtool
 	$(PY) -m pytest -q
 
 install: $(STAMP) core
@@ -57,6 +57,10 @@ clean-core:
 ## engine: build llama.cpp's llama-server from the llama-cpp-python sdist (cached in ~/.cache/aigrid)
 engine:
 	bash scripts/build_llama_server.sh
+
+## promtool: Prometheus's rule checker for tests/deploy (Debian's .deb, downloaded, not installed; cached in ~/.cache/aigrid)
+promtool:
+	bash scripts/fetch_promtool.sh
 
 ## system-deps: Debian packages the tests use for real: redis-server, chromium (browser tests), iptables (netns)
 system-deps:

@@ -1,0 +1,78 @@
+"""deploy/prometheus: the alerting and recording rules name metrics and labels the gateway really exports,
+and promtool (Prometheus's own checker, fetched by scripts/fetch_promtool.sh) accepts them and passes their
+unit tests (aigrid-rules.test.yaml: synthetic series that must fire, and must not fire, each alert)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from prometheus_client import Counter, Gauge, Histogram
+
+from aigrid.gateway.metrics import GatewayMetrics
+
+ROOT = Path(__file__).resolve().parents[2]
+RULES = ROOT / "deploy" / "prometheus" / "aigrid-rules.yaml"
+RULE_TESTS = ROOT / "deploy" / "prometheus" / "aigrid-rules.test.yaml"
+NAME = re.compile(r"(?<![\w:])((?:aigrid|gen_ai)_[a-z0-9_]+)(?![\w:])(\{[^}]*\})?")  # not a recorded rule's name
+BY = re.compile(r"\bby\s*\(([^)]*)\)")
+MATCHER = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+
+
+def exported() -> dict[str, tuple[str, set[str]]]:
+    """Every series name /metrics can show -> (its family, its labels)."""
+    out: dict[str, tuple[str, set[str]]] = {}
+    for metric in vars(GatewayMetrics()).values():
+        if not isinstance(metric, Counter | Gauge | Histogram):
+            continue
+        family, labels = metric._name, set(metric._labelnames)
+        if isinstance(metric, Counter):
+            out[family + "_total"] = (family, labels)
+        elif isinstance(metric, Histogram):
+            out[family + "_bucket"] = (family, labels | {"le"})
+            out[family + "_sum"] = out[family + "_count"] = (family, labels)
+        else:
+            out[family] = (family, labels)
+    return out
+
+
+def rules() -> list[dict]:
+    return [rule for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]]
+
+
+def test_every_metric_and_label_a_rule_names_is_exported() -> None:
+    series = exported()
+    for rule in rules():
+        expr = rule["expr"]
+        names = NAME.findall(expr)
+        assert names or re.search(r"\b\w+:\w+:\w+\b", expr), f"{rule}: names no metric"
+        labels_used: set[str] = set()
+        for name, matchers in names:
+            assert name in series, f"{rule.get('alert') or rule.get('record')}: {name} is not exported " \
+                                   f"(known: {sorted(series)})"
+            used = set(MATCHER.findall(matchers))
+            assert used <= series[name][1], f"{name}: no label {used - series[name][1]}"
+            labels_used |= series[name][1]
+        for group in BY.findall(expr):
+            by = {label.strip() for label in group.split(",") if label.strip()}
+            assert not names or by <= labels_used | {"le"}, f"{rule}: by {by} names a label no metric here has"
+
+
+def promtool() -> str:
+    found = shutil.which("promtool") or str(Path.home() / ".cache" / "aigrid" / "promtool" / "promtool")
+    if not os.access(found, os.X_OK):
+        pytest.skip("no promtool: run scripts/fetch_promtool.sh (make test does)")
+    return found
+
+
+@pytest.mark.parametrize("command", [["check", "rules", RULES.name], ["test", "rules", RULE_TESTS.name]])
+def test_promtool_accepts_the_rules_and_their_unit_tests_pass(command: list[str]) -> None:
+    run = subprocess.run([promtool(), *command], cwd=RULES.parent, capture_output=True, text=True, timeout=60,
+                         check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "SUCCESS" in run.stdout, run.stdout
