@@ -5,6 +5,9 @@ Two shapes are accepted:
   numeric score), like mmlu_/gsm8k_mixtral_vs_gpt4.csv;
 - long: one row per (question, turn, model) with `model`, a numeric score column and `turn_prompt`, like
   mt_bench_mixtral_vs_gpt4.csv (scores 1-10 are divided by 10).
+The named columns are found in any case (`Prompt`); other columns are ignored; a UTF-8 byte-order mark is
+skipped. Refused with the file, line and column: a score that is not a finite number, a `*_correct` value
+outside [0, 1], a long file's score outside [0, 10], an empty prompt or model, a byte that is not UTF-8.
 Which model is the small one: `small` / `large` name the columns (wide) or model names (long); by default
 the two are told apart by their mean quality (the weaker is "small").
 """
@@ -12,6 +15,8 @@ the two are told apart by their mean quality (the weaker is "small").
 from __future__ import annotations
 
 import csv
+import io
+import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,40 +87,78 @@ def _pick(names: list[str], means: dict[str, float], small: str | None, large: s
     return s, lg
 
 
+STRUCTURAL = ("prompt", "subject", "category", "contaminated", "question_id", "turn", "model", "turn_prompt")
+"""Columns found by name in any case (a quality column keeps the file's spelling: --small/--large name it)."""
+
+
 def read_routing_csv(path: Path, small: str | None = None, large: str | None = None) -> RoutingData:
-    """Parse one CSV; InvalidRequest (naming the column) when it has neither known shape."""
+    """Parse one CSV; InvalidRequest naming the file, and the line and column where there is one, when it has
+    neither known shape or a value cannot be used (a score that is not a finite number, a `*_correct` value
+    outside [0, 1], a long file's score outside [0, 10], an empty prompt)."""
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InvalidRequest(f"cannot read {path}: {e}", param="data") from e
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InvalidRequest(f"cannot read {path}: {e.strerror or e}", param="data") from e
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise InvalidRequest(f"{path}, line {line}: not UTF-8 (save the file as UTF-8)", param="data") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    rows: list[dict[str, str]] = []
+    lines: list[int] = []
+    try:
+        canon = {c: c.strip().lower() if c.strip().lower() in STRUCTURAL else c.strip()
+                 for c in reader.fieldnames or []}
+        end = 1
+        for r in reader:
+            lines.append(end + 1)  # where the record starts (a prompt may span lines)
+            end = reader.line_num
+            rows.append({canon.get(k, k): v for k, v in r.items() if k is not None})
+    except csv.Error as e:
+        raise InvalidRequest(f"{path}, line {reader.line_num}: not valid CSV: {e}", param="data") from None
     if not rows:
-        raise InvalidRequest(f"{path} has no rows", param="data")
+        raise InvalidRequest(f"{path} has no rows" + (" (only a header)" if reader.fieldnames else " (empty)"),
+                             param="data")
     cols = list(rows[0].keys())
     if "prompt" in cols:
-        return _wide(rows, cols, small, large)
+        return _wide(path, rows, lines, cols, small, large)
     if {"model", "turn_prompt"} <= set(cols):
-        return _long(rows, cols, small, large)
+        return _long(path, rows, lines, cols, small, large)
     raise InvalidRequest(f"{path}: expected a 'prompt' column (one row per prompt) or 'model' and "
                          f"'turn_prompt' columns (one row per model); found {', '.join(cols)}", param="data")
 
 
-def _num(value: str | None, column: str, row: int) -> float:
+def _num(value: str | None, where: str, column: str, lo: float = -math.inf, hi: float = math.inf) -> float:
     try:
-        return float(value or "")
+        x = float(value if value is not None else "")
     except ValueError:
-        raise InvalidRequest(f"row {row}: column {column!r} is not a number: {value!r}", param=column) from None
+        x = math.nan
+    if not math.isfinite(x) or not lo <= x <= hi:
+        what = "a finite number" if math.isinf(lo) else f"a number in [{lo:g}, {hi:g}]"
+        shown = "no value (the row is short)" if value is None else repr(value)
+        raise InvalidRequest(f"{where}, column {column!r}: {shown} is not {what}", param=column) from None
+    return x
 
 
-def _wide(rows: list[dict[str, str]], cols: list[str], small: str | None, large: str | None) -> RoutingData:
-    skip = {"prompt", "subject", "category", "contaminated", "question_id", "turn"}
-    quality = [c for c in cols if c.endswith("_correct")] or [
+def _text(value: str | None, where: str, column: str) -> str:
+    if value is None or not value.strip():
+        raise InvalidRequest(f"{where}, column {column!r}: empty", param=column)
+    return value
+
+
+def _wide(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[str], small: str | None,
+          large: str | None) -> RoutingData:
+    skip = set(STRUCTURAL)
+    quality = [c for c in cols if c.lower().endswith("_correct")] or [
         c for c in cols if c not in skip and all(_isnum(r[c]) for r in rows[:50])]
-    values = {c: np.array([_num(r[c], c, i + 2) for i, r in enumerate(rows)]) for c in quality}
+    values = {c: np.array([_num(r[c], f"{path}, line {n}", c, *((0, 1) if c.lower().endswith("_correct") else ()))
+                           for r, n in zip(rows, lines, strict=True)]) for c in quality}
     s, lg = _pick(quality, {c: float(v.mean()) for c, v in values.items()}, small, large, "quality column")
     group_col = next((c for c in ("subject", "category") if c in cols), None)
-    groups = [r[group_col] if group_col else "" for r in rows]
-    return RoutingData([r["prompt"] for r in rows], groups, values[s], values[lg], s, lg)
+    groups = [r[group_col] or "" if group_col else "" for r in rows]
+    prompts = [_text(r["prompt"], f"{path}, line {n}", "prompt") for r, n in zip(rows, lines, strict=True)]
+    return RoutingData(prompts, groups, values[s], values[lg], s, lg)
 
 
 def _isnum(v: str | None) -> bool:
@@ -126,16 +169,18 @@ def _isnum(v: str | None) -> bool:
         return False
 
 
-def _long(rows: list[dict[str, str]], cols: list[str], small: str | None, large: str | None) -> RoutingData:
-    score_col = next((c for c in cols if "score" in c), None)
+def _long(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[str], small: str | None,
+          large: str | None) -> RoutingData:
+    score_col = next((c for c in cols if "score" in c.lower()), None)
     if score_col is None:
-        raise InvalidRequest("long-format data needs a score column (e.g. gpt4_judge_score)", param="data")
+        raise InvalidRequest(f"{path}: long-format data needs a score column (e.g. gpt4_judge_score)", param="data")
     per: dict[tuple[str, str], dict[str, float]] = {}
     text: dict[tuple[str, str], str] = {}
-    for i, r in enumerate(rows):
-        key = (r.get("question_id", ""), r.get("turn", "1"))
-        per.setdefault(key, {})[r["model"]] = _num(r[score_col], score_col, i + 2)
-        text[key] = r["turn_prompt"]
+    for r, n in zip(rows, lines, strict=True):
+        where = f"{path}, line {n}"
+        key = (r.get("question_id") or "", r.get("turn") or "1")
+        per.setdefault(key, {})[_text(r["model"], where, "model")] = _num(r[score_col], where, score_col, 0, 10)
+        text[key] = _text(r["turn_prompt"], where, "turn_prompt")
     models = sorted({m for d in per.values() for m in d})
     keys = [k for k in per if len(per[k]) == len(models)]
     scale = 10.0 if max(v for d in per.values() for v in d.values()) > 1.0 else 1.0

@@ -1,0 +1,74 @@
+"""Model-routing CSVs of other sources (rightsize/routing_data.py): a header in another case, a byte-order
+mark, extra columns; a value that would give a silently wrong curve (NaN, a `_correct` of 7, a negative judge
+score) is refused with the file, line and column, by `aigrid models eval --data` too."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from aigrid.cli import app
+from aigrid.errors import InvalidRequest
+from aigrid.rightsize.routing_data import read_routing_csv
+
+PROMPT = "Which river flows through Vienna?\nA. Danube\nB. Rhine"  # 3 lines: line numbers count the file's
+
+
+def wide(path: Path, header: list[str], cell: str = "1", at: int = -1, encoding: str = "utf-8") -> Path:
+    with path.open("w", newline="", encoding=encoding) as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for i in range(12):
+            w.writerow([f"{PROMPT} #{i}", cell if i == at else str(i % 2), "1", "x"])
+    return path
+
+
+def test_a_header_in_another_case_with_a_bom_and_extra_columns(tmp_path: Path) -> None:
+    f = wide(tmp_path / "w.csv", ["Prompt", "Llama_8B_Correct", "Llama_70B_Correct", "Source"], encoding="utf-8-sig")
+    d = read_routing_csv(f)
+    assert len(d) == 12 and (d.small_name, d.large_name) == ("Llama_8B_Correct", "Llama_70B_Correct")
+    assert d.prompts[0] == f"{PROMPT} #0" and d.small.tolist() == [0.0, 1.0] * 6
+
+
+@pytest.mark.parametrize(("cell", "named"), [
+    ("nan", "line 14, column 'a_correct': 'nan'"),   # row 4 starts at line 2 + 4 x 3 (every prompt has 3 lines)
+    ("7", "line 14, column 'a_correct': '7' is not a number in [0, 1]"),
+    ("-1", "line 14, column 'a_correct': '-1'"),
+    ("", "line 14, column 'a_correct': ''"),
+])
+def test_a_bad_score_is_named_by_file_line_and_column(tmp_path: Path, cell: str, named: str) -> None:
+    f = wide(tmp_path / "w.csv", ["prompt", "a_correct", "b_correct", "note"], cell, at=4)
+    with pytest.raises(InvalidRequest) as e:
+        read_routing_csv(f)
+    assert f"{f}, {named}" in str(e.value), e.value
+    r = CliRunner().invoke(app, ["models", "eval", "--data", str(f), "--no-baseline"])
+    assert r.exit_code == 2 and named in r.output.replace("\n", ""), r.output
+
+
+def test_a_long_file_with_a_nan_or_negative_judge_score_is_refused(tmp_path: Path) -> None:
+    """A NaN score used to pass and swap which model was called small (the means compared NaN)."""
+    for bad in ("nan", "-3", "11"):
+        f = tmp_path / "long.csv"
+        rows = [f"{q},1,{m},{bad if (q, m) == (2, 'small') else 5 + q % 5},question {q}"
+                for q in range(10) for m in ("small", "large")]
+        f.write_text("Question_ID,Turn,Model,Judge_Score,Turn_Prompt\n" + "\n".join(rows) + "\n")
+        with pytest.raises(InvalidRequest, match=rf"long.csv, line 6, column 'Judge_Score': '{bad}'"):
+            read_routing_csv(f)
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    (b"", "has no rows (empty)"),
+    (b"prompt,a_correct,b_correct\n", "has no rows (only a header)"),
+    (b"prompt,a_correct,b_correct\nhello,1,0\n\xe9t\xe9,1,0\n", "line 3: not UTF-8"),
+    (b"prompt,a_correct,b_correct\nhello,1,0\n,1,0\n", "line 3, column 'prompt': empty"),
+    (b"prompt,a_correct,b_correct\nhello,1,0\nshort\n", "line 3, column 'a_correct': no value"),
+])
+def test_files_that_cannot_be_used_are_named(tmp_path: Path, body: bytes, named: str) -> None:
+    f = tmp_path / "d.csv"
+    f.write_bytes(body)
+    with pytest.raises(InvalidRequest) as e:
+        read_routing_csv(f)
+    assert str(f) in str(e.value) and named in str(e.value), e.value
