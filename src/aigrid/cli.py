@@ -140,7 +140,12 @@ def gateway(spec: SpecArg,
     """Run only a gateway, in front of engines that run elsewhere (every endpoint needs a url)."""
     from aigrid.gateway.server import run_grid
     from aigrid.spec.load import load_spec
+    from aigrid.spec.models import redis_url
 
+    try:
+        redis_url(redis)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--redis") from None
     try:
         s = _with_log_level(load_spec(spec), log_level)
         if redis is not None:

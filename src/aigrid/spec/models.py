@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fnmatch import fnmatchcase
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -21,6 +22,35 @@ EngineKind = Literal["embedded", "vllm", "sglang", "llamacpp", "ollama", "tgi", 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def http_url(url: str | None) -> str | None:
+    """An engine's or an exporter's URL: http(s), a host, a port from 1 to 65535 if one is given. Without
+    this a URL missing its scheme, or with a port out of range, passed `spec check` and `up`, and its endpoint
+    only ever showed UNHEALTHY."""
+    if url is None:
+        return None
+    if "${" in url:
+        raise ValueError(f"{url!r}: environment variables are not expanded in a grid spec; write the value")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in parts.netloc):
+        raise ValueError(f"{url!r} is not an http(s) URL (e.g. http://host:8000)")
+    if port == 0:
+        raise ValueError(f"{url!r}: the port must be a number from 1 to 65535")
+    return url
+
+
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
+def redis_url(url: str | None) -> str | None:
+    if url is not None and not url.startswith(_REDIS_SCHEMES):
+        raise ValueError(f"{url!r} is not a Redis URL (redis://host:port/db, rediss://... or unix:///path.sock)")
+    return url
 
 
 class ModelSpec(StrictModel):
@@ -66,6 +96,8 @@ class EndpointSpec(StrictModel):
     price_out_per_mtok: float = Field(default=0.0, ge=0)
     prefill_tps: float = Field(default=500.0, gt=0, description="profile estimate until measured")
     decode_tps: float = Field(default=40.0, gt=0, description="per-request decode tokens/s estimate")
+
+    _urls = field_validator("url", "power_metrics_url")(http_url)
 
     @model_validator(mode="after")
     def _url_for_external(self) -> EndpointSpec:
@@ -247,6 +279,8 @@ class SecuritySpec(StrictModel):
     abuse: AbuseSpec = AbuseSpec()
     audit: AuditSpec | None = AuditSpec()
 
+    _redis = field_validator("quotas_redis_url")(redis_url)
+
 
 class HedgeSpec(StrictModel):
     enabled: bool = Field(default=False, description="hedge every request (a request can ask with x-aigrid-hedge)")
@@ -298,6 +332,8 @@ class OtelSpec(StrictModel):
     service_name: str = "aigrid-gateway"
     sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0, description="share of requests traced")
     headers: dict[str, str] = Field(default={}, description="sent with every export (e.g. an API key)")
+
+    _endpoint = field_validator("endpoint")(http_url)
 
 
 ClassName = Literal["interactive", "standard", "batch"]
@@ -421,6 +457,8 @@ class GatewaySpec(StrictModel):
     admission: AdmissionSpec = AdmissionSpec()
     batch: BatchSpec = BatchSpec()
 
+    _redis = field_validator("shared_state_url")(redis_url)
+
 
 class SloSpec(StrictModel):
     """The grid's latency SLO: what every built-in policy gates on (core/picker.py: a candidate whose p90
@@ -530,7 +568,6 @@ class SpecProblems(ValueError):
 
 UNBOUND_STORE = "unbound"
 """The key of `gateway.stores` for what has no jurisdiction yet: background placeholders, unbound conversations."""
-_STORE_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def _store_problems(stores: dict[str, str], jurisdictions: set[str]) -> list[str]:
@@ -544,7 +581,7 @@ def _store_problems(stores: dict[str, str], jurisdictions: set[str]) -> list[str
         elif key != UNBOUND_STORE and key not in jurisdictions:
             problems.append(f"{where}: no site is in jurisdiction {key!r} (jurisdictions: {sorted(jurisdictions)}, "
                             f"or {UNBOUND_STORE!r} for placeholders and unbound conversations)")
-        if not url.startswith(_STORE_SCHEMES):
+        if not url.startswith(_REDIS_SCHEMES):
             problems.append(f"{where}: {url!r} is not a Redis URL (redis://host:port/db, rediss://... or "
                             "unix:///path.sock)")
     return problems

@@ -1,0 +1,66 @@
+"""URLs in a grid spec: an engine's, an exporter's and Redis's are checked by `spec check`, not found wrong
+after `up` (an endpoint that only ever shows UNHEALTHY, or a traceback at start)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from aigrid.cli import app
+from aigrid.errors import SpecError
+from aigrid.spec.load import parse_spec
+
+RIGHT_SIZE = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"
+
+
+def raw() -> dict:
+    return yaml.safe_load(RIGHT_SIZE.read_text())
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("127.0.0.1:9101", "endpoints.0.url: '127.0.0.1:9101' is not an http(s) URL (e.g. http://host:8000)"),
+    ("localhost:9101", "is not an http(s) URL"),
+    ("ftp://127.0.0.1:9101", "is not an http(s) URL"),
+    ("http://", "is not an http(s) URL"),
+    ("http://my host:9101", "is not an http(s) URL"),
+    ("http://127.0.0.1:99999", "endpoints.0.url: 'http://127.0.0.1:99999': the port must be a number from 1 to 65535"),
+    ("http://127.0.0.1:0", "the port must be a number from 1 to 65535"),
+    ("http://${ENGINE_HOST}:9101", "environment variables are not expanded in a grid spec"),
+])
+def test_an_endpoint_url_that_is_no_http_url_names_the_field(url: str, expected: str) -> None:
+    spec = raw()
+    spec["endpoints"][0]["url"] = url
+    with pytest.raises(SpecError) as e:
+        parse_spec(spec, "grid.yaml")
+    assert expected in str(e.value), str(e.value)
+
+
+def test_exporter_and_redis_urls_are_checked() -> None:
+    spec = raw()
+    spec["endpoints"][1]["power_metrics_url"] = "dcgm:9400/metrics"
+    spec["gateway"].update(shared_state_url="localhost:6379", otel={"enabled": True, "endpoint": "collector:4318"})
+    spec["security"] = {"quotas_redis_url": "http://redis:6379"}
+    with pytest.raises(SpecError) as e:
+        parse_spec(spec, "grid.yaml")
+    assert sorted(p.split(":")[0] for p in e.value.problems) == [
+        "endpoints.1.power_metrics_url", "gateway.otel.endpoint", "gateway.shared_state_url",
+        "security.quotas_redis_url"], e.value.problems
+    assert "'http://redis:6379' is not a Redis URL" in str(e.value)
+
+
+def test_good_urls_pass() -> None:
+    spec = raw()
+    spec["endpoints"][0]["url"] = "https://[::1]:8443/v1"
+    spec["gateway"].update(shared_state_url="unix:///run/redis.sock", otel={"endpoint": "http://collector:4318"})
+    assert parse_spec(spec).endpoints[0].url == "https://[::1]:8443/v1"
+
+
+def test_gateway_redis_option_is_checked_before_anything_starts() -> None:
+    """`aigrid gateway SPEC --redis nope` was a ValueError traceback from redis-py once the gateway started."""
+    r = CliRunner().invoke(app, ["gateway", str(RIGHT_SIZE), "--redis", "localhost:6379", "--port", "18399"])
+    assert r.exit_code == 2
+    assert "--redis" in r.output and "is not a Redis URL" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
