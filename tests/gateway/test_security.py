@@ -222,3 +222,25 @@ async def test_dashboard_is_for_operators_when_enforced(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         assert error(await c.get("/dashboard/state", headers=auth(keys["bank"])), 403)["code"] == "operator_only"
         assert (await c.get("/dashboard/state", headers=auth(keys["ops"]))).status_code == 200
+
+
+async def test_a_key_revoked_or_created_with_aigrid_keys_takes_effect_without_a_restart(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid keys revoke` on a running grid: the gateway read its key file once, at start, so a revoked key
+    kept working until a restart. Now its ring looks at the file again (at most once a second)."""
+    from aigrid.security import keys as key_module
+    from aigrid.security.keys_cli import create_key, revoke_key
+
+    c, gw = secured
+    monkeypatch.setattr(gw.guard.authenticator.keys, "_interval_s", 0.0)
+    assert (await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["ops"]))).status_code == 200
+    path = tmp_path / "keys.json"
+    assert revoke_key(path, keys["ops"].split("_")[1], secret=SECRET.encode())
+    r = await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["ops"]))
+    assert error(r, 401)["code"] == "invalid_api_key"
+    lines: list[str] = []
+    create_key(path, "default", secret=SECRET.encode(), echo=lines.append)
+    new = next(word for line in lines for word in line.split() if word.startswith("aig_"))
+    assert (await c.post("/v1/chat/completions", json=CHAT, headers=auth(new))).status_code == 200
+    assert key_module.WATCH_INTERVAL_S <= 1.0  # the promise docs/security.md makes

@@ -160,3 +160,27 @@ def test_a_key_can_only_lower_its_tenants_highest_priority() -> None:
     assert tenant.narrowed_by(Scopes()).max_priority == 9
     assert Scopes.from_dict(Scopes(max_priority=2).to_dict()) == Scopes(max_priority=2)
     assert Scopes.from_dict({"max_priority": "batch"}).max_priority == 0
+
+
+def test_a_watching_ring_follows_its_file_and_keeps_its_keys_when_the_file_is_unreadable(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "keys.json"
+    lines: list[str] = []
+    key_id = create_key(path, "bank", secret=SECRET, echo=lines.append)
+    key = next(word for line in lines for word in line.split() if word.startswith("aig_"))
+    ring = KeyRing.watching(path, SECRET, interval_s=3600)
+    assert ring.verify(key) is not None
+    revoke_key(path, key_id, secret=SECRET)
+    assert ring.verify(key) is not None  # looked at most once an interval: not yet
+    ring._interval_s = 0.0
+    assert ring.verify(key) is None and ring.get(key_id) is not None and ring.get(key_id).revoked  # type: ignore[union-attr]
+    assert "1 revoked" in caplog.text
+    lines.clear()
+    other_id = create_key(path, "bank", secret=SECRET, echo=lines.append)
+    other = next(word for line in lines for word in line.split() if word.startswith("aig_"))
+    assert ring.verify(other) is not None
+    path.write_text('{"keys": [{"key_id": ')  # someone editing it by hand, half saved
+    assert ring.verify(other) is not None  # the keys stay as they were
+    assert "cannot be read" in caplog.text
+    path.unlink()  # gone: no key is valid, as a gateway started without the file
+    assert ring.verify(other) is None and ring.get(other_id) is None

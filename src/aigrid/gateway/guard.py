@@ -172,7 +172,7 @@ class Guard:
             store_prompts=t.store_prompts) for name, t in spec.tenants.items()}
         tenants.setdefault("default", Tenant("default"))
         self.tenants = tenants
-        self.authenticator = Authenticator(KeyRing.load(Path(sec.keys_file), self._secret), tenants,
+        self.authenticator = Authenticator(KeyRing.watching(Path(sec.keys_file), self._secret), tenants,
                                            enforce=sec.enforce, jwt=_jwt(sec))
         if quota_backend is None and sec.quotas_redis_url:
             pool = BlockingConnectionPool.from_url(sec.quotas_redis_url, max_connections=64, timeout=2)

@@ -3,7 +3,9 @@
 A key reads `aig_<key id>_<secret>`. The secret has 256 bits of entropy, so a keyed fast hash is the
 right tool (slow password hashes such as scrypt protect low-entropy passwords and would cost tens of
 milliseconds per request); the server secret means a stolen key file alone does not allow offline checks.
-The file is JSON, written atomically; the secret itself is never stored.
+The file is JSON, written atomically; the secret itself is never stored. A gateway's ring watches its file
+(`KeyRing.watching`): a key created or revoked with `aigrid keys` takes effect within a second, without a
+restart.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import time
@@ -19,6 +22,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aigrid.security.principal import Scopes
+
+log = logging.getLogger("aigrid.keys")
+WATCH_INTERVAL_S = 1.0
+"""How stale a watching ring may be: it looks at its file at most this often (one stat), when asked."""
 
 PREFIX = "aig_"
 
@@ -75,6 +82,10 @@ class KeyRing:
             raise ValueError("the server secret must be at least 16 bytes")
         self._secret = server_secret
         self._records = {r.key_id: r for r in records}
+        self._path: Path | None = None
+        self._seen: tuple[int, int, int] | None = None
+        self._checked = float("-inf")
+        self._interval_s = WATCH_INTERVAL_S
 
     def digest(self, secret: str) -> str:
         return hmac.new(self._secret, secret.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -95,6 +106,7 @@ class KeyRing:
         parts = split_key(api_key)
         if parts is None:
             return None
+        self._refresh()
         record = self._records.get(parts[0])
         if record is None or record.revoked:
             return None
@@ -102,6 +114,7 @@ class KeyRing:
 
     def get(self, key_id: str) -> KeyRecord | None:
         """The record of `key_id` (revoked or not), without a secret: for work that runs later as that key."""
+        self._refresh()
         return self._records.get(key_id)
 
     def revoke(self, key_id: str) -> bool:
@@ -121,6 +134,41 @@ class KeyRing:
         data = json.loads(path.read_text(encoding="utf-8"))
         return cls(server_secret, (KeyRecord.from_dict(d) for d in data.get("keys", [])))
 
+    @classmethod
+    def watching(cls, path: Path, server_secret: bytes, interval_s: float | None = None) -> KeyRing:
+        """The ring of `path`, kept in step with it: when the file changes (`aigrid keys create` or `revoke`
+        replace it atomically; a Kubernetes Secret's mount swaps it), the next lookup after `interval_s`
+        reads it again. A file that cannot be read keeps the keys as they were (logged); a file that is gone
+        leaves no key valid, as at start."""
+        ring = cls.load(path, server_secret)
+        ring._path, ring._interval_s = path, WATCH_INTERVAL_S if interval_s is None else interval_s
+        ring._seen = _signature(path)
+        ring._checked = time.monotonic()
+        return ring
+
+    def _refresh(self) -> None:
+        if self._path is None:
+            return
+        now = time.monotonic()
+        if now - self._checked < self._interval_s:
+            return
+        self._checked = now
+        seen = _signature(self._path)
+        if seen == self._seen:
+            return
+        try:
+            fresh = KeyRing.load(self._path, self._secret)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # half-written by hand, or not a key file
+            log.error("key file %s changed but cannot be read (%s): the keys stay as they were", self._path, e)
+            return  # not marked seen: read again at the next look
+        before = self._records
+        self._records, self._seen = fresh._records, seen
+        added = fresh._records.keys() - before.keys()
+        revoked = [k for k, r in fresh._records.items() if r.revoked and k in before and not before[k].revoked]
+        removed = before.keys() - fresh._records.keys()
+        log.warning("key file %s reloaded: %d keys (%d added, %d revoked, %d removed)", self._path,
+                    len(fresh._records), len(added), len(revoked), len(removed))
+
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
         payload = json.dumps({"keys": [r.to_dict() for r in self.records()]}, indent=2)
@@ -128,3 +176,12 @@ class KeyRing:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(payload)
         os.replace(tmp, path)
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file does (an atomic replace gives a new inode), without reading it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
