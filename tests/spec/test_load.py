@@ -207,3 +207,31 @@ def test_cross_checks_are_one_line_each_without_a_top_level_prefix() -> None:
         parse_spec(raw, "grid.yaml")
     assert e.value.problems == ["endpoints[1].site: unknown site 'atlantis' (sites: ['fra', 'gru', 'iad', 'nrt'])",
                                 "endpoints[4].id: duplicate endpoint id 'fra-smollm2'"]
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda r: r["endpoints"][0].update(decode_tps=float("inf")), "endpoints.0.decode_tps: Input should be a finite"),
+    (lambda r: r["models"]["smollm2-135m"].update(params_b=float("inf")), "params_b: Input should be a finite number"),
+    (lambda r: r["cities"].update(Nowhere=[200, 0]),
+     "cities.Nowhere: [200, 0] is not [latitude -90..90, longitude -180..180]"),
+    (lambda r: r["endpoints"][0].update(id=""), "endpoints.0.id: String should have at least 1 character"),
+    (lambda r: r["endpoints"][0].update(served_model=""), "endpoints.0.served_model: String should have at least 1"),
+    (lambda r: r["sites"]["fra"].update(name=""), "sites.fra.name: String should have at least 1 character"),
+    (lambda r: r["sites"]["fra"].update(jurisdiction=False),
+     "sites.fra.jurisdiction: Input should be a valid string (YAML reads a bare yes, no, on, off, true or false as "
+     "the boolean false: quote it"),
+    (lambda r: r["gateway"].update(port="${PORT}"), "gateway.port: Input should be a valid integer, unable to parse "
+     "string as an integer (environment variables are not expanded in a grid spec"),
+    (lambda r: r["gateway"].update(network="netns", location="Frankfurt") or r["endpoints"][0].update(
+        engine="vllm", url="http://127.0.0.1:8000") or r.update(endpoints=r["endpoints"][:1]),
+     "gateway.network: netns puts each embedded endpoint's site in a network namespace, and no endpoint is embedded"),
+])
+def test_values_that_passed_but_could_not_work_are_refused(mutate: object, expected: str) -> None:
+    """Each passed spec check: an infinite speed or size, a city off the globe, an empty id or name; a bare NO
+    (Norway) said only 'should be a valid string'; netns with no embedded endpoint was a StopIteration
+    traceback at `up`."""
+    raw = demo_raw()
+    mutate(raw)  # type: ignore[operator]
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw, "grid.yaml")
+    assert expected in str(e.value), str(e.value)

@@ -109,6 +109,9 @@ def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:
                         f"(known: {', '.join(sorted(c.title() for c in cities(spec)))})")
     if spec.gateway.network == "netns" and spec.gateway.location is None:
         problems.append("gateway.location: network: netns needs the gateway's location (the origin of the delays)")
+    if spec.gateway.network == "netns" and not any(e.engine == "embedded" for e in spec.endpoints):
+        problems.append("gateway.network: netns puts each embedded endpoint's site in a network namespace, and no "
+                        "endpoint is embedded (emulate delays external engines; none: real distance)")
     if problems:
         raise SpecError(source, problems)
     return spec
@@ -136,6 +139,12 @@ def describe(err: object) -> str:
     d = dict(err)  # type: ignore[call-overload]
     loc = ".".join(str(x) for x in d.get("loc", ())) or "(top level)"
     msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")
+    given = d.get("input")
+    if isinstance(given, bool) and d.get("type") == "string_type":
+        msg += (f" (YAML reads a bare yes, no, on, off, true or false as the boolean {str(given).lower()}: quote "
+                "it, e.g. jurisdiction: 'NO')")
+    elif isinstance(given, str) and "${" in given:
+        msg += " (environment variables are not expanded in a grid spec; write the value)"
     return f"{loc}: {msg}"
 
 

@@ -21,7 +21,8 @@ EngineKind = Literal["embedded", "vllm", "sglang", "llamacpp", "ollama", "tgi", 
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: YAML's .inf passed every `gt=0` bound (decode_tps: .inf, params_b: .inf)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def http_url(url: str | None) -> str | None:
@@ -54,7 +55,7 @@ def redis_url(url: str | None) -> str | None:
 
 
 class ModelSpec(StrictModel):
-    family: str
+    family: str = Field(min_length=1)
     params_b: float = Field(gt=0, description="billions of parameters")
     context: int = Field(default=8192, gt=0)
     vision: bool = Field(default=False, description="the model reads images (its engines run a vision "
@@ -70,7 +71,7 @@ class DocumentSpec(StrictModel):
 
 
 class SiteSpec(StrictModel):
-    name: str
+    name: str = Field(min_length=1, description="its city: a client location the gateway accepts")
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
     jurisdiction: str = Field(min_length=2, description="e.g. EU, US, JP, BR")
@@ -82,12 +83,13 @@ class SiteSpec(StrictModel):
 
 
 class EndpointSpec(StrictModel):
-    id: str
+    id: str = Field(min_length=1)
     site: str
     model: str
     engine: EngineKind = "embedded"
     url: str | None = Field(default=None, description="base URL of an external engine, e.g. http://host:8000")
-    served_model: str | None = Field(default=None, description="model name the engine expects, if different")
+    served_model: str | None = Field(default=None, min_length=1,
+                                     description="model name the engine expects, if different")
     power_metrics_url: str | None = Field(default=None, description="NVIDIA dcgm-exporter /metrics URL for GPU power")
     gpus: list[str] | None = Field(default=None, description="GPU indices or UUIDs of this endpoint in DCGM metrics")
     slots: int = Field(default=2, ge=1, le=1024, description="concurrent batch slots (-np for llama.cpp)")
@@ -502,6 +504,8 @@ class GridSpec(StrictModel):
                                     f"{sorted(self.models)})")
             problems += self._tenant_problems(name, tenant)
         problems += _store_problems(self.gateway.stores, {site.jurisdiction for site in self.sites.values()})
+        problems += [f"cities.{name}: [{lat:g}, {lon:g}] is not [latitude -90..90, longitude -180..180]"
+                     for name, (lat, lon) in self.cities.items() if not (-90 <= lat <= 90 and -180 <= lon <= 180)]
         for sid, site in self.sites.items():
             for i, doc in enumerate(site.documents):
                 owner = self.tenants.get(doc.tenant) if doc.tenant is not None else None
