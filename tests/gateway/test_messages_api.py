@@ -177,7 +177,11 @@ async def test_an_empty_final_assistant_turn_is_accepted(claude: anthropic.Async
 
 
 @pytest.mark.parametrize("prefill", ["  ", "Sure ", "Sure\n", [{"type": "text", "text": "Sure\t"}],
-                                     [{"type": "text", "text": "A"}, {"type": "text", "text": "B "}]])
+                                     [{"type": "text", "text": "A"}, {"type": "text", "text": "B "}],
+                                     # the prefill sent is the text blocks joined: a thinking block after them
+                                     # (left out) does not hide the trailing space (a review's finding)
+                                     [{"type": "text", "text": "Sure "},
+                                      {"type": "thinking", "thinking": "hm", "signature": "sig"}]])
 async def test_a_final_assistant_turn_ending_in_whitespace_is_anthropics_400(
         claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], prefill: object) -> None:
     """Anthropic refuses a prefill that ends with whitespace (a whitespace-only one too): 400 invalid_request_error

@@ -34,6 +34,7 @@ from aigrid.gateway.messages_schema import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from aigrid.json_depth import too_deep
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                 "content_filter": "refusal"}
@@ -177,8 +178,12 @@ def _nonempty(m: MessageParam, where: str) -> None:
 def _no_trailing_whitespace(m: MessageParam, where: str) -> None:
     """Anthropic's 400 for a prefill (the final assistant turn) whose text ends with whitespace, a whitespace-only
     one included: "final assistant content cannot end with trailing whitespace"."""
-    last = m.content if isinstance(m.content, str) else m.content[-1]
-    text = last if isinstance(last, str) else last.text if isinstance(last, TextBlock) else None
+    if isinstance(m.content, str):
+        text: str | None = m.content
+    elif any(isinstance(b, ToolUseBlock) for b in m.content):
+        return  # a turn that calls tools is not a prefill
+    else:  # the prefill the engine continues: the turn's text blocks joined (thinking and the rest left out)
+        text = next((b.text for b in reversed(m.content) if isinstance(b, TextBlock)), None)
     if text and text[-1].isspace():
         raise InvalidRequest(f"{where}: final assistant content cannot end with trailing whitespace", param=where)
 
@@ -246,6 +251,8 @@ def tool_input(arguments: str) -> dict[str, Any]:
     try:
         value = orjson.loads(arguments or "{}")
     except orjson.JSONDecodeError:
+        return {"_raw": arguments}
+    if too_deep(value) is not None:  # orjson could not write it back (254 levels): a 500 for the client
         return {"_raw": arguments}
     return value if isinstance(value, dict) else {"_raw": value}
 
