@@ -133,3 +133,41 @@ async def test_close_cancels_the_jobs_still_waiting(firewall: RecordingFirewall)
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert isinstance(await first, Screened)  # the one being read still answers
+
+
+class Text(str):
+    """A str that can be watched with a weak reference."""
+
+
+async def test_nothing_read_is_kept_and_a_gone_callers_text_leaves_at_once(firewall: RecordingFirewall) -> None:
+    """The first version queued on the admission queue's structure, whose expiry heap kept every job (its 4 MiB
+    of text, its future) for the gateway's life: 50 documents of 1 MiB were 50 MiB held (a review's finding)."""
+    import gc
+    import weakref
+
+    screen = Screen(firewall)
+    firewall.release.set()
+    try:
+        async def read_one(i: int) -> weakref.ref[Text]:
+            text = Text(f"Report {i}. The quarterly report lists every branch. " * 200)
+            await screen.check("a", [ModelText(text, Source.DOCUMENT, ("documents", 0))])
+            return weakref.ref(text)
+
+        watched = [await read_one(i) for i in range(20)]
+        gc.collect()
+        # the last may linger in the idle worker thread's frame until the next job; none accumulates
+        assert sum(w() is not None for w in watched) <= 1
+        firewall.release.clear()
+        firewall.started.clear()
+        first = asyncio.create_task(screen.check("a", doc("a0")))
+        await wait_started(firewall)
+        gone = asyncio.create_task(screen.check("b", doc("b0")))
+        await asyncio.sleep(0.01)
+        assert "b" in screen._jobs
+        gone.cancel()
+        await asyncio.sleep(0.01)
+        assert "b" not in screen._jobs  # dropped before its turn, not when the turn comes
+        firewall.release.set()
+        await first
+    finally:
+        screen.close()

@@ -15,12 +15,12 @@ document cascade on (cascade.py), every text its transformer may read (documents
 goes to that worker whatever its size; with the prompt cascade on, every prompt of its grey zone (the n-gram
 prompt head reads a short prompt here first to know).
 
-The worker's queue is fair between tenants, by characters read (start-time fair queueing on the admission
-queue's structure, core.fair_queue): the next job is the head of the tenant that has had the fewest characters
-read, counted from the virtual time at which it last became busy, so one tenant's stream of 4 MiB documents
-(7 s of CPU each) delays another tenant's 3,000-character request by at most the one job being read, not by
-the whole backlog, as a first-in-first-out queue would. A job whose caller has gone (cancelled, e.g. the
-client hung up) is dropped unread when its turn comes.
+The worker's queue is fair between tenants, by characters read (start-time fair queueing): the next text
+is the head of the tenant that has had the fewest characters read since it last became busy (a text counts
+at least `inline_chars`: a short prompt sent here costs a transformer's pass), so one tenant's stream of 4 MiB
+documents (7 s of CPU each) delays another tenant's 3,000-character request by the text being read and at
+most one text of each other busy tenant, not by the whole backlog, as a first-in-first-out queue would. A
+text whose caller has gone (cancelled: the client hung up) leaves the queue at once, unread.
 """
 
 from __future__ import annotations
@@ -28,12 +28,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from aigrid.core.fair_queue import FairQueue
 from aigrid.security.firewall.pipeline import Firewall, Screened
 from aigrid.security.firewall.texts import ModelText
 
@@ -48,6 +47,7 @@ class _Job:
     chars: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Screened]
+    seq: int
 
 
 class Screen:
@@ -56,12 +56,13 @@ class Screen:
         self.inline_chars = inline_chars
         self._pool: ThreadPoolExecutor | None = None  # threads start on first use, not here
         self._lock = threading.Lock()
-        self._queue: FairQueue[_Job] = FairQueue(capacity=1 << 62)  # what requests in flight send; none is shed
+        self._jobs: dict[str, deque[_Job]] = {}
+        """Tenant -> its texts waiting to be read, first in first out; a tenant with none has no entry."""
         self._read: dict[str, float] = {}
         """Tenant -> virtual characters read: its place in the fair order."""
         self._clock = 0.0
         """Virtual time: the start of the job read last (never decreases)."""
-        self._waiting: dict[str, int] = {}
+        self._seq = 0
         self._reading = False
 
     async def check(self, tenant: str, texts: Sequence[ModelText]) -> Screened:
@@ -69,33 +70,46 @@ class Screen:
         if chars <= self.inline_chars and not self.firewall.reads_slowly(tenant, texts):
             return self.firewall.check_texts(tenant, texts)
         loop = asyncio.get_running_loop()
-        job = _Job(tenant, list(texts), chars, loop, loop.create_future())
         with self._lock:
+            self._seq += 1
+            job = _Job(tenant, list(texts), chars, loop, loop.create_future(), self._seq)
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aigrid-firewall")
-            if not self._reading and not len(self._queue):
+            if not self._reading and not self._jobs:
                 self._clock = max([self._clock, *self._read.values()])  # idle: every tenant is caught up
-            if not self._waiting.get(tenant):
+            waiting = self._jobs.get(tenant)
+            if waiting is None:
                 # busy again: from now, not from its idle past (nor ahead of the tenants already waiting)
                 self._read[tenant] = max(self._read.get(tenant, 0.0), self._clock)
-            self._waiting[tenant] = self._waiting.get(tenant, 0) + 1
-            self._queue.push(job, tenant, 0, time.monotonic(), float("inf"))
+                waiting = self._jobs[tenant] = deque()
+            waiting.append(job)
             self._pool.submit(self._read_next)  # one turn per job: each turn reads the fairest head
-        return await job.future
+        try:
+            return await job.future
+        except asyncio.CancelledError:
+            self._drop(job)  # its caller has gone: the text leaves the queue now, unread and uncharged
+            raise
+
+    def _drop(self, job: _Job) -> None:
+        with self._lock:
+            waiting = self._jobs.get(job.tenant)
+            if waiting is not None and job in waiting:
+                waiting.remove(job)
+                if not waiting:
+                    del self._jobs[job.tenant]
 
     def _read_next(self) -> None:
         with self._lock:
-            heads = self._queue.order(self._read.__getitem__)
-            if not heads:
-                return  # closed meanwhile
-            item = heads[0]
-            self._queue.remove(item)
-            job = item.payload
-            self._waiting[job.tenant] -= 1
-            self._clock = max(self._clock, self._read[job.tenant])
-            self._read[job.tenant] += job.chars
-            if job.future.cancelled():
-                return  # its caller has gone: nobody reads the verdict
+            if not self._jobs:
+                return  # its job was dropped (caller gone) or the screen closed
+            tenant = min(self._jobs, key=lambda t: (self._read[t], self._jobs[t][0].seq))
+            waiting = self._jobs[tenant]
+            job = waiting.popleft()
+            if not waiting:
+                del self._jobs[tenant]
+            self._clock = max(self._clock, self._read[tenant])
+            # at least inline_chars: a short prompt of the cascade's grey zone costs a transformer's pass
+            self._read[tenant] += max(job.chars, self.inline_chars)
             self._reading = True
         try:
             outcome: Screened | BaseException = self.firewall.check_texts(job.tenant, job.texts)
@@ -110,14 +124,12 @@ class Screen:
 
     def close(self) -> None:
         with self._lock:
-            pending = self._queue.items()
-            for item in pending:
-                self._queue.remove(item)
-            self._waiting.clear()
+            pending = [job for waiting in self._jobs.values() for job in waiting]
+            self._jobs.clear()
             pool, self._pool = self._pool, None
-        for item in pending:
+        for job in pending:
             try:
-                item.payload.loop.call_soon_threadsafe(item.payload.future.cancel)
+                job.loop.call_soon_threadsafe(job.future.cancel)
             except RuntimeError:
                 pass  # its event loop has closed: nobody waits on it
         if pool is not None:
