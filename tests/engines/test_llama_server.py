@@ -256,3 +256,42 @@ async def cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def test_stop_during_the_wait_before_a_restart_brings_nothing_back(tmp_path: Path) -> None:
+    """A review's finding: stop() while supervise waited to restart started a child nobody would stop."""
+    ready = tmp_path / "ready.py"
+    ready.write_text("import http.server, sys\n" + SERVE_OK)
+    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
+    server = LlamaServerProcess(config(tmp_path, binary))
+    await server.start()
+    task = asyncio.create_task(server.supervise("e", backoff_s=(0.3,)))
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGKILL)
+    await asyncio.sleep(0.1)  # supervise has seen the exit and waits 0.3 s
+    await server.stop()
+    await asyncio.wait_for(task, 5)
+    assert server.restarts == 0 and server.pid is None
+    assert (tmp_path / "engine.log").read_text().count("$ ") == 1  # never started again
+
+
+async def test_a_restart_that_cannot_even_be_spawned_is_tried_again(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """The binary removed (a cache cleaned): the OSError ended supervision for good, with no log line."""
+    ready = tmp_path / "ready.py"
+    ready.write_text("import http.server, sys\n" + SERVE_OK)
+    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
+    script = binary.read_text()
+    server = LlamaServerProcess(config(tmp_path, binary))
+    caplog.set_level(logging.WARNING, logger="aigrid.engines")
+    async with server:
+        task = await supervised(server, "e")
+        binary.unlink()
+        assert server.pid is not None
+        os.kill(server.pid, signal.SIGKILL)
+        await until(lambda: "could not be started again" in caplog.text)
+        assert not task.done()
+        binary.write_text(script)
+        binary.chmod(0o755)
+        await until(lambda: server.restarts == 1)
+        await cancel(task)

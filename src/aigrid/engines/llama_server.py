@@ -158,6 +158,7 @@ class LlamaServerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
         self._help: str = ""
+        self._stopping = False
         self.restarts = 0
         """How many times `supervise` brought the child back."""
 
@@ -183,6 +184,7 @@ class LlamaServerProcess:
             proc = await self._spawn(build_command(self.config, self.port, help_text))
             try:
                 await self._wait_ready(proc)
+                self._stopping = False
                 return
             except EngineBuildError as exc:
                 await self.stop()
@@ -244,7 +246,7 @@ class LlamaServerProcess:
         log it with its exit code or signal and the log's last lines, wait, and start it again on the same
         port (the gateway keeps its URL; the endpoint's health comes back at the next scrape). Waits grow
         along `backoff_s` while it keeps dying, and start from the first once it has run `stable_s`. A
-        restart that fails is logged and tried again. Cancel it before stop()."""
+        restart that fails is logged and tried again; once stop() has been called nothing is started again."""
         failures = 0
         while True:
             proc = self._proc
@@ -264,16 +266,30 @@ class LlamaServerProcess:
                         self.log_tail(8))
             while True:
                 await asyncio.sleep(wait)
+                if self._stopping:
+                    return  # stop() came during the wait: nothing to bring back
                 if self._log is not None:
                     self._log.close()
                     self._log = None
                 assert self.port is not None
-                new = await self._spawn(build_command(self.config, self.port, self._help))
+                try:
+                    new = await self._spawn(build_command(self.config, self.port, self._help))
+                except OSError as exc:  # the binary or model gone, the log not writable, no file descriptors
+                    wait = backoff_s[min(failures, len(backoff_s) - 1)]
+                    failures += 1
+                    log.warning("engine %s could not be started again: %s; trying again in %.0f s", name, exc, wait)
+                    continue
+                if self._stopping:  # stop() ran while the child was being made: it is not stop()'s to see
+                    _send(new, signal.SIGKILL)
+                    await new.wait()
+                    return
                 try:
                     await self._wait_ready(new)
                 except EngineBuildError as exc:
                     _send(new, signal.SIGKILL)
                     await new.wait()
+                    if self._stopping:
+                        return
                     wait = backoff_s[min(failures, len(backoff_s) - 1)]
                     failures += 1
                     log.warning("engine %s did not come back: %s; trying again in %.0f s", name,
@@ -286,6 +302,7 @@ class LlamaServerProcess:
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL after stop_grace_s. Safe to call twice or after a failed start."""
+        self._stopping = True
         proc, self._proc = self._proc, None
         if proc is not None:
             _send(proc, signal.SIGTERM)
@@ -299,9 +316,12 @@ class LlamaServerProcess:
             self._log = None
 
     def log_tail(self, lines: int = 20) -> str:
-        """The last lines of the log file, for error messages."""
+        """The last lines of the log file, for error messages (its last 16 KB only: the log grows for as long
+        as the engine runs)."""
         try:
-            text = self.config.log_path.read_text(errors="replace")
+            with self.config.log_path.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 16_384))
+                text = f.read().decode(errors="replace")
         except OSError as exc:
             return f"(log unreadable: {exc})"
         return "\n".join(text.splitlines()[-lines:])

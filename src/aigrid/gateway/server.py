@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import shlex
 import signal
 import socket
@@ -107,9 +108,14 @@ async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console
 
 
 async def _cancelled(task: asyncio.Task[None]) -> None:
+    """Cancel `task` and wait for it; an error it ended with is logged, not raised into the shutdown."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        pass
+    except Exception:
+        logging.getLogger("aigrid.engines").exception("%s ended with an error", task.get_name())
 
 
 def _aigrid() -> str:
