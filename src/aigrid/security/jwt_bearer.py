@@ -8,10 +8,12 @@ tenant's scopes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 
 from aigrid.errors import AuthenticationError
+from aigrid.security.jwks import JwksKeys
 from aigrid.security.principal import Scopes
 
 
@@ -19,12 +21,14 @@ from aigrid.security.principal import Scopes
 class JwtSettings:
     issuer: str
     audience: str
-    key: str | bytes
-    """HMAC secret (HS*) or PEM public key (RS*, ES*, EdDSA)."""
+    key: str | bytes | None
+    """HMAC secret (HS*) or PEM public key (RS*, ES*, EdDSA); None with `jwks`."""
     algorithms: tuple[str, ...] = ("RS256", "ES256", "EdDSA")
     tenant_claim: str = "tenant"
     leeway_s: float = 30.0
     required_claims: tuple[str, ...] = field(default=("exp", "iss", "aud", "sub"))
+    jwks: JwksKeys | None = None
+    """The identity provider's key set (jwks.py): each token is checked with the key its `kid` names."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,8 +44,20 @@ def looks_like_jwt(token: str) -> bool:
 
 def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
     """Decode and check a bearer token; any failure is an AuthenticationError (401)."""
+    key: Any = settings.key
+    algorithms = list(settings.algorithms)
+    if settings.jwks is not None:
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as e:
+            raise AuthenticationError(f"invalid bearer token: {e}", code="invalid_token") from e
+        jwk = settings.jwks.key_for(kid if isinstance(kid, str) else None)
+        if jwk is None:
+            raise AuthenticationError("bearer token signed by a key the identity provider's key set does not "
+                                      f"hold (kid {kid!r})", code="invalid_token")
+        key, algorithms = jwk.key, settings.jwks.algorithms(jwk)
     try:
-        claims = jwt.decode(token, settings.key, algorithms=list(settings.algorithms),
+        claims = jwt.decode(token, key, algorithms=algorithms,
                             audience=settings.audience, issuer=settings.issuer, leeway=settings.leeway_s,
                             options={"require": list(settings.required_claims)})
     except jwt.ExpiredSignatureError as e:

@@ -1,0 +1,158 @@
+"""JWT bearer tokens checked with an identity provider's JWKS (security/jwks.py): a real HTTP server on
+loopback plays the provider; keys rotate, the provider goes away, tokens try other algorithms."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+from aigrid.errors import AuthenticationError
+from aigrid.security.jwks import JwksKeys
+from aigrid.security.jwt_bearer import JwtSettings, verify_jwt
+
+ISSUER, AUDIENCE = "https://idp.example", "aigrid"
+
+
+class Provider:
+    """An identity provider's JWKS endpoint on 127.0.0.1: serves `keys`, counts requests, can go down."""
+
+    def __init__(self) -> None:
+        self.keys: list[dict] = []
+        self.requests = 0
+        self.down = False
+        provider = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+                provider.requests += 1
+                if provider.down:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                body = json.dumps({"keys": provider.keys}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def provider() -> Iterator[Provider]:
+    p = Provider()
+    yield p
+    p.server.shutdown()
+
+
+def rsa_key(kid: str) -> tuple[rsa.RSAPrivateKey, dict]:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(RSAAlgorithm.to_jwk(private.public_key()))
+    return private, {**jwk, "kid": kid, "use": "sig", "alg": "RS256"}
+
+
+def token(private: object, kid: str | None, alg: str = "RS256", **claims: object) -> str:
+    body = {"iss": ISSUER, "aud": AUDIENCE, "sub": "svc-1", "tenant": "bank", "exp": time.time() + 300, **claims}
+    return jwt.encode(body, private, algorithm=alg, headers={"kid": kid} if kid else None)  # type: ignore[arg-type]
+
+
+def hs256_by_hand(header: dict, claims: dict, secret: bytes) -> str:
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    signing_input = f"{b64(json.dumps(header).encode())}.{b64(json.dumps(claims).encode())}"
+    return f"{signing_input}.{b64(hmac.new(secret, signing_input.encode(), hashlib.sha256).digest())}"
+
+
+def settings(keys: JwksKeys) -> JwtSettings:
+    return JwtSettings(ISSUER, AUDIENCE, None, jwks=keys)
+
+
+async def test_tokens_are_checked_with_the_key_their_kid_names(provider: Provider) -> None:
+    first, jwk1 = rsa_key("k1")
+    ec_private = ec.generate_private_key(ec.SECP256R1())
+    jwk2 = {**json.loads(ECAlgorithm.to_jwk(ec_private.public_key())), "kid": "k2"}
+    provider.keys = [jwk1, jwk2]
+    keys = JwksKeys(provider.url)
+    assert await keys.refresh()
+    assert verify_jwt(token(first, "k1"), settings(keys)).tenant == "bank"
+    assert verify_jwt(token(ec_private, "k2", "ES256"), settings(keys)).subject == "svc-1"
+    other, _ = rsa_key("k1")  # the right kid, another key: the signature fails
+    with pytest.raises(AuthenticationError, match="invalid bearer token"):
+        verify_jwt(token(other, "k1"), settings(keys))
+
+
+async def test_a_token_cannot_pick_hs256_with_the_public_key_as_its_secret(provider: Provider) -> None:
+    private, jwk = rsa_key("k1")
+    provider.keys = [{k: v for k, v in jwk.items() if k != "alg"}]  # no alg named: the type's algorithms
+    keys = JwksKeys(provider.url)
+    assert await keys.refresh()
+    pem = private.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    forged = hs256_by_hand({"alg": "HS256", "typ": "JWT", "kid": "k1"},  # PyJWT itself refuses to make one
+                           {"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "tenant": "bank", "exp": time.time() + 60}, pem)
+    with pytest.raises(AuthenticationError, match="invalid bearer token"):
+        verify_jwt(forged, settings(keys))
+    unsigned = jwt.encode({"iss": ISSUER, "aud": AUDIENCE, "sub": "x", "tenant": "bank", "exp": time.time() + 60},
+                          None, algorithm="none", headers={"kid": "k1"})
+    with pytest.raises(AuthenticationError, match="invalid bearer token"):
+        verify_jwt(unsigned, settings(keys))
+
+
+async def test_a_rotated_key_is_fetched_early_and_a_provider_outage_keeps_the_keys(provider: Provider,
+                                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    old, jwk_old = rsa_key("2026-11")
+    new, jwk_new = rsa_key("2026-12")
+    provider.keys = [jwk_old]
+    keys = JwksKeys(provider.url, refresh_s=3600, min_refetch_s=0.0)
+    runner = asyncio.create_task(keys.run())
+    try:
+        while keys.fetched < 1:
+            await asyncio.sleep(0.01)
+        assert verify_jwt(token(old, "2026-11"), settings(keys)).tenant == "bank"
+        provider.keys = [jwk_old, jwk_new]  # the provider rotates: a token with the new kid arrives first
+        with pytest.raises(AuthenticationError, match="does not hold"):
+            verify_jwt(token(new, "2026-12"), settings(keys))
+        deadline = time.monotonic() + 10
+        while keys.fetched < 2:  # ... and wakes the refresher, without waiting the hour
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        assert verify_jwt(token(new, "2026-12"), settings(keys)).tenant == "bank"
+        provider.down = True
+        assert not await keys.refresh()
+        assert "cannot read the signing keys" in caplog.text and "keeping the 2 held" in caplog.text
+        assert verify_jwt(token(old, "2026-11"), settings(keys)).tenant == "bank"
+    finally:
+        runner.cancel()
+
+
+async def test_before_the_first_fetch_every_token_is_refused(provider: Provider) -> None:
+    private, jwk = rsa_key("k1")
+    provider.down = True
+    keys = JwksKeys(provider.url)
+    assert not await keys.refresh()
+    with pytest.raises(AuthenticationError, match="does not hold"):
+        verify_jwt(token(private, "k1"), settings(keys))
+    provider.down = False
+    provider.keys = [jwk, {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}]  # a shared secret is never used
+    assert await keys.refresh()
+    assert keys.key_for("hmac") is None and keys.key_for("k1") is not None
+    assert verify_jwt(token(private, None), settings(keys)).tenant == "bank"  # no kid: the one signing key
