@@ -22,7 +22,7 @@ from aigrid.agents.builtins import builtin_tools
 from aigrid.agents.embeddings import Embedder, MiniLMEmbedder
 from aigrid.agents.loop import LoopConfig
 from aigrid.agents.mcp_tools import McpServer, McpTool
-from aigrid.agents.tool import ToolRegistry
+from aigrid.agents.tool import ToolError, ToolRegistry
 from aigrid.agents.vector_store import SiteStores, read_documents
 from aigrid.errors import ConfigError
 from aigrid.security.firewall.pipeline import Verdict
@@ -61,7 +61,7 @@ class AgentRuntime:
             tools = builtin_tools(graphs=_graphs(spec), http_allow=spec.agents.http_allow or None,
                                   http_client=client, stores=stores,
                                   sql_databases={k: Path(v) for k, v in spec.agents.sql.items()})
-        except OSError as e:
+        except (OSError, ToolError) as e:  # ToolError: a database that does not exist
             raise ConfigError(f"agents.sql: cannot open a database: {e}") from e
         mcp = [McpServer(name, m.command, env=m.env or None, prefix=m.prefix, call_timeout_s=m.call_timeout_s)
                for name, m in spec.agents.mcp_servers.items()]
@@ -83,7 +83,12 @@ class AgentRuntime:
                 chunks = await self.stores.load(sid, texts, tenant=doc.tenant)
                 log.info("site %s: %d chunks from %s", sid, chunks, doc.path)
         for server in self.mcp:
-            for tool in await server.start():
+            try:
+                tools = await server.start()
+            except OSError as e:  # not found, not executable: was a FileNotFoundError traceback naming nothing
+                raise ConfigError(f"agents.mcp_servers.{server.name}.command: cannot start {server.command[0]!r}: "
+                                  f"{e.strerror or e}") from e
+            for tool in tools:
                 self._offer(server, tool, _vet(vet, tool))
             server.on_tools_changed = lambda s, old, new: self._changed(s, old, new, vet)
 

@@ -8,13 +8,15 @@ by the lifespan, never by a constructor.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,7 +28,7 @@ from aigrid.core.scheduler import Scheduler
 from aigrid.core.types import GeoPoint, Policy, Rng
 from aigrid.core.urgency import parse_level
 from aigrid.engines.protocol import Engine
-from aigrid.errors import ApiError
+from aigrid.errors import AigridError, ApiError
 from aigrid.gateway.admission import Admission
 from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.background import BackgroundRuns
@@ -102,6 +104,10 @@ class Gateway:
     baselines: dict[str, Router] = field(default_factory=dict)
     """The peers' routing formulas (core.baselines), selectable per request with x-aigrid-policy for an A/B
     against aigrid's own policies on live traffic."""
+    startup_error: BaseException | None = None
+    """Why the lifespan's start failed (a document not found, an MCP server that would not start, an audit log
+    that cannot be opened): what started before it is stopped, and the server reports it in one line
+    (server.py, workers.py: `startup_problem`), never as a traceback."""
 
     def __post_init__(self) -> None:
         a = self.spec.gateway.admission
@@ -166,14 +172,25 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
     return SharedSync(store, backend, gid, time.time, spec.gateway.shared_sync_interval_s, observe)
 
 
+def startup_problem(e: BaseException) -> str:
+    """Why a gateway could not start, in one line: an aigrid error says it with its field; anything else is
+    named by its type."""
+    return str(e) if isinstance(e, AigridError) else f"{type(e).__name__}: {e}"
+
+
 class GatewayApp:
     """The gateway's ASGI app: the proxied routes go straight to their handler (routes.Audited: one Exchange,
     its own error envelope), so a streamed answer's chunks reach the server's `send` with no middleware
-    wrapper per chunk; every other route (and the lifespan) goes through Starlette."""
+    wrapper per chunk; every other route (and the lifespan) goes through Starlette.
 
-    def __init__(self, app: Starlette, direct: Mapping[str, ASGIApp]) -> None:
+    A start that fails is said in one line (Starlette's lifespan hands the server a whole traceback), or not
+    at all with `quiet_startup`, where the caller reports `gateway.startup_error` itself."""
+
+    def __init__(self, app: Starlette, direct: Mapping[str, ASGIApp], gateway: Gateway) -> None:
         self.app = app
         self.direct = dict(direct)
+        self.gateway = gateway
+        self.quiet_startup = False
 
     @property
     def routes(self) -> list[BaseRoute]:
@@ -185,7 +202,20 @@ class GatewayApp:
             if handler is not None:
                 await handler(scope, receive, send)
                 return
+        elif scope["type"] == "lifespan":
+            await self.app(scope, receive, self._lifespan_send(send))
+            return
         await self.app(scope, receive, send)
+
+    def _lifespan_send(self, send: Send) -> Send:
+        async def lifespan_send(message: MutableMapping[str, Any]) -> None:
+            error = self.gateway.startup_error
+            if message["type"] == "lifespan.startup.failed" and error is not None:
+                message = {**message, "message": "" if self.quiet_startup else
+                           f"the gateway could not start: {startup_problem(error)}"}
+            await send(message)
+
+        return lifespan_send
 
 
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> GatewayApp:
@@ -195,14 +225,29 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
     messages, responses = MessagesApi(routes), ResponsesApi(routes)
     audited = routes.audited({MESSAGES_PATH: messages.create, RESPONSES_PATH: responses.create})
 
+    async def start() -> None:
+        started: list[Callable[[], Awaitable[None]]] = []
+        try:
+            await gateway.guard.start()
+            started.append(gateway.guard.stop)
+            await gateway.agents.start(vet=gateway.guard.firewall.tool_description)
+            started.append(gateway.agents.stop)
+            await gateway.scraper.start()
+            started.append(gateway.scraper.stop)
+            if gateway.sync is not None:
+                await gateway.sync.start()
+                started.append(gateway.sync.stop)
+            await batches.start()
+        except BaseException as e:
+            gateway.startup_error = e
+            for stop in reversed(started):  # nothing stays half-started
+                with contextlib.suppress(Exception):
+                    await stop()
+            raise
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.guard.start()
-        await gateway.agents.start(vet=gateway.guard.firewall.tool_description)
-        await gateway.scraper.start()
-        if gateway.sync is not None:
-            await gateway.sync.start()
-        await batches.start()
+        await start()
         try:
             yield
         finally:
@@ -238,4 +283,4 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
                             Exception: internal_error_handler},
         lifespan=lifespan,
     )
-    return GatewayApp(app, audited)
+    return GatewayApp(app, audited, gateway)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -146,12 +147,28 @@ def audit_log(a: AuditSpec) -> AuditLog:
     key = None
     if a.signing_key is not None:
         priv = Path(a.signing_key)
-        if not priv.exists():
-            priv.parent.mkdir(parents=True, exist_ok=True)
-            generate_keypair(priv, priv.with_suffix(".pub.pem"))
-        key = load_private_key(priv)
-    Path(a.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if not priv.exists():
+                priv.parent.mkdir(parents=True, exist_ok=True)
+                generate_keypair(priv, priv.with_suffix(".pub.pem"))
+            key = load_private_key(priv)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"security.audit.signing_key: cannot read or create {priv}: {e}") from e
+    try:
+        Path(a.path).parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"security.audit.path: cannot create the folder of {a.path}: {e}") from e
     return AuditLog(Path(a.path), key, checkpoint_every=a.checkpoint_every, queue_max=a.queue_max)
+
+
+async def start_audit(log: AuditSink) -> None:
+    """Open the audit log: a path that cannot be opened (a folder, no permission) is a ConfigError naming the
+    field, not sqlite's 'unable to open database file' traceback."""
+    try:
+        await log.start()
+    except (OSError, sqlite3.Error) as e:
+        where = getattr(getattr(log, "store", None), "path", None)
+        raise ConfigError(f"security.audit.path: cannot open the audit log{f' {where}' if where else ''}: {e}") from e
 
 
 class Guard:
@@ -172,7 +189,11 @@ class Guard:
             store_prompts=t.store_prompts) for name, t in spec.tenants.items()}
         tenants.setdefault("default", Tenant("default"))
         self.tenants = tenants
-        self.authenticator = Authenticator(KeyRing.watching(Path(sec.keys_file), self._secret), tenants,
+        try:
+            keys = KeyRing.watching(Path(sec.keys_file), self._secret)
+        except (OSError, ValueError) as e:  # a folder, no permission, not the key file's JSON
+            raise ConfigError(f"security.keys_file: cannot read {sec.keys_file}: {e}") from e
+        self.authenticator = Authenticator(keys, tenants,
                                            enforce=sec.enforce, jwt=_jwt(sec))
         if quota_backend is None and sec.quotas_redis_url:
             pool = BlockingConnectionPool.from_url(sec.quotas_redis_url, max_connections=64, timeout=2)
@@ -223,7 +244,7 @@ class Guard:
         if self._audit_spec is None:
             return
         sink: AuditSink = self._audit_sink or audit_log(self._audit_spec)
-        await sink.start()
+        await start_audit(sink)
         self.audit = sink
 
     async def stop(self) -> None:

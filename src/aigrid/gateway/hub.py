@@ -52,6 +52,7 @@ from typing import Any, TypeVar
 from aigrid.audit.log import AuditLog
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable
 from aigrid.gateway.conversation_store import ConversationStore
+from aigrid.gateway.guard import start_audit
 from aigrid.gateway.hub_protocol import BATCH, FrameWriter, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
@@ -103,7 +104,7 @@ class Hub:
 
     async def start(self) -> None:
         if self.audit is not None:
-            await self.audit.start()
+            await start_audit(self.audit)
         self._server = await asyncio.start_unix_server(self._serve, str(self.path))
         if self._relay is not None:
             await self._relay_loop.start()

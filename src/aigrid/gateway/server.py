@@ -26,7 +26,7 @@ from aigrid.engines.llama_server import LlamaServerProcess, embedded_config
 from aigrid.engines.netns import SITE_PORT, SiteNetwork, cleanup_stale, in_namespace
 from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
-from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_problem
 from aigrid.gateway.heap import settle_when_started
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.gateway.workers import run_workers
@@ -198,7 +198,9 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
             return server is not None and server.should_exit
 
         routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
-        config = uvicorn.Config(build_app(gateway, extra_routes=routes), host=host, port=port, log_level="warning",
+        app = build_app(gateway, extra_routes=routes)
+        app.quiet_startup = True  # a failed start is raised below, in one line
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
                                 loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
         server = _Server(config)
         _stop_on_signals(server)
@@ -210,6 +212,10 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
         announcer = asyncio.create_task(announce())
         try:
             await server.serve()
+        except SystemExit:  # uvicorn's exit when the lifespan's start failed
+            if gateway.startup_error is None:
+                raise
+            raise ConfigError(startup_problem(gateway.startup_error)) from None
         finally:
             announcer.cancel()
         console.print("stopping engines...")

@@ -33,24 +33,28 @@ import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import orjson
 import uvicorn
 from prometheus_client import multiprocess
 from starlette.routing import BaseRoute
 
-from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.errors import ConfigError
+from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_problem
 from aigrid.gateway.guard import Guard, abuse_relay, abuse_rules, audit_log
 from aigrid.gateway.heap import settle_when_started
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
-from aigrid.gateway.wiring import build_engines, upstream
+from aigrid.gateway.wiring import Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
 
 log = logging.getLogger("aigrid.workers")
 RESTART_DELAY_S = 1.0
+STARTUP_FAILED = 3
+"""A worker's exit code when it could not start (uvicorn's own for a failed lifespan start); why is in the file
+`worker-INDEX.failed` beside its configuration, one line."""
 
 
 def listen(host: str, port: int) -> socket.socket:
@@ -83,6 +87,8 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     procs: list[asyncio.subprocess.Process | None] = [None] * count
+    ready = False
+    failed: list[str] = []
 
     async def start(i: int) -> asyncio.subprocess.Process:
         procs[i] = await asyncio.create_subprocess_exec(
@@ -95,14 +101,23 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
             proc = await start(i)
             code = await proc.wait()
             multiprocess.mark_process_dead(proc.pid, str(metrics_dir))
-            if not stop.is_set():
-                log.error("gateway worker %d (pid %d) exited with %s; starting it again", i, proc.pid, code)
-                await asyncio.sleep(RESTART_DELAY_S)
+            if stop.is_set():
+                return
+            why = _failure(work, i)
+            if not ready:  # before the grid ever answered: a worker that cannot start will not start again
+                failed.append(why or f"gateway worker {i} exited with {code} before it could serve (its output "
+                              "is above)")
+                stop.set()
+                return
+            log.error("gateway worker %d (pid %d) exited with %s%s; starting it again", i, proc.pid, code,
+                      f" ({why})" if why else "")
+            await asyncio.sleep(RESTART_DELAY_S)
 
     await hub.start()
     keepers = [asyncio.create_task(keep(i), name=f"aigrid-worker-{i}") for i in range(count)]
     try:
         if await _ready(host, port, stop):
+            ready = True
             started()
         await stop.wait()
     finally:
@@ -121,6 +136,19 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         shutil.rmtree(work, ignore_errors=True)
+    if failed:
+        raise ConfigError(failed[0])
+
+
+def _failure(work: Path, index: int) -> str | None:
+    """Why worker `index` could not start, as it wrote it (serve_worker); None if it did not say."""
+    path = work / f"worker-{index}.failed"
+    try:
+        why = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    path.unlink(missing_ok=True)
+    return why or None
 
 
 async def _ready(host: str, port: int, stop: asyncio.Event, timeout_s: float = 120.0) -> bool:
@@ -128,13 +156,18 @@ async def _ready(host: str, port: int, stop: asyncio.Event, timeout_s: float = 1
     deadline = asyncio.get_running_loop().time() + timeout_s
     while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
         try:
-            reader, writer = await asyncio.open_connection(host, port)
-            writer.write(f"GET /livez HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
-            head = await reader.read(12)
-            writer.close()
+            # bounded: the parent's socket accepts into its backlog even while no worker serves (every worker
+            # failing to start), and a read with no bound then waited forever, past Ctrl-C
+            async with asyncio.timeout(1.0):
+                reader, writer = await asyncio.open_connection(host, port)
+                try:
+                    writer.write(f"GET /livez HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n".encode())
+                    head = await reader.read(12)
+                finally:
+                    writer.close()
             if head.endswith(b"200"):
                 return True
-        except OSError:
+        except (OSError, TimeoutError):
             pass
         await asyncio.sleep(0.1)
     return False
@@ -175,37 +208,57 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
     """One worker: a whole gateway on the inherited socket, its shared parts behind the hub."""
     config = orjson.loads(config_path.read_bytes())
     die_with_parent(int(config["parent"]))
-    spec = parse_spec(config["spec"], str(config_path))
     sock = socket.socket(fileno=int(config["fd"]))
     hub = HubClient(Path(config["hub"]))
     up = upstream()
     try:
-        quotas = None if spec.security.quotas_redis_url else HubQuotaBackend(hub)
-        audit = HubAuditLog(hub)
-        guard = Guard(spec, quota_backend=quotas, audit_sink=audit, abuse_exchange=hub.abuse_exchange)
-        shared = None if spec.gateway.shared_state_url else HubSharedState(hub)
-        gateway = build_gateway(spec, build_engines(spec, config["urls"], up), shared=shared, guard=guard,
-                                gateway_id=f"{socket.gethostname()}-{os.getpid()}-w{index}")
-        gateway.hub = hub
-        # what the hub refuses or never acknowledges after the request ended (the records and settlements
-        # are posted, not awaited) counts where a refusal at the time would have
-        audit.on_lost = gateway.metrics.audit_lost.inc
-        if quotas is not None:
-            quotas.on_unsettled = gateway.metrics.quota_unsettled.inc
+        try:
+            spec = parse_spec(config["spec"], str(config_path))
+            gateway = _worker_gateway(spec, config, index, hub, up)
+        except Exception as e:  # noqa: BLE001 (a key secret, a JWT key file, a database: said once, one line)
+            _cannot_start(config_path, index, e)
         server: uvicorn.Server | None = None
 
         def stopping() -> bool:
             return server is not None and server.should_exit
 
         routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
-        uv = uvicorn.Config(build_app(gateway, extra_routes=routes), log_level="warning", http="httptools",
-                            lifespan="on", timeout_graceful_shutdown=5)
+        app = build_app(gateway, extra_routes=routes)
+        app.quiet_startup = True  # the parent says why, once, from this worker's file
+        uv = uvicorn.Config(app, log_level="warning", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
         server = uvicorn.Server(uv)
         settling = asyncio.create_task(settle_when_started(server))
         try:
             await server.serve(sockets=[sock])
+        except SystemExit:  # uvicorn's exit when the lifespan's start failed
+            if gateway.startup_error is None:
+                raise
+            _cannot_start(config_path, index, gateway.startup_error)
         finally:
             settling.cancel()
     finally:
         await up.aclose()
         await hub.aclose()
+
+
+def _cannot_start(config_path: Path, index: int, e: BaseException) -> NoReturn:
+    (config_path.parent / f"worker-{index}.failed").write_text(startup_problem(e), encoding="utf-8")
+    raise SystemExit(STARTUP_FAILED)
+
+
+def _worker_gateway(spec: GridSpec, config: Mapping[str, Any], index: int, hub: HubClient,
+                    up: Upstream) -> Gateway:
+    """A worker's gateway: its shared parts behind the hub."""
+    quotas = None if spec.security.quotas_redis_url else HubQuotaBackend(hub)
+    audit = HubAuditLog(hub)
+    guard = Guard(spec, quota_backend=quotas, audit_sink=audit, abuse_exchange=hub.abuse_exchange)
+    shared = None if spec.gateway.shared_state_url else HubSharedState(hub)
+    gateway = build_gateway(spec, build_engines(spec, config["urls"], up), shared=shared, guard=guard,
+                            gateway_id=f"{socket.gethostname()}-{os.getpid()}-w{index}")
+    gateway.hub = hub
+    # what the hub refuses or never acknowledges after the request ended (the records and settlements
+    # are posted, not awaited) counts where a refusal at the time would have
+    audit.on_lost = gateway.metrics.audit_lost.inc
+    if quotas is not None:
+        quotas.on_unsettled = gateway.metrics.quota_unsettled.inc
+    return gateway

@@ -1,0 +1,59 @@
+"""A gateway that cannot start says why in one line and stops: with one process or with `--workers N`.
+
+Before, a start that failed in the lifespan (a document not found, an MCP server that would not run, an audit
+log that could not be opened) was uvicorn's traceback, and with workers every worker failed, was started again
+and failed again, a traceback a second, for ever; Ctrl-C then hung the parent (its readiness probe waited on a
+connection no worker would accept)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from aigrid.engines.llama_server import free_port
+from aigrid.gateway.workers import _ready
+
+
+def spec(tmp: Path, port: int, **site: object) -> dict:
+    return {"name": "startup", "gateway": {"host": "127.0.0.1", "port": port, "network": "none"},
+            "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
+            "sites": {"s0": {"name": "S0", "lat": 50.0, "lon": 8.0, "jurisdiction": "EU", **site}},
+            "endpoints": [{"id": "emu0", "site": "s0", "model": "emulated", "engine": "vllm",
+                           "url": f"http://127.0.0.1:{free_port()}"}],
+            "security": {"audit": {"path": str(tmp / "audit.db"), "signing_key": str(tmp / "audit.pem")}}}
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_gateway_that_cannot_start_says_why_in_one_line_and_stops(tmp_path: Path, workers: int) -> None:
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_bytes(orjson.dumps(spec(tmp_path, free_port(), documents=[{"path": "missing/*.txt"}])))
+    started = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", str(workers)],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "error: sites.s0.documents[0].path:" in r.stderr and "missing/*.txt" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr, r.stderr[-4000:]
+    assert "starting it again" not in r.stderr  # a worker that cannot start is not started again and again
+    assert time.monotonic() - started < 60
+
+
+def test_the_readiness_probe_gives_up_when_stopped_though_no_worker_accepts() -> None:
+    """The parent's socket takes connections into its backlog with no worker accepting them."""
+    async def probe() -> bool:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.listen(16)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(0.3, stop.set)
+            return await asyncio.wait_for(_ready("127.0.0.1", sock.getsockname()[1], stop), timeout=5)
+
+    started = time.monotonic()
+    assert asyncio.run(probe()) is False
+    assert time.monotonic() - started < 3
