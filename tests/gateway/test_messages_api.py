@@ -224,6 +224,10 @@ async def test_a_message_thread_continue_is_thread_not_found_and_a_create_is_ser
         "messages": [{"role": "user", "content": "Hi"}]})
     assert create.status_code == 200 and create.json()["content"][0]["text"] == "Hello from the grid"
     assert "thread" not in fakes["fra-smollm2"].received[-1]
+    counted = await client.post("/v1/messages/count_tokens", headers=FRANKFURT, json={
+        "model": "smollm2-135m", "thread": {"type": "continue", "previous_message_id": "msg_1"},
+        "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}]})
+    assert counted.status_code == 404 and counted.json()["error"]["details"] == {"error_code": "thread_not_found"}
 
 
 async def test_error_shape_on_the_wire(client: httpx.AsyncClient) -> None:

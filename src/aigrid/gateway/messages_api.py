@@ -123,6 +123,7 @@ class MessagesApi:
         gw = self.pipeline.gw
         principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))  # before the body
         req = validate(CountTokensRequest, await self.pipeline.read_json(request))
+        no_thread(req)  # a thread's continue counts the new turn alone: the SDK replays the whole conversation
         authorize(principal, req.model)
         if req.model != "auto" and req.model not in gw.known_models:
             raise ModelNotFound(f"The model '{req.model}' does not exist on this grid", param="model")
@@ -132,7 +133,7 @@ class MessagesApi:
                         media_type=_JSON)
 
 
-def no_thread(req: MessagesRequest) -> None:
+def no_thread(req: CountTokensRequest) -> None:
     """Anthropic's message threads (`thread`, beta message-threads-2026-08-12): the gateway holds no thread, so
     `{"type": "create"}` is accepted and ignored (the request carries the whole conversation) and a
     `{"type": "continue", "previous_message_id": ...}`, which sends only the new turn, is Anthropic's 404
