@@ -18,6 +18,8 @@ import orjson
 import pytest
 
 from aigrid.engines.llama_server import free_port
+from aigrid.errors import ConfigError
+from aigrid.gateway.server import _check_port_free
 from aigrid.gateway.workers import _ready
 
 
@@ -57,3 +59,16 @@ def test_the_readiness_probe_gives_up_when_stopped_though_no_worker_accepts() ->
     started = time.monotonic()
     assert asyncio.run(probe()) is False
     assert time.monotonic() - started < 3
+
+
+def test_the_port_check_names_a_bad_host_and_takes_ipv6() -> None:
+    """`gateway.host: '::1'` was refused as 'is another gateway running?' (an IPv4 socket cannot bind an IPv6
+    address), and so was a host that is no address of this machine."""
+    _check_port_free("::1", free_port())
+    with pytest.raises(ConfigError, match=r"gateway.host: cannot listen on not a host:\d+: .* \(an address of"):
+        _check_port_free("not a host", free_port())
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(ConfigError, match="is another gateway running"):
+            _check_port_free("127.0.0.1", taken.getsockname()[1])

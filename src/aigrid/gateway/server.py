@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import shlex
@@ -144,13 +145,16 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
 
 def _check_port_free(host: str, port: int) -> None:
     """Fail before starting any engine when the gateway's port is taken (another grid still running?)."""
-    with socket.socket() as sock:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:  # as workers.listen
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError as e:
-            raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}; is another gateway running? "
-                              "Stop it or pick another port with --port") from e
+            if e.errno == errno.EADDRINUSE:
+                raise ConfigError(f"cannot listen on {host}:{port}: {e.strerror}; is another gateway running? "
+                                  "Stop it or pick another port with --port") from e
+            raise ConfigError(f"gateway.host: cannot listen on {host}:{port}: {e.strerror or e} (an address "
+                              "of this machine, e.g. 127.0.0.1 or 0.0.0.0)") from e
 
 
 ExtraRoutes = Callable[[Gateway, Callable[[], bool]], Sequence[BaseRoute]]
