@@ -184,3 +184,31 @@ def test_a_watching_ring_follows_its_file_and_keeps_its_keys_when_the_file_is_un
     assert "cannot be read" in caplog.text
     path.unlink()  # gone: no key is valid, as a gateway started without the file
     assert ring.verify(other) is None and ring.get(other_id) is None
+
+
+@pytest.mark.parametrize("content", ["[]", '{"keys": [1]}', '{"keys": "abc"}', "[" * 100_000 + "]" * 100_000,
+                                     '{"keys": [{"key_id": "k", "tenant": "bank", "digest": "\\u00e9\\u00e9"}]}'])
+def test_a_key_file_of_another_shape_keeps_the_keys_and_never_fails_a_request(
+        tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A review's finding: only some errors were caught, so '[]', '{"keys": [1]}', a deep nest or a non-ASCII
+    digest made every key check that looked at the file a 500, once a second in every worker."""
+    path = tmp_path / "keys.json"
+    lines: list[str] = []
+    create_key(path, "bank", secret=SECRET, echo=lines.append)
+    key = next(word for line in lines for word in line.split() if word.startswith("aig_"))
+    ring = KeyRing.watching(path, SECRET, interval_s=0.0)
+    path.write_text(content)
+    for _ in range(3):
+        assert ring.verify(key) is not None
+    assert caplog.text.count("cannot be read") == 1  # once per change of the file
+    with pytest.raises(ValueError):
+        KeyRing.load(path, SECRET)  # and `aigrid up` on such a file says what is wrong, before serving
+
+
+def test_a_gateway_started_on_a_broken_key_file_names_it(tmp_path: Path) -> None:
+    from aigrid.errors import ConfigError
+
+    path = tmp_path / "keys.json"
+    path.write_text('{"keys": "abc"}')
+    with pytest.raises(ConfigError, match=r"security.keys_file: .*keys.json: not a key file"):
+        KeyRing.watching(path, SECRET)

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from aigrid.errors import ConfigError
 from aigrid.security.principal import Scopes
 
 log = logging.getLogger("aigrid.keys")
@@ -86,6 +87,7 @@ class KeyRing:
         self._seen: tuple[int, int, int] | None = None
         self._checked = float("-inf")
         self._interval_s = WATCH_INTERVAL_S
+        self._unreadable: tuple[int, int, int] | None = None
 
     def digest(self, secret: str) -> str:
         return hmac.new(self._secret, secret.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -129,10 +131,22 @@ class KeyRing:
 
     @classmethod
     def load(cls, path: Path, server_secret: bytes) -> KeyRing:
+        """The ring of a key file (none there: an empty ring). ValueError, saying what is wrong, for a file
+        that is not one (not JSON, another shape, a digest that is not one)."""
         if not path.exists():
             return cls(server_secret)
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(server_secret, (KeyRecord.from_dict(d) for d in data.get("keys", [])))
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except RecursionError as e:
+            raise ValueError("nested too deep to be a key file") from e
+        keys = data.get("keys", []) if isinstance(data, dict) else None
+        if not isinstance(keys, list) or not all(isinstance(d, dict) for d in keys):
+            raise ValueError('not a key file: expected {"keys": [{"key_id": ..., "tenant": ..., "digest": ...}, ...]}')
+        records = [KeyRecord.from_dict(d) for d in keys]
+        for r in records:
+            if len(r.digest) != 64 or not all(c in "0123456789abcdef" for c in r.digest):
+                raise ValueError(f"key {r.key_id}: its digest is not a SHA-256 hex digest")
+        return cls(server_secret, records)
 
     @classmethod
     def watching(cls, path: Path, server_secret: bytes, interval_s: float | None = None) -> KeyRing:
@@ -140,9 +154,13 @@ class KeyRing:
         replace it atomically; a Kubernetes Secret's mount swaps it), the next lookup after `interval_s`
         reads it again. A file that cannot be read keeps the keys as they were (logged); a file that is gone
         leaves no key valid, as at start."""
-        ring = cls.load(path, server_secret)
+        seen = _signature(path)  # before reading: a change in between is read again at the first look
+        try:
+            ring = cls.load(path, server_secret)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ConfigError(f"security.keys_file: {path}: {e}") from e
         ring._path, ring._interval_s = path, WATCH_INTERVAL_S if interval_s is None else interval_s
-        ring._seen = _signature(path)
+        ring._seen = seen
         ring._checked = time.monotonic()
         return ring
 
@@ -153,13 +171,15 @@ class KeyRing:
         if now - self._checked < self._interval_s:
             return
         self._checked = now
-        seen = _signature(self._path)
+        seen = _signature(self._path)  # before reading: a change made while it is read is seen next time
         if seen == self._seen:
             return
         try:
             fresh = KeyRing.load(self._path, self._secret)
-        except (OSError, ValueError, KeyError, TypeError) as e:  # half-written by hand, or not a key file
-            log.error("key file %s changed but cannot be read (%s): the keys stay as they were", self._path, e)
+        except Exception as e:  # noqa: BLE001 - whatever the file holds, a request is not its victim
+            if seen != self._unreadable:  # once per change of the file, not once a second
+                self._unreadable = seen
+                log.error("key file %s changed but cannot be read (%s): the keys stay as they were", self._path, e)
             return  # not marked seen: read again at the next look
         before = self._records
         self._records, self._seen = fresh._records, seen
