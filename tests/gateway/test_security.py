@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -244,3 +245,37 @@ async def test_a_key_revoked_or_created_with_aigrid_keys_takes_effect_without_a_
     new = next(word for line in lines for word in line.split() if word.startswith("aig_"))
     assert (await c.post("/v1/chat/completions", json=CHAT, headers=auth(new))).status_code == 200
     assert key_module.WATCH_INTERVAL_S <= 1.0  # the promise docs/security.md makes
+
+
+async def test_bearer_tokens_of_an_identity_provider_checked_with_its_jwks(
+        tmp_path: Path, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """security.jwt.jwks_url: the gateway fetches the provider's keys when it starts (a real JWKS server on
+    loopback) and checks each token with the key its kid names; a token of another key is a 401."""
+    from aigrid.spec.models import JwtSpec
+    from tests.security.test_jwks import AUDIENCE, ISSUER, Provider, rsa_key, token
+
+    provider = Provider()
+    try:
+        private, jwk = rsa_key("k1")
+        provider.keys = [jwk]
+        monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+        spec = spec_in(tmp_path, enforce=True, jwt=JwtSpec(issuer=ISSUER, audience=AUDIENCE, jwks_url=provider.url))
+        tenants = {**spec.tenants, "bank": TenantSpec()}
+        gw = build_gateway(spec.model_copy(update={"tenants": tenants}), fakes, rng=random.Random(3), sleep=_no_sleep)
+        await gw.scraper.scrape_once()
+        await gw.guard.start()
+        try:
+            jwks = gw.guard.authenticator.jwt.jwks  # type: ignore[union-attr]
+            while jwks is not None and jwks.fetched < 1:
+                await asyncio.sleep(0.01)
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+                r = await c.post("/v1/chat/completions", json=CHAT, headers=auth(token(private, "k1")))
+                assert r.status_code == 200, r.text
+                other, _ = rsa_key("k2")
+                r = await c.post("/v1/chat/completions", json=CHAT, headers=auth(token(other, "k2")))
+                assert error(r, 401)["code"] == "invalid_token"
+        finally:
+            await gw.guard.stop()
+        assert gw.guard._jwks_task is None
+    finally:
+        provider.server.shutdown()

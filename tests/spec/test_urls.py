@@ -64,3 +64,25 @@ def test_gateway_redis_option_is_checked_before_anything_starts() -> None:
     assert r.exit_code == 2
     assert "--redis" in r.output and "is not a Redis URL" in r.output
     assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+@pytest.mark.parametrize(("jwt", "expected"), [
+    ({"issuer": "i", "audience": "a", "jwks_url": "idp.example/jwks"}, "security.jwt.jwks_url: 'idp.example/jwks' is not an http(s) URL"),
+    ({"issuer": "i", "audience": "a", "jwks_url": "https://idp.example/jwks", "secret_env": "S"},
+     "give exactly one of key_file, secret_env or jwks_url"),
+    ({"issuer": "i", "audience": "a"}, "give exactly one of key_file, secret_env or jwks_url"),
+    ({"issuer": "i", "audience": "a", "jwks_url": "https://idp.example/jwks", "jwks_refresh_s": 1},
+     "security.jwt.jwks_refresh_s"),
+])
+def test_a_jwt_key_source_is_one_and_a_jwks_url_is_a_url(jwt: dict, expected: str) -> None:
+    spec = raw()
+    spec.setdefault("security", {})["jwt"] = jwt
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec, "right-size.yaml")
+    assert expected in str(info.value), str(info.value)
+
+
+def test_a_jwks_url_is_accepted() -> None:
+    spec = raw()
+    spec.setdefault("security", {})["jwt"] = {"issuer": "i", "audience": "a", "jwks_url": "https://idp.example/jwks"}
+    assert parse_spec(spec, "right-size.yaml").security.jwt.jwks_url == "https://idp.example/jwks"  # type: ignore[union-attr]

@@ -11,6 +11,8 @@ firewall_blocked, 503 audit_unavailable).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import sqlite3
@@ -40,6 +42,7 @@ from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.reader import PROMPT_READER_PATH
 from aigrid.security.firewall.screen import Screen
 from aigrid.security.firewall.texts import ModelText
+from aigrid.security.jwks import JwksKeys
 from aigrid.security.jwt_bearer import JwtSettings
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Principal, Scopes, Tenant
@@ -130,6 +133,9 @@ def _jwt(sec: SecuritySpec) -> JwtSettings | None:
     j = sec.jwt
     if j is None:
         return None
+    if j.jwks_url is not None:
+        return JwtSettings(j.issuer, j.audience, None, tenant_claim=j.tenant_claim,
+                           jwks=JwksKeys(j.jwks_url, refresh_s=j.jwks_refresh_s))
     if j.key_file is not None:
         try:
             key: str | bytes = Path(j.key_file).read_bytes()
@@ -230,6 +236,7 @@ class Guard:
         self._audit_sink = audit_sink if sec.audit is not None else None
         self._enforce = sec.enforce
         self._operators = frozenset(name for name, t in spec.tenants.items() if t.operator)
+        self._jwks_task: asyncio.Task[None] | None = None
 
     @staticmethod
     def _quota_rules(spec: GridSpec) -> QuotaRules:
@@ -241,6 +248,9 @@ class Guard:
     async def start(self) -> None:
         if self.abuse_sync is not None:
             await self.abuse_sync.start()
+        jwks = self.authenticator.jwt.jwks if self.authenticator.jwt is not None else None
+        if jwks is not None:  # the identity provider's keys, fetched now and kept fresh in the background
+            self._jwks_task = asyncio.create_task(jwks.run(), name="jwks refresh")
         if self._audit_spec is None:
             return
         sink: AuditSink = self._audit_sink or audit_log(self._audit_spec)
@@ -248,6 +258,11 @@ class Guard:
         self.audit = sink
 
     async def stop(self) -> None:
+        if self._jwks_task is not None:
+            self._jwks_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._jwks_task
+            self._jwks_task = None
         if self.abuse_sync is not None:
             await self.abuse_sync.stop()
         if self._abuse_relay is not None:

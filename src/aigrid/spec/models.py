@@ -242,12 +242,18 @@ class JwtSpec(StrictModel):
     audience: str
     key_file: str | None = Field(default=None, description="PEM public key (RS256/ES256/EdDSA)")
     secret_env: str | None = Field(default=None, description="environment variable holding an HS256 secret")
+    jwks_url: str | None = Field(default=None, description="the identity provider's JWKS (OpenID Connect jwks_uri):"
+                                 " each token checked with the key its kid names; fetched in the background")
+    jwks_refresh_s: float = Field(default=300.0, ge=10.0, le=86_400.0, description="how often the JWKS is fetched "
+                                  "again (earlier when a token names a key it does not hold)")
     tenant_claim: str = "tenant"
+
+    _jwks = field_validator("jwks_url")(http_url)
 
     @model_validator(mode="after")
     def _one_key(self) -> JwtSpec:
-        if (self.key_file is None) == (self.secret_env is None):
-            raise ValueError("give exactly one of key_file or secret_env")
+        if sum(x is not None for x in (self.key_file, self.secret_env, self.jwks_url)) != 1:
+            raise ValueError("give exactly one of key_file, secret_env or jwks_url")
         return self
 
 
