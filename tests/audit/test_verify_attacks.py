@@ -172,6 +172,9 @@ async def test_a_log_signed_by_two_keys_after_a_rotation_verifies_with_both(tmp_
     assert not verify(path, KEY.public_key()).ok
     code, out = run(path, [public_pem(tmp_path / "old.pub"), public_pem(tmp_path / "new.pub", rotated)])
     assert code == 0 and out[-1].startswith("OK"), out
+    # the new key cannot check the old key's checkpoints: its first start says it does not vouch for 1..12
+    assert any(line.startswith("NOTE: record 13: the writer opening the log said: records 1..12 followed") and
+               f"they name {key_id(KEY.public_key())}: a key rotation" in line for line in out), out
 
 
 async def test_what_the_file_alone_cannot_show_an_anchor_kept_elsewhere_does(tmp_path: Path) -> None:
@@ -267,12 +270,45 @@ async def test_records_appended_to_a_stopped_log_are_not_vouched_for_by_its_next
     await log.stop()
     code, out = run(path, public_pem(tmp_path / "k.pub"))
     assert code == 0 and "0 records after it" in out[0]
-    assert ("NOTE: record 32: the writer opening the log said: records 31..31 followed the last signed checkpoint "
-            "when this writer opened the log: it did not write them and does not vouch for them (a crash before "
-            "their checkpoint, or added to the file)") in out, out
+    assert ("NOTE: record 32: the writer opening the log said: records 31..31 followed the last checkpoint signed "
+            "with this writer's key when it opened the log: it did not write them and does not vouch for them (a "
+            "crash before their checkpoint, or added to the file)") in out, out
     rows = sqlite3.connect(path).execute("SELECT seq, body FROM audit_records WHERE seq > 30").fetchall()
     assert [(seq, orjson.loads(body)["outcome"]) for seq, body in rows] == [
         (31, "ok"), (32, "audit:opened_unsigned"), (33, "ok")]
+
+
+@pytest.mark.parametrize("junk", ["X'00'", "(SELECT signature FROM audit_checkpoints WHERE seq = 30)"])
+async def test_a_checkpoint_row_planted_at_the_head_does_not_hide_appended_records(tmp_path: Path,
+                                                                                   junk: str) -> None:
+    """The writer took the table's MAX(seq) as its last checkpoint, a row nothing checked at open: records
+    appended to a stopped log plus a junk checkpoint row at the new head (an unsigned one, or checkpoint 30's
+    signature copied) made its next start see no unsigned tail, sign the forged record as its own and write no
+    note; the junk row, deleted afterwards, left verify saying OK without a note. Now the last checkpoint is the
+    last one whose signature holds for the writer's key over the stored record's hash."""
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    kid = key_id(KEY.public_key())
+    db = attacker(path)
+    last = db.execute("SELECT hash FROM audit_records WHERE seq = 30").fetchone()[0]
+    forged = record(99).body()
+    h = entry_hash(31, last, forged)
+    db.execute("INSERT INTO audit_records VALUES (31, ?, ?, ?, ?)", (record(99).ts, forged, last, h))
+    db.execute(f"INSERT INTO audit_checkpoints VALUES (31, ?, 0, ?, {junk})", (h, kid))
+    db.commit()
+    db.close()
+    log = AuditLog(path, KEY)
+    await log.start()
+    assert log.store.found_unsigned == (31, 31) and log.store.unchecked_checkpoints == [kid]
+    await log.append(record(32))
+    await log.stop()
+    tamper(path, "DELETE FROM audit_checkpoints WHERE seq = 31")
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 0 and "0 records after it" in out[0], out
+    assert ("NOTE: record 32: the writer opening the log said: records 31..31 followed the last checkpoint signed "
+            "with this writer's key when it opened the log: it did not write them and does not vouch for them (a "
+            f"crash before their checkpoint, or added to the file); 1 checkpoint rows after it do not hold for this "
+            f"writer's key (they name {kid}: a key rotation, or rows added to the file)") in out, out
 
 
 async def test_a_clean_restart_writes_no_note(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ STOP_WAIT_S = 3.0
 """How long stop() waits for the writer to put the queued records on disk before it gives them up as lost
 (and, only when a write hangs in its thread rather than failing, as long again for that write to return)."""
 _T = TypeVar("_T")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class AuditSink(Protocol):
@@ -90,23 +92,32 @@ class AuditLog:
             raise
         self._queue = asyncio.Queue(self._queue_max)
         if self.store.found_unsigned is not None:
-            self._queue.put_nowait(self._found_unsigned(*self.store.found_unsigned))
+            self._queue.put_nowait(self._found_unsigned(*self.store.found_unsigned,
+                                                        self.store.unchecked_checkpoints))
         self._task = asyncio.create_task(self._supervise(), name="aigrid-audit-writer")
 
     @staticmethod
-    def _found_unsigned(first: int, last: int) -> tuple[float, str]:
-        """The record that opens a log found with records after its last checkpoint: the next checkpoint signs
-        them with everything else, so the log says first that this writer does not vouch for them (verify
-        prints it). Without it, records appended to a stopped gateway's file with correct hashes (no key
-        needed) were signed by its next start as if it had written them."""
-        log.warning("audit log opened with records %d..%d after its last signed checkpoint: the writer that wrote "
-                    "them stopped before signing them (a crash), or they were added to the file; run aigrid audit "
-                    "verify; a record saying so is written first", first, last)
+    def _found_unsigned(first: int, last: int, unchecked: list[str] | None = None) -> tuple[float, str]:
+        """The record that opens a log found with records after its last checkpoint (the last one signed with
+        this writer's key over the stored record: AuditStore.open): the next checkpoint signs them with
+        everything else, so the log says first that this writer does not vouch for them (verify prints it).
+        Without it, records appended to a stopped gateway's file with correct hashes (no key needed) were
+        signed by its next start as if it had written them. `unchecked`: the key ids named by later checkpoint
+        rows that do not hold for this writer's key (a key rotation, or rows added to the file)."""
+        log.warning("audit log opened with records %d..%d after its last checkpoint signed with its key: the writer "
+                    "that wrote them stopped before signing them (a crash), another key signed them (a rotation), "
+                    "or they were added to the file; run aigrid audit verify; a record saying so is written first",
+                    first, last)
+        message = (f"records {first}..{last} followed the last checkpoint signed with this writer's key when it "
+                   "opened the log: it did not write them and does not vouch for them (a crash before their "
+                   "checkpoint, or added to the file)")
+        if unchecked:
+            named = sorted({kid if _KEY_ID.fullmatch(kid) else "(not a key id)" for kid in unchecked})
+            message += (f"; {len(unchecked)} checkpoint rows after it do not hold for this writer's key (they name "
+                        f"{', '.join(named[:3])}{', ...' if len(named) > 3 else ''}: a key rotation, or rows added "
+                        "to the file)")
         note = AuditRecord(ts=time.time(), request_id="", tenant="-", key_id="-", model="", outcome=OPENED_UNSIGNED,
-                           extra={"route": "audit", "unsigned": [first, last],
-                                  "message": f"records {first}..{last} followed the last signed checkpoint when "
-                                             "this writer opened the log: it did not write them and does not vouch "
-                                             "for them (a crash before their checkpoint, or added to the file)"})
+                           extra={"route": "audit", "unsigned": [first, last], "message": message})
         return note.ts, note.body()
 
     def accepting(self) -> bool:

@@ -11,6 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aigrid.audit.chain import GENESIS, checkpoint_message, entry_hash
@@ -45,7 +46,11 @@ class AuditStore:
         self.found_unsigned: tuple[int, int] | None = None
         """Records after the last checkpoint when the store was opened (first, last): the writer that wrote them
         stopped before signing them (a crash), or someone added them to the file. This writer's next checkpoint
-        signs whatever precedes it, so it says so first (AuditLog.start: a record of its own)."""
+        signs whatever precedes it, so it says so first (AuditLog.start: a record of its own). The last checkpoint
+        here is the last one signed with this writer's key over the stored record's hash, not the table's last
+        row."""
+        self.unchecked_checkpoints: list[str] = []
+        """The key ids named by checkpoint rows after that one (a key rotation, or rows added to the file)."""
 
     def open(self) -> None:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -55,11 +60,36 @@ class AuditStore:
         row = db.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
         if row is not None:
             self.last_seq, self.last_hash = int(row[0]), str(row[1])
-        cp = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
-        self.last_checkpoint = int(cp[0] or 0)
-        if self.signing_key is not None and self.last_seq > self.last_checkpoint:
-            self.found_unsigned = (self.last_checkpoint + 1, self.last_seq)
+        if self.signing_key is None:
+            cp = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
+            self.last_checkpoint = int(cp[0] or 0)
+        else:
+            self.last_checkpoint, self.unchecked_checkpoints = self._own_checkpoint(db, self.signing_key)
+            if self.last_seq > self.last_checkpoint:
+                self.found_unsigned = (self.last_checkpoint + 1, self.last_seq)
         self._db = db
+
+    @staticmethod
+    def _own_checkpoint(db: sqlite3.Connection, signing_key: Ed25519PrivateKey) -> tuple[int, list[str]]:
+        """The last checkpoint this writer can vouch for: its signature holds for this writer's key and its hash
+        is the stored record's at that seq (0: none), and the key ids named by the later rows passed over. A row
+        is only a row: anyone with the file can add one at the head (the table's MAX(seq) hid records appended
+        to a stopped log, which the next checkpoint then signed as this writer's)."""
+        public = signing_key.public_key()
+        skipped: list[str] = []
+        rows = db.execute("SELECT c.seq, c.hash, c.key_id, c.signature, r.hash FROM audit_checkpoints c "
+                          "LEFT JOIN audit_records r ON r.seq = c.seq ORDER BY c.seq DESC")
+        for seq, signed_hash, named, signature, stored in rows:
+            if (isinstance(seq, int) and isinstance(signed_hash, str) and signed_hash == stored
+                    and isinstance(signature, bytes)):
+                try:
+                    public.verify(signature, checkpoint_message(seq, signed_hash))
+                except InvalidSignature:
+                    pass
+                else:
+                    return seq, skipped
+            skipped.append(named if isinstance(named, str) else repr(named))
+        return 0, skipped
 
     def close(self) -> None:
         if self._db is not None:

@@ -192,7 +192,7 @@ def _check_ts(seq: int, ts: object, body: bytes, report: VerifyReport) -> None:
         return
     if parsed.get("outcome") == OPENED_UNSIGNED:
         message = (parsed.get("extra") or {}).get("message") if isinstance(parsed.get("extra"), dict) else None
-        report.notes.append(f"record {seq}: the writer opening the log said: {str(message)[:300]}")
+        report.notes.append(f"record {seq}: the writer opening the log said: {str(message)[:600]}")
     if not isinstance(ts, int | float) or isinstance(ts, bool) or said != ts:
         report._broken(seq, "ts", f"record {seq}: its ts column ({_shown(ts)}) is not the time in its hashed body "
                                   f"({_shown(said)}) (changed)",
