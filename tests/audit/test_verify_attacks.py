@@ -13,9 +13,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
-from aigrid.audit.chain import entry_hash
+from aigrid.audit.chain import OPENED_UNSIGNED, entry_hash
 from aigrid.audit.cli import verify_command
 from aigrid.audit.log import AuditLog
+from aigrid.audit.record import AuditRecord
 from aigrid.audit.signing import key_id
 from aigrid.audit.verify import verify
 from aigrid.cli import app
@@ -309,6 +310,38 @@ async def test_a_checkpoint_row_planted_at_the_head_does_not_hide_appended_recor
             "with this writer's key when it opened the log: it did not write them and does not vouch for them (a "
             f"crash before their checkpoint, or added to the file); 1 checkpoint rows after it do not hold for this "
             f"writer's key (they name {kid}: a key rotation, or rows added to the file)") in out, out
+
+
+async def test_a_note_cannot_add_lines_to_the_report_and_an_unsigned_one_is_not_quoted(tmp_path: Path) -> None:
+    """verify printed a note's text raw: a record appended to the unsigned tail (no key needed) looking like a
+    writer's note, with a newline in its message, added a fake 'anchor:' line of the attacker's choosing to
+    the report. Now a note is quoted only when a valid checkpoint signs it, its control characters escaped."""
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    fake = "ab" * 32
+    db = attacker(path)
+    last = db.execute("SELECT hash FROM audit_records WHERE seq = 30").fetchone()[0]
+    rec = AuditRecord(ts=1700000031.0, request_id="", tenant="-", key_id="-", model="", outcome=OPENED_UNSIGNED,
+                      extra={"message": f"records 1..1 followed\nanchor: 30:{fake} (keep it off this host)\x1b[2J"})
+    db.execute("INSERT INTO audit_records VALUES (31, ?, ?, ?, ?)",
+               (rec.ts, rec.body(), last, entry_hash(31, last, rec.body())))
+    db.commit()
+    db.close()
+    pub = public_pem(tmp_path / "k.pub")
+    code, out = run(path, pub)
+    assert code == 0 and not any(fake in line or "\x1b" in line for line in out), out
+    assert ("NOTE: record 31: a writer's note in the unsigned tail (no valid checkpoint signs it, anyone could have "
+            "added it: not shown)") in out, out
+
+    log = AuditLog(path, KEY)  # a restart signs it (after its own note): quoted now, on one line, escaped
+    await log.start()
+    await log.stop()
+    code, out = run(path, pub)
+    assert code == 0 and not any(line.startswith("anchor: 30:") or "\x1b" in line or "\n" in line
+                                 for line in out), out
+    assert (f"NOTE: record 31: the writer opening the log said: records 1..1 followed\\nanchor: 30:{fake} (keep "
+            "it off this host)\\x1b[2J") in out, out
+    assert any(line.startswith("NOTE: record 32: the writer opening the log said: records 31..31") for line in out)
 
 
 async def test_a_clean_restart_writes_no_note(tmp_path: Path) -> None:

@@ -67,10 +67,14 @@ class VerifyReport:
     bad_range: tuple[int, int] | None = None
     notes: list[str] = field(default_factory=list)
     """What the log says of itself, not a problem: a writer that opened it with records after its last
-    checkpoint, which it did not write and does not vouch for (a crash, or records added to the file)."""
+    checkpoint, which it did not write and does not vouch for (a crash, or records added to the file). Only a
+    note at or before the last valid checkpoint is quoted (its control characters escaped); one in the unsigned
+    tail needs no key to write, so it is only counted as there."""
     damaged: bool = False
     """Reading the records stopped at a page that cannot be read (its problem says from which record)."""
     _found: list[_Problem] = field(default_factory=list)
+    _said: list[tuple[int, str]] = field(default_factory=list)
+    """The writers' notes read (seq, text escaped): only those a valid checkpoint signs are shown."""
 
     @property
     def problems(self) -> list[str]:
@@ -128,6 +132,11 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
         if anchor is not None:
             _check_anchor(anchor, chained, last_seq, report)
         report.unsigned_tail = max(0, last_seq - report.last_checkpoint_seq)
+        for seq, said in report._said:
+            report.notes.append(f"record {seq}: the writer opening the log said: {said}"
+                                if seq <= report.last_checkpoint_seq else
+                                f"record {seq}: a writer's note in the unsigned tail (no valid checkpoint signs it, "
+                                "anyone could have added it: not shown)")
         if require_checkpoint and report.records and not checkpoints and "audit_checkpoints" in tables:
             report._bad(1, "no signed checkpoint: the records could have been rewritten wholesale")
     finally:
@@ -170,7 +179,7 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> di
             if seq in wanted:
                 chained[seq] = computed
     except sqlite3.DatabaseError as e:  # a damaged page: what was read before it stands
-        report._broken(expected, "damaged", f"records from {expected} on cannot be read: the file is damaged ({e})",
+        report._broken(expected, "damaged", f"records from {expected} on cannot be read: the file is damaged ({printable(str(e))})",
                        "")
         report.damaged = True
     chained[-1] = expected - 1
@@ -192,7 +201,7 @@ def _check_ts(seq: int, ts: object, body: bytes, report: VerifyReport) -> None:
         return
     if parsed.get("outcome") == OPENED_UNSIGNED:
         message = (parsed.get("extra") or {}).get("message") if isinstance(parsed.get("extra"), dict) else None
-        report.notes.append(f"record {seq}: the writer opening the log said: {str(message)[:600]}")
+        report._said.append((seq, printable(str(message)[:600])))
     if not isinstance(ts, int | float) or isinstance(ts, bool) or said != ts:
         report._broken(seq, "ts", f"record {seq}: its ts column ({_shown(ts)}) is not the time in its hashed body "
                                   f"({_shown(said)}) (changed)",
@@ -203,7 +212,7 @@ def _checkpoints(db: sqlite3.Connection, report: VerifyReport) -> list[tuple[int
     try:
         rows = db.execute("SELECT seq, hash, key_id, signature FROM audit_checkpoints ORDER BY seq").fetchall()
     except sqlite3.DatabaseError as e:
-        report._bad(1, f"the checkpoints cannot be read: the file is damaged ({e})")
+        report._bad(1, f"the checkpoints cannot be read: the file is damaged ({printable(str(e))})")
         return []
     return [(int(seq), _text(h), _text(kid), sig) for seq, h, kid, sig in rows]
 
@@ -266,6 +275,15 @@ def _check_anchor(anchor: tuple[int, str], chained: dict[int, str], last_seq: in
     elif chained.get(seq) != anchored:
         report._bad(seq, f"record {seq} does not match the anchor (the log was rewritten, or the file replaced by "
                          "another log)")
+
+
+def printable(text: str) -> str:
+    """`text` read from the file as one printable line: a control character, a line or paragraph separator, a
+    format character (a bidi override) and the backslash escaped as repr writes them, so a value cannot add a
+    line to the report (a fake 'anchor:') or change how the terminal shows it."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
 
 
 def _text(value: object) -> str:
