@@ -200,8 +200,9 @@ async def test_one_frame_per_turn_for_the_settlements_records_and_decisions_of_i
     try:
         counter = Counter("q:tpm", 100, 1000, time.time() + 60, 60.0)
         for _ in range(10):  # the reservations: one call each (the hub admits against every worker)
-            assert await quotas.consume([counter]) is None
-        assert await quotas.consume([]) is None  # no limit applies: admitted without asking
+            assert (await quotas.consume([counter]))[0] is None
+        assert await quotas.consume([]) == (None, [])  # no limit applies: admitted without asking
+        assert await quotas.consume([Counter("q:rpm", 1, 5, counter.expires_at, 60.0)]) == (None, [1])
         frames.clear()
         for i in range(10):  # the ends of ten requests in one turn (no await in between waits)
             await quotas.adjust([Counter("q:tpm", -90, 1000, counter.expires_at, 60.0)])

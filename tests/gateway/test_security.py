@@ -100,13 +100,19 @@ async def test_key_tenant_residency_holds_from_tokyo(secured: tuple[httpx.AsyncC
     assert r.status_code == 200 and r.headers["x-aigrid-jurisdiction"] == "EU"  # the key decides the tenant
 
 
-async def test_quota_is_429_with_retry_after(secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
+async def test_quota_headers_and_429_with_retry_after(secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
     c, _ = secured
-    for _ in range(2):
-        assert (await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["limited"]))).status_code == 200
+    for left, stream in ((1, False), (0, True)):  # OpenAI's x-ratelimit-* headers, streamed answers too
+        r = await c.post("/v1/chat/completions", json={**CHAT, "stream": stream}, headers=auth(keys["limited"]))
+        assert r.status_code == 200
+        assert (r.headers["x-ratelimit-limit-requests"], r.headers["x-ratelimit-remaining-requests"]) == ("2", str(left))
+        assert r.headers["x-ratelimit-reset-requests"].endswith("s") and "x-ratelimit-limit-tokens" not in r.headers
     r = await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["limited"]))
     assert error(r, 429)["code"] == "rate_limit_exceeded"
     assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    free = await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["bank"]))  # a tenant without limits
+    assert free.status_code == 200 and not any(h.startswith("x-ratelimit") for h in free.headers)
 
 
 async def test_prompt_injection_is_blocked_harmless_words_are_not(

@@ -8,7 +8,7 @@ import pytest
 
 from aigrid.errors import RateLimited
 from aigrid.security.principal import Principal, Scopes
-from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
+from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, rate_limit_headers
 
 ALICE = Principal("acme", "k-alice", Scopes())
 BOB = Principal("acme", "k-bob", Scopes())
@@ -85,3 +85,17 @@ async def test_concurrent_admissions_never_exceed_the_limit() -> None:
 
     results = await asyncio.gather(*(one() for _ in range(400)))
     assert sum(results) == 50
+
+
+async def test_the_headroom_left_is_the_tightest_of_the_tenants_and_the_keys() -> None:
+    q = Quotas(QuotaRules(tenants={"acme": QuotaLimits(requests_per_min=10, tokens_per_min=1000, token_budget=5000)},
+                          keys={"k-alice": QuotaLimits(requests_per_min=3)}), clock=lambda: 30.0)
+    r = await q.admit(ALICE, 300)
+    rooms = {h.kind: (h.limit, h.remaining, h.reset_s) for h in r.headroom}
+    assert rooms == {"requests": (3, 2, 30.0), "tokens": (1000, 700, 30.0)}  # the key's 3/min is the tighter
+    r = await q.admit(BOB, 300)  # another key of the tenant: the tenant's limits only
+    assert {h.kind: h.remaining for h in r.headroom} == {"requests": 8, "tokens": 400}
+    assert rate_limit_headers(*r.headroom) == {
+        "x-ratelimit-limit-requests": "10", "x-ratelimit-remaining-requests": "8", "x-ratelimit-reset-requests": "30s",
+        "x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "400", "x-ratelimit-reset-tokens": "30s"}
+    assert (await Quotas(QuotaRules()).admit(ALICE, 10)).headroom == ()  # no limit: no headers

@@ -68,10 +68,12 @@ async def test_redis_refusal_reports_retry_after(redis_port: int) -> None:
     q = Quotas(QuotaRules(default_tenant=QuotaLimits(requests_per_min=1)), RedisQuotaBackend(client),
                clock=lambda: 125.0, prefix="t3")
     try:
-        await q.admit(P, 1)
+        first = await q.admit(P, 1)  # the counters' values come back from the script: what is left
+        assert [(h.kind, h.limit, h.remaining) for h in first.headroom] == [("requests", 1, 0)]
         with pytest.raises(RateLimited) as e:
             await q.admit(P, 1)
-        assert e.value.headers == {"Retry-After": "55"}
+        assert e.value.headers == {"Retry-After": "55", "x-ratelimit-limit-requests": "1",
+                                   "x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "55s"}
     finally:
         await client.aclose()
 

@@ -39,7 +39,7 @@ from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFail
 from aigrid.gateway.hub_protocol import Done, FrameWriter, PostBatch, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
-from aigrid.security.quota_backend import Counter
+from aigrid.security.quota_backend import Consumed, Counter
 from aigrid.telemetry.prefill_book import from_wire, to_wire
 from aigrid.telemetry.shared import LocalReport, SharedView
 
@@ -301,14 +301,14 @@ class HubQuotaBackend:
         self.unsettled = 0
         self.on_unsettled: Callable[[], None] | None = None
 
-    async def consume(self, counters: Sequence[Counter]) -> int | None:
+    async def consume(self, counters: Sequence[Counter]) -> Consumed:
         if not counters:
-            return None
+            return None, []
         try:
-            result = await self._client.call("consume", _counters(counters))
+            full, values = await self._client.call("consume", _counters(counters))
         except HubError as e:
             raise UpstreamFailed(f"quota counters unavailable: {e}") from e
-        return None if result is None else int(result)
+        return (None, [int(v) for v in values]) if full is None else (int(full), [])
 
     async def adjust(self, counters: Sequence[Counter]) -> None:
         if not counters:

@@ -60,6 +60,7 @@ from aigrid.security.authorize import scope_request
 from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText
 from aigrid.security.principal import Principal, Scopes
+from aigrid.security.quotas import rate_limit_headers
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -113,6 +114,9 @@ class Audited:
                 log.exception("internal error on %s", self.route)
                 ex.outcome = "error:internal"
                 response = internal_error(request)
+            if ex.reservation is not None and ex.reservation.headroom:  # the tenant's or key's per-minute limits
+                response.raw_headers.extend((k.encode(), v.encode())
+                                            for k, v in rate_limit_headers(*ex.reservation.headroom).items())
             await response(scope, receive, send)
         except asyncio.CancelledError:
             ex.outcome = "cancelled"
@@ -483,8 +487,8 @@ class Routes:
         return json_response(openapi_document(__version__))
 
     async def metrics(self, request: Request) -> Response:
-        for e in self.gw.store.snapshot().endpoints:
-            self.gw.metrics.inflight.labels(e.site_id, e.id).set(self.gw.store.inflight(e.id))
+        self.gw.metrics.set_inflight(((e.site_id, e.id) for e in self.gw.store.snapshot().endpoints),
+                                     self.gw.store.inflight)
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

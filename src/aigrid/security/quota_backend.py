@@ -25,10 +25,15 @@ class Counter:
     """Seconds from now to the end of the window (what Redis expiry uses, so clocks need not agree)."""
 
 
+Consumed = tuple[int | None, list[int]]
+"""(None, every counter's value after the amounts were added), or (the index of the first full counter, [])."""
+
+
 class QuotaBackend(Protocol):
-    async def consume(self, counters: Sequence[Counter]) -> int | None:
-        """Add every amount if all stay within limits and return None; else add nothing and return the
-        index of the first counter that is full."""
+    async def consume(self, counters: Sequence[Counter]) -> Consumed:
+        """Add every amount if all stay within limits and return (None, the counters' new values: what the
+        rate-limit headers report as used); else add nothing and return (the index of the first counter that
+        is full, [])."""
         ...
 
     async def adjust(self, counters: Sequence[Counter]) -> None:
@@ -45,12 +50,12 @@ class MemoryQuotaBackend:
         self._values: dict[str, tuple[int, float]] = {}
         self._max = max_counters
 
-    async def consume(self, counters: Sequence[Counter]) -> int | None:
+    async def consume(self, counters: Sequence[Counter]) -> Consumed:
         for i, c in enumerate(counters):
             if self._get(c.key) + c.amount > c.limit:
-                return i
+                return i, []
         self._add(counters)
-        return None
+        return None, [self._get(c.key) for c in counters]
 
     async def adjust(self, counters: Sequence[Counter]) -> None:
         self._add(counters)

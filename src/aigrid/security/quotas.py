@@ -34,11 +34,24 @@ class QuotaRules:
 
 
 @dataclass(frozen=True, slots=True)
+class Headroom:
+    """What is left of one per-minute limit after this request was counted (the tightest of the tenant's and
+    the key's): what OpenAI's x-ratelimit-* response headers report."""
+
+    kind: str
+    """"requests" or "tokens"."""
+    limit: int
+    remaining: int
+    reset_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Reservation:
     """Token counters charged at admission; settle() corrects them to the real usage."""
 
     token_counters: tuple[Counter, ...]
     reserved_tokens: int
+    headroom: tuple[Headroom, ...] = ()
 
 
 class Quotas:
@@ -55,31 +68,41 @@ class Quotas:
         count, so that a spent token budget does not keep a tenant from its files and results."""
         now = self.clock()
         tokens = max(0, tokens)
-        counters: list[tuple[Counter, str]] = []
+        counters: list[tuple[Counter, str, str | None]] = []  # (counter, what it limits, its per-minute kind)
         token_counters: list[Counter] = []
         for scope, ident, limits in self._scopes(principal):
             base = f"{self.prefix}:{{{principal.tenant}}}:{scope}:{ident}"
             if limits.requests_per_min is not None:
                 counters.append((_counter(f"{base}:rpm", 1, limits.requests_per_min, 60.0, now),
-                                 f"{scope} requests per minute ({limits.requests_per_min})"))
+                                 f"{scope} requests per minute ({limits.requests_per_min})", "requests"))
             if requests_only:
                 continue
             if limits.tokens_per_min is not None:
                 c = _counter(f"{base}:tpm", tokens, limits.tokens_per_min, 60.0, now)
-                counters.append((c, f"{scope} tokens per minute ({limits.tokens_per_min})"))
+                counters.append((c, f"{scope} tokens per minute ({limits.tokens_per_min})", "tokens"))
                 token_counters.append(c)
             if limits.token_budget is not None:
                 c = _counter(f"{base}:budget", tokens, limits.token_budget, limits.budget_period_s, now)
                 counters.append((c, f"{scope} token budget ({limits.token_budget} per "
-                                    f"{limits.budget_period_s:g} s)"))
+                                    f"{limits.budget_period_s:g} s)", None))
                 token_counters.append(c)
-        full = await self.backend.consume([c for c, _ in counters])
+        full, values = await self.backend.consume([c for c, _, _ in counters])
         if full is not None:
-            counter, what = counters[full]
+            counter, what, kind = counters[full]
             retry = max(1, math.ceil(counter.ttl_s))
-            raise RateLimited(f"rate limit reached: {what}; retry after {retry} s",
-                              headers={"Retry-After": str(retry)})
-        return Reservation(tuple(token_counters), tokens)
+            headers = {"Retry-After": str(retry)}
+            if kind is not None:
+                headers.update(rate_limit_headers(Headroom(kind, counter.limit, 0, counter.ttl_s)))
+            raise RateLimited(f"rate limit reached: {what}; retry after {retry} s", headers=headers)
+        tightest: dict[str, Headroom] = {}
+        for (counter, _, kind), used in zip(counters, values, strict=False):
+            if kind is None:
+                continue
+            room = Headroom(kind, counter.limit, max(0, counter.limit - used), counter.ttl_s)
+            held = tightest.get(kind)
+            if held is None or (room.remaining, room.limit) < (held.remaining, held.limit):
+                tightest[kind] = room
+        return Reservation(tuple(token_counters), tokens, tuple(tightest.values()))
 
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reserved token count by the tokens actually used (in the windows charged)."""
@@ -104,3 +127,20 @@ def _counter(key: str, amount: int, limit: int, window_s: float, now: float) -> 
     index = math.floor(now / window_s)
     end = (index + 1) * window_s
     return Counter(f"{key}:{index}", amount, limit, end, end - now)
+
+
+def rate_limit_headers(*rooms: Headroom) -> dict[str, str]:
+    """OpenAI's rate-limit response headers (x-ratelimit-limit-requests, -remaining-tokens, -reset-requests
+    ...: the reset as a duration, "1s", "6m0s"), which the SDKs' and agents' own throttles read."""
+    out: dict[str, str] = {}
+    for room in rooms:
+        out[f"x-ratelimit-limit-{room.kind}"] = str(room.limit)
+        out[f"x-ratelimit-remaining-{room.kind}"] = str(room.remaining)
+        out[f"x-ratelimit-reset-{room.kind}"] = _duration(room.reset_s)
+    return out
+
+
+def _duration(seconds: float) -> str:
+    whole = max(0, math.ceil(seconds))
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"

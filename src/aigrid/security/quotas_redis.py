@@ -14,20 +14,21 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from aigrid.security.quota_backend import Counter
+from aigrid.security.quota_backend import Consumed, Counter
 
 _CONSUME = """
 for i = 1, #KEYS do
   local amount = tonumber(ARGV[3 * i - 2])
   local limit = tonumber(ARGV[3 * i - 1])
   local current = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if current + amount > limit then return i end
+  if current + amount > limit then return {i} end
 end
+local values = {0}
 for i = 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
+  values[i + 1] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
   redis.call('EXPIRE', KEYS[i], ARGV[3 * i])
 end
-return 0
+return values
 """
 
 _ADJUST = """
@@ -47,14 +48,14 @@ class RedisQuotaBackend:
         self._consume = client.register_script(_CONSUME)
         self._adjust = client.register_script(_ADJUST)
 
-    async def consume(self, counters: Sequence[Counter]) -> int | None:
+    async def consume(self, counters: Sequence[Counter]) -> Consumed:
         if not counters:
-            return None
+            return None, []
         args: list[int] = []
         for c in counters:
             args += [c.amount, c.limit, _expiry(c)]
-        full = int(await self._consume(keys=[c.key for c in counters], args=args))
-        return None if full == 0 else full - 1
+        full, *values = [int(v) for v in await self._consume(keys=[c.key for c in counters], args=args)]
+        return (None, values) if full == 0 else (full - 1, [])
 
     async def adjust(self, counters: Sequence[Counter]) -> None:
         if not counters:
