@@ -125,6 +125,46 @@ async def test_a_dropped_checkpoint_table_is_tampering_not_unusable_input(tmp_pa
     assert code == 1 and "  - the checkpoint table is gone (dropped): nothing proves the records" in out, out
 
 
+@pytest.mark.parametrize("sql", ["DROP TABLE audit_records", "ALTER TABLE audit_records RENAME TO kept"])
+async def test_a_dropped_or_renamed_records_table_is_tampering_not_unusable_input(tmp_path: Path, sql: str) -> None:
+    """The checkpoint table dropped was exit 1, the records table dropped or renamed exit 2 ('not an audit
+    database'), the exit a monitor reads as its own misconfiguration: the checkpoints left say it was a log."""
+    path = tmp_path / "audit.db"
+    await write_log(path, 30)
+    db = attacker(path)
+    db.execute(sql)
+    db.commit()
+    db.close()
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 1 and out[-1] == ("  - the records table is gone (dropped or renamed) but the checkpoint table "
+                                     "is there: the records were removed"), out
+    db = attacker(path)  # neither table: not an audit log
+    db.execute("DROP TABLE audit_checkpoints")
+    db.commit()
+    db.close()
+    assert run(path, public_pem(tmp_path / "k.pub"))[0] == 2
+
+
+async def test_with_an_anchor_a_missing_or_unreadable_log_is_tampering(tmp_path: Path) -> None:
+    """An anchor says the log held that record: the file deleted, or replaced by a folder or by another file,
+    was exit 2 (unusable input). A bad key file or anchor stays 2."""
+    path, pub = tmp_path / "audit.db", public_pem(tmp_path / "k.pub")
+    await write_log(path, 30)
+    anchor = next(line.split()[1] for line in run(path, pub)[1] if line.startswith("anchor: "))
+    path.unlink()
+    assert run(path, pub)[0] == 2
+    code, out = run(path, pub, anchor)
+    assert code == 1 and out == [f"cannot verify: no audit database at {path}",
+                                 f"TAMPERED: the anchor {anchor} vouches for a log that is no longer there (deleted "
+                                 "or replaced)"], out
+    path.mkdir()
+    assert run(path, pub)[0] == 2 and run(path, pub, anchor)[0] == 1
+    path.rmdir()
+    path.write_bytes(b"not a database at all, " * 100)
+    assert run(path, pub)[0] == 2 and run(path, pub, anchor)[0] == 1
+    assert run(path, tmp_path / "no.pub", anchor)[0] == 2
+
+
 async def test_a_damaged_page_names_where_reading_stopped(tmp_path: Path) -> None:
     path = tmp_path / "audit.db"
     log = AuditLog(path, KEY, checkpoint_every=1000)

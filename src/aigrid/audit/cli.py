@@ -7,25 +7,36 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aigrid.audit.signing import generate_keypair, load_public_key
-from aigrid.audit.verify import verify
+from aigrid.audit.verify import printable, verify
 
 
 def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: Callable[[str], None] = print,
                    anchor: str | None = None) -> int:
     """Print a verification report; returns the exit code (0 intact, 1 tampered, 2 unusable input).
     `public_key_path`: one key, or each key that signed this log (a rotation). `anchor`: SEQ:HASH, printed by an
-    earlier run and kept elsewhere: the log must still hold that record with that hash. `echo` prints a line as
-    it is (no markup: a path or a value read from the file is printed as written)."""
+    earlier run and kept elsewhere: the log must still hold that record with that hash, so with an anchor a
+    database that is missing or cannot be read as an audit log is exit 1 (the log it vouches for is gone), not
+    2. `echo` prints a line as it is (no markup: a path is printed as written, a value read from the file
+    escaped)."""
     paths = [public_key_path] if isinstance(public_key_path, Path) else list(public_key_path)
     try:
         keys = [load_public_key(p) for p in paths]
-        report = verify(db_path, keys, anchor=None if anchor is None else parse_anchor(anchor))
-    except (OSError, ValueError) as e:  # NotAnAuditLog included
+        anchored = None if anchor is None else parse_anchor(anchor)
+    except (OSError, ValueError) as e:
         echo(f"cannot verify: {e}")
         return 2
-    except sqlite3.Error as e:  # a directory, another file, a database whose first page is damaged
-        echo(f"cannot verify: {db_path} cannot be read as an audit database ({e})")
-        return 2
+    try:
+        report = verify(db_path, keys, anchor=anchored)
+    except (OSError, ValueError, sqlite3.Error) as e:  # NotAnAuditLog included
+        if isinstance(e, sqlite3.Error):  # a directory, another file, a database whose first page is damaged
+            echo(f"cannot verify: {db_path} cannot be read as an audit database ({printable(str(e))})")
+        else:
+            echo(f"cannot verify: {e}")
+        if anchored is None:
+            return 2
+        echo(f"TAMPERED: the anchor {anchored[0]}:{anchored[1]} vouches for a log that is no longer there (deleted "
+             "or replaced)")
+        return 1
     echo(f"{db_path}: {report.records} records, {report.checkpoints} signed checkpoints "
          f"(last valid at record {report.last_checkpoint_seq}, {report.unsigned_tail} records after it)")
     if report.last_checkpoint_seq:

@@ -109,7 +109,8 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
     """Check the whole log. Without any signed checkpoint nothing proves the records were not rewritten,
     so a non-empty log without one fails unless require_checkpoint is False. `public_key`: the key, or every
     key that signed checkpoints of this log (a rotation); `anchor`: a (seq, hash) of this log kept elsewhere.
-    Raises NotAnAuditLog, sqlite3.Error when the file cannot be read as a database at all."""
+    Raises NotAnAuditLog (neither of the log's tables), sqlite3.Error when the file cannot be read as a database
+    at all; a checkpoint table without the records table is tampering (a problem), not NotAnAuditLog."""
     if not db_path.exists():
         raise FileNotFoundError(f"no audit database at {db_path}")
     keys = {key_id(k): k for k in ([public_key] if isinstance(public_key, Ed25519PublicKey) else public_key)}
@@ -119,7 +120,12 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
     try:
         tables = {_text(name) for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "audit_records" not in tables:
-            raise NotAnAuditLog(f"{db_path} is not an audit database (it has no audit_records table)")
+            if "audit_checkpoints" not in tables:
+                raise NotAnAuditLog(f"{db_path} is not an audit database (it has no audit_records table)")
+            report.checkpoints = len(_checkpoints(db, report))
+            report._bad(1, "the records table is gone (dropped or renamed) but the checkpoint table is there: the "
+                           "records were removed")
+            return report
         if "audit_checkpoints" in tables:
             checkpoints = _checkpoints(db, report)
         else:
