@@ -163,11 +163,14 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
         return None
     backend = shared or RedisSharedState.from_url(url or "", spec.name)
     gid = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
+    endpoints = [(e.site, e.id) for e in spec.endpoints]
+
     def observe(seconds: float | None) -> None:
         if seconds is None:
             metrics.shared_sync_failures.inc()
         else:
             metrics.shared_sync.observe(seconds)
+        metrics.set_inflight(endpoints, store.inflight)  # kept current by every worker: /metrics sums them
 
     return SharedSync(store, backend, gid, time.time, spec.gateway.shared_sync_interval_s, observe)
 

@@ -2,13 +2,15 @@
 
 With several worker processes (`--workers N`) the parent sets PROMETHEUS_MULTIPROC_DIR: every worker's
 values go to files there (prometheus-client's multiprocess mode) and /metrics on any worker reports all of
-them, counters and histograms summed, gauges as the highest live worker's value.
+them, counters and histograms summed, gauges as the highest live worker's value, except the requests in
+flight at each endpoint, summed over the live workers (each worker writes its own count after every exchange
+with the hub, and when it serves /metrics).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +76,8 @@ class GatewayMetrics:
         self.healthy = Gauge("aigrid_endpoint_healthy", "1 when the last health check passed",
                              ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
         self.inflight = Gauge("aigrid_endpoint_inflight", "Requests this gateway has open to the endpoint",
-                              ["site", "endpoint"], registry=r, multiprocess_mode="livemax")
+                              ["site", "endpoint"], registry=r, multiprocess_mode="livesum")
+        self._inflight_written: dict[str, int] = {}
         self.audit_lost = Counter("aigrid_audit_records_lost", "Audit records the audit log could not queue within "
                                   "its bounded wait after the answer was sent, or of requests that finished after "
                                   "it stopped (each is logged at error level)", registry=r)
@@ -118,6 +121,16 @@ class GatewayMetrics:
         for metric in vars(self).values():
             if isinstance(metric, Counter | Gauge | Histogram) and metric._labelnames:
                 _memoise_children(metric)
+
+    def set_inflight(self, endpoints: Iterable[tuple[str, str]], inflight: Callable[[str], int]) -> None:
+        """Write this process's requests open at each (site, endpoint), only where the count changed. With
+        workers the gauge is summed over them, so each must keep its own current, not only the one that serves
+        /metrics: before, /metrics showed the highest worker's count as of its last scrape (9 of 16 streams)."""
+        for site, endpoint in endpoints:
+            n = inflight(endpoint)
+            if self._inflight_written.get(endpoint) != n:
+                self._inflight_written[endpoint] = n
+                self.inflight.labels(site, endpoint).set(n)
 
     def readable(self) -> CollectorRegistry:
         """The registry to read values from: this one, or every worker's values in multiprocess mode."""
