@@ -182,6 +182,14 @@ def test_free_ports_gives_a_run_of_ports_that_can_all_be_bound() -> None:
             sock.close()
 
 
+def serving(tmp_path: Path, first_line: str = "") -> tuple[LlamaServerProcess, Path]:
+    """A fake engine that answers every GET (printing `first_line` first), and its process object."""
+    ready = tmp_path / "ready.py"
+    ready.write_text(f"import http.server, sys\n{first_line}" + SERVE_OK)
+    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
+    return LlamaServerProcess(config(tmp_path, binary)), binary
+
+
 async def supervised(server: LlamaServerProcess, name: str) -> asyncio.Task[None]:
     return asyncio.create_task(server.supervise(name, backoff_s=(0.05, 0.1), stable_s=60))
 
@@ -195,10 +203,7 @@ async def until(check: Callable[[], bool], timeout_s: float = 15) -> None:
 
 async def test_a_killed_engine_is_restarted_on_its_port_and_logged(tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
-    ready = tmp_path / "ready.py"
-    ready.write_text("import http.server, sys\nprint('serving', flush=True)\n" + SERVE_OK)
-    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
-    server = LlamaServerProcess(config(tmp_path, binary))
+    server, _ = serving(tmp_path, "print('serving', flush=True)\n")
     caplog.set_level(logging.WARNING, logger="aigrid.engines")
     async with server:
         first, url = server.pid, server.base_url
@@ -241,10 +246,7 @@ async def test_a_restart_that_fails_is_tried_again(tmp_path: Path, caplog: pytes
 
 
 async def test_supervise_ends_when_the_engine_is_stopped(tmp_path: Path) -> None:
-    ready = tmp_path / "ready.py"
-    ready.write_text("import http.server, sys\n" + SERVE_OK)
-    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
-    server = LlamaServerProcess(config(tmp_path, binary))
+    server, _ = serving(tmp_path)
     await server.start()
     task = await supervised(server, "e")
     await server.stop()
@@ -260,10 +262,7 @@ async def cancel(task: asyncio.Task[None]) -> None:
 
 async def test_stop_during_the_wait_before_a_restart_brings_nothing_back(tmp_path: Path) -> None:
     """A review's finding: stop() while supervise waited to restart started a child nobody would stop."""
-    ready = tmp_path / "ready.py"
-    ready.write_text("import http.server, sys\n" + SERVE_OK)
-    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
-    server = LlamaServerProcess(config(tmp_path, binary))
+    server, _ = serving(tmp_path)
     await server.start()
     task = asyncio.create_task(server.supervise("e", backoff_s=(0.3,)))
     assert server.pid is not None
@@ -278,11 +277,8 @@ async def test_stop_during_the_wait_before_a_restart_brings_nothing_back(tmp_pat
 async def test_a_restart_that_cannot_even_be_spawned_is_tried_again(tmp_path: Path,
                                                                    caplog: pytest.LogCaptureFixture) -> None:
     """The binary removed (a cache cleaned): the OSError ended supervision for good, with no log line."""
-    ready = tmp_path / "ready.py"
-    ready.write_text("import http.server, sys\n" + SERVE_OK)
-    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
+    server, binary = serving(tmp_path)
     script = binary.read_text()
-    server = LlamaServerProcess(config(tmp_path, binary))
     caplog.set_level(logging.WARNING, logger="aigrid.engines")
     async with server:
         task = await supervised(server, "e")
