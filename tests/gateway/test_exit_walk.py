@@ -27,6 +27,7 @@ from aigrid.spec.models import FirewallSpec, QuotaSpec, TenantSpec
 from tests.agents.scripted_engine import ScriptedEngine, call
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.test_exit_paths import balance
 
 TENANT = {"x-aigrid-tenant": "metered", "x-aigrid-client-location": "Tokyo"}
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}
@@ -59,10 +60,6 @@ async def metered(tmp_path: Path, fakes: dict[str, FakeEngine]) -> AsyncIterator
 async def client(metered: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(metered)), base_url="http://gw") as c:
         yield c
-
-
-async def balance(gw: Gateway) -> int:
-    return await gw.guard.quotas.tokens_this_minute(gw.guard.principal(None, "metered"))
 
 
 async def settled(gw: Gateway, tokens: int | None, *outcomes: str) -> list[dict[str, Any]]:
