@@ -127,7 +127,7 @@ async def _a_dead_owners_runs_fail_after_the_lease(a: Gateway, engines_a: dict[s
             for rid in (polled.id, streamed):
                 logged = [r.getMessage() for r in caplog.records if rid in r.getMessage()]
                 assert len(logged) == 1 and a.background.owner in logged[0], logged
-            assert a.background.owns(polled.id)  # its process "dead": it settles and records nothing
+            assert a.background.owns(polled.id)  # its process "dead": it has settled and recorded nothing yet
             await _audited_once_by_the_reader(a, b, [polled.id, streamed])
             await _comes_back(a, [polled.id, streamed])
     finally:
@@ -147,9 +147,10 @@ async def _a_dead_owners_runs_fail_after_the_lease(a: Gateway, engines_a: dict[s
 
 async def _comes_back(a: Gateway, rids: list[str]) -> None:
     """A was only stalled past its lease: back, it renews and polls again, is told its runs ended (failed) and
-    stops them; each run closes its exchange settle-only: its reservation is settled (its quota no longer
-    charged at it), and no second record is written (the reader's `abandoned` one is the run's one record;
-    before, A wrote a record of its own too: two records for one run)."""
+    stops them; each run settles its reservation to its usage (its quota no longer charged at it) and writes
+    the run's second and last record, outcome `abandoned:settled`, carrying that usage, linked to the
+    reader's `abandoned` one by its response id. Before, it settled and wrote nothing, and the reader's record
+    said the quota stayed 'charged at its reservation', no longer true."""
     assert a.stores is not None
     principal = a.guard.principal(None, "metered")
     charged = await a.guard.quotas.tokens_this_minute(principal)
@@ -161,8 +162,13 @@ async def _comes_back(a: Gateway, rids: list[str]) -> None:
             break
         await asyncio.sleep(0.01)
     assert not any(a.background.owns(rid) for rid in rids)
-    assert [r for r in await audit_rows(a) if r["extra"]["route"] == BACKGROUND_ROUTE] == []
-    assert await a.guard.quotas.tokens_this_minute(principal) == 0  # settled: no engine answered them
+    settled = [r for r in await audit_rows(a) if r["extra"]["route"] == BACKGROUND_ROUTE]
+    assert sorted(r["extra"]["response_id"] for r in settled) == sorted(rids), settled
+    for r in settled:
+        assert r["outcome"] == "abandoned:settled" and r["tenant"] == "metered"
+        assert r["extra"]["settles"].startswith("the abandoned record of this response_id")
+        assert (r["prompt_tokens"], r["completion_tokens"]) == (0, 0)  # its usage: no engine answered them
+    assert await a.guard.quotas.tokens_this_minute(principal) == 0  # settled to that usage
 
 
 async def _audited_once_by_the_reader(a: Gateway, b: Gateway, rids: list[str]) -> None:
@@ -178,7 +184,8 @@ async def _audited_once_by_the_reader(a: Gateway, b: Gateway, rids: list[str]) -
         assert r["extra"]["route"] == BACKGROUND_ROUTE
         assert (r["tenant"], r["key_id"], r["model"]) == ("metered", key_id, MODEL)
         assert r["extra"]["owner"] == a.background.owner and a.background.owner in r["extra"]["reason"]
-        assert r["extra"]["quota"] == "charged at its reservation (its usage is unknown)"
+        assert r["extra"]["quota"] == ("charged at its reservation (its usage is unknown here; if its owner comes "
+                                       "back, its record of outcome abandoned:settled settles it to its usage)")
         assert (r["prompt_tokens"], r["completion_tokens"]) == (0, 0)
     assert b.metrics.background_abandoned._value.get() == len(rids)
 

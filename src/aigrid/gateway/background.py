@@ -26,8 +26,9 @@ its run used (the record counts none, and says so). A connection to the store th
 (the hub client reconnects); only the lease does. `lease_s` is several polls, so that a live owner, even with
 one run that takes hours, is never taken for dead; an owner that was only stalled (or cut off from its store)
 past its lease and comes back stops the run at its next poll (its late answer is not stored), and that run's
-exchange closes settle-only (Exchange.recorded_elsewhere): its reservation is settled as any exit's, and no
-second record is written (the reader's "abandoned" one is its one record; the settlement is logged).
+exchange settles its reservation to its usage as any exit's and writes the run's second and last record,
+outcome "abandoned:settled", with the same response id and that usage (Exchange.settles_abandoned): at most
+two records a run, the second settlement-only.
 """
 
 from __future__ import annotations

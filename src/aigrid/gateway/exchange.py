@@ -51,8 +51,13 @@ class Exchange:
     """Set for exits without an ApiError: cancelled, error:internal."""
     closed: bool = False
     recorded_elsewhere: str | None = None
-    """Why this exchange writes no audit record: its one record was written by another (a reader that failed a
-    background run as abandoned while its owner was only stalled past its lease). finish() still settles it."""
+    """Why this exchange writes no audit record: its one record was written by another. finish() still settles
+    it. Nothing sets it now (an abandoned run whose owner comes back writes its settlement: settles_abandoned)."""
+    settles_abandoned: bool = False
+    """A background run a reader failed as abandoned (its owner's lease lapsed) while its owner was only stalled:
+    the reader's `abandoned` record charged it at its reservation, its usage unknown there; this exchange is
+    settled to its real usage and its record, outcome `abandoned:settled` (final_outcome), is the run's second
+    and last, carrying that usage (responses_api._abandoned_alive)."""
     unsettled: bool = False
     """The quota store failed to settle its reservation (Guard.finish): the reservation stands as charged."""
     trace: RequestTrace = NO_TRACE
@@ -69,6 +74,8 @@ class Exchange:
         return self.record.usage if self.record is not None else None
 
     def final_outcome(self) -> str:
+        if self.settles_abandoned:  # what the run did is in its record's extra (status, message)
+            return "abandoned:settled"
         if self.error is not None:
             return f"error:{self.error.code}"
         if self.outcome is not None:

@@ -441,7 +441,8 @@ class ResponsesApi:
         if failed is None:  # its owner is alive, or another reader failed it first
             return found
         log.warning("background response %s of tenant %s: its owner %s did not renew its lease for %s s (its "
-                    "process died): failed; audited here, its quota left charged at its reservation", rid,
+                    "process died): failed; audited here, its quota left charged at its reservation (settled by its "
+                    "owner, in a second record, if it comes back)", rid,
                     tenant, found.owner, self.gw.background.lease_s)
         self.gw.metrics.background_abandoned.inc()
         await self._close_abandoned(failed)
@@ -465,14 +466,18 @@ class ResponsesApi:
         the quota settlement. Its quota is not settled again: at admission the dead process reserved the
         prompt's estimate and the output limit in the quota store, and nobody knows the tokens its run used,
         so it stays charged at that reservation (none if it died before its admission; a quota store of that
-        process's memory died with it). No usage is made up: the record counts no tokens."""
+        process's memory died with it). No usage is made up: the record counts no tokens. An owner only
+        stalled past its lease that comes back settles the reservation to its usage and writes a second
+        record, outcome `abandoned:settled`, with the same response id (`_abandoned_alive`): at most two."""
         ex = Exchange(BACKGROUND_ROUTE, time.time(), body={"response_id": failed.id, "background": True},
                       model=failed.model, outcome="abandoned",
                       principal=Principal(failed.tenant, failed.key_id or "unknown", Scopes()),
                       notes={"response_id": failed.id, "owner": failed.owner,
                              "reason": f"its owner {failed.owner} did not renew its lease for "
                                        f"{self.gw.background.lease_s} s (its process died)",
-                             "quota": "charged at its reservation (its usage is unknown)"})
+                             "quota": "charged at its reservation (its usage is unknown here; if its owner "
+                                      "comes back, its record of outcome abandoned:settled settles it to its "
+                                      "usage)"})
         await close_exchange(self.gw, ex)
 
     async def _end(self, tenant: str, rid: str, status: str, error: dict[str, Any] | None = None,
@@ -709,10 +714,13 @@ def _pending_response(p: Pending) -> dict[str, Any]:
 
 def _abandoned_alive(ex: Exchange) -> None:
     """A run whose placeholder a reader failed as abandoned (this process had not renewed its lease in time:
-    stalled, or cut off from its store) while it was alive after all: that reader wrote the run's one audit
-    record; this run's exchange closes settle-only (its quota settled to its usage, no second record)."""
-    ex.recorded_elsewhere = ("a reader failed this background response as abandoned (this process's lease had "
-                             "lapsed) and wrote its audit record; its answer, if any, was not stored")
+    stalled, or cut off from its store) while it was alive after all: that reader wrote the run's `abandoned`
+    record, charged at its reservation; this run's exchange settles its quota to its usage and writes the
+    run's second and last record, outcome `abandoned:settled`, linked by `response_id`, carrying that usage."""
+    ex.settles_abandoned = True
+    ex.notes["settles"] = ("the abandoned record of this response_id: its owner was only stalled past its lease "
+                           "and came back; its quota, charged at its reservation there, is settled to this "
+                           "record's usage; its answer, if any, was not stored")
 
 
 def _uncancel() -> None:
