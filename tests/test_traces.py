@@ -42,6 +42,14 @@ def test_iso_and_numeric_times_give_the_same_gaps(tmp_path: Path) -> None:
     ('{"timestamp": 1, "input_length": 2, "output_length": 3}\n{"timestamp": 2, "input_length": 2}\n',
      "line 2: no 'output_length'"),
     ('{"timestamp": 1, "input_length": -2, "output_length": 3}\n', "line 1, column input_length"),
+    # too big: an OverflowError traceback in bench, sim and plan (numpy's int64, or no float for 10**400)
+    ("time,prompt_tokens,output_tokens\n1,2,3\n2,1e19,3\n", "line 3, column prompt_tokens: '1e19' tokens is "
+                                                            "more than a request may count (at most 2147483647)"),
+    ("time,prompt_tokens,output_tokens\n1,2,3\n2,2,2147483648\n", "line 3, column output_tokens"),
+    ('{"timestamp": 1, "input_length": 1' + "0" * 400 + ', "output_length": 3}\n',
+     "line 1, column input_length: 10000000000000000000...00000000 (401 characters) tokens is more than"),
+    ('{"timestamp": 1' + "0" * 400 + ', "input_length": 1, "output_length": 3}\n',
+     "line 1, column timestamp: 10000000000000000000...00000000 (401 characters) is not a time"),
 ])
 def test_broken_rows_are_named(tmp_path: Path, body: str, named: str) -> None:
     f = write(tmp_path, body)
@@ -53,3 +61,8 @@ def test_broken_rows_are_named(tmp_path: Path, body: str, named: str) -> None:
 def test_a_missing_file_is_a_trace_error(tmp_path: Path) -> None:
     with pytest.raises(TraceFileError, match="nothere.csv: cannot read"):
         read_trace(tmp_path / "nothere.csv")
+
+
+def test_a_token_count_up_to_the_simulators_int32_is_read(tmp_path: Path) -> None:
+    t = read_trace(write(tmp_path, "time,prompt_tokens,output_tokens\n1,2147483647,0\n"))
+    assert t.prompt.tolist() == [2**31 - 1]

@@ -18,12 +18,12 @@ the microsecond are dropped) or numbers of seconds. A JSON Lines file whose size
 `output_length` (Mooncake's layout) has its numeric times in milliseconds, as Mooncake publishes them; a
 time column named `..._ms` (`timestamp_ms`) is in milliseconds too. Rows need not be sorted: requests are
 replayed in time order (ties keep file order); equal times are requests that arrived together. Token
-counts are whole numbers >= 0 (`12.0` is 12); a row with 0 output tokens (BurstGPT's failed requests) is
-kept, and the replays send it with 1.
+counts are whole numbers from 0 to 2**31 - 1 (`12.0` is 12; the simulator holds them as 32-bit integers); a
+row with 0 output tokens (BurstGPT's failed requests) is kept, and the replays send it with 1.
 
 A file that cannot be used raises TraceFileError naming the file, the line and the column: no rows, a
-missing column, a time that is neither ISO 8601 nor a number, a token count that is negative, fractional,
-NaN or empty, a byte that is not UTF-8.
+missing column, a time that is neither ISO 8601 nor a number (or a number too big for a float), a token count
+that is negative, fractional, NaN, empty or over 2**31 - 1, a byte that is not UTF-8.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ ROLES = {
 }
 """Per role, the column names it is found under (normalised: lower case, letters and digits only)."""
 _FRACTION = re.compile(r"(\.\d{6})\d+")
+MAX_TOKENS = 2**31 - 1
+"""The largest token count a trace may give (the simulator holds counts as 32-bit integers)."""
 
 
 class TraceFileError(AigridError, ValueError):
@@ -101,7 +103,10 @@ def _time(raw: object, ms: bool, at: str) -> tuple[float, bool]:
     if isinstance(raw, bool) or raw is None:
         raise TraceFileError(f"{at}: {raw!r} is not a time (ISO 8601, or a number of seconds)")
     if isinstance(raw, int | float):
-        value = float(raw)
+        try:
+            value = float(raw)
+        except OverflowError:  # a JSON integer too big for a float (10**400)
+            raise TraceFileError(f"{at}: {_shown(raw)} is not a time (too big a number of seconds)") from None
         numeric = True
     else:
         text = str(raw).strip()
@@ -125,10 +130,20 @@ def _tokens(raw: object, at: str) -> int:
     try:
         value = float(str(raw).strip()) if not isinstance(raw, int | float) else float(raw)
     except ValueError:
-        raise TraceFileError(f"{at}: {raw!r} is not a token count (a whole number >= 0)") from None
-    if not math.isfinite(value) or value < 0 or value != int(value):
-        raise TraceFileError(f"{at}: {raw!r} is not a token count (a whole number >= 0)")
+        raise TraceFileError(f"{at}: {_shown(raw)} is not a token count (a whole number >= 0)") from None
+    except OverflowError:  # a JSON integer too big for a float (10**400)
+        value = math.inf
+    if math.isnan(value) or value < 0 or (math.isfinite(value) and value != int(value)):
+        raise TraceFileError(f"{at}: {_shown(raw)} is not a token count (a whole number >= 0)")
+    if value > MAX_TOKENS:
+        raise TraceFileError(f"{at}: {_shown(raw)} tokens is more than a request may count (at most {MAX_TOKENS})")
     return int(value)
+
+
+def _shown(raw: object) -> str:
+    """A value as the error shows it: its repr, cut to 40 characters (a 400-digit number stays one line)."""
+    text = repr(raw)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-8:]} ({len(text)} characters)"
 
 
 def _text(path: Path) -> str:

@@ -58,6 +58,8 @@ def test_a_trace_file_relative_to_the_scenario_drives_the_workload(tmp_path: Pat
     ("Timestamp,Request tokens,Response tokens\n1,2,3\nsoon,2,3\n", "line 3, column Timestamp"),
     ("Timestamp,Request tokens,Response tokens\n1,2,3\n", "1 requests"),
     ("Timestamp,Request tokens,Response tokens\n1,2,3\n1,2,3\n", "over 0 s"),
+    ("Timestamp,Request tokens,Response tokens\n1,2,3\n2,1e19,3\n", "line 3, column Request tokens"),  # was a
+    ("Timestamp,Request tokens,Response tokens\n1,2,3\n2,2,3e9\n", "line 3, column Response tokens"),  # traceback
 ])
 def test_a_broken_trace_file_is_refused_under_the_field(tmp_path: Path, body: str, named: str) -> None:
     (tmp_path / "traces").mkdir()
