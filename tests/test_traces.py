@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,18 @@ def test_a_missing_file_is_a_trace_error(tmp_path: Path) -> None:
 def test_a_token_count_up_to_the_simulators_int32_is_read(tmp_path: Path) -> None:
     t = read_trace(write(tmp_path, "time,prompt_tokens,output_tokens\n1,2147483647,0\n"))
     assert t.prompt.tolist() == [2**31 - 1]
+
+
+def test_a_time_without_an_offset_is_utc_whatever_the_hosts_zone(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Naive times were read in the host's time zone: across a daylight-saving change the gap was an hour
+    shorter in New York than in UTC (1 s instead of 3601 s here), so a replay differed between machines."""
+    f = write(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n2024-03-10 01:59:59,1,1\n2024-03-10 03:00:00,1,1\n"
+                        "2024-03-10T03:00:01+00:00,1,1\n")
+    for zone in ("America/New_York", "UTC"):
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        t = read_trace(f)
+        assert np.diff(t.t).tolist() == [3601.0, 1.0], zone
+        assert t.t[0] == 1710035999.0
+    monkeypatch.undo()
+    time.tzset()

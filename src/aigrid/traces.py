@@ -14,7 +14,8 @@ planner's `trace:` fields), so that each takes the same files and refuses the sa
   `{"timestamp": 27482, "input_length": 6955, "output_length": 52, "hash_ids": [...]}`.
 
 Times are ISO 8601 strings (`2023-11-16 18:15:46.6805900`, `2024-05-10T00:00:00.009930+00:00`: digits past
-the microsecond are dropped) or numbers of seconds. A JSON Lines file whose sizes are `input_length` /
+the microsecond are dropped; a time without an offset is read as UTC, not in the host's time zone, whose
+daylight-saving changes would change the gaps from one machine to another) or numbers of seconds. A JSON Lines file whose sizes are `input_length` /
 `output_length` (Mooncake's layout) has its numeric times in milliseconds, as Mooncake publishes them; a
 time column named `..._ms` (`timestamp_ms`) is in milliseconds too. Rows need not be sorted: requests are
 replayed in time order (ties keep file order); equal times are requests that arrived together. Token
@@ -34,7 +35,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
@@ -114,7 +115,8 @@ def _time(raw: object, ms: bool, at: str) -> tuple[float, bool]:
             value, numeric = float(text), True
         except ValueError:
             try:
-                value = datetime.fromisoformat(_FRACTION.sub(r"\1", text)).timestamp()
+                when = datetime.fromisoformat(_FRACTION.sub(r"\1", text))
+                value = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
             except (ValueError, OverflowError, OSError):
                 raise TraceFileError(f"{at}: {text!r} is not a time (ISO 8601, e.g. 2023-11-16 18:15:46.68, "
                                      "or a number of seconds)") from None
