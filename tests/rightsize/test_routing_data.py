@@ -65,6 +65,11 @@ def test_a_long_file_with_a_nan_or_negative_judge_score_is_refused(tmp_path: Pat
     (b"prompt,a_correct,b_correct\nhello,1,0\n\xe9t\xe9,1,0\n", "line 3: not UTF-8"),
     (b"prompt,a_correct,b_correct\nhello,1,0\n,1,0\n", "line 3, column 'prompt': empty"),
     (b"prompt,a_correct,b_correct\nhello,1,0\nshort\n", "line 3, column 'a_correct': no value"),
+    # blank lines (DictReader skips them) were not counted: line 3 for the record on line 5
+    (b"prompt,a_correct,b_correct\nq1,1,0\n\n\nq2,7,1\n", "line 5, column 'a_correct': '7'"),
+    (b"prompt,a_correct,b_correct\r\nq1,1,0\r\n\r\n\"multi\r\n\r\nline\",1,0\r\n\r\nq2,7,1\r\n",
+     "line 8, column 'a_correct': '7'"),
+    (b"prompt,a_correct,b_correct\n\n\"two\nlines\",x,0\n", "line 3, column 'a_correct': 'x'"),
 ])
 def test_files_that_cannot_be_used_are_named(tmp_path: Path, body: bytes, named: str) -> None:
     f = tmp_path / "d.csv"

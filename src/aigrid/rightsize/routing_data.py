@@ -20,6 +20,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -105,15 +106,15 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
         line = raw[:e.start].count(b"\n") + 1
         raise InvalidRequest(f"{path}, line {line}: not UTF-8 (save the file as UTF-8)", param="data") from None
     reader = csv.DictReader(io.StringIO(text, newline=""))
+    starts = _Starts(reader.reader)
+    reader.reader = starts  # type: ignore[assignment]  # read through it: where each record starts
     rows: list[dict[str, str]] = []
     lines: list[int] = []
     try:
         canon = {c: c.strip().lower() if c.strip().lower() in STRUCTURAL else c.strip()
                  for c in reader.fieldnames or []}
-        end = 1
         for r in reader:
-            lines.append(end + 1)  # where the record starts (a prompt may span lines)
-            end = reader.line_num
+            lines.append(starts.start)  # the file's line, a prompt over several lines and blank lines counted
             rows.append({canon.get(k, k): v for k, v in r.items() if k is not None})
     except csv.Error as e:
         raise InvalidRequest(f"{path}, line {reader.line_num}: not valid CSV: {e}", param="data") from None
@@ -127,6 +128,33 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
         return _long(path, rows, lines, cols, small, large)
     raise InvalidRequest(f"{path}: expected a 'prompt' column (one row per prompt) or 'model' and "
                          f"'turn_prompt' columns (one row per model); found {', '.join(cols)}", param="data")
+
+
+class _Starts:
+    """A csv reader that keeps the file line where its last row starts. DictReader skips blank lines, and a
+    record may span lines: the line before the row plus one was wrong after blank lines (counted from the end
+    of the previous record)."""
+
+    def __init__(self, reader: Any) -> None:  # a csv reader (its type is private to _csv)
+        self.reader = reader
+        self.start = 0
+
+    @property
+    def line_num(self) -> int:
+        return int(self.reader.line_num)
+
+    @property
+    def dialect(self) -> object:
+        return self.reader.dialect
+
+    def __iter__(self) -> _Starts:
+        return self
+
+    def __next__(self) -> list[str]:
+        before = self.line_num
+        row: list[str] = next(self.reader)
+        self.start = before + 1
+        return row
 
 
 def _num(value: str | None, where: str, column: str, lo: float = -math.inf, hi: float = math.inf) -> float:
