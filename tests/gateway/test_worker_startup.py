@@ -23,24 +23,40 @@ from aigrid.gateway.server import _check_port_free
 from aigrid.gateway.workers import _ready
 
 
-def spec(tmp: Path, port: int, **site: object) -> dict:
-    return {"name": "startup", "gateway": {"host": "127.0.0.1", "port": port, "network": "none"},
+def spec(tmp: Path, port: int) -> dict:
+    return {"name": "startup", "gateway": {"host": "127.0.0.1", "port": port, "network": "none",
+                                           "batch": {"dir": str(tmp / "batches")}},
             "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
-            "sites": {"s0": {"name": "S0", "lat": 50.0, "lon": 8.0, "jurisdiction": "EU", **site}},
+            "sites": {"s0": {"name": "S0", "lat": 50.0, "lon": 8.0, "jurisdiction": "EU"}},
             "endpoints": [{"id": "emu0", "site": "s0", "model": "emulated", "engine": "vllm",
                            "url": f"http://127.0.0.1:{free_port()}"}],
             "security": {"audit": {"path": str(tmp / "audit.db"), "signing_key": str(tmp / "audit.pem")}}}
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_a_gateway_that_cannot_start_says_why_in_one_line_and_stops(tmp_path: Path, workers: int) -> None:
+def batch_dir_a_file(tmp: Path, grid: dict) -> str:
+    (tmp / "not-a-folder").write_text("x")
+    grid["gateway"]["batch"] = {"dir": str(tmp / "not-a-folder")}  # was a start, then a 500 for every batch call
+    return "error: gateway.batch.dir: cannot keep batches in "
+
+
+def documents_missing(tmp: Path, grid: dict) -> str:
+    grid["sites"]["s0"]["documents"] = [{"path": "missing/*.txt"}]
+    return "error: sites.s0.documents[0].path: [Errno 2] No such file or directory: '" + str(tmp / "missing")
+
+
+@pytest.mark.parametrize(("workers", "failure"), [(1, documents_missing), (2, documents_missing),
+                                                  (1, batch_dir_a_file)])
+def test_a_gateway_that_cannot_start_says_why_in_one_line_and_stops(tmp_path: Path, workers: int,
+                                                                    failure: object) -> None:
+    grid = spec(tmp_path, free_port())
+    expected = failure(tmp_path, grid)  # type: ignore[operator]
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_bytes(orjson.dumps(spec(tmp_path, free_port(), documents=[{"path": "missing/*.txt"}])))
+    spec_path.write_bytes(orjson.dumps(grid))
     started = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", str(workers)],
                        cwd=tmp_path, capture_output=True, text=True, timeout=90)
     assert r.returncode == 2, r.stderr[-2000:]
-    assert "error: sites.s0.documents[0].path:" in r.stderr and "missing/*.txt" in r.stderr, r.stderr[-2000:]
+    assert expected in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr, r.stderr[-4000:]
     assert "starting it again" not in r.stderr  # a worker that cannot start is not started again and again
     assert time.monotonic() - started < 60

@@ -9,11 +9,13 @@ instead of the chat one."""
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.routing import Route
 
+from aigrid.errors import ConfigError
 from aigrid.gateway.batch_db import BatchDb
 from aigrid.gateway.batch_input import Line
 from aigrid.gateway.batch_line import BatchLine, LineResult
@@ -41,6 +43,11 @@ class Batches:
         return [*self.files_api.routes(), *self.batches_api.routes(), *self.message_batches_api.routes()]
 
     async def start(self) -> None:
+        db = self.files.db
+        try:  # the folder and its index now, not at the first request: a dir that cannot be one fails the start
+            await db.read(lambda _: None)
+        except (OSError, sqlite3.Error) as e:  # was a gateway that started and answered every Files and Batch
+            raise ConfigError(f"gateway.batch.dir: cannot keep batches in {db.root}: {e}") from e  # call 500
         await self.runner.start()
 
     async def stop(self) -> None:
