@@ -10,7 +10,9 @@ Another provider's matrix will do in the same long form: one row per directed pa
 src_lon, dst_lat, dst_lon, rtt_ms (names in any case, in any order, other columns ignored), and optionally
 src and dst (a region's pair with itself is skipped) and stat (only --stat's rows are used; without the
 column every row is). A value that cannot be used (a round trip <= 0, NaN or empty, a latitude outside
-[-90, 90]), an empty file or a missing column is refused with the file, line and column, exit status 2.
+[-90, 90]), a line that is not CSV (a field over 131,072 characters), an empty file or a missing column is
+refused with the file, line and column, exit status 2; so is a file with fewer than 3 pairs 500 km or more
+apart (nothing to fit two parameters on).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import csv
 import io
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,6 +37,8 @@ class DataError(ValueError):
 
 
 REQUIRED = ("src_lat", "src_lon", "dst_lat", "dst_lon", "rtt_ms")
+MIN_PAIRS = 3
+"""The fewest pairs >= 500 km apart to fit on: two parameters fit one or two pairs exactly, saying nothing."""
 
 
 def load(path: Path, stat: str = "p50") -> tuple[np.ndarray, np.ndarray]:
@@ -51,6 +56,13 @@ def load(path: Path, stat: str = "p50") -> tuple[np.ndarray, np.ndarray]:
         line = raw[:e.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: not UTF-8") from None
     reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        return _rows(path, reader, stat)
+    except csv.Error as e:  # a field over csv's limit (131,072 characters), a NUL byte
+        raise DataError(f"{path}, line {reader.line_num}: not valid CSV: {e}") from None
+
+
+def _rows(path: Path, reader: Any, stat: str) -> tuple[np.ndarray, np.ndarray]:
     header = next(reader, None)
     if not header:
         raise DataError(f"{path}: the file is empty (expected a header: src,dst,{','.join(REQUIRED)},stat)")
@@ -119,8 +131,9 @@ def main() -> None:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     far = d >= 500
-    if not far.any():
-        print(f"error: {a.data}: no pair at least 500 km apart to fit on ({len(d)} pairs)", file=sys.stderr)
+    if far.sum() < MIN_PAIRS:
+        print(f"error: {a.data}: {far.sum()} pairs at least 500 km apart ({len(d)} pairs in all); the fit of two "
+              f"parameters needs {MIN_PAIRS} or more", file=sys.stderr)
         raise SystemExit(2)
     best = (np.inf, 0.0, 0.0)
     for overhead in np.arange(0.0, 30.01, 0.5):

@@ -59,6 +59,12 @@ def test_a_bad_row_is_named(tmp_path: Path, last: str, named: str) -> None:
     ("src,dst,src_lat,src_lon,dst_lat,dst_lon,rtt_ms,stat\n", "no rows"),
     ("src,dst,src_lat,src_lon,dst_lat,dst_lon,stat\na,b,1,2,3,4,p50\n", "line 1: no column rtt_ms"),
     ("src,dst,src_lat,src_lon,dst_lat,dst_lon,rtt_ms,stat\na,b,1,2,30,40,90,p95\n", "its stat column has: p95"),
+    # a field over csv's 131,072 characters: a csv.Error traceback
+    ('src_lat,src_lon,dst_lat,dst_lon,rtt_ms\n1,2,3,4,5\n1,2,3,4,"' + "a" * 140_000 + '"\n',
+     "line 3: not valid CSV: field larger than field limit"),
+    # two far pairs (and one near): a "fit" of two parameters on them said nothing
+    ("src_lat,src_lon,dst_lat,dst_lon,rtt_ms\n50.11,8.68,35.69,139.69,230\n35.69,139.69,50.11,8.68,231\n"
+     "50.11,8.68,50.2,8.7,2\n", "2 pairs at least 500 km apart (3 pairs in all); the fit of two parameters needs 3"),
 ])
 def test_a_file_that_cannot_be_fitted_is_refused(tmp_path: Path, body: str, named: str) -> None:
     f = tmp_path / "rtt.csv"
