@@ -23,3 +23,22 @@ def test_the_held_back_text_goes_in_a_finish_chunk_with_an_empty_delta() -> None
     assert text == "Write to [REDACTED:EMAIL] today"
     assert sent[-1]["choices"][0]["delta"]["content"] == "Write to [REDACTED:EMAIL] today"  # type: ignore[index]
     assert f.flush_event() is None  # nothing left for a chunk of its own
+
+
+def test_the_held_back_text_goes_in_a_finish_chunk_without_a_delta() -> None:
+    """A finish chunk with no "delta" key at all (or "delta": null) still had the held text sent after its
+    finish_reason; now the delta is added and the text goes in it. A completions chunk without text takes it
+    as its text."""
+    for last in ({"index": 0, "finish_reason": "stop"}, {"index": 0, "delta": None, "finish_reason": "stop"}):
+        f = OutputFilter(StreamingRedactor(), strip_usage=False)
+        sent = [f.event(chunk({"content": "Write to jane.doe@example.com"})),
+                f.event({"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [dict(last)]})]
+        text = "".join(c["choices"][0]["delta"].get("content", "") for c in sent)  # type: ignore[index]
+        assert text == "Write to [REDACTED:EMAIL]", sent
+        assert sent[-1]["choices"][0]["finish_reason"] == "stop"  # type: ignore[index]
+        assert f.flush_event() is None, last
+    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    first = f.event({"object": "text_completion", "choices": [{"index": 0, "text": "Write to jane.doe@example.com"}]})
+    end = f.event({"object": "text_completion", "choices": [{"index": 0, "finish_reason": "length"}]})
+    assert first["choices"][0]["text"] + end["choices"][0]["text"] == "Write to [REDACTED:EMAIL]"  # type: ignore[index]
+    assert f.flush_event() is None

@@ -58,10 +58,18 @@ class OutputFilter:
                 choice["text"] = redactor.feed(choice["text"])
                 if choice.get("finish_reason"):
                     choice["text"] += self._flush(index)
-            elif choice.get("finish_reason") and isinstance(delta, dict) and (rest := self._flush(index)):
-                # the last chunk as engines send it (`"delta": {}`): what is held back goes in it, not after it
-                # (in a chunk without id or model, which a client that stops at finish_reason never reads)
-                delta["content"] = rest
+            elif (choice.get("finish_reason") and (isinstance(delta, dict) or (delta is None and "text" not in choice))
+                  and (rest := self._flush(index))):
+                # the last chunk as engines send it (`"delta": {}`, or no delta at all): what is held back goes in
+                # it, not after it (in a chunk without id or model, which a client that stops at finish_reason
+                # never reads); a completions chunk (`object: text_completion`) takes it as its text
+                if delta is None and obj.get("object") == "text_completion":
+                    choice["text"] = rest
+                else:
+                    choice.setdefault("delta", {})
+                    if not isinstance(choice["delta"], dict):  # "delta": null
+                        choice["delta"] = {}
+                    choice["delta"]["content"] = rest
         return obj
 
     def _redactor(self, index: int) -> StreamingRedactor:
