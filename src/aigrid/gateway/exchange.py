@@ -50,9 +50,6 @@ class Exchange:
     outcome: str | None = None
     """Set for exits without an ApiError: cancelled, error:internal."""
     closed: bool = False
-    recorded_elsewhere: str | None = None
-    """Why this exchange writes no audit record: its one record was written by another. finish() still settles
-    it. Nothing sets it now (an abandoned run whose owner comes back writes its settlement: settles_abandoned)."""
     settles_abandoned: bool = False
     """A background run a reader failed as abandoned (its owner's lease lapsed) while its owner was only stalled:
     the reader's `abandoned` record charged it at its reservation, its usage unknown there; this exchange is

@@ -346,20 +346,13 @@ class Guard:
 
     async def finish(self, ex: Exchange) -> bool:
         """Settle the quota and write the audit record, once per exchange, whatever its exit; a failed
-        settle does not stop the record. An exchange whose record another wrote (`recorded_elsewhere`) is
-        settled only (logged at warning with its outcome and tokens). False when the record was lost (logged, counted): the audit log
+        settle does not stop the record. False when the record was lost (logged, counted): the audit log
         could not take it within AUDIT_WAIT_S, or it had already stopped (the gateway shutting down)."""
         if ex.closed:
             return True
         ex.closed = True
         if ex.reservation is not None:
             await self._settle(ex)
-        if ex.recorded_elsewhere is not None:  # settle-only: its one record exists already
-            usage = ex.final_usage() or {}
-            log.warning("no audit record for %s %s (%s): %s; its quota settled at %d tokens (prompt %s, completion "
-                        "%s)", ex.route, _request_id(ex), ex.final_outcome(), ex.recorded_elsewhere,
-                        ex.used_tokens(), usage.get("prompt_tokens"), usage.get("completion_tokens"))
-            return True
         if self.audit is None:
             return not self._audit_stopped or self._lost(ex, "the audit log has stopped")
         record = self._record(ex)
