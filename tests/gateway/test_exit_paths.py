@@ -366,9 +366,10 @@ async def test_a_request_finishing_after_the_audit_log_stopped_is_counted_lost(
     await gw.guard.start()
     await gw.guard.stop()
     with caplog.at_level("WARNING", logger="aigrid.guard"):
-        assert await gw.guard.finish(Exchange("/v1/chat/completions", 1_800_000_000.0)) is False
+        ex = Exchange("/v1/chat/completions", 1_800_000_000.0)
+        assert await gw.guard.finish(ex) is False
     assert gw.guard.audit_failures == 1
-    assert "audit record lost for /v1/chat/completions -: the audit log has stopped" in caplog.text
+    assert f"audit record lost for /v1/chat/completions {ex.request_id}: the audit log has stopped" in caplog.text
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
         r = await c.post("/v1/chat/completions", json=CHAT)  # not served unaudited: refused, its record lost too
     assert r.status_code == 503 and r.json()["error"]["code"] == "audit_unavailable"
@@ -483,3 +484,18 @@ async def test_calls_that_keep_state_count_against_the_requests_per_minute(
         assert [r["outcome"] for r in rows][-5:] == ["error:rate_limit_exceeded"] * 2 + ["ok"] * 3
     finally:
         await gw.guard.stop()
+
+
+async def test_every_answer_names_its_request_id_and_the_audit_record_holds_it(
+        client: httpx.AsyncClient, metered: Gateway) -> None:
+    """x-request-id (what the OpenAI SDKs show as `_request_id` and on an APIError) and request-id (the Anthropic
+    SDKs'): the decision's id when one was made (`aigrid explain` takes it), else the request's own; the audit
+    record holds the same id, so a client's support ticket finds its record. Before, a refused request's record
+    had an empty request_id and no answer said which request it was."""
+    served = await client.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+    refused = await client.post("/v1/chat/completions", json={**CHAT, "model": "nope"}, headers=TENANT)
+    assert served.status_code == 200 and refused.status_code == 404
+    assert served.headers["x-request-id"] == served.headers["request-id"] == served.headers["x-aigrid-decision"]
+    assert refused.headers["x-request-id"].startswith("req-") and refused.headers["request-id"] == refused.headers["x-request-id"]
+    rows = await audit_rows(metered)
+    assert [r["request_id"] for r in rows[-2:]] == [served.headers["x-request-id"], refused.headers["x-request-id"]]

@@ -9,6 +9,7 @@ failed, client gone, gateway shutdown.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class Exchange:
     outcome: str | None = None
     """Set for exits without an ApiError: cancelled, error:internal."""
     closed: bool = False
+    _own_id: str = ""
     settles_abandoned: bool = False
     """A background run a reader failed as abandoned (its owner's lease lapsed) while its owner was only stalled:
     the reader's `abandoned` record charged it at its reservation, its usage unknown there; this exchange is
@@ -90,6 +92,16 @@ class Exchange:
         answered = self.record is not None and self.record.served_by is not None
         return self.reservation.reserved_tokens if answered and self.reservation is not None else 0
 
+    @property
+    def request_id(self) -> str:
+        """The id a client quotes (x-request-id, the audit record's request_id): the decision's (`aigrid explain`
+        takes it) when one was made, else one of its own, made on first use."""
+        if self.decision is not None:
+            return self.decision.request_id
+        if not self._own_id:
+            self._own_id = f"req-{secrets.token_hex(8)}"
+        return self._own_id
+
     def served_endpoint(self) -> str:
         """The endpoint that answered last ("" when none did)."""
         return (self.record.served_by or "").split(" -> ")[-1] if self.record is not None else ""
@@ -106,7 +118,8 @@ class Exchange:
         served = self.served_endpoint()
         site = self.served_site()
         usage = self.final_usage() or {}
-        return {"route": self.route, "decision": self.decision.request_id if self.decision else None,
+        return {"route": self.route, "request_id": self.request_id,
+                "decision": self.decision.request_id if self.decision else None,
                 "tenant": self.principal.tenant if self.principal else None,
                 "key": self.principal.key_id if self.principal else None, "model": self.model,
                 "site": site, "endpoint": served or None, "outcome": self.final_outcome(),

@@ -85,10 +85,6 @@ def request_traits(body: Mapping[str, Any], prompt: str) -> RequestTraits:
                          logit_bias=bool(body.get("logit_bias")))
 
 
-def _request_id(ex: Exchange) -> str:
-    return ex.decision.request_id if ex.decision else "-"
-
-
 def _limits(q: QuotaSpec | None) -> QuotaLimits:
     if q is None:
         return QuotaLimits()
@@ -372,12 +368,12 @@ class Guard:
         except Exception:  # whatever the store raised: the audit record below must still be written
             ex.unsettled = True
             self.settle_failures += 1
-            log.exception("quota not settled for %s %s (the reservation stands)", ex.route, _request_id(ex))
+            log.exception("quota not settled for %s %s (the reservation stands)", ex.route, ex.request_id)
 
     def _lost(self, ex: Exchange, why: str, record: AuditRecord | None = None) -> bool:
         self.audit_failures += 1
         record = record or self._record(ex)
-        log.error("audit record lost for %s %s: %s; record: %s", ex.route, _request_id(ex), why, record.body())
+        log.error("audit record lost for %s %s: %s; record: %s", ex.route, ex.request_id, why, record.body())
         return False
 
     def _record(self, ex: Exchange) -> AuditRecord:
@@ -396,7 +392,7 @@ class Guard:
         if ex.unsettled:
             extra["quota"] = "unsettled"
         return AuditRecord(
-            ts=ex.started, request_id=ex.decision.request_id if ex.decision else "",
+            ts=ex.started, request_id=ex.request_id,
             tenant=p.tenant if p else "?", key_id=p.key_id if p else "unauthenticated", model=ex.model,
             decision=decision_summary(ex.decision, (served or "").split(" -> ")[-1] or None) if ex.decision else {},
             firewall=[v.to_dict() for v in ex.all_verdicts()], outcome=ex.final_outcome(),

@@ -114,6 +114,8 @@ class Audited:
                 log.exception("internal error on %s", self.route)
                 ex.outcome = "error:internal"
                 response = internal_error(request)
+            rid = ex.request_id.encode()  # what the SDKs show as a response's or an error's request id
+            response.raw_headers.extend(((b"x-request-id", rid), (b"request-id", rid)))
             if ex.reservation is not None and ex.reservation.headroom:  # the tenant's or key's per-minute limits
                 response.raw_headers.extend((k.encode(), v.encode())
                                             for k, v in rate_limit_headers(*ex.reservation.headroom).items())
