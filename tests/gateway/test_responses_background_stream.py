@@ -346,28 +346,10 @@ async def test_a_resume_on_another_gateway_reads_the_redis_stream_live(tmp_path:
 def test_two_worker_processes_resume_a_streamed_background_response(tmp_path: Path) -> None:
     """Each resume opens a new connection, which the kernel gives to either worker: every one reads the same
     events after N from the hub, whichever worker runs the response."""
-    import sys
+    from tests.gateway.test_workers import two_workers
 
-    import orjson
-
-    from aigrid.bench.procs import Proc, tree
-    from aigrid.engines.llama_server import free_ports
-    from tests.gateway.test_workers import spec
-
-    emu_port = free_ports(2)
-    emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
-                            "--engines", "2", "--decode-base-ms", "60", "--prefill-base-ms", "1"], tmp_path).start()
-    gw: Proc | None = None
-    try:
-        emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
-        gw_port = free_port()
-        spec_path = tmp_path / "spec.yaml"
-        spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port)))
-        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
-                  tmp_path, cwd=tmp_path).start()
-        base = f"http://127.0.0.1:{gw_port}"
-        gw.wait_ready(f"{base}/livez", timeout_s=120)
-        assert len([p for p in tree(gw.pid) if p != gw.pid]) == 2
+    with two_workers(tmp_path, decode_ms=60) as grid:
+        base = grid.base
 
         def client() -> openai.OpenAI:  # a new connection pool: a new connection
             return openai.OpenAI(base_url=f"{base}/v1", api_key="unused", max_retries=0, timeout=60)
@@ -391,7 +373,3 @@ def test_two_worker_processes_resume_a_streamed_background_response(tmp_path: Pa
         assert resumes[0][-1]["type"] in ("response.completed", "response.incomplete")
         with client() as oai:
             assert oai.responses.retrieve(rid).status == resumes[0][-1]["response"]["status"]
-    finally:
-        if gw is not None:
-            gw.stop()
-        emu.stop()

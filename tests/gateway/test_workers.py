@@ -10,7 +10,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,33 +25,57 @@ REQUESTS = 24
 LIMIT = 15
 
 
-def spec(tmp: Path, emu_port: int, gw_port: int) -> dict:
+def spec(tmp: Path, emu_port: int, gw_port: int, security: dict | None = None) -> dict:
+    """Two emulated engines behind a gateway on `gw_port`; `security` replaces the audit log and quota below."""
     return {"name": "workers", "gateway": {"host": "127.0.0.1", "port": gw_port, "network": "none",
                                            "scrape_interval_s": 0.5},
             "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
             "sites": {f"s{i}": {"name": f"S{i}", "lat": 50.0, "lon": 8.0 + i, "jurisdiction": "EU"} for i in range(2)},
             "endpoints": [{"id": f"emu{i}", "site": f"s{i}", "model": "emulated", "engine": "vllm",
                            "url": f"http://127.0.0.1:{emu_port + i}", "slots": 64} for i in range(2)],
-            "security": {"audit": {"path": str(tmp / "audit.db"), "signing_key": str(tmp / "audit.pem")},
-                         "default_quotas": {"requests_per_min": LIMIT}}}
+            "security": security if security is not None else {
+                "audit": {"path": str(tmp / "audit.db"), "signing_key": str(tmp / "audit.pem")},
+                "default_quotas": {"requests_per_min": LIMIT}}}
 
 
-def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> None:
+@dataclass
+class TwoWorkers:
+    gateway: Proc
+    base: str
+    port: int
+    workers: list[int]
+
+
+@contextlib.contextmanager
+def two_workers(tmp_path: Path, decode_ms: int, security: dict | None = None) -> Iterator[TwoWorkers]:
+    """An emulator with two engines (EMULATED) and `aigrid gateway --workers 2` in front of them, as real
+    processes, both stopped on the way out."""
     emu_port = free_ports(2)  # the emulator's two engines: emu_port and emu_port + 1
     emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
-                            "--engines", "2", "--decode-base-ms", "20", "--prefill-base-ms", "1"], tmp_path).start()
+                            "--engines", "2", "--decode-base-ms", str(decode_ms), "--prefill-base-ms", "1"],
+               tmp_path).start()
     gw: Proc | None = None
     try:
         emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
         gw_port = free_port()  # only now: the emulator's second port is taken
         spec_path = tmp_path / "spec.yaml"
-        spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port)))
+        spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port, security)))
         gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
                   tmp_path, cwd=tmp_path).start()
         base = f"http://127.0.0.1:{gw_port}"
         gw.wait_ready(f"{base}/livez", timeout_s=120)
         workers = [p for p in tree(gw.pid) if p != gw.pid]
         assert len(workers) == 2, workers
+        yield TwoWorkers(gw, base, gw_port, workers)
+    finally:
+        if gw is not None:
+            gw.stop()
+        emu.stop()
+
+
+def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> None:
+    with two_workers(tmp_path, decode_ms=20) as grid:
+        base = grid.base
 
         def one(i: int) -> httpx.Response:  # a new connection each: the kernel spreads them over the workers
             return httpx.post(f"{base}/v1/chat/completions", timeout=30, json={
@@ -73,10 +99,6 @@ def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> 
         ok = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                  if line.startswith("aigrid_requests_total{") and 'outcome="ok"' in line)
         assert ok == LIMIT
-    finally:
-        if gw is not None:
-            gw.stop()
-        emu.stop()
     # one writer: one chain, every request audited (the served and the refused)
     verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
                              "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)
