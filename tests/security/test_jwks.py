@@ -149,10 +149,82 @@ async def test_before_the_first_fetch_every_token_is_refused(provider: Provider)
     provider.down = True
     keys = JwksKeys(provider.url)
     assert not await keys.refresh()
-    with pytest.raises(AuthenticationError, match="does not hold"):
+    with pytest.raises(AuthenticationError, match="could not be fetched yet"):
         verify_jwt(token(private, "k1"), settings(keys))
     provider.down = False
     provider.keys = [jwk, {"kty": "oct", "k": "c2VjcmV0", "kid": "hmac"}]  # a shared secret is never used
     assert await keys.refresh()
     assert keys.key_for("hmac") is None and keys.key_for("k1") is not None
     assert verify_jwt(token(private, None), settings(keys)).tenant == "bank"  # no kid: the one signing key
+
+
+async def test_whatever_the_provider_answers_the_refresher_carries_on(provider: Provider,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A review's finding: '[]', a string or a deep nest raised out of refresh() and ended the refresher for good
+    (no rotation followed after it, and the gateway's stop() re-raised it before closing the audit log)."""
+    private, jwk = rsa_key("k1")
+    provider.keys = [jwk]
+    keys = JwksKeys(provider.url, refresh_s=3600, min_refetch_s=0.0)
+    assert await keys.refresh()
+    real = keys._fetch
+    for answer in (b"[]", b'"abc"', b"[" * 100_000 + b"]" * 100_000, b'{"keys": "x"}'):
+        async def fetch(url: str, answer: bytes = answer) -> bytes:
+            return answer
+
+        keys._fetch = fetch
+        assert not await keys.refresh()
+        assert verify_jwt(token(private, "k1"), settings(keys)).tenant == "bank"  # the keys held stay
+    runner = asyncio.create_task(keys.run())
+    await asyncio.sleep(0.05)
+    assert not runner.done()
+    runner.cancel()
+    keys._fetch = real
+    provider.keys = []  # the provider empties its set (an emergency revocation): taken as it is
+    assert await keys.refresh()
+    with pytest.raises(AuthenticationError, match="does not hold"):
+        verify_jwt(token(private, "k1"), settings(keys))
+
+
+async def test_redirects_are_not_followed_and_keyless_keys_only_alone(provider: Provider) -> None:
+    moved = Provider()
+    try:
+        moved.keys = [rsa_key("k9")[1]]
+        import http.server
+
+        class Redirect(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(302)
+                self.send_header("location", moved.url)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        provider.server.RequestHandlerClass = Redirect
+        keys = JwksKeys(provider.url)
+        assert not await keys.refresh() and moved.requests == 0  # a key set from wherever a redirect points: no
+    finally:
+        moved.server.shutdown()
+    a, jwk_a = rsa_key("a")
+    b, jwk_b = rsa_key("b")
+    for jwk in (jwk_a, jwk_b):
+        del jwk["kid"]
+    other = Provider()
+    try:
+        other.keys = [jwk_a, jwk_b]  # two keys without kid: neither can be told apart, neither is used
+        keys = JwksKeys(other.url)
+        await keys.refresh()
+        assert keys.key_for(None) is None
+        with pytest.raises(AuthenticationError):
+            verify_jwt(token(a, None), settings(keys))
+    finally:
+        other.server.shutdown()
+
+
+def test_a_keys_algorithms_are_its_types_only() -> None:
+    _, jwk = rsa_key("k1")
+    from jwt import PyJWK
+
+    assert JwksKeys.algorithms(PyJWK({**jwk})) == ["RS256"]
+    no_alg = PyJWK({k: v for k, v in jwk.items() if k != "alg"})
+    assert set(JwksKeys.algorithms(no_alg)) == {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}

@@ -71,6 +71,7 @@ def test_gateway_redis_option_is_checked_before_anything_starts() -> None:
     ({"issuer": "i", "audience": "a", "jwks_url": "https://idp.example/jwks", "secret_env": "S"},
      "give exactly one of key_file, secret_env or jwks_url"),
     ({"issuer": "i", "audience": "a"}, "give exactly one of key_file, secret_env or jwks_url"),
+    ({"issuer": "i", "audience": "a", "jwks_url": "http://idp.example/jwks"}, "a JWKS is fetched over https"),
     ({"issuer": "i", "audience": "a", "jwks_url": "https://idp.example/jwks", "jwks_refresh_s": 1},
      "security.jwt.jwks_refresh_s"),
 ])

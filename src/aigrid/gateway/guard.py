@@ -12,7 +12,6 @@ firewall_blocked, 503 audit_unavailable).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
@@ -245,8 +244,9 @@ class Guard:
         if self.abuse_sync is not None:
             await self.abuse_sync.start()
         jwks = self.authenticator.jwt.jwks if self.authenticator.jwt is not None else None
-        if jwks is not None:  # the identity provider's keys, fetched now and kept fresh in the background
-            self._jwks_task = asyncio.create_task(jwks.run(), name="jwks refresh")
+        if jwks is not None:  # the identity provider's keys, fetched now (bounded) and kept fresh in the background
+            fetched = await jwks.refresh()
+            self._jwks_task = asyncio.create_task(jwks.run(fetch_first=not fetched), name="jwks refresh")
         if self._audit_spec is None:
             return
         sink: AuditSink = self._audit_sink or audit_log(self._audit_spec)
@@ -256,8 +256,12 @@ class Guard:
     async def stop(self) -> None:
         if self._jwks_task is not None:
             self._jwks_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._jwks_task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # logged: the audit log below is closed whatever happened to the refresher
+                log.exception("the JWKS refresher ended with an error")
             self._jwks_task = None
         if self.abuse_sync is not None:
             await self.abuse_sync.stop()

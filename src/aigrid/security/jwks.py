@@ -23,12 +23,15 @@ from typing import Any
 
 import httpx
 from jwt import PyJWK, PyJWKSet
-from jwt.exceptions import PyJWKError, PyJWKSetError
 
 log = logging.getLogger("aigrid.jwks")
 
 MAX_BYTES = 1 << 20
 """A key set is a few kilobytes; a larger answer is not one."""
+FETCH_TIMEOUT_S = 15.0
+"""The whole fetch, however slowly the provider sends it."""
+RETRY_S = 5.0
+"""How soon a failed fetch is tried again."""
 ALGORITHMS_BY_KTY: dict[str, tuple[str, ...]] = {
     "RSA": ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
     "EC": ("ES256", "ES384", "ES512"),
@@ -70,34 +73,44 @@ class JwksKeys:
         return [named] if named is not None else list(allowed)
 
     async def refresh(self) -> bool:
-        """Fetch the set once; True when it was read. A failure keeps the keys held (logged)."""
+        """Fetch the set once; True when it was read. A failure of any kind keeps the keys held (logged); a set
+        the provider serves empty (an emergency revocation) is taken as it is: every token refused."""
         self._last_attempt = self._clock()
         try:
-            data = json.loads(await self._fetch(self.url))
-            keys = _usable(PyJWKSet.from_dict(data))
-        except (httpx.HTTPError, ValueError, TypeError, PyJWKError, PyJWKSetError) as e:
-            log.error("JWKS %s: cannot read the signing keys (%s); %s", self.url, e,
+            data = json.loads(await asyncio.wait_for(self._fetch(self.url), FETCH_TIMEOUT_S))
+            if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+                raise ValueError('not a key set: expected {"keys": [...]}')
+            keys = _usable(PyJWKSet.from_dict(data)) if data["keys"] else {}
+        except Exception as e:  # noqa: BLE001 - whatever the provider answers, the refresher carries on
+            log.error("JWKS %s: cannot read the signing keys (%s: %s); %s", self.url, type(e).__name__, e,
                       f"keeping the {len(self._keys)} held" if self._keys else "every bearer token is refused")
             return False
         if not keys:
-            log.error("JWKS %s holds no RSA, EC or OKP signing key; keeping the %d held", self.url, len(self._keys))
-            return False
-        if set(keys) != set(self._keys):
+            log.error("JWKS %s holds no RSA, EC or OKP signing key: every bearer token is refused", self.url)
+        elif set(keys) != set(self._keys):
             log.warning("JWKS %s: signing keys %s", self.url, sorted(str(k) for k in keys))
         self._keys = keys
         self.fetched += 1
         return True
 
-    async def run(self) -> None:
-        """Refresh every `refresh_s` (every 5 s while failing), or early when a token names an unknown key."""
+    async def run(self, *, fetch_first: bool = True) -> None:
+        """Refresh every `refresh_s` (every 5 s while failing), or early when a token names an unknown key (at
+        most once every `min_refetch_s`). Nothing ends it but cancellation."""
+        ok = not fetch_first
         while True:
-            ok = await self.refresh()
+            if fetch_first:
+                try:
+                    ok = await self.refresh()
+                except Exception:  # refresh catches the provider's errors: this would be a bug of ours
+                    log.exception("JWKS %s: the refresh failed", self.url)
+                    ok = False
+            fetch_first = True
             self._wake.clear()
             try:
-                await asyncio.wait_for(self._wake.wait(), self.refresh_s if ok else min(5.0, self.refresh_s))
+                await asyncio.wait_for(self._wake.wait(), self.refresh_s if ok else min(RETRY_S, self.refresh_s))
             except TimeoutError:
-                pass
-            wait = self.min_refetch_s - (self._clock() - self._last_attempt)
+                continue
+            wait = self.min_refetch_s - (self._clock() - self._last_attempt)  # woken by an unknown kid
             if wait > 0:
                 await asyncio.sleep(wait)
 
@@ -110,18 +123,18 @@ def _named_alg(key: PyJWK) -> str | None:
 
 def _usable(keys: PyJWKSet) -> dict[str | None, PyJWK]:
     """The set's signing keys of an asymmetric type (an `oct` secret, an encryption key or an `alg` foreign to
-    the key's type is left out)."""
-    out: dict[str | None, PyJWK] = {}
-    for key in keys.keys:
-        allowed = ALGORITHMS_BY_KTY.get(str(key.key_type))
-        named = _named_alg(key)
-        if allowed and key.public_key_use in (None, "sig") and (named is None or named in allowed):
-            out[key.key_id] = key
-    return out
+    the key's type is left out); a key without a `kid` only when it is the only one (tokens name the others)."""
+    usable = [key for key in keys.keys
+              if ALGORITHMS_BY_KTY.get(str(key.key_type)) and key.public_key_use in (None, "sig")
+              and (_named_alg(key) is None or _named_alg(key) in ALGORITHMS_BY_KTY[str(key.key_type)])]
+    if len(usable) > 1:
+        usable = [key for key in usable if key.key_id is not None]
+    return {key.key_id: key for key in usable}
 
 
 async def _fetch(url: str) -> bytes:
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=True) as client, client.stream("GET", url) as r:
+    # no redirects: a key set fetched from wherever a redirect points could be anyone's
+    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client, client.stream("GET", url) as r:
         r.raise_for_status()
         body = bytearray()
         async for chunk in r.aiter_bytes():

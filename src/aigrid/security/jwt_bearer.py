@@ -52,6 +52,9 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
         except jwt.PyJWTError as e:
             raise AuthenticationError(f"invalid bearer token: {e}", code="invalid_token") from e
         jwk = settings.jwks.key_for(kid if isinstance(kid, str) else None)
+        if jwk is None and not settings.jwks.fetched:
+            raise AuthenticationError("the identity provider's signing keys could not be fetched yet: try again "
+                                      "shortly", code="invalid_token")
         if jwk is None:
             raise AuthenticationError("bearer token signed by a key the identity provider's key set does not "
                                       f"hold (kid {kid!r})", code="invalid_token")

@@ -248,7 +248,16 @@ class JwtSpec(StrictModel):
                                   "again (earlier when a token names a key it does not hold)")
     tenant_claim: str = "tenant"
 
-    _jwks = field_validator("jwks_url")(http_url)
+    @field_validator("jwks_url")
+    @classmethod
+    def _jwks_https(cls, url: str | None) -> str | None:
+        """The keys that make tokens valid come over https (plain http only from this machine)."""
+        url = http_url(url)
+        if url is not None and not url.startswith("https://") and \
+                urlsplit(url).hostname not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError(f"{url!r}: a JWKS is fetched over https (anyone on the path could swap the keys of "
+                             "plain http); http only for 127.0.0.1, localhost or ::1")
+        return url
 
     @model_validator(mode="after")
     def _one_key(self) -> JwtSpec:
