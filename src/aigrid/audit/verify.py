@@ -69,12 +69,18 @@ class VerifyReport:
     """What the log says of itself, not a problem: a writer that opened it with records after its last
     checkpoint, which it did not write and does not vouch for (a crash, or records added to the file). Only a
     note at or before the last valid checkpoint is quoted (its control characters escaped); one in the unsigned
-    tail needs no key to write, so it is only counted as there."""
+    tail needs no key to write, so it is only counted as there, and so is one inside the records a later quoted
+    note disclaims (a forged note the next start signed with the rest of the tail it found). A quoted note's
+    disclaimed records are narrowed to those after the last valid checkpoint of any given key before it (after a
+    key rotation the new key's writer disclaims what the old key signed)."""
     damaged: bool = False
     """Reading the records stopped at a page that cannot be read (its problem says from which record)."""
     _found: list[_Problem] = field(default_factory=list)
-    _said: list[tuple[int, str]] = field(default_factory=list)
-    """The writers' notes read (seq, text escaped): only those a valid checkpoint signs are shown."""
+    _said: list[tuple[int, str, tuple[int, int] | None]] = field(default_factory=list)
+    """The writers' notes read (seq, text escaped, the records it disclaims): only those a valid checkpoint signs
+    and no later shown note disclaims are shown."""
+    _signed: list[int] = field(default_factory=list)
+    """The valid checkpoints (of any given key), in order."""
 
     @property
     def problems(self) -> list[str]:
@@ -138,16 +144,46 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
         if anchor is not None:
             _check_anchor(anchor, chained, last_seq, report)
         report.unsigned_tail = max(0, last_seq - report.last_checkpoint_seq)
-        for seq, said in report._said:
-            report.notes.append(f"record {seq}: the writer opening the log said: {said}"
-                                if seq <= report.last_checkpoint_seq else
-                                f"record {seq}: a writer's note in the unsigned tail (no valid checkpoint signs it, "
-                                "anyone could have added it: not shown)")
+        report.notes.extend(_notes(report))
         if require_checkpoint and report.records and not checkpoints and "audit_checkpoints" in tables:
             report._bad(1, "no signed checkpoint: the records could have been rewritten wholesale")
     finally:
         db.close()
     return report
+
+
+def _notes(report: VerifyReport) -> list[str]:
+    """The report's lines for the writers' notes, in order. Read from the last: a note a valid checkpoint signs
+    is shown unless a later shown note disclaims its record (its `unsigned` range): the next start signs the
+    whole tail it found, a forged note in it too, and says first that it does not vouch for it."""
+    lines: list[str] = []
+    disclaimed: list[tuple[int, int]] = []
+    for seq, said, unsigned in reversed(report._said):
+        if seq > report.last_checkpoint_seq:
+            lines.append(f"record {seq}: a writer's note in the unsigned tail (no valid checkpoint signs it, anyone "
+                         "could have added it: not shown)")
+        elif any(first <= seq <= last for first, last in disclaimed):
+            lines.append(f"record {seq}: a note in records a later writer did not vouch for: not shown")
+        else:
+            lines.append(f"record {seq}: the writer opening the log said: {said}{_narrowed(report, seq, unsigned)}")
+            if unsigned is not None:
+                disclaimed.append(unsigned)
+    return lines[::-1]
+
+
+def _narrowed(report: VerifyReport, seq: int, unsigned: tuple[int, int] | None) -> str:
+    """What a note's disclaimed records leave once the valid checkpoints of every given key are counted: the
+    writer only knew its own key's."""
+    if unsigned is None:
+        return ""
+    first, last = unsigned
+    signed = max((c for c in report._signed if c < seq), default=0)
+    if signed < first:
+        return ""
+    said = f" (verify: of records {first}..{last}, "
+    if signed >= last:
+        return f"{said}none follow the last checkpoint of any given key ({signed}): it signs them all)"
+    return f"{said}{signed + 1}..{last} follow the last checkpoint of any given key ({signed}))"
 
 
 def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> dict[int, str]:
@@ -206,8 +242,14 @@ def _check_ts(seq: int, ts: object, body: bytes, report: VerifyReport) -> None:
                        "their bodies are not audit records (not JSON objects)")
         return
     if parsed.get("outcome") == OPENED_UNSIGNED:
-        message = (parsed.get("extra") or {}).get("message") if isinstance(parsed.get("extra"), dict) else None
-        report._said.append((seq, printable(str(message)[:600])))
+        extra = parsed.get("extra") if isinstance(parsed.get("extra"), dict) else {}
+        unsigned = extra.get("unsigned")
+        if not (isinstance(unsigned, list) and len(unsigned) == 2
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in unsigned)
+                and 0 < unsigned[0] <= unsigned[1] < seq):
+            unsigned = None
+        report._said.append((seq, printable(str(extra.get("message"))[:600]),
+                             None if unsigned is None else (unsigned[0], unsigned[1])))
     if not isinstance(ts, int | float) or isinstance(ts, bool) or said != ts:
         report._broken(seq, "ts", f"record {seq}: its ts column ({_shown(ts)}) is not the time in its hashed body "
                                   f"({_shown(said)}) (changed)",
@@ -258,6 +300,7 @@ def _check_checkpoints(checkpoints: list[tuple[int, str, str, object]], chained:
                 report.bad_range = (good_until + 1, seq)
         else:
             good_until = seq
+            report._signed.append(seq)
             report.last_checkpoint_seq, report.last_checkpoint_hash = seq, signed_hash
 
 
