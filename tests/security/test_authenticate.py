@@ -186,8 +186,7 @@ def test_a_watching_ring_follows_its_file_and_keeps_its_keys_when_the_file_is_un
     assert ring.verify(other) is None and ring.get(other_id) is None
 
 
-@pytest.mark.parametrize("content", ["[]", '{"keys": [1]}', '{"keys": "abc"}', "[" * 100_000 + "]" * 100_000,
-                                     '{"keys": [{"key_id": "k", "tenant": "bank", "digest": "\\u00e9\\u00e9"}]}'])
+@pytest.mark.parametrize("content", ["[]", '{"keys": "abc"}', "[" * 100_000 + "]" * 100_000, '{"keys": '])
 def test_a_key_file_of_another_shape_keeps_the_keys_and_never_fails_a_request(
         tmp_path: Path, content: str, caplog: pytest.LogCaptureFixture) -> None:
     """A review's finding: only some errors were caught, so '[]', '{"keys": [1]}', a deep nest or a non-ASCII
@@ -212,3 +211,22 @@ def test_a_gateway_started_on_a_broken_key_file_names_it(tmp_path: Path) -> None
     path.write_text('{"keys": "abc"}')
     with pytest.raises(ConfigError, match=r"security.keys_file: .*keys.json: not a key file"):
         KeyRing.watching(path, SECRET)
+
+
+def test_one_bad_record_is_one_key_not_valid_and_a_revoke_beside_it_counts(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A review's finding: refusing the whole file for one bad digest kept the old keys, so a revoke saved in
+    the same write as a typo was lost and the revoked key stayed valid."""
+    path = tmp_path / "keys.json"
+    lines: list[str] = []
+    revoked_id = create_key(path, "bank", secret=SECRET, echo=lines.append)
+    create_key(path, "bank", secret=SECRET, echo=lines.append)
+    first, second = [word for line in lines for word in line.split() if word.startswith("aig_")]
+    ring = KeyRing.watching(path, SECRET, interval_s=0.0)
+    data = json.loads(path.read_text())
+    for d in data["keys"]:
+        d["revoked"] = d["key_id"] == revoked_id
+    data["keys"] += [{"key_id": "typo", "tenant": "bank", "digest": "ABC"}, 1, {"tenant": "bank"}]
+    path.write_text(json.dumps(data))
+    assert ring.verify(first) is None and ring.verify(second) is not None
+    assert caplog.text.count("skipped") == 3

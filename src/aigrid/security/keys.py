@@ -140,12 +140,23 @@ class KeyRing:
         except RecursionError as e:
             raise ValueError("nested too deep to be a key file") from e
         keys = data.get("keys", []) if isinstance(data, dict) else None
-        if not isinstance(keys, list) or not all(isinstance(d, dict) for d in keys):
+        if not isinstance(keys, list):
             raise ValueError('not a key file: expected {"keys": [{"key_id": ..., "tenant": ..., "digest": ...}, ...]}')
-        records = [KeyRecord.from_dict(d) for d in keys]
-        for r in records:
-            if len(r.digest) != 64 or not all(c in "0123456789abcdef" for c in r.digest):
-                raise ValueError(f"key {r.key_id}: its digest is not a SHA-256 hex digest")
+        records = []
+        for i, d in enumerate(keys):
+            try:
+                if not isinstance(d, dict):
+                    raise ValueError("not an object")
+                r = KeyRecord.from_dict(d)
+                if len(r.digest) != 64 or not all(c in "0123456789abcdef" for c in r.digest):
+                    raise ValueError("its digest is not a SHA-256 hex digest")
+            except (ValueError, KeyError, TypeError) as e:
+                # one bad record is one key not valid, not the file refused: the others, their revocations
+                # included, still count (a revocation saved beside a typo must not be lost)
+                log.error("key file %s: record %d skipped (%s: %s): that key is not valid", path, i,
+                          type(e).__name__, e)
+                continue
+            records.append(r)
         return cls(server_secret, records)
 
     @classmethod
