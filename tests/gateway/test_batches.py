@@ -291,6 +291,9 @@ async def test_a_firewall_block_and_an_engine_failure_go_to_the_error_file(gw: G
     attack = rows[line_route(done.id, "attack")]
     assert attack["outcome"] == "error:firewall_blocked" and attack["firewall"][0]["action"] == "blocked"
     assert rows[line_route(done.id, "broken")]["outcome"] == "error:upstream_failed"
+    # each line names the audit record that holds it: a line refused before any decision too (it was "")
+    assert blocked["request_id"].startswith("req-") and attack["request_id"] == blocked["request_id"]
+    assert rows[line_route(done.id, "broken")]["request_id"] == failed["request_id"]
 
 
 async def test_cancel_mid_way_keeps_what_was_done(tmp_path: Path, engines: dict[str, Gated]) -> None:

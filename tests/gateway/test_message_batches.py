@@ -233,6 +233,10 @@ async def test_a_firewall_block_and_an_engine_failure_are_errored_results(gw: Ga
     attack = rows[request_route(created.id, "attack")]
     assert attack["outcome"] == "error:firewall_blocked" and attack["firewall"][0]["action"] == "blocked"
     assert rows[request_route(created.id, "broken")]["outcome"] == "error:upstream_failed"
+    # each errored result names the audit record that holds it: one refused before any decision too (it had none)
+    assert blocked.error.request_id and blocked.error.request_id.startswith("req-")
+    assert attack["request_id"] == blocked.error.request_id
+    assert rows[request_route(created.id, "broken")]["request_id"] == failed.error.request_id
 
 
 async def test_cancel_mid_way_cancels_the_requests_not_started(tmp_path: Path, engines: dict[str, Gated]) -> None:

@@ -191,23 +191,17 @@ class BatchLine(LineRun):
             parsed: Any = orjson.loads(answer)
         except orjson.JSONDecodeError:
             bad = UpstreamFailed("the engine's answer was not JSON")
-            return LineResult(False, request_line(line.custom_id, bad.status, _request_id(ex, headers),
+            return LineResult(False, request_line(line.custom_id, bad.status, ex.request_id,
                                                   bad.envelope()))
         ok = status < 400
         usage = parsed.get("usage") if ok and isinstance(parsed, dict) else None
-        return LineResult(ok, request_line(line.custom_id, status, _request_id(ex, headers), parsed),
+        return LineResult(ok, request_line(line.custom_id, status, ex.request_id, parsed),
                           usage if isinstance(usage, dict) else None)
 
     def refused(self, line: Line, e: ApiError, ex: Exchange) -> LineResult:
-        return LineResult(False, request_line(line.custom_id, e.status, _request_id(ex, e.headers), e.envelope()),
+        return LineResult(False, request_line(line.custom_id, e.status, ex.request_id, e.envelope()),
                           retry_after_s=retry_after(e))
 
     def failed(self, line: Line, ex: Exchange) -> LineResult:
-        return LineResult(False, request_line(line.custom_id, 500, _request_id(ex), {"error": {
+        return LineResult(False, request_line(line.custom_id, 500, ex.request_id, {"error": {
             "message": "internal error", "type": "server_error", "param": None, "code": "internal_error"}}))
-
-
-def _request_id(ex: Exchange, headers: Mapping[str, str] | None = None) -> str:
-    if ex.decision is not None:
-        return ex.decision.request_id
-    return (headers or {}).get("x-aigrid-decision", "")

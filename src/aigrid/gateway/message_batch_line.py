@@ -55,26 +55,22 @@ class MessageBatchLine(LineRun):
     def answered(self, line: Line, status: int, answer: bytes, headers: Mapping[str, str], ex: Exchange) -> LineResult:
         body: Any = orjson.loads(answer)  # a Message, or Anthropic's envelope of the engine's refusal
         ok = status < 400
-        return LineResult(ok, request_line(line.custom_id, status, _request_id(ex),
+        return LineResult(ok, request_line(line.custom_id, status, ex.request_id,
                                            body if ok else _with_request_id(body, ex)))
 
     def refused(self, line: Line, e: ApiError, ex: Exchange) -> LineResult:
         refused = anthropic_error_response(e)
-        return LineResult(False, request_line(line.custom_id, refused.status_code, _request_id(ex),
+        return LineResult(False, request_line(line.custom_id, refused.status_code, ex.request_id,
                                               _with_request_id(orjson.loads(bytes(refused.body)), ex)),
                           retry_after_s=retry_after(e))
 
     def failed(self, line: Line, ex: Exchange) -> LineResult:
         failed = anthropic_error(500, "internal error in the aigrid gateway (logged)")
-        return LineResult(False, request_line(line.custom_id, 500, _request_id(ex),
+        return LineResult(False, request_line(line.custom_id, 500, ex.request_id,
                                               _with_request_id(orjson.loads(bytes(failed.body)), ex)))
 
 
-def _request_id(ex: Exchange) -> str:
-    return ex.decision.request_id if ex.decision is not None else ""
-
-
 def _with_request_id(envelope: dict[str, Any], ex: Exchange) -> dict[str, Any]:
-    """Anthropic's ErrorResponse carries the request's id: here the decision's (`aigrid explain` reads it)."""
-    rid = _request_id(ex)
-    return {**envelope, "request_id": rid} if rid else envelope
+    """Anthropic's ErrorResponse carries the request's id: the exchange's (the decision's, which `aigrid explain`
+    reads, else its own), as its audit record does, a line refused before any decision included."""
+    return {**envelope, "request_id": ex.request_id}
