@@ -12,6 +12,8 @@ import pytest
 
 from aigrid.audit.signing import load_public_key
 from aigrid.audit.verify import verify
+from aigrid.errors import Overloaded
+from aigrid.gateway.admission import Refused
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
@@ -112,6 +114,25 @@ async def test_quota_headers_and_429_with_retry_after(secured: tuple[httpx.Async
     assert r.headers["x-ratelimit-remaining-requests"] == "0"
     free = await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["bank"]))  # a tenant without limits
     assert free.status_code == 200 and not any(h.startswith("x-ratelimit") for h in free.headers)
+
+
+async def test_a_429_that_is_not_the_quotas_carries_no_rate_limit_headers(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request admitted by the quota, then shed by the admission queue (429 overloaded), carried the quota's
+    x-ratelimit-remaining-requests (1): a client's throttle reads that as room to retry at once. Only the
+    quota's own 429 carries them (remaining 0); an error answer after admission carries none."""
+    c, gw = secured
+
+    async def shed(*args: object, **kwargs: object) -> None:
+        raise Refused(Overloaded("every eligible endpoint is busy", headers={"Retry-After": "1"}), None)
+
+    monkeypatch.setattr(gw.admission, "admit", shed)
+    r = await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["limited"]))
+    assert error(r, 429)["code"] == "overloaded" and r.headers["retry-after"] == "1"
+    assert not any(h.startswith("x-ratelimit") for h in r.headers), r.headers
+    monkeypatch.undo()
+    r = await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["limited"]))  # the second of 2
+    assert r.status_code == 200 and r.headers["x-ratelimit-remaining-requests"] == "0"
 
 
 async def test_prompt_injection_is_blocked_harmless_words_are_not(

@@ -116,7 +116,11 @@ class Audited:
                 response = internal_error(request)
             rid = ex.request_id.encode()  # what the SDKs show as a response's or an error's request id
             response.raw_headers.extend(((b"x-request-id", rid), (b"request-id", rid)))
-            if ex.reservation is not None and ex.reservation.headroom:  # the tenant's or key's per-minute limits
+            # the tenant's or key's per-minute limits, on an answer that is not an error: a 429 for another reason
+            # (overloaded, abuse, shed) with remaining > 0 reads to a client's throttle as "retry now"; the quota's
+            # own 429 carries them from its RateLimited (remaining 0)
+            if ex.reservation is not None and ex.reservation.headroom and ex.error is None \
+                    and response.status_code < 400:
                 response.raw_headers.extend((k.encode(), v.encode())
                                             for k, v in rate_limit_headers(*ex.reservation.headroom).items())
             await response(scope, receive, send)
