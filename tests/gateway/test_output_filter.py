@@ -42,3 +42,14 @@ def test_the_held_back_text_goes_in_a_finish_chunk_without_a_delta() -> None:
     end = f.event({"object": "text_completion", "choices": [{"index": 0, "finish_reason": "length"}]})
     assert first["choices"][0]["text"] + end["choices"][0]["text"] == "Write to [REDACTED:EMAIL]"  # type: ignore[index]
     assert f.flush_event() is None
+
+
+def test_a_completions_finish_chunk_with_a_null_text_takes_the_held_back_text() -> None:
+    """`"text": null` in the completions chunk that ends a choice was not taken as no text ("text" was in the
+    choice): the held text was sent after finish_reason, in a chunk of its own."""
+    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    first = f.event({"object": "text_completion", "choices": [{"index": 0, "text": "Write to jane.doe@example.com"}]})
+    end = f.event({"object": "text_completion", "choices": [{"index": 0, "text": None, "finish_reason": "stop"}]})
+    assert first["choices"][0]["text"] + end["choices"][0]["text"] == "Write to [REDACTED:EMAIL]"  # type: ignore[index]
+    assert end["choices"][0]["finish_reason"] == "stop"  # type: ignore[index]
+    assert f.flush_event() is None

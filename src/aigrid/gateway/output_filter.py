@@ -58,7 +58,7 @@ class OutputFilter:
                 choice["text"] = redactor.feed(choice["text"])
                 if choice.get("finish_reason"):
                     choice["text"] += self._flush(index)
-            elif (choice.get("finish_reason") and (isinstance(delta, dict) or (delta is None and "text" not in choice))
+            elif (choice.get("finish_reason") and (isinstance(delta, dict) or (delta is None and choice.get("text") is None))
                   and (rest := self._flush(index))):
                 # the last chunk as engines send it (`"delta": {}`, or no delta at all): what is held back goes in
                 # it, not after it (in a chunk without id or model, which a client that stops at finish_reason
