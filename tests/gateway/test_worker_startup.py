@@ -8,6 +8,8 @@ connection no worker would accept)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -44,8 +46,19 @@ def documents_missing(tmp: Path, grid: dict) -> str:
     return "error: sites.s0.documents[0].path: [Errno 2] No such file or directory: '" + str(tmp / "missing")
 
 
+def second_mcp_server_missing(tmp: Path, grid: dict) -> str:
+    """The first MCP server starts, the second's command is not there: the first was never stopped (its stop was
+    registered only once every server had started), and the gateway hung for good, the error line never printed
+    and Ctrl-C did not stop it (with --workers 2, both workers)."""
+    server = Path(__file__).resolve().parents[1] / "agents" / "mcp_server.py"
+    grid["agents"] = {"mcp_servers": {"a_ok": {"command": [sys.executable, str(server)]},
+                                      "b_missing": {"command": [str(tmp / "no-such-mcp-server")]}}}
+    return "error: agents.mcp_servers.b_missing.command: cannot start "
+
+
 @pytest.mark.parametrize(("workers", "failure"), [(1, documents_missing), (2, documents_missing),
-                                                  (1, batch_dir_a_file)])
+                                                  (1, batch_dir_a_file), (1, second_mcp_server_missing),
+                                                  (2, second_mcp_server_missing)])
 def test_a_gateway_that_cannot_start_says_why_in_one_line_and_stops(tmp_path: Path, workers: int,
                                                                     failure: object) -> None:
     grid = spec(tmp_path, free_port())
@@ -53,12 +66,20 @@ def test_a_gateway_that_cannot_start_says_why_in_one_line_and_stops(tmp_path: Pa
     spec_path = tmp_path / "spec.yaml"
     spec_path.write_bytes(orjson.dumps(grid))
     started = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", str(workers)],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=90)
-    assert r.returncode == 2, r.stderr[-2000:]
-    assert expected in r.stderr, r.stderr[-2000:]
-    assert "Traceback" not in r.stderr, r.stderr[-4000:]
-    assert "starting it again" not in r.stderr  # a worker that cannot start is not started again and again
+    p = subprocess.Popen([sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", str(workers)],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         start_new_session=True)
+    try:
+        _, stderr = p.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # a hung start: its workers and MCP servers go too, not only the parent
+        os.killpg(p.pid, signal.SIGKILL)
+        _, stderr = p.communicate()
+        pytest.fail(f"the gateway did not stop within 60 s: {stderr[-2000:]}")
+    assert p.returncode == 2, stderr[-2000:]
+    assert expected in stderr, stderr[-2000:]
+    assert stderr.count("error: ") == 1, stderr[-2000:]
+    assert "Traceback" not in stderr, stderr[-4000:]
+    assert "starting it again" not in stderr  # a worker that cannot start is not started again and again
     assert time.monotonic() - started < 60
 
 

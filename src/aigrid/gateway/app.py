@@ -229,17 +229,22 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
     audited = routes.audited({MESSAGES_PATH: messages.create, RESPONSES_PATH: responses.create})
 
     async def start() -> None:
+        # Each stop is registered before its start is awaited: a start that fails half-way (the first MCP server
+        # running, the next one's command missing; the abuse sync and the JWKS refresher running, the audit log
+        # not opening) leaves what it did start to its stop, which takes a part-done start. Registered after,
+        # the first MCP server was never stopped and the process hung for good: no error line, no Ctrl-C.
         started: list[Callable[[], Awaitable[None]]] = []
         try:
-            await gateway.guard.start()
             started.append(gateway.guard.stop)
-            await gateway.agents.start(vet=gateway.guard.firewall.tool_description)
+            await gateway.guard.start()
             started.append(gateway.agents.stop)
-            await gateway.scraper.start()
+            await gateway.agents.start(vet=gateway.guard.firewall.tool_description)
             started.append(gateway.scraper.stop)
+            await gateway.scraper.start()
             if gateway.sync is not None:
-                await gateway.sync.start()
                 started.append(gateway.sync.stop)
+                await gateway.sync.start()
+            started.append(batches.stop)
             await batches.start()
         except BaseException as e:
             gateway.startup_error = e
