@@ -109,3 +109,34 @@ def test_the_port_check_names_a_bad_host_and_takes_ipv6() -> None:
         taken.listen()
         with pytest.raises(ConfigError, match="is another gateway running"):
             _check_port_free("127.0.0.1", taken.getsockname()[1])
+
+
+def _key_a_folder(tmp: Path) -> str:
+    (tmp / "audit.pem").mkdir()
+    return "security.audit.signing_key"
+
+
+def _audit_path_a_folder(tmp: Path) -> str:
+    (tmp / "audit.db").mkdir()
+    return "security.audit.path"
+
+
+@pytest.mark.parametrize("failure", [_key_a_folder, _audit_path_a_folder])
+def test_a_start_that_fails_in_the_parent_leaves_no_folder_and_no_socket(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: object) -> None:
+    """A --workers start that failed in the parent itself (the audit log's signing key or path a folder) left its
+    /tmp/aigrid-workers-* folder behind, worker.json in it holding the whole spec, and its listening socket open."""
+    from aigrid.gateway.workers import run_workers
+    from aigrid.spec.load import parse_spec
+
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(private))
+    port = free_port()
+    field = failure(tmp_path)  # type: ignore[operator]
+    grid = parse_spec(spec(tmp_path, port), "startup")
+    with pytest.raises(ConfigError, match=field):
+        asyncio.run(run_workers(grid, "127.0.0.1", port, {}, 2, worker_options={}, started=lambda: None))
+    with socket.socket() as again:  # the port is free again: nothing listens on it
+        again.bind(("127.0.0.1", port))
+    assert [p.name for p in private.iterdir()] == []

@@ -71,70 +71,77 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
                       worker_options: Mapping[str, Any], started: Callable[[], None]) -> None:
     """Serve with `count` workers until SIGINT/SIGTERM; `started()` once they all answer."""
     work = Path(tempfile.mkdtemp(prefix="aigrid-workers-"))
-    metrics_dir = work / "metrics"
-    metrics_dir.mkdir()
-    sock = listen(host, port)
-    hub = Hub(work / "hub.sock", audit_log(spec.security.audit) if spec.security.audit is not None else None,
-              abuse_rules=abuse_rules(spec.security.abuse), abuse_relay=abuse_relay(spec),
-              abuse_interval_s=spec.security.abuse.share_interval_s)
-    config = work / "worker.json"
-    config.write_bytes(orjson.dumps({"spec": spec.model_dump(mode="json"), "urls": dict(urls),
-                                     "hub": str(hub.path), "fd": sock.fileno(), "parent": os.getpid(),
-                                     **worker_options}))
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    procs: list[asyncio.subprocess.Process | None] = [None] * count
-    ready = False
-    failed: list[str] = []
-
-    async def start(i: int) -> asyncio.subprocess.Process:
-        procs[i] = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "aigrid.cli", "worker", str(config), "--index", str(i),
-            pass_fds=(sock.fileno(),), env=env)
-        return procs[i]  # type: ignore[return-value]
-
-    async def keep(i: int) -> None:
-        while not stop.is_set():
-            proc = await start(i)
-            code = await proc.wait()
-            multiprocess.mark_process_dead(proc.pid, str(metrics_dir))
-            if stop.is_set():
-                return
-            why = _failure(work, i)
-            if not ready:  # before the grid ever answered: a worker that cannot start will not start again
-                failed.append(why or f"gateway worker {i} exited with {code} before it could serve (its output "
-                              "is above)")
-                stop.set()
-                return
-            log.error("gateway worker %d (pid %d) exited with %s%s; starting it again", i, proc.pid, code,
-                      f" ({why})" if why else "")
-            await asyncio.sleep(RESTART_DELAY_S)
-
-    await hub.start()
-    keepers = [asyncio.create_task(keep(i), name=f"aigrid-worker-{i}") for i in range(count)]
-    try:
-        if await _ready(host, port, stop):
-            ready = True
-            started()
-        await stop.wait()
-    finally:
-        for proc in procs:
-            if proc is not None and proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        await _reap(procs)
-        for task in keepers:
-            task.cancel()
-        for task in keepers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        sock.close()
-        await hub.stop()
+    sock: socket.socket | None = None
+    try:  # whatever fails from here on (a signing key or an audit path that is a folder: the hub's audit log)
+        # leaves no folder (worker.json in it holds the whole spec) and no listening socket behind
+        metrics_dir = work / "metrics"
+        metrics_dir.mkdir()
+        sock = listen(host, port)
+        fd = sock.fileno()
+        hub = Hub(work / "hub.sock", audit_log(spec.security.audit) if spec.security.audit is not None else None,
+                  abuse_rules=abuse_rules(spec.security.abuse), abuse_relay=abuse_relay(spec),
+                  abuse_interval_s=spec.security.abuse.share_interval_s)
+        config = work / "worker.json"
+        config.write_bytes(orjson.dumps({"spec": spec.model_dump(mode="json"), "urls": dict(urls),
+                                         "hub": str(hub.path), "fd": fd, "parent": os.getpid(),
+                                         **worker_options}))
+        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+            loop.add_signal_handler(sig, stop.set)
+        procs: list[asyncio.subprocess.Process | None] = [None] * count
+        ready = False
+        failed: list[str] = []
+
+        async def start(i: int) -> asyncio.subprocess.Process:
+            procs[i] = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "aigrid.cli", "worker", str(config), "--index", str(i),
+                pass_fds=(fd,), env=env)
+            return procs[i]  # type: ignore[return-value]
+
+        async def keep(i: int) -> None:
+            while not stop.is_set():
+                proc = await start(i)
+                code = await proc.wait()
+                multiprocess.mark_process_dead(proc.pid, str(metrics_dir))
+                if stop.is_set():
+                    return
+                why = _failure(work, i)
+                if not ready:  # before the grid ever answered: a worker that cannot start will not start again
+                    failed.append(why or f"gateway worker {i} exited with {code} before it could serve (its output "
+                                  "is above)")
+                    stop.set()
+                    return
+                log.error("gateway worker %d (pid %d) exited with %s%s; starting it again", i, proc.pid, code,
+                          f" ({why})" if why else "")
+                await asyncio.sleep(RESTART_DELAY_S)
+
+        keepers: list[asyncio.Task[None]] = []
+        try:
+            await hub.start()  # in the try: hub.stop() takes a part-done start (an audit log that would not open)
+            keepers = [asyncio.create_task(keep(i), name=f"aigrid-worker-{i}") for i in range(count)]
+            if await _ready(host, port, stop):
+                ready = True
+                started()
+            await stop.wait()
+        finally:
+            for proc in procs:
+                if proc is not None and proc.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGTERM)
+            await _reap(procs)
+            for task in keepers:
+                task.cancel()
+            for task in keepers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await hub.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+    finally:
+        if sock is not None:
+            sock.close()
         shutil.rmtree(work, ignore_errors=True)
     if failed:
         raise ConfigError(failed[0])
