@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from aigrid.errors import SpecError
-from aigrid.spec.load import MAX_SPEC_BYTES, cities, endpoints, load_spec, parse_spec, policies
+from aigrid.spec.load import MAX_SPEC_BYTES, _SpecLoader, cities, endpoints, load_spec, parse_spec, policies
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
 
@@ -134,12 +134,48 @@ def test_a_key_given_twice_in_one_mapping_is_an_error_naming_both_lines(tmp_path
                        (text + "gateway: {port: 9999}\n", "'gateway'")]:
         path = tmp_path / "twice.yaml"
         path.write_text(twice)
-        with pytest.raises(SpecError, match=f"{key} is given twice in one mapping \\(lines \\d+ and \\d+\\)"):
+        with pytest.raises(SpecError, match=f"{key} is given twice in one mapping \\(first at line \\d+, column "
+                                            "\\d+; again at line \\d+, column \\d+\\)"):
             load_spec(path)
     path = tmp_path / "merged.yaml"
     path.write_text(text.replace("endpoints:\n", "endpoints:\n  - {<<: {site: fra, model: smollm2-135m, slots: 2}, "
                                  "id: fra-extra, slots: 4}\n", 1))
     assert next(e for e in load_spec(path).endpoints if e.id == "fra-extra").slots == 4
+
+
+@pytest.mark.parametrize(("twice", "key", "first", "again"), [
+    ("  - {id: e1, site: a, model: m, engine: vllm, url: 'http://h:1', url: 'http://h:2'}\n", "'url'",
+     "line 4, column 47", "line 4, column 66"),
+    ("  - {id: e1, site: a, model: m, engine: vllm, url: 'http://h:1'}\n"
+     "tenants: {t: {allowed_sites: [a]}, t: {models: [m]}}\n", "'t'", "line 5, column 11", "line 5, column 36"),
+])
+def test_a_key_given_twice_on_one_line_is_an_error_too(tmp_path: Path, twice: str, key: str, first: str,
+                                                        again: str) -> None:
+    """The check compared the two keys' lines: a flow mapping with a key twice on one line (`{url: a, url: b}`,
+    `{t: {...}, t: {...}}`) passed, and YAML kept the last."""
+    path = tmp_path / "twice.yaml"
+    path.write_text("models: {m: {family: f, params_b: 1}}\n"
+                    "sites: {a: {name: A, lat: 1, lon: 2, jurisdiction: EU}}\n"
+                    "endpoints:\n" + twice)
+    with pytest.raises(SpecError, match=f"{key} is given twice in one mapping \\(first at {first}; again at {again}\\)"):
+        load_spec(path)
+
+
+def test_a_merge_override_is_not_a_key_given_twice() -> None:
+    """A mapping merged into another before its own turn came (`top: {<<: *m}` read before `m: {<<: *b, x: 2}`,
+    an anchor that itself merges and overrides) was refused as 'given twice': the merge had already put b's keys
+    into m. So was an engine template deriving from another (`faster: {<<: *fast, decode_tps: 80}`)."""
+    templates = ("x-templates:\n"
+                 "  fast: &fast {slots: 8, decode_tps: 60}\n"
+                 "  faster: &faster\n"
+                 "    <<: *fast\n"
+                 "    decode_tps: 80\n"
+                 "endpoints:\n"
+                 "  - <<: *faster\n"
+                 "    id: e1\n")
+    assert yaml.load(templates, Loader=_SpecLoader)["endpoints"] == [{"slots": 8, "decode_tps": 80, "id": "e1"}]
+    merge2 = "defaults:\n  sub:\n    base: &b {x: 1}\n    m: &m\n      <<: *b\n      x: 2\ntop:\n  <<: *m\n"
+    assert yaml.load(merge2, Loader=_SpecLoader) == yaml.safe_load(merge2)  # read as YAML reads it, not refused
 
 
 def test_a_file_that_is_not_utf8_too_big_or_too_deep_is_one_line_naming_it(tmp_path: Path) -> None:

@@ -67,21 +67,32 @@ def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
 class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """yaml.safe_load's loader (libyaml's parser where present), except that a key given twice in one mapping
     is an error: YAML itself keeps the last one, so a second site or tenant of the same name would silently
-    replace the first. Keys a merge (`<<: *defaults`) brings in may still be overridden."""
+    replace the first. Keys a merge (`<<: *defaults`) brings in may still be overridden.
 
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[object, object]:
-        seen: dict[tuple[str, object], int] = {}
-        for key_node, _ in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            key = self.construct_object(key_node)
-            line = key_node.start_mark.line + 1
-            first = seen.setdefault((type(key).__name__, key), line)
-            if first != line:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"{key!r} is given twice in one mapping (lines {first} and {line}); YAML would "
-                    "keep only the last", key_node.start_mark)
-        return super().construct_mapping(node, deep)  # type: ignore[no-any-return]
+    The check runs on a mapping's own keys, once, before its merges are flattened into it: a mapping merged into
+    another before its own turn (`top: {<<: *m}` read before `m: {<<: *b, x: 2}`) already holds b's keys beside
+    its own, and those are overrides, not repeats."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._checked: set[yaml.MappingNode] = set()
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        if node not in self._checked:
+            self._checked.add(node)
+            seen: dict[tuple[str, object], yaml.Mark] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                first = seen.setdefault((type(key).__name__, key), key_node.start_mark)
+                if first is not key_node.start_mark:
+                    again = key_node.start_mark
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"{key!r} is given twice in one mapping (first at line {first.line + 1}, "
+                        f"column {first.column + 1}; again at line {again.line + 1}, column {again.column + 1}); "
+                        "YAML would keep only the last", again)
+        super().flatten_mapping(node)
 
 
 def relative_to(spec: GridSpec, base: Path) -> GridSpec:
