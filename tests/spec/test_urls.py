@@ -66,6 +66,32 @@ def test_gateway_redis_option_is_checked_before_anything_starts() -> None:
     assert r.exception is None or isinstance(r.exception, SystemExit)
 
 
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:99999", "redis://127.0.0.1:abc", "rediss://h:0/0"])
+def test_a_redis_url_with_a_bad_port_names_the_field(url: str) -> None:
+    """redis-py read the port only when the gateway started: a ValueError traceback ('Port out of range',
+    'Port could not be cast to integer'), after spec check had said ok."""
+    spec = raw()
+    spec["gateway"]["shared_state_url"] = url
+    spec["security"] = {"quotas_redis_url": url}
+    with pytest.raises(SpecError) as e:
+        parse_spec(spec, "grid.yaml")
+    assert sorted(e.value.problems) == [
+        f"{field}: {url!r}: the port must be a number from 1 to 65535"
+        for field in ("gateway.shared_state_url", "security.quotas_redis_url")], e.value.problems
+    r = CliRunner().invoke(app, ["gateway", str(RIGHT_SIZE), "--redis", url, "--port", "18399"],
+                           env={"COLUMNS": "200"})  # the whole message on one line of the error box
+    assert r.exit_code == 2, r.output
+    assert "--redis" in r.output and "the port must be a number from 1 to 65535" in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+
+
+def test_redis_urls_with_a_port_without_one_or_a_socket_pass() -> None:
+    for url in ("redis://h:6379/0", "redis://h", "rediss://:pw@[::1]:6380", "unix:///run/redis.sock"):
+        spec = raw()
+        spec["gateway"]["shared_state_url"] = url
+        assert parse_spec(spec).gateway.shared_state_url == url
+
+
 @pytest.mark.parametrize(("jwt", "expected"), [
     ({"issuer": "i", "audience": "a", "jwks_url": "idp.example/jwks"}, "security.jwt.jwks_url: 'idp.example/jwks' is not an http(s) URL"),
     ({"issuer": "i", "audience": "a", "jwks_url": "https://idp.example/jwks", "secret_env": "S"},

@@ -50,8 +50,19 @@ _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 def redis_url(url: str | None) -> str | None:
-    if url is not None and not url.startswith(_REDIS_SCHEMES):
+    """A Redis URL; its port, if one is given, from 1 to 65535 (redis-py reads it only when the gateway starts:
+    a port out of range or not a number was a traceback then)."""
+    if url is None:
+        return None
+    if not url.startswith(_REDIS_SCHEMES):
         raise ValueError(f"{url!r} is not a Redis URL (redis://host:port/db, rediss://... or unix:///path.sock)")
+    if not url.startswith("unix://"):
+        try:
+            port = urlsplit(url).port
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise ValueError(f"{url!r}: the port must be a number from 1 to 65535")
     return url
 
 
