@@ -140,3 +140,26 @@ def test_a_start_that_fails_in_the_parent_leaves_no_folder_and_no_socket(
     with socket.socket() as again:  # the port is free again: nothing listens on it
         again.bind(("127.0.0.1", port))
     assert [p.name for p in private.iterdir()] == []
+
+
+def test_the_banner_brackets_an_ipv6_host() -> None:
+    """With gateway.host '::1' the banner printed http://::1:PORT: no URL a client or curl can use."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from aigrid.gateway.server import banner
+    from aigrid.spec.load import parse_spec
+
+    grid = parse_spec(spec(Path("/nonexistent"), 18080), "startup")
+
+    def shown(host: str) -> str:  # as the gateway prints it: rich markup, so a bracket must survive it
+        out = StringIO()
+        Console(file=out, width=400).print(banner(grid, host, 18080), highlight=False, soft_wrap=True)
+        return out.getvalue()
+
+    for host in ("::1", "fe80::1"):
+        text = shown(host)
+        assert f"http://[{host}]:18080/v1" in text and f"curl -sN http://[{host}]:18080/v1/chat/completions" in text
+        assert f"http://{host}:" not in text
+    assert "(OpenAI base URL: http://127.0.0.1:18080/v1)" in shown("127.0.0.1")

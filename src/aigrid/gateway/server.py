@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 from rich.console import Console
+from rich.markup import escape
 from starlette.routing import BaseRoute
 
 from aigrid.core.types import GeoPoint
@@ -129,7 +130,8 @@ def _aigrid() -> str:
 
 
 def banner(spec: GridSpec, host: str, port: int) -> str:
-    base = f"http://{host}:{port}"
+    """What `console.print` shows at the start (rich markup: the URL is escaped, an IPv6 host in brackets)."""
+    base = escape(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")  # not http://::1:8000
     model = next(iter(spec.models))
     body = json.dumps({"model": model, "stream": True,
                        "messages": [{"role": "user", "content": "Name three rivers in Japan."}]})
