@@ -235,6 +235,14 @@ def test_a_tenant_may_name_a_jurisdiction_or_model_the_grid_lacks_beside_ones_it
     assert parse_spec(raw).tenants["eu-bank"].allowed_jurisdictions == ["EU", "CH"]
 
 
+def test_a_jurisdiction_given_in_two_cases_is_accepted_when_one_matches() -> None:
+    """`allowed_jurisdictions: [EU, eu]` was refused as 'no site is in jurisdiction eu' though EU matches: a
+    case-only mismatch is a misspelling only when nothing matches exactly."""
+    raw = demo_raw()
+    raw["tenants"]["eu-bank"]["allowed_jurisdictions"] = ["EU", "eu"]
+    assert parse_spec(raw).tenants["eu-bank"].allowed_jurisdictions == ["EU", "eu"]
+
+
 @pytest.mark.parametrize("models", [["all-minilm-l6-v2"], ["sentence-transformers/all-MiniLM-L6-v2"],
                                     ["all-minilm-*"], ["gpt-9", "all-MiniLM-L6-v2"]])
 def test_a_tenant_limited_to_the_gateways_own_embedding_model_is_accepted(models: list[str]) -> None:

@@ -559,11 +559,13 @@ class GridSpec(StrictModel):
                                           ("allowed_sites", tenant.allowed_sites), ("models", tenant.models))
                     if values == []]
         allowed_j = tenant.allowed_jurisdictions or []
-        misspelt = [(j, k) for j in allowed_j for k in jurisdictions if k.lower() == j.lower() and k != j]
+        exact = set(allowed_j) & set(jurisdictions)  # `[EU, eu]` allows EU: a case-only miss is a misspelling
+        misspelt = [] if exact else [(j, k) for j in allowed_j for k in jurisdictions  # only when nothing matches
+                                     if k.lower() == j.lower() and k != j]
         for j, k in misspelt:
             problems.append(f"{where}.allowed_jurisdictions: no site is in jurisdiction {j!r}; sites are in {k!r} "
                             "(jurisdictions are case-sensitive)")
-        if allowed_j and not misspelt and not set(allowed_j) & set(jurisdictions):
+        if allowed_j and not misspelt and not exact:
             problems.append(f"{where}.allowed_jurisdictions: no site is in {allowed_j} (jurisdictions: "
                             f"{jurisdictions})")
         for site in tenant.allowed_sites or []:
