@@ -98,6 +98,35 @@ def test_the_readiness_probe_gives_up_when_stopped_though_no_worker_accepts() ->
     assert time.monotonic() - started < 3
 
 
+def test_the_readiness_probe_has_no_deadline_of_its_own() -> None:
+    """A start that takes long is still a start: with the probe's 120 s deadline such a grid never counted as
+    started, and a worker that crashed later stopped the whole gateway instead of being started again. Here a
+    /livez that answers only after a while is waited for by default, and not by a probe given a deadline."""
+    async def probe(timeout_s: float | None) -> bool:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+
+        async def livez(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        async def late_server() -> asyncio.Server:
+            await asyncio.sleep(1.5)
+            return await asyncio.start_server(livez, "127.0.0.1", port)
+
+        starting = asyncio.create_task(late_server())
+        try:
+            return await asyncio.wait_for(_ready("127.0.0.1", port, asyncio.Event(), timeout_s), timeout=10)
+        finally:
+            (await starting).close()
+
+    assert asyncio.run(probe(None)) is True
+    assert asyncio.run(probe(0.5)) is False
+
+
 def test_the_port_check_names_a_bad_host_and_takes_ipv6() -> None:
     """`gateway.host: '::1'` was refused as 'is another gateway running?' (an IPv4 socket cannot bind an IPv6
     address), and so was a host that is no address of this machine."""

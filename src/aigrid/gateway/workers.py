@@ -158,10 +158,13 @@ def _failure(work: Path, index: int) -> str | None:
     return why or None
 
 
-async def _ready(host: str, port: int, stop: asyncio.Event, timeout_s: float = 120.0) -> bool:
-    """Wait until a worker answers /livez (the others start alongside)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not stop.is_set() and asyncio.get_running_loop().time() < deadline:
+async def _ready(host: str, port: int, stop: asyncio.Event, timeout_s: float | None = None) -> bool:
+    """Wait until a worker answers /livez (the others start alongside), or `stop`. No deadline by default: a
+    start that takes long (a site's documents embedded on a busy CPU) is still a start; with the 120 s deadline
+    it had, such a grid never counted as started, so a worker that crashed later stopped the whole gateway
+    instead of being started again (a review's finding). A worker that cannot start sets `stop` itself."""
+    deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+    while not stop.is_set() and (deadline is None or asyncio.get_running_loop().time() < deadline):
         try:
             # bounded: the parent's socket accepts into its backlog even while no worker serves (every worker
             # failing to start), and a read with no bound then waited forever, past Ctrl-C
