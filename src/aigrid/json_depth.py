@@ -46,8 +46,8 @@ def too_deep_raw(raw: bytes, value: Any, limit: int = MAX_DEPTH) -> str | None:
     deep (two counts at C speed: most chat requests stop there; an agent's tools and long history do not). A
     larger one is walked when small (under _WALKED bytes: ~0.1-0.2 ms for a 28 KB agent request), else its
     depth is read from the bytes (raw_depth: byte operations and numpy, ~15-60 ms for 4 MiB, against ~240 ms
-    for walking a 4 MiB flat array and the 35-600 ms orjson spends parsing it), and walked only when too deep,
-    for the path the error names."""
+    for walking a 4 MiB flat array and the 35-600 ms orjson spends parsing it; `scripts/bench_json_depth.py`),
+    and walked only when too deep, for the path the error names."""
     if raw.count(b"{") + raw.count(b"[") <= limit:
         return None
     if len(raw) >= _WALKED and raw_depth(raw, limit) <= limit:

@@ -1,0 +1,46 @@
+"""What the request-depth check (aigrid/json_depth.py) costs beside orjson's own parse, on three bodies: an
+agent request with tools and a long history (~28 KB), a 4 MiB flat array, 4 MiB of empty arrays.
+
+    .venv/bin/python scripts/bench_json_depth.py
+
+Prints the best of a few runs in milliseconds (wall time); no pass/fail. json_depth.too_deep_raw's docstring
+quotes these figures.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from aigrid.json_depth import too_deep_raw
+
+
+def best_ms(fn: Callable[[], Any], runs: int = 5) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best * 1000
+
+
+def main() -> None:
+    tool = {"type": "function", "function": {"name": "get_weather", "description": "d" * 200, "parameters": {
+        "type": "object", "properties": {f"p{i}": {"type": "string", "enum": ["a", "b"]} for i in range(8)},
+        "required": ["p0"]}}}
+    agent = orjson.dumps({"model": "m", "tools": [tool] * 12, "messages": [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": "hello " * 50} for i in range(60)]})
+    flat = b'{"model":"m","messages":[{"role":"user","content":"' + b"{" * 200 + b'"}],"x":[' + b"0," * 2_000_000 + b"0]}"
+    empty = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"x":[' + b"[]," * 1_300_000 + b"[]]}"
+    for name, raw in (("agent request with 12 tools, 60 turns", agent), ("4 MiB flat array", flat),
+                      ("4 MiB of empty arrays", empty)):
+        value = orjson.loads(raw)
+        print(f"{name} ({len(raw):,} bytes): orjson.loads {best_ms(lambda r=raw: orjson.loads(r), 3):.3f} ms, "
+              f"too_deep_raw {best_ms(lambda r=raw, v=value: too_deep_raw(r, v)):.3f} ms")
+
+
+if __name__ == "__main__":
+    main()
