@@ -183,12 +183,16 @@ def node(port: Annotated[int, typer.Option(min=1, max=65535, help="port for the 
          host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
          slots: Annotated[int, typer.Option(min=1, help="concurrent batch slots (-np)")] = 2,
          threads: Annotated[int, typer.Option(min=1, help="CPU threads")] = 1,
-         alias: Annotated[str, typer.Option(help="model name the engine answers to")] = "smollm2-135m") -> None:
+         alias: Annotated[str, typer.Option(help="model name the engine answers to")] = "smollm2-135m",
+         api_key_env: Annotated[str | None, typer.Option(
+             help="environment variable holding the key the engine requires of every request but /health "
+                  "(the gateway's endpoint names the same variable in api_key_env)")] = None) -> None:
     """Run one embedded engine (llama.cpp + SmolLM2-135M) as a site node, in the foreground."""
     from aigrid.gateway.server import run_node
 
     try:
-        _run(run_node(console, host=host, port=port, slots=slots, threads=threads, alias=alias))
+        _run(run_node(console, host=host, port=port, slots=slots, threads=threads, alias=alias,
+                      api_key_env=api_key_env))
     except AigridError as e:
         raise _fail(e) from None
     except KeyboardInterrupt:

@@ -59,9 +59,11 @@ def wait_http(url: str, timeout_s: float = 60, ok: int = 200) -> None:
     raise TimeoutError(f"{url} did not answer {ok} within {timeout_s}s")
 
 
-def start_node(cwd: Path, site: str, slots: int = 2) -> tuple[Proc, str]:
+def start_node(cwd: Path, site: str, slots: int = 2, api_key_env: str | None = None) -> tuple[Proc, str]:
     port = free_port()
-    proc = Proc([str(BIN / "aigrid"), "node", "--port", str(port), "--slots", str(slots)], cwd, cwd / f"node-{site}.log")
+    argv = [str(BIN / "aigrid"), "node", "--port", str(port), "--slots", str(slots)]
+    argv += ["--api-key-env", api_key_env] if api_key_env else []
+    proc = Proc(argv, cwd, cwd / f"node-{site}.log")
     url = f"http://127.0.0.1:{port}"
     wait_http(url + "/health")
     # the node wrapper prints the llama-server pid; the engine process is what a chaos test kills
@@ -77,7 +79,8 @@ def engine_pid(proc: Proc) -> int:
     raise RuntimeError(f"no pid in {proc.log}")
 
 
-def write_spec(cwd: Path, urls: dict[str, str], redis_url: str | None = None, **gateway: object) -> Path:
+def write_spec(cwd: Path, urls: dict[str, str], redis_url: str | None = None, api_key_env: str | None = None,
+               **gateway: object) -> Path:
     spec = {
         "name": "chaos",
         "gateway": {"network": "none", "scrape_interval_s": 0.5, **gateway,
@@ -85,7 +88,8 @@ def write_spec(cwd: Path, urls: dict[str, str], redis_url: str | None = None, **
         "models": {"smollm2-135m": {"family": "smollm2", "params_b": 0.135}},
         "sites": SITES,
         "endpoints": [{"id": f"{s}-smollm2", "site": s, "model": "smollm2-135m", "engine": "llamacpp", "url": u,
-                       "slots": 2, "prefill_tps": 250, "decode_tps": 150} for s, u in urls.items()],
+                       "slots": 2, "prefill_tps": 250, "decode_tps": 150,
+                       **({"api_key_env": api_key_env} if api_key_env else {})} for s, u in urls.items()],
         "tenants": {"default": {"policy": "balanced"}},
     }
     path = cwd / "grid.yaml"

@@ -52,6 +52,17 @@ def test_banner_prints_gateway_and_a_copy_pasteable_request(grid: dict) -> None:
     assert re.search(r"curl -sN \S+/v1/chat/completions .*x-aigrid-client-location", grid["banner"])
 
 
+def test_the_embedded_engines_answer_only_the_gateway(grid: dict) -> None:
+    """Each engine requires the run's random key: a process on this machine that finds an engine's port
+    cannot use the model past the gateway's firewall, quotas and audit log."""
+    urls = re.findall(r"engine \S+ \(site \S+\) at (\S+)", grid["banner"])
+    assert len(urls) == 4, grid["banner"]
+    body = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+    for url in urls:
+        assert httpx.post(url + "/v1/chat/completions", json=body, timeout=30).status_code == 401
+        assert httpx.get(url + "/health", timeout=5).status_code == 200  # the probe stays open
+
+
 def test_openai_sdk_streams_real_text_from_the_nearest_site(grid: dict) -> None:
     site, _, text = stream_from(grid, "Tokyo")
     assert site == "nrt" and len(text.strip()) > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -13,7 +14,8 @@ import pytest
 from aigrid.engines.llama_server import LlamaServerConfig, LlamaServerProcess
 from aigrid.engines.model_files import find_llama_server, find_model_file
 from aigrid.engines.openai_compat import OpenAICompatEngine
-from aigrid.errors import EngineBuildError
+from aigrid.errors import EngineBuildError, EngineUnavailable
+from aigrid.gateway.wiring import upstream
 
 pytestmark = pytest.mark.engine
 
@@ -69,3 +71,35 @@ async def test_real_llama_server_streams_and_reports_metrics(engine_config: Llam
         assert stats.tpot_sum_s is not None and stats.tpot_sum_s > 0
         assert (stats.running, stats.waiting) == (0, 0)
     assert "--metrics" in engine_config.log_path.read_text()
+
+
+async def test_a_keyed_engine_answers_only_the_holder_of_its_key(engine_config: LlamaServerConfig,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid up` starts its engines with a random key so that nothing else on the machine reaches a model past
+    the gateway's firewall, quotas and audit. The key travels in the environment, not on the command line, and
+    a LLAMA_API_KEY of the caller's own does not lock the gateway out."""
+    key = "k-" + "x" * 40
+    monkeypatch.setenv("LLAMA_API_KEY", "the-callers-own")
+    config = replace(engine_config, api_key=key)
+    assert key not in repr(config)
+    up = upstream()
+    try:
+        async with LlamaServerProcess(config) as server:
+            body = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "Hi"}]}
+            async with httpx.AsyncClient(timeout=60, trust_env=False) as client:
+                assert (await client.post(server.base_url + "/v1/chat/completions", json=body)).status_code == 401
+                assert (await client.get(server.base_url + "/metrics")).status_code == 401
+            # the gateway's own path: the HTTP/1.1 transport for the POST, the pooled client for probes
+            keyed = OpenAICompatEngine("llamacpp", server.base_url, up.client, transport=up.http1,
+                                       headers={"authorization": f"Bearer {key}"})
+            assert await keyed.health() is True
+            assert len((await stream_chat(keyed, "Name a colour.")).strip()) > 0
+            assert (await keyed.stats()).generation_tokens_total
+            keyless = OpenAICompatEngine("llamacpp", server.base_url, up.client, transport=up.http1)
+            with pytest.raises(EngineUnavailable, match="HTTP 401: the engine asks for a key"):
+                async with keyless.open("/v1/chat/completions", json.dumps(body).encode()):
+                    pass
+            assert key.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+    finally:
+        await up.aclose()
+    assert key not in config.log_path.read_text()

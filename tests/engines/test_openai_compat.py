@@ -290,3 +290,38 @@ async def test_other_protocol_errors_are_not_resent() -> None:
             async with OpenAICompatEngine("vllm", "http://e.invalid", client).open("/v1/completions", b"{}"):
                 pass
     assert calls == ["POST"]
+
+
+async def test_the_key_goes_to_the_engine_and_never_to_the_power_exporter() -> None:
+    dcgm = (Path(__file__).parent / "data" / "dcgm_h100x8.prom").read_text()
+    seen: dict[str, str | None] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen[f"{request.url.host}{request.url.path}"] = request.headers.get("authorization")
+        if request.url.host == "dcgm.invalid":
+            return httpx.Response(200, text=dcgm)
+        return httpx.Response(200, content=LLAMACPP_METRICS)
+
+    async with mock_client(handler) as client:
+        engine = OpenAICompatEngine("llamacpp", "http://e.invalid", client, headers={"authorization": "Bearer k"},
+                                    power_url="http://dcgm.invalid:9400/metrics", gpus=["6"])
+        assert await engine.health() is True
+        assert (await engine.stats()).power_w == pytest.approx(115.22)
+    assert seen == {"e.invalid/health": "Bearer k", "e.invalid/metrics": "Bearer k", "dcgm.invalid/metrics": None}
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_an_engine_that_refuses_the_gateways_key_is_unavailable_not_the_clients_error(status: int) -> None:
+    """The client's credentials never reach an engine: a 401/403 there is the gateway's key, missing or wrong,
+    so the request moves to the next candidate instead of telling the client its own key is bad."""
+    async with mock_client(lambda request: httpx.Response(status, json={"error": "bad key"})) as client:
+        keyless = OpenAICompatEngine("vllm", "http://e.invalid", client)
+        with pytest.raises(EngineUnavailable, match=f"HTTP {status}: the engine asks for a key .*api_key_env"):
+            async with keyless.open("/v1/chat/completions", b"{}"):
+                pass
+        keyed = OpenAICompatEngine("vllm", "http://e.invalid", client, headers={"authorization": "Bearer old"})
+        with pytest.raises(EngineUnavailable, match="refused the gateway's key"):
+            async with keyed.open("/v1/chat/completions", b"{}"):
+                pass
+        with pytest.raises(EngineUnavailable, match="refused the gateway's key"):
+            await keyed.stats()

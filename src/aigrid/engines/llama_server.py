@@ -23,7 +23,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -58,6 +58,9 @@ class LlamaServerConfig:
     ctx_per_slot: int = 2048
     threads: int = 1
     extra_args: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    """The key every request but /health must carry (`Authorization: Bearer`), handed to llama-server in its
+    environment (LLAMA_API_KEY), never on its command line, which every local user can read in ps."""
     wrapper: tuple[str, ...] = ()
     """argv prefix, e.g. ("ip", "netns", "exec", NAME) to run inside a site's network namespace (then set
     host to the namespace's address and a fixed port: free_port() can only probe this namespace)."""
@@ -199,9 +202,13 @@ class LlamaServerProcess:
         self._log = self.config.log_path.open("ab")
         self._log.write(f"\n$ {' '.join(cmd)}\n".encode())
         self._log.flush()
+        # a key from the caller's own environment would lock out the gateway, which sends only `api_key`
+        env = {k: v for k, v in os.environ.items() if k not in ("LLAMA_API_KEY", "LLAMA_ARG_API_KEY_FILE")}
+        if self.config.api_key:
+            env["LLAMA_API_KEY"] = self.config.api_key
         self._proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
-            preexec_fn=_die_with_parent(os.getpid()),
+            preexec_fn=_die_with_parent(os.getpid()), env=env,
         )
         return self._proc
 

@@ -42,6 +42,9 @@ HEALTH_PATHS: Mapping[str, str] = MappingProxyType(
 """Engine kind -> the GET path that answers 200 when the engine can serve."""
 
 METRICS_KINDS: frozenset[str] = frozenset({"vllm", "sglang", "llamacpp", "tgi"})
+REFUSED = (401, 403)
+"""An engine that refuses the gateway itself: its key is missing or wrong (the client's own credentials never
+reach an engine), so this is the gateway's fault at that endpoint, never the client's: the next candidate."""
 """Kinds that export Prometheus metrics; the others (Ollama, generic OpenAI) report EngineStats()."""
 
 
@@ -124,6 +127,9 @@ class OpenAICompatEngine:
             response = await self._send(request, stream=True)
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
             raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}") from exc
+        if response.status_code in REFUSED:
+            await response.aclose()
+            raise EngineUnavailable(self._refused(path, response.status_code))
         # a transport that read the body already (httpx.MockTransport) hands it over in one piece
         chunks = _Chunks(self, None, path, response.content) if response.is_stream_consumed else \
             _Chunks(self, cast(httpx.AsyncByteStream, response.stream), path)
@@ -148,8 +154,16 @@ class OpenAICompatEngine:
                 status, raw, stream = await transport.exchange(self._origin, head, body, self._direct_timeouts)
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
             raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}") from exc
+        if status in REFUSED:
+            await stream.aclose()
+            raise EngineUnavailable(self._refused(path, status))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
         return UpstreamResponse(status=status, headers=headers, body=_Chunks(self, stream, path)), stream
+
+    def _refused(self, path: str, status: int) -> str:
+        said = "refused the gateway's key" if "authorization" in self._headers else "asks for a key"
+        return (f"{self!r}: {path} answered HTTP {status}: the engine {said} (set the endpoint's api_key_env "
+                "to the variable holding its key)")
 
     async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """Send once more if the server had closed the pooled keep-alive connection before reading the
@@ -185,18 +199,18 @@ class OpenAICompatEngine:
         """
         stats = EngineStats()
         if self.kind in METRICS_KINDS:
-            stats = parse_stats(self.kind, await self._scrape(self._url(self._metrics_path)))
+            stats = parse_stats(self.kind, await self._scrape(self._url(self._metrics_path), self._headers))
         if self._power_url is not None:
-            try:
-                power = parse_dcgm(await self._scrape(self._power_url), self._gpus)
+            try:  # without the engine's headers: its key is for its own URL, not another host's exporter
+                power = parse_dcgm(await self._scrape(self._power_url, {}), self._gpus)
             except EngineError as exc:
                 log.warning("%r: power exporter %s unusable: %s", self, self._power_url, exc)
             else:
                 stats = with_power(stats, power)
         return stats
 
-    async def _scrape(self, url: str) -> str:
-        request = self._client.build_request("GET", url, headers=self._headers, timeout=self._probe_timeout)
+    async def _scrape(self, url: str, headers: Mapping[str, str]) -> str:
+        request = self._client.build_request("GET", url, headers=headers, timeout=self._probe_timeout)
         try:
             response = await self._send(request)
         except httpx.TransportError as exc:
@@ -206,6 +220,8 @@ class OpenAICompatEngine:
                 f"{self!r}: {url} answered HTTP {response.status_code}: no metrics exported there "
                 f"(llama-server needs --metrics, SGLang --enable-metrics)"
             )
+        if response.status_code in REFUSED and headers is self._headers:
+            raise EngineUnavailable(self._refused(url, response.status_code))
         if response.status_code != 200:
             raise EngineUnavailable(f"{self!r}: {url} answered HTTP {response.status_code}")
         return response.text

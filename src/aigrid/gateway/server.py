@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import json
 import logging
+import os
+import secrets
 import shlex
 import signal
 import socket
@@ -30,7 +33,7 @@ from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_problem
 from aigrid.gateway.heap import settle_when_started
-from aigrid.gateway.wiring import build_engines, upstream
+from aigrid.gateway.wiring import build_engines, engine_keys, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
 from aigrid.spec import load
@@ -84,14 +87,17 @@ async def site_network(spec: GridSpec, stack: AsyncExitStack, console: Console) 
 
 
 async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console,
-                         net: SiteNetwork | None = None) -> dict[str, str]:
-    """Start every embedded endpoint's engine concurrently; each is stopped when `stack` closes."""
+                         net: SiteNetwork | None = None, api_key: str | None = None) -> dict[str, str]:
+    """Start every embedded endpoint's engine concurrently; each is stopped when `stack` closes. `api_key`:
+    the key they require of every request but /health (the gateway's, so that nothing else on the machine
+    reaches a model past the firewall, quotas and audit)."""
     procs: dict[str, LlamaServerProcess] = {}
     per_site: dict[str, int] = {}
     for ep in spec.endpoints:
         if ep.engine == "embedded":
             cfg = embedded_config(LOG_DIR / f"{ep.id}.log", slots=ep.slots, threads=ep.threads,
                                   alias=ep.served_model or ep.model)
+            cfg = replace(cfg, api_key=api_key)
             if net is not None:
                 per_site[ep.site] = per_site.get(ep.site, -1) + 1
                 cfg = in_namespace(cfg, net, ep.site, port=SITE_PORT + per_site[ep.site])
@@ -145,6 +151,16 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
             f"  Ctrl-C stops the gateway and every engine.\n")
 
 
+def _loopback(host: str) -> bool:
+    """Whether `host` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name: it may resolve to anything
+        return False
+
+
 def _check_port_free(host: str, port: int) -> None:
     """Fail before starting any engine when the gateway's port is taken (another grid still running?)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:  # as workers.listen
@@ -184,20 +200,24 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
     if not start_engines and embedded:
         raise SpecError("(spec)", [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or give "
                                    "them engine: llamacpp and the url of a running llama-server"])
+    engine_keys(spec)  # an external engine's key missing from the environment: said before anything starts
+    # one random key per run for the embedded engines: only this gateway (and its workers) can reach them
+    key = secrets.token_urlsafe(32) if embedded else None
     async with AsyncExitStack() as stack:
         net = await site_network(spec, stack, console) if start_engines else None
-        urls = await start_embedded(spec, stack, console, net)
+        urls = await start_embedded(spec, stack, console, net, key)
         if workers > 1:
             def started() -> None:
                 console.print(banner(spec, host, port) + f"  {workers} worker processes on one socket.\n",
                               highlight=False, soft_wrap=True)
 
-            await run_workers(spec, host, port, urls, workers, worker_options=worker_options, started=started)
+            await run_workers(spec, host, port, urls, workers, worker_options=worker_options, started=started,
+                              embedded_key=key)
             console.print("stopping engines...")
             return
         up = upstream()
         stack.push_async_callback(up.aclose)
-        gateway = build_gateway(spec, build_engines(spec, urls, up))
+        gateway = build_gateway(spec, build_engines(spec, urls, up, embedded_key=key))
         server: uvicorn.Server | None = None
 
         def stopping() -> bool:
@@ -227,10 +247,22 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
         console.print("stopping engines...")
 
 
-async def run_node(console: Console, *, host: str, port: int, slots: int, threads: int, alias: str) -> None:
-    """One embedded engine in the foreground, for a site on another machine; stops on Ctrl-C or SIGTERM."""
+async def run_node(console: Console, *, host: str, port: int, slots: int, threads: int, alias: str,
+                   api_key_env: str | None = None, environ: Mapping[str, str] | None = None) -> None:
+    """One embedded engine in the foreground, for a site on another machine; stops on Ctrl-C or SIGTERM.
+    `api_key_env`: the environment variable whose value the engine requires of every request but /health
+    (the gateway's endpoint names the same variable in its `api_key_env`)."""
+    key = None
+    if api_key_env is not None:
+        key = (os.environ if environ is None else environ).get(api_key_env, "").strip()
+        if not key:
+            raise ConfigError(f"--api-key-env: environment variable {api_key_env} is not set or empty")
+    elif not _loopback(host):
+        console.print(f"[yellow]warning[/]: the engine listens on {escape(host)} without a key: whoever reaches "
+                      f"port {port} uses the model past the gateway's firewall, quotas and audit log "
+                      "(give --api-key-env NAME, and the endpoint api_key_env: NAME)", soft_wrap=True)
     cfg = replace(embedded_config(LOG_DIR / f"node-{port}.log", slots=slots, threads=threads, port=port,
-                                  alias=alias), host=host)
+                                  alias=alias), host=host, api_key=key)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ import httpx
 from aigrid.engines.openai_compat import OpenAICompatEngine
 from aigrid.engines.protocol import Engine
 from aigrid.engines.upstream_transport import Http1Transport
-from aigrid.errors import EngineBuildError
+from aigrid.errors import ConfigError, EngineBuildError
 from aigrid.spec.models import GridSpec
 
 EMBEDDED_KIND = "llamacpp"
@@ -45,17 +46,38 @@ def upstream() -> Upstream:
     return Upstream(client, http1)
 
 
-def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str], up: Upstream) -> dict[str, Engine]:
+def engine_keys(spec: GridSpec, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Each external endpoint's key (`api_key_env`), read from the environment. Raises ConfigError naming the
+    field when a variable is unset or empty: checked before any engine starts, so a grid never comes up
+    sending unauthenticated requests that every engine answers with 401."""
+    keys: dict[str, str] = {}
+    for i, ep in enumerate(spec.endpoints):
+        if ep.api_key_env is None:
+            continue
+        key = environ.get(ep.api_key_env, "").strip()
+        if not key:
+            raise ConfigError(f"endpoints[{i}].api_key_env: environment variable {ep.api_key_env} (the key of "
+                              f"endpoint {ep.id!r}) is not set or empty")
+        keys[ep.id] = key
+    return keys
+
+
+def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str], up: Upstream, *,
+                  embedded_key: str | None = None, environ: Mapping[str, str] = os.environ) -> dict[str, Engine]:
+    """One adapter per endpoint. `embedded_key`: the key the embedded engines were started with (one per
+    `aigrid up`), sent to them; an external endpoint's key comes from its `api_key_env`."""
+    keys = engine_keys(spec, environ)
     engines: dict[str, Engine] = {}
     for ep in spec.endpoints:
         if ep.engine == "embedded":
             url = embedded_urls.get(ep.id)
             if url is None:
                 raise EngineBuildError(f"endpoint {ep.id}: embedded engine was not started")
-            kind = EMBEDDED_KIND
+            kind, key = EMBEDDED_KIND, embedded_key
         else:
             assert ep.url is not None  # the spec validator guarantees it
-            url, kind = ep.url, ep.engine
+            url, kind, key = ep.url, ep.engine, keys.get(ep.id)
+        headers = {"authorization": f"Bearer {key}"} if key else None
         engines[ep.id] = OpenAICompatEngine(kind, url, up.client, power_url=ep.power_metrics_url, gpus=ep.gpus,
-                                            transport=up.http1)
+                                            headers=headers, transport=up.http1)
     return engines

@@ -68,8 +68,10 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, str], count: int, *,
-                      worker_options: Mapping[str, Any], started: Callable[[], None]) -> None:
-    """Serve with `count` workers until SIGINT/SIGTERM; `started()` once they all answer."""
+                      worker_options: Mapping[str, Any], started: Callable[[], None],
+                      embedded_key: str | None = None) -> None:
+    """Serve with `count` workers until SIGINT/SIGTERM; `started()` once they all answer. `embedded_key`: the
+    embedded engines' key, handed to the workers in worker.json (its folder is the owner's only, 0700)."""
     work = Path(tempfile.mkdtemp(prefix="aigrid-workers-"))
     sock: socket.socket | None = None
     try:  # whatever fails from here on (a signing key or an audit path that is a folder: the hub's audit log)
@@ -83,7 +85,7 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
                   abuse_interval_s=spec.security.abuse.share_interval_s)
         config = work / "worker.json"
         config.write_bytes(orjson.dumps({"spec": spec.model_dump(mode="json"), "urls": dict(urls),
-                                         "hub": str(hub.path), "fd": fd, "parent": os.getpid(),
+                                         "embedded_key": embedded_key, "hub": str(hub.path), "fd": fd, "parent": os.getpid(),
                                          **worker_options}))
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         stop = asyncio.Event()
@@ -263,7 +265,7 @@ def _worker_gateway(spec: GridSpec, config: Mapping[str, Any], index: int, hub: 
     audit = HubAuditLog(hub)
     guard = Guard(spec, quota_backend=quotas, audit_sink=audit, abuse_exchange=hub.abuse_exchange)
     shared = None if spec.gateway.shared_state_url else HubSharedState(hub)
-    gateway = build_gateway(spec, build_engines(spec, config["urls"], up), shared=shared, guard=guard,
+    gateway = build_gateway(spec, build_engines(spec, config["urls"], up, embedded_key=config.get("embedded_key")), shared=shared, guard=guard,
                             gateway_id=f"{socket.gethostname()}-{os.getpid()}-w{index}")
     gateway.hub = hub
     # what the hub refuses or never acknowledges after the request ended (the records and settlements

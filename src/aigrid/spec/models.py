@@ -102,6 +102,10 @@ class EndpointSpec(StrictModel):
     url: str | None = Field(default=None, description="base URL of an external engine, e.g. http://host:8000")
     served_model: str | None = Field(default=None, min_length=1,
                                      description="model name the engine expects, if different")
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="environment variable holding the key this engine requires "
+                                    "(vLLM/SGLang/llama.cpp --api-key, a hosted provider's or another "
+                                    "region's gateway's key), sent as Authorization: Bearer to its URL only")
     power_metrics_url: str | None = Field(default=None, description="NVIDIA dcgm-exporter /metrics URL for GPU power")
     gpus: list[str] | None = Field(default=None, description="GPU indices or UUIDs of this endpoint in DCGM metrics")
     slots: int = Field(default=2, ge=1, le=1024, description="concurrent batch slots (-np for llama.cpp)")
@@ -117,6 +121,9 @@ class EndpointSpec(StrictModel):
     def _url_for_external(self) -> EndpointSpec:
         if self.engine != "embedded" and not self.url:
             raise ValueError(f"endpoint {self.id!r}: engine {self.engine!r} needs a url")
+        if self.engine == "embedded" and self.api_key_env is not None:
+            raise ValueError(f"endpoint {self.id!r}: api_key_env is for external engines; an embedded engine gets "
+                             "a random key of its own at every start")
         return self
 
 
