@@ -149,6 +149,36 @@ def test_the_configmap_holds_a_valid_grid_whose_endpoints_are_the_services() -> 
     assert {"vllm", "llamacpp"} <= engines
 
 
+ENGINE_KEY_VARIABLE = {"vllm": "VLLM_API_KEY", "llamacpp": "LLAMA_API_KEY"}
+"""The variable each engine reads its --api-key from."""
+
+
+def secret_env(container: Doc) -> dict[str, tuple[str, str]]:
+    """The container's variables that come from a Secret -> (secret, key)."""
+    return {e["name"]: (e["valueFrom"]["secretKeyRef"]["name"], e["valueFrom"]["secretKeyRef"]["key"])
+            for e in container.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+def test_every_engine_answers_only_the_gateway_with_the_same_key() -> None:
+    """Each endpoint names a key (api_key_env) that the gateway's container gets from a Secret, and each engine
+    in the cluster reads the same Secret's key as its own --api-key: no pod reaches a model past the gateway."""
+    spec = parse_spec(yaml.safe_load(grid_spec_text()), "deploy/kubernetes/gateway.yaml:aigrid-grid")
+    (gateway,) = containers(deployment("aigrid-gateway"))
+    gateway_secrets = secret_env(gateway)
+    services = {s["metadata"]["name"]: s["spec"]["selector"] for s in of_kind("Service")}
+    for ep in spec.endpoints:
+        assert ep.api_key_env in gateway_secrets, f"{ep.id}: api_key_env {ep.api_key_env} not set from a Secret"
+        host = urlsplit(ep.url or "").hostname or ""
+        if not host.endswith(".svc.cluster.local"):
+            continue
+        selector = services[host.split(".")[0]]
+        (engine_dep,) = [d for d in of_kind("Deployment")
+                         if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+        (engine,) = containers(engine_dep)
+        own = secret_env(engine).get(ENGINE_KEY_VARIABLE[ep.engine])
+        assert own == gateway_secrets[ep.api_key_env], f"{ep.id}: the engine's key is not the gateway's"
+
+
 def dockerfile_lines(path: Path) -> list[str]:
     """Instructions with continuation lines joined and comments dropped."""
     text = re.sub(r"\\\n\s*", " ", path.read_text())
