@@ -52,6 +52,13 @@ CLOSED_IDLE = "Server disconnected without sending a response"
 """httpcore's message when the server closed the connection before sending any byte of a response."""
 
 
+def _hint(exc: httpx.TransportError) -> str:
+    """What to do about a failure an operator fixes in the spec."""
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return " (a certificate of an internal authority: give the endpoint tls_ca_file, its CA's PEM file)"
+    return ""
+
+
 class OpenAICompatEngine:
     """An Engine (see protocol.py) for an OpenAI-compatible server at `base_url`.
 
@@ -126,7 +133,7 @@ class OpenAICompatEngine:
         try:
             response = await self._send(request, stream=True)
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
-            raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}") from exc
+            raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}{_hint(exc)}") from exc
         if response.status_code in REFUSED:
             await response.aclose()
             raise EngineUnavailable(self._refused(path, response.status_code))
@@ -214,7 +221,7 @@ class OpenAICompatEngine:
         try:
             response = await self._send(request)
         except httpx.TransportError as exc:
-            raise EngineUnavailable(f"{self!r}: cannot fetch {url}: {exc!r}") from exc
+            raise EngineUnavailable(f"{self!r}: cannot fetch {url}: {exc!r}{_hint(exc)}") from exc
         if response.status_code in (404, 501):
             raise EngineError(
                 f"{self!r}: {url} answered HTTP {response.status_code}: no metrics exported there "

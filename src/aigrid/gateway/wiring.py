@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -35,15 +36,46 @@ class Upstream:
         await self.client.aclose()  # closes the mounted transports too
 
 
-def upstream() -> Upstream:
+TLS_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+
+
+def upstream(spec: GridSpec | None = None) -> Upstream:
     """Plain-HTTP engines on aigrid's HTTP/1.1 transport (httpcore's pool bookkeeping was 60% of the gateway's
-    CPU at 200 streams, docs/benchmarks.md), https:// ones (remote regions, hosted providers) on httpx's own;
-    no read timeout while tokens stream."""
+    CPU at 200 streams, docs/benchmarks.md), https:// ones (remote regions, hosted providers) on httpx's own,
+    checked against the public certificate authorities, or against an endpoint's own (`tls_ca_file`, an
+    internal CA) for its origin; no read timeout while tokens stream. Raises ConfigError naming the field
+    when a CA file cannot be used."""
     http1 = Http1Transport()
-    tls = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
-    client = httpx.AsyncClient(mounts={"http://": http1, "https://": tls}, timeout=UPSTREAM_TIMEOUT,
-                               trust_env=False)
+    mounts: dict[str, httpx.AsyncBaseTransport] = {"http://": http1, "https://": httpx.AsyncHTTPTransport(
+        limits=TLS_LIMITS)}
+    for origin, context in (tls_contexts(spec) if spec is not None else {}).items():
+        mounts[origin] = httpx.AsyncHTTPTransport(verify=context, limits=TLS_LIMITS)
+    client = httpx.AsyncClient(mounts=mounts, timeout=UPSTREAM_TIMEOUT, trust_env=False)
     return Upstream(client, http1)
+
+
+def tls_contexts(spec: GridSpec) -> dict[str, ssl.SSLContext]:
+    """`https://host:port` -> the TLS context trusting that origin's `tls_ca_file` only."""
+    contexts: dict[str, ssl.SSLContext] = {}
+    files: dict[str, str] = {}
+    for i, ep in enumerate(spec.endpoints):
+        if ep.tls_ca_file is None:
+            continue
+        url = httpx.URL(ep.url or "")
+        origin = f"https://{url.host}:{url.port or 443}"
+        field = f"endpoints[{i}].tls_ca_file"
+        if files.setdefault(origin, ep.tls_ca_file) != ep.tls_ca_file:
+            raise ConfigError(f"{field}: {ep.tls_ca_file} differs from {files[origin]}, given for another endpoint "
+                              f"at {origin}: one origin, one set of authorities")
+        if origin in contexts:
+            continue
+        try:
+            contexts[origin] = ssl.create_default_context(cafile=ep.tls_ca_file)
+        except ssl.SSLError as e:  # an OSError too: first
+            raise ConfigError(f"{field}: {ep.tls_ca_file} holds no usable PEM certificate ({e.reason})") from e
+        except OSError as e:
+            raise ConfigError(f"{field}: cannot read {ep.tls_ca_file}: {e.strerror or e}") from e
+    return contexts
 
 
 def engine_keys(spec: GridSpec, environ: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -222,10 +222,11 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
     die_with_parent(int(config["parent"]))
     sock = socket.socket(fileno=int(config["fd"]))
     hub = HubClient(Path(config["hub"]))
-    up = upstream()
+    up: Upstream | None = None
     try:
         try:
             spec = parse_spec(config["spec"], str(config_path))
+            up = upstream(spec)
             gateway = _worker_gateway(spec, config, index, hub, up)
         except Exception as e:  # noqa: BLE001 (a key secret, a JWT key file, a database: said once, one line)
             _cannot_start(config_path, index, e)
@@ -249,7 +250,8 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
         finally:
             settling.cancel()
     finally:
-        await up.aclose()
+        if up is not None:
+            await up.aclose()
         await hub.aclose()
 
 

@@ -106,6 +106,9 @@ class EndpointSpec(StrictModel):
                                     description="environment variable holding the key this engine requires "
                                     "(vLLM/SGLang/llama.cpp --api-key, a hosted provider's or another "
                                     "region's gateway's key), sent as Authorization: Bearer to its URL only")
+    tls_ca_file: str | None = Field(default=None, min_length=1, description="PEM file of the certificate "
+                                    "authorities this engine's https url is checked against (an internal CA), "
+                                    "instead of the public ones")
     power_metrics_url: str | None = Field(default=None, description="NVIDIA dcgm-exporter /metrics URL for GPU power")
     gpus: list[str] | None = Field(default=None, description="GPU indices or UUIDs of this endpoint in DCGM metrics")
     slots: int = Field(default=2, ge=1, le=1024, description="concurrent batch slots (-np for llama.cpp)")
@@ -121,6 +124,8 @@ class EndpointSpec(StrictModel):
     def _url_for_external(self) -> EndpointSpec:
         if self.engine != "embedded" and not self.url:
             raise ValueError(f"endpoint {self.id!r}: engine {self.engine!r} needs a url")
+        if self.tls_ca_file is not None and not (self.url or "").startswith("https://"):
+            raise ValueError(f"endpoint {self.id!r}: tls_ca_file is for an https url")
         if self.engine == "embedded" and self.api_key_env is not None:
             raise ValueError(f"endpoint {self.id!r}: api_key_env is for external engines; an embedded engine gets "
                              "a random key of its own at every start")

@@ -1,0 +1,139 @@
+"""An engine behind https, for real (another region's gateway, a hosted provider, an engine behind a TLS
+proxy): the ENGINE EMULATOR served over TLS on loopback with a certificate of a private authority. With the
+endpoint's `tls_ca_file` the gateway streams from it; without it, the certificate is refused and the decision
+says what to set; a CA file that cannot be used stops the start, naming the field."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from aigrid.engines.emulator import EmulatorServer, bound_port
+from aigrid.engines.emulator_model import EmulatorConfig
+from aigrid.errors import ConfigError, SpecError
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.wiring import build_engines, upstream
+from aigrid.spec.load import parse_spec
+from aigrid.spec.models import GridSpec
+
+BODY = {"model": "emulated", "stream": True, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def private_authority(tmp: Path) -> tuple[Path, ssl.SSLContext]:
+    """A CA (its PEM file, what tls_ca_file names) and a server context with a certificate it signed for
+    127.0.0.1."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(_name("aigrid test CA")).issuer_name(_name("aigrid test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(_name("engine")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    ca_file, cert_file, key_file = tmp / "ca.pem", tmp / "engine.pem", tmp / "engine.key"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(cert_file, key_file)
+    return ca_file, server
+
+
+@contextlib.asynccontextmanager
+async def tls_emulator(context: ssl.SSLContext) -> AsyncIterator[str]:
+    """The engine emulator behind TLS on 127.0.0.1; yields its https base URL."""
+    emulator = EmulatorServer(EmulatorConfig(decode_base_ms=5, prefill_base_ms=1))
+    server = await asyncio.get_running_loop().create_server(emulator.protocol, "127.0.0.1", 0, ssl=context)
+    try:
+        yield f"https://127.0.0.1:{bound_port(server)}"
+    finally:
+        server.close()
+
+
+def grid(url: str, ca_file: Path | None) -> GridSpec:
+    endpoint = {"id": "remote", "site": "fra", "model": "emulated", "engine": "openai", "url": url, "slots": 8,
+                **({"tls_ca_file": str(ca_file)} if ca_file else {})}
+    return parse_spec({"name": "tls", "gateway": {"network": "none", "scrape_interval_s": 60},
+                       "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
+                       "sites": {"fra": {"name": "Frankfurt", "lat": 50.1, "lon": 8.7, "jurisdiction": "EU"}},
+                       "endpoints": [endpoint], "security": {"audit": None}}, "tls")
+
+
+async def stream_through_gateway(spec: GridSpec) -> tuple[int, str, str]:
+    """(status, the streamed text, the decision's record of the attempt)"""
+    up = upstream(spec)
+    try:
+        gw = build_gateway(spec, build_engines(spec, {}, up))
+        transport = httpx.ASGITransport(app=build_app(gw))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+            r = await client.post("/v1/chat/completions", json=BODY)
+            text = r.text
+            record = gw.decisions.get(r.headers["x-aigrid-decision"]) if "x-aigrid-decision" in r.headers else None
+        return r.status_code, text, str(record.attempts if record is not None else "")
+    finally:
+        await up.aclose()
+
+
+async def test_an_engine_with_a_private_authoritys_certificate_streams_with_tls_ca_file(tmp_path: Path) -> None:
+    ca_file, context = private_authority(tmp_path)
+    async with tls_emulator(context) as url:
+        status, text, _ = await stream_through_gateway(grid(url, ca_file))
+        assert status == 200, text
+        assert text.count(" tok") == 5 and text.rstrip().endswith("data: [DONE]")
+
+        up = upstream(grid(url, ca_file))  # the probes ride the same trust
+        try:
+            assert await build_engines(grid(url, ca_file), {}, up)["remote"].health() is True
+        finally:
+            await up.aclose()
+
+
+async def test_without_tls_ca_file_the_certificate_is_refused_and_the_decision_says_what_to_set(
+        tmp_path: Path) -> None:
+    _, context = private_authority(tmp_path)
+    async with tls_emulator(context) as url:
+        status, text, attempts = await stream_through_gateway(grid(url, None))
+    assert status in (502, 503), text
+    assert "CERTIFICATE_VERIFY_FAILED" in attempts and "tls_ca_file" in attempts, attempts
+
+
+def test_a_ca_file_that_cannot_be_used_names_the_field(tmp_path: Path) -> None:
+    url = "https://127.0.0.1:9443"
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.tls_ca_file: cannot read .*missing\.pem"):
+        upstream(grid(url, tmp_path / "missing.pem"))
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    with pytest.raises(ConfigError, match=r"endpoints\[0\]\.tls_ca_file: .*junk\.pem holds no usable PEM"):
+        upstream(grid(url, tmp_path / "junk.pem"))
+
+
+def test_tls_ca_file_is_for_an_https_url(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="tls_ca_file is for an https url"):
+        grid("http://127.0.0.1:9000", tmp_path / "ca.pem")
