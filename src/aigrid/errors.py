@@ -15,16 +15,21 @@
           ├── PermissionDenied     403  permission_error
           ├── ModelNotFound        404  model_not_found
           ├── NotFound             404  not_found
-          ├── RateLimited          429  rate_limit_exceeded
+          ├── RateLimited          429  rate_limit_exceeded (retried only when Retry-After <= 60 s)
           ├── Overloaded           429  overloaded (shed by the admission queue; Retry-After)
           ├── NoEligibleEndpoint   503  no_eligible_endpoint
-          ├── DeadlineUnmeetable   503  deadline_unmeetable (refused before any engine work)
+          ├── DeadlineUnmeetable   503  deadline_unmeetable (refused before any engine work; not retried)
           ├── AuditUnavailable     503  audit_unavailable (the audit log cannot take the record)
           ├── StoreUnavailable     503  store_unavailable (the store of stored responses/conversations)
           └── UpstreamFailed       502  upstream_error
 
 Foreign errors (httpx, pydantic, yaml, OSError) are mapped into this tree once, at the boundary where
 they are caught, and nowhere else.
+
+Every ApiError also says whether the official SDKs should send the request again by themselves
+(`ApiError.should_retry`, answered as `x-should-retry: true|false`, which the OpenAI and Anthropic SDKs obey
+before their own rule of retrying 408, 409, 429 and >= 500): only when trying again can help, and only after
+a wait an SDK call can sit through (docs/quickstart.md, "Errors and retries").
 """
 
 from __future__ import annotations
@@ -71,22 +76,66 @@ class SharedStateUnavailable(AigridError):
     """The store gateways share (Redis) cannot be reached: keep serving from the last view, marked stale."""
 
 
+RETRY_WAIT_MAX_S = 60
+"""The longest Retry-After after which an SDK is told to try again by itself: a per-minute window or a shed
+request's wait always fit. A longer one (a token budget that resets in hours) is answered with
+`x-should-retry: false`: the Anthropic SDK sleeps whatever Retry-After says (hours), the OpenAI SDK gives up
+only above 120 s."""
+
+NEVER_RETRIED_CODES = frozenset({"abuse_throttled"})
+"""Codes that are never worth an SDK's retry whatever their status: abuse protection's throttle holds while the
+key's recent requests (over minutes, the retry itself counted) still look like extraction."""
+
+
 class ApiError(AigridError):
     status: int = 400
     type: str = "invalid_request_error"
     code: str | None = None
+    retry: bool | None = None
+    """Whether the SDKs should send the request again by themselves; None: as the status and Retry-After say
+    (should_retry)."""
 
     def __init__(self, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, retry: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         if code is not None:
             self.code = code
         self.headers = headers or {}
+        if retry is not None:
+            self.retry = retry
 
     def envelope(self) -> dict[str, object]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def should_retry(self) -> bool:
+        """True only where another try can succeed within a wait an SDK call sits through: the SDKs' own rule
+        (408, 409, 429, >= 500), unless this error says otherwise (`retry`), its code is never worth it, or its
+        Retry-After is longer than RETRY_WAIT_MAX_S."""
+        if self.retry is not None:
+            return self.retry
+        if self.code in NEVER_RETRIED_CODES:
+            return False
+        wait = retry_after_s(self.headers)
+        if wait is not None and wait > RETRY_WAIT_MAX_S:
+            return False
+        return self.status in (408, 409, 429) or self.status >= 500
+
+    def response_headers(self) -> dict[str, str]:
+        """The error's own headers and `x-should-retry`, which both SDKs obey."""
+        return {**self.headers, "x-should-retry": "true" if self.should_retry() else "false"}
+
+
+def retry_after_s(headers: dict[str, str]) -> float | None:
+    """Retry-After (seconds) of an error's headers, whatever their case; None when absent or not a number."""
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 class InvalidRequest(ApiError):
@@ -135,14 +184,20 @@ class Overloaded(ApiError):
 
 
 class DeadlineUnmeetable(ApiError):
-    """The request's deadline (first token within N ms) cannot be met: refused before any engine works on it."""
+    """The request's deadline (first token within N ms) cannot be met: refused before any engine works on it.
+    Not retried by the SDKs: their retry, sent after their back-off with the deadline header again, would be
+    served after the deadline the client set."""
 
     status = 503
     type = "service_unavailable_error"
     code = "deadline_unmeetable"
+    retry = False
 
 
 class NoEligibleEndpoint(ApiError):
+    """No site may serve the request now. Retried by the SDKs (a site may be healthy again); the caller passes
+    `retry=False` where only hard constraints (residency, model, context) rejected every site."""
+
     status = 503
     type = "service_unavailable_error"
     code = "no_eligible_endpoint"

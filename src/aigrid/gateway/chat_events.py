@@ -138,18 +138,32 @@ def _events_of(ev: Event, seen_tools: set[int]) -> Iterator[ChatEvent]:
     yield from _chunk_events(obj, seen_tools)
 
 
+TRUNCATED = StreamError("the answer was interrupted: the engine's stream ended before the answer did (no "
+                        "finish_reason and no [DONE])", "stream_truncated")
+"""What a stream that stops without its end becomes: the front door's in-stream error (Anthropic's `error`
+event, the Responses API's `response.failed`), never an answer that looks whole to the client's SDK."""
+
+
 async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
-    """Events of one streamed chat answer (blocks of whole or partial SSE events)."""
+    """Events of one streamed chat answer (blocks of whole or partial SSE events). A stream that stops
+    without a finish_reason, a [DONE] or an error event ends with TRUNCATED."""
     seen_tools: set[int] = set()
     decoder = SseDecoder()
+    ended = False
     async for block in blocks:
         for ev in decoder.feed(block):
+            ended = ended or ev.data == DONE
             for event in _events_of(ev, seen_tools):
+                ended = ended or isinstance(event, Finish | StreamError)
                 yield event
     last = decoder.flush()  # lenient: a last event without its blank line
     if last is not None:
+        ended = ended or last.data == DONE
         for event in _events_of(last, seen_tools):
+            ended = ended or isinstance(event, Finish | StreamError)
             yield event
+    if not ended:
+        yield TRUNCATED
 
 
 def matched_stop(choice: dict[str, Any]) -> str | None:

@@ -25,8 +25,9 @@ _HTTP_TYPES = {404: ("not_found_error", "not_found"), 405: ("invalid_request_err
 
 
 def error_response(err: ApiError) -> Response:
+    """The OpenAI envelope, with the error's headers and `x-should-retry` (ApiError.should_retry)."""
     return Response(orjson.dumps(err.envelope()), status_code=err.status,
-                    media_type="application/json", headers=err.headers)
+                    media_type="application/json", headers=err.response_headers())
 
 
 _UNION_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
@@ -67,24 +68,31 @@ tool runner its recovery, by it)."""
 
 
 def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None,
-                    error_code: str | None = None) -> Response:
+                    error_code: str | None = None, request_id: str | None = None) -> Response:
+    """Anthropic's envelope; `request_id` (the id the `request-id` header carries) in the body too, as
+    Anthropic's API answers, when the caller knows it."""
     kind = _ANTHROPIC_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
     error: dict[str, object] = {"type": kind, "message": message}
     if error_code is not None:
         error["details"] = {"error_code": error_code}
-    return Response(orjson.dumps({"type": "error", "error": error}),
-                    status_code=status, media_type="application/json", headers=headers)
+    body: dict[str, object] = {"type": "error", "error": error}
+    if request_id is not None:
+        body["request_id"] = request_id
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
-def anthropic_error_response(err: ApiError) -> Response:
+def anthropic_error_response(err: ApiError, request_id: str | None = None) -> Response:
+    """Anthropic's envelope and status of one of our errors, with its headers and `x-should-retry`."""
     status = 413 if err.code == "request_too_large" else _ANTHROPIC_STATUS.get(err.status, err.status)
     message = err.message if err.param is None or err.param in err.message else f"{err.param}: {err.message}"
-    return anthropic_error(status, message, err.headers, err.code if err.code in ANTHROPIC_ERROR_CODES else None)
+    return anthropic_error(status, message, err.response_headers(),
+                           err.code if err.code in ANTHROPIC_ERROR_CODES else None, request_id)
 
 
-async def api_error_handler(request: Request, exc: Exception) -> Response:
+async def api_error_handler(request: Request, exc: Exception, request_id: str | None = None) -> Response:
+    """`request_id`: the exchange's (routes.Audited), written into Anthropic's body as Anthropic does."""
     assert isinstance(exc, ApiError)
-    return anthropic_error_response(exc) if _anthropic(request) else error_response(exc)
+    return anthropic_error_response(exc, request_id) if _anthropic(request) else error_response(exc)
 
 
 def _anthropic(request: Request) -> bool:

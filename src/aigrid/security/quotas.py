@@ -86,6 +86,15 @@ class Quotas:
                 counters.append((c, f"{scope} token budget ({limits.token_budget} per "
                                     f"{limits.budget_period_s:g} s)", None))
                 token_counters.append(c)
+        for counter, what, kind in counters:  # more than the whole limit: no wait makes room for it
+            if counter.amount > counter.limit:
+                headers = rate_limit_headers(Headroom(kind, counter.limit, 0, counter.ttl_s)) if kind else {}
+                raise RateLimited(f"request too large for the {what}: it reserves {counter.amount} tokens (the "
+                                  f"prompt's estimate plus its maximum output); lower max_tokens or shorten the "
+                                  f"prompt", headers=headers, retry=False)
+        # the longest wait first: the backend names the first full counter, so Retry-After is the time until
+        # every full one has room (a full minute window beside a spent day's budget says the day's end)
+        counters.sort(key=lambda c: -c[0].ttl_s)
         full, values = await self.backend.consume([c for c, _, _ in counters])
         if full is not None:
             counter, what, kind = counters[full]
@@ -93,6 +102,7 @@ class Quotas:
             headers = {"Retry-After": str(retry)}
             if kind is not None:
                 headers.update(rate_limit_headers(Headroom(kind, counter.limit, 0, counter.ttl_s)))
+            # above RETRY_WAIT_MAX_S (a budget's period) the error says x-should-retry: false (errors.py)
             raise RateLimited(f"rate limit reached: {what}; retry after {retry} s", headers=headers)
         tightest: dict[str, Headroom] = {}
         for (counter, _, kind), used in zip(counters, values, strict=False):
