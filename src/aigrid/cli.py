@@ -36,6 +36,7 @@ app.add_typer(audit_app, name="audit")
 def _mount_subcommands() -> None:
     """Commands whose modules own their options: the simulator, the planner, the load generator, the engine
     emulator."""
+    from aigrid.audit.query_cli import query_command, summary_command
     from aigrid.bench.cli import bench_command
     from aigrid.engines.emulator_cli import emulator_command
     from aigrid.plan.cli import plan_command
@@ -47,6 +48,8 @@ def _mount_subcommands() -> None:
     app.command("bench")(bench_command)
     app.command("emulator")(emulator_command)
     app.command("plan")(plan_command)
+    audit_app.command("query")(query_command)
+    audit_app.command("summary")(summary_command)
 
 
 _mount_subcommands()

@@ -1,0 +1,183 @@
+"""`aigrid audit query` and `aigrid audit summary` on a real signed log: the records a question selects, what
+they add up to (cost at a spec's prices), and a tampered log that is not read as if it were sound."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from aigrid.audit.log import AuditLog
+from aigrid.audit.query import Selection, parse_when, records
+from aigrid.audit.record import AuditRecord
+from aigrid.cli import app
+from tests.audit.test_audit_log import KEY, tamper
+from tests.audit.test_verify_attacks import public_pem
+
+T0 = 1_796_000_000.0  # 2026-11-30T...Z
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo.yaml"
+
+
+def rec(i: int, tenant: str, endpoint: str | None, jurisdiction: str, outcome: str = "ok",
+        firewall: tuple[str, ...] = (), pt: int = 1000, ct: int = 500) -> AuditRecord:
+    chosen = {"endpoint": endpoint, "site": endpoint.split("-")[0], "jurisdiction": jurisdiction} if endpoint \
+        else None
+    return AuditRecord(ts=T0 + i * 3600, request_id=f"req-{i}", tenant=tenant, key_id=f"key-{tenant}",
+                       model="smollm2-135m", decision={"chosen": chosen}, outcome=outcome,
+                       firewall=[{"check": "injection", "action": a} for a in firewall],
+                       prompt_tokens=pt if endpoint else 0, completion_tokens=ct if endpoint else 0,
+                       extra={"route": "/v1/chat/completions"})
+
+
+RECORDS = [
+    rec(0, "bank", "fra-smollm2", "EU"),
+    rec(1, "bank", "fra-smollm2", "EU", firewall=("flagged",)),
+    rec(2, "bank", None, "", outcome="error:prompt_blocked", firewall=("blocked",)),
+    rec(3, "shop", "iad-smollm2", "US"),
+    rec(4, "shop", "nrt-smollm2", "JP", outcome="client_closed", pt=200, ct=10),
+    rec(5, "shop", "elsewhere-1", "US"),
+]
+
+
+@pytest.fixture(autouse=True)
+def elsewhere(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run where no default public key (.aigrid/audit-signing.pub.pem) lies."""
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> Path:
+    path = tmp_path / "audit.db"
+
+    async def write() -> None:
+        audit = AuditLog(path, KEY, checkpoint_every=2)
+        await audit.start()
+        for r in RECORDS:
+            await audit.append(r)
+        await audit.stop()
+
+    asyncio.run(write())
+    public_pem(tmp_path / "audit.pub.pem")
+    return path
+
+
+def cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_a_summary_adds_up_requests_tokens_blocks_errors_and_cost_at_the_specs_prices(log: Path) -> None:
+    code, out, err = cli("audit", "summary", str(log), "--by", "tenant", "--spec", str(DEMO), "--format", "json",
+                         "--public-key", str(log.parent / "audit.pub.pem"))
+    assert code == 0, err
+    rows = {r["tenant"]: r for r in json.loads(out)}
+    prices = {e["id"]: (e.get("price_in_per_mtok", 0.0), e.get("price_out_per_mtok", 0.0))
+              for e in yaml.safe_load(DEMO.read_text())["endpoints"]}
+    fra, iad, nrt = prices["fra-smollm2"], prices["iad-smollm2"], prices["nrt-smollm2"]
+    assert rows["bank"] == {"tenant": "bank", "requests": 3, "prompt_tokens": 2000, "completion_tokens": 1000,
+                            "blocked": 1, "errors": 1,
+                            "cost_usd": pytest.approx(2 * (1000 * fra[0] + 500 * fra[1]) / 1e6, abs=1e-6)}
+    shop_cost = (1000 * iad[0] + 500 * iad[1] + 200 * nrt[0] + 10 * nrt[1]) / 1e6  # elsewhere-1 is not priced
+    assert rows["shop"]["cost_usd"] == pytest.approx(shop_cost, abs=1e-6)
+    assert (rows["shop"]["requests"], rows["shop"]["errors"], rows["shop"]["blocked"]) == (3, 1, 0)
+    assert "verified: 6 records" in err and "1 requests were served by endpoints" in err
+
+
+def test_residency_by_jurisdiction_and_a_csv_an_auditor_can_load(log: Path) -> None:
+    code, out, _ = cli("audit", "summary", str(log), "--by", "tenant,jurisdiction", "--format", "csv",
+                       "--tenant", "shop")
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert {(r["jurisdiction"], r["requests"]) for r in rows} == {("US", "2"), ("JP", "1")}
+    assert "cost_usd" not in rows[0]  # no spec: no prices
+
+
+@pytest.mark.parametrize(("args", "seqs"), [
+    (["--tenant", "bank"], [1, 2, 3]),
+    (["--firewall", "blocked"], [3]),
+    (["--firewall", "any"], [2, 3]),
+    (["--outcome", "error:*"], [3]),
+    (["--outcome", "ok", "--jurisdiction", "US"], [4, 6]),
+    (["--site", "nrt"], [5]),
+    (["--request-id", "req-4"], [5]),
+    (["--since", datetime.fromtimestamp(T0 + 3 * 3600, UTC).isoformat(), "--until",
+      datetime.fromtimestamp(T0 + 5 * 3600, UTC).strftime("%Y-%m-%dT%H:%M:%S")], [4, 5]),
+    (["--limit", "2"], [1, 2]),
+    (["--limit", "2", "--last"], [5, 6]),
+])
+def test_query_selects_the_records_a_question_asks_for(log: Path, args: list[str], seqs: list[int]) -> None:
+    code, out, err = cli("audit", "query", str(log), "--format", "jsonl", *args)
+    assert code == 0, err
+    found = [json.loads(line) for line in out.splitlines()]
+    assert [r["seq"] for r in found] == seqs
+    assert "not verified" in err  # no key given and none at the default path
+
+
+def test_a_tampered_log_is_not_read_as_if_it_were_sound(log: Path) -> None:
+    body = json.dumps({**json.loads(RECORDS[3].body()), "tenant": "bank"}, sort_keys=True, separators=(",", ":"))
+    tamper(log, f"UPDATE audit_records SET body = '{body}' WHERE seq = 4")
+    key = str(log.parent / "audit.pub.pem")
+    code, out, err = cli("audit", "query", str(log), "--tenant", "bank", "--public-key", key)
+    assert code == 1 and out == ""
+    assert "fails verification (first bad record 4)" in err and "--unverified" in err
+    code, out, err = cli("audit", "query", str(log), "--tenant", "bank", "--public-key", key, "--unverified",
+                         "--format", "jsonl")
+    assert code == 0 and [json.loads(line)["seq"] for line in out.splitlines()] == [1, 2, 3, 4]
+    assert "reading it anyway" in err
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--since", "yesterday"], "--since"),
+    (["--until", "2026-13-01"], "--until"),
+    (["--firewall", "maybe"], "--firewall"),
+    (["--format", "xml"], "--format"),
+])
+def test_bad_options_are_named(log: Path, args: list[str], says: str) -> None:
+    code, _, err = cli("audit", "query", str(log), *args)
+    assert code == 2 and says in err and "Traceback" not in err
+
+
+def test_summary_refuses_an_unknown_group_and_a_file_that_is_not_a_log(log: Path, tmp_path: Path) -> None:
+    code, _, err = cli("audit", "summary", str(log), "--by", "tenant,colour")
+    assert code == 2 and "--by" in err
+    other = tmp_path / "other.db"
+    other.write_bytes(b"not a database at all" * 100)
+    code, out, err = cli("audit", "summary", str(other))
+    assert code == 2 and out == "" and "cannot read" in err and "Traceback" not in err
+
+
+def test_times_are_iso_in_utc_or_a_span_back_from_now() -> None:
+    now = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+    assert parse_when("2026-12-04") == datetime(2026, 12, 4, tzinfo=UTC).timestamp()
+    assert parse_when("2026-12-04T13:00+01:00") == now.timestamp()
+    assert parse_when("90m", now) == now.timestamp() - 5400
+    assert parse_when("7d", now) == now.timestamp() - 7 * 86_400
+    with pytest.raises(ValueError, match="ISO 8601"):
+        parse_when("last tuesday")
+
+
+def test_a_body_that_is_not_a_record_is_counted_and_skipped(log: Path) -> None:
+    tamper(log, "UPDATE audit_records SET body = 'not json' WHERE seq = 2")
+    from aigrid.audit.query import Reading
+
+    reading = Reading()
+    assert [r.seq for r in records(log, Selection(), reading)] == [1, 3, 4, 5, 6]
+    assert reading.unreadable == [2] and reading.read == 6
+
+
+def test_the_default_key_verifies_and_the_table_has_a_total_row(log: Path, tmp_path: Path) -> None:
+    (tmp_path / ".aigrid").mkdir()
+    public_pem(tmp_path / ".aigrid" / "audit-signing.pub.pem")
+    code, out, err = cli("audit", "summary", str(log), "--by", "tenant", "--spec", str(DEMO))
+    assert code == 0 and "verified: 6 records" in err
+    lines = out.splitlines()
+    assert lines[0].split() == ["tenant", "requests", "prompt_tokens", "completion_tokens", "blocked", "errors",
+                                "cost_usd"]
+    assert [line.split()[:2] for line in lines[1:]] == [["bank", "3"], ["shop", "3"], ["total", "6"]]
