@@ -403,3 +403,18 @@ async def test_a_stream_that_breaks_raises_in_both_sdks(grid: Grid) -> None:
     with pytest.raises(anthropic.APIStatusError) as a:
         await _message(grid, {}, True, 8)
     assert a.value.body["error"]["type"] == "api_error"  # type: ignore[index]
+
+
+async def test_a_full_background_is_retried_after_its_retry_after(grid: Grid,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """As many background responses running as the gateway holds: one may end within the second."""
+    monkeypatch.setattr(grid.gw.background, "_max", 0)
+
+    async def create(g: Grid, h: dict[str, str]) -> object:
+        return await g.openai().responses.create(model=MODEL, input="Say hello", background=True, extra_headers=h)
+
+    err = await refused(grid, create, {})
+    assert grid.app.attempts == 3 and grid.clock.waits == [1.0, 1.0]
+    check_envelope(err, "openai", 429, "rate_limit_error")
+    assert err.body["code"] == "overloaded" and err.body["param"] == "background"
+    assert err.response.headers["x-should-retry"] == "true"
