@@ -1,7 +1,8 @@
 """An engine behind https, for real (another region's gateway, a hosted provider, an engine behind a TLS
 proxy): the ENGINE EMULATOR served over TLS on loopback with a certificate of a private authority. With the
 endpoint's `tls_ca_file` the gateway streams from it; without it, the certificate is refused and the decision
-says what to set; a CA file that cannot be used stops the start, naming the field."""
+says what to set; a CA file that cannot be used stops the start, naming the field. An endpoint's `proxy` (an
+egress proxy) carries the TLS connection through CONNECT: a real forward proxy on loopback here."""
 
 from __future__ import annotations
 
@@ -78,13 +79,46 @@ async def tls_emulator(context: ssl.SSLContext) -> AsyncIterator[str]:
         server.close()
 
 
-def grid(url: str, ca_file: Path | None) -> GridSpec:
+def grid(url: str, ca_file: Path | None, proxy: str | None = None, more: tuple[dict, ...] = ()) -> GridSpec:
     endpoint = {"id": "remote", "site": "fra", "model": "emulated", "engine": "openai", "url": url, "slots": 8,
-                **({"tls_ca_file": str(ca_file)} if ca_file else {})}
+                **({"tls_ca_file": str(ca_file)} if ca_file else {}), **({"proxy": proxy} if proxy else {})}
     return parse_spec({"name": "tls", "gateway": {"network": "none", "scrape_interval_s": 60},
                        "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
                        "sites": {"fra": {"name": "Frankfurt", "lat": 50.1, "lon": 8.7, "jurisdiction": "EU"}},
-                       "endpoints": [endpoint], "security": {"audit": None}}, "tls")
+                       "endpoints": [endpoint, *more], "security": {"audit": None}}, "tls")
+
+
+@contextlib.asynccontextmanager
+async def forward_proxy() -> AsyncIterator[tuple[str, list[str]]]:
+    """An HTTP forward proxy on 127.0.0.1 that answers CONNECT and pipes bytes both ways (what an egress proxy
+    does for https); yields its URL and the targets it was asked to connect to."""
+    targets: list[str] = []
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        if method != "CONNECT":
+            writer.write(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
+            writer.close()
+            return
+        targets.append(target)
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}", targets
+    finally:
+        server.close()
 
 
 async def stream_through_gateway(spec: GridSpec) -> tuple[int, str, str]:
@@ -137,3 +171,28 @@ def test_a_ca_file_that_cannot_be_used_names_the_field(tmp_path: Path) -> None:
 def test_tls_ca_file_is_for_an_https_url(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="tls_ca_file is for an https url"):
         grid("http://127.0.0.1:9000", tmp_path / "ca.pem")
+
+
+async def test_an_endpoints_proxy_carries_its_tls_connection_through_connect(tmp_path: Path) -> None:
+    ca_file, context = private_authority(tmp_path)
+    async with tls_emulator(context) as url, forward_proxy() as (proxy, targets):
+        status, text, _ = await stream_through_gateway(grid(url, ca_file, proxy))
+    assert status == 200, text
+    assert text.count(" tok") == 5
+    assert targets and set(targets) == {url.removeprefix("https://")}  # through the proxy, end to end TLS
+
+
+def test_two_endpoints_at_one_origin_must_be_reached_one_way(tmp_path: Path) -> None:
+    ca_file, _ = private_authority(tmp_path)
+    url = "https://127.0.0.1:9443"
+    twin = {"id": "twin", "site": "fra", "model": "emulated", "engine": "openai", "url": url + "/other",
+            "tls_ca_file": str(ca_file), "proxy": "http://127.0.0.1:3128"}
+    with pytest.raises(ConfigError, match=r"endpoints\[1\]: tls_ca_file and proxy differ from endpoints\[0\]'s"):
+        upstream(grid(url, ca_file, more=(twin,)))
+
+
+def test_a_proxy_is_for_an_https_url_and_is_itself_a_url() -> None:
+    with pytest.raises(SpecError, match="proxy is for an https url"):
+        grid("http://127.0.0.1:9000", None, "http://127.0.0.1:3128")
+    with pytest.raises(SpecError, match="endpoints.0.proxy"):
+        grid("https://127.0.0.1:9000", None, "proxy.internal:3128")

@@ -33,7 +33,7 @@ from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_problem
 from aigrid.gateway.heap import settle_when_started
-from aigrid.gateway.wiring import build_engines, engine_keys, tls_contexts, upstream
+from aigrid.gateway.wiring import build_engines, engine_keys, https_origins, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
 from aigrid.spec import load
@@ -201,7 +201,7 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
         raise SpecError("(spec)", [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or give "
                                    "them engine: llamacpp and the url of a running llama-server"])
     engine_keys(spec)  # an external engine's key missing from the environment: said before anything starts
-    tls_contexts(spec)  # and a CA file that cannot be read
+    https_origins(spec)  # and a CA file that cannot be read
     # one random key per run for the embedded engines: only this gateway (and its workers) can reach them
     key = secrets.token_urlsafe(32) if embedded else None
     async with AsyncExitStack() as stack:

@@ -42,40 +42,57 @@ TLS_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
 def upstream(spec: GridSpec | None = None) -> Upstream:
     """Plain-HTTP engines on aigrid's HTTP/1.1 transport (httpcore's pool bookkeeping was 60% of the gateway's
     CPU at 200 streams, docs/benchmarks.md), https:// ones (remote regions, hosted providers) on httpx's own,
-    checked against the public certificate authorities, or against an endpoint's own (`tls_ca_file`, an
-    internal CA) for its origin; no read timeout while tokens stream. Raises ConfigError naming the field
-    when a CA file cannot be used."""
+    checked against the public certificate authorities, or, for an origin whose endpoint says so, against its
+    own (`tls_ca_file`, an internal CA) and through its `proxy`; no read timeout while tokens stream. Raises
+    ConfigError naming the field when a CA file cannot be used."""
     http1 = Http1Transport()
     mounts: dict[str, httpx.AsyncBaseTransport] = {"http://": http1, "https://": httpx.AsyncHTTPTransport(
         limits=TLS_LIMITS)}
-    for origin, context in (tls_contexts(spec) if spec is not None else {}).items():
-        mounts[origin] = httpx.AsyncHTTPTransport(verify=context, limits=TLS_LIMITS)
+    for origin, way in (https_origins(spec) if spec is not None else {}).items():
+        mounts[origin] = httpx.AsyncHTTPTransport(verify=way.context or True, proxy=way.proxy, limits=TLS_LIMITS)
     client = httpx.AsyncClient(mounts=mounts, timeout=UPSTREAM_TIMEOUT, trust_env=False)
     return Upstream(client, http1)
 
 
-def tls_contexts(spec: GridSpec) -> dict[str, ssl.SSLContext]:
-    """`https://host:port` -> the TLS context trusting that origin's `tls_ca_file` only."""
-    contexts: dict[str, ssl.SSLContext] = {}
-    files: dict[str, str] = {}
+@dataclass(frozen=True)
+class HttpsWay:
+    """How one https origin is reached: the authorities its certificate is checked against (None: the public
+    ones) and the proxy in between (None: directly)."""
+
+    context: ssl.SSLContext | None
+    proxy: str | None
+
+
+def https_origins(spec: GridSpec) -> dict[str, HttpsWay]:
+    """`https://host:port` -> how it is reached, for every origin an endpoint gives a `tls_ca_file` or a
+    `proxy`. Raises ConfigError naming the field: a CA file that cannot be used, or two endpoints at one origin
+    that say different things (one origin is one connection pool)."""
+    ways: dict[str, HttpsWay] = {}
+    said: dict[str, tuple[str | None, str | None, int]] = {}
     for i, ep in enumerate(spec.endpoints):
-        if ep.tls_ca_file is None:
+        if ep.tls_ca_file is None and ep.proxy is None:
             continue
         url = httpx.URL(ep.url or "")
         origin = f"https://{url.host}:{url.port or 443}"
-        field = f"endpoints[{i}].tls_ca_file"
-        if files.setdefault(origin, ep.tls_ca_file) != ep.tls_ca_file:
-            raise ConfigError(f"{field}: {ep.tls_ca_file} differs from {files[origin]}, given for another endpoint "
-                              f"at {origin}: one origin, one set of authorities")
-        if origin in contexts:
+        first = said.setdefault(origin, (ep.tls_ca_file, ep.proxy, i))
+        if first[:2] != (ep.tls_ca_file, ep.proxy):
+            raise ConfigError(f"endpoints[{i}]: tls_ca_file and proxy differ from endpoints[{first[2]}]'s at the "
+                              f"same origin {origin}: one origin, one way to reach it")
+        if origin in ways:
             continue
-        try:
-            contexts[origin] = ssl.create_default_context(cafile=ep.tls_ca_file)
-        except ssl.SSLError as e:  # an OSError too: first
-            raise ConfigError(f"{field}: {ep.tls_ca_file} holds no usable PEM certificate ({e.reason})") from e
-        except OSError as e:
-            raise ConfigError(f"{field}: cannot read {ep.tls_ca_file}: {e.strerror or e}") from e
-    return contexts
+        ways[origin] = HttpsWay(_authorities(ep.tls_ca_file, f"endpoints[{i}].tls_ca_file"), ep.proxy)
+    return ways
+
+
+def _authorities(ca_file: str | None, field: str) -> ssl.SSLContext | None:
+    if ca_file is None:
+        return None
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except ssl.SSLError as e:  # an OSError too: first
+        raise ConfigError(f"{field}: {ca_file} holds no usable PEM certificate ({e.reason})") from e
+    except OSError as e:
+        raise ConfigError(f"{field}: cannot read {ca_file}: {e.strerror or e}") from e
 
 
 def engine_keys(spec: GridSpec, environ: Mapping[str, str] = os.environ) -> dict[str, str]:

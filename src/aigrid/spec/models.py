@@ -109,6 +109,8 @@ class EndpointSpec(StrictModel):
     tls_ca_file: str | None = Field(default=None, min_length=1, description="PEM file of the certificate "
                                     "authorities this engine's https url is checked against (an internal CA), "
                                     "instead of the public ones")
+    proxy: str | None = Field(default=None, description="HTTP proxy this engine's https url is reached through "
+                              "(CONNECT), e.g. the egress proxy in front of a hosted provider")
     power_metrics_url: str | None = Field(default=None, description="NVIDIA dcgm-exporter /metrics URL for GPU power")
     gpus: list[str] | None = Field(default=None, description="GPU indices or UUIDs of this endpoint in DCGM metrics")
     slots: int = Field(default=2, ge=1, le=1024, description="concurrent batch slots (-np for llama.cpp)")
@@ -118,14 +120,15 @@ class EndpointSpec(StrictModel):
     prefill_tps: float = Field(default=500.0, gt=0, description="profile estimate until measured")
     decode_tps: float = Field(default=40.0, gt=0, description="per-request decode tokens/s estimate")
 
-    _urls = field_validator("url", "power_metrics_url")(http_url)
+    _urls = field_validator("url", "power_metrics_url", "proxy")(http_url)
 
     @model_validator(mode="after")
     def _url_for_external(self) -> EndpointSpec:
         if self.engine != "embedded" and not self.url:
             raise ValueError(f"endpoint {self.id!r}: engine {self.engine!r} needs a url")
-        if self.tls_ca_file is not None and not (self.url or "").startswith("https://"):
-            raise ValueError(f"endpoint {self.id!r}: tls_ca_file is for an https url")
+        for name in ("tls_ca_file", "proxy"):
+            if getattr(self, name) is not None and not (self.url or "").startswith("https://"):
+                raise ValueError(f"endpoint {self.id!r}: {name} is for an https url")
         if self.engine == "embedded" and self.api_key_env is not None:
             raise ValueError(f"endpoint {self.id!r}: api_key_env is for external engines; an embedded engine gets "
                              "a random key of its own at every start")
