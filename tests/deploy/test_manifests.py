@@ -101,9 +101,19 @@ def test_probes_ask_the_gateway_and_the_engines_the_right_question() -> None:
             assert "readinessProbe" in c and "livenessProbe" in c, dep["metadata"]["name"]
 
 
+def keys_its_metrics(dep: Doc) -> bool:
+    """A llama.cpp engine with a key: its /metrics needs the key too."""
+    return any("LLAMA_API_KEY" in secret_env(c) for c in containers(dep))
+
+
 def test_prometheus_scrapes_the_gateway_and_every_engine_on_a_real_port() -> None:
+    """By annotation, except an engine whose /metrics needs its key: a shared annotation job given the key would
+    send it to every annotated pod, so that engine carries none (a job of its own scrapes it)."""
     for dep in of_kind("Deployment"):
         if dep["metadata"]["name"] == "aigrid-redis":
+            continue
+        if keys_its_metrics(dep):
+            assert "prometheus.io/scrape" not in dep["spec"]["template"]["metadata"].get("annotations", {})
             continue
         ann = dep["spec"]["template"]["metadata"]["annotations"]
         assert ann["prometheus.io/scrape"] == "true" and ann["prometheus.io/path"] == "/metrics"
@@ -177,6 +187,23 @@ def test_every_engine_answers_only_the_gateway_with_the_same_key() -> None:
         (engine,) = containers(engine_dep)
         own = secret_env(engine).get(ENGINE_KEY_VARIABLE[ep.engine])
         assert own == gateway_secrets[ep.api_key_env], f"{ep.id}: the engine's key is not the gateway's"
+
+
+def test_only_the_gateways_reach_the_engines_and_redis() -> None:
+    """Keys are not a boundary for every engine (vLLM's guards /v1 only): a NetworkPolicy admits only the
+    gateway's pods (and Prometheus to the engines) to every engine and Redis pod."""
+    policies = of_kind("NetworkPolicy")
+    gateway = deployment("aigrid-gateway")["spec"]["template"]["metadata"]["labels"]
+    for dep in of_kind("Deployment"):
+        if dep["metadata"]["name"] == "aigrid-gateway":
+            continue
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        (policy,) = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        sources = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+        assert any("namespaceSelector" not in peer and peer["podSelector"]["matchLabels"].items() <= gateway.items()
+                   for peer in sources), dep["metadata"]["name"]
+        assert all(peer["podSelector"]["matchLabels"] for peer in sources)  # nobody else: no empty selector
 
 
 def dockerfile_lines(path: Path) -> list[str]:

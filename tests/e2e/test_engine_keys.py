@@ -44,7 +44,8 @@ def test_a_keyed_node_serves_the_gateway_that_holds_its_key_and_nobody_else(tmp_
         assert "Traceback" not in said
     finally:
         node.stop()
-    assert "k" * 40 not in node.log.read_text()
+    engine_logs = list((tmp_path / ".aigrid" / "logs").glob("node-*.log"))
+    assert engine_logs and all("k" * 40 not in p.read_text() for p in [node.log, *engine_logs])
 
 
 def test_a_node_told_to_use_a_key_that_is_not_set_says_so(tmp_path: Path) -> None:

@@ -291,3 +291,12 @@ async def test_a_restart_that_cannot_even_be_spawned_is_tried_again(tmp_path: Pa
         binary.chmod(0o755)
         await until(lambda: server.restarts == 1)
         await cancel(task)
+
+
+async def test_a_build_that_would_ignore_the_key_is_refused_before_it_serves_open(tmp_path: Path) -> None:
+    """A llama-server older than LLAMA_API_KEY would start without the key and serve anyone: not started."""
+    started = tmp_path / "started"
+    binary = fake_engine(tmp_path, f"touch {started}; sleep 30")  # its --help lists no LLAMA_API_KEY
+    with pytest.raises(EngineBuildError, match="does not read LLAMA_API_KEY"):
+        await LlamaServerProcess(config(tmp_path, binary, api_key="k")).start()
+    assert not started.exists()

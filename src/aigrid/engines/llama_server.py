@@ -182,6 +182,9 @@ class LlamaServerProcess:
         if self._proc is not None:
             raise RuntimeError("llama-server already started")
         help_text = self._help = await self._help_text()
+        if self.config.api_key and "LLAMA_API_KEY" not in help_text:  # a build that would ignore it: open to all
+            raise EngineBuildError(f"{self.config.binary} does not read LLAMA_API_KEY (its --help does not list "
+                                   "it): it would serve without the key; use a newer llama-server (make engine)")
         for attempt in range(1, BIND_ATTEMPTS + 1):
             self.port = self.config.port or free_port(self.config.host)
             proc = await self._spawn(build_command(self.config, self.port, help_text))

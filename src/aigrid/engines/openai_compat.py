@@ -42,10 +42,16 @@ HEALTH_PATHS: Mapping[str, str] = MappingProxyType(
 """Engine kind -> the GET path that answers 200 when the engine can serve."""
 
 METRICS_KINDS: frozenset[str] = frozenset({"vllm", "sglang", "llamacpp", "tgi"})
-REFUSED = (401, 403)
-"""An engine that refuses the gateway itself: its key is missing or wrong (the client's own credentials never
-reach an engine), so this is the gateway's fault at that endpoint, never the client's: the next candidate."""
 """Kinds that export Prometheus metrics; the others (Ollama, generic OpenAI) report EngineStats()."""
+
+
+def refused_statuses(kind: str) -> frozenset[int]:
+    """The statuses by which an engine refuses the gateway itself (the client's own credentials never reach
+    an engine): its key missing or wrong, the gateway's fault at that endpoint, never the client's, so the
+    request moves to the next candidate. 401 from every kind; 403 only from a server the operator runs, whose
+    403 is its key's; a hosted provider (kind openai) also answers 403 for the content (a moderation flag),
+    which is the client's to hear, and must not count against the endpoint for every tenant."""
+    return frozenset({401}) if kind == "openai" else frozenset({401, 403})
 
 
 CLOSED_IDLE = "Server disconnected without sending a response"
@@ -79,6 +85,7 @@ class OpenAICompatEngine:
         power_url: str | None = None,
         gpus: Collection[str] | None = None,
         headers: Mapping[str, str] | None = None,
+        key_source: str | None = None,
         timeout: httpx.Timeout | None = None,
         probe_timeout_s: float = 2.0,
         transport: Http1Transport | None = None,
@@ -96,6 +103,9 @@ class OpenAICompatEngine:
         self._power_url = power_url
         self._gpus = frozenset(gpus) if gpus is not None else None
         self._headers = dict(headers or {})
+        self._key_source = key_source
+        """Where the key in `headers` comes from, for the message when the engine refuses it."""
+        self._refused_statuses = refused_statuses(kind)
         self._timeout = timeout
         self._probe_timeout = httpx.Timeout(probe_timeout_s)
         url = httpx.URL(self.base_url)
@@ -134,7 +144,7 @@ class OpenAICompatEngine:
             response = await self._send(request, stream=True)
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
             raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}{_hint(exc)}") from exc
-        if response.status_code in REFUSED:
+        if response.status_code in self._refused_statuses:
             await response.aclose()
             raise EngineUnavailable(self._refused(path, response.status_code))
         # a transport that read the body already (httpx.MockTransport) hands it over in one piece
@@ -161,16 +171,18 @@ class OpenAICompatEngine:
                 status, raw, stream = await transport.exchange(self._origin, head, body, self._direct_timeouts)
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
             raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}") from exc
-        if status in REFUSED:
+        if status in self._refused_statuses:
             await stream.aclose()
             raise EngineUnavailable(self._refused(path, status))
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
         return UpstreamResponse(status=status, headers=headers, body=_Chunks(self, stream, path)), stream
 
     def _refused(self, path: str, status: int) -> str:
-        said = "refused the gateway's key" if "authorization" in self._headers else "asks for a key"
-        return (f"{self!r}: {path} answered HTTP {status}: the engine {said} (set the endpoint's api_key_env "
-                "to the variable holding its key)")
+        if "authorization" in self._headers:
+            fix = f"check {self._key_source}" if self._key_source else "check the key it was given"
+            return f"{self!r}: {path} answered HTTP {status}: the engine refused the gateway's key ({fix})"
+        return (f"{self!r}: {path} answered HTTP {status}: the engine asks for a key (set the endpoint's "
+                "api_key_env to the variable holding it)")
 
     async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """Send once more if the server had closed the pooled keep-alive connection before reading the
@@ -186,7 +198,8 @@ class OpenAICompatEngine:
         return await self._client.send(request, stream=stream)
 
     async def health(self) -> bool:
-        """True when the engine's health path answers 200. Unreachable is False, not an error."""
+        """True when the engine's health path answers 200. Unreachable is False, not an error; an engine that
+        refuses the gateway's key (or asks for one) raises EngineUnavailable saying so."""
         request = self._client.build_request(
             "GET", self._url(self._health_path), headers=self._headers, timeout=self._probe_timeout
         )
@@ -195,6 +208,8 @@ class OpenAICompatEngine:
         except httpx.TransportError as exc:
             log.debug("%r health probe failed: %r", self, exc)
             return False
+        if response.status_code in self._refused_statuses:  # the operator's to fix: said, not just "unhealthy"
+            raise EngineUnavailable(self._refused(self._health_path, response.status_code))
         return response.status_code == 200
 
     async def stats(self) -> EngineStats:
@@ -227,7 +242,7 @@ class OpenAICompatEngine:
                 f"{self!r}: {url} answered HTTP {response.status_code}: no metrics exported there "
                 f"(llama-server needs --metrics, SGLang --enable-metrics)"
             )
-        if response.status_code in REFUSED and headers is self._headers:
+        if response.status_code in self._refused_statuses and headers is self._headers:
             raise EngineUnavailable(self._refused(url, response.status_code))
         if response.status_code != 200:
             raise EngineUnavailable(f"{self!r}: {url} answered HTTP {response.status_code}")

@@ -33,7 +33,7 @@ from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_problem
 from aigrid.gateway.heap import settle_when_started
-from aigrid.gateway.wiring import build_engines, engine_keys, https_origins, upstream
+from aigrid.gateway.wiring import KEY_TEXT, build_engines, engine_keys, https_origins, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
 from aigrid.spec import load
@@ -253,11 +253,22 @@ async def run_node(console: Console, *, host: str, port: int, slots: int, thread
     """One embedded engine in the foreground, for a site on another machine; stops on Ctrl-C or SIGTERM.
     `api_key_env`: the environment variable whose value the engine requires of every request but /health
     (the gateway's endpoint names the same variable in its `api_key_env`)."""
+    env = os.environ if environ is None else environ
+    if api_key_env is None and env.get("LLAMA_API_KEY", "").strip():  # llama.cpp's own way: honoured, said
+        api_key_env = "LLAMA_API_KEY"
+        console.print("the engine requires the key in LLAMA_API_KEY (as if --api-key-env LLAMA_API_KEY)",
+                      highlight=False, soft_wrap=True)
+    if api_key_env is None and env.get("LLAMA_ARG_API_KEY_FILE"):
+        raise ConfigError("LLAMA_ARG_API_KEY_FILE is set, but aigrid node keys its engine from a variable: give "
+                          "--api-key-env NAME")
     key = None
     if api_key_env is not None:
-        key = (os.environ if environ is None else environ).get(api_key_env, "").strip()
+        key = env.get(api_key_env, "").strip()
         if not key:
             raise ConfigError(f"--api-key-env: environment variable {api_key_env} is not set or empty")
+        if not KEY_TEXT.fullmatch(key) or "," in key:  # llama-server reads a comma as a list of keys
+            raise ConfigError(f"--api-key-env: the value of {api_key_env} is not a key: printable ASCII without "
+                              "spaces or commas")
     elif not _loopback(host):
         console.print(f"[yellow]warning[/]: the engine listens on {escape(host)} without a key: whoever reaches "
                       f"port {port} uses the model past the gateway's firewall, quotas and audit log "

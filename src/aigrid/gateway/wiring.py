@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -95,18 +96,29 @@ def _authorities(ca_file: str | None, field: str) -> ssl.SSLContext | None:
         raise ConfigError(f"{field}: cannot read {ca_file}: {e.strerror or e}") from e
 
 
+KEY_TEXT = re.compile(r"[\x21-\x7e]+")
+"""What a key sent in a header may be: printable ASCII, no space (a line break would split the request)."""
+
+
 def engine_keys(spec: GridSpec, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Each external endpoint's key (`api_key_env`), read from the environment. Raises ConfigError naming the
     field when a variable is unset or empty: checked before any engine starts, so a grid never comes up
     sending unauthenticated requests that every engine answers with 401."""
     keys: dict[str, str] = {}
+    own = {spec.security.secret_env} | ({spec.security.jwt.secret_env} if spec.security.jwt is not None else set())
     for i, ep in enumerate(spec.endpoints):
         if ep.api_key_env is None:
             continue
+        if ep.api_key_env in own:
+            raise ConfigError(f"endpoints[{i}].api_key_env: {ep.api_key_env} holds one of the gateway's own secrets "
+                              "(security.secret_env, security.jwt.secret_env); an engine's key is another variable")
         key = environ.get(ep.api_key_env, "").strip()
         if not key:
             raise ConfigError(f"endpoints[{i}].api_key_env: environment variable {ep.api_key_env} (the key of "
                               f"endpoint {ep.id!r}) is not set or empty")
+        if not KEY_TEXT.fullmatch(key):  # it goes into a header line as is
+            raise ConfigError(f"endpoints[{i}].api_key_env: the value of {ep.api_key_env} is not a key: printable "
+                              "ASCII without spaces")
         keys[ep.id] = key
     return keys
 
@@ -122,11 +134,12 @@ def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str], up: Upstream
             url = embedded_urls.get(ep.id)
             if url is None:
                 raise EngineBuildError(f"endpoint {ep.id}: embedded engine was not started")
-            kind, key = EMBEDDED_KIND, embedded_key
+            kind, key, source = EMBEDDED_KIND, embedded_key, "the embedded engine's key of this run"
         else:
             assert ep.url is not None  # the spec validator guarantees it
             url, kind, key = ep.url, ep.engine, keys.get(ep.id)
+            source = f"${ep.api_key_env}, the endpoint's api_key_env"
         headers = {"authorization": f"Bearer {key}"} if key else None
         engines[ep.id] = OpenAICompatEngine(kind, url, up.client, power_url=ep.power_metrics_url, gpus=ep.gpus,
-                                            headers=headers, transport=up.http1)
+                                            headers=headers, key_source=source, transport=up.http1)
     return engines
