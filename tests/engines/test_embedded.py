@@ -80,7 +80,8 @@ async def test_a_keyed_engine_answers_only_the_holder_of_its_key(engine_config: 
     a LLAMA_API_KEY of the caller's own does not lock the gateway out."""
     key = "k-" + "x" * 40
     monkeypatch.setenv("LLAMA_API_KEY", "the-callers-own")
-    config = replace(engine_config, api_key=key)
+    monkeypatch.setenv("GATEWAY_SECRET", "not-for-engines")
+    config = replace(engine_config, api_key=key, hidden_env=frozenset({"GATEWAY_SECRET"}))
     assert key not in repr(config)
     up = upstream()
     try:
@@ -100,6 +101,9 @@ async def test_a_keyed_engine_answers_only_the_holder_of_its_key(engine_config: 
                 async with keyless.open("/v1/chat/completions", json.dumps(body).encode()):
                     pass
             assert key.encode() not in Path(f"/proc/{server.pid}/cmdline").read_bytes()
+            environ = Path(f"/proc/{server.pid}/environ").read_bytes().split(b"\0")
+            assert f"LLAMA_API_KEY={key}".encode() in environ
+            assert not any(v.startswith(b"GATEWAY_SECRET=") for v in environ)
     finally:
         await up.aclose()
     assert key not in config.log_path.read_text()

@@ -35,3 +35,17 @@ async def test_a_key_that_cannot_be_used_stops_the_node_before_its_engine_starts
                        api_key_env=api_key_env, environ=environ)
     if "LLAMA_API_KEY" in environ:  # llama.cpp's own variable is honoured, and that is said
         assert "as if --api-key-env LLAMA_API_KEY" in out.getvalue()
+
+
+def test_the_embedded_engines_do_not_inherit_the_gateways_secrets_or_other_engines_keys() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from aigrid.gateway.server import secret_variables
+    from aigrid.spec.load import parse_spec
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml").read_text())
+    raw["endpoints"][1]["api_key_env"] = "SITE_B_KEY"
+    raw.setdefault("security", {})["jwt"] = {"issuer": "i", "audience": "a", "secret_env": "JWT_SECRET"}
+    assert secret_variables(parse_spec(raw)) == {"AIGRID_KEY_SECRET", "JWT_SECRET", "SITE_B_KEY"}

@@ -58,6 +58,9 @@ class LlamaServerConfig:
     ctx_per_slot: int = 2048
     threads: int = 1
     extra_args: tuple[str, ...] = ()
+    hidden_env: frozenset[str] = frozenset()
+    """Variables of the caller's environment the engine does not inherit (the gateway's own secrets, the keys of
+    other engines): an engine has no use for them."""
     api_key: str | None = field(default=None, repr=False)
     """The key every request but /health must carry (`Authorization: Bearer`), handed to llama-server in its
     environment (LLAMA_API_KEY), never on its command line, which every local user can read in ps."""
@@ -206,7 +209,8 @@ class LlamaServerProcess:
         self._log.write(f"\n$ {' '.join(cmd)}\n".encode())
         self._log.flush()
         # a key from the caller's own environment would lock out the gateway, which sends only `api_key`
-        env = {k: v for k, v in os.environ.items() if k not in ("LLAMA_API_KEY", "LLAMA_ARG_API_KEY_FILE")}
+        hidden = self.config.hidden_env | {"LLAMA_API_KEY", "LLAMA_ARG_API_KEY_FILE"}
+        env = {k: v for k, v in os.environ.items() if k not in hidden}
         if self.config.api_key:
             env["LLAMA_API_KEY"] = self.config.api_key
         self._proc = await asyncio.create_subprocess_exec(

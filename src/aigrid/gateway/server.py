@@ -86,6 +86,14 @@ async def site_network(spec: GridSpec, stack: AsyncExitStack, console: Console) 
     return net
 
 
+def secret_variables(spec: GridSpec) -> frozenset[str]:
+    """The variables that hold the gateway's secrets and the external engines' keys: an embedded engine's
+    process does not inherit them."""
+    jwt = spec.security.jwt
+    return frozenset({spec.security.secret_env, *([jwt.secret_env] if jwt is not None and jwt.secret_env else []),
+                      *(ep.api_key_env for ep in spec.endpoints if ep.api_key_env)})
+
+
 async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console,
                          net: SiteNetwork | None = None, api_key: str | None = None) -> dict[str, str]:
     """Start every embedded endpoint's engine concurrently; each is stopped when `stack` closes. `api_key`:
@@ -97,7 +105,7 @@ async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console
         if ep.engine == "embedded":
             cfg = embedded_config(LOG_DIR / f"{ep.id}.log", slots=ep.slots, threads=ep.threads,
                                   alias=ep.served_model or ep.model)
-            cfg = replace(cfg, api_key=api_key)
+            cfg = replace(cfg, api_key=api_key, hidden_env=secret_variables(spec))
             if net is not None:
                 per_site[ep.site] = per_site.get(ep.site, -1) + 1
                 cfg = in_namespace(cfg, net, ep.site, port=SITE_PORT + per_site[ep.site])
