@@ -338,3 +338,32 @@ async def test_a_record_with_a_lone_surrogate_does_not_stall_the_writer(tmp_path
     assert log.restarts == 0 and log.lost == 0
     report = verify(tmp_path / "a.db", KEY.public_key())
     assert report.ok and report.records == 2
+
+
+async def test_a_quiet_log_signs_its_last_records_within_checkpoint_after_s(tmp_path: Path) -> None:
+    """Three records on a quiet gateway: before, unsigned until 100 records or stop() (verify failed a fresh
+    log: records and no checkpoint); now signed within checkpoint_after_s while the log runs."""
+    path = tmp_path / "audit.db"
+    log = AuditLog(path, KEY, checkpoint_every=100, checkpoint_after_s=0.2, linger_s=0)
+    await log.start()
+    try:
+        for i in range(3):
+            await log.append(record(i))
+        await log.flush()
+        assert log.store.last_checkpoint == 0  # not yet: fewer than 100 records, not yet 0.2 s
+        for _ in range(50):
+            if log.store.last_checkpoint == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert log.store.last_checkpoint == 3
+        report = verify(path, KEY.public_key())
+        assert report.ok and report.unsigned_tail == 0, report.problems
+        await log.append(record(3))  # a later record: its own checkpoint, as quickly
+        for _ in range(50):
+            if log.store.last_checkpoint == 4:
+                break
+            await asyncio.sleep(0.02)
+        assert log.store.last_checkpoint == 4
+    finally:
+        await log.stop()
+    assert verify(path, KEY.public_key()).checkpoints == 2  # stop() had nothing left to sign

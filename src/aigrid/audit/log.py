@@ -34,6 +34,8 @@ from aigrid.audit.store_thread import StoreThread
 from aigrid.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
+CHECKPOINT_AFTER_S = 10.0
+"""The default longest wait of a written record for its signed checkpoint."""
 STOP_WAIT_S = 3.0
 """How long stop() waits for the writer to put the queued records on disk before it gives them up as lost
 (and, only when a write hangs in its thread rather than failing, as long again for that write to return)."""
@@ -60,10 +62,19 @@ class AuditSink(Protocol):
 
 class AuditLog:
     def __init__(self, path: Path, signing_key: Ed25519PrivateKey | None = None, *, checkpoint_every: int = 100,
-                 batch_max: int = 256, queue_max: int = 10_000, retry_s: float = 1.0,
-                 linger_s: float = 0.05, stop_wait_s: float = STOP_WAIT_S) -> None:
+                 checkpoint_after_s: float | None = CHECKPOINT_AFTER_S, batch_max: int = 256,
+                 queue_max: int = 10_000, retry_s: float = 1.0, linger_s: float = 0.05,
+                 stop_wait_s: float = STOP_WAIT_S, clock: Callable[[], float] = time.monotonic) -> None:
         self.store = AuditStore(path, signing_key)
         self.checkpoint_every = checkpoint_every
+        self.checkpoint_after_s = checkpoint_after_s
+        """A record waits at most this long for its signed checkpoint, however few follow it (None: only every
+        `checkpoint_every` records and at stop()). Without it a quiet gateway's last records stayed unsigned
+        for hours: `aigrid audit verify` failed a fresh log (records, no checkpoint), and records appended to the
+        file after the last checkpoint could not be told from the writer's."""
+        self._clock = clock
+        self._unsigned_since: float | None = None
+        """When the oldest record not yet under a checkpoint was written (None: every record is signed)."""
         self.batch_max = batch_max
         self.retry_s = retry_s
         self.linger_s = linger_s
@@ -222,7 +233,11 @@ class AuditLog:
         queue = self._queue
         while True:
             if not self._pending:
-                self._pending = [await queue.get()]
+                first = await self._next(queue)
+                if first is None:  # the unsigned tail is due
+                    await self._checkpoint()
+                    continue
+                self._pending = [first]
                 if self.linger_s > 0 and queue.qsize() < self.batch_max - 1:
                     await asyncio.sleep(self.linger_s)
                 while len(self._pending) < self.batch_max and not queue.empty():
@@ -240,9 +255,36 @@ class AuditLog:
             except (OSError, sqlite3.Error) as e:  # disk full, locked or gone: keep the batch, retry
                 log.error("audit write failed, retrying in %.1fs: %s", self.retry_s, e)
             await asyncio.sleep(self.retry_s)
-        if seq - self.store.last_checkpoint >= self.checkpoint_every:
-            try:
-                await self._in_thread(self.store.checkpoint)
-            except (OSError, sqlite3.Error) as e:  # the next batch tries again
-                log.error("audit checkpoint failed: %s", e)
+        if self._unsigned_since is None and seq > self.store.last_checkpoint:
+            self._unsigned_since = self._clock()
+        if seq - self.store.last_checkpoint >= self.checkpoint_every or self._due() <= 0:
+            await self._checkpoint()
+
+    def _due(self) -> float:
+        """Seconds until the unsigned tail must be signed (inf: nothing waits, or no time limit)."""
+        if self._unsigned_since is None or self.checkpoint_after_s is None or self.store.signing_key is None:
+            return float("inf")
+        return self._unsigned_since + self.checkpoint_after_s - self._clock()
+
+    async def _next(self, queue: asyncio.Queue[tuple[float, str]]) -> tuple[float, str] | None:
+        """The next record, or None once the unsigned tail is due before one comes."""
+        due = self._due()
+        if due == float("inf"):
+            return await queue.get()
+        if due <= 0:
+            return None
+        try:
+            async with asyncio.timeout(due):
+                return await queue.get()
+        except TimeoutError:
+            return None
+
+    async def _checkpoint(self) -> None:
+        try:
+            await self._in_thread(self.store.checkpoint)
+        except (OSError, sqlite3.Error) as e:  # tried again after the next batch, or checkpoint_after_s
+            log.error("audit checkpoint failed: %s", e)
+            self._unsigned_since = self._clock()
+            return
+        self._unsigned_since = None
 

@@ -159,7 +159,8 @@ def audit_log(a: AuditSpec) -> AuditLog:
         Path(a.path).parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"security.audit.path: cannot create the folder of {a.path}: {e}") from e
-    return AuditLog(Path(a.path), key, checkpoint_every=a.checkpoint_every, queue_max=a.queue_max)
+    return AuditLog(Path(a.path), key, checkpoint_every=a.checkpoint_every,
+                    checkpoint_after_s=a.checkpoint_after_s, queue_max=a.queue_max)
 
 
 async def start_audit(log: AuditSink) -> None:

@@ -66,11 +66,12 @@ class Workload:
 def trace_dir() -> Path:
     env = os.environ.get("AIGRID_TRACES")
     candidates = [Path(env)] if env else []
-    candidates += [TRACE_DIR, Path.cwd() / "data" / "traces", Path("/work/shared/data/traces")]
+    candidates += [TRACE_DIR, Path.cwd() / "data" / "traces"]
     for candidate in candidates:
         if (candidate / "azure_llm_2023_conv.csv").exists():
             return candidate
-    raise FileNotFoundError("Azure 2023 traces not found (data/traces/azure_llm_2023_conv.csv)")
+    raise FileNotFoundError("Azure 2023 traces not found (data/traces/azure_llm_2023_conv.csv of the repository, "
+                            "or the folder AIGRID_TRACES names)")
 
 
 @lru_cache(maxsize=4)

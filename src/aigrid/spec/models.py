@@ -298,6 +298,8 @@ class AuditSpec(StrictModel):
     signing_key: str | None = Field(default=".aigrid/audit-signing.pem",
                                     description="Ed25519 private key (PEM); created on first start if missing")
     checkpoint_every: int = Field(default=100, ge=1)
+    checkpoint_after_s: float = Field(default=10.0, gt=0, le=86_400, description="a written record waits at most "
+                                      "this long for its signed checkpoint, however few records follow it")
     queue_max: int = Field(default=10_000, ge=1, description="records waiting for the writer; when full, a "
                            "request waits up to 2 s for room, then new requests get 503 audit_unavailable")
 
