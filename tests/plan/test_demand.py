@@ -79,9 +79,12 @@ def test_whatif_edits() -> None:
     assert d.tenant("chat").jurisdictions is None  # the original is untouched
     assert apply_whatif(e, residency=["eu-bank=*"]).tenant("eu-bank").jurisdictions is None
     for kw, msg in [({"traffic": ["AS"]}, "expected KEY=VALUE"), ({"residency": ["bob=EU"]}, "no tenant 'bob'"),
-                    ({"price": ["b200=0.5"]}, "not among"), ({"price": ["l40s=cheap"]}, "not a number")]:
-        with pytest.raises(DemandError, match=msg):
+                    ({"price": ["b200=0.5"]}, "not among"), ({"price": ["l40s=cheap"]}, "not a number"),
+                    ({"traffic": ["Atlantis=2"]}, "unknown place")]:
+        with pytest.raises(DemandError, match=msg) as caught:
             apply_whatif(d, **kw)
+        flag = f"--{next(iter(kw))}"
+        assert str(caught.value).startswith(f"{flag}: ") and str(caught.value).count(flag) == 1  # said once
 
 
 def test_bad_city_lists_name_the_entry() -> None:

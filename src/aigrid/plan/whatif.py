@@ -23,7 +23,7 @@ def _pairs(flag: str, values: Sequence[str]) -> list[tuple[str, str]]:
     for v in values:
         key, sep, val = v.partition("=")
         if not sep or not key or not val:
-            raise DemandError(flag, [f"{flag} {v!r}: expected KEY=VALUE"])
+            raise DemandError(flag, [f"{v!r}: expected KEY=VALUE"])
         out.append((key.strip(), val.strip()))
     return out
 
@@ -32,9 +32,9 @@ def _factor(flag: str, key: str, val: str) -> float:
     try:
         f = float(val[:-1]) / 100 + 1 if val.endswith("%") else float(val)
     except ValueError:
-        raise DemandError(flag, [f"{flag} {key}={val}: not a number (use 1.3 or +30%)"]) from None
+        raise DemandError(flag, [f"{key}={val}: not a number (use 1.3 or +30%)"]) from None
     if f < 0:
-        raise DemandError(flag, [f"{flag} {key}={val}: must be >= 0"])
+        raise DemandError(flag, [f"{key}={val}: must be >= 0"])
     return f
 
 
@@ -45,31 +45,31 @@ def apply_whatif(demand: Demand, *, traffic: Sequence[str] = (), residency: Sequ
     for key, val in _pairs("--traffic", traffic):
         problems = place_problems([key])
         if problems:
-            raise DemandError("--traffic", [f"--traffic {key}: {p}" for p in problems])
+            raise DemandError("--traffic", [f"{key}: {p}" for p in problems])
         by_place[key] = by_place.get(key, 1.0) * _factor("--traffic", key, val)
     t = demand.traffic.model_copy(update={"by_place": by_place})
     if growth is not None:
         try:  # the demand file's bounds (model_copy does not validate)
             t = Traffic.model_validate({**t.model_dump(), "growth": growth})
         except ValidationError as e:
-            raise DemandError("--growth", [f"--growth {growth}: {err['msg']}" for err in e.errors()]) from None
+            raise DemandError("--growth", [f"{growth}: {err['msg']}" for err in e.errors()]) from None
 
     tenants = list(demand.tenants)
     names = [x.name for x in tenants]
     for key, val in _pairs("--residency", residency):
         if key not in names:
-            raise DemandError("--residency", [f"--residency {key}: no tenant {key!r} (tenants: {names})"])
+            raise DemandError("--residency", [f"{key}: no tenant {key!r} (tenants: {names})"])
         i = names.index(key)
         jur = None if val == "*" else [j.strip() for j in val.split(",") if j.strip()]
         problems = jurisdiction_problems(jur or ())
         if problems:
-            raise DemandError("--residency", [f"--residency {key}={val}: {p}" for p in problems])
+            raise DemandError("--residency", [f"{key}={val}: {p}" for p in problems])
         tenants[i] = tenants[i].model_copy(update={"jurisdictions": jur})
 
     hardware = dict(demand.supply.hardware)
     for key, val in _pairs("--price", price):
         if key not in hardware:
-            raise DemandError("--price", [f"--price {key}: not among the supply's hardware {sorted(hardware)}"])
+            raise DemandError("--price", [f"{key}: not among the supply's hardware {sorted(hardware)}"])
         opt = hardware[key]
         base = opt.usd_per_hour if opt.usd_per_hour is not None else HARDWARE[key].usd_per_hour
         hardware[key] = opt.model_copy(update={"usd_per_hour": base * _factor("--price", key, val)})
