@@ -104,16 +104,18 @@ async def _leave_before_the_first_byte(gw: Gateway, body: dict[str, Any]) -> lis
 @pytest.mark.parametrize("stream", [True, False])
 async def test_the_client_leaves_before_the_first_byte(metered: Gateway, fakes: dict[str, FakeEngine],
                                                        stream: bool) -> None:
-    """Nothing watches the client before the answer starts: the engine is asked on. Streamed, the hang-up is
-    seen once the stream starts (client_closed, charged at the reservation: an engine answered, its count
-    unknown); whole, the answer is handed to the server as if read (ok, charged the engine's count)."""
+    """The hang-up is seen while the engine is still before its first byte (relay_response.Hangup): its request
+    is closed there, streamed or whole, nothing is charged (no engine answered) and the one record says
+    client_closed. (Until 2026-12-04 the engine was asked on: streamed, client_closed charged at the
+    reservation once the stream started; whole, the answer handed to the server as if read, ok.)"""
     for f in fakes.values():
         f.first_byte_delay_s = 0.3
         f.words = tuple(f" w{i}" for i in range(50))
         f.word_delay_s = 0.01
     await _leave_before_the_first_byte(metered, {**CHAT, "stream": stream, "max_tokens": 100})
-    rows = await settled(metered, None if stream else 55, "client_closed" if stream else "ok")
+    rows = await settled(metered, 0, "client_closed")
     assert rows[0]["extra"]["route"] == "/v1/chat/completions"
+    assert sum(len(f.received) for f in fakes.values()) == 1
 
 
 async def test_a_refused_connection_fails_over_and_is_charged_once(

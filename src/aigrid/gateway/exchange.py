@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aigrid.core.types import Decision
 from aigrid.errors import ApiError
@@ -24,6 +24,9 @@ from aigrid.security.firewall.abuse import AbuseVerdict
 from aigrid.security.firewall.pipeline import Verdict
 from aigrid.security.principal import Principal
 from aigrid.security.quotas import Reservation
+
+if TYPE_CHECKING:
+    from aigrid.gateway.relay_response import Hangup
 
 UNFINISHED = ("routing", "streaming")
 """Record states that mean the answer never ended (the client left or the gateway stopped mid-way)."""
@@ -63,6 +66,9 @@ class Exchange:
     """The request's OpenTelemetry span; NO_TRACE (does nothing) when tracing is off (tracing.py)."""
     ticket: Ticket | None = None
     """Its urgency and what the admission queue did (admission.py); released when the exchange closes."""
+    hangup: Hangup | None = None
+    """Watches the client of a live model request (routes.Audited): its hang-up before the answer starts cancels
+    the request; `hold()` around a step that must not be cut. None for a background run or a batch line."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Fields its audit record's `extra` carries besides those made from the above (Guard._record): a
     background run's response id; an abandoned run's reason and quota settlement (responses_api.py)."""

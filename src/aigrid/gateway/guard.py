@@ -296,7 +296,12 @@ class Guard:
                   policy=policy if principal.scopes.policy else None)
         traits = request_traits(body, prompt)  # a malformed body is refused before it costs any quota
         self._audit_accepting()
+        hangup = ex.hangup
+        if hangup is not None:  # a reservation on Redis or the hub cut mid-reply would stay charged: never cut it
+            hangup.hold()
         ex.reservation = await self.quotas.admit(principal, tokens)
+        if hangup is not None:
+            hangup.resume()  # the client left meanwhile: cancelled here, the reservation on the exchange to settle
         if self.abuse_action != "off":
             ex.abuse = self.abuse.observe(principal.key_id, traits)
             if self.abuse_action == "throttle":

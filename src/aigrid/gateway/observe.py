@@ -14,9 +14,11 @@ from aigrid.gateway.tracing import OPERATIONS
 def observe(ex: Exchange, metrics: GatewayMetrics) -> None:
     usage, outcome = ex.final_usage(), ex.final_outcome()
     ex.trace.end(ex.record, usage, ex.error, outcome)
-    # only requests whose model the grid knows (a decision was made, or the embedder answered): the model
-    # label never takes a value a client made up
-    if ex.record is None and not (outcome == "ok" and ex.usage is not None):
+    # only requests whose model the grid knows (a decision was made, the embedder answered, or a client that
+    # hung up after its request was checked, model included: it has a ticket): the model label never takes a
+    # value a client made up
+    if ex.record is None and not (outcome == "ok" and ex.usage is not None) \
+            and not (outcome == "client_closed" and ex.ticket is not None):
         return
     ttft = None
     if ex.record is not None and ex.record.ttft_ms is not None and ex.body.get("stream"):

@@ -43,7 +43,7 @@ from aigrid.gateway.escalation import (
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay, completion_ids
-from aigrid.gateway.relay_response import RelayResponse
+from aigrid.gateway.relay_response import CLIENT_GONE, RelayResponse
 from aigrid.gateway.schemas import output_limit
 from aigrid.gateway.usage import answer_usage
 from aigrid.logs import fields
@@ -288,6 +288,7 @@ class Proxy:
             cand = queue.pop(0)
             running[asyncio.ensure_future(self._attempt(path, body, cand, record, hedged, wrap))] = (cand, hedged)
 
+        why: str | None = None  # why the attempts still running are cancelled: one answered first, unless ...
         try:
             while queue or running:
                 if not running:
@@ -305,9 +306,12 @@ class Proxy:
                         if any(a.get("hedge") for a in record.attempts):
                             self._metrics.hedge_wins.labels("hedge" if hedged else "first").inc()
                         return task.result()
+        except asyncio.CancelledError as e:  # ... the request itself was cancelled (its client gone, a shutdown)
+            why = e.args[0] if e.args and isinstance(e.args[0], str) else "the request was cancelled"
+            raise
         finally:
             for task in running:
-                task.cancel()
+                task.cancel(why)
             for task in running:
                 try:
                     await task
@@ -360,7 +364,10 @@ class Proxy:
             if isinstance(e, EngineError):
                 self._fail(cand, entry, str(e) or type(e).__name__, elapsed)
             elif isinstance(e, asyncio.CancelledError):
-                entry.update(error="cancelled: another attempt answered first")
+                why = e.args[0] if e.args and isinstance(e.args[0], str) else "another attempt answered first"
+                entry.update(error=f"cancelled: {why}", ms=round(elapsed * 1000, 1))
+                if why == CLIENT_GONE:  # the engine's request closed unanswered (relay_response.Hangup)
+                    self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "client_closed").inc()
             elif isinstance(e, ApiError):  # the client's mistake found late (a tool loop's check): not the engine's
                 entry.update(error=f"refused: {e}", ms=round(elapsed * 1000, 1))
             else:  # a bug or an unmapped library error: counted against the engine, logged with its traceback

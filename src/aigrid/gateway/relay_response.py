@@ -13,6 +13,13 @@ engine is on aigrid's own transport: no task switch and no ASGI message per rela
 what uvicorn's `send` would (`%x\\r\\n` + bytes + `\\r\\n`), stops when the client's socket is full (uvicorn's
 flow control says so; the relay waits on the same flow control as `send` does before writing more) or gone,
 and the response still ends through `send` (the last chunk, keep-alive, uvicorn's bookkeeping).
+
+Hangup: the same watcher, started earlier. An audited model route (routes.Audited) starts it once the request's
+body has been read (the server delivers `http.disconnect` on `receive()` after the body), so a client that hangs
+up BEFORE its answer starts (waiting in the admission queue, for the firewall's worker thread, for an engine's
+first byte or for a whole non-streamed answer) cancels its request's task there and then; the request's own
+exit paths release the engine and the queue place, settle the quota and write the audit record
+(`client_closed`). A streamed answer's RelayResponse then watches with the same task: no task more per request.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 try:  # uvicorn's internals: a uvicorn without them (or another server) gets `send` only
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
@@ -77,15 +84,87 @@ class ClientWire:
         return not self._flow.write_paused
 
 
+CLIENT_GONE = "the client closed its connection"
+"""The message of the CancelledError a Hangup delivers (an engine attempt it ends names it)."""
+
+
+class Hangup:
+    """One request's client, watched for a hang-up from the moment its body has been read (`receive` below,
+    given to the request in place of the server's, starts the watcher after the body's last part). While
+    `armed` (the pipeline: admission queue, firewall, engine attempts, a whole answer being read), a hang-up
+    cancels the request's task with CLIENT_GONE: its awaits' own cleanup runs (the queue place given back, the
+    firewall's queued text dropped, the engine's request closed), then `caught()` tells the route's handler
+    that the cancel was the client's, not a shutdown's. `hold()` disarms it for a step that must not be cut
+    (a quota reservation on Redis or the hub, whose reply would be lost with it; a server-side tool loop; a
+    background Responses create; an answer already whole being stored); `resume()` re-arms it, raising
+    there if the client left meanwhile. The watcher task is the streamed answer's disconnect watch too
+    (RelayResponse.gone)."""
+
+    __slots__ = ("_receive", "_task", "watcher", "armed", "fired")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any] | None) -> None:
+        self._receive = receive
+        self._task = task
+        self.watcher: asyncio.Task[None] | None = None
+        self.armed = True
+        self.fired = 0
+        """0: not fired; 1: it cancelled the task; 2: resume() raised."""
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if self.watcher is None and message["type"] == "http.request" and not message.get("more_body", False):
+            self.watcher = asyncio.ensure_future(self._watch())  # the body is in: nobody else reads receive now
+        return message
+
+    async def _watch(self) -> None:
+        receive = self._receive
+        while (await receive())["type"] != "http.disconnect":  # _disconnected's loop, one frame less
+            pass
+        if self.armed and self._task is not None and not self.fired:
+            self.fired = 1  # the task is suspended inside the armed part: the cancel lands there
+            self._task.cancel(CLIENT_GONE)
+
+    def hold(self) -> None:
+        self.armed = False
+
+    def resume(self) -> None:
+        """Armed again; the client left while held: CancelledError here (not a task cancel, which would land at
+        the next await, wherever that is)."""
+        self.armed = True
+        if self.watcher is not None and self.watcher.done() and not self.fired:
+            self.fired = 2
+            raise asyncio.CancelledError(CLIENT_GONE)
+
+    def caught(self) -> bool:
+        """Whether the CancelledError being handled is the client's hang-up alone (then it is not raised on):
+        not fired, or also cancelled by someone else (a shutdown), it is not."""
+        if self.fired == 1:
+            assert self._task is not None
+            return self._task.uncancel() == 0
+        return self.fired == 2 and (self._task is None or self._task.cancelling() == 0)
+
+    @property
+    def gone(self) -> bool:
+        """The client hung up (seen before the answer was sent: after it, the server says disconnect anyway)."""
+        w = self.watcher
+        return w is not None and w.done() and not w.cancelled()
+
+    def close(self) -> None:
+        if self.watcher is not None and not self.watcher.done():
+            self.watcher.cancel()
+
+
 class RelayResponse(Response):
     def __init__(self, chunks: AsyncIterator[bytes], status_code: int, headers: Mapping[str, str]) -> None:
         self.body_iterator = chunks
         self.status_code = status_code
         self.background = None
         self.init_headers(headers)
+        self.gone: asyncio.Future[None] | None = None
+        """The request's Hangup watcher, when one watches its client already (done: the client is gone)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = self.gone if self.gone is not None else asyncio.ensure_future(_disconnected(receive))
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             wire = ClientWire.of(send, gone)

@@ -152,6 +152,8 @@ class ResponsesApi:
             self.gw.metrics.rejected.labels(e.code or "error").inc()
             raise
         if raw.get("background") is True:
+            if ex.hangup is not None:
+                ex.hangup.hold()  # a background response outlives its client: its create is not cut short either
             return await self._start_background(turn, raw, headers, ex, caller)
 
         async def read() -> dict[str, Any]:
@@ -180,6 +182,8 @@ class ResponsesApi:
             return RelayResponse(events, 200, {**extra, "content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         body = await whole_body(resp)
+        if ex.hangup is not None:
+            ex.hangup.hold()  # the answer is whole: it is stored (and its conversation's turn added) whoever waits
         if resp.status_code >= 400:  # the engine's own error answer: already the OpenAI envelope
             return Response(body, status_code=resp.status_code, media_type="application/json", headers=extra)
         final = _final(turn, body, rid, int(time.time()))

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
@@ -51,6 +51,7 @@ from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy, Wrap
+from aigrid.gateway.relay_response import Hangup, RelayResponse
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 from aigrid.gateway.urgency import request_urgency
@@ -94,26 +95,42 @@ class Audited:
     failed, client gone, gateway shutdown. It answers its own errors (the envelope), so the app can serve
     it without the framework's middleware on the streamed path (app.py, GatewayApp)."""
 
-    def __init__(self, gw: Gateway, route: str, handler: Handler) -> None:
+    def __init__(self, gw: Gateway, route: str, handler: Handler, *, watch: bool = False) -> None:
+        """`watch`: a client that hangs up before its answer starts cancels the request (relay_response.Hangup):
+        the model routes, whose work (queue, firewall, engine) is worth stopping and safe to cut."""
         self.gw = gw
         self.route = route
         self.handler = handler
+        self.watch = watch
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(self.route, time.time())
-        request = Request(scope, receive, send)
+        hangup = ex.hangup = Hangup(receive, asyncio.current_task()) if self.watch else None
+        request = Request(scope, receive if hangup is None else hangup.receive, send)
         if self.gw.tracing.enabled:
             ex.trace = self.gw.tracing.start(self.route, request.headers)
         try:
             try:
-                response = await self.handler(request, ex)
+                try:
+                    response = await self.handler(request, ex)
+                finally:
+                    if hangup is not None:
+                        hangup.armed = False  # the answer starts (or the error): only the relay watches now
             except ApiError as e:
                 ex.error = e
                 response = await api_error_handler(request, e)
+            except ClientDisconnect:  # gone while its body was read: nobody to answer
+                ex.outcome = "client_closed"
+                return
             except Exception:  # a bug of ours before the answer started: logged, answered with a 500
                 log.exception("internal error on %s", self.route)
                 ex.outcome = "error:internal"
                 response = internal_error(request)
+            if hangup is not None:
+                if isinstance(response, RelayResponse):
+                    response.gone = hangup.watcher  # the same watcher: no second task on `receive`
+                elif hangup.gone:  # answered whole while held (a tool loop, a background create) to nobody
+                    ex.outcome = "client_closed"
             rid = ex.request_id.encode()  # what the SDKs show as a response's or an error's request id
             response.raw_headers.extend(((b"x-request-id", rid), (b"request-id", rid)))
             # the tenant's or key's per-minute limits, on an answer that is not an error: a 429 for another reason
@@ -125,12 +142,17 @@ class Audited:
                                             for k, v in rate_limit_headers(*ex.reservation.headroom).items())
             await response(scope, receive, send)
         except asyncio.CancelledError:
+            if hangup is not None and hangup.caught():  # the client hung up before its answer started
+                ex.outcome = "client_closed"
+                return
             ex.outcome = "cancelled"
             raise
         except Exception:
             ex.outcome = "error:internal"
             raise
         finally:
+            if hangup is not None:
+                hangup.close()
             await close_exchange(self.gw, ex)
 
 
@@ -206,7 +228,7 @@ class Routes:
         """The routes that read prompts, each behind its Exchange (`extra`: the other front doors)."""
         handlers: dict[str, Handler] = {CHAT_PATH: self.chat_completions, COMPLETIONS_PATH: self.completions,
                                         EMBEDDINGS_PATH: self.embeddings, **(extra or {})}
-        return {path: Audited(self.gw, path, handler) for path, handler in handlers.items()}
+        return {path: Audited(self.gw, path, handler, watch=True) for path, handler in handlers.items()}
 
     async def chat_completions(self, request: Request, ex: Exchange) -> Response:
         return await self.route(CHAT_PATH, ChatRequest, header_dict(request), lambda: self.read_json(request), ex)
@@ -366,6 +388,8 @@ class Routes:
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
             wrap = _legacy_completions(body, wrap)  # echo and the legacy logprobs where the engine leaves them out
         escalate = None if wrap is not None or parsed.stream or path != CHAT_PATH else self._escalation(body, ex)
+        if loop is not None and loop.server_tools and ex.hangup is not None:
+            ex.hangup.hold()  # server-side tools act (SQL, MCP, the web): a loop once started is not cut short
         return await self.gw.proxy.forward(path, body, ex.decision, ex.record, parsed.stream, hedge, output=ex.output,
                                            redact_answer=redact if needs_redaction else None, wrap=wrap,
                                            escalate=escalate)
