@@ -629,3 +629,15 @@ async def test_a_page_of_files_reads_that_page_only(tmp_path: Path, monkeypatch:
     assert await store.list("t", purpose=None, after="file-nope", limit=2, ascending=True) is None
     assert await store.list("other", purpose=None, after=ids[0], limit=2, ascending=True) is None
     assert (await store.list("t", purpose="batch_output", after=None, limit=2, ascending=True)) == ([], False)
+
+
+def test_a_refused_line_waits_the_refusals_own_retry_after_whatever_its_case() -> None:
+    """The quota says `Retry-After` (capitalised), the admission queue `retry-after`: a line refused by a quota
+    window used to be tried again at once (the lower-case lookup missed it); one that no wait helps never is."""
+    from aigrid.errors import NoEligibleEndpoint, RateLimited
+    from aigrid.gateway.batch_line import retry_after
+
+    assert retry_after(RateLimited("tokens per minute", headers={"Retry-After": "30"})) == 30.0
+    assert retry_after(RateLimited("queue full", headers={"retry-after": "2"})) == 2.0
+    assert retry_after(RateLimited("larger than any window", retry=False)) is None
+    assert retry_after(NoEligibleEndpoint("no site")) == 0.0

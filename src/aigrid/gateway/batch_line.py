@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import Response
 
-from aigrid.errors import ApiError, AuthenticationError, InvalidRequest, UpstreamFailed
+from aigrid.errors import ApiError, AuthenticationError, InvalidRequest, UpstreamFailed, retry_after_s
 from aigrid.gateway.batch_input import Line
 from aigrid.gateway.batch_store import StoredBatch
 from aigrid.gateway.exchange import Exchange
@@ -97,13 +97,16 @@ def request_line(custom_id: str, status: int, request_id: str, body: Any) -> dic
 
 
 def retry_after(e: ApiError) -> float | None:
-    """How long a line refused for capacity or rate (429, 503) waits before it is tried again; None: never."""
+    """How long a line refused for capacity or rate (429, 503) waits before it is tried again; None: never.
+    A batch may wait longer than an SDK call would (a quota window, a spent budget that resets within the
+    batch's day: its Retry-After); a refusal that says no wait helps (`retry` False without a Retry-After: a
+    line larger than any window) is never tried again."""
     if e.status not in RETRYABLE:
         return None
-    try:
-        return float(e.headers.get("retry-after", "0"))
-    except ValueError:
-        return 0.0
+    wait = retry_after_s(e.headers)  # the quota says Retry-After, the admission queue retry-after
+    if wait is None:
+        return None if e.retry is False else 0.0
+    return max(wait, 0.0)
 
 
 class LineRun:
