@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Fetch Prometheus's promtool for the tests of deploy/prometheus (rule syntax and rule unit tests), once.
+# Fetch Prometheus's promtool and prometheus for the tests of deploy/ (rule syntax and rule unit tests; the
+# Grafana dashboard's queries run by a real Prometheus against a real gateway), once.
 #
-# Debian's prometheus package holds it: the .deb is downloaded with `apt-get download` (no install, no daemon,
-# no root needed) and only promtool is kept, in ~/.cache/aigrid/promtool/promtool, where
-# tests/deploy/test_prometheus_rules.py looks (or on PATH). Without apt (another OS) it says so and exits 0:
+# Debian's prometheus package holds both: the .deb is downloaded with `apt-get download` (no install, no
+# daemon, no root needed) and the two binaries are kept in ~/.cache/aigrid/promtool/, where
+# tests/deploy/ looks (or on PATH). Without apt (another OS) it says so and exits 0:
 # those tests then skip with a line that says why.
 set -euo pipefail
 
 DEST="$HOME/.cache/aigrid/promtool"
 say() { echo "[fetch_promtool] $*"; }
 
-if [ -x "$DEST/promtool" ] || command -v promtool >/dev/null; then
+if { [ -x "$DEST/promtool" ] || command -v promtool >/dev/null; } && \
+   { [ -x "$DEST/prometheus" ] || command -v prometheus >/dev/null; }; then
   exit 0
 fi
 if ! command -v apt-get >/dev/null || ! command -v dpkg-deb >/dev/null; then
@@ -26,4 +28,5 @@ fi
 dpkg-deb -x "$work"/prometheus_*.deb "$work/x"
 mkdir -p "$DEST"
 cp "$work/x/usr/bin/promtool" "$DEST/promtool"
-say "promtool $("$DEST/promtool" --version 2>&1 | head -1 | awk '{print $3}') in $DEST"
+cp "$work/x/usr/bin/prometheus" "$DEST/prometheus"
+say "promtool and prometheus $("$DEST/promtool" --version 2>&1 | head -1 | awk '{print $3}') in $DEST"

@@ -1,0 +1,123 @@
+"""The Grafana dashboard's queries, run by a real Prometheus (Debian's, fetched by scripts/fetch_promtool.sh)
+scraping a real gateway in front of the ENGINE EMULATOR: every query is valid on the gateway's real series,
+and the core panels show data after traffic (requests, errors, TTFT and TPOT by site, tokens, in flight,
+health, refusals by code)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+import yaml
+
+from aigrid.engines.emulator import bound_port, serve
+from aigrid.engines.emulator_model import EmulatorConfig
+from aigrid.engines.llama_server import free_port
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.wiring import build_engines, upstream
+from aigrid.spec.load import parse_spec
+from tests.deploy.test_grafana_dashboard import targets
+from tests.gateway.test_relay import spec_for
+
+SHOWS_DATA = ("Requests / s", "Errors (5 m)", "TTFT p99 (5 m)", "Healthy endpoints", "Requests / s by site",
+              "Requests / s by outcome", "Refused before routing, by code", "Tokens / s", "TTFT by site",
+              "TPOT by site", "Endpoint health")
+
+
+def prometheus() -> str:
+    found = shutil.which("prometheus") or str(Path.home() / ".cache" / "aigrid" / "promtool" / "prometheus")
+    if not os.access(found, os.X_OK):
+        pytest.skip("no prometheus: run scripts/fetch_promtool.sh (make test does)")
+    return found
+
+
+@contextlib.asynccontextmanager
+async def gateway() -> AsyncIterator[str]:
+    emulators = [await serve(EmulatorConfig(decode_base_ms=2, prefill_base_ms=1)) for _ in range(2)]
+    spec = parse_spec(spec_for([f"http://127.0.0.1:{bound_port(s)}" for s, _ in emulators]), "live")
+    up = upstream(spec)
+    gw = build_gateway(spec, build_engines(spec, {}, up))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_app(gw), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        await gw.scraper.scrape_once()
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await up.aclose()
+        for s, _ in emulators:
+            s.close()
+
+
+async def traffic(base: str) -> None:
+    body = {"model": "emulated", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    async with httpx.AsyncClient(base_url=f"http://{base}", timeout=30) as client:
+        for i in range(30):
+            r = await client.post("/v1/chat/completions", json={**body, "stream": i % 2 == 0})
+            assert r.status_code == 200, r.text
+        assert (await client.post("/v1/chat/completions", json={**body, "model": "nope"})).status_code == 404
+
+
+async def test_every_dashboard_query_runs_on_a_real_gateways_series(tmp_path: Path) -> None:
+    binary = prometheus()
+    async with gateway() as base:
+        await traffic(base)
+        port = free_port()
+        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "aigrid", "static_configs": [{"targets": [base]}]}]}))
+        proc = await asyncio.create_subprocess_exec(
+            binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom:
+                async def query(expr: str) -> dict:
+                    r = await prom.get("/api/v1/query", params={"query": expr})
+                    return dict(r.json())
+
+                for _ in range(300):  # until a few scrapes span the traffic, more traffic between them
+                    with contextlib.suppress(httpx.HTTPError, ValueError):  # not ready: no JSON yet
+                        got = await query("count_over_time(aigrid_requests_total[1m])")
+                        if got.get("data", {}).get("result") and \
+                                float(got["data"]["result"][0]["value"][1]) >= 4:
+                            break
+                    await traffic(base)
+                    await asyncio.sleep(0.2)
+                else:
+                    pytest.fail("Prometheus never scraped the gateway 4 times")
+                await traffic(base)
+                await asyncio.sleep(1.5)
+                empty = []
+                for panel_title, t in ((p, t) for p, t in _titled()):
+                    expr = t["expr"].replace("$__rate_interval", "1m").replace("$site", ".*")
+                    got = await query(expr)
+                    assert got["status"] == "success", (panel_title, expr, got)
+                    if panel_title in SHOWS_DATA and not got["data"]["result"]:
+                        empty.append((panel_title, expr))
+                assert not empty, empty
+                assert len(_titled()) == len(targets())
+        finally:
+            proc.terminate()
+            await proc.wait()
+
+
+def _titled() -> list[tuple[str, dict]]:
+    import json
+
+    from tests.deploy.test_grafana_dashboard import DASHBOARD
+
+    board = json.loads(DASHBOARD.read_text())
+    return [(p["title"], t) for p in board["panels"] for t in p.get("targets", [])]
