@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import datetime
 import ipaddress
+import json
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,7 +27,7 @@ from aigrid.engines.emulator import EmulatorServer, bound_port
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import build_app, build_gateway
-from aigrid.gateway.wiring import build_engines, upstream
+from aigrid.gateway.wiring import OriginRouter, build_engines, upstream
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import GridSpec
 
@@ -53,7 +55,8 @@ def private_authority(tmp: Path) -> tuple[Path, ssl.SSLContext]:
     leaf = (x509.CertificateBuilder().subject_name(_name("engine")).issuer_name(ca.subject)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.IPAddress(ipaddress.ip_address("::1"))]),
                            critical=False)
             .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
@@ -69,12 +72,12 @@ def private_authority(tmp: Path) -> tuple[Path, ssl.SSLContext]:
 
 
 @contextlib.asynccontextmanager
-async def tls_emulator(context: ssl.SSLContext) -> AsyncIterator[str]:
-    """The engine emulator behind TLS on 127.0.0.1; yields its https base URL."""
+async def tls_emulator(context: ssl.SSLContext, host: str = "127.0.0.1") -> AsyncIterator[str]:
+    """The engine emulator behind TLS on `host`; yields its https base URL."""
     emulator = EmulatorServer(EmulatorConfig(decode_base_ms=5, prefill_base_ms=1))
-    server = await asyncio.get_running_loop().create_server(emulator.protocol, "127.0.0.1", 0, ssl=context)
+    server = await asyncio.get_running_loop().create_server(emulator.protocol, host, 0, ssl=context)
     try:
-        yield f"https://127.0.0.1:{bound_port(server)}"
+        yield f"https://{'[' + host + ']' if ':' in host else host}:{bound_port(server)}"
     finally:
         server.close()
 
@@ -196,3 +199,60 @@ def test_a_proxy_is_for_an_https_url_and_is_itself_a_url() -> None:
         grid("http://127.0.0.1:9000", None, "http://127.0.0.1:3128")
     with pytest.raises(SpecError, match="endpoints.0.proxy"):
         grid("https://127.0.0.1:9000", None, "proxy.internal:3128")
+
+
+async def test_an_ipv6_engine_with_its_own_authority_streams(tmp_path: Path) -> None:
+    ca_file, context = private_authority(tmp_path)
+    try:
+        socket.socket(socket.AF_INET6).close()
+        async with tls_emulator(context, "::1") as url:
+            status, text, _ = await stream_through_gateway(grid(url, ca_file))
+    except OSError as e:  # no IPv6 loopback on this machine
+        pytest.skip(f"no ::1 here: {e}")
+    assert status == 200, text
+    assert text.count(" tok") == 5
+
+
+async def test_an_origin_on_the_default_port_does_not_claim_the_hosts_other_ports() -> None:
+    """httpx's mount pattern for https://host:443 matched the host at every port: an endpoint at
+    https://h:8443 with nothing set went through the 443 endpoint's authority and proxy."""
+    seen: list[str] = []
+
+    class Named(httpx.AsyncBaseTransport):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            seen.append(self.name)
+            return httpx.Response(200)
+
+    router = OriginRouter(Named("public"), {("vllm.internal", 443): Named("internal CA")})
+    async with httpx.AsyncClient(transport=router) as client:
+        for url in ("https://vllm.internal/health", "https://vllm.internal:443/x", "https://VLLM.internal/y",
+                    "https://vllm.internal:8443/health", "https://other.internal/health"):
+            await client.get(url)
+    assert seen == ["internal CA", "internal CA", "internal CA", "public", "public"]
+
+
+def test_an_endpoint_that_says_nothing_at_an_origin_another_configures_is_refused(tmp_path: Path) -> None:
+    ca_file, _ = private_authority(tmp_path)
+    bare = {"id": "bare", "site": "fra", "model": "emulated", "engine": "openai",
+            "url": "https://127.0.0.1:9443/other"}
+    with pytest.raises(ConfigError, match=r"endpoints\[1\]: tls_ca_file and proxy differ from endpoints\[0\]'s"):
+        upstream(grid("https://127.0.0.1:9443", ca_file, more=(bare,)))
+
+
+def test_a_proxys_password_is_not_quoted_in_a_spec_error() -> None:
+    with pytest.raises(SpecError) as caught:
+        grid("https://127.0.0.1:9000", None, "http://egress:s3cr3t@proxy.internal:99999")
+    assert "s3cr3t" not in str(caught.value) and "egress:***@proxy.internal:99999" in str(caught.value)
+
+
+def test_a_relative_tls_ca_file_is_the_spec_files_neighbour(tmp_path: Path) -> None:
+    from aigrid.spec.load import load_spec
+
+    ca_file, _ = private_authority(tmp_path)
+    raw = grid("https://127.0.0.1:9443", ca_file).model_dump(mode="json", exclude_none=True)
+    raw["endpoints"][0]["tls_ca_file"] = "ca.pem"
+    (tmp_path / "grid.yaml").write_text(json.dumps(raw))  # JSON is YAML
+    assert load_spec(tmp_path / "grid.yaml").endpoints[0].tls_ca_file == str(tmp_path / "ca.pem")

@@ -61,7 +61,8 @@ CLOSED_IDLE = "Server disconnected without sending a response"
 def _hint(exc: httpx.TransportError) -> str:
     """What to do about a failure an operator fixes in the spec."""
     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-        return " (a certificate of an internal authority: give the endpoint tls_ca_file, its CA's PEM file)"
+        return (" (the engine's certificate did not verify: signed by an internal authority, give the endpoint "
+                "tls_ca_file, or check the one it names; else expired, or not for this host name)")
     return ""
 
 

@@ -47,12 +47,39 @@ def upstream(spec: GridSpec | None = None) -> Upstream:
     own (`tls_ca_file`, an internal CA) and through its `proxy`; no read timeout while tokens stream. Raises
     ConfigError naming the field when a CA file cannot be used."""
     http1 = Http1Transport()
-    mounts: dict[str, httpx.AsyncBaseTransport] = {"http://": http1, "https://": httpx.AsyncHTTPTransport(
-        limits=TLS_LIMITS)}
-    for origin, way in (https_origins(spec) if spec is not None else {}).items():
-        mounts[origin] = httpx.AsyncHTTPTransport(verify=way.context or True, proxy=way.proxy, limits=TLS_LIMITS)
-    client = httpx.AsyncClient(mounts=mounts, timeout=UPSTREAM_TIMEOUT, trust_env=False)
+    public = httpx.AsyncHTTPTransport(limits=TLS_LIMITS)
+    ways = https_origins(spec) if spec is not None else {}
+    https = OriginRouter(public, {origin: httpx.AsyncHTTPTransport(verify=way.context or True, proxy=way.proxy,
+                                                                   limits=TLS_LIMITS)
+                                  for origin, way in ways.items()})
+    client = httpx.AsyncClient(mounts={"http://": http1, "https://": https}, timeout=UPSTREAM_TIMEOUT,
+                               trust_env=False)
     return Upstream(client, http1)
+
+
+Origin = tuple[str, int]
+"""(host as httpx.URL gives it, lower case and without IPv6 brackets; port, 443 when the URL gives none)."""
+
+
+def origin_of(url: httpx.URL) -> Origin:
+    return url.host.lower(), url.port or 443
+
+
+class OriginRouter(httpx.AsyncBaseTransport):
+    """https requests to the transport of their exact origin (host and port), others to `default`. Not httpx's
+    mount patterns: one for port 443 matches the host at every port, and an IPv6 host needs its brackets."""
+
+    def __init__(self, default: httpx.AsyncBaseTransport, by_origin: Mapping[Origin, httpx.AsyncBaseTransport]):
+        self._default = default
+        self._by_origin = dict(by_origin)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self._by_origin.get(origin_of(request.url), self._default) if self._by_origin else self._default
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for transport in (self._default, *self._by_origin.values()):
+            await transport.aclose()
 
 
 @dataclass(frozen=True)
@@ -64,25 +91,22 @@ class HttpsWay:
     proxy: str | None
 
 
-def https_origins(spec: GridSpec) -> dict[str, HttpsWay]:
-    """`https://host:port` -> how it is reached, for every origin an endpoint gives a `tls_ca_file` or a
+def https_origins(spec: GridSpec) -> dict[Origin, HttpsWay]:
+    """(host, port) -> how it is reached, for every https origin an endpoint gives a `tls_ca_file` or a
     `proxy`. Raises ConfigError naming the field: a CA file that cannot be used, or two endpoints at one origin
-    that say different things (one origin is one connection pool)."""
-    ways: dict[str, HttpsWay] = {}
-    said: dict[str, tuple[str | None, str | None, int]] = {}
+    that say different things, one of them nothing (one origin is one connection pool)."""
+    said: dict[Origin, tuple[str | None, str | None, int]] = {}
     for i, ep in enumerate(spec.endpoints):
-        if ep.tls_ca_file is None and ep.proxy is None:
+        if not (ep.url or "").startswith("https://"):
             continue
-        url = httpx.URL(ep.url or "")
-        origin = f"https://{url.host}:{url.port or 443}"
+        origin = origin_of(httpx.URL(ep.url or ""))
         first = said.setdefault(origin, (ep.tls_ca_file, ep.proxy, i))
         if first[:2] != (ep.tls_ca_file, ep.proxy):
+            host = f"[{origin[0]}]" if ":" in origin[0] else origin[0]
             raise ConfigError(f"endpoints[{i}]: tls_ca_file and proxy differ from endpoints[{first[2]}]'s at the "
-                              f"same origin {origin}: one origin, one way to reach it")
-        if origin in ways:
-            continue
-        ways[origin] = HttpsWay(_authorities(ep.tls_ca_file, f"endpoints[{i}].tls_ca_file"), ep.proxy)
-    return ways
+                              f"same origin https://{host}:{origin[1]}: one origin, one way to reach it")
+    return {origin: HttpsWay(_authorities(ca_file, f"endpoints[{i}].tls_ca_file"), proxy)
+            for origin, (ca_file, proxy, i) in said.items() if ca_file is not None or proxy is not None}
 
 
 def _authorities(ca_file: str | None, field: str) -> ssl.SSLContext | None:

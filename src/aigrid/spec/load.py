@@ -96,7 +96,8 @@ class _SpecLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignor
 
 
 def relative_to(spec: GridSpec, base: Path) -> GridSpec:
-    """Files a spec names (documents, SQL databases) are relative to the spec file's folder."""
+    """Files a spec names (documents, SQL databases, an endpoint's tls_ca_file) are relative to the spec file's
+    folder."""
     def resolve(path: str) -> str:
         return path if Path(path).is_absolute() else str(base / path)
 
@@ -104,7 +105,9 @@ def relative_to(spec: GridSpec, base: Path) -> GridSpec:
                                                      for d in s.documents]})
              for sid, s in spec.sites.items()}
     agents = spec.agents.model_copy(update={"sql": {k: resolve(v) for k, v in spec.agents.sql.items()}})
-    return spec.model_copy(update={"sites": sites, "agents": agents})
+    endpoints = [e.model_copy(update={"tls_ca_file": resolve(e.tls_ca_file)}) if e.tls_ca_file else e
+                 for e in spec.endpoints]
+    return spec.model_copy(update={"sites": sites, "agents": agents, "endpoints": endpoints})
 
 
 def parse_spec(raw: object, source: str = "<spec>") -> GridSpec:

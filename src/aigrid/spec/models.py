@@ -32,18 +32,28 @@ def http_url(url: str | None) -> str | None:
     only ever showed UNHEALTHY."""
     if url is None:
         return None
+    shown = repr(_without_password(url))
     if "${" in url:
-        raise ValueError(f"{url!r}: environment variables are not expanded in a grid spec; write the value")
+        raise ValueError(f"{shown}: environment variables are not expanded in a grid spec; write the value")
     parts = urlsplit(url)
     try:
         port = parts.port
     except ValueError:
         port = 0
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c.isspace() for c in parts.netloc):
-        raise ValueError(f"{url!r} is not an http(s) URL (e.g. http://host:8000)")
+        raise ValueError(f"{shown} is not an http(s) URL (e.g. http://host:8000)")
     if port == 0:
-        raise ValueError(f"{url!r}: the port must be a number from 1 to 65535")
+        raise ValueError(f"{shown}: the port must be a number from 1 to 65535")
     return url
+
+
+def _without_password(url: str) -> str:
+    """The URL as an error may quote it: a password in it (a proxy's user:password@) replaced by ***."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.partition("@") if "@" in rest.split("/", 1)[0] else ("", "", rest)
+    if not at or ":" not in userinfo:
+        return url
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
