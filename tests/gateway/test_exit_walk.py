@@ -206,7 +206,9 @@ async def test_a_quota_refusal_changes_nothing_and_is_recorded(tmp_path: Path, f
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             r = await c.post("/v1/chat/completions", json={**CHAT, "max_tokens": 100}, headers=TENANT)
-        assert r.status_code == 429 and "retry-after" in r.headers
+        # it reserves more than the whole minute's limit: no wait makes room (no Retry-After, not retried)
+        assert r.status_code == 429 and "retry-after" not in r.headers, r.headers
+        assert r.headers["x-should-retry"] == "false" and "request too large" in r.json()["error"]["message"]
         await settled(gw, 0, "error:rate_limit_exceeded")
     finally:
         await gw.guard.stop()
