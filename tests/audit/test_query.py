@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
 import json
 from datetime import UTC, datetime
@@ -181,3 +182,61 @@ def test_the_default_key_verifies_and_the_table_has_a_total_row(log: Path, tmp_p
     assert lines[0].split() == ["tenant", "requests", "prompt_tokens", "completion_tokens", "blocked", "errors",
                                 "cost_usd"]
     assert [line.split()[:2] for line in lines[1:]] == [["bank", "3"], ["shop", "3"], ["total", "6"]]
+
+
+def hostile_log(tmp_path: Path) -> Path:
+    """A log whose records carry what clients choose (a model name, a batch's custom_id in the route) and what
+    a forger could append: markup, an escape sequence, a spreadsheet formula, a time beyond any calendar."""
+    path = tmp_path / "hostile.db"
+    values = ["[/x]", "\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\", '=HYPERLINK("http://e")', "[red]x"]
+
+    async def write() -> None:
+        audit = AuditLog(path, KEY, checkpoint_every=100)
+        await audit.start()
+        for i, model in enumerate(values):
+            r = rec(i, "bank", "fra-smollm2", "EU")
+            await audit.append(dataclasses.replace(r, model=model))
+        await audit.append(dataclasses.replace(rec(9, "bank", "fra-smollm2", "EU"), ts=1e20))
+        await audit.stop()
+
+    asyncio.run(write())
+    return path
+
+
+def test_values_from_the_log_are_text_never_markup_formulas_or_escapes(tmp_path: Path) -> None:
+    path = hostile_log(tmp_path)
+    for args in (["audit", "query", str(path)], ["audit", "summary", str(path), "--by", "model,day"]):
+        code, out, err = cli(*args)
+        assert code == 0, err
+        assert "[/x]" in out and "[red]x" in out and "\x1b" not in out, out
+        assert "\\x1b]8;;http://evil" in out
+    code, out, _ = cli("audit", "query", str(path), "--format", "csv")
+    assert code == 0
+    models = [row["model"] for row in csv.DictReader(io.StringIO(out))]
+    assert "'=HYPERLINK(\"http://e\")" in models and not any(m.startswith("=") for m in models)
+    code, out, _ = cli("audit", "summary", str(path), "--by", "model", "--format", "csv")
+    assert code == 0 and not any(line.startswith("=") for line in out.splitlines())
+
+
+def test_a_time_beyond_any_calendar_is_blank_not_a_traceback(tmp_path: Path) -> None:
+    path = hostile_log(tmp_path)
+    code, out, err = cli("audit", "query", str(path), "--format", "csv", "--request-id", "req-9")
+    assert code == 0 and "Traceback" not in err
+    (row,) = csv.DictReader(io.StringIO(out))
+    assert row["time"] == ""
+    code, _, err = cli("audit", "query", str(path), "--since", "99999999d")
+    assert code == 2 and "--since" in err and "Traceback" not in err
+
+
+def test_a_table_shows_a_bounded_number_of_records(log: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigrid.audit import query_cli
+
+    monkeypatch.setattr(query_cli, "TABLE_ROWS", 2)
+    code, out, err = cli("audit", "query", str(log))
+    assert code == 0 and len(out.splitlines()) == 3 and "the first 2 matching records" in err
+    code, out, _ = cli("audit", "query", str(log), "--format", "csv")
+    assert len(out.splitlines()) == 7  # CSV streams them all
+
+
+def test_records_written_after_the_verification_are_not_shown_under_its_banner(log: Path) -> None:
+    assert [r.seq for r in records(log, Selection(), through=4)] == [1, 2, 3, 4]

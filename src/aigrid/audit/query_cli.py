@@ -18,6 +18,7 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from aigrid.audit.query import (
     FIREWALL_ACTIONS,
@@ -39,6 +40,8 @@ from aigrid.errors import AigridError
 
 DEFAULT_DB = Path(".aigrid/audit.db")
 DEFAULT_KEY = Path(".aigrid/audit-signing.pub.pem")
+TABLE_ROWS = 1000
+"""The most records a table shows without --limit (a table is laid out whole, in memory)."""
 WIDE = 240
 """Columns of a table printed to a file or a pipe (never cut to 80)."""
 
@@ -81,13 +84,15 @@ def _selection(since: str | None, until: str | None, tenant: list[str] | None, k
                      outcomes=tuple(outcome or ()), request_id=request_id, firewall=firewall)
 
 
-def _checked(db: Path, public_key: list[Path] | None, unverified: bool, err: Console) -> None:
-    """Verify the log when a key is at hand; exit 1 (tampered) or 2 (unusable input) unless it is sound."""
+def _checked(db: Path, public_key: list[Path] | None, unverified: bool, err: Console) -> int | None:
+    """Verify the log when a key is at hand; exit 1 (tampered) or 2 (unusable input) unless it is sound.
+    Returns the records the verification covered (None: not verified, or read anyway), so that records the
+    live log gains meanwhile are not shown under its banner."""
     keys = public_key or ([DEFAULT_KEY] if DEFAULT_KEY.exists() else [])
     if not keys:
         err.print(f"note: {db} was not verified (no public key: give --public-key, or run aigrid audit verify)",
                   highlight=False, soft_wrap=True, markup=False)
-        return
+        return None
     try:
         report = verify(db, [load_public_key(p) for p in keys])
     except (OSError, ValueError, sqlite3.Error) as e:
@@ -95,9 +100,9 @@ def _checked(db: Path, public_key: list[Path] | None, unverified: bool, err: Con
         raise typer.Exit(2) from None
     if report.ok:
         err.print(f"verified: {report.records} records, the chain intact, the last signed checkpoint at record "
-                  f"{report.last_checkpoint_seq} ({report.unsigned_tail} records after it)",
-                  highlight=False, soft_wrap=True, markup=False)
-        return
+                  f"{report.last_checkpoint_seq} ({report.unsigned_tail} records after it); records written "
+                  "since are not read", highlight=False, soft_wrap=True, markup=False)
+        return report.records
     print_error(err, f"{db} fails verification (first bad record {report.first_bad_seq}); run aigrid audit "
                      "verify for the findings" + ("; reading it anyway (--unverified)" if unverified else
                                                    ", or give --unverified to read it anyway"))
@@ -105,11 +110,13 @@ def _checked(db: Path, public_key: list[Path] | None, unverified: bool, err: Con
         err.print(f"  - {problem}", highlight=False, soft_wrap=True, markup=False)
     if not unverified:
         raise typer.Exit(1)
+    return None
 
 
-def _read(db: Path, selection: Selection, reading: Reading, err: Console) -> Iterator[Record]:
+def _read(db: Path, selection: Selection, reading: Reading, err: Console,
+          through: int | None = None) -> Iterator[Record]:
     try:
-        yield from records(db, selection, reading)
+        yield from records(db, selection, reading, through)
     except (OSError, ValueError, sqlite3.Error) as e:  # NotAnAuditLog is a ValueError
         print_error(err, f"cannot read {db}: {printable(str(e))}")
         raise typer.Exit(2) from None
@@ -142,11 +149,13 @@ def query_command(db: Db = DEFAULT_DB, since: Since = None, until: Until = None,
     if fmt not in ("table", "jsonl", "csv"):
         raise typer.BadParameter(f"{fmt!r}: one of table, jsonl, csv", param_hint="--format")
     selection = _selection(since, until, tenant, key, model, site, jurisdiction, outcome, request_id, firewall)
-    _checked(db, public_key, unverified, err)
+    through = _checked(db, public_key, unverified, err)
     reading = Reading()
-    found = _read(db, selection, reading, err)
+    found = _read(db, selection, reading, err, through)
     if limit is not None:
         found = iter(_last(found, limit) if last else _first(found, limit))
+    elif fmt == "table":  # a table is laid out whole: bounded (CSV and JSONL stream any number)
+        found = iter(_first(found, TABLE_ROWS + 1))
     out = sys.stdout
     shown = 0
     if fmt == "jsonl":
@@ -154,20 +163,41 @@ def query_command(db: Db = DEFAULT_DB, since: Since = None, until: Until = None,
             out.write(orjson.dumps({"seq": rec.seq, **rec.body}).decode() + "\n")
             shown += 1
     elif fmt == "csv":
-        writer = csv.DictWriter(out, fieldnames=FLAT_COLUMNS, lineterminator="\n")
-        writer.writeheader()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(FLAT_COLUMNS)
         for rec in found:
-            writer.writerow(flat(rec))
+            writer.writerow([spreadsheet_safe(v) for v in flat(rec).values()])
             shown += 1
     else:
         table = Table(*FLAT_COLUMNS, box=None, pad_edge=False)
+        cut = False
         for rec in found:
-            table.add_row(*(str(v) for v in flat(rec).values()))
+            if shown == TABLE_ROWS and limit is None:
+                cut = True
+                break
+            table.add_row(*(_cell(v) for v in flat(rec).values()))
             shown += 1
         if shown:
             _console(out).print(table, soft_wrap=True)
+        if cut:
+            err.print(f"note: the first {TABLE_ROWS} matching records; give --limit N, or --format csv or jsonl "
+                      "for all of them", highlight=False, soft_wrap=True, markup=False)
     _unreadable(reading, err)
     err.print(f"{shown} of {reading.read} records", highlight=False, markup=False)
+
+
+def _cell(value: object) -> Text:
+    """A value from the log as plain text: never read as rich markup (a model name like `[/x]` is the
+    client's choice), control and escape characters shown escaped as repr writes them."""
+    return Text(printable(str(value)))
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text that opens with = + - @ (or a tab or CR) gets a leading '
+    (OWASP's rule for CSV injection; a tenant's model name or a batch's custom_id is the client's text)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def _first(found: Iterator[Record], limit: int) -> list[Record]:
@@ -204,9 +234,9 @@ def summary_command(db: Db = DEFAULT_DB,
         raise typer.BadParameter(f"{by!r}: comma-separated, each one of {', '.join(GROUPS)}", param_hint="--by")
     prices = _prices(spec, err) if spec is not None else None
     selection = _selection(since, until, tenant, key, model, site, jurisdiction, outcome, None, firewall)
-    _checked(db, public_key, unverified, err)
+    through = _checked(db, public_key, unverified, err)
     reading = Reading()
-    groups, total = summarise(_read(db, selection, reading, err), groups_by, prices)
+    groups, total = summarise(_read(db, selection, reading, err, through), groups_by, prices)
     columns = [*groups_by, "requests", "prompt_tokens", "completion_tokens", "blocked", "errors"]
     columns += ["cost_usd"] if prices is not None else []
     rows = [[*key, t.requests, t.prompt_tokens, t.completion_tokens, t.blocked, t.errors,
@@ -219,12 +249,12 @@ def summary_command(db: Db = DEFAULT_DB,
     elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows(rows)
+        writer.writerows([spreadsheet_safe(v) for v in row] for row in rows)
     else:
         table = Table(*columns, box=None, pad_edge=False, show_footer=bool(rows))
         for row in rows:
             table.add_row(*("-" if v == "" else (f"{v:,.4f}" if isinstance(v, float) else
-                                                  f"{v:,}" if isinstance(v, int) else str(v)) for v in row))
+                                                  f"{v:,}" if isinstance(v, int) else _cell(v)) for v in row))
         if rows:
             footer = ["total", *([""] * (len(groups_by) - 1)), f"{total.requests:,}", f"{total.prompt_tokens:,}",
                       f"{total.completion_tokens:,}", f"{total.blocked:,}", f"{total.errors:,}"]
