@@ -641,3 +641,37 @@ def test_a_refused_line_waits_the_refusals_own_retry_after_whatever_its_case() -
     assert retry_after(RateLimited("queue full", headers={"retry-after": "2"})) == 2.0
     assert retry_after(RateLimited("larger than any window", retry=False)) is None
     assert retry_after(NoEligibleEndpoint("no site")) == 0.0
+
+
+async def test_a_retry_after_longer_than_the_window_expires_the_batch_instead_of_running_after_it(
+        tmp_path: Path) -> None:
+    """A spent day's budget says Retry-After in hours: the line's wait used to outlast the batch's window, and
+    the line ran after it (the batch then ended completed with the line failed). Now the wait stops at the
+    window's end and the batch expires."""
+    db = BatchDb(tmp_path)
+    files, store = FileStore(db), BatchStore(db)
+    tries: dict[str, int] = {}
+    clock = [time.time()]
+
+    async def run_line(batch: StoredBatch, ln: Line) -> LineResult:
+        tries[ln.custom_id] = tries.get(ln.custom_id, 0) + 1
+        clock[0] += 3600  # each refusal's wait passes the window (the fake clock jumps; the real wait is short)
+        return LineResult(False, request_line(ln.custom_id, 429, "", {}), retry_after_s=0.2)
+
+    runner = BatchRunner(BatchSpec(dir=str(tmp_path), line_attempts=3, retry_s=0.0, poll_s=0.05, stale_s=1.0),
+                         store, files, run_line, clock=lambda: clock[0])
+    f = await files.add("t", "r.jsonl", "batch", io.BytesIO(jsonl(line("a", "hi"))))
+    now = int(clock[0])
+    await store.create("t", {"id": "batch_w", "status": "validating", "created_at": now, "expires_at": now + 60,
+                             "input_file_id": f.id, "endpoint": CHAT}, {}, {})
+    runner.submit("batch_w")
+    try:
+        for _ in range(300):
+            obj = await store.get("t", "batch_w")
+            if obj and obj["status"] in ("completed", "expired", "failed"):
+                break
+            await asyncio.sleep(0.02)
+        assert obj is not None and obj["status"] == "expired", obj
+        assert tries == {"a": 1}  # not tried again after the window
+    finally:
+        await runner.stop()

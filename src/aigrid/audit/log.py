@@ -255,6 +255,8 @@ class AuditLog:
             except (OSError, sqlite3.Error) as e:  # disk full, locked or gone: keep the batch, retry
                 log.error("audit write failed, retrying in %.1fs: %s", self.retry_s, e)
             await asyncio.sleep(self.retry_s)
+        if self.store.signing_key is None:  # nothing to sign with: no checkpoint to try
+            return
         if self._unsigned_since is None and seq > self.store.last_checkpoint:
             self._unsigned_since = self._clock()
         if seq - self.store.last_checkpoint >= self.checkpoint_every or self._due() <= 0:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -106,7 +107,7 @@ def retry_after(e: ApiError) -> float | None:
     wait = retry_after_s(e.headers)  # the quota says Retry-After, the admission queue retry-after
     if wait is None:
         return None if e.retry is False else 0.0
-    return max(wait, 0.0)
+    return max(wait, 0.0) if math.isfinite(wait) else None
 
 
 class LineRun:

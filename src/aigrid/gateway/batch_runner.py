@@ -237,7 +237,7 @@ class BatchRunner:
 
         async def one(line: Line) -> None:
             try:
-                result = await self._line_with_retries(run, row, line)
+                result = await self._line_with_retries(run, row, line, expires_at)
                 if result is None:
                     return
                 await output.append(result.ok, result.record)
@@ -263,16 +263,21 @@ class BatchRunner:
         if run.lines:
             await asyncio.wait(set(run.lines))
 
-    async def _line_with_retries(self, run: _Run, row: StoredBatch, line: Line) -> LineResult | None:
-        """The line's result, or None when the batch halted while it waited to be tried again."""
+    async def _line_with_retries(self, run: _Run, row: StoredBatch, line: Line,
+                                 expires_at: float) -> LineResult | None:
+        """The line's result, or None when the batch halted while it waited to be tried again. A wait never
+        outlasts the batch's window (a spent day's budget says Retry-After in hours): at its end the batch
+        expires, and the line is left for the expired lines' file instead of running after it."""
         attempts = self.spec.line_attempts
         for attempt in range(1, attempts + 1):
             result = await self.run_line(row, line)
             if result.retry_after_s is None or attempt == attempts:
                 return result
-            wait = max(result.retry_after_s, self.spec.retry_s * attempt)
+            wait = min(max(result.retry_after_s, self.spec.retry_s * attempt), max(expires_at - self.clock(), 0.0))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.halt.wait(), wait)
+            if not run.halt.is_set() and self.clock() >= expires_at:
+                run.stop("expired")
             if run.halt.is_set():
                 return None
         return None  # not reached: the last attempt returns
