@@ -2,6 +2,12 @@
 
 Tables are append-only by triggers that abort UPDATE and DELETE; that stops mistakes, not an attacker
 with the file, which is what the hash chain and the signed checkpoints are for.
+
+Upgrades: the database says its format in SQLite's `user_version` (FORMAT; 0 is a log written before the stamp,
+the same tables, and is stamped when a writer opens it: the stamp is in the file's header, outside the chain).
+A writer refuses a log of a later format (a newer aigrid's) with a message saying so, before it writes
+anything: an older writer must not append records or checkpoints to a log whose format it does not know.
+A change of these tables, or of what a record or a checkpoint covers, takes a new FORMAT and a migration here.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aigrid.audit.chain import GENESIS, checkpoint_message, entry_hash
 from aigrid.audit.signing import key_id
 
+FORMAT = 1
+"""The audit database's format (PRAGMA user_version): this version reads and writes 1 (0: before the stamp)."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_records (
     seq INTEGER PRIMARY KEY, ts REAL NOT NULL, body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -54,9 +62,16 @@ class AuditStore:
 
     def open(self) -> None:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        db.executescript(SCHEMA)
+        try:
+            found = _check_format(db)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(SCHEMA)
+            if found != FORMAT:  # a new log, or one written before the stamp (the same tables)
+                db.execute(f"PRAGMA user_version = {FORMAT}")
+        except BaseException:
+            db.close()
+            raise
         row = db.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
         if row is not None:
             self.last_seq, self.last_hash = int(row[0]), str(row[1])
@@ -129,3 +144,14 @@ class AuditStore:
         if self._db is None:
             raise RuntimeError("audit store is not open (call open() first)")
         return self._db
+
+
+
+def _check_format(db: sqlite3.Connection) -> int:
+    """The log's format (0: written before the stamp); sqlite3.DatabaseError, one line saying what to do, for a
+    later one than this version knows."""
+    found = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if found > FORMAT:
+        raise sqlite3.DatabaseError(f"written by a newer aigrid (audit log format {found}; this version writes "
+                                    f"{FORMAT}): run that aigrid or a later one (the file is left as it is)")
+    return found

@@ -6,6 +6,13 @@ Every call runs in a thread (asyncio.to_thread), never on the event loop, with a
 (SQLite opens one in well under a millisecond); WAL lets readers go on while one process writes, and
 `BEGIN IMMEDIATE` makes each read-modify-write one step across processes. The database is created on first
 use, so building a gateway touches no disk.
+
+Upgrades: the index says its format in SQLite's `user_version` (FORMAT; 0 is an index written before the stamp,
+the same tables, stamped at the next open). An index of a later format (a newer aigrid's) is refused with a
+message saying so (the gateway does not start: `gateway.batch.dir: ...`), not read as what it is not: before,
+an older aigrid listed a newer one's Message Batches as OpenAI batches and their hidden files as the tenant's.
+A change of these tables, or of what a row's JSON means to a reader of the previous format, takes a new FORMAT
+and a migration here.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from typing import TypeVar
 
 T = TypeVar("T")
 DB_NAME = "index.sqlite3"
+FORMAT = 1
+"""The index's format (PRAGMA user_version): this version reads and writes 1 (0: before the stamp)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, purpose TEXT NOT NULL, filename TEXT NOT NULL,
@@ -53,8 +62,15 @@ class BatchDb:
                 return
             self.root.mkdir(parents=True, exist_ok=True)
             with closing(self._connect()) as db:
+                found = int(db.execute("PRAGMA user_version").fetchone()[0])
+                if found > FORMAT:
+                    raise sqlite3.DatabaseError(
+                        f"{self.path}: written by a newer aigrid (batch index format {found}; this version writes "
+                        f"{FORMAT}): run that aigrid or a later one (the folder is left as it is)")
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
+                if found != FORMAT:  # a new index, or one written before the stamp (the same tables)
+                    db.execute(f"PRAGMA user_version = {FORMAT}")
             self._ready = True
 
     def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:

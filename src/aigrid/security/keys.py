@@ -6,6 +6,14 @@ milliseconds per request); the server secret means a stolen key file alone does 
 The file is JSON, written atomically; the secret itself is never stored. A gateway's ring watches its file
 (`KeyRing.watching`): a key created or revoked with `aigrid keys` takes effect within a second, without a
 restart.
+
+Upgrades: the file says its format (`version`, FORMAT; a file without one is format 1, as every aigrid before
+the field wrote). A file of a later format (a newer aigrid's) is refused with a message saying so, never read
+as what it is not; a file whose top level has no `keys` list is not a key file (before, it was read as no keys:
+every request refused, silently). What this version cannot read is kept when it rewrites the file (`aigrid
+keys create|revoke`): a record it skips and the fields it does not know, in a record or beside `keys`, are
+written back as they were (before, the next `aigrid keys create` deleted them). A change of the file a
+reader of the previous format would misread (a field whose loss changes what a key may do) takes a new FORMAT.
 """
 
 from __future__ import annotations
@@ -29,6 +37,9 @@ WATCH_INTERVAL_S = 1.0
 """How stale a watching ring may be: it looks at its file at most this often (one stat), when asked."""
 
 PREFIX = "aig_"
+FORMAT = 1
+"""The key file's format (its `version`): this version reads and writes 1."""
+_RECORD_FIELDS = frozenset({"key_id", "tenant", "digest", "scopes", "created", "revoked", "name"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +99,12 @@ class KeyRing:
         self._checked = float("-inf")
         self._interval_s = WATCH_INTERVAL_S
         self._unreadable: tuple[int, int, int] | None = None
+        self._kept: dict[str, object] = {}
+        """What the file held that this version does not read (fields beside `keys`), written back by save."""
+        self._kept_records: list[object] = []
+        """The records load skipped, written back by save as they were."""
+        self._kept_fields: dict[str, dict[str, object]] = {}
+        """Per key id, the fields of its record this version does not know, written back by save."""
 
     def digest(self, secret: str) -> str:
         return hmac.new(self._secret, secret.encode("utf-8"), hashlib.sha256).hexdigest()
@@ -139,10 +156,14 @@ class KeyRing:
             data = json.loads(path.read_text(encoding="utf-8"))
         except RecursionError as e:
             raise ValueError("nested too deep to be a key file") from e
-        keys = data.get("keys", []) if isinstance(data, dict) else None
+        if isinstance(data, dict):
+            _check_version(data.get("version", FORMAT))
+        keys = data.get("keys", [] if not set(data) - {"version"} else None) if isinstance(data, dict) else None
         if not isinstance(keys, list):
             raise ValueError('not a key file: expected {"keys": [{"key_id": ..., "tenant": ..., "digest": ...}, ...]}')
         records = []
+        skipped: list[object] = []
+        fields: dict[str, dict[str, object]] = {}
         for i, d in enumerate(keys):
             try:
                 if not isinstance(d, dict):
@@ -155,9 +176,16 @@ class KeyRing:
                 # included, still count (a revocation saved beside a typo must not be lost)
                 log.error("key file %s: record %d skipped (%s: %s): that key is not valid", path, i,
                           type(e).__name__, e)
+                skipped.append(d)
                 continue
             records.append(r)
-        return cls(server_secret, records)
+            unknown = {k: v for k, v in d.items() if k not in _RECORD_FIELDS}
+            if unknown:
+                fields[r.key_id] = unknown
+        ring = cls(server_secret, records)
+        ring._kept = {k: v for k, v in data.items() if k not in ("keys", "version")}
+        ring._kept_records, ring._kept_fields = skipped, fields
+        return ring
 
     @classmethod
     def watching(cls, path: Path, server_secret: bytes, interval_s: float | None = None) -> KeyRing:
@@ -202,11 +230,21 @@ class KeyRing:
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
-        payload = json.dumps({"keys": [r.to_dict() for r in self.records()]}, indent=2)
+        keys: list[object] = [{**r.to_dict(), **self._kept_fields.get(r.key_id, {})} for r in self.records()]
+        payload = json.dumps({**self._kept, "version": FORMAT, "keys": keys + self._kept_records}, indent=2)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(payload)
         os.replace(tmp, path)
+
+
+def _check_version(version: object) -> None:
+    if version == FORMAT and isinstance(version, int) and not isinstance(version, bool):
+        return
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT:
+        raise ValueError(f"written by a newer aigrid (key file format {version}; this version reads format "
+                         f"{FORMAT}): run that aigrid or a later one (this one leaves the file as it is)")
+    raise ValueError(f"not a key file: its version {version!r} is not a format aigrid writes (1 or later)")
 
 
 def _signature(path: Path) -> tuple[int, int, int] | None:

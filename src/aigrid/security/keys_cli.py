@@ -6,6 +6,7 @@ file holds only digests.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,17 @@ def server_secret(env: dict[str, str] | None = None) -> bytes:
     return value.encode()
 
 
+def _load(keys_file: Path, secret: bytes) -> KeyRing:
+    """The file's ring; a file this version cannot read (not JSON, another shape, a newer aigrid's format) is a
+    ConfigError naming it (`aigrid keys create` and `revoke` printed a traceback), and is left as it is."""
+    try:
+        return KeyRing.load(keys_file, secret)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"--keys-file {keys_file}: not a key file (not JSON: {e})") from None
+    except ValueError as e:
+        raise ConfigError(f"--keys-file {keys_file}: {e}") from None
+
+
 def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), jurisdictions: Sequence[str] = (),
                sites: Sequence[str] = (), policy: str | None = None, max_priority: str | int | None = None,
                name: str = "", secret: bytes | None = None, echo: Callable[[str], None] = print) -> str:
@@ -36,7 +48,7 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
         level = None if max_priority is None else parse_level(max_priority)
     except ValueError as e:
         raise ConfigError(f"--max-priority: {e}") from None
-    ring = KeyRing.load(keys_file, secret if secret is not None else server_secret())
+    ring = _load(keys_file, secret if secret is not None else server_secret())
     scopes = Scopes(models=frozenset(models) or None, jurisdictions=frozenset(jurisdictions) or None,
                     sites=frozenset(sites) or None, policy=policy, max_priority=level)
     issued = ring.issue(tenant, scopes, name=name)
@@ -50,7 +62,7 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
 def list_keys(keys_file: Path, *, secret: bytes | None = None, echo: Callable[[str], None] = print) -> None:
     if not keys_file.is_file():
         raise ConfigError(f"--keys-file {keys_file}: no such file (no key was issued there: `aigrid keys create`)")
-    ring = KeyRing.load(keys_file, secret if secret is not None else server_secret())
+    ring = _load(keys_file, secret if secret is not None else server_secret())
     for r in ring.records():
         state = "revoked" if r.revoked else "active"
         echo(f"{r.key_id}  {r.tenant:<16} {state:<8} {r.name or '-'}  {scopes_text(r.scopes)}")
@@ -64,7 +76,7 @@ def scopes_text(scopes: Scopes) -> str:
 
 
 def revoke_key(keys_file: Path, key_id: str, *, secret: bytes | None = None) -> bool:
-    ring = KeyRing.load(keys_file, secret if secret is not None else server_secret())
+    ring = _load(keys_file, secret if secret is not None else server_secret())
     if not ring.revoke(key_id):
         return False
     ring.save(keys_file)
