@@ -160,6 +160,9 @@ async def test_without_tls_ca_file_the_certificate_is_refused_and_the_decision_s
         status, text, attempts = await stream_through_gateway(grid(url, None))
     assert status in (502, 503), text
     assert "CERTIFICATE_VERIFY_FAILED" in attempts and "tls_ca_file" in attempts, attempts
+    # the client hears why, not where: the engine's address stays in the decision and the log
+    assert "CERTIFICATE_VERIFY_FAILED" in text and url.removeprefix("https://") not in text, text
+    assert url.removeprefix("https://") in attempts
 
 
 def test_a_ca_file_that_cannot_be_used_names_the_field(tmp_path: Path) -> None:

@@ -343,8 +343,6 @@ async def test_every_candidate_failing_is_retried(grid: Grid, call: Call, sdk: s
     assert err.response.headers["x-should-retry"] == "true"
 
 
-@pytest.mark.xfail(strict=True, reason="needs routes.py (not this change): NoEligibleEndpoint(..., retry=False) "
-                   "when only hard constraints (residency, model, context) rejected every site")
 @pytest.mark.parametrize(("call", "sdk"), [calls()[0], calls()[5]])
 async def test_a_hard_constraint_that_rejects_every_site_is_not_retried(grid: Grid, call: Call, sdk: str) -> None:
     """A residency no site of the grid is in: no wait makes a site appear there."""
@@ -384,8 +382,6 @@ async def test_a_stream_that_stops_short_ends_failed_for_the_responses_api(grid:
     assert "stream ended before the answer did" in last.response.error.message
 
 
-@pytest.mark.xfail(strict=True, reason="needs relay.py (not this change): an engine stream that ends without "
-                   "[DONE] is EngineStreamBroken (continued elsewhere, or the in-stream error event)")
 async def test_a_stream_that_stops_short_raises_in_the_openai_sdk(grid: Grid) -> None:
     truncate(grid.fakes)
     with pytest.raises(openai.APIError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
@@ -52,7 +53,17 @@ from aigrid.telemetry.store import TelemetryStore
 Sleep = Callable[[float], Awaitable[None]]
 Wrap = Callable[[Engine, Candidate], Engine]
 """Wraps the chosen endpoint's engine for one request (the agent tool loop runs beside it)."""
-_PASS_HEADERS = ("content-type",)
+_PASS_HEADERS = ("content-type", "retry-after")
+"""The engine's headers a client gets with its answer: the type, and when a hosted engine refuses for its own
+rate limit (429), when to try again."""
+_ENGINE = re.compile(r"\w+Engine\([^()]*\): ?")
+"""An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client."""
+
+
+def for_client(reason: str) -> str:
+    """An attempt's failure as a client may read it: without the engine's address (an internal host name or a
+    private IP); the log and `aigrid explain` keep the whole reason."""
+    return _ENGINE.sub("", reason)
 log = logging.getLogger("aigrid.proxy")
 
 
@@ -171,7 +182,7 @@ class Proxy:
             TRACE_HEADERS.set(opened.trace_headers)
         if opened is None:
             record.status = "failed"
-            tried = "; ".join(f"{a['endpoint']}: {a.get('error')}" for a in record.attempts)
+            tried = "; ".join(f"{a['endpoint']}: {for_client(str(a.get('error')))}" for a in record.attempts)
             self._metrics.rejected.labels("upstream_failed").inc()
             raise UpstreamFailed(f"every candidate failed before answering ({tried})",
                                  headers={"x-aigrid-decision": decision.request_id})
@@ -202,7 +213,7 @@ class Proxy:
                             exc_info=e)
             await self.abandon(opened, record, f"broke before the answer was complete: {e!r}")
             record.status = "failed"
-            raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {e}",
+            raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {for_client(str(e))}",
                                  headers={"x-aigrid-decision": decision.request_id}) from e
         except BaseException:  # cancelled (client gone, shutdown): release the engine
             await opened.stack.aclose()

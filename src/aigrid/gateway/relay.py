@@ -66,6 +66,11 @@ class EventPipe:
         self._rewriter: Rewriter | None = None
         self._decoder = SseDecoder()
 
+    @property
+    def sse(self) -> bool:
+        """The engine's answer is an event stream (not an error body)."""
+        return self._sse
+
     def continuation(self, sse: bool) -> None:
         """The next reads come from a continuation's engine."""
         self._rewriter = Rewriter(self.delivered)
@@ -224,6 +229,15 @@ class StreamRelay:
                     chunk = await cur.upstream.body.__anext__()
                 except StopAsyncIteration:
                     tail = self.pipe.end()
+                    delivered = self.pipe.delivered
+                    if self.pipe.sse and cur.upstream.status < 400 and not (delivered.done or delivered.finished):
+                        # closed cleanly, but before its [DONE] or a finish_reason: the answer is cut short,
+                        # not complete (continued elsewhere, or the in-stream error event the SDKs raise)
+                        out = await self._broke(cur, EngineStreamBroken("the engine's stream ended before the "
+                                                                        "answer did (no finish_reason, no [DONE])"))
+                        if out and (sent := await self._emit(out)) is not None:
+                            return sent
+                        continue
                     self._current = None
                     await cur.stack.aclose()
                     self._record.usage = self._proxy.finish(cur.cand, self._record, cur.upstream.status,

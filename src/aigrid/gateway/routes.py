@@ -69,6 +69,8 @@ if TYPE_CHECKING:
 access = logging.getLogger("aigrid.access")
 log = logging.getLogger("aigrid.gateway")
 H_TENANT = "x-aigrid-tenant"
+HARD_FILTERS = frozenset({"model", "quality", "residency", "tenant"})
+"""Filters whose rejections no wait undoes (health, capacity, power and the like can)."""
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
@@ -118,7 +120,7 @@ class Audited:
                         hangup.armed = False  # the answer starts (or the error): only the relay watches now
             except ApiError as e:
                 ex.error = e
-                response = await api_error_handler(request, e)
+                response = await api_error_handler(request, e, request_id=ex.request_id)
             except ClientDisconnect:  # gone while its body was read: nobody to answer
                 ex.outcome = "client_closed"
                 return
@@ -323,7 +325,10 @@ class Routes:
             record.status = "rejected"
             gw.metrics.rejected.labels("no_eligible_endpoint").inc()
             details = "; ".join(f"{r.endpoint_id}: {r.filter} ({r.reason})" for r in decision.rejected)
-            raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id})
+            # only rules that a retry cannot change (residency, the model, quality, the tenant's): not retried
+            hard = bool(decision.rejected) and {r.filter for r in decision.rejected} <= HARD_FILTERS
+            raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id},
+                                     retry=False if hard else None)
         return await self._forward(path, body, parsed, ex, hedge, loop)
 
     def _keep(self, ex: Exchange, decision: Decision, model: str, info: RequestInfo, policy_name: str) -> DecisionRecord:
