@@ -227,7 +227,7 @@ async def test_a_conversation_is_bound_to_one_jurisdiction(oai: openai.AsyncOpen
 
 
 def test_the_store_is_bounded_oldest_written_out_first() -> None:
-    store = ConversationStore(max_bytes=2_000)
+    store = ConversationStore(max_bytes=6_000)
     item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x" * 300}]}
     for n in range(3):
         store.create(StoredConversation(f"conv_{n}", "t", 0, items=[dict(item)]))

@@ -12,7 +12,7 @@ alone and the workers of one gateway (`--workers N`, whose hub holds the one sto
 same code; a caller never holds a reference into the store.
 
 This store lives in this gateway's memory (or its hub's) and does not survive a restart: at most `max_bytes`
-of items and metadata (as JSON); over it, the conversation written to longest ago of the tenant holding the most
+of conversations, their items and metadata (their memory, footprint.py); over it, the conversation written to longest ago of the tenant holding the most
 is evicted first (fair_lru.py: a tenant cannot push out the others' conversations); a response naming an
 evicted conversation gets a 404, never an answer without its history. A jurisdiction named in
 `gateway.stores` keeps its conversations in that Redis instead (stores_redis.py runs these same operations
@@ -27,14 +27,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from aigrid.gateway.cursor_list import page_after
 from aigrid.gateway.fair_lru import FairLru
+from aigrid.gateway.footprint import RECORD, footprint
 
 log = logging.getLogger("aigrid.gateway")
 MAX_BYTES = 256 * 1024 * 1024
-"""Default budget of the whole store (items and metadata, as JSON bytes)."""
+"""Default budget of the whole store: its conversations, items and metadata in this process's memory (footprint.py)."""
 _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "mcp_call": "mcp",
                 "reasoning": "rs"}
 
@@ -57,7 +56,9 @@ class StoredConversation:
 
 
 def _size(value: Any) -> int:
-    return len(orjson.dumps(value))
+    """What `value` holds of this process's memory (footprint.py); before, its JSON length: an empty
+    conversation weighed 4 bytes of the budget for 464 held."""
+    return footprint(value)
 
 
 class ConversationStore:
@@ -70,7 +71,7 @@ class ConversationStore:
     # --- the operations (in-process) ------------------------------------------------------------------------
     def create(self, conv: StoredConversation) -> StoredConversation:
         conv.items = _unique_ids(conv.items, set())
-        conv.size = _size(conv.items) + _size(conv.metadata)
+        conv.size = RECORD + _size(conv.items) + _size(conv.metadata)
         self._all.put(conv.tenant, conv.id, conv, conv.size)
         return conv
 
@@ -104,7 +105,7 @@ class ConversationStore:
         elif bind is not None and bind != conv.jurisdiction:  # two first turns at once, served apart
             log.warning("conversation %s of tenant %s is bound to %s; a turn served in %s was added to it",
                         cid, tenant, conv.jurisdiction, bind)
-        grown = _size(added)
+        grown = sum(_size(item) + 8 for item in added)  # each item and its slot in conv.items
         conv.size += grown
         self._all.resize(tenant, cid, grown)
         return added, conv.jurisdiction
@@ -130,7 +131,7 @@ class ConversationStore:
         for i, item in enumerate(conv.items):
             if item.get("id") == item_id:
                 del conv.items[i]
-                shrunk = _size(item)
+                shrunk = _size(item) + 8
                 conv.size -= shrunk
                 self._all.resize(tenant, cid, -shrunk, newest=False)
                 return True

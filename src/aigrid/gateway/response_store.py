@@ -9,7 +9,7 @@ no site of that jurisdiction can serve, the follow-up is refused, never moved.
 
 A record keeps only its own turn (the new input and the answer) and the id of the response it continued;
 the history is the chain of turns, read back within the one partition, so a long conversation costs memory
-linear in its length. Each partition holds at most `max_bytes` of turns; over it, the tenant holding the most
+linear in its length. Each partition holds at most `max_bytes` of turns (their memory, footprint.py); over it, the tenant holding the most
 loses its oldest first (fair_lru.py: a tenant cannot push out the others' conversations); a follow-up whose
 chain lost a turn to eviction is refused (404), never answered from a partial history.
 
@@ -39,14 +39,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from aigrid.gateway.event_log import EventLogs
 from aigrid.gateway.fair_lru import FairLru
+from aigrid.gateway.footprint import RECORD, footprint
 
 log = logging.getLogger("aigrid.gateway")
 MAX_BYTES = 256 * 1024 * 1024
-"""Default budget of one jurisdiction's partition (turns and stored Response objects, as JSON bytes)."""
+"""Default budget of one jurisdiction's partition: its turns and stored Response objects, in this process's
+memory as footprint.py estimates it (before, as JSON bytes: ~1 GiB held for 256 MiB counted)."""
 
 
 @dataclass(slots=True)
@@ -127,8 +127,7 @@ class ResponseStore:
         """Keep `record` in its jurisdiction's partition; refuses (False) a jurisdiction the tenant may not use."""
         if not may_store(record, allowed):
             return False
-        record.size = len(orjson.dumps(record.turn)) + len(orjson.dumps(record.response)) + \
-            len(orjson.dumps(record.inputs))
+        record.size = RECORD + footprint(record.turn) + footprint(record.response) + footprint(record.inputs)
         part = self._partitions.get(record.jurisdiction)
         if part is None:
             part = self._partitions[record.jurisdiction] = FairLru(self._max)
