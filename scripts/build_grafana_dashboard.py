@@ -60,11 +60,14 @@ def layout(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def dashboard() -> dict[str, Any]:
     items = [
         row("Traffic"),
-        panel("Requests / s", "Requests the gateway served or refused after routing, all sites.",
+        panel("Requests / s", "Answers and failed attempts at the chosen sites per second (aigrid_requests_total "
+              "counts each attempt that failed before its first byte, then the answer where it was served).",
               [(f"sum(rate(aigrid_requests_total{{{SITE}}}[{RATE}]))", "requests/s")], kind="stat", unit="reqps",
               w=6, h=4),
-        panel("Errors (5 m)", "Share of routed requests whose outcome is not ok, over the chosen sites (0, "
-              "not no data, while every outcome is ok).",
+        panel("Errors (5 m)", "Share of attempts at the chosen sites whose outcome is not ok (failed before the "
+              "first byte, broke, the client closed, an engine's 4xx/5xx), as the AigridSiteErrors rule counts "
+              "them: a request served after failing over elsewhere counts its failed attempt here (0, not no "
+              "data, while every outcome is ok).",
               [(f'(sum(rate(aigrid_requests_total{{{SITE},outcome!="ok"}}[5m])) or vector(0)) / '
                 f"sum(rate(aigrid_requests_total{{{SITE}}}[5m]))", "errors")], kind="stat", unit="percentunit",
               w=6, h=4),

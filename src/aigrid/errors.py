@@ -196,7 +196,7 @@ class DeadlineUnmeetable(ApiError):
 
 class NoEligibleEndpoint(ApiError):
     """No site may serve the request now. Retried by the SDKs (a site may be healthy again); the caller passes
-    `retry=False` where only hard constraints (residency, model, context) rejected every site."""
+    `retry=False` where only hard constraints (residency, model, quality, the tenant's rules) rejected every site."""
 
     status = 503
     type = "service_unavailable_error"

@@ -240,3 +240,17 @@ def test_a_table_shows_a_bounded_number_of_records(log: Path, monkeypatch: pytes
 
 def test_records_written_after_the_verification_are_not_shown_under_its_banner(log: Path) -> None:
     assert [r.seq for r in records(log, Selection(), through=4)] == [1, 2, 3, 4]
+
+
+def test_a_log_of_a_newer_format_is_said_so_by_verify_and_query(log: Path) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(log)
+    db.execute("PRAGMA user_version = 2")
+    db.commit()
+    db.close()
+    key = str(log.parent / "audit.pub.pem")
+    for args in (["audit", "verify", str(log), "--public-key", key], ["audit", "query", str(log)],
+                 ["audit", "summary", str(log), "--public-key", key]):
+        code, out, err = cli(*args)
+        assert code == 2 and "newer aigrid" in out + err and "Traceback" not in out + err, (args, out, err)

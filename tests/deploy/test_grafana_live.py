@@ -79,9 +79,10 @@ async def test_every_dashboard_query_runs_on_a_real_gateways_series(tmp_path: Pa
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [{"job_name": "aigrid", "static_configs": [{"targets": [base]}]}]}))
+        log = (tmp_path / "prometheus.log").open("wb")
         proc = await asyncio.create_subprocess_exec(
             binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            f"--web.listen-address=127.0.0.1:{port}", stdout=subprocess.DEVNULL, stderr=log)
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom:
                 async def query(expr: str) -> dict:
@@ -89,6 +90,8 @@ async def test_every_dashboard_query_runs_on_a_real_gateways_series(tmp_path: Pa
                     return dict(r.json())
 
                 for _ in range(300):  # until a few scrapes span the traffic, more traffic between them
+                    if proc.returncode is not None:  # it did not start (a port taken, a flag): say why at once
+                        pytest.fail(f"prometheus exited: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
                     with contextlib.suppress(httpx.HTTPError, ValueError):  # not ready: no JSON yet
                         got = await query("count_over_time(aigrid_requests_total[1m])")
                         if got.get("data", {}).get("result") and \
@@ -110,8 +113,10 @@ async def test_every_dashboard_query_runs_on_a_real_gateways_series(tmp_path: Pa
                 assert not empty, empty
                 assert len(_titled()) == len(targets())
         finally:
-            proc.terminate()
+            if proc.returncode is None:
+                proc.terminate()
             await proc.wait()
+            log.close()
 
 
 def _titled() -> list[tuple[str, dict]]:

@@ -298,3 +298,127 @@ async def test_a_body_without_a_sink_is_written_on_the_wire_by_the_task(monkeypa
         assert answers[True] == answers[False] and answers[True].count(b" tok") == 20
     finally:
         server.close()
+
+
+def _ending(fakes: dict, last: bytes | None) -> None:
+    """Every engine's [DONE] replaced by `last` (None: left out)."""
+    for f in fakes.values():
+        orig = f._sse
+
+        async def sse(req: dict, orig=orig):  # type: ignore[no-untyped-def]
+            async for b in orig(req):
+                if b != b"data: [DONE]\n\n":
+                    yield b
+                elif last is not None:
+                    yield last
+
+        f._sse = sse
+
+
+@pytest.mark.parametrize("last", [None, b"data: [DONE]", b"data: [DONE]\n"])
+@pytest.mark.parametrize("extra", [{}, {"response_format": {"type": "json_object"}}])
+async def test_a_whole_answer_is_whole_without_a_well_framed_done(tmp_path: Path, last: bytes | None,
+                                                                   extra: dict) -> None:
+    """An engine that ends with its finish_reason and no [DONE] (TGI before 2.2), or a [DONE] without its
+    blank line: the answer is whole, also when the relay does not track the text (response_format: no
+    continuation possible), so no interruption event is appended and nothing counts against the engine."""
+    import random
+
+    from aigrid.spec.load import load_spec
+    from tests.gateway.conftest import DEMO, _no_sleep, spec_in
+    from tests.gateway.fake_engine import FakeEngine
+
+    fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+    _ending(fakes, last)
+    gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json={"model": "smollm2-135m", "stream": True,
+                                                       "messages": [{"role": "user", "content": "hi"}], **extra})
+    assert r.status_code == 200 and "stream_interrupted" not in r.text, r.text[-300:]
+    record = gw.decisions.get(r.headers["x-aigrid-decision"])
+    assert record is not None and record.status == "ok" and not any(a.get("error") for a in record.attempts)
+
+
+async def test_a_failure_tells_the_client_why_but_never_where_the_engines_are(tmp_path: Path) -> None:
+    """Two engines at closed ports on the real transports: the 502 names the endpoints and the cause, not their
+    addresses (a connect error's own text says host:port); the decision keeps them for the operator."""
+    ports = [free_port(), free_port()]
+    spec = parse_spec(spec_for([f"http://127.0.0.1:{p}" for p in ports]), "closed")
+    up = upstream(spec)
+    try:
+        gw = build_gateway(spec, build_engines(spec, {}, up))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json={**BODY, "stream": False})
+    finally:
+        await up.aclose()
+    assert r.status_code == 502, r.text
+    message = r.json()["error"]["message"]
+    assert "emu0" in message and "emu1" in message and "127.0.0.1" not in message, message
+    assert not any(str(p) in message for p in ports), message
+    record = gw.decisions.get(r.headers["x-aigrid-decision"])
+    assert record is not None and any(f"127.0.0.1:{ports[0]}" in str(a.get("error")) for a in record.attempts)
+
+
+async def test_an_interrupted_stream_tells_the_client_why_but_never_where(tmp_path: Path) -> None:
+    """The in-stream error event after an engine broke mid-answer (no continuation: response_format) carried
+    the adapter's repr, its base URL with it."""
+    import random
+
+    from aigrid.errors import EngineStreamBroken
+    from aigrid.spec.load import load_spec
+    from tests.gateway.conftest import DEMO, _no_sleep, spec_in
+    from tests.gateway.fake_engine import FakeEngine
+
+    fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+    for f in fakes.values():
+        f.base_url = "http://10.1.2.3:8000"
+        orig = f._sse
+
+        async def sse(req: dict, orig=orig):  # type: ignore[no-untyped-def]
+            n = 0
+            async for b in orig(req):
+                yield b
+                n += 1
+                if n == 2:
+                    raise EngineStreamBroken("OpenAICompatEngine(kind='vllm', base_url='http://10.1.2.3:8000'): "
+                                             "/v1/chat/completions broke mid-stream: ReadError('reset by 10.1.2.3')")
+
+        f._sse = sse
+    gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json={"model": "smollm2-135m", "stream": True,
+                                                       "messages": [{"role": "user", "content": "hi"}],
+                                                       "response_format": {"type": "json_object"}})
+    assert "stream_interrupted" in r.text and "broke mid-stream" in r.text
+    assert "10.1.2.3" not in r.text and "base_url" not in r.text, r.text[-400:]
+
+
+@pytest.mark.parametrize(("retry_after", "should_retry"), [("5", None), ("3600", "false")])
+async def test_an_engines_own_429_passes_its_retry_after_and_the_gateways_rule(
+        tmp_path: Path, retry_after: str, should_retry: str | None) -> None:
+    """A hosted engine's rate limit: its Retry-After reaches the client, and past 60 s x-should-retry false
+    (an SDK that honours any wait would sleep an hour)."""
+    import random
+    from contextlib import asynccontextmanager
+
+    from aigrid.engines.protocol import UpstreamResponse
+    from aigrid.spec.load import load_spec
+    from tests.gateway.conftest import DEMO, _no_sleep, spec_in
+    from tests.gateway.fake_engine import FakeEngine
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield b'{"error": {"message": "rate limited", "type": "rate_limit_error"}}'
+
+    @asynccontextmanager
+    async def limited(path: str, raw: bytes):  # type: ignore[no-untyped-def]
+        yield UpstreamResponse(429, {"content-type": "application/json", "retry-after": retry_after}, body())
+
+    fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
+    for f in fakes.values():
+        f.open = limited  # type: ignore[method-assign]
+    gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json={"model": "smollm2-135m",
+                                                       "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 429 and r.headers["retry-after"] == retry_after
+    assert r.headers.get("x-should-retry") == should_retry

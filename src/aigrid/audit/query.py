@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.audit.store import check_format
 from aigrid.audit.verify import NotAnAuditLog
 
 GROUPS = ("tenant", "key", "model", "site", "endpoint", "jurisdiction", "outcome", "route", "day", "hour")
@@ -214,6 +215,7 @@ def records(db_path: Path, selection: Selection, reading: Reading | None = None,
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     db.text_factory = bytes
     try:
+        check_format(db)
         tables = {bytes(name).decode(errors="replace")
                   for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "audit_records" not in tables:

@@ -63,7 +63,7 @@ class AuditStore:
     def open(self) -> None:
         db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         try:
-            found = _check_format(db)
+            found = check_format(db)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")
             db.executescript(SCHEMA)
@@ -147,7 +147,7 @@ class AuditStore:
 
 
 
-def _check_format(db: sqlite3.Connection) -> int:
+def check_format(db: sqlite3.Connection) -> int:
     """The log's format (0: written before the stamp); sqlite3.DatabaseError, one line saying what to do, for a
     later one than this version knows."""
     found = int(db.execute("PRAGMA user_version").fetchone()[0])

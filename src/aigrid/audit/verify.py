@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from aigrid.audit.chain import GENESIS, OPENED_UNSIGNED, checkpoint_message, entry_hash
 from aigrid.audit.signing import key_id
+from aigrid.audit.store import check_format
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 
@@ -124,6 +125,7 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     db.text_factory = bytes  # what is stored, as stored: a body that is not UTF-8 is a bad record, not a crash
     try:
+        check_format(db)  # a newer aigrid's log: one line saying so (exit 2), not findings in a format not known
         tables = {_text(name) for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "audit_records" not in tables:
             if "audit_checkpoints" not in tables:

@@ -22,6 +22,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import orjson
 from starlette.responses import Response
 
@@ -30,7 +31,14 @@ from aigrid.engines.legacy_completions import COMPLETIONS_PATH
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import encode
 from aigrid.engines.trace_context import TRACE_HEADERS
-from aigrid.errors import ApiError, EngineError, EngineUnavailable, UpstreamFailed
+from aigrid.errors import (
+    RETRY_WAIT_MAX_S,
+    ApiError,
+    EngineError,
+    EngineUnavailable,
+    UpstreamFailed,
+    retry_after_s,
+)
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.escalation import (
@@ -60,10 +68,32 @@ _ENGINE = re.compile(r"\w+Engine\([^()]*\): ?")
 """An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client."""
 
 
-def for_client(reason: str) -> str:
+def addresses(engines: Mapping[str, Engine]) -> re.Pattern[str] | None:
+    """Every way an engine's address shows in an error's text (its base URL, host:port, ('host', port), the
+    host), longest first: what for_client() hides."""
+    found: set[str] = set()
+    for engine in engines.values():
+        base = getattr(engine, "base_url", None)
+        if not isinstance(base, str) or not base:
+            continue
+        try:
+            url = httpx.URL(base)
+        except httpx.InvalidURL:
+            continue
+        port = url.port or (443 if url.scheme == "https" else 80)
+        found |= {base.rstrip("/"), f"{url.host}:{port}", f"('{url.host}', {port})", f"[{url.host}]:{port}"}
+        if "." in url.host or ":" in url.host or url.host == "localhost":  # an IP or a domain name, alone too
+            found.add(url.host)
+    if not found:
+        return None
+    return re.compile("|".join(re.escape(a) for a in sorted(found, key=len, reverse=True)))
+
+
+def for_client(reason: str, hidden: re.Pattern[str] | None = None) -> str:
     """An attempt's failure as a client may read it: without the engine's address (an internal host name or a
-    private IP); the log and `aigrid explain` keep the whole reason."""
-    return _ENGINE.sub("", reason)
+    private IP, in the adapter's repr or in the error's own text); the log and `aigrid explain` keep it."""
+    reason = _ENGINE.sub("", reason)
+    return reason if hidden is None else hidden.sub("<engine>", reason)
 log = logging.getLogger("aigrid.proxy")
 
 
@@ -156,6 +186,7 @@ class Proxy:
         """`contexts`: endpoint id -> its model's context in tokens, the most a non-streamed answer without an
         output limit can decode (its deadline's bound)."""
         self._engines = engines
+        self._hidden = addresses(engines)
         self._contexts = dict(contexts or {})
         self._family_of = dict(family_of or {})
         self._deadline = deadline
@@ -182,7 +213,8 @@ class Proxy:
             TRACE_HEADERS.set(opened.trace_headers)
         if opened is None:
             record.status = "failed"
-            tried = "; ".join(f"{a['endpoint']}: {for_client(str(a.get('error')))}" for a in record.attempts)
+            tried = "; ".join(f"{a['endpoint']}: {for_client(str(a.get('error')), self._hidden)}"
+                              for a in record.attempts)
             self._metrics.rejected.labels("upstream_failed").inc()
             raise UpstreamFailed(f"every candidate failed before answering ({tried})",
                                  headers={"x-aigrid-decision": decision.request_id})
@@ -213,7 +245,7 @@ class Proxy:
                             exc_info=e)
             await self.abandon(opened, record, f"broke before the answer was complete: {e!r}")
             record.status = "failed"
-            raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {for_client(str(e))}",
+            raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {for_client(str(e), self._hidden)}",
                                  headers={"x-aigrid-decision": decision.request_id}) from e
         except BaseException:  # cancelled (client gone, shutdown): release the engine
             await opened.stack.aclose()
@@ -369,8 +401,10 @@ class Proxy:
             except TimeoutError as e:
                 raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
         except (Exception, asyncio.CancelledError) as e:  # every way out before the first byte frees the slot
-            await stack.aclose()
-            self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
+            try:
+                await stack.aclose()
+            finally:  # even when a hang-up lands inside the close: the in-flight count never stays one high
+                self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
             elapsed = self._clock() - attempt_start
             if isinstance(e, EngineError):
                 self._fail(cand, entry, str(e) or type(e).__name__, elapsed)
@@ -433,6 +467,7 @@ class Proxy:
 
     def error_event(self, record: DecisionRecord, message: str) -> bytes:
         record.status = "interrupted"
+        message = for_client(message, self._hidden)  # the decision and the log keep the engine's address
         err = {"error": {"message": f"the answer was interrupted: {message}", "type": "upstream_error",
                          "param": None, "code": "stream_interrupted"}}
         return encode(orjson.dumps(err))
@@ -463,6 +498,9 @@ class Proxy:
                         "x-aigrid-decision": decision.request_id, "x-aigrid-jurisdiction": cand.jurisdiction})
         if headers.get("content-type", "").startswith("text/event-stream"):
             headers["cache-control"] = "no-cache"
+        wait = retry_after_s(headers)
+        if wait is not None and not 0 <= wait <= RETRY_WAIT_MAX_S:  # the gateway's own rule for a hosted
+            headers["x-should-retry"] = "false"  # engine's 429 too: an SDK that honours any wait would sleep hours
         return headers
 
 

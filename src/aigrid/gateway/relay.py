@@ -27,6 +27,7 @@ code books every outcome either way.
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -44,6 +45,8 @@ if TYPE_CHECKING:
     from aigrid.gateway.relay_response import ClientWire
 
 _USAGE = b'"usage"'
+_FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
+"""A choice that says why it ended (a string; null while it goes on)."""
 _NULL = b"null"
 """An event whose data is JSON null: llama.cpp opens the stream of a list of prompts with one; no client can
 read it (the OpenAI SDK yields None), so it is dropped."""
@@ -65,6 +68,9 @@ class EventPipe:
         self.usage: dict[str, Any] | None = None
         self._rewriter: Rewriter | None = None
         self._decoder = SseDecoder()
+        self._recent: tuple[bytes, bytes] = (b"", b"")
+        """The last two reads as they came (references, no copy): whether the answer ended (a finish_reason,
+        [DONE]) is read from them only when its stream ends without the pipe having seen [DONE]."""
 
     @property
     def sse(self) -> bool:
@@ -75,11 +81,22 @@ class EventPipe:
         """The next reads come from a continuation's engine."""
         self._rewriter = Rewriter(self.delivered)
         self._decoder = SseDecoder()
+        self._recent = (b"", b"")
         self._sse = sse
+
+    def ended(self, tail: bytes) -> bool:
+        """At the end of the stream: did the answer end (its [DONE], or a finish_reason in the last reads or the
+        unterminated tail), whether or not the pipe tracked the text."""
+        delivered = self.delivered
+        if delivered.done or delivered.finished:
+            return True
+        last = self._recent[0] + self._recent[1] + tail
+        return DONE in last or _FINISHED.search(last) is not None
 
     def feed(self, raw: bytes) -> bytes:
         if not self._sse:
             return raw  # not an event stream (an engine's error body): passed as it comes
+        self._recent = (self._recent[1], raw)
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
                 and _USAGE not in raw and DONE not in raw and not _null_event(raw)):
             datas = self._decoder.data_only(raw)
@@ -229,8 +246,7 @@ class StreamRelay:
                     chunk = await cur.upstream.body.__anext__()
                 except StopAsyncIteration:
                     tail = self.pipe.end()
-                    delivered = self.pipe.delivered
-                    if self.pipe.sse and cur.upstream.status < 400 and not (delivered.done or delivered.finished):
+                    if self.pipe.sse and cur.upstream.status < 400 and not self.pipe.ended(tail):
                         # closed cleanly, but before its [DONE] or a finish_reason: the answer is cut short,
                         # not complete (continued elsewhere, or the in-stream error event the SDKs raise)
                         out = await self._broke(cur, EngineStreamBroken("the engine's stream ended before the "
