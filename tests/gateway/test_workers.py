@@ -46,17 +46,31 @@ class TwoWorkers:
     workers: list[int]
 
 
+def emulator(tmp_path: Path, decode_ms: int, tries: int = 3) -> tuple[Proc, int]:
+    """The emulator with two engines on two consecutive free ports, ready; tried again on new ports when another
+    process took one between the pick and the bind (seen on a busy machine: free_ports' small race)."""
+    for attempt in range(1, tries + 1):
+        emu_port = free_ports(2)  # the emulator's two engines: emu_port and emu_port + 1
+        emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
+                                "--engines", "2", "--decode-base-ms", str(decode_ms), "--prefill-base-ms", "1"],
+                   tmp_path).start()
+        try:
+            emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
+            return emu, emu_port
+        except RuntimeError as e:
+            emu.stop()
+            if attempt == tries or "address already in use" not in str(e):
+                raise
+    raise AssertionError("not reached")
+
+
 @contextlib.contextmanager
 def two_workers(tmp_path: Path, decode_ms: int, security: dict | None = None) -> Iterator[TwoWorkers]:
     """An emulator with two engines (EMULATED) and `aigrid gateway --workers 2` in front of them, as real
     processes, both stopped on the way out."""
-    emu_port = free_ports(2)  # the emulator's two engines: emu_port and emu_port + 1
-    emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
-                            "--engines", "2", "--decode-base-ms", str(decode_ms), "--prefill-base-ms", "1"],
-               tmp_path).start()
+    emu, emu_port = emulator(tmp_path, decode_ms)
     gw: Proc | None = None
     try:
-        emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
         gw_port = free_port()  # only now: the emulator's second port is taken
         spec_path = tmp_path / "spec.yaml"
         spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port, security)))
