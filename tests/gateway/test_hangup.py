@@ -606,3 +606,20 @@ def main() -> None:  # pragma: no cover - the table of docs/reliability.md (`--c
 
 if __name__ == "__main__":  # pragma: no cover
     main()
+
+
+async def test_holds_nest_and_the_outer_one_rearms() -> None:
+    """A step that must not be cut inside another (a future hold around the whole route, the quota step in
+    it): the inner resume() does not re-arm the watcher while the outer hold stands."""
+    from aigrid.gateway.relay_response import Hangup
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    hangup = Hangup(receive, None)
+    hangup.hold()
+    hangup.hold()
+    hangup.resume()
+    assert hangup.armed is False
+    hangup.resume()
+    assert hangup.armed is True

@@ -100,7 +100,7 @@ class Hangup:
     there if the client left meanwhile. The watcher task is the streamed answer's disconnect watch too
     (RelayResponse.gone)."""
 
-    __slots__ = ("_receive", "_task", "watcher", "armed", "fired")
+    __slots__ = ("_receive", "_task", "watcher", "armed", "fired", "_held")
 
     def __init__(self, receive: Receive, task: asyncio.Task[Any] | None) -> None:
         self._receive = receive
@@ -109,6 +109,8 @@ class Hangup:
         self.armed = True
         self.fired = 0
         """0: not fired; 1: it cancelled the task; 2: resume() raised."""
+        self._held = 0
+        """Holds not yet resumed: they nest (a step that must not be cut inside another), armed again at 0."""
 
     async def receive(self) -> Message:
         message = await self._receive()
@@ -125,11 +127,15 @@ class Hangup:
             self._task.cancel(CLIENT_GONE)
 
     def hold(self) -> None:
+        self._held += 1
         self.armed = False
 
     def resume(self) -> None:
-        """Armed again; the client left while held: CancelledError here (not a task cancel, which would land at
-        the next await, wherever that is)."""
+        """Armed again once every hold is resumed; the client left while held: CancelledError here (not a task
+        cancel, which would land at the next await, wherever that is)."""
+        self._held = max(self._held - 1, 0)
+        if self._held:
+            return
         self.armed = True
         if self.watcher is not None and self.watcher.done() and not self.fired:
             self.fired = 2
