@@ -15,17 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 import yaml
 
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.engines.llama_server import free_port
-from aigrid.gateway.app import build_app, build_gateway
-from aigrid.gateway.wiring import build_engines, upstream
-from aigrid.spec.load import parse_spec
 from tests.deploy.test_grafana_dashboard import targets
-from tests.gateway.test_relay import spec_for
+from tests.gateway.test_relay import gateway_on_socket
 
 SHOWS_DATA = ("Requests / s", "Errors (5 m)", "TTFT p99 (5 m)", "Healthy endpoints", "Requests / s by site",
               "Requests / s by outcome", "Refused before routing, by code", "Tokens / s", "TTFT by site",
@@ -41,23 +37,12 @@ def prometheus() -> str:
 
 @contextlib.asynccontextmanager
 async def gateway() -> AsyncIterator[str]:
+    """A real gateway on a socket in front of two emulated engines; yields its host:port."""
     emulators = [await serve(EmulatorConfig(decode_base_ms=2, prefill_base_ms=1)) for _ in range(2)]
-    spec = parse_spec(spec_for([f"http://127.0.0.1:{bound_port(s)}" for s, _ in emulators]), "live")
-    up = upstream(spec)
-    gw = build_gateway(spec, build_engines(spec, {}, up))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
     try:
-        while not server.started:
-            await asyncio.sleep(0.01)
-        await gw.scraper.scrape_once()
-        yield f"127.0.0.1:{port}"
+        async with gateway_on_socket([f"http://127.0.0.1:{bound_port(s)}" for s, _ in emulators]) as (_, base):
+            yield base.removeprefix("http://")
     finally:
-        server.should_exit = True
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await up.aclose()
         for s, _ in emulators:
             s.close()
 
