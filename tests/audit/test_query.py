@@ -88,7 +88,7 @@ def test_a_summary_adds_up_requests_tokens_blocks_errors_and_cost_at_the_specs_p
     shop_cost = (1000 * iad[0] + 500 * iad[1] + 200 * nrt[0] + 10 * nrt[1]) / 1e6  # elsewhere-1 is not priced
     assert rows["shop"]["cost_usd"] == pytest.approx(shop_cost, abs=1e-6)
     assert (rows["shop"]["requests"], rows["shop"]["errors"], rows["shop"]["blocked"]) == (3, 1, 0)
-    assert "verified: 6 records" in err and "1 requests were served by endpoints" in err
+    assert "verified: 6 records" in err and "1 requests carry no recorded cost" in err
 
 
 def test_residency_by_jurisdiction_and_a_csv_an_auditor_can_load(log: Path) -> None:
@@ -254,3 +254,27 @@ def test_a_log_of_a_newer_format_is_said_so_by_verify_and_query(log: Path) -> No
                  ["audit", "summary", str(log), "--public-key", key]):
         code, out, err = cli(*args)
         assert code == 2 and "newer aigrid" in out + err and "Traceback" not in out + err, (args, out, err)
+
+
+def test_a_recorded_cost_is_the_cost_as_charged_whatever_the_spec_says_now(tmp_path: Path) -> None:
+    """Records carry what the gateway charged (`extra.cost_usd`, at the prices of that day): the summary adds
+    those up without a spec, and prefers them to a spec's prices of today."""
+    path = tmp_path / "charged.db"
+
+    async def write() -> None:
+        audit = AuditLog(path, KEY, checkpoint_every=100)
+        await audit.start()
+        for i, cost in enumerate((0.25, 0.5)):
+            r = rec(i, "bank", "fra-smollm2", "EU")
+            await audit.append(dataclasses.replace(r, extra={**r.extra, "cost_usd": cost}))
+        await audit.append(rec(2, "bank", "fra-smollm2", "EU"))  # written before costs were recorded
+        await audit.stop()
+
+    asyncio.run(write())
+    code, out, err = cli("audit", "summary", str(path), "--format", "json")
+    assert code == 0 and json.loads(out)[0]["cost_usd"] == 0.75 and "1 requests carry no recorded cost" in err
+    code, out, _ = cli("audit", "summary", str(path), "--format", "json", "--spec", str(DEMO))
+    prices = {e["id"]: (e.get("price_in_per_mtok", 0.0), e.get("price_out_per_mtok", 0.0))
+              for e in yaml.safe_load(DEMO.read_text())["endpoints"]}
+    fra = prices["fra-smollm2"]
+    assert json.loads(out)[0]["cost_usd"] == pytest.approx(0.75 + (1000 * fra[0] + 500 * fra[1]) / 1e6, abs=1e-6)

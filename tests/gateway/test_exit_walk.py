@@ -324,3 +324,16 @@ async def test_the_tool_loop_at_its_step_limit(tmp_path: Path) -> None:
         assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (30, 15)
     finally:
         await gw.guard.stop()
+
+
+async def test_a_served_answers_record_says_what_it_cost_at_the_endpoints_prices(
+        client: httpx.AsyncClient, metered: Gateway) -> None:
+    """`extra.cost_usd`: the answer's tokens at the prices of the endpoint that served it, as charged that day
+    (aigrid audit summary adds these up; a spec's later prices do not rewrite the past)."""
+    r = await client.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+    assert r.status_code == 200
+    (row,) = await settled(metered, None, "ok")
+    endpoint = next(e for e in metered.spec.endpoints if e.id == r.headers["x-aigrid-endpoint"])
+    expected = (row["prompt_tokens"] * endpoint.price_in_per_mtok
+                + row["completion_tokens"] * endpoint.price_out_per_mtok) / 1e6
+    assert expected > 0 and row["extra"]["cost_usd"] == pytest.approx(expected, abs=1e-9)

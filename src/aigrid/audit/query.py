@@ -11,6 +11,7 @@ records keep tokens and the endpoint that served, not prices), so it is the spen
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
@@ -171,6 +172,15 @@ class Record:
         return route if isinstance(route, str) else ""
 
     @property
+    def cost_usd(self) -> float | None:
+        """What the gateway recorded the answer cost (records written before it did: None)."""
+        extra = self.body.get("extra")
+        cost = extra.get("cost_usd") if isinstance(extra, Mapping) else None
+        if isinstance(cost, int | float) and not isinstance(cost, bool) and math.isfinite(cost) and cost >= 0:
+            return float(cost)
+        return None
+
+    @property
     def firewall_actions(self) -> set[str]:
         verdicts = self.body.get("firewall")
         if not isinstance(verdicts, list):
@@ -245,7 +255,10 @@ class Prices:
     per_endpoint: Mapping[str, tuple[float, float]]
 
     def cost(self, rec: Record) -> float | None:
-        """The record's cost at these prices; 0 when no endpoint served; None for an endpoint they lack."""
+        """The record's cost as charged (`extra.cost_usd`, written by the gateway at the prices of the day), else
+        at these prices; 0 when no endpoint served; None for an endpoint they lack."""
+        if (charged := rec.cost_usd) is not None:
+            return charged
         if not rec.endpoint:
             return 0.0
         price = self.per_endpoint.get(rec.endpoint)
@@ -265,7 +278,9 @@ class Totals:
     """Records whose outcome is not ok (errors, refusals, clients that left, cancels)."""
     cost_usd: float = 0.0
     unpriced: int = 0
-    """Records served by an endpoint the prices lack (their cost is not in cost_usd)."""
+    """Records without a recorded cost, served by an endpoint the prices lack (not in cost_usd)."""
+    charged: int = 0
+    """Records whose cost the gateway recorded (`extra.cost_usd`)."""
 
     def add(self, rec: Record, prices: Prices | None) -> None:
         self.requests += 1
@@ -273,6 +288,7 @@ class Totals:
         self.completion_tokens += rec.completion_tokens
         self.blocked += "blocked" in rec.firewall_actions
         self.errors += rec.outcome != "ok"
+        self.charged += rec.cost_usd is not None
         if prices is not None:
             cost = prices.cost(rec)
             if cost is None:

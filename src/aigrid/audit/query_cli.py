@@ -232,15 +232,16 @@ def summary_command(db: Db = DEFAULT_DB,
     groups_by = [b.strip() for b in by.split(",") if b.strip()]
     if not groups_by or any(b not in GROUPS for b in groups_by):
         raise typer.BadParameter(f"{by!r}: comma-separated, each one of {', '.join(GROUPS)}", param_hint="--by")
-    prices = _prices(spec, err) if spec is not None else None
+    prices = _prices(spec, err) if spec is not None else Prices({})
     selection = _selection(since, until, tenant, key, model, site, jurisdiction, outcome, None, firewall)
     through = _checked(db, public_key, unverified, err)
     reading = Reading()
     groups, total = summarise(_read(db, selection, reading, err, through), groups_by, prices)
+    costed = spec is not None or total.charged > 0  # the gateway's own figures, or a spec's prices
     columns = [*groups_by, "requests", "prompt_tokens", "completion_tokens", "blocked", "errors"]
-    columns += ["cost_usd"] if prices is not None else []
+    columns += ["cost_usd"] if costed else []
     rows = [[*key, t.requests, t.prompt_tokens, t.completion_tokens, t.blocked, t.errors,
-             *([round(t.cost_usd, 6)] if prices is not None else [])]
+             *([round(t.cost_usd, 6)] if costed else [])]
             for key, t in sorted(groups.items(), key=lambda kv: (-kv[1].requests, kv[0]))]
     out = sys.stdout
     if fmt == "json":
@@ -258,14 +259,15 @@ def summary_command(db: Db = DEFAULT_DB,
         if rows:
             footer = ["total", *([""] * (len(groups_by) - 1)), f"{total.requests:,}", f"{total.prompt_tokens:,}",
                       f"{total.completion_tokens:,}", f"{total.blocked:,}", f"{total.errors:,}"]
-            footer += [f"{total.cost_usd:,.4f}"] if prices is not None else []
+            footer += [f"{total.cost_usd:,.4f}"] if costed else []
             for column, text in zip(table.columns, footer, strict=True):
                 column.footer = text
             _console(out).print(table, soft_wrap=True)
     _unreadable(reading, err)
-    if prices is not None and total.unpriced:
-        err.print(f"note: {total.unpriced} requests were served by endpoints {spec} does not list: not in the cost",
-                  highlight=False, soft_wrap=True, markup=False)
+    if costed and total.unpriced:
+        where = f"{spec} does not list" if spec is not None else "no spec prices (give --spec)"
+        err.print(f"note: {total.unpriced} requests carry no recorded cost and were served by endpoints {where}: "
+                  "not in the cost", highlight=False, soft_wrap=True, markup=False)
     err.print(f"{total.requests} of {reading.read} records", highlight=False, markup=False)
 
 

@@ -183,6 +183,8 @@ class Guard:
         abuse digests with the other gateways through Redis, and any other counts its own requests."""
         sec = spec.security
         self._secret = _secret(sec)
+        self._prices = {ep.id: (ep.price_in_per_mtok, ep.price_out_per_mtok) for ep in spec.endpoints}
+        """USD per million tokens (in, out) by endpoint: each record's cost as charged (`extra.cost_usd`)."""
         tenants = {name: Tenant(name, Scopes(
             models=None if t.models is None else frozenset(t.models),
             jurisdictions=None if t.allowed_jurisdictions is None else frozenset(t.allowed_jurisdictions),
@@ -401,6 +403,11 @@ class Guard:
             extra["urgency"] = ex.ticket.to_dict()
         if ex.unsettled:
             extra["quota"] = "unsettled"
+        endpoint = (served or "").split(" -> ")[-1]
+        if endpoint in self._prices and usage:  # at the prices of the endpoint that ended the answer, today's
+            price_in, price_out = self._prices[endpoint]
+            extra["cost_usd"] = round((int(usage.get("prompt_tokens") or 0) * price_in
+                                       + int(usage.get("completion_tokens") or 0) * price_out) / 1e6, 9)
         return AuditRecord(
             ts=ex.started, request_id=ex.request_id,
             tenant=p.tenant if p else "?", key_id=p.key_id if p else "unauthenticated", model=ex.model,
