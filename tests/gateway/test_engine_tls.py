@@ -2,11 +2,13 @@
 proxy): the ENGINE EMULATOR served over TLS on loopback with a certificate of a private authority. With the
 endpoint's `tls_ca_file` the gateway streams from it; without it, the certificate is refused and the decision
 says what to set; a CA file that cannot be used stops the start, naming the field. An endpoint's `proxy` (an
-egress proxy) carries the TLS connection through CONNECT: a real forward proxy on loopback here."""
+egress proxy) carries the TLS connection through CONNECT: a real forward proxy on loopback here, which may
+require credentials (`proxy_auth_env`: read from the environment, sent to the proxy only)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import datetime
 import ipaddress
@@ -82,9 +84,11 @@ async def tls_emulator(context: ssl.SSLContext, host: str = "127.0.0.1") -> Asyn
         server.close()
 
 
-def grid(url: str, ca_file: Path | None, proxy: str | None = None, more: tuple[dict, ...] = ()) -> GridSpec:
+def grid(url: str, ca_file: Path | None, proxy: str | None = None, more: tuple[dict, ...] = (),
+         auth_env: str | None = None) -> GridSpec:
     endpoint = {"id": "remote", "site": "fra", "model": "emulated", "engine": "openai", "url": url, "slots": 8,
-                **({"tls_ca_file": str(ca_file)} if ca_file else {}), **({"proxy": proxy} if proxy else {})}
+                **({"tls_ca_file": str(ca_file)} if ca_file else {}), **({"proxy": proxy} if proxy else {}),
+                **({"proxy_auth_env": auth_env} if auth_env else {})}
     return parse_spec({"name": "tls", "gateway": {"network": "none", "scrape_interval_s": 60},
                        "models": {"emulated": {"family": "emulated", "params_b": 1.0}},
                        "sites": {"fra": {"name": "Frankfurt", "lat": 50.1, "lon": 8.7, "jurisdiction": "EU"}},
@@ -92,9 +96,12 @@ def grid(url: str, ca_file: Path | None, proxy: str | None = None, more: tuple[d
 
 
 @contextlib.asynccontextmanager
-async def forward_proxy() -> AsyncIterator[tuple[str, list[str]]]:
+async def forward_proxy(credentials: str | None = None,
+                        authorizations: list[str] | None = None) -> AsyncIterator[tuple[str, list[str]]]:
     """An HTTP forward proxy on 127.0.0.1 that answers CONNECT and pipes bytes both ways (what an egress proxy
-    does for https); yields its URL and the targets it was asked to connect to."""
+    does for https); yields its URL and the targets it was asked to connect to. With `credentials`
+    (user:password) a CONNECT without them in Proxy-Authorization: Basic is answered 407; each request's
+    Proxy-Authorization (or "") goes into `authorizations`."""
     targets: list[str] = []
 
     async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -106,7 +113,17 @@ async def forward_proxy() -> AsyncIterator[tuple[str, list[str]]]:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ", 2)
+        lines = head.decode().split("\r\n")
+        method, target, _ = lines[0].split(" ", 2)
+        given = next((line.split(":", 1)[1].strip() for line in lines[1:]
+                      if line.lower().startswith("proxy-authorization:")), "")
+        if authorizations is not None:
+            authorizations.append(given)
+        if credentials is not None and given != "Basic " + base64.b64encode(credentials.encode()).decode():
+            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic\r\n"
+                         b"content-length: 0\r\n\r\n")
+            writer.close()
+            return
         if method != "CONNECT":
             writer.write(b"HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\n\r\n")
             writer.close()
@@ -188,12 +205,53 @@ async def test_an_endpoints_proxy_carries_its_tls_connection_through_connect(tmp
     assert targets and set(targets) == {url.removeprefix("https://")}  # through the proxy, end to end TLS
 
 
+async def test_a_proxy_that_requires_credentials_gets_them_from_proxy_auth_env(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca_file, context = private_authority(tmp_path)
+    monkeypatch.setenv("EGRESS_AUTH", "gateway:pa:ss w0rd")  # a password may hold colons and spaces
+    seen: list[str] = []
+    async with tls_emulator(context) as url, forward_proxy("gateway:pa:ss w0rd", seen) as (proxy, targets):
+        status, text, _ = await stream_through_gateway(grid(url, ca_file, proxy, auth_env="EGRESS_AUTH"))
+        assert status == 200, text
+        assert text.count(" tok") == 5 and targets == [url.removeprefix("https://")]
+        # without the variable the proxy refuses the CONNECT: the attempt fails, naming no credentials
+        status, text, attempts = await stream_through_gateway(grid(url, ca_file, proxy))
+    assert status != 200 and "pa:ss" not in text and "pa:ss" not in attempts, (status, text, attempts)
+    assert seen == ["Basic " + base64.b64encode(b"gateway:pa:ss w0rd").decode(), ""]
+    assert len(targets) == 1  # the refused CONNECT reached nothing
+
+
+def test_proxy_auth_env_unset_or_not_user_password_stops_the_start_naming_the_field(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigrid.gateway.server import secret_variables
+    from aigrid.gateway.wiring import https_origins
+
+    spec = grid("https://127.0.0.1:9443", None, "http://127.0.0.1:3128", auth_env="EGRESS_AUTH")
+    for value in (None, "", "   ", "no-colon", ":password-without-user"):
+        environ = {} if value is None else {"EGRESS_AUTH": value}
+        with pytest.raises(ConfigError, match=r"endpoints\[0\]\.proxy_auth_env: .*EGRESS_AUTH") as caught:
+            https_origins(spec, environ)
+        assert "password-without" not in str(caught.value)  # the value is never quoted
+    assert "EGRESS_AUTH" in secret_variables(spec)  # an embedded engine's process does not inherit it
+    own = grid("https://127.0.0.1:9443", None, "http://127.0.0.1:3128", auth_env="AIGRID_KEY_SECRET")
+    with pytest.raises(ConfigError, match="one of the gateway's own secrets"):
+        https_origins(own, {"AIGRID_KEY_SECRET": "u:p"})
+
+
+def test_proxy_auth_env_needs_a_proxy_without_credentials_of_its_own() -> None:
+    with pytest.raises(SpecError, match="proxy_auth_env is for a proxy"):
+        grid("https://127.0.0.1:9000", None, auth_env="EGRESS_AUTH")
+    with pytest.raises(SpecError, match="keep one") as caught:
+        grid("https://127.0.0.1:9000", None, "http://egress:s3cr3t@proxy.internal:3128", auth_env="EGRESS_AUTH")
+    assert "s3cr3t" not in str(caught.value)
+
+
 def test_two_endpoints_at_one_origin_must_be_reached_one_way(tmp_path: Path) -> None:
     ca_file, _ = private_authority(tmp_path)
     url = "https://127.0.0.1:9443"
     twin = {"id": "twin", "site": "fra", "model": "emulated", "engine": "openai", "url": url + "/other",
             "tls_ca_file": str(ca_file), "proxy": "http://127.0.0.1:3128"}
-    with pytest.raises(ConfigError, match=r"endpoints\[1\]: tls_ca_file and proxy differ from endpoints\[0\]'s"):
+    with pytest.raises(ConfigError, match=r"endpoints\[1\]: tls_ca_file, proxy and proxy_auth_env differ from endpoints\[0\]'s"):
         upstream(grid(url, ca_file, more=(twin,)))
 
 
@@ -241,7 +299,7 @@ def test_an_endpoint_that_says_nothing_at_an_origin_another_configures_is_refuse
     ca_file, _ = private_authority(tmp_path)
     bare = {"id": "bare", "site": "fra", "model": "emulated", "engine": "openai",
             "url": "https://127.0.0.1:9443/other"}
-    with pytest.raises(ConfigError, match=r"endpoints\[1\]: tls_ca_file and proxy differ from endpoints\[0\]'s"):
+    with pytest.raises(ConfigError, match=r"endpoints\[1\]: tls_ca_file, proxy and proxy_auth_env differ from endpoints\[0\]'s"):
         upstream(grid("https://127.0.0.1:9443", ca_file, more=(bare,)))
 
 

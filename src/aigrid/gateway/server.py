@@ -87,11 +87,12 @@ async def site_network(spec: GridSpec, stack: AsyncExitStack, console: Console) 
 
 
 def secret_variables(spec: GridSpec) -> frozenset[str]:
-    """The variables that hold the gateway's secrets and the external engines' keys: an embedded engine's
-    process does not inherit them."""
+    """The variables that hold the gateway's secrets, the external engines' keys and their proxies' credentials:
+    an embedded engine's process does not inherit them."""
     jwt = spec.security.jwt
     return frozenset({spec.security.secret_env, *([jwt.secret_env] if jwt is not None and jwt.secret_env else []),
-                      *(ep.api_key_env for ep in spec.endpoints if ep.api_key_env)})
+                      *(ep.api_key_env for ep in spec.endpoints if ep.api_key_env),
+                      *(ep.proxy_auth_env for ep in spec.endpoints if ep.proxy_auth_env)})
 
 
 async def start_embedded(spec: GridSpec, stack: AsyncExitStack, console: Console,
@@ -209,7 +210,7 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
         raise SpecError("(spec)", [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or give "
                                    "them engine: llamacpp and the url of a running llama-server"])
     engine_keys(spec)  # an external engine's key missing from the environment: said before anything starts
-    https_origins(spec)  # and a CA file that cannot be read
+    https_origins(spec)  # and a CA file that cannot be read, a proxy's credentials missing
     # one random key per run for the embedded engines: only this gateway (and its workers) can reach them
     key = secrets.token_urlsafe(32) if embedded else None
     async with AsyncExitStack() as stack:

@@ -40,15 +40,16 @@ class Upstream:
 TLS_LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
 
 
-def upstream(spec: GridSpec | None = None) -> Upstream:
+def upstream(spec: GridSpec | None = None, environ: Mapping[str, str] = os.environ) -> Upstream:
     """Plain-HTTP engines on aigrid's HTTP/1.1 transport (httpcore's pool bookkeeping was 60% of the gateway's
     CPU at 200 streams, docs/benchmarks.md), https:// ones (remote regions, hosted providers) on httpx's own,
     checked against the public certificate authorities, or, for an origin whose endpoint says so, against its
-    own (`tls_ca_file`, an internal CA) and through its `proxy`; no read timeout while tokens stream. Raises
-    ConfigError naming the field when a CA file cannot be used."""
+    own (`tls_ca_file`, an internal CA) and through its `proxy` (with the credentials of its `proxy_auth_env`);
+    no read timeout while tokens stream. Raises ConfigError naming the field when a CA file or the proxy's
+    credentials cannot be used."""
     http1 = Http1Transport()
     public = httpx.AsyncHTTPTransport(limits=TLS_LIMITS)
-    ways = https_origins(spec) if spec is not None else {}
+    ways = https_origins(spec, environ) if spec is not None else {}
     https = OriginRouter(public, {origin: httpx.AsyncHTTPTransport(verify=way.context or True, proxy=way.proxy,
                                                                    limits=TLS_LIMITS)
                                   for origin, way in ways.items()})
@@ -85,28 +86,57 @@ class OriginRouter(httpx.AsyncBaseTransport):
 @dataclass(frozen=True)
 class HttpsWay:
     """How one https origin is reached: the authorities its certificate is checked against (None: the public
-    ones) and the proxy in between (None: directly)."""
+    ones) and the proxy in between (None: directly), with its credentials when it has any."""
 
     context: ssl.SSLContext | None
-    proxy: str | None
+    proxy: httpx.Proxy | None
 
 
-def https_origins(spec: GridSpec) -> dict[Origin, HttpsWay]:
+def https_origins(spec: GridSpec, environ: Mapping[str, str] = os.environ) -> dict[Origin, HttpsWay]:
     """(host, port) -> how it is reached, for every https origin an endpoint gives a `tls_ca_file` or a
-    `proxy`. Raises ConfigError naming the field: a CA file that cannot be used, or two endpoints at one origin
-    that say different things, one of them nothing (one origin is one connection pool)."""
-    said: dict[Origin, tuple[str | None, str | None, int]] = {}
+    `proxy`. Raises ConfigError naming the field: a CA file that cannot be used, a `proxy_auth_env` that is
+    unset or not user:password, or two endpoints at one origin that say different things, one of them nothing
+    (one origin is one connection pool)."""
+    said: dict[Origin, tuple[str | None, str | None, str | None, int]] = {}
     for i, ep in enumerate(spec.endpoints):
         if not (ep.url or "").startswith("https://"):
             continue
         origin = origin_of(httpx.URL(ep.url or ""))
-        first = said.setdefault(origin, (ep.tls_ca_file, ep.proxy, i))
-        if first[:2] != (ep.tls_ca_file, ep.proxy):
+        first = said.setdefault(origin, (ep.tls_ca_file, ep.proxy, ep.proxy_auth_env, i))
+        if first[:3] != (ep.tls_ca_file, ep.proxy, ep.proxy_auth_env):
             host = f"[{origin[0]}]" if ":" in origin[0] else origin[0]
-            raise ConfigError(f"endpoints[{i}]: tls_ca_file and proxy differ from endpoints[{first[2]}]'s at the "
-                              f"same origin https://{host}:{origin[1]}: one origin, one way to reach it")
-    return {origin: HttpsWay(_authorities(ca_file, f"endpoints[{i}].tls_ca_file"), proxy)
-            for origin, (ca_file, proxy, i) in said.items() if ca_file is not None or proxy is not None}
+            raise ConfigError(f"endpoints[{i}]: tls_ca_file, proxy and proxy_auth_env differ from "
+                              f"endpoints[{first[3]}]'s at the same origin https://{host}:{origin[1]}: one origin, "
+                              "one way to reach it")
+    return {origin: HttpsWay(_authorities(ca_file, f"endpoints[{i}].tls_ca_file"),
+                             _proxy(spec, proxy, auth_env, i, environ))
+            for origin, (ca_file, proxy, auth_env, i) in said.items() if ca_file is not None or proxy is not None}
+
+
+def _proxy(spec: GridSpec, url: str | None, auth_env: str | None, i: int,
+           environ: Mapping[str, str]) -> httpx.Proxy | None:
+    """The proxy of endpoints[i], with the user:password its `proxy_auth_env` holds (sent as Proxy-Authorization
+    to the proxy only, never to the engine)."""
+    if url is None:
+        return None
+    if auth_env is None:
+        return httpx.Proxy(url)
+    field = f"endpoints[{i}].proxy_auth_env"
+    if auth_env in _own_secrets(spec):
+        raise ConfigError(f"{field}: {auth_env} holds one of the gateway's own secrets (security.secret_env, "
+                          "security.jwt.secret_env); the proxy's credentials are another variable")
+    value = environ.get(auth_env, "").strip()
+    if not value:
+        raise ConfigError(f"{field}: environment variable {auth_env} (the proxy's user:password) is not set or empty")
+    user, colon, password = value.partition(":")
+    if not colon or not user or any(c in value for c in "\r\n\0"):
+        raise ConfigError(f"{field}: the value of {auth_env} is not user:password (one line, a colon after the user)")
+    return httpx.Proxy(url, auth=(user, password))
+
+
+def _own_secrets(spec: GridSpec) -> set[str]:
+    """The environment variables holding the gateway's own secrets: never an engine's or a proxy's."""
+    return {spec.security.secret_env} | ({spec.security.jwt.secret_env} if spec.security.jwt is not None else set())
 
 
 def _authorities(ca_file: str | None, field: str) -> ssl.SSLContext | None:
@@ -129,7 +159,7 @@ def engine_keys(spec: GridSpec, environ: Mapping[str, str] = os.environ) -> dict
     field when a variable is unset or empty: checked before any engine starts, so a grid never comes up
     sending unauthenticated requests that every engine answers with 401."""
     keys: dict[str, str] = {}
-    own = {spec.security.secret_env} | ({spec.security.jwt.secret_env} if spec.security.jwt is not None else set())
+    own = _own_secrets(spec)
     for i, ep in enumerate(spec.endpoints):
         if ep.api_key_env is None:
             continue

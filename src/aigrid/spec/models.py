@@ -121,6 +121,9 @@ class EndpointSpec(StrictModel):
                                     "instead of the public ones")
     proxy: str | None = Field(default=None, description="HTTP proxy this engine's https url is reached through "
                               "(CONNECT), e.g. the egress proxy in front of a hosted provider")
+    proxy_auth_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                       description="environment variable holding the proxy's user:password, sent "
+                                       "as Proxy-Authorization: Basic to the proxy only (keeps it out of the spec)")
     power_metrics_url: str | None = Field(default=None, description="NVIDIA dcgm-exporter /metrics URL for GPU power")
     gpus: list[str] | None = Field(default=None, description="GPU indices or UUIDs of this endpoint in DCGM metrics")
     slots: int = Field(default=2, ge=1, le=1024, description="concurrent batch slots (-np for llama.cpp)")
@@ -139,6 +142,12 @@ class EndpointSpec(StrictModel):
         for name in ("tls_ca_file", "proxy"):
             if getattr(self, name) is not None and not (self.url or "").startswith("https://"):
                 raise ValueError(f"endpoint {self.id!r}: {name} is for an https url")
+        if self.proxy_auth_env is not None:
+            if self.proxy is None:
+                raise ValueError(f"endpoint {self.id!r}: proxy_auth_env is for a proxy; set proxy too")
+            if "@" in self.proxy.partition("://")[2].partition("/")[0]:
+                raise ValueError(f"endpoint {self.id!r}: proxy_auth_env and a user:password in the proxy url both "
+                                 "give the proxy's credentials; keep one (the variable keeps them out of the spec)")
         if self.engine == "embedded" and self.api_key_env is not None:
             raise ValueError(f"endpoint {self.id!r}: api_key_env is for external engines; an embedded engine gets "
                              "a random key of its own at every start")
