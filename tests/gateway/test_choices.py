@@ -6,18 +6,20 @@ every endpoint and records what it was sent."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import openai
 import orjson
 import pytest
 
 from aigrid.engines.fan_out import merged_answer, merged_stream
 from aigrid.engines.protocol import UpstreamResponse
-from aigrid.gateway.app import build_app
+from aigrid.gateway.app import Gateway, build_app
 from aigrid.spec.models import FirewallSpec
 from tests.agents.scripted_engine import ScriptedEngine
-from tests.gateway.conftest import scripted_gateway
+from tests.gateway.conftest import audit_rows, scripted_gateway
 from tests.gateway.sdk_clients import openai_client
 
 ASK = [{"role": "user", "content": "Name a colour."}]
@@ -110,3 +112,118 @@ async def test_a_list_of_prompts_with_n_puts_each_prompts_choices_together() -> 
               if e.startswith(b"data: {")]
     seen = {(c["index"], c["text"]) for e in events for c in e["choices"]}
     assert seen == {(0, "p0a0"), (1, "p0a1"), (2, "p1a0"), (3, "p1a1")}
+
+
+# --- one of the n answers cut short ----------------------------------------------------------------------
+
+
+class CutChoice(ScriptedEngine):
+    """Every request with an even seed (choice 1 of `seed=7, n=2`) is answered cut short, its connection closed
+    cleanly: streamed, its events stop before the one with the finish_reason (no finish_reason, no [DONE]);
+    whole, the JSON stops halfway (`cut`), or it is whole JSON without a choice (`empty`). The other streams end
+    with `ending` in place of their `data: [DONE]\n\n` (b"": a finish_reason only, as TGI before 2.2)."""
+
+    whole = "cut"
+    ending = b"data: [DONE]\n\n"
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        cut = orjson.loads(body).get("seed", 1) % 2 == 0
+        async with super().open(path, body) as up:
+            if not cut:
+                streamed = up.headers["content-type"] == "text/event-stream"
+                yield UpstreamResponse(up.status, up.headers, _ending(up.body, self.ending)) if streamed else up
+            elif up.headers["content-type"] == "text/event-stream":
+                yield UpstreamResponse(up.status, up.headers, _before_finish(up.body))
+            elif self.whole == "cut":
+                answer = b"".join([c async for c in up.body])
+                yield UpstreamResponse(up.status, up.headers, _answer(answer[: len(answer) // 2]))
+            else:
+                yield UpstreamResponse(up.status, up.headers, _answer(b'{"object":"chat.completion","choices":[]}'))
+
+
+async def _before_finish(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        if b'"finish_reason":"' in chunk:
+            return
+        yield chunk
+
+
+async def _ending(body: AsyncIterator[bytes], ending: bytes) -> AsyncIterator[bytes]:
+    async for chunk in body:
+        yield chunk.replace(b"data: [DONE]\n\n", ending)
+
+
+Cutting = tuple[httpx.AsyncClient, openai.AsyncOpenAI, CutChoice, Gateway]
+
+
+@pytest.fixture
+async def cutting(tmp_path: Path) -> AsyncIterator[Cutting]:
+    engine = CutChoice([{"content": f"Colour {i} is a fine one."} for i in range(30)])
+    gw = await scripted_gateway(tmp_path, engine)
+    await gw.guard.start()  # the audit log
+    app = build_app(gw)
+    oai = openai_client(app)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as raw:
+            yield raw, oai, engine, gw
+    finally:
+        await oai.close()
+        await gw.guard.stop()
+
+
+@pytest.mark.parametrize("ending", [b"data: [DONE]\n\n", b"", b"data: [DONE]"])
+async def test_a_cut_choice_ends_the_stream_with_the_error_a_cut_stream_gets(cutting: Cutting, ending: bytes) -> None:
+    """Choice 1's stream closes before its finish_reason and [DONE]: the merged stream ended with its own [DONE]
+    and the client had a short choice 1 that looked whole. Now it is a cut stream's end (relay.py): the
+    `stream_interrupted` error event, no [DONE], the attempt booked broken, the request audited interrupted;
+    what the client already had of both choices came first. Choice 0 ends whole by relay.py's rule too when
+    its [DONE] is missing (its finish_reason says it ended) or lacks its blank line: only choice 1 is named."""
+    raw, _, engine, gw = cutting
+    engine.ending = ending
+    r = await raw.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": ASK, "n": 2, "seed": 7,
+                                                     "stream": True})
+    assert r.status_code == 200
+    events = [orjson.loads(e[6:]) for e in r.text.split("\n\n") if e.startswith("data: {")]
+    assert "data: [DONE]" not in r.text, r.text[-300:]
+    error = events[-1]["error"]
+    assert error["code"] == "stream_interrupted" and error["type"] == "upstream_error"
+    assert error["message"].startswith("the answer was interrupted: choice 1: the engine's stream ended before "
+                                       "the answer did (no finish_reason, no [DONE])"), error
+    text: dict[int, str] = {0: "", 1: ""}
+    for e in events[:-1]:
+        for c in e["choices"]:
+            text[c["index"]] += c["delta"].get("content") or ""
+    assert text == {0: "Colour 0 is a fine one.", 1: "Colour 1 is a fine one."}  # every delta sent before the cut
+    record = gw.decisions.get(r.headers["x-aigrid-decision"])
+    assert record is not None and record.status == "interrupted"
+    assert any("stream broke: choice 1: the engine's stream ended" in str(a.get("error")) for a in record.attempts)
+    rows = [row for row in await audit_rows(gw) if row["request_id"] == r.headers["x-aigrid-decision"]]
+    assert [row["outcome"] for row in rows] == ["interrupted"]
+
+
+async def test_a_cut_choice_raises_in_the_openai_sdk(cutting: Cutting) -> None:
+    _, oai, _, _ = cutting
+    stream = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, n=2, seed=7, stream=True)
+    with pytest.raises(openai.APIError) as info:
+        async for _ in stream:
+            pass
+    assert info.value.body["code"] == "stream_interrupted"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("whole", ["cut", "empty"])
+async def test_a_cut_or_empty_whole_answer_is_an_error_not_fewer_choices(cutting: Cutting, whole: str) -> None:
+    """Non-streamed, choice 1's answer is half its JSON, or JSON without a choice: every candidate is asked (each
+    n times), then the client gets the 502 that names the choice and why, never one choice where it asked two
+    (`empty` was a 200 with one choice; `cut` a 502 with "unexpected JSONDecodeError", logged as a bug)."""
+    raw, _, engine, gw = cutting
+    engine.whole = whole
+    r = await raw.post("/v1/chat/completions", json={"model": "smollm2-135m", "messages": ASK, "n": 2, "seed": 7,
+                                                     "stream": False})
+    assert r.status_code == 502, r.text
+    error = r.json()["error"]
+    assert error["code"] == "upstream_failed"
+    why = "is cut short (not whole JSON)" if whole == "cut" else "has no choice"
+    assert f"choice 1: the engine's answer {why}" in error["message"] and "unexpected" not in error["message"]
+    record = gw.decisions.get(r.headers["x-aigrid-decision"])
+    assert record is not None and record.status == "failed" and all(not a["ok"] for a in record.attempts)

@@ -7,8 +7,11 @@ native `n` would), and merges the answers: choice i of the result is answer i (i
 usage counts the prompt once and every answer's completion tokens, as OpenAI bills it. Streamed, the
 answers' chunks are relayed as they arrive, each re-indexed, the engines' usage chunks held back and sent
 once, summed, before the one `[DONE]`. The n requests are opened together: one that fails before its first
-byte fails the attempt (the proxy tries the next candidate with all n); one that fails mid-stream breaks
-the stream (EngineStreamBroken, an error event). An engine's own 4xx is passed on as it came.
+byte fails the attempt (the proxy tries the next candidate with all n); one that fails mid-stream, or ends
+without its [DONE] and without a finish_reason (cut short: gateway/relay.py's rule for one stream), breaks
+the merged stream (EngineStreamBroken: the relay's `stream_interrupted` error event, no [DONE]) after what
+the answers already sent. Whole, an answer that is not whole JSON or holds no choice fails the attempt like a
+failed read: the client never gets fewer choices than it asked for. An engine's own 4xx is passed on as it came.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import orjson
 
 from aigrid.engines.protocol import Engine, UpstreamResponse
-from aigrid.engines.sse import DONE, SseDecoder
+from aigrid.engines.sse import DONE, Event, SseDecoder
 from aigrid.engines.wrapped import WrappedEngine, once
 from aigrid.errors import EngineError, EngineStreamBroken
 
@@ -58,8 +61,12 @@ class FanOutEngine(WrappedEngine):
             elif body.get("stream"):
                 yield UpstreamResponse(200, answers[0].headers, merged_stream(answers))
             else:
-                whole = await asyncio.gather(*(_read(a) for a in answers))
-                yield UpstreamResponse(200, answers[0].headers, once(merged_answer(whole)))
+                try:  # the first failed read fails the attempt, the others' reads are cancelled
+                    async with asyncio.TaskGroup() as group:
+                        reading = [group.create_task(_read(a)) for a in answers]
+                except ExceptionGroup as failed:
+                    raise failed.exceptions[0] from None
+                yield UpstreamResponse(200, answers[0].headers, once(merged_answer([t.result() for t in reading])))
 
 
 def requests(body: Mapping[str, Any], n: int) -> list[bytes]:
@@ -74,16 +81,27 @@ def requests(body: Mapping[str, Any], n: int) -> list[bytes]:
 
 
 def merged_answer(answers: list[bytes]) -> bytes:
-    """Whole answers as one: choice i is answer i's, usage the prompt once and every answer's completion."""
-    docs = [orjson.loads(a) for a in answers]
+    """Whole answers as one: choice i is answer i's, usage the prompt once and every answer's completion. An
+    answer cut short (not whole JSON) or without a choice is the engine's failure (EngineStreamBroken)."""
+    docs = [_whole(j, a) for j, a in enumerate(answers)]
     merged = dict(docs[0])
     n = len(docs)
     merged["choices"] = sorted(({**c, "index": _index(c, n, j)} for j, doc in enumerate(docs)
                                 for c in doc.get("choices") or () if isinstance(c, dict)), key=lambda c: c["index"])
-    usages = [doc.get("usage") for doc in docs if isinstance(doc.get("usage"), dict)]
+    usages = [doc["usage"] for doc in docs if isinstance(doc.get("usage"), dict)]
     if usages:
         merged["usage"] = summed_usage(usages)
     return orjson.dumps(merged)
+
+
+def _whole(j: int, answer: bytes) -> dict[str, Any]:
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        raise EngineStreamBroken(f"choice {j}: the engine's answer is cut short (not whole JSON)") from None
+    if not isinstance(doc, dict) or not any(isinstance(c, dict) for c in doc.get("choices") or ()):
+        raise EngineStreamBroken(f"choice {j}: the engine's answer has no choice")
+    return doc
 
 
 def _index(choice: dict[str, Any], n: int, answer: int) -> int:
@@ -103,31 +121,48 @@ def summed_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
 async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]:
     """The answers' SSE events as they arrive, answer i's choices re-indexed (`_index`); one summed usage chunk
     and one [DONE] at the end. Events that are not JSON objects (llama.cpp opens a stream of several prompts
-    with `data: null`) are skipped."""
+    with `data: null`) are skipped. An answer that fails, or ends without its [DONE] and without a
+    finish_reason, raises EngineStreamBroken once the events queued before it are out (no usage, no [DONE])."""
     queue: asyncio.Queue[object] = asyncio.Queue()
     usages: list[dict[str, Any]] = []
     last: dict[str, Any] = {}
 
     async def relay(i: int, answer: UpstreamResponse) -> None:
+        async def forward(ev: Event) -> bool:
+            """Answer i's event on to the client, re-indexed; True when it says the answer ended ([DONE], a
+            finish_reason)."""
+            if ev.data is None or ev.data == DONE:
+                return ev.data == DONE
+            event = orjson.loads(ev.data)
+            if not isinstance(event, dict):
+                return False
+            if isinstance(event.get("usage"), dict):
+                usages.append(event.pop("usage"))
+                if not event.get("choices"):
+                    last.update(event)
+                    return False
+            event["choices"] = choices = [{**c, "index": _index(c, n, i)} for c in event.get("choices") or ()
+                                          if isinstance(c, dict)]
+            await queue.put(b"data: " + orjson.dumps(event) + b"\n\n")
+            return any(c.get("finish_reason") for c in choices)
+
         decoder = SseDecoder()
+        ended = False  # relay.EventPipe.ended's rule for one stream: its [DONE] or a finish_reason
         try:
             async for chunk in answer.body:
                 for ev in decoder.feed(chunk):
-                    if ev.data is None or ev.data == DONE:
-                        continue
-                    event = orjson.loads(ev.data)
-                    if not isinstance(event, dict):
-                        continue
-                    if isinstance(event.get("usage"), dict):
-                        usages.append(event.pop("usage"))
-                        if not event.get("choices"):
-                            last.update(event)
-                            continue
-                    event["choices"] = [{**c, "index": _index(c, n, i)} for c in event.get("choices") or ()
-                                        if isinstance(c, dict)]
-                    await queue.put(b"data: " + orjson.dumps(event) + b"\n\n")
-        except (EngineError, orjson.JSONDecodeError) as e:
-            await queue.put(EngineStreamBroken(f"choice {i}: {e}"))
+                    ended = await forward(ev) or ended
+            final = decoder.flush()  # an event that lacked only its blank line ([DONE] written without it)
+            try:
+                ended = (final is not None and await forward(final)) or ended
+            except orjson.JSONDecodeError:
+                pass  # half an event: cut inside it
+            if not ended:  # closed cleanly but cut short: not a shorter choice that looks whole
+                raise EngineStreamBroken("the engine's stream ended before the answer did (no finish_reason, "
+                                         "no [DONE])")
+        except Exception as e:  # noqa: BLE001 -- put on the queue: any failure breaks the merged stream, never ends it
+            reason = str(e) if isinstance(e, EngineError | ValueError) else f"{type(e).__name__}: {e}"
+            await queue.put(EngineStreamBroken(f"choice {i}: {reason}"))
         finally:
             await queue.put(_END)
 
