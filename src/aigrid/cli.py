@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
+import typer.main
 from rich.console import Console
+from typer.core import TyperGroup
 
 from aigrid.cli_error import print_error
 from aigrid.errors import AigridError, ConfigError
@@ -23,36 +26,74 @@ if TYPE_CHECKING:
     from aigrid.gateway.server import ExtraRoutes
     from aigrid.spec.models import GridSpec
 
+Mount = Callable[[typer.Typer], None]
+
+
+def _command(module: str, function: str, name: str) -> Mount:
+    return lambda t: t.command(name)(getattr(importlib.import_module(module), function))
+
+
+def _typer(module: str, name: str | None = None) -> Mount:
+    return lambda t: t.add_typer(importlib.import_module(module).app, name=name)
+
+
+class _Lazy(MutableMapping[str, Any]):
+    """A group's commands, some of them (`Mount`s) built on first use: `aigrid gateway` (and each of its
+    workers, `aigrid worker`) never imports the planner, the simulator or the load generator (matplotlib,
+    scipy: about 35 MB of a worker's memory, docs/deploy.md). Iterating (`--help`) builds them all."""
+
+    def __init__(self, commands: Mapping[str, Any]) -> None:
+        self._items: dict[str, Any] = dict(commands)
+
+    def __getitem__(self, name: str) -> Any:
+        item = self._items[name]
+        if isinstance(item, tuple):  # (name, mount): built as typer would have built it at import
+            holder = typer.Typer()
+            item[1](holder)
+            item = self._items[name] = typer.main.get_group(holder).commands[item[0]]
+        return item
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._items[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _lazy_group(first: Mapping[str, Mount], last: Mapping[str, Mount] | None = None) -> type[TyperGroup]:
+    """A typer group class with the commands `first` before its own and `last` after them (the order in
+    --help), each imported when it is run or listed."""
+    class LazyGroup(TyperGroup):
+        def __init__(self, **attrs: Any) -> None:
+            super().__init__(**attrs)
+            self.commands = _Lazy({**{n: (n, m) for n, m in first.items()}, **self.commands,
+                                   **{n: (n, m) for n, m in (last or {}).items()}})
+
+    return LazyGroup
+
+
+# Commands whose modules own their options: the simulator, the planner, the load generator, the engine emulator,
+# the quality estimate, the audit log's queries
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="aigrid: an inference grid behind one OpenAI-compatible endpoint.")
+                  help="aigrid: an inference grid behind one OpenAI-compatible endpoint.",
+                  cls=_lazy_group({"bench": _command("aigrid.bench.cli", "bench_command", "bench"),
+                                   "emulator": _command("aigrid.engines.emulator_cli", "emulator_command", "emulator"),
+                                   "plan": _command("aigrid.plan.cli", "plan_command", "plan")},
+                                  {"sim": _typer("aigrid.sim.cli"), "models": _typer("aigrid.rightsize.cli", "models")}))
 spec_app = typer.Typer(no_args_is_help=True, help="Grid specs.")
 app.add_typer(spec_app, name="spec")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys (stored hashed; needs AIGRID_KEY_SECRET).")
 app.add_typer(keys_app, name="keys")
-audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit log.",
+                        cls=_lazy_group({"query": _command("aigrid.audit.query_cli", "query_command", "query"),
+                                         "summary": _command("aigrid.audit.query_cli", "summary_command", "summary")}))
 app.add_typer(audit_app, name="audit")
-
-
-def _mount_subcommands() -> None:
-    """Commands whose modules own their options: the simulator, the planner, the load generator, the engine
-    emulator."""
-    from aigrid.audit.query_cli import query_command, summary_command
-    from aigrid.bench.cli import bench_command
-    from aigrid.engines.emulator_cli import emulator_command
-    from aigrid.plan.cli import plan_command
-    from aigrid.rightsize.cli import app as models_app
-    from aigrid.sim.cli import app as sim_app
-
-    app.add_typer(sim_app)
-    app.add_typer(models_app, name="models")
-    app.command("bench")(bench_command)
-    app.command("emulator")(emulator_command)
-    app.command("plan")(plan_command)
-    audit_app.command("query")(query_command)
-    audit_app.command("summary")(summary_command)
-
-
-_mount_subcommands()
 console = Console()
 err_console = Console(stderr=True)
 

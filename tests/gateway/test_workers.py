@@ -113,6 +113,11 @@ def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> 
         ok = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines()
                  if line.startswith("aigrid_requests_total{") and 'outcome="ok"' in line)
         assert ok == LIMIT
+        # what a worker holds: no other command's libraries, no redis (none named), no torch before first use
+        # (test_worker_memory.py; docs/benchmarks.md, "Memory per worker")
+        for pid in [grid.gateway.pid, *grid.workers]:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+            assert [lib for lib in ("/matplotlib/", "/PIL/", "/hiredis/", "libtorch") if lib in maps] == [], pid
     # one writer: one chain, every request audited (the served and the refused)
     verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
                              "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)

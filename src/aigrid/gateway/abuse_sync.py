@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from aigrid.errors import SharedStateUnavailable
-from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 from aigrid.security.firewall.abuse_shared import Batch, SharedAbuseMonitor, SharedVerdicts
 from aigrid.telemetry.periodic import Periodic
+
+if TYPE_CHECKING:  # redis only where a spec names it (guard.abuse_relay)
+    from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 
 log = logging.getLogger("aigrid.abuse")
 

@@ -51,7 +51,6 @@ from aigrid.gateway.tracing import Tracing, build_tracing
 from aigrid.rightsize.right_sizer import RightSizer
 from aigrid.spec import load
 from aigrid.spec.models import GridSpec
-from aigrid.telemetry.redis_shared import RedisSharedState
 from aigrid.telemetry.shared import SharedState
 from aigrid.telemetry.store import TelemetryStore
 from aigrid.telemetry.sync import SharedSync
@@ -161,7 +160,11 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
     url = spec.gateway.shared_state_url
     if shared is None and url is None:
         return None
-    backend = shared or RedisSharedState.from_url(url or "", spec.name)
+    if shared is None:  # imported only here: redis (about 12 MB of each worker's memory) only when named
+        from aigrid.telemetry.redis_shared import RedisSharedState
+
+        shared = RedisSharedState.from_url(url or "", spec.name)
+    backend = shared
     gid = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
     endpoints = [(e.site, e.id) for e in spec.endpoints]
 

@@ -17,10 +17,9 @@ import os
 import sqlite3
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import TypeAdapter, ValidationError
-from redis.asyncio import BlockingConnectionPool, Redis
 
 from aigrid.audit.log import AuditLog, AuditSink
 from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
@@ -33,7 +32,6 @@ from aigrid.gateway.model_texts import apply
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import authorize
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
-from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 from aigrid.security.firewall.abuse_shared import SharedAbuseMonitor
 from aigrid.security.firewall.cascade import load_cascade
 from aigrid.security.firewall.injection import InjectionModel
@@ -47,8 +45,10 @@ from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Principal, Scopes, Tenant
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
 from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
-from aigrid.security.quotas_redis import RedisQuotaBackend
 from aigrid.spec.models import AbuseSpec, AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
+
+if TYPE_CHECKING:  # redis (about 12 MB of each process's memory) is imported only where a spec names it
+    from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 
 ANONYMOUS_SECRET = b"aigrid-demo-grid-without-enforcement"
 """Enforcement off and no secret set: no key can be verified anyway; this only keys the prompt hashes."""
@@ -99,6 +99,8 @@ def abuse_relay(spec: GridSpec) -> RedisAbuseRelay | None:
     None: no shared state, or abuse signals off. A lone gateway's Guard and a worker pool's hub both use it."""
     if not spec.gateway.shared_state_url or spec.security.abuse.action == "off":
         return None
+    from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
+
     return RedisAbuseRelay.from_url(spec.gateway.shared_state_url, spec.name)
 
 
@@ -200,6 +202,10 @@ class Guard:
         self.authenticator = Authenticator(keys, tenants,
                                            enforce=sec.enforce, jwt=_jwt(sec))
         if quota_backend is None and sec.quotas_redis_url:
+            from redis.asyncio import BlockingConnectionPool, Redis
+
+            from aigrid.security.quotas_redis import RedisQuotaBackend
+
             pool = BlockingConnectionPool.from_url(sec.quotas_redis_url, max_connections=64, timeout=2)
             quota_backend = RedisQuotaBackend(Redis(connection_pool=pool))
         self.quotas = Quotas(self._quota_rules(spec), quota_backend or MemoryQuotaBackend())

@@ -47,7 +47,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aigrid.audit.log import AuditLog
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable
@@ -56,7 +56,6 @@ from aigrid.gateway.guard import start_audit
 from aigrid.gateway.hub_protocol import BATCH, FrameWriter, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
-from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 from aigrid.security.firewall.abuse_shared import (
     MAX_PENDING,
     Batch,
@@ -67,6 +66,9 @@ from aigrid.security.firewall.abuse_shared import (
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.prefill_book import Report, from_wire, merge_reports, to_wire
+
+if TYPE_CHECKING:  # redis only where a spec names it (guard.abuse_relay)
+    from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 
 log = logging.getLogger("aigrid.hub")
 _Entry = TypeVar("_Entry", bound=tuple[Any, ...])

@@ -39,6 +39,7 @@ from aigrid.spec.models import UNBOUND_STORE
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
     from aigrid.gateway.hub_client import HubClient
+    from aigrid.gateway.stores_redis import RedisStore
 
 log = logging.getLogger("aigrid.gateway")
 T = TypeVar("T")
@@ -450,10 +451,11 @@ class Stores:
 
 def build_stores(gw: Gateway) -> Stores:
     """The memory (or, for a worker, the hub) for every jurisdiction, except those `gateway.stores` names:
-    their Redis, one client per URL, used directly by every worker."""
-    from aigrid.gateway.stores_redis import RedisStore
-
+    their Redis, one client per URL, used directly by every worker. redis is imported only then (about 12 MB of
+    each worker's memory otherwise)."""
     spec = gw.spec.gateway
+    if spec.stores:
+        from aigrid.gateway.stores_redis import RedisStore
     local_r: ResponseBook = HubResponses(gw.hub) if gw.hub is not None else MemoryResponses(gw.responses)
     local_c: ConversationBook = HubConversations(gw.hub) if gw.hub is not None else \
         MemoryConversations(gw.conversations)
