@@ -27,6 +27,7 @@ import orjson
 import pytest
 import uvicorn
 
+from aigrid.agents.tool import ToolContext
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.engines.llama_server import free_port
@@ -37,11 +38,11 @@ from aigrid.gateway.guard import Guard
 from aigrid.gateway.tracing import OPERATIONS
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.security.firewall.pipeline import Screened
-from aigrid.security.firewall.texts import ModelText
+from aigrid.security.firewall.texts import ModelText, Source
 from aigrid.security.quota_backend import Consumed, Counter, MemoryQuotaBackend
 from aigrid.spec.load import load_spec, parse_spec
 from aigrid.spec.models import AdmissionSpec, PrioritySpec, QuotaSpec, TenantSpec
-from tests.agents.scripted_engine import ScriptedEngine, call
+from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
@@ -397,6 +398,68 @@ async def test_a_server_side_tool_loop_is_not_cut_short_by_a_hang_up(tmp_path: P
         assert await tokens(gw) == 30 and inflight(gw) == 0  # both model turns' usage (2 x 15), once
 
 
+class _SlowTool:
+    """A server-side tool that takes `run_s` (a query, an MCP server's tool): counts its runs begun and ended."""
+
+    name = "slow_lookup"
+    description = "look something up"
+    parameters = {"type": "object", "properties": {"q": {"type": "string"}}}
+    source = Source.TOOL_RESULT
+
+    def __init__(self, run_s: float) -> None:
+        self.run_s = run_s
+        self.started = 0
+        self.ended = 0
+
+    async def run(self, arguments: dict[str, Any], context: ToolContext) -> str:
+        self.started += 1
+        await asyncio.sleep(self.run_s)
+        self.ended += 1
+        return "found it"
+
+
+TOOL_PHASES = ("first-turn", "later-turn", "tool")
+"""Where a streamed tool loop's client hangs up: during its first model turn (before the first byte), during its
+second (after the calculator ran and the answer started), while the slow tool runs (after the first byte)."""
+
+
+@pytest.mark.parametrize("phase", TOOL_PHASES)
+async def test_a_streamed_tool_loop_stops_when_its_client_hangs_up(tmp_path: Path, phase: str) -> None:
+    """A streamed loop's client is watched through the whole loop, before its first byte and after it: a hang-up
+    stops it at once (the model turn under way closed, a tool under way left to finish on its own with its result
+    discarded, nothing after them started), charged its finished model turns (15 tokens each), one
+    `client_closed` record, nothing in flight (before: it was noticed when the next byte was written, after the
+    loop's next steps, or not before the whole loop had run to its end; charged the reservation)."""
+    engine = _SlowScripted([call("calculator", expression="1+1"), call("slow_lookup", q="x"), answer("2")],
+                           delay_s=0.3)
+    tool = _SlowTool(run_s=1.0)
+    spec = _gateway(tmp_path, {}).spec
+    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
+    gw.agents.tools.add(tool)
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "1+1?"}], "max_tokens": 50,
+            "stream": True, "tools": [{"type": "function", "function": {"name": "calculator"}},
+                                      {"type": "function", "function": {"name": "slow_lookup"}}]}
+    ready = {"first-turn": lambda: engine.turns == 1, "later-turn": lambda: engine.turns == 2,
+             "tool": lambda: tool.started == 1}[phase]
+    async with serving(gw) as (port, access):
+        writer = await _request(port, Route("tools", "/v1/chat/completions", body), body)
+        assert await _until(ready)
+        writer.close()
+        hung_up = time.monotonic()
+        assert await _until(lambda: bool(access.lines), 4.0)
+        assert access.lines[0][0] - hung_up < 0.5, access.lines[0][0] - hung_up  # at once, not at the next byte
+        await asyncio.sleep(1.2)  # what would have come next: the loop's next turn or tool
+        begun, finished = {"first-turn": (1, 0), "later-turn": (2, 1), "tool": (2, 2)}[phase]
+        assert (engine.turns, len(engine.received)) == (begun, finished)  # the turn under way closed, no next one
+        assert tool.started == (1 if phase == "tool" else 0)
+        assert tool.ended == tool.started  # a tool under way was not cut off: it finished, its result unused
+        rows = await audit_rows(gw)
+        assert [r["outcome"] for r in rows] == ["client_closed"]
+        assert await tokens(gw) == 15 * finished and inflight(gw) == 0  # the finished turns, once
+        record = gw.decisions.get(rows[0]["request_id"])
+        assert record is not None and record.attempts[-1]["ok"] is (phase != "first-turn"), record.attempts
+
+
 async def test_a_background_response_outlives_a_client_that_hangs_up(tmp_path: Path) -> None:
     """`background: true` runs are meant to outlive their client (docs/responses-api.md): a hang-up right after
     the create is sent stops neither the create nor the run."""
@@ -623,3 +686,67 @@ async def test_holds_nest_and_the_outer_one_rearms() -> None:
     assert hangup.armed is False
     hangup.resume()
     assert hangup.armed is True
+
+
+class _SlowToClose(WatchedEngine):
+    """A FAKE engine whose request, closed before its first byte, takes `close_s` to let go (an adapter that
+    reads the answer to its end, or waits for the engine's acknowledgement, before it gives its connection
+    back); `closing` is set when such a close begins."""
+
+    def __init__(self, name: str, close_s: float) -> None:
+        super().__init__(name)
+        self.close_s = close_s
+        self.closing = asyncio.Event()
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        async with super().open(path, body) as upstream:
+            started = False
+
+            async def read() -> AsyncIterator[bytes]:
+                nonlocal started
+                async for chunk in upstream.body:
+                    started = True
+                    yield chunk
+
+            try:
+                yield UpstreamResponse(upstream.status, upstream.headers, read())
+            finally:
+                if not started:
+                    self.closing.set()
+                    await asyncio.sleep(self.close_s)  # the engine works on meanwhile
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+async def test_a_hang_up_while_the_hedges_loser_closes_closes_it_at_once(tmp_path: Path, stream: bool) -> None:
+    """The attempt that answered first wins; the loser is cancelled and awaited while it closes. A client that
+    hangs up then stops the request there: its cancel is not taken for the loser's, the loser's close is cut
+    short, the winner's answer is closed unsent, one `client_closed` record, nothing charged, nothing in
+    flight (before: the hang-up was swallowed and the request went on with the winner)."""
+    engines = {e.id: _SlowToClose(e.id, close_s=2.0) for e in load_spec(DEMO).endpoints}
+    for f in engines.values():
+        f.first_byte_delay_s = ENGINE_DELAY_S  # the hedge starts ~0.3 s later and loses by as much
+    gw = _gateway(tmp_path, engines)
+    body = ROUTES[0 if stream else 1].body
+    async with serving(gw) as (port, access):
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+        data = orjson.dumps(body)
+        head = "".join(f"{k}: {v}\r\n" for k, v in {**HEADERS, "x-aigrid-hedge": "on", "host": "gw",
+                                                    "content-length": str(len(data))}.items())
+        writer.write(f"POST /v1/chat/completions HTTP/1.1\r\n{head}\r\n".encode() + data)
+        assert await _until(lambda: sum(len(f.received) for f in engines.values()) == 2)  # the hedge started
+        assert await _until(lambda: any(f.closing.is_set() for f in engines.values()))  # the loser closes
+        writer.close()
+        hung_up = time.monotonic()
+        assert await _until(lambda: bool(access.lines), 4.0)
+        assert access.lines[0][0] - hung_up < 0.5, access.lines[0][0] - hung_up  # not after the loser's 2 s
+        released = [f.released_at for f in engines.values() if f.received]
+        assert len(released) == 2 and all(r is not None and r - hung_up < 0.5 for r in released), released
+        assert sum(f.completed for f in engines.values()) == 0  # the winner's answer was not read on either
+        rows = await audit_rows(gw)
+        assert [r["outcome"] for r in rows] == ["client_closed"]
+        assert await tokens(gw) == 0 and inflight(gw) == 0
+        record = gw.decisions.get(rows[0]["request_id"])
+        assert record is not None and record.status == "client_closed"
+        loser = [a for a in record.attempts if not a["ok"]]
+        assert len(loser) == 1 and loser[0]["error"].startswith("cancelled: "), record.attempts

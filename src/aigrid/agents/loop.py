@@ -318,9 +318,15 @@ def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base:
 async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolRegistry, *,
                         context: ToolContext = NO_CONTEXT, config: LoopConfig = DEFAULT_LOOP,
                         clock: Callable[[], float] = time.monotonic,
-                        screen: ScreenTexts | None = None) -> AsyncGenerator[Event, None]:
+                        screen: ScreenTexts | None = None,
+                        on_usage: Callable[[Mapping[str, int]], None] | None = None) -> AsyncGenerator[Event, None]:
     """Run the loop for one chat request on `engine` (the chosen endpoint's) and yield its events.
     `screen` is the firewall's choke point every tool result passes (the gateway always gives one).
+    `on_usage` is told each finished model turn's usage (what the loop has spent if it is stopped early).
+
+    Cancelled (its client gone: the gateway cancels the task that drives it), it stops where it is: a model
+    turn's engine request is closed, no further turn or tool starts, and a tool already running is left to
+    finish on its own (within its timeout; a tool may act: SQL, MCP, the web), its result discarded.
 
     Raises InvalidRequest for a bad request, EngineUnavailable when the engine fails before its first
     answer (the caller may try the next candidate) and EngineStreamBroken when it fails later.
@@ -376,6 +382,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         model_calls += 1
         for k in usage:
             usage[k] += int(turn.usage.get(k, 0))
+        if on_usage is not None:
+            on_usage(turn.usage)
 
         if any(c.error == CUT_OFF for c in turn.calls):
             # max_tokens ended the call's JSON; the next turn has the same budget and would be cut off again:
@@ -566,8 +574,8 @@ async def _run_step(registry: ToolRegistry, call: Call, server_names: set[str], 
         result = f"error: the tool {call.name!r} is no longer offered"
     else:
         try:
-            result = await asyncio.wait_for(tool.run(call.arguments or {}, context),
-                                            config.tool_timeout_s)
+            result = await _detachable(asyncio.wait_for(tool.run(call.arguments or {}, context),
+                                                        config.tool_timeout_s))
             ok = True
         except ToolError as e:
             result = f"error: {e}"
@@ -580,3 +588,28 @@ async def _run_step(registry: ToolRegistry, call: Call, server_names: set[str], 
         result = result[: config.max_result_chars] + "..."
     arguments = dict(call.arguments) if call.arguments is not None else call.raw_arguments
     return Step(index, call.name, arguments, result, ok, (clock() - start) * 1000, model_ms, call.id)
+
+
+_DETACHED: set[asyncio.Task[str]] = set()
+"""Tool runs whose loop was cancelled while they ran, finishing on their own (held here until they end)."""
+
+
+async def _detachable(run: Awaitable[str]) -> str:
+    """`run`'s result; when the loop is cancelled meanwhile (its client gone, a shutdown), the cancel is raised
+    here at once and the tool goes on to its end in its own task, its result discarded: a tool that acts (a
+    query, an MCP server's tool, a request to the web) is never cut off halfway by a cancel it was not written
+    for. Its own timeout (the caller's wait_for) still bounds it."""
+    task = asyncio.ensure_future(run)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            _DETACHED.add(task)
+            task.add_done_callback(_discarded)
+        raise
+
+
+def _discarded(task: asyncio.Task[str]) -> None:
+    _DETACHED.discard(task)
+    if not task.cancelled() and task.exception() is not None:  # retrieved: a failure nobody waits for
+        log.debug("a detached tool run failed: %r", task.exception())

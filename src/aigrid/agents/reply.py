@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -100,6 +100,16 @@ async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage:
     yield encode(DONE)
 
 
+class ClientWatch(Protocol):
+    """The request's client, watched while a streamed loop works after its first byte (the gateway's
+    relay_response.Hangup): `arm()` before each step (raises CancelledError when the client is gone already;
+    while armed, a hang-up cancels the task that pulls the stream), `disarm()` after it."""
+
+    def arm(self) -> None: ...
+
+    def disarm(self) -> None: ...
+
+
 class ToolLoopEngine(WrappedEngine):
     """An Engine whose chat completions run the server-side tool loop on `inner` (the chosen endpoint's
     engine). Other paths and the health/stats probes go straight to `inner`.
@@ -107,11 +117,17 @@ class ToolLoopEngine(WrappedEngine):
     Non-streaming requests run the whole loop inside open(), so the status is exact (the engine's own
     4xx is passed through) and any engine failure can still fail over. Streaming requests run the first
     model turn inside open() (failover still possible) and the rest as the body streams.
+
+    `watch`: a streamed loop's client; each read of the body after the first (a model turn, tool runs) is
+    watched, so a client that leaves stops the loop at once instead of at the next byte written to it.
+    `on_usage`: told each finished model turn's usage (run_tool_loop).
     """
 
     def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,
                  config: LoopConfig = DEFAULT_LOOP, clock: Callable[[], float] = time.monotonic,
-                 wall_clock: Callable[[], float] = time.time, screen: ScreenTexts | None = None) -> None:
+                 wall_clock: Callable[[], float] = time.time, screen: ScreenTexts | None = None,
+                 watch: ClientWatch | None = None,
+                 on_usage: Callable[[Mapping[str, int]], None] | None = None) -> None:
         super().__init__(inner)
         self.registry = registry
         self.context = context
@@ -119,6 +135,8 @@ class ToolLoopEngine(WrappedEngine):
         self._clock = clock
         self._wall = wall_clock
         self.screen = screen
+        self.watch = watch
+        self.on_usage = on_usage
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         if path.rstrip("/") != CHAT_PATH:
@@ -131,7 +149,7 @@ class ToolLoopEngine(WrappedEngine):
         model = str(body.get("model", ""))
         created, rid = int(self._wall()), f"chatcmpl-aigrid-{uuid.uuid4().hex[:24]}"
         events = run_tool_loop(self.inner, body, self.registry, context=self.context, config=self.config,
-                               clock=self._clock, screen=self.screen)
+                               clock=self._clock, screen=self.screen, on_usage=self.on_usage)
         try:
             if not body.get("stream"):
                 finished: Finished | None = None
@@ -152,7 +170,7 @@ class ToolLoopEngine(WrappedEngine):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             stream = sse_stream(_prepend(first, events), model, include_usage=include_usage,
                                 created=created, response_id=rid)
-            yield UpstreamResponse(200, SSE_TYPE, _guarded(stream))
+            yield UpstreamResponse(200, SSE_TYPE, _guarded(stream, self.watch))
         finally:
             await events.aclose()
 
@@ -164,11 +182,28 @@ async def _prepend(first: Event, rest: AsyncIterator[Event]) -> AsyncIterator[Ev
         yield ev
 
 
-async def _guarded(stream: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _guarded(stream: AsyncIterator[bytes], watch: ClientWatch | None = None) -> AsyncIterator[bytes]:
     """Engine failures after the first byte become EngineStreamBroken, which the proxy turns into an
-    error event (it cannot fail over once bytes were sent)."""
+    error event (it cannot fail over once bytes were sent). With `watch`, every read after the first (the
+    first is the response's opening, read before the answer starts) is watched for the client's hang-up."""
     try:
-        async for chunk in stream:
+        if watch is None:
+            async for chunk in stream:
+                yield chunk
+            return
+        try:
+            first = await anext(stream)
+        except StopAsyncIteration:
+            return
+        yield first
+        while True:
+            watch.arm()
+            try:
+                chunk = await anext(stream)
+            except StopAsyncIteration:
+                return
+            finally:
+                watch.disarm()
             yield chunk
     except EngineError as e:
         raise EngineStreamBroken(str(e)) from e

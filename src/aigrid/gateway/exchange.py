@@ -69,6 +69,9 @@ class Exchange:
     hangup: Hangup | None = None
     """Watches the client of a live model request (routes.Audited): its hang-up before the answer starts cancels
     the request; `hold()` around a step that must not be cut. None for a background run or a batch line."""
+    loop_usage: dict[str, int] | None = None
+    """A tool loop's finished model turns' usage so far (routes._tool_loop): what is charged when its client left
+    before the loop's answer came (then the answer's count never comes)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Fields its audit record's `extra` carries besides those made from the above (Guard._record): a
     background run's response id; an abandoned run's reason and quota settlement (responses_api.py)."""
@@ -76,7 +79,10 @@ class Exchange:
     def final_usage(self) -> Mapping[str, Any] | None:
         if self.usage is not None:
             return self.usage
-        return self.record.usage if self.record is not None else None
+        usage = self.record.usage if self.record is not None else None
+        if usage is None and self.loop_usage is not None and self.final_outcome() == "client_closed":
+            return self.loop_usage
+        return usage
 
     def final_outcome(self) -> str:
         if self.settles_abandoned:  # what the run did is in its record's extra (status, message)

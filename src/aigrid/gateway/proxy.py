@@ -332,6 +332,7 @@ class Proxy:
             running[asyncio.ensure_future(self._attempt(path, body, cand, record, hedged, wrap))] = (cand, hedged)
 
         why: str | None = None  # why the attempts still running are cancelled: one answered first, unless ...
+        won: Opened | None = None
         try:
             while queue or running:
                 if not running:
@@ -348,19 +349,52 @@ class Proxy:
                     if task.exception() is None:
                         if any(a.get("hedge") for a in record.attempts):
                             self._metrics.hedge_wins.labels("hedge" if hedged else "first").inc()
-                        return task.result()
+                        won = task.result()
+                        break
+                if won is not None:
+                    break
         except asyncio.CancelledError as e:  # ... the request itself was cancelled (its client gone, a shutdown)
-            why = e.args[0] if e.args and isinstance(e.args[0], str) else "the request was cancelled"
+            why = _why(e, "the request was cancelled")
             raise
         finally:
-            for task in running:
-                task.cancel(why)
-            for task in running:
-                try:
-                    await task
-                except (asyncio.CancelledError, EngineError):
-                    pass  # the losing hedge, cancelled on purpose; _attempt already released it
-        return None
+            await self._close_losers(running, why, record, won)
+        return won
+
+    async def _close_losers(self, running: Mapping[asyncio.Task[Opened], tuple[Candidate, bool]], why: str | None,
+                            record: DecisionRecord, won: Opened | None) -> None:
+        """Cancel the attempts still running and wait for each to close. The request's own cancel (its client
+        hung up, a shutdown) that comes while they close is not taken for theirs: the losers still closing are
+        cut short with it, the winner's answer is closed unsent, and it is raised on (asyncio hands a task's
+        cancel to the task it awaits, whose CancelledError was swallowed here as the loser's; the request then
+        went on with the winner, for nobody). A loser that answered in the same turn as the winner is closed."""
+        if not running:
+            return
+        me = asyncio.current_task()
+        before = me.cancelling() if me is not None else 0
+        cut: asyncio.CancelledError | None = None
+        for task in running:
+            task.cancel(why)
+        for task in running:
+            try:
+                late = await task
+            except asyncio.CancelledError as e:
+                if cut is None and me is not None and me.cancelling() > before:  # ours, not the loser's
+                    cut = e
+                    for other in running:
+                        other.cancel(_why(e, "the request was cancelled"))  # cut short, if still closing
+            except EngineError:
+                pass  # the losing hedge, cancelled on purpose; _attempt already released it
+            else:  # it had its first byte too: released unread
+                await late.stack.aclose()
+                self._store.request_finished(late.cand.endpoint_id, record.prompt_tokens, had_first_token=True)
+                for entry in record.attempts:
+                    if entry["endpoint"] == late.cand.endpoint_id and entry.get("ok"):
+                        entry.update(ok=False, error="cancelled: another attempt answered first")
+        if cut is not None:
+            if won is not None:  # nobody to send it to
+                await won.stack.aclose()
+                self.finish(won.cand, record, 499, None)
+            raise cut
 
     async def _attempt(self, path: str, body: dict[str, Any], cand: Candidate, record: DecisionRecord,
                        hedged: bool, wrap: Wrap | None = None) -> Opened:
@@ -401,15 +435,12 @@ class Proxy:
             except TimeoutError as e:
                 raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
         except (Exception, asyncio.CancelledError) as e:  # every way out before the first byte frees the slot
-            try:
-                await stack.aclose()
-            finally:  # even when a hang-up lands inside the close: the in-flight count never stays one high
-                self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
             elapsed = self._clock() - attempt_start
+            unexpected = False
             if isinstance(e, EngineError):
                 self._fail(cand, entry, str(e) or type(e).__name__, elapsed)
             elif isinstance(e, asyncio.CancelledError):
-                why = e.args[0] if e.args and isinstance(e.args[0], str) else "another attempt answered first"
+                why = _why(e, "another attempt answered first")
                 entry.update(error=f"cancelled: {why}", ms=round(elapsed * 1000, 1))
                 if why == CLIENT_GONE:  # the engine's request closed unanswered (relay_response.Hangup)
                     self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "client_closed").inc()
@@ -418,9 +449,14 @@ class Proxy:
             else:  # a bug or an unmapped library error: counted against the engine, logged with its traceback
                 log.warning("endpoint %s: unexpected error before the first byte", cand.endpoint_id, exc_info=e)
                 self._fail(cand, entry, f"unexpected {type(e).__name__}: {e}", elapsed)
-                span.fail(entry["error"])
+                unexpected = True
+            span.fail(entry["error"])  # booked before the close: a cancel that cuts the close short skips nothing
+            try:
+                await stack.aclose()
+            finally:  # even when a hang-up lands inside the close: the in-flight count never stays one high
+                self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
+            if unexpected:
                 raise EngineUnavailable(f"unexpected {type(e).__name__}: {e}") from e
-            span.fail(entry["error"])
             raise
         span.ok()
         first_at = self._clock()
@@ -502,6 +538,11 @@ class Proxy:
         if wait is not None and not 0 <= wait <= RETRY_WAIT_MAX_S:  # the gateway's own rule for a hosted
             headers["x-should-retry"] = "false"  # engine's 429 too: an SDK that honours any wait would sleep hours
         return headers
+
+
+def _why(e: BaseException, default: str) -> str:
+    """A CancelledError's reason (its message), or `default`."""
+    return e.args[0] if e.args and isinstance(e.args[0], str) else default
 
 
 def _added(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:

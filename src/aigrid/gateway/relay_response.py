@@ -95,10 +95,11 @@ class Hangup:
     cancels the request's task with CLIENT_GONE: its awaits' own cleanup runs (the queue place given back, the
     firewall's queued text dropped, the engine's request closed), then `caught()` tells the route's handler
     that the cancel was the client's, not a shutdown's. `hold()` disarms it for a step that must not be cut
-    (a quota reservation on Redis or the hub, whose reply would be lost with it; a server-side tool loop; a
-    background Responses create; an answer already whole being stored); `resume()` re-arms it, raising
-    there if the client left meanwhile. The watcher task is the streamed answer's disconnect watch too
-    (RelayResponse.gone)."""
+    (a quota reservation on Redis or the hub, whose reply would be lost with it; a non-streamed server-side tool
+    loop; a background Responses create; an answer already whole being stored); `resume()` re-arms it, raising
+    there if the client left meanwhile. `arm()` / `disarm()` watch one step of an answer already started
+    (a streamed tool loop's turns and tools after its first byte: agents/reply.py). The watcher task is the
+    streamed answer's disconnect watch too (RelayResponse.gone)."""
 
     __slots__ = ("_receive", "_task", "watcher", "armed", "fired", "_held")
 
@@ -140,6 +141,21 @@ class Hangup:
         if self.watcher is not None and self.watcher.done() and not self.fired:
             self.fired = 2
             raise asyncio.CancelledError(CLIENT_GONE)
+
+    def arm(self) -> None:
+        """Armed for one step of an answer already started that a hang-up must stop (a streamed tool loop's next
+        model turn or tool run: `disarm()` after it); the client gone already: CancelledError here. Not under
+        a hold."""
+        if self._held:
+            return
+        if self.gone and not self.fired:
+            self.fired = 2
+            raise asyncio.CancelledError(CLIENT_GONE)
+        self.armed = True
+
+    def disarm(self) -> None:
+        if not self._held:
+            self.armed = False
 
     def caught(self) -> bool:
         """Whether the CancelledError being handled is the client's hang-up alone (then it is not raised on):

@@ -346,9 +346,11 @@ class Routes:
         if self.gw.hub is not None:  # `aigrid explain` may ask any worker: shared with its outcome, or if it runs long
             self.gw.hub.decision_made(record)
 
-    def _tool_loop(self, loop: LoopConfig, ex: Exchange) -> Wrap:
+    def _tool_loop(self, loop: LoopConfig, ex: Exchange, stream: bool) -> Wrap:
         """Run the agent's tool loop at the chosen site, beside its engine (agents/); every tool result
-        passes the firewall's choke point, its verdicts go on the exchange."""
+        passes the firewall's choke point, its verdicts go on the exchange. Its finished model turns' usage
+        goes on the exchange as they end (charged if the client leaves before the answer's count comes); a
+        streamed loop's client is watched through its whole answer (a hang-up stops the loop at once)."""
         agents, screen = self.gw.agents, self.gw.guard.screen
         assert ex.principal is not None
         tenant = ex.principal.tenant
@@ -358,14 +360,22 @@ class Routes:
             ex.verdicts.extend(screened.verdicts)
             return screened
 
+        def spent(usage: Mapping[str, int]) -> None:
+            total = ex.loop_usage if ex.loop_usage is not None else {}
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
+                total[k] = total.get(k, 0) + int(usage.get(k) or 0)
+            ex.loop_usage = total
+
         registry = agents.tools if loop.server_tools else {}
+        watch = ex.hangup if stream else None
 
         def wrap(engine: Engine, cand: Candidate) -> Engine:
             mode = self.gw.spec.models[cand.model].tool_calls
             if mode == "native" and not loop.server_tools:  # the engine calls the client's tools itself
                 return engine
             return ToolLoopEngine(engine, registry, context=ToolContext(cand.site_id, tenant),
-                                  config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output)
+                                  config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output,
+                                  watch=watch, on_usage=spent)
 
         return wrap
 
@@ -387,14 +397,16 @@ class Routes:
             return redacted
 
         needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
-        wrap = None if loop is None else self._tool_loop(loop, ex)
+        wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream))
         if parsed.n is not None and parsed.n > 1:  # `n` choices: the chosen engine asked n times, answers merged
             wrap = _fan_out(parsed.n)
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
             wrap = _legacy_completions(body, wrap)  # echo and the legacy logprobs where the engine leaves them out
         escalate = None if wrap is not None or parsed.stream or path != CHAT_PATH else self._escalation(body, ex)
-        if loop is not None and loop.server_tools and ex.hangup is not None:
-            ex.hangup.hold()  # server-side tools act (SQL, MCP, the web): a loop once started is not cut short
+        if loop is not None and loop.server_tools and not parsed.stream and ex.hangup is not None:
+            # server-side tools act (SQL, MCP, the web): a whole (non-streamed) loop once started runs to its end
+            # (docs/reliability.md); a streamed one stops at a hang-up, a tool already running left to finish
+            ex.hangup.hold()
         return await self.gw.proxy.forward(path, body, ex.decision, ex.record, parsed.stream, hedge, output=ex.output,
                                            redact_answer=redact if needs_redaction else None, wrap=wrap,
                                            escalate=escalate)
