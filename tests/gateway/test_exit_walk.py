@@ -105,15 +105,18 @@ async def _leave_before_the_first_byte(gw: Gateway, body: dict[str, Any]) -> lis
 async def test_the_client_leaves_before_the_first_byte(metered: Gateway, fakes: dict[str, FakeEngine],
                                                        stream: bool) -> None:
     """The hang-up is seen while the engine is still before its first byte (relay_response.Hangup): its request
-    is closed there, streamed or whole, nothing is charged (no engine answered) and the one record says
-    client_closed. (Until 2026-12-04 the engine was asked on: streamed, client_closed charged at the
-    reservation once the stream started; whole, the answer handed to the server as if read, ok.)"""
+    is closed there, streamed or whole, the prompt it was handed is charged (the gateway's estimate, not the
+    reservation: no engine answered) and the one record says client_closed. (Until 2026-12-04 the engine was
+    asked on: streamed, client_closed charged at the reservation once the stream started; whole, the answer
+    handed to the server as if read, ok. Then, until the next stop, nothing was charged.)"""
     for f in fakes.values():
         f.first_byte_delay_s = 0.3
         f.words = tuple(f" w{i}" for i in range(50))
         f.word_delay_s = 0.01
     await _leave_before_the_first_byte(metered, {**CHAT, "stream": stream, "max_tokens": 100})
-    rows = await settled(metered, 0, "client_closed")
+    prompt = [r.prompt_tokens for r in metered.decisions.recent(10)]
+    assert len(prompt) == 1 and 0 < prompt[0] < 100, prompt
+    rows = await settled(metered, prompt[0], "client_closed")
     assert rows[0]["extra"]["route"] == "/v1/chat/completions"
     assert sum(len(f.received) for f in fakes.values()) == 1
 

@@ -126,6 +126,12 @@ PHASES = ("queue", "screen", "engine")
 for the engine (a stream's first byte after a long prefill; a whole answer's only byte)."""
 
 
+def prompt_estimate(gw: Gateway) -> int:
+    """The gateway's estimate of the prompt tokens of the requests it decided: what a request whose client left
+    while an engine held it is charged (Exchange.used_tokens)."""
+    return sum(r.prompt_tokens for r in gw.decisions.recent(100))
+
+
 @dataclass
 class Finding:
     route: str
@@ -140,6 +146,8 @@ class Finding:
     inflight: int = 0
     queued: int = 0
     tokens: int = 0
+    prompt_estimate: int = 0
+    """The gateway's estimate of the request's prompt tokens (its decision record's)."""
     outcomes: list[str] = field(default_factory=list)
     access: list[str] = field(default_factory=list)
     client_closed_metric: float = 0.0
@@ -297,6 +305,7 @@ async def _walk(gw: Gateway, engines: dict[str, WatchedEngine], gate: _Gate, por
         + int(gw.admission.inflight(TENANT))
     found.queued = len(gw.admission.queue)
     found.tokens = await tokens(gw)
+    found.prompt_estimate = prompt_estimate(gw)
     found.outcomes = [r["outcome"] for r in await audit_rows(gw)]
     found.client_closed_metric = gw.metrics.registry.get_sample_value(
         "gen_ai_client_operation_duration_seconds_count",
@@ -321,7 +330,10 @@ async def test_a_client_that_hangs_up_before_its_answer_cancels_its_request(tmp_
     else:  # it never reached an engine
         assert found.engine_asked == 0, found
     assert found.inflight == 0 and found.queued == 0, found
-    assert found.tokens == 0, found  # the reservation released: no engine answered
+    if phase == "engine":  # its prompt was handed to the engine: that much is charged, not the reservation
+        assert 0 < found.tokens == found.prompt_estimate, found
+    else:  # the reservation released: no engine had it
+        assert found.tokens == 0, found
     assert found.client_closed_metric == 1.0, found
 
 
@@ -455,7 +467,8 @@ async def test_a_streamed_tool_loop_stops_when_its_client_hangs_up(tmp_path: Pat
         assert tool.ended == tool.started  # a tool under way was not cut off: it finished, its result unused
         rows = await audit_rows(gw)
         assert [r["outcome"] for r in rows] == ["client_closed"]
-        assert await tokens(gw) == 15 * finished and inflight(gw) == 0  # the finished turns, once
+        # the finished turns, once; before any, the prompt the first turn's engine held
+        assert await tokens(gw) == (15 * finished or prompt_estimate(gw)) > 0 and inflight(gw) == 0
         record = gw.decisions.get(rows[0]["request_id"])
         assert record is not None and record.attempts[-1]["ok"] is (phase != "first-turn"), record.attempts
 
@@ -554,7 +567,7 @@ async def test_a_hang_up_while_hedged_closes_both_attempts(tmp_path: Path) -> No
         assert sum(f.aborted for f in engines.values()) == 2 and sum(f.completed for f in engines.values()) == 0
         rows = await audit_rows(gw)
         assert [r["outcome"] for r in rows] == ["client_closed"]
-        assert await tokens(gw) == 0 and inflight(gw) == 0
+        assert await tokens(gw) == prompt_estimate(gw) > 0 and inflight(gw) == 0  # the prompt, once
         closed = sum(gw.metrics.registry.get_sample_value(
             "aigrid_requests_total", {"site": e.site, "endpoint": e.id, "outcome": "client_closed"}) or 0.0
             for e in gw.spec.endpoints)
@@ -596,7 +609,7 @@ async def test_an_emulated_engine_sees_its_request_closed_at_the_hang_up(tmp_pat
             assert await _until(lambda: engine.cancelled_total == 1, 1.0)
             assert (engine.finished_total, engine.running, engine.waiting) == (0, 0, 0)
             assert [r["outcome"] for r in await audit_rows(gw)] == ["client_closed"]
-            assert await tokens(gw) == 0 and inflight(gw) == 0
+            assert await tokens(gw) == prompt_estimate(gw) > 0 and inflight(gw) == 0  # the prompt it was handed
     finally:
         await up.aclose()
         server.close()

@@ -97,12 +97,19 @@ class Exchange:
 
     def used_tokens(self) -> int:
         """What to charge: the engine's count when it sent one; the reservation when an engine answered but
-        its count is unknown (a client that left mid-stream); nothing when no engine answered."""
+        its count is unknown (a client that left mid-stream); the prompt (the gateway's estimate) when the
+        client left while an engine held the request, before any answer (its prefill was asked for: without
+        this a client could have long prompts read for nothing by hanging up); nothing when no engine had it."""
         usage = self.final_usage()
         if usage:
             return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-        answered = self.record is not None and self.record.served_by is not None
-        return self.reservation.reserved_tokens if answered and self.reservation is not None else 0
+        if self.reservation is None or self.record is None:
+            return 0
+        if self.record.served_by is not None:
+            return self.reservation.reserved_tokens
+        if self.record.left_at_engine:
+            return min(self.record.prompt_tokens, self.reservation.reserved_tokens)
+        return 0
 
     @property
     def request_id(self) -> str:

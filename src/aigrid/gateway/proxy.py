@@ -400,7 +400,7 @@ class Proxy:
                        hedged: bool, wrap: Wrap | None = None) -> Opened:
         attempt_start = self._clock()
         stack = Held()
-        got_first = False
+        got_first = sent = False
         request = record.decision.request_id
         self._store.request_started(cand.endpoint_id, record.prompt_tokens, request,
                                     cand.prediction.rtt_ms / 1000.0 if self._emulate else 0.0)
@@ -426,6 +426,7 @@ class Proxy:
                 limit = self._deadline.whole(cand, output_limit(body) or self._contexts.get(cand.endpoint_id))
             try:
                 async with asyncio.timeout(limit):
+                    sent = True
                     upstream = await stack.enter(engine.open(path, payload))
                     if upstream.status >= 500:
                         raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
@@ -444,6 +445,7 @@ class Proxy:
                 entry.update(error=f"cancelled: {why}", ms=round(elapsed * 1000, 1))
                 if why == CLIENT_GONE:  # the engine's request closed unanswered (relay_response.Hangup)
                     self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "client_closed").inc()
+                    record.left_at_engine = record.left_at_engine or sent
             elif isinstance(e, ApiError):  # the client's mistake found late (a tool loop's check): not the engine's
                 entry.update(error=f"refused: {e}", ms=round(elapsed * 1000, 1))
             else:  # a bug or an unmapped library error: counted against the engine, logged with its traceback
