@@ -80,7 +80,8 @@ class Exchange:
         if self.usage is not None:
             return self.usage
         usage = self.record.usage if self.record is not None else None
-        if usage is None and self.loop_usage is not None and self.final_outcome() == "client_closed":
+        if usage is None and self.loop_usage and any(self.loop_usage.values()) \
+                and self.final_outcome() == "client_closed":  # turns whose engine sent no count: not 0 tokens
             return self.loop_usage
         return usage
 

@@ -385,15 +385,25 @@ class Proxy:
             except EngineError:
                 pass  # the losing hedge, cancelled on purpose; _attempt already released it
             else:  # it had its first byte too: released unread
-                await late.stack.aclose()
-                self._store.request_finished(late.cand.endpoint_id, record.prompt_tokens, had_first_token=True)
                 for entry in record.attempts:
                     if entry["endpoint"] == late.cand.endpoint_id and entry.get("ok"):
                         entry.update(ok=False, error="cancelled: another attempt answered first")
+                try:
+                    await late.stack.aclose()
+                except asyncio.CancelledError as e:  # the loser is done: a cancel now is the request's own
+                    if cut is None:
+                        cut = e
+                        for other in running:
+                            other.cancel(_why(e, "the request was cancelled"))
+                finally:  # its slot given back even when the close was cut short
+                    self._store.request_finished(late.cand.endpoint_id, record.prompt_tokens, had_first_token=True)
         if cut is not None:
-            if won is not None:  # nobody to send it to
-                await won.stack.aclose()
-                self.finish(won.cand, record, 499, None)
+            if won is not None:  # nobody to send it to; its engine had the prompt (Exchange.used_tokens)
+                record.left_at_engine = True
+                try:
+                    await won.stack.aclose()
+                finally:
+                    self.finish(won.cand, record, 499, None)
             raise cut
 
     async def _attempt(self, path: str, body: dict[str, Any], cand: Candidate, record: DecisionRecord,

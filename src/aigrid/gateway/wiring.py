@@ -125,8 +125,8 @@ def _proxy(spec: GridSpec, url: str | None, auth_env: str | None, i: int,
     if auth_env in _own_secrets(spec):
         raise ConfigError(f"{field}: {auth_env} holds one of the gateway's own secrets (security.secret_env, "
                           "security.jwt.secret_env); the proxy's credentials are another variable")
-    value = environ.get(auth_env, "").strip()
-    if not value:
+    value = environ.get(auth_env, "").rstrip("\r\n")  # a secret file's last line break; a password's spaces kept
+    if not value.strip():
         raise ConfigError(f"{field}: environment variable {auth_env} (the proxy's user:password) is not set or empty")
     user, colon, password = value.partition(":")
     if not colon or not user or any(c in value for c in "\r\n\0"):
