@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -35,6 +36,8 @@ from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.background import BACKGROUND_ROUTE
 from aigrid.gateway.guard import Guard
+from aigrid.gateway.proxy import Held, Opened
+from aigrid.gateway.relay_response import CLIENT_GONE
 from aigrid.gateway.tracing import OPERATIONS
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.security.firewall.pipeline import Screened
@@ -763,3 +766,54 @@ async def test_a_hang_up_while_the_hedges_loser_closes_closes_it_at_once(tmp_pat
         assert record is not None and record.status == "client_closed"
         loser = [a for a in record.attempts if not a["ok"]]
         assert len(loser) == 1 and loser[0]["error"].startswith("cancelled: "), record.attempts
+
+
+class _SlowClose:
+    """An engine response whose close takes a moment (an adapter giving its connection back)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def __aenter__(self) -> SimpleNamespace:
+        return SimpleNamespace(status=200, headers={}, body=None)
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.sleep(0.5)
+        self.closed = True
+
+
+async def test_a_hang_up_while_a_hedge_closes_a_loser_that_answered_too_leaves_nothing_held(tmp_path: Path) -> None:
+    """Both attempts had their first byte in one turn: the loser is closed unread. A hang-up during that close
+    (review finding: the close was outside the cancel handling) left both endpoints' in-flight counts one high and
+    the winner's engine request open. Now both slots come back, the winner is closed and its prompt charged."""
+    engines = {e.id: WatchedEngine(e.id) for e in load_spec(DEMO).endpoints}
+    gw = _gateway(tmp_path, engines)
+    a, b = list(engines)[:2]
+    record = SimpleNamespace(prompt_tokens=10, attempts=[{"endpoint": a, "ok": True}, {"endpoint": b, "ok": True}],
+                             status="routing", left_at_engine=False)
+    cands = {ep: SimpleNamespace(endpoint_id=ep, site_id=next(e.site for e in gw.spec.endpoints if e.id == ep))
+             for ep in (a, b)}
+    held: dict[str, tuple[Held, _SlowClose]] = {}
+    for ep in (a, b):
+        gw.store.request_started(ep, 10)
+        gw.store.first_token(ep, 10)
+        stack, response = Held(), _SlowClose()
+        await stack.enter(response)  # type: ignore[arg-type]
+        held[ep] = (stack, response)
+    won = Opened(cands[a], None, held[a][0], b"x", 0.0, 0.0)  # type: ignore[arg-type]
+    late = Opened(cands[b], None, held[b][0], b"x", 0.0, 0.0)  # type: ignore[arg-type]
+
+    async def answered() -> Opened:
+        return late
+
+    loser = asyncio.ensure_future(answered())
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(gw.proxy._close_losers({loser: (cands[b], True)}, None, record, won))  # type: ignore[arg-type]
+    await asyncio.sleep(0.1)  # inside the loser's close
+    closing.cancel(CLIENT_GONE)
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    await asyncio.sleep(0.6)
+    assert (gw.store.inflight(a), gw.store.inflight(b)) == (0, 0)
+    assert held[a][1].closed and record.left_at_engine
+    assert record.attempts[1]["error"] == "cancelled: another attempt answered first"
