@@ -233,6 +233,9 @@ def test_proxy_auth_env_unset_or_not_user_password_stops_the_start_naming_the_fi
             https_origins(spec, environ)
         assert "password-without" not in str(caught.value)  # the value is never quoted
     assert "EGRESS_AUTH" in secret_variables(spec)  # an embedded engine's process does not inherit it
+    # a password's spaces are its own (a secret file's last line break is not); a user name's are dropped
+    (way,) = https_origins(spec, {"EGRESS_AUTH": " gateway: s3cr3t \n"}).values()
+    assert way.proxy is not None and way.proxy.auth == ("gateway", " s3cr3t ")
     own = grid("https://127.0.0.1:9443", None, "http://127.0.0.1:3128", auth_env="AIGRID_KEY_SECRET")
     with pytest.raises(ConfigError, match="one of the gateway's own secrets"):
         https_origins(own, {"AIGRID_KEY_SECRET": "u:p"})

@@ -8,6 +8,11 @@ TEXTS = [
     "Héllo wörld — naïve café 東京 日本語! tab\there\x07bell \x7f del",
     "Write a Python function `def f(x): return x**2` and explain O(n log n).",
     "ÀÉÎ a\u0301b " + "x" * 150 + " don't 3.14e-5 $x^2$ <b> emoji 😀 ﬁ ½",
+    # found by review: controls str.split() takes for whitespace (Hugging Face deletes them), a word-final
+    # capital sigma (str.lower() writes ς), the CJK extension range the fast tokenizer does not split
+    "a\x0bb a\x0cb a\x1cb a\x1db a\x1eb a\x1fb a\x85b",
+    "ΟΔΟΣ ΚΑΙ ΣΟΦΙΑ Σ",
+    "\U0002B821x \U0002B920y \U0002B81Dz",
 ]
 
 
@@ -23,6 +28,15 @@ def test_wordpiece_is_greedy_longest_match_with_continuations():
     assert wp.encode("affable") == [4, 3]
     assert wp.encode("xyz unable") == [0, 1, 3]  # no piece for "xyz": the whole word is [UNK]
     assert wp.encode("u" * 101) == [0]
+
+
+def test_a_word_too_long_to_split_is_never_cached():
+    """A client's unique 8,192-character words filled the word cache with 32 KB keys (review finding: 1.6 GB
+    per worker through /v1/embeddings)."""
+    wp = WordPiece(["[UNK]", "un"])
+    for i in range(50):
+        assert wp.encode(f"{i}" + "\U0001d41a" * 8_000) == [0]
+    assert not any(len(word) > 100 for word in wp._cache)
 
 
 def test_same_ids_as_the_reference_tokenizer_on_the_shipped_vocabulary():

@@ -382,8 +382,8 @@ class Proxy:
                     cut = e
                     for other in running:
                         other.cancel(_why(e, "the request was cancelled"))  # cut short, if still closing
-            except EngineError:
-                pass  # the losing hedge, cancelled on purpose; _attempt already released it
+            except (EngineError, ApiError):
+                pass  # the losing hedge, cancelled on purpose or refused (a tool loop's check); _attempt released it
             else:  # it had its first byte too: released unread
                 for entry in record.attempts:
                     if entry["endpoint"] == late.cand.endpoint_id and entry.get("ok"):

@@ -129,6 +129,7 @@ def _proxy(spec: GridSpec, url: str | None, auth_env: str | None, i: int,
     if not value.strip():
         raise ConfigError(f"{field}: environment variable {auth_env} (the proxy's user:password) is not set or empty")
     user, colon, password = value.partition(":")
+    user = user.strip()  # a password's spaces are its own; a user name's are not
     if not colon or not user or any(c in value for c in "\r\n\0"):
         raise ConfigError(f"{field}: the value of {auth_env} is not user:password (one line, a colon after the user)")
     return httpx.Proxy(url, auth=(user, password))

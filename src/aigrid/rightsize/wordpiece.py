@@ -19,6 +19,9 @@ CACHE_WORDS = 50_000
 _ASCII_SPLIT = re.compile(r"[a-z0-9]+|[!-/:-@\[-`{-~]")
 """An ASCII chunk's words and punctuation: the fast path, same result as the general one."""
 _ASCII_CONTROL = {c: None for c in (*range(32), 127)}
+_SPLIT_CONTROLS = {c: None for c in (0x0B, 0x0C, 0x1C, 0x1D, 0x1E, 0x1F, 0x85)}
+"""Control characters str.split() takes for whitespace: Hugging Face's normaliser deletes them ("a\x0bb" is one
+word, "ab"), so they go before the split."""
 
 
 def _is_punctuation(ch: str) -> bool:
@@ -30,14 +33,16 @@ def _is_punctuation(ch: str) -> bool:
 
 def _is_cjk(cp: int) -> bool:
     return (0x4E00 <= cp <= 0x9FFF or 0x3400 <= cp <= 0x4DBF or 0x20000 <= cp <= 0x2A6DF or 0x2A700 <= cp <= 0x2B73F
-            or 0x2B740 <= cp <= 0x2B81F or 0x2B820 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
+            or 0x2B740 <= cp <= 0x2B81F or 0x2B920 <= cp <= 0x2CEAF or 0xF900 <= cp <= 0xFAFF
             or 0x2F800 <= cp <= 0x2FA1F)
 
 
 def basic_words(text: str) -> list[str]:
     """Lower-cased, accent-stripped words and single punctuation / CJK characters."""
     out: list[str] = []
-    for chunk in text.lower().split():
+    # one character at a time, as Hugging Face lower-cases: str.lower() writes a word-final capital sigma as
+    # the final form (ς), which the vocabulary splits differently
+    for chunk in text.translate(_SPLIT_CONTROLS).replace("\u03a3", "\u03c3").lower().split():
         if chunk.isascii():
             out.extend(_ASCII_SPLIT.findall(chunk.translate(_ASCII_CONTROL)))
             continue
@@ -71,6 +76,8 @@ class WordPiece:
         self._cache: dict[str, tuple[int, ...]] = {}
 
     def word_ids(self, word: str) -> tuple[int, ...]:
+        if len(word) > MAX_WORD_CHARS:  # never cached: a client's 8,192-character words filled the cache with
+            return (self.unk,)          # 32 KB keys (1.6 GB per worker through /v1/embeddings, review finding)
         hit = self._cache.get(word)
         if hit is not None:
             return hit
