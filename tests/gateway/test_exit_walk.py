@@ -118,6 +118,7 @@ async def test_the_client_leaves_before_the_first_byte(metered: Gateway, fakes: 
     assert len(prompt) == 1 and 0 < prompt[0] < 100, prompt
     rows = await settled(metered, prompt[0], "client_closed")
     assert rows[0]["extra"]["route"] == "/v1/chat/completions"
+    assert rows[0]["extra"]["charged_tokens"] == prompt[0] and rows[0]["prompt_tokens"] == 0  # no engine count
     assert sum(len(f.received) for f in fakes.values()) == 1
 
 

@@ -409,6 +409,8 @@ class Guard:
             extra["urgency"] = ex.ticket.to_dict()
         if ex.unsettled:
             extra["quota"] = "unsettled"
+        if not usage and ex.reservation is not None and (charged := ex.used_tokens()):
+            extra["charged_tokens"] = charged  # no engine count: what the quota was charged (Exchange.used_tokens)
         endpoint = (served or "").split(" -> ")[-1]
         if endpoint in self._prices and usage:  # at the prices of the endpoint that ended the answer, today's
             price_in, price_out = self._prices[endpoint]
