@@ -16,6 +16,7 @@ import typer.main
 from aigrid.cli import app
 
 NOT_AT_START = ("matplotlib", "PIL", "scipy", "sklearn", "torch", "transformers", "sentence_transformers", "redis",
+                "networkx",  # the shortest-path tool's, imported when a graph is first built (agents/graph.py)
                 "aigrid.plan.cli", "aigrid.sim.cli", "aigrid.bench.cli",
                 "aigrid.rightsize.cli", "aigrid.audit.query_cli", "aigrid.engines.emulator_cli")
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-import networkx as nx
 
 from aigrid.agents.calculator import Calculator
 from aigrid.agents.fetch import HttpFetch
@@ -16,6 +16,9 @@ from aigrid.agents.retrieval import Retrieve
 from aigrid.agents.sql import SqlQuery
 from aigrid.agents.tool import Tool, ToolRegistry
 from aigrid.agents.vector_store import SiteStores
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 
 def builtin_tools(*, graphs: Mapping[str, nx.Graph] | None = None,

@@ -2,19 +2,22 @@
 
 Graphs are registered by name (e.g. a site's rail or fibre network, from the spec); a call may also pass
 a small graph inline as `edges`. The registered node names become an enum in the argument schema, so a
-constrained small model can only name places that exist.
+constrained small model can only name places that exist. networkx (about 11 MB and 130 ms to import) is
+imported when a graph is first built, in a worker thread for a call's graph: a gateway whose agents never
+ask for a path never loads it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-import networkx as nx
+from typing import TYPE_CHECKING, Any
 
 from aigrid.agents.tool import ToolContext, ToolError
 from aigrid.security.firewall.texts import Source
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 MAX_INLINE_EDGES = 10_000
 Edge = Sequence[Any]
@@ -22,6 +25,8 @@ Edge = Sequence[Any]
 
 def graph_from_edges(edges: Iterable[Edge]) -> nx.Graph:
     """An undirected weighted graph from [a, b] or [a, b, weight] rows; ToolError on a bad row."""
+    import networkx as nx
+
     g = nx.Graph()
     for i, row in enumerate(edges):
         if not isinstance(row, list | tuple) or len(row) not in (2, 3):
@@ -61,11 +66,15 @@ class ShortestPath:
         source, target = arguments.get("source"), arguments.get("target")
         if not isinstance(source, str) or not isinstance(target, str):
             raise ToolError("source and target must be node names")
+        # off the event loop: an inline graph of up to 10,000 edges is built there, and networkx imported
+        return await asyncio.to_thread(self._solve, arguments, source, target)
+
+    def _solve(self, arguments: Mapping[str, Any], source: str, target: str) -> str:
         g = self._graph(arguments)
         for node in (source, target):
             if node not in g:
                 raise ToolError(f"unknown node {node!r}")
-        return await asyncio.to_thread(_dijkstra, g, source, target)
+        return _dijkstra(g, source, target)
 
     def _graph(self, arguments: Mapping[str, Any]) -> nx.Graph:
         edges = arguments.get("edges")
@@ -83,6 +92,8 @@ class ShortestPath:
 
 
 def _dijkstra(g: nx.Graph, source: str, target: str) -> str:
+    import networkx as nx
+
     try:
         length, path = nx.single_source_dijkstra(g, source, target, weight="weight")
     except nx.NetworkXNoPath:

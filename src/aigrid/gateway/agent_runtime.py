@@ -14,9 +14,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-import networkx as nx
 
 from aigrid.agents.builtins import builtin_tools
 from aigrid.agents.embeddings import Embedder, MiniLMEmbedder
@@ -28,10 +28,17 @@ from aigrid.errors import ConfigError
 from aigrid.security.firewall.pipeline import Verdict
 from aigrid.spec.models import GridSpec
 
+if TYPE_CHECKING:
+    import networkx as nx
+
 log = logging.getLogger("aigrid.agents")
 
 
 def _graphs(spec: GridSpec) -> dict[str, nx.Graph]:
+    if not spec.agents.graphs:  # networkx only for a spec that registers graphs (agents/graph.py)
+        return {}
+    import networkx as nx
+
     graphs = {}
     for name, edges in spec.agents.graphs.items():
         g = nx.Graph()
