@@ -64,6 +64,20 @@ def emulator(tmp_path: Path, decode_ms: int, tries: int = 3) -> tuple[Proc, int]
     raise AssertionError("not reached")
 
 
+def worker_processes(parent: int) -> list[int]:
+    """The `aigrid worker` processes under `parent`: its descendants' transient children (a library running a
+    helper program at start) are not workers (one was taken for one and had gone by the time it was read)."""
+    found = []
+    for pid in tree(parent):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        if pid != parent and b"worker" in argv and b"aigrid.cli" in argv:
+            found.append(pid)
+    return found
+
+
 @contextlib.contextmanager
 def two_workers(tmp_path: Path, decode_ms: int, security: dict | None = None) -> Iterator[TwoWorkers]:
     """An emulator with two engines (EMULATED) and `aigrid gateway --workers 2` in front of them, as real
@@ -78,7 +92,9 @@ def two_workers(tmp_path: Path, decode_ms: int, security: dict | None = None) ->
                   tmp_path, cwd=tmp_path).start()
         base = f"http://127.0.0.1:{gw_port}"
         gw.wait_ready(f"{base}/livez", timeout_s=120)
-        workers = [p for p in tree(gw.pid) if p != gw.pid]
+        deadline = time.monotonic() + 30
+        while len(workers := worker_processes(gw.pid)) != 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # /livez answers from the first worker up; the second may still be starting
         assert len(workers) == 2, workers
         yield TwoWorkers(gw, base, gw_port, workers)
     finally:
