@@ -40,7 +40,7 @@ def _typer(module: str, name: str | None = None) -> Mount:
 class _Lazy(MutableMapping[str, Any]):
     """A group's commands, some of them (`Mount`s) built on first use: `aigrid gateway` (and each of its
     workers, `aigrid worker`) never imports the planner, the simulator or the load generator (matplotlib,
-    scipy: about 35 MB of a worker's memory, docs/deploy.md). Iterating (`--help`) builds them all."""
+    scipy: about 35 MB of a worker's memory, docs/benchmarks.md "Memory per worker"). Iterating (`--help`) builds them all."""
 
     def __init__(self, commands: Mapping[str, Any]) -> None:
         self._items: dict[str, Any] = dict(commands)

@@ -70,22 +70,29 @@ class WatchedEngine(FakeEngine):
     @asynccontextmanager
     async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
         async with super().open(path, body) as upstream:
-            done = False
+            started = done = False
 
             async def read() -> AsyncIterator[bytes]:
-                nonlocal done
+                nonlocal started, done
                 async for chunk in upstream.body:
+                    started = True
                     yield chunk
                 done = True
 
             try:
                 yield UpstreamResponse(upstream.status, upstream.headers, read())
             finally:
-                self.released_at = time.monotonic()
-                if done:
-                    self.completed += 1
-                else:
-                    self.aborted += 1
+                try:
+                    await self.releasing(started)
+                finally:  # a close cut short by a cancel is a release too
+                    self.released_at = time.monotonic()
+                    if done:
+                        self.completed += 1
+                    else:
+                        self.aborted += 1
+
+    async def releasing(self, started: bool) -> None:
+        """A request being closed, its answer read (`started`) or not: nothing to do here (_SlowToClose)."""
 
 
 @dataclass(frozen=True)
@@ -714,30 +721,17 @@ class _SlowToClose(WatchedEngine):
         self.close_s = close_s
         self.closing = asyncio.Event()
 
-    @asynccontextmanager
-    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
-        async with super().open(path, body) as upstream:
-            started = False
-
-            async def read() -> AsyncIterator[bytes]:
-                nonlocal started
-                async for chunk in upstream.body:
-                    started = True
-                    yield chunk
-
-            try:
-                yield UpstreamResponse(upstream.status, upstream.headers, read())
-            finally:
-                if not started:
-                    self.closing.set()
-                    await asyncio.sleep(self.close_s)  # the engine works on meanwhile
+    async def releasing(self, started: bool) -> None:
+        if not started:
+            self.closing.set()
+            await asyncio.sleep(self.close_s)  # the engine works on meanwhile
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
 async def test_a_hang_up_while_the_hedges_loser_closes_closes_it_at_once(tmp_path: Path, stream: bool) -> None:
     """The attempt that answered first wins; the loser is cancelled and awaited while it closes. A client that
     hangs up then stops the request there: its cancel is not taken for the loser's, the loser's close is cut
-    short, the winner's answer is closed unsent, one `client_closed` record, nothing charged, nothing in
+    short, the winner's answer is closed unsent, one `client_closed` record, its prompt charged once, nothing in
     flight (before: the hang-up was swallowed and the request went on with the winner)."""
     engines = {e.id: _SlowToClose(e.id, close_s=2.0) for e in load_spec(DEMO).endpoints}
     for f in engines.values():

@@ -322,7 +322,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                         on_usage: Callable[[Mapping[str, int]], None] | None = None) -> AsyncGenerator[Event, None]:
     """Run the loop for one chat request on `engine` (the chosen endpoint's) and yield its events.
     `screen` is the firewall's choke point every tool result passes (the gateway always gives one).
-    `on_usage` is told each finished model turn's usage (what the loop has spent if it is stopped early).
+    `on_usage` is told, after each finished model turn, the usage of the turns so far (what the loop has spent
+    if it is stopped early).
 
     Cancelled (its client gone: the gateway cancels the task that drives it), it stops where it is: a model
     turn's engine request is closed, no further turn or tool starts, and a tool already running is left to
@@ -383,7 +384,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         for k in usage:
             usage[k] += int(turn.usage.get(k, 0))
         if on_usage is not None:
-            on_usage(turn.usage)
+            on_usage(dict(usage))
 
         if any(c.error == CUT_OFF for c in turn.calls):
             # max_tokens ended the call's JSON; the next turn has the same budget and would be cut off again:

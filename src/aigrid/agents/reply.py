@@ -120,7 +120,7 @@ class ToolLoopEngine(WrappedEngine):
 
     `watch`: a streamed loop's client; each read of the body after the first (a model turn, tool runs) is
     watched, so a client that leaves stops the loop at once instead of at the next byte written to it.
-    `on_usage`: told each finished model turn's usage (run_tool_loop).
+    `on_usage`: told the usage of the model turns finished so far, after each (run_tool_loop).
     """
 
     def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 
 from aigrid.engines.protocol import Engine, UpstreamResponse
-from aigrid.engines.sse import DONE, Event, SseDecoder
+from aigrid.engines.sse import CUT_SHORT, DONE, Event, SseDecoder
 from aigrid.engines.wrapped import WrappedEngine, once
 from aigrid.errors import EngineError, EngineStreamBroken
 
@@ -158,8 +158,7 @@ async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]
             except orjson.JSONDecodeError:
                 pass  # half an event: cut inside it
             if not ended:  # closed cleanly but cut short: not a shorter choice that looks whole
-                raise EngineStreamBroken("the engine's stream ended before the answer did (no finish_reason, "
-                                         "no [DONE])")
+                raise EngineStreamBroken(CUT_SHORT)
         except Exception as e:  # noqa: BLE001 -- put on the queue: any failure breaks the merged stream, never ends it
             reason = str(e) if isinstance(e, EngineError | ValueError) else f"{type(e).__name__}: {e}"
             await queue.put(EngineStreamBroken(f"choice {i}: {reason}"))

@@ -25,6 +25,9 @@ _EOL = re.compile(rb"(\r\n|\r|\n)")
 _BOM = b"\xef\xbb\xbf"
 DONE = b"[DONE]"
 """The OpenAI streams' last data payload."""
+CUT_SHORT = "the engine's stream ended before the answer did (no finish_reason, no [DONE])"
+"""Why a stream that closed cleanly before its [DONE] and without a finish_reason is broken (gateway/relay.py for
+one stream, fan_out.py for each of n)."""
 MAX_EVENT_BYTES = 4 * 1024 * 1024
 
 

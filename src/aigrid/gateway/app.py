@@ -164,7 +164,6 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
         from aigrid.telemetry.redis_shared import RedisSharedState
 
         shared = RedisSharedState.from_url(url or "", spec.name)
-    backend = shared
     gid = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
     endpoints = [(e.site, e.id) for e in spec.endpoints]
 
@@ -175,7 +174,7 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
             metrics.shared_sync.observe(seconds)
         metrics.set_inflight(endpoints, store.inflight)  # kept current by every worker: /metrics sums them
 
-    return SharedSync(store, backend, gid, time.time, spec.gateway.shared_sync_interval_s, observe)
+    return SharedSync(store, shared, gid, time.time, spec.gateway.shared_sync_interval_s, observe)
 
 
 def startup_problem(e: BaseException) -> str:

@@ -372,16 +372,22 @@ class Proxy:
         me = asyncio.current_task()
         before = me.cancelling() if me is not None else 0
         cut: asyncio.CancelledError | None = None
+
+        def cutting(e: asyncio.CancelledError) -> None:  # the request's own cancel: the losers still closing cut short
+            nonlocal cut
+            if cut is None:
+                cut = e
+                for other in running:
+                    other.cancel(_why(e, "the request was cancelled"))
+
         for task in running:
             task.cancel(why)
         for task in running:
             try:
                 late = await task
             except asyncio.CancelledError as e:
-                if cut is None and me is not None and me.cancelling() > before:  # ours, not the loser's
-                    cut = e
-                    for other in running:
-                        other.cancel(_why(e, "the request was cancelled"))  # cut short, if still closing
+                if me is not None and me.cancelling() > before:  # ours, not the loser's
+                    cutting(e)
             except (EngineError, ApiError):
                 pass  # the losing hedge, cancelled on purpose or refused (a tool loop's check); _attempt released it
             else:  # it had its first byte too: released unread
@@ -391,10 +397,7 @@ class Proxy:
                 try:
                     await late.stack.aclose()
                 except asyncio.CancelledError as e:  # the loser is done: a cancel now is the request's own
-                    if cut is None:
-                        cut = e
-                        for other in running:
-                            other.cancel(_why(e, "the request was cancelled"))
+                    cutting(e)
                 finally:  # its slot given back even when the close was cut short
                     self._store.request_finished(late.cand.endpoint_id, record.prompt_tokens, had_first_token=True)
         if cut is not None:

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from aigrid.engines.legacy_completions import COMPLETIONS_PATH
-from aigrid.engines.sse import DONE, Event, SseDecoder, SseError, comment, encode
+from aigrid.engines.sse import CUT_SHORT, DONE, Event, SseDecoder, SseError, comment, encode
 from aigrid.errors import EngineError, EngineStreamBroken
 from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
 from aigrid.gateway.output_filter import OutputFilter
@@ -249,8 +249,7 @@ class StreamRelay:
                     if self.pipe.sse and cur.upstream.status < 400 and not self.pipe.ended(tail):
                         # closed cleanly, but before its [DONE] or a finish_reason: the answer is cut short,
                         # not complete (continued elsewhere, or the in-stream error event the SDKs raise)
-                        out = await self._broke(cur, EngineStreamBroken("the engine's stream ended before the "
-                                                                        "answer did (no finish_reason, no [DONE])"))
+                        out = await self._broke(cur, EngineStreamBroken(CUT_SHORT))
                         if out and (sent := await self._emit(out)) is not None:
                             return sent
                         continue

@@ -138,9 +138,7 @@ class Hangup:
         if self._held:
             return
         self.armed = True
-        if self.watcher is not None and self.watcher.done() and not self.fired:
-            self.fired = 2
-            raise asyncio.CancelledError(CLIENT_GONE)
+        self._fire_if_gone()
 
     def arm(self) -> None:
         """Armed for one step of an answer already started that a hang-up must stop (a streamed tool loop's next
@@ -148,14 +146,19 @@ class Hangup:
         a hold."""
         if self._held:
             return
-        if self.gone and not self.fired:
-            self.fired = 2
-            raise asyncio.CancelledError(CLIENT_GONE)
+        self._fire_if_gone()
         self.armed = True
 
     def disarm(self) -> None:
         if not self._held:
             self.armed = False
+
+    def _fire_if_gone(self) -> None:
+        """The client left while this was not armed: CancelledError here, once (not a task cancel, which would
+        land at the next await, wherever that is)."""
+        if self.gone and not self.fired:
+            self.fired = 2
+            raise asyncio.CancelledError(CLIENT_GONE)
 
     def caught(self) -> bool:
         """Whether the CancelledError being handled is the client's hang-up alone (then it is not raised on):

@@ -360,11 +360,8 @@ class Routes:
             ex.verdicts.extend(screened.verdicts)
             return screened
 
-        def spent(usage: Mapping[str, int]) -> None:
-            total = ex.loop_usage if ex.loop_usage is not None else {}
-            for k in ("prompt_tokens", "completion_tokens", "total_tokens"):
-                total[k] = total.get(k, 0) + int(usage.get(k) or 0)
-            ex.loop_usage = total
+        def spent(so_far: Mapping[str, int]) -> None:  # the loop's own running total
+            ex.loop_usage = dict(so_far)
 
         registry = agents.tools if loop.server_tools else {}
         watch = ex.hangup if stream else None

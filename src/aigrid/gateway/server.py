@@ -33,7 +33,7 @@ from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_problem
 from aigrid.gateway.heap import settle_when_started
-from aigrid.gateway.wiring import KEY_TEXT, build_engines, engine_keys, https_origins, upstream
+from aigrid.gateway.wiring import KEY_TEXT, build_engines, engine_keys, https_origins, own_secrets, upstream
 from aigrid.gateway.workers import run_workers
 from aigrid.logs import configure as configure_logs
 from aigrid.spec import load
@@ -89,9 +89,7 @@ async def site_network(spec: GridSpec, stack: AsyncExitStack, console: Console) 
 def secret_variables(spec: GridSpec) -> frozenset[str]:
     """The variables that hold the gateway's secrets, the external engines' keys and their proxies' credentials:
     an embedded engine's process does not inherit them."""
-    jwt = spec.security.jwt
-    return frozenset({spec.security.secret_env, *([jwt.secret_env] if jwt is not None and jwt.secret_env else []),
-                      *(ep.api_key_env for ep in spec.endpoints if ep.api_key_env),
+    return frozenset({*own_secrets(spec), *(ep.api_key_env for ep in spec.endpoints if ep.api_key_env),
                       *(ep.proxy_auth_env for ep in spec.endpoints if ep.proxy_auth_env)})
 
 

@@ -122,7 +122,7 @@ def _proxy(spec: GridSpec, url: str | None, auth_env: str | None, i: int,
     if auth_env is None:
         return httpx.Proxy(url)
     field = f"endpoints[{i}].proxy_auth_env"
-    if auth_env in _own_secrets(spec):
+    if auth_env in own_secrets(spec):
         raise ConfigError(f"{field}: {auth_env} holds one of the gateway's own secrets (security.secret_env, "
                           "security.jwt.secret_env); the proxy's credentials are another variable")
     value = environ.get(auth_env, "").rstrip("\r\n")  # a secret file's last line break; a password's spaces kept
@@ -135,9 +135,10 @@ def _proxy(spec: GridSpec, url: str | None, auth_env: str | None, i: int,
     return httpx.Proxy(url, auth=(user, password))
 
 
-def _own_secrets(spec: GridSpec) -> set[str]:
+def own_secrets(spec: GridSpec) -> set[str]:
     """The environment variables holding the gateway's own secrets: never an engine's or a proxy's."""
-    return {spec.security.secret_env} | ({spec.security.jwt.secret_env} if spec.security.jwt is not None else set())
+    jwt = spec.security.jwt
+    return {spec.security.secret_env, *([jwt.secret_env] if jwt is not None and jwt.secret_env else [])}
 
 
 def _authorities(ca_file: str | None, field: str) -> ssl.SSLContext | None:
@@ -160,7 +161,7 @@ def engine_keys(spec: GridSpec, environ: Mapping[str, str] = os.environ) -> dict
     field when a variable is unset or empty: checked before any engine starts, so a grid never comes up
     sending unauthenticated requests that every engine answers with 401."""
     keys: dict[str, str] = {}
-    own = _own_secrets(spec)
+    own = own_secrets(spec)
     for i, ep in enumerate(spec.endpoints):
         if ep.api_key_env is None:
             continue
