@@ -557,6 +557,16 @@ async def test_a_shutdown_before_the_answer_is_still_cancelled_not_client_closed
         await gw.guard.stop()
 
 
+async def _send_hedged(port: int, body: dict[str, Any]) -> asyncio.StreamWriter:
+    """A chat request with `x-aigrid-hedge: on` on a socket of its own, its answer left unread."""
+    _, writer = await asyncio.open_connection("127.0.0.1", port)
+    data = orjson.dumps(body)
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**HEADERS, "x-aigrid-hedge": "on", "host": "gw",
+                                                "content-length": str(len(data))}.items())
+    writer.write(f"POST /v1/chat/completions HTTP/1.1\r\n{head}\r\n".encode() + data)
+    return writer
+
+
 async def test_a_hang_up_while_hedged_closes_both_attempts(tmp_path: Path) -> None:
     """A hedged request waits on two engines: both requests are closed, each counted as the client's, and
     neither is taken for the hedge's loser."""
@@ -566,11 +576,7 @@ async def test_a_hang_up_while_hedged_closes_both_attempts(tmp_path: Path) -> No
     gw = _gateway(tmp_path, engines)
     body = ROUTES[1].body
     async with serving(gw) as (port, access):
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-        data = orjson.dumps(body)
-        head = "".join(f"{k}: {v}\r\n" for k, v in {**HEADERS, "x-aigrid-hedge": "on", "host": "gw",
-                                                    "content-length": str(len(data))}.items())
-        writer.write(f"POST /v1/chat/completions HTTP/1.1\r\n{head}\r\n".encode() + data)
+        writer = await _send_hedged(port, body)
         assert await _until(lambda: sum(len(f.received) for f in engines.values()) == 2)  # the hedge started
         writer.close()
         assert await _until(lambda: bool(access.lines), 1.0)
@@ -739,11 +745,7 @@ async def test_a_hang_up_while_the_hedges_loser_closes_closes_it_at_once(tmp_pat
     gw = _gateway(tmp_path, engines)
     body = ROUTES[0 if stream else 1].body
     async with serving(gw) as (port, access):
-        _, writer = await asyncio.open_connection("127.0.0.1", port)
-        data = orjson.dumps(body)
-        head = "".join(f"{k}: {v}\r\n" for k, v in {**HEADERS, "x-aigrid-hedge": "on", "host": "gw",
-                                                    "content-length": str(len(data))}.items())
-        writer.write(f"POST /v1/chat/completions HTTP/1.1\r\n{head}\r\n".encode() + data)
+        writer = await _send_hedged(port, body)
         assert await _until(lambda: sum(len(f.received) for f in engines.values()) == 2)  # the hedge started
         assert await _until(lambda: any(f.closing.is_set() for f in engines.values()))  # the loser closes
         writer.close()
