@@ -211,6 +211,11 @@ async def test_client_gone_mid_stream(metered: Gateway, fakes: dict[str, FakeEng
     assert row["outcome"] == "client_closed"
     assert await balance(metered) > 300  # the answer was under way, its count unknown: the reservation stays
     assert inflight(metered) == 0
+    charged, prompt = row["extra"]["charged_tokens"], metered.decisions.recent(1)[0].prompt_tokens
+    served = next(e for e in metered.spec.endpoints if e.id == row["decision"]["chosen"]["endpoint"])
+    assert charged > 300 and 0 < prompt < charged  # its cost: the prompt in, the reservation's rest out
+    assert row["extra"]["cost_usd"] == pytest.approx(
+        (prompt * served.price_in_per_mtok + (charged - prompt) * served.price_out_per_mtok) / 1e6)
 
 
 @pytest.mark.parametrize(("path", "body"), [

@@ -106,7 +106,8 @@ async def test_the_client_leaves_before_the_first_byte(metered: Gateway, fakes: 
                                                        stream: bool) -> None:
     """The hang-up is seen while the engine is still before its first byte (relay_response.Hangup): its request
     is closed there, streamed or whole, the prompt it was handed is charged (the gateway's estimate, not the
-    reservation: no engine answered) and the one record says client_closed. (Until 2026-12-04 the engine was
+    reservation: no engine answered), its cost at the prices of the endpoint that held it, and the one record
+    says client_closed. (Until 2026-12-04 the engine was
     asked on: streamed, client_closed charged at the reservation once the stream started; whole, the answer
     handed to the server as if read, ok. Then, until the next stop, nothing was charged.)"""
     for f in fakes.values():
@@ -120,6 +121,8 @@ async def test_the_client_leaves_before_the_first_byte(metered: Gateway, fakes: 
     assert rows[0]["extra"]["route"] == "/v1/chat/completions"
     assert rows[0]["extra"]["charged_tokens"] == prompt[0] and rows[0]["prompt_tokens"] == 0  # no engine count
     assert sum(len(f.received) for f in fakes.values()) == 1
+    held = next(e for e in metered.spec.endpoints if fakes[e.id].received)  # charged at its prices, input only
+    assert rows[0]["extra"]["cost_usd"] == pytest.approx(prompt[0] * held.price_in_per_mtok / 1e6)
 
 
 async def test_a_refused_connection_fails_over_and_is_charged_once(

@@ -38,6 +38,7 @@ from aigrid.gateway.background import BACKGROUND_ROUTE
 from aigrid.gateway.guard import Guard
 from aigrid.gateway.proxy import Held, Opened
 from aigrid.gateway.relay_response import CLIENT_GONE
+from aigrid.gateway.request_info import turn_prompt_tokens
 from aigrid.gateway.tracing import OPERATIONS
 from aigrid.gateway.wiring import build_engines, upstream
 from aigrid.security.firewall.pipeline import Screened
@@ -386,16 +387,19 @@ async def test_a_hang_up_while_the_quota_store_answers_waits_for_its_reservation
 
 
 class _SlowScripted(ScriptedEngine):
-    """A SCRIPTED engine whose every model turn takes `delay_s`; `turns` counts the turns begun."""
+    """A SCRIPTED engine whose every model turn takes `delay_s`; `turns` counts the turns begun, `begun` holds
+    their bodies."""
 
     def __init__(self, replies: list[dict[str, Any]], delay_s: float) -> None:
         super().__init__(replies)
         self.delay_s = delay_s
         self.turns = 0
+        self.begun: list[dict[str, Any]] = []
 
     @asynccontextmanager
     async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
         self.turns += 1
+        self.begun.append(orjson.loads(body))
         await asyncio.sleep(self.delay_s)
         async with super().open(path, body) as upstream:
             yield upstream
@@ -477,8 +481,12 @@ async def test_a_streamed_tool_loop_stops_when_its_client_hangs_up(tmp_path: Pat
         assert tool.ended == tool.started  # a tool under way was not cut off: it finished, its result unused
         rows = await audit_rows(gw)
         assert [r["outcome"] for r in rows] == ["client_closed"]
-        # the finished turns, once; before any, the prompt the first turn's engine held
-        assert await tokens(gw) == (15 * finished or prompt_estimate(gw)) > 0 and inflight(gw) == 0
+        # the finished turns, once, and the prompt of a later turn its engine held; before any, the prompt the
+        # first turn's engine held (until 2026-12-04 a later turn's prompt was not charged)
+        held = turn_prompt_tokens(engine.begun[-1]) if phase == "later-turn" else 0
+        assert await tokens(gw) == (15 * finished + held or prompt_estimate(gw)) > 0 and inflight(gw) == 0
+        assert rows[0]["extra"].get("charged_tokens") == {  # said when it is not (only) the engines' count
+            "first-turn": prompt_estimate(gw), "later-turn": 15 + held, "tool": None}[phase]
         record = gw.decisions.get(rows[0]["request_id"])
         assert record is not None and record.attempts[-1]["ok"] is (phase != "first-turn"), record.attempts
 
@@ -786,7 +794,7 @@ async def test_a_hang_up_while_a_hedge_closes_a_loser_that_answered_too_leaves_n
     gw = _gateway(tmp_path, engines)
     a, b = list(engines)[:2]
     record = SimpleNamespace(prompt_tokens=10, attempts=[{"endpoint": a, "ok": True}, {"endpoint": b, "ok": True}],
-                             status="routing", left_at_engine=False)
+                             status="routing", left_at=None)
     cands = {ep: SimpleNamespace(endpoint_id=ep, site_id=next(e.site for e in gw.spec.endpoints if e.id == ep))
              for ep in (a, b)}
     held: dict[str, tuple[Held, _SlowClose]] = {}
@@ -811,5 +819,5 @@ async def test_a_hang_up_while_a_hedge_closes_a_loser_that_answered_too_leaves_n
         await closing
     await asyncio.sleep(0.6)
     assert (gw.store.inflight(a), gw.store.inflight(b)) == (0, 0)
-    assert held[a][1].closed and record.left_at_engine
+    assert held[a][1].closed and record.left_at == a
     assert record.attempts[1]["error"] == "cancelled: another attempt answered first"

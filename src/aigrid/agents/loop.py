@@ -149,6 +149,11 @@ class Rejected:
 Event = Step | TextDelta | Finished | Rejected
 
 
+UsageReport = Callable[[Mapping[str, int], Mapping[str, Any] | None], None]
+"""Told what a tool loop has spent: its finished model turns' usage and the payload of the model turn an engine
+holds now (None between turns)."""
+
+
 def _function_name(tool: Any) -> str | None:
     if isinstance(tool, Mapping) and tool.get("type", "function") == "function":
         fn = tool.get("function")
@@ -319,11 +324,12 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                         context: ToolContext = NO_CONTEXT, config: LoopConfig = DEFAULT_LOOP,
                         clock: Callable[[], float] = time.monotonic,
                         screen: ScreenTexts | None = None,
-                        on_usage: Callable[[Mapping[str, int]], None] | None = None) -> AsyncGenerator[Event, None]:
+                        on_usage: UsageReport | None = None) -> AsyncGenerator[Event, None]:
     """Run the loop for one chat request on `engine` (the chosen endpoint's) and yield its events.
     `screen` is the firewall's choke point every tool result passes (the gateway always gives one).
     `on_usage` is told, after each finished model turn, the usage of the turns so far (what the loop has spent
-    if it is stopped early).
+    if it is stopped early), and when a later model turn is handed to its engine, the same with that turn's
+    payload (its prompt is read there even if the loop is stopped before an answer comes).
 
     Cancelled (its client gone: the gateway cancels the task that drives it), it stops where it is: a model
     turn's engine request is closed, no further turn or tool starts, and a tool already running is left to
@@ -364,10 +370,12 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         # model would otherwise imitate them)
         turn_constrained = constrained and not (none and not _has_tool_turns(messages))
         payload = _payload(base, messages, offer, turn_constrained, force_call=forced is not None)
-        if model_calls and config.max_prompt_chars is not None and _chars(payload) > config.max_prompt_chars:
+        if model_calls and config.max_prompt_chars is not None and prompt_chars(payload) > config.max_prompt_chars:
             yield Finished("", "length", "context_limit", tuple(steps), (), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
+        if model_calls and on_usage is not None:  # the first turn's prompt: the gateway's own estimate
+            on_usage(dict(usage), payload)
         turn_start = clock()
         turn: Turn | None = None
         async for item in _model_turn(engine, payload, turn_constrained, first=model_calls == 0):
@@ -384,7 +392,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         for k in usage:
             usage[k] += int(turn.usage.get(k, 0))
         if on_usage is not None:
-            on_usage(dict(usage))
+            on_usage(dict(usage), None)
 
         if any(c.error == CUT_OFF for c in turn.calls):
             # max_tokens ended the call's JSON; the next turn has the same budget and would be cut off again:
@@ -427,7 +435,7 @@ def _has_tool_turns(messages: Sequence[Mapping[str, Any]]) -> bool:
     return any(m.get("tool_calls") or m.get("role") in ("tool", "function") for m in messages)
 
 
-def _chars(payload: Mapping[str, Any]) -> int:
+def prompt_chars(payload: Mapping[str, Any]) -> int:
     """Characters of a model turn's messages (their text, and the tools offered natively)."""
     total = sum(len(orjson.dumps(t)) for t in payload.get("tools") or ())
     for m in payload.get("messages") or ():

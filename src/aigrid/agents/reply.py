@@ -33,6 +33,7 @@ from aigrid.agents.loop import (
     ScreenTexts,
     Step,
     TextDelta,
+    UsageReport,
     run_tool_loop,
 )
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolRegistry
@@ -120,14 +121,15 @@ class ToolLoopEngine(WrappedEngine):
 
     `watch`: a streamed loop's client; each read of the body after the first (a model turn, tool runs) is
     watched, so a client that leaves stops the loop at once instead of at the next byte written to it.
-    `on_usage`: told the usage of the model turns finished so far, after each (run_tool_loop).
+    `on_usage`: told the usage of the model turns finished so far, after each, and the payload of a later
+    turn handed to its engine (run_tool_loop).
     """
 
     def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,
                  config: LoopConfig = DEFAULT_LOOP, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, screen: ScreenTexts | None = None,
                  watch: ClientWatch | None = None,
-                 on_usage: Callable[[Mapping[str, int]], None] | None = None) -> None:
+                 on_usage: UsageReport | None = None) -> None:
         super().__init__(inner)
         self.registry = registry
         self.context = context

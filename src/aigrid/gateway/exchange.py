@@ -72,6 +72,9 @@ class Exchange:
     loop_usage: dict[str, int] | None = None
     """A tool loop's finished model turns' usage so far (routes._tool_loop): what is charged when its client left
     before the loop's answer came (then the answer's count never comes)."""
+    loop_holding: int = 0
+    """The prompt tokens (the gateway's estimate) of the tool loop's later model turn an engine holds now: charged
+    with `loop_usage` when the client leaves during that turn (its engine read the prompt)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Fields its audit record's `extra` carries besides those made from the above (Guard._record): a
     background run's response id; an abandoned run's reason and quota settlement (responses_api.py)."""
@@ -97,18 +100,20 @@ class Exchange:
         return "client_closed" if self.record.status in UNFINISHED else self.record.status
 
     def used_tokens(self) -> int:
-        """What to charge: the engine's count when it sent one; the reservation when an engine answered but
+        """What to charge: the engine's count when it sent one (a tool loop's client gone during a later model
+        turn: its finished turns' counts and that turn's prompt); the reservation when an engine answered but
         its count is unknown (a client that left mid-stream); the prompt (the gateway's estimate) when the
         client left while an engine held the request, before any answer (its prefill was asked for: without
         this a client could have long prompts read for nothing by hanging up); nothing when no engine had it."""
         usage = self.final_usage()
         if usage:
-            return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
+            held = self.loop_holding if usage is self.loop_usage else 0  # a later loop turn cut at its engine
+            return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0) + held
         if self.reservation is None or self.record is None:
             return 0
         if self.record.served_by is not None:
             return self.reservation.reserved_tokens
-        if self.record.left_at_engine:
+        if self.record.left_at is not None:
             return min(self.record.prompt_tokens, self.reservation.reserved_tokens)
         return 0
 

@@ -409,13 +409,18 @@ class Guard:
             extra["urgency"] = ex.ticket.to_dict()
         if ex.unsettled:
             extra["quota"] = "unsettled"
-        if not usage and ex.reservation is not None and (charged := ex.used_tokens()):
-            extra["charged_tokens"] = charged  # no engine count: what the quota was charged (Exchange.used_tokens)
-        endpoint = (served or "").split(" -> ")[-1]
-        if endpoint in self._prices and usage:  # at the prices of the endpoint that ended the answer, today's
-            price_in, price_out = self._prices[endpoint]
-            extra["cost_usd"] = round((int(usage.get("prompt_tokens") or 0) * price_in
-                                       + int(usage.get("completion_tokens") or 0) * price_out) / 1e6, 9)
+        prompt_in, out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        if ex.reservation is not None and (charged := ex.used_tokens()) != prompt_in + out:
+            extra["charged_tokens"] = charged  # not (only) the engines' count: what the quota was charged
+            if usage:  # a tool loop's finished turns and the prompt of the turn its engine held
+                prompt_in = charged - out
+            else:  # the prompt an engine held; the reservation's rest when an engine answered without a count
+                prompt_in = min(charged, ex.record.prompt_tokens if ex.record is not None else 0)
+                out = charged - prompt_in
+        endpoint = (served or "").split(" -> ")[-1] or (ex.record.left_at if ex.record is not None else None)
+        if endpoint in self._prices and (usage or prompt_in or out):  # at the prices of the endpoint that ended the answer
+            price_in, price_out = self._prices[endpoint]  # (or held the request when its client left), today's
+            extra["cost_usd"] = round((prompt_in * price_in + out * price_out) / 1e6, 9)
         return AuditRecord(
             ts=ex.started, request_id=ex.request_id,
             tenant=p.tenant if p else "?", key_id=p.key_id if p else "unauthenticated", model=ex.model,

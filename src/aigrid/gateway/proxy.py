@@ -402,7 +402,7 @@ class Proxy:
                     self._store.request_finished(late.cand.endpoint_id, record.prompt_tokens, had_first_token=True)
         if cut is not None:
             if won is not None:  # nobody to send it to; its engine had the prompt (Exchange.used_tokens)
-                record.left_at_engine = True
+                record.left_at = won.cand.endpoint_id
                 try:
                     await won.stack.aclose()
                 finally:
@@ -458,7 +458,8 @@ class Proxy:
                 entry.update(error=f"cancelled: {why}", ms=round(elapsed * 1000, 1))
                 if why == CLIENT_GONE:  # the engine's request closed unanswered (relay_response.Hangup)
                     self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "client_closed").inc()
-                    record.left_at_engine = record.left_at_engine or sent
+                    if sent and record.left_at is None:
+                        record.left_at = cand.endpoint_id
             elif isinstance(e, ApiError):  # the client's mistake found late (a tool loop's check): not the engine's
                 entry.update(error=f"refused: {e}", ms=round(elapsed * 1000, 1))
             else:  # a bug or an unmapped library error: counted against the engine, logged with its traceback

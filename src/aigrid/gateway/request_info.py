@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.agents.loop import prompt_chars
 from aigrid.core.types import GeoPoint, RequestInfo
 from aigrid.errors import InvalidRequest, ModelNotFound
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
@@ -56,6 +57,13 @@ def estimate_prompt_tokens(body: ChatRequest | CompletionRequest) -> int:
     if isinstance(body, ChatRequest):
         return max(1, text_tokens + TEMPLATE_TOKENS_PER_MESSAGE * (len(body.messages) + 2))
     return max(1, text_tokens)
+
+
+def turn_prompt_tokens(payload: Mapping[str, Any]) -> int:
+    """A tool loop's later model turn (the conversation so far, with its tool calls and results, and the tools
+    it offers) estimated as estimate_prompt_tokens estimates a request."""
+    messages = payload.get("messages") or ()
+    return max(1, prompt_chars(payload) // CHARS_PER_TOKEN + TEMPLATE_TOKENS_PER_MESSAGE * (len(messages) + 2))
 
 
 def estimate_input_tokens(chat: ChatRequest, tools: Sequence[Any] = ()) -> int:

@@ -52,7 +52,7 @@ from aigrid.gateway.openapi import openapi_document
 from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.relay_response import Hangup, RelayResponse
-from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info
+from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info, turn_prompt_tokens
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 from aigrid.gateway.urgency import request_urgency
 from aigrid.json_depth import depth_message, too_deep_raw
@@ -350,7 +350,8 @@ class Routes:
         """Run the agent's tool loop at the chosen site, beside its engine (agents/); every tool result
         passes the firewall's choke point, its verdicts go on the exchange. Its finished model turns' usage
         goes on the exchange as they end (charged if the client leaves before the answer's count comes); a
-        streamed loop's client is watched through its whole answer (a hang-up stops the loop at once)."""
+        streamed loop's client is watched through its whole answer (a hang-up stops the loop at once), and the
+        prompt of a later model turn its engine holds is charged with them if it stops there."""
         agents, screen = self.gw.agents, self.gw.guard.screen
         assert ex.principal is not None
         tenant = ex.principal.tenant
@@ -360,8 +361,9 @@ class Routes:
             ex.verdicts.extend(screened.verdicts)
             return screened
 
-        def spent(so_far: Mapping[str, int]) -> None:  # the loop's own running total
+        def spent(so_far: Mapping[str, int], holding: Mapping[str, Any] | None) -> None:  # its own running total
             ex.loop_usage = dict(so_far)
+            ex.loop_holding = 0 if holding is None else turn_prompt_tokens(holding)
 
         registry = agents.tools if loop.server_tools else {}
         watch = ex.hangup if stream else None
