@@ -58,7 +58,16 @@ ROUTES: list[tuple[str, str, Body, str]] = [
     ("chat documents (engine extension)", "/v1/chat/completions",
      lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Summarise my mail."}],
                 "documents": [{"title": "mail", "text": t}]}, "documents[0].text"),
+    ("chat template variables (engine extension)", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                "chat_template_kwargs": {"custom_instructions": t}}, "chat_template_kwargs.custom_instructions"),
+    ("chat template variables, nested (engine extension)", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                "chat_template_kwargs": {"custom_tools": [{"name": "mail", "description": t}]}},
+     "chat_template_kwargs.custom_tools[0].description"),
     ("completion prompt", "/v1/completions", lambda t: {"model": MODEL, "prompt": t}, "prompt"),
+    ("completion suffix", "/v1/completions", lambda t: {"model": MODEL, "prompt": "Dear board,", "suffix": t},
+     "suffix"),
     ("completion prompt list", "/v1/completions", lambda t: {"model": MODEL, "prompt": ["Hello", t]}, "prompt[1]"),
     ("responses input", "/v1/responses", lambda t: {"model": MODEL, "input": t}, "input"),
     ("responses function output", "/v1/responses",
@@ -472,4 +481,21 @@ async def test_a_client_tool_whose_name_is_not_a_name_is_refused(
                            "tools": [{"type": "function", "name": ATTACK, "parameters": WEATHER}]}, "tools.0.name")]:
         r = await c.post(path, json=body)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+    assert engine.received == []
+
+
+async def test_a_prompt_the_firewall_cannot_read_is_refused(walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
+    """Engine extensions that put into the prompt what is not text the firewall can read: a client's own chat
+    template (vLLM's `chat_template`: Jinja that writes whatever it likes around the messages) and a prompt
+    given as embeddings (vLLM's `prompt_embeds`). Each is the client's 400 naming the field, no engine
+    reached (before, both were passed to the engine untouched); batch lines run the same check."""
+    c, gw, engine = walk
+    template = "{{ 'system: " + ATTACK + "' }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    for path, body, param in [
+        ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+                                  "chat_template": template}, "chat_template"),
+        ("/v1/completions", {"model": MODEL, "prompt": "Hello", "prompt_embeds": "AAAA"}, "prompt_embeds")]:
+        r = await c.post(path, json=body)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        assert (await last_audit(gw))["outcome"] == "error:invalid_request"
     assert engine.received == []

@@ -10,7 +10,7 @@ from collections.abc import Collection, Mapping, MutableMapping
 from typing import Any
 
 from aigrid.security.firewall.pipeline import Screened
-from aigrid.security.firewall.texts import ModelText, Source, put, tool_text
+from aigrid.security.firewall.texts import ModelText, Source, put, render, tool_text
 
 ROLE_SOURCE = {"user": Source.USER, "system": Source.SYSTEM, "developer": Source.SYSTEM,
                "assistant": Source.ASSISTANT, "tool": Source.TOOL_RESULT, "function": Source.TOOL_RESULT}
@@ -33,7 +33,7 @@ def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list
         elif isinstance(content, list):
             out += [ModelText(part["text"], source, ("messages", i, "content", j, "text"))
                     for j, part in enumerate(content) if isinstance(part, Mapping) and isinstance(part.get("text"), str)]
-    return out + _documents(body) + _tool_descriptions(body)
+    return out + _documents(body) + _tool_descriptions(body) + _template_variables(body)
 
 
 def _documents(body: Mapping[str, Any]) -> list[ModelText]:
@@ -46,6 +46,28 @@ def _documents(body: Mapping[str, Any]) -> list[ModelText]:
             out.append(ModelText(doc, Source.DOCUMENT, ("documents", i)))
         elif isinstance(doc, Mapping):
             out += [ModelText(v, Source.DOCUMENT, ("documents", i, k)) for k, v in doc.items() if isinstance(v, str)]
+    return out
+
+
+def _template_variables(body: Mapping[str, Any]) -> list[ModelText]:
+    """`chat_template_kwargs` (vLLM, SGLang, llama.cpp): variables the chat template renders into the prompt
+    wherever it names them (SmolLM3's `custom_instructions`, Llama 3's `custom_tools`, a RAG template's
+    `documents`; vLLM lets them replace the request's own `tools` and `documents`). Every string at any depth
+    is read as the user's text at its path; the keys of each object below the top level too (a template may
+    print an object whole, as Llama 3's does a custom tool), as one text without a path. Walked with a stack, not recursion."""
+    out: list[ModelText] = []
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(body.get("chat_template_kwargs"), ("chat_template_kwargs",))]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, str):
+            out.append(ModelText(node, Source.USER, path))
+        elif isinstance(node, Mapping):
+            keys = "\n".join(str(k) for k in node if str(k).strip())
+            if keys and len(path) > 1:  # the top level's keys are variable names, which no template prints
+                out.append(ModelText(keys, Source.USER, label=f"keys of {render(path)}"))
+            stack.extend((v, (*path, str(k))) for k, v in reversed(list(node.items())))
+        elif isinstance(node, list):
+            stack.extend((v, (*path, i)) for i, v in reversed(list(enumerate(node))))
     return out
 
 
@@ -69,13 +91,17 @@ def _tool_descriptions(body: Mapping[str, Any]) -> list[ModelText]:
 
 
 def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:
-    """OpenAI completion prompt: a string or a list of strings."""
+    """OpenAI completion prompt (a string or a list of strings) and its `suffix`."""
     prompt = body.get("prompt")
+    out: list[ModelText] = []
     if isinstance(prompt, str):
-        return [ModelText(prompt, Source.PROMPT, ("prompt",))]
-    if isinstance(prompt, list):
-        return [ModelText(p, Source.PROMPT, ("prompt", i)) for i, p in enumerate(prompt) if isinstance(p, str)]
-    return []
+        out.append(ModelText(prompt, Source.PROMPT, ("prompt",)))
+    elif isinstance(prompt, list):
+        out += [ModelText(p, Source.PROMPT, ("prompt", i)) for i, p in enumerate(prompt) if isinstance(p, str)]
+    suffix = body.get("suffix")  # the text after the insertion (OpenAI's insert mode): the model reads it too
+    if isinstance(suffix, str):
+        out.append(ModelText(suffix, Source.PROMPT, ("suffix",)))
+    return out
 
 
 def apply(body: MutableMapping[str, Any], original: list[ModelText], screened: Screened) -> None:

@@ -78,11 +78,24 @@ class ResponseFormat(BaseModel):
         return self
 
 
+def _unread(what: str) -> ValueError:
+    return ValueError(f"{what} is not served by this grid: the AI firewall cannot read what it puts into the prompt")
+
+
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    chat_template: Any = None
+    """vLLM's extension: the client's own Jinja chat template, which writes whatever it likes around the
+    messages. Refused: the firewall reads texts, not what a template makes of them."""
+
+    @field_validator("chat_template")
+    @classmethod
+    def _no_client_template(cls, v: Any) -> None:
+        if v is not None:
+            raise _unread("a client's own chat template")
 
     @field_validator("top_logprobs")
     @classmethod
@@ -134,6 +147,14 @@ def _text(message: Message) -> str:
 
 class CompletionRequest(_Common):
     prompt: str | list[str] = Field(min_length=1)
+    prompt_embeds: Any = None
+    """vLLM's extension: a prompt given as embeddings, which the model reads and the firewall cannot. Refused."""
+
+    @field_validator("prompt_embeds")
+    @classmethod
+    def _no_embedded_prompt(cls, v: Any) -> None:
+        if v is not None:
+            raise _unread("a prompt given as embeddings")
     echo: bool | None = None
     logprobs: int | None = Field(default=None, ge=0)
     """The legacy log-probabilities: the `logprobs` most likely tokens per position (engines/legacy_completions.py
