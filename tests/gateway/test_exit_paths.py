@@ -16,12 +16,14 @@ import httpx
 import orjson
 import pytest
 from redis.exceptions import ConnectionError as RedisConnectionError
+from starlette.routing import Route
 from starlette.types import Message
 
 from aigrid.errors import UpstreamFailed
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.guard import Guard
+from aigrid.gateway.routes import Audited
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 from aigrid.spec.models import AuditSpec, QuotaSpec, TenantSpec
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
@@ -504,3 +506,41 @@ async def test_every_answer_names_its_request_id_and_the_audit_record_holds_it(
     assert refused.headers["x-request-id"].startswith("req-") and refused.headers["request-id"] == refused.headers["x-request-id"]
     rows = await audit_rows(metered)
     assert [r["request_id"] for r in rows[-2:]] == [served.headers["x-request-id"], refused.headers["x-request-id"]]
+
+
+def test_every_route_that_takes_a_body_is_audited(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """Every route but the reads (GET) is an Audited endpoint: it authenticates, is admitted (requests per minute,
+    the audit log accepting) and writes one record, whatever its exit. Anthropic's count_tokens was a plain
+    route: no record, not counted, served while the audit log could not write."""
+    gw = build_gateway(spec_in(tmp_path), fakes, sleep=_no_sleep)
+    plain = [(r.path, sorted(r.methods or ())) for r in build_app(gw).routes
+             if isinstance(r, Route) and set(r.methods or ()) - {"GET", "HEAD"} and not isinstance(r.endpoint, Audited)]
+    assert plain == []
+
+
+async def test_count_tokens_is_audited_and_counted(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """POST /v1/messages/count_tokens, like the Responses API's input_tokens: one audit record a call (its
+    refusals too, in Anthropic's envelope), one request against requests per minute, and refused (audit_unavailable,
+    Anthropic's 529) while the audit log cannot take its record."""
+    spec = spec_in(tmp_path)
+    tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=2))}
+    gw = build_gateway(spec.model_copy(update={"tenants": tenants}), fakes, sleep=_no_sleep)
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Hello there"}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        counted = await c.post("/v1/messages/count_tokens", json=body, headers=TENANT)
+        bad = await c.post("/v1/messages/count_tokens", json={"model": "nope", "messages": []}, headers=TENANT)
+        over = await c.post("/v1/messages/count_tokens", json=body, headers=TENANT)
+        assert counted.status_code == 200 and counted.json()["input_tokens"] > 0, counted.text
+        assert bad.status_code == 400 and bad.json()["type"] == "error", bad.text
+        assert over.status_code == 429 and "retry-after" in over.headers and over.json()["type"] == "error", over.text
+        rows = await audit_rows(gw)
+        assert [(r["extra"]["route"], r["outcome"]) for r in rows] == [
+            ("POST /v1/messages/count_tokens", "ok"), ("POST /v1/messages/count_tokens", "error:invalid_request"),
+            ("POST /v1/messages/count_tokens", "error:rate_limit_exceeded")], rows
+        assert rows[0]["prompt_tokens"] == 0  # nothing charged: the gateway counts, no engine reads it
+        await gw.guard.stop()  # from now on no record can be written
+        refused = await c.post("/v1/messages/count_tokens", json=body)
+    assert refused.status_code == 529 and refused.json()["error"]["type"] == "overloaded_error", refused.text

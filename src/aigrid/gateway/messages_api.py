@@ -46,7 +46,7 @@ from aigrid.gateway.messages_translate import (
 )
 from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.request_info import estimate_input_tokens
-from aigrid.gateway.routes import CHAT_PATH, H_TENANT, Routes
+from aigrid.gateway.routes import CHAT_PATH, Routes, audited_route, authenticate
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.authorize import authorize
 from aigrid.security.principal import Principal
@@ -60,8 +60,9 @@ class MessagesApi:
         self.pipeline = routes
 
     def routes(self) -> list[Route]:
-        """count_tokens (POST /v1/messages itself is an audited route: routes.Routes.audited)."""
-        return [Route(MESSAGES_PATH + "/count_tokens", self.count_tokens, methods=["POST"])]
+        """count_tokens, audited like every call (POST /v1/messages itself is an audited route of
+        routes.Routes.audited)."""
+        return [audited_route(self.pipeline.gw, "POST", MESSAGES_PATH + "/count_tokens", self.count_tokens)]
 
     async def create(self, request: Request, ex: Exchange) -> Response:
         return await self.answer(pipeline_headers(request), lambda: self.pipeline.read_json(request), ex)
@@ -116,13 +117,17 @@ class MessagesApi:
         return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences, prefill)),
                         media_type=_JSON, headers=headers)
 
-    async def count_tokens(self, request: Request) -> Response:
+    async def count_tokens(self, request: Request, ex: Exchange) -> Response:
         """The prompt's token count as the router estimates it (the same figure that sizes prefill, cost and
-        quota reservations); the engines behind the grid each have their own tokenizer. Not metered."""
-        headers = pipeline_headers(request)
+        quota reservations); the engines behind the grid each have their own tokenizer. No tokens charged; the
+        call is audited and counts as one request against requests per minute (routes.authenticate), as the
+        Responses API's input_tokens."""
         gw = self.pipeline.gw
-        principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))  # before the body
-        req = validate(CountTokensRequest, await self.pipeline.read_json(request))
+        principal, _ = await authenticate(gw, request, ex)  # before the body
+        raw = await self.pipeline.read_json(request)
+        ex.body = {"model": raw["model"]} if "model" in raw else {}
+        req = validate(CountTokensRequest, raw)
+        ex.model = req.model
         no_thread(req)  # a thread's continue counts the new turn alone: the SDK replays the whole conversation
         authorize(principal, req.model)
         if req.model != "auto" and req.model not in gw.known_models:
