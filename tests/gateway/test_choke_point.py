@@ -436,6 +436,9 @@ TOOL_ROUTES: list[tuple[str, str, Body, str]] = [
      lambda t: {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
                 "tools": [{"name": "weather", "description": "The weather.", "input_schema": _schema_with(t)}]},
      "tools.0"),
+    ("chat legacy functions (hosted engines render them)", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
+                "functions": [{"name": "weather", "description": t, "parameters": WEATHER}]}, "functions[0]"),
 ]
 
 

@@ -74,19 +74,20 @@ def _template_variables(body: Mapping[str, Any]) -> list[ModelText]:
 def _tool_descriptions(body: Mapping[str, Any]) -> list[ModelText]:
     """Per client tool: its description as the application's text (personal-data checks, redacted in place),
     and what a model reads of it in its tool list, name, description, schema and any other key (texts.tool_text),
-    for the injection check: a client's tools often come from servers its application does not write."""
-    tools = body.get("tools")
-    if not isinstance(tools, list):
-        return []
+    for the injection check: a client's tools often come from servers its application does not write. The
+    legacy `functions` (each a function's definition itself), which hosted engines still render, are read alike."""
     out: list[ModelText] = []
-    for i, t in enumerate(tools):
-        fn = t.get("function") if isinstance(t, Mapping) else None
-        if not isinstance(fn, Mapping):
-            continue
-        description = fn.get("description")
-        if isinstance(description, str):
-            out.append(ModelText(description, Source.SYSTEM, ("tools", i, "function", "description")))
-        out.append(ModelText(tool_text(t), Source.TOOL_DESCRIPTION, ("tools", i, "function")))
+    for key, nested in (("tools", True), ("functions", False)):
+        tools = body.get(key)
+        for i, t in enumerate(tools if isinstance(tools, list) else ()):
+            fn = (t.get("function") if nested else t) if isinstance(t, Mapping) else None
+            if not isinstance(fn, Mapping):
+                continue
+            at: tuple[str | int, ...] = (key, i, "function") if nested else (key, i)
+            description = fn.get("description")
+            if isinstance(description, str):
+                out.append(ModelText(description, Source.SYSTEM, (*at, "description")))
+            out.append(ModelText(tool_text(t), Source.TOOL_DESCRIPTION, at))
     return out
 
 
