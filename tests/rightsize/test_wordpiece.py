@@ -1,7 +1,7 @@
 import pytest
 
+from aigrid.encoders.wordpiece import WordPiece, basic_words
 from aigrid.rightsize.static_embedding import StaticEmbedding
-from aigrid.rightsize.wordpiece import WordPiece, basic_words
 
 TEXTS = [
     "Janet's ducks lay 16 eggs per day. How much in dollars ($2 each) does she make?",

