@@ -28,7 +28,7 @@ from aigrid.core.urgency import parse_level
 from aigrid.errors import AuditUnavailable, ConfigError, InvalidRequest, PermissionDenied
 from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync, redis_exchange
 from aigrid.gateway.exchange import Exchange
-from aigrid.gateway.model_texts import apply
+from aigrid.gateway.model_texts import apply, check_count
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import authorize
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
@@ -333,8 +333,10 @@ class Guard:
 
     async def screen_request(self, ex: Exchange, body: MutableMapping[str, Any], texts: list[ModelText]) -> None:
         """The choke point for a request's own texts: verdicts onto the exchange, 400 when blocked,
-        redactions written back into `body`."""
+        redactions written back into `body`; more texts than the firewall reads in one request, a 400 before any is
+        read (model_texts.MAX_TEXTS)."""
         assert ex.principal is not None
+        check_count(texts)
         screened = await self.screen.check(ex.principal.tenant, texts)
         ex.verdicts.extend(screened.verdicts)
         screened.raise_if_blocked()
