@@ -502,3 +502,32 @@ async def test_a_prompt_the_firewall_cannot_read_is_refused(walk: tuple[httpx.As
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
         assert (await last_audit(gw))["outcome"] == "error:invalid_request"
     assert engine.received == []
+
+
+async def test_a_constrained_tool_loop_prints_only_what_the_firewall_read(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
+    """The loop's constrained mode (the default) rewrites a tool result as a user turn "NAME result: CONTENT". A
+    content list was printed whole (`str()` of the list: every key and value of every part) where the firewall
+    reads only the parts' `text`, and a legacy `function` message's `name` was printed as the tool's name
+    without being read. Now a content list is printed as its text parts, and a message's name follows OpenAI's
+    rule for names (1-64 letters, digits, _ and -): a sentence there is the client's 400 naming it."""
+    c, gw, engine = walk
+    tools = [{"type": "function", "function": {"name": "mail"}}]
+    called = [{"role": "user", "content": "read my mail"},
+              {"role": "assistant", "content": None,
+               "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "mail", "arguments": "{}"}}]}]
+    for content in ([{"type": "text", "text": "No new mail.", "note": ATTACK}],
+                    [{"type": "text", "text": "No new mail."}, {"type": "output", "value": ATTACK}]):
+        engine.replies = [answer("ok")]
+        r = await c.post("/v1/chat/completions", json={"model": MODEL, "tools": tools, "messages": [
+            *called, {"role": "tool", "tool_call_id": "c1", "content": content}]})
+        assert r.status_code == 200, r.text
+        prompt = orjson.dumps(engine.received[-1]["messages"]).decode()
+        assert "No new mail." in prompt and ATTACK not in prompt, prompt
+    for message, param in [({"role": "function", "name": ATTACK, "content": "42"}, "messages.1.name"),
+                           ({"role": "user", "name": "Dana Smith", "content": "Hi"}, "messages.1.name")]:
+        engine.received.clear()
+        r = await c.post("/v1/chat/completions", json={"model": MODEL, "tools": tools, "messages": [
+            {"role": "user", "content": "What is 6 times 7?"}, message]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        assert engine.received == []

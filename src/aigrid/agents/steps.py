@@ -122,7 +122,7 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
     for m in messages:
         role = m.get("role")
         if role in ("system", "developer"):
-            system.append(str(m.get("content") or ""))
+            system.append(_text_of(m.get("content")))
         elif role == "assistant" and m.get("tool_calls"):
             for tc in m["tool_calls"]:
                 fn = tc.get("function", {})
@@ -132,10 +132,21 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
                             "content": orjson.dumps({"tool": fn.get("name"), "arguments": args}).decode()})
         elif role in ("tool", "function"):
             name = names.get(str(m.get("tool_call_id", "")), str(m.get("name") or "tool"))
-            out.append(tool_result_message(name, str(m.get("content") or "")))
+            out.append(tool_result_message(name, _text_of(m.get("content"))))
         else:
             out.append(dict(m))
     return [{"role": "system", "content": "\n\n".join(s for s in system if s)}, *out]
+
+
+def _text_of(content: Any) -> str:
+    """A message's content as the text a constrained prompt prints: a list of parts as its parts' `text`, which
+    is what the firewall read (gateway/model_texts.chat_texts), never `str()` of the list (every key and value
+    of every part, unread)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(p["text"] for p in content if isinstance(p, Mapping) and isinstance(p.get("text"), str))
+    return ""
 
 
 def _json_object(raw: str) -> dict[str, Any] | None:

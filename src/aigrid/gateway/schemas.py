@@ -17,6 +17,9 @@ class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[dict[str, Any]] | None = None
+    name: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    """OpenAI's rule for a participant's or a function's name: templates and the tool loop print it into the
+    prompt (a legacy `function` message's, as the tool's name), and the firewall does not read it."""
 
 
 class StreamOptions(BaseModel):
