@@ -38,37 +38,37 @@ def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list
 
 
 def _documents(body: Mapping[str, Any]) -> list[ModelText]:
+    """A chat body's `documents`: every string at any depth, as a retrieved document (templates print a
+    document's every key and value: Command-R's `{{ key }}: {{ value }}`, a nested value as its repr)."""
     docs = body.get("documents")
-    if not isinstance(docs, list):
-        return []
-    out: list[ModelText] = []
-    for i, doc in enumerate(docs):
-        if isinstance(doc, str):
-            out.append(ModelText(doc, Source.DOCUMENT, ("documents", i)))
-        elif isinstance(doc, Mapping):
-            out += [ModelText(v, Source.DOCUMENT, ("documents", i, k)) for k, v in doc.items() if isinstance(v, str)]
-    return out
+    return _strings(docs, ("documents",), Source.DOCUMENT) if isinstance(docs, list) else []
 
 
 def _template_variables(body: Mapping[str, Any]) -> list[ModelText]:
     """`chat_template_kwargs` (vLLM, SGLang, llama.cpp): variables the chat template renders into the prompt
     wherever it names them (SmolLM3's `custom_instructions`, Llama 3's `custom_tools`, a RAG template's
-    `documents`; vLLM lets them replace the request's own `tools` and `documents`). Every string at any depth
-    is read as the user's text at its path; the keys of each object below the top level too (a template may
-    print an object whole, as Llama 3's does a custom tool), as one text without a path. Walked with a stack, not recursion."""
+    `documents`; vLLM lets them replace the request's own `tools` and `documents`), read as the user's text."""
+    return _strings(body.get("chat_template_kwargs"), ("chat_template_kwargs",), Source.USER)
+
+
+def _strings(node: Any, path: tuple[str | int, ...], source: Source) -> list[ModelText]:
+    """Every string inside `node`, at any depth, as a text at its path; and the keys of each object below the
+    top level (a template may print an object whole, as Llama 3's does a custom tool, or key by key), as one
+    text without a path; the top level's keys are variable names, which no template prints. Walked with a
+    stack, not recursion."""
     out: list[ModelText] = []
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(body.get("chat_template_kwargs"), ("chat_template_kwargs",))]
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(node, path)]
     while stack:
-        node, path = stack.pop()
+        node, at = stack.pop()
         if isinstance(node, str):
-            out.append(ModelText(node, Source.USER, path))
+            out.append(ModelText(node, source, at))
         elif isinstance(node, Mapping):
             keys = "\n".join(str(k) for k in node if str(k).strip())
-            if keys and len(path) > 1:  # the top level's keys are variable names, which no template prints
-                out.append(ModelText(keys, Source.USER, label=f"keys of {render(path)}"))
-            stack.extend((v, (*path, str(k))) for k, v in reversed(list(node.items())))
+            if keys and len(at) > 1:
+                out.append(ModelText(keys, source, label=f"keys of {render(at)}"))
+            stack.extend((v, (*at, str(k))) for k, v in reversed(list(node.items())))
         elif isinstance(node, list):
-            stack.extend((v, (*path, i)) for i, v in reversed(list(enumerate(node))))
+            stack.extend((v, (*at, i)) for i, v in reversed(list(enumerate(node))))
     return out
 
 
