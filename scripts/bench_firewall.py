@@ -1,6 +1,7 @@
 """What the input firewall costs: load time, microseconds per ordinary prompt, seconds for a 4 MiB body.
 
     .venv/bin/python scripts/bench_firewall.py [--cascade] [--prompt-cascade]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python scripts/bench_firewall.py --reader document|prompt
 
 --cascade: also the document cascade (aigrid.security.firewall.cascade; numpy, one BLAS thread): its load and
 the process's resident memory after it, the CPU per window read (one at a time and k at a time), and a
@@ -9,6 +10,11 @@ read by the n-gram head alone and through the cascade.
 --prompt-cascade: also the prompt cascade: the same load, memory and window figures; check_texts on the ordinary prompts above and on a
 prompt of its grey zone (one window re-read); the worst case, a long prompt with more grey windows than the
 cascade re-reads (k windows re-read); and a 4 MiB prompt, by the n-gram head alone and through the cascade.
+
+--reader: only that cascade's reader, first thing in a fresh process: its load (CPU and wall), the process's
+resident memory before and after it and after reading, and the CPU per window (a 160-character one, 1 and 3
+at a time; a 600-character one, 1 at a time). It uses only load_cascade, Cascade.load and probabilities, so
+the same script measures an older tree too (PYTHONPATH=OLD/src).
 
 Prints figures (no pass/fail): docs/security.md ("Cost") quotes them with the machine they came from. Times
 are CPU time of this process (time.process_time), so a machine shared with other work slows the run down
@@ -21,6 +27,7 @@ import argparse
 import base64
 import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -79,9 +86,11 @@ def loaded(path: Path, field: str) -> Cascade:
     print(f"{field} load (the base model's file, the trained layers): {time.process_time() - t0:.2f} s CPU; "
           f"resident {before:.0f} -> {rss_mb():.0f} MB")
     window = WINDOW[:160]
-    for n in (1, cascade.points.k):
+    for n in sorted({1, cascade.points.k}):
         ms = per_call_ms(lambda n=n: reader.probabilities([window] * n), 20) / n
         print(f"  a window of {len(window)} chars, {n} at a time: {ms:.1f} ms CPU per window")
+    print(f"  resident after reading: {rss_mb():.0f} MB (the base model's pages read so far are its file's, shared "
+          "by every process that maps it)")
     return cascade
 
 
@@ -131,11 +140,31 @@ def bench_prompt_cascade(model: InjectionModel) -> None:
               f"{time.process_time() - t0:.2f} s CPU")
 
 
+def bench_reader(which: str) -> None:
+    before = rss_mb()
+    t0, w0 = time.process_time(), time.perf_counter()
+    cascade = load_cascade(DEFAULT_READER_PATH if which == "document" else PROMPT_READER_PATH)
+    if cascade is None:
+        raise SystemExit("--reader: the cascade is off (see the warning)")
+    reader = cascade.load()
+    print(f"{which} reader: load {time.process_time() - t0:.2f} s CPU, {time.perf_counter() - w0:.2f} s wall; "
+          f"resident {before:.0f} -> {rss_mb():.0f} MB")
+    for window, sizes in ((WINDOW[:160], (1, 3)), (((GREY + " ") * 8)[:600], (1,))):
+        for n in sizes:
+            ms = per_call_ms(lambda window=window, n=n: reader.probabilities([window] * n), 10) / n
+            print(f"  a window of {len(window)} chars, {n} at a time: {ms:.1f} ms CPU per window")
+    print(f"  resident after reading: {rss_mb():.0f} MB; torch imported: {'torch' in sys.modules}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cascade", action="store_true")
     parser.add_argument("--prompt-cascade", action="store_true")
+    parser.add_argument("--reader", choices=("document", "prompt"))
     args = parser.parse_args()
+    if args.reader:
+        bench_reader(args.reader)
+        return
     t0 = time.process_time()
     model = InjectionModel.load()
     print(f"load: {(time.process_time() - t0) * 1000:.1f} ms")

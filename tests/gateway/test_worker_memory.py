@@ -53,7 +53,7 @@ def grid(tmp: Path) -> dict:
 
 def test_a_gateway_process_holds_no_other_command_nor_redis_nor_torch(tmp_path: Path) -> None:
     """A worker's gateway and app built as serve_worker builds them: no module of another command, no redis (no
-    spec entry names it), no torch (the embedder and the firewall's cascade load it on first use)."""
+    spec entry names it), no torch (neither the embedder nor the firewall's cascades use it: numpy)."""
     out = subprocess.run([sys.executable, "-c", WORKER, json.dumps(grid(tmp_path))], capture_output=True, text=True,
                          timeout=120, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
