@@ -36,6 +36,7 @@ from aigrid.errors import (
     ApiError,
     EngineError,
     EngineUnavailable,
+    InvalidRequest,
     UpstreamFailed,
     retry_after_s,
 )
@@ -66,6 +67,31 @@ _PASS_HEADERS = ("content-type", "retry-after")
 rate limit (429), when to try again."""
 _ENGINE = re.compile(r"\w+Engine\([^()]*\): ?")
 """An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client."""
+
+
+_UNREADABLE = re.compile(r"^(Failed to parse \w+: |\[json\.exception\.|audio input is not supported)")
+"""How llama-server says, in the message of its HTTP 500, that the request's JSON has a field of a type it does not
+expect (nlohmann::json's exceptions while it reads the request, before any inference): a content part without
+`text` or with a number there, `tools` that is not a list, a `reasoning_content` that is not a string; or that the
+request holds audio, which no model of a grid reads (the spec declares images only: modalities.py)."""
+_ERROR_BYTES = 8_192
+
+
+async def could_not_read(upstream: UpstreamResponse) -> str | None:
+    """The engine's message when its 5xx answer says it could not read the request (_UNREADABLE), else None.
+    Such a request fails the same way on every engine: it is the client's error, not a failure to fail over
+    from or to count against the engine's circuit (four such requests opened every circuit of a grid)."""
+    data = b""
+    async for chunk in upstream.body:
+        data += chunk
+        if len(data) > _ERROR_BYTES:
+            return None
+    try:
+        err = orjson.loads(data).get("error")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    message = err.get("message") if isinstance(err, dict) else None
+    return message if isinstance(message, str) and _UNREADABLE.match(message) else None
 
 
 def addresses(engines: Mapping[str, Engine]) -> re.Pattern[str] | None:
@@ -346,7 +372,11 @@ class Proxy:
                     continue
                 for task in done:
                     _, hedged = running.pop(task)
-                    if task.exception() is None:
+                    failed = task.exception()
+                    if isinstance(failed, ApiError):  # the client's error (an engine could not read the request):
+                        why = f"refused: {failed}"      # no other engine would answer it either
+                        raise failed
+                    if failed is None:
                         if any(a.get("hedge") for a in record.attempts):
                             self._metrics.hedge_wins.labels("hedge" if hedged else "first").inc()
                         won = task.result()
@@ -442,6 +472,10 @@ class Proxy:
                     sent = True
                     upstream = await stack.enter(engine.open(path, payload))
                     if upstream.status >= 500:
+                        unread = await could_not_read(upstream)
+                        if unread is not None:  # the request's fault: no other engine would read it either
+                            raise InvalidRequest(f"the engine could not read this request: {unread}",
+                                                 code="engine_could_not_read")
                         raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
                     first = await anext(upstream.body, b"")
                     self._store.first_token(cand.endpoint_id, record.prompt_tokens, request)
