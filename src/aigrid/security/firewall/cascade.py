@@ -66,8 +66,9 @@ def combined(combine: str, ngram: float, windows: Sequence[tuple[float, float]])
 
 
 class Cascade:
-    """The reader is loaded on the first document that needs it (the base model's memory-mapped file and the
-    artefact's layers: about 0.3 s and 30 MB), in the thread that asks; `load()` loads it now."""
+    """The reader is loaded on the first document that needs it (the base model's file mapped and the artefact's
+    layers: a few hundredths of a second, and about 55 MB resident once it has read), in the thread that asks;
+    `load()` loads it now."""
 
     def __init__(self, points: CascadePoints, path: Path = DEFAULT_READER_PATH, *, threads: int = 1,
                  reader: WindowReader | None = None) -> None:
