@@ -93,3 +93,19 @@ async def test_an_engine_that_fails_is_still_an_engine_failure(tmp_path: Path) -
         r = await c.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 502 and len(engine.received) == 3, r.text
 
+
+
+async def test_an_engine_message_that_quotes_a_long_request_is_still_read(tmp_path: Path) -> None:
+    """llama-server's message quotes the request's whole `tools` ("...; tools = [...]"): as long as the client
+    makes them. It is recognised from its start, and the client gets its first 500 characters."""
+    quoted = "x" * 20_000
+    spec = spec_in(tmp_path)
+    engine = Refusing(500, orjson.dumps({"error": {"code": 500, "type": "server_error", "message":
+                                                   f"Failed to parse tools: Missing tool type: \"{quoted}\""}}))
+    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400 and len(engine.received) == 1, r.text
+    assert 'Missing tool type: "xxx' in r.json()["error"]["message"] and len(r.json()["error"]["message"]) < 600
+    assert all(s.circuit.value == "closed" for s in gw.store.snapshot().states.values())
