@@ -51,16 +51,20 @@ class Refusing(ScriptedEngine):
         yield UpstreamResponse(self.code, {"content-type": "application/json"}, _once(self.answer))
 
 
+@pytest.mark.parametrize("tools", [False, True], ids=["plain", "tool loop"])
 @pytest.mark.parametrize("hedge", ["off", "on"])
 @pytest.mark.parametrize("body", PARSE_ERRORS)
 async def test_a_request_the_engine_cannot_read_is_the_clients_400_and_no_circuit_opens(
-        tmp_path: Path, body: bytes, hedge: str) -> None:
+        tmp_path: Path, body: bytes, hedge: str, tools: bool) -> None:
+    """Directly, and through the tool loop's model turn (a request that offers tools), hedged or not."""
     spec = spec_in(tmp_path)
     engine = Refusing(500, body)
     gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
     await gw.scraper.scrape_once()
     await gw.guard.start()
     request = {"model": MODEL, "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}
+    if tools:
+        request["tools"] = [{"type": "function", "function": {"name": "calculator"}}]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
         answers = [await c.post("/v1/chat/completions", json=request, headers={"x-aigrid-hedge": hedge})
                    for _ in range(6)]

@@ -36,6 +36,7 @@ from typing import Any, Literal
 import orjson
 
 from aigrid.agents.answer_stream import AnswerStream
+from aigrid.agents.engine_refusal import raise_for_server_error
 from aigrid.agents.steps import (
     CUT_OFF,
     Call,
@@ -485,8 +486,8 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
     parts: list[bytes] = []
     try:
         async with engine.open(CHAT_PATH, orjson.dumps(payload)) as upstream:
-            if upstream.status >= 500:
-                raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
+            if upstream.status >= 500:  # the engine's failure, or the client's request it could not read
+                await raise_for_server_error(upstream)
             if upstream.status >= 400:
                 yield Rejected(upstream.status, b"".join([c async for c in upstream.body]))
                 return

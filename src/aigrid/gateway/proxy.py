@@ -26,6 +26,7 @@ import httpx
 import orjson
 from starlette.responses import Response
 
+from aigrid.agents.engine_refusal import raise_for_server_error
 from aigrid.core.types import Candidate, Decision
 from aigrid.engines.legacy_completions import COMPLETIONS_PATH
 from aigrid.engines.protocol import Engine, UpstreamResponse
@@ -36,7 +37,6 @@ from aigrid.errors import (
     ApiError,
     EngineError,
     EngineUnavailable,
-    InvalidRequest,
     UpstreamFailed,
     retry_after_s,
 )
@@ -67,37 +67,6 @@ _PASS_HEADERS = ("content-type", "retry-after")
 rate limit (429), when to try again."""
 _ENGINE = re.compile(r"\w+Engine\([^()]*\): ?")
 """An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client."""
-
-
-_UNREADABLE = re.compile(rb'"message"\s*:\s*"((?:Failed to parse \w+: |\[json\.exception\.|audio input is not supported)'
-                         rb'(?:[^"\\]|\\.)*)')
-"""How llama-server says, in the message of its HTTP 500, that the request's JSON has a field of a type it does not
-expect (nlohmann::json's exceptions while it reads the request, before any inference): a content part without
-`text` or with a number there, `tools` that is not a list, a `reasoning_content` that is not a string; or that the
-request holds audio, which no model of a grid reads (the spec declares images only: modalities.py). Read in the
-answer's first bytes: the message may quote the request's whole `tools`, as long as the client made them."""
-_ERROR_BYTES = 8_192
-_MESSAGE_CHARS = 500
-
-
-async def could_not_read(upstream: UpstreamResponse) -> str | None:
-    """The engine's message (its first 500 characters) when its 5xx answer says it could not read the request
-    (_UNREADABLE, in the answer's first 8 KiB), else None. Such a request fails the same way on every engine: it is
-    the client's error, not a failure to fail over from or to count against the engine's circuit (four such
-    requests opened every circuit of a grid)."""
-    head = b""
-    async for chunk in upstream.body:
-        head += chunk
-        if len(head) >= _ERROR_BYTES:
-            break
-    said = _UNREADABLE.search(head[:_ERROR_BYTES])
-    if said is None:
-        return None
-    try:  # the message as JSON escapes it; cut where the head was cut, a partial escape dropped
-        message = orjson.loads(b'"' + said.group(1) + b'"')
-    except orjson.JSONDecodeError:
-        message = said.group(1).decode("utf-8", "replace")
-    return str(message)[:_MESSAGE_CHARS]
 
 
 def addresses(engines: Mapping[str, Engine]) -> re.Pattern[str] | None:
@@ -478,11 +447,7 @@ class Proxy:
                     sent = True
                     upstream = await stack.enter(engine.open(path, payload))
                     if upstream.status >= 500:
-                        unread = await could_not_read(upstream)
-                        if unread is not None:  # the request's fault: no other engine would read it either
-                            raise InvalidRequest(f"the engine could not read this request: {unread}",
-                                                 code="engine_could_not_read")
-                        raise EngineUnavailable(f"engine answered HTTP {upstream.status}")
+                        await raise_for_server_error(upstream)
                     first = await anext(upstream.body, b"")
                     self._store.first_token(cand.endpoint_id, record.prompt_tokens, request)
                     got_first = True
