@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aigrid.core.baselines import HARD_FILTERS
+from aigrid.core.baselines import BASELINES, HARD_FILTERS
+from aigrid.core.geo import distance_km
 from aigrid.core.plugins import Context
 from aigrid.core.policies import BUILTIN_POLICIES
-from aigrid.core.scheduler import schedule
-from aigrid.core.types import AXES, Circuit, EndpointState, GeoPoint, RequestInfo
+from aigrid.core.scheduler import Scheduler, schedule
+from aigrid.core.types import AXES, Circuit, EndpointState, GeoPoint, Policy, RequestInfo
 from tests.core.grid import SITES, endpoint, view
 
 JURISDICTIONS = sorted({s.jurisdiction for s in SITES.values()})
@@ -73,3 +75,27 @@ def test_invariants(grid: list, request: RequestInfo, policy: str, seed: int) ->
         assert f.applies(ctx) or all(f.check(ctx, e).ok for e in eps)
     # same inputs, same decision
     assert schedule(request, v, BUILTIN_POLICIES[policy], random.Random(seed)) == d
+
+
+@settings(max_examples=200, deadline=None)
+@given(grid=grids, request=requests, policy=st.sampled_from([*sorted(BUILTIN_POLICIES), *sorted(BASELINES)]),
+       seed=st.integers(0, 2**32))
+def test_given_distances_and_quiet_decisions_change_nothing(grid: list, request: RequestInfo, policy: str,
+                                                             seed: int) -> None:
+    """GridView.distances_km (the caller's own distance_km per endpoint) gives the same decision as the core
+    computing each distance; Scheduler(explain=False) the same decision with an empty reason."""
+    eps, sts = build(grid)
+    v = view(eps, sts, {"a": eps[0].id} if eps else {})
+    loc = request.client_location
+    known = None if loc is None else {e.id: distance_km(loc, v.sites[e.site_id].location) for e in eps}
+    given_view = dataclasses.replace(v, distances_km=known)
+    if policy in BUILTIN_POLICIES:
+        pol = BUILTIN_POLICIES[policy]
+        before = schedule(request, v, pol, random.Random(seed))
+        after = Scheduler(explain=False)(request, given_view, pol, random.Random(seed))
+        assert after.reason == ""
+        assert dataclasses.replace(after, reason=before.reason) == before
+    else:
+        router = BASELINES[policy]()
+        before = router(request, v, Policy(policy, {}), random.Random(seed))
+        assert BASELINES[policy]()(request, given_view, Policy(policy, {}), random.Random(seed)) == before

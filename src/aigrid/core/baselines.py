@@ -97,6 +97,8 @@ def _decide(name: str, request: RequestInfo, view: GridView, ranked_eps: Sequenc
             distances: Mapping[str, float | None] | None = None) -> Decision:
     """Rank by key (lower first); equal best keys are broken at random with the injected rng. `distances`:
     the client's distance to each endpoint, when the router has computed them already."""
+    if distances is None and request.client_location is not None:
+        distances = view.distances_km  # the caller's, where it computed them (None: computed below)
     ranked = sorted(ranked_eps, key=lambda ke: (ke[0], ke[1].id))
     if len(ranked) > 1:
         best = [ke for ke in ranked if ke[0] == ranked[0][0]]
@@ -150,8 +152,14 @@ class Nearest:
     def __call__(self, request: RequestInfo, view: GridView, policy: Policy, rng: Rng) -> Decision:
         ok, rejected = eligible(request, view, policy)
         loc, sites = request.client_location, view.sites  # _client_distance's, read once per decision
-        distances = {ep.id: None if loc is None else distance_km(loc, sites[ep.site_id].location) for ep in ok}
-        keyed = [(0.0 if d is None else d, ep) for ep, d in zip(ok, distances.values(), strict=True)]
+        known = view.distances_km if loc is not None else None  # the caller's, where it has them
+        distances: Mapping[str, float | None]
+        if known is not None:
+            distances = known
+            keyed = [(known[ep.id], ep) for ep in ok]
+        else:
+            distances = {ep.id: None if loc is None else distance_km(loc, sites[ep.site_id].location) for ep in ok}
+            keyed = [(0.0 if d is None else d, ep) for ep, d in zip(ok, distances.values(), strict=True)]
         return _decide(self.name, request, view, keyed, rejected, rng, "distance km", distances)
 
 

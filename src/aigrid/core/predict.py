@@ -209,10 +209,12 @@ def committed_ms(request: RequestInfo, endpoint: Endpoint, state: EndpointState,
 
 
 def predict(request: RequestInfo, endpoint: Endpoint, site: Site, state: EndpointState,
-            cached: float | None = None) -> Prediction:
+            cached: float | None = None, known_km: float = -1.0) -> Prediction:
     """`cached`: prompt tokens this endpoint's prefix cache holds for the request (warm_cache), not
-    prefilled again; None where it is not warm (it did not serve the request's prefix or session last)."""
-    dist = client_distance_km(request.client_location, site)
+    prefilled again; None where it is not warm (it did not serve the request's prefix or session last).
+    `known_km`: the client's distance to the site where the caller has it already (GridView.distances_km,
+    what client_distance_km gives; only for a request with a client location); negative: computed here."""
+    dist = client_distance_km(request.client_location, site) if known_km < 0.0 else known_km
     net = network_ms(dist, state)
     mine = uncached_tokens(request, cached)
     step = step_ms(endpoint, state)

@@ -140,6 +140,11 @@ class GridView:
     """prefix hash or session id -> endpoint id that served it last (cache warmth)."""
     models: Mapping[str, ModelInfo] = field(default_factory=dict)
     """The model catalogue, so that a request may name a family or fall back within one."""
+    distances_km: Mapping[str, float] | None = None
+    """The request's client to each endpoint's site, keyed by the id of every endpoint in `endpoints`:
+    exactly core.geo.distance_km(request.client_location, site.location), where the caller has computed it
+    already (the simulator's regional view, once per client place and candidate list). None: the core
+    computes each distance itself (the gateway). Read only when the request has a client location."""
 
     def state(self, endpoint_id: str) -> EndpointState:
         return self.states.get(endpoint_id, UNKNOWN_STATE)

@@ -206,7 +206,8 @@ def _policy_run(sc: Scenario, grid: Grid, w: Workload, arrivals: Arrivals, label
     name = label.partition("@")[0]
 
     def task(tick: Tick) -> tuple[RunResult, PolicyMetrics, float, float]:
-        router, policy = make_router(policy_name(label), central, sc.slo.ttft_ms)
+        # no reasons: a run keeps no decisions (replay_run, which does, explains them)
+        router, policy = make_router(policy_name(label), central, sc.slo.ttft_ms, explain=False)
         t0, c0 = time.perf_counter(), time.process_time()
         on_tick = (lambda now: tick(now / sc.duration_s)) if main else None
         with collection_paused():
@@ -217,29 +218,29 @@ def _policy_run(sc: Scenario, grid: Grid, w: Workload, arrivals: Arrivals, label
     return task
 
 
-GC_YOUNG_THRESHOLD = 50_000
-"""Allocations between the cyclic collector's young collections during a run (CPython's default: 700)."""
-
-
 @contextmanager
 def collection_paused() -> Iterator[None]:
-    """A run without the cyclic garbage collector's repeated scans of what existed before it.
+    """A run without the cyclic garbage collector.
 
     A run allocates millions of short-lived tuples (events, candidates, calibrations); every 700 of them
     CPython's collector scans the young objects, and from time to time every tracked object: the grid,
-    the candidate lists and floors of the regional view (about a million tuples at planet scale). None of
-    those is garbage, and reference counting frees everything a run drops that has no cycle. So for the
-    run: what exists now is moved out of the collector's sight (`gc.freeze`, which in a forked worker
-    also spares copying the parent's pages when the collector would write to their headers), and young
-    collections run every GC_YOUNG_THRESHOLD allocations. Nothing a run decides depends on when memory
-    is freed; afterwards both are as they were."""
-    thresholds = gc.get_threshold()
+    the candidate lists and floors of the regional view (about a million tuples at planet scale) and all
+    the run has built so far. Reference counting frees everything a run drops that has no cycle, and a run
+    makes no cyclic garbage as it goes: what the collector finds after one is the run's own structure
+    (the engines, gateways and event loop, which refer to each other), freed once the run is over. So for
+    the run the collector is off (`gc.disable`), and what exists now is moved out of its sight
+    (`gc.freeze`, which in a forked worker also spares copying the parent's pages when a later collection
+    would write to their headers). Nothing a run decides depends on when memory is freed; afterwards both
+    are as they were. (Until 2026-12-04 young collections ran every 50,000 allocations instead: 3% of
+    balanced's samples in py-spy at planet's density, docs/simulator.md.)"""
+    enabled = gc.isenabled()
     gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *thresholds[1:])
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
+        if enabled:
+            gc.enable()
         gc.unfreeze()
 
 

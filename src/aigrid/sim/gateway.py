@@ -223,7 +223,8 @@ class Gateways:
         mine = self.ledgers[gateway]
         return mine.get(index) if self.shared_sync_s <= 0 else _with_others(mine, self.total, index)
 
-    def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float) -> GridView:
+    def view(self, gateway: int, idx: tuple[int, ...], endpoints: tuple[Endpoint, ...], now: float,
+             distances: dict[str, float] | None = None) -> GridView:
         """What gateway `gateway` sees of these endpoints now (`load`, `_with_others`, the book's `queue` for an
         endpoint with nothing pending and `seen_state` inline: this runs once per candidate of every
         decision; an endpoint nobody has anything in flight at, with no count left to correct, takes the
@@ -271,7 +272,7 @@ class Gateways:
                 states[ep.id] = s
             else:
                 states[ep.id] = seen_state(s, counts, cal, circuit)
-        return GridView(self.grid.sites, endpoints, states, self.prefix_owner[gateway], self.grid.models)
+        return GridView(self.grid.sites, endpoints, states, self.prefix_owner[gateway], self.grid.models, distances)
 
     def remember_prefix(self, gateway: int, key: str, index: int) -> None:
         """Gateway `gateway` saw the first token of a request opening with prefix `key` from endpoint `index`

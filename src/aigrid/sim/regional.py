@@ -17,6 +17,7 @@ from math import ceil
 
 import numpy as np
 
+from aigrid.core.geo import distance_km
 from aigrid.core.types import Endpoint, GeoPoint
 from aigrid.sim.grid import Grid
 from aigrid.sim.network import Network, distances_km
@@ -54,6 +55,7 @@ class RegionalView:
         self.pinned = np.array([i for i, ep in enumerate(grid.endpoints) if ep.site_id in pinned], dtype=np.int64)
         self._candidates: dict[Key, tuple[tuple[int, ...], tuple[Endpoint, ...]]] = {}
         self._floors: dict[Key, FloorTerms] = {}
+        self._scored: dict[Key, tuple[tuple[int, ...], tuple[Endpoint, ...], dict[str, float]]] = {}
 
     def matches(self, grid: Grid, k: int, pinned: frozenset[str], net: Network) -> bool:
         """True when this view answers for a simulation with these settings."""
@@ -73,6 +75,19 @@ class RegionalView:
                 hit = self._candidates[key] = idx, tuple(self.grid.endpoints[i] for i in idx)
             else:
                 hit = self._candidates[key] = self._nearest(where, model, allowed, self.k * WIDEN**tier)
+        return hit
+
+    def scored(self, where: GeoPoint, model: Models, allowed: frozenset[str] | None,
+               tier: int = 0) -> tuple[tuple[int, ...], tuple[Endpoint, ...], dict[str, float]]:
+        """`candidates`, with the distance from `where` to each candidate's site by endpoint id (the core's
+        GridView.distances_km: core.geo.distance_km, as the core would compute it once per candidate of every
+        decision). Filled as runs ask (in each worker process: nothing is computed for places never routed)."""
+        key = (where, model, allowed, tier)
+        hit = self._scored.get(key)
+        if hit is None:
+            idx, eps = self.candidates(where, model, allowed, tier)
+            sites = self.grid.sites
+            hit = self._scored[key] = idx, eps, {ep.id: distance_km(where, sites[ep.site_id].location) for ep in eps}
         return hit
 
     def can_widen(self, model: Models, tier: int) -> bool:

@@ -277,8 +277,9 @@ class Simulation:
         tier = 0
         models = tuple(sorted(req.quality)) if req.quality else req.model  # right-sized: every model it may use
         while True:
-            idx, eps = self.regional.candidates(where, models, req.allowed_jurisdictions, tier)
-            decision = self.routers[g](req, self.gw.view(g, idx, eps, now), self.policy, self.rng)
+            idx, eps, distances = self.regional.scored(where, models, req.allowed_jurisdictions, tier)
+            view = self.gw.view(g, idx, eps, now, None if req.client_location is None else distances)
+            decision = self.routers[g](req, view, self.policy, self.rng)
             if decision.chosen is not None or not self.regional.can_widen(models, tier):
                 break
             tier += 1

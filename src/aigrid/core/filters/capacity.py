@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import PASS, Context, Verdict
-from aigrid.core.types import Endpoint
+from aigrid.core.types import UNKNOWN_STATE, Endpoint
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -19,7 +19,7 @@ class HasCapacity:
         return True
 
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
-        state = ctx.view.state(endpoint.id)
+        state = ctx.view.states.get(endpoint.id, UNKNOWN_STATE)  # view.state(), without its Python frame
         slots = endpoint.max_concurrency
         limit = self.max_queue_factor * (1 if 1 > slots else slots)  # max(slots, 1): see core/predict.py
         if state.waiting >= limit:

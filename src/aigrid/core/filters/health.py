@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import PASS, Context, Verdict
-from aigrid.core.types import Circuit, Endpoint
+from aigrid.core.types import UNKNOWN_STATE, Circuit, Endpoint
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -18,7 +18,7 @@ class Healthy:
         return True
 
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
-        state = ctx.view.state(endpoint.id)
+        state = ctx.view.states.get(endpoint.id, UNKNOWN_STATE)  # view.state(), without its Python frame
         if not state.healthy:
             return Verdict(False, f"unhealthy{': ' + state.reason if state.reason else ''}")
         if state.circuit is Circuit.OPEN:
