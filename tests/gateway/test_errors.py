@@ -166,7 +166,7 @@ def test_a_response_format_type_of_an_engines_own_passes() -> None:
 
 
 @pytest.mark.parametrize("route,body,param", [
-    ("/v1/chat/completions", {**CHAT, "documents": [f"note {i}" for i in range(10_001)]}, "documents"),
+    ("/v1/chat/completions", {**CHAT, "documents": [f"n{i}" for i in range(10_001)]}, "documents"),
     ("/v1/chat/completions", {**CHAT, "chat_template_kwargs": {"notes": [f"n{i}" for i in range(10_001)]}},
      "chat_template_kwargs"),
     ("/v1/completions", {"model": "smollm2-135m", "prompt": [f"p{i}" for i in range(10_001)]}, "prompt"),
@@ -191,4 +191,24 @@ async def test_more_texts_than_the_firewall_reads_in_one_request_are_refused_unr
         assert err["type"] == "invalid_request_error" and f"(up to {param})" in err["message"], r.text
     else:
         assert (err["code"], err["param"]) == ("too_many_texts", param), r.text
+    assert read == []
+
+
+@pytest.mark.parametrize("extra", [
+    {"documents": ["word " * 200_000]},
+    {"chat_template_kwargs": {"custom_instructions": "word " * 200_000}},
+    {"tools": [{"type": "function", "function": {"name": "lookup", "description": "word " * 200_000}}]},
+], ids=["documents", "template variables", "tool description"])
+async def test_texts_beside_the_messages_count_against_the_context_before_the_firewall_reads_them(
+        client: httpx.AsyncClient, gateway: Gateway, extra: dict) -> None:
+    """The template puts documents, template variables and tool definitions into the prompt, but the context
+    check counted the messages alone: a 1 MB document beside a short question passed it and took the firewall's
+    worker thread seconds to read (4 MiB: about 7 s), for a prompt no engine of the model could hold. They count
+    now: the client's 400 context_length_exceeded, before any text is read."""
+    firewall = gateway.guard.screen.firewall
+    read: list[int] = []
+    check = firewall.check_texts
+    firewall.check_texts = lambda tenant, texts: read.append(len(texts)) or check(tenant, texts)  # type: ignore[method-assign]
+    r = await client.post("/v1/chat/completions", json={**CHAT, **extra})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
     assert read == []

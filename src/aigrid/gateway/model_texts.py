@@ -106,6 +106,14 @@ def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:
     return out
 
 
+def beside_messages(texts: list[ModelText]) -> int:
+    """The characters of the texts a chat template puts into the prompt beside the messages and a completion's
+    prompt: documents, tool definitions, template variables, a suffix (a tool's description counted once, in its
+    definition's text). The context check adds them to the messages' own."""
+    return sum(len(t.text) for t in texts
+               if t.path[:1] not in (("messages",), ("prompt",)) and t.source is not Source.SYSTEM)
+
+
 MAX_TEXTS = 10_000
 """The most separate texts one request hands the firewall. Scoring costs per text as well as per character
 (about 0.1 ms for a text of a few characters): 100,000 distinct one-word documents (0.9 MB) took 13 s of the

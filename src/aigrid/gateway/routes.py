@@ -45,7 +45,7 @@ from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.modalities import check_images
 from aigrid.gateway.model_list import find_model, model_list
-from aigrid.gateway.model_texts import chat_texts, completion_texts
+from aigrid.gateway.model_texts import beside_messages, chat_texts, completion_texts
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
@@ -276,11 +276,14 @@ class Routes:
             asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location)
             prompt = parsed.prompt_text()
+            texts = chat_texts(body, documents) if path == CHAT_PATH else completion_texts(body)
             if path == CHAT_PATH:
                 check_images(parsed.model, body, gw.spec.models)
                 check_tool_choice(body)
                 check_tool_results(body.get("messages"))
-            check_context(parsed.model, len(prompt), gw.spec.models,
+            # what the template puts into the prompt beside the messages counts too (documents, tools, template
+            # variables): checked before the firewall reads any of it
+            check_context(parsed.model, len(prompt) + beside_messages(texts), gw.spec.models,
                           "messages" if path == CHAT_PATH else "prompt")
             urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
             ex.ticket = Ticket(principal.tenant, urgency.level, urgency.deadline_ms)
@@ -300,8 +303,7 @@ class Routes:
             choices = _choices(parsed, body, loop)
             await gw.guard.admit(ex, body, prompt, info.prompt_tokens + choices * info.max_output_tokens,
                                  policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
-            await gw.guard.screen_request(ex, body, chat_texts(body, documents) if path == CHAT_PATH
-                                          else completion_texts(body))
+            await gw.guard.screen_request(ex, body, texts)
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
             raise
