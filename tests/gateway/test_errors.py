@@ -212,3 +212,30 @@ async def test_texts_beside_the_messages_count_against_the_context_before_the_fi
     r = await client.post("/v1/chat/completions", json={**CHAT, **extra})
     assert r.status_code == 400 and r.json()["error"]["code"] == "context_length_exceeded", r.text
     assert read == []
+
+
+@pytest.mark.parametrize("route,body,param", [
+    ("/v1/chat/completions", {**CHAT, "n_probs": 49_152}, "n_probs"),
+    ("/v1/completions", {"model": "smollm2-135m", "prompt": "hi", "n_probs": 5}, "n_probs"),
+    ("/v1/completions", {"model": "smollm2-135m", "prompt": "hi", "logprobs": 1000}, "logprobs"),
+])
+async def test_a_probability_distribution_wider_than_20_tokens_is_refused(client: httpx.AsyncClient, route: str,
+                                                                          body: dict, param: str) -> None:
+    """Chat's top_logprobs is at most 20, as OpenAI's; but llama-server's own `n_probs` (chat and completions) and
+    a completion's legacy `logprobs: N`, which llama-server reads as n_probs, had no bound: n_probs 100000
+    answered each token with the model's whole distribution (49,152 log-probabilities, as much of the model as a
+    distiller can ask for) and the abuse signals never saw it. Now n_probs is the client's 400 naming it (use
+    logprobs and top_logprobs), a completion's logprobs at most 20."""
+    r = await client.post(route, json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def test_a_legacy_completions_logprobs_count_reads_as_top_logprobs_to_the_abuse_signals() -> None:
+    """A completion's `logprobs: 5` asks for the 5 most likely tokens per position, as chat's top_logprobs 5 does:
+    the extraction signal counted only chat's field, so a sweep through /v1/completions was never seen."""
+    from aigrid.gateway.guard import request_traits
+
+    legacy = request_traits({"prompt": "x", "logprobs": 5}, "x")
+    assert legacy.logprobs and legacy.top_logprobs == 5
+    assert request_traits({"logprobs": True, "top_logprobs": 7}, "x").top_logprobs == 7
+    assert request_traits({"logprobs": True}, "x").top_logprobs == 0

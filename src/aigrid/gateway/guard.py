@@ -78,9 +78,11 @@ def _typed(body: Mapping[str, Any], name: str, kind: type, adapter: TypeAdapter[
 def request_traits(body: Mapping[str, Any], prompt: str) -> RequestTraits:
     """What the abuse signals read of a request body, type-checked here for every audited route: the
     completion routes' schemas do not know top_logprobs, and /v1/embeddings bodies have no schema at all."""
+    legacy = body.get("logprobs")  # a completion's `logprobs: N` asks for the N most likely tokens, as top_logprobs
     return RequestTraits(prompt=prompt, temperature=_typed(body, "temperature", float, _NUMBER),
-                         logprobs=bool(body.get("logprobs")),
-                         top_logprobs=_typed(body, "top_logprobs", int, _INTEGER) or 0,
+                         logprobs=bool(legacy),
+                         top_logprobs=_typed(body, "top_logprobs", int, _INTEGER)
+                         or (legacy if isinstance(legacy, int) and not isinstance(legacy, bool) else 0),
                          logit_bias=bool(body.get("logit_bias")))
 
 

@@ -30,6 +30,9 @@ class StreamOptions(BaseModel):
 class _Common(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=256)
+    n_probs: Any = None
+    """llama-server's own top-N probabilities, without a bound (n_probs 100000: every token's whole distribution),
+    unseen by the abuse signals. Refused: logprobs and top_logprobs (at most 20) ask the same of every engine."""
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -42,6 +45,13 @@ class _Common(BaseModel):
 
     def output_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @field_validator("n_probs")
+    @classmethod
+    def _no_n_probs(cls, v: Any) -> None:
+        if v is not None:
+            raise ValueError("llama-server's n_probs is not served by this grid: ask with logprobs and top_logprobs "
+                             "(at most 20; a completion's logprobs, at most 20)")
 
 
 def output_limit(body: dict[str, Any]) -> int | None:
@@ -159,9 +169,10 @@ class CompletionRequest(_Common):
         if v is not None:
             raise _unread("a prompt given as embeddings")
     echo: bool | None = None
-    logprobs: int | None = Field(default=None, ge=0)
+    logprobs: int | None = Field(default=None, ge=0, le=20)
     """The legacy log-probabilities: the `logprobs` most likely tokens per position (engines/legacy_completions.py
-    serves both fields where the engine ignores them)."""
+    serves both fields where the engine ignores them); at most 20, as chat's top_logprobs (llama-server read any
+    N: 49,152, the whole distribution)."""
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else "\n".join(self.prompt)
