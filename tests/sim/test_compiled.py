@@ -85,3 +85,25 @@ def test_the_engine_emulator_s_job_subclasses_the_engine_model_s_compiled_or_not
     clock.now = when
     handler(arg)
     assert seen == [job] and isinstance(seen[0], Job) and seen[0].sink is None and job.prompt_tokens == 100
+
+
+def test_the_engine_s_step_cost_is_the_perf_record_s_bit_for_bit() -> None:
+    """Engine.step_ms writes EnginePerf.step_ms out (compiled, without a Python call per event): the same
+    float for every batch, context and prefill chunk."""
+    import random
+
+    from aigrid.engines import engine_model
+    from aigrid.engines.step_cost import EnginePerf
+
+    rng = random.Random(5)
+    for _ in range(2000):
+        perf = EnginePerf("x", rng.uniform(1, 40), rng.uniform(0, 1), rng.uniform(0, 1e-3), rng.uniform(0, 0.2),
+                          rng.uniform(0, 5), rng.choice([512, 2048, 8192]), 256, 10**6, 0.1, 0.2, 100.0, 300.0)
+        engine = engine_model.Engine(0, perf, None, None, None, None)  # type: ignore[arg-type]
+        engine.decoding = [(0.0, k, None) for k in range(rng.randrange(0, 40))]  # type: ignore[misc]
+        engine.ctx = rng.uniform(0, 1e6)
+        if rng.random() < 0.7:
+            engine.prefill.append(engine_model.Job(0, rng.randrange(1, 20_000), 10, 0.0))
+            engine.prefill_tokens = rng.uniform(0, 30_000)
+        chunk = engine._chunk()
+        assert engine.step_ms() == perf.step_ms(len(engine.decoding), engine.ctx, chunk)

@@ -102,22 +102,23 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
     # runs once per outcome per gateway that learns of it
     if 1.0 < weight:
         weight = 1.0
-    prefill = cal.overhead_ms + cal.prefill_coef * own_ms  # cal.engine_ms(ahead_ms, own_ms), inline
-    r = log((0.1 if 0.1 > observed_ms else observed_ms) / (cal.queue_coef * ahead_ms + (0.1 if 0.1 > prefill else prefill)))
-    log_q = cal.log_q + weight * QUANTILE_STEP * (QUANTILE - (1.0 if r <= cal.log_q else 0.0))
+    # every field at once (compiled: six tuple reads, where each `cal.field` was a generic attribute lookup)
+    n, (sw, s1, s2, sy, s11, s12, s22, s1y, s2y), overhead_ms, prefill_coef, queue_coef, old_log_q = cal
+    prefill = overhead_ms + prefill_coef * own_ms  # cal.engine_ms(ahead_ms, own_ms), inline
+    r = log((0.1 if 0.1 > observed_ms else observed_ms) / (queue_coef * ahead_ms + (0.1 if 0.1 > prefill else prefill)))
+    log_q = old_log_q + weight * QUANTILE_STEP * (QUANTILE - (1.0 if r <= old_log_q else 0.0))
     if 0.0 > log_q:
         log_q = 0.0
     x1, x2, y = own_ms, ahead_ms, observed_ms
     w = weight if abs(r) <= HUBER_K else weight * HUBER_K / abs(r)
     if weight != 1.0:
         decay **= weight
-    sw, s1, s2, sy, s11, s12, s22, s1y, s2y = cal.sums
     sums = (sw * decay + w, s1 * decay + w * x1, s2 * decay + w * x2, sy * decay + w * y,
             s11 * decay + w * x1 * x1, s12 * decay + w * x1 * x2, s22 * decay + w * x2 * x2,
             s1y * decay + w * x1 * y, s2y * decay + w * x2 * y)
     a, b1, b2 = _fit(sums)
     # tuple.__new__, as the NamedTuple's own __new__ does, without that Python frame: once per outcome per gateway
-    return new_record(Calibration, (cal.n + 1, sums, a, b1, b2, log_q))
+    return new_record(Calibration, (n + 1, sums, a, b1, b2, log_q))
 
 
 def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:

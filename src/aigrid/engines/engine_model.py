@@ -84,6 +84,10 @@ class Engine:
                  on_change: Callable[[int], None]) -> None:
         self.index = index
         self.perf = perf
+        # EnginePerf.step_ms's constants as this (compiled) class's own floats: step_ms below runs at every
+        # event of the engine, and reading them from the Python record was a generic lookup each
+        self._w_ms, self._h_seq_ms, self._k_kv_ms = perf.w_ms, perf.h_seq_ms, perf.k_kv_ms
+        self._pf_tok_ms, self._pf_step_ms = perf.pf_tok_ms, perf.pf_step_ms
         self.loop = loop
         self.on_first = on_first
         self.on_done = on_done
@@ -117,7 +121,13 @@ class Engine:
         return min(max(int(self.prefill_tokens + 0.999), 1), budget)
 
     def step_ms(self) -> float:
-        return self.perf.step_ms(len(self.decoding), self.ctx, self._chunk())
+        """self.perf.step_ms(len(self.decoding), self.ctx, self._chunk()), written out: the same operations in
+        the same order, so the same bits (tests/sim/test_compiled.py checks it), without a Python call."""
+        chunk = self._chunk()
+        ms = self._w_ms + len(self.decoding) * self._h_seq_ms + self.ctx * self._k_kv_ms
+        if chunk:
+            ms += chunk * self._pf_tok_ms + self._pf_step_ms
+        return ms
 
     def state(self, age_s: float = 0.0) -> EndpointState:
         if not self.up:
