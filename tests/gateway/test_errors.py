@@ -239,3 +239,17 @@ def test_a_legacy_completions_logprobs_count_reads_as_top_logprobs_to_the_abuse_
     assert legacy.logprobs and legacy.top_logprobs == 5
     assert request_traits({"logprobs": True, "top_logprobs": 7}, "x").top_logprobs == 7
     assert request_traits({"logprobs": True}, "x").top_logprobs == 0
+
+
+@pytest.mark.parametrize("route,body", [
+    ("/v1/chat/completions", {**CHAT, "max_tokens": 1, "n_predict": -1}),
+    ("/v1/completions", {"model": "smollm2-135m", "prompt": "hi", "max_tokens": 1, "n_predict": 100_000}),
+])
+async def test_an_output_limit_of_the_engines_own_is_refused(client: httpx.AsyncClient, route: str, body: dict) -> None:
+    """llama-server's `n_predict` overrides `max_tokens`: `max_tokens: 1, n_predict: -1` was reserved against the
+    quota, checked against the grid's max_output_tokens and given a whole-answer deadline as one token, while the
+    engine wrote to the end of its context (986 tokens in 21 s on a 1,024-token llama-server): the attempt ran
+    past its deadline on every candidate (502, nothing charged, a failure counted against each circuit) and
+    every engine kept writing. Now the client's 400 naming n_predict: max_tokens says it to every engine."""
+    r = await client.post(route, json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n_predict", r.text

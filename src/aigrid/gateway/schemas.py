@@ -33,6 +33,9 @@ class _Common(BaseModel):
     n_probs: Any = None
     """llama-server's own top-N probabilities, without a bound (n_probs 100000: every token's whole distribution),
     unseen by the abuse signals. Refused: logprobs and top_logprobs (at most 20) ask the same of every engine."""
+    n_predict: Any = None
+    """llama-server's own output limit, which overrides max_tokens: max_tokens 1 with n_predict -1 was reserved,
+    capped and given a deadline as one token while the engine wrote to the end of its context. Refused."""
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -52,6 +55,13 @@ class _Common(BaseModel):
         if v is not None:
             raise ValueError("llama-server's n_probs is not served by this grid: ask with logprobs and top_logprobs "
                              "(at most 20; a completion's logprobs, at most 20)")
+
+    @field_validator("n_predict")
+    @classmethod
+    def _no_n_predict(cls, v: Any) -> None:
+        if v is not None:
+            raise ValueError("llama-server's n_predict is not served by this grid: set max_tokens (or "
+                             "max_completion_tokens)")
 
 
 def output_limit(body: dict[str, Any]) -> int | None:
