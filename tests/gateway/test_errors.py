@@ -253,3 +253,15 @@ async def test_an_output_limit_of_the_engines_own_is_refused(client: httpx.Async
     every engine kept writing. Now the client's 400 naming n_predict: max_tokens says it to every engine."""
     r = await client.post(route, json=body)
     assert r.status_code == 400 and r.json()["error"]["param"] == "n_predict", r.text
+
+
+@pytest.mark.parametrize("route,body", [
+    ("/v1/chat/completions", {**CHAT, "n_cmpl": 4}),
+    ("/v1/completions", {"model": "smollm2-135m", "prompt": "hi", "n_cmpl": 2}),
+])
+async def test_choices_of_the_engines_own_are_refused(client: httpx.AsyncClient, route: str, body: dict) -> None:
+    """llama-server's `n_cmpl` answers that many choices with the usage of one: n_cmpl 4 through a grid of real
+    llama-servers answered four choices of 20 tokens, charged and audited as 20. The grid's `n` serves choices
+    and counts each (engines/fan_out.py); n_cmpl is the client's 400 naming it."""
+    r = await client.post(route, json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "n_cmpl", r.text

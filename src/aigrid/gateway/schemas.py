@@ -36,6 +36,9 @@ class _Common(BaseModel):
     n_predict: Any = None
     """llama-server's own output limit, which overrides max_tokens: max_tokens 1 with n_predict -1 was reserved,
     capped and given a deadline as one token while the engine wrote to the end of its context. Refused."""
+    n_cmpl: Any = None
+    """llama-server's own number of completions: n_cmpl 4 answered four choices with the usage of one (the tenant
+    charged a quarter), past the grid's `n`, which the gateway serves and counts (engines/fan_out.py). Refused."""
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -49,19 +52,17 @@ class _Common(BaseModel):
     def output_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
-    @field_validator("n_probs")
+    @field_validator("n_probs", "n_predict", "n_cmpl")
     @classmethod
-    def _no_n_probs(cls, v: Any) -> None:
+    def _no_engine_own(cls, v: Any, info: ValidationInfo) -> None:
         if v is not None:
-            raise ValueError("llama-server's n_probs is not served by this grid: ask with logprobs and top_logprobs "
-                             "(at most 20; a completion's logprobs, at most 20)")
+            raise ValueError(f"llama-server's {info.field_name} is not served by this grid: "
+                             f"{_INSTEAD[str(info.field_name)]}")
 
-    @field_validator("n_predict")
-    @classmethod
-    def _no_n_predict(cls, v: Any) -> None:
-        if v is not None:
-            raise ValueError("llama-server's n_predict is not served by this grid: set max_tokens (or "
-                             "max_completion_tokens)")
+
+_INSTEAD = {"n_probs": "ask with logprobs and top_logprobs (at most 20; a completion's logprobs, at most 20)",
+            "n_predict": "set max_tokens (or max_completion_tokens)", "n_cmpl": "ask for n choices"}
+"""What to send instead of llama-server's own fields (_Common): each asks every engine the same, counted."""
 
 
 def output_limit(body: dict[str, Any]) -> int | None:
