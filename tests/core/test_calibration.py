@@ -146,3 +146,30 @@ def test_observe_builds_every_field() -> None:
     cal = observe(Calibration(), 10.0, 100.0, 180.0)
     assert isinstance(cal, Calibration) and len(cal) == len(Calibration._fields)
     assert cal._replace() == cal and cal.n == 1
+
+
+def test_observe_each_is_observe_one_after_the_other_bit_for_bit() -> None:
+    """observe_each folds a sequence of outcomes, skipping one source, as observe one at a time (the same
+    calibration, field for field), invalid outcomes (NaN, negative) and weights of 1 and less included."""
+    from aigrid.core.calibration import observe_each
+
+    rng = random.Random(11)
+    for _ in range(3000):
+        cal = Calibration()
+        for _ in range(rng.randrange(0, 30)):
+            cal = observe(cal, rng.uniform(0, 500), rng.uniform(1, 900), rng.uniform(1, 3000))
+        outcomes = []
+        for _ in range(rng.randrange(0, 12)):
+            bad = rng.random() < 0.05
+            outcomes.append((rng.randrange(4), float("nan") if bad else rng.uniform(0, 500),
+                             -1.0 if rng.random() < 0.03 else rng.uniform(0, 900), rng.uniform(0, 4000)))
+        start, skip = rng.randrange(0, len(outcomes) + 1), rng.randrange(4)
+        weight = rng.choice([1.0, 1 / 15, 0.5, 2.0])
+        expected = cal
+        for source, ahead, own, observed in outcomes[start:]:
+            if source != skip:
+                expected = observe(expected, ahead, own, observed, weight=weight)
+        got = observe_each(cal, outcomes, start, skip, weight=weight)
+        assert got == expected and type(got) is Calibration
+        if expected is cal:
+            assert got is cal

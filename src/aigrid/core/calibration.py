@@ -29,6 +29,7 @@ O(1) per observation, with the network kept outside it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from math import exp, log
 from typing import NamedTuple
 
@@ -98,12 +99,47 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
     gateways")."""
     if not (ahead_ms >= 0.0 and own_ms >= 0.0 and observed_ms >= 0.0 and weight > 0.0):  # also rejects NaN
         return cal
+    # every field at once (compiled: tuple reads, where each `cal.field` was a generic attribute lookup)
+    n, (sw, s1, s2, sy, s11, s12, s22, s1y, s2y), a, b1, b2, log_q = cal
+    sw, s1, s2, sy, s11, s12, s22, s1y, s2y, a, b1, b2, log_q = _step(
+        sw, s1, s2, sy, s11, s12, s22, s1y, s2y, a, b1, b2, log_q, ahead_ms, own_ms, observed_ms, decay, weight)
+    # tuple.__new__, as the NamedTuple's own __new__ does, without that Python frame: once per outcome per gateway
+    return new_record(Calibration, (n + 1, (sw, s1, s2, sy, s11, s12, s22, s1y, s2y), a, b1, b2, log_q))
+
+
+def observe_each(cal: Calibration, outcomes: Sequence[tuple[int, float, float, float]], start: int, skip: int,
+                 decay: float = DECAY, weight: float = 1.0) -> Calibration:
+    """observe(cal, ahead_ms, own_ms, observed_ms, decay, weight) for each (source, ahead_ms, own_ms,
+    observed_ms) of outcomes[start:] whose source is not `skip`, in order: the very same calibration (the
+    same operations in the same order), without building the ones in between. For a gateway folding the
+    other gateways' outcomes of one endpoint, several at a time (the simulator's shared log)."""
+    n, (sw, s1, s2, sy, s11, s12, s22, s1y, s2y), a, b1, b2, log_q = cal
+    folded = 0
+    for k in range(start, len(outcomes)):
+        source, ahead_ms, own_ms, observed_ms = outcomes[k]
+        if source == skip or not (ahead_ms >= 0.0 and own_ms >= 0.0 and observed_ms >= 0.0 and weight > 0.0):
+            continue  # observe returns the calibration unchanged
+        sw, s1, s2, sy, s11, s12, s22, s1y, s2y, a, b1, b2, log_q = _step(
+            sw, s1, s2, sy, s11, s12, s22, s1y, s2y, a, b1, b2, log_q, ahead_ms, own_ms, observed_ms, decay, weight)
+        folded += 1
+    if not folded:
+        return cal
+    return new_record(Calibration, (n + folded, (sw, s1, s2, sy, s11, s12, s22, s1y, s2y), a, b1, b2, log_q))
+
+
+Step = tuple[float, float, float, float, float, float, float, float, float, float, float, float, float]
+"""The nine decayed sums, the fit (overhead, prefill coefficient, queue coefficient) and log_q after one outcome."""
+
+
+def _step(sw: float, s1: float, s2: float, sy: float, s11: float, s12: float, s22: float, s1y: float, s2y: float,
+          overhead_ms: float, prefill_coef: float, queue_coef: float, old_log_q: float,
+          ahead_ms: float, own_ms: float, observed_ms: float, decay: float, weight: float) -> Step:
+    """One valid outcome folded into a calibration's sums, fit and quantile, all as plain floats (compiled: C
+    doubles, no tuple or float object until the caller builds the Calibration)."""
     # max(x, lo) and min(x, hi) written as the comparison the builtin makes (the same bits, cheaper): this
     # runs once per outcome per gateway that learns of it
     if 1.0 < weight:
         weight = 1.0
-    # every field at once (compiled: six tuple reads, where each `cal.field` was a generic attribute lookup)
-    n, (sw, s1, s2, sy, s11, s12, s22, s1y, s2y), overhead_ms, prefill_coef, queue_coef, old_log_q = cal
     prefill = overhead_ms + prefill_coef * own_ms  # cal.engine_ms(ahead_ms, own_ms), inline
     r = log((0.1 if 0.1 > observed_ms else observed_ms) / (queue_coef * ahead_ms + (0.1 if 0.1 > prefill else prefill)))
     log_q = old_log_q + weight * QUANTILE_STEP * (QUANTILE - (1.0 if r <= old_log_q else 0.0))
@@ -113,15 +149,21 @@ def observe(cal: Calibration, ahead_ms: float, own_ms: float, observed_ms: float
     w = weight if abs(r) <= HUBER_K else weight * HUBER_K / abs(r)
     if weight != 1.0:
         decay **= weight
-    sums = (sw * decay + w, s1 * decay + w * x1, s2 * decay + w * x2, sy * decay + w * y,
-            s11 * decay + w * x1 * x1, s12 * decay + w * x1 * x2, s22 * decay + w * x2 * x2,
-            s1y * decay + w * x1 * y, s2y * decay + w * x2 * y)
-    a, b1, b2 = _fit(sums)
-    # tuple.__new__, as the NamedTuple's own __new__ does, without that Python frame: once per outcome per gateway
-    return new_record(Calibration, (n + 1, sums, a, b1, b2, log_q))
+    sw, s1, s2, sy = sw * decay + w, s1 * decay + w * x1, s2 * decay + w * x2, sy * decay + w * y
+    s11, s12, s22 = s11 * decay + w * x1 * x1, s12 * decay + w * x1 * x2, s22 * decay + w * x2 * x2
+    s1y, s2y = s1y * decay + w * x1 * y, s2y * decay + w * x2 * y
+    a, b1, b2 = _solve(sw, s1, s2, sy, s11, s12, s22, s1y, s2y)
+    return sw, s1, s2, sy, s11, s12, s22, s1y, s2y, a, b1, b2, log_q
 
 
 def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
+    """_solve over a tuple of the nine sums."""
+    sw, s1, s2, sy, s11, s12, s22, s1y, s2y = sums
+    return _solve(sw, s1, s2, sy, s11, s12, s22, s1y, s2y)
+
+
+def _solve(sw: float, s1: float, s2: float, sy: float, s11: float, s12: float, s22: float, s1y: float,
+           s2y: float) -> tuple[float, float, float]:
     """Ridge least squares for y = a + b1 x1 + b2 x2, pulled towards (0, 1, 1) by PRIOR_WEIGHT pseudo-points
     (scaled to each feature's mean square, so the pull does not depend on units).
 
@@ -135,7 +177,6 @@ def _fit(sums: tuple[float, ...]) -> tuple[float, float, float]:
     generic solver it replaced computed it (the same operations in the same order, so the same bits: checked
     in tests/core/test_calibration.py; this runs once per outcome per gateway that learns of it, and the calls
     and tuples of a solver function were most of its cost)."""
-    sw, s1, s2, sy, s11, s12, s22, s1y, s2y = sums
     l1 = PRIOR_WEIGHT * s11 / sw + 1e-9
     l2 = PRIOR_WEIGHT * s22 / sw + 1e-9
     m00, m11, m22 = sw + PRIOR_WEIGHT, s11 + l1, s22 + l2

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from aigrid.core.calibration import DECAY, Calibration, observe
+from aigrid.core.calibration import DECAY, Calibration, observe, observe_each
 from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, PrefillQueue, new_record
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.grid import Grid
@@ -198,12 +198,18 @@ class Gateways:
     def _fold(self, index: int, gateway: int, entry: list) -> Calibration | None:
         """Fold what gateway `gateway` has not folded of endpoint `index`'s shared log into its calibration
         there (`entry`, its learnt entry), the others' outcomes only, in the log's order; returns it."""
-        log, weight = self.shared[index], self.others_weight
+        log = self.shared[index]
         cal = entry[0]
-        for k in range(entry[1] - self.shared_base[index], len(log)):
-            source, ahead_ms, own_ms, observed_ms = log[k]
-            if source != gateway:
-                cal = observe(NO_CALIBRATION if cal is None else cal, ahead_ms, own_ms, observed_ms, DECAY, weight)
+        start = entry[1] - self.shared_base[index]
+        if cal is None:  # the first of the others' outcomes starts it from NO_CALIBRATION (observe's argument)
+            for k in range(start, len(log)):
+                if log[k][0] != gateway:
+                    cal = NO_CALIBRATION
+                    break
+        if cal is not None:
+            # observe(cal, ahead, own, observed, DECAY, others_weight) for each of the others' outcomes, in the
+            # log's order, in one call (the same calibration, without those in between)
+            cal = observe_each(cal, log, start, gateway, DECAY, self.others_weight)
         entry[0] = cal
         entry[1] = self.shared_end[index]
         return cal
