@@ -333,18 +333,23 @@ def test_models_list_embeddings_with_their_kind(oai: openai.OpenAI) -> None:
 
 
 def test_completions_several_prompts_with_n(oai: openai.OpenAI) -> None:
-    """A list of prompts with `n` on llama.cpp, which answers every prompt of a list in one request: prompt p's
-    n choices are p x n .. p x n + n - 1, whole and streamed (llama.cpp opens that stream with `data: null`)."""
+    """A list of prompts with `n` on llama.cpp: prompt p's n choices are p x n .. p x n + n - 1, whole and
+    streamed, and the usage counts every prompt (llama.cpp answers a list sent whole with the usage of one prompt:
+    the gateway sends each prompt alone)."""
     prompts = ["The sky is", "Water is"]
     whole = oai.completions.create(model=MODEL, prompt=prompts, n=2, max_tokens=4, temperature=1.0, extra_headers=EU)
     assert [c.index for c in whole.choices] == [0, 1, 2, 3] and all(c.text for c in whole.choices)
+    alone = [oai.completions.create(model=MODEL, prompt=p, max_tokens=1, extra_headers=EU).usage for p in prompts]
+    assert whole.usage is not None and all(u is not None for u in alone)
+    assert whole.usage.prompt_tokens == sum(u.prompt_tokens for u in alone if u is not None)
+    assert 4 <= whole.usage.completion_tokens <= 16  # every choice's
     texts: dict[int, str] = {}
     for chunk in oai.completions.create(model=MODEL, prompt=prompts, n=2, max_tokens=4, stream=True,
                                         extra_headers=EU):
         for c in chunk.choices:
             texts[c.index] = texts.get(c.index, "") + c.text
     assert sorted(texts) == [0, 1, 2, 3] and all(texts.values())
-    texts = {}  # without n the engine's own stream is relayed, less its `data: null`
+    texts = {}  # without n too, each prompt its own engine request
     for chunk in oai.completions.create(model=MODEL, prompt=prompts, max_tokens=4, stream=True, extra_headers=EU):
         for c in chunk.choices:
             texts[c.index] = texts.get(c.index, "") + c.text

@@ -97,13 +97,14 @@ def _doc(*texts: str) -> bytes:
                          "choices": [{"index": p, "text": t, "finish_reason": "stop"} for p, t in enumerate(texts)]})
 
 
-async def test_a_list_of_prompts_with_n_puts_each_prompts_choices_together() -> None:
-    """OpenAI's order for `prompt: [p0, p1]` with n = 2: p0's two choices (0, 1), then p1's (2, 3). Each of the
-    n requests answers every prompt (llama.cpp, vLLM), so answer j's choice for prompt p is p x n + j."""
-    whole = orjson.loads(merged_answer([_doc("sky 0", "water 0"), _doc("sky 1", "water 1")]))
+async def test_answers_that_each_hold_every_prompt_put_each_prompts_choices_together() -> None:
+    """OpenAI's order for `prompt: [p0, p1]` with n = 2: p0's two choices (0, 1), then p1's (2, 3). Answers that
+    each hold every prompt (a list sent whole to llama.cpp or vLLM) merge with answer j's choice for prompt p at
+    p x n + j. (The gateway now sends each prompt of a list alone: the test below.)"""
+    whole = orjson.loads(merged_answer([_doc("sky 0", "water 0"), _doc("sky 1", "water 1")], 2))
     assert [(c["index"], c["text"]) for c in whole["choices"]] == [
         (0, "sky 0"), (1, "sky 1"), (2, "water 0"), (3, "water 1")]
-    assert (whole["usage"]["prompt_tokens"], whole["usage"]["completion_tokens"]) == (6, 4)
+    assert (whole["usage"]["prompt_tokens"], whole["usage"]["completion_tokens"]) == (6, 4)  # same prompts: once
     streams = [UpstreamResponse(200, {}, _answer(
         b"data: null\n\n",  # how llama.cpp opens a stream of several prompts
         *(b"data: " + orjson.dumps({"choices": [{"index": p, "text": f"p{p}a{j}"}]}) + b"\n\n" for p in (1, 0)),
@@ -112,6 +113,65 @@ async def test_a_list_of_prompts_with_n_puts_each_prompts_choices_together() -> 
               if e.startswith(b"data: {")]
     seen = {(c["index"], c["text"]) for e in events for c in e["choices"]}
     assert seen == {(0, "p0a0"), (1, "p0a1"), (2, "p1a0"), (3, "p1a1")}
+
+
+class ListAnswering(ScriptedEngine):
+    """/v1/completions as llama-server answers it: one choice per prompt of a list, and the usage of one prompt
+    (the first's words as its tokens, 5 completion tokens), whole or streamed. Records what it was sent."""
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        sent = orjson.loads(body)
+        self.received.append(sent)
+        prompts = sent["prompt"] if isinstance(sent["prompt"], list) else [sent["prompt"]]
+        usage = {"prompt_tokens": len(prompts[0].split()), "completion_tokens": 5}
+        texts = [f"answer to {p}" for p in prompts]
+        if sent.get("stream"):
+            events = [{"choices": [{"index": i, "text": t, "finish_reason": "stop"}]} for i, t in enumerate(texts)]
+            events.append({"choices": [], "usage": usage})
+            yield UpstreamResponse(200, {"content-type": "text/event-stream"}, _answer(
+                *(b"data: " + orjson.dumps(e) + b"\n\n" for e in events), b"data: [DONE]\n\n"))
+        else:
+            yield UpstreamResponse(200, {"content-type": "application/json"}, _answer(orjson.dumps(
+                {"object": "text_completion", "usage": usage,
+                 "choices": [{"index": i, "text": t, "finish_reason": "stop"} for i, t in enumerate(texts)]})))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_list_of_prompts_is_one_engine_request_per_prompt_each_counted(tmp_path: Path, stream: bool) -> None:
+    """llama-server answers a list of prompts with the usage of one prompt, so a list sent on whole was charged
+    as one prompt (two prompts of 4 words, 5 tokens each: 4 prompt tokens and 5 completion tokens). Each prompt is
+    now an engine request of its own (the fan-out of `n`), in OpenAI's order (prompt p's n choices at p x n),
+    the usage every prompt and every answer; a list past MAX_FANNED_REQUESTS answers is the client's 400."""
+    engine = ListAnswering([])
+    gw = await scripted_gateway(tmp_path, engine)
+    await gw.guard.start()  # the audit log
+    oai = openai_client(build_app(gw))
+    prompts = ["one two three four", "five six seven eight nine"]
+    try:
+        if stream:
+            chunks = [c async for c in await oai.completions.create(
+                model="smollm2-135m", prompt=prompts, n=2, max_tokens=5, stream=True,
+                stream_options={"include_usage": True})]
+            got = sorted((c.index, c.text) for chunk in chunks for c in chunk.choices)
+            usage = next(c.usage for c in chunks if c.usage is not None)
+        else:
+            reply = await oai.completions.create(model="smollm2-135m", prompt=prompts, n=2, max_tokens=5)
+            got, usage = [(c.index, c.text) for c in reply.choices], reply.usage
+        assert got == [(0, "answer to one two three four"), (1, "answer to one two three four"),
+                       (2, "answer to five six seven eight nine"), (3, "answer to five six seven eight nine")]
+        assert [b["prompt"] for b in engine.received] == [prompts[0], prompts[0], prompts[1], prompts[1]]
+        assert usage is not None and (usage.prompt_tokens, usage.completion_tokens) == (4 + 5, 4 * 5)
+        rows = await audit_rows(gw)
+        assert (rows[-1]["prompt_tokens"], rows[-1]["completion_tokens"]) == (9, 20)
+        engine.received.clear()
+        with pytest.raises(openai.BadRequestError) as info:
+            await oai.completions.create(model="smollm2-135m", prompt=[f"p{i}" for i in range(17)], n=2, max_tokens=5)
+        assert info.value.body["param"] == "prompt" and "34 answers" in info.value.body["message"]  # type: ignore[index]
+        assert engine.received == []
+    finally:
+        await oai.close()
+        await gw.guard.stop()
 
 
 # --- one of the n answers cut short ----------------------------------------------------------------------

@@ -71,7 +71,10 @@ ROUTES: list[tuple[str, str, Body, str]] = [
     ("completion prompt", "/v1/completions", lambda t: {"model": MODEL, "prompt": t}, "prompt"),
     ("completion suffix", "/v1/completions", lambda t: {"model": MODEL, "prompt": "Dear board,", "suffix": t},
      "suffix"),
-    ("completion prompt list", "/v1/completions", lambda t: {"model": MODEL, "prompt": ["Hello", t]}, "prompt[1]"),
+    # whole, said outright: the SCRIPTED engine answers a request without `stream` as a stream, and a list is
+    # one engine request per prompt whose answers the gateway merges (engines/fan_out.py)
+    ("completion prompt list", "/v1/completions", lambda t: {"model": MODEL, "prompt": ["Hello", t], "stream": False},
+     "prompt[1]"),
     ("responses input", "/v1/responses", lambda t: {"model": MODEL, "input": t}, "input"),
     ("responses function output", "/v1/responses",
      lambda t: {"model": MODEL, "input": [{"role": "user", "content": "read my mail"},
@@ -187,7 +190,7 @@ async def test_every_route_blocks_the_attack_where_it_sits(walk: tuple[httpx.Asy
         record = await last_audit(gw)
         assert record["outcome"] == "error:firewall_blocked" and record["firewall"][0]["action"] == "blocked"
     assert engine.received == []  # no engine read any of it
-    engine.replies = [answer("ok")]
+    engine.replies = [answer("ok"), answer("ok")]  # a list of two prompts is two engine requests
     ok = await c.post(path, json=body(HARMLESS))
     assert ok.status_code == 200, ok.text
 

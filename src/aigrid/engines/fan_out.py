@@ -1,4 +1,4 @@
-"""`n` choices from any engine: the request sent n times to the chosen engine, the answers merged as one.
+"""`n` choices, and a list of prompts, from any engine: one engine request per answer, the answers merged as one.
 
 OpenAI's `n` asks for several sampled answers to one prompt. vLLM and SGLang sample them in one request;
 llama.cpp, Ollama and TGI's chat route answer one. So the gateway asks the chosen endpoint n times at once,
@@ -6,7 +6,14 @@ each request without `n` (and, when the client gave a `seed`, with seed + i, so 
 native `n` would), and merges the answers: choice i of the result is answer i (its `index` rewritten), the
 usage counts the prompt once and every answer's completion tokens, as OpenAI bills it. Streamed, the
 answers' chunks are relayed as they arrive, each re-indexed, the engines' usage chunks held back and sent
-once, summed, before the one `[DONE]`. The n requests are opened together: one that fails before its first
+once, summed, before the one `[DONE]`.
+
+A completion's list of prompts is served the same way: one request per prompt (times `n`), each with its prompt
+alone, choice p x n + i the answer to prompt p's i-th request, the usage every prompt once and every answer's
+completion. llama-server answers a list in one request with one choice per prompt but the usage of one prompt
+(two prompts of 4 tokens, 5 tokens each: prompt_tokens 4, completion_tokens 5), so a list sent on whole was
+charged as one prompt; one request per prompt is counted by every engine the same way. At most
+MAX_FANNED_REQUESTS engine requests per call (the Batch API is for more). The n requests are opened together: one that fails before its first
 byte fails the attempt (the proxy tries the next candidate with all n); one that fails mid-stream, or ends
 without its [DONE] and without a finish_reason (cut short: gateway/relay.py's rule for one stream), breaks
 the merged stream (EngineStreamBroken: the relay's `stream_interrupted` error event, no [DONE]) after what
@@ -30,11 +37,15 @@ from aigrid.errors import EngineError, EngineStreamBroken
 
 MAX_CHOICES = 8
 """The most choices one request may ask for (each is a full request to the engine)."""
+MAX_FANNED_REQUESTS = 32
+"""The most engine requests one call may become: a list of prompts times `n`."""
 FANNED_PATHS = ("/v1/chat/completions", "/v1/completions")
 _END = object()
 
 
 class FanOutEngine(WrappedEngine):
+    """The chosen engine asked once per answer: `n` per prompt, each prompt of a list apart."""
+
     def __init__(self, inner: Engine, n: int) -> None:
         super().__init__(inner)
         self.n = n
@@ -59,38 +70,49 @@ class FanOutEngine(WrappedEngine):
             if refused is not None:
                 yield refused
             elif body.get("stream"):
-                yield UpstreamResponse(200, answers[0].headers, merged_stream(answers))
+                yield UpstreamResponse(200, answers[0].headers, merged_stream(answers, self.n))
             else:
                 try:  # the first failed read fails the attempt, the others' reads are cancelled
                     async with asyncio.TaskGroup() as group:
                         reading = [group.create_task(_read(a)) for a in answers]
                 except ExceptionGroup as failed:
                     raise failed.exceptions[0] from None
-                yield UpstreamResponse(200, answers[0].headers, once(merged_answer([t.result() for t in reading])))
+                yield UpstreamResponse(200, answers[0].headers,
+                                       once(merged_answer([t.result() for t in reading], self.n)))
+
+
+def prompts_of(body: Mapping[str, Any]) -> list[Any] | None:
+    """A completion's list of several prompts (None for one prompt, or a chat)."""
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, list) and len(prompt) > 1 else None
 
 
 def requests(body: Mapping[str, Any], n: int) -> list[bytes]:
-    """The n bodies: without `n`, each with its own seed when the client set one."""
+    """The bodies, prompt by prompt (a list's each alone), n for each: without `n`, each with its own seed when
+    the client set one."""
     out = []
-    for i in range(n):
-        one = {k: v for k, v in body.items() if k != "n"}
-        if isinstance(body.get("seed"), int):
-            one["seed"] = body["seed"] + i
-        out.append(orjson.dumps(one))
+    for prompt in prompts_of(body) or [body.get("prompt")]:
+        for i in range(n):
+            one = {k: v for k, v in body.items() if k != "n"}
+            if prompt is not None:
+                one["prompt"] = prompt
+            if isinstance(body.get("seed"), int):
+                one["seed"] = body["seed"] + i
+            out.append(orjson.dumps(one))
     return out
 
 
-def merged_answer(answers: list[bytes]) -> bytes:
-    """Whole answers as one: choice i is answer i's, usage the prompt once and every answer's completion. An
-    answer cut short (not whole JSON) or without a choice is the engine's failure (EngineStreamBroken)."""
+def merged_answer(answers: list[bytes], n: int = 1) -> bytes:
+    """Whole answers as one (n of them per prompt): choice i is answer i's, usage each prompt once and every
+    answer's completion. An answer cut short (not whole JSON) or without a choice is the engine's failure
+    (EngineStreamBroken)."""
     docs = [_whole(j, a) for j, a in enumerate(answers)]
     merged = dict(docs[0])
-    n = len(docs)
-    merged["choices"] = sorted(({**c, "index": _index(c, n, j)} for j, doc in enumerate(docs)
+    merged["choices"] = sorted(({**c, "index": _index(c, len(docs), j)} for j, doc in enumerate(docs)
                                 for c in doc.get("choices") or () if isinstance(c, dict)), key=lambda c: c["index"])
-    usages = [doc["usage"] for doc in docs if isinstance(doc.get("usage"), dict)]
+    usages = {j: doc["usage"] for j, doc in enumerate(docs) if isinstance(doc.get("usage"), dict)}
     if usages:
-        merged["usage"] = summed_usage(usages)
+        merged["usage"] = summed_usage(usages, n)
     return orjson.dumps(merged)
 
 
@@ -111,20 +133,27 @@ def _index(choice: dict[str, Any], n: int, answer: int) -> int:
     return (prompt if isinstance(prompt, int) and prompt >= 0 else 0) * n + answer
 
 
-def summed_usage(usages: list[dict[str, Any]]) -> dict[str, Any]:
-    prompt = int(usages[0].get("prompt_tokens") or 0)
-    completion = sum(int(u.get("completion_tokens") or 0) for u in usages)
-    return {**usages[0], "prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion}
+def summed_usage(usages: Mapping[int, dict[str, Any]], n: int = 1) -> dict[str, Any]:
+    """The usage of answers by number, n per prompt (answer j is prompt j // n's): each prompt's tokens once (the
+    largest count its answers gave), every answer's completion tokens."""
+    per_prompt: dict[int, int] = {}
+    for j, u in usages.items():
+        tokens = int(u.get("prompt_tokens") or 0)
+        if tokens > per_prompt.get(j // n, -1):
+            per_prompt[j // n] = tokens
+    prompt = sum(per_prompt.values())
+    completion = sum(int(u.get("completion_tokens") or 0) for u in usages.values())
+    first = usages[min(usages)]
+    return {**first, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]:
-    """The answers' SSE events as they arrive, answer i's choices re-indexed (`_index`); one summed usage chunk
+async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIterator[bytes]:
+    """The answers' SSE events (n per prompt) as they arrive, answer i's choices re-indexed (`_index`); one summed usage chunk
     and one [DONE] at the end. Events that are not JSON objects (llama.cpp opens a stream of several prompts
     with `data: null`) are skipped. An answer that fails, or ends without its [DONE] and without a
     finish_reason, raises EngineStreamBroken once the events queued before it are out (no usage, no [DONE])."""
     queue: asyncio.Queue[object] = asyncio.Queue()
-    usages: list[dict[str, Any]] = []
+    usages: dict[int, dict[str, Any]] = {}
     last: dict[str, Any] = {}
 
     async def relay(i: int, answer: UpstreamResponse) -> None:
@@ -137,11 +166,11 @@ async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]
             if not isinstance(event, dict):
                 return False
             if isinstance(event.get("usage"), dict):
-                usages.append(event.pop("usage"))
+                usages[i] = event.pop("usage")
                 if not event.get("choices"):
                     last.update(event)
                     return False
-            event["choices"] = choices = [{**c, "index": _index(c, n, i)} for c in event.get("choices") or ()
+            event["choices"] = choices = [{**c, "index": _index(c, count, i)} for c in event.get("choices") or ()
                                           if isinstance(c, dict)]
             await queue.put(b"data: " + orjson.dumps(event) + b"\n\n")
             return any(c.get("finish_reason") for c in choices)
@@ -165,7 +194,7 @@ async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]
         finally:
             await queue.put(_END)
 
-    n = len(answers)
+    count = len(answers)
     tasks = [asyncio.ensure_future(relay(i, a)) for i, a in enumerate(answers)]
     try:
         ended = 0
@@ -179,7 +208,7 @@ async def merged_stream(answers: list[UpstreamResponse]) -> AsyncIterator[bytes]
                 assert isinstance(item, bytes)
                 yield item
         if usages:
-            yield b"data: " + orjson.dumps({**last, "choices": [], "usage": summed_usage(usages)}) + b"\n\n"
+            yield b"data: " + orjson.dumps({**last, "choices": [], "usage": summed_usage(usages, n)}) + b"\n\n"
         yield b"data: [DONE]\n\n"
     finally:
         for task in tasks:

@@ -32,7 +32,7 @@ from aigrid.agents.reply import ToolLoopEngine
 from aigrid.agents.tool import ToolContext
 from aigrid.core.types import Candidate, Decision, RequestInfo
 from aigrid.core.urgency import DEFAULT_LEVEL
-from aigrid.engines.fan_out import FanOutEngine
+from aigrid.engines.fan_out import MAX_FANNED_REQUESTS, FanOutEngine, prompts_of
 from aigrid.engines.legacy_completions import LegacyCompletionsEngine, needs_legacy
 from aigrid.engines.protocol import Engine
 from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NoEligibleEndpoint, NotFound
@@ -399,8 +399,8 @@ class Routes:
 
         needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
         wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream))
-        if parsed.n is not None and parsed.n > 1:  # `n` choices: the chosen engine asked n times, answers merged
-            wrap = _fan_out(parsed.n)
+        if (parsed.n or 1) > 1 or prompts_of(body):  # the chosen engine asked once per answer, answers merged
+            wrap = _fan_out(parsed.n or 1)
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
             wrap = _legacy_completions(body, wrap)  # echo and the legacy logprobs where the engine leaves them out
         escalate = None if wrap is not None or parsed.stream or path != CHAT_PATH else self._escalation(body, ex)
@@ -552,7 +552,12 @@ def _choices(parsed: ChatRequest | CompletionRequest, body: Mapping[str, Any], l
     if n > 1 and loop is not None:
         raise InvalidRequest("n > 1 is not served with tools: ask for one choice per request", param="n")
     prompts = body.get("prompt")
-    return n * len(prompts) if isinstance(prompts, list) and prompts else n
+    choices = n * len(prompts) if isinstance(prompts, list) and prompts else n
+    if choices > MAX_FANNED_REQUESTS:  # each prompt of a list is an engine request of its own (engines/fan_out.py)
+        raise InvalidRequest(f"a list of {len(prompts)} prompts times n = {n} asks for {choices} answers; at most "
+                             f"{MAX_FANNED_REQUESTS} a request (send more requests, or use the Batch API)",
+                             param="prompt")
+    return choices
 
 
 def _fan_out(n: int) -> Wrap:
