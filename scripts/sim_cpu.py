@@ -1,6 +1,10 @@
 """CPU seconds of a scenario's runs, one policy at a time in this process, setup included.
 
-    PYTHONPATH=CHECKOUT/src python scripts/sim_cpu.py examples/sim/planet.yaml 20000 balanced,nearest
+    PYTHONPATH=CHECKOUT/src python scripts/sim_cpu.py examples/sim/planet.yaml 20000 balanced,nearest [--dense]
+
+--dense keeps the scenario's density instead of its duration: `duration_s` cut in proportion to the request
+count (so each request meets as much traffic as in the full run) and no faults (their times would fall
+outside); each line then also gives the run's own CPU seconds (PolicyRun.cpu_s, setup excluded).
 
 Uses only load_scenario and run_experiment, so the same command measures an older checkout of the simulator
 (point PYTHONPATH at it) beside today's: CPU seconds, unlike wall time, do not count waiting for a busy core,
@@ -39,14 +43,20 @@ class CollectorClock:
 
 def main() -> None:
     path, requests, policies = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
+    dense = "--dense" in sys.argv[4:]
     for policy in policies:
-        sc = load_scenario(path).model_copy(update={"requests": requests, "policies": [policy]})
+        sc = load_scenario(path)
+        update: dict[str, Any] = {"requests": requests, "policies": [policy]}
+        if dense:
+            update |= {"duration_s": sc.duration_s * requests / sc.requests, "faults": []}
+        sc = sc.model_copy(update=update)
         one = {"workers": 1} if "workers" in run_experiment.__code__.co_varnames else {}
         clock = CollectorClock()
         t = time.process_time()
         ex = run_experiment(sc, **one)  # type: ignore[arg-type]
         gc.callbacks.remove(clock._event)
-        print(f"{policy}: {time.process_time() - t:.2f} s CPU, {getattr(ex, 'events', '?')} events, "
+        run = f", run {ex.runs[0].cpu_s:.2f} s" if dense else ""
+        print(f"{policy}: {time.process_time() - t:.2f} s CPU{run}, {getattr(ex, 'events', '?')} events, "
               f"collector {clock.seconds:.2f} s ({'/'.join(map(str, clock.collections))} collections)", flush=True)
 
 
