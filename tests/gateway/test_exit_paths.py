@@ -518,6 +518,24 @@ def test_every_route_that_takes_a_body_is_audited(tmp_path: Path, fakes: dict[st
     assert plain == []
 
 
+async def test_reading_decisions_is_audited(client: httpx.AsyncClient, metered: Gateway) -> None:
+    """An operator reads every tenant's decisions (`aigrid explain`, GET /v1/decisions): each read is one audit
+    record naming the reader (until 2026-12-04 such reads left none), and refused while the audit log cannot take
+    its record."""
+    served = await client.post("/v1/chat/completions", json=CHAT, headers=TENANT)
+    one = await client.get(f"/v1/decisions/{served.headers['x-aigrid-decision']}", headers=TENANT)
+    recent = await client.get("/v1/decisions?limit=5", headers=TENANT)
+    bad = await client.get("/v1/decisions?limit=0", headers=TENANT)
+    assert (one.status_code, recent.status_code, bad.status_code) == (200, 200, 400), (one.text, bad.text)
+    rows = await audit_rows(metered)
+    assert [(r["extra"]["route"], r["outcome"], r["tenant"]) for r in rows[1:]] == [
+        ("GET /v1/decisions/{decision_id}", "ok", "metered"), ("GET /v1/decisions", "ok", "metered"),
+        ("GET /v1/decisions", "error:invalid_request", "metered")], rows
+    await metered.guard.stop()  # from now on no record can be written
+    refused = await client.get("/v1/decisions", headers=TENANT)
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable", refused.text
+
+
 async def test_count_tokens_is_audited_and_counted(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
     """POST /v1/messages/count_tokens, like the Responses API's input_tokens: one audit record a call (its
     refusals too, in Anthropic's envelope), one request against requests per minute, and refused (audit_unavailable,

@@ -134,11 +134,11 @@ def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> 
         for pid in [grid.gateway.pid, *grid.workers]:
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert [lib for lib in ("/matplotlib/", "/PIL/", "/hiredis/", "libtorch") if lib in maps] == [], pid
-    # one writer: one chain, every request audited (the served and the refused)
+    # one writer: one chain, every request audited (the served and the refused, and each decision read)
     verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
                              "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert f"{REQUESTS} records" in " ".join(verify.stdout.split())
+    assert f"{REQUESTS + 2 * LIMIT} records" in " ".join(verify.stdout.split())
 
 
 def test_default_workers_follow_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:

@@ -44,7 +44,7 @@ from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
 from aigrid.gateway.response_store import ResponseStore
 from aigrid.gateway.responses_api import RESPONSES_PATH, ResponsesApi
-from aigrid.gateway.routes import Routes
+from aigrid.gateway.routes import Routes, audited_route
 from aigrid.gateway.scraper import Scraper
 from aigrid.gateway.stores import Stores, build_stores
 from aigrid.gateway.tracing import Tracing, build_tracing
@@ -280,8 +280,8 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
             *responses.routes(),
             *ConversationsApi(routes).routes(),
             *batches.routes(),
-            Route("/v1/decisions", routes.recent_decisions, methods=["GET"]),
-            Route("/v1/decisions/{decision_id}", routes.get_decision, methods=["GET"]),
+            audited_route(gateway, "GET", "/v1/decisions", routes.recent_decisions),  # every tenant's, to an operator
+            audited_route(gateway, "GET", "/v1/decisions/{decision_id}", routes.get_decision),
             Route("/v1/grid", routes.grid, methods=["GET"]),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/livez", routes.livez, methods=["GET"]),

@@ -470,8 +470,9 @@ class Routes:
         headers = pipeline_headers(request)
         return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT)).scopes
 
-    async def get_decision(self, request: Request) -> Response:
-        tenant = self.gw.guard.reader(request.headers.get("authorization"))
+    async def get_decision(self, request: Request, ex: Exchange) -> Response:
+        """One decision, for `aigrid explain`: audited (an operator reads every tenant's)."""
+        tenant = await self._decision_reader(request, ex)
         decision_id = request.path_params["decision_id"]
         rec = self.gw.decisions.get(decision_id)
         found = rec.to_dict() if rec is not None else None
@@ -482,11 +483,12 @@ class Routes:
                            "(the gateway keeps only the most recent decisions)", param="decision_id")
         return json_response(found)
 
-    async def recent_decisions(self, request: Request) -> Response:
+    async def recent_decisions(self, request: Request, ex: Exchange) -> Response:
+        """The latest decisions the caller may see: audited (an operator reads every tenant's)."""
+        tenant = await self._decision_reader(request, ex)
         asked = plain_int(request.query_params.get("limit", "50"))
         if asked is None or not 1 <= asked <= 1000:
             raise InvalidRequest("limit must be an integer between 1 and 1000", param="limit")
-        tenant = self.gw.guard.reader(request.headers.get("authorization"))
         limit = asked if tenant is None else 1000
         if self.gw.hub is not None:  # every worker's, newest first
             records = await self.gw.hub.recent_decisions(limit)
@@ -495,6 +497,12 @@ class Routes:
         if tenant is not None:
             records = [r for r in records if r.get("tenant") == tenant][:asked]
         return json_response({"data": records})
+
+    async def _decision_reader(self, request: Request, ex: Exchange) -> str | None:
+        """Who reads decisions (Guard.reader: None for every tenant's), the caller on the exchange for its audit
+        record; like every audited read, not served while the audit log cannot take the record."""
+        await authenticate(self.gw, request, ex)
+        return self.gw.guard.reader(request.headers.get("authorization"))
 
     async def grid(self, request: Request) -> Response:
         # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator
