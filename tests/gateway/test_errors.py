@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from aigrid.errors import InvalidRequest
 from aigrid.gateway.app import Gateway
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}
@@ -242,6 +243,12 @@ def test_a_legacy_completions_logprobs_count_reads_as_top_logprobs_to_the_abuse_
     assert legacy.logprobs and legacy.top_logprobs == 5
     assert request_traits({"logprobs": True, "top_logprobs": 7}, "x").top_logprobs == 7
     assert request_traits({"logprobs": True}, "x").top_logprobs == 0
+    # vLLM's prompt_logprobs: the same distribution over the prompt's positions (until 2026-12-04 not counted)
+    prompt = request_traits({"prompt": "x", "prompt_logprobs": 20}, "x")
+    assert prompt.logprobs and prompt.top_logprobs == 20
+    assert request_traits({"logprobs": True, "top_logprobs": 3, "prompt_logprobs": 9}, "x").top_logprobs == 9
+    with pytest.raises(InvalidRequest):  # a wrong type is the client's 400 naming it, as for top_logprobs
+        request_traits({"prompt_logprobs": "all"}, "x")
 
 
 @pytest.mark.parametrize("route,body", [

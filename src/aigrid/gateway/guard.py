@@ -79,10 +79,12 @@ def request_traits(body: Mapping[str, Any], prompt: str) -> RequestTraits:
     """What the abuse signals read of a request body, type-checked here for every audited route: the
     completion routes' schemas do not know top_logprobs, and /v1/embeddings bodies have no schema at all."""
     legacy = body.get("logprobs")  # a completion's `logprobs: N` asks for the N most likely tokens, as top_logprobs
+    legacy_n = legacy if isinstance(legacy, int) and not isinstance(legacy, bool) else 0
+    # vLLM's `prompt_logprobs: N`: the N most likely tokens at every position of the prompt, the same distribution
+    prompt_n = _typed(body, "prompt_logprobs", int, _INTEGER) or 0
     return RequestTraits(prompt=prompt, temperature=_typed(body, "temperature", float, _NUMBER),
-                         logprobs=bool(legacy),
-                         top_logprobs=_typed(body, "top_logprobs", int, _INTEGER)
-                         or (legacy if isinstance(legacy, int) and not isinstance(legacy, bool) else 0),
+                         logprobs=bool(legacy) or prompt_n > 0,
+                         top_logprobs=max(_typed(body, "top_logprobs", int, _INTEGER) or 0, legacy_n, prompt_n),
                          logit_bias=bool(body.get("logit_bias")))
 
 
