@@ -117,10 +117,15 @@ async def test_answers_that_each_hold_every_prompt_put_each_prompts_choices_toge
 
 class ListAnswering(ScriptedEngine):
     """/v1/completions as llama-server answers it: one choice per prompt of a list, and the usage of one prompt
-    (the first's words as its tokens, 5 completion tokens), whole or streamed. Records what it was sent."""
+    (the first's words as its tokens, 5 completion tokens), whole or streamed. Records what it was sent. A chat
+    gets the script's replies."""
 
     @asynccontextmanager
     async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        if path.endswith("/chat/completions"):  # a chat: the script's replies
+            async with super().open(path, body) as upstream:
+                yield upstream
+            return
         sent = orjson.loads(body)
         self.received.append(sent)
         prompts = sent["prompt"] if isinstance(sent["prompt"], list) else [sent["prompt"]]
@@ -169,6 +174,11 @@ async def test_a_list_of_prompts_is_one_engine_request_per_prompt_each_counted(t
             await oai.completions.create(model="smollm2-135m", prompt=[f"p{i}" for i in range(17)], n=2, max_tokens=5)
         assert info.value.body["param"] == "prompt" and "34 answers" in info.value.body["message"]  # type: ignore[index]
         assert engine.received == []
+        # a chat's `prompt` is not a completion's list (review finding: it was fanned out, one choice per entry)
+        engine.replies = [{"content": "Red."}]
+        chat = await oai.chat.completions.create(model="smollm2-135m", messages=ASK, stream=False,
+                                                 extra_body={"prompt": ["a", "b"]})
+        assert len(chat.choices) == 1 and len(engine.received) == 1
     finally:
         await oai.close()
         await gw.guard.stop()

@@ -113,3 +113,46 @@ async def test_an_engine_message_that_quotes_a_long_request_is_still_read(tmp_pa
     assert r.status_code == 400 and len(engine.received) == 1, r.text
     assert 'Missing tool type: "xxx' in r.json()["error"]["message"] and len(r.json()["error"]["message"]) < 600
     assert all(s.circuit.value == "closed" for s in gw.store.snapshot().states.values())
+
+
+class RefusingLater(ScriptedEngine):
+    """Answers its script, but its `refuse_at`-th request (1-based) with a llama-server parse error: a tool loop's
+    later model turn that the engine cannot read."""
+
+    def __init__(self, replies: list[dict], refuse_at: int) -> None:
+        super().__init__(replies)
+        self.refuse_at, self.calls = refuse_at, 0
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        self.calls += 1
+        if self.calls == self.refuse_at:
+            self.received.append(orjson.loads(body))
+            yield UpstreamResponse(500, {"content-type": "application/json"}, _once(PARSE_ERRORS[0]))
+            return
+        async with super().open(path, body) as upstream:
+            yield upstream
+
+
+async def test_a_later_tool_loop_turn_the_engine_cannot_read_breaks_the_answer_it_does_not_raise(
+        tmp_path: Path) -> None:
+    """The loop's first turn has answered (a streamed loop's 200 and first bytes are out) when the engine cannot
+    read its next turn: the client gets the cut stream's `stream_interrupted` event, not an exception raised after
+    the response started (review finding: engine_refusal's 400 escaped the relay mid-stream); the request is
+    audited once."""
+    spec = spec_in(tmp_path)
+    engine = RefusingLater([{"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]},
+                            {"content": "4"}], refuse_at=2)
+    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    body = {"model": MODEL, "stream": True, "messages": [{"role": "user", "content": "2+2?"}],
+            "tools": [{"type": "function", "function": {"name": "calculator"}}]}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json=body)
+    assert r.status_code == 200
+    events = [orjson.loads(e[6:]) for e in r.text.split("\n\n") if e.startswith("data: {")]
+    assert events[-1]["error"]["code"] == "stream_interrupted" and "could not read" in events[-1]["error"]["message"]
+    assert "data: [DONE]" not in r.text
+    assert [row["outcome"] for row in await audit_rows(gw)] == ["interrupted"]
+    await gw.guard.stop()

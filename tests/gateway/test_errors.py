@@ -243,7 +243,8 @@ def test_a_legacy_completions_logprobs_count_reads_as_top_logprobs_to_the_abuse_
     assert legacy.logprobs and legacy.top_logprobs == 5
     assert request_traits({"logprobs": True, "top_logprobs": 7}, "x").top_logprobs == 7
     assert request_traits({"logprobs": True}, "x").top_logprobs == 0
-    # vLLM's prompt_logprobs: the same distribution over the prompt's positions (until 2026-12-04 not counted)
+    # vLLM's prompt_logprobs: the same distribution over the prompt's positions (until 2026-12-04 not counted;
+    # at most 20 and never -1, the whole vocabulary: test_prompt_logprobs_are_bounded_as_top_logprobs)
     prompt = request_traits({"prompt": "x", "prompt_logprobs": 20}, "x")
     assert prompt.logprobs and prompt.top_logprobs == 20
     assert request_traits({"logprobs": True, "top_logprobs": 3, "prompt_logprobs": 9}, "x").top_logprobs == 9
@@ -275,3 +276,16 @@ async def test_choices_of_the_engines_own_are_refused(client: httpx.AsyncClient,
     and counts each (engines/fan_out.py); n_cmpl is the client's 400 naming it."""
     r = await client.post(route, json=body)
     assert r.status_code == 400 and r.json()["error"]["param"] == "n_cmpl", r.text
+
+
+@pytest.mark.parametrize("route,body", [
+    ("/v1/chat/completions", {**CHAT, "prompt_logprobs": -1}),
+    ("/v1/chat/completions", {**CHAT, "prompt_logprobs": 21}),
+    ("/v1/completions", {"model": "smollm2-135m", "prompt": "hi", "prompt_logprobs": -1}),
+])
+async def test_prompt_logprobs_are_bounded_as_top_logprobs(client: httpx.AsyncClient, route: str, body: dict) -> None:
+    """vLLM's prompt_logprobs -1 is the whole vocabulary at every prompt position (a distiller's request), and
+    the abuse signals counted only positive values (review finding): at most 20, as top_logprobs, else the
+    client's 400 naming it."""
+    r = await client.post(route, json=body)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt_logprobs", r.text

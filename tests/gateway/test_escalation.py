@@ -6,18 +6,23 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from rich.console import Console
 
 from aigrid.core.types import Candidate, Prediction
+from aigrid.engines.protocol import UpstreamResponse
 from aigrid.explain import render_decision
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.escalation import Escalation, confidence, without_logprobs
 from aigrid.spec.load import load_spec
 from aigrid.spec.models import AuditSpec, TenantSpec
+from tests.agents.scripted_engine import _once
 from tests.gateway.conftest import audit_rows
 from tests.gateway.fake_engine import FakeEngine
 
@@ -120,6 +125,28 @@ async def test_when_the_larger_model_fails_the_first_answer_stands_and_both_are_
     assert (first["prompt_tokens"], first["completion_tokens"]) == (5, 3)
     assert (escalated["prompt_tokens"], escalated["completion_tokens"]) == (10, 6)
     assert escalated["outcome"] == "ok" and first["outcome"] == "ok"
+
+
+async def test_when_the_larger_models_engine_cannot_read_it_the_first_answer_stands(grid):
+    """The larger model's engine (a llama-server) answers the escalated request with the 500 that says it could
+    not read it (agents/engine_refusal.py), where the small model's engine (a vLLM, which ignores the field) had
+    answered: the first answer stands, as when every larger candidate failed (review finding: the client got
+    the engine_could_not_read 400 for an answer that was complete and charged)."""
+    client, fakes, gw = grid
+    fakes["fra-small"].logprob = UNSURE
+    large = fakes["iad-large"]
+
+    @asynccontextmanager
+    async def cannot_read(path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        large.received.append(orjson.loads(body))
+        yield UpstreamResponse(500, {"content-type": "application/json"}, _once(
+            b'{"error":{"code":500,"message":"Failed to parse messages: bad","type":"server_error"}}'))
+
+    large.open = cannot_read  # type: ignore[method-assign]
+    r = await _ask(client)
+    assert r.headers["x-aigrid-model"] == "small-1b" and len(large.received) == 1
+    assert r.json()["choices"][0]["message"]["content"] == "fra-small says hi"
+    assert (await audit_rows(gw))[-1]["outcome"] == "ok"
 
 
 def test_confidence_is_the_geometric_mean_of_the_token_probabilities():

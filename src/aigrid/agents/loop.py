@@ -514,6 +514,10 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
         if first:
             raise
         raise EngineStreamBroken(f"the engine failed during the tool loop: {e}") from e
+    except InvalidRequest as e:  # the engine could not read a later turn (engine_refusal): the answer may have
+        if first:  # started (a streamed loop's 200 is sent), so not a 400 now but a broken answer
+            raise
+        raise EngineStreamBroken(f"the engine could not read the tool loop's next turn: {e}") from e
     raw = b"".join(parts)
     if not turn.content and not native and raw.lstrip().startswith(b"{"):
         _apply_json(raw, turn, native)  # an engine that answered a plain chat.completion

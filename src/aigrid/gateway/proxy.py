@@ -276,10 +276,14 @@ class Proxy:
             headers[H_CONFIDENCE] = f"{conf:.4f}"
         larger = esc.larger(decision.ranked, cand.model) if esc.unsure(conf) and took_s <= esc.within_s else []
         if larger:
-            opened = await self._open_first(path, body, larger[: self._max_attempts], record, None, None)
+            why = "every larger candidate failed"
+            try:
+                opened = await self._open_first(path, body, larger[: self._max_attempts], record, None, None)
+            except ApiError as e:  # a larger model's engine could not read it (engine_refusal): the first one could
+                opened, why = None, str(e)
             if opened is None:
-                log.warning("escalation of %s from %s: every larger candidate failed; the first answer stands",
-                            decision.request_id, cand.model)
+                log.warning("escalation of %s from %s: %s; the first answer stands", decision.request_id, cand.model,
+                            why)
             else:
                 try:
                     better = opened.first + b"".join([chunk async for chunk in opened.upstream.body])
@@ -504,7 +508,7 @@ class Proxy:
             cont = continuation_body(body, delivered, self._engines[cand.endpoint_id].kind)
             try:
                 opened = await self._attempt(path, cont, cand, record, hedged=False)
-            except EngineError:
+            except (EngineError, ApiError):  # ApiError: the spare could not read the continuation (engine_refusal)
                 continue
             record.attempts[-1]["continuation_after_chars"] = len(delivered.sent_text())
             self._metrics.continuations.labels(cand.site_id).inc()

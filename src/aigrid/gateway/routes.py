@@ -399,8 +399,8 @@ class Routes:
 
         needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
         wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream))
-        if (parsed.n or 1) > 1 or prompts_of(body):  # the chosen engine asked once per answer, answers merged
-            wrap = _fan_out(parsed.n or 1)
+        if (parsed.n or 1) > 1 or (isinstance(parsed, CompletionRequest) and prompts_of(body)):
+            wrap = _fan_out(parsed.n or 1)  # the chosen engine asked once per answer, answers merged
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
             wrap = _legacy_completions(body, wrap)  # echo and the legacy logprobs where the engine leaves them out
         escalate = None if wrap is not None or parsed.stream or path != CHAT_PATH else self._escalation(body, ex)
@@ -559,7 +559,7 @@ def _choices(parsed: ChatRequest | CompletionRequest, body: Mapping[str, Any], l
     n = parsed.n or 1
     if n > 1 and loop is not None:
         raise InvalidRequest("n > 1 is not served with tools: ask for one choice per request", param="n")
-    prompts = body.get("prompt")
+    prompts = body.get("prompt") if isinstance(parsed, CompletionRequest) else None  # a chat's is not read
     choices = n * len(prompts) if isinstance(prompts, list) and prompts else n
     if choices > MAX_FANNED_REQUESTS:  # each prompt of a list is an engine request of its own (engines/fan_out.py)
         raise InvalidRequest(f"a list of {len(prompts)} prompts times n = {n} asks for {choices} answers; at most "

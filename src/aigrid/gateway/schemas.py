@@ -39,6 +39,9 @@ class _Common(BaseModel):
     n_cmpl: Any = None
     """llama-server's own number of completions: n_cmpl 4 answered four choices with the usage of one (the tenant
     charged a quarter), past the grid's `n`, which the gateway serves and counts (engines/fan_out.py). Refused."""
+    prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """vLLM's: the `prompt_logprobs` most likely tokens at every position of the prompt; at most 20, as
+    top_logprobs (-1, the whole vocabulary, refused); counted by the abuse signals (guard.request_traits)."""
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -114,12 +117,23 @@ class ChatRequest(_Common):
     chat_template: Any = None
     """vLLM's extension: the client's own Jinja chat template, which writes whatever it likes around the
     messages. Refused: the firewall reads texts, not what a template makes of them."""
+    chat_template_kwargs: Any = None
+    """Variables for the chat template (read by the firewall: model_texts._template_variables). Its own
+    `chat_template` key replaces the template itself (vLLM updates its template arguments with these, SGLang
+    passes them on): refused as `chat_template` is."""
 
     @field_validator("chat_template")
     @classmethod
     def _no_client_template(cls, v: Any) -> None:
         if v is not None:
             raise _unread("a client's own chat template")
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _no_template_in_variables(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "chat_template" in v:
+            raise _unread("a client's own chat template (chat_template_kwargs.chat_template)")
+        return v
 
     @field_validator("top_logprobs")
     @classmethod
