@@ -351,8 +351,11 @@ class Guard:
         one tenant whose decisions this caller may see. Raises 401 for missing or bad credentials."""
         if not self._enforce:
             return None
-        principal = self.authenticator.authenticate(authorization)
-        return None if principal.tenant in self._operators else principal.tenant
+        return self.reader_of(self.authenticator.authenticate(authorization))
+
+    def reader_of(self, principal: Principal) -> str | None:
+        """Guard.reader for a caller already authenticated (an audited read's, on its exchange)."""
+        return None if not self._enforce or principal.tenant in self._operators else principal.tenant
 
     def operator(self, authorization: str | None) -> None:
         """The dashboard shows every tenant's traffic: operators only when enforcement is on (401 / 403)."""

@@ -53,17 +53,20 @@ def hash_key(text: str) -> str:
 
 
 def estimate_prompt_tokens(body: ChatRequest | CompletionRequest) -> int:
-    text_tokens = len(body.prompt_text()) // CHARS_PER_TOKEN
     if isinstance(body, ChatRequest):
-        return max(1, text_tokens + TEMPLATE_TOKENS_PER_MESSAGE * (len(body.messages) + 2))
-    return max(1, text_tokens)
+        return chat_prompt_tokens(len(body.prompt_text()), len(body.messages))
+    return max(1, len(body.prompt_text()) // CHARS_PER_TOKEN)
+
+
+def chat_prompt_tokens(chars: int, messages: int) -> int:
+    """A chat prompt of `chars` characters in `messages` messages, with what the template adds around them."""
+    return max(1, chars // CHARS_PER_TOKEN + TEMPLATE_TOKENS_PER_MESSAGE * (messages + 2))
 
 
 def turn_prompt_tokens(payload: Mapping[str, Any]) -> int:
     """A tool loop's later model turn (the conversation so far, with its tool calls and results, and the tools
     it offers) estimated as estimate_prompt_tokens estimates a request."""
-    messages = payload.get("messages") or ()
-    return max(1, prompt_chars(payload) // CHARS_PER_TOKEN + TEMPLATE_TOKENS_PER_MESSAGE * (len(messages) + 2))
+    return chat_prompt_tokens(prompt_chars(payload), len(payload.get("messages") or ()))
 
 
 def estimate_input_tokens(chat: ChatRequest, tools: Sequence[Any] = ()) -> int:

@@ -501,8 +501,8 @@ class Routes:
     async def _decision_reader(self, request: Request, ex: Exchange) -> str | None:
         """Who reads decisions (Guard.reader: None for every tenant's), the caller on the exchange for its audit
         record; like every audited read, not served while the audit log cannot take the record."""
-        await authenticate(self.gw, request, ex)
-        return self.gw.guard.reader(request.headers.get("authorization"))
+        principal, _ = await authenticate(self.gw, request, ex)
+        return self.gw.guard.reader_of(principal)
 
     async def grid(self, request: Request) -> Response:
         # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator
