@@ -508,14 +508,18 @@ async def test_every_answer_names_its_request_id_and_the_audit_record_holds_it(
     assert [r["request_id"] for r in rows[-2:]] == [served.headers["x-request-id"], refused.headers["x-request-id"]]
 
 
-def test_every_route_that_takes_a_body_is_audited(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
-    """Every route but the reads (GET) is an Audited endpoint: it authenticates, is admitted (requests per minute,
-    the audit log accepting) and writes one record, whatever its exit. Anthropic's count_tokens was a plain
-    route: no record, not counted, served while the audit log could not write."""
+def test_every_route_is_audited_but_health_metrics_and_the_page(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """Every route is an Audited endpoint (it authenticates, is admitted: the audit log accepting, requests per
+    minute for a call that writes; and writes one record, whatever its exit) but the probes, the metrics, the API's
+    description and the dashboard's page and assets, which hold no tenant's data. Anthropic's count_tokens was a
+    plain route (no record, not counted, served while the audit log could not write), and until 2026-12-04 so
+    were the model list, the grid and the dashboard's feeds."""
+    from aigrid.dashboard import dashboard_routes
+
     gw = build_gateway(spec_in(tmp_path), fakes, sleep=_no_sleep)
-    plain = [(r.path, sorted(r.methods or ())) for r in build_app(gw).routes
-             if isinstance(r, Route) and set(r.methods or ()) - {"GET", "HEAD"} and not isinstance(r.endpoint, Audited)]
-    assert plain == []
+    routes = build_app(gw, extra_routes=dashboard_routes(gw)).routes
+    plain = sorted(r.path for r in routes if isinstance(r, Route) and not isinstance(r.endpoint, Audited))
+    assert plain == ["/dashboard", "/dashboard/", "/healthz", "/livez", "/metrics", "/openapi.json"]
 
 
 async def test_reading_decisions_is_audited(client: httpx.AsyncClient, metered: Gateway) -> None:
@@ -534,6 +538,32 @@ async def test_reading_decisions_is_audited(client: httpx.AsyncClient, metered: 
     await metered.guard.stop()  # from now on no record can be written
     refused = await client.get("/v1/decisions", headers=TENANT)
     assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable", refused.text
+
+
+async def test_every_read_of_the_grid_is_audited(metered: Gateway) -> None:
+    """The reads that hold no prompt are audited too (until 2026-12-04 only the access log saw them): the model
+    list and one model (what the SDKs' `models.list()` / `models.retrieve()` call), the grid (`/v1/grid`) and
+    the dashboard's data and live feed, which show every tenant's traffic: one record a read naming the reader,
+    a refused one included; refused while the audit log cannot take the record."""
+    from aigrid.dashboard import dashboard_routes
+
+    app = build_app(metered, extra_routes=dashboard_routes(metered, interval_s=0.01))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        reads = ["/v1/models", "/v1/models/smollm2-135m", "/v1/models/nope", "/v1/grid", "/dashboard/state",
+                 "/dashboard/events?ticks=2", "/dashboard/replay"]
+        got = [(await c.get(path, headers=TENANT)).status_code for path in reads]
+        assert got == [200, 200, 404, 200, 200, 200, 404], got
+        assert (await c.get("/dashboard")).status_code == 200  # the page and its assets hold no data: not audited
+        rows = await audit_rows(metered)
+        assert [(r["extra"]["route"], r["outcome"], r["tenant"]) for r in rows] == [
+            ("GET /v1/models", "ok", "metered"), ("GET /v1/models/{model_id:path}", "ok", "metered"),
+            ("GET /v1/models/{model_id:path}", "error:model_not_found", "metered"), ("GET /v1/grid", "ok", "metered"),
+            ("GET /dashboard/state", "ok", "metered"), ("GET /dashboard/events", "ok", "metered"),
+            ("GET /dashboard/replay", "error:not_found", "metered")], rows
+        await metered.guard.stop()  # from now on no record can be written
+        for path in ("/v1/models", "/v1/grid", "/dashboard/state"):
+            refused = await c.get(path, headers=TENANT)
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable", path
 
 
 async def test_count_tokens_is_audited_and_counted(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:

@@ -8,9 +8,11 @@
     GET /dashboard/replay/{file}   requests.csv, summary.json, sites.json, details.json of one simulator run,
                                    only when the gateway was given a replay directory
 
-Every route only reads the gateway. The data routes (state, events, replay) call `authenticate` with the
-request's Authorization header when one is given (aigrid.security's Authenticator.authenticate fits), so
-they honour the gateway's API keys; an AuthenticationError becomes the usual 401 envelope.
+Every route only reads the gateway. The data routes (state, events, replay) are audited like the API's reads
+(one record a request, the live feed's when it ends; not served while the audit log cannot take the record),
+and call `authenticate` with the request's Authorization header when one is given (aigrid.security's
+Authenticator.authenticate fits), so they honour the gateway's API keys; an AuthenticationError becomes the
+usual 401 envelope.
 """
 
 from __future__ import annotations
@@ -29,8 +31,10 @@ from starlette.staticfiles import StaticFiles
 from aigrid.dashboard.feed import Feed
 from aigrid.dashboard.sse import event_stream
 from aigrid.errors import InvalidRequest, NotFound
+from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.numbers import plain_int
-from aigrid.gateway.routes import json_response
+from aigrid.gateway.routes import audited_route, json_response
+from aigrid.gateway.routes import authenticate as authenticate_call
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -61,23 +65,26 @@ class DashboardRoutes:
         self.clock = clock
         self.sleep = sleep
 
-    def _check(self, request: Request) -> None:
+    async def _check(self, request: Request, ex: Exchange) -> None:
+        """The caller on the exchange for the read's audit record (the gateway's own authentication; not served
+        while the audit log cannot take the record), then the dashboard's check (`authenticate`)."""
+        await authenticate_call(self.gw, request, ex)
         if self.authenticate is not None:
             self.authenticate(request.headers.get("authorization"))
 
     async def page(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
 
-    async def state(self, request: Request) -> Response:
-        self._check(request)
+    async def state(self, request: Request, ex: Exchange) -> Response:
+        await self._check(request, ex)
         feed = Feed(self.gw)
         await feed.refresh()
         body: dict[str, Any] = {"grid": feed.grid_state(self.clock()), "decisions": feed.new_decisions(),
                                 "replay": self.replay_dir is not None}
         return json_response(body)
 
-    async def events(self, request: Request) -> Response:
-        self._check(request)
+    async def events(self, request: Request, ex: Exchange) -> Response:
+        await self._check(request, ex)
         raw = request.query_params.get("ticks")
         ticks = None if raw is None else plain_int(raw)
         if raw is not None and (ticks is None or not 1 <= ticks <= 100_000):
@@ -93,13 +100,13 @@ class DashboardRoutes:
                            "open the files from the page instead", param="name")
         return self.replay_dir
 
-    async def replay_index(self, request: Request) -> Response:
-        self._check(request)
+    async def replay_index(self, request: Request, ex: Exchange) -> Response:
+        await self._check(request, ex)
         run = self._replay_dir()
         return json_response({"dir": run.name, "files": [n for n in REPLAY_FILES if (run / n).is_file()]})
 
-    async def replay(self, request: Request) -> Response:
-        self._check(request)
+    async def replay(self, request: Request, ex: Exchange) -> Response:
+        await self._check(request, ex)
         name = request.path_params["name"]
         self._replay_dir()
         if name not in REPLAY_FILES:
@@ -127,9 +134,8 @@ def dashboard_routes(gateway: Gateway, *, authenticate: Authenticate | None = No
     return [
         Route("/dashboard", r.page, methods=["GET"]),
         Route("/dashboard/", r.page, methods=["GET"]),
-        Route("/dashboard/state", r.state, methods=["GET"]),
-        Route("/dashboard/events", r.events, methods=["GET"]),
-        Route("/dashboard/replay", r.replay_index, methods=["GET"]),
-        Route("/dashboard/replay/{name}", r.replay, methods=["GET"]),
+        *(audited_route(gateway, "GET", path, handler) for path, handler in (
+            ("/dashboard/state", r.state), ("/dashboard/events", r.events),  # a live feed: one record when it ends
+            ("/dashboard/replay", r.replay_index), ("/dashboard/replay/{name}", r.replay))),
         Mount("/dashboard/static", app=StaticFiles(directory=STATIC), name="dashboard-static"),
     ]

@@ -274,15 +274,15 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
     app = Starlette(
         routes=[
             *(Route(path, endpoint, methods=["POST"]) for path, endpoint in audited.items()),
-            Route("/v1/models", routes.list_models, methods=["GET"]),
-            Route("/v1/models/{model_id:path}", routes.get_model, methods=["GET"]),
+            audited_route(gateway, "GET", "/v1/models", routes.list_models),  # every read of the grid is audited
+            audited_route(gateway, "GET", "/v1/models/{model_id:path}", routes.get_model),
             *messages.routes(),
             *responses.routes(),
             *ConversationsApi(routes).routes(),
             *batches.routes(),
             audited_route(gateway, "GET", "/v1/decisions", routes.recent_decisions),  # every tenant's, to an operator
             audited_route(gateway, "GET", "/v1/decisions/{decision_id}", routes.get_decision),
-            Route("/v1/grid", routes.grid, methods=["GET"]),
+            audited_route(gateway, "GET", "/v1/grid", routes.grid),
             Route("/healthz", routes.healthz, methods=["GET"]),
             Route("/livez", routes.livez, methods=["GET"]),
             Route("/metrics", routes.metrics, methods=["GET"]),

@@ -450,13 +450,13 @@ class Routes:
         enabled = spec.enabled if asked == "" else asked == "on"
         return HedgePolicy(spec.factor, spec.min_ms) if enabled else None
 
-    async def list_models(self, request: Request) -> Response:
-        scopes = self._caller_scopes(request)
+    async def list_models(self, request: Request, ex: Exchange) -> Response:
+        scopes = await self._caller_scopes(request, ex)
         return json_response(model_list(self.gw.spec, self.gw.agents.embedders, scopes))
 
-    async def get_model(self, request: Request) -> Response:
+    async def get_model(self, request: Request, ex: Exchange) -> Response:
         model_id = request.path_params["model_id"]
-        scopes = self._caller_scopes(request)
+        scopes = await self._caller_scopes(request, ex)
         found = find_model(self.gw.spec, self.gw.agents.embedders, model_id, scopes)
         if found is None:
             known = ", ".join(m["id"] for m in model_list(self.gw.spec, self.gw.agents.embedders, scopes)["data"])
@@ -464,11 +464,11 @@ class Routes:
                                 param="model")
         return json_response(found)
 
-    def _caller_scopes(self, request: Request) -> Scopes:
-        """What the caller's key may use (401 without a valid key when enforcement is on); the Anthropic SDK
-        sends its key as `x-api-key`."""
-        headers = pipeline_headers(request)
-        return self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT)).scopes
+    async def _caller_scopes(self, request: Request, ex: Exchange) -> Scopes:
+        """What the caller's key may use (401 without a valid key when enforcement is on; the Anthropic SDK
+        sends its key as `x-api-key`), the caller on the exchange for the read's audit record."""
+        principal, _ = await authenticate(self.gw, request, ex)
+        return principal.scopes
 
     async def get_decision(self, request: Request, ex: Exchange) -> Response:
         """One decision, for `aigrid explain`: audited (an operator reads every tenant's)."""
@@ -504,9 +504,10 @@ class Routes:
         principal, _ = await authenticate(self.gw, request, ex)
         return self.gw.guard.reader_of(principal)
 
-    async def grid(self, request: Request) -> Response:
+    async def grid(self, request: Request, ex: Exchange) -> Response:
         # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator
-        operator = self.gw.guard.reader(request.headers.get("authorization")) is None
+        principal, _ = await authenticate(self.gw, request, ex)
+        operator = self.gw.guard.reader_of(principal) is None
         view = self.gw.store.snapshot()
         sites = {s.id: {"name": s.name, "lat": s.location.lat, "lon": s.location.lon,
                         "jurisdiction": s.jurisdiction, "hardware": s.hardware} for s in view.sites.values()}
