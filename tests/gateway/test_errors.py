@@ -202,7 +202,12 @@ async def test_more_texts_than_the_firewall_reads_in_one_request_are_refused_unr
     {"documents": ["word " * 200_000]},
     {"chat_template_kwargs": {"custom_instructions": "word " * 200_000}},
     {"tools": [{"type": "function", "function": {"name": "lookup", "description": "word " * 200_000}}]},
-], ids=["documents", "template variables", "tool description"])
+    {"messages": [*CHAT["messages"], {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "word " * 200_000}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}]},
+    {"messages": [*CHAT["messages"], {"role": "assistant", "content": "ok", "reasoning_content": "word " * 200_000},
+                  {"role": "user", "content": "and?"}]},
+], ids=["documents", "template variables", "tool description", "tool call arguments", "reasoning"])
 async def test_texts_beside_the_messages_count_against_the_context_before_the_firewall_reads_them(
         client: httpx.AsyncClient, gateway: Gateway, extra: dict) -> None:
     """The template puts documents, template variables and tool definitions into the prompt, but the context

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from aigrid.errors import InvalidRequest
-from aigrid.gateway.model_texts import apply, chat_texts, completion_texts
+from aigrid.gateway.model_texts import apply, beside_messages, chat_texts, completion_texts
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, stream_verdicts
 from aigrid.security.firewall.texts import ModelText, Source
@@ -66,6 +67,31 @@ def test_pii_in_input_is_redacted_and_written_back_into_the_body(firewall: Firew
     assert body["messages"][0]["content"][0]["text"] == "card [REDACTED:CARD]"
     assert result.verdicts[0].to_dict()["action"] == "redacted"
     assert result.verdicts[0].where == "messages[0].content[0].text"
+
+
+def test_an_assistant_turns_tool_calls_and_reasoning_are_read_and_redacted_in_place(firewall: Firewall) -> None:
+    """A replayed assistant turn's tool call arguments, a legacy function call's and its reasoning reach the model
+    through the chat template as its content does: read with the message's source (until 2026-12-04 only the
+    content was), personal data redacted where it sits (the arguments stay valid JSON), and counted by the context
+    check beside the content."""
+    body, texts = chat(
+        {"role": "user", "content": "book it"},
+        {"role": "assistant", "content": None, "reasoning_content": "the user is a@b.io",
+         "tool_calls": [{"id": "c1", "type": "function",
+                         "function": {"name": "book", "arguments": '{"card": "4111 1111 1111 1111"}'}}],
+         "function_call": {"name": "mail", "arguments": '{"to": "c@d.io"}'}})
+    assert [(t.where, t.source) for t in texts[1:]] == [
+        ("messages[1].tool_calls[0].function.name", Source.ASSISTANT),
+        ("messages[1].tool_calls[0].function.arguments", Source.ASSISTANT),
+        ("messages[1].function_call.name", Source.ASSISTANT), ("messages[1].function_call.arguments", Source.ASSISTANT),
+        ("messages[1].reasoning_content", Source.ASSISTANT)]
+    assert beside_messages(texts) == sum(len(t.text) for t in texts[1:])
+    result = firewall.check_texts("acme", texts)
+    apply(body, texts, result)
+    turn = body["messages"][1]
+    assert orjson.loads(turn["tool_calls"][0]["function"]["arguments"]) == {"card": "[REDACTED:CARD]"}
+    assert orjson.loads(turn["function_call"]["arguments"]) == {"to": "[REDACTED:EMAIL]"}
+    assert turn["reasoning_content"] == "the user is [REDACTED:EMAIL]"
 
 
 def test_completion_prompts_are_read_too(firewall: Firewall) -> None:

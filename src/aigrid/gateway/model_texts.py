@@ -34,7 +34,33 @@ def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list
         elif isinstance(content, list):
             out += [ModelText(part["text"], source, ("messages", i, "content", j, "text"))
                     for j, part in enumerate(content) if isinstance(part, Mapping) and isinstance(part.get("text"), str)]
+        out += _beside_content(message, i, source)
     return out + _documents(body) + _tool_descriptions(body) + _template_variables(body)
+
+
+REASONING_KEYS = ("reasoning_content", "reasoning")
+"""An earlier assistant turn's reasoning as clients replay it (vLLM, SGLang, llama.cpp and DeepSeek's
+`reasoning_content`; vLLM's newer `reasoning`), which reasoning models' templates (Qwen3, DeepSeek-R1) render."""
+
+
+def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[ModelText]:
+    """What a chat template renders of a message beside its content: an assistant turn's tool calls (each
+    call's name and arguments, and the legacy `function_call`'s) and its reasoning, read as the message's own
+    text (an assistant's: the personal-data policy, as its content; counted by the context check)."""
+    out: list[ModelText] = []
+    calls = message.get("tool_calls")
+    for k, call in enumerate(calls if isinstance(calls, list) else ()):
+        fn = call.get("function") if isinstance(call, Mapping) else None
+        if isinstance(fn, Mapping):
+            out += [ModelText(fn[key], source, ("messages", i, "tool_calls", k, "function", key))
+                    for key in ("name", "arguments") if isinstance(fn.get(key), str)]
+    legacy = message.get("function_call")
+    if isinstance(legacy, Mapping):
+        out += [ModelText(legacy[key], source, ("messages", i, "function_call", key))
+                for key in ("name", "arguments") if isinstance(legacy.get(key), str)]
+    out += [ModelText(message[key], source, ("messages", i, key))
+            for key in REASONING_KEYS if isinstance(message.get(key), str)]
+    return out
 
 
 def _documents(body: Mapping[str, Any]) -> list[ModelText]:
@@ -107,11 +133,16 @@ def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:
 
 
 def beside_messages(texts: list[ModelText]) -> int:
-    """The characters of the texts a chat template puts into the prompt beside the messages and a completion's
-    prompt: documents, tool definitions, template variables, a suffix (a tool's description counted once, in its
-    definition's text). The context check adds them to the messages' own."""
-    return sum(len(t.text) for t in texts
-               if t.path[:1] not in (("messages",), ("prompt",)) and t.source is not Source.SYSTEM)
+    """The characters of the texts a chat template puts into the prompt beside the messages' content and a
+    completion's prompt: an assistant turn's tool calls and reasoning, documents, tool definitions, template
+    variables, a suffix (a tool's description counted once, in its definition's text). The context check adds
+    them to the messages' own."""
+    return sum(len(t.text) for t in texts if not _in_prompt_text(t.path) and t.source is not Source.SYSTEM)
+
+
+def _in_prompt_text(path: tuple[str | int, ...]) -> bool:
+    """Whether a text is one the request's `prompt_text()` holds already: a message's content, a prompt."""
+    return path[:1] == ("prompt",) or (path[:1] == ("messages",) and path[2:3] == ("content",))
 
 
 MAX_TEXTS = 10_000
