@@ -82,3 +82,7 @@ def test_incremental_counts_match_a_rescan_of_the_window() -> None:
         assert {p: set(v) for p, v in w.greedy_variants.items()} == {
             p: {s.prompt for s in greedy if s.prefix == p} for p in {s.prefix for s in greedy}}
         assert all(all(n > 0 for n in v.values()) for v in w.greedy_variants.values())
+        counts = Counter(s.prefix for s in greedy)  # the most repeated prefixes, kept in O(1) since 2026-12-04
+        assert w.top == max(counts.values(), default=0)
+        assert {c: set(ps) for c, ps in w.prefixes_by_count.items()} == {
+            c: {p for p, n in counts.items() if n == c} for c in set(counts.values())}
