@@ -1,14 +1,17 @@
 """What sharing abuse signals over workers costs (`--workers N`, docs/security.md): CPU per request.
 
-    PYTHONPATH=src python scripts/bench_abuse_share.py [--requests 50000] [--batch 250] [--keys 100]
+    PYTHONPATH=src python scripts/bench_abuse_share.py [--requests 50000] [--batch 250] [--keys 100] [--greedy 0.33]
 
 Prints microseconds per request for: the monitor alone (a lone gateway's request path); a worker's request
 path with sharing (SharedAbuseMonitor.observe: the same plus queueing the digest and merging the hub's
 verdict); per batch, split by process: the worker's part (encode the batch, decode the answer) and the
 hub's (decode, count in its monitor, answer); and the whole exchange through a real hub on a Unix socket,
 both ends in this one process (their sum plus the socket and the event loop). `--batch` is the digests per
-exchange (250 = 1,000 requests/s per worker at the default 0.25 s interval). Every prompt is new, so every
-key ends up signalled (diversity) and each request changes its key's verdict: the largest answers.
+exchange (250 = 1,000 requests/s per worker at the default 0.25 s interval). Every prompt is new, its first
+characters too (since 4 Dec 2026; before, the number came last and 13 prefixes repeated), so every
+key ends up signalled (diversity) and each request changes its key's verdict: the largest answers. `--greedy`: the
+share of requests at temperature 0 (at 0.6 or more the enumeration signal looks for the most repeated greedy prefix
+on every request: `--greedy 1 --keys 1` is one client running an evaluation or an agent at temperature 0).
 """
 
 from __future__ import annotations
@@ -29,10 +32,10 @@ from aigrid.security.firewall.abuse import AbuseMonitor, RequestTraits, digest
 from aigrid.security.firewall.abuse_shared import HubAbuse, SharedAbuseMonitor
 
 
-def traits(n: int) -> list[RequestTraits]:
+def traits(n: int, greedy: float) -> list[RequestTraits]:
     words = "summarise the following support ticket and list the customer's open questions".split()
-    return [RequestTraits(" ".join(words[(i + j) % len(words)] for j in range(40)) + f" #{i}",
-                          temperature=0.0 if i % 3 == 0 else 0.7, logprobs=i % 5 == 0, top_logprobs=5)
+    return [RequestTraits(f"#{i} " + " ".join(words[(i + j) % len(words)] for j in range(40)),
+                          temperature=0.0 if i % 100 < greedy * 100 else 0.7, logprobs=i % 5 == 0, top_logprobs=5)
             for i in range(n)]
 
 
@@ -88,8 +91,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=50_000)
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--keys", type=int, default=100)
+    ap.add_argument("--greedy", type=float, default=0.33, help="share of requests at temperature 0")
     args = ap.parse_args()
-    ts = traits(args.requests)
+    ts = traits(args.requests, args.greedy)
     alone = per_request_us(AbuseMonitor().observe, ts, args.keys)
     shared = SharedAbuseMonitor(AbuseMonitor())
     with_share = per_request_us(shared.observe, ts, args.keys)
