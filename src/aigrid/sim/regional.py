@@ -17,7 +17,7 @@ from math import ceil
 
 import numpy as np
 
-from aigrid.core.geo import distance_km
+from aigrid.core.geo import EARTH_RADIUS_KM, distance_km
 from aigrid.core.types import Endpoint, GeoPoint
 from aigrid.sim.grid import Grid
 from aigrid.sim.network import Network, distances_km
@@ -27,6 +27,11 @@ BATCH = 512
 """Places per batch of the prewarm's nearest-endpoint search (a 512 x endpoints array of cosines)."""
 COS_MARGIN = 1e-9
 """Slack on the cosine bound of that search, many orders above its rounding error (about 1e-16)."""
+CELL_DEG = 5.0
+"""The prewarm batches places by cells of CELL_DEG degrees of latitude and longitude."""
+ANGLE_SLACK = 1e-6
+"""Slack (radians) on the angular bound of the endpoints a batch searches, far above the rounding error of
+its arccos (about 1e-8 near 0)."""
 Models = str | tuple[str, ...]
 """The model a request names, or the models a right-sized request may use."""
 Key = tuple[GeoPoint, Models, frozenset[str] | None, int]
@@ -56,6 +61,8 @@ class RegionalView:
         self._candidates: dict[Key, tuple[tuple[int, ...], tuple[Endpoint, ...]]] = {}
         self._floors: dict[Key, FloorTerms] = {}
         self._scored: dict[Key, tuple[tuple[int, ...], tuple[Endpoint, ...], dict[str, float]]] = {}
+        self._units: dict[str, np.ndarray] = {}
+        """Per model: its endpoints' 3-D unit vectors (3 x endpoints), for the batched search."""
 
     def matches(self, grid: Grid, k: int, pinned: frozenset[str], net: Network) -> bool:
         """True when this view answers for a simulation with these settings."""
@@ -144,7 +151,8 @@ class RegionalView:
 
     def prewarm(self, places: Iterable[tuple[GeoPoint | None, str, frozenset[str] | None]]) -> None:
         """Compute the tier-0 candidates and floors of these (place, model, allowed) now: the places without
-        a residency rule in batches (`_nearest_batch`), the others one by one."""
+        a residency rule in batches (`_nearest_batch`, which also gives their floors), the others one by
+        one."""
         places = list(dict.fromkeys(places))
         batch: dict[str, list[GeoPoint]] = {}
         for where, model, allowed in places:
@@ -155,45 +163,96 @@ class RegionalView:
                 batch.setdefault(model, []).append(at)
             else:
                 self.candidates(at, model, allowed, 0)
+        floors: dict[tuple[GeoPoint, str], FloorTerms] = {}
         for model, points in batch.items():
-            for start in range(0, len(points), BATCH):
-                self._nearest_batch(model, points[start:start + BATCH])
+            cells: dict[tuple[int, int], list[GeoPoint]] = {}
+            for at in points:  # nearby places together: each batch searches only the endpoints near it
+                cells.setdefault((int((at.lat + 90.0) // CELL_DEG), int((at.lon + 180.0) // CELL_DEG)), []).append(at)
+            for near in cells.values():
+                for start in range(0, len(near), BATCH):
+                    self._nearest_batch(model, near[start:start + BATCH], floors)
         for where, model, allowed in places:
             at = where or GeoPoint(0.0, 0.0)
             key = (at, model, allowed, 0)
             if key not in self._floors:
-                self._floors[key] = self._floor_terms(where, at, model, allowed, 0)
+                terms = floors.get((at, model)) if where is not None and allowed is None else None
+                self._floors[key] = self._floor_terms(where, at, model, allowed, 0) if terms is None else terms
 
-    def _nearest_batch(self, model: str, points: list[GeoPoint]) -> None:
-        """`_nearest(point, model, None, k)` for many points at once, with the very same result.
+    def _nearest_batch(self, model: str, points: list[GeoPoint],
+                       floors: dict[tuple[GeoPoint, str], FloorTerms]) -> None:
+        """`_nearest(point, model, None, k)` for many points at once, with the very same result, and each
+        point's floor terms (`_floor_terms(point, point, model, None, 0)`'s, the same floats) into `floors`
+        where no endpoint is pinned.
 
-        A cheap bound first: the cosine of the angle to every endpoint (3-D unit vectors, one array
-        operation for the batch) keeps, per point, those within the k-th smallest angle plus a margin far
-        above rounding error: a superset of the k nearest. The exact haversine distances (the same function
-        `_nearest` uses) then rank that superset. The k nearest of the superset are those of all endpoints;
-        only when the k-th and (k+1)-th distances tie exactly could the choice among them differ from a
-        full search, and then the full search decides."""
-        eps = self.by_model[model]
+        The batch's places lie near each other (prewarm batches them by cells of CELL_DEG degrees), so
+        only the endpoints near the batch are searched: within 2 rho + r of its centre (below). Among those,
+        a cheap bound first: the cosine of the angle to each (3-D unit vectors, one array operation each
+        for the batch) keeps, per point, those within the k-th largest cosine plus a margin far above
+        rounding error: a superset of the k nearest. The exact haversine distances (`distances_km`'s
+        operations, element by element the same floats) then rank that superset, for every pair of the
+        batch at once. The k nearest of the superset are those of all endpoints; only when the k-th and
+        (k+1)-th distances tie exactly could the choice among them differ from a full search, and then the
+        full search decides."""
+        every = self.by_model[model]
         k = self.k
-        ex, ey, ez = _unit(self.grid.lat[eps], self.grid.lon[eps])
-        px, py, pz = _unit(np.array([p.lat for p in points]), np.array([p.lon for p in points]))
-        cos = px[:, None] * ex[None, :] + py[:, None] * ey[None, :] + pz[:, None] * ez[None, :]
-        kth = np.partition(cos, len(eps) - k, axis=1)[:, len(eps) - k]
-        near = cos >= (kth - COS_MARGIN)[:, None]
+        units = self._units.get(model)
+        if units is None:
+            units = self._units[model] = np.stack(_unit(self.grid.lat[every], self.grid.lon[every]))
         lat, lon = self.grid.lat, self.grid.lon
+        plat = np.array([p.lat for p in points])
+        plon = np.array([p.lon for p in points])
+        px, py, pz = _unit(plat, plon)
+        # the endpoints any point's k nearest can be among: within 2 rho + r of the batch's centre c, where
+        # rho is the batch's angular radius about c and r the angle from c to its own k-th nearest (a
+        # point's k nearest lie within rho + r of it, as c's k nearest do)
+        eps, unit = every, units
+        cx, cy, cz = float(px.mean()), float(py.mean()), float(pz.mean())
+        norm = (cx * cx + cy * cy + cz * cz) ** 0.5
+        if norm > 0.5:
+            cx, cy, cz = cx / norm, cy / norm, cz / norm
+            rho = float(np.arccos(np.clip((px * cx + py * cy + pz * cz).min(), -1.0, 1.0)))
+            to_c = units[0] * cx + units[1] * cy + units[2] * cz
+            r = float(np.arccos(np.clip(np.partition(to_c, len(every) - k)[len(every) - k], -1.0, 1.0)))
+            reach = 2.0 * rho + r + ANGLE_SLACK
+            if reach < np.pi:
+                keep = to_c >= np.cos(reach)
+                eps, unit = every[keep], units[:, keep]
+        cos = px[:, None] * unit[0]
+        cos += py[:, None] * unit[1]
+        cos += pz[:, None] * unit[2]
+        kth = np.partition(cos, len(eps) - k, axis=1)[:, len(eps) - k]
+        rows, cols = np.nonzero(cos >= (kth - COS_MARGIN)[:, None])
+        # distances_km(lat[sub], lon[sub], at.lat, at.lon) for every point's superset `sub` at once: the
+        # point's own terms as that function computes them (numpy scalars), the rest element by element
+        p1 = np.array([np.radians(p.lat) for p in points])
+        c1 = np.array([np.cos(x) for x in p1])
+        sub = eps[cols]
+        p2 = np.radians(lat[sub])
+        dphi = p2 - p1[rows]
+        dlmb = np.radians(lon[sub] - plon[rows])
+        h = np.sin(dphi / 2) ** 2 + c1[rows] * np.cos(p2) * np.sin(dlmb / 2) ** 2
+        d = 2 * EARTH_RADIUS_KM * np.arcsin(np.minimum(1.0, np.sqrt(h)))
+        order = np.lexsort((d, rows))  # by point, then distance (stable: ties keep the endpoints' order)
+        rows, sub, d = rows[order], sub[order], d[order]
+        first = np.searchsorted(rows, np.arange(len(points) + 1))
+        rtt = np.asarray(self.net.base_rtt_ms(d))
+        perf = self.grid.perf
+        pinned = self.pinned[np.isin(self.pinned, every)] if len(self.pinned) else None
+        endpoints = self.grid.endpoints
+        subs, ds, rtts = sub.tolist(), d.tolist(), rtt.tolist()
         for row, at in enumerate(points):
-            sub = eps[near[row]]
-            d = distances_km(lat[sub], lon[sub], at.lat, at.lon)
-            if len(d) > k:
-                two = np.partition(d, [k - 1, k])
-                if two[k - 1] == two[k]:  # an exact tie at the boundary: let the full search choose
-                    self.candidates(at, model, None, 0)
-                    continue
-            chosen = sub[_k_smallest(d, k)]
-            if len(self.pinned):
-                chosen = np.concatenate([chosen, self.pinned[np.isin(self.pinned, eps)]])
-            idx = tuple(sorted({int(i) for i in chosen}))
-            self._candidates[(at, model, None, 0)] = idx, tuple(self.grid.endpoints[i] for i in idx)
+            a, b = int(first[row]), int(first[row + 1])
+            if b - a > k and ds[a + k - 1] == ds[a + k]:  # an exact tie at the boundary: the full search
+                self.candidates(at, model, None, 0)
+                continue
+            near = sorted(zip(subs[a:a + k], rtts[a:a + k], strict=True))
+            if pinned is None:
+                idx = tuple(i for i, _ in near)
+                floors[(at, model)] = tuple((r, perf[i].pf_tok_ms, perf[i].w_ms + perf[i].pf_step_ms,
+                                             perf[i].chunk_tokens) for i, r in near)
+            else:
+                idx = tuple(sorted({i for i, _ in near} | set(pinned.tolist())))
+            self._candidates[(at, model, None, 0)] = idx, tuple(endpoints[i] for i in idx)
 
 
 def _unit(lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
