@@ -120,7 +120,9 @@ def _mix(h: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
 
 
 class _Hashed:
-    """Every feature hash of one normalised text, with the positions windows are cut by."""
+    """Every feature hash of one normalised text, with the positions windows are cut by. The hashes are mixed
+    when a window first needs them: a text read as one window (most prompts) is mixed, masked and made unique in
+    one pass over all its features (`whole`), the same buckets as window(0, length) in a third of the calls."""
 
     def __init__(self, text: str) -> None:
         self.length = len(text)
@@ -132,34 +134,58 @@ class _Hashed:
             for k in range(n):
                 h = (h ^ codes[k:k + count]) * _FNV_PRIME
             raw.append(h)
-        self.chars = _mixed(raw)
+        self._raw_chars = raw
         spans = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
         self.word_start = np.array([s for s, _, _ in spans], dtype=np.int64)
         self.word_end = np.array([e for _, e, _ in spans], dtype=np.int64)
         self._codes = codes
         self._crc = np.array([zlib.crc32(w.encode("utf-8", "replace")) for _, _, w in spans], dtype=np.uint32)
-        pairs = (self._crc[:-1] * _GOLDEN) ^ self._crc[1:]
-        self.words, self.bigrams = _mixed([self._crc ^ _WORD_SEED, pairs ^ _BIGRAM_SEED])
+        self._pairs = (self._crc[:-1] * _GOLDEN) ^ self._crc[1:]
+        self._mixed_parts: tuple[list[npt.NDArray[np.uint32]], npt.NDArray[np.uint32],
+                                 npt.NDArray[np.uint32]] | None = None
         self._openers: tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint32], npt.NDArray[np.uint32]] | None = None
+
+    def _parts(self) -> tuple[list[npt.NDArray[np.uint32]], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
+        """(the character n-grams' mixed hashes per n, the words', the bigrams'), mixed on first use."""
+        if self._mixed_parts is None:
+            chars = _mixed(self._raw_chars)
+            words, bigrams = _mixed([self._crc ^ _WORD_SEED, self._pairs ^ _BIGRAM_SEED])
+            self._mixed_parts = (chars, words, bigrams)
+        return self._mixed_parts
 
     def openers(self) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
         """(which words open a sentence, a line or a list item; their word hashes; the hashes of the bigrams they
         open): "send ..." at the start of a sentence is an instruction, in its middle it is not. Computed on the
         first window that asks (the prompt head never does)."""
         if self._openers is None:
-            pairs = (self._crc[:-1] * _GOLDEN) ^ self._crc[1:]
-            words, bigrams = _mixed([self._crc ^ _START_SEED, pairs ^ _START_BIGRAM_SEED])
+            words, bigrams = _mixed([self._crc ^ _START_SEED, self._pairs ^ _START_BIGRAM_SEED])
             self._openers = (_opens(self._codes, self.word_start), words, bigrams)
         return self._openers
+
+    def whole(self, mask: int, openers: bool = True) -> Buckets:
+        """window(0, length, mask, openers): every feature of the text, mixed in one pass (mixing is per element,
+        so mixing the joined raw hashes equals joining the mixed ones)."""
+        raw = [*self._raw_chars, self._crc ^ _WORD_SEED, self._pairs ^ _BIGRAM_SEED]
+        if openers:
+            starts = _opens(self._codes, self.word_start)
+            raw += [self._crc[starts] ^ _START_SEED, self._pairs[starts[:-1]] ^ _START_BIGRAM_SEED]
+        return np.unique(_mix(np.concatenate(raw)) & np.uint32(mask)).astype(np.int64)
 
     def window(self, start: int, end: int, mask: int, openers: bool = True) -> Buckets:
         """Unique buckets of the features inside text[start:end] (padded positions are one to the right);
         `openers`: with the features of the words that open a sentence."""
-        parts = [h[start:max(start, end + 2 - n + 1)] for n, h in zip(CHAR_NGRAMS, self.chars, strict=True)]
+        if start == 0 and end >= self.length:
+            return self.whole(mask, openers)
+        return self.part(start, end, mask, openers)
+
+    def part(self, start: int, end: int, mask: int, openers: bool = True) -> Buckets:
+        """window() by slicing the mixed hashes (any window; window() takes `whole` for the whole text)."""
+        chars, words, bigrams = self._parts()
+        parts = [h[start:max(start, end + 2 - n + 1)] for n, h in zip(CHAR_NGRAMS, chars, strict=True)]
         first = int(np.searchsorted(self.word_start, start, side="left"))
         last = int(np.searchsorted(self.word_end, end, side="right"))  # words [first, last) lie inside
-        parts.append(self.words[first:last])
-        parts.append(self.bigrams[first:max(first, last - 1)])
+        parts.append(words[first:last])
+        parts.append(bigrams[first:max(first, last - 1)])
         if not openers:
             return np.unique(np.concatenate(parts) & np.uint32(mask)).astype(np.int64)
         opens, start_words, start_bigrams = self.openers()

@@ -1,0 +1,43 @@
+"""The injection classifier's features (aigrid.security.firewall.features)."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aigrid.security.firewall.features import _Hashed, normalise, read, spans
+
+TEXT = st.text(alphabet=st.sampled_from(list("abc xyz.:;!?\n-*#\"'()0123456789éßжΩ\u200b\t")), max_size=400)
+
+
+@settings(max_examples=300, deadline=None)
+@given(TEXT, st.sampled_from([2**12 - 1, 2**18 - 1]))
+def test_a_text_read_whole_has_the_buckets_of_its_one_window(text: str, mask: int) -> None:
+    """`whole` (one pass over every feature: most prompts are one window) equals slicing the mixed hashes of the
+    window that covers the text, with and without the sentence openers' features."""
+    normal = normalise(text)
+    if not normal:
+        return
+    hashed = _Hashed(normal)
+    for openers in (True, False):
+        whole = hashed.whole(mask, openers)
+        assert np.array_equal(whole, hashed.part(0, hashed.length, mask, openers))
+        assert np.array_equal(whole, hashed.window(0, hashed.length, mask, openers))
+
+
+@settings(max_examples=100, deadline=None)
+@given(TEXT)
+def test_every_window_of_a_long_text_is_its_own_slice(text: str) -> None:
+    """A window of a longer text has the buckets of that window's text hashed alone, but at its edges (its first
+    and last character n-grams see the neighbouring characters): the same words inside it, never more buckets than
+    the text's."""
+    normal = normalise(text * 3)
+    if not normal:
+        return
+    hashed = _Hashed(normal)
+    everything = set(hashed.whole(2**18 - 1).tolist())
+    for start, end in spans(normal, 160, 80, True):
+        assert set(hashed.window(start, end, 2**18 - 1).tolist()) <= everything
+    assert [b.tolist() for *_, b in read(normal, 2**18, 160, 80)][0] == hashed.window(
+        *spans(normal, 160, 80, False)[0], 2**18 - 1).tolist()
