@@ -14,7 +14,7 @@ import openai
 import orjson
 import pytest
 
-from aigrid.engines.fan_out import merged_answer, merged_stream
+from aigrid.engines.fan_out import merged_answer, merged_stream, summed_usage
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.spec.models import FirewallSpec
@@ -113,6 +113,20 @@ async def test_answers_that_each_hold_every_prompt_put_each_prompts_choices_toge
               if e.startswith(b"data: {")]
     seen = {(c["index"], c["text"]) for e in events for c in e["choices"]}
     assert seen == {(0, "p0a0"), (1, "p0a1"), (2, "p1a0"), (3, "p1a1")}
+
+
+def test_the_usage_details_are_summed_as_the_counts_are() -> None:
+    """Cached prompt tokens count once per prompt, as its prompt tokens do; reasoning tokens for every answer, as
+    its completion tokens do (until 2026-12-04 the details were the first answer's alone: a call of 4 answers
+    reported a quarter of its reasoning tokens)."""
+    usages = {j: {"prompt_tokens": 10 + j // 2, "completion_tokens": 5,
+                  "prompt_tokens_details": {"cached_tokens": 8 + j // 2},
+                  "completion_tokens_details": {"reasoning_tokens": j + 1, "note": f"answer {j}"}} for j in range(4)}
+    usage = summed_usage(usages, n=2)  # prompts 0 and 1, two answers each
+    assert (usage["prompt_tokens"], usage["completion_tokens"], usage["total_tokens"]) == (21, 20, 41)
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 17}  # 8 + 9: each prompt once
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": 10, "note": "answer 0"}  # 1 + 2 + 3 + 4
+    assert "completion_tokens_details" not in summed_usage({0: {"prompt_tokens": 1, "completion_tokens": 1}})
 
 
 class ListAnswering(ScriptedEngine):

@@ -135,16 +135,36 @@ def _index(choice: dict[str, Any], n: int, answer: int) -> int:
 
 def summed_usage(usages: Mapping[int, dict[str, Any]], n: int = 1) -> dict[str, Any]:
     """The usage of answers by number, n per prompt (answer j is prompt j // n's): each prompt's tokens once (the
-    largest count its answers gave), every answer's completion tokens."""
-    per_prompt: dict[int, int] = {}
+    largest count its answers gave) and its `prompt_tokens_details` (cached tokens, ...) with them, every answer's
+    completion tokens and `completion_tokens_details` (reasoning tokens, ...)."""
+    per_prompt: dict[int, dict[str, Any]] = {}
     for j, u in usages.items():
-        tokens = int(u.get("prompt_tokens") or 0)
-        if tokens > per_prompt.get(j // n, -1):
-            per_prompt[j // n] = tokens
-    prompt = sum(per_prompt.values())
+        held = per_prompt.get(j // n)
+        if held is None or int(u.get("prompt_tokens") or 0) > int(held.get("prompt_tokens") or 0):
+            per_prompt[j // n] = u
+    prompt = sum(int(u.get("prompt_tokens") or 0) for u in per_prompt.values())
     completion = sum(int(u.get("completion_tokens") or 0) for u in usages.values())
-    first = usages[min(usages)]
-    return {**first, "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    out = {**usages[min(usages)], "prompt_tokens": prompt, "completion_tokens": completion,
+           "total_tokens": prompt + completion}
+    for key, counted in (("prompt_tokens_details", per_prompt.values()),
+                         ("completion_tokens_details", usages.values())):
+        details = [u[key] for u in counted if isinstance(u.get(key), Mapping)]
+        if details:
+            out[key] = _summed(details)
+    return out
+
+
+def _summed(details: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """Usage details summed key by key (the counts; a value that is not a number is the first answer's)."""
+    out: dict[str, Any] = {}
+    for d in details:
+        for k, v in d.items():
+            number = isinstance(v, int | float) and not isinstance(v, bool)
+            if k not in out:
+                out[k] = v
+            elif number and isinstance(out[k], int | float) and not isinstance(out[k], bool):
+                out[k] += v
+    return out
 
 
 async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIterator[bytes]:
