@@ -26,6 +26,23 @@ def test_a_text_read_whole_has_the_buckets_of_its_one_window(text: str, mask: in
         assert np.array_equal(whole, hashed.window(0, hashed.length, mask, openers))
 
 
+@settings(max_examples=200, deadline=None)
+@given(TEXT, st.booleans(), st.sampled_from([(160, 80, True), (160, 80, False), (600, 400, False), (40, 20, True)]))
+def test_the_windows_of_a_text_read_together_are_each_window_read_alone(text: str, openers: bool,
+                                                                         geometry: tuple[int, int, bool]) -> None:
+    """`windows` (the words of every window found at once, the openers' features kept apart) gives each window
+    the buckets `part` gives it alone, in order."""
+    normal = normalise(text * 2)
+    if not normal:
+        return
+    hashed = _Hashed(normal)
+    bounds = spans(normal, *geometry)
+    together = list(hashed.windows(bounds, 2**18 - 1, openers))
+    assert len(together) == len(bounds)
+    for (start, end), b in zip(bounds, together, strict=True):
+        assert np.array_equal(b, hashed.part(start, end, 2**18 - 1, openers)), (start, end)
+
+
 @settings(max_examples=100, deadline=None)
 @given(TEXT)
 def test_every_window_of_a_long_text_is_its_own_slice(text: str) -> None:

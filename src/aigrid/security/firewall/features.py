@@ -178,6 +178,41 @@ class _Hashed:
             return self.whole(mask, openers)
         return self.part(start, end, mask, openers)
 
+    def windows(self, bounds: list[tuple[int, int]], mask: int, openers: bool = True) -> Iterator[Buckets]:
+        """window() of each (start, end) in `bounds`, in order: the words each window holds found for all of them
+        at once, and the sentence openers' features kept apart (only the words that open one), so that a
+        window is slices of the mixed hashes and one `unique` (window() found its words with two searches and
+        picked its openers by two boolean masks, per window)."""
+        if bounds == [(0, self.length)]:
+            yield self.whole(mask, openers)
+            return
+        chars, words, bigrams = self._parts()
+        firsts = np.searchsorted(self.word_start, [a for a, _ in bounds], side="left").tolist()
+        lasts = np.searchsorted(self.word_end, [b for _, b in bounds], side="right").tolist()  # [first, last)
+        pair_ends = [max(first, last - 1) for first, last in zip(firsts, lasts, strict=True)]
+        if openers:
+            opening_words, opening_pairs, at_words, at_pairs = self._opening()
+            word_from = np.searchsorted(at_words, firsts).tolist()
+            word_to = np.searchsorted(at_words, lasts).tolist()
+            pair_from = np.searchsorted(at_pairs, firsts).tolist()
+            pair_to = np.searchsorted(at_pairs, pair_ends).tolist()
+        m = np.uint32(mask)
+        for i, (start, end) in enumerate(bounds):
+            first, last = firsts[i], lasts[i]
+            parts = [h[start:max(start, end + 2 - n + 1)] for n, h in zip(CHAR_NGRAMS, chars, strict=True)]
+            parts += (words[first:last], bigrams[first:pair_ends[i]])
+            if openers:
+                parts += (opening_words[word_from[i]:word_to[i]], opening_pairs[pair_from[i]:pair_to[i]])
+            yield np.unique(np.concatenate(parts) & m).astype(np.int64)
+
+    def _opening(self) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32], npt.NDArray[np.int64],
+                                npt.NDArray[np.int64]]:
+        """(the opener hashes of the words that open a sentence, of the bigrams they open, the positions of those
+        words, of those bigrams): a window's openers are the run of them within its words."""
+        opens, start_words, start_bigrams = self.openers()
+        at_words, at_pairs = np.flatnonzero(opens), np.flatnonzero(opens[:-1])
+        return start_words[at_words], start_bigrams[at_pairs], at_words, at_pairs
+
     def part(self, start: int, end: int, mask: int, openers: bool = True) -> Buckets:
         """window() by slicing the mixed hashes (any window; window() takes `whole` for the whole text)."""
         chars, words, bigrams = self._parts()
@@ -267,8 +302,9 @@ def read(text: str, dim: int, size: int = WINDOW, step: int = STEP, openers: boo
     if not normal:
         return
     hashed = _Hashed(normal)
-    for start, end in spans(normal, size, step, segments, segment_min):
-        yield normal, start, end, hashed.window(start, end, dim - 1, openers)
+    bounds = spans(normal, size, step, segments, segment_min)
+    for (start, end), b in zip(bounds, hashed.windows(bounds, dim - 1, openers), strict=True):
+        yield normal, start, end, b
 
 
 def buckets(text: str, dim: int, openers: bool = True) -> Buckets:
