@@ -12,6 +12,7 @@ the other.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import pickle
 import signal
@@ -61,6 +62,11 @@ def _child(task: Task[Any], conn: Connection) -> None:
     # Ctrl-C reaches every process of the terminal's group: the parent's KeyboardInterrupt stops the workers
     # (_forked's finally); a worker's own would print one more traceback per worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # no cyclic collector in a worker: it runs one task and exits, and its memory goes with it. Re-enabled
+    # after a run (experiment.collection_paused), the collector's first young collection would scan all the
+    # run has built (about 1 s after balanced's run of planet at its density and 100,000 requests) to free
+    # nothing the process still needs
+    gc.disable()
     try:
         result = task(lambda f: conn.send(("tick", f)))
         conn.send(("done", result))
