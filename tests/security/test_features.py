@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aigrid.security.firewall.features import _Hashed, normalise, read, spans
+from aigrid.security.firewall.features import _Hashed, _unique, normalise, read, spans
 
 TEXT = st.text(alphabet=st.sampled_from(list("abc xyz.:;!?\n-*#\"'()0123456789éßжΩ\u200b\t")), max_size=400)
 
@@ -58,3 +58,11 @@ def test_every_window_of_a_long_text_is_its_own_slice(text: str) -> None:
         assert set(hashed.window(start, end, 2**18 - 1).tolist()) <= everything
     assert [b.tolist() for *_, b in read(normal, 2**18, 160, 80)][0] == hashed.window(
         *spans(normal, 160, 80, False)[0], 2**18 - 1).tolist()
+
+
+@given(st.lists(st.integers(0, 2**32 - 1), max_size=300))
+def test_unique_is_numpys(values: list[int]) -> None:
+    """_unique (sort, keep the first of equal neighbours) is np.unique(...).astype(np.int64), empty and one included."""
+    buckets = np.array(values, dtype=np.uint32)
+    got = _unique(buckets)
+    assert got.dtype == np.int64 and np.array_equal(got, np.unique(buckets).astype(np.int64))
