@@ -53,3 +53,16 @@ def test_the_choice_meets_the_slo_whenever_any_candidate_does(rows: list[tuple[f
     else:
         assert ranked[0].prediction.ttft_p90_ms <= min(c.prediction.ttft_p90_ms for c in cands) * (
             1 + POLICY.tie_tolerance)
+
+
+@given(st.floats(0, 1e4), st.floats(0, 1e5), st.floats(0, 1e5), st.floats(0.5, 5))
+def test_the_written_out_formulas_equal_the_predictions_properties(rtt: float, queue: float, prefill: float,
+                                                                   spread: float) -> None:
+    from aigrid.core.context import Context
+    from aigrid.core.picker import p90_ms
+    from aigrid.core.scorers.ttft import TtftScorer
+    from aigrid.core.types import UNKNOWN_STATE, Endpoint, GridView, RequestInfo
+    p = Prediction(rtt, queue, prefill, spread=spread)
+    assert p90_ms(Candidate("e", "s", "EU", "m", {}, 0.5, p, 0.0)) == p.ttft_p90_ms
+    ctx = Context(RequestInfo("r", "m"), GridView({}, (), {}), POLICY)
+    assert TtftScorer().score(ctx, Endpoint("e", "s", "m", "f", 1.0), UNKNOWN_STATE, p)[2] == (p.ttft_ms,)

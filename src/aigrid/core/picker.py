@@ -28,6 +28,13 @@ def _tie_break(ranked: list[Candidate], near: Callable[[Candidate], bool], rng: 
     return [chosen, *[c for c in ranked if c is not chosen]]
 
 
+def p90_ms(c: Candidate) -> float:
+    """`c.prediction.ttft_p90_ms` written out: compiled, four field reads instead of the property's Python
+    frame (once or twice per candidate of every decision); the same operations, so the same float."""
+    p = c.prediction
+    return p.rtt_ms + (p.queue_ms + p.prefill_ms) * p.spread
+
+
 def by_total(candidates: Sequence[Candidate], tolerance: float, rng: Rng) -> list[Candidate]:
     ranked = sorted(candidates, key=lambda c: (-c.total, c.endpoint_id))
     if len(ranked) < 2:
@@ -37,11 +44,11 @@ def by_total(candidates: Sequence[Candidate], tolerance: float, rng: Rng) -> lis
 
 
 def by_p90(candidates: Sequence[Candidate], tolerance: float, rng: Rng) -> list[Candidate]:
-    ranked = sorted(candidates, key=lambda c: (c.prediction.ttft_p90_ms, c.endpoint_id))
+    ranked = sorted(candidates, key=lambda c: (p90_ms(c), c.endpoint_id))
     if len(ranked) < 2:
         return ranked
-    best = ranked[0].prediction.ttft_p90_ms
-    return _tie_break(ranked, lambda c: c.prediction.ttft_p90_ms <= best * (1.0 + tolerance), rng)
+    best = p90_ms(ranked[0])
+    return _tie_break(ranked, lambda c: p90_ms(c) <= best * (1.0 + tolerance), rng)
 
 
 def _tpot_ok(c: Candidate, policy: Policy) -> bool:
@@ -68,8 +75,8 @@ class SloPicker:
         meets: list[Candidate] = []
         misses: list[Candidate] = []
         for c in candidates:  # one pass (`c not in meets` compared whole dataclasses, n^2 times)
-            (meets if c.prediction.ttft_p90_ms <= slo and _tpot_ok(c, policy) else misses).append(c)
+            (meets if p90_ms(c) <= slo and _tpot_ok(c, policy) else misses).append(c)
         if not meets:
             return tuple(by_p90(candidates, policy.tie_tolerance, rng))
-        misses.sort(key=lambda c: (c.prediction.ttft_p90_ms, c.endpoint_id))
+        misses.sort(key=lambda c: (p90_ms(c), c.endpoint_id))
         return (*by_total(meets, policy.tie_tolerance, rng), *misses)
