@@ -145,7 +145,6 @@ class _Window:
             if not variants:
                 del self.greedy_variants[s.prefix]
 
-
     def _move(self, prefix: str, was: int, now: int) -> None:
         if was:
             bucket = self.prefixes_by_count[was]
