@@ -10,18 +10,22 @@ far to trust the n-grams on prompts they have not seen. Optionally (variants `ng
 neighbour score is stacked the same way: the large model's win share among the K training prompts most
 similar to the prompt (cosine of the static vectors), or RouteLLM's similarity-weighted share over all of them
 (sw_ranking.NeighbourScore); nested inside every fold like the n-gram logit, shipped with its labelled
-vector table when chosen. The same neighbour score may instead (or also) be blended into the router's gain:
-gain = (1 - b) x the gain head + b x (2 x win share - 1). The three benchmarks differ in size by a factor of
-100; each row is weighted by (largest benchmark's rows / its benchmark's rows) ^ alpha.
+vector table when chosen. The same neighbour score may instead (or also) be blended into the router's gain,
+by value (`raw`): gain = (1 - b) x the gain head + b x (2 x win share - 1), or by rank (`rank`): the same blend
+of each estimate's rank among the training prompts' out-of-fold values (estimator.RankBlend; in the
+cross-validation each fold's ranks are taken among the other folds' values), mapped back to the gain scale.
+The three benchmarks differ in size by a factor of 100; each row is weighted by (largest benchmark's rows /
+its benchmark's rows) ^ alpha.
 
 Choices are made by 5-fold cross-validation inside train + validation, folds grouped like the held-out split
 (by MMLU subject, by MT-Bench question, by GSM8K prompt; nested for the n-gram logit and the neighbour
 score): the variant (with or without the n-gram logit, with or without a neighbour score), alpha and the number of boosting rounds maximise the mean over the three benchmarks of the gain
-head's out-of-fold APGR. The operating table (quality target -> threshold) is measured on those out-of-fold
+head's out-of-fold APGR; then the blend (by value or rank, K, b) maximises it again, among the blends that lower
+no benchmark's APGR against the trees alone. The operating table (quality target -> threshold) is measured on those out-of-fold
 scores: per threshold, the share of large calls with each benchmark weighted equally, and the quality lost on
 the benchmark where it is worst. Everything is then refitted on all of train + validation. The test
 split (aigrid.rightsize.routing_data.split_of) is never read.
-Needs the `train` extra (scikit-learn). About 10-20 minutes on this shared 2-core machine.
+Needs the `train` extra (scikit-learn). About 10-25 minutes on this shared 2-core machine.
   python scripts/train_quality_estimator.py [--data ../shared/data/model-routing] [--out PATH]
 """
 
@@ -39,7 +43,14 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 
 from aigrid.rightsize.curve import router_curve
-from aigrid.rightsize.estimator import ARTEFACT, HEADS, OperatingTable, QualityEstimator
+from aigrid.rightsize.estimator import (
+    ARTEFACT,
+    HEADS,
+    MonotoneMap,
+    OperatingTable,
+    QualityEstimator,
+    RankBlend,
+)
 from aigrid.rightsize.features import DENSE_NAMES, HASH_BITS, dense_features, hashed_ngrams
 from aigrid.rightsize.ngram_score import NgramScore
 from aigrid.rightsize.routing_data import RoutingData, read_routing_csv, split_mask
@@ -53,6 +64,7 @@ ALPHAS = (0.5, 1.0)
 ROUNDS = (100, 200, 300)
 BLEND_KS = (50, 100, 200, 400)
 BLENDS = (0.2, 0.3, 0.4, 0.5)
+COMBINES = ("raw", "rank")
 FOLDS = 5
 NGRAM_C = 0.03
 """The n-gram regression's regularisation: the value the earlier n-gram-only estimate chose on validation."""
@@ -129,6 +141,23 @@ def source_weights(source: np.ndarray, alpha: float) -> np.ndarray:
     return np.array([per[s] for s in source])
 
 
+def fold_ranks(values: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Each row's rank (a midrank share, as RankBlend's) among the out-of-fold values of the other folds."""
+    out = np.zeros(len(values))
+    for g in np.unique(fold):
+        out[fold == g] = MonotoneMap.cdf(values[fold != g]).apply(values[fold == g])
+    return out
+
+
+def rank_blend(head: np.ndarray, near_gain: np.ndarray, b: float) -> tuple[RankBlend, np.ndarray]:
+    """The shipped RankBlend, from the out-of-fold gain head and neighbour gain of all training rows, and its
+    gains for those rows (what the operating table is measured on)."""
+    fh, fn = MonotoneMap.cdf(head), MonotoneMap.cdf(near_gain)
+    r = (1 - b) * fh.apply(head) + b * fn.apply(near_gain)
+    out = MonotoneMap.quantile_match(r, (1 - b) * head + b * near_gain)
+    return RankBlend(fh, fn, out), out.apply(r)
+
+
 def per_benchmark_apgr(score: np.ndarray, data: RoutingData, source: np.ndarray) -> dict[str, float]:
     return {n: router_curve(n, score[source == n], data.small[source == n], data.large[source == n]).apgr
             for n in FILES}
@@ -166,6 +195,8 @@ def main() -> None:
     ap.add_argument("--blend-ks", default=",".join(map(str, BLEND_KS)), help="neighbour counts K tried in the "
                     "blend (empty: no blend)")
     ap.add_argument("--blends", default=",".join(map(str, BLENDS)), help="blend weights b tried")
+    ap.add_argument("--combines", default=",".join(COMBINES), help="how the blend combines the two estimates: raw "
+                    "(their values), rank (their ranks among the training prompts' out-of-fold values)")
     args = ap.parse_args()
     parts, sources = [], []
     for name, file in FILES.items():
@@ -234,23 +265,36 @@ def main() -> None:
         (c for c in candidates if all(c[1][n] >= first[1][n] for n in FILES)), key=lambda c: c[0])
     print(f"trees: {variant}, alpha={alpha}, {rounds} rounds: {describe(apgr)}", flush=True)
     k = neighbour_k(variant)
-    blend, blend_k, chosen = 0.0, k, None
+    blend, blend_k, combine, chosen = 0.0, k, "raw", None
+    head_ranks = fold_ranks(oof_best, fold)
     for bk in [b for b in blend_ks if k is None or b == k]:
         near = np.zeros(len(data))
         for f in range(FOLDS):
             near[fold == f] = nb_col[bk][f][fold == f]
-        for b in map(float, args.blends.split(",")):
-            mixed = (1 - b) * oof_best + b * (2 * near - 1)
-            a = per_benchmark_apgr(mixed, data, source)
-            m = float(np.mean(list(a.values())))
-            steady = all(a[n] >= apgr[n] for n in FILES)
-            print(f"blend K={bk} b={b}: out-of-fold APGR {describe(a)}{'' if steady else ' (a benchmark falls)'}",
-                  flush=True)
-            if steady and m > mean:
-                chosen = (m, a, b, bk, mixed)
-                mean, blend, blend_k = m, b, bk
+        near_ranks = fold_ranks(2 * near - 1, fold)
+        for how in args.combines.split(","):
+            for b in map(float, args.blends.split(",")):
+                if how == "raw":
+                    mixed = (1 - b) * oof_best + b * (2 * near - 1)
+                elif how == "rank":
+                    mixed = (1 - b) * head_ranks + b * near_ranks
+                else:
+                    raise SystemExit(f"unknown combine {how!r}: raw or rank")
+                a = per_benchmark_apgr(mixed, data, source)
+                m = float(np.mean(list(a.values())))
+                steady = all(a[n] >= apgr[n] for n in FILES)
+                print(f"blend {how} K={bk} b={b}: out-of-fold APGR {describe(a)}"
+                      f"{'' if steady else ' (a benchmark falls)'}", flush=True)
+                if steady and m > mean:
+                    chosen = (m, a, b, bk, how, near)
+                    mean, blend, blend_k, combine = m, b, bk, how
+    ranks = None
     if chosen is not None:
-        _, apgr, _, _, oof_best = chosen
+        _, apgr, _, _, _, near = chosen
+        if combine == "rank":
+            ranks, oof_best = rank_blend(oof_best, 2 * near - 1, blend)
+        else:
+            oof_best = (1 - blend) * oof_best + blend * (2 * near - 1)
     best = (mean, variant, alpha, rounds)
     table = operating_table(oof_best, data, source)
     w = source_weights(source, alpha)
@@ -265,12 +309,14 @@ def main() -> None:
         x = np.column_stack([base, np.zeros(len(data))])
     heads = {h: TreeEnsemble.from_sklearn(booster(rounds).fit(x, targets[h], sample_weight=w)) for h in HEADS}
     meta = {"variant": variant, "neighbours": "none" if blend_k is None else str(blend_k), "blend": str(blend),
+            "combine": combine,
             "alpha": str(alpha), "rounds": str(rounds), "rows": str(len(data)),
             "cv_apgr_mean": f"{best[0]:.4f}",
             "trained_on": "model-routing MMLU+GSM8K+MT-Bench train+validation splits",
             "small_reference": data.small_name, "large_reference": data.large_name}
-    QualityEstimator(embedding, ngram, heads, meta, table, neighbours, k is not None, blend).save(args.out)
-    print(f"chose {variant}, alpha={alpha}, {rounds} rounds, blend {blend} with K={blend_k} (cross-validated "
+    QualityEstimator(embedding, ngram, heads, meta, table, neighbours, k is not None, blend, ranks).save(args.out)
+    print(f"chose {variant}, alpha={alpha}, {rounds} rounds, blend {blend} ({combine}) with K={blend_k} "
+          f"(cross-validated "
           f"APGR {describe(apgr)}); wrote {args.out} "
           f"({args.out.stat().st_size / 1024:.0f} KiB)")
 

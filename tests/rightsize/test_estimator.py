@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from aigrid.errors import AigridError
-from aigrid.rightsize.estimator import QualityEstimator
+from aigrid.rightsize.estimator import MonotoneMap, QualityEstimator, RankBlend
 from aigrid.rightsize.sw_ranking import NeighbourScore, quantize
 
 PROMPTS = ["Which of these is a mammal? A. Shark B. Dolphin C. Trout D. Octopus",
@@ -39,3 +39,39 @@ def test_a_blend_without_a_neighbour_table_is_refused():
     shipped = QualityEstimator.load()
     with pytest.raises(AigridError, match="no neighbour table"):
         QualityEstimator(shipped.embedding, shipped.ngram, shipped.heads, shipped.meta, shipped.table, None, False, 0.3)
+
+
+def test_a_monotone_map_interpolates_like_numpy_and_a_cdf_counts_ties_one_half():
+    m = MonotoneMap((0.0, 1.0, 3.0), (0.0, 0.5, 2.5))
+    xs = np.array([-1.0, 0.0, 0.25, 1.0, 2.0, 3.0, 7.0])
+    assert [m(float(v)) for v in xs] == pytest.approx(m.apply(xs).tolist())
+    assert m.apply(xs).tolist() == pytest.approx([0.0, 0.0, 0.125, 0.5, 1.5, 2.5, 2.5])
+    cdf = MonotoneMap.cdf(np.array([0.0, 0.0, 1.0, 2.0]))
+    assert (cdf(0.0), cdf(1.0), cdf(2.0)) == pytest.approx((0.25, 0.625, 0.875))
+    matched = MonotoneMap.quantile_match(np.arange(10.0), np.arange(10.0) ** 2)
+    assert matched(3.0) == pytest.approx(9.0, abs=0.01)
+    assert all(b > a for a, b in zip(matched.y, matched.y[1:], strict=False))
+    with pytest.raises(AigridError, match="strictly increasing"):
+        MonotoneMap((0.0, 0.0), (0.0, 1.0))
+
+
+def test_a_rank_blend_orders_by_the_two_estimates_ranks_and_survives_a_save_and_load(tmp_path):
+    shipped = QualityEstimator.load()
+    base = _with_neighbours(shipped, 0.5)
+    heads_only = QualityEstimator(shipped.embedding, shipped.ngram, shipped.heads, shipped.meta, shipped.table)
+    head = np.array([heads_only.estimate(p).gain for p in PROMPTS])
+    near = np.array([-1.0, 1.0, 0.0])
+    # reference values in which the second prompt's head gain ranks first and the neighbour gains as given
+    rank = RankBlend(MonotoneMap.cdf(np.concatenate([head, head - 1, head + 1])), MonotoneMap.cdf(near),
+                     MonotoneMap((0.0, 1.0), (-1.0, 1.0)))
+    est = QualityEstimator(shipped.embedding, shipped.ngram, shipped.heads, shipped.meta, shipped.table,
+                           base.neighbours, False, 0.5, rank)
+    gains = [est.estimate(p).gain for p in PROMPTS]
+    want = [2 * (0.5 * rank.head(h) + 0.5 * rank.near(n)) - 1 for h, n in zip(head, near, strict=True)]
+    assert gains == pytest.approx(want, abs=1e-6)
+    est.save(tmp_path / "q.npz")
+    again = QualityEstimator.load(tmp_path / "q.npz", embedding=shipped.embedding)
+    assert again.rank == rank and [again.estimate(p) for p in PROMPTS] == [est.estimate(p) for p in PROMPTS]
+    with pytest.raises(AigridError, match="blends ranks but has no neighbour table"):
+        QualityEstimator(shipped.embedding, shipped.ngram, shipped.heads, shipped.meta, shipped.table,
+                         None, False, 0.0, rank)

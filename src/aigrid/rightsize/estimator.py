@@ -7,17 +7,20 @@ one's, and the large one's expected gain over the mid-size one (their difference
 error makes each head an estimate of a mean: the first two are probabilities, the third the expected quality
 the large model adds. Optionally a neighbour score (sw_ranking.NeighbourScore: the large model's win share
 among the most similar labelled training prompts, shipped as an int8 vector table) is one more input of the
-trees and/or blended into the gain: gain = (1 - blend) x the gain head + blend x (2 x win share - 1), both
-estimates of the same expected gain. The gain is the router's score. Inference is a WordPiece split, one
+trees and/or blended into the gain, both estimates of the same expected gain: either their values, gain =
+(1 - blend) x the gain head + blend x (2 x win share - 1), or (`RankBlend`) their ranks among the training
+prompts' out-of-fold values, mapped back to the gain scale. The gain is the router's score. Inference is a WordPiece split, one
 gather, a sparse dot product, a product with the neighbour table and three tree walks: no torch, no
 scikit-learn, about a millisecond per prompt on one core (scripts/bench_quality_estimate.py).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -72,13 +75,84 @@ class OperatingTable:
         return float(self.share_large[i]), float(self.relative_drop[i])
 
 
+@dataclass(frozen=True)
+class MonotoneMap:
+    """A strictly increasing piecewise-linear map, constant beyond its ends; plain Python lists, because
+    np.interp on one scalar costs ~25 us and a bisect ~1 us."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y) or len(self.x) < 2 or any(b <= a for a, b in zip(self.x, self.x[1:], strict=False)):
+            raise AigridError(f"a monotone map needs >= 2 strictly increasing points ({len(self.x)} given)")
+
+    def __call__(self, v: float) -> float:
+        x, y = self.x, self.y
+        i = bisect_right(x, v)
+        if i == 0:
+            return y[0]
+        if i == len(x):
+            return y[-1]
+        return y[i - 1] + (y[i] - y[i - 1]) * (v - x[i - 1]) / (x[i] - x[i - 1])
+
+    def apply(self, values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """The map on many values at once (the same arithmetic as calling it on each)."""
+        return np.interp(values, self.x, self.y)
+
+    @classmethod
+    def cdf(cls, values: npt.NDArray[np.float64], points: int = 1025) -> MonotoneMap:
+        """The share of `values` below v (ties counting one half; a midrank), exact at up to `points` of the
+        values (evenly spaced in rank), linear between them."""
+        ordered = np.sort(np.asarray(values, np.float64))
+        q = np.unique(ordered[np.round(np.linspace(0, len(ordered) - 1, points)).astype(np.int64)])
+        below = np.searchsorted(ordered, q, "left")
+        upto = np.searchsorted(ordered, q, "right")
+        return cls(tuple(q.tolist()), tuple(((below + upto) / 2 / len(ordered)).tolist()))
+
+    @classmethod
+    def quantile_match(cls, source: npt.NDArray[np.float64], target: npt.NDArray[np.float64],
+                       points: int = 1025) -> MonotoneMap:
+        """source's p-quantile -> target's p-quantile: a strictly increasing map that gives `source`'s values
+        `target`'s distribution (kept strictly increasing by a ramp of at most 1e-6)."""
+        p = np.linspace(0, 1, points)
+        x, y = np.quantile(source, p), np.maximum.accumulate(np.quantile(target, p)) + p * 1e-6
+        keep = np.concatenate([[True], np.diff(x) > 0])
+        return cls(tuple(x[keep].tolist()), tuple(y[keep].tolist()))
+
+
+@dataclass(frozen=True)
+class RankBlend:
+    """The router's gain from the ranks of its two estimates: r = (1 - blend) x F_head(gain head) + blend x
+    F_near(neighbour gain), F the share of the training prompts' out-of-fold values below (a midrank), then r
+    mapped to the gain scale by quantile matching (`out`: the training prompts' out-of-fold r -> their
+    out-of-fold value blend, (1 - blend) x head + blend x neighbour gain). A rank average ignores how far
+    apart the two estimates' values are spread and where their tails lie, only their order."""
+
+    head: MonotoneMap
+    near: MonotoneMap
+    out: MonotoneMap
+
+    def __call__(self, head_gain: float, near_gain: float, blend: float) -> float:
+        return self.out((1.0 - blend) * self.head(head_gain) + blend * self.near(near_gain))
+
+    def arrays(self) -> dict[str, npt.NDArray[np.float64]]:
+        return {f"rank_{n}_{a}": np.array(getattr(getattr(self, n), a)) for n in ("head", "near", "out")
+                for a in ("x", "y")}
+
+    @classmethod
+    def from_arrays(cls, z: Any) -> RankBlend:
+        return cls(*(MonotoneMap(tuple(z[f"rank_{n}_x"].tolist()), tuple(z[f"rank_{n}_y"].tolist()))
+                     for n in ("head", "near", "out")))
+
+
 class QualityEstimator:
     """Loads the artefacts once (`load()`); `estimate(text)` is then pure arithmetic."""
 
     def __init__(self, embedding: StaticEmbedding, ngram: NgramScore, heads: dict[str, TreeEnsemble],
                  meta: dict[str, str], table: OperatingTable | None = None,
                  neighbours: NeighbourScore | None = None, neighbour_feature: bool = False,
-                 blend: float = 0.0) -> None:
+                 blend: float = 0.0, rank: RankBlend | None = None) -> None:
         missing = [h for h in HEADS if h not in heads]
         if missing:
             raise AigridError(f"quality estimator lacks heads {missing}")
@@ -93,7 +167,11 @@ class QualityEstimator:
         self.neighbour_feature = neighbour_feature
         """The neighbour score is the trees' last input."""
         self.blend = blend
-        """The router's gain is (1 - blend) x the gain head + blend x (2 x neighbour score - 1)."""
+        """The router's gain is (1 - blend) x the gain head + blend x (2 x neighbour score - 1), or with `rank`
+        the same blend of their ranks, mapped to the gain scale."""
+        if rank is not None and neighbours is None:
+            raise AigridError("quality estimator blends ranks but has no neighbour table")
+        self.rank = rank
 
     @classmethod
     def load(cls, path: Path | None = None, embedding: StaticEmbedding | None = None) -> QualityEstimator:
@@ -108,8 +186,9 @@ class QualityEstimator:
             neighbours = (NeighbourScore(z["neighbour_vectors"], z["neighbour_won"].astype(np.float32) / 2,
                                          int(z["neighbour_k"])) if nb else None)
             feature, blend = (bool(z["neighbour_feature"]), float(z["neighbour_blend"])) if nb else (False, 0.0)
+            rank = RankBlend.from_arrays(z) if "rank_out_x" in z.files else None
         return cls(embedding if embedding is not None else StaticEmbedding.load(), ngram, heads, meta, table,
-                   neighbours, feature, blend)
+                   neighbours, feature, blend, rank)
 
     def save(self, path: Path) -> None:
         keys = sorted(self.meta)
@@ -121,9 +200,10 @@ class QualityEstimator:
                                              "neighbour_won": np.round(nb.won * 2).astype(np.int8),
                                              "neighbour_feature": np.bool_(self.neighbour_feature),
                                              "neighbour_blend": np.float64(self.blend)})
+        rank: dict[str, Any] = {} if self.rank is None else self.rank.arrays()
         np.savez_compressed(path, meta_keys=np.array(keys), meta_values=np.array([self.meta[k] for k in keys]),
                             ngram_weights=self.ngram.weights.astype(np.float16), ngram_dense=self.ngram.dense_weights,
-                            ngram_bias=np.float64(self.ngram.bias), **table, **trees, **neighbours)
+                            ngram_bias=np.float64(self.ngram.bias), **table, **trees, **neighbours, **rank)
 
     def estimate(self, text: str) -> QualityEstimate:
         x = prompt_features(text, self.embedding, self.ngram)
@@ -133,6 +213,9 @@ class QualityEstimator:
             if self.neighbour_feature:
                 x = np.append(x, np.float32(near))
         small, large, gain = (self.heads[h].predict(x) for h in HEADS)
-        gain = (1.0 - self.blend) * gain + self.blend * (2.0 * near - 1.0)
+        if self.rank is not None:
+            gain = self.rank(gain, 2.0 * near - 1.0, self.blend)
+        else:
+            gain = (1.0 - self.blend) * gain + self.blend * (2.0 * near - 1.0)
         clamp = lambda v, lo, hi: float(min(max(v, lo), hi))  # noqa: E731
         return QualityEstimate(clamp(small, 0.0, 1.0), clamp(large, 0.0, 1.0), clamp((1.0 + gain) / 2, 0.0, 1.0))
