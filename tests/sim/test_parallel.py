@@ -75,3 +75,15 @@ def test_workers_leave_ctrl_c_to_the_parent() -> None:
     # Ctrl-C reaches the whole process group: the parent stops the workers; each worker printing its own
     # KeyboardInterrupt traceback buried the terminal
     assert run_all([_sigint_handler, _sigint_handler], workers=2) == [True, True]
+
+
+def test_idle_is_called_once_when_a_core_is_free_and_nothing_is_left_to_start() -> None:
+    calls: list[int] = []
+
+    def slow(tick: Tick) -> int:
+        time.sleep(0.5)
+        return 1
+    out = run_all([slow, _square(2), _square(3)], workers=2, idle=lambda: calls.append(1))
+    assert [out[0], out[1][0], out[2][0]] == [1, 4, 9] and calls == [1]
+    assert run_all([_square(2)], workers=1, idle=lambda: calls.append(2)) == [(4, os.getpid())]
+    assert calls == [1]

@@ -5,8 +5,10 @@ The top-level CLI mounts `app` (a typer sub-app) or calls run_scenario() directl
 
 from __future__ import annotations
 
+import importlib
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -17,7 +19,6 @@ from aigrid.cli_error import print_error
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_failed
 from aigrid.sim.experiment import run_experiment
-from aigrid.sim.plots import write_plots
 from aigrid.sim.report import print_table, summary, write_outputs
 from aigrid.sim.scenario import ScenarioError, ScenarioProblem, load_scenario
 
@@ -51,19 +52,26 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
                 console.print(f"{label}: {tenth * 10}% ({time.monotonic() - started:.0f} s)", highlight=False)
 
         try:
-            experiment = run_experiment(scenario, progress=report, workers=workers)
+            experiment = run_experiment(scenario, progress=report, workers=workers,
+                                        idle=_import_plots if plots else None)
         except ScenarioProblem as e:
             raise ScenarioError(str(path), [str(e)]) from None
     try:
         write_outputs(experiment, out)
         if plots:
-            write_plots(experiment, out)
+            _import_plots().write_plots(experiment, out)
     except OSError as e:
         raise write_failed("--out", out, e) from None
     if not quiet:
         print_table(experiment, Console(width=max(Console().width, 132)))
         console.print(f"wrote {out}/summary.json ({experiment.events:,} events in {experiment.wall_s:.1f} s)")
     return summary(experiment)
+
+
+def _import_plots() -> ModuleType:
+    """aigrid.sim.plots, imported on first use: matplotlib takes about half a second to import, which
+    run_experiment lets happen on a core its runs have left free (its `idle`), not before them."""
+    return importlib.import_module("aigrid.sim.plots")
 
 
 app = typer.Typer(help="Simulate a planet-scale grid driven by the same routing core.", add_completion=False)

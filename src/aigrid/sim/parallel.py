@@ -39,19 +39,23 @@ def default_workers(runs: int) -> int:
 
 
 def run_all(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, float], None] | None = None,
-            cost: Sequence[float] | None = None) -> list[T]:
+            cost: Sequence[float] | None = None, idle: Callable[[], None] | None = None) -> list[T]:
     """Each task's result, in order. progress(task index, fraction) as the tasks report it.
 
     `cost`: each task's expected cost (any unit); worker processes start the costliest first (longest
     processing time first), so that a long run does not start last and run alone at the end. Equal costs
-    keep the tasks' order. Results come back in the tasks' order whatever the start order."""
+    keep the tasks' order. Results come back in the tasks' order whatever the start order.
+
+    `idle()`: called once, in this process, when a worker has finished and none is left to start while
+    others still run: a core is free until they end, for the caller to prepare what it does after them.
+    Not called when the tasks run in this process."""
     if workers <= 1 or len(tasks) < 2 or "fork" not in multiprocessing.get_all_start_methods():
         out = []
         for i, task in enumerate(tasks):
             out.append(task(_local_tick(i, progress)))
         return out
     order = list(range(len(tasks))) if cost is None else sorted(range(len(tasks)), key=lambda i: -cost[i])
-    return _forked(tasks, workers, progress, order)
+    return _forked(tasks, workers, progress, order, idle)
 
 
 def _local_tick(i: int, progress: Callable[[int, float], None] | None) -> Tick:
@@ -81,7 +85,7 @@ def _child(task: Task[Any], conn: Connection) -> None:
 
 
 def _forked(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, float], None] | None,
-            order: Sequence[int]) -> list[T]:
+            order: Sequence[int], idle: Callable[[], None] | None = None) -> list[T]:
     ctx = multiprocessing.get_context("fork")
     results: dict[int, T] = {}
     todo = list(order)
@@ -117,6 +121,9 @@ def _forked(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, flo
                         raise exc
                     raise WorkerError(f"simulation worker {i} failed:\n{text}")
                 results[i] = payload
+                if idle is not None and not todo and running:
+                    idle()
+                    idle = None
     finally:
         for conn, (_, proc) in running.items():
             proc.terminate()
