@@ -127,6 +127,13 @@ def test_the_usage_details_are_summed_as_the_counts_are() -> None:
     assert usage["prompt_tokens_details"] == {"cached_tokens": 17}  # 8 + 9: each prompt once
     assert usage["completion_tokens_details"] == {"reasoning_tokens": 10, "note": "answer 0"}  # 1 + 2 + 3 + 4
     assert "completion_tokens_details" not in summed_usage({0: {"prompt_tokens": 1, "completion_tokens": 1}})
+    # a null is no count; the prompt's details from any of its answers when the counted one has none; nested summed
+    odd = summed_usage({0: {"prompt_tokens": 5, "completion_tokens_details": {"reasoning_tokens": None,
+                                                                              "audio": {"tokens": 1}}},
+                        1: {"prompt_tokens": 4, "prompt_tokens_details": {"cached_tokens": 4},
+                            "completion_tokens_details": {"reasoning_tokens": 7, "audio": {"tokens": 2}}}}, n=2)
+    assert odd["prompt_tokens_details"] == {"cached_tokens": 4}
+    assert odd["completion_tokens_details"] == {"reasoning_tokens": 7, "audio": {"tokens": 3}}
 
 
 class ListAnswering(ScriptedEngine):

@@ -566,6 +566,25 @@ async def test_every_read_of_the_grid_is_audited(metered: Gateway) -> None:
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable", path
 
 
+@pytest.mark.parametrize("headers", [{"authorization": "Basic dXNlcjpwYXNz"}, {"authorization": "Bearer "},
+                                     {"authorization": "Bearer aig_stale_key"}, {"x-aigrid-tenant": "nobody"}],
+                         ids=["basic auth of a proxy", "empty key", "stale aigrid key", "unknown tenant"])
+async def test_without_enforcement_the_grid_and_the_dashboard_read_any_credentials_as_anonymous(
+        metered: Gateway, headers: dict[str, str]) -> None:
+    """With authentication not enforced the grid and the dashboard's data served any caller before they were
+    audited (a demo gateway behind a proxy's Basic auth, whose credentials the browser repeats on the page's
+    requests): they still do, each read audited as the anonymous caller (a review found 401 and 400 there)."""
+    from aigrid.dashboard import dashboard_routes
+
+    app = build_app(metered, extra_routes=dashboard_routes(metered, interval_s=0.01))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        got = [(await c.get(path, headers=headers)).status_code for path in ("/v1/grid", "/dashboard/state")]
+    assert got == [200, 200]
+    rows = await audit_rows(metered)
+    assert [(r["extra"]["route"], r["outcome"], r["key_id"]) for r in rows] == [
+        ("GET /v1/grid", "ok", "anonymous"), ("GET /dashboard/state", "ok", "anonymous")]
+
+
 async def test_count_tokens_is_audited_and_counted(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
     """POST /v1/messages/count_tokens, like the Responses API's input_tokens: one audit record a call (its
     refusals too, in Anthropic's envelope), one request against requests per minute, and refused (audit_unavailable,

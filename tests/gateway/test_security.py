@@ -249,6 +249,13 @@ async def test_dashboard_is_for_operators_when_enforced(
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
         assert error(await c.get("/dashboard/state", headers=auth(keys["bank"])), 403)["code"] == "operator_only"
         assert (await c.get("/dashboard/state", headers=auth(keys["ops"]))).status_code == 200
+        # the Anthropic SDK's way of sending a key is the same key to the dashboard's check (it saw only
+        # Authorization until 2026-12-04: 401 for an operator's key sent as x-api-key)
+        assert (await c.get("/dashboard/state", headers={"x-api-key": keys["ops"]})).status_code == 200
+        # enforced: credentials that do not authenticate are refused on every read (Basic auth, an empty key)
+        for headers in ({"authorization": "Basic dXNlcjpwYXNz"}, {"authorization": "Bearer "}):
+            for path in ("/dashboard/state", "/v1/grid"):
+                assert (await c.get(path, headers=headers)).status_code == 401, (path, headers)
 
 
 async def test_a_key_revoked_or_created_with_aigrid_keys_takes_effect_without_a_restart(

@@ -75,3 +75,12 @@ def test_a_rank_blend_orders_by_the_two_estimates_ranks_and_survives_a_save_and_
     with pytest.raises(AigridError, match="blends ranks but has no neighbour table"):
         QualityEstimator(shipped.embedding, shipped.ngram, shipped.heads, shipped.meta, shipped.table,
                          None, False, 0.0, rank)
+
+
+def test_a_monotone_map_refuses_points_that_are_not_finite() -> None:
+    """A NaN passes the strictly-increasing check (every comparison with it is false): refused on its own."""
+    import math
+
+    for x, y in (((0.0, math.nan, 2.0), (0.0, 1.0, 2.0)), ((0.0, 1.0), (0.0, math.inf))):
+        with pytest.raises(AigridError, match="finite"):
+            MonotoneMap(x, y)

@@ -72,24 +72,40 @@ def test_pii_in_input_is_redacted_and_written_back_into_the_body(firewall: Firew
 def test_an_assistant_turns_tool_calls_and_reasoning_are_read_and_redacted_in_place(firewall: Firewall) -> None:
     """A replayed assistant turn's tool call arguments, a legacy function call's and its reasoning reach the model
     through the chat template as its content does: read with the message's source (until 2026-12-04 only the
-    content was), personal data redacted where it sits (the arguments stay valid JSON), and counted by the context
-    check beside the content."""
+    content was), personal data redacted where it sits, and counted by the context check beside the content.
+    Arguments are a JSON document: each of its strings is read decoded and a redaction is written back as JSON (read
+    as raw text, an address after an escaped line break took the escape's letter and left invalid JSON, and a
+    phone number after one was not found)."""
     body, texts = chat(
         {"role": "user", "content": "book it"},
         {"role": "assistant", "content": None, "reasoning_content": "the user is a@b.io",
          "tool_calls": [{"id": "c1", "type": "function",
-                         "function": {"name": "book", "arguments": '{"card": "4111 1111 1111 1111"}'}}],
+                         "function": {"name": "book", "arguments": '{"card": "4111 1111 1111 1111", '
+                                                                   '"note": "call\\nbob@x.io or\\n+44 20 7946 0958"}'}},
+                        {"id": "c2", "type": "function", "function": {"name": "plain", "arguments": "not json"}},
+                        {"id": "c3", "type": "function", "function": {"name": "ollama", "arguments": {"to": "e@f.io"}}}],
          "function_call": {"name": "mail", "arguments": '{"to": "c@d.io"}'}})
     assert [(t.where, t.source) for t in texts[1:]] == [
         ("messages[1].tool_calls[0].function.name", Source.ASSISTANT),
-        ("messages[1].tool_calls[0].function.arguments", Source.ASSISTANT),
-        ("messages[1].function_call.name", Source.ASSISTANT), ("messages[1].function_call.arguments", Source.ASSISTANT),
+        ("keys of messages[1].tool_calls[0].function.arguments", Source.ASSISTANT),
+        ("messages[1].tool_calls[0].function.arguments.card", Source.ASSISTANT),
+        ("messages[1].tool_calls[0].function.arguments.note", Source.ASSISTANT),
+        ("messages[1].tool_calls[1].function.name", Source.ASSISTANT),
+        ("messages[1].tool_calls[1].function.arguments", Source.ASSISTANT),
+        ("messages[1].tool_calls[2].function.name", Source.ASSISTANT),
+        ("keys of messages[1].tool_calls[2].function.arguments", Source.ASSISTANT),
+        ("messages[1].tool_calls[2].function.arguments.to", Source.ASSISTANT),
+        ("messages[1].function_call.name", Source.ASSISTANT),
+        ("keys of messages[1].function_call.arguments", Source.ASSISTANT),
+        ("messages[1].function_call.arguments.to", Source.ASSISTANT),
         ("messages[1].reasoning_content", Source.ASSISTANT)]
     assert beside_messages(texts) == sum(len(t.text) for t in texts[1:])
     result = firewall.check_texts("acme", texts)
     apply(body, texts, result)
     turn = body["messages"][1]
-    assert orjson.loads(turn["tool_calls"][0]["function"]["arguments"]) == {"card": "[REDACTED:CARD]"}
+    assert orjson.loads(turn["tool_calls"][0]["function"]["arguments"]) == {
+        "card": "[REDACTED:CARD]", "note": "call\n[REDACTED:EMAIL] or\n[REDACTED:PHONE]"}
+    assert turn["tool_calls"][2]["function"]["arguments"] == {"to": "[REDACTED:EMAIL]"}
     assert orjson.loads(turn["function_call"]["arguments"]) == {"to": "[REDACTED:EMAIL]"}
     assert turn["reasoning_content"] == "the user is [REDACTED:EMAIL]"
 

@@ -9,10 +9,11 @@
                                    only when the gateway was given a replay directory
 
 Every route only reads the gateway. The data routes (state, events, replay) are audited like the API's reads
-(one record a request, the live feed's when it ends; not served while the audit log cannot take the record),
-and call `authenticate` with the request's Authorization header when one is given (aigrid.security's
-Authenticator.authenticate fits), so they honour the gateway's API keys; an AuthenticationError becomes the
-usual 401 envelope.
+(one record a request, the live feed's when it ends; not served while the audit log cannot take the record):
+the gateway authenticates the caller for the record (routes.authenticate_read: with enforcement on, a key the
+gateway does not know is a 401), then `authenticate`, when given, is called with the request's credentials (the
+Authorization header, or an x-api-key as a bearer key) and raises to refuse: the gateway wires its
+Guard.operator (an operator tenant's key only). An AuthenticationError becomes the usual 401 envelope.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from aigrid.dashboard.feed import Feed
 from aigrid.dashboard.sse import event_stream
 from aigrid.errors import InvalidRequest, NotFound
 from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.numbers import plain_int
-from aigrid.gateway.routes import audited_route, json_response
-from aigrid.gateway.routes import authenticate as authenticate_call
+from aigrid.gateway.routes import audited_route, authenticate_read, json_response
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -66,11 +67,12 @@ class DashboardRoutes:
         self.sleep = sleep
 
     async def _check(self, request: Request, ex: Exchange) -> None:
-        """The caller on the exchange for the read's audit record (the gateway's own authentication; not served
-        while the audit log cannot take the record), then the dashboard's check (`authenticate`)."""
-        await authenticate_call(self.gw, request, ex)
+        """The caller on the exchange for the read's audit record (the gateway's own authentication; with it not
+        enforced, any credentials read as the anonymous caller; not served while the audit log cannot take the
+        record), then the dashboard's check (`authenticate`) on the same credentials (an `x-api-key` is one)."""
+        await authenticate_read(self.gw, request, ex)
         if self.authenticate is not None:
-            self.authenticate(request.headers.get("authorization"))
+            self.authenticate(pipeline_headers(request).get("authorization"))
 
     async def page(self, request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)

@@ -135,36 +135,47 @@ def _index(choice: dict[str, Any], n: int, answer: int) -> int:
 
 def summed_usage(usages: Mapping[int, dict[str, Any]], n: int = 1) -> dict[str, Any]:
     """The usage of answers by number, n per prompt (answer j is prompt j // n's): each prompt's tokens once (the
-    largest count its answers gave) and its `prompt_tokens_details` (cached tokens, ...) with them, every answer's
+    largest count its answers gave) and its `prompt_tokens_details` (cached tokens, ...) once, every answer's
     completion tokens and `completion_tokens_details` (reasoning tokens, ...)."""
     per_prompt: dict[int, dict[str, Any]] = {}
+    prompt_details: dict[int, Mapping[str, Any]] = {}
     for j, u in usages.items():
         held = per_prompt.get(j // n)
         if held is None or int(u.get("prompt_tokens") or 0) > int(held.get("prompt_tokens") or 0):
             per_prompt[j // n] = u
+        details = u.get("prompt_tokens_details")
+        if isinstance(details, Mapping) and (j // n not in prompt_details or u is per_prompt[j // n]):
+            prompt_details[j // n] = details  # the counted answer's, else any of the prompt's answers'
     prompt = sum(int(u.get("prompt_tokens") or 0) for u in per_prompt.values())
     completion = sum(int(u.get("completion_tokens") or 0) for u in usages.values())
     out = {**usages[min(usages)], "prompt_tokens": prompt, "completion_tokens": completion,
            "total_tokens": prompt + completion}
-    for key, counted in (("prompt_tokens_details", per_prompt.values()),
-                         ("completion_tokens_details", usages.values())):
-        details = [u[key] for u in counted if isinstance(u.get(key), Mapping)]
+    completion_details = [d for u in usages.values() if isinstance(d := u.get("completion_tokens_details"), Mapping)]
+    for key, details in (("prompt_tokens_details", list(prompt_details.values())),
+                         ("completion_tokens_details", completion_details)):
         if details:
             out[key] = _summed(details)
     return out
 
 
 def _summed(details: list[Mapping[str, Any]]) -> dict[str, Any]:
-    """Usage details summed key by key (the counts; a value that is not a number is the first answer's)."""
+    """Usage details summed key by key, nested ones too; a null is no count; a value that is not a number is the
+    first answer's."""
     out: dict[str, Any] = {}
     for d in details:
         for k, v in d.items():
-            number = isinstance(v, int | float) and not isinstance(v, bool)
-            if k not in out:
-                out[k] = v
-            elif number and isinstance(out[k], int | float) and not isinstance(out[k], bool):
-                out[k] += v
+            held = out.get(k)
+            if held is None:
+                out[k] = dict(_summed([v])) if isinstance(v, Mapping) else v
+            elif isinstance(held, dict) and isinstance(v, Mapping):
+                out[k] = _summed([held, v])
+            elif _count(held) and _count(v):
+                out[k] = held + v
     return out
+
+
+def _count(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIterator[bytes]:

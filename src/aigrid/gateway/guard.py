@@ -353,6 +353,11 @@ class Guard:
             return None
         return self.reader_of(self.authenticator.authenticate(authorization))
 
+    @property
+    def enforcing(self) -> bool:
+        """Authentication is enforced (the spec's security.enforce)."""
+        return self._enforce
+
     def reader_of(self, principal: Principal) -> str | None:
         """Guard.reader for a caller already authenticated (an audited read's, on its exchange)."""
         return None if not self._enforce or principal.tenant in self._operators else principal.tenant

@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, MutableMapping
 from typing import Any
 
+import orjson
+
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.pipeline import Screened
-from aigrid.security.firewall.texts import ModelText, Source, put, render, tool_text
+from aigrid.security.firewall.texts import IN_JSON, ModelText, Source, put, render, tool_text
 
 ROLE_SOURCE = {"user": Source.USER, "system": Source.SYSTEM, "developer": Source.SYSTEM,
                "assistant": Source.ASSISTANT, "tool": Source.TOOL_RESULT, "function": Source.TOOL_RESULT}
@@ -49,18 +51,32 @@ def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[
     text (an assistant's: the personal-data policy, as its content; counted by the context check)."""
     out: list[ModelText] = []
     calls = message.get("tool_calls")
-    for k, call in enumerate(calls if isinstance(calls, list) else ()):
-        fn = call.get("function") if isinstance(call, Mapping) else None
-        if isinstance(fn, Mapping):
-            out += [ModelText(fn[key], source, ("messages", i, "tool_calls", k, "function", key))
-                    for key in ("name", "arguments") if isinstance(fn.get(key), str)]
-    legacy = message.get("function_call")
-    if isinstance(legacy, Mapping):
-        out += [ModelText(legacy[key], source, ("messages", i, "function_call", key))
-                for key in ("name", "arguments") if isinstance(legacy.get(key), str)]
-    out += [ModelText(message[key], source, ("messages", i, key))
-            for key in REASONING_KEYS if isinstance(message.get(key), str)]
+    functions = [((k, "function"), call.get("function")) for k, call in enumerate(calls if isinstance(calls, list) else ())
+                 if isinstance(call, Mapping)]
+    for at, fn in [*functions, ((), message.get("function_call"))]:
+        if not isinstance(fn, Mapping):
+            continue
+        where: tuple[str | int, ...] = ("messages", i, "tool_calls", *at) if at else ("messages", i, "function_call")
+        if isinstance(fn.get("name"), str):
+            out.append(ModelText(fn["name"], source, (*where, "name")))
+        out += _arguments(fn.get("arguments"), (*where, "arguments"), source)
+    for key in REASONING_KEYS:
+        out += _strings(message.get(key), ("messages", i, key), source)
     return out
+
+
+def _arguments(arguments: Any, path: tuple[str | int, ...], source: Source) -> list[ModelText]:
+    """A tool call's arguments: a JSON object in a string (OpenAI's form) read string by string inside it, so
+    that a redaction is written back as JSON (texts.IN_JSON), not into its escapes (a `\\n` before an address);
+    an object (Ollama's form) likewise; a string that is not a JSON object or array, as it is."""
+    if isinstance(arguments, str):
+        try:
+            decoded = orjson.loads(arguments)
+        except orjson.JSONDecodeError:
+            decoded = None
+        if isinstance(decoded, dict | list):
+            return _strings(decoded, (*path, IN_JSON), source)
+    return _strings(arguments, path, source)
 
 
 def _documents(body: Mapping[str, Any]) -> list[ModelText]:

@@ -35,7 +35,14 @@ from aigrid.core.urgency import DEFAULT_LEVEL
 from aigrid.engines.fan_out import MAX_FANNED_REQUESTS, FanOutEngine, prompts_of
 from aigrid.engines.legacy_completions import LegacyCompletionsEngine, needs_legacy
 from aigrid.engines.protocol import Engine
-from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NoEligibleEndpoint, NotFound
+from aigrid.errors import (
+    ApiError,
+    AuthenticationError,
+    InvalidRequest,
+    ModelNotFound,
+    NoEligibleEndpoint,
+    NotFound,
+)
 from aigrid.gateway.admission import Refused, Ticket
 from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict
@@ -171,6 +178,22 @@ async def authenticate(gw: Gateway, request: Request, ex: Exchange) -> tuple[Pri
     ex.principal = p = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
     await gw.guard.admit_call(ex, counted=request.method not in ("GET", "HEAD"))
     return p, headers
+
+
+async def authenticate_read(gw: Gateway, request: Request, ex: Exchange) -> Principal:
+    """The caller of an audited read that holds no prompt (the grid, the dashboard's data): `authenticate`, except
+    that with enforcement off credentials that do not authenticate (another scheme, such as a proxy's Basic auth
+    the browser repeats, an empty or stale key, an unknown tenant header) read as the anonymous caller, as these
+    reads served them before they were audited."""
+    try:
+        principal, _ = await authenticate(gw, request, ex)
+        return principal
+    except (AuthenticationError, InvalidRequest):
+        if gw.guard.enforcing:
+            raise
+    ex.principal = principal = gw.guard.principal(None, None)
+    await gw.guard.admit_call(ex, counted=False)
+    return principal
 
 
 async def read_body(request: Request, limit: int, too_large: str) -> bytes:
@@ -506,8 +529,7 @@ class Routes:
 
     async def grid(self, request: Request, ex: Exchange) -> Response:
         # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator
-        principal, _ = await authenticate(self.gw, request, ex)
-        operator = self.gw.guard.reader_of(principal) is None
+        operator = self.gw.guard.reader_of(await authenticate_read(self.gw, request, ex)) is None
         view = self.gw.store.snapshot()
         sites = {s.id: {"name": s.name, "lat": s.location.lat, "lon": s.location.lon,
                         "jurisdiction": s.jurisdiction, "hardware": s.hardware} for s in view.sites.values()}

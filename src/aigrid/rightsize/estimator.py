@@ -16,6 +16,7 @@ scikit-learn, about a millisecond per prompt on one core (scripts/bench_quality_
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_right
 from dataclasses import dataclass
 from importlib import resources
@@ -86,6 +87,8 @@ class MonotoneMap:
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y) or len(self.x) < 2 or any(b <= a for a, b in zip(self.x, self.x[1:], strict=False)):
             raise AigridError(f"a monotone map needs >= 2 strictly increasing points ({len(self.x)} given)")
+        if not all(math.isfinite(v) for v in (*self.x, *self.y)):  # a NaN passes every comparison above
+            raise AigridError("a monotone map's points must be finite numbers")
 
     def __call__(self, v: float) -> float:
         x, y = self.x, self.y

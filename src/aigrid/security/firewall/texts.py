@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import orjson
+
 from aigrid.errors import InvalidRequest
 
 
@@ -50,10 +52,17 @@ FROM_CLIENT = frozenset({Source.USER, Source.PROMPT, Source.SYSTEM, Source.ASSIS
 
 Path = tuple[str | int, ...]
 
+IN_JSON = "<json>"
+"""A path element: the text before it is a JSON document (a tool call's `arguments`), the path after it leads
+inside the decoded document (model_texts reads such a document's strings one by one, so that a redaction is
+written back as JSON, not into its escapes)."""
+
 
 def render(path: Path) -> str:
     out = ""
     for part in path:
+        if part == IN_JSON:
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
     return out
 
@@ -107,11 +116,23 @@ _TYPE_NAMES = frozenset({"object", "string", "number", "integer", "boolean", "ar
 
 
 def put(body: MutableMapping[str, Any], path: Path, value: str) -> None:
-    """Write `value` at `path` inside `body` (the path came from walking the same body)."""
-    target: Any = body
-    for part in path[:-1]:
-        target = target[part]
+    """Write `value` at `path` inside `body` (the path came from walking the same body); through an IN_JSON
+    element, into the decoded document, which is then encoded again in its place."""
+    if IN_JSON in path:
+        at = path.index(IN_JSON)
+        document = orjson.loads(_get(body, path[:at]))
+        put(document, path[at + 1:], value)
+        put(body, path[:at], orjson.dumps(document).decode())
+        return
+    target: Any = _get(body, path[:-1])
     if isinstance(target, MutableMapping | MutableSequence):
         target[path[-1]] = value  # type: ignore[index]
     else:
         raise InvalidRequest(f"{render(path)} is not a text field", param=render(path))
+
+
+def _get(body: Any, path: Path) -> Any:
+    target = body
+    for part in path:
+        target = target[part]
+    return target
