@@ -89,6 +89,7 @@ class Scheduler:
         # each client-to-site distance, where the caller computed it already (the same distance_km)
         distances = view.distances_km if request.client_location is not None else None
         for endpoint in view.endpoints:
+            eid = endpoint.id  # read once: Endpoint is a Python record (a generic attribute lookup per read)
             site = sites[endpoint.site_id]
             failed = None
             for name, check in checks:  # the first filter that rejects it, if any (no call per candidate)
@@ -97,19 +98,18 @@ class Scheduler:
                     failed = name
                     break
             if failed is not None:
-                rejected.append(Rejection(endpoint.id, site.id, failed, verdict.reason))
+                rejected.append(Rejection(eid, site.id, failed, verdict.reason))
                 continue
-            state = states.get(endpoint.id, UNKNOWN_STATE)
-            cached = cache.get(endpoint.id) if cache else None
-            prediction = predict(request, endpoint, site, state, cached,
-                                 -1.0 if distances is None else distances[endpoint.id])
+            state = states.get(eid, UNKNOWN_STATE)
+            cached = cache.get(eid) if cache else None
+            prediction = predict(request, endpoint, site, state, cached, -1.0 if distances is None else distances[eid])
             if urgency is not None:
                 late = too_late(urgency, prediction)
                 committed = 0.0 if late or urgency.max_queue_ms == inf else committed_ms(
                     request, endpoint, state, prediction, cached)
                 busy = None if late else saturated(urgency, endpoint, in_system(state), committed)
                 if late or busy:
-                    rejected.append(Rejection(endpoint.id, site.id, "deadline" if late else "saturated",
+                    rejected.append(Rejection(eid, site.id, "deadline" if late else "saturated",
                                               late or busy or ""))
                     continue
             scores: dict[str, float] = {}
@@ -126,7 +126,7 @@ class Scheduler:
                 if note:
                     notes.append((axis, note, args))
             candidates.append(new_record(Candidate, (  # Candidate(...): every field in order, without its
-                endpoint.id, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,  # __new__'s
+                eid, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,  # __new__'s
                 request_cost_usd(request, endpoint), tuple(notes))))  # Python frame (keywords double the cost)
         ranked = self.profile.picker.pick(candidates, policy, rng)
         choice = model_choice(request, ranked)
