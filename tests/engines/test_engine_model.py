@@ -93,3 +93,18 @@ def test_the_prefix_cache_keeps_the_recently_used_within_its_share_of_the_kv_cac
         loop.at(float(p), lambda _, p=p: eng.submit(Job(p, size + 10, 2, float(p), prefix=p, prefix_tokens=size)))
     loop.run()
     assert list(eng.prefixes) == [1, 2] and eng.prefix_cached == 2 * size
+
+
+def test_state_is_the_record_endpoint_state_builds() -> None:
+    """Engine.state builds its EndpointState without the NamedTuple's __new__: every field as the class
+    would give it, age_s included."""
+    from aigrid.core.types import Circuit, EndpointState
+
+    loop, e, _, _ = make()
+    e.submit(Job(1, 500, 20, 0.0))
+    loop.run(until=0.01)
+    for age in (0.0, 2.5):
+        s = e.state(age)
+        want = EndpointState(True, Circuit.CLOSED, s.running, s.waiting, s.kv_usage, s.ttft_s, e.step_ms() / 1000.0,
+                             age_s=age)
+        assert type(s) is EndpointState and s == want and tuple(map(type, s)) == tuple(map(type, want))

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from aigrid.core.compiling import mypyc_attr
-from aigrid.core.types import Circuit, EndpointState
+from aigrid.core.types import Circuit, EndpointState, new_record
 from aigrid.engines.step_cost import EnginePerf
 
 EWMA = 0.2
@@ -74,6 +74,10 @@ class EngineStats:
     which reaches 1 exactly when the engine cannot serve more."""
     busy_s: float = 0.0
     served: int = 0
+
+
+_DEFAULTS_AFTER: tuple[object, ...] = tuple(EndpointState._field_defaults[f] for f in EndpointState._fields[7:])
+"""EndpointState's defaults after its first seven fields, in order (Engine.state builds the rest)."""
 
 
 class Engine:
@@ -132,10 +136,12 @@ class Engine:
     def state(self, age_s: float = 0.0) -> EndpointState:
         if not self.up:
             return EndpointState(healthy=False, reason="site down", age_s=age_s)
-        # positional (healthy, circuit, running, waiting, kv_usage, ttft_s, tpot_s; keywords cost more): the
-        # simulator's telemetry reads every changed engine's state every interval
-        state = EndpointState(True, Circuit.CLOSED, len(self.prefill) + len(self.decoding), len(self.waiting),
-                              self.kv_used / self.perf.kv_capacity_tokens, self.ttft_ewma, self.step_ms() / 1000.0)
+        # EndpointState(healthy, circuit, running, waiting, kv_usage, ttft_s, tpot_s) with every field in order,
+        # without its __new__'s Python frame: the simulator's telemetry reads every changed engine's state
+        # every interval
+        state = new_record(EndpointState, (
+            True, Circuit.CLOSED, len(self.prefill) + len(self.decoding), len(self.waiting),
+            self.kv_used / self.perf.kv_capacity_tokens, self.ttft_ewma, self.step_ms() / 1000.0) + _DEFAULTS_AFTER)
         return state._replace(age_s=age_s) if age_s else state
 
     # ---- inputs ------------------------------------------------------------------------------------
