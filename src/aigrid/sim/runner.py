@@ -280,12 +280,13 @@ class Simulation:
             idx, eps, distances = self.regional.scored(where, models, req.allowed_jurisdictions, tier)
             view = self.gw.view(g, idx, eps, now, None if req.client_location is None else distances)
             decision = self.routers[g](req, view, self.policy, self.rng)
-            if decision.chosen is not None or not self.regional.can_widen(models, tier):
+            if decision.ranked or not self.regional.can_widen(models, tier):  # decision.chosen is not None
                 break
             tier += 1
         if self.decisions is not None:
             self.decisions.append(decision)
-        best = decision.chosen
+        # decision.chosen and, below, prediction.ttft_ms written out: compiled, no property's Python frame
+        best = decision.ranked[0] if decision.ranked else None
         adm = self.admission  # without one, no SLO to hold a request for (verdict's slo_ms None)
         what = verdict(decision, None) if adm is None else verdict(
             decision, self.policy.ttft_slo_ms, (now - float(self.sent[i])) * 1000.0 if waiting else 0.0,
@@ -307,7 +308,7 @@ class Simulation:
         self.model_ms[i] = best.prediction.model_ahead_ms
         self.model_own_ms[i] = best.prediction.model_own_ms
         if best.scores:  # baselines predict nothing
-            self.predicted[i] = best.prediction.ttft_ms
+            self.predicted[i] = best.prediction.rtt_ms + best.prediction.queue_ms + best.prediction.prefill_ms
         if not exclude:
             self.floor[i] = self.regional.floor_s(req.client_location, models, req.allowed_jurisdictions, tier,
                                                   req.prompt_tokens)
