@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -97,3 +98,21 @@ async def test_data_routes_honour_the_gateways_authentication(gateway: Gateway) 
         assert wrong.status_code == 401
         ok = await c.get("/dashboard/events?ticks=1", headers={"authorization": f"Bearer {key}"})
         assert ok.status_code == 200 and b"event: grid" in ok.content
+
+
+async def test_a_viewer_who_leaves_the_live_feed_is_recorded_client_closed() -> None:
+    """The server stops a feed whose viewer left by closing its stream: the record's outcome says so (it said `ok`);
+    a feed that ends by itself stays `ok`."""
+    from aigrid.dashboard.routes import watched
+    from aigrid.gateway.exchange import Exchange
+
+    async def feed() -> AsyncIterator[bytes]:
+        for i in range(3):
+            yield b"event %d" % i
+
+    left, whole = Exchange("GET /dashboard/events", 0.0), Exchange("GET /dashboard/events", 0.0)
+    stream = watched(feed(), left)
+    assert await anext(stream) == b"event 0"
+    await stream.aclose()
+    assert [e async for e in watched(feed(), whole)] == [b"event 0", b"event 1", b"event 2"]
+    assert (left.final_outcome(), whole.final_outcome()) == ("client_closed", "ok")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,7 +93,7 @@ class DashboardRoutes:
             raise InvalidRequest("ticks must be an integer between 1 and 100000", param="ticks")
         stream = event_stream(Feed(self.gw), interval_s=self.interval_s, clock=self.clock, sleep=self.sleep,
                               ticks=ticks, stopping=self.stopping)
-        return StreamingResponse(stream, media_type="text/event-stream",
+        return StreamingResponse(watched(stream, ex), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
     def _replay_dir(self) -> Path:
@@ -118,6 +118,19 @@ class DashboardRoutes:
             raise NotFound(f"the replay directory has no {name}", param="name")
         media = "text/csv" if name.endswith(".csv") else "application/json"
         return FileResponse(path, media_type=media, headers={"cache-control": "no-cache"})
+
+
+async def watched(stream: AsyncIterator[bytes], ex: Exchange) -> AsyncIterator[bytes]:
+    """The live feed, its record's outcome `client_closed` when the viewer leaves before it ends (the server
+    stops the stream by cancelling it; one that ends, its ticks done or the gateway stopping, is `ok`)."""
+    ended = False
+    try:
+        async for event in stream:
+            yield event
+        ended = True
+    finally:
+        if not ended:
+            ex.outcome = "client_closed"
 
 
 def dashboard_routes(gateway: Gateway, *, authenticate: Authenticate | None = None, interval_s: float = 1.0,
