@@ -5,8 +5,8 @@ every endpoint and records what it was sent."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
 import httpx
@@ -203,6 +203,38 @@ async def test_a_list_of_prompts_is_one_engine_request_per_prompt_each_counted(t
     finally:
         await oai.close()
         await gw.guard.stop()
+
+
+class Probing(ListAnswering):
+    """ListAnswering that reads the gateway's in-flight ledger as each engine request opens."""
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.seen: list[int] = []
+        self.probe: Callable[[], int] = lambda: 0
+
+    def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
+        self.seen.append(self.probe())
+        return super().open(path, body)
+
+
+async def test_a_fanned_out_call_is_each_of_its_engine_requests_in_the_in_flight_ledger(tmp_path: Path) -> None:
+    """A list of two prompts times n = 2 is four engine requests at the chosen endpoint: the ledger the next
+    decisions read holds four while they run (it held one until 2026-12-04, however many the call became), and
+    none once the call is over."""
+    engine = Probing()
+    gw = await scripted_gateway(tmp_path, engine)
+    engine.probe = lambda: sum(gw.store.inflight(e.id) for e in gw.spec.endpoints)
+    oai = openai_client(build_app(gw))
+    try:
+        reply = await oai.completions.create(model="smollm2-135m", prompt=["one two", "three four"], n=2, max_tokens=5)
+        assert len(reply.choices) == 4 and engine.seen == [4, 4, 4, 4]
+        assert all(gw.store.inflight(e.id) == 0 for e in gw.spec.endpoints)
+        engine.seen.clear()
+        await oai.completions.create(model="smollm2-135m", prompt="one two", max_tokens=5)
+        assert engine.seen == [1]
+    finally:
+        await oai.close()
 
 
 # --- one of the n answers cut short ----------------------------------------------------------------------

@@ -18,6 +18,20 @@ def test_pending_then_decoding_then_gone() -> None:
     assert led.get("e") is None
 
 
+def test_a_call_of_several_engine_requests_counts_each() -> None:
+    """A call the gateway fans out (n choices, a list of prompts) is `count` requests, its prompt tokens once."""
+    led = InflightLedger()
+    led.sent("e", 100, count=4)
+    led.sent("e", 10)
+    assert led.get("e") == Load(5, 110, 0)
+    led.first_token("e", 100, count=4)
+    assert led.get("e") == Load(1, 10, 4)
+    led.finished("e", 100, had_first_token=True, count=4)
+    assert led.get("e") == Load(1, 10, 0)
+    led.first_token("e", 10, count=3)  # no more move than are pending
+    assert led.get("e") == Load(0, 0, 1)
+
+
 def test_unmatched_events_never_go_negative() -> None:
     led = InflightLedger()
     led.first_token("e", 10)

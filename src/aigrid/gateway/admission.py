@@ -67,8 +67,10 @@ class Ticket:
     deadline_ms: float | None
     queued_ms: float = 0.0
     held: bool = False
-    reserved: tuple[str, int, str] | None = None
-    """(endpoint, prompt tokens, request id) booked in the ledger when it was dispatched."""
+    reserved: tuple[str, int, str, int] | None = None
+    """(endpoint, prompt tokens, request id, engine requests) booked in the ledger when it was dispatched."""
+    width: int = 1
+    """The engine requests the call becomes (n choices, a list of prompts: engines/fan_out.py), each in the ledger."""
 
     def to_dict(self) -> dict[str, object]:
         return {"priority": label(self.level), "deadline_ms": self.deadline_ms, "queued_ms": round(self.queued_ms, 1)}
@@ -82,9 +84,9 @@ class Admission:
     enabled: bool = True
     poll_s: float = 0.05
     weights: Mapping[str, float] = field(default_factory=dict)
-    reserve: Callable[[str, int, str], None] = lambda endpoint, tokens, request: None
-    """Book a dispatched request in the in-flight ledger (TelemetryStore.reserve)."""
-    unreserve: Callable[[str, int, str], None] = lambda endpoint, tokens, request: None
+    reserve: Callable[[str, int, str, int], None] = lambda endpoint, tokens, request, count: None
+    """Book a dispatched request (its engine requests) in the in-flight ledger (TelemetryStore.reserve)."""
+    unreserve: Callable[[str, int, str, int], None] = lambda endpoint, tokens, request, count: None
     local: dict[str, int] = field(default_factory=dict)
     """Per tenant: requests this gateway dispatched that have not finished (shared with the other gateways)."""
     remote: Callable[[], Mapping[str, int]] = dict
@@ -223,7 +225,7 @@ class Admission:
         ticket.held = True
         self.local[ticket.tenant] = self.local.get(ticket.tenant, 0) + 1
         assert decision.chosen is not None
-        ticket.reserved = (decision.chosen.endpoint_id, info.prompt_tokens, decision.request_id)
+        ticket.reserved = (decision.chosen.endpoint_id, info.prompt_tokens, decision.request_id, ticket.width)
         self.reserve(*ticket.reserved)
 
     def _expire(self, item: Waiting[Waiter], now: float) -> None:

@@ -94,6 +94,8 @@ class DecisionRecord:
     affinity_keys: tuple[str | None, ...] = ()
     prompt_tokens: int = 0
     """The request's estimated prompt tokens: what the in-flight ledger books as prefill work."""
+    width: int = 1
+    """The engine requests each attempt is (n choices, a list of prompts: engines/fan_out.py), in the ledger."""
     attempts: list[dict[str, Any]] = field(default_factory=list)
     served_by: str | None = None
     ttft_ms: float | None = None

@@ -408,7 +408,7 @@ class Proxy:
                 except asyncio.CancelledError as e:  # the loser is done: a cancel now is the request's own
                     cutting(e)
                 finally:  # its slot given back even when the close was cut short
-                    self._store.request_finished(late.cand.endpoint_id, record.prompt_tokens, had_first_token=True)
+                    self._store.request_finished(late.cand.endpoint_id, record.prompt_tokens, True, count=record.width)
         if cut is not None:
             if won is not None:  # nobody to send it to; its engine had the prompt (Exchange.used_tokens)
                 record.left_at = won.cand.endpoint_id
@@ -425,7 +425,7 @@ class Proxy:
         got_first = sent = False
         request = record.decision.request_id
         self._store.request_started(cand.endpoint_id, record.prompt_tokens, request,
-                                    cand.prediction.rtt_ms / 1000.0 if self._emulate else 0.0)
+                                    cand.prediction.rtt_ms / 1000.0 if self._emulate else 0.0, record.width)
         entry: dict[str, Any] = {"endpoint": cand.endpoint_id, "ok": False}
         if hedged:
             entry["hedge"] = True
@@ -453,7 +453,7 @@ class Proxy:
                     if upstream.status >= 500:
                         await raise_for_server_error(upstream)
                     first = await anext(upstream.body, b"")
-                    self._store.first_token(cand.endpoint_id, record.prompt_tokens, request)
+                    self._store.first_token(cand.endpoint_id, record.prompt_tokens, request, record.width)
                     got_first = True
             except TimeoutError as e:
                 raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
@@ -479,7 +479,7 @@ class Proxy:
             try:
                 await stack.aclose()
             finally:  # even when a hang-up lands inside the close: the in-flight count never stays one high
-                self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request)
+                self._store.request_finished(cand.endpoint_id, record.prompt_tokens, got_first, request, record.width)
             if unexpected:
                 raise EngineUnavailable(f"unexpected {type(e).__name__}: {e}") from e
             raise
@@ -521,7 +521,7 @@ class Proxy:
                     extra=fields(endpoint=opened.cand.endpoint_id, site=opened.cand.site_id, reason=reason,
                                  decision=record.decision.request_id))
         await opened.stack.aclose()
-        self._store.request_finished(opened.cand.endpoint_id, record.prompt_tokens, had_first_token=True)
+        self._store.request_finished(opened.cand.endpoint_id, record.prompt_tokens, True, count=record.width)
         self._store.record_failure(opened.cand.endpoint_id, reason)
         self._metrics.requests.labels(opened.cand.site_id, opened.cand.endpoint_id, "broke_mid_stream").inc()
         record.attempts.append({"endpoint": opened.cand.endpoint_id, "ok": False, "error": reason})
@@ -536,7 +536,7 @@ class Proxy:
     def finish(self, cand: Candidate, record: DecisionRecord, status: int,
                usage: dict[str, Any] | None) -> dict[str, Any] | None:
         """Book one finished answer with the usage the engine reported (None: not known); returns it."""
-        self._store.request_finished(cand.endpoint_id, record.prompt_tokens, had_first_token=True)
+        self._store.request_finished(cand.endpoint_id, record.prompt_tokens, True, count=record.width)
         outcome = "ok" if status < 400 else ("client_closed" if status == 499 else f"http_{status}")
         if record.status != "interrupted":
             record.status = outcome

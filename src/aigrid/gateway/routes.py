@@ -324,6 +324,7 @@ class Routes:
                 if context is not None:  # a later turn that surely overflows ends the loop (finish "length")
                     loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
             choices = _choices(parsed, body, loop)
+            ex.ticket.width = choices  # each an engine request of its own (engines/fan_out.py), in the ledger
             await gw.guard.admit(ex, body, prompt, info.prompt_tokens + choices * info.max_output_tokens,
                                  policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
             await gw.guard.screen_request(ex, body, texts)
@@ -362,7 +363,8 @@ class Routes:
         ex.decision = decision
         ex.record = record = DecisionRecord(decision, time.time(), ex.principal.tenant, model, info.client_location,
                                             affinity_keys=(info.prefix_hash, info.session), trace=ex.trace,
-                                            prompt_tokens=info.prompt_tokens)
+                                            prompt_tokens=info.prompt_tokens,
+                                            width=ex.ticket.width if ex.ticket is not None else 1)
         ex.trace.decided(decision, policy_name, ex.principal.tenant)
         self.gw.decisions.add(record)
         return record

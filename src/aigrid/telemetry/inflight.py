@@ -44,29 +44,31 @@ class InflightLedger:
     def __init__(self) -> None:
         self._loads: dict[Hashable, Load] = {}
 
-    def sent(self, key: Hashable, prompt_tokens: int) -> None:
+    def sent(self, key: Hashable, prompt_tokens: int, count: int = 1) -> None:
+        """`count` requests (a call the gateway fans out: n choices, a list of prompts) with `prompt_tokens` in all."""
         load = self._loads.get(key)
         if load is None:
             load = self._loads[key] = Load()
-        load.pending += 1
+        load.pending += count
         load.pending_tokens += prompt_tokens
 
-    def first_token(self, key: Hashable, prompt_tokens: int) -> None:
+    def first_token(self, key: Hashable, prompt_tokens: int, count: int = 1) -> None:
         load = self._loads.get(key)
         if load is None or load.pending <= 0:
             return
-        load.pending -= 1
+        moved = min(count, load.pending)
+        load.pending -= moved
         load.pending_tokens = max(load.pending_tokens - prompt_tokens, 0)
-        load.decoding += 1
+        load.decoding += moved
 
-    def finished(self, key: Hashable, prompt_tokens: int, had_first_token: bool) -> None:
+    def finished(self, key: Hashable, prompt_tokens: int, had_first_token: bool, count: int = 1) -> None:
         load = self._loads.get(key)
         if load is None:
             return
         if had_first_token:
-            load.decoding = max(load.decoding - 1, 0)
+            load.decoding = max(load.decoding - count, 0)
         else:
-            load.pending = max(load.pending - 1, 0)
+            load.pending = max(load.pending - count, 0)
             load.pending_tokens = max(load.pending_tokens - prompt_tokens, 0)
         if load.pending == 0 and load.decoding == 0:
             load.pending_tokens = 0

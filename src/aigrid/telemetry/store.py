@@ -107,48 +107,53 @@ class TelemetryStore:
 
     # gateway observations ----------------------------------------------------------------------------
     def request_started(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None,
-                        delay_s: float = 0.0) -> None:
+                        delay_s: float = 0.0, count: int = 1) -> None:
         """A request left for the endpoint: pending (its prompt queues for prefill) until its first token.
         One already reserved there (admitted, not yet sent) takes its reservation instead of booking again.
         With its key (`request`), it also enters the book of pending prompts, due at the engine after
-        `delay_s` (an emulated distance) plus half the measured round trip."""
+        `delay_s` (an emulated distance) plus half the measured round trip. `count`: the engine requests it
+        is (a call the gateway fans out: n choices, a list of prompts; engines/fan_out.py), booked as one
+        each in the ledger, its prompt tokens once."""
         if request is not None:
             self._book.sent(endpoint_id, request, self._clock() + delay_s + self._half_rtt_s(endpoint_id),
                             prompt_tokens)
         reserved = self._reserved.get(endpoint_id, 0)
-        if reserved > 0:
-            self._reserved[endpoint_id] = reserved - 1
+        if reserved >= count:
+            self._reserved[endpoint_id] = reserved - count
             return
-        self._ledger.sent(endpoint_id, prompt_tokens)
+        self._ledger.sent(endpoint_id, prompt_tokens, count)
         self._dirty.add(endpoint_id)
 
-    def reserve(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None) -> None:
+    def reserve(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None,
+                count: int = 1) -> None:
         """A request admitted to the endpoint (gateway/admission.py) is in the ledger at once, before its
         proxy attempt starts: the next decision, made a moment later, must see it there."""
         if request is not None:
             self._book.sent(endpoint_id, request, self._clock() + self._half_rtt_s(endpoint_id), prompt_tokens)
-        self._ledger.sent(endpoint_id, prompt_tokens)
+        self._ledger.sent(endpoint_id, prompt_tokens, count)
         self._dirty.add(endpoint_id)
-        self._reserved[endpoint_id] = self._reserved.get(endpoint_id, 0) + 1
+        self._reserved[endpoint_id] = self._reserved.get(endpoint_id, 0) + count
 
-    def cancel_reservation(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None) -> None:
+    def cancel_reservation(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None,
+                           count: int = 1) -> None:
         """An admitted request that never started (its client left first) gives its reservation back."""
         reserved = self._reserved.get(endpoint_id, 0)
-        if reserved > 0:
-            self._reserved[endpoint_id] = reserved - 1
-            self.request_finished(endpoint_id, prompt_tokens, False, request)
+        if reserved >= count:
+            self._reserved[endpoint_id] = reserved - count
+            self.request_finished(endpoint_id, prompt_tokens, False, request, count)
 
-    def first_token(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None) -> None:
+    def first_token(self, endpoint_id: str, prompt_tokens: int = 0, request: Hashable | None = None,
+                    count: int = 1) -> None:
         """The request's first token came back: its prefill is done, it is decoding. The engine produced it
         half a round trip ago: the book's anchor."""
-        self._ledger.first_token(endpoint_id, prompt_tokens)
+        self._ledger.first_token(endpoint_id, prompt_tokens, count)
         if request is not None:
             self._book.first_token(endpoint_id, request, self._clock() - self._half_rtt_s(endpoint_id))
         self._dirty.add(endpoint_id)
 
     def request_finished(self, endpoint_id: str, prompt_tokens: int = 0, had_first_token: bool = False,
-                         request: Hashable | None = None) -> None:
-        self._ledger.finished(endpoint_id, prompt_tokens, had_first_token)
+                         request: Hashable | None = None, count: int = 1) -> None:
+        self._ledger.finished(endpoint_id, prompt_tokens, had_first_token, count)
         if request is not None and not had_first_token:
             self._book.drop(endpoint_id, request)
         self._dirty.add(endpoint_id)
