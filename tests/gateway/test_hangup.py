@@ -793,7 +793,7 @@ async def test_a_hang_up_while_a_hedge_closes_a_loser_that_answered_too_leaves_n
     engines = {e.id: WatchedEngine(e.id) for e in load_spec(DEMO).endpoints}
     gw = _gateway(tmp_path, engines)
     a, b = list(engines)[:2]
-    record = SimpleNamespace(prompt_tokens=10, attempts=[{"endpoint": a, "ok": True}, {"endpoint": b, "ok": True}],
+    record = SimpleNamespace(prompt_tokens=10, width=1, attempts=[{"endpoint": a, "ok": True}, {"endpoint": b, "ok": True}],
                              status="routing", left_at=None)
     cands = {ep: SimpleNamespace(endpoint_id=ep, site_id=next(e.site for e in gw.spec.endpoints if e.id == ep))
              for ep in (a, b)}
