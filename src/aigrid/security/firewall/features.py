@@ -126,7 +126,7 @@ def _mix(h: npt.NDArray[np.uint32]) -> npt.NDArray[np.uint32]:
 class _Hashed:
     """Every feature hash of one normalised text, with the positions windows are cut by. The hashes are mixed
     when a window first needs them: a text read as one window (most prompts) is mixed, masked and made unique in
-    one pass over all its features (`whole`), the same buckets as window(0, length) in a third of the calls."""
+    one pass over all its features (`whole`), the same buckets as its one window sliced, in a third of the calls."""
 
     def __init__(self, text: str) -> None:
         self.length = len(text)
@@ -147,7 +147,6 @@ class _Hashed:
         self._pairs = (self._crc[:-1] * _GOLDEN) ^ self._crc[1:]
         self._mixed_parts: tuple[list[npt.NDArray[np.uint32]], npt.NDArray[np.uint32],
                                  npt.NDArray[np.uint32]] | None = None
-        self._openers: tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint32], npt.NDArray[np.uint32]] | None = None
 
     def _parts(self) -> tuple[list[npt.NDArray[np.uint32]], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
         """(the character n-grams' mixed hashes per n, the words', the bigrams'), mixed on first use."""
@@ -156,15 +155,6 @@ class _Hashed:
             words, bigrams = _mixed([self._crc ^ _WORD_SEED, self._pairs ^ _BIGRAM_SEED])
             self._mixed_parts = (chars, words, bigrams)
         return self._mixed_parts
-
-    def openers(self) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.uint32], npt.NDArray[np.uint32]]:
-        """(which words open a sentence, a line or a list item; their word hashes; the hashes of the bigrams they
-        open): "send ..." at the start of a sentence is an instruction, in its middle it is not. Computed on the
-        first window that asks (the prompt head never does)."""
-        if self._openers is None:
-            words, bigrams = _mixed([self._crc ^ _START_SEED, self._pairs ^ _START_BIGRAM_SEED])
-            self._openers = (_opens(self._codes, self.word_start), words, bigrams)
-        return self._openers
 
     def whole(self, mask: int, openers: bool = True) -> Buckets:
         """window(0, length, mask, openers): every feature of the text, mixed in one pass (mixing is per element,
@@ -178,16 +168,14 @@ class _Hashed:
     def window(self, start: int, end: int, mask: int, openers: bool = True) -> Buckets:
         """Unique buckets of the features inside text[start:end] (padded positions are one to the right);
         `openers`: with the features of the words that open a sentence."""
-        if start == 0 and end >= self.length:
-            return self.whole(mask, openers)
-        return self.part(start, end, mask, openers)
+        return next(self.windows([(start, end)], mask, openers))
 
     def windows(self, bounds: list[tuple[int, int]], mask: int, openers: bool = True) -> Iterator[Buckets]:
         """window() of each (start, end) in `bounds`, in order: the words each window holds found for all of them
-        at once, and the sentence openers' features kept apart (only the words that open one), so that a
-        window is slices of the mixed hashes and one `unique` (window() found its words with two searches and
-        picked its openers by two boolean masks, per window)."""
-        if bounds == [(0, self.length)]:
+        at once, and the sentence openers' features kept apart (only the words that open one), so that a window is
+        slices of the mixed hashes and one `unique` (until 4 Dec 2026 two searches and two boolean masks per
+        window). A text read as one window takes `whole`."""
+        if len(bounds) == 1 and bounds[0][0] == 0 and bounds[0][1] >= self.length:
             yield self.whole(mask, openers)
             return
         chars, words, bigrams = self._parts()
@@ -211,27 +199,14 @@ class _Hashed:
 
     def _opening(self) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32], npt.NDArray[np.int64],
                                 npt.NDArray[np.int64]]:
-        """(the opener hashes of the words that open a sentence, of the bigrams they open, the positions of those
-        words, of those bigrams): a window's openers are the run of them within its words."""
-        opens, start_words, start_bigrams = self.openers()
+        """(the opener hashes of the words that open a sentence, a line or a list item, of the bigrams they open,
+        the positions of those words, of those bigrams): "send ..." at the start of a sentence is an instruction, in
+        its middle it is not; a window's openers are the run of them within its words. Mixed only where a word
+        opens one (mixing is per element)."""
+        opens = _opens(self._codes, self.word_start)
         at_words, at_pairs = np.flatnonzero(opens), np.flatnonzero(opens[:-1])
-        return start_words[at_words], start_bigrams[at_pairs], at_words, at_pairs
-
-    def part(self, start: int, end: int, mask: int, openers: bool = True) -> Buckets:
-        """window() by slicing the mixed hashes (any window; window() takes `whole` for the whole text)."""
-        chars, words, bigrams = self._parts()
-        parts = [h[start:max(start, end + 2 - n + 1)] for n, h in zip(CHAR_NGRAMS, chars, strict=True)]
-        first = int(np.searchsorted(self.word_start, start, side="left"))
-        last = int(np.searchsorted(self.word_end, end, side="right"))  # words [first, last) lie inside
-        parts.append(words[first:last])
-        parts.append(bigrams[first:max(first, last - 1)])
-        if not openers:
-            return _unique(np.concatenate(parts) & np.uint32(mask))
-        opens, start_words, start_bigrams = self.openers()
-        starts = opens[first:last]
-        parts.append(start_words[first:last][starts])
-        parts.append(start_bigrams[first:max(first, last - 1)][starts[:max(0, last - 1 - first)]])
-        return _unique(np.concatenate(parts) & np.uint32(mask))
+        words, pairs = _mixed([self._crc[at_words] ^ _START_SEED, self._pairs[at_pairs] ^ _START_BIGRAM_SEED])
+        return words, pairs, at_words, at_pairs
 
 
 def _unique(buckets: npt.NDArray[np.uint32]) -> Buckets:
