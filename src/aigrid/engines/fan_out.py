@@ -166,7 +166,7 @@ def _summed(details: list[Mapping[str, Any]]) -> dict[str, Any]:
         for k, v in d.items():
             held = out.get(k)
             if held is None:
-                out[k] = dict(_summed([v])) if isinstance(v, Mapping) else v
+                out[k] = _summed([v]) if isinstance(v, Mapping) else v
             elif isinstance(held, dict) and isinstance(v, Mapping):
                 out[k] = _summed([held, v])
             elif _count(held) and _count(v):
