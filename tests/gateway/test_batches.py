@@ -499,6 +499,9 @@ async def test_two_workers_over_one_folder_run_each_line_once(tmp_path: Path) ->
     other must claim them (with instant engines one runner could take every batch in turn: a fresh clone on a
     loaded machine saw only one of the two run)."""
     engines = [engines_for(tmp_path), engines_for(tmp_path)]
+    for e in engines:
+        for engine in e.values():
+            engine.gate.clear()  # a FAKE engine's gate starts open: SLOW lines would not wait
     gws = []
     for i, e in enumerate(engines):  # one audit log each (the workers' hub writes one chain for all: hub.py)
         spec = batch_spec(tmp_path, max_running=1, concurrency=2)
@@ -524,6 +527,9 @@ async def test_two_workers_over_one_folder_run_each_line_once(tmp_path: Path) ->
         assert prompts == sorted(c for batch in contents for c in batch)
         assert all(received(e) for e in engines)  # both ran some
     finally:
+        for e in engines:
+            for engine in e.values():
+                engine.gate.set()
         for g in gws:
             await stopped(g)
 

@@ -65,17 +65,30 @@ def emulator(tmp_path: Path, decode_ms: int, tries: int = 3) -> tuple[Proc, int]
 
 
 def worker_processes(parent: int) -> list[int]:
-    """The `aigrid worker` processes under `parent`: its descendants' transient children (a library running a
-    helper program at start) are not workers (one was taken for one and had gone by the time it was read)."""
+    """The `aigrid worker` processes of `parent`: its own children only. A worker's child forked to run a helper
+    program (a library at start) carries the worker's command line until it execs: one was taken for a worker and
+    had gone by the time it was read (CI: "/proc/813/fd" missing; "no worker holds the connection")."""
     found = []
     for pid in tree(parent):
         try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # gone meanwhile
-        if pid != parent and b"worker" in argv and b"aigrid.cli" in argv:
+        ppid = int(stat[stat.rfind(")") + 2:].split()[1])
+        if ppid == parent and b"worker" in argv and b"aigrid.cli" in argv:
             found.append(pid)
     return found
+
+
+def both_workers(parent: int) -> list[int]:
+    """The two worker processes under `parent`, once both are up: /livez answers from the first worker up; the
+    second may still be starting."""
+    deadline = time.monotonic() + 30
+    while len(workers := worker_processes(parent)) != 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(workers) == 2, workers
+    return workers
 
 
 @contextlib.contextmanager
@@ -92,11 +105,7 @@ def two_workers(tmp_path: Path, decode_ms: int, security: dict | None = None) ->
                   tmp_path, cwd=tmp_path).start()
         base = f"http://127.0.0.1:{gw_port}"
         gw.wait_ready(f"{base}/livez", timeout_s=120)
-        deadline = time.monotonic() + 30
-        while len(workers := worker_processes(gw.pid)) != 2 and time.monotonic() < deadline:
-            time.sleep(0.1)  # /livez answers from the first worker up; the second may still be starting
-        assert len(workers) == 2, workers
-        yield TwoWorkers(gw, base, gw_port, workers)
+        yield TwoWorkers(gw, base, gw_port, both_workers(gw.pid))
     finally:
         if gw is not None:
             gw.stop()
@@ -166,11 +175,11 @@ def _worker_of(conn: http.client.HTTPConnection, workers: list[int], gw_port: in
             if int(f[1].rsplit(":", 1)[1], 16) == gw_port and int(f[2].rsplit(":", 1)[1], 16) == port:
                 inodes.add(f"socket:[{f[9]}]")
     for pid in workers:
-        fds = Path(f"/proc/{pid}/fd")
-        for fd in fds.iterdir():
-            with contextlib.suppress(OSError):
-                if os.readlink(fd) in inodes:
-                    return pid
+        with contextlib.suppress(OSError):  # a worker gone meanwhile holds nothing
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return pid
     raise AssertionError(f"no worker holds the connection from port {port}")
 
 
@@ -212,7 +221,7 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
         gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
                   tmp_path, cwd=tmp_path).start()
         gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
-        workers = [p for p in tree(gw.pid) if p != gw.pid]
+        workers = both_workers(gw.pid)
         by_worker = one_connection_per_worker(gw_port, workers, conns)
         pair = list(by_worker.values())
         ports = [c.sock.getsockname()[1] for c in pair]
@@ -276,7 +285,7 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
         gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
                   tmp_path, cwd=tmp_path).start()
         gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
-        workers = [p for p in tree(gw.pid) if p != gw.pid]
+        workers = both_workers(gw.pid)
         by_worker = one_connection_per_worker(gw_port, workers, conns)
         runs: dict[int, str] = {}
         for pid, conn in by_worker.items():  # the worker that answers a create runs it
