@@ -64,12 +64,14 @@ def first_byte_s(base: str, headers: dict[str, str]) -> tuple[float, str]:
 
 
 def test_the_kernel_makes_tokyo_far_from_frankfurt(grid: dict) -> None:
-    near = sorted(first_byte_s(grid["base"], {})[0] for _ in range(3))
-    far = sorted(first_byte_s(grid["base"], {"x-aigrid-residency": "JP"})[0] for _ in range(3))
+    near = sorted(first_byte_s(grid["base"], {})[0] for _ in range(5))
+    far = sorted(first_byte_s(grid["base"], {"x-aigrid-residency": "JP"})[0] for _ in range(5))
     assert first_byte_s(grid["base"], {})[1] == "fra"
-    # at least one 142 ms round trip more to Tokyo (the connection is pooled; a request and its answer)
-    assert far[1] - near[1] > 0.12, (near, far)
-    print(f"\nNETNS first byte, median of 3: fra {near[1] * 1000:.0f} ms, nrt {far[1] * 1000:.0f} ms")
+    # at least one 142 ms round trip more to Tokyo (the connection is pooled; a request and its answer). The
+    # fastest of five each: the kernel's delay is fixed, the engine's time only adds (a median of three once
+    # came out 102 ms apart, the near site's engine slow twice on a loaded machine)
+    assert far[0] - near[0] > 0.12, (near, far)
+    print(f"\nNETNS first byte, fastest of 5: fra {near[0] * 1000:.0f} ms, nrt {far[0] * 1000:.0f} ms")
 
 
 def test_a_whole_site_going_dark_loses_nothing_and_keeps_residency(grid: dict) -> None:
