@@ -445,6 +445,18 @@ TOOL_ROUTES: list[tuple[str, str, Body, str]] = [
     ("chat legacy functions (hosted engines render them)", "/v1/chat/completions",
      lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
                 "functions": [{"name": "weather", "description": t, "parameters": WEATHER}]}, "functions[0]"),
+    ("chat response_format schema (a hosted model reads it)", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "weather",
+                                                                           "schema": _schema_with(t)}}},
+     "response_format.json_schema"),
+    ("chat response_format, llama.cpp's json_object with a schema", "/v1/chat/completions",
+     lambda t: {"model": MODEL, "messages": [{"role": "user", "content": "Weather in Lisbon?"}],
+                "response_format": {"type": "json_object", "schema": _schema_with(t)}}, "response_format"),
+    ("responses text.format schema", "/v1/responses",
+     lambda t: {"model": MODEL, "input": "Weather in Lisbon?",
+                "text": {"format": {"type": "json_schema", "name": "weather", "description": t,
+                                    "schema": WEATHER}}}, "text.format"),
 ]
 
 

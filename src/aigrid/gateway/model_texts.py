@@ -37,7 +37,7 @@ def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list
             out += [ModelText(part["text"], source, ("messages", i, "content", j, "text"))
                     for j, part in enumerate(content) if isinstance(part, Mapping) and isinstance(part.get("text"), str)]
         out += _beside_content(message, i, source)
-    return out + _documents(body) + _tool_descriptions(body) + _template_variables(body)
+    return out + _documents(body) + _tool_descriptions(body) + _response_format(body) + _template_variables(body)
 
 
 REASONING_KEYS = ("reasoning_content", "reasoning")
@@ -132,6 +132,24 @@ def _tool_descriptions(body: Mapping[str, Any]) -> list[ModelText]:
                 out.append(ModelText(description, Source.SYSTEM, (*at, "description")))
             out.append(ModelText(tool_text(t), Source.TOOL_DESCRIPTION, at))
     return out
+
+
+def _response_format(body: Mapping[str, Any]) -> list[ModelText]:
+    """A `response_format`'s JSON schema (its name, description and the schema's texts), read as a tool's
+    definition is (texts.tool_text, the tool descriptions' action): a hosted model reads it in its prompt
+    (OpenAI's structured outputs), and a schema often comes from where the application does not write (a
+    library, a form). llama-server, vLLM and SGLang only turn it into a grammar; it is read all the same, as
+    the gateway does not know what an engine does with it. llama.cpp's `{"type": "json_object", "schema":
+    ...}` is read alike (every key but `type`)."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, Mapping):
+        return []
+    inner = fmt.get("json_schema")
+    if isinstance(inner, Mapping):
+        text, at = tool_text(inner), ("response_format", "json_schema")
+    else:
+        text, at = tool_text({k: v for k, v in fmt.items() if k != "type"}), ("response_format",)
+    return [ModelText(text, Source.TOOL_DESCRIPTION, at)] if text else []
 
 
 def completion_texts(body: Mapping[str, Any]) -> list[ModelText]:

@@ -167,8 +167,9 @@ def _response_format(req: ResponsesRequest) -> dict[str, Any] | None:
         return {"type": "json_object"}
     if fmt.schema_ is None:
         raise InvalidRequest("text.format.schema: required for json_schema", param="text.format.schema")
-    return {"type": "json_schema", "json_schema": {"name": fmt.name or "answer", "schema": fmt.schema_,
-                                                   "strict": bool(fmt.strict)}}
+    described = {"description": fmt.description} if fmt.description is not None else {}
+    return {"type": "json_schema", "json_schema": {"name": fmt.name or "answer", **described,
+                                                   "schema": fmt.schema_, "strict": bool(fmt.strict)}}
 
 
 def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools: Iterable[str],
