@@ -8,6 +8,7 @@ field's path as the 400 names it. A new kind of tool source is a new Source and 
 from __future__ import annotations
 
 import asyncio
+import base64
 import random
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -527,6 +528,46 @@ async def test_a_prompt_the_firewall_cannot_read_is_refused(walk: tuple[httpx.As
     assert engine.received == []
 
 
+PDF = "data:application/pdf;base64," + base64.b64encode(b"%PDF-1.4 " + ATTACK.encode()).decode()
+UNREAD_PARTS = [
+    {"type": "file", "file": {"filename": "invoice.pdf", "file_data": PDF}},  # OpenAI's file input (a hosted model reads the PDF)
+    {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+    {"type": "video_url", "video_url": {"url": "https://example.com/v.mp4"}},  # vLLM's video models
+    {"type": "image_embeds", "image_embeds": "AAAA"},  # vLLM's: an image given as embeddings
+    {"type": "output", "value": ATTACK},  # a tool result's part of its own kind
+    {"value": ATTACK},
+    {"type": {"nested": ATTACK}},
+]
+
+
+@pytest.mark.parametrize("part", UNREAD_PARTS, ids=[str(p.get("type")) for p in UNREAD_PARTS])
+async def test_a_content_part_the_firewall_cannot_read_is_refused(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine], part: dict[str, Any]) -> None:
+    """A content part that is neither text nor an image (a file or PDF, audio, video, embeddings, a part of a
+    client's own kind) went to the engine unread: refused, naming the message, in a user turn and in a tool
+    result alike; no engine reached. Text parts of any type, a refusal and an image are served (images to vision
+    models: modalities.py)."""
+    c, gw, engine = walk
+    tools = [{"type": "function", "function": {"name": "mail"}}]
+    for messages in ([{"role": "user", "content": [{"type": "text", "text": "Summarise this."}, part]}],
+                     [{"role": "user", "content": "read my mail"},
+                      {"role": "assistant", "content": None, "tool_calls": [
+                          {"id": "c1", "type": "function", "function": {"name": "mail", "arguments": "{}"}}]},
+                      {"role": "tool", "tool_call_id": "c1", "content": [part]}]):
+        r = await c.post("/v1/chat/completions", json={"model": MODEL, "tools": tools, "messages": messages})
+        err = r.json()["error"]
+        assert r.status_code == 400 and err["param"] == f"messages.{len(messages) - 1}.content", r.text
+        assert "cannot read" in err["message"] and "content[" in err["message"], err
+        assert (await last_audit(gw))["outcome"] == "error:invalid_request"
+    assert engine.received == []
+    engine.replies = [answer("ok")]
+    r = await c.post("/v1/chat/completions", json={"model": MODEL, "messages": [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "I cannot help with that."}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "Then say hello."}]}]})
+    assert r.status_code == 200, r.text
+
+
 async def test_a_constrained_tool_loop_prints_only_what_the_firewall_read(
         walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
     """The loop's constrained mode (the default) rewrites a tool result as a user turn "NAME result: CONTENT". A
@@ -539,8 +580,7 @@ async def test_a_constrained_tool_loop_prints_only_what_the_firewall_read(
     called = [{"role": "user", "content": "read my mail"},
               {"role": "assistant", "content": None,
                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "mail", "arguments": "{}"}}]}]
-    for content in ([{"type": "text", "text": "No new mail.", "note": ATTACK}],
-                    [{"type": "text", "text": "No new mail."}, {"type": "output", "value": ATTACK}]):
+    for content in ([{"type": "text", "text": "No new mail.", "note": ATTACK}],):  # a part of no text: refused below
         engine.replies = [answer("ok")]
         r = await c.post("/v1/chat/completions", json={"model": MODEL, "tools": tools, "messages": [
             *called, {"role": "tool", "tool_call_id": "c1", "content": content}]})

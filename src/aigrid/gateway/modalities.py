@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigrid.errors import InvalidRequest
+from aigrid.gateway.schemas import IMAGE_PARTS
 from aigrid.spec.models import ModelSpec
 
 
@@ -27,7 +28,8 @@ def first_image(messages: Any) -> str | None:
     for i, message in enumerate(messages if isinstance(messages, list) else ()):
         content = message.get("content") if isinstance(message, dict) else None
         for j, part in enumerate(content if isinstance(content, list) else ()):
-            if isinstance(part, dict) and part.get("type") in ("image_url", "input_image", "image"):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if isinstance(kind, str) and kind in IMAGE_PARTS:
                 return f"messages[{i}].content[{j}]"
     return None
 

@@ -34,11 +34,16 @@ def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list
         if isinstance(content, str):
             out.append(ModelText(content, source, ("messages", i, "content")))
         elif isinstance(content, list):
-            out += [ModelText(part["text"], source, ("messages", i, "content", j, "text"))
-                    for j, part in enumerate(content) if isinstance(part, Mapping) and isinstance(part.get("text"), str)]
+            out += [ModelText(part[key], source, ("messages", i, "content", j, key))
+                    for j, part in enumerate(content) if isinstance(part, Mapping)
+                    for key in _PART_TEXTS if isinstance(part.get(key), str)]
         out += _beside_content(message, i, source)
     return out + _documents(body) + _tool_descriptions(body) + _response_format(body) + _template_variables(body)
 
+
+_PART_TEXTS = ("text", "refusal")
+"""A content part's texts: any part's `text`, and an assistant's refusal part's (schemas.Message: no other part
+is served)."""
 
 REASONING_KEYS = ("reasoning_content", "reasoning")
 """An earlier assistant turn's reasoning as clients replay it (vLLM, SGLang, llama.cpp and DeepSeek's

@@ -12,6 +12,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from aigrid.engines.fan_out import MAX_CHOICES
 
+IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
+"""The content part types that carry an image (OpenAI's, the Responses API's and Anthropic's names)."""
+
+
+def _unread(what: str) -> ValueError:
+    return ValueError(f"{what} is not served by this grid: the AI firewall cannot read what it puts into the prompt")
+
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -20,6 +27,24 @@ class Message(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     """OpenAI's rule for a participant's or a function's name: templates and the tool loop print it into the
     prompt (a legacy `function` message's, as the tool's name), and the firewall does not read it."""
+
+    @field_validator("content")
+    @classmethod
+    def _parts_the_firewall_reads(cls, v: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
+        """A content part is text (a string `text`, whatever its type: engines read "input_text" and other
+        spellings), an assistant's refusal (a string `refusal`), or an image (served to models with `vision:
+        true`: modalities.py). Any other part (a file or PDF, audio, video, vLLM's `image_embeds`) puts into the
+        prompt what the firewall cannot read: refused, naming the part (it went to the engine unread)."""
+        for j, part in enumerate(v if isinstance(v, list) else ()):
+            kind = part.get("type")
+            if not isinstance(kind, str):
+                kind = None
+            if isinstance(part.get("text"), str) or kind in IMAGE_PARTS or (
+                    kind == "refusal" and isinstance(part.get("refusal"), str)):
+                continue
+            raise _unread(f"content[{j}]: a content part of type {kind!r}" if kind is not None
+                          else f"content[{j}]: a content part with neither a type nor a text")
+        return v
 
 
 class StreamOptions(BaseModel):
@@ -105,10 +130,6 @@ class ResponseFormat(BaseModel):
         return self
 
 
-def _unread(what: str) -> ValueError:
-    return ValueError(f"{what} is not served by this grid: the AI firewall cannot read what it puts into the prompt")
-
-
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     logprobs: bool | None = None
@@ -148,7 +169,7 @@ class ChatRequest(_Common):
             if isinstance(m.content, str):
                 parts.append(m.content)
             elif isinstance(m.content, list):
-                parts.extend(str(p.get("text", "")) for p in m.content if isinstance(p, dict))
+                parts.extend(p[k] for p in m.content for k in ("text", "refusal") if isinstance(p.get(k), str))
         return "\n".join(parts)
 
     def prefix_text(self) -> str:
