@@ -166,7 +166,14 @@ async def test_a_full_queue_sheds_the_lowest_class_first(tmp_path: Path, fakes: 
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
         batch = asyncio.ensure_future(c.post("/v1/chat/completions", json=CHAT,
                                              headers={**TOKYO, "x-aigrid-tenant": "nightly"}))
-        await asyncio.sleep(0.05)
+        # the batch request waits in the queue before the urgent ones come (a fixed 50 ms was not always enough
+        # on a loaded machine: the urgent ones then filled the queue first and the batch was refused for that,
+        # the shedding of a lower class never tried)
+        for _ in range(500):
+            if len(gw.admission.queue) == 1:
+                break
+            await asyncio.sleep(0.01)
+        assert len(gw.admission.queue) == 1 and not batch.done()
         urgent = [asyncio.ensure_future(c.post("/v1/chat/completions", json=CHAT,
                                                headers={**TOKYO, "x-aigrid-priority": "interactive"}))
                   for _ in range(2)]
