@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import threading
 import time
 
 import pytest
@@ -39,9 +40,11 @@ def test_unknown_level_is_refused() -> None:
 
 
 def test_a_stalled_output_drops_records_instead_of_blocking() -> None:
+    unblocked = threading.Event()
+
     class Stalled(io.StringIO):
         def write(self, s: str) -> int:
-            time.sleep(0.5)  # a pipe nobody reads
+            unblocked.wait(10)  # a pipe nobody reads, until the test is done
             return len(s)
 
     sink = configure("info", Stalled(), queue_max=3)
@@ -50,7 +53,10 @@ def test_a_stalled_output_drops_records_instead_of_blocking() -> None:
         t0 = time.perf_counter()
         for i in range(50):
             log.info("request %d", i)
-        assert time.perf_counter() - t0 < 0.4  # the caller never waited for the output
+        # the caller never waited for the output: one wait would be 10 s. (The stall was a 0.5 s sleep per
+        # write and the bound 0.4 s, a margin a loaded machine could eat; the writer is now held until released.)
+        assert time.perf_counter() - t0 < 5.0
         assert sink.dropped >= 40
     finally:
+        unblocked.set()
         sink.stop()
