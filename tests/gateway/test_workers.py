@@ -205,13 +205,10 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
     sees at most 8, under the volume threshold of 10, yet once the key's total passes 10 it is throttled
     (429, the API's envelope, Retry-After) and the audit record names the signal over all workers; while
     the total stays at or under 10 no request is throttled."""
-    emu_port = free_ports(2)  # the emulator's two engines: emu_port and emu_port + 1
-    emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
-                            "--engines", "2", "--decode-base-ms", "5", "--prefill-base-ms", "1"], tmp_path).start()
+    emu, emu_port = emulator(tmp_path, decode_ms=5)  # tried again on new ports if one was taken meanwhile
     gw: Proc | None = None
     conns: list[http.client.HTTPConnection] = []
     try:
-        emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
         gw_port = free_port()
         doc = spec(tmp_path, emu_port, gw_port)
         doc["security"] = {"audit": doc["security"]["audit"], "abuse": {
@@ -272,13 +269,10 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
     dead run's exit is audited once, by the live worker, in the one chain, which still verifies."""
     from aigrid.gateway.background import LEASE_S
 
-    emu_port = free_ports(2)
-    emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
-                            "--engines", "2", "--decode-base-ms", "200", "--prefill-base-ms", "1"], tmp_path).start()
+    emu, emu_port = emulator(tmp_path, decode_ms=200)  # tried again on new ports if one was taken meanwhile
     gw: Proc | None = None
     conns: list[http.client.HTTPConnection] = []
     try:
-        emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
         gw_port = free_port()
         spec_path = tmp_path / "spec.yaml"
         spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port)))
