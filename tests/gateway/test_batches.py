@@ -416,13 +416,28 @@ async def test_a_claim_left_by_a_dead_process_is_taken_over(gw: Gateway) -> None
     assert gw.batches is not None
     await gw.batches.stop()  # this gateway's runner away while the batch is created: nobody claims it yet
     created = await submit(oai, jsonl(line("a", "hi")))
-    db = sqlite3.connect(Path(gw.spec.gateway.batch.dir) / "index.sqlite3")
-    with db:
-        db.execute("UPDATE batches SET owner = 'dead-host-1', heartbeat = ? WHERE id = ?", (time.time(), created.id))
-    db.close()
+    index = Path(gw.spec.gateway.batch.dir) / "index.sqlite3"
+
+    def claim(owner: str | None) -> int:
+        """The other process claims the batch (owner None) or, still its owner, renews its claim."""
+        db = sqlite3.connect(index)
+        try:
+            with db:
+                return db.execute("UPDATE batches SET owner = 'dead-host-1', heartbeat = ? WHERE id = ? AND "
+                                  "owner IS ?", (time.time(), created.id, owner)).rowcount
+        finally:
+            db.close()
+
+    assert claim(None) == 1
     await gw.batches.start()
-    await asyncio.sleep(0.3)  # a live claim: left alone
-    assert (await oai.batches.retrieve(created.id)).status == "validating"
+    # a live claim (renewed by its owner, as its runner would every poll_s) is left alone through six and more
+    # of this runner's polls (0.05 s). Claimed once and left to age, a loaded machine could let the check come
+    # after stale_s (1 s), the claim by then rightly taken over
+    for _ in range(6):
+        await asyncio.sleep(0.05)
+        assert claim("dead-host-1") == 1  # still the other process's
+        assert (await oai.batches.retrieve(created.id)).status == "validating"
+    # its process dies: no more renewals
     done = await until(oai, created.id, "completed")  # stale after stale_s (1 s here): taken over
     assert done.request_counts is not None and done.request_counts.completed == 1
 
