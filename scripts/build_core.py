@@ -17,7 +17,9 @@ The simulator's build is a group of its own (its compiled code calls the core as
 with its own manifest, src/aigrid/sim/_compiled.txt: the SHA-256 of every source of aigrid the compiled
 simulator modules import, directly or not (they were type-checked against them), which
 aigrid/sim/__init__.py (never compiled) checks the same way (docs/simulator.md, "The compiled simulator"); the
-engine model's group likewise, with src/aigrid/engines/_compiled.txt, checked by aigrid/engines/__init__.py.
+engine model's group likewise, with src/aigrid/engines/_compiled.txt, checked by aigrid/engines/__init__.py,
+and the in-flight ledger's and prefill book's, with src/aigrid/telemetry/_compiled.txt, checked by
+aigrid/telemetry/__init__.py.
 """
 
 from __future__ import annotations
@@ -74,6 +76,15 @@ subclasses its Job in Python (marked for it). step_cost.py stays Python: its Eng
 with the grid (a compiled frozen dataclass is not)."""
 ENGINES_MANIFEST = ENGINES / "_compiled.txt"
 
+TELEMETRY = SRC / "aigrid" / "telemetry"
+TELEMETRY_GROUP = "aigrid.telemetry._compiled"
+TELEMETRY_COMPILED = ("inflight", "prefill_book")
+"""The in-flight ledger and the prefill book (per send, first token and end, and per candidate of every
+decision in the simulator's view), a group of their own, guarded by aigrid/telemetry/__init__.py: the live
+gateway imports them without the simulator. The rest of telemetry (the store, the shared state, Redis, the
+periodic tasks) stays Python."""
+TELEMETRY_MANIFEST = TELEMETRY / "_compiled.txt"
+
 
 def sources() -> list[Path]:
     """Every .py of the core: the manifest covers the interpreted ones too (the compiled code was checked
@@ -123,8 +134,15 @@ def engine_sources() -> list[Path]:
     return sorted(set(imported_sources([ENGINES / f"{m}.py" for m in ENGINES_COMPILED])) | set(ENGINES.rglob("*.py")))
 
 
+def telemetry_sources() -> list[Path]:
+    """What the compiled ledger and book depend on: their sources and every source of aigrid they import, plus
+    every .py of aigrid/telemetry (its guard checks them all)."""
+    return sorted(set(imported_sources([TELEMETRY / f"{m}.py" for m in TELEMETRY_COMPILED]))
+                  | set(TELEMETRY.rglob("*.py")))
+
+
 def artefacts() -> list[Path]:
-    return [p for folder in (CORE, SIM, ENGINES) for p in folder.rglob("*")
+    return [p for folder in (CORE, SIM, ENGINES, TELEMETRY) for p in folder.rglob("*")
             if p.is_file() and any(p.name.endswith(s) for s in EXTENSION_SUFFIXES)]
 
 
@@ -135,6 +153,7 @@ def clean() -> int:
     MANIFEST.unlink(missing_ok=True)
     SIM_MANIFEST.unlink(missing_ok=True)
     ENGINES_MANIFEST.unlink(missing_ok=True)
+    TELEMETRY_MANIFEST.unlink(missing_ok=True)
     return len(gone)
 
 
@@ -184,6 +203,10 @@ def build() -> int:
         modules += mypycify([*(f"aigrid/engines/{m}.py" for m in ENGINES_COMPILED), "--follow-imports=silent",
                              "--ignore-missing-imports"], opt_level="3", group_name=ENGINES_GROUP,
                             target_dir=str(BUILD / "engines"))
+        # the ledger and the prefill book apart too (the simulator and the gateway call them as Python)
+        modules += mypycify([*(f"aigrid/telemetry/{m}.py" for m in TELEMETRY_COMPILED), "--follow-imports=silent",
+                             "--ignore-missing-imports"], opt_level="3", group_name=TELEMETRY_GROUP,
+                            target_dir=str(BUILD / "telemetry"))
         setup(name="aigrid-core-compiled", ext_modules=modules, py_modules=[],
               script_args=["-q", "build_ext", "--inplace", "--build-temp", str(BUILD / "temp"),
                            "--build-lib", str(BUILD / "lib"),
@@ -196,8 +219,9 @@ def build() -> int:
     MANIFEST.write_text(_manifest(sources(), CORE))
     SIM_MANIFEST.write_text(_manifest(sim_sources(), SRC / "aigrid"))
     ENGINES_MANIFEST.write_text(_manifest(engine_sources(), SRC / "aigrid"))
-    print(f"aigrid: compiled the routing core ({len(COMPILED)} modules), the simulator ({len(SIM_COMPILED)}) "
-          f"and the engine model ({len(ENGINES_COMPILED)}) "
+    TELEMETRY_MANIFEST.write_text(_manifest(telemetry_sources(), SRC / "aigrid"))
+    print(f"aigrid: compiled the routing core ({len(COMPILED)} modules), the simulator ({len(SIM_COMPILED)}), "
+          f"the engine model ({len(ENGINES_COMPILED)}) and the in-flight ledger ({len(TELEMETRY_COMPILED)}) "
           f"with mypyc in {time.monotonic() - started:.0f} s; AIGRID_PURE=1 runs the pure-Python ones")
     return 0
 
@@ -212,7 +236,7 @@ def main() -> None:
         return
     if args.sources:
         print(" ".join(p.relative_to(ROOT).as_posix()
-                       for p in sorted({*sources(), *sim_sources(), *engine_sources()})))
+                       for p in sorted({*sources(), *sim_sources(), *engine_sources(), *telemetry_sources()})))
         return
     sys.exit(build())
 

@@ -92,8 +92,12 @@ def merged_state(scraped: EndpointState, load: Load | None, slots: int, seen: in
     """The engine's scraped state with the gateways' ledger folded in (merged_counts): the ledger's own
     fields, and running / waiting as the ledger says they are now. `seen`: the ledger's in-flight count when
     the scrape was taken."""
-    changes = merged_fields(scraped, load, slots, seen)
-    return scraped._replace(**changes) if changes else scraped
+    counts = merged_counts(scraped, load, slots, seen)
+    if counts is None:
+        return scraped
+    running, waiting, pending, tokens, decoding = counts  # merged_fields' changes, named (MERGED_FIELDS)
+    return scraped._replace(running=running, waiting=waiting, pending_requests=pending,
+                            pending_prompt_tokens=tokens, decoding=decoding)
 
 
 def merged_fields(scraped: EndpointState, load: Load | None, slots: int, seen: int = 0) -> dict[str, int]:

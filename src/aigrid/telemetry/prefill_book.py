@@ -76,9 +76,10 @@ class PrefillBook:
         """The request's first token came back; the engine produced it at `produced_at`."""
         arrival = self.drop(endpoint, request)
         if arrival is not None:
-            anchor = (produced_at, arrival[0])
-            if latest(self._anchors.get(endpoint), anchor) is anchor:
-                self._anchors[endpoint] = anchor
+            mine = self._anchors.get(endpoint)
+            if mine is None or produced_at > mine[0]:  # latest(mine, anchor) is the new anchor: compared, not
+                # by identity (compiled, a tuple of two floats is a C struct, boxed afresh at each use)
+                self._anchors[endpoint] = (produced_at, arrival[0])
 
     def drop(self, endpoint: Hashable, request: Hashable) -> Arrival | None:
         """The request left the book without a first token (failed, cancelled); returns its arrival."""
