@@ -6,12 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 from pathlib import Path
 
 import httpx
 import uvicorn
 
-from aigrid.engines.llama_server import free_port
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.spec.load import load_spec
 from tests.gateway.conftest import DEMO, _no_sleep, spec_in
@@ -23,9 +23,11 @@ async def test_vanishing_client_releases_the_engine(tmp_path: Path) -> None:
     for f in fakes.values():
         f.word_delay_s = 0.01  # a 4-second answer: the client leaves long before the end
     gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(1), sleep=_no_sleep)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
+    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             await asyncio.sleep(0.01)

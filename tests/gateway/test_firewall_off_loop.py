@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 import time
 from pathlib import Path
 
 import httpx
 import uvicorn
 
-from aigrid.engines.llama_server import free_port
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.spec.models import GridSpec
 from tests.gateway.conftest import _no_sleep, spec_in
@@ -64,9 +64,11 @@ async def test_a_4_mib_prompt_is_screened_off_the_event_loop(tmp_path: Path) -> 
                     chunks_during[0] += 1
         return n
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
+    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:
         await asyncio.sleep(0.01)
     limits = httpx.Limits(max_connections=STREAMS + 10)

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -31,7 +32,6 @@ import uvicorn
 from aigrid.agents.tool import ToolContext
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
-from aigrid.engines.llama_server import free_port
 from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.background import BACKGROUND_ROUTE
@@ -238,9 +238,11 @@ async def serving(gw: Gateway) -> AsyncIterator[tuple[int, _Access]]:
     level = logger.level
     logger.addHandler(access)
     logger.setLevel(logging.INFO)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
+    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         assert await _until(lambda: server.started)
         gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test

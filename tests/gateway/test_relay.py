@@ -47,9 +47,11 @@ async def gateway_on_socket(urls: list[str], up: Upstream | None = None) -> Asyn
     up = up or upstream()
     spec = parse_spec(spec_for(urls), "relay")
     gw = build_gateway(spec, build_engines(spec, {}, up))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
+    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:
             await asyncio.sleep(0.01)

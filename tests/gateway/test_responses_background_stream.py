@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,6 @@ import openai
 import pytest
 import uvicorn
 
-from aigrid.engines.llama_server import free_port
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.event_log import EventLogs, LogWriter, split
 from aigrid.gateway.hub_client import HubClient
@@ -66,9 +66,11 @@ async def _gateway(tmp: Path, engines: dict[str, Stalling]) -> Gateway:
 @contextlib.asynccontextmanager
 async def served(gw: Gateway) -> AsyncIterator[openai.AsyncOpenAI]:
     """The gateway on a real socket, and the SDK talking to it."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(gw), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
+    sock = socket.socket()  # bound here and handed to uvicorn: no process can take the port meanwhile
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     client = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0,
                                 default_headers=TENANT)
     try:
