@@ -126,8 +126,12 @@ async def test_slots_limit_running_and_queue_the_rest(client: httpx.AsyncClient)
     server, url = await start(cfg)
     try:
         tasks = [asyncio.create_task(timed_stream(client, url, chat(6))) for _ in range(5)]
-        await asyncio.sleep(0.06)
-        busy = parse_vllm((await client.get(url + "/metrics")).text)
+        # read /metrics once all five have arrived (the first two run ~130 ms), not at a fixed 60 ms: on a
+        # loaded machine the last connections could come later than that
+        deadline = time.perf_counter() + 2
+        while (busy := parse_vllm((await client.get(url + "/metrics")).text)).running + busy.waiting < 5 \
+                and time.perf_counter() < deadline:
+            await asyncio.sleep(0.005)
         runs = await asyncio.gather(*tasks)
         idle_text = (await client.get(url + "/metrics")).text
     finally:
