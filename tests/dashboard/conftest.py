@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -13,7 +14,6 @@ import uvicorn
 from starlette.applications import Starlette
 
 from aigrid.dashboard import dashboard_routes
-from aigrid.engines.llama_server import free_port
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
 from tests.gateway.fake_engine import FakeEngine
@@ -56,12 +56,14 @@ class ServerThread:
     """A real uvicorn socket in a background thread, so a real browser can open the page."""
 
     def __init__(self, app: Starlette) -> None:
-        self.port = free_port()
+        # bound here and handed to uvicorn: a port picked with free_port() and bound later could be taken meanwhile
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on",
-                                timeout_graceful_shutdown=1)
+        config = uvicorn.Config(app, log_level="warning", lifespan="on", timeout_graceful_shutdown=1)
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
@@ -75,6 +77,7 @@ class ServerThread:
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=10)
+        self.sock.close()
 
 
 @pytest.fixture
