@@ -154,9 +154,19 @@ def test_a_client_reading_one_byte_a_second_does_not_grow_the_gateway(tmp_path: 
             assert httpx.post(f"http://127.0.0.1:{gw_port}/v1/chat/completions", json=BODY, timeout=30).is_success
         start = rss_mb(gw.pid)
         sock = _slow_reader(gw_port, orjson.dumps({**BODY, "max_tokens": 200_000}))
-        for _ in range(6):  # one byte a second
+
+        def produced() -> bool:
+            metrics = httpx.get(f"http://127.0.0.1:{emu_port}/metrics").text
+            return 'vllm:generation_tokens_total{model_name="emulated"} 200036' in metrics
+
+        reads = 0
+        # one byte a second, six seconds and on until the engine has produced its whole answer (about 4 s after
+        # the request; a fixed six left 2 s for a loaded machine, and the size was then read with less sent)
+        while reads < 6 or not produced():
+            assert reads < 60, "the engine never produced its whole answer"
             assert sock.recv(1)
             time.sleep(1.0)
+            reads += 1
         grown = rss_mb(gw.pid) - start
         assert grown < 8.0, f"the gateway grew by {grown:.1f} MB behind a slow client"
         # the engine has produced its whole answer: the bytes the client has not taken wait outside the gateway
