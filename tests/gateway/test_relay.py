@@ -354,7 +354,12 @@ async def test_a_whole_answer_is_whole_without_a_well_framed_done(tmp_path: Path
 async def test_a_failure_tells_the_client_why_but_never_where_the_engines_are(tmp_path: Path) -> None:
     """Two engines at closed ports on the real transports: the 502 names the endpoints and the cause, not their
     addresses (a connect error's own text says host:port); the decision keeps them for the operator."""
-    ports = [free_port(), free_port()]
+    # bound and never listening for the whole test: connections to them are refused, and no other process can
+    # take them meanwhile (free_port() let them go at once)
+    closed = [socket.socket(), socket.socket()]
+    for s in closed:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in closed]
     spec = parse_spec(spec_for([f"http://127.0.0.1:{p}" for p in ports]), "closed")
     up = upstream(spec)
     try:
@@ -363,6 +368,8 @@ async def test_a_failure_tells_the_client_why_but_never_where_the_engines_are(tm
             r = await c.post("/v1/chat/completions", json={**BODY, "stream": False})
     finally:
         await up.aclose()
+        for s in closed:
+            s.close()
     assert r.status_code == 502, r.text
     message = r.json()["error"]["message"]
     assert "emu0" in message and "emu1" in message and "127.0.0.1" not in message, message
