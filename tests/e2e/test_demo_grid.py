@@ -16,6 +16,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from aigrid.engines.llama_server import RESTART_BACKOFF_S
 from tests.e2e.processes import running_grid
 from tests.engine_support import require_llama_server
 
@@ -110,6 +111,7 @@ def test_embeddings_are_real_vectors(grid: dict) -> None:
 
 def test_killing_nrt_moves_tokyo_and_reports_it_unhealthy(grid: dict) -> None:
     os.kill(grid["pids"]["nrt-smollm2"], signal.SIGKILL)
+    killed = time.monotonic()
     site, decision, text = stream_from(grid, "Tokyo")
     assert site != "nrt" and text.strip()
     d = httpx.get(f"{grid['base']}/v1/decisions/{decision}").json()
@@ -118,10 +120,15 @@ def test_killing_nrt_moves_tokyo_and_reports_it_unhealthy(grid: dict) -> None:
     assert nrt_failed or nrt_rejected, d
     down = healthy_endpoints(grid, lambda h: "nrt-smollm2" not in h, timeout_s=4)  # within a scrape or two
     assert len(down) == 3
-    site, decision, _ = stream_from(grid, "Tokyo")  # `aigrid up` waits 5 s before restarting an engine
+    # `aigrid up` waits RESTART_BACKOFF_S[0] (5 s) before it starts a dead engine again: a decision made before
+    # then must find nrt down. On a loaded machine the first answer and the scrape can take longer than that
+    # (CI: the engine was back, and not rejected, by the time of this decision): then only the rest is checked
+    within_restart = time.monotonic() - killed < RESTART_BACKOFF_S[0]
+    site, decision, _ = stream_from(grid, "Tokyo")
     d = httpx.get(f"{grid['base']}/v1/decisions/{decision}").json()
-    assert site != "nrt"
-    assert any(r["endpoint"] == "nrt-smollm2" and r["filter"] == "health" for r in d["rejected"])
+    if within_restart:
+        assert site != "nrt"
+        assert any(r["endpoint"] == "nrt-smollm2" and r["filter"] == "health" for r in d["rejected"]), d
     # then the engine is started again on its port, and is a candidate again (where a request goes then is
     # the router's: the endpoint's recent failures weigh on it for a while)
     healthy_endpoints(grid, lambda h: "nrt-smollm2" in h, timeout_s=40)
