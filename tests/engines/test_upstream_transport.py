@@ -124,22 +124,25 @@ async def test_a_silent_engine_times_out() -> None:
 
 
 async def test_the_read_timeout_counts_each_wait_not_the_whole_stream() -> None:
-    """Chunks 0.06 s apart for 0.36 s under a 0.15 s read timeout arrive whole; then 1 s of silence times out
-    (one timer per connection, moved from wait to wait, as a timer per wait would)."""
+    """Chunks 0.1 s apart for 0.8 s under a 0.5 s read timeout arrive whole; then 2 s of silence times out
+    (one timer per connection, moved from wait to wait, as a timer per wait would). The engine and the
+    timer share one event loop: a pause of the loop as long as the timeout less the gap (a loaded machine, a
+    garbage collection) makes both due at once and the timer wins, so that margin is 0.4 s (it was 0.09 s:
+    chunks 0.06 s apart under 0.15 s)."""
     async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _answer_chunked(reader, writer)
-        for i in range(6):
-            await asyncio.sleep(0.06)
+        for i in range(8):
+            await asyncio.sleep(0.1)
             event = b"data: %d\n\n" % i
             writer.write(b"%x\r\n%s\r\n" % (len(event), event))
             await writer.drain()
-        await asyncio.sleep(1)
+        await asyncio.sleep(2)
         writer.close()
 
     got = bytearray()
     with pytest.raises(EngineStreamBroken, match="ReadTimeout"):
-        await _stream_from(trickle, 0.15, got)
-    assert got == b"".join(b"data: %d\n\n" % i for i in range(6))
+        await _stream_from(trickle, 0.5, got)
+    assert got == b"".join(b"data: %d\n\n" % i for i in range(8))
 
 
 async def test_connections_per_origin_are_capped_with_a_pool_timeout() -> None:
@@ -259,13 +262,15 @@ async def test_a_sink_that_asks_to_stop_leaves_the_rest_to_the_reader_in_order()
 
 async def test_a_silent_engine_times_out_with_a_sink_attached() -> None:
     """The read timeout counts from the last read the sink took; the silence then surfaces as a ReadTimeout
-    from __anext__, mapped as without a sink."""
+    from __anext__, mapped as without a sink. Events 0.1 s apart for 0.8 s under a 0.5 s timeout: a pause of
+    the shared event loop shorter than 0.4 s cannot make the timer fire between two events (the margin was
+    0.1 s: 0.05 s apart under 0.15 s)."""
     got, by_sink = bytearray(), []
     started = asyncio.get_running_loop().time()
     with pytest.raises(EngineStreamBroken, match="ReadTimeout"):
-        await _sink_stream(_trickle(8, 0.05, 2.0), 0.15, got, by_sink)
+        await _sink_stream(_trickle(8, 0.1, 3.0), 0.5, got, by_sink)
     assert bytes(got) == EVENTS
-    assert asyncio.get_running_loop().time() - started < 1.5  # the timeout, not the engine's close at 2.4 s
+    assert asyncio.get_running_loop().time() - started < 2.5  # the timeout at 1.3 s, not the engine's close at 3.8 s
 
 
 async def test_an_engine_dying_with_a_sink_attached_breaks_the_stream() -> None:
