@@ -48,6 +48,7 @@ from aigrid.core.types import (
     RequestInfo,
     Rng,
     Site,
+    build_decision,
     new_record,
 )
 
@@ -113,7 +114,7 @@ def _decide(name: str, request: RequestInfo, view: GridView, ranked_eps: Sequenc
         reason = f"{name}: chose {cands[0].endpoint_id} at {cands[0].site_id} ({why} {ranked[0][0]:.3g})"
     else:
         reason = f"{name}: no eligible endpoint ({len(rejected)} rejected)"
-    return Decision(request.id, name, cands, tuple(rejected), reason)
+    return build_decision(request.id, name, cands, tuple(rejected), reason, None, None)  # Decision(...), no __init__
 
 
 def _candidate(request: RequestInfo, sites: Mapping[str, Site], ep: Endpoint, total: float, name: str,

@@ -31,6 +31,7 @@ from aigrid.core.types import (
     RequestInfo,
     Rng,
     Urgency,
+    build_decision,
     new_record,
 )
 from aigrid.core.urgency import effective_policy, label, saturated, too_late, urgency_of
@@ -135,7 +136,8 @@ class Scheduler:
             reason = _reason(ranked, rejected) + (f"; {describe(choice)}" if choice is not None else "")
             if urgency is not None:
                 reason = f"{reason}; {_urgency_note(urgency)}"
-        return Decision(request.id, policy.name, ranked, tuple(rejected), reason, choice, urgency)
+        # Decision(...) without its generated __init__ (types.record_builder: the same record)
+        return build_decision(request.id, policy.name, ranked, tuple(rejected), reason, choice, urgency)
 
 
 def _normalised(policy: Policy, scorers: Sequence[Scorer]) -> tuple[float, ...]:

@@ -13,10 +13,10 @@ one with `_replace`, not dataclasses.replace.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from aigrid.core.calibration import Calibration
 
@@ -157,6 +157,27 @@ new_record = tuple.__new__
 """`new_record(Prediction, (every field, in order))`: a NamedTuple built without its __new__'s Python frame
 (the same tuple; keywords cost twice as much again). For the records built once per candidate of every
 decision, in the core and the simulator."""
+
+R = TypeVar("R")
+
+
+def record_builder(cls: type[R]) -> Callable[..., R]:
+    """A function that builds the frozen dataclass `cls` (slots, no __post_init__) from every field, in order,
+    positionally: the same record as `cls(*values)`, at about half the cost. The generated __init__ of a frozen
+    dataclass sets each field through object.__setattr__ (a global lookup, an attribute lookup and a call per
+    field); this sets each slot through its own descriptor, bound once. For the records built once per
+    decision on the simulator's hot path (RequestInfo, GridView, Decision)."""
+    names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+    if hasattr(cls, "__post_init__") or not all(f.init for f in fields(cls)):  # type: ignore[arg-type]
+        raise TypeError(f"{cls.__name__}: only a record whose __init__ sets every field as given")
+    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    scope.update({f"set_{i}": vars(cls)[name].__set__ for i, name in enumerate(names)})
+    args = ", ".join(f"a{i}" for i in range(len(names)))
+    body = "".join(f"    set_{i}(o, a{i})\n" for i in range(len(names)))
+    exec(f"def build({args}):\n    o = new(cls)\n{body}    return o\n", scope)  # noqa: S102 (as dataclasses does)
+    build: Callable[..., R] = scope["build"]
+    build.__qualname__ = build.__name__ = f"build_{cls.__name__}"
+    return build
 
 
 @dataclass(frozen=True, slots=True)
@@ -325,3 +346,11 @@ class Decision:
     @property
     def chosen(self) -> Candidate | None:
         return self.ranked[0] if self.ranked else None
+
+
+build_request_info = record_builder(RequestInfo)
+"""RequestInfo(*every field, in order), without its generated __init__ (record_builder)."""
+build_grid_view = record_builder(GridView)
+"""GridView(*every field, in order), without its generated __init__ (record_builder)."""
+build_decision = record_builder(Decision)
+"""Decision(*every field, in order), without its generated __init__ (record_builder)."""

@@ -10,13 +10,13 @@ from __future__ import annotations
 import gc
 import time
 from array import array
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from aigrid.core.types import Decision, GeoPoint, RequestInfo
+from aigrid.core.types import Decision, GeoPoint, RequestInfo, build_request_info
 from aigrid.sim.agents import plan_agents
 from aigrid.sim.faults import schedule_faults
 from aigrid.sim.geography import Cities, jurisdiction_of, load_cities
@@ -56,6 +56,10 @@ class Experiment:
     events: int
 
 
+NO_EXCLUSIONS: frozenset[str] = frozenset()
+"""RequestInfo.exclude_endpoints' default."""
+
+
 def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
     points: dict[int, GeoPoint] = {}
     tenants = sc.tenants
@@ -79,19 +83,24 @@ def arrivals_from(sc: Scenario, w: Workload, cities: Cities) -> Arrivals:
         if p is None:
             p = points[c] = GeoPoint(float(cities.lat[c]), float(cities.lon[c]))
         k = tenant[r]
-        info = RequestInfo(id=str(i) if i == r else f"{r}.{int(plan.step[i])}",  # type: ignore[union-attr]
-                           model=models[k], prompt_tokens=prompt[r], max_output_tokens=output[r],
-                           client_location=p, allowed_jurisdictions=allowed[k], tenant=names[k],
-                           priority=levels[k], deadline_ms=deadlines[k])
+        prefix_hash: str | None = None
+        prefix_tokens: int | None = None
         if w.prefix is not None and w.prefix[r] >= 0:
             assert w.prefix_tokens is not None
-            info = replace(info, prefix_hash=prefix_key(int(w.prefix[r])), prefix_tokens=int(w.prefix_tokens[r]))
+            prefix_hash, prefix_tokens = prefix_key(int(w.prefix[r])), int(w.prefix_tokens[r])
+        quality: Mapping[str, float] | None = None
+        max_quality_drop = 1.0  # RequestInfo's default
         prompts = sized[k]
-        if prompts is None:
-            return info
-        assert w.pick_u is not None
-        q = int(prompts.pick(w.pick_u[r]))  # this request's labelled prompt: its estimate, as the gateway's
-        return replace(info, quality=prompts.quality[q], max_quality_drop=prompts.threshold)
+        if prompts is not None:
+            assert w.pick_u is not None
+            q = int(prompts.pick(w.pick_u[r]))  # this request's labelled prompt: its estimate, as the gateway's
+            quality, max_quality_drop = prompts.quality[q], prompts.threshold
+        # RequestInfo(id=..., model=..., ...) with every field in order, the others at their defaults, without
+        # its generated __init__ (core.types.record_builder: the same record, once per routing)
+        return build_request_info(
+            str(i) if i == r else f"{r}.{int(plan.step[i])}", models[k], prompt[r], output[r],  # type: ignore[union-attr]
+            p, allowed[k], names[k], None, prefix_hash, None, NO_EXCLUSIONS, quality, max_quality_drop, levels[k],
+            deadlines[k], prefix_tokens)
 
     gateway = (w.city % sc.gateway.count).astype(np.int32)
     jitter = w.jitter_u if plan is None else np.concatenate([w.jitter_u, plan.extra_jitter_u])

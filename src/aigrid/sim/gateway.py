@@ -14,7 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from aigrid.core.calibration import DECAY, Calibration, observe, observe_each
-from aigrid.core.types import Circuit, Endpoint, EndpointState, GridView, PrefillQueue, new_record
+from aigrid.core.types import (
+    Circuit,
+    Endpoint,
+    EndpointState,
+    GridView,
+    PrefillQueue,
+    build_grid_view,
+    new_record,
+)
 from aigrid.sim.clock import EventLoop
 from aigrid.sim.grid import Grid
 from aigrid.sim.shared_state import SyncedLedger, SyncedPrefillBook
@@ -278,7 +286,9 @@ class Gateways:
                 states[ep.id] = s
             else:
                 states[ep.id] = seen_state(s, counts, cal, circuit)
-        return GridView(self.grid.sites, endpoints, states, self.prefix_owner[gateway], self.grid.models, distances)
+        # GridView(...) without its generated __init__ (core.types.record_builder: the same record)
+        return build_grid_view(self.grid.sites, endpoints, states, self.prefix_owner[gateway], self.grid.models,
+                               distances)
 
     def remember_prefix(self, gateway: int, key: str, index: int) -> None:
         """Gateway `gateway` saw the first token of a request opening with prefix `key` from endpoint `index`

@@ -40,6 +40,10 @@ FloorTerms = tuple[tuple[float, float, float, int], ...]
 """Per allowed candidate: (round trip ms, prefill ms per token, ms per prefill step, tokens per step)."""
 
 
+PlaceKey = tuple[float, float, Models, frozenset[str] | None, int]
+"""(latitude, longitude, model(s), allowed jurisdictions, tier): a Key with the place's coordinates."""
+
+
 def _k_smallest(d: np.ndarray, k: int) -> np.ndarray:
     if len(d) <= k:
         return np.argsort(d, kind="stable")
@@ -60,7 +64,9 @@ class RegionalView:
         self.pinned = np.array([i for i, ep in enumerate(grid.endpoints) if ep.site_id in pinned], dtype=np.int64)
         self._candidates: dict[Key, tuple[tuple[int, ...], tuple[Endpoint, ...]]] = {}
         self._floors: dict[Key, FloorTerms] = {}
-        self._scored: dict[Key, tuple[tuple[int, ...], tuple[Endpoint, ...], dict[str, float]]] = {}
+        self._scored: dict[PlaceKey, tuple[tuple[int, ...], tuple[Endpoint, ...], dict[str, float]]] = {}
+        self._floor_hits: dict[PlaceKey, FloorTerms] = {}
+        """floor_s's answers so far, keyed by the place's coordinates (the same entries as `_floors`)."""
         self._units: dict[str, np.ndarray] = {}
         """Per model: its endpoints' 3-D unit vectors (3 x endpoints), for the batched search."""
 
@@ -89,7 +95,9 @@ class RegionalView:
         """`candidates`, with the distance from `where` to each candidate's site by endpoint id (the core's
         GridView.distances_km: core.geo.distance_km, as the core would compute it once per candidate of every
         decision). Filled as runs ask (in each worker process: nothing is computed for places never routed)."""
-        key = (where, model, allowed, tier)
+        # keyed by the coordinates, as GeoPoint compares and hashes (its generated __hash__ and __eq__ are
+        # Python frames, once per decision)
+        key = (where.lat, where.lon, model, allowed, tier)
         hit = self._scored.get(key)
         if hit is None:
             idx, eps = self.candidates(where, model, allowed, tier)
@@ -124,10 +132,14 @@ class RegionalView:
         """The physical floor of one request's TTFT among the endpoints its gateway scores: the smallest
         modelled round trip plus a lone prefill of the prompt (no queue, nothing else running), over the
         allowed jurisdictions."""
-        key = (where or GeoPoint(0.0, 0.0), model, allowed, tier)
-        terms = self._floors.get(key)
+        hit_key = (0.0, 0.0, model, allowed, tier) if where is None else (where.lat, where.lon, model, allowed, tier)
+        terms = self._floor_hits.get(hit_key)  # `_floors`' entry, found without hashing a GeoPoint in Python
         if terms is None:
-            terms = self._floors[key] = self._floor_terms(where, key[0], model, allowed, tier)
+            key = (where or GeoPoint(0.0, 0.0), model, allowed, tier)
+            terms = self._floors.get(key)
+            if terms is None:
+                terms = self._floors[key] = self._floor_terms(where, key[0], model, allowed, tier)
+            self._floor_hits[hit_key] = terms
         if not terms:
             return float("nan")
         # a few candidates: plain floats beat numpy's per-call overhead, and give the same IEEE results; the

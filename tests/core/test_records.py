@@ -1,0 +1,59 @@
+"""core.types.record_builder: the records built once per decision on the simulator's hot path (RequestInfo,
+GridView, Decision) without their generated __init__ are the records their constructors build."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from dataclasses import dataclass, fields
+
+import pytest
+
+from aigrid.core.types import (
+    Decision,
+    GeoPoint,
+    GridView,
+    RequestInfo,
+    build_decision,
+    build_grid_view,
+    build_request_info,
+    record_builder,
+)
+
+
+def _same(built: object, made: object) -> None:
+    assert type(built) is type(made)
+    assert built == made
+    for f in fields(made):  # type: ignore[arg-type]
+        assert getattr(built, f.name) is getattr(made, f.name), f.name
+    assert pickle.loads(pickle.dumps(built)) == made and copy.deepcopy(built) == made
+
+
+def test_every_field_in_order_as_the_constructor_sets_it() -> None:
+    values = ("7", "m", 120, 64, GeoPoint(48.1, 11.6), frozenset({"EU"}), "chat", frozenset({"s1"}), "p", "s",
+              frozenset({"e1"}), {"m": 0.9}, 0.05, 9, 1500.0, 40)
+    _same(build_request_info(*values), RequestInfo(*values))
+    hashable = (*values[:11], None, *values[12:])
+    assert hash(build_request_info(*hashable)) == hash(RequestInfo(*hashable))
+    view = ({}, (), {}, {"p": "e"}, {}, {"e": 12.5})
+    _same(build_grid_view(*view), GridView(*view))
+    decision = ("7", "balanced", (), (), "why", None, None)
+    _same(build_decision(*decision), Decision(*decision))
+
+
+def test_still_frozen() -> None:
+    built = build_decision("7", "balanced", (), (), "", None, None)
+    with pytest.raises(AttributeError):
+        built.reason = "changed"  # type: ignore[misc]
+
+
+def test_a_record_with_a_post_init_is_refused() -> None:
+    @dataclass(frozen=True, slots=True)
+    class Checked:
+        x: int
+
+        def __post_init__(self) -> None:
+            assert self.x >= 0
+
+    with pytest.raises(TypeError):
+        record_builder(Checked)
