@@ -566,6 +566,34 @@ async def test_every_read_of_the_grid_is_audited(metered: Gateway) -> None:
             assert refused.status_code == 503 and refused.json()["error"]["code"] == "audit_unavailable", path
 
 
+async def test_a_live_feed_ends_when_the_audit_log_stops_taking_records(metered: Gateway) -> None:
+    """A live feed is admitted once; it went on serving every tenant's traffic, unrecorded, after the audit log
+    stopped taking records. It ends within a tick now, its record's outcome `error:audit_unavailable`."""
+    from aigrid.dashboard import dashboard_routes
+    from tests.dashboard.test_feed import parse_sse
+
+    audit = metered.guard.audit
+    assert audit is not None
+    ticks = 0
+
+    async def tick(_: float) -> None:  # between ticks: from the second on, the audit log refuses new records
+        nonlocal ticks
+        ticks += 1
+        if ticks == 2:
+            audit.accepting = lambda: False  # type: ignore[method-assign]
+
+    app = build_app(metered, extra_routes=dashboard_routes(metered, interval_s=0.01, sleep=tick))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.get("/dashboard/events?ticks=50", headers=TENANT)
+        assert r.status_code == 200
+        assert [n for n, _ in parse_sse(r.content)].count("grid") == 2, r.text  # two ticks, then it ended
+        del audit.accepting  # the record of the feed can be written again
+        assert (await c.get("/v1/grid", headers=TENANT)).status_code == 200
+    rows = await audit_rows(metered)
+    assert [(r["extra"]["route"], r["outcome"]) for r in rows][-2:] == [
+        ("GET /dashboard/events", "error:audit_unavailable"), ("GET /v1/grid", "ok")], rows
+
+
 @pytest.mark.parametrize("headers", [{"authorization": "Basic dXNlcjpwYXNz"}, {"authorization": "Bearer "},
                                      {"authorization": "Bearer aig_stale_key"}, {"x-aigrid-tenant": "nobody"}],
                          ids=["basic auth of a proxy", "empty key", "stale aigrid key", "unknown tenant"])

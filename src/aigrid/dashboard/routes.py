@@ -91,8 +91,18 @@ class DashboardRoutes:
         ticks = None if raw is None else plain_int(raw)
         if raw is not None and (ticks is None or not 1 <= ticks <= 100_000):
             raise InvalidRequest("ticks must be an integer between 1 and 100000", param="ticks")
+        def over() -> bool:
+            """The server stopping, or the audit log no longer taking records: a feed was admitted once and went
+            on serving, unrecorded, after the audit log stopped (it ends within a tick now, `audit_unavailable`)."""
+            if self.stopping():
+                return True
+            if not self.gw.guard.audit_accepting():
+                ex.outcome = "error:audit_unavailable"
+                return True
+            return False
+
         stream = event_stream(Feed(self.gw), interval_s=self.interval_s, clock=self.clock, sleep=self.sleep,
-                              ticks=ticks, stopping=self.stopping)
+                              ticks=ticks, stopping=over)
         return StreamingResponse(watched(stream, ex), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 

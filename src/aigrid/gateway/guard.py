@@ -330,9 +330,13 @@ class Guard:
         if counted:
             ex.reservation = await self.quotas.admit(ex.principal, 0, requests_only=True)
 
+    def audit_accepting(self) -> bool:
+        """Whether the audit log can take a record now (none configured: always, until the gateway stops)."""
+        return not self._audit_stopped and (self.audit is None or self.audit.accepting())
+
     def _audit_accepting(self) -> None:
-        """503 audit_unavailable unless the audit log can take a record now (none configured: always)."""
-        if self._audit_stopped or (self.audit is not None and not self.audit.accepting()):
+        """503 audit_unavailable unless the audit log can take a record now."""
+        if not self.audit_accepting():
             raise AuditUnavailable("the audit log cannot take records now; the request was not served")
 
     async def screen_request(self, ex: Exchange, body: MutableMapping[str, Any], texts: list[ModelText]) -> None:
