@@ -287,10 +287,11 @@ async def test_a_stalled_audit_log_refuses_new_requests_with_503(tmp_path: Path,
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             first = await c.post("/v1/chat/completions", json=CHAT)   # taken by the (now stuck) writer
-            for _ in range(200):  # the writer takes it after its linger (nothing else yields to the loop here)
+            for _ in range(1000):  # the writer takes it after its linger (nothing else yields to the loop here)
                 if stuck.is_set():
                     break
                 await asyncio.sleep(0.01)
+            assert stuck.is_set()  # else the next two would not meet a full queue (a loaded machine: wait longer)
             second = await c.post("/v1/chat/completions", json=CHAT)  # fills the queue (1)
             third = await c.post("/v1/chat/completions", json=CHAT)
         assert first.status_code == second.status_code == 200
