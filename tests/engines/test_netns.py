@@ -75,8 +75,8 @@ async def echo_server(net: SiteNetwork, site: str) -> asyncio.subprocess.Process
     return proc
 
 
-async def round_trips(address: str, n: int = 5) -> tuple[float, float]:
-    """Median TCP connect time and median 1-byte echo round trip, in ms (each is one RTT)."""
+async def round_trips(address: str, n: int = 5) -> tuple[list[float], list[float]]:
+    """`n` TCP connect times and `n` 1-byte echo round trips, in ms (each is one RTT)."""
     connects, echoes = [], []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -89,7 +89,7 @@ async def round_trips(address: str, n: int = 5) -> tuple[float, float]:
         await writer.wait_closed()
         connects.append((t1 - t0) * 1000)
         echoes.append((t2 - t1) * 1000)
-    return statistics.median(connects), statistics.median(echoes)
+    return connects, echoes
 
 
 async def test_the_kernel_delays_each_site_by_its_configured_distance(leaves_nothing: None) -> None:
@@ -106,11 +106,14 @@ async def test_the_kernel_delays_each_site_by_its_configured_distance(leaves_not
                 proc.kill()
                 await proc.wait()
     # A 20 ms one-way delay on each direction: every round trip (SYN/SYN-ACK, data/echo) takes ~40 ms.
-    # Never early (the kernel holds each packet at least its delay); late by a few ms on a busy 2-core box.
-    for rtt in far:
-        assert 40.0 <= rtt < 55.0, (net.method, far)
-    for rtt in near:
-        assert rtt < 10.0, near
+    # Never early (the kernel holds each packet at least its delay): the median is at least that. Late by a
+    # few ms on a busy 2-core box, and by whatever a descheduled process adds, which only adds: the fastest of
+    # the five is the one bounded above (the median of five was, as in the netns grid test, which a loaded
+    # machine failed once).
+    for kind, rtts in zip(("connect", "echo"), far, strict=True):
+        assert 40.0 <= statistics.median(rtts) and min(rtts) < 55.0, (net.method, kind, far)
+    for kind, rtts in zip(("connect", "echo"), near, strict=True):
+        assert min(rtts) < 10.0, (kind, near)
 
 
 async def test_a_cut_link_refuses_and_comes_back(leaves_nothing: None) -> None:
