@@ -92,10 +92,12 @@ def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: P
         deadline = time.monotonic() + 180  # a loaded 2-core machine starts a dozen processes slowly
         healthy = False
         while not healthy and time.monotonic() < deadline:
+            # every planned endpoint healthy, not only one (/healthz says 200 from the first): the emulators
+            # start one after another, and an EU one not yet scraped healthy could not serve the request below
             try:
-                healthy = httpx.get(f"http://127.0.0.1:{gw_port}/healthz", timeout=1,
-                                    trust_env=False).status_code == 200
-            except httpx.HTTPError:
+                health = httpx.get(f"http://127.0.0.1:{gw_port}/healthz", timeout=1, trust_env=False)
+                healthy = health.status_code == 200 and len(health.json()["healthy"]) == health.json()["endpoints"]
+            except (httpx.HTTPError, ValueError, KeyError):
                 pass
             assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
             time.sleep(0.5)
