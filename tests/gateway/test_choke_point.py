@@ -535,12 +535,14 @@ UNREAD_PARTS = [
     {"type": "video_url", "video_url": {"url": "https://example.com/v.mp4"}},  # vLLM's video models
     {"type": "image_embeds", "image_embeds": "AAAA"},  # vLLM's: an image given as embeddings
     {"type": "output", "value": ATTACK},  # a tool result's part of its own kind
+    {"type": "file", "text": "Summary of the attached file.", "file": {"filename": "invoice.pdf", "file_data": PDF}},
+    {"type": "text"},
     {"value": ATTACK},
     {"type": {"nested": ATTACK}},
 ]
 
 
-@pytest.mark.parametrize("part", UNREAD_PARTS, ids=[str(p.get("type")) for p in UNREAD_PARTS])
+@pytest.mark.parametrize("part", UNREAD_PARTS, ids=[f"{p.get('type')}-{i}" for i, p in enumerate(UNREAD_PARTS)])
 async def test_a_content_part_the_firewall_cannot_read_is_refused(
         walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine], part: dict[str, Any]) -> None:
     """A content part that is neither text nor an image (a file or PDF, audio, video, embeddings, a part of a

@@ -20,8 +20,8 @@ ROLE_SOURCE = {"user": Source.USER, "system": Source.SYSTEM, "developer": Source
 
 
 def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list[ModelText]:
-    """OpenAI chat messages: string content, or every string `text` of a content list whatever the part's
-    type (engines read "input_text" and other spellings as text too); the `documents` engines put into the
+    """OpenAI chat messages: string content, or every string `text` (and an assistant's `refusal`) of a content
+    list, whatever the part's type (schemas.Message serves text, refusal and image parts only); the `documents` engines put into the
     prompt (vLLM's and Hugging Face's chat-template extension), as retrieved documents; and the
     descriptions of the client's tools, which the template renders into the system turn. The messages whose
     index is in `documents` are documents a front door turned into messages (Anthropic's document blocks)."""

@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from aigrid.engines.fan_out import MAX_CHOICES
 
+TEXT_PARTS = frozenset({"text", "input_text", "output_text", None})
+"""The content part types that carry text (OpenAI's, the Responses API's; a part with no type: its `text`)."""
 IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 """The content part types that carry an image (OpenAI's, the Responses API's and Anthropic's names)."""
 
@@ -31,19 +33,20 @@ class Message(BaseModel):
     @field_validator("content")
     @classmethod
     def _parts_the_firewall_reads(cls, v: str | list[dict[str, Any]] | None) -> str | list[dict[str, Any]] | None:
-        """A content part is text (a string `text`, whatever its type: engines read "input_text" and other
-        spellings), an assistant's refusal (a string `refusal`), or an image (served to models with `vision:
-        true`: modalities.py). Any other part (a file or PDF, audio, video, vLLM's `image_embeds`) puts into the
-        prompt what the firewall cannot read: refused, naming the part (it went to the engine unread)."""
+        """A content part is text (a string `text`, typed as OpenAI's, the Responses API's or not at all), an
+        assistant's refusal (a string `refusal`), or an image (served to models with `vision: true`:
+        modalities.py). Any other part (a file or PDF, audio, video, vLLM's `image_embeds`, a part of the client's
+        own kind, with a `text` beside it or not) puts into the prompt what the firewall cannot read: refused,
+        naming the part (it went to the engine unread)."""
         for j, part in enumerate(v if isinstance(v, list) else ()):
             kind = part.get("type")
-            if not isinstance(kind, str):
-                kind = None
-            if isinstance(part.get("text"), str) or kind in IMAGE_PARTS or (
-                    kind == "refusal" and isinstance(part.get("refusal"), str)):
+            if not isinstance(kind, str | None):
+                raise _unread(f"content[{j}]: a content part whose type is not a string")
+            if kind in IMAGE_PARTS or (kind == "refusal" and isinstance(part.get("refusal"), str)) or (
+                    kind in TEXT_PARTS and isinstance(part.get("text"), str)):
                 continue
-            raise _unread(f"content[{j}]: a content part of type {kind!r}" if kind is not None
-                          else f"content[{j}]: a content part with neither a type nor a text")
+            raise _unread(f"content[{j}]: a content part of type {kind!r}" if kind not in TEXT_PARTS
+                          else f"content[{j}]: a text part without a string `text`")
         return v
 
 
