@@ -17,9 +17,10 @@ CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say h
         "stream": True}
 
 
-async def stream(client: httpx.AsyncClient, city: str, policy: str | None = None) -> httpx.Response:
+async def stream(client: httpx.AsyncClient, city: str, policy: str | None = None,
+                 body: dict | None = None) -> httpx.Response:
     headers = {"x-aigrid-client-location": city, **({"x-aigrid-policy": policy} if policy else {})}
-    async with client.stream("POST", "/v1/chat/completions", json=CHAT, headers=headers) as r:
+    async with client.stream("POST", "/v1/chat/completions", json=body or CHAT, headers=headers) as r:
         await r.aread()
     return r
 
@@ -45,8 +46,12 @@ async def test_every_streamed_answer_calibrates_its_endpoint_and_the_ledger_empt
 
 async def test_a_request_waiting_for_its_first_token_is_pending_with_its_prompt(
         client: httpx.AsyncClient, gateway: Gateway, fakes: dict[str, FakeEngine]) -> None:
-    fakes["fra-smollm2"].first_byte_delay_s = 2.0  # long enough to be seen pending on a loaded machine
-    task = asyncio.ensure_future(stream(client, "Frankfurt"))
+    fakes["fra-smollm2"].first_byte_delay_s = 3.0  # long enough to be seen pending on a loaded machine
+    # a prompt whose predicted prefill (~1,000 tokens at 250 per second: ~4 s) outlasts that wait: the next
+    # decision sees it ahead only while the predictor has it still prefilling. With CHAT's ~80 tokens that was
+    # ~0.3 s from its arrival, and a loaded machine made the next decision later (queue_ms 0)
+    long = {**CHAT, "messages": [{"role": "user", "content": "Say hello " * 400}]}
+    task = asyncio.ensure_future(stream(client, "Frankfurt", body=long))
     for _ in range(100):
         s = gateway.store.state("fra-smollm2")
         if s.pending_requests:
