@@ -97,11 +97,14 @@ async def test_ttft_is_prefill_and_decode_is_per_step(client: httpx.AsyncClient)
     cfg = EmulatorConfig(prefill_base_ms=20, prefill_ms_per_token=0.1, decode_base_ms=15, decode_ms_per_seq=0)
     server, url = await start(cfg)
     try:
-        ttft, e2e, _ = await timed_stream(client, url, chat(5, chars=800))
+        runs = [await timed_stream(client, url, chat(5, chars=800)) for _ in range(3)]
     finally:
         server.close()
-    assert 0.053 <= ttft <= 0.11  # never early (timers fire late, not early); late by the machine's load
-    assert 0.058 <= e2e - ttft <= 0.12
+    # never early (timers fire late, not early): every run; late by the machine's load, which only adds: the
+    # fastest of three is bounded above (one run alone came 209 ms to its first token on a loaded machine)
+    ttfts, decodes = [ttft for ttft, _, _ in runs], [e2e - ttft for ttft, e2e, _ in runs]
+    assert all(0.053 <= ttft for ttft in ttfts) and min(ttfts) <= 0.11, ttfts
+    assert all(0.058 <= d for d in decodes) and min(decodes) <= 0.12, decodes
 
 
 async def test_decode_step_grows_with_the_batch(client: httpx.AsyncClient) -> None:
