@@ -126,30 +126,38 @@ async def test_decode_step_grows_with_the_batch(client: httpx.AsyncClient) -> No
 async def test_slots_limit_running_and_queue_the_rest(client: httpx.AsyncClient) -> None:
     cfg = EmulatorConfig(model="emu", slots=2, prefill_base_ms=1, prefill_ms_per_token=0, decode_base_ms=20,
                          decode_ms_per_seq=0)
-    server, url = await start(cfg)
-    try:
-        tasks = [asyncio.create_task(timed_stream(client, url, chat(6))) for _ in range(5)]
-        # read /metrics once all five have arrived (the first two run ~130 ms), not at a fixed 60 ms: on a
-        # loaded machine the last connections could come later than that
-        deadline = time.perf_counter() + 2
-        while (busy := parse_vllm((await client.get(url + "/metrics")).text)).running + busy.waiting < 5 \
-                and time.perf_counter() < deadline:
-            await asyncio.sleep(0.005)
-        runs = await asyncio.gather(*tasks)
-        idle_text = (await client.get(url + "/metrics")).text
-    finally:
-        server.close()
-    assert (busy.running, busy.waiting) == (2, 3)
-    ttfts = sorted(t for t, _, _ in runs)
-    # two run at once (their prompts share the first ~21 ms step: first tokens at ~10 and ~32 ms); the third
-    # waits for a whole request (5 more steps of 20 ms) before its prefill
-    assert ttfts[1] < 0.09 and ttfts[2] >= 0.1
-    idle = parse_vllm(idle_text)
-    assert (idle.running, idle.waiting) == (0, 0)
-    assert idle.ttft_count == 5 and idle.generation_tokens_total == 30
-    assert idle.tpot_count is not None and idle.tpot_count == 25  # 5 decode steps after each first token
-    assert idle.tpot_sum_s is not None and 0.019 * 25 <= idle.tpot_sum_s <= 0.04 * 25
-    assert 'vllm:time_to_first_token_seconds_bucket{model_name="emu",le="+Inf"} 5' in idle_text
+    seconds: list[float] = []
+    for _ in range(3):  # the timing's upper bound on the fastest of up to three rounds; all else on every round
+        server, url = await start(cfg)
+        try:
+            tasks = [asyncio.create_task(timed_stream(client, url, chat(6))) for _ in range(5)]
+            # read /metrics once all five have arrived (the first two run ~130 ms), not at a fixed 60 ms: on a
+            # loaded machine the last connections could come later than that
+            deadline = time.perf_counter() + 2
+            while (busy := parse_vllm((await client.get(url + "/metrics")).text)).running + busy.waiting < 5 \
+                    and time.perf_counter() < deadline:
+                await asyncio.sleep(0.005)
+            runs = await asyncio.gather(*tasks)
+            idle_text = (await client.get(url + "/metrics")).text
+        finally:
+            server.close()
+        assert (busy.running, busy.waiting) == (2, 3)
+        ttfts = sorted(t for t, _, _ in runs)
+        # two run at once (their prompts share the first ~21 ms step: first tokens at ~10 and ~32 ms); the third
+        # waits for a whole request (5 more steps of 20 ms) before its prefill: never early, every round
+        assert ttfts[2] >= 0.1, ttfts
+        idle = parse_vllm(idle_text)
+        assert (idle.running, idle.waiting) == (0, 0)
+        assert idle.ttft_count == 5 and idle.generation_tokens_total == 30
+        assert idle.tpot_count is not None and idle.tpot_count == 25  # 5 decode steps after each first token
+        assert idle.tpot_sum_s is not None and 0.019 * 25 <= idle.tpot_sum_s <= 0.04 * 25
+        assert 'vllm:time_to_first_token_seconds_bucket{model_name="emu",le="+Inf"} 5' in idle_text
+        # the second first token is late only by the machine's load (a pause of 60 ms in the first 90 ms of a
+        # single round put it over): bounded on the fastest round
+        seconds.append(ttfts[1])
+        if ttfts[1] < 0.09:
+            break
+    assert min(seconds) < 0.09, seconds
 
 
 async def test_a_client_that_leaves_frees_its_slot() -> None:
