@@ -118,7 +118,7 @@ def alive(pid: int) -> bool:
     """Running (a zombie waiting for a slow reaper counts as dead)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, or going while it was read (ESRCH)
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
