@@ -22,7 +22,8 @@ from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.relay_response import RelayResponse
 
 M = TypeVar("M", bound=BaseModel)
-_CHAT_MESSAGE = re.compile(r"^messages\[(\d+)\]")
+_CHAT_MESSAGE = re.compile(r"^messages(?:\[(\d+)\]|\.(\d+)(?=\.|$))")
+"""A chat message's field as the firewall names it (`messages[3].content`) or the chat schema (`messages.3.tool_calls`)."""
 _CHAT_TOOL = re.compile(r"^tools\[(\d+)\](?:\.function)?(.*)$")
 
 
@@ -90,8 +91,9 @@ def name_own_field(err: ApiError, origins: Sequence[str]) -> None:
         err.param = own
         return
     found = _CHAT_MESSAGE.match(err.param or "")
-    if found is None or int(found.group(1)) >= len(origins):
+    index = None if found is None else int(found.group(1) or found.group(2))
+    if index is None or index >= len(origins):
         return
-    own = origins[int(found.group(1))]
+    own = origins[index]
     err.message = f"{err.message} (at {own})"
     err.param = own
