@@ -531,7 +531,7 @@ ID_ROUTES: list[tuple[str, str, dict[str, Any], str]] = [
 async def test_a_tool_call_id_is_an_id_not_a_sentence(walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine],
                                                       name: str, path: str, body: dict[str, Any], param: str) -> None:
     """Templates print a tool call's id beside the call and its result (Mistral's: `"call_id": "..."`), and the
-    firewall does not read ids: an id is 1-128 letters, digits and `_ - . :` (OpenAI's `call_...`, Anthropic's
+    firewall does not read ids: an id is up to 128 letters, digits and `_ - . :` (OpenAI's `call_...`, Anthropic's
     `toolu_...`, vLLM's `chatcmpl-tool-...`, Kimi's `functions.NAME:0`), else the client's 400 naming it, on every
     front door; no engine reached."""
     c, gw, engine = walk

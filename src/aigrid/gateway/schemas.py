@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from aigrid.engines.fan_out import MAX_CHOICES
 
-CALL_ID = r"^[A-Za-z0-9_.:-]+$"
+CALL_ID = r"^[A-Za-z0-9_.:-]*$"
 """A tool call's id: OpenAI's `call_...`, Anthropic's `toolu_...`, vLLM's `chatcmpl-tool-...`, Kimi's
-`functions.NAME:0`, a UUID; never a sentence."""
+`functions.NAME:0`, a UUID; empty (some llama.cpp builds answered `"id": ""`); never a sentence."""
 _CALL_ID = re.compile(CALL_ID)
 TEXT_PARTS = frozenset({"text", "input_text", "output_text", None})
 """The content part types that carry text (OpenAI's, the Responses API's; a part with no type: its `text`)."""
@@ -34,7 +34,7 @@ class Message(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     """OpenAI's rule for a participant's or a function's name: templates and the tool loop print it into the
     prompt (a legacy `function` message's, as the tool's name), and the firewall does not read it."""
-    tool_call_id: str | None = Field(default=None, min_length=1, max_length=128, pattern=CALL_ID)
+    tool_call_id: str | None = Field(default=None, max_length=128, pattern=CALL_ID)
     """The call a tool result answers. Templates print it into the prompt (Mistral's: `"call_id": "..."` beside the
     result) and the firewall does not read it: an id, not a sentence (CALL_ID)."""
 
@@ -46,8 +46,8 @@ class Message(BaseModel):
         """An assistant turn's tool calls' ids, as `tool_call_id` (templates print them beside each call)."""
         for k, call in enumerate(v if isinstance(v, list) else ()):
             cid = call.get("id") if isinstance(call, dict) else None
-            if cid is not None and not (isinstance(cid, str) and 0 < len(cid) <= 128 and _CALL_ID.match(cid)):
-                raise ValueError(f"tool_calls[{k}].id: a call's id is 1-128 letters, digits and _ - . : (templates "
+            if cid is not None and not (isinstance(cid, str) and len(cid) <= 128 and _CALL_ID.match(cid)):
+                raise ValueError(f"tool_calls[{k}].id: a call's id is up to 128 letters, digits and _ - . : (templates "
                                  "print it into the prompt, which the firewall reads only as text it knows)")
         return v
 
