@@ -49,6 +49,9 @@ async def secured(tmp_path: Path, keys: dict[str, str], monkeypatch: pytest.Monk
     tenants["ops"] = TenantSpec(operator=True)
     spec = spec.model_copy(update={"tenants": tenants})
     gw = build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep)
+    # one quota window for the whole test: the quotas count in fixed minutes of the wall clock, and a test that
+    # spends `limited`'s 2 requests a minute and expects the third refused failed across a minute's turn
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0
     await gw.scraper.scrape_once()
     await gw.guard.start()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
