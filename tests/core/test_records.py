@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 
 import pytest
 
+from aigrid.core.context import NOTHING_CROWDED, Context, build_context
+from aigrid.core.policies import BUILTIN_POLICIES
 from aigrid.core.types import (
     Decision,
     GeoPoint,
@@ -39,6 +41,21 @@ def test_every_field_in_order_as_the_constructor_sets_it() -> None:
     _same(build_grid_view(*view), GridView(*view))
     decision = ("7", "balanced", (), (), "why", None, None)
     _same(build_decision(*decision), Decision(*decision))
+
+
+def test_the_context_compiled_or_not() -> None:
+    """core/context.py is compiled with the core: Context is then a native class, whose fields' descriptors
+    are its native setters (record_builder takes the class's own __new__)."""
+    request = build_request_info("1", "m", 10, 20, None, None, "t", None, None, None, frozenset(), None, 1.0, 5,
+                                 None, None)
+    view = build_grid_view({}, (), {}, {}, {}, None)
+    policy = next(iter(BUILTIN_POLICIES.values()))
+    built = build_context(request, view, policy, frozenset({"e"}))
+    made = Context(request, view, policy, frozenset({"e"}))
+    assert type(built) is Context and built == made and built.crowded == frozenset({"e"})
+    assert build_context(request, view, policy, NOTHING_CROWDED) == Context(request, view, policy)
+    with pytest.raises(AttributeError):
+        built.policy = policy  # type: ignore[misc]
 
 
 def test_still_frozen() -> None:

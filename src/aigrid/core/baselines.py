@@ -31,8 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from math import exp
 
+from aigrid.core.context import NOTHING_CROWDED, build_context
 from aigrid.core.geo import distance_km, rtt_ms
-from aigrid.core.plugins import Context, Filter
+from aigrid.core.plugins import Filter
 from aigrid.core.predict import warm_cache
 from aigrid.core.registry import FILTERS
 from aigrid.core.scorers.cost import request_cost_usd
@@ -62,7 +63,7 @@ Router = Callable[[RequestInfo, GridView, Policy, Rng], Decision]
 def eligible(request: RequestInfo, view: GridView, policy: Policy,
              filters: Sequence[Filter] = HARD_FILTERS) -> tuple[list[Endpoint], list[Rejection]]:
     """Split the view's endpoints into those passing every hard filter and rejections with reasons."""
-    ctx = Context(request, view, policy)
+    ctx = build_context(request, view, policy, NOTHING_CROWDED)  # Context(request, view, policy), no __init__
     # each filter's name and bound check once per decision, not looked up once per endpoint (as the scheduler)
     checks = [(f.name, f.check) for f in filters if f.applies(ctx)]
     ok: list[Endpoint] = []

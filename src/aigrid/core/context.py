@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aigrid.core.types import GridView, Policy, RequestInfo
+from aigrid.core.types import GridView, Policy, RequestInfo, record_builder
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,6 +23,13 @@ class Context:
     crowded: frozenset[str] = frozenset()
     """Endpoints warm for this request (core.predict.warm_cache) whose load is past the affinity bound
     (core.scorers.affinity.crowded_owners): the affinity scorer gives them no warmth bonus."""
+
+
+build_context = record_builder(Context)
+"""Context(request, view, policy, crowded), every field given, without its generated __init__ (the same
+record; compiled, the class is native but its __init__ is still the dataclass's Python one)."""
+NOTHING_CROWDED: frozenset[str] = frozenset()
+"""Context.crowded's default."""
 
 
 @dataclass(frozen=True, slots=True)

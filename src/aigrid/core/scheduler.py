@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from math import inf
 
 from aigrid.core.compiling import mypyc_attr
+from aigrid.core.context import build_context
 from aigrid.core.plugins import Context, Filter, Picker, Scorer, Verdict
 from aigrid.core.predict import committed_ms, in_system, predict, warm_cache
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
@@ -79,7 +80,8 @@ class Scheduler:
         urgency = urgency_of(request, policy)
         policy = effective_policy(policy, urgency)
         cache = warm_cache(request, view.prefix_owner)
-        ctx = Context(request, view, policy, crowded_owners(cache, view.endpoints, view.states))
+        # Context(...) without its generated __init__ (core/context.py's build_context: the same record)
+        ctx = build_context(request, view, policy, crowded_owners(cache, view.endpoints, view.states))
         candidates: list[Candidate] = []
         rejected: list[Rejection] = []
         filters, scorers = self.profile.filters, self.profile.scorers

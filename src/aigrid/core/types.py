@@ -166,11 +166,13 @@ def record_builder(cls: type[R]) -> Callable[..., R]:
     positionally: the same record as `cls(*values)`, at about half the cost. The generated __init__ of a frozen
     dataclass sets each field through object.__setattr__ (a global lookup, an attribute lookup and a call per
     field); this sets each slot through its own descriptor, bound once. For the records built once per
-    decision on the simulator's hot path (RequestInfo, GridView, Decision)."""
+    decision on the simulator's hot path (RequestInfo, GridView, Decision, the core's Context)."""
     names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
     if hasattr(cls, "__post_init__") or not all(f.init for f in fields(cls)):  # type: ignore[arg-type]
         raise TypeError(f"{cls.__name__}: only a record whose __init__ sets every field as given")
-    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
+    # cls.__new__: object.__new__ for a Python class; a class compiled with mypyc (core/context.py's Context)
+    # has its own, and its fields' descriptors are its native getters and setters
+    scope: dict[str, Any] = {"new": cls.__new__, "cls": cls}
     scope.update({f"set_{i}": vars(cls)[name].__set__ for i, name in enumerate(names)})
     args = ", ".join(f"a{i}" for i in range(len(names)))
     body = "".join(f"    set_{i}(o, a{i})\n" for i in range(len(names)))

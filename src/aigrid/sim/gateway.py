@@ -12,6 +12,7 @@ Which endpoints a gateway scores for a request (its regional view) is sim/region
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Final
 
 from aigrid.core.calibration import DECAY, Calibration, observe, observe_each
 from aigrid.core.types import (
@@ -31,6 +32,9 @@ from aigrid.telemetry.inflight import Load, merged_counts
 from aigrid.telemetry.prefill_book import NOTHING_PENDING
 
 NO_CALIBRATION = Calibration()
+CIRCUIT_CLOSED: Final = Circuit.CLOSED
+"""Circuit.CLOSED, read once: compiled, `Circuit.CLOSED` is a lookup on the enum's class (its metaclass), which costs about
+twenty times an attribute of a record, once per state seen_state builds."""
 SHARED_LOG_LIMIT = 64
 """Outcomes an endpoint's shared log holds before every gateway there folds them (Gateways.learnt)."""
 
@@ -46,7 +50,7 @@ def seen_state(s: EndpointState, counts: tuple[int, int, int, int, int] | None, 
     dataclass EndpointState was, walking every field by name, about a tenth of a planet run."""
     running, waiting, pending, tokens, decoding = counts if counts is not None else (
         s.running, s.waiting, s.pending_requests, s.pending_prompt_tokens, s.decoding)
-    closed = circuit is Circuit.CLOSED
+    closed = circuit is CIRCUIT_CLOSED
     return new_record(EndpointState, (  # EndpointState(...) positionally, without its __new__'s Python frame
         s.healthy, s.circuit if closed else circuit, running, waiting, s.kv_usage, s.ttft_s, s.tpot_s,
         s.mean_output_tokens, s.error_rate, pending, tokens, decoding, s.rtt_ms,
@@ -250,9 +254,13 @@ class Gateways:
         total = self.total if self.shared_sync_s > 0 else None
         book = self.book
         entries = None if book is None else book.entries
-        closed = Circuit.CLOSED
+        closed = CIRCUIT_CLOSED
         states: dict[str, EndpointState] = {}
-        for i, ep in zip(idx, endpoints, strict=True):
+        if len(idx) != len(endpoints):
+            raise ValueError("view: one index per endpoint")  # what zip(..., strict=True) checked
+        for k in range(len(idx)):  # compiled, a range over two tuples: no zip object, no pair per candidate
+            i = idx[k]
+            ep = endpoints[k]
             s = visible[i]
             if mine is None:
                 counts = None

@@ -25,6 +25,13 @@ class Load:
     pending_tokens: int = 0
     decoding: int = 0
 
+    def __init__(self, pending: int = 0, pending_tokens: int = 0, decoding: int = 0) -> None:
+        """What @dataclass would generate (it keeps this one): written out so that, compiled, building a Load
+        runs no Python frame (the simulator builds one per candidate of many decisions)."""
+        self.pending = pending
+        self.pending_tokens = pending_tokens
+        self.decoding = decoding
+
     @property
     def inflight(self) -> int:
         return self.pending + self.decoding
