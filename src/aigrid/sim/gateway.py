@@ -360,9 +360,11 @@ def _with_others(mine: SyncedLedger, total: SyncedLedger, index: int) -> Load | 
     synced = total.then(index)
     if synced is None:
         return own
+    mine_then = mine.then(index)
+    if mine_then is None and own is None:  # only the others' then: that load as it is (read only, as `then` and
+        return synced                      # `get` return theirs), not a copy of it
     # Load.add(mine_then, -1) and Load.add(own), inline (compiled integer arithmetic, no Python frames)
     pending, tokens, decoding = synced.pending, synced.pending_tokens, synced.decoding
-    mine_then = mine.then(index)
     if mine_then is not None:
         pending, tokens, decoding = (pending - mine_then.pending, tokens - mine_then.pending_tokens,
                                      decoding - mine_then.decoding)
