@@ -98,13 +98,20 @@ def two_workers(tmp_path: Path, decode_ms: int, security: dict | None = None) ->
     emu, emu_port = emulator(tmp_path, decode_ms)
     gw: Proc | None = None
     try:
-        gw_port = free_port()  # only now: the emulator's second port is taken
-        spec_path = tmp_path / "spec.yaml"
-        spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port, security)))
-        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
-                  tmp_path, cwd=tmp_path).start()
-        base = f"http://127.0.0.1:{gw_port}"
-        gw.wait_ready(f"{base}/livez", timeout_s=120)
+        for attempt in range(1, 4):  # on a new port when another process took it between the pick and the bind
+            gw_port = free_port()  # only now: the emulator's second port is taken
+            spec_path = tmp_path / "spec.yaml"
+            spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port, security)))
+            gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
+                      tmp_path, cwd=tmp_path).start()
+            base = f"http://127.0.0.1:{gw_port}"
+            try:
+                gw.wait_ready(f"{base}/livez", timeout_s=120)
+                break
+            except RuntimeError as e:
+                gw.stop()
+                if attempt == 3 or "address already in use" not in str(e).lower():
+                    raise
         yield TwoWorkers(gw, base, gw_port, both_workers(gw.pid))
     finally:
         if gw is not None:
