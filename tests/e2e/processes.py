@@ -47,9 +47,13 @@ class Proc:
         self._fh.close()
 
 
-def wait_http(url: str, timeout_s: float = 60, ok: int = 200) -> None:
+def wait_http(url: str, timeout_s: float = 60, ok: int = 200, proc: Proc | None = None) -> None:
+    """Until `url` answers `ok`; with `proc`, a RuntimeError with its log's end as soon as it has exited."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
+        if proc is not None and proc.p.poll() is not None:
+            tail = proc.log.read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{url}: the process exited with {proc.p.returncode}:\n{tail}")
         try:
             if httpx.get(url, timeout=1).status_code == ok:
                 return
@@ -98,14 +102,21 @@ def write_spec(cwd: Path, urls: dict[str, str], redis_url: str | None = None, ap
 
 
 def start_gateway(cwd: Path, spec: Path, name: str, redis_url: str | None = None) -> tuple[Proc, str]:
-    port = free_port()
-    argv = [str(BIN / "aigrid"), "gateway", str(spec), "--port", str(port)]
-    if redis_url:
-        argv += ["--redis", redis_url]
-    proc = Proc(argv, cwd, cwd / f"gateway-{name}.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/healthz")
-    return proc, url
+    for attempt in range(1, 4):  # on a new port when another process took it between the pick and the bind
+        port = free_port()
+        argv = [str(BIN / "aigrid"), "gateway", str(spec), "--port", str(port)]
+        if redis_url:
+            argv += ["--redis", redis_url]
+        proc = Proc(argv, cwd, cwd / f"gateway-{name}.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(url + "/healthz", proc=proc)
+            return proc, url
+        except RuntimeError as e:
+            proc.stop()
+            if attempt == 3 or "address already in use" not in str(e).lower():
+                raise
+    raise AssertionError("not reached")
 
 
 @dataclass
