@@ -144,7 +144,11 @@ class Scheduler:
 
 def _normalised(policy: Policy, scorers: Sequence[Scorer]) -> tuple[float, ...]:
     """Each scorer's weight, the policy's weights scaled to sum 1 (negative ones count as 0)."""
-    raw = [max(policy.weights.get(s.axis, 0.0), 0.0) for s in scorers]
+    weights = policy.weights
+    raw: list[float] = []
+    for s in scorers:  # max(weight, 0.0) as the builtin returns it (see core/predict.py), once per decision
+        w = weights.get(s.axis, 0.0)
+        raw.append(0.0 if 0.0 > w else w)
     total = sum(raw) or 1.0
     return tuple(w / total for w in raw)
 
