@@ -24,10 +24,14 @@ class CostScorer:
     axis: str = "cost"
 
     def score(self, ctx: Context, endpoint: Endpoint, state: EndpointState, prediction: Prediction) -> Score:
-        tokens = ctx.request.prompt_tokens + ctx.request.max_output_tokens
+        request = ctx.request
+        prompt_tokens, max_output_tokens = request.prompt_tokens, request.max_output_tokens  # each read once
+        tokens = prompt_tokens + max_output_tokens
         if 1 > tokens:  # max(tokens, 1) and max(ref, 1e-9) without the builtin: see core/predict.py
             tokens = 1
-        per_mtok = request_cost_usd(ctx.request, endpoint) * 1e6 / tokens
+        cost = (prompt_tokens * endpoint.price_in_per_mtok  # request_cost_usd(request, endpoint), written out:
+                + max_output_tokens * endpoint.price_out_per_mtok) / 1e6  # the same operations in the same order
+        per_mtok = cost * 1e6 / tokens
         ref = ctx.policy.cost_reference_usd_per_mtok
         if 1e-9 > ref:
             ref = 1e-9
