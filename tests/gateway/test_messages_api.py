@@ -249,10 +249,10 @@ async def test_no_eligible_site_is_anthropics_overloaded_error(
     assert info.value.body["error"]["type"] == "overloaded_error"
 
 
-async def test_authentication_failure_is_the_sdks_authentication_error(tmp_path: Path) -> None:
+async def test_authentication_failure_is_the_sdks_authentication_error(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     fakes = {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
-    import os
-    os.environ["AIGRID_TEST_SECRET_MSG"] = "x" * 32
+    monkeypatch.setenv("AIGRID_TEST_SECRET_MSG", "x" * 32)  # unset again after the test
     spec = spec_in(tmp_path)
     spec = spec.model_copy(update={"security": spec.security.model_copy(
         update={"enforce": True, "secret_env": "AIGRID_TEST_SECRET_MSG"})})
