@@ -130,33 +130,38 @@ class Grid:
 def running_grid(spec: Path, cwd: Path, *, stop: signal.Signals = signal.SIGINT,
                  healthy: int = 4) -> Iterator[Grid]:
     """`aigrid up SPEC` as a real process (the CLI users run, dashboard mounted): returns once its banner is
-    printed and `healthy` endpoints pass their checks; always stopped (with `stop`) afterwards."""
-    port = free_port()
-    # warnings only: stdout is read up to the banner, so an access line per request would fill the pipe
-    proc = subprocess.Popen([str(BIN / "aigrid"), "up", str(spec), "--port", str(port), "--log-level", "warning"],
-                            cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
-    try:
-        assert proc.stdout is not None
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if "Ctrl-C stops" in line:
-                break
-        banner = "".join(lines)
-        assert "Ctrl-C stops" in banner, banner
-        base = f"http://127.0.0.1:{port}"
-        wait_until_healthy(base, healthy)
-        yield Grid(base, proc, banner)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(stop)
-            proc.wait(timeout=30)
+    printed and `healthy` endpoints pass their checks; always stopped (with `stop`) afterwards. Started again on a
+    new port when another process took the picked one before `aigrid up` could listen there."""
+    for attempt in range(1, 4):
+        port = free_port()
+        # warnings only: stdout is read up to the banner, so an access line per request would fill the pipe
+        proc = subprocess.Popen([str(BIN / "aigrid"), "up", str(spec), "--port", str(port), "--log-level", "warning"],
+                                cwd=cwd,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env={**os.environ, "COLUMNS": "200"})
+        try:
+            assert proc.stdout is not None
+            lines: list[str] = []
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if not line:
+                    break
+                lines.append(line)
+                if "Ctrl-C stops" in line:
+                    break
+            banner = "".join(lines)
+            if "Ctrl-C stops" not in banner and "address already in use" in banner.lower() and attempt < 3:
+                continue  # the finally below reaps it
+            assert "Ctrl-C stops" in banner, banner
+            base = f"http://127.0.0.1:{port}"
+            wait_until_healthy(base, healthy)
+            yield Grid(base, proc, banner)
+            return
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(stop)
+                proc.wait(timeout=30)
 
 
 def wait_until_healthy(base: str, count: int, timeout_s: float = 30) -> None:
