@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -57,21 +58,36 @@ class BatchDb:
         return db
 
     def _create(self) -> None:
+        """The folder and the index, once per process. Workers starting together (`--workers N`) create it at
+        the same moment, and SQLite answers some of them "database is locked" at once, without waiting its busy
+        timeout (switching a new file to WAL, creating the tables): 8 of 180 concurrent opens here, and a worker
+        that failed its start was restarted (CI saw it). Such an answer is tried again for up to BUSY_S."""
         with self._lock:
             if self._ready:
                 return
             self.root.mkdir(parents=True, exist_ok=True)
-            with closing(self._connect()) as db:
-                found = int(db.execute("PRAGMA user_version").fetchone()[0])
-                if found > FORMAT:
-                    raise sqlite3.DatabaseError(
-                        f"{self.path}: written by a newer aigrid (batch index format {found}; this version writes "
-                        f"{FORMAT}): run that aigrid or a later one (the folder is left as it is)")
-                db.execute("PRAGMA journal_mode=WAL")
-                db.executescript(_SCHEMA)
-                if found != FORMAT:  # a new index, or one written before the stamp (the same tables)
-                    db.execute(f"PRAGMA user_version = {FORMAT}")
+            deadline = time.monotonic() + BUSY_S
+            while True:
+                try:
+                    self._init()
+                    break
+                except sqlite3.OperationalError as e:
+                    if "locked" not in str(e) or time.monotonic() > deadline:
+                        raise
+                time.sleep(0.02)
             self._ready = True
+
+    def _init(self) -> None:
+        with closing(self._connect()) as db:
+            found = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if found > FORMAT:
+                raise sqlite3.DatabaseError(
+                    f"{self.path}: written by a newer aigrid (batch index format {found}; this version writes "
+                    f"{FORMAT}): run that aigrid or a later one (the folder is left as it is)")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            if found != FORMAT:  # a new index, or one written before the stamp (the same tables)
+                db.execute(f"PRAGMA user_version = {FORMAT}")
 
     def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
         self._create()

@@ -1,0 +1,36 @@
+"""The Files and Batch APIs' SQLite index (gateway/batch_db.py) under several processes at once."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+from typing import Any
+
+from aigrid.gateway.batch_db import BatchDb
+
+PROCESSES = 6
+TRIALS = 10
+
+
+def _create(root: str, together: Any) -> str:
+    together.wait(timeout=60)  # all PROCESSES at once
+    try:
+        BatchDb(Path(root))._create()
+        return "ok"
+    except Exception as e:  # noqa: BLE001 - the failure is the test's finding
+        return f"{type(e).__name__}: {e}"
+
+
+def test_workers_creating_the_index_at_once_all_start(tmp_path: Path) -> None:
+    """`--workers N` start together and each creates the index (WAL, tables): SQLite answered some of them
+    "database is locked" at once, without waiting its busy timeout (8 of 180 opens, 6 at a time), and such a
+    worker failed its start and was restarted (CI). Now every one of 6 processes starting together opens it, 10
+    times over, each time on a new folder."""
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ctx.Pool(PROCESSES) as pool:
+        outcomes = []
+        for trial in range(TRIALS):
+            together = manager.Barrier(PROCESSES)
+            pending = [pool.apply_async(_create, (str(tmp_path / f"t{trial}"), together)) for _ in range(PROCESSES)]
+            outcomes += [p.get(timeout=60) for p in pending]
+    assert outcomes == ["ok"] * (PROCESSES * TRIALS), [o for o in outcomes if o != "ok"]
