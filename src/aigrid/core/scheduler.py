@@ -20,6 +20,7 @@ from aigrid.core.predict import committed_ms, in_system, predict, warm_cache
 from aigrid.core.registry import FILTERS, PICKERS, SCORERS
 from aigrid.core.right_size import describe, model_choice
 from aigrid.core.scorers.affinity import crowded_owners
+from aigrid.core.scorers.cost import cost_usd
 from aigrid.core.types import (
     UNKNOWN_STATE,
     Candidate,
@@ -90,7 +91,7 @@ class Scheduler:
         sites, states = view.sites, view.states
         # each client-to-site distance, where the caller computed it already (the same distance_km)
         distances = view.distances_km if request.client_location is not None else None
-        # request_cost_usd's two counts read once (RequestInfo is a Python record), its arithmetic per candidate
+        # the cost's two counts read once per decision (RequestInfo is a Python record)
         prompt_tokens, max_output_tokens = request.prompt_tokens, request.max_output_tokens
         for endpoint in view.endpoints:
             eid = endpoint.id  # read once: Endpoint is a Python record (a generic attribute lookup per read)
@@ -129,11 +130,10 @@ class Scheduler:
                 total += weight * value
                 if note:
                     notes.append((axis, note, args))
-            cost = (prompt_tokens * endpoint.price_in_per_mtok  # request_cost_usd(request, endpoint), the same
-                    + max_output_tokens * endpoint.price_out_per_mtok) / 1e6  # operations in the same order
-            candidates.append(new_record(Candidate, (  # Candidate(...): every field in order, without its
-                eid, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,  # __new__'s
-                cost, tuple(notes))))  # Python frame (keywords double the cost)
+            # Candidate(...): every field in order, without its __new__'s Python frame (keywords double the cost)
+            candidates.append(new_record(Candidate, (
+                eid, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,
+                cost_usd(prompt_tokens, max_output_tokens, endpoint), tuple(notes))))
         ranked = self.profile.picker.pick(candidates, policy, rng)
         choice = model_choice(request, ranked)
         reason = ""

@@ -14,8 +14,13 @@ from aigrid.core.types import Endpoint, EndpointState, Prediction, RequestInfo
 
 
 def request_cost_usd(request: RequestInfo, endpoint: Endpoint) -> float:
-    return (request.prompt_tokens * endpoint.price_in_per_mtok
-            + request.max_output_tokens * endpoint.price_out_per_mtok) / 1e6
+    return cost_usd(request.prompt_tokens, request.max_output_tokens, endpoint)
+
+
+def cost_usd(prompt_tokens: int, max_output_tokens: int, endpoint: Endpoint) -> float:
+    """A request's cost at an endpoint from its two token counts: for a caller that read them once per decision
+    (RequestInfo is a Python record: a generic lookup per read)."""
+    return (prompt_tokens * endpoint.price_in_per_mtok + max_output_tokens * endpoint.price_out_per_mtok) / 1e6
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -29,9 +34,7 @@ class CostScorer:
         tokens = prompt_tokens + max_output_tokens
         if 1 > tokens:  # max(tokens, 1) and max(ref, 1e-9) without the builtin: see core/predict.py
             tokens = 1
-        cost = (prompt_tokens * endpoint.price_in_per_mtok  # request_cost_usd(request, endpoint), written out:
-                + max_output_tokens * endpoint.price_out_per_mtok) / 1e6  # the same operations in the same order
-        per_mtok = cost * 1e6 / tokens
+        per_mtok = cost_usd(prompt_tokens, max_output_tokens, endpoint) * 1e6 / tokens
         ref = ctx.policy.cost_reference_usd_per_mtok
         if 1e-9 > ref:
             ref = 1e-9
