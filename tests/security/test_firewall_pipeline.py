@@ -168,3 +168,37 @@ def test_tool_text_reads_every_string_of_a_definition_at_any_depth() -> None:
     for _ in range(5000):
         deep = {"items": deep}
     assert tool_text({"name": "t", "parameters": deep}).endswith("the bottom")
+
+
+def test_personal_data_in_an_objects_keys_is_redacted_where_it_sits(firewall: Firewall) -> None:
+    """A template prints an object whole, keys and all (Llama 3's custom tools, a tool call's arguments): its keys
+    are read as one text, and a redaction renames them in place (until 2026-12-05 the verdict said "redacted" and
+    the keys went to the engine as sent). Two keys redacted alike keep both values."""
+    body, _ = chat({"role": "user", "content": "hi"})
+    body["chat_template_kwargs"] = {"contacts": {"a@b.io": "x", "c@d.io": {"e@f.io": 1}}}
+    body["messages"].append({"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "mail", "arguments": '{"to": {"g@h.io": true}}'}}]})
+    texts = chat_texts(body)
+    assert "keys of chat_template_kwargs.contacts" in [t.where for t in texts]
+    result = firewall.check_texts("acme", texts)
+    assert {v.where for v in result.verdicts} >= {"keys of chat_template_kwargs.contacts",
+                                                  "keys of chat_template_kwargs.contacts.c@d.io",
+                                                  "keys of messages[1].tool_calls[0].function.arguments.to"}
+    apply(body, texts, result)
+    assert body["chat_template_kwargs"] == {
+        "contacts": {"[REDACTED:EMAIL]": "x", "[REDACTED:EMAIL] 2": {"[REDACTED:EMAIL]": 1}}}
+    assert orjson.loads(body["messages"][1]["tool_calls"][0]["function"]["arguments"]) == {
+        "to": {"[REDACTED:EMAIL]": True}}
+
+
+@pytest.mark.parametrize("key", ["<json>", "<keys>"])
+def test_a_key_spelled_like_a_path_marker_is_a_key(firewall: Firewall, key: str) -> None:
+    """The path markers are not strings: a client's key "<json>" was read as "a JSON document before me", and
+    writing a redaction under it back failed (orjson.loads of an object: an internal error, not a 400)."""
+    body, _ = chat({"role": "user", "content": "hi"})
+    body["chat_template_kwargs"] = {"x": {key: "mail a@b.io"}}
+    texts = chat_texts(body)
+    result = firewall.check_texts("acme", texts)
+    apply(body, texts, result)
+    assert body["chat_template_kwargs"] == {"x": {key: "mail [REDACTED:EMAIL]"}}
+    assert result.verdicts[-1].where == f"chat_template_kwargs.x.{key}"

@@ -12,8 +12,19 @@ from typing import Any
 import orjson
 
 from aigrid.errors import InvalidRequest
+from aigrid.security.firewall.pii import redact
 from aigrid.security.firewall.pipeline import Screened
-from aigrid.security.firewall.texts import IN_JSON, ModelText, Source, put, render, tool_text
+from aigrid.security.firewall.texts import (
+    IN_JSON,
+    KEYS,
+    ModelText,
+    Path,
+    Source,
+    put,
+    rename_keys,
+    render,
+    tool_text,
+)
 
 ROLE_SOURCE = {"user": Source.USER, "system": Source.SYSTEM, "developer": Source.SYSTEM,
                "assistant": Source.ASSISTANT, "tool": Source.TOOL_RESULT, "function": Source.TOOL_RESULT}
@@ -61,7 +72,7 @@ def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[
     for at, fn in [*functions, ((), message.get("function_call"))]:
         if not isinstance(fn, Mapping):
             continue
-        where: tuple[str | int, ...] = ("messages", i, "tool_calls", *at) if at else ("messages", i, "function_call")
+        where: Path = ("messages", i, "tool_calls", *at) if at else ("messages", i, "function_call")
         if isinstance(fn.get("name"), str):
             out.append(ModelText(fn["name"], source, (*where, "name")))
         out += _arguments(fn.get("arguments"), (*where, "arguments"), source)
@@ -70,7 +81,7 @@ def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[
     return out
 
 
-def _arguments(arguments: Any, path: tuple[str | int, ...], source: Source) -> list[ModelText]:
+def _arguments(arguments: Any, path: Path, source: Source) -> list[ModelText]:
     """A tool call's arguments: a JSON object in a string (OpenAI's form) read string by string inside it, so
     that a redaction is written back as JSON (texts.IN_JSON), not into its escapes (a `\\n` before an address);
     an object (Ollama's form) likewise; a string that is not a JSON object or array, as it is."""
@@ -98,13 +109,13 @@ def _template_variables(body: Mapping[str, Any]) -> list[ModelText]:
     return _strings(body.get("chat_template_kwargs"), ("chat_template_kwargs",), Source.USER)
 
 
-def _strings(node: Any, path: tuple[str | int, ...], source: Source) -> list[ModelText]:
+def _strings(node: Any, path: Path, source: Source) -> list[ModelText]:
     """Every string inside `node`, at any depth, as a text at its path; and the keys of each object below the
     top level (a template may print an object whole, as Llama 3's does a custom tool, or key by key), as one
     text without a path; the top level's keys are variable names, which no template prints. Walked with a
     stack, not recursion."""
     out: list[ModelText] = []
-    stack: list[tuple[Any, tuple[str | int, ...]]] = [(node, path)]
+    stack: list[tuple[Any, Path]] = [(node, path)]
     while stack:
         node, at = stack.pop()
         if isinstance(node, str):
@@ -112,7 +123,7 @@ def _strings(node: Any, path: tuple[str | int, ...], source: Source) -> list[Mod
         elif isinstance(node, Mapping):
             keys = "\n".join(str(k) for k in node if str(k).strip())
             if keys and len(at) > 1:
-                out.append(ModelText(keys, source, label=f"keys of {render(at)}"))
+                out.append(ModelText(keys, source, (*at, KEYS)))
             stack.extend((v, (*at, str(k))) for k, v in reversed(list(node.items())))
         elif isinstance(node, list):
             stack.extend((v, (*at, i)) for i, v in reversed(list(enumerate(node))))
@@ -131,7 +142,7 @@ def _tool_descriptions(body: Mapping[str, Any]) -> list[ModelText]:
             fn = (t.get("function") if nested else t) if isinstance(t, Mapping) else None
             if not isinstance(fn, Mapping):
                 continue
-            at: tuple[str | int, ...] = (key, i, "function") if nested else (key, i)
+            at: Path = (key, i, "function") if nested else (key, i)
             description = fn.get("description")
             if isinstance(description, str):
                 out.append(ModelText(description, Source.SYSTEM, (*at, "description")))
@@ -179,7 +190,7 @@ def beside_messages(texts: list[ModelText]) -> int:
     return sum(len(t.text) for t in texts if not _in_prompt_text(t.path) and t.source is not Source.SYSTEM)
 
 
-def _in_prompt_text(path: tuple[str | int, ...]) -> bool:
+def _in_prompt_text(path: Path) -> bool:
     """Whether a text is one the request's `prompt_text()` holds already: a message's content, a prompt."""
     return path[:1] == ("prompt",) or (path[:1] == ("messages",) and path[2:3] == ("content",))
 
@@ -203,7 +214,13 @@ def check_count(texts: list[ModelText]) -> None:
 
 
 def apply(body: MutableMapping[str, Any], original: list[ModelText], screened: Screened) -> None:
-    """Write the texts the firewall changed (redactions) back into the body, in place."""
-    for before, after in zip(original, screened.texts, strict=True):
-        if after.text != before.text and after.path:
-            put(body, after.path, after.text)
+    """Write the texts the firewall changed (redactions) back into the body, in place; an object's keys (read as
+    one text) renamed each by the same redaction, after every value and the deepest object first (the paths of
+    the others go through the keys as sent)."""
+    changed = [after for before, after in zip(original, screened.texts, strict=True)
+               if after.text != before.text and after.path]
+    for text in changed:
+        if text.path[-1] is not KEYS:
+            put(body, text.path, text.text)
+    for text in sorted((t for t in changed if t.path[-1] is KEYS), key=lambda t: len(t.path), reverse=True):
+        rename_keys(body, text.path, redact)

@@ -9,9 +9,9 @@ scored by the document head; personal-data checks apply to what the client sent.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, MutableSequence
+from collections.abc import Callable, Mapping, MutableMapping, MutableSequence
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any
 
 import orjson
@@ -50,20 +50,33 @@ DATA = frozenset({Source.TOOL_RESULT, Source.MCP_RESULT, Source.DOCUMENT, Source
 FROM_CLIENT = frozenset({Source.USER, Source.PROMPT, Source.SYSTEM, Source.ASSISTANT, Source.TOOL_RESULT})
 """Sources the personal-data input policy applies to (what the client sent)."""
 
-Path = tuple[str | int, ...]
+class Mark(Enum):
+    """A path element that is not a key or an index (an Enum, so that no key a client writes equals it: a key
+    "<json>" was read as the marker until 2026-12-05, and writing a redaction back failed)."""
 
-IN_JSON = "<json>"
-"""A path element: the text before it is a JSON document (a tool call's `arguments`), the path after it leads
-inside the decoded document (model_texts reads such a document's strings one by one, so that a redaction is
-written back as JSON, not into its escapes)."""
+    IN_JSON = "<json>"
+    """The text before it is a JSON document (a tool call's `arguments`), the path after it leads inside the
+    decoded document (model_texts reads such a document's strings one by one, so that a redaction is written
+    back as JSON, not into its escapes)."""
+    KEYS = "<keys>"
+    """Last: the text is the keys of the object before it, one per line, as a template prints an object whole
+    (model_texts); a redaction renames the keys (`rename_keys`)."""
+
+
+IN_JSON = Mark.IN_JSON
+KEYS = Mark.KEYS
+Path = tuple[str | int | Mark, ...]
 
 
 def render(path: Path) -> str:
     out = ""
     for part in path:
-        if part == IN_JSON:
-            continue
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+        if part is KEYS:
+            out = f"keys of {out}"
+        elif isinstance(part, int):
+            out += f"[{part}]"
+        elif isinstance(part, str):
+            out += f".{part}" if out else part
     return out
 
 
@@ -118,15 +131,38 @@ _TYPE_NAMES = frozenset({"object", "string", "number", "integer", "boolean", "ar
 def put(body: MutableMapping[str, Any], path: Path, value: str) -> None:
     """Write `value` at `path` inside `body` (the path came from walking the same body); through an IN_JSON
     element, into the decoded document, which is then encoded again in its place."""
+    def write(target: Any, key: str | int | Mark) -> None:
+        target[key] = value
+    _change(body, path, write)
+
+
+def rename_keys(body: MutableMapping[str, Any], path: Path, rename: Callable[[str], str]) -> None:
+    """Rename each key of the object at `path` (a KEYS text's) with `rename`, in order; two keys renamed alike keep
+    both values (the second becomes "[REDACTED:EMAIL] 2")."""
+    def keys(target: Any, _: str | int | Mark) -> None:
+        items = list(target.items())
+        target.clear()
+        for key, value in items:
+            new = base = rename(key) if isinstance(key, str) else key
+            n = 2
+            while new in target:
+                new, n = f"{base} {n}", n + 1
+            target[new] = value
+    _change(body, path, keys)
+
+
+def _change(body: MutableMapping[str, Any], path: Path, change: Callable[[Any, str | int | Mark], None]) -> None:
+    """`change(container, last)` on what holds the path's last element; through an IN_JSON element, inside the
+    decoded document, encoded again in its place."""
     if IN_JSON in path:
         at = path.index(IN_JSON)
         document = orjson.loads(_get(body, path[:at]))
-        put(document, path[at + 1:], value)
+        _change(document, path[at + 1:], change)
         put(body, path[:at], orjson.dumps(document).decode())
         return
     target: Any = _get(body, path[:-1])
-    if isinstance(target, MutableMapping | MutableSequence):
-        target[path[-1]] = value  # type: ignore[index]
+    if isinstance(target, MutableMapping) or (path[-1] is not KEYS and isinstance(target, MutableSequence)):
+        change(target, path[-1])
     else:
         raise InvalidRequest(f"{render(path)} is not a text field", param=render(path))
 
