@@ -541,6 +541,27 @@ async def test_a_tool_call_id_is_an_id_not_a_sentence(walk: tuple[httpx.AsyncCli
     assert engine.received == []
 
 
+async def test_a_tool_call_is_an_object_of_a_known_type(walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
+    """An assistant turn's `tool_calls` is a list of calls, each of type `function` or `custom` (OpenAI's), else
+    the client's 400 naming it, no engine reached (until 2026-12-05 any value went to the engine's template);
+    a custom tool's call is served."""
+    c, gw, engine = walk
+    for calls in [[{**CALLED, "type": "shell"}], "mail(to=me)", ["mail"]]:
+        r = await c.post("/v1/chat/completions", json={"model": MODEL, "messages": [
+            {"role": "user", "content": "read my mail"}, {"role": "assistant", "tool_calls": calls},
+            {"role": "tool", "tool_call_id": "c1", "content": "No new mail."}]})
+        status, _, field = blocked_at(r)
+        assert status == 400 and field is not None and field.startswith("messages.1.tool_calls"), (calls, r.text)
+    assert engine.received == []
+    custom = {"id": "c1", "type": "custom", "custom": {"name": "mail", "input": "inbox"}}
+    engine.replies = [answer("ok")]
+    r = await c.post("/v1/chat/completions", json={"model": MODEL, "messages": [
+        {"role": "user", "content": "read my mail"}, {"role": "assistant", "tool_calls": [custom]},
+        {"role": "tool", "tool_call_id": "c1", "content": "No new mail."}]})
+    assert r.status_code == 200, r.text
+    assert engine.received[-1]["messages"][1]["tool_calls"] == [custom]
+
+
 async def test_a_prompt_the_firewall_cannot_read_is_refused(walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
     """Engine extensions that put into the prompt what is not text the firewall can read: a client's own chat
     template (vLLM's `chat_template`: Jinja that writes whatever it likes around the messages) and a prompt

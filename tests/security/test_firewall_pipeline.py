@@ -202,3 +202,25 @@ def test_a_key_spelled_like_a_path_marker_is_a_key(firewall: Firewall, key: str)
     apply(body, texts, result)
     assert body["chat_template_kwargs"] == {"x": {key: "mail [REDACTED:EMAIL]"}}
     assert result.verdicts[-1].where == f"chat_template_kwargs.x.{key}"
+
+
+def test_every_string_of_a_tool_call_is_read_but_its_id_and_type(firewall: Firewall) -> None:
+    """Templates print more of a call than `function.name` and `function.arguments`: Qwen 2.5's the call's own
+    `name` and `arguments` when it has no `function`, a custom tool's call its `custom.input`, some the whole call
+    (`tojson`). Until 2026-12-05 only the function's name and arguments were read."""
+    body, _ = chat({"role": "user", "content": "go"}, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "name": "mail", "arguments": '{"to": "a@b.io"}'},
+        {"id": "c2", "type": "custom", "custom": {"name": "note", "input": "call +44 20 7946 0958"}},
+        {"id": "c3", "type": "function", "function": {"name": "f", "arguments": "{}", "note": "b@c.io"},
+         "extra": ["d@e.io"]}]})
+    texts = chat_texts(body)
+    assert [t.where for t in texts[1:]] == [
+        "messages[1].tool_calls[0].name", "keys of messages[1].tool_calls[0].arguments",
+        "messages[1].tool_calls[0].arguments.to", "messages[1].tool_calls[1].custom.name",
+        "messages[1].tool_calls[1].custom.input", "messages[1].tool_calls[2].function.name",
+        "messages[1].tool_calls[2].function.note", "messages[1].tool_calls[2].extra[0]"]
+    apply(body, texts, firewall.check_texts("acme", texts))
+    calls = body["messages"][1]["tool_calls"]
+    assert orjson.loads(calls[0]["arguments"]) == {"to": "[REDACTED:EMAIL]"}
+    assert calls[1]["custom"]["input"] == "call [REDACTED:PHONE]"
+    assert calls[2]["function"]["note"] == "[REDACTED:EMAIL]" and calls[2]["extra"] == ["[REDACTED:EMAIL]"]

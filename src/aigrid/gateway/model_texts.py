@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 
 from aigrid.errors import InvalidRequest
+from aigrid.gateway.schemas import PART_TEXTS
 from aigrid.security.firewall.pii import redact
 from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import (
@@ -47,14 +48,10 @@ def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list
         elif isinstance(content, list):
             out += [ModelText(part[key], source, ("messages", i, "content", j, key))
                     for j, part in enumerate(content) if isinstance(part, Mapping)
-                    for key in _PART_TEXTS if isinstance(part.get(key), str)]
+                    for key in PART_TEXTS if isinstance(part.get(key), str)]
         out += _beside_content(message, i, source)
     return out + _documents(body) + _tool_descriptions(body) + _response_format(body) + _template_variables(body)
 
-
-_PART_TEXTS = ("text", "refusal")
-"""A content part's texts: any part's `text`, and an assistant's refusal part's (schemas.Message: no other part
-is served)."""
 
 REASONING_KEYS = ("reasoning_content", "reasoning")
 """An earlier assistant turn's reasoning as clients replay it (vLLM, SGLang, llama.cpp and DeepSeek's
@@ -62,22 +59,35 @@ REASONING_KEYS = ("reasoning_content", "reasoning")
 
 
 def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[ModelText]:
-    """What a chat template renders of a message beside its content: an assistant turn's tool calls (each
-    call's name and arguments, and the legacy `function_call`'s) and its reasoning, read as the message's own
-    text (an assistant's: the personal-data policy, as its content; counted by the context check)."""
+    """What a chat template renders of a message beside its content: an assistant turn's tool calls and the
+    legacy `function_call`, and its reasoning, read as the message's own text (an assistant's: the personal-data
+    policy, as its content; counted by the context check)."""
     out: list[ModelText] = []
     calls = message.get("tool_calls")
-    functions = [((k, "function"), call.get("function")) for k, call in enumerate(calls if isinstance(calls, list) else ())
-                 if isinstance(call, Mapping)]
-    for at, fn in [*functions, ((), message.get("function_call"))]:
-        if not isinstance(fn, Mapping):
-            continue
-        where: Path = ("messages", i, "tool_calls", *at) if at else ("messages", i, "function_call")
-        if isinstance(fn.get("name"), str):
-            out.append(ModelText(fn["name"], source, (*where, "name")))
-        out += _arguments(fn.get("arguments"), (*where, "arguments"), source)
+    for k, call in enumerate(calls if isinstance(calls, list) else ()):
+        out += _call(call, ("messages", i, "tool_calls", k), source, outer=True)
+    out += _call(message.get("function_call"), ("messages", i, "function_call"), source, outer=False)
     for key in REASONING_KEYS:
         out += _strings(message.get(key), ("messages", i, key), source)
+    return out
+
+
+def _call(call: Any, where: Path, source: Source, outer: bool) -> list[ModelText]:
+    """A tool call, every string of it: templates print a call's `function` (or a custom tool's `custom`) name
+    and arguments, some the call's own `name` and `arguments` when it has no `function` (Qwen 2.5's), some the
+    call whole (`tojson`), so nothing is chosen by key but its `id` and `type` (schemas.Message holds both to
+    an id and a kind). `arguments` anywhere are read as _arguments reads them."""
+    if not isinstance(call, Mapping):
+        return _strings(call, where, source)
+    out: list[ModelText] = []
+    for key, value in call.items():
+        at = (*where, str(key))
+        if key == "arguments":
+            out += _arguments(value, at, source)
+        elif key in ("function", "custom") and outer:
+            out += _call(value, at, source, outer=False)
+        elif not (outer and key in ("id", "type")):
+            out += _strings(value, at, source)
     return out
 
 

@@ -19,8 +19,21 @@ CALL_ID = r"^[A-Za-z0-9_.:-]*$"
 _CALL_ID = re.compile(CALL_ID)
 TEXT_PARTS = frozenset({"text", "input_text", "output_text", None})
 """The content part types that carry text (OpenAI's, the Responses API's; a part with no type: its `text`)."""
+PART_TEXTS = ("text", "refusal")
+"""A content part's texts the model reads: any part's `text`, and an assistant's refusal part's (Message serves no
+other part with text)."""
 IMAGE_PARTS = frozenset({"image_url", "input_image", "image"})
 """The content part types that carry an image (OpenAI's, the Responses API's and Anthropic's names)."""
+
+
+TOOL_CALL_TYPES = ("function", "custom")
+"""OpenAI's kinds of tool call (a function's, with `function`; a custom tool's, with `custom`)."""
+
+
+def _call_id(field: str, cid: Any) -> None:
+    if cid is not None and not (isinstance(cid, str) and len(cid) <= 128 and _CALL_ID.match(cid)):
+        raise ValueError(f"{field}: a call's id is up to 128 letters, digits and _ - . : (templates print it into "
+                         "the prompt, which the firewall reads only as text it knows)")
 
 
 def _unread(what: str) -> ValueError:
@@ -34,21 +47,28 @@ class Message(BaseModel):
     name: str | None = Field(default=None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     """OpenAI's rule for a participant's or a function's name: templates and the tool loop print it into the
     prompt (a legacy `function` message's, as the tool's name), and the firewall does not read it."""
-    tool_call_id: str | None = Field(default=None, max_length=128, pattern=CALL_ID)
+    tool_call_id: str | None = None
     """The call a tool result answers. Templates print it into the prompt (Mistral's: `"call_id": "..."` beside the
     result) and the firewall does not read it: an id, not a sentence (CALL_ID)."""
 
-    tool_calls: Any = None
+    tool_calls: list[dict[str, Any]] | None = None
+    """An assistant turn's tool calls: the firewall reads every string of each (model_texts._call) but its `id`,
+    held as `tool_call_id` is, and its `type`, one of TOOL_CALL_TYPES."""
+
+    @field_validator("tool_call_id")
+    @classmethod
+    def _answered_id(cls, v: str | None) -> str | None:
+        _call_id("tool_call_id", v)
+        return v
 
     @field_validator("tool_calls")
     @classmethod
-    def _call_ids(cls, v: Any) -> Any:
-        """An assistant turn's tool calls' ids, as `tool_call_id` (templates print them beside each call)."""
-        for k, call in enumerate(v if isinstance(v, list) else ()):
-            cid = call.get("id") if isinstance(call, dict) else None
-            if cid is not None and not (isinstance(cid, str) and len(cid) <= 128 and _CALL_ID.match(cid)):
-                raise ValueError(f"tool_calls[{k}].id: a call's id is up to 128 letters, digits and _ - . : (templates "
-                                 "print it into the prompt, which the firewall reads only as text it knows)")
+    def _calls(cls, v: list[dict[str, Any]] | None) -> list[dict[str, Any]] | None:
+        for k, call in enumerate(v or ()):
+            _call_id(f"tool_calls[{k}].id", call.get("id"))
+            if call.get("type", "function") not in TOOL_CALL_TYPES:
+                raise ValueError(f"tool_calls[{k}].type: a tool call is of type 'function' or 'custom', not "
+                                 f"{call.get('type')!r}")
         return v
 
     @field_validator("content")
@@ -193,7 +213,7 @@ class ChatRequest(_Common):
             if isinstance(m.content, str):
                 parts.append(m.content)
             elif isinstance(m.content, list):
-                parts.extend(p[k] for p in m.content for k in ("text", "refusal") if isinstance(p.get(k), str))
+                parts.extend(p[k] for p in m.content for k in PART_TEXTS if isinstance(p.get(k), str))
         return "\n".join(parts)
 
     def prefix_text(self) -> str:
