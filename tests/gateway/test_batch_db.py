@@ -12,10 +12,10 @@ PROCESSES = 6
 TRIALS = 10
 
 
-def _create(root: str, together: Any) -> str:
+def _open(root: str, together: Any) -> str:
     together.wait(timeout=60)  # all PROCESSES at once
     try:
-        BatchDb(Path(root))._create()
+        BatchDb(Path(root)).create()
         return "ok"
     except Exception as e:  # noqa: BLE001 - the failure is the test's finding
         return f"{type(e).__name__}: {e}"
@@ -31,6 +31,6 @@ def test_workers_creating_the_index_at_once_all_start(tmp_path: Path) -> None:
         outcomes = []
         for trial in range(TRIALS):
             together = manager.Barrier(PROCESSES)
-            pending = [pool.apply_async(_create, (str(tmp_path / f"t{trial}"), together)) for _ in range(PROCESSES)]
+            pending = [pool.apply_async(_open, (str(tmp_path / f"t{trial}"), together)) for _ in range(PROCESSES)]
             outcomes += [p.get(timeout=60) for p in pending]
     assert outcomes == ["ok"] * (PROCESSES * TRIALS), [o for o in outcomes if o != "ok"]

@@ -57,7 +57,7 @@ class BatchDb:
         db.row_factory = sqlite3.Row
         return db
 
-    def _create(self) -> None:
+    def create(self) -> None:
         """The folder and the index, once per process. Workers starting together (`--workers N`) create it at
         the same moment, and SQLite answers some of them "database is locked" at once, without waiting its busy
         timeout (switching a new file to WAL, creating the tables): 8 of 180 concurrent opens here, and a worker
@@ -90,7 +90,7 @@ class BatchDb:
                 db.execute(f"PRAGMA user_version = {FORMAT}")
 
     def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
-        self._create()
+        self.create()
         with closing(self._connect()) as db:
             if not write:
                 return fn(db)
