@@ -224,3 +224,20 @@ def test_every_string_of_a_tool_call_is_read_but_its_id_and_type(firewall: Firew
     assert orjson.loads(calls[0]["arguments"]) == {"to": "[REDACTED:EMAIL]"}
     assert calls[1]["custom"]["input"] == "call [REDACTED:PHONE]"
     assert calls[2]["function"]["note"] == "[REDACTED:EMAIL]" and calls[2]["extra"] == ["[REDACTED:EMAIL]"]
+
+
+def test_the_personal_data_policy_reads_the_documents_a_client_sends(firewall: Firewall) -> None:
+    """A chat body's `documents` (and Anthropic's document blocks, which become such texts) are what the client
+    sent: the personal-data input policy reads them as it reads the message beside them (until 2026-12-05
+    `pii_input: block` passed an SSN in a document). A document the grid retrieves itself (no path) is not
+    the client's: not read for personal data."""
+    body, _ = chat({"role": "user", "content": "Summarise the document."})
+    body["documents"] = [{"title": "file", "text": "SSN 123-45-6789, mail jo@x.io"}]
+    texts = chat_texts(body)
+    blocked = firewall.check_texts("strict", texts)
+    assert blocked.blocked is not None and blocked.blocked.where == "documents[0].text"
+    redacted = firewall.check_texts("acme", texts)
+    apply(body, texts, redacted)
+    assert body["documents"][0]["text"] == "SSN [REDACTED:SSN], mail [REDACTED:EMAIL]"
+    retrieved = ModelText("SSN 123-45-6789", Source.DOCUMENT, label="tool retrieve")
+    assert firewall.check_texts("strict", [retrieved]).verdicts == []

@@ -135,7 +135,7 @@ class Firewall:
                 self._injection(tenant, action, text, result.verdicts)
             if result.blocked:
                 break
-            if policy.pii_input != Action.OFF and text.source in FROM_CLIENT:
+            if policy.pii_input != Action.OFF and sent_by_client(text):
                 result.texts[i] = self._pii_input(policy, text, result.verdicts)
             if result.blocked:
                 break
@@ -185,6 +185,14 @@ class Firewall:
     def output_redactor(self, tenant: str) -> StreamingRedactor | None:
         """A redactor for one streamed response, or None when the tenant's policy does not redact."""
         return StreamingRedactor() if self.policy(tenant).pii_output == Action.REDACT else None
+
+
+def sent_by_client(text: ModelText) -> bool:
+    """Whether the personal-data input policy reads `text`: what the client sent (FROM_CLIENT), and a document it
+    sent in the request (a chat body's `documents`, Anthropic's document blocks: a document with a path in the
+    body; until 2026-12-05 no document was read, so `pii_input: block` passed an SSN in a document block that it
+    blocked in the message beside it). Documents the grid retrieves itself have no path."""
+    return text.source in FROM_CLIENT or (text.source == Source.DOCUMENT and bool(text.path))
 
 
 def stream_verdicts(*redactors: StreamingRedactor) -> list[Verdict]:
