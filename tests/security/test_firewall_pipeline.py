@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.model_texts import apply, beside_messages, chat_texts, completion_texts
@@ -217,7 +219,8 @@ def test_every_string_of_a_tool_call_is_read_but_its_id_and_type(firewall: Firew
     assert [t.where for t in texts[1:]] == [
         "messages[1].tool_calls[0].name", "keys of messages[1].tool_calls[0].arguments",
         "messages[1].tool_calls[0].arguments.to", "messages[1].tool_calls[1].custom.name",
-        "messages[1].tool_calls[1].custom.input", "messages[1].tool_calls[2].function.name",
+        "messages[1].tool_calls[1].custom.input", "keys of messages[1].tool_calls[2]",
+        "keys of messages[1].tool_calls[2].function", "messages[1].tool_calls[2].function.name",
         "messages[1].tool_calls[2].function.note", "messages[1].tool_calls[2].extra[0]"]
     apply(body, texts, firewall.check_texts("acme", texts))
     calls = body["messages"][1]["tool_calls"]
@@ -241,3 +244,31 @@ def test_the_personal_data_policy_reads_the_documents_a_client_sends(firewall: F
     assert body["documents"][0]["text"] == "SSN [REDACTED:SSN], mail [REDACTED:EMAIL]"
     retrieved = ModelText("SSN 123-45-6789", Source.DOCUMENT, label="tool retrieve")
     assert firewall.check_texts("strict", [retrieved]).verdicts == []
+
+
+_PII = "mail jo@x.io"
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**63 - 1) | st.sampled_from(["ok", _PII, "<json>", "<keys>", ""]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["a", "jo@x.io", "<json>", "<keys>", "arguments", "function", " "]), inner, max_size=3),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(kwargs=_json, arguments=_json, as_string=st.booleans(), documents=st.lists(_json, max_size=2),
+       call=st.dictionaries(st.sampled_from(["name", "arguments", "extra", "custom"]), _json, max_size=3))
+def test_personal_data_anywhere_the_client_writes_is_redacted_in_place(
+        firewall: Firewall, kwargs: object, arguments: object, as_string: bool, documents: list[object],
+        call: dict[str, object]) -> None:
+    """Whatever shape the client's JSON takes (keys that spell the path markers, PII in keys and values, JSON
+    arguments in a string or as an object, a tool call's own keys), the redaction is written back where each
+    text sits: no error, and no address left in the body."""
+    body, _ = chat({"role": "user", "content": _PII}, {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {
+            "name": "f", "arguments": orjson.dumps(arguments).decode() if as_string else arguments}},
+        {"id": "c2", "type": "function", **call}]})
+    body["chat_template_kwargs"] = {"v": kwargs}
+    body["documents"] = documents
+    texts = chat_texts(body)
+    apply(body, texts, firewall.check_texts("acme", texts))
+    assert "jo@x.io" not in orjson.dumps(body).decode()

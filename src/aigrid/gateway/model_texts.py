@@ -72,6 +72,11 @@ def _beside_content(message: Mapping[str, Any], i: int, source: Source) -> list[
     return out
 
 
+_CALL_KEYS = frozenset({"id", "type", "function", "custom", "name", "arguments", "input"})
+"""The keys of a tool call and of its function that say nothing: a call's or function's keys are read as a text
+(for a template that prints it whole) only when another is among them."""
+
+
 def _call(call: Any, where: Path, source: Source, outer: bool) -> list[ModelText]:
     """A tool call, every string of it: templates print a call's `function` (or a custom tool's `custom`) name
     and arguments, some the call's own `name` and `arguments` when it has no `function` (Qwen 2.5's), some the
@@ -79,7 +84,7 @@ def _call(call: Any, where: Path, source: Source, outer: bool) -> list[ModelText
     an id and a kind). `arguments` anywhere are read as _arguments reads them."""
     if not isinstance(call, Mapping):
         return _strings(call, where, source)
-    out: list[ModelText] = []
+    out = _keys(call, where, source) if any(k not in _CALL_KEYS for k in call) else []
     for key, value in call.items():
         at = (*where, str(key))
         if key == "arguments":
@@ -131,13 +136,18 @@ def _strings(node: Any, path: Path, source: Source) -> list[ModelText]:
         if isinstance(node, str):
             out.append(ModelText(node, source, at))
         elif isinstance(node, Mapping):
-            keys = "\n".join(str(k) for k in node if str(k).strip())
-            if keys and len(at) > 1:
-                out.append(ModelText(keys, source, (*at, KEYS)))
+            if len(at) > 1:
+                out += _keys(node, at, source)
             stack.extend((v, (*at, str(k))) for k, v in reversed(list(node.items())))
         elif isinstance(node, list):
             stack.extend((v, (*at, i)) for i, v in reversed(list(enumerate(node))))
     return out
+
+
+def _keys(node: Mapping[Any, Any], at: Path, source: Source) -> list[ModelText]:
+    """An object's keys as one text, one per line (a template that prints the object whole prints them)."""
+    keys = "\n".join(str(k) for k in node if str(k).strip())
+    return [ModelText(keys, source, (*at, KEYS))] if keys else []
 
 
 def _tool_descriptions(body: Mapping[str, Any]) -> list[ModelText]:
