@@ -22,6 +22,7 @@ from aigrid.agents.builtins import builtin_tools
 from aigrid.agents.embeddings import Embedder, MiniLMEmbedder
 from aigrid.agents.loop import LoopConfig
 from aigrid.agents.mcp_tools import McpServer, McpTool
+from aigrid.agents.public_only import PublicOnlyTransport
 from aigrid.agents.tool import ToolError, ToolRegistry
 from aigrid.agents.vector_store import SiteStores, read_documents
 from aigrid.errors import ConfigError
@@ -64,7 +65,7 @@ class AgentRuntime:
     def from_spec(cls, spec: GridSpec) -> AgentRuntime:
         embedder = MiniLMEmbedder(threads=1)
         stores = SiteStores(embedder)
-        client = httpx.AsyncClient(trust_env=False, follow_redirects=False, timeout=10)
+        client = httpx.AsyncClient(transport=PublicOnlyTransport(), trust_env=False, follow_redirects=False, timeout=10)
         try:
             tools = builtin_tools(graphs=_graphs(spec), http_allow=spec.agents.http_allow or None,
                                   http_client=client, stores=stores,

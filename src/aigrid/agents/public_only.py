@@ -1,0 +1,88 @@
+"""An HTTP transport that connects to public addresses only: http_fetch's guard against server-side request
+forgery through a name on its allow-list.
+
+The allow-list (fetch.HostAllowList) judges host names. A name resolves to whatever its DNS says, and a name
+whose DNS an attacker controls (or that an operator allowed by mistake, or that rebinds between two look-ups)
+can point the site's agent at the cloud's metadata service (169.254.169.254), the loopback interface or the
+site's own network. So every request resolves its host once, refuses it when any address is not a global one
+(private, loopback, link-local, shared, reserved, multicast, unspecified; an IPv4 address mapped into IPv6 is
+judged as the IPv4 one), and connects to the addresses it checked, in order (no second look-up to rebind): the request's
+URL carries that address, its `Host` header and TLS server name (`sni_hostname`) the name, so the certificate
+is still verified against the name.
+
+A host written as an address on the allow-list (`127.0.0.1:8000`) was named by the operator: it is reached
+whatever it is, as is every address of `private` (networks, for an intranet the operator means to allow).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+
+import httpx
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """The host's addresses, as the system resolver gives them (the loop's getaddrinfo, off the loop)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _literal(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def is_public(address: Address) -> bool:
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_global and not address.is_multicast
+
+
+class PublicOnlyTransport(httpx.AsyncBaseTransport):
+    """Wraps a transport (`inner`): each request goes to a checked address of its host (module docstring)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport | None = None, *,
+                 private: Iterable[str] = (), resolver: Resolver = resolve) -> None:
+        self._inner = inner or httpx.AsyncHTTPTransport(trust_env=False)
+        self._private = tuple(ipaddress.ip_network(n, strict=False) for n in private)
+        self._resolve = resolver
+
+    def _allowed(self, address: Address) -> bool:
+        return is_public(address) or any(address in net for net in self._private)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        literal = _literal(host)
+        if literal is None:
+            try:
+                found = [a for a in map(_literal, await self._resolve(host, request.url.port or 0)) if a is not None]
+            except OSError as e:
+                raise httpx.ConnectError(f"cannot resolve {host!r}: {e}", request=request) from e
+            if not found:
+                raise httpx.ConnectError(f"{host!r} resolves to no address", request=request)
+            refused = [a for a in found if not self._allowed(a)]
+            if refused:
+                raise httpx.ConnectError(
+                    f"{host!r} resolves to {refused[0]}, which is not a public address: not fetched (a name on the "
+                    "allow-list reaches public addresses only; write the address itself on the list to allow it)", request=request)
+            if request.url.scheme == "https":
+                request.extensions = {**request.extensions, "sni_hostname": host}
+            for address in found[:-1]:  # each checked address in turn, as a client tries a name's (no bytes sent)
+                request.url = request.url.copy_with(host=str(address))
+                try:
+                    return await self._inner.handle_async_request(request)
+                except httpx.ConnectError:
+                    continue
+            request.url = request.url.copy_with(host=str(found[-1]))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()

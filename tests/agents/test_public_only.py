@@ -1,0 +1,123 @@
+"""http_fetch's transport reaches public addresses only (agents/public_only.py): a name on the allow-list that
+resolves to a private, loopback or link-local address is not fetched, and the address checked is the one
+connected to. The resolver is a stand-in (a dict), the network an httpx.MockTransport recording each request."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+
+from aigrid.agents.fetch import HttpFetch
+from aigrid.agents.public_only import PublicOnlyTransport, resolve
+from aigrid.agents.tool import ToolError
+from tests.agents.test_fetch import NO_CONTEXT
+
+DNS = {"docs.example.org": ["93.184.215.14"], "meta.example.org": ["169.254.169.254"],
+       "mixed.example.org": ["93.184.215.14", "10.0.0.7"], "six.example.org": ["::ffff:127.0.0.1"],
+       "intranet.example.org": ["10.1.2.3"], "v6.example.org": ["2606:2800:21f:cb07:6820:80da:af6b:8b2c"]}
+
+
+async def fake_resolve(host: str, port: int) -> list[str]:
+    if host not in DNS:
+        raise OSError(f"no such host {host}")
+    return DNS[host]
+
+
+def fetcher(seen: list[httpx.Request], private: tuple[str, ...] = ()) -> HttpFetch:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"content-type": "text/plain"}, text="hello")
+    transport = PublicOnlyTransport(httpx.MockTransport(handler), private=private, resolver=fake_resolve)
+    allow = [*DNS, "127.0.0.1:8000"]
+    return HttpFetch(allow, httpx.AsyncClient(transport=transport))
+
+
+async def test_a_public_name_is_fetched_at_the_address_checked_with_its_name_for_tls() -> None:
+    seen: list[httpx.Request] = []
+    out = await fetcher(seen).run({"url": "https://docs.example.org/a?b=1"}, NO_CONTEXT)
+    assert out.endswith("hello")
+    (r,) = seen
+    assert r.url.host == "93.184.215.14" and r.url.path == "/a" and r.url.params["b"] == "1"
+    assert r.headers["host"] == "docs.example.org" and r.extensions["sni_hostname"] == "docs.example.org"
+    await fetcher(seen).run({"url": "http://v6.example.org:8080/"}, NO_CONTEXT)
+    assert seen[-1].url.host == "2606:2800:21f:cb07:6820:80da:af6b:8b2c" and seen[-1].url.port == 8080
+    assert seen[-1].headers["host"] == "v6.example.org:8080" and "sni_hostname" not in seen[-1].extensions
+
+
+@pytest.mark.parametrize("host,address", [("meta.example.org", "169.254.169.254"), ("mixed.example.org", "10.0.0.7"),
+                                          ("six.example.org", "::ffff:7f00:1")])
+async def test_a_name_that_resolves_to_a_private_address_is_not_fetched(host: str, address: str) -> None:
+    """The cloud's metadata service, an address of the site's network among public ones, loopback mapped into
+    IPv6: refused before any connection, the reason in the tool's error (which the model reads)."""
+    seen: list[httpx.Request] = []
+    with pytest.raises(ToolError, match=f"resolves to {address}, which is not a public address"):
+        await fetcher(seen).run({"url": f"http://{host}/latest/meta-data/"}, NO_CONTEXT)
+    assert seen == []
+
+
+async def test_what_the_operator_names_is_reached() -> None:
+    """An address written on the allow-list, and a name in a network the operator allows (an intranet)."""
+    seen: list[httpx.Request] = []
+    await fetcher(seen).run({"url": "http://127.0.0.1:8000/x"}, NO_CONTEXT)
+    assert seen[-1].url.host == "127.0.0.1"
+    with pytest.raises(ToolError, match="not a public address"):
+        await fetcher(seen).run({"url": "http://intranet.example.org/"}, NO_CONTEXT)
+    await fetcher(seen, private=("10.0.0.0/8",)).run({"url": "http://intranet.example.org/"}, NO_CONTEXT)
+    assert seen[-1].url.host == "10.1.2.3" and seen[-1].headers["host"] == "intranet.example.org"
+
+
+async def test_an_unknown_name_is_a_tool_error() -> None:
+    seen: list[httpx.Request] = []
+    tool = fetcher(seen)
+    tool.allow.patterns += ("nowhere.example.org",)
+    with pytest.raises(ToolError, match="cannot resolve 'nowhere.example.org'"):
+        await tool.run({"url": "http://nowhere.example.org/"}, NO_CONTEXT)
+
+
+async def test_the_system_resolver_answers_for_localhost() -> None:
+    assert "127.0.0.1" in await resolve("localhost", 80) or "::1" in await resolve("localhost", 80)
+
+
+async def test_through_the_real_transport_to_a_loopback_server() -> None:
+    """The real resolver and httpx's own transport: `localhost` resolves to loopback, refused; allowed as a
+    private network, the request reaches the address checked and the server reads the name in `Host`."""
+    heard: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heard.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        for private, outcome in [((), "not a public address"), (("127.0.0.0/8", "::1/128"), None)]:
+            async with httpx.AsyncClient(transport=PublicOnlyTransport(private=private), trust_env=False) as client:
+                tool = HttpFetch([f"localhost:{port}"], client)
+                if outcome:
+                    with pytest.raises(ToolError, match=outcome):
+                        await tool.run({"url": f"http://localhost:{port}/page"}, NO_CONTEXT)
+                    assert heard == []
+                else:
+                    assert (await tool.run({"url": f"http://localhost:{port}/page"}, NO_CONTEXT)).endswith("hi")
+    assert len(heard) == 1 and f"host: localhost:{port}".encode() in heard[0].lower()
+
+
+async def test_each_checked_address_is_tried_in_turn() -> None:
+    """A name with two addresses, the first not answering: the second is connected to (never an address that
+    was not checked)."""
+    DNS["two.example.org"] = ["93.184.215.14", "93.184.215.15"]
+    tried: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        tried.append(request.url.host)
+        if request.url.host == "93.184.215.14":
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, text="second")
+    transport = PublicOnlyTransport(httpx.MockTransport(handler), resolver=fake_resolve)
+    async with httpx.AsyncClient(transport=transport) as client:
+        assert (await client.get("http://two.example.org/")).text == "second"
+    assert tried == ["93.184.215.14", "93.184.215.15"]
