@@ -51,7 +51,9 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, inner: httpx.AsyncBaseTransport | None = None, *,
                  private: Iterable[str] = (), resolver: Resolver = resolve) -> None:
-        self._inner = inner or httpx.AsyncHTTPTransport(trust_env=False)
+        # no connection kept: the pool knows a connection by address, and a TLS one made for one name must not
+        # carry a request for another name on the same address (its certificate was not checked for it)
+        self._inner = inner or httpx.AsyncHTTPTransport(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
         self._private = tuple(ipaddress.ip_network(n, strict=False) for n in private)
         self._resolve = resolver
 
