@@ -17,7 +17,7 @@ from aigrid.gateway.admission import Refused
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
-from aigrid.spec.models import FirewallSpec, QuotaSpec, TenantSpec
+from aigrid.spec.models import FirewallSpec, QuotaSpec, SecuritySpec, TenantSpec
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
@@ -314,3 +314,26 @@ async def test_bearer_tokens_of_an_identity_provider_checked_with_its_jwks(
         assert gw.guard._jwks_task is None
     finally:
         provider.server.shutdown()
+
+
+async def test_metrics_can_be_kept_for_operators(tmp_path: Path, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+                                                 fakes: dict[str, FakeEngine]) -> None:
+    """`security.metrics: operator`: /metrics answers an operator tenant's key only (a tenant's 403, none 401),
+    unaudited (a scraper reads it every few seconds); open, as by default, it answers anyone; the spec refuses
+    `operator` without enforcement (no caller would have a key)."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    spec = spec_in(tmp_path, enforce=True)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "ops": TenantSpec(operator=True)},
+                                   "security": spec.security.model_copy(update={"metrics": "operator"})})
+    gw = build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        assert error(await c.get("/metrics"), 401)["code"] == "missing_api_key"
+        assert error(await c.get("/metrics", headers=auth(keys["bank"])), 403)["code"] == "operator_only"
+        ok = await c.get("/metrics", headers=auth(keys["ops"]))
+        assert ok.status_code == 200 and "aigrid_" in ok.text
+        assert (await c.get("/metrics", headers={"x-api-key": keys["ops"]})).status_code == 200
+    open_gw = build_gateway(spec_in(tmp_path / "open", enforce=True), fakes, rng=random.Random(3), sleep=_no_sleep)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(open_gw)), base_url="http://gw") as c:
+        assert (await c.get("/metrics")).status_code == 200
+    with pytest.raises(ValueError, match="metrics: operator needs enforce: true"):
+        SecuritySpec(metrics="operator")

@@ -74,7 +74,8 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
             if refused:
                 raise httpx.ConnectError(
                     f"{host!r} resolves to {refused[0]}, which is not a public address: not fetched (a name on the "
-                    "allow-list reaches public addresses only; write the address itself on the list to allow it)", request=request)
+                    "allow-list reaches public addresses only; write the address itself on the list, or its network "
+                    "in agents.http_private, to allow it)", request=request)
             if request.url.scheme == "https":
                 request.extensions = {**request.extensions, "sni_hostname": host}
             for address in found[:-1]:  # each checked address in turn, as a client tries a name's (no bytes sent)

@@ -65,7 +65,7 @@ class AgentRuntime:
     def from_spec(cls, spec: GridSpec) -> AgentRuntime:
         embedder = MiniLMEmbedder(threads=1)
         stores = SiteStores(embedder)
-        client = httpx.AsyncClient(transport=PublicOnlyTransport(), trust_env=False, follow_redirects=False, timeout=10)
+        client = httpx.AsyncClient(transport=PublicOnlyTransport(private=spec.agents.http_private), trust_env=False, follow_redirects=False, timeout=10)
         try:
             tools = builtin_tools(graphs=_graphs(spec), http_allow=spec.agents.http_allow or None,
                                   http_client=client, stores=stores,

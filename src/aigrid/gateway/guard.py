@@ -366,11 +366,11 @@ class Guard:
         """Guard.reader for a caller already authenticated (an audited read's, on its exchange)."""
         return None if not self._enforce or principal.tenant in self._operators else principal.tenant
 
-    def operator(self, authorization: str | None) -> None:
-        """The dashboard shows every tenant's traffic: operators only when enforcement is on (401 / 403)."""
+    def operator(self, authorization: str | None, what: str = "the dashboard shows every tenant's traffic") -> None:
+        """Operators only when enforcement is on (401 / 403): the dashboard, which shows every tenant's traffic;
+        /metrics with security.metrics: operator."""
         if self.reader(authorization) is not None:
-            raise PermissionDenied("the dashboard shows every tenant's traffic: it needs an operator tenant's key",
-                                   code="operator_only")
+            raise PermissionDenied(f"{what}: it needs an operator tenant's key", code="operator_only")
 
     def stores_prompts(self, tenant: str) -> bool:
         t = self.tenants.get(tenant)

@@ -568,6 +568,8 @@ class Routes:
         return json_response(openapi_document(__version__))
 
     async def metrics(self, request: Request) -> Response:
+        if self.gw.spec.security.metrics == "operator":  # not audited: a scraper reads it every few seconds
+            self.gw.guard.operator(pipeline_headers(request).get("authorization"), "this grid's /metrics is read by operators")
         self.gw.metrics.set_inflight(((e.site_id, e.id) for e in self.gw.store.snapshot().endpoints),
                                      self.gw.store.inflight)
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

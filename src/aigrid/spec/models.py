@@ -6,6 +6,7 @@ an engine at a site serving one model, a policy is a weight set over the five ax
 
 from __future__ import annotations
 
+import ipaddress
 from fnmatch import fnmatchcase
 from typing import Literal
 from urllib.parse import urlsplit
@@ -343,8 +344,18 @@ class SecuritySpec(StrictModel):
         "(needs the embeddings extra; off without it). docs/security.md, 'The prompt cascade'")
     abuse: AbuseSpec = AbuseSpec()
     audit: AuditSpec | None = AuditSpec()
+    metrics: Literal["open", "operator"] = Field(default="open", description=(
+        "who may read /metrics: anyone (open: it holds no tenant's data, only sites, endpoints, models, counts and "
+        "latencies), or an operator tenant's key (operator, with enforce: Prometheus sends it with "
+        "`authorization: {credentials: KEY}`)"))
 
     _redis = field_validator("quotas_redis_url")(redis_url)
+
+    @model_validator(mode="after")
+    def _metrics_key(self) -> SecuritySpec:
+        if self.metrics == "operator" and not self.enforce:
+            raise ValueError("metrics: operator needs enforce: true (without it no caller has a key to show)")
+        return self
 
 
 class HedgeSpec(StrictModel):
@@ -366,8 +377,24 @@ class AgentsSpec(StrictModel):
     graphs: dict[str, list[tuple[str, str, float]]] = Field(
         default={}, description="named graphs for shortest_path: edges (a, b, weight)")
     sql: dict[str, str] = Field(default={}, description="named SQLite databases (read-only) for the sql tool")
-    http_allow: list[str] = Field(default=[], description="URL prefixes the http_fetch tool may read")
+    http_allow: list[str] = Field(default=[], description=(
+        "hosts the http_fetch tool may read: a name (docs.python.org), a subdomain wildcard (*.wikipedia.org) or "
+        "an address, each optionally with :port; a name reaches public addresses only (see http_private)"))
+    http_private: list[str] = Field(default=[], description=(
+        "networks (10.0.0.0/8, fd00::/8) that names on http_allow may resolve to besides public addresses: an "
+        "intranet the operator means the agents to read (default none: private, loopback and link-local "
+        "addresses such as the cloud's metadata service are refused)"))
     mcp_servers: dict[str, McpServerSpec] = {}
+
+    @field_validator("http_private")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for i, net in enumerate(v):
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError as e:
+                raise ValueError(f"http_private[{i}]: {net!r} is not a network (10.0.0.0/8, fd00::/8): {e}") from e
+        return v
 
 
 class FirstByteSpec(StrictModel):
