@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from aigrid.engines.llama_server import free_port
+from tests.ports import on_a_free_port
 
 BIN = Path(sys.executable).parent
 SITES = {  # a three-site grid: the demo's geography, engines started by the test
@@ -64,14 +64,22 @@ def wait_http(url: str, timeout_s: float = 60, ok: int = 200, proc: Proc | None 
 
 
 def start_node(cwd: Path, site: str, slots: int = 2, api_key_env: str | None = None) -> tuple[Proc, str]:
-    port = free_port()
-    argv = [str(BIN / "aigrid"), "node", "--port", str(port), "--slots", str(slots)]
-    argv += ["--api-key-env", api_key_env] if api_key_env else []
-    proc = Proc(argv, cwd, cwd / f"node-{site}.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + "/health")
+    """`aigrid node` on a free port, once its engine answers /health; on a new port when another process took the
+    picked one before llama-server bound it (tests/ports.py)."""
+    def start(port: int) -> tuple[Proc, str]:
+        argv = [str(BIN / "aigrid"), "node", "--port", str(port), "--slots", str(slots)]
+        argv += ["--api-key-env", api_key_env] if api_key_env else []
+        proc = Proc(argv, cwd, cwd / f"node-{site}.log")
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(url + "/health", proc=proc)
+        except BaseException:
+            proc.stop()
+            raise
+        return proc, url
+
     # the node wrapper prints the llama-server pid; the engine process is what a chaos test kills
-    return proc, url
+    return on_a_free_port(start)
 
 
 def engine_pid(proc: Proc) -> int:
@@ -102,8 +110,9 @@ def write_spec(cwd: Path, urls: dict[str, str], redis_url: str | None = None, ap
 
 
 def start_gateway(cwd: Path, spec: Path, name: str, redis_url: str | None = None) -> tuple[Proc, str]:
-    for attempt in range(1, 4):  # on a new port when another process took it between the pick and the bind
-        port = free_port()
+    """`aigrid gateway` on a free port, once it answers /healthz; on a new port when another process took the
+    picked one before the gateway bound it (tests/ports.py)."""
+    def start(port: int) -> tuple[Proc, str]:
         argv = [str(BIN / "aigrid"), "gateway", str(spec), "--port", str(port)]
         if redis_url:
             argv += ["--redis", redis_url]
@@ -111,12 +120,12 @@ def start_gateway(cwd: Path, spec: Path, name: str, redis_url: str | None = None
         url = f"http://127.0.0.1:{port}"
         try:
             wait_http(url + "/healthz", proc=proc)
-            return proc, url
-        except RuntimeError as e:
+        except BaseException:
             proc.stop()
-            if attempt == 3 or "address already in use" not in str(e).lower():
-                raise
-    raise AssertionError("not reached")
+            raise
+        return proc, url
+
+    return on_a_free_port(start)
 
 
 @dataclass
@@ -131,9 +140,8 @@ def running_grid(spec: Path, cwd: Path, *, stop: signal.Signals = signal.SIGINT,
                  healthy: int = 4) -> Iterator[Grid]:
     """`aigrid up SPEC` as a real process (the CLI users run, dashboard mounted): returns once its banner is
     printed and `healthy` endpoints pass their checks; always stopped (with `stop`) afterwards. Started again on a
-    new port when another process took the picked one before `aigrid up` could listen there."""
-    for attempt in range(1, 4):
-        port = free_port()
+    new port when another process took the picked one before `aigrid up` could listen there (tests/ports.py)."""
+    def start(port: int) -> Grid:
         # warnings only: stdout is read up to the banner, so an access line per request would fill the pipe
         proc = subprocess.Popen([str(BIN / "aigrid"), "up", str(spec), "--port", str(port), "--log-level", "warning"],
                                 cwd=cwd,
@@ -151,17 +159,25 @@ def running_grid(spec: Path, cwd: Path, *, stop: signal.Signals = signal.SIGINT,
                 if "Ctrl-C stops" in line:
                     break
             banner = "".join(lines)
-            if "Ctrl-C stops" not in banner and "address already in use" in banner.lower() and attempt < 3:
-                continue  # the finally below reaps it
-            assert "Ctrl-C stops" in banner, banner
-            base = f"http://127.0.0.1:{port}"
-            wait_until_healthy(base, healthy)
-            yield Grid(base, proc, banner)
-            return
-        finally:
-            if proc.poll() is None:
-                proc.send_signal(stop)
-                proc.wait(timeout=30)
+            if "Ctrl-C stops" not in banner:
+                raise RuntimeError(f"aigrid up printed no banner:\n{banner}")
+            return Grid(f"http://127.0.0.1:{port}", proc, banner)
+        except BaseException:
+            _stop(proc, stop)
+            raise
+
+    grid = on_a_free_port(start)
+    try:
+        wait_until_healthy(grid.base, healthy)
+        yield grid
+    finally:
+        _stop(grid.proc, stop)
+
+
+def _stop(proc: subprocess.Popen[str], stop: signal.Signals) -> None:
+    if proc.poll() is None:
+        proc.send_signal(stop)
+        proc.wait(timeout=30)
 
 
 def wait_until_healthy(base: str, count: int, timeout_s: float = 30) -> None:

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aigrid.engines.llama_server import free_port
 from tests.e2e.processes import BIN, start_gateway, start_node, write_spec
 from tests.engine_support import require_llama_server
+from tests.ports import on_a_free_port, port_taken
 
 pytestmark = pytest.mark.engine
 CHAT = {"model": "smollm2-135m", "max_tokens": 8, "messages": [{"role": "user", "content": "Name a river."}]}
@@ -36,8 +36,15 @@ def test_a_keyed_node_serves_the_gateway_that_holds_its_key_and_nobody_else(tmp_
             gateway.stop()
 
         monkeypatch.delenv("FRA_ENGINE_KEY")
-        done = subprocess.run([str(BIN / "aigrid"), "gateway", str(spec), "--port", str(free_port())], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=60)
+
+        def refused(port: int) -> subprocess.CompletedProcess[str]:  # tried again if its port was taken meanwhile
+            done = subprocess.run([str(BIN / "aigrid"), "gateway", str(spec), "--port", str(port)], cwd=tmp_path,
+                                  capture_output=True, text=True, timeout=60)
+            if port_taken(done.stdout + done.stderr):
+                raise RuntimeError(done.stdout + done.stderr)
+            return done
+
+        done = on_a_free_port(refused)
         assert done.returncode != 0
         said = done.stdout + done.stderr
         assert "endpoints[0].api_key_env: environment variable FRA_ENGINE_KEY" in said, said
