@@ -10,7 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,8 @@ import httpx
 import orjson
 
 from aigrid.bench.procs import Proc, tree
-from aigrid.engines.llama_server import free_port, free_ports
+from aigrid.engines.llama_server import free_ports
+from tests.ports import on_a_free_port
 
 REQUESTS = 24
 LIMIT = 15
@@ -46,22 +47,39 @@ class TwoWorkers:
     workers: list[int]
 
 
-def emulator(tmp_path: Path, decode_ms: int, tries: int = 3) -> tuple[Proc, int]:
+def emulator(tmp_path: Path, decode_ms: int) -> tuple[Proc, int]:
     """The emulator with two engines on two consecutive free ports, ready; tried again on new ports when another
     process took one between the pick and the bind (seen on a busy machine: free_ports' small race)."""
-    for attempt in range(1, tries + 1):
-        emu_port = free_ports(2)  # the emulator's two engines: emu_port and emu_port + 1
+    def start(emu_port: int) -> tuple[Proc, int]:  # the emulator's two engines: emu_port and emu_port + 1
         emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
                                 "--engines", "2", "--decode-base-ms", str(decode_ms), "--prefill-base-ms", "1"],
                    tmp_path).start()
         try:
             emu.wait_ready(f"http://127.0.0.1:{emu_port + 1}/health")
-            return emu, emu_port
-        except RuntimeError as e:
+        except BaseException:
             emu.stop()
-            if attempt == tries or "address already in use" not in str(e):
-                raise
-    raise AssertionError("not reached")
+            raise
+        return emu, emu_port
+
+    return on_a_free_port(start, pick=lambda: free_ports(2))
+
+
+def gateway_with_workers(tmp_path: Path, doc: Callable[[int], dict]) -> tuple[Proc, int]:
+    """`aigrid gateway --workers 2` with the spec `doc(port)`, once /livez answers; on a new port when another
+    process took the picked one before the gateway bound it (tests/ports.py)."""
+    def start(gw_port: int) -> tuple[Proc, int]:
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_bytes(orjson.dumps(doc(gw_port)))
+        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
+                  tmp_path, cwd=tmp_path).start()
+        try:
+            gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
+        except BaseException:
+            gw.stop()
+            raise
+        return gw, gw_port
+
+    return on_a_free_port(start)
 
 
 def worker_processes(parent: int) -> list[int]:
@@ -98,21 +116,9 @@ def two_workers(tmp_path: Path, decode_ms: int, security: dict | None = None) ->
     emu, emu_port = emulator(tmp_path, decode_ms)
     gw: Proc | None = None
     try:
-        for attempt in range(1, 4):  # on a new port when another process took it between the pick and the bind
-            gw_port = free_port()  # only now: the emulator's second port is taken
-            spec_path = tmp_path / "spec.yaml"
-            spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port, security)))
-            gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
-                      tmp_path, cwd=tmp_path).start()
-            base = f"http://127.0.0.1:{gw_port}"
-            try:
-                gw.wait_ready(f"{base}/livez", timeout_s=120)
-                break
-            except RuntimeError as e:
-                gw.stop()
-                if attempt == 3 or "address already in use" not in str(e).lower():
-                    raise
-        yield TwoWorkers(gw, base, gw_port, both_workers(gw.pid))
+        # the port picked only now: the emulator's second port is taken
+        gw, gw_port = gateway_with_workers(tmp_path, lambda port: spec(tmp_path, emu_port, port, security))
+        yield TwoWorkers(gw, f"http://127.0.0.1:{gw_port}", gw_port, both_workers(gw.pid))
     finally:
         if gw is not None:
             gw.stop()
@@ -216,15 +222,13 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
     gw: Proc | None = None
     conns: list[http.client.HTTPConnection] = []
     try:
-        gw_port = free_port()
-        doc = spec(tmp_path, emu_port, gw_port)
-        doc["security"] = {"audit": doc["security"]["audit"], "abuse": {
-            "action": "throttle", "min_requests": 6, "max_requests": ABUSE_MAX, "share_interval_s": 0.1}}
-        spec_path = tmp_path / "spec.yaml"
-        spec_path.write_bytes(orjson.dumps(doc))
-        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
-                  tmp_path, cwd=tmp_path).start()
-        gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
+        def abuse_spec(port: int) -> dict:
+            doc = spec(tmp_path, emu_port, port)
+            doc["security"] = {"audit": doc["security"]["audit"], "abuse": {
+                "action": "throttle", "min_requests": 6, "max_requests": ABUSE_MAX, "share_interval_s": 0.1}}
+            return doc
+
+        gw, gw_port = gateway_with_workers(tmp_path, abuse_spec)
         workers = both_workers(gw.pid)
         by_worker = one_connection_per_worker(gw_port, workers, conns)
         pair = list(by_worker.values())
@@ -280,12 +284,7 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
     gw: Proc | None = None
     conns: list[http.client.HTTPConnection] = []
     try:
-        gw_port = free_port()
-        spec_path = tmp_path / "spec.yaml"
-        spec_path.write_bytes(orjson.dumps(spec(tmp_path, emu_port, gw_port)))
-        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
-                  tmp_path, cwd=tmp_path).start()
-        gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
+        gw, gw_port = gateway_with_workers(tmp_path, lambda port: spec(tmp_path, emu_port, port))
         workers = both_workers(gw.pid)
         by_worker = one_connection_per_worker(gw_port, workers, conns)
         runs: dict[int, str] = {}
