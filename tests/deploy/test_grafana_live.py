@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,9 +20,9 @@ import yaml
 
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
-from aigrid.engines.llama_server import free_port
 from tests.deploy.test_grafana_dashboard import targets
 from tests.gateway.test_relay import gateway_on_socket
+from tests.ports import on_a_free_port
 
 SHOWS_DATA = ("Requests / s", "Errors (5 m)", "TTFT p99 (5 m)", "Healthy endpoints", "Requests / s by site",
               "Requests / s by outcome", "Refused before routing, by code", "Tokens / s", "TTFT by site",
@@ -56,18 +57,41 @@ async def traffic(base: str) -> None:
         assert (await client.post("/v1/chat/completions", json={**body, "model": "nope"})).status_code == 404
 
 
+def start_prometheus(binary: str, config: Path, data: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """Prometheus on a free port, once it says it is ready; on a new port when another process took the picked one
+    before Prometheus bound it (tests/ports.py)."""
+    def start(port: int) -> tuple[subprocess.Popen[bytes], int]:
+        with log.open("wb") as out:
+            proc = subprocess.Popen([binary, f"--config.file={config}", f"--storage.tsdb.path={data}",
+                                     f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL, stderr=out)
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:  # it did not start (a port taken, a flag): say why at once
+                    raise RuntimeError(f"prometheus exited: {log.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=1, trust_env=False).status_code == 200:
+                        return proc, port
+                time.sleep(0.1)
+            raise RuntimeError(f"prometheus not ready within 60 s: {log.read_text()[-2000:]}")
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+
+    return on_a_free_port(start)
+
+
 async def test_every_dashboard_query_runs_on_a_real_gateways_series(tmp_path: Path) -> None:
     binary = prometheus()
     async with gateway() as base:
         await traffic(base)
-        port = free_port()
         (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [{"job_name": "aigrid", "static_configs": [{"targets": [base]}]}]}))
-        log = (tmp_path / "prometheus.log").open("wb")
-        proc = await asyncio.create_subprocess_exec(
-            binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-            f"--web.listen-address=127.0.0.1:{port}", stdout=subprocess.DEVNULL, stderr=log)
+        # started in a thread: this event loop serves the gateway meanwhile
+        proc, port = await asyncio.to_thread(start_prometheus, binary, tmp_path / "prometheus.yml",
+                                             tmp_path / "data", tmp_path / "prometheus.log")
         try:
             async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as prom:
                 async def query(expr: str) -> dict:
@@ -75,7 +99,7 @@ async def test_every_dashboard_query_runs_on_a_real_gateways_series(tmp_path: Pa
                     return dict(r.json())
 
                 for _ in range(300):  # until a few scrapes span the traffic, more traffic between them
-                    if proc.returncode is not None:  # it did not start (a port taken, a flag): say why at once
+                    if proc.poll() is not None:
                         pytest.fail(f"prometheus exited: {(tmp_path / 'prometheus.log').read_text()[-2000:]}")
                     with contextlib.suppress(httpx.HTTPError, ValueError):  # not ready: no JSON yet
                         got = await query("count_over_time(aigrid_requests_total[1m])")
@@ -98,10 +122,9 @@ async def test_every_dashboard_query_runs_on_a_real_gateways_series(tmp_path: Pa
                 assert not empty, empty
                 assert len(_titled()) == len(targets())
         finally:
-            if proc.returncode is None:
+            if proc.poll() is None:
                 proc.terminate()
-            await proc.wait()
-            log.close()
+            await asyncio.to_thread(proc.wait)
 
 
 def _titled() -> list[tuple[str, dict]]:
