@@ -8,6 +8,7 @@ connection no worker would accept)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from aigrid.engines.llama_server import free_port
 from aigrid.errors import ConfigError
 from aigrid.gateway.server import _check_port_free
 from aigrid.gateway.workers import _ready
+from tests.ports import on_a_free_port, port_taken
 
 
 def spec(tmp: Path, port: int) -> dict:
@@ -61,20 +63,28 @@ def second_mcp_server_missing(tmp: Path, grid: dict) -> str:
                                                   (2, second_mcp_server_missing)])
 def test_a_gateway_that_cannot_start_says_why_in_one_line_and_stops(tmp_path: Path, workers: int,
                                                                     failure: object) -> None:
-    grid = spec(tmp_path, free_port())
+    grid = spec(tmp_path, 0)
     expected = failure(tmp_path, grid)  # type: ignore[operator]
     spec_path = tmp_path / "spec.yaml"
-    spec_path.write_bytes(orjson.dumps(grid))
-    started = time.monotonic()
-    p = subprocess.Popen([sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", str(workers)],
-                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         start_new_session=True)
-    try:
-        _, stderr = p.communicate(timeout=60)
-    except subprocess.TimeoutExpired:  # a hung start: its workers and MCP servers go too, not only the parent
-        os.killpg(p.pid, signal.SIGKILL)
-        _, stderr = p.communicate()
-        pytest.fail(f"the gateway did not stop within 60 s: {stderr[-2000:]}")
+
+    def run(port: int) -> tuple[subprocess.Popen[str], str, float]:  # again on a new port if its port was taken
+        grid["gateway"]["port"] = port
+        spec_path.write_bytes(orjson.dumps(grid))
+        started = time.monotonic()
+        p = subprocess.Popen([sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers",
+                              str(workers)], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+        try:
+            _, stderr = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # a hung start: its workers and MCP servers go too, not only the parent
+            os.killpg(p.pid, signal.SIGKILL)
+            _, stderr = p.communicate()
+            pytest.fail(f"the gateway did not stop within 60 s: {stderr[-2000:]}")
+        if port_taken(stderr):
+            raise RuntimeError(stderr)
+        return p, stderr, started
+
+    p, stderr, started = on_a_free_port(run)
     assert p.returncode == 2, stderr[-2000:]
     assert expected in stderr, stderr[-2000:]
     assert stderr.count("error: ") == 1, stderr[-2000:]
@@ -103,9 +113,11 @@ def test_the_readiness_probe_has_no_deadline_of_its_own() -> None:
     started, and a worker that crashed later stopped the whole gateway instead of being started again. Here a
     /livez that answers only after a while is waited for by default, and not by a probe given a deadline."""
     async def probe(timeout_s: float | None) -> bool:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        # bound, not listening, until the late server listens on it: connections are refused meanwhile, and no other
+        # process can take the port in those 1.5 s (it was bound, closed and bound again 1.5 s later)
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
 
         async def livez(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             await reader.readuntil(b"\r\n\r\n")
@@ -115,7 +127,7 @@ def test_the_readiness_probe_has_no_deadline_of_its_own() -> None:
 
         async def late_server() -> asyncio.Server:
             await asyncio.sleep(1.5)
-            return await asyncio.start_server(livez, "127.0.0.1", port)
+            return await asyncio.start_server(livez, sock=sock)
 
         starting = asyncio.create_task(late_server())
         try:
@@ -130,7 +142,7 @@ def test_the_readiness_probe_has_no_deadline_of_its_own() -> None:
 def test_the_port_check_names_a_bad_host_and_takes_ipv6() -> None:
     """`gateway.host: '::1'` was refused as 'is another gateway running?' (an IPv4 socket cannot bind an IPv6
     address), and so was a host that is no address of this machine."""
-    _check_port_free("::1", free_port())
+    on_a_free_port(lambda port: _check_port_free("::1", port))  # again if another process took it meanwhile
     with pytest.raises(ConfigError, match=r"gateway.host: cannot listen on not a host:\d+: .* \(an address of"):
         _check_port_free("not a host", free_port())
     with socket.socket() as taken:
@@ -161,14 +173,36 @@ def test_a_start_that_fails_in_the_parent_leaves_no_folder_and_no_socket(
     private = tmp_path / "tmp"
     private.mkdir()
     monkeypatch.setattr("tempfile.tempdir", str(private))
-    port = free_port()
     field = failure(tmp_path)  # type: ignore[operator]
-    grid = parse_spec(spec(tmp_path, port), "startup")
-    with pytest.raises(ConfigError, match=field):
-        asyncio.run(run_workers(grid, "127.0.0.1", port, {}, 2, worker_options={}, started=lambda: None))
-    with socket.socket() as again:  # the port is free again: nothing listens on it
-        again.bind(("127.0.0.1", port))
+
+    def fails(port: int) -> int:  # again on a new port if another process took it before run_workers listened
+        grid = parse_spec(spec(tmp_path, port), "startup")
+        with pytest.raises(ConfigError, match=field):
+            asyncio.run(run_workers(grid, "127.0.0.1", port, {}, 2, worker_options={}, started=lambda: None))
+        return port
+
+    port = on_a_free_port(fails)
+    # the socket is closed: this process holds none on the port (bind()ing it again, as before, also failed when
+    # another process took the free port meanwhile)
+    assert _own_sockets_on(port) == [], "run_workers left its listening socket open"
     assert [p.name for p in private.iterdir()] == []
+
+
+def _own_sockets_on(port: int) -> list[str]:
+    """This process's sockets whose local port is `port` (from /proc: every state, listening or not)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as f:
+            for line in f.read().splitlines()[1:]:
+                cols = line.split()
+                if int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{cols[9]}]")
+    mine = []
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # closed since it was listed
+            if (link := os.readlink(fd)) in inodes:
+                mine.append(link)
+    return mine
 
 
 def test_the_banner_brackets_an_ipv6_host() -> None:
