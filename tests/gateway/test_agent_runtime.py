@@ -67,3 +67,35 @@ async def test_site_documents_without_the_model_stop_the_start_naming_the_field(
             await runtime.start()
     finally:
         await runtime.http_client.aclose()
+
+
+async def test_http_fetch_reaches_the_private_networks_the_spec_names(tmp_path: Path) -> None:
+    """The runtime's http_fetch connects to public addresses only (agents/public_only.py): `localhost` on the
+    allow-list is refused, until `agents.http_private` names loopback's network."""
+    import asyncio
+
+    from aigrid.agents.tool import ToolContext, ToolError
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 2\r\nconnection: close\r\n\r\nhi")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    spec = load_spec(DEMO)
+    context = ToolContext(site_id="fra")
+    async with server:
+        for private, refused in [([], True), (["127.0.0.0/8", "::1/128"], False)]:
+            agents = spec.agents.model_copy(update={"http_allow": [f"localhost:{port}"], "http_private": private})
+            runtime = AgentRuntime.from_spec(spec.model_copy(update={"agents": agents}))
+            try:
+                run = runtime.tools["http_fetch"].run({"url": f"http://localhost:{port}/"}, context)
+                if refused:
+                    with pytest.raises(ToolError, match="not a public address"):
+                        await run
+                else:
+                    assert (await run).endswith("hi")
+            finally:
+                await runtime.http_client.aclose()
