@@ -3,7 +3,11 @@ in the chunk that ends the choice, whatever shape that chunk has."""
 
 from __future__ import annotations
 
-from aigrid.gateway.output_filter import OutputFilter
+import orjson
+
+from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
+from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.streaming import StreamingRedactor
 
 
@@ -53,3 +57,50 @@ def test_a_completions_finish_chunk_with_a_null_text_takes_the_held_back_text() 
     assert first["choices"][0]["text"] + end["choices"][0]["text"] == "Write to [REDACTED:EMAIL]"  # type: ignore[index]
     assert end["choices"][0]["finish_reason"] == "stop"  # type: ignore[index]
     assert f.flush_event() is None
+
+
+def test_reasoning_refusals_and_tool_call_arguments_are_redacted_too() -> None:
+    """A reasoning model's streamed reasoning (`reasoning_content`, `reasoning`), a refusal and a tool call's
+    streamed arguments are output a client reads: each redacted with its own held-back tail, flushed into the
+    choice's last chunk in its own field (until 2026-12-05 only `content` was read: an address in the reasoning
+    or in a call's arguments reached a tenant whose policy redacts)."""
+    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    call = {"index": 1, "id": "c1", "type": "function", "function": {"name": "mail", "arguments": '{"to": "jane.d'}}
+    sent = [f.event(chunk({"reasoning_content": "The user is jane.d"})), f.event(chunk({"reasoning_content": "oe@example.com."})),
+            f.event(chunk({"reasoning": "Call +44 20 7946 0958"})), f.event(chunk({"tool_calls": [call]})),
+            f.event(chunk({"tool_calls": [{"index": 1, "function": {"arguments": 'oe@example.com"}'}}]})),
+            f.event(chunk({"refusal": "I won't mail jane.doe@example.com"})), f.event(chunk({}, "tool_calls"))]
+    deltas = [c["choices"][0]["delta"] for c in sent]  # type: ignore[index]
+    joined = {k: "".join(d.get(k) or "" for d in deltas) for k in ("reasoning_content", "reasoning", "refusal")}
+    assert joined == {"reasoning_content": "The user is [REDACTED:EMAIL].", "reasoning": "Call [REDACTED:PHONE]",
+                      "refusal": "I won't mail [REDACTED:EMAIL]"}
+    arguments = "".join(tc["function"].get("arguments", "") for d in deltas for tc in d.get("tool_calls") or ()
+                        if tc["index"] == 1)
+    assert arguments == '{"to": "[REDACTED:EMAIL]"}'
+    assert sent[-1]["choices"][0]["finish_reason"] == "tool_calls"  # type: ignore[index]
+    assert {v.check for v in f.verdicts()} == {"pii_output"} and "EMAIL" in f.verdicts()[0].detail.upper()
+    assert f.flush_event() is None
+
+
+def test_a_stream_cut_before_its_finish_sends_every_held_text() -> None:
+    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    f.event(chunk({"content": "mail jane.doe@example.com"}))
+    f.event(chunk({"tool_calls": [{"index": 0, "function": {"name": "x", "arguments": '{"a": "jane.doe@example.com'}}]}))
+    held = f.flush_event()
+    assert held is not None
+    delta = held["choices"][0]["delta"]
+    assert delta["content"] == "mail [REDACTED:EMAIL]"  # a short text is held whole
+    assert delta["tool_calls"][0]["index"] == 0 and "[REDACTED:EMAIL]" in delta["tool_calls"][0]["function"]["arguments"]
+    assert f.flush_event() is None
+
+
+def test_a_whole_answer_s_reasoning_and_tool_calls_are_redacted() -> None:
+    fw = Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT)})
+    answer = {"choices": [{"index": 0, "message": {
+        "role": "assistant", "content": None, "reasoning_content": "jane.doe@example.com asked",
+        "tool_calls": [{"id": "c", "type": "function", "function": {"name": "m", "arguments": '{"to": "jane.doe@example.com"}'}}]}}]}
+    out, verdicts = redact_json_answer(fw, "t", orjson.dumps(answer))
+    msg = orjson.loads(out)["choices"][0]["message"]
+    assert msg["reasoning_content"] == "[REDACTED:EMAIL] asked"
+    assert orjson.loads(msg["tool_calls"][0]["function"]["arguments"]) == {"to": "[REDACTED:EMAIL]"}
+    assert len(verdicts) == 2

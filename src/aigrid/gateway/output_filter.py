@@ -17,14 +17,24 @@ import orjson
 from aigrid.security.firewall.pipeline import Firewall, Verdict, stream_verdicts
 from aigrid.security.firewall.streaming import StreamingRedactor
 
+TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal")
+"""The texts of a chat message (or a streamed delta) a client reads: the answer, a reasoning model's reasoning
+(vLLM's, SGLang's and llama.cpp's `reasoning_content`, vLLM's newer `reasoning`) and a refusal. A tool call's
+`function.arguments` are read too (redacting inside a JSON string leaves it valid JSON)."""
+
+Key = tuple[int, str, int]
+"""(choice index, field, tool call index): one redactor per text of a choice (`text` for a completion's, `tool` for
+a call's arguments)."""
+
 
 class OutputFilter:
     def __init__(self, redactor: StreamingRedactor | None, strip_usage: bool) -> None:
-        """`redactor` reads choice 0's text; each other choice (a request with `n`) gets one of its own."""
-        self._redactors: dict[int, StreamingRedactor] = {} if redactor is None else {0: redactor}
+        """`redactor` reads choice 0's content; every other text of every choice (a request with `n`, a reasoning
+        model's reasoning, a tool call's arguments) gets one of its own."""
+        self._redactors: dict[Key, StreamingRedactor] = {} if redactor is None else {(0, "content", 0): redactor}
         self._redacts = redactor is not None
         self.strip_usage = strip_usage
-        self._flushed: set[int] = set()
+        self._flushed: set[Key] = set()
 
     @property
     def redacts(self) -> bool:
@@ -46,64 +56,106 @@ class OutputFilter:
         if not self._redacts:
             return obj
         for choice in obj.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
             index = choice.get("index")
             index = index if isinstance(index, int) else 0
-            redactor = self._redactor(index)
             delta = choice.get("delta")
-            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
-                delta["content"] = redactor.feed(delta["content"])
-                if choice.get("finish_reason"):
-                    delta["content"] += self._flush(index)
+            if isinstance(delta, dict):
+                for field in TEXT_FIELDS:
+                    if isinstance(delta.get(field), str):
+                        delta[field] = self._feed((index, field, 0), delta[field])
+                for k, fn in _call_functions(delta):
+                    fn["arguments"] = self._feed((index, "tool", k), fn["arguments"])
             elif isinstance(choice.get("text"), str):
-                choice["text"] = redactor.feed(choice["text"])
-                if choice.get("finish_reason"):
-                    choice["text"] += self._flush(index)
-            elif (choice.get("finish_reason") and (isinstance(delta, dict) or (delta is None and choice.get("text") is None))
-                  and (rest := self._flush(index))):
+                choice["text"] = self._feed((index, "text", 0), choice["text"])
+            if choice.get("finish_reason"):
                 # the last chunk as engines send it (`"delta": {}`, or no delta at all): what is held back goes in
                 # it, not after it (in a chunk without id or model, which a client that stops at finish_reason
                 # never reads); a completions chunk (`object: text_completion`) takes it as its text
-                if delta is None and obj.get("object") == "text_completion":
-                    choice["text"] = rest
-                else:
-                    choice.setdefault("delta", {})
-                    if not isinstance(choice["delta"], dict):  # "delta": null
-                        choice["delta"] = {}
-                    choice["delta"]["content"] = rest
+                self._end(choice, index, completion=obj.get("object") == "text_completion")
         return obj
 
-    def _redactor(self, index: int) -> StreamingRedactor:
-        found = self._redactors.get(index)
+    def _feed(self, key: Key, text: str) -> str:
+        found = self._redactors.get(key)
         if found is None:
-            found = self._redactors[index] = StreamingRedactor()
-        return found
+            found = self._redactors[key] = StreamingRedactor()
+        return found.feed(text)
 
-    def _flush(self, index: int) -> str:
-        if index in self._flushed or index not in self._redactors:
-            return ""
-        self._flushed.add(index)
-        return self._redactors[index].flush()
+    def _end(self, choice: dict[str, Any], index: int, completion: bool) -> None:
+        """Each text of the choice still held back, flushed into the choice's last chunk (`choice`)."""
+        for key in [k for k in self._redactors if k[0] == index and k not in self._flushed]:
+            self._flushed.add(key)
+            rest = self._redactors[key].flush()
+            if not rest:
+                continue
+            _, field, k = key
+            if field == "text" or (completion and not isinstance(choice.get("delta"), dict)):
+                choice["text"] = (choice.get("text") or "") + rest
+                continue
+            if not isinstance(choice.get("delta"), dict):  # no delta, or "delta": null
+                choice["delta"] = {}
+            delta = choice["delta"]
+            if field == "tool":
+                _put_arguments(delta, k, rest)
+            else:
+                delta[field] = (delta.get(field) or "") + rest
 
     def flush_event(self) -> dict[str, Any] | None:
-        """Before [DONE]: a chunk with the text still held back (a stream that ended without finish_reason)."""
-        rests = [(i, self._flush(i)) for i in sorted(self._redactors)]
-        choices = [{"index": i, "delta": {"content": rest}, "finish_reason": None} for i, rest in rests if rest]
-        return {"object": "chat.completion.chunk", "choices": choices} if choices else None
+        """Before [DONE]: a chunk with the texts still held back (a stream that ended without finish_reason)."""
+        choices: dict[int, dict[str, Any]] = {}
+        for index in sorted({k[0] for k in self._redactors}):
+            choice: dict[str, Any] = {"index": index, "delta": {}, "finish_reason": None}
+            self._end(choice, index, completion=False)
+            if choice["delta"] or choice.get("text"):
+                choices[index] = choice
+        return {"object": "chat.completion.chunk", "choices": list(choices.values())} if choices else None
+
+
+def _call_functions(message: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(call index, its `function`) of a message's or delta's tool calls whose arguments are a string (a streamed
+    call's index is its `index`, a whole one's its place)."""
+    calls = message.get("tool_calls")
+    out = []
+    for place, call in enumerate(calls if isinstance(calls, list) else ()):
+        fn = call.get("function") if isinstance(call, dict) else None
+        if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+            out.append((call["index"] if isinstance(call.get("index"), int) else place, fn))
+    return out
+
+
+def _put_arguments(delta: dict[str, Any], k: int, rest: str) -> None:
+    calls = delta.get("tool_calls")
+    if not isinstance(calls, list):
+        calls = delta["tool_calls"] = []
+    for call in calls:
+        if isinstance(call, dict) and call.get("index") == k and isinstance(call.get("function"), dict):
+            call["function"]["arguments"] = (call["function"].get("arguments") or "") + rest
+            return
+    calls.append({"index": k, "function": {"arguments": rest}})
 
 
 def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[bytes, list[Verdict]]:
-    """A whole (non-streamed) answer: redact each choice's text per the tenant's output policy."""
+    """A whole (non-streamed) answer: redact each choice's texts (TEXT_FIELDS, its tool calls' arguments, a
+    completion's text) per the tenant's output policy."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body, []
     verdicts: list[Verdict] = []
+
+    def check(holder: dict[str, Any], key: str) -> None:
+        holder[key], found = firewall.check_output(tenant, holder[key])
+        verdicts.extend(found)
+
     for choice in obj.get("choices") or () if isinstance(obj, dict) else ():
-        msg = choice.get("message")
-        if isinstance(msg, dict) and isinstance(msg.get("content"), str):
-            msg["content"], v = firewall.check_output(tenant, msg["content"])
-            verdicts += v
-        elif isinstance(choice.get("text"), str):
-            choice["text"], v = firewall.check_output(tenant, choice["text"])
-            verdicts += v
+        msg = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(msg, dict):
+            for field in TEXT_FIELDS:
+                if isinstance(msg.get(field), str):
+                    check(msg, field)
+            for _, fn in _call_functions(msg):
+                check(fn, "arguments")
+        elif isinstance(choice, dict) and isinstance(choice.get("text"), str):
+            check(choice, "text")
     return (orjson.dumps(obj) if verdicts else body), verdicts
