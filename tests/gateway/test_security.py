@@ -337,3 +337,21 @@ async def test_metrics_can_be_kept_for_operators(tmp_path: Path, keys: dict[str,
         assert (await c.get("/metrics")).status_code == 200
     with pytest.raises(ValueError, match="metrics: operator needs enforce: true"):
         SecuritySpec(metrics="operator")
+
+
+async def test_logprobs_are_refused_to_a_tenant_whose_answers_are_redacted(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str], fakes: dict[str, FakeEngine]) -> None:
+    """Log-probabilities repeat the answer token by token, unredacted: a tenant whose firewall redacts personal
+    data in answers (eu-bank) is refused them, on chat, completions and the Responses API, before any engine;
+    another tenant is served them."""
+    c, _ = secured
+    for path, body in [("/v1/chat/completions", {**CHAT, "logprobs": True}),
+                       ("/v1/completions", {"model": CHAT["model"], "prompt": "Say hello", "max_tokens": 4, "logprobs": 0}),
+                       ("/v1/responses", {"model": CHAT["model"], "input": "Say hello", "top_logprobs": 2,
+                                          "include": ["message.output_text.logprobs"]})]:
+        r = await c.post(path, json=body, headers=auth(keys["bank"]))
+        assert error(r, 400)["code"] == "logprobs_not_allowed", (path, r.text)
+        assert error(r, 400)["param"] == ("include" if path == "/v1/responses" else "logprobs")
+    assert all(not f.received for f in fakes.values())
+    ok = await c.post("/v1/chat/completions", json={**CHAT, "logprobs": True}, headers=auth(keys["ops"]))
+    assert ok.status_code == 200, ok.text

@@ -80,10 +80,19 @@ async def _aclose(chunks: Any) -> None:
         await aclose()
 
 
+_OWN_FIELD = {"logprobs": "include"}
+"""Chat fields a front door sets from a field of its own: the Responses API's `include:
+["message.output_text.logprobs"]` asks for chat's `logprobs` (the Messages API has none)."""
+
+
 def name_own_field(err: ApiError, origins: Sequence[str]) -> None:
     """An error of the pipeline that names a message of the translated conversation (a firewall block at
     `messages[3].content`) names the front door's own field instead (`messages.2.content.0.content`);
     `origins[i]` is where chat message i came from."""
+    if err.param in _OWN_FIELD:
+        err.param = own_field = _OWN_FIELD[err.param]
+        err.message = f"{err.message} (at {own_field})"
+        return
     tool = _CHAT_TOOL.match(err.param or "")
     if tool is not None:  # both front doors keep the client's tools in order, their fields at the tool's top
         own = f"tools.{tool.group(1)}" + re.sub(r"\[(\d+)\]", r".\1", tool.group(2))  # tools[2].function.name

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.pipeline import Firewall, Verdict, stream_verdicts
 from aigrid.security.firewall.streaming import StreamingRedactor
 
@@ -110,6 +111,16 @@ class OutputFilter:
             if choice["delta"] or choice.get("text"):
                 choices[index] = choice
         return {"object": "chat.completion.chunk", "choices": list(choices.values())} if choices else None
+
+
+def refuse_unredacted_logprobs(asks_logprobs: bool, redacts: bool, param: str) -> None:
+    """Log-probabilities repeat the answer token by token, which the output redaction does not read: a tenant
+    whose firewall redacts personal data in answers is refused them (the client's 400 naming the field), as
+    they would carry what the redaction removes."""
+    if asks_logprobs and redacts:
+        raise InvalidRequest(f"{param}: this tenant's firewall redacts personal data in answers, and log-probabilities "
+                             "would repeat the answer's tokens unredacted: ask without them", param=param,
+                             code="logprobs_not_allowed")
 
 
 def _call_functions(message: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:

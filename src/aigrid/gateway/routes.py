@@ -56,7 +56,7 @@ from aigrid.gateway.model_texts import beside_messages, chat_texts, completion_t
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
-from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
+from aigrid.gateway.output_filter import OutputFilter, redact_json_answer, refuse_unredacted_logprobs
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.relay_response import Hangup, RelayResponse
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info, turn_prompt_tokens
@@ -65,7 +65,7 @@ from aigrid.gateway.urgency import request_urgency
 from aigrid.json_depth import depth_message, too_deep_raw
 from aigrid.logs import fields
 from aigrid.security.authorize import scope_request
-from aigrid.security.firewall.pipeline import Screened
+from aigrid.security.firewall.pipeline import Action, Screened
 from aigrid.security.firewall.texts import ModelText
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import rate_limit_headers
@@ -308,6 +308,8 @@ class Routes:
             # variables): checked before the firewall reads any of it
             check_context(parsed.model, len(prompt) + beside_messages(texts), gw.spec.models,
                           "messages" if path == CHAT_PATH else "prompt")
+            refuse_unredacted_logprobs(bool(parsed.logprobs) if isinstance(parsed, ChatRequest) else parsed.logprobs is not None,
+                                       gw.guard.firewall.policy(principal.tenant).pii_output == Action.REDACT, "logprobs")
             urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
             ex.ticket = Ticket(principal.tenant, urgency.level, urgency.deadline_ms)
             info = replace(scope_request(principal, asked), priority=urgency.level, deadline_ms=urgency.deadline_ms)
