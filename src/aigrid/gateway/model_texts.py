@@ -127,8 +127,8 @@ def _template_variables(body: Mapping[str, Any]) -> list[ModelText]:
 def _strings(node: Any, path: Path, source: Source) -> list[ModelText]:
     """Every string inside `node`, at any depth, as a text at its path; and the keys of each object below the
     top level (a template may print an object whole, as Llama 3's does a custom tool, or key by key), as one
-    text without a path; the top level's keys are variable names, which no template prints. Walked with a
-    stack, not recursion."""
+    text at the object's path and KEYS (a redaction renames them: apply); the top level's keys are variable
+    names, which no template prints. Walked with a stack, not recursion."""
     out: list[ModelText] = []
     stack: list[tuple[Any, Path]] = [(node, path)]
     while stack:
