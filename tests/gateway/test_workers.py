@@ -100,8 +100,8 @@ def worker_processes(parent: int) -> list[int]:
 
 
 def both_workers(parent: int) -> list[int]:
-    """The two worker processes under `parent`, once both are up: /livez answers from the first worker up; the
-    second may still be starting."""
+    """The two worker processes under `parent`, once both exist: /livez answers from the first worker up; the
+    second may still be starting (serving_workers waits until it serves)."""
     deadline = time.monotonic() + 30
     while len(workers := worker_processes(parent)) != 2 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -112,13 +112,13 @@ def both_workers(parent: int) -> list[int]:
 @contextlib.contextmanager
 def two_workers(tmp_path: Path, decode_ms: int, security: dict | None = None) -> Iterator[TwoWorkers]:
     """An emulator with two engines (EMULATED) and `aigrid gateway --workers 2` in front of them, as real
-    processes, both stopped on the way out."""
+    processes, both workers serving; both stopped on the way out."""
     emu, emu_port = emulator(tmp_path, decode_ms)
     gw: Proc | None = None
     try:
         # the port picked only now: the emulator's second port is taken
         gw, gw_port = gateway_with_workers(tmp_path, lambda port: spec(tmp_path, emu_port, port, security))
-        yield TwoWorkers(gw, f"http://127.0.0.1:{gw_port}", gw_port, both_workers(gw.pid))
+        yield TwoWorkers(gw, f"http://127.0.0.1:{gw_port}", gw_port, serving_workers(gw.pid, gw_port))
     finally:
         if gw is not None:
             gw.stop()
@@ -196,20 +196,39 @@ def _worker_of(conn: http.client.HTTPConnection, workers: list[int], gw_port: in
     raise AssertionError(f"no worker holds the connection from port {port}")
 
 
-def one_connection_per_worker(gw_port: int, workers: list[int],
-                              conns: list[http.client.HTTPConnection]) -> dict[int, http.client.HTTPConnection]:
-    """New connections until each worker holds one (all kept in `conns`, for the caller to close): worker pid ->
-    a connection it accepted."""
+def serving_workers(parent: int, gw_port: int) -> list[int]:
+    """The two worker processes under `parent`, once both serve: /livez answered from the first one up, and the
+    second can start seconds later on a loaded machine (held back 20 s, it took no connection of the first 20+
+    ones; the connections to the first, idle meanwhile, were closed by its keep-alive timeout)."""
+    workers = both_workers(parent)
+    serving: list[http.client.HTTPConnection] = []
+    try:
+        one_connection_per_worker(gw_port, workers, serving)
+    finally:
+        for conn in serving:
+            conn.close()
+    return workers
+
+
+def one_connection_per_worker(gw_port: int, workers: list[int], conns: list[http.client.HTTPConnection],
+                              timeout_s: float = 120) -> dict[int, http.client.HTTPConnection]:
+    """New connections until each worker holds one (kept in `conns`, for the caller to close; the others closed
+    at once): worker pid -> a connection it accepted. Until `timeout_s`: a worker accepts only once it serves
+    (serving_workers), and the kernel may hand a long run of them to one worker (200 tries took about 1 s)."""
     by_worker: dict[int, http.client.HTTPConnection] = {}
-    for _ in range(200):
+    deadline = time.monotonic() + timeout_s
+    while len(by_worker) < len(workers) and time.monotonic() < deadline:
         conn = http.client.HTTPConnection("127.0.0.1", gw_port, timeout=30)
         conn.request("GET", "/livez")
         conn.getresponse().read()
-        conns.append(conn)
-        by_worker.setdefault(_worker_of(conn, workers, gw_port), conn)
-        if len(by_worker) == len(workers):
-            break
-    assert len(by_worker) == len(workers), "the kernel never handed a connection to every worker"
+        worker = _worker_of(conn, workers, gw_port)
+        if worker in by_worker:
+            conn.close()
+            time.sleep(0.01)
+        else:
+            by_worker[worker] = conn
+            conns.append(conn)
+    assert len(by_worker) == len(workers), f"the kernel never handed a connection to every worker in {timeout_s} s"
     return by_worker
 
 
@@ -229,7 +248,7 @@ def test_abuse_signals_count_one_keys_requests_on_every_worker(tmp_path: Path) -
             return doc
 
         gw, gw_port = gateway_with_workers(tmp_path, abuse_spec)
-        workers = both_workers(gw.pid)
+        workers = serving_workers(gw.pid, gw_port)
         by_worker = one_connection_per_worker(gw_port, workers, conns)
         pair = list(by_worker.values())
         ports = [c.sock.getsockname()[1] for c in pair]
@@ -285,7 +304,7 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
     conns: list[http.client.HTTPConnection] = []
     try:
         gw, gw_port = gateway_with_workers(tmp_path, lambda port: spec(tmp_path, emu_port, port))
-        workers = both_workers(gw.pid)
+        workers = serving_workers(gw.pid, gw_port)
         by_worker = one_connection_per_worker(gw_port, workers, conns)
         runs: dict[int, str] = {}
         for pid, conn in by_worker.items():  # the worker that answers a create runs it
