@@ -5,13 +5,14 @@ when that worker served /metrics and read as the highest live worker's: 9 of 16 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import os
 import time
 from pathlib import Path
 
 import httpx
 
-from tests.gateway.test_workers import two_workers
+from tests.gateway.test_workers import one_connection_per_worker, two_workers
 
 STREAMS = 20
 
@@ -40,16 +41,37 @@ def inflight(metrics: str) -> float:
                if line.startswith("aigrid_endpoint_inflight{"))
 
 
+def scraped_by_each_worker(gw_port: int, workers: list[int]) -> dict[int, float]:
+    """The in-flight total in /metrics as each worker serves it: a new connection until each holds one."""
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        by_worker = one_connection_per_worker(gw_port, workers, conns)
+        out = {}
+        for pid, conn in by_worker.items():
+            local = conn.sock.getsockname()[1]
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            text = resp.read().decode()
+            assert resp.status == 200 and conn.sock.getsockname()[1] == local  # the same connection: that worker
+            out[pid] = inflight(text)
+        return out
+    finally:
+        for c in conns:
+            c.close()
+
+
 def test_metrics_sum_the_requests_in_flight_over_the_workers(tmp_path: Path) -> None:
     clients: list[httpx.Client] = []
-    with two_workers(tmp_path, decode_ms=25, security={"audit": None}) as grid:
+    # 100 ms a token: the 2000-token streams stay open 200 s, far past the test even on a loaded machine (at 25 ms
+    # they ended 50 s after they started, and the count checked below with them)
+    with two_workers(tmp_path, decode_ms=100, security={"audit": None}) as grid:
         base, workers, gw_port = grid.base, grid.workers, grid.port
         try:
             streams: list[httpx.Response] = []
             held: dict[int, int] = {}
             # a client each: a new connection, which the kernel hands to either worker (whichever wakes first:
             # on a loaded machine one may take a long run of them). STREAMS of them, and more until both workers
-            # serve some, at most three times as many
+            # serve some, at most three times as many (both serve: two_workers waits for that)
             while len(streams) < STREAMS or not all(n > 0 for n in held.values()):
                 assert len(streams) < 3 * STREAMS, held  # both workers serve some of them
                 clients.append(httpx.Client(timeout=30))
@@ -62,20 +84,18 @@ def test_metrics_sum_the_requests_in_flight_over_the_workers(tmp_path: Path) -> 
             assert all(s.status_code == 200 for s in streams)
             assert all(n > 0 for n in held.values()), held  # both workers serve some of them
             opened = len(streams)
-            deadline = time.monotonic() + 10
-            while inflight(httpx.get(f"{base}/metrics").text) != opened and time.monotonic() < deadline:
+            deadline = time.monotonic() + 30
+            while inflight(httpx.get(f"{base}/metrics", timeout=10).text) != opened and time.monotonic() < deadline:
                 time.sleep(0.2)
-            for _ in range(6):  # whichever worker answers the scrape
-                with httpx.Client() as c:
-                    assert inflight(c.get(f"{base}/metrics").text) == opened, held
+            for _ in range(3):  # whichever worker serves the scrape: each of them, three times
+                assert scraped_by_each_worker(gw_port, workers) == {pid: opened for pid in workers}, held
             for s in streams:
                 s.close()
-            deadline = time.monotonic() + 10
-            while inflight(httpx.get(f"{base}/metrics").text) != 0 and time.monotonic() < deadline:
+            deadline = time.monotonic() + 30
+            while inflight(httpx.get(f"{base}/metrics", timeout=10).text) != 0 and time.monotonic() < deadline:
                 time.sleep(0.2)
-            for _ in range(4):
-                with httpx.Client() as c:
-                    assert inflight(c.get(f"{base}/metrics").text) == 0
+            for _ in range(2):
+                assert scraped_by_each_worker(gw_port, workers) == {pid: 0 for pid in workers}
         finally:
             for c in clients:
                 c.close()
