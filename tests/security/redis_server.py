@@ -8,41 +8,61 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from aigrid.engines.llama_server import free_port
+from tests.ports import TRIES, on_a_free_port
 
 SKIP_REASON = "redis-server binary not found (apt-get install -y redis-server)"
 
 
 @contextmanager
 def redis_server(workdir: Path, port: int | None = None) -> Iterator[int]:
+    """redis-server in `workdir` on `port`, or on a free port: on a new one when another process took the picked
+    one before redis-server bound it (tests/ports.py). A given port (Redis back at the same address) is not
+    changed."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip(SKIP_REASON)
-    port = port or free_port()
-    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-                             "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    proc = on_a_free_port(lambda p: _start(binary, workdir, p), pick=(lambda: port) if port else None,
+                          tries=1 if port else TRIES)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"redis-server did not start on port {port}") from None
-                time.sleep(0.05)
-        yield port
+        yield proc.port
     finally:
-        proc.terminate()
+        proc.popen.terminate()
         try:
-            proc.wait(timeout=5)
+            proc.popen.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            proc.popen.kill()
+            proc.popen.wait()
+
+
+@dataclass
+class _Redis:
+    popen: subprocess.Popen[bytes]
+    port: int
+
+
+def _start(binary: str, workdir: Path, port: int) -> _Redis:
+    """redis-server on `port` once it answers PING; stopped, and its output raised, if it did not start."""
+    log = workdir / "redis-server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
+                                 "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+                                stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(16).startswith(b"+PONG"):
+                    return _Redis(proc, port)
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise RuntimeError(f"redis-server did not start on port {port}:\n"
+                                   f"{log.read_text(errors='replace')[-2000:]}") from None
+            time.sleep(0.05)
