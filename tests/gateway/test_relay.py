@@ -10,7 +10,7 @@ import re
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -21,7 +21,6 @@ import uvicorn
 from aigrid.bench.procs import Proc, rss_mb
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
-from aigrid.engines.llama_server import free_port
 from aigrid.engines.sse import SseDecoder
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.output_filter import OutputFilter
@@ -29,6 +28,7 @@ from aigrid.gateway.relay import EventPipe
 from aigrid.gateway.relay_response import ClientWire
 from aigrid.gateway.wiring import UPSTREAM_TIMEOUT, Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
+from tests.ports import on_a_free_port
 
 
 def spec_for(urls: list[str], port: int = 8080) -> dict:
@@ -137,19 +137,30 @@ def _slow_reader(port: int, body: bytes) -> socket.socket:
 def test_a_client_reading_one_byte_a_second_does_not_grow_the_gateway(tmp_path: Path) -> None:
     """The emulated engine sends 200,000 tokens (~30 MB of SSE) within seconds; the client reads one byte a
     second. The gateway must hold the engine back (TCP backpressure) instead of buffering the answer."""
-    emu_port = free_port()
-    emu = Proc("emulator", [sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", str(emu_port),
-                            "--decode-base-ms", "0", "--decode-ms-per-seq", "0.02", "--prefill-base-ms", "1"],
-               tmp_path).start()
+    def started(name: str, argv: list[str], ready: str) -> Callable[[int], tuple[Proc, int]]:
+        def start(port: int) -> tuple[Proc, int]:  # on a new port if another process took it (tests/ports.py)
+            proc = Proc(name, [arg.replace("{port}", str(port)) for arg in argv], tmp_path).start()
+            try:
+                proc.wait_ready(ready.replace("{port}", str(port)))
+            except BaseException:
+                proc.stop()
+                raise
+            return proc, port
+
+        return start
+
+    emu, emu_port = on_a_free_port(started("emulator", [
+        sys.executable, "-m", "aigrid.engines.emulator_cli", "--port", "{port}", "--decode-base-ms", "0",
+        "--decode-ms-per-seq", "0.02", "--prefill-base-ms", "1"], "http://127.0.0.1:{port}/health"))
     gw, sock = None, None
     try:
-        emu.wait_ready(f"http://127.0.0.1:{emu_port}/health")
-        gw_port = free_port()
-        spec = tmp_path / "spec.yaml"
-        spec.write_bytes(orjson.dumps(spec_for([f"http://127.0.0.1:{emu_port}"], gw_port)))  # JSON is YAML
-        gw = Proc("gateway", [sys.executable, "-m", "aigrid.bench.gateway_launch", str(spec), "--port",
-                              str(gw_port)], tmp_path).start()
-        gw.wait_ready(f"http://127.0.0.1:{gw_port}/healthz")
+        def gateway(port: int) -> tuple[Proc, int]:
+            spec = tmp_path / "spec.yaml"
+            spec.write_bytes(orjson.dumps(spec_for([f"http://127.0.0.1:{emu_port}"], port)))  # JSON is YAML
+            return started("gateway", [sys.executable, "-m", "aigrid.bench.gateway_launch", str(spec), "--port",
+                                       "{port}"], "http://127.0.0.1:{port}/healthz")(port)
+
+        gw, gw_port = on_a_free_port(gateway)
         for _ in range(3):  # warm-up: what the first requests allocate once
             assert httpx.post(f"http://127.0.0.1:{gw_port}/v1/chat/completions", json=BODY, timeout=30).is_success
         start = rss_mb(gw.pid)
