@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,10 +19,11 @@ from openai import OpenAI
 from typer.testing import CliRunner
 
 from aigrid.cli import app
-from aigrid.engines.llama_server import free_port, free_ports
+from aigrid.engines.llama_server import free_ports
 from aigrid.plan.demand import load_demand
 from aigrid.spec.load import load_spec, policies
 from tests.plan.resimulate import resimulate
+from tests.ports import on_a_free_port, port_taken
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -81,27 +83,52 @@ def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: P
     assert {p.ttft_slo_ms for p in policies(load_spec(planned / "grid.yaml")).values()} == {slo.ttft_ms}
     doc = json.loads((planned / "plan.json").read_text())
     eu_sites = {s["id"] for s in doc["plan"]["sites"] if s["jurisdiction"] == "EU"}
-    taken = {int(e.url.rsplit(":", 1)[1]) for e in load_spec(planned / "grid.yaml").endpoints if e.url}
-    gw_port = free_port()
-    while gw_port in taken:  # the emulators run-emulated.sh starts listen on the planned ports
-        gw_port = free_port()
+    planned_ports = sorted(int(e.url.rsplit(":", 1)[1]) for e in load_spec(planned / "grid.yaml").endpoints if e.url)
+    first, count = planned_ports[0], len(planned_ports)
+    assert planned_ports == list(range(first, first + count))  # consecutive from --emulator-port
     env = {**os.environ, "AIGRID": str(Path(sys.executable).parent / "aigrid")}
-    proc = subprocess.Popen(["bash", str(planned / "run-emulated.sh"), "--port", str(gw_port)], cwd=tmp_path,
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+
+    def launch(base: int) -> tuple[subprocess.Popen[bytes], int]:
+        """The plan's run-emulated.sh and grid.yaml, copied with the emulators moved to the ports from `base` (free
+        now: the planned ones were picked when the module's plan was made, minutes before) and the gateway on the
+        port after them; returned once every planned endpoint is healthy. Stopped, and what it said raised, if a
+        process could not start (again on new ports when one was taken meanwhile: tests/ports.py)."""
+        def moved(text: str) -> str:
+            def one(m: re.Match[str]) -> str:
+                return m[1] + str(base + int(m[2]) - first) if first <= int(m[2]) < first + count else m[0]
+            return re.sub(r"(127\.0\.0\.1:|--port )(\d+)", one, text)
+
+        here = tmp_path / f"launch-{base}"
+        here.mkdir()
+        for name in ("grid.yaml", "run-emulated.sh"):
+            (here / name).write_text(moved((planned / name).read_text()))
+        gw_port = base + count
+        proc = subprocess.Popen(["bash", str(here / "run-emulated.sh"), "--port", str(gw_port)], cwd=tmp_path,
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180  # a loaded 2-core machine starts a dozen processes slowly
+            while time.monotonic() < deadline:
+                # every planned endpoint healthy, not only one (/healthz says 200 from the first): the emulators
+                # start one after another, and an EU one not yet scraped healthy could not serve the request below
+                try:
+                    health = httpx.get(f"http://127.0.0.1:{gw_port}/healthz", timeout=1, trust_env=False)
+                    if health.status_code == 200 and len(health.json()["healthy"]) == health.json()["endpoints"]:
+                        return proc, gw_port
+                except (httpx.HTTPError, ValueError, KeyError):
+                    pass
+                logs = "".join(p.read_text(errors="replace") for p in sorted(here.glob("emulator-*.log")))
+                if port_taken(logs):  # the launcher would wait out its 60 s for that emulator's banner
+                    raise RuntimeError(logs)
+                if proc.poll() is not None:
+                    raise RuntimeError((proc.stderr.read().decode() if proc.stderr else "") + logs)
+                time.sleep(0.5)
+            raise AssertionError("the gateway did not come up")
+        except BaseException:
+            stop(proc)
+            raise
+
+    proc, gw_port = on_a_free_port(launch, pick=lambda: free_ports(count + 1))
     try:
-        deadline = time.monotonic() + 180  # a loaded 2-core machine starts a dozen processes slowly
-        healthy = False
-        while not healthy and time.monotonic() < deadline:
-            # every planned endpoint healthy, not only one (/healthz says 200 from the first): the emulators
-            # start one after another, and an EU one not yet scraped healthy could not serve the request below
-            try:
-                health = httpx.get(f"http://127.0.0.1:{gw_port}/healthz", timeout=1, trust_env=False)
-                healthy = health.status_code == 200 and len(health.json()["healthy"]) == health.json()["endpoints"]
-            except (httpx.HTTPError, ValueError, KeyError):
-                pass
-            assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
-            time.sleep(0.5)
-        assert healthy, "the gateway did not come up"
         client = OpenAI(base_url=f"http://127.0.0.1:{gw_port}/v1", api_key="unused", max_retries=0)
         raw = client.chat.completions.with_raw_response.create(
             model="llama-3.1-8b", max_tokens=8, messages=[{"role": "user", "content": "hello"}],
@@ -109,6 +136,10 @@ def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: P
         assert raw.headers["x-aigrid-site"] in eu_sites
         assert raw.parse().usage.completion_tokens == 8
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=20)
+        stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=20)
