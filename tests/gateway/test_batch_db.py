@@ -23,7 +23,7 @@ def _open(root: str, together: Any) -> str:
 
 def test_workers_creating_the_index_at_once_all_start(tmp_path: Path) -> None:
     """`--workers N` start together and each creates the index (WAL, tables): SQLite answered some of them
-    "database is locked" at once, without waiting its busy timeout (8 of 180 opens, 6 at a time), and such a
+    "database is locked" at once, without waiting its busy timeout (8 of 180 opens, 6 at a time, in a one-off count), and such a
     worker failed its start and was restarted (CI). Now every one of 6 processes starting together opens it, 10
     times over, each time on a new folder."""
     ctx = mp.get_context("spawn")

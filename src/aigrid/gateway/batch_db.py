@@ -60,7 +60,7 @@ class BatchDb:
     def create(self) -> None:
         """The folder and the index, once per process. Workers starting together (`--workers N`) create it at
         the same moment, and SQLite answers some of them "database is locked" at once, without waiting its busy
-        timeout (switching a new file to WAL, creating the tables): 8 of 180 concurrent opens here, and a worker
+        timeout (switching a new file to WAL, creating the tables): 8 of 180 concurrent opens in a one-off count (2026-12-04), and a worker
         that failed its start was restarted (CI saw it). Such an answer is tried again for up to BUSY_S."""
         with self._lock:
             if self._ready:
