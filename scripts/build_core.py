@@ -46,16 +46,17 @@ SIM = SRC / "aigrid" / "sim"
 SIM_GROUP = "aigrid.sim._compiled"
 
 COMPILED = (
-    "baselines", "calibration", "context", "geo", "picker", "predict", "right_size", "scheduler", "urgency",
+    "baselines", "calibration", "context", "geo", "picker", "predict", "right_size", "scheduler", "types", "urgency",
     "filters/capacity", "filters/health", "filters/model", "filters/quality", "filters/residency",
     "filters/tenant",
     "scorers/affinity", "scorers/cost", "scorers/headroom", "scorers/proximity", "scorers/ttft",
 )
 """The modules on a decision's path, the baselines' included (the simulator runs them at every decision of a
 baseline policy; compiled, their frozen routers cannot be copied, so the simulator shares them between its
-gateways instead: sim/runner.py's _own). Left as Python: types.py (the records every layer builds, pickles and
-copies: a compiled frozen dataclass cannot be pickled or deep-copied, and it coerces an int given for a float
-field), plugins.py (the protocols a plugin may subclass; a compiled protocol cannot be subclassed), compiling.py
+gateways instead: sim/runner.py's _own), and types.py (the records every layer builds: compiled, their frozen
+dataclasses are native classes, whose fields the core reads directly instead of through Python's generic
+attribute lookup; they pickle and copy through their own __reduce__, types.reduce_record). Left as Python:
+plugins.py (the protocols a plugin may subclass; a compiled protocol cannot be subclassed), compiling.py
 (mypyc_attr, or its stand-in without mypy), the registry, the policies and the fair queue (not per
 candidate). The compiled plugin classes are marked for Python subclasses (core/compiling.py)."""
 

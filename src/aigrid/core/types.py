@@ -9,6 +9,12 @@ view, Prediction and Candidate in the decision) are NamedTuples: as immutable, w
 constructor, and about eight times cheaper to build in CPython (a frozen dataclass's __init__ sets each
 field through object.__setattr__; a NamedTuple is one tuple). They compare and iterate as tuples; change
 one with `_replace`, not dataclasses.replace.
+
+This module is compiled with the core (scripts/build_core.py): its frozen dataclasses are then native classes,
+whose fields the compiled core reads directly instead of through Python's generic attribute lookup. They
+pickle and copy through `__reduce__` (reduce_record), stay frozen, and store a float field as a float (an int
+given for one reads back as a float: `GeoPoint(1, 2).lat == 1.0`), and refuse a value of another type than
+the field's (TypeError: a numpy integer for an int field, a list for a tuple field), which Python's would keep.
 """
 
 from __future__ import annotations
@@ -30,10 +36,20 @@ class Rng(Protocol):
     def random(self) -> float: ...
 
 
+def reduce_record(record: Any) -> tuple[object, ...]:
+    """How a frozen dataclass here pickles and copies: rebuilt by its class from every field, in order. Compiled
+    with mypyc, the default would set each field on the new record through setattr, which a frozen dataclass
+    refuses (FrozenInstanceError); its __init__ takes them (the pure-Python record pickles the same way)."""
+    return (type(record), tuple(getattr(record, f.name) for f in fields(record)))
+
+
 @dataclass(frozen=True, slots=True)
 class GeoPoint:
     lat: float
     lon: float
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +57,9 @@ class ModelInfo:
     name: str
     family: str
     params_b: float
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +74,9 @@ class Site:
     power_budget_w: float = 0.0
     idle_power_w: float = 0.0
     peak_power_w: float = 0.0
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +94,9 @@ class Endpoint:
     prefill_tps: float = 1000.0
     decode_tps: float = 50.0
     engine: str = "openai"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
 
 
 class Circuit(StrEnum):
@@ -149,6 +174,9 @@ class GridView:
     def state(self, endpoint_id: str) -> EndpointState:
         return self.states.get(endpoint_id, UNKNOWN_STATE)
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
+
 
 UNKNOWN_STATE = EndpointState()
 """The state of an endpoint the snapshot has no telemetry for."""
@@ -198,6 +226,9 @@ class Policy:
     """The blended price that scores 0.5 on the cost axis; set it near your grid's prices (self-hosted GPUs
     run at $0.03-0.15 per million tokens) so that the axis separates your sites."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
+
 
 @dataclass(frozen=True, slots=True)
 class RequestInfo:
@@ -232,6 +263,9 @@ class RequestInfo:
     """Tokens of the shared prefix `prefix_hash` names (a system prompt), which the endpoint that served it
     last holds in its prefix cache; None: unknown (core.predict.warm_cache assumes CACHED_FRACTION)."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
+
 
 @dataclass(frozen=True, slots=True)
 class ModelChoice:
@@ -245,6 +279,9 @@ class ModelChoice:
     eligible: tuple[str, ...]
     cost_saved_usd: float | None = None
     ttft_saved_ms: float | None = None
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
 
 
 class Prediction(NamedTuple):
@@ -311,6 +348,9 @@ class Rejection:
     filter: str
     reason: str
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
+
 
 @dataclass(frozen=True, slots=True)
 class Urgency:
@@ -330,6 +370,9 @@ class Urgency:
     max_queue_ms: float = float("inf")
     """Modelled wait behind the work queued ahead above which an endpoint is saturated for this class."""
 
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -348,6 +391,9 @@ class Decision:
     @property
     def chosen(self) -> Candidate | None:
         return self.ranked[0] if self.ranked else None
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return reduce_record(self)
 
 
 build_request_info = record_builder(RequestInfo)
