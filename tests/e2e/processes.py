@@ -63,20 +63,25 @@ def wait_http(url: str, timeout_s: float = 60, ok: int = 200, proc: Proc | None 
     raise TimeoutError(f"{url} did not answer {ok} within {timeout_s}s")
 
 
+def _serving(argv: list[str], cwd: Path, log: Path, port: int, health: str) -> tuple[Proc, str]:
+    """`argv` started, once it answers `health` on `port` (stopped if it does not)."""
+    proc = Proc(argv, cwd, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(url + health, proc=proc)
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, url
+
+
 def start_node(cwd: Path, site: str, slots: int = 2, api_key_env: str | None = None) -> tuple[Proc, str]:
     """`aigrid node` on a free port, once its engine answers /health; on a new port when another process took the
     picked one before llama-server bound it (tests/ports.py)."""
     def start(port: int) -> tuple[Proc, str]:
         argv = [str(BIN / "aigrid"), "node", "--port", str(port), "--slots", str(slots)]
         argv += ["--api-key-env", api_key_env] if api_key_env else []
-        proc = Proc(argv, cwd, cwd / f"node-{site}.log")
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(url + "/health", proc=proc)
-        except BaseException:
-            proc.stop()
-            raise
-        return proc, url
+        return _serving(argv, cwd, cwd / f"node-{site}.log", port, "/health")
 
     # the node wrapper prints the llama-server pid; the engine process is what a chaos test kills
     return on_a_free_port(start)
@@ -114,16 +119,8 @@ def start_gateway(cwd: Path, spec: Path, name: str, redis_url: str | None = None
     picked one before the gateway bound it (tests/ports.py)."""
     def start(port: int) -> tuple[Proc, str]:
         argv = [str(BIN / "aigrid"), "gateway", str(spec), "--port", str(port)]
-        if redis_url:
-            argv += ["--redis", redis_url]
-        proc = Proc(argv, cwd, cwd / f"gateway-{name}.log")
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_http(url + "/healthz", proc=proc)
-        except BaseException:
-            proc.stop()
-            raise
-        return proc, url
+        argv += ["--redis", redis_url] if redis_url else []
+        return _serving(argv, cwd, cwd / f"gateway-{name}.log", port, "/healthz")
 
     return on_a_free_port(start)
 
