@@ -104,3 +104,16 @@ def test_a_whole_answer_s_reasoning_and_tool_calls_are_redacted() -> None:
     assert msg["reasoning_content"] == "[REDACTED:EMAIL] asked"
     assert orjson.loads(msg["tool_calls"][0]["function"]["arguments"]) == {"to": "[REDACTED:EMAIL]"}
     assert len(verdicts) == 2
+
+
+def test_a_completions_stream_cut_before_its_finish_gets_its_text_as_a_completion() -> None:
+    """The held text of a completions stream that ended without finish_reason goes out as a `text_completion`
+    chunk with the choice's `text` (it went in a chat chunk's `delta.content`, which a completions client never
+    reads)."""
+    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    first = f.event({"object": "text_completion", "choices": [{"index": 0, "text": "Write to jane.doe@example.com"}]})
+    held = f.flush_event()
+    assert held == {"object": "text_completion", "choices": [{"index": 0, "finish_reason": None,
+                                                              "text": "Write to [REDACTED:EMAIL]"}]}
+    assert first["choices"][0]["text"] == ""  # type: ignore[index]
+    assert f.flush_event() is None

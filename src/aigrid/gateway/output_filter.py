@@ -103,14 +103,19 @@ class OutputFilter:
                 delta[field] = (delta.get(field) or "") + rest
 
     def flush_event(self) -> dict[str, Any] | None:
-        """Before [DONE]: a chunk with the texts still held back (a stream that ended without finish_reason)."""
-        choices: dict[int, dict[str, Any]] = {}
+        """Before [DONE]: a chunk with the texts still held back (a stream that ended without finish_reason); a
+        completions stream's as a `text_completion` chunk with the choice's `text`."""
+        choices = []
+        completion = any(k[1] == "text" for k in self._redactors)
         for index in sorted({k[0] for k in self._redactors}):
-            choice: dict[str, Any] = {"index": index, "delta": {}, "finish_reason": None}
-            self._end(choice, index, completion=False)
-            if choice["delta"] or choice.get("text"):
-                choices[index] = choice
-        return {"object": "chat.completion.chunk", "choices": list(choices.values())} if choices else None
+            choice: dict[str, Any] = {"index": index, "finish_reason": None} if completion else \
+                {"index": index, "delta": {}, "finish_reason": None}
+            self._end(choice, index, completion=completion)
+            if choice.get("delta") or choice.get("text"):
+                choices.append(choice)
+        if not choices:
+            return None
+        return {"object": "text_completion" if completion else "chat.completion.chunk", "choices": choices}
 
 
 def refuse_unredacted_logprobs(asks_logprobs: bool, redacts: bool, param: str) -> None:
