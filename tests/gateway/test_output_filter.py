@@ -8,7 +8,6 @@ import orjson
 from aigrid.gateway.output_filter import OutputFilter, redact_json_answer
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
-from aigrid.security.firewall.streaming import StreamingRedactor
 
 
 def chunk(delta: dict[str, object], finish: str | None = None) -> dict[str, object]:
@@ -20,7 +19,7 @@ def test_the_held_back_text_goes_in_a_finish_chunk_with_an_empty_delta() -> None
     """OpenAI, vLLM and llama.cpp end a choice with `"delta": {}` and its finish_reason. The redactor's held
     text (up to ~100 characters: a short answer whole) was sent after it, in a chunk with no id, model or
     finish_reason, which a client that stops reading at finish_reason never sees."""
-    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    f = OutputFilter(True, strip_usage=False)
     sent = [f.event(chunk({"role": "assistant", "content": ""})), f.event(chunk({"content": "Write to "})),
             f.event(chunk({"content": "jane.doe@example.com today"})), f.event(chunk({}, "stop"))]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in sent)  # type: ignore[index]
@@ -34,14 +33,14 @@ def test_the_held_back_text_goes_in_a_finish_chunk_without_a_delta() -> None:
     finish_reason; now the delta is added and the text goes in it. A completions chunk without text takes it
     as its text."""
     for last in ({"index": 0, "finish_reason": "stop"}, {"index": 0, "delta": None, "finish_reason": "stop"}):
-        f = OutputFilter(StreamingRedactor(), strip_usage=False)
+        f = OutputFilter(True, strip_usage=False)
         sent = [f.event(chunk({"content": "Write to jane.doe@example.com"})),
                 f.event({"id": "c1", "object": "chat.completion.chunk", "model": "m", "choices": [dict(last)]})]
         text = "".join(c["choices"][0]["delta"].get("content", "") for c in sent)  # type: ignore[index]
         assert text == "Write to [REDACTED:EMAIL]", sent
         assert sent[-1]["choices"][0]["finish_reason"] == "stop"  # type: ignore[index]
         assert f.flush_event() is None, last
-    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    f = OutputFilter(True, strip_usage=False)
     first = f.event({"object": "text_completion", "choices": [{"index": 0, "text": "Write to jane.doe@example.com"}]})
     end = f.event({"object": "text_completion", "choices": [{"index": 0, "finish_reason": "length"}]})
     assert first["choices"][0]["text"] + end["choices"][0]["text"] == "Write to [REDACTED:EMAIL]"  # type: ignore[index]
@@ -51,7 +50,7 @@ def test_the_held_back_text_goes_in_a_finish_chunk_without_a_delta() -> None:
 def test_a_completions_finish_chunk_with_a_null_text_takes_the_held_back_text() -> None:
     """`"text": null` in the completions chunk that ends a choice was not taken as no text ("text" was in the
     choice): the held text was sent after finish_reason, in a chunk of its own."""
-    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    f = OutputFilter(True, strip_usage=False)
     first = f.event({"object": "text_completion", "choices": [{"index": 0, "text": "Write to jane.doe@example.com"}]})
     end = f.event({"object": "text_completion", "choices": [{"index": 0, "text": None, "finish_reason": "stop"}]})
     assert first["choices"][0]["text"] + end["choices"][0]["text"] == "Write to [REDACTED:EMAIL]"  # type: ignore[index]
@@ -64,7 +63,7 @@ def test_reasoning_refusals_and_tool_call_arguments_are_redacted_too() -> None:
     streamed arguments are output a client reads: each redacted with its own held-back tail, flushed into the
     choice's last chunk in its own field (until 2026-12-05 only `content` was read: an address in the reasoning
     or in a call's arguments reached a tenant whose policy redacts)."""
-    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    f = OutputFilter(True, strip_usage=False)
     call = {"index": 1, "id": "c1", "type": "function", "function": {"name": "mail", "arguments": '{"to": "jane.d'}}
     sent = [f.event(chunk({"reasoning_content": "The user is jane.d"})), f.event(chunk({"reasoning_content": "oe@example.com."})),
             f.event(chunk({"reasoning": "Call +44 20 7946 0958"})), f.event(chunk({"tool_calls": [call]})),
@@ -83,7 +82,7 @@ def test_reasoning_refusals_and_tool_call_arguments_are_redacted_too() -> None:
 
 
 def test_a_stream_cut_before_its_finish_sends_every_held_text() -> None:
-    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    f = OutputFilter(True, strip_usage=False)
     f.event(chunk({"content": "mail jane.doe@example.com"}))
     f.event(chunk({"tool_calls": [{"index": 0, "function": {"name": "x", "arguments": '{"a": "jane.doe@example.com'}}]}))
     held = f.flush_event()
@@ -110,7 +109,7 @@ def test_a_completions_stream_cut_before_its_finish_gets_its_text_as_a_completio
     """The held text of a completions stream that ended without finish_reason goes out as a `text_completion`
     chunk with the choice's `text` (it went in a chat chunk's `delta.content`, which a completions client never
     reads)."""
-    f = OutputFilter(StreamingRedactor(), strip_usage=False)
+    f = OutputFilter(True, strip_usage=False)
     first = f.event({"object": "text_completion", "choices": [{"index": 0, "text": "Write to jane.doe@example.com"}]})
     held = f.flush_event()
     assert held == {"object": "text_completion", "choices": [{"index": 0, "finish_reason": None,

@@ -94,7 +94,7 @@ async def test_a_crlf_engine_streams_event_by_event() -> None:
 
 
 def test_the_lean_path_passes_the_engines_own_bytes() -> None:
-    pipe = EventPipe(OutputFilter(None, strip_usage=True), sse=True, track=False)
+    pipe = EventPipe(OutputFilter(False, strip_usage=True), sse=True, track=False)
     crlf = b'data: {"choices":[{"delta":{"content":"a"}}]}\r\n\r\n'
     assert pipe.feed(crlf[:10]) == b""  # held back until the event is whole
     assert pipe.feed(crlf[10:] + crlf[:5]) == crlf

@@ -29,11 +29,11 @@ a call's arguments)."""
 
 
 class OutputFilter:
-    def __init__(self, redactor: StreamingRedactor | None, strip_usage: bool) -> None:
-        """`redactor` reads choice 0's content; every other text of every choice (a request with `n`, a reasoning
-        model's reasoning, a tool call's arguments) gets one of its own."""
-        self._redactors: dict[Key, StreamingRedactor] = {} if redactor is None else {(0, "content", 0): redactor}
-        self._redacts = redactor is not None
+    def __init__(self, redacts: bool, strip_usage: bool) -> None:
+        """`redacts`: the tenant's policy redacts answers (Firewall.redacts_output); each text of each choice (a
+        request with `n`, a reasoning model's reasoning, a tool call's arguments) then gets a redactor of its own."""
+        self._redactors: dict[Key, StreamingRedactor] = {}
+        self._redacts = redacts
         self.strip_usage = strip_usage
         self._flushed: set[Key] = set()
 

@@ -65,7 +65,7 @@ from aigrid.gateway.urgency import request_urgency
 from aigrid.json_depth import depth_message, too_deep_raw
 from aigrid.logs import fields
 from aigrid.security.authorize import scope_request
-from aigrid.security.firewall.pipeline import Action, Screened
+from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import rate_limit_headers
@@ -309,7 +309,7 @@ class Routes:
             check_context(parsed.model, len(prompt) + beside_messages(texts), gw.spec.models,
                           "messages" if path == CHAT_PATH else "prompt")
             refuse_unredacted_logprobs(bool(parsed.logprobs) if isinstance(parsed, ChatRequest) else parsed.logprobs is not None,
-                                       gw.guard.firewall.policy(principal.tenant).pii_output == Action.REDACT, "logprobs")
+                                       gw.guard.firewall.redacts_output(principal.tenant), "logprobs")
             urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
             ex.ticket = Ticket(principal.tenant, urgency.level, urgency.deadline_ms)
             info = replace(scope_request(principal, asked), priority=urgency.level, deadline_ms=urgency.deadline_ms)
@@ -417,7 +417,7 @@ class Routes:
             wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
             if not wants_usage:  # meter with the engine's own count, then hide it from the client again
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            ex.output = OutputFilter(fw.output_redactor(tenant), strip_usage=not wants_usage)  # also meters usage
+            ex.output = OutputFilter(fw.redacts_output(tenant), strip_usage=not wants_usage)  # also meters usage
 
         def redact(answer: bytes) -> bytes:
             redacted, verdicts = redact_json_answer(fw, tenant, answer)

@@ -182,9 +182,9 @@ class Firewall:
         verdict = Verdict("pii_output", done, f"personal data: {', '.join(kinds)}")
         return (redact(text) if action == Action.REDACT else text), [verdict]
 
-    def output_redactor(self, tenant: str) -> StreamingRedactor | None:
-        """A redactor for one streamed response, or None when the tenant's policy does not redact."""
-        return StreamingRedactor() if self.policy(tenant).pii_output == Action.REDACT else None
+    def redacts_output(self, tenant: str) -> bool:
+        """Whether the tenant's policy redacts answers (a stream's texts then go through StreamingRedactors)."""
+        return self.policy(tenant).pii_output == Action.REDACT
 
 
 def sent_by_client(text: ModelText) -> bool:
