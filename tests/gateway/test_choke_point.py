@@ -565,7 +565,8 @@ async def test_a_tool_call_is_an_object_of_a_known_type(walk: tuple[httpx.AsyncC
 async def test_a_prompt_the_firewall_cannot_read_is_refused(walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
     """Engine extensions that put into the prompt what is not text the firewall can read: a client's own chat
     template (vLLM's `chat_template`: Jinja that writes whatever it likes around the messages) and a prompt
-    given as embeddings (vLLM's `prompt_embeds`). Each is the client's 400 naming the field, no engine
+    given as embeddings (vLLM's `prompt_embeds`) or as token ids (OpenAI's and vLLM's list of integers, which
+    was refused only as "Input should be a valid string"). Each is the client's 400 naming the field, no engine
     reached (before, both were passed to the engine untouched); batch lines run the same check. A template given
     as a template variable (`chat_template_kwargs.chat_template`: vLLM updates its template arguments with the
     variables, SGLang passes them on) is refused the same way (review finding: the firewall read its Jinja source,
@@ -577,9 +578,12 @@ async def test_a_prompt_the_firewall_cannot_read_is_refused(walk: tuple[httpx.As
                                   "chat_template": template}, "chat_template"),
         ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
                                   "chat_template_kwargs": {"chat_template": template}}, "chat_template_kwargs"),
-        ("/v1/completions", {"model": MODEL, "prompt": "Hello", "prompt_embeds": "AAAA"}, "prompt_embeds")]:
+        ("/v1/completions", {"model": MODEL, "prompt": "Hello", "prompt_embeds": "AAAA"}, "prompt_embeds"),
+        ("/v1/completions", {"model": MODEL, "prompt": [9906, 11, 1917]}, "prompt"),
+        ("/v1/completions", {"model": MODEL, "prompt": [[9906, 11], [1917]]}, "prompt")]:
         r = await c.post(path, json=body)
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+        assert "firewall cannot read" in r.json()["error"]["message"], r.text
         assert (await last_audit(gw))["outcome"] == "error:invalid_request"
     assert engine.received == []
 

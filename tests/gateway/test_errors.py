@@ -138,12 +138,15 @@ def test_a_bad_content_block_is_named_by_its_field_not_its_tag() -> None:
     ({"response_format": {"type": "json_schema"}}, "response_format", "needs a `json_schema` object"),
     ({"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}}, "response_format.json_schema.name",
      "Field required"),
+    ({"modalities": ["text", "audio"]}, "modalities", "answer in text only"),
+    ({"audio": {"voice": "alloy", "format": "wav"}}, "audio", "audio output is not served"),
 ], ids=["top_logprobs without logprobs", "top_logprobs over 20", "json_schema without it",
-        "json_schema without a name"])
+        "json_schema without a name", "audio among the modalities", "audio settings"])
 def test_openais_own_checks_of_logprobs_and_response_format(extra: dict, param: str, says: str) -> None:
     """OpenAI refuses these with a 400 naming the field; an engine answered them in its own shape (llama.cpp:
     `{"code": 400, "message": ...}`, no param) or took them (top_logprobs 30, a json_schema without a name). Engines' extensions still pass (llama.cpp's
-    `schema` beside json_object)."""
+    `schema` beside json_object). Audio output (`modalities` with "audio", or `audio` settings) was served as text
+    alone, silently: refused, as OpenAI refuses it for a model that does not speak."""
     from aigrid.errors import ApiError
     from aigrid.gateway.front_door import validate
     from aigrid.gateway.schemas import ChatRequest
@@ -153,6 +156,7 @@ def test_openais_own_checks_of_logprobs_and_response_format(extra: dict, param: 
         validate(ChatRequest, {**body, **extra})
     assert info.value.param == param and says in info.value.message, info.value.message
     for fine in ({"logprobs": True, "top_logprobs": 20}, {"response_format": {"type": "json_object", "schema": {}}},
+                 {"modalities": ["text"]},
                  {"response_format": {"type": "json_schema", "json_schema": {"name": "answer", "schema": {}}}}):
         validate(ChatRequest, {**body, **fine})
 

@@ -182,6 +182,11 @@ class ChatRequest(_Common):
     chat_template: Any = None
     """vLLM's extension: the client's own Jinja chat template, which writes whatever it likes around the
     messages. Refused: the firewall reads texts, not what a template makes of them."""
+    modalities: list[str] | None = None
+    """OpenAI's output kinds: text is what every engine of this grid writes. Asking for audio is refused
+    (it was served as text alone, silently: a client waiting for `message.audio` got none)."""
+    audio: Any = None
+    """OpenAI's audio output settings (voice, format): refused, as `modalities` other than text are."""
     chat_template_kwargs: Any = None
     """Variables for the chat template (read by the firewall: model_texts._template_variables). Its own
     `chat_template` key replaces the template itself (vLLM updates its template arguments with these, SGLang
@@ -199,6 +204,20 @@ class ChatRequest(_Common):
         if isinstance(v, dict) and "chat_template" in v:
             raise _unread("a client's own chat template (chat_template_kwargs.chat_template)")
         return v
+
+    @field_validator("modalities")
+    @classmethod
+    def _text_out_only(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and any(kind != "text" for kind in v):
+            raise ValueError(f"this grid's models answer in text only; {sorted(set(v) - {'text'})} output is not "
+                             "served (send modalities: [\"text\"] or leave it out)")
+        return v
+
+    @field_validator("audio")
+    @classmethod
+    def _no_audio_out(cls, v: Any) -> None:
+        if v is not None:
+            raise ValueError("audio output is not served by this grid: its models answer in text only")
 
     @field_validator("top_logprobs")
     @classmethod
@@ -250,6 +269,16 @@ def _text(message: Message) -> str:
 
 class CompletionRequest(_Common):
     prompt: str | list[str] = Field(min_length=1)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _no_token_ids(cls, v: Any) -> Any:
+        """OpenAI's and vLLM's prompt as token ids (a list of integers, or of lists of them): numbers in one
+        model's vocabulary, which the firewall cannot read. Refused by name (it was "Input should be a valid
+        string" at `prompt.0`)."""
+        if isinstance(v, list) and any(isinstance(p, int | list) for p in v):
+            raise _unread("a prompt given as token ids")
+        return v
     prompt_embeds: Any = None
     """vLLM's extension: a prompt given as embeddings, which the model reads and the firewall cannot. Refused."""
 
