@@ -103,8 +103,12 @@ def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: P
         for name in ("grid.yaml", "run-emulated.sh"):
             (here / name).write_text(moved((planned / name).read_text()))
         gw_port = base + count
-        proc = subprocess.Popen(["bash", str(here / "run-emulated.sh"), "--port", str(gw_port)], cwd=tmp_path,
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+        # the launcher's and gateway's log goes to a file: a pipe nobody reads fills at 64 KiB and then blocks the
+        # gateway on its next log line
+        err_log = here / "launcher.log"
+        with err_log.open("wb") as err:
+            proc = subprocess.Popen(["bash", str(here / "run-emulated.sh"), "--port", str(gw_port)], cwd=tmp_path,
+                                    env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         try:
             deadline = time.monotonic() + 180  # a loaded 2-core machine starts a dozen processes slowly
             while time.monotonic() < deadline:
@@ -120,9 +124,9 @@ def test_spec_check_and_aigrid_up_on_emulated_engines(planned: Path, tmp_path: P
                 if port_taken(logs):  # the launcher would wait out its 60 s for that emulator's banner
                     raise RuntimeError(logs)
                 if proc.poll() is not None:
-                    raise RuntimeError((proc.stderr.read().decode() if proc.stderr else "") + logs)
+                    raise RuntimeError(err_log.read_text(errors="replace") + logs)
                 time.sleep(0.5)
-            raise AssertionError("the gateway did not come up")
+            raise AssertionError("the gateway did not come up:\n" + err_log.read_text(errors="replace")[-4000:])
         except BaseException:
             stop(proc)
             raise
