@@ -8,17 +8,23 @@ the oracle (the labels themselves: an upper bound no router reaches).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
+import numpy.typing as npt
 
 from aigrid.rightsize.curve import Curve, random_curve, router_curve
 from aigrid.rightsize.estimator import QualityEstimator
 from aigrid.rightsize.routing_data import RoutingData
-from aigrid.rightsize.sw_ranking import embed, outcomes, sw_crossfit_scores, sw_scores
+from aigrid.rightsize.sw_ranking import outcomes, sw_crossfit_scores, sw_scores
 
+T = TypeVar("T")
 SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+Progress = Callable[[str, int, int], None]
+"""Called as (what is being done, prompts done, prompts in all) while a long step runs."""
 
 
 @dataclass(frozen=True)
@@ -31,20 +37,53 @@ class Evaluation:
     def curve(self, name: str) -> Curve:
         return next(c for c in self.curves if c.name == name)
 
+    @property
+    def gap(self) -> float:
+        """Always-large's mean quality minus always-small's: what a router can recover."""
+        return float(self.data.large.mean() - self.data.small.mean())
+
+    @property
+    def has_gap(self) -> bool:
+        """Whether the large model is better on the mean: else PGR divides by zero (or by a negative gap, where a
+        higher APGR is a worse router) and APGR and the 50% / 80% shares are undefined."""
+        return self.gap > 1e-12
+
+
+def _each(what: str, prompts: Sequence[str], f: Callable[[str], T], progress: Progress | None) -> list[T]:
+    out: list[T] = []
+    step = max(len(prompts) // 100, 1)
+    for i, p in enumerate(prompts):
+        if progress is not None and i % step == 0:
+            progress(what, i, len(prompts))
+        out.append(f(p))
+    if progress is not None:
+        progress(what, len(prompts), len(prompts))
+    return out
+
+
+def embed(prompts: Sequence[str], estimator: QualityEstimator, what: str = "embedding",
+          progress: Progress | None = None) -> npt.NDArray[np.float32]:
+    """The SW baseline's unit vectors (sw_ranking.embed), with progress."""
+    vectors = _each(what, prompts, estimator.embedding.vector, progress)
+    return np.stack(vectors) if vectors else np.zeros((0, estimator.embedding.dimensions), np.float32)
+
 
 def evaluate(data: RoutingData, estimator: QualityEstimator, *, reference: RoutingData | None = None,
-             crossfit: bool = False, seed: int = 0) -> Evaluation:
+             crossfit: bool = False, seed: int = 0, progress: Progress | None = None,
+             reference_vectors: npt.NDArray[np.float32] | None = None) -> Evaluation:
     """Curves of every router on `data`. `reference`: the SW baseline's labelled prompts (None: no SW
-    baseline); `crossfit`: also the SW baseline on the file's own labels (sw_ranking.py says why)."""
+    baseline), `reference_vectors` their embed() when already made (several files against one reference);
+    `crossfit`: also the SW baseline on the file's own labels (sw_ranking.py says why)."""
     t = time.perf_counter()
-    est = [estimator.estimate(p) for p in data.prompts]
+    est = _each("estimating", data.prompts, estimator.estimate, progress)
     per_ms = (time.perf_counter() - t) / max(len(data), 1) * 1000
     small, large = data.small, data.large
     curves = [router_curve("aigrid", np.array([e.gain for e in est]), small, large), random_curve(small, large)]
     if reference is not None or crossfit:
-        vectors = embed(data.prompts, estimator.embedding)
+        vectors = embed(data.prompts, estimator, "sw-ranking: embedding the prompts", progress)
     if reference is not None:
-        ref = embed(reference.prompts, estimator.embedding)
+        ref = reference_vectors if reference_vectors is not None else \
+            embed(reference.prompts, estimator, "sw-ranking: embedding its reference prompts", progress)
         curves.append(router_curve("sw-ranking", sw_scores(vectors, ref, outcomes(reference.small, reference.large)),
                                    small, large))
     if crossfit:
@@ -62,8 +101,8 @@ def summary_rows(ev: Evaluation) -> list[list[str]]:
     rand = ev.curve("random mix").quality
     for c in ev.curves:
         below = int(np.sum(c.quality < rand - 1e-12))
-        rows.append([c.name, f"{c.apgr:.3f}", f"{c.cpt(0.5):.1%}", f"{c.cpt(0.8):.1%}",
-                     f"{below} of {len(rand)}" if c.name != "random mix" else "-", ""])
+        gap = [f"{c.apgr:.3f}", f"{c.cpt(0.5):.1%}", f"{c.cpt(0.8):.1%}"] if ev.has_gap else ["n/a"] * 3
+        rows.append([c.name, *gap, f"{below} of {len(rand)}" if c.name != "random mix" else "-", ""])
     return rows
 
 
@@ -86,7 +125,7 @@ def write_plot(ev: Evaluation, path: Path, title: str) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for c in ev.curves:
-        ax.plot(c.share_large * 100, c.quality, label=f"{c.name} (APGR {c.apgr:.3f})",
+        ax.plot(c.share_large * 100, c.quality, label=f"{c.name} (APGR {c.apgr:.3f})" if ev.has_gap else c.name,
                 linestyle="--" if c.name in ("random mix", "oracle") else "-")
     ax.set_xlabel("calls to the large model (%)")
     ax.set_ylabel("mean quality")

@@ -5,9 +5,13 @@ Two shapes are accepted:
   numeric score), like mmlu_/gsm8k_mixtral_vs_gpt4.csv;
 - long: one row per (question, turn, model) with `model`, a numeric score column and `turn_prompt`, like
   mt_bench_mixtral_vs_gpt4.csv (scores 1-10 are divided by 10).
+A long file's prompt is its (question_id, turn, turn_prompt), the first two when present; a prompt not scored
+for both models is left out (and said in `notes`).
 The named columns are found in any case (`Prompt`); other columns are ignored; a UTF-8 byte-order mark is
-skipped. Refused with the file, line and column: a score that is not a finite number, a `*_correct` value
-outside [0, 1], a long file's score outside [0, 10], an empty prompt or model, a byte that is not UTF-8.
+skipped; a quality or `contaminated` cell may be a boolean (true/false, yes/no, any case: 1/0); a prompt may
+be of any length. Refused with the file, line and column: a score that is not a finite number, a `*_correct`
+value outside [0, 1], a long file's score outside [0, 10], an empty prompt or model, a second score for one
+model on one prompt (long), a byte that is not UTF-8; and a file with fewer than two quality columns or models.
 Which model is the small one: `small` / `large` name the columns (wide) or model names (long); by default
 the two are told apart by their mean quality (the weaker is "small").
 """
@@ -17,6 +21,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +46,11 @@ class RoutingData:
     large: npt.NDArray[np.float64]
     small_name: str
     large_name: str
+    contaminated: npt.NDArray[np.bool_] | None = None
+    """Per prompt, the file's `contaminated` flag (RouteLLM leaves those prompts out of its evaluations); None
+    without that column."""
+    notes: tuple[str, ...] = ()
+    """What reading left out or assumed, one sentence each (printed by `aigrid models eval`)."""
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -48,7 +58,8 @@ class RoutingData:
     def subset(self, mask: npt.NDArray[np.bool_]) -> RoutingData:
         keep = np.flatnonzero(mask)
         return RoutingData([self.prompts[i] for i in keep], [self.groups[i] for i in keep], self.small[keep],
-                           self.large[keep], self.small_name, self.large_name)
+                           self.large[keep], self.small_name, self.large_name,
+                           None if self.contaminated is None else self.contaminated[keep], self.notes)
 
 
 def concat(parts: list[RoutingData]) -> RoutingData:
@@ -75,8 +86,14 @@ def _pick(names: list[str], means: dict[str, float], small: str | None, large: s
           what: str) -> tuple[str, str]:
     for given in (small, large):
         if given is not None and given not in names:
-            raise InvalidRequest(f"{what} {given!r} is not in the data (found: {', '.join(names)})",
+            raise InvalidRequest(f"{what} {given!r} is not in the data (found: {', '.join(names) or 'none'})",
                                  param="small" if given == small else "large")
+    if small is not None and small == large:
+        raise InvalidRequest(f"--small and --large name the same {what}, {small!r}", param="large")
+    if len(names) < 2:
+        raise InvalidRequest(f"found {len(names)} {what}{'' if len(names) == 1 else 's'} "
+                             f"({', '.join(names) or 'none'}); need two, the small and the large model's",
+                             param="data")
     if small and large:
         return small, large
     if len(names) != 2 and not (small or large):
@@ -105,6 +122,9 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
     except UnicodeDecodeError as e:
         line = raw[:e.start].count(b"\n") + 1
         raise InvalidRequest(f"{path}, line {line}: not UTF-8 (save the file as UTF-8)", param="data") from None
+    if text.lstrip()[:1] in ("{", "["):
+        raise InvalidRequest(f"{path}: looks like JSON, not CSV; write it as a CSV with a header row", param="data")
+    csv.field_size_limit(min(sys.maxsize, 2**31 - 1))  # a prompt may be longer than csv's default 128 KiB
     reader = csv.DictReader(io.StringIO(text, newline=""))
     starts = _Starts(reader.reader)
     reader.reader = starts  # type: ignore[assignment]  # read through it: where each record starts
@@ -157,9 +177,19 @@ class _Starts:
         return row
 
 
+BOOLEANS = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0}
+"""Quality written as a boolean (any case), read as 1 / 0."""
+
+
+def _float(value: str | None) -> float:
+    """The number in a cell (a boolean as 1 / 0); ValueError when there is none."""
+    v = (value or "").strip()
+    return BOOLEANS[v.lower()] if v.lower() in BOOLEANS else float(v)
+
+
 def _num(value: str | None, where: str, column: str, lo: float = -math.inf, hi: float = math.inf) -> float:
     try:
-        x = float(value if value is not None else "")
+        x = _float(value)
     except ValueError:
         x = math.nan
     if not math.isfinite(x) or not lo <= x <= hi:
@@ -180,18 +210,23 @@ def _wide(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
     skip = set(STRUCTURAL)
     quality = [c for c in cols if c.lower().endswith("_correct")] or [
         c for c in cols if c not in skip and all(_isnum(r[c]) for r in rows[:50])]
+    if not quality:
+        raise InvalidRequest(f"{path}: no quality column (one per model: `*_correct`, 0/1, or a numeric score); "
+                             f"found {', '.join(cols)}", param="data")
     values = {c: np.array([_num(r[c], f"{path}, line {n}", c, *((0, 1) if c.lower().endswith("_correct") else ()))
                            for r, n in zip(rows, lines, strict=True)]) for c in quality}
     s, lg = _pick(quality, {c: float(v.mean()) for c, v in values.items()}, small, large, "quality column")
     group_col = next((c for c in ("subject", "category") if c in cols), None)
     groups = [r[group_col] or "" if group_col else "" for r in rows]
     prompts = [_text(r["prompt"], f"{path}, line {n}", "prompt") for r, n in zip(rows, lines, strict=True)]
-    return RoutingData(prompts, groups, values[s], values[lg], s, lg)
+    flags = np.array([_flag(r["contaminated"], f"{path}, line {n}") for r, n in zip(rows, lines, strict=True)]) \
+        if "contaminated" in cols else None
+    return RoutingData(prompts, groups, values[s], values[lg], s, lg, flags)
 
 
 def _isnum(v: str | None) -> bool:
     try:
-        float(v or "")
+        _float(v)
         return True
     except ValueError:
         return False
@@ -202,19 +237,41 @@ def _long(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
     score_col = next((c for c in cols if "score" in c.lower()), None)
     if score_col is None:
         raise InvalidRequest(f"{path}: long-format data needs a score column (e.g. gpt4_judge_score)", param="data")
-    per: dict[tuple[str, str], dict[str, float]] = {}
-    text: dict[tuple[str, str], str] = {}
+    # one prompt: the question and turn when the file has them, and the prompt's text (without question_id and
+    # turn, every row of turn 1 was one prompt: the last row's scores stood for all)
+    Key = tuple[str, str, str]
+    per: dict[Key, dict[str, float]] = {}
+    first: dict[tuple[Key, str], int] = {}
+    flags: dict[Key, bool] = {}
     for r, n in zip(rows, lines, strict=True):
         where = f"{path}, line {n}"
-        key = (r.get("question_id") or "", r.get("turn") or "1")
-        per.setdefault(key, {})[_text(r["model"], where, "model")] = _num(r[score_col], where, score_col, 0, 10)
-        text[key] = _text(r["turn_prompt"], where, "turn_prompt")
+        model = _text(r["model"], where, "model").strip()
+        prompt = _text(r["turn_prompt"], where, "turn_prompt")
+        key = ((r.get("question_id") or "").strip(), (r.get("turn") or "").strip(), prompt)
+        if (key, model) in first:
+            raise InvalidRequest(f"{where}: a second score for model {model!r} on this prompt (the first is on line "
+                                 f"{first[key, model]})", param=score_col)
+        first[key, model] = n
+        per.setdefault(key, {})[model] = _num(r[score_col], where, score_col, 0, 10)
+        if "contaminated" in r:
+            flags[key] = flags.get(key, False) or _flag(r["contaminated"], where)
     models = sorted({m for d in per.values() for m in d})
-    keys = [k for k in per if len(per[k]) == len(models)]
+    scored = {m: [k for k in per if m in per[k]] for m in models}
+    s, lg = _pick(models, {m: float(np.mean([per[k][m] for k in scored[m]])) for m in models}, small, large, "model")
+    keys = [k for k in per if s in per[k] and lg in per[k]]
+    if not keys:
+        raise InvalidRequest(f"{path}: no prompt has a score for both {s!r} and {lg!r}", param="data")
+    notes = (f"{len(per) - len(keys)} of {len(per)} prompts left out: not scored for both models",) \
+        if len(keys) < len(per) else ()
     scale = 10.0 if max(v for d in per.values() for v in d.values()) > 1.0 else 1.0
-    means = {m: float(np.mean([per[k][m] for k in keys])) for m in models}
-    s, lg = _pick(models, means, small, large, "model")
     # grouped by question: the two turns of one question are never on both sides of a split
-    return RoutingData([text[k] for k in keys], [k[0] for k in keys],
+    return RoutingData([k[2] for k in keys], [k[0] for k in keys],
                        np.array([per[k][s] / scale for k in keys]), np.array([per[k][lg] / scale for k in keys]),
-                       s, lg)
+                       s, lg, np.array([flags[k] for k in keys]) if flags else None, notes)
+
+
+def _flag(value: str | None, where: str) -> bool:
+    """A `contaminated` cell: 0/1, true/false, yes/no, or empty (not flagged)."""
+    if value is None or not value.strip():
+        return False
+    return bool(_num(value, where, "contaminated", 0, 1))

@@ -1,0 +1,218 @@
+"""`aigrid models eval` on files of the shipped shape written differently, and on files it cannot use: every
+figure it prints is defined (or says n/a and why), and every refusal is one `error:` line naming the file and,
+where there is one, the line and column."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from aigrid.cli import app
+from aigrid.rightsize import cli as eval_cli
+from aigrid.rightsize.estimator import QualityEstimator
+from aigrid.rightsize.evaluation import evaluate
+from aigrid.rightsize.routing_data import read_routing_csv
+
+runner = CliRunner()
+HEADER = ["prompt", "small_correct", "large_correct", "contaminated"]
+
+
+def wide(path: Path, rows: list[list[object]], header: list[str] = HEADER) -> Path:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+    return path
+
+
+def labelled(n: int, small: object = None, large: object = 1, flag: object = 0) -> list[list[object]]:
+    """n prompts; the small model right on every other one unless `small` is given."""
+    return [[f"Question number {i}: what is {i} + {i}?", i % 2 if small is None else small, large, flag]
+            for i in range(n)]
+
+
+def run(*args: str) -> tuple[int, str]:
+    r = runner.invoke(app, ["models", "eval", "--no-baseline", *args])
+    assert not isinstance(r.exception, Exception) or isinstance(r.exception, SystemExit), r.exception
+    return r.exit_code, r.output
+
+
+def one_error_line(output: str) -> str:
+    lines = [x for x in output.splitlines() if x.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), output
+    return lines[0]
+
+
+def test_too_few_prompts_is_one_error_line_not_a_usage_box(tmp_path: Path) -> None:
+    code, out = run("--data", str(wide(tmp_path / "one.csv", labelled(1))))
+    assert code == 2 and "one.csv: 1 prompt; a curve needs at least 10" in one_error_line(out)
+
+
+def test_a_prompt_longer_than_the_csv_modules_default_field_limit_is_read(tmp_path: Path) -> None:
+    rows = labelled(12)
+    rows[3][0] = "why " * 50_000  # 200,000 characters: csv's default limit is 131,072
+    d = read_routing_csv(wide(tmp_path / "long.csv", rows))
+    assert len(d) == 12 and len(d.prompts[3]) == 200_000
+
+
+@pytest.mark.parametrize(("yes", "no"), [("true", "false"), ("True", "False"), ("TRUE", "FALSE"), ("yes", "no"),
+                                         ("1.0", "0.0")])
+def test_labels_written_as_booleans_or_floats_are_read_as_1_and_0(tmp_path: Path, yes: str, no: str) -> None:
+    rows = [[f"q{i}", yes if i % 2 else no, yes, no] for i in range(12)]
+    d = read_routing_csv(wide(tmp_path / "b.csv", rows))
+    assert d.small.tolist() == [0.0, 1.0] * 6 and d.large.tolist() == [1.0] * 12
+    assert d.contaminated is not None and not d.contaminated.any()
+
+
+def test_a_word_that_is_no_boolean_is_still_refused_by_line_and_column(tmp_path: Path) -> None:
+    rows = labelled(12)
+    rows[2][1] = "maybe"
+    code, out = run("--data", str(wide(tmp_path / "m.csv", rows)))
+    assert code == 2 and "m.csv, line 4, column 'small_correct': 'maybe'" in one_error_line(out)
+
+
+def test_equal_models_have_no_gap_and_apgr_says_n_a_not_zero(tmp_path: Path) -> None:
+    code, out = run("--data", str(wide(tmp_path / "eq.csv", labelled(20, small=1, large=1))))
+    assert code == 0, out
+    assert "no gap to recover" in out and "undefined" in out
+    aigrid = next(x for x in out.splitlines() if x.startswith("| aigrid |"))
+    assert aigrid.startswith("| aigrid | n/a | n/a | n/a |"), aigrid
+    assert "nan" not in out.lower().replace("n/a", "")
+
+
+def test_a_large_model_worse_than_the_small_one_has_no_gap_either(tmp_path: Path) -> None:
+    """--small / --large swapped: PGR divided by a negative gap, where a higher APGR is a worse router."""
+    f = wide(tmp_path / "s.csv", labelled(20))
+    code, out = run("--data", str(f), "--small", "large_correct", "--large", "small_correct")
+    assert code == 0 and "below always-small's" in out, out
+    assert "| oracle | n/a |" in out
+
+
+def test_the_same_model_as_small_and_large_is_refused(tmp_path: Path) -> None:
+    f = wide(tmp_path / "s.csv", labelled(20))
+    code, out = run("--data", str(f), "--small", "small_correct", "--large", "small_correct")
+    assert code == 2 and "--small and --large name the same quality column" in one_error_line(out)
+
+
+def test_one_quality_column_is_refused_not_a_traceback(tmp_path: Path) -> None:
+    f = wide(tmp_path / "one.csv", [[f"q{i}", i % 2] for i in range(12)], ["prompt", "small_correct"])
+    for extra in ([], ["--small", "small_correct"]):
+        code, out = run("--data", str(f), *extra)
+        assert code == 2 and "found 1 quality column (small_correct); need two" in one_error_line(out)
+    f = wide(tmp_path / "none.csv", [[f"q{i}", "x"] for i in range(12)], ["prompt", "note"])
+    code, out = run("--data", str(f))
+    assert code == 2 and "none.csv: no quality column" in one_error_line(out)
+
+
+def test_a_json_lines_file_is_named_as_such(tmp_path: Path) -> None:
+    f = tmp_path / "d.jsonl"
+    f.write_text('{"prompt": "hi", "small_correct": 1, "large_correct": 1}\n' * 12)
+    code, out = run("--data", str(f))
+    assert code == 2 and "d.jsonl: looks like JSON, not CSV" in one_error_line(out)
+
+
+def long_rows(turns: int = 2, questions: int = 12) -> list[list[object]]:
+    return [[q, t, m, (5 + (q + t) % 5) if m == "small" else 9, f"question {q} turn {t}"]
+            for q in range(questions) for t in range(1, turns + 1) for m in ("small", "large")]
+
+
+LONG = ["question_id", "turn", "model", "judge_score", "turn_prompt"]
+
+
+@pytest.mark.parametrize("keep", [[0, 2, 3, 4], [1, 2, 3, 4], [2, 3, 4]])
+def test_a_long_file_without_question_id_or_turn_keeps_every_prompt(tmp_path: Path, keep: list[int]) -> None:
+    """Rows were keyed by (question_id, turn) alone: without them all the turn-1 rows were one prompt."""
+    rows = [[r[i] for i in keep] for r in long_rows()]
+    d = read_routing_csv(wide(tmp_path / "l.csv", rows, [LONG[i] for i in keep]))
+    assert len(d) == 24 and sorted(d.prompts) == sorted({r[4] for r in long_rows()})
+    by_prompt = dict(zip(d.prompts, d.small.tolist(), strict=True))
+    assert by_prompt["question 3 turn 2"] == 0.5  # (5 + 5 % 5) / 10: its own score, not the last row's
+
+
+def test_a_long_file_with_two_scores_for_one_model_and_prompt_is_refused(tmp_path: Path) -> None:
+    rows = long_rows()
+    rows.append(rows[5])
+    code, out = run("--data", str(wide(tmp_path / "l.csv", rows, LONG)))
+    assert code == 2 and "l.csv, line 50: a second score for model 'large' on this prompt (the first is on line 7)" \
+        in one_error_line(out)
+
+
+def test_a_long_file_says_how_many_prompts_lacked_a_models_score(tmp_path: Path) -> None:
+    rows = [r for r in long_rows() if not (r[0] == 3 and r[2] == "large")]
+    code, out = run("--data", str(wide(tmp_path / "l.csv", rows, LONG)))
+    assert code == 0 and "22 prompts" in out and "note: 2 of 24 prompts left out: not scored for both models" in out
+
+
+def test_contaminated_prompts_are_counted_and_can_be_left_out(tmp_path: Path) -> None:
+    rows = labelled(30)
+    for r in rows[:8]:
+        r[3] = 1
+    f = wide(tmp_path / "c.csv", rows)
+    code, out = run("--data", str(f))
+    assert code == 0 and "30 prompts" in out and "8 of 30 prompts flagged contaminated, included" in out
+    code, out = run("--data", str(f), "--drop-contaminated")
+    assert code == 0 and "22 prompts" in out and "8 of 30 prompts flagged contaminated left out" in out
+    code, out = run("--data", str(wide(tmp_path / "all.csv", labelled(30, flag=1))), "--drop-contaminated")
+    assert code == 2 and "all.csv: 0 prompts not flagged contaminated" in one_error_line(out)
+    rows[4][3] = "perhaps"
+    code, out = run("--data", str(wide(tmp_path / "bad.csv", rows)))
+    assert code == 2 and "bad.csv, line 6, column 'contaminated': 'perhaps'" in one_error_line(out)
+
+
+def test_the_split_is_named_in_the_heading(tmp_path: Path) -> None:
+    """`[test]` was read as rich markup and vanished from the heading."""
+    code, out = run("--data", str(wide(tmp_path / "s.csv", labelled(200))), "--split", "test")
+    assert code == 0 and "## s.csv [test]: " in out, out
+
+
+def test_plot_paths(tmp_path: Path) -> None:
+    data = str(wide(tmp_path / "s.csv", labelled(20)))
+    code, out = run("--data", data, "--plot", str(tmp_path / "noext"))
+    # matplotlib added .png itself and the path printed was not the file written
+    assert code == 0 and f"plot: {tmp_path / 'noext.png'}" in out and (tmp_path / "noext.png").stat().st_size > 1000
+    code, out = run("--data", data, "--plot", str(tmp_path))
+    assert code == 2 and "is a directory" in one_error_line(out)
+    code, out = run("--data", data, "--plot", str(tmp_path / "c.foo"))
+    assert code == 2 and "'.foo' is not an image format" in one_error_line(out)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = wide(tmp_path / "a" / "x.csv", labelled(20)), wide(tmp_path / "b" / "x.csv", labelled(20))
+    code, out = run("--data", str(a), "--data", str(b), "--plot", str(tmp_path / "c.png"))
+    assert code == 0 and (tmp_path / "c-x.png").exists() and (tmp_path / "c-x-2.png").exists(), out
+
+
+def test_progress_is_reported_for_every_step(tmp_path: Path) -> None:
+    d = read_routing_csv(wide(tmp_path / "s.csv", labelled(30)))
+    seen: list[tuple[str, int, int]] = []
+    evaluate(d, QualityEstimator.load(), reference=d, crossfit=True,
+             progress=lambda what, done, total: seen.append((what, done, total)))
+    assert {(w, t) for w, done, t in seen if done == t} == {
+        ("estimating", 30), ("sw-ranking: embedding the prompts", 30),
+        ("sw-ranking: embedding its reference prompts", 30)}
+
+
+def test_a_long_step_logs_a_line_on_stderr_when_not_on_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    with eval_cli._progress("big.csv") as progress:
+        for done in range(0, 5001, 500):
+            progress("estimating", done, 5000)
+        progress("small step", 0, 10)
+    err = capsys.readouterr().err
+    assert err.count("big.csv: estimating (5000 prompts)") == 1 and "small step" not in err
+
+
+def test_the_reference_is_embedded_once_for_several_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = eval_cli.embed
+
+    def counted(prompts: list[str], *a: object, **k: object) -> np.ndarray:
+        calls.append(len(prompts))
+        return real(prompts, *a, **k)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(eval_cli, "embed", counted)
+    ref = wide(tmp_path / "ref.csv", labelled(50))
+    files = [str(wide(tmp_path / f"d{i}.csv", labelled(20))) for i in range(3)]
+    r = runner.invoke(app, ["models", "eval", "--reference", str(ref), *sum((["--data", f] for f in files), [])])
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 1, calls  # was once per --data file
