@@ -116,3 +116,48 @@ def test_a_completions_stream_cut_before_its_finish_gets_its_text_as_a_completio
                                                               "text": "Write to [REDACTED:EMAIL]"}]}
     assert first["choices"][0]["text"] == ""  # type: ignore[index]
     assert f.flush_event() is None
+
+
+VERBOSE = {"content": "Write to jane.doe@example.com", "stop_type": "eos", "prompt": "<|im_start|>user ..."}
+
+
+def test_a_redacted_answer_keeps_only_the_fields_it_knows() -> None:
+    """An engine repeats the answer in fields the redaction does not read when the client asks it to: llama.cpp's
+    `__verbose` (`"verbose": true`: the text again, with the rendered prompt) and vLLM's `token_ids`
+    (`"return_token_ids": true`). Both went to a tenant whose answers are redacted, with the personal data the
+    message's content had redacted. Now such an answer keeps OpenAI's fields, the engines' stop string and
+    aigrid's own; for other tenants the answer is untouched."""
+    fw = Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT),
+                                          "open": FirewallPolicy(pii_output=Action.FLAG)})
+    answer = {"id": "c1", "object": "chat.completion", "created": 1, "model": "m", "__verbose": VERBOSE,
+              "timings": {"predicted_n": 7}, "prompt_token_ids": [1, 2], "usage": {"completion_tokens": 7},
+              "choices": [{"index": 0, "finish_reason": "stop", "stop_reason": None, "token_ids": [5, 6, 7],
+                           "message": {"role": "assistant", "content": "Write to jane.doe@example.com",
+                                       "provider_specific": "jane.doe@example.com"}}]}
+    out, _ = redact_json_answer(fw, "t", orjson.dumps(answer))
+    got = orjson.loads(out)
+    assert b"jane.doe" not in out, got
+    assert set(got) == {"id", "object", "created", "model", "usage", "choices"}
+    assert got["choices"][0] == {"index": 0, "finish_reason": "stop", "stop_reason": None,
+                                 "message": {"role": "assistant", "content": "Write to [REDACTED:EMAIL]"}}
+    flagged, verdicts = redact_json_answer(fw, "open", orjson.dumps(answer))
+    assert orjson.loads(flagged) == answer and verdicts  # flagged, not redacted: all of it, as sent
+    clean = {**answer, "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant",
+                                                                                     "content": "Hello"}}]}
+    out, verdicts = redact_json_answer(fw, "t", orjson.dumps(clean))  # nothing to redact: unknown fields go anyway
+    assert b"__verbose" not in out and not verdicts
+
+
+def test_a_redacted_stream_keeps_only_the_fields_it_knows() -> None:
+    """The same in a stream: llama.cpp sends `__verbose` in the chunk that ends the choice, vLLM `token_ids` in
+    every chunk. A stream that is not redacted passes them (the relay sends the engine's own bytes)."""
+    f = OutputFilter(True, strip_usage=False)
+    first = f.event({**chunk({"content": "Write to jane.doe@example.com"}), "timings": {}})
+    last = chunk({}, "stop")
+    last["__verbose"] = VERBOSE
+    last["choices"][0]["token_ids"] = [5, 6, 7]  # type: ignore[index]
+    end = f.event(last)
+    assert "timings" not in first and "__verbose" not in end and "token_ids" not in end["choices"][0]  # type: ignore[index]
+    assert b"jane.doe" not in orjson.dumps(first) + orjson.dumps(end)
+    untouched = OutputFilter(False, strip_usage=False).event(last)
+    assert untouched["__verbose"] == VERBOSE  # type: ignore[index]

@@ -23,6 +23,17 @@ TEXT_FIELDS = ("content", "reasoning_content", "reasoning", "refusal")
 (vLLM's, SGLang's and llama.cpp's `reasoning_content`, vLLM's newer `reasoning`) and a refusal. A tool call's
 `function.arguments` are read too (redacting inside a JSON string leaves it valid JSON)."""
 
+ANSWER_KEYS = frozenset({"id", "object", "created", "model", "choices", "usage", "system_fingerprint", "service_tier",
+                         "error", "aigrid_steps", "aigrid_loop"})
+CHOICE_KEYS = frozenset({"index", "message", "delta", "text", "finish_reason", "logprobs", "stop_reason", "matched_stop"})
+MESSAGE_KEYS = frozenset({"role", "content", "reasoning_content", "reasoning", "refusal", "tool_calls", "annotations"})
+"""What a redacted answer keeps, at its three levels (the answer or chunk, each choice, its message or delta): the
+fields of OpenAI's chat and completions answers, the engines' `stop_reason` / `matched_stop` (the request's own stop
+string) and aigrid's own. An engine's other fields repeat the answer in a form the redaction does not read, on a
+client's asking: llama.cpp's `__verbose` (`"verbose": true`: the whole text again, unredacted, with the rendered
+prompt), vLLM's `token_ids` (`"return_token_ids": true`: the answer as token ids any tokenizer turns back into
+text). For a tenant whose answers are redacted they are left out (timings and the like with them)."""
+
 Key = tuple[int, str, int]
 """(choice index, field, tool call index): one redactor per text of a choice (`text` for a completion's, `tool` for
 a call's arguments)."""
@@ -56,6 +67,7 @@ class OutputFilter:
                 obj = {k: v for k, v in obj.items() if k != "usage"}
         if not self._redacts:
             return obj
+        obj = known_only(obj)
         for choice in obj.get("choices") or ():
             if not isinstance(choice, dict):
                 continue
@@ -128,6 +140,23 @@ def refuse_unredacted_logprobs(asks_logprobs: bool, redacts: bool, param: str) -
                              code="logprobs_not_allowed")
 
 
+def known_only(answer: dict[str, Any]) -> dict[str, Any]:
+    """`answer` (a whole answer or one chunk) without the fields a redacted answer does not keep (ANSWER_KEYS)."""
+    out = {k: v for k, v in answer.items() if k in ANSWER_KEYS}
+    choices = out.get("choices")
+    if isinstance(choices, list):
+        out["choices"] = [_known_choice(c) if isinstance(c, dict) else c for c in choices]
+    return out
+
+
+def _known_choice(choice: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in choice.items() if k in CHOICE_KEYS}
+    for key in ("message", "delta"):
+        if isinstance(out.get(key), dict):
+            out[key] = {k: v for k, v in out[key].items() if k in MESSAGE_KEYS}
+    return out
+
+
 def _call_functions(message: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
     """(call index, its `function`) of a message's or delta's tool calls whose arguments are a string (a streamed
     call's index is its `index`, a whole one's its place)."""
@@ -153,12 +182,17 @@ def _put_arguments(delta: dict[str, Any], k: int, rest: str) -> None:
 
 def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[bytes, list[Verdict]]:
     """A whole (non-streamed) answer: redact each choice's texts (TEXT_FIELDS, its tool calls' arguments, a
-    completion's text) per the tenant's output policy."""
+    completion's text) per the tenant's output policy; a redacted answer keeps only the fields it knows
+    (known_only)."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
         return body, []
     verdicts: list[Verdict] = []
+    dropped = False
+    if isinstance(obj, dict) and firewall.redacts_output(tenant):
+        known = known_only(obj)
+        dropped, obj = known != obj, known
 
     def check(holder: dict[str, Any], key: str) -> None:
         holder[key], found = firewall.check_output(tenant, holder[key])
@@ -174,4 +208,4 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[by
                 check(fn, "arguments")
         elif isinstance(choice, dict) and isinstance(choice.get("text"), str):
             check(choice, "text")
-    return (orjson.dumps(obj) if verdicts else body), verdicts
+    return (orjson.dumps(obj) if verdicts or dropped else body), verdicts
