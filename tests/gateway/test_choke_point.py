@@ -656,3 +656,42 @@ async def test_a_constrained_tool_loop_prints_only_what_the_firewall_read(
             {"role": "user", "content": "What is 6 times 7?"}, message]})
         assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
         assert engine.received == []
+
+
+async def test_the_steps_a_client_sees_are_redacted_for_a_tenant_whose_answers_are(tmp_path: Path) -> None:
+    """A tool loop's steps (`aigrid_steps`, and each streamed `: aigrid-step` comment) show the model's arguments
+    and the tool's result. For a tenant whose policy redacts answers (and not its input), both went out as they
+    came: a customer's address from a tool's result reached the client beside an answer that had it redacted.
+    Now they pass the output policy as the answer does; the model still reads the result as the input policy
+    left it, and the redaction is in the audit record."""
+    from aigrid.spec.models import FirewallSpec
+
+    spec = spec_in(tmp_path)
+    tenants = dict(spec.tenants)
+    tenants["default"] = tenants["default"].model_copy(update={"firewall": FirewallSpec(pii_output="redact")})
+    engine = ScriptedEngine([])
+    gw = build_gateway(spec.model_copy(update={"tenants": tenants}), {e.id: engine for e in spec.endpoints},
+                       rng=random.Random(2), sleep=_no_sleep)
+    gw.agents.tools.add(Planted("crm", Source.TOOL_RESULT, "Customer: Jane Doe, jane.doe@example.com"))
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Who is our customer?"}],
+            "tools": [{"type": "function", "function": {"name": "crm"}}]}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            engine.replies = [call("crm", email="jane.doe@example.com"), answer("It is jane.doe@example.com.")]
+            r = await c.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            assert "jane.doe" not in r.text, r.text
+            step = r.json()["aigrid_steps"][0]
+            assert step["arguments"] == {"email": "[REDACTED:EMAIL]"}
+            assert step["result"] == "Customer: Jane Doe, [REDACTED:EMAIL]"
+            assert "jane.doe@example.com" in orjson.dumps(engine.received[1]).decode()  # the model read the result
+            assert "pii_output" in {v["check"] for v in (await last_audit(gw))["firewall"]}
+            engine.replies = [call("crm", email="jane.doe@example.com"), answer("It is jane.doe@example.com.")]
+            streamed = await c.post("/v1/chat/completions", json={**body, "stream": True})
+            assert streamed.status_code == 200 and ": aigrid-step" in streamed.text, streamed.text
+            assert "jane.doe" not in streamed.text, streamed.text
+            assert "[REDACTED:EMAIL]" in streamed.text.split(": aigrid-step", 1)[1].split("\n", 1)[0]
+    finally:
+        await gw.guard.stop()

@@ -46,13 +46,23 @@ JSON_TYPE = {"content-type": "application/json"}
 SSE_TYPE = {"content-type": "text/event-stream"}
 
 
-def completion(finished: Finished, model: str, *, created: int, response_id: str) -> dict[str, Any]:
+ShowStep = Callable[[Step], Step]
+"""A step as the client sees it in `aigrid_steps` and the stream's step comments (the gateway's: the tenant's
+output policy applied to its arguments and result); what the model reads is not changed by it."""
+
+
+def _as_is(step: Step) -> Step:
+    return step
+
+
+def completion(finished: Finished, model: str, *, created: int, response_id: str,
+               show: ShowStep = _as_is) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": finished.content or None}
     if finished.tool_calls:
         message["tool_calls"] = list(finished.tool_calls)
     return {"id": response_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finished.finish_reason}],
-            "usage": dict(finished.usage), "aigrid_steps": [s.to_dict() for s in finished.steps],
+            "usage": dict(finished.usage), "aigrid_steps": [show(s).to_dict() for s in finished.steps],
             "aigrid_loop": finished.summary()}
 
 
@@ -73,13 +83,13 @@ def step_comment(step: Step) -> bytes:
 
 
 async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage: bool, created: int,
-                     response_id: str) -> AsyncIterator[bytes]:
+                     response_id: str, show: ShowStep = _as_is) -> AsyncIterator[bytes]:
     out = _Chunks(model, created, response_id)
     yield out.event({"role": "assistant", "content": ""})
     streamed = ""
     async for ev in events:
         if isinstance(ev, Step):
-            yield step_comment(ev)
+            yield step_comment(show(ev))
         elif isinstance(ev, TextDelta):
             streamed += ev.text
             yield out.event({"content": ev.text})
@@ -94,7 +104,7 @@ async def sse_stream(events: AsyncIterator[Event], model: str, *, include_usage:
             if ev.tool_calls:
                 calls = [{"index": i, **c} for i, c in enumerate(ev.tool_calls)]
                 yield out.event({"tool_calls": calls})
-            yield out.event({}, ev.finish_reason, aigrid_steps=[s.to_dict() for s in ev.steps],
+            yield out.event({}, ev.finish_reason, aigrid_steps=[show(s).to_dict() for s in ev.steps],
                             aigrid_loop=ev.summary())
             if include_usage:
                 yield out.usage(ev.usage)
@@ -123,13 +133,14 @@ class ToolLoopEngine(WrappedEngine):
     watched, so a client that leaves stops the loop at once instead of at the next byte written to it.
     `on_usage`: told the usage of the model turns finished so far, after each, and the payload of a later
     turn handed to its engine (run_tool_loop).
+    `show`: each step as the client sees it (ShowStep; None: as it is).
     """
 
     def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,
                  config: LoopConfig = DEFAULT_LOOP, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, screen: ScreenTexts | None = None,
                  watch: ClientWatch | None = None,
-                 on_usage: UsageReport | None = None) -> None:
+                 on_usage: UsageReport | None = None, show: ShowStep | None = None) -> None:
         super().__init__(inner)
         self.registry = registry
         self.context = context
@@ -139,6 +150,7 @@ class ToolLoopEngine(WrappedEngine):
         self.screen = screen
         self.watch = watch
         self.on_usage = on_usage
+        self.show = show or _as_is
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         if path.rstrip("/") != CHAT_PATH:
@@ -162,7 +174,7 @@ class ToolLoopEngine(WrappedEngine):
                     if isinstance(ev, Finished):
                         finished = ev
                 assert finished is not None
-                doc = completion(finished, model, created=created, response_id=rid)
+                doc = completion(finished, model, created=created, response_id=rid, show=self.show)
                 yield UpstreamResponse(200, JSON_TYPE, once(orjson.dumps(doc)))
                 return
             first = await anext(events)  # the first model turn: failures here can still fail over
@@ -171,7 +183,7 @@ class ToolLoopEngine(WrappedEngine):
                 return
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             stream = sse_stream(_prepend(first, events), model, include_usage=include_usage,
-                                created=created, response_id=rid)
+                                created=created, response_id=rid, show=self.show)
             yield UpstreamResponse(200, SSE_TYPE, _guarded(stream, self.watch))
         finally:
             await events.aclose()

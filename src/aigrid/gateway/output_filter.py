@@ -10,10 +10,12 @@ own bytes.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
 
+from aigrid.agents.loop import Step
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.pipeline import Firewall, Verdict, stream_verdicts
 from aigrid.security.firewall.streaming import StreamingRedactor
@@ -178,6 +180,31 @@ def _put_arguments(delta: dict[str, Any], k: int, rest: str) -> None:
             call["function"]["arguments"] = (call["function"].get("arguments") or "") + rest
             return
     calls.append({"index": k, "function": {"arguments": rest}})
+
+
+def redacted_step(firewall: Firewall, tenant: str, step: Step) -> tuple[Step, list[Verdict]]:
+    """A tool loop's step as a client of `tenant` sees it (`aigrid_steps`, the stream's step comments): its arguments
+    (the model's output) and result (a tool's, already read by the input policy before the model read it) through
+    the output policy, as the answer's texts are (until 5 Dec 2026 they were shown as they came)."""
+    verdicts: list[Verdict] = []
+
+    def text(value: str) -> str:
+        out, found = firewall.check_output(tenant, value)
+        verdicts.extend(found)
+        return out
+
+    arguments = step.arguments
+    if isinstance(arguments, str):
+        arguments = text(arguments)
+    elif arguments is not None:
+        written = orjson.dumps(arguments).decode()
+        redacted = text(written)
+        if redacted != written:  # a redaction inside a JSON string leaves valid JSON
+            arguments = orjson.loads(redacted)
+    result = text(step.result)
+    if not verdicts:
+        return step, []
+    return dataclasses.replace(step, arguments=arguments, result=result), verdicts
 
 
 def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[bytes, list[Verdict]]:

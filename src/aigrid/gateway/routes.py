@@ -23,6 +23,7 @@ from aigrid import __version__
 from aigrid.agents.embeddings import create_embeddings, embedding_inputs
 from aigrid.agents.loop import (
     LoopConfig,
+    Step,
     check_tool_choice,
     check_tool_results,
     validate_tool_request,
@@ -56,7 +57,12 @@ from aigrid.gateway.model_texts import beside_messages, chat_texts, completion_t
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
-from aigrid.gateway.output_filter import OutputFilter, redact_json_answer, refuse_unredacted_logprobs
+from aigrid.gateway.output_filter import (
+    OutputFilter,
+    redact_json_answer,
+    redacted_step,
+    refuse_unredacted_logprobs,
+)
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.relay_response import Hangup, RelayResponse
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info, turn_prompt_tokens
@@ -396,6 +402,12 @@ class Routes:
 
         registry = agents.tools if loop.server_tools else {}
         watch = ex.hangup if stream else None
+        firewall = self.gw.guard.firewall
+
+        def shown(step: Step) -> Step:  # what the client sees of a step, under the tenant's output policy
+            out, verdicts = redacted_step(firewall, tenant, step)
+            ex.verdicts.extend(verdicts)
+            return out
 
         def wrap(engine: Engine, cand: Candidate) -> Engine:
             mode = self.gw.spec.models[cand.model].tool_calls
@@ -403,7 +415,7 @@ class Routes:
                 return engine
             return ToolLoopEngine(engine, registry, context=ToolContext(cand.site_id, tenant),
                                   config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output,
-                                  watch=watch, on_usage=spent)
+                                  watch=watch, on_usage=spent, show=shown if firewall.redacts_output(tenant) else None)
 
         return wrap
 
