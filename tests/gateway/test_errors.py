@@ -287,6 +287,16 @@ async def test_choices_of_the_engines_own_are_refused(client: httpx.AsyncClient,
     assert r.status_code == 400 and r.json()["error"]["param"] == "n_cmpl", r.text
 
 
+async def test_best_of_more_than_one_is_refused(client: httpx.AsyncClient) -> None:
+    """The legacy `best_of` has the engine sample that many completions for the n it returns: vLLM's V0 engine
+    did, charged as n. Only 1 is served; more is the client's 400 naming it, before any engine."""
+    body = {"model": "smollm2-135m", "prompt": "hi", "max_tokens": 4}
+    for bad in (2, 100, True, "3"):
+        r = await client.post("/v1/completions", json={**body, "best_of": bad})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "best_of", r.text
+    assert (await client.post("/v1/completions", json={**body, "best_of": 1})).status_code == 200
+
+
 @pytest.mark.parametrize("route,body", [
     ("/v1/chat/completions", {**CHAT, "prompt_logprobs": -1}),
     ("/v1/chat/completions", {**CHAT, "prompt_logprobs": 21}),

@@ -288,6 +288,16 @@ class CompletionRequest(_Common):
         if v is not None:
             raise _unread("a prompt given as embeddings")
     echo: bool | None = None
+    best_of: Any = None
+    """OpenAI's legacy `best_of`: the engine samples that many completions and returns the best n. vLLM's V0 engine
+    did, charged as n (best_of 100 at the price of one); llama.cpp ignores it. Only 1 (the default) is served."""
+
+    @field_validator("best_of")
+    @classmethod
+    def _one_best_of(cls, v: Any) -> Any:
+        if v is not None and (v != 1 or isinstance(v, bool)):
+            raise ValueError("best_of other than 1 is not served by this grid: ask for n choices")
+        return v
     logprobs: int | None = Field(default=None, ge=0, le=20)
     """The legacy log-probabilities: the `logprobs` most likely tokens per position (engines/legacy_completions.py
     serves both fields where the engine ignores them); at most 20, as chat's top_logprobs (llama-server read any
