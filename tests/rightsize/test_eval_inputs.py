@@ -216,3 +216,21 @@ def test_the_reference_is_embedded_once_for_several_files(tmp_path: Path, monkey
     r = runner.invoke(app, ["models", "eval", "--reference", str(ref), *sum((["--data", f] for f in files), [])])
     assert r.exit_code == 0, r.output
     assert len(calls) == 1, calls  # was once per --data file
+
+
+def test_which_models_errors_name_the_file(tmp_path: Path) -> None:
+    f = wide(tmp_path / "three.csv", [[f"q{i}", i % 2, 1, 0] for i in range(12)],
+             ["prompt", "a_correct", "b_correct", "c_correct"])
+    code, out = run("--data", str(f))
+    assert code == 2 and f"{f}: found 3 quality columns (a_correct, b_correct, c_correct); name the two" \
+        in one_error_line(out)
+    code, out = run("--data", str(f), "--small", "a_correct", "--large", "d_correct")
+    assert code == 2 and f"{f}: quality column 'd_correct' is not in the data" in one_error_line(out)
+
+
+@pytest.mark.parametrize(("sep", "name"), [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_separated_by_something_else_says_so(tmp_path: Path, sep: str, name: str) -> None:
+    f = tmp_path / "s.csv"
+    f.write_text(sep.join(HEADER) + "\n" + "".join(sep.join((f"q{i}", "1", "1", "0")) + "\n" for i in range(12)))
+    code, out = run("--data", str(f))
+    assert code == 2 and f"only commas separate columns; this header has {name}" in one_error_line(out)

@@ -82,22 +82,22 @@ def split_mask(data: RoutingData, split: str) -> npt.NDArray[np.bool_]:
     return np.array([split_of(g, p) == split for g, p in zip(data.groups, data.prompts, strict=True)])
 
 
-def _pick(names: list[str], means: dict[str, float], small: str | None, large: str | None,
+def _pick(path: Path, names: list[str], means: dict[str, float], small: str | None, large: str | None,
           what: str) -> tuple[str, str]:
     for given in (small, large):
         if given is not None and given not in names:
-            raise InvalidRequest(f"{what} {given!r} is not in the data (found: {', '.join(names) or 'none'})",
+            raise InvalidRequest(f"{path}: {what} {given!r} is not in the data (found: {', '.join(names) or 'none'})",
                                  param="small" if given == small else "large")
     if small is not None and small == large:
-        raise InvalidRequest(f"--small and --large name the same {what}, {small!r}", param="large")
+        raise InvalidRequest(f"{path}: --small and --large name the same {what}, {small!r}", param="large")
     if len(names) < 2:
-        raise InvalidRequest(f"found {len(names)} {what}{'' if len(names) == 1 else 's'} "
+        raise InvalidRequest(f"{path}: found {len(names)} {what}{'' if len(names) == 1 else 's'} "
                              f"({', '.join(names) or 'none'}); need two, the small and the large model's",
                              param="data")
     if small and large:
         return small, large
     if len(names) != 2 and not (small or large):
-        raise InvalidRequest(f"found {len(names)} {what}s ({', '.join(names)}); name the two with --small and "
+        raise InvalidRequest(f"{path}: found {len(names)} {what}s ({', '.join(names)}); name the two with --small and "
                              "--large", param="small")
     ordered = sorted(names, key=lambda n: means[n])
     s = small or next(n for n in ordered if n != large)
@@ -146,8 +146,10 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
         return _wide(path, rows, lines, cols, small, large)
     if {"model", "turn_prompt"} <= set(cols):
         return _long(path, rows, lines, cols, small, large)
+    hint = next((f" (only commas separate columns; this header has {name})" for sep, name in
+                 ((";", "semicolons"), ("\t", "tabs"), ("|", "bars")) if len(cols) == 1 and sep in cols[0]), "")
     raise InvalidRequest(f"{path}: expected a 'prompt' column (one row per prompt) or 'model' and "
-                         f"'turn_prompt' columns (one row per model); found {', '.join(cols)}", param="data")
+                         f"'turn_prompt' columns (one row per model); found {', '.join(cols)}{hint}", param="data")
 
 
 class _Starts:
@@ -215,7 +217,7 @@ def _wide(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
                              f"found {', '.join(cols)}", param="data")
     values = {c: np.array([_num(r[c], f"{path}, line {n}", c, *((0, 1) if c.lower().endswith("_correct") else ()))
                            for r, n in zip(rows, lines, strict=True)]) for c in quality}
-    s, lg = _pick(quality, {c: float(v.mean()) for c, v in values.items()}, small, large, "quality column")
+    s, lg = _pick(path, quality, {c: float(v.mean()) for c, v in values.items()}, small, large, "quality column")
     group_col = next((c for c in ("subject", "category") if c in cols), None)
     groups = [r[group_col] or "" if group_col else "" for r in rows]
     prompts = [_text(r["prompt"], f"{path}, line {n}", "prompt") for r, n in zip(rows, lines, strict=True)]
@@ -257,7 +259,7 @@ def _long(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
             flags[key] = flags.get(key, False) or _flag(r["contaminated"], where)
     models = sorted({m for d in per.values() for m in d})
     scored = {m: [k for k in per if m in per[k]] for m in models}
-    s, lg = _pick(models, {m: float(np.mean([per[k][m] for k in scored[m]])) for m in models}, small, large, "model")
+    s, lg = _pick(path, models, {m: float(np.mean([per[k][m] for k in scored[m]])) for m in models}, small, large, "model")
     keys = [k for k in per if s in per[k] and lg in per[k]]
     if not keys:
         raise InvalidRequest(f"{path}: no prompt has a score for both {s!r} and {lg!r}", param="data")
