@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from aigrid.cli import app
 from aigrid.rightsize import cli as eval_cli
 from aigrid.rightsize.estimator import QualityEstimator
-from aigrid.rightsize.evaluation import evaluate
+from aigrid.rightsize.evaluation import embed, evaluate
 from aigrid.rightsize.routing_data import read_routing_csv
+from aigrid.rightsize.sw_ranking import NeighbourScore, quantize
 
 runner = CliRunner()
 HEADER = ["prompt", "small_correct", "large_correct", "contaminated"]
@@ -189,7 +190,7 @@ def test_progress_is_reported_for_every_step(tmp_path: Path) -> None:
     evaluate(d, QualityEstimator.load(), reference=d, crossfit=True,
              progress=lambda what, done, total: seen.append((what, done, total)))
     assert {(w, t) for w, done, t in seen if done == t} == {
-        ("estimating", 30), ("sw-ranking: embedding the prompts", 30),
+        ("estimating", 30), ("embedding the prompts", 30),
         ("sw-ranking: embedding its reference prompts", 30)}
 
 
@@ -234,3 +235,18 @@ def test_a_file_separated_by_something_else_says_so(tmp_path: Path, sep: str, na
     f.write_text(sep.join(HEADER) + "\n" + "".join(sep.join((f"q{i}", "1", "1", "0")) + "\n" for i in range(12)))
     code, out = run("--data", str(f))
     assert code == 2 and f"only commas separate columns; this header has {name}" in one_error_line(out)
+
+
+def test_prompts_the_estimate_was_trained_on_are_counted(tmp_path: Path) -> None:
+    """The shipped files evaluated whole gave in-sample figures with nothing said (GSM8K: 1,037 of 1,319)."""
+    texts = ["What is the capital of France?", "Integrate x^2 from 0 to 3.", "Write a haiku about autumn rain.",
+             "Which enzyme digests starch?", "Translate 'good morning' into German.", "Who wrote Hamlet?",
+             "Prove that the square root of 2 is irrational.", "List three uses of copper.",
+             "Explain how a transistor amplifies a signal.", "What year did the Berlin Wall fall?",
+             "Summarise the plot of Moby-Dick in one sentence.", "How many bones are in the human hand?"]
+    d = read_routing_csv(wide(tmp_path / "t.csv", [[t, i % 2, 1, 0] for i, t in enumerate(texts)]))
+    est = QualityEstimator.load()
+    assert evaluate(d, est).near_training == 0
+    trained = NeighbourScore(quantize(embed(texts[:5], est)), np.zeros(5, np.float32), 1)
+    est.neighbours = trained  # as if the first five had been its training prompts
+    assert evaluate(d, est).near_training == 5

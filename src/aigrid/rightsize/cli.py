@@ -17,6 +17,7 @@ from aigrid.errors import AigridError, ConfigError, InvalidRequest
 from aigrid.outdir import prepare_dir, write_failed
 from aigrid.rightsize.estimator import QualityEstimator
 from aigrid.rightsize.evaluation import (
+    SAME_PROMPT,
     Progress,
     curve_rows,
     embed,
@@ -89,6 +90,11 @@ def eval_command(
                           highlight=False, markup=False)
             for note in notes:
                 console.print(f"note: {note}", highlight=False, markup=False)
+            if ev.near_training:
+                console.print(f"note: {ev.near_training} of {len(d)} prompts are the estimate's own training prompts "
+                              f"or nearly (cosine >= {SAME_PROMPT} of their vectors): on those aigrid's figures are not "
+                              "held-out (on the shipped files, --split test keeps to prompts it never saw)",
+                              highlight=False, markup=False)
             if not ev.has_gap:
                 how = "equal to" if abs(ev.gap) <= 1e-12 else "below"
                 console.print(f"note: no gap to recover: always-large's mean quality is {how} always-small's, so APGR "

@@ -23,6 +23,10 @@ from aigrid.rightsize.sw_ranking import outcomes, sw_crossfit_scores, sw_scores
 
 T = TypeVar("T")
 SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SAME_PROMPT = 0.99
+"""Cosine of the static vectors at or above which a prompt counts as one of the estimate's training prompts:
+every shipped training prompt is at 0.992 or more against the neighbour table (its int8 rounding), 99% of
+the held-out test split's below 0.982."""
 Progress = Callable[[str, int, int], None]
 """Called as (what is being done, prompts done, prompts in all) while a long step runs."""
 
@@ -33,6 +37,9 @@ class Evaluation:
     curves: tuple[Curve, ...]
     estimate_ms: float
     """Mean wall time of one estimate (features + dot product) over this file, in milliseconds."""
+    near_training: int = 0
+    """Prompts (nearly) identical to one the estimate was trained on (its neighbour table): on those its figures
+    are not held-out."""
 
     def curve(self, name: str) -> Curve:
         return next(c for c in self.curves if c.name == name)
@@ -79,8 +86,13 @@ def evaluate(data: RoutingData, estimator: QualityEstimator, *, reference: Routi
     per_ms = (time.perf_counter() - t) / max(len(data), 1) * 1000
     small, large = data.small, data.large
     curves = [router_curve("aigrid", np.array([e.gain for e in est]), small, large), random_curve(small, large)]
-    if reference is not None or crossfit:
-        vectors = embed(data.prompts, estimator, "sw-ranking: embedding the prompts", progress)
+    trained = estimator.neighbours
+    near = 0
+    if reference is not None or crossfit or trained is not None:
+        vectors = embed(data.prompts, estimator, "embedding the prompts", progress)
+    if trained is not None:
+        near = sum(int(np.sum(np.max(vectors[i:i + 512] @ trained.table.T, axis=1) >= SAME_PROMPT))
+                   for i in range(0, len(vectors), 512)) if len(trained.table) else 0
     if reference is not None:
         ref = reference_vectors if reference_vectors is not None else \
             embed(reference.prompts, estimator, "sw-ranking: embedding its reference prompts", progress)
@@ -90,7 +102,7 @@ def evaluate(data: RoutingData, estimator: QualityEstimator, *, reference: Routi
         curves.append(router_curve("sw-ranking (in-file labels)", sw_crossfit_scores(vectors, small, large, seed),
                                    small, large))
     curves.append(router_curve("oracle", large - small, small, large))
-    return Evaluation(data, tuple(curves), per_ms)
+    return Evaluation(data, tuple(curves), per_ms, near)
 
 
 def summary_rows(ev: Evaluation) -> list[list[str]]:

@@ -108,6 +108,11 @@ class NeighbourScore:
     def _reference(self) -> npt.NDArray[np.float32]:
         return self.__dict__["_ref"]  # type: ignore[no-any-return]
 
+    @property
+    def table(self) -> npt.NDArray[np.float32]:
+        """The labelled prompts' vectors (unit length up to the int8 rounding)."""
+        return self._reference
+
     def _from_similarities(self, sims: npt.NDArray[np.float32]) -> Floats:
         if self.k == 0:
             weights = sw_weights(sims)
