@@ -250,3 +250,13 @@ def test_prompts_the_estimate_was_trained_on_are_counted(tmp_path: Path) -> None
     trained = NeighbourScore(quantize(embed(texts[:5], est)), np.zeros(5, np.float32), 1)
     est.neighbours = trained  # as if the first five had been its training prompts
     assert evaluate(d, est).near_training == 5
+
+
+@pytest.mark.parametrize(("head", "kind"), [(b"PAR1\x15\x04", "a Parquet file"), (b"PK\x03\x04\x14\x00", "a zip"),
+                                            (b"\x1f\x8b\x08\x00", "a gzip-compressed file"),
+                                            ("prompt,a_correct\n".encode("utf-16"), "a UTF-16 file")])
+def test_a_binary_file_is_named_by_its_kind(tmp_path: Path, head: bytes, kind: str) -> None:
+    f = tmp_path / "d.csv"
+    f.write_bytes(head + bytes(range(256)))  # was "line N: not UTF-8 (save the file as UTF-8)"
+    code, out = run("--data", str(f))
+    assert code == 2 and f"d.csv: {kind}" in one_error_line(out)

@@ -105,6 +105,10 @@ def _pick(path: Path, names: list[str], means: dict[str, float], small: str | No
     return s, lg
 
 
+BINARY = ((b"PAR1", "Parquet"), (b"PK\x03\x04", "zip (or .xlsx)"), (b"\x1f\x8b", "gzip-compressed"),
+          (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+"""Files read as CSV by mistake, told by their first bytes."""
+
 STRUCTURAL = ("prompt", "subject", "category", "contaminated", "question_id", "turn", "model", "turn_prompt")
 """Columns found by name in any case (a quality column keeps the file's spelling: --small/--large name it)."""
 
@@ -117,6 +121,9 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
         raw = path.read_bytes()
     except OSError as e:
         raise InvalidRequest(f"cannot read {path}: {e.strerror or e}", param="data") from e
+    kind = next((k for magic, k in BINARY if raw.startswith(magic)), None)
+    if kind is not None:
+        raise InvalidRequest(f"{path}: a {kind} file, not CSV; write it as a CSV with a header row", param="data")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
