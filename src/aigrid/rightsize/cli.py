@@ -93,8 +93,8 @@ def eval_command(
             if ev.near_training:
                 console.print(f"note: {ev.near_training} of {len(d)} prompts are the estimate's own training prompts "
                               f"or nearly (cosine >= {SAME_PROMPT} of their vectors): on those aigrid's figures (and "
-                              "sw-ranking's, with the default --reference) are in-sample (on the shipped files, "
-                              "--split test keeps to prompts neither saw)",
+                              "sw-ranking's, with the default --reference) are in-sample" + ("" if split else " (on "
+                              "the shipped files, --split test keeps to prompts neither saw)"),
                               highlight=False, markup=False)
             if not ev.has_gap:
                 how = "equal to" if abs(ev.gap) <= 1e-12 else "below"

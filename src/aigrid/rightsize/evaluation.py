@@ -25,8 +25,8 @@ T = TypeVar("T")
 SHARES = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SAME_PROMPT = 0.99
 """Cosine of the static vectors at or above which a prompt counts as one of the estimate's training prompts:
-every shipped training prompt is at 0.992 or more against the neighbour table (its int8 rounding), 99% of
-the held-out test split's below 0.982."""
+every shipped training prompt is at 0.992 or more against the neighbour table (its int8 rounding); 4 of the
+4,486 prompts of the held-out test splits are at 0.99 or more (near-repeats of training prompts)."""
 Progress = Callable[[str, int, int], None]
 """Called as (what is being done, prompts done, prompts in all) while a long step runs."""
 
