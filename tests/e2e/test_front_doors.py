@@ -81,6 +81,27 @@ def test_messages_prefill_is_continued_not_repeated(claude: anthropic.Anthropic)
     assert streamed == whole  # temperature 0: the same continuation, streamed and whole
 
 
+def test_messages_name_the_stop_sequence_that_ended_the_answer(claude: anthropic.Anthropic, base: str) -> None:
+    """llama.cpp's OpenAI-compatible answer says `finish_reason: "stop"` for its end-of-turn token and for a stop
+    string alike, so every answer cut at a stop sequence said `end_turn`; asked with `verbose` it names the
+    string (engines/stop_words.py), and `__verbose` (the text again, the rendered prompt) never reaches a client.
+    A story cut at its first full stop, whole and streamed."""
+    ask = {"model": MODEL, "max_tokens": 64, "stop_sequences": [".", "\n"], "extra_headers": EU,
+           "extra_body": {"temperature": 0}, "messages": [{"role": "user", "content": "Tell me a short story."}]}
+    whole = claude.messages.create(**ask)
+    with claude.messages.stream(**ask) as s:
+        streamed = s.get_final_message()
+    for msg in (whole, streamed):
+        assert msg.stop_reason == "stop_sequence" and msg.stop_sequence in (".", "\n"), msg
+        assert "." not in msg.content[0].text, msg
+    chat = {"model": MODEL, "max_tokens": 64, "stop": ["."], "temperature": 0,
+            "messages": [{"role": "user", "content": "Tell me a short story."}]}
+    answer = httpx.post(f"{base}/v1/chat/completions", json=chat, headers=EU, timeout=120).json()
+    assert answer["choices"][0]["stop_reason"] == "." and "__verbose" not in answer, answer
+    streamed_chat = httpx.post(f"{base}/v1/chat/completions", json={**chat, "stream": True}, headers=EU, timeout=120)
+    assert '"stop_reason":"."' in streamed_chat.text and "__verbose" not in streamed_chat.text, streamed_chat.text
+
+
 def test_messages_sync_streamed(claude: anthropic.Anthropic) -> None:
     kinds, text = [], []
     with claude.messages.stream(model=MODEL, max_tokens=16, extra_headers=EU,

@@ -16,6 +16,7 @@ import yaml
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
 from aigrid.engines.openai_compat import OpenAICompatEngine
+from aigrid.engines.stop_words import StopWordEngine
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.wiring import build_engines, engine_keys, upstream
@@ -78,7 +79,8 @@ async def test_the_embedded_engines_get_the_runs_key_and_external_ones_their_own
                                 environ={"SITE_B_KEY": "b"})
     finally:
         await up.aclose()
-    headers = {i: e._headers for i, e in engines.items() if isinstance(e, OpenAICompatEngine)}
+    adapters = {i: e.inner if isinstance(e, StopWordEngine) else e for i, e in engines.items()}  # llama.cpp's
+    headers = {i: e._headers for i, e in adapters.items() if isinstance(e, OpenAICompatEngine)}
     assert all(headers[i] == {"authorization": "Bearer run-key"} for i in embedded)
     assert headers[spec.endpoints[1].id] == {"authorization": "Bearer b"}
 

@@ -12,6 +12,7 @@ import httpx
 
 from aigrid.engines.openai_compat import OpenAICompatEngine
 from aigrid.engines.protocol import Engine
+from aigrid.engines.stop_words import VERBOSE_KINDS, StopWordEngine
 from aigrid.engines.upstream_transport import Http1Transport
 from aigrid.errors import ConfigError, EngineBuildError
 from aigrid.spec.models import GridSpec
@@ -196,6 +197,8 @@ def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str], up: Upstream
             url, kind, key = ep.url, ep.engine, keys.get(ep.id)
             source = f"${ep.api_key_env}, the endpoint's api_key_env"
         headers = {"authorization": f"Bearer {key}"} if key else None
-        engines[ep.id] = OpenAICompatEngine(kind, url, up.client, power_url=ep.power_metrics_url, gpus=ep.gpus,
+        engine: Engine = OpenAICompatEngine(kind, url, up.client, power_url=ep.power_metrics_url, gpus=ep.gpus,
                                             headers=headers, key_source=source, transport=up.http1)
+        # llama.cpp names the stop string that ended an answer only when asked (engines/stop_words.py)
+        engines[ep.id] = StopWordEngine(engine) if kind in VERBOSE_KINDS else engine
     return engines
