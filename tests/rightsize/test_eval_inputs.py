@@ -260,3 +260,10 @@ def test_a_binary_file_is_named_by_its_kind(tmp_path: Path, head: bytes, kind: s
     f.write_bytes(head + bytes(range(256)))  # was "line N: not UTF-8 (save the file as UTF-8)"
     code, out = run("--data", str(f))
     assert code == 2 and f"d.csv: {kind}" in one_error_line(out)
+
+
+def test_a_bad_file_among_several_is_refused_before_any_is_evaluated(tmp_path: Path) -> None:
+    good = wide(tmp_path / "good.csv", labelled(20))
+    bad = wide(tmp_path / "bad.csv", labelled(1))
+    code, out = run("--data", str(good), "--data", str(bad))
+    assert code == 2 and "bad.csv: 1 prompt" in one_error_line(out)  # no tables of good.csv first

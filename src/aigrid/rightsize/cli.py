@@ -62,6 +62,7 @@ def eval_command(
                           highlight=False, markup=False)
         written: set[Path] = set()
         ref_vectors = None  # embedded once for all the files
+        files = []  # every file read and checked before the first (long) evaluation
         for path in data:
             d = read_routing_csv(path, small, large)
             notes = list(d.notes)
@@ -79,6 +80,8 @@ def eval_command(
                                              "not flagged contaminated" if drop_contaminated else "") if x)
                 raise InvalidRequest(f"{path}: {len(d)} prompt{'' if len(d) == 1 else 's'}{' ' + where if where else ''}"
                                      f"; a curve needs at least {MIN_PROMPTS}", param="data")
+            files.append((path, d, notes))
+        for path, d, notes in files:
             with _progress(path.name) as progress:
                 if ref is not None and ref_vectors is None:
                     ref_vectors = embed(ref.prompts, estimator, "sw-ranking: embedding its reference prompts",
