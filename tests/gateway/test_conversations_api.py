@@ -21,7 +21,7 @@ import orjson
 import pytest
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.conversation_store import ConversationStore, StoredConversation
+from aigrid.gateway.conversation_store import MAX_CONVERSATION_BYTES, ConversationStore, StoredConversation
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
 from tests.agents.scripted_engine import ScriptedEngine
@@ -239,6 +239,41 @@ def test_the_store_is_bounded_oldest_written_out_first() -> None:
     assert added is not None and added[0][0]["id"] != item.get("id")  # an id already taken is replaced
     ids = [i["id"] for i in store.get("t", "conv_0").items]  # type: ignore[union-attr]
     assert len(set(ids)) == len(ids) == 3
+
+
+def _heavy(parts: int) -> dict[str, Any]:
+    """A reasoning item (kept, never read by a model: nothing of it counts against a model's context) of `parts`
+    tiny summary parts: little JSON, much memory."""
+    return {"type": "reasoning", "summary": [{"type": "summary_text", "text": "a"}] * parts}
+
+
+async def test_a_conversation_cannot_grow_past_its_limit(oai: openai.AsyncOpenAI, gateway: Gateway) -> None:
+    """Items could be added to one conversation without end: past the store's whole budget (a record being
+    written is never evicted for its own sake), and every call on it then copied the whole of it on the event
+    loop (measured: 1 GB held, 15 s per GET, every other client waiting). Now an add that would take it past
+    MAX_CONVERSATION_BYTES is the client's 400 naming items, and a response in a conversation already past it
+    (its turns added) is refused naming conversation, before any engine."""
+    conv = await oai.conversations.create()
+    refused = None
+    for _ in range(12):  # ~5 MB of the store each: the limit is met within a few adds
+        try:
+            await oai.conversations.items.create(conv.id, items=[_heavy(1000)] * 20)
+        except openai.BadRequestError as e:
+            refused = e
+            break
+    assert refused is not None, "a conversation grew without limit"
+    assert refused.body["param"] == "items" and refused.body["code"] == "conversation_too_large"
+    held = gateway.conversations.get("default", conv.id)
+    assert held is not None and held.size <= MAX_CONVERSATION_BYTES
+    small = await oai.conversations.items.create(conv.id, items=[{"role": "user", "content": "still room?"}])
+    assert texts(small.data) == ["still room?"]  # what fits still goes in
+
+    full = StoredConversation("conv_full", "default", 0, items=[_heavy(1000)] * 80)
+    gateway.conversations.create(full)
+    assert full.size > MAX_CONVERSATION_BYTES
+    with pytest.raises(openai.BadRequestError) as over:
+        await oai.responses.create(model=MODEL, input="Hi", conversation=full.id, extra_headers=TOKYO)
+    assert over.value.body["param"] == "conversation" and over.value.body["code"] == "conversation_too_large"
 
 
 async def test_reading_and_changing_a_conversation_is_audited(gateway: Gateway, oai: openai.AsyncOpenAI) -> None:

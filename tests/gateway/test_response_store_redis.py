@@ -26,6 +26,8 @@ import redis
 from aigrid.errors import SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.background import BackgroundRuns
+from aigrid.gateway.conversation_store import MAX_CONVERSATION_BYTES
+from aigrid.gateway.footprint import footprint
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
@@ -193,6 +195,13 @@ async def test_a_conversation_made_on_one_gateway_is_used_on_another(
     # a conversation bound at creation goes straight to its jurisdiction's store
     eu = await a.oai.conversations.create(extra_headers=IN_EU)
     assert orjson.loads(r0.get(conv_key(eu.id)))["jurisdiction"] == "EU" and not r1.exists(conv_key(eu.id))
+    # it holds at most MAX_CONVERSATION_BYTES there too: the add past it is refused, and nothing of it written
+    heavy = [{"type": "reasoning", "summary": [{"type": "summary_text", "text": "a"}] * 1000}] * 20
+    with pytest.raises(openai.BadRequestError) as full:
+        for _ in range(12):
+            await a.oai.conversations.items.create(eu.id, items=heavy, extra_headers=IN_EU)
+    assert full.value.body["code"] == "conversation_too_large"
+    assert footprint(orjson.loads(r0.get(conv_key(eu.id)))["items"]) <= MAX_CONVERSATION_BYTES
     with pytest.raises(openai.NotFoundError):
         await b.oai.conversations.retrieve(conv.id, extra_headers=EU_BANK)
     await b.oai.conversations.delete(conv.id)

@@ -34,8 +34,17 @@ from aigrid.gateway.footprint import RECORD, footprint
 log = logging.getLogger("aigrid.gateway")
 MAX_BYTES = 256 * 1024 * 1024
 """Default budget of the whole store: its conversations, items and metadata in this process's memory (footprint.py)."""
+MAX_CONVERSATION_BYTES = 16 * 1024 * 1024
+"""The most one conversation may hold (its footprint, as the store's budget counts it): some 16 million characters
+of text, more than any model's context (a conversation is replayed whole: truncation disabled). Without it one
+conversation grew past the store's whole budget (the record being written is never evicted for its own sake),
+in a jurisdiction's Redis without any bound, and every call on it read or copied all of it on the event loop."""
 _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "mcp_call": "mcp",
                 "reasoning": "rs"}
+
+
+class ConversationFull(Exception):
+    """An append refused: the conversation would grow past its limit (args[0]: the bytes it holds)."""
 
 
 @dataclass(slots=True)
@@ -90,22 +99,25 @@ class ConversationStore:
     def delete(self, tenant: str, cid: str) -> bool:
         return self._all.pop(tenant, cid) is not None
 
-    def append(self, tenant: str, cid: str, items: list[dict[str, Any]],
-               bind: str | None = None) -> tuple[list[dict[str, Any]], str | None] | None:
+    def append(self, tenant: str, cid: str, items: list[dict[str, Any]], bind: str | None = None,
+               limit: int | None = None) -> tuple[list[dict[str, Any]], str | None] | None:
         """`items` added at the end (an id already in the conversation replaced by a new one); `bind`: the
         jurisdiction of the site that served them, which binds a conversation not yet bound. The items as
-        stored and the conversation's jurisdiction; None: no such conversation."""
+        stored and the conversation's jurisdiction; None: no such conversation. Raises ConversationFull, adding
+        nothing, when the conversation would hold more than `limit` bytes."""
         conv = self._all.get(tenant, cid)
         if conv is None:
             return None
         added = _unique_ids(items, {str(item.get("id")) for item in conv.items})
+        grown = sum(_size(item) + 8 for item in added)  # each item and its slot in conv.items
+        if limit is not None and conv.size + grown > limit:
+            raise ConversationFull(conv.size)
         conv.items.extend(added)
         if conv.jurisdiction is None and bind is not None:
             conv.jurisdiction = bind
         elif bind is not None and bind != conv.jurisdiction:  # two first turns at once, served apart
             log.warning("conversation %s of tenant %s is bound to %s; a turn served in %s was added to it",
                         cid, tenant, conv.jurisdiction, bind)
-        grown = sum(_size(item) + 8 for item in added)  # each item and its slot in conv.items
         conv.size += grown
         self._all.resize(tenant, cid, grown)
         return added, conv.jurisdiction
@@ -152,8 +164,11 @@ class ConversationStore:
             return None if found is None else found.public()
         if op == "delete":
             return self.delete(tenant, cid)
-        if op == "append":
-            done = self.append(tenant, cid, list(rest[0]), rest[1])
+        if op == "append":  # tenant, cid, items, bind[, limit]
+            try:
+                done = self.append(tenant, cid, list(rest[0]), rest[1], *rest[2:3])
+            except ConversationFull as e:
+                return {"full": e.args[0]}
             return None if done is None else {"items": done[0], "jurisdiction": done[1]}
         if op == "page":
             after, limit, order = rest

@@ -32,7 +32,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigrid.errors import InvalidRequest, NotFound, PermissionDenied
-from aigrid.gateway.conversation_store import StoredConversation
+from aigrid.gateway.conversation_store import MAX_CONVERSATION_BYTES, StoredConversation
 from aigrid.gateway.conversations_schema import (
     ConversationCreate,
     ConversationItemsCreate,
@@ -106,6 +106,10 @@ class Conversations:
         bound = found["jurisdiction"]
         check_stored_in(principal, bound, "conversation", f"conversation {cid!r}", headers.get(H_RESIDENCY),
                         writes=True)
+        if found["size"] > MAX_CONVERSATION_BYTES:  # its turns (each within a request's size) took it past
+            raise InvalidRequest(f"conversation: {cid!r} holds {found['size']} bytes, more than "
+                                 f"{MAX_CONVERSATION_BYTES}, the most one conversation may hold; start another",
+                                 param="conversation", code="conversation_too_large")
         if bound is not None:
             headers[H_RESIDENCY] = bound  # read by the pipeline after this body: route only there
         try:
@@ -220,9 +224,14 @@ class ConversationsApi:
         principal, cid = await self._access(request, ex)
         body = validate(ConversationItemsCreate, await self.pipeline.read_json(request))
         await self._found(request, principal, cid, writes=True)
-        added = await self.store.call("append", principal.tenant, cid, conversation_items(body.items), None)
+        added = await self.store.call("append", principal.tenant, cid, conversation_items(body.items), None,
+                                      MAX_CONVERSATION_BYTES)
         if added is None:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
+        if "full" in added:
+            raise InvalidRequest(f"items: conversation {cid!r} holds {added['full']} bytes; with these items it "
+                                 f"would hold more than {MAX_CONVERSATION_BYTES}, the most one conversation may hold",
+                                 param="items", code="conversation_too_large")
         ex.body["items"] = len(added["items"])
         return json_response(page_object(added["items"], False))
 

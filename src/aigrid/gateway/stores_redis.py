@@ -362,7 +362,7 @@ class RedisConversations:
                         return None
                     one = _one(raw)
                     result = one.apply(op, arg)
-                    if result is False:  # delete_item of no such item: nothing changed
+                    if result is False or (isinstance(result, dict) and "full" in result):  # nothing changed
                         return result
                     conv = one.get(tenant, cid)
                     assert conv is not None
