@@ -294,6 +294,9 @@ async def test_best_of_more_than_one_is_refused(client: httpx.AsyncClient) -> No
     for bad in (2, 100, True, "3"):
         r = await client.post("/v1/completions", json={**body, "best_of": bad})
         assert r.status_code == 400 and r.json()["error"]["param"] == "best_of", r.text
+        # the grid's own sentence, without pydantic's "Value error, " in front of it
+        assert r.json()["error"]["message"] == ("invalid value for 'best_of': best_of other than 1 is not served by "
+                                                "this grid: ask for n choices"), r.text
     assert (await client.post("/v1/completions", json={**body, "best_of": 1})).status_code == 200
 
 

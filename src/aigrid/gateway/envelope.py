@@ -59,7 +59,10 @@ def from_validation(e: ValidationError) -> InvalidRequest:
     errors = e.errors()
     first = max(errors, key=lambda err: len(err["loc"])) if len(errors) > 1 else errors[0]  # the deepest
     loc = field_path(first["loc"])
-    return InvalidRequest(f"invalid value for '{loc}': {first['msg']}", param=loc or None)
+    msg = first["msg"]
+    if first["type"] == "value_error":  # the grid's own check: its sentence, without pydantic's "Value error, "
+        msg = msg.removeprefix("Value error, ")
+    return InvalidRequest(f"invalid value for '{loc}': {msg}", param=loc or None)
 
 
 ANTHROPIC_ERROR_CODES = frozenset({"thread_not_found"})
