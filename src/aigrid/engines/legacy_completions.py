@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from aigrid.engines.protocol import Engine, UpstreamResponse
-from aigrid.engines.sse import DONE, SseDecoder, comment, encode
+from aigrid.engines.sse import encode, rewritten
 from aigrid.engines.wrapped import WrappedEngine, once
 
 COMPLETIONS_PATH = "/v1/completions"
@@ -152,37 +152,28 @@ def _index(choice: Mapping[str, Any]) -> int:
 async def legacy_stream(body: AsyncIterator[bytes], prompts: list[str] | None) -> AsyncIterator[bytes]:
     """The engine's completion events with the legacy log-probabilities; with `prompts`, each choice's prompt as
     its first chunk (the first event of that choice carries it, in a chunk of its own before it)."""
-    decoder = SseDecoder()
     offsets = Offsets(prompts)
     echoed: set[int] = set()
-    async for chunk in body:
+
+    def rewrite(data: bytes, name: bytes) -> bytes | None:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(event, dict) or not isinstance(event.get("choices"), list):
+            return None
         out: list[bytes] = []
-        for ev in decoder.feed(chunk):
-            data = ev.data
-            if data is None or data == DONE:
-                out.append(b"".join(comment(c) for c in ev.comments)
-                           + (encode(data, event=ev.event) if data is not None else b""))
+        for choice in event["choices"]:
+            if not isinstance(choice, dict):
                 continue
-            try:
-                event = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                out.append(encode(data, event=ev.event))
-                continue
-            if not isinstance(event, dict) or not isinstance(event.get("choices"), list):
-                out.append(encode(data, event=ev.event))
-                continue
-            for choice in event["choices"]:
-                if not isinstance(choice, dict):
-                    continue
-                index = _index(choice)
-                if prompts is not None and index not in echoed:
-                    echoed.add(index)
-                    first = {"index": index, "text": offsets.prompt(index), "logprobs": None, "finish_reason": None}
-                    out.append(encode(orjson.dumps({**event, "choices": [first], "usage": None})))
-                offsets.legacy(choice)
-            out.append(encode(orjson.dumps(event), event=ev.event))
-        if out:
-            yield b"".join(out)
-    tail = decoder.flush()
-    if tail is not None and tail.data is not None:
-        yield encode(tail.data, event=tail.event)
+            index = _index(choice)
+            if prompts is not None and index not in echoed:
+                echoed.add(index)
+                first = {"index": index, "text": offsets.prompt(index), "logprobs": None, "finish_reason": None}
+                out.append(encode(orjson.dumps({**event, "choices": [first], "usage": None})))
+            offsets.legacy(choice)
+        out.append(encode(orjson.dumps(event), event=name))
+        return b"".join(out)
+
+    async for chunk in rewritten(body, rewrite):
+        yield chunk

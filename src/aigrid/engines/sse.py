@@ -19,6 +19,7 @@ forward the engine's own bytes untouched, cut only at event boundaries, and hold
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 _EOL = re.compile(rb"(\r\n|\r|\n)")
@@ -214,3 +215,23 @@ class SseDecoder:
                    self._last_id, self._retry, tuple(self._comments))
         self._data, self._event, self._comments = [], b"", []
         return ev
+
+
+async def rewritten(body: AsyncIterator[bytes], rewrite: Callable[[bytes, bytes], bytes | None]) -> AsyncIterator[bytes]:
+    """A stream's events, each data payload but `[DONE]` given to `rewrite(data, event name)`: the bytes to send
+    instead (one or more encoded events), or None to send it as it was (re-framed, with its comments). For a
+    wrapper that changes some events of an engine's stream (engines/legacy_completions.py, stop_words.py)."""
+    decoder = SseDecoder()
+    async for chunk in body:
+        out: list[bytes] = []
+        for ev in decoder.feed(chunk):
+            data = ev.data
+            new = None if data is None or data == DONE else rewrite(data, ev.event)
+            if new is None:
+                new = b"".join(comment(c) for c in ev.comments) + (encode(data, event=ev.event) if data is not None else b"")
+            out.append(new)
+        if out:
+            yield b"".join(out)
+    tail = decoder.flush()
+    if tail is not None and tail.data is not None:
+        yield encode(tail.data, event=tail.event)

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from aigrid.engines.protocol import UpstreamResponse
-from aigrid.engines.sse import DONE, SseDecoder, comment, encode
+from aigrid.engines.sse import encode, rewritten
 from aigrid.engines.wrapped import WrappedEngine, once
 
 VERBOSE_KINDS = frozenset({"llamacpp"})
@@ -95,25 +95,16 @@ def stop_word_answer(answer: bytes) -> bytes:
 async def stop_word_stream(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The engine's events, the one carrying `__verbose` (llama.cpp's last) re-written. Every chunk is decoded:
     the marker may be split across two reads."""
-    decoder = SseDecoder()
-    async for chunk in body:
-        out: list[bytes] = []
-        for ev in decoder.feed(chunk):
-            data = ev.data
-            if data is None or data == DONE or _MARK not in data:
-                out.append(b"".join(comment(c) for c in ev.comments)
-                           + (encode(data, event=ev.event) if data is not None else b""))
-                continue
-            try:
-                doc = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                out.append(encode(data, event=ev.event))
-                continue
-            if isinstance(doc, dict):
-                named_stop(doc)
-            out.append(encode(orjson.dumps(doc), event=ev.event))
-        if out:
-            yield b"".join(out)
-    tail = decoder.flush()
-    if tail is not None and tail.data is not None:
-        yield encode(tail.data, event=tail.event)
+    def rewrite(data: bytes, event: bytes) -> bytes | None:
+        if _MARK not in data:
+            return None
+        try:
+            doc = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(doc, dict) or not named_stop(doc):
+            return None
+        return encode(orjson.dumps(doc), event=event)
+
+    async for chunk in rewritten(body, rewrite):
+        yield chunk
