@@ -18,6 +18,8 @@ import httpx
 import pytest
 
 from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.event_log import event
+from aigrid.gateway.response_store import Pending
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from tests.gateway.conftest import _no_sleep, spec_in
@@ -108,3 +110,36 @@ async def test_a_request_that_must_stay_elsewhere_adds_nothing_to_a_bound_conver
     ok = await c.post(f"/v1/conversations/{cid}/items", headers={**keys["full"], "x-aigrid-residency": "EU"},
                       json={"items": [{"type": "message", "role": "user", "content": "hi"}]})
     assert ok.status_code == 200, ok.text
+
+
+async def test_a_key_outside_a_background_responses_jurisdiction_cannot_follow_its_event_log(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A streamed background response's event log holds its answer's text before it is stored (and after a run
+    that ended without storing one). A key narrowed to the US followed the log of one its tenant's EU-only key
+    created (GET ?stream=true reads a placeholder, which holds no content, so no jurisdiction was checked): 403
+    jurisdiction_not_allowed now, as for the stored answer; its creator's key, and one that may use every
+    jurisdiction its creator's may, still follow it."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    ring = KeyRing(SECRET.encode())
+    full, eu, us = (ring.issue("default"), ring.issue("default", Scopes(jurisdictions=frozenset({"EU"}))),
+                    ring.issue("default", Scopes(jurisdictions=frozenset({"US"}))))
+    ring.save(tmp_path / "keys.json")
+    spec = spec_in(tmp_path, enforce=True)
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(5), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    rid = "resp_eu_running"
+    gw.responses.add_pending(Pending(rid, "default", MODEL, 0, "in_progress", key_id=eu.record.key_id))
+    gw.responses.mark("default", rid, "failed", {"code": "server_error", "message": "engine gone"})  # the log stays
+    gw.responses.events.append("default", rid, 0, [event("response.output_text.delta", 0, delta="EU secret"),
+                                                   event("response.failed", 1, response={"id": rid})], True)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.get(f"/v1/responses/{rid}?stream=true", headers={"authorization": f"Bearer {us.api_key}"})
+            refused(r, 403, "jurisdiction_not_allowed", "response_id")
+            assert "EU secret" not in r.text
+            for key in (eu, full):
+                r = await c.get(f"/v1/responses/{rid}?stream=true", headers={"authorization": f"Bearer {key.api_key}"})
+                assert r.status_code == 200 and "EU secret" in r.text, r.text
+    finally:
+        await gw.guard.stop()

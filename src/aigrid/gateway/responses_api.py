@@ -45,7 +45,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigrid.agents.loop import check_tool_results
-from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NotFound, StoreUnavailable, UpstreamFailed
+from aigrid.errors import (
+    ApiError,
+    InvalidRequest,
+    ModelNotFound,
+    NotFound,
+    PermissionDenied,
+    StoreUnavailable,
+    UpstreamFailed,
+)
 from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
@@ -620,6 +628,8 @@ class ResponsesApi:
         principal, rid = await self._stored_access(request, ex)
         found = await self._lookup(principal, rid)
         if stream:
+            if isinstance(found, Pending):
+                self._may_follow(principal, found)
             store = await self.book.events_find(principal.tenant, rid)
             if store is None:
                 raise InvalidRequest(f"stream: response {rid!r} was not created with background: true and stream: "
@@ -630,6 +640,22 @@ class ResponsesApi:
         if isinstance(found, Pending):
             return json_response(_pending_response(found))
         return _stored_response(found)
+
+    def _may_follow(self, principal: Principal, pending: Pending) -> None:
+        """Whether this caller may read the event log of a background response without a stored answer: the log
+        holds the answer's text, served where its creator's key may be served, so a key narrowed to jurisdictions
+        reads it only when it is that key or may use every jurisdiction that key may (403 jurisdiction_not_allowed,
+        as check_stored_in answers for the stored answer); a placeholder alone holds no content."""
+        allowed = principal.scopes.jurisdictions
+        if allowed is None or principal.key_id == pending.key_id:
+            return
+        guard = self.gw.guard
+        creator, tenant = guard.authenticator.keys.get(pending.key_id), guard.tenants.get(pending.tenant)
+        where = None if creator is None or tenant is None else tenant.scopes.narrowed_by(creator.scopes).jurisdictions
+        if where is None or not where <= allowed:
+            raise PermissionDenied(f"response_id: the events of response {pending.id!r} may be served outside the "
+                                   f"jurisdictions key {principal.key_id} may use", param="response_id",
+                                   code="jurisdiction_not_allowed")
 
     async def cancel(self, request: Request, ex: Exchange) -> Response:
         """Cancel a background response: queued or in progress, it ends cancelled (its run stopped, its quota
