@@ -21,6 +21,7 @@ import openai
 import pytest
 import uvicorn
 
+from aigrid.gateway import responses_api
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.event_log import EventLogs, LogWriter, split
 from aigrid.gateway.hub_client import HubClient
@@ -375,3 +376,31 @@ def test_two_worker_processes_resume_a_streamed_background_response(tmp_path: Pa
         assert resumes[0][-1]["type"] in ("response.completed", "response.incomplete")
         with client() as oai:
             assert oai.responses.retrieve(rid).status == resumes[0][-1]["response"]["status"]
+
+
+async def test_readers_of_event_logs_are_bounded_per_tenant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Following an event log (GET ?stream=true) is a read, counted in no quota, and each reader polls the log's
+    store every FOLLOW_POLL_S while its response runs: a tenant could open readers without end (measured: 2,000
+    readers of one running response took 0.36 s of the event loop each second; on a Redis store, 40,000 calls a
+    second through the 64 connections every tenant's store calls share). Now at most MAX_FOLLOWERS_PER_TENANT at
+    once in a process: one more is a 429 with Retry-After, and a reader gone frees its place."""
+    monkeypatch.setattr(responses_api, "MAX_FOLLOWERS_PER_TENANT", 2)
+    gw = await _gateway(tmp_path, _engines(tmp_path, delay_s=0.5))  # 40 words: a run of 20 s
+    async with served(gw) as oai:
+        created = await oai.responses.create(model="smollm2-135m", input="Count", background=True, stream=True)
+        rid = (await created.__anext__()).response.id
+        readers = [await oai.responses.retrieve(rid, stream=True) for _ in range(2)]
+        with pytest.raises(openai.RateLimitError) as full:
+            await oai.responses.retrieve(rid, stream=True)
+        assert full.value.response.headers["retry-after"] == "1"
+        await readers[0].close()
+        for _ in range(100):  # the server notices the reader gone (its next write)
+            try:
+                readers[0] = await oai.responses.retrieve(rid, stream=True)
+                break
+            except openai.RateLimitError:
+                await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("a reader gone never freed its place")
+        for stream in (*readers, created):
+            await stream.close()

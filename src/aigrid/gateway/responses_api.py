@@ -50,11 +50,12 @@ from aigrid.errors import (
     InvalidRequest,
     ModelNotFound,
     NotFound,
+    Overloaded,
     PermissionDenied,
     StoreUnavailable,
     UpstreamFailed,
 )
-from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, error_object
+from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, MAX_RUNS_PER_TENANT, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.context_window import check_context
 from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_stored_in
@@ -110,6 +111,10 @@ _PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
 _FORMAT = re.compile(r"^response_format(?:\.json_schema)?")
 """A chat `response_format` field's prefix, whose Responses field is under `text.format` (flattened)."""
 STOPPED = {"code": "server_error", "message": "the gateway stopped before this background response finished"}
+MAX_FOLLOWERS_PER_TENANT = MAX_RUNS_PER_TENANT
+"""Readers of event logs (GET /v1/responses/{id}?stream=true) one process serves at once per tenant; more is a
+429. A read is counted in no quota, and each reader polls its log's store every FOLLOW_POLL_S while the response
+runs: without a bound one tenant's readers took the event loop, or the Redis connections every tenant shares."""
 log = logging.getLogger("aigrid.gateway")
 
 
@@ -135,6 +140,8 @@ class ResponsesApi:
         self.book = routes.gw.stores.responses
         """Stored responses and background placeholders, wherever each lives (stores.py)."""
         self.conversations = Conversations(routes.gw.stores.conversations)
+        self._following: dict[str, int] = {}
+        """Per tenant: the readers of event logs this process serves now (GET ?stream=true)."""
 
     def routes(self) -> list[Route]:
         """GET, DELETE and cancel of a stored or background response (POST /v1/responses is an audited route
@@ -439,6 +446,22 @@ class ResponsesApi:
                 yield event("error", after + 1, code="store_unavailable", param=None, message=e.message).encode()
                 return
 
+    async def _counted(self, tenant: str, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """A reader's events, counted among its tenant's readers (MAX_FOLLOWERS_PER_TENANT) while they flow."""
+        self._following[tenant] = self._following.get(tenant, 0) + 1
+        try:
+            async for chunk in events:
+                yield chunk
+        finally:
+            left = self._following[tenant] - 1
+            if left:
+                self._following[tenant] = left
+            else:
+                del self._following[tenant]
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
     async def _look(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
         """The stored response or placeholder (book.lookup). A placeholder still running whose owner (another
         process) let its lease end, having died (background.py), is failed by this read (ABANDONED; once,
@@ -636,7 +659,12 @@ class ResponsesApi:
                                      "true, so it has no events to stream again; retrieve it without stream",
                                      param="stream")
             ex.body = {"response_id": rid, "stream": True, "starting_after": after}
-            return RelayResponse(self._follow(store, principal.tenant, rid, after), 200, _SSE)
+            if self._following.get(principal.tenant, 0) >= MAX_FOLLOWERS_PER_TENANT:
+                raise Overloaded(f"stream: {MAX_FOLLOWERS_PER_TENANT} streams of this tenant's background responses "
+                                 "are being read on this gateway, as many as it serves; retry later", param="stream",
+                                 headers={"retry-after": "1"})
+            return RelayResponse(self._counted(principal.tenant, self._follow(store, principal.tenant, rid, after)),
+                                 200, _SSE)
         if isinstance(found, Pending):
             return json_response(_pending_response(found))
         return _stored_response(found)
