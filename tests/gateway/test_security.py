@@ -88,6 +88,17 @@ async def test_missing_and_wrong_keys_are_401(secured: tuple[httpx.AsyncClient, 
         assert r.status_code == 401, (path, r.text)
 
 
+async def test_who_asks_comes_first_on_the_reads_too(secured: tuple[httpx.AsyncClient, Gateway]) -> None:
+    """The reads of what a tenant keeps checked their query (a list's limit, order, cursors, a stream's
+    starting_after) before who asks: a client without a key got a 400 naming the parameter. Now a 401 first."""
+    c, _ = secured
+    for path in ("/v1/files?limit=0", "/v1/batches?limit=x", "/v1/messages/batches?after_id=a&before_id=b",
+                 "/v1/conversations/conv_x/items?order=up", "/v1/responses/resp_x/input_items?limit=0",
+                 "/v1/responses/resp_x?stream=true&starting_after=-1"):
+        r = await c.get(path)
+        assert r.status_code == 401, (path, r.text)
+
+
 async def test_scope_violations_are_403(secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
     c, _ = secured
     err = error(await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["smollm-only"])), 403)

@@ -210,8 +210,8 @@ class ConversationsApi:
     async def list_items(self, request: Request, ex: Exchange) -> Response:
         """A page of items (OpenAI's cursor list: `limit` 1-100, default 20; `order` asc or desc, default desc;
         `after` an item id; `include` accepted, nothing to add)."""
+        principal, cid = await self._access(request, ex)  # who asks first: no query checked for nobody
         q = page_query(request.query_params)
-        principal, cid = await self._access(request, ex)
         await self._found(request, principal, cid)
         page = await self.store.call("page", principal.tenant, cid, q.after, q.limit, q.order)
         if page is None:

@@ -163,9 +163,9 @@ class FilesApi:
         return json_response({"id": found.id, "object": "file", "deleted": True})
 
     async def list(self, request: Request, ex: Exchange) -> Response:
+        tenant = (await self._caller(request, ex)).tenant  # who asks first: no query checked for nobody
         query = request.query_params
         q = page_query(query, default_limit=MAX_LIST, max_limit=MAX_LIST)
-        tenant = (await self._caller(request, ex)).tenant
         page = await self.files.list(tenant, purpose=query.get("purpose"), after=q.after, limit=q.limit,
                                      ascending=q.ascending)
         if page is None:

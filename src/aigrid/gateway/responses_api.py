@@ -640,6 +640,7 @@ class ResponsesApi:
     async def get(self, request: Request, ex: Exchange) -> Response:
         """A stored response, or a background one's current state (its placeholder); with `stream=true` (a
         background response created with stream) its events after `starting_after`, followed to its end."""
+        principal, rid = await self._stored_access(request, ex)  # who asks first: no query checked for nobody
         stream = request.query_params.get("stream", "false").lower() not in ("false", "0")
         after = -1
         if stream and "starting_after" in request.query_params:
@@ -648,7 +649,6 @@ class ResponsesApi:
                 raise InvalidRequest(f"starting_after: {raw!r} is not a sequence number (an integer, 0 or more)",
                                      param="starting_after")
             after = int(raw)
-        principal, rid = await self._stored_access(request, ex)
         found = await self._lookup(principal, rid)
         if stream:
             if isinstance(found, Pending):
@@ -707,8 +707,8 @@ class ResponsesApi:
     async def list_input_items(self, request: Request, ex: Exchange) -> Response:
         """The stored response's input items, a page at a time (OpenAI's cursor list: `limit` 1-100, default
         20; `order` asc or desc, default desc; `after` an item id)."""
+        principal, rid = await self._stored_access(request, ex)  # who asks first: no query checked for nobody
         q = page_query(request.query_params)
-        principal, rid = await self._stored_access(request, ex)
         found = await self._lookup(principal, rid)
         if isinstance(found, Pending):  # nothing of a background request is kept before its answer
             raise NotFound(f"the background response {rid!r} is {found.status.replace('_', ' ')}: its input "
