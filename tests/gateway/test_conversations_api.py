@@ -276,6 +276,35 @@ async def test_a_conversation_cannot_grow_past_its_limit(oai: openai.AsyncOpenAI
     assert over.value.body["param"] == "conversation" and over.value.body["code"] == "conversation_too_large"
 
 
+async def test_a_call_that_needs_no_items_moves_none(oai: openai.AsyncOpenAI, gateway: Gateway) -> None:
+    """Every Conversations route read the whole conversation from its store (a copy of every item in memory,
+    all of them over the hub's socket) to check that it is the caller's: 0.24 s of the event loop per call on
+    one at MAX_CONVERSATION_BYTES, for reads that count in no quota. Now the routes that answer no item (retrieve,
+    update, delete, a page, one item, adding items) read the conversation without its items."""
+    full = StoredConversation("conv_full", "default", 0, items=[_heavy(1000)] * 20)
+    gateway.conversations.create(full)
+    item = full.items[0]["id"]
+    assert gateway.stores is not None
+    book = gateway.stores.conversations
+    moved: list[tuple[str, int]] = []
+    call = book.call
+
+    async def measured(op: str, arg: list[Any]) -> Any:
+        answer = await call(op, arg)
+        moved.append((op, len(orjson.dumps(answer))))
+        return answer
+
+    book.call = measured  # type: ignore[method-assign]
+    await oai.conversations.retrieve(full.id)
+    await oai.conversations.update(full.id, metadata={"k": "v"})
+    await oai.conversations.items.list(full.id, limit=1)
+    await oai.conversations.items.retrieve(item, conversation_id=full.id)
+    await oai.conversations.items.create(full.id, items=[{"role": "user", "content": "Hi"}])
+    await oai.conversations.items.delete(item, conversation_id=full.id)
+    await oai.conversations.delete(full.id)
+    assert len(moved) >= 7 and max(size for _, size in moved) < 2 * len(orjson.dumps(_heavy(1000))), moved  # one item at most
+
+
 async def test_reading_and_changing_a_conversation_is_audited(gateway: Gateway, oai: openai.AsyncOpenAI) -> None:
     await gateway.guard.start()
     try:

@@ -159,6 +159,11 @@ class ConversationStore:
         if op == "get":
             found = self.get(tenant, cid)
             return None if found is None else dataclasses.asdict(found)
+        if op == "head":  # the conversation without its items: all a call needs but a response's history
+            found = self.get(tenant, cid)
+            return None if found is None else {"id": found.id, "tenant": found.tenant, "created_at": found.created_at,
+                                               "metadata": dict(found.metadata), "jurisdiction": found.jurisdiction,
+                                               "size": found.size}
         if op == "update":
             found = self.update(tenant, cid, dict(rest[0]))
             return None if found is None else found.public()

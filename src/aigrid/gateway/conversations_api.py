@@ -154,7 +154,7 @@ class ConversationsApi:
     async def _found(self, request: Request, principal: Principal, cid: str, *, writes: bool = False) -> dict[str, Any]:
         """The caller's conversation as stored (404: none of its tenant's), which its key may use and, when the
         request `writes` to it, its residency allows (check_stored_in)."""
-        found: dict[str, Any] | None = await self.store.call("get", principal.tenant, cid)
+        found: dict[str, Any] | None = await self.store.call("head", principal.tenant, cid)  # no items: none needed
         if found is None:
             raise NotFound(f"no conversation {cid!r}", param="conversation_id")
         check_stored_in(principal, found["jurisdiction"], "conversation_id", f"conversation {cid!r}",

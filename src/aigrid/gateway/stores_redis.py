@@ -350,7 +350,7 @@ class RedisConversations:
         key = self.key(tenant, cid)
         if op == "delete":
             return bool(await self._r.delete(key))
-        if op in ("get", "page", "item"):
+        if op in ("get", "head", "page", "item"):
             raw = await self._r.get(key)
             return None if raw is None else _one(raw).apply(op, arg)
         for _ in range(WRITE_TRIES):  # update, append, delete_item: read, change, write back unless changed meanwhile
