@@ -49,13 +49,22 @@ def is_public(address: Address) -> bool:
 class PublicOnlyTransport(httpx.AsyncBaseTransport):
     """Wraps a transport (`inner`): each request goes to a checked address of its host (module docstring)."""
 
+    ALLOW_LIST_HINT = ("a name on the allow-list reaches public addresses only; write the address itself on the list, "
+                       "or its network in agents.http_private, to allow it")
+
     def __init__(self, inner: httpx.AsyncBaseTransport | None = None, *,
-                 private: Iterable[str] = (), resolver: Resolver = resolve) -> None:
+                 private: Iterable[str] = (), resolver: Resolver = resolve, literals: bool = True,
+                 hint: str = ALLOW_LIST_HINT) -> None:
+        """`literals`: an address written in the URL is reached as written (http_fetch: the operator's allow-list
+        named it); False: it is judged as a name's addresses are (a URL the client wrote). `hint`: what the
+        refusal tells the reader to do."""
         # no connection kept: the pool knows a connection by address, and a TLS one made for one name must not
         # carry a request for another name on the same address (its certificate was not checked for it)
         self._inner = inner or httpx.AsyncHTTPTransport(trust_env=False, limits=httpx.Limits(max_keepalive_connections=0))
         self._private = tuple(ipaddress.ip_network(n, strict=False) for n in private)
         self._resolve = resolver
+        self._literals = literals
+        self._hint = hint
 
     def _allowed(self, address: Address) -> bool:
         return is_public(address) or any(address in net for net in self._private)
@@ -63,6 +72,8 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
         literal = _literal(host)
+        if literal is not None and not self._literals and not self._allowed(literal):
+            raise httpx.ConnectError(f"{host} is not a public address: not fetched ({self._hint})", request=request)
         if literal is None:
             try:
                 found = [a for a in map(_literal, await self._resolve(host, request.url.port or 0)) if a is not None]
@@ -73,9 +84,8 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
             refused = [a for a in found if not self._allowed(a)]
             if refused:
                 raise httpx.ConnectError(
-                    f"{host!r} resolves to {refused[0]}, which is not a public address: not fetched (a name on the "
-                    "allow-list reaches public addresses only; write the address itself on the list, or its network "
-                    "in agents.http_private, to allow it)", request=request)
+                    f"{host!r} resolves to {refused[0]}, which is not a public address: not fetched ({self._hint})",
+                    request=request)
             if request.url.scheme == "https":
                 request.extensions = {**request.extensions, "sni_hostname": host}
             for address in found[:-1]:  # each checked address in turn, as a client tries a name's (no bytes sent)

@@ -39,6 +39,7 @@ from aigrid.gateway.decisions import DecisionLog
 from aigrid.gateway.envelope import api_error_handler, http_error_handler, internal_error_handler
 from aigrid.gateway.guard import Guard
 from aigrid.gateway.hub_client import HubClient
+from aigrid.gateway.image_urls import ImageUrls
 from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
@@ -92,6 +93,8 @@ class Gateway:
     """The background Responses runs (background.py), stopped by the lifespan before what they need."""
     batches: Batches | None = None
     """The Files and Batch APIs and this process's batch runner (batches.py); built by build_app."""
+    images: ImageUrls = field(default_factory=ImageUrls)
+    """Image parts given by URL: fetched from public addresses and sent inline (image_urls.py)."""
     right_sizer: RightSizer | None = None
     """Per-prompt model choice for model "auto" (tenants with right_size; aigrid.rightsize)."""
     hub: HubClient | None = None
@@ -152,6 +155,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         sync=_sync(spec, store, shared, gateway_id, metrics),
         tracing=tracing or build_tracing(spec.gateway.otel),
         right_sizer=RightSizer.from_spec(spec),
+        images=ImageUrls(spec.security.image_urls),
     )
 
 
@@ -268,6 +272,7 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
                 await gateway.sync.stop()
             await gateway.scraper.stop()
             await gateway.agents.stop()
+            await gateway.images.aclose()
             await gateway.guard.stop()
             gateway.tracing.shutdown()
 

@@ -310,6 +310,7 @@ class Routes:
                 check_images(parsed.model, body, gw.spec.models)
                 check_tool_choice(body)
                 check_tool_results(body.get("messages"))
+                await gw.images.inline(body)  # an image URL fetched here, from public addresses, not by the engine
             # what the template puts into the prompt beside the messages counts too (documents, tools, template
             # variables): checked before the firewall reads any of it
             check_context(parsed.model, len(prompt) + beside_messages(texts), gw.spec.models,

@@ -344,6 +344,10 @@ class SecuritySpec(StrictModel):
         "(needs the embeddings extra; off without it). docs/security.md, 'The prompt cascade'")
     abuse: AbuseSpec = AbuseSpec()
     audit: AuditSpec | None = AuditSpec()
+    image_urls: Literal["fetch", "pass", "refuse"] = Field(default="fetch", description=(
+        "an image part given as an http(s) URL: the gateway fetches it from public addresses only and sends it "
+        "to the engine inline (fetch), sends the URL on for the engine to fetch from its own network (pass: an "
+        "engine whose network is fenced off), or refuses it (refuse: inline images only). gateway/image_urls.py"))
     metrics: Literal["open", "operator"] = Field(default="open", description=(
         "who may read /metrics: anyone (open: it holds no tenant's data, only sites, endpoints, models, counts and "
         "latencies), or an operator tenant's key (operator, with enforce: Prometheus sends it with "

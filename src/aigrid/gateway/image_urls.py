@@ -1,0 +1,125 @@
+"""Images given by URL are fetched by the gateway, from public addresses only, and reach the engine inline.
+
+An engine serving a vision model (vLLM, SGLang, llama.cpp with a projector) fetches an image part's web address
+itself, from the site's network: a client that names `http://169.254.169.254/latest/meta-data/` or
+`http://10.0.0.5/admin` has the engine send that request (server-side request forgery; vLLM's CVE-2025-6242),
+and a name that resolves to a public address when checked can resolve to a private one when the engine looks it
+up again. So with `security.image_urls: fetch` (the default) the gateway fetches each such image once, through
+agents/public_only.PublicOnlyTransport (every address of the host global, connected to as checked, each
+redirect checked again), at most MAX_IMAGE_BYTES an image and MAX_REQUEST_BYTES a request, with an image
+content type, within FETCH_TIMEOUT_S; the engine gets it as a `data:` URL. `pass` sends the URL on (an engine
+whose network is fenced off); `refuse` serves inline images only. A URL of another scheme (`file:`, `ftp:`) is
+refused whatever the mode: engines read local files for some (vLLM's `--allowed-local-media-path`).
+
+Image parts (schemas.IMAGE_PARTS) as a chat body carries them: `image_url: {"url": ...}` (OpenAI; also a bare
+string), `input_image` with `image_url` (the Responses API's, when sent to chat), and `image` with a `source` of
+type `url` (Anthropic's). The Messages and Responses APIs reach engines through the chat pipeline, so their
+images are fetched the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import httpx
+
+from aigrid.agents.public_only import PublicOnlyTransport
+from aigrid.errors import InvalidRequest
+from aigrid.gateway.schemas import IMAGE_PARTS
+
+ImageUrlMode = Literal["fetch", "pass", "refuse"]
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
+MAX_REQUEST_BYTES = 20 * 1024 * 1024
+FETCH_TIMEOUT_S = 10.0
+MAX_REDIRECTS = 3
+WEB = ("http://", "https://")
+PUBLIC_ONLY = ("the gateway fetches images from public addresses only; send the image inline as a data: URL, or set "
+               "security.image_urls: pass to have the engine fetch it")
+
+
+def image_urls(messages: Any) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(where, holder, key) of each image part's URL that is not inline: holder[key] is the URL."""
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        content = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            if not isinstance(part, dict) or part.get("type") not in IMAGE_PARTS:
+                continue
+            where = f"messages[{i}].content[{j}]"
+            image = part.get("image_url")
+            source = part.get("source")
+            if isinstance(image, dict) and isinstance(image.get("url"), str):
+                holder, key, where = image, "url", where + ".image_url.url"
+            elif isinstance(image, str):
+                holder, key, where = part, "image_url", where + ".image_url"
+            elif isinstance(source, dict) and source.get("type") == "url" and isinstance(source.get("url"), str):
+                holder, key, where = source, "url", where + ".source.url"
+            else:
+                continue
+            if not holder[key].startswith("data:"):
+                yield where, holder, key
+
+
+class ImageUrls:
+    """The gateway's handling of image URLs (module docstring); its HTTP client is made on the first fetch."""
+
+    def __init__(self, mode: ImageUrlMode = "fetch", client: httpx.AsyncClient | None = None) -> None:
+        self.mode = mode
+        self._client = client
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            transport = PublicOnlyTransport(literals=False, hint=PUBLIC_ONLY)
+            self._client = httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=True,
+                                             max_redirects=MAX_REDIRECTS, timeout=FETCH_TIMEOUT_S)
+        return self._client
+
+    async def inline(self, body: dict[str, Any]) -> None:
+        """The chat body's image URLs fetched and written in place as `data:` URLs (per the mode); a URL that
+        cannot be is the client's 400 naming its part."""
+        found = list(image_urls(body.get("messages")))
+        for where, holder, key in found:
+            if not holder[key].lower().startswith(WEB):
+                raise InvalidRequest(f"{where}: an image is given as an http(s) URL or a data: URL, not "
+                                     f"{holder[key][:40]!r}", param=where, code="invalid_image_url")
+            if self.mode == "refuse":
+                raise InvalidRequest(f"{where}: this grid takes images inline only (a data: URL with the image in "
+                                     "base64), not by URL", param=where, code="image_url_not_allowed")
+        if self.mode != "fetch" or not found:
+            return
+        fetched = await asyncio.gather(*(self._fetch(where, holder[key]) for where, holder, key in found))
+        if sum(len(b) for _, b in fetched) > MAX_REQUEST_BYTES:
+            raise InvalidRequest(f"the request's images come to more than {MAX_REQUEST_BYTES // 2**20} MiB",
+                                 param=found[0][0], code="image_too_large")
+        for (_, holder, key), (kind, data) in zip(found, fetched, strict=True):
+            holder[key] = f"data:{kind};base64,{base64.b64encode(data).decode()}"
+
+    async def _fetch(self, where: str, url: str) -> tuple[str, bytes]:
+        """(content type, bytes) of one image; InvalidRequest naming `where` when it cannot be had."""
+        def refused(why: str) -> InvalidRequest:
+            return InvalidRequest(f"{where}: the image at {url[:200]!r} could not be fetched: {why}", param=where,
+                                  code="image_fetch_failed")
+
+        try:
+            async with self._http().stream("GET", url, headers={"accept": "image/*"}) as r:
+                if r.status_code != 200:
+                    raise refused(f"HTTP {r.status_code}")
+                kind = r.headers.get("content-type", "").split(";")[0].strip().lower()
+                if not kind.startswith("image/"):
+                    raise refused(f"it is {kind or 'of no content type'}, not an image")
+                data = bytearray()
+                async for piece in r.aiter_bytes():
+                    data += piece
+                    if len(data) > MAX_IMAGE_BYTES:
+                        raise refused(f"larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+                return kind, bytes(data)
+        except httpx.TooManyRedirects:
+            raise refused(f"more than {MAX_REDIRECTS} redirects") from None
+        except httpx.HTTPError as e:  # a private address (PublicOnlyTransport), DNS, connection, timeout
+            raise refused(str(e) or type(e).__name__) from None
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()

@@ -1,0 +1,139 @@
+"""Image parts given by URL (gateway/image_urls.py): fetched by the gateway from public addresses only and sent
+to the engine inline, never fetched by the engine from the site's network. The resolver is a stand-in (a dict),
+the network an httpx.MockTransport recording each request; the real resolver and transport against a loopback
+server show that loopback is refused."""
+
+from __future__ import annotations
+
+import base64
+import random
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from aigrid.agents.public_only import PublicOnlyTransport
+from aigrid.errors import InvalidRequest
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.image_urls import MAX_IMAGE_BYTES, ImageUrls
+from aigrid.spec.models import ModelSpec
+from tests.agents.test_public_only import fake_resolve
+from tests.gateway.conftest import FakeEngine, _no_sleep, spec_in
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 64
+
+
+def network(seen: list[httpx.Request], kind: str = "image/png", body: bytes = PNG) -> httpx.AsyncClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/moved":
+            return httpx.Response(302, headers={"location": "http://meta.example.org/latest/meta-data/"})
+        return httpx.Response(200, headers={"content-type": kind}, content=body)
+    transport = PublicOnlyTransport(httpx.MockTransport(handler), resolver=fake_resolve)
+    return httpx.AsyncClient(transport=transport, follow_redirects=True, max_redirects=3)
+
+
+def chat(url: str, shape: str = "openai") -> dict[str, Any]:
+    part = {"openai": {"type": "image_url", "image_url": {"url": url}},
+            "bare": {"type": "image_url", "image_url": url},
+            "responses": {"type": "input_image", "image_url": url},
+            "anthropic": {"type": "image", "source": {"type": "url", "url": url}}}[shape]
+    return {"model": "m", "messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]}]}
+
+
+def url_of(body: dict[str, Any]) -> str:
+    part = body["messages"][0]["content"][1]
+    image = part.get("image_url", part.get("source"))
+    return image if isinstance(image, str) else image["url"]
+
+
+@pytest.mark.parametrize("shape", ["openai", "bare", "responses", "anthropic"])
+async def test_a_public_image_goes_to_the_engine_inline(shape: str) -> None:
+    seen: list[httpx.Request] = []
+    body = chat("https://docs.example.org/cat.png", shape)
+    await ImageUrls("fetch", network(seen)).inline(body)
+    assert url_of(body) == "data:image/png;base64," + base64.b64encode(PNG).decode()
+    (r,) = seen
+    assert r.url.host == "93.184.215.14" and r.headers["host"] == "docs.example.org"
+
+
+@pytest.mark.parametrize("url", ["http://meta.example.org/latest/meta-data/", "http://mixed.example.org/a.png",
+                                 "http://docs.example.org/moved"],
+                         ids=["metadata service", "a private address among public ones", "redirected to one"])
+async def test_an_image_on_a_private_address_is_not_fetched(url: str) -> None:
+    """The cloud's metadata service, a name with a private address, a public page redirecting to the metadata
+    service: a 400 naming the part, nothing sent to a private address (the engine would have fetched each)."""
+    seen: list[httpx.Request] = []
+    body = chat(url)
+    with pytest.raises(InvalidRequest) as info:
+        await ImageUrls("fetch", network(seen)).inline(body)
+    assert info.value.code == "image_fetch_failed" and info.value.param == "messages[0].content[1].image_url.url"
+    assert "not a public address" in info.value.message, info.value.message
+    assert all(r.url.host == "93.184.215.14" for r in seen) and url_of(body) == url
+
+
+async def test_the_real_transport_refuses_loopback() -> None:
+    """The gateway's own client (real resolver, real transport): a server on 127.0.0.1 is never asked."""
+    images = ImageUrls("fetch")
+    try:
+        for url in ("http://127.0.0.1:9/secret.png", "http://[::1]:9/x.png", "http://169.254.169.254/latest/meta-data/",
+                    "http://[::ffff:10.0.0.1]/x.png"):  # an address written in the URL is judged too
+            with pytest.raises(InvalidRequest, match="is not a public address: not fetched"):
+                await images.inline(chat(url))
+        with pytest.raises(InvalidRequest, match="'localhost' resolves to .*, which is not a public address"):
+            await images.inline(chat("http://localhost:9/secret.png"))
+    finally:
+        await images.aclose()
+
+
+@pytest.mark.parametrize("mode", ["fetch", "pass", "refuse"])
+async def test_other_schemes_are_refused_in_every_mode(mode: str) -> None:
+    for url in ("file:///etc/passwd", "ftp://docs.example.org/a.png", "gopher://x"):
+        with pytest.raises(InvalidRequest) as info:
+            await ImageUrls(mode, network([])).inline(chat(url))  # type: ignore[arg-type]
+        assert info.value.code == "invalid_image_url", url
+
+
+async def test_pass_sends_the_url_on_and_refuse_refuses_it() -> None:
+    seen: list[httpx.Request] = []
+    body = chat("https://docs.example.org/cat.png")
+    await ImageUrls("pass", network(seen)).inline(body)
+    assert url_of(body) == "https://docs.example.org/cat.png" and seen == []
+    with pytest.raises(InvalidRequest) as info:
+        await ImageUrls("refuse", network(seen)).inline(body)
+    assert info.value.code == "image_url_not_allowed" and seen == []
+    inline = chat("data:image/png;base64,AAAA")
+    for mode in ("fetch", "pass", "refuse"):
+        await ImageUrls(mode, network(seen)).inline(inline)  # type: ignore[arg-type]
+    assert url_of(inline) == "data:image/png;base64,AAAA" and seen == []
+
+
+@pytest.mark.parametrize("kind,body,says", [("text/html", b"<html>", "text/html, not an image"),
+                                            ("image/png", b"x" * (MAX_IMAGE_BYTES + 1), "larger than 10 MiB")])
+async def test_what_is_not_an_image_or_too_large_is_refused(kind: str, body: bytes, says: str) -> None:
+    with pytest.raises(InvalidRequest, match=says):
+        await ImageUrls("fetch", network([], kind, body)).inline(chat("https://docs.example.org/x"))
+
+
+async def test_the_gateway_fetches_the_image_and_the_engine_gets_it_inline(tmp_path: Path,
+                                                                           fakes: dict[str, FakeEngine]) -> None:
+    """Through the chat route of a grid whose model reads images: the engine gets a data: URL; a private URL is
+    the client's 400 and no engine is asked."""
+    spec = spec_in(tmp_path)
+    models = {name: ModelSpec(**{**m.model_dump(), "vision": True}) for name, m in spec.models.items()}
+    gw = build_gateway(spec.model_copy(update={"models": models}), fakes, rng=random.Random(7), sleep=_no_sleep)
+    seen: list[httpx.Request] = []
+    gw.images = ImageUrls("fetch", network(seen))
+    await gw.scraper.scrape_once()
+    body = {**chat("https://docs.example.org/cat.png"), "model": "smollm2-135m", "max_tokens": 4}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        received = [b for e in fakes.values() for b in e.received]
+        assert url_of(received[-1]).startswith("data:image/png;base64,")
+        before = len(received)
+        r = await c.post("/v1/chat/completions", json={**body, **chat("http://meta.example.org/x.png"),
+                                                       "model": "smollm2-135m"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "image_fetch_failed", r.text
+        assert len([b for e in fakes.values() for b in e.received]) == before
