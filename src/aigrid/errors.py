@@ -144,6 +144,13 @@ class InvalidRequest(ApiError):
     code = "invalid_request"
 
 
+class RequestTimeout(ApiError):
+    """The client did not send its request body within the gateway's deadline (gateway/slow_clients.py)."""
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
 class AuthenticationError(ApiError):
     status = 401
     type = "authentication_error"

@@ -19,6 +19,7 @@ import uvicorn
 from aigrid.engines.upstream_transport import Http1Transport
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.heap import settle_when_started
+from aigrid.gateway.slow_clients import HeadDeadline
 from aigrid.gateway.wiring import UPSTREAM_TIMEOUT, Upstream, build_engines, upstream
 from aigrid.security.firewall.abuse import AbuseAction, AbuseVerdict, RequestTraits
 from aigrid.spec.load import load_spec
@@ -61,7 +62,7 @@ async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True, 
             await _granian(build_app(gateway), spec.gateway.host, port)
         else:
             config = uvicorn.Config(build_app(gateway), host=spec.gateway.host, port=port, log_level="warning",
-                                    http="httptools", lifespan="on", timeout_graceful_shutdown=5)
+                                    http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5)
             server = uvicorn.Server(config)
             settling = asyncio.create_task(settle_when_started(server))
             try:

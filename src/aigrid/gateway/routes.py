@@ -43,6 +43,7 @@ from aigrid.errors import (
     ModelNotFound,
     NoEligibleEndpoint,
     NotFound,
+    RequestTimeout,
 )
 from aigrid.gateway.admission import Refused, Ticket
 from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
@@ -67,6 +68,7 @@ from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.relay_response import Hangup, RelayResponse
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info, turn_prompt_tokens
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+from aigrid.gateway.slow_clients import BODY_TIMEOUT_S
 from aigrid.gateway.urgency import request_urgency
 from aigrid.json_depth import depth_message, too_deep_raw
 from aigrid.logs import fields
@@ -202,18 +204,24 @@ async def authenticate_read(gw: Gateway, request: Request, ex: Exchange) -> Prin
     return principal
 
 
-async def read_body(request: Request, limit: int, too_large: str) -> bytes:
+async def read_body(request: Request, limit: int, too_large: str, timeout_s: float | None = None) -> bytes:
     """The request's body, at most `limit` bytes (a larger one, declared or streamed: 400 request_too_large
-    with the message `too_large`)."""
+    with the message `too_large`), whole within `timeout_s` (408 request_timeout: a client that trickles its body
+    held its connection and request for good; slow_clients.py)."""
     declared = plain_int(request.headers.get("content-length", ""))
     if declared is not None and declared > limit:
         raise InvalidRequest(too_large, code="request_too_large")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise InvalidRequest(too_large, code="request_too_large")
-        chunks.append(chunk)
+    timeout_s = BODY_TIMEOUT_S if timeout_s is None else timeout_s
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise InvalidRequest(too_large, code="request_too_large")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s ({size} bytes came)") from None
     return b"".join(chunks)
 
 

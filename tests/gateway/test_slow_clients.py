@@ -1,0 +1,112 @@
+"""A client that sends its request slowly (gateway/slow_clients.py): its head within a deadline or the connection
+is answered 408 and closed; its body within a deadline or the API's own 408. uvicorn runs in this process on a
+socket bound here (port 0), with the deadline shortened."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from aigrid.gateway import routes
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.slow_clients import TIMED_OUT, HeadDeadline
+from tests.gateway.conftest import FakeEngine, _no_sleep, audit_rows, spec_in
+
+
+class QuickDeadline(HeadDeadline):
+    head_timeout_s = 0.4
+
+
+async def ok(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            break
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.fixture
+async def port() -> AsyncIterator[int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(ok, http=QuickDeadline, lifespan="off", log_level="error"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    await task
+
+
+async def answer(reader: asyncio.StreamReader, within_s: float = 3.0) -> bytes:
+    """What the server sends before it closes the connection (or within `within_s`)."""
+    return await asyncio.wait_for(reader.read(), within_s)
+
+
+@pytest.mark.parametrize("sent", [b"", b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"],
+                         ids=["nothing", "half a head"])
+async def test_a_head_not_complete_in_time_is_answered_408_and_closed(port: int, sent: bytes) -> None:
+    """uvicorn kept such a connection open for good (40 s and more with the real gateway); now the deadline."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(sent)
+    started = asyncio.get_running_loop().time()
+    assert await answer(reader) == TIMED_OUT
+    assert 0.3 < asyncio.get_running_loop().time() - started < 2.5
+    writer.close()
+
+
+async def test_each_request_on_a_kept_connection_has_the_deadline_from_its_first_byte(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n")
+    first = await asyncio.wait_for(reader.readuntil(b"ok"), 3)
+    assert first.startswith(b"HTTP/1.1 200")
+    await asyncio.sleep(0.3)  # within the keep-alive time: the connection is still open
+    writer.write(b"GET / HTTP/1.1\r\nHost:")  # the next request's head starts and stalls
+    assert await answer(reader) == TIMED_OUT
+    writer.close()
+
+
+async def test_a_head_in_time_is_served_however_long_the_answer_takes(port: int) -> None:
+    """The deadline is the head's: a body that follows within its own time and the answer are not cut."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST / HTTP/1.1\r\nHost: gw\r\nContent-Length: 4\r\n\r\nab")
+    await asyncio.sleep(0.6)  # past the head's deadline, with the head complete
+    writer.write(b"cd")
+    assert (await asyncio.wait_for(reader.readuntil(b"ok"), 3)).startswith(b"HTTP/1.1 200")
+    writer.close()
+
+
+async def test_a_body_not_sent_in_time_is_the_apis_408_and_audited(tmp_path: Path, fakes: dict[str, FakeEngine],
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that trickles its body held its request (authenticated, not yet admitted) for good: now a 408 in
+    OpenAI's envelope, recorded as every refused request is; no engine asked."""
+    monkeypatch.setattr(routes, "BODY_TIMEOUT_S", 0.3)
+    gw = build_gateway(spec_in(tmp_path), fakes, sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b'{"model": "smollm2-135m", '
+        await asyncio.sleep(1.0)
+        yield b'"messages": [{"role": "user", "content": "hi"}]}'
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", content=trickle(), headers={"content-type": "application/json"})
+        assert r.status_code == 408, r.text
+        assert r.json()["error"]["code"] == "request_timeout" and "within 0.3 s (26 bytes came)" in r.json()["error"]["message"]
+        assert (await audit_rows(gw))[-1]["outcome"] == "error:request_timeout"
+        assert all(not e.received for e in fakes.values())
+    finally:
+        await gw.guard.stop()
