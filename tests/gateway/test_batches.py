@@ -29,10 +29,10 @@ from aigrid.gateway.batch_input import Line
 from aigrid.gateway.batch_line import BATCH_LINE_ROUTE, LineResult, line_route, request_line
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import BatchStore, StoredBatch
-from aigrid.gateway.file_store import FileStore
+from aigrid.gateway.file_store import FileStore, StorageFull, StorageLimit
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
-from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec
+from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec, QuotaSpec, SecuritySpec
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
@@ -696,3 +696,79 @@ async def test_a_retry_after_longer_than_the_window_expires_the_batch_instead_of
         assert tries == {"a": 1}  # not tried again after the window
     finally:
         await runner.stop()
+
+
+def storage_spec(tmp: Path, storage_bytes: int, storage_files: int) -> GridSpec:
+    """batch_spec with the default tenant's storage quota set (every tenant without quotas of its own)."""
+    spec = batch_spec(tmp)
+    quotas = QuotaSpec(storage_bytes=storage_bytes, storage_files=storage_files)
+    return spec.model_copy(update={"security": spec.security.model_copy(update={"default_quotas": quotas})})
+
+
+async def test_a_tenants_files_are_bounded_by_its_storage_quota(tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """Uploads were bounded only by max_file_bytes each: one tenant could fill the gateway's disk for every tenant
+    by uploading again and again. A tenant's files (every purpose) now hold at most `quotas.storage_bytes` and
+    `storage_files`: past it an upload is the client's 400 storage_quota_exceeded naming the limit (its bytes not
+    kept, its record written); a deleted or expired file counts no more; another tenant is not affected; a batch
+    is not created while its tenant is at its limit (its output would be the tenant's files too)."""
+    gw = await started(storage_spec(tmp_path, 1000, 3), engines)
+    folder = Path(gw.spec.gateway.batch.dir) / "default"
+    try:
+        oai, other = clients(gw)
+        first = await oai.files.create(file=("a.jsonl", b"x" * 600), purpose="batch")
+        with pytest.raises(openai.BadRequestError) as full:
+            await oai.files.create(file=("b.jsonl", b"y" * 500), purpose="batch")
+        err = full.value.body
+        assert err["code"] == "storage_quota_exceeded" and err["param"] == "file", err  # type: ignore[index]
+        assert "1000 bytes (quotas.storage_bytes)" in err["message"] and "600 bytes in 1 files" in err["message"]  # type: ignore[index]
+        assert sorted(p.name for p in folder.iterdir()) == [f"{first.id}.jsonl"]  # the refused bytes not kept
+        assert (await other.files.create(file=("o.jsonl", b"z" * 900), purpose="batch")).bytes == 900
+        await oai.files.delete(first.id)
+        second = await oai.files.create(file=("b.jsonl", b"y" * 500), purpose="batch")  # room again
+        # the count of files too
+        data = jsonl(line("a", "Name a river."))
+        small = [await oai.files.create(file=(f"{i}.jsonl", data), purpose="batch") for i in range(2)]
+        with pytest.raises(openai.BadRequestError) as many:
+            await oai.files.create(file=("c.jsonl", b"c"), purpose="batch")
+        assert "3 files (quotas.storage_files)" in many.value.body["message"]  # type: ignore[index]
+        # at its limit, no batch: its output file would be one more
+        with pytest.raises(openai.BadRequestError) as no_batch:
+            await oai.batches.create(input_file_id=small[0].id, endpoint=CHAT, completion_window="24h")
+        assert no_batch.value.body["code"] == "storage_quota_exceeded"  # type: ignore[index]
+        assert no_batch.value.body["param"] == "input_file_id"  # type: ignore[index]
+        # an expired file counts no more (its bytes go at the runner's next sweep)
+        assert gw.batches is not None
+
+        def expire(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE files SET expires_at = ? WHERE id = ?", (int(time.time()) - 1, second.id))
+
+        await gw.batches.files.db.write(expire)
+        assert (await oai.files.create(file=("d.jsonl", b"d" * 400), purpose="batch")).bytes == 400
+        rows = await audit_rows(gw)
+        refused = [r for r in rows if r["outcome"] == "error:storage_quota_exceeded"]
+        assert [r["extra"]["route"] for r in refused] == ["POST /v1/files"] * 2 + ["POST /v1/batches"]
+    finally:
+        await stopped(gw)
+
+
+async def test_uploads_racing_in_two_processes_never_pass_the_storage_quota(tmp_path: Path) -> None:
+    """The quota is read and the file's row written in one transaction holding the index's write lock: twenty
+    uploads at once through two stores over one folder (two worker processes' worth, each call on its own
+    connection in its own thread) keep exactly as many as fit, and no refused upload leaves bytes behind."""
+    limit = StorageLimit(bytes=1000, files=100)
+    stores = [FileStore(BatchDb(tmp_path), lambda _: limit) for _ in range(2)]
+    got = await asyncio.gather(*(stores[i % 2].add("t", f"{i}.jsonl", "batch", io.BytesIO(b"x" * 300))
+                                 for i in range(20)), return_exceptions=True)
+    kept = [f for f in got if not isinstance(f, BaseException)]
+    assert len(kept) == 3 and all(isinstance(e, StorageFull) for e in got if isinstance(e, BaseException)), got
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == sorted(f"{f.id}.jsonl" for f in kept)
+
+
+def test_the_storage_quota_has_a_default_and_is_a_tenants() -> None:
+    """10 GiB and 10,000 files a tenant unless the spec says otherwise; a key's quotas cannot set it (files are
+    the tenant's, whichever key wrote them): the spec names the field."""
+    assert (QuotaSpec().storage_bytes, QuotaSpec().storage_files) == (10 * 1024 ** 3, 10_000)
+    with pytest.raises(ValueError, match="storage_bytes: storage is held per tenant"):
+        SecuritySpec.model_validate({"key_quotas": {"storage_bytes": 5}})
+    with pytest.raises(ValueError, match="storage_files"):
+        SecuritySpec.model_validate({"default_quotas": {"storage_files": 0}})

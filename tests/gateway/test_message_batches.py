@@ -35,6 +35,7 @@ from tests.gateway.test_batches import (
     received,
     started,
     stopped,
+    storage_spec,
 )
 
 MODEL = "smollm2-135m"
@@ -353,5 +354,32 @@ async def test_a_request_larger_than_a_live_one_may_be_is_errored(tmp_path: Path
         assert big_result.type == "errored" and got["small"].result.type == "succeeded"
         assert big_result.error.error.type == "request_too_large" and "max_body_bytes" in big_result.error.error.message
         assert all("river" not in orjson.dumps(r).decode() for r in received(engines))
+    finally:
+        await stopped(gw)
+
+
+async def test_a_tenants_message_batches_are_bounded_by_its_storage_quota(tmp_path: Path,
+                                                                           engines: dict[str, Gated]) -> None:
+    """A message batch's requests and results are files of its tenant on the gateway's disk: batch after batch
+    filled it, bounded only by max_file_bytes each. They count in the tenant's storage quota (quotas.storage_bytes,
+    storage_files) with its Files API uploads: a batch past it is Anthropic's 400 invalid_request_error naming the
+    limit; its results count once it has ended; deleting it makes room again."""
+    gw = await started(storage_spec(tmp_path, 2000, 2), engines)
+    try:
+        claude, other = clients(gw)
+        with pytest.raises(anthropic.BadRequestError) as big:
+            await claude.messages.batches.create(requests=[req(f"r{i}", "Name a river. " * 10) for i in range(20)])
+        err = big.value.body
+        assert err["type"] == "error" and err["error"]["type"] == "invalid_request_error", err  # type: ignore[index]
+        assert "requests: " in err["error"]["message"] and "2000 bytes (quotas.storage_bytes)" in err["error"]["message"]  # type: ignore[index]
+        assert not list(Path(gw.spec.gateway.batch.dir).glob("default/*"))  # nothing of it kept
+        done = await until_ended(claude, (await claude.messages.batches.create(requests=[req("a", "hi")])).id)
+        assert done.request_counts.succeeded == 1  # its requests and its results: two files
+        with pytest.raises(anthropic.BadRequestError) as many:
+            await claude.messages.batches.create(requests=[req("b", "hi")])
+        assert "2 files (quotas.storage_files)" in many.value.body["error"]["message"]  # type: ignore[index]
+        assert (await other.messages.batches.create(requests=[req("o", "hi")])).id  # another tenant's room is its own
+        await claude.messages.batches.delete(done.id)
+        assert (await claude.messages.batches.create(requests=[req("b", "hi")])).id
     finally:
         await stopped(gw)

@@ -10,6 +10,7 @@ instead of the chat one."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +23,13 @@ from aigrid.gateway.batch_line import BatchLine, LineResult
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import BatchStore, StoredBatch
 from aigrid.gateway.batches_api import BatchesApi
-from aigrid.gateway.file_store import FileStore
+from aigrid.gateway.file_store import FileStore, StorageLimit
 from aigrid.gateway.files_api import FilesApi
 from aigrid.gateway.message_batch_line import MessageBatchLine
 from aigrid.gateway.message_batches_api import MessageBatchesApi
 from aigrid.gateway.messages_api import MESSAGES_PATH, MessagesApi
 from aigrid.gateway.routes import Routes
+from aigrid.spec.models import GridSpec
 
 
 @dataclass
@@ -54,11 +56,21 @@ class Batches:
         await self.runner.stop()
 
 
+def storage_limits(spec: GridSpec) -> Callable[[str], StorageLimit]:
+    """Each tenant's storage quota: its own `quotas` (a tenant that has them), else `security.default_quotas`,
+    as the rate quotas are chosen (guard.Guard._quota_rules)."""
+    default = spec.security.default_quotas
+    limits = {name: StorageLimit(q.storage_bytes, q.storage_files)
+              for name, t in spec.tenants.items() if (q := t.quotas) is not None}
+    fallback = StorageLimit(default.storage_bytes, default.storage_files)
+    return lambda tenant: limits.get(tenant, fallback)
+
+
 def build_batches(routes: Routes) -> Batches:
     gw = routes.gw
     spec = gw.spec.gateway.batch
     db = BatchDb(Path(spec.dir).resolve())
-    files, store = FileStore(db), BatchStore(db)
+    files, store = FileStore(db, storage_limits(gw.spec)), BatchStore(db)
     chat, messages = BatchLine(routes).run, MessageBatchLine(routes, MessagesApi(routes)).run
 
     async def run_line(batch: StoredBatch, line: Line) -> LineResult:

@@ -97,6 +97,7 @@ class BatchesApi:
         if found.purpose != "batch":
             raise InvalidRequest(f"input_file_id: {found.id!r} has purpose {found.purpose!r}; a batch reads a file "
                                  "uploaded with purpose 'batch'", param="input_file_id")
+        await self.files.check_room(caller.tenant, "input_file_id")  # its output will be the tenant's files too
         data = await asyncio.to_thread(self.files.disk_path(found).read_bytes)
         checked = await asyncio.to_thread(read_input, data, req.endpoint, gw.known_models,
                                           gw.spec.gateway.batch.max_lines)

@@ -9,6 +9,15 @@ Every read is scoped by tenant: another tenant's file is not found. A file given
 The files of Anthropic's message batches (their requests, results: message_batches_api.py) are kept here too,
 with a purpose of their own (HIDDEN): the Files API never lists, reads or deletes them (`hidden=False`); only
 the batch runner and the Message Batches API that made them do.
+
+Storage quota (`quotas.storage_bytes`, `storage_files`: StorageLimit): every live file of a tenant counts, hidden
+ones and the batches' outputs too. `add` (an upload, a message batch's requests) is refused past it
+(StorageFull, 400 storage_quota_exceeded): the sum is read and the row written in one transaction that holds
+the index's write lock (batch_db.BatchDb.write), so uploads racing in any number of worker processes never
+take a tenant past it; the bytes copied before the check are deleted again. `register` (a batch's output, the
+work already done) is never refused: it counts, and a tenant taken past its limit by its batches' results adds
+nothing more until it deletes (`check_room`, asked before a batch is created). A deleted or expired file counts
+no more (expired: at once, its bytes deleted by the next sweep).
 """
 
 from __future__ import annotations
@@ -20,10 +29,12 @@ import re
 import shutil
 import sqlite3
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from aigrid.errors import InvalidRequest
 from aigrid.gateway.batch_db import BatchDb
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -51,6 +62,18 @@ class StoredFile:
                 "expires_at": self.expires_at, "status_details": None}
 
 
+@dataclass(frozen=True, slots=True)
+class StorageLimit:
+    """What one tenant's files may hold (its quotas' storage_bytes and storage_files)."""
+
+    bytes: int
+    files: int
+
+
+class StorageFull(InvalidRequest):
+    code = "storage_quota_exceeded"
+
+
 def new_file_id() -> str:
     return "file-" + os.urandom(12).hex()
 
@@ -68,9 +91,11 @@ _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 
 
 class FileStore:
-    def __init__(self, db: BatchDb) -> None:
+    def __init__(self, db: BatchDb, limits: Callable[[str], StorageLimit] | None = None) -> None:
+        """`limits`: each tenant's storage quota (None: no limit)."""
         self.db = db
         self.root = db.root
+        self.limits = limits
 
     def folder(self, tenant: str) -> Path:
         return self.root / tenant_folder(tenant)
@@ -79,10 +104,16 @@ class FileStore:
         return self.root / f.path
 
     async def add(self, tenant: str, filename: str, purpose: str, src: IO[bytes],
-                  expires_at: int | None = None) -> StoredFile:
-        """Copy `src` (read from its start) into the tenant's folder and index it."""
+                  expires_at: int | None = None, *, param: str = "file") -> StoredFile:
+        """Copy `src` (read from its start) into the tenant's folder and index it; StorageFull naming `param` when
+        the tenant's files would hold more than its storage quota (checked before the copy, and again, atomically,
+        with the row's insert: the copy is deleted then)."""
         fid = new_file_id()
         rel = f"{tenant_folder(tenant)}/{fid}.jsonl"
+        limit = None if self.limits is None else self.limits(tenant)
+        if limit is not None:
+            src.seek(0, os.SEEK_END)
+            await self.check_room(tenant, param, src.tell(), limit=limit)
 
         def copy() -> int:
             target = self.root / rel
@@ -96,7 +127,23 @@ class FileStore:
             return size
 
         size = await asyncio.to_thread(copy)
-        return await self._index(StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel))
+        stored = StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel)
+        try:
+            return await self._index(stored, limit, param)
+        except StorageFull:  # refused: the bytes go with the row that was not written
+            await asyncio.to_thread((self.root / rel).unlink, missing_ok=True)
+            raise
+
+    async def check_room(self, tenant: str, param: str, size: int = 0, *,
+                         limit: StorageLimit | None = None) -> None:
+        """StorageFull naming `param` unless the tenant's files leave room for one more file of `size` bytes
+        (`size` 0: the tenant is not at its limit; asked before a batch that will write its output is created)."""
+        if limit is None and self.limits is not None:
+            limit = self.limits(tenant)
+        if limit is None:
+            return
+        held = await self.db.read(lambda db: _held(db, tenant))
+        _refuse_past(limit, held, size, param)
 
     async def register(self, tenant: str, path: Path, filename: str, purpose: str, size: int,
                        expires_at: int | None = None) -> StoredFile:
@@ -105,8 +152,12 @@ class FileStore:
         return await self._index(StoredFile(new_file_id(), tenant, purpose, filename, size, int(time.time()),
                                             expires_at, rel))
 
-    async def _index(self, f: StoredFile) -> StoredFile:
+    async def _index(self, f: StoredFile, limit: StorageLimit | None = None, param: str = "file") -> StoredFile:
+        """The row written; with a `limit`, in the transaction that read the tenant's sum, so that no upload
+        racing this one (in any process) is counted on the same sum."""
         def insert(db: sqlite3.Connection) -> None:
+            if limit is not None:
+                _refuse_past(limit, _held(db, f.tenant), f.bytes, param)
             db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                        (f.id, f.tenant, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at, f.path))
 
@@ -175,3 +226,20 @@ class FileStore:
         for f in gone:
             await asyncio.to_thread(self.disk_path(f).unlink, missing_ok=True)
         return len(gone)
+
+
+def _held(db: sqlite3.Connection, tenant: str) -> tuple[int, int]:
+    """(bytes, files) the tenant's live files hold, every purpose."""
+    r = db.execute(f"SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM files WHERE tenant = ? AND {_LIVE}",
+                   (tenant, int(time.time()))).fetchone()
+    return int(r[0]), int(r[1])
+
+
+def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: str) -> None:
+    used, count = held
+    if used + max(size, 1) > limit.bytes or count + 1 > limit.files:  # a new file needs a byte of room at least
+        adding = f"; this one of {size} bytes would pass it" if size else ""
+        raise StorageFull(f"{param}: this tenant's files hold {used} bytes in {count} files, its storage quota being "
+                          f"{limit.bytes} bytes (quotas.storage_bytes) and {limit.files} files (quotas.storage_files)"
+                          f"{adding}; delete files (DELETE /v1/files/{{file_id}}) or ended message batches to make "
+                          "room", param=param)

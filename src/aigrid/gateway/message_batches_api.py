@@ -133,7 +133,8 @@ class MessageBatchesApi:
         data, count = await asyncio.to_thread(self._check, raw)
         bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
         ex.body = {"batch_id": bid, "requests": count}
-        stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", io.BytesIO(data))
+        stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", io.BytesIO(data),
+                                    param="requests")
         obj = batch_object(bid, created, endpoint=MESSAGES_PATH, input_file_id=stored.id, status="validating",
                            model=None, total=count)
         obj["request_counts"]["expired"] = 0

@@ -185,6 +185,12 @@ class QuotaSpec(StrictModel):
     tokens_per_min: int | None = Field(default=None, ge=1)
     token_budget: int | None = Field(default=None, ge=1)
     budget_period_s: float = Field(default=86_400.0, gt=0)
+    storage_bytes: int = Field(default=10 * 1024 ** 3, ge=1, description=(
+        "bytes a tenant's files may hold on the gateway's disk, all its files together (Files API uploads, batch "
+        "output and error files, message batches' requests and results): an upload or a message batch past it is "
+        "refused (400 storage_quota_exceeded), as is a new batch while the tenant is at it; a tenant's, not a key's"))
+    storage_files: int = Field(default=10_000, ge=1, description=(
+        "files a tenant may keep (counted as storage_bytes; an expired or deleted file counts no more)"))
 
 
 class FirewallSpec(StrictModel):
@@ -354,6 +360,15 @@ class SecuritySpec(StrictModel):
         "`authorization: {credentials: KEY}`)"))
 
     _redis = field_validator("quotas_redis_url")(redis_url)
+
+    @field_validator("key_quotas")
+    @classmethod
+    def _storage_per_tenant(cls, q: QuotaSpec) -> QuotaSpec:
+        given = sorted(q.model_fields_set & {"storage_bytes", "storage_files"})
+        if given:
+            raise ValueError(f"{', '.join(given)}: storage is held per tenant (a tenant's files, whichever key wrote "
+                             "them); set it in default_quotas or a tenant's quotas")
+        return q
 
     @model_validator(mode="after")
     def _metrics_key(self) -> SecuritySpec:
