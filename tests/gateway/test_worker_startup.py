@@ -226,3 +226,18 @@ def test_the_banner_brackets_an_ipv6_host() -> None:
         assert f"http://[{host}]:18080/v1" in text and f"curl -sN http://[{host}]:18080/v1/chat/completions" in text
         assert f"http://{host}:" not in text
     assert "(OpenAI base URL: http://127.0.0.1:18080/v1)" in shown("127.0.0.1")
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "demo-netns.yaml", "right-size.yaml"])
+def test_the_workers_read_the_spec_the_parent_read(name: str) -> None:
+    """worker.json holds the spec the workers parse again: it must give them the same spec, and pass the checks
+    that read what the writer set (every field written out, a `key_quotas` carrying the storage quota's defaults
+    was refused by every worker, and `aigrid up` stopped)."""
+    from aigrid.gateway.workers import worker_spec
+    from aigrid.spec.load import load_spec, parse_spec
+
+    spec = load_spec(EXAMPLES / name)
+    assert parse_spec(worker_spec(spec), "worker.json") == spec

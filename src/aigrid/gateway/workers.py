@@ -58,6 +58,13 @@ STARTUP_FAILED = 3
 `worker-INDEX.failed` beside its configuration, one line."""
 
 
+def worker_spec(spec: GridSpec) -> dict[str, Any]:
+    """The spec as the workers read it back (worker.json): only what was set, so that a check of what a spec
+    writer gave (a field given where it has no meaning, `model_fields_set`) reads the workers' copy as it read
+    the spec (every field written out, `key_quotas` with the storage quota's defaults was refused by them)."""
+    return spec.model_dump(mode="json", exclude_unset=True)
+
+
 def listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -85,7 +92,7 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
                   abuse_rules=abuse_rules(spec.security.abuse), abuse_relay=abuse_relay(spec),
                   abuse_interval_s=spec.security.abuse.share_interval_s)
         config = work / "worker.json"
-        config.write_bytes(orjson.dumps({"spec": spec.model_dump(mode="json"), "urls": dict(urls),
+        config.write_bytes(orjson.dumps({"spec": worker_spec(spec), "urls": dict(urls),
                                          "embedded_key": embedded_key, "hub": str(hub.path), "fd": fd, "parent": os.getpid(),
                                          **worker_options}))
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
