@@ -494,6 +494,44 @@ async def test_calls_that_keep_state_count_against_the_requests_per_minute(
         await gw.guard.stop()
 
 
+async def test_reads_that_move_what_a_tenant_stored_count_against_the_requests_per_minute(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """A read was never counted, so a tenant could download its files (up to max_file_bytes each), page a
+    conversation's items or a stored response's input items (each page walks every item) without end. A read
+    whose cost grows with what the tenant stored now counts as one request, as count_tokens does: past the limit,
+    429 with Retry-After and an audit record. A poll (a file's, a conversation's, a response's object) still
+    does not count."""
+    spec = spec_in(tmp_path)
+    tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=6))}
+    gw = build_gateway(spec.model_copy(update={"tenants": tenants}), fakes, sleep=_no_sleep)
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            fid = (await c.post("/v1/files", files=UPLOAD, headers=TENANT)).json()["id"]
+            cid = (await c.post("/v1/conversations", json={"items": [
+                {"type": "message", "role": "user", "content": "hi"}]}, headers=TENANT)).json()["id"]
+            answered = await c.post("/v1/responses", json={"model": "smollm2-135m", "input": "Say hello",
+                                                            "max_output_tokens": 8}, headers=TENANT)
+            assert answered.status_code == 200, answered.text
+            rid = answered.json()["id"]
+            heavy = [f"/v1/files/{fid}/content", f"/v1/conversations/{cid}/items", f"/v1/responses/{rid}/input_items"]
+            first = [await c.get(path, headers=TENANT) for path in heavy]  # the 4th, 5th and 6th requests
+            again = [await c.get(path, headers=TENANT) for path in heavy]
+            polls = [await c.get(path, headers=TENANT) for path in
+                     (f"/v1/files/{fid}", f"/v1/conversations/{cid}", f"/v1/responses/{rid}")]
+        assert [r.status_code for r in first] == [200, 200, 200], [r.text for r in first]
+        for r in again:
+            assert r.status_code == 429 and "retry-after" in r.headers, r.text
+            assert "requests per minute" in r.json()["error"]["message"]
+        assert [r.status_code for r in polls] == [200, 200, 200], [r.text for r in polls]
+        rows = await audit_rows(gw)
+        assert [r["outcome"] for r in rows][-6:] == ["error:rate_limit_exceeded"] * 3 + ["ok"] * 3
+    finally:
+        await gw.guard.stop()
+
+
 async def test_every_answer_names_its_request_id_and_the_audit_record_holds_it(
         client: httpx.AsyncClient, metered: Gateway) -> None:
     """x-request-id (what the OpenAI SDKs show as `_request_id` and on an APIError) and request-id (the Anthropic

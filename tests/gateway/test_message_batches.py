@@ -23,6 +23,7 @@ from anthropic.types.messages import MessageBatch, MessageBatchIndividualRespons
 
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.message_batch_line import MESSAGE_BATCH_LINE_ROUTE, request_route
+from aigrid.spec.models import QuotaSpec
 from tests.gateway.conftest import audit_rows
 from tests.gateway.sdk_clients import anthropic_client, openai_client
 from tests.gateway.test_batches import (
@@ -381,5 +382,30 @@ async def test_a_tenants_message_batches_are_bounded_by_its_storage_quota(tmp_pa
         assert (await other.messages.batches.create(requests=[req("o", "hi")])).id  # another tenant's room is its own
         await claude.messages.batches.delete(done.id)
         assert (await claude.messages.batches.create(requests=[req("b", "hi")])).id
+    finally:
+        await stopped(gw)
+
+
+async def test_reading_the_results_counts_against_the_requests_per_minute(tmp_path: Path,
+                                                                          engines: dict[str, Gated]) -> None:
+    """Results parse and write again every line of the batch's output (up to max_file_bytes) on the event loop,
+    and were counted in no quota: a tenant could read them without end. Each read of the results is now one
+    request against requests per minute (Anthropic's 429 rate_limit_error past it, with retry-after); polling
+    the batch is not counted."""
+    spec = batch_spec(tmp_path)
+    spec = spec.model_copy(update={"security": spec.security.model_copy(update={
+        "default_quotas": QuotaSpec(requests_per_min=4)})})
+    gw = await started(spec, engines)
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota window for the whole test
+    try:
+        claude = clients(gw)[0].with_options(max_retries=0)
+        done = await until_ended(claude, (await claude.messages.batches.create(requests=[req("a", "hi")])).id)
+        # the create and its one request's run count 2; two reads of the results 3 and 4
+        assert [sorted(await results(claude, done.id)) for _ in range(2)] == [["a"], ["a"]]
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            await results(claude, done.id)
+        assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        assert "retry-after" in limited.value.response.headers
+        assert (await claude.messages.batches.retrieve(done.id)).processing_status == "ended"  # a poll: not counted
     finally:
         await stopped(gw)

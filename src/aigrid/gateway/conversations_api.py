@@ -142,9 +142,10 @@ class ConversationsApi:
                  (item, "GET", self.retrieve_item), (item, "DELETE", self.delete_item)]
         return [audited_route(self.gw, method, path, handler) for path, method, handler in table]
 
-    async def _access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
-        """Who asks, and for which conversation; both noted on the exchange for the audit record (ids only)."""
-        principal, _ = await authenticate(self.gw, request, ex)
+    async def _access(self, request: Request, ex: Exchange, *, heavy: bool = False) -> tuple[Principal, str]:
+        """Who asks, and for which conversation; both noted on the exchange for the audit record (ids only);
+        `heavy`: a read counted in requests per minute (routes.authenticate)."""
+        principal, _ = await authenticate(self.gw, request, ex, heavy=heavy)
         cid = request.path_params.get("conversation_id", "")
         ex.body = {"conversation_id": cid}
         if "item_id" in request.path_params:
@@ -209,8 +210,9 @@ class ConversationsApi:
 
     async def list_items(self, request: Request, ex: Exchange) -> Response:
         """A page of items (OpenAI's cursor list: `limit` 1-100, default 20; `order` asc or desc, default desc;
-        `after` an item id; `include` accepted, nothing to add)."""
-        principal, cid = await self._access(request, ex)  # who asks first: no query checked for nobody
+        `after` an item id; `include` accepted, nothing to add). A page walks every item of the conversation (its
+        ids, for the cursor): one request against requests per minute, unlike a poll."""
+        principal, cid = await self._access(request, ex, heavy=True)  # who asks first: no query checked for nobody
         q = page_query(request.query_params)
         await self._found(request, principal, cid)
         page = await self.store.call("page", principal.tenant, cid, q.after, q.limit, q.order)

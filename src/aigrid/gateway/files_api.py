@@ -77,8 +77,8 @@ class FilesApi:
                 audited("GET", one, self.get), audited("DELETE", one, self.delete),
                 audited("GET", content, self.content)]
 
-    async def _caller(self, request: Request, ex: Exchange) -> Principal:
-        return (await authenticate(self.gw, request, ex))[0]
+    async def _caller(self, request: Request, ex: Exchange, *, heavy: bool = False) -> Principal:
+        return (await authenticate(self.gw, request, ex, heavy=heavy))[0]
 
     async def upload(self, request: Request, ex: Exchange) -> Response:
         tenant = (await self._caller(request, ex)).tenant
@@ -134,8 +134,8 @@ class FilesApi:
                                  param="expires_after.seconds")
         return upload, purpose, int(time.time()) + after
 
-    async def _found(self, request: Request, ex: Exchange) -> StoredFile:
-        tenant = (await self._caller(request, ex)).tenant
+    async def _found(self, request: Request, ex: Exchange, *, heavy: bool = False) -> StoredFile:
+        tenant = (await self._caller(request, ex, heavy=heavy)).tenant
         fid = request.path_params["file_id"]
         ex.body = {"file_id": fid}
         found = await self.files.get(tenant, fid)
@@ -147,7 +147,8 @@ class FilesApi:
         return json_response((await self._found(request, ex)).to_object())
 
     async def content(self, request: Request, ex: Exchange) -> Response:
-        found = await self._found(request, ex)
+        """The file's bytes (up to max_file_bytes): one request against requests per minute, unlike a poll."""
+        found = await self._found(request, ex, heavy=True)
         path = self.files.disk_path(found)
         if not await asyncio.to_thread(path.exists):
             raise NotFound(f"no file {found.id!r}", param="file_id")

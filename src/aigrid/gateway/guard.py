@@ -324,7 +324,8 @@ class Guard:
         responses, conversations: routes.authenticate) is admitted like a request: not served while the audit
         log cannot take its record (503); `counted` (a call that writes: creates, changes, deletes), counted in
         requests per minute (429; no tokens), settled by finish like any reservation. A read is not counted,
-        so that polling a background response or a batch does not spend the tenant's requests."""
+        so that polling a background response or a batch does not spend the tenant's requests; a read whose
+        cost grows with what the tenant stored is (routes.authenticate's `heavy`)."""
         assert ex.principal is not None
         self._audit_accepting()
         if counted:

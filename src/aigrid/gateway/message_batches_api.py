@@ -119,8 +119,9 @@ class MessageBatchesApi:
                 audited("GET", one, self.get), audited("DELETE", one, self.delete),
                 audited("POST", one + "/cancel", self.cancel), audited("GET", one + "/results", self.results)]
 
-    async def _caller(self, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
-        return await authenticate(self.gw, request, ex)  # x-api-key is the bearer key, as on /v1/messages
+    async def _caller(self, request: Request, ex: Exchange, *,
+                      heavy: bool = False) -> tuple[Principal, dict[str, str]]:
+        return await authenticate(self.gw, request, ex, heavy=heavy)  # x-api-key is the bearer key, as on /v1/messages
 
     @staticmethod
     def _base(request: Request) -> str:
@@ -196,15 +197,15 @@ class MessageBatchesApi:
             raise InvalidRequest(f"{field}: {e.message}", param=field) from e
 
     # --- read, list -------------------------------------------------------------------------------------------
-    async def _named(self, request: Request, ex: Exchange) -> tuple[str, str]:
+    async def _named(self, request: Request, ex: Exchange, *, heavy: bool = False) -> tuple[str, str]:
         """(the caller's tenant, the batch id of the path), the id noted on the exchange for its record."""
-        tenant = (await self._caller(request, ex))[0].tenant
+        tenant = (await self._caller(request, ex, heavy=heavy))[0].tenant
         bid = request.path_params["message_batch_id"]
         ex.body = {"batch_id": bid}
         return tenant, bid
 
-    async def _found(self, request: Request, ex: Exchange) -> tuple[str, dict[str, Any]]:
-        tenant, bid = await self._named(request, ex)
+    async def _found(self, request: Request, ex: Exchange, *, heavy: bool = False) -> tuple[str, dict[str, Any]]:
+        tenant, bid = await self._named(request, ex, heavy=heavy)
         obj = await self.store.get(tenant, bid, prefix=PREFIX)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {bid!r}", param="message_batch_id")
@@ -258,7 +259,9 @@ class MessageBatchesApi:
 
     # --- results ----------------------------------------------------------------------------------------------
     async def results(self, request: Request, ex: Exchange) -> Response:
-        tenant, obj = await self._found(request, ex)
+        """Every line of the batch's output and error files parsed and written again (up to max_file_bytes each):
+        one request against requests per minute, unlike a poll."""
+        tenant, obj = await self._found(request, ex, heavy=True)
         if obj["status"] not in FINAL:
             raise InvalidRequest(f"message_batch_id: {obj['id']!r} is still processing; its results are ready once "
                                  "processing_status is ended (results_url)", param="message_batch_id")

@@ -619,9 +619,10 @@ class ResponsesApi:
         return json_response({"object": "response.input_tokens",
                               "input_tokens": estimate_input_tokens(chat, turn.chat.get("tools") or ())})
 
-    async def _stored_access(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
-        """(caller, response id) of a GET or DELETE, noted on its exchange for the audit record."""
-        principal, _ = await authenticate(self.gw, request, ex)
+    async def _stored_access(self, request: Request, ex: Exchange, *, heavy: bool = False) -> tuple[Principal, str]:
+        """(caller, response id) of a GET or DELETE, noted on its exchange for the audit record; `heavy`: a read
+        counted in requests per minute (routes.authenticate)."""
+        principal, _ = await authenticate(self.gw, request, ex, heavy=heavy)
         rid = request.path_params["response_id"]
         ex.body = {"response_id": rid}
         return principal, rid
@@ -706,8 +707,9 @@ class ResponsesApi:
 
     async def list_input_items(self, request: Request, ex: Exchange) -> Response:
         """The stored response's input items, a page at a time (OpenAI's cursor list: `limit` 1-100, default
-        20; `order` asc or desc, default desc; `after` an item id)."""
-        principal, rid = await self._stored_access(request, ex)  # who asks first: no query checked for nobody
+        20; `order` asc or desc, default desc; `after` an item id). A page walks every input item of the response:
+        one request against requests per minute, unlike a poll."""
+        principal, rid = await self._stored_access(request, ex, heavy=True)  # who asks first: no query checked for nobody
         q = page_query(request.query_params)
         found = await self._lookup(principal, rid)
         if isinstance(found, Pending):  # nothing of a background request is kept before its answer

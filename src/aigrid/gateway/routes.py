@@ -178,13 +178,15 @@ def audited_route(gw: Gateway, method: str, path: str, handler: Handler) -> Rout
     return Route(path, Audited(gw, f"{method} {path}", handler), methods=[method])
 
 
-async def authenticate(gw: Gateway, request: Request, ex: Exchange) -> tuple[Principal, dict[str, str]]:
+async def authenticate(gw: Gateway, request: Request, ex: Exchange, *,
+                       heavy: bool = False) -> tuple[Principal, dict[str, str]]:
     """The caller (bearer key or x-api-key, and the tenant header), kept on the exchange and admitted
-    (Guard.admit_call: the audit log accepting; a call that writes, not a read, counted in requests per minute);
-    and the pipeline's headers it was read from."""
+    (Guard.admit_call: the audit log accepting; a call that writes, not a read, counted in requests per minute;
+    a `heavy` read too, one whose cost grows with what the tenant stored: a file's content, a batch's results, a
+    page of items); and the pipeline's headers it was read from."""
     headers = pipeline_headers(request)
     ex.principal = p = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
-    await gw.guard.admit_call(ex, counted=request.method not in ("GET", "HEAD"))
+    await gw.guard.admit_call(ex, counted=heavy or request.method not in ("GET", "HEAD"))
     return p, headers
 
 
