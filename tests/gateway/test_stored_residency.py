@@ -143,3 +143,40 @@ async def test_a_key_outside_a_background_responses_jurisdiction_cannot_follow_i
                 assert r.status_code == 200 and "EU secret" in r.text, r.text
     finally:
         await gw.guard.stop()
+
+
+async def test_a_key_outside_a_background_responses_jurisdiction_cannot_cancel_or_delete_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key narrowed to the US could cancel a background response its tenant's EU-only key was running, and delete
+    it (with its event log) once ended, while the same key is refused both on the stored answer: the placeholder
+    holds no content, so no jurisdiction was checked. 403 jurisdiction_not_allowed now, by the rule that keeps the
+    event log (its creator's key, or a key that may use every jurisdiction that key may); a poll of the
+    placeholder (no content) is still answered; the creator's key cancels and deletes it."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    ring = KeyRing(SECRET.encode())
+    eu, us = (ring.issue("default", Scopes(jurisdictions=frozenset({"EU"}))),
+              ring.issue("default", Scopes(jurisdictions=frozenset({"US"}))))
+    ring.save(tmp_path / "keys.json")
+    spec = spec_in(tmp_path, enforce=True)
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(5), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    running, ended = "resp_eu_running", "resp_eu_ended"
+    for rid in (running, ended):
+        gw.responses.add_pending(Pending(rid, "default", MODEL, 0, "in_progress", key_id=eu.record.key_id))
+    gw.responses.mark("default", ended, "failed", {"code": "server_error", "message": "engine gone"})
+    gw.responses.events.append("default", ended, 0, [event("response.output_text.delta", 0, delta="EU secret"),
+                                                     event("response.failed", 1, response={"id": ended})], True)
+    as_us, as_eu = ({"authorization": f"Bearer {k.api_key}"} for k in (us, eu))
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            refused(await c.post(f"/v1/responses/{running}/cancel", headers=as_us), 403, "jurisdiction_not_allowed",
+                    "response_id")
+            refused(await c.delete(f"/v1/responses/{ended}", headers=as_us), 403, "jurisdiction_not_allowed",
+                    "response_id")
+            assert (await c.get(f"/v1/responses/{running}", headers=as_us)).json()["status"] == "in_progress"
+            assert gw.responses.events.read("default", ended, -1) is not None  # the log is still there
+            assert (await c.post(f"/v1/responses/{running}/cancel", headers=as_eu)).json()["status"] == "cancelled"
+            assert (await c.delete(f"/v1/responses/{ended}", headers=as_eu)).json()["deleted"] is True
+    finally:
+        await gw.guard.stop()

@@ -670,11 +670,12 @@ class ResponsesApi:
             return json_response(_pending_response(found))
         return _stored_response(found)
 
-    def _may_follow(self, principal: Principal, pending: Pending) -> None:
+    def _may_follow(self, principal: Principal, pending: Pending, doing: str = "read its events") -> None:
         """Whether this caller may read the event log of a background response without a stored answer: the log
         holds the answer's text, served where its creator's key may be served, so a key narrowed to jurisdictions
         reads it only when it is that key or may use every jurisdiction that key may (403 jurisdiction_not_allowed,
-        as check_stored_in answers for the stored answer); a placeholder alone holds no content."""
+        as check_stored_in answers for the stored answer); a placeholder alone holds no content. The same for
+        cancelling or deleting it (`doing`), as for a stored response."""
         allowed = principal.scopes.jurisdictions
         if allowed is None or principal.key_id == pending.key_id:
             return
@@ -682,8 +683,8 @@ class ResponsesApi:
         creator, tenant = guard.authenticator.keys.get(pending.key_id), guard.tenants.get(pending.tenant)
         where = None if creator is None or tenant is None else tenant.scopes.narrowed_by(creator.scopes).jurisdictions
         if where is None or not where <= allowed:
-            raise PermissionDenied(f"response_id: the events of response {pending.id!r} may be served outside the "
-                                   f"jurisdictions key {principal.key_id} may use", param="response_id",
+            raise PermissionDenied(f"response_id: key {principal.key_id} may not {doing}: response {pending.id!r} may "
+                                   "be served outside the jurisdictions this key may use", param="response_id",
                                    code="jurisdiction_not_allowed")
 
     async def cancel(self, request: Request, ex: Exchange) -> Response:
@@ -692,7 +693,10 @@ class ResponsesApi:
         background.POLL_S otherwise); one that has ended is returned unchanged; 400 for one not created in
         the background, 404 for none of this tenant's."""
         principal, rid = await self._stored_access(request, ex)
-        await self._look(principal.tenant, rid)  # a run whose owner died is failed first, and returned as it is
+        # a run whose owner died is failed first, and returned as it is; a key that may not use where it is
+        # stored or served may not cancel it (403)
+        if isinstance(ahead := await self._lookup(principal, rid), Pending):
+            self._may_follow(principal, ahead, "cancel it")
         found = await self.book.mark(principal.tenant, rid, "cancelled")
         if found is not None and found.status != "completed":  # completed: its answer is stored (stores.py)
             await self.gw.background.cancel(rid)
@@ -724,7 +728,8 @@ class ResponsesApi:
     async def delete(self, request: Request, ex: Exchange) -> Response:
         principal, rid = await self._stored_access(request, ex)
         tenant = principal.tenant
-        await self._lookup(principal, rid)
+        if isinstance(found := await self._lookup(principal, rid), Pending):
+            self._may_follow(principal, found, "delete it")
         if not await self.book.delete(tenant, rid):
             pending = await self.book.pending_delete(tenant, rid)
             if pending is None:
