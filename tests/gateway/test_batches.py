@@ -770,5 +770,7 @@ def test_the_storage_quota_has_a_default_and_is_a_tenants() -> None:
     assert (QuotaSpec().storage_bytes, QuotaSpec().storage_files) == (10 * 1024 ** 3, 10_000)
     with pytest.raises(ValueError, match="storage_bytes: storage is held per tenant"):
         SecuritySpec.model_validate({"key_quotas": {"storage_bytes": 5}})
+    written_out = SecuritySpec().model_dump(mode="json")  # every field, the key's quotas with the defaults
+    assert SecuritySpec.model_validate(written_out) == SecuritySpec()
     with pytest.raises(ValueError, match="storage_files"):
         SecuritySpec.model_validate({"default_quotas": {"storage_files": 0}})

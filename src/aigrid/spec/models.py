@@ -364,7 +364,10 @@ class SecuritySpec(StrictModel):
     @field_validator("key_quotas")
     @classmethod
     def _storage_per_tenant(cls, q: QuotaSpec) -> QuotaSpec:
-        given = sorted(q.model_fields_set & {"storage_bytes", "storage_files"})
+        """A key's quotas may not set a storage quota; its defaults, as a spec written out in full carries them
+        (worker.json did), are no setting."""
+        unset = QuotaSpec()
+        given = [name for name in ("storage_bytes", "storage_files") if getattr(q, name) != getattr(unset, name)]
         if given:
             raise ValueError(f"{', '.join(given)}: storage is held per tenant (a tenant's files, whichever key wrote "
                              "them); set it in default_quotas or a tenant's quotas")
