@@ -83,6 +83,31 @@ def test_key_scopes_only_narrow_the_tenant() -> None:
     assert not narrow.allows_model("gpt-4o") and narrow.policy == "cost-first"
 
 
+@pytest.mark.parametrize("tenant,key", [
+    ({"llama-*"}, {"llama-?"}),           # the key's `?` kept the tenant's `*`: the whole tenant
+    ({"llama-3-?b"}, {"llama-3-*b"}),     # the tenant's `?` kept the key's `*`: past the tenant
+])
+def test_a_key_s_model_patterns_never_widen_a_model_scope(tenant: set[str], key: set[str]) -> None:
+    from fnmatch import fnmatchcase
+
+    narrowed = Scopes(models=frozenset(tenant)).narrowed_by(Scopes(models=frozenset(key)))
+    for model in ("llama-3", "llama-70b", "llama-3-8b", "llama-3-70b", "gpt-4", "gpt-4o", "gpt-x"):
+        both = any(fnmatchcase(model, p) for p in tenant) and any(fnmatchcase(model, p) for p in key)
+        assert narrowed.allows_model(model) == both, model
+    # a batch stores its JWT creator's scopes and narrows them by the tenant again (batch_line.line_caller)
+    again = Scopes(models=frozenset(tenant)).narrowed_by(Scopes.from_dict(narrowed.to_dict()))
+    assert all(again.allows_model(m) == narrowed.allows_model(m) for m in ("llama-70b", "llama-3-70b", "gpt-4o"))
+
+
+def test_a_token_s_model_claim_narrows_within_the_tenant() -> None:
+    tenants = {**TENANTS, "bank": Tenant("bank", Scopes(models=frozenset({"llama-*"})))}
+    settings = JwtSettings(issuer="https://idp.example", audience="aigrid", key=JWT_KEY, algorithms=("HS256",))
+    p = Authenticator(KeyRing(SECRET), tenants, jwt=settings).authenticate(f"Bearer {token(models=['llama-?'])}")
+    assert p.scopes.allows_model("llama-3") and not p.scopes.allows_model("llama-70b")
+    with pytest.raises(PermissionDenied):
+        authorize(p, "llama-70b")
+
+
 def test_scope_request_sets_hard_filters_for_the_core() -> None:
     auth, key = make_auth()
     p = auth.authenticate(f"Bearer {key}")

@@ -22,9 +22,14 @@ class Scopes:
     policy: str | None = None
     max_priority: int | None = None
     """The highest urgency level (0-9, core/urgency.py) requests may ask for; None: no limit at this level."""
+    models_within: tuple[frozenset[str], ...] = ()
+    """Each side's patterns when a key narrowed its tenant's: a model must match one of each set too. `models`
+    alone is not exact (glob patterns have no exact intersection: a key's `llama-?` kept its tenant's `llama-*`,
+    which the string `llama-?` matches, and so allowed every model the tenant may use)."""
 
     def allows_model(self, model: str) -> bool:
-        return self.models is None or any(fnmatchcase(model, pattern) for pattern in self.models)
+        return all(patterns is None or any(fnmatchcase(model, p) for p in patterns)
+                   for patterns in (self.models, *self.models_within))
 
     def narrowed_by(self, other: Scopes) -> Scopes:
         """The scopes that satisfy both self and other (a key can only narrow its tenant)."""
@@ -34,18 +39,26 @@ class Scopes:
             sites=_both(self.sites, other.sites, combine=True),
             policy=other.policy or self.policy,
             max_priority=_lowest(self.max_priority, other.max_priority),
+            models_within=tuple(dict.fromkeys(
+                (*self.models_within, *other.models_within,
+                 *((self.models, other.models) if self.models is not None and other.models is not None else ())))),
         )
 
     def to_dict(self) -> dict[str, object]:
+        within = {"models_within": [sorted(p) for p in self.models_within]} if self.models_within else {}
         return {"models": _list(self.models), "jurisdictions": _list(self.jurisdictions),
-                "sites": _list(self.sites), "policy": self.policy, "max_priority": self.max_priority}
+                "sites": _list(self.sites), "policy": self.policy, "max_priority": self.max_priority, **within}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Scopes:
         raw = data.get("max_priority")
+        within = data.get("models_within") or []
+        if not isinstance(within, list):
+            raise ValueError(f"models_within: expected a list of lists of strings, got {within!r}")
         return cls(models=_set(data.get("models")), jurisdictions=_set(data.get("jurisdictions")),
                    sites=_set(data.get("sites")), policy=_str(data.get("policy")),
-                   max_priority=None if raw is None else parse_level(raw))
+                   max_priority=None if raw is None else parse_level(raw),
+                   models_within=tuple(s for s in map(_set, within) if s is not None))
 
 
 @dataclass(frozen=True, slots=True)
