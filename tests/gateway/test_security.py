@@ -88,6 +88,34 @@ async def test_missing_and_wrong_keys_are_401(secured: tuple[httpx.AsyncClient, 
         assert r.status_code == 401, (path, r.text)
 
 
+async def test_two_credentials_are_refused_on_every_route(secured: tuple[httpx.AsyncClient, Gateway],
+                                                          keys: dict[str, str]) -> None:
+    """Two Authorization headers (or two x-api-key) were read differently by the routes: the model routes took
+    the first, the others (the Anthropic front door, models, decisions, files, grid, dashboard) the
+    last; a proxy in front checking one of them is bypassed by the other. Now a 401 wherever it is sent."""
+    from aigrid.dashboard import dashboard_routes
+
+    _, gw = secured
+    app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        messages = {"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}
+        routes = [("POST", "/v1/chat/completions", CHAT), ("POST", "/v1/messages", messages),
+                  ("POST", "/v1/embeddings", {"model": "all-minilm-l6-v2", "input": "hi"}), ("GET", "/v1/models", None),
+                  ("GET", "/v1/decisions", None), ("GET", "/v1/grid", None), ("GET", "/v1/files", None),
+                  ("GET", "/dashboard/state", None)]
+        bad = "Bearer aig_nope_nope"
+        for name, values in [("authorization", [f"Bearer {keys['bank']}", bad]),
+                             ("authorization", [bad, f"Bearer {keys['bank']}"]),
+                             ("authorization", [f"Bearer {keys['bank']}", f"Bearer {keys['ops']}"]),
+                             ("x-api-key", [keys["ops"], keys["bank"]])]:
+            for method, path, body in routes:
+                r = await c.request(method, path, json=body, headers=httpx.Headers([(name, v) for v in values]))
+                assert r.status_code == 401, (name, values, path, r.text)
+                assert "one" in r.json()["error"]["message"], r.text
+        for method, path, body in routes:  # one is served as before
+            assert (await c.request(method, path, json=body, headers=auth(keys["ops"]))).status_code == 200, path
+
+
 async def test_who_asks_comes_first_on_the_reads_too(secured: tuple[httpx.AsyncClient, Gateway]) -> None:
     """The reads of what a tenant keeps checked their query (a list's limit, order, cursors, a stream's
     starting_after) before who asks: a client without a key got a 400 naming the parameter. Now a 401 first."""

@@ -101,6 +101,20 @@ def header_dict(request: Request) -> dict[str, str]:
     return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.scope["headers"])}
 
 
+_CREDENTIALS = (b"authorization", b"x-api-key")
+
+
+def one_credential(gw: Gateway, scope: Scope) -> None:
+    """With enforcement on, a request carrying two Authorization headers, or two x-api-key, is a 401: the routes
+    read one (the model routes the first, `pipeline_headers` the last), and a proxy in front may check the other."""
+    if not gw.guard.enforcing:
+        return
+    names = [k.lower() for k, _ in scope["headers"] if k.lower() in _CREDENTIALS]
+    if len(names) != len(set(names)):
+        raise AuthenticationError("send one Authorization header (and at most one x-api-key): this request has "
+                                  "two", headers={"WWW-Authenticate": "Bearer"})
+
+
 def json_response(obj: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(obj), status_code=status, media_type="application/json")
 
@@ -129,6 +143,7 @@ class Audited:
         try:
             try:
                 try:
+                    one_credential(self.gw, scope)
                     response = await self.handler(request, ex)
                 finally:
                     if hangup is not None:
