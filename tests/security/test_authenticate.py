@@ -158,6 +158,9 @@ def test_jwt_bearer_accepted_and_narrows_scopes() -> None:
     ({"exp": int(time.time()) - 3600}, "token_expired"),
     ({"aud": "someone-else"}, "invalid_token"),
     ({"iss": "https://evil.example"}, "invalid_token"),
+    ({"iss": "https://idp"}, "invalid_token"),  # a part of the issuer: PyJWT 2.10.0 took it (CVE-2024-53861)
+    ({"aud": ["someone-else", "aigrid-x"]}, "invalid_token"),
+    ({"nbf": int(time.time()) + 3600}, "invalid_token"),
     ({"exp": None}, "invalid_token"),
     ({"tenant": None}, "invalid_token"),
 ])
