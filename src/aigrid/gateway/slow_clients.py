@@ -11,6 +11,11 @@ ever reaches the pipeline, its quotas or its audit log. Envoy's `request_headers
 first byte of each later request on it, its head must be complete within HEAD_TIMEOUT_S; else the gateway answers
 408 and closes the connection (logged, with the client's address). The body then has BODY_TIMEOUT_S
 (routes.read_body: the API's own 408 envelope, audited as every refused request is).
+
+A head is also bounded in size (MAX_HEAD_BYTES, as Envoy's 60 KiB and a load balancer's 64 KiB): uvicorn took a
+head of any size (64 MiB served), and httptools joins a header value's pieces as they arrive, in time quadratic
+in its length (5.8 s of the event loop for one 64 MiB header, every client stalled). A head that grows past it is
+answered 431 and closed as it arrives; a complete one over it is answered 431 instead of being served.
 """
 
 from __future__ import annotations
@@ -25,6 +30,19 @@ HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
 """A body of the gateway's largest (4 MiB) at 1 Mbit/s takes about 34 s."""
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+MAX_HEAD_BYTES = 64 * 1024
+"""A request's line and headers; a large JWT is a few KiB."""
+HEAD_TOO_LARGE = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+_TOO_LARGE_BODY = (b'{"error":{"message":"the request\'s headers are larger than the gateway takes (%d bytes)",'
+                   b'"type":"invalid_request_error","param":null,"code":"request_header_too_large"}}' % MAX_HEAD_BYTES)
+
+
+async def _head_too_large(scope: Any, receive: Any, send: Any) -> None:
+    """What a complete head over MAX_HEAD_BYTES is answered, in place of the gateway's app."""
+    await send({"type": "http.response.start", "status": 431,
+                "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
+                            (b"content-length", str(len(_TOO_LARGE_BODY)).encode())]})
+    await send({"type": "http.response.body", "body": _TOO_LARGE_BODY})
 
 log = logging.getLogger("aigrid.gateway")
 
@@ -37,6 +55,8 @@ class HeadDeadline(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
+        """What the head being read has sent in the pieces fed whole into it (the piece that starts it not)."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -50,9 +70,27 @@ class HeadDeadline(HttpToolsProtocol):
         super().on_message_begin()
         self._arm()  # a later request on a kept connection: its head has the same time from its first byte
 
+    def data_received(self, data: bytes) -> None:
+        in_head = self._head_timer is not None  # armed from a head's first byte to its end
+        super().data_received(data)
+        if in_head and self._head_timer is not None:  # the piece went whole into an unfinished head
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self._refuse_head()
+
     def on_headers_complete(self) -> None:
         self._disarm()
-        super().on_headers_complete()
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        self._head_bytes = 0
+        if size <= MAX_HEAD_BYTES:
+            super().on_headers_complete()
+            return
+        self._log_refused(f"its request head is {size} bytes, over {MAX_HEAD_BYTES}")
+        app, self.app = self.app, _head_too_large
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
 
     def _arm(self) -> None:
         if self._head_timer is None:
@@ -72,3 +110,15 @@ class HeadDeadline(HttpToolsProtocol):
                     self.head_timeout_s)
         self.transport.write(TIMED_OUT)
         self.transport.close()
+
+    def _refuse_head(self) -> None:
+        self._disarm()
+        if self.transport.is_closing():
+            return
+        self._log_refused(f"its request head passed {MAX_HEAD_BYTES} bytes")
+        self.transport.write(HEAD_TOO_LARGE)
+        self.transport.close()
+
+    def _log_refused(self, why: str) -> None:
+        who = f"{self.client[0]}:{self.client[1]}" if self.client else "an unknown client"
+        log.warning("refused a request from %s: %s (431)", who, why)
