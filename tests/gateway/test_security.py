@@ -394,3 +394,20 @@ async def test_logprobs_are_refused_to_a_tenant_whose_answers_are_redacted(
     assert all(not f.received for f in fakes.values())
     ok = await c.post("/v1/chat/completions", json={**CHAT, "logprobs": True}, headers=auth(keys["ops"]))
     assert ok.status_code == 200, ok.text
+
+
+def test_an_hs256_secret_shorter_than_its_hash_is_refused_at_start(
+        tmp_path: Path, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch) -> None:
+    """security.jwt.secret_env took any secret: one of a few bytes is found offline from a single token (HS256
+    signs with it), and with it a token naming any tenant, an operator's too. RFC 7518 3.2: at least 32 bytes."""
+    from aigrid.errors import ConfigError
+    from aigrid.spec.models import JwtSpec
+
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    spec = spec_in(tmp_path, enforce=True, jwt=JwtSpec(issuer="i", audience="a", secret_env="JWT_SECRET"))
+    for short in ("hunter2", "x" * 31):
+        monkeypatch.setenv("JWT_SECRET", short)
+        with pytest.raises(ConfigError, match="JWT_SECRET.*32 bytes"):
+            build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep)
+    monkeypatch.setenv("JWT_SECRET", "x" * 32)
+    assert build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep).guard.authenticator.jwt is not None

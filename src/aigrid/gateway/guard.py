@@ -130,6 +130,10 @@ def _secret(sec: SecuritySpec) -> bytes:
     return ANONYMOUS_SECRET
 
 
+HS256_MIN_BYTES = 32
+"""An HS256 secret as long as its hash's output (RFC 7518, 3.2)."""
+
+
 def _jwt(sec: SecuritySpec) -> JwtSettings | None:
     j = sec.jwt
     if j is None:
@@ -146,6 +150,10 @@ def _jwt(sec: SecuritySpec) -> JwtSettings | None:
     secret = os.environ.get(j.secret_env or "", "")
     if not secret:
         raise ConfigError(f"security.jwt.secret_env: environment variable {j.secret_env} is empty")
+    if len(secret.encode()) < HS256_MIN_BYTES:  # one token is enough to guess a short one offline
+        raise ConfigError(f"security.jwt.secret_env: {j.secret_env} holds {len(secret.encode())} bytes; an HS256 "
+                          f"secret must be at least {HS256_MIN_BYTES} bytes (RFC 7518, 3.2: e.g. `openssl rand -hex "
+                          "32`), else it can be guessed from a single token and any tenant's token forged")
     return JwtSettings(j.issuer, j.audience, secret, algorithms=("HS256",), tenant_claim=j.tenant_claim)
 
 
