@@ -411,3 +411,18 @@ def test_an_hs256_secret_shorter_than_its_hash_is_refused_at_start(
             build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep)
     monkeypatch.setenv("JWT_SECRET", "x" * 32)
     assert build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep).guard.authenticator.jwt is not None
+
+
+@pytest.mark.parametrize("value", [None, "", "fifteen-bytes!!"])
+def test_enforced_keys_need_the_key_secret_to_start(tmp_path: Path, fakes: dict[str, FakeEngine],
+                                                   monkeypatch: pytest.MonkeyPatch, value: str | None) -> None:
+    """Without AIGRID_KEY_SECRET (or with a short one) an enforcing gateway does not start: it never falls back to
+    the demo grid's public secret, under which any key file's digests could be made by anyone who reads this code."""
+    from aigrid.errors import ConfigError
+
+    if value is None:
+        monkeypatch.delenv("AIGRID_KEY_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("AIGRID_KEY_SECRET", value)
+    with pytest.raises(ConfigError, match="AIGRID_KEY_SECRET"):
+        build_gateway(spec_in(tmp_path, enforce=True), fakes, rng=random.Random(3), sleep=_no_sleep)
