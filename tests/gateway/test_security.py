@@ -426,3 +426,32 @@ def test_enforced_keys_need_the_key_secret_to_start(tmp_path: Path, fakes: dict[
         monkeypatch.setenv("AIGRID_KEY_SECRET", value)
     with pytest.raises(ConfigError, match="AIGRID_KEY_SECRET"):
         build_gateway(spec_in(tmp_path, enforce=True), fakes, rng=random.Random(3), sleep=_no_sleep)
+
+
+async def test_a_live_feed_ends_when_its_operator_key_is_revoked(secured: tuple[httpx.AsyncClient, Gateway],
+                                                                 keys: dict[str, str]) -> None:
+    """The dashboard's live feed (every tenant's traffic) checked its key once, when it opened: an operator key
+    revoked, or a JWT past its expiry, kept watching for as long as the feed ran (without `ticks`, for good). The
+    credentials are read again each tick now; the feed ends, its record naming why."""
+    from aigrid.dashboard import dashboard_routes
+    from tests.dashboard.test_feed import parse_sse
+    from tests.gateway.conftest import audit_rows
+
+    _, gw = secured
+    ticks = 0
+
+    async def tick(_: float) -> None:  # between ticks: from the second on, the operator's key is revoked
+        nonlocal ticks
+        ticks += 1
+        if ticks == 2:
+            assert gw.guard.authenticator.keys.revoke(keys["ops"].split("_")[1])
+
+    app = build_app(gw, extra_routes=dashboard_routes(gw, authenticate=gw.guard.operator, interval_s=0.01,
+                                                      sleep=tick))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        r = await c.get("/dashboard/events?ticks=50", headers=auth(keys["ops"]))
+        assert r.status_code == 200
+        assert [n for n, _ in parse_sse(r.content)].count("grid") == 2, r.text  # two ticks, then it ended
+    rows = await audit_rows(gw)
+    assert [(r["extra"]["route"], r["outcome"]) for r in rows][-1:] == [
+        ("GET /dashboard/events", "error:invalid_api_key")], rows

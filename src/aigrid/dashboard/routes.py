@@ -31,7 +31,7 @@ from starlette.staticfiles import StaticFiles
 
 from aigrid.dashboard.feed import Feed
 from aigrid.dashboard.sse import event_stream
-from aigrid.errors import InvalidRequest, NotFound
+from aigrid.errors import ApiError, InvalidRequest, NotFound
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.numbers import plain_int
@@ -91,14 +91,25 @@ class DashboardRoutes:
         ticks = None if raw is None else plain_int(raw)
         if raw is not None and (ticks is None or not 1 <= ticks <= 100_000):
             raise InvalidRequest("ticks must be an integer between 1 and 100000", param="ticks")
+        authorization = pipeline_headers(request).get("authorization")
+
         def over() -> bool:
-            """The server stopping, or the audit log no longer taking records: a feed was admitted once and went
-            on serving, unrecorded, after the audit log stopped (it ends within a tick now, `audit_unavailable`)."""
+            """The server stopping, the audit log no longer taking records, or the caller's credentials no longer
+            valid: a feed was admitted once and went on serving, unrecorded, after the audit log stopped, and to a
+            key revoked (or a JWT expired) while it watched; it ends within a tick now, its record saying why."""
             if self.stopping():
                 return True
             if not self.gw.guard.audit_accepting():
                 ex.outcome = "error:audit_unavailable"
                 return True
+            if self.gw.guard.enforcing:
+                try:
+                    self.gw.guard.authenticator.authenticate(authorization)
+                    if self.authenticate is not None:
+                        self.authenticate(authorization)
+                except ApiError as e:
+                    ex.outcome = f"error:{e.code}"
+                    return True
             return False
 
         stream = event_stream(Feed(self.gw), interval_s=self.interval_s, clock=self.clock, sleep=self.sleep,
