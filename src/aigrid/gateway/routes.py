@@ -26,6 +26,7 @@ from aigrid.agents.loop import (
     Step,
     check_tool_choice,
     check_tool_results,
+    unallowed_tool,
     validate_tool_request,
     wants_server_tools,
 )
@@ -43,6 +44,7 @@ from aigrid.errors import (
     ModelNotFound,
     NoEligibleEndpoint,
     NotFound,
+    PermissionDenied,
     RequestTimeout,
 )
 from aigrid.gateway.admission import Refused, Ticket
@@ -354,6 +356,12 @@ class Routes:
                 registry = gw.agents.tools if server_tools else {}
                 loop = replace(validate_tool_request(body, registry, gw.agents.loop),  # 400s before routing
                                server_tools=wants_server_tools(body, registry))
+                tenant_spec = gw.spec.tenants.get(principal.tenant)
+                refused = unallowed_tool(body, registry, tenant_spec.tools if tenant_spec is not None else None)
+                if refused is not None:
+                    raise PermissionDenied(f"tools[{refused[0]}]: tenant {principal.tenant!r} may not have the server-"
+                                           f"side tool {refused[1]!r} run (tenants.{principal.tenant}.tools)",
+                                           param=f"tools[{refused[0]}]", code="tool_not_allowed")
                 context = model_context(parsed.model, gw.spec.models)
                 if context is not None:  # a later turn that surely overflows ends the loop (finish "length")
                     loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)

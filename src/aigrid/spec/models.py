@@ -262,6 +262,9 @@ class TenantSpec(StrictModel):
     allowed_jurisdictions: list[str] | None = None
     allowed_sites: list[str] | None = None
     models: list[str] | None = Field(default=None, description="glob patterns of models this tenant may use")
+    tools: list[str] | None = Field(default=None, description=(
+        "glob patterns of the grid's server-side tools this tenant may have run (calculator, sql, http_fetch, an MCP "
+        "server's prefixed tools: crm_*); a request naming another is a 403 tool_not_allowed. None: every one"))
     quotas: QuotaSpec | None = None
     firewall: FirewallSpec | None = None
     store_prompts: bool = Field(default=False, description="keep prompt text in the audit log (opt-in)")
