@@ -137,3 +137,22 @@ async def test_the_gateway_fetches_the_image_and_the_engine_gets_it_inline(tmp_p
                                                        "model": "smollm2-135m"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "image_fetch_failed", r.text
         assert len([b for e in fakes.values() for b in e.received]) == before
+
+
+async def test_the_request_s_images_together_are_bounded_and_the_first_refusal_stops_the_rest(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each image within its own bound, together past the request's: refused as they arrive (not after every byte
+    of every image was held), `image_too_large`; a refused fetch stops the others."""
+    from aigrid.gateway import image_urls
+
+    monkeypatch.setattr(image_urls, "MAX_REQUEST_BYTES", 3 * len(PNG) - 1)
+    body = chat("https://docs.example.org/1.png")
+    body["messages"][0]["content"] += [{"type": "image_url", "image_url": {"url": f"https://docs.example.org/{i}.png"}}
+                                       for i in (2, 3)]
+    with pytest.raises(InvalidRequest) as info:
+        await ImageUrls("fetch", network([])).inline(body)
+    assert info.value.code == "image_too_large" and "more than" in info.value.message
+    body["messages"][0]["content"][2]["image_url"]["url"] = "http://meta.example.org/x.png"
+    with pytest.raises(InvalidRequest) as refused:
+        await ImageUrls("fetch", network([])).inline(body)
+    assert refused.value.code == "image_fetch_failed" and refused.value.param == "messages[0].content[2].image_url.url"

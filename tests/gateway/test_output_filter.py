@@ -161,3 +161,20 @@ def test_a_redacted_stream_keeps_only_the_fields_it_knows() -> None:
     assert b"jane.doe" not in orjson.dumps(first) + orjson.dumps(end)
     untouched = OutputFilter(False, strip_usage=False).event(last)
     assert untouched["__verbose"] == VERBOSE  # type: ignore[index]
+
+
+def test_a_step_s_arguments_are_redacted_string_by_string() -> None:
+    """A step's arguments as the client sees them: each string (keys too) through the output policy, numbers and
+    the structure kept. Redacting their JSON text whole turned a number that reads as a phone number into a bare
+    `[REDACTED:PHONE]`, not JSON any more."""
+    from aigrid.agents.loop import Step
+    from aigrid.gateway.output_filter import redacted_step
+
+    fw = Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT)})
+    step = Step(0, "crm", {"to": ["jane.doe@example.com"], "jane.doe@example.com": 1, "n": 4155550123, "ok": True},
+                "Customer: jane.doe@example.com", True, 1.0, 1.0, "c1")
+    shown, verdicts = redacted_step(fw, "t", step)
+    assert shown.arguments == {"to": ["[REDACTED:EMAIL]"], "[REDACTED:EMAIL]": 1, "n": 4155550123, "ok": True}
+    assert shown.result == "Customer: [REDACTED:EMAIL]" and len(verdicts) == 3
+    assert redacted_step(fw, "t", Step(0, "calc", {"x": 2}, "4", True, 1.0, 1.0, "c2")) == (
+        Step(0, "calc", {"x": 2}, "4", True, 1.0, 1.0, "c2"), [])

@@ -89,18 +89,22 @@ class ImageUrls:
                                      "base64), not by URL", param=where, code="image_url_not_allowed")
         if self.mode != "fetch" or not found:
             return
-        fetched = await asyncio.gather(*(self._fetch(where, holder[key]) for where, holder, key in found))
-        if sum(len(b) for _, b in fetched) > MAX_REQUEST_BYTES:
-            raise InvalidRequest(f"the request's images come to more than {MAX_REQUEST_BYTES // 2**20} MiB",
-                                 param=found[0][0], code="image_too_large")
-        for (_, holder, key), (kind, data) in zip(found, fetched, strict=True):
+        budget = [MAX_REQUEST_BYTES]  # what the request's images may still take together, as their bytes arrive
+        try:
+            async with asyncio.TaskGroup() as group:  # the first refusal stops the other fetches
+                tasks = [group.create_task(self._fetch(where, holder[key], budget)) for where, holder, key in found]
+        except* InvalidRequest as refused:
+            raise refused.exceptions[0] from None
+        for (_, holder, key), task in zip(found, tasks, strict=True):
+            kind, data = task.result()
             holder[key] = f"data:{kind};base64,{base64.b64encode(data).decode()}"
 
-    async def _fetch(self, where: str, url: str) -> tuple[str, bytes]:
-        """(content type, bytes) of one image; InvalidRequest naming `where` when it cannot be had."""
-        def refused(why: str) -> InvalidRequest:
+    async def _fetch(self, where: str, url: str, budget: list[int]) -> tuple[str, bytes]:
+        """(content type, bytes) of one image; InvalidRequest naming `where` when it cannot be had. `budget`: the
+        bytes the request's images may still take, shared by its fetches."""
+        def refused(why: str, code: str = "image_fetch_failed") -> InvalidRequest:
             return InvalidRequest(f"{where}: the image at {url[:200]!r} could not be fetched: {why}", param=where,
-                                  code="image_fetch_failed")
+                                  code=code)
 
         try:
             async with self._http().stream("GET", url, headers={"accept": "image/*"}) as r:
@@ -112,8 +116,12 @@ class ImageUrls:
                 data = bytearray()
                 async for piece in r.aiter_bytes():
                     data += piece
+                    budget[0] -= len(piece)
                     if len(data) > MAX_IMAGE_BYTES:
-                        raise refused(f"larger than {MAX_IMAGE_BYTES // 2**20} MiB")
+                        raise refused(f"larger than {MAX_IMAGE_BYTES // 2**20} MiB", "image_too_large")
+                    if budget[0] < 0:
+                        raise refused(f"the request's images come to more than {MAX_REQUEST_BYTES // 2**20} MiB",
+                                      "image_too_large")
                 return kind, bytes(data)
         except httpx.TooManyRedirects:
             raise refused(f"more than {MAX_REDIRECTS} redirects") from None

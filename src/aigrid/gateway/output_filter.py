@@ -193,14 +193,16 @@ def redacted_step(firewall: Firewall, tenant: str, step: Step) -> tuple[Step, li
         verdicts.extend(found)
         return out
 
-    arguments = step.arguments
-    if isinstance(arguments, str):
-        arguments = text(arguments)
-    elif arguments is not None:
-        written = orjson.dumps(arguments).decode()
-        redacted = text(written)
-        if redacted != written:  # a redaction inside a JSON string leaves valid JSON
-            arguments = orjson.loads(redacted)
+    def each(value: Any) -> Any:  # every string of the arguments, keys too; numbers and the structure kept
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, dict):
+            return {each(k): each(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [each(v) for v in value]
+        return value
+
+    arguments = each(step.arguments)
     result = text(step.result)
     if not verdicts:
         return step, []
