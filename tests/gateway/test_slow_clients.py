@@ -12,6 +12,10 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from aigrid.gateway import routes
 from aigrid.gateway.app import build_app, build_gateway
@@ -23,17 +27,12 @@ class QuickDeadline(HeadDeadline):
     head_timeout_s = 0.4
 
 
-async def ok(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
-    if scope["type"] != "http":
-        return
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if not message.get("more_body"):
-            break
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
-    await send({"type": "http.response.body", "body": b"ok"})
+async def _read_then_ok(request: Request) -> PlainTextResponse:
+    await request.body()  # the whole body first: an answer only once it came
+    return PlainTextResponse("ok")
+
+
+ok = Starlette(routes=[Route("/", _read_then_ok, methods=["GET", "POST"])])
 
 
 @pytest.fixture

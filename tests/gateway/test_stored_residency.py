@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.event_log import event
 from aigrid.gateway.response_store import Pending
 from aigrid.security.keys import KeyRing
@@ -30,17 +30,24 @@ SECRET = "stored-residency-secret-0123456789"
 FRANKFURT = {"x-aigrid-client-location": "Frankfurt"}
 
 
-@pytest.fixture
-async def keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, dict[str, str]]]]:
-    """Keys enforced; tenant default with a key for every jurisdiction and one narrowed to the US."""
+async def enforcing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *only: str | None) -> tuple[Gateway, list[Any]]:
+    """A started gateway with keys enforced, and one key of tenant default per entry of `only`: narrowed to that
+    jurisdiction, or (None) for every one (its guard to be stopped by the caller)."""
     monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
     ring = KeyRing(SECRET.encode())
-    full, us = ring.issue("default"), ring.issue("default", Scopes(jurisdictions=frozenset({"US"})))
+    keys = [ring.issue("default", None if j is None else Scopes(jurisdictions=frozenset({j}))) for j in only]
     ring.save(tmp_path / "keys.json")
     spec = spec_in(tmp_path, enforce=True)
     gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(5), sleep=_no_sleep)
     await gw.scraper.scrape_once()
     await gw.guard.start()
+    return gw, keys
+
+
+@pytest.fixture
+async def keyed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, dict[str, str]]]]:
+    """Keys enforced; tenant default with a key for every jurisdiction and one narrowed to the US."""
+    gw, (full, us) = await enforcing(tmp_path, monkeypatch, None, "US")
     keys = {name: {"authorization": f"Bearer {k.api_key}", **FRANKFURT} for name, k in (("full", full), ("us", us))}
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
@@ -119,15 +126,7 @@ async def test_a_key_outside_a_background_responses_jurisdiction_cannot_follow_i
     created (GET ?stream=true reads a placeholder, which holds no content, so no jurisdiction was checked): 403
     jurisdiction_not_allowed now, as for the stored answer; its creator's key, and one that may use every
     jurisdiction its creator's may, still follow it."""
-    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
-    ring = KeyRing(SECRET.encode())
-    full, eu, us = (ring.issue("default"), ring.issue("default", Scopes(jurisdictions=frozenset({"EU"}))),
-                    ring.issue("default", Scopes(jurisdictions=frozenset({"US"}))))
-    ring.save(tmp_path / "keys.json")
-    spec = spec_in(tmp_path, enforce=True)
-    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(5), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
+    gw, (full, eu, us) = await enforcing(tmp_path, monkeypatch, None, "EU", "US")
     rid = "resp_eu_running"
     gw.responses.add_pending(Pending(rid, "default", MODEL, 0, "in_progress", key_id=eu.record.key_id))
     gw.responses.mark("default", rid, "failed", {"code": "server_error", "message": "engine gone"})  # the log stays
@@ -152,15 +151,7 @@ async def test_a_key_outside_a_background_responses_jurisdiction_cannot_cancel_o
     holds no content, so no jurisdiction was checked. 403 jurisdiction_not_allowed now, by the rule that keeps the
     event log (its creator's key, or a key that may use every jurisdiction that key may); a poll of the
     placeholder (no content) is still answered; the creator's key cancels and deletes it."""
-    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
-    ring = KeyRing(SECRET.encode())
-    eu, us = (ring.issue("default", Scopes(jurisdictions=frozenset({"EU"}))),
-              ring.issue("default", Scopes(jurisdictions=frozenset({"US"}))))
-    ring.save(tmp_path / "keys.json")
-    spec = spec_in(tmp_path, enforce=True)
-    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(5), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
+    gw, (eu, us) = await enforcing(tmp_path, monkeypatch, "EU", "US")
     running, ended = "resp_eu_running", "resp_eu_ended"
     for rid in (running, ended):
         gw.responses.add_pending(Pending(rid, "default", MODEL, 0, "in_progress", key_id=eu.record.key_id))
