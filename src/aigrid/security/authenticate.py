@@ -16,6 +16,9 @@ from aigrid.security.jwt_bearer import JwtSettings, looks_like_jwt, verify_jwt
 from aigrid.security.keys import KeyRing, split_key
 from aigrid.security.principal import Principal, Scopes, Tenant
 
+JWT_KEY_PREFIX = "jwt:"
+"""A token's key id is its `sub` after this (an API key's id is 12 hex digits: the two never meet)."""
+
 ANONYMOUS_KEY_ID = "anonymous"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
@@ -42,7 +45,10 @@ class Authenticator:
         if self.jwt is not None and looks_like_jwt(token):
             identity = verify_jwt(token, self.jwt)
             tenant = self._known_tenant(identity.tenant)
-            return Principal(tenant.id, identity.subject, tenant.scopes.narrowed_by(identity.scopes), "jwt")
+            # "jwt:" + sub: a key id no API key has (12 hex digits), so a token whose `sub` is spelled like a key's
+            # id is not that key to the abuse signals or a background response's creator check
+            return Principal(tenant.id, JWT_KEY_PREFIX + identity.subject, tenant.scopes.narrowed_by(identity.scopes),
+                             "jwt")
         record = self.keys.verify(token)
         if record is None:
             raise AuthenticationError("invalid API key", headers=dict(_CHALLENGE))

@@ -1,8 +1,8 @@
 """Optional JWT bearer tokens (PyJWT): signature, issuer, audience and expiry are always checked.
 
-Claims read: `sub` (becomes the key id), the tenant claim (default "tenant"), and optional scope claims
-"models", "jurisdictions", "sites" (lists), "policy" (string) and "max_priority" (a level), which narrow the
-tenant's scopes.
+Claims read: `sub` (the key id is `jwt:` + sub: authenticate.JWT_KEY_PREFIX), the tenant claim (default
+"tenant"), and optional scope claims "models", "jurisdictions", "sites" (lists), "policy" (string) and
+"max_priority" (a level), which narrow the tenant's scopes.
 """
 
 from __future__ import annotations
