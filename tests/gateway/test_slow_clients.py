@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from aigrid.gateway import routes
+from aigrid.gateway import slow_clients
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.slow_clients import HEAD_TOO_LARGE, MAX_HEAD_BYTES, TIMED_OUT, HeadDeadline
 from tests.gateway.conftest import FakeEngine, _no_sleep, audit_rows, spec_in
@@ -121,7 +121,8 @@ async def test_a_body_not_sent_in_time_is_the_apis_408_and_audited(tmp_path: Pat
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A client that trickles its body held its request (authenticated, not yet admitted) for good: now a 408 in
     OpenAI's envelope, recorded as every refused request is; no engine asked."""
-    monkeypatch.setattr(routes, "BODY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(slow_clients, "BODY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(slow_clients, "MIN_BODY_RATE", float("inf"))
     gw = build_gateway(spec_in(tmp_path), fakes, sleep=_no_sleep)
     await gw.scraper.scrape_once()
     await gw.guard.start()
@@ -138,5 +139,39 @@ async def test_a_body_not_sent_in_time_is_the_apis_408_and_audited(tmp_path: Pat
         assert r.json()["error"]["code"] == "request_timeout" and "within 0.3 s (26 bytes came)" in r.json()["error"]["message"]
         assert (await audit_rows(gw))[-1]["outcome"] == "error:request_timeout"
         assert all(not e.received for e in fakes.values())
+    finally:
+        await gw.guard.stop()
+
+
+def test_a_body_has_a_minute_and_its_size_at_64_kib_a_second() -> None:
+    """A chat body of the gateway's largest (4 MiB) has about two minutes; a file or message batch of 100 MiB about
+    27 (each takes a quarter of that at 1 Mbit/s); a body sent in chunks has what the route's limit would take."""
+    mib = 1024 * 1024
+    assert slow_clients.body_deadline_s(None, 4 * mib) == slow_clients.body_deadline_s(4 * mib, 4 * mib) == 124.0
+    assert slow_clients.body_deadline_s(2_000, 4 * mib) < 61
+    assert 26 * 60 < slow_clients.body_deadline_s(100 * mib, 100 * mib) < 28 * 60
+
+
+async def test_an_upload_not_sent_in_time_is_the_apis_408(tmp_path: Path, fakes: dict[str, FakeEngine],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Files API read its multipart upload without a deadline: the same 408, the file not kept."""
+    monkeypatch.setattr(slow_clients, "BODY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(slow_clients, "MIN_BODY_RATE", float("inf"))
+    gw = build_gateway(spec_in(tmp_path), fakes, sleep=_no_sleep)
+    await gw.guard.start()
+    head = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--b\r\nContent-Disposition: '
+            b'form-data; name="file"; filename="in.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n{"custom_id": ')
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield head
+        await asyncio.sleep(1.0)
+        yield b'"a"}\r\n--b--\r\n'
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/files", content=trickle(), headers={"content-type": "multipart/form-data; boundary=b"})
+            assert r.status_code == 408 and r.json()["error"]["code"] == "request_timeout", r.text
+            assert (await audit_rows(gw))[-1]["outcome"] == "error:request_timeout"
+            assert (await c.get("/v1/files")).json()["data"] == []
     finally:
         await gw.guard.stop()

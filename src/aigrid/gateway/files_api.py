@@ -22,13 +22,14 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive
 
-from aigrid.errors import InvalidRequest, NotFound
+from aigrid.errors import InvalidRequest, NotFound, RequestTimeout
 from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore, StoredFile
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, json_response
+from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.security.principal import Principal
 
 FILES_PATH = "/v1/files"
@@ -91,11 +92,15 @@ class FilesApi:
             raise InvalidRequest("POST /v1/files takes a multipart/form-data body with the fields file and purpose",
                                  param="file")
         counted = Request(request.scope, _limited(request.receive, limit))
+        deadline = body_deadline_s(declared, limit)
         try:
-            form = await counted.form(max_files=1, max_fields=len(_FIELDS), max_part_size=4096)
+            async with asyncio.timeout(deadline):  # a trickled upload held its connection and request for good
+                form = await counted.form(max_files=1, max_fields=len(_FIELDS), max_part_size=4096)
         except (MultiPartException, HTTPException) as e:
             detail = e.message if isinstance(e, MultiPartException) else e.detail
             raise InvalidRequest(f"file: the multipart body could not be read: {detail}", param="file") from None
+        except TimeoutError:
+            raise RequestTimeout(f"file: the upload did not arrive within {deadline:.0f} s", param="file") from None
         try:
             upload, purpose, expires_at = self._fields(form)
             if upload.size is not None and upload.size > self.max_bytes:

@@ -70,7 +70,7 @@ from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.relay_response import Hangup, RelayResponse
 from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info, turn_prompt_tokens
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
-from aigrid.gateway.slow_clients import BODY_TIMEOUT_S
+from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.gateway.urgency import request_urgency
 from aigrid.json_depth import depth_message, too_deep_raw
 from aigrid.logs import fields
@@ -225,13 +225,13 @@ async def authenticate_read(gw: Gateway, request: Request, ex: Exchange) -> Prin
 
 async def read_body(request: Request, limit: int, too_large: str, timeout_s: float | None = None) -> bytes:
     """The request's body, at most `limit` bytes (a larger one, declared or streamed: 400 request_too_large
-    with the message `too_large`), whole within `timeout_s` (408 request_timeout: a client that trickles its body
-    held its connection and request for good; slow_clients.py)."""
+    with the message `too_large`), whole within `timeout_s` (default: slow_clients.body_deadline_s; else 408
+    request_timeout: a client that trickles its body held its connection and request for good)."""
     declared = plain_int(request.headers.get("content-length", ""))
     if declared is not None and declared > limit:
         raise InvalidRequest(too_large, code="request_too_large")
     chunks, size = [], 0
-    timeout_s = BODY_TIMEOUT_S if timeout_s is None else timeout_s
+    timeout_s = body_deadline_s(declared, limit) if timeout_s is None else timeout_s
     try:
         async with asyncio.timeout(timeout_s):
             async for chunk in request.stream():

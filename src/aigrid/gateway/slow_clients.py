@@ -9,8 +9,9 @@ ever reaches the pipeline, its quotas or its audit log. Envoy's `request_headers
 
 `HeadDeadline` is uvicorn's httptools protocol with one timer more: from the connection's start, and from the
 first byte of each later request on it, its head must be complete within HEAD_TIMEOUT_S; else the gateway answers
-408 and closes the connection (logged, with the client's address). The body then has BODY_TIMEOUT_S
-(routes.read_body: the API's own 408 envelope, audited as every refused request is).
+408 and closes the connection (logged, with the client's address). The body then has body_deadline_s: a minute
+and its size at 64 KiB/s (routes.read_body and the Files API's upload: the API's own 408 envelope, audited as
+every refused request is).
 
 A head is also bounded in size (MAX_HEAD_BYTES, as Envoy's 60 KiB and a load balancer's 64 KiB): uvicorn took a
 head of any size (64 MiB served), and httptools joins a header value's pieces as they arrive, in time quadratic
@@ -28,7 +29,16 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
-"""A body of the gateway's largest (4 MiB) at 1 Mbit/s takes about 34 s."""
+"""Every body's time, plus its size at MIN_BODY_RATE (body_deadline_s)."""
+MIN_BODY_RATE = 64 * 1024
+"""Bytes a second a body must average past BODY_TIMEOUT_S: a 4 MiB chat body has 124 s, a 100 MiB file or
+message batch 27 minutes (at 1 Mbit/s they take 34 s and 14 minutes)."""
+
+
+def body_deadline_s(declared: int | None, limit: int) -> float:
+    """How long a body of `declared` bytes (its Content-Length; None: sent in chunks, then the route's `limit`)
+    may take to arrive."""
+    return BODY_TIMEOUT_S + (limit if declared is None else min(declared, limit)) / MIN_BODY_RATE
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 MAX_HEAD_BYTES = 64 * 1024
 """A request's line and headers; a large JWT is a few KiB."""
