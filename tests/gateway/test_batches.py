@@ -30,6 +30,7 @@ from aigrid.gateway.batch_line import BATCH_LINE_ROUTE, LineResult, line_route, 
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import BatchStore, StoredBatch
 from aigrid.gateway.file_store import FileStore, StorageFull, StorageLimit
+from aigrid.gateway.files_api import FORM_SLACK
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec, QuotaSpec, SecuritySpec
@@ -747,6 +748,29 @@ async def test_a_tenants_files_are_bounded_by_its_storage_quota(tmp_path: Path, 
         rows = await audit_rows(gw)
         refused = [r for r in rows if r["outcome"] == "error:storage_quota_exceeded"]
         assert [r["extra"]["route"] for r in refused] == ["POST /v1/files"] * 2 + ["POST /v1/batches"]
+    finally:
+        await stopped(gw)
+
+
+async def test_an_upload_surely_past_the_storage_quota_is_refused_before_its_bytes_are_read(
+        tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """An upload whose Content-Length alone passes what the tenant has left was read whole (spooled to a
+    temporary file) before the quota refused it: refused from its headers now, its body never read (the one here
+    would take a minute)."""
+    gw = await started(storage_spec(tmp_path, 1000, 3), engines)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"--b\r\n"
+        await asyncio.sleep(60)
+        yield b"--b--\r\n"
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            size = str(FORM_SLACK + 5000)
+            r = await asyncio.wait_for(c.post("/v1/files", content=body(), headers={
+                "content-type": "multipart/form-data; boundary=b", "content-length": size}), 10)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "storage_quota_exceeded", r.text
+        assert "this one of 5000 bytes would pass it" in r.json()["error"]["message"]
     finally:
         await stopped(gw)
 

@@ -88,6 +88,8 @@ class FilesApi:
         if declared is not None and declared > limit:
             raise FileTooLarge(f"file: the upload is larger than {self.max_bytes} bytes, the most this gateway "
                                "accepts (gateway.batch.max_file_bytes)", param="file")
+        if declared is not None:  # a file surely past the tenant's storage quota is refused before its bytes are kept
+            await self.files.check_room(tenant, "file", max(declared - FORM_SLACK, 0))
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise InvalidRequest("POST /v1/files takes a multipart/form-data body with the fields file and purpose",
                                  param="file")
