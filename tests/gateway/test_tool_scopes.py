@@ -53,3 +53,15 @@ async def test_a_tenant_has_only_its_tools_run(tmp_path: Path) -> None:
             assert other.status_code == 200, other.text  # a tenant without `tools` has every one run, as before
     finally:
         await gw.guard.stop()
+
+
+def test_a_key_and_a_token_have_their_tenant_s_tools() -> None:
+    """The tools are a scope of the tenant's (Scopes.tools, beside its models and jurisdictions): a key's or a JWT's
+    scopes narrow the tenant's and name no tools, so a key keeps its tenant's; the key file's records are unchanged."""
+    from aigrid.security.principal import Scopes
+
+    tenant = Scopes(tools=frozenset({"calculator", "crm_*"}))
+    key = tenant.narrowed_by(Scopes(jurisdictions=frozenset({"EU"})))
+    assert key.allows_tool("crm_lookup") and key.allows_tool("calculator") and not key.allows_tool("sql")
+    assert Scopes().allows_tool("sql") and "tools" not in Scopes().to_dict()
+    assert Scopes.from_dict(tenant.to_dict()) == tenant

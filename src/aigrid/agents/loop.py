@@ -31,7 +31,6 @@ import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any, Literal
 
 import orjson
@@ -223,16 +222,14 @@ def wants_server_tools(body: Mapping[str, Any], registry: Mapping[str, Any]) -> 
     return isinstance(tools, list) and any(_function_name(t) in registry for t in tools)
 
 
-def unallowed_tool(body: Mapping[str, Any], registry: Mapping[str, Any], patterns: Sequence[str] | None
+def unallowed_tool(body: Mapping[str, Any], registry: Mapping[str, Any], allows: Callable[[str], bool]
                    ) -> tuple[int, str] | None:
-    """(index, name) of the first of the request's `tools` that is a server-side tool none of `patterns` (glob)
-    allows; None when each is allowed (patterns None: every one)."""
-    if patterns is None:
-        return None
+    """(index, name) of the first of the request's `tools` that is a server-side tool `allows` refuses (the
+    caller's Scopes.allows_tool); None when each is allowed."""
     tools = body.get("tools")
     for i, t in enumerate(tools if isinstance(tools, list) else ()):
         name = _function_name(t)
-        if name is not None and name in registry and not any(fnmatchcase(name, p) for p in patterns):
+        if name is not None and name in registry and not allows(name):
             return i, name
     return None
 

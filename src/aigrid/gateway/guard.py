@@ -203,7 +203,7 @@ class Guard:
             models=None if t.models is None else frozenset(t.models),
             jurisdictions=None if t.allowed_jurisdictions is None else frozenset(t.allowed_jurisdictions),
             sites=None if t.allowed_sites is None else frozenset(t.allowed_sites), policy=None,
-            max_priority=parse_level(t.priority.max)),
+            max_priority=parse_level(t.priority.max), tools=None if t.tools is None else frozenset(t.tools)),
             store_prompts=t.store_prompts) for name, t in spec.tenants.items()}
         tenants.setdefault("default", Tenant("default"))
         self.tenants = tenants

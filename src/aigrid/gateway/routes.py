@@ -356,8 +356,7 @@ class Routes:
                 registry = gw.agents.tools if server_tools else {}
                 loop = replace(validate_tool_request(body, registry, gw.agents.loop),  # 400s before routing
                                server_tools=wants_server_tools(body, registry))
-                tenant_spec = gw.spec.tenants.get(principal.tenant)
-                refused = unallowed_tool(body, registry, tenant_spec.tools if tenant_spec is not None else None)
+                refused = unallowed_tool(body, registry, principal.scopes.allows_tool)
                 if refused is not None:
                     raise PermissionDenied(f"tools[{refused[0]}]: tenant {principal.tenant!r} may not have the server-"
                                            f"side tool {refused[1]!r} run (tenants.{principal.tenant}.tools)",

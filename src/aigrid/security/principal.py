@@ -27,6 +27,13 @@ class Scopes:
     alone is not exact (glob patterns have no exact intersection: a key's `llama-?` kept its tenant's `llama-*`,
     which the string `llama-?` matches, and so allowed every model the tenant may use)."""
 
+    tools: frozenset[str] | None = None
+    """Glob patterns of the grid's server-side tools requests may have run (the tenant's `tools`; keys and tokens
+    name none, so a key has its tenant's)."""
+
+    def allows_tool(self, name: str) -> bool:
+        return self.tools is None or any(fnmatchcase(name, p) for p in self.tools)
+
     def allows_model(self, model: str) -> bool:
         return all(patterns is None or any(fnmatchcase(model, p) for p in patterns)
                    for patterns in (self.models, *self.models_within))
@@ -39,6 +46,7 @@ class Scopes:
             sites=_both(self.sites, other.sites, combine=True),
             policy=other.policy or self.policy,
             max_priority=_lowest(self.max_priority, other.max_priority),
+            tools=_both(self.tools, other.tools, combine=False),
             models_within=tuple(dict.fromkeys(
                 (*self.models_within, *other.models_within,
                  *((self.models, other.models) if self.models is not None and other.models is not None else ())))),
@@ -46,8 +54,10 @@ class Scopes:
 
     def to_dict(self) -> dict[str, object]:
         within = {"models_within": [sorted(p) for p in self.models_within]} if self.models_within else {}
+        tools = {"tools": _list(self.tools)} if self.tools is not None else {}
         return {"models": _list(self.models), "jurisdictions": _list(self.jurisdictions),
-                "sites": _list(self.sites), "policy": self.policy, "max_priority": self.max_priority, **within}
+                "sites": _list(self.sites), "policy": self.policy, "max_priority": self.max_priority, **within,
+                **tools}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Scopes:
@@ -57,7 +67,7 @@ class Scopes:
             raise ValueError(f"models_within: expected a list of lists of strings, got {within!r}")
         return cls(models=_set(data.get("models")), jurisdictions=_set(data.get("jurisdictions")),
                    sites=_set(data.get("sites")), policy=_str(data.get("policy")),
-                   max_priority=None if raw is None else parse_level(raw),
+                   max_priority=None if raw is None else parse_level(raw), tools=_set(data.get("tools")),
                    models_within=tuple(s for s in map(_set, within) if s is not None))
 
 
