@@ -34,9 +34,13 @@ def first_image(messages: Any) -> str | None:
     return None
 
 
-def check_images(model: str, body: Mapping[str, Any], models: Mapping[str, ModelSpec]) -> None:
+def check_images(model: str, body: Mapping[str, Any], models: Mapping[str, ModelSpec]) -> bool:
+    """Whether the chat body has image parts (then for a model that reads them; else the 400 below)."""
     where = first_image(body.get("messages"))
-    if where is not None and not takes_images(model, models):
+    if where is None:
+        return False
+    if not takes_images(model, models):
         raise InvalidRequest(f"{where}: the model '{model}' does not take image input on this grid (no model "
                              "it can route to has `vision: true` in the grid spec)", param=where,
                              code="image_input_not_supported")
+    return True

@@ -334,10 +334,11 @@ class Routes:
             prompt = parsed.prompt_text()
             texts = chat_texts(body, documents) if path == CHAT_PATH else completion_texts(body)
             if path == CHAT_PATH:
-                check_images(parsed.model, body, gw.spec.models)
+                images = check_images(parsed.model, body, gw.spec.models)
                 check_tool_choice(body)
                 check_tool_results(body.get("messages"))
-                await gw.images.inline(body)  # an image URL fetched here, from public addresses, not by the engine
+                if images:  # an image URL fetched here, from public addresses, not by the engine
+                    await gw.images.inline(body)
             # what the template puts into the prompt beside the messages counts too (documents, tools, template
             # variables): checked before the firewall reads any of it
             check_context(parsed.model, len(prompt) + beside_messages(texts), gw.spec.models,
