@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator
@@ -75,3 +76,10 @@ async def audit_rows(gw: Gateway) -> list[dict[str, Any]]:
         return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
     finally:
         db.close()
+
+
+async def trickled(first: bytes, rest: bytes, pause_s: float) -> AsyncIterator[bytes]:
+    """A request body sent as a slow client sends it: `first`, a pause, then `rest`."""
+    yield first
+    await asyncio.sleep(pause_s)
+    yield rest

@@ -34,7 +34,7 @@ from aigrid.gateway.files_api import FORM_SLACK
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec, QuotaSpec, SecuritySpec
-from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in, trickled
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import openai_client
 
@@ -759,15 +759,10 @@ async def test_an_upload_surely_past_the_storage_quota_is_refused_before_its_byt
     would take a minute)."""
     gw = await started(storage_spec(tmp_path, 1000, 3), engines)
 
-    async def body() -> AsyncIterator[bytes]:
-        yield b"--b\r\n"
-        await asyncio.sleep(60)
-        yield b"--b--\r\n"
-
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             size = str(FORM_SLACK + 5000)
-            r = await asyncio.wait_for(c.post("/v1/files", content=body(), headers={
+            r = await asyncio.wait_for(c.post("/v1/files", content=trickled(b"--b\r\n", b"--b--\r\n", 60), headers={
                 "content-type": "multipart/form-data; boundary=b", "content-length": size}), 10)
         assert r.status_code == 400 and r.json()["error"]["code"] == "storage_quota_exceeded", r.text
         assert "this one of 5000 bytes would pass it" in r.json()["error"]["message"]

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from aigrid.gateway import slow_clients
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.slow_clients import HEAD_TOO_LARGE, MAX_HEAD_BYTES, TIMED_OUT, HeadDeadline
-from tests.gateway.conftest import FakeEngine, _no_sleep, audit_rows, spec_in
+from tests.gateway.conftest import FakeEngine, _no_sleep, audit_rows, spec_in, trickled
 
 
 class QuickDeadline(HeadDeadline):
@@ -127,14 +127,11 @@ async def test_a_body_not_sent_in_time_is_the_apis_408_and_audited(tmp_path: Pat
     await gw.scraper.scrape_once()
     await gw.guard.start()
 
-    async def trickle() -> AsyncIterator[bytes]:
-        yield b'{"model": "smollm2-135m", '
-        await asyncio.sleep(1.0)
-        yield b'"messages": [{"role": "user", "content": "hi"}]}'
-
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            r = await c.post("/v1/chat/completions", content=trickle(), headers={"content-type": "application/json"})
+            r = await c.post("/v1/chat/completions", content=trickled(
+                b'{"model": "smollm2-135m", ', b'"messages": [{"role": "user", "content": "hi"}]}', 1.0),
+                headers={"content-type": "application/json"})
         assert r.status_code == 408, r.text
         assert r.json()["error"]["code"] == "request_timeout" and "within 0.3 s (26 bytes came)" in r.json()["error"]["message"]
         assert (await audit_rows(gw))[-1]["outcome"] == "error:request_timeout"
@@ -162,14 +159,10 @@ async def test_an_upload_not_sent_in_time_is_the_apis_408(tmp_path: Path, fakes:
     head = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--b\r\nContent-Disposition: '
             b'form-data; name="file"; filename="in.jsonl"\r\nContent-Type: application/jsonl\r\n\r\n{"custom_id": ')
 
-    async def trickle() -> AsyncIterator[bytes]:
-        yield head
-        await asyncio.sleep(1.0)
-        yield b'"a"}\r\n--b--\r\n'
-
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            r = await c.post("/v1/files", content=trickle(), headers={"content-type": "multipart/form-data; boundary=b"})
+            r = await c.post("/v1/files", content=trickled(head, b'"a"}\r\n--b--\r\n', 1.0),
+                             headers={"content-type": "multipart/form-data; boundary=b"})
             assert r.status_code == 408 and r.json()["error"]["code"] == "request_timeout", r.text
             assert (await audit_rows(gw))[-1]["outcome"] == "error:request_timeout"
             assert (await c.get("/v1/files")).json()["data"] == []
