@@ -95,7 +95,7 @@ class HeadDeadline(HttpToolsProtocol):
         if size <= MAX_HEAD_BYTES:
             super().on_headers_complete()
             return
-        self._log_refused(f"its request head is {size} bytes, over {MAX_HEAD_BYTES}")
+        self._log_refused(f"its request head is {size} bytes, over {MAX_HEAD_BYTES} (431)")
         app, self.app = self.app, _head_too_large
         try:
             super().on_headers_complete()
@@ -113,22 +113,20 @@ class HeadDeadline(HttpToolsProtocol):
 
     def _too_slow(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing():
-            return
-        who = f"{self.client[0]}:{self.client[1]}" if self.client else "an unknown client"
-        log.warning("closed a connection from %s: its request head was not complete within %.0f s", who,
-                    self.head_timeout_s)
-        self.transport.write(TIMED_OUT)
-        self.transport.close()
+        self._close(TIMED_OUT, f"its request head was not complete within {self.head_timeout_s:.0f} s (408)")
 
     def _refuse_head(self) -> None:
         self._disarm()
-        if self.transport.is_closing():
-            return
-        self._log_refused(f"its request head passed {MAX_HEAD_BYTES} bytes")
-        self.transport.write(HEAD_TOO_LARGE)
-        self.transport.close()
+        self._close(HEAD_TOO_LARGE, f"its request head passed {MAX_HEAD_BYTES} bytes (431)")
 
     def _log_refused(self, why: str) -> None:
         who = f"{self.client[0]}:{self.client[1]}" if self.client else "an unknown client"
-        log.warning("refused a request from %s: %s (431)", who, why)
+        log.warning("refused a request from %s: %s", who, why)
+
+    def _close(self, answer: bytes, why: str) -> None:
+        """The connection answered `answer` and closed, logged with its client and `why`."""
+        if self.transport.is_closing():
+            return
+        self._log_refused(why)
+        self.transport.write(answer)
+        self.transport.close()
