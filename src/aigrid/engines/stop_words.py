@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.engines.fan_out import FANNED_PATHS
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.engines.sse import encode, rewritten
 from aigrid.engines.wrapped import WrappedEngine, once
@@ -32,7 +33,6 @@ VERBOSE = "__verbose"
 _MARK = b'"__verbose"'
 
 
-PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 def needs_stop_word(body: Mapping[str, Any]) -> bool:
@@ -45,7 +45,7 @@ class StopWordEngine(WrappedEngine):
     choice's `stop_reason` in its chat and completion answers; every other request passes untouched."""
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
-        if b'"stop"' not in body or path.rstrip("/") not in PATHS:
+        if b'"stop"' not in body or path.rstrip("/") not in FANNED_PATHS:
             return self.inner.open(path, body)
         try:
             doc = orjson.loads(body)
