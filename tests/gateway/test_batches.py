@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import random
 import sqlite3
 import time
@@ -506,6 +507,41 @@ async def test_a_line_refused_for_capacity_is_tried_again(tmp_path: Path) -> Non
     assert obj["request_counts"] == {"total": 4, "completed": 2, "failed": 2}
     assert obj["usage"]["input_tokens"] == 4
     await runner.stop()
+
+
+async def test_a_claim_that_cannot_be_released_is_logged_not_swallowed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The index failing as a finished batch's claim is released: the batch's end stands, and the failure is
+    logged (it used to be suppressed without a word; the claim then lapses after stale_s)."""
+    db = BatchDb(tmp_path)
+    files, store = FileStore(db), BatchStore(db)
+
+    async def run_line(batch: StoredBatch, ln: Line) -> LineResult:
+        return LineResult(True, request_line(ln.custom_id, 200, "", {}), {"prompt_tokens": 1})
+
+    async def broken_release(bid: str, owner: str) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(store, "release", broken_release)
+    runner = BatchRunner(BatchSpec(dir=str(tmp_path), poll_s=0.05, stale_s=1.0), store, files, run_line)
+    f = await files.add("t", "r.jsonl", "batch", io.BytesIO(jsonl(line("a", "hi"))))
+    now = int(time.time())
+    await store.create("t", {"id": "batch_r", "status": "validating", "created_at": now, "expires_at": now + 60,
+                             "input_file_id": f.id, "endpoint": CHAT}, {}, {})
+    try:
+        with caplog.at_level(logging.WARNING, logger="aigrid.gateway"):
+            runner.submit("batch_r")
+            for _ in range(300):
+                if not runner.running("batch_r"):
+                    break
+                await asyncio.sleep(0.01)
+        obj = await store.get("t", "batch_r")
+        assert obj is not None and obj["status"] == "completed", obj
+        warned = [r for r in caplog.records if "could not release its claim" in r.getMessage()]
+        assert len(warned) == 1 and warned[0].exc_info is not None
+        assert "batch_r" in warned[0].getMessage() and "database is locked" in caplog.text
+    finally:
+        await runner.stop()
 
 
 async def test_two_workers_over_one_folder_run_each_line_once(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ by the lifespan, never by a constructor.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 import random
 import socket
@@ -55,6 +55,8 @@ from aigrid.spec.models import GridSpec
 from aigrid.telemetry.shared import SharedState
 from aigrid.telemetry.store import TelemetryStore
 from aigrid.telemetry.sync import SharedSync
+
+log = logging.getLogger("aigrid.gateway")
 
 
 @dataclass
@@ -255,8 +257,11 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
         except BaseException as e:
             gateway.startup_error = e
             for stop in reversed(started):  # nothing stays half-started
-                with contextlib.suppress(Exception):
+                try:
                     await stop()
+                except Exception:  # the start's own error is raised below; this one is said, not dropped
+                    log.warning("while stopping after a failed start: %s failed", getattr(stop, "__qualname__", stop),
+                                exc_info=True)
             raise
 
     @asynccontextmanager

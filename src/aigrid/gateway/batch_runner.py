@@ -187,8 +187,11 @@ class BatchRunner:
         finally:
             self._runs.pop(run.bid, None)
             if run.claimed:  # a batch that ended is claimed by nobody; one that stopped resumes anywhere
-                with contextlib.suppress(Exception):
+                try:
                     await self.store.release(run.bid, self.owner)
+                except Exception:  # the index unreadable for a moment: the claim lapses after stale_s instead
+                    log.warning("batch %s: could not release its claim; another process takes it over after "
+                                "%g s (batch.stale_s)", run.bid, self.spec.stale_s, exc_info=True)
 
     async def _execute(self, run: _Run, row: StoredBatch) -> None:
         obj = row.obj
