@@ -5,7 +5,7 @@ eligible endpoint saturated for its class, or its queue full), or when others ar
 the request takes its place in core/fair_queue.py's order: the highest level first, then the tenant holding
 the fewest requests in flight per unit of its weight (in flight here, plus at the other gateways through the
 shared state: telemetry/sync.py carries per-tenant counts). It is routed again, with what is left of its
-deadline, whenever one of this gateway's requests finishes (`release`), and every `poll_interval_s` while
+deadline, whenever one of this gateway's requests finishes (`release`), and every `poll_s` (50 ms) while
 anything waits (the other gateways' requests and the engines' progress free capacity too).
 
 Every request leaves with an answer, never silently: dispatched (the decision it is sent on), refused
