@@ -415,6 +415,18 @@ async def test_an_image_for_a_text_only_model_is_refused_before_any_engine(
     assert all(gateway.store.state(e).error_rate == 0 for e in fakes)  # no engine was charged a failure
 
 
+async def test_an_image_refusal_names_the_anthropic_field_not_the_chat_message(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine]) -> None:
+    """With a system prompt and earlier turns the chat message's index is not the Messages one: the refusal
+    names `messages.2.content` alone (before: "messages[3].content[1]: ... (at messages.2.content)")."""
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await claude.messages.create(model="smollm2-135m", max_tokens=8, system="Be brief.", messages=[
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, *IMAGE_TURN])
+    message = info.value.body["error"]["message"]
+    assert message.startswith("messages.2.content: ") and "messages[" not in message, message
+    assert all(not f.received for f in fakes.values())
+
+
 async def test_an_image_reaches_a_model_that_takes_images(tmp_path: Path) -> None:
     spec = spec_in(tmp_path)
     models = {n: m.model_copy(update={"vision": True}) for n, m in spec.models.items()}

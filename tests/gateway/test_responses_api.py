@@ -295,6 +295,19 @@ async def test_a_function_call_output_for_no_call_is_a_400(oai: openai.AsyncOpen
     assert all(not f.received for f in fakes.values())
 
 
+async def test_an_image_refusal_names_the_responses_field_not_the_chat_message(
+        oai: openai.AsyncOpenAI, fakes: dict[str, FakeEngine]) -> None:
+    """`instructions` shift the chat messages by one: the refusal names `input.0.content` in its param and its
+    message (before, the message began with the chat path `messages[1].content[1]`)."""
+    with pytest.raises(openai.BadRequestError) as bad:
+        await oai.responses.create(model="smollm2-135m", instructions="Be brief.", input=[
+            {"role": "user", "content": [{"type": "input_text", "text": "look"},
+                                         {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}])
+    assert bad.value.body["param"] == "input.0.content"
+    assert bad.value.body["message"].startswith("input.0.content: ") and "messages[" not in bad.value.body["message"]
+    assert all(not f.received for f in fakes.values())
+
+
 async def test_a_stored_responses_input_items_are_listed_a_page_at_a_time(oai: openai.AsyncOpenAI) -> None:
     """GET /v1/responses/{id}/input_items with the SDK's pager: this request's input as items with ids,
     newest first by default; `order`, `limit` and `after` as OpenAI's cursor list."""

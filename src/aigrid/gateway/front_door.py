@@ -104,5 +104,9 @@ def name_own_field(err: ApiError, origins: Sequence[str]) -> None:
     if index is None or index >= len(origins):
         return
     own = origins[index]
-    err.message = f"{err.message} (at {own})"
+    chat_field = f"{err.param}: "
+    if err.message.startswith(chat_field):  # a message that opens with the chat path ("messages[3].content[1]:
+        err.message = f"{own}: {err.message.removeprefix(chat_field)}"  # ...") opens with the client's own field
+    else:
+        err.message = f"{err.message} (at {own})"
     err.param = own
