@@ -127,6 +127,24 @@ async def test_the_text_format_asked_for_is_echoed(oai: openai.AsyncOpenAI) -> N
     assert plain.text is not None and plain.text.format is not None and plain.text.format.type == "text"
 
 
+@pytest.mark.parametrize("mode", [{}, {"background": True}])
+async def test_metadata_is_limited_as_openai_limits_it(oai: openai.AsyncOpenAI, fakes: dict[str, FakeEngine],
+                                                       mode: dict) -> None:
+    """OpenAI: at most 16 pairs, keys of at most 64 characters, string values of at most 512 (the check
+    Conversations and Batches use); before, any metadata was echoed and stored."""
+    cases: list[tuple[dict, str]] = [({f"k{i}": "v" for i in range(17)}, "metadata"),
+                                     ({"k" * 65: "v"}, "metadata." + "k" * 65),
+                                     ({"k": "v" * 513}, "metadata.k")]
+    for metadata, param in cases:
+        with pytest.raises(openai.BadRequestError) as bad:
+            await oai.responses.create(model="smollm2-135m", input="x", metadata=metadata, **mode)
+        assert bad.value.body["param"] == param, bad.value.body
+    assert all(not f.received for f in fakes.values())
+    full = {f"k{i:02}" + "k" * 61: "v" * 512 for i in range(16)}
+    resp = await oai.responses.create(model="smollm2-135m", input="x", metadata=full)
+    assert resp.metadata == full
+
+
 async def test_store_false_keeps_nothing(oai: openai.AsyncOpenAI, gateway: Gateway) -> None:
     resp = await oai.responses.create(model="smollm2-135m", input="x", store=False)
     assert gateway.responses.get("default", resp.id) is None

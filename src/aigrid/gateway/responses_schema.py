@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from aigrid.gateway.conversations_schema import Metadata
+
 
 class TextFormat(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -40,7 +42,9 @@ class ResponsesRequest(BaseModel):
     previous_response_id: str | None = Field(default=None, min_length=1, max_length=128)
     conversation: str | None = Field(default=None, min_length=1, max_length=128)
     """A conversation of the Conversations API (conversations_api.py): its id, or `{"id": ...}` (read as the id)."""
-    metadata: dict[str, str] | None = None
+    metadata: Metadata | None = None
+    """OpenAI's limits, as Conversations and Batches check them: at most 16 pairs, keys of at most 64
+    characters, string values of at most 512."""
     user: str | None = Field(default=None, max_length=256)
     parallel_tool_calls: bool | None = None
     text: TextConfig | None = None
