@@ -114,6 +114,26 @@ async def test_an_invalid_text_format_is_named_as_the_responses_field(oai: opena
     assert all(not f.received for f in fakes.values())
 
 
+@pytest.mark.parametrize("mode", [{}, {"stream": True}, {"background": True}])
+@pytest.mark.parametrize("name", [None, "", "n" * 65, "a.b"], ids=["missing", "empty", "65 long", "a dot"])
+async def test_a_json_schema_format_needs_a_valid_name(oai: openai.AsyncOpenAI, fakes: dict[str, FakeEngine],
+                                                       mode: dict, name: str | None) -> None:
+    """OpenAI requires text.format.name (^[a-zA-Z0-9_-]{1,64}$) for json_schema, as chat's
+    response_format.json_schema.name: a 400 naming text.format.name (a missing one was named "answer")."""
+    fmt = {"type": "json_schema", "schema": {"type": "object"}, **({} if name is None else {"name": name})}
+    with pytest.raises(openai.BadRequestError) as bad:
+        await oai.responses.create(model="smollm2-135m", input="x", **mode, text={"format": fmt})
+    assert bad.value.body["param"] == "text.format.name", bad.value.body
+    assert "text.format.name" in bad.value.body["message"] and "response_format" not in bad.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as chat:  # the chat door, its own field named
+        await oai.chat.completions.create(model="smollm2-135m", messages=[{"role": "user", "content": "x"}],
+                                          response_format={"type": "json_schema",
+                                                           "json_schema": {k: v for k, v in fmt.items()
+                                                                           if k != "type"}})
+    assert chat.value.body["param"] == "response_format.json_schema.name", chat.value.body
+    assert all(not f.received for f in fakes.values())
+
+
 async def test_the_text_format_asked_for_is_echoed(oai: openai.AsyncOpenAI) -> None:
     """The Response echoes the request's text.format, as OpenAI's does (it said {"type": "text"} whatever was
     asked; seen with the Node SDK)."""

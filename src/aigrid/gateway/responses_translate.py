@@ -165,10 +165,14 @@ def _response_format(req: ResponsesRequest) -> dict[str, Any] | None:
         return None
     if fmt.type == "json_object":
         return {"type": "json_object"}
+    if fmt.name is None:  # OpenAI's 400, as chat's response_format without json_schema.name (schemas.py)
+        raise InvalidRequest("text.format.name: required for json_schema", param="text.format.name")
     if fmt.schema_ is None:
         raise InvalidRequest("text.format.schema: required for json_schema", param="text.format.schema")
     described = {"description": fmt.description} if fmt.description is not None else {}
-    return {"type": "json_schema", "json_schema": {"name": fmt.name or "answer", **described,
+    # the name's pattern (a-z, A-Z, 0-9, _ and -, 1 to 64) is chat's check of response_format.json_schema.name,
+    # named text.format.name (responses_api._own_error)
+    return {"type": "json_schema", "json_schema": {"name": fmt.name, **described,
                                                    "schema": fmt.schema_, "strict": bool(fmt.strict)}}
 
 
