@@ -165,6 +165,27 @@ async def test_metadata_is_limited_as_openai_limits_it(oai: openai.AsyncOpenAI, 
     assert resp.metadata == full
 
 
+async def test_an_unknown_item_or_part_lists_every_one_served(oai: openai.AsyncOpenAI,
+                                                              fakes: dict[str, FakeEngine]) -> None:
+    """The 400's list is what the check accepts: it left out `reasoning` items and `refusal` parts."""
+    with pytest.raises(openai.BadRequestError) as item:
+        await oai.responses.create(model="smollm2-135m", input=[{"type": "item_reference", "id": "msg_1"}])
+    assert item.value.body["param"] == "input.0.type"
+    assert item.value.body["message"].endswith(
+        "use message, function_call, function_call_output, mcp_call or reasoning items"), item.value.body
+    with pytest.raises(openai.BadRequestError) as part:
+        await oai.responses.create(model="smollm2-135m", input=[{"role": "user", "content": [{"type": "input_file"}]}])
+    assert part.value.body["param"] == "input.0.content.0.type"
+    assert part.value.body["message"].endswith(
+        "use input_text, output_text, text, refusal or input_image"), part.value.body
+    assert all(not f.received for f in fakes.values())
+    # and each one listed is served
+    await oai.responses.create(model="smollm2-135m", input=[
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "No."}, {"type": "output_text", "text": "."}]},
+        {"role": "user", "content": [{"type": "input_text", "text": "a"}, {"type": "text", "text": "b"}]}])
+
+
 async def test_store_false_keeps_nothing(oai: openai.AsyncOpenAI, gateway: Gateway) -> None:
     resp = await oai.responses.create(model="smollm2-135m", input="x", store=False)
     assert gateway.responses.get("default", resp.id) is None

@@ -24,7 +24,15 @@ from aigrid.gateway.responses_schema import ResponsesRequest
 SERVER_LABEL = "aigrid"
 """server_label of the mcp_call items that report the grid's server-side tool runs."""
 _TEXT_PARTS = ("input_text", "output_text", "text")
+_PARTS = (*_TEXT_PARTS, "refusal", "input_image")
+"""The content parts a message item may have: what _parts checks, and what its 400 lists."""
+_ITEMS = ("message", "function_call", "function_call_output", "mcp_call", "reasoning")
+"""The input items served: what input_messages checks, and what its 400 lists."""
 _ROLES = ("user", "system", "developer", "assistant")
+
+
+def _listed(names: Sequence[str]) -> str:
+    return f"{', '.join(names[:-1])} or {names[-1]}"
 
 
 def new_id(prefix: str) -> str:
@@ -46,18 +54,17 @@ def _parts(content: Any, where: str) -> str | list[dict[str, Any]]:
     for j, part in enumerate(content):
         at = f"{where}.{j}"
         kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in _PARTS:
+            raise InvalidRequest(f"{at}.type: {kind!r} is not served; use {_listed(_PARTS)}", param=f"{at}.type")
         if kind in _TEXT_PARTS:
             parts.append({"type": "text", "text": _text(part.get("text"), f"{at}.text")})
         elif kind == "refusal":
             parts.append({"type": "text", "text": _text(part.get("refusal"), f"{at}.refusal")})
-        elif kind == "input_image":
+        else:  # input_image
             if not isinstance(part.get("image_url"), str):
                 raise InvalidRequest(f"{at}: only input_image with an image_url is served (no file_id)",
                                      param=f"{at}.image_url")
             parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
-        else:
-            raise InvalidRequest(f"{at}.type: {kind!r} is not served; use input_text, output_text or input_image",
-                                 param=f"{at}.type")
     if all(p["type"] == "text" for p in parts):
         return "\n".join(p["text"] for p in parts)
     return parts
@@ -89,6 +96,9 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
     for i, item in enumerate(items):
         at = f"input.{i}"
         kind = item.get("type", "message")
+        if kind not in _ITEMS:
+            raise InvalidRequest(f"{at}.type: {kind!r} is not served; use {_listed(_ITEMS)} items",
+                                 param=f"{at}.type")
         if kind == "message":
             role = item.get("role")
             if role not in _ROLES:
@@ -106,9 +116,7 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
             call_id = str(item.get("id") or new_id("mcp"))
             _append_call(out, _call(call_id, _text(item.get("name"), f"{at}.name"), str(item.get("arguments", ""))))
             out.append({"role": "tool", "tool_call_id": call_id, "content": str(item.get("output") or "")})
-        elif kind != "reasoning":  # reasoning items are replayed by agents; no model here reads them back
-            raise InvalidRequest(f"{at}.type: {kind!r} is not served; use message, function_call, "
-                                 "function_call_output or mcp_call items", param=f"{at}.type")
+        # reasoning items add nothing: they are replayed by agents; no model here reads them back
         if origins is not None:  # the messages this item added (a merged function_call adds none)
             origins.extend([f"{at}.{_ORIGIN.get(kind, 'arguments')}"] * (len(out) - len(origins)))
     return out
