@@ -271,6 +271,10 @@ async def test_bad_requests_are_400s_naming_the_field(gw: Gateway) -> None:
     with pytest.raises(openai.BadRequestError) as limit:
         await oai.batches.list(limit=1000)
     assert limit.value.body["param"] == "limit"  # type: ignore[index]
+    for order in ("asc", "desc", "sideways"):  # not OpenAI's (batches.list takes after and limit): was ignored
+        with pytest.raises(openai.BadRequestError) as ordered:
+            await oai.batches.list(extra_query={"order": order})
+        assert ordered.value.body["param"] == "order" and "newest first" in ordered.value.body["message"]  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         await oai.batches.cancel("batch_nope")
 

@@ -211,6 +211,9 @@ async def test_an_unknown_field_is_a_400_naming_it(gw: Gateway) -> None:
     with pytest.raises(anthropic.BadRequestError) as limit:
         await claude.messages.batches.list(limit=1001)
     assert "limit" in limit.value.body["error"]["message"]  # type: ignore[index]
+    with pytest.raises(anthropic.BadRequestError) as ordered:  # not Anthropic's (it was accepted and ignored)
+        await claude.messages.batches.list(extra_query={"order": "asc"})
+    assert ordered.value.body["error"]["message"].startswith("order: ")  # type: ignore[index]
     with pytest.raises(anthropic.NotFoundError):
         await claude.messages.batches.cancel("msgbatch_nope")
 

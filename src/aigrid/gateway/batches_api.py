@@ -142,7 +142,7 @@ class BatchesApi:
 
     async def list(self, request: Request, ex: Exchange) -> Response:
         tenant = (await self._caller(request, ex))[0].tenant  # who asks first: no query checked for nobody
-        q = page_query(request.query_params, max_limit=MAX_LIST)  # newest first; `order` is not OpenAI's here
+        q = page_query(request.query_params, max_limit=MAX_LIST, ordered=False)  # newest first, no `order` (OpenAI's)
         page = await self.store.list(tenant, q.after, q.limit)
         if page is None:
             raise InvalidRequest(f"after: no batch {q.after!r}", param="after")

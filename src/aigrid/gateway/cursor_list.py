@@ -27,10 +27,15 @@ class PageQuery:
 
 
 def page_query(query: Mapping[str, str], *, default_limit: int = 20, max_limit: int = 100,
-               default_order: str = "desc") -> PageQuery:
+               default_order: str = "desc", ordered: bool = True) -> PageQuery:
+    """`ordered=False`: a list without `order` in its API (OpenAI's batches, Anthropic's message batches,
+    always newest first): an `order` is a 400 naming it, never accepted and ignored."""
     limit = plain_int(query.get("limit", str(default_limit)))
     if limit is None or not 1 <= limit <= max_limit:
         raise InvalidRequest(f"limit must be an integer between 1 and {max_limit}", param="limit")
+    if not ordered and "order" in query:
+        raise InvalidRequest("order: not a parameter of this list, which is always newest first (page it with "
+                             "limit and its cursor)", param="order")
     order = query.get("order", default_order)
     if order not in ("asc", "desc"):
         raise InvalidRequest("order must be 'asc' or 'desc'", param="order")

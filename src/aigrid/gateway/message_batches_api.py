@@ -217,7 +217,7 @@ class MessageBatchesApi:
     async def list(self, request: Request, ex: Exchange) -> Response:
         tenant = (await self._caller(request, ex))[0].tenant  # who asks first: no query checked for nobody
         query = request.query_params
-        limit = page_query(query, max_limit=MAX_LIST).limit  # newest first, paged by after_id or before_id
+        limit = page_query(query, max_limit=MAX_LIST, ordered=False).limit  # newest first, by after_id or before_id
         after, before = query.get("after_id"), query.get("before_id")
         if after is not None and before is not None:
             raise InvalidRequest("after_id: give after_id or before_id, not both", param="after_id")
