@@ -99,3 +99,22 @@ async def test_http_fetch_reaches_the_private_networks_the_spec_names(tmp_path: 
                     assert (await run).endswith("hi")
             finally:
                 await runtime.http_client.aclose()
+
+
+async def test_the_demo_specs_comment_names_every_tool_its_gateway_has() -> None:
+    """examples/demo.yaml's comment on `agents:` said calculator, regex and shortest_path were the built-in
+    tools; `retrieve` is one too (every gateway has it, for its sites' documents)."""
+    lines = DEMO.read_text(encoding="utf-8").splitlines()
+    above: list[str] = []  # the comment lines just above `agents:`
+    for line in reversed(lines[:lines.index("agents:")]):
+        if not line.startswith("#"):
+            break
+        above.insert(0, line.lstrip("# "))
+    comment = " ".join(above)
+    runtime = AgentRuntime.from_spec(load_spec(DEMO))
+    try:
+        assert sorted(runtime.tools) == ["calculator", "regex", "retrieve", "shortest_path"]
+        for name in runtime.tools:
+            assert f" {name}" in comment, (name, comment)
+    finally:
+        await runtime.http_client.aclose()
