@@ -15,8 +15,8 @@ its collections per generation.
 
 from __future__ import annotations
 
+import argparse
 import gc
-import sys
 import time
 from typing import Any
 
@@ -42,8 +42,13 @@ class CollectorClock:
 
 
 def main() -> None:
-    path, requests, policies = sys.argv[1], int(sys.argv[2]), sys.argv[3].split(",")
-    dense = "--dense" in sys.argv[4:]
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("scenario", help="a simulator scenario (YAML)")
+    ap.add_argument("requests", type=int, help="requests per run")
+    ap.add_argument("policies", help="comma-separated policies, e.g. balanced,nearest")
+    ap.add_argument("--dense", action="store_true", help="keep the scenario's density instead of its duration")
+    args = ap.parse_args()
+    path, requests, policies, dense = args.scenario, args.requests, args.policies.split(","), args.dense
     for policy in policies:
         sc = load_scenario(path)
         update: dict[str, Any] = {"requests": requests, "policies": [policy]}
