@@ -8,16 +8,18 @@ Logs N access lines shaped like the gateway's (aigrid.access, ~16 fields) into a
 
 from __future__ import annotations
 
+import argparse
 import io
 import logging
-import sys
 import time
 
 from aigrid import logs
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 50_000
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("n", type=int, nargs="?", default=50_000, help="access lines to log (default 50,000)")
+    n = ap.parse_args().n
     sink = logs.configure("info", io.StringIO())
     log = logging.getLogger("aigrid.access")
     f = {"decision": "dec-0123456789abcdef", "tenant": "default", "model": "smollm2-135m", "site": "fra",
