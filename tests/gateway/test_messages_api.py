@@ -440,6 +440,35 @@ async def test_an_image_reaches_a_model_that_takes_images(tmp_path: Path) -> Non
     await client.close()
 
 
+@pytest.mark.parametrize("vision", [False, True])
+async def test_an_image_in_a_tool_result_is_refused_naming_it_not_dropped(tmp_path: Path, vision: bool) -> None:
+    """A chat tool message holds text only (OpenAI's format; the constrained tool mode prints results as
+    text), so an image block in a tool_result can reach no model: a 400 naming it, for a model that takes
+    images or not, and in count_tokens. Before, it was accepted and dropped: the model answered without it."""
+    spec = spec_in(tmp_path)
+    models = {n: m.model_copy(update={"vision": vision}) for n, m in spec.models.items()}
+    fakes = {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    gw = build_gateway(spec.model_copy(update={"models": models}), fakes, rng=random.Random(2), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    client = sdk(gw)
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}
+    messages = [{"role": "user", "content": "Take a screenshot."},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "shot", "input": {}}]},
+                {"role": "user", "content": [{"type": "text", "text": "Here:"}, {"type": "tool_result",
+                                              "tool_use_id": "toolu_1", "content": [
+                                                  {"type": "text", "text": "the screen"}, image]}]}]
+    try:
+        for call in (client.messages.create(model="smollm2-135m", max_tokens=8, messages=messages),
+                     client.messages.count_tokens(model="smollm2-135m", messages=messages)):
+            with pytest.raises(anthropic.BadRequestError) as info:
+                await call
+            message = info.value.body["error"]["message"]
+            assert message.startswith("messages.2.content.1.content.1: ") and "tool_result" in message, message
+        assert all(not f.received for f in fakes.values())
+    finally:
+        await client.close()
+
+
 async def test_a_document_block_is_read_as_a_document(scripted: tuple[anthropic.AsyncAnthropic, ScriptedEngine]) -> None:
     """Anthropic's document blocks (plain text, or text blocks) reach the model as a user turn of their own
     before the question; the firewall reads them with its document head (the choke-point walk blocks an

@@ -62,10 +62,19 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _tool_result_text(block: ToolResultBlock) -> str:
+def _tool_result_text(block: ToolResultBlock, where: str) -> str:
+    """A tool_result's content as the text of its chat `tool` message. An image in it is refused, naming it:
+    a chat tool message holds text only (OpenAI's format: a string or text parts), and the constrained tool
+    mode prints tool results as text (agents/steps.py), so it could reach no model; it was dropped silently."""
     if isinstance(block.content, str):
         text = block.content
     else:
+        for k, b in enumerate(block.content or ()):
+            if isinstance(b, ImageBlock):
+                raise InvalidRequest(
+                    f"{where}.content.{k}: an image in a tool_result is not served by this grid: the chat format "
+                    "its engines read holds text only in a tool result; send the image as an image block of a "
+                    "user turn, or the tool's result as text", param=f"{where}.content.{k}")
         text = "\n".join(b.text for b in block.content or () if isinstance(b, TextBlock))
     return f"Error: {text}" if block.is_error else text
 
@@ -129,7 +138,8 @@ def _user(blocks: list[Any], where: str) -> list[Placed]:
     parts = []
     for j, b in enumerate(blocks):
         if isinstance(b, ToolResultBlock):
-            tools.append(({"role": "tool", "tool_call_id": b.tool_use_id, "content": _tool_result_text(b)},
+            tools.append(({"role": "tool", "tool_call_id": b.tool_use_id,
+                           "content": _tool_result_text(b, f"{where}.content.{j}")},
                           f"{where}.content.{j}.content"))
         elif isinstance(b, DocumentBlock):
             documents.append(({"role": "user", "content": _document_text(b, f"{where}.content.{j}")},
