@@ -354,6 +354,29 @@ async def test_a_function_call_output_for_no_call_is_a_400(oai: openai.AsyncOpen
     assert all(not f.received for f in fakes.values())
 
 
+async def test_an_image_in_a_function_call_output_is_refused_naming_it(oai: openai.AsyncOpenAI,
+                                                                       fakes: dict[str, FakeEngine]) -> None:
+    """A tool's output given as parts with an input_image: before, the parts were written out as JSON into the
+    tool message, so the image's data URL reached the model as text past the vision and image-URL checks. Text
+    parts alone are still joined into the tool message."""
+    call = {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"}
+    with pytest.raises(openai.BadRequestError) as bad:
+        await oai.responses.create(model="smollm2-135m", tools=[FUNCTION], input=[
+            {"role": "user", "content": "weather?"}, call,
+            {"type": "function_call_output", "call_id": "c1", "output": [
+                {"type": "input_text", "text": "a chart:"},
+                {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}])
+    assert bad.value.body["param"] == "input.2.output.1"
+    assert bad.value.body["message"].startswith("input.2.output.1: an input_image")
+    assert all(not f.received for f in fakes.values())
+    await oai.responses.create(model="smollm2-135m", tools=[FUNCTION], input=[
+        {"role": "user", "content": "weather?"}, call,
+        {"type": "function_call_output", "call_id": "c1", "output": [
+            {"type": "input_text", "text": "sunny"}, {"type": "input_text", "text": "24 C"}]}])
+    sent = next(f.received[-1] for f in fakes.values() if f.received)
+    assert sent["messages"][-1]["content"].endswith("sunny\n24 C")  # the parts' text, not their JSON
+
+
 async def test_an_image_refusal_names_the_responses_field_not_the_chat_message(
         oai: openai.AsyncOpenAI, fakes: dict[str, FakeEngine]) -> None:
     """`instructions` shift the chat messages by one: the refusal names `input.0.content` in its param and its

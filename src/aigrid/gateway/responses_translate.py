@@ -110,8 +110,14 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
         elif kind == "function_call_output":
             output = item.get("output")
             text = _parts(output, f"{at}.output") if isinstance(output, list) else _text(output, f"{at}.output")
+            if not isinstance(text, str):  # a chat tool message carries text only: the image would reach the
+                # model as its data URL written out, past the vision and image-URL checks
+                j = next(j for j, part in enumerate(text) if part["type"] != "text")
+                raise InvalidRequest(f"{at}.output.{j}: an input_image in a function_call_output is not served "
+                                     "(a tool's output reaches the model as text); send the image in a user "
+                                     "message", param=f"{at}.output.{j}")
             out.append({"role": "tool", "tool_call_id": _text(item.get("call_id"), f"{at}.call_id"),
-                        "content": text if isinstance(text, str) else orjson.dumps(text).decode()})
+                        "content": text})
         elif kind == "mcp_call":  # a server-side tool run replayed by the client: the call and its result
             call_id = str(item.get("id") or new_id("mcp"))
             _append_call(out, _call(call_id, _text(item.get("name"), f"{at}.name"), str(item.get("arguments", ""))))
