@@ -163,3 +163,18 @@ def test_places_and_jurisdictions_that_do_not_exist_are_refused(tmp_path: Path, 
     with pytest.raises(DemandError) as e:
         load_demand(path)
     assert named in str(e.value)
+
+
+def test_a_demand_file_is_read_as_a_grid_spec_is(tmp_path: Path) -> None:
+    """The same reader as the grid spec (spec.load.read_yaml): bytes that are not UTF-8 were a
+    UnicodeDecodeError's traceback from `aigrid plan`, and a key given twice silently replaced the first."""
+    path = tmp_path / "d.yaml"
+    path.write_bytes(b"name: x\n\xff")
+    with pytest.raises(DemandError, match=r"line 2: not UTF-8 text \(byte 0xff\); save the demand file as UTF-8"):
+        load_demand(path)
+    path.write_text("name: x\nseed: 1\nseed: 2\n")
+    with pytest.raises(DemandError, match="seed"):
+        load_demand(path)
+    path.write_text("a: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(DemandError, match="nesting depth|nested too deeply"):
+        load_demand(path)

@@ -112,6 +112,22 @@ def test_a_bad_scenario_names_the_file_and_the_field(tmp_path: Path) -> None:
         load_scenario(path)
 
 
+def test_a_scenario_file_is_read_as_a_grid_spec_is(tmp_path: Path) -> None:
+    """The same reader as the grid spec (spec.load.read_yaml): bytes that are not UTF-8 were a
+    UnicodeDecodeError's traceback from `aigrid sim`, and a key given twice (a second tenant of the same name
+    in a mapping) silently replaced the first."""
+    path = tmp_path / "s.yaml"
+    path.write_bytes(b"name: x\n\xff\xfe")
+    with pytest.raises(ScenarioError, match=r"line 2: not UTF-8 text \(byte 0xff\); save the scenario as UTF-8"):
+        load_scenario(path)
+    path.write_text((EXAMPLES / "small.yaml").read_text() + "\nduration_s: 30\n")
+    with pytest.raises(ScenarioError, match="duration_s"):
+        load_scenario(path)
+    path.write_text("a: " + "[" * 5000 + "]" * 5000)
+    with pytest.raises(ScenarioError, match="nesting depth|nested too deeply"):
+        load_scenario(path)
+
+
 def test_replay_returns_one_decision_per_request() -> None:
     sc = scenario("small")
     reqs = [(i * 0.1, RequestInfo(id=f"r{i}", model="llama-3.1-8b", prompt_tokens=500, max_output_tokens=50,

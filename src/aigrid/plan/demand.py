@@ -10,7 +10,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
-import yaml  # type: ignore[import-untyped]
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -27,6 +26,7 @@ from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.scenario import trace_source
 from aigrid.sim.user_cities import UserCity, user_places
+from aigrid.spec.load import read_yaml
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
 """GeoNames continent codes users can live on (EU here is the continent Europe, not the jurisdiction)."""
@@ -235,13 +235,7 @@ class Demand(Strict):
 
 def load_demand(path: str | Path) -> Demand:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise DemandError(str(path), [f"cannot read: {e.strerror or e}"]) from None
-    except yaml.YAMLError as e:
-        raise DemandError(str(path), [f"not valid YAML: {e}"]) from None
-    return parse_demand(raw, str(path), base=path.parent)
+    return parse_demand(read_yaml(path, DemandError, "demand file"), str(path), base=path.parent)
 
 
 def parse_demand(raw: object, source: str = "<demand>", base: Path | None = None) -> Demand:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml  # type: ignore[import-untyped]
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,7 +24,7 @@ from aigrid.sim.geography import load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.user_cities import UserCity, user_places
-from aigrid.spec.load import describe
+from aigrid.spec.load import describe, read_yaml
 from aigrid.spec.models import AdmissionLimits
 from aigrid.traces import TraceFileError, read_trace_cached
 
@@ -341,12 +340,7 @@ def is_fcfs(label: str) -> bool:
 
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise ScenarioError(str(path), [f"cannot read: {e.strerror or e}"]) from None
-    except yaml.YAMLError as e:
-        raise ScenarioError(str(path), [f"not valid YAML: {e}"]) from None
+    raw = read_yaml(path, ScenarioError, "scenario")
     if not isinstance(raw, dict):
         raise ScenarioError(str(path), ["expected a mapping at the top level"])
     try:

@@ -25,29 +25,30 @@ def load_spec(path: str | Path) -> GridSpec:
     return relative_to(parse_spec(read_yaml(p), str(p)), p.parent)
 
 
-def read_yaml(p: Path) -> object:
-    """The YAML document of a spec file: UTF-8, at most MAX_SPEC_BYTES, no key given twice in one mapping.
-    Every problem is a SpecError naming the file (and the line), never a traceback."""
+def read_yaml(p: Path, error: type[SpecError] = SpecError, what: str = "grid spec") -> object:
+    """The YAML document of a spec file (a grid spec; the simulator's scenarios and the planner's demand files
+    read the same way, `error` and `what` naming which): UTF-8, at most MAX_SPEC_BYTES, no key given twice in
+    one mapping. Every problem is an `error` naming the file (and the line), never a traceback."""
     try:
         with p.open("rb") as f:
             data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as e:
-        raise SpecError(str(p), [f"cannot read file: {e.strerror or e}"]) from e
+        raise error(str(p), [f"cannot read file: {e.strerror or e}"]) from e
     if len(data) > MAX_SPEC_BYTES:
-        raise SpecError(str(p), [f"the file is larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB; a grid spec "
-                                 "is a few kilobytes (is this the right file?)"])
+        raise error(str(p), [f"the file is larger than {MAX_SPEC_BYTES // (1024 * 1024)} MiB; a {what} is a few "
+                             "kilobytes (is this the right file?)"])
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data[:e.start].count(b"\n") + 1
-        raise SpecError(str(p), [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the spec as "
-                                 "UTF-8"]) from None
+        raise error(str(p), [f"line {line}: not UTF-8 text (byte 0x{data[e.start]:02x}); save the {what} as "
+                             "UTF-8"]) from None
     try:
         return yaml.load(text, Loader=_SpecLoader)  # noqa: S506 (a safe loader: _SpecLoader is SafeLoader's)
     except yaml.YAMLError as e:
-        raise SpecError(str(p), [_yaml_problem(e, text)]) from None
+        raise error(str(p), [_yaml_problem(e, text)]) from None
     except RecursionError:
-        raise SpecError(str(p), ["not a grid spec: nested too deeply to read"]) from None
+        raise error(str(p), [f"not a {what}: nested too deeply to read"]) from None
 
 
 def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
