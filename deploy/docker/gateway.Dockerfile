@@ -19,6 +19,6 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
 USER 10001
 WORKDIR /var/lib/aigrid
 EXPOSE 8080
-HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/metrics', timeout=2)"
+HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/livez', timeout=2)"
 ENTRYPOINT ["aigrid", "gateway"]
 CMD ["/etc/aigrid/grid.yaml"]

@@ -5,6 +5,7 @@ are the manifests' Services), and Dockerfiles that copy files that exist and run
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 import subprocess
@@ -142,6 +143,26 @@ def test_the_hpa_scales_the_gateway() -> None:
     assert hpa["spec"]["minReplicas"] >= 2
 
 
+def test_each_gateway_pod_runs_the_workers_its_cpu_request_pays_for() -> None:
+    """Without --workers a gateway runs one worker per core it may use (aigrid.cores), and a pod without a CPU
+    limit may use every core of its node: 32 workers on a 32-core node, in a pod of 1 GiB. Its args say how many."""
+    (gateway,) = containers(deployment("aigrid-gateway"))
+    args = gateway["args"]
+    assert "--workers" in args, "the gateway's args do not pin --workers: one worker per node core"
+    workers = int(args[args.index("--workers") + 1])
+    cpu = str(gateway["resources"]["requests"]["cpu"])
+    cores = int(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+    assert 1 <= workers <= max(1, math.ceil(cores))
+
+
+def test_the_gateway_image_health_check_asks_only_whether_the_process_answers() -> None:
+    """/livez: /metrics answers 401 to a check without a key under `security.metrics: operator`, and /healthz
+    answers 503 while every engine is down; neither says the gateway process is unwell."""
+    lines = dockerfile_lines(ROOT / "deploy" / "docker" / "gateway.Dockerfile")
+    (check,) = [ln for ln in lines if ln.startswith("HEALTHCHECK ")]
+    assert "/livez" in check and "/metrics" not in check
+
+
 def test_the_configmap_holds_a_valid_grid_whose_endpoints_are_the_services() -> None:
     spec = parse_spec(yaml.safe_load(grid_spec_text()), "deploy/kubernetes/gateway.yaml:aigrid-grid")
     assert spec.gateway.host == "0.0.0.0" and spec.gateway.network == "none"
@@ -151,7 +172,9 @@ def test_the_configmap_holds_a_valid_grid_whose_endpoints_are_the_services() -> 
                 for s in of_kind("Service")}
     in_cluster = [ep for ep in spec.endpoints if ".svc.cluster.local" in (ep.url or "")]
     assert len(in_cluster) >= 2
-    for url in [ep.url for ep in in_cluster] + [spec.gateway.shared_state_url]:
+    # the replicas share their quota counters (security.quotas_redis_url), else each counts a tenant on its own
+    assert spec.security.quotas_redis_url is not None
+    for url in [ep.url for ep in in_cluster] + [spec.gateway.shared_state_url, spec.security.quotas_redis_url]:
         parts = urlsplit(url or "")
         name, namespace = (parts.hostname or "").split(".")[:2]
         assert parts.port in services.get((name, namespace), set()), f"{url}: no such Service port"
