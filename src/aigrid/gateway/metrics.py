@@ -4,8 +4,7 @@ With several worker processes (`--workers N`) the parent sets PROMETHEUS_MULTIPR
 values go to files there (prometheus-client's multiprocess mode) and /metrics on any worker reports all of
 them, counters and histograms summed, gauges as the highest live worker's value, except the requests in
 flight at each endpoint, summed over the live workers (each worker writes its own count after every exchange
-with the hub, and when it serves /metrics).
-"""
+with the hub, and when it serves /metrics), and the requests waiting in the admission queues, summed too."""
 
 from __future__ import annotations
 
