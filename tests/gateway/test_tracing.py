@@ -221,3 +221,22 @@ async def test_every_turn_of_a_streamed_tool_loop_carries_the_trace(tmp_path: Pa
     assert len(engine.trace_headers) == 2
     for headers in engine.trace_headers:  # the first turn in the attempt, the second while streaming
         assert headers["traceparent"].startswith(f"00-{root.context.trace_id:032x}-")
+
+
+async def test_genai_metrics_count_what_the_routing_refused_not_what_was_refused_before_it(
+        traced: tuple[Gateway, dict[str, TracedFake]]) -> None:
+    """docs/observability.md: a request refused before routing is only in aigrid_requests_rejected_total; one the
+    routing refused after deciding (no eligible endpoint) is in both, its error_type `error:` and the code."""
+    gw, fakes = traced
+    assert (await post(gw, {"model": "smollm2-135m"}, FRANKFURT)).status_code == 400  # no messages
+    for fake in fakes.values():
+        fake.down = True
+    await gw.scraper.scrape_once()
+    assert (await post(gw, BODY, FRANKFURT)).status_code == 503
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        text = (await c.get("/metrics")).text
+    durations = [line for line in text.splitlines() if line.startswith("gen_ai_client_operation_duration_seconds_count")]
+    assert durations == ['gen_ai_client_operation_duration_seconds_count{error_type="error:no_eligible_endpoint",'
+                         'gen_ai_operation_name="chat",gen_ai_request_model="smollm2-135m"} 1.0'], durations
+    assert 'aigrid_requests_rejected_total{code="no_eligible_endpoint"} 1.0' in text
+    assert 'aigrid_requests_rejected_total{code="invalid_request"} 1.0' in text
