@@ -33,6 +33,7 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,6 +77,23 @@ class TraceFile:
 
     def __len__(self) -> int:
         return len(self.t)
+
+
+TRACE_DIR = Path(__file__).resolve().parents[2] / "data" / "traces"
+"""The repository's data/traces: the Azure 2023 traces (CC-BY 4.0) the simulator, the planner and the bench use."""
+
+
+def trace_dir() -> Path:
+    """Where the shipped traces are: the folder AIGRID_TRACES names, else the repository's data/traces, else
+    data/traces under the current directory."""
+    env = os.environ.get("AIGRID_TRACES")
+    candidates = [Path(env)] if env else []
+    candidates += [TRACE_DIR, Path.cwd() / "data" / "traces"]
+    for candidate in candidates:
+        if (candidate / "azure_llm_2023_conv.csv").exists():
+            return candidate
+    raise FileNotFoundError("Azure 2023 traces not found (data/traces/azure_llm_2023_conv.csv of the repository, "
+                            "or the folder AIGRID_TRACES names)")
 
 
 def _norm(name: str) -> str:

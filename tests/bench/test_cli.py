@@ -20,6 +20,15 @@ NOWHERE = "http://127.0.0.1:1/v1"  # nothing listens: a check that runs after th
     (["--output-tokens", "0"], "--output-tokens"),
     (["--header", "x-aigrid-tenant=eu-bank"], "--header"),  # no colon: it was dropped without a word
     (["--header", "[/]x"], "[/]x"),  # printed as written (it was a rich MarkupError traceback)
+    # accepted before, each a run that measured nothing: every request failed at once, or nothing met the SLO
+    (["--timeout", "0"], "--timeout"),
+    (["--slo-ttft-ms", "-1"], "--slo-ttft-ms"),
+    (["--slo-tpot-ms", "nan"], "--slo-tpot-ms"),
+    (["--mode", "poisson", "--rate", "nan"], "rate"),
+    (["--mode", "poisson", "--rate", "inf"], "rate"),
+    (["--mode", "trace", "--speedup", "inf"], "speedup"),
+    (["--mode", "trace", "--trace-start", "-1"], "--trace-start"),
+    (["--mode", "trace", "--max-output-tokens", "0"], "--max-output-tokens"),
 ])
 def test_bad_arguments_are_refused_before_the_run(args: list[str], named: str) -> None:
     r = runner.invoke(app, ["bench", NOWHERE, "--model", "m", "--quiet", *args])
@@ -33,3 +42,13 @@ def test_an_out_that_is_a_file_is_refused_before_the_run(tmp_path: Path) -> None
     r = runner.invoke(app, ["bench", NOWHERE, "--model", "m", "-n", "2", "--quiet", "--out", str(taken)])
     assert r.exit_code == 2 and "--out" in r.output and "ok," not in r.output, r.output
     assert not isinstance(r.exception, OSError)
+
+
+def test_the_default_trace_is_found_from_any_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--mode trace without --trace replays the shipped Azure trace: it was the relative path
+    data/traces/azure_llm_2023_conv.csv, so from any other directory it was "cannot read"."""
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["bench", NOWHERE, "--model", "m", "--quiet", "--mode", "trace", "-n", "2",
+                            "--speedup", "1000", "--timeout", "2"])
+    assert "cannot read" not in r.output and "not found" not in r.output, r.output
+    assert r.exit_code == 1 and "0/2 ok, 2 failed" in r.output, r.output  # replayed (nothing listens there)

@@ -6,6 +6,7 @@ The lead mounts it with `app.command("bench")(bench_command)`; `run_bench()` is 
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections.abc import Sequence
 from enum import StrEnum
@@ -24,8 +25,11 @@ from aigrid.bench.runner import Run, RunConfig, run
 from aigrid.cli_error import print_error
 from aigrid.errors import ConfigError
 from aigrid.outdir import prepare_dir, write_failed
+from aigrid.traces import trace_dir
 
-DEFAULT_TRACE = Path("data/traces/azure_llm_2023_conv.csv")  # shipped in the repository (CC-BY 4.0)
+DEFAULT_TRACE = "azure_llm_2023_conv.csv"
+"""--trace's default: the Azure 2023 conversation trace shipped in the repository's data/traces (CC-BY 4.0),
+found wherever aigrid bench runs from (traces.trace_dir)."""
 
 
 class Mode(StrEnum):
@@ -73,14 +77,15 @@ def bench_command(
     requests: Annotated[int, typer.Option("--requests", "-n", min=1, help="number of requests")] = 100,
     rate: Annotated[float, typer.Option(help="poisson: mean requests per second")] = 10.0,
     concurrency: Annotated[int, typer.Option(min=1, help="closed: concurrent streams")] = 16,
-    trace_file: Annotated[Path, typer.Option("--trace", help="trace: a trace file (Azure LLM CSV, BurstGPT CSV, "
-                                                            "Mooncake JSON Lines; docs/simulator.md, 'Trace files')")] = DEFAULT_TRACE,
+    trace_file: Annotated[Path | None, typer.Option("--trace", help="trace: a trace file (Azure LLM CSV, BurstGPT CSV, "
+                                                            "Mooncake JSON Lines; docs/simulator.md, 'Trace files'); default: the "
+                                                            "shipped Azure 2023 conversation trace")] = None,
     speedup: Annotated[float, typer.Option(help="trace: divide the trace's arrival gaps by this")] = 1.0,
-    trace_start: Annotated[int, typer.Option(help="trace: first request index")] = 0,
+    trace_start: Annotated[int, typer.Option(min=0, help="trace: first request index")] = 0,
     prompt_tokens: Annotated[int, typer.Option(min=1, help="poisson/closed: prompt size in tokens")] = 128,
     output_tokens: Annotated[int, typer.Option(min=1, help="poisson/closed: output tokens (max_tokens)")] = 64,
-    max_prompt_tokens: Annotated[int, typer.Option(help="trace: clip prompts to this")] = 4096,
-    max_output_tokens: Annotated[int, typer.Option(help="trace: clip outputs to this")] = 1024,
+    max_prompt_tokens: Annotated[int, typer.Option(min=1, help="trace: clip prompts to this")] = 4096,
+    max_output_tokens: Annotated[int, typer.Option(min=1, help="trace: clip outputs to this")] = 1024,
     model: Annotated[str | None, typer.Option(help="model name (default: the first at /models)")] = None,
     completions: Annotated[bool, typer.Option("--completions", help="use /completions, not chat")] = False,
     stream: Annotated[bool, typer.Option("--stream/--no-stream")] = True,
@@ -104,10 +109,13 @@ def bench_command(
         if mode is Mode.poisson:
             plans = workload.poisson(rate, requests, prompt_tokens, output_tokens, random.Random(seed))
         elif mode is Mode.trace:
-            plans = workload.trace(trace_file, speedup=speedup, count=requests, start=trace_start,
+            plans = workload.trace(trace_file or trace_dir() / DEFAULT_TRACE, speedup=speedup, count=requests, start=trace_start,
                                    max_prompt_tokens=max_prompt_tokens, max_output_tokens=max_output_tokens)
         else:
             plans = workload.closed(requests, prompt_tokens, output_tokens)
+        for flag, value in (("--timeout", timeout), ("--slo-ttft-ms", slo_ttft_ms), ("--slo-tpot-ms", slo_tpot_ms)):
+            if not 0 < value < math.inf:  # NaN too: every comparison with it is false
+                raise ValueError(f"{flag} must be a positive number, not {value}")
         for h in header or []:
             name, colon, _ = h.partition(":")
             if not colon or not name.strip():

@@ -9,6 +9,7 @@ time, prompt (ContextTokens) and output (GeneratedTokens) sizes; any trace file 
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +29,8 @@ class Plan:
 
 
 def poisson(rate: float, count: int, prompt_tokens: int, output_tokens: int, rng: random.Random) -> list[Plan]:
-    if rate <= 0:
-        raise ValueError("rate must be positive")
+    if not 0 < rate < math.inf:  # NaN too
+        raise ValueError("rate must be a positive number")
     t, plans = 0.0, []
     for _ in range(count):
         t += rng.expovariate(rate)
@@ -47,8 +48,8 @@ def trace(path: Path, *, speedup: float, count: int, max_prompt_tokens: int, max
     Mooncake's JSON Lines, ...), arrival gaps divided by `speedup`, token counts clipped to the caps and to at
     least 1 (clipping is reported by the caller, never silent: see Plan sizes). TraceFileError (a ValueError)
     names the file, line and column of a row that cannot be used."""
-    if speedup <= 0:
-        raise ValueError("speedup must be positive")
+    if not 0 < speedup < math.inf:
+        raise ValueError("speedup must be a positive number")
     tf = read_trace(path)
     if start >= len(tf):
         raise ValueError(f"{path}: no requests from index {start} (the trace has {len(tf)})")

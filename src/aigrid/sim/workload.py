@@ -12,7 +12,6 @@ same trace rows go with the gaps. Each arrival is placed at a city drawn by the 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -22,9 +21,8 @@ import numpy as np
 from aigrid.sim.geography import Cities, jurisdiction_of
 from aigrid.sim.scenario import SHIPPED_TRACES, Scenario, ScenarioProblem, Tenant
 from aigrid.sim.user_cities import user_places
-from aigrid.traces import read_trace_cached
+from aigrid.traces import read_trace_cached, trace_dir
 
-TRACE_DIR = Path(__file__).resolve().parents[3] / "data" / "traces"
 SLOT_S = 300.0
 PICK_STREAM = 7
 """Sub-seed of the generator that picks right-sized requests' prompts."""
@@ -61,17 +59,6 @@ class Workload:
 
     def __len__(self) -> int:
         return len(self.t)
-
-
-def trace_dir() -> Path:
-    env = os.environ.get("AIGRID_TRACES")
-    candidates = [Path(env)] if env else []
-    candidates += [TRACE_DIR, Path.cwd() / "data" / "traces"]
-    for candidate in candidates:
-        if (candidate / "azure_llm_2023_conv.csv").exists():
-            return candidate
-    raise FileNotFoundError("Azure 2023 traces not found (data/traces/azure_llm_2023_conv.csv of the repository, "
-                            "or the folder AIGRID_TRACES names)")
 
 
 @lru_cache(maxsize=4)
