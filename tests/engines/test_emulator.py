@@ -6,6 +6,7 @@ enough for a shared 2-core machine but tight enough to catch a wrong timing law.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -203,6 +204,15 @@ def test_prompt_tokens_and_histogram() -> None:
     assert h.counts == [1, 3, 0] and h.count == 4 and abs(h.sum - 1.55) < 1e-9
     with pytest.raises(ValueError):
         EmulatorConfig(slots=0)
+
+
+@pytest.mark.parametrize("delay", ["prefill_base_ms", "prefill_ms_per_token", "decode_base_ms", "decode_ms_per_seq",
+                                   "kv_ms_per_token"])
+@pytest.mark.parametrize("value", [-1.0, math.nan, math.inf])
+def test_an_emulator_delay_must_be_a_finite_number_not_negative(delay: str, value: float) -> None:
+    """NaN passed the check before (`aigrid emulator --decode-base-ms nan` served with every step NaN ms)."""
+    with pytest.raises(ValueError, match="emulator delays must be finite numbers, not negative"):
+        EmulatorConfig(**{delay: value})
 
 
 async def test_a_repeated_system_prompt_is_prefilled_once(client: httpx.AsyncClient) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -60,9 +61,10 @@ class EmulatorConfig:
     def __post_init__(self) -> None:
         if self.slots < 1:
             raise ValueError("slots must be at least 1")
-        if min(self.prefill_base_ms, self.prefill_ms_per_token, self.decode_base_ms, self.decode_ms_per_seq,
-               self.kv_ms_per_token) < 0:
-            raise ValueError("emulator delays must not be negative")
+        delays = (self.prefill_base_ms, self.prefill_ms_per_token, self.decode_base_ms, self.decode_ms_per_seq,
+                  self.kv_ms_per_token)
+        if not all(0 <= d < math.inf for d in delays):  # NaN too: every comparison with it is false
+            raise ValueError("emulator delays must be finite numbers, not negative")
         if self.decode_base_ms + self.prefill_base_ms <= 0:
             raise ValueError("decode_base_ms + prefill_base_ms must be positive (a step takes time)")
         if self.kv_tokens < 1:
