@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,6 +34,7 @@ def keys(tmp_path: Path) -> dict[str, str]:
         "smollm-only": ring.issue("default", Scopes(models=frozenset({"llama-*"}))).api_key,
         "limited": ring.issue("limited").api_key,
         "ops": ring.issue("ops").api_key,
+        "no-such-policy": ring.issue("default", Scopes(policy="fastest")).api_key,
     }
     ring.save(tmp_path / "keys.json")
     return issued
@@ -133,6 +135,22 @@ async def test_scope_violations_are_403(secured: tuple[httpx.AsyncClient, Gatewa
     assert err["code"] == "model_not_allowed" and err["param"] == "model"
     r = await c.post("/v1/chat/completions", json=CHAT, headers={**auth(keys["bank"]), "x-aigrid-residency": "US"})
     assert error(r, 403)["code"] == "jurisdiction_not_allowed"
+
+
+async def test_a_key_bound_to_a_policy_the_grid_lacks_is_the_operators_403_not_the_clients_400(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    """`aigrid keys create --policy` takes any name (it reads no grid spec): such a key's requests were each a
+    400 naming the x-aigrid-policy header, which the client never sent. Now a 403 naming the key's binding,
+    and a warning for the operator; a header naming an unknown policy stays the client's 400."""
+    c, _ = secured
+    with caplog.at_level(logging.WARNING, logger="aigrid.gateway"):
+        err = error(await c.post("/v1/chat/completions", json=CHAT, headers=auth(keys["no-such-policy"])), 403)
+    assert err["code"] == "permission_denied" and "bound to policy 'fastest'" in err["message"]
+    assert err["param"] is None
+    assert any("bound to policy 'fastest'" in r.getMessage() for r in caplog.records)
+    err = error(await c.post("/v1/chat/completions", json=CHAT,
+                             headers={**auth(keys["bank"]), "x-aigrid-policy": "fastest"}), 400)
+    assert err["param"] == "x-aigrid-policy" and "unknown policy 'fastest'" in err["message"]
 
 
 async def test_key_tenant_residency_holds_from_tokyo(secured: tuple[httpx.AsyncClient, Gateway],
