@@ -10,7 +10,7 @@ import jwt
 import pytest
 
 from aigrid.core.types import RequestInfo
-from aigrid.errors import AuthenticationError, PermissionDenied
+from aigrid.errors import AuthenticationError, ConfigError, PermissionDenied
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import authorize, scope_request
 from aigrid.security.jwt_bearer import JwtSettings
@@ -131,6 +131,17 @@ def test_key_file_stores_only_digests_and_revocation_works(tmp_path: Path) -> No
         Authenticator(KeyRing.load(path, SECRET), TENANTS).authenticate(f"Bearer {api_key}")
     with pytest.raises(AuthenticationError):  # a different server secret cannot verify stored digests
         Authenticator(KeyRing.load(path, b"another-secret-of-16+b"), TENANTS).authenticate(f"Bearer {api_key}")
+
+
+@pytest.mark.parametrize(("scope", "flag"), [({"models": [""]}, "--model"), ({"jurisdictions": [" EU"]}, "--jurisdiction"),
+                                            ({"sites": [""]}, "--site"), ({"policy": ""}, "--policy")])
+def test_a_key_limited_to_an_empty_name_is_refused_at_creation(tmp_path: Path, scope: dict[str, object],
+                                                               flag: str) -> None:
+    """`aigrid keys create --model ''` issued a key that may use no model (every request a 403) and wrote it."""
+    path = tmp_path / "keys.json"
+    with pytest.raises(ConfigError, match=f"^{flag} "):
+        create_key(path, "bank", secret=SECRET, echo=lambda _: None, **scope)  # type: ignore[arg-type]
+    assert not path.exists()
 
 
 JWT_KEY = "jwt-test-secret-that-is-long-enough-for-hs256"

@@ -44,6 +44,12 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
     if not tenant.strip() or tenant != tenant.strip():
         raise ConfigError(f"tenant {tenant!r}: a tenant's name, as the grid spec's `tenants` has it (not empty, "
                           "no surrounding spaces)")
+    for flag, values in (("--model", models), ("--jurisdiction", jurisdictions), ("--site", sites),
+                         ("--policy", () if policy is None else (policy,))):
+        for value in values:
+            if not value.strip() or value != value.strip():
+                raise ConfigError(f"{flag} {value!r}: not empty, no surrounding spaces (a key limited to nothing "
+                                  "serves nothing)")
     try:
         level = None if max_priority is None else parse_level(max_priority)
     except ValueError as e:
