@@ -137,6 +137,24 @@ async def test_scope_violations_are_403(secured: tuple[httpx.AsyncClient, Gatewa
     assert error(r, 403)["code"] == "jurisdiction_not_allowed"
 
 
+async def test_scopes_are_checked_before_any_work_for_the_request(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
+    """A key not granted the model is refused before the context check (which would tell it the model's context
+    length) and before the gateway fetches anything for it: the pipeline's order, docs/security.md."""
+    c, gw = secured
+    context = gw.spec.models["smollm2-135m"].context
+    assert context is not None
+    long = {**CHAT, "messages": [{"role": "user", "content": "word " * (2 * context)}]}
+    err = error(await c.post("/v1/chat/completions", json=long, headers=auth(keys["smollm-only"])), 403)
+    assert err["code"] == "model_not_allowed"
+    prompt = {"model": "smollm2-135m", "prompt": "word " * (2 * context), "max_tokens": 8}
+    err = error(await c.post("/v1/completions", json=prompt, headers=auth(keys["smollm-only"])), 403)
+    assert err["code"] == "model_not_allowed"
+    # a key that may use the model gets the context check's answer, as before
+    err = error(await c.post("/v1/chat/completions", json=long, headers=auth(keys["bank"])), 400)
+    assert err["code"] == "context_length_exceeded"
+
+
 async def test_a_key_bound_to_a_policy_the_grid_lacks_is_the_operators_403_not_the_clients_400(
         secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
     """`aigrid keys create --policy` takes any name (it reads no grid spec): such a key's requests were each a

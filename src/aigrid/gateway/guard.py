@@ -312,8 +312,7 @@ class Guard:
         quota and abuse signals; the reservation and abuse verdict go on the exchange (settled by finish)."""
         assert ex.principal is not None
         principal = ex.principal
-        authorize(principal, ex.model, jurisdictions=jurisdictions,
-                  policy=policy if principal.scopes.policy else None)
+        self.authorize(ex, policy, jurisdictions)
         traits = request_traits(body, prompt)  # a malformed body is refused before it costs any quota
         self._audit_accepting()
         hangup = ex.hangup
@@ -326,6 +325,14 @@ class Guard:
             ex.abuse = self.abuse.observe(principal.key_id, traits)
             if self.abuse_action == "throttle":
                 ex.abuse.raise_if_throttled()
+
+    def authorize(self, ex: Exchange, policy: str | None = None, jurisdictions: frozenset[str] | None = None) -> None:
+        """Scopes: the model, the jurisdictions the request asked for and a key's bound policy (403). The model
+        routes call it as soon as the request is read, before any work for it (the context check, fetching its
+        image URLs); admit() checks again."""
+        assert ex.principal is not None
+        authorize(ex.principal, ex.model, jurisdictions=jurisdictions,
+                  policy=policy if ex.principal.scopes.policy else None)
 
     async def admit_call(self, ex: Exchange, *, counted: bool = True) -> None:
         """A call that reads no prompt but reads or changes what the tenant keeps (files, batches, stored

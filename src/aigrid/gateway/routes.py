@@ -338,6 +338,9 @@ class Routes:
             decision_id = f"dec-{os.urandom(8).hex()}"  # 16 random hex digits (uuid4() took 5x as long)
             asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location)
+            # scopes before any work for the request: a key not granted the model learns nothing of its context
+            # and has no image fetched
+            gw.guard.authorize(ex, policy_name, asked.allowed_jurisdictions)
             prompt = parsed.prompt_text()
             texts = chat_texts(body, documents) if path == CHAT_PATH else completion_texts(body)
             if path == CHAT_PATH:
