@@ -17,7 +17,7 @@ from aigrid.agents.public_only import PublicOnlyTransport
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.image_urls import MAX_IMAGE_BYTES, ImageUrls
-from aigrid.spec.models import ModelSpec
+from aigrid.spec.models import ModelSpec, QuotaSpec, TenantSpec
 from tests.agents.test_public_only import fake_resolve
 from tests.gateway.conftest import FakeEngine, _no_sleep, spec_in
 
@@ -137,6 +137,27 @@ async def test_the_gateway_fetches_the_image_and_the_engine_gets_it_inline(tmp_p
                                                        "model": "smollm2-135m"})
         assert r.status_code == 400 and r.json()["error"]["code"] == "image_fetch_failed", r.text
         assert len([b for e in fakes.values() for b in e.received]) == before
+
+
+async def test_a_tenant_past_its_quota_has_no_image_fetched(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """The image URLs are fetched once the request is within its quotas: a tenant past its requests per minute
+    made the gateway fetch every image (up to 20 MiB a request) before its 429."""
+    spec = spec_in(tmp_path)
+    models = {name: ModelSpec(**{**m.model_dump(), "vision": True}) for name, m in spec.models.items()}
+    tenants = {**spec.tenants, "default": TenantSpec(quotas=QuotaSpec(requests_per_min=1))}
+    gw = build_gateway(spec.model_copy(update={"models": models, "tenants": tenants}), fakes, rng=random.Random(7),
+                       sleep=_no_sleep)
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota minute for the whole test
+    seen: list[httpx.Request] = []
+    gw.images = ImageUrls("fetch", network(seen))
+    await gw.scraper.scrape_once()
+    body = {**chat("https://docs.example.org/cat.png"), "model": "smollm2-135m", "max_tokens": 4}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200 and len(seen) == 1, r.text
+        r = await c.post("/v1/chat/completions", json=body)
+        assert r.status_code == 429, r.text
+        assert len(seen) == 1  # not fetched for a request refused by its quota
 
 
 async def test_the_request_s_images_together_are_bounded_and_the_first_refusal_stops_the_rest(

@@ -343,12 +343,11 @@ class Routes:
             gw.guard.authorize(ex, policy_name, asked.allowed_jurisdictions)
             prompt = parsed.prompt_text()
             texts = chat_texts(body, documents) if path == CHAT_PATH else completion_texts(body)
+            images = False
             if path == CHAT_PATH:
                 images = check_images(parsed.model, body, gw.spec.models)
                 check_tool_choice(body)
                 check_tool_results(body.get("messages"))
-                if images:  # an image URL fetched here, from public addresses, not by the engine
-                    await gw.images.inline(body)
             # what the template puts into the prompt beside the messages counts too (documents, tools, template
             # variables): checked before the firewall reads any of it
             check_context(parsed.model, len(prompt) + beside_messages(texts), gw.spec.models,
@@ -379,6 +378,9 @@ class Routes:
             ex.ticket.width = choices  # each an engine request of its own (engines/fan_out.py), in the ledger
             await gw.guard.admit(ex, body, prompt, info.prompt_tokens + choices * info.max_output_tokens,
                                  policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
+            if images:  # image URLs fetched here, from public addresses, not by the engine: once the request is
+                # within its quotas (a tenant past its limit has nothing fetched), before the firewall reads it
+                await gw.images.inline(body)
             await gw.guard.screen_request(ex, body, texts)
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
