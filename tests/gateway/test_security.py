@@ -150,6 +150,13 @@ async def test_scopes_are_checked_before_any_work_for_the_request(
     prompt = {"model": "smollm2-135m", "prompt": "word " * (2 * context), "max_tokens": 8}
     err = error(await c.post("/v1/completions", json=prompt, headers=auth(keys["smollm-only"])), 403)
     assert err["code"] == "model_not_allowed"
+    # a background Response too: refused at once, not told the context, not answered a queued response
+    background = {"model": "smollm2-135m", "input": "word " * (2 * context), "background": True}
+    err = error(await c.post("/v1/responses", json=background, headers=auth(keys["smollm-only"])), 403)
+    assert err["code"] == "model_not_allowed"
+    err = error(await c.post("/v1/responses", json={**background, "input": "hi"}, headers=auth(keys["smollm-only"])),
+                403)
+    assert err["code"] == "model_not_allowed"
     # a key that may use the model gets the context check's answer, as before
     err = error(await c.post("/v1/chat/completions", json=long, headers=auth(keys["bank"])), 400)
     assert err["code"] == "context_length_exceeded"

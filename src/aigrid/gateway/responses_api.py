@@ -72,7 +72,7 @@ from aigrid.gateway.front_door import (
     whole_body,
 )
 from aigrid.gateway.relay_response import RelayResponse
-from aigrid.gateway.request_info import H_RESIDENCY, build_request_info, estimate_input_tokens
+from aigrid.gateway.request_info import H_POLICY, H_RESIDENCY, build_request_info, estimate_input_tokens
 from aigrid.gateway.response_store import FINAL, BrokenHistory, Pending, StoredResponse
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
@@ -249,8 +249,11 @@ class ResponsesApi:
             await self._prepare(turn, raw, headers, caller)
             ex.model, ex.body = turn.req.model, turn.chat
             parsed = validate(ChatRequest, turn.chat)
-            build_request_info("background", parsed, headers, gw.cities, gw.known_models,
-                               gw.spec.gateway.max_output_tokens, gw.location)
+            asked = build_request_info("background", parsed, headers, gw.cities, gw.known_models,
+                                       gw.spec.gateway.max_output_tokens, gw.location)
+            # the key's scopes before the context check (as the pipeline does): a key not granted the model is
+            # refused now, not told its context length, nor answered a queued response that fails when it runs
+            gw.guard.authorize(ex, headers.get(H_POLICY) or caller.scopes.policy, asked.allowed_jurisdictions)
             check_context(parsed.model, len(parsed.prompt_text()), gw.spec.models, "messages")
             gw.background.check_room(turn.principal.tenant)
         except ApiError as e:
