@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -30,6 +31,7 @@ from aigrid.core.types import EndpointState, Prediction, RequestInfo
 from aigrid.errors import AuditUnavailable
 from aigrid.gateway import hub as hub_module
 from aigrid.gateway import hub_client as hub_client_module
+from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
 from aigrid.security.quota_backend import Counter
@@ -38,6 +40,8 @@ from aigrid.telemetry.store import TelemetryStore
 from aigrid.telemetry.sync import SharedSync
 from tests.core.grid import CITIES, MODELS, SITES, endpoint
 from tests.core.test_calibration import TRUE_PREFILL_TPS, true_engine_ms
+from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.fake_engine import FakeEngine
 
 EP = replace(endpoint("fra"), prefill_tps=TRUE_PREFILL_TPS * 4)  # the spec's prefill rate is 4x wrong
 PREDICTION = Prediction(0.0, 0.0, 0.0, model_ahead_ms=10.0, model_own_ms=100.0)
@@ -320,3 +324,29 @@ async def test_a_decision_is_posted_once_unless_its_request_runs_long(
         await client.aclose()
         await other.aclose()
         await hub.stop()
+
+
+async def test_a_hub_out_of_reach_is_logged_and_the_decisions_fall_back_to_this_workers(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker whose hub cannot be asked: the decision list was empty and a lookup "not found", each without a
+    word, and a decision's post was dropped silently. Now each is a warning, and the list shows this worker's."""
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
+    gw.hub = HubClient(tmp_path / "no-hub.sock")
+    await gw.scraper.scrape_once()
+    try:
+        with caplog.at_level("WARNING", logger="aigrid.hub"):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+                r = await c.post("/v1/chat/completions", json={"model": "smollm2-135m", "max_tokens": 4,
+                                                                "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200, r.text
+                decision_id = r.headers["x-aigrid-decision"]
+                listed = (await c.get("/v1/decisions")).json()["data"]
+                assert [d["id"] for d in listed] == [decision_id]  # this worker's own (was: [])
+                assert (await c.get("/v1/decisions/dec-0000000000000000")).status_code == 404
+        said = [r.getMessage() for r in caplog.records]
+        assert any(f"decision {decision_id} not published" in m for m in said), said
+        assert any("recent decisions: the workers' hub could not be asked" in m for m in said), said
+        assert any("decision dec-0000000000000000: the workers' hub could not be asked" in m for m in said), said
+    finally:
+        await gw.hub.aclose()

@@ -173,21 +173,26 @@ class HubClient:
         rid = record.get("id")
         if self._young.pop(rid, None) is None:
             self._old.pop(rid, None)
-        with contextlib.suppress(HubError):
+        try:
             await self.post("decision", record)
+        except HubError as e:  # explain and the other workers' lists lack it; the request itself is served
+            log.warning("decision %s not published to the workers' hub: %s", rid, e)
 
     async def decision(self, decision_id: str) -> dict[str, Any] | None:
         try:
             found = await self.call("decision_get", decision_id)
-        except HubError:
+        except HubError as e:  # answered as not found (this worker's own decisions are still read)
+            log.warning("decision %s: the workers' hub could not be asked: %s", decision_id, e)
             return None
         return found if isinstance(found, dict) else None
 
-    async def recent_decisions(self, limit: int) -> list[dict[str, Any]]:
+    async def recent_decisions(self, limit: int) -> list[dict[str, Any]] | None:
+        """Every worker's latest decisions, newest first; None when the hub cannot be asked (logged)."""
         try:
             return list(await self.call("decisions_recent", limit))
-        except HubError:
-            return []
+        except HubError as e:
+            log.warning("recent decisions: the workers' hub could not be asked (this worker's own are shown): %s", e)
+            return None
 
     async def abuse_exchange(self, since: int, batch: Batch) -> SharedVerdicts:
         """This worker's abuse digests since its last batch in; the verdicts over all workers that changed

@@ -575,9 +575,10 @@ class Routes:
         if asked is None or not 1 <= asked <= 1000:
             raise InvalidRequest("limit must be an integer between 1 and 1000", param="limit")
         limit = asked if tenant is None else 1000
+        records = None
         if self.gw.hub is not None:  # every worker's, newest first
             records = await self.gw.hub.recent_decisions(limit)
-        else:
+        if records is None:  # one process, or the hub out of reach: this worker's own
             records = [r.to_dict() for r in self.gw.decisions.recent(limit)]
         if tenant is not None:
             records = [r for r in records if r.get("tenant") == tenant][:asked]
