@@ -162,6 +162,36 @@ async def test_scopes_are_checked_before_any_work_for_the_request(
     assert err["code"] == "context_length_exceeded"
 
 
+async def test_a_key_learns_no_model_of_the_grid_it_may_not_use(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
+    """A model the grid lacks was answered 404 before the key's scopes were checked, listing every model of the
+    grid: a key granted only llama-* learned the others (which /v1/models hides from it), and input_tokens
+    told it which names exist. Now a name outside its scope is its 403 on every front door, and a name within
+    it that the grid lacks is answered with the models the key may use."""
+    c, _ = secured
+    key = keys["smollm-only"]  # llama-* only
+    grid = "smollm2-135m"  # a model of the grid this key may not use
+    requests = [("/v1/chat/completions", {**CHAT, "model": "gpt-9"}),
+                ("/v1/completions", {"model": "gpt-9", "prompt": "hi", "max_tokens": 4}),
+                ("/v1/messages", {"model": "gpt-9", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}),
+                ("/v1/responses", {"model": "gpt-9", "input": "hi"}),
+                ("/v1/responses", {"model": "gpt-9", "input": "hi", "background": True}),
+                ("/v1/responses/input_tokens", {"model": "gpt-9", "input": "hi"}),
+                ("/v1/messages/count_tokens", {"model": "gpt-9", "messages": [{"role": "user", "content": "hi"}]})]
+    for path, body in requests:
+        r = await c.post(path, json=body, headers=auth(key))
+        assert r.status_code == 403, (path, r.text)
+        assert grid not in r.text, (path, r.text)
+    # a name within its scope that the grid lacks: the models it may use, and no other
+    for path, body in requests[:5]:
+        r = await c.post(path, json={**body, "model": "llama-nope"}, headers=auth(key))
+        assert r.status_code == 404, (path, r.text)
+        assert "llama-nope" in r.text and grid not in r.text and "auto" not in r.text, (path, r.text)
+    # a key that may use every model is told them all, as before
+    err = error(await c.post("/v1/chat/completions", json={**CHAT, "model": "gpt-9"}, headers=auth(keys["bank"])), 404)
+    assert grid in err["message"]
+
+
 async def test_a_key_bound_to_a_policy_the_grid_lacks_is_the_operators_403_not_the_clients_400(
         secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
     """`aigrid keys create --policy` takes any name (it reads no grid spec): such a key's requests were each a

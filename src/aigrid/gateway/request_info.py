@@ -6,7 +6,7 @@ reads what the request itself says."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from math import ceil
 from typing import Any
 
@@ -78,10 +78,13 @@ def estimate_input_tokens(chat: ChatRequest, tools: Sequence[Any] = ()) -> int:
 
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
                        cities: Mapping[str, GeoPoint], known_models: frozenset[str],
-                       max_output_tokens: int, default_location: GeoPoint | None = None) -> RequestInfo:
+                       max_output_tokens: int, default_location: GeoPoint | None = None, *,
+                       may_use: Callable[[str], bool] | None = None) -> RequestInfo:
+    """`may_use`: the caller's model scope; a model not found is answered with the models it may use only."""
     if body.model != "auto" and body.model not in known_models:
+        available = sorted(m for m in known_models | {"auto"} if may_use is None or may_use(m))
         raise ModelNotFound(f"The model '{body.model}' does not exist on this grid. "
-                            f"Available: {', '.join(sorted(known_models | {'auto'}))}", param="model")
+                            f"Available: {', '.join(available)}", param="model")
     budget = body.output_budget()
     if budget is not None and budget > max_output_tokens:
         raise InvalidRequest(f"max_tokens {budget} exceeds this grid's limit of {max_output_tokens}",

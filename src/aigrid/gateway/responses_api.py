@@ -249,8 +249,10 @@ class ResponsesApi:
             await self._prepare(turn, raw, headers, caller)
             ex.model, ex.body = turn.req.model, turn.chat
             parsed = validate(ChatRequest, turn.chat)
+            gw.guard.authorize(ex)  # the model's scope before its existence: a key learns no other model of the grid
             asked = build_request_info("background", parsed, headers, gw.cities, gw.known_models,
-                                       gw.spec.gateway.max_output_tokens, gw.location)
+                                       gw.spec.gateway.max_output_tokens, gw.location,
+                                       may_use=caller.scopes.allows_model)
             # the key's scopes before the context check (as the pipeline does): a key not granted the model is
             # refused now, not told its context length, nor answered a queued response that fails when it runs
             gw.guard.authorize(ex, headers.get(H_POLICY) or caller.scopes.policy, asked.allowed_jurisdictions)
@@ -613,9 +615,9 @@ class ResponsesApi:
         try:
             await self._prepare(turn, raw, headers, principal)
             chat = validate(ChatRequest, turn.chat)
+            authorize(principal, chat.model)  # before its existence: a key learns no other model of the grid
             if chat.model != "auto" and chat.model not in self.gw.known_models:
                 raise ModelNotFound(f"The model '{chat.model}' does not exist on this grid", param="model")
-            authorize(principal, chat.model)
         except ApiError as e:
             _own_error(e, turn)
             raise

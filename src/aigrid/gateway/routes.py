@@ -335,9 +335,13 @@ class Routes:
                 raise PermissionDenied(f"key {principal.key_id} is bound to policy {policy_name!r}, which this grid "
                                        "does not define; ask the grid's operator to issue the key again")
             hedge = self._hedge(headers)
+            # the model's scope before its existence, and a model not found answered with the models the key may
+            # use: a key learns no other model of the grid (as /v1/models shows it only its own)
+            gw.guard.authorize(ex)
             decision_id = f"dec-{os.urandom(8).hex()}"  # 16 random hex digits (uuid4() took 5x as long)
             asked = build_request_info(decision_id, parsed, headers, gw.cities, gw.known_models,
-                                       gw.spec.gateway.max_output_tokens, gw.location)
+                                       gw.spec.gateway.max_output_tokens, gw.location,
+                                       may_use=principal.scopes.allows_model)
             # scopes before any work for the request: a key not granted the model learns nothing of its context
             # and has no image fetched
             gw.guard.authorize(ex, policy_name, asked.allowed_jurisdictions)
