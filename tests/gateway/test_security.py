@@ -162,6 +162,40 @@ async def test_scopes_are_checked_before_any_work_for_the_request(
     assert err["code"] == "context_length_exceeded"
 
 
+async def test_a_key_not_granted_the_model_has_no_stored_history_read(
+        secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Responses request's stored history (a conversation's every item, a previous_response_id chain) was read
+    from its store before the key's scopes: a key not granted the model had the gateway read it all, and was
+    answered by what it found (404, 403, 400 naming the conversation), before its 403."""
+    c, gw = secured
+    assert gw.stores is not None
+    reads: list[str] = []
+    lookup, call = gw.stores.responses.lookup, gw.stores.conversations.call
+
+    async def looked(*args: object) -> object:
+        reads.append("response")
+        return await lookup(*args)  # type: ignore[arg-type]
+
+    async def called(op: str, arg: list) -> object:
+        reads.append(f"conversation {op}")
+        return await call(op, arg)
+
+    monkeypatch.setattr(gw.stores.responses, "lookup", looked)
+    monkeypatch.setattr(gw.stores.conversations, "call", called)
+    key = keys["smollm-only"]  # llama-* only
+    for extra in ({"previous_response_id": "resp_abc"}, {"conversation": "conv_abc"}):
+        for path, body in [("/v1/responses", {"model": "smollm2-135m", "input": "hi", **extra}),
+                           ("/v1/responses", {"model": "smollm2-135m", "input": "hi", "background": True, **extra}),
+                           ("/v1/responses/input_tokens", {"model": "smollm2-135m", "input": "hi", **extra})]:
+            err = error(await c.post(path, json=body, headers=auth(key)), 403)
+            assert err["code"] == "model_not_allowed", (path, extra)
+    assert reads == []
+    # a key that may use the model has its history looked up, as before
+    r = await c.post("/v1/responses", json={"model": "smollm2-135m", "input": "hi", "conversation": "conv_abc"},
+                     headers=auth(keys["bank"]))
+    assert r.status_code == 404 and reads, r.text
+
+
 async def test_a_key_learns_no_model_of_the_grid_it_may_not_use(
         secured: tuple[httpx.AsyncClient, Gateway], keys: dict[str, str]) -> None:
     """A model the grid lacks was answered 404 before the key's scopes were checked, listing every model of the

@@ -213,6 +213,9 @@ class ResponsesApi:
             raise InvalidRequest("background: true requires store: true (a background response is kept to be "
                                  "retrieved with GET /v1/responses/{id})", param="background")
         turn.principal = caller
+        # the key's model scope before any stored history is read: a key not granted the model has nothing read
+        # from the store for it (a conversation's every item, a previous_response_id chain), nor any of its errors
+        authorize(caller, req.model)
         history: list[dict[str, Any]] = []
         if req.conversation is not None:
             if req.previous_response_id is not None:
