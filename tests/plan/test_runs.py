@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
+from aigrid.errors import ConfigError
 from aigrid.plan.checks import Check, scenario_for
 from aigrid.plan.demand import load_demand
 from aigrid.plan.placement import Placement, PlannedSite
@@ -54,3 +56,13 @@ def test_ray_backend_runs_the_same_checks() -> None:
     finally:
         ray.close()
     assert strip(got) == strip(LocalBackend(1).map(jobs()))
+
+
+def test_a_ray_address_where_nothing_answers_is_refused_at_once() -> None:
+    """`--ray HOST:PORT` with nothing there: Ray retried for minutes, a warning every few seconds; now a
+    ConfigError naming the address within the probe's few seconds."""
+    started = time.monotonic()
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        with pytest.raises(ConfigError, match=f"--ray {address}: nothing answers at 127.0.0.1:1"):
+            RayBackend(address)
+    assert time.monotonic() - started < 30

@@ -9,6 +9,7 @@ point, run_experiment(), and its result arrays.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any, Protocol
@@ -101,6 +102,25 @@ class LocalBackend:
             self._pool = None
 
 
+RAY_PROBE_S = 5.0
+"""How long `--ray HOST:PORT` waits for the cluster's port before giving up (Ray itself retries for minutes)."""
+
+
+def _reachable(address: str, timeout_s: float = RAY_PROBE_S) -> None:
+    """A ConfigError naming the address when nothing answers at its host and port (`ray://HOST:PORT` or
+    `HOST:PORT`; 'auto' and other forms are left to Ray). ray.init on a wrong address logs a warning every few
+    seconds for minutes before failing."""
+    hostport = address.removeprefix("ray://")
+    host, colon, port = hostport.rpartition(":")
+    if not colon or not port.isdigit() or not host:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--ray {address}: nothing answers at {host}:{port} ({e}); give the address of the "
+                          "cluster's head (ray://HOST:10001 or HOST:6379), or 'local'") from None
+
+
 class RayBackend:
     """The same runs as Ray tasks on an existing cluster (`--ray ADDRESS`; 'local' starts one here)."""
 
@@ -121,6 +141,7 @@ class RayBackend:
                 ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, runtime_env=env,
                          object_store_memory=128 * 1024 * 1024, log_to_driver=False)
             else:
+                _reachable(address)
                 ray.init(address=address, runtime_env=env, log_to_driver=False)
         self._task = ray.remote(run_check)
 
