@@ -15,7 +15,7 @@ import pytest
 
 from aigrid.agents.public_only import PublicOnlyTransport
 from aigrid.errors import InvalidRequest
-from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.image_urls import MAX_IMAGE_BYTES, ImageUrls
 from aigrid.spec.models import ModelSpec, QuotaSpec, TenantSpec
 from tests.agents.test_public_only import fake_resolve
@@ -116,16 +116,24 @@ async def test_what_is_not_an_image_or_too_large_is_refused(kind: str, body: byt
         await ImageUrls("fetch", network([], kind, body)).inline(chat("https://docs.example.org/x"))
 
 
+async def vision_gateway(tmp: Path, fakes: dict[str, FakeEngine],
+                         **tenants: TenantSpec) -> tuple[Gateway, list[httpx.Request]]:
+    """A gateway whose models read images, fetching through the recording stand-in network (its requests)."""
+    spec = spec_in(tmp)
+    models = {name: ModelSpec(**{**m.model_dump(), "vision": True}) for name, m in spec.models.items()}
+    gw = build_gateway(spec.model_copy(update={"models": models, "tenants": {**spec.tenants, **tenants}}), fakes,
+                       rng=random.Random(7), sleep=_no_sleep)
+    seen: list[httpx.Request] = []
+    gw.images = ImageUrls("fetch", network(seen))
+    await gw.scraper.scrape_once()
+    return gw, seen
+
+
 async def test_the_gateway_fetches_the_image_and_the_engine_gets_it_inline(tmp_path: Path,
                                                                            fakes: dict[str, FakeEngine]) -> None:
     """Through the chat route of a grid whose model reads images: the engine gets a data: URL; a private URL is
     the client's 400 and no engine is asked."""
-    spec = spec_in(tmp_path)
-    models = {name: ModelSpec(**{**m.model_dump(), "vision": True}) for name, m in spec.models.items()}
-    gw = build_gateway(spec.model_copy(update={"models": models}), fakes, rng=random.Random(7), sleep=_no_sleep)
-    seen: list[httpx.Request] = []
-    gw.images = ImageUrls("fetch", network(seen))
-    await gw.scraper.scrape_once()
+    gw, seen = await vision_gateway(tmp_path, fakes)
     body = {**chat("https://docs.example.org/cat.png"), "model": "smollm2-135m", "max_tokens": 4}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
         r = await c.post("/v1/chat/completions", json=body)
@@ -142,15 +150,8 @@ async def test_the_gateway_fetches_the_image_and_the_engine_gets_it_inline(tmp_p
 async def test_a_tenant_past_its_quota_has_no_image_fetched(tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
     """The image URLs are fetched once the request is within its quotas: a tenant past its requests per minute
     made the gateway fetch every image (up to 20 MiB a request) before its 429."""
-    spec = spec_in(tmp_path)
-    models = {name: ModelSpec(**{**m.model_dump(), "vision": True}) for name, m in spec.models.items()}
-    tenants = {**spec.tenants, "default": TenantSpec(quotas=QuotaSpec(requests_per_min=1))}
-    gw = build_gateway(spec.model_copy(update={"models": models, "tenants": tenants}), fakes, rng=random.Random(7),
-                       sleep=_no_sleep)
+    gw, seen = await vision_gateway(tmp_path, fakes, default=TenantSpec(quotas=QuotaSpec(requests_per_min=1)))
     gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota minute for the whole test
-    seen: list[httpx.Request] = []
-    gw.images = ImageUrls("fetch", network(seen))
-    await gw.scraper.scrape_once()
     body = {**chat("https://docs.example.org/cat.png"), "model": "smollm2-135m", "max_tokens": 4}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
         r = await c.post("/v1/chat/completions", json=body)
