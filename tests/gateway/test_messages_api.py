@@ -427,12 +427,18 @@ async def test_an_image_refusal_names_the_anthropic_field_not_the_chat_message(
     assert all(not f.received for f in fakes.values())
 
 
-async def test_an_image_reaches_a_model_that_takes_images(tmp_path: Path) -> None:
-    spec = spec_in(tmp_path)
-    models = {n: m.model_copy(update={"vision": True}) for n, m in spec.models.items()}
+async def vision_gateway(tmp: Path, vision: bool) -> tuple[Gateway, dict[str, FakeEngine]]:
+    """A started gateway whose models take images or not, and its fake engines."""
+    spec = spec_in(tmp)
+    models = {n: m.model_copy(update={"vision": vision}) for n, m in spec.models.items()}
     fakes = {e.id: FakeEngine(e.id) for e in spec.endpoints}
     gw = build_gateway(spec.model_copy(update={"models": models}), fakes, rng=random.Random(2), sleep=_no_sleep)
     await gw.scraper.scrape_once()
+    return gw, fakes
+
+
+async def test_an_image_reaches_a_model_that_takes_images(tmp_path: Path) -> None:
+    gw, fakes = await vision_gateway(tmp_path, True)
     client = sdk(gw)
     await client.messages.create(model="smollm2-135m", max_tokens=8, messages=IMAGE_TURN, extra_headers=FRANKFURT)
     part = fakes["fra-smollm2"].received[-1]["messages"][0]["content"][1]
@@ -445,11 +451,7 @@ async def test_an_image_in_a_tool_result_is_refused_naming_it_not_dropped(tmp_pa
     """A chat tool message holds text only (OpenAI's format; the constrained tool mode prints results as
     text), so an image block in a tool_result can reach no model: a 400 naming it, for a model that takes
     images or not, and in count_tokens. Before, it was accepted and dropped: the model answered without it."""
-    spec = spec_in(tmp_path)
-    models = {n: m.model_copy(update={"vision": vision}) for n, m in spec.models.items()}
-    fakes = {e.id: FakeEngine(e.id) for e in spec.endpoints}
-    gw = build_gateway(spec.model_copy(update={"models": models}), fakes, rng=random.Random(2), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
+    gw, fakes = await vision_gateway(tmp_path, vision)
     client = sdk(gw)
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}
     messages = [{"role": "user", "content": "Take a screenshot."},
