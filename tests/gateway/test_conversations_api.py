@@ -305,6 +305,37 @@ async def test_a_call_that_needs_no_items_moves_none(oai: openai.AsyncOpenAI, ga
     assert len(moved) >= 7 and max(size for _, size in moved) < 2 * len(orjson.dumps(_heavy(1000))), moved  # one item at most
 
 
+async def test_a_refused_response_reads_no_item_of_its_conversation(oai: openai.AsyncOpenAI, gateway: Gateway) -> None:
+    """A Responses request naming a conversation had every item of it copied out of its store (in memory, all
+    of them; over the hub's socket, all of them) before the checks that refuse it: a conversation past
+    MAX_CONVERSATION_BYTES (400), a residency or a key's jurisdictions other than the conversation's (400, 403).
+    Now those read the conversation without its items; the items are read for a request that may use them."""
+    full = StoredConversation("conv_full", "default", 0, items=[_heavy(1000)] * 80)
+    gateway.conversations.create(full)
+    eu = StoredConversation("conv_eu", "default", 0, jurisdiction="EU", items=[_heavy(1000)] * 20)
+    gateway.conversations.create(eu)
+    assert gateway.stores is not None
+    book = gateway.stores.conversations
+    ops: list[str] = []
+    call = book.call
+
+    async def counted(op: str, arg: list[Any]) -> Any:
+        ops.append(op)
+        return await call(op, arg)
+
+    book.call = counted  # type: ignore[method-assign]
+    with pytest.raises(openai.BadRequestError) as over:
+        await oai.responses.create(model=MODEL, input="Hi", conversation=full.id, extra_headers=TOKYO)
+    assert over.value.body["code"] == "conversation_too_large"
+    with pytest.raises(openai.BadRequestError) as elsewhere:  # asks to stay in the US: the conversation is in the EU
+        await oai.responses.create(model=MODEL, input="Hi", conversation=eu.id,
+                                   extra_headers={**TOKYO, "x-aigrid-residency": "US"})
+    assert elsewhere.value.body["code"] == "conversation_residency"
+    assert ops and "get" not in ops, ops
+    answered = await oai.responses.create(model=MODEL, input="Hi", conversation=eu.id)
+    assert answered.status == "completed" and "get" in ops
+
+
 async def test_reading_and_changing_a_conversation_is_audited(gateway: Gateway, oai: openai.AsyncOpenAI) -> None:
     await gateway.guard.start()
     try:

@@ -98,11 +98,13 @@ class Conversations:
 
     async def history(self, principal: Principal, cid: str, headers: dict[str, str]) -> list[dict[str, Any]]:
         """The conversation's items as chat messages (the history before a Responses request's input); narrows
-        the request's residency to the conversation's jurisdiction when it is bound."""
-        found = await self.call("get", principal.tenant, cid)
-        if found is None:
-            raise NotFound(f"conversation: no conversation {cid!r} for this tenant on this gateway",
+        the request's residency to the conversation's jurisdiction when it is bound. Its items are read once the
+        conversation may be used (its head: where it is bound, its size), never for a refusal."""
+        missing = NotFound(f"conversation: no conversation {cid!r} for this tenant on this gateway",
                            param="conversation")
+        found = await self.call("head", principal.tenant, cid)
+        if found is None:
+            raise missing
         bound = found["jurisdiction"]
         check_stored_in(principal, bound, "conversation", f"conversation {cid!r}", headers.get(H_RESIDENCY),
                         writes=True)
@@ -110,10 +112,17 @@ class Conversations:
             raise InvalidRequest(f"conversation: {cid!r} holds {found['size']} bytes, more than "
                                  f"{MAX_CONVERSATION_BYTES}, the most one conversation may hold; start another",
                                  param="conversation", code="conversation_too_large")
+        whole = await self.call("get", principal.tenant, cid)
+        if whole is None:  # deleted meanwhile
+            raise missing
+        if whole["jurisdiction"] != bound:  # bound meanwhile, by a turn of another request
+            bound = whole["jurisdiction"]
+            check_stored_in(principal, bound, "conversation", f"conversation {cid!r}", headers.get(H_RESIDENCY),
+                            writes=True)
         if bound is not None:
             headers[H_RESIDENCY] = bound  # read by the pipeline after this body: route only there
         try:
-            return input_messages(found["items"])
+            return input_messages(whole["items"])
         except InvalidRequest as e:  # every item was checked when it was added; kept for safety
             raise InvalidRequest(f"conversation: an item of {cid!r} cannot be replayed: {e.message}",
                                  param="conversation") from e
