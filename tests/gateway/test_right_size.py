@@ -108,3 +108,34 @@ async def test_a_named_model_is_never_right_sized(setup):
     assert r.status_code == 200
     d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
     assert d["model_choice"] is None  # (family fallback, a policy setting, may still serve it from small-1b)
+
+
+async def test_a_request_refused_by_its_quota_is_not_estimated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The prompt's quality estimate (tokenized and embedded) was made before the quota step: a tenant past its
+    requests per minute still had every prompt estimated, then got its 429. Now the estimate is made for the
+    routing, once the request is within its quotas and past the firewall."""
+    spec = load_spec(SPEC)
+    tenants = dict(spec.tenants)
+    tenants["auto"] = TenantSpec.model_validate({"policy": "balanced", "right_size": {"max_quality_drop": 0.1},
+                                                 "quotas": {"requests_per_min": 1}})
+    sec = spec.security.model_copy(update={"keys_file": str(tmp_path / "keys.json")})
+    spec = spec.model_copy(update={"tenants": tenants, "security": sec})
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7), sleep=_no_sleep)
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0  # one quota minute for the whole test
+    await gw.scraper.scrape_once()
+    assert gw.right_sizer is not None and gw.right_sizer.estimator is not None
+    estimated: list[str] = []
+    estimate = gw.right_sizer.estimator.estimate
+
+    def counted(prompt: str):
+        estimated.append(prompt)
+        return estimate(prompt)
+
+    monkeypatch.setattr(gw.right_sizer.estimator, "estimate", counted)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        await _ask(c, PROMPTS[0])
+        assert len(estimated) == 1
+        r = await c.post("/v1/chat/completions", headers={"x-aigrid-tenant": "auto"},
+                         json={"model": "auto", "messages": [{"role": "user", "content": PROMPTS[1]}]})
+        assert r.status_code == 429, r.text
+        assert len(estimated) == 1  # not estimated for a request its quota refused

@@ -361,8 +361,6 @@ class Routes:
             urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
             ex.ticket = Ticket(principal.tenant, urgency.level, urgency.deadline_ms)
             info = replace(scope_request(principal, asked), priority=urgency.level, deadline_ms=urgency.deadline_ms)
-            if gw.right_sizer is not None:
-                info = gw.right_sizer.apply(info, prompt, principal.tenant)
             loop = None
             if path == CHAT_PATH and _offers_tools(body):
                 # server-side tools run in the loop; client tools too on a model whose engines need constrained
@@ -386,6 +384,9 @@ class Routes:
                 # within its quotas (a tenant past its limit has nothing fetched), before the firewall reads it
                 await gw.images.inline(body)
             await gw.guard.screen_request(ex, body, texts)
+            if gw.right_sizer is not None:  # the prompt's quality estimate (an embedding) for the routing: once the
+                # request is within its quotas and past the firewall, as the rest of the routing
+                info = gw.right_sizer.apply(info, prompt, principal.tenant)
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
             raise
