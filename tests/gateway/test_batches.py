@@ -14,6 +14,7 @@ import random
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -592,7 +593,9 @@ async def test_two_workers_over_one_folder_run_each_line_once(tmp_path: Path) ->
 
 async def test_lines_run_as_their_creator_checked_again_for_each_line(
         tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keys enforced: a batch's lines run with its creator's key's scopes (a model the key may not use: 403
+    """Keys enforced: a line naming a model the creator's key may not use fails the batch's validation
+    (`model_not_allowed`, before the model's existence: the key learns no model it may not use); a batch's
+    lines run with its creator's scopes as they are when each runs (the tenant narrowed after creation: 403
     in the error file), and a key revoked before its batch ran fails the lines (401), never runs them."""
     secret = "batch-test-secret-0123456789"
     monkeypatch.setenv("AIGRID_KEY_SECRET", secret)
@@ -607,11 +610,22 @@ async def test_lines_run_as_their_creator_checked_again_for_each_line(
         with pytest.raises(openai.AuthenticationError):
             await client.files.create(file=("r.jsonl", jsonl(line("a", "hi"))), purpose="batch")
         narrowed = client.with_options(api_key=narrow.api_key)
-        done = await until(narrowed, (await submit(narrowed, jsonl(line("a", "hi")))).id, "completed")
-        refused = (await lines_of(narrowed, done.error_file_id))[0]["response"]
-        assert refused["status_code"] == 403 and refused["body"]["error"]["code"] == "model_not_allowed"
+        for model in (MODEL, "no-such-model"):  # the same answer whether the model exists or not
+            created = await submit(narrowed, jsonl(line("a", "hi", model=model)))
+            assert created.status == "failed" and created.errors is not None
+            first = created.errors.data[0]
+            assert (first.code, first.line, first.param) == ("model_not_allowed", 1, "body.model"), created.errors
         owner = client.with_options(api_key=full.api_key)
         assert gw.batches is not None
+        await gw.batches.stop()  # created while the tenant may use the model; narrowed before the line runs
+        created = await submit(owner, jsonl(line("a", "hi")))
+        tenant = gw.guard.tenants["default"]
+        gw.guard.tenants["default"] = replace(tenant, scopes=Scopes(models=frozenset({"llama-*"})))
+        await gw.batches.start()
+        done = await until(owner, created.id, "completed")
+        refused = (await lines_of(owner, done.error_file_id))[0]["response"]
+        assert refused["status_code"] == 403 and refused["body"]["error"]["code"] == "model_not_allowed"
+        gw.guard.tenants["default"] = tenant
         await gw.batches.stop()  # the batch waits, unclaimed, while its key is revoked
         created = await submit(owner, jsonl(line("a", "hi")))
         assert gw.guard.authenticator.keys.revoke(full.record.key_id)

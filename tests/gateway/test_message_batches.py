@@ -23,6 +23,8 @@ from anthropic.types.messages import MessageBatch, MessageBatchIndividualRespons
 
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.message_batch_line import MESSAGE_BATCH_LINE_ROUTE, request_route
+from aigrid.security.keys import KeyRing
+from aigrid.security.principal import Scopes
 from aigrid.spec.models import QuotaSpec
 from tests.gateway.conftest import audit_rows
 from tests.gateway.sdk_clients import anthropic_client, openai_client
@@ -410,5 +412,31 @@ async def test_reading_the_results_counts_against_the_requests_per_minute(tmp_pa
         assert limited.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
         assert "retry-after" in limited.value.response.headers
         assert (await claude.messages.batches.retrieve(done.id)).processing_status == "ended"  # a poll: not counted
+    finally:
+        await stopped(gw)
+
+
+async def test_a_model_the_key_may_not_use_is_refused_at_creation_whether_it_exists_or_not(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keys enforced, a key narrowed to other models: a request naming a model it may not use is the creator's
+    403 naming the field, the same for a model of the grid and one that does not exist (before, a name the grid
+    lacks was a 400 "does not exist", so the key learned which of its guesses the grid has)."""
+    secret = "batch-test-secret-0123456789"
+    monkeypatch.setenv("AIGRID_KEY_SECRET", secret)
+    ring = KeyRing(secret.encode())
+    narrow = ring.issue("default", Scopes(models=frozenset({"llama-*"})))
+    ring.save(tmp_path / "keys.json")
+    spec = batch_spec(tmp_path)
+    gw = await started(spec.model_copy(update={"security": spec.security.model_copy(update={"enforce": True})}),
+                       engines)
+    try:
+        claude = anthropic_client(build_app(gw)).with_options(api_key=narrow.api_key)
+        for model in (MODEL, "no-such-model"):
+            with pytest.raises(anthropic.PermissionDeniedError) as denied:
+                await claude.messages.batches.create(requests=[req("a", "hi", model=model)])  # type: ignore[list-item]
+            body = denied.value.body
+            assert isinstance(body, dict) and body["error"]["type"] == "permission_error", body
+            assert body["error"]["message"].startswith("requests.0.params.model: this key may not use"), body
+        assert received(engines) == []
     finally:
         await stopped(gw)

@@ -12,7 +12,7 @@ file), not the batch.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,9 +55,13 @@ class Checked:
         return next(iter(self.models)) if len(self.models) == 1 else None
 
 
-def read_input(raw: bytes, endpoint: str, known_models: Collection[str] | None, max_lines: int) -> Checked:
+def read_input(raw: bytes, endpoint: str, known_models: Collection[str] | None, max_lines: int,
+               may_use: Callable[[str], bool] | None = None) -> Checked:
     """Every line of the file checked; `lines` holds those that passed (all of them when `errors` is empty).
-    `known_models` None: any model (a batch being resumed: a model gone since fails its lines, not the batch)."""
+    `known_models` None: any model (a batch being resumed: a model gone since fails its lines, not the batch).
+    `may_use`: the creator's model scope, checked before a model's existence (as a live request's is): a line
+    naming a model outside it is `model_not_allowed`, and the models listed for one not found are those it may
+    use, so a key learns no model of the grid it may not use."""
     out = Checked()
     seen: set[str] = set()
     count = 0
@@ -69,7 +73,7 @@ def read_input(raw: bytes, endpoint: str, known_models: Collection[str] | None, 
             out.fail("too_many_tasks", f"The batch input file holds more than {max_lines} requests, the most one "
                      "batch may hold (gateway.batch.max_lines); split it into several batches.", number)
             break
-        line = _check_line(out, number, text, endpoint, known_models)
+        line = _check_line(out, number, text, endpoint, known_models, may_use)
         if line is None:
             continue
         if line.custom_id in seen:
@@ -85,7 +89,7 @@ def read_input(raw: bytes, endpoint: str, known_models: Collection[str] | None, 
 
 
 def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
-                known: Collection[str] | None) -> Line | None:
+                known: Collection[str] | None, may_use: Callable[[str], bool] | None = None) -> Line | None:
     try:
         obj = orjson.loads(text)
     except orjson.JSONDecodeError:
@@ -131,9 +135,13 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
         out.fail("missing_required_parameter", "body.model is required: the model of this request.", number,
                  "body.model")
         return None
+    if may_use is not None and not may_use(model):
+        out.fail("model_not_allowed", f"body.model: this key may not use the model {model!r}.", number, "body.model")
+        return None
     if known is not None and model != "auto" and model not in known:
+        usable = sorted(m for m in {*known, "auto"} if may_use is None or may_use(m))
         out.fail("model_not_found", f"The model {model!r} does not exist on this grid. Available: "
-                 f"{', '.join(sorted({*known, 'auto'}))}", number, "body.model")
+                 f"{', '.join(usable)}", number, "body.model")
         return None
     if body.get("stream") not in (None, False):
         out.fail("invalid_request", "body.stream: a batch request is answered whole; leave stream out or false.",

@@ -100,7 +100,7 @@ class BatchesApi:
         await self.files.check_room(caller.tenant, "input_file_id")  # its output will be the tenant's files too
         data = await asyncio.to_thread(self.files.disk_path(found).read_bytes)
         checked = await asyncio.to_thread(read_input, data, req.endpoint, gw.known_models,
-                                          gw.spec.gateway.batch.max_lines)
+                                          gw.spec.gateway.batch.max_lines, caller.scopes.allows_model)
         obj = batch_object(bid, created, endpoint=req.endpoint, input_file_id=req.input_file_id,
                            status="failed" if checked.errors else "validating", model=checked.model,
                            total=0 if checked.errors else len(checked.lines),

@@ -21,7 +21,7 @@ import asyncio
 import io
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound
+from aigrid.errors import ApiError, InvalidRequest, NotFound, PermissionDenied
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
@@ -131,7 +131,7 @@ class MessageBatchesApi:
     async def create(self, request: Request, ex: Exchange) -> Response:
         caller, headers = await self._caller(request, ex)
         raw = await self._read(request)
-        data, count = await asyncio.to_thread(self._check, raw)
+        data, count = await asyncio.to_thread(self._check, raw, caller.scopes.allows_model)
         bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
         ex.body = {"batch_id": bid, "requests": count}
         stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", io.BytesIO(data),
@@ -150,9 +150,10 @@ class MessageBatchesApi:
         return await read_body(request, limit, f"the batch is larger than {limit} bytes, the most this gateway "
                                                "accepts (gateway.batch.max_file_bytes)")
 
-    def _check(self, raw: bytes) -> tuple[bytes, int]:
-        """Every request checked as POST /v1/messages checks it (in a thread: a batch may hold many); the
-        input file of Messages lines the runner reads, and how many."""
+    def _check(self, raw: bytes, may_use: Callable[[str], bool]) -> tuple[bytes, int]:
+        """Every request checked as POST /v1/messages checks it (in a thread: a batch may hold many), the
+        creator's model scope before a model's existence; the input file of Messages lines the runner reads,
+        and how many."""
         body = json_object(raw)
         batch = validate(MessageBatchCreate, body)
         spec = self.gw.spec.gateway
@@ -167,16 +168,19 @@ class MessageBatchesApi:
                 raise InvalidRequest(f"{at}.custom_id: {req.custom_id!r} is the custom_id of an earlier request; "
                                      "each request of a batch needs its own", param=f"{at}.custom_id")
             seen.add(req.custom_id)
-            self._check_params(req.params, at)
+            self._check_params(req.params, at, may_use)
             out += orjson.dumps({"custom_id": req.custom_id, "method": "POST", "url": MESSAGES_PATH,
                                  "body": params["params"]}) + b"\n"
         return bytes(out), len(batch.requests)
 
-    def _check_params(self, params: MessagesRequest, at: str) -> None:
+    def _check_params(self, params: MessagesRequest, at: str, may_use: Callable[[str], bool]) -> None:
         gw = self.gw
         if params.stream:
             raise InvalidRequest(f"{at}.params.stream: a batch's request is answered whole; leave stream out or "
                                  "false", param=f"{at}.params.stream")
+        if not may_use(params.model):  # before its existence: a key learns no model of the grid it may not use
+            raise PermissionDenied(f"{at}.params.model: this key may not use the model {params.model!r}",
+                                   param=f"{at}.params.model", code="model_not_allowed")
         if params.model != "auto" and params.model not in gw.known_models:
             raise InvalidRequest(f"{at}.params.model: the model {params.model!r} does not exist on this grid",
                                  param=f"{at}.params.model")
