@@ -361,3 +361,48 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
     verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
                              "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_killed_worker_s_lost_requests_are_recorded_in_the_audit_log(tmp_path: Path) -> None:
+    """A worker killed (SIGKILL) while it streams: its requests end with it, and their audit records with them.
+    The parent's hub writes a record saying so (outcome `audit:worker_lost`, how many were in flight, for which
+    tenants, as the worker last reported), in the one chain, which still verifies; the worker is started again."""
+    emu, emu_port = emulator(tmp_path, decode_ms=200)
+    gw: Proc | None = None
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        gw, gw_port = gateway_with_workers(tmp_path, lambda port: spec(tmp_path, emu_port, port))
+        workers = serving_workers(gw.pid, gw_port)
+        by_worker = one_connection_per_worker(gw_port, workers, conns)
+        dead = workers[0]
+        conn = by_worker[dead]
+        conn.request("POST", "/v1/chat/completions", headers={"content-type": "application/json"},
+                     body=orjson.dumps({"model": "emulated", "stream": True, "max_tokens": 200,
+                                        "messages": [{"role": "user", "content": "a long story"}]}))
+        resp = conn.getresponse()
+        assert resp.status == 200
+        resp.read1(64)  # streaming: in flight on that worker
+        time.sleep(1.5)  # its report to the hub (every exchange) names it
+        os.kill(dead, 9)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not set(worker_processes(gw.pid)) - set(workers):
+            time.sleep(0.2)
+        assert set(worker_processes(gw.pid)) - set(workers), "the killed worker was not started again"
+    finally:
+        for c in conns:
+            c.close()
+        if gw is not None:
+            gw.stop()
+        emu.stop()
+    db = sqlite3.connect(tmp_path / "audit.db")
+    try:
+        rows = [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
+    finally:
+        db.close()
+    lost = [r for r in rows if r["outcome"] == "audit:worker_lost"]
+    assert len(lost) == 1, [r["outcome"] for r in rows]
+    assert lost[0]["extra"]["in_flight"] == 1 and lost[0]["extra"]["pid"] == dead, lost
+    assert lost[0]["extra"]["tenants"] == {"default": 1}, lost
+    verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
+                             "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr

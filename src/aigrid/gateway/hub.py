@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aigrid.audit.log import AuditLog
+from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable
 from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.guard import start_audit
@@ -71,6 +72,9 @@ if TYPE_CHECKING:  # redis only where a spec names it (guard.abuse_relay)
     from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 
 log = logging.getLogger("aigrid.hub")
+WORKER_LOST = "audit:worker_lost"
+"""The outcome of the record a hub writes when a worker exits with requests in flight (Hub.worker_lost)."""
+AUDIT_NOTE_WAIT_S = 5.0
 _Entry = TypeVar("_Entry", bound=tuple[Any, ...])
 AUDIT_WAIT_S = 5.0
 
@@ -279,6 +283,28 @@ class Hub:
             except BrokenHistory as e:
                 return {"missing": e.args[0]}
         raise ValueError(f"unknown hub operation {op!r}")
+
+    async def worker_lost(self, gateway_id: str, index: int, pid: int, code: int | None) -> dict[str, int]:
+        """A worker process that exited unasked (killed, crashed): its requests in flight end with it, and their
+        audit records with them, so the log says so in a record of its own (outcome `audit:worker_lost`, the
+        tenants and counts the worker last reported); its share of the shared view (in-flight ledger, queues,
+        tenants' counts) stops counting now, not after the report TTL. Returns the counts per tenant."""
+        ledger = self._inflight.pop(gateway_id, (0.0, {}))[1]
+        tenants = {str(t): int(n) for t, n in self._tenants.pop(gateway_id, {}).items() if int(n) > 0}
+        self._queues.pop(gateway_id, None)
+        requests = sum(int(load[0]) + int(load[2]) for load in ledger.values())  # pending a first token + decoding
+        message = (f"gateway worker {index} (pid {pid}) exited with {code} while {requests} requests were in flight "
+                   "on it; their audit records are lost (they ended with the process)")
+        log.error("%s; tenants: %s", message, tenants or "none reported")
+        if self.audit is not None and requests > 0:
+            record = AuditRecord(ts=time.time(), request_id="", tenant="-", key_id="-", model="", outcome=WORKER_LOST,
+                                 extra={"route": "audit", "worker": index, "pid": pid, "exit": code,
+                                        "in_flight": requests, "tenants": tenants, "message": message})
+            try:
+                await self.audit.append(record, timeout=AUDIT_NOTE_WAIT_S)
+            except AuditUnavailable as e:
+                log.error("the record of worker %d's lost requests could not be written: %s", index, e)
+        return tenants
 
     def exchange(self, report: dict[str, Any]) -> dict[str, Any]:
         """One worker's report in, the others' merged view out (the Redis backend's semantics)."""

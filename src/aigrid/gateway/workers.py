@@ -65,6 +65,11 @@ def worker_spec(spec: GridSpec) -> dict[str, Any]:
     return spec.model_dump(mode="json", exclude_unset=True)
 
 
+def worker_gateway_id(pid: int, index: int) -> str:
+    """A worker's name in the shared view (its reports to the hub), known to the parent by the worker's pid."""
+    return f"{socket.gethostname()}-{pid}-w{index}"
+
+
 def listen(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -125,6 +130,7 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
                     return
                 log.error("gateway worker %d (pid %d) exited with %s%s; starting it again", i, proc.pid, code,
                           f" ({why})" if why else "")
+                await hub.worker_lost(worker_gateway_id(proc.pid, i), i, proc.pid, code)
                 await asyncio.sleep(RESTART_DELAY_S)
 
         keepers: list[asyncio.Task[None]] = []
@@ -276,7 +282,7 @@ def _worker_gateway(spec: GridSpec, config: Mapping[str, Any], index: int, hub: 
     guard = Guard(spec, quota_backend=quotas, audit_sink=audit, abuse_exchange=hub.abuse_exchange)
     shared = None if spec.gateway.shared_state_url else HubSharedState(hub)
     gateway = build_gateway(spec, build_engines(spec, config["urls"], up, embedded_key=config.get("embedded_key")), shared=shared, guard=guard,
-                            gateway_id=f"{socket.gethostname()}-{os.getpid()}-w{index}")
+                            gateway_id=worker_gateway_id(os.getpid(), index))
     gateway.hub = hub
     # what the hub refuses or never acknowledges after the request ended (the records and settlements
     # are posted, not awaited) counts where a refusal at the time would have
