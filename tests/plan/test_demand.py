@@ -178,3 +178,7 @@ def test_a_demand_file_is_read_as_a_grid_spec_is(tmp_path: Path) -> None:
     path.write_text("a: " + "[" * 5000 + "]" * 5000)
     with pytest.raises(DemandError, match="nesting depth|nested too deeply"):
         load_demand(path)
+    r = raw()  # YAML's .inf passed every `gt=0` bound
+    r["traffic"]["peak_rps"] = float("inf")
+    with pytest.raises(DemandError, match="traffic.peak_rps: Input should be a finite number"):
+        parse_demand(r, "d.yaml")

@@ -126,6 +126,10 @@ def test_a_scenario_file_is_read_as_a_grid_spec_is(tmp_path: Path) -> None:
     path.write_text("a: " + "[" * 5000 + "]" * 5000)
     with pytest.raises(ScenarioError, match="nesting depth|nested too deeply"):
         load_scenario(path)
+    # YAML's .inf passed every `gt=0` bound (duration_s: .inf was an OverflowError's traceback from aigrid sim)
+    path.write_text((EXAMPLES / "small.yaml").read_text().replace("duration_s: 120", "duration_s: .inf"))
+    with pytest.raises(ScenarioError, match="duration_s: Input should be a finite number"):
+        load_scenario(path)
 
 
 def test_replay_returns_one_decision_per_request() -> None:

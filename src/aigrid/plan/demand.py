@@ -59,7 +59,7 @@ def jurisdiction_problems(jurisdictions: Iterable[str]) -> list[str]:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # YAML's .inf passed every gt=0 bound
 
 
 class Model(Strict):

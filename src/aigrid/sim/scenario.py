@@ -67,7 +67,7 @@ def trace_source(value: str, info: ValidationInfo) -> str:
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # YAML's .inf passed every gt=0 bound
 
 
 class ModelDef(Strict):

@@ -38,7 +38,7 @@ SHOWN = 8
 class UserCity(BaseModel):
     """One city of a tenant's users: `city: NAME[, ADMIN1], COUNTRY` or `lat` and `lon`, and a weight."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # YAML's .inf passed every gt=0 bound
 
     city: str | None = Field(default=None, min_length=1, description="NAME, NAME, COUNTRY or NAME, ADMIN1, "
                              "COUNTRY (GeoNames)")
