@@ -311,3 +311,46 @@ async def test_prompt_logprobs_are_bounded_as_top_logprobs(client: httpx.AsyncCl
     client's 400 naming it."""
     r = await client.post(route, json=body)
     assert r.status_code == 400 and r.json()["error"]["param"] == "prompt_logprobs", r.text
+
+
+@pytest.mark.parametrize("route,extra,param", [
+    ("/v1/chat/completions", {"frequency_penalty": 5}, "frequency_penalty"),
+    ("/v1/chat/completions", {"frequency_penalty": -2.5}, "frequency_penalty"),
+    ("/v1/chat/completions", {"frequency_penalty": "0.5"}, "frequency_penalty"),
+    ("/v1/chat/completions", {"presence_penalty": 100}, "presence_penalty"),
+    ("/v1/completions", {"presence_penalty": -3}, "presence_penalty"),
+    ("/v1/chat/completions", {"seed": "42"}, "seed"),
+    ("/v1/chat/completions", {"seed": 1.5}, "seed"),
+    ("/v1/completions", {"seed": 2**64}, "seed"),
+    ("/v1/chat/completions", {"stop": 5}, "stop"),
+    ("/v1/chat/completions", {"stop": [1]}, "stop.0"),
+    ("/v1/chat/completions", {"stop": ""}, "stop"),
+    ("/v1/chat/completions", {"stop": ["END", ""]}, "stop"),
+    ("/v1/completions", {"stop": [""]}, "stop"),
+    ("/v1/chat/completions", {"tools": "get_weather"}, "tools"),
+    ("/v1/chat/completions", {"parallel_tool_calls": "no"}, "parallel_tool_calls"),
+], ids=lambda v: v if isinstance(v, str) and not v.startswith("/") else None)
+async def test_openais_ranges_and_types_of_sampling_fields(client: httpx.AsyncClient, route: str, extra: dict,
+                                                           param: str) -> None:
+    """OpenAI's ranges and types (penalties -2.0 to 2.0, an integer seed, stop strings, a list of tools, a boolean
+    parallel_tool_calls) are a 400 naming the field. They went to the engine: llama.cpp took frequency_penalty
+    50 and wrote a garbled answer, ended every answer at once on an empty stop string, ignored `stop: 5` and a
+    string parallel_tool_calls, and answered a string penalty or seed, or tools not a list, with its own 400
+    without a `param`."""
+    body = {**(CHAT if route.endswith("chat/completions") else {"model": "smollm2-135m", "prompt": "hi"}), **extra}
+    err = assert_envelope(await client.post(route, json=body), 400, "invalid_request")
+    assert err["param"] == param, err
+
+
+@pytest.mark.parametrize("extra", [
+    {"frequency_penalty": 2, "presence_penalty": -2}, {"frequency_penalty": 0.5, "presence_penalty": 1},
+    {"seed": -1}, {"seed": 2**63 - 1}, {"stop": "END"}, {"stop": ["a", "b", "c", "d", "e", " "]}, {"stop": None},
+    {"parallel_tool_calls": False}, {"top_k": 40, "min_p": 0.05, "repetition_penalty": 1.1},
+])
+async def test_sampling_fields_within_openais_ranges_and_engines_own_still_pass(client: httpx.AsyncClient,
+                                                                               extra: dict) -> None:
+    """Within the ranges, and engines' own sampling fields (vLLM's and llama.cpp's top_k, min_p,
+    repetition_penalty) and more than OpenAI's 4 stop strings (every engine serves them), still pass."""
+    for route, base in (("/v1/chat/completions", CHAT), ("/v1/completions", {"model": "smollm2-135m", "prompt": "hi"})):
+        r = await client.post(route, json={**base, **extra})
+        assert r.status_code == 200, r.text

@@ -120,9 +120,29 @@ class _Common(BaseModel):
     n: int | None = Field(default=None, ge=1, le=MAX_CHOICES)
     """Choices to sample: more than one is served by sending the request that many times (engines/fan_out.py)."""
     user: str | None = Field(default=None, max_length=256)
+    frequency_penalty: float | None = Field(default=None, ge=-2, le=2, strict=True)
+    """OpenAI's range, -2.0 to 2.0, a number (a string was llama.cpp's own 400 without a `param`; 50 was taken and
+    wrote a garbled answer, -50 one of newlines; vLLM refuses past 2 in its own words)."""
+    presence_penalty: float | None = Field(default=None, ge=-2, le=2, strict=True)
+    """As frequency_penalty."""
+    seed: int | None = Field(default=None, ge=-2**63, le=2**63 - 1, strict=True)
+    """An integer of OpenAI's (and vLLM's) 64-bit range: a string was llama.cpp's own 400, 1.5 taken as 1."""
+    stop: str | list[str] | None = None
+    """A stop string or a list of them (OpenAI's shape; more than its 4 are served). A number was ignored by
+    llama.cpp (`stop: 5`: the client believed it stopped at something); an empty string ended every answer at
+    once, empty (llama.cpp matches it before the first token)."""
 
     def output_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @field_validator("stop")
+    @classmethod
+    def _nonempty_stops(cls, v: str | list[str] | None) -> str | list[str] | None:
+        for k, word in enumerate([v] if isinstance(v, str) else v or ()):
+            if not word:
+                raise ValueError("a stop sequence must be non-empty (an empty one ends the answer before its first "
+                                 f"token){'' if isinstance(v, str) else f' (stop[{k}])'}")
+        return v
 
     @field_validator("n_probs", "n_predict", "n_cmpl")
     @classmethod
@@ -179,6 +199,11 @@ class ChatRequest(_Common):
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    """A list of tool objects (each checked where the tool loop reads it: agents/loop.offered_tools); not a list
+    was llama.cpp's "Failed to parse tools" without a `param`."""
+    parallel_tool_calls: bool | None = Field(default=None, strict=True)
+    """A boolean, as OpenAI's (a string was taken, and ignored)."""
     chat_template: Any = None
     """vLLM's extension: the client's own Jinja chat template, which writes whatever it likes around the
     messages. Refused: the firewall reads texts, not what a template makes of them."""
