@@ -513,3 +513,33 @@ async def test_prompt_tokens_the_engine_read_from_its_cache_are_cache_reads(
     else:
         usage = (await claude.messages.create(**ask)).usage
     assert (usage.input_tokens, usage.cache_read_input_tokens, usage.output_tokens) == (132, 768, 2)
+
+
+@pytest.mark.parametrize(("extra", "field", "says"), [
+    ({"stop_sequences": [""]}, "stop_sequences", "each stop sequence must be non-empty"),
+    ({"stop_sequences": ["END", ""]}, "stop_sequences", "each stop sequence must be non-empty"),
+    ({"tools": [{"name": "tags", "input_schema": {"type": "array", "items": {"type": "string"}}}]},
+     "tools.0.input_schema", "should be 'object', not 'array'"),
+    ({"tools": [{**WEATHER, "input_schema": {"type": "string"}}]}, "tools.0.input_schema", "should be 'object'"),
+], ids=["an empty stop sequence", "an empty one among others", "an array input", "a string input"])
+async def test_anthropics_own_checks_of_stop_sequences_and_input_schemas(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], extra: dict, field: str, says: str) -> None:
+    """Anthropic refuses an empty stop sequence and a tool whose input_schema is not an object. The gateway took
+    them: llama.cpp ended every answer at once on the empty stop (an empty end_turn message), and a model's
+    array or string input came back as `{"_raw": ...}`. Now Anthropic's 400 naming the field, before any engine."""
+    with pytest.raises(anthropic.BadRequestError) as info:
+        await claude.messages.create(model="smollm2-135m", max_tokens=8,
+                                     messages=[{"role": "user", "content": "hi"}], **extra)
+    message = info.value.body["error"]["message"]
+    assert info.value.body["error"]["type"] == "invalid_request_error" and field in message and says in message, \
+        message
+    assert all(not f.received for f in fakes.values())
+
+
+async def test_stop_sequences_and_input_schemas_anthropic_takes_still_pass(claude: anthropic.AsyncAnthropic) -> None:
+    """A whitespace stop sequence (which Anthropic refuses, and every engine serves) and an input_schema without a
+    `type` (the model still writes an object) still pass."""
+    msg = await claude.messages.create(model="smollm2-135m", max_tokens=8, messages=[{"role": "user", "content": "hi"}],
+                                       stop_sequences=["\n\n", "END"],
+                                       tools=[{"name": "ping", "input_schema": {"properties": {}}}, WEATHER])
+    assert msg.type == "message"

@@ -96,6 +96,17 @@ class ToolParam(_Open):
     description: str | None = None
     input_schema: dict[str, Any]
 
+    @field_validator("input_schema")
+    @classmethod
+    def _object_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """Anthropic's rule: a tool's input is an object (`input_schema.type: "object"`). Another type was taken,
+        and the model's array or string came back as `{"_raw": ...}` (tool_input), not the input the client's tool
+        was written for."""
+        if "type" in v and v["type"] != "object":  # none at all: the model still writes an object
+            raise PydanticCustomError("object_schema", "its type should be 'object', not {kind} (a tool's input is an "
+                                      "object)", {"kind": repr(v["type"])})
+        return v
+
 
 class ToolChoice(_Open):
     type: Literal["auto", "any", "tool", "none"]
@@ -118,6 +129,15 @@ class CountTokensRequest(_Open):
 class MessagesRequest(CountTokensRequest):
     max_tokens: int = Field(ge=1)
     stop_sequences: list[str] | None = None
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _nonempty_stops(cls, v: list[str] | None) -> list[str] | None:
+        """Anthropic's rule (its words): an empty stop sequence ended every answer before its first token
+        (llama.cpp matches it at once): an empty `end_turn` message."""
+        if v is not None and not all(v):
+            raise PydanticCustomError("empty_stop", "each stop sequence must be non-empty")
+        return v
     stream: bool = False
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
