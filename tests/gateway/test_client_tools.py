@@ -114,6 +114,27 @@ async def test_a_tool_choice_that_cannot_be_met_is_the_clients_400(
     assert engine.received == []
 
 
+@pytest.mark.parametrize(("choice", "param", "says"), [
+    ({"type": "function"}, "tool_choice.function.name", "Missing required parameter"),
+    ({"type": "function", "function": {}}, "tool_choice.function.name", "Missing required parameter"),
+    ({"type": "allowed_tools", "allowed_tools": {"mode": "required", "tools": [
+        {"type": "function", "function": {"name": "get_weather"}}]}}, "tool_choice.type", "'allowed_tools' is not served"),
+    ({"type": "custom", "custom": {"name": "get_weather"}}, "tool_choice.type", "'custom' is not served"),
+], ids=["a function without its name", "an empty function", "allowed_tools", "a custom tool"])
+async def test_a_tool_choice_object_that_names_no_function_is_the_clients_400(
+        scripted: tuple[openai.AsyncOpenAI, ScriptedEngine], choice: dict, param: str, says: str) -> None:
+    """OpenAI refuses a function choice without its name; the loop read it, and OpenAI's `allowed_tools` (mode
+    "required": a call of one of them) and a custom tool's choice, as "auto": the model was free not to call,
+    or to call any tool, while the client believed the choice applied. The Responses front door already refused
+    them (responses_translate._tool_choice)."""
+    oai, engine = scripted
+    with pytest.raises(openai.BadRequestError) as info:
+        await oai.chat.completions.create(model="smollm2-135m", messages=ASK, tools=[WEATHER], tool_choice=choice)
+    body = info.value.body
+    assert body["param"] == param and says in body["message"], body  # type: ignore[index]
+    assert engine.received == []
+
+
 async def test_auto_and_none_without_tools_are_accepted(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
     """Lenient where nothing is asked of the model (OpenAI refuses these too; OpenAI-compatible servers do not)."""
     oai, engine = scripted

@@ -166,7 +166,8 @@ def _function_name(tool: Any) -> str | None:
 def check_tool_choice(body: Mapping[str, Any]) -> None:
     """OpenAI's 400s for a chat request's `tool_choice` the model cannot meet: a mode other than auto, none or
     required; "required" or a function without `tools`; a function that is not one of them (the loop would
-    retry to its step limit). "auto" and "none" without tools pass, as OpenAI-compatible servers take them."""
+    retry to its step limit); an object that names no function (`{"type": "function"}`, OpenAI's
+    `allowed_tools` or a custom tool's choice), which the loop read as "auto". "auto" and "none" without tools pass, as OpenAI-compatible servers take them."""
     choice = body.get("tool_choice")
     if choice is None or choice in ("auto", "none"):
         return
@@ -178,6 +179,13 @@ def check_tool_choice(body: Mapping[str, Any]) -> None:
         raise InvalidRequest("Invalid value for 'tool_choice': 'tool_choice' is only allowed when 'tools' are "
                              "specified", param="tool_choice")
     name = _function_name(choice)
+    if isinstance(choice, Mapping) and name is None:  # it went to the loop as "auto": nothing forced or narrowed
+        kind = choice.get("type", "function")
+        if kind == "function":
+            raise InvalidRequest("Missing required parameter: 'tool_choice.function.name'",
+                                 param="tool_choice.function.name")
+        raise InvalidRequest(f"Invalid value for 'tool_choice.type': {kind!r} is not served; use 'auto', 'none', "
+                             "'required' or {'type': 'function', 'function': {'name': ...}}", param="tool_choice.type")
     if name is not None and name not in {_function_name(t) for t in tools}:
         raise InvalidRequest(f"Invalid value for 'tool_choice': the function {name!r} is not one of the request's "
                              "tools", param="tool_choice")
