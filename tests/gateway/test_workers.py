@@ -125,6 +125,35 @@ def two_workers(tmp_path: Path, decode_ms: int, security: dict | None = None) ->
         emu.stop()
 
 
+def audit_bodies(tmp: Path) -> list[dict]:
+    """The audit log's records in chain order, as written (the spec's audit.db under `tmp`)."""
+    db = sqlite3.connect(tmp / "audit.db")
+    try:
+        return [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
+    finally:
+        db.close()
+
+
+def audit_verify(tmp: Path) -> str:
+    """`aigrid audit verify` of the spec's audit log passes; its report."""
+    verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp / "audit.db"),
+                             "--public-key", str(tmp / "audit.pub.pem")], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    return verify.stdout
+
+
+@contextlib.contextmanager
+def connections_to_each(grid: TwoWorkers) -> Iterator[dict[int, http.client.HTTPConnection]]:
+    """One kept-alive connection accepted by each worker of `grid` (worker pid -> connection), closed on the way
+    out."""
+    conns: list[http.client.HTTPConnection] = []
+    try:
+        yield one_connection_per_worker(grid.port, grid.workers, conns)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> None:
     with two_workers(tmp_path, decode_ms=20) as grid:
         base = grid.base
@@ -157,10 +186,7 @@ def test_two_workers_share_quota_audit_metrics_and_decisions(tmp_path: Path) -> 
             maps = Path(f"/proc/{pid}/maps").read_text()
             assert [lib for lib in ("/matplotlib/", "/PIL/", "/hiredis/", "libtorch") if lib in maps] == [], pid
     # one writer: one chain, every request audited (the served and the refused, and each decision read)
-    verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
-                             "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
-    assert f"{REQUESTS + 2 * LIMIT} records" in " ".join(verify.stdout.split())
+    assert f"{REQUESTS + 2 * LIMIT} records" in " ".join(audit_verify(tmp_path).split())
 
 
 def test_default_workers_follow_affinity_and_the_cgroup_quota(tmp_path: Path) -> None:
@@ -299,13 +325,7 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
     dead run's exit is audited once, by the live worker, in the one chain, which still verifies."""
     from aigrid.gateway.background import LEASE_S
 
-    emu, emu_port = emulator(tmp_path, decode_ms=200)  # tried again on new ports if one was taken meanwhile
-    gw: Proc | None = None
-    conns: list[http.client.HTTPConnection] = []
-    try:
-        gw, gw_port = gateway_with_workers(tmp_path, lambda port: spec(tmp_path, emu_port, port))
-        workers = serving_workers(gw.pid, gw_port)
-        by_worker = one_connection_per_worker(gw_port, workers, conns)
+    with two_workers(tmp_path, decode_ms=200) as grid, connections_to_each(grid) as by_worker:
         runs: dict[int, str] = {}
         for pid, conn in by_worker.items():  # the worker that answers a create runs it
             conn.request("POST", "/v1/responses", headers={"content-type": "application/json"},
@@ -342,38 +362,21 @@ def test_a_killed_worker_s_background_run_ends_failed_and_the_other_worker_s_goe
         other = status(runs[live])
         assert other["status"] == "in_progress", (other["status"], other.get("error"))  # the live worker's run goes on, renewed
         assert status(runs[dead])["status"] == "failed"  # read again: failed once, recorded once
-    finally:
-        for conn in conns:
-            conn.close()
-        if gw is not None:
-            gw.stop()
-        emu.stop()
     # the dead worker's run: one record, written by the live worker that failed it, through the hub to the one
     # writer; the chain still verifies
-    db = sqlite3.connect(tmp_path / "audit.db")
-    try:
-        rows = [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
-    finally:
-        db.close()
+    rows = audit_bodies(tmp_path)
     abandoned = [r for r in rows if r["outcome"] == "abandoned"]
     assert [r["extra"]["response_id"] for r in abandoned] == [runs[dead]], abandoned
     assert abandoned[0]["extra"]["quota"].startswith("charged at its reservation")
-    verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
-                             "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    audit_verify(tmp_path)
 
 
 def test_a_killed_worker_s_lost_requests_are_recorded_in_the_audit_log(tmp_path: Path) -> None:
     """A worker killed (SIGKILL) while it streams: its requests end with it, and their audit records with them.
     The parent's hub writes a record saying so (outcome `audit:worker_lost`, how many were in flight, for which
     tenants, as the worker last reported), in the one chain, which still verifies; the worker is started again."""
-    emu, emu_port = emulator(tmp_path, decode_ms=200)
-    gw: Proc | None = None
-    conns: list[http.client.HTTPConnection] = []
-    try:
-        gw, gw_port = gateway_with_workers(tmp_path, lambda port: spec(tmp_path, emu_port, port))
-        workers = serving_workers(gw.pid, gw_port)
-        by_worker = one_connection_per_worker(gw_port, workers, conns)
+    with two_workers(tmp_path, decode_ms=200) as grid, connections_to_each(grid) as by_worker:
+        workers, parent = grid.workers, grid.gateway.pid
         dead = workers[0]
         conn = by_worker[dead]
         conn.request("POST", "/v1/chat/completions", headers={"content-type": "application/json"},
@@ -385,24 +388,12 @@ def test_a_killed_worker_s_lost_requests_are_recorded_in_the_audit_log(tmp_path:
         time.sleep(1.5)  # its report to the hub (every exchange) names it
         os.kill(dead, 9)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and not set(worker_processes(gw.pid)) - set(workers):
+        while time.monotonic() < deadline and not set(worker_processes(parent)) - set(workers):
             time.sleep(0.2)
-        assert set(worker_processes(gw.pid)) - set(workers), "the killed worker was not started again"
-    finally:
-        for c in conns:
-            c.close()
-        if gw is not None:
-            gw.stop()
-        emu.stop()
-    db = sqlite3.connect(tmp_path / "audit.db")
-    try:
-        rows = [orjson.loads(r[0]) for r in db.execute("SELECT body FROM audit_records ORDER BY seq")]
-    finally:
-        db.close()
+        assert set(worker_processes(parent)) - set(workers), "the killed worker was not started again"
+    rows = audit_bodies(tmp_path)
     lost = [r for r in rows if r["outcome"] == "audit:worker_lost"]
     assert len(lost) == 1, [r["outcome"] for r in rows]
     assert lost[0]["extra"]["in_flight"] == 1 and lost[0]["extra"]["pid"] == dead, lost
     assert lost[0]["extra"]["tenants"] == {"default": 1}, lost
-    verify = subprocess.run([sys.executable, "-m", "aigrid.cli", "audit", "verify", str(tmp_path / "audit.db"),
-                             "--public-key", str(tmp_path / "audit.pub.pem")], capture_output=True, text=True)
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    audit_verify(tmp_path)
