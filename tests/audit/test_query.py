@@ -278,3 +278,31 @@ def test_a_recorded_cost_is_the_cost_as_charged_whatever_the_spec_says_now(tmp_p
               for e in yaml.safe_load(DEMO.read_text())["endpoints"]}
     fra = prices["fra-smollm2"]
     assert json.loads(out)[0]["cost_usd"] == pytest.approx(0.75 + (1000 * fra[0] + 500 * fra[1]) / 1e6, abs=1e-6)
+
+
+def test_the_writers_own_records_are_not_counted_as_requests(tmp_path: Path) -> None:
+    """A worker's lost requests (Hub.worker_lost) are a record of the writer's own, route `audit`: the summary
+    counted it as a request and an error of a tenant named "-"; now it says how many such records it left out,
+    and query lists them by their outcome."""
+    path = tmp_path / "audit.db"
+    lost = AuditRecord(ts=T0 + 9 * 3600, request_id="", tenant="-", key_id="-", model="", outcome="audit:worker_lost",
+                       extra={"route": "audit", "in_flight": 2, "tenants": {"bank": 2}})
+
+    async def write() -> None:
+        audit = AuditLog(path, KEY, checkpoint_every=2)
+        await audit.start()
+        for r in [*RECORDS, lost]:
+            await audit.append(r)
+        await audit.stop()
+
+    asyncio.run(write())
+    public_pem(tmp_path / "audit.pub.pem")
+    key = ("--public-key", str(tmp_path / "audit.pub.pem"))
+    code, out, err = cli("audit", "summary", str(path), "--by", "tenant", "--format", "json", *key)
+    assert code == 0, err
+    assert {r["tenant"] for r in json.loads(out)} == {"bank", "shop"}
+    assert sum(r["requests"] for r in json.loads(out)) == len(RECORDS)
+    assert "1 records are the audit writer's own" in " ".join(err.split()), err
+    code, out, err = cli("audit", "query", str(path), "--outcome", "audit:*", "--format", "jsonl", *key)
+    assert code == 0, err
+    assert [json.loads(line)["extra"]["in_flight"] for line in out.splitlines()] == [2]

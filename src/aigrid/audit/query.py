@@ -281,6 +281,9 @@ class Totals:
     """Records without a recorded cost, served by an endpoint the prices lack (not in cost_usd)."""
     charged: int = 0
     """Records whose cost the gateway recorded (`extra.cost_usd`)."""
+    notes: int = 0
+    """The writer's own records (route `audit`, outcome `audit:...`: a log opened over unsigned records, a
+    worker's lost requests), counted here only, never as requests."""
 
     def add(self, rec: Record, prices: Prices | None) -> None:
         self.requests += 1
@@ -297,15 +300,24 @@ class Totals:
                 self.cost_usd += cost
 
 
+def is_note(rec: Record) -> bool:
+    """A record the audit writer wrote of its own (AuditLog's note on opening, Hub.worker_lost), not a request."""
+    return rec.route == "audit" and rec.outcome.startswith("audit:")
+
+
 def summarise(found: Iterator[Record], by: Sequence[str],
               prices: Prices | None = None) -> tuple[dict[tuple[str, ...], Totals], Totals]:
-    """Totals per group (the values of `by`, in that order) and over everything."""
+    """Totals per group (the values of `by`, in that order) and over everything; the writer's own records
+    (is_note) counted in the total's `notes` only."""
     unknown = [b for b in by if b not in GROUPS]
     if unknown:
         raise ValueError(f"cannot group by {', '.join(unknown)} (one of {', '.join(GROUPS)})")
     groups: dict[tuple[str, ...], Totals] = {}
     total = Totals()
     for rec in found:
+        if is_note(rec):
+            total.notes += 1
+            continue
         key = tuple(rec.group(b) for b in by)
         (groups.get(key) or groups.setdefault(key, Totals())).add(rec, prices)
         total.add(rec, prices)

@@ -264,6 +264,11 @@ def summary_command(db: Db = DEFAULT_DB,
                 column.footer = text
             _console(out).print(table, soft_wrap=True)
     _unreadable(reading, err)
+    if total.notes:
+        err.print(f"note: {total.notes} records are the audit writer's own (outcome audit:..., such as a gateway "
+                  "worker's lost requests), not requests, and are not counted above: "
+                  f"aigrid audit query {db} --outcome 'audit:*' lists them", highlight=False, soft_wrap=True,
+                  markup=False)
     if costed and total.unpriced:
         where = f"{spec} does not list" if spec is not None else "no spec prices (give --spec)"
         err.print(f"note: {total.unpriced} requests carry no recorded cost and were served by endpoints {where}: "
