@@ -202,6 +202,18 @@ async def test_upload_create_poll_and_download(gw: Gateway, engines: dict[str, G
         await oai.files.content(uploaded.id)
 
 
+@pytest.mark.parametrize(("name", "saved"), [("../../etc/passwd", "passwd"), ("C:\\Users\\me\\r.jsonl", "r.jsonl"),
+                                           ("data/requests.jsonl", "requests.jsonl"), ("..", "file")])
+async def test_a_download_names_the_files_last_part_only(gw: Gateway, name: str, saved: str) -> None:
+    """The file keeps the name it was uploaded with; its download's Content-Disposition names the last part only
+    (it carried "../../etc/passwd" to a client that saves by the header)."""
+    oai, _ = clients(gw)
+    uploaded = await oai.files.create(file=(name, jsonl(line("a", "hi"))), purpose="batch")
+    assert uploaded.filename in (name, saved)  # a multipart parser may keep a Windows path's last part only
+    got = await oai.files.with_raw_response.content(uploaded.id)
+    assert f'filename="{saved}"' in got.headers["content-disposition"], got.headers["content-disposition"]
+
+
 async def test_completions_batches_run_too(gw: Gateway) -> None:
     oai, _ = clients(gw)
     data = jsonl({"custom_id": "p1", "method": "POST", "url": "/v1/completions",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import PurePosixPath
 
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException
@@ -159,7 +160,11 @@ class FilesApi:
         path = self.files.disk_path(found)
         if not await asyncio.to_thread(path.exists):
             raise NotFound(f"no file {found.id!r}", param="file_id")
-        return FileResponse(path, media_type="application/octet-stream", filename=found.filename)
+        # the name as uploaded stays the file's `filename`; the download names its last part only (a client that
+        # saves by the header, curl -J or a browser, is not handed "../" or a folder)
+        saved = PurePosixPath(found.filename.replace("\\", "/")).name
+        saved = saved if saved not in ("", ".", "..") else "file"
+        return FileResponse(path, media_type="application/octet-stream", filename=saved)
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         found = await self._found(request, ex)
