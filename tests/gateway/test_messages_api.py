@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT
 from aigrid.spec.load import load_spec
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import DEMO, _no_sleep, scripted_gateway, spec_in
@@ -447,10 +448,11 @@ async def test_an_image_reaches_a_model_that_takes_images(tmp_path: Path) -> Non
 
 
 @pytest.mark.parametrize("vision", [False, True])
-async def test_an_image_in_a_tool_result_is_refused_naming_it_not_dropped(tmp_path: Path, vision: bool) -> None:
+async def test_an_image_in_a_tool_result_is_said_to_the_model_not_dropped(tmp_path: Path, vision: bool) -> None:
     """A chat tool message holds text only (OpenAI's format; the constrained tool mode prints results as
-    text), so an image block in a tool_result can reach no model: a 400 naming it, for a model that takes
-    images or not, and in count_tokens. Before, it was accepted and dropped: the model answered without it."""
+    text), so an image block in a tool_result cannot go with it: the model reads IMAGE_IN_TOOL_RESULT where it
+    stood, for a model that takes images or not, and count_tokens counts it. Before, it was dropped without a
+    word; a refusal instead would end an agent's session for good (the result stays in every later turn)."""
     gw, fakes = await vision_gateway(tmp_path, vision)
     client = sdk(gw)
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PIXEL}}
@@ -460,13 +462,14 @@ async def test_an_image_in_a_tool_result_is_refused_naming_it_not_dropped(tmp_pa
                                               "tool_use_id": "toolu_1", "content": [
                                                   {"type": "text", "text": "the screen"}, image]}]}]
     try:
-        for call in (client.messages.create(model="smollm2-135m", max_tokens=8, messages=messages),
-                     client.messages.count_tokens(model="smollm2-135m", messages=messages)):
-            with pytest.raises(anthropic.BadRequestError) as info:
-                await call
-            message = info.value.body["error"]["message"]
-            assert message.startswith("messages.2.content.1.content.1: ") and "tool_result" in message, message
-        assert all(not f.received for f in fakes.values())
+        await client.messages.create(model="smollm2-135m", max_tokens=8, messages=messages, extra_headers=FRANKFURT)
+        sent = fakes["fra-smollm2"].received[-1]["messages"]
+        assert [m["content"] for m in sent if m["role"] == "tool"] == [f"the screen\n{IMAGE_IN_TOOL_RESULT}"]
+        counted = await client.messages.count_tokens(model="smollm2-135m", messages=messages)
+        plain = await client.messages.count_tokens(model="smollm2-135m", messages=[*messages[:2], {
+            "role": "user", "content": [{"type": "text", "text": "Here:"}, {"type": "tool_result",
+                                        "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "the screen"}]}]}])
+        assert counted.input_tokens > plain.input_tokens
     finally:
         await client.close()
 

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from aigrid.gateway.app import Gateway, build_app
+from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT
 from aigrid.gateway.response_store import BrokenHistory, ResponseStore, StoredResponse
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import scripted_gateway
@@ -354,27 +355,20 @@ async def test_a_function_call_output_for_no_call_is_a_400(oai: openai.AsyncOpen
     assert all(not f.received for f in fakes.values())
 
 
-async def test_an_image_in_a_function_call_output_is_refused_naming_it(oai: openai.AsyncOpenAI,
-                                                                       fakes: dict[str, FakeEngine]) -> None:
-    """A tool's output given as parts with an input_image: before, the parts were written out as JSON into the
-    tool message, so the image's data URL reached the model as text past the vision and image-URL checks. Text
-    parts alone are still joined into the tool message."""
+async def test_an_image_in_a_function_call_output_is_said_to_the_model(oai: openai.AsyncOpenAI,
+                                                                      fakes: dict[str, FakeEngine]) -> None:
+    """A tool's output given as parts with an input_image: the parts were written out as JSON into the tool
+    message, so the image's data URL reached the model as text past the vision and image-URL checks. A chat tool
+    message holds text only: the text parts are joined and the image is IMAGE_IN_TOOL_RESULT where it stood."""
     call = {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": "{}"}
-    with pytest.raises(openai.BadRequestError) as bad:
-        await oai.responses.create(model="smollm2-135m", tools=[FUNCTION], input=[
-            {"role": "user", "content": "weather?"}, call,
-            {"type": "function_call_output", "call_id": "c1", "output": [
-                {"type": "input_text", "text": "a chart:"},
-                {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}])
-    assert bad.value.body["param"] == "input.2.output.1"
-    assert bad.value.body["message"].startswith("input.2.output.1: an input_image")
-    assert all(not f.received for f in fakes.values())
     await oai.responses.create(model="smollm2-135m", tools=[FUNCTION], input=[
         {"role": "user", "content": "weather?"}, call,
         {"type": "function_call_output", "call_id": "c1", "output": [
-            {"type": "input_text", "text": "sunny"}, {"type": "input_text", "text": "24 C"}]}])
+            {"type": "input_text", "text": "a chart:"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}])
     sent = next(f.received[-1] for f in fakes.values() if f.received)
-    assert sent["messages"][-1]["content"].endswith("sunny\n24 C")  # the parts' text, not their JSON
+    last = sent["messages"][-1]["content"]
+    assert last.endswith(f"a chart:\n{IMAGE_IN_TOOL_RESULT}") and "base64" not in last, last
 
 
 async def test_an_image_refusal_names_the_responses_field_not_the_chat_message(

@@ -22,6 +22,11 @@ from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.relay_response import RelayResponse
 
 M = TypeVar("M", bound=BaseModel)
+IMAGE_IN_TOOL_RESULT = "[an image the tool returned: not shown, this grid passes tool results to the model as text]"
+"""What the model reads in place of an image in a tool's result (Anthropic's tool_result, a Responses
+function_call_output): a chat tool message holds text only (OpenAI's format), so the image cannot go with it.
+Said to the model, not refused: an agent (Claude Code reading an image file, a screenshot tool) keeps the
+result in every later turn, and a refusal would end its session for good."""
 _CHAT_MESSAGE = re.compile(r"^messages(?:\[(\d+)\]|\.(\d+)(?=\.|$))")
 """A chat message's field as the firewall names it (`messages[3].content`) or the chat schema (`messages.3.tool_calls`)."""
 _CHAT_TOOL = re.compile(r"^tools\[(\d+)\](?:\.function)?(.*)$")

@@ -21,7 +21,7 @@ from aigrid.agents.loop import check_tool_results
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.chat_events import cached_of, matched_stop
 from aigrid.gateway.continuation import EchoStrip
-from aigrid.gateway.front_door import name_own_field
+from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT, name_own_field
 from aigrid.gateway.messages_schema import (
     CountTokensRequest,
     DocumentBlock,
@@ -62,20 +62,14 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _tool_result_text(block: ToolResultBlock, where: str) -> str:
-    """A tool_result's content as the text of its chat `tool` message. An image in it is refused, naming it:
-    a chat tool message holds text only (OpenAI's format: a string or text parts), and the constrained tool
-    mode prints tool results as text (agents/steps.py), so it could reach no model; it was dropped silently."""
+def _tool_result_text(block: ToolResultBlock) -> str:
+    """A tool_result's content as the text of its chat `tool` message, an image in it written as
+    IMAGE_IN_TOOL_RESULT where it stood (a chat tool message holds text only; it was dropped without a word)."""
     if isinstance(block.content, str):
         text = block.content
     else:
-        for k, b in enumerate(block.content or ()):
-            if isinstance(b, ImageBlock):
-                raise InvalidRequest(
-                    f"{where}.content.{k}: an image in a tool_result is not served by this grid: the chat format "
-                    "its engines read holds text only in a tool result; send the image as an image block of a "
-                    "user turn, or the tool's result as text", param=f"{where}.content.{k}")
-        text = "\n".join(b.text for b in block.content or () if isinstance(b, TextBlock))
+        text = "\n".join(b.text if isinstance(b, TextBlock) else IMAGE_IN_TOOL_RESULT
+                         for b in block.content or () if isinstance(b, TextBlock | ImageBlock))
     return f"Error: {text}" if block.is_error else text
 
 
@@ -139,7 +133,7 @@ def _user(blocks: list[Any], where: str) -> list[Placed]:
     for j, b in enumerate(blocks):
         if isinstance(b, ToolResultBlock):
             tools.append(({"role": "tool", "tool_call_id": b.tool_use_id,
-                           "content": _tool_result_text(b, f"{where}.content.{j}")},
+                           "content": _tool_result_text(b)},
                           f"{where}.content.{j}.content"))
         elif isinstance(b, DocumentBlock):
             documents.append(({"role": "user", "content": _document_text(b, f"{where}.content.{j}")},

@@ -19,6 +19,7 @@ import orjson
 
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.chat_events import token_logprobs
+from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT
 from aigrid.gateway.responses_schema import ResponsesRequest
 
 SERVER_LABEL = "aigrid"
@@ -110,12 +111,9 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
         elif kind == "function_call_output":
             output = item.get("output")
             text = _parts(output, f"{at}.output") if isinstance(output, list) else _text(output, f"{at}.output")
-            if not isinstance(text, str):  # a chat tool message carries text only: the image would reach the
-                # model as its data URL written out, past the vision and image-URL checks
-                j = next(j for j, part in enumerate(text) if part["type"] != "text")
-                raise InvalidRequest(f"{at}.output.{j}: an input_image in a function_call_output is not served "
-                                     "(a tool's output reaches the model as text); send the image in a user "
-                                     "message", param=f"{at}.output.{j}")
+            if not isinstance(text, str):  # a chat tool message carries text only: an image is said, in its place
+                # (its data URL written out as JSON reached the model as text, past the vision and image-URL checks)
+                text = "\n".join(p["text"] if p["type"] == "text" else IMAGE_IN_TOOL_RESULT for p in text)
             out.append({"role": "tool", "tool_call_id": _text(item.get("call_id"), f"{at}.call_id"),
                         "content": text})
         elif kind == "mcp_call":  # a server-side tool run replayed by the client: the call and its result
