@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT
+from aigrid.gateway.front_door import DOCUMENT_IN_TOOL_RESULT, IMAGE_IN_TOOL_RESULT
 from aigrid.spec.load import load_spec
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import DEMO, _no_sleep, scripted_gateway, spec_in
@@ -470,6 +470,40 @@ async def test_an_image_in_a_tool_result_is_said_to_the_model_not_dropped(tmp_pa
             "role": "user", "content": [{"type": "text", "text": "Here:"}, {"type": "tool_result",
                                         "tool_use_id": "toolu_1", "content": [{"type": "text", "text": "the screen"}]}]}])
         assert counted.input_tokens > plain.input_tokens
+    finally:
+        await client.close()
+
+
+async def test_every_form_of_a_tool_result_anthropic_takes_reaches_the_model_as_text(tmp_path: Path) -> None:
+    """Anthropic's tool_result content may hold text, image, document and search_result blocks: a document or a
+    search result was a 400, and the agent kept that result in every later turn, so its session ended there. Now
+    each reaches the model as text: a search result's title, source and text, a text document's text, and a PDF
+    or an image as a line saying so; an injection inside a returned document is still read by the firewall."""
+    gw, fakes = await vision_gateway(tmp_path, False)
+    client = sdk(gw)
+    result = [{"type": "text", "text": "found:"},
+              {"type": "search_result", "source": "https://docs.example.org/x", "title": "X",
+               "content": [{"type": "text", "text": "x is y"}]},
+              {"type": "document", "title": "Notes", "source": {"type": "text", "media_type": "text/plain",
+                                                                "data": "the notes"}},
+              {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": PIXEL}}]
+    messages = [{"role": "user", "content": "Look it up."},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "find", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": result}]}]
+    try:
+        await client.messages.create(model="smollm2-135m", max_tokens=8, messages=messages, extra_headers=FRANKFURT)
+        tool = [m["content"] for m in fakes["fra-smollm2"].received[-1]["messages"] if m["role"] == "tool"]
+        assert tool == ["found:\nSearch result: X\nSource: https://docs.example.org/x\n\nx is y\n"
+                        f"Document: Notes\n\nthe notes\n{DOCUMENT_IN_TOOL_RESULT}"], tool
+        assert (await client.messages.count_tokens(model="smollm2-135m", messages=messages)).input_tokens > 0
+        attack = {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": ATTACK}}
+        before = len(fakes["fra-smollm2"].received)
+        with pytest.raises(anthropic.BadRequestError) as blocked:
+            await client.messages.create(model="smollm2-135m", max_tokens=8, extra_headers=FRANKFURT, messages=[
+                *messages[:2], {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                                             "content": [attack]}]}])
+        assert "messages.2.content.0.content" in blocked.value.body["error"]["message"], blocked.value.body
+        assert len(fakes["fra-smollm2"].received) == before
     finally:
         await client.close()
 

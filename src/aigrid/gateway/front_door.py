@@ -27,6 +27,9 @@ IMAGE_IN_TOOL_RESULT = "[an image the tool returned: not shown, this grid passes
 function_call_output): a chat tool message holds text only (OpenAI's format), so the image cannot go with it.
 Said to the model, not refused: an agent (Claude Code reading an image file, a screenshot tool) keeps the
 result in every later turn, and a refusal would end its session for good."""
+DOCUMENT_IN_TOOL_RESULT = ("[a document the tool returned: not shown, this grid reads documents as text (a PDF or a "
+                           "file is not read)]")
+"""The same for a document in an Anthropic tool_result that is not text (a PDF, a file)."""
 _CHAT_MESSAGE = re.compile(r"^messages(?:\[(\d+)\]|\.(\d+)(?=\.|$))")
 """A chat message's field as the firewall names it (`messages[3].content`) or the chat schema (`messages.3.tool_calls`)."""
 _CHAT_TOOL = re.compile(r"^tools\[(\d+)\](?:\.function)?(.*)$")

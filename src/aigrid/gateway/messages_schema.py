@@ -68,10 +68,22 @@ class ToolUseBlock(_Open):
     input: dict[str, Any]
 
 
+class SearchResultBlock(_Open):
+    """A search result a tool returned (Anthropic's `search_result`): its title, source and text blocks."""
+
+    type: Literal["search_result"]
+    source: str
+    title: str
+    content: list[TextBlock]
+
+
 class ToolResultBlock(_Open):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1, max_length=256)
-    content: str | list[Annotated[TextBlock | ImageBlock, Field(discriminator="type")]] | None = None
+    content: str | list[Annotated[TextBlock | ImageBlock | DocumentBlock | SearchResultBlock,
+                                  Field(discriminator="type")]] | None = None
+    """Anthropic's forms: a string, or text, image, document and search_result blocks (an agent keeps them in
+    every later turn, so a form refused here would refuse the rest of its session)."""
     is_error: bool | None = None
 
 

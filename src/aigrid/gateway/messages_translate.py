@@ -21,13 +21,14 @@ from aigrid.agents.loop import check_tool_results
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.chat_events import cached_of, matched_stop
 from aigrid.gateway.continuation import EchoStrip
-from aigrid.gateway.front_door import IMAGE_IN_TOOL_RESULT, name_own_field
+from aigrid.gateway.front_door import DOCUMENT_IN_TOOL_RESULT, IMAGE_IN_TOOL_RESULT, name_own_field
 from aigrid.gateway.messages_schema import (
     CountTokensRequest,
     DocumentBlock,
     ImageBlock,
     MessageParam,
     MessagesRequest,
+    SearchResultBlock,
     TextBlock,
     ThinkingBlock,
     ToolChoice,
@@ -62,15 +63,27 @@ def _content(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     return parts
 
 
-def _tool_result_text(block: ToolResultBlock) -> str:
-    """A tool_result's content as the text of its chat `tool` message, an image in it written as
-    IMAGE_IN_TOOL_RESULT where it stood (a chat tool message holds text only; it was dropped without a word)."""
+def _tool_result_text(block: ToolResultBlock, where: str) -> str:
+    """A tool_result's content as the text of its chat `tool` message (which holds text only): text blocks as
+    they are, a text document and a search result as their text, and an image or a document the grid cannot
+    read (a PDF, a file) as a line saying so where it stood (IMAGE_IN_TOOL_RESULT, DOCUMENT_IN_TOOL_RESULT)."""
     if isinstance(block.content, str):
         text = block.content
     else:
-        text = "\n".join(b.text if isinstance(b, TextBlock) else IMAGE_IN_TOOL_RESULT
-                         for b in block.content or () if isinstance(b, TextBlock | ImageBlock))
+        text = "\n".join(_tool_result_part(b, f"{where}.content.{k}") for k, b in enumerate(block.content or ()))
     return f"Error: {text}" if block.is_error else text
+
+
+def _tool_result_part(b: TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, where: str) -> str:
+    if isinstance(b, TextBlock):
+        return b.text
+    if isinstance(b, ImageBlock):
+        return IMAGE_IN_TOOL_RESULT
+    if isinstance(b, SearchResultBlock):
+        return f"Search result: {b.title}\nSource: {b.source}\n\n" + "\n".join(t.text for t in b.content)
+    if b.source.type in ("text", "content"):
+        return _document_text(b, where)
+    return DOCUMENT_IN_TOOL_RESULT
 
 
 def _assistant(blocks: list[Any], where: str) -> dict[str, Any]:
@@ -133,7 +146,7 @@ def _user(blocks: list[Any], where: str) -> list[Placed]:
     for j, b in enumerate(blocks):
         if isinstance(b, ToolResultBlock):
             tools.append(({"role": "tool", "tool_call_id": b.tool_use_id,
-                           "content": _tool_result_text(b)},
+                           "content": _tool_result_text(b, f"{where}.content.{j}")},
                           f"{where}.content.{j}.content"))
         elif isinstance(b, DocumentBlock):
             documents.append(({"role": "user", "content": _document_text(b, f"{where}.content.{j}")},
