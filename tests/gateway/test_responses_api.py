@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import openai
+import pydantic
 import pytest
 
 from aigrid.gateway.app import Gateway, build_app
@@ -448,3 +449,24 @@ async def test_input_tokens_are_counted_with_the_stored_history(oai: openai.Asyn
         await oai.responses.input_tokens.count(model="nope", input="x")
     with pytest.raises(openai.NotFoundError):
         await oai.responses.input_tokens.count(model="smollm2-135m", input="x", previous_response_id="resp_nope")
+
+
+async def test_the_sdks_parse_helpers_round_trip(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:
+    """`responses.parse(text_format=Model)` and `chat.completions.parse(response_format=Model)`, the official
+    SDK's structured outputs: each sends a json_schema named after the class (text.format.name is required since
+    eb703b0), the engine gets the schema and the strict flag, and the SDK reads the answer back into the model."""
+
+    class Person(pydantic.BaseModel):
+        name: str
+        age: int
+
+    oai, engine = scripted
+    engine.replies += [{"content": '{"name": "Ada", "age": 36}'}, {"content": '{"name": "Alan", "age": 41}'}]
+    parsed = await oai.responses.parse(model="smollm2-135m", input="Ada is 36.", text_format=Person)
+    assert parsed.output_parsed == Person(name="Ada", age=36)
+    sent = engine.received[-1]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "Person", sent
+    assert sent["json_schema"]["strict"] is True and sent["json_schema"]["schema"]["required"] == ["name", "age"]
+    chat = await oai.chat.completions.parse(model="smollm2-135m", response_format=Person,
+                                            messages=[{"role": "user", "content": "Alan is 41."}])
+    assert chat.choices[0].message.parsed == Person(name="Alan", age=41)
