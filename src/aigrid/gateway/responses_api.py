@@ -252,7 +252,6 @@ class ResponsesApi:
             await self._prepare(turn, raw, headers, caller)
             ex.model, ex.body = turn.req.model, turn.chat
             parsed = validate(ChatRequest, turn.chat)
-            gw.guard.authorize(ex)  # the model's scope before its existence: a key learns no other model of the grid
             asked = build_request_info("background", parsed, headers, gw.cities, gw.known_models,
                                        gw.spec.gateway.max_output_tokens, gw.location,
                                        may_use=caller.scopes.allows_model)
@@ -618,7 +617,6 @@ class ResponsesApi:
         try:
             await self._prepare(turn, raw, headers, principal)
             chat = validate(ChatRequest, turn.chat)
-            authorize(principal, chat.model)  # before its existence: a key learns no other model of the grid
             if chat.model != "auto" and chat.model not in self.gw.known_models:
                 raise ModelNotFound(f"The model '{chat.model}' does not exist on this grid", param="model")
         except ApiError as e:
