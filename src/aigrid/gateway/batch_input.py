@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.gateway.request_info import usable_models
 from aigrid.json_depth import depth_message, too_deep_raw
 
 MAX_ERRORS = 100
@@ -139,9 +140,8 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
         out.fail("model_not_allowed", f"body.model: this key may not use the model {model!r}.", number, "body.model")
         return None
     if known is not None and model != "auto" and model not in known:
-        usable = sorted(m for m in {*known, "auto"} if may_use is None or may_use(m))
         out.fail("model_not_found", f"The model {model!r} does not exist on this grid. Available: "
-                 f"{', '.join(usable)}", number, "body.model")
+                 f"{', '.join(usable_models(known, may_use))}", number, "body.model")
         return None
     if body.get("stream") not in (None, False):
         out.fail("invalid_request", "body.stream: a batch request is answered whole; leave stream out or false.",

@@ -6,7 +6,7 @@ reads what the request itself says."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from math import ceil
 from typing import Any
 
@@ -76,15 +76,20 @@ def estimate_input_tokens(chat: ChatRequest, tools: Sequence[Any] = ()) -> int:
     return estimate_prompt_tokens(chat) + tool_tokens
 
 
+def usable_models(known: Collection[str], may_use: Callable[[str], bool] | None) -> list[str]:
+    """The grid's models and `auto` that a caller whose model scope is `may_use` may use, for a model-not-found
+    answer (a key learns no model of the grid it may not use)."""
+    return sorted(m for m in {*known, "auto"} if may_use is None or may_use(m))
+
+
 def build_request_info(request_id: str, body: ChatRequest | CompletionRequest, headers: Mapping[str, str],
                        cities: Mapping[str, GeoPoint], known_models: frozenset[str],
                        max_output_tokens: int, default_location: GeoPoint | None = None, *,
                        may_use: Callable[[str], bool] | None = None) -> RequestInfo:
     """`may_use`: the caller's model scope; a model not found is answered with the models it may use only."""
     if body.model != "auto" and body.model not in known_models:
-        available = sorted(m for m in known_models | {"auto"} if may_use is None or may_use(m))
         raise ModelNotFound(f"The model '{body.model}' does not exist on this grid. "
-                            f"Available: {', '.join(available)}", param="model")
+                            f"Available: {', '.join(usable_models(known_models, may_use))}", param="model")
     budget = body.output_budget()
     if budget is not None and budget > max_output_tokens:
         raise InvalidRequest(f"max_tokens {budget} exceeds this grid's limit of {max_output_tokens}",
