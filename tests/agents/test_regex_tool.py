@@ -73,3 +73,38 @@ async def test_bad_input_is_refused(args: dict) -> None:
 async def test_output_is_bounded() -> None:
     out = await RegexTool().run({"pattern": ".", "text": "x" * 10_000}, NO_CONTEXT)
     assert out.startswith("100 matches")
+
+
+@pytest.mark.parametrize("pattern", [
+    r"((a{100}){100}){100}",        # compiled: 0.36 s of the event loop and 290 MB
+    r"(?:[ab]{1000}){1000}",        # 0.45 s
+    r"((a{1000}){1000}){1000}",     # grows until the kernel kills the process
+    r"(?:a{65535}){65535}",
+    r"(?x)(?:a{1000}) # a comment\n {1000}",  # verbose: the repeat is the group's, past a comment
+    "a{9999}" * 3,
+])
+async def test_a_pattern_whose_repeats_would_be_written_out_huge_is_refused_before_it_is_compiled(pattern: str) -> None:
+    from aigrid.agents.regex_tool import MAX_EXPANSION, expansion
+
+    assert expansion(pattern) > MAX_EXPANSION
+    start = time.monotonic()
+    with pytest.raises(ToolError, match="counted repeats are too large"):
+        await RegexTool().run({"pattern": pattern, "text": "aaaa", "flags": ""}, NO_CONTEXT)
+    assert time.monotonic() - start < 0.1  # refused from its text: nothing compiled
+
+
+@pytest.mark.parametrize(("pattern", "text", "found"), [
+    (r"\d{3}-\d{4}", "call 555-1234", "['555-1234']"),
+    (r"(?:\d{1,3}\.){3}\d{1,3}", "at 10.0.0.1 now", "['10.0.0.1']"),
+    (r"[A-Z]{2}\d{2}[A-Z0-9]{4}\d{7}", "DE89ABCD1234567", "['DE89ABCD1234567']"),
+    (r"\p{Lu}{2,5}", "the EU and the UN", "['EU', 'UN']"),
+    (r"\N{LATIN CAPITAL LETTER A}{3}", "AAA", "['AAA']"),
+    (r"[]{}]{2}", "x{}", "['{}']"),
+    (r"a{,2}b{2,}", "aabbb", "['aabbb']"),
+    (r"x{1000}", "x" * 1000, "['" + "x" * 1000 + "']"),
+])
+async def test_ordinary_counted_repeats_still_run(pattern: str, text: str, found: str) -> None:
+    from aigrid.agents.regex_tool import MAX_EXPANSION, expansion
+
+    assert expansion(pattern) <= MAX_EXPANSION
+    assert (await RegexTool().run({"pattern": pattern, "text": text}, NO_CONTEXT)).endswith(found)
