@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from html.parser import HTMLParser
+from html import unescape
 from typing import Any
 
 import httpx
@@ -43,31 +43,60 @@ class HostAllowList:
         return False
 
 
-class _TextOnly(HTMLParser):
-    """The visible text of an HTML page (linear time: no regex over markup)."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._skip = 0
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self._skip += tag in ("script", "style")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in ("script", "style") and self._skip:
-            self._skip -= 1
-
-    def handle_data(self, data: str) -> None:
-        if not self._skip:
-            self.parts.append(data)
+_OPEN = re.compile(r"<(?:/?[A-Za-z]|[!?])")
+"""A `<` that opens a tag, a comment, a declaration or a processing instruction (any other `<` is text)."""
+_NAME = re.compile(r"/?([A-Za-z][A-Za-z0-9:-]*)")
+_TAG_END = re.compile(r"[>\"']")
+_SKIPPED = ("script", "style")
 
 
 def html_to_text(html: str) -> str:
-    parser = _TextOnly()
-    parser.feed(html)
-    parser.close()
-    return _SPACE.sub(" ", " ".join(parser.parts)).strip()
+    """The visible text of an HTML page: tags (quoted attribute values holding `>` included), comments,
+    declarations, scripts and styles removed, character references decoded. Linear time: each step finds, in C,
+    the next tag or the end of what it opened and moves past it, and what is never closed ends the page.
+    (Python's HTMLParser, used before, is quadratic on markup left open: a page of `<a` repeated, 200 KB, took
+    28 s of the event loop.)"""
+    lower = html.lower()
+    parts: list[str] = []
+    i, n = 0, len(html)
+    while i < n:
+        opened = _OPEN.search(html, i)
+        if opened is None:
+            parts.append(html[i:])
+            break
+        lt = opened.start()
+        parts.append(html[i:lt])
+        if html.startswith("<!--", lt):
+            end = html.find("-->", lt + 4)
+            if end < 0:
+                break
+            i = end + 3
+            continue
+        gt = _tag_end(html, lt + 1)
+        if gt < 0:
+            break  # a tag left open ends the page
+        i = gt + 1
+        tag = _NAME.match(html, lt + 1, gt)
+        name = tag.group(1).lower() if tag is not None else ""
+        if name in _SKIPPED and not html.startswith("/", lt + 1):
+            close = lower.find("</" + name, i)
+            gt = -1 if close < 0 else html.find(">", close)
+            if gt < 0:
+                break
+            i = gt + 1
+    return _SPACE.sub(" ", unescape(" ".join(parts))).strip()
+
+
+def _tag_end(html: str, start: int) -> int:
+    """Where the tag opened before `start` ends (its `>`, past quoted attribute values); -1 if it never does."""
+    while (found := _TAG_END.search(html, start)) is not None:
+        if found.group() == ">":
+            return found.start()
+        close = html.find(found.group(), found.end())
+        if close < 0:
+            return -1
+        start = close + 1
+    return -1
 
 
 class HttpFetch:
