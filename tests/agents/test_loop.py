@@ -163,6 +163,20 @@ async def test_no_tool_runs_past_the_limit_even_if_the_engine_asks() -> None:
     assert "tools" not in engine.received[2]  # the last turn offered no tool
 
 
+@pytest.mark.parametrize("mode", ["native", "constrained"])
+async def test_one_turn_asking_for_many_calls_runs_no_more_than_the_steps_left(mode: str) -> None:
+    many = {"tool_calls": [{"name": "calculator", "arguments": {"expression": f"{i}+1"}} for i in range(40)]}
+    engine = ScriptedEngine([many, answer("done") if mode == "constrained" else {"content": "done"}])
+    evs = await events(engine, chat(CALC, aigrid_max_steps=3, aigrid_tool_mode=mode), config=LoopConfig(reuse_tools=True))
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and fin.stop == "step_limit" and fin.content == "done"
+    assert [s.result for s in fin.steps] == ["1", "2", "3"]  # 40 asked for in one turn, 3 run (the limit)
+    replayed = engine.received[1]["messages"]
+    if mode == "native":  # the turn as the model reads it back holds the calls that ran, each answered
+        assert [c["id"] for c in replayed[-4]["tool_calls"]] == ["call_0", "call_1", "call_2"]
+        assert [m["role"] for m in replayed[-3:]] == ["tool"] * 3
+
+
 @pytest.mark.parametrize("tools", [(WEATHER,), (CALC,)], ids=["client tool", "server tool"])
 async def test_a_tool_call_cut_off_by_max_tokens_ends_the_loop(tools: tuple[dict[str, Any], ...]) -> None:
     """The next turn has the same max_tokens and is cut off again: the answer ends at once with finish "length",

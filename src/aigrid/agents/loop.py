@@ -431,6 +431,15 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                            (clock() - started) * 1000, config.mode)
             return
 
+        server_calls = [c for c in turn.calls if c.name not in client_names]
+        room = config.max_steps - len(steps)
+        if len(server_calls) > room:
+            # one turn may ask for many calls at once (native tool_calls, in either mode): no more run than the steps
+            # left; the rest are left out of the turn as the model reads it back, so no call goes unanswered
+            gone = {id(c) for c in server_calls[room:]}
+            log.info("a model turn asked for %d server-side tool calls with %d steps left: %d left out",
+                     len(server_calls), room, len(gone))
+            turn.calls = [c for c in turn.calls if id(c) not in gone]
         client_calls = [c for c in turn.calls if c.name in client_names]
         messages.append({"role": "assistant", "content": None if constrained else (turn.content or None),
                          "tool_calls": [_openai_call(c) for c in turn.calls]})
