@@ -5,7 +5,10 @@ that nothing off the list was ever contacted."""
 
 from __future__ import annotations
 
+import gzip
 import time
+import tracemalloc
+import zlib
 
 import httpx
 import pytest
@@ -126,3 +129,62 @@ def test_html_to_text_keeps_the_text_and_only_the_text() -> None:
     assert html_to_text("1 < 2 and 3 > 2, a<b") == "1 < 2 and 3 > 2, a"  # "<b" opens a tag left open: the end
     assert html_to_text("<SCRIPT type=x>alert(1)</SCRIPT >after<style>p{}</style><br/>end") == "after end"
     assert html_to_text("<p>unclosed <a href='x") == "unclosed"
+
+
+def _zipped(data: bytes, wbits: int) -> bytes:
+    z = zlib.compressobj(9, zlib.DEFLATED, wbits)
+    return z.compress(data) + z.flush()
+
+
+async def test_a_compressed_body_is_inflated_no_further_than_max_bytes() -> None:
+    bomb = _zipped(b"a" * (64 << 20), 31)  # 64 MiB of gzip in 64 KB: read whole by httpx's decoder before
+    asked: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("accept-encoding", ""))
+        return httpx.Response(200, headers={"content-type": "text/plain", "content-encoding": "gzip"},
+                              stream=httpx.ByteStream(bomb))  # as off the network: not read yet
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        tool = HttpFetch(ALLOW, client, max_bytes=10_000)
+        tracemalloc.start()
+        try:
+            out = await tool.run({"url": "https://docs.example.org/"}, NO_CONTEXT)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert "truncated" in out and "\n" + "a" * 4_000 + "... (6000 more characters)" in out
+    assert peak < 4 << 20  # about the compressed body (held by the test's transport) and max_bytes; 64 MiB before
+    assert asked == ["gzip, deflate"]
+
+
+@pytest.mark.parametrize(("encoding", "body"), [
+    ("gzip", gzip.compress(b"<p>Hello</p>")),
+    ("x-gzip", gzip.compress(b"<p>Hello</p>")),
+    ("deflate", _zipped(b"<p>Hello</p>", 15)),     # zlib-wrapped, as the RFC says
+    ("deflate", _zipped(b"<p>Hello</p>", -15)),    # raw deflate, as some servers send it
+    ("identity", b"<p>Hello</p>"),
+])
+async def test_compressed_pages_are_read(encoding: str, body: bytes) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/html", "content-encoding": encoding},
+                              stream=httpx.ByteStream(body))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        out = await HttpFetch(ALLOW, client).run({"url": "https://docs.example.org/"}, NO_CONTEXT)
+    assert out.endswith("\nHello")
+
+
+@pytest.mark.parametrize(("encoding", "body", "error"), [
+    ("br", b"\x0b\x02\x80hello\x03", "not read here"),
+    ("gzip, gzip", gzip.compress(gzip.compress(b"x")), "not read here"),
+    ("gzip", b"not gzip at all", "could not be decompressed"),
+])
+async def test_a_body_that_cannot_be_read_is_a_tool_error(encoding: str, body: bytes, error: str) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/plain", "content-encoding": encoding},
+                              stream=httpx.ByteStream(body))
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        with pytest.raises(ToolError, match=error):
+            await HttpFetch(ALLOW, client).run({"url": "https://docs.example.org/"}, NO_CONTEXT)

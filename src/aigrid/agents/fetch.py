@@ -10,6 +10,7 @@ followed. The body is read as a stream and cut at max_bytes; every request has a
 from __future__ import annotations
 
 import re
+import zlib
 from collections.abc import Iterable, Mapping
 from html import unescape
 from typing import Any
@@ -99,6 +100,41 @@ def _tag_end(html: str, start: int) -> int:
     return -1
 
 
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class _Inflate:
+    """A gzip or deflate body decompressed at most `room` bytes at a time (a few MB of gzip inflate to gigabytes)."""
+
+    def __init__(self, raw_deflate_fallback: bool) -> None:
+        self._z = zlib.decompressobj(32 + zlib.MAX_WBITS)  # a gzip or a zlib header, read from the data
+        self._fallback = raw_deflate_fallback  # servers that send "deflate" without its zlib header
+        self._started = False
+        self.done = False
+
+    @classmethod
+    def of(cls, content_encoding: str) -> _Inflate | None:
+        codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip().lower() not in ("", "identity")]
+        if not codings:
+            return None
+        if len(codings) > 1 or codings[0] not in ("gzip", "x-gzip", "deflate"):
+            raise ToolError(f"the server sent its body as {content_encoding!r}, which is not read here "
+                            f"(asked for: {ACCEPT_ENCODING})")
+        return cls(raw_deflate_fallback=codings[0] == "deflate")
+
+    def feed(self, data: bytes, room: int) -> bytes:
+        try:
+            out = self._z.decompress(data, max(room, 1))
+        except zlib.error as e:
+            if self._started or not self._fallback:
+                raise ToolError(f"the body could not be decompressed: {e}") from e
+            self._z, self._fallback = zlib.decompressobj(-zlib.MAX_WBITS), False
+            return self.feed(data, room)
+        self._started = True
+        self.done = self._z.eof
+        return out
+
+
 class HttpFetch:
     name = "http_fetch"
     source = Source.WEB_PAGE
@@ -148,13 +184,23 @@ class HttpFetch:
         raise ToolError(f"more than {self.max_redirects} redirects")
 
     async def _get(self, url: httpx.URL) -> tuple[int, httpx.Headers, bytes, bool]:
+        """Status, headers and at most max_bytes of the body, decompressed here (`_Inflate`), never by httpx: its
+        decoder inflates each chunk read off the network whole, and 64 KiB of gzip is up to 66 MB."""
         chunks, size, truncated = [], 0, False
-        async with self._client.stream("GET", url, timeout=self.timeout, follow_redirects=False) as response:
-            async for chunk in response.aiter_bytes():
+        async with self._client.stream("GET", url, timeout=self.timeout, follow_redirects=False,
+                                       headers={"accept-encoding": ACCEPT_ENCODING}) as response:
+            if response.is_stream_consumed:  # built in memory (httpx.MockTransport): already read and decoded
+                inflate, body = None, response.aiter_bytes()
+            else:
+                inflate, body = _Inflate.of(response.headers.get("content-encoding", "")), response.aiter_raw()
+            async for raw in body:
+                chunk = raw if inflate is None else inflate.feed(raw, self.max_bytes - size)
                 chunks.append(chunk)
                 size += len(chunk)
                 if size >= self.max_bytes:
                     truncated = True
+                    break
+                if inflate is not None and inflate.done:
                     break
         return response.status_code, response.headers, b"".join(chunks)[: self.max_bytes], truncated
 
