@@ -87,3 +87,36 @@ async def test_unknown_database_and_missing_file(db: Path, tmp_path: Path) -> No
     with pytest.raises(ToolError, match="does not exist"):
         await SqlQuery({"gone": tmp_path / "gone.db"}).run({"query": "SELECT 1"}, NO_CONTEXT)
     assert not (tmp_path / "gone.db").exists()  # mode=ro never creates the file
+
+
+A = "printf('%.*c', 30000, 'a')"
+
+
+@pytest.mark.parametrize("query", [
+    f"SELECT length(ltrim({A}, printf('%.*c', 30000, 'c') || 'a'))",  # 2.2 s in one call: the deadline never ran
+    f"SELECT length(rtrim({A}, printf('%.*c', 30000, 'c') || 'a'))",
+    f"SELECT length(trim({A}, printf('%.*c', 30000, 'c') || 'a'))",
+    f"SELECT instr({A} || {A}, {A} || 'b')",
+    f"SELECT length(replace({A} || {A}, {A} || 'b', 'x'))",
+])
+async def test_a_function_whose_time_grows_with_its_arguments_product_is_refused_past_a_bound(
+        db: Path, query: str) -> None:
+    """The progress handler runs between the VM's steps, never inside a function call: `ltrim` of two values of the
+    1 MB limit would hold a thread about 10 minutes past the 1 s deadline, beyond the tool timeout's reach."""
+    start = time.monotonic()
+    with pytest.raises(ToolError, match="of arguments this long is refused"):
+        await SqlQuery({"shop": db}, timeout_s=0.3).run({"query": query}, NO_CONTEXT)
+    assert time.monotonic() - start < 1.0
+
+
+async def test_the_guarded_functions_answer_as_sqlite_s_own(db: Path) -> None:
+    query = ("SELECT instr('hello', 'l'), instr(x'010203', x'03'), instr(NULL, 'a'), replace('a-b-c', '-', '+'), "
+             "replace(12.5, '.', ','), trim('xxhixx', 'x'), ltrim(12300, 1), rtrim(1.50, '0'), rtrim('ab  '), "
+             "instr(city, 'y') FROM orders ORDER BY id LIMIT 1")
+    native = sqlite3.connect(db)
+    try:
+        expected = " | ".join(str(v) for v in native.execute(query).fetchone())
+    finally:
+        native.close()
+    assert (await SqlQuery({"shop": db}).run({"query": query}, NO_CONTEXT)).endswith("\n" + expected)
+    assert expected == "3 | 3 | None | a+b+c | 12,5 | hi | 2300 | 1.5 | ab | 2"
