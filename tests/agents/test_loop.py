@@ -223,3 +223,28 @@ async def test_a_tool_taken_back_while_the_loop_runs_is_an_error_result_not_a_cr
     call = Call(id="c1", name="gone", arguments={}, raw_arguments="{}")
     step = await _run_step(ToolRegistry(), call, {"gone"}, NO_CONTEXT, LoopConfig(), 0, 0.0, lambda: 0.0)
     assert not step.ok and "no longer offered" in step.result
+
+
+async def test_a_tool_past_its_timeout_is_an_error_result_and_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    import asyncio
+    import logging
+
+    from aigrid.agents.loop import _run_step
+    from aigrid.agents.steps import Call
+    from aigrid.agents.tool import NO_CONTEXT, ToolRegistry
+    from aigrid.security.firewall.texts import Source
+
+    class Stalled:
+        name, description, source = "stalled", "never answers", Source.MCP_RESULT
+        parameters: dict[str, Any] = {"type": "object"}
+
+        async def run(self, arguments: Any, context: Any) -> str:
+            await asyncio.sleep(10)
+            return "late"
+
+    call = Call(id="c1", name="stalled", arguments={}, raw_arguments="{}")
+    with caplog.at_level(logging.WARNING, logger="aigrid.agents.loop"):
+        step = await _run_step(ToolRegistry([Stalled()]), call, {"stalled"}, NO_CONTEXT,
+                               LoopConfig(tool_timeout_s=0.05), 0, 0.0, lambda: 0.0)
+    assert not step.ok and step.result == "error: the tool did not finish within 0.05s"
+    assert [r.getMessage() for r in caplog.records] == ["server-side tool stalled did not finish within 0.05s"]

@@ -622,7 +622,8 @@ async def _run_step(registry: ToolRegistry, call: Call, server_names: set[str], 
             ok = True
         except ToolError as e:
             result = f"error: {e}"
-        except TimeoutError:
+        except TimeoutError:  # the model is told; the operator too (a stalled MCP server, a site that never answers)
+            log.warning("server-side tool %s did not finish within %ss", call.name, config.tool_timeout_s)
             result = f"error: the tool did not finish within {config.tool_timeout_s}s"
         except Exception:  # a bug in a tool must not fail the request: the model sees an error result
             log.exception("server-side tool %s failed", call.name)
