@@ -57,6 +57,38 @@ async def test_a_name_that_resolves_to_a_private_address_is_not_fetched(host: st
     assert seen == []
 
 
+@pytest.mark.parametrize(("answer", "shown"), [
+    ("64:ff9b::a9fe:a9fe", "64:ff9b::a9fe:a9fe"),    # NAT64's well-known prefix: a NAT64 gateway connects to 169.254.169.254
+    ("64:ff9b::a00:5", "64:ff9b::a00:5"),            # ... and to 10.0.0.5 on the site's network
+    ("64:ff9b:1::a00:5", "64:ff9b:1::a00:5"),        # the local-use NAT64 prefix: the operator's own translator
+    ("2002:a9fe:a9fe::1", "2002:a9fe:a9fe::1"),      # 6to4 carrying 169.254.169.254
+    ("::127.0.0.1", "::7f00:1"),                     # IPv4-compatible (reserved)
+    ("::ffff:0:7f00:1", "::ffff:0:7f00:1"),          # IPv4-translated (reserved)
+])
+async def test_an_ipv6_address_carrying_a_private_ipv4_one_is_not_fetched(answer: str, shown: str) -> None:
+    """Python's `is_global` calls each of these global (3.11): on an IPv6-only network with DNS64 and NAT64 (an
+    IPv6-only cloud subnet), a name answering 64:ff9b::a00:5 reached 10.0.0.5."""
+    seen: list[httpx.Request] = []
+    DNS["nat64.example.org"] = [answer]
+    try:
+        with pytest.raises(ToolError, match=f"resolves to {shown}, which is not a public address"):
+            await fetcher(seen).run({"url": "http://nat64.example.org/"}, NO_CONTEXT)
+    finally:
+        del DNS["nat64.example.org"]
+    assert seen == []
+
+
+async def test_a_public_ipv4_address_behind_nat64_is_fetched() -> None:
+    """DNS64 writes every IPv4-only host's address under 64:ff9b::/96: those that carry a public address are fetched."""
+    seen: list[httpx.Request] = []
+    DNS["nat64.example.org"] = ["64:ff9b::5db8:d70e"]  # 93.184.215.14
+    try:
+        assert (await fetcher(seen).run({"url": "http://nat64.example.org/"}, NO_CONTEXT)).endswith("hello")
+    finally:
+        del DNS["nat64.example.org"]
+    assert seen[0].url.host == "64:ff9b::5db8:d70e"
+
+
 async def test_what_the_operator_names_is_reached() -> None:
     """An address written on the allow-list, and a name in a network the operator allows (an intranet)."""
     seen: list[httpx.Request] = []

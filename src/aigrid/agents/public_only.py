@@ -5,10 +5,11 @@ The allow-list (fetch.HostAllowList) judges host names. A name resolves to whate
 whose DNS an attacker controls (or that an operator allowed by mistake, or that rebinds between two look-ups)
 can point the site's agent at the cloud's metadata service (169.254.169.254), the loopback interface or the
 site's own network. So every request resolves its host once, refuses it when any address is not a global one
-(private, loopback, link-local, shared, reserved, multicast, unspecified; an IPv4 address mapped into IPv6 is
-judged as the IPv4 one), and connects to the addresses it checked, in order (no second look-up to rebind): the request's
-URL carries that address, its `Host` header and TLS server name (`sni_hostname`) the name, so the certificate
-is still verified against the name.
+(private, loopback, link-local, shared, reserved, multicast, unspecified; an IPv4 address carried in IPv6,
+mapped, behind NAT64's well-known prefix or 6to4, is judged as the IPv4 one: `is_public`), and connects to the
+addresses it checked, in order (no second look-up to rebind): the request's URL carries that address, its
+`Host` header and TLS server name (`sni_hostname`) the name, so the certificate is still verified against the
+name.
 
 A host written as an address on the allow-list (`127.0.0.1:8000`) was named by the operator: it is reached
 whatever it is, as is every address of `private` (networks, for an intranet the operator means to allow).
@@ -40,9 +41,25 @@ def _literal(host: str) -> Address | None:
         return None
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+"""The well-known NAT64 prefix (RFC 6052): the last 32 bits are an IPv4 address a NAT64 gateway connects to."""
+NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+"""The local-use NAT64 prefix (RFC 8215): the operator's own translator, where the IPv4 part sits is its choice."""
+
+
 def is_public(address: Address) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """A global unicast address. An IPv6 address that carries an IPv4 one (mapped, NAT64's well-known prefix, 6to4)
+    is judged as that IPv4 address: a network with a NAT64 gateway (IPv6-only clouds, with DNS64) connects
+    64:ff9b::a00:5 to 10.0.0.5; an IPv6 address reserved by the IETF (IPv4-compatible `::a.b.c.d` included) or
+    of the local-use NAT64 prefix is not public."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address in NAT64:
+            return is_public(ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF))
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is not None:
+            return is_public(embedded)
+        if address.is_reserved or address in NAT64_LOCAL:
+            return False
     return address.is_global and not address.is_multicast
 
 
