@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import anthropic
 import httpx
+import openai
 import pytest
 
 from aigrid.errors import InvalidRequest
-from aigrid.gateway.app import Gateway
+from aigrid.gateway.app import Gateway, build_app
+from tests.gateway.sdk_clients import anthropic_client, openai_client
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -60,7 +63,28 @@ async def test_body_too_large(client: httpx.AsyncClient) -> None:
 
 async def test_unknown_route_and_method(client: httpx.AsyncClient) -> None:
     assert_envelope(await client.get("/v1/nothing"), 404, "not_found")
-    assert_envelope(await client.get("/v1/chat/completions"), 405, "method_not_allowed")
+    err = assert_envelope(await client.get("/v1/chat/completions"), 404, "not_found")  # a method it does not take
+    assert err["message"] == "GET /v1/chat/completions is not served by this gateway (this path takes POST)"
+    r = await client.get("/v1/messages")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"  # Anthropic's envelope
+
+
+async def test_sdk_methods_not_served_are_the_sdks_not_found(gateway: Gateway) -> None:
+    """SDK methods whose path the gateway serves with other methods: a 405 was the SDKs' bare APIStatusError."""
+    app = build_app(gateway)
+    oai, claude = openai_client(app), anthropic_client(app)
+    try:
+        calls = [lambda: oai.models.delete("smollm2-135m"), lambda: oai.chat.completions.list(),
+                 lambda: oai.responses.compact(model="smollm2-135m"), lambda: oai.images.generate(prompt="a cat")]
+        for call in calls:
+            with pytest.raises(openai.NotFoundError) as not_found:
+                await call()
+            assert not_found.value.body["code"] == "not_found", not_found.value.body  # type: ignore[index]
+        with pytest.raises(anthropic.NotFoundError):
+            await claude.get("/v1/messages", cast_to=object)
+    finally:
+        await oai.close()
+        await claude.close()
 
 
 async def test_residency_header_cannot_widen_tenant(client: httpx.AsyncClient) -> None:

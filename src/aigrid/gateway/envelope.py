@@ -22,6 +22,8 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
 _ANTHROPIC_STATUS = {502: 500, 503: 529}
 """Anthropic has no 502 or 503: an upstream failure is its api_error (500), no eligible site its overload."""
 _HTTP_TYPES = {404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
+API_PREFIX = "/v1/"
+"""The API's paths, where a method a path does not take is a 404 (http_error_handler)."""
 
 
 def error_response(err: ApiError) -> Response:
@@ -104,13 +106,24 @@ def _anthropic(request: Request) -> bool:
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
+    """A route this gateway does not serve. Under /v1/ a method a path does not take (Starlette's 405) is
+    answered as the 404 of a path not served: the SDKs have no class for a 405 (a bare `APIStatusError`), and
+    every such call is an SDK method aigrid does not serve (`client.models.delete`,
+    `client.chat.completions.list`, `client.responses.compact`), which they should see as the `NotFoundError`
+    an unknown path is. Elsewhere (the dashboard) a 405 stays a 405."""
     assert isinstance(exc, HTTPException)
-    typ, code = _HTTP_TYPES.get(exc.status_code, ("invalid_request_error", "http_error"))
+    not_served = exc.status_code == 405 and request.url.path.startswith(API_PREFIX)
+    status = 404 if not_served else exc.status_code
+    typ, code = _HTTP_TYPES.get(status, ("invalid_request_error", "http_error"))
     message = f"{exc.detail}: {request.method} {request.url.path}"
+    if not_served:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = (f"{request.method} {request.url.path} is not served by this gateway"
+                   + (f" (this path takes {allowed})" if allowed else ""))
     body: dict[str, object] = {"error": {"message": message, "type": typ, "param": None, "code": code}}
     if _anthropic(request):
-        return anthropic_error(exc.status_code, message)
-    return Response(orjson.dumps(body), status_code=exc.status_code, media_type="application/json")
+        return anthropic_error(status, message)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
