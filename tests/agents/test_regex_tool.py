@@ -80,8 +80,14 @@ async def test_output_is_bounded() -> None:
     r"(?:[ab]{1000}){1000}",        # 0.45 s
     r"((a{1000}){1000}){1000}",     # grows until the kernel kills the process
     r"(?:a{65535}){65535}",
-    r"(?x)(?:a{1000}) # a comment\n {1000}",  # verbose: the repeat is the group's, past a comment
+    "(?x)(?:a{1000}) # a comment\n {1000}",  # verbose: the repeat is the group's, past a comment
     "a{9999}" * 3,
+    r"(?:a{1000,}){1000}",           # the least count is written out
+    r"((a|b){1000}){1000}",          # 0.98 s and 800 MB
+    r"(?#[)(?:a{1000}){1000}]",      # what a scan of the text took for a class is a comment
+    "(?x)#[\n(?:a{1000}){1000}]",    # ... a verbose comment
+    r"(?V1)(?:a{1000}[[b](]){1000}",  # a nested set holding a (
+    r"(?:a{1000}[[:alpha:](]){1000}",  # a POSIX class holding one
 ])
 async def test_a_pattern_whose_repeats_would_be_written_out_huge_is_refused_before_it_is_compiled(pattern: str) -> None:
     from aigrid.agents.regex_tool import MAX_EXPANSION, expansion
@@ -102,6 +108,9 @@ async def test_a_pattern_whose_repeats_would_be_written_out_huge_is_refused_befo
     (r"[]{}]{2}", "x{}", "['{}']"),
     (r"a{,2}b{2,}", "aabbb", "['aabbb']"),
     (r"x{1000}", "x" * 1000, "['" + "x" * 1000 + "']"),
+    (r"(?:\w{1,100}\s?){1,50}", "a few words", "['a few words']"),  # ranges from 0 or 1 write nothing out
+    (r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", "id 123e4567-e89b-12d3-a456-426614174000",
+     "['123e4567-e89b-12d3-a456-426614174000']"),
 ])
 async def test_ordinary_counted_repeats_still_run(pattern: str, text: str, found: str) -> None:
     from aigrid.agents.regex_tool import MAX_EXPANSION, expansion

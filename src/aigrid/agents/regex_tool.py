@@ -8,8 +8,9 @@ pattern is stopped at the deadline. Pattern, text and output are all bounded.
 Compiling is not: the `regex` package writes a counted repeat out in full (`a{1000}` is a string of 1,000
 characters, about 280 bytes of memory each), nested ones multiplied, on the event loop, with no timeout:
 `((a{100}){100}){100}` took 0.36 s and 290 MB, and `((a{1000}){1000}){1000}` (24 characters) grows until the
-kernel kills the process. So a pattern whose repeats could write out more than MAX_EXPANSION items
-(`expansion`, an upper bound read from the pattern's text) is refused before it is compiled.
+kernel kills the process. So a pattern whose repeats would write out more than MAX_EXPANSION items is refused
+before it is compiled (`expansion`: the package's own parse of the pattern, which writes nothing out, walked for
+its repeats; a scan of the pattern's text, tried first, was fooled by a `[` in a comment or a nested set).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import regex
+from regex import _regex_core as _core  # the package's parser: `expansion`
 
 from aigrid.agents.tool import ToolContext, ToolError, require_str
 from aigrid.security.firewall.texts import Source
@@ -68,10 +70,10 @@ class RegexTool:
             if f not in FLAGS:
                 raise ToolError(f"unknown flag {f!r} (allowed: imsx)")
             flags |= FLAGS[f]
-        if expansion(pattern) > MAX_EXPANSION:
-            raise ToolError(f"the pattern's counted repeats are too large (more than {MAX_EXPANSION} items written "
-                            "out, nested repeats multiplied); use smaller counts or * and +")
         try:
+            if expansion(pattern, flags) > MAX_EXPANSION:
+                raise ToolError(f"the pattern's counted repeats are too large (more than {MAX_EXPANSION} items written "
+                                "out, nested repeats multiplied); use smaller counts or * and +")
             compiled = regex.compile(pattern, flags)
         except (regex.error, OverflowError, RecursionError) as e:
             raise ToolError(f"invalid pattern: {e}") from e
@@ -104,57 +106,32 @@ class RegexTool:
         return _clip(f"{len(found)} matches: {found!r}" if found else "no match")
 
 
-_COUNT = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
-_BRACED_ESCAPES = frozenset("pPNxuUg")
+def expansion(pattern: str, flags: int = 0) -> int:
+    """How many items compiling `pattern` writes its repeats out to: a repeat's least count (`a{1000,}` writes
+    1,000 copies, `a{0,1000}` none) times what it repeats, nested repeats multiplied, alternatives added. Read
+    from the `regex` package's own parse (what its compile does before it writes anything out, so classes,
+    comments, verbose mode and versions are read exactly as it reads them); regex.error for a pattern it refuses."""
+    global_flags = flags
+    while True:  # as regex._main._compile: a flag set inside the pattern for all of it parses it again
+        source = _core.Source(pattern)
+        info = _core.Info(global_flags, source.char_type, {})
+        source.ignore_space = bool(info.flags & regex.VERBOSE)
+        source.use_unicode_space(bool(info.flags & regex.VERSION1))
+        try:
+            return _items(_core._parse_pattern(source, info))
+        except _core._UnscopedFlagSet:
+            global_flags = info.global_flags
 
 
-def expansion(pattern: str) -> int:
-    """An upper bound of the items `pattern` is written out to when compiled: each character, escape or class
-    counts 1, a group the sum of its contents (its alternatives added, not the larger taken), and a counted
-    repeat `{m}`, `{m,n}`, `{m,}` multiplies by its largest number the largest item since the previous repeat
-    (the item it repeats is among them: whitespace and comments of verbose mode in between count as items too).
-    Read from the text alone, never parsed by `regex`; a class ends at its first `]` (nested sets of version 1
-    end later, so what follows is counted and the bound only grows)."""
-    stack: list[list[int]] = [[0, 0]]  # per open group: [its total so far, the largest item since a repeat]
-    i, n = 0, len(pattern)
-    while i < n:
-        c, size = pattern[i], 1
-        if c == "\\":
-            i += 2
-            if i - 1 < n and pattern[i - 1] in _BRACED_ESCAPES and pattern.startswith("{", i):
-                close = pattern.find("}", i)
-                i = n if close < 0 else close + 1
-        elif c == "[":
-            j = i + 1 + pattern.startswith("^", i + 1)
-            j += pattern.startswith("]", j)  # a ] first in a class is the character
-            while j < n and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            i = j + 1
-        elif c == "(":
-            stack.append([0, 0])
-            i += 1
-            continue
-        elif c == ")" and len(stack) > 1:
-            size = max(1, stack.pop()[0])
-            i += 1
-        elif c == "{" and (m := _COUNT.match(pattern, i)) and (m.group(1) or m.group(2)):
-            count = max(int(m.group(1) or 0), int(m.group(2) or 0))
-            top = stack[-1]
-            top[0] += top[1] * max(count - 1, 0)
-            top[1] = 0
-            i = m.end()
-            if top[0] > MAX_EXPANSION:  # big enough to refuse: no need to read on (nor to multiply huge numbers)
-                return top[0]
-            continue
-        else:
-            i += 1
-        top = stack[-1]
-        top[0] += size
-        top[1] = max(top[1], size)
-    while len(stack) > 1:  # groups left open (the pattern does not compile): count them anyway
-        size = stack.pop()[0]
-        stack[-1][0] += size
-    return stack[0][0]
+def _items(node: Any) -> int:
+    if isinstance(node, _core.SetBase):  # a class is one item, whatever its members
+        return 1
+    parts = [getattr(node, name, None) for name in ("subpattern", "yes_item", "no_item")]
+    parts = [p for p in parts if p is not None] + [*(getattr(node, "items", None) or ()),
+                                                      *(getattr(node, "branches", None) or ())]
+    inner = sum(map(_items, parts)) if parts else 1
+    least = getattr(node, "min_count", None)  # a repeat (greedy, lazy, possessive)
+    return inner * least if isinstance(least, int) and least > 1 else inner
 
 
 def _clip(s: str) -> str:
