@@ -87,6 +87,27 @@ async def test_sdk_methods_not_served_are_the_sdks_not_found(gateway: Gateway) -
         await claude.close()
 
 
+async def test_the_anthropic_sdk_gets_anthropics_envelope_on_every_route(gateway: Gateway) -> None:
+    """Its `client.models` and a path not served answered in OpenAI's envelope (error.type
+    `invalid_request_error` on a 404, no top-level `type`); the OpenAI SDK on the same paths keeps OpenAI's."""
+    app = build_app(gateway)
+    oai, claude = openai_client(app), anthropic_client(app)
+    try:
+        with pytest.raises(anthropic.NotFoundError) as model:
+            await claude.models.retrieve("llama-9b")
+        with pytest.raises(anthropic.NotFoundError) as skills:
+            await claude.beta.skills.list()
+        for err in (model.value, skills.value):
+            assert err.body["type"] == "error" and err.body["error"]["type"] == "not_found_error", err.body  # type: ignore[index]
+        assert "Available: smollm2-135m" in model.value.body["error"]["message"]  # type: ignore[index]
+        with pytest.raises(openai.NotFoundError) as openai_model:
+            await oai.models.retrieve("llama-9b")
+        assert openai_model.value.body["code"] == "model_not_found"  # type: ignore[index]
+    finally:
+        await oai.close()
+        await claude.close()
+
+
 async def test_residency_header_cannot_widen_tenant(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/chat/completions", json=CHAT,
                           headers={"x-aigrid-tenant": "eu-bank", "x-aigrid-residency": "US"})

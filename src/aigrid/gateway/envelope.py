@@ -1,6 +1,7 @@
 """The error envelopes, and the one place where errors become HTTP responses: OpenAI's
 {"error": {"message", "type", "param", "code"}} everywhere, except Anthropic's
-{"type": "error", "error": {"type", "message"}} (with Anthropic's status codes) under /v1/messages."""
+{"type": "error", "error": {"type", "message"}} (with Anthropic's status codes) under /v1/messages and to a
+caller that sends `anthropic-version` (the Anthropic SDKs, on every route)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from aigrid.errors import ApiError, InvalidRequest
 
 log = logging.getLogger("aigrid.gateway")
 ANTHROPIC_PREFIX = "/v1/messages"
+ANTHROPIC_VERSION = "anthropic-version"
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                     404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
                     529: "overloaded_error"}
@@ -101,8 +103,10 @@ async def api_error_handler(request: Request, exc: Exception, request_id: str | 
 
 
 def _anthropic(request: Request) -> bool:
-    """Anthropic's Messages API answers its errors in Anthropic's shape (messages_api.py)."""
-    return request.url.path.startswith(ANTHROPIC_PREFIX)
+    """Anthropic's Messages API answers its errors in Anthropic's shape (messages_api.py), and so does every
+    route to a caller that says it speaks Anthropic's API (the Anthropic SDKs send `anthropic-version` on every
+    call): its `client.models`, a path not served (`client.beta.skills`) or its `client.files`."""
+    return request.url.path.startswith(ANTHROPIC_PREFIX) or ANTHROPIC_VERSION in request.headers
 
 
 async def http_error_handler(request: Request, exc: Exception) -> Response:
