@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -38,7 +39,7 @@ from aigrid.security.principal import Scopes
 from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec, QuotaSpec, SecuritySpec
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in, trickled
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.sdk_clients import openai_client
+from tests.gateway.sdk_clients import anthropic_client, openai_client
 
 MODEL = "smollm2-135m"
 CHAT = "/v1/chat/completions"
@@ -371,6 +372,26 @@ async def test_another_tenant_sees_nothing(gw: Gateway) -> None:
     assert gw.batches is not None
     theirs = await gw.batches.files.get("eu-bank", g.id)
     assert theirs is not None and theirs.path.startswith("eu-bank/")
+
+
+async def test_anthropics_files_api_is_a_404_and_never_shows_the_batch_files(gw: Gateway) -> None:
+    """The Anthropic SDK's client.files on the same paths listed OpenAI's batch files (without Anthropic's
+    size_bytes or mime_type), downloaded them, and asked an upload for a purpose."""
+    oai, _ = clients(gw)
+    f = await oai.files.create(file=("r.jsonl", jsonl(line("a", "hi"))), purpose="batch")
+    claude = anthropic_client(build_app(gw)).with_options(default_headers=TENANT)
+    try:
+        calls = [lambda: claude.files.list(), lambda: claude.beta.files.list(), lambda: claude.files.download(f.id),
+                 lambda: claude.files.retrieve_metadata(f.id), lambda: claude.files.delete(f.id),
+                 lambda: claude.files.upload(file=("notes.txt", b"hello", "text/plain"))]
+        for call in calls:
+            with pytest.raises(anthropic.NotFoundError) as not_found:
+                await call()
+            assert not_found.value.body["error"]["type"] == "not_found_error"  # type: ignore[index]
+            assert "Anthropic's Files API is not served" in not_found.value.message
+    finally:
+        await claude.close()
+    assert [x.id for x in (await oai.files.list()).data] == [f.id]  # kept, and still the OpenAI SDK's
 
 
 async def test_an_unfinished_batch_keeps_its_input(gw: Gateway, engines: dict[str, Gated]) -> None:

@@ -7,6 +7,8 @@ Only `purpose: batch` is accepted (a batch's input, JSONL); the batches' results
 before the rest is read. Files live on the local disk of the machine running the gateway (file_store.py;
 docs/batches.md, "Where files live"). Every route is authenticated, tenant-scoped (another tenant's file is a
 404) and audited (routes.Audited: one record with the route, tenant and outcome; ids and sizes, never content).
+Anthropic's Files API, on the same paths, is not served: a caller that sends `anthropic-version` (the Anthropic
+SDK's `client.files`) gets Anthropic's 404 `not_found_error`, never OpenAI's batch files.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from starlette.types import Message, Receive
 from aigrid.errors import InvalidRequest, NotFound, RequestTimeout
 from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
+from aigrid.gateway.envelope import ANTHROPIC_VERSION
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore, StoredFile
 from aigrid.gateway.numbers import plain_int
@@ -80,7 +83,11 @@ class FilesApi:
                 audited("GET", content, self.content)]
 
     async def _caller(self, request: Request, ex: Exchange, *, heavy: bool = False) -> Principal:
-        return (await authenticate(self.gw, request, ex, heavy=heavy))[0]
+        principal = (await authenticate(self.gw, request, ex, heavy=heavy))[0]
+        if ANTHROPIC_VERSION in request.headers:  # the Anthropic SDK's client.files / client.beta.files
+            raise NotFound("Anthropic's Files API is not served by this gateway: /v1/files holds OpenAI's Batch "
+                           "API files (send a Message Batch its requests inline, client.messages.batches.create)")
+        return principal
 
     async def upload(self, request: Request, ex: Exchange) -> Response:
         tenant = (await self._caller(request, ex)).tenant
