@@ -64,6 +64,7 @@ async def test_the_classic_evil_pattern_is_stopped_at_the_deadline() -> None:
     {"pattern": "(", "text": "x"}, {"pattern": "a" * 600, "text": "x"}, {"pattern": "a", "text": "x" * (MAX_TEXT + 1)},
     {"pattern": "a", "text": "a", "mode": "exec"}, {"pattern": "a", "text": "a", "flags": "L"},
     {"pattern": "(a)", "text": "a", "mode": "sub", "replacement": r"\9"}, {"text": "a"},
+    {"pattern": "(?V0)(?V1)a", "text": "a"}, {"pattern": "(?au)a", "text": "a"},  # flags that conflict: a ValueError
 ])
 async def test_bad_input_is_refused(args: dict) -> None:
     with pytest.raises(ToolError):

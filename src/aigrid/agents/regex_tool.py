@@ -75,7 +75,7 @@ class RegexTool:
                 raise ToolError(f"the pattern's counted repeats are too large (more than {MAX_EXPANSION} items written "
                                 "out, nested repeats multiplied); use smaller counts or * and +")
             compiled = regex.compile(pattern, flags)
-        except (regex.error, OverflowError, RecursionError) as e:
+        except (regex.error, ValueError, OverflowError, RecursionError) as e:  # ValueError: flags that conflict
             raise ToolError(f"invalid pattern: {e}") from e
         try:
             return await asyncio.to_thread(self._apply, compiled, mode, text, replacement)
