@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from aigrid.agents.graph import ShortestPath, graph_from_edges
@@ -9,6 +10,7 @@ from aigrid.agents.tool import NO_CONTEXT, ToolError
 
 RAIL = graph_from_edges([["Paris", "Lyon", 465], ["Paris", "Frankfurt", 570], ["Lyon", "Zurich", 410],
                          ["Zurich", "Frankfurt", 400], ["Lyon", "Milan", 440], ["Oslo", "Bergen", 490]])
+DEEP = orjson.loads("[" * 1_000 + "]" * 1_000)  # a model's arguments, as the loop reads them (orjson: 1,024 levels)
 
 
 async def test_registered_graph_and_schema_enum() -> None:
@@ -31,6 +33,8 @@ async def test_inline_edges() -> None:
     {"source": "a", "target": "b", "edges": [["a", "b", float("nan")]]},
     {"source": "a", "target": "b", "edges": [["a"]]},
     {"source": "a", "target": "b", "edges": [["a", "b"]] * 10_001},
+    {"source": "a", "target": "b", "edges": [[DEEP, "b", 1]]},  # was a RecursionError: "failed unexpectedly"
+    {"source": "a", "target": "b", "edges": [["a", {"name": "b"}, 1]]},
 ])
 async def test_bad_input_is_refused(args: dict) -> None:
     with pytest.raises(ToolError):

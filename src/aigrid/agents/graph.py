@@ -31,6 +31,8 @@ def graph_from_edges(edges: Iterable[Edge]) -> nx.Graph:
     for i, row in enumerate(edges):
         if not isinstance(row, list | tuple) or len(row) not in (2, 3):
             raise ToolError(f"edge {i} must be [a, b] or [a, b, weight]")
+        if not all(isinstance(node, str | int | float) for node in row[:2]):  # str() of a list nested 1,000 deep
+            raise ToolError(f"edge {i}: a node is named by a string or a number")  # is a RecursionError
         a, b = str(row[0]), str(row[1])
         w = row[2] if len(row) == 3 else 1
         if isinstance(w, bool) or not isinstance(w, int | float) or not w >= 0 or w == float("inf"):
