@@ -13,6 +13,7 @@ import anthropic
 import httpx
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.front_door import DOCUMENT_IN_TOOL_RESULT, IMAGE_IN_TOOL_RESULT
@@ -50,6 +51,40 @@ async def test_a_message_is_served_by_the_pipeline_and_answered_as_an_anthropic_
     sent = fakes["fra-smollm2"].received[-1]
     assert sent["messages"] == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
     assert sent["stop"] == ["END"] and sent["user"] == "u-1" and sent["max_tokens"] == 32
+
+
+class Person(BaseModel):
+    name: str
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_structured_output_is_the_engines_json_schema_and_the_sdks_parse_reads_it(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], stream: bool) -> None:
+    """`output_config.format` (the SDK's messages.parse(output_format=...)) was ignored: free text came back."""
+    fakes["fra-smollm2"].words = ('{"name": ', '"Ada"}')
+    ask = {"model": "smollm2-135m", "max_tokens": 32, "messages": [{"role": "user", "content": "Who?"}],
+           "output_format": Person, "extra_headers": FRANKFURT}
+    if stream:
+        async with claude.messages.stream(**ask) as s:  # type: ignore[arg-type]
+            parsed = (await s.get_final_message()).parsed_output
+    else:
+        parsed = (await claude.messages.parse(**ask)).parsed_output  # type: ignore[arg-type]
+    assert parsed == Person(name="Ada")
+    sent = fakes["fra-smollm2"].received[-1]["response_format"]
+    assert sent["type"] == "json_schema" and sent["json_schema"]["schema"]["required"] == ["name"]
+    beta = await claude.beta.messages.create(model="smollm2-135m", max_tokens=32, extra_headers=FRANKFURT,
+                                             messages=[{"role": "user", "content": "Who?"}],
+                                             extra_body={"output_format": {"type": "json_schema",
+                                                                           "schema": {"type": "object"}}})
+    assert beta.content[0].text == '{"name": "Ada"}'  # type: ignore[union-attr]
+    assert fakes["fra-smollm2"].received[-1]["response_format"]["json_schema"]["schema"] == {"type": "object"}
+    with pytest.raises(anthropic.BadRequestError, match="output_config.format or output_format"):
+        await claude.messages.create(model="smollm2-135m", max_tokens=8, messages=[{"role": "user", "content": "x"}],
+                                     output_config={"format": {"type": "json_schema", "schema": {}}},
+                                     extra_body={"output_format": {"type": "json_schema", "schema": {}}})
+    with pytest.raises(anthropic.BadRequestError, match="output_config.format.type"):
+        await claude.messages.create(model="smollm2-135m", max_tokens=8, messages=[{"role": "user", "content": "x"}],
+                                     output_config={"format": {"type": "xml"}})  # type: ignore[typeddict-item]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -130,6 +130,17 @@ class Metadata(_Open):
     user_id: str | None = Field(default=None, max_length=256)
 
 
+class JsonOutputFormat(_Open):
+    """Anthropic's structured output (`output_config.format`, or the beta's top-level `output_format`): the
+    answer is JSON valid under `schema` (served as chat `response_format` json_schema: the engine's grammar)."""
+    type: Literal["json_schema"]
+    json_schema: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Open):
+    format: JsonOutputFormat | None = None
+
+
 class CountTokensRequest(_Open):
     model: str = Field(min_length=1, max_length=256)
     messages: list[MessageParam] = Field(min_length=1)
@@ -155,3 +166,5 @@ class MessagesRequest(CountTokensRequest):
     top_p: float | None = Field(default=None, ge=0, le=1)
     top_k: int | None = Field(default=None, ge=0)
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
+    output_format: JsonOutputFormat | None = None
