@@ -248,3 +248,28 @@ async def test_a_tool_past_its_timeout_is_an_error_result_and_a_warning(caplog: 
                                LoopConfig(tool_timeout_s=0.05), 0, 0.0, lambda: 0.0)
     assert not step.ok and step.result == "error: the tool did not finish within 0.05s"
     assert [r.getMessage() for r in caplog.records] == ["server-side tool stalled did not finish within 0.05s"]
+
+
+DEEP_ARGUMENTS = '{"expression": "1+1", "x": ' + "[" * 300 + "]" * 300 + "}"
+"""A model's arguments nested 301 levels: orjson reads them (1,024) but writes at most 254."""
+
+
+@pytest.mark.parametrize("mode", ["native", "constrained"])
+async def test_arguments_nested_deeper_than_can_be_written_again_are_a_bad_call(mode: str) -> None:
+    """They were taken as a dict and written out again (the client's answer, the next turn's JSON): orjson's
+    TypeError failed the attempt as the engine's failure (counted against its circuit, the whole loop run again at
+    the next candidate)."""
+    from aigrid.agents.reply import completion
+
+    if mode == "native":
+        first = {"tool_calls": [{"name": "calculator", "arguments": orjson.Fragment(DEEP_ARGUMENTS.encode())}]}
+    else:
+        first = {"content": '{"tool": "calculator", "arguments": ' + DEEP_ARGUMENTS + "}"}
+    engine = ScriptedEngine([first, answer("2") if mode == "constrained" else {"content": "2"}])
+    evs = await events(engine, chat(CALC, aigrid_tool_mode=mode))
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and fin.content == "2" and len(engine.received) == 2
+    (step,) = fin.steps
+    assert not step.ok and step.result == "error: the arguments are not a JSON object (of at most 128 levels)"
+    assert isinstance(step.arguments, str)
+    orjson.dumps(completion(fin, "m", created=0, response_id="r"))  # the client's answer can be written

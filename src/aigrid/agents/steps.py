@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from aigrid.agents.answer_stream import AnswerStream
+from aigrid.json_depth import MAX_DEPTH, too_deep
 
 MAX_ANSWER_CHARS = 2_000
 
@@ -127,7 +128,7 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
             for tc in m["tool_calls"]:
                 fn = tc.get("function", {})
                 names[tc.get("id", "")] = fn.get("name", "tool")
-                args = _json_object(fn.get("arguments", "{}")) or {}
+                args = _shallow(_json_object(fn.get("arguments", "{}"))) or {}
                 out.append({"role": "assistant",
                             "content": orjson.dumps({"tool": fn.get("name"), "arguments": args}).decode()})
         elif role in ("tool", "function"):
@@ -149,6 +150,12 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _shallow(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    """`value`, unless it nests deeper than json_depth.MAX_DEPTH: a model's arguments are written out again as JSON
+    (the client's `aigrid_steps`, the next constrained turn), and orjson writes at most 254 levels."""
+    return value if value is None or too_deep(value) is None else None
+
+
 def _json_object(raw: str) -> dict[str, Any] | None:
     try:
         value = orjson.loads(raw) if raw.strip() else {}
@@ -157,6 +164,7 @@ def _json_object(raw: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+NOT_AN_OBJECT = f"the arguments are not a JSON object (of at most {MAX_DEPTH} levels)"
 CUT_OFF = "the reply was cut off (max_tokens)"
 """The error of a constrained turn's tool call that max_tokens ended before its JSON did (the loop ends there)."""
 
@@ -166,10 +174,9 @@ def parse_turn(turn: Turn, native_calls: Sequence[Mapping[str, Any]], constraine
     {"answer": ...} object becomes the turn's content."""
     for nc in native_calls:
         raw = str(nc.get("arguments") or "")
-        args = _json_object(raw)
+        args = _shallow(_json_object(raw))
         turn.calls.append(Call(id=str(nc.get("id") or new_call_id()), name=str(nc.get("name") or ""),
-                               arguments=args, raw_arguments=raw,
-                               error=None if args is not None else "the arguments are not a JSON object"))
+                               arguments=args, raw_arguments=raw, error=None if args is not None else NOT_AN_OBJECT))
     if turn.calls or not constrained:
         return turn
     obj = _json_object(turn.content)
@@ -181,11 +188,13 @@ def parse_turn(turn: Turn, native_calls: Sequence[Mapping[str, Any]], constraine
         elif turn.finish_reason == "length":
             turn.calls.append(Call(new_call_id(), "", None, turn.content, CUT_OFF))
         return turn  # else not JSON: an engine that ignored the schema; the text is the answer
-    if "tool" in obj:
+    if too_deep(obj) is not None:  # a tool's arguments, or an answer, nested past what is written out again
+        name = obj.get("tool")
+        turn.calls.append(Call(new_call_id(), name if isinstance(name, str) else "", None, "", NOT_AN_OBJECT))
+    elif "tool" in obj:
         args = obj.get("arguments")
         turn.calls.append(Call(new_call_id(), str(obj["tool"]), args if isinstance(args, dict) else None,
-                               orjson.dumps(args).decode(),
-                               None if isinstance(args, dict) else "the arguments are not a JSON object"))
+                               orjson.dumps(args).decode(), None if isinstance(args, dict) else NOT_AN_OBJECT))
     elif "answer" in obj:
         turn.content = str(obj["answer"])
     return turn
