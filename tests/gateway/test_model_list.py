@@ -21,6 +21,10 @@ async def test_both_sdks_retrieve_a_model_and_an_unknown_one_is_their_not_found(
         assert listed == ["smollm2-135m", "auto", "all-minilm-l6-v2"]
         info = await claude.models.retrieve("auto")
         assert (info.id, info.type) == ("auto", "model")
+        for raw in (await claude.models.with_raw_response.list()).http_response.json()["data"]:
+            anthropic.types.ModelInfo.model_validate(raw)  # strictly: `lifecycle` is required, was missing
+        chat = await claude.models.retrieve("smollm2-135m")
+        assert (chat.lifecycle, chat.max_input_tokens, chat.max_tokens) == ("active", 8192, 4096)
         embedding = await oai.models.retrieve("sentence-transformers/all-MiniLM-L6-v2")  # an alias: its model
         assert embedding.id == "all-minilm-l6-v2"
         with pytest.raises(openai.NotFoundError) as missing:

@@ -1,7 +1,8 @@
 """GET /v1/models: every model the gateway serves, with its kind (chat, or embedding), in one list that both
 the OpenAI SDKs (`id`, `object`, `created`, `owned_by`) and the Anthropic SDKs (`type`, `display_name`,
-`created_at`, `has_more`, `first_id`, `last_id`) read; GET /v1/models/{id}: one of them (both SDKs'
-`models.retrieve`). A caller sees the models its key may use (`Scopes.allows_model`)."""
+`created_at`, `lifecycle`, `max_input_tokens`, `max_tokens`, `has_more`, `first_id`, `last_id`) read;
+GET /v1/models/{id}: one of them (both SDKs' `models.retrieve`). A caller sees the models its key may use
+(`Scopes.allows_model`)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ EPOCH = "1970-01-01T00:00:00Z"
 
 
 def _entry(model_id: str, kind: str, **extra: Any) -> dict[str, Any]:
+    """`lifecycle` is required in Anthropic's ModelInfo (the SDK left it None: a strict read refused it)."""
     return {"id": model_id, "object": "model", "created": 0, "owned_by": "aigrid", "type": "model",
-            "display_name": model_id, "created_at": EPOCH, "kind": kind, **extra}
+            "display_name": model_id, "created_at": EPOCH, "lifecycle": "active", "kind": kind, **extra}
 
 
 def model_list(spec: GridSpec, embedders: Mapping[str, Embedder], scopes: Scopes = ANYONE) -> dict[str, Any]:
@@ -40,9 +42,10 @@ def find_model(spec: GridSpec, embedders: Mapping[str, Embedder], model_id: str,
 
 
 def _entries(spec: GridSpec, embedders: Mapping[str, Embedder]) -> list[dict[str, Any]]:
-    data = [_entry(name, "chat", family=m.family, params_b=m.params_b, max_input_tokens=m.context)
-            for name, m in spec.models.items()]
-    data.append(_entry("auto", "chat", display_name="auto (the router picks the model)"))
+    limit = spec.gateway.max_output_tokens  # a larger max_tokens is a 400
+    data = [_entry(name, "chat", family=m.family, params_b=m.params_b, max_input_tokens=m.context,
+                   max_tokens=min(limit, m.context)) for name, m in spec.models.items()]
+    data.append(_entry("auto", "chat", display_name="auto (the router picks the model)", max_tokens=limit))
     aliases: dict[str, list[str]] = {}
     for alias, embedder in embedders.items():
         aliases.setdefault(embedder.model, []).append(alias)
