@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +36,7 @@ from aigrid.errors import (
     RETRY_WAIT_MAX_S,
     ApiError,
     EngineError,
+    EngineStreamBroken,
     EngineUnavailable,
     UpstreamFailed,
     retry_after_s,
@@ -55,7 +56,7 @@ from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay, completion_ids
 from aigrid.gateway.relay_response import CLIENT_GONE, RelayResponse
 from aigrid.gateway.schemas import output_limit
-from aigrid.gateway.usage import answer_usage
+from aigrid.gateway.usage import BYTES_PER_TOKEN, NotAnAnswer, whole_answer
 from aigrid.logs import fields
 from aigrid.telemetry.store import TelemetryStore
 
@@ -239,7 +240,7 @@ class Proxy:
             return RelayResponse(StreamRelay(self, path, body, opened, spare, record, output),
                                  opened.upstream.status, headers)
         try:
-            rest = b"".join([chunk async for chunk in opened.upstream.body])
+            rest = await _read_whole(opened.upstream.body, self.most_bytes(cand, record) if wrap is None else None)
         except Exception as e:  # engine errors and anything else: release the engine, say why, never leak
             if not isinstance(e, EngineError):
                 log.warning("endpoint %s: unexpected error while reading the answer", cand.endpoint_id,
@@ -253,24 +254,60 @@ class Proxy:
             self.finish(cand, record, 499, None)
             raise
         await opened.stack.aclose()
-        answer, status = opened.first + rest, opened.upstream.status
+        answer, status, usage = opened.first + rest, opened.upstream.status, None
+        if status < 400:
+            answer, usage = await self._whole(opened, record, answer)
         if escalate is not None and status < 400:
-            return await self._escalated(path, body, decision, record, escalate, cand, status, answer, headers,
+            return await self._escalated(path, body, decision, record, escalate, cand, status, answer, usage, headers,
                                          self._clock() - opened.sent_at, redact_answer)
         if redact_answer is not None and status < 400:
             answer = redact_answer(answer)
         if path.rstrip("/") == COMPLETIONS_PATH:
             answer = completion_ids(answer)
-        record.usage = self.finish(cand, record, status, answer_usage(answer) if status < 400 else None)
+        record.usage = self.finish(cand, record, status, usage)
         return Response(answer, status_code=status, headers=headers)
 
+    async def _whole(self, opened: Opened, record: DecisionRecord, answer: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        """A 2xx whole answer and its usage (usage.whole_answer); one that is not a completion fails the attempt, the
+        engine charged a failure (its answer read, no other candidate is asked): UpstreamFailed, a 502."""
+        cand = opened.cand
+        try:
+            answer, usage, dropped = whole_answer(answer, self.most_tokens(cand, record))
+        except NotAnAnswer as e:
+            await self.abandon(opened, record, f"answered HTTP {opened.upstream.status} with what is not a completion: {e}")
+            record.status = "failed"
+            raise UpstreamFailed(f"{cand.endpoint_id} answered with what is not a completion ({e})",
+                                 headers={"x-aigrid-decision": record.decision.request_id}) from e
+        if dropped is not None:
+            self._untrusted_usage(cand, record, dropped)
+        return answer, usage
+
+    def _untrusted_usage(self, cand: Candidate, record: DecisionRecord, why: str) -> None:
+        log.warning("endpoint %s reported token counts that cannot be charged (%s): its count taken as unknown",
+                    cand.endpoint_id, why, extra=fields(endpoint=cand.endpoint_id, decision=record.decision.request_id,
+                                                        reason=why))
+
+    def most_tokens(self, cand: Candidate, record: DecisionRecord) -> int | None:
+        """The most tokens an answer of `cand` can count: its model's context for each of its engine requests (None:
+        the context is not known)."""
+        context = self._contexts.get(cand.endpoint_id)
+        return None if context is None else context * max(record.width, 1)
+
+    def most_bytes(self, cand: Candidate, record: DecisionRecord) -> int:
+        """The most bytes a whole answer of `cand` can be (usage.BYTES_PER_TOKEN a token of its contexts; at least
+        1 MiB); more is an engine that does not stop, read no further (it held the gateway's memory unbounded)."""
+        most = self.most_tokens(cand, record)
+        return WHOLE_MAX_BYTES if most is None else max(1 << 20, most * BYTES_PER_TOKEN)
+
     async def _escalated(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
-                         esc: Escalation, cand: Candidate, status: int, answer: bytes, headers: dict[str, str],
-                         took_s: float, redact_answer: Callable[[bytes], bytes] | None) -> Response:
-        """The whole answer of `cand`, or, when it is unsure of it, the next model up's (escalation.py)."""
+                         esc: Escalation, cand: Candidate, status: int, answer: bytes, usage: dict[str, Any] | None,
+                         headers: dict[str, str], took_s: float,
+                         redact_answer: Callable[[bytes], bytes] | None) -> Response:
+        """The whole answer of `cand` (`usage`: its count), or, when it is unsure of it, the next model up's
+        (escalation.py)."""
         doc = parse(answer)
         conf = None if doc is None else confidence(doc)
-        record.usage = usage = self.finish(cand, record, status, answer_usage(answer))  # charged on any way out
+        record.usage = usage = self.finish(cand, record, status, usage)  # charged on any way out
         record.attempts[-1]["confidence"] = None if conf is None else round(conf, 4)
         if conf is not None:
             headers[H_CONFIDENCE] = f"{conf:.4f}"
@@ -299,10 +336,19 @@ class Proxy:
                 else:
                     await opened.stack.aclose()
                     self._store.record_success(opened.cand.endpoint_id, None, opened.cand.prediction)
-                    if opened.upstream.status < 400 and (escalated := parse(better)) is not None:
+                    escalated = counted = dropped = None
+                    if opened.upstream.status < 400:
+                        try:  # an answer that is not a completion leaves the first one standing
+                            better, counted, dropped = whole_answer(better, self.most_tokens(opened.cand, record))
+                            escalated = parse(better)
+                        except NotAnAnswer:
+                            pass
+                    if escalated is not None:
                         record.attempts[-1]["escalated_from"] = cand.endpoint_id
                         record.served_by = f"{cand.endpoint_id} -> {opened.cand.endpoint_id}"
-                        more = self.finish(opened.cand, record, opened.upstream.status, answer_usage(better))
+                        if dropped is not None:
+                            self._untrusted_usage(opened.cand, record, dropped)
+                        more = self.finish(opened.cand, record, opened.upstream.status, counted)
                         usage = _added(usage, more)
                         headers = {**self._headers(opened.cand, decision, opened.upstream),
                                    H_ESCALATED_FROM: cand.model, H_CONFIDENCE: headers[H_CONFIDENCE]}
@@ -452,6 +498,8 @@ class Proxy:
                     upstream = await stack.enter(engine.open(path, payload))
                     if upstream.status >= 500:
                         await raise_for_server_error(upstream)
+                    elif upstream.status < 400 and (odd := _not_an_answer(upstream, body.get("stream") is True)):
+                        raise EngineUnavailable(odd)
                     first = await anext(upstream.body, b"")
                     self._store.first_token(cand.endpoint_id, record.prompt_tokens, request, record.width)
                     got_first = True
@@ -563,6 +611,38 @@ class Proxy:
         if wait is not None and not 0 <= wait <= RETRY_WAIT_MAX_S:  # the gateway's own rule for a hosted
             headers["x-should-retry"] = "false"  # engine's 429 too: an SDK that honours any wait would sleep hours
         return headers
+
+
+WHOLE_MAX_BYTES = 256 << 20
+"""The most bytes of a whole answer of an endpoint whose context is not known (Proxy.most_bytes)."""
+
+
+async def _read_whole(body: AsyncIterator[bytes], limit: int | None) -> bytes:
+    """The rest of a whole answer; EngineStreamBroken past `limit` bytes (None: no limit)."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise EngineStreamBroken(f"the answer is larger than {limit} bytes, more than its tokens can be")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
+    """Why an engine's 2xx cannot be the answer asked for (None: it can): a streamed one must be an event stream, a
+    whole one JSON, and neither compressed (the gateway asks for `accept-encoding: identity`: it reads the bytes).
+    Passed on, an HTML page, a gzip body or a whole answer to a stream reached the client as a 200 and was audited
+    `ok`, the engine never counted as failing (docs/reliability.md, "Failing before the first byte")."""
+    headers = upstream.headers
+    encoding = headers.get("content-encoding", "identity")
+    if encoding != "identity":
+        return f"answered HTTP {upstream.status} with content-encoding {encoding} (identity asked)"
+    ctype = headers.get("content-type", "")
+    if ctype.startswith("text/event-stream") if stream else "json" in ctype:
+        return None
+    return (f"answered HTTP {upstream.status} with content-type {ctype or '(none)'}, not "
+            f"{'an event stream' if stream else 'JSON'}")
 
 
 def _why(e: BaseException, default: str) -> str:

@@ -27,6 +27,7 @@ code books every outcome either way.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +38,7 @@ from aigrid.engines.sse import CUT_SHORT, DONE, Event, SseDecoder, SseError, com
 from aigrid.errors import EngineError, EngineStreamBroken
 from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
 from aigrid.gateway.output_filter import OutputFilter
+from aigrid.gateway.usage import unbelievable
 
 if TYPE_CHECKING:
     from aigrid.core.types import Candidate
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from aigrid.gateway.proxy import Opened, Proxy
     from aigrid.gateway.relay_response import ClientWire
 
+log = logging.getLogger("aigrid.proxy")
 _USAGE = b'"usage"'
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 """A choice that says why it ended (a string; null while it goes on)."""
@@ -59,8 +62,10 @@ def _null_event(raw: bytes) -> bool:
 class EventPipe:
     """Engine reads in, client bytes out, for one streamed answer (every engine that serves it)."""
 
-    def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool) -> None:
+    def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool, most_tokens: int | None = None) -> None:
+        """`most_tokens`: the most tokens the answer can count (Proxy.most_tokens); a usage past it is not charged."""
         self._filter = output
+        self._most_tokens = most_tokens
         self._sse = sse
         self.track = track
         """Keep the delivered text and chunk count (a continuation is possible for this request)."""
@@ -164,7 +169,13 @@ class EventPipe:
             self.delivered.observe(obj)
         usage = obj.get("usage") if wants_usage and isinstance(obj, dict) else None
         if isinstance(usage, dict):
-            self.usage = usage
+            why = unbelievable(usage, self._most_tokens)
+            if why is None:
+                self.usage = usage
+            else:  # the answer's count is unknown (charged the reservation), and no client reads the engine's
+                log.warning("an engine's stream reported token counts that cannot be charged (%s): its count taken as "
+                            "unknown", why)
+                obj, changed = {k: v for k, v in obj.items() if k != "usage"}, True
         if filt is not None and (filt.redacts or (usage is not None and filt.strip_usage)):
             obj, changed = filt.event(obj), True
             if obj is None:
@@ -210,7 +221,7 @@ class StreamRelay:
         self._proxy, self._path, self._body, self._spare, self._record = proxy, path, body, spare, record
         track = bool(spare) and why_not_continuable(body, Delivered()) is None
         pipe = CompletionsPipe if path.rstrip("/") == COMPLETIONS_PATH else EventPipe
-        self.pipe = pipe(output, sse=_is_sse(opened), track=track)
+        self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record))
         self._current: Opened | None = opened
         self._first: bytes | None = opened.first
         self.wire: ClientWire | None = None

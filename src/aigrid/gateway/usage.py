@@ -1,12 +1,60 @@
-"""Find the usage object in an engine's answer: a JSON body, or the SSE chunk that carries it."""
+"""Find the usage object in an engine's answer: a JSON body, or the SSE chunk that carries it; and tell an answer
+and token counts the gateway can pass on and charge from what a broken engine sent instead."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from aigrid.engines.sse import SseDecoder
+
+COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
+BYTES_PER_TOKEN = 4096
+"""The most bytes one token of a whole answer takes: its text, and its log-probabilities with the 20 alternatives
+an engine gives at most (about 2 KiB in JSON); a larger answer is not an engine's answer (Proxy.most_bytes)."""
+
+
+class NotAnAnswer(ValueError):
+    """An engine's 2xx whole answer that is not a completion: not JSON (an HTML page, a body cut short or compressed),
+    or JSON without a `choices` list."""
+
+
+def unbelievable(usage: Mapping[str, Any], most: int | None) -> str | None:
+    """Why an engine's token counts cannot be charged (None: they can): each count a whole number (not a bool,
+    a float or a string) of at least 0, and the prompt and completion together at most `most` (what the contexts of
+    the answer's engine requests hold). Charged as they were, -5 refunded the tenant, 1e300 locked it out for good,
+    a string or a number past 64 bits failed the record and the front doors' translations (a 500)."""
+    for key in COUNTS:
+        value = usage.get(key)
+        if value is not None and (type(value) is not int or value < 0):
+            return f"{key} is {value!r}"
+    held = (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
+    if most is not None and held > most:
+        return f"{held} tokens, more than the {most} its context holds"
+    return None
+
+
+def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any] | None, str | None]:
+    """An engine's 2xx whole (non-streamed) answer as the gateway passes it on: its bytes, its usage, and why that
+    usage was taken out (its counts cannot be charged: `unbelievable`; then the answer's count is unknown). Raises
+    NotAnAnswer when it is not a completion."""
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        raise NotAnAnswer(f"not JSON: {answer[:60]!r}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
+        raise NotAnAnswer(f"JSON without a list of choices: {answer[:60]!r}")
+    usage = doc.get("usage")
+    if usage is None or isinstance(usage, dict):
+        why = None if usage is None else unbelievable(usage, most)
+    else:
+        why = f"usage is {str(usage)[:40]}, not an object"
+    if why is None:
+        return answer, usage, None
+    del doc["usage"]
+    return orjson.dumps(doc), None, why
 
 
 def usage_of(obj: Any) -> dict[str, Any] | None:

@@ -1,0 +1,130 @@
+"""A FAKE, HOSTILE engine for fault-injection tests: a real HTTP/1.1 socket on 127.0.0.1 that writes exactly the
+raw bytes a test scripts (a broken status line, HTML, invalid JSON, a lying Content-Length, a connection closed
+mid-event, a stream that stalls), so the gateway's real adapter (OpenAICompatEngine on its own transport) reads
+them as it would read a broken engine's. Not an emulator: nothing here models timing or a model.
+
+A script is a list of steps: bytes are written, a float sleeps that many seconds, CLOSE closes the connection.
+`answer(path, request)` returns the script of one POST; GET /health answers 200 and GET /metrics `metrics`
+(both scriptable the same way through `gets`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Sequence
+
+import orjson
+
+CLOSE = object()
+Step = bytes | float | object
+Script = Sequence[Step]
+
+
+def head(status: int = 200, content_type: str = "application/json", *, length: int | None = None,
+         chunked: bool = False, extra: Sequence[str] = ()) -> bytes:
+    lines = [f"HTTP/1.1 {status} X", f"content-type: {content_type}", *extra]
+    if length is not None:
+        lines.append(f"content-length: {length}")
+    if chunked:
+        lines.append("transfer-encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def whole(body: bytes, status: int = 200, content_type: str = "application/json",
+          extra: Sequence[str] = ()) -> Script:
+    """One answer with an honest Content-Length."""
+    return [head(status, content_type, length=len(body), extra=extra) + body]
+
+
+def chunk(data: bytes) -> bytes:
+    """One HTTP/1.1 chunk."""
+    return b"%x\r\n" % len(data) + data + b"\r\n"
+
+
+END = b"0\r\n\r\n"
+
+
+def sse(*events: bytes | dict, done: bool = True) -> list[bytes]:
+    """`data:` events (a dict as JSON), each one chunk, then [DONE] and the chunked body's end."""
+    out = [chunk(b"data: " + (orjson.dumps(e) if isinstance(e, dict) else e) + b"\n\n") for e in events]
+    return [*out, *([chunk(b"data: [DONE]\n\n")] if done else []), END]
+
+
+def stream(*steps: Step) -> Script:
+    """A chunked text/event-stream answer: its head, then the steps (chunks, pauses, CLOSE)."""
+    return [head(200, "text/event-stream", chunked=True), *steps]
+
+
+def token(text: object, finish: object = None, **extra: object) -> dict:
+    return {"id": "chatcmpl-h", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}], **extra}
+
+
+def answer_of(content: object = "Hello", usage: object = None, **choice: object) -> dict:
+    """A whole chat completion; `usage` None: a sane one."""
+    return {"id": "chatcmpl-h", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "finish_reason": "stop", **choice}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6} if usage is None else usage}
+
+
+METRICS = b"vllm:num_requests_running 0\nvllm:num_requests_waiting 0\n"
+
+
+class HostileEngine:
+    """Serve the scripted bytes; `requests` counts the POSTs it read."""
+
+    def __init__(self, answer: Callable[[str, dict], Script]) -> None:
+        self.answer = answer
+        self.gets: dict[str, Callable[[], Script]] = {
+            "/health": lambda: whole(b"ok", content_type="text/plain"),
+            "/metrics": lambda: whole(METRICS, content_type="text/plain")}
+        self.requests = 0
+        self.open_connections = 0
+        self._server: asyncio.Server | None = None
+        self.url = ""
+
+    async def start(self) -> HostileEngine:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.open_connections += 1
+        try:
+            while True:
+                line = await reader.readline()
+                if not line:
+                    return
+                method, path, _ = line.decode().split(" ", 2)
+                length = 0
+                while (h := await reader.readline()) not in (b"\r\n", b""):
+                    name, _, value = h.decode().partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                body = await reader.readexactly(length) if length else b""
+                if method == "POST":
+                    self.requests += 1
+                    script = self.answer(path, orjson.loads(body) if body else {})
+                else:
+                    script = self.gets.get(path, lambda: whole(b"", 404))()
+                for step in script:
+                    if step is CLOSE:
+                        return
+                    if isinstance(step, float):
+                        await asyncio.sleep(step)
+                    else:
+                        writer.write(step)  # type: ignore[arg-type]
+                        await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            return
+        finally:
+            self.open_connections -= 1
+            writer.close()

@@ -1,0 +1,179 @@
+"""Broken and hostile engines (a FAKE engine on a real socket, hostile_engine.py, read by the gateway's real adapter):
+whatever an engine sends, the client gets an answer or an error in its API's envelope (never a 500), the quota is
+settled and exactly one audit record written, the failure is logged and counted against the engine, and the
+gateway reads no more of it than an answer can hold."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from aigrid.engines.openai_compat import OpenAICompatEngine
+from aigrid.gateway.app import Gateway, build_app
+from aigrid.gateway.wiring import Upstream, upstream
+from aigrid.spec.models import QuotaSpec
+from tests.gateway import hostile_engine as H
+from tests.gateway.conftest import spec_in
+from tests.gateway.test_exit_paths import TENANT, balance, inflight, metered_gateway, the_one_record
+
+M = "smollm2-135m"
+DOORS = {
+    "chat": ("/v1/chat/completions", {"model": M, "messages": [{"role": "user", "content": "Say hello"}],
+                                      "max_tokens": 8}),
+    "completions": ("/v1/completions", {"model": M, "prompt": "Say hello", "max_tokens": 8}),
+    "messages": ("/v1/messages", {"model": M, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 8}),
+    "responses": ("/v1/responses", {"model": M, "input": "Say hello", "max_output_tokens": 8, "store": False}),
+}
+SANE = H.answer_of()
+
+
+def sane(path: str, req: dict) -> H.Script:
+    if req.get("stream"):
+        return H.stream(*H.sse(H.token("Hi"), H.token("", "stop")))
+    return H.whole(orjson.dumps(SANE))
+
+
+class Grid:
+    """The demo grid, every endpoint on one of two hostile engines: Tokyo's (`bad`, tried first for a Tokyo
+    client) and the others' (`good`)."""
+
+    def __init__(self, gw: Gateway, up: Upstream, bad: H.HostileEngine, good: H.HostileEngine) -> None:
+        self.gw, self.up, self.bad, self.good = gw, up, bad, good
+
+    def failures(self, endpoint: str) -> int:
+        return self.gw.store._live[endpoint].breaker.failures
+
+    async def post(self, door: str, stream: bool, **extra: Any) -> httpx.Response:
+        path, body = DOORS[door]
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(self.gw)), base_url="http://gw",
+                                     timeout=30) as c:
+            return await c.post(path, json={**body, "stream": stream, **extra}, headers=TENANT)
+
+
+async def grid(tmp_path: Path, bad: Callable[[str, dict], H.Script], good: Callable[[str, dict], H.Script] = sane,
+               context: int | None = None) -> AsyncIterator[Grid]:
+    engines = [await H.HostileEngine(bad).start(), await H.HostileEngine(good).start()]
+    up = upstream()
+    adapters = {e.id: OpenAICompatEngine("vllm", engines[e.site != "nrt"].url, up.client, transport=up.http1)
+                for e in spec_in(tmp_path).endpoints}
+    gw = await metered_gateway(tmp_path, adapters, QuotaSpec(requests_per_min=1000, tokens_per_min=1_000_000))
+    if context is not None:
+        gw.proxy._contexts = {e: context for e in gw.proxy._contexts}
+    try:
+        yield Grid(gw, up, *engines)
+    finally:
+        await gw.guard.stop()
+        await up.aclose()
+        for e in engines:
+            await e.stop()
+
+
+@pytest.fixture
+async def html_grid(tmp_path: Path) -> AsyncIterator[Grid]:
+    async for g in grid(tmp_path, lambda p, r: H.whole(b"<html><body>502 Bad Gateway</body></html>", 200, "text/html")):
+        yield g
+
+
+@pytest.mark.parametrize("door", list(DOORS))
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_page_instead_of_an_answer_is_the_engines_failure_and_the_next_candidate_answers(
+        html_grid: Grid, door: str, stream: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """An engine (or the proxy in front of it) that answers 200 with an HTML page: passed on as the answer until now
+    (chat and completions: the page with a 200, audited `ok`; Messages: a 500; Responses: a 502 charged the
+    reservation), the engine never counted as failing. Now a failure before the first byte, the next candidate's."""
+    caplog.set_level(logging.WARNING)
+    r = await html_grid.post(door, stream)
+    assert r.status_code == 200, r.text
+    assert b"<html>" not in r.content and (b"Hi" in r.content if stream else b"Hello" in r.content)
+    row = await the_one_record(html_grid.gw)
+    assert row["outcome"] == "ok" and row["decision"]["chosen"]["endpoint"] != "nrt-smollm2"
+    assert html_grid.failures("nrt-smollm2") == 1 and html_grid.bad.requests == 1
+    assert "content-type text/html" in caplog.text
+    assert inflight(html_grid.gw) == 0
+
+
+@pytest.mark.parametrize("script", [
+    pytest.param(lambda p, r: H.whole(orjson.dumps(SANE) if not r.get("stream") else b"data: [DONE]\n\n",
+                                      extra=["content-encoding: gzip"]), id="gzip"),
+    pytest.param(lambda p, r: H.whole(orjson.dumps(SANE)), id="json-to-a-stream"),
+])
+async def test_a_compressed_answer_or_a_whole_one_to_a_stream_is_not_an_answer(tmp_path: Path, script: Any) -> None:
+    async for g in grid(tmp_path, script, good=script):
+        r = await g.post("chat", True)
+        assert r.status_code == 502 and r.json()["error"]["code"] == "upstream_failed"
+        assert (await the_one_record(g.gw))["outcome"] == "error:upstream_failed"
+        assert await balance(g.gw) == 0 and g.failures("nrt-smollm2") == 1
+
+
+@pytest.mark.parametrize("body", [b'{"choices": [', b'{"id": "x", "object": "chat.completion"}',
+                                  b'{"id": "x", "choices": null}'])
+@pytest.mark.parametrize("door", ["chat", "messages", "responses"])
+async def test_a_whole_answer_that_is_not_a_completion_is_a_502_counted_against_the_engine(
+        tmp_path: Path, body: bytes, door: str, caplog: pytest.LogCaptureFixture) -> None:
+    """JSON cut short (a lying Content-Length), or without choices: a 200 `ok` on chat (Messages: a 500, or an empty
+    message), the engine never counted."""
+    caplog.set_level(logging.WARNING)
+    async for g in grid(tmp_path, lambda p, r: H.whole(body)):
+        r = await g.post(door, False)
+        assert r.status_code in (500, 502) and b"not a completion" in r.content
+        if door != "messages":
+            assert r.json()["error"]["code"] == "upstream_failed"
+        else:
+            assert r.json()["type"] == "error"  # Anthropic's envelope
+        assert (await the_one_record(g.gw))["outcome"] == "error:upstream_failed"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+        assert "with what is not a completion" in caplog.text
+
+
+BAD_USAGE = [{"prompt_tokens": -5, "completion_tokens": -5, "total_tokens": -10},
+             {"prompt_tokens": 1e300, "completion_tokens": 1e300},
+             {"prompt_tokens": "abc", "completion_tokens": "x"},
+             {"prompt_tokens": 2**70, "completion_tokens": 1},
+             {"prompt_tokens": 500_000, "completion_tokens": 1}]
+
+
+@pytest.mark.parametrize("usage", BAD_USAGE, ids=["negative", "1e300", "strings", "past-64-bits", "past-context"])
+@pytest.mark.parametrize("door", list(DOORS))
+@pytest.mark.parametrize("stream", [False, True])
+async def test_token_counts_that_cannot_be_charged_are_taken_as_unknown(
+        tmp_path: Path, usage: dict, door: str, stream: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """Charged as they came, -5 refunded the tenant (and the token counter raised: a 500, or a stream cut with a
+    traceback), 1e300 locked it out for good, a string failed the settlement and the audit record (none written);
+    the Messages and Responses doors failed on each. Now the answer's count is unknown: it is charged the
+    reservation, as any answer whose engine sent no count, and the client never sees the engine's numbers."""
+    caplog.set_level(logging.WARNING)
+
+    def script(path: str, req: dict) -> H.Script:  # json, not orjson: it writes integers past 64 bits
+        if req.get("stream"):
+            last = json.dumps(H.token("", usage=usage) | {"choices": []}).encode()
+            return H.stream(*H.sse(H.token("Hi"), H.token("", "stop"), last))
+        return H.whole(json.dumps(H.answer_of(usage=usage)).encode())
+
+    async for g in grid(tmp_path, script, good=script):
+        r = await g.post(door, stream)
+        assert r.status_code == 200, r.text
+        assert b"1e+300" not in r.content and b"abc" not in r.content and b"-5" not in r.content
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "ok"
+        charged = await balance(g.gw)
+        assert 0 < charged < 100 and row["extra"]["charged_tokens"] == charged  # the reservation
+        assert "cannot be charged" in caplog.text and inflight(g.gw) == 0
+
+
+async def test_a_whole_answer_past_what_its_tokens_can_hold_is_not_read_to_its_end(tmp_path: Path) -> None:
+    """An engine that does not stop sending: its whole answer was read into memory to its end (bounded only by the
+    answer's deadline, up to 600 s). Now at most BYTES_PER_TOKEN x its context (at least 1 MiB), then a 502."""
+    pad = b"x" * 65536
+    script = [H.head(200, chunked=True), H.chunk(b'{"choices": [], "pad": "'), *([H.chunk(pad)] * 128), H.END]
+    async for g in grid(tmp_path, lambda p, r: script, good=lambda p, r: script, context=64):
+        r = await g.post("chat", False)
+        assert r.status_code == 502 and "larger than 1048576 bytes" in r.json()["error"]["message"]
+        assert (await the_one_record(g.gw))["outcome"] == "error:upstream_failed"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
