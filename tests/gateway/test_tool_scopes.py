@@ -65,3 +65,78 @@ def test_a_key_and_a_token_have_their_tenant_s_tools() -> None:
     assert key.allows_tool("crm_lookup") and key.allows_tool("calculator") and not key.allows_tool("sql")
     assert Scopes().allows_tool("sql") and "tools" not in Scopes().to_dict()
     assert Scopes.from_dict(tenant.to_dict()) == tenant
+
+
+async def test_a_tool_added_after_the_scope_check_is_not_run_for_a_tenant_without_it(tmp_path: Path) -> None:
+    """The scope is checked when the request is read; the loop reads the registry when it starts, later. An MCP
+    server that adds a tool in between under the name of the client's own tool had it run server-side for a
+    tenant whose `tools` do not name it. The loop now reads the tenant's view of the registry: the call is the
+    client's, returned to it, and nothing runs."""
+    spec = spec_in(tmp_path)
+    tenants = dict(spec.tenants)
+    tenants["default"] = tenants["default"].model_copy(update={"tools": ["calculator"]})
+    engine = ScriptedEngine([call("payroll_export")])
+    gw = build_gateway(spec.model_copy(update={"tenants": tenants}), {e.id: engine for e in spec.endpoints},
+                       rng=random.Random(2), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    screen = gw.guard.screen_request
+
+    async def between(*args: object, **kwargs: object) -> None:  # after the scope check, before the loop starts
+        if "payroll_export" not in gw.agents.tools:
+            gw.agents.tools.add(Planted("payroll_export", Source.MCP_RESULT, "payroll exported"))
+        await screen(*args, **kwargs)  # type: ignore[arg-type]
+
+    gw.guard.screen_request = between  # type: ignore[method-assign]
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json={
+                "model": MODEL, "messages": [{"role": "user", "content": "Export it."}],
+                "tools": [{"type": "function", "function": {"name": "calculator"}},
+                          {"type": "function", "function": {"name": "payroll_export", "parameters": {}}}]})
+        assert r.status_code == 200, r.text
+        choice = r.json()["choices"][0]
+        assert choice["finish_reason"] == "tool_calls", r.text  # the client's own tool, its call handed back
+        assert choice["message"]["tool_calls"][0]["function"]["name"] == "payroll_export"
+        assert r.json()["aigrid_steps"] == []  # nothing ran at the grid
+        assert "tools" not in (await audit_rows(gw))[-1]["extra"]
+    finally:
+        await gw.guard.stop()
+
+
+async def test_the_audit_record_names_every_tool_the_loop_ran(tmp_path: Path) -> None:
+    """Which server-side tools acted for a request (a query, a fetch, an MCP tool) and with what arguments was in
+    no audit record: only the answer's `aigrid_steps`, which the client keeps. Now each run is in the record's
+    `tools`: name, site, outcome, time and the arguments' keyed hash (the arguments in clear where the tenant's
+    prompts are kept)."""
+    spec = spec_in(tmp_path)
+    tenants = dict(spec.tenants)
+    tenants["eu-bank"] = tenants["eu-bank"].model_copy(update={"store_prompts": True})
+    engine = ScriptedEngine([])
+    gw = build_gateway(spec.model_copy(update={"tenants": tenants}), {e.id: engine for e in spec.endpoints},
+                       rng=random.Random(2), sleep=_no_sleep)
+    gw.agents.tools.add(Planted("crm_lookup", Source.MCP_RESULT, "crm_lookup ran"))
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Look it up, then add."}],
+           "tools": [{"type": "function", "function": {"name": "crm_lookup"}},
+                     {"type": "function", "function": {"name": "calculator"}}]}
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            for tenant in ("default", "eu-bank"):
+                engine.replies = [call("crm_lookup", id="42"), call("calculator", expression="2+2"), answer("4")]
+                r = await c.post("/v1/chat/completions", headers={"x-aigrid-tenant": tenant}, json=ask)
+                assert r.status_code == 200, r.text
+                record = (await audit_rows(gw))[-1]
+                site = record["decision"]["chosen"]["site"]
+                runs = record["extra"]["tools"]
+                assert [(t["tool"], t["site"], t["ok"]) for t in runs] == [("crm_lookup", site, True),
+                                                                           ("calculator", site, True)]
+                assert all(t["ms"] >= 0 and len(t["arguments_hmac"]) == 64 for t in runs)
+                assert runs[0]["arguments_hmac"] != runs[1]["arguments_hmac"]
+                if tenant == "eu-bank":  # keeps its prompts: the arguments too
+                    assert [t["arguments"] for t in runs] == [{"id": "42"}, {"expression": "2+2"}]
+                else:
+                    assert all("arguments" not in t for t in runs)
+    finally:
+        await gw.guard.stop()

@@ -154,6 +154,10 @@ UsageReport = Callable[[Mapping[str, int], Mapping[str, Any] | None], None]
 """Told what a tool loop has spent: its finished model turns' usage and the payload of the model turn an engine
 holds now (None between turns)."""
 
+ToolReport = Callable[[Call, Step | None], None]
+"""Told of each server-side tool call as it starts (None) and as it ends (its Step, after the firewall read
+its result): the gateway's audit record names every tool a request had run, a call cut off by a cancel too."""
+
 
 def _function_name(tool: Any) -> str | None:
     if isinstance(tool, Mapping) and tool.get("type", "function") == "function":
@@ -345,12 +349,14 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                         context: ToolContext = NO_CONTEXT, config: LoopConfig = DEFAULT_LOOP,
                         clock: Callable[[], float] = time.monotonic,
                         screen: ScreenTexts | None = None,
-                        on_usage: UsageReport | None = None) -> AsyncGenerator[Event, None]:
+                        on_usage: UsageReport | None = None,
+                        on_tool: ToolReport | None = None) -> AsyncGenerator[Event, None]:
     """Run the loop for one chat request on `engine` (the chosen endpoint's) and yield its events.
     `screen` is the firewall's choke point every tool result passes (the gateway always gives one).
     `on_usage` is told, after each finished model turn, the usage of the turns so far (what the loop has spent
     if it is stopped early), and when a later model turn is handed to its engine, the same with that turn's
-    payload (its prompt is read there even if the loop is stopped before an answer comes).
+    payload (its prompt is read there even if the loop is stopped before an answer comes). `on_tool` is told of
+    each server-side call as it starts and as it ends (ToolReport).
 
     Cancelled (its client gone: the gateway cancels the task that drives it), it stops where it is: a model
     turn's engine request is closed, no further turn or tool starts, and a tool already running is left to
@@ -446,9 +452,13 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         for call in turn.calls:
             if call.name in client_names:
                 continue
+            if on_tool is not None:
+                on_tool(call, None)
             step = await _run_step(registry, call, server_names, context, config, len(steps), turn_ms, clock)
             if screen is not None:
                 step = await _screened(step, registry, screen)
+            if on_tool is not None:
+                on_tool(call, step)
             steps.append(step)
             if step.ok:
                 spent.add(step.tool)

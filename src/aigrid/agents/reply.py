@@ -33,6 +33,7 @@ from aigrid.agents.loop import (
     ScreenTexts,
     Step,
     TextDelta,
+    ToolReport,
     UsageReport,
     run_tool_loop,
 )
@@ -134,13 +135,15 @@ class ToolLoopEngine(WrappedEngine):
     `on_usage`: told the usage of the model turns finished so far, after each, and the payload of a later
     turn handed to its engine (run_tool_loop).
     `show`: each step as the client sees it (ShowStep; None: as it is).
+    `on_tool`: told of each server-side tool call as it starts and ends (ToolReport, run_tool_loop).
     """
 
     def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,
                  config: LoopConfig = DEFAULT_LOOP, clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time, screen: ScreenTexts | None = None,
                  watch: ClientWatch | None = None,
-                 on_usage: UsageReport | None = None, show: ShowStep | None = None) -> None:
+                 on_usage: UsageReport | None = None, show: ShowStep | None = None,
+                 on_tool: ToolReport | None = None) -> None:
         super().__init__(inner)
         self.registry = registry
         self.context = context
@@ -151,6 +154,7 @@ class ToolLoopEngine(WrappedEngine):
         self.watch = watch
         self.on_usage = on_usage
         self.show = show or _as_is
+        self.on_tool = on_tool
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         if path.rstrip("/") != CHAT_PATH:
@@ -163,7 +167,7 @@ class ToolLoopEngine(WrappedEngine):
         model = str(body.get("model", ""))
         created, rid = int(self._wall()), f"chatcmpl-aigrid-{uuid.uuid4().hex[:24]}"
         events = run_tool_loop(self.inner, body, self.registry, context=self.context, config=self.config,
-                               clock=self._clock, screen=self.screen, on_usage=self.on_usage)
+                               clock=self._clock, screen=self.screen, on_usage=self.on_usage, on_tool=self.on_tool)
         try:
             if not body.get("stream"):
                 finished: Finished | None = None

@@ -9,7 +9,7 @@ call is a step like any other, never a failed request.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -69,6 +69,34 @@ class ToolRegistry(Mapping[str, Tool]):
 
     def __len__(self) -> int:
         return len(self._tools)
+
+    def scoped(self, allows: Callable[[str], bool]) -> ToolRegistry:
+        """A live view of the tools whose names `allows` (a tenant's `tools` scope): one an MCP server adds or
+        takes back later is seen, or not, as in this registry; the others are not there at all."""
+        return _Scoped(self._tools, allows)
+
+
+class _Scoped(ToolRegistry):
+    def __init__(self, tools: dict[str, Tool], allows: Callable[[str], bool]) -> None:
+        self._tools = tools  # the registry's own dict, not a copy
+        self._allows = allows
+
+    def add(self, tool: Tool) -> None:
+        raise TypeError("a scoped view of the tools is read-only")
+
+    def remove(self, name: str) -> None:
+        raise TypeError("a scoped view of the tools is read-only")
+
+    def __getitem__(self, name: str) -> Tool:
+        if not self._allows(name):
+            raise KeyError(name)
+        return self._tools[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name in list(self._tools) if self._allows(name))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def require_str(arguments: Mapping[str, Any], key: str, *, max_len: int, default: str | None = None) -> str:

@@ -75,6 +75,10 @@ class Exchange:
     loop_holding: int = 0
     """The prompt tokens (the gateway's estimate) of the tool loop's later model turn an engine holds now: charged
     with `loop_usage` when the client leaves during that turn (its engine read the prompt)."""
+    tool_runs: list[dict[str, Any]] = field(default_factory=list)
+    """Every server-side tool the tool loop had run for it, in order, each as it started and, once it ended, how
+    (routes._tool_loop): `tool`, `site`, `call_id`, `arguments`, then `ok` and `ms`. A loop that fails over runs
+    again on the next site, so a tool may stand twice. Its audit record names them (Guard._record)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Fields its audit record's `extra` carries besides those made from the above (Guard._record): a
     background run's response id; an abandoned run's reason and quota settlement (responses_api.py)."""

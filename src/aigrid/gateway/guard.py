@@ -443,6 +443,11 @@ class Guard:
             extra["urgency"] = ex.ticket.to_dict()
         if ex.unsettled:
             extra["quota"] = "unsettled"
+        if ex.tool_runs:  # which server-side tools acted for it (a query, a fetch, an MCP tool), with what arguments
+            keep = p is not None and self.stores_prompts(p.tenant)  # in clear where its prompts are kept, else keyed
+            extra["tools"] = [{**{k: v for k, v in run.items() if k != "arguments"}, "ok": run.get("ok"),
+                               "arguments_hmac": prompt_digest(self._secret, run["arguments"]),
+                               **({"arguments": run["arguments"]} if keep else {})} for run in ex.tool_runs]
         prompt_in, out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
         if ex.reservation is not None and (charged := ex.used_tokens()) != prompt_in + out:
             extra["charged_tokens"] = charged  # not (only) the engines' count: what the quota was charged

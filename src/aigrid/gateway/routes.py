@@ -31,7 +31,8 @@ from aigrid.agents.loop import (
     wants_server_tools,
 )
 from aigrid.agents.reply import ToolLoopEngine
-from aigrid.agents.tool import ToolContext
+from aigrid.agents.steps import Call
+from aigrid.agents.tool import ToolContext, ToolRegistry
 from aigrid.core.types import Candidate, Decision, RequestInfo
 from aigrid.core.urgency import DEFAULT_LEVEL
 from aigrid.engines.fan_out import MAX_FANNED_REQUESTS, FanOutEngine, prompts_of
@@ -451,7 +452,8 @@ class Routes:
             ex.loop_usage = dict(so_far)
             ex.loop_holding = 0 if holding is None else turn_prompt_tokens(holding)
 
-        registry = agents.tools if loop.server_tools else {}
+        registry = agents.tools if loop.server_tools else ToolRegistry()
+        allows_tool = ex.principal.scopes.allows_tool
         watch = ex.hangup if stream else None
         firewall = self.gw.guard.firewall
 
@@ -464,9 +466,22 @@ class Routes:
             mode = self.gw.spec.models[cand.model].tool_calls
             if mode == "native" and not loop.server_tools:  # the engine calls the client's tools itself
                 return engine
-            return ToolLoopEngine(engine, registry, context=ToolContext(cand.site_id, tenant),
+            runs: dict[str, dict[str, Any]] = {}
+
+            def ran(call: Call, step: Step | None) -> None:  # each tool run into the audit record, as it starts
+                if step is None:  # (one a cancel cuts off still acts) and, updated, as it ends
+                    runs[call.id] = run = {"tool": call.name, "site": cand.site_id, "call_id": call.id,
+                                           "arguments": call.raw_arguments if call.arguments is None else call.arguments}
+                    ex.tool_runs.append(run)
+                else:
+                    runs[call.id].update(ok=step.ok, ms=round(step.duration_ms, 2))
+
+            # the tenant's tool scope holds for the registry the loop reads when it starts too: a tool an MCP
+            # server adds since the request's check (tenants.NAME.tools) is not one this tenant has run
+            return ToolLoopEngine(engine, registry.scoped(allows_tool), context=ToolContext(cand.site_id, tenant),
                                   config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output,
-                                  watch=watch, on_usage=spent, show=shown if firewall.redacts_output(tenant) else None)
+                                  watch=watch, on_usage=spent, show=shown if firewall.redacts_output(tenant) else None,
+                                  on_tool=ran)
 
         return wrap
 
