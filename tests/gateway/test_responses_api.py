@@ -422,6 +422,9 @@ async def test_cached_prompt_tokens_are_reported(scripted: tuple[openai.AsyncOpe
     else:
         usage = (await oai.responses.create(model="smollm2-135m", input="Hello")).usage
     assert usage is not None and (usage.input_tokens, usage.input_tokens_details.cached_tokens) == (900, 768)
+    # every field the SDK's type requires is there (openai 3.63's InputTokensDetails requires cache_write_tokens;
+    # the SDK builds its objects without validating, so a missing one read as None)
+    openai.types.responses.ResponseUsage.model_validate(usage.model_dump(exclude_unset=True), strict=True)
 
 
 async def test_input_tokens_are_counted_with_the_stored_history(oai: openai.AsyncOpenAI,

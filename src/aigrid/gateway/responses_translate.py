@@ -270,8 +270,10 @@ def output_items(chat: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None
 
 
 def usage_block(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
-    """A Response's usage; `cached`: prompt tokens the engine read from its prefix cache (counted in input)."""
-    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached}, "output_tokens": completion,
+    """A Response's usage; `cached`: prompt tokens the engine read from its prefix cache (counted in input).
+    `cache_write_tokens` (which the SDK's type requires) is 0: no engine says what it wrote to its cache."""
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
+            "output_tokens": completion,
             "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
 
 
