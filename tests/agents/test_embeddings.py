@@ -13,7 +13,7 @@ from aigrid.agents import MiniLMEmbedder, SiteStores, ToolContext, create_embedd
 from aigrid.agents.retrieval import Retrieve
 from aigrid.agents.tool import ToolError
 from aigrid.agents.vector_store import Document, VectorStore, chunk_text, read_documents
-from aigrid.errors import InvalidRequest
+from aigrid.errors import InvalidRequest, ModelNotFound
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +72,18 @@ async def test_retrieval_stays_at_its_site_and_with_its_tenant(minilm: MiniLMEmb
         await tool.run({"query": "hours"}, ToolContext(None))
 
 
+async def test_a_model_the_grid_does_not_serve_is_a_404() -> None:
+    """OpenAI answers an unknown embedding model with a 404 (the SDKs' NotFoundError), as the gateway answers it on
+    the chat routes and `models.retrieve`; it was a 400 here (BadRequestError for the same mistake)."""
+    with pytest.raises(ModelNotFound) as e:
+        await create_embeddings({"model": "nope", "input": "x"}, {"hash": HashEmbedder()})
+    assert (e.value.status, e.value.code, e.value.param) == (404, "model_not_found", "model")
+    assert "hash" in e.value.message
+
+
 @pytest.mark.parametrize(("body", "param"), [
-    ({"model": "nope", "input": "x"}, "model"),
+    ({"model": 5, "input": "x"}, "model"),
+    ({"input": "x"}, "model"),
     ({"model": "hash", "input": []}, "input"),
     ({"model": "hash", "input": [1, 2]}, "input[0]"),
     ({"model": "hash", "input": ["ok", " "]}, "input[1]"),

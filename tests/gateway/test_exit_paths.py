@@ -266,7 +266,7 @@ async def test_embeddings_are_rate_limited_and_refusals_audited(tmp_path: Path, 
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             bad = await c.post("/v1/embeddings", json={"model": "nope", "input": "x"}, headers=TENANT)
             limited = await c.post("/v1/embeddings", json={"model": "nope", "input": "x"}, headers=TENANT)
-        assert bad.status_code == 400 and bad.json()["error"]["param"] == "model"
+        assert bad.status_code == 404 and bad.json()["error"]["param"] == "model"
         assert limited.status_code == 429 and "retry-after" in limited.headers
         assert [r["outcome"] for r in await audit_rows(gw)] == ["error:model_not_found", "error:rate_limit_exceeded"]
     finally:

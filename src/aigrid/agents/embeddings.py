@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from aigrid.encoders.minilm import MiniLM, missing_packages
-from aigrid.errors import InvalidRequest
+from aigrid.errors import InvalidRequest, ModelNotFound
 from aigrid.spec.builtin_models import EMBEDDING_ALIASES, EMBEDDING_MODEL
 
 Vectors = npt.NDArray[np.float32]
@@ -110,13 +110,16 @@ async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Emb
     """The OpenAI embeddings response for `body`, computed by the embedder named by body["model"].
 
     `embedders` maps every accepted model name (aliases included) to its embedder. Raises InvalidRequest
-    (400, naming the field) for a bad body and ModelNotFound-style 400 for an unknown model.
+    (400, naming the field) for a bad body and ModelNotFound (404, as OpenAI and the chat routes answer: the SDKs'
+    NotFoundError) for a model it does not serve.
     """
     model = body.get("model")
     if not isinstance(model, str) or model not in embedders:
         known = ", ".join(sorted(embedders)) or "none (this gateway was installed without its embedding model)"
-        raise InvalidRequest(f"unknown embedding model {model!r}; this grid serves: {known}", param="model",
-                             code="model_not_found")
+        if not isinstance(model, str):
+            raise InvalidRequest(f"model must be the name of an embedding model; this grid serves: {known}",
+                                 param="model")
+        raise ModelNotFound(f"unknown embedding model {model!r}; this grid serves: {known}", param="model")
     embedder = embedders[model]
     fmt = body.get("encoding_format", "float")
     if fmt not in ("float", "base64"):
