@@ -36,3 +36,28 @@ async def test_both_sdks_retrieve_a_model_and_an_unknown_one_is_their_not_found(
     finally:
         await oai.close()
         await claude.close()
+
+
+async def test_anthropics_model_pages_are_served_as_asked(gateway: Gateway) -> None:
+    """Anthropic's `models.list` pages by `limit`, `after_id` and `before_id`; they were ignored (`limit=1` got
+    every model, `has_more` false). OpenAI's `models.list` sends none of them and still gets the whole list."""
+    app = build_app(gateway)
+    oai, claude = openai_client(app), anthropic_client(app)
+    try:
+        everything = ["smollm2-135m", "auto", "all-minilm-l6-v2"]
+        first = await claude.models.list(limit=1)
+        assert ([m.id for m in first.data], first.has_more, first.last_id) == (["smollm2-135m"], True, "smollm2-135m")
+        assert [m.id async for m in await claude.models.list(limit=1)] == everything  # the SDK pages by after_id
+        after = await claude.models.list(after_id="auto", limit=5)
+        assert ([m.id for m in after.data], after.has_more) == (["all-minilm-l6-v2"], False)
+        before = await claude.models.list(before_id="all-minilm-l6-v2", limit=1)
+        assert ([m.id for m in before.data], before.has_more) == (["auto"], True)
+        assert [m.id async for m in oai.models.list()] == everything
+        for bad, param in (({"limit": 0}, "limit"), ({"after_id": "llama-9b"}, "after_id"),
+                           ({"after_id": "auto", "before_id": "auto"}, "after_id")):
+            with pytest.raises(anthropic.BadRequestError) as e:
+                await claude.models.list(**bad)  # type: ignore[arg-type]
+            assert param in str(e.value)
+    finally:
+        await oai.close()
+        await claude.close()

@@ -2,7 +2,7 @@
 the OpenAI SDKs (`id`, `object`, `created`, `owned_by`) and the Anthropic SDKs (`type`, `display_name`,
 `created_at`, `lifecycle`, `max_input_tokens`, `max_tokens`, `has_more`, `first_id`, `last_id`) read;
 GET /v1/models/{id}: one of them (both SDKs' `models.retrieve`). A caller sees the models its key may use
-(`Scopes.allows_model`)."""
+(`Scopes.allows_model`). Anthropic's `limit`, `after_id` and `before_id` page the list (`model_page`)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from aigrid.agents.embeddings import Embedder
+from aigrid.errors import InvalidRequest
+from aigrid.gateway.cursor_list import page_after, page_object, page_query
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import GridSpec
 
@@ -29,6 +31,34 @@ def model_list(spec: GridSpec, embedders: Mapping[str, Embedder], scopes: Scopes
     data = [entry for entry in _entries(spec, embedders) if scopes.allows_model(entry["id"])]
     return {"object": "list", "data": data, "has_more": False,
             "first_id": data[0]["id"] if data else None, "last_id": data[-1]["id"] if data else None}
+
+
+MAX_PAGE = 1000
+"""Anthropic's largest `limit` of a models page."""
+
+
+def model_page(listing: Mapping[str, Any], query: Mapping[str, str]) -> dict[str, Any]:
+    """The page of `listing` (model_list's) that Anthropic's query asks for: `limit` (1-1000, 20 by default),
+    `after_id` or `before_id` (the models right after or right before that one); a query with none of them
+    (OpenAI's `models.list`, which has no pages) gets the whole list. A bad value is the 400 naming it."""
+    if not any(k in query for k in ("limit", "after_id", "before_id")):
+        return dict(listing)
+    limit = page_query(query, max_limit=MAX_PAGE, ordered=False).limit
+    after, before = query.get("after_id"), query.get("before_id")
+    if after is not None and before is not None:
+        raise InvalidRequest("after_id: give after_id or before_id, not both", param="after_id")
+    data, ids = listing["data"], [m["id"] for m in listing["data"]]
+    if before is not None:
+        if before not in ids:
+            raise InvalidRequest(f"before_id: no model {before!r}", param="before_id")
+        end = ids.index(before)
+        rows, more = data[max(0, end - limit):end], end > limit
+    else:
+        found = page_after(data, ids, after, limit)
+        if found is None:
+            raise InvalidRequest(f"after_id: no model {after!r}", param="after_id")
+        rows, more = found
+    return page_object(rows, more)
 
 
 def find_model(spec: GridSpec, embedders: Mapping[str, Embedder], model_id: str,

@@ -56,7 +56,7 @@ from aigrid.gateway.escalation import Escalation
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.modalities import check_images
-from aigrid.gateway.model_list import find_model, model_list
+from aigrid.gateway.model_list import find_model, model_list, model_page
 from aigrid.gateway.model_texts import beside_messages, chat_texts, completion_texts
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.observe import observe
@@ -557,7 +557,8 @@ class Routes:
 
     async def list_models(self, request: Request, ex: Exchange) -> Response:
         scopes = await self._caller_scopes(request, ex)
-        return json_response(model_list(self.gw.spec, self.gw.agents.embedders, scopes))
+        return json_response(model_page(model_list(self.gw.spec, self.gw.agents.embedders, scopes),
+                                        request.query_params))
 
     async def get_model(self, request: Request, ex: Exchange) -> Response:
         model_id = request.path_params["model_id"]
