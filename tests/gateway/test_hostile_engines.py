@@ -113,7 +113,8 @@ async def test_a_compressed_answer_or_a_whole_one_to_a_stream_is_not_an_answer(t
 
 
 @pytest.mark.parametrize("body", [b'{"choices": [', b'{"id": "x", "object": "chat.completion"}',
-                                  b'{"id": "x", "choices": null}'])
+                                  b'{"id": "x", "choices": null}', b'{"id": "x", "choices": [1]}',
+                                  b'{"choices": [{"message": {"role": "assistant", "tool_calls": "zz"}}]}'])
 @pytest.mark.parametrize("door", ["chat", "messages", "responses"])
 async def test_a_whole_answer_that_is_not_a_completion_is_a_502_counted_against_the_engine(
         tmp_path: Path, body: bytes, door: str, caplog: pytest.LogCaptureFixture) -> None:
@@ -159,7 +160,7 @@ async def test_token_counts_that_cannot_be_charged_are_taken_as_unknown(
     async for g in grid(tmp_path, script, good=script):
         r = await g.post(door, stream)
         assert r.status_code == 200, r.text
-        assert b"1e+300" not in r.content and b"abc" not in r.content and b"-5" not in r.content
+        assert b"1e+300" not in r.content and b'"abc"' not in r.content and b"-5" not in r.content
         row = await the_one_record(g.gw)
         assert row["outcome"] == "ok"
         charged = await balance(g.gw)
@@ -177,3 +178,30 @@ async def test_a_whole_answer_past_what_its_tokens_can_hold_is_not_read_to_its_e
         assert r.status_code == 502 and "larger than 1048576 bytes" in r.json()["error"]["message"]
         assert (await the_one_record(g.gw))["outcome"] == "error:upstream_failed"
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+ENDS = {"messages": b"event: error", "responses": b"event: response.failed"}
+
+
+@pytest.mark.parametrize("chunk", [{"choices": "abc"}, {"choices": [1]}, {"choices": [{"index": 0, "delta": "zz"}]},
+                                   {"choices": [{"index": 0, "delta": {"tool_calls": "zz"}}]},
+                                   {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": "a", "id": "c"}]}}]},
+                                   {"error": {"message": "the engine ran out of memory", "code": 500}}],
+                         ids=["choices-str", "choices-ints", "delta-str", "calls-str", "index-str", "error-event"])
+@pytest.mark.parametrize("door", list(ENDS))
+async def test_a_chunk_a_front_door_cannot_translate_ends_its_answer_and_counts_against_the_engine(
+        tmp_path: Path, chunk: dict, door: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The Messages and Responses doors translate the engine's chat stream: a chunk of another shape raised there
+    (the stream cut with a traceback, audited `error:internal`), and the engine's own error event ended the answer
+    as if the client had gone (`client_closed`, the engine never counted). Now the door's own in-stream error, the
+    record `interrupted`, the engine charged a failure."""
+    caplog.set_level(logging.WARNING)
+    script = H.stream(*H.sse(H.token("Hi"), chunk, H.token("", "stop")))
+    async for g in grid(tmp_path, lambda p, r: script, good=lambda p, r: script):
+        r = await g.post(door, True)
+        assert r.status_code == 200 and ENDS[door] in r.content
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+        assert await balance(g.gw) == row["extra"]["charged_tokens"] > 0  # answered, its count unknown: the reservation
+        assert "stream broke" in caplog.text

@@ -10,6 +10,7 @@ call_id), and StreamError (the relay's error event when an answer was interrupte
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 import orjson
 
 from aigrid.engines.sse import DONE, Event, SseDecoder
+
+log = logging.getLogger("aigrid.proxy")
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,14 @@ def _events_of(ev: Event, seen_tools: set[int]) -> Iterator[ChatEvent]:
         obj = orjson.loads(ev.data)
     except orjson.JSONDecodeError:
         return  # not JSON: nothing a client of the other API could use
-    yield from _chunk_events(obj, seen_tools)
+    try:
+        yield from _chunk_events(obj, seen_tools)
+    except (AttributeError, TypeError, ValueError) as e:  # a chunk of another shape (`choices: "x"`, a delta that is
+        # not an object, a tool call's index "a"): the answer ends with the front door's error, not a traceback
+        log.warning("an engine's stream sent a chunk that is not a chat completion chunk (%s: %s): %s",
+                    type(e).__name__, e, ev.data[:200])
+        yield StreamError(f"the answer was interrupted: the engine sent a chunk that is not a chat completion chunk "
+                          f"({type(e).__name__}: {e})", "engine_malformed")
 
 
 TRUNCATED = StreamError("the answer was interrupted: the engine's stream ended before the answer did (no "
@@ -150,17 +160,24 @@ async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
     seen_tools: set[int] = set()
     decoder = SseDecoder()
     ended = False
+    failed = getattr(blocks, "engine_failed", None)  # the relay (relay.StreamRelay): an error is the engine's failure
     async for block in blocks:
         for ev in decoder.feed(block):
             ended = ended or ev.data == DONE
             for event in _events_of(ev, seen_tools):
-                ended = ended or isinstance(event, Finish | StreamError)
+                if isinstance(event, Finish | StreamError):
+                    ended = True
+                    if failed is not None and isinstance(event, StreamError):
+                        failed(event.message)
                 yield event
     last = decoder.flush()  # lenient: a last event without its blank line
     if last is not None:
         ended = ended or last.data == DONE
         for event in _events_of(last, seen_tools):
-            ended = ended or isinstance(event, Finish | StreamError)
+            if isinstance(event, Finish | StreamError):
+                ended = True
+                if failed is not None and isinstance(event, StreamError):
+                    failed(event.message)
             yield event
     if not ended:
         yield TRUNCATED

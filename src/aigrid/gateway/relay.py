@@ -224,6 +224,7 @@ class StreamRelay:
         self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record))
         self._current: Opened | None = opened
         self._first: bytes | None = opened.first
+        self._engine_failure: str | None = None
         self.wire: ClientWire | None = None
         """Set by the response once its head is out: the client's socket, for the relay from the read callback."""
         self._sink_error: Exception | None = None
@@ -345,9 +346,20 @@ class StreamRelay:
         self._current, self._first = nxt, nxt.first
         return b""
 
+    def engine_failed(self, why: str) -> None:
+        """A front door read an error in the engine's stream (the engine's own error event, or a chunk it cannot
+        translate) and ends its answer there (chat_events): when it closes the relay, the engine is booked as broken
+        mid-stream (its circuit counts it, the record says `interrupted`), not as a client that went away. Nothing
+        when the error is the relay's own (its engine already released)."""
+        self._engine_failure = why
+
     async def aclose(self) -> None:
         cur, self._current = self._current, None
-        if cur is not None:  # the client went away (or the gateway stops): release the engine
+        if cur is not None and self._engine_failure is not None:
+            await self._proxy.abandon(cur, self._record, f"stream broke: {self._engine_failure}")
+            self._record.status = "interrupted"
+            self._record.usage = self.pipe.usage
+        elif cur is not None:  # the client went away (or the gateway stops): release the engine
             await cur.stack.aclose()
             self._proxy.finish(cur.cand, self._record, 499, None)
             self._record.usage = self.pipe.usage

@@ -46,6 +46,12 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
         raise NotAnAnswer(f"not JSON: {answer[:60]!r}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("choices"), list):
         raise NotAnAnswer(f"JSON without a list of choices: {answer[:60]!r}")
+    for choice in doc["choices"]:  # what the front doors read of it: objects where objects go (a 500 there before)
+        msg = choice.get("message") if isinstance(choice, dict) else None
+        calls = msg.get("tool_calls") if isinstance(msg, dict) else None
+        if not isinstance(choice, dict) or not isinstance(msg or {}, dict) or not isinstance(calls or [], list) \
+                or not all(isinstance(c, dict) and isinstance(c.get("function") or {}, dict) for c in calls or ()):
+            raise NotAnAnswer(f"a choice that is not a chat completion's: {str(choice)[:60]}")
     usage = doc.get("usage")
     if usage is None or isinstance(usage, dict):
         why = None if usage is None else unbelievable(usage, most)
