@@ -195,3 +195,12 @@ def test_buckets_are_left_out_and_every_other_sample_is_as_prometheus_client_rea
                 full.setdefault(s.name, []).append((s.labels, float(s.value)))
     assert collect_samples(text) == full
     assert "x_seconds_count" in full and "y_total" in full
+
+
+def test_negative_and_overflowing_values_are_not_read() -> None:
+    """Every series read is a count, a fraction or a sum of durations: a negative value is a lie (it made an engine
+    look better than idle), and a sum past the largest float raised OverflowError in the scrape."""
+    text = ('vllm:num_requests_running -1000\nvllm:kv_cache_usage_perc -5\nvllm:num_requests_waiting{a="1"} 1e308\n'
+            'vllm:num_requests_waiting{a="2"} 1e308\nvllm:prompt_tokens_total 12\n')
+    stats = parse_stats("vllm", text)
+    assert (stats.running, stats.kv_usage, stats.waiting, stats.prompt_tokens_total) == (None, None, None, 12.0)

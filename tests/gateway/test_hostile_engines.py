@@ -5,6 +5,7 @@ gateway reads no more of it than an answer can hold."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -21,6 +22,7 @@ from aigrid.gateway.wiring import Upstream, upstream
 from aigrid.spec.models import QuotaSpec
 from tests.gateway import hostile_engine as H
 from tests.gateway.conftest import spec_in
+from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.test_exit_paths import TENANT, balance, inflight, metered_gateway, the_one_record
 
 M = "smollm2-135m"
@@ -205,3 +207,58 @@ async def test_a_chunk_a_front_door_cannot_translate_ends_its_answer_and_counts_
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
         assert await balance(g.gw) == row["extra"]["charged_tokens"] > 0  # answered, its count unknown: the reservation
         assert "stream broke" in caplog.text
+
+
+def metrics(body: bytes, *, pause_s: float = 0.0, pieces: int = 1) -> Callable[[], H.Script]:
+    """A /metrics answer of `pieces` x `body`, chunked, `pause_s` between them."""
+    return lambda: [H.head(200, "text/plain", chunked=True),
+                    *[step for _ in range(pieces) for step in (H.chunk(body), pause_s)], H.END]
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param(metrics(b"# waiting\n", pause_s=0.5, pieces=16), id="never-ends"),
+    pytest.param(metrics(b"# " + b"x" * (1 << 20) + b"\n", pieces=17), id="17-MiB"),
+])
+async def test_metrics_that_never_end_hold_no_scrape_and_no_memory(tmp_path: Path, answer: Any) -> None:
+    """The scraper read an engine's /metrics whole, each read within 2 s but with no bound on the total: one that
+    kept trickling held every endpoint's scrape (they are awaited together) for as long as it went on, and one of 200
+    MB took the gateway past 20 GB (the OOM killer). Now a probe's answer is read within the probe timeout in all
+    and up to METRICS_MAX_BYTES (16 MiB): that engine is unhealthy, saying why, the others scraped."""
+    async for g in grid(tmp_path, sane):
+        g.bad.gets["/metrics"] = answer
+        started = asyncio.get_running_loop().time()
+        await g.gw.scraper.scrape_once()
+        assert asyncio.get_running_loop().time() - started < 4.0
+        state = g.gw.store.state("nrt-smollm2")
+        assert not state.healthy and ("within" in state.reason or "more than" in state.reason)
+        assert all(g.gw.store.state(e).healthy for e in ("fra-smollm2", "iad-smollm2", "gru-smollm2"))
+
+
+@pytest.mark.parametrize("text", [
+    b"vllm:num_requests_running -1000\nvllm:num_requests_waiting -1000\nvllm:kv_cache_usage_perc -5\n",
+    b'vllm:num_requests_running{a="1"} 1e308\nvllm:num_requests_running{a="2"} 1e308\n',
+    b"vllm:num_requests_running NaN\nvllm:num_requests_waiting +Inf\n",
+], ids=["negative", "overflow", "nan"])
+async def test_metrics_that_lie_never_fail_a_scrape_nor_read_below_zero(tmp_path: Path, text: bytes) -> None:
+    """Negative counts were stored as they came (running -1000, KV use -5: better than idle to the least-loaded and
+    KV-aware policies, without bound); two values of 1e308 summed to infinity and the scrape raised OverflowError,
+    which at start stopped the gateway. Now such values are not read."""
+    async for g in grid(tmp_path, sane):
+        g.bad.gets["/metrics"] = lambda: H.whole(text, content_type="text/plain")
+        await g.gw.scraper.scrape_once()
+        state = g.gw.store.state("nrt-smollm2")
+        assert state.healthy and state.running == 0 and state.waiting == 0
+        assert state.kv_usage is None or state.kv_usage >= 0
+
+
+async def test_an_unexpected_error_scraping_one_engine_fails_neither_the_others_nor_the_start(
+        gateway: Gateway, fakes: dict[str, FakeEngine], caplog: pytest.LogCaptureFixture) -> None:
+    """An error the adapter does not map (a bug; OverflowError was one) raised out of scrape_once: the tick failed,
+    and at start (Periodic.start runs the first tick) the gateway did not start. Now logged, that engine unhealthy."""
+    async def broken() -> Any:
+        raise OverflowError("cannot convert float infinity to integer")
+
+    fakes["nrt-smollm2"].stats = broken  # type: ignore[method-assign]
+    await gateway.scraper.scrape_once()
+    assert not gateway.store.state("nrt-smollm2").healthy and gateway.store.state("fra-smollm2").healthy
+    assert "unexpected error reading its health or metrics" in caplog.text

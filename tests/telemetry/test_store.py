@@ -80,6 +80,14 @@ def test_counter_reset_clears_the_mean() -> None:
     assert m.update(1, 1) is None
 
 
+def test_a_mean_below_zero_is_not_read() -> None:
+    """An engine whose histogram sum went down while its count went up: a TTFT of -50 s preferred it without bound."""
+    m = DeltaMean()
+    m.update(10, 5)
+    assert m.update(20, 10) == 2.0
+    assert m.update(-230, 15) is None
+
+
 def test_affinity_is_bounded_and_visible_in_view() -> None:
     store, _ = make()
     store.remember_affinity(("p1", None), "e1")

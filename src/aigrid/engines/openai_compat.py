@@ -54,6 +54,12 @@ def refused_statuses(kind: str) -> frozenset[int]:
     return frozenset({401}) if kind == "openai" else frozenset({401, 403})
 
 
+METRICS_MAX_BYTES = 16 << 20
+"""The most bytes of metrics read from one exporter (vLLM's, with its histograms, is about 100 KiB; dcgm-exporter's
+of 8 GPUs less): more is not read, the scrape fails (EngineError)."""
+HEALTH_MAX_BYTES = 64 << 10
+"""The most bytes of a health answer read (only its status counts)."""
+
 CLOSED_IDLE = "Server disconnected without sending a response"
 """httpcore's message when the server closed the connection before sending any byte of a response."""
 
@@ -109,6 +115,7 @@ class OpenAICompatEngine:
         self._refused_statuses = refused_statuses(kind)
         self._timeout = timeout
         self._probe_timeout = httpx.Timeout(probe_timeout_s)
+        self._probe_timeout_s = probe_timeout_s
         url = httpx.URL(self.base_url)
         # the proxied POSTs of a plain-HTTP engine go straight to aigrid's transport, without httpx's client
         # layer (request building, URL merging, cookies, redirects: a tenth of the gateway's CPU per request)
@@ -201,17 +208,14 @@ class OpenAICompatEngine:
     async def health(self) -> bool:
         """True when the engine's health path answers 200. Unreachable is False, not an error; an engine that
         refuses the gateway's key (or asks for one) raises EngineUnavailable saying so."""
-        request = self._client.build_request(
-            "GET", self._url(self._health_path), headers=self._headers, timeout=self._probe_timeout
-        )
         try:
-            response = await self._send(request)
+            status, _ = await self._get(self._url(self._health_path), self._headers, HEALTH_MAX_BYTES)
         except httpx.TransportError as exc:
             log.debug("%r health probe failed: %r", self, exc)
             return False
-        if response.status_code in self._refused_statuses:  # the operator's to fix: said, not just "unhealthy"
-            raise EngineUnavailable(self._refused(self._health_path, response.status_code))
-        return response.status_code == 200
+        if status in self._refused_statuses:  # the operator's to fix: said, not just "unhealthy"
+            raise EngineUnavailable(self._refused(self._health_path, status))
+        return status == 200
 
     async def stats(self) -> EngineStats:
         """The engine's load from its own metrics (all None for kinds without metrics), plus GPU power
@@ -233,21 +237,43 @@ class OpenAICompatEngine:
         return stats
 
     async def _scrape(self, url: str, headers: Mapping[str, str]) -> str:
-        request = self._client.build_request("GET", url, headers=headers, timeout=self._probe_timeout)
         try:
-            response = await self._send(request)
+            status, body = await self._get(url, headers, METRICS_MAX_BYTES)
         except httpx.TransportError as exc:
             raise EngineUnavailable(f"{self!r}: cannot fetch {url}: {exc!r}{_hint(exc)}") from exc
-        if response.status_code in (404, 501):
+        if status in (404, 501):
             raise EngineError(
-                f"{self!r}: {url} answered HTTP {response.status_code}: no metrics exported there "
+                f"{self!r}: {url} answered HTTP {status}: no metrics exported there "
                 f"(llama-server needs --metrics, SGLang --enable-metrics)"
             )
-        if response.status_code in self._refused_statuses and headers is self._headers:
-            raise EngineUnavailable(self._refused(url, response.status_code))
-        if response.status_code != 200:
-            raise EngineUnavailable(f"{self!r}: {url} answered HTTP {response.status_code}")
-        return response.text
+        if status in self._refused_statuses and headers is self._headers:
+            raise EngineUnavailable(self._refused(url, status))
+        if status != 200:
+            raise EngineUnavailable(f"{self!r}: {url} answered HTTP {status}")
+        if body is None:
+            raise EngineError(f"{self!r}: {url} answered more than {METRICS_MAX_BYTES} bytes of metrics")
+        return body.decode("utf-8", "replace")
+
+    async def _get(self, url: str, headers: Mapping[str, str], most: int) -> tuple[int, bytes | None]:
+        """A probe's GET: its status and body (None: larger than `most` bytes, not read further), the whole of it
+        within the probe timeout (httpx.ReadTimeout after it). Read whole, without bounds, an engine whose /metrics
+        never ended held every endpoint's scrape (they are awaited together) and one of 200 MB took the gateway's
+        memory past 20 GB."""
+        request = self._client.build_request("GET", url, headers=headers, timeout=self._probe_timeout)
+        try:
+            async with asyncio.timeout(self._probe_timeout_s):
+                response = await self._send(request, stream=True)
+                try:
+                    body = bytearray()
+                    async for piece in response.aiter_bytes():
+                        body += piece
+                        if len(body) > most:
+                            return response.status_code, None
+                    return response.status_code, bytes(body)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no whole answer within {self._probe_timeout_s} s") from None
 
     async def aclose(self) -> None:
         """Nothing to release: the injected client belongs to the caller."""

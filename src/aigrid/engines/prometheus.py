@@ -54,17 +54,22 @@ def collect_samples(text: str) -> Samples:
 
 
 def _values(samples: Samples, names: tuple[str, ...]) -> list[float] | None:
-    """Finite values of the first name in `names` that is present (names are alternatives, newest first)."""
+    """Finite values of at least 0 of the first name in `names` that is present (names are alternatives, newest
+    first). Every series read here is a count, a fraction or a sum of durations: a negative one is an engine's lie,
+    and read as it came it made the engine look better than idle to the routing (running -1000, KV use -5)."""
     for name in names:
         found = samples.get(name)
         if found:
-            return [v for _, v in found if math.isfinite(v)]
+            return [v for _, v in found if 0.0 <= v < math.inf]
     return None
 
 
 def _sum(samples: Samples, *names: str) -> float | None:
+    """The values' sum; None when it is not finite (two values of 1e308: an OverflowError in the scrape, which
+    stopped the gateway starting)."""
     values = _values(samples, names)
-    return sum(values) if values else None
+    total = sum(values) if values else None
+    return total if total is not None and math.isfinite(total) else None
 
 
 def _mean(samples: Samples, *names: str) -> float | None:

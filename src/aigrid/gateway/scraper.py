@@ -42,7 +42,9 @@ class Scraper:
             if healthy:  # the health probe is a trivial handler: its time is the round trip to the site
                 self._store.record_rtt(endpoint.id, time.perf_counter() - probe_start)
             stats = await engine.stats() if healthy else None
-        except EngineError as e:
+        except Exception as e:  # noqa: BLE001 -- logged: one engine's scrape never fails the others' (nor a start)
+            if not isinstance(e, EngineError):
+                log.warning("endpoint %s: unexpected error reading its health or metrics", endpoint.id, exc_info=e)
             if self._store.state(endpoint.id).healthy:
                 log.warning("endpoint %s is now UNHEALTHY: %s", endpoint.id, e,
                             extra=fields(endpoint=endpoint.id, healthy=False, reason=str(e)))

@@ -18,9 +18,9 @@ class DeltaMean:
             return self.value
         if self.last_sum is not None and self.last_count is not None:
             dn = count - self.last_count
-            if dn > 0:
+            if dn > 0 and total >= self.last_sum:
                 self.value = (total - self.last_sum) / dn
-            elif dn < 0:
-                self.value = None  # the engine restarted and its counters reset
+            elif dn < 0 or total < self.last_sum:
+                self.value = None  # the engine restarted and its counters reset (or lie: a mean below 0)
         self.last_sum, self.last_count = total, count
         return self.value
