@@ -262,3 +262,25 @@ async def test_an_unexpected_error_scraping_one_engine_fails_neither_the_others_
     await gateway.scraper.scrape_once()
     assert not gateway.store.state("nrt-smollm2").healthy and gateway.store.state("fra-smollm2").healthy
     assert "unexpected error reading its health or metrics" in caplog.text
+
+
+@pytest.mark.parametrize("usage", BAD_USAGE[:4], ids=["negative", "1e300", "strings", "past-64-bits"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_counts_that_cannot_be_charged_in_one_of_n_answers_leave_the_merged_count_unknown(
+        tmp_path: Path, usage: dict, stream: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """`n` answers are summed (engines/fan_out.py): a string or a count past 64 bits in one raised there (a 502 after
+    every candidate, or a stream cut with a traceback, `error:internal`). Now the merged answer has no usage."""
+    caplog.set_level(logging.WARNING)
+
+    def script(path: str, req: dict) -> H.Script:
+        if req.get("stream"):
+            last = json.dumps(H.token("", usage=usage) | {"choices": []}).encode()
+            return H.stream(*H.sse(H.token("Hi"), H.token("", "stop"), last))
+        return H.whole(json.dumps(H.answer_of(usage=usage)).encode())
+
+    async for g in grid(tmp_path, script, good=script):
+        r = await g.post("chat", stream, n=2)
+        assert r.status_code == 200 and (b"[DONE]" in r.content if stream else len(r.json()["choices"]) == 2)
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "ok" and await balance(g.gw) == row["extra"]["charged_tokens"] > 0
+        assert "count is unknown" in caplog.text and g.failures("nrt-smollm2") == 0

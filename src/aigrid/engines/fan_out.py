@@ -24,6 +24,7 @@ failed read: the client never gets fewer choices than it asked for. An engine's 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -41,6 +42,8 @@ MAX_FANNED_REQUESTS = 32
 """The most engine requests one call may become: a list of prompts times `n`."""
 FANNED_PATHS = ("/v1/chat/completions", "/v1/completions")
 _END = object()
+
+log = logging.getLogger("aigrid.proxy")
 
 
 class FanOutEngine(WrappedEngine):
@@ -111,9 +114,23 @@ def merged_answer(answers: list[bytes], n: int = 1) -> bytes:
     merged["choices"] = sorted(({**c, "index": _index(c, len(docs), j)} for j, doc in enumerate(docs)
                                 for c in doc.get("choices") or () if isinstance(c, dict)), key=lambda c: c["index"])
     usages = {j: doc["usage"] for j, doc in enumerate(docs) if isinstance(doc.get("usage"), dict)}
-    if usages:
-        merged["usage"] = summed_usage(usages, n)
+    if usages and (usage := _merged_usage(usages, n)) is not None:
+        merged["usage"] = usage
     return orjson.dumps(merged)
+
+
+def _merged_usage(usages: Mapping[int, dict[str, Any]], n: int) -> dict[str, Any] | None:
+    """summed_usage, when every answer's prompt and completion counts are whole numbers from 0 to 2**63 - 1 (or
+    absent). When one answer's are not (a string, -5, 1e300, past 64 bits: summed, they raised, a 502 or a stream cut
+    with a traceback), None, logged: the merged answer has no usage, its count unknown, as the gateway takes one
+    engine's count that cannot be charged (gateway/usage.py, unbelievable)."""
+    for u in usages.values():
+        for key in ("prompt_tokens", "completion_tokens"):
+            v = u.get(key)
+            if v is not None and (type(v) is not int or not 0 <= v < 1 << 63):
+                log.warning("an engine's answer counted %s %r: the %d answers' count is unknown", key, v, len(usages))
+                return None
+    return summed_usage(usages, n)
 
 
 def _whole(j: int, answer: bytes) -> dict[str, Any]:
@@ -238,8 +255,8 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
             else:
                 assert isinstance(item, bytes)
                 yield item
-        if usages:
-            yield b"data: " + orjson.dumps({**last, "choices": [], "usage": summed_usage(usages, n)}) + b"\n\n"
+        if usages and (usage := _merged_usage(usages, n)) is not None:
+            yield b"data: " + orjson.dumps({**last, "choices": [], "usage": usage}) + b"\n\n"
         yield b"data: [DONE]\n\n"
     finally:
         for task in tasks:
