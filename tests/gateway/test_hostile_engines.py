@@ -284,3 +284,15 @@ async def test_counts_that_cannot_be_charged_in_one_of_n_answers_leave_the_merge
         row = await the_one_record(g.gw)
         assert row["outcome"] == "ok" and await balance(g.gw) == row["extra"]["charged_tokens"] > 0
         assert "count is unknown" in caplog.text and g.failures("nrt-smollm2") == 0
+
+
+@pytest.mark.parametrize("door", list(ENDS))
+async def test_what_an_engine_sends_after_its_done_is_not_translated(tmp_path: Path, door: str) -> None:
+    """A chat client stops at [DONE]; the Messages and Responses doors read on and put what came after it (a second
+    [DONE], more text) into the answer. Now the answer ends at [DONE], read whole and audited `ok`."""
+    late = H.chunk(b"data: " + orjson.dumps(H.token(" and then some")) + b"\n\n")
+    script = H.stream(*H.sse(H.token("Hi"), H.token("", "stop"))[:-1], late, H.chunk(b"data: [DONE]\n\n"), H.END)
+    async for g in grid(tmp_path, lambda p, r: script, good=lambda p, r: script):
+        r = await g.post(door, True)
+        assert r.status_code == 200 and b"Hi" in r.content and b"and then some" not in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "ok" and inflight(g.gw) == 0

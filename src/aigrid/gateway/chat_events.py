@@ -163,13 +163,20 @@ async def chat_events(blocks: AsyncIterator[bytes]) -> AsyncIterator[ChatEvent]:
     failed = getattr(blocks, "engine_failed", None)  # the relay (relay.StreamRelay): an error is the engine's failure
     async for block in blocks:
         for ev in decoder.feed(block):
-            ended = ended or ev.data == DONE
+            if ev.data == DONE:
+                ended = True
+                break
             for event in _events_of(ev, seen_tools):
                 if isinstance(event, Finish | StreamError):
                     ended = True
                     if failed is not None and isinstance(event, StreamError):
                         failed(event.message)
                 yield event
+        else:
+            continue
+        async for _ in blocks:  # [DONE]: the answer is over; what an engine sends after it is read to the end (so the
+            pass                # relay books it whole), never translated (a chat client stops at [DONE] too)
+        return
     last = decoder.flush()  # lenient: a last event without its blank line
     if last is not None:
         ended = ended or last.data == DONE
