@@ -296,3 +296,16 @@ async def test_what_an_engine_sends_after_its_done_is_not_translated(tmp_path: P
         r = await g.post(door, True)
         assert r.status_code == 200 and b"Hi" in r.content and b"and then some" not in r.content
         assert (await the_one_record(g.gw))["outcome"] == "ok" and inflight(g.gw) == 0
+
+
+@pytest.mark.parametrize("door", ["chat", "messages"])
+async def test_a_connection_that_fails_after_the_answer_ended_leaves_the_answer_whole(tmp_path: Path, door: str) -> None:
+    """An engine (or a proxy before it) that drops the connection after its [DONE], before the chunked body's end: the
+    client had the whole answer, but it was booked as a stream broken mid-way (a failure on the engine's circuit)
+    and audited `client_closed`. Now `ok`, logged, the engine not charged a failure."""
+    script = H.stream(*H.sse(H.token("Hi"), H.token("", "stop"))[:-1], H.CLOSE)
+    async for g in grid(tmp_path, lambda p, r: script, good=lambda p, r: script):
+        r = await g.post(door, True)
+        assert r.status_code == 200 and b"Hi" in r.content and b"error" not in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "ok"
+        assert g.failures("nrt-smollm2") == 0 and inflight(g.gw) == 0

@@ -332,6 +332,12 @@ class StreamRelay:
         """The engine failed mid-stream: continue elsewhere (b"") or end with an error event."""
         self._current = None
         proxy, record, delivered = self._proxy, self._record, self.pipe.delivered
+        if self.pipe.sse and self.pipe.ended(b""):  # its [DONE] or finish_reason was relayed: the client has it whole
+            log.warning("endpoint %s: the connection failed after the answer ended (%s); the answer stands",
+                        cur.cand.endpoint_id, e)
+            await cur.stack.aclose()
+            record.usage = proxy.finish(cur.cand, record, cur.upstream.status, self.pipe.usage)
+            return b""
         await proxy.abandon(cur, record, f"stream broke: {e}")
         record.usage = self.pipe.usage
         if delivered.done or delivered.finished:
