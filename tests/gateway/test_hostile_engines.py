@@ -309,3 +309,17 @@ async def test_a_connection_that_fails_after_the_answer_ended_leaves_the_answer_
         assert r.status_code == 200 and b"Hi" in r.content and b"error" not in r.content
         assert (await the_one_record(g.gw))["outcome"] == "ok"
         assert g.failures("nrt-smollm2") == 0 and inflight(g.gw) == 0
+
+
+async def test_a_response_head_that_never_ends_is_cut_at_one_mib(tmp_path: Path) -> None:
+    """A header line that keeps growing: httptools keeps it whole until its line ends, so the gateway buffered it
+    until the first-byte deadline (at least 5 s, at whatever rate the engine sent). Now the head is at most
+    MAX_HEAD_BYTES (1 MiB): a protocol error at once, the next candidate tried."""
+    piece = b"a" * 65536
+    script = [b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nx-pad: ", *([piece] * 1024), 30.0]
+    async for g in grid(tmp_path, lambda p, r: script, good=lambda p, r: script):
+        started = asyncio.get_running_loop().time()
+        r = await g.post("chat", True)
+        assert r.status_code == 502 and "the response head is larger than 1048576 bytes" in r.json()["error"]["message"]
+        assert asyncio.get_running_loop().time() - started < 3.0
+        assert (await the_one_record(g.gw))["outcome"] == "error:upstream_failed" and inflight(g.gw) == 0

@@ -41,6 +41,9 @@ CLOSED_IDLE = "Server disconnected without sending a response"
 """The same message httpcore raises, so that callers that resend on it (openai_compat) keep working."""
 HIGH_WATER = 256 * 1024
 """Response bytes buffered per connection before it stops reading from the socket."""
+MAX_HEAD_BYTES = 1 << 20
+"""The most bytes of a response's head (status line and headers): more is a protocol error (Go's net/http allows
+10 MB, nginx a few KiB a line; an engine's head is a few hundred bytes)."""
 Sink = Callable[[bytes], bool]
 """Takes one read's body bytes; False: detach me (the bytes passed were taken all the same)."""
 
@@ -89,6 +92,9 @@ class _Conn(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self.got_bytes = False
+        self._head_left: int | None = MAX_HEAD_BYTES
+        """Bytes the response head may still take (httptools keeps a header whole until its line ends: a head that
+        never ended held the gateway's memory without bound until the first-byte deadline); None once it is whole."""
         self._sink: Sink | None = None
         self._detached: asyncio.Future[None] | None = None
         self._last_data = 0.0
@@ -112,7 +118,7 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.resume_writing()
-        if not self.complete:
+        if not self.complete and self._error is None:  # else the error that closed it (_fail) is the one to say
             if not self.got_bytes:
                 self._error = httpx.RemoteProtocolError(CLOSED_IDLE)
             else:
@@ -122,23 +128,32 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.got_bytes = True
+        if self._head_left is not None:  # the head is still coming (None once it is whole)
+            self._head_left -= len(data)
+            if self._head_left < 0:
+                self._fail(httpx.RemoteProtocolError(f"the response head is larger than {MAX_HEAD_BYTES} bytes"))
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
-            self._error = httpx.RemoteProtocolError(f"invalid HTTP response: {e}")
-            self.keep_alive = False
-            if self.transport is not None:
-                self.transport.close()
-            self._wake()
+            self._fail(httpx.RemoteProtocolError(f"invalid HTTP response: {e}"))
             return
         if self._sink is not None and self._chunks:
             self._deliver()
+
+    def _fail(self, error: Exception) -> None:
+        self._error = error
+        self.keep_alive = False
+        if self.transport is not None:
+            self.transport.close()
+        self._wake()
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        self._head_left = None
         if self._head is not None and not self._head.done():
             self._head.set_result(None)
 
@@ -226,6 +241,7 @@ class _Conn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self._headers, self._chunks, self._error = [], deque(), None
         self.complete = self.keep_alive = self.got_bytes = self._timed_out = False
+        self._head_left = MAX_HEAD_BYTES
         self.buffered = 0
         self._sink = self._detached = None
 
