@@ -63,6 +63,11 @@ class EngineStreamBroken(EngineError):
     pass
 
 
+class EngineFailedAfterActing(EngineError):
+    """An engine failed in a tool loop after server-side tools had run for the request (they act: SQL, MCP, the
+    web): its failure, but no other candidate is tried, since a second run would run them again."""
+
+
 class EngineBuildError(AigridError):
     pass
 

@@ -41,7 +41,7 @@ from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolRegistry
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import DONE, comment, encode
 from aigrid.engines.wrapped import WrappedEngine, once
-from aigrid.errors import EngineError, EngineStreamBroken
+from aigrid.errors import EngineError, EngineFailedAfterActing, EngineStreamBroken
 
 JSON_TYPE = {"content-type": "application/json"}
 SSE_TYPE = {"content-type": "text/event-stream"}
@@ -171,12 +171,20 @@ class ToolLoopEngine(WrappedEngine):
         try:
             if not body.get("stream"):
                 finished: Finished | None = None
-                async for ev in events:
-                    if isinstance(ev, Rejected):
-                        yield UpstreamResponse(ev.status, JSON_TYPE, once(ev.body))
-                        return
-                    if isinstance(ev, Finished):
-                        finished = ev
+                acted = 0  # server-side tool runs so far: after one, a failure is not run again elsewhere
+                try:
+                    async for ev in events:
+                        if isinstance(ev, Rejected):
+                            yield UpstreamResponse(ev.status, JSON_TYPE, once(ev.body))
+                            return
+                        if isinstance(ev, Step):
+                            acted += 1
+                        if isinstance(ev, Finished):
+                            finished = ev
+                except EngineError as e:
+                    if acted:
+                        raise EngineFailedAfterActing(f"{e} (after {acted} server-side tool run{'s' * (acted > 1)})") from e
+                    raise
                 assert finished is not None
                 doc = completion(finished, model, created=created, response_id=rid, show=self.show)
                 yield UpstreamResponse(200, JSON_TYPE, once(orjson.dumps(doc)))

@@ -28,6 +28,9 @@ from aigrid.security.quotas import Reservation
 if TYPE_CHECKING:
     from aigrid.gateway.relay_response import Hangup
 
+LOOP_CUT = ("client_closed", "interrupted", "error:upstream_failed")
+"""Ends of a tool loop that leave its finished model turns' usage (Exchange.loop_usage) as what was used: its client
+left, its stream broke, or its engine failed after its tools acted (not run again elsewhere)."""
 UNFINISHED = ("routing", "streaming")
 """Record states that mean the answer never ended (the client left or the gateway stopped mid-way)."""
 
@@ -88,7 +91,7 @@ class Exchange:
             return self.usage
         usage = self.record.usage if self.record is not None else None
         if usage is None and self.loop_usage and any(self.loop_usage.values()) \
-                and self.final_outcome() == "client_closed":  # turns whose engine sent no count: not 0 tokens
+                and self.final_outcome() in LOOP_CUT:  # a tool loop's finished turns, which no answer counts: not 0
             return self.loop_usage
         return usage
 

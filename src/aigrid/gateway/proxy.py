@@ -36,6 +36,7 @@ from aigrid.errors import (
     RETRY_WAIT_MAX_S,
     ApiError,
     EngineError,
+    EngineFailedAfterActing,
     EngineStreamBroken,
     EngineUnavailable,
     UpstreamFailed,
@@ -210,7 +211,14 @@ class Proxy:
         answer its model is unsure of is asked again of a larger model (escalation.py)."""
         started = self._clock()
         ranked = list(decision.ranked[: self._max_attempts])
-        opened = await self._open_first(path, body, ranked, record, hedge, wrap)
+        try:
+            opened = await self._open_first(path, body, ranked, record, hedge, wrap)
+        except EngineFailedAfterActing as e:  # its tools acted: no other engine runs the loop again, nor the client
+            record.status = "failed"
+            self._metrics.rejected.labels("upstream_failed").inc()
+            raise UpstreamFailed(f"{for_client(str(e), self._hidden)}; not tried again on another engine, which would "
+                                 "run the request's server-side tools again", retry=False,
+                                 headers={"x-aigrid-decision": decision.request_id}) from e
         if opened is not None and opened.trace_headers:  # a tool loop's later turns run in this task
             TRACE_HEADERS.set(opened.trace_headers)
         if opened is None:
@@ -372,6 +380,8 @@ class Proxy:
             for cand in ranked:
                 try:
                     return await self._attempt(path, body, cand, record, False, wrap)
+                except EngineFailedAfterActing:
+                    raise  # _attempt booked the failure; no next candidate (forward)
                 except EngineError:
                     continue  # _attempt booked the failure: the next candidate
             return None
@@ -398,9 +408,9 @@ class Proxy:
                 for task in done:
                     _, hedged = running.pop(task)
                     failed = task.exception()
-                    if isinstance(failed, ApiError):  # the client's error (an engine could not read the request):
-                        why = f"refused: {failed}"      # no other engine would answer it either
-                        raise failed
+                    if isinstance(failed, (ApiError, EngineFailedAfterActing)):  # the client's error (an engine could
+                        why = f"refused: {failed}"  # not read the request): no other engine would answer it either;
+                        raise failed                # tools that acted: no other engine may run them again
                     if failed is None:
                         if any(a.get("hedge") for a in record.attempts):
                             self._metrics.hedge_wins.labels("hedge" if hedged else "first").inc()

@@ -509,6 +509,10 @@ class Routes:
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
             wrap = _legacy_completions(body, wrap)  # echo and the legacy logprobs where the engine leaves them out
         escalate = None if wrap is not None or parsed.stream or path != CHAT_PATH else self._escalation(body, ex)
+        if loop is not None and loop.server_tools:
+            # a hedge runs a second attempt beside a slow first one; a loop's first byte comes after whole model turns
+            # and tool runs (always "slow"), and its server-side tools act: never two runs of it at once
+            hedge = None
         if loop is not None and loop.server_tools and not parsed.stream and ex.hangup is not None:
             # server-side tools act (SQL, MCP, the web): a whole (non-streamed) loop once started runs to its end
             # (docs/reliability.md); a streamed one stops at a hang-up, a tool already running left to finish

@@ -1,0 +1,148 @@
+"""A tool loop that has had server-side tools run is never run again on another engine: its tools act (an SQL
+write, an MCP tool that sends or exports, a request to the web), so a second run would act twice. Neither a
+failover after a later model turn fails, nor a hedge (a second attempt started while the first is slow)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from aigrid.agents.tool import ToolContext
+from aigrid.engines.protocol import UpstreamResponse
+from aigrid.errors import EngineUnavailable
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.security.firewall.texts import Source
+from tests.agents.scripted_engine import ScriptedEngine, answer, call
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
+
+MODEL = "smollm2-135m"
+ASK = {"model": MODEL, "messages": [{"role": "user", "content": "Export the payroll, then say done."}],
+       "tools": [{"type": "function", "function": {"name": "payroll_export"}}]}
+
+
+class Export:
+    """A server-side tool that acts: each run is counted."""
+
+    name = "payroll_export"
+    description = "exports the payroll"
+    parameters: Mapping[str, Any] = {"type": "object", "properties": {}}
+    source = Source.MCP_RESULT
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str:
+        self.runs += 1
+        return "exported"
+
+
+class FailsSecondTurn(ScriptedEngine):
+    """A SCRIPTED engine that asks for the tool, then fails on the loop's next model turn."""
+
+    def __init__(self) -> None:
+        super().__init__([call("payroll_export")])
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        if not self.replies:
+            raise EngineUnavailable("connection reset by the engine")
+        async with super().open(path, body) as upstream:
+            yield upstream
+
+
+class Slow(ScriptedEngine):
+    """A SCRIPTED engine whose every model turn takes `delay_s`."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__([])
+        self.delay_s = delay_s
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        await asyncio.sleep(self.delay_s)
+        async with super().open(path, body) as upstream:
+            yield upstream
+
+
+async def test_a_loop_whose_engine_fails_after_its_tools_acted_is_not_run_again(tmp_path: Path) -> None:
+    """Before: the whole loop ran again at the next candidate (the tool ran at each: twice, three times), and only
+    the answering attempt's turns were charged. Now the answer is the 502 that says so, which the SDKs do not
+    retry, charged the turns the loop finished, its record naming the tool's one run."""
+    spec = spec_in(tmp_path)
+    engines = {e.id: FailsSecondTurn() for e in spec.endpoints}
+    gw = build_gateway(spec, engines, rng=random.Random(2), sleep=_no_sleep)
+    tool = Export()
+    gw.agents.tools.add(tool)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json=ASK)
+        assert r.status_code == 502, r.text
+        assert r.headers["x-should-retry"] == "false"
+        assert "not tried again" in r.json()["error"]["message"], r.text
+        assert tool.runs == 1
+        assert sum(len(e.received) for e in engines.values()) == 1  # one engine: the turn that asked (the next one failed)
+        record = (await audit_rows(gw))[-1]
+        assert record["outcome"] == "error:upstream_failed"
+        assert [(t["tool"], t["ok"]) for t in record["extra"]["tools"]] == [("payroll_export", True)]
+        assert record["extra"].get("charged_tokens", 0) > 0  # the finished turn, not nothing
+        failed = [e for e, state in gw.store.snapshot().states.items() if state.error_rate > 0]
+        assert len(failed) == 1  # the engine that failed is charged the failure, no other engine asked
+    finally:
+        await gw.guard.stop()
+
+
+async def test_a_loop_with_server_side_tools_is_not_hedged(tmp_path: Path) -> None:
+    """A hedge starts a second attempt when the first byte is late; a loop's first byte comes after whole model
+    turns and tool runs, so with `x-aigrid-hedge: on` nearly every loop was run twice at once, its tools too."""
+    spec = spec_in(tmp_path)
+    engines = {e.id: Slow(1.5) for e in spec.endpoints}
+    for e in engines.values():
+        e.replies = [call("payroll_export"), answer("done")]
+    gw = build_gateway(spec, engines, rng=random.Random(2), sleep=_no_sleep)
+    tool = Export()
+    gw.agents.tools.add(tool)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     timeout=30) as c:
+            r = await c.post("/v1/chat/completions", json=ASK, headers={"x-aigrid-hedge": "on"})
+            assert r.status_code == 200, r.text
+            await asyncio.sleep(2.0)  # a hedged loser's tool would have run by now
+        assert tool.runs == 1
+        assert sum(len(e.received) for e in engines.values()) == 2
+    finally:
+        await gw.guard.stop()
+
+
+async def test_a_streamed_loop_that_breaks_after_its_tools_acted_is_charged_its_finished_turns(tmp_path: Path) -> None:
+    """After the first byte a streamed loop is not run again either: it ends with the in-stream error. It was
+    charged its reservation (one turn's prompt and max_tokens), not what its finished turns used; now those
+    turns (and the prompt the failed turn's engine was sent)."""
+    spec = spec_in(tmp_path)
+    engines = {e.id: FailsSecondTurn() for e in spec.endpoints}
+    gw = build_gateway(spec, engines, rng=random.Random(2), sleep=_no_sleep)
+    tool = Export()
+    gw.agents.tools.add(tool)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json={**ASK, "stream": True, "max_tokens": 500})
+        assert r.status_code == 200 and "stream_interrupted" in r.text, r.text
+        assert tool.runs == 1
+        record = (await audit_rows(gw))[-1]
+        assert record["outcome"] == "interrupted"
+        finished = 15  # the scripted turn's usage (prompt 10 + completion 5)
+        charged = record["extra"]["charged_tokens"]
+        assert finished <= charged < 500, record  # the turns it ran and the held prompt, not max_tokens
+    finally:
+        await gw.guard.stop()
