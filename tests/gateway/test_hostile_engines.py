@@ -60,12 +60,13 @@ class Grid:
 
 
 async def grid(tmp_path: Path, bad: Callable[[str, dict], H.Script], good: Callable[[str, dict], H.Script] = sane,
-               context: int | None = None) -> AsyncIterator[Grid]:
+               context: int | None = None, requests_per_min: int = 1000) -> AsyncIterator[Grid]:
     engines = [await H.HostileEngine(bad).start(), await H.HostileEngine(good).start()]
     up = upstream()
     adapters = {e.id: OpenAICompatEngine("vllm", engines[e.site != "nrt"].url, up.client, transport=up.http1)
                 for e in spec_in(tmp_path).endpoints}
-    gw = await metered_gateway(tmp_path, adapters, QuotaSpec(requests_per_min=1000, tokens_per_min=1_000_000))
+    gw = await metered_gateway(tmp_path, adapters, QuotaSpec(requests_per_min=requests_per_min,
+                                                                        tokens_per_min=1_000_000_000))
     if context is not None:
         gw.proxy._contexts = {e: context for e in gw.proxy._contexts}
     try:
@@ -323,3 +324,66 @@ async def test_a_response_head_that_never_ends_is_cut_at_one_mib(tmp_path: Path)
         assert r.status_code == 502 and "the response head is larger than 1048576 bytes" in r.json()["error"]["message"]
         assert asyncio.get_running_loop().time() - started < 3.0
         assert (await the_one_record(g.gw))["outcome"] == "error:upstream_failed" and inflight(g.gw) == 0
+
+
+@pytest.mark.parametrize("chunk", [{"choices": "abc"}, {"choices": [1]}, {"choices": [{"index": 0, "delta": {"content": 42}}]}],
+                         ids=["choices-str", "choices-ints", "content-number"])
+async def test_a_continuation_that_sends_a_chunk_of_another_shape_is_relayed_not_a_traceback(
+        tmp_path: Path, chunk: dict) -> None:
+    """Found by a soak of hostile answers: after an engine broke mid-stream, its continuation's chunks are relabelled
+    (continuation.Rewriter), which assumed chat chunks: `choices: "abc"` raised there, the client's stream cut
+    with a traceback and audited `error:internal`. Now such a chunk is passed on as the chat route passes any."""
+    broken = H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), H.CLOSE)
+    spare = H.stream(*H.sse(chunk, H.token(" there"), H.token("", "stop")))
+    async for g in grid(tmp_path, lambda p, r: broken, good=lambda p, r: spare):
+        r = await g.post("chat", True)
+        assert r.status_code == 200 and b"[DONE]" in r.content and b" there" in r.content
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "ok" and g.good.requests == 1  # continued on a spare
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+SOAK = [  # one hostile answer of each kind, in turn (request dict -> script)
+    lambda r: H.whole(b"<html>x</html>", 200, "text/html"),
+    lambda r: H.stream(*H.sse(b'{"choices": [', H.token("", "stop"))) if r.get("stream") else H.whole(b'{"choices": ['),
+    lambda r: H.stream(*H.sse(H.token("Hi"), H.token("", "stop"), {"choices": [], "usage": {"prompt_tokens": -5}}))
+    if r.get("stream") else H.whole(orjson.dumps(H.answer_of(usage={"prompt_tokens": "abc"}))),
+    lambda r: H.stream(*H.sse(H.token("Hi"), {"error": {"message": "boom"}}, done=False)) if r.get("stream")
+    else [H.head(200, length=1000) + b'{"choices"', H.CLOSE],
+    lambda r: H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), H.chunk(b'data: {"ch'), H.CLOSE)
+    if r.get("stream") else H.whole(b'{"choices": [1]}'),
+    lambda r: H.stream(*H.sse({"choices": "abc"}, H.token("", "stop"))) if r.get("stream") else H.whole(b"{}"),
+    lambda r: sane("", r),
+]
+
+
+async def soak(requests: int) -> None:
+    """Hostile answers of every kind in turn through one gateway, to chat, Messages and Responses, whole and streamed:
+    the statuses, and the memory tracemalloc traces at eight points (gc'd)."""
+    import gc
+    import tempfile
+    import tracemalloc
+
+    logging.disable(logging.CRITICAL)
+    turn = iter(range(1 << 62))
+    async for g in grid(Path(tempfile.mkdtemp()), lambda p, r: SOAK[next(turn) % len(SOAK)](r),
+                        good=lambda p, r: SOAK[next(turn) % len(SOAK)](r), requests_per_min=1 << 30):
+        statuses: dict[int, int] = {}
+        marks: dict[int, float] = {}
+        tracemalloc.start()
+        for i in range(requests):
+            r = await g.post(["chat", "messages", "responses"][i % 3], bool(i % 2))
+            statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+            for live in g.gw.store._live.values():
+                live.breaker.record_success()  # every endpoint stays in play
+            if (i + 1) % max(1, requests // 8) == 0:
+                gc.collect()
+                marks[i + 1] = round(tracemalloc.get_traced_memory()[0] / 1e6, 1)
+        print(f"{requests} requests: statuses {statuses}, in flight after: {inflight(g.gw)}")
+        print(f"traced MB after n requests: {marks}")
+
+
+if __name__ == "__main__":  # .venv/bin/python -m tests.gateway.test_hostile_engines 12000
+    import sys
+
+    asyncio.run(soak(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))

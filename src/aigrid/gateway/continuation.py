@@ -136,13 +136,17 @@ class Rewriter:
         """The continuation's chunk as the client must see it; None when it has nothing new."""
         if not isinstance(obj, dict):
             return None
-        choices = obj.get("choices") or []
+        choices = obj.get("choices")
+        if not isinstance(choices, list):  # not a chat chunk's (a broken engine's): passed on as it came, relabelled
+            choices = []
         for c in choices:
-            if isinstance(c.get("delta"), dict) and c["delta"].get("content"):
+            if not isinstance(c, dict):
+                continue
+            if isinstance(c.get("delta"), dict) and isinstance(c["delta"].get("content"), str):
                 c["delta"]["content"] = self._strip_echo(c["delta"]["content"])
             elif isinstance(c.get("text"), str):
                 c["text"] = self._strip_echo(c["text"])
-        if choices and all(_empty(c) for c in choices) and not obj.get("usage"):
+        if choices and all(isinstance(c, dict) and _empty(c) for c in choices) and not obj.get("usage"):
             return None  # an opening role delta or a fully echoed piece: nothing new for the client
         if self._id is not None:
             obj["id"] = self._id
