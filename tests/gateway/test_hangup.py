@@ -567,6 +567,11 @@ async def test_a_shutdown_before_the_answer_is_still_cancelled_not_client_closed
         await gw.guard.stop()
 
 
+HEDGED_WHOLE = {**ROUTES[1].body, "max_tokens": 2}
+"""A whole chat answer short enough to be hedged within ENGINE_DELAY_S: a whole answer is hedged after 2 x (TTFT +
+its output limit's decode time) + 150 ms (proxy.HedgePolicy)."""
+
+
 async def _send_hedged(port: int, body: dict[str, Any]) -> asyncio.StreamWriter:
     """A chat request with `x-aigrid-hedge: on` on a socket of its own, its answer left unread."""
     _, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -584,7 +589,7 @@ async def test_a_hang_up_while_hedged_closes_both_attempts(tmp_path: Path) -> No
     for f in engines.values():
         f.first_byte_delay_s = ENGINE_DELAY_S
     gw = _gateway(tmp_path, engines)
-    body = ROUTES[1].body
+    body = HEDGED_WHOLE
     async with serving(gw) as (port, access):
         writer = await _send_hedged(port, body)
         assert await _until(lambda: sum(len(f.received) for f in engines.values()) == 2)  # the hedge started
@@ -753,7 +758,7 @@ async def test_a_hang_up_while_the_hedges_loser_closes_closes_it_at_once(tmp_pat
     for f in engines.values():
         f.first_byte_delay_s = ENGINE_DELAY_S  # the hedge starts ~0.3 s later and loses by as much
     gw = _gateway(tmp_path, engines)
-    body = ROUTES[0 if stream else 1].body
+    body = ROUTES[0].body if stream else HEDGED_WHOLE
     async with serving(gw) as (port, access):
         writer = await _send_hedged(port, body)
         assert await _until(lambda: sum(len(f.received) for f in engines.values()) == 2)  # the hedge started

@@ -102,13 +102,19 @@ log = logging.getLogger("aigrid.proxy")
 
 @dataclass(frozen=True, slots=True)
 class HedgePolicy:
-    """Start a second attempt when the first byte is later than factor x predicted TTFT (+ min_ms)."""
+    """Start a second attempt when the first byte is later than factor x predicted TTFT (+ min_ms); for an answer
+    sent whole, whose first byte comes once it is whole, factor x (TTFT + its output limit's decode time)."""
 
     factor: float = 2.0
     min_ms: float = 150.0
 
-    def delay_s(self, cand: Candidate) -> float:
-        return (self.factor * cand.prediction.ttft_ms + self.min_ms) / 1000.0
+    def delay_s(self, cand: Candidate, whole_tokens: int | None = None) -> float:
+        """`whole_tokens`: the output limit of an answer sent whole (the model's context when it sets none)."""
+        expected_ms = cand.prediction.ttft_ms
+        if whole_tokens is not None:
+            tpot_ms = DEFAULT_TPOT_S * 1000.0 if cand.prediction.tpot_ms is None else cand.prediction.tpot_ms
+            expected_ms += whole_tokens * tpot_ms
+        return (self.factor * expected_ms + self.min_ms) / 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -399,7 +405,12 @@ class Proxy:
                 if not running:
                     start(hedged=False)
                 lone = next(iter(running.values()))[0] if len(running) == 1 else None
-                timeout = hedge.delay_s(lone) if hedge is not None and queue and lone is not None else None
+                timeout = None
+                if hedge is not None and queue and lone is not None:
+                    if body.get("stream") is True:
+                        timeout = hedge.delay_s(lone)
+                    elif (whole := output_limit(body) or self._contexts.get(lone.endpoint_id)) is not None:
+                        timeout = hedge.delay_s(lone, whole)  # (nothing bounds its length: slow or long, no telling)
                 done, _ = await asyncio.wait(running, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
                 if not done:  # the first byte is late against its prediction: hedge on the next candidate
                     self._metrics.hedges.inc()
