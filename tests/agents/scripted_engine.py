@@ -37,7 +37,7 @@ class ScriptedEngine:
                                    _once(b'{"error":{"message":"bad request"}}'))
             return
         reply = self.replies.pop(0)
-        if self.received[-1].get("stream") is False:  # an explicit non-streamed request: one JSON answer
+        if self.received[-1].get("stream") is not True:  # a non-streamed request: one JSON answer, as engines do
             yield UpstreamResponse(200, {"content-type": "application/json"}, _once(orjson.dumps(_completion(reply))))
             return
         yield UpstreamResponse(200, {"content-type": "text/event-stream"}, self._sse(reply))
