@@ -43,7 +43,7 @@ from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore
 from aigrid.gateway.front_door import name_own_field, validate
 from aigrid.gateway.message_batches_schema import MessageBatchCreate
-from aigrid.gateway.messages_api import MESSAGES_PATH, json_output
+from aigrid.gateway.messages_api import MESSAGES_PATH
 from aigrid.gateway.messages_schema import MessagesRequest
 from aigrid.gateway.messages_translate import chat_body, placed_messages
 from aigrid.gateway.routes import (
@@ -192,7 +192,7 @@ class MessageBatchesApi:
         try:  # the chat request it becomes, as the pipeline will read it
             origins.extend(where for _, where in placed_messages(params))
             try:
-                ChatRequest.model_validate({**chat_body(params), **json_output(params)})
+                ChatRequest.model_validate(chat_body(params))
             except ValidationError as e:
                 raise from_validation(e) from e
         except ApiError as e:

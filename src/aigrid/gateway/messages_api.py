@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, InvalidRequest, ModelNotFound, NotFound
+from aigrid.errors import ApiError, ModelNotFound, NotFound
 from aigrid.gateway.envelope import anthropic_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
@@ -84,7 +84,7 @@ class MessagesApi:
             placed = placed_messages(req)
             origins.extend(where for _, where in placed)
             documents.update(document_messages(placed))
-            chat = {**chat_body(req), **json_output(req)}
+            chat = chat_body(req)
             prefill = prefill_of(chat)
             return chat
 
@@ -136,21 +136,6 @@ class MessagesApi:
         chat = validate(ChatRequest, {"model": req.model, "messages": chat_messages(req), **tools})
         return Response(orjson.dumps({"input_tokens": estimate_input_tokens(chat, tools.get("tools", ()))}),
                         media_type=_JSON)
-
-
-def json_output(req: MessagesRequest) -> dict[str, Any]:
-    """Anthropic's structured outputs (`output_config.format`, or the beta's top-level `output_format`; the
-    SDKs' `messages.parse(output_format=Model)`) as the chat `response_format` the engine decodes under (the
-    schema's grammar); {} without one. Ignored before, the answer was free text and `parse` failed on it."""
-    given = req.output_config.format if req.output_config is not None else None
-    if given is not None and req.output_format is not None:
-        raise InvalidRequest("output_format: give output_config.format or output_format, not both",
-                             param="output_format")
-    fmt = given or req.output_format
-    if fmt is None:
-        return {}
-    return {"response_format": {"type": "json_schema",
-                                "json_schema": {"name": "output", "schema": fmt.json_schema, "strict": True}}}
 
 
 def no_thread(req: CountTokensRequest) -> None:

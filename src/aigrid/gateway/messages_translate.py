@@ -259,7 +259,22 @@ def chat_body(req: MessagesRequest) -> dict[str, Any]:
             body[name] = getattr(req, name)
     if req.metadata is not None and req.metadata.user_id:
         body["user"] = req.metadata.user_id
-    return body
+    return {**body, **json_output(req)}
+
+
+def json_output(req: MessagesRequest) -> dict[str, Any]:
+    """Anthropic's structured outputs (`output_config.format`, or the beta's top-level `output_format`; the
+    SDKs' `messages.parse(output_format=Model)`) as the chat `response_format` the engine decodes under (the
+    schema's grammar); {} without one. Ignored before, the answer was free text and `parse` failed on it."""
+    given = req.output_config.format if req.output_config is not None else None
+    if given is not None and req.output_format is not None:
+        raise InvalidRequest("output_format: give output_config.format or output_format, not both",
+                             param="output_format")
+    fmt = given or req.output_format
+    if fmt is None:
+        return {}
+    return {"response_format": {"type": "json_schema",
+                                "json_schema": {"name": "output", "schema": fmt.json_schema, "strict": True}}}
 
 
 def tool_input(arguments: str) -> dict[str, Any]:
