@@ -282,3 +282,50 @@ def test_one_bad_record_is_one_key_not_valid_and_a_revoke_beside_it_counts(
     path.write_text(json.dumps(data))
     assert ring.verify(first) is None and ring.verify(second) is not None
     assert caplog.text.count("skipped") == 3
+
+
+def test_a_token_that_lives_longer_than_the_grid_accepts_is_401() -> None:
+    """A token's `exp` had no maximum: one minted to last a year was a credential nobody could revoke before then
+    (only the provider rotating its key). `security.jwt.max_lifetime_s` (a day by default) bounds it."""
+    settings = JwtSettings(issuer="https://idp.example", audience="aigrid", key=JWT_KEY, algorithms=("HS256",),
+                           max_lifetime_s=3600)
+    auth = Authenticator(KeyRing(SECRET), TENANTS, jwt=settings)
+    assert auth.authenticate(f"Bearer {token(exp=int(time.time()) + 3600)}").tenant == "bank"
+    with pytest.raises(AuthenticationError) as e:
+        auth.authenticate(f"Bearer {token(exp=int(time.time()) + 365 * 86400)}")
+    assert e.value.code == "invalid_token" and "max_lifetime_s" in e.value.message
+    unbounded = Authenticator(KeyRing(SECRET), TENANTS, jwt=JwtSettings(
+        issuer="https://idp.example", audience="aigrid", key=JWT_KEY, algorithms=("HS256",), max_lifetime_s=None))
+    assert unbounded.authenticate(f"Bearer {token(exp=int(time.time()) + 365 * 86400)}").tenant == "bank"
+
+
+def test_tokens_name_only_the_tenants_the_grid_lets_them() -> None:
+    """The identity provider was trusted for every tenant of the grid, an operator tenant's too: a token naming
+    any tenant was that tenant. `security.jwt.tenants` (glob patterns) limits which tenants tokens may name."""
+    settings = JwtSettings(issuer="https://idp.example", audience="aigrid", key=JWT_KEY, algorithms=("HS256",),
+                           tenants=("ba*",))
+    auth = Authenticator(KeyRing(SECRET), TENANTS, jwt=settings)
+    assert auth.authenticate(f"Bearer {token()}").tenant == "bank"
+    others = [t for t in TENANTS if not t.startswith("ba")]
+    assert others, TENANTS
+    with pytest.raises(AuthenticationError) as e:
+        auth.authenticate(f"Bearer {token(tenant=others[0])}")
+    assert e.value.code == "invalid_token" and "security.jwt.tenants" in e.value.message
+
+
+def test_the_spec_bounds_tokens_by_default() -> None:
+    from aigrid.spec.models import JwtSpec
+
+    spec = JwtSpec(issuer="https://idp.example", audience="aigrid", secret_env="X")
+    assert (spec.max_lifetime_s, spec.tenants) == (86_400.0, None)
+
+
+def test_the_gateway_reads_the_token_limits_from_the_spec(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aigrid.gateway.guard import _jwt
+    from aigrid.spec.models import JwtSpec, SecuritySpec
+
+    monkeypatch.setenv("AIGRID_TEST_JWT", JWT_KEY)
+    j = JwtSpec(issuer="https://idp.example", audience="aigrid", secret_env="AIGRID_TEST_JWT", tenants=["ba*"],
+                max_lifetime_s=600)
+    settings = _jwt(SecuritySpec(jwt=j))
+    assert settings is not None and (settings.tenants, settings.max_lifetime_s) == (("ba*",), 600)

@@ -138,15 +138,16 @@ def _jwt(sec: SecuritySpec) -> JwtSettings | None:
     j = sec.jwt
     if j is None:
         return None
+    limits: dict[str, Any] = {"tenant_claim": j.tenant_claim, "max_lifetime_s": j.max_lifetime_s,
+                              "tenants": None if j.tenants is None else tuple(j.tenants)}
     if j.jwks_url is not None:
-        return JwtSettings(j.issuer, j.audience, None, tenant_claim=j.tenant_claim,
-                           jwks=JwksKeys(j.jwks_url, refresh_s=j.jwks_refresh_s))
+        return JwtSettings(j.issuer, j.audience, None, jwks=JwksKeys(j.jwks_url, refresh_s=j.jwks_refresh_s), **limits)
     if j.key_file is not None:
         try:
             key: str | bytes = Path(j.key_file).read_bytes()
         except OSError as e:
             raise ConfigError(f"security.jwt.key_file: cannot read {j.key_file}: {e.strerror}") from e
-        return JwtSettings(j.issuer, j.audience, key, tenant_claim=j.tenant_claim)
+        return JwtSettings(j.issuer, j.audience, key, **limits)
     secret = os.environ.get(j.secret_env or "", "")
     if not secret:
         raise ConfigError(f"security.jwt.secret_env: environment variable {j.secret_env} is empty")
@@ -154,7 +155,7 @@ def _jwt(sec: SecuritySpec) -> JwtSettings | None:
         raise ConfigError(f"security.jwt.secret_env: {j.secret_env} holds {len(secret.encode())} bytes; an HS256 "
                           f"secret must be at least {HS256_MIN_BYTES} bytes (RFC 7518, 3.2: e.g. `openssl rand -hex "
                           "32`), else it can be guessed from a single token and any tenant's token forged")
-    return JwtSettings(j.issuer, j.audience, secret, algorithms=("HS256",), tenant_claim=j.tenant_claim)
+    return JwtSettings(j.issuer, j.audience, secret, algorithms=("HS256",), **limits)
 
 
 def audit_log(a: AuditSpec) -> AuditLog:

@@ -7,7 +7,9 @@ Claims read: `sub` (the key id is `jwt:` + sub: authenticate.JWT_KEY_PREFIX), th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 import jwt
@@ -29,6 +31,10 @@ class JwtSettings:
     required_claims: tuple[str, ...] = field(default=("exp", "iss", "aud", "sub"))
     jwks: JwksKeys | None = None
     """The identity provider's key set (jwks.py): each token is checked with the key its `kid` names."""
+    tenants: tuple[str, ...] | None = None
+    """Glob patterns of the tenants a token may name; None: every tenant."""
+    max_lifetime_s: float | None = None
+    """The furthest ahead a token's `exp` may lie (beyond the leeway); None: no limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +73,18 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
         raise AuthenticationError("bearer token expired", code="token_expired") from e
     except jwt.PyJWTError as e:
         raise AuthenticationError(f"invalid bearer token: {e}", code="invalid_token") from e
+    if settings.max_lifetime_s is not None:
+        ahead = float(claims["exp"]) - time.time()  # decode checked exp is a number
+        if ahead > settings.max_lifetime_s + settings.leeway_s:
+            raise AuthenticationError(f"bearer token expires {ahead:.0f} s from now, later than this grid accepts "
+                                      f"({settings.max_lifetime_s:g} s: security.jwt.max_lifetime_s)",
+                                      code="invalid_token")
     tenant = claims.get(settings.tenant_claim)
     if not isinstance(tenant, str) or not tenant:
         raise AuthenticationError(f"bearer token has no '{settings.tenant_claim}' claim", code="invalid_token")
+    if settings.tenants is not None and not any(fnmatchcase(tenant, p) for p in settings.tenants):
+        raise AuthenticationError(f"bearer token names tenant {tenant!r}, which tokens may not name here "
+                                  "(security.jwt.tenants)", code="invalid_token")
     try:
         scopes = Scopes.from_dict({k: claims.get(k) for k in ("models", "jurisdictions", "sites", "policy",
                                                               "max_priority")})
