@@ -387,3 +387,19 @@ if __name__ == "__main__":  # .venv/bin/python -m tests.gateway.test_hostile_eng
     import sys
 
     asyncio.run(soak(int(sys.argv[1]) if len(sys.argv) > 1 else 3000))
+
+
+@pytest.mark.parametrize("status,body,ctype", [(400, b'{"error": {"message": "bad thing"}}', "application/json"),
+                                               (429, b'{"error": {"message": "slow down"}}', "application/json"),
+                                               (404, b"<html>404 Not Found</html>", "text/html")])
+@pytest.mark.parametrize("door", ["chat", "messages"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_engines_refusal_is_passed_on_and_charged_nothing(
+        tmp_path: Path, status: int, body: bytes, ctype: str, door: str, stream: bool) -> None:
+    """An engine's 4xx (it refused: nothing generated) was charged the whole reservation, as an answer whose count is
+    unknown: a hosted engine's 429 cost the tenant its max_tokens and its prompt. Now nothing is charged."""
+    async for g in grid(tmp_path, lambda p, r: H.whole(body, status, ctype), good=lambda p, r: H.whole(body, status, ctype)):
+        r = await g.post(door, stream)
+        assert r.status_code == status
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == f"http_{status}" and await balance(g.gw) == 0 and inflight(g.gw) == 0

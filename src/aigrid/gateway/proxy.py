@@ -604,7 +604,11 @@ class Proxy:
 
     def finish(self, cand: Candidate, record: DecisionRecord, status: int,
                usage: dict[str, Any] | None) -> dict[str, Any] | None:
-        """Book one finished answer with the usage the engine reported (None: not known); returns it."""
+        """Book one finished answer with the usage the engine reported (None: not known); returns it. An engine's 4xx
+        (it refused the request: generated nothing) counts no tokens: it was charged the whole reservation, as an
+        answer whose count is unknown, until 2026-12-05 (a hosted engine's 429 cost the tenant its max_tokens)."""
+        if usage is None and 400 <= status != 499:
+            usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self._store.request_finished(cand.endpoint_id, record.prompt_tokens, True, count=record.width)
         outcome = "ok" if status < 400 else ("client_closed" if status == 499 else f"http_{status}")
         if record.status != "interrupted":
