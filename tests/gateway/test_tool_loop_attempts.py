@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import httpx
 from aigrid.agents.tool import ToolContext
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.errors import EngineUnavailable
-from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
@@ -59,8 +59,8 @@ class FailsSecondTurn(ScriptedEngine):
 class Slow(ScriptedEngine):
     """A SCRIPTED engine whose every model turn takes `delay_s`."""
 
-    def __init__(self, delay_s: float) -> None:
-        super().__init__([])
+    def __init__(self, delay_s: float, replies: list[dict[str, Any]]) -> None:
+        super().__init__(replies)
         self.delay_s = delay_s
 
     @asynccontextmanager
@@ -70,17 +70,23 @@ class Slow(ScriptedEngine):
             yield upstream
 
 
-async def test_a_loop_whose_engine_fails_after_its_tools_acted_is_not_run_again(tmp_path: Path) -> None:
-    """Before: the whole loop ran again at the next candidate (the tool ran at each: twice, three times), and only
-    the answering attempt's turns were charged. Now the answer is the 502 that says so, which the SDKs do not
-    retry, charged the turns the loop finished, its record naming the tool's one run."""
+async def _grid(tmp_path: Path, engine: Callable[[], ScriptedEngine]) -> tuple[dict[str, ScriptedEngine], Gateway, Export]:
+    """The demo grid, an engine of `engine()` at each endpoint and the counting tool, its guard started."""
     spec = spec_in(tmp_path)
-    engines = {e.id: FailsSecondTurn() for e in spec.endpoints}
+    engines = {e.id: engine() for e in spec.endpoints}
     gw = build_gateway(spec, engines, rng=random.Random(2), sleep=_no_sleep)
     tool = Export()
     gw.agents.tools.add(tool)
     await gw.scraper.scrape_once()
     await gw.guard.start()
+    return engines, gw, tool
+
+
+async def test_a_loop_whose_engine_fails_after_its_tools_acted_is_not_run_again(tmp_path: Path) -> None:
+    """Before: the whole loop ran again at the next candidate (the tool ran at each: twice, three times), and only
+    the answering attempt's turns were charged. Now the answer is the 502 that says so, which the SDKs do not
+    retry, charged the turns the loop finished, its record naming the tool's one run."""
+    engines, gw, tool = await _grid(tmp_path, FailsSecondTurn)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             r = await c.post("/v1/chat/completions", json=ASK)
@@ -102,15 +108,7 @@ async def test_a_loop_whose_engine_fails_after_its_tools_acted_is_not_run_again(
 async def test_a_loop_with_server_side_tools_is_not_hedged(tmp_path: Path) -> None:
     """A hedge starts a second attempt when the first byte is late; a loop's first byte comes after whole model
     turns and tool runs, so with `x-aigrid-hedge: on` nearly every loop was run twice at once, its tools too."""
-    spec = spec_in(tmp_path)
-    engines = {e.id: Slow(1.5) for e in spec.endpoints}
-    for e in engines.values():
-        e.replies = [call("payroll_export"), answer("done")]
-    gw = build_gateway(spec, engines, rng=random.Random(2), sleep=_no_sleep)
-    tool = Export()
-    gw.agents.tools.add(tool)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
+    engines, gw, tool = await _grid(tmp_path, lambda: Slow(1.5, [call("payroll_export"), answer("done")]))
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
                                      timeout=30) as c:
@@ -127,13 +125,7 @@ async def test_a_streamed_loop_that_breaks_after_its_tools_acted_is_charged_its_
     """After the first byte a streamed loop is not run again either: it ends with the in-stream error. It was
     charged its reservation (one turn's prompt and max_tokens), not what its finished turns used; now those
     turns (and the prompt the failed turn's engine was sent)."""
-    spec = spec_in(tmp_path)
-    engines = {e.id: FailsSecondTurn() for e in spec.endpoints}
-    gw = build_gateway(spec, engines, rng=random.Random(2), sleep=_no_sleep)
-    tool = Export()
-    gw.agents.tools.add(tool)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
+    engines, gw, tool = await _grid(tmp_path, FailsSecondTurn)
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             r = await c.post("/v1/chat/completions", json={**ASK, "stream": True, "max_tokens": 500})

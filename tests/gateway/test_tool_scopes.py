@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
@@ -18,17 +18,23 @@ from tests.gateway.test_choke_point import Planted
 MODEL = "smollm2-135m"
 
 
-async def test_a_tenant_has_only_its_tools_run(tmp_path: Path) -> None:
+async def _grid(tmp_path: Path, engine: ScriptedEngine, tenant: str, **update: object) -> Gateway:
+    """The demo grid with `engine` at every endpoint and `tenant`'s spec updated, its guard started."""
     spec = spec_in(tmp_path)
     tenants = dict(spec.tenants)
-    tenants["default"] = tenants["default"].model_copy(update={"tools": ["calculator", "crm_*"]})
-    engine = ScriptedEngine([])
+    tenants[tenant] = tenants[tenant].model_copy(update=update)
     gw = build_gateway(spec.model_copy(update={"tenants": tenants}), {e.id: engine for e in spec.endpoints},
                        rng=random.Random(2), sleep=_no_sleep)
-    for name in ("crm_lookup", "payroll_export"):
-        gw.agents.tools.add(Planted(name, Source.MCP_RESULT, f"{name} ran"))
     await gw.scraper.scrape_once()
     await gw.guard.start()
+    return gw
+
+
+async def test_a_tenant_has_only_its_tools_run(tmp_path: Path) -> None:
+    engine = ScriptedEngine([])
+    gw = await _grid(tmp_path, engine, "default", tools=["calculator", "crm_*"])
+    for name in ("crm_lookup", "payroll_export"):
+        gw.agents.tools.add(Planted(name, Source.MCP_RESULT, f"{name} ran"))
     ask = {"model": MODEL, "messages": [{"role": "user", "content": "Look it up."}]}
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
@@ -72,14 +78,7 @@ async def test_a_tool_added_after_the_scope_check_is_not_run_for_a_tenant_withou
     server that adds a tool in between under the name of the client's own tool had it run server-side for a
     tenant whose `tools` do not name it. The loop now reads the tenant's view of the registry: the call is the
     client's, returned to it, and nothing runs."""
-    spec = spec_in(tmp_path)
-    tenants = dict(spec.tenants)
-    tenants["default"] = tenants["default"].model_copy(update={"tools": ["calculator"]})
-    engine = ScriptedEngine([call("payroll_export")])
-    gw = build_gateway(spec.model_copy(update={"tenants": tenants}), {e.id: engine for e in spec.endpoints},
-                       rng=random.Random(2), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
+    gw = await _grid(tmp_path, ScriptedEngine([call("payroll_export")]), "default", tools=["calculator"])
     screen = gw.guard.screen_request
 
     async def between(*args: object, **kwargs: object) -> None:  # after the scope check, before the loop starts
@@ -109,15 +108,9 @@ async def test_the_audit_record_names_every_tool_the_loop_ran(tmp_path: Path) ->
     no audit record: only the answer's `aigrid_steps`, which the client keeps. Now each run is in the record's
     `tools`: name, site, outcome, time and the arguments' keyed hash (the arguments in clear where the tenant's
     prompts are kept)."""
-    spec = spec_in(tmp_path)
-    tenants = dict(spec.tenants)
-    tenants["eu-bank"] = tenants["eu-bank"].model_copy(update={"store_prompts": True})
     engine = ScriptedEngine([])
-    gw = build_gateway(spec.model_copy(update={"tenants": tenants}), {e.id: engine for e in spec.endpoints},
-                       rng=random.Random(2), sleep=_no_sleep)
+    gw = await _grid(tmp_path, engine, "eu-bank", store_prompts=True)
     gw.agents.tools.add(Planted("crm_lookup", Source.MCP_RESULT, "crm_lookup ran"))
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
     ask = {"model": MODEL, "messages": [{"role": "user", "content": "Look it up, then add."}],
            "tools": [{"type": "function", "function": {"name": "crm_lookup"}},
                      {"type": "function", "function": {"name": "calculator"}}]}
