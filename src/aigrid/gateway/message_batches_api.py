@@ -18,13 +18,14 @@ Anthropic's shape (envelope.py, by path). docs/messages-api.md, "Message Batches
 from __future__ import annotations
 
 import asyncio
-import io
 import os
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 from pydantic import ValidationError
@@ -32,7 +33,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound, PermissionDenied
+from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
@@ -42,10 +43,11 @@ from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import FileStore
 from aigrid.gateway.front_door import name_own_field, validate
-from aigrid.gateway.message_batches_schema import MessageBatchCreate
+from aigrid.gateway.message_batches_schema import MessageBatchRequest, MessageBatchShape
 from aigrid.gateway.messages_api import MESSAGES_PATH
 from aigrid.gateway.messages_schema import MessagesRequest
 from aigrid.gateway.messages_translate import chat_body, placed_messages
+from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.routes import (
     Handler,
     Routes,
@@ -63,6 +65,13 @@ PREFIX = "msgbatch_"
 MAX_LIST = 1000
 _PROCESSING = {"cancelling": "canceling", **{s: "ended" for s in FINAL}}
 """The runner's status -> Anthropic's processing_status (every other one: in_progress)."""
+LARGE_AT_ONCE = 1
+"""Creates whose body may be larger than a live request (gateway.max_body_bytes; or sent in chunks, its size
+unknown) read and checked at once in one gateway process. Checking one takes about 6 x its body in memory (its
+parsed JSON beside it; 10.7 x before each request was checked and freed in turn): 100 MiB bodies checked
+side by side took the process past a machine's memory."""
+LARGE_WAIT_S = 10.0
+"""How long such a create waits for its turn, its body unread, before it is shed (429 overloaded, Retry-After)."""
 
 
 def _time(t: int | None) -> str | None:
@@ -108,6 +117,8 @@ class MessageBatchesApi:
     def __init__(self, routes: Routes, files: FileStore, store: BatchStore, runner: BatchRunner) -> None:
         self.gw, self.pipeline = routes.gw, routes
         self.files, self.store, self.runner = files, store, runner
+        self._large = asyncio.Semaphore(LARGE_AT_ONCE)
+        self.large_wait_s = LARGE_WAIT_S
 
     def routes(self) -> list[Route]:
         one = MESSAGE_BATCHES_PATH + "/{message_batch_id}"
@@ -130,12 +141,14 @@ class MessageBatchesApi:
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, request: Request, ex: Exchange) -> Response:
         caller, headers = await self._caller(request, ex)
-        raw = await self._read(request)
-        data, count = await asyncio.to_thread(self._check, raw, caller.scopes.allows_model)
-        bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
-        ex.body = {"batch_id": bid, "requests": count}
-        stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", io.BytesIO(data),
-                                    param="requests")
+        with tempfile.SpooledTemporaryFile(1 << 20) as lines:  # the input file, on disk past a megabyte
+            async with self._turn(request):
+                body = [await self._read(request)]  # handed over, not kept here: _check frees it once parsed
+                count = await asyncio.to_thread(self._check, body, caller.scopes.allows_model, lines)
+            bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
+            ex.body = {"batch_id": bid, "requests": count}
+            stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", lines,
+                                          param="requests")
         obj = batch_object(bid, created, endpoint=MESSAGES_PATH, input_file_id=stored.id, status="validating",
                            model=None, total=count)
         obj["request_counts"]["expired"] = 0
@@ -150,28 +163,52 @@ class MessageBatchesApi:
         return await read_body(request, limit, f"the batch is larger than {limit} bytes, the most this gateway "
                                                "accepts (gateway.batch.max_file_bytes)")
 
-    def _check(self, raw: bytes, may_use: Callable[[str], bool]) -> tuple[bytes, int]:
+    @asynccontextmanager
+    async def _turn(self, request: Request) -> AsyncIterator[None]:
+        """A body that may be larger than a live request is read and checked in its turn (LARGE_AT_ONCE per
+        process), its bytes unread while it waits; past large_wait_s: 429 overloaded with Retry-After."""
+        declared = plain_int(request.headers.get("content-length", ""))
+        if declared is not None and declared <= self.gw.spec.gateway.max_body_bytes:
+            yield
+            return
+        try:
+            async with asyncio.timeout(self.large_wait_s):
+                await self._large.acquire()
+        except TimeoutError:
+            raise Overloaded(f"requests: {LARGE_AT_ONCE} large message batch(es) are being read on this gateway, as "
+                             "many as it reads at once; retry later", param="requests",
+                             headers={"retry-after": f"{max(1, round(self.large_wait_s))}"}) from None
+        try:
+            yield
+        finally:
+            self._large.release()
+
+    def _check(self, held: list[bytes], may_use: Callable[[str], bool], out: IO[bytes]) -> int:
         """Every request checked as POST /v1/messages checks it (in a thread: a batch may hold many), the
-        creator's model scope before a model's existence; the input file of Messages lines the runner reads,
-        and how many."""
-        body = json_object(raw)
-        batch = validate(MessageBatchCreate, body)
+        creator's model scope before a model's existence, and written to `out` as the input file of Messages
+        lines the runner reads; how many. The body (`held`, emptied) is dropped once parsed, and each request
+        once written: what is held at once is the parsed JSON, not also the bytes, a validated copy and the
+        file."""
+        body = json_object(held.pop())
+        validate(MessageBatchShape, body)
+        requests: list[Any] = body["requests"]
         spec = self.gw.spec.gateway
-        if len(batch.requests) > spec.batch.max_lines:
+        if len(requests) > spec.batch.max_lines:
             raise InvalidRequest(f"requests: a batch holds at most {spec.batch.max_lines} requests on this gateway "
                                  "(gateway.batch.max_lines); split it into several batches", param="requests")
         seen: set[str] = set()
-        out = bytearray()
-        for i, (req, params) in enumerate(zip(batch.requests, body["requests"], strict=True)):
+        for i, item in enumerate(requests):
+            requests[i] = None  # freed once written
             at = f"requests.{i}"
+            req = _request(item, at)
             if req.custom_id in seen:
                 raise InvalidRequest(f"{at}.custom_id: {req.custom_id!r} is the custom_id of an earlier request; "
                                      "each request of a batch needs its own", param=f"{at}.custom_id")
             seen.add(req.custom_id)
             self._check_params(req.params, at, may_use)
-            out += orjson.dumps({"custom_id": req.custom_id, "method": "POST", "url": MESSAGES_PATH,
-                                 "body": params["params"]}) + b"\n"
-        return bytes(out), len(batch.requests)
+            out.write(orjson.dumps({"custom_id": req.custom_id, "method": "POST", "url": MESSAGES_PATH,
+                                    "body": item["params"]}) + b"\n")
+        return len(requests)
 
     def _check_params(self, params: MessagesRequest, at: str, may_use: Callable[[str], bool]) -> None:
         gw = self.gw
@@ -280,6 +317,16 @@ class MessageBatchesApi:
         unrun = self.files.disk_path(source) if source is not None and rest > 0 else None
         kind = {"expired": "expired", "failed": "errored"}.get(obj["status"], "canceled")
         return StreamingResponse(_results(paths, unrun, kind), media_type="application/x-jsonl")
+
+
+def _request(item: Any, at: str) -> MessageBatchRequest:
+    """One request of the batch validated, its mistake named from the body's root (`requests.3.params.x`)."""
+    try:
+        return MessageBatchRequest.model_validate(item)
+    except ValidationError as e:
+        err = from_validation(e)
+        field = f"{at}.{err.param}" if err.param else at
+        raise InvalidRequest(err.message.replace(f"'{err.param or ''}'", f"'{field}'", 1), param=field) from e
 
 
 async def _results(paths: list[tuple[Path, bool]], unrun: Path | None, kind: str) -> AsyncIterator[bytes]:

@@ -4,6 +4,8 @@ validates them, so that a mistake is a 400 naming the request's field (`requests
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from aigrid.gateway.messages_schema import MessagesRequest
@@ -22,3 +24,10 @@ class MessageBatchRequest(_Strict):
 
 class MessageBatchCreate(_Strict):
     requests: list[MessageBatchRequest] = Field(min_length=1)
+
+
+class MessageBatchShape(_Strict):
+    """The body's own fields only: its requests are checked one at a time (MessageBatchRequest), each freed once
+    written, so that a large batch is never held as a second tree of validated objects beside its parsed JSON."""
+
+    requests: list[Any] = Field(min_length=1)
