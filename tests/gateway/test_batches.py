@@ -857,6 +857,100 @@ async def test_an_upload_surely_past_the_storage_quota_is_refused_before_its_byt
         await stopped(gw)
 
 
+def form_parts(size: int, fill: bytes = b"x") -> tuple[bytes, bytes, bytes]:
+    """A multipart upload of a `size`-byte file: (its head, the file, its tail)."""
+    head = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+            b'--b\r\nContent-Disposition: form-data; name="file"; filename="f.jsonl"\r\n'
+            b"Content-Type: application/octet-stream\r\n\r\n")
+    return head, fill * size, b"\r\n--b--\r\n"
+
+
+MULTIPART = {"content-type": "multipart/form-data; boundary=b"}
+
+
+async def test_an_upload_is_stopped_as_soon_as_it_passes_what_the_storage_quota_leaves(
+        tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """An upload sent in chunks (no Content-Length) was spooled whole, up to max_file_bytes, before the quota was
+    read: a tenant at its quota still filled the disk, as many times at once as it sent uploads. The room it has
+    left is now held before the body is read and the upload stopped as soon as more arrives (400
+    storage_quota_exceeded naming `file`), nothing of it kept; the room is given back."""
+    gw = await started(storage_spec(tmp_path, 1000, 3), engines)
+    folder = Path(gw.spec.gateway.batch.dir) / "default"
+    sent = [0]
+
+    async def chunked(size: int) -> AsyncIterator[bytes]:
+        head, data, tail = form_parts(size)
+        for part in (head, *(data[i:i + 4096] for i in range(0, size, 4096)), tail):
+            sent[0] += len(part)
+            yield part
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     headers=TENANT) as c:
+            r = await c.post("/v1/files", content=chunked(4 << 20), headers=MULTIPART)
+            assert r.status_code == 400 and r.json()["error"]["code"] == "storage_quota_exceeded", r.text
+            assert sent[0] <= 1000 + FORM_SLACK + 4096, sent[0]  # stopped as it passed the room, not at 4 MiB
+            assert r.json()["error"]["param"] == "file" and "past 1000 bytes" in r.json()["error"]["message"]
+            assert not folder.exists() or list(folder.iterdir()) == []
+            r = await c.post("/v1/files", content=chunked(900), headers=MULTIPART)  # the room was given back
+            assert r.status_code == 200 and r.json()["bytes"] == 900, r.text
+            r = await c.post("/v1/files", content=chunked(200), headers=MULTIPART)  # sent whole: its size named
+            assert r.status_code == 400 and "this one of 200 bytes would pass it" in r.json()["error"]["message"]
+    finally:
+        await stopped(gw)
+
+
+async def test_uploads_side_by_side_hold_their_room_while_they_arrive(tmp_path: Path,
+                                                                     engines: dict[str, Gated]) -> None:
+    """Each upload passed the quota when it began and was checked again only when it ended: uploads of one tenant
+    side by side were each spooled whole (together past the quota, many times over), and the first to end
+    was kept, whichever was sent first. An upload now holds its room while it arrives (in the index, so in
+    every worker process): another, sent meanwhile, has only what is left and is refused; the first is kept."""
+    gw = await started(storage_spec(tmp_path, 1000, 3), engines)
+    folder = Path(gw.spec.gateway.batch.dir) / "default"
+    go = asyncio.Event()
+    head, data, tail = form_parts(700)
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield head
+        await go.wait()
+        yield data + tail
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     headers=TENANT) as c:
+            size = str(len(head + data + tail))
+            first = asyncio.create_task(c.post("/v1/files", content=slow(), headers={**MULTIPART,
+                                                                                     "content-length": size}))
+            await asyncio.sleep(0.1)
+            second = await c.post("/v1/files", content=head + data + tail, headers=MULTIPART)
+            assert second.status_code == 400 and second.json()["error"]["code"] == "storage_quota_exceeded", second.text
+            assert "uploads arriving included" in second.json()["error"]["message"]
+            go.set()
+            r = await first
+            assert r.status_code == 200 and r.json()["bytes"] == 700, r.text
+            assert sorted(p.name for p in folder.iterdir()) == [f"{r.json()['id']}.jsonl"]
+    finally:
+        await stopped(gw)
+
+
+def test_the_room_of_an_upload_whose_process_died_lapses(tmp_path: Path) -> None:
+    """A reservation left behind (its process killed mid-upload) counts until its upload's deadline, then not."""
+    limit = StorageLimit(bytes=1000, files=10)
+
+    async def run() -> None:
+        store = FileStore(BatchDb(tmp_path), lambda _: limit)
+        held = await store.reserve("t", "file", 10_000, 0, hold_s=0.2)
+        assert held is not None and held.bytes == 1000 and held.quota
+        with pytest.raises(StorageFull):
+            await store.check_room("t", "file")
+        await asyncio.sleep(0.3)
+        await store.check_room("t", "file", 1000)  # lapsed
+        assert (await store.reserve("t", "file", 10_000, 0, hold_s=5)) is not None
+
+    asyncio.run(run())
+
+
 async def test_uploads_racing_in_two_processes_never_pass_the_storage_quota(tmp_path: Path) -> None:
     """The quota is read and the file's row written in one transaction holding the index's write lock: twenty
     uploads at once through two stores over one folder (two worker processes' worth, each call on its own

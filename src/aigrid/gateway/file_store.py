@@ -18,6 +18,13 @@ take a tenant past it; the bytes copied before the check are deleted again. `reg
 work already done) is never refused: it counts, and a tenant taken past its limit by its batches' results adds
 nothing more until it deletes (`check_room`, asked before a batch is created). A deleted or expired file counts
 no more (expired: at once, its bytes deleted by the next sweep).
+
+An upload of the Files API holds its room while it arrives (`reserve`: a row of `upload_reservations` in the
+same index, so every worker process counts it): what the tenant has left, up to the per-file limit, is set
+aside before its body is read, the upload is stopped as soon as more than that arrives, and its file replaces
+the reservation in the transaction that checks the sum. Uploads racing each other (in any process) never
+spool together more than the tenant has room for; a reservation left by a process that died lapses at its
+upload's deadline.
 """
 
 from __future__ import annotations
@@ -88,6 +95,28 @@ def _row(r: sqlite3.Row) -> StoredFile:
 
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_RESERVATIONS = ("CREATE TABLE IF NOT EXISTS upload_reservations (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
+                 "bytes INTEGER NOT NULL, until REAL NOT NULL)")
+"""Uploads arriving now and the bytes each may still bring (a table an older aigrid ignores: it counts none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """The room one upload holds while it arrives: at most `bytes`; `quota` True when that is what the tenant's
+    storage quota left (less than the per-file limit), so that passing it is StorageFull, not a file too large."""
+
+    id: str
+    tenant: str
+    bytes: int
+    quota: bool
+    limit: StorageLimit
+    held: tuple[int, int]
+    """(bytes, files) the tenant held, other uploads arriving included, when the room was set aside."""
+
+    def full(self, param: str, size: int | None = None) -> StorageFull:
+        """The refusal of an upload that brought more than its room (`size`: how much, when known)."""
+        adding = f"this one of {size} bytes" if size is not None else f"this upload, past {self.bytes} bytes,"
+        return StorageFull(_full_message(param, self.limit, self.held, f"; {adding} would pass it"), param=param)
 
 
 class FileStore:
@@ -96,6 +125,38 @@ class FileStore:
         self.db = db
         self.root = db.root
         self.limits = limits
+        self._reservations = False
+
+    async def _ready(self) -> None:
+        """The reservations' table, once per process (before the first sum that counts it)."""
+        if not self._reservations:
+            await self.db.write(lambda db: db.execute(_RESERVATIONS))
+            self._reservations = True
+
+    async def reserve(self, tenant: str, param: str, most: int, least: int, hold_s: float) -> Reservation | None:
+        """Room set aside for one upload of at most `most` bytes: what the tenant has left, up to `most`, held for
+        `hold_s` (its deadline) or until `add` or `release`; StorageFull naming `param` when it has no room, or
+        less than `least` (what the upload says it brings). None: this store has no storage quota."""
+        if self.limits is None:
+            return None
+        limit = self.limits(tenant)
+        await self._ready()
+        rid = new_file_id().replace("file-", "upload-")
+
+        def take(db: sqlite3.Connection) -> Reservation:
+            now = time.time()
+            db.execute("DELETE FROM upload_reservations WHERE until <= ?", (now,))  # their processes died
+            held = _held(db, tenant)
+            _refuse_past(limit, held, least, param)
+            room = min(most, limit.bytes - held[0])
+            db.execute("INSERT INTO upload_reservations VALUES (?, ?, ?, ?)", (rid, tenant, room, now + hold_s))
+            return Reservation(rid, tenant, room, room < most, limit, held)
+
+        return await self.db.write(take)
+
+    async def release(self, reservation: Reservation) -> None:
+        """The room given back (an upload refused, failed or kept: deleting it twice is nothing)."""
+        await self.db.write(lambda db: db.execute("DELETE FROM upload_reservations WHERE id = ?", (reservation.id,)))
 
     def folder(self, tenant: str) -> Path:
         return self.root / tenant_folder(tenant)
@@ -104,14 +165,16 @@ class FileStore:
         return self.root / f.path
 
     async def add(self, tenant: str, filename: str, purpose: str, src: IO[bytes],
-                  expires_at: int | None = None, *, param: str = "file") -> StoredFile:
+                  expires_at: int | None = None, *, param: str = "file",
+                  reservation: Reservation | None = None) -> StoredFile:
         """Copy `src` (read from its start) into the tenant's folder and index it; StorageFull naming `param` when
-        the tenant's files would hold more than its storage quota (checked before the copy, and again, atomically,
-        with the row's insert: the copy is deleted then)."""
+        the tenant's files would hold more than its storage quota (checked before the copy, unless `reservation`
+        holds its room, and again, atomically, with the row's insert, which takes the reservation's place: the
+        copy is deleted then)."""
         fid = new_file_id()
         rel = f"{tenant_folder(tenant)}/{fid}.jsonl"
         limit = None if self.limits is None else self.limits(tenant)
-        if limit is not None:
+        if limit is not None and reservation is None:
             src.seek(0, os.SEEK_END)
             await self.check_room(tenant, param, src.tell(), limit=limit)
 
@@ -129,7 +192,7 @@ class FileStore:
         size = await asyncio.to_thread(copy)
         stored = StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel)
         try:
-            return await self._index(stored, limit, param)
+            return await self._index(stored, limit, param, reservation)
         except StorageFull:  # refused: the bytes go with the row that was not written
             await asyncio.to_thread((self.root / rel).unlink, missing_ok=True)
             raise
@@ -142,6 +205,7 @@ class FileStore:
             limit = self.limits(tenant)
         if limit is None:
             return
+        await self._ready()
         held = await self.db.read(lambda db: _held(db, tenant))
         _refuse_past(limit, held, size, param)
 
@@ -152,10 +216,16 @@ class FileStore:
         return await self._index(StoredFile(new_file_id(), tenant, purpose, filename, size, int(time.time()),
                                             expires_at, rel))
 
-    async def _index(self, f: StoredFile, limit: StorageLimit | None = None, param: str = "file") -> StoredFile:
+    async def _index(self, f: StoredFile, limit: StorageLimit | None = None, param: str = "file",
+                     reservation: Reservation | None = None) -> StoredFile:
         """The row written; with a `limit`, in the transaction that read the tenant's sum, so that no upload
-        racing this one (in any process) is counted on the same sum."""
+        racing this one (in any process) is counted on the same sum (the `reservation` it replaces, not)."""
+        if limit is not None:
+            await self._ready()
+
         def insert(db: sqlite3.Connection) -> None:
+            if reservation is not None:
+                db.execute("DELETE FROM upload_reservations WHERE id = ?", (reservation.id,))
             if limit is not None:
                 _refuse_past(limit, _held(db, f.tenant), f.bytes, param)
             db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -229,17 +299,25 @@ class FileStore:
 
 
 def _held(db: sqlite3.Connection, tenant: str) -> tuple[int, int]:
-    """(bytes, files) the tenant's live files hold, every purpose."""
+    """(bytes, files) the tenant's live files hold, every purpose, and the uploads of it arriving now."""
+    now = time.time()
     r = db.execute(f"SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM files WHERE tenant = ? AND {_LIVE}",
-                   (tenant, int(time.time()))).fetchone()
-    return int(r[0]), int(r[1])
+                   (tenant, int(now))).fetchone()
+    u = db.execute("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM upload_reservations WHERE tenant = ? AND until > ?",
+                   (tenant, now)).fetchone()
+    return int(r[0]) + int(u[0]), int(r[1]) + int(u[1])
 
 
 def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: str) -> None:
     used, count = held
     if used + max(size, 1) > limit.bytes or count + 1 > limit.files:  # a new file needs a byte of room at least
         adding = f"; this one of {size} bytes would pass it" if size else ""
-        raise StorageFull(f"{param}: this tenant's files hold {used} bytes in {count} files, its storage quota being "
-                          f"{limit.bytes} bytes (quotas.storage_bytes) and {limit.files} files (quotas.storage_files)"
-                          f"{adding}; delete files (DELETE /v1/files/{{file_id}}) or ended message batches to make "
-                          "room", param=param)
+        raise StorageFull(_full_message(param, limit, held, adding), param=param)
+
+
+def _full_message(param: str, limit: StorageLimit, held: tuple[int, int], adding: str) -> str:
+    used, count = held
+    return (f"{param}: this tenant's files hold {used} bytes in {count} files (uploads arriving included), its "
+            f"storage quota being {limit.bytes} bytes (quotas.storage_bytes) and {limit.files} files "
+            f"(quotas.storage_files){adding}; delete files (DELETE /v1/files/{{file_id}}) or ended message batches "
+            "to make room")

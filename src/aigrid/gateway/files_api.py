@@ -4,7 +4,9 @@ DELETE /v1/files/{id}.
 
 Only `purpose: batch` is accepted (a batch's input, JSONL); the batches' results are files of purpose
 `batch_output`. Uploads larger than `gateway.batch.max_file_bytes` are refused with 413 while they arrive,
-before the rest is read. Files live on the local disk of the machine running the gateway (file_store.py;
+before the rest is read; so is one past what the tenant's storage quota leaves (400 storage_quota_exceeded),
+that room held for it while it arrives (file_store.FileStore.reserve), so that uploads side by side cannot
+together bring more. Files live on the local disk of the machine running the gateway (file_store.py;
 docs/batches.md, "Where files live"). Every route is authenticated, tenant-scoped (another tenant's file is a
 404) and audited (routes.Audited: one record with the route, tenant and outcome; ids and sizes, never content).
 Anthropic's Files API, on the same paths, is not served: a caller that sends `anthropic-version` (the Anthropic
@@ -25,12 +27,12 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive
 
-from aigrid.errors import InvalidRequest, NotFound, RequestTimeout
+from aigrid.errors import ApiError, InvalidRequest, NotFound, RequestTimeout
 from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.envelope import ANTHROPIC_VERSION
 from aigrid.gateway.exchange import Exchange
-from aigrid.gateway.file_store import FileStore, StoredFile
+from aigrid.gateway.file_store import FileStore, Reservation, StoredFile
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, json_response
 from aigrid.gateway.slow_clients import body_deadline_s
@@ -49,8 +51,12 @@ class FileTooLarge(InvalidRequest):
     code = "file_too_large"
 
 
-def _limited(receive: Receive, limit: int) -> Receive:
-    """The request's body messages, refused (413) as soon as more than `limit` bytes have come."""
+RESERVE_SLACK_S = 60.0
+"""How long past its body's deadline an upload's room stays held (the copy into the store, the index)."""
+
+
+def _limited(receive: Receive, limit: int, refused: ApiError) -> Receive:
+    """The request's body messages, `refused` as soon as more than `limit` bytes have come."""
     seen = 0
 
     async def counted() -> Message:
@@ -59,8 +65,7 @@ def _limited(receive: Receive, limit: int) -> Receive:
         if message["type"] == "http.request":
             seen += len(message.get("body", b""))
             if seen > limit:
-                raise FileTooLarge(f"file: the upload is larger than {limit - FORM_SLACK} bytes, the most this "
-                                   "gateway accepts (gateway.batch.max_file_bytes)", param="file")
+                raise refused
         return message
 
     return counted
@@ -94,15 +99,30 @@ class FilesApi:
         limit = self.max_bytes + FORM_SLACK
         declared = plain_int(request.headers.get("content-length", ""))
         if declared is not None and declared > limit:
-            raise FileTooLarge(f"file: the upload is larger than {self.max_bytes} bytes, the most this gateway "
-                               "accepts (gateway.batch.max_file_bytes)", param="file")
-        if declared is not None:  # a file surely past the tenant's storage quota is refused before its bytes are kept
-            await self.files.check_room(tenant, "file", max(declared - FORM_SLACK, 0))
+            raise self._too_large()
         if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
             raise InvalidRequest("POST /v1/files takes a multipart/form-data body with the fields file and purpose",
                                  param="file")
-        counted = Request(request.scope, _limited(request.receive, limit))
         deadline = body_deadline_s(declared, limit)
+        # the room the tenant has left, up to max_file_bytes, held before a byte is read (a file surely past it,
+        # by its Content-Length, is refused here): uploads side by side, in any worker, cannot together pass it
+        most = self.max_bytes if declared is None else min(self.max_bytes, declared)
+        held = await self.files.reserve(tenant, "file", most, max((declared or 0) - FORM_SLACK, 0),
+                                        deadline + RESERVE_SLACK_S)
+        try:
+            return await self._receive(request, ex, tenant, held, deadline)
+        finally:
+            if held is not None:
+                await self.files.release(held)
+
+    async def _receive(self, request: Request, ex: Exchange, tenant: str, held: Reservation | None,
+                       deadline: float) -> Response:
+        """The upload read within its room (`held`, else max_file_bytes): refused as soon as more arrives, 413
+        past max_file_bytes, 400 storage_quota_exceeded past what the tenant's quota left."""
+        room = self.max_bytes if held is None else held.bytes
+        by_quota = held if held is not None and held.quota else None
+        refused = by_quota.full("file") if by_quota is not None else self._too_large()
+        counted = Request(request.scope, _limited(request.receive, room + FORM_SLACK, refused))
         try:
             async with asyncio.timeout(deadline):  # a trickled upload held its connection and request for good
                 form = await counted.form(max_files=1, max_fields=len(_FIELDS), max_part_size=4096)
@@ -113,15 +133,19 @@ class FilesApi:
             raise RequestTimeout(f"file: the upload did not arrive within {deadline:.0f} s", param="file") from None
         try:
             upload, purpose, expires_at = self._fields(form)
-            if upload.size is not None and upload.size > self.max_bytes:
-                raise FileTooLarge(f"file: the upload is {upload.size} bytes, more than the {self.max_bytes} this "
-                                   "gateway accepts (gateway.batch.max_file_bytes)", param="file")
+            if upload.size is not None and upload.size > room:
+                raise by_quota.full("file", upload.size) if by_quota is not None else self._too_large(upload.size)
             name = (upload.filename or "upload.jsonl")[:255]
-            stored = await self.files.add(tenant, name, purpose, upload.file, expires_at)
+            stored = await self.files.add(tenant, name, purpose, upload.file, expires_at, reservation=held)
         finally:
             await form.close()
         ex.body = {"file_id": stored.id, "filename": stored.filename, "bytes": stored.bytes, "purpose": purpose}
         return json_response(stored.to_object())
+
+    def _too_large(self, size: int | None = None) -> FileTooLarge:
+        this = "larger than" if size is None else f"{size} bytes, more than"
+        return FileTooLarge(f"file: the upload is {this} {self.max_bytes} bytes, the most this gateway accepts "
+                            "(gateway.batch.max_file_bytes)", param="file")
 
     @staticmethod
     def _fields(form: FormData) -> tuple[UploadFile, str, int | None]:
