@@ -372,7 +372,8 @@ async def test_a_tenants_message_batches_are_bounded_by_its_storage_quota(tmp_pa
     """A message batch's requests and results are files of its tenant on the gateway's disk: batch after batch
     filled it, bounded only by max_file_bytes each. They count in the tenant's storage quota (quotas.storage_bytes,
     storage_files) with its Files API uploads: a batch past it is Anthropic's 400 invalid_request_error naming the
-    limit; its results count once it has ended; deleting it makes room again."""
+    limit; its results count once it has ended; deleting it makes room again. A tenant at its limit is refused
+    before its body is read (it was read and checked whole, up to max_file_bytes, then refused)."""
     gw = await started(storage_spec(tmp_path, 2000, 2), engines)
     try:
         claude, other = clients(gw)
@@ -388,6 +389,17 @@ async def test_a_tenants_message_batches_are_bounded_by_its_storage_quota(tmp_pa
             await claude.messages.batches.create(requests=[req("b", "hi")])
         assert "2 files (quotas.storage_files)" in many.value.body["error"]["message"]  # type: ignore[index]
         assert (await other.messages.batches.create(requests=[req("o", "hi")])).id  # another tenant's room is its own
+        read: list[bool] = []
+
+        async def body() -> AsyncIterator[bytes]:
+            read.append(True)
+            yield orjson.dumps({"requests": [req("c", "hi")]})
+
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     headers=TENANT) as c:  # at its limit: refused before its body is read
+            r = await c.post("/v1/messages/batches", content=body())
+        assert r.status_code == 400 and "2 files (quotas.storage_files)" in r.json()["error"]["message"], r.text
+        assert read == []
         await claude.messages.batches.delete(done.id)
         assert (await claude.messages.batches.create(requests=[req("b", "hi")])).id
     finally:

@@ -141,6 +141,7 @@ class MessageBatchesApi:
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, request: Request, ex: Exchange) -> Response:
         caller, headers = await self._caller(request, ex)
+        await self.files.check_room(caller.tenant, "requests")  # a tenant at its storage quota: no body read for it
         with tempfile.SpooledTemporaryFile(1 << 20) as lines:  # the input file, on disk past a megabyte
             async with self._turn(request):
                 body = [await self._read(request)]  # handed over, not kept here: _check frees it once parsed
