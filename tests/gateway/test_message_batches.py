@@ -12,6 +12,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -457,48 +458,65 @@ async def test_a_model_the_key_may_not_use_is_refused_at_creation_whether_it_exi
         await stopped(gw)
 
 
-async def test_large_creates_are_read_one_at_a_time_and_shed_past_their_wait(tmp_path: Path,
-                                                                            engines: dict[str, Gated]) -> None:
+async def test_large_creates_are_checked_one_at_a_time_and_shed_past_their_wait(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
     """A create reads up to max_file_bytes and checking it takes several times that in memory: creates side by
-    side (one tenant or many) took the process past a machine's memory. A body that may be larger than a live
-    request (past gateway.max_body_bytes, or sent in chunks) is read in its turn, one at a time per process:
-    another waits, its body unread, and past its wait is shed (Anthropic's 429 rate_limit_error, retry-after);
-    a small one is not held up; once the first is done the next is served."""
+    side (one tenant or many) took the process past a machine's memory. A body larger than a live request may
+    be (gateway.max_body_bytes) is parsed and checked in its turn, one at a time per process: another waits
+    (on disk) and past its wait is shed (Anthropic's 429 rate_limit_error, retry-after); a small one is not held
+    up; once the first is done the next is served. A body still arriving holds no turn (a slow client cannot
+    keep every other large create out)."""
     spec = batch_spec(tmp_path)
     gw = await started(spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_body_bytes": 2000})}),
                        engines)
     try:
         app = build_app(gw)
         assert gw.batches is not None
-        gw.batches.message_batches_api.large_wait_s = 0.2
-        large = orjson.dumps({"requests": [req(f"r{i}", "Name a river.") for i in range(6000)]})
+        api = gw.batches.message_batches_api
+        api.large_wait_s = 0.2
+        checking, go = threading.Event(), threading.Event()
+        check = api._check
+
+        def held_check(*args: Any) -> int:  # the first large create stays in its check until `go`
+            if not checking.is_set():
+                checking.set()
+                go.wait(10)
+            return check(*args)
+
+        monkeypatch.setattr(api, "_check", held_check)
+        large = orjson.dumps({"requests": [req(f"r{i}", "Name a river.") for i in range(40)]})
         small = orjson.dumps({"requests": [req("s", "hi")]})
         assert len(small) < 2000 < len(large)
-        held, read = asyncio.Event(), []
+        arrived = asyncio.Event()
+
+        async def chunked() -> AsyncIterator[bytes]:
+            yield large
 
         async def slow() -> AsyncIterator[bytes]:
             yield large[:100]
-            await held.wait()
+            await arrived.wait()
             yield large[100:]
-
-        async def counted() -> AsyncIterator[bytes]:
-            read.append(True)
-            yield large
 
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
                                      headers=TENANT) as c:
-            first = asyncio.create_task(c.post("/v1/messages/batches", content=slow()))
-            await asyncio.sleep(0.05)
-            for content in (counted(), large):  # sent in chunks, or declared past max_body_bytes
+            first = asyncio.create_task(c.post("/v1/messages/batches", content=large))
+            for _ in range(200):
+                if checking.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            for content in (chunked(), large):  # sent in chunks, or declared past max_body_bytes
                 shed = await c.post("/v1/messages/batches", content=content)
                 assert shed.status_code == 429, shed.text
                 assert shed.json()["error"]["type"] == "rate_limit_error" and shed.headers["retry-after"] == "1"
                 assert "retry later" in shed.json()["error"]["message"]
-            assert read == []  # its body never read
             assert (await c.post("/v1/messages/batches", content=small)).status_code == 200  # a small one is not held
-            held.set()
+            go.set()
             assert (await first).status_code == 200
-            assert (await c.post("/v1/messages/batches", content=large)).status_code == 200  # its turn now
+            trickling = asyncio.create_task(c.post("/v1/messages/batches", content=slow()))
+            await asyncio.sleep(0.05)
+            assert (await c.post("/v1/messages/batches", content=large)).status_code == 200  # its turn, not the slow one's
+            arrived.set()
+            assert (await trickling).status_code == 200
     finally:
         await stopped(gw)
 

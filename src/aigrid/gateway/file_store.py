@@ -95,6 +95,8 @@ def _row(r: sqlite3.Row) -> StoredFile:
 
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+RESERVE_SLACK_S = 60.0
+"""How long past its body's deadline an upload's room stays held (the copy into the store, the index)."""
 _RESERVATIONS = ("CREATE TABLE IF NOT EXISTS upload_reservations (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
                  "bytes INTEGER NOT NULL, until REAL NOT NULL)")
 """Uploads arriving now and the bytes each may still bring (a table an older aigrid ignores: it counts none)."""

@@ -32,7 +32,7 @@ from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.envelope import ANTHROPIC_VERSION
 from aigrid.gateway.exchange import Exchange
-from aigrid.gateway.file_store import FileStore, Reservation, StoredFile
+from aigrid.gateway.file_store import RESERVE_SLACK_S, FileStore, Reservation, StoredFile
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, json_response
 from aigrid.gateway.slow_clients import body_deadline_s
@@ -49,10 +49,6 @@ MAX_LIST = 10_000
 class FileTooLarge(InvalidRequest):
     status = 413
     code = "file_too_large"
-
-
-RESERVE_SLACK_S = 60.0
-"""How long past its body's deadline an upload's room stays held (the copy into the store, the index)."""
 
 
 def _limited(receive: Receive, limit: int, refused: ApiError) -> Receive:

@@ -25,15 +25,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 import orjson
 from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied
+from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied, RequestTimeout
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
@@ -41,7 +42,7 @@ from aigrid.gateway.batches_api import batch_object
 from aigrid.gateway.cursor_list import page_query
 from aigrid.gateway.envelope import from_validation
 from aigrid.gateway.exchange import Exchange
-from aigrid.gateway.file_store import FileStore
+from aigrid.gateway.file_store import RESERVE_SLACK_S, FileStore, Reservation
 from aigrid.gateway.front_door import name_own_field, validate
 from aigrid.gateway.message_batches_schema import MessageBatchRequest, MessageBatchShape
 from aigrid.gateway.messages_api import MESSAGES_PATH
@@ -55,9 +56,9 @@ from aigrid.gateway.routes import (
     authenticate,
     json_object,
     json_response,
-    read_body,
 )
 from aigrid.gateway.schemas import ChatRequest
+from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.security.principal import Principal
 
 MESSAGE_BATCHES_PATH = "/v1/messages/batches"
@@ -66,12 +67,12 @@ MAX_LIST = 1000
 _PROCESSING = {"cancelling": "canceling", **{s: "ended" for s in FINAL}}
 """The runner's status -> Anthropic's processing_status (every other one: in_progress)."""
 LARGE_AT_ONCE = 1
-"""Creates whose body may be larger than a live request (gateway.max_body_bytes; or sent in chunks, its size
-unknown) read and checked at once in one gateway process. Checking one takes about 6 x its body in memory (its
-parsed JSON beside it; 10.7 x before each request was checked and freed in turn): 100 MiB bodies checked
-side by side took the process past a machine's memory."""
+"""Creates whose body is larger than a live request may be (gateway.max_body_bytes) parsed and checked at once
+in one gateway process. Checking one takes about 7 x its body in memory (its parsed JSON beside it; 10.7 x
+before each request was checked and freed in turn): 100 MiB bodies checked side by side took the process past a
+machine's memory. A body waits its turn on disk (it arrives first, however slowly, without holding the turn)."""
 LARGE_WAIT_S = 10.0
-"""How long such a create waits for its turn, its body unread, before it is shed (429 overloaded, Retry-After)."""
+"""How long such a create waits for its turn before it is shed (429 overloaded, Retry-After)."""
 
 
 def _time(t: int | None) -> str | None:
@@ -141,15 +142,27 @@ class MessageBatchesApi:
     # --- create -----------------------------------------------------------------------------------------------
     async def create(self, request: Request, ex: Exchange) -> Response:
         caller, headers = await self._caller(request, ex)
-        await self.files.check_room(caller.tenant, "requests")  # a tenant at its storage quota: no body read for it
-        with tempfile.SpooledTemporaryFile(1 << 20) as lines:  # the input file, on disk past a megabyte
-            async with self._turn(request):
-                body = [await self._read(request)]  # handed over, not kept here: _check frees it once parsed
-                count = await asyncio.to_thread(self._check, body, caller.scopes.allows_model, lines)
-            bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
-            ex.body = {"batch_id": bid, "requests": count}
-            stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", lines,
-                                          param="requests")
+        limit = self.gw.spec.gateway.batch.max_file_bytes
+        declared = plain_int(request.headers.get("content-length", ""))
+        if declared is not None and declared > limit:
+            raise self._too_large()
+        deadline = body_deadline_s(declared, limit)
+        # the room the tenant has left, up to the body's size, held while it arrives (a tenant at its storage quota:
+        # refused before its body is read); the requests' file takes its place
+        held = await self.files.reserve(caller.tenant, "requests", limit if declared is None else declared, 0,
+                                        deadline + RESERVE_SLACK_S)
+        try:  # the body and the input file each on disk past a megabyte
+            with tempfile.SpooledTemporaryFile(1 << 20) as body, tempfile.SpooledTemporaryFile(1 << 20) as lines:
+                size = await self._spool(request, body, held, deadline)  # type: ignore[arg-type]
+                async with self._turn(size):
+                    count = await asyncio.to_thread(self._check, body, caller.scopes.allows_model, lines)
+                bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
+                ex.body = {"batch_id": bid, "requests": count}
+                stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", lines,
+                                              param="requests", reservation=held)
+        finally:
+            if held is not None:
+                await self.files.release(held)
         obj = batch_object(bid, created, endpoint=MESSAGES_PATH, input_file_id=stored.id, status="validating",
                            model=None, total=count)
         obj["request_counts"]["expired"] = 0
@@ -158,18 +171,33 @@ class MessageBatchesApi:
         self.runner.submit(bid)
         return json_response(message_batch(obj, self._base(request)))
 
-    async def _read(self, request: Request) -> bytes:
-        """The body, up to gateway.batch.max_file_bytes (a batch is larger than a request: 413 above)."""
+    def _too_large(self) -> InvalidRequest:
         limit = self.gw.spec.gateway.batch.max_file_bytes
-        return await read_body(request, limit, f"the batch is larger than {limit} bytes, the most this gateway "
-                                               "accepts (gateway.batch.max_file_bytes)")
+        return InvalidRequest(f"the batch is larger than {limit} bytes, the most this gateway accepts "
+                              "(gateway.batch.max_file_bytes)", code="request_too_large")
+
+    async def _spool(self, request: Request, out: BinaryIO, held: Reservation | None, deadline: float) -> int:
+        """The body written to `out` as it arrives, within `deadline` (else 408), and its size: refused as soon
+        as it passes its room (`held`: what the tenant's storage quota left, 400 storage_quota_exceeded) or
+        gateway.batch.max_file_bytes (413 request_too_large). Nothing of it is parsed here."""
+        room = self.gw.spec.gateway.batch.max_file_bytes if held is None else held.bytes
+        spooled, size = UploadFile(out), 0  # written off the event loop once on disk
+        try:
+            async with asyncio.timeout(deadline):
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > room:
+                        raise held.full("requests") if held is not None and held.quota else self._too_large()
+                    await spooled.write(chunk)
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {deadline:g} s ({size} bytes came)") from None
+        return size
 
     @asynccontextmanager
-    async def _turn(self, request: Request) -> AsyncIterator[None]:
-        """A body that may be larger than a live request is read and checked in its turn (LARGE_AT_ONCE per
-        process), its bytes unread while it waits; past large_wait_s: 429 overloaded with Retry-After."""
-        declared = plain_int(request.headers.get("content-length", ""))
-        if declared is not None and declared <= self.gw.spec.gateway.max_body_bytes:
+    async def _turn(self, size: int) -> AsyncIterator[None]:
+        """A body larger than a live request may be (gateway.max_body_bytes) is parsed and checked in its turn
+        (LARGE_AT_ONCE per process), waiting on disk; past large_wait_s: 429 overloaded with Retry-After."""
+        if size <= self.gw.spec.gateway.max_body_bytes:
             yield
             return
         try:
@@ -184,13 +212,14 @@ class MessageBatchesApi:
         finally:
             self._large.release()
 
-    def _check(self, held: list[bytes], may_use: Callable[[str], bool], out: IO[bytes]) -> int:
-        """Every request checked as POST /v1/messages checks it (in a thread: a batch may hold many), the
-        creator's model scope before a model's existence, and written to `out` as the input file of Messages
-        lines the runner reads; how many. The body (`held`, emptied) is dropped once parsed, and each request
+    def _check(self, src: IO[bytes], may_use: Callable[[str], bool], out: IO[bytes]) -> int:
+        """Every request of the body (`src`) checked as POST /v1/messages checks it (in a thread: a batch may hold
+        many), the creator's model scope before a model's existence, and written to `out` as the input file of
+        Messages lines the runner reads; how many. The body's bytes are dropped once parsed, and each request
         once written: what is held at once is the parsed JSON, not also the bytes, a validated copy and the
         file."""
-        body = json_object(held.pop())
+        src.seek(0)
+        body = json_object(src.read())
         validate(MessageBatchShape, body)
         requests: list[Any] = body["requests"]
         spec = self.gw.spec.gateway
