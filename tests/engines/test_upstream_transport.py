@@ -145,6 +145,39 @@ async def test_the_read_timeout_counts_each_wait_not_the_whole_stream() -> None:
     assert got == b"".join(b"data: %d\n\n" % i for i in range(8))
 
 
+async def test_a_whole_answer_s_head_is_awaited_past_the_read_timeout() -> None:
+    """An engine sends a whole (non-streamed) answer's head once the answer is whole: a CPU engine writing 4,096
+    tokens at 10 a second takes 410 s. The head was awaited for the read timeout (300 s in the gateway), so such
+    an answer failed there, below the proxy's own deadline for it (first_byte_timeout.whole_max_s, 600 s), and
+    the next candidate began the generation again. The proxy bounds the head now; the read timeout bounds the
+    silences between the body's reads, as before."""
+    async def slow_whole(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(0.6)  # twice the read timeout below: the answer is being written
+        body = b'{"choices": []}'
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                     % (len(body), body))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(slow_whole, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    transport = Http1Transport()
+    try:
+        async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(0.3)) as client:
+            engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client, transport=transport,
+                                        head_timeout_s=2.0)
+            async with engine.open("/v1/completions", BODY) as up:  # the proxy's direct path
+                assert b"".join([c async for c in up.body]) == b'{"choices": []}'
+            late = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client, transport=transport,
+                                      head_timeout_s=0.3)
+            with pytest.raises(EngineUnavailable, match="response head"):
+                async with late.open("/v1/completions", BODY):
+                    pass
+    finally:
+        server.close()
+
+
 async def test_connections_per_origin_are_capped_with_a_pool_timeout() -> None:
     server, _ = await serve(EmulatorConfig(decode_base_ms=100, prefill_base_ms=1), port=0)
     port = bound_port(server)

@@ -78,7 +78,8 @@ class OpenAICompatEngine:
     `power_url` optionally names a dcgm-exporter /metrics URL whose GPU power (restricted to `gpus`, by
     index or UUID) is merged into stats(). `headers` are sent with every request (e.g. an upstream API
     key). `timeout`, if given, overrides the client's timeout for proxied requests; probes (health,
-    metrics) always use the short `probe_timeout_s`.
+    metrics) always use the short `probe_timeout_s`. `head_timeout_s`: how long a proxied request's response head
+    may take on the direct path (a whole answer's comes once it is whole); None: the read timeout.
     """
 
     def __init__(
@@ -96,6 +97,7 @@ class OpenAICompatEngine:
         timeout: httpx.Timeout | None = None,
         probe_timeout_s: float = 2.0,
         transport: Http1Transport | None = None,
+        head_timeout_s: float | None = None,
     ) -> None:
         if kind not in HEALTH_PATHS:
             known = ", ".join(sorted(HEALTH_PATHS))
@@ -123,7 +125,11 @@ class OpenAICompatEngine:
         self._origin = (url.host, url.port or 80)
         self._prefix = url.raw_path.decode("ascii").rstrip("/")
         self._host_header = b"host: " + url.netloc
-        self._direct_timeouts = (timeout or client.timeout).as_dict()
+        # a whole answer's head comes once the answer is whole: `head_timeout_s` (the gateway's ceiling for one,
+        # first_byte_timeout.whole_max_s) bounds it, the read timeout the silences between the body's reads (it bounded
+        # the head too, and cut whole answers at 300 s); the proxy's first-byte deadline bounds a stream's head
+        self._direct_timeouts = {**(timeout or client.timeout).as_dict(),
+                                 **({} if head_timeout_s is None else {"head": head_timeout_s})}
 
     def __repr__(self) -> str:
         return f"OpenAICompatEngine(kind={self.kind!r}, base_url={self.base_url!r})"

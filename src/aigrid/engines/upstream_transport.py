@@ -251,7 +251,10 @@ class _Conn(asyncio.Protocol):
         self.transport.write(data)
         if self._writable is not None:  # the engine is not reading the request body
             await _wait(self._writable, timeouts.get("write"), "timed out writing the request", httpx.WriteTimeout)
-        await _wait(self._head, timeouts.get("read"), "timed out waiting for the response head")
+        # "head": how long the head may take, when the caller says so (a whole answer's comes once it is whole); else
+        # the read timeout
+        head = timeouts["head"] if "head" in timeouts else timeouts.get("read")
+        await _wait(self._head, head, "timed out waiting for the response head")
         if self._error is not None and not self._headers:
             raise self._error
         return self.parser.get_status_code(), self._headers

@@ -46,8 +46,8 @@ def upstream(spec: GridSpec | None = None, environ: Mapping[str, str] = os.envir
     CPU at 200 streams, docs/benchmarks.md), https:// ones (remote regions, hosted providers) on httpx's own,
     checked against the public certificate authorities, or, for an origin whose endpoint says so, against its
     own (`tls_ca_file`, an internal CA) and through its `proxy` (with the credentials of its `proxy_auth_env`);
-    no read timeout while tokens stream. Raises ConfigError naming the field when a CA file or the proxy's
-    credentials cannot be used."""
+    UPSTREAM_TIMEOUT's read timeout bounds each silence of an answer's body (and, on https, its head). Raises
+    ConfigError naming the field when a CA file or the proxy's credentials cannot be used."""
     http1 = Http1Transport()
     public = httpx.AsyncHTTPTransport(limits=TLS_LIMITS)
     ways = https_origins(spec, environ) if spec is not None else {}
@@ -198,7 +198,8 @@ def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str], up: Upstream
             source = f"${ep.api_key_env}, the endpoint's api_key_env"
         headers = {"authorization": f"Bearer {key}"} if key else None
         engine: Engine = OpenAICompatEngine(kind, url, up.client, power_url=ep.power_metrics_url, gpus=ep.gpus,
-                                            headers=headers, key_source=source, transport=up.http1)
+                                            headers=headers, key_source=source, transport=up.http1,
+                                            head_timeout_s=spec.gateway.first_byte_timeout.whole_max_s)
         # llama.cpp names the stop string that ended an answer only when asked (engines/stop_words.py)
         engines[ep.id] = StopWordEngine(engine) if kind in VERBOSE_KINDS else engine
     return engines
