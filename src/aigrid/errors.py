@@ -221,6 +221,16 @@ class UpstreamFailed(ApiError):
     code = "upstream_failed"
 
 
+class InsufficientStorage(ApiError):
+    """The disk the gateway keeps files on would be left with less free space than it must keep (the audit log's,
+    the index's, running batches' results): an upload or a message batch is refused before its body is read."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "insufficient_storage"
+    retry = False  # space is freed by an operator or by files expiring, not within a wait an SDK sits through
+
+
 class AuditUnavailable(ApiError):
     """The audit log cannot take a record now (writer stalled or its queue full): the request is refused
     rather than served unaudited."""

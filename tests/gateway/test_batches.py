@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anthropic
@@ -974,3 +975,37 @@ def test_the_storage_quota_has_a_default_and_is_a_tenants() -> None:
     assert SecuritySpec.model_validate(written_out) == SecuritySpec()
     with pytest.raises(ValueError, match="storage_files"):
         SecuritySpec.model_validate({"default_quotas": {"storage_files": 0}})
+
+
+async def test_an_upload_that_could_leave_the_disk_too_full_is_refused_before_its_body_is_read(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage quota is per tenant: tenants within theirs could together fill the disk the audit log, the index
+    and running batches' results write to. An upload (or a message batch) that could leave less than
+    gateway.batch.min_free_bytes free is a 503 insufficient_storage (not retried by the SDKs) before a byte of it is
+    read, logged; with room, as before."""
+    gw = await started(batch_spec(tmp_path, min_free_bytes=10 << 20), engines)
+    free = [(10 << 20) + 100]  # the disk as the gateway sees it: 100 bytes above what it keeps free
+    monkeypatch.setattr("aigrid.gateway.file_store.shutil.disk_usage", lambda _: SimpleNamespace(free=free[0]))
+    sent = [0]
+
+    async def body(size: int) -> AsyncIterator[bytes]:
+        for part in form_parts(size):
+            sent[0] += len(part)
+            yield part
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     headers=TENANT) as c:
+            r = await c.post("/v1/files", content=body(5000), headers=MULTIPART)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "insufficient_storage", r.text
+            assert r.headers["x-should-retry"] == "false" and r.json()["error"]["param"] == "file"
+            assert sent[0] == 0  # refused before its body was read
+            message = await c.post("/v1/messages/batches", json={"requests": [{"custom_id": "a", "params": {
+                "model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}}]})
+            assert message.status_code == 529 and "too little free space" in message.text, message.text  # Anthropic's
+            assert message.headers["x-should-retry"] == "false"
+            free[0] = 1 << 30
+            r = await c.post("/v1/files", content=body(5000), headers=MULTIPART)
+            assert r.status_code == 200 and r.json()["bytes"] == 5000, r.text
+    finally:
+        await stopped(gw)

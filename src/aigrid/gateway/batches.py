@@ -70,7 +70,7 @@ def build_batches(routes: Routes) -> Batches:
     gw = routes.gw
     spec = gw.spec.gateway.batch
     db = BatchDb(Path(spec.dir).resolve())
-    files, store = FileStore(db, storage_limits(gw.spec)), BatchStore(db)
+    files, store = FileStore(db, storage_limits(gw.spec), spec.min_free_bytes), BatchStore(db)
     chat, messages = BatchLine(routes).run, MessageBatchLine(routes, MessagesApi(routes)).run
 
     async def run_line(batch: StoredBatch, line: Line) -> LineResult:

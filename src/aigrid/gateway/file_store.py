@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from aigrid.errors import InvalidRequest
+from aigrid.errors import InsufficientStorage, InvalidRequest
 from aigrid.gateway.batch_db import BatchDb
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -94,6 +95,8 @@ def _row(r: sqlite3.Row) -> StoredFile:
                       r["expires_at"], r["path"])
 
 
+log = logging.getLogger("aigrid.batches")
+
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
 RESERVE_SLACK_S = 60.0
 """How long past its body's deadline an upload's room stays held (the copy into the store, the index)."""
@@ -122,12 +125,30 @@ class Reservation:
 
 
 class FileStore:
-    def __init__(self, db: BatchDb, limits: Callable[[str], StorageLimit] | None = None) -> None:
-        """`limits`: each tenant's storage quota (None: no limit)."""
+    def __init__(self, db: BatchDb, limits: Callable[[str], StorageLimit] | None = None, min_free_bytes: int = 0) -> None:
+        """`limits`: each tenant's storage quota (None: no limit). `min_free_bytes`: the free space an upload may not
+        take the disk below, every tenant's quota notwithstanding (gateway.batch.min_free_bytes)."""
         self.db = db
         self.root = db.root
         self.limits = limits
+        self.min_free_bytes = min_free_bytes
         self._reservations = False
+
+    def check_disk(self, most: int, param: str) -> None:
+        """InsufficientStorage when `most` more bytes could leave the disk under `min_free_bytes` free: the quotas are
+        per tenant, and tenants within theirs could together fill the disk that the audit log writes to."""
+        if self.min_free_bytes <= 0:
+            return
+        where = self.root
+        while not where.exists() and where != where.parent:  # made with the first file: its disk is its parent's
+            where = where.parent
+        free = shutil.disk_usage(where).free
+        if free - most < self.min_free_bytes:
+            log.warning("refused an upload of up to %d bytes: %d bytes free under %s, %d kept free "
+                        "(gateway.batch.min_free_bytes)", most, free, self.root, self.min_free_bytes)
+            raise InsufficientStorage(f"{param}: the gateway's disk has too little free space for this upload now "
+                                      f"(up to {most} bytes); try again later or ask the grid's operator",
+                                      param=param)
 
     async def _ready(self) -> None:
         """The reservations' table, once per process (before the first sum that counts it)."""
@@ -138,7 +159,9 @@ class FileStore:
     async def reserve(self, tenant: str, param: str, most: int, least: int, hold_s: float) -> Reservation | None:
         """Room set aside for one upload of at most `most` bytes: what the tenant has left, up to `most`, held for
         `hold_s` (its deadline) or until `add` or `release`; StorageFull naming `param` when it has no room, or
-        less than `least` (what the upload says it brings). None: this store has no storage quota."""
+        less than `least` (what the upload says it brings); InsufficientStorage when the disk would be left with less
+        than `min_free_bytes` free. None: this store has no storage quota."""
+        self.check_disk(most, param)
         if self.limits is None:
             return None
         limit = self.limits(tenant)

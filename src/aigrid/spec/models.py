@@ -520,6 +520,9 @@ class BatchSpec(StrictModel):
         "where uploaded files, batch outputs and their SQLite index live (relative: to the gateway's working "
         "directory); one folder per tenant. Files stay on this machine: docs/batches.md, 'Residency'"))
     max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="the largest upload (413 above)")
+    min_free_bytes: int = Field(default=512 * 1024 * 1024, ge=0, description=(
+        "an upload or a message batch that could leave less free space than this on the disk of `dir` is refused "
+        "(503 insufficient_storage): the audit log, the index and running batches' results keep room to write"))
     max_lines: int = Field(default=50_000, ge=1, le=1_000_000, description="requests one batch may hold")
     concurrency: int = Field(default=4, ge=1, le=256, description="lines of one batch in flight at once")
     max_running: int = Field(default=8, ge=1, le=1024, description="batches one gateway process runs at once")
