@@ -80,8 +80,9 @@ class Exchange:
     with `loop_usage` when the client leaves during that turn (its engine read the prompt)."""
     tool_runs: list[dict[str, Any]] = field(default_factory=list)
     """Every server-side tool the tool loop had run for it, in order, each as it started and, once it ended, how
-    (routes._tool_loop): `tool`, `site`, `call_id`, `arguments`, then `ok` and `ms`. A loop that fails over runs
-    again on the next site, so a tool may stand twice. Its audit record names them (Guard._record)."""
+    (routes._tool_loop): `tool`, `site`, `call_id`, `arguments`, then `ok` and `ms` (a call the model made
+    badly stands too, `ok` false: it was not run). A loop is never run again once a call was made
+    (EngineFailedAfterActing). Its audit record names them (Guard._record)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """Fields its audit record's `extra` carries besides those made from the above (Guard._record): a
     background run's response id; an abandoned run's reason and quota settlement (responses_api.py)."""
