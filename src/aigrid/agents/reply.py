@@ -171,7 +171,7 @@ class ToolLoopEngine(WrappedEngine):
         try:
             if not body.get("stream"):
                 finished: Finished | None = None
-                acted = 0  # server-side tool runs so far: after one, a failure is not run again elsewhere
+                acted = 0  # server-side tool calls so far (run or refused): after one, a failure is not run again elsewhere
                 try:
                     async for ev in events:
                         if isinstance(ev, Rejected):
@@ -183,7 +183,7 @@ class ToolLoopEngine(WrappedEngine):
                             finished = ev
                 except EngineError as e:
                     if acted:
-                        raise EngineFailedAfterActing(f"{e} (after {acted} server-side tool run{'s' * (acted > 1)})") from e
+                        raise EngineFailedAfterActing(f"{e} (after {acted} server-side tool call{'s' * (acted > 1)})") from e
                     raise
                 assert finished is not None
                 doc = completion(finished, model, created=created, response_id=rid, show=self.show)
