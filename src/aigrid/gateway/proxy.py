@@ -110,11 +110,8 @@ class HedgePolicy:
 
     def delay_s(self, cand: Candidate, whole_tokens: int | None = None) -> float:
         """`whole_tokens`: the output limit of an answer sent whole (the model's context when it sets none)."""
-        expected_ms = cand.prediction.ttft_ms
-        if whole_tokens is not None:
-            tpot_ms = DEFAULT_TPOT_S * 1000.0 if cand.prediction.tpot_ms is None else cand.prediction.tpot_ms
-            expected_ms += whole_tokens * tpot_ms
-        return (self.factor * expected_ms + self.min_ms) / 1000.0
+        expected_s = cand.prediction.ttft_ms / 1000.0 + (0.0 if whole_tokens is None else whole_tokens * tpot_s(cand))
+        return self.factor * expected_s + self.min_ms / 1000.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,14 +141,18 @@ class FirstByteDeadline:
         nothing bounds its output (the caller passes the model's context when the request sets no limit)."""
         if max_tokens is None:
             return self.whole_max_s
-        tpot = DEFAULT_TPOT_S if cand.prediction.tpot_ms is None else cand.prediction.tpot_ms / 1000.0
-        return min(self.whole_max_s, self.seconds(cand) + DECODE_FACTOR * max_tokens * tpot)
+        return min(self.whole_max_s, self.seconds(cand) + DECODE_FACTOR * max_tokens * tpot_s(cand))
 
 
 DECODE_FACTOR = 3.0
 """Slack on the decode time of a non-streamed answer: a busy engine's steps slow down as its batch grows."""
 DEFAULT_TPOT_S = 0.1
 """Time per output token assumed where the endpoint's is not known yet (a TPOT SLO's usual 100 ms)."""
+
+
+def tpot_s(cand: Candidate) -> float:
+    """The endpoint's recent time per output token, in seconds (DEFAULT_TPOT_S where not known yet)."""
+    return DEFAULT_TPOT_S if cand.prediction.tpot_ms is None else cand.prediction.tpot_ms / 1000.0
 
 
 class Held:

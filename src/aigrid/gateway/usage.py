@@ -1,5 +1,5 @@
-"""Find the usage object in an engine's answer: a JSON body, or the SSE chunk that carries it; and tell an answer
-and token counts the gateway can pass on and charge from what a broken engine sent instead."""
+"""Tell an engine's whole answer and token counts the gateway can pass on and charge from what a broken engine sent
+instead (a stream's usage chunk is read by relay.py and chat_events.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-
-from aigrid.engines.sse import SseDecoder
 
 COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 BYTES_PER_TOKEN = 4096
@@ -61,30 +59,3 @@ def whole_answer(answer: bytes, most: int | None) -> tuple[bytes, dict[str, Any]
         return answer, usage, None
     del doc["usage"]
     return orjson.dumps(doc), None, why
-
-
-def usage_of(obj: Any) -> dict[str, Any] | None:
-    usage = obj.get("usage") if isinstance(obj, dict) else None
-    return usage if isinstance(usage, dict) else None
-
-
-def answer_usage(body: bytes) -> dict[str, Any] | None:
-    """Usage from a whole answer: a JSON body, or the last usage chunk of an SSE body."""
-    if b'"usage"' not in body:
-        return None
-    if not body.lstrip().startswith((b"data:", b":", b"event:", b"id:")):
-        try:
-            return usage_of(orjson.loads(body))
-        except orjson.JSONDecodeError:
-            return None
-    decoder = SseDecoder()
-    events = decoder.feed(body)
-    last = decoder.flush()
-    found = None
-    for ev in [*events, *([last] if last is not None else [])]:
-        if ev.data is not None and b'"usage"' in ev.data:
-            try:
-                found = usage_of(orjson.loads(ev.data)) or found
-            except orjson.JSONDecodeError:
-                continue
-    return found
