@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied, RequestTimeout
+from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
@@ -56,6 +56,7 @@ from aigrid.gateway.routes import (
     authenticate,
     json_object,
     json_response,
+    receive_body,
 )
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.slow_clients import body_deadline_s
@@ -181,17 +182,10 @@ class MessageBatchesApi:
         as it passes its room (`held`: what the tenant's storage quota left, 400 storage_quota_exceeded) or
         gateway.batch.max_file_bytes (413 request_too_large). Nothing of it is parsed here."""
         room = self.gw.spec.gateway.batch.max_file_bytes if held is None else held.bytes
-        spooled, size = UploadFile(out), 0  # written off the event loop once on disk
-        try:
-            async with asyncio.timeout(deadline):
-                async for chunk in request.stream():
-                    size += len(chunk)
-                    if size > room:
-                        raise held.full("requests") if held is not None and held.quota else self._too_large()
-                    await spooled.write(chunk)
-        except TimeoutError:
-            raise RequestTimeout(f"the request body did not arrive within {deadline:g} s ({size} bytes came)") from None
-        return size
+        spooled = UploadFile(out)  # written off the event loop once on disk
+        return await receive_body(
+            request, room, lambda: held.full("requests") if held is not None and held.quota else self._too_large(),
+            spooled.write, deadline)
 
     @asynccontextmanager
     async def _turn(self, size: int) -> AsyncIterator[None]:

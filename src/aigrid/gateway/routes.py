@@ -231,18 +231,31 @@ async def read_body(request: Request, limit: int, too_large: str, timeout_s: flo
     declared = plain_int(request.headers.get("content-length", ""))
     if declared is not None and declared > limit:
         raise InvalidRequest(too_large, code="request_too_large")
-    chunks, size = [], 0
-    timeout_s = body_deadline_s(declared, limit) if timeout_s is None else timeout_s
+    chunks: list[bytes] = []
+
+    async def keep(chunk: bytes) -> None:
+        chunks.append(chunk)
+
+    await receive_body(request, limit, lambda: InvalidRequest(too_large, code="request_too_large"), keep,
+                       body_deadline_s(declared, limit) if timeout_s is None else timeout_s)
+    return b"".join(chunks)
+
+
+async def receive_body(request: Request, limit: int, refuse: Callable[[], ApiError],
+                       write: Callable[[bytes], Awaitable[object]], timeout_s: float) -> int:
+    """The request's body handed to `write` as it arrives, and its size: `refuse()` raised as soon as more than
+    `limit` bytes came, 408 request_timeout unless all of it came within `timeout_s`."""
+    size = 0
     try:
         async with asyncio.timeout(timeout_s):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise InvalidRequest(too_large, code="request_too_large")
-                chunks.append(chunk)
+                    raise refuse()
+                await write(chunk)
     except TimeoutError:
         raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s ({size} bytes came)") from None
-    return b"".join(chunks)
+    return size
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
