@@ -13,7 +13,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -858,6 +858,13 @@ async def test_an_upload_surely_past_the_storage_quota_is_refused_before_its_byt
         await stopped(gw)
 
 
+async def counted(parts: Iterable[bytes], sent: list[int]) -> AsyncIterator[bytes]:
+    """`parts` sent as a chunked body, their bytes added up in `sent[0]` as the server reads them."""
+    for part in parts:
+        sent[0] += len(part)
+        yield part
+
+
 def form_parts(size: int, fill: bytes = b"x") -> tuple[bytes, bytes, bytes]:
     """A multipart upload of a `size`-byte file: (its head, the file, its tail)."""
     head = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
@@ -879,11 +886,9 @@ async def test_an_upload_is_stopped_as_soon_as_it_passes_what_the_storage_quota_
     folder = Path(gw.spec.gateway.batch.dir) / "default"
     sent = [0]
 
-    async def chunked(size: int) -> AsyncIterator[bytes]:
+    def chunked(size: int) -> AsyncIterator[bytes]:
         head, data, tail = form_parts(size)
-        for part in (head, *(data[i:i + 4096] for i in range(0, size, 4096)), tail):
-            sent[0] += len(part)
-            yield part
+        return counted((head, *(data[i:i + 4096] for i in range(0, size, 4096)), tail), sent)
 
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
@@ -988,10 +993,8 @@ async def test_an_upload_that_could_leave_the_disk_too_full_is_refused_before_it
     monkeypatch.setattr("aigrid.gateway.file_store.shutil.disk_usage", lambda _: SimpleNamespace(free=free[0]))
     sent = [0]
 
-    async def body(size: int) -> AsyncIterator[bytes]:
-        for part in form_parts(size):
-            sent[0] += len(part)
-            yield part
+    def body(size: int) -> AsyncIterator[bytes]:
+        return counted(form_parts(size), sent)
 
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
