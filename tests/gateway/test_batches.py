@@ -1012,3 +1012,41 @@ async def test_an_upload_that_could_leave_the_disk_too_full_is_refused_before_it
             assert r.status_code == 200 and r.json()["bytes"] == 5000, r.text
     finally:
         await stopped(gw)
+
+
+async def test_uploads_side_by_side_cannot_together_take_the_disk_below_its_floor(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each upload compared the disk's free space with the floor alone: uploads arriving side by side (of any
+    tenants, each within its quota) each saw the same free space, and together could write the disk below
+    gateway.batch.min_free_bytes. The room the others hold (uploads and message batches arriving, in any worker
+    process) now counts as written: the second upload is a 503 insufficient_storage, logged; the first is kept,
+    and once it is, a third has the room it left."""
+    gw = await started(batch_spec(tmp_path, min_free_bytes=10 << 20), engines)
+    monkeypatch.setattr("aigrid.gateway.file_store.shutil.disk_usage",
+                        lambda _: SimpleNamespace(free=(10 << 20) + 1500))  # room for one 700-byte upload, not two
+    go = asyncio.Event()
+    head, data, tail = form_parts(700)
+    size = {**MULTIPART, "content-length": str(len(head + data + tail))}
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield head
+        await go.wait()
+        yield data + tail
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            first = asyncio.create_task(c.post("/v1/files", content=slow(), headers={**size, **TENANT}))
+            await asyncio.sleep(0.1)
+            second = await c.post("/v1/files", content=head + data + tail, headers={**size, **OTHER})
+            assert second.status_code == 503, second.text
+            assert second.json()["error"]["code"] == "insufficient_storage" and second.json()["error"]["param"] == "file"
+            message = await c.post("/v1/messages/batches", headers=OTHER, json={"requests": [{"custom_id": "a", "params": {
+                "model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "x" * 600}]}}]})
+            assert message.status_code == 529 and "too little free space" in message.text, message.text
+            go.set()
+            r = await first
+            assert r.status_code == 200 and r.json()["bytes"] == 700, r.text
+            third = await c.post("/v1/files", content=head + data + tail, headers={**size, **OTHER})
+            assert third.status_code == 200, third.text  # the first's room given back: it is on the disk now
+    finally:
+        await stopped(gw)

@@ -24,7 +24,9 @@ same index, so every worker process counts it): what the tenant has left, up to 
 aside before its body is read, the upload is stopped as soon as more than that arrives, and its file replaces
 the reservation in the transaction that checks the sum. Uploads racing each other (in any process) never
 spool together more than the tenant has room for; a reservation left by a process that died lapses at its
-upload's deadline.
+upload's deadline. The same rows hold the disk: an upload (or a message batch) is refused when the disk's free
+space, less every room held by the uploads arriving now (any tenant, any process), could fall under
+`min_free_bytes` (`check_disk`, in the transaction that sets its own room aside).
 """
 
 from __future__ import annotations
@@ -114,13 +116,15 @@ class Reservation:
     tenant: str
     bytes: int
     quota: bool
-    limit: StorageLimit
+    limit: StorageLimit | None
+    """None: the store has no storage quota (the room is held for its disk's floor only)."""
     held: tuple[int, int]
     """(bytes, files) the tenant held, other uploads arriving included, when the room was set aside."""
 
     def full(self, param: str, size: int | None = None) -> StorageFull:
         """The refusal of an upload that brought more than its room (`size`: how much, when known)."""
         adding = f"this one of {size} bytes" if size is not None else f"this upload, past {self.bytes} bytes,"
+        assert self.limit is not None, "a room held for the disk alone is never the quota's"
         return StorageFull(_full_message(param, self.limit, self.held, f"; {adding} would pass it"), param=param)
 
 
@@ -134,21 +138,27 @@ class FileStore:
         self.min_free_bytes = min_free_bytes
         self._reservations = False
 
-    def check_disk(self, most: int, param: str) -> None:
-        """InsufficientStorage when `most` more bytes could leave the disk under `min_free_bytes` free: the quotas are
+    def check_disk(self, most: int, param: str, reserved: int = 0) -> None:
+        """InsufficientStorage when `most` more bytes could leave the disk under `min_free_bytes` free, `reserved`
+        (what the uploads and message batches arriving now may still write there) counted as gone: the quotas are
         per tenant, and tenants within theirs could together fill the disk that the audit log writes to."""
         if self.min_free_bytes <= 0:
             return
-        where = self.root
-        while not where.exists() and where != where.parent:  # made with the first file: its disk is its parent's
-            where = where.parent
-        free = shutil.disk_usage(where).free
-        if free - most < self.min_free_bytes:
-            log.warning("refused an upload of up to %d bytes: %d bytes free under %s, %d kept free "
-                        "(gateway.batch.min_free_bytes)", most, free, self.root, self.min_free_bytes)
+        free = self.disk_free()
+        if free - reserved - most < self.min_free_bytes:
+            log.warning("refused an upload of up to %d bytes: %d bytes free under %s, %d of them held by uploads "
+                        "arriving, %d kept free (gateway.batch.min_free_bytes)", most, free, self.root, reserved,
+                        self.min_free_bytes)
             raise InsufficientStorage(f"{param}: the gateway's disk has too little free space for this upload now "
                                       f"(up to {most} bytes); try again later or ask the grid's operator",
                                       param=param)
+
+    def disk_free(self) -> int:
+        """The free bytes of the disk the store writes to (blocking: a statvfs)."""
+        where = self.root
+        while not where.exists() and where != where.parent:  # made with the first file: its disk is its parent's
+            where = where.parent
+        return shutil.disk_usage(where).free
 
     async def _ready(self) -> None:
         """The reservations' table, once per process (before the first sum that counts it)."""
@@ -160,20 +170,27 @@ class FileStore:
         """Room set aside for one upload of at most `most` bytes: what the tenant has left, up to `most`, held for
         `hold_s` (its deadline) or until `add` or `release`; StorageFull naming `param` when it has no room, or
         less than `least` (what the upload says it brings); InsufficientStorage when the disk would be left with less
-        than `min_free_bytes` free. None: this store has no storage quota."""
-        self.check_disk(most, param)
-        if self.limits is None:
+        than `min_free_bytes` free, the rooms other uploads hold (any tenant, any worker process) counted as written:
+        read and set aside in one transaction, so uploads side by side cannot together pass the floor. None: this
+        store has neither a storage quota nor a floor."""
+        if self.limits is None and self.min_free_bytes <= 0:
             return None
-        limit = self.limits(tenant)
+        limit = None if self.limits is None else self.limits(tenant)
         await self._ready()
         rid = new_file_id().replace("file-", "upload-")
 
         def take(db: sqlite3.Connection) -> Reservation:
             now = time.time()
             db.execute("DELETE FROM upload_reservations WHERE until <= ?", (now,))  # their processes died
-            held = _held(db, tenant)
-            _refuse_past(limit, held, least, param)
-            room = min(most, limit.bytes - held[0])
+            if self.min_free_bytes > 0:
+                reserved = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM upload_reservations").fetchone()[0]
+                self.check_disk(most, param, int(reserved))
+            if limit is None:
+                room, held = most, (0, 0)
+            else:
+                held = _held(db, tenant)
+                _refuse_past(limit, held, least, param)
+                room = min(most, limit.bytes - held[0])
             db.execute("INSERT INTO upload_reservations VALUES (?, ?, ?, ?)", (rid, tenant, room, now + hold_s))
             return Reservation(rid, tenant, room, room < most, limit, held)
 
