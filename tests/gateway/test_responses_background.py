@@ -353,6 +353,51 @@ async def test_a_gateway_holds_a_bounded_number_of_runs_per_tenant(
     assert (await oai.responses.create(model="smollm2-135m", input="Say hello", background=True)).status == "queued"
 
 
+async def test_a_create_past_the_tenants_limits_is_a_429_not_a_queued_response_that_fails(
+        tmp_path: Path, engines: dict[str, Stalling]) -> None:
+    """Admitted at the create, as OpenAI does: over its requests per minute or its token budget a tenant gets a
+    429 from the create itself (it used to get a queued response, a stored placeholder that then failed: a tenant
+    at 2 requests a minute held 1,000 of them). The create's reservation is its run's: counted once, settled
+    to the engine's count when the run ends."""
+    gw = await _gateway(tmp_path, engines)
+    tenants = {**gw.spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=2, token_budget=500,
+                                                                      tokens_per_min=1_000_000))}
+    gw.guard.quotas.rules = gw.guard._quota_rules(gw.spec.model_copy(update={"tenants": tenants}))
+    client = openai_client(build_app(gw)).with_options(default_headers=TENANT, max_retries=0)
+    try:
+        await stalled(engines)
+        first = await client.responses.create(model="smollm2-135m", input="Say hello", background=True,
+                                              max_output_tokens=300)
+        assert first.status == "queued" and first.background is True
+        assert await balance(gw) > 300  # the run's reservation, made by the create
+        with pytest.raises(openai.RateLimitError) as budget:  # 300 + its prompt twice is past 500 tokens
+            await client.responses.create(model="smollm2-135m", input="Say hello", background=True,
+                                          max_output_tokens=300)
+        assert "token budget" in budget.value.message
+        for e in engines.values():
+            e.gate.set()
+        await until(client, first.id, "completed")
+        await ended(gw, first.id)
+        assert await balance(gw) == 9  # settled once, to the engine's count
+        # the refused create counted nothing, nor did the run: the second request of the minute is served
+        second = await client.responses.create(model="smollm2-135m", input="Say hello", background=True,
+                                               max_output_tokens=16)
+        await until(client, second.id, "completed")
+        await ended(gw, second.id)
+        with pytest.raises(openai.RateLimitError) as rpm:
+            await client.responses.create(model="smollm2-135m", input="Say hello", background=True,
+                                          max_output_tokens=16)
+        assert "requests per minute" in rpm.value.message
+        assert len(gw.background) == 0 and await balance(gw) == 18
+        assert [r["outcome"] for r in await audit_rows(gw) if r["extra"]["route"] == BACKGROUND_ROUTE] == ["ok"] * 2
+    finally:
+        await client.close()
+        for e in engines.values():
+            e.gate.set()
+        await gw.background.stop()
+        await gw.guard.stop()
+
+
 async def test_gateway_shutdown_fails_the_runs_after_settling_and_auditing_them(
         oai: openai.AsyncOpenAI, metered: Gateway, engines: dict[str, Stalling]) -> None:
     await stalled(engines)

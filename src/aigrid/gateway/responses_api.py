@@ -18,7 +18,8 @@ conversation narrows the residency the same way (400 naming conversation when th
 jurisdiction); its first response served binds an unbound one to the serving site's jurisdiction.
 
 Background (`background: true`, store required): the request is checked (its body, key, history and every
-check that needs no state) and answered at once with a queued Response; the same pipeline then serves it in
+check that needs no state) and admitted (its quotas counted and reserved: a 429 to the create, the
+reservation its run's to settle) and answered at once with a queued Response; the same pipeline then serves it in
 a task of the gateway (background.py) with an Exchange of its own, closed like an audited route's
 (routes.close_exchange: quota settled, audit record written). Until its answer is stored (in its site's
 jurisdiction, like any), GET answers from a placeholder without conversation content
@@ -37,6 +38,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -100,6 +102,7 @@ from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.stores import ResponseBook
 from aigrid.security.authorize import authorize
 from aigrid.security.principal import Principal, Scopes
+from aigrid.security.quotas import Reservation
 
 RESPONSES_PATH = "/v1/responses"
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
@@ -258,8 +261,15 @@ class ResponsesApi:
             # the key's scopes before the context check (as the pipeline does): a key not granted the model is
             # refused now, not told its context length, nor answered a queued response that fails when it runs
             gw.guard.authorize(ex, headers.get(H_POLICY) or caller.scopes.policy, asked.allowed_jurisdictions)
-            check_context(parsed.model, len(parsed.prompt_text()), gw.spec.models, "messages")
+            prompt = parsed.prompt_text()
+            check_context(parsed.model, len(prompt), gw.spec.models, "messages")
             gw.background.check_room(turn.principal.tenant)
+            # admitted now, as OpenAI does (a 429 to the create, never a queued response that fails): the request
+            # counted and its tokens reserved; the reservation goes to the run, which settles it (routes.route
+            # admits no second time)
+            await gw.guard.admit(ex, turn.chat, prompt, asked.prompt_tokens + asked.max_output_tokens,
+                                 policy=headers.get(H_POLICY) or caller.scopes.policy,
+                                 jurisdictions=asked.allowed_jurisdictions)
         except ApiError as e:
             _own_error(e, turn)
             gw.metrics.rejected.labels(e.code or "error").inc()
@@ -278,19 +288,20 @@ class ResponsesApi:
         await self.book.pending_add(Pending(rid, tenant, turn.req.model, created,
                                             owner=gw.background.owner if shared is not None else "",
                                             key_id=turn.principal.key_id, settings=settings(turn.req)))
-        gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, writer), shared)
+        reservation, ex.reservation = ex.reservation, _headroom_only(ex.reservation)  # the run's to settle
+        gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, writer, reservation), shared)
         if writer is not None:  # the create's own stream: the log from its start, followed live
             return RelayResponse(self._follow(home, tenant, rid, -1), 200, _SSE)
         return json_response(pending_object(rid, turn.req.model, created, "queued", echoed=settings(turn.req)))
 
     async def _run(self, turn: _Turn, headers: dict[str, str], rid: str, created: int,
-                   writer: LogWriter | None = None) -> None:
+                   writer: LogWriter | None = None, reservation: Reservation | None = None) -> None:
         """One background request through the pipeline, in an Exchange of its own closed like an audited
         route's; every exit leaves the response in a final status. With `writer` (created with stream) it is
         served streamed, as a live streamed request is, and its events go to its event log, which every exit
         ends (the stream's own last event, else one made from the final status)."""
         gw, tenant = self.gw, turn.principal.tenant
-        ex = Exchange(BACKGROUND_ROUTE, time.time(), notes={"response_id": rid})
+        ex = Exchange(BACKGROUND_ROUTE, time.time(), notes={"response_id": rid}, reservation=reservation)
         if gw.tracing.enabled:
             ex.trace = gw.tracing.start(BACKGROUND_ROUTE, headers)
 
@@ -745,6 +756,14 @@ class ResponsesApi:
                                      " cancel it first (POST /v1/responses/{id}/cancel)", param="response_id")
         await self.book.events_delete(tenant, rid)  # a streamed one's event log goes with it
         return json_response({"id": rid, "object": "response", "deleted": True})
+
+
+def _headroom_only(reservation: Reservation | None) -> Reservation | None:
+    """What a background create keeps of the reservation it handed to its run: the limits' headroom for its
+    x-ratelimit-* headers, no tokens (the run settles those)."""
+    if reservation is None:
+        return None
+    return replace(reservation, token_counters=(), reserved_tokens=0)
 
 
 def _own_error(e: ApiError, turn: _Turn) -> None:

@@ -392,8 +392,9 @@ class Routes:
                     loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
             choices = _choices(parsed, body, loop)
             ex.ticket.width = choices  # each an engine request of its own (engines/fan_out.py), in the ledger
-            await gw.guard.admit(ex, body, prompt, info.prompt_tokens + choices * info.max_output_tokens,
-                                 policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
+            if ex.reservation is None:  # a background Response's run was admitted by its create (responses_api.py)
+                await gw.guard.admit(ex, body, prompt, info.prompt_tokens + choices * info.max_output_tokens,
+                                     policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
             if images:  # image URLs fetched here, from public addresses, not by the engine: once the request is
                 # within its quotas (a tenant past its limit has nothing fetched), before the firewall reads it
                 await gw.images.inline(body)
