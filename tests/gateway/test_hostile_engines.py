@@ -60,10 +60,10 @@ class Grid:
 
 
 async def grid(tmp_path: Path, bad: Callable[[str, dict], H.Script], good: Callable[[str, dict], H.Script] = sane,
-               context: int | None = None, requests_per_min: int = 1000) -> AsyncIterator[Grid]:
+               context: int | None = None, requests_per_min: int = 1000, kind: str = "vllm") -> AsyncIterator[Grid]:
     engines = [await H.HostileEngine(bad).start(), await H.HostileEngine(good).start()]
     up = upstream()
-    adapters = {e.id: OpenAICompatEngine("vllm", engines[e.site != "nrt"].url, up.client, transport=up.http1)
+    adapters = {e.id: OpenAICompatEngine(kind, engines[e.site != "nrt"].url, up.client, transport=up.http1)
                 for e in spec_in(tmp_path).endpoints}
     gw = await metered_gateway(tmp_path, adapters, QuotaSpec(requests_per_min=requests_per_min,
                                                                         tokens_per_min=1_000_000_000))
@@ -181,6 +181,39 @@ async def test_a_whole_answer_past_what_its_tokens_can_hold_is_not_read_to_its_e
         assert r.status_code == 502 and "larger than 1048576 bytes" in r.json()["error"]["message"]
         assert (await the_one_record(g.gw))["outcome"] == "error:upstream_failed"
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+def endless(path: str, req: dict) -> H.Script:
+    """A whole answer of 8 MiB: a completion with a pad that does not stop (a stream's head for a stream)."""
+    if req.get("stream"):
+        return H.stream(*H.sse(H.token("Hi"), H.token("", "stop")))
+    doc = orjson.dumps(H.answer_of() | {"object": "text_completion"})
+    return [H.head(200, chunked=True), H.chunk(doc[:-1] + b', "pad": "'), *([H.chunk(b"x" * 65536)] * 128),
+            H.chunk(b'"}'), H.END]
+
+
+@pytest.mark.parametrize(("door", "extra", "kind"), [
+    pytest.param("chat", {"n": 3}, "vllm", id="n-choices"),
+    pytest.param("completions", {"prompt": ["Say hello", "Say bye"]}, "vllm", id="list-of-prompts"),
+    pytest.param("completions", {"echo": True}, "llamacpp", id="legacy-echo"),
+    pytest.param("completions", {"echo": True, "n": 2}, "llamacpp", id="legacy-echo-n"),
+])
+async def test_answers_read_whole_by_a_wrapper_are_held_within_a_whole_answers_bound(
+        tmp_path: Path, door: str, extra: dict, kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """`n` answers, a list of prompts (engines/fan_out.py) and a legacy completion's answer (legacy_completions.py)
+    are read whole by the engine's wrapper, which read each to its end: an engine that does not stop grew the
+    gateway's memory without bound, n times, and its answer was passed on, `ok`. Now what the wrapper holds is
+    within the bound the proxy reads one whole answer within (Proxy.most_bytes, for all the answers together): past it
+    the engine's failure, read no further, the next candidate answers."""
+    caplog.set_level(logging.WARNING)
+    async for g in grid(tmp_path, endless, good=sane, context=64, kind=kind):
+        r = await g.post(door, False, **extra)
+        assert r.status_code == 200, r.text
+        assert b"xxxx" not in r.content and len(r.content) < 100_000
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "ok" and row["decision"]["chosen"]["endpoint"] != "nrt-smollm2"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+        assert "bytes, more than its tokens can be" in caplog.text
 
 
 ENDS = {"messages": b"event: error", "responses": b"event: response.failed"}

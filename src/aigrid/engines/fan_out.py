@@ -18,7 +18,8 @@ byte fails the attempt (the proxy tries the next candidate with all n); one that
 without its [DONE] and without a finish_reason (cut short: gateway/relay.py's rule for one stream), breaks
 the merged stream (EngineStreamBroken: the relay's `stream_interrupted` error event, no [DONE]) after what
 the answers already sent. Whole, an answer that is not whole JSON or holds no choice fails the attempt like a
-failed read: the client never gets fewer choices than it asked for. An engine's own 4xx is passed on as it came.
+failed read: the client never gets fewer choices than it asked for; so do answers past the bound the proxy reads
+one whole answer within (Proxy.most_bytes, for all the answers together: `max_bytes`), read no further. An engine's own 4xx is passed on as it came.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import orjson
 
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import CUT_SHORT, DONE, Event, SseDecoder
-from aigrid.engines.wrapped import WrappedEngine, once
+from aigrid.engines.wrapped import WrappedEngine, once, read_whole
 from aigrid.errors import EngineError, EngineStreamBroken
 
 MAX_CHOICES = 8
@@ -53,6 +54,11 @@ class FanOutEngine(WrappedEngine):
         super().__init__(inner)
         self.n = n
 
+    def bound(self, max_bytes: int) -> None:
+        """The answers' bytes, read whole, at most `max_bytes` together; each within its share of them when what it
+        wraps reads it whole first (LegacyCompletionsEngine: _open)."""
+        self.max_bytes = max_bytes
+
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         if path.rstrip("/") not in FANNED_PATHS:
             return self.inner.open(path, body)
@@ -61,11 +67,14 @@ class FanOutEngine(WrappedEngine):
     @asynccontextmanager
     async def _open(self, path: str, raw: bytes) -> AsyncIterator[UpstreamResponse]:
         body = orjson.loads(raw)
+        bodies = requests(body, self.n)
+        if self.max_bytes is not None and isinstance(self.inner, WrappedEngine):
+            self.inner.bound(max(1, self.max_bytes // len(bodies)))
         async with AsyncExitStack() as stack:
             try:
                 async with asyncio.TaskGroup() as group:
                     opening = [group.create_task(stack.enter_async_context(self.inner.open(path, one)))
-                               for one in requests(body, self.n)]
+                               for one in bodies]
             except ExceptionGroup as failed:  # the first engine error, as a single open raises it
                 raise failed.exceptions[0] from None
             answers = [task.result() for task in opening]
@@ -75,9 +84,10 @@ class FanOutEngine(WrappedEngine):
             elif body.get("stream"):
                 yield UpstreamResponse(200, answers[0].headers, merged_stream(answers, self.n))
             else:
-                try:  # the first failed read fails the attempt, the others' reads are cancelled
+                held = [0]  # the bytes of every answer read so far: together within max_bytes
+                try:  # the first failed read (an answer past max_bytes too) fails the attempt, the others' are cancelled
                     async with asyncio.TaskGroup() as group:
-                        reading = [group.create_task(_read(a)) for a in answers]
+                        reading = [group.create_task(read_whole(a.body, self.max_bytes, held)) for a in answers]
                 except ExceptionGroup as failed:
                     raise failed.exceptions[0] from None
                 yield UpstreamResponse(200, answers[0].headers,
@@ -263,6 +273,3 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-
-async def _read(answer: UpstreamResponse) -> bytes:
-    return b"".join([chunk async for chunk in answer.body])

@@ -28,7 +28,7 @@ import orjson
 
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import encode, rewritten
-from aigrid.engines.wrapped import WrappedEngine, once
+from aigrid.engines.wrapped import WrappedEngine, once, read_whole
 
 COMPLETIONS_PATH = "/v1/completions"
 ECHOLESS_KINDS = frozenset({"llamacpp"})
@@ -66,7 +66,7 @@ class LegacyCompletionsEngine(WrappedEngine):
             elif body.get("stream"):
                 yield UpstreamResponse(answer.status, answer.headers, legacy_stream(answer.body, prompts))
             else:
-                whole = b"".join([chunk async for chunk in answer.body])
+                whole = await read_whole(answer.body, self.max_bytes)
                 yield UpstreamResponse(answer.status, answer.headers, once(legacy_answer(whole, prompts)))
 
 

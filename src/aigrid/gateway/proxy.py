@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,12 +32,12 @@ from aigrid.engines.legacy_completions import COMPLETIONS_PATH
 from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import encode
 from aigrid.engines.trace_context import TRACE_HEADERS
+from aigrid.engines.wrapped import WrappedEngine, read_whole
 from aigrid.errors import (
     RETRY_WAIT_MAX_S,
     ApiError,
     EngineError,
     EngineFailedAfterActing,
-    EngineStreamBroken,
     EngineUnavailable,
     UpstreamFailed,
     retry_after_s,
@@ -255,7 +255,7 @@ class Proxy:
             return RelayResponse(StreamRelay(self, path, body, opened, spare, record, output),
                                  opened.upstream.status, headers)
         try:
-            rest = await _read_whole(opened.upstream.body, self.most_bytes(cand, record) if wrap is None else None)
+            rest = await read_whole(opened.upstream.body, self.most_bytes(cand, record) if wrap is None else None)
         except Exception as e:  # engine errors and anything else: release the engine, say why, never leak
             if not isinstance(e, EngineError):
                 log.warning("endpoint %s: unexpected error while reading the answer", cand.endpoint_id,
@@ -507,6 +507,8 @@ class Proxy:
             engine = self._engines[cand.endpoint_id]
             if wrap is not None:
                 engine = wrap(engine, cand)
+                if isinstance(engine, WrappedEngine):  # what it reads of the engine whole, within a whole answer's bound
+                    engine.bound(self.most_bytes(cand, record))
             # a tool loop answers after whole model turns and tool runs: only the whole answer's ceiling applies
             if wrap is not None:
                 limit = self._deadline.whole_max_s
@@ -641,18 +643,6 @@ class Proxy:
 
 WHOLE_MAX_BYTES = 256 << 20
 """The most bytes of a whole answer of an endpoint whose context is not known (Proxy.most_bytes)."""
-
-
-async def _read_whole(body: AsyncIterator[bytes], limit: int | None) -> bytes:
-    """The rest of a whole answer; EngineStreamBroken past `limit` bytes (None: no limit)."""
-    parts: list[bytes] = []
-    size = 0
-    async for chunk in body:
-        size += len(chunk)
-        if limit is not None and size > limit:
-            raise EngineStreamBroken(f"the answer is larger than {limit} bytes, more than its tokens can be")
-        parts.append(chunk)
-    return b"".join(parts)
 
 
 def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
