@@ -12,7 +12,9 @@ import json
 import logging
 import random
 import sqlite3
+import threading
 import time
+import tracemalloc
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +29,7 @@ import pytest
 from openai.types import Batch
 
 from aigrid.errors import EngineUnavailable
+from aigrid.gateway import batch_input
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.batch_db import BatchDb
 from aigrid.gateway.batch_input import Line
@@ -1048,5 +1051,73 @@ async def test_uploads_side_by_side_cannot_together_take_the_disk_below_its_floo
             assert r.status_code == 200 and r.json()["bytes"] == 700, r.text
             third = await c.post("/v1/files", content=head + data + tail, headers={**size, **OTHER})
             assert third.status_code == 200, third.text  # the first's room given back: it is on the disk now
+    finally:
+        await stopped(gw)
+
+
+async def test_a_batchs_input_file_is_read_a_line_at_a_time_never_held_whole(tmp_path: Path,
+                                                                             engines: dict[str, Gated]) -> None:
+    """POST /v1/batches read the whole input file into memory to check it (its bytes, then its lines: about 2 x
+    the file), and the runner read it whole again and held every line while the batch ran: creates and batches of
+    large files side by side each held theirs. Both now read it from disk a line at a time: the create's check
+    holds a line and the custom_ids seen, a running batch a chunk (about a megabyte) and its lines in flight."""
+    gw = await started(batch_spec(tmp_path, concurrency=2, drain_s=0.0), engines)
+    try:
+        oai, _ = clients(gw)
+        data = jsonl(*(line(f"r{i}", f"SLOW {i} {'x' * 2000}") for i in range(4000)))  # 8 MiB
+        f = await oai.files.create(file=("big.jsonl", data), purpose="batch")
+        for e in engines.values():
+            e.gate.clear()
+        tracemalloc.start()
+        try:
+            created = await oai.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h")
+            assert created.status == "validating" and created.request_counts is not None
+            assert created.request_counts.total == 4000
+            for _ in range(500):
+                if len(received(engines)) >= 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert len(received(engines)) == 2  # the batch runs: its first lines wait at the engines
+            held, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < len(data) / 2, (peak, len(data))  # the create's check and the batch's start
+        assert held < len(data) / 4, (held, len(data))  # the batch running
+    finally:
+        for e in engines.values():
+            e.gate.set()
+        await stopped(gw)
+
+
+async def test_input_files_are_checked_in_turn_and_a_create_beyond_waits(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any number of creates checked their input files at once (each in a thread of its own): a tenant creating
+    batches of several large files had the process read them all at once. At most gateway.batch.max_checking are
+    checked at once per process; a create beyond waits its turn, and neither fails."""
+    gw = await started(batch_spec(tmp_path, max_checking=1), engines)
+    active, most = [0], [0]
+    lock = threading.Lock()
+    real = batch_input._check_line
+
+    def slow(out: Any, number: int, text: bytes, endpoint: str, known: Any, may_use: Any = None) -> Any:
+        if known is not None and number == 1:  # a create's check (a running batch's reads know no models)
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            time.sleep(0.2)
+            with lock:
+                active[0] -= 1
+        return real(out, number, text, endpoint, known, may_use)
+
+    monkeypatch.setattr(batch_input, "_check_line", slow)
+    try:
+        oai, _ = clients(gw)
+        ids = [(await oai.files.create(file=(f"{i}.jsonl", jsonl(line("a", "hi"))), purpose="batch")).id
+               for i in range(2)]
+        created = await asyncio.gather(*(oai.batches.create(input_file_id=fid, endpoint=CHAT, completion_window="24h")
+                                         for fid in ids))
+        assert most[0] == 1
+        for b in created:
+            assert (await until(oai, b.id, "completed", "failed")).status == "completed"
     finally:
         await stopped(gw)

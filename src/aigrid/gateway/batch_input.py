@@ -1,8 +1,9 @@
 """A batch's input file, read and checked line by line (OpenAI's JSONL: one request per line,
 `{"custom_id", "method": "POST", "url", "body"}`).
 
-POST /v1/batches reads the whole file before it accepts the batch; a file with mistakes makes a batch that
-has failed validation, whose `errors` list them as OpenAI does (code, line, message, param; at most
+POST /v1/batches reads the whole file before it accepts the batch (`check_file`), one line at a time from disk,
+keeping none of them; the runner reads a batch's lines the same way, a chunk at a time, as it runs them
+(`LineReader`). A file with mistakes makes a batch that has failed validation, whose `errors` list them as OpenAI does (code, line, message, param; at most
 MAX_ERRORS). What is checked here is what the batch as a whole depends on: each line a JSON object with
 exactly those four fields, the method POST, the url the batch's endpoint, the custom_id a unique non-empty
 string, the body an object naming a model the grid serves, not streamed. The rest of a body is checked when
@@ -12,8 +13,9 @@ file), not the batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -23,6 +25,8 @@ from aigrid.json_depth import depth_message, too_deep_raw
 
 MAX_ERRORS = 100
 MAX_CUSTOM_ID = 512
+CHUNK_BYTES = 1 << 20
+"""About how much of a batch's lines the runner reads from its input file at once."""
 _FIELDS = ("custom_id", "method", "url", "body")
 
 
@@ -43,8 +47,11 @@ class Line:
 @dataclass(slots=True)
 class Checked:
     lines: list[Line] = field(default_factory=list)
+    """Those that passed, when asked to keep them (`read_input(..., keep=True)`)."""
     errors: list[dict[str, Any]] = field(default_factory=list)
     models: set[str] = field(default_factory=set)
+    count: int = 0
+    """How many lines passed."""
 
     def fail(self, code: str, message: str, line: int | None = None, param: str | None = None) -> None:
         if len(self.errors) < MAX_ERRORS:
@@ -56,17 +63,63 @@ class Checked:
         return next(iter(self.models)) if len(self.models) == 1 else None
 
 
-def read_input(raw: bytes, endpoint: str, known_models: Collection[str] | None, max_lines: int,
-               may_use: Callable[[str], bool] | None = None) -> Checked:
-    """Every line of the file checked; `lines` holds those that passed (all of them when `errors` is empty).
+def read_input(src: Iterable[bytes], endpoint: str, known_models: Collection[str] | None, max_lines: int,
+               may_use: Callable[[str], bool] | None = None, *, keep: bool = True) -> Checked:
+    """Every line of the file (`src`: its lines, as a binary file yields them) checked; `lines` holds those that
+    passed when `keep` (all of them when `errors` is empty), `count` how many.
     `known_models` None: any model (a batch being resumed: a model gone since fails its lines, not the batch).
     `may_use`: the creator's model scope, checked before a model's existence (as a live request's is): a line
     naming a model outside it is `model_not_allowed`, and the models listed for one not found are those it may
     use, so a key learns no model of the grid it may not use."""
     out = Checked()
+    for line in _scan(src, endpoint, known_models, max_lines, may_use, out):
+        out.count += 1
+        if keep:
+            out.lines.append(line)
+    return out
+
+
+def check_file(path: Path, endpoint: str, known_models: Collection[str], max_lines: int,
+               may_use: Callable[[str], bool] | None = None) -> Checked:
+    """POST /v1/batches' check of an input file, read from disk a line at a time, no line kept (blocking: call it in
+    a thread). What it holds at once is a line and the custom_ids seen, not the file."""
+    with path.open("rb") as f:
+        return read_input(f, endpoint, known_models, max_lines, may_use, keep=False)
+
+
+class LineReader:
+    """The lines of a batch's input file that pass (a file checked when its batch was created), read from disk a
+    chunk at a time as the runner asks for them: a running batch holds the lines in flight and a chunk, not its
+    file. Blocking: call `chunk` and `close` in a thread."""
+
+    def __init__(self, path: Path, endpoint: str, max_lines: int) -> None:
+        self._file = path.open("rb")
+        self._lines = _scan(self._file, endpoint, None, max_lines, None, Checked())
+
+    def chunk(self, most: int = CHUNK_BYTES) -> list[Line]:
+        """The next lines, about `most` bytes of them (at least one); none: the file has no more."""
+        out: list[Line] = []
+        size = 0
+        for line in self._lines:
+            out.append(line)
+            size += len(line.text)
+            if size >= most:
+                break
+        return out
+
+    def close(self) -> None:
+        self._lines.close()
+        self._file.close()
+
+
+def _scan(src: Iterable[bytes], endpoint: str, known_models: Collection[str] | None, max_lines: int,
+          may_use: Callable[[str], bool] | None, out: Checked) -> Iterator[Line]:
+    """Each line that passes, in file order, one at a time; the mistakes go to `out`."""
     seen: set[str] = set()
     count = 0
-    for number, text in enumerate(raw.split(b"\n"), start=1):
+    for number, text in enumerate(src, start=1):
+        if text.endswith(b"\n"):
+            text = text[:-1]
         if not text.strip():
             continue  # blank lines (a final newline, spacing) are not requests
         count += 1
@@ -83,10 +136,9 @@ def read_input(raw: bytes, endpoint: str, known_models: Collection[str] | None, 
                      "custom_id")
             continue
         seen.add(line.custom_id)
-        out.lines.append(line)
+        yield line
     if count == 0:
         out.fail("empty_file", "The batch input file is empty: it holds no request.")
-    return out
 
 
 def _check_line(out: Checked, number: int, text: bytes, endpoint: str,

@@ -8,7 +8,8 @@ and stops it. Every process of `aigrid up --workers N` has one, over the same SQ
   cancel from any worker shows there) and claims unfinished batches that nobody holds (released by a
   process that stopped, or whose claim was not renewed for `stale_s`: its process died), up to
   `max_running`. A process that finds its claim taken over stops starting that batch's lines.
-- **Lines.** In input order, at most `concurrency` at a time, each through the one pipeline as its creator
+- **Lines.** In input order, read from the input file a chunk at a time as they are reached (a running batch
+  never holds its file: batch_input.LineReader), at most `concurrency` at a time, each through the one pipeline as its creator
   (batch_line.py); its answer is appended to the output or the error file (batch_output.py), which is the
   progress a resumed batch starts from. A line refused for capacity or rate (429, 503) is tried again
   after `retry_s` x the try, up to `line_attempts` tries; then it goes to the error file.
@@ -33,12 +34,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aigrid.gateway.batch_input import Line, read_input
+from aigrid.gateway.batch_input import Line, LineReader
 from aigrid.gateway.batch_line import LineResult
 from aigrid.gateway.batch_output import BatchOutput, Progress
 from aigrid.gateway.batch_store import FINAL, BatchStore, StoredBatch, start_cancelling
@@ -201,11 +202,15 @@ class BatchRunner:
         if input_file is None:
             await self._fail(row, "input_file_missing", f"The input file {obj['input_file_id']} is no longer stored.")
             return
-        raw = await asyncio.to_thread(self.files.disk_path(input_file).read_bytes)
-        checked = await asyncio.to_thread(read_input, raw, obj["endpoint"], None, self.spec.max_lines)
+        path = self.files.disk_path(input_file)
         output = BatchOutput(self.files.folder(row.tenant), row.id)
         progress = await asyncio.to_thread(output.recover)
-        total = len(checked.lines)
+        total = (obj.get("request_counts") or {}).get("total")  # the lines that passed when it was created
+        if total is None:  # a row made without its counts: read them from the file
+            total = 0
+            async with contextlib.aclosing(self._lines(path, obj["endpoint"], set())) as every:
+                async for _ in every:
+                    total += 1
         now = int(self.clock())
 
         def started(o: dict[str, Any]) -> bool:
@@ -216,24 +221,37 @@ class BatchRunner:
             return True
 
         await self.store.update(row.id, started)
-        pending = [line for line in checked.lines if line.custom_id not in progress.done]
-        await self._run_lines(run, row, pending, output, progress, total)
+        async with contextlib.aclosing(self._lines(path, obj["endpoint"], progress.done)) as pending:
+            await self._run_lines(run, row, pending, output, progress, total)
         if run.why in ("stop", "lost"):
             return  # resumable: the claim is released (stop) or someone else holds it (lost)
-        unfinished = [line for line in checked.lines if line.custom_id not in progress.done]
-        if run.why == "expired" or (run.why is None and unfinished and self.clock() >= obj["expires_at"]):
-            for line in unfinished:
-                record = {"id": "batch_req_" + os.urandom(12).hex(), "custom_id": line.custom_id,
-                          "response": None, "error": EXPIRED}
-                await output.append(False, record)
-                progress.add(False, record, None)
+        if run.why == "expired" or (run.why is None and len(progress.done) < total
+                                    and self.clock() >= obj["expires_at"]):
+            async with contextlib.aclosing(self._lines(path, obj["endpoint"], progress.done)) as unfinished:
+                async for line in unfinished:
+                    record = {"id": "batch_req_" + os.urandom(12).hex(), "custom_id": line.custom_id,
+                              "response": None, "error": EXPIRED}
+                    await output.append(False, record)
+                    progress.add(False, record, None)
             await self._finish(row, output, progress, total, "expired")
         elif run.why == "cancel":
             await self._finish(row, output, progress, total, "cancelled")
         else:
             await self._finish(row, output, progress, total, "completed")
 
-    async def _run_lines(self, run: _Run, row: StoredBatch, pending: list[Line], output: BatchOutput,
+    async def _lines(self, path: Path, endpoint: str, done: set[str]) -> AsyncIterator[Line]:
+        """The batch's lines not `done` (read when each is reached), in file order, from its input file a chunk at
+        a time off the event loop: a running batch holds a chunk and its lines in flight, never its file."""
+        reader = await asyncio.to_thread(LineReader, path, endpoint, self.spec.max_lines)
+        try:
+            while chunk := await asyncio.to_thread(reader.chunk):
+                for line in chunk:
+                    if line.custom_id not in done:
+                        yield line
+        finally:
+            await asyncio.to_thread(reader.close)
+
+    async def _run_lines(self, run: _Run, row: StoredBatch, pending: AsyncIterator[Line], output: BatchOutput,
                          progress: Progress, total: int) -> None:
         slots = asyncio.Semaphore(self.spec.concurrency)
         expires_at = row.obj["expires_at"]
@@ -253,7 +271,7 @@ class BatchRunner:
             finally:
                 slots.release()
 
-        for line in pending:
+        async for line in pending:
             await slots.acquire()
             if not run.halt.is_set() and self.clock() >= expires_at:
                 run.stop("expired")

@@ -1,7 +1,9 @@
 """OpenAI's Batch API (the SDK's `client.batches`): POST /v1/batches, GET /v1/batches, GET /v1/batches/{id},
 POST /v1/batches/{id}/cancel.
 
-Create reads the whole input file and checks it line by line (batch_input.py) before it accepts the batch: a
+Create reads the whole input file and checks it line by line, streamed from disk (batch_input.check_file; at
+most `gateway.batch.max_checking` files at once per process, a create beyond waiting its turn) before it accepts
+the batch: a
 file with mistakes makes a batch that has failed validation, with OpenAI's `errors` (code, line, message,
 param); a bad request body is a 400 naming the field. An accepted batch is `validating` until a gateway
 process claims it (this one, at once: batch_runner.py), then runs each line through the one pipeline as its
@@ -24,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigrid.errors import InvalidRequest, NotFound
-from aigrid.gateway.batch_input import read_input
+from aigrid.gateway.batch_input import check_file
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import OPENAI_PREFIX, BatchStore
@@ -68,6 +70,8 @@ class BatchesApi:
     def __init__(self, routes: Routes, files: FileStore, store: BatchStore, runner: BatchRunner) -> None:
         self.gw, self.pipeline = routes.gw, routes
         self.files, self.store, self.runner = files, store, runner
+        self._checking = asyncio.Semaphore(self.gw.spec.gateway.batch.max_checking)
+        """Input files this process reads and checks at once (gateway.batch.max_checking)."""
 
     def routes(self) -> list[Route]:
         one, cancel = BATCHES_PATH + "/{batch_id}", BATCHES_PATH + "/{batch_id}/cancel"
@@ -98,12 +102,12 @@ class BatchesApi:
             raise InvalidRequest(f"input_file_id: {found.id!r} has purpose {found.purpose!r}; a batch reads a file "
                                  "uploaded with purpose 'batch'", param="input_file_id")
         await self.files.check_room(caller.tenant, "input_file_id")  # its output will be the tenant's files too
-        data = await asyncio.to_thread(self.files.disk_path(found).read_bytes)
-        checked = await asyncio.to_thread(read_input, data, req.endpoint, gw.known_models,
-                                          gw.spec.gateway.batch.max_lines, caller.scopes.allows_model)
+        async with self._checking:  # in its turn: a create beyond waits (the input files of many are not read at once)
+            checked = await asyncio.to_thread(check_file, self.files.disk_path(found), req.endpoint, gw.known_models,
+                                              gw.spec.gateway.batch.max_lines, caller.scopes.allows_model)
         obj = batch_object(bid, created, endpoint=req.endpoint, input_file_id=req.input_file_id,
                            status="failed" if checked.errors else "validating", model=checked.model,
-                           total=0 if checked.errors else len(checked.lines),
+                           total=0 if checked.errors else checked.count,
                            completion_window=req.completion_window, metadata=req.metadata)
         if req.output_expires_after is not None:
             obj["output_expires_after"] = req.output_expires_after.model_dump()

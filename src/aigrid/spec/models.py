@@ -526,6 +526,9 @@ class BatchSpec(StrictModel):
     max_lines: int = Field(default=50_000, ge=1, le=1_000_000, description="requests one batch may hold")
     concurrency: int = Field(default=4, ge=1, le=256, description="lines of one batch in flight at once")
     max_running: int = Field(default=8, ge=1, le=1024, description="batches one gateway process runs at once")
+    max_checking: int = Field(default=2, ge=1, le=64, description=(
+        "input files one gateway process reads and checks at once for POST /v1/batches (a create beyond waits its "
+        "turn; each is read a line at a time)"))
     line_attempts: int = Field(default=3, ge=1, le=20, description=(
         "tries of a line refused for capacity or rate (429, 503) before it goes to the error file"))
     retry_s: float = Field(default=5.0, ge=0, description="wait before such a line is tried again (x the try)")
