@@ -1,14 +1,14 @@
 """Memory a wrapper of the chosen engine holds when the engine's answer does not stop (docs/reliability.md,
-"Answers the gateway reads whole"): `n` whole answers merged (engines/fan_out.py) and a tool loop's model turn
+"Nor an answer that is not one"): `n` whole answers merged (engines/fan_out.py) and a tool loop's model turn
 (agents/loop.py), each against a FAKE in-process engine that sends `--mib` MiB per answer in 64 KiB chunks (a new
 bytes object each, as a socket's reads). The peak is tracemalloc's, over the read.
 
     .venv/bin/python scripts/wrapped_answer_memory.py               # this checkout
     # before the bound: the same script against an older tree
-    git archive COMMIT^ src | tar -x -C /tmp/before && AIGRID_PURE=1 PYTHONPATH=/tmp/before/src \\
-        .venv/bin/python scripts/wrapped_answer_memory.py
+    mkdir -p /tmp/before && git archive 4766cc0 src | tar -x -C /tmp/before && AIGRID_PURE=1 \\
+        PYTHONPATH=/tmp/before/src .venv/bin/python scripts/wrapped_answer_memory.py
 
-(COMMIT: the commit that bounded the reader measured.) The bound given is what the proxy gives (Proxy.most_bytes): `--context` tokens x usage.BYTES_PER_TOKEN per engine
+The bound given is what the proxy gives (Proxy.most_bytes): `--context` tokens x usage.BYTES_PER_TOKEN per engine
 request, at least 1 MiB, times the requests."""
 
 from __future__ import annotations

@@ -216,6 +216,67 @@ async def test_answers_read_whole_by_a_wrapper_are_held_within_a_whole_answers_b
         assert "bytes, more than its tokens can be" in caplog.text
 
 
+CALCULATOR = [{"type": "function", "function": {"name": "calculator"}}]
+
+
+def loop_engine(endless_turn: int) -> Callable[[str, dict], H.Script]:
+    """A tool loop's engine (constrained: JSON content) whose model turn `endless_turn` (0: the first) sends 8 MiB of
+    answer text; the turn before it asks for the calculator."""
+    turns = [0]
+
+    def script(path: str, req: dict) -> H.Script:
+        turn, turns[0] = turns[0], turns[0] + 1
+        if turn < endless_turn:
+            return H.stream(*H.sse(H.token('{"tool": "calculator", "arguments": {"expression": "6*7"}}'),
+                                   H.token("", "stop")))
+        pad = H.chunk(b"data: " + orjson.dumps(H.token("x" * 65536)) + b"\n\n")
+        return H.stream(H.chunk(b"data: " + orjson.dumps(H.token('{"answer": "')) + b"\n\n"), *([pad] * 128),
+                        *H.sse(H.token('"}', "stop")))
+
+    return script
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_tool_loops_model_turn_is_read_within_a_whole_answers_bound(
+        tmp_path: Path, stream: bool, caplog: pytest.LogCaptureFixture) -> None:
+    """The tool loop reads each model turn's answer to its end, holding its text and calls as they come: an engine
+    that does not stop grew the gateway's memory without bound (a 32 MiB turn: a peak of 450 MiB allocated), and its
+    answer was passed on. Now a turn is read within the bound of a whole answer (Proxy.most_bytes): past it the
+    engine's failure, read no further: whole, in the first turn (no tool ran), the next candidate answers; streamed,
+    the answer's text went out as it came (the stream had started), so it ends with the in-stream error."""
+    caplog.set_level(logging.WARNING)
+    async for g in grid(tmp_path, loop_engine(0), good=sane, context=64):
+        r = await g.post("chat", stream, tools=CALCULATOR)
+        assert r.status_code == 200, r.text
+        row = await the_one_record(g.gw)
+        if stream:
+            assert b"stream_interrupted" in r.content and len(r.content) < 3 << 20
+            assert row["outcome"] == "interrupted"
+        else:
+            assert b"xxxx" not in r.content and b"Hi" in r.content and len(r.content) < 100_000
+            assert row["outcome"] == "ok" and row["decision"]["chosen"]["endpoint"] != "nrt-smollm2"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+        assert "larger than 1048576 bytes" in caplog.text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_tool_loops_later_turn_past_the_bound_fails_without_running_the_loop_again(
+        tmp_path: Path, stream: bool) -> None:
+    """After the calculator ran, a turn past the bound is the engine's failure as any failure after a tool acted:
+    whole, the 502 that says it is not tried again (no other engine runs the loop and its tools again); streamed, the
+    answer's in-stream error. Before, the turn was read to its end and passed on."""
+    async for g in grid(tmp_path, loop_engine(1), good=sane, context=64):
+        r = await g.post("chat", stream, tools=CALCULATOR)
+        if stream:  # the answer's text went out as it came: no more of it than the bound
+            assert r.status_code == 200 and b"stream_interrupted" in r.content and b"larger than" in r.content
+            assert len(r.content) < 3 << 20
+        else:
+            assert b"xxxx" not in r.content and len(r.content) < 100_000
+            assert r.status_code == 502 and r.headers["x-should-retry"] == "false", r.text
+            assert "larger than 1048576 bytes" in r.json()["error"]["message"]
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0 and inflight(g.gw) == 0
+
+
 ENDS = {"messages": b"event: error", "responses": b"event: response.failed"}
 
 

@@ -49,6 +49,7 @@ from aigrid.agents.steps import (
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
 from aigrid.engines.protocol import Engine
 from aigrid.engines.sse import DONE, SseDecoder
+from aigrid.engines.wrapped import read_whole
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
 from aigrid.json_depth import MAX_DEPTH, depth_message, too_deep
 from aigrid.security.firewall.pipeline import Screened, Verdict
@@ -85,6 +86,10 @@ class LoopConfig:
     server_tools: bool = True
     """Does the request name a server-side tool? Without one the loop runs only for a model that gets tool
     calls by constrained output (the gateway passes a native model's request to its engine as it came)."""
+    max_turn_bytes: int | None = None
+    """The most bytes of one model turn's answer the loop reads (it holds the turn's text and calls as they come):
+    more is the engine's failure (EngineStreamBroken). The gateway gives the bound of a whole answer
+    (Proxy.most_bytes, through WrappedEngine.bound); None: no bound."""
 
 
 DEFAULT_LOOP = LoopConfig()
@@ -332,8 +337,7 @@ def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:
                              param="aigrid_max_steps")
     if mode not in ("constrained", "native"):
         raise InvalidRequest("aigrid_tool_mode must be 'constrained' or 'native'", param="aigrid_tool_mode")
-    return LoopConfig(steps, mode, base.tool_timeout_s, base.max_result_chars, base.step_max_tokens,
-                      base.reuse_tools, base.max_prompt_chars)
+    return dataclasses.replace(base, max_steps=steps, mode=mode)
 
 
 def validate_tool_request(body: Mapping[str, Any], registry: ToolRegistry, base: LoopConfig = DEFAULT_LOOP
@@ -405,7 +409,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             on_usage(dict(usage), payload)
         turn_start = clock()
         turn: Turn | None = None
-        async for item in _model_turn(engine, payload, turn_constrained, first=model_calls == 0):
+        async for item in _model_turn(engine, payload, turn_constrained, first=model_calls == 0,
+                                      limit=config.max_turn_bytes):
             if isinstance(item, Turn):
                 turn = item
             else:
@@ -516,9 +521,10 @@ def _openai_call(call: Call) -> dict[str, Any]:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.raw_arguments}}
 
 
-async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool,
-                      first: bool) -> AsyncIterator[TextDelta | Turn | Rejected]:
-    """One streamed model call: TextDelta for text that may be the final answer, then the Turn."""
+async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool, first: bool,
+                      limit: int | None = None) -> AsyncIterator[TextDelta | Turn | Rejected]:
+    """One streamed model call: TextDelta for text that may be the final answer, then the Turn. An answer past
+    `limit` bytes (None: no limit) is the engine's failure, read no further (EngineStreamBroken)."""
     turn = Turn()
     native: dict[int, dict[str, str]] = {}
     answer = AnswerStream()
@@ -528,10 +534,14 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
             if upstream.status >= 500:  # the engine's failure, or the client's request it could not read
                 await raise_for_server_error(upstream)
             if upstream.status >= 400:
-                yield Rejected(upstream.status, b"".join([c async for c in upstream.body]))
+                yield Rejected(upstream.status, await read_whole(upstream.body, limit))
                 return
-            decoder, done, size = SseDecoder(), False, 0
+            decoder, done, size, read = SseDecoder(), False, 0, 0
             async for chunk in upstream.body:
+                read += len(chunk)
+                if limit is not None and read > limit:
+                    raise EngineStreamBroken(f"a model turn of the tool loop is larger than {limit} bytes, more than "
+                                             "its tokens can be")
                 if not done and size < 1_000_000:  # kept for an engine that answers plain JSON
                     parts.append(chunk)
                     size += len(chunk)

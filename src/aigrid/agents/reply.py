@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import replace
 from typing import Any, Protocol
 
 import orjson
@@ -166,7 +167,8 @@ class ToolLoopEngine(WrappedEngine):
         body = orjson.loads(raw)
         model = str(body.get("model", ""))
         created, rid = int(self._wall()), f"chatcmpl-aigrid-{uuid.uuid4().hex[:24]}"
-        events = run_tool_loop(self.inner, body, self.registry, context=self.context, config=self.config,
+        config = self.config if self.max_bytes is None else replace(self.config, max_turn_bytes=self.max_bytes)
+        events = run_tool_loop(self.inner, body, self.registry, context=self.context, config=config,
                                clock=self._clock, screen=self.screen, on_usage=self.on_usage, on_tool=self.on_tool)
         try:
             if not body.get("stream"):
