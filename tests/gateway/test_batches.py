@@ -7,9 +7,11 @@ gateway's shutdown resumes in the next gateway over the same folder; the upload 
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import json
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -1119,5 +1121,88 @@ async def test_input_files_are_checked_in_turn_and_a_create_beyond_waits(
         assert most[0] == 1
         for b in created:
             assert (await until(oai, b.id, "completed", "failed")).status == "completed"
+    finally:
+        await stopped(gw)
+
+
+async def batch_that_runs_out_of_room(gw: Gateway, data: bytes) -> Batch:
+    oai, _ = clients(gw)
+    done: Batch = await until(oai, (await submit(oai, data)).id, "completed", "failed")
+    assert done.status == "failed" and done.failed_at is not None and done.errors is not None and done.errors.data
+    kept = await lines_of(oai, done.output_file_id)  # what it wrote is kept: whole lines, and counted
+    assert 0 < len(kept) < 6 and done.request_counts is not None and done.request_counts.completed == len(kept)
+    return done
+
+
+async def test_a_batch_whose_results_would_cross_the_disks_floor_or_the_quota_fails_with_what_it_wrote(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A running batch's output and error files were written whatever the disk and the tenant held: past the disk's
+    floor (gateway.batch.min_free_bytes, kept for the audit log and the index) and past the tenant's storage
+    quota, without bound, however many batches it had created below it. Each line is now checked before it is
+    written: the batch stops, ends failed with a readable error, keeps what it wrote, and it is logged."""
+    data = jsonl(*(line(f"q{i}", "hi") for i in range(6)))
+    gw = await started(batch_spec(tmp_path, min_free_bytes=10 << 20, concurrency=1), engines)
+    folder = Path(gw.spec.gateway.batch.dir)
+
+    def usage(_: Any) -> SimpleNamespace:  # room for the upload and about two lines of results
+        return SimpleNamespace(free=(10 << 20) + 1500 - sum(p.stat().st_size for p in folder.rglob("batch_*.jsonl")))
+
+    monkeypatch.setattr("aigrid.gateway.file_store.shutil.disk_usage", usage)
+    try:
+        with caplog.at_level(logging.WARNING, "aigrid.gateway"):
+            done = await batch_that_runs_out_of_room(gw, data)
+        assert done.errors is not None and done.errors.data[0].code == "insufficient_storage"
+        assert "gateway.batch.min_free_bytes" in (done.errors.data[0].message or "")
+        assert "stopped and failed" in caplog.text
+    finally:
+        await stopped(gw)
+    monkeypatch.undo()
+    gw = await started(storage_spec(tmp_path / "quota", len(data) + 1500, 10), engines_for(tmp_path / "quota"))
+    try:
+        done = await batch_that_runs_out_of_room(gw, data)
+        assert done.errors is not None and done.errors.data[0].code == "storage_quota_exceeded"
+        assert "quotas.storage_bytes" in (done.errors.data[0].message or "")
+    finally:
+        await stopped(gw)
+
+
+async def test_a_result_the_disk_refuses_fails_the_batch_and_leaves_whole_lines(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write the disk refused (ENOSPC) was logged and the batch went on to `completed`, the line missing from both
+    files and its half written, the next line appended to it (a broken file). A line is now written whole or cut
+    back, and the batch fails with the disk's error, keeping what it wrote."""
+    from aigrid.gateway import batch_output
+
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    real_write, writes = os.write, [0]
+
+    def half(fd: int, data: Any) -> int:
+        writes[0] += 1
+        if writes[0] == 1:
+            return real_write(fd, bytes(data[:4]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half)  # undone before the event loop runs again
+    with pytest.raises(OSError):
+        batch_output._append(path, b'{"b": 2}\n')
+    monkeypatch.undo()
+    assert path.read_bytes() == b'{"a": 1}\n'
+
+    real, calls = batch_output._append, [0]
+
+    def full(p: Path, text: bytes) -> None:
+        calls[0] += 1
+        if calls[0] > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(p, text)
+
+    monkeypatch.setattr(batch_output, "_append", full)
+    gw = await started(batch_spec(tmp_path, concurrency=1), engines)
+    try:
+        done = await batch_that_runs_out_of_room(gw, jsonl(*(line(f"q{i}", "hi") for i in range(6))))
+        assert done.errors is not None and done.errors.data[0].code == "insufficient_storage"
+        assert "No space left on device" in (done.errors.data[0].message or "")
     finally:
         await stopped(gw)

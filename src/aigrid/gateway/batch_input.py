@@ -13,7 +13,7 @@ file), not the batch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -113,7 +113,7 @@ class LineReader:
 
 
 def _scan(src: Iterable[bytes], endpoint: str, known_models: Collection[str] | None, max_lines: int,
-          may_use: Callable[[str], bool] | None, out: Checked) -> Iterator[Line]:
+          may_use: Callable[[str], bool] | None, out: Checked) -> Generator[Line, None, None]:
     """Each line that passes, in file order, one at a time; the mistakes go to `out`."""
     seen: set[str] = set()
     count = 0

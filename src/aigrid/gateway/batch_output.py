@@ -3,17 +3,23 @@
 They are the batch's progress: a line is done once its line is in one of them. A batch resumed after a
 restart (or taken over from a process that died) reads both (`recover`) and runs only the custom_ids found
 in neither; a last line cut short by a crash is dropped first, so that line runs again. When the batch ends
-they become its `output_file_id` and `error_file_id` (batch_runner.py: FileStore.register).
+they become its `output_file_id` and `error_file_id` (batch_runner.py: FileStore.register). A line is written
+whole or not at all: a write the disk refuses leaves the file as it was.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from aigrid.errors import InsufficientStorage
 
 
 @dataclass(slots=True)
@@ -76,12 +82,39 @@ class BatchOutput:
                 progress.add(ok, record, usage if isinstance(usage, dict) else None)
         return progress
 
-    async def append(self, ok: bool, record: dict[str, Any]) -> None:
+    async def append(self, ok: bool, record: dict[str, Any],
+                     check: Callable[[int, int], Awaitable[None]] | None = None) -> None:
+        """The record written as a line of the output (`ok`) or the error file; `check(written, size)`, awaited first
+        (in turn with the other lines), may refuse it (the disk's floor, the tenant's quota: FileStore.check_output).
+        A write that fails (the disk full) leaves the file as it was, whole lines only, and raises
+        InsufficientStorage."""
         line = orjson.dumps(record) + b"\n"
         async with self._lock:
-            await asyncio.to_thread(_append, self.output if ok else self.errors, line)
+            if check is not None:
+                await check(await asyncio.to_thread(self.size), len(line))
+            try:
+                await asyncio.to_thread(_append, self.output if ok else self.errors, line)
+            except OSError as e:
+                raise InsufficientStorage(f"this batch's results could not all be written: {e.strerror or e}; the lines "
+                                          "already answered are in its output and error files") from e
+
+    def size(self) -> int:
+        """What the output and error files hold (blocking)."""
+        return sum(p.stat().st_size for p in (self.output, self.errors) if p.exists())
 
 
 def _append(path: Path, line: bytes) -> None:
-    with path.open("ab") as f:
-        f.write(line)
+    """`line` appended whole, or the file cut back to where it was (a write the disk refused half way)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, start)
+            raise
+    finally:
+        os.close(fd)

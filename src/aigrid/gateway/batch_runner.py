@@ -13,6 +13,10 @@ and stops it. Every process of `aigrid up --workers N` has one, over the same SQ
   (batch_line.py); its answer is appended to the output or the error file (batch_output.py), which is the
   progress a resumed batch starts from. A line refused for capacity or rate (429, 503) is tried again
   after `retry_s` x the try, up to `line_attempts` tries; then it goes to the error file.
+- **Results.** Each line of the output and error files is checked before it is written (FileStore.check_output):
+  one that would leave the disk with less than `min_free_bytes` free, or take the tenant past its storage quota
+  (or a write the disk refuses), stops the batch: no new line starts, the running ones finish (their answers
+  not kept), and it ends failed, its `errors` saying why, the files holding what it wrote; logged.
 - **Statuses.** validating -> in_progress (claimed) -> finalizing -> completed; cancelling (POST .../cancel:
   no new line starts, running ones finish) -> cancelled; past `expires_at` (24 h after creation): no new
   line starts, the lines not run go to the error file as `batch_expired`, -> expired. The output and error
@@ -34,16 +38,17 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aigrid.errors import ApiError, InsufficientStorage
 from aigrid.gateway.batch_input import Line, LineReader
 from aigrid.gateway.batch_line import LineResult
 from aigrid.gateway.batch_output import BatchOutput, Progress
 from aigrid.gateway.batch_store import FINAL, BatchStore, StoredBatch, start_cancelling
-from aigrid.gateway.file_store import FileStore
+from aigrid.gateway.file_store import FileStore, StorageFull
 from aigrid.gateway.messages_api import MESSAGES_PATH
 from aigrid.spec.models import BatchSpec
 
@@ -62,11 +67,14 @@ class _Run:
     claimed: bool = False
     halt: asyncio.Event = field(default_factory=asyncio.Event)
     why: str | None = None
-    """Why no new line starts: stop (shutdown), cancel, lost (claim taken over), expired."""
+    """Why no new line starts: stop (shutdown), cancel, lost (claim taken over), expired, full (its results could
+    not be written: `full` says why)."""
+    full: ApiError | None = None
     lines: set[asyncio.Task[None]] = field(default_factory=set)
 
     def stop(self, why: str) -> None:
-        if self.why is None or why == "stop" or why == "lost":  # a shutdown or a lost claim wins over a cancel
+        # a shutdown or a lost claim wins over a cancel; results that cannot be written, over a cancel or the expiry
+        if self.why is None or why in ("stop", "lost") or (why == "full" and self.why in ("cancel", "expired")):
             self.why = why
         self.halt.set()
 
@@ -227,19 +235,26 @@ class BatchRunner:
             return  # resumable: the claim is released (stop) or someone else holds it (lost)
         if run.why == "expired" or (run.why is None and len(progress.done) < total
                                     and self.clock() >= obj["expires_at"]):
-            async with contextlib.aclosing(self._lines(path, obj["endpoint"], progress.done)) as unfinished:
-                async for line in unfinished:
-                    record = {"id": "batch_req_" + os.urandom(12).hex(), "custom_id": line.custom_id,
-                              "response": None, "error": EXPIRED}
-                    await output.append(False, record)
-                    progress.add(False, record, None)
-            await self._finish(row, output, progress, total, "expired")
+            try:
+                async with contextlib.aclosing(self._lines(path, obj["endpoint"], progress.done)) as unfinished:
+                    async for line in unfinished:
+                        record = {"id": "batch_req_" + os.urandom(12).hex(), "custom_id": line.custom_id,
+                                  "response": None, "error": EXPIRED}
+                        await output.append(False, record, self._check(row))
+                        progress.add(False, record, None)
+            except (InsufficientStorage, StorageFull) as e:
+                self._refused(run, row, e)
+            else:
+                await self._finish(row, output, progress, total, "expired")
+                return
+        if run.why == "full":
+            await self._finish(row, output, progress, total, "failed", run.full)
         elif run.why == "cancel":
             await self._finish(row, output, progress, total, "cancelled")
         else:
             await self._finish(row, output, progress, total, "completed")
 
-    async def _lines(self, path: Path, endpoint: str, done: set[str]) -> AsyncIterator[Line]:
+    async def _lines(self, path: Path, endpoint: str, done: set[str]) -> AsyncGenerator[Line, None]:
         """The batch's lines not `done` (read when each is reached), in file order, from its input file a chunk at
         a time off the event loop: a running batch holds a chunk and its lines in flight, never its file."""
         reader = await asyncio.to_thread(LineReader, path, endpoint, self.spec.max_lines)
@@ -261,11 +276,13 @@ class BatchRunner:
                 result = await self._line_with_retries(run, row, line, expires_at)
                 if result is None:
                     return
-                await output.append(result.ok, result.record)
+                await output.append(result.ok, result.record, self._check(row))
                 progress.add(result.ok, result.record, dict(result.usage) if result.usage else None)
                 await self._counts(row, progress, total)
             except asyncio.CancelledError:
                 raise
+            except (InsufficientStorage, StorageFull) as e:  # the disk's floor or the tenant's quota: the batch fails
+                self._refused(run, row, e, line.custom_id)
             except Exception:  # the output file or the index failed: the line runs again on resume
                 log.exception("batch %s: the result of line %s could not be recorded", row.id, line.custom_id)
             finally:
@@ -283,6 +300,19 @@ class BatchRunner:
             task.add_done_callback(run.lines.discard)
         if run.lines:
             await asyncio.wait(set(run.lines))
+
+    def _check(self, row: StoredBatch) -> Callable[[int, int], Awaitable[None]]:
+        """What a line of the batch's results must pass before it is written: the disk's floor, the tenant's quota."""
+        return lambda written, size: self.files.check_output(row.tenant, written, size)
+
+    @staticmethod
+    def _refused(run: _Run, row: StoredBatch, e: ApiError, custom_id: str | None = None) -> None:
+        """A result that could not be written: no new line starts, and the batch fails with what it wrote."""
+        if run.full is None:
+            run.full = e
+            log.warning("batch %s: stopped and failed: %s%s", row.id, e.message,
+                        f" (at custom_id {custom_id!r}, whose answer is not kept)" if custom_id is not None else "")
+        run.stop("full")
 
     async def _line_with_retries(self, run: _Run, row: StoredBatch, line: Line,
                                  expires_at: float) -> LineResult | None:
@@ -315,8 +345,9 @@ class BatchRunner:
         await self.store.update(row.id, update)
 
     async def _finish(self, row: StoredBatch, output: BatchOutput, progress: Progress, total: int,
-                      status: str) -> None:
-        """finalizing: the output and error files registered; then the final status with what was done."""
+                      status: str, error: ApiError | None = None) -> None:
+        """finalizing: the output and error files registered; then the final status with what was done (`error`:
+        why a batch that ran failed, its `errors`)."""
         now = int(self.clock())
 
         def finalizing(o: dict[str, Any]) -> bool:
@@ -338,6 +369,9 @@ class BatchRunner:
             outcome = "cancelled" if o.get("cancelling_at") is not None and status == "completed" else status
             o.update(status=outcome, output_file_id=output_id, error_file_id=error_id, request_counts=counts,
                      usage=progress.usage())
+            if error is not None:
+                o["errors"] = {"object": "list", "data": [{"code": error.code, "line": None, "message": error.message,
+                                                           "param": None}]}
             o[f"{outcome}_at"] = end
             return True
 

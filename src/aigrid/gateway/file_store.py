@@ -15,8 +15,10 @@ ones and the batches' outputs too. `add` (an upload, a message batch's requests)
 (StorageFull, 400 storage_quota_exceeded): the sum is read and the row written in one transaction that holds
 the index's write lock (batch_db.BatchDb.write), so uploads racing in any number of worker processes never
 take a tenant past it; the bytes copied before the check are deleted again. `register` (a batch's output, the
-work already done) is never refused: it counts, and a tenant taken past its limit by its batches' results adds
-nothing more until it deletes (`check_room`, asked before a batch is created). A deleted or expired file counts
+work already done) is never refused: it counts (`check_room`, asked before a batch is created, refuses a new
+batch to a tenant at its limit). A running batch's results are checked before each line is written
+(`check_output`): a line that would take the tenant past its quota, or the disk below `min_free_bytes`, stops
+the batch (failed, what it wrote kept: batch_runner.py). A deleted or expired file counts
 no more (expired: at once, its bytes deleted by the next sweep).
 
 An upload of the Files API holds its room while it arrives (`reserve`: a row of `upload_reservations` in the
@@ -159,6 +161,36 @@ class FileStore:
         while not where.exists() and where != where.parent:  # made with the first file: its disk is its parent's
             where = where.parent
         return shutil.disk_usage(where).free
+
+    async def check_output(self, tenant: str, written: int, size: int) -> None:
+        """Before `size` more bytes of a running batch's results are written (`written`: what its output and error
+        files hold so far, indexed only when it ends): InsufficientStorage when they would leave the disk with less
+        than `min_free_bytes` free (the rooms of the uploads arriving counted as written, as an upload's check
+        counts them), StorageFull when the tenant's files would pass its storage quota."""
+        limit = None if self.limits is None else self.limits(tenant)
+        if limit is None and self.min_free_bytes <= 0:
+            return
+        await self._ready()
+
+        def look(db: sqlite3.Connection) -> tuple[int, int, tuple[int, int]]:
+            reserved = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM upload_reservations WHERE until > ?",
+                                  (time.time(),)).fetchone()[0]
+            free = self.disk_free() if self.min_free_bytes > 0 else 0
+            return int(reserved), free, (_held(db, tenant) if limit is not None else (0, 0))
+
+        reserved, free, held = await self.db.read(look)
+        if self.min_free_bytes > 0 and free - reserved - size < self.min_free_bytes:
+            raise InsufficientStorage(
+                f"this batch's results could not all be written: {size} more bytes would have left the gateway's disk "
+                f"with less than {self.min_free_bytes} bytes free (gateway.batch.min_free_bytes; {free} free, "
+                f"{reserved} of them held by uploads arriving); the lines already answered are in its output and "
+                "error files")
+        if limit is not None and held[0] + written + size > limit.bytes:
+            raise StorageFull(
+                f"this batch's results could not all be written: with them this tenant's files would hold more than "
+                f"its storage quota of {limit.bytes} bytes (quotas.storage_bytes; {held[0]} bytes held, "
+                f"{written} written by this batch, {size} more); the lines already answered are in its output and "
+                "error files; delete files (DELETE /v1/files/{file_id}) to make room")
 
     async def _ready(self) -> None:
         """The reservations' table, once per process (before the first sum that counts it)."""
