@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import Callable, Sequence
 
 import orjson
@@ -84,10 +85,11 @@ class HostileEngine:
         self._server: asyncio.Server | None = None
         self.url = ""
 
-    async def start(self) -> HostileEngine:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+    async def start(self, tls: ssl.SSLContext | None = None) -> HostileEngine:
+        """Listen on 127.0.0.1; with `tls` (a server context) behind TLS, an https URL."""
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
         return self
 
     async def stop(self) -> None:

@@ -59,6 +59,11 @@ def test_demo_spec_has_the_four_required_sites() -> None:
      "gateway.admission.engine_queue_share: Input should be greater than 0"),
     (lambda r: r["gateway"].update(admission={"engine_queue_share": 1.5}),
      "gateway.admission.engine_queue_share: Input should be less than or equal to 1"),
+    (lambda r: r["gateway"].update(stream_idle_s=0), "gateway.stream_idle_s: Input should be greater than 0"),
+    (lambda r: r["gateway"].update(stream_idle_s="5m"), "gateway.stream_idle_s: Input should be a valid number"),
+    (lambda r: r["gateway"].update(stream_idle_s=float("inf")), "gateway.stream_idle_s: Input should be a finite"),
+    (lambda r: r["gateway"].update(stream_idle_s=172_800),
+     "gateway.stream_idle_s: Input should be less than or equal to 86400"),
 ])
 def test_bad_spec_names_the_field(mutate: object, expected: str) -> None:
     raw = demo_raw()

@@ -126,10 +126,16 @@ class OpenAICompatEngine:
         self._prefix = url.raw_path.decode("ascii").rstrip("/")
         self._host_header = b"host: " + url.netloc
         # a whole answer's head comes once the answer is whole: `head_timeout_s` (the gateway's ceiling for one,
-        # first_byte_timeout.whole_max_s) bounds it, the read timeout the silences between the body's reads (it bounded
-        # the head too, and cut whole answers at 300 s); the proxy's first-byte deadline bounds a stream's head
-        self._direct_timeouts = {**(timeout or client.timeout).as_dict(),
-                                 **({} if head_timeout_s is None else {"head": head_timeout_s})}
+        # first_byte_timeout.whole_max_s) bounds it, the read timeout (gateway.stream_idle_s) the silences between the
+        # body's reads (it bounded the head too, and cut whole answers at 300 s); the proxy's first-byte deadline
+        # bounds a stream's head. On https (httpx's client) the same: the head within head_timeout_s (_head_of),
+        # then the body's reads at the read timeout
+        base = timeout or client.timeout
+        self._direct_timeouts = {**base.as_dict(), **({} if head_timeout_s is None else {"head": head_timeout_s})}
+        self._head_timeout_s = head_timeout_s
+        self._idle_s = base.read
+        self._head_timeout = timeout if head_timeout_s is None else \
+            httpx.Timeout(connect=base.connect, read=head_timeout_s, write=base.write, pool=base.pool)
 
     def __repr__(self) -> str:
         return f"OpenAICompatEngine(kind={self.kind!r}, base_url={self.base_url!r})"
@@ -150,12 +156,12 @@ class OpenAICompatEngine:
         # identity: the body bytes stay plain SSE/JSON that the gateway can inspect as it relays them
         headers = {"accept-encoding": "identity", **self._headers, **TRACE_HEADERS.get(),
                    "content-type": "application/json"}
-        timeout = httpx.USE_CLIENT_DEFAULT if self._timeout is None else self._timeout
+        timeout = httpx.USE_CLIENT_DEFAULT if self._head_timeout is None else self._head_timeout
         request = self._client.build_request(
             "POST", self._url(path), content=body, headers=headers, timeout=timeout
         )
         try:
-            response = await self._send(request, stream=True)
+            response = await self._head_of(request)
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
             raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}{_hint(exc)}") from exc
         if response.status_code in self._refused_statuses:
@@ -197,6 +203,18 @@ class OpenAICompatEngine:
             return f"{self!r}: {path} answered HTTP {status}: the engine refused the gateway's key ({fix})"
         return (f"{self!r}: {path} answered HTTP {status}: the engine asks for a key (set the endpoint's "
                 "api_key_env to the variable holding it)")
+
+    async def _head_of(self, request: httpx.Request) -> httpx.Response:
+        """The response to a proxied request on httpx's client, its body unread: each read of its head within
+        `head_timeout_s` (the request's read timeout until the head is in; the proxy's deadline bounds the head in
+        all), then the read timeout for each of the body's reads (httpcore reads the request's timeouts when the
+        body's reading starts: tests/gateway/test_engine_silence.py holds it to that)."""
+        response = await self._send(request, stream=True)
+        if self._head_timeout_s is not None:
+            timeouts = request.extensions.get("timeout")
+            if isinstance(timeouts, dict):
+                timeouts["read"] = self._idle_s
+        return response
 
     async def _send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """Send once more if the server had closed the pooled keep-alive connection before reading the

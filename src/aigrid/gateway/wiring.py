@@ -22,6 +22,16 @@ EMBEDDED_KIND = "llamacpp"
 
 
 UPSTREAM_TIMEOUT = httpx.Timeout(connect=3.0, read=300.0, write=30.0, pool=10.0)
+"""How long an engine connection waits: the read timeout is `gateway.stream_idle_s`'s default (upstream_timeout)."""
+
+
+def upstream_timeout(spec: GridSpec | None) -> httpx.Timeout:
+    """UPSTREAM_TIMEOUT, its read timeout the spec's `gateway.stream_idle_s`: the silence an answer may keep between
+    two reads once begun (its head has the first-byte deadline instead, a whole answer's whole_max_s)."""
+    if spec is None:
+        return UPSTREAM_TIMEOUT
+    return httpx.Timeout(connect=UPSTREAM_TIMEOUT.connect, read=spec.gateway.stream_idle_s,
+                         write=UPSTREAM_TIMEOUT.write, pool=UPSTREAM_TIMEOUT.pool)
 
 
 @dataclass(frozen=True)
@@ -46,7 +56,7 @@ def upstream(spec: GridSpec | None = None, environ: Mapping[str, str] = os.envir
     CPU at 200 streams, docs/benchmarks.md), https:// ones (remote regions, hosted providers) on httpx's own,
     checked against the public certificate authorities, or, for an origin whose endpoint says so, against its
     own (`tls_ca_file`, an internal CA) and through its `proxy` (with the credentials of its `proxy_auth_env`);
-    UPSTREAM_TIMEOUT's read timeout bounds each silence of an answer's body (and, on https, its head). Raises
+    the read timeout (`gateway.stream_idle_s`, upstream_timeout) bounds each silence of an answer's body. Raises
     ConfigError naming the field when a CA file or the proxy's credentials cannot be used."""
     http1 = Http1Transport()
     public = httpx.AsyncHTTPTransport(limits=TLS_LIMITS)
@@ -54,7 +64,7 @@ def upstream(spec: GridSpec | None = None, environ: Mapping[str, str] = os.envir
     https = OriginRouter(public, {origin: httpx.AsyncHTTPTransport(verify=way.context or True, proxy=way.proxy,
                                                                    limits=TLS_LIMITS)
                                   for origin, way in ways.items()})
-    client = httpx.AsyncClient(mounts={"http://": http1, "https://": https}, timeout=UPSTREAM_TIMEOUT,
+    client = httpx.AsyncClient(mounts={"http://": http1, "https://": https}, timeout=upstream_timeout(spec),
                                trust_env=False)
     return Upstream(client, http1)
 

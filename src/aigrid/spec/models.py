@@ -564,6 +564,11 @@ class GatewaySpec(StrictModel):
     max_output_tokens: int = Field(default=4096, gt=0)
     hedge: HedgeSpec = HedgeSpec()
     first_byte_timeout: FirstByteSpec = FirstByteSpec()
+    stream_idle_s: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False, description=(
+        "the longest an engine's answer, once begun, may be silent between two reads before it counts as broken "
+        "(a stream mid-answer: its in-stream error, or its continuation elsewhere; the rest of a whole answer): "
+        "the read timeout of every engine connection. An answer's first byte has the first_byte_timeout above "
+        "instead (a whole answer's head whole_max_s), on http and https engines alike"))
     shared_state_url: str | None = Field(
         default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
     shared_sync_interval_s: float = Field(default=0.02, gt=0, description=(
