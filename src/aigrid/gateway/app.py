@@ -20,7 +20,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigrid.core.baselines import BASELINES, Router
@@ -45,6 +45,7 @@ from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.proxy import FirstByteDeadline, Proxy, Sleep
 from aigrid.gateway.response_store import ResponseStore
 from aigrid.gateway.responses_api import RESPONSES_PATH, ResponsesApi
+from aigrid.gateway.responses_socket import ResponsesSocket
 from aigrid.gateway.routes import Routes, audited_route
 from aigrid.gateway.scraper import Scraper
 from aigrid.gateway.stores import Stores, build_stores
@@ -288,6 +289,8 @@ def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> Ga
             audited_route(gateway, "GET", "/v1/models/{model_id:path}", routes.get_model),
             *messages.routes(),
             *responses.routes(),
+            # the Responses API's WebSocket mode: each response.create served by the audited POST above
+            WebSocketRoute(RESPONSES_PATH, ResponsesSocket(gateway, audited[RESPONSES_PATH])),
             *ConversationsApi(routes).routes(),
             *batches.routes(),
             audited_route(gateway, "GET", "/v1/decisions", routes.recent_decisions),  # every tenant's, to an operator

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import HTTPConnection
 from starlette.responses import Response
 
 from aigrid.errors import ApiError
@@ -35,8 +35,9 @@ _CHAT_MESSAGE = re.compile(r"^messages(?:\[(\d+)\]|\.(\d+)(?=\.|$))")
 _CHAT_TOOL = re.compile(r"^tools\[(\d+)\](?:\.function)?(.*)$")
 
 
-def pipeline_headers(request: Request) -> dict[str, str]:
-    """The request's headers for the pipeline; an Anthropic client's `x-api-key` is its bearer key."""
+def pipeline_headers(request: HTTPConnection) -> dict[str, str]:
+    """The request's (or a WebSocket handshake's) headers for the pipeline; an Anthropic client's `x-api-key` is
+    its bearer key."""
     headers = {k.lower(): v for k, v in request.headers.items()}
     api_key = headers.get("x-api-key", "").strip()
     if api_key and not headers.get("authorization"):

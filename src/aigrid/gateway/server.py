@@ -33,6 +33,7 @@ from aigrid.engines.netns_plan import plan_links
 from aigrid.errors import ConfigError, SpecError
 from aigrid.gateway.app import Gateway, build_app, build_gateway, startup_problem
 from aigrid.gateway.heap import settle_when_started
+from aigrid.gateway.responses_socket import server_options
 from aigrid.gateway.slow_clients import HeadDeadline
 from aigrid.gateway.wiring import KEY_TEXT, build_engines, engine_keys, https_origins, own_secrets, upstream
 from aigrid.gateway.workers import run_workers
@@ -236,7 +237,8 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
         app = build_app(gateway, extra_routes=routes)
         app.quiet_startup = True  # a failed start is raised below, in one line
         config = uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                loop="uvloop", http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5)
+                                loop="uvloop", http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5,
+                                **server_options(spec))
         server = _Server(config)
         _stop_on_signals(server)
 

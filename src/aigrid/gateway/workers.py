@@ -46,6 +46,7 @@ from aigrid.gateway.guard import Guard, abuse_relay, abuse_rules, audit_log
 from aigrid.gateway.heap import settle_when_started
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
+from aigrid.gateway.responses_socket import server_options
 from aigrid.gateway.slow_clients import HeadDeadline
 from aigrid.gateway.wiring import Upstream, build_engines, upstream
 from aigrid.spec.load import parse_spec
@@ -252,7 +253,8 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
         routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
         app = build_app(gateway, extra_routes=routes)
         app.quiet_startup = True  # the parent says why, once, from this worker's file
-        uv = uvicorn.Config(app, log_level="warning", http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5)
+        uv = uvicorn.Config(app, log_level="warning", http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5,
+                            **server_options(spec))
         server = uvicorn.Server(uv)
         settling = asyncio.create_task(settle_when_started(server))
         try:

@@ -1,0 +1,338 @@
+"""WebSocket /v1/responses: the Responses API's WebSocket mode (the OpenAI SDKs' `client.responses.connect()`).
+
+A client opens one socket and sends `response.create` events (the body of POST /v1/responses, wrapped as an
+event); it receives the events a streamed POST /v1/responses sends, one JSON text message per event.
+
+One pipeline: each `response.create` is served by the audited POST /v1/responses endpoint itself (routes.Audited
+around ResponsesApi.create), called as ASGI with a request made of the handshake's headers and the event's body
+(`stream: true`): authentication (the same keys and JWT, checked again for every response: a key revoked while
+the socket is open is refused at its next response), tenant rules, quotas and their settlement, the firewall,
+routing, previous_response_id and store, the audit record per response. Its streamed answer's SSE events are
+sent as messages (with the create's `stream_id` added when it gave one); an answer that is an error (the 4xx
+and 5xx a POST gets) is one `error` event: `{"type": "error", "status", "error": {type, code, message, param,
+headers}}` (the SDKs' ResponseWsError). A client that closes the socket mid-response is the endpoint's hang-up
+(its Hangup sees `http.disconnect`): the engine request closed, the quota settled, the record `client_closed`.
+
+One response at a time per socket: a `response.create` sent while one runs waits for it, in order (the SDK's
+`stream_id` lanes are FIFO; every lane of a socket shares that one order), at most MAX_QUEUED waiting, of at most
+`max_body_bytes` together (past it a 429 `error` event, code `too_many_queued`). `response.steer` is answered `response.steer.failed` with code
+`steering_not_supported` (nothing here continues a running response with new input). `background` is refused
+(as OpenAI refuses it over a socket); `generate: false` (prepare without generating) is not served.
+
+The door: the handshake is authenticated before it is accepted (401/403 with the OpenAI envelope as an HTTP
+denial response, which the SDK raises as websockets' InvalidStatus with that status and body), admitted like
+an audited call (503 while the audit log cannot take records) and bounded per tenant (MAX_SOCKETS_PER_TENANT
+open on this process, else 429 `overloaded`); one audit record per connection (route `WS /v1/responses`: its
+responses, the events refused, why it closed) beside each response's own. A message larger than
+`gateway.max_body_bytes` (the HTTP body limit) is answered an `error` event `request_too_large`, and the server
+itself stops reading at SLACK_BYTES past it (uvicorn's `ws_max_size`, `server_options`: close 1009); a message
+that is not a JSON object, is nested too deep, or names an unknown `type` is an `error` event naming it, the
+socket kept open; a socket silent for IDLE_S with nothing running is closed (1000, "idle").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from aigrid.errors import ApiError, InvalidRequest, Overloaded
+from aigrid.gateway.envelope import error_response
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.front_door import pipeline_headers
+from aigrid.gateway.routes import H_TENANT, close_exchange, json_object, one_credential
+from aigrid.spec.models import GridSpec
+
+if TYPE_CHECKING:
+    from aigrid.gateway.app import Gateway
+
+ROUTE = "WS /v1/responses"
+MAX_QUEUED = 16
+"""`response.create` events a socket may have waiting behind the one running, together at most `max_body_bytes`
+(a socket holds no more than two HTTP requests' bodies); one more is an `error` event `too_many_queued`."""
+MAX_SOCKETS_PER_TENANT = 256
+"""Sockets one process holds open at once per tenant; one more is refused at the handshake (429 overloaded). Each
+response still passes the admission queue and the tenant's quotas; this bounds what idle sockets hold."""
+IDLE_S = 300.0
+"""A socket with no message and nothing running for this long is closed (1000, "idle")."""
+SLACK_BYTES = 64 * 1024
+"""The server reads a message up to `max_body_bytes` plus this (the event's own fields), then closes (1009)."""
+CLOSE_NORMAL, CLOSE_POLICY = 1000, 1008
+_HOP = frozenset({"connection", "upgrade", "content-length", "content-type", "transfer-encoding"})
+_ERROR_HEADERS = ("retry-after", "x-request-id", "x-should-retry")
+_GONE = (OSError, RuntimeError, WebSocketDisconnect)
+"""What a send to a socket the client closed raises (the server's ClientDisconnected, Starlette's own)."""
+log = logging.getLogger("aigrid.gateway")
+
+
+def server_options(spec: GridSpec) -> dict[str, Any]:
+    """uvicorn's WebSocket settings for this grid: a message is read no further than the HTTP body limit plus
+    SLACK_BYTES (uvicorn's default, 16 MiB, whatever the limit), compressed or not."""
+    return {"ws_max_size": spec.gateway.max_body_bytes + SLACK_BYTES}
+
+
+class ResponsesSocket:
+    """The ASGI endpoint of WebSocket /v1/responses; `endpoint` is the audited POST /v1/responses (app.py)."""
+
+    def __init__(self, gw: Gateway, endpoint: ASGIApp) -> None:
+        self.gw = gw
+        self.endpoint = endpoint
+        self.open: dict[str, int] = {}
+        """Per tenant: the sockets this process holds open now."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ws = WebSocket(scope, receive, send)
+        ex = Exchange(ROUTE, time.time())
+        tenant: str | None = None
+        try:
+            try:
+                one_credential(self.gw, scope)
+                headers = pipeline_headers(ws)
+                ex.principal = principal = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
+                await self.gw.guard.admit_call(ex, counted=False)  # not opened while no record can be written
+                if self.open.get(principal.tenant, 0) >= MAX_SOCKETS_PER_TENANT:
+                    raise Overloaded(f"{MAX_SOCKETS_PER_TENANT} sockets of tenant {principal.tenant!r} are open on "
+                                     "this gateway, as many as it holds; close one or retry later",
+                                     headers={"retry-after": "1"})
+            except ApiError as e:
+                ex.error = e
+                self.gw.metrics.rejected.labels(e.code or "error").inc()
+                await _deny(ws, e, ex.request_id)
+                return
+            tenant = principal.tenant
+            self.open[tenant] = self.open.get(tenant, 0) + 1
+            await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
+            conn = _Connection(ws, self.endpoint, _request_scope(scope), self.gw.spec.gateway.max_body_bytes)
+            try:
+                await conn.run()
+            finally:
+                ex.notes.update(responses=conn.served, refused_events=conn.refused, closed=conn.closed_by)
+        finally:
+            if tenant is not None:
+                self.open[tenant] -= 1
+                if not self.open[tenant]:
+                    del self.open[tenant]
+            await close_exchange(self.gw, ex)
+
+
+async def _deny(ws: WebSocket, e: ApiError, request_id: str) -> None:
+    """The handshake refused with the error's HTTP answer (status, envelope, headers), which the SDK raises as
+    websockets' InvalidStatus; a server without the denial extension closes (1008, the message as reason)."""
+    response = error_response(e)
+    response.raw_headers.append((b"x-request-id", request_id.encode()))
+    try:
+        if (await ws.receive())["type"] != "websocket.connect":
+            return  # gone before its handshake was answered
+        if "websocket.http.response" in ws.scope.get("extensions", {}):
+            await ws.send_denial_response(response)
+        else:
+            await ws.close(CLOSE_POLICY, e.message[:120])
+    except _GONE as gone:
+        log.debug("%s: a refusal to a client already gone dropped: %r", ROUTE, gone)
+
+
+def _request_scope(scope: Scope) -> dict[str, Any]:
+    """The POST /v1/responses request each `response.create` becomes: the handshake's headers (its key, tenant,
+    location, residency, policy), JSON."""
+    headers = [(k, v) for k, v in scope["headers"]
+               if k.lower() not in _HOP and not k.lower().startswith(b"sec-websocket-")]
+    return {"type": "http", "asgi": scope.get("asgi", {"version": "3.0"}), "http_version": "1.1", "method": "POST",
+            "scheme": "https" if scope.get("scheme") == "wss" else "http", "path": "/v1/responses",
+            "raw_path": b"/v1/responses", "root_path": scope.get("root_path", ""), "query_string": b"",
+            "headers": headers, "client": scope.get("client"), "server": scope.get("server"),
+            "state": scope.get("state", {}), "extensions": {}}
+
+
+class _Connection:
+    """One accepted socket: a reader of the client's messages and one runner of its responses, in order."""
+
+    def __init__(self, ws: WebSocket, endpoint: ASGIApp, scope: dict[str, Any], limit: int) -> None:
+        self.ws, self.endpoint, self.scope, self.limit = ws, endpoint, scope, limit
+        self.queue: asyncio.Queue[tuple[bytes, str | None] | None] = asyncio.Queue()
+        self.queued_bytes = 0
+        self.gone = asyncio.Event()
+        self.running = False
+        self.last_active = time.monotonic()
+        self.sending = asyncio.Lock()
+        self.served = self.refused = 0
+        self.closed_by = "client"
+
+    async def run(self) -> None:
+        runner = asyncio.create_task(self._serve())
+        try:
+            await self._read()
+        finally:
+            self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped
+            self.queue.put_nowait(None)  # the runner's wait ends; a running response ends by its own hang-up path
+            await runner
+
+    # --- the client's messages ------------------------------------------------------------------------------
+    async def _read(self) -> None:
+        while True:
+            busy = self.running or not self.queue.empty()
+            wait = None if busy else IDLE_S - (time.monotonic() - self.last_active)
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), wait) if wait is None or wait > 0 else None
+            except TimeoutError:
+                message = None
+            if message is None:
+                if self.running or not self.queue.empty() or time.monotonic() - self.last_active < IDLE_S:
+                    continue
+                self.closed_by = "idle"
+                with contextlib.suppress(*_GONE):  # unless the client closed it at the same moment
+                    await self.ws.close(CLOSE_NORMAL, f"idle for {IDLE_S:g} s")
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            self.last_active = time.monotonic()
+            data = message.get("bytes") if message.get("text") is None else message["text"].encode()
+            await self._take(data or b"")
+
+    async def _take(self, data: bytes) -> None:
+        """One client message: a create queued, anything else answered at once."""
+        try:
+            if len(data) > self.limit:
+                raise InvalidRequest(f"message is larger than {self.limit} bytes (gateway.max_body_bytes, the limit "
+                                     "of a POST /v1/responses body)", code="request_too_large")
+            event = json_object(data)  # as an HTTP body is read: 400 invalid_json, or nested too deep
+            kind = event.get("type")
+            if kind == "response.steer":
+                await self._steer_failed(event)
+                return
+            if kind != "response.create":
+                raise InvalidRequest(f"type: unknown client event {kind!r}; this socket takes 'response.create' and "
+                                     "'response.steer'", param="type", code="unknown_event_type")
+            stream_id = event.pop("stream_id", None)
+            event.pop("type")
+            if stream_id is not None and not isinstance(stream_id, str):
+                raise InvalidRequest("stream_id: must be a string", param="stream_id")
+            if event.get("background") is True:
+                raise InvalidRequest("background: a response over a WebSocket is not run in the background; send "
+                                     "it with POST /v1/responses", param="background")
+            if event.get("generate") is False:
+                raise InvalidRequest("generate: false (preparing a response without generating it) is not served "
+                                     "by this gateway", param="generate")
+            event["stream"] = True  # implicit over a socket
+            body = orjson.dumps(event)
+            if self.queue.qsize() >= MAX_QUEUED or (self.queued_bytes and self.queued_bytes + len(body) > self.limit):
+                raise Overloaded(f"{self.queue.qsize()} response.create events ({self.queued_bytes} bytes) are "
+                                 f"waiting on this socket behind the running response, as many as it holds (at most "
+                                 f"{MAX_QUEUED}, {self.limit} bytes); send this one after a response ends",
+                                 code="too_many_queued")
+            self.queued_bytes += len(body)
+            self.queue.put_nowait((body, stream_id))
+        except ApiError as e:
+            self.refused += 1
+            await self._send(_error_event(e.status, e.envelope()["error"], e.response_headers()))
+
+    async def _steer_failed(self, event: Mapping[str, Any]) -> None:
+        self.refused += 1
+        await self._send(orjson.dumps({
+            "type": "response.steer.failed", "sequence_number": 0,
+            "error": {"type": "invalid_request_error", "code": "steering_not_supported",
+                      "message": "this gateway does not steer a running response: send the input in a new "
+                                 "response.create with previous_response_id once the response has completed"},
+            "steer": {"input": event.get("input"), "previous_response_id": event.get("previous_response_id")}}))
+
+    # --- the responses, one at a time ------------------------------------------------------------------------
+    async def _serve(self) -> None:
+        while not self.gone.is_set():
+            queued = await self.queue.get()
+            if queued is None or self.gone.is_set():
+                return
+            body, stream_id = queued
+            self.queued_bytes -= len(body)
+            self.running = True
+            try:
+                await self._respond(body, stream_id)
+            except Exception:  # the endpoint answers its own errors; anything else is ours: logged, said, go on
+                log.exception("internal error on %s", ROUTE)
+                await self._send(_error_event(500, {"type": "server_error", "code": "internal_error", "param": None,
+                                                    "message": "internal error in the aigrid gateway (logged)"}, {}))
+            finally:
+                self.running = False
+                self.served += 1
+                self.last_active = time.monotonic()
+
+    async def _respond(self, body: bytes, stream_id: str | None) -> None:
+        """One `response.create` through the audited POST /v1/responses endpoint."""
+        scope = {**self.scope, "headers": [*self.scope["headers"], (b"content-type", b"application/json"),
+                                           (b"content-length", str(len(body)).encode())]}
+        answer = _Answer(self, stream_id)
+        sent = False
+
+        async def receive() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await self.gone.wait()  # the endpoint's hang-up watch: the socket closed
+            return {"type": "http.disconnect"}
+
+        await self.endpoint(scope, receive, answer.send)
+        await answer.end()
+
+    async def _send(self, message: bytes) -> None:
+        if self.gone.is_set():
+            return
+        async with self.sending:
+            try:
+                await self.ws.send_text(message.decode())
+            except _GONE as e:  # the client is gone (the server raises on a send after its close): nothing to say
+                log.debug("%s: a message to a closed socket dropped: %r", ROUTE, e)
+                self.gone.set()
+
+
+class _Answer:
+    """The endpoint's HTTP answer as socket messages: an event stream event by event, an error as one event."""
+
+    def __init__(self, conn: _Connection, stream_id: str | None) -> None:
+        self.conn = conn
+        self.tag = b"" if stream_id is None else b'{"stream_id":' + orjson.dumps(stream_id) + b","
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.pending = b""
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", ())}
+            return
+        self.pending += message.get("body", b"")
+        if self.status >= 400:
+            return  # an error's envelope, sent whole at the end
+        *blocks, self.pending = self.pending.split(b"\n\n")
+        for block in blocks:
+            await self._event(block)
+
+    async def _event(self, block: bytes) -> None:
+        for line in block.split(b"\n"):
+            if line.startswith(b"data:"):
+                data = line[5:].strip()
+                await self.conn._send(self.tag + data[1:] if self.tag and data.startswith(b"{") else data)
+
+    async def end(self) -> None:
+        if self.status < 400:
+            if self.pending.strip():
+                await self._event(self.pending)
+            return
+        try:
+            error = orjson.loads(self.pending)["error"]
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            error = {"type": "server_error", "code": None, "param": None,
+                     "message": self.pending.decode("utf-8", "replace")[:500]}
+        message = _error_event(self.status, error, self.headers)
+        await self.conn._send(self.tag + message[1:] if self.tag else message)
+
+
+def _error_event(status: int, error: Mapping[str, Any], headers: Mapping[str, str]) -> bytes:
+    """The SDKs' ResponseWsError: the HTTP error's envelope, its status and the headers a client acts on."""
+    kept = {k: v for k, v in headers.items() if k in _ERROR_HEADERS or k.startswith("x-ratelimit-")}
+    return orjson.dumps({"type": "error", "status": status, "error": {**error, "headers": kept}})
