@@ -348,3 +348,22 @@ def test_a_client_that_hangs_up_mid_response_settles_its_quota_and_is_audited(tm
         assert grid.inflight() == 0
         assert row["extra"]["charged_tokens"] > 300
         assert [r["extra"]["responses"] for r in grid.until_records("WS /v1/responses", 1)] == [1]
+
+
+async def test_an_event_stream_becomes_one_message_per_event_however_its_chunks_fall() -> None:
+    """The endpoint's SSE as socket messages: an event split across chunks is one message, a comment none, an
+    event of several data lines its lines joined (as an SSE client reads it), the create's stream_id added."""
+    sent: list[bytes] = []
+
+    class Socket:
+        async def _send(self, message: bytes) -> None:
+            sent.append(message)
+
+    answer = responses_socket._Answer(Socket(), "lane")  # type: ignore[arg-type]
+    await answer.send({"type": "http.response.start", "status": 200, "headers": []})
+    stream = b'event: a\ndata: {"n":1}\n\n: waiting\n\nevent: b\ndata: {"n":\ndata: 2}\n\nevent: c\ndata: {"n":3}\n\n'
+    for i in range(0, len(stream), 7):
+        await answer.send({"type": "http.response.body", "body": stream[i:i + 7], "more_body": True})
+    await answer.end()
+    assert [json.loads(m) for m in sent] == [{"stream_id": "lane", "n": 1}, {"stream_id": "lane", "n": 2},
+                                             {"stream_id": "lane", "n": 3}]

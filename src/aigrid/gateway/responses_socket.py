@@ -313,10 +313,11 @@ class _Answer:
             await self._event(block)
 
     async def _event(self, block: bytes) -> None:
-        for line in block.split(b"\n"):
-            if line.startswith(b"data:"):
-                data = line[5:].strip()
-                await self.conn._send(self.tag + data[1:] if self.tag and data.startswith(b"{") else data)
+        """One SSE event's data (its lines joined, as a client reads them) as one message; a comment, none."""
+        lines = [line[5:].removeprefix(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
+        if lines:
+            data = b"\n".join(lines)
+            await self.conn._send(self.tag + data[1:] if self.tag and data.startswith(b"{") else data)
 
     async def end(self) -> None:
         if self.status < 400:
