@@ -5,6 +5,7 @@ every endpoint and records what it was sent."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ import openai
 import orjson
 import pytest
 
-from aigrid.engines.fan_out import merged_answer, merged_stream, summed_usage
+from aigrid.engines.fan_out import MAX_QUEUED, merged_answer, merged_stream, summed_usage
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.spec.models import FirewallSpec
@@ -113,6 +114,29 @@ async def test_answers_that_each_hold_every_prompt_put_each_prompts_choices_toge
               if e.startswith(b"data: {")]
     seen = {(c["index"], c["text"]) for e in events for c in e["choices"]}
     assert seen == {(0, "p0a0"), (1, "p0a1"), (2, "p1a0"), (3, "p1a1")}
+
+
+async def test_a_merged_stream_reads_its_answers_no_faster_than_its_client_reads() -> None:
+    """The answers' events waited for the client in a queue without a bound: engines that send faster than the client
+    reads (or without end) grew the gateway's memory with everything they sent (a direct stream's engine connection
+    stops being read at the transport's high water). Now at most MAX_QUEUED events wait."""
+    sent = [0, 0]
+
+    async def endless(i: int) -> AsyncIterator[bytes]:
+        while True:
+            sent[i] += 1
+            yield b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": {"content": "x" * 1000}}]}) + b"\n\n"
+            await asyncio.sleep(0)
+
+    merged = merged_stream([UpstreamResponse(200, {}, endless(i)) for i in range(2)], 2)
+    try:
+        await anext(merged)
+        await asyncio.sleep(0.2)  # a client that reads no further
+        assert sum(sent) <= MAX_QUEUED + 4, sent
+        got = [await anext(merged) for _ in range(200)]  # reading on, the answers go on
+        assert len(got) == 200 and sum(sent) > 200
+    finally:
+        await merged.aclose()
 
 
 def test_the_usage_details_are_summed_as_the_counts_are() -> None:

@@ -42,6 +42,9 @@ MAX_CHOICES = 8
 MAX_FANNED_REQUESTS = 32
 """The most engine requests one call may become: a list of prompts times `n`."""
 FANNED_PATHS = ("/v1/chat/completions", "/v1/completions")
+MAX_QUEUED = 64
+"""The most events of a merged stream held for its client: past it the answers are read no faster than the client
+reads (as one stream's engine connection is, the transport's high water)."""
 _END = object()
 
 log = logging.getLogger("aigrid.proxy")
@@ -209,8 +212,10 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
     """The answers' SSE events (n per prompt) as they arrive, answer i's choices re-indexed (`_index`); one summed usage chunk
     and one [DONE] at the end. Events that are not JSON objects (llama.cpp opens a stream of several prompts
     with `data: null`) are skipped. An answer that fails, or ends without its [DONE] and without a
-    finish_reason, raises EngineStreamBroken once the events queued before it are out (no usage, no [DONE])."""
-    queue: asyncio.Queue[object] = asyncio.Queue()
+    finish_reason, raises EngineStreamBroken once the events queued before it are out (no usage, no [DONE]). At most
+    MAX_QUEUED events wait for the client: the answers are read no faster than it reads."""
+    queue: asyncio.Queue[object] = asyncio.Queue()  # events take `room` (MAX_QUEUED); an end or a failure never waits
+    room = asyncio.Semaphore(MAX_QUEUED)
     usages: dict[int, dict[str, Any]] = {}
     last: dict[str, Any] = {}
 
@@ -230,7 +235,8 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
                     return False
             event["choices"] = choices = [{**c, "index": _index(c, count, i)} for c in event.get("choices") or ()
                                           if isinstance(c, dict)]
-            await queue.put(b"data: " + orjson.dumps(event) + b"\n\n")
+            await room.acquire()
+            queue.put_nowait(b"data: " + orjson.dumps(event) + b"\n\n")
             return any(c.get("finish_reason") for c in choices)
 
         decoder = SseDecoder()
@@ -248,9 +254,9 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
                 raise EngineStreamBroken(CUT_SHORT)
         except Exception as e:  # noqa: BLE001 -- put on the queue: any failure breaks the merged stream, never ends it
             reason = str(e) if isinstance(e, EngineError | ValueError) else f"{type(e).__name__}: {e}"
-            await queue.put(EngineStreamBroken(f"choice {i}: {reason}"))
+            queue.put_nowait(EngineStreamBroken(f"choice {i}: {reason}"))
         finally:
-            await queue.put(_END)
+            queue.put_nowait(_END)
 
     count = len(answers)
     tasks = [asyncio.ensure_future(relay(i, a)) for i, a in enumerate(answers)]
@@ -264,6 +270,7 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
                 raise item
             else:
                 assert isinstance(item, bytes)
+                room.release()
                 yield item
         if usages and (usage := _merged_usage(usages, n)) is not None:
             yield b"data: " + orjson.dumps({**last, "choices": [], "usage": usage}) + b"\n\n"
