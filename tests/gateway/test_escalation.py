@@ -149,6 +149,33 @@ async def test_when_the_larger_models_engine_cannot_read_it_the_first_answer_sta
     assert (await audit_rows(gw))[-1]["outcome"] == "ok"
 
 
+async def test_a_larger_models_answer_past_what_its_tokens_can_hold_is_not_read_to_its_end(grid):
+    """The larger model's whole answer was read to its end without the bound of a whole answer (every other whole
+    answer has it: docs/reliability.md): an engine that does not stop grew the gateway's memory without bound, and
+    its answer was passed on. Now it is its engine's failure past the bound, and the first answer stands."""
+    client, fakes, gw = grid
+    fakes["fra-small"].logprob = UNSURE
+    large = fakes["iad-large"]
+    gw.proxy._contexts["iad-large"] = 64  # its bound: 1 MiB
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield b'{"choices": [{"index": 0, "message": {"role": "assistant", "content": "big"}}], "pad": "'
+        for _ in range(128):
+            yield b"x" * 65536
+        yield b'"}'
+
+    @asynccontextmanager
+    async def huge(path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        large.received.append(orjson.loads(body))
+        yield UpstreamResponse(200, {"content-type": "application/json"}, endless())
+
+    large.open = huge  # type: ignore[method-assign]
+    r = await _ask(client)
+    assert r.headers["x-aigrid-model"] == "small-1b" and len(large.received) == 1
+    assert r.json()["choices"][0]["message"]["content"] == "fra-small says hi" and len(r.content) < 100_000
+    assert gw.store._live["iad-large"].breaker.failures == 1
+
+
 def test_confidence_is_the_geometric_mean_of_the_token_probabilities():
     doc = {"choices": [{"logprobs": {"content": [{"logprob": math.log(0.5)}, {"logprob": math.log(0.125)}]}}]}
     assert confidence(doc) == pytest.approx(0.25)

@@ -338,7 +338,8 @@ class Proxy:
                             why)
             else:
                 try:
-                    better = opened.first + b"".join([chunk async for chunk in opened.upstream.body])
+                    better = opened.first + await read_whole(opened.upstream.body, self.most_bytes(opened.cand, record),
+                                                             [len(opened.first)])
                 except Exception as e:  # the first answer stands; the engine is released and charged
                     if not isinstance(e, EngineError):
                         log.warning("endpoint %s: unexpected error while reading an escalated answer",
