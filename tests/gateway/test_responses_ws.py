@@ -172,6 +172,9 @@ def test_the_sync_sdk_streams_responses_and_continues_one_on_the_same_socket(tmp
         assert [(r["outcome"], r["extra"]["responses"], r["extra"]["closed"]) for r in rows] == [("ok", 2, "client")]
         served_rows = grid.records("/v1/responses")
         assert [r["outcome"] for r in served_rows] == ["ok", "ok"]  # one record per response, as over HTTP
+        assert [r["extra"]["socket"] for r in served_rows] == [rows[0]["request_id"]] * 2  # each names its socket
+        over_http = client.responses.create(model=MODEL, input="Say hello")
+        assert over_http.status == "completed" and "socket" not in grid.records("/v1/responses")[-1]["extra"]
 
 
 async def test_the_async_sdk_queues_creates_in_order_and_echoes_their_stream_id(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ from aigrid.errors import ApiError, InvalidRequest, Overloaded
 from aigrid.gateway.envelope import error_response
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
-from aigrid.gateway.routes import H_TENANT, close_exchange, json_object, one_credential
+from aigrid.gateway.routes import H_TENANT, SOCKET, close_exchange, json_object, one_credential
 from aigrid.spec.models import GridSpec
 
 if TYPE_CHECKING:
@@ -109,7 +109,8 @@ class ResponsesSocket:
             tenant = principal.tenant
             self.open[tenant] = self.open.get(tenant, 0) + 1
             await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
-            conn = _Connection(ws, self.endpoint, _request_scope(scope), self.gw.spec.gateway.max_body_bytes)
+            conn = _Connection(ws, self.endpoint, _request_scope(scope, ex.request_id),
+                               self.gw.spec.gateway.max_body_bytes)
             try:
                 await conn.run()
             finally:
@@ -138,16 +139,16 @@ async def _deny(ws: WebSocket, e: ApiError, request_id: str) -> None:
         log.debug("%s: a refusal to a client already gone dropped: %r", ROUTE, gone)
 
 
-def _request_scope(scope: Scope) -> dict[str, Any]:
+def _request_scope(scope: Scope, socket_id: str) -> dict[str, Any]:
     """The POST /v1/responses request each `response.create` becomes: the handshake's headers (its key, tenant,
-    location, residency, policy), JSON."""
+    location, residency, policy), JSON; its audit record names the socket's (routes.SOCKET)."""
     headers = [(k, v) for k, v in scope["headers"]
                if k.lower() not in _HOP and not k.lower().startswith(b"sec-websocket-")]
     return {"type": "http", "asgi": scope.get("asgi", {"version": "3.0"}), "http_version": "1.1", "method": "POST",
             "scheme": "https" if scope.get("scheme") == "wss" else "http", "path": "/v1/responses",
             "raw_path": b"/v1/responses", "root_path": scope.get("root_path", ""), "query_string": b"",
             "headers": headers, "client": scope.get("client"), "server": scope.get("server"),
-            "state": scope.get("state", {}), "extensions": {}}
+            "state": scope.get("state", {}), "extensions": {SOCKET: socket_id}}
 
 
 class _Connection:

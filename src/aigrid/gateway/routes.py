@@ -94,6 +94,9 @@ COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 Handler = Callable[[Request, Exchange], Awaitable[Response]]
 H_HEDGE = "x-aigrid-hedge"
+SOCKET = "aigrid.socket"
+"""The scope extension of a request made from a WebSocket's message (responses_socket.py): the socket's request id,
+in the request's audit record (`extra.socket`). Set by the gateway only: a server's extensions are not a client's."""
 
 
 def header_dict(request: Request) -> dict[str, str]:
@@ -139,6 +142,8 @@ class Audited:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ex = Exchange(self.route, time.time())
+        if (socket := scope.get("extensions", {}).get(SOCKET)) is not None:  # a response.create of a WebSocket
+            ex.notes["socket"] = socket
         hangup = ex.hangup = Hangup(receive, asyncio.current_task()) if self.watch else None
         request = Request(scope, receive if hangup is None else hangup.receive, send)
         if self.gw.tracing.enabled:
