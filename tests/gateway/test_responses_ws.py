@@ -255,6 +255,13 @@ def test_a_message_larger_than_the_http_body_limit_is_refused(tmp_path: Path) ->
             with pytest.raises(ConnectionClosed) as closed:
                 conn.recv_bytes()
             assert closed.value.sent is not None and closed.value.sent.code == 1009, closed.value
+        # compressed (permessage-deflate) small on the wire, the same once inflated: read no further
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses", additional_headers=TENANT,
+                                            compression="deflate", max_size=None) as raw:
+            raw.send(json.dumps({"type": "response.create", "model": MODEL, "input": "x" * (1 << 20)}))
+            with pytest.raises(ConnectionClosed) as inflated:
+                raw.recv(timeout=5)
+            assert inflated.value.rcvd is not None and inflated.value.rcvd.code == 1009, inflated.value
         assert sum(len(e.received) for e in grid.engines.values()) == 1  # nothing of the large ones was routed
         assert grid.until_records("WS /v1/responses", 1)[0]["extra"]["refused_events"] == 1
 
