@@ -181,3 +181,19 @@ def test_audit_keygen_leaves_no_half_pair_when_the_public_key_cannot_be_written(
     r = runner.invoke(app, [*args, "--public-key", str(tmp_path / "pubdir")])
     assert r.exit_code == 2 and not (tmp_path / "k.pem").exists(), r.output
     assert runner.invoke(app, [*args, "--public-key", str(tmp_path / "k.pub.pem")]).exit_code == 0
+
+
+def test_explain_of_a_request_id_says_it_is_no_decision_and_where_its_record_is(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused request's x-request-id is `req-...`: explain said only that the gateway keeps the most recent
+    decisions, as if it had been dropped; it never had one, and the audit log has its record."""
+    import httpx
+
+    gone = {"error": {"message": "no decision 'req-1' (the gateway keeps only the most recent decisions)",
+                      "type": "not_found_error", "param": "decision_id", "code": "not_found"}}
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: httpx.Response(404, json=gone))
+    r = runner.invoke(app, ["explain", "req-1"])
+    assert r.exit_code == 1 and "not a decision id" in r.output, r.output
+    assert "aigrid audit query --request-id req-1" in " ".join(r.output.split()), r.output
+    r = runner.invoke(app, ["explain", "dec-1"])  # a decision id that is gone: the gateway's word only
+    assert r.exit_code == 1 and "not a decision id" not in r.output, r.output

@@ -279,6 +279,11 @@ def explain(decision_id: str,
     if r.status_code != 200 or not isinstance(body, dict):
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
         message = message or f"{gateway} answered HTTP {r.status_code}, not a decision (is it an aigrid gateway?)"
+        if r.status_code == 404 and not decision_id.startswith("dec-"):
+            # x-request-id is a req- id when the gateway answered without routing (refused before it decided)
+            message += (f"; {decision_id} is not a decision id (they start with dec-): a request refused before "
+                        f"routing has none; read its audit record with `aigrid audit query --request-id "
+                        f"{decision_id}`")
         print_error(err_console, message)
         raise typer.Exit(1)
     if as_json:
