@@ -593,7 +593,10 @@ async def test_prompt_tokens_the_engine_read_from_its_cache_are_cache_reads(
     ({"tools": [{"name": "tags", "input_schema": {"type": "array", "items": {"type": "string"}}}]},
      "tools.0.input_schema", "should be 'object', not 'array'"),
     ({"tools": [{**WEATHER, "input_schema": {"type": "string"}}]}, "tools.0.input_schema", "should be 'object'"),
-], ids=["an empty stop sequence", "an empty one among others", "an array input", "a string input"])
+    # a server tool: pydantic's "Input should be 'custom'" did not say that the grid runs none
+    ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools.0.type",
+     "'web_search_20250305' is not served: this grid runs no Anthropic server tools"),
+], ids=["an empty stop sequence", "an empty one among others", "an array input", "a string input", "a server tool"])
 async def test_anthropics_own_checks_of_stop_sequences_and_input_schemas(
         claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], extra: dict, field: str, says: str) -> None:
     """Anthropic refuses an empty stop sequence and a tool whose input_schema is not an object. The gateway took

@@ -108,6 +108,17 @@ class ToolParam(_Open):
     description: str | None = None
     input_schema: dict[str, Any]
 
+    @field_validator("type", mode="before")
+    @classmethod
+    def _custom_only(cls, v: object) -> object:
+        """Anthropic's server tools (web_search_..., code_execution_..., bash_..., ...) run on Anthropic's servers:
+        said so, where pydantic's "Input should be 'custom'" left the caller guessing."""
+        if v is not None and v != "custom":
+            raise PydanticCustomError("server_tool", "{kind} is not served: this grid runs no Anthropic server tools "
+                                      "(web search, code execution, ...); send your own tools as custom tools (name, "
+                                      "description, input_schema)", {"kind": repr(v)})
+        return v
+
     @field_validator("input_schema")
     @classmethod
     def _object_schema(cls, v: dict[str, Any]) -> dict[str, Any]:
