@@ -111,7 +111,11 @@ async def test_the_anthropic_sdk_gets_anthropics_envelope_on_every_route(gateway
 async def test_residency_header_cannot_widen_tenant(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/chat/completions", json=CHAT,
                           headers={"x-aigrid-tenant": "eu-bank", "x-aigrid-residency": "US"})
-    assert_envelope(r, 403, "jurisdiction_not_allowed")
+    err = assert_envelope(r, 403, "jurisdiction_not_allowed")
+    # it named no field ("key anonymous may not send requests to jurisdictions ['US']", param null): now the
+    # header, the tenant and what it may use
+    assert err["param"] == "x-aigrid-residency", err
+    assert "tenant 'eu-bank'" in err["message"] and "may use EU" in err["message"], err
 
 
 async def test_unknown_decision_is_404(client: httpx.AsyncClient) -> None:

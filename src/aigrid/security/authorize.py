@@ -14,6 +14,11 @@ from aigrid.errors import PermissionDenied
 from aigrid.security.principal import Principal
 
 
+RESIDENCY_HEADER = "x-aigrid-residency"
+"""Where the jurisdictions authorize() checks come from: the request's own residency header (the gateway's
+request_info.H_RESIDENCY)."""
+
+
 def authorize(principal: Principal, model: str, *, jurisdictions: frozenset[str] | None = None,
               policy: str | None = None) -> None:
     scopes = principal.scopes
@@ -21,9 +26,10 @@ def authorize(principal: Principal, model: str, *, jurisdictions: frozenset[str]
         raise PermissionDenied(f"key {principal.key_id} may not use model '{model}'", param="model",
                                code="model_not_allowed")
     if jurisdictions is not None and scopes.jurisdictions is not None and not jurisdictions <= scopes.jurisdictions:
-        outside = sorted(jurisdictions - scopes.jurisdictions)
-        raise PermissionDenied(f"key {principal.key_id} may not send requests to jurisdictions {outside}",
-                               code="jurisdiction_not_allowed")
+        outside = ", ".join(sorted(jurisdictions - scopes.jurisdictions))
+        raise PermissionDenied(f"{RESIDENCY_HEADER}: tenant {principal.tenant!r} (key {principal.key_id}) may not "
+                               f"send requests to {outside}; it may use {', '.join(sorted(scopes.jurisdictions))}",
+                               param=RESIDENCY_HEADER, code="jurisdiction_not_allowed")
     if policy is not None and scopes.policy is not None and policy != scopes.policy:
         raise PermissionDenied(f"key {principal.key_id} is bound to policy '{scopes.policy}'",
                                code="policy_not_allowed")
