@@ -203,15 +203,15 @@ def test_old_files_and_batches_are_listed_and_downloadable(tmp_path: Path) -> No
         assert row is not None and row.principal["key_id"] == "0ebfd32a3efe"
 
     asyncio.run(read())
-    assert user_version(root / "index.sqlite3") == 1
+    assert user_version(root / "index.sqlite3") == 2  # migrated: the jurisdictions of its rows (batch_db._migrate)
 
 
 def test_a_batch_index_of_a_later_format_is_refused_in_one_line_and_left_as_it_is(tmp_path: Path) -> None:
-    root = _old_batches(tmp_path, version=2)
+    root = _old_batches(tmp_path, version=3)
     before = (root / "index.sqlite3").read_bytes()
     with pytest.raises(sqlite3.DatabaseError) as caught:  # Batches.start: error: gateway.batch.dir: ...
         asyncio.run(BatchStore(BatchDb(root)).list("acme", None, 10))
     message = str(caught.value)
     assert "\n" not in message
-    assert "newer aigrid (batch index format 2; this version writes 1)" in message and "index.sqlite3" in message
+    assert "newer aigrid (batch index format 3; this version writes 2)" in message and "index.sqlite3" in message
     assert (root / "index.sqlite3").read_bytes() == before

@@ -13,6 +13,14 @@ message saying so (the gateway does not start: `gateway.batch.dir: ...`), not re
 an older aigrid listed a newer one's Message Batches as OpenAI batches and their hidden files as the tenant's.
 A change of these tables, or of what a row's JSON means to a reader of the previous format, takes a new FORMAT
 and a migration here.
+
+Format 2 (the nineteenth session) adds `jurisdictions` to `files` and `batches`: the jurisdictions the key that
+made the row may use (a sorted JSON list; NULL: a key that may use every one), which decide which keys of the
+tenant see it (`visible_to`: docs/batches.md, "Where files live, and residency"). The migration (`_migrate`, in
+the one transaction that opens the index, so workers opening it together migrate it once) adds the columns and
+fills them where the index knows the maker: a batch from the key recorded with it (`principal`, its scopes), its
+output and error files (a message batch's requests too) from their batch. An upload of before has no record of
+its key: NULL, seen by the tenant's unrestricted keys only, never by a narrowed key it may not belong to.
 """
 
 from __future__ import annotations
@@ -24,20 +32,25 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import orjson
 
 T = TypeVar("T")
 DB_NAME = "index.sqlite3"
-FORMAT = 1
-"""The index's format (PRAGMA user_version): this version reads and writes 1 (0: before the stamp)."""
+FORMAT = 2
+"""The index's format (PRAGMA user_version): this version reads 0 to 2 and writes 2 (0: before the stamp; 1:
+without `jurisdictions`, added by `_migrate`)."""
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, purpose TEXT NOT NULL, filename TEXT NOT NULL,
-    bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER, path TEXT NOT NULL);
+    bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER, path TEXT NOT NULL,
+    jurisdictions TEXT);
 CREATE INDEX IF NOT EXISTS files_by_tenant ON files (tenant, created_at);
 CREATE TABLE IF NOT EXISTS batches (
     id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created_at INTEGER NOT NULL, status TEXT NOT NULL,
-    object TEXT NOT NULL, principal TEXT NOT NULL, headers TEXT NOT NULL, owner TEXT, heartbeat REAL);
+    object TEXT NOT NULL, principal TEXT NOT NULL, headers TEXT NOT NULL, owner TEXT, heartbeat REAL,
+    jurisdictions TEXT);
 CREATE INDEX IF NOT EXISTS batches_by_tenant ON batches (tenant, created_at);
 CREATE INDEX IF NOT EXISTS batches_by_status ON batches (status);
 """
@@ -79,15 +92,29 @@ class BatchDb:
 
     def _init(self) -> None:
         with closing(self._connect()) as db:
-            found = int(db.execute("PRAGMA user_version").fetchone()[0])
-            if found > FORMAT:
-                raise sqlite3.DatabaseError(
-                    f"{self.path}: written by a newer aigrid (batch index format {found}; this version writes "
-                    f"{FORMAT}): run that aigrid or a later one (the folder is left as it is)")
+            self._check_format(db)
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-            if found != FORMAT:  # a new index, or one written before the stamp (the same tables)
-                db.execute(f"PRAGMA user_version = {FORMAT}")
+            db.execute("BEGIN IMMEDIATE")  # the tables made or migrated once, whichever worker opens it first
+            try:
+                found = self._check_format(db)  # again, under the write lock
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                _migrate(db)
+                if found != FORMAT:  # a new index, or one of an earlier format (migrated above)
+                    db.execute(f"PRAGMA user_version = {FORMAT}")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    def _check_format(self, db: sqlite3.Connection) -> int:
+        found = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if found > FORMAT:
+            raise sqlite3.DatabaseError(
+                f"{self.path}: written by a newer aigrid (batch index format {found}; this version writes "
+                f"{FORMAT}): run that aigrid or a later one (the folder is left as it is)")
+        return found
 
     def _call(self, fn: Callable[[sqlite3.Connection], T], write: bool) -> T:
         self.create()
@@ -109,3 +136,51 @@ class BatchDb:
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """`fn` in one transaction that holds the database's write lock from its first read."""
         return await asyncio.to_thread(self._call, fn, True)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """An index of format 0 or 1: the `jurisdictions` columns added and filled where the index knows who made the
+    row (module docstring); nothing for an index that has them."""
+    added = False
+    for table in ("files", "batches"):
+        if "jurisdictions" not in {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN jurisdictions TEXT")
+            added = True
+    if not added:
+        return
+    for r in db.execute("SELECT id, tenant, object, principal FROM batches").fetchall():
+        try:
+            scopes = orjson.loads(r[3]).get("scopes") or {}
+            made_under = scopes.get("jurisdictions")
+            obj = orjson.loads(r[2])
+        except (orjson.JSONDecodeError, AttributeError):  # not written by aigrid: left to unrestricted keys
+            continue
+        if not isinstance(made_under, list):
+            continue
+        kept = encode(frozenset(str(j) for j in made_under))
+        made = [obj.get("output_file_id"), obj.get("error_file_id")]
+        if str(r[0]).startswith("msgbatch_"):  # its requests' file is the batch's own (an OpenAI batch's, an upload)
+            made.append(obj.get("input_file_id"))
+        db.execute("UPDATE batches SET jurisdictions = ? WHERE id = ?", (kept, r[0]))
+        db.executemany("UPDATE files SET jurisdictions = ? WHERE id = ? AND tenant = ? AND purpose != 'batch'",
+                       [(kept, fid, r[1]) for fid in made if isinstance(fid, str)])
+
+
+def encode(jurisdictions: frozenset[str] | None) -> str | None:
+    """A key's allowed jurisdictions as a row keeps them (None: every one)."""
+    return None if jurisdictions is None else orjson.dumps(sorted(jurisdictions)).decode()
+
+
+def decode(kept: str | None) -> frozenset[str] | None:
+    return None if kept is None else frozenset(orjson.loads(kept))
+
+
+def visible_to(allowed: frozenset[str] | None) -> tuple[str, tuple[Any, ...]]:
+    """The SQL condition (and its arguments) on a row of `files` or `batches` that a key allowed `allowed` may see:
+    every row for a key that may use every jurisdiction (None); else a row made by a key whose jurisdictions are
+    all among `allowed` (a row made by an unrestricted key, or an upload from before format 2, NULL: never)."""
+    if allowed is None:
+        return "1", ()
+    marks = ", ".join("?" * len(allowed))
+    return (f"(jurisdictions IS NOT NULL AND NOT EXISTS (SELECT 1 FROM json_each(jurisdictions) "
+            f"WHERE value NOT IN ({marks})))", tuple(sorted(allowed)))

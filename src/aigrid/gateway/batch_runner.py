@@ -20,7 +20,8 @@ and stops it. Every process of `aigrid up --workers N` has one, over the same SQ
 - **Statuses.** validating -> in_progress (claimed) -> finalizing -> completed; cancelling (POST .../cancel:
   no new line starts, running ones finish) -> cancelled; past `expires_at` (24 h after creation): no new
   line starts, the lines not run go to the error file as `batch_expired`, -> expired. The output and error
-  files are registered as files (purpose `batch_output`) when the batch ends, with what it did.
+  files are registered as files (purpose `batch_output`) when the batch ends, with what it did, made under the
+  jurisdictions of the batch's creator (StoredBatch.jurisdictions: the keys that see the batch see them).
 - **Shutdown** (`stop`): no new line starts, running ones get `drain_s` to finish and are stopped after it
   (their exchanges close: quota settled, audit record `cancelled`; they run again on resume), and every
   claim is released, so the batch resumes at the next start of any worker, from where it stopped.
@@ -137,12 +138,14 @@ class BatchRunner:
         run = self._runs[bid] = _Run(bid)
         run.task = asyncio.create_task(self._claim_and_run(run), name=f"aigrid-batch-{bid}")
 
-    async def cancel(self, bid: str, tenant: str, *, prefix: str) -> dict[str, Any] | None:
+    async def cancel(self, bid: str, tenant: str, *, prefix: str,
+                     allowed: frozenset[str] | None = None) -> dict[str, Any] | None:
         """The client's cancel (both batch APIs): a validating or in-progress batch moves to cancelling
         (start_cancelling, one transaction whichever process runs it); if this process runs it, no new line
         starts from now; if nobody does, this process ends it. The batch after (its status says whether the
-        cancel took), None: no such batch of the tenant."""
-        obj = await self.store.update(bid, start_cancelling(int(time.time())), tenant=tenant, prefix=prefix)
+        cancel took), None: no such batch of the tenant that a key allowed `allowed` may see."""
+        obj = await self.store.update(bid, start_cancelling(int(time.time())), tenant=tenant, prefix=prefix,
+                                      allowed=allowed)
         if obj is not None and obj["status"] == "cancelling":
             run = self._runs.get(bid)
             if run is not None:
@@ -386,7 +389,8 @@ class BatchRunner:
         after = row.obj.get("output_expires_after")
         expires = int(self.clock()) + int(after["seconds"]) if after else None
         purpose = "message_batch_output" if row.obj["endpoint"] == MESSAGES_PATH else "batch_output"
-        f = await self.files.register(row.tenant, path, path.name, purpose, size, expires)
+        f = await self.files.register(row.tenant, path, path.name, purpose, size, expires,
+                                      jurisdictions=row.jurisdictions)
         return f.id
 
     async def _fail(self, row: StoredBatch, code: str, message: str) -> None:

@@ -11,6 +11,10 @@ Two APIs keep their batches here, told apart by the id's prefix: OpenAI's Batch 
 batches_api.py) and Anthropic's Message Batches API (`msgbatch_...`, message_batches_api.py). One runner runs
 both; a tenant-scoped read or change (`get`, `list`, `update` with a tenant, `delete`) sees only the batches of
 the API that asks (`prefix`), so neither API lists, reads or cancels the other's.
+
+A row records the jurisdictions its creator's key may use (`jurisdictions`; None: every one), and a tenant-scoped
+read or change by a key narrowed to some jurisdictions (`allowed`) sees only the batches made by a key whose
+jurisdictions are all among its own (batch_db.visible_to): the others are not found, as another tenant's.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.gateway.batch_db import BatchDb
+from aigrid.gateway.batch_db import BatchDb, decode, encode, visible_to
 
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
 """Statuses a runner still has work for; every other one is final."""
@@ -41,11 +45,13 @@ class StoredBatch:
     principal: dict[str, Any]
     headers: dict[str, str]
     owner: str | None
+    jurisdictions: frozenset[str] | None = None
+    """Those its creator's key may use (None: every one): its output and error files are made under them."""
 
 
 def _row(r: sqlite3.Row) -> StoredBatch:
     return StoredBatch(r["id"], r["tenant"], orjson.loads(r["object"]), orjson.loads(r["principal"]),
-                       orjson.loads(r["headers"]), r["owner"])
+                       orjson.loads(r["headers"]), r["owner"], decode(r["jurisdictions"]))
 
 
 Mutate = Callable[[dict[str, Any]], bool]
@@ -57,20 +63,26 @@ class BatchStore:
         self.db = db
 
     async def create(self, tenant: str, obj: dict[str, Any], principal: dict[str, Any],
-                     headers: dict[str, str]) -> None:
+                     headers: dict[str, str], *, jurisdictions: frozenset[str] | None = None) -> None:
+        """The batch's row, made under `jurisdictions` (its creator's allowed ones; None: every one)."""
         def insert(db: sqlite3.Connection) -> None:
-            db.execute("INSERT INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+            db.execute("INSERT INTO batches (id, tenant, created_at, status, object, principal, headers, owner, "
+                       "heartbeat, jurisdictions) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
                        (obj["id"], tenant, obj["created_at"], obj["status"], orjson.dumps(obj).decode(),
-                        orjson.dumps(principal).decode(), orjson.dumps(headers).decode()))
+                        orjson.dumps(principal).decode(), orjson.dumps(headers).decode(), encode(jurisdictions)))
 
         await self.db.write(insert)
 
-    async def get(self, tenant: str, bid: str, *, prefix: str = OPENAI_PREFIX) -> dict[str, Any] | None:
+    async def get(self, tenant: str, bid: str, *, prefix: str = OPENAI_PREFIX,
+                  allowed: frozenset[str] | None = None) -> dict[str, Any] | None:
+        """The tenant's batch of the API `prefix`, if a key allowed the jurisdictions `allowed` may see it."""
         if not bid.startswith(prefix):
             return None
+        seen, seen_args = visible_to(allowed)
 
         def find(db: sqlite3.Connection) -> dict[str, Any] | None:
-            r = db.execute("SELECT object FROM batches WHERE id = ? AND tenant = ?", (bid, tenant)).fetchone()
+            r = db.execute(f"SELECT object FROM batches WHERE id = ? AND tenant = ? AND {seen}",
+                           (bid, tenant, *seen_args)).fetchone()
             return None if r is None else orjson.loads(r["object"])
 
         return await self.db.read(find)
@@ -83,13 +95,16 @@ class BatchStore:
         return await self.db.read(find)
 
     async def list(self, tenant: str, after: str | None, limit: int, *, before: str | None = None,
-                   prefix: str = OPENAI_PREFIX) -> tuple[list[dict[str, Any]], bool] | None:
-        """A page of the tenant's batches, newest first, and whether more follow: the `limit` older than
-        `after`, or the `limit` newer than `before` (Anthropic's `before_id`); None: no such batch."""
-        mine = "tenant = ? AND id GLOB ?"
+                   prefix: str = OPENAI_PREFIX,
+                   allowed: frozenset[str] | None = None) -> tuple[list[dict[str, Any]], bool] | None:
+        """A page of the tenant's batches a key allowed `allowed` may see, newest first, and whether more follow:
+        the `limit` older than `after`, or the `limit` newer than `before` (Anthropic's `before_id`); None: no
+        such batch."""
+        seen, seen_args = visible_to(allowed)
+        mine = f"tenant = ? AND id GLOB ? AND {seen}"
 
         def page(db: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool] | None:
-            args: tuple[Any, ...] = (tenant, prefix + "*")
+            args: tuple[Any, ...] = (tenant, prefix + "*", *seen_args)
             cursor = after if after is not None else before
             if cursor is None:
                 rows = db.execute(f"SELECT object FROM batches WHERE {mine} ORDER BY created_at DESC, rowid DESC "
@@ -115,15 +130,16 @@ class BatchStore:
         return await self.db.read(page)
 
     async def update(self, bid: str, mutate: Mutate, tenant: str | None = None, *,
-                     prefix: str = OPENAI_PREFIX) -> dict[str, Any] | None:
+                     prefix: str = OPENAI_PREFIX, allowed: frozenset[str] | None = None) -> dict[str, Any] | None:
         """Read, change and write the Batch object in one transaction (a cancel from any process and the
         runner's progress never overwrite each other); the object after, or None when there is none (with a
-        `tenant`: none of that tenant's of the API `prefix`)."""
+        `tenant`: none of that tenant's of the API `prefix` that a key allowed `allowed` may see)."""
         if tenant is not None and not bid.startswith(prefix):
             return None
+        seen, seen_args = visible_to(allowed)
 
         def change(db: sqlite3.Connection) -> dict[str, Any] | None:
-            r = db.execute("SELECT object, tenant FROM batches WHERE id = ?", (bid,)).fetchone()
+            r = db.execute(f"SELECT object, tenant FROM batches WHERE id = ? AND {seen}", (bid, *seen_args)).fetchone()
             if r is None or (tenant is not None and r["tenant"] != tenant):
                 return None
             obj = orjson.loads(r["object"])
@@ -134,13 +150,17 @@ class BatchStore:
 
         return await self.db.write(change)
 
-    async def delete(self, tenant: str, bid: str, *, prefix: str = OPENAI_PREFIX) -> dict[str, Any] | None:
-        """The tenant's batch as found, deleted when it has ended (FINAL); None when there is none."""
+    async def delete(self, tenant: str, bid: str, *, prefix: str = OPENAI_PREFIX,
+                     allowed: frozenset[str] | None = None) -> dict[str, Any] | None:
+        """The tenant's batch as found, deleted when it has ended (FINAL); None when there is none that a key
+        allowed `allowed` may see."""
         if not bid.startswith(prefix):
             return None
+        seen, seen_args = visible_to(allowed)
 
         def remove(db: sqlite3.Connection) -> dict[str, Any] | None:
-            r = db.execute("SELECT object FROM batches WHERE id = ? AND tenant = ?", (bid, tenant)).fetchone()
+            r = db.execute(f"SELECT object FROM batches WHERE id = ? AND tenant = ? AND {seen}",
+                           (bid, tenant, *seen_args)).fetchone()
             if r is None:
                 return None
             obj: dict[str, Any] = orjson.loads(r["object"])

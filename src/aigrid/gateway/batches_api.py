@@ -10,8 +10,10 @@ process claims it (this one, at once: batch_runner.py), then runs each line thro
 creator at urgency `batch` (batch_line.py). Cancel marks it `cancelling` (any worker; the process running
 it stops starting lines, lets the running ones finish, then it is `cancelled` with what was done).
 
-Every route is authenticated, tenant-scoped (another tenant's batch is a 404) and audited (routes.Audited:
-one record with the route and outcome, the ids, never the file's text). docs/batches.md.
+Every route is authenticated, tenant-scoped (another tenant's batch is a 404), residency-scoped (a batch, or an
+input file, made by a key whose jurisdictions are not all among the caller's is a 404 too, left out of the list;
+a batch and its output and error files are made under its creator's jurisdictions: batch_store.py) and audited
+(routes.Audited: one record with the route and outcome, the ids, never the file's text). docs/batches.md.
 """
 
 from __future__ import annotations
@@ -95,7 +97,7 @@ class BatchesApi:
                                  f"{', '.join(ENDPOINTS)}", param="endpoint")
         bid, created = "batch_" + os.urandom(12).hex(), int(time.time())
         ex.body = {"batch_id": bid, "input_file_id": req.input_file_id, "endpoint": req.endpoint}
-        found = await self.files.get(caller.tenant, req.input_file_id)
+        found = await self.files.get(caller.tenant, req.input_file_id, allowed=caller.scopes.jurisdictions)
         if found is None:
             raise NotFound(f"input_file_id: no file {req.input_file_id!r}", param="input_file_id")
         if found.purpose != "batch":
@@ -114,20 +116,21 @@ class BatchesApi:
         if checked.errors:
             obj.update(failed_at=created, errors={"object": "list", "data": checked.errors})
         kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
-        await self.store.create(caller.tenant, obj, caller_record(caller), kept)
+        await self.store.create(caller.tenant, obj, caller_record(caller), kept,
+                                jurisdictions=caller.scopes.jurisdictions)
         if not checked.errors:
             self.runner.submit(bid)
         return json_response(obj)
 
-    async def _found(self, request: Request, ex: Exchange) -> tuple[str, str]:
-        tenant = (await self._caller(request, ex))[0].tenant
+    async def _found(self, request: Request, ex: Exchange) -> tuple[Principal, str]:
+        caller = (await self._caller(request, ex))[0]
         bid = request.path_params["batch_id"]
         ex.body = {"batch_id": bid}
-        return tenant, bid
+        return caller, bid
 
     async def get(self, request: Request, ex: Exchange) -> Response:
-        tenant, bid = await self._found(request, ex)
-        obj = await self.store.get(tenant, bid)
+        caller, bid = await self._found(request, ex)
+        obj = await self.store.get(caller.tenant, bid, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"no batch {bid!r}", param="batch_id")
         return json_response(obj)
@@ -135,8 +138,8 @@ class BatchesApi:
     async def cancel(self, request: Request, ex: Exchange) -> Response:
         """validating or in_progress -> cancelling (the running lines finish, then cancelled); cancelling or
         cancelled: returned as it is; any other status is a 400 naming batch_id."""
-        tenant, bid = await self._found(request, ex)
-        obj = await self.runner.cancel(bid, tenant, prefix=OPENAI_PREFIX)
+        caller, bid = await self._found(request, ex)
+        obj = await self.runner.cancel(bid, caller.tenant, prefix=OPENAI_PREFIX, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"no batch {bid!r}", param="batch_id")
         if obj["status"] not in ("cancelling", "cancelled"):
@@ -145,9 +148,9 @@ class BatchesApi:
         return json_response(obj)
 
     async def list(self, request: Request, ex: Exchange) -> Response:
-        tenant = (await self._caller(request, ex))[0].tenant  # who asks first: no query checked for nobody
+        caller = (await self._caller(request, ex))[0]  # who asks first: no query checked for nobody
         q = page_query(request.query_params, max_limit=MAX_LIST, ordered=False)  # newest first, no `order` (OpenAI's)
-        page = await self.store.list(tenant, q.after, q.limit)
+        page = await self.store.list(caller.tenant, q.after, q.limit, allowed=caller.scopes.jurisdictions)
         if page is None:
             raise InvalidRequest(f"after: no batch {q.after!r}", param="after")
         data, more = page

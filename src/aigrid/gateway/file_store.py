@@ -3,7 +3,11 @@
 Each file's bytes are a plain file on the local disk of the machine that runs the gateway, under
 `gateway.batch.dir`/<tenant>/ (a tenant name that is not a plain identifier becomes `t-` and a hash of it);
 its metadata is a row of the SQLite index (batch_db.py), so every worker process on the machine sees it.
-Every read is scoped by tenant: another tenant's file is not found. A file given an expiry
+Every read is scoped by tenant: another tenant's file is not found. Within the tenant, by residency: each file
+records the jurisdictions of the key that made it (`jurisdictions`: the uploader's, a batch's creator's for its
+results; None: a key that may use every one), and a key narrowed to some jurisdictions finds only the files made
+by a key whose jurisdictions are all among its own (`allowed`: batch_db.visible_to); the others are not found,
+as another tenant's. A file given an expiry
 (`expires_after`) is not found once it has passed, and its bytes are deleted by the batch runner's sweep.
 
 The files of Anthropic's message batches (their requests, results: message_batches_api.py) are kept here too,
@@ -47,7 +51,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from aigrid.errors import InsufficientStorage, InvalidRequest
-from aigrid.gateway.batch_db import BatchDb
+from aigrid.gateway.batch_db import BatchDb, decode, encode, visible_to
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HIDDEN = ("message_batch", "message_batch_output")
@@ -66,6 +70,8 @@ class StoredFile:
     expires_at: int | None
     path: str
     """Relative to the store's root."""
+    jurisdictions: frozenset[str] | None = None
+    """The jurisdictions of the key that made it (None: every one, or an upload from before they were kept)."""
 
     def to_object(self) -> dict[str, Any]:
         """OpenAI's File object."""
@@ -96,7 +102,7 @@ def tenant_folder(tenant: str) -> str:
 
 def _row(r: sqlite3.Row) -> StoredFile:
     return StoredFile(r["id"], r["tenant"], r["purpose"], r["filename"], r["bytes"], r["created_at"],
-                      r["expires_at"], r["path"])
+                      r["expires_at"], r["path"], decode(r["jurisdictions"]))
 
 
 log = logging.getLogger("aigrid.batches")
@@ -240,8 +246,9 @@ class FileStore:
 
     async def add(self, tenant: str, filename: str, purpose: str, src: IO[bytes],
                   expires_at: int | None = None, *, param: str = "file",
-                  reservation: Reservation | None = None) -> StoredFile:
-        """Copy `src` (read from its start) into the tenant's folder and index it; StorageFull naming `param` when
+                  reservation: Reservation | None = None, jurisdictions: frozenset[str] | None = None) -> StoredFile:
+        """Copy `src` (read from its start) into the tenant's folder and index it, made under `jurisdictions` (its
+        maker's allowed ones; None: every one); StorageFull naming `param` when
         the tenant's files would hold more than its storage quota (checked before the copy, unless `reservation`
         holds its room, and again, atomically, with the row's insert, which takes the reservation's place: the
         copy is deleted then)."""
@@ -264,7 +271,7 @@ class FileStore:
             return size
 
         size = await asyncio.to_thread(copy)
-        stored = StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel)
+        stored = StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel, jurisdictions)
         try:
             return await self._index(stored, limit, param, reservation)
         except StorageFull:  # refused: the bytes go with the row that was not written
@@ -284,11 +291,12 @@ class FileStore:
         _refuse_past(limit, held, size, param)
 
     async def register(self, tenant: str, path: Path, filename: str, purpose: str, size: int,
-                       expires_at: int | None = None) -> StoredFile:
-        """A file the gateway wrote itself under the tenant's folder (a batch's output), indexed as is."""
+                       expires_at: int | None = None, *, jurisdictions: frozenset[str] | None = None) -> StoredFile:
+        """A file the gateway wrote itself under the tenant's folder (a batch's output, made under its creator's
+        `jurisdictions`), indexed as is."""
         rel = path.relative_to(self.root).as_posix()
         return await self._index(StoredFile(new_file_id(), tenant, purpose, filename, size, int(time.time()),
-                                            expires_at, rel))
+                                            expires_at, rel, jurisdictions))
 
     async def _index(self, f: StoredFile, limit: StorageLimit | None = None, param: str = "file",
                      reservation: Reservation | None = None) -> StoredFile:
@@ -302,32 +310,39 @@ class FileStore:
                 db.execute("DELETE FROM upload_reservations WHERE id = ?", (reservation.id,))
             if limit is not None:
                 _refuse_past(limit, _held(db, f.tenant), f.bytes, param)
-            db.execute("INSERT INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (f.id, f.tenant, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at, f.path))
+            db.execute("INSERT INTO files (id, tenant, purpose, filename, bytes, created_at, expires_at, path, "
+                       "jurisdictions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (f.id, f.tenant, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at, f.path,
+                        encode(f.jurisdictions)))
 
         await self.db.write(insert)
         return f
 
-    async def get(self, tenant: str, fid: str, *, hidden: bool = False) -> StoredFile | None:
-        """The tenant's file (`hidden`: a message batch's file too)."""
+    async def get(self, tenant: str, fid: str, *, hidden: bool = False,
+                  allowed: frozenset[str] | None = None) -> StoredFile | None:
+        """The tenant's file (`hidden`: a message batch's file too) if a key allowed the jurisdictions `allowed`
+        (None: every one) may see it."""
         visible = "" if hidden else f" AND {_VISIBLE}"
+        seen, seen_args = visible_to(allowed)
 
         def find(db: sqlite3.Connection) -> StoredFile | None:
-            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ? AND {_LIVE}{visible}",
-                           (fid, tenant, int(time.time()))).fetchone()
+            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ? AND {_LIVE}{visible} AND {seen}",
+                           (fid, tenant, int(time.time()), *seen_args)).fetchone()
             return None if r is None else _row(r)
 
         return await self.db.read(find)
 
     async def list(self, tenant: str, *, purpose: str | None, after: str | None, limit: int,
-                   ascending: bool) -> tuple[list[StoredFile], bool] | None:
-        """A page of the tenant's files by creation time, and whether more follow; None: no file `after`. The
-        database returns the page itself (limit + 1 rows after the cursor), never all the tenant's files."""
-        mine = f"tenant = ? AND {_LIVE} AND {_VISIBLE} AND (? IS NULL OR purpose = ?)"
+                   ascending: bool, allowed: frozenset[str] | None = None) -> tuple[list[StoredFile], bool] | None:
+        """A page of the tenant's files a key allowed `allowed` may see, by creation time, and whether more follow;
+        None: no such file `after`. The database returns the page itself (limit + 1 rows after the cursor), never
+        all the tenant's files."""
+        seen, seen_args = visible_to(allowed)
+        mine = f"tenant = ? AND {_LIVE} AND {_VISIBLE} AND (? IS NULL OR purpose = ?) AND {seen}"
         way, past = ("ASC", ">") if ascending else ("DESC", "<")
 
         def page(db: sqlite3.Connection) -> tuple[list[StoredFile], bool] | None:
-            args: tuple[Any, ...] = (tenant, int(time.time()), purpose, purpose)
+            args: tuple[Any, ...] = (tenant, int(time.time()), purpose, purpose, *seen_args)
             cursor = ""
             if after is not None:
                 r = db.execute(f"SELECT created_at, rowid FROM files WHERE id = ? AND {mine}", (after, *args)).fetchone()
@@ -341,13 +356,16 @@ class FileStore:
 
         return await self.db.read(page)
 
-    async def delete(self, tenant: str, fid: str, *, hidden: bool = False) -> StoredFile | None:
-        """The file's row removed and its bytes deleted; None when the tenant has no such file (`hidden`: a
-        message batch's file too)."""
+    async def delete(self, tenant: str, fid: str, *, hidden: bool = False,
+                     allowed: frozenset[str] | None = None) -> StoredFile | None:
+        """The file's row removed and its bytes deleted; None when the tenant has no such file that a key allowed
+        `allowed` may see (`hidden`: a message batch's file too)."""
         visible = "" if hidden else f" AND {_VISIBLE}"
+        seen, seen_args = visible_to(allowed)
 
         def remove(db: sqlite3.Connection) -> StoredFile | None:
-            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ?{visible}", (fid, tenant)).fetchone()
+            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ?{visible} AND {seen}",
+                           (fid, tenant, *seen_args)).fetchone()
             if r is None:
                 return None
             db.execute("DELETE FROM files WHERE id = ?", (fid,))

@@ -8,7 +8,9 @@ before the rest is read; so is one past what the tenant's storage quota leaves (
 that room held for it while it arrives (file_store.FileStore.reserve), so that uploads side by side cannot
 together bring more. Files live on the local disk of the machine running the gateway (file_store.py;
 docs/batches.md, "Where files live"). Every route is authenticated, tenant-scoped (another tenant's file is a
-404) and audited (routes.Audited: one record with the route, tenant and outcome; ids and sizes, never content).
+404), residency-scoped (a file made by a key whose jurisdictions are not all among the caller's, or by an
+unrestricted key when the caller is narrowed, is a 404 too and is left out of the list: file_store.py) and
+audited (routes.Audited: one record with the route, tenant and outcome; ids and sizes, never content).
 Anthropic's Files API, on the same paths, is not served: a caller that sends `anthropic-version` (the Anthropic
 SDK's `client.files`) gets Anthropic's 404 `not_found_error`, never OpenAI's batch files.
 """
@@ -91,7 +93,8 @@ class FilesApi:
         return principal
 
     async def upload(self, request: Request, ex: Exchange) -> Response:
-        tenant = (await self._caller(request, ex)).tenant
+        caller = await self._caller(request, ex)
+        tenant = caller.tenant
         limit = self.max_bytes + FORM_SLACK
         declared = plain_int(request.headers.get("content-length", ""))
         if declared is not None and declared > limit:
@@ -106,15 +109,16 @@ class FilesApi:
         held = await self.files.reserve(tenant, "file", most, max((declared or 0) - FORM_SLACK, 0),
                                         deadline + RESERVE_SLACK_S)
         try:
-            return await self._receive(request, ex, tenant, held, deadline)
+            return await self._receive(request, ex, caller, held, deadline)
         finally:
             if held is not None:
                 await self.files.release(held)
 
-    async def _receive(self, request: Request, ex: Exchange, tenant: str, held: Reservation | None,
+    async def _receive(self, request: Request, ex: Exchange, caller: Principal, held: Reservation | None,
                        deadline: float) -> Response:
         """The upload read within its room (`held`, else max_file_bytes): refused as soon as more arrives, 413
-        past max_file_bytes, 400 storage_quota_exceeded past what the tenant's quota left."""
+        past max_file_bytes, 400 storage_quota_exceeded past what the tenant's quota left. Kept as made under the
+        caller's jurisdictions."""
         room = self.max_bytes if held is None else held.bytes
         by_quota = held if held is not None and held.quota else None
         refused = by_quota.full("file") if by_quota is not None else self._too_large()
@@ -132,7 +136,8 @@ class FilesApi:
             if upload.size is not None and upload.size > room:
                 raise by_quota.full("file", upload.size) if by_quota is not None else self._too_large(upload.size)
             name = (upload.filename or "upload.jsonl")[:255]
-            stored = await self.files.add(tenant, name, purpose, upload.file, expires_at, reservation=held)
+            stored = await self.files.add(caller.tenant, name, purpose, upload.file, expires_at, reservation=held,
+                                          jurisdictions=caller.scopes.jurisdictions)
         finally:
             await form.close()
         ex.body = {"file_id": stored.id, "filename": stored.filename, "bytes": stored.bytes, "purpose": purpose}
@@ -169,21 +174,25 @@ class FilesApi:
                                  param="expires_after.seconds")
         return upload, purpose, int(time.time()) + after
 
-    async def _found(self, request: Request, ex: Exchange, *, heavy: bool = False) -> StoredFile:
-        tenant = (await self._caller(request, ex, heavy=heavy)).tenant
+    async def _found(self, request: Request, ex: Exchange, *,
+                     heavy: bool = False) -> tuple[StoredFile, frozenset[str] | None]:
+        """The file of the path, if the caller may see it (404 otherwise, as a missing one), and the caller's
+        allowed jurisdictions."""
+        caller = await self._caller(request, ex, heavy=heavy)
+        allowed = caller.scopes.jurisdictions
         fid = request.path_params["file_id"]
         ex.body = {"file_id": fid}
-        found = await self.files.get(tenant, fid)
+        found = await self.files.get(caller.tenant, fid, allowed=allowed)
         if found is None:
             raise NotFound(f"no file {fid!r}", param="file_id")
-        return found
+        return found, allowed
 
     async def get(self, request: Request, ex: Exchange) -> Response:
-        return json_response((await self._found(request, ex)).to_object())
+        return json_response((await self._found(request, ex))[0].to_object())
 
     async def content(self, request: Request, ex: Exchange) -> Response:
         """The file's bytes (up to max_file_bytes): one request against requests per minute, unlike a poll."""
-        found = await self._found(request, ex, heavy=True)
+        found = (await self._found(request, ex, heavy=True))[0]
         path = self.files.disk_path(found)
         if not await asyncio.to_thread(path.exists):
             raise NotFound(f"no file {found.id!r}", param="file_id")
@@ -194,20 +203,22 @@ class FilesApi:
         return FileResponse(path, media_type="application/octet-stream", filename=saved)
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
-        found = await self._found(request, ex)
+        found, allowed = await self._found(request, ex)
         user = await self.batches.uses_file(found.tenant, found.id)
         if user is not None:
-            raise InvalidRequest(f"file_id: {found.id!r} is the input of batch {user!r}, which has not ended; cancel "
+            # the batch named only to a key that may see it (an unrestricted key may run one on a narrowed key's file)
+            named = f"batch {user!r}" if await self.batches.get(found.tenant, user, allowed=allowed) else "a batch"
+            raise InvalidRequest(f"file_id: {found.id!r} is the input of {named}, which has not ended; cancel "
                                  "it first (POST /v1/batches/{batch_id}/cancel)", param="file_id")
-        await self.files.delete(found.tenant, found.id)
+        await self.files.delete(found.tenant, found.id, allowed=allowed)
         return json_response({"id": found.id, "object": "file", "deleted": True})
 
     async def list(self, request: Request, ex: Exchange) -> Response:
-        tenant = (await self._caller(request, ex)).tenant  # who asks first: no query checked for nobody
+        caller = await self._caller(request, ex)  # who asks first: no query checked for nobody
         query = request.query_params
         q = page_query(query, default_limit=MAX_LIST, max_limit=MAX_LIST)
-        page = await self.files.list(tenant, purpose=query.get("purpose"), after=q.after, limit=q.limit,
-                                     ascending=q.ascending)
+        page = await self.files.list(caller.tenant, purpose=query.get("purpose"), after=q.after, limit=q.limit,
+                                     ascending=q.ascending, allowed=caller.scopes.jurisdictions)
         if page is None:
             raise InvalidRequest(f"after: no file {q.after!r}", param="after")
         data, more = page

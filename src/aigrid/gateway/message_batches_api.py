@@ -11,8 +11,10 @@ results (JSONL of `{custom_id, result: {type: succeeded | errored | canceled | e
 
 The row keeps OpenAI's Batch object, which the runner updates; it is shown as Anthropic's MessageBatch
 (`message_batch`). Every route is authenticated (x-api-key or a bearer key), tenant-scoped (another
-tenant's batch, or an OpenAI batch: 404 not_found_error) and audited (routes.Audited); errors leave in
-Anthropic's shape (envelope.py, by path). docs/messages-api.md, "Message Batches".
+tenant's batch, or an OpenAI batch: 404 not_found_error), residency-scoped (a batch made by a key whose
+jurisdictions are not all among the caller's: 404 not_found_error too, left out of the list; its requests and
+results are made under its creator's jurisdictions: batch_store.py) and audited (routes.Audited); errors leave
+in Anthropic's shape (envelope.py, by path). docs/messages-api.md, "Message Batches".
 """
 
 from __future__ import annotations
@@ -160,7 +162,8 @@ class MessageBatchesApi:
                 bid, created = PREFIX + os.urandom(12).hex(), int(time.time())
                 ex.body = {"batch_id": bid, "requests": count}
                 stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", lines,
-                                              param="requests", reservation=held)
+                                              param="requests", reservation=held,
+                                              jurisdictions=caller.scopes.jurisdictions)
         finally:
             if held is not None:
                 await self.files.release(held)
@@ -168,7 +171,8 @@ class MessageBatchesApi:
                            model=None, total=count)
         obj["request_counts"]["expired"] = 0
         kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
-        await self.store.create(caller.tenant, obj, caller_record(caller), kept)
+        await self.store.create(caller.tenant, obj, caller_record(caller), kept,
+                                jurisdictions=caller.scopes.jurisdictions)
         self.runner.submit(bid)
         return json_response(message_batch(obj, self._base(request)))
 
@@ -262,31 +266,34 @@ class MessageBatchesApi:
             raise InvalidRequest(f"{field}: {e.message}", param=field) from e
 
     # --- read, list -------------------------------------------------------------------------------------------
-    async def _named(self, request: Request, ex: Exchange, *, heavy: bool = False) -> tuple[str, str]:
-        """(the caller's tenant, the batch id of the path), the id noted on the exchange for its record."""
-        tenant = (await self._caller(request, ex, heavy=heavy))[0].tenant
+    async def _named(self, request: Request, ex: Exchange, *, heavy: bool = False) -> tuple[Principal, str]:
+        """(the caller, the batch id of the path), the id noted on the exchange for its record."""
+        caller = (await self._caller(request, ex, heavy=heavy))[0]
         bid = request.path_params["message_batch_id"]
         ex.body = {"batch_id": bid}
-        return tenant, bid
+        return caller, bid
 
-    async def _found(self, request: Request, ex: Exchange, *, heavy: bool = False) -> tuple[str, dict[str, Any]]:
-        tenant, bid = await self._named(request, ex, heavy=heavy)
-        obj = await self.store.get(tenant, bid, prefix=PREFIX)
+    async def _found(self, request: Request, ex: Exchange, *,
+                     heavy: bool = False) -> tuple[Principal, dict[str, Any]]:
+        """The batch of the path, if the caller may see it (else 404, as a missing one)."""
+        caller, bid = await self._named(request, ex, heavy=heavy)
+        obj = await self.store.get(caller.tenant, bid, prefix=PREFIX, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {bid!r}", param="message_batch_id")
-        return tenant, obj
+        return caller, obj
 
     async def get(self, request: Request, ex: Exchange) -> Response:
         return json_response(message_batch((await self._found(request, ex))[1], self._base(request)))
 
     async def list(self, request: Request, ex: Exchange) -> Response:
-        tenant = (await self._caller(request, ex))[0].tenant  # who asks first: no query checked for nobody
+        caller = (await self._caller(request, ex))[0]  # who asks first: no query checked for nobody
         query = request.query_params
         limit = page_query(query, max_limit=MAX_LIST, ordered=False).limit  # newest first, by after_id or before_id
         after, before = query.get("after_id"), query.get("before_id")
         if after is not None and before is not None:
             raise InvalidRequest("after_id: give after_id or before_id, not both", param="after_id")
-        page = await self.store.list(tenant, after, limit, before=before, prefix=PREFIX)
+        page = await self.store.list(caller.tenant, after, limit, before=before, prefix=PREFIX,
+                                     allowed=caller.scopes.jurisdictions)
         if page is None:
             name = "after_id" if after is not None else "before_id"
             raise InvalidRequest(f"{name}: no message batch {after or before!r}", param=name)
@@ -299,8 +306,8 @@ class MessageBatchesApi:
     async def cancel(self, request: Request, ex: Exchange) -> Response:
         """in_progress -> canceling (the running requests finish, the others end canceled); canceling or
         canceled: returned as it is; a batch that ended otherwise: 400."""
-        tenant, found = await self._found(request, ex)
-        obj = await self.runner.cancel(found["id"], tenant, prefix=PREFIX)
+        caller, found = await self._found(request, ex)
+        obj = await self.runner.cancel(found["id"], caller.tenant, prefix=PREFIX, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {found['id']!r}", param="message_batch_id")
         if obj["status"] not in ("cancelling", "cancelled"):
@@ -310,8 +317,9 @@ class MessageBatchesApi:
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         """An ended batch, its requests and results are deleted; one still processing: 400 (cancel it first)."""
-        tenant, bid = await self._named(request, ex)
-        obj = await self.store.delete(tenant, bid, prefix=PREFIX)
+        caller, bid = await self._named(request, ex)
+        tenant = caller.tenant
+        obj = await self.store.delete(tenant, bid, prefix=PREFIX, allowed=caller.scopes.jurisdictions)
         if obj is None:
             raise NotFound(f"message_batch_id: no message batch {bid!r}", param="message_batch_id")
         if obj["status"] not in FINAL:
@@ -326,7 +334,8 @@ class MessageBatchesApi:
     async def results(self, request: Request, ex: Exchange) -> Response:
         """Every line of the batch's output and error files parsed and written again (up to max_file_bytes each):
         one request against requests per minute, unlike a poll."""
-        tenant, obj = await self._found(request, ex, heavy=True)
+        caller, obj = await self._found(request, ex, heavy=True)
+        tenant = caller.tenant
         if obj["status"] not in FINAL:
             raise InvalidRequest(f"message_batch_id: {obj['id']!r} is still processing; its results are ready once "
                                  "processing_status is ended (results_url)", param="message_batch_id")

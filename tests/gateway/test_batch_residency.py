@@ -1,0 +1,251 @@
+"""Files, batches and message batches stay with the keys that may use the jurisdictions they were made under.
+
+Their rows carried no jurisdiction: any key of the tenant, whatever jurisdictions it was narrowed to, listed, read
+and downloaded the tenant's files, the batches' output and error files and a message batch's results, cancelled
+and deleted its batches, and ran a batch on its files (5 Dec 2026: a US-only key read the results of an EU-only
+key's batch served in the EU). Now each records its maker's allowed jurisdictions (an upload: the uploader's; a
+batch, its output and error files, a message batch and its requests and results: the creator's; None for a key
+that may use every one), and a key narrowed to some jurisdictions sees only what was made by a key whose
+jurisdictions are all among its own: the others are a 404 like a missing id, in each API's own envelope, and are
+left out of its lists. An unrestricted key sees all of its tenant's; what it made is seen by unrestricted keys only.
+An index written before (format 1, without the column) opens, keeps working, and its batches take their creator's
+jurisdictions from the key recorded with them (an upload of before: unrestricted keys only)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import orjson
+import pytest
+
+from aigrid.gateway.app import Gateway, build_app
+from aigrid.gateway.batch_db import BatchDb
+from aigrid.gateway.batch_store import BatchStore
+from aigrid.gateway.file_store import FileStore
+from aigrid.security.keys import KeyRing
+from aigrid.security.principal import Scopes
+from tests.gateway.sdk_clients import anthropic_client, openai_client
+from tests.gateway.test_batches import (
+    CHAT,
+    Gated,
+    batch_spec,
+    engines_for,
+    jsonl,
+    line,
+    started,
+    stopped,
+    until,
+)
+from tests.gateway.test_message_batches import req, results, until_ended
+
+SECRET = "batch-residency-secret-0123456789"
+FRANKFURT = {"x-aigrid-client-location": "Frankfurt"}
+
+
+@dataclass
+class Keys:
+    eu: str
+    us: str
+    full: str
+
+
+@pytest.fixture
+async def keyed(tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Gateway, Keys, dict[str, Gated]]]:
+    """Keys enforced; tenant default with a key narrowed to the EU, one to the US and one for every jurisdiction."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    ring = KeyRing(SECRET.encode())
+    eu, us = (ring.issue("default", Scopes(jurisdictions=frozenset({j}))) for j in ("EU", "US"))
+    full = ring.issue("default")
+    ring.save(tmp_path / "keys.json")
+    spec = batch_spec(tmp_path)
+    engines: dict[str, Gated] = engines_for(tmp_path)
+    gw = await started(spec.model_copy(update={"security": spec.security.model_copy(update={"enforce": True})}),
+                       engines)
+    try:
+        yield gw, Keys(eu.api_key, us.api_key, full.api_key), engines
+    finally:
+        for e in engines.values():
+            e.gate.set()
+        await stopped(gw)
+
+
+def oai(gw: Gateway, key: str) -> openai.AsyncOpenAI:
+    return openai_client(build_app(gw)).with_options(api_key=key, default_headers=FRANKFURT)
+
+
+async def not_found(call: Any, param: str) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        await call()
+    body = caught.value.body
+    assert isinstance(body, dict) and body["param"] == param and body["code"] == "not_found", body
+
+
+async def test_an_eu_keys_files_and_batch_are_a_404_to_a_us_key_on_every_route(keyed: Any) -> None:
+    gw, keys, engines = keyed
+    eu, us, full = oai(gw, keys.eu), oai(gw, keys.us), oai(gw, keys.full)
+    data = jsonl(line("a", "EU secret"))
+    f = await eu.files.create(file=("eu.jsonl", data), purpose="batch")
+    created = await eu.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h")
+    done = await until(eu, created.id, "completed")
+    out = done.output_file_id
+    assert out is not None
+    for fid in (f.id, out):
+        for call in (us.files.retrieve, us.files.content, us.files.delete):
+            await not_found(lambda call=call, fid=fid: call(fid), "file_id")  # type: ignore[misc]
+    await not_found(lambda: us.batches.retrieve(created.id), "batch_id")
+    await not_found(lambda: us.batches.cancel(created.id), "batch_id")
+    await not_found(lambda: us.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h"),
+                    "input_file_id")
+    assert (await us.files.list()).data == [] and (await us.batches.list()).data == []
+    for page in (lambda: us.files.list(after=f.id), lambda: us.batches.list(after=created.id)):
+        with pytest.raises(openai.BadRequestError):  # a cursor it may not see is no cursor, as a missing one
+            await page()
+    # the EU key itself and an unrestricted key see all of it; nothing was deleted by the US key's tries
+    for client in (eu, full):
+        assert {x.id for x in (await client.files.list()).data} == {f.id, out}
+        assert [b.id for b in (await client.batches.list()).data] == [created.id]
+        assert (await client.batches.retrieve(created.id)).status == "completed"
+        assert (await client.files.content(f.id)).content == data
+        assert orjson.loads((await client.files.content(out)).content)["custom_id"] == "a"
+    again = await full.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h")
+    assert again.status == "validating"  # an unrestricted key may run a batch on the EU key's file
+    await until(full, again.id, "completed")
+    assert (await eu.files.delete(out)).deleted
+    # a file in use by a batch the EU key may not see is kept, and that batch's id is not told to it
+    for e in engines.values():
+        e.gate.clear()
+    running = await full.batches.create(input_file_id=(await eu.files.create(
+        file=("slow.jsonl", jsonl(line("a", "SLOW"))), purpose="batch")).id, endpoint=CHAT, completion_window="24h")
+    with pytest.raises(openai.BadRequestError) as busy:
+        await eu.files.delete(running.input_file_id)
+    message = busy.value.body["message"]  # type: ignore[index]
+    assert "is the input of a batch, which has not ended" in message and running.id not in message
+    with pytest.raises(openai.BadRequestError) as busy:
+        await full.files.delete(running.input_file_id)
+    assert running.id in busy.value.body["message"]  # type: ignore[index]
+
+
+async def test_what_an_unrestricted_key_made_is_seen_by_unrestricted_keys_only(keyed: Any) -> None:
+    """A tenant admin's upload is not the EU key's: a 404 to it, and no batch of it runs from that file (what is
+    made unrestricted cannot be told from an upload of before the jurisdictions were kept, which may be anyone's)."""
+    gw, keys, _ = keyed
+    eu, full = oai(gw, keys.eu), oai(gw, keys.full)
+    f = await full.files.create(file=("admin.jsonl", jsonl(line("a", "hi"))), purpose="batch")
+    await not_found(lambda: eu.files.retrieve(f.id), "file_id")
+    await not_found(lambda: eu.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h"),
+                    "input_file_id")
+    assert (await eu.files.list()).data == []
+    done = await until(full, (await full.batches.create(input_file_id=f.id, endpoint=CHAT,
+                                                        completion_window="24h")).id, "completed")
+    await not_found(lambda: eu.batches.retrieve(done.id), "batch_id")
+    assert [x.id for x in (await full.files.list(purpose="batch_output")).data] == [done.output_file_id]
+
+
+async def test_an_eu_keys_message_batch_is_a_404_to_a_us_key_on_every_route(keyed: Any) -> None:
+    gw, keys, _ = keyed
+    app = build_app(gw)
+    eu, us, full = (anthropic_client(app).with_options(api_key=k, default_headers=FRANKFURT)
+                    for k in (keys.eu, keys.us, keys.full))
+    try:
+        created = await eu.messages.batches.create(requests=[req("a", "EU secret")])
+        await until_ended(eu, created.id)
+        for call in (lambda: us.messages.batches.retrieve(created.id), lambda: us.messages.batches.results(created.id),
+                     lambda: us.messages.batches.cancel(created.id), lambda: us.messages.batches.delete(created.id)):
+            with pytest.raises(anthropic.NotFoundError) as caught:
+                await call()
+            body = caught.value.body
+            assert isinstance(body, dict) and body["type"] == "error", body  # Anthropic's envelope, not OpenAI's
+            assert body["error"]["type"] == "not_found_error", body
+        assert (await us.messages.batches.list()).data == []
+        with pytest.raises(anthropic.BadRequestError):
+            await us.messages.batches.list(after_id=created.id)
+        for client in (eu, full):
+            assert [b.id for b in (await client.messages.batches.list()).data] == [created.id]
+            got = await results(client, created.id)
+            assert got["a"].result.type == "succeeded"
+        # its requests and results are the message batch's own: never in the Files API's lists, for any key
+        for key in (keys.eu, keys.full):
+            assert (await oai(gw, key).files.list()).data == []
+        assert (await eu.messages.batches.delete(created.id)).type == "message_batch_deleted"
+    finally:
+        for client in (eu, us, full):
+            await client.close()
+
+
+_FORMAT_1 = """
+CREATE TABLE files (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, purpose TEXT NOT NULL, filename TEXT NOT NULL,
+    bytes INTEGER NOT NULL, created_at INTEGER NOT NULL, expires_at INTEGER, path TEXT NOT NULL);
+CREATE INDEX files_by_tenant ON files (tenant, created_at);
+CREATE TABLE batches (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, created_at INTEGER NOT NULL, status TEXT NOT NULL,
+    object TEXT NOT NULL, principal TEXT NOT NULL, headers TEXT NOT NULL, owner TEXT, heartbeat REAL);
+CREATE INDEX batches_by_tenant ON batches (tenant, created_at);
+CREATE INDEX batches_by_status ON batches (status);
+PRAGMA user_version = 1;
+"""
+
+
+def _old_index(root: Path) -> None:
+    """An index as the format 1 wrote it: an upload, and a completed batch of an EU-only key (its input the upload,
+    its output file) and a message batch of an unrestricted key (its requests' file)."""
+    root.mkdir(parents=True)
+    with closing(sqlite3.connect(root / "index.sqlite3")) as db:
+        db.executescript(_FORMAT_1)
+        for fid, purpose in (("file-up", "batch"), ("file-out", "batch_output"), ("file-req", "message_batch")):
+            db.execute("INSERT INTO files VALUES (?, 't', ?, ?, 2, ?, NULL, ?)",
+                       (fid, purpose, f"{fid}.jsonl", {"file-up": 1, "file-out": 2, "file-req": 3}[fid],
+                        f"t/{fid}.jsonl"))
+            (root / "t").mkdir(exist_ok=True)
+            (root / "t" / f"{fid}.jsonl").write_text("{}\n")
+        for bid, made_under, obj in (
+                ("batch_eu", ["EU"], {"input_file_id": "file-up", "output_file_id": "file-out", "error_file_id": None}),
+                ("msgbatch_all", None, {"input_file_id": "file-req", "output_file_id": None, "error_file_id": None})):
+            who = {"tenant": "t", "key_id": bid, "method": "api_key", "scopes": {"jurisdictions": made_under}}
+            db.execute("INSERT INTO batches VALUES (?, 't', 1, 'completed', ?, ?, '{}', NULL, NULL)",
+                       (bid, orjson.dumps({"id": bid, "status": "completed", **obj}).decode(),
+                        orjson.dumps(who).decode()))
+        db.commit()
+
+
+async def test_an_index_without_jurisdictions_opens_and_keeps_working(tmp_path: Path) -> None:
+    root = tmp_path / "batches"
+    _old_index(root)
+    db = BatchDb(root)
+    files, store = FileStore(db), BatchStore(db)
+    eu, us = frozenset({"EU"}), frozenset({"US"})
+
+    async def seen(allowed: frozenset[str] | None) -> tuple[set[str], set[str]]:
+        page = await files.list("t", purpose=None, after=None, limit=10, ascending=True, allowed=allowed)
+        batches = await store.list("t", None, 10, allowed=allowed)
+        assert page is not None and batches is not None
+        return {f.id for f in page[0]}, {b["id"] for b in batches[0]}
+
+    assert await seen(None) == ({"file-up", "file-out"}, {"batch_eu"})  # an unrestricted key: all, as before
+    # the EU key's batch and its output took its jurisdictions from the key recorded with the batch; the upload,
+    # whose maker the old index does not know, is left to unrestricted keys
+    assert await seen(eu) == ({"file-out"}, {"batch_eu"})
+    assert await seen(us) == (set(), set())
+    assert await files.get("t", "file-up", allowed=eu) is None and await files.get("t", "file-up") is not None
+    assert await store.get("t", "msgbatch_all", prefix="msgbatch_") is not None
+    assert await store.get("t", "msgbatch_all", prefix="msgbatch_", allowed=eu) is None
+    assert await files.get("t", "file-req", hidden=True, allowed=eu) is None
+    with closing(sqlite3.connect(root / "index.sqlite3")) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert dict(raw.execute("SELECT id, jurisdictions FROM files").fetchall()) == \
+            {"file-up": None, "file-out": '["EU"]', "file-req": None}
+    # and it takes new rows, opened again by another process (nothing migrated twice)
+    again = FileStore(BatchDb(root))
+    src = tmp_path / "new.jsonl"
+    src.write_bytes(b"{}\n")
+    with src.open("rb") as fh:
+        new = await again.add("t", "new.jsonl", "batch", fh, jurisdictions=us)
+    assert await again.get("t", new.id, allowed=us) is not None and await again.get("t", new.id, allowed=eu) is None
