@@ -12,9 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 
 import orjson
+
+from aigrid.engines.protocol import Engine
+from aigrid.gateway.wiring import build_engines, upstream
+from aigrid.spec.load import parse_spec
+from tests.gateway.test_engine_tls import private_authority
 
 CLOSE = object()
 Step = bytes | float | object
@@ -130,3 +136,25 @@ class HostileEngine:
         finally:
             self.open_connections -= 1
             writer.close()
+
+
+@contextlib.asynccontextmanager
+async def adapter(tmp_path: Path, script: Script, *, tls: bool = False, kind: str = "openai",
+                  gateway: Mapping[str, object] | None = None, context: int = 8192) -> AsyncIterator[Engine]:
+    """The gateway's adapter for one endpoint (of engine `kind`, its model's `context`) on a hostile engine answering
+    every POST with `script`, built from a spec (its `gateway` settings) as a gateway builds it (upstream(spec),
+    build_engines); with `tls`, the engine behind TLS with a private authority's certificate (test_engine_tls.py)."""
+    ca_file, context_tls = private_authority(tmp_path) if tls else (None, None)
+    fake = await HostileEngine(lambda p, r: script).start(tls=context_tls)
+    endpoint = {"id": "remote", "site": "fra", "model": "m", "engine": kind, "url": fake.url, "slots": 8,
+                **({"tls_ca_file": str(ca_file)} if ca_file else {})}
+    spec = parse_spec({"name": "hostile", "gateway": {"network": "none", "scrape_interval_s": 60, **(gateway or {})},
+                       "models": {"m": {"family": "m", "params_b": 1.0, "context": context}},
+                       "sites": {"fra": {"name": "Frankfurt", "lat": 50.1, "lon": 8.7, "jurisdiction": "EU"}},
+                       "endpoints": [endpoint], "security": {"audit": None}}, "hostile")
+    up = upstream(spec)
+    try:
+        yield build_engines(spec, {}, up)["remote"]
+    finally:
+        await up.aclose()
+        await fake.stop()

@@ -6,8 +6,7 @@ socket (hostile_engine.py), behind TLS with a private authority's certificate (t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +15,15 @@ import pytest
 
 from aigrid.engines.protocol import Engine
 from aigrid.errors import EngineStreamBroken, EngineUnavailable
-from aigrid.gateway.wiring import build_engines, upstream
-from aigrid.spec.load import parse_spec
 from tests.gateway import hostile_engine as H
-from tests.gateway.test_engine_tls import private_authority
 
 WHOLE = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 
 
-@asynccontextmanager
-async def engine(tmp_path: Path, script: H.Script, *, tls: bool, stream_idle_s: float,
-                 whole_max_s: float) -> AsyncIterator[Engine]:
-    """The gateway's adapter for one endpoint on a hostile engine answering every POST with `script`, built from a
-    spec as a gateway builds it (upstream(spec), build_engines)."""
-    ca_file, context = private_authority(tmp_path) if tls else (None, None)
-    fake = await H.HostileEngine(lambda p, r: script).start(tls=context)
-    endpoint = {"id": "remote", "site": "fra", "model": "m", "engine": "openai", "url": fake.url, "slots": 8,
-                **({"tls_ca_file": str(ca_file)} if ca_file else {})}
-    spec = parse_spec({"name": "silence",
-                       "gateway": {"network": "none", "scrape_interval_s": 60, "stream_idle_s": stream_idle_s,
-                                   "first_byte_timeout": {"min_s": 0.1, "max_s": 0.2, "whole_max_s": whole_max_s}},
-                       "models": {"m": {"family": "m", "params_b": 1.0}},
-                       "sites": {"fra": {"name": "Frankfurt", "lat": 50.1, "lon": 8.7, "jurisdiction": "EU"}},
-                       "endpoints": [endpoint], "security": {"audit": None}}, "silence")
-    up = upstream(spec)
-    try:
-        yield build_engines(spec, {}, up)["remote"]
-    finally:
-        await up.aclose()
-        await fake.stop()
+def engine(tmp_path: Path, script: H.Script, *, tls: bool, stream_idle_s: float,
+           whole_max_s: float) -> AbstractAsyncContextManager[Engine]:
+    return H.adapter(tmp_path, script, tls=tls, gateway={
+        "stream_idle_s": stream_idle_s, "first_byte_timeout": {"min_s": 0.1, "max_s": 0.2, "whole_max_s": whole_max_s}})
 
 
 async def answer(adapter: Engine, body: dict[str, Any]) -> tuple[int, bytes, float]:

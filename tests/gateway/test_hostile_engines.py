@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from aigrid.engines.openai_compat import OpenAICompatEngine
+from aigrid.errors import EngineStreamBroken
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.wiring import Upstream, upstream
 from aigrid.spec.models import QuotaSpec
@@ -214,6 +215,19 @@ async def test_answers_read_whole_by_a_wrapper_are_held_within_a_whole_answers_b
         assert row["outcome"] == "ok" and row["decision"]["chosen"]["endpoint"] != "nrt-smollm2"
         assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
         assert "bytes, more than its tokens can be" in caplog.text
+
+
+async def test_a_llama_cpp_answer_read_whole_for_its_stop_word_is_read_within_the_bound(tmp_path: Path) -> None:
+    """A llama.cpp endpoint's whole answer to a request with `stop` is read whole by StopWordEngine (to name the stop
+    string, engines/stop_words.py), built once per endpoint, so no attempt's bound reached it: an engine that does not
+    stop was read into memory to its end before the proxy's own bound could count it. Now it reads within its
+    model's bound (BYTES_PER_TOKEN x the context, at least 1 MiB): past it the engine's failure, read no further."""
+    body = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": ["."]})
+    async with H.adapter(tmp_path, endless("/v1/chat/completions", {}), kind="llamacpp", context=64) as engine:
+        with pytest.raises(EngineStreamBroken, match="larger than 1048576 bytes"):
+            async with engine.open("/v1/chat/completions", body) as answer:
+                assert answer.status == 200
+                await anext(answer.body)
 
 
 CALCULATOR = [{"type": "function", "function": {"name": "calculator"}}]

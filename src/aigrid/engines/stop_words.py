@@ -23,9 +23,9 @@ from typing import Any
 import orjson
 
 from aigrid.engines.fan_out import FANNED_PATHS
-from aigrid.engines.protocol import UpstreamResponse
+from aigrid.engines.protocol import Engine, UpstreamResponse
 from aigrid.engines.sse import encode, rewritten
-from aigrid.engines.wrapped import WrappedEngine, once
+from aigrid.engines.wrapped import WrappedEngine, once, read_whole
 
 VERBOSE_KINDS = frozenset({"llamacpp"})
 """Engine kinds that name the matched stop string only in `__verbose`, on `"verbose": true`."""
@@ -42,7 +42,16 @@ def needs_stop_word(body: Mapping[str, Any]) -> bool:
 
 class StopWordEngine(WrappedEngine):
     """`inner` (of a kind in VERBOSE_KINDS, wired so in gateway/wiring.py) with the matched stop string as each
-    choice's `stop_reason` in its chat and completion answers; every other request passes untouched."""
+    choice's `stop_reason` in its chat and completion answers; every other request passes untouched. It is built
+    once per endpoint: `max_bytes` (the most bytes of one whole answer it reads, the gateway's bound for the
+    endpoint's model) is its own, not an attempt's (`bound` leaves it)."""
+
+    def __init__(self, inner: Engine, max_bytes: int | None = None) -> None:
+        super().__init__(inner)
+        self.max_bytes = max_bytes
+
+    def bound(self, max_bytes: int) -> None:
+        """Shared by every request to its endpoint: each of its answers is one engine request's, its bound fixed."""
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         if b'"stop"' not in body or path.rstrip("/") not in FANNED_PATHS:
@@ -64,7 +73,7 @@ class StopWordEngine(WrappedEngine):
             elif body.get("stream"):
                 yield UpstreamResponse(answer.status, answer.headers, stop_word_stream(answer.body))
             else:
-                whole = b"".join([chunk async for chunk in answer.body])
+                whole = await read_whole(answer.body, self.max_bytes)
                 yield UpstreamResponse(answer.status, answer.headers, once(stop_word_answer(whole)))
 
 

@@ -57,7 +57,7 @@ from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import StreamRelay, completion_ids
 from aigrid.gateway.relay_response import CLIENT_GONE, RelayResponse
 from aigrid.gateway.schemas import output_limit
-from aigrid.gateway.usage import BYTES_PER_TOKEN, NotAnAnswer, whole_answer
+from aigrid.gateway.usage import NotAnAnswer, whole_answer, whole_max_bytes
 from aigrid.logs import fields
 from aigrid.telemetry.store import TelemetryStore
 
@@ -311,8 +311,7 @@ class Proxy:
     def most_bytes(self, cand: Candidate, record: DecisionRecord) -> int:
         """The most bytes a whole answer of `cand` can be (usage.BYTES_PER_TOKEN a token of its contexts; at least
         1 MiB); more is an engine that does not stop, read no further (it held the gateway's memory unbounded)."""
-        most = self.most_tokens(cand, record)
-        return WHOLE_MAX_BYTES if most is None else max(1 << 20, most * BYTES_PER_TOKEN)
+        return whole_max_bytes(self.most_tokens(cand, record))
 
     async def _escalated(self, path: str, body: dict[str, Any], decision: Decision, record: DecisionRecord,
                          esc: Escalation, cand: Candidate, status: int, answer: bytes, usage: dict[str, Any] | None,
@@ -640,10 +639,6 @@ class Proxy:
         if wait is not None and not 0 <= wait <= RETRY_WAIT_MAX_S:  # the gateway's own rule for a hosted
             headers["x-should-retry"] = "false"  # engine's 429 too: an SDK that honours any wait would sleep hours
         return headers
-
-
-WHOLE_MAX_BYTES = 256 << 20
-"""The most bytes of a whole answer of an endpoint whose context is not known (Proxy.most_bytes)."""
 
 
 def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:

@@ -12,6 +12,14 @@ COUNTS = ("prompt_tokens", "completion_tokens", "total_tokens")
 BYTES_PER_TOKEN = 4096
 """The most bytes one token of a whole answer takes: its text, and its log-probabilities with the 20 alternatives
 an engine gives at most (about 2 KiB in JSON); a larger answer is not an engine's answer (Proxy.most_bytes)."""
+WHOLE_MAX_BYTES = 256 << 20
+"""The most bytes of a whole answer of an endpoint whose context is not known (whole_max_bytes)."""
+
+
+def whole_max_bytes(tokens: int | None) -> int:
+    """The most bytes a whole answer of at most `tokens` tokens can be (BYTES_PER_TOKEN a token; at least 1 MiB;
+    WHOLE_MAX_BYTES where not known): more is an engine that does not stop, read no further."""
+    return WHOLE_MAX_BYTES if tokens is None else max(1 << 20, tokens * BYTES_PER_TOKEN)
 
 
 class NotAnAnswer(ValueError):

@@ -15,6 +15,7 @@ from aigrid.engines.protocol import Engine
 from aigrid.engines.stop_words import VERBOSE_KINDS, StopWordEngine
 from aigrid.engines.upstream_transport import Http1Transport
 from aigrid.errors import ConfigError, EngineBuildError
+from aigrid.gateway.usage import whole_max_bytes
 from aigrid.spec.models import GridSpec
 
 EMBEDDED_KIND = "llamacpp"
@@ -211,5 +212,6 @@ def build_engines(spec: GridSpec, embedded_urls: Mapping[str, str], up: Upstream
                                             headers=headers, key_source=source, transport=up.http1,
                                             head_timeout_s=spec.gateway.first_byte_timeout.whole_max_s)
         # llama.cpp names the stop string that ended an answer only when asked (engines/stop_words.py)
-        engines[ep.id] = StopWordEngine(engine) if kind in VERBOSE_KINDS else engine
+        engines[ep.id] = StopWordEngine(engine, whole_max_bytes(spec.models[ep.model].context)) \
+            if kind in VERBOSE_KINDS else engine
     return engines
