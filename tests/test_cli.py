@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -197,3 +198,31 @@ def test_explain_of_a_request_id_says_it_is_no_decision_and_where_its_record_is(
     assert "aigrid audit query --request-id req-1" in " ".join(r.output.split()), r.output
     r = runner.invoke(app, ["explain", "dec-1"])  # a decision id that is gone: the gateway's word only
     assert r.exit_code == 1 and "not a decision id" not in r.output, r.output
+
+
+@pytest.mark.parametrize(("gateway", "level"), [({}, "info"), ({"log_level": "error"}, "error")])
+def test_a_worker_logs_at_the_specs_level_its_default_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          gateway: dict, level: str) -> None:
+    """worker.json holds only what the spec set; a worker read a level left unset as "warning", so `make run` (a
+    worker per core) wrote no access line at all, where the spec's default, info, writes one per request."""
+    import aigrid.gateway.workers
+    import aigrid.logs
+
+    levels: list[str] = []
+    real = aigrid.logs.configure
+
+    def configure(lvl: str, *args: object, **kw: object) -> aigrid.logs.LogSink:
+        levels.append(lvl)
+        return real(lvl, *args, **kw)  # type: ignore[arg-type]
+
+    async def serve(*args: object) -> None:
+        return None
+
+    for name in ("aigrid", "uvicorn.error"):  # configure() sets their levels: put back after the test
+        monkeypatch.setattr(logging.getLogger(name), "level", logging.getLogger(name).level)
+    monkeypatch.setattr(aigrid.logs, "configure", configure)
+    monkeypatch.setattr(aigrid.gateway.workers, "serve_worker", serve)
+    config = tmp_path / "worker.json"
+    config.write_text(json.dumps({"spec": {"name": "g", "gateway": gateway}}))
+    r = runner.invoke(app, ["worker", str(config), "--index", "1"])
+    assert r.exit_code == 0 and levels == [level], (r.output, levels)
