@@ -209,10 +209,12 @@ def test_a_worker_logs_at_the_specs_level_its_default_too(tmp_path: Path, monkey
     import aigrid.logs
 
     levels: list[str] = []
+    process: list[object] = []
     real = aigrid.logs.configure
 
     def configure(lvl: str, *args: object, **kw: object) -> aigrid.logs.LogSink:
         levels.append(lvl)
+        process.append(kw.get("process"))
         return real(lvl, *args, **kw)  # type: ignore[arg-type]
 
     async def serve(*args: object) -> None:
@@ -226,3 +228,4 @@ def test_a_worker_logs_at_the_specs_level_its_default_too(tmp_path: Path, monkey
     config.write_text(json.dumps({"spec": {"name": "g", "gateway": gateway}}))
     r = runner.invoke(app, ["worker", str(config), "--index", "1"])
     assert r.exit_code == 0 and levels == [level], (r.output, levels)
+    assert process == [{"worker": 1}]  # every line says which worker wrote it

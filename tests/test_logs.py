@@ -60,3 +60,18 @@ def test_a_stalled_output_drops_records_instead_of_blocking() -> None:
     finally:
         unblocked.set()
         sink.stop()
+
+
+def test_a_process_field_is_on_every_line() -> None:
+    """A gateway worker's lines carry its number: each worker scrapes the engines and logs alike, and two
+    identical "endpoint ... is now UNHEALTHY" lines read as one event logged twice."""
+    out = io.StringIO()
+    sink = configure("warning", out, process={"worker": 1})
+    try:
+        logging.getLogger("aigrid.scraper").warning("endpoint nrt-1 is now UNHEALTHY")
+        logging.getLogger("aigrid.proxy").warning("failed", extra=fields(endpoint="nrt-1"))
+    finally:
+        sink.stop()
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["worker"] for line in lines] == [1, 1] and lines[1]["endpoint"] == "nrt-1", lines
+    assert list(lines[0]) == ["ts", "level", "logger", "worker", "msg"], lines[0]

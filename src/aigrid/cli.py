@@ -216,7 +216,8 @@ def worker(config: Annotated[Path, typer.Argument(help="the worker configuration
     # worker.json holds only what the spec set: a spec that sets no level has the spec's default (info), as a
     # gateway without workers has
     gateway_spec = options["spec"].get("gateway") or {}
-    logs = configure_logs(gateway_spec.get("log_level", GatewaySpec.model_fields["log_level"].default))
+    logs = configure_logs(gateway_spec.get("log_level", GatewaySpec.model_fields["log_level"].default),
+                          process={"worker": index})
     replay = Path(options["replay"]) if options.get("replay") else None
     try:
         _run(serve_worker(config, index, _dashboard(replay) if options.get("dashboard") else None))

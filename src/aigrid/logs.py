@@ -22,6 +22,7 @@ import logging
 import queue
 import sys
 import time
+from collections.abc import Mapping
 from logging.handlers import QueueHandler, QueueListener
 from typing import Any, TextIO
 
@@ -37,9 +38,14 @@ def fields(**values: Any) -> dict[str, Any]:
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, process: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        # fields of every line of this process (a gateway worker's `worker`: each worker scrapes and logs alike)
+        self.process = dict(process or {})
+
     def format(self, record: logging.LogRecord) -> str:
         ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
-        out: dict[str, Any] = {"ts": ts, "level": record.levelname.lower(), "logger": record.name,
+        out: dict[str, Any] = {"ts": ts, "level": record.levelname.lower(), "logger": record.name, **self.process,
                                "msg": record.getMessage()}
         out.update(getattr(record, _FIELDS, None) or {})
         if record.exc_info:
@@ -101,14 +107,18 @@ class LogSink:
         self._listener._thread = None
 
 
-def configure(level: str = "info", stream: TextIO | None = None, *, queue_max: int = 10_000) -> LogSink:
-    """JSON lines at `level` and above for every aigrid logger (and uvicorn's errors), written by a thread."""
+def configure(level: str = "info", stream: TextIO | None = None, *, queue_max: int = 10_000,
+              process: Mapping[str, Any] | None = None) -> LogSink:
+    """JSON lines at `level` and above for every aigrid logger (and uvicorn's errors), written by a thread;
+    `process`: fields on every line (`{"worker": 1}` in a gateway worker, whose lines are otherwise those of
+    its siblings: two workers each said "endpoint nrt-smollm2 is now UNHEALTHY", an operator could not tell
+    why twice)."""
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
     out = logging.StreamHandler(stream or sys.stderr)  # writes the line prepared by the handler below
     q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     handler = _DroppingQueueHandler(q, queue_max)
-    handler.setFormatter(JsonFormatter())  # the JSON line is made in the caller, tracebacks included
+    handler.setFormatter(JsonFormatter(process))  # the JSON line is made in the caller, tracebacks included
     listener = QueueListener(q, out, respect_handler_level=False)  # type: ignore[arg-type]
     for name in ("aigrid", "uvicorn.error"):
         logger = logging.getLogger(name)
