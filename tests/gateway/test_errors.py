@@ -118,6 +118,27 @@ async def test_residency_header_cannot_widen_tenant(client: httpx.AsyncClient) -
     assert "tenant 'eu-bank'" in err["message"] and "may use EU" in err["message"], err
 
 
+@pytest.mark.parametrize(("path", "body"), [
+    ("/v1/chat/completions", CHAT),
+    ("/v1/messages", {**CHAT, "max_tokens": 8}),
+    ("/v1/responses", {"model": "smollm2-135m", "input": "hi"}),
+    ("/v1/responses", {"model": "smollm2-135m", "input": "hi", "background": True}),
+], ids=["chat", "messages", "responses", "background response"])
+async def test_a_residency_no_site_is_in_is_a_400_naming_the_header(client: httpx.AsyncClient, path: str,
+                                                                   body: dict) -> None:
+    """x-aigrid-residency: XX (a typo, another grid's name) was routed and refused as a 503 no_eligible_endpoint,
+    which the OpenAI SDK raises as InternalServerError; the conversations route already answered 400."""
+    r = await client.post(path, json=body, headers={"x-aigrid-residency": "XX, YY"})
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    message = err["message"]
+    assert "no site of this grid is in XX, YY; its jurisdictions: BR, EU, JP, US" in message, err
+    if path != "/v1/messages":
+        assert err["param"] == "x-aigrid-residency", err
+    r = await client.post("/v1/chat/completions", json=CHAT, headers={"x-aigrid-residency": "eu, XX"})
+    assert r.status_code == 200 and r.headers["x-aigrid-jurisdiction"] == "EU", r.text  # one it has: served there
+
+
 async def test_unknown_decision_is_404(client: httpx.AsyncClient) -> None:
     assert_envelope(await client.get("/v1/decisions/dec-nope"), 404, "not_found")
 

@@ -135,8 +135,11 @@ async def test_prompt_longer_than_the_context_is_refused_before_any_engine(
     assert await balance(metered) == 0
 
 
-async def test_no_eligible_site(client: httpx.AsyncClient, metered: Gateway) -> None:
-    r = await client.post("/v1/chat/completions", json=CHAT, headers={**TENANT, "x-aigrid-residency": "ZZ"})
+async def test_no_eligible_site(client: httpx.AsyncClient, metered: Gateway, fakes: dict[str, FakeEngine]) -> None:
+    for f in fakes.values():  # every site fails its health check (a residency no site is in is a 400 before routing)
+        f.down = True
+    await metered.scraper.scrape_once()
+    r = await client.post("/v1/chat/completions", json=CHAT, headers=TENANT)
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_eligible_endpoint"
     row = await the_one_record(metered)
     assert row["outcome"] == "error:no_eligible_endpoint" and row["request_id"].startswith("dec-")

@@ -345,9 +345,10 @@ async def test_every_candidate_failing_is_retried(grid: Grid, call: Call, sdk: s
 
 @pytest.mark.parametrize(("call", "sdk"), [calls()[0], calls()[5]])
 async def test_a_hard_constraint_that_rejects_every_site_is_not_retried(grid: Grid, call: Call, sdk: str) -> None:
-    """A residency no site of the grid is in: no wait makes a site appear there."""
+    """A residency no site of the grid is in: no wait makes a site appear there. It was routed and refused with
+    503 (529) no_eligible_endpoint; it is the client's mistake, a 400 naming the header before routing."""
     err = await refused(grid, call, {"x-aigrid-residency": "XX"})
-    assert err.status_code in (503, 529)
+    assert err.status_code == 400 and err.response.headers["x-should-retry"] == "false"
     assert grid.app.attempts == 1
 
 

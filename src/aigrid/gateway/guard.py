@@ -30,7 +30,7 @@ from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync, redis_exchange
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.model_texts import apply, check_count
 from aigrid.security.authenticate import Authenticator
-from aigrid.security.authorize import authorize
+from aigrid.security.authorize import RESIDENCY_HEADER, authorize
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
 from aigrid.security.firewall.abuse_shared import SharedAbuseMonitor
 from aigrid.security.firewall.cascade import load_cascade
@@ -200,6 +200,8 @@ class Guard:
         self._secret = _secret(sec)
         self._prices = {ep.id: (ep.price_in_per_mtok, ep.price_out_per_mtok) for ep in spec.endpoints}
         """USD per million tokens (in, out) by endpoint: each record's cost as charged (`extra.cost_usd`)."""
+        self.jurisdictions = frozenset(site.jurisdiction for site in spec.sites.values())
+        """The grid's: a request whose x-aigrid-residency names none of them can run nowhere (authorize: 400)."""
         tenants = {name: Tenant(name, Scopes(
             models=None if t.models is None else frozenset(t.models),
             jurisdictions=None if t.allowed_jurisdictions is None else frozenset(t.allowed_jurisdictions),
@@ -328,10 +330,16 @@ class Guard:
                 ex.abuse.raise_if_throttled()
 
     def authorize(self, ex: Exchange, policy: str | None = None, jurisdictions: frozenset[str] | None = None) -> None:
-        """Scopes: the model, the jurisdictions the request asked for and a key's bound policy (403). The model
+        """Scopes: the model, the jurisdictions the request asked for and a key's bound policy (403; 400 for
+        jurisdictions no site of the grid is in, which no scope could admit). The model
         routes call it as soon as the request is read, before any work for it (the context check, fetching its
         image URLs); admit() checks again."""
         assert ex.principal is not None
+        if jurisdictions is not None and jurisdictions.isdisjoint(self.jurisdictions):
+            # a typo or another grid's name: the client's mistake, not a 503 no_eligible_endpoint "by residency"
+            named = ", ".join(sorted(jurisdictions)) or "the jurisdictions it names (none)"
+            raise InvalidRequest(f"{RESIDENCY_HEADER}: no site of this grid is in {named}; its jurisdictions: "
+                                 f"{', '.join(sorted(self.jurisdictions))}", param=RESIDENCY_HEADER)
         authorize(ex.principal, ex.model, jurisdictions=jurisdictions,
                   policy=policy if ex.principal.scopes.policy else None)
 
