@@ -115,22 +115,40 @@ async def test_an_eu_keys_files_and_batch_are_a_404_to_a_us_key_on_every_route(k
         assert (await client.batches.retrieve(created.id)).status == "completed"
         assert (await client.files.content(f.id)).content == data
         assert orjson.loads((await client.files.content(out)).content)["custom_id"] == "a"
-    again = await full.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h")
-    assert again.status == "validating"  # an unrestricted key may run a batch on the EU key's file
-    await until(full, again.id, "completed")
     assert (await eu.files.delete(out)).deleted
-    # a file in use by a batch the EU key may not see is kept, and that batch's id is not told to it
+    # a file in use by a batch is kept, the batch named to a key that sees it
     for e in engines.values():
         e.gate.clear()
-    running = await full.batches.create(input_file_id=(await eu.files.create(
+    running = await eu.batches.create(input_file_id=(await eu.files.create(
         file=("slow.jsonl", jsonl(line("a", "SLOW"))), purpose="batch")).id, endpoint=CHAT, completion_window="24h")
-    with pytest.raises(openai.BadRequestError) as busy:
-        await eu.files.delete(running.input_file_id)
-    message = busy.value.body["message"]  # type: ignore[index]
-    assert "is the input of a batch, which has not ended" in message and running.id not in message
-    with pytest.raises(openai.BadRequestError) as busy:
-        await full.files.delete(running.input_file_id)
-    assert running.id in busy.value.body["message"]  # type: ignore[index]
+    for client in (eu, full):
+        with pytest.raises(openai.BadRequestError) as busy:
+            await client.files.delete(running.input_file_id)
+        message = busy.value.body["message"]  # type: ignore[index]
+        assert "which has not ended" in message and running.id in message
+
+
+async def test_a_batch_an_unrestricted_key_makes_of_an_eu_keys_file_is_served_and_kept_in_the_eu(keyed: Any) -> None:
+    """The EU key's upload is EU data whoever runs it: an unrestricted key's batch of it is made under the file's
+    jurisdictions (its lines routed only to EU sites though the client is in the US, its results the EU key's to
+    see); it was run under the unrestricted key's, its lines served at the nearest site wherever that was."""
+    gw, keys, engines = keyed
+    eu, us, full = oai(gw, keys.eu), oai(gw, keys.us), oai(gw, keys.full)
+    f = await eu.files.create(file=("eu.jsonl", jsonl(line("a", "EU secret"), line("b", "more"))), purpose="batch")
+    ashburn = full.with_options(default_headers={"x-aigrid-client-location": "Ashburn"})
+    created = await ashburn.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h")
+    done = await until(full, created.id, "completed")
+    assert done.request_counts is not None and done.request_counts.completed == 2
+    served = {name: len(e.received) for name, e in engines.items() if e.received}
+    assert served == {"fra-smollm2": 2}, served  # the nearest site to Ashburn is iad (US): never asked
+    assert (await eu.batches.retrieve(created.id)).status == "completed"  # made under the EU: the EU key sees it
+    assert done.output_file_id is not None
+    output = (await eu.files.content(done.output_file_id)).content
+    assert sorted(orjson.loads(row)["custom_id"] for row in output.splitlines()) == ["a", "b"]
+    await not_found(lambda: us.batches.retrieve(created.id), "batch_id")
+    # the same batch made by the US key is not possible: it cannot see the file
+    await not_found(lambda: us.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h"),
+                    "input_file_id")
 
 
 async def test_what_an_unrestricted_key_made_is_seen_by_unrestricted_keys_only(keyed: Any) -> None:

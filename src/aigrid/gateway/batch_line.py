@@ -61,8 +61,10 @@ def caller_record(p: Principal) -> dict[str, Any]:
     return {"tenant": p.tenant, "key_id": p.key_id, "method": p.method, "scopes": p.scopes.to_dict()}
 
 
-def line_caller(guard: Guard, stored: Mapping[str, Any]) -> Principal:
-    """The batch's creator as it may ask now (see the module's docstring); 401 when it no longer may."""
+def line_caller(guard: Guard, stored: Mapping[str, Any], within: frozenset[str] | None = None) -> Principal:
+    """The batch's creator as it may ask now (see the module's docstring); 401 when it no longer may. `within`:
+    the jurisdictions the batch was made under (StoredBatch.jurisdictions: its creator's, narrowed to its input
+    file's), which no line leaves, whatever the creator's key may use now."""
     tenant = guard.tenants.get(str(stored["tenant"]))
     if tenant is None:
         raise AuthenticationError(f"the tenant {stored['tenant']!r} that created this batch is no longer on this grid")
@@ -79,6 +81,8 @@ def line_caller(guard: Guard, stored: Mapping[str, Any]) -> Principal:
         raise AuthenticationError("this batch was created without a key, and keys are now enforced")
     else:
         scopes = tenant.scopes
+    if within is not None:
+        scopes = scopes.narrowed_by(Scopes(jurisdictions=within))
     return Principal(tenant.id, key_id, scopes, method)
 
 
@@ -157,7 +161,7 @@ class LineRun:
 
         try:
             try:
-                resp = await self.serve(batch, headers, read, ex, line_caller(gw.guard, batch.principal))
+                resp = await self.serve(batch, headers, read, ex, line_caller(gw.guard, batch.principal, batch.jurisdictions))
                 answer = await whole_body(resp)
             except ApiError as e:  # refused by the pipeline, or every attempt failed
                 ex.error = e

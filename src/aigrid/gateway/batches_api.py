@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -46,7 +47,7 @@ from aigrid.gateway.routes import (
     authenticate,
     json_response,
 )
-from aigrid.security.principal import Principal
+from aigrid.security.principal import Principal, Scopes
 
 BATCHES_PATH = "/v1/batches"
 ENDPOINTS = (CHAT_PATH, COMPLETIONS_PATH)
@@ -104,6 +105,10 @@ class BatchesApi:
             raise InvalidRequest(f"input_file_id: {found.id!r} has purpose {found.purpose!r}; a batch reads a file "
                                  "uploaded with purpose 'batch'", param="input_file_id")
         await self.files.check_room(caller.tenant, "input_file_id")  # its output will be the tenant's files too
+        if found.jurisdictions is not None:  # a file made under a narrower residency than the caller's: its
+            # batch is made, served and kept under that residency too (its lines routed only there, its results
+            # seen by the keys that see the file), whoever creates it
+            caller = replace(caller, scopes=caller.scopes.narrowed_by(Scopes(jurisdictions=found.jurisdictions)))
         async with self._checking:  # in its turn: a create beyond waits (the input files of many are not read at once)
             checked = await asyncio.to_thread(check_file, self.files.disk_path(found), req.endpoint, gw.known_models,
                                               gw.spec.gateway.batch.max_lines, caller.scopes.allows_model)
