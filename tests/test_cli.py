@@ -29,8 +29,17 @@ def test_spec_check_ok_and_bad(tmp_path: Path) -> None:
 
 
 def test_gateway_refuses_embedded_endpoints() -> None:
-    r = runner.invoke(app, ["gateway", str(ROOT / "examples" / "demo.yaml")])
-    assert r.exit_code == 2 and "use `aigrid up`" in r.output
+    """Said before the port is checked: beside a running `make run` (the demo's port taken) it said only that the
+    port was in use, and the spec was named "(spec)"."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        r = runner.invoke(app, ["gateway", str(ROOT / "examples" / "demo.yaml"), "--port", port])
+    assert r.exit_code == 2 and "use `aigrid up`" in r.output, r.output
+    assert "invalid grid spec 'demo'" in r.output, r.output
 
 
 def test_keys_create_list_revoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -204,11 +204,11 @@ async def run_grid(spec: GridSpec, console: Console, *, port: int | None = None,
 
 async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, start_engines: bool,
                       extra_routes: ExtraRoutes | None, workers: int, worker_options: Mapping[str, Any]) -> None:
-    _check_port_free(host, port)
     embedded = [e.id for e in spec.endpoints if e.engine == "embedded"]
-    if not start_engines and embedded:
-        raise SpecError("(spec)", [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or give "
-                                   "them engine: llamacpp and the url of a running llama-server"])
+    if not start_engines and embedded:  # before the port: `aigrid gateway` of the demo beside `make run` said "in use"
+        raise SpecError(repr(spec.name), [f"endpoints {embedded} are embedded: use `aigrid up` to start them, or "
+                                          "give them engine: llamacpp and the url of a running llama-server"])
+    _check_port_free(host, port)
     engine_keys(spec)  # an external engine's key missing from the environment: said before anything starts
     https_origins(spec)  # and a CA file that cannot be read, a proxy's credentials missing
     # one random key per run for the embedded engines: only this gateway (and its workers) can reach them
