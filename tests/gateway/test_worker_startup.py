@@ -228,6 +228,34 @@ def test_the_banner_brackets_an_ipv6_host() -> None:
     assert "(OpenAI base URL: http://127.0.0.1:18080/v1)" in shown("127.0.0.1")
 
 
+def test_the_banners_lines_work_as_printed_on_another_port_and_with_keys() -> None:
+    """On a port other than 8080 the banner's `aigrid explain <id>` asked the demo's gateway at 8080 ("no
+    decision"); with security.enforce its curl and explain were a 401. Now --gateway where it is needed, and the
+    key from AIGRID_API_KEY (which explain reads itself) with a line saying how to get one."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from aigrid.gateway.server import banner
+    from aigrid.spec.load import parse_spec
+
+    grid = parse_spec(spec(Path("/nonexistent"), 18080), "startup")
+
+    def shown(g: object, port: int) -> str:
+        out = StringIO()
+        Console(file=out, width=400).print(banner(g, "127.0.0.1", port), highlight=False, soft_wrap=True)  # type: ignore[arg-type]
+        return out.getvalue()
+
+    assert "explain <x-aigrid-decision header> --gateway http://127.0.0.1:18080 " in shown(grid, 18080)
+    text = shown(grid, 8080)
+    assert "explain <x-aigrid-decision header>   |" in text and "--gateway" not in text
+    assert "AIGRID_API_KEY" not in text and "keys:" not in text
+    enforced = grid.model_copy(update={"security": grid.security.model_copy(update={"enforce": True})})
+    text = shown(enforced, 8080)
+    assert '-H "authorization: Bearer $AIGRID_API_KEY"' in text, text
+    assert "keys create TENANT" in text and "export AIGRID_API_KEY=" in text, text
+
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

@@ -144,18 +144,31 @@ def _aigrid() -> str:
         return "aigrid"
 
 
+DEFAULT_GATEWAY = "http://127.0.0.1:8080"
+"""Where `aigrid explain` asks unless given --gateway (cli.py's default)."""
+
+
 def banner(spec: GridSpec, host: str, port: int) -> str:
     """What `console.print` shows at the start (rich markup: the URL is escaped, an IPv6 host in brackets)."""
     base = escape(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")  # not http://::1:8000
     model = next(iter(spec.models))
     body = json.dumps({"model": model, "stream": True,
                        "messages": [{"role": "user", "content": "Name three rivers in Japan."}]})
-    curl = (f"curl -sN {base}/v1/chat/completions -H 'content-type: application/json' "
+    enforce = spec.security.enforce
+    # with keys enforced the lines below, as printed, were a 401; explain reads AIGRID_API_KEY itself
+    key = ' -H "authorization: Bearer $AIGRID_API_KEY"' if enforce else ""
+    curl = (f"curl -sN {base}/v1/chat/completions -H 'content-type: application/json'{key} "
             f"-H 'x-aigrid-client-location: Tokyo' -d {shlex.quote(body)}")
+    # explain asks http://127.0.0.1:8080 unless told: another grid's gateway answered "no decision"
+    gateway = "" if base == DEFAULT_GATEWAY else f" --gateway {base}"
+    keys = (f"  keys:  enforced: {_aigrid()} keys create TENANT (with AIGRID_KEY_SECRET), then export "
+            "AIGRID_API_KEY=<the key> for the lines below\n") if enforce else ""
     return (f"\n[bold green]aigrid gateway[/] on {base}  (OpenAI base URL: {base}/v1)\n"
             f"  sites: {', '.join(f'{k} ({v.jurisdiction})' for k, v in spec.sites.items())}\n"
+            f"{keys}"
             f"  try:   {curl}\n"
-            f"  then:  {_aigrid()} explain <x-aigrid-decision header>   |   {base}/metrics   |   {base}/v1/grid\n"
+            f"  then:  {_aigrid()} explain <x-aigrid-decision header>{gateway}   |   {base}/metrics   |   "
+            f"{base}/v1/grid\n"
             f"  map:   {base}/dashboard\n"
             f"  Ctrl-C stops the gateway and every engine.\n")
 
