@@ -13,7 +13,6 @@ from aigrid.core.types import RequestInfo
 from aigrid.errors import PermissionDenied
 from aigrid.security.principal import Principal
 
-
 RESIDENCY_HEADER = "x-aigrid-residency"
 """Where the jurisdictions authorize() checks come from: the request's own residency header (the gateway's
 request_info.H_RESIDENCY)."""
