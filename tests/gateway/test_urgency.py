@@ -111,7 +111,13 @@ async def test_an_unmeetable_deadline_is_refused_before_any_engine_work(gw: Gate
                           headers={**TOKYO, "x-aigrid-tenant": "chat", "x-aigrid-deadline-ms": "5"})
     assert r.status_code == 503, r.text
     assert r.json()["error"]["code"] == "deadline_unmeetable"
+    # it named the body's `deadline_ms`, a field this request never sent (the Anthropic message read
+    # "deadline_ms: the deadline ..."): the header it came from
+    assert r.json()["error"]["param"] == "x-aigrid-deadline-ms", r.text
     assert received(fakes) == 0
+    r = await client.post("/v1/chat/completions", json={**CHAT, "deadline_ms": 5},
+                          headers={**TOKYO, "x-aigrid-tenant": "chat"})
+    assert r.status_code == 503 and r.json()["error"]["param"] == "deadline_ms", r.text
     row = (await audit_rows(gw))[-1]
     assert row["outcome"] == "error:deadline_unmeetable" and row["tenant"] == "chat"
     assert row["extra"]["urgency"]["deadline_ms"] == 5.0

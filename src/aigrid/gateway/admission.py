@@ -66,6 +66,8 @@ class Ticket:
     level: int
     deadline_ms: float | None
     queued_ms: float = 0.0
+    deadline_field: str = "deadline_ms"
+    """What the caller named its deadline with (x-aigrid-deadline-ms or the body's deadline_ms): the refusal's param."""
     held: bool = False
     reserved: tuple[str, int, str, int] | None = None
     """(endpoint, prompt tokens, request id, engine requests) booked in the ledger when it was dispatched."""
@@ -114,7 +116,7 @@ class Admission:
                 return decision
             if what == LATE:
                 self._count(info.priority, "late")
-                raise Refused(self._late(info), decision)
+                raise Refused(self._late(info, ticket), decision)
             if what == REJECT or not self.enabled:
                 return decision
             return await self._wait(Waiter(info, decide, arrived, asyncio.get_running_loop().create_future(),
@@ -170,7 +172,7 @@ class Admission:
         self.queue.remove(item)
         if what == LATE:
             self._count(w.info.priority, "late")
-            w.future.set_exception(Refused(self._late(w.info), decision))
+            w.future.set_exception(Refused(self._late(w.info, w.ticket), decision))
             return True
         if what == SEND:
             self._dispatched(now)
@@ -235,7 +237,7 @@ class Admission:
         left = self.rules.remaining_ms(w.info.deadline_ms, w.arrived, now)
         if left is not None and left <= 0:
             self._count(w.info.priority, "late")
-            w.future.set_exception(Refused(self._late(w.info), w.last))
+            w.future.set_exception(Refused(self._late(w.info, w.ticket), w.last))
         else:
             waited = now - w.arrived
             self._shed(item, f"every eligible endpoint stayed busy for {waited:.1f} s, the longest a "
@@ -266,10 +268,10 @@ class Admission:
         self._last_dispatch = now
 
     @staticmethod
-    def _late(info: RequestInfo) -> DeadlineUnmeetable:
+    def _late(info: RequestInfo, ticket: Ticket) -> DeadlineUnmeetable:
         return DeadlineUnmeetable(f"the deadline ({info.deadline_ms:.0f} ms to the first token) cannot be met: no "
                                   "eligible endpoint is predicted to answer in time; refused before any engine "
-                                  "worked on it", param="deadline_ms")
+                                  "worked on it", param=ticket.deadline_field)
 
     @staticmethod
     def _remaining(info: RequestInfo, arrived: float, now: float) -> RequestInfo:

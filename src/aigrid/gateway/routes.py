@@ -378,7 +378,8 @@ class Routes:
             refuse_unredacted_logprobs(bool(parsed.logprobs) if isinstance(parsed, ChatRequest) else parsed.logprobs is not None,
                                        gw.guard.firewall.redacts_output(principal.tenant), "logprobs")
             urgency = request_urgency(headers, body, principal, gw.tenant_levels.get(principal.tenant, DEFAULT_LEVEL))
-            ex.ticket = Ticket(principal.tenant, urgency.level, urgency.deadline_ms)
+            ex.ticket = Ticket(principal.tenant, urgency.level, urgency.deadline_ms,
+                               deadline_field=urgency.deadline_field)
             info = replace(scope_request(principal, asked), priority=urgency.level, deadline_ms=urgency.deadline_ms)
             loop = None
             if path == CHAT_PATH and _offers_tools(body):

@@ -30,6 +30,8 @@ MAX_DEADLINE_MS = 3_600_000.0
 class Asked:
     level: int
     deadline_ms: float | None
+    deadline_field: str = BODY_DEADLINE
+    """Where the deadline came from (the header or the body's field): what a 503 deadline_unmeetable names."""
 
 
 def request_urgency(headers: Mapping[str, str], body: MutableMapping[str, Any], principal: Principal,
@@ -50,7 +52,7 @@ def request_urgency(headers: Mapping[str, str], body: MutableMapping[str, Any], 
                                f"allow ({label(allowed)} at most)", param=field, code="priority_not_allowed")
     header = headers.get(H_DEADLINE)
     field, value = (H_DEADLINE, header) if header is not None and header.strip() else (BODY_DEADLINE, raw_deadline)
-    return Asked(level, None if value is None else _deadline(field, value))
+    return Asked(level, None if value is None else _deadline(field, value), field)
 
 
 def _deadline(field: str, value: object) -> float:
