@@ -52,3 +52,16 @@ def test_the_default_trace_is_found_from_any_directory(tmp_path: Path, monkeypat
                             "--speedup", "1000", "--timeout", "2"])
     assert "cannot read" not in r.output and "not found" not in r.output, r.output
     assert r.exit_code == 1 and "0/2 ok, 2 failed" in r.output, r.output  # replayed (nothing listens there)
+
+
+@pytest.mark.parametrize(("status", "says"), [(404, "ends in /v1"), (401, "--api-key"), (500, "--model")])
+def test_a_url_without_models_says_what_to_give(monkeypatch: pytest.MonkeyPatch, status: int, says: str) -> None:
+    """`aigrid bench http://127.0.0.1:8080` (no /v1) said "Client error '404 Not Found' for url ..." and sent the
+    user to MDN's page on 404; it now says to give the base URL that ends in /v1 (or the key, or --model)."""
+    import httpx
+
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: httpx.Response(status, text="Not Found"))
+    r = runner.invoke(app, ["bench", "http://127.0.0.1:8080", "-n", "1", "--quiet"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"GET http://127.0.0.1:8080/models answered HTTP {status}" in out and says in out, out
+    assert "developer.mozilla.org" not in out and "ok," not in out

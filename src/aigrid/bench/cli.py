@@ -40,8 +40,14 @@ class Mode(StrEnum):
 
 def discover_model(base_url: str, headers: Sequence[tuple[str, str]] = ()) -> str:
     """The first model the endpoint lists at GET {base_url}/models (with the run's headers: its key)."""
-    r = httpx.get(base_url.rstrip("/") + "/models", headers=list(headers), timeout=5, trust_env=False)
-    r.raise_for_status()
+    url = base_url.rstrip("/") + "/models"
+    r = httpx.get(url, headers=list(headers), timeout=5, trust_env=False)
+    if r.status_code != 200:  # raise_for_status said "Client error '404 Not Found' ..." and sent the user to MDN
+        hint = {404: "give the OpenAI base URL, the one that ends in /v1 (e.g. http://127.0.0.1:8080/v1), or "
+                     "pass --model",
+                401: "pass --api-key", 403: "pass a key that may list models, or --model"}.get(r.status_code,
+                                                                                             "or pass --model")
+        raise ValueError(f"GET {url} answered HTTP {r.status_code}: {hint}")
     data = r.json().get("data") or []
     if not data:
         raise ValueError(f"{base_url}/models lists no model; pass --model")
