@@ -424,3 +424,16 @@ async def test_sampling_fields_within_openais_ranges_and_engines_own_still_pass(
     for route, base in (("/v1/chat/completions", CHAT), ("/v1/completions", {"model": "smollm2-135m", "prompt": "hi"})):
         r = await client.post(route, json={**base, **extra})
         assert r.status_code == 200, r.text
+
+
+async def test_a_404_says_when_the_base_url_lacks_or_doubles_v1(client: httpx.AsyncClient) -> None:
+    """A client whose base URL is the gateway's address without /v1 (most OpenAI-compatible tools add only the
+    path) got "Not Found: POST /chat/completions"; one with /v1 that adds /v1 itself (the Anthropic SDKs, Claude
+    Code) "Not Found: POST /v1/v1/messages". Each now says what the base URL should be."""
+    r = await client.post("/chat/completions", json=CHAT)
+    message = assert_envelope(r, 404, "not_found")["message"]
+    assert "(the API is under /v1: an OpenAI client's base URL is http://gw/v1)" in message, message
+    r = await client.post("/v1/v1/messages", json=CHAT, headers={"anthropic-version": "2023-06-01"})
+    assert r.status_code == 404 and "their base URL is http://gw;" in r.json()["error"]["message"], r.text
+    r = await client.get("/nothing-here")
+    assert "base URL" not in assert_envelope(r, 404, "not_found")["message"]

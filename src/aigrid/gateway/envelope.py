@@ -26,6 +26,9 @@ _ANTHROPIC_STATUS = {502: 500, 503: 529}
 _HTTP_TYPES = {404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
 API_PREFIX = "/v1/"
 """The API's paths, where a method a path does not take is a 404 (http_error_handler)."""
+_API_FAMILIES = frozenset({"chat", "completions", "embeddings", "models", "messages", "responses", "batches", "files",
+                           "conversations"})
+"""The first segment of the API's paths: one asked for without /v1 is a client whose base URL lacks it."""
 
 
 def error_response(err: ApiError) -> Response:
@@ -119,7 +122,7 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     not_served = exc.status_code == 405 and request.url.path.startswith(API_PREFIX)
     status = 404 if not_served else exc.status_code
     typ, code = _HTTP_TYPES.get(status, ("invalid_request_error", "http_error"))
-    message = f"{exc.detail}: {request.method} {request.url.path}"
+    message = f"{exc.detail}: {request.method} {request.url.path}" + _base_url_hint(request, status)
     if not_served:
         allowed = (exc.headers or {}).get("Allow", "")
         message = (f"{request.method} {request.url.path} is not served by this gateway"
@@ -128,6 +131,22 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     if _anthropic(request):
         return anthropic_error(status, message)
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def _base_url_hint(request: Request, status: int) -> str:
+    """What a 404 says when the client's base URL is the likely mistake: a client configured with the gateway's
+    address and no /v1 (OpenAI's SDKs and most tools add only the path), or one with /v1 that adds /v1 itself
+    (the Anthropic SDKs and Claude Code)."""
+    path = request.url.path
+    base = str(request.base_url).rstrip("/")
+    if status != 404:
+        return ""
+    if path.startswith(API_PREFIX + "v1/"):
+        return (f" (/v1 twice: the Anthropic SDKs and Claude Code add /v1 themselves, so their base URL is {base}; "
+                f"OpenAI's is {base}/v1)")
+    if not path.startswith(API_PREFIX) and path.strip("/").split("/")[0] in _API_FAMILIES:
+        return f" (the API is under /v1: an OpenAI client's base URL is {base}/v1)"
+    return ""
 
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
