@@ -238,3 +238,20 @@ def test_a_worker_logs_at_the_specs_level_its_default_too(tmp_path: Path, monkey
     r = runner.invoke(app, ["worker", str(config), "--index", "1"])
     assert r.exit_code == 0 and levels == [level], (r.output, levels)
     assert process == [{"worker": 1}]  # every line says which worker wrote it
+
+
+@pytest.mark.parametrize("given", ["http://127.0.0.1:8091", "http://127.0.0.1:8091/", "http://127.0.0.1:8091/v1",
+                                   "http://127.0.0.1:8091/v1/"])
+def test_explain_takes_the_gateway_or_its_openai_base_url(monkeypatch: pytest.MonkeyPatch, given: str) -> None:
+    """The banner prints the OpenAI base URL (.../v1); given as --gateway it asked /v1/v1/decisions/ID, a 404."""
+    import httpx
+
+    asked: list[str] = []
+
+    def get(url: str, **kw: object) -> httpx.Response:
+        asked.append(url)
+        return httpx.Response(200, json=DECISION)
+
+    monkeypatch.setattr(httpx, "get", get)
+    r = runner.invoke(app, ["explain", "dec-1", "--gateway", given, "--json"])
+    assert r.exit_code == 0 and asked == ["http://127.0.0.1:8091/v1/decisions/dec-1"], (r.output, asked)

@@ -272,9 +272,10 @@ def explain(decision_id: str,
     from aigrid.explain import render_decision
 
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    # the OpenAI base URL (.../v1, as the banner prints it) asked /v1/v1/decisions: a 404
+    gateway = gateway.rstrip("/").removesuffix("/v1")
     try:
-        r = httpx.get(f"{gateway.rstrip('/')}/v1/decisions/{decision_id}", headers=headers, timeout=5,
-                      trust_env=False)
+        r = httpx.get(f"{gateway}/v1/decisions/{decision_id}", headers=headers, timeout=5, trust_env=False)
     except httpx.HTTPError as e:
         raise _fail(ConfigError(f"cannot reach the gateway at {gateway}: {e}")) from None
     try:
