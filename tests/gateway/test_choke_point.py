@@ -27,6 +27,7 @@ from aigrid.agents.retrieval import Retrieve
 from aigrid.agents.tool import ToolContext
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.batch_line import line_route
+from aigrid.gateway.compaction import KEY_PURPOSE, Sealer, Summary
 from aigrid.gateway.message_batch_line import request_route
 from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
@@ -39,6 +40,15 @@ HARMLESS = "Summarise the quarterly figures for the board in three sentences."
 MODEL = "smollm2-135m"
 
 Body = Callable[[str], dict[str, Any]]
+
+
+def _mail_read(t: str) -> list[dict[str, Any]]:
+    """Responses input items: the user's ask, the client's mail tool called, and its result `t`."""
+    return [{"role": "user", "content": "read my mail"},
+            {"type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "c1", "output": t}]
+
+
 ROUTES: list[tuple[str, str, Body, str]] = [
     ("chat user message", "/v1/chat/completions",
      lambda t: {"model": MODEL, "messages": [{"role": "user", "content": t}]}, "messages[0].content"),
@@ -77,10 +87,10 @@ ROUTES: list[tuple[str, str, Body, str]] = [
     ("completion prompt list", "/v1/completions", lambda t: {"model": MODEL, "prompt": ["Hello", t], "stream": False},
      "prompt[1]"),
     ("responses input", "/v1/responses", lambda t: {"model": MODEL, "input": t}, "input"),
-    ("responses function output", "/v1/responses",
-     lambda t: {"model": MODEL, "input": [{"role": "user", "content": "read my mail"},
-                                          {"type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{}"},
-                                          {"type": "function_call_output", "call_id": "c1", "output": t}]},
+    ("responses function output", "/v1/responses", lambda t: {"model": MODEL, "input": _mail_read(t)},
+     "input.2.output"),
+    ("responses compact input", "/v1/responses/compact", lambda t: {"model": MODEL, "input": t}, "input"),
+    ("responses compact function output", "/v1/responses/compact", lambda t: {"model": MODEL, "input": _mail_read(t)},
      "input.2.output"),
     ("anthropic user message", "/v1/messages",
      lambda t: {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": t}]}, "messages.0.content"),
@@ -245,6 +255,32 @@ async def test_conversation_items_are_screened_when_a_response_reads_them(
     harmless = (await c.post("/v1/conversations", json={"items": items(HARMLESS)})).json()["id"]
     ok = await c.post("/v1/responses", json={"model": MODEL, "input": "Go on.", "conversation": harmless})
     assert ok.status_code == 200, ok.text
+
+
+async def test_a_compaction_items_summary_is_screened_as_a_document_where_it_is_restored(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
+    """A compaction item's summary (a model wrote it from the conversation's tool results; the gateway sealed it)
+    enters the conversation where the item comes back as input: the firewall reads it there as a document, so an
+    attack that made its way into a summary is stopped naming the item, before any engine reads it, on the
+    Responses create and on a compaction of it again (input_tokens reads it too, but no model does)."""
+    c, gw, engine = walk
+    sealer = Sealer(gw.guard.derived_key(KEY_PURPOSE))
+
+    def body(text: str) -> dict[str, Any]:
+        item = {"type": "compaction", "encrypted_content": sealer.seal("default", Summary(text, MODEL, None, 0))}
+        return {"model": MODEL, "input": [{"role": "user", "content": "Go on."}, item]}
+
+    for path in ("/v1/responses", "/v1/responses/compact"):
+        for text in (ATTACK, EMAIL):
+            r = await c.post(path, json=body(text))
+            assert blocked_at(r) == (400, "firewall_blocked", "input.1.encrypted_content"), (path, r.text)
+            record = await last_audit(gw)
+            assert [(v["action"], v["source"]) for v in record["firewall"]] == [("blocked", "document")], record
+        assert engine.received == []
+        engine.replies = [answer("ok")]
+        ok = await c.post(path, json=body(HARMLESS))
+        assert ok.status_code == 200, ok.text
+        engine.received.clear()
 
 
 @pytest.mark.parametrize("source", TOOL_SOURCES)

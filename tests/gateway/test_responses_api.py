@@ -174,7 +174,7 @@ async def test_an_unknown_item_or_part_lists_every_one_served(oai: openai.AsyncO
         await oai.responses.create(model="smollm2-135m", input=[{"type": "item_reference", "id": "msg_1"}])
     assert item.value.body["param"] == "input.0.type"
     assert item.value.body["message"].endswith(
-        "use message, function_call, function_call_output, mcp_call or reasoning items"), item.value.body
+        "use message, function_call, function_call_output, mcp_call, reasoning or compaction items"), item.value.body
     with pytest.raises(openai.BadRequestError) as part:
         await oai.responses.create(model="smollm2-135m", input=[{"role": "user", "content": [{"type": "input_file"}]}])
     assert part.value.body["param"] == "input.0.content.0.type"

@@ -19,6 +19,8 @@ from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import TypeAdapter, ValidationError
 
 from aigrid.audit.log import AuditLog, AuditSink
@@ -381,6 +383,13 @@ class Guard:
         if not self._enforce:
             return None
         return self.reader_of(self.authenticator.authenticate(authorization))
+
+    def derived_key(self, purpose: str) -> bytes:
+        """A 32-byte key of its own for `purpose` (HKDF-SHA256 of the gateway's secret, security.secret_env): the
+        same in every worker and gateway that shares the secret, and telling nothing of the secret or of another
+        purpose's key. Without a secret (a demo grid, enforcement off) it derives from ANONYMOUS_SECRET, which
+        anyone can read here: nothing keyed by it is private there."""
+        return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=f"aigrid/{purpose}".encode()).derive(self._secret)
 
     @property
     def enforcing(self) -> bool:

@@ -13,7 +13,7 @@ from aigrid.gateway.conversations_schema import (
 )
 from aigrid.gateway.message_batches_schema import MessageBatchCreate
 from aigrid.gateway.messages_schema import CountTokensRequest, MessagesRequest
-from aigrid.gateway.responses_schema import ResponsesRequest
+from aigrid.gateway.responses_schema import CompactRequest, ResponsesRequest
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 
 _ERROR = {
@@ -166,7 +166,7 @@ def _message_batches(ok: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(version: str) -> dict[str, Any]:
     schemas: dict[str, Any] = {"Error": _ERROR, "AnthropicError": _ANTHROPIC_ERROR, "EmbeddingRequest": _EMBEDDINGS}
     for model in (ChatRequest, CompletionRequest, MessagesRequest, CountTokensRequest, ResponsesRequest,
-                  ConversationCreate, ConversationUpdate, ConversationItemsCreate, BatchCreate, MessageBatchCreate):
+                  CompactRequest, ConversationCreate, ConversationUpdate, ConversationItemsCreate, BatchCreate, MessageBatchCreate):
         schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas.update(schema.pop("$defs", {}))
         schemas[model.__name__] = schema
@@ -189,6 +189,9 @@ def openapi_document(version: str) -> dict[str, Any]:
                                                      "Anthropic token count (the router's estimate)",
                                                      _anthropic_errors(400, 401, 403, 404)),
             "/v1/responses": _completion("#/components/schemas/ResponsesRequest", "OpenAI Responses, routed"),
+            "/v1/responses/compact": _completion("#/components/schemas/CompactRequest",
+                                                 "OpenAI Responses compaction: the user messages and one compaction "
+                                                 "item (the rest of the conversation summarised, sealed)"),
             "/v1/responses/input_tokens": _completion("#/components/schemas/ResponsesRequest",
                                                       "OpenAI Responses input token count (the router's estimate)",
                                                       _errors(400, 401, 403, 404, 503)),

@@ -1,5 +1,5 @@
-"""POST /v1/responses, GET and DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel: OpenAI's Responses
-API in front of the one pipeline.
+"""POST /v1/responses, GET and DELETE /v1/responses/{id}, POST /v1/responses/{id}/cancel, POST
+/v1/responses/compact: OpenAI's Responses API in front of the one pipeline.
 
 A Responses request (after the stored history of `previous_response_id`, if any) is translated to Chat
 Completions (responses_translate.py) and served by routes.Routes.route like any chat request (auth, quotas,
@@ -11,6 +11,11 @@ Residency: a follow-up is routed with residency narrowed to the one jurisdiction
 stored (response_store.py in memory, or that jurisdiction's Redis: stores.py, which this module calls for
 every stored record), or refused with a 400 naming previous_response_id when the request asks for
 another; the answer is stored in the jurisdiction of the site that served it. See docs/responses-api.md.
+
+Compaction (`compact`, compaction.py): the conversation summarised by the model in one request of the same
+pipeline, answered as its user messages and one compaction item whose summary is sealed to the tenant; such an
+item in an input is opened (400 naming it when it is not this gateway's for this tenant) and its summary read by
+the firewall as a document; one made from a stored history routes the request to that history's jurisdiction.
 
 Conversation (`conversation`, conversations_api.py): the conversation's items are the history before the
 input, and the request's input items and the answer's output items are added to it once answered; a bound
@@ -59,6 +64,16 @@ from aigrid.errors import (
 )
 from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, MAX_RUNS_PER_TENANT, error_object
 from aigrid.gateway.chat_events import cached_of
+from aigrid.gateway.compaction import (
+    KEY_PURPOSE,
+    SUMMARY_MAX_TOKENS,
+    Sealer,
+    Summary,
+    compaction_messages,
+    summary_message,
+    summary_of,
+    user_items,
+)
 from aigrid.gateway.context_window import check_context
 from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_stored_in
 from aigrid.gateway.cursor_list import page_after, page_object, page_query
@@ -76,7 +91,7 @@ from aigrid.gateway.front_door import (
 from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.request_info import H_POLICY, H_RESIDENCY, build_request_info, estimate_input_tokens
 from aigrid.gateway.response_store import FINAL, BrokenHistory, Pending, StoredResponse
-from aigrid.gateway.responses_schema import ResponsesRequest
+from aigrid.gateway.responses_schema import CompactRequest, ResponsesRequest
 from aigrid.gateway.responses_stream import responses_stream
 from aigrid.gateway.responses_translate import (
     chat_body,
@@ -92,6 +107,7 @@ from aigrid.gateway.responses_translate import (
 from aigrid.gateway.routes import (
     CHAT_PATH,
     H_TENANT,
+    Audited,
     Routes,
     audited_route,
     authenticate,
@@ -105,6 +121,7 @@ from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import Reservation
 
 RESPONSES_PATH = "/v1/responses"
+COMPACT_PATH = RESPONSES_PATH + "/compact"
 _SSE = {"content-type": "text/event-stream", "cache-control": "no-cache"}
 KEEPALIVE_S = 2.0
 ORPHAN_S = 5.0
@@ -129,10 +146,18 @@ class _Turn:
     principal: Principal
     earlier: int = 0
     """Chat messages before this turn's input: the instructions and the stored history."""
+    bound: str | None = None
+    """The jurisdiction of the stored conversation it reads (previous_response_id, a compaction item made from
+    one): the request is routed only there."""
 
     def __init__(self) -> None:
         self.origins: list[str] = []
         """The Responses field each chat message came from (errors name it)."""
+        self.history: list[dict[str, Any]] = []
+        """The stored history's chat messages (of previous_response_id or conversation)."""
+        self.documents: set[int] = set()
+        """The chat messages that are restored summaries (compaction items), which the firewall reads as
+        documents."""
 
 
 class ResponsesApi:
@@ -143,6 +168,8 @@ class ResponsesApi:
         self.book = routes.gw.stores.responses
         """Stored responses and background placeholders, wherever each lives (stores.py)."""
         self.conversations = Conversations(routes.gw.stores.conversations)
+        self.sealer = Sealer(routes.gw.guard.derived_key(KEY_PURPOSE))
+        """Compaction items' summaries, sealed to their tenant (compaction.py)."""
         self._following: dict[str, int] = {}
         """Per tenant: the readers of event logs this process serves now (GET ?stream=true)."""
 
@@ -151,7 +178,8 @@ class ResponsesApi:
         too: routes.Routes.audited): each is recorded like a request, with its outcome."""
         path = RESPONSES_PATH + "/{response_id}"
         items, cancel = path + "/input_items", path + "/cancel"
-        return [audited_route(self.gw, "GET", path, self.get), audited_route(self.gw, "DELETE", path, self.delete),
+        return [Route(COMPACT_PATH, Audited(self.gw, COMPACT_PATH, self.compact, watch=True), methods=["POST"]),
+                audited_route(self.gw, "GET", path, self.get), audited_route(self.gw, "DELETE", path, self.delete),
                 audited_route(self.gw, "GET", items, self.list_input_items),
                 audited_route(self.gw, "POST", cancel, self.cancel),
                 audited_route(self.gw, "POST", RESPONSES_PATH + "/input_tokens", self.input_tokens)]
@@ -208,10 +236,11 @@ class ResponsesApi:
         await keep(final)
         return Response(orjson.dumps(final), media_type="application/json", headers=extra)
 
-    async def _prepare(self, turn: _Turn, raw: dict[str, Any], headers: dict[str, str], caller: Principal) -> None:
-        """The request validated, its stored history read as `caller` (authenticated before its body was
-        read): its chat body."""
-        turn.req = req = validate(ResponsesRequest, raw)
+    async def _prepare(self, turn: _Turn, raw: dict[str, Any], headers: dict[str, str], caller: Principal, *,
+                       req: ResponsesRequest | None = None) -> None:
+        """The request validated (`req`: already), its stored history read as `caller` (authenticated before its
+        body was read) and its compaction items opened: its chat body."""
+        turn.req = req = validate(ResponsesRequest, raw) if req is None else req
         if req.background and not req.store:
             raise InvalidRequest("background: true requires store: true (a background response is kept to be "
                                  "retrieved with GET /v1/responses/{id})", param="background")
@@ -227,7 +256,12 @@ class ResponsesApi:
             history = await self.conversations.history(turn.principal, req.conversation, headers)
         elif req.previous_response_id is not None:
             history = await self._continue(turn.principal, req.previous_response_id, headers)
-        turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins)
+            turn.bound = headers[H_RESIDENCY]
+        turn.history = history
+        summaries = self._open_compactions(turn, headers)
+        turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins, summaries)
+        # the same set the pipeline was handed before this body was read
+        turn.documents.update(i for i, origin in enumerate(turn.origins) if origin.endswith(".encrypted_content"))
         try:  # OpenAI's 400 for a function_call_output whose call_id is no function_call's before it
             check_tool_results(turn.chat["messages"])
         except ApiError as e:
@@ -235,12 +269,88 @@ class ResponsesApi:
             raise
         turn.earlier = (1 if req.instructions else 0) + len(history)
 
+    def _open_compactions(self, turn: _Turn, headers: dict[str, str]) -> dict[int, dict[str, Any]]:
+        """The chat message of each compaction item of the input, by its index: its sealed summary opened (a 400
+        naming its encrypted_content when it is not one this gateway made for this tenant). A summary of a stored
+        conversation is used as that conversation is (check_stored_in: the key may use its jurisdiction, the
+        request asks for no other) and routes the request only there."""
+        req, opened = turn.req, dict[int, dict[str, Any]]()
+        if isinstance(req.input, str):
+            return opened
+        for i, item in enumerate(req.input):
+            if item.get("type") != "compaction":
+                continue
+            at = f"input.{i}"
+            if req.conversation is not None:  # its turn would be kept there, and a conversation keeps none
+                raise InvalidRequest(f"{at}: a compaction item cannot be added to a conversation; send it with "
+                                     "previous_response_id, or alone, instead of conversation", param=at)
+            summary = self.sealer.open(turn.principal.tenant, item, at)
+            if summary.jurisdiction is not None:
+                check_stored_in(turn.principal, summary.jurisdiction, at, "the conversation this compaction item "
+                                "summarises", headers.get(H_RESIDENCY), writes=True)
+                headers[H_RESIDENCY] = turn.bound = summary.jurisdiction
+            opened[i] = summary_message(summary.text)
+        return opened
+
+    async def compact(self, request: Request, ex: Exchange) -> Response:
+        """POST /v1/responses/compact: the conversation (input items, the stored history of previous_response_id)
+        summarised by the model through the one pipeline (auth, scopes, quotas, firewall, routing, audit: this
+        route's record), answered as OpenAI does: its user messages word for word, then one compaction item
+        whose sealed summary stands for everything else (compaction.py). Nothing is stored."""
+        headers = pipeline_headers(request)
+        turn = _Turn()
+        try:
+            ex.principal = caller = self._principal(headers)  # who asks first, as create
+            raw = await self.pipeline.read_json(request)
+        except ApiError as e:
+            self.gw.metrics.rejected.labels(e.code or "error").inc()
+            raise
+
+        async def read() -> dict[str, Any]:
+            req = validate(CompactRequest, raw)
+            for name in ("conversation", "background", "stream"):
+                if getattr(req, name):
+                    raise InvalidRequest(f"{name}: not served by /v1/responses/compact (it takes model, input, "
+                                         "instructions and previous_response_id)", param=name)
+            if not req.input and req.previous_response_id is None:
+                raise InvalidRequest("input: give the conversation to compact (input items, previous_response_id, "
+                                     "or both)", param="input")
+            await self._prepare(turn, raw, headers, caller, req=req)
+            shifted = {i + 1 for i in turn.documents}  # after the compaction prompt (the pipeline's set, changed)
+            turn.documents.clear()
+            turn.documents.update(shifted)
+            return {"model": req.model, "messages": compaction_messages(turn.chat["messages"], turn.origins),
+                    "max_tokens": min(SUMMARY_MAX_TOKENS, self.gw.spec.gateway.max_output_tokens), "stream": False}
+
+        resp = await self._route(turn, headers, read, ex, caller)
+        extra, body = aigrid_headers(resp), await whole_body(resp)
+        if resp.status_code >= 400:  # the engine's own error answer: already the OpenAI envelope
+            return Response(body, status_code=resp.status_code, media_type="application/json", headers=extra)
+        try:
+            chat = orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise UpstreamFailed("the engine's answer to the compaction pass was not JSON") from e
+        text = summary_of(chat) if isinstance(chat, dict) else None
+        if text is None:
+            raise UpstreamFailed("the model wrote no summary in the compaction pass; try again")
+        created, item_id = int(time.time()), new_id("cmp")
+        sealed = self.sealer.seal(turn.principal.tenant, Summary(text, turn.req.model, turn.bound, created))
+        ex.notes["compaction_item"] = item_id
+        usage = chat.get("usage") or {}
+        return Response(orjson.dumps({
+            "id": new_id("resp"), "object": "response.compaction", "created_at": created,
+            "output": [*user_items(turn.history, input_items(turn.req.input)),
+                       {"type": "compaction", "id": item_id, "encrypted_content": sealed}],
+            "usage": usage_block(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                                 cached_of(usage))}), media_type="application/json", headers=extra)
+
     async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
                      ex: Exchange, caller: Principal) -> Response:
         """The one pipeline, as `caller` (authenticated once, before the body was read); its errors name the
-        Responses fields."""
+        Responses fields. Restored summaries are read by the firewall as documents."""
         try:
-            return await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, caller=caller)
+            return await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, caller=caller,
+                                             documents=turn.documents)
         except ApiError as e:
             _own_error(e, turn)
             raise

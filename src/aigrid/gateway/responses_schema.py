@@ -59,3 +59,12 @@ class ResponsesRequest(BaseModel):
     @classmethod
     def _conversation_id(cls, value: Any) -> Any:
         return value["id"] if isinstance(value, dict) and set(value) == {"id"} else value
+
+
+class CompactRequest(ResponsesRequest):
+    """POST /v1/responses/compact (the SDK's `responses.compact`): a model and the conversation to compact, as
+    `input` items and/or the stored history of `previous_response_id`, with `instructions`. The other fields of a
+    Responses request are accepted and not used (the SDK's image, prompt cache, safety and service tier settings
+    are hints only); `conversation` and `background` are refused (compaction.py, ResponsesApi.compact)."""
+
+    input: str | list[dict[str, Any]] = Field(default_factory=list)  # type: ignore[assignment]

@@ -1,7 +1,8 @@
 """OpenAI Responses <-> Chat Completions, both ways, without I/O.
 
 Request: `instructions` -> a system message; `input` (a string, or items: messages with input_text /
-input_image / output_text parts, function_call, function_call_output, mcp_call) -> chat messages after the
+input_image / output_text parts, function_call, function_call_output, mcp_call, and compaction, whose summary
+the caller opened: compaction.py) -> chat messages after the
 stored history of `previous_response_id` or the items of a `conversation`; function tools -> chat tools (a
 function tool named like one of the grid's server-side tools runs at the site, agents/); `max_output_tokens`
 -> max_tokens;
@@ -12,7 +13,7 @@ tool run, a message with output_text, function_call for each of the client's too
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,7 +28,7 @@ SERVER_LABEL = "aigrid"
 _TEXT_PARTS = ("input_text", "output_text", "text")
 _PARTS = (*_TEXT_PARTS, "refusal", "input_image")
 """The content parts a message item may have: what _parts checks, and what its 400 lists."""
-_ITEMS = ("message", "function_call", "function_call_output", "mcp_call", "reasoning")
+_ITEMS = ("message", "function_call", "function_call_output", "mcp_call", "reasoning", "compaction")
 """The input items served: what input_messages checks, and what its 400 lists."""
 _ROLES = ("user", "system", "developer", "assistant")
 
@@ -84,11 +85,15 @@ def _append_call(out: list[dict[str, Any]], call: dict[str, Any]) -> None:
         out.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
 
-_ORIGIN = {"message": "content", "function_call_output": "output", "mcp_call": "output"}
+_ORIGIN = {"message": "content", "function_call_output": "output", "mcp_call": "output",
+           "compaction": "encrypted_content"}
 
 
-def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None = None) -> list[dict[str, Any]]:
-    """The input as chat messages; `origins` (if given) receives the input field each message came from."""
+def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None = None,
+                   summaries: Mapping[int, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The input as chat messages; `origins` (if given) receives the input field each message came from.
+    `summaries`: the chat message of each compaction item, by its index in `items` (opened by the caller,
+    compaction.py); without one, a compaction item is a 400 (a conversation keeps none)."""
     if isinstance(items, str):
         if origins is not None:
             origins.append("input")
@@ -120,6 +125,12 @@ def input_messages(items: str | list[dict[str, Any]], origins: list[str] | None 
             call_id = str(item.get("id") or new_id("mcp"))
             _append_call(out, _call(call_id, _text(item.get("name"), f"{at}.name"), str(item.get("arguments", ""))))
             out.append({"role": "tool", "tool_call_id": call_id, "content": str(item.get("output") or "")})
+        elif kind == "compaction":
+            if summaries is None or i not in summaries:
+                raise InvalidRequest(f"{at}.type: a compaction item is read in the input of POST /v1/responses "
+                                     "(without conversation) and of POST /v1/responses/compact only; a conversation "
+                                     "keeps none", param=f"{at}.type")
+            out.append(summaries[i])
         # reasoning items add nothing: they are replayed by agents; no model here reads them back
         if origins is not None:  # the messages this item added (a merged function_call adds none)
             origins.extend([f"{at}.{_ORIGIN.get(kind, 'arguments')}"] * (len(out) - len(origins)))
@@ -143,7 +154,7 @@ def input_items(items: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _ITEM_PREFIX = {"message": "msg", "function_call": "fc", "function_call_output": "fco", "mcp_call": "mcp",
-                "reasoning": "rs"}
+                "reasoning": "rs", "compaction": "cmp"}
 
 
 def _tools(tools: list[dict[str, Any]], server_tools: Iterable[str]) -> list[dict[str, Any]]:
@@ -189,11 +200,13 @@ def _response_format(req: ResponsesRequest) -> dict[str, Any] | None:
 
 
 def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools: Iterable[str],
-              origins: list[str] | None = None) -> dict[str, Any]:
-    """The chat request; `origins` (if given) receives the Responses field each chat message came from."""
+              origins: list[str] | None = None, summaries: Mapping[int, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The chat request; `origins` (if given) receives the Responses field each chat message came from;
+    `summaries`: input_messages'."""
     messages = ([{"role": "system", "content": req.instructions}] if req.instructions else [])
     inputs: list[str] = []
-    body: dict[str, Any] = {"model": req.model, "messages": messages + history + input_messages(req.input, inputs),
+    body: dict[str, Any] = {"model": req.model,
+                            "messages": messages + history + input_messages(req.input, inputs, summaries),
                             "stream": req.stream}
     if origins is not None:
         earlier = "conversation" if req.conversation is not None else "previous_response_id"
