@@ -75,7 +75,7 @@ async def test_sdk_methods_not_served_are_the_sdks_not_found(gateway: Gateway) -
     oai, claude = openai_client(app), anthropic_client(app)
     try:
         calls = [lambda: oai.models.delete("smollm2-135m"), lambda: oai.chat.completions.list(),
-                 lambda: oai.responses.compact(model="smollm2-135m"), lambda: oai.images.generate(prompt="a cat")]
+                 lambda: oai.chat.completions.delete("chatcmpl-1"), lambda: oai.images.generate(prompt="a cat")]
         for call in calls:
             with pytest.raises(openai.NotFoundError) as not_found:
                 await call()

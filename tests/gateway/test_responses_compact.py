@@ -242,3 +242,42 @@ def test_a_compaction_item_is_restored_on_a_websocket_too(tmp_path: Path) -> Non
                 items[-1]["encrypted_content"])}])
             error = until_done(iter(conn))[-1]
             assert error.type == "error" and error.error.param == "input.0.encrypted_content", error
+
+
+async def test_keys_are_checked_before_the_body_and_a_summary_keeps_to_the_keys_jurisdictions(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With keys enforced: no key is a 401 before the body is read; a summary of an EU-stored history is, for a key
+    narrowed to the US, what that history is: a 403 naming the item (as previous_response_id is named)."""
+    import httpx
+
+    from aigrid.security.keys import KeyRing
+    from aigrid.security.principal import Scopes
+
+    secret = "compaction-test-secret-0123456789"
+    monkeypatch.setenv("AIGRID_KEY_SECRET", secret)
+    ring = KeyRing(secret.encode())
+    full, us = ring.issue("default"), ring.issue("default", Scopes(jurisdictions=frozenset({"US"})))
+    ring.save(tmp_path / "keys.json")
+    spec = spec_in(tmp_path, enforce=True)
+    engine = ScriptedEngine([])
+    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/responses/compact", content=b"{not json", headers={"content-type": "application/json"})
+            assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key", r.text
+            as_full, as_us = ({"authorization": f"Bearer {k.api_key}", **FRANKFURT} for k in (full, us))
+            engine.replies = [{"content": "Invoice 2231 totals 120 EUR."}, {"content": SUMMARY}]
+            first = (await c.post("/v1/responses", headers=as_full, json={"model": MODEL, "input": "Total it."})).json()
+            done = await c.post("/v1/responses/compact", headers=as_full,
+                                json={"model": MODEL, "previous_response_id": first["id"]})
+            assert done.status_code == 200, done.text
+            output = done.json()["output"]
+            refused = await c.post("/v1/responses", headers=as_us, json={"model": MODEL, "input": output})
+            assert refused.status_code == 403, refused.text
+            assert (refused.json()["error"]["code"], refused.json()["error"]["param"]) == (
+                "jurisdiction_not_allowed", "input.1")
+            assert len(engine.received) == 2  # the create and the pass; nothing for the refused request
+    finally:
+        await gw.guard.stop()

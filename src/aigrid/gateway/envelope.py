@@ -116,7 +116,7 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     """A route this gateway does not serve. Under /v1/ a method a path does not take (Starlette's 405) is
     answered as the 404 of a path not served: the SDKs have no class for a 405 (a bare `APIStatusError`), and
     every such call is an SDK method aigrid does not serve (`client.models.delete`,
-    `client.chat.completions.list`, `client.responses.compact`), which they should see as the `NotFoundError`
+    `client.chat.completions.list`), which they should see as the `NotFoundError`
     an unknown path is. Elsewhere (the dashboard) a 405 stays a 405."""
     assert isinstance(exc, HTTPException)
     not_served = exc.status_code == 405 and request.url.path.startswith(API_PREFIX)
