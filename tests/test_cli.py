@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_spec_check_ok_and_bad(tmp_path: Path) -> None:
     r = runner.invoke(app, ["spec", "check", str(ROOT / "examples" / "demo.yaml")])
-    assert r.exit_code == 0 and "4 sites, 4 endpoints" in r.output
+    assert r.exit_code == 0 and "4 sites, 4 endpoints, 1 model, 2 tenants" in r.output, r.output  # "1 models" before
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "examples" / "demo.yaml").read_text().replace("lat: 50.11", "lat: 500"))
     r = runner.invoke(app, ["spec", "check", str(bad)])

@@ -257,8 +257,9 @@ def spec_check(spec: SpecArg) -> None:
         s = load_spec(spec)
     except AigridError as e:
         raise _fail(e) from None
-    console.print(f"[green]ok[/] {spec}: {len(s.sites)} sites, {len(s.endpoints)} endpoints, "
-                  f"{len(s.models)} models, {len(s.tenants)} tenants")
+    counts = ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in (
+        (len(s.sites), "site"), (len(s.endpoints), "endpoint"), (len(s.models), "model"), (len(s.tenants), "tenant")))
+    console.print(f"[green]ok[/] {spec}: {counts}")
 
 
 @app.command()
