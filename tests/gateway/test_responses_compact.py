@@ -281,3 +281,18 @@ async def test_keys_are_checked_before_the_body_and_a_summary_keeps_to_the_keys_
             assert len(engine.received) == 2  # the create and the pass; nothing for the refused request
     finally:
         await gw.guard.stop()
+
+
+async def test_a_pass_that_writes_no_summary_is_a_502_and_a_long_one_is_cut(grid: Grid) -> None:
+    """No compaction item is made of nothing (an engine that answered no text); a summary past MAX_SUMMARY_CHARS
+    (an engine that ignored max_tokens) is cut before it is sealed."""
+    from aigrid.gateway.compaction import MAX_SUMMARY_CHARS
+
+    grid.says("")
+    with pytest.raises(openai.APIStatusError) as empty:
+        await grid.client.responses.compact(model=MODEL, input=CONVERSATION)
+    assert empty.value.status_code == 502 and empty.value.body["code"] == "upstream_failed", empty.value.body
+    grid.says("x" * (MAX_SUMMARY_CHARS + 500), "ok")
+    long = await grid.client.responses.compact(model=MODEL, input=CONVERSATION)
+    await grid.client.responses.create(model=MODEL, input=as_input(long.output))
+    assert grid.engine.received[-1]["messages"][-1]["content"] == f"{SUMMARY_HEADER}\n{'x' * MAX_SUMMARY_CHARS}"
