@@ -287,6 +287,9 @@ def test_cross_checks_are_one_line_each_without_a_top_level_prefix() -> None:
     (lambda r: r["sites"]["fra"].update(jurisdiction=False),
      "sites.fra.jurisdiction: Input should be a valid string (YAML reads a bare yes, no, on, off, true or false as "
      "the boolean false: quote it"),
+    (lambda r: r["sites"].update({False: r["sites"].pop("fra")}),  # `no:` (Norway) as a site's id: "sites.0.[key]"
+     "sites: a key YAML read as the boolean false (a bare yes, no, on, off, true or false is a boolean in YAML): "
+     "quote it, e.g. 'no': for Norway"),
     (lambda r: r["gateway"].update(port="${PORT}"), "gateway.port: Input should be a valid integer, unable to parse "
      "string as an integer (environment variables are not expanded in a grid spec"),
     (lambda r: r["gateway"].update(network="netns", location="Frankfurt") or r["endpoints"][0].update(

@@ -152,9 +152,14 @@ def gateway_location(spec: GridSpec) -> GeoPoint | None:
 def describe(err: object) -> str:
     """One pydantic error as "field.path: message" (the spec's, the scenario's and the demand's wording)."""
     d = dict(err)  # type: ignore[call-overload]
-    loc = ".".join(str(x) for x in d.get("loc", ())) or "(top level)"
+    path = tuple(d.get("loc", ()))
+    loc = ".".join(str(x) for x in path) or "(top level)"
     msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")
     given = d.get("input")
+    if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
+        where = ".".join(str(x) for x in path[:-2]) or "(top level)"
+        return (f"{where}: a key YAML read as the boolean {str(given).lower()} (a bare yes, no, on, off, true or false "
+                "is a boolean in YAML): quote it, e.g. 'no': for Norway")
     if isinstance(given, bool) and d.get("type") == "string_type":
         msg += (f" (YAML reads a bare yes, no, on, off, true or false as the boolean {str(given).lower()}: quote "
                 "it, e.g. jurisdiction: 'NO')")
