@@ -15,7 +15,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -84,13 +84,20 @@ class Grid:
 
 @contextlib.contextmanager
 def served(tmp: Path, *, words: tuple[str, ...] = ("Hello", " from", " the", " grid"), delay_s: float = 0.0,
-           enforce: bool = False, max_body_bytes: int | None = None) -> Iterator[Grid]:
+           enforce: bool = False, max_body_bytes: int | None = None,
+           engine: Callable[[str, tuple[str, ...]], FakeEngine] = FakeEngine,
+           tool_calls: str | None = None) -> Iterator[Grid]:
+    """`engine`: each endpoint's FAKE engine, made of its id and `words`; `tool_calls`: how every model gets
+    tool calls ("native", "constrained"; the spec's default otherwise)."""
     spec = spec_in(tmp, enforce=enforce)
     tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=1000, tokens_per_min=1_000_000))}
     spec = spec.model_copy(update={"tenants": tenants})
     if max_body_bytes is not None:
         spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_body_bytes": max_body_bytes})})
-    engines = {e.id: FakeEngine(e.id, words) for e in spec.endpoints}
+    if tool_calls is not None:
+        spec = spec.model_copy(update={"models": {name: m.model_copy(update={"tool_calls": tool_calls})
+                                                  for name, m in spec.models.items()}})
+    engines = {e.id: engine(e.id, words) for e in spec.endpoints}
     for e in engines.values():
         e.word_delay_s = delay_s
     key = "unused"
@@ -282,7 +289,7 @@ def test_bad_json_unknown_events_background_and_steer_are_answered_and_the_socke
             ("error", 400, "invalid_json", None), ("error", 400, "invalid_json", None),
             ("error", 400, "unknown_event_type", "type"), ("error", 400, "invalid_request", "background")]
         assert "response.cancel" in answers[2]["error"]["message"]
-        assert steer["type"] == "response.steer.failed" and steer["error"]["code"] == "steering_not_supported"
+        assert steer["type"] == "response.steer.failed" and steer["error"]["code"] == "response_not_found"
         assert steer["steer"] == {"input": "and be brief", "previous_response_id": "resp_123"}
         assert grid.until_records("WS /v1/responses", 1)[0]["extra"]["refused_events"] == 5
 
@@ -369,7 +376,7 @@ async def test_an_event_stream_becomes_one_message_per_event_however_its_chunks_
         async def _send(self, message: bytes) -> None:
             sent.append(message)
 
-    answer = responses_socket._Answer(Socket(), "lane")  # type: ignore[arg-type]
+    answer = responses_socket._Answer(Socket(), responses_socket._Run({}, "lane"))  # type: ignore[arg-type]
     await answer.send({"type": "http.response.start", "status": 200, "headers": []})
     stream = b'event: a\ndata: {"n":1}\n\n: waiting\n\nevent: b\ndata: {"n":\ndata: 2}\n\nevent: c\ndata: {"n":3}\n\n'
     for i in range(0, len(stream), 7):

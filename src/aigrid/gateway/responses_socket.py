@@ -15,15 +15,25 @@ headers}}` (the SDKs' ResponseWsError). A client that closes the socket mid-resp
 
 One response at a time per socket: a `response.create` sent while one runs waits for it, in order (the SDK's
 `stream_id` lanes are FIFO; every lane of a socket shares that one order), at most MAX_QUEUED waiting, of at most
-`max_body_bytes` together (past it a 429 `error` event, code `too_many_queued`). `response.steer` is answered `response.steer.failed` with code
-`steering_not_supported` (nothing here continues a running response with new input). `background` is refused
+`max_body_bytes` together (past it a 429 `error` event, code `too_many_queued`). `background` is refused
 (as OpenAI refuses it over a socket); `generate: false` (prepare without generating) is not served.
+
+Steering (`response.steer`, responses_steer.py): user input for a response running on this socket, validated
+and queued (`response.steer.accepted`); when that response ends completed (or incomplete), its automatic
+successor, the target's own `response.create` with the queued input and previous_response_id the target, runs
+next on its lane, before any queued create, through the same audited endpoint (its `response.created` commits
+the steers; an `error` event refuses it, and each steer is returned in `response.steer.failed`
+`successor_creation_failed`). A target that ends with client-owned tool calls keeps its steers waiting
+(`response.steer.pending` with the required_input stubs, after its response.completed) until the client's
+`response.create` continuing it, whose input they are prepended to. A running response is never cut short for
+a steer (no `incomplete` `steered`). Steers still queued when the client leaves are dropped (logged).
 
 The door: the handshake is authenticated before it is accepted (401/403 with the OpenAI envelope as an HTTP
 denial response, which the SDK raises as websockets' InvalidStatus with that status and body), admitted like
 an audited call (503 while the audit log cannot take records) and bounded per tenant (MAX_SOCKETS_PER_TENANT
 open on this process, else 429 `overloaded`); one audit record per connection (route `WS /v1/responses`: its
-responses, the events refused, why it closed) beside each response's own. A message larger than
+responses, the events refused, its steers accepted, committed, failed and dropped, why it closed) beside each
+response's own. A message larger than
 `gateway.max_body_bytes` (the HTTP body limit) is answered an `error` event `request_too_large`, and the server
 itself stops reading at SLACK_BYTES past it (uvicorn's `ws_max_size`, `server_options`: close 1009); a message
 that is not a JSON object, is nested too deep, or names an unknown `type` is an `error` event naming it, the
@@ -37,6 +47,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -47,6 +58,19 @@ from aigrid.errors import ApiError, InvalidRequest, Overloaded
 from aigrid.gateway.envelope import error_response
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
+from aigrid.gateway.responses_steer import (
+    MAX_STEERS,
+    Steer,
+    accepted,
+    failed,
+    new_steer,
+    pending,
+    prepended,
+    required_input,
+    steer_items,
+    successor,
+    unsupported,
+)
 from aigrid.gateway.routes import H_TENANT, SOCKET, close_exchange, json_object, one_credential
 from aigrid.spec.models import GridSpec
 
@@ -64,7 +88,12 @@ IDLE_S = 300.0
 """A socket with no message and nothing running for this long is closed (1000, "idle")."""
 SLACK_BYTES = 64 * 1024
 """The server reads a message up to `max_body_bytes` plus this (the event's own fields), then closes (1009)."""
+MAX_ENDED = 1024
+"""Ids of this socket's ended responses it remembers, to tell a steer that it came too late (else not found)."""
 CLOSE_NORMAL, CLOSE_POLICY = 1000, 1008
+_TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed"})
+_CHAINED = frozenset({"completed", "incomplete"})
+"""The statuses of a response stored with its answer, which a successor continues."""
 _HOP = frozenset({"connection", "upgrade", "content-length", "content-type", "transfer-encoding"})
 _ERROR_HEADERS = ("retry-after", "x-request-id", "x-should-retry")
 _GONE = (OSError, RuntimeError, WebSocketDisconnect)
@@ -114,7 +143,8 @@ class ResponsesSocket:
             try:
                 await conn.run()
             finally:
-                ex.notes.update(responses=conn.served, refused_events=conn.refused, closed=conn.closed_by)
+                ex.notes.update(responses=conn.served, refused_events=conn.refused, closed=conn.closed_by,
+                                steers=conn.steers)
         finally:
             if tenant is not None:
                 self.open[tenant] -= 1
@@ -151,12 +181,28 @@ def _request_scope(scope: Scope, socket_id: str) -> dict[str, Any]:
             "state": scope.get("state", {}), "extensions": {SOCKET: socket_id}}
 
 
+@dataclass(eq=False)
+class _Run:
+    """One response to serve: a client's `response.create` or an automatic successor. Once its response.created
+    passed: its id, the steers accepted for it; once it ended, its Response."""
+
+    create: dict[str, Any]
+    stream_id: str | None
+    size: int = 0
+    """Its bytes counted in the socket's queued_bytes while it waits."""
+    commits: list[Steer] = field(default_factory=list)
+    """The steers its response.created commits (a successor's, or those prepended to a client's create)."""
+    rid: str | None = None
+    steers: list[Steer] = field(default_factory=list)
+    final: dict[str, Any] | None = None
+
+
 class _Connection:
     """One accepted socket: a reader of the client's messages and one runner of its responses, in order."""
 
     def __init__(self, ws: WebSocket, endpoint: ASGIApp, scope: dict[str, Any], limit: int) -> None:
         self.ws, self.endpoint, self.scope, self.limit = ws, endpoint, scope, limit
-        self.queue: asyncio.Queue[tuple[bytes, str | None] | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[_Run | None] = asyncio.Queue()
         self.queued_bytes = 0
         self.gone = asyncio.Event()
         self.running = False
@@ -164,6 +210,16 @@ class _Connection:
         self.sending = asyncio.Lock()
         self.served = self.refused = 0
         self.closed_by = "client"
+        self.active: dict[str, _Run] = {}
+        """The responses running now (created, not ended), by id: what a steer may target."""
+        self.ended: dict[str, str] = {}
+        """The last MAX_ENDED ended responses' statuses, by id."""
+        self.waiting: dict[str, list[Steer]] = {}
+        """Steers of responses that ended with client-owned tool calls, by response id, until the client's
+        response.create continues it."""
+        self.steer_bytes = 0
+        self.steer_seq = 0
+        self.steers = {"accepted": 0, "committed": 0, "failed": 0, "dropped": 0}
 
     async def run(self) -> None:
         runner = asyncio.create_task(self._serve())
@@ -173,6 +229,11 @@ class _Connection:
             self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped
             self.queue.put_nowait(None)  # the runner's wait ends; a running response ends by its own hang-up path
             await runner
+            counts = self.steers
+            counts["dropped"] = counts["accepted"] - counts["committed"] - counts["failed"]
+            if counts["dropped"]:
+                log.info("%s: the client left with %d accepted steers not yet committed: dropped", ROUTE,
+                         counts["dropped"])
 
     # --- the client's messages ------------------------------------------------------------------------------
     async def _read(self) -> None:
@@ -197,7 +258,7 @@ class _Connection:
             await self._take(data or b"")
 
     async def _take(self, data: bytes) -> None:
-        """One client message: a create queued, anything else answered at once."""
+        """One client message: a create queued, a steer answered at once, anything else refused at once."""
         try:
             if len(data) > self.limit:
                 raise InvalidRequest(f"message is larger than {self.limit} bytes (gateway.max_body_bytes, the limit "
@@ -205,7 +266,7 @@ class _Connection:
             event = json_object(data)  # as an HTTP body is read: 400 invalid_json, or nested too deep
             kind = event.get("type")
             if kind == "response.steer":
-                await self._steer_failed(event)
+                await self._steer(event)
                 return
             if kind != "response.create":
                 raise InvalidRequest(f"type: unknown client event {kind!r}; this socket takes 'response.create' and "
@@ -221,52 +282,160 @@ class _Connection:
                 raise InvalidRequest("generate: false (preparing a response without generating it) is not served "
                                      "by this gateway", param="generate")
             event["stream"] = True  # implicit over a socket
-            body = orjson.dumps(event)
-            if self.queue.qsize() >= MAX_QUEUED or (self.queued_bytes and self.queued_bytes + len(body) > self.limit):
+            size = len(orjson.dumps(event))
+            if self.queue.qsize() >= MAX_QUEUED or (self.queued_bytes and self.queued_bytes + size > self.limit):
                 raise Overloaded(f"{self.queue.qsize()} response.create events ({self.queued_bytes} bytes) are "
                                  f"waiting on this socket behind the running response, as many as it holds (at most "
                                  f"{MAX_QUEUED}, {self.limit} bytes); send this one after a response ends",
                                  code="too_many_queued")
-            self.queued_bytes += len(body)
-            self.queue.put_nowait((body, stream_id))
+            self.queued_bytes += size
+            self.queue.put_nowait(_Run(event, stream_id, size))
         except ApiError as e:
             self.refused += 1
             await self._send(_error_event(e.status, e.envelope()["error"], e.response_headers()))
 
-    async def _steer_failed(self, event: Mapping[str, Any]) -> None:
+    # --- steering ------------------------------------------------------------------------------------------
+    async def _steer(self, event: dict[str, Any]) -> None:
+        """A steer validated and queued on the running response it names (accepted), or refused (failed)."""
+        try:
+            items = steer_items(event)
+        except InvalidRequest as e:
+            await self._steer_refused(event, "invalid_input", e.message)
+            return
+        rid = event["previous_response_id"]
+        run = self.active.get(rid)
+        if run is None:
+            status = self.ended.get(rid)
+            if status is None:
+                await self._steer_refused(event, "response_not_found", f"no response {rid!r} is running on this "
+                                          "socket (only a response of this socket, once created, can be steered)")
+            else:
+                await self._steer_refused(
+                    event, "response_already_completed" if status in _CHAINED else "response_not_active",
+                    f"the response {rid!r} has ended ({status}) and takes no more steering input; send it in a "
+                    "response.create with this previous_response_id")
+            return
+        why = unsupported(run.create)
+        if why is not None:
+            await self._steer_refused(event, "steering_not_supported", f"the response {rid!r} cannot be steered: "
+                                      f"{why}", run.stream_id)
+            return
+        steer = new_steer(event, items, run.stream_id)
+        body = len(orjson.dumps(successor(run.create, rid, [*run.steers, steer])))
+        if len(run.steers) >= MAX_STEERS or body > self.limit or self.steer_bytes + steer.size > self.limit:
+            await self._steer_refused(
+                event, "too_many_pending_steers", f"the response {rid!r} holds {len(run.steers)} steers (at most "
+                f"{MAX_STEERS}; its successor at most {self.limit} bytes, gateway.max_body_bytes, and this one "
+                f"would make it {body}; this socket's queued steers {self.steer_bytes + steer.size}); send it "
+                "after the response ends", run.stream_id)
+            return
+        run.steers.append(steer)
+        self.steer_bytes += steer.size
+        self.steers["accepted"] += 1
+        await self._send(accepted(self._seq(), steer))
+
+    async def _steer_refused(self, event: Mapping[str, Any], code: str, message: str,
+                             stream_id: str | None = None) -> None:
         self.refused += 1
-        await self._send(orjson.dumps({
-            "type": "response.steer.failed", "sequence_number": 0,
-            "error": {"type": "invalid_request_error", "code": "steering_not_supported",
-                      "message": "this gateway does not steer a running response: send the input in a new "
-                                 "response.create with previous_response_id once the response has completed"},
-            "steer": {"input": event.get("input"), "previous_response_id": event.get("previous_response_id")}}))
+        await self._send(failed(self._seq(), code, message, event, stream_id))
+
+    async def _lose(self, steers: list[Steer], code: str, message: str) -> None:
+        """Accepted steers that will not be committed, returned to the client (dropped if it is gone)."""
+        if self.gone.is_set():
+            return
+        for steer in steers:
+            self._settle(steer, "failed")
+            await self._send(failed(self._seq(), code, message, steer))
+
+    def _settle(self, steer: Steer, outcome: str) -> None:
+        self.steer_bytes -= steer.size
+        self.steers[outcome] += 1
+
+    def _seq(self) -> int:
+        """Steering events are numbered on their own, per socket, from 0."""
+        self.steer_seq += 1
+        return self.steer_seq - 1
+
+    def _observe(self, run: _Run, kind: str, data: bytes) -> None:
+        """A response's created or final event, before the client has it: steerable from the one, no more
+        from the other."""
+        try:
+            response = orjson.loads(data)["response"]
+            rid = response["id"]
+        except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+            log.warning("%s: a %s event without its response: %r", ROUTE, kind, e)
+            return
+        if kind == "response.created":
+            run.rid = rid
+            self.active[rid] = run
+        elif self.active.pop(rid, None) is not None:
+            run.final = response
+            self.ended[rid] = str(response.get("status"))
+            if len(self.ended) > MAX_ENDED:
+                del self.ended[next(iter(self.ended))]
+
+    async def _after(self, run: _Run) -> _Run | None:
+        """What a response's steers become once it ended: its successor (served next), waiting for the client's
+        tool results (pending), or returned (failed)."""
+        self.active.pop(run.rid or "", None)  # a response that never sent its final event (the client left)
+        steers, run.steers = run.steers, []
+        if not steers or self.gone.is_set():
+            return None
+        status = None if run.final is None else run.final.get("status")
+        if run.rid is None or status not in _CHAINED:
+            await self._lose(steers, "response_not_active", f"the response {run.rid!r} ended "
+                             f"{status or 'without an answer'}; its steering input was not applied")
+            return None
+        assert run.final is not None
+        required = required_input(run.final)
+        if required:
+            self.waiting[run.rid] = steers
+            for steer in steers:
+                await self._send(pending(self._seq(), steer, required))
+            return None
+        return _Run(successor(run.create, run.rid, steers), run.stream_id, commits=steers)
 
     # --- the responses, one at a time ------------------------------------------------------------------------
     async def _serve(self) -> None:
         while not self.gone.is_set():
-            queued = await self.queue.get()
-            if queued is None or self.gone.is_set():
+            run = await self.queue.get()
+            if run is None or self.gone.is_set():
                 return
-            body, stream_id = queued
-            self.queued_bytes -= len(body)
-            self.running = True
-            try:
-                await self._respond(body, stream_id)
-            except Exception:  # the endpoint answers its own errors; anything else is ours: logged, said, go on
-                log.exception("internal error on %s", ROUTE)
-                await self._send(_error_event(500, {"type": "server_error", "code": "internal_error", "param": None,
-                                                    "message": "internal error in the aigrid gateway (logged)"}, {}))
-            finally:
-                self.running = False
-                self.served += 1
-                self.last_active = time.monotonic()
+            self.queued_bytes -= run.size
+            previous = run.create.get("previous_response_id")
+            if isinstance(previous, str) and previous in self.waiting:  # the continuation its steers waited for
+                if prepended(run.create, self.waiting[previous]):
+                    run.commits = self.waiting.pop(previous)
+            next_run: _Run | None = run
+            while next_run is not None and not self.gone.is_set():
+                await self._serve_one(next_run)
+                next_run = await self._after(next_run)
 
-    async def _respond(self, body: bytes, stream_id: str | None) -> None:
+    async def _serve_one(self, run: _Run) -> None:
+        self.running = True
+        try:
+            await self._respond(run)
+        except Exception:  # the endpoint answers its own errors; anything else is ours: logged, said, go on
+            log.exception("internal error on %s", ROUTE)
+            await self._send(_error_event(500, {"type": "server_error", "code": "internal_error", "param": None,
+                                                "message": "internal error in the aigrid gateway (logged)"}, {}))
+        finally:
+            self.running = False
+            self.served += 1
+            self.last_active = time.monotonic()
+        if run.rid is not None:  # its response.created: the commit point
+            for steer in run.commits:
+                self._settle(steer, "committed")
+        elif run.commits:
+            await self._lose(run.commits, "successor_creation_failed", "the response continuing "
+                             f"{run.commits[0].target!r} with this input was refused (its error event says why)")
+
+    async def _respond(self, run: _Run) -> None:
         """One `response.create` through the audited POST /v1/responses endpoint."""
+        body = orjson.dumps(run.create)
         scope = {**self.scope, "headers": [*self.scope["headers"], (b"content-type", b"application/json"),
                                            (b"content-length", str(len(body)).encode())]}
-        answer = _Answer(self, stream_id)
+        answer = _Answer(self, run)
         sent = False
 
         async def receive() -> Message:
@@ -294,9 +463,9 @@ class _Connection:
 class _Answer:
     """The endpoint's HTTP answer as socket messages: an event stream event by event, an error as one event."""
 
-    def __init__(self, conn: _Connection, stream_id: str | None) -> None:
-        self.conn = conn
-        self.tag = b"" if stream_id is None else b'{"stream_id":' + orjson.dumps(stream_id) + b","
+    def __init__(self, conn: _Connection, run: _Run) -> None:
+        self.conn, self.run = conn, run
+        self.tag = b"" if run.stream_id is None else b'{"stream_id":' + orjson.dumps(run.stream_id) + b","
         self.status = 0
         self.headers: dict[str, str] = {}
         self.pending = b""
@@ -315,9 +484,13 @@ class _Answer:
 
     async def _event(self, block: bytes) -> None:
         """One SSE event's data (its lines joined, as a client reads them) as one message; a comment, none."""
-        lines = [line[5:].removeprefix(b" ") for line in block.split(b"\n") if line.startswith(b"data:")]
-        if lines:
-            data = b"\n".join(lines)
+        lines = block.split(b"\n")
+        data_lines = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
+        if data_lines:
+            data = b"\n".join(data_lines)
+            kind = next((line[6:].strip().decode("latin-1") for line in lines if line.startswith(b"event:")), "")
+            if kind == "response.created" or kind in _TERMINAL:
+                self.conn._observe(self.run, kind, data)
             await self.conn._send(self.tag + data[1:] if self.tag and data.startswith(b"{") else data)
 
     async def end(self) -> None:

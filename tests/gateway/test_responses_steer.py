@@ -1,0 +1,317 @@
+"""`response.steer` in the Responses API's WebSocket mode (responses_socket.py, responses_steer.py) with the
+official openai SDK's `responses.connect()`, sync and async, against a real gateway on 127.0.0.1 (the fixtures
+of test_responses_ws.py) with FAKE engines that hold a response after its first word until the test opens a
+gate: a steer accepted during a response becomes its automatic successor (the target's settings, its history
+and the steer text, before the socket's queued creates), steers keep their order, the refusals and their codes
+(the input returned), a firewall-blocked steer, client tool calls (pending, then prepended to the client's
+continuation), the bounds, and a hang-up with steers queued."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from aigrid.gateway import responses_socket
+from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.test_responses_ws import ATTACK, MODEL, Grid, served, text_of, until_done
+
+FUNCTION = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+SOCKET = "WS /v1/responses"
+
+
+class Gated(FakeEngine):
+    """A FAKE engine: a request whose last message holds WAIT sends its first chunk, then waits for `gate`; one
+    whose last message holds CALL answers a call of get_weather (natively, as a chat engine streams it)."""
+
+    def __init__(self, name: str, words: tuple[str, ...], gate: threading.Event) -> None:
+        super().__init__(name, words)
+        self.gate = gate
+
+    async def _sse(self, req: dict) -> AsyncIterator[bytes]:
+        last = str((req.get("messages") or [{}])[-1].get("content"))
+        chunks = self._call(req) if "CALL" in last else super()._sse(req)
+        sent = 0
+        async for chunk in chunks:
+            yield chunk
+            sent += 1
+            while sent == 1 and "WAIT" in last and not self.gate.is_set():
+                await asyncio.sleep(0.005)
+
+    async def _call(self, req: dict) -> AsyncIterator[bytes]:
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return b"data: " + orjson.dumps({"id": self.name, "object": "chat.completion.chunk", "model": req["model"],
+                                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+
+        yield chunk({"role": "assistant", "content": None})
+        yield chunk({"tool_calls": [{"index": 0, "id": "call_w1", "type": "function",
+                                     "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]})
+        yield chunk({}, "tool_calls")
+        yield b"data: [DONE]\n\n"
+
+
+def gated(gate: threading.Event) -> Callable[[str, tuple[str, ...]], FakeEngine]:
+    return lambda name, words: Gated(name, words, gate)
+
+
+def until(events: Iterator[Any], kind: str) -> Any:
+    """The next event of this type (those before it passed over)."""
+    return next(e for e in events if e.type == kind)
+
+
+def asked(grid: Grid) -> list[dict[str, Any]]:
+    """Every chat request the engines received, in order."""
+    return [r for e in grid.engines.values() for r in e.received]
+
+
+def messages(request: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(m["role"], m.get("content")) for m in request["messages"]]
+
+
+def steers_of(grid: Grid) -> dict[str, int]:
+    return grid.until_records(SOCKET, 1)[-1]["extra"]["steers"]
+
+
+def test_a_steer_during_a_response_is_its_successors_input_with_its_settings(tmp_path: Path) -> None:
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate)) as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT Tell me a story.", instructions="Be terse.",
+                                 max_output_tokens=40, temperature=0.3, stream_id="story")
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            conn.response.steer(input="Make it about cats.", previous_response_id=target)
+            ack = next(e for e in events if e.type.startswith("response.steer"))
+            conn.response.create(model=MODEL, input="Say hello", stream_id="other")  # queued behind the target
+            gate.set()
+            first = until_done(events)
+            successor = until_done(events)
+            queued = until_done(events)
+        assert ack.type == "response.steer.accepted", ack
+        assert ack.steer.previous_response_id == target and ack.steer.id.startswith("steer_")
+        assert ack.stream_id == "story"
+        assert (first[-1].type, first[-1].response.id) == ("response.completed", target)
+        created, done = successor[0], successor[-1]
+        assert created.type == "response.created" and done.type == "response.completed", successor
+        assert {e.stream_id for e in successor} == {"story"}  # on the target's lane, before the queued create
+        assert created.response.previous_response_id == target != created.response.id
+        inherited = done.response
+        assert (inherited.model, inherited.instructions, inherited.max_output_tokens, inherited.temperature) == (
+            MODEL, "Be terse.", 40, 0.3)
+        assert text_of(successor) == "Hello from the grid"
+        assert {e.stream_id for e in queued} == {"other"} and queued[0].response.previous_response_id is None
+        requests = asked(grid)
+        assert len(requests) == 3
+        assert messages(requests[1]) == [("system", "Be terse."), ("user", "WAIT Tell me a story."),
+                                         ("assistant", "Hello from the grid"), ("user", "Make it about cats.")]
+        assert (requests[1]["max_tokens"], requests[1]["temperature"]) == (40, 0.3)
+        assert steers_of(grid) == {"accepted": 1, "committed": 1, "failed": 0, "dropped": 0}
+        rows = grid.records("/v1/responses")
+        assert [r["outcome"] for r in rows] == ["ok", "ok", "ok"]  # the successor audited as every response
+
+
+async def test_two_steers_are_the_successors_input_in_the_order_they_were_sent(tmp_path: Path) -> None:
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate)) as grid:
+        async with grid.async_client().responses.connect() as conn:
+            await conn.response.create(model=MODEL, input="WAIT Tell me a story.")
+            got: list[Any] = []
+            async for event in conn:
+                got.append(event)
+                if event.type == "response.created":
+                    break
+            target = got[-1].response.id
+            await conn.response.steer(input="First: cats.", previous_response_id=target)
+            await conn.response.steer(previous_response_id=target, input=[
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "Second: dogs."}]}])
+            acks: list[Any] = []
+            ends: list[Any] = []
+            async for event in conn:
+                if event.type == "response.steer.accepted":
+                    acks.append(event)
+                    if len(acks) == 2:
+                        gate.set()
+                if event.type in ("response.completed", "error", "response.steer.failed"):
+                    ends.append(event)
+                    if len(ends) == 2:
+                        break
+        assert [e.type for e in ends] == ["response.completed", "response.completed"], ends
+        assert len({a.steer.id for a in acks}) == 2 and all(a.stream_id is None for a in acks)
+        assert ends[1].response.previous_response_id == target
+        assert messages(asked(grid)[-1])[-2:] == [("user", "First: cats."), ("user", "Second: dogs.")]
+        assert steers_of(grid) == {"accepted": 2, "committed": 2, "failed": 0, "dropped": 0}
+
+
+def test_a_steer_to_no_running_response_of_the_socket_fails_and_returns_its_input(tmp_path: Path) -> None:
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate)) as grid:
+        with grid.sync_client().responses.connect() as conn:
+            events = iter(conn)
+            conn.response.steer(input="and be brief", previous_response_id="resp_unknown")
+            unknown = until(events, "response.steer.failed")
+            gate.set()
+            conn.response.create(model=MODEL, input="Say hello")
+            finished = until_done(events)[-1].response.id
+            conn.response.steer(input=[{"role": "user", "content": "too late"}], previous_response_id=finished)
+            late = until(events, "response.steer.failed")
+            gate.clear()
+            conn.response.create(model=MODEL, input="WAIT Say hello", store=False, stream_id="s")
+            unstored = until(events, "response.created").response.id
+            conn.response.steer(input="and be brief", previous_response_id=unstored)
+            not_stored = until(events, "response.steer.failed")
+            conn.send_raw(json.dumps({"type": "response.steer", "input": "x", "previous_response_id": unstored,
+                                      "stream_id": "s"}))
+            with_lane = until(events, "response.steer.failed")
+            gate.set()
+            assert until_done(events)[-1].type == "response.completed"
+        codes = [(e.error.code, e.error.type, e.steer.id) for e in (unknown, late, not_stored, with_lane)]
+        assert codes == [("response_not_found", "invalid_request_error", None),
+                         ("response_already_completed", "invalid_request_error", None),
+                         ("steering_not_supported", "invalid_request_error", None),
+                         ("invalid_input", "invalid_request_error", None)], codes
+        assert (unknown.steer.input, unknown.steer.previous_response_id) == ("and be brief", "resp_unknown")
+        assert late.steer.previous_response_id == finished
+        assert late.steer.input == [{"role": "user", "content": "too late"}]  # returned as sent
+        assert "store: false" in not_stored.error.message and not_stored.stream_id == "s"
+        assert "stream_id" in with_lane.error.message
+        assert len(asked(grid)) == 2  # no successor
+        assert grid.until_records(SOCKET, 1)[0]["extra"]["refused_events"] == 4
+        assert steers_of(grid) == {"accepted": 0, "committed": 0, "failed": 0, "dropped": 0}
+
+
+@pytest.mark.parametrize(("steer", "param"), [
+    ([{"role": "assistant", "content": "I will talk about cats."}], "input.0.role"),
+    ([{"type": "function_call_output", "call_id": "call_1", "output": "sunny"}], "input.0.type"),
+    ([{"role": "user", "content": [{"type": "input_file", "file_id": "file_1"}]}], "input.0.content.0.type"),
+    ([{"role": "user", "content": "x", "id": "msg_1"}], "input.0.id"),
+    ([], "input"),
+    ("", "input"),
+])
+def test_a_steer_of_anything_but_user_messages_fails_invalid_input(tmp_path: Path, steer: Any, param: str) -> None:
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate)) as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT Say hello")
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            conn.response.steer(input=steer, previous_response_id=target)
+            refused = next(e for e in events if e.type.startswith("response.steer"))
+            gate.set()
+            assert until_done(events)[-1].type == "response.completed"
+            conn.response.create(model=MODEL, input="Say hello")
+            after = until_done(events)[0]
+        assert (refused.type, refused.error.code) == ("response.steer.failed", "invalid_input"), refused
+        assert param in refused.error.message
+        returned = refused.model_dump(mode="json", exclude_unset=True, warnings=False)["steer"]["input"]
+        assert returned == steer  # as it was sent
+        assert after.response.previous_response_id is None  # no successor came before it
+        assert len(asked(grid)) == 2
+
+
+def test_a_firewall_blocked_steer_fails_its_successor(tmp_path: Path) -> None:
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate)) as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT Say hello", stream_id="a")
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            conn.response.steer(input=ATTACK, previous_response_id=target)
+            ack = until(events, "response.steer.accepted")
+            gate.set()
+            assert until_done(events)[-1].type == "response.completed"
+            error = next(events)
+            lost = next(events)
+            conn.response.create(model=MODEL, input="Say hello")  # the socket goes on
+            assert until_done(events)[-1].type == "response.completed"
+        assert (error.type, error.status, error.error.code) == ("error", 400, "firewall_blocked"), error
+        assert error.stream_id == "a"
+        assert (lost.type, lost.error.code) == ("response.steer.failed", "successor_creation_failed"), lost
+        assert (lost.steer.id, lost.steer.input, lost.steer.previous_response_id) == (ack.steer.id, ATTACK, target)
+        assert lost.stream_id == "a"
+        assert len(asked(grid)) == 2  # the attack reached no engine
+        assert [r["outcome"] for r in grid.records("/v1/responses")] == ["ok", "error:firewall_blocked", "ok"]
+        assert steers_of(grid) == {"accepted": 1, "committed": 0, "failed": 1, "dropped": 0}
+
+
+def test_a_steer_waits_for_the_clients_tool_results_and_is_prepended_to_them(tmp_path: Path) -> None:
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate), tool_calls="native") as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT CALL Weather in Paris?", tools=[FUNCTION],  # type: ignore[list-item]
+                                 stream_id="w")
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            conn.response.steer(input="Answer in French.", previous_response_id=target)
+            ack = until(events, "response.steer.accepted")
+            gate.set()
+            done = until_done(events)[-1]
+            waiting = next(events)
+            calls = [item for item in done.response.output if item.type == "function_call"]
+            conn.response.create(model=MODEL, previous_response_id=target, tools=[FUNCTION], stream_id="w",  # type: ignore[list-item]
+                                 input=[{"type": "function_call_output", "call_id": calls[0].call_id,
+                                         "output": "sunny, 24 C"}])
+            continued = until_done(events)
+        assert done.type == "response.completed" and len(calls) == 1, done
+        assert (waiting.type, waiting.reason, waiting.steer.id, waiting.stream_id) == (
+            "response.steer.pending", "waiting_for_required_input", ack.steer.id, "w"), waiting
+        stubs = [stub.model_dump() for stub in waiting.required_input]
+        assert stubs == [{"type": "function_call_output", "call_id": calls[0].call_id, "name": "get_weather"}]
+        assert continued[0].response.previous_response_id == target and continued[-1].type == "response.completed"
+        requests = asked(grid)
+        assert len(requests) == 2  # no automatic successor: the client's continuation carried the steer
+        sent = requests[-1]["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool", "user"]  # the call's result follows it
+        assert (sent[2]["content"], sent[3]["content"]) == ("sunny, 24 C", "Answer in French.")
+        assert steers_of(grid) == {"accepted": 1, "committed": 1, "failed": 0, "dropped": 0}
+
+
+@pytest.mark.parametrize(("limit", "max_steers", "size"), [(1 << 20, 2, 10), (8192, 16, 3000)])
+def test_the_steers_a_response_holds_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: int,
+                                                 max_steers: int, size: int) -> None:
+    """At most MAX_STEERS per response, its successor at most max_body_bytes: one more is refused, not dropped."""
+    monkeypatch.setattr(responses_socket, "MAX_STEERS", max_steers)
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate), max_body_bytes=limit) as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT Say hello")
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            for i in range(4):
+                conn.response.steer(input=f"{i}" + "x" * size, previous_response_id=target)
+            answers = [next(e for e in events if e.type.startswith("response.steer")) for _ in range(4)]
+            gate.set()
+            assert until_done(events)[-1].type == "response.completed"
+            assert until_done(events)[-1].type == "response.completed"
+        kept = 2
+        assert [a.type for a in answers] == ["response.steer.accepted"] * kept + ["response.steer.failed"] * 2
+        assert all(a.error.code == "too_many_pending_steers" for a in answers[kept:])
+        assert [a.steer.input[0] for a in answers[kept:]] == ["2", "3"]  # returned
+        assert [m[1][0] for m in messages(asked(grid)[-1])[-kept:]] == ["0", "1"]
+        assert steers_of(grid) == {"accepted": kept, "committed": kept, "failed": 0, "dropped": 0}
+
+
+def test_steers_queued_when_the_client_leaves_are_dropped_and_audited(tmp_path: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "aigrid.gateway")
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate), words=tuple(f" w{i}" for i in range(200)), delay_s=0.01) as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT Say hello", max_output_tokens=300)
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            conn.response.steer(input="and be brief", previous_response_id=target)
+            until(events, "response.steer.accepted")
+        gate.set()  # its words go on (2 s of them) to a client gone: the response ends by its hang-up path
+        row = grid.until_records(SOCKET, 1)[0]
+        assert row["extra"]["steers"] == {"accepted": 1, "committed": 0, "failed": 0, "dropped": 1}
+        assert [r["outcome"] for r in grid.until_records("/v1/responses", 1)] == ["client_closed"]
+        assert len(asked(grid)) == 1  # no successor
+        assert "1 accepted steers not yet committed: dropped" in caplog.text
