@@ -132,9 +132,13 @@ async def test_unreachable_engine() -> None:
     sock.close()  # nothing listens there now
     async with httpx.AsyncClient() as client:
         engine = OpenAICompatEngine("vllm", f"http://127.0.0.1:{port}", client)
-        with pytest.raises(EngineUnavailable, match="before the response"):
+        with pytest.raises(EngineUnavailable, match="before the response") as down:
             async with engine.open("/v1/chat/completions", b"{}"):
                 pytest.fail("must not yield")
+        # as an operator reads it in the log and in `aigrid explain`: the engine and the error in words, no reprs
+        assert str(down.value).startswith(f"vllm engine at http://127.0.0.1:{port}: /v1/chat/completions failed "
+                                          "before the response: ConnectError: "), str(down.value)
+        assert "OpenAICompatEngine(" not in str(down.value) and "ConnectError(" not in str(down.value)
         assert await engine.health() is False
         with pytest.raises(EngineUnavailable):
             await engine.stats()
@@ -150,7 +154,7 @@ async def test_timeout_before_headers_is_unavailable() -> None:
 
     async with mock_client(handler) as client:
         engine = OpenAICompatEngine("tgi", "http://tgi.invalid", client)
-        with pytest.raises(EngineUnavailable, match="ReadTimeout"):
+        with pytest.raises(EngineUnavailable, match="ReadTimeout: no headers in time$"):
             async with engine.open("/v1/chat/completions", b"{}"):
                 pass
 

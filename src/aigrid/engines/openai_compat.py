@@ -64,6 +64,14 @@ CLOSED_IDLE = "Server disconnected without sending a response"
 """httpcore's message when the server closed the connection before sending any byte of a response."""
 
 
+def why(exc: BaseException) -> str:
+    """An exception as an operator reads it in a log line or `aigrid explain`: its kind and its message
+    ("ConnectError: All connection attempts failed"), not its repr; the kind alone when it says nothing else
+    (a ReadTimeout's message is often empty)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _hint(exc: httpx.TransportError) -> str:
     """What to do about a failure an operator fixes in the spec."""
     if "CERTIFICATE_VERIFY_FAILED" in str(exc):
@@ -140,6 +148,10 @@ class OpenAICompatEngine:
     def __repr__(self) -> str:
         return f"OpenAICompatEngine(kind={self.kind!r}, base_url={self.base_url!r})"
 
+    def __str__(self) -> str:
+        """How its errors name it, for an operator: "llamacpp engine at http://127.0.0.1:8081"."""
+        return f"{self.kind} engine at {self.base_url}"
+
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         """POST `body` (JSON bytes) to `path` and stream the response as it arrives.
 
@@ -163,7 +175,7 @@ class OpenAICompatEngine:
         try:
             response = await self._head_of(request)
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
-            raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}{_hint(exc)}") from exc
+            raise EngineUnavailable(f"{self}: {path} failed before the response: {why(exc)}{_hint(exc)}") from exc
         if response.status_code in self._refused_statuses:
             await response.aclose()
             raise EngineUnavailable(self._refused(path, response.status_code))
@@ -190,7 +202,7 @@ class OpenAICompatEngine:
                 log.debug("%r: %s closed a pooled connection before answering; resending once", self, path)
                 status, raw, stream = await transport.exchange(self._origin, head, body, self._direct_timeouts)
         except httpx.TransportError as exc:  # connect errors, timeouts, protocol errors
-            raise EngineUnavailable(f"{self!r}: {path} failed before the response: {exc!r}") from exc
+            raise EngineUnavailable(f"{self}: {path} failed before the response: {why(exc)}") from exc
         if status in self._refused_statuses:
             await stream.aclose()
             raise EngineUnavailable(self._refused(path, status))
@@ -200,8 +212,8 @@ class OpenAICompatEngine:
     def _refused(self, path: str, status: int) -> str:
         if "authorization" in self._headers:
             fix = f"check {self._key_source}" if self._key_source else "check the key it was given"
-            return f"{self!r}: {path} answered HTTP {status}: the engine refused the gateway's key ({fix})"
-        return (f"{self!r}: {path} answered HTTP {status}: the engine asks for a key (set the endpoint's "
+            return f"{self}: {path} answered HTTP {status}: the engine refused the gateway's key ({fix})"
+        return (f"{self}: {path} answered HTTP {status}: the engine asks for a key (set the endpoint's "
                 "api_key_env to the variable holding it)")
 
     async def _head_of(self, request: httpx.Request) -> httpx.Response:
@@ -264,18 +276,18 @@ class OpenAICompatEngine:
         try:
             status, body = await self._get(url, headers, METRICS_MAX_BYTES)
         except httpx.TransportError as exc:
-            raise EngineUnavailable(f"{self!r}: cannot fetch {url}: {exc!r}{_hint(exc)}") from exc
+            raise EngineUnavailable(f"{self}: cannot fetch {url}: {why(exc)}{_hint(exc)}") from exc
         if status in (404, 501):
             raise EngineError(
-                f"{self!r}: {url} answered HTTP {status}: no metrics exported there "
+                f"{self}: {url} answered HTTP {status}: no metrics exported there "
                 f"(llama-server needs --metrics, SGLang --enable-metrics)"
             )
         if status in self._refused_statuses and headers is self._headers:
             raise EngineUnavailable(self._refused(url, status))
         if status != 200:
-            raise EngineUnavailable(f"{self!r}: {url} answered HTTP {status}")
+            raise EngineUnavailable(f"{self}: {url} answered HTTP {status}")
         if body is None:
-            raise EngineError(f"{self!r}: {url} answered more than {METRICS_MAX_BYTES} bytes of metrics")
+            raise EngineError(f"{self}: {url} answered more than {METRICS_MAX_BYTES} bytes of metrics")
         return body.decode("utf-8", "replace")
 
     async def _get(self, url: str, headers: Mapping[str, str], most: int) -> tuple[int, bytes | None]:
@@ -351,8 +363,8 @@ class _Chunks:
             chunk = await self._it.__anext__()
         except httpx.TransportError as exc:
             if self._sent:
-                raise EngineStreamBroken(f"{self._engine!r}: {self._path} broke mid-stream: {exc!r}") from exc
-            raise EngineUnavailable(f"{self._engine!r}: {self._path} failed before the first byte: {exc!r}") from exc
+                raise EngineStreamBroken(f"{self._engine}: {self._path} broke mid-stream: {why(exc)}") from exc
+            raise EngineUnavailable(f"{self._engine}: {self._path} failed before the first byte: {why(exc)}") from exc
         self._sent = True
         return chunk
 
