@@ -3,7 +3,7 @@ official openai SDK's `responses.connect()`, sync and async, against a real gate
 of test_responses_ws.py) with FAKE engines that hold a response after its first word until the test opens a
 gate: a steer accepted during a response becomes its automatic successor (the target's settings, its history
 and the steer text, before the socket's queued creates), steers keep their order, the refusals and their codes
-(the input returned), a firewall-blocked steer, client tool calls (pending, then prepended to the client's
+(the input returned), a firewall-blocked steer, a key revoked before the successor, client tool calls (pending, then prepended to the client's
 continuation), the bounds, and a hang-up with steers queued."""
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import orjson
 import pytest
 
 from aigrid.gateway import responses_socket
+from aigrid.security.keys_cli import revoke_key
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_responses_ws import ATTACK, MODEL, Grid, served, text_of, until_done
+from tests.gateway.test_responses_ws import ATTACK, MODEL, SECRET, Grid, served, text_of, until_done
 
 FUNCTION = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -239,6 +240,30 @@ def test_a_firewall_blocked_steer_fails_its_successor(tmp_path: Path) -> None:
         assert len(asked(grid)) == 2  # the attack reached no engine
         assert [r["outcome"] for r in grid.records("/v1/responses")] == ["ok", "error:firewall_blocked", "ok"]
         assert steers_of(grid) == {"accepted": 1, "committed": 0, "failed": 1, "dropped": 0}
+
+
+def test_a_successor_is_authenticated_again_a_key_revoked_meanwhile_fails_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate), enforce=True) as grid:
+        grid.gw.guard.authenticator.keys._interval_s = 0.0  # the key file read again at every check
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT Say hello")
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            conn.response.steer(input="and be brief", previous_response_id=target)
+            until(events, "response.steer.accepted")
+            assert revoke_key(tmp_path / "keys.json", grid.key.split("_")[1], secret=SECRET.encode())
+            gate.set()
+            assert until_done(events)[-1].type == "response.completed"  # begun before: it ends
+            refused = next(events)
+            lost = next(events)
+        assert (refused.type, refused.status, refused.error.code) == ("error", 401, "invalid_api_key"), refused
+        assert (lost.type, lost.error.code, lost.steer.input) == (
+            "response.steer.failed", "successor_creation_failed", "and be brief"), lost
+        assert len(asked(grid)) == 1
+        assert [r["outcome"] for r in grid.records("/v1/responses")] == ["ok", "error:invalid_api_key"]
 
 
 def test_a_steer_waits_for_the_clients_tool_results_and_is_prepended_to_them(tmp_path: Path) -> None:
