@@ -3,8 +3,8 @@ official openai SDK's `responses.connect()`, sync and async, against a real gate
 of test_responses_ws.py) with FAKE engines that hold a response after its first word until the test opens a
 gate: a steer accepted during a response becomes its automatic successor (the target's settings, its history
 and the steer text, before the socket's queued creates), steers keep their order, the refusals and their codes
-(the input returned), a firewall-blocked steer, a key revoked before the successor, client tool calls (pending, then prepended to the client's
-continuation), the bounds, and a hang-up with steers queued."""
+(the input returned), a firewall-blocked steer, a key revoked before the successor, client tool calls
+(pending, then placed in the client's continuation), the bounds, and a hang-up with steers queued."""
 
 from __future__ import annotations
 
