@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import random
 import socket
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,6 +341,35 @@ def test_what_waits_behind_the_running_response_is_bounded(tmp_path: Path, monke
         refused = [e for e in ends if e.type == "error"]
         assert refused and all(e.error.code == "too_many_queued" and e.status == 429 for e in refused), ends
         assert len(ends) - len(refused) == sum(len(e.received) for e in grid.engines.values()) >= 2
+
+
+def test_a_queued_create_is_held_as_the_bytes_it_is_counted_as(tmp_path: Path) -> None:
+    """A create waiting behind the running response is kept as its JSON (what queued_bytes counts), not parsed:
+    a body of many small values parsed is held as 15 to 25 times its bytes (a socket's 1 MiB of `[{}, ...]`
+    queued held 24 MiB; at the default 4 MiB, 256 sockets of a tenant about 24 GiB). (nineteenth session)"""
+    limit = 1 << 20
+    filler = b'{"type":"response.create","model":"' + MODEL.encode() + b'","input":"hi","metadata":{"a":[' + \
+        b",".join([b"{}"] * ((limit - 200) // 3)) + b"]}}"
+    assert len(filler) < limit
+    with served(tmp_path, words=("w",) * 100, delay_s=0.1, max_body_bytes=limit) as grid:
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses", additional_headers=TENANT,
+                                            max_size=None) as raw:
+            raw.send(json.dumps({"type": "response.create", "model": MODEL, "input": "Say hello"}))
+            assert json.loads(raw.recv(timeout=5))["type"] == "response.created"
+            gc.collect()
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                raw.send(filler.decode())
+                raw.send(json.dumps({"type": "nothing"}))  # answered once the filler before it is queued
+                while (event := json.loads(raw.recv(timeout=10)))["type"] != "error":
+                    assert event["type"] != "response.completed", event  # the first still runs
+                assert event["error"]["code"] == "unknown_event_type", event
+                gc.collect()
+                held = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+    assert held < 3 * limit, f"{held} bytes held for a create of {len(filler)} bytes waiting"
 
 
 @pytest.mark.parametrize("sdk", ["sync", "async"])
