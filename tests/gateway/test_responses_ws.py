@@ -248,6 +248,34 @@ def test_a_handshake_without_a_valid_key_is_refused_with_the_apis_401(tmp_path: 
         assert sum(len(e.received) for e in grid.engines.values()) == 1  # only the one served response reached one
 
 
+def test_a_handshake_from_a_web_page_of_another_origin_is_refused(tmp_path: Path) -> None:
+    """A browser opens a WebSocket to any address for any page, sends the page's Origin, and lets the page read
+    every message (no CORS on sockets): on a grid without keys (the demo) a page the user visits read answers
+    and ran requests (server tools too) through the gateway on 127.0.0.1. A handshake whose Origin is not the
+    gateway's own is refused (403); the SDKs and websockets send none. (nineteenth session)"""
+    url = "/v1/responses"
+    with served(tmp_path) as grid:
+        for origin in ("https://evil.example", "null", f"http://127.0.0.1:{grid.port + 1}"):
+            with pytest.raises(InvalidStatus) as refused:
+                with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}{url}", origin=origin):  # type: ignore[arg-type]
+                    pass
+            error = json.loads(refused.value.response.body)["error"]
+            assert (refused.value.response.status_code, error["code"], error["param"]) == (
+                403, "cross_origin_websocket", "origin"), (origin, error)
+        # the gateway's own origin (a page it served) and no Origin at all (the SDKs) are served
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}{url}",
+                                            origin=f"http://127.0.0.1:{grid.port}") as raw:  # type: ignore[arg-type]
+            raw.send(json.dumps({"type": "response.create", "model": MODEL, "input": "Say hello"}))
+            while (event := json.loads(raw.recv(timeout=5)))["type"] != "response.completed":
+                assert event["type"] != "error", event
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="Say hello")
+            assert until_done(iter(conn))[-1].type == "response.completed"
+        rows = grid.until_records("WS /v1/responses", 5)
+        assert [r["outcome"] for r in rows] == ["error:cross_origin_websocket"] * 3 + ["ok", "ok"], rows
+        assert sum(len(e.received) for e in grid.engines.values()) == 2
+
+
 def test_a_message_larger_than_the_http_body_limit_is_refused(tmp_path: Path) -> None:
     limit = 8192
     with served(tmp_path, max_body_bytes=limit) as grid:

@@ -30,7 +30,8 @@ a steer (no `incomplete` `steered`). Steers still queued when the client leaves 
 
 The door: the handshake is authenticated before it is accepted (401/403 with the OpenAI envelope as an HTTP
 denial response, which the SDK raises as websockets' InvalidStatus with that status and body), admitted like
-an audited call (503 while the audit log cannot take records) and bounded per tenant (MAX_SOCKETS_PER_TENANT
+an audited call (503 while the audit log cannot take records; 403 from a web page of another origin:
+`_same_origin`) and bounded per tenant (MAX_SOCKETS_PER_TENANT
 open on this process, else 429 `overloaded`); one audit record per connection (route `WS /v1/responses`: its
 responses, the events refused, its steers accepted, committed, failed and dropped, why it closed) beside each
 response's own. A message larger than
@@ -54,7 +55,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from aigrid.errors import ApiError, InvalidRequest, Overloaded
+from aigrid.errors import ApiError, InvalidRequest, Overloaded, PermissionDenied
 from aigrid.gateway.envelope import error_response
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
@@ -124,6 +125,7 @@ class ResponsesSocket:
             try:
                 one_credential(self.gw, scope)
                 headers = pipeline_headers(ws)
+                _same_origin(headers)
                 ex.principal = principal = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
                 await self.gw.guard.admit_call(ex, counted=False)  # not opened while no record can be written
                 if self.open.get(principal.tenant, 0) >= MAX_SOCKETS_PER_TENANT:
@@ -151,6 +153,22 @@ class ResponsesSocket:
                 if not self.open[tenant]:
                     del self.open[tenant]
             await close_exchange(self.gw, ex)
+
+
+def _same_origin(headers: Mapping[str, str]) -> None:
+    """403 for a handshake sent by a browser for a page of another origin (its Origin header not this gateway's
+    own address, as the Host header names it): a browser opens a socket to any address for any page and lets the
+    page read its messages (no CORS on sockets), so without it a page the user visits would use a gateway
+    without keys (the demo's, on 127.0.0.1) with the user's reach. The SDKs and other programs send no Origin."""
+    origin = headers.get("origin")
+    if origin is None:
+        return
+    scheme, _, netloc = origin.strip().lower().partition("://")
+    if scheme in ("http", "https") and netloc and netloc == headers.get("host", "").strip().lower():
+        return
+    raise PermissionDenied(f"origin: a WebSocket handshake from a web page of another origin ({origin[:100]!r}) is "
+                           "refused; a browser's page may open a socket only to the gateway that served it, a "
+                           "program sends no Origin header", param="origin", code="cross_origin_websocket")
 
 
 async def _deny(ws: WebSocket, e: ApiError, request_id: str) -> None:
