@@ -350,6 +350,27 @@ def test_a_silent_socket_is_closed_and_a_tenants_sockets_are_bounded(tmp_path: P
             ("error:overloaded", None), ("ok", "idle"), ("ok", "client")], rows
 
 
+def test_a_socket_silent_after_its_response_ended_is_closed_idle(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The idle bound counts from the end of the last response too: the reader waited without a deadline once a
+    create was sent (something was running), and a client that sent one create and then nothing (its library
+    answering the server's pings) held its socket open for good. (nineteenth session)"""
+    monkeypatch.setattr(responses_socket, "IDLE_S", 0.5)
+    with served(tmp_path) as grid:
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses",
+                                            additional_headers=TENANT) as raw:
+            raw.send(json.dumps({"type": "response.create", "model": MODEL, "input": "Say hello"}))
+            while json.loads(raw.recv(timeout=5))["type"] != "response.completed":
+                pass
+            ended = time.monotonic()
+            with pytest.raises(ConnectionClosedOK):
+                raw.recv(timeout=5)
+            assert 0.4 < time.monotonic() - ended < 3
+            assert (raw.close_code, raw.close_reason) == (1000, "idle for 0.5 s")
+        assert [(r["outcome"], r["extra"]["closed"]) for r in grid.until_records("WS /v1/responses", 1)] == [
+            ("ok", "idle")]
+
+
 @pytest.mark.parametrize(("limit", "max_queued", "size"), [(1 << 20, 2, 10), (8192, 100, 5000)])
 def test_what_waits_behind_the_running_response_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                            limit: int, max_queued: int, size: int) -> None:

@@ -261,10 +261,12 @@ class _Connection:
     # --- the client's messages ------------------------------------------------------------------------------
     async def _read(self) -> None:
         while True:
+            # while a response runs, awake at least every IDLE_S to count from its end (a wait without a deadline
+            # begun then would outlast it: a client silent after one create held its socket for good)
             busy = self.running or not self.queue.empty()
-            wait = None if busy else IDLE_S - (time.monotonic() - self.last_active)
+            wait = IDLE_S if busy else IDLE_S - (time.monotonic() - self.last_active)
             try:
-                message = await asyncio.wait_for(self.ws.receive(), wait) if wait is None or wait > 0 else None
+                message = await asyncio.wait_for(self.ws.receive(), wait) if wait > 0 else None
             except TimeoutError:
                 message = None
             if message is None:
