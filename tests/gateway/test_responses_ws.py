@@ -276,6 +276,37 @@ def test_a_handshake_from_a_web_page_of_another_origin_is_refused(tmp_path: Path
         assert sum(len(e.received) for e in grid.engines.values()) == 2
 
 
+def test_pings_from_a_client_that_reads_nothing_do_not_pile_up_their_pongs(tmp_path: Path) -> None:
+    """uvicorn answers each ping with a pong written whatever its socket holds unsent: a client that sent pings
+    and read nothing had the gateway hold every pong (64 MiB of pings: about 64 MiB more in the process, 200 MiB
+    in 8 s on this machine, until the keepalive's 40 s). A pong is now dropped while the client reads none of
+    what is already waiting for it (RFC 6455 lets an endpoint answer only the latest ping). (nineteenth session)"""
+    def rss_mib() -> float:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / (1 << 20)
+
+    payload = b"p" * 125
+    mask = bytes((1, 2, 3, 4))
+    ping = bytes((0x89, 0x80 | len(payload))) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    chunk = ping * 8192  # 1 MiB of pings
+    with served(tmp_path) as grid:
+        with socket.create_connection(("127.0.0.1", grid.port)) as raw:
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            raw.sendall(f"GET /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:{grid.port}\r\nUpgrade: websocket\r\n"
+                        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        "Sec-WebSocket-Version: 13\r\nx-aigrid-tenant: metered\r\n\r\n".encode())
+            assert raw.recv(12) == b"HTTP/1.1 101"
+            raw.settimeout(20)
+            before = rss_mib()
+            for _ in range(64):
+                raw.sendall(chunk)
+            time.sleep(0.5)  # the last pings read
+            grown = rss_mib() - before
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses",
+                                            additional_headers=TENANT) as reader:
+            assert reader.ping().wait(5)  # a client that reads has its pong
+    assert grown < 24, f"the process grew {grown:.0f} MiB for 64 MiB of pings from a client that reads nothing"
+
+
 def test_a_message_larger_than_the_http_body_limit_is_refused(tmp_path: Path) -> None:
     limit = 8192
     with served(tmp_path, max_body_bytes=limit) as grid:

@@ -73,6 +73,7 @@ from aigrid.gateway.responses_steer import (
     unsupported,
 )
 from aigrid.gateway.routes import H_TENANT, SOCKET, close_exchange, json_object, one_credential
+from aigrid.gateway.slow_clients import PongsWhileRead
 from aigrid.spec.models import GridSpec
 
 if TYPE_CHECKING:
@@ -104,8 +105,9 @@ log = logging.getLogger("aigrid.gateway")
 
 def server_options(spec: GridSpec) -> dict[str, Any]:
     """uvicorn's WebSocket settings for this grid: a message is read no further than the HTTP body limit plus
-    SLACK_BYTES (uvicorn's default, 16 MiB, whatever the limit), compressed or not."""
-    return {"ws_max_size": spec.gateway.max_body_bytes + SLACK_BYTES}
+    SLACK_BYTES (uvicorn's default, 16 MiB, whatever the limit), compressed or not; pongs are not piled up for a
+    client that reads nothing (slow_clients.PongsWhileRead)."""
+    return {"ws_max_size": spec.gateway.max_body_bytes + SLACK_BYTES, "ws": PongsWhileRead}
 
 
 class ResponsesSocket:

@@ -17,6 +17,9 @@ A head is also bounded in size (MAX_HEAD_BYTES, as Envoy's 60 KiB and a load bal
 head of any size (64 MiB served), and httptools joins a header value's pieces as they arrive, in time quadratic
 in its length (5.8 s of the event loop for one 64 MiB header, every client stalled). A head that grows past it is
 answered 431 and closed as it arrives; a complete one over it is answered 431 instead of being served.
+
+`PongsWhileRead` is uvicorn's WebSocket protocol for a client that reads nothing: its pings are not answered
+with pongs the gateway would hold for it without bound.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import logging
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 HEAD_TIMEOUT_S = 10.0
 BODY_TIMEOUT_S = 60.0
@@ -55,6 +59,25 @@ async def _head_too_large(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": _TOO_LARGE_BODY})
 
 log = logging.getLogger("aigrid.gateway")
+
+
+_PONG = 0x8A
+"""The first byte of a pong frame the server writes (FIN, opcode 0xA; control frames are never compressed)."""
+
+
+class PongsWhileRead(WebSocketsSansIOProtocol):
+    """uvicorn's WebSocket protocol (the one it picks with `websockets` installed), whose pongs wait only for a
+    client that reads: uvicorn writes a pong for every ping whatever the connection holds unsent, so a client that
+    sends pings and reads nothing had the gateway hold every pong (64 MiB of pings, 64 MiB held, until the
+    keepalive closed it 40 s later). While the client reads none of what waits for it (the write buffer past its
+    high-water mark, the same signal that stops the application's sends) a ping is left unanswered: RFC 6455 lets
+    an endpoint answer only the latest one. The other frames the same read produced (a close's echo) are sent."""
+
+    def handle_ping(self) -> None:
+        output = self.conn.data_to_send()
+        if not self.writable.is_set():
+            output = [frame for frame in output if frame[:1] != bytes((_PONG,))]
+        self.transport.write(b"".join(output))
 
 
 class HeadDeadline(HttpToolsProtocol):
