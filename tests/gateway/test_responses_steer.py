@@ -9,20 +9,23 @@ and the steer text, before the socket's queued creates), steers keep their order
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import threading
+import tracemalloc
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+import websockets.sync.client
 
 from aigrid.gateway import responses_socket
 from aigrid.security.keys_cli import revoke_key
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_responses_ws import ATTACK, MODEL, SECRET, Grid, served, text_of, until_done
+from tests.gateway.test_responses_ws import ATTACK, MODEL, SECRET, TENANT, Grid, served, text_of, until_done
 
 FUNCTION = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
@@ -321,6 +324,44 @@ def test_the_steers_a_response_holds_are_bounded(tmp_path: Path, monkeypatch: py
         assert [a.steer.input[0] for a in answers[kept:]] == ["2", "3"]  # returned
         assert [m[1][0] for m in messages(asked(grid)[-1])[-kept:]] == ["0", "1"]
         assert steers_of(grid) == {"accepted": kept, "committed": kept, "failed": 0, "dropped": 0}
+
+
+def test_a_steer_waiting_is_held_as_the_bytes_it_came_in(tmp_path: Path) -> None:
+    """A steer waiting for its target's end is held as the message the client sent, not parsed: its items (a
+    message of many small parts, each a dict) were held as about 12 times their bytes, up to max_body_bytes of
+    steers per socket (at the default 4 MiB, about 48 MiB a socket, 12 GiB for a tenant's 256). Its successor
+    still gets every part. (nineteenth session)"""
+    limit = 1 << 19
+    parts = (limit - 4096) // 32  # {"type":"input_text","text":""} and a comma
+    steer = {"type": "response.steer", "input": [{"role": "user", "content": [{"type": "input_text", "text": ""}] *
+                                                   parts}]}
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate), max_body_bytes=limit) as grid:
+        with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses", additional_headers=TENANT,
+                                            max_size=None) as raw:
+            raw.send(json.dumps({"type": "response.create", "model": MODEL, "input": "WAIT Say hello"}))
+            while (event := json.loads(raw.recv(timeout=5)))["type"] != "response.created":
+                pass
+            message = json.dumps({**steer, "previous_response_id": event["response"]["id"]}, separators=(",", ":"))
+            assert len(message) < limit
+            gc.collect()
+            tracemalloc.start()
+            try:
+                before = tracemalloc.get_traced_memory()[0]
+                raw.send(message)
+                while (event := json.loads(raw.recv(timeout=10)))["type"] != "response.steer.accepted":
+                    assert event["type"] != "response.steer.failed", event
+                gc.collect()
+                held = tracemalloc.get_traced_memory()[0] - before
+            finally:
+                tracemalloc.stop()
+            gate.set()
+            ends = []
+            while ends.count("response.completed") < 2:  # the target, then its successor
+                ends.append(json.loads(raw.recv(timeout=10))["type"])
+                assert ends[-1] not in ("error", "response.failed", "response.steer.failed"), ends
+    assert held < 3 * limit, f"{held} bytes held for a steer of {len(message)} bytes waiting"
+    assert len(asked(grid)) == 2
 
 
 def test_steers_queued_when_the_client_leaves_are_dropped_and_audited(tmp_path: Path,

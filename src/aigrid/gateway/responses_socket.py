@@ -70,6 +70,7 @@ from aigrid.gateway.responses_steer import (
     required_input,
     steer_items,
     successor,
+    successor_size,
     unsupported,
 )
 from aigrid.gateway.routes import H_TENANT, SOCKET, close_exchange, json_object, one_credential
@@ -293,7 +294,7 @@ class _Connection:
             event = json_object(data)  # as an HTTP body is read: 400 invalid_json, or nested too deep
             kind = event.get("type")
             if kind == "response.steer":
-                await self._steer(event)
+                await self._steer(event, data)
                 return
             if kind != "response.create":
                 raise InvalidRequest(f"type: unknown client event {kind!r}; this socket takes 'response.create' and "
@@ -321,8 +322,9 @@ class _Connection:
             await self._send(_error_event(e.status, e.envelope()["error"], e.response_headers()))
 
     # --- steering ------------------------------------------------------------------------------------------
-    async def _steer(self, event: dict[str, Any]) -> None:
-        """A steer validated and queued on the running response it names (accepted), or refused (failed)."""
+    async def _steer(self, event: dict[str, Any], message: bytes) -> None:
+        """A steer validated and queued on the running response it names (accepted), or refused (failed); kept as
+        the `message` it came in (Steer)."""
         try:
             items = steer_items(event)
         except InvalidRequest as e:
@@ -346,8 +348,8 @@ class _Connection:
             await self._steer_refused(event, "steering_not_supported", f"the response {rid!r} cannot be steered: "
                                       f"{why}", run.stream_id)
             return
-        steer = new_steer(event, items, run.stream_id)
-        body = len(orjson.dumps(successor(run.create, rid, [*run.steers, steer])))
+        steer = new_steer(event, message, items, run.stream_id)
+        body = successor_size(run.create, rid, [*run.steers, steer])
         if len(run.steers) >= MAX_STEERS or body > self.limit or self.steer_bytes + steer.size > self.limit:
             await self._steer_refused(
                 event, "too_many_pending_steers", f"the response {rid!r} holds {len(run.steers)} steers (at most "

@@ -38,16 +38,25 @@ _RESULTS = frozenset(_CALL_STUBS.values())
 
 @dataclass(eq=False)
 class Steer:
-    """One accepted steer: its id, the input as the client sent it (returned if it cannot be committed), its
-    items (what a successor's input gets) and their size."""
+    """One accepted steer: its id, the message the client sent, held as its bytes (parsed, a message of many small
+    parts is held as about 12 times its bytes), and the size of its items as JSON (what a successor's input gets);
+    its input (returned if it cannot be committed) and items are read from the message when they are needed."""
 
     id: str
     target: str
     stream_id: str | None
     """The target's lane (its `response.create`'s stream_id), which every event about this steer names."""
-    input: Any
-    items: list[dict[str, Any]]
+    message: bytes
+    """The `response.steer` event as the client sent it, already checked (steer_items)."""
     size: int
+
+    @property
+    def input(self) -> Any:
+        return orjson.loads(self.message)["input"]
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return steer_items(orjson.loads(self.message))
 
 
 def steer_items(event: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -97,8 +106,9 @@ def _message(item: Any, at: str) -> dict[str, Any]:
     return {**item, "type": "message"}
 
 
-def new_steer(event: Mapping[str, Any], items: list[dict[str, Any]], stream_id: str | None) -> Steer:
-    return Steer(f"steer_{uuid.uuid4().hex[:24]}", event["previous_response_id"], stream_id, event["input"], items,
+def new_steer(event: Mapping[str, Any], message: bytes, items: list[dict[str, Any]], stream_id: str | None) -> Steer:
+    """`message`: the event as sent; `items`: its steer_items."""
+    return Steer(f"steer_{uuid.uuid4().hex[:24]}", event["previous_response_id"], stream_id, message,
                  len(orjson.dumps(items)))
 
 
@@ -111,6 +121,13 @@ def unsupported(create: Mapping[str, Any]) -> str | None:
     if create.get("context_management"):
         return "it uses automatic compaction (context_management)"
     return None
+
+
+def successor_size(create: Mapping[str, Any], target: str, steers: Sequence[Steer]) -> int:
+    """The bytes of `successor(create, target, steers)` as JSON, without reading the steers' messages: each
+    steer's items, `[...]` of `size` bytes, are joined in one list (one comma between two)."""
+    empty = len(orjson.dumps(successor(create, target, ())))
+    return empty + sum(s.size - 2 for s in steers) + max(len(steers) - 1, 0)
 
 
 def successor(create: Mapping[str, Any], target: str, steers: Sequence[Steer]) -> dict[str, Any]:
