@@ -223,7 +223,7 @@ async def _request(port: int, route: Route, body: dict[str, Any]) -> asyncio.Str
     """Send the request on a socket of its own; the caller closes it (the hang-up)."""
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     data = orjson.dumps(body)
-    head = "".join(f"{k}: {v}\r\n" for k, v in {**HEADERS, "host": "gw", "content-type": "application/json",
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**HEADERS, "host": f"127.0.0.1:{port}", "content-type": "application/json",
                                                 "content-length": str(len(data))}.items())
     writer.write(f"POST {route.path} HTTP/1.1\r\n{head}\r\n".encode() + data)
     await writer.drain()
@@ -518,7 +518,7 @@ async def test_a_client_gone_while_its_body_is_read_is_client_closed_not_an_inte
     gw = _gateway(tmp_path, engines)
     async with serving(gw) as (port, access):
         _, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n"
                      b"x-aigrid-tenant: metered\r\ncontent-length: 1000\r\n\r\n{\"model\": ")
         await writer.drain()
         await asyncio.sleep(0.1)
@@ -576,7 +576,7 @@ async def _send_hedged(port: int, body: dict[str, Any]) -> asyncio.StreamWriter:
     """A chat request with `x-aigrid-hedge: on` on a socket of its own, its answer left unread."""
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     data = orjson.dumps(body)
-    head = "".join(f"{k}: {v}\r\n" for k, v in {**HEADERS, "x-aigrid-hedge": "on", "host": "gw",
+    head = "".join(f"{k}: {v}\r\n" for k, v in {**HEADERS, "x-aigrid-hedge": "on", "host": f"127.0.0.1:{port}",
                                                 "content-length": str(len(data))}.items())
     writer.write(f"POST /v1/chat/completions HTTP/1.1\r\n{head}\r\n".encode() + data)
     return writer

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pydantic import TypeAdapter, ValidationError
+from starlette.types import Scope
 
 from aigrid.audit.log import AuditLog, AuditSink
 from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
@@ -29,6 +30,7 @@ from aigrid.audit.signing import generate_keypair, load_private_key
 from aigrid.core.urgency import parse_level
 from aigrid.errors import AuditUnavailable, ConfigError, InvalidRequest, PermissionDenied
 from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync, redis_exchange
+from aigrid.gateway.browsers import BrowserGuard
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.model_texts import apply, check_count
 from aigrid.security.authenticate import Authenticator
@@ -256,6 +258,7 @@ class Guard:
         self._audit_spec = sec.audit
         self._audit_sink = audit_sink if sec.audit is not None else None
         self._enforce = sec.enforce
+        self._browsers = BrowserGuard(spec.gateway.allowed_hosts)
         self._operators = frozenset(name for name, t in spec.tenants.items() if t.operator)
         self._jwks_task: asyncio.Task[None] | None = None
 
@@ -395,6 +398,12 @@ class Guard:
     def enforcing(self) -> bool:
         """Authentication is enforced (the spec's security.enforce)."""
         return self._enforce
+
+    def check_browser(self, scope: Scope) -> None:
+        """Without keys, a request a browser sent for another site's page, or under another name than the
+        gateway's own (DNS rebinding), is a 403 (browsers.py); with keys enforced nothing is checked."""
+        if not self._enforce:
+            self._browsers.check(scope)
 
     def reader_of(self, principal: Principal) -> str | None:
         """Guard.reader for a caller already authenticated (an audited read's, on its exchange)."""

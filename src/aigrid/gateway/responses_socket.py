@@ -56,6 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aigrid.errors import ApiError, InvalidRequest, Overloaded, PermissionDenied
+from aigrid.gateway.browsers import same_origin
 from aigrid.gateway.envelope import error_response
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
@@ -129,6 +130,7 @@ class ResponsesSocket:
                 one_credential(self.gw, scope)
                 headers = pipeline_headers(ws)
                 _same_origin(headers)
+                self.gw.guard.check_browser(scope)  # without keys: a page's name pointed at it (browsers.py)
                 ex.principal = principal = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
                 await self.gw.guard.admit_call(ex, counted=False)  # not opened while no record can be written
                 if self.open.get(principal.tenant, 0) >= MAX_SOCKETS_PER_TENANT:
@@ -164,10 +166,7 @@ def _same_origin(headers: Mapping[str, str]) -> None:
     page read its messages (no CORS on sockets), so without it a page the user visits would use a gateway
     without keys (the demo's, on 127.0.0.1) with the user's reach. The SDKs and other programs send no Origin."""
     origin = headers.get("origin")
-    if origin is None:
-        return
-    scheme, _, netloc = origin.strip().lower().partition("://")
-    if scheme in ("http", "https") and netloc and netloc == headers.get("host", "").strip().lower():
+    if origin is None or same_origin(origin, headers.get("host")):
         return
     raise PermissionDenied(f"origin: a WebSocket handshake from a web page of another origin ({origin[:100]!r}) is "
                            "refused; a browser's page may open a socket only to the gateway that served it, a "

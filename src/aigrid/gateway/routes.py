@@ -151,6 +151,7 @@ class Audited:
         try:
             try:
                 try:
+                    self.gw.guard.check_browser(scope)
                     one_credential(self.gw, scope)
                     response = await self.handler(request, ex)
                 finally:

@@ -569,6 +569,11 @@ class GatewaySpec(StrictModel):
         "(a stream mid-answer: its in-stream error, or its continuation elsewhere; the rest of a whole answer): "
         "the read timeout of every engine connection. An answer's first byte has the first_byte_timeout above "
         "instead (a whole answer's head whole_max_s), on http and https engines alike"))
+    allowed_hosts: list[str] = Field(default=[], description=(
+        "without keys (security.enforce off), the Host names this gateway answers to besides localhost and loopback "
+        "addresses (\"gw.internal\", \"*.example.com\"): a request that arrives on a loopback address under "
+        "another name is refused (a web page's name re-resolved to it, DNS rebinding), and with this list set, one "
+        "arriving on any address is (docs/security.md, 'Browsers and a grid without keys')"))
     shared_state_url: str | None = Field(
         default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
     shared_sync_interval_s: float = Field(default=0.02, gt=0, description=(
@@ -591,6 +596,16 @@ class GatewaySpec(StrictModel):
     batch: BatchSpec = BatchSpec()
 
     _redis = field_validator("shared_state_url")(redis_url)
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        for host in hosts:
+            name = host.removeprefix("*.")
+            if not name or any(c in name for c in "/:@ *") or name.startswith(".") or name != name.strip():
+                raise ValueError(f"{host!r} is not a host name: write the name alone (\"gw.internal\", or "
+                                 "\"*.example.com\" for every name under it), no scheme, port or path")
+        return hosts
 
 
 class SloSpec(StrictModel):

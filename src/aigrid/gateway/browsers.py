@@ -1,0 +1,97 @@
+"""What a web browser sends on a page's behalf, to a grid without keys: cross-site requests and DNS rebinding.
+
+A gateway whose keys are not enforced (the demo grid on 127.0.0.1, a keyless grid inside a private network)
+answers whoever reaches its port, and a web browser reaches it for any page the user visits:
+- **cross-site requests**: a page may POST to any address without asking (a form, or fetch with a "simple"
+  content type such as text/plain, which the gateway reads as JSON); it cannot read the answer, but the
+  request runs: a generation, server-side tools that act (an MCP tool, `sql`, `http_fetch`), a batch. The
+  browser names the page in the `Origin` header; a request whose Origin is not the gateway's own address (as
+  its `Host` header names it) is refused. The SDKs, curl and every other program send no Origin.
+- **DNS rebinding**: a page of evil.example has its name re-resolved to 127.0.0.1, and its own script then
+  reads the gateway as evil.example (same origin to the browser: every answer readable). The request arrives
+  on a loopback address with `Host: evil.example:8080`. A request that arrives on a loopback address must name a
+  loopback host (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`) or one of `gateway.allowed_hosts`; with
+  `allowed_hosts` set, every request must (a keyless gateway listening beyond loopback is its network's to
+  use anyway, as Ollama's rule has it; the list closes rebinding there too).
+With keys enforced neither applies (a page cannot send the key; an operator's reverse proxy may send any Host),
+and the check costs nothing. Refusals are 403 in the API's envelope, audited like any refused call
+(routes.Audited, the WebSocket's handshake). The WebSocket's handshake checks its Origin with keys too
+(responses_socket.py): a browser lets a page read a socket of any origin."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+
+from starlette.types import Scope
+
+from aigrid.errors import PermissionDenied
+
+LOOPBACK_NAMES = ("localhost",)
+
+
+def host_name(host: str) -> str:
+    """The name of a Host header's value, its port dropped: "[::1]:8080" -> "::1", "Example.com:80" -> "example.com"."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host[1:]
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() and ":" not in name else host
+
+
+def is_loopback(name: str) -> bool:
+    """A loopback address or name: 127.0.0.0/8, ::1, localhost, *.localhost (RFC 6761)."""
+    if name in LOOPBACK_NAMES or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def same_origin(origin: str, host: str | None) -> bool:
+    """Whether a page's Origin ("https://gw.example:8443") is the gateway's own address as the request's Host names
+    it; "null" (a sandboxed frame, a file) and any other scheme are not."""
+    scheme, _, netloc = origin.strip().lower().partition("://")
+    return scheme in ("http", "https") and bool(netloc) and host is not None and netloc == host.strip().lower()
+
+
+class BrowserGuard:
+    """The two checks above, for a keyless gateway (Guard.check_browser calls it when keys are not enforced):
+    `allowed_hosts` (gateway.allowed_hosts) names the hosts besides loopback it answers to ("gw.internal",
+    "*.example.com")."""
+
+    def __init__(self, allowed_hosts: Iterable[str] = ()) -> None:
+        hosts = [h.strip().lower() for h in allowed_hosts]
+        self._exact = frozenset(h for h in hosts if not h.startswith("*."))
+        self._suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))
+        self._everywhere = bool(hosts)
+
+    def check(self, scope: Scope) -> None:
+        """403 for a request sent by a browser for another site's page, or reaching the gateway by another name
+        than its own (DNS rebinding)."""
+        host = origin = None
+        for name, value in scope["headers"]:
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+        if origin is not None and not same_origin(origin, host):
+            raise PermissionDenied(f"origin: a request from a web page of another site ({origin[:100]!r}) is refused "
+                                   "by this gateway, which has no keys (security.enforce is off): a page may not use "
+                                   "it with the visitor's reach; programs send no Origin header", param="origin",
+                                   code="cross_origin_request")
+        if host is None or not (self._everywhere or _arrived_on_loopback(scope)):
+            return
+        name = host_name(host)
+        if is_loopback(name) or name in self._exact or name.endswith(self._suffixes):
+            return
+        raise PermissionDenied(f"host: this gateway has no keys (security.enforce is off) and answers only to "
+                               f"localhost, a loopback address and gateway.allowed_hosts, not to {name[:100]!r} "
+                               "(a web page's name pointed at it, DNS rebinding, is refused so); add the name to "
+                               "gateway.allowed_hosts, or enforce keys", param="host", code="host_not_allowed")
+
+
+def _arrived_on_loopback(scope: Scope) -> bool:
+    server = scope.get("server")
+    return server is not None and is_loopback(str(server[0]))

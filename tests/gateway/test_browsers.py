@@ -1,0 +1,154 @@
+"""A grid without keys and web browsers (gateway/browsers.py): a page of another site cannot use it through the
+visitor's browser, by a cross-site request or by DNS rebinding; programs (the SDKs, curl) are unaffected, and
+so is a grid with keys.
+
+Before, a keyless gateway on 127.0.0.1 (the demo) answered a text/plain POST sent by any page (a generation, a
+server-side tool run), and a page whose name was re-resolved to 127.0.0.1 read the whole API as its own origin."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+import websockets
+from pydantic import ValidationError
+
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.browsers import host_name, is_loopback, same_origin
+from aigrid.security.keys import KeyRing
+from aigrid.spec.models import GatewaySpec
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
+from tests.gateway.fake_engine import FakeEngine
+
+SECRET = "browsers-test-secret-0123456789abc"
+CHAT = b'{"model": "smollm2-135m", "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]}'
+
+
+@dataclass
+class Live:
+    gw: Gateway
+    port: int
+    engines: dict[str, FakeEngine]
+    key: str
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def received(self) -> int:
+        return sum(len(e.received) for e in self.engines.values())
+
+
+@contextlib.asynccontextmanager
+async def live(tmp: Path, *, enforce: bool = False, allowed_hosts: tuple[str, ...] = ()) -> AsyncIterator[Live]:
+    """The demo grid with FAKE engines, served by uvicorn on a loopback socket (what a browser reaches)."""
+    spec = spec_in(tmp, enforce=enforce)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"allowed_hosts": list(allowed_hosts)})})
+    key = ""
+    if enforce:
+        ring = KeyRing(SECRET.encode())
+        key = ring.issue("default").api_key
+        ring.save(tmp / "keys.json")
+    engines = {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    gw = build_gateway(spec, engines, rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(build_app(gw), log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield Live(gw, sock.getsockname()[1], engines, key)
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+
+
+async def test_a_cross_site_page_cannot_post_to_a_keyless_grid(tmp_path: Path) -> None:
+    async with live(tmp_path) as g, httpx.AsyncClient(base_url=g.url) as c:
+        # what a page's form or fetch sends: a simple content type, its own site as Origin
+        r = await c.post("/v1/chat/completions", content=CHAT,
+                         headers={"content-type": "text/plain", "origin": "https://evil.example"})
+        assert r.status_code == 403, r.text
+        err = r.json()["error"]
+        assert (err["code"], err["param"]) == ("cross_origin_request", "origin") and "evil.example" in err["message"]
+        r = await c.post("/v1/chat/completions", content=CHAT, headers={"origin": "null"})  # a sandboxed frame
+        assert r.status_code == 403
+        assert g.received() == 0  # nothing reached an engine
+        # the gateway's own page (the dashboard) and every program (no Origin) are served
+        own = await c.post("/v1/chat/completions", content=CHAT, headers={"origin": g.url})
+        assert own.status_code == 200, own.text
+        assert (await c.post("/v1/chat/completions", content=CHAT)).status_code == 200
+        assert g.received() == 2
+        refused = [r for r in await audit_rows(g.gw) if r["outcome"] == "error:cross_origin_request"]
+        assert len(refused) == 2  # audited like any refused call
+
+
+async def test_dns_rebinding_is_refused_on_loopback(tmp_path: Path) -> None:
+    async with live(tmp_path) as g, httpx.AsyncClient(base_url=g.url) as c:
+        # the page evil.example, its name re-resolved to 127.0.0.1: same origin to the browser, its own Host
+        for path, method in (("/v1/chat/completions", "POST"), ("/v1/decisions", "GET"), ("/v1/models", "GET")):
+            r = await c.request(method, path, content=CHAT if method == "POST" else None,
+                                headers={"host": f"evil.example:{g.port}", "origin": f"http://evil.example:{g.port}"})
+            assert r.status_code == 403, (path, r.text)
+            assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("host_not_allowed", "host")
+            assert "gateway.allowed_hosts" in r.json()["error"]["message"]
+        assert g.received() == 0
+        for host in (f"localhost:{g.port}", f"127.0.0.1:{g.port}", "app.localhost", f"127.0.0.2:{g.port}"):
+            r = await c.post("/v1/chat/completions", content=CHAT, headers={"host": host})
+            assert r.status_code == 200, (host, r.text)
+        # the WebSocket's handshake too
+        with pytest.raises(websockets.exceptions.InvalidStatus) as ws:
+            async with websockets.connect(f"ws://127.0.0.1:{g.port}/v1/responses",
+                                          additional_headers={"host": "evil.example"}):
+                pass
+        assert ws.value.response.status_code == 403 and b"host_not_allowed" in ws.value.response.body
+
+
+async def test_allowed_hosts_name_the_grid_and_hold_on_every_address(tmp_path: Path) -> None:
+    async with live(tmp_path, allowed_hosts=("gw.internal", "*.corp.example")) as g, \
+            httpx.AsyncClient(base_url=g.url) as c:
+        for host, status in (("gw.internal", 200), ("a.b.corp.example:8080", 200), ("corp.example", 403),
+                             ("evil.example", 403), ("localhost", 200)):
+            r = await c.post("/v1/chat/completions", content=CHAT, headers={"host": host})
+            assert r.status_code == status, (host, r.text)
+
+
+async def test_a_grid_with_keys_checks_neither(tmp_path: Path) -> None:
+    """A page cannot send the key, and an operator's reverse proxy may pass any Host: nothing to refuse there."""
+    async with live(tmp_path, enforce=True) as g, httpx.AsyncClient(base_url=g.url) as c:
+        r = await c.post("/v1/chat/completions", content=CHAT,
+                         headers={"authorization": f"Bearer {g.key}", "host": "api.example.com",
+                                  "origin": "https://app.example.com"})
+        assert r.status_code == 200, r.text
+
+
+def test_host_names_and_origins_are_read_as_a_browser_writes_them() -> None:
+    assert [host_name(h) for h in ("[::1]:8080", "Example.COM:80", "localhost", "[::1]", "gw.internal")] == \
+        ["::1", "example.com", "localhost", "::1", "gw.internal"]
+    assert all(is_loopback(n) for n in ("localhost", "x.localhost", "127.0.0.1", "127.9.9.9", "::1"))
+    assert not any(is_loopback(n) for n in ("localhost.evil.example", "10.0.0.1", "evil.example", "0.0.0.0"))
+    assert same_origin("http://127.0.0.1:8080", "127.0.0.1:8080")
+    assert not same_origin("null", "127.0.0.1:8080") and not same_origin("file://", "127.0.0.1:8080")
+    assert not same_origin("http://127.0.0.1:8081", "127.0.0.1:8080") and not same_origin("http://a", None)
+
+
+@pytest.mark.parametrize("host", ["http://gw.internal", "gw.internal:8080", "", "*.", "gw/x", "a b"])
+def test_allowed_hosts_take_names_only(host: str) -> None:
+    with pytest.raises(ValidationError) as bad:
+        GatewaySpec(allowed_hosts=[host])
+    assert "allowed_hosts" in str(bad.value) and "host name" in str(bad.value)
