@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import random
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,12 @@ class Grid:
 
 @pytest.fixture
 async def grid(tmp_path: Path) -> AsyncIterator[Grid]:
+    async with scripted_grid(tmp_path) as served:
+        yield served
+
+
+@asynccontextmanager
+async def scripted_grid(tmp_path: Path) -> AsyncIterator[Grid]:
     """The demo grid, every endpoint one scripted engine, a tenant `metered` with quotas (one quota window)."""
     spec = spec_in(tmp_path)
     tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=1000,

@@ -25,6 +25,14 @@ def model_context(model: str, models: Mapping[str, ModelSpec]) -> int | None:
     return max(fits) if fits else None
 
 
+def smallest_context(model: str, models: Mapping[str, ModelSpec]) -> int | None:
+    """The smallest context any model the name can route to has (a model, a family, or "auto")."""
+    if model in models:
+        return models[model].context
+    fits = [m.context for m in models.values() if model == "auto" or m.family == model]
+    return min(fits) if fits else None
+
+
 def check_context(model: str, prompt_chars: int, models: Mapping[str, ModelSpec], param: str) -> None:
     context = model_context(model, models)
     if context is None:

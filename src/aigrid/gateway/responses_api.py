@@ -16,6 +16,10 @@ Compaction (`compact`, compaction.py): the conversation summarised by the model 
 pipeline, answered as its user messages and one compaction item whose summary is sealed to the tenant; such an
 item in an input is opened (400 naming it when it is not this gateway's for this tenant) and its summary read by
 the firewall as a document; one made from a stored history routes the request to that history's jurisdiction.
+Automatic compaction (`context_management`, `_auto_compact`): a create whose conversation is above its threshold
+is compacted first by that same pass (an exchange and audit record of its own) and answered on the compacted
+input; its Response's output starts with the compaction item, its usage counts both calls, and, stored, it starts
+a new chain (its history reads stop at it).
 
 Conversation (`conversation`, conversations_api.py): the conversation's items are the history before the
 input, and the request's input items and the answer's output items are added to it once answered; a bound
@@ -65,16 +69,18 @@ from aigrid.errors import (
 from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, MAX_RUNS_PER_TENANT, error_object
 from aigrid.gateway.chat_events import cached_of
 from aigrid.gateway.compaction import (
+    AUTO_SHARE,
     KEY_PURPOSE,
     SUMMARY_MAX_TOKENS,
     Sealer,
     Summary,
     compaction_messages,
+    is_summary,
     summary_message,
     summary_of,
     user_items,
 )
-from aigrid.gateway.context_window import check_context
+from aigrid.gateway.context_window import check_context, smallest_context
 from aigrid.gateway.conversations_api import H_STORED_IN, Conversations, check_stored_in
 from aigrid.gateway.cursor_list import page_after, page_object, page_query
 from aigrid.gateway.event_log import FOLLOW_POLL_S, TERMINAL, LogWriter, event, kind_of, split
@@ -92,7 +98,7 @@ from aigrid.gateway.relay_response import RelayResponse
 from aigrid.gateway.request_info import H_POLICY, H_RESIDENCY, build_request_info, estimate_input_tokens
 from aigrid.gateway.response_store import FINAL, BrokenHistory, Pending, StoredResponse
 from aigrid.gateway.responses_schema import CompactRequest, ResponsesRequest
-from aigrid.gateway.responses_stream import responses_stream
+from aigrid.gateway.responses_stream import Spent, added, responses_stream
 from aigrid.gateway.responses_translate import (
     chat_body,
     input_items,
@@ -158,6 +164,11 @@ class _Turn:
         self.documents: set[int] = set()
         """The chat messages that are restored summaries (compaction items), which the firewall reads as
         documents."""
+        self.lead: list[dict[str, Any]] = []
+        """Automatic compaction (`context_management`): the compaction item its pass made, which the Response's
+        output starts with; its turn is stored as a new chain root (its history is the summary)."""
+        self.spent: Spent = (0, 0, 0)
+        """The compaction pass's (prompt, completion, cached) tokens, added to the Response's usage."""
 
 
 class ResponsesApi:
@@ -202,12 +213,18 @@ class ResponsesApi:
                 ex.hangup.hold()  # a background response outlives its client: its create is not cut short either
             return await self._start_background(turn, raw, headers, ex, caller)
 
+        rid = new_id("resp")
+        prepared = None
+        if raw.get("context_management") is not None:  # compacted first when it is long (its pass audited apart)
+            prepared = turn = await self._auto_compact(raw, headers, caller, rid)
+
         async def read() -> dict[str, Any]:
-            await self._prepare(turn, raw, headers, caller)
+            if prepared is None:
+                await self._prepare(turn, raw, headers, caller)
             return turn.chat
 
         resp = await self._route(turn, headers, read, ex, caller)
-        rid, extra = new_id("resp"), aigrid_headers(resp)
+        extra = aigrid_headers(resp)
 
         async def keep(final: dict[str, Any]) -> None:
             """The answer is the client's whatever happens here: a store that does not answer is logged."""
@@ -224,7 +241,8 @@ class ResponsesApi:
 
         if is_event_stream(resp):
             assert isinstance(resp, RelayResponse)
-            events = restream(resp, lambda ev: responses_stream(ev, turn.req, rid, keep))
+            events = restream(resp, lambda ev: responses_stream(ev, turn.req, rid, keep, lead=turn.lead,
+                                                                spent=turn.spent))
             return RelayResponse(events, 200, {**extra, "content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         body = await whole_body(resp)
@@ -244,6 +262,10 @@ class ResponsesApi:
         if req.background and not req.store:
             raise InvalidRequest("background: true requires store: true (a background response is kept to be "
                                  "retrieved with GET /v1/responses/{id})", param="background")
+        if req.background and req.context_management:
+            raise InvalidRequest("context_management: automatic compaction is not served for a background "
+                                 "response; compact first (POST /v1/responses/compact), or leave out background",
+                                 param="context_management")
         turn.principal = caller
         # the key's model scope before any stored history is read: a key not granted the model has nothing read
         # from the store for it (a conversation's every item, a previous_response_id chain), nor any of its errors
@@ -262,6 +284,9 @@ class ResponsesApi:
         turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins, summaries)
         # the same set the pipeline was handed before this body was read
         turn.documents.update(i for i, origin in enumerate(turn.origins) if origin.endswith(".encrypted_content"))
+        if req.previous_response_id is not None:  # a summary a stored turn read (compacted) is read as it was then
+            first = 1 if req.instructions else 0
+            turn.documents.update(first + i for i, message in enumerate(history) if is_summary(message))
         try:  # OpenAI's 400 for a function_call_output whose call_id is no function_call's before it
             check_tool_results(turn.chat["messages"])
         except ApiError as e:
@@ -316,16 +341,30 @@ class ResponsesApi:
                 raise InvalidRequest("input: give the conversation to compact (input items, previous_response_id, "
                                      "or both)", param="input")
             await self._prepare(turn, raw, headers, caller, req=req)
-            shifted = {i + 1 for i in turn.documents}  # after the compaction prompt (the pipeline's set, changed)
-            turn.documents.clear()
-            turn.documents.update(shifted)
-            return {"model": req.model, "messages": compaction_messages(turn.chat["messages"], turn.origins),
-                    "max_tokens": min(SUMMARY_MAX_TOKENS, self.gw.spec.gateway.max_output_tokens), "stream": False}
+            return self._pass_body(turn)
 
         resp = await self._route(turn, headers, read, ex, caller)
         extra, body = aigrid_headers(resp), await whole_body(resp)
         if resp.status_code >= 400:  # the engine's own error answer: already the OpenAI envelope
             return Response(body, status_code=resp.status_code, media_type="application/json", headers=extra)
+        item, spent = self._sealed(turn, body, ex)
+        return Response(orjson.dumps({
+            "id": new_id("resp"), "object": "response.compaction", "created_at": int(time.time()),
+            "output": [*user_items(turn.history, input_items(turn.req.input)), item],
+            "usage": usage_block(*spent)}), media_type="application/json", headers=extra)
+
+    def _pass_body(self, turn: _Turn) -> dict[str, Any]:
+        """The compaction pass's chat request for a prepared turn (its conversation after the compaction prompt:
+        its origins and its documents, the pipeline's set, shifted in place)."""
+        shifted = {i + 1 for i in turn.documents}
+        turn.documents.clear()
+        turn.documents.update(shifted)
+        return {"model": turn.req.model, "messages": compaction_messages(turn.chat["messages"], turn.origins),
+                "max_tokens": min(SUMMARY_MAX_TOKENS, self.gw.spec.gateway.max_output_tokens), "stream": False}
+
+    def _sealed(self, turn: _Turn, body: bytes, ex: Exchange) -> tuple[dict[str, Any], Spent]:
+        """The compaction item of the pass's answer (its summary sealed to the tenant, with the jurisdiction of
+        the history it read) and the pass's (prompt, completion, cached) tokens; a 502 when it wrote none."""
         try:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError as e:
@@ -333,16 +372,83 @@ class ResponsesApi:
         text = summary_of(chat) if isinstance(chat, dict) else None
         if text is None:
             raise UpstreamFailed("the model wrote no summary in the compaction pass; try again")
-        created, item_id = int(time.time()), new_id("cmp")
-        sealed = self.sealer.seal(turn.principal.tenant, Summary(text, turn.req.model, turn.bound, created))
+        item_id = new_id("cmp")
+        sealed = self.sealer.seal(turn.principal.tenant, Summary(text, turn.req.model, turn.bound, int(time.time())))
         ex.notes["compaction_item"] = item_id
         usage = chat.get("usage") or {}
-        return Response(orjson.dumps({
-            "id": new_id("resp"), "object": "response.compaction", "created_at": created,
-            "output": [*user_items(turn.history, input_items(turn.req.input)),
-                       {"type": "compaction", "id": item_id, "encrypted_content": sealed}],
-            "usage": usage_block(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-                                 cached_of(usage))}), media_type="application/json", headers=extra)
+        return ({"type": "compaction", "id": item_id, "encrypted_content": sealed},
+                (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached_of(usage)))
+
+    async def _auto_compact(self, raw: dict[str, Any], headers: dict[str, str], caller: Principal,
+                            rid: str) -> _Turn:
+        """A create with `context_management` (OpenAI's automatic compaction), prepared: as it came when its
+        conversation (input, instructions, tools and stored history, estimated as the router estimates prompt
+        tokens) is within the entry's compact_threshold (none given: AUTO_SHARE of the model's context);
+        above it, compacted first by the pass POST /v1/responses/compact runs (`_compaction_pass`), then
+        prepared anew as that answer reads: its user messages, then the compaction item (its summary restored),
+        which the Response's output starts with."""
+        turn = _Turn()
+        try:
+            await self._prepare(turn, raw, headers, caller)
+            req = turn.req
+            if not req.context_management:
+                return turn
+            if req.conversation is not None:
+                raise InvalidRequest("context_management: automatic compaction is not served with conversation (a "
+                                     "conversation keeps no compaction item); use previous_response_id",
+                                     param="context_management")
+            chat = validate(ChatRequest, turn.chat)
+            threshold = req.context_management[0].compact_threshold
+            if threshold is None:
+                context = smallest_context(chat.model, self.gw.spec.models)
+                threshold = None if context is None else int(context * AUTO_SHARE)
+            if threshold is None or estimate_input_tokens(chat, turn.chat.get("tools") or ()) <= threshold:
+                return turn
+        except ApiError as e:
+            _own_error(e, turn)
+            self.gw.metrics.rejected.labels(e.code or "error").inc()
+            raise
+        item, spent = await self._compaction_pass(turn, headers, caller, rid)
+        answer = _Turn()
+        items = [*user_items(turn.history, input_items(req.input)), item]
+        await self._prepare(answer, raw, headers, caller,
+                            req=req.model_copy(update={"input": items, "previous_response_id": None}))
+        answer.req = answer.req.model_copy(update={"previous_response_id": req.previous_response_id})  # echoed
+        answer.lead, answer.spent = [item], spent
+        return answer
+
+    async def _compaction_pass(self, turn: _Turn, headers: dict[str, str], caller: Principal,
+                               rid: str) -> tuple[dict[str, Any], Spent]:
+        """An automatic compaction's pass, through the one pipeline as POST /v1/responses/compact's is, in an
+        Exchange of its own closed like an audited route's (its quota reserved and settled to its usage, its
+        own audit record on the compact route, `extra.response_id` naming the response it was made for): the
+        pipeline keeps one reservation and one answer per exchange. Its failure fails the response."""
+        ex = Exchange(COMPACT_PATH, time.time(), principal=caller, notes={"automatic": True, "response_id": rid})
+        if self.gw.tracing.enabled:
+            ex.trace = self.gw.tracing.start(COMPACT_PATH, headers)
+
+        async def read() -> dict[str, Any]:
+            return self._pass_body(turn)
+
+        try:
+            resp = await self._route(turn, dict(headers), read, ex, caller)
+            body = await whole_body(resp)
+            if resp.status_code >= 400:
+                raise UpstreamFailed(f"the compaction pass (context_management) failed: the engine answered "
+                                     f"{resp.status_code}; the response was not served")
+            return self._sealed(turn, body, ex)
+        except ApiError as e:
+            ex.error = e
+            raise
+        except asyncio.CancelledError:  # the client left (Audited's watch), or the gateway stops
+            ex.outcome = "client_closed"
+            raise
+        except Exception:
+            log.exception("internal error in the compaction pass of response %s", rid)
+            ex.outcome = "error:internal"
+            raise
+        finally:
+            await close_exchange(self.gw, ex)
 
     async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
                      ex: Exchange, caller: Principal) -> Response:
@@ -718,8 +824,10 @@ class ResponsesApi:
                                      {"code": "server_error", "message": "no jurisdiction to store the answer in"})
             return "refused"
         messages = turn.chat["messages"][turn.earlier:] + output_history(final["output"])
+        # a compacted turn starts a chain of its own: its summary stands for the history, which reads stop at
         record = StoredResponse(final["id"], tenant, jurisdiction, site, final, messages,
-                                previous=turn.req.previous_response_id, inputs=input_items(turn.req.input))
+                                previous=None if turn.lead else turn.req.previous_response_id,
+                                inputs=input_items(turn.req.input))
         allowed = turn.principal.scopes.jurisdictions
         if background:
             return await self.book.complete(record, allowed)
@@ -897,9 +1005,9 @@ def _final(turn: _Turn, body: bytes, rid: str, created: int) -> dict[str, Any]:
         raise UpstreamFailed("the engine's answer was not JSON") from e
     output, finish = output_items(chat)
     usage = chat.get("usage") or {}
-    return response_object(turn.req, rid, created, output, status="completed", finish_reason=finish,
-                           usage=usage_block(int(usage.get("prompt_tokens") or 0),
-                                             int(usage.get("completion_tokens") or 0), cached_of(usage)))
+    got = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached_of(usage))
+    return response_object(turn.req, rid, created, [*turn.lead, *output], status="completed", finish_reason=finish,
+                           usage=usage_block(*added(turn.spent, got)))
 
 
 def _stored_response(r: StoredResponse) -> Response:

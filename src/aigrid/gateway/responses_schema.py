@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from aigrid.gateway.conversations_schema import Metadata
 
@@ -25,6 +25,16 @@ class TextFormat(BaseModel):
 class TextConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     format: TextFormat | None = None
+
+
+class ContextManagement(BaseModel):
+    """One entry of `context_management` (OpenAI's automatic compaction): the only type is `compaction`; its
+    `compact_threshold` is the conversation's input tokens above which it is compacted first (None: the gateway's
+    share of the model's context, compaction.AUTO_SHARE)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: Literal["compaction"]
+    compact_threshold: StrictInt | None = Field(default=None, ge=1)
 
 
 class ResponsesRequest(BaseModel):
@@ -51,6 +61,8 @@ class ResponsesRequest(BaseModel):
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     include: list[str] | None = None
     """Of the includables, `message.output_text.logprobs` is served (the engine's log-probabilities)."""
+    context_management: list[ContextManagement] | None = Field(default=None, max_length=1)
+    """Automatic compaction (ResponsesApi._auto_compact): at most one entry, as OpenAI has one type."""
     background: bool | None = None
     """Run it later, in a task of the gateway (background.py); requires store. GET /v1/responses/{id} polls,
     POST /v1/responses/{id}/cancel stops it."""

@@ -14,7 +14,7 @@ log's, event_log.py). `on_done` receives the final Response (to store it).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -42,6 +42,14 @@ from aigrid.gateway.responses_translate import (
 )
 
 OnDone = Callable[[dict[str, Any]], Awaitable[None]]
+Spent = tuple[int, int, int]
+"""Tokens a Response's usage adds to its answer's: (prompt, completion, cached)."""
+
+
+def added(spent: Spent, got: Spent | None) -> Spent:
+    """The answer's (prompt, completion, cached) tokens with those `spent` before it (a compaction pass)."""
+    a, b, c = got or (0, 0, 0)
+    return spent[0] + a, spent[1] + b, spent[2] + c
 
 
 class _Events:
@@ -115,6 +123,15 @@ class _Output:
         return self.ev("response.function_call_arguments.delta", item_id=self.open["id"],
                        output_index=len(self.items), delta=fragment)
 
+    def compaction(self, item: dict[str, Any]) -> bytes:
+        """A compaction item made before the answer (automatic compaction, responses_api.py), as OpenAI streams
+        one: added (its content not yet written), compacting, done."""
+        index = len(self.items)
+        self.items.append(item)
+        return (self.ev("response.output_item.added", output_index=index, item={**item, "encrypted_content": ""})
+                + self.ev("response.compaction.compacting", item_id=item["id"], output_index=index)
+                + self.ev("response.output_item.done", output_index=index, item=item))
+
     def whole(self, item: dict[str, Any]) -> bytes:
         out = self.close()
         index = len(self.items)
@@ -124,15 +141,20 @@ class _Output:
 
 
 async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesRequest, rid: str,
-                           on_done: OnDone, *, created: int | None = None, seq: int = 0) -> AsyncIterator[bytes]:
+                           on_done: OnDone, *, created: int | None = None, seq: int = 0,
+                           lead: Sequence[dict[str, Any]] = (), spent: Spent = (0, 0, 0)) -> AsyncIterator[bytes]:
     """`seq`: the first sequence_number; above 0, response.created was sent already (a background response's
-    event log: created and queued when it was accepted, responses_api.py)."""
+    event log: created and queued when it was accepted, responses_api.py). `lead`: compaction items made before
+    the answer (automatic compaction), streamed first; `spent`: their pass's (prompt, completion, cached) tokens,
+    added to the Response's usage."""
     ev = _Events(seq)
     created = int(time.time()) if created is None else created
     if seq == 0:
         yield ev("response.created", response=response_object(req, rid, created, [], status="in_progress"))
     yield ev("response.in_progress", response=response_object(req, rid, created, [], status="in_progress"))
     out = _Output(ev)
+    for item in lead:
+        yield out.compaction(item)
     finish: str | None = None
     usage: Usage | None = None
     steps_seen: set[str] = set()
@@ -162,9 +184,9 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
             yield ev("response.failed", response=failed)
             return
     yield out.close()
+    got = None if usage is None else (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     final = response_object(req, rid, created, out.items, status="completed", finish_reason=finish,
-                            usage=usage_block(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens) if usage
-                            else None)
+                            usage=None if got is None and not any(spent) else usage_block(*added(spent, got)))
     await on_done(final)
     kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
     yield ev(kind, response=final)
