@@ -360,7 +360,9 @@ def test_a_steer_waiting_is_held_as_the_bytes_it_came_in(tmp_path: Path) -> None
             while ends.count("response.completed") < 2:  # the target, then its successor
                 ends.append(json.loads(raw.recv(timeout=10))["type"])
                 assert ends[-1] not in ("error", "response.failed", "response.steer.failed"), ends
-    assert held < 3 * limit, f"{held} bytes held for a steer of {len(message)} bytes waiting"
+    # the process's whole allocation while it arrives, both ends of the socket in it: the client's frame, the
+    # server's bytes and text of it (about 3 x its bytes, a few KB either side from run to run); parsed it was 11 x
+    assert held < 5 * limit, f"{held} bytes held for a steer of {len(message)} bytes waiting"
     assert len(asked(grid)) == 2
 
 

@@ -449,7 +449,8 @@ def test_a_queued_create_is_held_as_the_bytes_it_is_counted_as(tmp_path: Path) -
                 held = tracemalloc.get_traced_memory()[0] - before
             finally:
                 tracemalloc.stop()
-    assert held < 3 * limit, f"{held} bytes held for a create of {len(filler)} bytes waiting"
+    # the process's whole allocation, both ends of the socket in it (about 3 x the bytes); parsed it was 15-25 x
+    assert held < 5 * limit, f"{held} bytes held for a create of {len(filler)} bytes waiting"
 
 
 @pytest.mark.parametrize("sdk", ["sync", "async"])
