@@ -2,7 +2,8 @@
 
 Every reader of an SSE stream uses SseDecoder: the gateway's relay (proxy.py, continuation, usage metering,
 output filter), the front doors that translate a chat stream (chat_events.py), the agent's tool loop
-(agents/loop.py) and the load generator (bench/http.py). It follows the spec:
+(agents/loop.py), the Responses API's WebSocket mode (gateway/responses_socket.py) and the load generator
+(bench/http.py). It follows the spec:
 - lines end with CRLF, LF or CR, and a CR that ends one read may be the first half of a CRLF in the next;
 - a blank line dispatches the event; `data:` lines of one event are joined with "\\n"; one space after the
   colon is dropped; `event`, `id` (unless it holds NUL) and `retry` (digits only) are read, other fields

@@ -55,6 +55,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from aigrid.engines.sse import Event, SseDecoder
 from aigrid.errors import ApiError, InvalidRequest, Overloaded, PermissionDenied
 from aigrid.gateway.browsers import same_origin
 from aigrid.gateway.envelope import error_response
@@ -501,34 +502,35 @@ class _Answer:
         self.status = 0
         self.headers: dict[str, str] = {}
         self.pending = b""
+        """An error answer's envelope, gathered whole (a stream's events go through `sse`, the one codec)."""
+        self.sse = SseDecoder()
 
     async def send(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in message.get("headers", ())}
             return
-        self.pending += message.get("body", b"")
+        body = message.get("body", b"")
         if self.status >= 400:
-            return  # an error's envelope, sent whole at the end
-        *blocks, self.pending = self.pending.split(b"\n\n")
-        for block in blocks:
-            await self._event(block)
+            self.pending += body  # an error's envelope, sent whole at the end
+            return
+        for event in self.sse.feed(body):
+            await self._event(event)
 
-    async def _event(self, block: bytes) -> None:
+    async def _event(self, event: Event) -> None:
         """One SSE event's data (its lines joined, as a client reads them) as one message; a comment, none."""
-        lines = block.split(b"\n")
-        data_lines = [line[5:].removeprefix(b" ") for line in lines if line.startswith(b"data:")]
-        if data_lines:
-            data = b"\n".join(data_lines)
-            kind = next((line[6:].strip().decode("latin-1") for line in lines if line.startswith(b"event:")), "")
-            if kind == "response.created" or kind in _TERMINAL:
-                self.conn._observe(self.run, kind, data)
-            await self.conn._send(self.tag + data[1:] if self.tag and data.startswith(b"{") else data)
+        data = event.data
+        if data is None:
+            return
+        kind = event.event.decode("latin-1")
+        if kind == "response.created" or kind in _TERMINAL:
+            self.conn._observe(self.run, kind, data)
+        await self.conn._send(self.tag + data[1:] if self.tag and data.startswith(b"{") else data)
 
     async def end(self) -> None:
         if self.status < 400:
-            if self.pending.strip():
-                await self._event(self.pending)
+            if (last := self.sse.flush()) is not None:  # an event its stream did not end with a blank line
+                await self._event(last)
             return
         try:
             error = orjson.loads(self.pending)["error"]
