@@ -1167,6 +1167,34 @@ async def test_a_batch_whose_results_would_cross_the_disks_floor_or_the_quota_fa
         await stopped(gw)
 
 
+def test_a_half_line_that_cannot_be_cut_back_is_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A write the disk refused half way is cut back; when the cut fails too the file ends with a broken line,
+    which was left unsaid (contextlib.suppress): now a warning names the file."""
+    from aigrid.gateway import batch_output
+
+    path = tmp_path / "out.jsonl"
+    path.write_bytes(b'{"a": 1}\n')
+    real_write = os.write
+
+    def half(fd: int, data: Any) -> int:
+        if len(data) > 4:
+            return real_write(fd, bytes(data[:4]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def no_truncate(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "write", half)
+    monkeypatch.setattr(os, "ftruncate", no_truncate)
+    with caplog.at_level(logging.WARNING, logger="aigrid.gateway"), pytest.raises(OSError) as refused:
+        batch_output._append(path, b'{"b": 2}\n')
+    monkeypatch.undo()
+    assert refused.value.errno == errno.ENOSPC  # the write's own error is what the batch fails with
+    warned = [r.getMessage() for r in caplog.records if "could not be cut back" in r.getMessage()]
+    assert warned and str(path) in warned[0] and "Input/output error" in warned[0], caplog.records
+
+
 async def test_a_result_the_disk_refuses_fails_the_batch_and_leaves_whole_lines(
         tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
     """A write the disk refused (ENOSPC) was logged and the batch went on to `completed`, the line missing from both

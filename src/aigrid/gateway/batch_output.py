@@ -10,7 +10,7 @@ whole or not at all: a write the disk refuses leaves the file as it was.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 
 from aigrid.errors import InsufficientStorage
+
+log = logging.getLogger("aigrid.gateway")
 
 
 @dataclass(slots=True)
@@ -113,8 +115,11 @@ def _append(path: Path, line: bytes) -> None:
             while view:
                 view = view[os.write(fd, view):]
         except OSError:
-            with contextlib.suppress(OSError):
+            try:
                 os.ftruncate(fd, start)
+            except OSError as e:  # the half line stays: said, as the batch's own failure is
+                log.warning("%s: a result line written in part could not be cut back to %d bytes: %s; the file "
+                            "ends with a broken line", path, start, e)
             raise
     finally:
         os.close(fd)
