@@ -123,7 +123,8 @@ async def test_residency_header_cannot_widen_tenant(client: httpx.AsyncClient) -
     ("/v1/messages", {**CHAT, "max_tokens": 8}),
     ("/v1/responses", {"model": "smollm2-135m", "input": "hi"}),
     ("/v1/responses", {"model": "smollm2-135m", "input": "hi", "background": True}),
-], ids=["chat", "messages", "responses", "background response"])
+    ("/v1/conversations", {}),
+], ids=["chat", "messages", "responses", "background response", "conversation"])
 async def test_a_residency_no_site_is_in_is_a_400_naming_the_header(client: httpx.AsyncClient, path: str,
                                                                    body: dict) -> None:
     """x-aigrid-residency: XX (a typo, another grid's name) was routed and refused as a 503 no_eligible_endpoint,

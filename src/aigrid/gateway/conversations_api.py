@@ -139,7 +139,6 @@ class ConversationsApi:
         self.gw = routes.gw
         assert self.gw.stores is not None, "build_app builds the stores"
         self.store = Conversations(self.gw.stores.conversations)
-        self._jurisdictions = frozenset(site.jurisdiction for site in self.gw.spec.sites.values())
 
     def routes(self) -> list[Route]:
         base = CONVERSATIONS_PATH
@@ -176,10 +175,10 @@ class ConversationsApi:
         only one; None when neither names exactly one (its first response binds it)."""
         asked, allowed = residency(header), principal.scopes.jurisdictions
         if asked is not None:
-            unknown = sorted(asked - self._jurisdictions)
+            unknown = sorted(asked - self.gw.guard.jurisdictions)
             if unknown:
                 raise InvalidRequest(f"{H_RESIDENCY}: no site of this grid is in {', '.join(unknown)}; its "
-                                     f"jurisdictions: {', '.join(sorted(self._jurisdictions))}", param=H_RESIDENCY)
+                                     f"jurisdictions: {', '.join(sorted(self.gw.guard.jurisdictions))}", param=H_RESIDENCY)
             if allowed is not None and not asked <= allowed:
                 raise PermissionDenied(f"key {principal.key_id} may not keep conversations in "
                                        f"{sorted(asked - allowed)}", param=H_RESIDENCY, code="jurisdiction_not_allowed")
