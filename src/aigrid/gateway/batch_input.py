@@ -46,8 +46,6 @@ class Line:
 
 @dataclass(slots=True)
 class Checked:
-    lines: list[Line] = field(default_factory=list)
-    """Those that passed, when asked to keep them (`read_input(..., keep=True)`)."""
     errors: list[dict[str, Any]] = field(default_factory=list)
     models: set[str] = field(default_factory=set)
     count: int = 0
@@ -63,28 +61,18 @@ class Checked:
         return next(iter(self.models)) if len(self.models) == 1 else None
 
 
-def read_input(src: Iterable[bytes], endpoint: str, known_models: Collection[str] | None, max_lines: int,
-               may_use: Callable[[str], bool] | None = None, *, keep: bool = True) -> Checked:
-    """Every line of the file (`src`: its lines, as a binary file yields them) checked; `lines` holds those that
-    passed when `keep` (all of them when `errors` is empty), `count` how many.
-    `known_models` None: any model (a batch being resumed: a model gone since fails its lines, not the batch).
-    `may_use`: the creator's model scope, checked before a model's existence (as a live request's is): a line
-    naming a model outside it is `model_not_allowed`, and the models listed for one not found are those it may
-    use, so a key learns no model of the grid it may not use."""
-    out = Checked()
-    for line in _scan(src, endpoint, known_models, max_lines, may_use, out):
-        out.count += 1
-        if keep:
-            out.lines.append(line)
-    return out
-
-
 def check_file(path: Path, endpoint: str, known_models: Collection[str], max_lines: int,
                may_use: Callable[[str], bool] | None = None) -> Checked:
     """POST /v1/batches' check of an input file, read from disk a line at a time, no line kept (blocking: call it in
-    a thread). What it holds at once is a line and the custom_ids seen, not the file."""
+    a thread): `count` the lines that passed, `errors` the others. What it holds at once is a line and the
+    custom_ids seen, not the file. `may_use`: the creator's model scope, checked before a model's existence (as a
+    live request's is): a line naming a model outside it is `model_not_allowed`, and the models listed for one not
+    found are those it may use, so a key learns no model of the grid it may not use."""
+    out = Checked()
     with path.open("rb") as f:
-        return read_input(f, endpoint, known_models, max_lines, may_use, keep=False)
+        for _ in _scan(f, endpoint, known_models, max_lines, may_use, out):
+            out.count += 1
+    return out
 
 
 class LineReader:
@@ -114,7 +102,8 @@ class LineReader:
 
 def _scan(src: Iterable[bytes], endpoint: str, known_models: Collection[str] | None, max_lines: int,
           may_use: Callable[[str], bool] | None, out: Checked) -> Generator[Line, None, None]:
-    """Each line that passes, in file order, one at a time; the mistakes go to `out`."""
+    """Each line that passes, in file order, one at a time; the mistakes go to `out`. `known_models` None: any
+    model (a running batch's lines, LineReader: a model gone since fails its line, not the batch)."""
     seen: set[str] = set()
     count = 0
     for number, text in enumerate(src, start=1):
