@@ -155,6 +155,17 @@ def test_allowed_hosts_hold_beyond_loopback_and_without_them_a_lan_address_is_no
         BrowserGuard().check({**arriving("evil.example:8080"), "server": ("127.0.0.1", 8080)})
 
 
+def test_the_address_of_every_interface_is_this_machines_name_too() -> None:
+    """A keyless gateway listening on 0.0.0.0 prints http://0.0.0.0:8080 in its banner, and a client that dials it
+    reaches 127.0.0.1 naming Host 0.0.0.0: every line of the banner was a 403 host_not_allowed. Only a page served
+    from this machine's port carries that Host (and its Origin is checked as any), so it is this gateway's name."""
+    for host in ("0.0.0.0:8080", "0.0.0.0", "[::]:8080"):
+        BrowserGuard().check({"type": "http", "headers": [(b"host", host.encode())], "server": ("127.0.0.1", 8080)})
+    with pytest.raises(PermissionDenied):  # its Origin as any other's: a page of another port is another site
+        BrowserGuard().check({"type": "http", "server": ("127.0.0.1", 8080),
+                              "headers": [(b"host", b"0.0.0.0:8080"), (b"origin", b"http://0.0.0.0:3000")]})
+
+
 def test_host_names_and_origins_are_read_as_a_browser_writes_them() -> None:
     assert [host_name(h) for h in ("[::1]:8080", "Example.COM:80", "localhost", "[::1]", "gw.internal")] == \
         ["::1", "example.com", "localhost", "::1", "gw.internal"]

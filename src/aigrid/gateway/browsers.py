@@ -10,7 +10,9 @@ answers whoever reaches its port, and a web browser reaches it for any page the 
 - **DNS rebinding**: a page of evil.example has its name re-resolved to 127.0.0.1, and its own script then
   reads the gateway as evil.example (same origin to the browser: every answer readable). The request arrives
   on a loopback address with `Host: evil.example:8080`. A request that arrives on a loopback address must name a
-  loopback host (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`) or one of `gateway.allowed_hosts`; with
+  loopback host (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`; also `0.0.0.0` and `[::]`, which a client
+  dials to reach a gateway listening on every address: only a page served from this machine is named so) or one
+  of `gateway.allowed_hosts`; with
   `allowed_hosts` set, every request must (a keyless gateway listening beyond loopback is its network's to
   use anyway, as Ollama's rule has it; the list closes rebinding there too).
 With keys enforced neither applies (a page cannot send the key; an operator's reverse proxy may send any Host),
@@ -45,6 +47,17 @@ def is_loopback(name: str) -> bool:
         return True
     try:
         return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def names_this_machine(name: str) -> bool:
+    """A Host name only this machine answers to: a loopback one, or the address of every interface (0.0.0.0, ::),
+    which the banner of a gateway listening on it prints and a client dials to reach it here."""
+    if is_loopback(name):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_unspecified
     except ValueError:
         return False
 
@@ -84,7 +97,7 @@ class BrowserGuard:
         if host is None or not (self._everywhere or _arrived_on_loopback(scope)):
             return
         name = host_name(host)
-        if is_loopback(name) or name in self._exact or name.endswith(self._suffixes):
+        if names_this_machine(name) or name in self._exact or name.endswith(self._suffixes):
             return
         raise PermissionDenied(f"host: this gateway has no keys (security.enforce is off) and answers only to "
                                f"localhost, a loopback address and gateway.allowed_hosts, not to {name[:100]!r} "
