@@ -824,7 +824,7 @@ class ResponsesApi:
                                      {"code": "server_error", "message": "no jurisdiction to store the answer in"})
             return "refused"
         messages = turn.chat["messages"][turn.earlier:] + output_history(final["output"])
-        # a compacted turn starts a chain of its own: its summary stands for the history, which reads stop at
+        # a compacted turn starts a chain of its own: its summary stands for the history, whose reads stop at it
         record = StoredResponse(final["id"], tenant, jurisdiction, site, final, messages,
                                 previous=None if turn.lead else turn.req.previous_response_id,
                                 inputs=input_items(turn.req.input))
