@@ -69,6 +69,13 @@ def same_origin(origin: str, host: str | None) -> bool:
     return scheme in ("http", "https") and bool(netloc) and host is not None and netloc == host.strip().lower()
 
 
+def check_origin(origin: str | None, host: str | None, code: str, what: str, why: str) -> None:
+    """403 `code` (param origin) for `what` a browser sent for a page whose Origin is not the gateway's own address
+    (same_origin); `why`: the door's reason. No Origin (a program): nothing to check."""
+    if origin is not None and not same_origin(origin, host):
+        raise PermissionDenied(f"origin: {what} ({origin[:100]!r}) is refused: {why}", param="origin", code=code)
+
+
 class BrowserGuard:
     """The two checks above, for a keyless gateway (Guard.check_browser calls it when keys are not enforced):
     `allowed_hosts` (gateway.allowed_hosts) names the hosts besides loopback it answers to ("gw.internal",
@@ -89,11 +96,9 @@ class BrowserGuard:
                 host = value.decode("latin-1")
             elif name == b"origin":
                 origin = value.decode("latin-1")
-        if origin is not None and not same_origin(origin, host):
-            raise PermissionDenied(f"origin: a request from a web page of another site ({origin[:100]!r}) is refused "
-                                   "by this gateway, which has no keys (security.enforce is off): a page may not use "
-                                   "it with the visitor's reach; programs send no Origin header", param="origin",
-                                   code="cross_origin_request")
+        check_origin(origin, host, "cross_origin_request", "a request from a web page of another site",
+                     "this gateway has no keys (security.enforce is off), and a page may not use it with the "
+                     "visitor's reach; programs send no Origin header")
         if host is None or not (self._everywhere or _arrived_on_loopback(scope)):
             return
         name = host_name(host)

@@ -56,8 +56,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from aigrid.engines.sse import Event, SseDecoder
-from aigrid.errors import ApiError, InvalidRequest, Overloaded, PermissionDenied
-from aigrid.gateway.browsers import same_origin
+from aigrid.errors import ApiError, InvalidRequest, Overloaded
+from aigrid.gateway.browsers import check_origin
 from aigrid.gateway.envelope import error_response
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
@@ -166,12 +166,9 @@ def _same_origin(headers: Mapping[str, str]) -> None:
     own address, as the Host header names it): a browser opens a socket to any address for any page and lets the
     page read its messages (no CORS on sockets), so without it a page the user visits would use a gateway
     without keys (the demo's, on 127.0.0.1) with the user's reach. The SDKs and other programs send no Origin."""
-    origin = headers.get("origin")
-    if origin is None or same_origin(origin, headers.get("host")):
-        return
-    raise PermissionDenied(f"origin: a WebSocket handshake from a web page of another origin ({origin[:100]!r}) is "
-                           "refused; a browser's page may open a socket only to the gateway that served it, a "
-                           "program sends no Origin header", param="origin", code="cross_origin_websocket")
+    check_origin(headers.get("origin"), headers.get("host"), "cross_origin_websocket",
+                 "a WebSocket handshake from a web page of another origin", "a browser's page may open a socket "
+                 "only to the gateway that served it; a program sends no Origin header")
 
 
 async def _deny(ws: WebSocket, e: ApiError, request_id: str) -> None:
