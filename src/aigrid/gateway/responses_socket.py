@@ -49,7 +49,7 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -316,7 +316,8 @@ class _Connection:
             self.queue.put_nowait(_Run({}, stream_id, size, data))
         except ApiError as e:
             self.refused += 1
-            await self._send(_error_event(e.status, e.envelope()["error"], e.response_headers()))
+            await self._send(_error_event(e.status, cast(Mapping[str, Any], e.envelope()["error"]),
+                                          e.response_headers()))
 
     # --- steering ------------------------------------------------------------------------------------------
     async def _steer(self, event: dict[str, Any], message: bytes) -> None:
