@@ -33,7 +33,8 @@ denial response, which the SDK raises as websockets' InvalidStatus with that sta
 an audited call (503 while the audit log cannot take records; 403 from a web page of another origin:
 `_same_origin`) and bounded per tenant (MAX_SOCKETS_PER_TENANT
 open on this process, else 429 `overloaded`); one audit record per connection (route `WS /v1/responses`: its
-responses, the events refused, its steers accepted, committed, failed and dropped, why it closed) beside each
+responses, the events refused, the creates dropped unserved, its steers accepted, committed, failed and dropped,
+why it closed) beside each
 response's own. A message larger than
 `gateway.max_body_bytes` (the HTTP body limit) is answered an `error` event `request_too_large`, and the server
 itself stops reading at SLACK_BYTES past it (uvicorn's `ws_max_size`, `server_options`: close 1009); a message
@@ -152,7 +153,7 @@ class ResponsesSocket:
                 await conn.run()
             finally:
                 ex.notes.update(responses=conn.served, refused_events=conn.refused, closed=conn.closed_by,
-                                steers=conn.steers)
+                                steers=conn.steers, dropped_creates=conn.dropped)
         finally:
             if tenant is not None:
                 self.open[tenant] -= 1
@@ -232,6 +233,8 @@ class _Connection:
         self.last_active = time.monotonic()
         self.sending = asyncio.Lock()
         self.served = self.refused = 0
+        self.dropped = 0
+        """Creates still waiting when the client left: never served, counted in the socket's record."""
         self.closed_by = "client"
         self.active: dict[str, _Run] = {}
         """The responses running now (created, not ended), by id: what a steer may target."""
@@ -252,6 +255,11 @@ class _Connection:
             self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped
             self.queue.put_nowait(None)  # the runner's wait ends; a running response ends by its own hang-up path
             await runner
+            while not self.queue.empty():
+                self.dropped += self.queue.get_nowait() is not None
+            if self.dropped:
+                log.info("%s: the client left with %d response.create events waiting: dropped unserved", ROUTE,
+                         self.dropped)
             counts = self.steers
             counts["dropped"] = counts["accepted"] - counts["committed"] - counts["failed"]
             if counts["dropped"]:
