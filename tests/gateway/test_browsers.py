@@ -166,6 +166,23 @@ def test_the_address_of_every_interface_is_this_machines_name_too() -> None:
                               "headers": [(b"host", b"0.0.0.0:8080"), (b"origin", b"http://0.0.0.0:3000")]})
 
 
+def test_an_address_written_out_and_this_machines_own_name_are_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No DNS answer gives a page an origin that is an address written out (a page at http://10.0.0.5:8080 is served
+    by that address itself), nor this machine's own name, which Debian resolves to 127.0.1.1: a keyless gateway
+    reached at http://HOSTNAME:8080 or at its LAN address from this machine refused both (403 host_not_allowed)."""
+    monkeypatch.setattr("socket.gethostname", lambda: "Build-Box.lab")
+    guard = BrowserGuard()
+
+    def on_loopback(host: str) -> dict[str, object]:
+        return {"type": "http", "headers": [(b"host", host.encode())], "server": ("127.0.1.1", 8080)}
+
+    for host in ("build-box.lab:8080", "BUILD-BOX", "10.0.0.5:8080", "192.168.1.20", "[fe80::1]:8080", "127.0.1.1"):
+        guard.check(on_loopback(host))
+    for host in ("build-box.lab.evil.example", "evil.example", "box.local"):
+        with pytest.raises(PermissionDenied):
+            guard.check(on_loopback(host))
+
+
 def test_host_names_and_origins_are_read_as_a_browser_writes_them() -> None:
     assert [host_name(h) for h in ("[::1]:8080", "Example.COM:80", "localhost", "[::1]", "gw.internal")] == \
         ["::1", "example.com", "localhost", "::1", "gw.internal"]

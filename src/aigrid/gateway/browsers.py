@@ -9,10 +9,9 @@ answers whoever reaches its port, and a web browser reaches it for any page the 
   its `Host` header names it) is refused. The SDKs, curl and every other program send no Origin.
 - **DNS rebinding**: a page of evil.example has its name re-resolved to 127.0.0.1, and its own script then
   reads the gateway as evil.example (same origin to the browser: every answer readable). The request arrives
-  on a loopback address with `Host: evil.example:8080`. A request that arrives on a loopback address must name a
-  loopback host (`localhost`, `*.localhost`, `127.0.0.1`, `[::1]`; also `0.0.0.0` and `[::]`, which a client
-  dials to reach a gateway listening on every address: only a page served from this machine is named so) or one
-  of `gateway.allowed_hosts`; with
+  on a loopback address with `Host: evil.example:8080`. A request that arrives on a loopback address must name
+  a Host no DNS answer can give a page (`names_this_machine`: `localhost`, `*.localhost`, an address written out,
+  `0.0.0.0` and `[::]` included, or this machine's own host name) or one of `gateway.allowed_hosts`; with
   `allowed_hosts` set, every request must (a keyless gateway listening beyond loopback is its network's to
   use anyway, as Ollama's rule has it; the list closes rebinding there too).
 With keys enforced neither applies (a page cannot send the key; an operator's reverse proxy may send any Host),
@@ -23,6 +22,7 @@ and the check costs nothing. Refusals are 403 in the API's envelope, audited lik
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Iterable
 
 from starlette.types import Scope
@@ -51,15 +51,18 @@ def is_loopback(name: str) -> bool:
         return False
 
 
-def names_this_machine(name: str) -> bool:
-    """A Host name only this machine answers to: a loopback one, or the address of every interface (0.0.0.0, ::),
-    which the banner of a gateway listening on it prints and a client dials to reach it here."""
-    if is_loopback(name):
+def names_this_machine(name: str, hostname: str = "") -> bool:
+    """A Host no DNS answer can give a web page: a loopback name, an address written out (0.0.0.0 and :: that the
+    banner of a gateway listening on every interface prints, 127.0.1.1, a LAN address: a page with such an origin is
+    served by that address itself, never re-pointed), or this machine's own `hostname` (Debian resolves it to
+    127.0.1.1). Ollama's rule, less its *.local and *.internal."""
+    if is_loopback(name) or (hostname and name in (hostname, hostname.split(".", 1)[0])):
         return True
     try:
-        return ipaddress.ip_address(name).is_unspecified
+        ipaddress.ip_address(name)
     except ValueError:
         return False
+    return True
 
 
 def same_origin(origin: str, host: str | None) -> bool:
@@ -86,6 +89,7 @@ class BrowserGuard:
         self._exact = frozenset(h for h in hosts if not h.startswith("*."))
         self._suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))
         self._everywhere = bool(hosts)
+        self._hostname = socket.gethostname().strip().lower()
 
     def check(self, scope: Scope) -> None:
         """403 for a request sent by a browser for another site's page, or reaching the gateway by another name
@@ -102,10 +106,11 @@ class BrowserGuard:
         if host is None or not (self._everywhere or _arrived_on_loopback(scope)):
             return
         name = host_name(host)
-        if names_this_machine(name) or name in self._exact or name.endswith(self._suffixes):
+        if names_this_machine(name, self._hostname) or name in self._exact or name.endswith(self._suffixes):
             return
         raise PermissionDenied(f"host: this gateway has no keys (security.enforce is off) and answers only to "
-                               f"localhost, a loopback address and gateway.allowed_hosts, not to {name[:100]!r} "
+                               f"localhost, an address, this machine's name and gateway.allowed_hosts, not to "
+                               f"{name[:100]!r} "
                                "(a web page's name pointed at it, DNS rebinding, is refused so); add the name to "
                                "gateway.allowed_hosts, or enforce keys", param="host", code="host_not_allowed")
 

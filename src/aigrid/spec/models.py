@@ -570,8 +570,8 @@ class GatewaySpec(StrictModel):
         "the read timeout of every engine connection. An answer's first byte has the first_byte_timeout above "
         "instead (a whole answer's head whole_max_s), on http and https engines alike"))
     allowed_hosts: list[str] = Field(default=[], description=(
-        "without keys (security.enforce off), the Host names this gateway answers to besides localhost and loopback "
-        "addresses (\"gw.internal\", \"*.example.com\"): a request that arrives on a loopback address under "
+        "without keys (security.enforce off), the Host names this gateway answers to besides localhost, addresses "
+        "written out and this machine's own name (\"gw.internal\", \"*.example.com\"): a request that arrives on a loopback address under "
         "another name is refused (a web page's name re-resolved to it, DNS rebinding), and with this list set, one "
         "arriving on any address is (docs/security.md, 'Browsers and a grid without keys')"))
     shared_state_url: str | None = Field(
