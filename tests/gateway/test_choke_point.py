@@ -257,12 +257,20 @@ async def test_conversation_items_are_screened_when_a_response_reads_them(
     assert ok.status_code == 200, ok.text
 
 
-async def test_a_compaction_items_summary_is_screened_as_a_document_where_it_is_restored(
+NOTES = ("- Task: chat with the user.\n- The user's name is Ada; she lives in Paris.\n- The assistant said hello.\n"
+         "- Next: answer the user's next question.")
+"""A summary as the compaction prompt asks for it (the task, what was done, what is next)."""
+
+
+async def test_a_compaction_items_summary_is_screened_where_it_is_restored(
         walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
     """A compaction item's summary (a model wrote it from the conversation's tool results; the gateway sealed it)
-    enters the conversation where the item comes back as input: the firewall reads it there as a document, so an
-    attack that made its way into a summary is stopped naming the item, before any engine reads it, on the
-    Responses create and on a compaction of it again (input_tokens reads it too, but no model does)."""
+    enters the conversation where the item comes back as input: the firewall reads it there as the client's own
+    words (a user message; the tool results it was made of were read as tool results when the pass read them), so
+    an attack that made its way into a summary is stopped naming the item, before any engine reads it, on the
+    Responses create and on a compaction of it again (input_tokens reads it too, but no model does). An ordinary
+    summary in the notes form the compaction prompt asks for is served: read as a document it was blocked (0.9994,
+    SmolLM2's own on make run), and no compacted conversation went on."""
     c, gw, engine = walk
     sealer = Sealer(gw.guard.derived_key(KEY_PURPOSE))
 
@@ -275,11 +283,12 @@ async def test_a_compaction_items_summary_is_screened_as_a_document_where_it_is_
             r = await c.post(path, json=body(text))
             assert blocked_at(r) == (400, "firewall_blocked", "input.1.encrypted_content"), (path, r.text)
             record = await last_audit(gw)
-            assert [(v["action"], v["source"]) for v in record["firewall"]] == [("blocked", "document")], record
+            assert [(v["action"], v["source"]) for v in record["firewall"]] == [("blocked", "user")], record
         assert engine.received == []
-        engine.replies = [answer("ok")]
-        ok = await c.post(path, json=body(HARMLESS))
-        assert ok.status_code == 200, ok.text
+        for text in (HARMLESS, NOTES):
+            engine.replies = [answer("ok")]
+            ok = await c.post(path, json=body(text))
+            assert ok.status_code == 200, (path, text, ok.text)
         engine.received.clear()
 
 

@@ -130,9 +130,9 @@ async def test_a_follow_up_continues_from_the_summary_not_the_old_turns(grid: Gr
     assert grid.engine.received[-1]["messages"] == [*USERS, SUMMARY_MESSAGE,
                                                    {"role": "assistant", "content": "Dear Dana, ..."},
                                                    {"role": "user", "content": "Send it."}]
-    # the firewall reads the stored summary as it read it when it came: a document (untrusted data), not a prompt
-    assert (Source.DOCUMENT, SUMMARY_MESSAGE["content"]) in read[-1], read[-1]
-    assert (Source.DOCUMENT, SUMMARY_MESSAGE["content"]) in read[-2]  # the compacted answer's own request
+    # the firewall reads the stored summary as it read it when it came: the client's own words (a user message)
+    assert (Source.USER, SUMMARY_MESSAGE["content"]) in read[-1], read[-1]
+    assert (Source.USER, SUMMARY_MESSAGE["content"]) in read[-2]  # the compacted answer's own request
     # the history read stops at the compacted turn: the first response may be gone
     await grid.client.responses.delete(first.id)
     grid.says("Again.")

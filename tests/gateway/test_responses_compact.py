@@ -2,7 +2,7 @@
 through the in-process gateway with a SCRIPTED engine (tests/agents/scripted_engine.py) that records what it
 was sent. The compaction pass is one request of the one pipeline (quotas, firewall, routing, audit); its
 answer is the user messages word for word and one compaction item, whose summary is sealed to the tenant and
-restored (as a document the firewall reads) when the item comes back as input."""
+restored (as a user message the firewall reads) when the item comes back as input."""
 
 from __future__ import annotations
 

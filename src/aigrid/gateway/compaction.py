@@ -6,8 +6,10 @@ The summary travels in the item's `encrypted_content`, sealed with AES-256-GCM u
 gateway's secret (Guard.derived_key, security.secret_env) and bound to the tenant (the associated data): the client
 cannot read it, change it, or hand it to another tenant. Sent back as input (POST /v1/responses, input_tokens, a
 WebSocket's response.create, a later compaction), it is opened and its summary becomes a user-side message
-saying what it is (`summary_message`), which the firewall reads as a document (untrusted data), like every text a
-model reads. A summary made from a stored history keeps that history's jurisdiction (`Summary.jurisdiction`): a
+saying what it is (`summary_message`), which the firewall reads as the client's own words, like any user message:
+the texts the summary was made of were read as what they were (tool results, documents) when the pass read them,
+and reading the model's notes about them as a document again blocked ordinary summaries (a bulleted "- Task: ...
+- Next: answer the user's next question." scored 0.9994 at the document point, 0.79 flagged at the prompt's). A summary made from a stored history keeps that history's jurisdiction (`Summary.jurisdiction`): a
 request reading it is routed there, as one continuing that history is. See docs/responses-api.md, "Compaction".
 """
 
@@ -123,7 +125,7 @@ def _bound(tenant: str) -> bytes:
 
 def summary_message(text: str) -> dict[str, Any]:
     """The chat message a compaction item becomes: a user-side message saying what it is (a mid-conversation
-    system message breaks many chat templates); the pipeline's firewall reads it as a document."""
+    system message breaks many chat templates); the pipeline's firewall reads it as the client's own words."""
     return {"role": "user", "content": f"{SUMMARY_HEADER}\n{text}"}
 
 

@@ -15,7 +15,7 @@ another; the answer is stored in the jurisdiction of the site that served it. Se
 Compaction (`compact`, compaction.py): the conversation summarised by the model in one request of the same
 pipeline, answered as its user messages and one compaction item whose summary is sealed to the tenant; such an
 item in an input is opened (400 naming it when it is not this gateway's for this tenant) and its summary read by
-the firewall as a document; one made from a stored history routes the request to that history's jurisdiction.
+the firewall as the client's own words; one made from a stored history routes the request to that history's jurisdiction.
 Automatic compaction (`context_management`, `_auto_compact`): a create whose conversation is above its threshold
 is compacted first by that same pass (an exchange and audit record of its own) and answered on the compacted
 input; its Response's output starts with the compaction item, its usage counts both calls, and, stored, it starts
@@ -75,7 +75,6 @@ from aigrid.gateway.compaction import (
     Sealer,
     Summary,
     compaction_messages,
-    is_summary,
     summary_message,
     summary_of,
     user_items,
@@ -161,9 +160,6 @@ class _Turn:
         """The Responses field each chat message came from (errors name it)."""
         self.history: list[dict[str, Any]] = []
         """The stored history's chat messages (of previous_response_id or conversation)."""
-        self.documents: set[int] = set()
-        """The chat messages that are restored summaries (compaction items), which the firewall reads as
-        documents."""
         self.lead: list[dict[str, Any]] = []
         """Automatic compaction (`context_management`): the compaction item its pass made, which the Response's
         output starts with; its turn is stored as a new chain root (its history is the summary)."""
@@ -282,11 +278,6 @@ class ResponsesApi:
         turn.history = history
         summaries = self._open_compactions(turn, headers)
         turn.chat = chat_body(req, history, list(self.gw.agents.tools), turn.origins, summaries)
-        # the same set the pipeline was handed before this body was read
-        turn.documents.update(i for i, origin in enumerate(turn.origins) if origin.endswith(".encrypted_content"))
-        if req.previous_response_id is not None:  # a summary a stored turn read (compacted) is read as it was then
-            first = 1 if req.instructions else 0
-            turn.documents.update(first + i for i, message in enumerate(history) if is_summary(message))
         try:  # OpenAI's 400 for a function_call_output whose call_id is no function_call's before it
             check_tool_results(turn.chat["messages"])
         except ApiError as e:
@@ -354,11 +345,8 @@ class ResponsesApi:
             "usage": usage_block(*spent)}), media_type="application/json", headers=extra)
 
     def _pass_body(self, turn: _Turn) -> dict[str, Any]:
-        """The compaction pass's chat request for a prepared turn (its conversation after the compaction prompt:
-        its origins and its documents, the pipeline's set, shifted in place)."""
-        shifted = {i + 1 for i in turn.documents}
-        turn.documents.clear()
-        turn.documents.update(shifted)
+        """The compaction pass's chat request for a prepared turn (its conversation after the compaction prompt,
+        its origins shifted in place)."""
         return {"model": turn.req.model, "messages": compaction_messages(turn.chat["messages"], turn.origins),
                 "max_tokens": min(SUMMARY_MAX_TOKENS, self.gw.spec.gateway.max_output_tokens), "stream": False}
 
@@ -453,10 +441,10 @@ class ResponsesApi:
     async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
                      ex: Exchange, caller: Principal) -> Response:
         """The one pipeline, as `caller` (authenticated once, before the body was read); its errors name the
-        Responses fields. Restored summaries are read by the firewall as documents."""
+        Responses fields. Restored summaries are user messages, read by the firewall as the client's own words
+        (compaction.py: the texts they were made of were read as what they were when the pass read them)."""
         try:
-            return await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, caller=caller,
-                                             documents=turn.documents)
+            return await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, caller=caller)
         except ApiError as e:
             _own_error(e, turn)
             raise
