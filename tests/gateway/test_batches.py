@@ -792,9 +792,9 @@ async def test_a_retry_after_longer_than_the_window_expires_the_batch_instead_of
         await runner.stop()
 
 
-def storage_spec(tmp: Path, storage_bytes: int, storage_files: int) -> GridSpec:
+def storage_spec(tmp: Path, storage_bytes: int, storage_files: int, **batch: Any) -> GridSpec:
     """batch_spec with the default tenant's storage quota set (every tenant without quotas of its own)."""
-    spec = batch_spec(tmp)
+    spec = batch_spec(tmp, **batch)
     quotas = QuotaSpec(storage_bytes=storage_bytes, storage_files=storage_files)
     return spec.model_copy(update={"security": spec.security.model_copy(update={"default_quotas": quotas})})
 
@@ -1158,7 +1158,8 @@ async def test_a_batch_whose_results_would_cross_the_disks_floor_or_the_quota_fa
     finally:
         await stopped(gw)
     monkeypatch.undo()
-    gw = await started(storage_spec(tmp_path / "quota", len(data) + 1500, 10), engines_for(tmp_path / "quota"))
+    gw = await started(storage_spec(tmp_path / "quota", len(data) + 1500, 10, concurrency=1),
+                       engines_for(tmp_path / "quota"))
     try:
         done = await batch_that_runs_out_of_room(gw, data)
         assert done.errors is not None and done.errors.data[0].code == "storage_quota_exceeded"
@@ -1233,4 +1234,47 @@ async def test_a_result_the_disk_refuses_fails_the_batch_and_leaves_whole_lines(
         assert done.errors is not None and done.errors.data[0].code == "insufficient_storage"
         assert "No space left on device" in (done.errors.data[0].message or "")
     finally:
+        await stopped(gw)
+
+
+async def test_lines_running_when_a_batch_runs_out_of_room_keep_their_answers(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch stopped for lack of room (the disk's floor here; the tenant's quota alike) let its running lines
+    finish, and they were charged and audited, but their answers were not kept: the line that hit the floor and
+    every other one in flight were in neither file. Work that was charged is never dropped now: the lines in flight
+    when the batch stops are written (the floor and the quota are passed by at most those), none starts after, and
+    the batch fails with every answered line in its files and counts (OpenAI keeps a failed batch's finished
+    requests)."""
+    gw = await started(batch_spec(tmp_path, min_free_bytes=10 << 20, concurrency=3), engines)
+    folder = Path(gw.spec.gateway.batch.dir)
+    room = [1 << 20]
+
+    def usage(_: Any) -> SimpleNamespace:
+        return SimpleNamespace(free=(10 << 20) + room[0] - sum(p.stat().st_size for p in folder.rglob("batch_*.jsonl")))
+
+    monkeypatch.setattr("aigrid.gateway.file_store.shutil.disk_usage", usage)
+    try:
+        oai, _ = clients(gw)
+        for e in engines.values():
+            e.gate.clear()
+        created = await submit(oai, jsonl(*(line(f"q{i}", f"SLOW {i}") for i in range(6))))
+        for _ in range(500):
+            if len(received(engines)) >= 3:
+                break
+            await asyncio.sleep(0.01)
+        room[0] = 300  # less than one line's answer: the first of the three to end crosses the floor
+        for e in engines.values():
+            e.gate.set()
+        done = await until(oai, created.id, "completed", "failed")
+        assert done.status == "failed" and done.errors is not None
+        assert done.errors.data[0].code == "insufficient_storage"
+        ran = received(engines)
+        kept = await lines_of(oai, done.output_file_id) + await lines_of(oai, done.error_file_id)
+        assert len(ran) == 3 and sorted(r["custom_id"] for r in kept) == ["q0", "q1", "q2"], (ran, kept)
+        assert done.request_counts is not None and done.request_counts.completed == 3
+        charged = [r for r in await audit_rows(gw) if "custom_id=" in r["extra"]["route"] and r["outcome"] == "ok"]
+        assert len(charged) == 3
+    finally:
+        for e in engines.values():
+            e.gate.set()
         await stopped(gw)

@@ -14,9 +14,12 @@ and stops it. Every process of `aigrid up --workers N` has one, over the same SQ
   progress a resumed batch starts from. A line refused for capacity or rate (429, 503) is tried again
   after `retry_s` x the try, up to `line_attempts` tries; then it goes to the error file.
 - **Results.** Each line of the output and error files is checked before it is written (FileStore.check_output):
-  one that would leave the disk with less than `min_free_bytes` free, or take the tenant past its storage quota
-  (or a write the disk refuses), stops the batch: no new line starts, the running ones finish (their answers
-  not kept), and it ends failed, its `errors` saying why, the files holding what it wrote; logged.
+  one that would leave the disk with less than `min_free_bytes` free, or take the tenant past its storage quota,
+  stops the batch: no new line starts, and it ends failed, its `errors` saying why, the files holding what it
+  wrote; logged. The lines that ran are charged, so their answers are kept: the one that found no room and every
+  other in flight is still written (the floor and the quota passed by at most `concurrency` answers of the
+  batch), as OpenAI keeps a failed batch's finished requests. Only a write the disk itself refuses loses an
+  answer (logged with its custom_id).
 - **Statuses.** validating -> in_progress (claimed) -> finalizing -> completed; cancelling (POST .../cancel:
   no new line starts, running ones finish) -> cancelled; past `expires_at` (24 h after creation): no new
   line starts, the lines not run go to the error file as `batch_expired`, -> expired. The output and error
@@ -279,7 +282,7 @@ class BatchRunner:
                 result = await self._line_with_retries(run, row, line, expires_at)
                 if result is None:
                     return
-                await output.append(result.ok, result.record, self._check(row))
+                await output.append(result.ok, result.record, self._room_for_run_line(run, row))
                 progress.add(result.ok, result.record, dict(result.usage) if result.usage else None)
                 await self._counts(row, progress, total)
             except asyncio.CancelledError:
@@ -308,13 +311,30 @@ class BatchRunner:
         """What a line of the batch's results must pass before it is written: the disk's floor, the tenant's quota."""
         return lambda written, size: self.files.check_output(row.tenant, written, size)
 
+    def _room_for_run_line(self, run: _Run, row: StoredBatch) -> Callable[[int, int], Awaitable[None]]:
+        """The check of a line that ran (charged, audited): the first to find no room stops the batch, and is written
+        all the same, as is every other line in flight (no check once the batch stopped for room): charged work is
+        never dropped, and the floor and the quota are passed by at most the lines in flight."""
+        async def check(written: int, size: int) -> None:
+            if run.why == "full":
+                return
+            try:
+                await self.files.check_output(row.tenant, written, size)
+            except (InsufficientStorage, StorageFull) as e:
+                self._refused(run, row, e)
+
+        return check
+
     @staticmethod
     def _refused(run: _Run, row: StoredBatch, e: ApiError, custom_id: str | None = None) -> None:
-        """A result that could not be written: no new line starts, and the batch fails with what it wrote."""
+        """A result that could not be written: no new line starts, and the batch fails with what it wrote
+        (`custom_id`: a line whose write the disk refused, its answer lost though it ran)."""
         if run.full is None:
             run.full = e
-            log.warning("batch %s: stopped and failed: %s%s", row.id, e.message,
-                        f" (at custom_id {custom_id!r}, whose answer is not kept)" if custom_id is not None else "")
+            log.warning("batch %s: stopped and failed: %s", row.id, e.message)
+        if custom_id is not None:
+            log.error("batch %s: the answer of custom_id %r ran and was charged, but the disk refused to keep it: "
+                      "%s", row.id, custom_id, e.message)
         run.stop("full")
 
     async def _line_with_retries(self, run: _Run, row: StoredBatch, line: Line,
