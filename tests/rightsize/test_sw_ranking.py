@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from aigrid.errors import AigridError
-from aigrid.rightsize.sw_ranking import NeighbourScore, quantize, sw_scores
+from aigrid.rightsize.sw_ranking import NeighbourScore, embed, quantize, sw_scores
 
 
 def _clusters() -> tuple[np.ndarray, np.ndarray]:
@@ -38,3 +38,15 @@ def test_quantized_vectors_stay_close_and_a_mismatched_table_is_refused():
     assert np.abs(quantize(vectors).astype(np.float32) / 127 - vectors).max() <= 0.5 / 127 + 1e-6
     with pytest.raises(AigridError, match="does not match"):
         NeighbourScore(quantize(vectors), won[:5], k=3)
+
+
+def test_no_prompts_embed_as_an_empty_float32_matrix_like_any_other():
+    class Embedding:  # what embed() reads of a StaticEmbedding
+        dimensions = 3
+
+        def vector(self, text: str) -> np.ndarray:
+            return np.ones(3, np.float32)
+
+    assert embed(["a"], Embedding()).dtype == np.float32
+    none = embed([], Embedding())
+    assert none.shape == (0, 3) and none.dtype == np.float32  # was float64 (np.zeros' default)

@@ -35,7 +35,9 @@ FOLDS = 5
 
 def embed(prompts: Sequence[str], embedding: StaticEmbedding) -> npt.NDArray[np.float32]:
     """Unit vectors (a prompt without a token: zeros, similar to nothing)."""
-    return np.stack([embedding.vector(p) for p in prompts]) if prompts else np.zeros((0, embedding.dimensions))
+    if not prompts:
+        return np.zeros((0, embedding.dimensions), np.float32)
+    return np.stack([embedding.vector(p) for p in prompts])
 
 
 def outcomes(small: Floats, large: Floats) -> Floats:
