@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aigrid.agents.sql import SqlQuery
+from aigrid.agents.sql import MAX_COLUMNS, SqlQuery
 from aigrid.agents.tool import NO_CONTEXT, ToolError
 
 
@@ -120,3 +120,31 @@ async def test_the_guarded_functions_answer_as_sqlite_s_own(db: Path) -> None:
         native.close()
     assert (await SqlQuery({"shop": db}).run({"query": query}, NO_CONTEXT)).endswith("\n" + expected)
     assert expected == "3 | 3 | None | a+b+c | 12,5 | hi | 2300 | 1.5 | ab | 2"
+
+
+async def test_a_result_is_read_one_row_at_a_time_each_value_cut_as_it_is_read(db: Path) -> None:
+    """Every value may be up to 1 MB (the value limit) and the rows were all read before any was cut: 800 columns
+    of a 500 KB `zeroblob` over 60 rows (a 170-character query a model writes when asked) held 4.6 GB and ran 15 s
+    past the 1 s deadline (Python's copies are made outside SQLite's steps, where the progress handler cannot stop
+    them). Now each row is cut to its cells as it is read, the deadline checked between rows."""
+    import tracemalloc
+
+    query = ("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 60), b(z) AS "
+             "(SELECT zeroblob(100000)) SELECT " + ", ".join(["z"] * 40) + " FROM n, b")
+    tracemalloc.start()
+    try:
+        out = await SqlQuery({"shop": db}).run({"query": query}, NO_CONTEXT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert out.endswith("(more than 50 rows; add a LIMIT or a WHERE)")
+    assert out.count("\n") == 51 and "0000..." in out  # the header, 50 rows, the note; each value cut
+    assert peak < 30_000_000, f"{peak / 1e6:.0f} MB held at once (4 MB a row, 51 rows: 204 MB before)"
+
+
+async def test_a_result_of_too_many_columns_is_refused_before_a_row_is_read(db: Path) -> None:
+    columns = ", ".join(f"{i} AS c{i}" for i in range(MAX_COLUMNS + 1))
+    with pytest.raises(ToolError, match=f"more than {MAX_COLUMNS} columns"):
+        await SqlQuery({"shop": db}).run({"query": f"SELECT {columns}"}, NO_CONTEXT)
+    columns = ", ".join(f"{i} AS c{i}" for i in range(MAX_COLUMNS))
+    assert (await SqlQuery({"shop": db}).run({"query": f"SELECT {columns}"}, NO_CONTEXT)).endswith(f"| {MAX_COLUMNS - 1}")

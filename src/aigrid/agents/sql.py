@@ -6,7 +6,11 @@ Three independent locks, so that no single mistake opens a write path:
 3. an authorizer that allows only reading (SELECT, column reads, functions, recursive CTEs) and denies
    everything else at prepare time: INSERT/UPDATE/DELETE, CREATE/DROP, ATTACH/DETACH, PRAGMA, ...
 Runaway queries are cut by a progress handler at a deadline; value sizes are capped with
-sqlite3 limits (so `randomblob(2e9)` fails instead of allocating), and rows and output are bounded.
+sqlite3 limits (so `randomblob(2e9)` fails instead of allocating), and rows, columns and output are bounded.
+The result is read one row at a time, each value cut to its cell as it is read: a value may be up to the 1 MB
+limit, and 800 columns of `zeroblob(500000)` over 51 rows, read whole before they were cut, held 4.6 GB for
+15 s (Python's copies are made outside SQLite's steps, where the progress handler cannot stop them); the
+deadline is checked between rows too.
 Each call opens its own connection in a worker thread and closes it.
 
 The progress handler runs between the VM's steps, never inside one function call, and a few built-in
@@ -33,6 +37,8 @@ from aigrid.security.firewall.texts import Source
 
 MAX_SQL = 2_000
 MAX_ROWS = 50
+MAX_COLUMNS = 50
+"""Columns of a result at most: a row is read whole (each value up to MAX_VALUE_BYTES) before it is cut."""
 MAX_CELL = 200
 MAX_VALUE_BYTES = 1_000_000
 
@@ -149,9 +155,11 @@ class SqlQuery:
         deadline = time.monotonic() + self.timeout_s
         conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
+            _check_columns(_planned_columns(conn, query))  # before SQLite computes a row: it holds one row whole
             cur = conn.execute(query)
-            rows = cur.fetchmany(MAX_ROWS + 1)
             columns = [d[0] for d in cur.description or ()]
+            _check_columns(len(columns))
+            rows = _cut_rows(cur, deadline)
         except sqlite3.DatabaseError as e:
             if guards.refused is not None:
                 raise ToolError(guards.refused) from e
@@ -166,10 +174,35 @@ class SqlQuery:
             conn.close()
             guards.close()
         more = len(rows) > MAX_ROWS
-        lines = [" | ".join(columns)] + [" | ".join(_cell(v) for v in row) for row in rows[:MAX_ROWS]]
+        lines = [" | ".join(columns)] + [" | ".join(row) for row in rows[:MAX_ROWS]]
         if more:
             lines.append(f"(more than {MAX_ROWS} rows; add a LIMIT or a WHERE)")
         return "\n".join(lines) if rows else " | ".join(columns) + "\n(no rows)"
+
+
+def _planned_columns(conn: sqlite3.Connection, query: str) -> int:
+    """The result's columns, read from the statement's program (`EXPLAIN` runs nothing; its `ResultRow` writes
+    p2 columns): `execute` computes the first row before it says how many columns there are, and SQLite holds
+    that row whole (800 copies of a 500 KB CTE value: 400 MB). 0 if the program has no such step."""
+    return max((int(op[3]) for op in conn.execute("EXPLAIN " + query) if op[1] == "ResultRow"), default=0)
+
+
+def _check_columns(n: int) -> None:
+    if n > MAX_COLUMNS:
+        raise ToolError(f"the result has more than {MAX_COLUMNS} columns ({n}); select fewer")
+
+
+def _cut_rows(cur: sqlite3.Cursor, deadline: float) -> list[list[str]]:
+    """At most MAX_ROWS + 1 rows, each as its cells, read one at a time (one row's values held at once, not every
+    row's); the deadline checked between rows (the progress handler runs only inside SQLite's steps)."""
+    rows: list[list[str]] = []
+    for row in cur:
+        rows.append([_cell(v) for v in row])
+        if len(rows) > MAX_ROWS:
+            break
+        if time.monotonic() > deadline:
+            raise sqlite3.OperationalError("interrupted")
+    return rows
 
 
 def _cell(value: object) -> str:
