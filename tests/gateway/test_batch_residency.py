@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import orjson
 import pytest
@@ -28,19 +29,23 @@ import pytest
 from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.batch_db import BatchDb
 from aigrid.gateway.batch_store import BatchStore
-from aigrid.gateway.file_store import FileStore
+from aigrid.gateway.file_store import FileStore, StorageFull
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from tests.gateway.sdk_clients import anthropic_client, openai_client
 from tests.gateway.test_batches import (
     CHAT,
+    MULTIPART,
     Gated,
     batch_spec,
+    counted,
     engines_for,
+    form_parts,
     jsonl,
     line,
     started,
     stopped,
+    storage_spec,
     until,
 )
 from tests.gateway.test_message_batches import req, results, until_ended
@@ -267,3 +272,59 @@ async def test_an_index_without_jurisdictions_opens_and_keeps_working(tmp_path: 
     with src.open("rb") as fh:
         new = await again.add("t", "new.jsonl", "batch", fh, jurisdictions=us)
     assert await again.get("t", new.id, allowed=us) is not None and await again.get("t", new.id, allowed=eu) is None
+
+
+async def test_a_narrowed_keys_storage_refusal_tells_nothing_of_files_it_cannot_see(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The storage quota is the tenant's, so a narrowed key is refused for files it cannot see: the refusal gave the
+    tenant's totals (bytes and files held, uploads arriving, the room left), which told an EU-only key what the
+    tenant's other keys keep. A narrowed key's refusal now names the quota and its own upload only; an unrestricted
+    key, who sees every file, still gets the totals."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
+    ring = KeyRing(SECRET.encode())
+    eu, full = ring.issue("default", Scopes(jurisdictions=frozenset({"EU"}))), ring.issue("default")
+    ring.save(tmp_path / "keys.json")
+    spec = storage_spec(tmp_path, 1000, 3)
+    gw = await started(spec.model_copy(update={"security": spec.security.model_copy(update={"enforce": True})}),
+                       engines_for(tmp_path))
+    admin, narrowed = oai(gw, full.api_key), oai(gw, eu.api_key)
+    try:
+        await admin.files.create(file=("admin.jsonl", b"a" * 617), purpose="batch")
+        secrets = ("617", "383", "1 files")  # what the admin's file holds, and the room it leaves
+
+        async def refused(call: Any) -> str:
+            with pytest.raises(openai.BadRequestError) as caught:
+                await call()
+            body = caught.value.body
+            assert isinstance(body, dict) and body["code"] == "storage_quota_exceeded", body
+            return str(body["message"])
+
+        said = await refused(lambda: narrowed.files.create(file=("eu.jsonl", b"e" * 500), purpose="batch"))
+        assert "1000 bytes (quotas.storage_bytes)" in said and not any(s in said for s in secrets), said
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     headers={"authorization": f"Bearer {eu.api_key}"}) as c:
+            r = await c.post("/v1/files", content=counted(form_parts(4000), [0]), headers=MULTIPART)  # chunked
+        assert r.status_code == 400 and r.json()["error"]["code"] == "storage_quota_exceeded", r.text
+        assert not any(s in r.json()["error"]["message"] for s in secrets), r.text
+        claude = anthropic_client(build_app(gw)).with_options(api_key=eu.api_key)
+        with pytest.raises(anthropic.BadRequestError) as big:
+            await claude.messages.batches.create(requests=[req("a", "x" * 600)])
+        assert not any(s in str(big.value.body) for s in secrets), big.value.body
+        await claude.close()
+        # an unrestricted key sees every file: it is told what they hold
+        said = await refused(lambda: admin.files.create(file=("more.jsonl", b"m" * 500), purpose="batch"))
+        assert "617 bytes in 1 files" in said, said
+        # a narrowed key's batch at the tenant's limit, and a narrowed batch's results past it
+        for i in range(2):
+            await narrowed.files.create(file=(f"{i}.jsonl", jsonl(line("a", "hi"))), purpose="batch")
+        mine = (await narrowed.files.list()).data[0]
+        said = await refused(lambda: narrowed.batches.create(input_file_id=mine.id, endpoint=CHAT,
+                                                             completion_window="24h"))
+        assert "in 3 files" not in said and "quotas.storage_files" in said, said
+        assert gw.batches is not None
+        with pytest.raises(StorageFull) as results:
+            await gw.batches.files.check_output("default", 100, 5000, narrowed=True)
+        assert not any(s in results.value.message for s in ("held", str(617 + 2 * len(jsonl(line("a", "hi")))))), \
+            results.value.message
+    finally:
+        await stopped(gw)

@@ -128,12 +128,18 @@ class Reservation:
     """None: the store has no storage quota (the room is held for its disk's floor only)."""
     held: tuple[int, int]
     """(bytes, files) the tenant held, other uploads arriving included, when the room was set aside."""
+    narrowed: bool = False
+    """Held for a key narrowed to some jurisdictions: its refusal names neither the tenant's totals nor the room."""
 
     def full(self, param: str, size: int | None = None) -> StorageFull:
         """The refusal of an upload that brought more than its room (`size`: how much, when known)."""
-        adding = f"this one of {size} bytes" if size is not None else f"this upload, past {self.bytes} bytes,"
+        if size is not None:
+            adding = f"this one of {size} bytes"
+        else:
+            adding = "this upload" if self.narrowed else f"this upload, past {self.bytes} bytes,"
         assert self.limit is not None, "a room held for the disk alone is never the quota's"
-        return StorageFull(_full_message(param, self.limit, self.held, f"; {adding} would pass it"), param=param)
+        return StorageFull(_full_message(param, self.limit, self.held, f"; {adding} would pass it", self.narrowed),
+                           param=param)
 
 
 class FileStore:
@@ -168,11 +174,13 @@ class FileStore:
             where = where.parent
         return shutil.disk_usage(where).free
 
-    async def check_output(self, tenant: str, written: int, size: int) -> None:
+    async def check_output(self, tenant: str, written: int, size: int, *, narrowed: bool = False) -> None:
         """Before `size` more bytes of a running batch's results are written (`written`: what its output and error
         files hold so far, indexed only when it ends): InsufficientStorage when they would leave the disk with less
         than `min_free_bytes` free (the rooms of the uploads arriving counted as written, as an upload's check
-        counts them), StorageFull when the tenant's files would pass its storage quota."""
+        counts them), StorageFull when the tenant's files would pass its storage quota. The batch's `errors` say
+        which, never how much the disk, other tenants' uploads (logged instead) or, for a batch of a key narrowed to
+        some jurisdictions (`narrowed`), the tenant's other files hold."""
         limit = None if self.limits is None else self.limits(tenant)
         if limit is None and self.min_free_bytes <= 0:
             return
@@ -186,17 +194,18 @@ class FileStore:
 
         reserved, free, held = await self.db.read(look)
         if self.min_free_bytes > 0 and free - reserved - size < self.min_free_bytes:
+            log.warning("a batch's results of tenant %r stopped: %d more bytes would have left %d bytes free under %s, "
+                        "%d of them held by uploads arriving, %d kept free (gateway.batch.min_free_bytes)", tenant,
+                        size, free, self.root, reserved, self.min_free_bytes)
             raise InsufficientStorage(
-                f"this batch's results could not all be written: {size} more bytes would have left the gateway's disk "
-                f"with less than {self.min_free_bytes} bytes free (gateway.batch.min_free_bytes; {free} free, "
-                f"{reserved} of them held by uploads arriving); the lines already answered are in its output and "
-                "error files")
+                "this batch's results could not all be written: the gateway's disk has too little free space left "
+                "(gateway.batch.min_free_bytes); the lines already answered are in its output and error files")
         if limit is not None and held[0] + written + size > limit.bytes:
+            counts = "" if narrowed else f"; {held[0]} bytes held, {written} written by this batch, {size} more"
             raise StorageFull(
                 f"this batch's results could not all be written: with them this tenant's files would hold more than "
-                f"its storage quota of {limit.bytes} bytes (quotas.storage_bytes; {held[0]} bytes held, "
-                f"{written} written by this batch, {size} more); the lines already answered are in its output and "
-                "error files; delete files (DELETE /v1/files/{file_id}) to make room")
+                f"its storage quota of {limit.bytes} bytes (quotas.storage_bytes{counts}); the lines already "
+                "answered are in its output and error files; delete files (DELETE /v1/files/{file_id}) to make room")
 
     async def _ready(self) -> None:
         """The reservations' table, once per process (before the first sum that counts it)."""
@@ -204,13 +213,15 @@ class FileStore:
             await self.db.write(lambda db: db.execute(_RESERVATIONS))
             self._reservations = True
 
-    async def reserve(self, tenant: str, param: str, most: int, least: int, hold_s: float) -> Reservation | None:
+    async def reserve(self, tenant: str, param: str, most: int, least: int, hold_s: float, *,
+                      narrowed: bool = False) -> Reservation | None:
         """Room set aside for one upload of at most `most` bytes: what the tenant has left, up to `most`, held for
         `hold_s` (its deadline) or until `add` or `release`; StorageFull naming `param` when it has no room, or
         less than `least` (what the upload says it brings); InsufficientStorage when the disk would be left with less
         than `min_free_bytes` free, the rooms other uploads hold (any tenant, any worker process) counted as written:
         read and set aside in one transaction, so uploads side by side cannot together pass the floor. None: this
-        store has neither a storage quota nor a floor."""
+        store has neither a storage quota nor a floor. `narrowed`: for a key narrowed to some jurisdictions, whose
+        refusals do not tell what the tenant's files hold (it may not see them all)."""
         if self.limits is None and self.min_free_bytes <= 0:
             return None
         limit = None if self.limits is None else self.limits(tenant)
@@ -227,10 +238,10 @@ class FileStore:
                 room, held = most, (0, 0)
             else:
                 held = _held(db, tenant)
-                _refuse_past(limit, held, least, param)
+                _refuse_past(limit, held, least, param, narrowed)
                 room = min(most, limit.bytes - held[0])
             db.execute("INSERT INTO upload_reservations VALUES (?, ?, ?, ?)", (rid, tenant, room, now + hold_s))
-            return Reservation(rid, tenant, room, room < most, limit, held)
+            return Reservation(rid, tenant, room, room < most, limit, held, narrowed)
 
         return await self.db.write(take)
 
@@ -255,9 +266,10 @@ class FileStore:
         fid = new_file_id()
         rel = f"{tenant_folder(tenant)}/{fid}.jsonl"
         limit = None if self.limits is None else self.limits(tenant)
+        narrowed = jurisdictions is not None
         if limit is not None and reservation is None:
             src.seek(0, os.SEEK_END)
-            await self.check_room(tenant, param, src.tell(), limit=limit)
+            await self.check_room(tenant, param, src.tell(), limit=limit, narrowed=narrowed)
 
         def copy() -> int:
             target = self.root / rel
@@ -273,22 +285,23 @@ class FileStore:
         size = await asyncio.to_thread(copy)
         stored = StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel, jurisdictions)
         try:
-            return await self._index(stored, limit, param, reservation)
+            return await self._index(stored, limit, param, reservation, narrowed)
         except StorageFull:  # refused: the bytes go with the row that was not written
             await asyncio.to_thread((self.root / rel).unlink, missing_ok=True)
             raise
 
     async def check_room(self, tenant: str, param: str, size: int = 0, *,
-                         limit: StorageLimit | None = None) -> None:
+                         limit: StorageLimit | None = None, narrowed: bool = False) -> None:
         """StorageFull naming `param` unless the tenant's files leave room for one more file of `size` bytes
-        (`size` 0: the tenant is not at its limit; asked before a batch that will write its output is created)."""
+        (`size` 0: the tenant is not at its limit; asked before a batch that will write its output is created);
+        `narrowed`: asked for a key narrowed to some jurisdictions (the refusal names no totals)."""
         if limit is None and self.limits is not None:
             limit = self.limits(tenant)
         if limit is None:
             return
         await self._ready()
         held = await self.db.read(lambda db: _held(db, tenant))
-        _refuse_past(limit, held, size, param)
+        _refuse_past(limit, held, size, param, narrowed)
 
     async def register(self, tenant: str, path: Path, filename: str, purpose: str, size: int,
                        expires_at: int | None = None, *, jurisdictions: frozenset[str] | None = None) -> StoredFile:
@@ -299,7 +312,7 @@ class FileStore:
                                             expires_at, rel, jurisdictions))
 
     async def _index(self, f: StoredFile, limit: StorageLimit | None = None, param: str = "file",
-                     reservation: Reservation | None = None) -> StoredFile:
+                     reservation: Reservation | None = None, narrowed: bool = False) -> StoredFile:
         """The row written; with a `limit`, in the transaction that read the tenant's sum, so that no upload
         racing this one (in any process) is counted on the same sum (the `reservation` it replaces, not)."""
         if limit is not None:
@@ -309,7 +322,7 @@ class FileStore:
             if reservation is not None:
                 db.execute("DELETE FROM upload_reservations WHERE id = ?", (reservation.id,))
             if limit is not None:
-                _refuse_past(limit, _held(db, f.tenant), f.bytes, param)
+                _refuse_past(limit, _held(db, f.tenant), f.bytes, param, narrowed)
             db.execute("INSERT INTO files (id, tenant, purpose, filename, bytes, created_at, expires_at, path, "
                        "jurisdictions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (f.id, f.tenant, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at, f.path,
@@ -400,16 +413,20 @@ def _held(db: sqlite3.Connection, tenant: str) -> tuple[int, int]:
     return int(r[0]) + int(u[0]), int(r[1]) + int(u[1])
 
 
-def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: str) -> None:
+def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: str, narrowed: bool = False) -> None:
     used, count = held
     if used + max(size, 1) > limit.bytes or count + 1 > limit.files:  # a new file needs a byte of room at least
         adding = f"; this one of {size} bytes would pass it" if size else ""
-        raise StorageFull(_full_message(param, limit, held, adding), param=param)
+        raise StorageFull(_full_message(param, limit, held, adding, narrowed), param=param)
 
 
-def _full_message(param: str, limit: StorageLimit, held: tuple[int, int], adding: str) -> str:
+def _full_message(param: str, limit: StorageLimit, held: tuple[int, int], adding: str, narrowed: bool = False) -> str:
+    """What a refusal for the storage quota says: what the tenant's files hold, to a key that sees them all; to a
+    key narrowed to some jurisdictions (`narrowed`), only the quota (it may not know what the tenant's other keys
+    keep)."""
     used, count = held
-    return (f"{param}: this tenant's files hold {used} bytes in {count} files (uploads arriving included), its "
-            f"storage quota being {limit.bytes} bytes (quotas.storage_bytes) and {limit.files} files "
-            f"(quotas.storage_files){adding}; delete files (DELETE /v1/files/{{file_id}}) or ended message batches "
-            "to make room")
+    holds = ("this tenant's files are at" if narrowed else
+             f"this tenant's files hold {used} bytes in {count} files (uploads arriving included),")
+    return (f"{param}: {holds} its storage quota of {limit.bytes} bytes (quotas.storage_bytes) and {limit.files} "
+            f"files (quotas.storage_files){adding}; delete files (DELETE /v1/files/{{file_id}}) or ended message "
+            "batches to make room")

@@ -153,7 +153,7 @@ class MessageBatchesApi:
         # the room the tenant has left, up to the body's size, held while it arrives (a tenant at its storage quota:
         # refused before its body is read); the requests' file takes its place
         held = await self.files.reserve(caller.tenant, "requests", limit if declared is None else declared, 0,
-                                        deadline + RESERVE_SLACK_S)
+                                        deadline + RESERVE_SLACK_S, narrowed=caller.scopes.jurisdictions is not None)
         try:  # the body and the input file each on disk past a megabyte
             with tempfile.SpooledTemporaryFile(1 << 20) as body, tempfile.SpooledTemporaryFile(1 << 20) as lines:
                 size = await self._spool(request, body, held, deadline)  # type: ignore[arg-type]
