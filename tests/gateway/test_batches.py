@@ -689,10 +689,13 @@ async def _until_in_store(gw: Gateway, bid: str) -> dict[str, Any]:
     raise AssertionError(f"{bid} did not complete: {obj}")
 
 
-async def test_a_line_larger_than_a_request_may_be_is_refused_like_one(tmp_path: Path, engines: dict[str, Gated]) -> None:
+async def test_a_line_larger_than_a_request_may_be_is_refused_like_one(tmp_path: Path, engines: dict[str, Gated],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """gateway.max_body_bytes bounds every request; a batch's line was run whatever its size (up to the whole
-    file, max_file_bytes), so a batch carried what no live request could. Now that line fails as the live
-    request would (400 request_too_large in the error file), never read by an engine; the others run."""
+    file, max_file_bytes), so a batch carried what no live request could. Such a line is refused as the live request
+    would be: since the twentieth session when the batch is created (its check reads no line past the bound: a
+    validation error naming the line, request_too_large, nothing run), and when it runs (a file checked under a
+    larger bound: 400 request_too_large in the error file, the others run), never read by an engine."""
     spec = batch_spec(tmp_path)
     spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_body_bytes": 4000})})
     gw = await started(spec, engines)
@@ -702,7 +705,16 @@ async def test_a_line_larger_than_a_request_may_be_is_refused_like_one(tmp_path:
         with pytest.raises(openai.BadRequestError) as live:
             await oai.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": big}])
         assert live.value.body["code"] == "request_too_large"  # type: ignore[index]
-        done = await until(oai, (await submit(oai, jsonl(line("big", big), line("small", "hi")))).id, "completed")
+        data = jsonl(line("small", "hi"), line("big", big))
+        failed = await submit(oai, data)
+        assert failed.status == "failed" and failed.errors is not None and failed.errors.data is not None
+        [error] = failed.errors.data
+        assert (error.code, error.line) == ("request_too_large", 2) and "gateway.max_body_bytes" in (error.message or "")
+        def checked_under(*args: Any) -> batch_input.Checked:  # a file checked under a larger bound
+            return batch_input.check_file(*args[:5], max_line_bytes=1 << 20)
+
+        monkeypatch.setattr("aigrid.gateway.batches_api.check_file", checked_under)
+        done = await until(oai, (await submit(oai, data)).id, "completed")
         assert done.request_counts is not None and (done.request_counts.completed, done.request_counts.failed) == (1, 1)
         [refused] = await lines_of(oai, done.error_file_id)
         assert refused["custom_id"] == "big" and refused["response"]["status_code"] == 400
@@ -710,6 +722,39 @@ async def test_a_line_larger_than_a_request_may_be_is_refused_like_one(tmp_path:
         assert all("river" not in orjson.dumps(r).decode() for r in received(engines))
     finally:
         await stopped(gw)
+
+
+@pytest.mark.parametrize("size", [8 << 20, 24 << 20])
+def test_a_line_of_any_length_is_never_read_whole(tmp_path: Path, size: int) -> None:
+    """A batch input file's line was read whole, whatever its length (up to max_file_bytes), by the create's check
+    and by the running batch: a file of one long line held all of it. Each line is now read at most the bound (a
+    request's most, gateway.max_body_bytes) at a time, a longer one read on in pieces and dropped: the check names
+    it (request_too_large, its line number), the runner passes on its head only (refused by its run); the peak is
+    the same for a line three times longer."""
+    bound = 64 * 1024
+    path = tmp_path / "in.jsonl"
+    with path.open("wb") as f:
+        f.write(orjson.dumps(line("first", "hi")) + b"\n")
+        f.write(b'{"custom_id": "long", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "'
+                + MODEL.encode() + b'", "messages": [{"role": "user", "content": "')
+        for _ in range(size // (1 << 20)):
+            f.write(b"x" * (1 << 20))
+        f.write(b'"}]}}\n' + orjson.dumps(line("last", "hi")) + b"\n")
+    tracemalloc.start()
+    try:
+        checked = batch_input.check_file(path, CHAT, {MODEL}, 100, max_line_bytes=bound)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        reader = batch_input.LineReader(path, CHAT, 100, bound)
+        read = [x for chunk in iter(reader.chunk, []) for x in chunk]
+        reader.close()
+        _, reader_peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert checked.count == 2 and [(e["code"], e["line"]) for e in checked.errors] == [("request_too_large", 2)]
+    assert f"This line is {size + 152} bytes" in checked.errors[0]["message"], checked.errors
+    assert [x.custom_id for x in read] == ["first", "long", "last"] and len(read[1].text) == bound + 1
+    assert peak < 4 * bound and reader_peak < 8 * bound, (peak, reader_peak)
 
 
 async def test_a_page_of_files_reads_that_page_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

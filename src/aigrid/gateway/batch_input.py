@@ -6,17 +6,24 @@ keeping none of them; the runner reads a batch's lines the same way, a chunk at 
 (`LineReader`). A file with mistakes makes a batch that has failed validation, whose `errors` list them as OpenAI does (code, line, message, param; at most
 MAX_ERRORS). What is checked here is what the batch as a whole depends on: each line a JSON object with
 exactly those four fields, the method POST, the url the batch's endpoint, the custom_id a unique non-empty
-string, the body an object naming a model the grid serves, not streamed. The rest of a body is checked when
-its line runs, by the one pipeline, like any request: a mistake there fails that line (a 400 in the error
-file), not the batch.
+string, the body an object naming a model the grid serves, not streamed, the line no longer than one request may
+be (`gateway.max_body_bytes`: a longer line is `request_too_large`, naming its number). The rest of a body is
+checked when its line runs, by the one pipeline, like any request: a mistake there fails that line (a 400 in the
+error file), not the batch.
+
+No line is read whole whatever its length: each is read at most `max_line_bytes` + 1 bytes at a time (`_lines`), a
+longer one read on to its end in pieces of SKIP_BYTES and dropped, so a file of one line of 100 MiB holds no more
+than a line one request may be.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Generator, Iterable
+import logging
+import re
+from collections.abc import Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -27,7 +34,15 @@ MAX_ERRORS = 100
 MAX_CUSTOM_ID = 512
 CHUNK_BYTES = 1 << 20
 """About how much of a batch's lines the runner reads from its input file at once."""
+MAX_LINE_BYTES = 4 * 1024 * 1024
+"""The longest line read as a request when none is given (gateway.max_body_bytes' default; the gateway gives its own)."""
+SKIP_BYTES = 64 * 1024
+"""The pieces a line longer than that is read on in, to its end, and dropped."""
 _FIELDS = ("custom_id", "method", "url", "body")
+_HEAD_ID = re.compile(rb'\s*\{\s*"custom_id"\s*:\s*("(?:[^"\\]|\\.){1,3072}")')
+"""A line that begins with its custom_id (as message_batches_api writes every line, and JSON writers that keep
+the order of OpenAI's example do)."""
+log = logging.getLogger("aigrid.gateway")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,15 +77,16 @@ class Checked:
 
 
 def check_file(path: Path, endpoint: str, known_models: Collection[str], max_lines: int,
-               may_use: Callable[[str], bool] | None = None) -> Checked:
+               may_use: Callable[[str], bool] | None = None, max_line_bytes: int = MAX_LINE_BYTES) -> Checked:
     """POST /v1/batches' check of an input file, read from disk a line at a time, no line kept (blocking: call it in
-    a thread): `count` the lines that passed, `errors` the others. What it holds at once is a line and the
-    custom_ids seen, not the file. `may_use`: the creator's model scope, checked before a model's existence (as a
-    live request's is): a line naming a model outside it is `model_not_allowed`, and the models listed for one not
-    found are those it may use, so a key learns no model of the grid it may not use."""
+    a thread): `count` the lines that passed, `errors` the others. What it holds at once is a line (at most
+    `max_line_bytes`: a longer one is `request_too_large`, never held) and the custom_ids seen, not the file.
+    `may_use`: the creator's model scope, checked before a model's existence (as a live request's is): a line
+    naming a model outside it is `model_not_allowed`, and the models listed for one not found are those it may
+    use, so a key learns no model of the grid it may not use."""
     out = Checked()
     with path.open("rb") as f:
-        for _ in _scan(f, endpoint, known_models, max_lines, may_use, out):
+        for _ in _scan(f, endpoint, known_models, max_lines, may_use, out, max_line_bytes, 0):
             out.count += 1
     return out
 
@@ -80,9 +96,9 @@ class LineReader:
     chunk at a time as the runner asks for them: a running batch holds the lines in flight and a chunk, not its
     file. Blocking: call `chunk` and `close` in a thread."""
 
-    def __init__(self, path: Path, endpoint: str, max_lines: int) -> None:
+    def __init__(self, path: Path, endpoint: str, max_lines: int, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._file = path.open("rb")
-        self._lines = _scan(self._file, endpoint, None, max_lines, None, Checked())
+        self._lines = _scan(self._file, endpoint, None, max_lines, None, Checked(), max_line_bytes, max_line_bytes + 1)
 
     def chunk(self, most: int = CHUNK_BYTES) -> list[Line]:
         """The next lines, about `most` bytes of them (at least one); none: the file has no more."""
@@ -100,23 +116,46 @@ class LineReader:
         self._file.close()
 
 
-def _scan(src: Iterable[bytes], endpoint: str, known_models: Collection[str] | None, max_lines: int,
-          may_use: Callable[[str], bool] | None, out: Checked) -> Generator[Line, None, None]:
+def _lines(src: IO[bytes], bound: int, keep: int) -> Iterator[tuple[int, bytes, int]]:
+    """(number, text, size) of each line of `src`, its newline dropped, read at most `bound` + 1 bytes at a time. A
+    line longer than `bound` (size > bound) is read on to its end in pieces of SKIP_BYTES, and its text is its first
+    `keep` bytes only: what is held is never more than `bound` + 1 bytes, however long the line."""
+    number = 0
+    while text := src.readline(bound + 1):
+        number += 1
+        if text.endswith(b"\n"):
+            yield number, text[:-1], len(text) - 1
+        elif len(text) <= bound:  # the last line, without a newline
+            yield number, text, len(text)
+        else:
+            size, head = len(text), text[:keep]
+            del text
+            while piece := src.readline(SKIP_BYTES):
+                if piece.endswith(b"\n"):
+                    size += len(piece) - 1
+                    break
+                size += len(piece)
+            yield number, head, size
+
+
+def _scan(src: IO[bytes], endpoint: str, known_models: Collection[str] | None, max_lines: int,
+          may_use: Callable[[str], bool] | None, out: Checked, bound: int, keep: int) -> Generator[Line, None, None]:
     """Each line that passes, in file order, one at a time; the mistakes go to `out`. `known_models` None: any
-    model (a running batch's lines, LineReader: a model gone since fails its line, not the batch)."""
+    model (a running batch's lines, LineReader: a model gone since fails its line, not the batch). A line longer than
+    `bound` is `request_too_large` (`keep` 0, a create's check), or (a running batch: its first `keep` bytes, more
+    than a request may be, which its line refuses as request_too_large) passed on when its custom_id begins it."""
     seen: set[str] = set()
     count = 0
-    for number, text in enumerate(src, start=1):
-        if text.endswith(b"\n"):
-            text = text[:-1]
-        if not text.strip():
+    for number, text, size in _lines(src, bound, keep):
+        if size <= bound and not text.strip():
             continue  # blank lines (a final newline, spacing) are not requests
         count += 1
         if count > max_lines:
             out.fail("too_many_tasks", f"The batch input file holds more than {max_lines} requests, the most one "
                      "batch may hold (gateway.batch.max_lines); split it into several batches.", number)
             break
-        line = _check_line(out, number, text, endpoint, known_models, may_use)
+        line = _too_long(out, number, text, size, bound, keep) if size > bound else \
+            _check_line(out, number, text, endpoint, known_models, may_use)
         if line is None:
             continue
         if line.custom_id in seen:
@@ -128,6 +167,28 @@ def _scan(src: Iterable[bytes], endpoint: str, known_models: Collection[str] | N
         yield line
     if count == 0:
         out.fail("empty_file", "The batch input file is empty: it holds no request.")
+
+
+def _too_long(out: Checked, number: int, head: bytes, size: int, bound: int, keep: int) -> Line | None:
+    """A line longer than one request may be: a create's mistake, naming it; in a running batch (a file checked under
+    a larger gateway.max_body_bytes, a message batch's request), the line as its head, which its run refuses as
+    request_too_large, when the head names its custom_id; else left out, logged."""
+    if not keep:
+        out.fail("request_too_large", f"This line is {size} bytes, more than {bound}, the most one request may hold "
+                 "(gateway.max_body_bytes); it was not read.", number)
+        return None
+    found = _HEAD_ID.match(head)
+    cid = None
+    if found is not None:
+        try:
+            cid = orjson.loads(found.group(1))
+        except orjson.JSONDecodeError:
+            cid = None
+    if not isinstance(cid, str) or not cid or len(cid) > MAX_CUSTOM_ID:
+        log.warning("batch input line %d is %d bytes, more than %d (gateway.max_body_bytes), and does not begin with "
+                    "its custom_id: not run, in neither result file", number, size, bound)
+        return None
+    return Line(number, cid, head)
 
 
 def _check_line(out: Checked, number: int, text: bytes, endpoint: str,

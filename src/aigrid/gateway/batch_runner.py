@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from aigrid.errors import ApiError, InsufficientStorage
-from aigrid.gateway.batch_input import Line, LineReader
+from aigrid.gateway.batch_input import MAX_LINE_BYTES, Line, LineReader
 from aigrid.gateway.batch_line import LineResult
 from aigrid.gateway.batch_output import BatchOutput, Progress
 from aigrid.gateway.batch_store import FINAL, BatchStore, StoredBatch, start_cancelling
@@ -85,8 +85,10 @@ class _Run:
 
 class BatchRunner:
     def __init__(self, spec: BatchSpec, store: BatchStore, files: FileStore, run_line: RunLine, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self.spec = spec
+        self.max_line_bytes = max_line_bytes
+        """The longest input line read as a request (gateway.max_body_bytes); a longer one is never held whole."""
         self.store, self.files, self.run_line = store, files, run_line
         self.clock = clock
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
@@ -263,7 +265,7 @@ class BatchRunner:
     async def _lines(self, path: Path, endpoint: str, done: set[str]) -> AsyncGenerator[Line, None]:
         """The batch's lines not `done` (read when each is reached), in file order, from its input file a chunk at
         a time off the event loop: a running batch holds a chunk and its lines in flight, never its file."""
-        reader = await asyncio.to_thread(LineReader, path, endpoint, self.spec.max_lines)
+        reader = await asyncio.to_thread(LineReader, path, endpoint, self.spec.max_lines, self.max_line_bytes)
         try:
             while chunk := await asyncio.to_thread(reader.chunk):
                 for line in chunk:

@@ -76,6 +76,6 @@ def build_batches(routes: Routes) -> Batches:
     async def run_line(batch: StoredBatch, line: Line) -> LineResult:
         return await (messages if batch.obj["endpoint"] == MESSAGES_PATH else chat)(batch, line)
 
-    runner = BatchRunner(spec, store, files, run_line)
+    runner = BatchRunner(spec, store, files, run_line, max_line_bytes=gw.spec.gateway.max_body_bytes)
     return Batches(files, store, runner, FilesApi(routes, files, store, spec.max_file_bytes),
                    BatchesApi(routes, files, store, runner), MessageBatchesApi(routes, files, store, runner))
