@@ -334,7 +334,7 @@ class _Body(httpx.AsyncByteStream):
         self._timeout = read_timeout
         self._released = False
 
-    def __aiter__(self) -> _Body:  # type: ignore[override]
+    def __aiter__(self) -> _Body:
         return self
 
     def __anext__(self) -> Coroutine[Any, Any, bytes]:  # the connection's own coroutine: one frame less per chunk

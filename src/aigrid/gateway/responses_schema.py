@@ -79,4 +79,4 @@ class CompactRequest(ResponsesRequest):
     Responses request are accepted and not used (the SDK's image, prompt cache, safety and service tier settings
     are hints only); `conversation` and `background` are refused (compaction.py, ResponsesApi.compact)."""
 
-    input: str | list[dict[str, Any]] = Field(default_factory=list)  # type: ignore[assignment]
+    input: str | list[dict[str, Any]] = Field(default_factory=list)

@@ -40,7 +40,7 @@ def sim_site_id(site: str, model: str, models_at_site: int) -> str:
 def scenario_for(demand: Demand, traffic: Traffic, placement: Placement, check: Check) -> Scenario:
     v = demand.verify
     counts = traffic.rate[:, :, check.hour].sum(axis=1) * v.window_s
-    tenants = [Tenant(name=f.name, share=float(n), trace=f.trace, model=f.model,  # type: ignore[arg-type]
+    tenants = [Tenant(name=f.name, share=float(n), trace=f.trace, model=f.model,
                       countries=None if f.cities else list(f.countries),
                       cities=list(f.cities) if f.cities else None, max_prompt_tokens=f.max_prompt_tokens,
                       jurisdictions=sorted(f.jurisdictions) if f.jurisdictions else None)

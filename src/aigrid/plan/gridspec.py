@@ -17,7 +17,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from aigrid.engines.step_cost import EnginePerf
 from aigrid.plan.checks import Check, scenario_for

@@ -108,7 +108,7 @@ class NeighbourScore:
 
     @property
     def _reference(self) -> npt.NDArray[np.float32]:
-        return self.__dict__["_ref"]  # type: ignore[no-any-return]
+        return self.__dict__["_ref"]
 
     @property
     def table(self) -> npt.NDArray[np.float32]:
