@@ -63,10 +63,10 @@ async def serve(spec_path: Path, port: int, transport: str, abuse: bool = True, 
         else:
             config = uvicorn.Config(build_app(gateway), host=spec.gateway.host, port=port, log_level="warning",
                                     http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5)
-            server = uvicorn.Server(config)
-            settling = asyncio.create_task(settle_when_started(server))
+            uv_server = uvicorn.Server(config)
+            settling = asyncio.create_task(settle_when_started(uv_server))
             try:
-                await server.serve()
+                await uv_server.serve()
             finally:
                 settling.cancel()
     finally:

@@ -101,7 +101,9 @@ class Offsets:
         content = lp.get("content") if isinstance(lp, dict) else None
         if not isinstance(content, list):
             return  # none asked for, or already legacy
-        index = choice.get("index") if isinstance(choice.get("index"), int) else 0
+        index = choice.get("index")
+        if not isinstance(index, int):
+            index = 0
         at = self._at.get(index)
         if at is None:
             at = len(self.prompt(index)) if self.prompts is not None else 0

@@ -42,7 +42,7 @@ def _graphs(spec: GridSpec) -> dict[str, nx.Graph]:
 
     graphs = {}
     for name, edges in spec.agents.graphs.items():
-        g = nx.Graph()
+        g: nx.Graph[str] = nx.Graph()
         g.add_weighted_edges_from(edges)
         graphs[name] = g
     return graphs

@@ -20,7 +20,7 @@ from aigrid.gateway.schemas import output_limit
 CONSTRAINED_FIELDS = ("response_format", "grammar", "json_schema", "guided_json", "guided_regex",
                       "guided_grammar", "guided_choice", "tools", "functions", "logprobs", "n")
 """Request fields whose output an engine cannot resume exactly from text alone."""
-_UNCONSTRAINED = (None, False, 1, [], {})
+_UNCONSTRAINED: tuple[object, ...] = (None, False, 1, [], {})
 """Values of those fields that constrain nothing (compared with ==, so 0 and 1.0 count too)."""
 CONTINUE_FLAGS: dict[str, dict[str, Any]] = {
     # vLLM and SGLang continue a final assistant message only when asked; llama.cpp does it by default.

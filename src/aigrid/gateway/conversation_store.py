@@ -188,9 +188,9 @@ class ConversationStore:
                 return None
             return {"item": next((item for item in conv.items if item.get("id") == rest[0]), None)}
         if op == "delete_item":  # the conversation's object once removed; False: no such item
-            done = self.delete_item(tenant, cid, rest[0])
-            conv = self.get(tenant, cid) if done else None
-            return done if conv is None else conv.public()
+            removed = self.delete_item(tenant, cid, rest[0])
+            conv = self.get(tenant, cid) if removed else None
+            return removed if conv is None else conv.public()
         raise ValueError(f"unknown conversation operation {op!r}")
 
 

@@ -242,7 +242,7 @@ class ConversationsApi:
             raise InvalidRequest(f"items: conversation {cid!r} holds {added['full']} bytes; with these items it "
                                  f"would hold more than {MAX_CONVERSATION_BYTES}, the most one conversation may hold",
                                  param="items", code="conversation_too_large")
-        ex.body["items"] = len(added["items"])
+        ex.body = {**ex.body, "items": len(added["items"])}
         return json_response(page_object(added["items"], False))
 
     async def retrieve_item(self, request: Request, ex: Exchange) -> Response:

@@ -181,6 +181,7 @@ def _response_format(body: Mapping[str, Any]) -> list[ModelText]:
     if not isinstance(fmt, Mapping):
         return []
     inner = fmt.get("json_schema")
+    at: Path
     if isinstance(inner, Mapping):
         text, at = tool_text(inner), ("response_format", "json_schema")
     else:

@@ -50,8 +50,9 @@ def naive_shapes(demand: Demand, screen: Screen, cands: Candidates, rho: float) 
     allowed_all = np.ones(len(cands), dtype=bool)
     for _, allowed in screen.classes:
         allowed_all &= allowed
-    pool = np.flatnonzero(allowed_all) if allowed_all.any() else np.arange(len(cands))
-    pool = [int(s) for s in pool if s in set(screen.shortlist.tolist())] or [int(s) for s in pool]
+    allowed_sites = np.flatnonzero(allowed_all) if allowed_all.any() else np.arange(len(cands))
+    pool = ([int(s) for s in allowed_sites if s in set(screen.shortlist.tolist())]
+            or [int(s) for s in allowed_sites])
     best = min((screen.size([s], rho) for s in pool), key=lambda z: z.score)
     one = from_sizing("one-region", demand, cands, best)
     zone = one.sites[0]

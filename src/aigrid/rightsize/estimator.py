@@ -204,9 +204,11 @@ class QualityEstimator:
                                              "neighbour_feature": np.bool_(self.neighbour_feature),
                                              "neighbour_blend": np.float64(self.blend)})
         rank: dict[str, Any] = {} if self.rank is None else self.rank.arrays()
-        np.savez_compressed(path, meta_keys=np.array(keys), meta_values=np.array([self.meta[k] for k in keys]),
-                            ngram_weights=self.ngram.weights.astype(np.float16), ngram_dense=self.ngram.dense_weights,
-                            ngram_bias=np.float64(self.ngram.bias), **table, **trees, **neighbours, **rank)
+        arrays: dict[str, Any] = {
+            "meta_keys": np.array(keys), "meta_values": np.array([self.meta[k] for k in keys]),
+            "ngram_weights": self.ngram.weights.astype(np.float16), "ngram_dense": self.ngram.dense_weights,
+            "ngram_bias": np.float64(self.ngram.bias), **table, **trees, **neighbours, **rank}
+        np.savez_compressed(path, **arrays)
 
     def estimate(self, text: str) -> QualityEstimate:
         x = prompt_features(text, self.embedding, self.ngram)

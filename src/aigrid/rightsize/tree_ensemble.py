@@ -74,8 +74,11 @@ class TreeEnsemble:
 
     @classmethod
     def from_arrays(cls, z: Any, prefix: str) -> TreeEnsemble:
-        return cls(*(np.asarray(z[f"{prefix}_{f}"]) for f in FIELDS), float(z[f"{prefix}_base"]),
-                   int(z[f"{prefix}_depth"]))
+        def array(f: str) -> Any:
+            return np.asarray(z[f"{prefix}_{f}"])
+
+        return cls(array("feature"), array("threshold"), array("left"), array("right"), array("value"),
+                   array("leaf"), array("missing_left"), float(z[f"{prefix}_base"]), int(z[f"{prefix}_depth"]))
 
     @classmethod
     def from_sklearn(cls, model: Any) -> TreeEnsemble:

@@ -158,7 +158,7 @@ def simulate(sc: Scenario, grid: Grid, arrivals: Arrivals, router: Router, polic
 
 
 def run_experiment(sc: Scenario, progress: Progress | None = None, workers: int | None = None,
-                   idle: Callable[[], None] | None = None) -> Experiment:
+                   idle: Callable[[], object] | None = None) -> Experiment:
     """Every policy (and every policy at every sweep load) on identical traffic. The runs are independent:
     with `workers` > 1 (default: one per core, sim/parallel.py) they run side by side in worker processes,
     with the same results as one after the other. `idle`: run_all's (called once a core is free while the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -24,6 +25,10 @@ class Network:
     jitter_ms: float = 1.0
     """Mean of the exponential jitter added to each round trip."""
 
+    @overload
+    def base_rtt_ms(self, distance_km: float) -> float: ...
+    @overload
+    def base_rtt_ms(self, distance_km: np.ndarray) -> np.ndarray: ...
     def base_rtt_ms(self, distance_km: float | np.ndarray) -> float | np.ndarray:
         """The deterministic part, for one distance or an array of them."""
         return self.overhead_ms + self.route_factor * 2.0 * distance_km / FIBRE_KM_PER_MS

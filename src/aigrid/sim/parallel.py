@@ -39,7 +39,7 @@ def default_workers(runs: int) -> int:
 
 
 def run_all(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, float], None] | None = None,
-            cost: Sequence[float] | None = None, idle: Callable[[], None] | None = None) -> list[T]:
+            cost: Sequence[float] | None = None, idle: Callable[[], object] | None = None) -> list[T]:
     """Each task's result, in order. progress(task index, fraction) as the tasks report it.
 
     `cost`: each task's expected cost (any unit); worker processes start the costliest first (longest
@@ -85,7 +85,7 @@ def _child(task: Task[Any], conn: Connection) -> None:
 
 
 def _forked(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, float], None] | None,
-            order: Sequence[int], idle: Callable[[], None] | None = None) -> list[T]:
+            order: Sequence[int], idle: Callable[[], object] | None = None) -> list[T]:
     ctx = multiprocessing.get_context("fork")
     results: dict[int, T] = {}
     todo = list(order)
@@ -95,6 +95,7 @@ def _forked(tasks: Sequence[Task[T]], workers: int, progress: Callable[[int, flo
             while todo and len(running) < workers:
                 i = todo.pop(0)
                 receive, send = ctx.Pipe(duplex=False)
+                proc: multiprocessing.process.BaseProcess
                 proc = ctx.Process(target=_child, args=(tasks[i], send), daemon=True, name=f"aigrid-sim-{i}")
                 proc.start()
                 send.close()

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -49,7 +50,11 @@ class Prompts:
     def __len__(self) -> int:
         return len(self.quality)
 
-    def pick(self, u: float | np.ndarray) -> int | np.ndarray:
+    @overload
+    def pick(self, u: float) -> np.int64: ...
+    @overload
+    def pick(self, u: np.ndarray) -> np.ndarray: ...
+    def pick(self, u: float | np.ndarray) -> np.int64 | np.ndarray:
         return np.minimum((np.asarray(u) * len(self)).astype(np.int64), len(self) - 1)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from fnmatch import fnmatchcase
-from typing import Literal
+from typing import Literal, cast
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -465,10 +465,13 @@ class AdmissionLimits(StrictModel):
     """How long each class may wait and how many may wait: the part of the admission queue the gateway
     (AdmissionSpec) and the simulator (sim/scenario.py) share, one AdmissionRules for both."""
 
-    max_wait_s: dict[ClassName, float] = Field(default_factory=lambda: dict(AdmissionRules().max_wait_s),
-                                               description="the longest a request of each class may wait")
+    # the core keys its defaults by the same class names, typed as str
+    max_wait_s: dict[ClassName, float] = Field(
+        default_factory=lambda: cast("dict[ClassName, float]", dict(AdmissionRules().max_wait_s)),
+        description="the longest a request of each class may wait")
     max_wait_slo: dict[ClassName, float | None] | None = Field(
-        default_factory=lambda: dict(AdmissionRules().max_wait_slo), description="per class: the longest wait as "
+        default_factory=lambda: cast("dict[ClassName, float | None]", dict(AdmissionRules().max_wait_slo)),
+        description="per class: the longest wait as "
         "a multiple of the request's TTFT SLO (the earlier of this and max_wait_s sheds it); default standard: 1.0, "
         "a class left out keeps its default, null for a class: never shed at the SLO, null for the whole "
         "setting: no class is (only max_wait_s limits the wait)")
@@ -497,9 +500,13 @@ class AdmissionLimits(StrictModel):
 
     def rules(self) -> AdmissionRules:
         default = AdmissionRules()
-        by_slo = {} if self.max_wait_slo is None else {**default.max_wait_slo, **self.max_wait_slo}
-        return AdmissionRules({**default.max_wait_s, **self.max_wait_s}, self.capacity, by_slo,
-                              self.engine_queue_share)
+        max_wait_s = dict(default.max_wait_s)
+        max_wait_s.update(self.max_wait_s.items())
+        by_slo: dict[str, float | None] = {}
+        if self.max_wait_slo is not None:
+            by_slo.update(default.max_wait_slo)
+            by_slo.update(self.max_wait_slo.items())
+        return AdmissionRules(max_wait_s, self.capacity, by_slo, self.engine_queue_share)
 
 
 class AdmissionSpec(AdmissionLimits):
