@@ -1323,3 +1323,84 @@ async def test_lines_running_when_a_batch_runs_out_of_room_keep_their_answers(
         for e in engines.values():
             e.gate.set()
         await stopped(gw)
+
+
+async def test_an_upload_is_spooled_where_the_floor_sees_it_and_never_left_behind(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starlette spooled a multipart upload into the system's temporary folder (past a megabyte), unseen by the disk's
+    floor, and the store copied it from there (twice its size on disk for a moment); a disk that refused the spool
+    was a 500. The upload is now written as it arrives into the tenant's folder and renamed into the file (the same
+    inode: never copied), nothing goes through Starlette's spooled file, a disk that refuses it is the API's 503
+    insufficient_storage naming `file`, and no spool is left behind, refused or kept."""
+    from starlette import datastructures, formparsers
+
+    written = [0]
+
+    class Watched(formparsers.SpooledTemporaryFile):  # type: ignore[misc,name-defined]
+        def write(self, data: bytes) -> int:
+            written[0] += len(data)
+            return int(super().write(data))
+
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile", Watched)
+    gw = await started(batch_spec(tmp_path), engines)
+    folder = Path(gw.spec.gateway.batch.dir) / "default"
+    go = asyncio.Event()
+    head, data, tail = form_parts(3 << 20)
+
+    async def slow() -> AsyncIterator[bytes]:
+        yield head + data[:2 << 20]
+        await go.wait()
+        yield data[2 << 20:] + tail
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     headers=TENANT) as c:
+            upload = asyncio.create_task(c.post("/v1/files", content=slow(), headers=MULTIPART))
+            for _ in range(500):
+                spools = list(folder.glob(".upload-*.part")) if folder.exists() else []
+                if spools and spools[0].stat().st_size >= 2 << 20:
+                    break
+                await asyncio.sleep(0.01)
+            [spool] = spools  # on the store's disk while it arrives
+            inode = spool.stat().st_ino
+            go.set()
+            r = await upload
+            assert r.status_code == 200 and r.json()["bytes"] == 3 << 20, r.text
+            kept = folder / f"{r.json()['id']}.jsonl"
+            assert kept.stat().st_ino == inode and sorted(folder.iterdir()) == [kept]  # renamed, not copied
+            assert written[0] == 0
+
+            real = datastructures.UploadFile.write
+
+            async def full(self: datastructures.UploadFile, chunk: bytes) -> None:
+                if (self.size or 0) + len(chunk) > 1 << 20:  # the disk full once a megabyte is spooled
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                await real(self, chunk)
+
+            monkeypatch.setattr(datastructures.UploadFile, "write", full)
+            r = await c.post("/v1/files", content=b"".join(form_parts(3 << 20)), headers=MULTIPART)
+            assert r.status_code == 503, r.text
+            assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("insufficient_storage", "file")
+            monkeypatch.setattr(datastructures.UploadFile, "write", real)
+            bad = b"".join((head.replace(b'name="purpose"', b'name="purposes"'), b"abc", tail))
+            r = await c.post("/v1/files", content=bad, headers=MULTIPART)
+            assert r.status_code == 400 and r.json()["error"]["param"] == "purposes", r.text  # once its file was spooled
+            assert sorted(folder.iterdir()) == [kept]  # no spool left by the refused ones
+    finally:
+        await stopped(gw)
+
+
+async def test_the_spool_of_an_upload_whose_process_died_is_swept(tmp_path: Path) -> None:
+    """A spool is deleted by whoever made it; one left by a process that died (kill -9 mid-upload) is deleted by the
+    runner's sweep once untouched for SPOOL_STALE_S, and a live one is left alone."""
+    from aigrid.gateway.file_store import SPOOL_STALE_S
+
+    store = FileStore(BatchDb(tmp_path))
+    dead, f = store.spool("t")
+    f.close()
+    live, g = store.spool("t")
+    g.close()
+    old = time.time() - SPOOL_STALE_S - 1
+    os.utime(dead, (old, old))
+    await store.sweep()
+    assert not dead.exists() and live.exists()

@@ -568,3 +568,23 @@ def test_checking_a_batch_holds_its_parsed_json_not_also_a_validated_copy() -> N
     assert done.returncode == 0, done.stderr[-2000:]
     ratio = float(done.stdout.split()[-1])
     assert ratio < 11, f"{ratio:.1f} x the body"
+
+
+async def test_a_message_batchs_body_is_spooled_on_the_stores_disk(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create's body and the requests' file were spooled past a megabyte into the system's temporary folder, a disk
+    the floor (gateway.batch.min_free_bytes) did not watch. Both are spooled in the tenant's folder now, on the
+    store's disk, as files with no name (nothing left behind by a process that dies)."""
+    import tempfile
+
+    places: list[Any] = []
+    real = tempfile.SpooledTemporaryFile
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        places.append(kwargs.get("dir"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("aigrid.gateway.message_batches_api.tempfile.SpooledTemporaryFile", watched)
+    claude, _ = clients(gw)
+    await until_ended(claude, (await claude.messages.batches.create(requests=[req("a", "hi")])).id)
+    folder = Path(gw.spec.gateway.batch.dir).resolve() / "default"
+    assert places == [folder, folder], places

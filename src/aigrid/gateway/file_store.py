@@ -33,6 +33,12 @@ spool together more than the tenant has room for; a reservation left by a proces
 upload's deadline. The same rows hold the disk: an upload (or a message batch) is refused when the disk's free
 space, less every room held by the uploads arriving now (any tenant, any process), could fall under
 `min_free_bytes` (`check_disk`, in the transaction that sets its own room aside).
+
+An upload's bytes are written as they arrive into the tenant's folder, on the disk the floor watches (`spool`: a
+`.upload-*.part` file beside the files), and become the file by a rename (`add` given its path): never in the
+system's temporary folder first, never copied (before the twentieth session Starlette spooled it to the temporary
+folder, another disk the floor did not see or the same one twice over, and it was copied from there). A spool left by
+a process that died is deleted by the sweep once untouched for SPOOL_STALE_S.
 """
 
 from __future__ import annotations
@@ -44,16 +50,21 @@ import os
 import re
 import shutil
 import sqlite3
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO
 
 from aigrid.errors import InsufficientStorage, InvalidRequest
 from aigrid.gateway.batch_db import BatchDb, decode, encode, visible_to
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+SPOOL_PREFIX = ".upload-"
+SPOOL_STALE_S = 6 * 3600.0
+"""A spool untouched this long is a dead process's (an upload's deadline is at most about half an hour at the
+default max_file_bytes, and a live one writes as it arrives): the sweep deletes it."""
 HIDDEN = ("message_batch", "message_batch_output")
 """The purposes of the files of Anthropic's message batches: not the Files API's."""
 _VISIBLE = f"purpose NOT IN ({', '.join(repr(p) for p in HIDDEN)})"
@@ -252,37 +263,61 @@ class FileStore:
     def folder(self, tenant: str) -> Path:
         return self.root / tenant_folder(tenant)
 
+    def spool(self, tenant: str) -> tuple[Path, BinaryIO]:
+        """A new file in the tenant's folder for an upload's bytes as they arrive (blocking): on the disk the floor
+        watches, and made the file by a rename (`add` given its path). Its caller deletes it unless it is added."""
+        folder = self.folder(tenant)
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".part", dir=folder)
+        return Path(name), os.fdopen(fd, "w+b")
+
     def disk_path(self, f: StoredFile) -> Path:
         return self.root / f.path
 
-    async def add(self, tenant: str, filename: str, purpose: str, src: IO[bytes],
+    async def add(self, tenant: str, filename: str, purpose: str, src: IO[bytes] | Path,
                   expires_at: int | None = None, *, param: str = "file",
                   reservation: Reservation | None = None, jurisdictions: frozenset[str] | None = None) -> StoredFile:
-        """Copy `src` (read from its start) into the tenant's folder and index it, made under `jurisdictions` (its
-        maker's allowed ones; None: every one); StorageFull naming `param` when
-        the tenant's files would hold more than its storage quota (checked before the copy, unless `reservation`
-        holds its room, and again, atomically, with the row's insert, which takes the reservation's place: the
-        copy is deleted then)."""
+        """Copy `src` (read from its start) into the tenant's folder and index it, or, given the path of a spool of
+        the tenant's (`spool`, written and closed), rename it into place; made under `jurisdictions` (its maker's
+        allowed ones; None: every one). StorageFull naming `param` when the tenant's files would hold more than its
+        storage quota (checked before the copy, unless `reservation` holds its room, and again, atomically, with the
+        row's insert, which takes the reservation's place: the bytes are deleted then); InsufficientStorage when
+        the disk refuses the copy (nothing of it left)."""
         fid = new_file_id()
         rel = f"{tenant_folder(tenant)}/{fid}.jsonl"
         limit = None if self.limits is None else self.limits(tenant)
         narrowed = jurisdictions is not None
         if limit is not None and reservation is None:
-            src.seek(0, os.SEEK_END)
-            await self.check_room(tenant, param, src.tell(), limit=limit, narrowed=narrowed)
+            if isinstance(src, Path):
+                size = (await asyncio.to_thread(src.stat)).st_size
+            else:
+                size = src.seek(0, os.SEEK_END)
+            await self.check_room(tenant, param, size, limit=limit, narrowed=narrowed)
 
         def copy() -> int:
             target = self.root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(src, Path):
+                src.replace(target)
+                return target.stat().st_size
             part = target.with_name(target.name + ".part")
             src.seek(0)
-            with part.open("wb") as out:
-                shutil.copyfileobj(src, out, 1 << 20)
+            try:
+                with part.open("wb") as out:
+                    shutil.copyfileobj(src, out, 1 << 20)
+            except OSError:
+                part.unlink(missing_ok=True)
+                raise
             size = part.stat().st_size
             part.replace(target)
             return size
 
-        size = await asyncio.to_thread(copy)
+        try:
+            size = await asyncio.to_thread(copy)
+        except OSError as e:
+            log.warning("could not keep a file of tenant %r under %s: %s", tenant, self.root, e)
+            raise InsufficientStorage(f"{param}: the gateway's disk could not take this file now; try again later or "
+                                      "ask the grid's operator", param=param) from e
         stored = StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel, jurisdictions)
         try:
             return await self._index(stored, limit, param, reservation, narrowed)
@@ -400,7 +435,19 @@ class FileStore:
         gone = await self.db.write(expired)
         for f in gone:
             await asyncio.to_thread(self.disk_path(f).unlink, missing_ok=True)
+        await asyncio.to_thread(self._sweep_spools)
         return len(gone)
+
+    def _sweep_spools(self) -> None:
+        """The spools of uploads whose process died (untouched for SPOOL_STALE_S) deleted (blocking)."""
+        stale = time.time() - SPOOL_STALE_S
+        for path in self.root.glob(f"*/{SPOOL_PREFIX}*.part"):
+            try:
+                if path.stat().st_mtime < stale:
+                    path.unlink()
+                    log.info("deleted %s, the spool of an upload that never ended", path)
+            except FileNotFoundError:
+                continue
 
 
 def _held(db: sqlite3.Connection, tenant: str) -> tuple[int, int]:

@@ -6,7 +6,10 @@ Only `purpose: batch` is accepted (a batch's input, JSONL); the batches' results
 `batch_output`. Uploads larger than `gateway.batch.max_file_bytes` are refused with 413 while they arrive,
 before the rest is read; so is one past what the tenant's storage quota leaves (400 storage_quota_exceeded),
 that room held for it while it arrives (file_store.FileStore.reserve), so that uploads side by side cannot
-together bring more. Files live on the local disk of the machine running the gateway (file_store.py;
+together bring more. Its bytes are written as they arrive into the tenant's folder (FileStore.spool: Starlette's
+multipart parser with its file part there, `_StoreParser`, not in the system's temporary folder) and the spool
+becomes the file by a rename; a spool not kept is deleted, and a disk that refuses it is a 503
+insufficient_storage naming `file`. Files live on the local disk of the machine running the gateway (file_store.py;
 docs/batches.md, "Where files live"). Every route is authenticated, tenant-scoped (another tenant's file is a
 404), residency-scoped (a file made by a key whose jurisdictions are not all among the caller's, or by an
 unrestricted key when the caller is narrowed, is a 404 too and is left out of the list: file_store.py) and
@@ -18,18 +21,21 @@ SDK's `client.files`) gets Anthropic's 404 `not_found_error`, never OpenAI's bat
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
-from pathlib import PurePosixPath
+from collections.abc import AsyncGenerator, Callable
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
-from starlette.datastructures import FormData, UploadFile
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from starlette.datastructures import FormData, Headers, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound, RequestTimeout
+from aigrid.errors import ApiError, InsufficientStorage, InvalidRequest, NotFound, RequestTimeout
 from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.envelope import ANTHROPIC_VERSION
@@ -46,6 +52,7 @@ FORM_SLACK = 64 * 1024
 """What a multipart body may hold besides the file (boundaries, part headers, the other fields)."""
 _FIELDS = ("file", "purpose", "expires_after[anchor]", "expires_after[seconds]")
 MAX_LIST = 10_000
+log = logging.getLogger("aigrid.batches")
 
 
 class FileTooLarge(InvalidRequest):
@@ -67,6 +74,24 @@ def _limited(receive: Receive, limit: int, refused: ApiError) -> Receive:
         return message
 
     return counted
+
+
+class _StoreParser(MultiPartParser):
+    """Starlette's multipart parser with each file part written to `spool()` (a file in the tenant's folder, on the
+    disk the floor watches) instead of a SpooledTemporaryFile, which rolls over into the system's temporary folder
+    past a megabyte."""
+
+    def __init__(self, headers: Headers, stream: AsyncGenerator[bytes, None],
+                 spool: Callable[[], BinaryIO], **limits: Any) -> None:
+        super().__init__(headers, stream, **limits)
+        self._spool = spool
+
+    def on_headers_finished(self) -> None:
+        super().on_headers_finished()
+        upload = self._current_part.file
+        if upload is not None:  # a file part: Starlette's spooled file, still empty, swapped for the store's own
+            upload.file.close()
+            upload.file = self._spool()
 
 
 class FilesApi:
@@ -123,23 +148,43 @@ class FilesApi:
         by_quota = held if held is not None and held.quota else None
         refused = by_quota.full("file") if by_quota is not None else self._too_large()
         counted = Request(request.scope, _limited(request.receive, room + FORM_SLACK, refused))
+        spools: dict[BinaryIO, Path] = {}
+
+        def spool() -> BinaryIO:
+            path, f = self.files.spool(caller.tenant)
+            spools[f] = path
+            return f
+
         try:
-            async with asyncio.timeout(deadline):  # a trickled upload held its connection and request for good
-                form = await counted.form(max_files=1, max_fields=len(_FIELDS), max_part_size=4096)
-        except (MultiPartException, HTTPException) as e:
-            detail = e.message if isinstance(e, MultiPartException) else e.detail
-            raise InvalidRequest(f"file: the multipart body could not be read: {detail}", param="file") from None
-        except TimeoutError:
-            raise RequestTimeout(f"file: the upload did not arrive within {deadline:.0f} s", param="file") from None
-        try:
-            upload, purpose, expires_at = self._fields(form)
-            if upload.size is not None and upload.size > room:
-                raise by_quota.full("file", upload.size) if by_quota is not None else self._too_large(upload.size)
-            name = (upload.filename or "upload.jsonl")[:255]
-            stored = await self.files.add(caller.tenant, name, purpose, upload.file, expires_at, reservation=held,
-                                          jurisdictions=caller.scopes.jurisdictions)
+            # the folder made off the event loop (the parser opens the spool in it when the file part begins)
+            await asyncio.to_thread(self.files.folder(caller.tenant).mkdir, parents=True, exist_ok=True)
+            try:
+                async with asyncio.timeout(deadline):  # a trickled upload held its connection and request for good
+                    async with contextlib.aclosing(counted.stream()) as stream:
+                        form = await _StoreParser(counted.headers, stream, spool, max_files=1,
+                                                  max_fields=len(_FIELDS), max_part_size=4096).parse()
+            except MultiPartException as e:
+                raise InvalidRequest(f"file: the multipart body could not be read: {e.message}", param="file") from None
+            except TimeoutError:
+                raise RequestTimeout(f"file: the upload did not arrive within {deadline:.0f} s", param="file") from None
+            except OSError as e:  # the disk refused the spool (full, quota of the gateway's user)
+                log.warning("refused an upload of tenant %r: its spool under %s could not be written: %s",
+                            caller.tenant, self.files.root, e)
+                raise InsufficientStorage("file: the gateway's disk could not take this upload now; try again later "
+                                          "or ask the grid's operator", param="file") from None
+            try:
+                upload, purpose, expires_at = self._fields(form)
+                if upload.size is not None and upload.size > room:
+                    raise by_quota.full("file", upload.size) if by_quota is not None else self._too_large(upload.size)
+                name = (upload.filename or "upload.jsonl")[:255]
+                kept = spools[upload.file]  # type: ignore[index]
+                await asyncio.to_thread(upload.file.close)  # written whole (flushed) before it is renamed
+                stored = await self.files.add(caller.tenant, name, purpose, kept, expires_at, reservation=held,
+                                              jurisdictions=caller.scopes.jurisdictions)
+            finally:
+                await form.close()
         finally:
-            await form.close()
+            await asyncio.to_thread(_delete, spools)
         ex.body = {"file_id": stored.id, "filename": stored.filename, "bytes": stored.bytes, "purpose": purpose}
         return json_response(stored.to_object())
 
@@ -223,3 +268,10 @@ class FilesApi:
             raise InvalidRequest(f"after: no file {q.after!r}", param="after")
         data, more = page
         return json_response(page_object([f.to_object() for f in data], more))
+
+
+def _delete(spools: dict[BinaryIO, Path]) -> None:
+    """The spools of an upload closed and deleted (blocking): none is left but the one renamed into a file."""
+    for f, path in spools.items():
+        f.close()
+        path.unlink(missing_ok=True)

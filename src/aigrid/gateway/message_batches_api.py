@@ -154,8 +154,12 @@ class MessageBatchesApi:
         # refused before its body is read); the requests' file takes its place
         held = await self.files.reserve(caller.tenant, "requests", limit if declared is None else declared, 0,
                                         deadline + RESERVE_SLACK_S, narrowed=caller.scopes.jurisdictions is not None)
-        try:  # the body and the input file each on disk past a megabyte
-            with tempfile.SpooledTemporaryFile(1 << 20) as body, tempfile.SpooledTemporaryFile(1 << 20) as lines:
+        try:  # the body and the input file each on disk past a megabyte: the store's, which the floor watches (never
+            # the system's temporary folder), as files with no name (nothing left behind by a process that dies)
+            folder = self.files.folder(caller.tenant)
+            await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+            with tempfile.SpooledTemporaryFile(1 << 20, dir=folder) as body, \
+                    tempfile.SpooledTemporaryFile(1 << 20, dir=folder) as lines:
                 size = await self._spool(request, body, held, deadline)  # type: ignore[arg-type]
                 async with self._turn(size):
                     count = await asyncio.to_thread(self._check, body, caller.scopes.allows_model, lines)
