@@ -49,6 +49,11 @@ class MemoryQuotaBackend:
     def __init__(self, max_counters: int = 100_000) -> None:
         self._values: dict[str, tuple[int, float]] = {}
         self._max = max_counters
+        self._next_pass = max_counters
+        """The size at which ended windows are next looked for: twice what a pass left when most were live (a
+        counter of a live window is never dropped: that would give its quota back), so a table of live counters
+        past `max_counters` (a day's budget of each of many JWT users) is gone through once each time it doubles,
+        not on every request (32 ms each at 100,000 before)."""
 
     async def consume(self, counters: Sequence[Counter]) -> Consumed:
         for i, c in enumerate(counters):
@@ -71,8 +76,9 @@ class MemoryQuotaBackend:
         for c in counters:
             value, _ = self._values.get(c.key, (0, c.expires_at))
             self._values[c.key] = (value + c.amount, c.expires_at)
-        if len(self._values) > self._max:
+        if len(self._values) > self._next_pass:
             self.expire(min(c.expires_at for c in counters) - 1.0)
+            self._next_pass = max(self._max, 2 * len(self._values))
 
     def expire(self, now: float) -> None:
         """Forget windows that ended before now."""
