@@ -1404,3 +1404,19 @@ async def test_the_spool_of_an_upload_whose_process_died_is_swept(tmp_path: Path
     os.utime(dead, (old, old))
     await store.sweep()
     assert not dead.exists() and live.exists()
+
+
+async def test_a_batch_of_a_file_deleted_while_it_is_created_is_a_404_naming_it(gw: Gateway) -> None:
+    """A create that found the input file's row and then read its bytes after a DELETE had removed them (the delete
+    drops the row, then the bytes) failed with a 500 (FileNotFoundError in the check); it is the 404 of a file that is
+    not there, naming input_file_id, and no batch is made."""
+    oai, _ = clients(gw)
+    f = await oai.files.create(file=("gone.jsonl", jsonl(line("a", "hi"))), purpose="batch")
+    assert gw.batches is not None
+    found = await gw.batches.files.get("default", f.id)
+    assert found is not None
+    gw.batches.files.disk_path(found).unlink()  # the delete's second step, between the create's two reads
+    with pytest.raises(openai.NotFoundError) as gone:
+        await oai.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h")
+    assert gone.value.body["param"] == "input_file_id", gone.value.body  # type: ignore[index]
+    assert (await oai.batches.list()).data == []

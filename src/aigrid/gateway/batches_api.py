@@ -111,9 +111,12 @@ class BatchesApi:
             # seen by the keys that see the file), whoever creates it
             caller = replace(caller, scopes=caller.scopes.narrowed_by(Scopes(jurisdictions=found.jurisdictions)))
         async with self._checking:  # in its turn: a create beyond waits (the input files of many are not read at once)
-            checked = await asyncio.to_thread(check_file, self.files.disk_path(found), req.endpoint, gw.known_models,
-                                              gw.spec.gateway.batch.max_lines, caller.scopes.allows_model,
-                                              gw.spec.gateway.max_body_bytes)
+            try:
+                checked = await asyncio.to_thread(check_file, self.files.disk_path(found), req.endpoint,
+                                                  gw.known_models, gw.spec.gateway.batch.max_lines,
+                                                  caller.scopes.allows_model, gw.spec.gateway.max_body_bytes)
+            except FileNotFoundError:  # deleted since it was found (a DELETE drops the row, then the bytes)
+                raise NotFound(f"input_file_id: no file {req.input_file_id!r}", param="input_file_id") from None
         obj = batch_object(bid, created, endpoint=req.endpoint, input_file_id=req.input_file_id,
                            status="failed" if checked.errors else "validating", model=checked.model,
                            total=0 if checked.errors else checked.count,
