@@ -1420,3 +1420,27 @@ async def test_a_batch_of_a_file_deleted_while_it_is_created_is_a_404_naming_it(
         await oai.batches.create(input_file_id=f.id, endpoint=CHAT, completion_window="24h")
     assert gone.value.body["param"] == "input_file_id", gone.value.body  # type: ignore[index]
     assert (await oai.batches.list()).data == []
+
+
+def test_a_resumed_batch_reads_its_results_a_line_at_a_time(tmp_path: Path) -> None:
+    """A batch resumed (a restart, a claim taken over) read its output and error files whole, then split them: twice
+    the results in memory for a moment, every resuming batch at once (up to max_running a process). They are read a
+    line at a time now: what is held is the custom_ids done, and a last line cut short is still cut off."""
+    from aigrid.gateway.batch_output import BatchOutput
+
+    out = BatchOutput(tmp_path, "batch_x")
+    answer = {"choices": [{"message": {"content": "x" * 4000}}], "usage": {"prompt_tokens": 3, "completion_tokens": 5}}
+    with out.output.open("wb") as f:
+        for i in range(4000):
+            f.write(orjson.dumps({"custom_id": f"q{i}", "response": {"status_code": 200, "body": answer}}) + b"\n")
+        f.write(b'{"custom_id": "cut", "resp')
+    size = out.output.stat().st_size
+    tracemalloc.start()
+    try:
+        progress = out.recover()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert progress.completed == 4000 and "cut" not in progress.done and progress.input_tokens == 12000
+    assert out.output.read_bytes().endswith(b"}\n") and out.output.stat().st_size == size - len(b'{"custom_id": "cut", "resp')
+    assert peak < size / 8, (peak, size)

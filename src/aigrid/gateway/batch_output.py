@@ -2,7 +2,8 @@
 
 They are the batch's progress: a line is done once its line is in one of them. A batch resumed after a
 restart (or taken over from a process that died) reads both (`recover`) and runs only the custom_ids found
-in neither; a last line cut short by a crash is dropped first, so that line runs again. When the batch ends
+in neither (read a line at a time, never whole); a last line cut short by a crash is dropped first, so that line
+runs again. When the batch ends
 they become its `output_file_id` and `error_file_id` (batch_runner.py: FileStore.register). A line is written
 whole or not at all: a write the disk refuses leaves the file as it was.
 """
@@ -63,25 +64,22 @@ class BatchOutput:
         self._lock = asyncio.Lock()
 
     def recover(self) -> Progress:
-        """What the files already hold (blocking: call it in a thread)."""
+        """What the files already hold (blocking: call it in a thread), read a line at a time: what is held is the
+        custom_ids done, never the files (a line is one answer, as this process wrote it)."""
         progress = Progress()
         self.output.parent.mkdir(parents=True, exist_ok=True)
         for path, ok in ((self.output, True), (self.errors, False)):
             if not path.exists():
                 continue
-            data = path.read_bytes()
-            whole = data.rfind(b"\n") + 1
-            if whole < len(data):  # a line cut short: dropped, it runs again
-                with path.open("r+b") as f:
+            with path.open("r+b") as f:
+                whole = 0
+                for text in f:
+                    if not text.endswith(b"\n"):
+                        break
+                    whole += len(text)
+                    _recovered(progress, ok, text)
+                if whole < f.seek(0, os.SEEK_END):  # a line cut short: dropped, it runs again
                     f.truncate(whole)
-            for text in data[:whole].splitlines():
-                try:
-                    record = orjson.loads(text)
-                except orjson.JSONDecodeError:
-                    continue
-                body = (record.get("response") or {}).get("body")
-                usage = body.get("usage") if ok and isinstance(body, dict) else None
-                progress.add(ok, record, usage if isinstance(usage, dict) else None)
         return progress
 
     async def append(self, ok: bool, record: dict[str, Any],
@@ -103,6 +101,17 @@ class BatchOutput:
     def size(self) -> int:
         """What the output and error files hold (blocking)."""
         return sum(p.stat().st_size for p in (self.output, self.errors) if p.exists())
+
+
+def _recovered(progress: Progress, ok: bool, text: bytes) -> None:
+    """A whole line of the output (`ok`) or the error file counted in `progress` (one not JSON: skipped)."""
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return
+    body = (record.get("response") or {}).get("body")
+    usage = body.get("usage") if ok and isinstance(body, dict) else None
+    progress.add(ok, record, usage if isinstance(usage, dict) else None)
 
 
 def _append(path: Path, line: bytes) -> None:
