@@ -588,3 +588,36 @@ async def test_a_message_batchs_body_is_spooled_on_the_stores_disk(gw: Gateway, 
     await until_ended(claude, (await claude.messages.batches.create(requests=[req("a", "hi")])).id)
     folder = Path(gw.spec.gateway.batch.dir).resolve() / "default"
     assert places == [folder, folder], places
+
+
+async def test_the_results_of_requests_never_run_are_read_without_holding_them(tmp_path: Path,
+                                                                                engines: dict[str, Gated]) -> None:
+    """The results of a canceled (or expired, or failed) batch name each request never run, read from its requests'
+    file: each line was read whole and parsed for its custom_id, so one request of 8 MiB was held twice over by every
+    results call. They are read as a running batch reads them (batch_input.LineReader: at most a request's bound,
+    gateway.max_body_bytes, a longer line's head only)."""
+    import tracemalloc
+
+    spec = batch_spec(tmp_path, concurrency=1)
+    gw = await started(spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_body_bytes": 64 << 10})}),
+                       engines)
+    try:
+        claude, _ = clients(gw)
+        for e in engines.values():
+            e.gate.clear()
+        created = await claude.messages.batches.create(requests=[req("slow", "SLOW"), req("big", "x" * (8 << 20))])
+        await wait_for_slow(engines)
+        await claude.messages.batches.cancel(created.id)
+        for e in engines.values():
+            e.gate.set()
+        await until_ended(claude, created.id)
+        tracemalloc.start()
+        try:
+            got = await results(claude, created.id)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert {cid: r.result.type for cid, r in got.items()} == {"slow": "succeeded", "big": "canceled"}
+        assert peak < 4 << 20, peak
+    finally:
+        await stopped(gw)

@@ -20,6 +20,7 @@ in Anthropic's shape (envelope.py, by path). docs/messages-api.md, "Message Batc
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import tempfile
 import time
@@ -37,6 +38,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied
+from aigrid.gateway.batch_input import LineReader
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
@@ -353,7 +355,10 @@ class MessageBatchesApi:
         rest = counts["total"] - counts["completed"] - counts["failed"]
         unrun = self.files.disk_path(source) if source is not None and rest > 0 else None
         kind = {"expired": "expired", "failed": "errored"}.get(obj["status"], "canceled")
-        return StreamingResponse(_results(paths, unrun, kind), media_type="application/x-jsonl")
+        spec = self.gw.spec.gateway
+        never_run = None if unrun is None else functools.partial(LineReader, unrun, MESSAGES_PATH, spec.batch.max_lines,
+                                                                  spec.max_body_bytes)
+        return StreamingResponse(_results(paths, never_run, kind), media_type="application/x-jsonl")
 
 
 def _request(item: Any, at: str) -> MessageBatchRequest:
@@ -366,9 +371,11 @@ def _request(item: Any, at: str) -> MessageBatchRequest:
         raise InvalidRequest(err.message.replace(f"'{err.param or ''}'", f"'{field}'", 1), param=field) from e
 
 
-async def _results(paths: list[tuple[Path, bool]], unrun: Path | None, kind: str) -> AsyncIterator[bytes]:
-    """The output and error files as Anthropic's results; then, read from the batch's requests, each one that
-    never ran (`kind`: canceled, expired, or errored when the batch failed)."""
+async def _results(paths: list[tuple[Path, bool]], unrun: Callable[[], LineReader] | None,
+                   kind: str) -> AsyncIterator[bytes]:
+    """The output and error files as Anthropic's results; then, read from the batch's requests as the runner reads
+    them (`unrun`: a request never held past a live request's bound), each one that never ran (`kind`: canceled,
+    expired, or errored when the batch failed)."""
     done: set[str] = set()
     for path, ok in paths:
         async for text in _lines(path):
@@ -381,10 +388,14 @@ async def _results(paths: list[tuple[Path, bool]], unrun: Path | None, kind: str
     if kind == "errored":
         never["error"] = {"type": "error", "error": {"type": "api_error",
                                                      "message": "this request was not run: its batch failed"}}
-    async for text in _lines(unrun):
-        cid = orjson.loads(text)["custom_id"]
-        if cid not in done:
-            yield orjson.dumps({"custom_id": cid, "result": never}) + b"\n"
+    reader = await asyncio.to_thread(unrun)
+    try:
+        while chunk := await asyncio.to_thread(reader.chunk):
+            for line in chunk:
+                if line.custom_id not in done:
+                    yield orjson.dumps({"custom_id": line.custom_id, "result": never}) + b"\n"
+    finally:
+        await asyncio.to_thread(reader.close)
 
 
 async def _lines(path: Path) -> AsyncIterator[bytes]:
