@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from aigrid.errors import UpstreamFailed
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.guard import Guard
-from aigrid.gateway.routes import Audited
+from aigrid.gateway.routes import CHAT_PATH, Audited, Routes, close_exchange, own_exchange
+from aigrid.gateway.schemas import ChatRequest
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 from aigrid.spec.models import AuditSpec, QuotaSpec, TenantSpec
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
@@ -672,3 +674,96 @@ async def test_count_tokens_is_audited_and_counted(tmp_path: Path, fakes: dict[s
         await gw.guard.stop()  # from now on no record can be written
         refused = await c.post("/v1/messages/count_tokens", json=body)
     assert refused.status_code == 529 and refused.json()["error"]["type"] == "overloaded_error", refused.text
+
+
+OWN_EXITS = {"end": "ok", "refused": "error:upstream_failed", "bug": "error:internal", "cancel": "cancelled",
+             "client_gone": "client_closed"}
+
+
+@pytest.mark.parametrize("way_out", list(OWN_EXITS))
+async def test_an_exchange_the_gateway_opens_itself_is_closed_on_every_way_out(
+        metered: Gateway, caplog: pytest.LogCaptureFixture, way_out: str) -> None:
+    """routes.own_exchange (a batch's line, a background run, a compaction pass): whatever ends the block (its end,
+    an ApiError, a bug, a cancel from outside while it waits), the exit is noted on the exchange, its reservation
+    settled (nothing used: the tenant's minute back to 0) and one audit record written; the exception goes on to
+    the caller, a bug logged."""
+    ex = Exchange("own work", time.time(), principal=metered.guard.principal(None, "metered"))
+    admitted = asyncio.Event()
+
+    async def work() -> None:
+        async with own_exchange(metered, ex, {}, cancelled="client_closed" if way_out == "client_gone" else
+                                "cancelled", what="the test's own work") as opened:
+            assert opened is ex
+            await metered.guard.admit(ex, CHAT, "Say hello", 500)
+            assert await balance(metered) == 500  # reserved while the work runs
+            if way_out == "refused":
+                raise UpstreamFailed("every attempt failed")
+            if way_out == "bug":
+                raise RuntimeError("a bug of ours")
+            if way_out in ("cancel", "client_gone"):
+                admitted.set()
+                await asyncio.Event().wait()  # until cancelled
+
+    task = asyncio.create_task(work())
+    if way_out in ("cancel", "client_gone"):
+        await admitted.wait()
+        task.cancel()
+    raised = {"end": None, "refused": UpstreamFailed, "bug": RuntimeError, "cancel": asyncio.CancelledError,
+              "client_gone": asyncio.CancelledError}[way_out]
+    with caplog.at_level("ERROR", logger="aigrid.gateway"):
+        if raised is None:
+            await task
+        else:
+            with pytest.raises(raised):
+                await task
+    row = await the_one_record(metered)
+    assert (row["outcome"], row["extra"]["route"], row["tenant"]) == (OWN_EXITS[way_out], "own work", "metered")
+    assert ex.closed and await balance(metered) == 0
+    logged = [r.getMessage() for r in caplog.records if r.name == "aigrid.gateway" and r.levelname == "ERROR"]
+    assert logged == (["internal error in the test's own work"] if way_out == "bug" else [])
+
+
+async def test_a_failed_close_of_an_own_exchange_is_logged_and_raised(
+        metered: Gateway, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(ex: Exchange) -> bool:
+        raise RuntimeError("the audit writer broke")
+
+    monkeypatch.setattr(metered.guard, "finish", broken)
+    ex = Exchange("own work", time.time(), principal=metered.guard.principal(None, "metered"))
+    with caplog.at_level("ERROR", logger="aigrid.gateway"), pytest.raises(RuntimeError, match="audit writer"):
+        async with own_exchange(metered, ex, what="the test's own work"):
+            pass
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "the exchange of the test's own work could not be closed"]
+
+
+async def test_only_an_exchange_handed_its_admission_skips_the_pipelines(
+        client: httpx.AsyncClient, metered: Gateway) -> None:
+    """Routes.route admits a request (its tokens reserved) unless its exchange took an admission handed to it
+    (Exchange.take_admission, a background Response's run): an exchange that holds a reservation for some other
+    reason (a call's own, Guard.admit_call) is admitted as any."""
+    routes = Routes(metered)
+    caller = metered.guard.principal(None, "metered")
+
+    async def read() -> dict[str, Any]:
+        return dict(CHAT)
+
+    counted = Exchange("counted call", time.time(), principal=caller)
+    await metered.guard.admit_call(counted)  # one request counted, no tokens
+    async with own_exchange(metered, counted):
+        answer = await routes.route(CHAT_PATH, ChatRequest, {}, read, counted, caller=caller)
+        assert answer.status_code == 200 and counted.reservation is not None
+        assert counted.reservation.reserved_tokens > 0  # admitted by the pipeline: the prompt and max_tokens
+    assert await balance(metered) == 9  # settled to its usage
+
+    creator = Exchange("create", time.time(), principal=caller)
+    await metered.guard.admit(creator, CHAT, "Say hello", 300)
+    run = Exchange("run", time.time(), principal=caller)
+    run.take_admission(creator.hand_admission())
+    assert creator.reservation is not None and creator.reservation.reserved_tokens == 0  # its headroom only
+    async with own_exchange(metered, run):
+        answer = await routes.route(CHAT_PATH, ChatRequest, {}, read, run, caller=caller)
+        assert answer.status_code == 200 and run.reservation is not None
+        assert run.reservation.reserved_tokens == 300  # the handed one: no second admission
+    await close_exchange(metered, creator)
+    assert await balance(metered) == 18  # each settled to its usage, nothing charged twice

@@ -17,7 +17,6 @@ refusal for capacity or rate (429, 503) is marked retryable (batch_runner.py tri
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import os
@@ -36,7 +35,7 @@ from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import whole_body
 from aigrid.gateway.guard import Guard
 from aigrid.gateway.request_info import H_LOCATION, H_POLICY, H_RESIDENCY
-from aigrid.gateway.routes import CHAT_PATH, Routes, close_exchange
+from aigrid.gateway.routes import CHAT_PATH, Routes, own_exchange
 from aigrid.gateway.schemas import ChatRequest, CompletionRequest
 from aigrid.gateway.urgency import H_PRIORITY
 from aigrid.security.principal import Principal, Scopes
@@ -117,7 +116,8 @@ def retry_after(e: ApiError) -> float | None:
 class LineRun:
     """How every batch's line runs (the OpenAI batch's here, an Anthropic message batch's in
     message_batch_line.py): the creator's headers that route it, urgency batch, an Exchange of its own with its
-    trace, the creator re-checked, and on every way out the exchange closed (quota settled, one audit record).
+    trace, the creator re-checked, and on every way out the exchange closed (routes.own_exchange: quota settled,
+    one audit record).
     A subclass says how the line is served and how its answer, a refusal and an internal error are written."""
 
     route_name = BATCH_LINE_ROUTE
@@ -139,7 +139,7 @@ class LineRun:
         raise NotImplementedError
 
     def failed(self, line: Line, ex: Exchange) -> LineResult:
-        """An internal error of the gateway (logged by run)."""
+        """An internal error of the gateway (logged by routes.own_exchange)."""
         raise NotImplementedError
 
     async def run(self, batch: StoredBatch, line: Line) -> LineResult:
@@ -147,8 +147,6 @@ class LineRun:
         headers = {k: v for k, v in batch.headers.items() if k in KEPT_HEADERS}
         headers[H_PRIORITY] = "batch"
         ex = Exchange(f"{self.route_name} {batch.id} custom_id={line.custom_id}", time.time())
-        if gw.tracing.enabled:
-            ex.trace = gw.tracing.start(self.path(batch), headers)
         limit = gw.spec.gateway.max_body_bytes
 
         async def read() -> dict[str, Any]:
@@ -159,22 +157,18 @@ class LineRun:
                                      "(gateway.max_body_bytes)", code="request_too_large")
             return line.body()
 
+        # its exit noted on the exchange, which is closed before the line's result is written; a cancel (the
+        # gateway stopping) goes on: the line runs again on resume
         try:
-            try:
-                resp = await self.serve(batch, headers, read, ex, line_caller(gw.guard, batch.principal, batch.jurisdictions))
+            async with own_exchange(gw, ex, headers, span=self.path(batch),
+                                    what=f"batch {batch.id}, line {line.custom_id}"):
+                caller = line_caller(gw.guard, batch.principal, batch.jurisdictions)
+                resp = await self.serve(batch, headers, read, ex, caller)
                 answer = await whole_body(resp)
-            except ApiError as e:  # refused by the pipeline, or every attempt failed
-                ex.error = e
-                return self.refused(line, e, ex)
-            except asyncio.CancelledError:  # the gateway stopping: the line runs again on resume
-                ex.outcome = "cancelled"
-                raise
-            except Exception:  # a bug of ours: logged, the line failed
-                log.exception("internal error in batch %s, line %s", batch.id, line.custom_id)
-                ex.outcome = "error:internal"
-                return self.failed(line, ex)
-        finally:
-            await close_exchange(gw, ex)
+        except ApiError as e:  # refused by the pipeline, or every attempt failed
+            return self.refused(line, e, ex)
+        except Exception:  # noqa: BLE001 -- a bug of ours, logged by own_exchange: the line failed
+            return self.failed(line, ex)
         return self.answered(line, resp.status_code, answer, resp.headers, ex)
 
 

@@ -4,14 +4,15 @@ what the firewall said, which decision served it and how it ended.
 The audited routes (routes.py, `Audited`) create one Exchange per request, let the pipeline fill it in and
 close it in a `finally` (Guard.finish): the quota reservation is settled and the audit record written
 exactly once, whatever the exit: success, client error, firewall block, no eligible site, every candidate
-failed, client gone, gateway shutdown.
+failed, client gone, gateway shutdown. An exchange the gateway opens itself, outside an HTTP request (a batch's
+line, a background Response's run, an automatic compaction's pass), is closed the same way (routes.own_exchange).
 """
 
 from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from aigrid.core.types import Decision
@@ -44,6 +45,10 @@ class Exchange:
     model: str = ""
     principal: Principal | None = None
     reservation: Reservation | None = None
+    preadmitted: bool = False
+    """Admitted before its pipeline ran, by the exchange that made it (`take_admission`: a background Response's
+    run, admitted by its create): Routes.route admits it no second time (no quota reserved again, no abuse signal
+    counted twice); it settles the `reservation` it was handed."""
     abuse: AbuseVerdict | None = None
     verdicts: list[Verdict] = field(default_factory=list)
     """Input verdicts, then those of the tool loop and of a whole (non-streamed) answer."""
@@ -86,6 +91,21 @@ class Exchange:
     notes: dict[str, Any] = field(default_factory=dict)
     """Fields its audit record's `extra` carries besides those made from the above (Guard._record): a
     background run's response id; an abandoned run's reason and quota settlement (responses_api.py)."""
+
+    def hand_admission(self) -> Reservation:
+        """This exchange's admission (Guard.admit: its quota reservation), handed to another exchange that serves
+        its request and settles it (`take_admission`): a background Response's create hands it to its run. This
+        one keeps only the limits' headroom (its answer's rate-limit headers), with no tokens and no counters,
+        so that it settles nothing."""
+        reservation = self.reservation
+        assert reservation is not None, "hand_admission: this exchange was not admitted (Guard.admit)"
+        self.reservation = replace(reservation, token_counters=(), reserved_tokens=0)
+        return reservation
+
+    def take_admission(self, reservation: Reservation) -> None:
+        """Serve a request another exchange admitted (`hand_admission`): its reservation is this exchange's to
+        settle, and Routes.route does not admit it again (`preadmitted`)."""
+        self.reservation, self.preadmitted = reservation, True
 
     def final_usage(self) -> Mapping[str, Any] | None:
         if self.usage is not None:

@@ -47,7 +47,6 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -118,6 +117,7 @@ from aigrid.gateway.routes import (
     authenticate,
     close_exchange,
     json_response,
+    own_exchange,
 )
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.stores import ResponseBook
@@ -412,31 +412,19 @@ class ResponsesApi:
         own audit record on the compact route, `extra.response_id` naming the response it was made for): the
         pipeline keeps one reservation and one answer per exchange. Its failure fails the response."""
         ex = Exchange(COMPACT_PATH, time.time(), principal=caller, notes={"automatic": True, "response_id": rid})
-        if self.gw.tracing.enabled:
-            ex.trace = self.gw.tracing.start(COMPACT_PATH, headers)
 
         async def read() -> dict[str, Any]:
             return self._pass_body(turn)
 
-        try:
+        # a cancel: the client left (Audited's watch), or the gateway stops
+        async with own_exchange(self.gw, ex, headers, cancelled="client_closed",
+                                what=f"the compaction pass of response {rid}"):
             resp = await self._route(turn, dict(headers), read, ex, caller)
             body = await whole_body(resp)
             if resp.status_code >= 400:
                 raise UpstreamFailed(f"the compaction pass (context_management) failed: the engine answered "
                                      f"{resp.status_code}; the response was not served")
             return self._sealed(turn, body, ex)
-        except ApiError as e:
-            ex.error = e
-            raise
-        except asyncio.CancelledError:  # the client left (Audited's watch), or the gateway stops
-            ex.outcome = "client_closed"
-            raise
-        except Exception:
-            log.exception("internal error in the compaction pass of response %s", rid)
-            ex.outcome = "error:internal"
-            raise
-        finally:
-            await close_exchange(self.gw, ex)
 
     async def _route(self, turn: _Turn, headers: dict[str, str], read: Callable[[], Awaitable[dict[str, Any]]],
                      ex: Exchange, caller: Principal) -> Response:
@@ -492,66 +480,64 @@ class ResponsesApi:
         await self.book.pending_add(Pending(rid, tenant, turn.req.model, created,
                                             owner=gw.background.owner if shared is not None else "",
                                             key_id=turn.principal.key_id, settings=settings(turn.req)))
-        reservation, ex.reservation = ex.reservation, _headroom_only(ex.reservation)  # the run's to settle
-        gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, writer, reservation), shared)
+        admission = ex.hand_admission()  # the run's to settle
+        gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, admission, writer), shared)
         if writer is not None:  # the create's own stream: the log from its start, followed live
             return RelayResponse(self._follow(home, tenant, rid, -1), 200, _SSE)
         return json_response(pending_object(rid, turn.req.model, created, "queued", echoed=settings(turn.req)))
 
-    async def _run(self, turn: _Turn, headers: dict[str, str], rid: str, created: int,
-                   writer: LogWriter | None = None, reservation: Reservation | None = None) -> None:
-        """One background request through the pipeline, in an Exchange of its own closed like an audited
-        route's; every exit leaves the response in a final status. With `writer` (created with stream) it is
-        served streamed, as a live streamed request is, and its events go to its event log, which every exit
-        ends (the stream's own last event, else one made from the final status)."""
+    async def _run(self, turn: _Turn, headers: dict[str, str], rid: str, created: int, admission: Reservation,
+                   writer: LogWriter | None = None) -> None:
+        """One background request through the pipeline, in an Exchange of its own (routes.own_exchange), admitted
+        by its create (`admission`: Exchange.take_admission); every exit leaves the response in a final status.
+        With `writer` (created with stream) it is served streamed, as a live streamed request is, and its events
+        go to its event log, which every exit ends (the stream's own last event, else one made from the final
+        status), before its exchange closes."""
         gw, tenant = self.gw, turn.principal.tenant
-        ex = Exchange(BACKGROUND_ROUTE, time.time(), notes={"response_id": rid}, reservation=reservation)
-        if gw.tracing.enabled:
-            ex.trace = gw.tracing.start(BACKGROUND_ROUTE, headers)
+        ex = Exchange(BACKGROUND_ROUTE, time.time(), notes={"response_id": rid})
+        ex.take_admission(admission)
 
         async def read() -> dict[str, Any]:
             return turn.chat
 
-        try:
+        async with own_exchange(gw, ex, headers, what=f"background response {rid}"):
             try:
-                await self.book.mark(tenant, rid, "in_progress")
-                resp = await self._route(turn, headers, read, ex, turn.principal)
-                if writer is not None and is_event_stream(resp):
-                    assert isinstance(resp, RelayResponse)
-                    await self._stream(turn, resp, rid, created, ex, writer)
+                try:
+                    await self.book.mark(tenant, rid, "in_progress")
+                    resp = await self._route(turn, headers, read, ex, turn.principal)
+                    if writer is not None and is_event_stream(resp):
+                        assert isinstance(resp, RelayResponse)
+                        await self._stream(turn, resp, rid, created, ex, writer)
+                        return
+                    body = await whole_body(resp)
+                    gw.background.check(rid)
+                    gw.background.ending(rid)
+                except asyncio.CancelledError:  # the client's cancel, or the gateway stopping
+                    gw.background.ending(rid)
+                    _uncancel()
+                    ex.outcome = "cancelled"
+                    await self._end(tenant, rid, "failed" if gw.background.stopping else "cancelled",
+                                    STOPPED if gw.background.stopping else None, ex)
                     return
-                body = await whole_body(resp)
-                gw.background.check(rid)
-                gw.background.ending(rid)
-            except asyncio.CancelledError:  # the client's cancel, or the gateway stopping
-                gw.background.ending(rid)
-                _uncancel()
-                ex.outcome = "cancelled"
-                await self._end(tenant, rid, "failed" if gw.background.stopping else "cancelled",
-                                STOPPED if gw.background.stopping else None, ex)
-                return
-            except ApiError as e:  # refused by the pipeline (quota, firewall, no site) or every attempt failed
-                gw.background.ending(rid)
-                ex.error = e
-                await self._end(tenant, rid, "failed", error_object(e), ex)
-                return
-            except Exception:  # a bug of ours: logged, the response failed
-                gw.background.ending(rid)
-                log.exception("internal error in background response %s", rid)
-                ex.outcome = "error:internal"
-                await self._end(tenant, rid, "failed", {"code": "server_error", "message": "internal error"}, ex)
-                return
-            try:
-                await self._finish(turn, resp, body, rid, created, ex)
-            except (ConnectionError, StoreUnavailable) as e:  # its store gone: the answer is lost, the exchange closes
-                log.error("background response %s: its answer could not be stored: %s", rid, e)
-                ex.outcome = "error:internal"
-        finally:
-            try:
+                except ApiError as e:  # refused by the pipeline (quota, firewall, no site) or every attempt failed
+                    gw.background.ending(rid)
+                    ex.error = e
+                    await self._end(tenant, rid, "failed", error_object(e), ex)
+                    return
+                except Exception:  # a bug of ours: logged, the response failed
+                    gw.background.ending(rid)
+                    log.exception("internal error in background response %s", rid)
+                    ex.outcome = "error:internal"
+                    await self._end(tenant, rid, "failed", {"code": "server_error", "message": "internal error"}, ex)
+                    return
+                try:
+                    await self._finish(turn, resp, body, rid, created, ex)
+                except (ConnectionError, StoreUnavailable) as e:  # its store gone: the answer lost, the exchange closes
+                    log.error("background response %s: its answer could not be stored: %s", rid, e)
+                    ex.outcome = "error:internal"
+            finally:  # its event log ended before its exchange closes
                 if writer is not None and not writer.ended:
                     await self._end_log(writer)
-            finally:
-                await close_exchange(gw, ex)
 
     async def _stream(self, turn: _Turn, resp: RelayResponse, rid: str, created: int, ex: Exchange,
                       writer: LogWriter) -> None:
@@ -962,14 +948,6 @@ class ResponsesApi:
                                      " cancel it first (POST /v1/responses/{id}/cancel)", param="response_id")
         await self.book.events_delete(tenant, rid)  # a streamed one's event log goes with it
         return json_response({"id": rid, "object": "response", "deleted": True})
-
-
-def _headroom_only(reservation: Reservation | None) -> Reservation | None:
-    """What a background create keeps of the reservation it handed to its run: the limits' headroom for its
-    x-ratelimit-* headers, no tokens (the run settles those)."""
-    if reservation is None:
-        return None
-    return replace(reservation, token_counters=(), reserved_tokens=0)
 
 
 def _own_error(e: ApiError, turn: _Turn) -> None:

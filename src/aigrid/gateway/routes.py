@@ -7,7 +7,8 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -279,9 +280,10 @@ def json_object(raw: bytes) -> dict[str, Any]:
 
 
 async def close_exchange(gw: Gateway, ex: Exchange) -> None:
-    """The end of one exchange, whatever its exit (Audited's `finally`; a background Responses run's too,
-    background.py): its admission ticket released, its span and metrics, the quota settled and the audit
-    record written (Guard.finish, once), the outcome shared with the other workers, the access log line."""
+    """The end of one exchange, whatever its exit (Audited's `finally`; an exchange the gateway opens itself:
+    own_exchange; a dead background run's exit: responses_api `_close_abandoned`): its admission ticket
+    released, its span and metrics, the quota settled and the audit record written (Guard.finish, once), the
+    outcome shared with the other workers, the access log line."""
     try:
         # its tenant holds one request less, the queue may move; an admitted request that never reached
         # an engine (its client left first) gives back its place in the ledger
@@ -296,6 +298,39 @@ async def close_exchange(gw: Gateway, ex: Exchange) -> None:
     finally:
         if access.isEnabledFor(logging.INFO):  # its fields are worth building only for a line written
             access.info("%s %s", ex.route, ex.final_outcome(), extra=fields(**ex.access_fields(time.time())))
+
+
+@asynccontextmanager
+async def own_exchange(gw: Gateway, ex: Exchange, headers: Mapping[str, str] | None = None, *,
+                       span: str | None = None, cancelled: str = "cancelled",
+                       what: str | None = None) -> AsyncIterator[Exchange]:
+    """An exchange the gateway opens itself, outside an HTTP request (a batch's line: batch_line.py; a background
+    Response's run and an automatic compaction's pass: responses_api.py), closed as an audited route's is: with
+    `headers` and tracing on, its span started (named `span`, else its route); and on every way out of the block,
+    whatever it is (its end, an exception, a cancel), close_exchange run, once, after that way out is noted on it:
+    an ApiError as its error, a cancel as the outcome `cancelled` ("cancelled" unless told), any other exception
+    logged (`what`: the work, else its route) as error:internal. The exception goes on to the caller (a failed
+    close too, logged); what the block catches itself it notes itself."""
+    try:
+        if headers is not None and gw.tracing.enabled:
+            ex.trace = gw.tracing.start(span or ex.route, headers)
+        yield ex
+    except ApiError as e:
+        ex.error = e
+        raise
+    except asyncio.CancelledError:
+        ex.outcome = cancelled
+        raise
+    except Exception:
+        log.exception("internal error in %s", what or ex.route)
+        ex.outcome = "error:internal"
+        raise
+    finally:
+        try:
+            await close_exchange(gw, ex)
+        except Exception:  # a bug of ours: its record may be lost (Guard.finish says so when it is)
+            log.exception("the exchange of %s could not be closed", what or ex.route)
+            raise
 
 
 class Routes:
@@ -399,7 +434,7 @@ class Routes:
                     loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
             choices = _choices(parsed, body, loop)
             ex.ticket.width = choices  # each an engine request of its own (engines/fan_out.py), in the ledger
-            if ex.reservation is None:  # a background Response's run was admitted by its create (responses_api.py)
+            if not ex.preadmitted:  # a background Response's run: admitted by its create (Exchange.take_admission)
                 await gw.guard.admit(ex, body, prompt, info.prompt_tokens + choices * info.max_output_tokens,
                                      policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
             if images:  # image URLs fetched here, from public addresses, not by the engine: once the request is
