@@ -15,7 +15,7 @@ import pytest
 
 from aigrid.gateway.compaction import COMPACTION_PROMPT, SUMMARY_HEADER
 from tests.gateway.conftest import audit_rows
-from tests.gateway.test_responses_compact import (
+from tests.gateway.test_compaction import (
     ATTACK,
     CONVERSATION,
     METERED,
