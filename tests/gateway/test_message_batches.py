@@ -621,3 +621,28 @@ async def test_the_results_of_requests_never_run_are_read_without_holding_them(t
         assert peak < 4 << 20, peak
     finally:
         await stopped(gw)
+
+
+async def test_a_body_the_disk_refuses_is_insufficient_storage_not_a_500(gw: Gateway,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A create's body is spooled to disk past a megabyte; a disk that refused it (ENOSPC) was a 500. It is the disk's
+    refusal now, as a floor's (Anthropic's 529 overloaded_error, not retried), and nothing is left."""
+    import errno
+
+    from starlette import datastructures
+
+    real = datastructures.UploadFile.write
+
+    async def full(self: datastructures.UploadFile, chunk: bytes) -> None:
+        if (self.size or 0) + len(chunk) > 1 << 20:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        await real(self, chunk)
+
+    monkeypatch.setattr(datastructures.UploadFile, "write", full)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                 headers=TENANT) as c:
+        r = await c.post("/v1/messages/batches", json={"requests": [req("a", "x" * (2 << 20))]})
+    assert r.status_code == 529 and r.json()["error"]["type"] == "overloaded_error", r.text
+    assert r.headers["x-should-retry"] == "false"
+    folder = Path(gw.spec.gateway.batch.dir) / "default"
+    assert not folder.exists() or list(folder.iterdir()) == []

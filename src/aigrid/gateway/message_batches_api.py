@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import tempfile
 import time
@@ -37,7 +38,14 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied
+from aigrid.errors import (
+    ApiError,
+    InsufficientStorage,
+    InvalidRequest,
+    NotFound,
+    Overloaded,
+    PermissionDenied,
+)
 from aigrid.gateway.batch_input import LineReader
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
@@ -67,6 +75,7 @@ from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.security.principal import Principal
 
 MESSAGE_BATCHES_PATH = "/v1/messages/batches"
+log = logging.getLogger("aigrid.batches")
 PREFIX = "msgbatch_"
 MAX_LIST = 1000
 _PROCESSING = {"cancelling": "canceling", **{s: "ended" for s in FINAL}}
@@ -170,6 +179,11 @@ class MessageBatchesApi:
                 stored = await self.files.add(caller.tenant, f"{bid}_requests.jsonl", "message_batch", lines,
                                               param="requests", reservation=held,
                                               jurisdictions=caller.scopes.jurisdictions)
+        except OSError as e:  # the disk refused a spool (full): the disk's refusal, as its floor's (it was a 500)
+            log.warning("refused a message batch of tenant %r: its body could not be spooled under %s: %s",
+                        caller.tenant, self.files.root, e)
+            raise InsufficientStorage("requests: the gateway's disk could not take this batch now; try again later or "
+                                      "ask the grid's operator", param="requests") from None
         finally:
             if held is not None:
                 await self.files.release(held)
