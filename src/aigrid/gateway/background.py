@@ -2,7 +2,7 @@
 
 POST /v1/responses with `background: true` answers at once with a queued Response; its request runs later
 in a task held here, through the same pipeline as any request (responses_api.py: routes.Routes.route in an
-Exchange of its own, closed by routes.close_exchange). This object is created with the gateway (app.py,
+Exchange of its own, closed by routes.own_exchange). This object is created with the gateway (app.py,
 `Gateway.background`), never at module level, and the lifespan stops it: every run still going is
 cancelled and awaited, so that each settles its quota and writes its audit record before the audit log
 stops, and its placeholder says failed ("the gateway stopped").

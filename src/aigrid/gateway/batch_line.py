@@ -1,7 +1,7 @@
 """One line of a batch through the one pipeline (routes.Routes.route), exactly as a live request of the
 batch's creator: authentication (re-checked here), scopes, quotas, abuse signals, the firewall's choke point,
 routing at urgency `batch` (the core places it only where it leaves headroom to urgent work: docs/routing.md,
-"Urgency"), failover and continuation, output checks, and one audit record (routes.close_exchange) whose
+"Urgency"), failover and continuation, output checks, and one audit record (routes.own_exchange) whose
 route names the batch and the line's custom_id.
 
 Who asks: the batch's creator as it was authenticated when the batch was created (no secret is kept). Each

@@ -30,7 +30,7 @@ Background (`background: true`, store required): the request is checked (its bod
 check that needs no state) and admitted (its quotas counted and reserved: a 429 to the create, the
 reservation its run's to settle) and answered at once with a queued Response; the same pipeline then serves it in
 a task of the gateway (background.py) with an Exchange of its own, closed like an audited route's
-(routes.close_exchange: quota settled, audit record written). Until its answer is stored (in its site's
+(routes.own_exchange: quota settled, audit record written, whatever its exit). Until its answer is stored (in its site's
 jurisdiction, like any), GET answers from a placeholder without conversation content
 (response_store.Pending); a run that ends without an answer leaves the placeholder failed or cancelled, and
 one whose process died is failed by its first reader after its owner's lease, which writes that run's one
