@@ -58,3 +58,24 @@ async def test_a_stop_that_fails_after_a_failed_start_is_logged_and_the_start_er
     assert len(warned) == 1 and warned[0].exc_info is not None
     assert "agents_stop" in warned[0].getMessage() and "the agents could not stop" in caplog.text
     await gw.guard.stop()
+
+
+async def test_no_answer_is_kept_by_a_cache_on_the_way(client: Any) -> None:
+    """The gateway's answers are the caller's (its files, batches, stored responses, decisions, its key's models)
+    and said nothing of caching: a file's content came with `last-modified` and an `etag` (heuristically fresh
+    for a shared cache), and a cache that keeps what a request without `Authorization` got (Varnish's built-in
+    rules keep answers to a GET without Authorization or a cookie for 120 s; the Anthropic SDK sends its key as
+    `x-api-key`) handed one tenant's list of batches, or its file, to whoever asked the same URL. Every answer
+    now says `no-store` unless its route says otherwise, and `nosniff`."""
+    line = (b'{"custom_id": "a", "method": "POST", "url": "/v1/chat/completions", "body": {"model": "smollm2-135m", '
+            b'"messages": [{"role": "user", "content": "hi"}]}}\n')
+    up = await client.post("/v1/files", files={"file": ("r.jsonl", line)}, data={"purpose": "batch"},
+                           headers={"x-api-key": "k"})
+    assert up.status_code == 200
+    file_id = up.json()["id"]
+    for path in ("/v1/models", "/v1/files", f"/v1/files/{file_id}", f"/v1/files/{file_id}/content", "/v1/batches",
+                 "/v1/decisions", "/v1/grid", "/v1/responses/resp_missing", "/v1/nowhere"):
+        got = await client.get(path, headers={"x-api-key": "k"})
+        assert got.headers.get("cache-control") == "no-store", (path, got.status_code, dict(got.headers))
+        assert got.headers.get("x-content-type-options") == "nosniff", path
+    assert (await client.head(f"/v1/files/{file_id}/content")).headers.get("cache-control") == "no-store"

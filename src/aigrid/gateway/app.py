@@ -217,7 +217,7 @@ class GatewayApp:
         elif scope["type"] == "lifespan":
             await self.app(scope, receive, self._lifespan_send(send))
             return
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, private_send(send) if scope["type"] == "http" else send)
 
     def _lifespan_send(self, send: Send) -> Send:
         async def lifespan_send(message: MutableMapping[str, Any]) -> None:
@@ -228,6 +228,27 @@ class GatewayApp:
             await send(message)
 
         return lifespan_send
+
+
+PRIVATE_HEADERS = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"))
+
+
+def private_send(send: Send) -> Send:
+    """`send`, with `cache-control: no-store` on an answer whose route says nothing of caching, and `nosniff`.
+    The answers are the caller's (its files, batches, stored responses, decisions, its key's models); a file's
+    content came with `last-modified` and an `etag`, and a shared cache on the way that keeps answers to a GET
+    without `Authorization` (Varnish's built-in rules: 120 s; the Anthropic SDK sends its key as `x-api-key`)
+    handed one tenant's to whoever asked the same URL. (The proxied POST routes, served directly, are not kept
+    by a cache: a POST's answer is not reused without explicit freshness.)"""
+    async def send_private(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or ())
+            names = {bytes(name).lower() for name, _ in headers}
+            headers += [(name, value) for name, value in PRIVATE_HEADERS if name not in names]
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_private
 
 
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> GatewayApp:
