@@ -14,6 +14,7 @@ import logging
 import os
 import random
 import sqlite3
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -710,8 +711,9 @@ async def test_a_line_larger_than_a_request_may_be_is_refused_like_one(tmp_path:
         assert failed.status == "failed" and failed.errors is not None and failed.errors.data is not None
         [error] = failed.errors.data
         assert (error.code, error.line) == ("request_too_large", 2) and "gateway.max_body_bytes" in (error.message or "")
-        def checked_under(*args: Any) -> batch_input.Checked:  # a file checked under a larger bound
-            return batch_input.check_file(*args[:5], max_line_bytes=1 << 20)
+        def checked_under(path: Path, endpoint: str, known: Any, most: int, may_use: Any,
+                          _bound: int) -> batch_input.Checked:  # a file checked under a larger bound
+            return batch_input.check_file(path, endpoint, known, most, may_use, 1 << 20)
 
         monkeypatch.setattr("aigrid.gateway.batches_api.check_file", checked_under)
         done = await until(oai, (await submit(oai, data)).id, "completed")
@@ -1336,10 +1338,10 @@ async def test_an_upload_is_spooled_where_the_floor_sees_it_and_never_left_behin
 
     written = [0]
 
-    class Watched(formparsers.SpooledTemporaryFile):  # type: ignore[misc,name-defined]
-        def write(self, data: bytes) -> int:
-            written[0] += len(data)
-            return int(super().write(data))
+    class Watched(tempfile.SpooledTemporaryFile[bytes]):
+        def write(self, s: Any) -> int:
+            written[0] += len(s)
+            return super().write(s)
 
     monkeypatch.setattr(formparsers, "SpooledTemporaryFile", Watched)
     gw = await started(batch_spec(tmp_path), engines)

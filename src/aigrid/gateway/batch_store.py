@@ -19,6 +19,7 @@ jurisdictions are all among its own (batch_db.visible_to): the others are not fo
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -180,9 +181,9 @@ class BatchStore:
         return await self.db.read(find)
 
     # --- claims -----------------------------------------------------------------------------------------
-    async def claimable(self, now: float, stale_s: float, limit: int) -> list[str]:
+    async def claimable(self, now: float, stale_s: float, limit: int) -> builtins.list[str]:
         """Unfinished batches no process runs (never claimed, released, or its claim gone stale), oldest first."""
-        def find(db: sqlite3.Connection) -> list[str]:
+        def find(db: sqlite3.Connection) -> builtins.list[str]:  # `list` in this class is its method
             return [r[0] for r in db.execute(
                 f"SELECT id FROM batches WHERE {_IN_ACTIVE} AND (owner IS NULL OR heartbeat < ?) "
                 "ORDER BY created_at, rowid LIMIT ?", (*ACTIVE, now - stale_s, limit))]

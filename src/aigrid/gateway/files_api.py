@@ -177,7 +177,7 @@ class FilesApi:
                 if upload.size is not None and upload.size > room:
                     raise by_quota.full("file", upload.size) if by_quota is not None else self._too_large(upload.size)
                 name = (upload.filename or "upload.jsonl")[:255]
-                kept = spools[upload.file]  # type: ignore[index]
+                kept = spools[upload.file]
                 await asyncio.to_thread(upload.file.close)  # written whole (flushed) before it is renamed
                 stored = await self.files.add(caller.tenant, name, purpose, kept, expires_at, reservation=held,
                                               jurisdictions=caller.scopes.jurisdictions)

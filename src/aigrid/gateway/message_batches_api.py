@@ -169,8 +169,8 @@ class MessageBatchesApi:
             # the system's temporary folder), as files with no name (nothing left behind by a process that dies)
             folder = self.files.folder(caller.tenant)
             await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-            with tempfile.SpooledTemporaryFile(1 << 20, dir=folder) as body, \
-                    tempfile.SpooledTemporaryFile(1 << 20, dir=folder) as lines:
+            with tempfile.SpooledTemporaryFile(1 << 20, dir=str(folder)) as body, \
+                    tempfile.SpooledTemporaryFile(1 << 20, dir=str(folder)) as lines:
                 size = await self._spool(request, body, held, deadline)  # type: ignore[arg-type]
                 async with self._turn(size):
                     count = await asyncio.to_thread(self._check, body, caller.scopes.allows_model, lines)
