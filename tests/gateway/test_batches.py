@@ -1446,3 +1446,25 @@ def test_a_resumed_batch_reads_its_results_a_line_at_a_time(tmp_path: Path) -> N
     assert progress.completed == 4000 and "cut" not in progress.done and progress.input_tokens == 12000
     assert out.output.read_bytes().endswith(b"}\n") and out.output.stat().st_size == size - len(b'{"custom_id": "cut", "resp')
     assert peak < size / 8, (peak, size)
+
+
+async def test_a_files_mistakes_echo_no_more_than_a_few_characters_of_it(gw: Gateway) -> None:
+    """A validation error quoted the client's value whole (a `method`, `url`, model name or unknown field name of any
+    length, up to a line's bound), and a batch keeps up to 100 of them in its `errors`, in its row of the index, on
+    every retrieve and in every page of the list: a file of 100 lines with a 30 KB method made a Batch object of
+    3 MB (100 MB at the default 4 MiB bound). What a message quotes of the client's values is cut to
+    batch_input.SHOWN characters now, and a field named as `param` too."""
+    from aigrid.gateway.batch_input import SHOWN
+
+    oai, _ = clients(gw)
+    big = "X" * 30_000
+    bad = [{**line(f"m{i}", "hi"), "method": big} for i in range(40)]
+    bad += [{**line(f"u{i}", "hi"), "url": big} for i in range(20)]
+    bad += [line(f"d{i}", "hi", model=big) for i in range(20)]
+    bad += [{**line(f"k{i}", "hi"), big: 1} for i in range(20)]
+    failed = await submit(oai, jsonl(*bad))
+    assert failed.status == "failed" and failed.errors is not None and failed.errors.data is not None
+    assert len(failed.errors.data) == 100
+    raw = (await oai.batches.with_raw_response.retrieve(failed.id)).content
+    assert len(raw) < 100 * 600, len(raw)
+    assert all(len(e.message or "") < 300 + SHOWN and len(e.param or "") <= SHOWN + 3 for e in failed.errors.data)

@@ -32,6 +32,9 @@ from aigrid.json_depth import depth_message, too_deep_raw
 
 MAX_ERRORS = 100
 MAX_CUSTOM_ID = 512
+SHOWN = 64
+"""The most of a client's value (a method, url, model or field name) a mistake's message quotes: a batch keeps up to
+MAX_ERRORS of them in its row, shown by every retrieve and list."""
 CHUNK_BYTES = 1 << 20
 """About how much of a batch's lines the runner reads from its input file at once."""
 MAX_LINE_BYTES = 4 * 1024 * 1024
@@ -203,8 +206,8 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
         return None
     extra = sorted(k for k in obj if k not in _FIELDS)
     if extra:
-        out.fail("invalid_request", f"Unknown field {extra[0]!r}: a request line has custom_id, method, url and "
-                 "body only.", number, extra[0])
+        out.fail("invalid_request", f"Unknown field {_shown(extra[0])}: a request line has custom_id, method, url and "
+                 "body only.", number, _shown(extra[0], quoted=False))
         return None
     missing = [k for k in _FIELDS if k not in obj]
     if missing:
@@ -217,10 +220,10 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
                  number, "custom_id")
         return None
     if obj["method"] != "POST":
-        out.fail("invalid_request", f"method must be 'POST', not {obj['method']!r}.", number, "method")
+        out.fail("invalid_request", f"method must be 'POST', not {_shown(obj['method'])}.", number, "method")
         return None
     if obj["url"] != endpoint:
-        out.fail("url_mismatch", f"The url {obj['url']!r} of this request does not match the batch's endpoint "
+        out.fail("url_mismatch", f"The url {_shown(obj['url'])} of this request does not match the batch's endpoint "
                  f"{endpoint!r}.", number, "url")
         return None
     body = obj["body"]
@@ -239,10 +242,11 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
                  "body.model")
         return None
     if may_use is not None and not may_use(model):
-        out.fail("model_not_allowed", f"body.model: this key may not use the model {model!r}.", number, "body.model")
+        out.fail("model_not_allowed", f"body.model: this key may not use the model {_shown(model)}.", number,
+                 "body.model")
         return None
     if known is not None and model != "auto" and model not in known:
-        out.fail("model_not_found", f"The model {model!r} does not exist on this grid. Available: "
+        out.fail("model_not_found", f"The model {_shown(model)} does not exist on this grid. Available: "
                  f"{', '.join(usable_models(known, may_use))}", number, "body.model")
         return None
     if body.get("stream") not in (None, False):
@@ -251,3 +255,10 @@ def _check_line(out: Checked, number: int, text: bytes, endpoint: str,
         return None
     out.models.add(model)
     return Line(number, cid, text)
+
+
+def _shown(value: Any, *, quoted: bool = True) -> str:
+    """A client's value as a mistake's message quotes it: its repr (`quoted`; else the string), cut to SHOWN
+    characters with `...` (the rest is the client's own file)."""
+    text = repr(value) if quoted else str(value)
+    return text if len(text) <= SHOWN else text[:SHOWN] + "..."
