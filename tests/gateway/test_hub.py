@@ -31,9 +31,10 @@ from aigrid.core.types import EndpointState, Prediction, RequestInfo
 from aigrid.errors import AuditUnavailable
 from aigrid.gateway import hub as hub_module
 from aigrid.gateway import hub_client as hub_client_module
+from aigrid.gateway import hub_protocol
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.hub import Hub
-from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
+from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubError, HubQuotaBackend, HubSharedState
 from aigrid.security.quota_backend import Counter
 from aigrid.telemetry.shared import LocalReport
 from aigrid.telemetry.store import TelemetryStore
@@ -350,3 +351,41 @@ async def test_a_hub_out_of_reach_is_logged_and_the_decisions_fall_back_to_this_
         assert any("decision dec-0000000000000000: the workers' hub could not be asked" in m for m in said), said
     finally:
         await gw.hub.aclose()
+
+
+async def test_a_call_too_large_for_a_frame_fails_alone(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A frame past MAX_FRAME was sent, and its reader dropped the connection: a tenant's conversation of 5 items of
+    4 MiB (control characters, 6 bytes each in JSON; 25 such appends make a 93 MiB page), its items listed, broke
+    its worker's connection to the hub, failing every other tenant's call in flight there and losing the audit
+    records the worker had posted. Now the one call fails (the hub's answer, or the worker's request, not sent),
+    and posted messages past a frame's size go in the next frame. (MAX_FRAME made small here.)"""
+    monkeypatch.setattr(hub_protocol, "MAX_FRAME", 64 * 1024)
+    key = Ed25519PrivateKey.generate()
+    hub = Hub(work / "hub.sock", AuditLog(work / "audit.db", key))
+    await hub.start()
+    client = HubClient(hub.path)
+    audit = HubAuditLog(client)
+    await audit.start()
+    try:
+        await client.call("conversation_create", [{"id": "conv_1", "tenant": "a", "created_at": 0}])
+        item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "\x01" * 4_000}]}
+        for _ in range(5):  # 24 KB each in JSON
+            assert "items" in await client.call("conversation_append", ["a", "conv_1", [item], None])
+        other = asyncio.ensure_future(client.call("value", "q:{b}:tpm"))  # another tenant's, in flight meanwhile
+        for i in range(3):
+            await audit.append(audit_record(i))
+        with pytest.raises(HubError, match="too large"):  # 120 KB of items in one page
+            await client.call("conversation_page", ["a", "conv_1", None, 20, "asc"])
+        assert await other == 0
+        with pytest.raises(HubError, match="too large"):  # the worker's side: a request past a frame
+            await client.call("conversation_append", ["a", "conv_1", [item] * 3, None])
+        for i in range(40):  # 40 decisions of 4 KB in one turn: more than one frame's worth, all delivered
+            await client.publish_decision({"id": f"d{i}", "status": "ok", "note": "n" * 4_000})
+        assert [(await client.decision(f"d{i}") or {}).get("id") for i in (0, 20, 39)] == ["d0", "d20", "d39"]
+        await audit.flush()
+        assert audit.lost == 0 and not client._writer.is_closing()
+    finally:
+        await audit.stop()
+        await client.aclose()
+        await hub.stop()
+    assert verify(work / "audit.db", key.public_key()).records == 3

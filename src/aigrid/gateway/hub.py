@@ -54,7 +54,7 @@ from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable
 from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.guard import start_audit
-from aigrid.gateway.hub_protocol import BATCH, FrameWriter, read_frame
+from aigrid.gateway.hub_protocol import BATCH, FrameTooLarge, FrameWriter, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, ResponseStore, StoredResponse
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules
 from aigrid.security.firewall.abuse_shared import (
@@ -152,7 +152,11 @@ class Hub:
                 else:
                     result, ok = await self._handle_one(op, arg)
                 if req_id:
-                    frames.send([req_id, ok, result])
+                    try:
+                        frames.send([req_id, ok, result])
+                    except FrameTooLarge as e:  # that call fails alone; the connection and its other calls go on
+                        log.warning("hub: the answer to %s is not sent: %s", op, e)
+                        frames.send([req_id, False, f"the answer to {op} is too large for the workers' hub: {e}"])
         finally:
             self._conns.discard(task)
             writer.close()

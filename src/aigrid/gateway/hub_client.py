@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFailed
-from aigrid.gateway.hub_protocol import Done, FrameWriter, PostBatch, read_frame
+from aigrid.gateway.hub_protocol import Done, FrameTooLarge, FrameWriter, PostBatch, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
 from aigrid.security.quota_backend import Consumed, Counter
@@ -122,7 +122,11 @@ class HubClient:
         req_id = next(self._ids)
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
-        frames.send([req_id, op, arg])
+        try:
+            frames.send([req_id, op, arg])
+        except FrameTooLarge as e:  # this call fails alone (sent, the hub would drop the connection)
+            self._waiting.pop(req_id, None)
+            raise HubError(f"{op} is too large for the workers' hub: {e}") from e
         try:
             async with asyncio.timeout(timeout):
                 return await fut
@@ -138,7 +142,10 @@ class HubClient:
         many of its messages want that. Raises HubError when the hub cannot be reached now."""
         frames = self._frames if self._live() else await self._connection()
         assert frames is not None
-        batch = frames.post(op, arg)
+        try:
+            batch = frames.post(op, arg)
+        except FrameTooLarge as e:
+            raise HubError(f"{op} is too large for the workers' hub: {e}") from e
         if done is not None:
             if not batch.id:
                 batch.id = next(self._ids)

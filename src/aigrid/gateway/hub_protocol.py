@@ -22,17 +22,31 @@ from typing import Any
 import orjson
 
 MAX_FRAME = 16 * 1024 * 1024
+"""The largest frame either side reads; a larger one ends the connection (the stream cannot be read past it), and
+with it every call and posted message of that worker in flight. So no side sends one (`FrameTooLarge`): the one
+call whose request or answer it would be fails alone."""
 BATCH = "batch"
 BATCH_MAX = 256
 """Messages in one batch frame at most (a turn that posts more starts another): bounds a frame's size."""
 _LEN = struct.Struct(">I")
+_BATCH_ROOM = 64
+"""A batch frame's bytes beside its messages (`[id,"batch",[...]]`)."""
 
 Done = Callable[[str | None], None]
 """Called with None when the hub took a posted message, else with why it did not (refused, connection lost)."""
 
 
+class FrameTooLarge(ValueError):
+    """A frame that would be larger than MAX_FRAME: not sent. Before, it was sent, and the reader dropped the
+    connection: a tenant's conversation of 16 MiB of JSON (5 items of 4 MiB, no model needed; control characters
+    are 6 bytes each in JSON) read through the hub broke its worker's connection, failing every other tenant's
+    call in flight on it and losing the audit records it had posted."""
+
+
 def frame(payload: Any) -> bytes:
     data = orjson.dumps(payload)
+    if len(data) > MAX_FRAME:
+        raise FrameTooLarge(f"{len(data)} bytes, more than a hub frame carries ({MAX_FRAME})")
     return _LEN.pack(len(data)) + data
 
 
@@ -49,12 +63,14 @@ class PostBatch:
     in the code that posts it), its id (0 until a message wants the hub's acknowledgement), and the callbacks
     of those messages by index."""
 
-    __slots__ = ("id", "items", "done")
+    __slots__ = ("id", "items", "done", "size")
 
     def __init__(self) -> None:
         self.id = 0
         self.items: list[bytes] = []
         self.done: list[tuple[int, Done]] = []
+        self.size = 0
+        """The encoded messages' bytes (a batch is cut before its frame would pass MAX_FRAME)."""
 
     def encode(self) -> bytes:
         data = b'[%d,"%s",[%s]]' % (self.id, BATCH.encode(), b",".join(self.items))
@@ -90,11 +106,14 @@ class FrameWriter:
         """Add `[op, arg]` to the batch at the end of this turn's frames (a new one after any other frame, or
         when it is full); returns that batch, whose id and callbacks the caller may set."""
         data = orjson.dumps([op, arg])
+        if len(data) + _BATCH_ROOM > MAX_FRAME:
+            raise FrameTooLarge(f"{op}: {len(data)} bytes, more than a hub frame carries ({MAX_FRAME})")
         batch = self._batch
-        if batch is None or len(batch.items) >= BATCH_MAX:
+        if batch is None or len(batch.items) >= BATCH_MAX or batch.size + len(data) + _BATCH_ROOM > MAX_FRAME:
             batch = self._batch = PostBatch()
             self._queue(batch)
         batch.items.append(data)
+        batch.size += len(data) + 1
         return batch
 
     def _queue(self, item: bytes | PostBatch) -> None:
