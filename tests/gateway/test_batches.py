@@ -1384,6 +1384,23 @@ async def test_an_upload_is_spooled_where_the_floor_sees_it_and_never_left_behin
             assert r.status_code == 503, r.text
             assert (r.json()["error"]["code"], r.json()["error"]["param"]) == ("insufficient_storage", "file")
             monkeypatch.setattr(datastructures.UploadFile, "write", real)
+            spool = gw.batches.files.spool  # type: ignore[union-attr]
+
+            class Unflushed(io.BufferedRandom):
+                def close(self) -> None:  # the disk full when the last bytes are flushed
+                    if not self.closed:
+                        super().close()
+                        raise OSError(errno.ENOSPC, "No space left on device")
+
+            def unflushed(tenant: str) -> tuple[Path, Any]:
+                path, f = spool(tenant)
+                f.close()
+                return path, Unflushed(io.FileIO(path, "r+b"))
+
+            monkeypatch.setattr(gw.batches.files, "spool", unflushed)  # type: ignore[union-attr]
+            r = await c.post("/v1/files", content=b"".join(form_parts(10)), headers=MULTIPART)
+            assert r.status_code == 503 and r.json()["error"]["param"] == "file", r.text
+            monkeypatch.setattr(gw.batches.files, "spool", spool)  # type: ignore[union-attr]
             bad = b"".join((head.replace(b'name="purpose"', b'name="purposes"'), b"abc", tail))
             r = await c.post("/v1/files", content=bad, headers=MULTIPART)
             assert r.status_code == 400 and r.json()["error"]["param"] == "purposes", r.text  # once its file was spooled

@@ -168,25 +168,33 @@ class FilesApi:
             except TimeoutError:
                 raise RequestTimeout(f"file: the upload did not arrive within {deadline:.0f} s", param="file") from None
             except OSError as e:  # the disk refused the spool (full, quota of the gateway's user)
-                log.warning("refused an upload of tenant %r: its spool under %s could not be written: %s",
-                            caller.tenant, self.files.root, e)
-                raise InsufficientStorage("file: the gateway's disk could not take this upload now; try again later "
-                                          "or ask the grid's operator", param="file") from None
+                raise self._refused_disk(caller.tenant, e) from None
             try:
                 upload, purpose, expires_at = self._fields(form)
                 if upload.size is not None and upload.size > room:
                     raise by_quota.full("file", upload.size) if by_quota is not None else self._too_large(upload.size)
                 name = (upload.filename or "upload.jsonl")[:255]
                 kept = spools[upload.file]
-                await asyncio.to_thread(upload.file.close)  # written whole (flushed) before it is renamed
+                try:
+                    await asyncio.to_thread(upload.file.close)  # written whole (flushed) before it is renamed
+                except OSError as e:
+                    raise self._refused_disk(caller.tenant, e) from None
                 stored = await self.files.add(caller.tenant, name, purpose, kept, expires_at, reservation=held,
                                               jurisdictions=caller.scopes.jurisdictions)
+                del spools[upload.file]  # the file's now, under its own name
             finally:
                 await form.close()
         finally:
             await asyncio.to_thread(_delete, spools)
         ex.body = {"file_id": stored.id, "filename": stored.filename, "bytes": stored.bytes, "purpose": purpose}
         return json_response(stored.to_object())
+
+    def _refused_disk(self, tenant: str, e: OSError) -> InsufficientStorage:
+        """An upload whose spool the disk refused (full, the gateway user's disk quota): logged, the API's 503."""
+        log.warning("refused an upload of tenant %r: its spool under %s could not be written: %s", tenant,
+                    self.files.root, e)
+        return InsufficientStorage("file: the gateway's disk could not take this upload now; try again later or ask "
+                                   "the grid's operator", param="file")
 
     def _too_large(self, size: int | None = None) -> FileTooLarge:
         this = "larger than" if size is None else f"{size} bytes, more than"
@@ -271,7 +279,10 @@ class FilesApi:
 
 
 def _delete(spools: dict[BinaryIO, Path]) -> None:
-    """The spools of an upload closed and deleted (blocking): none is left but the one renamed into a file."""
+    """The spools of an upload not kept closed and deleted (blocking): none is left behind."""
     for f, path in spools.items():
-        f.close()
+        try:
+            f.close()
+        except OSError as e:  # the last bytes of a spool being dropped could not be flushed: dropped with it
+            log.info("%s: closed without its last bytes (%s); deleted", path, e)
         path.unlink(missing_ok=True)
