@@ -45,7 +45,7 @@ from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText, Source
 from aigrid.security.quota_backend import Consumed, Counter, MemoryQuotaBackend
 from aigrid.spec.load import load_spec, parse_spec
-from aigrid.spec.models import AdmissionSpec, PrioritySpec, QuotaSpec, TenantSpec
+from aigrid.spec.models import AdmissionSpec, GridSpec, PrioritySpec, QuotaSpec, TenantSpec
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 from tests.gateway.conftest import DEMO, _no_sleep, audit_rows, spec_in
 from tests.gateway.fake_engine import FakeEngine
@@ -608,6 +608,21 @@ async def test_a_hang_up_while_hedged_closes_both_attempts(tmp_path: Path) -> No
         assert [a["error"] for a in record.attempts] == ["cancelled: the client closed its connection"] * 2
 
 
+def emulated_grid(tmp: Path, port: int) -> GridSpec:
+    """One endpoint of model `m`: the engine emulator on `port` (vLLM's API), TENANT's quotas, the audit log."""
+    return parse_spec({
+        "name": "hangup", "gateway": {"network": "none", "scrape_interval_s": 60},
+        "models": {"m": {"family": "f", "params_b": 1.0}},
+        "sites": {"par": {"name": "Paris", "lat": 48.86, "lon": 2.35, "jurisdiction": "EU"}},
+        "endpoints": [{"id": "par-m", "site": "par", "model": "m", "engine": "vllm", "slots": 2,
+                       "url": f"http://127.0.0.1:{port}", "prefill_tps": 20000, "decode_tps": 50}],
+        "tenants": {TENANT: {"quotas": {"requests_per_min": 1000, "tokens_per_min": 1_000_000}}},
+        "cities": {"Tokyo": [35.68, 139.69]},
+        "security": {"keys_file": str(tmp / "keys.json"),
+                     "audit": {"path": str(tmp / "audit.db"), "signing_key": str(tmp / "audit.pem")}},
+    }, "hangup")
+
+
 @pytest.mark.parametrize("stream", [True, False], ids=["prefill", "whole"])
 async def test_an_emulated_engine_sees_its_request_closed_at_the_hang_up(tmp_path: Path, stream: bool) -> None:
     """The whole way to an engine on a socket of its own (the ENGINE EMULATOR behind the gateway's
@@ -617,17 +632,7 @@ async def test_an_emulated_engine_sees_its_request_closed_at_the_hang_up(tmp_pat
     server, emulator = await serve(config)
     up = upstream()
     try:
-        grid = parse_spec({
-            "name": "hangup", "gateway": {"network": "none", "scrape_interval_s": 60},
-            "models": {"m": {"family": "f", "params_b": 1.0}},
-            "sites": {"par": {"name": "Paris", "lat": 48.86, "lon": 2.35, "jurisdiction": "EU"}},
-            "endpoints": [{"id": "par-m", "site": "par", "model": "m", "engine": "vllm", "slots": 2,
-                           "url": f"http://127.0.0.1:{bound_port(server)}", "prefill_tps": 20000, "decode_tps": 50}],
-            "tenants": {TENANT: {"quotas": {"requests_per_min": 1000, "tokens_per_min": 1_000_000}}},
-            "cities": {"Tokyo": [35.68, 139.69]},
-            "security": {"keys_file": str(tmp_path / "keys.json"),
-                         "audit": {"path": str(tmp_path / "audit.db"), "signing_key": str(tmp_path / "audit.pem")}},
-        }, "hangup")
+        grid = emulated_grid(tmp_path, bound_port(server))
         gw = build_gateway(grid, build_engines(grid, {}, up), rng=random.Random(0))
         body = {"model": "m", "prompt": "x" * 40, "max_tokens": 200, "stream": stream}  # 200 x 20 ms: 4 s whole
         engine = emulator.engine

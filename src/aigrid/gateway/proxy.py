@@ -592,11 +592,13 @@ class Proxy:
         log.warning("endpoint %s %s", opened.cand.endpoint_id, reason,
                     extra=fields(endpoint=opened.cand.endpoint_id, site=opened.cand.site_id, reason=reason,
                                  decision=record.decision.request_id))
-        await opened.stack.aclose()
-        self._store.request_finished(opened.cand.endpoint_id, record.prompt_tokens, True, count=record.width)
-        self._store.record_failure(opened.cand.endpoint_id, reason)
-        self._metrics.requests.labels(opened.cand.site_id, opened.cand.endpoint_id, "broke_mid_stream").inc()
-        record.attempts.append({"endpoint": opened.cand.endpoint_id, "ok": False, "error": reason})
+        try:
+            await opened.stack.aclose()
+        finally:  # booked even when a cancel (the client gone, a shutdown) cuts the close short
+            self._store.request_finished(opened.cand.endpoint_id, record.prompt_tokens, True, count=record.width)
+            self._store.record_failure(opened.cand.endpoint_id, reason)
+            self._metrics.requests.labels(opened.cand.site_id, opened.cand.endpoint_id, "broke_mid_stream").inc()
+            record.attempts.append({"endpoint": opened.cand.endpoint_id, "ok": False, "error": reason})
 
     def error_event(self, record: DecisionRecord, message: str) -> bytes:
         record.status = "interrupted"

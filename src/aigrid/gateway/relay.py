@@ -38,6 +38,7 @@ from aigrid.engines.sse import CUT_SHORT, DONE, Event, SseDecoder, SseError, com
 from aigrid.errors import EngineError, EngineStreamBroken
 from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
 from aigrid.gateway.output_filter import OutputFilter
+from aigrid.gateway.relay_response import CUT
 from aigrid.gateway.usage import unbelievable
 
 if TYPE_CHECKING:
@@ -228,8 +229,13 @@ class StreamRelay:
         self.wire: ClientWire | None = None
         """Set by the response once its head is out: the client's socket, for the relay from the read callback."""
         self._sink_error: Exception | None = None
+        self.live = True
+        """Until the answer has ended and its engine been released (relay_response.Cut cuts only while live)."""
 
     def __aiter__(self) -> StreamRelay:
+        cut = CUT.get()
+        if cut is not None:  # the response sending this answer: a hang-up closes the engine at once (Cut)
+            cut.engage(self)
         return self
 
     async def __anext__(self) -> bytes:
@@ -239,6 +245,7 @@ class StreamRelay:
         while True:
             cur = self._current
             if cur is None:
+                self.live = False
                 raise StopAsyncIteration
             if self._first is not None:
                 chunk, self._first = self._first, None
@@ -265,6 +272,7 @@ class StreamRelay:
                         if out and (sent := await self._emit(out)) is not None:
                             return sent
                         continue
+                    self.live = False  # the answer has ended: its close and the rest are not cut (Cut)
                     self._current = None
                     await cur.stack.aclose()
                     self._record.usage = self._proxy.finish(cur.cand, self._record, cur.upstream.status,
@@ -335,6 +343,7 @@ class StreamRelay:
         if self.pipe.sse and self.pipe.ended(b""):  # its [DONE] or finish_reason was relayed: the client has it whole
             log.warning("endpoint %s: the connection failed after the answer ended (%s); the answer stands",
                         cur.cand.endpoint_id, e)
+            self.live = False
             await cur.stack.aclose()
             record.usage = proxy.finish(cur.cand, record, cur.upstream.status, self.pipe.usage)
             return b""
@@ -361,6 +370,7 @@ class StreamRelay:
 
     async def aclose(self) -> None:
         cur, self._current = self._current, None
+        self.live = False
         if cur is not None and self._engine_failure is not None:
             await self._proxy.abandon(cur, self._record, f"stream broke: {self._engine_failure}")
             self._record.status = "interrupted"

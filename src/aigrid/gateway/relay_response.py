@@ -4,8 +4,10 @@ client's disconnect, and, under uvicorn's httptools server, a wire straight to t
 Starlette's StreamingResponse runs each response in an anyio task group (to listen for the disconnect while
 streaming) when the server speaks ASGI < 2.4, as uvicorn does; per chunk and per response that machinery was
 about a quarter of the gateway's CPU at 200 streams (docs/benchmarks.md). Here the watcher is one asyncio
-future on `receive()`, checked between chunks; when the client is gone the relay stops, so its generator's
-cleanup releases the engine at once.
+future on `receive()`, with one done callback per response (_Cut; nothing per chunk): when the client is gone
+it cancels the response's task wherever it waits (an engine silent between two chunks: a long decode step, a
+stalled engine, a tool running), so the body's cleanup closes the engine's request, settles the quota and
+writes the audit record at the hang-up, not at the engine's next chunk.
 
 ClientWire: once the response head has gone out through `send`, a relay that can (relay.StreamRelay) writes
 the body's HTTP chunks to the client's transport itself, from the engine connection's read callback where the
@@ -27,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from contextvars import ContextVar
+from typing import Any, Protocol
 
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -190,6 +193,9 @@ class RelayResponse(Response):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         gone = self.gone if self.gone is not None else asyncio.ensure_future(_disconnected(receive))
+        cut = Cut(gone, asyncio.current_task())
+        gone.add_done_callback(cut)  # once per response: nothing per chunk
+        token = CUT.set(cut)  # the relay (StreamRelay.__aiter__), however deep in the body, finds it here
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             wire = ClientWire.of(send, gone)
@@ -204,13 +210,74 @@ class RelayResponse(Response):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except OSError:
             pass  # ASGI 2.4 servers raise on send after the client left: nothing more to deliver
+        except asyncio.CancelledError:
+            if not cut.caught():
+                raise  # a shutdown's (or the request's Hangup's, whose route books it)
         finally:
+            cut.close()
+            CUT.reset(token)
             gone.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await gone
             aclose = getattr(self.body_iterator, "aclose", None)
             if aclose is not None:
                 await aclose()  # the relay's cleanup: release the engine, book the outcome
+
+
+class Relaying(Protocol):
+    live: bool
+    """An engine is still held for the answer (its stream not yet ended and released)."""
+
+
+class Cut:
+    """One streamed response's cut: the client gone while an engine still serves its answer cancels the response's
+    task (CLIENT_GONE) wherever it waits (an engine silent between two chunks: a long decode step, a stalled
+    engine; a continuation being opened; a full socket), so the relay's cleanup closes the engine's request and
+    books the outcome, and the route settles the quota and writes the audit record, at the hang-up, not at the
+    engine's next chunk. It is the disconnect watch's done callback, added once per response.
+
+    Only while the relay it was given (`engage`, from StreamRelay.__aiter__) is live: once the engine's answer has
+    ended and been released, what is left (a front door storing the finished answer, its last events) is not cut
+    and ends at its next send, as before. Not when the task is being cancelled already (the request's Hangup fired
+    first: its route books it, relay_response.Hangup), nor once the response's body has ended."""
+
+    __slots__ = ("_gone", "_task", "_relay", "_open", "_fired")
+
+    def __init__(self, gone: asyncio.Future[None], task: asyncio.Task[Any] | None) -> None:
+        self._gone, self._task = gone, task
+        self._relay: Relaying | None = None
+        self._open, self._fired = True, False
+
+    def engage(self, relay: Relaying) -> None:
+        """`relay` serves this response's answer from now on; the client already gone: cut at the next await."""
+        self._relay = relay
+        if self._gone.done():
+            self(self._gone)
+
+    def __call__(self, gone: asyncio.Future[None]) -> None:
+        task, relay = self._task, self._relay
+        if (self._open and relay is not None and relay.live and task is not None and not gone.cancelled()
+                and not task.cancelling()):
+            self._fired = True
+            task.cancel(CLIENT_GONE)
+
+    def caught(self) -> bool:
+        """Whether the CancelledError being handled is this cut's alone (then it is not raised on)."""
+        fired, self._fired = self._fired, False
+        return fired and self._task is not None and self._task.uncancel() == 0
+
+    def close(self) -> None:
+        """The body has ended: no cut from now on; one whose CancelledError the body swallowed is taken back (the
+        task's cancel count as it was: a later timeout in the request is still a timeout)."""
+        self._open = False
+        self._gone.remove_done_callback(self)
+        if self._fired and self._task is not None:
+            self._fired = False
+            self._task.uncancel()
+
+
+CUT: ContextVar[Cut | None] = ContextVar("aigrid_response_cut", default=None)
+"""The streamed response being sent by this task (RelayResponse.__call__), for the relay inside its body."""
 
 
 async def _disconnected(receive: Receive) -> None:
