@@ -5,6 +5,7 @@ server show that loopback is refused."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import random
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from aigrid.agents.public_only import PublicOnlyTransport
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.app import Gateway, build_app, build_gateway
-from aigrid.gateway.image_urls import MAX_IMAGE_BYTES, ImageUrls
+from aigrid.gateway.image_urls import MAX_IMAGE_BYTES, MAX_REQUEST_BYTES, ImageUrls
 from aigrid.spec.models import ModelSpec, QuotaSpec, TenantSpec
 from tests.agents.test_public_only import fake_resolve
 from tests.gateway.conftest import FakeEngine, _no_sleep, spec_in
@@ -178,3 +179,64 @@ async def test_the_request_s_images_together_are_bounded_and_the_first_refusal_s
     with pytest.raises(InvalidRequest) as refused:
         await ImageUrls("fetch", network([])).inline(body)
     assert refused.value.code == "image_fetch_failed" and refused.value.param == "messages[0].content[2].image_url.url"
+
+
+def served(stream: httpx.AsyncByteStream, **headers: str) -> httpx.AsyncClient:
+    """A network whose every image is `stream`, sent as it comes, with `headers`."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "image/png", **headers}, stream=stream)
+    return httpx.AsyncClient(transport=PublicOnlyTransport(httpx.MockTransport(handler), resolver=fake_resolve))
+
+
+class Pieces(httpx.AsyncByteStream):
+    def __init__(self, data: bytes, size: int = 65_536, pause_s: float = 0.0) -> None:
+        self.data, self.size, self.pause_s = data, size, pause_s
+
+    async def __aiter__(self) -> Any:
+        for i in range(0, len(self.data), self.size):
+            if self.pause_s:
+                await asyncio.sleep(self.pause_s)
+            yield self.data[i:i + self.size]
+
+
+async def test_a_compressed_image_is_inflated_no_further_than_its_bound() -> None:
+    """httpx inflates each piece read off the network whole: 64 KiB of gzip is 66 MB, before the image's size was
+    counted. A server the client names sent 200 KB of gzip as `image/png`: 149 MB held for one image, 1.09 GB for a
+    request of 8 (one request of 60 would take a gateway's memory). Now the body is inflated here, at most what the
+    image may still take; a compressed image within the bound is read as before."""
+    import gzip
+    import tracemalloc
+
+    bomb = gzip.compress(b"\0" * (50 * 2**20), 9)
+    body = chat("https://docs.example.org/1.png")
+    body["messages"][0]["content"] += [{"type": "image_url", "image_url": {"url": f"https://docs.example.org/{i}.png"}}
+                                       for i in (2, 3, 4)]
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidRequest) as info:
+            await ImageUrls("fetch", served(Pieces(bomb), **{"content-encoding": "gzip"})).inline(body)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert info.value.code == "image_too_large"
+    # each image within its bound, the request's images within theirs: at most an image's bytes and the piece being
+    # added to them, each a request's worth at most (42 MB measured; 448 MB before)
+    assert peak < 3 * MAX_REQUEST_BYTES, f"{peak / 1e6:.0f} MB held for a request of at most {MAX_REQUEST_BYTES / 1e6:.0f} MB"
+    small = chat("https://docs.example.org/cat.png")
+    await ImageUrls("fetch", served(Pieces(gzip.compress(PNG)), **{"content-encoding": "gzip"})).inline(small)
+    assert url_of(small) == "data:image/png;base64," + base64.b64encode(PNG).decode()
+
+
+async def test_an_image_sent_a_byte_at_a_time_is_refused_at_the_fetch_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """httpx's timeout bounds each read, not the fetch: a server that sent a byte every few seconds held the fetch
+    (and the request, before any engine) as long as it liked. Now the whole fetch has FETCH_TIMEOUT_S."""
+    import time
+
+    from aigrid.gateway import image_urls
+
+    monkeypatch.setattr(image_urls, "FETCH_TIMEOUT_S", 0.3)
+    start = time.monotonic()
+    with pytest.raises(InvalidRequest) as info:
+        await ImageUrls("fetch", served(Pieces(PNG, size=1, pause_s=0.05))).inline(chat("https://docs.example.org/a.png"))
+    assert info.value.code == "image_fetch_failed" and "0.3" in info.value.message
+    assert time.monotonic() - start < 1.5

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from html import unescape
 from typing import Any
 
@@ -103,7 +103,7 @@ def _tag_end(html: str, start: int) -> int:
 ACCEPT_ENCODING = "gzip, deflate"
 
 
-class _Inflate:
+class Inflate:
     """A gzip or deflate body decompressed at most `room` bytes at a time (a few MB of gzip inflate to gigabytes)."""
 
     def __init__(self, raw_deflate_fallback: bool) -> None:
@@ -113,7 +113,7 @@ class _Inflate:
         self.done = False
 
     @classmethod
-    def of(cls, content_encoding: str) -> _Inflate | None:
+    def of(cls, content_encoding: str) -> Inflate | None:
         codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip().lower() not in ("", "identity")]
         if not codings:
             return None
@@ -133,6 +133,15 @@ class _Inflate:
         self._started = True
         self.done = self._z.eof
         return out
+
+
+def raw_body(response: httpx.Response) -> tuple[Inflate | None, AsyncIterator[bytes]]:
+    """The body as it comes off the network and how to inflate it (None: as it is): httpx's own decoder inflates
+    each piece whole (64 KiB of gzip is up to 66 MB) before the reader can count it. ToolError for a coding not
+    read here."""
+    if response.is_stream_consumed:  # built in memory (httpx.MockTransport): already read and decoded
+        return None, response.aiter_bytes()
+    return Inflate.of(response.headers.get("content-encoding", "")), response.aiter_raw()
 
 
 class HttpFetch:
@@ -184,15 +193,12 @@ class HttpFetch:
         raise ToolError(f"more than {self.max_redirects} redirects")
 
     async def _get(self, url: httpx.URL) -> tuple[int, httpx.Headers, bytes, bool]:
-        """Status, headers and at most max_bytes of the body, decompressed here (`_Inflate`), never by httpx: its
+        """Status, headers and at most max_bytes of the body, decompressed here (`Inflate`), never by httpx: its
         decoder inflates each chunk read off the network whole, and 64 KiB of gzip is up to 66 MB."""
         chunks, size, truncated = [], 0, False
         async with self._client.stream("GET", url, timeout=self.timeout, follow_redirects=False,
                                        headers={"accept-encoding": ACCEPT_ENCODING}) as response:
-            if response.is_stream_consumed:  # built in memory (httpx.MockTransport): already read and decoded
-                inflate, body = None, response.aiter_bytes()
-            else:
-                inflate, body = _Inflate.of(response.headers.get("content-encoding", "")), response.aiter_raw()
+            inflate, body = raw_body(response)
             async for raw in body:
                 chunk = raw if inflate is None else inflate.feed(raw, self.max_bytes - size)
                 chunks.append(chunk)

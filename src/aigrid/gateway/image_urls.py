@@ -7,7 +7,10 @@ and a name that resolves to a public address when checked can resolve to a priva
 up again. So with `security.image_urls: fetch` (the default) the gateway fetches each such image once, through
 agents/public_only.PublicOnlyTransport (every address of the host global, connected to as checked, each
 redirect checked again), at most MAX_IMAGE_BYTES an image and MAX_REQUEST_BYTES a request, with an image
-content type, within FETCH_TIMEOUT_S; the engine gets it as a `data:` URL. `pass` sends the URL on (an engine
+content type, the whole fetch within FETCH_TIMEOUT_S (httpx's timeout bounds each read only: a server that sent a
+byte every few seconds held it as long as it liked); the engine gets it as a `data:` URL. A compressed body is
+inflated here, no further than the image may still take (agents/fetch.Inflate): httpx inflates each piece read
+off the network whole, and 200 KB of gzip sent as `image/png` held 149 MB, 1.09 GB for a request of 8 images. `pass` sends the URL on (an engine
 whose network is fenced off); `refuse` serves inline images only. A URL of another scheme (`file:`, `ftp:`) is
 refused whatever the mode: engines read local files for some (vLLM's `--allowed-local-media-path`).
 
@@ -26,7 +29,9 @@ from typing import Any, Literal
 
 import httpx
 
+from aigrid.agents.fetch import ACCEPT_ENCODING, raw_body
 from aigrid.agents.public_only import PublicOnlyTransport
+from aigrid.agents.tool import ToolError
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.schemas import IMAGE_PARTS
 
@@ -107,14 +112,18 @@ class ImageUrls:
                                   code=code)
 
         try:
-            async with self._http().stream("GET", url, headers={"accept": "image/*"}) as r:
+            async with asyncio.timeout(FETCH_TIMEOUT_S), self._http().stream(
+                    "GET", url, headers={"accept": "image/*", "accept-encoding": ACCEPT_ENCODING}) as r:
                 if r.status_code != 200:
                     raise refused(f"HTTP {r.status_code}")
                 kind = r.headers.get("content-type", "").split(";")[0].strip().lower()
                 if not kind.startswith("image/"):
                     raise refused(f"it is {kind or 'of no content type'}, not an image")
+                inflate, body = raw_body(r)
                 data = bytearray()
-                async for piece in r.aiter_bytes():
+                async for raw in body:
+                    room = min(MAX_IMAGE_BYTES - len(data), budget[0]) + 1  # one byte past either bound refuses
+                    piece = raw if inflate is None else inflate.feed(raw, room)
                     data += piece
                     budget[0] -= len(piece)
                     if len(data) > MAX_IMAGE_BYTES:
@@ -123,6 +132,10 @@ class ImageUrls:
                         raise refused(f"the request's images come to more than {MAX_REQUEST_BYTES // 2**20} MiB",
                                       "image_too_large")
                 return kind, bytes(data)
+        except TimeoutError:
+            raise refused(f"not fetched within {FETCH_TIMEOUT_S} s") from None
+        except ToolError as e:  # a body encoded as it was not asked for, or that does not inflate
+            raise refused(str(e)) from None
         except httpx.TooManyRedirects:
             raise refused(f"more than {MAX_REDIRECTS} redirects") from None
         except httpx.HTTPError as e:  # a private address (PublicOnlyTransport), DNS, connection, timeout
