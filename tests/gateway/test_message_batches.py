@@ -587,7 +587,7 @@ async def test_a_message_batchs_body_is_spooled_on_the_stores_disk(gw: Gateway, 
     claude, _ = clients(gw)
     await until_ended(claude, (await claude.messages.batches.create(requests=[req("a", "hi")])).id)
     folder = Path(gw.spec.gateway.batch.dir).resolve() / "default"
-    assert places == [folder, folder], places
+    assert places == [str(folder), str(folder)], places
 
 
 async def test_the_results_of_requests_never_run_are_read_without_holding_them(tmp_path: Path,
