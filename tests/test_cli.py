@@ -255,3 +255,19 @@ def test_explain_takes_the_gateway_or_its_openai_base_url(monkeypatch: pytest.Mo
     monkeypatch.setattr(httpx, "get", get)
     r = runner.invoke(app, ["explain", "dec-1", "--gateway", given, "--json"])
     assert r.exit_code == 0 and asked == ["http://127.0.0.1:8091/v1/decisions/dec-1"], (r.output, asked)
+
+
+@pytest.mark.parametrize("what", ["spec", "sim"])
+def test_an_error_prints_a_files_control_characters_escaped(tmp_path: Path, what: str) -> None:
+    """An error quotes what the file says (a key it does not know), and the file is whoever wrote it: a key holding
+    terminal escapes (`ESC ]52;c;...` writes the operator's clipboard in the terminals that allow it, `ESC [1A
+    ESC [2K` erases the lines above, a bidi override reorders what is shown) reached the terminal as written. Now
+    every character of an error that is not printable (but the lines the message itself has) is shown escaped."""
+    bad = tmp_path / "bad.yaml"
+    source = ROOT / "examples" / ("demo.yaml" if what == "spec" else "sim/small.yaml")
+    bad.write_text(source.read_text() + '"x\\e]52;c;Y3VybCBldmlsfHNo\\a\\e[1A\\e[2K\\u202ey": 1\n')
+    r = runner.invoke(app, ["spec", "check", str(bad)] if what == "spec" else ["sim", str(bad), "--out",
+                                                                               str(tmp_path / "out")])
+    assert r.exit_code == 2, r.output
+    assert "\x1b" not in r.output and "\x07" not in r.output and "\u202e" not in r.output, repr(r.output)
+    assert "x\\x1b]52;c;Y3VybCBldmlsfHNo\\x07\\x1b[1A\\x1b[2K\\u202ey" in r.output, repr(r.output)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from aigrid.audit.chain import GENESIS, OPENED_UNSIGNED, checkpoint_message, entry_hash
 from aigrid.audit.signing import key_id
 from aigrid.audit.store import check_format
+from aigrid.printable import printable
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 
@@ -326,15 +327,6 @@ def _check_anchor(anchor: tuple[int, str], chained: dict[int, str], last_seq: in
     elif chained.get(seq) != anchored:
         report._bad(seq, f"record {seq} does not match the anchor (the log was rewritten, or the file replaced by "
                          "another log)")
-
-
-def printable(text: str) -> str:
-    """`text` read from the file as one printable line: a control character, a line or paragraph separator, a
-    format character (a bidi override) and the backslash escaped as repr writes them, so a value cannot add a
-    line to the report (a fake 'anchor:') or change how the terminal shows it."""
-    if text.isprintable() and "\\" not in text:
-        return text
-    return "".join(c if c.isprintable() and c != "\\" else repr(c)[1:-1] for c in text)
 
 
 def _text(value: object) -> str:
