@@ -1201,7 +1201,7 @@ async def test_a_batch_whose_results_would_cross_the_disks_floor_or_the_quota_fa
             done = await batch_that_runs_out_of_room(gw, data)
         assert done.errors is not None and done.errors.data[0].code == "insufficient_storage"
         assert "gateway.batch.min_free_bytes" in (done.errors.data[0].message or "")
-        assert "stopped and failed" in caplog.text
+        assert "stopped, no new line starts" in caplog.text
     finally:
         await stopped(gw)
     monkeypatch.undo()
@@ -1485,3 +1485,44 @@ async def test_a_files_mistakes_echo_no_more_than_a_few_characters_of_it(gw: Gat
     raw = (await oai.batches.with_raw_response.retrieve(failed.id)).content
     assert len(raw) < 100 * 600, len(raw)
     assert all(len(e.message or "") < 300 + SHOWN and len(e.param or "") <= SHOWN + 3 for e in failed.errors.data)
+
+
+async def test_batches_running_side_by_side_count_each_others_results(tmp_path: Path,
+                                                                      engines: dict[str, Gated]) -> None:
+    """A running batch's check counted the tenant's indexed files and its own results only: batches of one tenant
+    running side by side (up to max_running a process, in every worker) each wrote up to what the quota left, together
+    a multiple of it. Each batch's results are counted in the index as they are written (batch_results), by every
+    other batch's check and every upload, until they become its files. Here A has written two answers and waits on
+    its third; B's four answers alone fit the quota, not with A's two: B fails at its third (kept), its fourth never
+    runs; A then ends its last line past the limit, every line answered: completed."""
+    size = 406  # one line's answer in the output file
+    a = jsonl(line("a0", "hi"), line("a1", "hi"), line("a2", "SLOW a2"))
+    b = jsonl(*(line(f"b{i}", "hi") for i in range(4)))
+    gw = await started(storage_spec(tmp_path, len(a) + len(b) + 4 * size + size // 2, 10, concurrency=1), engines)
+    try:
+        oai, _ = clients(gw)
+        for e in engines.values():
+            e.gate.clear()
+        first = await submit(oai, a)
+        for _ in range(500):
+            if any("SLOW" in orjson.dumps(r).decode() for r in received(engines)):
+                break
+            await asyncio.sleep(0.01)
+        assert len(received(engines)) == 3  # A's two answers written, its third waiting
+        second = await until(oai, (await submit(oai, b)).id, "completed", "failed")
+        assert second.status == "failed" and second.errors is not None and second.errors.data is not None
+        assert second.errors.data[0].code == "storage_quota_exceeded"
+        assert "other running batches' results included" in (second.errors.data[0].message or "")
+        assert second.request_counts is not None and second.request_counts.completed == 3
+        for e in engines.values():
+            e.gate.set()
+        done = await until(oai, first.id, "completed", "failed")
+        assert done.status == "completed" and done.errors is None and done.request_counts is not None
+        assert done.request_counts.completed == 3
+        assert gw.batches is not None
+        left = await gw.batches.files.db.read(lambda db: db.execute("SELECT COUNT(*) FROM batch_results").fetchone()[0])
+        assert left == 0  # each batch's count handed over to its files when it ended
+    finally:
+        for e in engines.values():
+            e.gate.set()
+        await stopped(gw)

@@ -16,7 +16,7 @@ and stops it. Every process of `aigrid up --workers N` has one, over the same SQ
 - **Results.** Each line of the output and error files is checked before it is written (FileStore.check_output):
   one that would leave the disk with less than `min_free_bytes` free, or take the tenant past its storage quota,
   stops the batch: no new line starts, and it ends failed, its `errors` saying why, the files holding what it
-  wrote; logged. The lines that ran are charged, so their answers are kept: the one that found no room and every
+  wrote (completed when no line was left: every one answered and kept); logged. The lines that ran are charged, so their answers are kept: the one that found no room and every
   other in flight is still written (the floor and the quota passed by at most `concurrency` answers of the
   batch), as OpenAI keeps a failed batch's finished requests. Only a write the disk itself refuses loses an
   answer (logged with its custom_id).
@@ -255,11 +255,13 @@ class BatchRunner:
             else:
                 await self._finish(row, output, progress, total, "expired")
                 return
-        if run.why == "full":
+        if run.why == "full" and len(progress.done) < total:
             await self._finish(row, output, progress, total, "failed", run.full)
         elif run.why == "cancel":
             await self._finish(row, output, progress, total, "cancelled")
-        else:
+        else:  # stopped for room at its last lines, every one answered and kept: nothing of it failed
+            if run.why == "full":
+                log.warning("batch %s: completed, its last lines kept past the limit that stopped it", row.id)
             await self._finish(row, output, progress, total, "completed")
 
     async def _lines(self, path: Path, endpoint: str, done: set[str]) -> AsyncGenerator[Line, None]:
@@ -313,7 +315,7 @@ class BatchRunner:
         """What a line of the batch's results must pass before it is written: the disk's floor, the tenant's quota
         (a batch made under some jurisdictions is told no totals: keys that may not see every file read its errors)."""
         narrowed = row.jurisdictions is not None
-        return lambda written, size: self.files.check_output(row.tenant, written, size, narrowed=narrowed)
+        return lambda written, size: self.files.check_output(row.tenant, row.id, written, size, narrowed=narrowed)
 
     def _room_for_run_line(self, run: _Run, row: StoredBatch) -> Callable[[int, int], Awaitable[None]]:
         """The check of a line that ran (charged, audited): the first to find no room stops the batch, and is written
@@ -337,7 +339,8 @@ class BatchRunner:
         (`custom_id`: a line whose write the disk refused, its answer lost though it ran)."""
         if run.full is None:
             run.full = e
-            log.warning("batch %s: stopped and failed: %s", row.id, e.message)
+            log.warning("batch %s: stopped, no new line starts (it fails unless every line was answered): %s", row.id,
+                        e.message)
         if custom_id is not None:
             log.error("batch %s: the answer of custom_id %r ran and was charged, but the disk refused to keep it: "
                       "%s", row.id, custom_id, e.message)
@@ -388,6 +391,7 @@ class BatchRunner:
         await self.store.update(row.id, finalizing)
         output_id = await self._register(row, output.output)
         error_id = await self._register(row, output.errors)
+        await self.files.settle_results(row.id)  # counted as its files now
         counts = _request_counts(row, progress, total)
         end = int(self.clock())
 

@@ -124,6 +124,10 @@ RESERVE_SLACK_S = 60.0
 _RESERVATIONS = ("CREATE TABLE IF NOT EXISTS upload_reservations (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
                  "bytes INTEGER NOT NULL, until REAL NOT NULL)")
 """Uploads arriving now and the bytes each may still bring (a table an older aigrid ignores: it counts none)."""
+_RESULTS = ("CREATE TABLE IF NOT EXISTS batch_results (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
+            "bytes INTEGER NOT NULL)")
+"""Running (or stopped) batches' output and error files as written so far, not yet indexed as files: counted with
+their tenant's files by every other batch's check and every upload (a table an older aigrid ignores)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +189,15 @@ class FileStore:
             where = where.parent
         return shutil.disk_usage(where).free
 
-    async def check_output(self, tenant: str, written: int, size: int, *, narrowed: bool = False) -> None:
-        """Before `size` more bytes of a running batch's results are written (`written`: what its output and error
-        files hold so far, indexed only when it ends): InsufficientStorage when they would leave the disk with less
-        than `min_free_bytes` free (the rooms of the uploads arriving counted as written, as an upload's check
-        counts them), StorageFull when the tenant's files would pass its storage quota. The batch's `errors` say
-        which, never how much the disk, other tenants' uploads (logged instead) or, for a batch of a key narrowed to
-        some jurisdictions (`narrowed`), the tenant's other files hold."""
+    async def check_output(self, tenant: str, bid: str, written: int, size: int, *, narrowed: bool = False) -> None:
+        """Before `size` more bytes of batch `bid`'s results are written (`written`: what its output and error files
+        hold so far, indexed only when it ends): InsufficientStorage when they would leave the disk with less than
+        `min_free_bytes` free (the rooms of the uploads arriving counted as written, as an upload's check counts
+        them), StorageFull when the tenant's files would pass its storage quota, the other batches' results written
+        so far counted (`batch_results`, where this batch's `written` + `size` is kept now, in the transaction that
+        read the others': `settle_results` hands it over to its files). The batch's `errors` say which, never how
+        much the disk, other tenants' uploads (logged instead) or, for a batch of a key narrowed to some
+        jurisdictions (`narrowed`), the tenant's other files hold."""
         limit = None if self.limits is None else self.limits(tenant)
         if limit is None and self.min_free_bytes <= 0:
             return
@@ -201,9 +207,14 @@ class FileStore:
             reserved = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM upload_reservations WHERE until > ?",
                                   (time.time(),)).fetchone()[0]
             free = self.disk_free() if self.min_free_bytes > 0 else 0
-            return int(reserved), free, (_held(db, tenant) if limit is not None else (0, 0))
+            if limit is None:
+                return int(reserved), free, (0, 0)
+            held = _held(db, tenant, but=bid)
+            db.execute("INSERT INTO batch_results VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
+                       (bid, tenant, written + size))
+            return int(reserved), free, held
 
-        reserved, free, held = await self.db.read(look)
+        reserved, free, held = await self.db.write(look)
         if self.min_free_bytes > 0 and free - reserved - size < self.min_free_bytes:
             log.warning("a batch's results of tenant %r stopped: %d more bytes would have left %d bytes free under %s, "
                         "%d of them held by uploads arriving, %d kept free (gateway.batch.min_free_bytes)", tenant,
@@ -212,17 +223,29 @@ class FileStore:
                 "this batch's results could not all be written: the gateway's disk has too little free space left "
                 "(gateway.batch.min_free_bytes); the lines already answered are in its output and error files")
         if limit is not None and held[0] + written + size > limit.bytes:
-            counts = "" if narrowed else f"; {held[0]} bytes held, {written} written by this batch, {size} more"
+            counts = "" if narrowed else (f"; {held[0]} bytes held, other running batches' results included, "
+                                          f"{written} written by this batch, {size} more")
             raise StorageFull(
                 f"this batch's results could not all be written: with them this tenant's files would hold more than "
                 f"its storage quota of {limit.bytes} bytes (quotas.storage_bytes{counts}); the lines already "
                 "answered are in its output and error files; delete files (DELETE /v1/files/{file_id}) to make room")
 
     async def _ready(self) -> None:
-        """The reservations' table, once per process (before the first sum that counts it)."""
+        """The tables of uploads arriving and of batches' results written, once per process (before the first sum
+        that counts them)."""
         if not self._reservations:
-            await self.db.write(lambda db: db.execute(_RESERVATIONS))
+            def create(db: sqlite3.Connection) -> None:
+                db.execute(_RESERVATIONS)
+                db.execute(_RESULTS)
+
+            await self.db.write(create)
             self._reservations = True
+
+    async def settle_results(self, bid: str) -> None:
+        """Batch `bid`'s results written so far no longer counted as such: they are its files now (registered) or
+        gone."""
+        await self._ready()
+        await self.db.write(lambda db: db.execute("DELETE FROM batch_results WHERE id = ?", (bid,)))
 
     async def reserve(self, tenant: str, param: str, most: int, least: int, hold_s: float, *,
                       narrowed: bool = False) -> Reservation | None:
@@ -450,14 +473,17 @@ class FileStore:
                 continue
 
 
-def _held(db: sqlite3.Connection, tenant: str) -> tuple[int, int]:
-    """(bytes, files) the tenant's live files hold, every purpose, and the uploads of it arriving now."""
+def _held(db: sqlite3.Connection, tenant: str, *, but: str | None = None) -> tuple[int, int]:
+    """(bytes, files) the tenant's live files hold, every purpose, the uploads of it arriving now, and the results its
+    batches have written but not yet indexed (bytes only; `but`: a batch whose own are counted apart)."""
     now = time.time()
     r = db.execute(f"SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM files WHERE tenant = ? AND {_LIVE}",
                    (tenant, int(now))).fetchone()
     u = db.execute("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM upload_reservations WHERE tenant = ? AND until > ?",
                    (tenant, now)).fetchone()
-    return int(r[0]) + int(u[0]), int(r[1]) + int(u[1])
+    b = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM batch_results WHERE tenant = ? AND id IS NOT ?",
+                   (tenant, but)).fetchone()
+    return int(r[0]) + int(u[0]) + int(b[0]), int(r[1]) + int(u[1])
 
 
 def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: str, narrowed: bool = False) -> None:
@@ -473,7 +499,8 @@ def _full_message(param: str, limit: StorageLimit, held: tuple[int, int], adding
     keep)."""
     used, count = held
     holds = ("this tenant's files are at" if narrowed else
-             f"this tenant's files hold {used} bytes in {count} files (uploads arriving included),")
+             f"this tenant's files hold {used} bytes in {count} files (uploads arriving included; running "
+             "batches' results too),")
     return (f"{param}: {holds} its storage quota of {limit.bytes} bytes (quotas.storage_bytes) and {limit.files} "
             f"files (quotas.storage_files){adding}; delete files (DELETE /v1/files/{{file_id}}) or ended message "
             "batches to make room")
