@@ -260,15 +260,21 @@ async def test_a_record_the_hub_refuses_or_never_acknowledges_is_counted_lost(wo
     assert audit.lost == 4
 
 
-async def test_nothing_posted_is_lost_when_a_worker_stops(work: Path) -> None:
-    """Records and decisions posted in the very turn the worker closes its connection reach the hub: stop()
-    waits for the records' acknowledgement, aclose() writes what is still gathered."""
+async def audited_hub(work: Path) -> tuple[Ed25519PrivateKey, Hub, HubClient, HubAuditLog]:
+    """A started hub with an audit log, and one worker's client and audit log on it."""
     key = Ed25519PrivateKey.generate()
     hub = Hub(work / "hub.sock", AuditLog(work / "audit.db", key))
     await hub.start()
     client = HubClient(hub.path)
     audit = HubAuditLog(client)
     await audit.start()
+    return key, hub, client, audit
+
+
+async def test_nothing_posted_is_lost_when_a_worker_stops(work: Path) -> None:
+    """Records and decisions posted in the very turn the worker closes its connection reach the hub: stop()
+    waits for the records' acknowledgement, aclose() writes what is still gathered."""
+    key, hub, client, audit = await audited_hub(work)
     try:
         for i in range(50):
             await audit.append(audit_record(i))
@@ -360,12 +366,7 @@ async def test_a_call_too_large_for_a_frame_fails_alone(work: Path, monkeypatch:
     records the worker had posted. Now the one call fails (the hub's answer, or the worker's request, not sent),
     and posted messages past a frame's size go in the next frame. (MAX_FRAME made small here.)"""
     monkeypatch.setattr(hub_protocol, "MAX_FRAME", 64 * 1024)
-    key = Ed25519PrivateKey.generate()
-    hub = Hub(work / "hub.sock", AuditLog(work / "audit.db", key))
-    await hub.start()
-    client = HubClient(hub.path)
-    audit = HubAuditLog(client)
-    await audit.start()
+    key, hub, client, audit = await audited_hub(work)
     try:
         await client.call("conversation_create", [{"id": "conv_1", "tenant": "a", "created_at": 0}])
         item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "\x01" * 4_000}]}
