@@ -38,7 +38,7 @@ from tests.gateway.test_hangup import (
     serving,
     tokens,
 )
-from tests.gateway.test_responses_ws import MODEL, served
+from tests.gateway.test_responses_socket import MODEL, served
 
 SILENT_S = 10.0
 """How long the engine stays silent after its first chunk: far past every deadline below."""

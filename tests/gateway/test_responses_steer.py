@@ -1,6 +1,6 @@
 """`response.steer` in the Responses API's WebSocket mode (responses_socket.py, responses_steer.py) with the
 official openai SDK's `responses.connect()`, sync and async, against a real gateway on 127.0.0.1 (the fixtures
-of test_responses_ws.py) with FAKE engines that hold a response after its first word until the test opens a
+of test_responses_socket.py) with FAKE engines that hold a response after its first word until the test opens a
 gate: a steer accepted during a response becomes its automatic successor (the target's settings, its history
 and the steer text, before the socket's queued creates), steers keep their order, the refusals and their codes
 (the input returned), a firewall-blocked steer, a key revoked before the successor, client tool calls
@@ -25,7 +25,16 @@ import websockets.sync.client
 from aigrid.gateway import responses_socket
 from aigrid.security.keys_cli import revoke_key
 from tests.gateway.fake_engine import FakeEngine
-from tests.gateway.test_responses_ws import ATTACK, MODEL, SECRET, TENANT, Grid, served, text_of, until_done
+from tests.gateway.test_responses_socket import (
+    ATTACK,
+    MODEL,
+    SECRET,
+    TENANT,
+    Grid,
+    served,
+    text_of,
+    until_done,
+)
 
 FUNCTION = {"type": "function", "name": "get_weather", "description": "The weather in a city.",
             "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
