@@ -200,7 +200,7 @@ class RelayResponse(Response):
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
             wire = ClientWire.of(send, gone)
             if wire is not None and hasattr(self.body_iterator, "wire"):
-                self.body_iterator.wire = wire  # type: ignore[attr-defined]
+                self.body_iterator.wire = wire
             async for chunk in self.body_iterator:
                 if gone.done() or (wire is not None and wire.closed):
                     break
