@@ -354,3 +354,35 @@ async def test_a_hosted_providers_403_is_the_clients_to_hear_and_its_401_the_gat
         with pytest.raises(EngineUnavailable, match="refused the gateway's key"):
             async with hosted.open("/v1/chat/completions", b"{}"):
                 pass
+
+
+async def test_compressed_metrics_are_not_inflated() -> None:
+    """A probe read its answer with httpx's decoder, which inflates each piece read off the network whole (64 KiB of
+    gzip is 66 MB) before the 16 MiB bound was counted: an engine (or a power exporter) answering /metrics with
+    300 KB of gzip had the gateway hold 149 MB at every scrape, each endpoint's at once. The probe asks for
+    `identity` (as the proxied requests do) and an encoded answer is the engine's error, its body not read."""
+    import gzip
+    import tracemalloc
+
+    bomb = gzip.compress(b"#" * (100 * 2**20), 9)
+    asked: list[str | None] = []
+
+    class Sent(httpx.AsyncByteStream):  # as it comes off the network (`content=` would be inflated by the mock)
+        async def __aiter__(self) -> AsyncIterator[bytes]:
+            for i in range(0, len(bomb), 65_536):
+                yield bomb[i:i + 65_536]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("accept-encoding"))
+        return httpx.Response(200, headers={"content-encoding": "gzip"}, stream=Sent())
+
+    async with mock_client(handler) as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(EngineError, match="content-encoding 'gzip'"):
+                await OpenAICompatEngine("vllm", "http://e.invalid", client).stats()
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert asked == ["identity"]
+    assert peak < 8_000_000, f"{peak / 1e6:.0f} MB held"

@@ -294,12 +294,19 @@ class OpenAICompatEngine:
         """A probe's GET: its status and body (None: larger than `most` bytes, not read further), the whole of it
         within the probe timeout (httpx.ReadTimeout after it). Read whole, without bounds, an engine whose /metrics
         never ended held every endpoint's scrape (they are awaited together) and one of 200 MB took the gateway's
-        memory past 20 GB."""
-        request = self._client.build_request("GET", url, headers=headers, timeout=self._probe_timeout)
+        memory past 20 GB. Asked as `identity` (as the proxied requests are), and an answer encoded anyway is the
+        engine's error, its body not read: httpx's decoder inflates each piece read off the network whole (64 KiB of
+        gzip is 66 MB) before it could be counted, and 300 KB of gzip held 149 MB at every scrape."""
+        request = self._client.build_request("GET", url, headers={**headers, "accept-encoding": "identity"},
+                                             timeout=self._probe_timeout)
         try:
             async with asyncio.timeout(self._probe_timeout_s):
                 response = await self._send(request, stream=True)
                 try:
+                    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                    if encoding not in ("", "identity"):
+                        raise EngineError(f"{self}: {url} answered with content-encoding {encoding!r} (identity "
+                                          "asked): not read")
                     body = bytearray()
                     async for piece in response.aiter_bytes():
                         body += piece
