@@ -124,7 +124,7 @@ async def test_the_guarded_functions_answer_as_sqlite_s_own(db: Path) -> None:
 
 async def test_a_result_is_read_one_row_at_a_time_each_value_cut_as_it_is_read(db: Path) -> None:
     """Every value may be up to 1 MB (the value limit) and the rows were all read before any was cut: 800 columns
-    of a 500 KB `zeroblob` over 60 rows (a 170-character query a model writes when asked) held 4.6 GB and ran 15 s
+    of a 500 KB `zeroblob` over 60 rows (a query of 1,724 characters, within the tool's 2,000) held 4.6 GB and ran 15 s
     past the 1 s deadline (Python's copies are made outside SQLite's steps, where the progress handler cannot stop
     them). Now each row is cut to its cells as it is read, the deadline checked between rows."""
     import tracemalloc
