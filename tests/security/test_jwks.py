@@ -228,3 +228,41 @@ def test_a_keys_algorithms_are_its_types_only() -> None:
     assert JwksKeys.algorithms(PyJWK({**jwk})) == ["RS256"]
     no_alg = PyJWK({k: v for k, v in jwk.items() if k != "alg"})
     assert set(JwksKeys.algorithms(no_alg)) == {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"}
+
+
+async def test_a_compressed_key_set_is_not_inflated(provider: Provider) -> None:
+    """The key set was read with httpx's decoder, which inflates each 64 KiB piece read off the network whole before
+    the 1 MiB bound was counted: a provider (or whatever answers at its address) sending 50 KB of gzip had the
+    gateway hold 135 MB at every refresh. It is asked for `identity`, and an answer compressed anyway is refused
+    (the keys held are kept), its body not read."""
+    import gzip
+    import http.server
+    import tracemalloc
+
+    from aigrid.security import jwks
+
+    bomb = gzip.compress(b" " * (50 * 2**20), 9)
+    asked: list[str | None] = []
+
+    class Gzipped(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            asked.append(self.headers.get("accept-encoding"))
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-encoding", "gzip")
+            self.send_header("content-length", str(len(bomb)))
+            self.end_headers()
+            self.wfile.write(bomb)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    provider.server.RequestHandlerClass = Gzipped
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="content-encoding 'gzip'"):
+            await jwks._fetch(provider.url)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert asked == ["identity"] and peak < 8_000_000, (asked, f"{peak / 1e6:.0f} MB held")

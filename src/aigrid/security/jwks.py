@@ -133,9 +133,15 @@ def _usable(keys: PyJWKSet) -> dict[str | None, PyJWK]:
 
 
 async def _fetch(url: str) -> bytes:
-    # no redirects: a key set fetched from wherever a redirect points could be anyone's
-    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client, client.stream("GET", url) as r:
+    # no redirects: a key set fetched from wherever a redirect points could be anyone's. Asked as `identity`, and an
+    # answer compressed anyway refused unread: httpx's decoder inflates each 64 KiB piece whole (66 MB of gzip's)
+    # before the bound below could count it (50 KB of gzip held 135 MB at every refresh)
+    async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client, \
+            client.stream("GET", url, headers={"accept-encoding": "identity"}) as r:
         r.raise_for_status()
+        encoding = r.headers.get("content-encoding", "identity").strip().lower()
+        if encoding not in ("", "identity"):
+            raise ValueError(f"the answer came with content-encoding {encoding!r} (identity asked): not read")
         body = bytearray()
         async for chunk in r.aiter_bytes():
             body += chunk
