@@ -98,6 +98,8 @@ H_HEDGE = "x-aigrid-hedge"
 SOCKET = "aigrid.socket"
 """The scope extension of a request made from a WebSocket's message (responses_socket.py): the socket's request id,
 in the request's audit record (`extra.socket`). Set by the gateway only: a server's extensions are not a client's."""
+_NO_SERVER_TOOLS = ToolRegistry()
+"""What a request's tools are looked up in when server-side tools are not run for it: none (every tool is the client's)."""
 
 
 def header_dict(request: Request) -> dict[str, str]:
@@ -421,7 +423,7 @@ class Routes:
             if path == CHAT_PATH and _offers_tools(body):
                 # server-side tools run in the loop; client tools too on a model whose engines need constrained
                 # output for tool calls (the loop returns the model's call to the client, OpenAI's way)
-                registry = gw.agents.tools if server_tools else {}
+                registry = gw.agents.tools if server_tools else _NO_SERVER_TOOLS
                 loop = replace(validate_tool_request(body, registry, gw.agents.loop),  # 400s before routing
                                server_tools=wants_server_tools(body, registry))
                 refused = unallowed_tool(body, registry, principal.scopes.allows_tool)
@@ -729,9 +731,10 @@ def _choices(parsed: ChatRequest | CompletionRequest, body: Mapping[str, Any], l
     if n > 1 and loop is not None:
         raise InvalidRequest("n > 1 is not served with tools: ask for one choice per request", param="n")
     prompts = body.get("prompt") if isinstance(parsed, CompletionRequest) else None  # a chat's is not read
-    choices = n * len(prompts) if isinstance(prompts, list) and prompts else n
+    count = len(prompts) if isinstance(prompts, list) and prompts else 1
+    choices = n * count
     if choices > MAX_FANNED_REQUESTS:  # each prompt of a list is an engine request of its own (engines/fan_out.py)
-        raise InvalidRequest(f"a list of {len(prompts)} prompts times n = {n} asks for {choices} answers; at most "
+        raise InvalidRequest(f"a list of {count} prompts times n = {n} asks for {choices} answers; at most "
                              f"{MAX_FANNED_REQUESTS} a request (send more requests, or use the Batch API)",
                              param="prompt")
     return choices
