@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aigrid.agents.tool import ToolContext, ToolError
 from aigrid.security.firewall.texts import Source
@@ -27,7 +27,7 @@ def graph_from_edges(edges: Iterable[Edge]) -> nx.Graph:
     """An undirected weighted graph from [a, b] or [a, b, weight] rows; ToolError on a bad row."""
     import networkx as nx
 
-    g = nx.Graph()
+    g: nx.Graph[Any] = nx.Graph()
     for i, row in enumerate(edges):
         if not isinstance(row, list | tuple) or len(row) not in (2, 3):
             raise ToolError(f"edge {i} must be [a, b] or [a, b, weight]")
@@ -97,7 +97,8 @@ def _dijkstra(g: nx.Graph, source: str, target: str) -> str:
     import networkx as nx
 
     try:
-        length, path = nx.single_source_dijkstra(g, source, target, weight="weight")
+        # with a target it answers (length, path); its stubs give the form without one too
+        length, path = cast("tuple[float, list[Any]]", nx.single_source_dijkstra(g, source, target, weight="weight"))
     except nx.NetworkXNoPath:
         return f"no path from {source} to {target}"
     total = int(length) if float(length).is_integer() else round(float(length), 6)

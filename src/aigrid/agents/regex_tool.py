@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import regex
-from regex import _regex_core as _core  # the package's parser: `expansion`
+from regex import _regex_core
 
 from aigrid.agents.tool import ToolContext, ToolError, require_str
 from aigrid.security.firewall.texts import Source
@@ -33,6 +33,8 @@ MAX_OUTPUT = 4_000
 MAX_EXPANSION = 20_000
 """Most items a pattern's counted repeats may write out (`expansion`): `a{20000}` compiles in about 5 ms."""
 FLAGS: Mapping[str, int] = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x": regex.VERBOSE}
+_core: Any = _regex_core
+"""The `regex` package's own parser (private, not in its stubs): what `expansion` reads a pattern with."""
 
 
 class RegexTool:

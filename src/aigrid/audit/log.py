@@ -23,7 +23,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -87,7 +87,7 @@ class AuditLog:
         self._queue: asyncio.Queue[tuple[float, str]] | None = None
         self._task: asyncio.Task[None] | None = None
         self._thread = StoreThread()
-        self._store_call: asyncio.Future[object] | None = None
+        self._store_call: asyncio.Future[Any] | None = None
         """The last store call handed to a worker thread (stop() waits for it before closing the store)."""
         self._pending: list[tuple[float, str]] = []
         """The batch being written: kept across a writer restart so nothing is lost."""

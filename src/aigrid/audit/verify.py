@@ -141,8 +141,7 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
             checkpoints = []
             report._bad(1, "the checkpoint table is gone (dropped): nothing proves the records")
         wanted = {seq for seq, *_ in checkpoints} | ({anchor[0]} if anchor else set())
-        chained = _chain(db, report, wanted)
-        last_seq = chained.pop(-1)
+        chained, last_seq = _chain(db, report, wanted)
         _check_checkpoints(checkpoints, chained, last_seq, keys, report)
         if anchor is not None:
             _check_anchor(anchor, chained, last_seq, report)
@@ -189,9 +188,9 @@ def _narrowed(report: VerifyReport, seq: int, unsigned: tuple[int, int] | None) 
     return f"{said}{signed + 1}..{last} follow the last checkpoint of any given key ({signed}))"
 
 
-def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> dict[int, str]:
-    """Walk the records in order; returns the recomputed hash of each `wanted` record and, under -1, the last
-    sequence number read."""
+def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> tuple[dict[int, str], int]:
+    """Walk the records in order; returns the recomputed hash of each `wanted` record and the last sequence
+    number read."""
     chained: dict[int, str] = {}
     expected, prev = 1, GENESIS
     try:
@@ -227,8 +226,7 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> di
         report._broken(expected, "damaged", f"records from {expected} on cannot be read: the file is damaged ({printable(str(e))})",
                        "")
         report.damaged = True
-    chained[-1] = expected - 1
-    return chained
+    return chained, expected - 1
 
 
 def _check_ts(seq: int, ts: object, body: bytes, report: VerifyReport) -> None:

@@ -178,7 +178,7 @@ class HubClient:
     async def publish_decision(self, record: dict[str, Any]) -> None:
         """A decision with its outcome (its request ended): posted, in place of any earlier post of it."""
         rid = record.get("id")
-        if self._young.pop(rid, None) is None:
+        if isinstance(rid, str) and self._young.pop(rid, None) is None:
             self._old.pop(rid, None)
         try:
             await self.post("decision", record)

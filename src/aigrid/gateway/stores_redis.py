@@ -39,8 +39,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Awaitable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar, cast
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -186,7 +186,8 @@ class RedisResponses:
     async def _write(self, key: str, fields: dict[str, Any]) -> None:
         """A hash written whole, its expiry renewed, in one transaction."""
         pipe = self._r.pipeline(transaction=True)
-        pipe.hset(key, mapping=fields)
+        # the stubs ask for a mapping of str/bytes/numbers; the callers' values are those, typed Any here
+        pipe.hset(key, mapping=cast("Mapping[Any, Any]", fields))
         pipe.expire(key, self._ttl)
         await pipe.execute()
 
@@ -375,7 +376,7 @@ class RedisConversations:
         raise WatchError(f"conversation {cid} was changed by others {WRITE_TRIES} times while this change was made")
 
 
-def _one(raw: bytes) -> ConversationStore:
+def _one(raw: bytes | str) -> ConversationStore:
     """A store holding just this conversation, to run ConversationStore's operations on it."""
     one = ConversationStore()
     one.create(StoredConversation(**orjson.loads(raw)))

@@ -41,7 +41,7 @@ class RedisAbuseRelay:
         try:
             if self._cursor is None:
                 last = await self._r.xrevrange(self._key, count=1)
-                self._cursor = last[0][0].decode() if last else "0-0"
+                self._cursor = _text(last[0][0]) if last else "0-0"
             pipe = self._r.pipeline(transaction=False)
             if batch:
                 pipe.xadd(self._key, {"g": self.gateway_id, "b": orjson.dumps(batch_to_wire(batch))},
@@ -60,3 +60,9 @@ class RedisAbuseRelay:
 
     async def aclose(self) -> None:
         await self._r.aclose()
+
+
+def _text(stream_id: bytes | str | None) -> str:
+    """A stream entry's id as text: bytes from a client made with bytes replies (the gateway's), str from one
+    that decodes them."""
+    return stream_id.decode() if isinstance(stream_id, bytes) else str(stream_id)
