@@ -75,6 +75,7 @@ system-deps:
 lint: install
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy src/aigrid
 
 clean:
 	-test -x $(PY) && $(PY) scripts/build_core.py --clean
