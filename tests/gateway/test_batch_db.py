@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
+import os
 import sqlite3
+import stat
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from aigrid.gateway.batch_db import BatchDb
 
@@ -58,3 +63,27 @@ def test_workers_opening_an_index_of_format_1_at_once_migrate_it_once(tmp_path: 
                 assert db.execute("PRAGMA user_version").fetchone()[0] == 2
                 assert db.execute("SELECT jurisdictions FROM batches WHERE id = 'batch_eu'").fetchone()[0] == '["EU"]'
     assert outcomes == ["ok"] * (PROCESSES * 5), [o for o in outcomes if o != "ok"]
+
+
+def test_the_folder_of_the_tenants_files_is_private(tmp_path: Path) -> None:
+    """The index's folder holds every tenant's uploads and batch answers: it was made with the umask's mode
+    (0755 under the usual 022) and its files 0644, readable by any local account. Now 0700, whatever the
+    umask."""
+    old = os.umask(0o022)
+    try:
+        root = tmp_path / "batches"
+        BatchDb(root).create()
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
+
+
+def test_a_folder_the_operator_made_is_kept_and_a_readable_one_is_named(tmp_path: Path,
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    root = tmp_path / "batches"
+    root.mkdir(mode=0o755)
+    root.chmod(0o755)
+    with caplog.at_level(logging.WARNING, logger="aigrid.batches"):
+        BatchDb(root).create()
+    assert stat.S_IMODE(root.stat().st_mode) == 0o755
+    assert any("chmod 700" in r.getMessage() and str(root) in r.getMessage() for r in caplog.records)

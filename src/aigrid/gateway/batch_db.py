@@ -26,6 +26,7 @@ its key: NULL, seen by the tenant's unrestricted keys only, never by a narrowed 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 import time
@@ -37,6 +38,7 @@ from typing import Any, TypeVar
 import orjson
 
 T = TypeVar("T")
+log = logging.getLogger("aigrid.batches")
 DB_NAME = "index.sqlite3"
 FORMAT = 2
 """The index's format (PRAGMA user_version): this version reads 0 to 2 and writes 2 (0: before the stamp; 1:
@@ -56,6 +58,20 @@ CREATE INDEX IF NOT EXISTS batches_by_status ON batches (status);
 """
 BUSY_S = 10.0
 """How long a call waits for another process's write to end before it fails (sqlite3.OperationalError)."""
+
+
+def _private_folder(root: Path) -> None:
+    """The folder of every tenant's files and results, made readable by this user only (0700, whatever the
+    umask): under the usual umask 022 it was 0755 and its files 0644, so any local account could read every
+    tenant's uploads and batch answers. A folder the operator made before is left as it is, with a warning when
+    others may read it."""
+    try:
+        root.mkdir(mode=0o700, parents=True)
+        root.chmod(0o700)  # mkdir's mode is masked by the umask
+    except FileExistsError:
+        if root.is_dir() and root.stat().st_mode & 0o077:
+            log.warning("gateway.batch.dir %s may be read by other local users (mode %o): its files are the tenants' "
+                        "uploads and batch answers; chmod 700 it", root, root.stat().st_mode & 0o777)
 
 
 class BatchDb:
@@ -78,7 +94,7 @@ class BatchDb:
         with self._lock:
             if self._ready:
                 return
-            self.root.mkdir(parents=True, exist_ok=True)
+            _private_folder(self.root)
             deadline = time.monotonic() + BUSY_S
             while True:
                 try:
