@@ -71,32 +71,59 @@ _ENGINE = re.compile(r"\w+Engine\([^()]*\): ?")
 """An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client."""
 
 
-def addresses(engines: Mapping[str, Engine]) -> re.Pattern[str] | None:
-    """Every way an engine's address shows in an error's text (its base URL, host:port, ('host', port), the
-    host), longest first: what for_client() hides."""
-    found: set[str] = set()
-    for engine in engines.values():
-        base = getattr(engine, "base_url", None)
-        if not isinstance(base, str) or not base:
-            continue
-        try:
-            url = httpx.URL(base)
-        except httpx.InvalidURL:
-            continue
-        port = url.port or (443 if url.scheme == "https" else 80)
-        found |= {base.rstrip("/"), f"{url.host}:{port}", f"('{url.host}', {port})", f"[{url.host}]:{port}"}
-        if "." in url.host or ":" in url.host or url.host == "localhost":  # an IP or a domain name, alone too
-            found.add(url.host)
-    if not found:
-        return None
-    return re.compile("|".join(re.escape(a) for a in sorted(found, key=len, reverse=True)))
+class EngineNames:
+    """What a client that is not an operator reads where an engine's address shows in an error's text (its base
+    URL, host:port, ('host', port), [host]:port, the host alone): the id of the endpoint it serves, the spec's name
+    for it (the ids of all that share it, unless the text is one endpoint's). An adapter's repr is dropped. The log, the audit records, `aigrid
+    explain` for an operator and /v1/grid's `url` for one keep the address."""
+
+    def __init__(self, engines: Mapping[str, Engine]) -> None:
+        owners: dict[str, set[str]] = {}
+        for endpoint_id, engine in engines.items():
+            for form in _address_forms(getattr(engine, "base_url", None)):
+                owners.setdefault(form, set()).add(endpoint_id)
+        self._owners = {form: frozenset(ids) for form, ids in owners.items()}
+        alternatives = "|".join(re.escape(a) for a in sorted(owners, key=len, reverse=True))
+        # whole addresses only: an engine at :1 does not rename the one at :10, nor a host the longer host it ends
+        self._pattern = re.compile(rf"(?<![\w-])(?:{alternatives})(?![\w-])") if owners else None
+
+    def hide(self, text: str, endpoint: str | None = None) -> str:
+        """`text` (an engine's error, a health reason; `endpoint`'s when it is one endpoint's) with each engine
+        address named by its endpoint."""
+        text = _ENGINE.sub("", text)
+        if self._pattern is None:
+            return text
+
+        def name(m: re.Match[str]) -> str:
+            owners = self._owners[m.group()]
+            return endpoint if endpoint in owners else "/".join(sorted(owners))
+        return self._pattern.sub(name, text)
+
+    def decision(self, found: dict[str, Any]) -> dict[str, Any]:
+        """A decision's record (DecisionRecord.to_dict(), local or the hub's) as its tenant reads it: the errors of
+        its attempts and the reasons endpoints were rejected (an unhealthy one's health reason) without addresses."""
+        attempts = [{**a, "error": self.hide(a["error"], a.get("endpoint"))} if isinstance(a.get("error"), str) else a
+                    for a in found.get("attempts") or ()]
+        rejected = [{**r, "reason": self.hide(r["reason"], r.get("endpoint"))} if isinstance(r.get("reason"), str) else r
+                    for r in found.get("rejected") or ()]
+        return {**found, "attempts": attempts, "rejected": rejected}
 
 
-def for_client(reason: str, hidden: re.Pattern[str] | None = None) -> str:
-    """An attempt's failure as a client may read it: without the engine's address (an internal host name or a
-    private IP, in the adapter's repr or in the error's own text); the log and `aigrid explain` keep it."""
-    reason = _ENGINE.sub("", reason)
-    return reason if hidden is None else hidden.sub("<engine>", reason)
+def _address_forms(base: object) -> set[str]:
+    """Every way the engine at `base` (its base URL) shows in an error's text."""
+    if not isinstance(base, str) or not base:
+        return set()
+    try:
+        url = httpx.URL(base)
+    except httpx.InvalidURL:
+        return set()
+    port = url.port or (443 if url.scheme == "https" else 80)
+    found = {base.rstrip("/"), f"{url.host}:{port}", f"('{url.host}', {port})", f"[{url.host}]:{port}"}
+    if "." in url.host or ":" in url.host or url.host == "localhost":  # an IP or a domain name, alone too
+        found.add(url.host)
+    return found
+
+
 log = logging.getLogger("aigrid.proxy")
 
 
@@ -196,7 +223,8 @@ class Proxy:
         """`contexts`: endpoint id -> its model's context in tokens, the most a non-streamed answer without an
         output limit can decode (its deadline's bound)."""
         self._engines = engines
-        self._hidden = addresses(engines)
+        self.names = EngineNames(engines)
+        """How a client's error names an engine (by its endpoint's id; routes.py hides /v1/grid's and decisions' too)."""
         self._contexts = dict(contexts or {})
         self._family_of = dict(family_of or {})
         self._deadline = deadline
@@ -223,14 +251,14 @@ class Proxy:
         except EngineFailedAfterActing as e:  # its tools acted: no other engine runs the loop again, nor the client
             record.status = "failed"
             self._metrics.rejected.labels("upstream_failed").inc()
-            raise UpstreamFailed(f"{for_client(str(e), self._hidden)}; not tried again on another engine, which would "
+            raise UpstreamFailed(f"{self.names.hide(str(e))}; not tried again on another engine, which would "
                                  "run the request's server-side tools again", retry=False,
                                  headers={"x-aigrid-decision": decision.request_id}) from e
         if opened is not None and opened.trace_headers:  # a tool loop's later turns run in this task
             TRACE_HEADERS.set(opened.trace_headers)
         if opened is None:
             record.status = "failed"
-            tried = "; ".join(f"{a['endpoint']}: {for_client(str(a.get('error')), self._hidden)}"
+            tried = "; ".join(f"{a['endpoint']}: {self.names.hide(str(a.get('error')), a['endpoint'])}"
                               for a in record.attempts)
             self._metrics.rejected.labels("upstream_failed").inc()
             raise UpstreamFailed(f"every candidate failed before answering ({tried})",
@@ -262,7 +290,7 @@ class Proxy:
                             exc_info=e)
             await self.abandon(opened, record, f"broke before the answer was complete: {e!r}")
             record.status = "failed"
-            raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {for_client(str(e), self._hidden)}",
+            raise UpstreamFailed(f"{cand.endpoint_id} failed while answering: {self.names.hide(str(e), cand.endpoint_id)}",
                                  headers={"x-aigrid-decision": decision.request_id}) from e
         except BaseException:  # cancelled (client gone, shutdown): release the engine
             await opened.stack.aclose()
@@ -602,7 +630,7 @@ class Proxy:
 
     def error_event(self, record: DecisionRecord, message: str) -> bytes:
         record.status = "interrupted"
-        message = for_client(message, self._hidden)  # the decision and the log keep the engine's address
+        message = self.names.hide(message)  # the decision and the log keep the engine's address
         err = {"error": {"message": f"the answer was interrupted: {message}", "type": "upstream_error",
                          "param": None, "code": "stream_interrupted"}}
         return encode(orjson.dumps(err))

@@ -468,7 +468,8 @@ class Routes:
         if decision.chosen is None:
             record.status = "rejected"
             gw.metrics.rejected.labels("no_eligible_endpoint").inc()
-            details = "; ".join(f"{r.endpoint_id}: {r.filter} ({r.reason})" for r in decision.rejected)
+            hide = gw.proxy.names.hide  # an unhealthy endpoint's reason is its engine's error: no address in it
+            details = "; ".join(f"{r.endpoint_id}: {r.filter} ({hide(r.reason, r.endpoint_id)})" for r in decision.rejected)
             # only rules that a retry cannot change (residency, the model, quality, the tenant's): not retried
             hard = bool(decision.rejected) and {r.filter for r in decision.rejected} <= HARD_FILTERS
             raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id},
@@ -649,7 +650,7 @@ class Routes:
         if found is None or (tenant is not None and found.get("tenant") != tenant):  # another tenant's: hidden
             raise NotFound(f"no decision {decision_id!r} "
                            "(the gateway keeps only the most recent decisions)", param="decision_id")
-        return json_response(found)
+        return json_response(found if tenant is None else self.gw.proxy.names.decision(found))
 
     async def recent_decisions(self, request: Request, ex: Exchange) -> Response:
         """The latest decisions the caller may see: audited (an operator reads every tenant's)."""
@@ -664,7 +665,8 @@ class Routes:
         if records is None:  # one process, or the hub out of reach: this worker's own
             records = [r.to_dict() for r in self.gw.decisions.recent(limit)]
         if tenant is not None:
-            records = [r for r in records if r.get("tenant") == tenant][:asked]
+            names = self.gw.proxy.names  # a tenant reads its engines by their endpoints' ids, not their addresses
+            records = [names.decision(r) for r in records if r.get("tenant") == tenant][:asked]
         return json_response({"data": records})
 
     async def _decision_reader(self, request: Request, ex: Exchange) -> str | None:
@@ -674,7 +676,8 @@ class Routes:
         return self.gw.guard.reader_of(principal)
 
     async def grid(self, request: Request, ex: Exchange) -> Response:
-        # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator
+        # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator, in
+        # `url` and in a failing engine's `reason` (named by its endpoint's id for anyone else)
         operator = self.gw.guard.reader_of(await authenticate_read(self.gw, request, ex)) is None
         view = self.gw.store.snapshot()
         sites = {s.id: {"name": s.name, "lat": s.location.lat, "lon": s.location.lon,
@@ -686,7 +689,8 @@ class Routes:
                               **({"url": self.gw.engines[e.id].base_url} if operator else {}),
                               "slots": e.max_concurrency, "healthy": st.healthy, "circuit": str(st.circuit),
                               "running": st.running, "waiting": st.waiting, "kv_usage": st.kv_usage,
-                              "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4), "reason": st.reason,
+                              "ttft_s": st.ttft_s, "error_rate": round(st.error_rate, 4),
+                              "reason": st.reason if operator else self.gw.proxy.names.hide(st.reason, e.id),
                               "telemetry_age_s": round(st.age_s, 2),
                               "measured_rtt_ms": None if st.rtt_ms is None else round(st.rtt_ms, 2),
                               "pending_requests": st.pending_requests,
