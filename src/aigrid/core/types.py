@@ -262,6 +262,10 @@ class RequestInfo:
     prefix_tokens: int | None = None
     """Tokens of the shared prefix `prefix_hash` names (a system prompt), which the endpoint that served it
     last holds in its prefix cache; None: unknown (core.predict.warm_cache assumes CACHED_FRACTION)."""
+    allowed_models: tuple[frozenset[str], ...] = ()
+    """The caller's model scope (security.authorize.scope_request): sets of glob patterns, and the model an
+    endpoint serves must match a pattern of each; empty: any model. A hard filter (filters/model.py), so neither
+    `auto`, a family fallback, a retry nor an escalation reaches a model the key or its tenant may not use."""
 
     def __reduce__(self) -> tuple[object, ...]:
         return reduce_record(self)

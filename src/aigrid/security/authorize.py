@@ -1,8 +1,9 @@
 """Authorization: may this principal use this model, and where may its request run?
 
 `authorize` raises PermissionDenied (403) on a scope violation; `scope_request` turns the principal's
-scopes into the routing core's hard filters (allowed_jurisdictions, allowed_sites), intersected with what
-the request itself asked for, so residency holds through retries and failover.
+scopes into the routing core's hard filters (allowed_jurisdictions, allowed_sites, allowed_models),
+intersected with what the request itself asked for, so residency and the model scope hold through retries,
+failover and escalation.
 """
 
 from __future__ import annotations
@@ -35,11 +36,14 @@ def authorize(principal: Principal, model: str, *, jurisdictions: frozenset[str]
 
 
 def scope_request(principal: Principal, request: RequestInfo) -> RequestInfo:
-    """The request with the principal's tenant and residency/site limits applied as hard filters."""
+    """The request with the principal's tenant, residency/site limits and model scope applied as hard filters
+    (authorize checked the model asked for; the one an endpoint serves can be another: `auto`, a family fallback,
+    an escalation)."""
     scopes = principal.scopes
+    models = tuple(p for p in (scopes.models, *scopes.models_within) if p is not None)
     return replace(request, tenant=principal.tenant,
                    allowed_jurisdictions=_narrow(request.allowed_jurisdictions, scopes.jurisdictions),
-                   allowed_sites=_narrow(request.allowed_sites, scopes.sites))
+                   allowed_sites=_narrow(request.allowed_sites, scopes.sites), allowed_models=models)
 
 
 def _narrow(asked: frozenset[str] | None, allowed: frozenset[str] | None) -> frozenset[str] | None:

@@ -1,9 +1,11 @@
 """Serves the model: exact name, "auto" (any model), a family name, or (if the policy allows) another
-model of the same family."""
+model of the same family; and, whatever was asked, only a model the caller may use (RequestInfo.allowed_models:
+a key limited to one model was served another of its family, or any model of the grid for "auto")."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import PASS, Context, Verdict
@@ -18,10 +20,13 @@ class ServesModel:
     name: str = "model"
 
     def applies(self, ctx: Context) -> bool:
-        return ctx.request.model != AUTO
+        return ctx.request.model != AUTO or bool(ctx.request.allowed_models)
 
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         wanted = ctx.request.model
+        for patterns in ctx.request.allowed_models:
+            if not any(fnmatchcase(endpoint.model, p) for p in patterns):
+                return Verdict(False, f"serves {endpoint.model}, which the caller's key may not use")
         if wanted in (AUTO, endpoint.model, endpoint.family):
             return PASS
         info = ctx.view.models.get(wanted)
