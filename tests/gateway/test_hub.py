@@ -33,9 +33,12 @@ from aigrid.gateway import hub as hub_module
 from aigrid.gateway import hub_client as hub_client_module
 from aigrid.gateway import hub_protocol
 from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.decisions import Latest
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubError, HubQuotaBackend, HubSharedState
+from aigrid.security.keys import KeyRing
 from aigrid.security.quota_backend import Counter
+from aigrid.spec.models import TenantSpec
 from aigrid.telemetry.shared import LocalReport
 from aigrid.telemetry.store import TelemetryStore
 from aigrid.telemetry.sync import SharedSync
@@ -390,3 +393,78 @@ async def test_a_call_too_large_for_a_frame_fails_alone(work: Path, monkeypatch:
         await client.aclose()
         await hub.stop()
     assert verify(work / "audit.db", key.public_key()).records == 3
+
+
+class OtherTenants(FakeDecision):
+    """A decision of another tenant, as the decision log holds it."""
+
+    tenant = "eu-bank"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "tenant": self.tenant}
+
+
+async def test_a_tenants_latest_decisions_are_read_where_they_are_kept(
+        work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant's `GET /v1/decisions?limit=1` had the hub (or this worker's log) send the newest 1,000 decisions of
+    every tenant and kept its own: about 2.6 MB from the hub a call at its 20,000 decisions
+    (scripts/decisions_read_cost.py), for a GET no rate limit counts, and a tenant whose decisions were older than
+    those 1,000 saw none. The hub and the log now answer the tenant's newest only."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "test-secret-0123456789abcdef")
+    ring = KeyRing(b"test-secret-0123456789abcdef")
+    tenant = {"authorization": f"Bearer {ring.issue('default').api_key}"}
+    ops = {"authorization": f"Bearer {ring.issue('ops').api_key}"}
+    ring.save(work / "keys.json")
+    spec = spec_in(work, enforce=True)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "ops": TenantSpec(operator=True)}})
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(3), sleep=_no_sleep)
+    hub = Hub(work / "hub.sock", None)
+    await hub.start()
+    client = gw.hub = HubClient(hub.path)
+    answered: list[int] = []
+    call = client.call
+
+    async def counted(op: str, arg: Any, timeout: float = 5.0) -> Any:
+        got = await call(op, arg, timeout)
+        if op == "decisions_recent":
+            answered.append(len(got))
+        return got
+
+    monkeypatch.setattr(client, "call", counted)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/chat/completions", json={"model": "smollm2-135m", "max_tokens": 4,
+                                                            "messages": [{"role": "user", "content": "hi"}]},
+                             headers=tenant)
+            mine = r.headers["x-aigrid-decision"]
+            for i in range(1200):  # newer, of another tenant: in the hub and in this worker's log
+                other = OtherTenants(f"dec-{i:016x}")
+                gw.decisions.add(other)  # type: ignore[arg-type]
+                await client.publish_decision(other.to_dict())
+            assert [d["id"] for d in (await c.get("/v1/decisions?limit=2", headers=ops)).json()["data"]] == \
+                ["dec-00000000000004af", "dec-00000000000004ae"]  # every tenant's, to an operator
+            answered.clear()
+            got = (await c.get("/v1/decisions?limit=1", headers=tenant)).json()["data"]
+            assert [d["id"] for d in got] == [mine] and answered == [1]  # the hub sent the one answered
+            gw.hub = None  # one process: this worker's log
+            got = (await c.get("/v1/decisions?limit=5", headers=tenant)).json()["data"]
+            assert [d["id"] for d in got] == [mine]
+    finally:
+        await gw.guard.stop()
+        await client.aclose()
+        await hub.stop()
+
+
+def test_the_latest_forget_the_oldest_and_each_tenants_read_alone() -> None:
+    latest: Latest[int] = Latest(3)
+    for i, tenant in enumerate("abab"):
+        latest.add(f"k{i}", tenant, i)
+    assert latest.recent(5) == [3, 2, 1] and latest.get("k0") is None  # k0 forgotten, from a's too
+    assert latest.recent(5, "a") == [2] and latest.recent(1, "b") == [3] and latest.recent(5, "c") == []
+    latest.add("k1", "b", 10)  # the same id again: the newest, once
+    assert latest.recent(5) == [10, 3, 2] and latest.recent(5, "b") == [10, 3]
+    latest.add("k4", "c", 4)
+    latest.add("k5", "c", 5)
+    assert latest.recent(5, "a") == [] and latest.recent(5) == [5, 4, 10] and latest._of_tenant.keys() == {"b", "c"}

@@ -45,7 +45,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -53,6 +53,7 @@ from aigrid.audit.log import AuditLog
 from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable
 from aigrid.gateway.conversation_store import ConversationStore
+from aigrid.gateway.decisions import Latest
 from aigrid.gateway.guard import start_audit
 from aigrid.gateway.hub_protocol import BATCH, FrameTooLarge, FrameWriter, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, ResponseStore, StoredResponse
@@ -96,8 +97,7 @@ class Hub:
         self._seq = 0
         self._cursor: dict[str, int] = {}
         self.quotas = MemoryQuotaBackend()
-        self._decisions: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        self._decisions_max = decisions_max
+        self._decisions: Latest[dict[str, Any]] = Latest(decisions_max)
         self.responses = ResponseStore()
         self.conversations = ConversationStore()
         self.abuse = HubAbuse(AbuseMonitor(abuse_rules or AbuseRules()))
@@ -198,15 +198,13 @@ class Hub:
                 self._outbox.extend(batch)
             return answer_to_wire(self.abuse.exchange(since, batch))
         if op == "decision":
-            self._decisions[arg["id"]] = arg
-            self._decisions.move_to_end(arg["id"])
-            while len(self._decisions) > self._decisions_max:
-                self._decisions.popitem(last=False)
+            self._decisions.add(arg["id"], str(arg.get("tenant")), arg)
             return None
         if op == "decision_get":
             return self._decisions.get(str(arg))
-        if op == "decisions_recent":
-            return list(itertools.islice(reversed(self._decisions.values()), max(0, int(arg))))
+        if op == "decisions_recent":  # a limit (every tenant's), or [limit, tenant]: the newest first
+            limit, tenant = (arg, None) if isinstance(arg, int) else (arg[0], str(arg[1]))
+            return self._decisions.recent(int(limit), tenant)
         if op.startswith("response_"):
             return self._responses(op, arg)
         if op.startswith("conversation_"):  # conversations_api.Conversations, the same wire form as in-process

@@ -193,10 +193,11 @@ class HubClient:
             return None
         return found if isinstance(found, dict) else None
 
-    async def recent_decisions(self, limit: int) -> list[dict[str, Any]] | None:
-        """Every worker's latest decisions, newest first; None when the hub cannot be asked (logged)."""
+    async def recent_decisions(self, limit: int, tenant: str | None = None) -> list[dict[str, Any]] | None:
+        """Every worker's latest decisions (`tenant`'s only, when given), newest first; None when the hub cannot be
+        asked (logged)."""
         try:
-            return list(await self.call("decisions_recent", limit))
+            return list(await self.call("decisions_recent", limit if tenant is None else [limit, tenant]))
         except HubError as e:
             log.warning("recent decisions: the workers' hub could not be asked (this worker's own are shown): %s", e)
             return None

@@ -658,15 +658,14 @@ class Routes:
         asked = plain_int(request.query_params.get("limit", "50"))
         if asked is None or not 1 <= asked <= 1000:
             raise InvalidRequest("limit must be an integer between 1 and 1000", param="limit")
-        limit = asked if tenant is None else 1000
-        records = None
+        records = None  # the tenant's own read where they are kept: the work is what is answered
         if self.gw.hub is not None:  # every worker's, newest first
-            records = await self.gw.hub.recent_decisions(limit)
+            records = await self.gw.hub.recent_decisions(asked, tenant)
         if records is None:  # one process, or the hub out of reach: this worker's own
-            records = [r.to_dict() for r in self.gw.decisions.recent(limit)]
+            records = [r.to_dict() for r in self.gw.decisions.recent(asked, tenant)]
         if tenant is not None:
             names = self.gw.proxy.names  # a tenant reads its engines by their endpoints' ids, not their addresses
-            records = [names.decision(r) for r in records if r.get("tenant") == tenant][:asked]
+            records = [names.decision(r) for r in records if r.get("tenant") == tenant]
         return json_response({"data": records})
 
     async def _decision_reader(self, request: Request, ex: Exchange) -> str | None:
