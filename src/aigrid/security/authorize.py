@@ -3,11 +3,12 @@
 `authorize` raises PermissionDenied (403) on a scope violation; `scope_request` turns the principal's
 scopes into the routing core's hard filters (allowed_jurisdictions, allowed_sites, allowed_models),
 intersected with what the request itself asked for, so residency and the model scope hold through retries,
-failover and escalation.
+failover and escalation, and keys the request's affinity (its prefix and session) by its tenant.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 
 from aigrid.core.types import RequestInfo
@@ -43,7 +44,18 @@ def scope_request(principal: Principal, request: RequestInfo) -> RequestInfo:
     models = tuple(p for p in (scopes.models, *scopes.models_within) if p is not None)
     return replace(request, tenant=principal.tenant,
                    allowed_jurisdictions=_narrow(request.allowed_jurisdictions, scopes.jurisdictions),
-                   allowed_sites=_narrow(request.allowed_sites, scopes.sites), allowed_models=models)
+                   allowed_sites=_narrow(request.allowed_sites, scopes.sites), allowed_models=models,
+                   prefix_hash=_tenants_own(principal.tenant, request.prefix_hash),
+                   session=_tenants_own(principal.tenant, request.session))
+
+
+def _tenants_own(tenant: str, key: str | None) -> str | None:
+    """An affinity key (a prefix's hash, a session) in the tenant's own space of the affinity map: another tenant's
+    same system prompt or session id is another key. Shared, a tenant's decision scored warm the endpoint that last
+    served another tenant's prompt (an oracle of what others send), and its session id steered theirs."""
+    if key is None:
+        return None
+    return hashlib.blake2b(f"{tenant}\x00{key}".encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 def _narrow(asked: frozenset[str] | None, allowed: frozenset[str] | None) -> frozenset[str] | None:
