@@ -4,13 +4,16 @@ inside the tool loop like the built-ins."""
 from __future__ import annotations
 
 import sys
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from aigrid.agents import Finished, McpServer, ToolRegistry, builtin_tools, run_tool_loop
+from aigrid.agents.mcp_tools import MAX_OUTPUT
 from aigrid.agents.tool import NO_CONTEXT, ToolError
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 
@@ -144,3 +147,52 @@ async def test_a_server_cannot_take_a_name_it_collided_on(tmp_path: Path) -> Non
         await runtime._changed(server, old, new, None)
         assert isinstance(runtime.tools["calculator"], Calculator)
     await runtime.stop()
+
+
+class HugeResult:
+    """What a server's `call_tool` answers: `blocks` text blocks of `size` characters each (one string, so the
+    test holds it once), or a structured result of as many."""
+
+    def __init__(self, blocks: int, size: int, structured: bool = False) -> None:
+        text = "x" * size
+        self.content = [] if structured else [SimpleNamespace(type="text", text=text)] * blocks
+        self.structured_content = {"rows": [text] * blocks} if structured else None
+        self.is_error = False
+
+
+class HugeSession:
+    def __init__(self, result: HugeResult) -> None:
+        self.result = result
+
+    async def call_tool(self, tool: str, arguments: dict[str, Any], read_timeout_seconds: float) -> HugeResult:
+        return self.result
+
+
+@pytest.mark.parametrize(("blocks", "size", "structured"), [(100_000, 1_000, False), (1, 100_000_000, False),
+                                                            (100_000, 1_000, True)])
+async def test_a_huge_result_is_put_together_no_further_than_its_cut(blocks: int, size: int,
+                                                                       structured: bool) -> None:
+    """A result's text was joined whole before the cut to MAX_OUTPUT characters: 100,000 blocks of 1,000 characters
+    (or one of 100 MB, or as much structured content) held 100 MB more and took the copy's time, for 4,000
+    characters kept. Now no more than one character past the cut is put together."""
+    mcp = server()
+    mcp._session = HugeSession(HugeResult(blocks, size, structured))
+    tracemalloc.start()
+    try:
+        text = await mcp.call("huge", {})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    few = ["x" * min(size, MAX_OUTPUT)] * min(blocks, 5)  # as much as the cut keeps, written as it was
+    assert text == (str({"rows": few}) if structured else "\n".join(few))[:MAX_OUTPUT] + "..."
+    assert peak < 1 << 20, peak  # was 100 MB and more
+
+
+async def test_a_short_result_is_read_as_before() -> None:
+    mcp = server()
+    blocks = [SimpleNamespace(type="text", text="one"), SimpleNamespace(type="image")]
+    mcp._session = HugeSession(HugeResult(0, 0))
+    mcp._session.result.content = blocks
+    assert await mcp.call("short", {}) == "one\n[image]"
+    mcp._session.result.content, mcp._session.result.structured_content = [], {"a": [1, "b", None], "c": {"d": 2.5}}
+    assert await mcp.call("short", {}) == str({"a": [1, "b", None], "c": {"d": 2.5}})

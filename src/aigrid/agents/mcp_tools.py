@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
@@ -25,6 +25,7 @@ from aigrid.agents.tool import ToolContext, ToolError
 from aigrid.security.firewall.texts import Source, tool_text
 
 MAX_OUTPUT = 4_000
+"""The most characters of a tool's result a model reads (then "..."); no more than one past it is ever put together."""
 log = logging.getLogger(__name__)
 
 
@@ -149,7 +150,7 @@ class McpServer:
             raise ToolError(f"MCP server {self.name!r} did not answer within {self.call_timeout_s}s") from e
         text = _content_text(result.content)
         if not text and result.structured_content is not None:
-            text = str(result.structured_content)
+            text = _bounded(_structured(result.structured_content))
         if result.is_error:
             raise ToolError(text or f"MCP tool {tool!r} failed")
         return text if len(text) <= MAX_OUTPUT else text[:MAX_OUTPUT] + "..."
@@ -171,8 +172,41 @@ class McpServer:
 
 
 def _content_text(blocks: Sequence[Any]) -> str:
-    parts = []
-    for block in blocks:
-        text = getattr(block, "text", None)
-        parts.append(text if isinstance(text, str) else f"[{getattr(block, 'type', 'content')}]")
-    return "\n".join(parts)
+    """A result's blocks' text, one a line, put together no further than one character past the cut (MAX_OUTPUT):
+    a result of a million blocks, or of one block of 100 MB, was joined whole (its size once more in memory, and
+    the time to copy it) before being cut to 4,000 characters."""
+    def pieces() -> Iterator[str]:
+        for i, block in enumerate(blocks):
+            text = getattr(block, "text", None)
+            yield ("\n" if i else "") + (text if isinstance(text, str) else f"[{getattr(block, 'type', 'content')}]")
+    return _bounded(pieces())
+
+
+def _structured(value: Any) -> Iterator[str]:
+    """A result's structured content written out as str() writes it, a piece at a time (a string's piece at most
+    MAX_OUTPUT + 1 characters of it)."""
+    if isinstance(value, dict):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield from (", " if i else "", *_structured(key), ": ")
+            yield from _structured(item)
+        yield "}"
+    elif isinstance(value, (list, tuple)):
+        yield "["
+        for i, item in enumerate(value):
+            yield ", " if i else ""
+            yield from _structured(item)
+        yield "]"
+    else:
+        yield repr(value[: MAX_OUTPUT + 1] if isinstance(value, str) else value)
+
+
+def _bounded(pieces: Iterable[str], most: int = MAX_OUTPUT + 1) -> str:
+    """The pieces together, no longer than `most` characters: those past it are not read."""
+    kept: list[str] = []
+    for piece in pieces:
+        kept.append(piece[:most])
+        most -= len(kept[-1])
+        if most <= 0:
+            break
+    return "".join(kept)
