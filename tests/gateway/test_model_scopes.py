@@ -68,6 +68,10 @@ async def test_a_model_scope_is_not_left_by_family_fallback(grid, who: str) -> N
                           headers={"authorization": f"Bearer {keys[who]}"})
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_eligible_endpoint", r.text
     assert fakes["iad-large"].received == []
+    d = await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}",
+                         headers={"authorization": f"Bearer {keys[who]}"})
+    reasons = {x["endpoint"]: x["reason"] for x in d.json()["rejected"]}
+    assert reasons["iad-large"] == "serves a model the caller's key may not use", reasons  # the model not named
 
 
 @pytest.mark.parametrize("who", ["small-key", "small-tenant"])
