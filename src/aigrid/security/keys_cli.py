@@ -1,14 +1,19 @@
 """Command-line helpers the CLI mounts as `aigrid keys create|list|revoke` (plain functions, no framework).
 
 The server secret comes from the environment variable AIGRID_KEY_SECRET (at least 16 bytes); the key
-file holds only digests.
+file holds only digests. `create` and `revoke` read, change and write the file under an exclusive lock (`flock` on
+`<file>.lock` beside it): two run side by side (a script creating keys while an operator revokes a leaked one)
+each see the other's change; before, the one that wrote last wrote back the file it had read, and a revocation
+made meanwhile was lost (the key valid again).
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from aigrid.core.urgency import parse_level
@@ -24,6 +29,22 @@ def server_secret(env: dict[str, str] | None = None) -> bytes:
     if len(value.encode()) < 16:
         raise ConfigError(f"set {SECRET_ENV} to a random secret of at least 16 bytes (e.g. `openssl rand -hex 32`)")
     return value.encode()
+
+
+@contextmanager
+def _changing(keys_file: Path) -> Iterator[None]:
+    """Hold the key file's lock while it is read, changed and written (released when the process ends, however).
+    No folder, no file to change: nothing to hold (a revoke answers "no key", as before)."""
+    try:
+        fd = os.open(keys_file.with_name(keys_file.name + ".lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    except FileNotFoundError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _load(keys_file: Path, secret: bytes) -> KeyRing:
@@ -54,11 +75,13 @@ def create_key(keys_file: Path, tenant: str, *, models: Sequence[str] = (), juri
         level = None if max_priority is None else parse_level(max_priority)
     except ValueError as e:
         raise ConfigError(f"--max-priority: {e}") from None
-    ring = _load(keys_file, secret if secret is not None else server_secret())
+    secret = secret if secret is not None else server_secret()
     scopes = Scopes(models=frozenset(models) or None, jurisdictions=frozenset(jurisdictions) or None,
                     sites=frozenset(sites) or None, policy=policy, max_priority=level)
-    issued = ring.issue(tenant, scopes, name=name)
-    ring.save(keys_file)
+    with _changing(keys_file):
+        ring = _load(keys_file, secret)
+        issued = ring.issue(tenant, scopes, name=name)
+        ring.save(keys_file)
     echo(f"key id:  {issued.record.key_id} (tenant {tenant})")
     echo(f"api key: {issued.api_key}")
     echo("This is the only time the key is shown; only its digest was stored.")
@@ -82,8 +105,10 @@ def scopes_text(scopes: Scopes) -> str:
 
 
 def revoke_key(keys_file: Path, key_id: str, *, secret: bytes | None = None) -> bool:
-    ring = _load(keys_file, secret if secret is not None else server_secret())
-    if not ring.revoke(key_id):
-        return False
-    ring.save(keys_file)
+    secret = secret if secret is not None else server_secret()
+    with _changing(keys_file):
+        ring = _load(keys_file, secret)
+        if not ring.revoke(key_id):
+            return False
+        ring.save(keys_file)
     return True

@@ -1,0 +1,42 @@
+"""`aigrid keys create|revoke` (security/keys_cli.py) change the key file one at a time: each reads, changes and
+writes it under an exclusive lock, so that two run side by side (a provisioning script creating keys while an
+operator revokes a leaked one) both count."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from aigrid.security import keys_cli
+from aigrid.security.keys import KeyRing
+
+SECRET = b"test-secret-0123456789abcdef"
+
+
+def test_a_revocation_made_while_a_key_is_created_is_not_lost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "keys.json"
+    leaked = keys_cli.create_key(path, "bank", secret=SECRET, echo=lambda _: None)
+    revoked: list[bool] = []
+    issue = KeyRing.issue
+
+    def slow_issue(self: KeyRing, *args, **kwargs):  # the create has read the file; a revoke runs meanwhile
+        t = threading.Thread(target=lambda: revoked.append(keys_cli.revoke_key(path, leaked, secret=SECRET)))
+        t.start()
+        t.join(0.5)  # done at once without a lock; waits for this create's lock with one
+        threads.append(t)
+        return issue(self, *args, **kwargs)
+
+    threads: list[threading.Thread] = []
+    monkeypatch.setattr(KeyRing, "issue", slow_issue)
+    started = time.monotonic()
+    created = keys_cli.create_key(path, "bank", secret=SECRET, echo=lambda _: None)
+    monkeypatch.setattr(KeyRing, "issue", issue)
+    threads[0].join(10)
+    assert revoked == [True] and time.monotonic() - started < 10
+    ring = KeyRing.load(path, SECRET)
+    found = ring.get(leaked)
+    assert found is not None and found.revoked  # before: the create wrote the file it had read, the key valid again
+    assert ring.get(created) is not None
