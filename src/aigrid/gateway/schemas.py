@@ -144,12 +144,27 @@ class _Common(BaseModel):
                                  f"token){'' if isinstance(v, str) else f' (stop[{k}])'}")
         return v
 
+    kv_transfer_params: Any = None
+    """vLLM's: where a disaggregated-serving connector pulls the request's prefilled KV blocks from (a host, a port,
+    block ids), the router's to set. A client's named another prefill's blocks, another request's prompt state.
+    Refused."""
+    id_slot: Any = None
+    """llama-server's: the slot to run in, whose cache holds the prompt of whoever ran there before (it reuses the
+    common prefix): a client aimed at another's. Refused; the server picks a slot itself."""
+
     @field_validator("n_probs", "n_predict", "n_cmpl")
     @classmethod
     def _no_engine_own(cls, v: Any, info: ValidationInfo) -> None:
         if v is not None:
             raise ValueError(f"llama-server's {info.field_name} is not served by this grid: "
                              f"{_INSTEAD[str(info.field_name)]}")
+
+    @field_validator("kv_transfer_params", "id_slot")
+    @classmethod
+    def _no_other_requests_state(cls, v: Any, info: ValidationInfo) -> None:
+        if v is not None:
+            raise ValueError(f"{info.field_name} is not served by this grid: it names engine state of other "
+                             "requests (the grid places each request itself)")
 
 
 _INSTEAD = {"n_probs": "ask with logprobs and top_logprobs (at most 20; a completion's logprobs, at most 20)",

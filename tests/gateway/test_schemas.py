@@ -1,0 +1,28 @@
+"""Body fields of an engine's own that reach other requests' state on that engine are refused before routing
+(schemas._Common): vLLM's `kv_transfer_params` (its disaggregated-serving connectors read from it where to pull
+a prefill's KV blocks: host, port, block ids) and llama-server's `id_slot` (the slot whose cache, another
+client's prompt, the request is run in). Both were passed to the engine untouched."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.gateway.fake_engine import FakeEngine
+
+CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 4}
+COMPLETION = {"model": "smollm2-135m", "prompt": "hi", "max_tokens": 4}
+KV = {"do_remote_prefill": True, "remote_host": "10.0.0.9", "remote_port": 5600, "remote_block_ids": [1, 2, 3],
+      "remote_engine_id": "prefill-0"}
+
+
+@pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
+@pytest.mark.parametrize("field,value", [("kv_transfer_params", KV), ("id_slot", 0)])
+async def test_fields_that_reach_other_requests_engine_state_are_refused(
+        client: httpx.AsyncClient, fakes: dict[str, FakeEngine], route: str, body: dict, field: str,
+        value: object) -> None:
+    r = await client.post(route, json={**body, field: value})
+    assert r.status_code == 400 and r.json()["error"]["param"] == field, r.text
+    assert "not served by this grid" in r.json()["error"]["message"], r.text
+    assert all(not f.received for f in fakes.values())
+    assert (await client.post(route, json=body)).status_code == 200  # without it, served
