@@ -39,7 +39,8 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     ring = KeyRing(SECRET.encode())
     keys = {"small-key": ring.issue("default", Scopes(models=frozenset({"small-1b", "auto"}))).api_key,
             "small-tenant": ring.issue("small-only").api_key,
-            "escalating-small-key": ring.issue("escalates", Scopes(models=frozenset({"small-1b", "auto"}))).api_key}
+            "escalating-small-key": ring.issue("escalates", Scopes(models=frozenset({"small-1b", "auto"}))).api_key,
+            "auto-only": ring.issue("default", Scopes(models=frozenset({"auto"}))).api_key}
     ring.save(tmp_path / "keys.json")
     sec = spec.security.model_copy(update={"enforce": True, "keys_file": str(tmp_path / "keys.json"), "audit": AuditSpec(
         path=str(tmp_path / "audit.db"), signing_key=str(tmp_path / "audit.pem"))})
@@ -99,3 +100,15 @@ async def test_an_unsure_answer_is_not_escalated_to_a_model_the_key_may_not_use(
     assert r.status_code == 200, r.text
     assert r.headers["x-aigrid-model"] == "small-1b" and "x-aigrid-escalated-from" not in r.headers
     assert fakes["iad-large"].received == []
+
+
+async def test_a_scope_of_auto_alone_lets_the_router_pick_any_model(grid) -> None:
+    """`models: [auto]` (a tenant or key that only asks the router) limits what it may ask, not what serves it."""
+    client, fakes, keys, _ = grid
+    fakes["fra-small"].down = True
+    await grid[3].scraper.scrape_once()
+    h = {"authorization": f"Bearer {keys['auto-only']}"}
+    r = await client.post("/v1/chat/completions", json=_chat("auto"), headers=h)
+    assert r.status_code == 200 and r.headers["x-aigrid-model"] == "large-70b", r.text
+    r = await client.post("/v1/chat/completions", json=_chat("large-70b"), headers=h)
+    assert r.status_code == 403, r.text

@@ -15,6 +15,7 @@ from aigrid.core.types import RequestInfo
 from aigrid.errors import PermissionDenied
 from aigrid.security.principal import Principal
 
+AUTO = frozenset({"auto"})
 RESIDENCY_HEADER = "x-aigrid-residency"
 """Where the jurisdictions authorize() checks come from: the request's own residency header (the gateway's
 request_info.H_RESIDENCY)."""
@@ -41,7 +42,8 @@ def scope_request(principal: Principal, request: RequestInfo) -> RequestInfo:
     (authorize checked the model asked for; the one an endpoint serves can be another: `auto`, a family fallback,
     an escalation)."""
     scopes = principal.scopes
-    models = tuple(p for p in (scopes.models, *scopes.models_within) if p is not None)
+    # `auto` names no model an endpoint serves: a scope of `auto` alone lets the router pick any model, as before
+    models = tuple(p - AUTO for p in (scopes.models, *scopes.models_within) if p is not None and p - AUTO)
     return replace(request, tenant=principal.tenant,
                    allowed_jurisdictions=_narrow(request.allowed_jurisdictions, scopes.jurisdictions),
                    allowed_sites=_narrow(request.allowed_sites, scopes.sites), allowed_models=models,
