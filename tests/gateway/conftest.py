@@ -4,6 +4,7 @@ import asyncio
 import random
 import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,20 @@ async def client(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=build_app(gateway))
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as c:
         yield c
+
+
+@asynccontextmanager
+async def serving(spec: GridSpec, engines: dict[str, Any], seed: int = 7) -> AsyncIterator[
+        tuple[httpx.AsyncClient, Gateway]]:
+    """The gateway of `spec` on `engines`, scraped once and its guard started, with a client of its app."""
+    gw = build_gateway(spec, engines, rng=random.Random(seed), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            yield c, gw
+    finally:
+        await gw.guard.stop()
 
 
 async def scripted_gateway(tmp: Path, engine: ScriptedEngine, tool_calls: str | None = None,

@@ -5,17 +5,16 @@ recently sent the same system prompt or used a session id."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.app import Gateway
 from aigrid.security.keys import KeyRing
 from aigrid.spec.models import TenantSpec
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 SECRET = "test-secret-0123456789abcdef"
@@ -32,12 +31,8 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     ring.save(tmp_path / "keys.json")
     spec = spec_in(tmp_path, enforce=True)
     spec = spec.model_copy(update={"tenants": {**spec.tenants, "victim": TenantSpec(), "prober": TenantSpec()}})
-    gw = build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+    async with serving(spec, fakes, seed=3) as (c, gw):
         yield c, gw, keys
-    await gw.guard.stop()
 
 
 async def _ask(c: httpx.AsyncClient, key: str, **headers: str) -> tuple[str, dict]:

@@ -5,26 +5,22 @@ grid for `model: "auto"`, on every attempt (a retry, a failover, an escalation t
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.app import Gateway
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.load import load_spec
 from aigrid.spec.models import AuditSpec, TenantSpec
+from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
 
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"  # small-1b and large-70b: family llama
 SECRET = "test-secret-0123456789abcdef"
-
-
-async def _no_sleep(_: float) -> None:
-    return None
 
 
 @pytest.fixture
@@ -46,12 +42,8 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
         path=str(tmp_path / "audit.db"), signing_key=str(tmp_path / "audit.pem"))})
     spec = spec.model_copy(update={"tenants": tenants, "security": sec})
     fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
-    gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+    async with serving(spec, fakes) as (c, gw):
         yield c, fakes, keys, gw
-    await gw.guard.stop()
 
 
 def _chat(model: str) -> dict[str, object]:
