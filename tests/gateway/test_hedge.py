@@ -4,8 +4,13 @@ whole, so "late" is against the TTFT and the time to decode its output limit."""
 
 from __future__ import annotations
 
-import httpx
+from pathlib import Path
 
+import httpx
+import pytest
+
+from aigrid.spec.models import HedgeSpec
+from tests.gateway.conftest import audit_rows, serving, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello"}]}
@@ -30,3 +35,31 @@ async def test_a_stream_late_against_its_ttft_is_hedged(client: httpx.AsyncClien
     r = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 400, "stream": True}, headers=HEDGE)
     assert r.status_code == 200, r.text
     assert sum(len(f.received) for f in fakes.values()) == 2
+
+
+@pytest.mark.parametrize(("hedge", "header", "status", "engine_requests"), [
+    (HedgeSpec(), "on", 403, 0),  # the default grid: a client may not double its engine work
+    (HedgeSpec(), "off", 200, 1),
+    (HedgeSpec(enabled=True), "on", 200, 2),  # hedged anyway: asking changes nothing
+    (HedgeSpec(clients_may_ask=True), "on", 200, 2),
+])
+async def test_a_client_asks_for_hedging_only_where_the_grid_lets_it(
+        fakes: dict[str, FakeEngine], tmp_path: Path, hedge: HedgeSpec, header: str, status: int,
+        engine_requests: int) -> None:
+    """Any caller could send `x-aigrid-hedge: on` where the grid's `gateway.hedge.enabled` was false, and a hedged
+    request is charged one answer: its second attempt's prefill is engine work no quota counts, so a tenant doubled
+    the engine work it may use at the price of its own (found by helper 121). Now it is a 403 naming the header
+    unless the grid says clients may ask; 'off' is always allowed."""
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"hedge": hedge})})
+    for f in fakes.values():
+        f.first_byte_delay_s = 1.0
+    async with serving(spec, fakes) as (client, gw):
+        r = await client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 400, "stream": True},
+                              headers={"x-aigrid-hedge": header})
+        assert r.status_code == status, r.text
+        if status == 403:
+            error = r.json()["error"]
+            assert (error["code"], error["param"]) == ("hedge_not_allowed", "x-aigrid-hedge")
+        assert sum(len(f.received) for f in fakes.values()) == engine_requests
+        assert (await audit_rows(gw))[-1]["outcome"] == ("error:hedge_not_allowed" if status == 403 else "ok")

@@ -615,6 +615,10 @@ class Routes:
         asked = headers.get(H_HEDGE, "").strip().lower()
         if asked not in ("", "on", "off"):
             raise InvalidRequest(f"{H_HEDGE} must be 'on' or 'off'", param=H_HEDGE)
+        if asked == "on" and not (spec.enabled or spec.clients_may_ask):
+            # a hedged request is charged one answer: its second attempt is engine work no quota counts
+            raise PermissionDenied(f"{H_HEDGE}: on is not allowed on this grid (gateway.hedge.clients_may_ask is "
+                                   "false); leave the header out or send 'off'", param=H_HEDGE, code="hedge_not_allowed")
         enabled = spec.enabled if asked == "" else asked == "on"
         return HedgePolicy(spec.factor, spec.min_ms) if enabled else None
 

@@ -389,7 +389,9 @@ class SecuritySpec(StrictModel):
 
 
 class HedgeSpec(StrictModel):
-    enabled: bool = Field(default=False, description="hedge every request (a request can ask with x-aigrid-hedge)")
+    enabled: bool = Field(default=False, description="hedge every request (a request may turn it off with x-aigrid-hedge)")
+    clients_may_ask: bool = Field(default=False, description="a request may turn hedging on with x-aigrid-hedge: on "
+                                  "where enabled is false (its second attempt is engine work no quota counts)")
     factor: float = Field(default=2.0, ge=1.0, description="hedge when the first byte is later than factor x predicted TTFT")
     min_ms: float = Field(default=150.0, ge=0, description="... plus this many milliseconds")
 
