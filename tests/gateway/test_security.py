@@ -116,6 +116,16 @@ async def test_two_credentials_are_refused_on_every_route(secured: tuple[httpx.A
                 assert "one" in r.json()["error"]["message"], r.text
         for method, path, body in routes:  # one is served as before
             assert (await c.request(method, path, json=body, headers=auth(keys["ops"]))).status_code == 200, path
+        # Authorization and x-api-key naming different keys: the gateway reads Authorization, a proxy in front may
+        # check x-api-key (the Anthropic SDK's header), so one key got past it under the other's name (helper 121)
+        for values in [(f"Bearer {keys['ops']}", keys["bank"]), (f"Bearer {keys['bank']}", "aig_nope_nope")]:
+            for method, path, body in routes:
+                r = await c.request(method, path, json=body,
+                                    headers={"authorization": values[0], "x-api-key": values[1]})
+                assert r.status_code == 401 and "different keys" in r.json()["error"]["message"], (path, r.text)
+        for method, path, body in routes:  # the same key in both is one credential
+            same = {"authorization": f"bearer {keys['ops']}", "x-api-key": keys["ops"]}
+            assert (await c.request(method, path, json=body, headers=same)).status_code == 200, path
 
 
 async def test_who_asks_comes_first_on_the_reads_too(secured: tuple[httpx.AsyncClient, Gateway]) -> None:

@@ -118,10 +118,21 @@ def one_credential(gw: Gateway, scope: Scope) -> None:
     read one (the model routes the first, `pipeline_headers` the last), and a proxy in front may check the other."""
     if not gw.guard.enforcing:
         return
+    given = {k.lower(): v for k, v in scope["headers"] if k.lower() in _CREDENTIALS}
     names = [k.lower() for k, _ in scope["headers"] if k.lower() in _CREDENTIALS]
-    if len(names) != len(set(names)):
+    if len(names) != len(given):
         raise AuthenticationError("send one Authorization header (and at most one x-api-key): this request has "
                                   "two", headers={"WWW-Authenticate": "Bearer"})
+    if len(given) == 2 and _bearer(given[b"authorization"]) != given[b"x-api-key"].strip():
+        raise AuthenticationError("the Authorization header and x-api-key name different keys: send one (the "
+                                  "gateway reads Authorization, a proxy in front may check the other)",
+                                  headers={"WWW-Authenticate": "Bearer"})
+
+
+def _bearer(value: bytes) -> bytes:
+    """The credential of an Authorization header's value (`Bearer KEY`, the scheme in any case)."""
+    scheme, _, rest = value.strip().partition(b" ")
+    return rest.strip() if scheme.lower() == b"bearer" else value.strip()
 
 
 def json_response(obj: Any, status: int = 200) -> Response:
