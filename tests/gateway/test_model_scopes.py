@@ -104,3 +104,15 @@ async def test_a_scope_of_auto_alone_lets_the_router_pick_any_model(grid) -> Non
     assert r.status_code == 200 and r.headers["x-aigrid-model"] == "large-70b", r.text
     r = await client.post("/v1/chat/completions", json=_chat("large-70b"), headers=h)
     assert r.status_code == 403, r.text
+
+
+async def test_the_grid_a_narrowed_key_reads_is_the_part_that_may_serve_it(grid) -> None:
+    """GET /v1/grid showed any valid key every site and endpoint with its model, load and health, where /v1/models
+    shows a key only the models it may use: a key limited to small-1b read iad-large serving large-70b there
+    (helper 121). Now a non-operator reads the endpoints that may serve it and their sites."""
+    client, _, keys, gw = grid
+    small = (await client.get("/v1/grid", headers={"authorization": f"Bearer {keys['small-key']}"})).json()
+    everything = (await client.get("/v1/grid", headers={"authorization": f"Bearer {keys['auto-only']}"})).json()
+    assert {e["model"] for e in small["endpoints"]} == {"small-1b"}
+    assert {e["id"] for e in everything["endpoints"]} == {e.id for e in gw.spec.endpoints}
+    assert set(small["sites"]) == {e["site"] for e in small["endpoints"]} < set(everything["sites"])

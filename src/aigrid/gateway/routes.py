@@ -76,7 +76,7 @@ from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.gateway.urgency import request_urgency
 from aigrid.json_depth import depth_message, too_deep_raw
 from aigrid.logs import fields
-from aigrid.security.authorize import scope_request
+from aigrid.security.authorize import may_serve, scope_request
 from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText
 from aigrid.security.principal import Principal, Scopes
@@ -691,13 +691,19 @@ class Routes:
 
     async def grid(self, request: Request, ex: Exchange) -> Response:
         # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator, in
-        # `url` and in a failing engine's `reason` (named by its endpoint's id for anyone else)
-        operator = self.gw.guard.reader_of(await authenticate_read(self.gw, request, ex)) is None
+        # `url` and in a failing engine's `reason` (named by its endpoint's id for anyone else); anyone else reads
+        # the part of the grid that may serve it (its key's models, sites and jurisdictions), as /v1/models lists
+        # only the models it may use
+        principal = await authenticate_read(self.gw, request, ex)
+        operator = self.gw.guard.reader_of(principal) is None
         view = self.gw.store.snapshot()
+        shown = [e for e in view.endpoints if operator or may_serve(
+            principal.scopes, e.model, e.site_id, view.sites[e.site_id].jurisdiction)]
         sites = {s.id: {"name": s.name, "lat": s.location.lat, "lon": s.location.lon,
-                        "jurisdiction": s.jurisdiction, "hardware": s.hardware} for s in view.sites.values()}
+                        "jurisdiction": s.jurisdiction, "hardware": s.hardware} for s in view.sites.values()
+                 if operator or any(e.site_id == s.id for e in shown)}
         endpoints = []
-        for e in view.endpoints:
+        for e in shown:
             st = self.gw.store.state(e.id)  # fresh, so telemetry_age_s grows while an engine is silent
             endpoints.append({"id": e.id, "site": e.site_id, "model": e.model, "engine": e.engine,
                               **({"url": self.gw.engines[e.id].base_url} if operator else {}),

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
+from fnmatch import fnmatchcase
 
 from aigrid.core.types import RequestInfo
 from aigrid.errors import PermissionDenied
-from aigrid.security.principal import Principal
+from aigrid.security.principal import Principal, Scopes
 
 AUTO = frozenset({"auto"})
 RESIDENCY_HEADER = "x-aigrid-residency"
@@ -42,13 +43,26 @@ def scope_request(principal: Principal, request: RequestInfo) -> RequestInfo:
     (authorize checked the model asked for; the one an endpoint serves can be another: `auto`, a family fallback,
     an escalation)."""
     scopes = principal.scopes
-    # `auto` names no model an endpoint serves: a scope of `auto` alone lets the router pick any model, as before
-    models = tuple(p - AUTO for p in (scopes.models, *scopes.models_within) if p is not None and p - AUTO)
+    models = _serving_models(scopes)
     return replace(request, tenant=principal.tenant,
                    allowed_jurisdictions=_narrow(request.allowed_jurisdictions, scopes.jurisdictions),
                    allowed_sites=_narrow(request.allowed_sites, scopes.sites), allowed_models=models,
                    prefix_hash=_tenants_own(principal.tenant, request.prefix_hash),
                    session=_tenants_own(principal.tenant, request.session))
+
+
+def _serving_models(scopes: Scopes) -> tuple[frozenset[str], ...]:
+    """The glob pattern sets a model serving the caller must match, one of each (the routing's model filter)."""
+    # `auto` names no model an endpoint serves: a scope of `auto` alone lets the router pick any model, as before
+    return tuple(p - AUTO for p in (scopes.models, *scopes.models_within) if p is not None and p - AUTO)
+
+
+def may_serve(scopes: Scopes, model: str, site: str, jurisdiction: str) -> bool:
+    """Whether an endpoint of `model` at `site` in `jurisdiction` may serve a caller of these scopes: what
+    scope_request's hard filters let the routing choose (the grid a narrowed key reads is this part of it)."""
+    return (all(any(fnmatchcase(model, p) for p in patterns) for patterns in _serving_models(scopes))
+            and (scopes.sites is None or site in scopes.sites)
+            and (scopes.jurisdictions is None or jurisdiction in scopes.jurisdictions))
 
 
 def _tenants_own(tenant: str, key: str | None) -> str | None:
