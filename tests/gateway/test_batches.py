@@ -95,6 +95,12 @@ async def stopped(gw: Gateway) -> None:
     await gw.guard.stop()
 
 
+def open_gates(engines: dict[str, Gated]) -> None:
+    """Let every held engine answer (the lines waiting at them, and every line after)."""
+    for e in engines.values():
+        e.gate.set()
+
+
 def engines_for(tmp: Path) -> dict[str, Gated]:
     return {e.id: Gated(e.id) for e in spec_in(tmp).endpoints}
 
@@ -108,8 +114,7 @@ def engines(tmp_path: Path) -> dict[str, Gated]:
 async def gw(tmp_path: Path, engines: dict[str, Gated]) -> AsyncIterator[Gateway]:
     gw = await started(batch_spec(tmp_path), engines)
     yield gw
-    for e in engines.values():
-        e.gate.set()
+    open_gates(engines)
     await stopped(gw)
 
 
@@ -338,8 +343,7 @@ async def test_cancel_mid_way_keeps_what_was_done(tmp_path: Path, engines: dict[
         cancelling = await oai.batches.cancel(created.id)
         assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
         assert (await oai.batches.cancel(created.id)).status == "cancelling"  # again: unchanged
-        for e in engines.values():
-            e.gate.set()  # the running line finishes; no other starts
+        open_gates(engines)  # the running line finishes; no other starts
         done = await until(oai, created.id, "cancelled")
         assert done.cancelled_at is not None and done.request_counts is not None
         assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (5, 2, 0)
@@ -409,8 +413,7 @@ async def test_an_unfinished_batch_keeps_its_input(gw: Gateway, engines: dict[st
     with pytest.raises(openai.BadRequestError) as busy:
         await oai.files.delete(created.input_file_id)
     assert busy.value.body["param"] == "file_id" and created.id in busy.value.body["message"]  # type: ignore[index]
-    for e in engines.values():
-        e.gate.set()
+    open_gates(engines)
     await until(oai, created.id, "completed")
     assert (await oai.files.delete(created.input_file_id)).deleted
 
@@ -1133,8 +1136,7 @@ async def test_a_batchs_input_file_is_read_a_line_at_a_time_never_held_whole(tmp
         assert peak < len(data) / 2, (peak, len(data))  # the create's check and the batch's start
         assert held < len(data) / 4, (held, len(data))  # the batch running
     finally:
-        for e in engines.values():
-            e.gate.set()
+        open_gates(engines)
         await stopped(gw)
 
 
@@ -1310,8 +1312,7 @@ async def test_lines_running_when_a_batch_runs_out_of_room_keep_their_answers(
                 break
             await asyncio.sleep(0.01)
         room[0] = 300  # less than one line's answer: the first of the three to end crosses the floor
-        for e in engines.values():
-            e.gate.set()
+        open_gates(engines)
         done = await until(oai, created.id, "completed", "failed")
         assert done.status == "failed" and done.errors is not None
         assert done.errors.data[0].code == "insufficient_storage"
@@ -1322,8 +1323,7 @@ async def test_lines_running_when_a_batch_runs_out_of_room_keep_their_answers(
         charged = [r for r in await audit_rows(gw) if "custom_id=" in r["extra"]["route"] and r["outcome"] == "ok"]
         assert len(charged) == 3
     finally:
-        for e in engines.values():
-            e.gate.set()
+        open_gates(engines)
         await stopped(gw)
 
 
@@ -1514,8 +1514,7 @@ async def test_batches_running_side_by_side_count_each_others_results(tmp_path: 
         assert second.errors.data[0].code == "storage_quota_exceeded"
         assert "other running batches' results included" in (second.errors.data[0].message or "")
         assert second.request_counts is not None and second.request_counts.completed == 3
-        for e in engines.values():
-            e.gate.set()
+        open_gates(engines)
         done = await until(oai, first.id, "completed", "failed")
         assert done.status == "completed" and done.errors is None and done.request_counts is not None
         assert done.request_counts.completed == 3
@@ -1523,6 +1522,5 @@ async def test_batches_running_side_by_side_count_each_others_results(tmp_path: 
         left = await gw.batches.files.db.read(lambda db: db.execute("SELECT COUNT(*) FROM batch_results").fetchone()[0])
         assert left == 0  # each batch's count handed over to its files when it ended
     finally:
-        for e in engines.values():
-            e.gate.set()
+        open_gates(engines)
         await stopped(gw)
