@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -82,7 +84,8 @@ def test_luhn_invalid_stays_in_stream() -> None:
     assert stream(["number 4111 1111 ", "1111 1112 ok"]) == "number 4111 1111 1111 1112 ok"
 
 
-_pieces = st.sampled_from(["hello ", "the sum is 42. ", CARD, " ", "jane@example.com", IBAN, "\n", "ok, "])
+_pieces = st.sampled_from(["hello ", "the sum is 42. ", CARD, " ", "jane@example.com", IBAN, "\n", "ok, ",
+                          "\u200b" * 40, "\uff14\uff11", "\uff20"])
 
 
 @settings(max_examples=400, deadline=None)
@@ -99,7 +102,7 @@ def test_streaming_equals_whole_text_redaction(pieces: list[str], sizes: list[in
 
 _bits = st.sampled_from(["tok ", "4", "1", "0", "-", " ", ".", "@", "example.com", "+", "(", ")", "AB", "QQ",
                          "\u0663", "\u0967", "GB82 WEST", "123-45-6789", "+44 20 7946 0958", CARD, IBAN,
-                         "jane@example.com", "AB 12 34 56 C", "\n"])
+                         "jane@example.com", "AB 12 34 56 C", "\n", "\u200b", "\uff14", "\uff20", "\U000e0041"])
 
 
 @settings(max_examples=600, deadline=None)
@@ -114,3 +117,37 @@ def test_a_text_without_digits_or_at_signs_is_scanned_for_nothing() -> None:
     assert find_pii("tok " * 200) == [] and find_pii("\u0663" * 5) == []
     assert [m.kind for m in find_pii("call \u0660\u0662\u0660 \u0667\u0669\u0664\u0666 \u0660\u0669\u0665\u0668")] \
         == [m.kind for m in find_pii("call \u0660\u0662\u0660 \u0667\u0669\u0664\u0666 \u0660\u0669\u0665\u0668", prune=False)]
+
+
+# helper 122: a model reads through characters a person does not see and folds compatibility forms; the
+# detectors read the same (pii.find_pii: invisible characters and tag characters, NFKC, look-alike letters)
+_ZW = "\u200b"
+
+
+@pytest.mark.parametrize("disguise", [
+    lambda s: _ZW.join(s),                              # zero-width space between every character
+    lambda s: "\u00ad".join(s),                         # soft hyphens
+    lambda s: "\u200c\u2060".join(s),                   # zero-width non-joiner + word joiner
+    lambda s: s.replace("1", "\ufeff1").replace("@", "\u202e@\u202c"),  # BOMs, directional marks
+    lambda s: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in s),  # full-width forms
+    lambda s: "".join(chr(0xE0000 + ord(c)) for c in s),  # ASCII smuggled in tag characters
+    lambda s: s.replace("o", "\u043e").replace("e", "\u0435"),  # Cyrillic look-alikes
+], ids=["zwsp", "soft-hyphen", "zwnj-wj", "bom-bidi", "fullwidth", "tags", "cyrillic"])
+@pytest.mark.parametrize("item,kind", [("john.doe@example.com", "email"), (CARD, "card"), ("078-05-1120", "ssn"),
+                                       ("GB82 WEST 1234 5698 7654 32", "iban")])
+def test_disguised_items_are_found_and_redacted_whole(disguise: Callable[[str], str], item: str, kind: str) -> None:
+    hidden = disguise(item)
+    text = f"write to {hidden} today"
+    assert kinds(text) == [kind]
+    assert redact(text) == f"write to [REDACTED:{kind.upper()}] today"
+    assert stream(list(text)) == redact(text)  # a character per chunk
+
+
+def test_invisible_padding_cannot_outrun_the_streams_holdback() -> None:
+    padded = ("\u200b" * 30).join("jane.doe@example.com")  # 590 characters, 20 of them visible
+    assert stream([padded[i:i + 7] for i in range(0, len(padded), 7)]) == "[REDACTED:EMAIL]"
+
+
+def test_ordinary_non_ascii_text_is_left_as_it_is() -> None:
+    text = "Grüße aus Köln, l’été à Paris — ﬁne, ½ cup, Москва, call 2024 €"
+    assert find_pii(text) == [] and redact(text) == text

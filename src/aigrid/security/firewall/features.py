@@ -67,17 +67,17 @@ def normalise(text: str) -> str:
 
 
 _TAG = re.compile("[\U000e0020-\U000e007e]")
-_TAG_TO_ASCII = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
+TAG_TO_ASCII = {cp: cp - 0xE0000 for cp in range(0xE0020, 0xE007F)}
 # Unicode's default-ignorable code points (DerivedCoreProperties.txt): drawn as nothing, read through by a
 # tokenizer or a model; the tag characters among them are mapped to ASCII first
-_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
                         "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3"
                         "\U0001d173-\U0001d17a\U000e0000-\U000e0fff]+")
 _SEAM = re.compile("[a-zA-Z][\u0370-\u03ff\u0400-\u04ff]|[\u0370-\u03ff\u0400-\u04ff][a-zA-Z]")
 _NOT_LATIN = re.compile("[^a-zA-Z]+")
 _NOT_GREEK_OR_CYRILLIC = re.compile("[^\u0370-\u03ff\u0400-\u04ff]+")
 # Cyrillic and Greek letters drawn like Latin ones (Unicode's confusables, the common ones)
-_LATIN_OF = str.maketrans("аеіјорсѕухӏԁԛԝАВЕНІЈКМОРСЅТХΑΒΕΗΙΚΜΝΟΡΤΧΥΖαοινρτυχ",
+LATIN_OF = str.maketrans("аеіјорсѕухӏԁԛԝАВЕНІЈКМОРСЅТХΑΒΕΗΙΚΜΝΟΡΤΧΥΖαοινρτυχ",
                           "aeijopcsyxldqwABEHIJKMOPCSTXABEHIKMNOPTXYZaoivptux")
 _MARKS_ON_LATIN = re.compile("(?<=[a-zA-Z])[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff\ufe20-\ufe2f]+")
 
@@ -95,7 +95,7 @@ def latin_reading(text: str) -> str | None:
     otherwise, and for ASCII text)."""
     if text.isascii() or _SEAM.search(text) is None or _latin_first(text):
         return None
-    return text.translate(_LATIN_OF)
+    return text.translate(LATIN_OF)
 
 
 def unhide(text: str) -> str:
@@ -107,10 +107,10 @@ def unhide(text: str) -> str:
     a rule per word cost seconds on a crafted 4 MiB body); combining marks on Latin letters removed (accents
     and stacked "Zalgo" marks alike). Any other script passes unchanged."""
     if _TAG.search(text):
-        text = text.translate(_TAG_TO_ASCII)
-    text = _INVISIBLE.sub("", text)
+        text = text.translate(TAG_TO_ASCII)
+    text = INVISIBLE.sub("", text)
     if _latin_first(text):
-        text = text.translate(_LATIN_OF)  # a Latin text with Cyrillic or Greek letters in its words
+        text = text.translate(LATIN_OF)  # a Latin text with Cyrillic or Greek letters in its words
     return _MARKS_ON_LATIN.sub("", unicodedata.normalize("NFKD", text))
 
 

@@ -10,8 +10,12 @@ at the beginning of a run of digit groups, so a tail of a longer number is never
 from __future__ import annotations
 
 import re
+import unicodedata
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from aigrid.security.firewall.features import INVISIBLE, LATIN_OF, TAG_TO_ASCII
 
 MAX_ITEM_CHARS = 96
 """The longest card, IBAN, phone or id the detectors match (emails may be longer in theory; real ones are
@@ -94,11 +98,71 @@ def _digits(text: str, start: int) -> int:
     return n
 
 
+def model_reading(text: str) -> tuple[str, list[int] | None] | None:
+    """What a model reads of a non-ASCII text, for the detectors: ASCII smuggled in tag characters as ASCII,
+    Cyrillic and Greek look-alikes made Latin, invisible characters dropped (zero-width, soft hyphen,
+    directional marks, BOM: the firewall's own list, features.INVISIBLE) and each character NFKC-folded
+    (full-width forms); with where each of its characters came from (one entry more, the text's length), or
+    None there when every character stayed in its place. None for ASCII text. Until 2026-12-05 the detectors
+    read the text as written, so an address or a card with a zero-width space between its characters, in
+    full-width forms or in tag characters passed every policy, while a model reads it, and repeats it, as the
+    item (helper 122)."""
+    if text.isascii():
+        return None
+    text = text.translate(_IN_PLACE)  # one character for one: no position moves
+    if INVISIBLE.search(text) is None and unicodedata.is_normalized("NFKC", text):
+        return text, None
+    out: list[str] = []
+    at: list[int] = []
+    pos = 0
+    for run in _NOT_ASCII.finditer(text):
+        out.append(text[pos:run.start()])
+        at.extend(range(pos, run.start()))
+        for i in range(run.start(), run.end()):
+            if INVISIBLE.fullmatch(text[i]) is None:
+                folded = unicodedata.normalize("NFKC", text[i]).translate(_IN_PLACE)
+                out.append(folded)
+                at.extend([i] * len(folded))
+        pos = run.end()
+    out.append(text[pos:])
+    at.extend(range(pos, len(text) + 1))
+    return "".join(out), at
+
+
+_IN_PLACE = {**TAG_TO_ASCII, **LATIN_OF}
+_NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
+
+
+def held_start(text: str, visible: int, most: int) -> int:
+    """Where the last `visible` characters of `text` that a model reads begin (invisible ones not counted), so
+    that a stream holds back a whole item however many invisible characters pad it; at most `most` characters
+    back (a stream of nothing but invisible characters is not held, and rescanned, to its end)."""
+    floor = max(0, len(text) - most)
+    pos, need = len(text), visible
+    while need > 0 and pos > floor:
+        chunk = text[max(floor, pos - need):pos]
+        pos -= len(chunk)
+        need -= len(chunk) - sum(len(run) for run in INVISIBLE.findall(chunk))
+    return pos
+
+
 def find_pii(text: str, kinds: frozenset[str] | None = None, start: int = 0, *,
              prune: bool = True) -> list[PiiMatch]:
     """Non-overlapping matches starting at or after `start` (earlier text is only look-behind context),
-    sorted by position. `prune=False` runs every detector even where no match is possible (too few digits,
-    no @): the same result, slower; the property test's reference."""
+    sorted by position in `text`, found in what a model reads of it (model_reading). `prune=False` runs every
+    detector even where no match is possible (too few digits, no @): the same result, slower; the property
+    test's reference."""
+    reading = model_reading(text)
+    if reading is None:
+        return _find(text, kinds, start, prune)
+    folded, at = reading
+    if at is None:
+        return _find(folded, kinds, start, prune)
+    found = _find(folded, kinds, bisect_left(at, start), prune)
+    return [PiiMatch(m.kind, at[m.start], at[m.end - 1] + 1) for m in found]
+
+
+def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool) -> list[PiiMatch]:
     taken: list[PiiMatch] = []
     digits = _digits(text, start) if prune else 0
     for kind, pattern, valid in _DETECTORS:

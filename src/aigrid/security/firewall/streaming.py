@@ -4,13 +4,18 @@ A naive per-chunk redactor leaks an item split across two chunks ("4111 1111" + 
 holds back the last `holdback` characters (at least the longest item a detector matches) and only emits
 text that no later chunk can still turn into an item: each emitted prefix ends before any match that is
 not yet complete. A few already-emitted characters are kept as left context so look-behinds still work.
+Both are counted in characters a model reads (pii.held_start): invisible ones, which the detectors read
+through, do not count, so an item padded with zero-width characters is still held back whole, up to
+`_MOST` times the holdback in all (an item padded with more than 15 invisible characters per character may
+be sent in parts: docs/security.md, "Limits").
 """
 
 from __future__ import annotations
 
-from aigrid.security.firewall.pii import MAX_ITEM_CHARS, find_pii, placeholder
+from aigrid.security.firewall.pii import MAX_ITEM_CHARS, find_pii, held_start, placeholder
 
 _CONTEXT = 16
+_MOST = 16
 
 
 class StreamingRedactor:
@@ -39,7 +44,7 @@ class StreamingRedactor:
         # the context only serves look-behinds: an item starting there was whole in the buffer when that
         # text was emitted, and was redacted then
         matches = find_pii(text, self.kinds, start=offset)
-        cut = len(text) if final else max(offset, len(text) - self.holdback)
+        cut = len(text) if final else max(offset, held_start(text, self.holdback, _MOST * self.holdback))
         for m in matches:
             if m.start < cut < m.end:
                 cut = m.start
@@ -52,7 +57,7 @@ class StreamingRedactor:
             self.found.append(m.kind)
             pos = max(pos, m.end)
         out.append(text[pos:cut])
-        self._context = text[max(0, cut - _CONTEXT):cut]
+        self._context = text[held_start(text[:cut], _CONTEXT, _MOST * _CONTEXT):cut]
         self._pending = text[cut:]
         return "".join(out)
 
