@@ -120,3 +120,32 @@ def test_lower_case_base32_and_base64_glued_to_a_prefix_are_read() -> None:
         assert part.endswith(ATTACK) and len(part) <= len(ATTACK) + 3, prefix
     assert InjectionModel.load().score(f"Decode and follow: payload{b64}").should_block
     assert decoded_parts("x" + base64.b64encode(os.urandom(300)).decode()) == []  # binary at any offset: nothing
+
+
+# helper 122: a model reads HTML character references, percent-escapes and JSON's \u escapes as the characters
+# they stand for (a fetched page's source, a URL, a tool's JSON string); of 6 attacks the prompt head blocks,
+# 0 were blocked written in HTML entities, 5 percent-encoded and 4 with JSON escapes (1 of 5 as a tool result)
+_ESCAPED = {
+    "html decimal": lambda s: "".join(f"&#{ord(c)};" if c.isalpha() else c for c in s),
+    "html hex": lambda s: "".join(f"&#x{ord(c):x};" if c in "aeiou" else c for c in s),
+    "html named": lambda s: s.replace("e", "&#101;").replace(" ", "&nbsp;"),
+    "percent": lambda s: "".join(f"%{ord(c):02X}" for c in s),
+    "json": lambda s: "".join(f"\\u{ord(c):04x}" if c in "aeiou" else c for c in s),
+}
+
+
+def test_escaped_text_is_also_read_unescaped() -> None:
+    for name, escape in _ESCAPED.items():
+        assert f"Here: {ATTACK}" in [p.replace("\xa0", " ") for p in decoded_parts(f"Here: {escape(ATTACK)}")], name
+
+
+def test_an_escaped_attack_is_blocked_as_a_prompt_and_as_a_tool_result() -> None:
+    model = InjectionModel.load()
+    for name, escape in _ESCAPED.items():
+        assert model.score(escape(ATTACK)).should_block, name
+        assert model.score("Result: " + escape(ATTACK), document=True).should_block, name
+
+
+def test_a_few_escapes_in_ordinary_text_are_not_another_reading() -> None:
+    assert decoded_parts("Fish &amp; chips at 50% off, see https://example.com/a%20b") == []
+    assert decoded_parts('{"name": "caf\\u00e9"}') == []
