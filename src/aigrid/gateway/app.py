@@ -33,6 +33,8 @@ from aigrid.gateway.admission import Admission
 from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.background import BackgroundRuns
 from aigrid.gateway.batches import Batches, build_batches
+from aigrid.gateway.cache_salt import KEY_PURPOSE as SALT_PURPOSE
+from aigrid.gateway.cache_salt import SALTED_KINDS, CacheSalt
 from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.conversations_api import ConversationsApi
 from aigrid.gateway.decisions import DecisionLog
@@ -141,10 +143,13 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
                            shares=shared is not None or spec.gateway.shared_state_url is not None)
     metrics = GatewayMetrics()
     served = {e.id: e.served_model or e.model for e in spec.endpoints}
+    guard = guard or Guard(spec)
+    salt = CacheSalt(guard.derived_key(SALT_PURPOSE), [e.id for e in spec.endpoints if e.engine in SALTED_KINDS]) \
+        if spec.security.isolate_prefix_cache else None
     proxy = Proxy(engines, served, store, metrics, clock, emulate_network=spec.gateway.network == "emulate",
                   max_attempts=spec.gateway.max_attempts, family_of={e.id: e.family for e in endpoints},
                   deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep,
-                  contexts={e.id: spec.models[e.model].context for e in spec.endpoints})
+                  contexts={e.id: spec.models[e.model].context for e in spec.endpoints}, salt=salt)
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
         policies={**{name: Policy(name, {}) for name in BASELINES}, **load.policies(spec)},
@@ -153,7 +158,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
         known_models=frozenset(models) | frozenset(m.family for m in models.values()),
         decisions=DecisionLog(), metrics=metrics, proxy=proxy,
         scraper=Scraper(store, engines, endpoints, metrics, spec.gateway.scrape_interval_s),
-        rng=rng or random.Random(), clock=clock, guard=guard or Guard(spec), location=load.gateway_location(spec),
+        rng=rng or random.Random(), clock=clock, guard=guard, location=load.gateway_location(spec),
         agents=AgentRuntime.from_spec(spec),
         sync=_sync(spec, store, shared, gateway_id, metrics),
         tracing=tracing or build_tracing(spec.gateway.otel),

@@ -42,6 +42,7 @@ from aigrid.errors import (
     UpstreamFailed,
     retry_after_s,
 )
+from aigrid.gateway.cache_salt import CacheSalt
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord
 from aigrid.gateway.escalation import (
@@ -219,9 +220,11 @@ class Proxy:
                  metrics: GatewayMetrics, clock: Callable[[], float], *, emulate_network: bool,
                  max_attempts: int, family_of: Mapping[str, str] | None = None,
                  deadline: FirstByteDeadline = FirstByteDeadline(), sleep: Sleep = asyncio.sleep,
-                 contexts: Mapping[str, int] | None = None) -> None:
+                 contexts: Mapping[str, int] | None = None, salt: CacheSalt | None = None) -> None:
         """`contexts`: endpoint id -> its model's context in tokens, the most a non-streamed answer without an
-        output limit can decode (its deadline's bound)."""
+        output limit can decode (its deadline's bound). `salt`: each tenant's prefix-cache salt, added to what
+        the engines that read it get (security.isolate_prefix_cache; None: nothing added)."""
+        self._salt = salt
         self._engines = engines
         self.names = EngineNames(engines)
         """How a client's error names an engine (by its endpoint's id; routes.py hides /v1/grid's and decisions' too)."""
@@ -531,7 +534,8 @@ class Proxy:
             if self._emulate:
                 await self._sleep(cand.prediction.rtt_ms / 1000.0)
             sent_at = self._clock()
-            payload = orjson.dumps({**body, "model": self._served[cand.endpoint_id]})
+            sent_body = body if self._salt is None else self._salt.apply(body, cand.endpoint_id, record.tenant)
+            payload = orjson.dumps({**sent_body, "model": self._served[cand.endpoint_id]})
             engine = self._engines[cand.endpoint_id]
             if wrap is not None:
                 engine = wrap(engine, cand)

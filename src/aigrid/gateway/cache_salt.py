@@ -1,0 +1,46 @@
+"""Each tenant's prefix cache of its own on the engines that can keep one (security.isolate_prefix_cache).
+
+An engine keeps one prefix cache for every request it serves: a tenant whose prompt shares a prefix another
+tenant sent gets its first token sooner, a timing side channel of what others send. vLLM (0.9 and later) keeps
+cached blocks apart by a request's `cache_salt`: requests share them only when their salts are equal. With the
+setting on, every request the gateway sends to an engine of a kind that reads the field carries the tenant's salt
+(a BLAKE2b keyed by Guard.derived_key(KEY_PURPOSE), never the tenant's name); a client's own `cache_salt` is folded
+into its tenant's, so a tenant may keep some of its requests apart from its others but never share with another
+tenant. Engines of other kinds get nothing added (llama.cpp has no such field).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+KEY_PURPOSE = "prefix-cache-salt"
+"""Guard.derived_key's purpose for the salts' key."""
+
+SALTED_KINDS = frozenset({"vllm"})
+"""Engine kinds that read `cache_salt` (vLLM >= 0.9: docs.vllm.ai, "Automatic Prefix Caching")."""
+
+FIELD = "cache_salt"
+
+
+class CacheSalt:
+    """The salt each request to a salted endpoint carries."""
+
+    def __init__(self, key: bytes, endpoints: Iterable[str]) -> None:
+        """`endpoints`: the ids of the endpoints whose engines read the field."""
+        self._key = key
+        self._endpoints = frozenset(endpoints)
+
+    def salt(self, tenant: str, client: Any = None) -> str:
+        """The tenant's salt, with the client's own `cache_salt` (any JSON value, None for none) folded in."""
+        data = orjson.dumps([tenant] if client is None else [tenant, client])
+        return hashlib.blake2b(data, key=self._key, digest_size=16).hexdigest()
+
+    def apply(self, body: Mapping[str, Any], endpoint: str, tenant: str) -> Mapping[str, Any]:
+        """`body` as `endpoint`'s engine is to get it: salted for the tenant where the engine reads the field."""
+        if endpoint not in self._endpoints:
+            return body
+        return {**body, FIELD: self.salt(tenant, body.get(FIELD))}
