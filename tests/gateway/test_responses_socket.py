@@ -499,3 +499,24 @@ async def test_an_event_stream_becomes_one_message_per_event_however_its_chunks_
     await answer.end()
     assert [json.loads(m) for m in sent] == [{"stream_id": "lane", "n": 1}, {"stream_id": "lane", "n": 2},
                                              {"stream_id": "lane", "n": 3}]
+
+
+def test_a_handshake_with_two_credentials_is_refused(tmp_path: Path, secret: None) -> None:
+    """routes.one_credential on the WebSocket's handshake as on every HTTP route: Authorization and x-api-key
+    naming different keys (a proxy in front may check the other), or two of one header, are a 401 before the
+    socket opens; the same key in both is one credential."""
+    with served(tmp_path, enforce=True) as grid:
+        url = f"ws://127.0.0.1:{grid.port}/v1/responses"
+        for headers, said in [([("authorization", f"Bearer {grid.key}"), ("x-api-key", "aig_nope_nope")],
+                               "different keys"),
+                              ([("authorization", f"Bearer {grid.key}"), ("authorization", "Bearer aig_nope_nope")],
+                               "this request has two")]:
+            with pytest.raises(InvalidStatus) as refused:
+                with websockets.sync.client.connect(url, additional_headers=headers):
+                    pass
+            body = json.loads(refused.value.response.body)["error"]
+            assert (refused.value.response.status_code, said in body["message"]) == (401, True), body
+        same = [("authorization", f"bearer {grid.key}"), ("x-api-key", grid.key)]
+        with websockets.sync.client.connect(url, additional_headers=same) as ws:
+            ws.send(json.dumps({"type": "response.create", "model": MODEL, "input": "Say hello"}))
+            assert json.loads(ws.recv())["type"] == "response.created"

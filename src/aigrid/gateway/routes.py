@@ -114,8 +114,10 @@ _CREDENTIALS = (b"authorization", b"x-api-key")
 
 
 def one_credential(gw: Gateway, scope: Scope) -> None:
-    """With enforcement on, a request carrying two Authorization headers, or two x-api-key, is a 401: the routes
-    read one (the model routes the first, `pipeline_headers` the last), and a proxy in front may check the other."""
+    """With enforcement on, a request (or a WebSocket's handshake) carrying two Authorization headers, or two
+    x-api-key, is a 401: the routes read one (the model routes the first, `pipeline_headers` the last), and a proxy
+    in front may check the other. So is one whose Authorization and x-api-key name different keys (the gateway
+    reads Authorization, a proxy may check x-api-key); the same key in both is one credential."""
     if not gw.guard.enforcing:
         return
     given = {k.lower(): v for k, v in scope["headers"] if k.lower() in _CREDENTIALS}
