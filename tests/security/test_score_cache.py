@@ -82,7 +82,9 @@ def test_safe_from_several_threads() -> None:
 
 
 def test_each_turn_of_a_conversation_scores_only_its_new_messages() -> None:
-    """Real model: the verdicts are the same as without the cache, and turn n reads 2 texts, not 2n."""
+    """Real model: the verdicts are the same as without the cache, and turn n reads its new message and, where
+    short user turns follow each other, the last window of them read together (at most 600 characters:
+    Firewall._seams), not every turn again."""
     model = InjectionModel.load()
     cached, plain = Firewall(model), Firewall(model, cache_size=0)
     history: list[ModelText] = []
@@ -93,6 +95,7 @@ def test_each_turn_of_a_conversation_scores_only_its_new_messages() -> None:
         before = cached.scores.misses
         got, want = cached.check_texts("t", history), plain.check_texts("t", history)
         assert [v.to_dict() for v in got.verdicts] == [v.to_dict() for v in want.verdicts]
-        assert cached.scores.misses - before == 1  # only the new user message was read
+        # the new message; from the second turn the short turns read together too (the third is blocked alone)
+        assert cached.scores.misses - before == (1, 2, 1)[i]
         history.append(ModelText(f"answer {i}", Source.ASSISTANT, ("messages", 2 * i + 1, "content")))
     assert any(v.action == "blocked" for v in plain.check_texts("t", history).verdicts)

@@ -16,16 +16,22 @@ the gateway calls it through the choke point (screen.Screen), which runs large i
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import accumulate
 
 from aigrid.errors import InvalidRequest
+from aigrid.security.firewall.features import STEP, WINDOW
 from aigrid.security.firewall.injection import InjectionModel, more_severe, other_readings, pasted_start
 from aigrid.security.firewall.pii import find_pii, redact
 from aigrid.security.firewall.score_cache import DEFAULT_SIZE, ScoreCache
 from aigrid.security.firewall.streaming import StreamingRedactor
 from aigrid.security.firewall.texts import DATA, FROM_CLIENT, UNTRUSTED, ModelText, Source
+
+SHORT = 100
+"""Texts a client wrote shorter than this, following each other, are also read together (Firewall._seams)."""
 
 
 class Action(StrEnum):
@@ -139,7 +145,51 @@ class Firewall:
                 result.texts[i] = self._pii_input(policy, text, result.verdicts)
             if result.blocked:
                 break
+        if not result.blocked and policy.injection != Action.OFF:
+            self._seams(tenant, policy.injection, texts, result.verdicts)
         return result
+
+    def _seams(self, tenant: str, action: Action, texts: Sequence[ModelText], out: list[Verdict]) -> None:
+        """Short texts a client wrote (user texts, prompts, each under SHORT characters) read together where two
+        or more follow each other: a model reads a message's text parts, and a conversation's user turns, as one
+        text, and an attack cut into one word per part or per message was read word by word (helper 122: of 12
+        attacks the prompt head blocks, 4 still blocked so cut; a piece of a long text is read with it). A run is
+        read in windows of the prompt head's size from its start (WINDOW, every STEP), each kept in the score
+        cache, so a conversation that grows a turn at a time pays for its new window only; a window is flagged
+        only where none of the texts it spans was. Not read together: a short text beside a long one (the
+        gateway's own turns beside a summary read as an instruction, 2026-12-05)."""
+        run: list[ModelText] = []
+        for text in [*texts, None]:
+            if text is not None and text.source in (Source.USER, Source.PROMPT) and 0 < len(text.text) < SHORT:
+                run.append(text)
+                continue
+            if text is not None and text.source not in (Source.USER, Source.PROMPT):
+                continue  # the application's turns and tool results between them: the user's run goes on
+            if len(run) > 1 and self._run(tenant, action, run, out):
+                return
+            run = []
+
+    def _run(self, tenant: str, action: Action, run: list[ModelText], out: list[Verdict]) -> bool:
+        joined = " ".join(t.text for t in run)  # a word per text reads as a sentence
+        starts = list(accumulate((len(t.text) + 1 for t in run[:-1]), initial=0))
+        seen = {v.where for v in out if v.check == "injection"}
+        for lo in range(0, max(1, len(joined) - WINDOW + STEP), STEP):
+            hi = min(len(joined), lo + WINDOW)
+            spanned = run[bisect_right(starts, lo) - 1:bisect_right(starts, hi - 1)]
+            if len(spanned) < 2:
+                continue
+            score = self.scores.score(tenant, joined[lo:hi], False)
+            block = action == Action.BLOCK and score.should_block
+            if not score.is_injection or (not block and any(t.where in seen for t in spanned)):
+                continue
+            out.append(Verdict("injection", "blocked" if block else "flagged",
+                               f"prompt injection suspected in {spanned[0].where} to {spanned[-1].where} "
+                               f"({spanned[0].source}, read together)", round(score.probability, 4),
+                               spanned[0].where, spanned[0].source))
+            seen.update(t.where for t in spanned)
+            if block:
+                return True
+        return False
 
     def _injection(self, tenant: str, action: Action, text: ModelText, out: list[Verdict]) -> None:
         if not text.text:
