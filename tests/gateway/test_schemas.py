@@ -1,7 +1,9 @@
 """Body fields of an engine's own that reach other requests' state on that engine are refused before routing
 (schemas._Common): vLLM's `kv_transfer_params` (its disaggregated-serving connectors read from it where to pull
-a prefill's KV blocks: host, port, block ids) and llama-server's `id_slot` (the slot whose cache, another
-client's prompt, the request is run in). Both were passed to the engine untouched."""
+a prefill's KV blocks: host, port, block ids), llama-server's `id_slot` (the slot whose cache, another
+client's prompt, the request is run in), SGLang's `bootstrap_host`, `bootstrap_port`, `bootstrap_room` (where a
+disaggregated decode pulls its KV from) and `session_params` (a session's earlier request whose cache it continues).
+All were passed to the engine untouched."""
 
 from __future__ import annotations
 
@@ -17,7 +19,12 @@ KV = {"do_remote_prefill": True, "remote_host": "10.0.0.9", "remote_port": 5600,
 
 
 @pytest.mark.parametrize("route,body", [("/v1/chat/completions", CHAT), ("/v1/completions", COMPLETION)])
-@pytest.mark.parametrize("field,value", [("kv_transfer_params", KV), ("id_slot", 0)])
+@pytest.mark.parametrize("field,value", [("kv_transfer_params", KV), ("id_slot", 0),
+                                         # SGLang's (an engine kind of the grid): the prefill server and transfer
+                                         # room a disaggregated decode pulls KV from, and a session's earlier
+                                         # request whose cache the request continues
+                                         ("bootstrap_host", "10.0.0.9"), ("bootstrap_port", 8998),
+                                         ("bootstrap_room", 12345), ("session_params", {"id": "s", "rid": "r"})])
 async def test_fields_that_reach_other_requests_engine_state_are_refused(
         client: httpx.AsyncClient, fakes: dict[str, FakeEngine], route: str, body: dict, field: str,
         value: object) -> None:

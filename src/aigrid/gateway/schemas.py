@@ -151,6 +151,14 @@ class _Common(BaseModel):
     id_slot: Any = None
     """llama-server's: the slot to run in, whose cache holds the prompt of whoever ran there before (it reuses the
     common prefix): a client aimed at another's. Refused; the server picks a slot itself."""
+    bootstrap_host: Any = None
+    """SGLang's, with bootstrap_port and bootstrap_room: the prefill server and transfer room a disaggregated decode
+    pulls the request's KV from (vLLM's kv_transfer_params of that engine), the router's to set. Refused."""
+    bootstrap_port: Any = None
+    bootstrap_room: Any = None
+    session_params: Any = None
+    """SGLang's: the session, and its earlier request (`rid`), whose cached prompt and answer the request continues
+    on the engine: a client named another's. Refused."""
 
     @field_validator("n_probs", "n_predict", "n_cmpl")
     @classmethod
@@ -159,7 +167,8 @@ class _Common(BaseModel):
             raise ValueError(f"llama-server's {info.field_name} is not served by this grid: "
                              f"{_INSTEAD[str(info.field_name)]}")
 
-    @field_validator("kv_transfer_params", "id_slot")
+    @field_validator("kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port", "bootstrap_room",
+                     "session_params")
     @classmethod
     def _no_other_requests_state(cls, v: Any, info: ValidationInfo) -> None:
         if v is not None:
