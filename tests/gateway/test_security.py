@@ -212,7 +212,7 @@ async def test_a_key_learns_no_model_of_the_grid_it_may_not_use(
     grid: a key granted only llama-* learned the others (which /v1/models hides from it), and input_tokens
     told it which names exist. Now a name outside its scope is its 403 on every front door, and a name within
     it that the grid lacks is answered with the models the key may use."""
-    c, _ = secured
+    c, gw = secured
     key = keys["smollm-only"]  # llama-* only
     grid = "smollm2-135m"  # a model of the grid this key may not use
     requests = [("/v1/chat/completions", {**CHAT, "model": "gpt-9"}),
@@ -234,6 +234,13 @@ async def test_a_key_learns_no_model_of_the_grid_it_may_not_use(
     # a key that may use every model is told them all, as before
     err = error(await c.post("/v1/chat/completions", json={**CHAT, "model": "gpt-9"}, headers=auth(keys["bank"])), 404)
     assert grid in err["message"]
+    # the embeddings route alike: its 404 listed every embedding model of the grid to a key that may use none
+    served = sorted(gw.agents.embedders)
+    assert served, "the embedding model is installed here"
+    for who, shown in [("smollm-only", []), ("bank", served)]:
+        err = error(await c.post("/v1/embeddings", json={"model": "llama-nope", "input": "hi"},
+                                 headers=auth(keys[who])), 404)
+        assert [m for m in served if m in err["message"]] == shown, (who, err)
 
 
 async def test_a_key_bound_to_a_policy_the_grid_lacks_is_the_operators_403_not_the_clients_400(

@@ -610,7 +610,8 @@ class Routes:
         read by a model that follows instructions, so the injection check does not apply."""
         gw = self.gw
         try:
-            ex.principal = gw.guard.principal(request.headers.get("authorization"), request.headers.get(H_TENANT))
+            ex.principal = principal = gw.guard.principal(request.headers.get("authorization"),
+                                                          request.headers.get(H_TENANT))
             ex.body = body = await self.read_json(request)
             ex.model = str(body.get("model", ""))
             texts = embedding_inputs(body)
@@ -619,7 +620,9 @@ class Routes:
         except ApiError as e:
             gw.metrics.rejected.labels(e.code or "error").inc()
             raise
-        answer = await create_embeddings(body, gw.agents.embedders)
+        # a model not found is answered with the embedding models the key may use (as the model routes answer)
+        answer = await create_embeddings(body, {name: e for name, e in gw.agents.embedders.items()
+                                                if principal.scopes.allows_model(name)})
         ex.usage = answer["usage"]
         return json_response(answer)
 
