@@ -495,6 +495,13 @@ async def test_metrics_can_be_kept_for_operators(tmp_path: Path, keys: dict[str,
         ok = await c.get("/metrics", headers=auth(keys["ops"]))
         assert ok.status_code == 200 and "aigrid_" in ok.text
         assert (await c.get("/metrics", headers={"x-api-key": keys["ops"]})).status_code == 200
+        # one credential, as on every audited route (routes.one_credential): an operator's key beside another's
+        # x-api-key (a proxy in front may check that one), or two Authorization headers, read one way only
+        for headers in [{"authorization": f"Bearer {keys['ops']}", "x-api-key": keys["bank"]},
+                        [("authorization", f"Bearer {keys['bank']}"), ("authorization", f"Bearer {keys['ops']}")]]:
+            assert error(await c.get("/metrics", headers=headers), 401)["code"] == "invalid_api_key", headers
+        same = {"authorization": f"Bearer {keys['ops']}", "x-api-key": keys["ops"]}
+        assert (await c.get("/metrics", headers=same)).status_code == 200
     open_gw = build_gateway(spec_in(tmp_path / "open", enforce=True), fakes, rng=random.Random(3), sleep=_no_sleep)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(open_gw)), base_url="http://gw") as c:
         assert (await c.get("/metrics")).status_code == 200

@@ -742,6 +742,7 @@ class Routes:
 
     async def metrics(self, request: Request) -> Response:
         if self.gw.spec.security.metrics == "operator":  # not audited: a scraper reads it every few seconds
+            one_credential(self.gw, request.scope)  # as the audited routes: a proxy in front may check the other
             self.gw.guard.operator(pipeline_headers(request).get("authorization"), "this grid's /metrics is read by operators")
         self.gw.metrics.set_inflight(((e.site_id, e.id) for e in self.gw.store.snapshot().endpoints),
                                      self.gw.store.inflight)
