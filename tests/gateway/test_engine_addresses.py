@@ -102,3 +102,20 @@ def test_only_whole_addresses_are_named_and_a_shared_one_by_every_endpoint_on_it
     assert names.hide("10.0.0.1:10 and 110.0.0.1 are others") == "a/b:10 and 110.0.0.1 are others"
     assert names.hide("OpenAICompatEngine(kind='openai', base_url='https://gpu.example'): gpu.example:443 down") == \
         "c down"
+
+
+def test_the_address_an_engines_host_name_resolved_to_is_hidden_too() -> None:
+    """An engine named by a host name (a service's DNS name) that refused a connection: asyncio's error names the
+    address the name resolved to, as ('10.0.0.7', 8000) (each one tried, IPv6 with its flow and scope), which no
+    form of the base URL matched, so a tenant read the engine's internal IP in its 502, 503 and decisions."""
+    class At:
+        def __init__(self, base_url: str) -> None:
+            self.base_url = base_url
+
+    names = EngineNames({"a": At(address("a"))})  # type: ignore[dict-item]
+    one = f"cannot connect to a.{INTERNAL}:8000: [Errno 111] Connect call failed ('10.0.0.7', 8000)"
+    assert names.hide(one, endpoint="a") == "cannot connect to a: [Errno 111] Connect call failed a"
+    both = (f"cannot connect to a.{INTERNAL}:8000: Multiple exceptions: [Errno 111] Connect call failed "
+            "('10.0.0.7', 8000), [Errno 99] Cannot assign requested address ('fd00::7', 8000, 0, 0)")
+    hidden = names.hide(both)
+    assert "10.0.0.7" not in hidden and "fd00" not in hidden and hidden.count("<engine>") == 2, hidden

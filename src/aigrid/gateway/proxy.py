@@ -70,13 +70,18 @@ _PASS_HEADERS = ("content-type", "retry-after")
 rate limit (429), when to try again."""
 _ENGINE = re.compile(r"\w+Engine\([^()]*\): ?")
 """An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client."""
+_RESOLVED = re.compile(r"\('[^'\s]{1,255}', \d{1,5}(?:, \d+, \d+)?\)")
+"""An address as a socket error writes it, ('10.0.0.7', 8000) or an IPv6 one's ('fd00::7', 8000, 0, 0): what an
+engine's host name resolved to (asyncio's "Connect call failed ..."), which no form of its base URL matches."""
 
 
 class EngineNames:
     """What a client that is not an operator reads where an engine's address shows in an error's text (its base
-    URL, host:port, ('host', port), [host]:port, the host alone): the id of the endpoint it serves, the spec's name
-    for it (the ids of all that share it, unless the text is one endpoint's). An adapter's repr is dropped. The log, the audit records, `aigrid
-    explain` for an operator and /v1/grid's `url` for one keep the address."""
+    URL, host:port, ('host', port), [host]:port, the host alone; the address a host name resolved to, as a socket
+    error writes it): the id of the endpoint it serves, the spec's name for it (the ids of all that share it, unless
+    the text is one endpoint's; a resolved address, `<engine>` where the text is not one endpoint's). An adapter's
+    repr is dropped. The log, the audit records, `aigrid explain` for an operator and /v1/grid's `url` for one keep
+    the address."""
 
     def __init__(self, engines: Mapping[str, Engine]) -> None:
         owners: dict[str, set[str]] = {}
@@ -92,13 +97,13 @@ class EngineNames:
         """`text` (an engine's error, a health reason; `endpoint`'s when it is one endpoint's) with each engine
         address named by its endpoint."""
         text = _ENGINE.sub("", text)
-        if self._pattern is None:
-            return text
-
-        def name(m: re.Match[str]) -> str:
-            owners = self._owners[m.group()]
-            return endpoint if endpoint in owners else "/".join(sorted(owners))
-        return self._pattern.sub(name, text)
+        if self._pattern is not None:
+            def name(m: re.Match[str]) -> str:
+                owners = self._owners[m.group()]
+                return endpoint if endpoint in owners else "/".join(sorted(owners))
+            text = self._pattern.sub(name, text)
+        # the address a host name resolved to, in an engine's error: the engine's, whichever it is
+        return _RESOLVED.sub(lambda _: endpoint or "<engine>", text)
 
     def decision(self, found: dict[str, Any]) -> dict[str, Any]:
         """A decision's record (DecisionRecord.to_dict(), local or the hub's) as its tenant reads it: the errors of
