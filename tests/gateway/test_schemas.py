@@ -33,3 +33,16 @@ async def test_fields_that_reach_other_requests_engine_state_are_refused(
     assert "not served by this grid" in r.json()["error"]["message"], r.text
     assert all(not f.received for f in fakes.values())
     assert (await client.post(route, json=body)).status_code == 200  # without it, served
+
+
+def test_the_api_document_does_not_offer_the_fields_it_refuses() -> None:
+    """/openapi.json listed each refused engine field among a request's properties (any value), as if it were served:
+    a client generated from it, or a fuzzer, was offered fields that are always a 400."""
+    from aigrid.gateway.openapi import openapi_document
+
+    refused = {"n_probs", "n_predict", "n_cmpl", "kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port",
+               "bootstrap_room", "session_params"}
+    schemas = openapi_document("test")["components"]["schemas"]
+    for name in ("ChatRequest", "CompletionRequest"):
+        assert "model" in schemas[name]["properties"]
+        assert refused.isdisjoint(schemas[name]["properties"]), (name, refused & set(schemas[name]["properties"]))

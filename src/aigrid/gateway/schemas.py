@@ -10,6 +10,7 @@ import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from aigrid.engines.fan_out import MAX_CHOICES
 
@@ -96,16 +97,21 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+Refused = SkipJsonSchema[Any]
+"""An engine's own field the gateway refuses whatever its value (a validator of _Common): declared so that it is
+read and refused, and left out of /openapi.json, which offered it as a field served."""
+
+
 class _Common(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=256)
-    n_probs: Any = None
+    n_probs: Refused = None
     """llama-server's own top-N probabilities, without a bound (n_probs 100000: every token's whole distribution),
     unseen by the abuse signals. Refused: logprobs and top_logprobs (at most 20) ask the same of every engine."""
-    n_predict: Any = None
+    n_predict: Refused = None
     """llama-server's own output limit, which overrides max_tokens: max_tokens 1 with n_predict -1 was reserved,
     capped and given a deadline as one token while the engine wrote to the end of its context. Refused."""
-    n_cmpl: Any = None
+    n_cmpl: Refused = None
     """llama-server's own number of completions: n_cmpl 4 answered four choices with the usage of one (the tenant
     charged a quarter), past the grid's `n`, which the gateway serves and counts (engines/fan_out.py). Refused."""
     prompt_logprobs: int | None = Field(default=None, ge=0, le=20)
@@ -144,19 +150,19 @@ class _Common(BaseModel):
                                  f"token){'' if isinstance(v, str) else f' (stop[{k}])'}")
         return v
 
-    kv_transfer_params: Any = None
+    kv_transfer_params: Refused = None
     """vLLM's: where a disaggregated-serving connector pulls the request's prefilled KV blocks from (a host, a port,
     block ids), the router's to set. A client's named another prefill's blocks, another request's prompt state.
     Refused."""
-    id_slot: Any = None
+    id_slot: Refused = None
     """llama-server's: the slot to run in, whose cache holds the prompt of whoever ran there before (it reuses the
     common prefix): a client aimed at another's. Refused; the server picks a slot itself."""
-    bootstrap_host: Any = None
+    bootstrap_host: Refused = None
     """SGLang's, with bootstrap_port and bootstrap_room: the prefill server and transfer room a disaggregated decode
     pulls the request's KV from (vLLM's kv_transfer_params of that engine), the router's to set. Refused."""
-    bootstrap_port: Any = None
-    bootstrap_room: Any = None
-    session_params: Any = None
+    bootstrap_port: Refused = None
+    bootstrap_room: Refused = None
+    session_params: Refused = None
     """SGLang's: the session, and its earlier request (`rid`), whose cached prompt and answer the request continues
     on the engine: a client named another's. Refused."""
 
