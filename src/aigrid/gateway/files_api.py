@@ -285,4 +285,7 @@ def _delete(spools: dict[BinaryIO, Path]) -> None:
             f.close()
         except OSError as e:  # the last bytes of a spool being dropped could not be flushed: dropped with it
             log.info("%s: closed without its last bytes (%s); deleted", path, e)
-        path.unlink(missing_ok=True)
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:  # called from a `finally`: the request's own error, if any, is the one to answer
+            log.error("%s: an upload's spool could not be deleted (%s); the sweep removes it later", path, e)

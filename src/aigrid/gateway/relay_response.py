@@ -4,10 +4,11 @@ client's disconnect, and, under uvicorn's httptools server, a wire straight to t
 Starlette's StreamingResponse runs each response in an anyio task group (to listen for the disconnect while
 streaming) when the server speaks ASGI < 2.4, as uvicorn does; per chunk and per response that machinery was
 about a quarter of the gateway's CPU at 200 streams (docs/benchmarks.md). Here the watcher is one asyncio
-future on `receive()`, with one done callback per response (_Cut; nothing per chunk): when the client is gone
+future on `receive()`, with one done callback per response (Cut; nothing per chunk): when the client is gone
 it cancels the response's task wherever it waits (an engine silent between two chunks: a long decode step, a
-stalled engine, a tool running), so the body's cleanup closes the engine's request, settles the quota and
-writes the audit record at the hang-up, not at the engine's next chunk.
+stalled engine; a tool loop's wait for its tool, the tool itself left to finish in its own task, agents/loop.py),
+so the body's cleanup closes the engine's request, settles the quota and writes the audit record at the hang-up,
+not at the engine's next chunk.
 
 ClientWire: once the response head has gone out through `send`, a relay that can (relay.StreamRelay) writes
 the body's HTTP chunks to the client's transport itself, from the engine connection's read callback where the

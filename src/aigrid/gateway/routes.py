@@ -120,9 +120,9 @@ def one_credential(gw: Gateway, scope: Scope) -> None:
     reads Authorization, a proxy may check x-api-key); the same key in both is one credential."""
     if not gw.guard.enforcing:
         return
-    given = {k.lower(): v for k, v in scope["headers"] if k.lower() in _CREDENTIALS}
-    names = [k.lower() for k, _ in scope["headers"] if k.lower() in _CREDENTIALS]
-    if len(names) != len(given):
+    sent = [(k.lower(), v) for k, v in scope["headers"] if k.lower() in _CREDENTIALS]
+    given = dict(sent)
+    if len(sent) != len(given):
         raise AuthenticationError("send one Authorization header (and at most one x-api-key): this request has "
                                   "two", headers={"WWW-Authenticate": "Bearer"})
     if len(given) == 2 and _bearer(given[b"authorization"]) != given[b"x-api-key"].strip():
