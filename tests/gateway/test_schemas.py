@@ -24,7 +24,12 @@ KV = {"do_remote_prefill": True, "remote_host": "10.0.0.9", "remote_port": 5600,
                                          # room a disaggregated decode pulls KV from, and a session's earlier
                                          # request whose cache the request continues
                                          ("bootstrap_host", "10.0.0.9"), ("bootstrap_port", 8998),
-                                         ("bootstrap_room", 12345), ("session_params", {"id": "s", "rid": "r"})])
+                                         ("bootstrap_room", 12345), ("session_params", {"id": "s", "rid": "r"}),
+                                         # SGLang's request id and data-parallel replica; code the engine runs
+                                         # (SGLang's serialized logit processor, vLLM's by import path)
+                                         ("rid", "another-clients-request"), ("data_parallel_rank", 1),
+                                         ("decode_dp_rank", 0), ("custom_logit_processor", "gASV..."),
+                                         ("logits_processors", ["pkg.mod.Processor"])])
 async def test_fields_that_reach_other_requests_engine_state_are_refused(
         client: httpx.AsyncClient, fakes: dict[str, FakeEngine], route: str, body: dict, field: str,
         value: object) -> None:
@@ -41,7 +46,8 @@ def test_the_api_document_does_not_offer_the_fields_it_refuses() -> None:
     from aigrid.gateway.openapi import openapi_document
 
     refused = {"n_probs", "n_predict", "n_cmpl", "kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port",
-               "bootstrap_room", "session_params"}
+               "bootstrap_room", "session_params", "rid", "data_parallel_rank", "decode_dp_rank",
+               "custom_logit_processor", "logits_processors"}
     schemas = openapi_document("test")["components"]["schemas"]
     for name in ("ChatRequest", "CompletionRequest"):
         assert "model" in schemas[name]["properties"]

@@ -165,6 +165,19 @@ class _Common(BaseModel):
     session_params: Refused = None
     """SGLang's: the session, and its earlier request (`rid`), whose cached prompt and answer the request continues
     on the engine: a client named another's. Refused."""
+    rid: Refused = None
+    """SGLang's: the request's id on the engine, by which it is aborted and its session continued: a client chose
+    another's. Refused; the engine names each request itself."""
+    data_parallel_rank: Refused = None
+    """SGLang's, with decode_dp_rank: the data-parallel replica to run on, whose cache may hold another client's
+    prompt (as llama-server's id_slot). Refused; the engine places each request itself."""
+    decode_dp_rank: Refused = None
+    custom_logit_processor: Refused = None
+    """SGLang's: a serialized Python callable the engine runs on every step (with --enable-custom-logit-processor):
+    code of the client's run on the grid's engine. Refused."""
+    logits_processors: Refused = None
+    """vLLM's: logits processors named by their import path, loaded and run by the engine (those its
+    --logits-processor-pattern allows): code chosen by the client. Refused."""
 
     @field_validator("n_probs", "n_predict", "n_cmpl")
     @classmethod
@@ -174,12 +187,19 @@ class _Common(BaseModel):
                              f"{_INSTEAD[str(info.field_name)]}")
 
     @field_validator("kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port", "bootstrap_room",
-                     "session_params")
+                     "session_params", "rid", "data_parallel_rank", "decode_dp_rank")
     @classmethod
     def _no_other_requests_state(cls, v: Any, info: ValidationInfo) -> None:
         if v is not None:
             raise ValueError(f"{info.field_name} is not served by this grid: it names engine state of other "
                              "requests (the grid places each request itself)")
+
+    @field_validator("custom_logit_processor", "logits_processors")
+    @classmethod
+    def _no_client_code(cls, v: Any, info: ValidationInfo) -> None:
+        if v is not None:
+            raise ValueError(f"{info.field_name} is not served by this grid: it is code the engine would run for the "
+                             "client")
 
 
 _INSTEAD = {"n_probs": "ask with logprobs and top_logprobs (at most 20; a completion's logprobs, at most 20)",
