@@ -97,6 +97,21 @@ class StreamOptions(BaseModel):
     include_usage: bool | None = None
 
 
+_INSTEAD = {"n_probs": "ask with logprobs and top_logprobs (at most 20; a completion's logprobs, at most 20)",
+            "n_predict": "set max_tokens (or max_completion_tokens)", "n_cmpl": "ask for n choices"}
+"""What to send instead of llama-server's own fields (_Common): each asks every engine the same, counted."""
+_STATE = "it names engine state of other requests (the grid places each request itself)"
+_CODE = "it is code the engine would run for the client"
+_REFUSED = {
+    **{name: f"llama-server's {name} is not served by this grid: {instead}" for name, instead in _INSTEAD.items()},
+    **{name: f"{name} is not served by this grid: {_STATE}" for name in (
+        "kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port", "bootstrap_room", "session_params", "rid",
+        "data_parallel_rank", "decode_dp_rank")},
+    **{name: f"{name} is not served by this grid: {_CODE}" for name in ("custom_logit_processor", "logits_processors")},
+}
+"""The engines' own fields _Common reads and refuses (declared `Refused`), each with why: one validator for all."""
+
+
 Refused = SkipJsonSchema[Any]
 """An engine's own field the gateway refuses whatever its value (a validator of _Common): declared so that it is
 read and refused, and left out of /openapi.json, which offered it as a field served."""
@@ -179,32 +194,11 @@ class _Common(BaseModel):
     """vLLM's: logits processors named by their import path, loaded and run by the engine (those its
     --logits-processor-pattern allows): code chosen by the client. Refused."""
 
-    @field_validator("n_probs", "n_predict", "n_cmpl")
+    @field_validator(*_REFUSED)
     @classmethod
-    def _no_engine_own(cls, v: Any, info: ValidationInfo) -> None:
+    def _refused(cls, v: Any, info: ValidationInfo) -> None:
         if v is not None:
-            raise ValueError(f"llama-server's {info.field_name} is not served by this grid: "
-                             f"{_INSTEAD[str(info.field_name)]}")
-
-    @field_validator("kv_transfer_params", "id_slot", "bootstrap_host", "bootstrap_port", "bootstrap_room",
-                     "session_params", "rid", "data_parallel_rank", "decode_dp_rank")
-    @classmethod
-    def _no_other_requests_state(cls, v: Any, info: ValidationInfo) -> None:
-        if v is not None:
-            raise ValueError(f"{info.field_name} is not served by this grid: it names engine state of other "
-                             "requests (the grid places each request itself)")
-
-    @field_validator("custom_logit_processor", "logits_processors")
-    @classmethod
-    def _no_client_code(cls, v: Any, info: ValidationInfo) -> None:
-        if v is not None:
-            raise ValueError(f"{info.field_name} is not served by this grid: it is code the engine would run for the "
-                             "client")
-
-
-_INSTEAD = {"n_probs": "ask with logprobs and top_logprobs (at most 20; a completion's logprobs, at most 20)",
-            "n_predict": "set max_tokens (or max_completion_tokens)", "n_cmpl": "ask for n choices"}
-"""What to send instead of llama-server's own fields (_Common): each asks every engine the same, counted."""
+            raise ValueError(_REFUSED[str(info.field_name)])
 
 
 def output_limit(body: dict[str, Any]) -> int | None:
