@@ -21,6 +21,7 @@ from typing import cast
 
 import httpx
 
+from aigrid.content_coding import IDENTITY, coded
 from aigrid.engines.prometheus import PARSERS, parse_dcgm, parse_stats, with_power
 from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.engines.trace_context import TRACE_HEADERS
@@ -166,7 +167,7 @@ class OpenAICompatEngine:
     @asynccontextmanager
     async def _open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
         # identity: the body bytes stay plain SSE/JSON that the gateway can inspect as it relays them
-        headers = {"accept-encoding": "identity", **self._headers, **TRACE_HEADERS.get(),
+        headers = {"accept-encoding": IDENTITY, **self._headers, **TRACE_HEADERS.get(),
                    "content-type": "application/json"}
         timeout = httpx.USE_CLIENT_DEFAULT if self._head_timeout is None else self._head_timeout
         request = self._client.build_request(
@@ -297,14 +298,14 @@ class OpenAICompatEngine:
         memory past 20 GB. Asked as `identity` (as the proxied requests are), and an answer encoded anyway is the
         engine's error, its body not read: httpx's decoder inflates each piece read off the network whole (64 KiB of
         gzip is 66 MB) before it could be counted, and 300 KB of gzip held 149 MB at every scrape."""
-        request = self._client.build_request("GET", url, headers={**headers, "accept-encoding": "identity"},
+        request = self._client.build_request("GET", url, headers={**headers, "accept-encoding": IDENTITY},
                                              timeout=self._probe_timeout)
         try:
             async with asyncio.timeout(self._probe_timeout_s):
                 response = await self._send(request, stream=True)
                 try:
-                    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-                    if encoding not in ("", "identity"):
+                    encoding = coded(response.headers)
+                    if encoding is not None:
                         raise EngineError(f"{self}: {url} answered with content-encoding {encoding!r} (identity "
                                           "asked): not read")
                     body = bytearray()

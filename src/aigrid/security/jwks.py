@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 from jwt import PyJWK, PyJWKSet
 
+from aigrid.content_coding import IDENTITY, coded
+
 log = logging.getLogger("aigrid.jwks")
 
 MAX_BYTES = 1 << 20
@@ -137,10 +139,10 @@ async def _fetch(url: str) -> bytes:
     # answer compressed anyway refused unread: httpx's decoder inflates each 64 KiB piece whole (66 MB of gzip's)
     # before the bound below could count it (50 KB of gzip held 135 MB at every refresh)
     async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client, \
-            client.stream("GET", url, headers={"accept-encoding": "identity"}) as r:
+            client.stream("GET", url, headers={"accept-encoding": IDENTITY}) as r:
         r.raise_for_status()
-        encoding = r.headers.get("content-encoding", "identity").strip().lower()
-        if encoding not in ("", "identity"):
+        encoding = coded(r.headers)
+        if encoding is not None:
             raise ValueError(f"the answer came with content-encoding {encoding!r} (identity asked): not read")
         body = bytearray()
         async for chunk in r.aiter_bytes():

@@ -1,0 +1,17 @@
+"""Answers asked for uncompressed (`accept-encoding: identity`) and read with a bound: an engine's probe
+(engines/openai_compat.py) and an identity provider's key set (security/jwks.py). Below every layer, so both can
+call it; the gateway's proxied answers are checked in gateway/proxy.py (`_not_an_answer`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+IDENTITY = "identity"
+
+
+def coded(headers: Mapping[str, str]) -> str | None:
+    """The content-encoding of an answer asked for as `identity` that came compressed anyway (None: it did not):
+    its body is not to be read through httpx, whose decoder inflates each piece read off the network whole
+    (64 KiB of gzip is 66 MB) before a bound on the body could count it."""
+    encoding = headers.get("content-encoding", IDENTITY).strip().lower()
+    return None if encoding in ("", IDENTITY) else encoding
