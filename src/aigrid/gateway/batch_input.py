@@ -18,9 +18,10 @@ than a line one request may be.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
-from collections.abc import Callable, Collection, Generator, Iterator
+from collections.abc import AsyncGenerator, Callable, Collection, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -117,6 +118,21 @@ class LineReader:
     def close(self) -> None:
         self._lines.close()
         self._file.close()
+
+
+async def lines_not_done(path: Path, endpoint: str, max_lines: int, max_line_bytes: int,
+                         done: Collection[str]) -> AsyncGenerator[Line, None]:
+    """The lines of a batch's input file whose custom_id is not in `done` (read when each is reached), in file order,
+    a chunk at a time off the event loop (LineReader): its reader holds a chunk and the lines in flight, never the
+    file. Used by a running batch (batch_runner) and by a message batch's results (its requests never run)."""
+    reader = await asyncio.to_thread(LineReader, path, endpoint, max_lines, max_line_bytes)
+    try:
+        while chunk := await asyncio.to_thread(reader.chunk):
+            for line in chunk:
+                if line.custom_id not in done:
+                    yield line
+    finally:
+        await asyncio.to_thread(reader.close)
 
 
 def _lines(src: IO[bytes], bound: int, keep: int) -> Iterator[tuple[int, bytes, int]]:

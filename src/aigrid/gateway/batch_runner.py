@@ -9,7 +9,7 @@ and stops it. Every process of `aigrid up --workers N` has one, over the same SQ
   process that stopped, or whose claim was not renewed for `stale_s`: its process died), up to
   `max_running`. A process that finds its claim taken over stops starting that batch's lines.
 - **Lines.** In input order, read from the input file a chunk at a time as they are reached (a running batch
-  never holds its file: batch_input.LineReader), at most `concurrency` at a time, each through the one pipeline as its creator
+  never holds its file: batch_input.lines_not_done), at most `concurrency` at a time, each through the one pipeline as its creator
   (batch_line.py); its answer is appended to the output or the error file (batch_output.py), which is the
   progress a resumed batch starts from. A line refused for capacity or rate (429, 503) is tried again
   after `retry_s` x the try, up to `line_attempts` tries; then it goes to the error file.
@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from aigrid.errors import ApiError, InsufficientStorage
-from aigrid.gateway.batch_input import MAX_LINE_BYTES, Line, LineReader
+from aigrid.gateway.batch_input import MAX_LINE_BYTES, Line, lines_not_done
 from aigrid.gateway.batch_line import LineResult
 from aigrid.gateway.batch_output import BatchOutput, Progress
 from aigrid.gateway.batch_store import FINAL, BatchStore, StoredBatch, start_cancelling
@@ -264,17 +264,10 @@ class BatchRunner:
                 log.warning("batch %s: completed, its last lines kept past the limit that stopped it", row.id)
             await self._finish(row, output, progress, total, "completed")
 
-    async def _lines(self, path: Path, endpoint: str, done: set[str]) -> AsyncGenerator[Line, None]:
+    def _lines(self, path: Path, endpoint: str, done: set[str]) -> AsyncGenerator[Line, None]:
         """The batch's lines not `done` (read when each is reached), in file order, from its input file a chunk at
         a time off the event loop: a running batch holds a chunk and its lines in flight, never its file."""
-        reader = await asyncio.to_thread(LineReader, path, endpoint, self.spec.max_lines, self.max_line_bytes)
-        try:
-            while chunk := await asyncio.to_thread(reader.chunk):
-                for line in chunk:
-                    if line.custom_id not in done:
-                        yield line
-        finally:
-            await asyncio.to_thread(reader.close)
+        return lines_not_done(path, endpoint, self.spec.max_lines, self.max_line_bytes, done)
 
     async def _run_lines(self, run: _Run, row: StoredBatch, pending: AsyncIterator[Line], output: BatchOutput,
                          progress: Progress, total: int) -> None:

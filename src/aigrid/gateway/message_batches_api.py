@@ -25,8 +25,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -46,7 +46,7 @@ from aigrid.errors import (
     Overloaded,
     PermissionDenied,
 )
-from aigrid.gateway.batch_input import LineReader
+from aigrid.gateway.batch_input import Line, lines_not_done
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
@@ -370,8 +370,8 @@ class MessageBatchesApi:
         unrun = self.files.disk_path(source) if source is not None and rest > 0 else None
         kind = {"expired": "expired", "failed": "errored"}.get(obj["status"], "canceled")
         spec = self.gw.spec.gateway
-        never_run = None if unrun is None else functools.partial(LineReader, unrun, MESSAGES_PATH, spec.batch.max_lines,
-                                                                  spec.max_body_bytes)
+        never_run = None if unrun is None else functools.partial(lines_not_done, unrun, MESSAGES_PATH,
+                                                                  spec.batch.max_lines, spec.max_body_bytes)
         return StreamingResponse(_results(paths, never_run, kind), media_type="application/x-jsonl")
 
 
@@ -385,7 +385,7 @@ def _request(item: Any, at: str) -> MessageBatchRequest:
         raise InvalidRequest(err.message.replace(f"'{err.param or ''}'", f"'{field}'", 1), param=field) from e
 
 
-async def _results(paths: list[tuple[Path, bool]], unrun: Callable[[], LineReader] | None,
+async def _results(paths: list[tuple[Path, bool]], unrun: Callable[[set[str]], AsyncGenerator[Line, None]] | None,
                    kind: str) -> AsyncIterator[bytes]:
     """The output and error files as Anthropic's results; then, read from the batch's requests as the runner reads
     them (`unrun`: a request never held past a live request's bound), each one that never ran (`kind`: canceled,
@@ -402,14 +402,9 @@ async def _results(paths: list[tuple[Path, bool]], unrun: Callable[[], LineReade
     if kind == "errored":
         never["error"] = {"type": "error", "error": {"type": "api_error",
                                                      "message": "this request was not run: its batch failed"}}
-    reader = await asyncio.to_thread(unrun)
-    try:
-        while chunk := await asyncio.to_thread(reader.chunk):
-            for line in chunk:
-                if line.custom_id not in done:
-                    yield orjson.dumps({"custom_id": line.custom_id, "result": never}) + b"\n"
-    finally:
-        await asyncio.to_thread(reader.close)
+    async with aclosing(unrun(done)) as lines:
+        async for line in lines:
+            yield orjson.dumps({"custom_id": line.custom_id, "result": never}) + b"\n"
 
 
 async def _lines(path: Path) -> AsyncIterator[bytes]:
