@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import replace
-from fnmatch import fnmatchcase
 
+from aigrid.core.filters.model import in_scope
 from aigrid.core.types import RequestInfo
 from aigrid.errors import PermissionDenied
 from aigrid.security.principal import Principal, Scopes
@@ -60,7 +60,7 @@ def _serving_models(scopes: Scopes) -> tuple[frozenset[str], ...]:
 def may_serve(scopes: Scopes, model: str, site: str, jurisdiction: str) -> bool:
     """Whether an endpoint of `model` at `site` in `jurisdiction` may serve a caller of these scopes: what
     scope_request's hard filters let the routing choose (the grid a narrowed key reads is this part of it)."""
-    return (all(any(fnmatchcase(model, p) for p in patterns) for patterns in _serving_models(scopes))
+    return (in_scope(model, _serving_models(scopes))
             and (scopes.sites is None or site in scopes.sites)
             and (scopes.jurisdictions is None or jurisdiction in scopes.jurisdictions))
 

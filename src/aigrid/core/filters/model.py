@@ -14,6 +14,11 @@ from aigrid.core.types import Endpoint
 AUTO = "auto"
 
 
+def in_scope(model: str, allowed_models: tuple[frozenset[str], ...]) -> bool:
+    """Whether `model` matches a glob pattern of each set (RequestInfo.allowed_models; none: any model)."""
+    return all(any(fnmatchcase(model, p) for p in patterns) for patterns in allowed_models)
+
+
 @mypyc_attr(allow_interpreted_subclasses=True)
 @dataclass(frozen=True, slots=True)
 class ServesModel:
@@ -24,9 +29,8 @@ class ServesModel:
 
     def check(self, ctx: Context, endpoint: Endpoint) -> Verdict:
         wanted = ctx.request.model
-        for patterns in ctx.request.allowed_models:
-            if not any(fnmatchcase(endpoint.model, p) for p in patterns):
-                return Verdict(False, "serves a model the caller's key may not use")  # unnamed: a narrowed key reads its decisions
+        if not in_scope(endpoint.model, ctx.request.allowed_models):
+            return Verdict(False, "serves a model the caller's key may not use")  # unnamed: a narrowed key reads its decisions
         if wanted in (AUTO, endpoint.model, endpoint.family):
             return PASS
         info = ctx.view.models.get(wanted)
