@@ -148,3 +148,20 @@ async def test_a_result_of_too_many_columns_is_refused_before_a_row_is_read(db: 
         await SqlQuery({"shop": db}).run({"query": f"SELECT {columns}"}, NO_CONTEXT)
     columns = ", ".join(f"{i} AS c{i}" for i in range(MAX_COLUMNS))
     assert (await SqlQuery({"shop": db}).run({"query": f"SELECT {columns}"}, NO_CONTEXT)).endswith(f"| {MAX_COLUMNS - 1}")
+
+
+def test_a_blob_cell_is_written_out_no_further_than_its_cut() -> None:
+    """A blob's cell is its hex cut to MAX_CELL: the whole blob (up to 1 MB) was written out as hex (2 MB) first."""
+    import tracemalloc
+
+    from aigrid.agents.sql import MAX_CELL, _cell
+
+    blob = bytes(range(256)) * 4_000
+    tracemalloc.start()
+    try:
+        cell = _cell(blob)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert cell == blob.hex()[:MAX_CELL] + "..." and _cell(b"\x01\x02") == "0102"
+    assert peak < 100_000, f"{peak / 1e6:.1f} MB held for a cell of {MAX_CELL} characters"

@@ -206,5 +206,6 @@ def _cut_rows(cur: sqlite3.Cursor, deadline: float) -> list[list[str]]:
 
 
 def _cell(value: object) -> str:
-    text = value.hex() if isinstance(value, bytes) else str(value)
+    # a blob's first MAX_CELL bytes only: their hex is already past the cut (a 1 MB blob was 2 MB of hex per cell)
+    text = value[:MAX_CELL].hex() if isinstance(value, bytes) else str(value)
     return text if len(text) <= MAX_CELL else text[:MAX_CELL] + "..."
