@@ -294,6 +294,14 @@ class FileStore:
         fd, name = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".part", dir=folder)
         return Path(name), os.fdopen(fd, "w+b")
 
+    def disk_refused(self, tenant: str, param: str, what: str, e: OSError) -> InsufficientStorage:
+        """The refusal of a tenant's `what` (a file, an upload, a batch) whose bytes the disk did not take (full, the
+        gateway user's disk quota): logged with the disk's error, the API's 503 naming `param`."""
+        log.warning("refused a %s of tenant %r: the disk under %s did not take its bytes: %s", what, tenant,
+                    self.root, e)
+        return InsufficientStorage(f"{param}: the gateway's disk could not take this {what} now; try again later or "
+                                   "ask the grid's operator", param=param)
+
     def disk_path(self, f: StoredFile) -> Path:
         return self.root / f.path
 
@@ -338,9 +346,7 @@ class FileStore:
         try:
             size = await asyncio.to_thread(copy)
         except OSError as e:
-            log.warning("could not keep a file of tenant %r under %s: %s", tenant, self.root, e)
-            raise InsufficientStorage(f"{param}: the gateway's disk could not take this file now; try again later or "
-                                      "ask the grid's operator", param=param) from e
+            raise self.disk_refused(tenant, param, "file", e) from e
         stored = StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel, jurisdictions)
         try:
             return await self._index(stored, limit, param, reservation, narrowed)

@@ -35,7 +35,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 from starlette.types import Message, Receive
 
-from aigrid.errors import ApiError, InsufficientStorage, InvalidRequest, NotFound, RequestTimeout
+from aigrid.errors import ApiError, InvalidRequest, NotFound, RequestTimeout
 from aigrid.gateway.batch_store import BatchStore
 from aigrid.gateway.cursor_list import page_object, page_query
 from aigrid.gateway.envelope import ANTHROPIC_VERSION
@@ -168,7 +168,7 @@ class FilesApi:
             except TimeoutError:
                 raise RequestTimeout(f"file: the upload did not arrive within {deadline:.0f} s", param="file") from None
             except OSError as e:  # the disk refused the spool (full, quota of the gateway's user)
-                raise self._refused_disk(caller.tenant, e) from None
+                raise self.files.disk_refused(caller.tenant, "file", "upload", e) from None
             try:
                 upload, purpose, expires_at = self._fields(form)
                 if upload.size is not None and upload.size > room:
@@ -178,7 +178,7 @@ class FilesApi:
                 try:
                     await asyncio.to_thread(upload.file.close)  # written whole (flushed) before it is renamed
                 except OSError as e:
-                    raise self._refused_disk(caller.tenant, e) from None
+                    raise self.files.disk_refused(caller.tenant, "file", "upload", e) from None
                 stored = await self.files.add(caller.tenant, name, purpose, kept, expires_at, reservation=held,
                                               jurisdictions=caller.scopes.jurisdictions)
                 del spools[upload.file]  # the file's now, under its own name
@@ -188,13 +188,6 @@ class FilesApi:
             await asyncio.to_thread(_delete, spools)
         ex.body = {"file_id": stored.id, "filename": stored.filename, "bytes": stored.bytes, "purpose": purpose}
         return json_response(stored.to_object())
-
-    def _refused_disk(self, tenant: str, e: OSError) -> InsufficientStorage:
-        """An upload whose spool the disk refused (full, the gateway user's disk quota): logged, the API's 503."""
-        log.warning("refused an upload of tenant %r: its spool under %s could not be written: %s", tenant,
-                    self.files.root, e)
-        return InsufficientStorage("file: the gateway's disk could not take this upload now; try again later or ask "
-                                   "the grid's operator", param="file")
 
     def _too_large(self, size: int | None = None) -> FileTooLarge:
         this = "larger than" if size is None else f"{size} bytes, more than"

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import os
 import tempfile
 import time
@@ -38,14 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from aigrid.errors import (
-    ApiError,
-    InsufficientStorage,
-    InvalidRequest,
-    NotFound,
-    Overloaded,
-    PermissionDenied,
-)
+from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied
 from aigrid.gateway.batch_input import Line, lines_not_done
 from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
 from aigrid.gateway.batch_runner import BatchRunner
@@ -75,7 +67,6 @@ from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.security.principal import Principal
 
 MESSAGE_BATCHES_PATH = "/v1/messages/batches"
-log = logging.getLogger("aigrid.batches")
 PREFIX = "msgbatch_"
 MAX_LIST = 1000
 _PROCESSING = {"cancelling": "canceling", **{s: "ended" for s in FINAL}}
@@ -180,10 +171,7 @@ class MessageBatchesApi:
                                               param="requests", reservation=held,
                                               jurisdictions=caller.scopes.jurisdictions)
         except OSError as e:  # the disk refused a spool (full): the disk's refusal, as its floor's (it was a 500)
-            log.warning("refused a message batch of tenant %r: its body could not be spooled under %s: %s",
-                        caller.tenant, self.files.root, e)
-            raise InsufficientStorage("requests: the gateway's disk could not take this batch now; try again later or "
-                                      "ask the grid's operator", param="requests") from None
+            raise self.files.disk_refused(caller.tenant, "requests", "batch", e) from None
         finally:
             if held is not None:
                 await self.files.release(held)
