@@ -292,6 +292,15 @@ def test_an_attack_cut_into_text_parts_or_messages_is_read_where_they_meet(firew
         assert result.blocked.where == texts[0].where and texts[0].where.startswith("messages[0].content")
 
 
+def test_empty_text_parts_between_the_words_do_not_keep_them_apart(firewall: Firewall) -> None:
+    """An empty text part (or user turn) ended the run of short texts read together: the attack above, with an
+    empty part after each word, was read word by word and passed."""
+    parts = [part for w in SPLIT.split(" ") for part in ({"type": "text", "text": w}, {"type": "text", "text": ""})]
+    body, texts = chat({"role": "user", "content": parts})
+    result = firewall.check_texts("acme", texts)
+    assert result.blocked is not None and "read together" in result.blocked.detail
+
+
 def test_harmless_turns_read_together_are_not_blocked(firewall: Firewall) -> None:
     from pathlib import Path
 

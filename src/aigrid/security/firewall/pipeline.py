@@ -160,8 +160,9 @@ class Firewall:
         gateway's own turns beside a summary read as an instruction, 2026-12-05)."""
         run: list[ModelText] = []
         for text in [*texts, None]:
-            if text is not None and text.source in (Source.USER, Source.PROMPT) and 0 < len(text.text) < SHORT:
-                run.append(text)
+            if text is not None and text.source in (Source.USER, Source.PROMPT) and len(text.text) < SHORT:
+                if text.text:  # an empty part between two words neither joins nor breaks the run
+                    run.append(text)
                 continue
             if text is not None and text.source not in (Source.USER, Source.PROMPT):
                 continue  # the application's turns and tool results between them: the user's run goes on
