@@ -1,6 +1,6 @@
 """Answers asked for uncompressed (`accept-encoding: identity`) and read with a bound: an engine's probe
 (engines/openai_compat.py) and an identity provider's key set (security/jwks.py). Below every layer, so both can
-call it; the gateway's proxied answers are checked in gateway/proxy.py (`_not_an_answer`)."""
+call it, and the gateway's check of a proxied answer (gateway/proxy.py, `_not_an_answer`)."""
 
 from __future__ import annotations
 

@@ -27,6 +27,7 @@ import orjson
 from starlette.responses import Response
 
 from aigrid.agents.engine_refusal import raise_for_server_error
+from aigrid.content_coding import coded
 from aigrid.core.types import Candidate, Decision
 from aigrid.engines.legacy_completions import COMPLETIONS_PATH
 from aigrid.engines.protocol import Engine, UpstreamResponse
@@ -686,8 +687,8 @@ def _not_an_answer(upstream: UpstreamResponse, stream: bool) -> str | None:
     Passed on, an HTML page, a gzip body or a whole answer to a stream reached the client as a 200 and was audited
     `ok`, the engine never counted as failing (docs/reliability.md, "Failing before the first byte")."""
     headers = upstream.headers
-    encoding = headers.get("content-encoding", "identity")
-    if encoding != "identity":
+    encoding = coded(headers)
+    if encoding is not None:
         return f"answered HTTP {upstream.status} with content-encoding {encoding} (identity asked)"
     ctype = headers.get("content-type", "")
     if ctype.startswith("text/event-stream") if stream else "json" in ctype:
