@@ -271,3 +271,11 @@ def test_an_error_prints_a_files_control_characters_escaped(tmp_path: Path, what
     assert r.exit_code == 2, r.output
     assert "\x1b" not in r.output and "\x07" not in r.output and "\u202e" not in r.output, repr(r.output)
     assert "x\\x1b]52;c;Y3VybCBldmlsfHNo\\x07\\x1b[1A\\x1b[2K\\u202ey" in r.output, repr(r.output)
+
+
+def test_help_lists_each_command_s_summary_as_written_not_broken_where_its_source_wraps() -> None:
+    result = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
+    assert "end-to-end latency, throughput, goodput under an SLO." in rows["bench"]
+    assert "(continuous batching with chunked prefill," in rows["emulator"]

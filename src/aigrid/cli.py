@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import inspect
 import json
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping, MutableMapping, Sequence
@@ -66,6 +67,12 @@ class _Lazy(MutableMapping[str, Any]):
         return len(self._items)
 
 
+def _summary(help_text: str) -> str:
+    """A command's first paragraph as one line: typer's rich help keeps a docstring's line breaks in the
+    commands table, so `aigrid --help` broke `bench`'s summary mid-sentence where its source wraps."""
+    return " ".join(inspect.cleandoc(help_text).split("\n\n")[0].split())
+
+
 def _lazy_group(first: Mapping[str, Mount], last: Mapping[str, Mount] | None = None) -> type[TyperGroup]:
     """A typer group class with the commands `first` before its own and `last` after them (the order in
     --help), each imported when it is run or listed."""
@@ -74,6 +81,12 @@ def _lazy_group(first: Mapping[str, Mount], last: Mapping[str, Mount] | None = N
             super().__init__(**attrs)
             self.commands = _Lazy({**{n: (n, m) for n, m in first.items()}, **self.commands,
                                    **{n: (n, m) for n, m in (last or {}).items()}})
+
+        def get_command(self, ctx: Any, cmd_name: str) -> Any:
+            command = super().get_command(ctx, cmd_name)
+            if command is not None and command.short_help is None and command.help:
+                command.short_help = _summary(command.help)
+            return command
 
     return LazyGroup
 
