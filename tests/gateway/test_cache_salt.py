@@ -91,9 +91,11 @@ async def _salts(c: httpx.AsyncClient, engines: dict[str, Any], key: str, path: 
     return got
 
 
-async def test_each_tenant_has_one_salt_on_every_path_and_two_tenants_differ(grid, keys, tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["vllm", "sglang"])
+async def test_each_tenant_has_one_salt_on_every_path_and_two_tenants_differ(grid, keys, tmp_path: Path,
+                                                                             kind: str) -> None:
     engines = _fakes(tmp_path)
-    c = await grid("vllm", True, engines)
+    c = await grid(kind, True, engines)
     seen: dict[str, set] = {"alpha": set(), "beta": set()}
     for name, (path, body) in PATHS.items():
         for key in ("alpha", "alpha-2", "beta"):

@@ -2,7 +2,9 @@
 
 An engine keeps one prefix cache for every request it serves: a tenant whose prompt shares a prefix another
 tenant sent gets its first token sooner, a timing side channel of what others send. vLLM (0.9 and later) keeps
-cached blocks apart by a request's `cache_salt`: requests share them only when their salts are equal. With the
+cached blocks apart by a request's `cache_salt`: requests share them only when their salts are equal; SGLang
+(since its PR 10645) keys its radix cache by the request's `cache_salt` followed by its `extra_key`, and a salt of
+a fixed length (32 hex digits) keeps a client's `extra_key` from reaching another tenant's namespace. With the
 setting on, every request the gateway sends to an engine of a kind that reads the field carries the tenant's salt
 (a BLAKE2b keyed by Guard.derived_key(KEY_PURPOSE), never the tenant's name); a client's own `cache_salt` is folded
 into its tenant's, so a tenant may keep some of its requests apart from its others but never share with another
@@ -20,8 +22,9 @@ import orjson
 KEY_PURPOSE = "prefix-cache-salt"
 """Guard.derived_key's purpose for the salts' key."""
 
-SALTED_KINDS = frozenset({"vllm"})
-"""Engine kinds that read `cache_salt` (vLLM >= 0.9: docs.vllm.ai, "Automatic Prefix Caching")."""
+SALTED_KINDS = frozenset({"vllm", "sglang"})
+"""Engine kinds that read `cache_salt` (vLLM >= 0.9: docs.vllm.ai, "Automatic Prefix Caching"; SGLang's OpenAI
+server: `OpenAIServingBase._compute_extra_key`, the radix cache's `RadixKey.extra_key`)."""
 
 FIELD = "cache_salt"
 
