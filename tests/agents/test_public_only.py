@@ -153,3 +153,70 @@ async def test_each_checked_address_is_tried_in_turn() -> None:
     async with httpx.AsyncClient(transport=transport) as client:
         assert (await client.get("http://two.example.org/")).text == "second"
     assert tried == ["93.184.215.14", "93.184.215.15"]
+
+
+SPECIAL = ["metadata.google.internal", "ip-10-0-0-5.ec2.internal", "printer.local", "Printer.LOCAL.", "nas.lan",
+           "router.home.arpa", "app.localhost", "localhost", "metadata", "wiki.corp", "abc.onion"]
+
+
+def split_horizon(asked: list[str], answer: str = "93.184.215.14"):  # noqa: ANN201 - a Resolver
+    """A resolver that gives every name a public address (a split-horizon DNS answering the site's own names with
+    a public range it uses inside), recording each name asked."""
+    async def resolver(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return [answer]
+    return resolver
+
+
+@pytest.mark.parametrize("host", SPECIAL)
+@pytest.mark.parametrize("literals", [True, False], ids=["http_fetch", "image URL"])
+async def test_a_special_use_name_is_refused_before_it_is_looked_up(host: str, literals: bool) -> None:
+    """mDNS's .local, the cloud's .internal, .home.arpa, .lan, *.localhost, a one-label name the resolver completes
+    with the site's search domains: the site's own names, whatever public address a split-horizon DNS gives them.
+    Before: each was looked up, found public (93.184.215.14 here) and fetched."""
+    asked: list[str] = []
+    seen: list[httpx.Request] = []
+    transport = PublicOnlyTransport(httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200)),
+                                    resolver=split_horizon(asked), literals=literals)
+    async with httpx.AsyncClient(transport=transport) as client:
+        with pytest.raises(httpx.ConnectError, match="not a public address") as info:
+            await client.get(f"http://{host}/computeMetadata/v1/")
+    assert asked == [] and seen == []
+    assert "local or internal namespace" in str(info.value) or "one label" in str(info.value)
+    tool = HttpFetch([host.lower().rstrip(".")], httpx.AsyncClient(transport=transport))
+    with pytest.raises(ToolError, match=f"{host.lower()!r} is a .*not a public address"):
+        await tool.run({"url": f"http://{host}/"}, NO_CONTEXT)
+    assert asked == [] and seen == []
+
+
+async def test_a_special_use_name_reaches_the_private_networks_allowed_only() -> None:
+    """With agents.http_private, an intranet name is fetched when every address lies in those networks; the same
+    name answered with a public address (split horizon) is refused."""
+    seen: list[httpx.Request] = []
+    for answer, ok in [("10.1.2.3", True), ("93.184.215.14", False)]:
+        asked: list[str] = []
+        transport = PublicOnlyTransport(httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200)),
+                                        private=("10.0.0.0/8",), resolver=split_horizon(asked, answer))
+        async with httpx.AsyncClient(transport=transport) as client:
+            if ok:
+                assert (await client.get("http://wiki.corp/")).status_code == 200
+                assert seen[-1].url.host == answer and seen[-1].headers["host"] == "wiki.corp"
+            else:
+                with pytest.raises(httpx.ConnectError, match="resolves to 93.184.215.14, outside the private"):
+                    await client.get("http://wiki.corp/")
+        assert asked == ["wiki.corp"]
+    assert len(seen) == 1
+
+
+@pytest.mark.parametrize("host", ["2130706433", "0x7f.1", "127.1", "0x7f000001", "0177.1", "10.0.0.0x5"])
+async def test_an_ipv4_address_written_as_a_number_is_refused(host: str) -> None:
+    """Decimal, hexadecimal, octal and short IPv4 forms: not addresses to `ipaddress`, so they were looked up as
+    names, and the system resolver (inet_aton) reads them as addresses; refused as what they are, even where the
+    network they name is allowed (the operator writes the dotted address)."""
+    asked: list[str] = []
+    transport = PublicOnlyTransport(httpx.MockTransport(lambda r: httpx.Response(200)), private=("127.0.0.0/8",),
+                                    resolver=split_horizon(asked, "127.0.0.1"), literals=False)
+    request = httpx.Request("GET", httpx.URL("http://x/").copy_with(host=host))
+    with pytest.raises(httpx.ConnectError, match="IPv4 address written as a number"):
+        await transport.handle_async_request(request)
+    assert asked == []

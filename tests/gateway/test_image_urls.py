@@ -31,7 +31,7 @@ def network(seen: list[httpx.Request], kind: str = "image/png", body: bytes = PN
         if request.url.path == "/moved":
             return httpx.Response(302, headers={"location": "http://meta.example.org/latest/meta-data/"})
         return httpx.Response(200, headers={"content-type": kind}, content=body)
-    transport = PublicOnlyTransport(httpx.MockTransport(handler), resolver=fake_resolve)
+    transport = PublicOnlyTransport(httpx.MockTransport(handler), resolver=fake_resolve, literals=False)  # as the gateway's
     return httpx.AsyncClient(transport=transport, follow_redirects=True, max_redirects=3)
 
 
@@ -75,14 +75,15 @@ async def test_an_image_on_a_private_address_is_not_fetched(url: str) -> None:
 
 
 async def test_the_real_transport_refuses_loopback() -> None:
-    """The gateway's own client (real resolver, real transport): a server on 127.0.0.1 is never asked."""
+    """The gateway's own client (real resolver, real transport): a server on 127.0.0.1 is never asked, and `localhost`
+    is not even looked up."""
     images = ImageUrls("fetch")
     try:
         for url in ("http://127.0.0.1:9/secret.png", "http://[::1]:9/x.png", "http://169.254.169.254/latest/meta-data/",
                     "http://[::ffff:10.0.0.1]/x.png"):  # an address written in the URL is judged too
             with pytest.raises(InvalidRequest, match="is not a public address: not fetched"):
                 await images.inline(chat(url))
-        with pytest.raises(InvalidRequest, match="'localhost' resolves to .*, which is not a public address"):
+        with pytest.raises(InvalidRequest, match="'localhost' is a name under .localhost, .*not a public address"):
             await images.inline(chat("http://localhost:9/secret.png"))
     finally:
         await images.aclose()
@@ -240,3 +241,30 @@ async def test_an_image_sent_a_byte_at_a_time_is_refused_at_the_fetch_deadline(m
         await ImageUrls("fetch", served(Pieces(PNG, size=1, pause_s=0.05))).inline(chat("https://docs.example.org/a.png"))
     assert info.value.code == "image_fetch_failed" and "0.3" in info.value.message
     assert time.monotonic() - start < 1.5
+
+
+@pytest.mark.parametrize("url,code,says", [
+    ("http://0177.0.0.1/x.png", "invalid_image_url", "not a valid URL"),          # octal IPv4: httpx.InvalidURL
+    ("http://[::1/x.png", "invalid_image_url", "not a valid URL"),
+    ("http://2130706433/x.png", "image_fetch_failed", "written as a number"),      # decimal IPv4 (127.0.0.1)
+    ("http://0x7f.1/x.png", "image_fetch_failed", "written as a number"),
+    ("http://public@127.0.0.1/x.png", "image_fetch_failed", "not a public address"),  # userinfo: the host is 127.0.0.1
+    ("http://[fe80::1%25eth0]/x.png", "image_fetch_failed", "not a public address"),  # an IPv6 zone id
+    ("http://metadata.google.internal/computeMetadata/v1/", "image_fetch_failed", "local or internal namespace"),
+    ("http://printer.local/x.png", "image_fetch_failed", "local or internal namespace"),
+    ("http://metadata/x.png", "image_fetch_failed", "one label"),
+])
+async def test_an_odd_url_is_the_client_s_400_naming_its_part(tmp_path: Path, fakes: dict[str, FakeEngine], url: str,
+                                                            code: str, says: str) -> None:
+    """Through the chat route: a URL httpx cannot parse (an octal IPv4 address) raised httpx.InvalidURL, not an
+    httpx.HTTPError, out of the fetch's task group: a 500. Every other odd form is refused before any
+    request, as a 400 naming the part."""
+    gw, seen = await vision_gateway(tmp_path, fakes)
+    body = {**chat(url), "model": "smollm2-135m", "max_tokens": 4}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["param"] == "messages[0].content[1].image_url.url", error
+    assert says in error["message"], error["message"]
+    assert seen == [] and not [b for e in fakes.values() for b in e.received]

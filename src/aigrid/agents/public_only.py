@@ -13,12 +13,22 @@ name.
 
 A host written as an address on the allow-list (`127.0.0.1:8000`) was named by the operator: it is reached
 whatever it is, as is every address of `private` (networks, for an intranet the operator means to allow).
+
+A name of a local or internal namespace (`special_use`: `localhost`, mDNS's `.local`, `.home.arpa`, the cloud's
+`.internal` (metadata.google.internal, *.ec2.internal), `.lan`, `.corp`, ..., and a name of one label, which the
+resolver completes with the site's own search domains) is the site's by definition, whatever its DNS answers: a
+split-horizon resolver can give it a public address (a company's own public range, used inside), so its
+addresses prove nothing. Without `private` networks it is refused before it is looked up; with them it is
+fetched only when every address it resolves to lies in one of them (the operator's intranet). A host whose last
+label is a number (`2130706433`, `0x7f.1`, `0177.0.0.1`) is an IPv4 address written in a form the system
+resolver reads (inet_aton's), never a name: refused, whatever it would resolve to.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -45,6 +55,33 @@ NAT64 = ipaddress.ip_network("64:ff9b::/96")
 """The well-known NAT64 prefix (RFC 6052): the last 32 bits are an IPv4 address a NAT64 gateway connects to."""
 NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 """The local-use NAT64 prefix (RFC 8215): the operator's own translator, where the IPv4 part sits is its choice."""
+
+
+SPECIAL_USE = ("localhost", "local", "home.arpa", "internal", "lan", "home", "corp", "intranet", "private",
+               "localdomain", "test", "invalid", "onion", "alt", "arpa")
+"""The suffixes of names that are never public ones: `localhost`, `test`, `invalid` (RFC 6761), `local` (mDNS,
+RFC 6762), `home.arpa` (RFC 8375), `internal` (reserved for private use by ICANN, 2024: Google Cloud's
+`metadata.google.internal`, AWS's `*.ec2.internal`), the private suffixes RFC 6762 (appendix G) found in use
+(`lan`, `home`, `corp`, `intranet`, `private`), `localdomain`, `onion` (RFC 7686), `alt` (RFC 9476) and `arpa`
+(reverse look-ups and `home.arpa`: no web host lives there)."""
+_NUMBER = re.compile(r"(?:0x[0-9a-f]*|[0-9]+)", re.IGNORECASE)
+
+
+def numeric(host: str) -> bool:
+    """A host that is not an address as `ipaddress` reads one and whose last label is a number: an IPv4 address
+    in a form inet_aton reads (`2130706433`, `0x7f.1`, `0177.0.0.1`, `127.1`), never a DNS name."""
+    return _NUMBER.fullmatch(host.rstrip(".").rpartition(".")[2]) is not None
+
+
+def special_use(host: str) -> str | None:
+    """Why `host` (a name, not an address) is never a public one (module docstring), or None when it may be."""
+    labels = host.lower().rstrip(".").split(".")
+    for suffix in SPECIAL_USE:
+        if labels[-1] == suffix or ".".join(labels[-2:]) == suffix:
+            return f"a name under .{suffix}, a local or internal namespace"
+    if len(labels) == 1:
+        return "a name of one label, which the resolver completes with the site's own domains"
+    return None
 
 
 def is_public(address: Address) -> bool:
@@ -84,7 +121,10 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
         self._hint = hint
 
     def _allowed(self, address: Address) -> bool:
-        return is_public(address) or any(address in net for net in self._private)
+        return is_public(address) or self._in_private(address)
+
+    def _in_private(self, address: Address) -> bool:
+        return any(address in net for net in self._private)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
@@ -92,13 +132,24 @@ class PublicOnlyTransport(httpx.AsyncBaseTransport):
         if literal is not None and not self._literals and not self._allowed(literal):
             raise httpx.ConnectError(f"{host} is not a public address: not fetched ({self._hint})", request=request)
         if literal is None:
+            if numeric(host):
+                raise httpx.ConnectError(f"{host!r} is an IPv4 address written as a number, not a public address: "
+                                         f"not fetched ({self._hint})", request=request)
+            special = special_use(host)
+            if special is not None and not self._private:
+                raise httpx.ConnectError(f"{host!r} is {special}, not a public address: not fetched ({self._hint})",
+                                         request=request)
             try:
                 found = [a for a in map(_literal, await self._resolve(host, request.url.port or 0)) if a is not None]
             except OSError as e:
                 raise httpx.ConnectError(f"cannot resolve {host!r}: {e}", request=request) from e
             if not found:
                 raise httpx.ConnectError(f"{host!r} resolves to no address", request=request)
-            refused = [a for a in found if not self._allowed(a)]
+            refused = [a for a in found if not (self._in_private(a) if special else self._allowed(a))]
+            if refused and special is not None:
+                raise httpx.ConnectError(
+                    f"{host!r} is {special}, not a public address, and resolves to {refused[0]}, outside the private "
+                    f"networks allowed: not fetched ({self._hint})", request=request)
             if refused:
                 raise httpx.ConnectError(
                     f"{host!r} resolves to {refused[0]}, which is not a public address: not fetched ({self._hint})",

@@ -112,8 +112,12 @@ class ImageUrls:
                                   code=code)
 
         try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError):  # not an httpx.HTTPError: it escaped as a 500
+            raise refused("it is not a valid URL", "invalid_image_url") from None
+        try:
             async with asyncio.timeout(FETCH_TIMEOUT_S), self._http().stream(
-                    "GET", url, headers={"accept": "image/*", "accept-encoding": ACCEPT_ENCODING}) as r:
+                    "GET", parsed, headers={"accept": "image/*", "accept-encoding": ACCEPT_ENCODING}) as r:
                 if r.status_code != 200:
                     raise refused(f"HTTP {r.status_code}")
                 kind = r.headers.get("content-type", "").split(";")[0].strip().lower()
