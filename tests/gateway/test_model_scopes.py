@@ -64,7 +64,7 @@ async def test_a_model_scope_is_not_left_by_family_fallback(grid, who: str) -> N
     d = await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}",
                          headers={"authorization": f"Bearer {keys[who]}"})
     reasons = {x["endpoint"]: x["reason"] for x in d.json()["rejected"]}
-    assert reasons["iad-large"] == "serves a model the caller's key may not use", reasons  # the model not named
+    assert "iad-large" not in reasons, reasons  # nor the endpoint of a model it may not use (test_decision_scopes.py)
 
 
 @pytest.mark.parametrize("who", ["small-key", "small-tenant"])

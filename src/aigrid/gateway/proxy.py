@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
@@ -106,14 +106,21 @@ class EngineNames:
         # the address a host name resolved to, in an engine's error: the engine's, whichever it is
         return _RESOLVED.sub(lambda _: endpoint or "<engine>", text)
 
-    def decision(self, found: dict[str, Any]) -> dict[str, Any]:
+    def decision(self, found: dict[str, Any], servable: Collection[str]) -> dict[str, Any]:
         """A decision's record (DecisionRecord.to_dict(), local or the hub's) as its tenant reads it: the errors of
-        its attempts and the reasons endpoints were rejected (an unhealthy one's health reason) without addresses."""
+        its attempts and the reasons endpoints were rejected (an unhealthy one's health reason) without addresses,
+        and only the rejections of `servable` endpoints, those the reader's scopes let serve it
+        (authorize.may_serve, /v1/grid's part): a narrowed key read the ids and sites of the endpoints of models,
+        sites and jurisdictions it may not use in every decision's `rejected`."""
         attempts = [{**a, "error": self.hide(a["error"], a.get("endpoint"))} if isinstance(a.get("error"), str) else a
                     for a in found.get("attempts") or ()]
         rejected = [{**r, "reason": self.hide(r["reason"], r.get("endpoint"))} if isinstance(r.get("reason"), str) else r
-                    for r in found.get("rejected") or ()]
-        return {**found, "attempts": attempts, "rejected": rejected}
+                    for r in found.get("rejected") or () if r.get("endpoint") in servable]
+        urgency = found.get("urgency")
+        if isinstance(urgency, dict):  # its lists are endpoints of `rejected` (saturated, too late)
+            urgency = {**urgency, **{k: [e for e in urgency.get(k) or () if e in servable]
+                                     for k in ("waits_where", "too_late_at")}}
+        return {**found, "attempts": attempts, "rejected": rejected, "urgency": urgency}
 
 
 def _address_forms(base: object) -> set[str]:

@@ -661,7 +661,7 @@ class Routes:
 
     async def get_decision(self, request: Request, ex: Exchange) -> Response:
         """One decision, for `aigrid explain`: audited (an operator reads every tenant's)."""
-        tenant = await self._decision_reader(request, ex)
+        principal, tenant = await self._decision_reader(request, ex)
         decision_id = request.path_params["decision_id"]
         rec = self.gw.decisions.get(decision_id)
         found = rec.to_dict() if rec is not None else None
@@ -670,11 +670,12 @@ class Routes:
         if found is None or (tenant is not None and found.get("tenant") != tenant):  # another tenant's: hidden
             raise NotFound(f"no decision {decision_id!r} "
                            "(the gateway keeps only the most recent decisions)", param="decision_id")
-        return json_response(found if tenant is None else self.gw.proxy.names.decision(found))
+        return json_response(found if tenant is None else
+                             self.gw.proxy.names.decision(found, self._servable(principal.scopes)))
 
     async def recent_decisions(self, request: Request, ex: Exchange) -> Response:
         """The latest decisions the caller may see: audited (an operator reads every tenant's)."""
-        tenant = await self._decision_reader(request, ex)
+        principal, tenant = await self._decision_reader(request, ex)
         asked = plain_int(request.query_params.get("limit", "50"))
         if asked is None or not 1 <= asked <= 1000:
             raise InvalidRequest("limit must be an integer between 1 and 1000", param="limit")
@@ -685,14 +686,22 @@ class Routes:
             records = [r.to_dict() for r in self.gw.decisions.recent(asked, tenant)]
         if tenant is not None:
             names = self.gw.proxy.names  # a tenant reads its engines by their endpoints' ids, not their addresses
-            records = [names.decision(r) for r in records if r.get("tenant") == tenant]
+            servable = self._servable(principal.scopes)
+            records = [names.decision(r, servable) for r in records if r.get("tenant") == tenant]
         return json_response({"data": records})
 
-    async def _decision_reader(self, request: Request, ex: Exchange) -> str | None:
-        """Who reads decisions (Guard.reader: None for every tenant's), the caller on the exchange for its audit
-        record; like every audited read, not served while the audit log cannot take the record."""
+    async def _decision_reader(self, request: Request, ex: Exchange) -> tuple[Principal, str | None]:
+        """Who reads decisions and whose (Guard.reader: None for every tenant's), the caller on the exchange for its
+        audit record; like every audited read, not served while the audit log cannot take the record."""
         principal, _ = await authenticate(self.gw, request, ex)
-        return self.gw.guard.reader_of(principal)
+        return principal, self.gw.guard.reader_of(principal)
+
+    def _servable(self, scopes: Scopes) -> frozenset[str]:
+        """The endpoints that may serve a caller of these scopes (the routing's hard filters): what /v1/grid shows
+        a caller that is not an operator, and the rejections its decisions list."""
+        view = self.gw.store.snapshot()
+        return frozenset(e.id for e in view.endpoints
+                         if may_serve(scopes, e.model, e.site_id, view.sites[e.site_id].jurisdiction))
 
     async def grid(self, request: Request, ex: Exchange) -> Response:
         # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator, in
@@ -702,8 +711,8 @@ class Routes:
         principal = await authenticate_read(self.gw, request, ex)
         operator = self.gw.guard.reader_of(principal) is None
         view = self.gw.store.snapshot()
-        shown = [e for e in view.endpoints if operator or may_serve(
-            principal.scopes, e.model, e.site_id, view.sites[e.site_id].jurisdiction)]
+        servable = None if operator else self._servable(principal.scopes)
+        shown = [e for e in view.endpoints if servable is None or e.id in servable]
         sites = {s.id: {"name": s.name, "lat": s.location.lat, "lon": s.location.lon,
                         "jurisdiction": s.jurisdiction, "hardware": s.hardware} for s in view.sites.values()
                  if operator or any(e.site_id == s.id for e in shown)}
