@@ -88,14 +88,18 @@ class Grid:
 def served(tmp: Path, *, words: tuple[str, ...] = ("Hello", " from", " the", " grid"), delay_s: float = 0.0,
            enforce: bool = False, max_body_bytes: int | None = None,
            engine: Callable[[str, tuple[str, ...]], FakeEngine] = FakeEngine,
-           tool_calls: str | None = None) -> Iterator[Grid]:
+           tool_calls: str | None = None, **gateway: Any) -> Iterator[Grid]:
     """`engine`: each endpoint's FAKE engine, made of its id and `words`; `tool_calls`: how every model gets
-    tool calls ("native", "constrained"; the spec's default otherwise)."""
+    tool calls ("native", "constrained"; the spec's default otherwise); `gateway`: more of the spec's gateway
+    settings."""
     spec = spec_in(tmp, enforce=enforce)
     tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=1000, tokens_per_min=1_000_000))}
     spec = spec.model_copy(update={"tenants": tenants})
     if max_body_bytes is not None:
-        spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_body_bytes": max_body_bytes})})
+        gateway["max_body_bytes"] = max_body_bytes
+    if gateway:
+        spec = spec.model_copy(update={"gateway": spec.gateway.model_validate({**spec.gateway.model_dump(),
+                                                                               **gateway})})
     if tool_calls is not None:
         spec = spec.model_copy(update={"models": {name: m.model_copy(update={"tool_calls": tool_calls})
                                                   for name, m in spec.models.items()}})
@@ -358,8 +362,7 @@ def test_bad_json_unknown_events_background_and_steer_are_answered_and_the_socke
 def test_a_silent_socket_is_closed_and_a_tenants_sockets_are_bounded(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(responses_socket, "IDLE_S", 0.3)
-    monkeypatch.setattr(responses_socket, "MAX_SOCKETS_PER_TENANT", 1)
-    with served(tmp_path) as grid:
+    with served(tmp_path, max_sockets_per_tenant=1) as grid:
         client = grid.sync_client()
         opened = time.monotonic()
         with websockets.sync.client.connect(f"ws://127.0.0.1:{grid.port}/v1/responses",
@@ -379,6 +382,79 @@ def test_a_silent_socket_is_closed_and_a_tenants_sockets_are_bounded(tmp_path: P
         rows = grid.until_records("WS /v1/responses", 3)
         assert [(r["outcome"], r["extra"].get("closed")) for r in rows] == [
             ("error:overloaded", None), ("ok", "idle"), ("ok", "client")], rows
+
+
+def test_a_process_holds_at_most_max_sockets_whatever_the_tenants(tmp_path: Path) -> None:
+    """gateway.max_sockets bounds the sockets of a process, every tenant together: before it, only each tenant's
+    own bound held them (256 each, of as many tenants as the spec names), so a grid's tenants together, or one
+    client naming several tenants without keys, held as many descriptors and tasks as they opened.
+    (twenty-first session)"""
+    with served(tmp_path, max_sockets=2, max_sockets_per_tenant=5) as grid:
+        url = f"ws://127.0.0.1:{grid.port}/v1/responses"
+        with websockets.sync.client.connect(url, additional_headers=TENANT), \
+                websockets.sync.client.connect(url, additional_headers={"x-aigrid-tenant": "eu-bank"}) as second:
+            with pytest.raises(InvalidStatus) as refused:  # a third tenant: the process is full
+                with websockets.sync.client.connect(url, additional_headers={"x-aigrid-tenant": "default"}):
+                    pass
+            assert refused.value.response.status_code == 429
+            error = json.loads(refused.value.response.body)["error"]
+            assert error["code"] == "overloaded" and "gateway.max_sockets" in error["message"], error
+            assert refused.value.response.headers["retry-after"] == "1"
+            second.close()
+            time.sleep(0.2)  # the server ends the closed socket's handler
+            with grid.sync_client().responses.connect() as conn:  # its place is free again
+                conn.response.create(model=MODEL, input="Say hello")
+                assert until_done(iter(conn))[-1].type == "response.completed"
+        rows = grid.until_records("WS /v1/responses", 4)
+        assert sorted(r["outcome"] for r in rows) == ["error:overloaded", "ok", "ok", "ok"], rows
+
+
+def test_what_waits_on_all_the_sockets_of_a_process_is_bounded(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The creates waiting on a process's sockets are at most WAITING_BODIES x max_body_bytes together, beyond
+    the first one each socket may hold: before, only each socket's own bound held them (one body of queued
+    creates and one of steers per socket, 512 sockets of 4 MiB: 4 GiB). Released when a socket closes.
+    (twenty-first session)"""
+    monkeypatch.setattr(responses_socket, "WAITING_BODIES", 1)
+    limit = 8192
+    with served(tmp_path, words=("w",) * 40, delay_s=0.05, max_body_bytes=limit) as grid:
+        url = f"ws://127.0.0.1:{grid.port}/v1/responses"
+
+        def create(raw: Any, size: int) -> None:
+            raw.send(json.dumps({"type": "response.create", "model": MODEL, "input": "x" * size}))
+
+        def running(raw: Any) -> None:  # a first response running: what follows waits behind it
+            create(raw, 10)
+            assert json.loads(raw.recv(timeout=10))["type"] == "response.created"
+
+        def refusal(raw: Any) -> dict[str, Any] | None:
+            """The error event answering what was sent last, if any: a marker's answer comes after it."""
+            raw.send(json.dumps({"type": "nothing"}))
+            errors = []
+            while (event := json.loads(raw.recv(timeout=10)))["type"] != "error" or \
+                    event["error"]["code"] != "unknown_event_type":
+                if event["type"] == "error":
+                    errors.append(event)
+            return errors[-1] if errors else None
+
+        with websockets.sync.client.connect(url, additional_headers=TENANT) as a, \
+                websockets.sync.client.connect(url, additional_headers=TENANT) as b:
+            running(a)
+            create(a, 5000)  # 5,000 of the process's 8,192 waiting
+            assert refusal(a) is None
+            running(b)
+            create(b, 5000)  # b holds nothing waiting yet: queued whatever the process holds
+            assert refusal(b) is None
+            create(b, 2000)  # within b's own bound (7,000 of 8,192), past the process's (12,000)
+            refused = refusal(b)
+            assert refused is not None, "queued past the process's bound"
+            assert (refused["status"], refused["error"]["code"]) == (429, "too_many_queued"), refused
+            assert "bytes waiting" in refused["error"]["message"]
+        with websockets.sync.client.connect(url, additional_headers=TENANT) as c:  # a and b's bytes let go
+            running(c)
+            create(c, 5000)
+            create(c, 2000)
+            assert refusal(c) is None
 
 
 def test_a_socket_silent_after_its_response_ended_is_closed_idle(tmp_path: Path,

@@ -31,8 +31,8 @@ a steer (no `incomplete` `steered`). Steers still queued when the client leaves 
 The door: the handshake is authenticated before it is accepted (401/403 with the OpenAI envelope as an HTTP
 denial response, which the SDK raises as websockets' InvalidStatus with that status and body), admitted like
 an audited call (503 while the audit log cannot take records; 403 from a web page of another origin:
-`_same_origin`) and bounded per tenant (MAX_SOCKETS_PER_TENANT
-open on this process, else 429 `overloaded`); one audit record per connection (route `WS /v1/responses`: its
+`_same_origin`) and bounded (`gateway.max_sockets` open on this process, `gateway.max_sockets_per_tenant` of one
+tenant, else 429 `overloaded`); what waits on the process's sockets is bounded too (WAITING_BODIES); one audit record per connection (route `WS /v1/responses`: its
 responses, the events refused, the creates dropped unserved, its steers accepted, committed, failed and dropped,
 why it closed) beside each
 response's own. A message larger than
@@ -87,9 +87,12 @@ ROUTE = "WS /v1/responses"
 MAX_QUEUED = 16
 """`response.create` events a socket may have waiting behind the one running, together at most `max_body_bytes`
 (a socket holds no more than two HTTP requests' bodies); one more is an `error` event `too_many_queued`."""
-MAX_SOCKETS_PER_TENANT = 256
-"""Sockets one process holds open at once per tenant; one more is refused at the handshake (429 overloaded). Each
-response still passes the admission queue and the tenant's quotas; this bounds what idle sockets hold."""
+WAITING_BODIES = 32
+"""What waits on all the sockets of a process (creates queued behind a running response, steers not yet committed)
+is at most this many `max_body_bytes` together; past it a socket that already holds something waiting is refused
+more (`too_many_queued`, `too_many_pending_steers`), while one that holds nothing may still queue one: a tenant that
+fills it slows the others to one response at a time, never refuses them outright. The sockets themselves are
+bounded by `gateway.max_sockets` and `gateway.max_sockets_per_tenant` (spec)."""
 IDLE_S = 300.0
 """A socket with no message and nothing running for this long is closed (1000, "idle")."""
 SLACK_BYTES = 64 * 1024
@@ -122,6 +125,9 @@ class ResponsesSocket:
         self.endpoint = endpoint
         self.open: dict[str, int] = {}
         """Per tenant: the sockets this process holds open now."""
+        self.sockets = 0
+        """The sockets this process holds open now, every tenant's."""
+        self.pool = _Waiting(WAITING_BODIES * gw.spec.gateway.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         ws = WebSocket(scope, receive, send)
@@ -135,10 +141,7 @@ class ResponsesSocket:
                 self.gw.guard.check_browser(scope)  # without keys: a page's name pointed at it (browsers.py)
                 ex.principal = principal = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
                 await self.gw.guard.admit_call(ex, counted=False)  # not opened while no record can be written
-                if self.open.get(principal.tenant, 0) >= MAX_SOCKETS_PER_TENANT:
-                    raise Overloaded(f"{MAX_SOCKETS_PER_TENANT} sockets of tenant {principal.tenant!r} are open on "
-                                     "this gateway, as many as it holds; close one or retry later",
-                                     headers={"retry-after": "1"})
+                self._bound(principal.tenant)
             except ApiError as e:
                 ex.error = e
                 self.gw.metrics.rejected.labels(e.code or "error").inc()
@@ -146,9 +149,10 @@ class ResponsesSocket:
                 return
             tenant = principal.tenant
             self.open[tenant] = self.open.get(tenant, 0) + 1
+            self.sockets += 1
             await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
             conn = _Connection(ws, self.endpoint, _request_scope(scope, ex.request_id),
-                               self.gw.spec.gateway.max_body_bytes)
+                               self.gw.spec.gateway.max_body_bytes, self.pool)
             try:
                 await conn.run()
             finally:
@@ -156,10 +160,36 @@ class ResponsesSocket:
                                 steers=conn.steers, dropped_creates=conn.dropped)
         finally:
             if tenant is not None:
+                self.sockets -= 1
                 self.open[tenant] -= 1
                 if not self.open[tenant]:
                     del self.open[tenant]
             await close_exchange(self.gw, ex)
+
+    def _bound(self, tenant: str) -> None:
+        """429 `overloaded` for a socket past the process's bound or its tenant's (the spec's gateway.max_sockets,
+        gateway.max_sockets_per_tenant): each holds a file descriptor, a task and what waits on it, whatever it
+        sends, so without a bound one tenant's sockets took the whole process."""
+        spec = self.gw.spec.gateway
+        if self.open.get(tenant, 0) >= spec.max_sockets_per_tenant:
+            raise Overloaded(f"{spec.max_sockets_per_tenant} sockets of tenant {tenant!r} are open on this gateway, as "
+                             "many as it holds for one tenant (gateway.max_sockets_per_tenant); close one or retry "
+                             "later", headers={"retry-after": "1"})
+        if self.sockets >= spec.max_sockets:
+            raise Overloaded(f"{spec.max_sockets} sockets are open on this gateway, as many as it holds "
+                             "(gateway.max_sockets); retry later", headers={"retry-after": "1"})
+
+
+@dataclass
+class _Waiting:
+    """The bytes waiting on all the sockets of a process (their queued creates and uncommitted steers), at most
+    `limit` (WAITING_BODIES) beyond a first one per socket."""
+
+    limit: int
+    held: int = 0
+
+    def admits(self, conn: _Connection, size: int) -> bool:
+        return not conn.queued_bytes + conn.steer_bytes or self.held + size <= self.limit
 
 
 def _same_origin(headers: Mapping[str, str]) -> None:
@@ -224,8 +254,9 @@ class _Run:
 class _Connection:
     """One accepted socket: a reader of the client's messages and one runner of its responses, in order."""
 
-    def __init__(self, ws: WebSocket, endpoint: ASGIApp, scope: dict[str, Any], limit: int) -> None:
-        self.ws, self.endpoint, self.scope, self.limit = ws, endpoint, scope, limit
+    def __init__(self, ws: WebSocket, endpoint: ASGIApp, scope: dict[str, Any], limit: int,
+                 pool: _Waiting) -> None:
+        self.ws, self.endpoint, self.scope, self.limit, self.pool = ws, endpoint, scope, limit, pool
         self.queue: asyncio.Queue[_Run | None] = asyncio.Queue()
         self.queued_bytes = 0
         self.gone = asyncio.Event()
@@ -254,7 +285,10 @@ class _Connection:
         finally:
             self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped
             self.queue.put_nowait(None)  # the runner's wait ends; a running response ends by its own hang-up path
-            await runner
+            try:
+                await runner
+            finally:  # what still waits is dropped: the process's count of waiting bytes lets it go
+                self.pool.held -= self.queued_bytes + self.steer_bytes
             while not self.queue.empty():
                 self.dropped += self.queue.get_nowait() is not None
             if self.dropped:
@@ -320,7 +354,12 @@ class _Connection:
                                  f"waiting on this socket behind the running response, as many as it holds (at most "
                                  f"{MAX_QUEUED}, {self.limit} bytes); send this one after a response ends",
                                  code="too_many_queued")
+            if not self.pool.admits(self, size):
+                raise Overloaded(f"the sockets of this gateway hold {self.pool.held} bytes waiting, as many as it "
+                                 "holds; send this one after this socket's response ends",
+                                 code="too_many_queued", headers={"retry-after": "1"})
             self.queued_bytes += size
+            self.pool.held += size
             self.queue.put_nowait(_Run({}, stream_id, size, data))
         except ApiError as e:
             self.refused += 1
@@ -356,15 +395,18 @@ class _Connection:
             return
         steer = new_steer(event, message, items, run.stream_id)
         body = successor_size(run.create, rid, [*run.steers, steer])
-        if len(run.steers) >= MAX_STEERS or body > self.limit or self.steer_bytes + steer.size > self.limit:
+        if (len(run.steers) >= MAX_STEERS or body > self.limit or self.steer_bytes + steer.size > self.limit
+                or not self.pool.admits(self, steer.size)):
             await self._steer_refused(
                 event, "too_many_pending_steers", f"the response {rid!r} holds {len(run.steers)} steers (at most "
                 f"{MAX_STEERS}; its successor at most {self.limit} bytes, gateway.max_body_bytes, and this one "
-                f"would make it {body}; this socket's queued steers {self.steer_bytes + steer.size}); send it "
+                f"would make it {body}; this socket's queued steers {self.steer_bytes + steer.size}; this "
+                f"gateway's sockets hold {self.pool.held} bytes waiting, at most {self.pool.limit}); send it "
                 "after the response ends", run.stream_id)
             return
         run.steers.append(steer)
         self.steer_bytes += steer.size
+        self.pool.held += steer.size
         self.steers["accepted"] += 1
         await self._send(accepted(self._seq(), steer))
 
@@ -383,6 +425,7 @@ class _Connection:
 
     def _settle(self, steer: Steer, outcome: str) -> None:
         self.steer_bytes -= steer.size
+        self.pool.held -= steer.size
         self.steers[outcome] += 1
 
     def _seq(self) -> int:
@@ -436,6 +479,7 @@ class _Connection:
             if run is None or self.gone.is_set():
                 return
             self.queued_bytes -= run.size
+            self.pool.held -= run.size
             if run.body:  # parsed only now, as _take read it
                 run.create, run.body = orjson.loads(run.body), b""
                 del run.create["type"]

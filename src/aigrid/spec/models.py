@@ -576,6 +576,14 @@ class GatewaySpec(StrictModel):
     max_attempts: int = Field(default=3, ge=1, le=10)
     max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     max_output_tokens: int = Field(default=4096, gt=0)
+    max_sockets: int = Field(default=512, ge=1, le=65_536, description=(
+        "WebSockets of the Responses API's WebSocket mode (/v1/responses) one gateway process holds open at once, "
+        "every tenant together (each worker of --workers its own); one more is refused at the handshake, 429 "
+        "overloaded. Each holds a file descriptor and a task, and at most 2 x max_body_bytes waiting "
+        "(docs/responses-api.md, 'WebSocket mode')"))
+    max_sockets_per_tenant: int = Field(default=256, ge=1, le=65_536, description=(
+        "of those, the sockets one tenant may hold open at once on one gateway process; one more is refused at "
+        "the handshake, 429 overloaded"))
     hedge: HedgeSpec = HedgeSpec()
     first_byte_timeout: FirstByteSpec = FirstByteSpec()
     stream_idle_s: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False, description=(
