@@ -382,9 +382,7 @@ class BatchRunner:
             return True
 
         await self.store.update(row.id, finalizing)
-        output_id = await self._register(row, output.output)
-        error_id = await self._register(row, output.errors)
-        await self.files.settle_results(row.id)  # counted as its files now
+        output_id, error_id = await self._keep(row, output)
         counts = _request_counts(row, progress, total)
         end = int(self.clock())
 
@@ -403,26 +401,29 @@ class BatchRunner:
 
         await self.store.update(row.id, final)
 
-    async def _register(self, row: StoredBatch, path: Path) -> str | None:
-        """The file as a `batch_output` file of the batch's tenant (expiring as `output_expires_after` says);
-        None when the batch wrote no line to it."""
-        size = await asyncio.to_thread(lambda: path.stat().st_size if path.exists() else 0)
-        if not size:
-            return None
+    async def _keep(self, row: StoredBatch, output: BatchOutput) -> list[str | None]:
+        """The output and error files as files of the batch's tenant (purpose `batch_output`, expiring as
+        `output_expires_after` says) and no longer counted as its results written, in one step
+        (FileStore.keep_results: a failure of the index changes nothing, raised, and the batch ends again when it
+        resumes); each file's id, None where the batch wrote no line."""
         after = row.obj.get("output_expires_after")
         expires = int(self.clock()) + int(after["seconds"]) if after else None
         purpose = "message_batch_output" if row.obj["endpoint"] == MESSAGES_PATH else "batch_output"
-        f = await self.files.register(row.tenant, path, path.name, purpose, size, expires,
-                                      jurisdictions=row.jurisdictions)
-        return f.id
+        return await self.files.keep_results(row.tenant, row.id, [(output.output, purpose), (output.errors, purpose)],
+                                             expires, jurisdictions=row.jurisdictions)
 
     async def _fail(self, row: StoredBatch, code: str, message: str) -> None:
+        """The batch failed before a line ran here; what it wrote before (a run stopped, resumed now) is kept as its
+        files and counted so (its `batch_results` row handed over, as every batch that ends)."""
+        output = BatchOutput(self.files.folder(row.tenant), row.id)
+        await asyncio.to_thread(output.recover)  # a last line cut short by a crash: dropped
+        output_id, error_id = await self._keep(row, output)
         now = int(self.clock())
 
         def failed(o: dict[str, Any]) -> bool:
             if o["status"] in FINAL:
                 return False
-            o.update(status="failed", failed_at=now,
+            o.update(status="failed", failed_at=now, output_file_id=output_id, error_file_id=error_id,
                      errors={"object": "list", "data": [{"code": code, "line": None, "message": message,
                                                          "param": None}]})
             return True

@@ -18,8 +18,8 @@ Storage quota (`quotas.storage_bytes`, `storage_files`: StorageLimit): every liv
 ones and the batches' outputs too. `add` (an upload, a message batch's requests) is refused past it
 (StorageFull, 400 storage_quota_exceeded): the sum is read and the row written in one transaction that holds
 the index's write lock (batch_db.BatchDb.write), so uploads racing in any number of worker processes never
-take a tenant past it; the bytes copied before the check are deleted again. `register` (a batch's output, the
-work already done) is never refused: it counts (`check_room`, asked before a batch is created, refuses a new
+take a tenant past it; the bytes copied before the check are deleted again. `keep_results` (a batch's output, the
+work already done, indexed in the transaction that drops its `batch_results` row) is never refused: it counts (`check_room`, asked before a batch is created, refuses a new
 batch to a tenant at its limit). A running batch's results are checked before each line is written
 (`check_output`): a line that would take the tenant past its quota, or the disk below `min_free_bytes`, stops
 the batch (failed, what it wrote kept: batch_runner.py). A deleted or expired file counts
@@ -52,7 +52,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -195,7 +195,7 @@ class FileStore:
         `min_free_bytes` free (the rooms of the uploads arriving counted as written, as an upload's check counts
         them), StorageFull when the tenant's files would pass its storage quota, the other batches' results written
         so far counted (`batch_results`, where this batch's `written` + `size` is kept now, in the transaction that
-        read the others': `settle_results` hands it over to its files). The batch's `errors` say which, never how
+        read the others': `keep_results` hands it over to its files). The batch's `errors` say which, never how
         much the disk, other tenants' uploads (logged instead) or, for a batch of a key narrowed to some
         jurisdictions (`narrowed`), the tenant's other files hold."""
         limit = None if self.limits is None else self.limits(tenant)
@@ -241,11 +241,32 @@ class FileStore:
             await self.db.write(create)
             self._reservations = True
 
-    async def settle_results(self, bid: str) -> None:
-        """Batch `bid`'s results written so far no longer counted as such: they are its files now (registered) or
-        gone."""
+    async def keep_results(self, tenant: str, bid: str, results: Sequence[tuple[Path, str]], expires_at: int | None,
+                           *, jurisdictions: frozenset[str] | None = None) -> list[str | None]:
+        """Batch `bid`'s output and error files (each path with its purpose) indexed as the tenant's files, made under
+        its creator's `jurisdictions`, and its results no longer counted as written (`batch_results`), in one
+        transaction: all of it or, when the index refuses any part, none (the results stay counted, the batch ends
+        again at its resume). A file already indexed (a batch whose final status was not written after it) keeps its
+        row, so a batch that ends twice is counted once. Each file's id; None: the batch wrote no line to it."""
+        sizes = await asyncio.to_thread(lambda: [p.stat().st_size if p.exists() else 0 for p, _ in results])
         await self._ready()
-        await self.db.write(lambda db: db.execute("DELETE FROM batch_results WHERE id = ?", (bid,)))
+
+        def keep(db: sqlite3.Connection) -> list[str | None]:
+            ids: list[str | None] = []
+            for (path, purpose), size in zip(results, sizes, strict=True):
+                rel = path.relative_to(self.root).as_posix()
+                known = db.execute("SELECT id FROM files WHERE tenant = ? AND path = ?", (tenant, rel)).fetchone()
+                if known is not None or not size:
+                    ids.append(None if known is None else str(known[0]))
+                    continue
+                f = StoredFile(new_file_id(), tenant, purpose, path.name, size, int(time.time()), expires_at, rel,
+                               jurisdictions)
+                _insert(db, f)
+                ids.append(f.id)
+            db.execute("DELETE FROM batch_results WHERE id = ?", (bid,))
+            return ids
+
+        return await self.db.write(keep)
 
     async def reserve(self, tenant: str, param: str, most: int, least: int, hold_s: float, *,
                       narrowed: bool = False) -> Reservation | None:
@@ -387,10 +408,7 @@ class FileStore:
                 db.execute("DELETE FROM upload_reservations WHERE id = ?", (reservation.id,))
             if limit is not None:
                 _refuse_past(limit, _held(db, f.tenant), f.bytes, param, narrowed)
-            db.execute("INSERT INTO files (id, tenant, purpose, filename, bytes, created_at, expires_at, path, "
-                       "jurisdictions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (f.id, f.tenant, f.purpose, f.filename, f.bytes, f.created_at, f.expires_at, f.path,
-                        encode(f.jurisdictions)))
+            _insert(db, f)
 
         await self.db.write(insert)
         return f
@@ -477,6 +495,12 @@ class FileStore:
                     log.info("deleted %s, the spool of an upload that never ended", path)
             except FileNotFoundError:
                 continue
+
+
+def _insert(db: sqlite3.Connection, f: StoredFile) -> None:
+    db.execute("INSERT INTO files (id, tenant, purpose, filename, bytes, created_at, expires_at, path, jurisdictions) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (f.id, f.tenant, f.purpose, f.filename, f.bytes, f.created_at,
+                                                      f.expires_at, f.path, encode(f.jurisdictions)))
 
 
 def _held(db: sqlite3.Connection, tenant: str, *, but: str | None = None) -> tuple[int, int]:

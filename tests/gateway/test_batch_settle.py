@@ -1,0 +1,156 @@
+"""A batch's results settled on every way out (twenty-first session): its output and error files indexed and its
+`batch_results` row dropped in one step, never one without the other, whatever fails in between; every input line
+in exactly one of the output and the error file, whatever gateway.max_body_bytes became after the batch was made;
+a download racing its file's delete; the input file of a batch going while it runs; a cancel racing the end."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aigrid.gateway.app import Gateway
+from aigrid.gateway.batch_db import BatchDb
+from tests.gateway.test_batches import (
+    Gated,
+    batch_spec,
+    clients,
+    engines_for,
+    jsonl,
+    line,
+    lines_of,
+    started,
+    stopped,
+    storage_spec,
+    submit,
+    until,
+)
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> dict[str, Gated]:
+    return engines_for(tmp_path)
+
+
+@pytest.fixture
+async def gw(tmp_path: Path, engines: dict[str, Gated]) -> AsyncIterator[Gateway]:
+    gw = await started(batch_spec(tmp_path), engines)
+    yield gw
+    await stopped(gw)
+
+
+class _Refusing:
+    """A connection whose `refuse(sql, params)` statements fail once, as a disk or a lock would (the rest as is)."""
+
+    def __init__(self, db: sqlite3.Connection, refuse: Callable[[str, tuple[Any, ...]], bool]) -> None:
+        self.db, self.refuse = db, refuse
+
+    def execute(self, sql: str, params: Any = ()) -> Any:
+        if self.refuse(sql, tuple(params)):
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.db.execute(sql, params)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.db, name)
+
+
+def refuse_once(monkeypatch: pytest.MonkeyPatch, match: Callable[[str, tuple[Any, ...]], bool]) -> list[str]:
+    """The index refuses the first statement that `match`es (every write after goes through); what it refused."""
+    real = BatchDb.write
+    refused: list[str] = []
+
+    def once(sql: str, params: tuple[Any, ...]) -> bool:
+        if not refused and match(sql, params):
+            refused.append(sql)
+            return True
+        return False
+
+    async def write(self: BatchDb, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        return await real(self, lambda db: fn(_Refusing(db, once)))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(BatchDb, "write", write)
+    return refused
+
+
+async def held_by(gw: Gateway, tenant: str) -> tuple[int, int, int]:
+    """(bytes of the tenant's file rows, rows of its batches' unindexed results, bytes those count)."""
+    assert gw.batches is not None
+
+    def look(db: sqlite3.Connection) -> tuple[int, int, int]:
+        files = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM files WHERE tenant = ?", (tenant,)).fetchone()[0]
+        results = db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM batch_results WHERE tenant = ?",
+                             (tenant,)).fetchone()
+        return int(files), int(results[0]), int(results[1])
+
+    return await gw.batches.files.db.read(look)
+
+
+async def test_results_that_the_index_refuses_once_are_counted_once_and_kept_on_resume(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """_finish indexed the output file, then the error file, then dropped the batch's `batch_results` row, each in a
+    step of its own: an index that refused the error file's row left the output counted twice (its row and the
+    results row), and the batch, resumed, indexed its output again: two rows for one file, its bytes counted twice
+    for good (each failed try one row more). The two files and the results row now change in one transaction, and a
+    file already indexed keeps its row: the tenant's count is what its disk holds, before and after the resume."""
+    gw = await started(storage_spec(tmp_path, 1 << 20, 20), engines)
+    try:
+        oai, _ = clients(gw)
+        data = jsonl(line("a", "hi"), line("b", "FAIL"))
+        refused = refuse_once(monkeypatch, lambda sql, params: sql.startswith("INSERT INTO files")
+                              and any(str(p).endswith("_error.jsonl") for p in params))
+        with caplog.at_level(logging.ERROR, "aigrid.gateway"):
+            done = await until(oai, (await submit(oai, data)).id, "completed", "failed")
+        assert refused and done.status == "completed", (refused, done)
+        assert "internal error" in caplog.text or "could not" in caplog.text  # the failure is logged
+        assert [x["custom_id"] for x in await lines_of(oai, done.output_file_id)] == ["a"]
+        assert [x["custom_id"] for x in await lines_of(oai, done.error_file_id)] == ["b"]
+        assert gw.batches is not None
+        rows = await gw.batches.files.db.read(
+            lambda db: [tuple(r) for r in db.execute("SELECT path, COUNT(*) FROM files GROUP BY path")])
+        assert all(n == 1 for _, n in rows), rows  # one row a file
+        on_disk = sum(p.stat().st_size for p in Path(gw.spec.gateway.batch.dir).rglob("*.jsonl"))
+        assert await held_by(gw, "default") == (on_disk, 0, 0)
+    finally:
+        await stopped(gw)
+
+
+async def test_a_batch_whose_input_went_while_it_was_stopped_fails_keeping_what_it_wrote(tmp_path: Path) -> None:
+    """A batch stopped by a shutdown whose input file was gone when it resumed (expired and swept: files of purpose
+    batch may be given an expiry) was failed as input_file_missing without its files: the answers it had written
+    (charged) were never indexed, nor deletable, and its `batch_results` row counted them against the tenant's
+    storage quota for good. They are now its output and error files, and counted as those."""
+    first_engines = engines_for(tmp_path)
+    first = await started(storage_spec(tmp_path, 1 << 20, 20, concurrency=1, drain_s=0.05), first_engines)
+    oai, _ = clients(first)
+    for e in first_engines.values():
+        e.gate.clear()
+    created = await submit(oai, jsonl(line("l1", "Name a river."), line("l2", "SLOW river"), line("l3", "hi")))
+    for _ in range(500):
+        if len([r for e in first_engines.values() for r in e.received]) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await stopped(first)  # l1 answered and written; l2 stopped; the claim released
+    assert first.batches is not None
+    assert (await held_by(first, "default"))[1] == 1  # l1's answer counted as results written
+    gone = await first.batches.files.delete("default", created.input_file_id)  # its expiry's sweep
+    assert gone is not None
+    second = await started(storage_spec(tmp_path, 1 << 20, 20, concurrency=1), engines_for(tmp_path))
+    try:
+        oai2, _ = clients(second)
+        assert second.batches is not None
+        await second.batches.start()
+        done = await until(oai2, created.id, "failed")
+        assert done.errors is not None and done.errors.data is not None
+        assert done.errors.data[0].code == "input_file_missing"
+        assert [x["custom_id"] for x in await lines_of(oai2, done.output_file_id)] == ["l1"]
+        on_disk = sum(p.stat().st_size for p in Path(second.spec.gateway.batch.dir).rglob("*.jsonl"))
+        assert await held_by(second, "default") == (on_disk, 0, 0)
+    finally:
+        await stopped(second)
+
