@@ -36,9 +36,17 @@ _CHAT_TOOL = re.compile(r"^tools\[(\d+)\](?:\.function)?(.*)$")
 
 
 def pipeline_headers(request: HTTPConnection) -> dict[str, str]:
-    """The request's (or a WebSocket handshake's) headers for the pipeline; an Anthropic client's `x-api-key` is
-    its bearer key."""
-    headers = {k.lower(): v for k, v in request.headers.items()}
+    """The request's (or a WebSocket handshake's) headers for the pipeline, its credentials as `with_api_key`
+    reads them."""
+    return with_api_key({k.lower(): v for k, v in request.headers.items()})
+
+
+def with_api_key(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` (lower-case names) whose `authorization` is the caller's credentials: the Authorization header,
+    else an `x-api-key` as its bearer key (the Anthropic SDK's and LiteLLM's way). Every route reads its caller
+    from here (routes.header_dict, pipeline_headers), so that a key is a key on each: chat, completions and
+    embeddings read Authorization alone (a 401 with enforcement on for a client sending x-api-key) where models,
+    files and Messages took either. Both present naming different keys is a 401 (routes.one_credential)."""
     api_key = headers.get("x-api-key", "").strip()
     if api_key and not headers.get("authorization"):
         headers["authorization"] = f"Bearer {api_key}"

@@ -55,7 +55,7 @@ from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_q
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
 from aigrid.gateway.escalation import Escalation
 from aigrid.gateway.exchange import Exchange
-from aigrid.gateway.front_door import pipeline_headers
+from aigrid.gateway.front_door import pipeline_headers, with_api_key
 from aigrid.gateway.modalities import check_images
 from aigrid.gateway.model_list import find_model, model_list, model_page
 from aigrid.gateway.model_texts import beside_messages, chat_texts, completion_texts
@@ -106,8 +106,9 @@ def header_dict(request: Request) -> dict[str, str]:
     """The request's headers as a plain dict, the first value of each name (what `request.headers.get` gives).
     The pipeline looks up about ten headers per request, most of them absent: a dict answers each in a
     fraction of the time Starlette's Headers takes (a scan of the list and a KeyError per miss). Like Headers, it
-    matches the names as the server gave them (ASGI: lower case); every name the pipeline asks for is lower case."""
-    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.scope["headers"])}
+    matches the names as the server gave them (ASGI: lower case); every name the pipeline asks for is lower case.
+    Its credentials as every route reads them (front_door.with_api_key)."""
+    return with_api_key({k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.scope["headers"])})
 
 
 _CREDENTIALS = (b"authorization", b"x-api-key")
@@ -610,8 +611,8 @@ class Routes:
         read by a model that follows instructions, so the injection check does not apply."""
         gw = self.gw
         try:
-            ex.principal = principal = gw.guard.principal(request.headers.get("authorization"),
-                                                          request.headers.get(H_TENANT))
+            headers = header_dict(request)
+            ex.principal = principal = gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
             ex.body = body = await self.read_json(request)
             ex.model = str(body.get("model", ""))
             texts = embedding_inputs(body)
