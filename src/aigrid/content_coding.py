@@ -6,7 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import httpx
+
 IDENTITY = "identity"
+
+
+class Encoded(ValueError):
+    """An answer asked for as `identity` that came compressed anyway: its body is not read (`coded`)."""
 
 
 def coded(headers: Mapping[str, str]) -> str | None:
@@ -15,3 +21,17 @@ def coded(headers: Mapping[str, str]) -> str | None:
     (64 KiB of gzip is 66 MB) before a bound on the body could count it."""
     encoding = headers.get("content-encoding", IDENTITY).strip().lower()
     return None if encoding in ("", IDENTITY) else encoding
+
+
+async def read_identity(response: httpx.Response, most: int) -> bytes | None:
+    """The body of a streamed answer asked for as `identity`, read as it arrives and no further than one piece past
+    `most` bytes (None: it is larger). Encoded, its body unread, when it came compressed anyway."""
+    encoding = coded(response.headers)
+    if encoding is not None:
+        raise Encoded(f"content-encoding {encoding!r} (identity asked): not read")
+    body = bytearray()
+    async for piece in response.aiter_bytes():  # identity: nothing to decode
+        body += piece
+        if len(body) > most:
+            return None
+    return bytes(body)

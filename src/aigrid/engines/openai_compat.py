@@ -21,7 +21,7 @@ from typing import cast
 
 import httpx
 
-from aigrid.content_coding import IDENTITY, coded
+from aigrid.content_coding import IDENTITY, Encoded, read_identity
 from aigrid.engines.prometheus import PARSERS, parse_dcgm, parse_stats, with_power
 from aigrid.engines.protocol import EngineStats, UpstreamResponse
 from aigrid.engines.trace_context import TRACE_HEADERS
@@ -304,16 +304,9 @@ class OpenAICompatEngine:
             async with asyncio.timeout(self._probe_timeout_s):
                 response = await self._send(request, stream=True)
                 try:
-                    encoding = coded(response.headers)
-                    if encoding is not None:
-                        raise EngineError(f"{self}: {url} answered with content-encoding {encoding!r} (identity "
-                                          "asked): not read")
-                    body = bytearray()
-                    async for piece in response.aiter_bytes():
-                        body += piece
-                        if len(body) > most:
-                            return response.status_code, None
-                    return response.status_code, bytes(body)
+                    return response.status_code, await read_identity(response, most)
+                except Encoded as e:
+                    raise EngineError(f"{self}: {url} answered with {e}") from None
                 finally:
                     await response.aclose()
         except TimeoutError:

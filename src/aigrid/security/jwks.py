@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from jwt import PyJWK, PyJWKSet
 
-from aigrid.content_coding import IDENTITY, coded
+from aigrid.content_coding import IDENTITY, read_identity
 
 log = logging.getLogger("aigrid.jwks")
 
@@ -141,12 +141,7 @@ async def _fetch(url: str) -> bytes:
     async with httpx.AsyncClient(timeout=10.0, follow_redirects=False) as client, \
             client.stream("GET", url, headers={"accept-encoding": IDENTITY}) as r:
         r.raise_for_status()
-        encoding = coded(r.headers)
-        if encoding is not None:
-            raise ValueError(f"the answer came with content-encoding {encoding!r} (identity asked): not read")
-        body = bytearray()
-        async for chunk in r.aiter_bytes():
-            body += chunk
-            if len(body) > MAX_BYTES:
-                raise ValueError(f"the answer is over {MAX_BYTES} bytes: not a key set")
-        return bytes(body)
+        body = await read_identity(r, MAX_BYTES)  # Encoded (a ValueError) when it came compressed
+        if body is None:
+            raise ValueError(f"the answer is over {MAX_BYTES} bytes: not a key set")
+        return body
