@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from aigrid.gateway.app import Gateway
@@ -154,3 +155,49 @@ async def test_a_batch_whose_input_went_while_it_was_stopped_fails_keeping_what_
     finally:
         await stopped(second)
 
+
+class _Racing(type(Path())):  # type: ignore[misc]
+    """A file's path whose file is deleted (a DELETE's second step) as soon as the download looks at it or opens it:
+    the race of a download and a delete, made to happen between the lookup of the row and the read of the bytes."""
+
+    def exists(self, **kwargs: Any) -> bool:
+        there = super().exists(**kwargs)
+        self.unlink(missing_ok=True)
+        return there
+
+    def open(self, *args: Any, **kwargs: Any) -> Any:
+        self.unlink(missing_ok=True)
+        return super().open(*args, **kwargs)
+
+
+async def test_a_download_racing_its_files_delete_is_a_404_naming_it(gw: Gateway,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET /v1/files/{id}/content checked that the bytes were there, then handed the path to Starlette's FileResponse,
+    which opened it when the response was sent: a DELETE between the two (its row, then its bytes) made the download a
+    500 (RuntimeError: the file does not exist). The file is now opened once, and the response streams from that open
+    handle: one gone before is the 404 of a file not there, naming file_id; one deleted after is sent whole."""
+    oai, _ = clients(gw)
+    data = jsonl(line("a", "hi"))
+    f = await oai.files.create(file=("in.jsonl", data), purpose="batch")
+    assert gw.batches is not None
+    real = type(gw.batches.files).disk_path
+    monkeypatch.setattr(type(gw.batches.files), "disk_path", lambda self, found: _Racing(real(self, found)))
+    with pytest.raises(openai.NotFoundError) as gone:
+        await oai.files.content(f.id)
+    assert gone.value.body["param"] == "file_id", gone.value.body  # type: ignore[index]
+    monkeypatch.undo()
+    kept = await oai.files.create(file=("in.jsonl", data), purpose="batch")
+    opened: list[Any] = []
+    real_open = Path.open
+
+    def open_then_delete(self: Path, *args: Any, **kwargs: Any) -> Any:
+        handle = real_open(self, *args, **kwargs)
+        if self.name == f"{kept.id}.jsonl":
+            opened.append(self)
+            self.unlink()  # deleted once opened: what was opened is sent
+        return handle
+
+    monkeypatch.setattr(Path, "open", open_then_delete)
+    got = await oai.files.with_raw_response.content(kept.id)
+    assert got.content == data and opened and got.headers["content-length"] == str(len(data))
+    assert got.headers["content-disposition"] == 'attachment; filename="in.jsonl"'

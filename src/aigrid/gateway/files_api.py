@@ -23,17 +23,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from starlette.datastructures import FormData, Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope, Send
 
 from aigrid.errors import ApiError, InvalidRequest, NotFound, RequestTimeout
 from aigrid.gateway.batch_store import BatchStore
@@ -52,6 +54,8 @@ FORM_SLACK = 64 * 1024
 """What a multipart body may hold besides the file (boundaries, part headers, the other fields)."""
 _FIELDS = ("file", "purpose", "expires_after[anchor]", "expires_after[seconds]")
 MAX_LIST = 10_000
+CHUNK_BYTES = 1 << 16
+"""How much of a file a download reads at a time."""
 log = logging.getLogger("aigrid.batches")
 
 
@@ -239,14 +243,16 @@ class FilesApi:
     async def content(self, request: Request, ex: Exchange) -> Response:
         """The file's bytes (up to max_file_bytes): one request against requests per minute, unlike a poll."""
         found = (await self._found(request, ex, heavy=True))[0]
-        path = self.files.disk_path(found)
-        if not await asyncio.to_thread(path.exists):
-            raise NotFound(f"no file {found.id!r}", param="file_id")
+        # opened once, here, and sent from that handle: a DELETE between the lookup and the read (its row, then its
+        # bytes) is the 404 of a file not there, never a 500 when the response opens a path that just went
+        try:
+            f = await asyncio.to_thread(self.files.disk_path(found).open, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"no file {found.id!r}", param="file_id") from None
         # the name as uploaded stays the file's `filename`; the download names its last part only (a client that
         # saves by the header, curl -J or a browser, is not handed "../" or a folder)
         saved = PurePosixPath(found.filename.replace("\\", "/")).name
-        saved = saved if saved not in ("", ".", "..") else "file"
-        return FileResponse(path, media_type="application/octet-stream", filename=saved)
+        return OpenFileResponse(f, saved if saved not in ("", ".", "..") else "file")
 
     async def delete(self, request: Request, ex: Exchange) -> Response:
         found, allowed = await self._found(request, ex)
@@ -269,6 +275,32 @@ class FilesApi:
             raise InvalidRequest(f"after: no file {q.after!r}", param="after")
         data, more = page
         return json_response(page_object([f.to_object() for f in data], more))
+
+
+class OpenFileResponse(Response):
+    """A file's bytes sent from a handle opened before the response (`f`, closed when it is sent, or not), as
+    `application/octet-stream` with its Content-Length and an attachment's Content-Disposition naming `filename`
+    (percent-escaped as RFC 6266's filename* when it holds anything but plain characters: a quote, a control
+    character or a CR/LF never reaches the header as such)."""
+
+    media_type = "application/octet-stream"
+
+    def __init__(self, f: BinaryIO, filename: str) -> None:
+        super().__init__(media_type=self.media_type)
+        self.f = f
+        self.headers["content-length"] = str(os.fstat(f.fileno()).st_size)
+        escaped = quote(filename)
+        self.headers["content-disposition"] = (f'attachment; filename="{filename}"' if escaped == filename
+                                               else f"attachment; filename*=utf-8''{escaped}")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            while chunk := await asyncio.to_thread(self.f.read, CHUNK_BYTES):
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            await asyncio.to_thread(self.f.close)
 
 
 def _delete(spools: dict[BinaryIO, Path]) -> None:
