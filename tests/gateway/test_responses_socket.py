@@ -558,6 +558,41 @@ def test_a_client_that_hangs_up_mid_response_settles_its_quota_and_is_audited(tm
             1, 1 if sdk == "sync" else 0)  # the create left waiting is in the socket's record
 
 
+def test_a_new_socket_continues_a_stored_response_of_a_closed_one_but_not_one_it_cut(tmp_path: Path) -> None:
+    """After a reconnect (the SDK's on_reconnecting opens a new socket, which starts empty) the client goes on
+    from the last response it saw completed: `previous_response_id` reads the response store, not the socket, so
+    any socket (or POST) continues a stored response. A response the closed socket cut mid-answer (the hang-up)
+    was never stored: continuing it is the 404 naming previous_response_id, so the client resends that turn."""
+    with served(tmp_path, words=tuple(f" w{i}" for i in range(100)), delay_s=0.01) as grid:
+        client = grid.sync_client()
+        with client.responses.connect() as conn:
+            conn.response.create(model=MODEL, input="My name is Ada.", max_output_tokens=8)
+            done = until_done(iter(conn))[-1]
+            assert done.type == "response.completed"
+            conn.response.create(model=MODEL, input="Tell me a long story.", max_output_tokens=300)
+            for event in conn:
+                if event.type == "response.created":
+                    cut = event.response.id
+                if event.type == "response.output_text.delta":
+                    break  # the connection drops mid-answer
+        with client.responses.connect() as conn:
+            conn.response.create(model=MODEL, input="What is my name?", previous_response_id=done.response.id)
+            again = until_done(iter(conn))
+            conn.response.create(model=MODEL, input="Go on.", previous_response_id=cut)
+            lost = until_done(iter(conn))
+            conn.response.create(model=MODEL, input="Hi.", store=False, max_output_tokens=4)
+            unstored = until_done(iter(conn))[-1]
+            conn.response.create(model=MODEL, input="Go on.", previous_response_id=unstored.response.id)
+            no_cache = until_done(iter(conn))  # no socket-local cache: store false is never continued
+        assert again[-1].type == "response.completed", again
+        asked = [[(m["role"], m["content"]) for m in r["messages"]] for e in grid.engines.values() for r in e.received]
+        assert [("user", "My name is Ada."), ("assistant", done.response.output_text), ("user", "What is my name?")
+                ] in asked
+        assert len(asked) == 4  # nothing sent to an engine for the two refused
+        for refused in (lost, no_cache):
+            assert [(e.type, e.status, e.error.param) for e in refused] == [("error", 404, "previous_response_id")]
+
+
 async def test_an_event_stream_becomes_one_message_per_event_however_its_chunks_fall() -> None:
     """The endpoint's SSE as socket messages: an event split across chunks is one message, a comment none, an
     event of several data lines its lines joined (as an SSE client reads it), the create's stream_id added."""
