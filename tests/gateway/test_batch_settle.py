@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import openai
+import orjson
 import pytest
 
+from aigrid.gateway import batch_input
 from aigrid.gateway.app import Gateway
 from aigrid.gateway.batch_db import BatchDb
 from tests.gateway.test_batches import (
@@ -201,3 +203,69 @@ async def test_a_download_racing_its_files_delete_is_a_404_naming_it(gw: Gateway
     got = await oai.files.with_raw_response.content(kept.id)
     assert got.content == data and opened and got.headers["content-length"] == str(len(data))
     assert got.headers["content-disposition"] == 'attachment; filename="in.jsonl"'
+
+
+def _long_line(cid: str, order: str, size: int) -> bytes:
+    """A request line of about `size` bytes whose members are written in `order` (c custom_id, m method, u url,
+    b body), as a JSON writer that does not keep OpenAI's order may write them."""
+    members = {"c": b'"custom_id": ' + orjson.dumps(cid), "m": b'"method": "POST"',
+               "u": b'"url": "/v1/chat/completions"',
+               "b": b'"body": ' + orjson.dumps({"model": "smollm2-135m",
+                                                 "messages": [{"role": "user", "content": "x" * size}]})}
+    return b"{" + b", ".join(members[k] for k in order) + b"}"
+
+
+async def test_every_line_of_a_batch_lands_in_one_file_whatever_the_bound_became(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A running batch whose gateway.max_body_bytes was lowered after it was made (a restart with a smaller bound)
+    passed on a line past the new bound only when its custom_id began it: a line written with its body first, or
+    its method or url before its custom_id, was logged and left out of both files (`request_counts` then counted it
+    in `total` and nowhere else). Such a line now finds its custom_id among the members before its body or after it,
+    and is the 400 request_too_large of the error file, as a live request past the bound is."""
+    spec = batch_spec(tmp_path)
+    gw = await started(spec, engines)
+    oai, _ = clients(gw)
+    data = b"\n".join([orjson.dumps(line("small", "hi")), _long_line("first", "cmub", 6000),
+                       _long_line("after", "mubc", 6000), _long_line("mid", "ucbm", 6000),
+                       _long_line("behind", "bcmu", 6000)]) + b"\n"
+    f = await oai.files.create(file=("in.jsonl", data), purpose="batch")
+    assert gw.batches is not None
+    await gw.batches.runner.stop()  # made under the larger bound, nothing run: it waits for the next gateway
+    created = await oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                       completion_window="24h")
+    assert created.status == "validating" and created.request_counts is not None
+    await stopped(gw)
+    lowered = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"max_body_bytes": 4000})})
+    second = await started(lowered, engines_for(tmp_path))
+    try:
+        oai2, _ = clients(second)
+        assert second.batches is not None
+        await second.batches.start()
+        done = await until(oai2, created.id, "completed", "failed")
+        out = await lines_of(oai2, done.output_file_id)
+        errors = await lines_of(oai2, done.error_file_id)
+        assert [x["custom_id"] for x in out] == ["small"]
+        assert sorted(x["custom_id"] for x in errors) == ["after", "behind", "first", "mid"]
+        assert all(x["response"]["body"]["error"]["code"] == "request_too_large" for x in errors)
+        assert done.request_counts is not None
+        assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (5, 1, 4)
+    finally:
+        await stopped(second)
+
+
+@pytest.mark.parametrize(("order", "cid"), [("cmub", "plain"), ("mubc", 'quo"te\\'), ("bcmu", "\u00e9t\u00e9 \U0001f600"),
+                                            ("ucbm", "x" * 512), ("mbuc", "last")])
+def test_a_long_lines_custom_id_is_found_where_it_was_written(tmp_path: Path, order: str, cid: str) -> None:
+    """The custom_id of a line past the bound, read before its body or after it, as the line's JSON says it, even
+    with a body that names a custom_id of its own in its content or in a member of its own."""
+    text = _long_line(cid, order, 70_000)
+    decoy = text.replace(b'"content": "x', b'"custom_id": "decoy", "content": "\\"custom_id\\": \\"decoy\\"}, x', 1)
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(decoy + b"\n" + orjson.dumps(line("small", "hi")) + b"\n")
+    assert orjson.loads(decoy)["custom_id"] == cid  # the line is the JSON it says
+    reader = batch_input.LineReader(path, "/v1/chat/completions", 10, 4000)
+    try:
+        read = [(x.number, x.custom_id) for chunk in iter(reader.chunk, []) for x in chunk]
+    finally:
+        reader.close()
+    assert read == [(1, cid), (2, "small")]

@@ -43,9 +43,16 @@ MAX_LINE_BYTES = 4 * 1024 * 1024
 SKIP_BYTES = 64 * 1024
 """The pieces a line longer than that is read on in, to its end, and dropped."""
 _FIELDS = ("custom_id", "method", "url", "body")
-_HEAD_ID = re.compile(rb'\s*\{\s*"custom_id"\s*:\s*("(?:[^"\\]|\\.){1,3072}")')
-"""A line that begins with its custom_id (as message_batches_api writes every line, and JSON writers that keep
-the order of OpenAI's example do)."""
+HEAD_BYTES = 16 * 1024
+TAIL_BYTES = 64 * 1024
+"""What a running batch keeps of the start (at least) and of the end of a line longer than the bound, to find its
+custom_id among the members before its body or after it (`_custom_id`)."""
+_OPEN = re.compile(rb"\s*\{")
+_STRING = rb'"(?:[^"\\]|\\.)*"'
+_MEMBER = re.compile(rb"\s*(" + _STRING + rb")\s*:\s*(" + _STRING + rb")\s*,")
+"""A member of a request line whose value is a string, and the comma after it: custom_id, method or url before the
+body."""
+_SPACE = b" \t\r\n"
 log = logging.getLogger("aigrid.gateway")
 
 
@@ -102,7 +109,8 @@ class LineReader:
 
     def __init__(self, path: Path, endpoint: str, max_lines: int, max_line_bytes: int = MAX_LINE_BYTES) -> None:
         self._file = path.open("rb")
-        self._lines = _scan(self._file, endpoint, None, max_lines, None, Checked(), max_line_bytes, max_line_bytes + 1)
+        self._lines = _scan(self._file, endpoint, None, max_lines, None, Checked(), max_line_bytes,
+                            max(max_line_bytes + 1, HEAD_BYTES))
 
     def chunk(self, most: int = CHUNK_BYTES) -> list[Line]:
         """The next lines, about `most` bytes of them (at least one); none: the file has no more."""
@@ -135,26 +143,32 @@ async def lines_not_done(path: Path, endpoint: str, max_lines: int, max_line_byt
         await asyncio.to_thread(reader.close)
 
 
-def _lines(src: IO[bytes], bound: int, keep: int) -> Iterator[tuple[int, bytes, int]]:
-    """(number, text, size) of each line of `src`, its newline dropped, read at most `bound` + 1 bytes at a time. A
-    line longer than `bound` (size > bound) is read on to its end in pieces of SKIP_BYTES, and its text is its first
-    `keep` bytes only: what is held is never more than `bound` + 1 bytes, however long the line."""
+def _lines(src: IO[bytes], bound: int, keep: int) -> Iterator[tuple[int, bytes, int, bytes]]:
+    """(number, text, size, tail) of each line of `src`, its newline dropped, read at most `bound` + 1 bytes at a time.
+    A line longer than `bound` (size > bound) is read on to its end in pieces of SKIP_BYTES, and its text is its first
+    `keep` bytes only, its tail (`keep` not 0) its last TAIL_BYTES: what is held is never more than `bound` + 1 bytes
+    and those, however long the line."""
     number = 0
     while text := src.readline(bound + 1):
         number += 1
         if text.endswith(b"\n"):
-            yield number, text[:-1], len(text) - 1
+            yield number, text[:-1], len(text) - 1, b""
         elif len(text) <= bound:  # the last line, without a newline
-            yield number, text, len(text)
+            yield number, text, len(text), b""
         else:
             size, head = len(text), text[:keep]
+            tail = text[-TAIL_BYTES:] if keep else b""
             del text
             while piece := src.readline(SKIP_BYTES):
-                if piece.endswith(b"\n"):
-                    size += len(piece) - 1
-                    break
+                whole = piece.endswith(b"\n")
+                piece = piece[:-1] if whole else piece
                 size += len(piece)
-            yield number, head, size
+                if keep:
+                    head += piece[:keep - len(head)]
+                    tail = (tail + piece)[-TAIL_BYTES:]
+                if whole:
+                    break
+            yield number, head, size, tail
 
 
 def _scan(src: IO[bytes], endpoint: str, known_models: Collection[str] | None, max_lines: int,
@@ -162,10 +176,10 @@ def _scan(src: IO[bytes], endpoint: str, known_models: Collection[str] | None, m
     """Each line that passes, in file order, one at a time; the mistakes go to `out`. `known_models` None: any
     model (a running batch's lines, LineReader: a model gone since fails its line, not the batch). A line longer than
     `bound` is `request_too_large` (`keep` 0, a create's check), or (a running batch: its first `keep` bytes, more
-    than a request may be, which its line refuses as request_too_large) passed on when its custom_id begins it."""
+    than a request may be, which its line refuses as request_too_large) passed on under its custom_id (`_custom_id`)."""
     seen: set[str] = set()
     count = 0
-    for number, text, size in _lines(src, bound, keep):
+    for number, text, size, tail in _lines(src, bound, keep):
         if size <= bound and not text.strip():
             continue  # blank lines (a final newline, spacing) are not requests
         count += 1
@@ -173,7 +187,7 @@ def _scan(src: IO[bytes], endpoint: str, known_models: Collection[str] | None, m
             out.fail("too_many_tasks", f"The batch input file holds more than {max_lines} requests, the most one "
                      "batch may hold (gateway.batch.max_lines); split it into several batches.", number)
             break
-        line = _too_long(out, number, text, size, bound, keep) if size > bound else \
+        line = _too_long(out, number, text, size, bound, keep, tail) if size > bound else \
             _check_line(out, number, text, endpoint, known_models, may_use)
         if line is None:
             continue
@@ -188,26 +202,88 @@ def _scan(src: IO[bytes], endpoint: str, known_models: Collection[str] | None, m
         out.fail("empty_file", "The batch input file is empty: it holds no request.")
 
 
-def _too_long(out: Checked, number: int, head: bytes, size: int, bound: int, keep: int) -> Line | None:
+def _too_long(out: Checked, number: int, head: bytes, size: int, bound: int, keep: int, tail: bytes) -> Line | None:
     """A line longer than one request may be: a create's mistake, naming it; in a running batch (a file checked under
     a larger gateway.max_body_bytes, a message batch's request), the line as its head, which its run refuses as
-    request_too_large, when the head names its custom_id; else left out, logged."""
+    request_too_large, under the custom_id found before its body or after it (`_custom_id`); else (only a line with
+    more than TAIL_BYTES of spacing after its body, or a bound too small for its custom_id) left out, logged."""
     if not keep:
         out.fail("request_too_large", f"This line is {size} bytes, more than {bound}, the most one request may hold "
                  "(gateway.max_body_bytes); it was not read.", number)
         return None
-    found = _HEAD_ID.match(head)
-    cid = None
-    if found is not None:
-        try:
-            cid = orjson.loads(found.group(1))
-        except orjson.JSONDecodeError:
-            cid = None
-    if not isinstance(cid, str) or not cid or len(cid) > MAX_CUSTOM_ID:
-        log.warning("batch input line %d is %d bytes, more than %d (gateway.max_body_bytes), and does not begin with "
-                    "its custom_id: not run, in neither result file", number, size, bound)
+    cid = _custom_id(head, tail)
+    if cid is None:
+        log.error("batch input line %d is %d bytes, more than %d (gateway.max_body_bytes), and its custom_id was not "
+                  "found in its first %d or last %d bytes: not run, in neither result file", number, size, bound,
+                  len(head), len(tail))
         return None
     return Line(number, cid, head)
+
+
+def _custom_id(head: bytes, tail: bytes) -> str | None:
+    """The custom_id of a line too long to be read whole (one that passed a create's check: a JSON object of
+    custom_id, method, url and body, whose members but the body are strings): the last one written (as a JSON reader
+    takes a key written twice), found among the members after the body (read back from the end of `tail`) or, if
+    none, before it (read on from the start of `head`); None if neither holds it."""
+    found = _members_behind(tail)
+    if found is None:
+        at = _OPEN.match(head)
+        pos = -1 if at is None else at.end()
+        while pos >= 0 and (member := _MEMBER.match(head, pos)) is not None:
+            if _text(member.group(1)) == "custom_id":
+                found = _text(member.group(2))
+            pos = member.end()
+    return found if isinstance(found, str) and found and len(found) <= MAX_CUSTOM_ID else None
+
+
+def _members_behind(tail: bytes) -> str | None:
+    """The custom_id among the members after a line's body, read from the end of `tail` back: `"key": "value"`
+    pairs, each after a comma, to the object's closing brace (None: the body is the last member, or it is not
+    there)."""
+    end = len(tail.rstrip(_SPACE)) - 1
+    if end < 0 or tail[end:end + 1] != b"}":
+        return None
+    pos = end
+    while True:
+        value = _string_before(tail, pos)
+        if value is None:
+            return None
+        colon = len(tail[:value[0]].rstrip(_SPACE)) - 1
+        if tail[colon:colon + 1] != b":":
+            return None
+        key = _string_before(tail, colon)
+        if key is None:
+            return None
+        if _text(tail[key[0]:key[1]]) == "custom_id":
+            text = _text(tail[value[0]:value[1]])
+            return text if isinstance(text, str) else None
+        pos = len(tail[:key[0]].rstrip(_SPACE)) - 1
+        if tail[pos:pos + 1] != b",":
+            return None
+
+
+def _string_before(text: bytes, pos: int) -> tuple[int, int] | None:
+    """(start, end) of the JSON string that ends just before `pos` (spacing between), its quotes included: its opening
+    quote is the nearest one before that is not escaped (not after an odd run of backslashes); None if there is none,
+    or the run reaches the start of `text` (a string cut by the tail)."""
+    close = len(text[:pos].rstrip(_SPACE)) - 1
+    if close < 0 or text[close:close + 1] != b'"':
+        return None
+    at = close
+    while (at := text.rfind(b'"', 0, at)) > 0:
+        run = at - len(text[:at].rstrip(b"\\"))
+        if run == at:
+            return None
+        if run % 2 == 0:
+            return at, close + 1
+    return None
+
+
+def _text(token: bytes) -> Any:
+    try:
+        return orjson.loads(token)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def _check_line(out: Checked, number: int, text: bytes, endpoint: str,

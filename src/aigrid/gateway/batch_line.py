@@ -51,6 +51,13 @@ KEPT_HEADERS = (H_LOCATION, H_RESIDENCY, H_POLICY, "x-aigrid-hedge")
 RETRYABLE = frozenset({429, 503})
 
 
+def line_bound(gw: Gateway) -> int:
+    """The most one line of a batch may hold, as a live request's body (gateway.max_body_bytes), read here only: what
+    a create's check allows (batches_api), what a running batch reads of a line (batch_runner, message batches'
+    results) and what a line's run refuses past (LineRun.run) are one bound."""
+    return gw.spec.gateway.max_body_bytes
+
+
 def line_route(bid: str, custom_id: str) -> str:
     return f"{BATCH_LINE_ROUTE} {bid} custom_id={custom_id}"
 
@@ -147,7 +154,7 @@ class LineRun:
         headers = {k: v for k, v in batch.headers.items() if k in KEPT_HEADERS}
         headers[H_PRIORITY] = "batch"
         ex = Exchange(f"{self.route_name} {batch.id} custom_id={line.custom_id}", time.time())
-        limit = gw.spec.gateway.max_body_bytes
+        limit = line_bound(gw)
 
         async def read() -> dict[str, Any]:
             """The line's body, no larger than a live request's may be (gateway.max_body_bytes; the line as

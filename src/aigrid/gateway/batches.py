@@ -19,7 +19,7 @@ from starlette.routing import Route
 from aigrid.errors import ConfigError
 from aigrid.gateway.batch_db import BatchDb
 from aigrid.gateway.batch_input import Line
-from aigrid.gateway.batch_line import BatchLine, LineResult
+from aigrid.gateway.batch_line import BatchLine, LineResult, line_bound
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import BatchStore, StoredBatch
 from aigrid.gateway.batches_api import BatchesApi
@@ -76,6 +76,6 @@ def build_batches(routes: Routes) -> Batches:
     async def run_line(batch: StoredBatch, line: Line) -> LineResult:
         return await (messages if batch.obj["endpoint"] == MESSAGES_PATH else chat)(batch, line)
 
-    runner = BatchRunner(spec, store, files, run_line, max_line_bytes=gw.spec.gateway.max_body_bytes)
+    runner = BatchRunner(spec, store, files, run_line, max_line_bytes=line_bound(gw))
     return Batches(files, store, runner, FilesApi(routes, files, store, spec.max_file_bytes),
                    BatchesApi(routes, files, store, runner), MessageBatchesApi(routes, files, store, runner))

@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from aigrid.errors import InvalidRequest, NotFound
 from aigrid.gateway.batch_input import check_file
-from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
+from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record, line_bound
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import OPENAI_PREFIX, BatchStore
 from aigrid.gateway.batches_schema import BatchCreate
@@ -114,7 +114,7 @@ class BatchesApi:
             try:
                 checked = await asyncio.to_thread(check_file, self.files.disk_path(found), req.endpoint,
                                                   gw.known_models, gw.spec.gateway.batch.max_lines,
-                                                  caller.scopes.allows_model, gw.spec.gateway.max_body_bytes)
+                                                  caller.scopes.allows_model, line_bound(gw))
             except FileNotFoundError:  # deleted since it was found (a DELETE drops the row, then the bytes)
                 raise NotFound(f"input_file_id: no file {req.input_file_id!r}", param="input_file_id") from None
         obj = batch_object(bid, created, endpoint=req.endpoint, input_file_id=req.input_file_id,

@@ -39,7 +39,7 @@ from starlette.routing import Route
 
 from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded, PermissionDenied
 from aigrid.gateway.batch_input import Line, lines_not_done
-from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record
+from aigrid.gateway.batch_line import KEPT_HEADERS, caller_record, line_bound
 from aigrid.gateway.batch_runner import BatchRunner
 from aigrid.gateway.batch_store import FINAL, BatchStore
 from aigrid.gateway.batches_api import batch_object
@@ -357,9 +357,9 @@ class MessageBatchesApi:
         rest = counts["total"] - counts["completed"] - counts["failed"]
         unrun = self.files.disk_path(source) if source is not None and rest > 0 else None
         kind = {"expired": "expired", "failed": "errored"}.get(obj["status"], "canceled")
-        spec = self.gw.spec.gateway
         never_run = None if unrun is None else functools.partial(lines_not_done, unrun, MESSAGES_PATH,
-                                                                  spec.batch.max_lines, spec.max_body_bytes)
+                                                                  self.gw.spec.gateway.batch.max_lines,
+                                                                  line_bound(self.gw))
         return StreamingResponse(_results(paths, never_run, kind), media_type="application/x-jsonl")
 
 
