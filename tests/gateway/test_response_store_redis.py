@@ -269,7 +269,8 @@ async def test_only_the_jurisdictions_given_a_redis_are_kept_there(tmp_path: Pat
         job = await s.oai.responses.create(model=MODEL, input="x", background=True, extra_headers=IN_EU)
         assert (await until(s.oai, job.id, "completed")).output_text == ANSWER
         assert r.exists(resp_key("EU", job.id)) and s.gw.responses.lookup("default", job.id) is None
-        assert {k.decode().split(":")[2] for k in r.keys("aigrid:demo:*")} == {"resp", "conv"}
+        # the records, and the tenant's ledger of what it holds (stores_redis._Ledger)
+        assert {k.decode().split(":")[2] for k in r.keys("aigrid:demo:*")} == {"resp", "conv", "held", "sizes"}
         assert {k.decode().split(":")[3] for k in r.keys("aigrid:demo:resp:*")} == {"EU"}
     finally:
         await close(s)

@@ -17,7 +17,8 @@ Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last writte
 - `events:{<tenant>}:<id>`: the event log of a background response created with stream (event_log.py), a
   Redis Stream: one entry per Responses event, its ID `<sequence_number>-1` (XADD with that explicit ID:
   an event written twice or out of order is refused by Redis), field `e` the SSE event, and `end` on the
-  log's last. Written by the run that owns the response (XADD, in one MULTI with the key's EXPIRE); read
+  log's last. Written by the run that owns the response (XADD, in one Lua script with the key's EXPIRE,
+  which refuses to go on with a log that is gone, evicted or expired: ValueError, as in memory); read
   with XRANGE from the reader's `starting_after`, polled every event_log.FOLLOW_POLL_S while nothing is new
   rather than held in XREAD BLOCK: a blocked read holds one connection of the pool (64, shared by every
   store call of the process, each call given 1 s) per reader for as long as it waits, so a few dozen idle
@@ -26,8 +27,12 @@ Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last writte
 - `conv:{<tenant>}:<id>`: a conversation, the JSON of StoredConversation; changed by reading it, running
   conversation_store.ConversationStore's own operation on it, and writing it back unless another gateway
   wrote it meanwhile (WATCH/MULTI/EXEC, tried again): the same code as in memory.
+- `held:{<tenant>}` and `sizes:{<tenant>}`: what the tenant holds in this Redis (`_Ledger`): at most
+  TENANT_MAX_BYTES of its records, past it its own oldest written evicted (never another tenant's: a Redis full
+  to its `maxmemory` evicted by its own policy, whoever owned the key).
 The tenant is in every key (another tenant's id is simply absent) and in a hash tag, so that one tenant's keys
-share a slot (Redis Cluster) and a script may touch several. What the in-memory store does in one step stays
+share a slot (Redis Cluster) and a script may touch several; a tenant whose name holds `{`, `}` or `~` is
+written `~` and its name in hex there (`tag`), so that no id read under one tenant is another tenant's key. What the in-memory store does in one step stays
 one step: marking a placeholder (only while it has not ended), storing an answer and dropping its placeholder
 (`complete`), removing an ended placeholder: each one Lua script.
 
@@ -68,6 +73,12 @@ MAX_CHAIN = 100_000
 """Turns one history read walks at most (a guard: no chain is that long)."""
 WRITE_TRIES = 20
 """Times a conversation change is tried again when another gateway changed it meanwhile."""
+TENANT_MAX_BYTES = 256 * 1024 * 1024
+"""What one tenant's records (stored responses, placeholders, event logs, conversations) may hold in one Redis
+of `gateway.stores`, as their bytes in Redis (`_Ledger`): past it, that tenant's oldest written records are
+evicted, never another tenant's (the in-memory stores' fair_lru.py gives the same guarantee)."""
+RECORD_BYTES = 128
+"""What a record weighs in a tenant's ledger besides its fields' bytes (its key, Redis's own entry)."""
 _FINAL_LUA = "local final = {" + ", ".join(f"{s} = true" for s in sorted(FINAL)) + "}\n"
 
 _HISTORY = """
@@ -110,6 +121,65 @@ redis.call('DEL', KEYS[1])
 return 'stored'
 """
 
+_HOLD = """
+local held, sizes, key = KEYS[1], KEYS[2], KEYS[3]
+local size, add, ttl, limit = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+local total = tonumber(redis.call('HGET', sizes, '') or '0')
+local function forget(k)
+  local s = redis.call('HGET', sizes, k)
+  if s then
+    total = total - tonumber(s)
+    redis.call('HDEL', sizes, k)
+    redis.call('ZREM', held, k)
+  end
+end
+for i = 4, #KEYS do forget(KEYS[i]) end
+for _, k in ipairs(redis.call('ZRANGEBYSCORE', held, '-inf', now - ttl, 'LIMIT', 0, 256)) do forget(k) end
+if size >= 0 then
+  local old = tonumber(redis.call('HGET', sizes, key) or '0')
+  local new = size
+  if add then new = old + size end
+  total = total + new - old
+  redis.call('HSET', sizes, key, new)
+  redis.call('ZADD', held, now, key)
+end
+local evicted = {}
+while total > limit do
+  local oldest = nil
+  for _, k in ipairs(redis.call('ZRANGE', held, 0, 1)) do
+    if k ~= key then oldest = k break end
+  end
+  if not oldest then break end
+  forget(oldest)
+  redis.call('DEL', oldest)
+  evicted[#evicted + 1] = oldest
+end
+if redis.call('EXISTS', held) == 1 then
+  redis.call('HSET', sizes, '', total)
+  redis.call('PEXPIRE', held, ttl)
+  redis.call('PEXPIRE', sizes, ttl)
+else
+  redis.call('DEL', sizes)
+end
+return evicted
+"""
+
+_APPEND = """
+local first, ended, n = tonumber(ARGV[1]), ARGV[2] == '1', #ARGV - 3
+if first > 0 and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, n do
+  if ended and i == n then
+    redis.call('XADD', KEYS[1], (first + i - 1) .. '-1', 'e', ARGV[3 + i], 'end', '1')
+  else
+    redis.call('XADD', KEYS[1], (first + i - 1) .. '-1', 'e', ARGV[3 + i])
+  end
+end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 _PENDING_DELETE = _FINAL_LUA + """
 local all = redis.call('HGETALL', KEYS[1])
 if #all == 0 then return false end
@@ -141,6 +211,51 @@ class _Guard:
         return result
 
 
+def tag(tenant: str) -> str:
+    """The tenant as its keys name it, in their hash tag: as it is, unless it holds a character that could
+    make two tenants' keys one (`}` ends the tag, so tenant `a` asking for id `x}:r1` read tenant `a}:x`'s
+    record `r1`; `{` and `~` too): then `~` and its UTF-8 bytes in hex, which no plain name begins with."""
+    if "{" in tenant or "}" in tenant or "~" in tenant:
+        return "~" + tenant.encode().hex()
+    return tenant
+
+
+class _Ledger:
+    """What each tenant holds in one Redis (`held:{<tenant>}`, a sorted set of its record keys by when each was
+    last written; `sizes:{<tenant>}`, a hash of their bytes and, under "", their total), kept by one Lua script
+    after every write (`hold`) and delete (`forget`): a tenant past `limit` bytes loses its own oldest
+    records (deleted by the script), never the one just written. Records that expired (their last write
+    `ttl_s` ago) leave the ledger as later writes find them; a record Redis evicted (maxmemory) counts until
+    then, or until it is the oldest."""
+
+    def __init__(self, client: Redis, prefix: str, ttl_s: int, limit: int, guard: _Guard) -> None:
+        self._p, self._ttl_ms, self.limit, self._g = prefix, ttl_s * 1000, limit, guard
+        self._hold = client.register_script(_HOLD)
+
+    def keys(self, tenant: str) -> list[str]:
+        return [f"{self._p}held:{{{tag(tenant)}}}", f"{self._p}sizes:{{{tag(tenant)}}}"]
+
+    async def hold(self, tenant: str, key: str, size: int, *, add: bool = False,
+                   forget: Sequence[str] = ()) -> None:
+        """`key` (the tenant's) now weighs `size` bytes (`add`: `size` more), and `forget`'s keys are gone."""
+        await self._run(tenant, key, size, add, forget)
+
+    async def forget(self, tenant: str, keys: Sequence[str]) -> None:
+        await self._run(tenant, "", -1, False, keys)
+
+    async def _run(self, tenant: str, key: str, size: int, add: bool, forget: Sequence[str]) -> None:
+        evicted = await self._g(self._hold(keys=[*self.keys(tenant), key, *forget],
+                                           args=[size, "1" if add else "0", self._ttl_ms, self.limit]))
+        if evicted:
+            log.warning("tenant %s holds more than %d bytes in the store of %s (Redis): its %d oldest records "
+                        "evicted", tenant, self.limit, self._g.names, len(evicted))
+
+
+def _weight(fields: Mapping[str, Any]) -> int:
+    """A hash's bytes in a tenant's ledger."""
+    return RECORD_BYTES + sum(len(k) + len(v if isinstance(v, bytes) else str(v).encode()) for k, v in fields.items())
+
+
 def _record_fields(record: StoredResponse) -> dict[str, bytes | str]:
     rest = dataclasses.asdict(record)
     turn = rest.pop("turn")
@@ -168,28 +283,30 @@ class RedisResponses:
     shared = True
 
     def __init__(self, client: Redis, prefix: str, jurisdictions: Sequence[str], placeholders: bool, ttl_s: int,
-                 guard: _Guard) -> None:
+                 guard: _Guard, ledger: _Ledger) -> None:
         self._r, self._p, self._js, self._holds_pending = client, prefix, list(jurisdictions), placeholders
-        self._ttl, self._g = ttl_s, guard
+        self._ttl, self._g, self._ledger = ttl_s, guard, ledger
         self._history = client.register_script(_HISTORY)
         self._mark = client.register_script(_MARK)
         self._complete = client.register_script(_COMPLETE)
         self._pending_delete = client.register_script(_PENDING_DELETE)
         self._abandon = client.register_script(_ABANDON)
+        self._append = client.register_script(_APPEND)
 
     def record_key(self, jurisdiction: str, tenant: str, rid: str) -> str:
-        return f"{self._p}resp:{jurisdiction}:{{{tenant}}}:{rid}"
+        return f"{self._p}resp:{jurisdiction}:{{{tag(tenant)}}}:{rid}"
 
     def pending_key(self, tenant: str, rid: str) -> str:
-        return f"{self._p}pending:{{{tenant}}}:{rid}"
+        return f"{self._p}pending:{{{tag(tenant)}}}:{rid}"
 
-    async def _write(self, key: str, fields: dict[str, Any]) -> None:
-        """A hash written whole, its expiry renewed, in one transaction."""
+    async def _write(self, tenant: str, key: str, fields: dict[str, Any]) -> None:
+        """A hash written whole, its expiry renewed, in one transaction; then held in the tenant's ledger."""
         pipe = self._r.pipeline(transaction=True)
         # the stubs ask for a mapping of str/bytes/numbers; the callers' values are those, typed Any here
         pipe.hset(key, mapping=cast("Mapping[Any, Any]", fields))
         pipe.expire(key, self._ttl)
-        await pipe.execute()
+        await self._g(pipe.execute())
+        await self._ledger.hold(tenant, key, _weight(fields))
 
     async def lookup(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
         async def read() -> list[Any]:
@@ -217,14 +334,18 @@ class RedisResponses:
     async def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
         if not may_store(record, allowed):
             return False
-        await self._g(self._write(self.record_key(record.jurisdiction, record.tenant, record.id),
-                                  _record_fields(record)))
+        await self._write(record.tenant, self.record_key(record.jurisdiction, record.tenant, record.id),
+                          _record_fields(record))
         return True
 
     async def delete(self, tenant: str, rid: str) -> bool:
         if not self._js:
             return False
-        return bool(await self._g(self._r.delete(*(self.record_key(j, tenant, rid) for j in self._js))))
+        keys = [self.record_key(j, tenant, rid) for j in self._js]
+        gone = bool(await self._g(self._r.delete(*keys)))
+        if gone:
+            await self._ledger.forget(tenant, keys)
+        return gone
 
     async def pending_add(self, pending: Pending) -> None:
         key = self.pending_key(pending.tenant, pending.id)
@@ -232,7 +353,7 @@ class RedisResponses:
                   "created_at": pending.created_at, "status": pending.status,
                   "error": orjson.dumps(pending.error) if pending.error is not None else "", "owner": pending.owner,
                   "key_id": pending.key_id, "settings": orjson.dumps(pending.settings)}
-        await self._g(self._write(key, fields))
+        await self._write(pending.tenant, key, fields)
 
     async def mark(self, tenant: str, rid: str, status: str,
                    error: dict[str, Any] | None = None) -> Pending | None:
@@ -246,11 +367,13 @@ class RedisResponses:
             marked = await self.mark(record.tenant, record.id, "failed", dict(REFUSED))
             return "cancelled" if marked is not None and marked.status == "cancelled" else "refused"
         fields = _record_fields(record)
-        done = await self._g(self._complete(
-            keys=[self.pending_key(record.tenant, record.id),
-                  self.record_key(record.jurisdiction, record.tenant, record.id)],
-            args=[fields["r"], fields["t"], fields["p"], self._ttl]))
-        return done.decode() if isinstance(done, bytes) else str(done)
+        pending, key = (self.pending_key(record.tenant, record.id),
+                        self.record_key(record.jurisdiction, record.tenant, record.id))
+        done = await self._g(self._complete(keys=[pending, key], args=[fields["r"], fields["t"], fields["p"], self._ttl]))
+        done = done.decode() if isinstance(done, bytes) else str(done)
+        if done == "stored":
+            await self._ledger.hold(record.tenant, key, _weight(fields), forget=[pending])
+        return done
 
     async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
         async def read() -> list[Any]:
@@ -264,8 +387,14 @@ class RedisResponses:
         return [rid for (_, rid), status in zip(keys, statuses, strict=True) if status in unkept]
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
-        raw = await self._g(self._pending_delete(keys=[self.pending_key(tenant, rid)]))
-        return None if raw is None else _pending(raw)
+        key = self.pending_key(tenant, rid)
+        raw = await self._g(self._pending_delete(keys=[key]))
+        if raw is None:
+            return None
+        found = _pending(raw)
+        if found.status in FINAL:  # the script removed it
+            await self._ledger.forget(tenant, [key])
+        return found
 
     def owner_key(self, owner: str) -> str:
         return f"{self._p}owner:{owner}"
@@ -283,20 +412,15 @@ class RedisResponses:
         return None if raw is None else _pending(raw)
 
     def events_key(self, tenant: str, rid: str) -> str:
-        return f"{self._p}events:{{{tenant}}}:{rid}"
+        return f"{self._p}events:{{{tag(tenant)}}}:{rid}"
 
     async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
         key = self.events_key(tenant, rid)
 
-        async def write() -> None:
-            pipe = self._r.pipeline(transaction=True)
-            for i, event in enumerate(events):
-                fields = {"e": event, "end": "1"} if ended and i == len(events) - 1 else {"e": event}
-                pipe.xadd(key, fields, id=f"{first + i}-1")  # type: ignore[arg-type]
-            pipe.expire(key, self._ttl)
-            await pipe.execute()
-
-        await self._g(write())
+        if not await self._g(self._append(keys=[key], args=[first, "1" if ended else "0", self._ttl, *events])):
+            raise ValueError(f"the event log of {rid} is gone (evicted, or expired)")
+        await self._ledger.hold(tenant, key, sum(len(e.encode()) for e in events) + (RECORD_BYTES if first == 0 else 0),
+                                add=True)
 
     async def events_read(self, tenant: str, rid: str, after: int,
                           limit: int = READ_MAX) -> tuple[list[str], bool] | None:
@@ -323,21 +447,28 @@ class RedisResponses:
         return int(last_id.split(b"-")[0]) + 1, b"end" in last_fields
 
     async def events_delete(self, tenant: str, rid: str) -> bool:
-        return bool(await self._g(self._r.delete(self.events_key(tenant, rid))))
+        key = self.events_key(tenant, rid)
+        gone = bool(await self._g(self._r.delete(key)))
+        if gone:
+            await self._ledger.forget(tenant, [key])
+        return gone
 
 
 class RedisConversations:
     """A ConversationBook (stores.py) in Redis: each operation is ConversationStore's own, run on the one
     conversation read from Redis; a change is written back in a WATCH/MULTI/EXEC transaction."""
 
-    def __init__(self, client: Redis, prefix: str, ttl_s: int, guard: _Guard) -> None:
-        self._r, self._p, self._ttl, self._g = client, prefix, ttl_s, guard
+    def __init__(self, client: Redis, prefix: str, ttl_s: int, guard: _Guard, ledger: _Ledger) -> None:
+        self._r, self._p, self._ttl, self._g, self._ledger = client, prefix, ttl_s, guard, ledger
 
     def key(self, tenant: str, cid: str) -> str:
-        return f"{self._p}conv:{{{tenant}}}:{cid}"
+        return f"{self._p}conv:{{{tag(tenant)}}}:{cid}"
 
     async def call(self, op: str, arg: list[Any]) -> Any:
         return await self._g(self._call(op, arg))
+
+    async def _hold(self, conv: StoredConversation, data: bytes) -> None:
+        await self._ledger.hold(conv.tenant, self.key(conv.tenant, conv.id), RECORD_BYTES + len(data))
 
     async def _call(self, op: str, arg: list[Any]) -> Any:
         if op == "create":
@@ -345,12 +476,17 @@ class RedisConversations:
             public = one.apply(op, arg)
             conv = one.get(str(arg[0]["tenant"]), public["id"])
             assert conv is not None
-            await self._r.set(self.key(conv.tenant, conv.id), _dump(conv), ex=self._ttl)
+            data = _dump(conv)
+            await self._r.set(self.key(conv.tenant, conv.id), data, ex=self._ttl)
+            await self._hold(conv, data)
             return public
         tenant, cid = str(arg[0]), str(arg[1])
         key = self.key(tenant, cid)
         if op == "delete":
-            return bool(await self._r.delete(key))
+            gone = bool(await self._r.delete(key))
+            if gone:
+                await self._ledger.forget(tenant, [key])
+            return gone
         if op in ("get", "head", "page", "item"):
             raw = await self._r.get(key)
             return None if raw is None else _one(raw).apply(op, arg)
@@ -367,9 +503,11 @@ class RedisConversations:
                         return result
                     conv = one.get(tenant, cid)
                     assert conv is not None
+                    data = _dump(conv)
                     pipe.multi()
-                    pipe.set(key, _dump(conv), ex=self._ttl)
+                    pipe.set(key, data, ex=self._ttl)
                     await pipe.execute()
+                    await self._hold(conv, data)
                     return result
                 except WatchError:
                     continue
@@ -390,21 +528,25 @@ def _dump(conv: StoredConversation) -> bytes:
 class RedisStore:
     """One Redis URL of `gateway.stores`: the jurisdictions (and `unbound`) that name it, one client."""
 
-    def __init__(self, client: Redis, grid: str, names: Sequence[str], ttl_s: int) -> None:
+    def __init__(self, client: Redis, grid: str, names: Sequence[str], ttl_s: int,
+                 tenant_max_bytes: int | None = None) -> None:
         guard = _Guard(names)
         prefix = f"aigrid:{grid}:"
         self._client = client
+        ledger = _Ledger(client, prefix, ttl_s, TENANT_MAX_BYTES if tenant_max_bytes is None else tenant_max_bytes,
+                         guard)
         self.responses = RedisResponses(client, prefix, [n for n in names if n != UNBOUND_STORE],
-                                        UNBOUND_STORE in names, ttl_s, guard)
-        self.conversations = RedisConversations(client, prefix, ttl_s, guard)
+                                        UNBOUND_STORE in names, ttl_s, guard, ledger)
+        self.conversations = RedisConversations(client, prefix, ttl_s, guard, ledger)
 
     @classmethod
-    def from_url(cls, url: str, grid: str, names: Sequence[str], ttl_s: int) -> RedisStore:
+    def from_url(cls, url: str, grid: str, names: Sequence[str], ttl_s: int,
+                 tenant_max_bytes: int | None = None) -> RedisStore:
         """Connections opened on first use; a burst waits (up to 2 s) for one of 64; a call that gets no
         answer within 1 s (one retry, on a fresh connection) is a StoreUnavailable."""
         pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=2, socket_timeout=1.0,
                                                socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1))
-        return cls(Redis(connection_pool=pool), grid, names, ttl_s)
+        return cls(Redis(connection_pool=pool), grid, names, ttl_s, tenant_max_bytes)
 
     async def aclose(self) -> None:
         await self._client.aclose(close_connection_pool=True)

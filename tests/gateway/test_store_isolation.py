@@ -1,0 +1,120 @@
+"""Tenants against each other in the Redis stores (`gateway.stores`, stores_redis.py), on a REAL redis-server
+(tests/security/redis_server.py): one tenant's records cannot push out another's (a per-tenant bound, its own
+oldest evicted: `_Ledger`), and no id a tenant sends reaches another tenant's key."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from aigrid.gateway import stores_redis
+from aigrid.gateway.response_store import Pending, StoredResponse
+from aigrid.gateway.stores_redis import RedisStore
+from tests.security.redis_server import redis_server
+
+BOUND = 400_000
+"""A tenant's bound in these tests (bytes)."""
+
+
+@pytest.fixture
+def port(tmp_path: Path) -> Iterator[int]:
+    with redis_server(tmp_path) as p:
+        yield p
+
+
+@pytest.fixture
+async def store(port: int, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RedisStore]:
+    # the module's default, so that the same test runs (and fails) on a store that has no bound
+    monkeypatch.setattr(stores_redis, "TENANT_MAX_BYTES", BOUND, raising=False)
+    s = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", "g", ["EU", "unbound"], ttl_s=600)
+    try:
+        yield s
+    finally:
+        await s.aclose()
+
+
+def record(tenant: str, rid: str, size: int) -> StoredResponse:
+    return StoredResponse(rid, tenant, "EU", "fra", {"id": rid}, turn=[{"role": "user", "content": "x" * size}])
+
+
+async def test_a_noisy_tenant_cannot_evict_a_quiet_tenant_s_records_from_a_full_redis(
+        port: int, store: RedisStore) -> None:
+    """A Redis with a maxmemory (as docs/responses-api.md asks) evicted by its own policy whoever owned the
+    key: a tenant writing much pushed out every other tenant's stored responses and conversations. Past its
+    bound, the writing tenant now loses its own oldest records, and the Redis never fills."""
+    r = redis.Redis(port=port)
+    try:
+        r.config_set("maxmemory", r.info("memory")["used_memory"] + 3_000_000)
+        r.config_set("maxmemory-policy", "volatile-lru")
+        book, convs = store.responses, store.conversations
+        quiet = [f"q{i}" for i in range(5)]
+        for rid in quiet:
+            await book.put(record("quiet", rid, 2000), None)
+        conv = await convs.call("create", [{"id": "c1", "tenant": "quiet", "created_at": 1,
+                                             "items": [{"id": "m1", "role": "user", "content": "hi"}]}])
+        for i in range(150):  # 15 MB, five times the Redis's room
+            await book.put(record("noisy", f"n{i}", 100_000), None)
+        for rid in quiet:
+            assert isinstance(await book.lookup("quiet", rid), StoredResponse), rid
+        assert (await convs.call("get", ["quiet", conv["id"]])) is not None
+        # the noisy tenant keeps its newest records, within its bound
+        assert isinstance(await book.lookup("noisy", "n149"), StoredResponse)
+        assert await book.lookup("noisy", "n0") is None
+        held = sum(r.memory_usage(k) or 0 for k in r.scan_iter(b"aigrid:g:resp:EU:{noisy}:*"))
+        assert held <= BOUND + 120_000
+    finally:
+        r.close()
+
+
+async def test_a_tenant_s_bound_counts_every_kind_of_record_and_what_it_deleted_no_more(store: RedisStore) -> None:
+    book, convs = store.responses, store.conversations
+    await book.pending_add(Pending("p1", "t", "m", 1))
+    await book.events_append("t", "p1", 0, ["event: a\ndata: {}\n\n"] * 10, False)
+    conv = await convs.call("create", [{"id": "c1", "tenant": "t", "created_at": 1}])
+    await convs.call("append", ["t", conv["id"], [{"role": "user", "content": "y" * 150_000}], None])
+    for i in range(2):
+        await book.put(record("t", f"r{i}", 95_000), None)
+    # all within the bound: nothing evicted
+    assert await book.lookup("t", "p1") is not None and await book.events_next("t", "p1") == (10, False)
+    # deleting frees room: the next writes evict nothing (four records of 95 kB and the small ones)
+    assert await book.delete("t", "r0") and await convs.call("delete", ["t", conv["id"]])
+    for i in range(2, 5):
+        await book.put(record("t", f"r{i}", 95_000), None)
+    assert await book.lookup("t", "p1") is not None and await book.lookup("t", "r1") is not None
+    # past it, the oldest go first (the placeholder, its event log, r1), never the record just written
+    await book.put(record("t", "r5", 95_000), None)
+    assert await book.lookup("t", "p1") is None and await book.events_next("t", "p1") is None
+    assert await book.lookup("t", "r1") is None and await book.lookup("t", "r2") is not None
+    await book.put(record("t", "big", 2 * BOUND), None)
+    assert isinstance(await book.lookup("t", "big"), StoredResponse)
+    assert all([await book.lookup("t", f"r{i}") is None for i in range(1, 6)])
+    assert await book.lookup("u", "big") is None
+
+
+async def test_an_id_cannot_reach_into_a_tenant_whose_name_holds_the_key_s_braces(store: RedisStore) -> None:
+    """Keys were `resp:<j>:{<tenant>}:<id>` with the tenant as it is: tenant `a` asking for id `x}:r1` read the
+    key of tenant `a}:x`'s record `r1` (and could delete it, or its conversations)."""
+    book, convs = store.responses, store.conversations
+    await book.put(record("a}:x", "r1", 10), None)
+    conv = await convs.call("create", [{"id": "c1", "tenant": "a}:x", "created_at": 1}])
+    assert await book.lookup("a", "x}:r1") is None
+    assert not await book.delete("a", "x}:r1")
+    assert not await convs.call("delete", ["a", f"x}}:{conv['id']}"])
+    assert await convs.call("get", ["a}:x", conv["id"]]) is not None
+    assert isinstance(await book.lookup("a}:x", "r1"), StoredResponse)
+
+
+async def test_an_event_log_evicted_mid_run_takes_no_more_events(store: RedisStore) -> None:
+    """An append after the log was evicted (the tenant's bound) or expired started a new stream at its number:
+    a reader from the start read the run's later events as if they were all. It is refused now (ValueError, as
+    in memory: the run writes its log no further and its readers end from its final status)."""
+    book = store.responses
+    await book.events_append("t", "p1", 0, ["event: a\ndata: {}\n\n"] * 3, False)
+    await book.put(record("t", "r1", 2 * BOUND), None)  # evicts the log
+    assert await book.events_next("t", "p1") is None
+    with pytest.raises(ValueError, match="gone"):
+        await book.events_append("t", "p1", 3, ["event: b\ndata: {}\n\n"], True)
+    assert await book.events_next("t", "p1") is None
