@@ -229,6 +229,10 @@ async def test_a_compaction_item_cannot_join_a_conversation(grid: Grid) -> None:
     with pytest.raises(openai.BadRequestError) as kept:
         await grid.client.conversations.items.create(conv.id, items=as_input(done.output))
     assert kept.value.body["param"] == "items.2.type"
+    with pytest.raises(openai.BadRequestError) as created:  # nor can a new conversation start with one
+        await grid.client.conversations.create(items=as_input(done.output))
+    assert created.value.body["param"] == "items.2.type"
+    assert (await grid.client.conversations.items.list(conv.id)).data == []  # nothing was kept
 
 
 def test_a_compaction_item_is_restored_on_a_websocket_too(tmp_path: Path) -> None:
