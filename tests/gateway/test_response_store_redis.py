@@ -32,7 +32,7 @@ from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
 from aigrid.gateway.stores import MemoryResponses, Responses
-from aigrid.gateway.stores_redis import RedisStore
+from aigrid.gateway.stores_redis import RedisStore, _pending
 from aigrid.spec.load import load_spec, parse_spec
 from tests.gateway.conftest import DEMO, _no_sleep, spec_in
 from tests.gateway.test_responses_background import Stalling, reached_an_engine, stalled, until
@@ -217,7 +217,9 @@ async def test_a_background_run_on_one_gateway_is_polled_and_cancelled_from_anot
     await reached_an_engine(a.engines)
     assert r1.exists(pending_key(created.id))  # the placeholder: in the unbound store, no content
     assert set(r1.hgetall(pending_key(created.id))) == {b"id", b"tenant", b"model", b"created_at", b"status",
-                                                        b"error", b"owner", b"key_id", b"settings"}
+                                                        b"error", b"owner", b"key_id", b"settings", b"scopes"}
+    # what its creator was allowed (responses_api._may_follow compares it), read back as written
+    assert _pending(r1.hgetall(pending_key(created.id))).scopes == a.gw.guard.tenants["default"].scopes.to_dict()
     assert r1.hget(pending_key(created.id), "owner") == a.gw.background.owner.encode()
     running = await b.oai.responses.retrieve(created.id)  # its placeholder, read from Redis
     assert running.status == "in_progress" and running.max_output_tokens == 7

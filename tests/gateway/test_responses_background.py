@@ -416,9 +416,9 @@ def test_a_placeholder_holds_no_content_is_bounded_and_a_cancel_wins_over_a_late
     for i in range(3):
         store.add_pending(Pending(f"r{i}", "t", "m", 1))
     assert store.lookup("t", "r0") is None and store.lookup("t", "r2") is not None  # oldest out first
-    # no content: never the prompt, the instructions, the tools or the metadata
+    # no content: never the prompt, the instructions, the tools or the metadata (its creator's scopes are limits)
     assert set(Pending.__dataclass_fields__) == {"id", "tenant", "model", "created_at", "status", "error", "owner",
-                                                  "key_id", "settings"}
+                                                  "key_id", "settings", "scopes"}
     assert store.mark("t", "r1", "cancelled") is not None
     late = StoredResponse("r1", "t", "EU", "fra", {"id": "r1"})
     assert store.complete(late, None) == "cancelled" and store.get("t", "r1") is None

@@ -161,21 +161,21 @@ def jwt_auth() -> Authenticator:
 
 def test_jwt_bearer_accepted_and_narrows_scopes() -> None:
     p = jwt_auth().authenticate(f"Bearer {token(jurisdictions=['CH'])}")
-    assert (p.tenant, p.key_id, p.method) == ("bank", "jwt:svc-1", "jwt")
+    assert (p.tenant, p.key_id, p.method) == ("bank", "jwt:bank/svc-1", "jwt")
     assert p.scopes.jurisdictions == frozenset({"CH"})
 
 
 def test_a_token_is_never_an_api_key_to_what_knows_keys_by_id() -> None:
     """A token's key id was its `sub` as written: one spelled like an API key's id (12 hex digits) of the same
     tenant was that key to the abuse signals and to a background response's creator check (which let its holder
-    cancel the key's runs). A token's key id is `jwt:` + sub now."""
+    cancel the key's runs). A token's key id is `jwt:` + its tenant + sub now (test_jwt_key_ids.py)."""
     ring = KeyRing(SECRET)
     issued = ring.issue("bank")
     auth = Authenticator(ring, TENANTS, jwt=JwtSettings(issuer="https://idp.example", audience="aigrid",
                                                          key=JWT_KEY, algorithms=("HS256",)))
     by_token = auth.authenticate(f"Bearer {token(sub=issued.record.key_id)}")
     by_key = auth.authenticate(f"Bearer {issued.api_key}")
-    assert by_key.key_id == issued.record.key_id and by_token.key_id == f"jwt:{issued.record.key_id}"
+    assert by_key.key_id == issued.record.key_id and by_token.key_id == f"jwt:bank/{issued.record.key_id}"
 
 
 @pytest.mark.parametrize("claims,code", [

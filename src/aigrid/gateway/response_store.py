@@ -98,6 +98,9 @@ class Pending:
     settings: dict[str, Any] = field(default_factory=dict)
     """The request's settings its Response echoes (responses_translate.settings: max_output_tokens,
     temperature, top_p, parallel_tool_calls, the tool_choice mode): numbers, booleans and a mode, never text."""
+    scopes: dict[str, Any] | None = None
+    """What its creator was allowed (the creating principal's scopes, Scopes.to_dict()): who else may read its event
+    log, cancel or delete it (responses_api._may_follow); None: a placeholder written before they were kept."""
 
 
 def may_store(record: StoredResponse, allowed: frozenset[str] | None) -> bool:

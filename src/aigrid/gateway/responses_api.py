@@ -479,7 +479,8 @@ class ResponsesApi:
                                event("response.queued", 1, response=queued)])
         await self.book.pending_add(Pending(rid, tenant, turn.req.model, created,
                                             owner=gw.background.owner if shared is not None else "",
-                                            key_id=turn.principal.key_id, settings=settings(turn.req)))
+                                            key_id=turn.principal.key_id, settings=settings(turn.req),
+                                            scopes=turn.principal.scopes.to_dict()))
         admission = ex.hand_admission()  # the run's to settle
         gw.background.spawn(rid, tenant, self._run(turn, headers, rid, created, admission, writer), shared)
         if writer is not None:  # the create's own stream: the log from its start, followed live
@@ -881,16 +882,22 @@ class ResponsesApi:
 
     def _may_follow(self, principal: Principal, pending: Pending, doing: str = "read its events") -> None:
         """Whether this caller may read the event log of a background response without a stored answer: the log
-        holds the answer's text, served where its creator's key may be served, so a key narrowed to jurisdictions
-        reads it only when it is that key or may use every jurisdiction that key may (403 jurisdiction_not_allowed,
-        as check_stored_in answers for the stored answer); a placeholder alone holds no content. The same for
-        cancelling or deleting it (`doing`), as for a stored response."""
+        holds the answer's text, served where its creator may be served, so a caller narrowed to jurisdictions
+        reads it only when it may use every jurisdiction its creator might (403 jurisdiction_not_allowed, as
+        check_stored_in answers for the stored answer); a placeholder alone holds no content. The same for
+        cancelling or deleting it (`doing`), as for a stored response. What the creator might is what the placeholder
+        keeps of its scopes, not its key id: a token of the same `sub` with other jurisdiction claims is the same key
+        id, and read the log of an answer served where it may not be."""
         allowed = principal.scopes.jurisdictions
-        if allowed is None or principal.key_id == pending.key_id:
+        if allowed is None:
             return
-        guard = self.gw.guard
-        creator, tenant = guard.authenticator.keys.get(pending.key_id), guard.tenants.get(pending.tenant)
-        where = None if creator is None or tenant is None else tenant.scopes.narrowed_by(creator.scopes).jurisdictions
+        if pending.scopes is not None:
+            where = Scopes.from_dict(pending.scopes).jurisdictions
+        else:  # written before the scopes were kept: its creator's API key as it is now (a token's are unknown)
+            guard = self.gw.guard
+            creator, tenant = guard.authenticator.keys.get(pending.key_id), guard.tenants.get(pending.tenant)
+            where = None if creator is None or tenant is None else \
+                tenant.scopes.narrowed_by(creator.scopes).jurisdictions
         if where is None or not where <= allowed:
             raise PermissionDenied(f"response_id: key {principal.key_id} may not {doing}: response {pending.id!r} may "
                                    "be served outside the jurisdictions this key may use", param="response_id",

@@ -8,7 +8,7 @@ Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last writte
   follow-up's history is read by one Lua script walking `p` within the jurisdiction and tenant; a turn gone
   (expired, evicted by Redis's maxmemory policy, deleted) breaks the chain: BrokenHistory, a 404.
 - `pending:{<tenant>}:<id>`: a background placeholder (no conversation content), a hash of Pending's fields
-  (`error` and `settings` as JSON, "" none; `owner` the gateway process that runs it); only in the store named
+  (`error`, `settings` and `scopes` as JSON, "" none; `owner` the gateway process that runs it); only in the store named
   `unbound`.
 - `owner:<owner>`: that process's lease, a key it sets (SET PX) every poll while it has runs and that expires
   after its lease (background.py); a reader that finds a running placeholder whose owner's key is gone fails it
@@ -273,7 +273,8 @@ def _pending(raw: dict[bytes, bytes] | list[bytes]) -> Pending:
     got = {k.decode(): v.decode() for k, v in raw.items()}
     return Pending(got["id"], got["tenant"], got["model"], int(got["created_at"]), got["status"],
                    orjson.loads(got["error"]) if got.get("error") else None, got.get("owner", ""),
-                   got.get("key_id", ""), orjson.loads(got["settings"]) if got.get("settings") else {})
+                   got.get("key_id", ""), orjson.loads(got["settings"]) if got.get("settings") else {},
+                   orjson.loads(got["scopes"]) if got.get("scopes") else None)
 
 
 class RedisResponses:
@@ -352,7 +353,8 @@ class RedisResponses:
         fields = {"id": pending.id, "tenant": pending.tenant, "model": pending.model,
                   "created_at": pending.created_at, "status": pending.status,
                   "error": orjson.dumps(pending.error) if pending.error is not None else "", "owner": pending.owner,
-                  "key_id": pending.key_id, "settings": orjson.dumps(pending.settings)}
+                  "key_id": pending.key_id, "settings": orjson.dumps(pending.settings),
+                  "scopes": orjson.dumps(pending.scopes) if pending.scopes is not None else ""}
         await self._write(pending.tenant, key, fields)
 
     async def mark(self, tenant: str, rid: str, status: str,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from aigrid.errors import AuthenticationError
 from aigrid.security.jwt_bearer import JwtSettings, looks_like_jwt, verify_jwt
@@ -17,7 +18,8 @@ from aigrid.security.keys import KeyRing, split_key
 from aigrid.security.principal import Principal, Scopes, Tenant
 
 JWT_KEY_PREFIX = "jwt:"
-"""A token's key id is its `sub` after this (an API key's id is 12 hex digits: the two never meet)."""
+"""A token's key id is this, its tenant and its `sub` (`jwt_key_id`; an API key's id is 12 hex digits: the two
+never meet)."""
 
 ANONYMOUS_KEY_ID = "anonymous"
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
@@ -45,10 +47,8 @@ class Authenticator:
         if self.jwt is not None and looks_like_jwt(token):
             identity = verify_jwt(token, self.jwt)
             tenant = self._known_tenant(identity.tenant)
-            # "jwt:" + sub: a key id no API key has (12 hex digits), so a token whose `sub` is spelled like a key's
-            # id is not that key to the abuse signals or a background response's creator check
-            return Principal(tenant.id, JWT_KEY_PREFIX + identity.subject, tenant.scopes.narrowed_by(identity.scopes),
-                             "jwt")
+            return Principal(tenant.id, jwt_key_id(tenant.id, identity.subject),
+                             tenant.scopes.narrowed_by(identity.scopes), "jwt")
         record = self.keys.verify(token)
         if record is None:
             raise AuthenticationError("invalid API key", headers=dict(_CHALLENGE))
@@ -64,6 +64,17 @@ class Authenticator:
     def _tenant_scopes(self, tenant_id: str) -> Scopes:
         tenant = self.tenants.get(tenant_id)
         return tenant.scopes if tenant is not None else Scopes()
+
+
+def jwt_key_id(tenant: str, subject: str) -> str:
+    """A token's key id: `jwt:` + its tenant (percent-encoded, so no `/` in it) + `/` + its `sub`. A key id no API key
+    has (12 hex digits), so a token whose `sub` is spelled like a key's id is not that key; and one per tenant, so
+    the same `sub` in two tenants' tokens is two callers to what counts or compares key ids (the abuse signals, a
+    quota's per-key limits, an audit query by key). Before, `jwt:` + sub alone: one `sub` of two tenants shared
+    its abuse windows. The issuer is not in it: a grid accepts one (security.jwt.issuer), whose `sub` names one
+    subject; an operator who moves to another identity provider whose subjects reuse the old one's names should
+    expect their audit records under the same key ids."""
+    return f"{JWT_KEY_PREFIX}{quote(tenant, safe='')}/{subject}"
 
 
 def _bearer(authorization: str | None) -> str | None:

@@ -1,6 +1,6 @@
 """Optional JWT bearer tokens (PyJWT): signature, issuer, audience and expiry are always checked.
 
-Claims read: `sub` (the key id is `jwt:` + sub: authenticate.JWT_KEY_PREFIX), the tenant claim (default
+Claims read: `sub` (the key id is `jwt:<tenant>/<sub>`: authenticate.jwt_key_id), the tenant claim (default
 "tenant"), and optional scope claims "models", "jurisdictions", "sites" (lists), "policy" (string) and
 "max_priority" (a level), which narrow the tenant's scopes.
 """
