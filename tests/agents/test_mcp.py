@@ -3,6 +3,7 @@ inside the tool loop like the built-ins."""
 
 from __future__ import annotations
 
+import os
 import sys
 import tracemalloc
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from aigrid.agents import Finished, McpServer, ToolRegistry, builtin_tools, run_tool_loop
+from aigrid.agents import Finished, McpServer, ToolRegistry, builtin_tools, mcp_relay, run_tool_loop
 from aigrid.agents.mcp_tools import MAX_OUTPUT
 from aigrid.agents.tool import NO_CONTEXT, ToolError
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
@@ -196,3 +197,54 @@ async def test_a_short_result_is_read_as_before() -> None:
     assert await mcp.call("short", {}) == "one\n[image]"
     mcp._session.result.content, mcp._session.result.structured_content = [], {"a": [1, "b", None], "c": {"d": 2.5}}
     assert await mcp.call("short", {}) == str({"a": [1, "b", None], "c": {"d": 2.5}})
+
+
+async def test_a_server_writing_a_message_over_the_bound_is_stopped_and_the_call_says_why(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The SDK's stdio client read a line of the server's stdout whole, however long, copying it at every read: a
+    server answering with one message of 64 MB held the gateway's event loop for the call's 60 s (timed out) and
+    135 MB of its memory (tracemalloc's peak; 285 MB resident). Behind agents/mcp_relay.py a message under the
+    bound is read as before, one over it never reaches the gateway: the server is stopped, the call (and the next)
+    is a tool error saying so, logged."""
+    mcp = McpServer("flood", [sys.executable, "-m", "tests.agents.mcp_flood_server"], cwd=ROOT, call_timeout_s=20,
+                    max_message_bytes=4 << 20)
+    async with mcp:
+        assert await mcp.call("flood", {"megabytes": 1}) == "x" * MAX_OUTPUT + "..."  # under the bound: as before
+        tracemalloc.start()
+        try:
+            with pytest.raises(ToolError, match="wrote a message over 4194304 bytes: it was not read, and the server "
+                                                "was stopped"):
+                await mcp.call("flood", {"megabytes": 32})
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 1 << 20, peak
+        with pytest.raises(ToolError, match="over 4194304 bytes"):
+            await mcp.call("hello", {})
+    assert "MCP server flood: the server wrote a message over 4194304 bytes" in caplog.text
+
+
+def test_the_relay_passes_lines_whole_and_stops_at_one_over_the_bound(tmp_path: Path) -> None:
+    """Lines cut across reads, several in one read, one exactly at the bound: passed as written. One byte more:
+    the notification in its place and the relay's OVERSIZED status."""
+    script = "import sys, time\nfor part in sys.argv[1:]:\n    sys.stdout.write(part); sys.stdout.flush(); time.sleep(0.02)\n"
+    parts = ["ab", "c\nd", "e\nfgh\n", "x" * 10, "\n", "yy\n"]
+    for most, out, status in [(10, "".join(parts), 0), (9, "abc\nde\nfgh\n", mcp_relay.OVERSIZED)]:
+        read, write = os.pipe()
+        with os.fdopen(read, "rb") as reader:
+            assert mcp_relay.relay(most, [sys.executable, "-c", script, *parts], out=write) == status
+            os.close(write)
+            got = reader.read().decode()
+        assert got == out + ("" if status == 0 else mcp_relay.notice(most).decode()), got
+
+
+async def test_a_command_that_is_not_there_still_fails_to_start(tmp_path: Path) -> None:
+    """The relay starts the server: a command not there (or not executable) is still the OSError the SDK's spawn
+    raised (agent_runtime turns it into the ConfigError naming the server)."""
+    with pytest.raises(FileNotFoundError):
+        await McpServer("x", [str(tmp_path / "no-such-server")]).start()
+    with pytest.raises(FileNotFoundError):
+        await McpServer("x", ["no-such-mcp-server-anywhere"]).start()
+    (tmp_path / "plain").write_text("not a program")
+    with pytest.raises(PermissionError):
+        await McpServer("x", ["./plain"], cwd=tmp_path).start()

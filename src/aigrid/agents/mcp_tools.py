@@ -6,6 +6,10 @@ built-ins (its input schema is used as is for native and constrained tool callin
 session and the child. Start and stop it from the same task (the owner's lifespan): the SDK's transport
 holds an anyio task group.
 
+The SDK's stdio client reads each line of the server's stdout whole into memory, unbounded, and has no setting
+to bound it: the server is started behind agents/mcp_relay.py, which passes its lines on and stops it at a line
+over `max_message_bytes` (16 MiB by default; the call is a tool error saying so, logged).
+
 A server may change its tools while it runs (`notifications/tools/list_changed`): the list is then read again
 and handed to `on_tools_changed` (the owner vets and offers it: gateway/agent_runtime.py); a list that cannot be
 read again leaves the tools offered as they were, with a warning.
@@ -14,18 +18,26 @@ read again leaves the tools offered as they were, with a warning.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import os
+import shutil
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from aigrid.agents import mcp_relay
 from aigrid.agents.tool import ToolContext, ToolError
 from aigrid.security.firewall.texts import Source, tool_text
 
 MAX_OUTPUT = 4_000
 """The most characters of a tool's result a model reads (then "..."); no more than one past it is ever put together."""
+MAX_MESSAGE_BYTES = 16 << 20
+"""The longest line (one JSON-RPC message) a server may write; a longer one stops it (agents/mcp_relay.py)."""
+RELAY = Path(mcp_relay.__file__)
 log = logging.getLogger(__name__)
 
 
@@ -51,7 +63,8 @@ class McpServer:
     """One stdio MCP server. `prefix` is prepended to its tool names (to keep names unique)."""
 
     def __init__(self, name: str, command: Sequence[str], *, env: Mapping[str, str] | None = None,
-                 cwd: Path | None = None, prefix: str = "", call_timeout_s: float = 10.0) -> None:
+                 cwd: Path | None = None, prefix: str = "", call_timeout_s: float = 10.0,
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         if not command:
             raise ValueError(f"MCP server {name!r} needs a command")
         self.name = name
@@ -60,6 +73,9 @@ class McpServer:
         self.cwd = cwd
         self.prefix = prefix
         self.call_timeout_s = call_timeout_s
+        self.max_message_bytes = max_message_bytes
+        self.stopped_why: str | None = None
+        """Set when the relay stopped the server (a message over `max_message_bytes`)."""
         self.tools: list[McpTool] = []
         self.on_tools_changed: Callable[[McpServer, list[McpTool], list[McpTool]], Awaitable[None]] | None = None
         """Called with the old and the new list when the server says its tools changed and the list was read
@@ -71,10 +87,14 @@ class McpServer:
 
     async def start(self) -> list[McpTool]:
         from mcp import ClientSession, StdioServerParameters, stdio_client  # only when MCP is configured
+        from mcp.client.stdio import get_default_environment
 
         if self._stack is not None:
             raise RuntimeError(f"MCP server {self.name!r} already started")
-        params = StdioServerParameters(command=self.command[0], args=self.command[1:], env=self.env, cwd=self.cwd)
+        _startable(self.command[0], (get_default_environment() | (self.env or {})).get("PATH"), self.cwd)
+        self.stopped_why = None
+        params = StdioServerParameters(command=sys.executable, env=self.env, cwd=self.cwd,
+                                       args=["-I", str(RELAY), str(self.max_message_bytes), *self.command])
         stack = AsyncExitStack()
         try:
             read, write = await stack.enter_async_context(stdio_client(params))
@@ -101,7 +121,10 @@ class McpServer:
         reading at a time)."""
         from mcp import types
 
-        if isinstance(message, types.ToolListChangedNotification) and self._session is not None:
+        if isinstance(message, types.LoggingMessageNotification) and message.params.logger == mcp_relay.LOGGER:
+            self.stopped_why = str(message.params.data)
+            log.error("MCP server %s: %s", self.name, self.stopped_why)
+        elif isinstance(message, types.ToolListChangedNotification) and self._session is not None:
             if self._relist_task is not None and not self._relist_task.done():
                 self._relist_again = True
                 return
@@ -140,12 +163,15 @@ class McpServer:
     async def call(self, tool: str, arguments: dict[str, Any]) -> str:
         if self._session is None:
             raise ToolError(f"MCP server {self.name!r} is not connected")
+        import anyio
         from mcp import MCPError
 
         try:
             result = await self._session.call_tool(tool, arguments, read_timeout_seconds=self.call_timeout_s)
         except MCPError as e:
-            raise ToolError(f"MCP server {self.name!r}: {e}") from e
+            raise ToolError(f"MCP server {self.name!r}: {self.stopped_why or e}") from e
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError) as e:  # its transport ended before this call
+            raise ToolError(f"MCP server {self.name!r} is not connected: {self.stopped_why or 'it exited'}") from e
         except TimeoutError as e:
             raise ToolError(f"MCP server {self.name!r} did not answer within {self.call_timeout_s}s") from e
         text = _content_text(result.content)
@@ -169,6 +195,16 @@ class McpServer:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.stop()
+
+
+def _startable(command: str, path: str | None, cwd: Path | None) -> None:
+    """OSError, as starting `command` would raise, when it cannot be: the relay starts it, so the SDK's own
+    spawn no longer fails for a command not there (agent_runtime names it in a ConfigError)."""
+    where = Path(cwd or ".") / command if os.sep in command else shutil.which(command, os.F_OK, path=path)
+    if where is None or not Path(where).is_file():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), command)
+    if not os.access(where, os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), command)
 
 
 def _content_text(blocks: Sequence[Any]) -> str:

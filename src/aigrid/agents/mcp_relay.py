@@ -1,0 +1,63 @@
+"""A stdio MCP server's output, passed on a line at a time with a bound on each line: run as a script between the
+MCP SDK and the server (`python -I mcp_relay.py MOST COMMAND [ARG ...]`; agents/mcp_tools.McpServer does).
+
+The SDK's stdio client reads a server's stdout into one string until a newline comes, however long (`mcp`
+2.3, `mcp.client.stdio.stdout_reader`: `buffer + chunk`, copied at every read), and offers no bound nor a seam
+to add one but its private functions: a server (a local one, or one that was compromised) writing a line of
+2 GB grew the gateway by several times that. Here the server's stdout is read in pieces and each line is passed
+on once whole; a line that passes MOST bytes is not: an error notification (`notifications/message`, logger
+`aigrid.mcp_relay`) goes in its place, the server is stopped and the relay exits, so the session ends (its
+requests fail at once) and the gateway never holds more than MOST bytes of the line. Standard library only,
+no import of aigrid (the SDK starts it with a bare environment). The server inherits the relay's stdin and
+stderr, and its process group (the SDK stops the group).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+LOGGER = "aigrid.mcp_relay"
+"""The logger named in the notification that replaces a line over the bound (McpServer reads it)."""
+OVERSIZED = 3
+"""The relay's exit status when it stopped the server for a line over the bound."""
+
+
+def notice(most: int) -> bytes:
+    text = f"the server wrote a message over {most} bytes: it was not read, and the server was stopped"
+    return json.dumps({"jsonrpc": "2.0", "method": "notifications/message",
+                       "params": {"level": "error", "logger": LOGGER, "data": text}}).encode() + b"\n"
+
+
+def relay(most: int, command: list[str], out: int = 1) -> int:
+    """Pass the server's lines to `out` (a file descriptor) until its stdout ends; its exit status, or OVERSIZED."""
+    server = subprocess.Popen(command, stdout=subprocess.PIPE)
+    assert server.stdout is not None
+    source = server.stdout.fileno()
+    line = bytearray()  # the current line's bytes, never more than `most`
+    while piece := os.read(source, 1 << 16):
+        *whole, rest = piece.split(b"\n")
+        if len(line) + len(whole[0] if whole else rest) > most or any(len(w) > most for w in whole[1:]) \
+                or len(rest) > most:
+            os.write(out, notice(most))
+            server.kill()
+            server.wait()
+            return OVERSIZED
+        if whole:
+            line += whole[0]
+            _write_all(out, b"\n".join([bytes(line), *whole[1:], b""]))
+            line = bytearray()
+        line += rest
+    return server.wait()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+if __name__ == "__main__":
+    sys.exit(relay(int(sys.argv[1]), sys.argv[2:]))
