@@ -363,10 +363,10 @@ class SecuritySpec(StrictModel):
         "to the engine inline (fetch), sends the URL on for the engine to fetch from its own network (pass: an "
         "engine whose network is fenced off), or refuses it (refuse: inline images only). gateway/image_urls.py"))
     isolate_prefix_cache: bool = Field(default=False, description=(
-        "every request to a vLLM engine carries its tenant's cache_salt (a keyed hash of the tenant, a client's own "
+        "every request to a vLLM or SGLang engine carries its tenant's cache_salt (a keyed hash of the tenant, a client's own "
         "cache_salt folded in), so one tenant's prompts never hit another's cached prefix blocks (a timing side "
         "channel of what others send). Off by default: tenants then no longer share the cache of a common system "
-        "prompt. Engines without the field (llama.cpp, SGLang, ...) get nothing added. gateway/cache_salt.py"))
+        "prompt. Engines without the field (llama.cpp, the embedded ones, ...) get nothing added. gateway/cache_salt.py"))
     metrics: Literal["open", "operator"] = Field(default="open", description=(
         "who may read /metrics: anyone (open: it holds no tenant's data, only sites, endpoints, models, counts and "
         "latencies), or an operator tenant's key (operator, with enforce: Prometheus sends it with "
