@@ -248,3 +248,18 @@ async def test_a_command_that_is_not_there_still_fails_to_start(tmp_path: Path) 
     (tmp_path / "plain").write_text("not a program")
     with pytest.raises(PermissionError):
         await McpServer("x", ["./plain"], cwd=tmp_path).start()
+
+
+async def test_a_call_on_a_closed_transport_is_a_tool_error() -> None:
+    """A session whose transport closed under it (an SDK that raises the stream's own error rather than an
+    MCPError, as `_relist` allows for): a ToolError, not an anyio error the loop logs as a bug of the tool."""
+    import anyio
+
+    class Closed:
+        async def call_tool(self, tool: str, arguments: dict[str, Any], read_timeout_seconds: float) -> None:
+            raise anyio.ClosedResourceError
+
+    mcp = server()
+    mcp._session = Closed()
+    with pytest.raises(ToolError, match="'test' is not connected: it exited"):
+        await mcp.call("x", {})
