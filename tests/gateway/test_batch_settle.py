@@ -269,3 +269,35 @@ def test_a_long_lines_custom_id_is_found_where_it_was_written(tmp_path: Path, or
     finally:
         reader.close()
     assert read == [(1, cid), (2, "small")]
+
+
+async def test_an_input_file_that_expires_before_its_batch_ends_is_kept_for_it(tmp_path: Path,
+                                                                             engines: dict[str, Gated]) -> None:
+    """An upload given an expiry (expires_after) was swept when it passed, whatever read it: a batch waiting for room
+    (validating) or resumed after a restart then failed input_file_missing, nothing run, though DELETE refuses to
+    remove the input of a batch that has not ended. The sweep now keeps an input file until its batch ends (the
+    client no longer sees it once its expiry passed), and deletes it at the first sweep after."""
+    gw = await started(batch_spec(tmp_path), engines)
+    try:
+        oai, _ = clients(gw)
+        assert gw.batches is not None
+        files = gw.batches.files
+        await gw.batches.runner.stop()  # the batch waits (validating), as one waits for a process with room
+        f = await oai.files.create(file=("in.jsonl", jsonl(line("a", "hi"))), purpose="batch",
+                                   extra_body={"expires_after": {"anchor": "created_at", "seconds": 3600}})
+        created = await oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                           completion_window="24h")
+        assert created.status == "validating"
+        await files.db.write(lambda db: db.execute("UPDATE files SET expires_at = 1 WHERE id = ?", (f.id,)))
+        assert await files.sweep() == 0  # its hour passed; its batch has not ended
+        with pytest.raises(openai.NotFoundError):
+            await oai.files.retrieve(f.id)
+        await gw.batches.runner.start()
+        done = await until(oai, created.id, "completed", "failed")
+        assert done.status == "completed", done.errors
+        assert [x["custom_id"] for x in await lines_of(oai, done.output_file_id)] == ["a"]
+        assert await files.sweep() == 1  # ended: it goes
+        assert not list(Path(gw.spec.gateway.batch.dir).rglob(f"{f.id}.jsonl"))
+    finally:
+        await stopped(gw)
+

@@ -214,7 +214,7 @@ class BatchRunner:
         obj = row.obj
         if obj["status"] == "cancelling":
             run.stop("cancel")
-        input_file = await self.files.get(row.tenant, obj["input_file_id"], hidden=True)
+        input_file = await self.files.get(row.tenant, obj["input_file_id"], hidden=True, expired=True)
         if input_file is None:
             await self._fail(row, "input_file_missing", f"The input file {obj['input_file_id']} is no longer stored.")
             return

@@ -59,6 +59,7 @@ from typing import IO, Any, BinaryIO
 
 from aigrid.errors import InsufficientStorage, InvalidRequest
 from aigrid.gateway.batch_db import BatchDb, decode, encode, visible_to
+from aigrid.gateway.batch_store import ACTIVE
 
 _PLAIN = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SPOOL_PREFIX = ".upload-"
@@ -413,16 +414,18 @@ class FileStore:
         await self.db.write(insert)
         return f
 
-    async def get(self, tenant: str, fid: str, *, hidden: bool = False,
-                  allowed: frozenset[str] | None = None) -> StoredFile | None:
+    async def get(self, tenant: str, fid: str, *, hidden: bool = False, allowed: frozenset[str] | None = None,
+                  expired: bool = False) -> StoredFile | None:
         """The tenant's file (`hidden`: a message batch's file too) if a key allowed the jurisdictions `allowed`
-        (None: every one) may see it."""
+        (None: every one) may see it; `expired`: one whose expiry has passed too, while its bytes are kept (the input
+        of a batch that has not ended: `sweep`)."""
         visible = "" if hidden else f" AND {_VISIBLE}"
         seen, seen_args = visible_to(allowed)
+        live = "1" if expired else _LIVE
 
         def find(db: sqlite3.Connection) -> StoredFile | None:
-            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ? AND {_LIVE}{visible} AND {seen}",
-                           (fid, tenant, int(time.time()), *seen_args)).fetchone()
+            r = db.execute(f"SELECT * FROM files WHERE id = ? AND tenant = ? AND {live}{visible} AND {seen}",
+                           (fid, tenant, *(() if expired else (int(time.time()),)), *seen_args)).fetchone()
             return None if r is None else _row(r)
 
         return await self.db.read(find)
@@ -472,10 +475,14 @@ class FileStore:
         return found
 
     async def sweep(self) -> int:
-        """Delete the files whose expiry has passed (rows and bytes); how many."""
+        """Delete the files whose expiry has passed (rows and bytes), but the input of a batch that has not ended
+        (kept for it, as DELETE refuses to remove it: found by `get(expired=True)` only, deleted by the first sweep
+        after it ends); how many."""
         def expired(db: sqlite3.Connection) -> list[StoredFile]:
-            rows = [_row(r) for r in db.execute("SELECT * FROM files WHERE expires_at IS NOT NULL AND expires_at <= ?",
-                                                (int(time.time()),))]
+            rows = [_row(r) for r in db.execute(
+                "SELECT * FROM files WHERE expires_at IS NOT NULL AND expires_at <= ? AND NOT EXISTS (SELECT 1 FROM "
+                f"batches WHERE batches.tenant = files.tenant AND batches.status IN ({', '.join('?' * len(ACTIVE))}) AND "
+                "json_extract(batches.object, '$.input_file_id') = files.id)", (int(time.time()), *ACTIVE))]
             db.executemany("DELETE FROM files WHERE id = ?", [(f.id,) for f in rows])
             return rows
 
