@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -33,6 +34,9 @@ from tests.gateway.test_batches import (
     submit,
     until,
 )
+from tests.gateway.test_message_batches import clients as claude_clients
+from tests.gateway.test_message_batches import req, until_ended
+from tests.gateway.test_message_batches import results as message_results
 
 
 @pytest.fixture
@@ -301,3 +305,17 @@ async def test_an_input_file_that_expires_before_its_batch_ends_is_kept_for_it(t
     finally:
         await stopped(gw)
 
+
+async def test_message_batch_results_racing_its_delete_are_a_404(gw: Gateway,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message batch's results opened its output, error and requests files as the response was being sent: a
+    DELETE of the batch in between (its rows, then its files) cut the 200 short with an error (FileNotFoundError
+    after the headers went). The files are opened before the response starts: gone, it is the 404 of the batch."""
+    claude, _ = claude_clients(gw)
+    created = await claude.messages.batches.create(requests=[req("a", "hi")])  # type: ignore[list-item]
+    await until_ended(claude, created.id)
+    assert gw.batches is not None
+    real = type(gw.batches.files).disk_path
+    monkeypatch.setattr(type(gw.batches.files), "disk_path", lambda self, found: _Racing(real(self, found)))
+    with pytest.raises(anthropic.NotFoundError):
+        await message_results(claude, created.id)

@@ -107,8 +107,10 @@ class LineReader:
     chunk at a time as the runner asks for them: a running batch holds the lines in flight and a chunk, not its
     file. Blocking: call `chunk` and `close` in a thread."""
 
-    def __init__(self, path: Path, endpoint: str, max_lines: int, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        self._file = path.open("rb")
+    def __init__(self, path: Path | IO[bytes], endpoint: str, max_lines: int,
+                 max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        """`path`: the file, or the file opened (read from where it stands, closed by `close`)."""
+        self._file = path.open("rb") if isinstance(path, Path) else path
         self._lines = _scan(self._file, endpoint, None, max_lines, None, Checked(), max_line_bytes,
                             max(max_line_bytes + 1, HEAD_BYTES))
 
@@ -128,7 +130,7 @@ class LineReader:
         self._file.close()
 
 
-async def lines_not_done(path: Path, endpoint: str, max_lines: int, max_line_bytes: int,
+async def lines_not_done(path: Path | IO[bytes], endpoint: str, max_lines: int, max_line_bytes: int,
                          done: Collection[str]) -> AsyncGenerator[Line, None]:
     """The lines of a batch's input file whose custom_id is not in `done` (read when each is reached), in file order,
     a chunk at a time off the event loop (LineReader): its reader holds a chunk and the lines in flight, never the

@@ -27,7 +27,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import orjson
@@ -347,20 +346,28 @@ class MessageBatchesApi:
         if obj["status"] not in FINAL:
             raise InvalidRequest(f"message_batch_id: {obj['id']!r} is still processing; its results are ready once "
                                  "processing_status is ended (results_url)", param="message_batch_id")
-        paths: list[tuple[Path, bool]] = []
-        for fid, ok in ((obj.get("output_file_id"), True), (obj.get("error_file_id"), False)):
-            f = None if fid is None else await self.files.get(tenant, fid, hidden=True)
-            if f is not None:
-                paths.append((self.files.disk_path(f), ok))
-        source = await self.files.get(tenant, obj["input_file_id"], hidden=True)
         counts = obj["request_counts"]
         rest = counts["total"] - counts["completed"] - counts["failed"]
-        unrun = self.files.disk_path(source) if source is not None and rest > 0 else None
+        # every file opened before the response starts: a DELETE of the batch racing it (its rows, then its files)
+        # is the 404 of the batch, not a 200 cut short after its headers
+        files: list[tuple[BinaryIO, bool]] = []
+        unrun: BinaryIO | None = None
+        try:
+            for fid, ok in ((obj.get("output_file_id"), True), (obj.get("error_file_id"), False)):
+                f = None if fid is None else await self.files.get(tenant, fid, hidden=True)
+                if f is not None:
+                    files.append((await asyncio.to_thread(self.files.disk_path(f).open, "rb"), ok))
+            source = await self.files.get(tenant, obj["input_file_id"], hidden=True) if rest > 0 else None
+            if source is not None:
+                unrun = await asyncio.to_thread(self.files.disk_path(source).open, "rb")
+        except FileNotFoundError:
+            await asyncio.to_thread(lambda: [h.close() for h, _ in files])
+            raise NotFound(f"message_batch_id: no message batch {obj['id']!r}", param="message_batch_id") from None
         kind = {"expired": "expired", "failed": "errored"}.get(obj["status"], "canceled")
         never_run = None if unrun is None else functools.partial(lines_not_done, unrun, MESSAGES_PATH,
                                                                   self.gw.spec.gateway.batch.max_lines,
                                                                   line_bound(self.gw))
-        return StreamingResponse(_results(paths, never_run, kind), media_type="application/x-jsonl")
+        return StreamingResponse(_results(files, never_run, kind), media_type="application/x-jsonl")
 
 
 def _request(item: Any, at: str) -> MessageBatchRequest:
@@ -373,17 +380,21 @@ def _request(item: Any, at: str) -> MessageBatchRequest:
         raise InvalidRequest(err.message.replace(f"'{err.param or ''}'", f"'{field}'", 1), param=field) from e
 
 
-async def _results(paths: list[tuple[Path, bool]], unrun: Callable[[set[str]], AsyncGenerator[Line, None]] | None,
+async def _results(files: list[tuple[BinaryIO, bool]], unrun: Callable[[set[str]], AsyncGenerator[Line, None]] | None,
                    kind: str) -> AsyncIterator[bytes]:
-    """The output and error files as Anthropic's results; then, read from the batch's requests as the runner reads
-    them (`unrun`: a request never held past a live request's bound), each one that never ran (`kind`: canceled,
-    expired, or errored when the batch failed)."""
+    """The output and error files (opened before the response: each closed once read, every one at the end) as
+    Anthropic's results; then, read from the batch's requests as the runner reads them (`unrun`: a request never held
+    past a live request's bound), each one that never ran (`kind`: canceled, expired, or errored when the batch
+    failed)."""
     done: set[str] = set()
-    for path, ok in paths:
-        async for text in _lines(path):
-            record = orjson.loads(text)
-            done.add(record["custom_id"])
-            yield orjson.dumps(result_line(record, ok)) + b"\n"
+    try:
+        for f, ok in files:
+            async for text in _lines(f):
+                record = orjson.loads(text)
+                done.add(record["custom_id"])
+                yield orjson.dumps(result_line(record, ok)) + b"\n"
+    finally:
+        await asyncio.to_thread(lambda: [f.close() for f, _ in files])
     if unrun is None:
         return
     never: dict[str, Any] = {"type": kind}
@@ -395,13 +406,9 @@ async def _results(paths: list[tuple[Path, bool]], unrun: Callable[[set[str]], A
             yield orjson.dumps({"custom_id": line.custom_id, "result": never}) + b"\n"
 
 
-async def _lines(path: Path) -> AsyncIterator[bytes]:
-    """The file's non-blank lines, read a megabyte at a time off the event loop."""
-    f = await asyncio.to_thread(path.open, "rb")
-    try:
-        while chunk := await asyncio.to_thread(f.readlines, 1 << 20):
-            for text in chunk:
-                if text.strip():
-                    yield text
-    finally:
-        f.close()
+async def _lines(f: BinaryIO) -> AsyncIterator[bytes]:
+    """The open file's non-blank lines, read a megabyte at a time off the event loop."""
+    while chunk := await asyncio.to_thread(f.readlines, 1 << 20):
+        for text in chunk:
+            if text.strip():
+                yield text
