@@ -5,6 +5,7 @@ connected to. The resolver is a stand-in (a dict), the network an httpx.MockTran
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import httpx
 import pytest
@@ -220,3 +221,32 @@ async def test_an_ipv4_address_written_as_a_number_is_refused(host: str) -> None
     with pytest.raises(httpx.ConnectError, match="IPv4 address written as a number"):
         await transport.handle_async_request(request)
     assert asked == []
+
+
+async def test_a_dns_that_never_answers_holds_neither_the_shared_threads_nor_the_fetch(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Look-ups ran on the loop's default executor (loop.getaddrinfo), shared with the batch store, the files API
+    and every asyncio.to_thread: 40 names under a name server that never answers (a client's image URLs) held
+    all its threads, and a to_thread call behind them waited as long. Now they run on threads of their own and
+    each is waited for DNS_TIMEOUT_S at most."""
+    import threading
+
+    from aigrid.agents import public_only
+
+    answer = threading.Event()
+
+    def stuck(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        answer.wait(10)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 80))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    monkeypatch.setattr(public_only, "DNS_TIMEOUT_S", 0.3, raising=False)
+    lookups = [asyncio.ensure_future(resolve(f"n{i}.slow.example", 80)) for i in range(40)]
+    try:
+        await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: "free"), 1.0) == "free"
+        with pytest.raises(OSError, match="no answer from DNS within 0.3 s"):
+            await lookups[0]
+    finally:
+        answer.set()
+        await asyncio.gather(*lookups, return_exceptions=True)

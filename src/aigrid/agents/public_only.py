@@ -27,10 +27,12 @@ resolver reads (inet_aton's), never a name: refused, whatever it would resolve t
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
@@ -38,9 +40,27 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
+DNS_THREADS = 8
+"""Look-ups at once (`resolve`), on threads of their own."""
+DNS_TIMEOUT_S = 5.0
+"""How long a look-up is waited for."""
+_DNS = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="aigrid-dns")
+
+
 async def resolve(host: str, port: int) -> list[str]:
-    """The host's addresses, as the system resolver gives them (the loop's getaddrinfo, off the loop)."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    """The host's addresses, as the system resolver gives them, off the loop, within DNS_TIMEOUT_S (OSError after
+    it). On DNS_THREADS threads of their own: the loop's getaddrinfo, used before, runs on its default executor
+    (min(32, CPUs + 4) threads), which the batch store, the files API and the rest share, and a blocking look-up
+    holds its thread until the system resolver gives up (the resolver's timeout, times its attempts and servers):
+    a client naming images under a domain whose name server never answers held every thread, and the gateway's
+    batch and file calls waited on them."""
+    loop = asyncio.get_running_loop()
+    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    try:
+        async with asyncio.timeout(DNS_TIMEOUT_S):
+            infos = await loop.run_in_executor(_DNS, lookup)
+    except TimeoutError:
+        raise OSError(f"no answer from DNS within {DNS_TIMEOUT_S} s") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
