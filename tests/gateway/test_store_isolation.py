@@ -4,6 +4,8 @@ oldest evicted: `_Ledger`), and no id a tenant sends reaches another tenant's ke
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -11,7 +13,18 @@ import pytest
 import redis
 
 from aigrid.gateway import stores_redis
-from aigrid.gateway.response_store import Pending, StoredResponse
+from aigrid.gateway.conversation_store import ConversationStore
+from aigrid.gateway.hub import Hub
+from aigrid.gateway.hub_client import HubClient
+from aigrid.gateway.response_store import Pending, ResponseStore, StoredResponse
+from aigrid.gateway.stores import (
+    ConversationBook,
+    HubConversations,
+    HubResponses,
+    MemoryConversations,
+    MemoryResponses,
+    ResponseBook,
+)
 from aigrid.gateway.stores_redis import RedisStore
 from tests.security.redis_server import redis_server
 
@@ -146,3 +159,69 @@ async def test_a_tenant_s_ledger_counts_what_its_records_hold_of_the_redis(port:
     finally:
         r.close()
         await store.aclose()
+
+
+# --- every backend: another tenant's ids -----------------------------------------------------------------------
+@pytest.fixture(params=["memory", "hub", "redis"])
+async def books(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[tuple[ResponseBook, ConversationBook]]:
+    """A ResponseBook and a ConversationBook of each backend: this process's memory, the workers' hub (over its
+    socket), a Redis."""
+    if request.param == "memory":
+        yield MemoryResponses(ResponseStore()), MemoryConversations(ConversationStore())
+    elif request.param == "hub":
+        work = Path(tempfile.mkdtemp(prefix="aigrid-iso-"))  # short: a Unix socket path has ~100 bytes
+        hub = Hub(work / "hub.sock", None)
+        await hub.start()
+        client = HubClient(hub.path)
+        try:
+            yield HubResponses(client), HubConversations(client)
+        finally:
+            await client.aclose()
+            await hub.stop()
+            shutil.rmtree(work, ignore_errors=True)
+    else:
+        with redis_server(tmp_path) as p:
+            s = RedisStore.from_url(f"redis://127.0.0.1:{p}/0", "g", ["EU", "unbound"], ttl_s=600)
+            try:
+                yield s.responses, s.conversations
+            finally:
+                await s.aclose()
+
+
+async def test_no_call_of_one_tenant_reaches_another_tenant_s_records(
+        books: tuple[ResponseBook, ConversationBook]) -> None:
+    """Tenant `b` with tenant `a`'s ids (as if leaked) and ids built to reach other keys (`*`, `..`, a hash
+    tag's braces, 10,000 characters) reads, changes and deletes nothing of `a`'s, on every backend."""
+    rb, cb = books
+    first = record("a", "resp_1", 10)
+    await rb.put(first, None)
+    follow = record("a", "resp_2", 10)
+    follow.previous = "resp_1"
+    await rb.put(follow, None)
+    await rb.pending_add(Pending("resp_3", "a", "m", 1, "in_progress"))
+    await rb.events_append("a", "resp_3", 0, ["event: a\ndata: {}\n\n"], False)
+    await cb.call("create", [{"id": "conv_1", "tenant": "a", "created_at": 1,
+                              "items": [{"id": "msg_1", "type": "message", "role": "user", "content": "secret"}]}])
+    odd = ["*", "resp_*", "../resp_1", "}:resp_1", "a}:resp_1", "{a}:resp_1", "\x00", "r" * 10_000]
+    for rid in ["resp_1", "resp_2", "resp_3", *odd]:
+        assert await rb.lookup("b", rid) is None
+        assert await rb.delete("b", rid) is False
+        assert await rb.mark("b", rid, "cancelled") is None
+        assert await rb.pending_delete("b", rid) is None
+        assert await rb.events_read("b", rid, -1) is None and await rb.events_next("b", rid) is None
+        assert await rb.events_delete("b", rid) is False
+    assert await rb.cancelled([("b", "resp_3")]) == []
+    for cid in ["conv_1", "*", "}:conv_1", "a}:conv_1", "c" * 10_000]:
+        for op, rest in (("get", []), ("head", []), ("page", [None, 10, "asc"]), ("item", ["msg_1"]),
+                         ("update", [{"x": "y"}]), ("append", [[{"id": "msg_2", "role": "user", "content": "z"}], None]),
+                         ("delete_item", ["msg_1"])):
+            assert await cb.call(op, ["b", cid, *rest]) in (None, False), (op, cid)
+        assert await cb.call("delete", ["b", cid]) is False
+    # a's records are whole: its chain, its run (still running), its log and its conversation
+    assert isinstance(await rb.lookup("a", "resp_2"), StoredResponse)
+    assert len(await rb.history(follow)) == 2
+    running = await rb.lookup("a", "resp_3")
+    assert isinstance(running, Pending) and running.status == "in_progress"
+    assert await rb.events_next("a", "resp_3") == (1, False)
+    conv = await cb.call("get", ["a", "conv_1"])
+    assert conv["metadata"] == {} and [i["id"] for i in conv["items"]] == ["msg_1"]
