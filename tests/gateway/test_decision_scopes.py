@@ -68,6 +68,8 @@ async def test_a_narrowed_key_reads_no_rejection_of_an_endpoint_it_may_not_use(g
     r = await client.post("/v1/chat/completions", headers=_auth(keys[who]), json={
         "model": model, "messages": [{"role": "user", "content": "What is 2 + 2?"}], "max_tokens": 8})
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_eligible_endpoint", r.text
+    # nor in the 503's message, which names each rejection (it named iad-large and why)
+    assert "fra-small:" in r.text and "iad-large" not in r.text, r.text
     decision = r.headers["x-aigrid-decision"]
     mine, listed = await _rejected(client, keys[who], decision)
     assert set(mine) == {"fra-small"} and listed == [{"fra-small"}], (mine, listed)

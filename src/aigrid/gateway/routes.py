@@ -483,10 +483,14 @@ class Routes:
             record.status = "rejected"
             gw.metrics.rejected.labels("no_eligible_endpoint").inc()
             hide = gw.proxy.names.hide  # an unhealthy endpoint's reason is its engine's error: no address in it
-            details = "; ".join(f"{r.endpoint_id}: {r.filter} ({hide(r.reason, r.endpoint_id)})" for r in decision.rejected)
+            # a caller that is not an operator reads the endpoints that may serve it only (as in its decisions)
+            servable = None if gw.guard.reader_of(principal) is None else self._servable(principal.scopes)
+            details = "; ".join(f"{r.endpoint_id}: {r.filter} ({hide(r.reason, r.endpoint_id)})" for r in decision.rejected
+                                if servable is None or r.endpoint_id in servable)
             # only rules that a retry cannot change (residency, the model, quality, the tenant's): not retried
             hard = bool(decision.rejected) and {r.filter for r in decision.rejected} <= HARD_FILTERS
-            raise NoEligibleEndpoint(f"{decision.reason}. {details}", headers={"x-aigrid-decision": decision_id},
+            raise NoEligibleEndpoint(f"{decision.reason}." + (f" {details}" if details else ""),
+                                     headers={"x-aigrid-decision": decision_id},
                                      retry=False if hard else None)
         return await self._forward(path, body, parsed, ex, hedge, loop)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from aigrid.core.filters.model import in_scope
 from aigrid.core.types import RequestInfo
 from aigrid.rightsize.estimator import QualityEstimate, QualityEstimator
 from aigrid.spec.models import EscalateSpec, GridSpec, RightSizeSpec
@@ -58,9 +59,15 @@ class RightSizer:
         return table.threshold_for(cfg.quality_target) if table is not None else 0.0
 
     def apply(self, info: RequestInfo, prompt: str, tenant: str) -> RequestInfo:
-        """`info` with per-model estimates and the tenant's threshold; unchanged unless both apply."""
+        """`info` with per-model estimates and the tenant's threshold; unchanged unless both apply. The estimates
+        are placed on the tenant's whole ladder and kept for the models the caller may use (`info.allowed_models`,
+        its key's scope): measured against a model its key may not use, a key's models were all rejected by the
+        quality filter (a 503) and its decision named that model."""
         ladder = self.ladders.get(tenant)
         if ladder is None or info.model != "auto" or self.estimator is None:
             return info
-        quality = ladder_quality(ladder, self.estimator.estimate(prompt))
+        quality = {m: q for m, q in ladder_quality(ladder, self.estimator.estimate(prompt)).items()
+                   if in_scope(m, info.allowed_models)}
+        if not quality:  # none of the ladder's models (auto's only ones) may serve it: the model filter says so
+            return replace(info, allowed_models=(*info.allowed_models, frozenset(ladder)))
         return replace(info, quality=quality, max_quality_drop=self.thresholds[tenant])
