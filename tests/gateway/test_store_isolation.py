@@ -225,3 +225,19 @@ async def test_no_call_of_one_tenant_reaches_another_tenant_s_records(
     assert await rb.events_next("a", "resp_3") == (1, False)
     conv = await cb.call("get", ["a", "conv_1"])
     assert conv["metadata"] == {} and [i["id"] for i in conv["items"]] == ["msg_1"]
+
+
+async def test_a_ledger_missing_its_sizes_neither_hangs_nor_stays_over(port: int, store: RedisStore) -> None:
+    """Both ledger keys expire, so Redis's maxmemory policy may evict one without the other: a ledger whose
+    `sizes` was gone kept its keys in `held` for ever (removed only with a size), and the eviction loop, taking
+    the same oldest key again and again, held the Redis in the script until its busy limit."""
+    r = redis.Redis(port=port)
+    try:
+        for i in range(3):
+            await store.responses.put(record("t", f"r{i}", 100_000), None)
+        r.delete("aigrid:g:sizes:{t}")
+        await store.responses.put(record("t", "r3", 2 * BOUND), None)  # over: the oldest go, whatever their size
+        assert [await store.responses.lookup("t", f"r{i}") is None for i in range(3)] == [True] * 3
+        assert r.zrange("aigrid:g:held:{t}", 0, -1) == [b"aigrid:g:resp:EU:{t}:r3"]
+    finally:
+        r.close()

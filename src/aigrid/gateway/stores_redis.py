@@ -131,12 +131,9 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local total = tonumber(redis.call('HGET', sizes, '') or '0')
 local function forget(k)
-  local s = redis.call('HGET', sizes, k)
-  if s then
-    total = total - tonumber(s)
-    redis.call('HDEL', sizes, k)
-    redis.call('ZREM', held, k)
-  end
+  total = total - tonumber(redis.call('HGET', sizes, k) or '0')
+  redis.call('HDEL', sizes, k)
+  redis.call('ZREM', held, k)
 end
 for i = 4, #KEYS do forget(KEYS[i]) end
 for _, k in ipairs(redis.call('ZRANGEBYSCORE', held, '-inf', now - ttl, 'LIMIT', 0, 256)) do forget(k) end
@@ -244,7 +241,7 @@ class _Ledger:
         await self._run(tenant, key, size, add, forget)
 
     async def forget(self, tenant: str, keys: Sequence[str]) -> None:
-        await self._run(tenant, "", -1, False, keys)
+        await self._run(tenant, self.keys(tenant)[0], -1, False, keys)  # no record written: the ledger as `key` (one slot)
 
     async def _run(self, tenant: str, key: str, size: int, add: bool, forget: Sequence[str]) -> None:
         evicted = await self._g(self._hold(keys=[*self.keys(tenant), key, *forget],
