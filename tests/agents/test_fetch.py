@@ -188,3 +188,20 @@ async def test_a_body_that_cannot_be_read_is_a_tool_error(encoding: str, body: b
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         with pytest.raises(ToolError, match=error):
             await HttpFetch(ALLOW, client).run({"url": "https://docs.example.org/"}, NO_CONTEXT)
+
+
+async def test_no_cookie_is_kept_from_one_fetch_to_the_next() -> None:
+    """The tool fetches for every tenant through one client: a cookie a site set in one fetch (a session opened
+    by one tenant's URL) went with every later fetch to that site, any tenant's, and the jar grew for good."""
+    cookies: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        cookies.append(request.headers.get("cookie"))
+        return httpx.Response(200, text="ok", headers=[("set-cookie", "session=tenant-a; Path=/"),
+                                                       ("set-cookie", f"c{len(cookies)}={'v' * 3000}; Path=/p")])
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        tool = HttpFetch(ALLOW, client)
+        for _ in range(3):
+            await tool.run({"url": "https://docs.example.org/p/login?token=a"}, NO_CONTEXT)
+        assert cookies == [None, None, None] and len(client.cookies.jar) == 0

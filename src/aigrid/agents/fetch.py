@@ -4,7 +4,8 @@ The allow-list holds host names (`docs.python.org`) or subdomain wildcards (`*.w
 with a port (`127.0.0.1:8000`). Every URL is checked after parsing (so `http://allowed@evil/` is judged by
 its real host, `evil`), URLs with credentials are refused, only http and https are spoken, and redirects
 are followed by hand, each hop checked against the same list: a redirect off the list is refused, never
-followed. The body is read as a stream and cut at max_bytes; every request has a timeout.
+followed. The body is read as a stream and cut at max_bytes; every request has a timeout. No cookie is kept
+(`cookieless`): the tool fetches for every tenant alike.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
 from html import unescape
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import Any
 
 import httpx
@@ -144,6 +146,15 @@ def raw_body(response: httpx.Response) -> tuple[Inflate | None, AsyncIterator[by
     return Inflate.of(response.headers.get("content-encoding", "")), response.aiter_raw()
 
 
+def cookieless() -> CookieJar:
+    """A cookie jar that keeps no cookie and so sends none, for a client that fetches for every tenant (http_fetch,
+    image URLs). httpx's client keeps each Set-Cookie it is sent, for good: a site set a cookie in one tenant's
+    fetch and read it back in another's (a session one tenant's fetch opened, another's used), and one that set 30
+    cookies of 3 KB under new paths at every answer grew the gateway by 100 KB a fetch, never given back, and every
+    later request to it by the cookies' size. (A jar, not httpx.Cookies: httpx copies those into a jar of its own.)"""
+    return CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+
+
 class HttpFetch:
     name = "http_fetch"
     source = Source.WEB_PAGE
@@ -158,6 +169,7 @@ class HttpFetch:
                  timeout_s: float = 5.0, max_redirects: int = 3) -> None:
         self.allow = HostAllowList(allow)
         self._client = client
+        client.cookies = cookieless()  # the client is the tool's (gateway/agent_runtime.py makes it for it)
         self.max_bytes = max_bytes
         self.timeout = httpx.Timeout(timeout_s)
         self.max_redirects = max_redirects

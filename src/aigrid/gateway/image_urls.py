@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import httpx
 
-from aigrid.agents.fetch import ACCEPT_ENCODING, raw_body
+from aigrid.agents.fetch import ACCEPT_ENCODING, cookieless, raw_body
 from aigrid.agents.public_only import PublicOnlyTransport
 from aigrid.agents.tool import ToolError
 from aigrid.errors import InvalidRequest
@@ -78,7 +78,8 @@ class ImageUrls:
         if self._client is None:
             transport = PublicOnlyTransport(literals=False, hint=PUBLIC_ONLY)
             self._client = httpx.AsyncClient(transport=transport, trust_env=False, follow_redirects=True,
-                                             max_redirects=MAX_REDIRECTS, timeout=FETCH_TIMEOUT_S)
+                                             max_redirects=MAX_REDIRECTS, timeout=FETCH_TIMEOUT_S,
+                                             cookies=cookieless())  # no site's cookie kept from tenant to tenant
         return self._client
 
     async def inline(self, body: dict[str, Any]) -> None:
