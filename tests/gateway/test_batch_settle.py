@@ -319,3 +319,39 @@ async def test_message_batch_results_racing_its_delete_are_a_404(gw: Gateway,
     monkeypatch.setattr(type(gw.batches.files), "disk_path", lambda self, found: _Racing(real(self, found)))
     with pytest.raises(anthropic.NotFoundError):
         await message_results(claude, created.id)
+
+
+async def test_a_tenant_keeps_at_most_max_batches_the_oldest_ended_making_room(tmp_path: Path,
+                                                                              engines: dict[str, Gated]) -> None:
+    """Nothing bounded the batches a tenant kept: a batch that failed validation holds up to 100 errors in the index
+    (and its metadata), counted by no storage quota, and one 20 KB file made one again at every create: 300 in
+    2.9 s, 25 KB each (scripts/batch_rows.py), several GB an hour of the disk the audit log writes to.
+    A tenant now keeps at most gateway.batch.max_batches: past it a create drops its oldest ended batches (their
+    files stay its files), and is a 429 batch_limit_exceeded naming the setting while none has ended."""
+    gw = await started(batch_spec(tmp_path, max_batches=3), engines)
+    try:
+        oai, other = clients(gw)
+        assert gw.batches is not None
+        bad = await oai.files.create(file=("bad.jsonl", jsonl(dict(line("a", "hi"), method="GET"))), purpose="batch")
+        made = [(await oai.batches.create(input_file_id=bad.id, endpoint="/v1/chat/completions",
+                                          completion_window="24h")).id for _ in range(5)]
+        listed = [b.id for b in (await oai.batches.list()).data]
+        assert listed == made[:1:-1], (listed, made)  # the newest three; the oldest two dropped
+        with pytest.raises(openai.NotFoundError):
+            await oai.batches.retrieve(made[0])
+        await gw.batches.runner.stop()  # what is made now waits (validating), not ended
+        good = await oai.files.create(file=("good.jsonl", jsonl(line("a", "hi"))), purpose="batch")
+        waiting = [(await oai.batches.create(input_file_id=good.id, endpoint="/v1/chat/completions",
+                                             completion_window="24h")).id for _ in range(3)]
+        assert [b.id for b in (await oai.batches.list()).data] == waiting[::-1]
+        with pytest.raises(openai.RateLimitError) as full:
+            await oai.with_options(max_retries=0).batches.create(input_file_id=good.id,
+                                                                 endpoint="/v1/chat/completions",
+                                                                 completion_window="24h")
+        assert full.value.body["code"] == "batch_limit_exceeded"  # type: ignore[index]
+        assert "gateway.batch.max_batches" in full.value.body["message"]  # type: ignore[index]
+        other_file = await other.files.create(file=("bad.jsonl", jsonl(line("a", "hi"))), purpose="batch")
+        assert (await other.batches.create(input_file_id=other_file.id, endpoint="/v1/chat/completions",
+                                           completion_window="24h")).status == "validating"  # its own count
+    finally:
+        await stopped(gw)

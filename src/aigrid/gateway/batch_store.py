@@ -27,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.errors import InvalidRequest
 from aigrid.gateway.batch_db import BatchDb, decode, encode, visible_to
 
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
@@ -50,6 +51,13 @@ class StoredBatch:
     """Those its creator's key may use (None: every one): its output and error files are made under them."""
 
 
+class BatchLimit(InvalidRequest):
+    """A create past the batches a tenant may keep, none of them ended (gateway.batch.max_batches)."""
+
+    status = 429
+    code = "batch_limit_exceeded"
+
+
 def _row(r: sqlite3.Row) -> StoredBatch:
     return StoredBatch(r["id"], r["tenant"], orjson.loads(r["object"]), orjson.loads(r["principal"]),
                        orjson.loads(r["headers"]), r["owner"], decode(r["jurisdictions"]))
@@ -64,15 +72,37 @@ class BatchStore:
         self.db = db
 
     async def create(self, tenant: str, obj: dict[str, Any], principal: dict[str, Any],
-                     headers: dict[str, str], *, jurisdictions: frozenset[str] | None = None) -> None:
-        """The batch's row, made under `jurisdictions` (its creator's allowed ones; None: every one)."""
-        def insert(db: sqlite3.Connection) -> None:
+                     headers: dict[str, str], *, jurisdictions: frozenset[str] | None = None,
+                     keep: int | None = None) -> list[str]:
+        """The batch's row, made under `jurisdictions` (its creator's allowed ones; None: every one). `keep`: the most
+        batches of its API (its id's prefix) the tenant keeps (gateway.batch.max_batches): past it its oldest ended
+        ones are dropped, in the transaction that counts them (their files stay the tenant's), and BatchLimit raised
+        when not enough have ended. The ids dropped."""
+        prefix = str(obj["id"]).split("_", 1)[0] + "_"
+
+        def insert(db: sqlite3.Connection) -> list[str]:
+            dropped: list[str] = []
+            if keep is not None:
+                mine = "tenant = ? AND substr(id, 1, ?) = ?"
+                held = db.execute(f"SELECT COUNT(*) FROM batches WHERE {mine}",
+                                  (tenant, len(prefix), prefix)).fetchone()[0]
+                over = held + 1 - keep
+                if over > 0:
+                    dropped = [r[0] for r in db.execute(
+                        f"SELECT id FROM batches WHERE {mine} AND status IN ({', '.join('?' * len(FINAL))}) "
+                        "ORDER BY created_at, rowid LIMIT ?", (tenant, len(prefix), prefix, *sorted(FINAL), over))]
+                    if len(dropped) < over:
+                        raise BatchLimit(f"this tenant keeps {held} batches, {held - len(dropped)} of them not ended, "
+                                         f"the most it may keep (gateway.batch.max_batches: {keep}); wait for some to "
+                                         "end (or cancel them): the oldest ended ones make room")
+                    db.executemany("DELETE FROM batches WHERE id = ?", [(bid,) for bid in dropped])
             db.execute("INSERT INTO batches (id, tenant, created_at, status, object, principal, headers, owner, "
                        "heartbeat, jurisdictions) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, ?)",
                        (obj["id"], tenant, obj["created_at"], obj["status"], orjson.dumps(obj).decode(),
                         orjson.dumps(principal).decode(), orjson.dumps(headers).decode(), encode(jurisdictions)))
+            return dropped
 
-        await self.db.write(insert)
+        return await self.db.write(insert)
 
     async def get(self, tenant: str, bid: str, *, prefix: str = OPENAI_PREFIX,
                   allowed: frozenset[str] | None = None) -> dict[str, Any] | None:

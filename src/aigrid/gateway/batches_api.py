@@ -19,6 +19,7 @@ a batch and its output and error files are made under its creator's jurisdiction
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from dataclasses import replace
@@ -48,6 +49,8 @@ from aigrid.gateway.routes import (
     json_response,
 )
 from aigrid.security.principal import Principal, Scopes
+
+log = logging.getLogger("aigrid.batches")
 
 BATCHES_PATH = "/v1/batches"
 ENDPOINTS = (CHAT_PATH, COMPLETIONS_PATH)
@@ -126,8 +129,12 @@ class BatchesApi:
         if checked.errors:
             obj.update(failed_at=created, errors={"object": "list", "data": checked.errors})
         kept = {k: v for k, v in headers.items() if k in KEPT_HEADERS}
-        await self.store.create(caller.tenant, obj, caller_record(caller), kept,
-                                jurisdictions=caller.scopes.jurisdictions)
+        dropped = await self.store.create(caller.tenant, obj, caller_record(caller), kept,
+                                          jurisdictions=caller.scopes.jurisdictions,
+                                          keep=gw.spec.gateway.batch.max_batches)
+        if dropped:
+            log.info("tenant %r at gateway.batch.max_batches (%d): dropped its oldest ended batches %s for %s",
+                     caller.tenant, gw.spec.gateway.batch.max_batches, ", ".join(dropped), bid)
         if not checked.errors:
             self.runner.submit(bid)
         return json_response(obj)

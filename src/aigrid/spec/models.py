@@ -543,6 +543,10 @@ class BatchSpec(StrictModel):
     max_checking: int = Field(default=2, ge=1, le=64, description=(
         "input files one gateway process reads and checks at once for POST /v1/batches (a create beyond waits its "
         "turn; each is read a line at a time)"))
+    max_batches: int = Field(default=10_000, ge=1, description=(
+        "OpenAI batches one tenant keeps, in any status (a batch that failed validation holds up to 100 errors in "
+        "the index, and nothing else counts it): past it a create drops the tenant's oldest ended batch (its output "
+        "and error files stay its files), or is refused (429 batch_limit_exceeded) while none has ended"))
     line_attempts: int = Field(default=3, ge=1, le=20, description=(
         "tries of a line refused for capacity or rate (429, 503) before it goes to the error file"))
     retry_s: float = Field(default=5.0, ge=0, description="wait before such a line is tried again (x the try)")
