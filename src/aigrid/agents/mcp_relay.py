@@ -25,10 +25,14 @@ OVERSIZED = 3
 """The relay's exit status when it stopped the server for a line over the bound."""
 
 
+def oversized(most: int) -> str:
+    """What the notification says (McpServer writes it itself: a server could send the same notification)."""
+    return f"the server wrote a message over {most} bytes: it was not read, and the server was stopped"
+
+
 def notice(most: int) -> bytes:
-    text = f"the server wrote a message over {most} bytes: it was not read, and the server was stopped"
     return json.dumps({"jsonrpc": "2.0", "method": "notifications/message",
-                       "params": {"level": "error", "logger": LOGGER, "data": text}}).encode() + b"\n"
+                       "params": {"level": "error", "logger": LOGGER, "data": oversized(most)}}).encode() + b"\n"
 
 
 def relay(most: int, command: list[str], out: int = 1) -> int:

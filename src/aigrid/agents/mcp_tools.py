@@ -122,8 +122,11 @@ class McpServer:
         from mcp import types
 
         if isinstance(message, types.LoggingMessageNotification) and message.params.logger == mcp_relay.LOGGER:
-            self.stopped_why = str(message.params.data)
-            log.error("MCP server %s: %s", self.name, self.stopped_why)
+            # the relay's notice; its text is written here, never taken from the message: a server can send the
+            # same notification, and must not put its own words (or megabytes) in the log and the tool errors
+            if self.stopped_why is None:
+                self.stopped_why = mcp_relay.oversized(self.max_message_bytes)
+                log.error("MCP server %s: %s", self.name, self.stopped_why)
         elif isinstance(message, types.ToolListChangedNotification) and self._session is not None:
             if self._relist_task is not None and not self._relist_task.done():
                 self._relist_again = True
