@@ -291,3 +291,43 @@ async def test_the_gateway_s_client_keeps_no_cookie(monkeypatch: pytest.MonkeyPa
         assert sent == [None, None, None] and len(images._http().cookies.jar) == 0
     finally:
         await images.aclose()
+
+
+def many(count: int) -> dict[str, Any]:
+    body = chat("https://docs.example.org/0.png")
+    body["messages"][0]["content"] += [{"type": "image_url", "image_url": {"url": f"https://docs.example.org/{i}.png"}}
+                                       for i in range(1, count)]
+    return body
+
+
+async def test_a_request_s_image_urls_are_bounded_in_number_at_once_and_in_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every image URL of a request was fetched at once, a connection each: 5,000 URLs in a request of 200 KB held
+    5,000 of the gateway's file descriptors (its engines' connections and its clients' fail once they run out).
+    Now at most MAX_IMAGE_URLS a request (a 400 naming the first past it, nothing fetched), FETCHES_AT_ONCE at a
+    time, all within REQUEST_TIMEOUT_S."""
+    from aigrid.gateway import image_urls
+
+    seen: list[httpx.Request] = []
+    with pytest.raises(InvalidRequest) as info:
+        await ImageUrls("fetch", network(seen)).inline(many(101))
+    assert info.value.code == "too_many_image_urls" and info.value.param == "messages[0].content[101].image_url.url"
+    assert seen == []
+
+    at_once, most = [0], [0]
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        at_once[0] += 1
+        most[0] = max(most[0], at_once[0])
+        await asyncio.sleep(0.05)
+        at_once[0] -= 1
+        return httpx.Response(200, headers={"content-type": "image/png"}, content=PNG)
+    client = httpx.AsyncClient(transport=PublicOnlyTransport(httpx.MockTransport(slow), resolver=fake_resolve))
+    body = many(100)
+    await ImageUrls("fetch", client).inline(body)
+    assert all(p["image_url"]["url"].startswith("data:image/png") for p in body["messages"][0]["content"][1:])
+    assert most[0] == 8, most
+
+    monkeypatch.setattr(image_urls, "REQUEST_TIMEOUT_S", 0.2, raising=False)
+    with pytest.raises(InvalidRequest, match="the request's images were not fetched within 0.2 s") as info:
+        await ImageUrls("fetch", client).inline(many(40))  # 5 rounds of 8 at 0.05 s, each fetch within its 10 s
+    assert info.value.code == "image_fetch_failed"

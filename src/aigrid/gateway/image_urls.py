@@ -39,6 +39,15 @@ ImageUrlMode = Literal["fetch", "pass", "refuse"]
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
 MAX_REQUEST_BYTES = 20 * 1024 * 1024
 FETCH_TIMEOUT_S = 10.0
+MAX_IMAGE_URLS = 100
+"""The most images a request may give by URL when the gateway fetches them (Anthropic's API takes 100 images a
+request): each was fetched at once, a connection each, and 5,000 URLs in one request of 200 KB held 5,000 of the
+gateway's file descriptors for up to FETCH_TIMEOUT_S (its connections to the engines and its clients' failed once
+they ran out)."""
+FETCHES_AT_ONCE = 8
+"""A request's images fetched at the same time."""
+REQUEST_TIMEOUT_S = 30.0
+"""All of a request's images within this (each within FETCH_TIMEOUT_S)."""
 MAX_REDIRECTS = 3
 WEB = ("http://", "https://")
 PUBLIC_ONLY = ("the gateway fetches images from public addresses only; send the image inline as a data: URL, or set "
@@ -95,12 +104,25 @@ class ImageUrls:
                                      "base64), not by URL", param=where, code="image_url_not_allowed")
         if self.mode != "fetch" or not found:
             return
+        if len(found) > MAX_IMAGE_URLS:
+            where = found[MAX_IMAGE_URLS][0]
+            raise InvalidRequest(f"{where}: a request gives at most {MAX_IMAGE_URLS} images by URL ({len(found)} "
+                                 "given); send the others inline as data: URLs", param=where,
+                                 code="too_many_image_urls")
         budget = [MAX_REQUEST_BYTES]  # what the request's images may still take together, as their bytes arrive
+        gate = asyncio.Semaphore(FETCHES_AT_ONCE)
+
+        async def fetch(where: str, url: str) -> tuple[str, bytes]:
+            async with gate:
+                return await self._fetch(where, url, budget)
         try:
-            async with asyncio.TaskGroup() as group:  # the first refusal stops the other fetches
-                tasks = [group.create_task(self._fetch(where, holder[key], budget)) for where, holder, key in found]
+            async with asyncio.timeout(REQUEST_TIMEOUT_S), asyncio.TaskGroup() as group:  # a refusal stops the rest
+                tasks = [group.create_task(fetch(where, holder[key])) for where, holder, key in found]
         except* InvalidRequest as refused:
             raise refused.exceptions[0] from None
+        except* TimeoutError:
+            raise InvalidRequest(f"the request's images were not fetched within {REQUEST_TIMEOUT_S} s",
+                                 param="messages", code="image_fetch_failed") from None
         for (_, holder, key), task in zip(found, tasks, strict=True):
             kind, data = task.result()
             holder[key] = f"data:{kind};base64,{base64.b64encode(data).decode()}"
