@@ -41,9 +41,9 @@ MAX_REQUEST_BYTES = 20 * 1024 * 1024
 FETCH_TIMEOUT_S = 10.0
 MAX_IMAGE_URLS = 100
 """The most images a request may give by URL when the gateway fetches them (Anthropic's API takes 100 images a
-request): each was fetched at once, a connection each, and 5,000 URLs in one request of 200 KB held 5,000 of the
-gateway's file descriptors for up to FETCH_TIMEOUT_S (its connections to the engines and its clients' failed once
-they ran out)."""
+request): each was fetched at once, a connection each, and a request of 400 KB with 5,000 URLs had 5,000 fetches in
+flight, each a file descriptor for up to FETCH_TIMEOUT_S (the gateway's connections to the engines and its clients'
+fail once they run out)."""
 FETCHES_AT_ONCE = 8
 """A request's images fetched at the same time."""
 REQUEST_TIMEOUT_S = 30.0
