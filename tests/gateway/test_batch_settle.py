@@ -355,3 +355,26 @@ async def test_a_tenant_keeps_at_most_max_batches_the_oldest_ended_making_room(t
                                            completion_window="24h")).status == "validating"  # its own count
     finally:
         await stopped(gw)
+
+
+async def test_an_expired_input_kept_for_its_batch_still_counts(tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """An input file kept past its expiry for its unended batch (above) stopped counting in its tenant's storage
+    quota when the expiry passed, its bytes still on disk: a tenant could upload its quota again each hour its
+    batches waited. It counts until its bytes go."""
+    data = jsonl(line("a", "hi"))
+    gw = await started(storage_spec(tmp_path, 2 * len(data) + 100, 10), engines)
+    try:
+        oai, _ = clients(gw)
+        assert gw.batches is not None
+        await gw.batches.runner.stop()
+        f = await oai.files.create(file=("in.jsonl", data), purpose="batch",
+                                   extra_body={"expires_after": {"anchor": "created_at", "seconds": 3600}})
+        await oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        await gw.batches.files.db.write(lambda db: db.execute("UPDATE files SET expires_at = 1 WHERE id = ?",
+                                                               (f.id,)))
+        await oai.files.create(file=("b.jsonl", data), purpose="batch")  # the quota holds two
+        with pytest.raises(openai.BadRequestError) as full:
+            await oai.files.create(file=("c.jsonl", data), purpose="batch")
+        assert full.value.body["code"] == "storage_quota_exceeded"  # type: ignore[index]
+    finally:
+        await stopped(gw)

@@ -23,7 +23,8 @@ work already done, indexed in the transaction that drops its `batch_results` row
 batch to a tenant at its limit). A running batch's results are checked before each line is written
 (`check_output`): a line that would take the tenant past its quota, or the disk below `min_free_bytes`, stops
 the batch (failed, what it wrote kept: batch_runner.py). A deleted or expired file counts
-no more (expired: at once, its bytes deleted by the next sweep).
+no more (expired: at once, its bytes deleted by the next sweep; but the input of a batch that has not ended, kept
+and counted until it ends).
 
 An upload of the Files API holds its room while it arrives (`reserve`: a row of `upload_reservations` in the
 same index, so every worker process counts it): what the tenant has left, up to the per-file limit, is set
@@ -120,6 +121,9 @@ def _row(r: sqlite3.Row) -> StoredFile:
 log = logging.getLogger("aigrid.batches")
 
 _LIVE = "(expires_at IS NULL OR expires_at > ?)"
+_IN_USE = ("EXISTS (SELECT 1 FROM batches WHERE batches.tenant = files.tenant AND batches.status IN "
+           f"({', '.join(repr(s) for s in ACTIVE)}) AND json_extract(batches.object, '$.input_file_id') = files.id)")
+"""A file that is the input of a batch of its tenant that has not ended (kept past its expiry: `sweep`)."""
 RESERVE_SLACK_S = 60.0
 """How long past its body's deadline an upload's room stays held (the copy into the store, the index)."""
 _RESERVATIONS = ("CREATE TABLE IF NOT EXISTS upload_reservations (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
@@ -480,9 +484,8 @@ class FileStore:
         after it ends); how many."""
         def expired(db: sqlite3.Connection) -> list[StoredFile]:
             rows = [_row(r) for r in db.execute(
-                "SELECT * FROM files WHERE expires_at IS NOT NULL AND expires_at <= ? AND NOT EXISTS (SELECT 1 FROM "
-                f"batches WHERE batches.tenant = files.tenant AND batches.status IN ({', '.join('?' * len(ACTIVE))}) AND "
-                "json_extract(batches.object, '$.input_file_id') = files.id)", (int(time.time()), *ACTIVE))]
+                f"SELECT * FROM files WHERE expires_at IS NOT NULL AND expires_at <= ? AND NOT {_IN_USE}",
+                (int(time.time()),))]
             db.executemany("DELETE FROM files WHERE id = ?", [(f.id,) for f in rows])
             return rows
 
@@ -511,10 +514,11 @@ def _insert(db: sqlite3.Connection, f: StoredFile) -> None:
 
 
 def _held(db: sqlite3.Connection, tenant: str, *, but: str | None = None) -> tuple[int, int]:
-    """(bytes, files) the tenant's live files hold, every purpose, the uploads of it arriving now, and the results its
-    batches have written but not yet indexed (bytes only; `but`: a batch whose own are counted apart)."""
+    """(bytes, files) the tenant's live files hold (an expired one kept as a batch's input too: `sweep`), every
+    purpose, the uploads of it arriving now, and the results its batches have written but not yet indexed (bytes
+    only; `but`: a batch whose own are counted apart)."""
     now = time.time()
-    r = db.execute(f"SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM files WHERE tenant = ? AND {_LIVE}",
+    r = db.execute(f"SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM files WHERE tenant = ? AND ({_LIVE} OR {_IN_USE})",
                    (tenant, int(now))).fetchone()
     u = db.execute("SELECT COALESCE(SUM(bytes), 0), COUNT(*) FROM upload_reservations WHERE tenant = ? AND until > ?",
                    (tenant, now)).fetchone()
