@@ -86,3 +86,23 @@ async def test_a_key_of_the_whole_grid_reads_every_rejection(grid) -> None:
     assert r.status_code == 200 and r.headers["x-aigrid-model"] == "small-1b", r.text
     mine, listed = await _rejected(client, keys["whole"], r.headers["x-aigrid-decision"])
     assert mine == {"iad-large": "residency"} and listed == [{"iad-large"}], (mine, listed)
+
+
+async def test_a_narrowed_key_does_not_read_its_tenants_decisions_routed_where_it_may_not_be(grid) -> None:
+    """Decisions are the tenant's: a key narrowed to the EU read those of its tenant's unrestricted key, one served
+    by iad-large in the US included (its candidates, choice and attempts, with their sites and models). Now such a
+    decision is a 404 to it and left out of its list; one routed where it may be served is still read."""
+    client, _, keys, _ = grid
+    body = {"model": "auto", "messages": [{"role": "user", "content": "What is 2 + 2?"}], "max_tokens": 8}
+    us = await client.post("/v1/chat/completions", json=body,
+                           headers={**_auth(keys["whole"]), "x-aigrid-residency": "US"})
+    eu = await client.post("/v1/chat/completions", json=body,
+                           headers={**_auth(keys["whole"]), "x-aigrid-residency": "EU"})
+    assert (us.status_code, us.headers["x-aigrid-model"], eu.status_code) == (200, "large-70b", 200), us.text
+    us_id, eu_id = us.headers["x-aigrid-decision"], eu.headers["x-aigrid-decision"]
+    r = await client.get(f"/v1/decisions/{us_id}", headers=_auth(keys["eu"]))
+    assert r.status_code == 404 and "iad" not in r.text, r.text
+    assert (await client.get(f"/v1/decisions/{eu_id}", headers=_auth(keys["eu"]))).status_code == 200
+    listed = (await client.get("/v1/decisions?limit=50", headers=_auth(keys["eu"]))).json()["data"]
+    assert [d["id"] for d in listed] == [eu_id], listed
+    assert (await client.get(f"/v1/decisions/{us_id}", headers=_auth(keys["whole"]))).status_code == 200

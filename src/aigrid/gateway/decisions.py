@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -118,6 +119,19 @@ class DecisionRecord:
             "ttft_ms": None if self.ttft_ms is None else round(self.ttft_ms, 1), "status": self.status,
         })
         return out
+
+
+def readable_by(found: dict[str, Any], servable: Mapping[str, str]) -> bool:
+    """Whether a decision's record (DecisionRecord.to_dict()) is one a caller that is not an operator reads, given
+    the endpoints that may serve it (`servable`: id -> model, routes._servable): one its candidates, choice and
+    attempts all name such endpoints, and whose right-sizing estimates name their models only. Its own decisions
+    are (the routing's hard filters kept the rest out); another key's of its tenant, routed where this key may not
+    be (an unrestricted key's, served in the US, read by a key of the EU), are not: they named those endpoints, their
+    sites and models. Its rejections are left to `proxy.EngineNames.decision`."""
+    endpoints = {c.get("endpoint") for c in found.get("candidates") or ()} \
+        | {a.get("endpoint") for a in found.get("attempts") or ()} | {found.get("chosen"), found.get("served_by")}
+    models = set((found.get("model_choice") or {}).get("estimates") or ())
+    return endpoints - {None} <= servable.keys() and models <= set(servable.values())
 
 
 T = TypeVar("T")

@@ -51,7 +51,7 @@ from aigrid.errors import (
 )
 from aigrid.gateway.admission import Refused, Ticket
 from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
-from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict
+from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict, readable_by
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
 from aigrid.gateway.escalation import Escalation
 from aigrid.gateway.exchange import Exchange
@@ -672,11 +672,13 @@ class Routes:
         found = rec.to_dict() if rec is not None else None
         if found is None and self.gw.hub is not None:  # served by another worker
             found = await self.gw.hub.decision(decision_id)
-        if found is None or (tenant is not None and found.get("tenant") != tenant):  # another tenant's: hidden
+        servable = None if tenant is None else self._servable(principal.scopes)
+        # another tenant's, or one routed where this key may not be: hidden
+        if found is None or (tenant is not None and found.get("tenant") != tenant) \
+                or (servable is not None and not readable_by(found, servable)):
             raise NotFound(f"no decision {decision_id!r} "
                            "(the gateway keeps only the most recent decisions)", param="decision_id")
-        return json_response(found if tenant is None else
-                             self.gw.proxy.names.decision(found, self._servable(principal.scopes)))
+        return json_response(found if servable is None else self.gw.proxy.names.decision(found, servable))
 
     async def recent_decisions(self, request: Request, ex: Exchange) -> Response:
         """The latest decisions the caller may see: audited (an operator reads every tenant's)."""
@@ -692,7 +694,8 @@ class Routes:
         if tenant is not None:
             names = self.gw.proxy.names  # a tenant reads its engines by their endpoints' ids, not their addresses
             servable = self._servable(principal.scopes)
-            records = [names.decision(r, servable) for r in records if r.get("tenant") == tenant]
+            records = [names.decision(r, servable) for r in records
+                       if r.get("tenant") == tenant and readable_by(r, servable)]
         return json_response({"data": records})
 
     async def _decision_reader(self, request: Request, ex: Exchange) -> tuple[Principal, str | None]:
@@ -701,12 +704,12 @@ class Routes:
         principal, _ = await authenticate(self.gw, request, ex)
         return principal, self.gw.guard.reader_of(principal)
 
-    def _servable(self, scopes: Scopes) -> frozenset[str]:
-        """The endpoints that may serve a caller of these scopes (the routing's hard filters): what /v1/grid shows
-        a caller that is not an operator, and the rejections its decisions list."""
+    def _servable(self, scopes: Scopes) -> dict[str, str]:
+        """The endpoints that may serve a caller of these scopes (the routing's hard filters), each with its model:
+        what /v1/grid shows a caller that is not an operator, and what its decisions may name."""
         view = self.gw.store.snapshot()
-        return frozenset(e.id for e in view.endpoints
-                         if may_serve(scopes, e.model, e.site_id, view.sites[e.site_id].jurisdiction))
+        return {e.id: e.model for e in view.endpoints
+                if may_serve(scopes, e.model, e.site_id, view.sites[e.site_id].jurisdiction)}
 
     async def grid(self, request: Request, ex: Exchange) -> Response:
         # any valid key: no tenant data here; the engines' own URLs (internal addresses) only for an operator, in
