@@ -4,6 +4,7 @@ oldest evicted: `_Ledger`), and no id a tenant sends reaches another tenant's ke
 
 from __future__ import annotations
 
+import random
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -11,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from pydantic import ValidationError
 
 from aigrid.gateway import stores_redis
+from aigrid.gateway.app import build_gateway
 from aigrid.gateway.conversation_store import ConversationStore
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient
@@ -24,8 +27,11 @@ from aigrid.gateway.stores import (
     MemoryConversations,
     MemoryResponses,
     ResponseBook,
+    build_stores,
 )
 from aigrid.gateway.stores_redis import RedisStore
+from aigrid.spec.models import GatewaySpec
+from tests.gateway.conftest import _no_sleep, spec_in
 from tests.security.redis_server import redis_server
 
 BOUND = 400_000
@@ -241,3 +247,20 @@ async def test_a_ledger_missing_its_sizes_neither_hangs_nor_stays_over(port: int
         assert r.zrange("aigrid:g:held:{t}", 0, -1) == [b"aigrid:g:resp:EU:{t}:r3"]
     finally:
         r.close()
+
+
+async def test_the_spec_sets_a_tenant_s_bound(tmp_path: Path, port: int) -> None:
+    """`gateway.store_tenant_max_bytes` bounds each tenant in the gateway's Redis stores (a constant before)."""
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"gateway": spec.gateway.model_copy(update={
+        "stores": {"EU": f"redis://127.0.0.1:{port}/0"}, "store_tenant_max_bytes": 1024 * 1024})})
+    stores = build_stores(build_gateway(spec, {}, rng=random.Random(1), sleep=_no_sleep))
+    eu = stores.responses.home("EU")
+    try:
+        for i in range(12):  # 1.2 MB
+            await eu.put(record("t", f"r{i}", 100_000), None)
+        assert await eu.lookup("t", "r0") is None and isinstance(await eu.lookup("t", "r11"), StoredResponse)
+    finally:
+        await stores.aclose()
+    with pytest.raises(ValidationError):
+        GatewaySpec(store_tenant_max_bytes=1000)

@@ -18,7 +18,7 @@ Bounds, the same everywhere:
   of the tenant holding the most out first (fair_lru.py; a reader of an evicted log gets an `error` event,
   code `event_log_gone`, and its stream ends; the run's next append is refused and logged); in Redis each stream
   expires with the placeholder and stored responses (`gateway.store_ttl_days`, renewed by every append),
-  counts in its tenant's bound there (stores_redis.TENANT_MAX_BYTES, the tenant's oldest records out first),
+  counts in its tenant's bound there (`gateway.store_tenant_max_bytes`, the tenant's oldest records out first),
   and the Redis's `maxmemory` bounds them all.
 """
 

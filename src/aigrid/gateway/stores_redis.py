@@ -28,8 +28,8 @@ Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last writte
   conversation_store.ConversationStore's own operation on it, and writing it back unless another gateway
   wrote it meanwhile (WATCH/MULTI/EXEC, tried again): the same code as in memory.
 - `held:{<tenant>}` and `sizes:{<tenant>}`: what the tenant holds in this Redis (`_Ledger`): at most
-  TENANT_MAX_BYTES of its records, past it its own oldest written evicted (never another tenant's: a Redis full
-  to its `maxmemory` evicted by its own policy, whoever owned the key).
+  `gateway.store_tenant_max_bytes` of its records, past it its own oldest written evicted (never another
+  tenant's: a Redis full to its `maxmemory` evicted by its own policy, whoever owned the key).
 The tenant is in every key (another tenant's id is simply absent) and in a hash tag, so that one tenant's keys
 share a slot (Redis Cluster) and a script may touch several; a tenant whose name holds `{`, `}` or `~` is
 written `~` and its name in hex there (`tag`), so that no id read under one tenant is another tenant's key. What the in-memory store does in one step stays
@@ -74,9 +74,10 @@ MAX_CHAIN = 100_000
 WRITE_TRIES = 20
 """Times a conversation change is tried again when another gateway changed it meanwhile."""
 TENANT_MAX_BYTES = 256 * 1024 * 1024
-"""What one tenant's records (stored responses, placeholders, event logs, conversations) may hold in one Redis
-of `gateway.stores`, as their bytes in Redis (`_Ledger`): past it, that tenant's oldest written records are
-evicted, never another tenant's (the in-memory stores' fair_lru.py gives the same guarantee)."""
+"""The default of `gateway.store_tenant_max_bytes`: what one tenant's records (stored responses, placeholders,
+event logs, conversations) may hold in one Redis of `gateway.stores`, as their memory there (`_Ledger`): past it,
+that tenant's oldest written records are evicted, never another tenant's (the in-memory stores' fair_lru.py gives
+the same guarantee)."""
 RECORD_BYTES = 640
 """What a record weighs in a tenant's ledger besides its fields' bytes: its key, Redis's own entries and the
 ledger's (measured on Redis 7.0, used_memory per record less its fields' bytes: 560 to 950)."""

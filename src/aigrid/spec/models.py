@@ -612,6 +612,10 @@ class GatewaySpec(StrictModel):
         "holds background-response placeholders and conversations not yet bound to a jurisdiction. A "
         "jurisdiction not named stays in the gateway's memory (the hub's with --workers). "
         "docs/responses-api.md, 'Shared stores'"))
+    store_tenant_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024, description=(
+        "what one tenant's records (stored responses, background placeholders and event logs, conversations) may "
+        "hold in one Redis of `stores`, as their memory there; past it that tenant's oldest written records are "
+        "evicted, never another tenant's. Give each Redis a maxmemory of about this times the tenants that store"))
     store_ttl_days: float = Field(default=30.0, gt=0, le=3650, description=(
         "how long a record lives in a Redis of `stores` after it was last written (a stored response, a "
         "placeholder, a conversation); OpenAI keeps stored responses 30 days"))
