@@ -378,3 +378,45 @@ async def test_an_expired_input_kept_for_its_batch_still_counts(tmp_path: Path, 
         assert full.value.body["code"] == "storage_quota_exceeded"  # type: ignore[index]
     finally:
         await stopped(gw)
+
+
+async def test_a_delete_and_a_create_racing_never_leave_a_batch_without_its_input(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DELETE /v1/files/{id} asked whether an unended batch read the file, then deleted it, in two steps; POST
+    /v1/batches found the file, checked it and wrote the batch, in others. Interleaved, a batch was made whose input
+    was gone (it failed input_file_missing, nothing run) and the client was told both calls had succeeded. The
+    delete now asks again in the transaction that removes the row, and the create's row is written only if its file's
+    row is still there: one of the two is refused (a 400 naming file_id, or the 404 naming input_file_id)."""
+    oai, _ = clients(gw)
+    assert gw.batches is not None
+    await gw.batches.runner.stop()
+    data = jsonl(line("a", "hi"))
+    # the delete's question answered before the create's batch was written
+    f = await oai.files.create(file=("in.jsonl", data), purpose="batch")
+    created = await oai.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+
+    async def not_yet(*_: Any) -> None:
+        return None
+
+    monkeypatch.setattr(type(gw.batches.store), "uses_file", not_yet)
+    with pytest.raises(openai.BadRequestError) as refused:
+        await oai.files.delete(f.id)
+    assert refused.value.body["param"] == "file_id", refused.value.body  # type: ignore[index]
+    assert (await oai.files.retrieve(f.id)).id == f.id and (await oai.batches.retrieve(created.id)).status == "validating"
+    monkeypatch.undo()
+    # the delete done whole between the create's check of the file and its batch's row
+    g = await oai.files.create(file=("in.jsonl", data), purpose="batch")
+    files = gw.batches.files
+
+    async def delete_during(*args: Any, **kwargs: Any) -> Any:
+        assert await files.delete("default", g.id) is not None  # the DELETE, whole, before the row is written
+        return await real_create(*args, **kwargs)
+
+    real_create = type(gw.batches.store).create
+    monkeypatch.setattr(type(gw.batches.store), "create",
+                        lambda self, *a, **k: delete_during(self, *a, **k))
+    with pytest.raises(openai.NotFoundError) as gone:
+        await oai.batches.create(input_file_id=g.id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert gone.value.body["param"] == "input_file_id", gone.value.body  # type: ignore[index]
+    monkeypatch.undo()
+    assert [b.id for b in (await oai.batches.list()).data] == [created.id]

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from aigrid.errors import InvalidRequest
+from aigrid.errors import InvalidRequest, NotFound
 from aigrid.gateway.batch_db import BatchDb, decode, encode, visible_to
 
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")
@@ -74,13 +74,17 @@ class BatchStore:
     async def create(self, tenant: str, obj: dict[str, Any], principal: dict[str, Any],
                      headers: dict[str, str], *, jurisdictions: frozenset[str] | None = None,
                      keep: int | None = None) -> list[str]:
-        """The batch's row, made under `jurisdictions` (its creator's allowed ones; None: every one). `keep`: the most
+        """The batch's row, made under `jurisdictions` (its creator's allowed ones; None: every one), only while its
+        input file's row is there (NotFound naming input_file_id: a DELETE won the race; FileStore.delete). `keep`: the most
         batches of its API (its id's prefix) the tenant keeps (gateway.batch.max_batches): past it its oldest ended
         ones are dropped, in the transaction that counts them (their files stay the tenant's), and BatchLimit raised
         when not enough have ended. The ids dropped."""
         prefix = str(obj["id"]).split("_", 1)[0] + "_"
 
         def insert(db: sqlite3.Connection) -> list[str]:
+            if not db.execute("SELECT 1 FROM files WHERE id = ? AND tenant = ?",
+                              (obj["input_file_id"], tenant)).fetchone():  # deleted since the create found it
+                raise NotFound(f"input_file_id: no file {obj['input_file_id']!r}", param="input_file_id")
             dropped: list[str] = []
             if keep is not None:
                 mine = "tenant = ? AND substr(id, 1, ?) = ?"

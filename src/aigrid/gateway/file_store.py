@@ -105,6 +105,10 @@ class StorageFull(InvalidRequest):
     code = "storage_quota_exceeded"
 
 
+class InputInUse(InvalidRequest):
+    """A DELETE of the input of a batch that has not ended."""
+
+
 def new_file_id() -> str:
     return "file-" + os.urandom(12).hex()
 
@@ -458,10 +462,13 @@ class FileStore:
 
         return await self.db.read(page)
 
-    async def delete(self, tenant: str, fid: str, *, hidden: bool = False,
-                     allowed: frozenset[str] | None = None) -> StoredFile | None:
+    async def delete(self, tenant: str, fid: str, *, hidden: bool = False, allowed: frozenset[str] | None = None,
+                     unused: bool = False) -> StoredFile | None:
         """The file's row removed and its bytes deleted; None when the tenant has no such file that a key allowed
-        `allowed` may see (`hidden`: a message batch's file too)."""
+        `allowed` may see (`hidden`: a message batch's file too). `unused`: InputInUse, nothing deleted, when it is
+        the input of a batch that has not ended, asked in the transaction that removes the row (a batch's row is
+        written only while its file's is there: BatchStore.create), so a create racing the delete never makes a batch
+        whose input is gone."""
         visible = "" if hidden else f" AND {_VISIBLE}"
         seen, seen_args = visible_to(allowed)
 
@@ -470,6 +477,9 @@ class FileStore:
                            (fid, tenant, *seen_args)).fetchone()
             if r is None:
                 return None
+            if unused and db.execute(f"SELECT 1 FROM files WHERE id = ? AND {_IN_USE}", (fid,)).fetchone():
+                raise InputInUse(f"file_id: {fid!r} is the input of a batch, which has not ended; cancel it first "
+                                 "(POST /v1/batches/{batch_id}/cancel)", param="file_id")
             db.execute("DELETE FROM files WHERE id = ?", (fid,))
             return _row(r)
 

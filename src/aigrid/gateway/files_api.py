@@ -262,7 +262,7 @@ class FilesApi:
             named = f"batch {user!r}" if await self.batches.get(found.tenant, user, allowed=allowed) else "a batch"
             raise InvalidRequest(f"file_id: {found.id!r} is the input of {named}, which has not ended; cancel "
                                  "it first (POST /v1/batches/{batch_id}/cancel)", param="file_id")
-        await self.files.delete(found.tenant, found.id, allowed=allowed)
+        await self.files.delete(found.tenant, found.id, allowed=allowed, unused=True)  # asked again, atomically
         return json_response({"id": found.id, "object": "file", "deleted": True})
 
     async def list(self, request: Request, ex: Exchange) -> Response:
