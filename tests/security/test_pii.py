@@ -163,3 +163,54 @@ def test_text_whose_folding_moves_no_character_is_read_without_a_position_map() 
     assert model_reading("ｊｏ＠ｘ．ｉｏ") == ("jo@x.io", None)
     reading = model_reading("a\u200bb…")  # an invisible dropped and one made three: positions kept
     assert reading is not None and reading[0] == "ab..." and reading[1] == [0, 2, 3, 3, 3, 4]
+
+
+# helper 128: a model reads a message's text parts, and a conversation's user turns, as one text; each piece was read
+# alone, so an e-mail or an SSN cut in two was not found, a card or an IBAN only as phone numbers in its pieces
+def together(pieces: list[str]) -> list[str]:
+    from aigrid.security.firewall.pii import read_together
+
+    return [redact(p, m) for p, m in zip(pieces, read_together(pieces, [find_pii(p) for p in pieces]), strict=True)]
+
+
+@pytest.mark.parametrize("item,kind", [("john.doe@example.com", "email"), (CARD, "card"), ("078-05-1120", "ssn"),
+                                       (IBAN, "iban"), ("+44 20 7946 0958", "phone")])
+def test_an_item_cut_across_pieces_is_redacted_once_in_its_first_piece(item: str, kind: str) -> None:
+    text = f"write to {item} today"
+    for cut in range(len("write to ") + 1, len("write to ") + len(item)):
+        pieces = [text[:cut], text[cut:]]
+        assert "".join(together(pieces)) == f"write to [REDACTED:{kind.upper()}] today", pieces
+    third = len("write to ") + len(item) // 3  # cut in three, the middle piece a part of the item only
+    pieces = [text[:third], text[third:third + 4], text[third + 4:]]
+    assert together(pieces) == ["write to " + f"[REDACTED:{kind.upper()}]", "", " today"]
+
+
+def test_items_whole_in_their_piece_keep_their_reading() -> None:
+    assert together(["my address is ", "jo@example.com"]) == ["my address is ", "[REDACTED:EMAIL]"]
+    assert together(["my address is", "\njo@example.com"]) == ["my address is", "\n[REDACTED:EMAIL]"]
+    assert together(["my address is", "jo@example.com"]) == ["my address [REDACTED:EMAIL]", ""]  # "isjo@..."
+    assert together(["call 0123", "4 and 5"]) == ["call 0123", "4 and 5"]
+    assert together(["see you at 10", "30 people"]) == ["see you at 10", "30 people"]
+    assert together(["a " * 2000 + "jo@", "example.com " + "b" * 2000]) == ["a " * 2000 + "[REDACTED:EMAIL]", " " + "b" * 2000]
+
+
+_cuts = st.sampled_from(["hello ", "42", " ", "jane", "@", "example", ".com", "4111 ", "1111", "-", "078", "05",
+                         "1120", "DE89", "3704", "0044", "0532", "0130", "00", "+44", "\u200b", "\n", "x", "."])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(_cuts, max_size=8).map("".join), min_size=1, max_size=6))
+def test_every_item_a_model_reads_across_the_pieces_joined_is_redacted(pieces: list[str]) -> None:
+    from aigrid.security.firewall.pii import read_together
+
+    gone: set[int] = set()
+    seams: list[int] = []
+    for piece, matches in zip(pieces, read_together(pieces, [find_pii(p) for p in pieces]), strict=True):
+        at = seams[-1] if seams else 0
+        gone.update(at + i for m in matches for i in range(m.start, m.end))
+        seams.append(at + len(piece))
+    joined = "".join(pieces)
+    for m in find_pii(joined):  # every item that crosses a seam (one whole in its piece is its own reading's)
+        if not any(m.start < seam < m.end for seam in seams):
+            continue
+        assert all(i in gone for i in range(m.start, m.end) if joined[i] != _ZW), (pieces, m)

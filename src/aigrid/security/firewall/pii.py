@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from bisect import bisect_left
-from collections.abc import Callable
+from bisect import bisect_left, bisect_right
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from aigrid.security.firewall.features import INVISIBLE, LATIN_OF, TAG_TO_ASCII
 
@@ -27,6 +28,12 @@ class PiiMatch:
     kind: str
     start: int
     end: int
+    pieces: tuple[int, ...] = ()
+    """For an item read across pieces (read_together): the pieces it covers, in order; empty for one found whole
+    in its text."""
+    rest: bool = False
+    """Part of an item read across pieces, in a piece after its first: redact removes it (the placeholder stands
+    in the item's first piece, so a model reads one)."""
 
 
 def luhn_ok(digits: str) -> bool:
@@ -148,15 +155,26 @@ _FOLD = _Folds()
 _NOT_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
-def held_start(text: str, visible: int, most: int) -> int:
-    """Where the last `visible` characters of `text` that a model reads begin (invisible ones not counted), so
-    that a stream holds back a whole item however many invisible characters pad it; at most `most` characters
-    back (a stream of nothing but invisible characters is not held, and rescanned, to its end)."""
-    floor = max(0, len(text) - most)
-    pos, need = len(text), visible
+def held_start(text: str, visible: int, most: int | None = None, end: int | None = None) -> int:
+    """Where the last `visible` characters that a model reads of `text` (up to `end`) begin, invisible ones not
+    counted, so that a whole item is read however many invisible characters pad it; at most `most` characters
+    back where given."""
+    end = len(text) if end is None else end
+    floor = 0 if most is None else max(0, end - most)
+    pos, need = end, visible
     while need > 0 and pos > floor:
         chunk = text[max(floor, pos - need):pos]
         pos -= len(chunk)
+        need -= len(chunk) - sum(len(run) for run in INVISIBLE.findall(chunk))
+    return pos
+
+
+def read_end(text: str, start: int, visible: int) -> int:
+    """Where the `visible` characters that a model reads of `text` from `start` end (held_start, forwards)."""
+    pos, need = start, visible
+    while need > 0 and pos < len(text):
+        chunk = text[pos:pos + need]
+        pos += len(chunk)
         need -= len(chunk) - sum(len(run) for run in INVISIBLE.findall(chunk))
     return pos
 
@@ -199,6 +217,86 @@ def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool) -> l
     return sorted(taken, key=lambda t: t.start)
 
 
+LONGEST_ITEM = 64 + 1 + 4 * 64 + 24
+"""The most characters a model reads of any match: the e-mail pattern's longest (local part, @, four labels
+and their dots, a top-level domain); the other patterns' are shorter."""
+
+
+def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]],
+                  kinds: frozenset[str] | None = None) -> list[list[PiiMatch]]:
+    """The matches of each of `pieces` (texts a model reads one after the other as one text: a message's text
+    parts, a conversation's user turns) given `own`, each piece's find_pii, with the items that cross from one
+    piece to the next ("john.doe@" + "example.com", "078-05" + "-1120") found in the pieces joined as they are
+    written (nothing put between them) and mapped back to the part of each piece they cover: the item's first
+    piece holds its placeholder, the later ones lose their part (`rest`). Only the text around each seam is read:
+    the word it cuts (up to LONGEST_ITEM characters a model reads on either side) and the 56 characters on either
+    side, enough for any item written with spaces. An item found across a seam stands for the matches
+    it overlaps in its pieces (a card cut in two was two phone numbers), and is redacted whole even where one
+    piece alone holds an item too: "j" + "ohn@x.io" leaves no "j" (a template that puts nothing between the
+    pieces shows a model "john@x.io"), and so "my address is" + "jo@x.io" loses its "is" as well (with a space
+    at either end it keeps it). Until 2026-12-05 each piece was read alone, so an e-mail or an SSN cut in two
+    passed `pii_input: redact`."""
+    starts = list(accumulate((len(p) for p in pieces), initial=0))
+    joined = "".join(pieces)
+    seams = sorted({s for s in starts[1:-1] if 0 < s < len(joined)})
+    if joined.isascii() and "@" not in joined and _DIGIT.search(joined) is None:
+        seams = []  # every item has an @ or digits (_NEEDS), in any text that folds to nothing else
+    regions: list[tuple[int, int]] = []
+    plain = joined.isascii() or INVISIBLE.search(joined) is None  # a model reads every character: positions count
+    for seam in seams:
+        # an item with whitespace in it is a number (at most _NUMBER_AROUND characters); an e-mail address has none,
+        # so beyond those only the word the seam cuts is read (a space missed here only widens what is read)
+        if plain:
+            near, far = max(0, seam - _NUMBER_AROUND), max(0, seam - _AROUND)
+        else:
+            near, far = held_start(joined, _NUMBER_AROUND, end=seam), held_start(joined, _AROUND, end=seam)
+        lo = min(near, max([far, *(joined.rfind(space, far, seam) + 1 for space in _SPACES)]))
+        if plain:
+            near, far = seam + _NUMBER_AROUND, seam + _AROUND
+        else:
+            near, far = read_end(joined, seam, _NUMBER_AROUND), read_end(joined, seam, _AROUND)
+        hi = max(near, min([far, *(at for space in _SPACES if (at := joined.find(space, seam, far)) >= 0)]))
+        if regions and lo <= regions[-1][1]:
+            regions[-1] = (regions[-1][0], hi)
+        else:
+            regions.append((lo, hi))
+    parts: list[list[PiiMatch]] = [[] for _ in pieces]
+    for lo, hi in regions:
+        for m in find_pii(joined[lo:hi], kinds):
+            a, b = lo + m.start, lo + m.end
+            after = bisect_right(seams, a)
+            if after == len(seams) or seams[after] >= b:
+                continue  # whole in one piece: its own reading has it
+            covered = tuple(i for i in range(bisect_right(starts, a) - 1, bisect_left(starts, b))
+                            if starts[i] < starts[i + 1])
+            cut = [(i, max(a, starts[i]) - starts[i], min(b, starts[i + 1]) - starts[i]) for i in covered]
+            for n, (i, start, end) in enumerate(cut):
+                parts[i].append(PiiMatch(m.kind, start, end, covered, n > 0))
+    return [_merged(parts[i] + mine) if parts[i] else list(mine) for i, mine in enumerate(own)]
+
+
+_AROUND = LONGEST_ITEM + 8
+"""Characters a model reads on either side of a seam within which read_together reads the word (no whitespace) the
+seam cuts: any e-mail address that crosses the seam lies within them, look-behinds and look-aheads included."""
+_NUMBER_AROUND = 56
+"""Characters a model reads on either side of a seam that read_together reads whatever they are: the longest card,
+IBAN, phone or id written with spaces (44: an IBAN in groups of four) and its look-behind."""
+_SPACES = " \n\t\r"
+
+
+def _merged(matches: list[PiiMatch]) -> list[PiiMatch]:
+    """Overlapping matches made one, that of an item read across pieces standing for the others."""
+    out: list[PiiMatch] = []
+    for m in sorted(matches, key=lambda t: (t.start, not t.pieces)):
+        if out and m.start < out[-1].end:
+            top = out[-1]
+            keep = top if top.pieces or not m.pieces else m
+            out[-1] = PiiMatch(keep.kind, top.start, max(top.end, m.end), keep.pieces, keep.rest)
+        else:
+            out.append(m)
+    return out
+
+
 def placeholder(kind: str) -> str:
     return f"[REDACTED:{kind.upper()}]"
 
@@ -208,7 +306,7 @@ def redact(text: str, matches: list[PiiMatch] | None = None) -> str:
     out: list[str] = []
     pos = 0
     for m in found:
-        out += [text[pos:m.start], placeholder(m.kind)]
+        out += [text[pos:m.start], "" if m.rest else placeholder(m.kind)]
         pos = m.end
     out.append(text[pos:])
     return "".join(out)

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from itertools import accumulate
 
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.features import STEP, WINDOW
 from aigrid.security.firewall.injection import InjectionModel, more_severe, other_readings, pasted_start
-from aigrid.security.firewall.pii import find_pii, redact
+from aigrid.security.firewall.pii import PiiMatch, find_pii, read_together, redact
 from aigrid.security.firewall.score_cache import DEFAULT_SIZE, ScoreCache
 from aigrid.security.firewall.streaming import StreamingRedactor
 from aigrid.security.firewall.texts import DATA, FROM_CLIENT, UNTRUSTED, ModelText, Source
@@ -134,6 +134,7 @@ class Firewall:
         """Run the input checks on every text; stops at the first block (the rest pass unchanged)."""
         policy = self.policy(tenant)
         result = Screened(list(texts))
+        found = personal_data(texts) if policy.pii_input != Action.OFF else {}
         for i, text in enumerate(texts):
             action = (policy.tool_descriptions if text.source == Source.TOOL_DESCRIPTION and policy.injection != Action.OFF
                       else policy.injection)  # injection off: tool descriptions are not read either
@@ -141,8 +142,8 @@ class Firewall:
                 self._injection(tenant, action, text, result.verdicts)
             if result.blocked:
                 break
-            if policy.pii_input != Action.OFF and sent_by_client(text):
-                result.texts[i] = self._pii_input(policy, text, result.verdicts)
+            if found.get(i):
+                result.texts[i] = self._pii_input(policy, texts, i, found[i], result.verdicts)
             if result.blocked:
                 break
         if not result.blocked and policy.injection != Action.OFF:
@@ -171,9 +172,19 @@ class Firewall:
             run = []
 
     def _run(self, tenant: str, action: Action, run: list[ModelText], out: list[Verdict]) -> bool:
-        joined = " ".join(t.text for t in run)  # a word per text reads as a sentence
-        starts = list(accumulate((len(t.text) + 1 for t in run[:-1]), initial=0))
+        """A run read joined by a space (a word per text reads as a sentence) and, where two texts meet inside a word
+        (a letter or digit on either side), also as written, nothing between them: a template that prints the parts
+        one after the other shows a model "Ignore" where "Ign" + "ore" was read "Ign ore" (helper 128, 5 Dec 2026:
+        scripts/firewall_seams_eval.py, attacks cut inside words 371 of 396 blocked, now 394; harmless pairs of
+        turns 15 of 2,790 flagged before and after, none blocked)."""
         seen = {v.where for v in out if v.check == "injection"}
+        tight = any(a.text[-1:].isalnum() and b.text[:1].isalnum() for a, b in zip(run, run[1:], strict=False))
+        return any(self._read_joined(tenant, action, run, sep, seen, out) for sep in (" ", "")[:1 + tight])
+
+    def _read_joined(self, tenant: str, action: Action, run: list[ModelText], sep: str, seen: set[str | None],
+                     out: list[Verdict]) -> bool:
+        joined = sep.join(t.text for t in run)
+        starts = list(accumulate((len(t.text) + len(sep) for t in run[:-1]), initial=0))
         for lo in range(0, max(1, len(joined) - WINDOW + STEP), STEP):
             hi = min(len(joined), lo + WINDOW)
             spanned = run[bisect_right(starts, lo) - 1:bisect_right(starts, hi - 1)]
@@ -209,18 +220,20 @@ class Firewall:
                            f"prompt injection suspected in {text.where} ({text.source}{part})",
                            round(score.probability, 4), text.where, text.source))
 
-    def _pii_input(self, policy: FirewallPolicy, text: ModelText, out: list[Verdict]) -> ModelText:
-        kinds = sorted({m.kind for m in find_pii(text.text)})
-        if not kinds:
-            return text
+    def _pii_input(self, policy: FirewallPolicy, texts: Sequence[ModelText], i: int, found: list[PiiMatch],
+                   out: list[Verdict]) -> ModelText:
+        text = texts[i]
+        kinds = ", ".join(sorted({m.kind for m in found}))
+        together = sorted({j for m in found for j in m.pieces} - {i})
         if policy.pii_input == Action.BLOCK:
-            out.append(Verdict("pii", "blocked", f"personal data ({', '.join(kinds)}) in {text.where}", None,
-                               text.where, text.source))
+            where = f"{text.where} to {texts[together[-1]].where} (read together)" if together else text.where
+            out.append(Verdict("pii", "blocked", f"personal data ({kinds}) in {where}", None, text.where, text.source))
             return text
         action = "redacted" if policy.pii_input == Action.REDACT else "flagged"
-        out.append(Verdict("pii", action, f"personal data: {', '.join(kinds)}", None, text.where, text.source))
+        beside = f" (read together with {', '.join(texts[j].where for j in together)})" if together else ""
+        out.append(Verdict("pii", action, f"personal data: {kinds}{beside}", None, text.where, text.source))
         if policy.pii_input == Action.REDACT:
-            return ModelText(redact(text.text), text.source, text.path, text.label)
+            return ModelText(redact(text.text, found), text.source, text.path, text.label)
         return text
 
     def check_output(self, tenant: str, text: str) -> tuple[str, list[Verdict]]:
@@ -236,6 +249,27 @@ class Firewall:
     def redacts_output(self, tenant: str) -> bool:
         """Whether the tenant's policy redacts answers (a stream's texts then go through StreamingRedactors)."""
         return self.policy(tenant).pii_output == Action.REDACT
+
+
+def personal_data(texts: Sequence[ModelText]) -> dict[int, list[PiiMatch]]:
+    """The personal data in each text the input policy reads (sent_by_client), by its index in `texts`, an item cut
+    across a message's text parts or the client's user turns included: a model reads them as one text, in order
+    (the application's and the model's turns between them left out, as Firewall._seams does), so they are read
+    joined around each seam as well (pii.read_together), and the pieces an item covers are numbered as in
+    `texts` (PiiMatch.pieces)."""
+    found = {i: find_pii(t.text) for i, t in enumerate(texts) if sent_by_client(t)}
+    run = [i for i, t in enumerate(texts) if t.text and _a_users_turn(t)]
+    if len(run) > 1:
+        for i, matches in zip(run, read_together([texts[i].text for i in run], [found[i] for i in run]), strict=True):
+            found[i] = [replace(m, pieces=tuple(run[p] for p in m.pieces)) if m.pieces else m for m in matches]
+    return found
+
+
+def _a_users_turn(text: ModelText) -> bool:
+    """A user message's content, or one of its text parts (not a completion's prompts: each of a list is a prompt
+    of its own; nor template variables or documents, which a template puts elsewhere)."""
+    path = text.path
+    return text.source == Source.USER and len(path) > 2 and path[0] == "messages" and path[2] == "content"
 
 
 def sent_by_client(text: ModelText) -> bool:
