@@ -214,3 +214,31 @@ def test_every_item_a_model_reads_across_the_pieces_joined_is_redacted(pieces: l
         if not any(m.start < seam < m.end for seam in seams):
             continue
         assert all(i in gone for i in range(m.start, m.end) if joined[i] != _ZW), (pieces, m)
+
+
+# helper 128: the stream held back at most 16 times its holdback (1,664 characters), so an item padded with more
+# than 15 invisible characters per character went out in parts
+@pytest.mark.parametrize("pad", ["\u200b" * 40, "\u00ad\u2060" * 100, "\ufeff" * 1000])
+@pytest.mark.parametrize("size", [1, 7, 500])
+def test_an_item_padded_past_the_old_bound_is_still_redacted_whole(pad: str, size: int) -> None:
+    text = "write to " + pad.join("jane.doe@example.com") + pad + " or " + pad.join("078-05-1120") + " today"
+    assert stream([text[i:i + size] for i in range(0, len(text), size)]) == redact(text)
+    assert redact(text) == f"write to [REDACTED:EMAIL]{pad} or [REDACTED:SSN] today"
+
+
+def test_what_the_stream_reads_again_stays_bounded_however_long_the_invisible_runs() -> None:
+    """Each chunk reads the held text again: invisible runs are held as one character each, the rest set aside, so
+    30,000 zero-width spaces one per chunk are read as a few characters, and still come out as they went in."""
+    r = StreamingRedactor()
+    out, longest = [], 0
+    for i in range(30_000):
+        out.append(r.feed("\u200b" if i % 300 else "x"))
+        longest = max(longest, len(r._context) + len(r._pending))
+    out.append(r.flush())
+    assert longest <= 2 * (r.holdback + 16) + 2
+    assert "".join(out) == "".join("\u200b" if i % 300 else "x" for i in range(30_000))
+
+
+def test_smuggled_tag_characters_are_not_taken_for_padding() -> None:
+    tags = "".join(chr(0xE0000 + ord(c)) for c in "jane@example.com")
+    assert stream(list(f"mail {tags} now")) == "mail [REDACTED:EMAIL] now"

@@ -5,17 +5,28 @@ holds back the last `holdback` characters (at least the longest item a detector 
 text that no later chunk can still turn into an item: each emitted prefix ends before any match that is
 not yet complete. A few already-emitted characters are kept as left context so look-behinds still work.
 Both are counted in characters a model reads (pii.held_start): invisible ones, which the detectors read
-through, do not count, so an item padded with zero-width characters is still held back whole, up to
-`_MOST` times the holdback in all (an item padded with more than 15 invisible characters per character may
-be sent in parts: docs/security.md, "Limits").
+through, do not count, so an item padded with zero-width characters is still held back whole, however many pad
+it. What is read again at each chunk is bounded all the same: a run of characters a model reads as nothing
+(pii.model_reading drops them) is held as its first character, the rest of the run set aside and sent after it
+(or dropped with the item it sits in), so the text read holds at most one such character per character a model
+reads. Until 2026-12-05 the held text was bounded at 16 times the holdback instead, and an item padded with more
+than 15 invisible characters per character could go out in parts (helper 128).
 """
 
 from __future__ import annotations
 
+import re
+
+from aigrid.security.firewall.features import INVISIBLE
 from aigrid.security.firewall.pii import MAX_ITEM_CHARS, find_pii, held_start, placeholder
 
 _CONTEXT = 16
 _MOST = 16
+"""A bound on the characters held back, `_MOST` times the holdback: the text read holds at most two characters for
+each one a model reads, so it is not reached."""
+_NOTHING = re.compile(f"(?:(?![\U000e0020-\U000e007e]){INVISIBLE.pattern.removesuffix('+')})+")
+"""Runs of characters a model reads as nothing: features.INVISIBLE but the tag characters that smuggle ASCII
+(pii.model_reading reads those as their ASCII letters)."""
 
 
 class StreamingRedactor:
@@ -27,11 +38,29 @@ class StreamingRedactor:
         self.found: list[str] = []
         """Kinds redacted so far, for the firewall verdict."""
         self._pending = ""
+        self._aside: dict[int, list[str]] = {}
+        """By position in `_pending`: the rest of the run of invisible characters that begins there."""
         self._context = ""
 
     def feed(self, chunk: str) -> str:
         """Add a chunk; return the text that is now safe to send (possibly empty)."""
-        self._pending += chunk
+        if chunk.isascii():  # nothing a model reads as nothing
+            self._pending += chunk
+            return self._emit(final=False)
+        pos = 0
+        if self._pending and _NOTHING.fullmatch(self._pending[-1]) and (lead := _NOTHING.match(chunk)):
+            self._aside.setdefault(len(self._pending) - 1, []).append(lead.group())  # the held run goes on
+            pos = lead.end()
+        kept: list[str] = []
+        at = len(self._pending)
+        for run in _NOTHING.finditer(chunk, pos):
+            kept.append(chunk[pos:run.start() + 1])
+            at += run.start() + 1 - pos
+            if run.end() - run.start() > 1:
+                self._aside[at - 1] = [chunk[run.start() + 1:run.end()]]
+            pos = run.end()
+        kept.append(chunk[pos:])
+        self._pending += "".join(kept)
         return self._emit(final=False)
 
     def flush(self) -> str:
@@ -53,11 +82,22 @@ class StreamingRedactor:
         for m in matches:
             if m.end > cut:
                 break
-            out += [text[pos:m.start], placeholder(m.kind)]
+            out += [self._sent(text, offset, pos, m.start), placeholder(m.kind)]
             self.found.append(m.kind)
             pos = max(pos, m.end)
-        out.append(text[pos:cut])
+        out.append(self._sent(text, offset, pos, cut))
         self._context = text[held_start(text[:cut], _CONTEXT, _MOST * _CONTEXT):cut]
         self._pending = text[cut:]
+        self._aside = {at - cut + offset: rest for at, rest in self._aside.items() if at >= cut - offset}
         return "".join(out)
 
+    def _sent(self, text: str, offset: int, start: int, end: int) -> str:
+        """text[start:end] as it came, each invisible run set aside put back after its first character."""
+        if not self._aside:
+            return text[start:end]
+        out: list[str] = []
+        for at in sorted(a for a in self._aside if start <= a + offset < end):
+            out += [text[start:at + offset + 1], *self._aside[at]]
+            start = at + offset + 1
+        out.append(text[start:end])
+        return "".join(out)
