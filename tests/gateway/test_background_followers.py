@@ -6,7 +6,6 @@ served anywhere. The placeholder now keeps its creator's scopes (Pending.scopes)
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,9 +15,9 @@ import httpx
 import jwt
 import pytest
 
-from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.app import Gateway
 from aigrid.spec.models import JwtSpec
-from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.conftest import serving, spec_in
 from tests.gateway.test_responses_background import Stalling
 
 SECRET = "followers-secret-0123456789abcdef"
@@ -39,16 +38,12 @@ async def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     engines = {e.id: Stalling(e.id) for e in spec.endpoints}
     for e in engines.values():
         e.gate.clear()
-    gw = build_gateway(spec, engines, rng=random.Random(5), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+    async with serving(spec, engines, seed=5) as (c, gw):
+        try:
             yield c, gw
-    finally:
-        for e in engines.values():
-            e.gate.set()
-        await gw.guard.stop()
+        finally:  # before the guard stops
+            for e in engines.values():
+                e.gate.set()
 
 
 async def _create(c: httpx.AsyncClient, headers: dict[str, str]) -> str:

@@ -15,12 +15,10 @@ from aigrid.gateway.app import Gateway
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.load import load_spec
-from aigrid.spec.models import AuditSpec, TenantSpec
+from aigrid.spec.models import TenantSpec
 from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
-
-SPEC = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"  # fra-small (EU), iad-large (US)
-SECRET = "test-secret-0123456789abcdef"
+from tests.gateway.test_model_scopes import SECRET, SPEC, enforced  # SPEC: fra-small (EU), iad-large (US)
 
 
 @pytest.fixture
@@ -33,10 +31,7 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     keys = {"small": ring.issue("default", Scopes(models=frozenset({"small-1b", "auto"}))).api_key,
             "eu": ring.issue("default", Scopes(jurisdictions=frozenset({"EU"}))).api_key,
             "whole": ring.issue("default").api_key, "ops": ring.issue("ops").api_key}
-    ring.save(tmp_path / "keys.json")
-    sec = spec.security.model_copy(update={"enforce": True, "keys_file": str(tmp_path / "keys.json"), "audit": AuditSpec(
-        path=str(tmp_path / "audit.db"), signing_key=str(tmp_path / "audit.pem"))})
-    spec = spec.model_copy(update={"tenants": tenants, "security": sec})
+    spec = enforced(spec, tenants, ring, tmp_path)
     fakes = {e.id: FakeEngine(e.id, words=(e.id, " says", " hi")) for e in spec.endpoints}
     async with serving(spec, fakes) as (c, gw):
         yield c, fakes, keys, gw

@@ -7,21 +7,20 @@ filter, large-70b by the model scope), and its decision named large-70b and its 
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from aigrid.gateway.app import build_app, build_gateway
 from aigrid.rightsize.estimator import QualityEstimator
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.load import load_spec
-from aigrid.spec.models import AuditSpec, TenantSpec
-from tests.gateway.conftest import _no_sleep
+from aigrid.spec.models import TenantSpec
+from tests.gateway.conftest import serving
 from tests.gateway.fake_engine import FakeEngine
+from tests.gateway.test_model_scopes import enforced
 from tests.gateway.test_right_size import PROMPTS
 
 SPEC = Path(__file__).resolve().parents[2] / "examples" / "right-size.yaml"  # small-1b and large-70b
@@ -41,18 +40,9 @@ async def grid(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
     keys = {"small": ring.issue("auto", Scopes(models=frozenset({"small-1b", "auto"}))).api_key,
             "whole": ring.issue("auto").api_key,
             "off-ladder": ring.issue("ladder", Scopes(models=frozenset({"small-1b", "auto"}))).api_key}
-    ring.save(tmp_path / "keys.json")
-    sec = spec.security.model_copy(update={"enforce": True, "keys_file": str(tmp_path / "keys.json"), "audit": AuditSpec(
-        path=str(tmp_path / "audit.db"), signing_key=str(tmp_path / "audit.pem"))})
-    spec = spec.model_copy(update={"tenants": tenants, "security": sec})
-    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            yield c, keys
-    finally:
-        await gw.guard.stop()
+    spec = enforced(spec, tenants, ring, tmp_path)
+    async with serving(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}) as (c, _):
+        yield c, keys
 
 
 async def test_a_key_of_the_small_model_is_right_sized_among_its_own_models(grid) -> None:
