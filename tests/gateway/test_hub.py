@@ -465,6 +465,18 @@ def test_the_latest_forget_the_oldest_and_each_tenants_read_alone() -> None:
     assert latest.recent(5, "a") == [2] and latest.recent(1, "b") == [3] and latest.recent(5, "c") == []
     latest.add("k1", "b", 10)  # the same id again: the newest, once
     assert latest.recent(5) == [10, 3, 2] and latest.recent(5, "b") == [10, 3]
-    latest.add("k4", "c", 4)
-    latest.add("k5", "c", 5)
-    assert latest.recent(5, "a") == [] and latest.recent(5) == [5, 4, 10] and latest._of_tenant.keys() == {"b", "c"}
+    latest.add("k4", "c", 4)  # over: b holds the most (two), its oldest goes
+    assert latest.recent(5) == [4, 10, 2]
+    latest.add("k5", "c", 5)  # over: now c holds the most
+    assert latest.recent(5) == [5, 10, 2] and latest._of_tenant.keys() == {"a", "b", "c"}
+
+
+def test_one_tenants_traffic_does_not_push_the_others_decisions_out() -> None:
+    latest: Latest[str] = Latest(100)
+    for i in range(10):
+        latest.add(f"quiet-{i}", "quiet", f"q{i}")
+    for i in range(10_000):
+        latest.add(f"noisy-{i}", "noisy", f"n{i}")
+    assert latest.recent(100, "quiet") == [f"q{i}" for i in reversed(range(10))]  # before: none left
+    assert latest.get("quiet-0") == "q0"
+    assert latest.recent(1, "noisy") == ["n9999"] and len(latest.recent(1000)) == 100

@@ -148,12 +148,15 @@ class Latest(Generic[T]):
         self._of_tenant: dict[str, OrderedDict[str, None]] = {}
 
     def add(self, key: str, tenant: str, item: T) -> None:
-        """`item` as the newest (one with the same key replaced); the oldest forgotten past the capacity."""
+        """`item` as the newest (one with the same key replaced). Past the capacity the tenant holding the most
+        forgets its oldest (fair_lru's rule): forgetting the oldest of all let one tenant's traffic push every other
+        tenant's decisions out of `GET /v1/decisions` and `aigrid explain`; a tenant within its share keeps its own."""
         self._forget(key)
         self._items[key] = (tenant, item)
         self._of_tenant.setdefault(tenant, OrderedDict())[key] = None
         while len(self._items) > self._capacity:
-            self._forget(next(iter(self._items)))
+            most = max(self._of_tenant.values(), key=len)
+            self._forget(next(iter(most)))
 
     def _forget(self, key: str) -> None:
         found = self._items.pop(key, None)
