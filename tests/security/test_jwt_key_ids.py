@@ -7,7 +7,9 @@ from __future__ import annotations
 import time
 
 import jwt
+import pytest
 
+from aigrid.errors import AuthenticationError
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
 from aigrid.security.jwt_bearer import JwtSettings
@@ -40,3 +42,10 @@ def test_one_tenants_user_does_not_spend_anothers_abuse_window() -> None:
         monitor.observe(bank.key_id, RequestTraits(prompt=f"prompt {i}"))
     assert monitor.verdict(bank.key_id).signals == ("volume",)
     assert monitor.verdict(shop.key_id).requests_in_window == 0
+
+
+@pytest.mark.parametrize("sub", ["", "   "])
+def test_a_token_with_an_empty_sub_is_refused(sub: str) -> None:
+    """PyJWT requires `sub` to be there, not to say anything: every token of an empty `sub` was one key id."""
+    with pytest.raises(AuthenticationError, match="empty 'sub'"):
+        _principal("bank", sub)

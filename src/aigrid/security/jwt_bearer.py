@@ -79,6 +79,10 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
             raise AuthenticationError(f"bearer token expires {ahead:.0f} s from now, later than this grid accepts "
                                       f"({settings.max_lifetime_s:g} s: security.jwt.max_lifetime_s)",
                                       code="invalid_token")
+    subject = claims["sub"]  # decode checked it is there, and a string
+    if not isinstance(subject, str) or not subject.strip():
+        # every such token would be one caller (one key id) to the abuse signals and a background run's creator
+        raise AuthenticationError("bearer token has an empty 'sub' claim", code="invalid_token")
     tenant = claims.get(settings.tenant_claim)
     if not isinstance(tenant, str) or not tenant:
         raise AuthenticationError(f"bearer token has no '{settings.tenant_claim}' claim", code="invalid_token")
@@ -90,4 +94,4 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
                                                               "max_priority")})
     except ValueError as e:
         raise AuthenticationError(f"invalid scope claim in bearer token: {e}", code="invalid_token") from e
-    return JwtIdentity(str(claims["sub"]), tenant, scopes)
+    return JwtIdentity(subject, tenant, scopes)
