@@ -1,14 +1,15 @@
-"""A batch's results settled on every way out (twenty-first session): its output and error files indexed and its
-`batch_results` row dropped in one step, never one without the other, whatever fails in between; every input line
-in exactly one of the output and the error file, whatever gateway.max_body_bytes became after the batch was made;
-a download racing its file's delete; the input file of a batch going while it runs; a cancel racing the end."""
+"""Batches and files on every way out (twenty-first session): a batch's output and error files indexed and its
+`batch_results` row dropped in one step, whatever fails in between and however it ends; every input line in exactly
+one of the output and the error file, whatever gateway.max_body_bytes became after the batch was made; downloads and
+message batch results racing a delete; an expiring input file kept and counted while its batch runs; the batches a
+tenant keeps (gateway.batch.max_batches); a delete and a create racing."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from aigrid.gateway import batch_input
 from aigrid.gateway.app import Gateway
 from aigrid.gateway.batch_db import BatchDb
+from tests.gateway import test_batches
 from tests.gateway.test_batches import (
     Gated,
     batch_spec,
@@ -38,17 +40,7 @@ from tests.gateway.test_message_batches import clients as claude_clients
 from tests.gateway.test_message_batches import req, until_ended
 from tests.gateway.test_message_batches import results as message_results
 
-
-@pytest.fixture
-def engines(tmp_path: Path) -> dict[str, Gated]:
-    return engines_for(tmp_path)
-
-
-@pytest.fixture
-async def gw(tmp_path: Path, engines: dict[str, Gated]) -> AsyncIterator[Gateway]:
-    gw = await started(batch_spec(tmp_path), engines)
-    yield gw
-    await stopped(gw)
+engines, gw = test_batches.engines, test_batches.gw  # its fixtures
 
 
 class _Refusing:
