@@ -14,15 +14,17 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import openai
 import orjson
 import pytest
 
 from aigrid.gateway import batch_input
-from aigrid.gateway.app import Gateway
+from aigrid.gateway.app import Gateway, build_app
 from aigrid.gateway.batch_db import BatchDb
 from tests.gateway import test_batches
 from tests.gateway.test_batches import (
+    TENANT,
     Gated,
     batch_spec,
     clients,
@@ -412,3 +414,25 @@ async def test_a_delete_and_a_create_racing_never_leave_a_batch_without_its_inpu
     assert gone.value.body["param"] == "input_file_id", gone.value.body  # type: ignore[index]
     monkeypatch.undo()
     assert [b.id for b in (await oai.batches.list()).data] == [created.id]
+
+
+@pytest.mark.parametrize("name", ['a"b.jsonl', "x\r\nSet-Cookie: a=b.jsonl", "caf\u00e9\x00\x1f.jsonl", "a;b=c"])
+async def test_a_downloads_name_never_reaches_its_header_raw(gw: Gateway, name: str) -> None:
+    """The download's Content-Disposition (files_api.OpenFileResponse, since the race fix above) names the file as
+    uploaded, sent raw by a client that does not escape it (the SDK's httpx does): a quote, a CR/LF, a control or a
+    non-ASCII character is percent-escaped in `filename*`, never a header of its own or a broken one."""
+    transport = httpx.ASGITransport(app=build_app(gw))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw", headers=TENANT) as client:
+        body = (b'--B\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--B\r\nContent-Disposition: '
+                b'form-data; name="file"; filename="' + name.replace('"', '\\"').encode() + b'"\r\n'
+                b"Content-Type: application/jsonl\r\n\r\n" + jsonl(line("a", "hi")) + b"\r\n--B--\r\n")
+        made = await client.post("/v1/files", content=body, headers={"content-type": "multipart/form-data; boundary=B"})
+        if made.status_code != 200:  # the parser refused the name: a 400 in the envelope, nothing kept
+            assert made.status_code == 400 and made.json()["error"]["param"] == "file", made.text
+            return
+        got = await client.get(f"/v1/files/{made.json()['id']}/content")
+    assert got.status_code == 200 and got.content == jsonl(line("a", "hi"))
+    header = got.headers["content-disposition"]
+    assert "\r" not in header and "\n" not in header and "set-cookie" not in {k.lower() for k in got.headers}
+    assert header.startswith("attachment; filename"), header
+    assert all(32 < ord(c) < 127 or c == " " for c in header), header
