@@ -1,0 +1,45 @@
+"""regex's `sub` writes its result out no further than the tool shows it (helper 132, 5 Dec 2026)."""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import pytest
+import regex
+
+from aigrid.agents.regex_tool import MAX_OUTPUT, RegexTool
+from aigrid.agents.tool import NO_CONTEXT, ToolError
+
+
+async def test_a_replacement_that_multiplies_the_text_is_written_out_no_further_than_the_output_bound() -> None:
+    # every position's lookahead captures the rest of the text and each match writes it out 100 times: the whole
+    # result is 100 x 2,000^2 / 2 = 2 x 10^8 characters (at 100,000 characters of text, 5 x 10^11), all of it
+    # written before it was cut to 4,000 (about 400 MB here; 850 MB within the 0.5 s timeout at 100,000)
+    tool = RegexTool(timeout_s=10.0)
+    tracemalloc.start()
+    try:
+        out = await tool.run({"pattern": "(?=(.*))", "text": "a" * 2_000, "mode": "sub",
+                              "replacement": "\\1" * 100}, NO_CONTEXT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"{peak / 1e6:.0f} MB allocated for a result shown as {MAX_OUTPUT} characters"
+    assert out == "a" * MAX_OUTPUT + f"... (cut at {MAX_OUTPUT} characters)"
+
+
+@pytest.mark.parametrize(("pattern", "replacement", "text"), [
+    ("", "x", "abc"), ("a*", "-", "baaac"), (r"(\w)(\w)?", r"\2\1", "abcde"), ("x*", r"[\g<0>]", "axxb"),
+    (r"(?=(.))", r"\1", "abc"), (r"\b", "|", "hi there"), (r"(?P<d>\d+)", r"<\g<d>>", "a 12 b 345"),
+    (r"\d+", r"\n\t\\", "1 2"), ("z", "y", "no match here"),
+])
+async def test_sub_answers_as_the_package_s_own_sub(pattern: str, replacement: str, text: str) -> None:
+    out = await RegexTool().run({"pattern": pattern, "text": text, "mode": "sub", "replacement": replacement},
+                                NO_CONTEXT)
+    assert out == regex.compile(pattern).sub(replacement, text)
+
+
+async def test_a_long_result_is_cut_and_an_invalid_replacement_is_refused() -> None:
+    out = await RegexTool().run({"pattern": "a", "text": "a" * 5_000, "mode": "sub", "replacement": "bb"}, NO_CONTEXT)
+    assert out == "b" * MAX_OUTPUT + f"... (cut at {MAX_OUTPUT} characters)"
+    with pytest.raises(ToolError, match="invalid replacement"):
+        await RegexTool().run({"pattern": "(a)", "text": "xa", "mode": "sub", "replacement": r"\9"}, NO_CONTEXT)
