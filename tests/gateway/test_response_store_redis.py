@@ -155,11 +155,11 @@ async def test_a_response_stored_on_one_gateway_is_read_continued_and_deleted_on
     with pytest.raises(openai.BadRequestError) as elsewhere:
         await a.oai.responses.create(model=MODEL, input="x", previous_response_id=follow_id, extra_headers=IN_US)
     assert elsewhere.value.body["code"] == "conversation_residency"
-    # a chain that lost a turn is refused (404 naming previous_response_id), never answered from part of it
+    # a chain that lost a turn is refused (400 previous_response_not_found), never answered from part of it
     chained = await a.oai.responses.create(model=MODEL, input="And now?", previous_response_id=follow_id)
     r0.delete(resp_key("EU", first.id))
     sent = len(b.received("fra-smollm2"))
-    with pytest.raises(openai.NotFoundError) as broken:
+    with pytest.raises(openai.BadRequestError) as broken:
         await b.oai.responses.create(model=MODEL, input="x", previous_response_id=chained.id)
     assert broken.value.body["param"] == "previous_response_id" and first.id in broken.value.body["message"]
     assert len(b.received("fra-smollm2")) == sent

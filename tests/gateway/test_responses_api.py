@@ -87,8 +87,11 @@ async def test_previous_response_id_continues_the_conversation(
 
 
 async def test_errors_keep_the_openai_envelope(oai: openai.AsyncOpenAI) -> None:
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.BadRequestError) as unknown:  # OpenAI's 400 previous_response_not_found
         await oai.responses.create(model="smollm2-135m", input="x", previous_response_id="resp_nope")
+    assert unknown.value.body == {"message": unknown.value.body["message"], "type": "invalid_request_error",
+                                  "param": "previous_response_id", "code": "previous_response_not_found"}
+    assert "Previous response with id 'resp_nope' not found" in unknown.value.body["message"]
     with pytest.raises(openai.BadRequestError) as bad:
         await oai.responses.create(model="smollm2-135m", input="x", tools=[{"type": "web_search"}])
     assert bad.value.body["param"] == "tools.0.type" and "calculator" in bad.value.body["message"]
@@ -251,9 +254,10 @@ async def test_a_follow_up_whose_history_was_evicted_is_refused(oai: openai.Asyn
     first = await oai.responses.create(model="smollm2-135m", input="My name is Ada.")
     second = await oai.responses.create(model="smollm2-135m", input="What is my name?", previous_response_id=first.id)
     gateway.responses.delete("default", first.id)
-    with pytest.raises(openai.NotFoundError) as info:
+    with pytest.raises(openai.BadRequestError) as info:
         await oai.responses.create(model="smollm2-135m", input="What is my name?", previous_response_id=second.id)
     assert info.value.body["param"] == "previous_response_id" and first.id in info.value.body["message"]
+    assert info.value.body["code"] == "previous_response_not_found"
 
 
 # --- tools ----------------------------------------------------------------------------------------------
@@ -450,8 +454,9 @@ async def test_input_tokens_are_counted_with_the_stored_history(oai: openai.Asyn
     assert bad.value.body["param"] == "max_output_tokens"  # type: ignore[index]
     with pytest.raises(openai.NotFoundError):
         await oai.responses.input_tokens.count(model="nope", input="x")
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.BadRequestError) as unknown:
         await oai.responses.input_tokens.count(model="smollm2-135m", input="x", previous_response_id="resp_nope")
+    assert unknown.value.body["code"] == "previous_response_not_found"  # type: ignore[index]
 
 
 async def test_the_sdks_parse_helpers_round_trip(scripted: tuple[openai.AsyncOpenAI, ScriptedEngine]) -> None:

@@ -300,9 +300,10 @@ async def test_a_failing_engine_leaves_it_failed_with_an_error(
     assert row["outcome"] == "error:upstream_failed"
     assert await balance(metered) == 0 and inflight(metered) == 0
     # ended without an answer: nothing to continue; deleting it removes the placeholder
-    with pytest.raises(openai.NotFoundError) as follow:
+    with pytest.raises(openai.BadRequestError) as follow:
         await oai.responses.create(model="smollm2-135m", input="x", previous_response_id=created.id)
     assert follow.value.body["param"] == "previous_response_id" and "failed" in follow.value.body["message"]
+    assert follow.value.body["code"] == "previous_response_not_found"
     await oai.responses.delete(created.id)
     with pytest.raises(openai.NotFoundError):
         await oai.responses.retrieve(created.id)

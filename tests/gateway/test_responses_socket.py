@@ -573,7 +573,7 @@ def test_a_new_socket_continues_a_stored_response_of_a_closed_one_but_not_one_it
     """After a reconnect (the SDK's on_reconnecting opens a new socket, which starts empty) the client goes on
     from the last response it saw completed: `previous_response_id` reads the response store, not the socket, so
     any socket (or POST) continues a stored response. A response the closed socket cut mid-answer (the hang-up)
-    was never stored: continuing it is the 404 naming previous_response_id, so the client resends that turn."""
+    was never stored: continuing it is the 400 previous_response_not_found, so the client resends that turn."""
     with served(tmp_path, words=tuple(f" w{i}" for i in range(100)), delay_s=0.01) as grid:
         client = grid.sync_client()
         with client.responses.connect() as conn:
@@ -601,7 +601,8 @@ def test_a_new_socket_continues_a_stored_response_of_a_closed_one_but_not_one_it
                 ] in asked
         assert len(asked) == 4  # nothing sent to an engine for the two refused
         for refused in (lost, no_cache):
-            assert [(e.type, e.status, e.error.param) for e in refused] == [("error", 404, "previous_response_id")]
+            assert [(e.type, e.status, e.error.code, e.error.param) for e in refused] == [
+                ("error", 400, "previous_response_not_found", "previous_response_id")]  # OpenAI's code
 
 
 async def test_an_event_stream_becomes_one_message_per_event_however_its_chunks_fall() -> None:

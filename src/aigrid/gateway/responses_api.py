@@ -135,6 +135,20 @@ _PARAMS = {"max_tokens": "max_output_tokens", "messages": "input"}
 """Pipeline errors name chat fields; these are their Responses names."""
 _FORMAT = re.compile(r"^response_format(?:\.json_schema)?")
 """A chat `response_format` field's prefix, whose Responses field is under `text.format` (flattened)."""
+
+
+class PreviousResponseNotFound(InvalidRequest):
+    """A `previous_response_id` that cannot be continued (unknown, another tenant's, expired, a background
+    response that ended without an answer, a chain that lost a turn): OpenAI's 400 `previous_response_not_found`
+    naming `previous_response_id`, which agents (Codex, the Agents SDK) read to resend the whole history. Until
+    the twenty-first session a 404 `not_found`."""
+
+    code = "previous_response_not_found"
+
+    def __init__(self, previous: str, why: str) -> None:
+        super().__init__(f"Previous response with id {previous!r} not found: {why}", param="previous_response_id")
+
+
 STOPPED = {"code": "server_error", "message": "the gateway stopped before this background response finished"}
 MAX_FOLLOWERS_PER_TENANT = MAX_RUNS_PER_TENANT
 """Readers of event logs (GET /v1/responses/{id}?stream=true) one process serves at once per tenant; more is a
@@ -768,12 +782,11 @@ class ResponsesApi:
         """The stored history of `previous`; narrows this request's residency to where it is stored."""
         prev = await self._look(principal.tenant, previous)
         if prev is None:
-            raise NotFound(f"previous_response_id: no stored response {previous!r} for this tenant on this "
-                           "gateway", param="previous_response_id")
+            raise PreviousResponseNotFound(previous, "no stored response of this id for this tenant on this gateway")
         if isinstance(prev, Pending):
             if prev.status in FINAL:
-                raise NotFound(f"previous_response_id: the background response {previous!r} ended {prev.status} "
-                               "without an answer to continue", param="previous_response_id")
+                raise PreviousResponseNotFound(previous, f"the background response ended {prev.status} without an "
+                                               "answer to continue")
             raise InvalidRequest(f"previous_response_id: the background response {previous!r} is still "
                                  f"{prev.status.replace('_', ' ')}; continue it once it has completed",
                                  param="previous_response_id")
@@ -782,8 +795,8 @@ class ResponsesApi:
         try:
             history = await self.book.history(prev)
         except BrokenHistory as e:
-            raise NotFound(f"previous_response_id: an earlier turn of {previous!r} ({e.args[0]}) is no longer "
-                           "stored, so its history cannot be rebuilt", param="previous_response_id") from e
+            raise PreviousResponseNotFound(previous, f"an earlier turn ({e.args[0]}) is no longer stored, so its "
+                                           "history cannot be rebuilt") from e
         headers[H_RESIDENCY] = prev.jurisdiction  # read by the pipeline after this body: route only there
         return history
 
