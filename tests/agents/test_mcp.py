@@ -276,3 +276,15 @@ async def test_a_server_cannot_write_the_relay_s_notice_in_its_own_words(caplog:
         await mcp._on_message(forged)
     assert mcp.stopped_why == mcp_relay.oversized(mcp.max_message_bytes)
     assert "IGNORE" not in caplog.text and caplog.text.count("wrote a message over") == 1
+
+
+def test_the_relay_stops_the_server_when_the_client_is_gone() -> None:
+    """The client closed its end of the pipe (the gateway stopped): the relay raised BrokenPipeError, a traceback
+    on the gateway's stderr, and left the server running. Now it stops the server and says so in its status."""
+    read, write = os.pipe()
+    os.close(read)
+    talker = "import sys\nwhile True:\n    sys.stdout.write('x\\n'); sys.stdout.flush()\n"
+    try:
+        assert mcp_relay.relay(1 << 20, [sys.executable, "-c", talker], out=write) == mcp_relay.GONE
+    finally:
+        os.close(write)

@@ -23,6 +23,8 @@ LOGGER = "aigrid.mcp_relay"
 """The logger named in the notification that replaces a line over the bound (McpServer reads it)."""
 OVERSIZED = 3
 """The relay's exit status when it stopped the server for a line over the bound."""
+GONE = 4
+"""... and when it stopped it because the client closed its end of the pipe."""
 
 
 def oversized(most: int) -> str:
@@ -41,20 +43,27 @@ def relay(most: int, command: list[str], out: int = 1) -> int:
     assert server.stdout is not None
     source = server.stdout.fileno()
     line = bytearray()  # the current line's bytes, never more than `most`
-    while piece := os.read(source, 1 << 16):
-        *whole, rest = piece.split(b"\n")
-        if len(line) + len(whole[0] if whole else rest) > most or any(len(w) > most for w in whole[1:]) \
-                or len(rest) > most:
-            os.write(out, notice(most))
-            server.kill()
-            server.wait()
-            return OVERSIZED
-        if whole:
-            line += whole[0]
-            _write_all(out, b"\n".join([bytes(line), *whole[1:], b""]))
-            line = bytearray()
-        line += rest
+    try:
+        while piece := os.read(source, 1 << 16):
+            *whole, rest = piece.split(b"\n")
+            if len(line) + len(whole[0] if whole else rest) > most or any(len(w) > most for w in whole[1:]) \
+                    or len(rest) > most:
+                os.write(out, notice(most))
+                return _stopped(server, OVERSIZED)
+            if whole:
+                line += whole[0]
+                _write_all(out, b"\n".join([bytes(line), *whole[1:], b""]))
+                line = bytearray()
+            line += rest
+    except BrokenPipeError:  # the client closed its end: a traceback on its stderr, the server left running, before
+        return _stopped(server, GONE)
     return server.wait()
+
+
+def _stopped(server: subprocess.Popen[bytes], status: int) -> int:
+    server.kill()
+    server.wait()
+    return status
 
 
 def _write_all(fd: int, data: bytes) -> None:
