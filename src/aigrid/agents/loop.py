@@ -128,7 +128,8 @@ class Finished:
     content: str
     finish_reason: str
     stop: str
-    """Why the loop ended: answer | step_limit | context_limit | client_tool | max_tokens."""
+    """Why the loop ended: answer | step_limit | context_limit | client_tool | max_tokens | tool_choice_none (the
+    engine asked for a tool under `tool_choice: "none"`: not run, the reply ends empty)."""
     steps: tuple[Step, ...]
     tool_calls: tuple[dict[str, Any], ...] = ()
     usage: Mapping[str, int] = field(default_factory=dict)
@@ -432,10 +433,12 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             yield Finished("", "length", "max_tokens", tuple(steps), (), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
-        if not turn.calls or at_limit:
+        if not turn.calls or at_limit or none:
             # At the limit no more tools run, even if an engine ignored the answer-only turn and asked for
             # one: the answer is cut short (finish_reason "length", as OpenAI says when max_tokens is hit).
-            stop = "step_limit" if at_limit else "answer"
+            # Nor under `tool_choice: "none"`, where no tool was offered (an engine that ignores the grammar and
+            # imitates the calls in the history, or a prompt that talks it into one, ran server-side tools before)
+            stop = "step_limit" if at_limit else "tool_choice_none" if turn.calls else "answer"
             reason = "length" if turn.finish_reason == "length" or turn.calls else "stop"
             content = "" if turn.calls else turn.content
             yield Finished(content, reason, stop, tuple(steps), (), dict(usage), model_calls, model_ms,
