@@ -19,8 +19,8 @@ from aigrid.gateway.agent_runtime import AgentRuntime
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.spec.builtin_models import EMBEDDING_MODEL
 from aigrid.spec.load import load_spec
-from aigrid.spec.models import DocumentSpec
-from tests.gateway.conftest import DEMO
+from aigrid.spec.models import DocumentSpec, McpServerSpec
+from tests.gateway.conftest import DEMO, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 
@@ -118,3 +118,14 @@ async def test_the_demo_specs_comment_names_every_tool_its_gateway_has() -> None
             assert f" {name}" in comment, (name, comment)
     finally:
         await runtime.http_client.aclose()
+
+
+def test_an_mcp_servers_message_bound_is_the_specs(tmp_path: Path) -> None:
+    spec = spec_in(tmp_path)
+    servers = {"small": McpServerSpec(command=["true"], max_message_bytes=4096),
+               "default": McpServerSpec(command=["true"])}
+    agents = spec.agents.model_copy(update={"mcp_servers": servers})
+    runtime = AgentRuntime.from_spec(spec.model_copy(update={"agents": agents}))
+    assert {s.name: s.max_message_bytes for s in runtime.mcp} == {"small": 4096, "default": 16 << 20}
+    with pytest.raises(ValueError, match="max_message_bytes"):
+        McpServerSpec(command=["true"], max_message_bytes=10)

@@ -75,7 +75,8 @@ class AgentRuntime:
         missing = MiniLMEmbedder.missing()
         if missing is not None:  # /v1/embeddings and /v1/models without it; site documents refused at start
             log.warning("embeddings off: %s", missing)
-        mcp = [McpServer(name, m.command, env=m.env or None, prefix=m.prefix, call_timeout_s=m.call_timeout_s)
+        mcp = [McpServer(name, m.command, env=m.env or None, prefix=m.prefix, call_timeout_s=m.call_timeout_s,
+                         max_message_bytes=m.max_message_bytes)
                for name, m in spec.agents.mcp_servers.items()]
         return cls(spec, tools, LoopConfig(max_steps=spec.agents.max_steps,
                                            tool_timeout_s=spec.agents.tool_timeout_s),

@@ -406,6 +406,10 @@ class McpServerSpec(StrictModel):
     env: dict[str, str] = {}
     prefix: str = Field(default="", description="prepended to its tool names")
     call_timeout_s: float = Field(default=10.0, gt=0)
+    max_message_bytes: int = Field(default=16 << 20, ge=1 << 10, le=1 << 30, description=(
+        "the longest message (one line of its stdout) the server may send: at one longer it is stopped and the "
+        "call is a tool error (the mcp SDK reads a line whole, unbounded; agents/mcp_relay.py). A smaller bound "
+        "is faster for small answers, a larger one lets a tool send images"))
 
 
 class AgentsSpec(StrictModel):
