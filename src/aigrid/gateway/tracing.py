@@ -38,6 +38,14 @@ OPERATIONS = {"/v1/chat/completions": "chat", "/v1/completions": "text_completio
 PROVIDER = "aigrid"
 _REQUEST_ATTRS = {"max_tokens": "gen_ai.request.max_tokens", "temperature": "gen_ai.request.temperature",
                   "top_p": "gen_ai.request.top_p"}
+TEXT_MAX_CHARS = 1024
+"""What a span keeps of a text a client or an engine wrote (an error's message, an attribute): a 404 echoed a
+2 MB model name sent to /v1/embeddings whole into its span's status, one span above what an OTLP collector takes
+in a request (4 MiB by default), the spans exported with it lost."""
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= TEXT_MAX_CHARS else f"{text[:TEXT_MAX_CHARS]}...({len(text)} chars)"
 
 
 class AttemptTrace:
@@ -85,7 +93,7 @@ class _OtelAttempt(AttemptTrace):
     def fail(self, reason: str) -> None:
         from opentelemetry.trace import Status, StatusCode
         self.span.set_attribute("error.type", reason.split(":")[0][:64] or "error")
-        self.span.set_status(Status(StatusCode.ERROR, reason))
+        self.span.set_status(Status(StatusCode.ERROR, _short(reason)))
         self.span.end()
 
 
@@ -106,8 +114,10 @@ class _OtelRequest(RequestTrace):
         self._ctx = trace.set_span_in_context(self.span)
 
     def parsed(self, model: str, body: Mapping[str, Any]) -> None:
-        self.model = model
-        self.span.update_name(f"{self.operation} {model}")
+        """The request as read, its model not yet checked: the span is named after it once decided (a name a client
+        made up, `chat nope-1`, `chat nope-2`, ..., was each a span name: a new operation in Jaeger's index, a new
+        series of Tempo's span metrics)."""
+        self.model = model = _short(model)
         self.span.set_attribute("gen_ai.request.model", model)
         self.span.set_attribute("aigrid.stream", bool(body.get("stream")))
         for key, attr in _REQUEST_ATTRS.items():
@@ -117,6 +127,8 @@ class _OtelRequest(RequestTrace):
 
     def decided(self, decision: Decision, policy: str, tenant: str) -> None:
         s = self.span
+        if self.model:  # a model of the grid (decided: build_request_info knew it)
+            s.update_name(f"{self.operation} {self.model}")
         s.set_attribute("aigrid.decision.id", decision.request_id)
         s.set_attribute("aigrid.policy", policy)
         s.set_attribute("aigrid.tenant", tenant)
@@ -167,7 +179,7 @@ class _OtelRequest(RequestTrace):
         s.set_attribute("aigrid.outcome", outcome)
         if error is not None:
             s.set_attribute("error.type", error.code or type(error).__name__)
-            s.set_status(Status(StatusCode.ERROR, error.message))
+            s.set_status(Status(StatusCode.ERROR, _short(error.message)))
         elif outcome != "ok":
             s.set_attribute("error.type", outcome)
             s.set_status(Status(StatusCode.ERROR, outcome))
@@ -209,7 +221,7 @@ def build_tracing(spec: OtelSpec, env: Mapping[str, str] | None = None) -> Traci
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanLimits, TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     except ImportError as e:
@@ -217,7 +229,11 @@ def build_tracing(spec: OtelSpec, env: Mapping[str, str] | None = None) -> Traci
                           "pip install 'aigrid[otel]'") from e
     name = env.get("OTEL_SERVICE_NAME") or spec.service_name
     sampler = ParentBased(TraceIdRatioBased(spec.sample_ratio)) if spec.sample_ratio < 1 else None
-    provider = TracerProvider(resource=Resource.create({"service.name": name}), sampler=sampler)
+    # an attribute's value cut at TEXT_MAX_CHARS unless the standard variables say otherwise (the SDK's own default
+    # is no limit)
+    limited = any(env.get(v) for v in ("OTEL_SPAN_ATTRIBUTE_VALUE_LENGTH_LIMIT", "OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT"))
+    limits = None if limited else SpanLimits(max_span_attribute_length=TEXT_MAX_CHARS)
+    provider = TracerProvider(resource=Resource.create({"service.name": name}), sampler=sampler, span_limits=limits)
     endpoint = None
     if spec.endpoint:
         endpoint = spec.endpoint.rstrip("/")
