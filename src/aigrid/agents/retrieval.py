@@ -37,11 +37,14 @@ class Retrieve:
         if context.site_id is None:
             raise ToolError("retrieval runs only at a site")
         store = self.stores.get(context.site_id)
+        # one answer whether the site holds no documents or only other tenants': "none visible to this tenant" told
+        # a tenant that another keeps private documents at the site
+        nothing = f"no documents are stored at site {context.site_id}"
         if store is None or len(store) == 0:
-            return f"no documents are stored at site {context.site_id}"
+            return nothing
         vectors, _ = await self.stores.embedder.embed([query])
         hits = store.search(vectors[0], k, context.tenant)
         if not hits:
-            return f"no documents visible to this tenant at site {context.site_id}"
+            return nothing
         return "\n".join(f"[{i}] ({h.document.source}, similarity {h.score:.2f}) {h.document.text[:SNIPPET_CHARS]}"
                          for i, h in enumerate(hits, 1))

@@ -95,15 +95,16 @@ class VectorStore:
     def search(self, query: Vectors, k: int = 3, tenant: str | None = None) -> list[Hit]:
         if not self.documents:
             return []
-        scores = self._vectors @ query.astype(np.float32).reshape(-1)
-        visible = np.array([d.tenant is None or d.tenant == tenant for d in self.documents])
-        scores = np.where(visible, scores, -np.inf)
-        k = min(k, int(visible.sum()))
+        # only the visible documents are ranked: another tenant's were ranked too, at a score of -inf, and a query
+        # whose scores are NaN (an embedder's overflow) sorts after -inf, so its top k were the hidden ones
+        visible = np.flatnonzero([d.tenant is None or d.tenant == tenant for d in self.documents])
+        k = min(k, len(visible))
         if k <= 0:
             return []
+        scores = (self._vectors @ query.astype(np.float32).reshape(-1))[visible]
         top = np.argpartition(-scores, k - 1)[:k]
         top = top[np.argsort(-scores[top])]
-        return [Hit(float(scores[i]), self.documents[i]) for i in top]
+        return [Hit(float(scores[i]), self.documents[visible[i]]) for i in top]
 
 
 class SiteStores:
