@@ -279,3 +279,36 @@ def test_help_lists_each_command_s_summary_as_written_not_broken_where_its_sourc
     rows = {line.split()[1]: line for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2}
     assert "end-to-end latency, throughput, goodput under an SLO." in rows["bench"]
     assert "(continuous batching with chunked prefill," in rows["emulator"]
+
+
+def _commands() -> list[tuple[str, object]]:
+    """Every command of `aigrid`, by its full name (the lazy groups build theirs when listed)."""
+    import typer
+    import typer.main
+
+    found: list[tuple[str, object]] = []
+
+    def walk(cmd: object, name: str) -> None:
+        found.append((name, cmd))
+        if hasattr(cmd, "list_commands"):
+            ctx = typer.Context(cmd)  # type: ignore[arg-type]
+            for sub in cmd.list_commands(ctx):
+                walk(cmd.get_command(ctx, sub), f"{name} {sub}")  # type: ignore[attr-defined]
+
+    walk(typer.main.get_command(app), "aigrid")
+    return found
+
+
+def test_no_help_text_is_eaten_as_rich_markup() -> None:
+    """--help renders help texts as rich markup: `[default: .aigrid/audit-signing.pub.pem]` in the help of
+    `aigrid audit verify --public-key` (and of query and summary) was read as a style tag and dropped, so
+    the help never said which key is read by default."""
+    from rich.text import Text
+
+    eaten = [f"{name} {param}: {text!r}" for name, cmd in _commands()
+             for param, text in [("(help)", getattr(cmd, "help", None) or "")]
+             + [(p.name, getattr(p, "help", None) or "") for p in cmd.params]  # type: ignore[attr-defined]
+             if Text.from_markup(text).plain != text]
+    assert not eaten, "\n".join(eaten)
+    r = runner.invoke(app, ["audit", "verify", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    assert "audit-signing.pub.pem" in r.output, r.output

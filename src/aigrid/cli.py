@@ -371,7 +371,7 @@ def audit_verify(db: Annotated[Path, typer.Argument(help="audit database (securi
                      ".aigrid/audit.db"),
                  public_key: Annotated[list[Path] | None, typer.Option(
                      help="Ed25519 public key (PEM); repeat it for each key that signed this log (a rotation) "
-                          "[default: .aigrid/audit-signing.pub.pem]")] = None,
+                          "(default: .aigrid/audit-signing.pub.pem)")] = None,
                  anchor: Annotated[str | None, typer.Option(
                      help="SEQ:HASH printed by an earlier verify and kept elsewhere: the log must still hold it "
                           "(finds a deleted tail or a replaced file)")] = None) -> None:

@@ -47,8 +47,8 @@ WIDE = 240
 
 Db = Annotated[Path, typer.Argument(help="audit database (security.audit.path)")]
 PublicKey = Annotated[list[Path] | None, typer.Option(
-    help="Ed25519 public key(s) to verify the log with first [default: .aigrid/audit-signing.pub.pem when it "
-         "exists]")]
+    help="Ed25519 public key(s) to verify the log with first (default: .aigrid/audit-signing.pub.pem when it "
+         "exists)")]
 Unverified = Annotated[bool, typer.Option("--unverified", help="read a log that fails verification anyway")]
 Since = Annotated[str | None, typer.Option(help="from this time: ISO 8601 (UTC without an offset) or a span "
                                                 "back from now (90m, 24h, 7d)")]
