@@ -4,17 +4,27 @@ With several worker processes (`--workers N`) the parent sets PROMETHEUS_MULTIPR
 values go to files there (prometheus-client's multiprocess mode) and /metrics on any worker reports all of
 them, counters and histograms summed, gauges as the highest live worker's value, except the requests in
 flight at each endpoint, summed over the live workers (each worker writes its own count after every exchange
-with the hub, and when it serves /metrics), and the requests waiting in the admission queues, summed too."""
+with the hub, and when it serves /metrics), and the requests waiting in the admission queues, summed too.
+
+A worker that died leaves its counters and histograms (its requests stay counted): retire_worker folds them into
+one archive file per kind, where prometheus-client's mark_process_dead left two files per dead worker, every one
+read at every scrape (1,000 dead workers: 2,000 files, 197 MB, 1.7 s of the event loop per scrape, against 9 ms;
+scripts/metrics_dead_workers.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.metrics_core import Metric
+from prometheus_client.mmap_dict import MmapedDict
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 """The GenAI semantic conventions' advisory buckets for gen_ai.client.token.usage."""
@@ -25,6 +35,60 @@ SYNC_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 20)
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 """The GenAI semantic conventions' advisory buckets for gen_ai.server.time_per_output_token (seconds)."""
+
+
+_RETIRE_LOCK = "retire.lock"
+"""In the multiprocess folder: held shared while a scrape reads the files, alone while retire_worker swaps a dead
+worker's files for the archive (a scrape between the two would count that worker twice, or not at all: a
+counter going down, which Prometheus reads as a reset)."""
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: str, how: int) -> Iterator[None]:
+    fd = os.open(os.path.join(folder, _RETIRE_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, how)
+        yield
+    finally:
+        os.close(fd)  # and its lock
+
+
+class _Collector(MultiProcessCollector):
+    """Every worker's values, read while no dead worker's files are being folded into the archive."""
+
+    def collect(self) -> list[Metric]:
+        with _folder_lock(self._path, fcntl.LOCK_SH):
+            return list(super().collect())
+
+
+def retire_worker(pid: int, folder: str | Path) -> None:
+    """Worker `pid` is dead: its live gauges go (mark_process_dead) and its counters and histograms are added into
+    `counter_archive.db` / `histogram_archive.db` (a dead worker's requests stay counted, in one file whatever the
+    number of workers that died), its own files removed."""
+    folder = str(folder)
+    mark_process_dead(pid, folder)
+    with _folder_lock(folder, fcntl.LOCK_EX):
+        for kind in ("counter", "histogram"):
+            dead = os.path.join(folder, f"{kind}_{pid}.db")
+            if not os.path.exists(dead):
+                continue
+            archive = os.path.join(folder, f"{kind}_archive.db")
+            totals: dict[str, float] = {}
+            for path in (archive, dead):
+                if os.path.exists(path):
+                    for key, value, _, _ in MmapedDict.read_all_values_from_file(path):
+                        totals[key] = totals.get(key, 0.0) + value
+            written = archive + ".new"  # not *.db: no scrape reads it
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(written)
+            out = MmapedDict(written)
+            try:
+                for key, value in totals.items():
+                    out.write_value(key, value, 0.0)
+            finally:
+                out.close()
+            os.replace(written, archive)
+            os.unlink(dead)
 
 
 def _memoise_children(metric: Counter | Gauge | Histogram) -> None:
@@ -135,7 +199,7 @@ class GatewayMetrics:
         """The registry to read values from: this one, or every worker's values in multiprocess mode."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             merged = CollectorRegistry()
-            MultiProcessCollector(merged)
+            _Collector(merged)
             return merged
         return self.registry
 

@@ -37,7 +37,6 @@ from typing import Any, NoReturn
 
 import orjson
 import uvicorn
-from prometheus_client import multiprocess
 from starlette.routing import BaseRoute
 
 from aigrid.errors import ConfigError
@@ -46,6 +45,7 @@ from aigrid.gateway.guard import Guard, abuse_relay, abuse_rules, audit_log
 from aigrid.gateway.heap import settle_when_started
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubAuditLog, HubClient, HubQuotaBackend, HubSharedState
+from aigrid.gateway.metrics import retire_worker
 from aigrid.gateway.responses_socket import server_options
 from aigrid.gateway.slow_clients import HeadDeadline
 from aigrid.gateway.wiring import Upstream, build_engines, upstream
@@ -120,9 +120,12 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
             while not stop.is_set():
                 proc = await start(i)
                 code = await proc.wait()
-                multiprocess.mark_process_dead(proc.pid, str(metrics_dir))
                 if stop.is_set():
                     return
+                try:  # its counters kept in the archive, its files gone (off the loop: it waits for a scrape's read)
+                    await asyncio.to_thread(retire_worker, proc.pid, metrics_dir)
+                except Exception:  # its files stay, read at every scrape: the worker is started again all the same
+                    log.exception("gateway worker %d (pid %d): its metrics could not be archived", i, proc.pid)
                 why = _failure(work, i)
                 if not ready:  # before the grid ever answered: a worker that cannot start will not start again
                     failed.append(why or f"gateway worker {i} exited with {code} before it could serve (its output "
