@@ -173,6 +173,9 @@ class GatewayMetrics:
         self.admission_waiting = Gauge("aigrid_admission_waiting", "Requests waiting in this gateway's "
                                        "admission queue for capacity", registry=r,
                                        multiprocess_mode="livesum")
+        self.responses_sockets = Gauge(
+            "aigrid_responses_sockets", "WebSocket /v1/responses connections open (gateway.max_sockets bounds a "
+            "process's): inc() when one is accepted, dec() when it closes", registry=r, multiprocess_mode="livesum")
         self.admission_wait = Histogram("aigrid_admission_wait_seconds", "Time requests waited in the admission "
                                         "queue", ["priority_class"], buckets=DURATION_BUCKETS, registry=r)
         self.shared_sync = Histogram("aigrid_shared_sync_seconds", "Round trip of one exchange of the in-flight "
