@@ -43,3 +43,27 @@ async def test_a_long_result_is_cut_and_an_invalid_replacement_is_refused() -> N
     assert out == "b" * MAX_OUTPUT + f"... (cut at {MAX_OUTPUT} characters)"
     with pytest.raises(ToolError, match="invalid replacement"):
         await RegexTool().run({"pattern": "(a)", "text": "xa", "mode": "sub", "replacement": r"\9"}, NO_CONTEXT)
+
+
+@pytest.mark.parametrize("args", [
+    {"pattern": "(" * 249 + ".*" + ")" * 249, "text": "a" * 100_000, "mode": "search"},  # 249 groups of it all
+    {"pattern": "(" * 248 + ".*" + ")" * 248, "text": "a\n" * 50_000, "mode": "fullmatch", "flags": "s"},
+])
+async def test_matches_and_groups_are_taken_no_longer_than_the_output_shows(args: dict) -> None:
+    tracemalloc.start()
+    try:
+        out = await RegexTool(timeout_s=10.0).run(args, NO_CONTEXT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 5_000_000, f"{peak / 1e6:.0f} MB allocated for {len(out)} characters shown"  # 50 MB before
+    assert out.startswith(("match 'aaaa", "match 'a\\na")) and len(out) < MAX_OUTPUT + 100
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ({"pattern": r"(a)|(b)", "text": "b", "mode": "search"}, "match 'b' at 0-1; groups [None, 'b']"),
+    ({"pattern": r"(?P<x>\d)(\d)?", "text": "7", "mode": "fullmatch"}, "match '7' at 0-1; groups ['7', None]"),
+    ({"pattern": r"\w+", "text": "ab cd"}, "2 matches: ['ab', 'cd']"),
+])
+async def test_short_matches_and_groups_read_as_before(args: dict, expected: str) -> None:
+    assert await RegexTool().run(args, NO_CONTEXT) == expected
