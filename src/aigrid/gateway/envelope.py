@@ -6,6 +6,7 @@ caller that sends `anthropic-version` (the Anthropic SDKs, on every route)."""
 from __future__ import annotations
 
 import logging
+import secrets
 
 import orjson
 from pydantic import ValidationError
@@ -128,9 +129,11 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
         message = (f"{request.method} {request.url.path} is not served by this gateway"
                    + (f" (this path takes {allowed})" if allowed else ""))
     body: dict[str, object] = {"error": {"message": message, "type": typ, "param": None, "code": code}}
+    request_id = f"req-{secrets.token_hex(8)}"  # as an audited route's own (Exchange.request_id): the SDKs' err.request_id
+    headers = {"x-request-id": request_id, "request-id": request_id, "x-should-retry": "false"}
     if _anthropic(request):
-        return anthropic_error(status, message)
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+        return anthropic_error(status, message, headers, request_id=request_id)
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 def _base_url_hint(request: Request, status: int) -> str:
@@ -151,15 +154,19 @@ def _base_url_hint(request: Request, status: int) -> str:
 
 async def internal_error_handler(request: Request, exc: Exception) -> Response:
     """A bug of ours, never a client's mistake: logged with its traceback, answered with the envelope."""
-    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=exc)
-    return internal_error(request)
+    request_id = f"req-{secrets.token_hex(8)}"
+    log.exception("internal error on %s %s (request id %s)", request.method, request.url.path, request_id,
+                  exc_info=exc)
+    response = internal_error(request, request_id)
+    response.raw_headers.extend(((b"x-request-id", request_id.encode()), (b"request-id", request_id.encode())))
+    return response
 
 
-def internal_error(request: Request) -> Response:
-    """The envelope of an internal error (the caller has logged it)."""
+def internal_error(request: Request, request_id: str | None = None) -> Response:
+    """The envelope of an internal error (the caller has logged it, and sends the request id's headers)."""
     message = "internal error in the aigrid gateway (logged)"
     body: dict[str, object] = {"error": {"message": message, "type": "server_error", "param": None,
                                          "code": "internal_error"}}
     if _anthropic(request):
-        return anthropic_error(500, message)
+        return anthropic_error(500, message, request_id=request_id)
     return Response(orjson.dumps(body), status_code=500, media_type="application/json")
