@@ -249,7 +249,8 @@ async def _serve_grid(spec: GridSpec, console: Console, host: str, port: int, st
         routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
         app = build_app(gateway, extra_routes=routes)
         app.quiet_startup = True  # a failed start is raised below, in one line
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+        # log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them off uvicorn.error)
+        config = uvicorn.Config(app, host=host, port=port, log_config=None, log_level="warning",
                                 loop="uvloop", http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5,
                                 **server_options(spec))
         server = _Server(config)

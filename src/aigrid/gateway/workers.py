@@ -256,8 +256,9 @@ async def serve_worker(config_path: Path, index: int, extra_routes: ExtraRoutes 
         routes = extra_routes(gateway, stopping) if extra_routes is not None else ()
         app = build_app(gateway, extra_routes=routes)
         app.quiet_startup = True  # the parent says why, once, from this worker's file
-        uv = uvicorn.Config(app, log_level="warning", http=HeadDeadline, lifespan="on", timeout_graceful_shutdown=5,
-                            **server_options(spec))
+        # log_config None: uvicorn leaves aigrid.logs' handlers as they are (its own config took them off uvicorn.error)
+        uv = uvicorn.Config(app, log_config=None, log_level="warning", http=HeadDeadline, lifespan="on",
+                            timeout_graceful_shutdown=5, **server_options(spec))
         server = uvicorn.Server(uv)
         settling = asyncio.create_task(settle_when_started(server))
         try:
