@@ -12,7 +12,8 @@ embedded engines that died and were restarted, `aigrid.scraper`,
 
 Logging never blocks the event loop: records go into a bounded queue and one thread writes them out (a
 terminal that scrolls slowly or a pipe nobody reads stalls that thread, not the gateway). When the queue is
-full a record is dropped and counted (`LogSink.dropped`), never waited for.
+full a record is dropped and counted (`LogSink.dropped`), never waited for; the first line written after drops
+is preceded by a warning on `aigrid.logs` saying how many.
 
 A line is bounded and one line on a terminal, whatever a client or an engine put in its values (a model name of
 2 MB sent to /v1/embeddings was written whole into the access line; an ESC, a C1 control or a bidi override passed
@@ -116,6 +117,7 @@ class _DroppingQueueHandler(QueueHandler):
         self._waiting = q  # self.queue, typed as the SimpleQueue it is (QueueHandler's is a protocol without qsize)
         self.queue_max = queue_max
         self.dropped = 0
+        self._told = 0  # the drops a line has reported
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """The JSON line, made here (in the caller), in place of the message: QueueHandler's own prepare
@@ -125,10 +127,18 @@ class _DroppingQueueHandler(QueueHandler):
         return record
 
     def enqueue(self, record: logging.LogRecord) -> None:
+        """`record` queued, or dropped while `queue_max` wait. The first line queued after drops is preceded by a
+        warning saying how many went (counted only before, in `dropped`, which nothing read: a flood of lines, or an
+        output that stalled, silently took whatever came meanwhile, a lost audit record's error included)."""
         if self._waiting.qsize() >= self.queue_max:
             self.dropped += 1
-        else:
-            self._waiting.put_nowait(record)
+            return
+        if self.dropped != self._told:
+            lost, self._told = self.dropped - self._told, self.dropped
+            self._waiting.put_nowait(self.prepare(logging.LogRecord(
+                "aigrid.logs", logging.WARNING, __file__, 0, "%d log lines dropped: the output did not keep up "
+                "(%d lines waiting, the most the queue holds)", (lost, self.queue_max), None)))
+        self._waiting.put_nowait(record)
 
 
 class LogSink:
