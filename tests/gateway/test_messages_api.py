@@ -152,7 +152,7 @@ async def test_raw_stream_has_ping_and_usage(gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize(("body", "status", "cls", "field"), [
-    ({"model": "smollm2-135m", "max_tokens": 0, "messages": [{"role": "user", "content": "x"}]}, 400,
+    ({"model": "smollm2-135m", "max_tokens": -1, "messages": [{"role": "user", "content": "x"}]}, 400,
      anthropic.BadRequestError, "max_tokens"),
     ({"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}, 404,
      anthropic.NotFoundError, "nope"),

@@ -130,6 +130,27 @@ async def test_a_tool_use_whole_and_streamed_is_valid(tmp_path: Path, mode: str)
         await client.close()
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_max_tokens_0_pre_warms_the_prompt_and_answers_nothing(
+        claude: anthropic.AsyncAnthropic, fakes: dict[str, FakeEngine], stream: bool) -> None:
+    """The SDK's `max_tokens`: "Set to 0 to populate the prompt cache without generating a response". It was a
+    400 (`max_tokens` >= 1). The engine reads the prompt and writes one token, which is not answered."""
+    kwargs: dict[str, Any] = {"model": MODEL, "max_tokens": 0, "system": SYSTEM, "messages": HI}
+    raw = await claude.messages.with_raw_response.create(**kwargs, stream=stream)
+    if stream:
+        events = stream_events((await raw.http_response.aread()).decode())
+        assert [ev["type"] for ev in events] == ["message_start", "ping", "message_delta", "message_stop"]
+        assert events[2]["delta"] == {"stop_reason": "max_tokens", "stop_sequence": None}
+    else:
+        strict(Message, raw.http_response.json())
+        msg = await raw.parse()
+        assert (msg.content, msg.stop_reason, msg.stop_sequence) == ([], "max_tokens", None)
+        assert msg.usage.input_tokens == 5  # the engine's count of the prompt it read
+    sent = [r for f in fakes.values() for r in f.received]
+    assert len(sent) == 1 and sent[0]["max_tokens"] == 1
+    assert sent[0]["messages"] == [{"role": "system", "content": "Be brief."}, *HI]
+
+
 async def test_count_tokens_and_models_are_valid(claude: anthropic.AsyncAnthropic) -> None:
     raw = await claude.messages.with_raw_response.count_tokens(model=MODEL, system=SYSTEM, tools=[WEATHER],  # type: ignore[arg-type]
                                                                messages=HI)

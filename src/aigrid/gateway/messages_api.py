@@ -101,9 +101,11 @@ class MessagesApi:
             # the router's own estimate of the prompt (RequestInfo.prompt_tokens), until the engine's usage comes
             estimate = ex.record.prompt_tokens if ex.record is not None else 0
             model, mid = req.model, message_id()
+            prewarm = req.max_tokens == 0
             events = restream(resp, lambda ev: anthropic_stream(ev, message_id=mid, model=model,
                                                                 input_estimate=estimate,
-                                                                stop_sequences=req.stop_sequences, prefill=prefill))
+                                                                stop_sequences=req.stop_sequences, prefill=prefill,
+                                                                prewarm=prewarm))
             return RelayResponse(events, 200, {**headers, "content-type": "text/event-stream",
                                                "cache-control": "no-cache"})
         body = await whole_body(resp)
@@ -114,7 +116,8 @@ class MessagesApi:
             chat = orjson.loads(body)
         except orjson.JSONDecodeError:
             return anthropic_error(500, "the engine's answer was not JSON", headers)
-        return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences, prefill)),
+        return Response(orjson.dumps(anthropic_message(chat, req.model, req.stop_sequences, prefill,
+                                                       prewarm=req.max_tokens == 0)),
                         media_type=_JSON, headers=headers)
 
     async def count_tokens(self, request: Request, ex: Exchange) -> Response:

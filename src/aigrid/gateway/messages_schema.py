@@ -161,7 +161,8 @@ class CountTokensRequest(_Open):
 
 
 class MessagesRequest(CountTokensRequest):
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=0)
+    """0 is Anthropic's prompt cache pre-warm: the prompt is read, nothing is answered (messages_translate.PREWARM)."""
     stop_sequences: list[str] | None = None
 
     @field_validator("stop_sequences")

@@ -58,8 +58,10 @@ class _Blocks:
 
 async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str, model: str,
                            input_estimate: int, stop_sequences: Sequence[str] | None = None,
-                           prefill: str = "") -> AsyncIterator[bytes]:
-    """`prefill`: the text of the request's final assistant turn, dropped where the engine repeats it."""
+                           prefill: str = "", prewarm: bool = False) -> AsyncIterator[bytes]:
+    """`prefill`: the text of the request's final assistant turn, dropped where the engine repeats it.
+    `prewarm`: the answer to `max_tokens: 0` (messages_translate.PREWARM_TOKENS): no block, stopped at
+    `max_tokens`."""
     strip = EchoStrip(prefill)
     yield sse("message_start", {"type": "message_start", "message": {
         "id": message_id, "type": "message", "role": "assistant", "model": model, "content": [],
@@ -67,8 +69,10 @@ async def anthropic_stream(events: AsyncIterator[ChatEvent], *, message_id: str,
         "usage": {"input_tokens": input_estimate, "output_tokens": 0}}})
     yield sse("ping", {"type": "ping"})
     blocks = _Blocks()
-    stop_reason, stop_sequence, usage = "end_turn", None, Usage(input_estimate, 0)
+    stop_reason, stop_sequence, usage = "max_tokens" if prewarm else "end_turn", None, Usage(input_estimate, 0)
     async for ev in events:
+        if prewarm and isinstance(ev, TextPiece | ToolStart | ToolArgs | Finish):
+            continue
         if isinstance(ev, TextPiece):
             text = strip(ev.text)
             if not text:

@@ -247,8 +247,15 @@ def prefill_of(chat: Mapping[str, Any]) -> str:
     return content if isinstance(content, str) else ""
 
 
+PREWARM_TOKENS = 1
+"""What the engine is asked for on `max_tokens: 0`, Anthropic's prompt cache pre-warm (an engine takes no 0): it
+reads the prompt, which its prefix cache keeps for the requests that follow (routed to it by the prompt's
+prefix), and writes one token that is not answered: the message has no content and stops at `max_tokens`."""
+
+
 def chat_body(req: MessagesRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {"model": req.model, "messages": chat_messages(req), "max_tokens": req.max_tokens,
+    body: dict[str, Any] = {"model": req.model, "messages": chat_messages(req),
+                            "max_tokens": req.max_tokens or PREWARM_TOKENS,
                             "stream": req.stream, **chat_tools(req)}
     if req.stream:
         body["stream_options"] = {"include_usage": True}  # Anthropic's message_delta always carries usage
@@ -298,9 +305,10 @@ def stop_of(reason: str, matched: str | None, stop_sequences: Sequence[str] | No
 
 
 def anthropic_message(chat: dict[str, Any], model: str, stop_sequences: Sequence[str] | None = None,
-                      prefill: str = "") -> dict[str, Any]:
+                      prefill: str = "", prewarm: bool = False) -> dict[str, Any]:
+    """`prewarm`: the answer to `max_tokens: 0` (PREWARM_TOKENS): no content, stopped at `max_tokens`."""
     choice = (chat.get("choices") or [{}])[0]
-    msg = choice.get("message") or {}
+    msg = {} if prewarm else choice.get("message") or {}
     content: list[dict[str, Any]] = []
     text = EchoStrip(prefill)(msg["content"]) if isinstance(msg.get("content"), str) else None
     if text:
@@ -310,7 +318,8 @@ def anthropic_message(chat: dict[str, Any], model: str, stop_sequences: Sequence
         content.append({"type": "tool_use", "id": call.get("id") or f"toolu_{uuid.uuid4().hex[:20]}",
                         "name": fn.get("name", ""), "input": tool_input(fn.get("arguments", ""))})
     usage = chat.get("usage") or {}
-    stop_reason, stop_sequence = stop_of(choice.get("finish_reason") or "stop", matched_stop(choice), stop_sequences)
+    stop_reason, stop_sequence = ("max_tokens", None) if prewarm else stop_of(
+        choice.get("finish_reason") or "stop", matched_stop(choice), stop_sequences)
     return {"id": message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
             "stop_reason": stop_reason, "stop_sequence": stop_sequence,
             "usage": anthropic_usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
