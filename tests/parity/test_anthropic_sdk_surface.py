@@ -38,18 +38,6 @@ WEATHER = {"name": "get_weather", "description": "Weather in a city",
 
 
 @pytest.fixture
-def fakes() -> dict[str, FakeEngine]:
-    return {e.id: FakeEngine(e.id) for e in load_spec(DEMO).endpoints}
-
-
-@pytest.fixture
-async def gateway(fakes: dict[str, FakeEngine], tmp_path: Path) -> Gateway:
-    gw = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    return gw
-
-
-@pytest.fixture
 async def claude(gateway: Gateway) -> AsyncIterator[anthropic.AsyncAnthropic]:
     client = anthropic_client(build_app(gateway))
     yield client

@@ -157,6 +157,17 @@ async def test_streamed_chat_chunks_are_valid_and_end_with_one_usage_chunk(oai: 
     assert with_usage[0]["usage"]["completion_tokens"] == 3 * n
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+async def test_a_stream_that_did_not_ask_for_usage_gets_no_usage_chunk(gw: Gateway, path: str) -> None:
+    """The gateway meters every stream, but a chunk with no choices is sent only to a client that asked for
+    it (stream_options.include_usage): a client that indexes choices[0] of every chunk would fail on it."""
+    body = {"model": MODEL, "stream": True, "n": 2, **({"messages": ASK} if "chat" in path else {"prompt": "Hi"})}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as raw:
+        for options in ({}, {"stream_options": {"include_usage": False}}):
+            chunks = sse_data((await raw.post(path, json={**body, **options})).text)
+            assert chunks and all(c["choices"] and "usage" not in c for c in chunks)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_legacy_completions_are_valid_text_completions(oai: openai.AsyncOpenAI, stream: bool) -> None:
     if not stream:
