@@ -7,16 +7,12 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
 
-from aigrid.bench.procs import Proc
-from tests.gateway.test_workers import emulator, spec
-from tests.ports import on_a_free_port
+from tests.gateway.test_workers import emulator, gateway_with_workers, spec
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -24,18 +20,7 @@ def test_a_bad_request_head_is_logged_as_a_json_line(tmp_path: Path, workers: in
     """One process (server.py) and workers (workers.py) alike."""
     emu, emu_port = emulator(tmp_path, 1)
     try:
-        def start(port: int) -> tuple[Proc, int]:
-            (tmp_path / "spec.yaml").write_bytes(orjson.dumps(spec(tmp_path, emu_port, port)))
-            gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(tmp_path / "spec.yaml"),
-                                  "--workers", str(workers)], tmp_path, cwd=tmp_path).start()
-            try:
-                gw.wait_ready(f"http://127.0.0.1:{port}/livez", timeout_s=120)
-            except BaseException:
-                gw.stop()
-                raise
-            return gw, port
-
-        gw, port = on_a_free_port(start)
+        gw, port = gateway_with_workers(tmp_path, lambda port: spec(tmp_path, emu_port, port), workers)
         try:
             for _ in range(2 * workers):  # whichever worker takes the connection
                 with socket.create_connection(("127.0.0.1", port), timeout=10) as s:

@@ -64,13 +64,13 @@ def emulator(tmp_path: Path, decode_ms: int) -> tuple[Proc, int]:
     return on_a_free_port(start, pick=lambda: free_ports(2))
 
 
-def gateway_with_workers(tmp_path: Path, doc: Callable[[int], dict]) -> tuple[Proc, int]:
-    """`aigrid gateway --workers 2` with the spec `doc(port)`, once /livez answers; on a new port when another
-    process took the picked one before the gateway bound it (tests/ports.py)."""
+def gateway_with_workers(tmp_path: Path, doc: Callable[[int], dict], workers: int = 2) -> tuple[Proc, int]:
+    """`aigrid gateway --workers 2` (or `workers`) with the spec `doc(port)`, once /livez answers; on a new port when
+    another process took the picked one before the gateway bound it (tests/ports.py)."""
     def start(gw_port: int) -> tuple[Proc, int]:
         spec_path = tmp_path / "spec.yaml"
         spec_path.write_bytes(orjson.dumps(doc(gw_port)))
-        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", "2"],
+        gw = Proc("gateway", [sys.executable, "-m", "aigrid.cli", "gateway", str(spec_path), "--workers", str(workers)],
                   tmp_path, cwd=tmp_path).start()
         try:
             gw.wait_ready(f"http://127.0.0.1:{gw_port}/livez", timeout_s=120)
