@@ -51,7 +51,8 @@ class Gated(FakeEngine):
 
     async def _sse(self, req: dict) -> AsyncIterator[bytes]:
         last = str((req.get("messages") or [{}])[-1].get("content"))
-        chunks = self._call(req) if "CALL" in last else super()._sse(req)
+        chunks = (self._slow_call(req) if "SLOWCALL" in last else self._call(req) if "CALL" in last
+                  else super()._sse(req))
         sent = 0
         async for chunk in chunks:
             yield chunk
@@ -67,6 +68,26 @@ class Gated(FakeEngine):
         yield chunk({"role": "assistant", "content": None})
         yield chunk({"tool_calls": [{"index": 0, "id": "call_w1", "type": "function",
                                      "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'}}]})
+        yield chunk({}, "tool_calls")
+        yield b"data: [DONE]\n\n"
+
+
+    async def _slow_call(self, req: dict) -> AsyncIterator[bytes]:
+        """A call of get_weather whose arguments come in three chunks, the first of them opening it (WAIT holds
+        the stream after it, the call open), then a text chunk after the call."""
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+            return b"data: " + orjson.dumps({"id": self.name, "object": "chat.completion.chunk", "model": req["model"],
+                                             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + b"\n\n"
+
+        def args(fragment: str, start: bool = False) -> dict[str, Any]:
+            call: dict[str, Any] = {"index": 0, "function": {"arguments": fragment}}
+            if start:
+                call.update(id="call_w1", type="function", function={"name": "get_weather", "arguments": fragment})
+            return {"tool_calls": [call]}
+
+        yield chunk(args('{"ci', start=True))
+        yield chunk(args('ty":"Pa'))
+        yield chunk(args('ris"}'))
         yield chunk({}, "tool_calls")
         yield b"data: [DONE]\n\n"
 
@@ -111,7 +132,9 @@ def test_a_steer_during_a_response_is_its_successors_input_with_its_settings(tmp
         assert ack.type == "response.steer.accepted", ack
         assert ack.steer.previous_response_id == target and ack.steer.id.startswith("steer_")
         assert ack.stream_id == "story"
-        assert (first[-1].type, first[-1].response.id) == ("response.completed", target)
+        cut = first[-1].response  # stopped at its next text chunk for the steer
+        assert (first[-1].type, cut.id, cut.incomplete_details.reason) == ("response.incomplete", target, "steered")
+        assert text_of(first) == "Hello" and cut.usage.output_tokens == 1
         created, done = successor[0], successor[-1]
         assert created.type == "response.created" and done.type == "response.completed", successor
         assert {e.stream_id for e in successor} == {"story"}  # on the target's lane, before the queued create
@@ -124,11 +147,74 @@ def test_a_steer_during_a_response_is_its_successors_input_with_its_settings(tmp
         requests = asked(grid)
         assert len(requests) == 3
         assert messages(requests[1]) == [("system", "Be terse."), ("user", "WAIT Tell me a story."),
-                                         ("assistant", "Hello from the grid"), ("user", "Make it about cats.")]
+                                         ("assistant", "Hello"), ("user", "Make it about cats.")]
         assert (requests[1]["max_tokens"], requests[1]["temperature"]) == (40, 0.3)
         assert steers_of(grid) == {"accepted": 1, "committed": 1, "failed": 0, "dropped": 0}
         rows = grid.records("/v1/responses")
-        assert [r["outcome"] for r in rows] == ["ok", "ok", "ok"]  # the successor audited as every response
+        assert [r["outcome"] for r in rows] == ["steered", "ok", "ok"]  # the successor audited as every response
+
+
+def test_a_steer_stops_its_target_at_its_next_text_chunk_charged_only_what_it_streamed(tmp_path: Path) -> None:
+    """The target of an accepted steer stops at its next text chunk (OpenAI's "safe output boundary"): it ends
+    `response.incomplete` with `incomplete_details.reason` `steered`, its engine request closed, stored as
+    streamed; its audit record is its own, once, outcome `steered` (not a client's `client_closed`), charged the
+    prompt and the chunks it streamed, not the reservation of its max_output_tokens; then its successor runs.
+    Until the twenty-first session it was never stopped: the whole answer (up to max_output_tokens) was
+    generated, streamed and charged before the steer took effect."""
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate), words=tuple(f" w{i}" for i in range(200))) as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT Tell me a long story.", max_output_tokens=300)
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            conn.response.steer(input="Stop. Say hi.", previous_response_id=target)
+            until(events, "response.steer.accepted")
+            gate.set()
+            first = until_done(events)
+            successor = until_done(events)
+        cut = first[-1].response
+        assert (first[-1].type, cut.status, cut.incomplete_details.reason) == (
+            "response.incomplete", "incomplete", "steered"), first[-1]
+        assert text_of(first) == cut.output_text == " w0"
+        assert cut.usage.output_tokens == 1  # of the 200 words the engine would have written, up to 300 asked
+        assert successor[0].response.previous_response_id == target and successor[-1].type == "response.completed"
+        assert messages(asked(grid)[1])[-2:] == [("assistant", " w0"), ("user", "Stop. Say hi.")]
+        rows = grid.until_records("/v1/responses", 2)
+        assert [r["outcome"] for r in rows] == ["steered", "ok"]  # the target audited once, with its own outcome
+        # charged the engine's count of what it streamed (no `charged_tokens`: the quota took no reservation's rest)
+        assert (rows[0]["prompt_tokens"], rows[0]["completion_tokens"]) == (cut.usage.input_tokens, 1)
+        assert "charged_tokens" not in rows[0]["extra"] and cut.usage.input_tokens < 300
+        assert grid.balance() == cut.usage.total_tokens + successor[-1].response.usage.total_tokens
+        assert grid.inflight() == 0  # its engine request closed
+        steered = sum(grid.gw.metrics.registry.get_sample_value(
+            "aigrid_requests_total", {"site": e.site, "endpoint": e.id, "outcome": "steered"}) or 0.0
+            for e in grid.gw.spec.endpoints)
+        assert steered == 1
+        stored = grid.sync_client().responses.retrieve(target)  # stored as streamed: its successor reads it back
+        assert (stored.status, stored.incomplete_details.reason, stored.output_text) == ("incomplete", "steered",
+                                                                                         " w0")
+
+
+def test_a_steer_does_not_stop_its_target_inside_a_function_call(tmp_path: Path) -> None:
+    """A steer accepted while the target streams a function call's arguments does not cut the call: the call
+    ends whole and the response `completed`, and the steer waits for the client's tool result (pending)."""
+    gate = threading.Event()
+    with served(tmp_path, engine=gated(gate), tool_calls="native") as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT SLOWCALL Weather in Paris?", tools=[FUNCTION])  # type: ignore[list-item]
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            until(events, "response.output_item.added")  # the call is open
+            conn.response.steer(input="Answer in French.", previous_response_id=target)
+            until(events, "response.steer.accepted")
+            gate.set()
+            done = until_done(events)[-1]
+            waiting = next(events)
+        assert done.type == "response.completed" and done.response.incomplete_details is None, done
+        calls = [item for item in done.response.output if item.type == "function_call"]
+        assert [(c.name, c.arguments) for c in calls] == [("get_weather", '{"city":"Paris"}')]
+        assert waiting.type == "response.steer.pending"
+        assert [r["outcome"] for r in grid.until_records("/v1/responses", 1)] == ["ok"]
 
 
 async def test_two_steers_are_the_successors_input_in_the_order_they_were_sent(tmp_path: Path) -> None:
@@ -152,11 +238,11 @@ async def test_two_steers_are_the_successors_input_in_the_order_they_were_sent(t
                     acks.append(event)
                     if len(acks) == 2:
                         gate.set()
-                if event.type in ("response.completed", "error", "response.steer.failed"):
+                if event.type in ("response.completed", "response.incomplete", "error", "response.steer.failed"):
                     ends.append(event)
                     if len(ends) == 2:
                         break
-        assert [e.type for e in ends] == ["response.completed", "response.completed"], ends
+        assert [e.type for e in ends] == ["response.incomplete", "response.completed"], ends
         assert len({a.steer.id for a in acks}) == 2 and all(a.stream_id is None for a in acks)
         assert ends[1].response.previous_response_id == target
         assert messages(asked(grid)[-1])[-2:] == [("user", "First: cats."), ("user", "Second: dogs.")]
@@ -239,7 +325,7 @@ def test_a_firewall_blocked_steer_fails_its_successor(tmp_path: Path) -> None:
             conn.response.steer(input=ATTACK, previous_response_id=target)
             ack = until(events, "response.steer.accepted")
             gate.set()
-            assert until_done(events)[-1].type == "response.completed"
+            assert until_done(events)[-1].type == "response.incomplete"  # stopped for the steer
             error = next(events)
             lost = next(events)
             conn.response.create(model=MODEL, input="Say hello")  # the socket goes on
@@ -250,7 +336,7 @@ def test_a_firewall_blocked_steer_fails_its_successor(tmp_path: Path) -> None:
         assert (lost.steer.id, lost.steer.input, lost.steer.previous_response_id) == (ack.steer.id, ATTACK, target)
         assert lost.stream_id == "a"
         assert len(asked(grid)) == 2  # the attack reached no engine
-        assert [r["outcome"] for r in grid.records("/v1/responses")] == ["ok", "error:firewall_blocked", "ok"]
+        assert [r["outcome"] for r in grid.records("/v1/responses")] == ["steered", "error:firewall_blocked", "ok"]
         assert steers_of(grid) == {"accepted": 1, "committed": 0, "failed": 1, "dropped": 0}
 
 
@@ -268,14 +354,14 @@ def test_a_successor_is_authenticated_again_a_key_revoked_meanwhile_fails_it(
             until(events, "response.steer.accepted")
             assert revoke_key(tmp_path / "keys.json", grid.key.split("_")[1], secret=SECRET.encode())
             gate.set()
-            assert until_done(events)[-1].type == "response.completed"  # begun before: it ends
+            assert until_done(events)[-1].type == "response.incomplete"  # begun before: it ends (for the steer)
             refused = next(events)
             lost = next(events)
         assert (refused.type, refused.status, refused.error.code) == ("error", 401, "invalid_api_key"), refused
         assert (lost.type, lost.error.code, lost.steer.input) == (
             "response.steer.failed", "successor_creation_failed", "and be brief"), lost
         assert len(asked(grid)) == 1
-        assert [r["outcome"] for r in grid.records("/v1/responses")] == ["ok", "error:invalid_api_key"]
+        assert [r["outcome"] for r in grid.records("/v1/responses")] == ["steered", "error:invalid_api_key"]
 
 
 def test_a_steer_waits_for_the_clients_tool_results_and_is_prepended_to_them(tmp_path: Path) -> None:
@@ -325,7 +411,7 @@ def test_the_steers_a_response_holds_are_bounded(tmp_path: Path, monkeypatch: py
                 conn.response.steer(input=f"{i}" + "x" * size, previous_response_id=target)
             answers = [next(e for e in events if e.type.startswith("response.steer")) for _ in range(4)]
             gate.set()
-            assert until_done(events)[-1].type == "response.completed"
+            assert until_done(events)[-1].type == "response.incomplete"
             assert until_done(events)[-1].type == "response.completed"
         kept = 2
         assert [a.type for a in answers] == ["response.steer.accepted"] * kept + ["response.steer.failed"] * 2
@@ -366,7 +452,7 @@ def test_a_steer_waiting_is_held_as_the_bytes_it_came_in(tmp_path: Path) -> None
                 tracemalloc.stop()
             gate.set()
             ends = []
-            while ends.count("response.completed") < 2:  # the target, then its successor
+            while len(ends) < 2 or ends[-1] != "response.completed":  # the target (stopped), then its successor
                 ends.append(json.loads(raw.recv(timeout=10))["type"])
                 assert ends[-1] not in ("error", "response.failed", "response.steer.failed"), ends
     # the process's whole allocation while it arrives, both ends of the socket in it: the client's frame, the

@@ -296,7 +296,7 @@ class Proxy:
                 self._metrics.ttft_ratio.labels(cand.endpoint_id).observe(client_ttft * 1000.0 / cand.prediction.ttft_ms)
             spare = [c for c in decision.ranked if c.endpoint_id != cand.endpoint_id
                      and self._family(c) == self._family(cand)]
-            return RelayResponse(StreamRelay(self, path, body, opened, spare, record, output),
+            return RelayResponse(StreamRelay(self, path, body, opened, spare, record, output, direct=wrap is None),
                                  opened.upstream.status, headers)
         try:
             rest = await read_whole(opened.upstream.body, self.most_bytes(cand, record) if wrap is None else None)
@@ -653,18 +653,22 @@ class Proxy:
         return encode(orjson.dumps(err))
 
     def finish(self, cand: Candidate, record: DecisionRecord, status: int,
-               usage: dict[str, Any] | None) -> dict[str, Any] | None:
+               usage: dict[str, Any] | None, *, outcome: str | None = None) -> dict[str, Any] | None:
         """Book one finished answer with the usage the engine reported (None: not known); returns it. An engine's 4xx
         (it refused the request: generated nothing) counts no tokens: it was charged the whole reservation, as an
-        answer whose count is unknown, until 2026-12-05 (a hosted engine's 429 cost the tenant its max_tokens)."""
+        answer whose count is unknown, until 2026-12-05 (a hosted engine's 429 cost the tenant its max_tokens).
+        `outcome`: an answer the gateway stopped itself, booked so (`steered`: relay.StreamRelay.steer; its length
+        is not the engine's, so not recorded as one)."""
         if usage is None and 400 <= status != 499:
             usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
         self._store.request_finished(cand.endpoint_id, record.prompt_tokens, True, count=record.width)
-        outcome = "ok" if status < 400 else ("client_closed" if status == 499 else f"http_{status}")
+        stopped = outcome is not None
+        if outcome is None:
+            outcome = "ok" if status < 400 else ("client_closed" if status == 499 else f"http_{status}")
         if record.status != "interrupted":
             record.status = outcome
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, outcome).inc()
-        if usage and isinstance(usage.get("completion_tokens"), int) and status < 400:
+        if usage and isinstance(usage.get("completion_tokens"), int) and status < 400 and not stopped:
             self._store.record_usage(cand.endpoint_id, usage["completion_tokens"])
         if usage:
             self._metrics.tokens.labels(cand.site_id, "prompt").inc(usage.get("prompt_tokens", 0))

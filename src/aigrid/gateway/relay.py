@@ -38,7 +38,7 @@ from aigrid.engines.sse import CUT_SHORT, DONE, Event, SseDecoder, SseError, com
 from aigrid.errors import EngineError, EngineStreamBroken
 from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
 from aigrid.gateway.output_filter import OutputFilter
-from aigrid.gateway.relay_response import CUT
+from aigrid.gateway.relay_response import CUT, STEER, STEERED
 from aigrid.gateway.usage import unbelievable
 
 if TYPE_CHECKING:
@@ -218,9 +218,15 @@ class StreamRelay:
     serves it and books the outcome (the client went away, or the gateway stops)."""
 
     def __init__(self, proxy: Proxy, path: str, body: dict[str, Any], opened: Opened, spare: list[Candidate],
-                 record: DecisionRecord, output: OutputFilter | None) -> None:
+                 record: DecisionRecord, output: OutputFilter | None, *, direct: bool = True) -> None:
+        """`direct`: the engine's own stream (no tool loop, fan-out or other wrapper between): only such an
+        answer is stopped for a steer (`steer`), the part streamed being all that was generated."""
         self._proxy, self._path, self._body, self._spare, self._record = proxy, path, body, spare, record
         track = bool(spare) and why_not_continuable(body, Delivered()) is None
+        self._continuable = track
+        self._direct = direct
+        self._steered: dict[str, int] | None = None
+        """The usage of an answer stopped for a steer (`steer`), booked when it is closed."""
         pipe = CompletionsPipe if path.rstrip("/") == COMPLETIONS_PATH else EventPipe
         self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record))
         self._current: Opened | None = opened
@@ -236,6 +242,10 @@ class StreamRelay:
         cut = CUT.get()
         if cut is not None:  # the response sending this answer: a hang-up closes the engine at once (Cut)
             cut.engage(self)
+        steer = STEER.get()
+        if steer is not None and self._direct:  # a socket's response a steer may stop: its chunks are counted
+            self.pipe.track = True
+            steer.engage(self)
         return self
 
     async def __anext__(self) -> bytes:
@@ -351,7 +361,7 @@ class StreamRelay:
         record.usage = self.pipe.usage
         if delivered.done or delivered.finished:
             return b""
-        if not self.pipe.track:
+        if not self._continuable:
             reason = why_not_continuable(self._body, delivered) or "no other endpoint of the same model family"
             return proxy.error_event(record, f"{e}; could not continue: {reason}")
         nxt, reason = await proxy.continue_stream(self._path, self._body, delivered, self._spare, record)
@@ -368,10 +378,27 @@ class StreamRelay:
         when the error is the relay's own (its engine already released)."""
         self._engine_failure = why
 
+    def steer(self) -> dict[str, int] | None:
+        """Stop here for a steer (relay_response.SteerCut): nothing more is read; when the response closes the relay,
+        its engine request is closed and the answer booked `steered` (its own outcome, not a client's hang-up),
+        with the usage returned now: the prompt (the gateway's count, as a client that leaves early is charged it)
+        and one token per text chunk the engine streamed (Delivered.chunks), not the reservation. None where it
+        cannot stop (the answer has ended; not the engine's own stream)."""
+        delivered = self.pipe.delivered
+        if (not self.live or self._current is None or not self._direct or not self.pipe.track
+                or delivered.finished or delivered.done):  # its end is read already: it ends as it is
+            return None
+        prompt, done = self._record.prompt_tokens, delivered.chunks
+        self._steered = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
+        return self._steered
+
     async def aclose(self) -> None:
         cur, self._current = self._current, None
         self.live = False
-        if cur is not None and self._engine_failure is not None:
+        if cur is not None and self._steered is not None and self._engine_failure is None:
+            await cur.stack.aclose()
+            self._record.usage = self._proxy.finish(cur.cand, self._record, 200, self._steered, outcome=STEERED)
+        elif cur is not None and self._engine_failure is not None:
             await self._proxy.abandon(cur, self._record, f"stream broke: {self._engine_failure}")
             self._record.status = "interrupted"
             self._record.usage = self.pipe.usage

@@ -229,6 +229,41 @@ class Relaying(Protocol):
     live: bool
     """An engine is still held for the answer (its stream not yet ended and released)."""
 
+    def steer(self) -> dict[str, int] | None: ...
+
+
+STEERED = "steered"
+"""A streamed answer stopped for a steer (SteerCut): its audit outcome, its requests metric's outcome label, and
+the Responses API's `incomplete_details.reason`."""
+
+
+class SteerCut:
+    """One response of a WebSocket (responses_socket.py) that a `response.steer` may stop early, at a safe output
+    boundary: `wanted` once a steer for it is accepted; the answer's front door (responses_stream.py) then stops at
+    its next text chunk (never inside a function call) by `stop()`, which has the relay serving the answer
+    (StreamRelay.steer, `engage`d from StreamRelay.__aiter__) release its engine when it is closed and book the
+    outcome `steered`, charged the part streamed, not the reservation. Set for the endpoint's task by the socket
+    (STEER), so only a socket's response is ever cut; a POST's never."""
+
+    __slots__ = ("wanted", "_relay")
+
+    def __init__(self) -> None:
+        self.wanted = False
+        self._relay: Relaying | None = None
+
+    def engage(self, relay: Relaying) -> None:
+        self._relay = relay
+
+    def stop(self) -> dict[str, int] | None:
+        """Stop the answer for the steer: the usage it is charged (the prompt, the completion tokens streamed so
+        far), or None where it cannot be cut here (no relay of its own serves it: a tool loop, a fan-out; it ended)."""
+        relay = self._relay
+        return None if relay is None or not relay.live else relay.steer()
+
+
+STEER: ContextVar[SteerCut | None] = ContextVar("aigrid_response_steer", default=None)
+"""The steerable socket response this task serves (responses_socket._Connection._respond)."""
+
 
 class Cut:
     """One streamed response's cut: the client gone while an engine still serves its answer cancels the response's

@@ -25,8 +25,9 @@ next on its lane, before any queued create, through the same audited endpoint (i
 the steers; an `error` event refuses it, and each steer is returned in `response.steer.failed`
 `successor_creation_failed`). A target that ends with client-owned tool calls keeps its steers waiting
 (`response.steer.pending` with the required_input stubs, after its response.completed) until the client's
-`response.create` continuing it, whose input they are prepended to. A running response is never cut short for
-a steer (no `incomplete` `steered`). Steers still queued when the client leaves are dropped (logged).
+`response.create` continuing it, whose input they are prepended to. A running response with a steer accepted
+stops at its next text chunk outside a function call (`incomplete`, reason `steered`: relay_response.SteerCut),
+audited `steered` and charged what it streamed. Steers still queued when the client leaves are dropped (logged).
 
 The door: the handshake is authenticated before it is accepted (401/403 with the OpenAI envelope as an HTTP
 denial response, which the SDK raises as websockets' InvalidStatus with that status and body), admitted like
@@ -62,6 +63,7 @@ from aigrid.gateway.browsers import check_origin
 from aigrid.gateway.envelope import error_response
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
+from aigrid.gateway.relay_response import STEER, SteerCut
 from aigrid.gateway.responses_steer import (
     MAX_STEERS,
     Steer,
@@ -249,6 +251,8 @@ class _Run:
     rid: str | None = None
     steers: list[Steer] = field(default_factory=list)
     final: dict[str, Any] | None = None
+    cut: SteerCut = field(default_factory=SteerCut)
+    """Wanted once a steer for it is accepted: its answer stops at its next text chunk (`incomplete`, `steered`)."""
 
 
 class _Connection:
@@ -284,6 +288,8 @@ class _Connection:
             await self._read()
         finally:
             self.gone.set()  # the running response sees its client gone (http.disconnect); the rest are dropped
+            for run in self.active.values():  # no successor follows: it is not stopped for a steer but a hang-up
+                run.cut.wanted = False
             self.queue.put_nowait(None)  # the runner's wait ends; a running response ends by its own hang-up path
             try:
                 await runner
@@ -405,6 +411,7 @@ class _Connection:
                 "after the response ends", run.stream_id)
             return
         run.steers.append(steer)
+        run.cut.wanted = True  # stopped at its next text chunk outside a function call, then its successor runs
         self.steer_bytes += steer.size
         self.pool.held += steer.size
         self.steers["accepted"] += 1
@@ -529,7 +536,11 @@ class _Connection:
             await self.gone.wait()  # the endpoint's hang-up watch: the socket closed
             return {"type": "http.disconnect"}
 
-        await self.endpoint(scope, receive, answer.send)
+        token = STEER.set(run.cut)  # the endpoint's answer, served in this task, may be stopped for a steer
+        try:
+            await self.endpoint(scope, receive, answer.send)
+        finally:
+            STEER.reset(token)
         await answer.end()
 
     async def _send(self, message: bytes) -> None:

@@ -30,6 +30,7 @@ from aigrid.gateway.chat_events import (
     ToolStart,
     Usage,
 )
+from aigrid.gateway.relay_response import STEER, STEERED
 from aigrid.gateway.responses_schema import ResponsesRequest
 from aigrid.gateway.responses_translate import (
     function_call_item,
@@ -158,11 +159,18 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
     finish: str | None = None
     usage: Usage | None = None
     steps_seen: set[str] = set()
+    steer = STEER.get()
     async for e in events:
         if isinstance(e, TextPiece):
             if out.open_key != ("message", -1):
                 yield out.start_message()
             yield out.text_delta(e.text, logprobs_of(e.logprobs))
+            if steer is not None and steer.wanted and (cut := steer.stop()) is not None:
+                # a steer waits: stopped at this text chunk (a message is open, so no function call is), its
+                # engine released when the relay closes; the successor continues from what was streamed
+                finish = STEERED
+                usage = Usage(cut["prompt_tokens"], cut["completion_tokens"], 0)
+                break
         elif isinstance(e, ToolStart):
             yield out.start_call(e.index, e.call_id, e.name)
         elif isinstance(e, ToolArgs) and out.open_key == ("call", e.index):

@@ -312,14 +312,20 @@ def _format_echo(req: ResponsesRequest) -> dict[str, Any]:
     return fmt.model_dump(by_alias=True, exclude_none=True)
 
 
+_INCOMPLETE = {"length": "max_output_tokens", "steered": "steered"}
+"""A finish that leaves a Response `incomplete`, and its `incomplete_details.reason` (OpenAI's names)."""
+
+
 def response_object(req: ResponsesRequest, rid: str, created: int, output: list[dict[str, Any]], *,
                     status: str, finish_reason: str | None = None,
                     usage: dict[str, Any] | None = None) -> dict[str, Any]:
-    incomplete = status == "completed" and finish_reason == "length"
+    """`finish_reason`: the chat answer's; `length` makes it `incomplete` (`max_output_tokens`), as does `steered`
+    (stopped for a steer on its socket, relay_response.SteerCut)."""
+    reason = _INCOMPLETE.get(finish_reason or "") if status == "completed" else None
     return {
         "id": rid, "object": "response", "created_at": created, "background": bool(req.background),
-        "status": "incomplete" if incomplete else status, "error": None,
-        "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
+        "status": "incomplete" if reason else status, "error": None,
+        "incomplete_details": {"reason": reason} if reason else None,
         "instructions": req.instructions, **settings(req), "model": req.model,
         "output": output, "previous_response_id": req.previous_response_id,
         "reasoning": {"effort": None, "summary": None}, "store": req.store,
