@@ -13,6 +13,7 @@ from typing import Any
 
 import anthropic
 import httpx
+import orjson
 import pytest
 from anthropic.types import Message, MessageTokensCount, ModelInfo, RawMessageStreamEvent
 from anthropic.types.messages import DeletedMessageBatch, MessageBatch, MessageBatchIndividualResponse
@@ -92,8 +93,6 @@ async def test_a_streamed_message_is_anthropics_event_sequence_of_valid_events(
 async def test_a_tool_use_whole_and_streamed_is_valid(tmp_path: Path, mode: str) -> None:
     call = {"tool_calls": [{"name": "get_weather", "arguments": {"city": "Paris"}}]}
     if mode == "constrained":
-        import orjson
-
         call = {"content": orjson.dumps({"tool": "get_weather", "arguments": {"city": "Paris"}}).decode()}
     engine = ScriptedEngine([call, call, call])
     client = anthropic_client(build_app(await scripted_gateway(tmp_path, engine, mode)))
@@ -169,7 +168,7 @@ async def test_message_batches_through_their_whole_lifecycle_are_valid_objects(t
         strict(MessageBatch, (await claude.messages.batches.with_raw_response.retrieve(batch.id)).http_response.json())
         assert (ended.request_counts.succeeded, ended.request_counts.errored) == (2, 0) and ended.results_url
         results = await claude.messages.batches.with_raw_response.results(batch.id)
-        lines = [__import__("orjson").loads(x) for x in (await results.http_response.aread()).splitlines()]
+        lines = [orjson.loads(x) for x in (await results.http_response.aread()).splitlines()]
         for line in lines:
             strict(MessageBatchIndividualResponse, line)
             assert line["result"]["type"] == "succeeded" and line["result"]["message"]["id"].startswith("msg_")
