@@ -41,7 +41,8 @@ LINE_MAX_CHARS = 8192
 """A line longer than this has its values cut (below): an access line is ~450 characters."""
 FIELD_MAX_CHARS = 1024
 """What is kept of one field of a line over LINE_MAX_CHARS (a string, or the JSON of a list or an object)."""
-MSG_MAX_CHARS = 4096
+MSG_MAX_CHARS = 16384
+"""What is kept of a message: a lost audit record's line holds the record in it (about 1 KB, more with tool runs)."""
 EXC_MAX_CHARS = 16384
 """What is kept of a traceback: its end, where the exception raised and its innermost frames are."""
 
