@@ -384,6 +384,38 @@ def test_a_silent_socket_is_closed_and_a_tenants_sockets_are_bounded(tmp_path: P
             ("error:overloaded", None), ("ok", "idle"), ("ok", "client")], rows
 
 
+def test_one_key_holds_at_most_max_sockets_per_key_of_its_tenants(tmp_path: Path, secret: None) -> None:
+    """gateway.max_sockets_per_key: one API key of a tenant holds at most that many of its tenant's sockets, so
+    its other keys still open theirs; before it (twenty-first session) one key, leaked or runaway, could hold all
+    max_sockets_per_tenant of them and shut its tenant's other keys out. Without keys it counts nothing."""
+    with served(tmp_path, enforce=True, max_sockets_per_tenant=3, max_sockets_per_key=2) as grid:
+        grid.gw.guard.authenticator.keys._interval_s = 0.0  # the key file read again at every check
+        ring = KeyRing.load(tmp_path / "keys.json", SECRET.encode())
+        other = ring.issue("metered").api_key  # a second key of the same tenant
+        ring.save(tmp_path / "keys.json")
+        url = f"ws://127.0.0.1:{grid.port}/v1/responses"
+
+        def auth(key: str) -> dict[str, str]:
+            return {**TENANT, "authorization": f"Bearer {key}"}
+
+        with websockets.sync.client.connect(url, additional_headers=auth(grid.key)), \
+                websockets.sync.client.connect(url, additional_headers=auth(grid.key)):
+            with pytest.raises(InvalidStatus) as refused:  # a third socket of the same key
+                with websockets.sync.client.connect(url, additional_headers=auth(grid.key)):
+                    pass
+            assert refused.value.response.status_code == 429
+            error = json.loads(refused.value.response.body)["error"]
+            assert error["code"] == "overloaded" and "gateway.max_sockets_per_key" in error["message"], error
+            with grid.sync_client(other).responses.connect() as conn:  # the tenant's other key still opens one
+                conn.response.create(model=MODEL, input="Say hello")
+                assert until_done(iter(conn))[-1].type == "response.completed"
+    with served(tmp_path / "keyless", max_sockets_per_tenant=3, max_sockets_per_key=1) as grid:
+        url = f"ws://127.0.0.1:{grid.port}/v1/responses"
+        with websockets.sync.client.connect(url, additional_headers=TENANT), \
+                websockets.sync.client.connect(url, additional_headers=TENANT):
+            pass  # anonymous clients are no key: only the tenant's bound counts them
+
+
 def test_a_process_holds_at_most_max_sockets_whatever_the_tenants(tmp_path: Path) -> None:
     """gateway.max_sockets bounds the sockets of a process, every tenant together: before it, only each tenant's
     own bound held them (256 each, of as many tenants as the spec names), so a grid's tenants together, or one

@@ -84,6 +84,7 @@ from aigrid.spec.models import GridSpec
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
+    from aigrid.security.principal import Principal
 
 ROUTE = "WS /v1/responses"
 MAX_QUEUED = 16
@@ -127,6 +128,8 @@ class ResponsesSocket:
         self.endpoint = endpoint
         self.open: dict[str, int] = {}
         """Per tenant: the sockets this process holds open now."""
+        self.keyed: dict[tuple[str, str], int] = {}
+        """Per (tenant, key id) of an authenticated caller: the sockets this process holds open now."""
         self.sockets = 0
         """The sockets this process holds open now, every tenant's."""
         self.pool = _Waiting(WAITING_BODIES * gw.spec.gateway.max_body_bytes)
@@ -135,6 +138,7 @@ class ResponsesSocket:
         ws = WebSocket(scope, receive, send)
         ex = Exchange(ROUTE, time.time())
         tenant: str | None = None
+        key: tuple[str, str] | None = None
         try:
             try:
                 one_credential(self.gw, scope)
@@ -143,7 +147,8 @@ class ResponsesSocket:
                 self.gw.guard.check_browser(scope)  # without keys: a page's name pointed at it (browsers.py)
                 ex.principal = principal = self.gw.guard.principal(headers.get("authorization"), headers.get(H_TENANT))
                 await self.gw.guard.admit_call(ex, counted=False)  # not opened while no record can be written
-                self._bound(principal.tenant)
+                key = _key_of(principal)
+                self._bound(principal.tenant, key)
             except ApiError as e:
                 ex.error = e
                 self.gw.metrics.rejected.labels(e.code or "error").inc()
@@ -151,6 +156,8 @@ class ResponsesSocket:
                 return
             tenant = principal.tenant
             self.open[tenant] = self.open.get(tenant, 0) + 1
+            if key is not None:
+                self.keyed[key] = self.keyed.get(key, 0) + 1
             self.sockets += 1
             await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
             conn = _Connection(ws, self.endpoint, _request_scope(scope, ex.request_id),
@@ -166,13 +173,22 @@ class ResponsesSocket:
                 self.open[tenant] -= 1
                 if not self.open[tenant]:
                     del self.open[tenant]
+                if key is not None:
+                    self.keyed[key] -= 1
+                    if not self.keyed[key]:
+                        del self.keyed[key]
             await close_exchange(self.gw, ex)
 
-    def _bound(self, tenant: str) -> None:
-        """429 `overloaded` for a socket past the process's bound or its tenant's (the spec's gateway.max_sockets,
-        gateway.max_sockets_per_tenant): each holds a file descriptor, a task and what waits on it, whatever it
-        sends, so without a bound one tenant's sockets took the whole process."""
+    def _bound(self, tenant: str, key: tuple[str, str] | None) -> None:
+        """429 `overloaded` for a socket past the process's bound, its tenant's or its key's (the spec's
+        gateway.max_sockets, gateway.max_sockets_per_tenant, gateway.max_sockets_per_key): each holds a file
+        descriptor, a task and what waits on it, whatever it sends, so without a bound one tenant's sockets took
+        the whole process, and one key of a tenant (until the twenty-first session) all of its tenant's."""
         spec = self.gw.spec.gateway
+        if key is not None and self.keyed.get(key, 0) >= spec.max_sockets_per_key:
+            raise Overloaded(f"{spec.max_sockets_per_key} sockets of this key are open on this gateway, as many as it "
+                             "holds for one key (gateway.max_sockets_per_key); close one or retry later",
+                             headers={"retry-after": "1"})
         if self.open.get(tenant, 0) >= spec.max_sockets_per_tenant:
             raise Overloaded(f"{spec.max_sockets_per_tenant} sockets of tenant {tenant!r} are open on this gateway, as "
                              "many as it holds for one tenant (gateway.max_sockets_per_tenant); close one or retry "
@@ -180,6 +196,11 @@ class ResponsesSocket:
         if self.sockets >= spec.max_sockets:
             raise Overloaded(f"{spec.max_sockets} sockets are open on this gateway, as many as it holds "
                              "(gateway.max_sockets); retry later", headers={"retry-after": "1"})
+
+
+def _key_of(principal: Principal) -> tuple[str, str] | None:
+    """What gateway.max_sockets_per_key counts: an API key or a JWT subject of its tenant; None without keys."""
+    return None if principal.method == "anonymous" else (principal.tenant, principal.key_id)
 
 
 @dataclass

@@ -592,6 +592,12 @@ class GatewaySpec(StrictModel):
     max_sockets_per_tenant: int = Field(default=256, ge=1, le=65_536, description=(
         "of those, the sockets one tenant may hold open at once on one gateway process; one more is refused at "
         "the handshake, 429 overloaded"))
+    max_sockets_per_key: int = Field(default=128, ge=1, le=65_536, description=(
+        "of a tenant's, the sockets one of its API keys (or one JWT subject) may hold open at once on one gateway "
+        "process, so that one key (a leaked or runaway one) cannot take all of its tenant's and shut its other "
+        "keys out; one more is refused at the handshake, 429 overloaded. Not counted without keys (every "
+        "anonymous client of a tenant is one caller: max_sockets_per_tenant bounds them). At or above "
+        "max_sockets_per_tenant it bounds nothing more"))
     hedge: HedgeSpec = HedgeSpec()
     first_byte_timeout: FirstByteSpec = FirstByteSpec()
     stream_idle_s: float = Field(default=300.0, gt=0, le=86_400, allow_inf_nan=False, description=(
