@@ -252,3 +252,18 @@ async def test_an_error_outside_every_route_carries_a_request_id_in_both_envelop
     assert openai_style.status_code == anthropic_style.status_code == 500
     assert openai_style.json()["error"]["code"] == "internal_error" and openai_style.headers["x-request-id"]
     assert anthropic_style.json()["request_id"] == anthropic_style.headers["request-id"]
+
+
+async def test_a_bug_inside_an_audited_route_names_its_request_id_in_anthropic_s_body(
+        gateway: Gateway, claude: anthropic.AsyncAnthropic, monkeypatch: pytest.MonkeyPatch) -> None:
+    """routes.Audited's own 500 (a bug of ours inside a route) sent the id in its headers only: Anthropic's body
+    names it too, as every other Anthropic error of the gateway does."""
+    def broken(*_: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("aigrid.gateway.messages_api.no_thread", broken)
+    with pytest.raises(anthropic.InternalServerError) as info:
+        await claude.messages.count_tokens(model=MODEL, messages=HI)  # type: ignore[arg-type]
+    body = info.value.response.json()
+    assert body["error"]["type"] == "api_error" and info.value.request_id
+    assert body["request_id"] == info.value.request_id == info.value.response.headers["request-id"]

@@ -183,7 +183,7 @@ class Audited:
             except Exception:  # a bug of ours before the answer started: logged, answered with a 500
                 log.exception("internal error on %s", self.route)
                 ex.outcome = "error:internal"
-                response = internal_error(request)
+                response = internal_error(request, ex.request_id)
             if hangup is not None:
                 if isinstance(response, RelayResponse):
                     response.gone = hangup.watcher  # the same watcher: no second task on `receive`
