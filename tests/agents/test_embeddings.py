@@ -53,6 +53,9 @@ async def test_openai_embeddings_shape_normalisation_and_meaning(minilm: MiniLME
                                   {"all-minilm-l6-v2": minilm})
     decoded = np.frombuffer(base64.b64decode(b64["data"][0]["embedding"]), dtype="<f4")
     assert np.allclose(decoded, vecs[0], atol=1e-6)
+    null = await create_embeddings({"model": "all-minilm-l6-v2", "input": texts[0], "encoding_format": None},
+                                   {"all-minilm-l6-v2": minilm})  # null is the default, as for every nullable field
+    assert np.allclose(null["data"][0]["embedding"], vecs[0], atol=1e-6)
 
 
 async def test_retrieval_stays_at_its_site_and_with_its_tenant(minilm: MiniLMEmbedder) -> None:

@@ -134,7 +134,9 @@ async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Emb
                                  param="model")
         raise ModelNotFound(f"unknown embedding model {model!r}; this grid serves: {known}", param="model")
     embedder = embedders[model]
-    fmt = body.get("encoding_format", "float")
+    fmt = body.get("encoding_format")
+    if fmt is None:  # left out or null, as every other nullable field of the API: OpenAI's default
+        fmt = "float"
     if fmt not in ("float", "base64"):
         raise InvalidRequest("encoding_format must be 'float' or 'base64'", param="encoding_format")
     dims = body.get("dimensions")
