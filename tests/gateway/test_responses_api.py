@@ -92,6 +92,13 @@ async def test_errors_keep_the_openai_envelope(oai: openai.AsyncOpenAI) -> None:
     assert unknown.value.body == {"message": unknown.value.body["message"], "type": "invalid_request_error",
                                   "param": "previous_response_id", "code": "previous_response_not_found"}
     assert "Previous response with id 'resp_nope' not found" in unknown.value.body["message"]
+    with pytest.raises(openai.BadRequestError) as include:  # OpenAI's invalid_value, not silently ignored
+        await oai.responses.create(model="smollm2-135m", input="x",
+                                   include=["reasoning.encrypted_content", "message.output_text.logprob"])  # type: ignore[list-item]
+    assert (include.value.body["code"], include.value.body["param"]) == ("invalid_value", "include.1")
+    assert "'message.output_text.logprobs'" in include.value.body["message"]  # the values it takes are listed
+    ok = await oai.responses.create(model="smollm2-135m", input="x", include=["reasoning.encrypted_content"])
+    assert ok.status == "completed"  # one of OpenAI's values that names nothing this gateway makes: accepted
     with pytest.raises(openai.BadRequestError) as bad:
         await oai.responses.create(model="smollm2-135m", input="x", tools=[{"type": "web_search"}])
     assert bad.value.body["param"] == "tools.0.type" and "calculator" in bad.value.body["message"]

@@ -99,6 +99,7 @@ from aigrid.gateway.responses_schema import CompactRequest, ResponsesRequest
 from aigrid.gateway.responses_stream import Spent, added, responses_stream
 from aigrid.gateway.responses_translate import (
     chat_body,
+    check_include,
     input_items,
     new_id,
     output_history,
@@ -269,6 +270,7 @@ class ResponsesApi:
         """The request validated (`req`: already), its stored history read as `caller` (authenticated before its
         body was read) and its compaction items opened: its chat body."""
         turn.req = req = validate(ResponsesRequest, raw) if req is None else req
+        check_include(getattr(req, "include", None))
         if req.background and not req.store:
             raise InvalidRequest("background: true requires store: true (a background response is kept to be "
                                  "retrieved with GET /v1/responses/{id})", param="background")

@@ -229,6 +229,22 @@ def chat_body(req: ResponsesRequest, history: list[dict[str, Any]], server_tools
 
 
 LOGPROBS = "message.output_text.logprobs"
+INCLUDABLE = ("file_search_call.results", "web_search_call.results", "web_search_call.action.sources",
+              "message.input_image.image_url", "computer_call_output.output.image_url", "code_interpreter_call.outputs",
+              "reasoning.encrypted_content", LOGPROBS)
+"""OpenAI's `include` values (the SDK's ResponseIncludable). LOGPROBS adds the log-probabilities; the others name
+output this gateway does not make (hosted tools, reasoning), so they add nothing, as OpenAI adds nothing where
+there is none."""
+
+
+def check_include(include: list[str] | None) -> None:
+    """OpenAI's 400 `invalid_value` naming `include.N` for a value it does not know (until the twenty-first session
+    any string was accepted and ignored, so a misspelt `message.output_text.logprob` silently gave no logprobs)."""
+    for i, value in enumerate(include or ()):
+        if value not in INCLUDABLE:
+            raise InvalidRequest(f"include.{i}: invalid value {value!r}; supported values are "
+                                 f"{', '.join(repr(v) for v in INCLUDABLE)}", param=f"include.{i}",
+                                 code="invalid_value")
 
 
 def wants_logprobs(req: ResponsesRequest) -> bool:
