@@ -145,13 +145,15 @@ class _DroppingQueueHandler(QueueHandler):
 class LogSink:
     """The configured log output: `stop()` flushes what is queued and ends the writer thread."""
 
-    def __init__(self, handler: _DroppingQueueHandler, listener: QueueListener) -> None:
+    def __init__(self, handler: _DroppingQueueHandler, listener: QueueListener,
+                 others: _DroppingQueueHandler | None = None) -> None:
         self.handler = handler
         self._listener = listener
+        self._others = others
 
     @property
     def dropped(self) -> int:
-        return self.handler.dropped
+        return self.handler.dropped + (self._others.dropped if self._others is not None else 0)
 
     def stop(self, timeout_s: float = 2.0) -> None:
         """Flush what is queued (within `timeout_s` when the output is stalled) and end the writer."""
@@ -160,6 +162,8 @@ class LogSink:
             if self.handler in logger.handlers:
                 logger.removeHandler(self.handler)
             logger.propagate = True
+        if self._others is not None:
+            logging.getLogger().removeHandler(self._others)
         thread = self._listener._thread
         if thread is None:
             return
@@ -170,7 +174,8 @@ class LogSink:
 
 def configure(level: str = "info", stream: TextIO | None = None, *, queue_max: int = 10_000,
               process: Mapping[str, Any] | None = None) -> LogSink:
-    """JSON lines at `level` and above for every aigrid logger (and uvicorn's errors), written by a thread;
+    """JSON lines at `level` and above for every aigrid logger (and uvicorn's errors), and at warning and above for
+    every other logger, written by a thread;
     `process`: fields on every line (`{"worker": 1}` in a gateway worker, whose lines are otherwise those of
     its siblings: two workers each said "endpoint nrt-smollm2 is now UNHEALTHY", an operator could not tell
     why twice)."""
@@ -186,5 +191,12 @@ def configure(level: str = "info", stream: TextIO | None = None, *, queue_max: i
         logger.handlers = [handler]
         logger.setLevel(level.upper())
         logger.propagate = False
+    # every other library's warnings and errors (asyncio's "Task exception was never retrieved", the OTLP
+    # exporter's, the MCP SDK's) as JSON lines too: without a handler on the root logger they went to Python's
+    # last-resort handler, bare text, a traceback's lines each a line of its own among the JSON
+    others = _DroppingQueueHandler(q, queue_max)
+    others.setFormatter(handler.formatter)
+    others.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    logging.getLogger().addHandler(others)
     listener.start()
-    return LogSink(handler, listener)
+    return LogSink(handler, listener, others)
