@@ -1,8 +1,9 @@
 """`response.steer` in the Responses API's WebSocket mode (responses_socket.py, responses_steer.py) with the
 official openai SDK's `responses.connect()`, sync and async, against a real gateway on 127.0.0.1 (the fixtures
 of test_responses_socket.py) with FAKE engines that hold a response after its first word until the test opens a
-gate: a steer accepted during a response becomes its automatic successor (the target's settings, its history
-and the steer text, before the socket's queued creates), steers keep their order, the refusals and their codes
+gate: a steer accepted during a response stops it at its next text chunk (`incomplete`, `steered`, charged and
+audited as such, never inside a function call) and becomes its automatic successor (the target's settings, its
+history and the steer text, before the socket's queued creates), steers keep their order, the refusals and their codes
 (the input returned), a firewall-blocked steer, a key revoked before the successor, client tool calls
 (pending, then placed in the client's continuation), the bounds, and a hang-up with steers queued."""
 
