@@ -312,3 +312,26 @@ def test_no_help_text_is_eaten_as_rich_markup() -> None:
     assert not eaten, "\n".join(eaten)
     r = runner.invoke(app, ["audit", "verify", "--help"], env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
     assert "audit-signing.pub.pem" in r.output, r.output
+
+
+@pytest.mark.parametrize("command", ["up", "gateway"])
+def test_replay_of_no_simulator_run_is_refused_before_the_gateway_starts(
+        tmp_path: Path, command: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--replay sim-out` with a typo (or a folder with no requests.csv) started the gateway all the same, and
+    /dashboard?replay=1 then answered only that the replay directory had no requests.csv."""
+    import aigrid.gateway.server
+
+    started: list[object] = []
+
+    async def run_grid(*args: object, **kwargs: object) -> None:
+        started.append(kwargs)
+
+    monkeypatch.setattr(aigrid.gateway.server, "run_grid", run_grid)
+    spec = str(ROOT / "examples" / "demo.yaml")
+    for bad in (tmp_path / "no-such-run", tmp_path):
+        r = runner.invoke(app, [command, spec, "--replay", str(bad), "--workers", "1"])
+        assert not started and r.exit_code == 2, r.output
+        assert "--replay" in r.output and "requests.csv" in r.output, r.output
+    (tmp_path / "requests.csv").write_text("policy,arrival_s,site\n")
+    r = runner.invoke(app, [command, spec, "--replay", str(tmp_path), "--workers", "1"])
+    assert len(started) == 1 and r.exit_code == 0, r.output

@@ -171,6 +171,16 @@ def _worker_options(replay: Path | None) -> dict[str, Any]:
     return {"dashboard": True, "replay": None if replay is None else str(replay)}
 
 
+def _replay(replay: Path | None) -> Path | None:
+    """A simulator run's folder, refused before the gateway starts when it holds no requests.csv to play (a
+    typo started the gateway, and the page then said only that the folder had no requests.csv)."""
+    if replay is not None and not (replay / "requests.csv").is_file():
+        what = "holds no requests.csv" if replay.is_dir() else "is not a folder"
+        raise typer.BadParameter(f"{replay} {what}: give the --out folder of `aigrid sim SCENARIO --out DIR` "
+                                 "(with requests.csv)", param_hint="--replay")
+    return replay
+
+
 @app.command()
 def up(spec: SpecArg = Path("examples/demo.yaml"),
        port: Annotated[int | None, typer.Option(min=1, max=65535, help="gateway port (default: the spec's)")] = None,
@@ -179,6 +189,7 @@ def up(spec: SpecArg = Path("examples/demo.yaml"),
     from aigrid.gateway.server import run_grid
     from aigrid.spec.load import load_spec
 
+    replay = _replay(replay)
     try:
         _run(run_grid(_with_log_level(load_spec(spec), log_level), console, port=port,
                       extra_routes=_dashboard(replay), workers=_workers(workers),
@@ -203,6 +214,7 @@ def gateway(spec: SpecArg,
         redis_url(redis)
     except ValueError as e:
         raise typer.BadParameter(str(e), param_hint="--redis") from None
+    replay = _replay(replay)
     try:
         s = _with_log_level(load_spec(spec), log_level)
         if redis is not None:
