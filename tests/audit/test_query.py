@@ -16,7 +16,7 @@ import yaml
 from typer.testing import CliRunner
 
 from aigrid.audit.log import AuditLog
-from aigrid.audit.query import Selection, parse_when, records
+from aigrid.audit.query import Record, Selection, Totals, parse_when, records
 from aigrid.audit.record import AuditRecord
 from aigrid.cli import app
 from tests.audit.test_audit_log import KEY, tamper
@@ -306,3 +306,10 @@ def test_the_writers_own_records_are_not_counted_as_requests(tmp_path: Path) -> 
     code, out, err = cli("audit", "query", str(path), "--outcome", "audit:*", "--format", "jsonl", *key)
     assert code == 0, err
     assert [json.loads(line)["extra"]["in_flight"] for line in out.splitlines()] == [2]
+
+
+def test_a_target_cut_by_its_clients_steer_is_no_error_in_a_summary() -> None:
+    totals = Totals()
+    for i, outcome in enumerate(["ok", "steered", "client_closed", "error:upstream_failed"]):
+        totals.add(Record(i, {"outcome": outcome, "tenant": "shop"}), None)
+    assert (totals.requests, totals.errors) == (4, 2)

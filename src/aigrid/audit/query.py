@@ -267,6 +267,10 @@ class Prices:
         return (rec.prompt_tokens * price[0] + rec.completion_tokens * price[1]) / 1e6
 
 
+FINE = frozenset({"ok", "steered"})
+"""Outcomes that are not errors: an answer, and a Responses target the client's steer cut (docs/responses-api.md)."""
+
+
 @dataclass
 class Totals:
     requests: int = 0
@@ -275,7 +279,8 @@ class Totals:
     blocked: int = 0
     """Records with a firewall verdict that blocked."""
     errors: int = 0
-    """Records whose outcome is not ok (errors, refusals, clients that left, cancels)."""
+    """Records whose outcome is neither ok nor steered (errors, refusals, clients that left, cancels; a Responses
+    target cut by the client's own steer ended as asked)."""
     cost_usd: float = 0.0
     unpriced: int = 0
     """Records without a recorded cost, served by an endpoint the prices lack (not in cost_usd)."""
@@ -290,7 +295,7 @@ class Totals:
         self.prompt_tokens += rec.prompt_tokens
         self.completion_tokens += rec.completion_tokens
         self.blocked += "blocked" in rec.firewall_actions
-        self.errors += rec.outcome != "ok"
+        self.errors += rec.outcome not in FINE
         self.charged += rec.cost_usd is not None
         if prices is not None:
             cost = prices.cost(rec)
