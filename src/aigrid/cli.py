@@ -15,6 +15,7 @@ import httpx
 import typer
 import typer.main
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from aigrid.cli_error import print_error
@@ -275,16 +276,55 @@ def node(port: Annotated[int, typer.Option(min=1, max=65535, help="port for the 
 
 @spec_app.command("check")
 def spec_check(spec: SpecArg) -> None:
-    """Validate a grid spec and summarise it."""
-    from aigrid.spec.load import load_spec
+    """Validate a grid spec and summarise it (a simulator scenario or a planner demand file too: it says which)."""
+    from aigrid.spec.load import load_spec, read_yaml
 
     try:
         s = load_spec(spec)
     except AigridError as e:
-        raise _fail(e) from None
-    counts = ", ".join(f"{n} {what}{'' if n == 1 else 's'}" for n, what in (
+        try:
+            raw = read_yaml(spec)
+        except AigridError:
+            raise _fail(e) from None
+        if not _other_input(spec, raw):
+            raise _fail(e) from None
+        return
+    counts = ", ".join(_count(n, what) for n, what in (
         (len(s.sites), "site"), (len(s.endpoints), "endpoint"), (len(s.models), "model"), (len(s.tenants), "tenant")))
     console.print(f"[green]ok[/] {spec}: {counts}")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}" if n == 1 else f"{n} {what[:-1]}ies" if what.endswith("y") else f"{n} {what}s"
+
+
+def _other_input(path: Path, raw: object) -> bool:
+    """Check `path` as what it is when it is no grid spec (no `endpoints`) but has the fields a simulator
+    scenario or a planner demand file must have; False when it is neither (the grid spec's errors stand)."""
+    if not isinstance(raw, dict) or "endpoints" in raw:
+        return False
+    if {"traffic", "supply"} <= raw.keys():
+        from aigrid.plan.demand import load_demand
+
+        try:
+            demand = load_demand(path)
+        except AigridError as e:
+            raise _fail(e) from None
+        console.print(f"[green]ok[/] {escape(str(path))}: a planner demand file, not a grid spec "
+                      f"({_count(len(demand.tenants), 'tenant')}, {_count(len(demand.models), 'model')}): `aigrid plan {escape(str(path))}`")
+        return True
+    if {"duration_s", "requests"} <= raw.keys():
+        from aigrid.sim.scenario import load_scenario
+
+        try:
+            scenario = load_scenario(path)
+        except AigridError as e:
+            raise _fail(e) from None
+        console.print(f"[green]ok[/] {escape(str(path))}: a simulator scenario, not a grid spec "
+                      f"({_count(len(scenario.tenants), 'tenant')}, {_count(len(scenario.policies), 'policy')}): "
+                      f"`aigrid sim {escape(str(path))}`")
+        return True
+    return False
 
 
 @app.command()
