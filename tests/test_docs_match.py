@@ -212,3 +212,109 @@ def test_every_repository_path_the_docs_name_exists() -> None:
 def test_fenced_blocks_are_closed(doc: Path) -> None:
     """An unclosed ``` turns the rest of a page into code (and hides its headings from the anchors)."""
     assert sum(1 for line in _lines(doc) if line.lstrip().startswith("```")) % 2 == 0
+
+
+def _unknown_keys(model: type[BaseModel], data: object, path: str = "") -> list[str]:
+    """The keys of `data` (YAML as the docs write it) that are no field of `model`, at any depth."""
+    if not isinstance(data, dict):
+        return []
+    bad = []
+    for key, value in data.items():
+        field = model.model_fields.get(key) or next(
+            (f for f in model.model_fields.values() if f.alias is not None and f.alias == key), None)
+        if field is None:
+            bad.append(f"{path}{key}")
+            continue
+        for kind, inner in _models_in(field.annotation):
+            if inner is None:
+                continue
+            if kind == "*" and isinstance(value, dict):
+                bad += [k for name, v in value.items() for k in _unknown_keys(inner, v, f"{path}{key}.{name}.")]
+            elif kind == "[]" and isinstance(value, list):
+                bad += [k for i, v in enumerate(value) for k in _unknown_keys(inner, v, f"{path}{key}.{i}.")]
+            elif kind == "":
+                bad += _unknown_keys(inner, value, f"{path}{key}.")
+            break
+    return bad
+
+
+def _spec_models() -> tuple[tuple[type[BaseModel], ...], list[type[BaseModel]], list[type[BaseModel]]]:
+    """The roots (grid spec, scenario, demand), every model under them, and those that are a mapping's values
+    (`slo.by_class`'s SLOs, `tenants`' tenants)."""
+    from aigrid.plan.demand import Demand
+    from aigrid.sim.scenario import Scenario
+    from aigrid.spec.models import GridSpec
+
+    roots: tuple[type[BaseModel], ...] = (GridSpec, Scenario, Demand)
+    seen: list[type[BaseModel]] = []
+    values: list[type[BaseModel]] = []
+
+    def reach(model: type[BaseModel]) -> None:
+        if model not in seen:
+            seen.append(model)
+            for f in model.model_fields.values():
+                for kind, inner in _models_in(f.annotation):
+                    if inner is not None:
+                        if kind == "*" and inner not in values:
+                            values.append(inner)
+                        reach(inner)
+
+    for root in roots:
+        reach(root)
+    return roots, seen, values
+
+
+def _fenced(doc: Path) -> Iterator[tuple[int, str, str]]:
+    """(first line, language, text) of every fenced block."""
+    lang, start, body = None, 0, []  # type: ignore[var-annotated]
+    for n, line in enumerate(_lines(doc), 1):
+        if line.lstrip().startswith("```"):
+            if lang is None:
+                lang, start, body = line.lstrip()[3:].strip(), n, []
+            else:
+                yield start, lang, "\n".join(body)
+                lang = None
+        elif lang is not None:
+            body.append(line)
+
+
+def test_every_spec_snippet_of_the_docs_uses_fields_that_exist() -> None:
+    """A YAML block (`gateway: ...`, a demand file, a tenant) and an inline mapping such as
+    `slo: {ttft_ms: 1000, tpot_ms: 100}` or `escalate: {below_confidence: 0.6}`: each key is a field where it
+    stands (of the grid spec, a scenario or a demand). The dotted-name test above reads only `a.b.c` spans,
+    so a mistyped key inside a snippet, which a reader pastes, went unseen."""
+    import yaml
+
+    roots, models, values = _spec_models()
+    bad = []
+    checked = 0
+    for doc in DOCS:
+        for n, lang, text in _fenced(doc):
+            if lang not in ("yaml", "yml", ""):
+                continue
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError:
+                assert lang == "", f"{doc.name}:{n}: a yaml block YAML cannot read"
+                continue
+            if not isinstance(data, dict) or not any(k in r.model_fields for r in roots for k in data):
+                continue  # another tool's YAML (an OpenTelemetry collector's), or console output
+            checked += 1
+            misses = [_unknown_keys(r, data) for r in roots]
+            if all(misses):
+                bad.append(f"{doc.name}:{n}: yaml block: no such field {min(misses, key=len)}")
+        for n, line in enumerate(_lines(doc), 1):
+            for span in re.findall(r"`([a-z_]+: *\{[^`]*\})`", line):
+                try:
+                    data = yaml.safe_load(span.replace("...", "x"))
+                except yaml.YAMLError:
+                    continue
+                key = next(iter(data)) if isinstance(data, dict) else None
+                owners = [m for m in models if key in m.model_fields]
+                if not owners:
+                    continue  # not a spec field: an API body's (`tool_choice: {"type": "any"}`)
+                checked += 1
+                if all(_unknown_keys(m, data) for m in owners) and all(_unknown_keys(m, data[key]) for m in values):
+                    bad.append(f"{doc.name}:{n}: `{span}`: {_unknown_keys(owners[0], data)} no such field")
+    assert checked > 20, checked
+    assert not bad, "\n".join(bad)
