@@ -91,6 +91,7 @@ def table(s: dict[str, Any], title: str = "aigrid bench") -> Table:
                  f"{s['goodput']['requests_per_s']:.2f} req/s ({100 * s['goodput']['fraction']:.0f}% within "
                  f"TTFT<={s['goodput']['slo']['ttft_ms']:g}ms, TPOT<={s['goodput']['slo']['tpot_ms']:g}ms)  |  "
                  f"client CPU {100 * c['cpu_share_of_one_core']:.0f}% of a core"
+                 + (f", send lag p99 {c['send_lag_ms']['p99']:.1f} ms" if c.get("send_lag_ms") else "")
                  + ("  [bold red]CLIENT SATURATED: numbers are a lower bound[/]" if c["saturated"] else ""))
     return t
 
