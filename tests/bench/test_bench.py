@@ -144,3 +144,17 @@ def test_the_table_shows_the_open_loops_send_lag() -> None:
     assert "send lag p99 10.6 ms" in str(table(s).caption)
     s["client"]["send_lag_ms"] = None  # the closed loop plans no send times
     assert "send lag" not in str(table(s).caption)
+
+
+def test_a_request_never_sent_has_no_send_lag() -> None:
+    """A request whose connection was refused was never written: its `sent` is the clock's zero less the run's
+    start, and its "send lag" of minus the clock's reading (p99 -33034336.9 ms against a closed port) made
+    the open loop's lag meaningless."""
+    from aigrid.bench.runner import Result, Run
+
+    sent = Result(0, 1.0, 1.002, 10, 5, 200, True, 0.01, 0.05, 0.01)
+    refused = Result(0, 2.0, -33034.3, 10, 0, 0, False, None, None, None, error="connect failed")
+    s = summary(Run([sent, refused], 3.0, 0.1, RunConfig(("http://127.0.0.1:1/v1",), "m"), 2), Slo())
+    assert s["client"]["send_lag_ms"]["max"] == s["client"]["send_lag_ms"]["p50"] == 2.0, s["client"]
+    s = summary(Run([refused], 3.0, 0.1, RunConfig(("http://127.0.0.1:1/v1",), "m"), 1), Slo())
+    assert s["client"]["send_lag_ms"] is None, s["client"]

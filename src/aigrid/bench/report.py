@@ -49,7 +49,9 @@ def summary(run: Run, slo: Slo) -> dict[str, Any]:
     span = span or run.wall_s
     good = [r for r in ok if (r.ttft is None or r.ttft * 1000 <= slo.ttft_ms)
             and (r.tpot is None or r.tpot * 1000 <= slo.tpot_ms)]
-    lags = [r.sent - r.planned for r in run.results if r.planned is not None]
+    # a request never written (its connection refused) has no send time: its `sent` is the clock's zero less
+    # the run's start, before the run began
+    lags = [r.sent - r.planned for r in run.results if r.planned is not None and r.sent >= 0]
     errors: dict[str, int] = {}
     for r in run.results:
         if not r.ok:
