@@ -65,3 +65,18 @@ def test_a_url_without_models_says_what_to_give(monkeypatch: pytest.MonkeyPatch,
     out = " ".join(r.output.split())
     assert r.exit_code == 2 and f"GET http://127.0.0.1:8080/models answered HTTP {status}" in out and says in out, out
     assert "developer.mozilla.org" not in out and "ok," not in out
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b'{"data": [{"name": "m"}]}', b'{"data": "m"}', b"<html>ok</html>",
+                                  b'{"data": [{"id": ""}]}'])
+def test_a_models_list_that_is_not_openais_is_one_line(monkeypatch: pytest.MonkeyPatch, body: bytes) -> None:
+    """A 200 at /models that is no OpenAI model list (a JSON array, entries without an id: another server at
+    that URL) was a traceback (AttributeError, KeyError), and an HTML page was 'Expecting value: line 1
+    column 1 (char 0)'."""
+    import httpx
+
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: httpx.Response(200, content=body))
+    r = runner.invoke(app, ["bench", "http://127.0.0.1:8080/v1", "-n", "1", "--quiet"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
+    assert "http://127.0.0.1:8080/v1/models" in out and "--model" in out, out

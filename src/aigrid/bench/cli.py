@@ -48,10 +48,18 @@ def discover_model(base_url: str, headers: Sequence[tuple[str, str]] = ()) -> st
                 401: "pass --api-key", 403: "pass a key that may list models, or --model"}.get(r.status_code,
                                                                                              "or pass --model")
         raise ValueError(f"GET {url} answered HTTP {r.status_code}: {hint}")
-    data = r.json().get("data") or []
-    if not data:
-        raise ValueError(f"{base_url}/models lists no model; pass --model")
-    return str(data[0]["id"])
+    try:
+        body = r.json()
+    except ValueError:
+        body = None
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):  # another server at that URL: a traceback (a JSON array) or "Expecting value"
+        raise ValueError(f"GET {url} answered no OpenAI model list (is it an OpenAI-compatible base URL?); "
+                         "give the one that ends in /v1, or pass --model")
+    first = data[0] if data else None
+    if not isinstance(first, dict) or not isinstance(first.get("id"), str) or not first["id"]:
+        raise ValueError(f"{url} lists no model" + (" with an id" if data else "") + "; pass --model")
+    return first["id"]
 
 
 def event_loop_runner() -> Any:
