@@ -511,3 +511,34 @@ async def test_an_engines_refusal_is_passed_on_and_charged_nothing(
         assert r.status_code == status
         row = await the_one_record(g.gw)
         assert row["outcome"] == f"http_{status}" and await balance(g.gw) == 0 and inflight(g.gw) == 0
+
+
+@pytest.mark.parametrize("body,ctype,message,param", [
+    (b'{"error": {"message": "This model\'s maximum context length is 2048 tokens (at URL)", '
+     b'"type": "BadRequestError", "param": "messages", "code": 400}}', "application/json",
+     "maximum context length is 2048 tokens", "messages"),  # vLLM's
+    (b'{"object": "error", "message": "bad sampling (at URL)", "type": "BadRequestError", "param": null, '
+     b'"code": 400}', "application/json", "bad sampling", None),  # SGLang's and older vLLM's
+    (b'{"error": "Input validation error (at URL)", "error_type": "validation"}', "application/json",
+     "Input validation error", None),  # TGI's
+    (b"<html>400 Bad Request (at URL)</html>", "text/html", "400 Bad Request", None),  # a proxy's page
+])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_an_engines_refusal_reaches_an_openai_client_in_openais_envelope(
+        tmp_path: Path, body: bytes, ctype: str, message: str, param: str | None, stream: bool) -> None:
+    """Passed on as sent, an engine's error gave the OpenAI SDKs vLLM's type and integer code as the error's
+    (`err.type == "BadRequestError"`, `err.code == "400"`), an HTML page no error at all, and the engine's own
+    address where it named it. Now: OpenAI's envelope with the engine's message, its addresses hidden."""
+    holder: dict[str, str] = {}
+
+    def refuse(path: str, req: dict) -> H.Script:
+        return H.whole(body.replace(b"URL", holder["url"].encode()), 400, ctype)
+
+    async for g in grid(tmp_path, refuse, good=refuse):
+        holder["url"] = g.bad.url
+        r = await g.post("chat", stream)
+        assert r.status_code == 400 and r.headers["content-type"] == "application/json", r.text
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request_error" and err["code"] is None and err["param"] == param, err
+        assert message in err["message"] and g.bad.url not in err["message"] and "nrt-smollm2" in err["message"]
+        assert (await the_one_record(g.gw))["outcome"] == "http_400" and await balance(g.gw) == 0

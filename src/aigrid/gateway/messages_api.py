@@ -20,6 +20,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from aigrid.errors import ApiError, ModelNotFound, NotFound
+from aigrid.gateway.engine_errors import engine_error_message
 from aigrid.gateway.envelope import anthropic_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import (
@@ -39,7 +40,6 @@ from aigrid.gateway.messages_translate import (
     chat_messages,
     chat_tools,
     document_messages,
-    engine_error_message,
     message_id,
     placed_messages,
     prefill_of,

@@ -331,15 +331,3 @@ def anthropic_usage(prompt: int, completion: int, cached: int) -> dict[str, int]
     are `cache_read_input_tokens` (engines report no cache writes)."""
     return {"input_tokens": prompt - cached, "output_tokens": completion, "cache_read_input_tokens": cached,
             "cache_creation_input_tokens": 0}
-
-
-def engine_error_message(body: bytes) -> str:
-    """The message of an engine's own error answer (OpenAI envelope, or whatever it sent)."""
-    try:
-        obj = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body.decode("utf-8", "replace")[:500]
-    err = obj.get("error") if isinstance(obj, dict) else None
-    if isinstance(err, dict):
-        return str(err.get("message", err))
-    return str(err or obj)[:500]

@@ -46,6 +46,7 @@ from aigrid.errors import (
 from aigrid.gateway.cache_salt import CacheSalt
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.engine_errors import openai_error
 from aigrid.gateway.escalation import (
     H_CONFIDENCE,
     H_ESCALATED_FROM,
@@ -290,7 +291,7 @@ class Proxy:
         client_ttft = opened.first_at - started
         record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
         headers = self._headers(cand, decision, opened.upstream)
-        if stream:
+        if stream and opened.upstream.status < 400:  # an engine's error is read whole (bounded) and rewritten
             self._metrics.ttft.labels(cand.site_id).observe(client_ttft)
             if cand.prediction.ttft_ms > 0:
                 self._metrics.ttft_ratio.labels(cand.endpoint_id).observe(client_ttft * 1000.0 / cand.prediction.ttft_ms)
@@ -321,7 +322,11 @@ class Proxy:
                                          self._clock() - opened.sent_at, redact_answer)
         if redact_answer is not None and status < 400:
             answer = redact_answer(answer)
-        if path.rstrip("/") == COMPLETIONS_PATH:
+        if status >= 400:  # the engine's refusal in OpenAI's envelope (engine_errors.py), its addresses hidden
+            answer = openai_error(answer, status, lambda m: self.names.hide(m, cand.endpoint_id))
+            headers = {**headers, "content-type": "application/json"}
+            headers.pop("cache-control", None)
+        elif path.rstrip("/") == COMPLETIONS_PATH:
             answer = completion_ids(answer)
         record.usage = self.finish(cand, record, status, usage)
         return Response(answer, status_code=status, headers=headers)

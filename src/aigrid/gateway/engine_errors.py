@@ -1,0 +1,59 @@
+"""An engine's own error answer (a 4xx it refused with, a 5xx passed on) as the client's API writes errors.
+
+Engines write errors each their own way: vLLM `{"error": {"message", "type": "BadRequestError", "param",
+"code": 400}}` (older: the same fields at the top level, with `"object": "error"`), SGLang the latter,
+llama-server `{"error": {"code": 400, "message", "type": "invalid_request_error"}}`, TGI `{"error": "...",
+"error_type": "..."}`, a proxy in front an HTML page. Passed on as sent, the OpenAI SDKs read vLLM's
+`type` and its integer `code` as the error's (`err.type == "BadRequestError"`, `err.code == "400"`) and an HTML
+page as no error body at all. The gateway answers OpenAI's envelope instead: the engine's message (engine
+addresses named by endpoint), OpenAI's type for the status, its `param` and `code` where they are strings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import orjson
+
+OPENAI_TYPES = frozenset({"invalid_request_error", "authentication_error", "permission_error", "not_found_error",
+                          "rate_limit_error", "server_error", "api_error"})
+"""Error types a client of OpenAI's API may see (the ones the gateway writes too), kept when an engine sends one."""
+MAX_MESSAGE = 2_000
+"""The most characters of an engine's message passed on."""
+
+
+def _fields(body: bytes) -> Mapping[str, Any]:
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return {"message": body.decode("utf-8", "replace")}
+    if not isinstance(obj, dict):
+        return {"message": str(obj)}
+    err = obj.get("error")
+    if isinstance(err, dict):
+        return err
+    if isinstance(err, str):  # TGI
+        return {"message": err}
+    return obj  # SGLang's and older vLLM's: the fields at the top level
+
+
+def engine_error_message(body: bytes) -> str:
+    """The message of an engine's own error answer (any of the shapes above, or whatever it sent)."""
+    fields = _fields(body)
+    message = fields.get("message")
+    return (message if isinstance(message, str) else str(message if message is not None else dict(fields)))[
+        :MAX_MESSAGE]
+
+
+def openai_error(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m) -> bytes:
+    """The engine's error `body` in OpenAI's envelope, for a client of `status`; `hide` rewrites its message (engine
+    addresses named by endpoint)."""
+    fields = _fields(body)
+    kind = fields.get("type")
+    if kind not in OPENAI_TYPES:
+        kind = "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"
+    param, code = fields.get("param"), fields.get("code")
+    return orjson.dumps({"error": {"message": hide(engine_error_message(body)).strip() or f"the engine answered {status}",
+                                   "type": kind, "param": param if isinstance(param, str) else None,
+                                   "code": code if isinstance(code, str) else None}})
