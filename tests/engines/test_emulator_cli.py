@@ -17,6 +17,11 @@ runner = CliRunner()
     (["--engines", "-1"], "--engines"),
     (["--port", "70000"], "--port"),          # bound 70000 mod 65536 = 4464 without a word
     (["--port", "-1"], "--port"),
+    # said "slots must be at least 1", "chunk_tokens ...": not the flag's name
+    (["--slots", "0"], "--slots"),
+    (["--chunk-tokens", "0"], "--chunk-tokens"),
+    (["--kv-tokens", "0"], "--kv-tokens"),
+    (["--default-max-tokens", "0"], "--default-max-tokens"),  # started: every request without max_tokens a 400
 ])
 def test_arguments_out_of_range(args: list[str], named: str) -> None:
     r = runner.invoke(app, ["emulator", *args])
