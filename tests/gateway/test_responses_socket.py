@@ -675,3 +675,22 @@ def test_a_handshake_with_two_credentials_is_refused(tmp_path: Path, secret: Non
         with websockets.sync.client.connect(url, additional_headers=same) as ws:
             ws.send(json.dumps({"type": "response.create", "model": MODEL, "input": "Say hello"}))
             assert json.loads(ws.recv())["type"] == "response.created"
+
+
+def test_the_open_sockets_gauge_follows_the_sockets(tmp_path: Path) -> None:
+    """aigrid_responses_sockets (metrics.py) was never moved: it read 0 with sockets open."""
+    with served(tmp_path) as grid:
+        gauge = grid.gw.metrics.responses_sockets
+        url = f"ws://127.0.0.1:{grid.port}/v1/responses"
+        with websockets.sync.client.connect(url, additional_headers=TENANT), \
+                websockets.sync.client.connect(url, additional_headers=TENANT) as second:
+            assert gauge._value.get() == 2
+            second.close()
+            deadline = time.monotonic() + 10  # until the server has ended the closed socket's handler
+            while gauge._value.get() != 1:
+                assert time.monotonic() < deadline, gauge._value.get()
+                time.sleep(0.02)
+        deadline = time.monotonic() + 10
+        while gauge._value.get() != 0:
+            assert time.monotonic() < deadline, gauge._value.get()
+            time.sleep(0.02)

@@ -191,6 +191,10 @@ def test_a_steer_stops_its_target_at_its_next_text_chunk_charged_only_what_it_st
             "aigrid_requests_total", {"site": e.site, "endpoint": e.id, "outcome": "steered"}) or 0.0
             for e in grid.gw.spec.endpoints)
         assert steered == 1
+        errors = [m.labels.get("error_type") for f in grid.gw.metrics.registry.collect()  # a cut is no error
+                  if f.name == "gen_ai_client_operation_duration_seconds" for m in f.samples
+                  if m.name.endswith("_count") and m.value]
+        assert errors and set(errors) == {""}, errors
         stored = grid.sync_client().responses.retrieve(target)  # stored as streamed: its successor reads it back
         assert (stored.status, stored.incomplete_details.reason, stored.output_text) == ("incomplete", "steered",
                                                                                          " w0")

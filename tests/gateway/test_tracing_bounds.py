@@ -61,3 +61,16 @@ def test_attributes_are_bounded_unless_the_standard_variables_say_otherwise(monk
         assert tracing.provider._span_limits.max_span_attribute_length == 50
     finally:
         tracing.provider.shutdown()
+
+
+@pytest.mark.parametrize(("outcome", "error"), [("steered", False), ("client_closed", True)])
+def test_a_response_its_clients_steer_cut_is_no_error_in_its_span(outcome: str, error: bool) -> None:
+    from opentelemetry.trace import StatusCode
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    Tracing(provider).start("/v1/responses", {}).end(None, None, None, outcome)
+    (root,) = exporter.get_finished_spans()
+    assert (root.status.status_code == StatusCode.ERROR) is error
+    assert root.attributes is not None and ("error.type" in root.attributes) is error

@@ -24,4 +24,4 @@ def observe(ex: Exchange, metrics: GatewayMetrics) -> None:
     if ex.record is not None and ex.record.ttft_ms is not None and ex.body.get("stream"):
         ttft = ex.record.ttft_ms / 1000
     metrics.genai(OPERATIONS.get(ex.route, "chat"), ex.model, time.time() - ex.started, ttft, usage,
-                  "" if outcome == "ok" else outcome, ex.served_site() if ttft is not None else None)
+                  "" if outcome in ("ok", "steered") else outcome, ex.served_site() if ttft is not None else None)

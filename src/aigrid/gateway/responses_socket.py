@@ -159,6 +159,7 @@ class ResponsesSocket:
             if key is not None:
                 self.keyed[key] = self.keyed.get(key, 0) + 1
             self.sockets += 1
+            self.gw.metrics.responses_sockets.inc()
             await ws.accept(headers=[(b"x-request-id", ex.request_id.encode())])
             conn = _Connection(ws, self.endpoint, _request_scope(scope, ex.request_id),
                                self.gw.spec.gateway.max_body_bytes, self.pool)
@@ -170,6 +171,7 @@ class ResponsesSocket:
         finally:
             if tenant is not None:
                 self.sockets -= 1
+                self.gw.metrics.responses_sockets.dec()
                 self.open[tenant] -= 1
                 if not self.open[tenant]:
                     del self.open[tenant]

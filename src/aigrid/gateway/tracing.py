@@ -180,7 +180,7 @@ class _OtelRequest(RequestTrace):
         if error is not None:
             s.set_attribute("error.type", error.code or type(error).__name__)
             s.set_status(Status(StatusCode.ERROR, _short(error.message)))
-        elif outcome != "ok":
+        elif outcome not in ("ok", "steered"):  # steered: a Responses target its client's steer cut, as asked
             s.set_attribute("error.type", outcome)
             s.set_status(Status(StatusCode.ERROR, outcome))
         s.end()
