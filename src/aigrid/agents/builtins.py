@@ -13,7 +13,7 @@ from aigrid.agents.fetch import HttpFetch
 from aigrid.agents.graph import ShortestPath
 from aigrid.agents.regex_tool import RegexTool
 from aigrid.agents.retrieval import Retrieve
-from aigrid.agents.sql import SqlQuery
+from aigrid.agents.sql import Database, SqlQuery
 from aigrid.agents.tool import Tool, ToolRegistry
 from aigrid.agents.vector_store import SiteStores
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def builtin_tools(*, graphs: Mapping[str, nx.Graph] | None = None,
-                  sql_databases: Mapping[str, Path] | None = None,
+                  sql_databases: Mapping[str, Path | Database] | None = None,
                   http_allow: Iterable[str] | None = None, http_client: httpx.AsyncClient | None = None,
                   stores: SiteStores | None = None, regex_timeout_s: float = 0.5,
                   extra: Iterable[Tool] = ()) -> ToolRegistry:

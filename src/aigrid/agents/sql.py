@@ -20,6 +20,12 @@ value limit, by extrapolation, `ltrim` would run about 10 minutes), each on a th
 functions (`QUADRATIC`) are replaced on each connection by a guard that refuses arguments whose lengths
 multiply past MAX_QUADRATIC_WORK and otherwise asks SQLite's own function on a private connection (the same
 answer, type conversions included).
+
+A database is the grid's (shared: every tenant allowed the tool reads it) or serves named tenants only
+(`Database.tenants`, from `agents.sql.NAME: {path, tenants}`): the tool as registered describes and offers the
+shared ones only; `seen_by(context)` is the view of one request's tenant (its own databases' schemas and names
+too), and `run` reads only a database serving the context's tenant, whichever view is asked: another tenant's
+name is refused as an unknown one is, the error listing only what that tenant may read.
 """
 
 from __future__ import annotations
@@ -28,7 +34,8 @@ import asyncio
 import sqlite3
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,39 +126,73 @@ def read_schema(path: Path) -> str:
         conn.close()
 
 
+@dataclass(frozen=True, slots=True)
+class Database:
+    """One SQLite file of the tool's, and the tenants it serves (None: every tenant allowed the tool)."""
+
+    path: Path
+    tenants: frozenset[str] | None = None
+
+    def serves(self, tenant: str | None) -> bool:
+        return self.tenants is None or tenant in self.tenants
+
+
 class SqlQuery:
     name = "sql"
     source = Source.TOOL_RESULT
 
-    def __init__(self, databases: Mapping[str, Path], schemas: Mapping[str, str] | None = None,
-                 *, timeout_s: float = 1.0) -> None:
+    def __init__(self, databases: Mapping[str, Path | Database], schemas: Mapping[str, str] | None = None,
+                 *, timeout_s: float = 1.0, seen: Iterable[str] | None = None) -> None:
+        """`seen`: the databases this view describes and offers (seen_by: one tenant's). None: the tool as
+        registered, which describes the shared ones only and, when a database serves named tenants, takes any
+        name for `database` (its grammar names none of theirs; their model, told the name, can still ask)."""
         if not databases:
             raise ValueError("the sql tool needs at least one database")
-        self.databases = dict(databases)
+        self.databases = {n: d if isinstance(d, Database) else Database(d) for n, d in databases.items()}
         self.timeout_s = timeout_s
-        schemas = schemas or {}
+        self._schemas = dict(schemas or {})
+        self._views: dict[tuple[str, ...], SqlQuery] = {}
+        shown = self._serving(None) if seen is None else sorted(seen)
         props: dict[str, Any] = {"query": {"type": "string", "pattern": r"^\s*(SELECT|select|WITH|with)\s.{1,1500}$"}}
-        if len(self.databases) > 1:
-            props["database"] = {"enum": sorted(self.databases)}
+        if seen is None and len(shown) < len(self.databases):
+            props["database"] = {"type": "string", "maxLength": 128}
+        elif len(shown) > 1:
+            props["database"] = {"enum": shown}
         self.parameters: Mapping[str, Any] = {"type": "object", "properties": props, "required": ["query"],
                                               "additionalProperties": False}
-        tables = " ".join(f"[{n}] {schemas[n]}" for n in sorted(self.databases) if schemas.get(n))
+        tables = " ".join(f"[{n}] {self._schemas[n]}" for n in shown if self._schemas.get(n))
         self.description = ("Run one read-only SQL SELECT over the site's SQLite database and return the "
-                             f"rows (at most {MAX_ROWS}). Schema: {tables or 'see the database'}")
+                            f"rows (at most {MAX_ROWS}). Schema: "
+                            f"{tables or ('see the database' if shown else 'no database is open to this request')}")
 
     @classmethod
-    def load(cls, databases: Mapping[str, Path], *, timeout_s: float = 1.0) -> SqlQuery:
+    def load(cls, databases: Mapping[str, Path | Database], *, timeout_s: float = 1.0) -> SqlQuery:
         """The tool with each database's schema read once (at startup) for its description."""
-        return cls(databases, {name: read_schema(path) for name, path in databases.items()}, timeout_s=timeout_s)
+        dbs = {n: d if isinstance(d, Database) else Database(d) for n, d in databases.items()}
+        return cls(dbs, {name: read_schema(db.path) for name, db in dbs.items()}, timeout_s=timeout_s)
+
+    def _serving(self, tenant: str | None) -> list[str]:
+        return sorted(n for n, db in self.databases.items() if db.serves(tenant))
+
+    def seen_by(self, context: ToolContext) -> SqlQuery:
+        """The tool as `context`'s tenant is offered it: its description and parameters name the shared databases
+        and the tenant's own, no other tenant's. A view is made once for each set of databases (so at most one
+        for each tenant a database names, and one for every other tenant)."""
+        names = tuple(self._serving(context.tenant))
+        view = self._views.get(names)
+        if view is None:
+            view = self._views[names] = SqlQuery(self.databases, self._schemas, timeout_s=self.timeout_s, seen=names)
+        return view
 
     async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str:
         query = require_str(arguments, "query", max_len=MAX_SQL)
+        known = self._serving(context.tenant)  # another tenant's database is unknown here, whatever view runs
         name = arguments.get("database")
-        if name is None and len(self.databases) == 1:
-            name = next(iter(self.databases))
-        if not isinstance(name, str) or name not in self.databases:
-            raise ToolError(f"unknown database {name!r} (known: {', '.join(sorted(self.databases))})")
-        return await asyncio.to_thread(self._query, self.databases[name], query)
+        if name is None and len(known) == 1:
+            name = known[0]
+        if not isinstance(name, str) or name not in known:
+            raise ToolError(f"unknown database {name!r} (known: {', '.join(known) or 'none'})")
+        return await asyncio.to_thread(self._query, self.databases[name].path, query)
 
     def _query(self, path: Path, query: str) -> str:
         conn = connect_read_only(path)

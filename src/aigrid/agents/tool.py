@@ -70,16 +70,19 @@ class ToolRegistry(Mapping[str, Tool]):
     def __len__(self) -> int:
         return len(self._tools)
 
-    def scoped(self, allows: Callable[[str], bool]) -> ToolRegistry:
+    def scoped(self, allows: Callable[[str], bool], context: ToolContext | None = None) -> ToolRegistry:
         """A live view of the tools whose names `allows` (a tenant's `tools` scope): one an MCP server adds or
-        takes back later is seen, or not, as in this registry; the others are not there at all."""
-        return _Scoped(self._tools, allows)
+        takes back later is seen, or not, as in this registry; the others are not there at all. With `context`
+        (the request's site and tenant), a tool that has a view per request (`seen_by(context)`: the sql tool,
+        whose databases may serve some tenants only) is seen as that view."""
+        return _Scoped(self._tools, allows, context)
 
 
 class _Scoped(ToolRegistry):
-    def __init__(self, tools: dict[str, Tool], allows: Callable[[str], bool]) -> None:
+    def __init__(self, tools: dict[str, Tool], allows: Callable[[str], bool], context: ToolContext | None) -> None:
         self._tools = tools  # the registry's own dict, not a copy
         self._allows = allows
+        self._context = context
 
     def add(self, tool: Tool) -> None:
         raise TypeError("a scoped view of the tools is read-only")
@@ -90,7 +93,9 @@ class _Scoped(ToolRegistry):
     def __getitem__(self, name: str) -> Tool:
         if not self._allows(name):
             raise KeyError(name)
-        return self._tools[name]
+        tool = self._tools[name]
+        seen_by = getattr(tool, "seen_by", None)  # optional: a tool whose description depends on the request
+        return tool if seen_by is None or self._context is None else seen_by(self._context)
 
     def __iter__(self) -> Iterator[str]:
         return (name for name in list(self._tools) if self._allows(name))

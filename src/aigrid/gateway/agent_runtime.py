@@ -23,6 +23,7 @@ from aigrid.agents.embeddings import Embedder, MiniLMEmbedder
 from aigrid.agents.loop import LoopConfig
 from aigrid.agents.mcp_tools import McpServer, McpTool
 from aigrid.agents.public_only import PublicOnlyTransport
+from aigrid.agents.sql import Database
 from aigrid.agents.tool import ToolError, ToolRegistry
 from aigrid.agents.vector_store import SiteStores, read_documents
 from aigrid.errors import ConfigError
@@ -69,7 +70,8 @@ class AgentRuntime:
         try:
             tools = builtin_tools(graphs=_graphs(spec), http_allow=spec.agents.http_allow or None,
                                   http_client=client, stores=stores,
-                                  sql_databases={k: Path(v) for k, v in spec.agents.sql.items()})
+                                  sql_databases={k: Database(Path(v.path), None if v.tenants is None else frozenset(v.tenants))
+                                                 for k, v in spec.agents.sql.items()})
         except (OSError, ToolError) as e:  # ToolError: a database that does not exist
             raise ConfigError(f"agents.sql: cannot open a database: {e}") from e
         missing = MiniLMEmbedder.missing()

@@ -105,7 +105,8 @@ def relative_to(spec: GridSpec, base: Path) -> GridSpec:
     sites = {sid: s.model_copy(update={"documents": [d.model_copy(update={"path": resolve(d.path)})
                                                      for d in s.documents]})
              for sid, s in spec.sites.items()}
-    agents = spec.agents.model_copy(update={"sql": {k: resolve(v) for k, v in spec.agents.sql.items()}})
+    agents = spec.agents.model_copy(update={"sql": {k: v.model_copy(update={"path": resolve(v.path)})
+                                                    for k, v in spec.agents.sql.items()}})
     endpoints = [e.model_copy(update={"tls_ca_file": resolve(e.tls_ca_file)}) if e.tls_ca_file else e
                  for e in spec.endpoints]
     return spec.model_copy(update={"sites": sites, "agents": agents, "endpoints": endpoints})

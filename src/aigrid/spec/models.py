@@ -412,12 +412,21 @@ class McpServerSpec(StrictModel):
         "is faster for small answers, a larger one lets a tool send images"))
 
 
+class SqlDatabaseSpec(StrictModel):
+    path: str = Field(description="the SQLite file (read-only), relative to the spec file")
+    tenants: list[str] | None = Field(default=None, min_length=1, description=(
+        "only these tenants' requests see it in the sql tool's description and may query it (another tenant "
+        "naming it is told it is unknown); left out: shared by every tenant allowed the sql tool"))
+
+
 class AgentsSpec(StrictModel):
     max_steps: int = Field(default=6, ge=1, le=16)
     tool_timeout_s: float = Field(default=10.0, gt=0)
     graphs: dict[str, list[tuple[str, str, float]]] = Field(
         default={}, description="named graphs for shortest_path: edges (a, b, weight)")
-    sql: dict[str, str] = Field(default={}, description="named SQLite databases (read-only) for the sql tool")
+    sql: dict[str, SqlDatabaseSpec] = Field(default={}, description=(
+        "named SQLite databases (read-only) for the sql tool: a path (shared by every tenant allowed the tool) or "
+        "{path, tenants}"))
     http_allow: list[str] = Field(default=[], description=(
         "hosts the http_fetch tool may read: a name (docs.python.org), a subdomain wildcard (*.wikipedia.org) or "
         "an address, each optionally with :port; a name reaches public addresses only (see http_private)"))
@@ -426,6 +435,14 @@ class AgentsSpec(StrictModel):
         "intranet the operator means the agents to read (default none: private, loopback and link-local "
         "addresses such as the cloud's metadata service are refused)"))
     mcp_servers: dict[str, McpServerSpec] = {}
+
+    @field_validator("sql", mode="before")
+    @classmethod
+    def _sql_paths(cls, v: object) -> object:
+        """A database given as its path alone is shared: `{path}` with no tenants."""
+        if not isinstance(v, dict):
+            return v
+        return {name: {"path": db} if isinstance(db, str) else db for name, db in v.items()}
 
     @field_validator("http_private")
     @classmethod
@@ -692,6 +709,8 @@ class GridSpec(StrictModel):
         problems += _store_problems(self.gateway.stores, {site.jurisdiction for site in self.sites.values()})
         problems += [f"cities.{name}: [{lat:g}, {lon:g}] is not [latitude -90..90, longitude -180..180]"
                      for name, (lat, lon) in self.cities.items() if not (-90 <= lat <= 90 and -180 <= lon <= 180)]
+        problems += [f"agents.sql.{name}.tenants: unknown tenant {t!r} (tenants: {sorted(self.tenants)})"
+                     for name, db in self.agents.sql.items() for t in db.tenants or () if t not in self.tenants]
         for sid, site in self.sites.items():
             for i, doc in enumerate(site.documents):
                 owner = self.tenants.get(doc.tenant) if doc.tenant is not None else None
