@@ -355,3 +355,14 @@ def test_spec_check_takes_every_example_and_names_what_a_scenario_or_demand_is_f
     r = runner.invoke(app, ["spec", "check", str(broken)])
     assert r.exit_code == 2 and "requests" in r.output and "Extra inputs" not in r.output, r.output
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize(("command", "given", "says"), [
+    ("sim", "demo.yaml", "is a grid spec"), ("sim", "plan/small.yaml", "is a planner demand file"),
+    ("plan", "demo.yaml", "is a grid spec"), ("plan", "sim/small.yaml", "is a simulator scenario")])
+def test_sim_and_plan_name_the_kind_of_file_they_were_given(command: str, given: str, says: str) -> None:
+    """`aigrid sim examples/demo.yaml` (a grid spec, the file a user has) answered with a dozen fields it lacks or
+    should not have, as if it were a broken scenario; it says what the file is and which command takes it."""
+    r = runner.invoke(app, [command, str(ROOT / "examples" / given), "--out", "/nonexistent/never-written"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and says in out and "Extra inputs" not in out, out

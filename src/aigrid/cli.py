@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from aigrid.cli_error import print_error
+from aigrid.cli_error import input_kind, print_error
 from aigrid.errors import AigridError, ConfigError
 
 if TYPE_CHECKING:
@@ -301,9 +301,8 @@ def _count(n: int, what: str) -> str:
 def _other_input(path: Path, raw: object) -> bool:
     """Check `path` as what it is when it is no grid spec (no `endpoints`) but has the fields a simulator
     scenario or a planner demand file must have; False when it is neither (the grid spec's errors stand)."""
-    if not isinstance(raw, dict) or "endpoints" in raw:
-        return False
-    if {"traffic", "supply"} <= raw.keys():
+    kind = input_kind(raw)
+    if kind == "demand":
         from aigrid.plan.demand import load_demand
 
         try:
@@ -313,7 +312,7 @@ def _other_input(path: Path, raw: object) -> bool:
         console.print(f"[green]ok[/] {escape(str(path))}: a planner demand file, not a grid spec "
                       f"({_count(len(demand.tenants), 'tenant')}, {_count(len(demand.models), 'model')}): `aigrid plan {escape(str(path))}`")
         return True
-    if {"duration_s", "requests"} <= raw.keys():
+    if kind == "scenario":
         from aigrid.sim.scenario import load_scenario
 
         try:

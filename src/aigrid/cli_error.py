@@ -5,6 +5,8 @@ it wrote the terminal's clipboard or erased the lines above) and never wrapped m
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.markup import escape
 
@@ -13,3 +15,38 @@ from aigrid.printable import printable_lines
 
 def print_error(console: Console, message: object) -> None:
     console.print(f"[bold red]error:[/] {escape(printable_lines(str(message)))}", highlight=False, soft_wrap=True)
+
+
+KINDS = {"grid": "a grid spec (for `aigrid up`, `aigrid gateway` and `aigrid spec check`)",
+         "scenario": "a simulator scenario (for `aigrid sim`)",
+         "demand": "a planner demand file (for `aigrid plan`)"}
+
+
+def input_kind(raw: object) -> str | None:
+    """Which of aigrid's YAML inputs a file's top-level mapping is, by the fields only that kind must have: a
+    grid spec its `endpoints`, a demand file its `traffic` and `supply`, a scenario its `duration_s` and
+    `requests`; None for none of them."""
+    if not isinstance(raw, dict):
+        return None
+    if "endpoints" in raw:
+        return "grid"
+    if {"traffic", "supply"} <= raw.keys():
+        return "demand"
+    if {"duration_s", "requests"} <= raw.keys():
+        return "scenario"
+    return None
+
+
+def wrong_kind(path: Path, expected: str) -> str | None:
+    """`PATH is a grid spec (for ...), not a simulator scenario` when the file that failed to load as
+    `expected` is plainly another kind of input (its errors were a list of fields it should not have)."""
+    from aigrid.errors import AigridError
+    from aigrid.spec.load import read_yaml
+
+    try:
+        kind = input_kind(read_yaml(path))
+    except AigridError:
+        return None
+    if kind is None or kind == expected:
+        return None
+    return f"{path} is {KINDS[kind]}, not {KINDS[expected].split(' (')[0]}"

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from aigrid.cli_error import print_error
+from aigrid.cli_error import print_error, wrong_kind
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_failed
 from aigrid.plan.checks import Check
@@ -76,8 +76,8 @@ def plan_command(
                          growth=growth)
         prepare_dir(out)  # before the planning, not after it
         backend: Backend = RayBackend(ray) if ray else LocalBackend(workers or None)
-    except AigridError as e:
-        print_error(console, e)
+    except AigridError as e:  # a grid spec or a scenario given here: said so, not a dozen fields it lacks
+        print_error(console, wrong_kind(demand, "demand") or e)
         raise typer.Exit(2) from None
     previous = _previous_sites(start) if start else None
     try:

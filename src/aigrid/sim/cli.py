@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from aigrid.cli_error import print_error
+from aigrid.cli_error import print_error, wrong_kind
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_failed
 from aigrid.sim.experiment import run_experiment
@@ -88,8 +88,8 @@ def sim(scenario: Annotated[Path, typer.Argument(help="scenario YAML, e.g. examp
     """Run SCENARIO and write summary.json, requests.csv and plots into --out."""
     try:
         run_scenario(scenario, out, plots=not no_plots, quiet=quiet, workers=workers)
-    except AigridError as e:
-        print_error(Console(stderr=True), e)
+    except AigridError as e:  # a grid spec or a demand file given here: said so, not a dozen fields it lacks
+        print_error(Console(stderr=True), wrong_kind(scenario, "scenario") or e)
         raise typer.Exit(2) from None
 
 
