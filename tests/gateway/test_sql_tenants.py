@@ -76,6 +76,17 @@ async def test_a_tenant_s_database_is_neither_described_nor_read_for_another_ten
             for tenant in (A, B):  # and the shared one serves every tenant
                 _, result = await ask_sql(c, tenant, "fares", "rail_fares")
                 assert result == "value\nparis-lyon-42"
+            for tenant, expected in ((B, {"error": "error: unknown database 'ledger' (known: fares)", "output": None}),
+                                     (A, {"error": None, "output": "value\nalpha-secret-row"})):  # the Responses API
+                engine.received.clear()
+                engine.replies = [call("sql", query="SELECT value FROM a_ledger", database="ledger"), answer("done")]
+                r = await c.post("/v1/responses", headers={"x-aigrid-tenant": tenant}, json={
+                    "model": MODEL, "input": "Look it up.", "tools": [{"type": "function", "name": "sql"}]})
+                assert r.status_code == 200, r.text
+                item = r.json()["output"][0]
+                assert item["type"] == "mcp_call" and {k: item[k] for k in expected} == expected, item
+                if tenant == B:
+                    assert "a_ledger" not in orjson.dumps(engine.received[0]).decode()
     finally:
         await gw.guard.stop()
 
