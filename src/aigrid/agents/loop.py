@@ -128,8 +128,9 @@ class Finished:
     content: str
     finish_reason: str
     stop: str
-    """Why the loop ended: answer | step_limit | context_limit | client_tool | max_tokens | tool_choice_none (the
-    engine asked for a tool under `tool_choice: "none"`: not run, the reply ends empty)."""
+    """Why the loop ended: answer | step_limit | context_limit | token_budget (the quota refused a later model turn's
+    reservation: `before_turn`) | client_tool | max_tokens | tool_choice_none (the engine asked for a tool under
+    `tool_choice: "none"`: not run, the reply ends empty)."""
     steps: tuple[Step, ...]
     tool_calls: tuple[dict[str, Any], ...] = ()
     usage: Mapping[str, int] = field(default_factory=dict)
@@ -159,6 +160,11 @@ Event = Step | TextDelta | Finished | Rejected
 UsageReport = Callable[[Mapping[str, int], Mapping[str, Any] | None], None]
 """Told what a tool loop has spent: its finished model turns' usage and the payload of the model turn an engine
 holds now (None between turns)."""
+
+TurnGate = Callable[[Mapping[str, Any]], Awaitable[bool]]
+"""Asked before each later model turn of a loop (the first is the request's own, admitted with it), with the turn's
+payload: may it run? The gateway reserves the turn's estimated tokens on the request's quota (Guard.extend); False
+(the quota is spent) ends the loop there with what it has (finish_reason "length", stop "token_budget")."""
 
 ToolReport = Callable[[Call, Step | None], None]
 """Told of each server-side tool call as it starts (None) and as it ends (its Step, after the firewall read
@@ -355,13 +361,15 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                         clock: Callable[[], float] = time.monotonic,
                         screen: ScreenTexts | None = None,
                         on_usage: UsageReport | None = None,
-                        on_tool: ToolReport | None = None) -> AsyncGenerator[Event, None]:
+                        on_tool: ToolReport | None = None,
+                        before_turn: TurnGate | None = None) -> AsyncGenerator[Event, None]:
     """Run the loop for one chat request on `engine` (the chosen endpoint's) and yield its events.
     `screen` is the firewall's choke point every tool result passes (the gateway always gives one).
     `on_usage` is told, after each finished model turn, the usage of the turns so far (what the loop has spent
     if it is stopped early), and when a later model turn is handed to its engine, the same with that turn's
     payload (its prompt is read there even if the loop is stopped before an answer comes). `on_tool` is told of
-    each server-side call as it starts and as it ends (ToolReport).
+    each server-side call as it starts and as it ends (ToolReport). `before_turn` is awaited before each later
+    model turn (TurnGate): refused, the loop ends there (stop "token_budget"), no further turn sent.
 
     Cancelled (its client gone: the gateway cancels the task that drives it), it stops where it is: a model
     turn's engine request is closed, no further turn or tool starts, and a tool already running is left to
@@ -402,8 +410,13 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         # model would otherwise imitate them)
         turn_constrained = constrained and not (none and not _has_tool_turns(messages))
         payload = _payload(base, messages, offer, turn_constrained, force_call=forced is not None)
+        cut = None  # a later turn that cannot run: the answer ends with what the loop has (finish_reason "length")
         if model_calls and config.max_prompt_chars is not None and prompt_chars(payload) > config.max_prompt_chars:
-            yield Finished("", "length", "context_limit", tuple(steps), (), dict(usage), model_calls, model_ms,
+            cut = "context_limit"
+        elif model_calls and before_turn is not None and not await before_turn(payload):
+            cut = "token_budget"  # the request's quota has no room for the turn's reservation
+        if cut is not None:
+            yield Finished("", "length", cut, tuple(steps), (), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
         if model_calls and on_usage is not None:  # the first turn's prompt: the gateway's own estimate

@@ -35,6 +35,7 @@ from aigrid.agents.loop import (
     Step,
     TextDelta,
     ToolReport,
+    TurnGate,
     UsageReport,
     run_tool_loop,
 )
@@ -137,6 +138,8 @@ class ToolLoopEngine(WrappedEngine):
     turn handed to its engine (run_tool_loop).
     `show`: each step as the client sees it (ShowStep; None: as it is).
     `on_tool`: told of each server-side tool call as it starts and ends (ToolReport, run_tool_loop).
+    `before_turn`: asked before each later model turn, may it run (TurnGate, run_tool_loop: the gateway reserves
+    the turn's tokens on the request's quota).
     """
 
     def __init__(self, inner: Engine, registry: ToolRegistry, *, context: ToolContext = NO_CONTEXT,
@@ -144,7 +147,7 @@ class ToolLoopEngine(WrappedEngine):
                  wall_clock: Callable[[], float] = time.time, screen: ScreenTexts | None = None,
                  watch: ClientWatch | None = None,
                  on_usage: UsageReport | None = None, show: ShowStep | None = None,
-                 on_tool: ToolReport | None = None) -> None:
+                 on_tool: ToolReport | None = None, before_turn: TurnGate | None = None) -> None:
         super().__init__(inner)
         self.registry = registry
         self.context = context
@@ -156,6 +159,7 @@ class ToolLoopEngine(WrappedEngine):
         self.on_usage = on_usage
         self.show = show or _as_is
         self.on_tool = on_tool
+        self.before_turn = before_turn
 
     def open(self, path: str, body: bytes) -> AbstractAsyncContextManager[UpstreamResponse]:
         if path.rstrip("/") != CHAT_PATH:
@@ -169,7 +173,8 @@ class ToolLoopEngine(WrappedEngine):
         created, rid = int(self._wall()), f"chatcmpl-aigrid-{uuid.uuid4().hex[:24]}"
         config = self.config if self.max_bytes is None else replace(self.config, max_turn_bytes=self.max_bytes)
         events = run_tool_loop(self.inner, body, self.registry, context=self.context, config=config,
-                               clock=self._clock, screen=self.screen, on_usage=self.on_usage, on_tool=self.on_tool)
+                               clock=self._clock, screen=self.screen, on_usage=self.on_usage, on_tool=self.on_tool,
+                               before_turn=self.before_turn)
         try:
             if not body.get("stream"):
                 finished: Finished | None = None

@@ -334,6 +334,36 @@ class Guard:
             if self.abuse_action == "throttle":
                 ex.abuse.raise_if_throttled()
 
+    async def extend(self, ex: Exchange, tokens: int) -> bool:
+        """Reserve `tokens` more on the exchange's quota before a further model call of its request (a tool loop's
+        later turn: routes._tool_loop), on top of what its finished turns used where the engines counted more than
+        was reserved (ex.loop_usage: an estimate's error is made up before the next turn, so a loop never runs
+        past its limits by more than one turn's error): the reservation grown on the exchange (settled once, by
+        finish), True; False when a token limit has no room (nothing charged: the loop ends with what it has) or
+        the quota store cannot be asked (logged: the turn is not run unreserved). An exchange with no reservation
+        (not admitted: a test's) has nothing to grow."""
+        reservation = ex.reservation
+        if reservation is None:
+            return True
+        used = sum(int((ex.loop_usage or {}).get(k) or 0) for k in ("prompt_tokens", "completion_tokens"))
+        tokens += max(0, used - reservation.reserved_tokens)
+        hangup = ex.hangup
+        if hangup is not None:  # as in admit: a charge on Redis or the hub cut mid-reply would stay charged
+            hangup.hold()
+        try:
+            try:
+                grown = await self.quotas.extend(reservation, tokens)
+            except Exception:  # whatever the store raised: the turn is not run without its reservation
+                log.exception("quota store failed to reserve a further model turn of %s %s; the loop ends there",
+                              ex.route, ex.request_id)
+                grown = None
+            if grown is not None:
+                ex.reservation = grown  # before resume() may raise: what finish settles
+        finally:
+            if hangup is not None:
+                hangup.resume()  # the client left meanwhile: cancelled here
+        return grown is not None
+
     def authorize(self, ex: Exchange, policy: str | None = None, jurisdictions: frozenset[str] | None = None) -> None:
         """Scopes: the model, the jurisdictions the request asked for and a key's bound policy (403; 400 for
         jurisdictions no site of the grid is in, which no scope could admit). The model

@@ -70,8 +70,14 @@ from aigrid.gateway.output_filter import (
 )
 from aigrid.gateway.proxy import HedgePolicy, Wrap
 from aigrid.gateway.relay_response import Hangup, RelayResponse
-from aigrid.gateway.request_info import CHARS_PER_TOKEN, H_POLICY, build_request_info, turn_prompt_tokens
-from aigrid.gateway.schemas import ChatRequest, CompletionRequest
+from aigrid.gateway.request_info import (
+    CHARS_PER_TOKEN,
+    DEFAULT_OUTPUT_TOKENS,
+    H_POLICY,
+    build_request_info,
+    turn_prompt_tokens,
+)
+from aigrid.gateway.schemas import ChatRequest, CompletionRequest, output_limit
 from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.gateway.urgency import request_urgency
 from aigrid.json_depth import depth_message, too_deep_raw
@@ -513,9 +519,11 @@ class Routes:
     def _tool_loop(self, loop: LoopConfig, ex: Exchange, stream: bool) -> Wrap:
         """Run the agent's tool loop at the chosen site, beside its engine (agents/); every tool result
         passes the firewall's choke point, its verdicts go on the exchange. Its finished model turns' usage
-        goes on the exchange as they end (charged if the client leaves before the answer's count comes); a
-        streamed loop's client is watched through its whole answer (a hang-up stops the loop at once), and the
-        prompt of a later model turn its engine holds is charged with them if it stops there."""
+        goes on the exchange as they end (charged if the client leaves before the answer's count comes); each
+        later model turn grows the request's quota reservation by its estimate before it runs (Guard.extend: the
+        loop ends, stop "token_budget", when the quota has no room); a streamed loop's client is watched through
+        its whole answer (a hang-up stops the loop at once), and the prompt of a later model turn its engine
+        holds is charged with them if it stops there."""
         agents, screen = self.gw.agents, self.gw.guard.screen
         assert ex.principal is not None
         tenant = ex.principal.tenant
@@ -528,6 +536,11 @@ class Routes:
         def spent(so_far: Mapping[str, int], holding: Mapping[str, Any] | None) -> None:  # its own running total
             ex.loop_usage = dict(so_far)
             ex.loop_holding = 0 if holding is None else turn_prompt_tokens(holding)
+
+        async def reserve(payload: Mapping[str, Any]) -> bool:  # admission reserved the first turn only: each later
+            # turn reserves its own estimate (its prompt and max_tokens) before it runs; no room ends the loop there
+            out = output_limit(dict(payload)) or DEFAULT_OUTPUT_TOKENS
+            return await self.gw.guard.extend(ex, turn_prompt_tokens(payload) + out)
 
         registry = agents.tools if loop.server_tools else ToolRegistry()
         allows_tool = ex.principal.scopes.allows_tool
@@ -558,7 +571,7 @@ class Routes:
             return ToolLoopEngine(engine, registry.scoped(allows_tool), context=ToolContext(cand.site_id, tenant),
                                   config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output,
                                   watch=watch, on_usage=spent, show=shown if firewall.redacts_output(tenant) else None,
-                                  on_tool=ran)
+                                  on_tool=ran, before_turn=reserve)
 
         return wrap
 

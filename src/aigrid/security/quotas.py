@@ -1,7 +1,8 @@
 """Quotas: requests/min, tokens/min and token budgets, per tenant and per key -> 429 with Retry-After.
 
 Tokens are reserved at admission (prompt estimate + max output tokens) and settled with the real usage
-once the response is done, so a tokens/min limit holds even while responses are still streaming.
+once the response is done, so a tokens/min limit holds even while responses are still streaming. A request
+that makes more than one model call (a tool loop's later turns) grows its reservation before each (extend).
 Counters are fixed windows (a minute, or the budget period) keyed by window index; the clock is injected.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aigrid.errors import RateLimited
 from aigrid.security.principal import Principal
@@ -113,6 +114,22 @@ class Quotas:
             if held is None or (room.remaining, room.limit) < (held.remaining, held.limit):
                 tightest[kind] = room
         return Reservation(tuple(token_counters), tokens, tuple(tightest.values()))
+
+    async def extend(self, reservation: Reservation, tokens: int) -> Reservation | None:
+        """Grow an admitted request's reservation by `tokens` (a tool loop's later model turn: its prompt's estimate
+        plus its max_tokens), charged on the same token counters (the windows it was admitted in) as admission
+        charges them, all or none, no request counted: the grown Reservation, which settle() corrects to the real
+        usage once, at the end; None when a counter has no room for them (nothing charged)."""
+        tokens = max(0, tokens)
+        if not tokens or not reservation.token_counters:
+            return replace(reservation, reserved_tokens=reservation.reserved_tokens + tokens)
+        now = self.clock()
+        grown = [Counter(c.key, tokens, c.limit, c.expires_at, max(0.0, c.expires_at - now))
+                 for c in reservation.token_counters]
+        full, _ = await self.backend.consume(grown)
+        if full is not None:
+            return None
+        return replace(reservation, reserved_tokens=reservation.reserved_tokens + tokens)
 
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reserved token count by the tokens actually used (in the windows charged)."""

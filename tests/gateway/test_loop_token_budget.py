@@ -1,0 +1,189 @@
+"""A tool loop's later model turns are reserved on the request's quota before they run: admission reserves the first
+turn (its prompt's estimate and max_tokens), and a loop of up to max_steps + 1 turns spent the rest unreserved,
+settled only at its end. A tenant with a token budget of 300 had one request spend 2,040 tokens (17 turns of 120),
+ten at once 8,520. Now each later turn grows the reservation by its own estimate (Guard.extend); when the quota has
+no room the loop ends with what it has (finish_reason "length", stop "token_budget"): charged what it used, one
+audit record."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from aigrid.engines.protocol import UpstreamResponse
+from aigrid.errors import UpstreamFailed
+from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.spec.models import QuotaSpec, TenantSpec
+from tests.agents.scripted_engine import ScriptedEngine, call
+from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
+
+BUDGET = 300
+TURN = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+"""Each model turn's usage, as the engine counts it."""
+TENANT = {"x-aigrid-tenant": "metered"}
+ASK = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Add one, sixteen times."}],
+       "tools": [{"type": "function", "function": {"name": "calculator"}}], "aigrid_max_steps": 16,
+       "max_tokens": 40}
+
+
+class AlwaysCalls(ScriptedEngine):
+    """A SCRIPTED engine whose every model turn asks for the calculator again, `usage` a turn."""
+
+    def __init__(self, usage: dict[str, int] = TURN) -> None:
+        super().__init__([])
+        self.usage = usage
+
+    @asynccontextmanager
+    async def open(self, path: str, body: bytes) -> AsyncIterator[UpstreamResponse]:
+        self.replies.append({**call("calculator", expression="1 + 1"), "usage": self.usage})
+        async with super().open(path, body) as upstream:
+            yield upstream
+
+
+@asynccontextmanager
+async def metered(tmp_path: Path, budget: int, usage: dict[str, int] = TURN
+                  ) -> AsyncIterator[tuple[Gateway, dict[str, AlwaysCalls]]]:
+    """The demo grid with a tenant `metered` of `budget` tokens, an AlwaysCalls engine at each endpoint."""
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants,
+                                               "metered": TenantSpec(quotas=QuotaSpec(token_budget=budget))}})
+    engines = {e.id: AlwaysCalls(usage) for e in spec.endpoints}
+    gw = build_gateway(spec, engines, rng=random.Random(3), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    await gw.guard.start()
+    try:
+        yield gw, engines
+    finally:
+        await gw.guard.stop()
+
+
+@pytest.fixture
+async def grid(tmp_path: Path) -> AsyncIterator[tuple[Gateway, dict[str, AlwaysCalls]]]:
+    async with metered(tmp_path, BUDGET) as made:
+        yield made
+
+
+async def spent(gw: Gateway) -> int:
+    """The tenant's token budget counter (the day's window)."""
+    quotas = gw.guard.quotas
+    day = 86_400.0
+    index = math.floor(quotas.clock() / day)
+    return await quotas.backend.value(f"{quotas.prefix}:{{metered}}:tenant:metered:budget:{index}")
+
+
+def turns(engines: dict[str, AlwaysCalls]) -> int:
+    return sum(len(e.received) for e in engines.values())
+
+
+async def _ask(c: httpx.AsyncClient, stream: bool) -> tuple[int, dict[str, Any] | None]:
+    """(status, the answer's loop summary and finish_reason) of one request, streamed or not."""
+    r = await c.post("/v1/chat/completions", json={**ASK, "stream": stream}, headers=TENANT)
+    if r.status_code != 200:
+        return r.status_code, None
+    if not stream:
+        doc = r.json()
+        return 200, {"finish_reason": doc["choices"][0]["finish_reason"], **doc["aigrid_loop"]}
+    chunks = [orjson.loads(line[6:]) for line in r.text.splitlines()
+              if line.startswith("data: {")]
+    last = next(ch for ch in reversed(chunks) if ch.get("choices") and ch["choices"][0].get("finish_reason"))
+    return 200, {"finish_reason": last["choices"][0]["finish_reason"], **last["aigrid_loop"]}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_loop_stops_at_its_token_budget_and_is_charged_what_it_used(
+        grid: tuple[Gateway, dict[str, AlwaysCalls]], stream: bool) -> None:
+    """Before: 17 model turns ran (2,040 tokens against a budget of 300). Now the loop ends when the next turn's
+    estimate has no room: the answer's stop says token_budget, and the budget is charged the turns that ran."""
+    gw, engines = grid
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        status, loop = await _ask(c, stream)
+    assert status == 200 and loop is not None
+    assert loop["stop"] == "token_budget" and loop["finish_reason"] == "length", loop
+    ran = turns(engines)
+    assert loop["model_calls"] == ran and 1 <= ran < 17
+    assert await spent(gw) == ran * TURN["total_tokens"]  # settled once, to the engines' count
+    assert await spent(gw) <= BUDGET + TURN["total_tokens"]  # the budget, and at most one turn's estimation error
+    records = await audit_rows(gw)
+    assert len(records) == 1 and records[0]["outcome"] == "ok"
+    assert records[0]["prompt_tokens"] + records[0]["completion_tokens"] == ran * TURN["total_tokens"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        status, _ = await _ask(c, stream)
+    assert status == 429  # what is left of the budget holds no first turn: refused at admission
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_loops_at_once_share_the_budget(grid: tuple[Gateway, dict[str, AlwaysCalls]], stream: bool) -> None:
+    """Before: of ten loops at once six were admitted (each reserved one turn) and spent 8,520 tokens of a budget
+    of 300. Now every turn of each is reserved before it runs: together they stay within the budget (and each at
+    most one turn's estimation error past it), each admitted one ends at token_budget, one record each."""
+    gw, engines = grid
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        answers = await asyncio.gather(*(_ask(c, stream) for _ in range(10)))
+    served = [loop for status, loop in answers if status == 200]
+    assert {status for status, _ in answers} <= {200, 429} and served
+    assert all(loop is not None and loop["stop"] == "token_budget" for loop in served), served
+    ran = turns(engines)
+    assert sum(loop["model_calls"] for loop in served if loop is not None) == ran
+    assert await spent(gw) == ran * TURN["total_tokens"]
+    assert await spent(gw) <= BUDGET + len(served) * TURN["total_tokens"]
+    records = await audit_rows(gw)
+    assert len(records) == 10  # one a request, the refused ones too
+    assert sum(r["prompt_tokens"] + r["completion_tokens"] for r in records) == await spent(gw)
+
+
+async def test_an_engine_that_counts_more_than_the_estimate_is_caught_up_before_the_next_turn(tmp_path: Path) -> None:
+    """Each turn's prompt counted at 400 tokens by the engine, far past the gateway's estimate: reserving each turn's
+    estimate alone would let the error grow turn by turn (8 turns, 3,360 tokens of a budget of 2,000); what the
+    finished turns used past the reservation is reserved with the next turn, so the loop stops within one turn's
+    error of the budget."""
+    big = {"prompt_tokens": 400, "completion_tokens": 20, "total_tokens": 420}
+    async with metered(tmp_path, 2000, big) as (gw, engines):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            status, loop = await _ask(c, False)
+        assert status == 200 and loop is not None and loop["stop"] == "token_budget", loop
+        ran = turns(engines)
+        assert await spent(gw) == ran * big["total_tokens"]
+        assert await spent(gw) <= 2000 + big["total_tokens"]  # one turn's error at most
+        assert [r["outcome"] for r in await audit_rows(gw)] == ["ok"]
+
+
+async def test_a_responses_request_runs_its_loop_within_the_budget_too(
+        grid: tuple[Gateway, dict[str, AlwaysCalls]]) -> None:
+    """The Responses API runs its server-side tools through the chat route's loop: bounded the same way (before, 17
+    turns here too), its answer incomplete, charged the turns that ran."""
+    gw, engines = grid
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/responses", headers=TENANT, json={
+            "model": ASK["model"], "input": "Add one, sixteen times.", "max_output_tokens": 40,
+            "tools": [{"type": "function", "name": "calculator"}], "aigrid_max_steps": 16})
+    assert r.status_code == 200 and r.json()["status"] == "incomplete", r.text
+    ran = turns(engines)
+    assert 1 <= ran < 17 and await spent(gw) == ran * TURN["total_tokens"] <= BUDGET + TURN["total_tokens"]
+    assert len(await audit_rows(gw)) == 1
+
+
+async def test_a_quota_store_that_fails_mid_loop_ends_it_rather_than_run_turns_unreserved(
+        grid: tuple[Gateway, dict[str, AlwaysCalls]], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Redis or the workers' hub gone after admission: no further turn runs without its reservation; the loop ends
+    with what it has (logged), charged its first turn, one record."""
+    gw, engines = grid
+
+    async def down(reservation: Any, tokens: int) -> None:
+        raise UpstreamFailed("quota counters unavailable: the hub is gone")
+
+    monkeypatch.setattr(gw.guard.quotas, "extend", down)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        status, loop = await _ask(c, False)
+    assert status == 200 and loop is not None and loop["stop"] == "token_budget" and turns(engines) == 1, loop
+    assert "failed to reserve a further model turn" in caplog.text
+    assert await spent(gw) == TURN["total_tokens"] and len(await audit_rows(gw)) == 1
