@@ -366,3 +366,26 @@ def test_sim_and_plan_name_the_kind_of_file_they_were_given(command: str, given:
     r = runner.invoke(app, [command, str(ROOT / "examples" / given), "--out", "/nonexistent/never-written"])
     out = " ".join(r.output.split())
     assert r.exit_code == 2 and says in out and "Extra inputs" not in out, out
+
+
+def test_explain_takes_an_id_pasted_with_its_header_line_end_and_stays_under_decisions(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An id cut from `curl -D -` output keeps the header's CR (`dec-...\\r`): explain was an httpx InvalidURL
+    traceback. An id with `/` or `..` asked another route (`../../healthz` asked /healthz), whose answer
+    was then rendered as a decision: a KeyError traceback."""
+    import httpx
+
+    asked: list[str] = []
+
+    def get(url: str, **kwargs: object) -> httpx.Response:
+        asked.append(url)
+        return httpx.Response(200, json={"status": "ok", "healthy": []})
+
+    monkeypatch.setattr(httpx, "get", get)
+    r = runner.invoke(app, ["explain", "dec-1\r"])
+    assert asked == ["http://127.0.0.1:8080/v1/decisions/dec-1"], asked
+    r = runner.invoke(app, ["explain", "../../healthz"])
+    assert asked[-1].startswith("http://127.0.0.1:8080/v1/decisions/") and "/../" not in asked[-1], asked
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), out
+    assert "not a decision" in out, out

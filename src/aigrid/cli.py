@@ -10,6 +10,7 @@ import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import quote
 
 import httpx
 import typer
@@ -339,15 +340,18 @@ def explain(decision_id: str,
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     # the OpenAI base URL (.../v1, as the banner prints it) asked /v1/v1/decisions: a 404
     gateway = gateway.rstrip("/").removesuffix("/v1")
+    # an id cut from `curl -D -` keeps the header's CR; one with / or .. asked another route (quoted: it cannot)
+    decision_id = decision_id.strip()
     try:
-        r = httpx.get(f"{gateway}/v1/decisions/{decision_id}", headers=headers, timeout=5, trust_env=False)
-    except httpx.HTTPError as e:
+        r = httpx.get(f"{gateway}/v1/decisions/{quote(decision_id, safe='')}", headers=headers, timeout=5,
+                      trust_env=False)
+    except (httpx.HTTPError, httpx.InvalidURL) as e:
         raise _fail(ConfigError(f"cannot reach the gateway at {gateway}: {e}")) from None
     try:
         body = r.json()
     except ValueError:  # not an aigrid gateway (an HTML error page, another server)
         body = None
-    if r.status_code != 200 or not isinstance(body, dict):
+    if r.status_code != 200 or not isinstance(body, dict) or "candidates" not in body:
         message = body.get("error", {}).get("message") if isinstance(body, dict) else None
         message = message or f"{gateway} answered HTTP {r.status_code}, not a decision (is it an aigrid gateway?)"
         if r.status_code == 404 and not decision_id.startswith("dec-"):
