@@ -389,3 +389,23 @@ def test_explain_takes_an_id_pasted_with_its_header_line_end_and_stays_under_dec
     out = " ".join(r.output.split())
     assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), out
     assert "not a decision" in out, out
+
+
+def test_audit_verify_names_the_public_key_it_could_not_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from another folder, verify read the default key and said only "[Errno 2] No such file or directory:
+    '.aigrid/audit-signing.pub.pem'" (nothing about --public-key); a file that is no PEM key sent the reader to
+    the cryptography library's FAQ."""
+    db, other = tmp_path / "audit.db", tmp_path / "not-a-key.yaml"
+    other.write_text("name: x\n")
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, ["audit", "verify", str(db)])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and "--public-key .aigrid/audit-signing.pub.pem: no such file" in out, out
+    r = runner.invoke(app, ["audit", "verify", str(db), "--public-key", str(other)])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"--public-key {other}: not an Ed25519 public key" in out, out
+    assert "cryptography.io" not in out, out
+    for command in ("query", "summary"):  # said "cannot read audit.db: ... '/nonexist.pem'": blamed the log
+        r = runner.invoke(app, ["audit", command, str(db), "--public-key", str(tmp_path / "nonexist.pem")])
+        out = " ".join(r.output.split())
+        assert r.exit_code == 2 and f"--public-key {tmp_path / 'nonexist.pem'}: no such file" in out, out

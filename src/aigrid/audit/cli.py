@@ -6,6 +6,8 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 from aigrid.audit.signing import generate_keypair, load_public_key
 from aigrid.audit.verify import printable, verify
 
@@ -20,9 +22,9 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
     escaped)."""
     paths = [public_key_path] if isinstance(public_key_path, Path) else list(public_key_path)
     try:
-        keys = [load_public_key(p) for p in paths]
+        keys = [public_key(p) for p in paths]
         anchored = None if anchor is None else parse_anchor(anchor)
-    except (OSError, ValueError) as e:
+    except ValueError as e:
         echo(f"cannot verify: {e}")
         return 2
     try:
@@ -57,6 +59,19 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
         if len(problems) > 20:
             echo(f"  ... and {len(problems) - 20} more")
     return 0 if report.ok else 1
+
+
+def public_key(path: Path) -> Ed25519PublicKey:
+    """The key at `path`, or a ValueError naming --public-key and the path (run from another folder, the
+    default .aigrid/audit-signing.pub.pem is not there; a file that is no PEM key)."""
+    try:
+        return load_public_key(path)
+    except OSError as e:
+        raise ValueError(f"--public-key {path}: {'no such file' if isinstance(e, FileNotFoundError) else e.strerror or e}"
+                         " (give the log's public key: --public-key PEM)") from None
+    except ValueError:
+        raise ValueError(f"--public-key {path}: not an Ed25519 public key (PEM, as `aigrid audit keygen` "
+                         "writes it)") from None
 
 
 def parse_anchor(text: str) -> tuple[int, str]:

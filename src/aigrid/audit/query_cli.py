@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from aigrid.audit.cli import public_key as read_public_key
 from aigrid.audit.query import (
     FIREWALL_ACTIONS,
     FLAT_COLUMNS,
@@ -33,7 +34,6 @@ from aigrid.audit.query import (
     records,
     summarise,
 )
-from aigrid.audit.signing import load_public_key
 from aigrid.audit.verify import printable, verify
 from aigrid.cli_error import print_error
 from aigrid.errors import AigridError
@@ -94,7 +94,12 @@ def _checked(db: Path, public_key: list[Path] | None, unverified: bool, err: Con
                   highlight=False, soft_wrap=True, markup=False)
         return None
     try:
-        report = verify(db, [load_public_key(p) for p in keys])
+        loaded = [read_public_key(p) for p in keys]
+    except ValueError as e:  # said it was the log it could not read
+        print_error(err, e)
+        raise typer.Exit(2) from None
+    try:
+        report = verify(db, loaded)
     except (OSError, ValueError, sqlite3.Error) as e:
         print_error(err, f"cannot read {db}: {printable(str(e))}")
         raise typer.Exit(2) from None
