@@ -71,8 +71,9 @@ async def test_a_tenant_s_database_is_neither_described_nor_read_for_another_ten
             assert result == "error: unknown database 'ledger' (known: fares)"  # as a name that does not exist
             _, missing = await ask_sql(c, B, "nowhere", "a_ledger")
             assert missing == "error: unknown database 'nowhere' (known: fares)"
-            _, result = await ask_sql(c, A, "ledger", "a_ledger")
+            shown, result = await ask_sql(c, A, "ledger", "a_ledger")
             assert result == "value\nalpha-secret-row"  # A still reads its own
+            assert "a_ledger" in shown and "rail_fares" in shown  # and its model is shown it beside the shared one
             for tenant in (A, B):  # and the shared one serves every tenant
                 _, result = await ask_sql(c, tenant, "fares", "rail_fares")
                 assert result == "value\nparis-lyon-42"

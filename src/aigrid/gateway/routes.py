@@ -567,8 +567,10 @@ class Routes:
                     runs[call.id].update(ok=step.ok, ms=round(step.duration_ms, 2))
 
             # the tenant's tool scope holds for the registry the loop reads when it starts too: a tool an MCP
-            # server adds since the request's check (tenants.NAME.tools) is not one this tenant has run
-            return ToolLoopEngine(engine, registry.scoped(allows_tool), context=ToolContext(cand.site_id, tenant),
+            # server adds since the request's check (tenants.NAME.tools) is not one this tenant has run; each
+            # tool as the request's tenant sees it at its site (the sql tool: its own databases described too)
+            context = ToolContext(cand.site_id, tenant)
+            return ToolLoopEngine(engine, registry.scoped(allows_tool, context), context=context,
                                   config=dataclasses.replace(loop, mode=mode), screen=screen_tool_output,
                                   watch=watch, on_usage=spent, show=shown if firewall.redacts_output(tenant) else None,
                                   on_tool=ran, before_turn=reserve)
