@@ -767,3 +767,20 @@ async def test_only_an_exchange_handed_its_admission_skips_the_pipelines(
         assert run.reservation.reserved_tokens == 300  # the handed one: no second admission
     await close_exchange(metered, creator)
     assert await balance(metered) == 18  # each settled to its usage, nothing charged twice
+
+
+async def test_a_lost_records_log_line_holds_no_prompt_where_store_prompts_keeps_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], caplog: pytest.LogCaptureFixture) -> None:
+    """store_prompts keeps the prompt in the audit log, which the operator protects as such; a lost record's log
+    line carried it whole to wherever the logs go."""
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "keeper": TenantSpec(store_prompts=True)}})
+    gw = build_gateway(spec, fakes, sleep=_no_sleep)
+    await gw.guard.start()
+    await gw.guard.stop()
+    ex = Exchange("/v1/chat/completions", 1_800_000_000.0, principal=gw.guard.principal(None, "keeper"))
+    ex.body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "my card is SECRET-4242"}]}
+    with caplog.at_level("WARNING", logger="aigrid.guard"):
+        assert await gw.guard.finish(ex) is False
+    assert f"audit record lost for /v1/chat/completions {ex.request_id}" in caplog.text
+    assert "SECRET-4242" not in caplog.text and "characters, not logged" in caplog.text

@@ -12,6 +12,7 @@ firewall_blocked, 503 audit_unavailable).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import sqlite3
@@ -482,6 +483,8 @@ class Guard:
     def _lost(self, ex: Exchange, why: str, record: AuditRecord | None = None) -> bool:
         self.audit_failures += 1
         record = record or self._record(ex)
+        if record.prompt_text is not None:  # kept in the audit log where store_prompts says so, never in the logs
+            record = dataclasses.replace(record, prompt_text=f"<{len(record.prompt_text)} characters, not logged>")
         log.error("audit record lost for %s %s: %s; record: %s", ex.route, ex.request_id, why, record.body())
         return False
 
