@@ -409,3 +409,12 @@ def test_audit_verify_names_the_public_key_it_could_not_use(tmp_path: Path, monk
         r = runner.invoke(app, ["audit", command, str(db), "--public-key", str(tmp_path / "nonexist.pem")])
         out = " ".join(r.output.split())
         assert r.exit_code == 2 and f"--public-key {tmp_path / 'nonexist.pem'}: no such file" in out, out
+
+
+def test_no_option_shows_two_defaults() -> None:
+    """`aigrid plan --help` said of --workers "(default: one per core)" and then "[default: 0]": an option whose
+    help says its default in words shows no other."""
+    both = [f"{name} {p.name}: {p.default!r} beside {p.help!r}" for name, cmd in _commands()  # type: ignore[attr-defined]
+            for p in cmd.params if "(default:" in (getattr(p, "help", None) or "")  # type: ignore[attr-defined]
+            and p.default is not None and p.show_default is not False]
+    assert not both, "\n".join(both)
