@@ -318,3 +318,31 @@ def test_every_spec_snippet_of_the_docs_uses_fields_that_exist() -> None:
                     bad.append(f"{doc.name}:{n}: `{span}`: {_unknown_keys(owners[0], data)} no such field")
     assert checked > 20, checked
     assert not bad, "\n".join(bad)
+
+
+def test_every_module_the_docs_run_or_name_exists() -> None:
+    """`python -m aigrid.sim.cli ...` runs a module that has a main; `aigrid.bench.cli:bench_command` names a
+    function that exists (the paths test above reads only `src/...` spans: a renamed module kept its old
+    name in a command a reader pastes)."""
+    import importlib
+
+    bad = []
+    checked = 0
+    for doc in DOCS:
+        for n, line in enumerate(_lines(doc), 1):
+            for module in re.findall(r"python3? -m (aigrid(?:\.\w+)*)", line):
+                checked += 1
+                path = ROOT / "src" / Path(*module.split("."))
+                source = path.with_suffix(".py") if path.with_suffix(".py").is_file() else path / "__main__.py"
+                if not source.is_file() or "__main__" not in source.read_text(encoding="utf-8"):
+                    bad.append(f"{doc.name}:{n}: python -m {module}: no such module with a main")
+            for module, name in re.findall(r"`(aigrid(?:\.\w+)+):(\w+)", line):
+                checked += 1
+                try:
+                    found = hasattr(importlib.import_module(module), name)
+                except ImportError:
+                    found = False
+                if not found:
+                    bad.append(f"{doc.name}:{n}: {module}:{name}: no such function")
+    assert checked > 10, checked
+    assert not bad, "\n".join(bad)
