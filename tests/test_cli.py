@@ -418,3 +418,14 @@ def test_no_option_shows_two_defaults() -> None:
             for p in cmd.params if "(default:" in (getattr(p, "help", None) or "")  # type: ignore[attr-defined]
             and p.default is not None and p.show_default is not False]
     assert not both, "\n".join(both)
+
+
+def test_spec_check_says_a_variable_is_not_expanded_once(tmp_path: Path) -> None:
+    """A url of `http://${HOST}:9100` said "environment variables are not expanded in a grid spec; write the
+    value" and then the same words again in parentheses."""
+    spec = tmp_path / "env.yaml"
+    spec.write_text((ROOT / "examples" / "right-size.yaml").read_text().replace("http://127.0.0.1:9101",
+                                                                               "http://${HOST}:9101"))
+    r = runner.invoke(app, ["spec", "check", str(spec)])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and out.count("not expanded") == 1, out

@@ -164,7 +164,7 @@ def describe(err: object) -> str:
     if isinstance(given, bool) and d.get("type") == "string_type":
         msg += (f" (YAML reads a bare yes, no, on, off, true or false as the boolean {str(given).lower()}: quote "
                 "it, e.g. jurisdiction: 'NO')")
-    elif isinstance(given, str) and "${" in given:
+    elif isinstance(given, str) and "${" in given and "not expanded" not in msg:  # a url's check says it itself
         msg += " (environment variables are not expanded in a grid spec; write the value)"
     return f"{loc}: {msg}"
 
