@@ -116,3 +116,50 @@ def test_replay_a_simulator_run_from_the_file_picker_and_from_the_server(served:
         sites = page.eval_on_selector_all("#map-arcs path.arc", "ps => ps.map(p => p.dataset.site)")
         assert set(sites) <= {"fra", "nrt", "gru", "iad"}
     assert external == [] and errors == [], (external, errors)
+
+
+def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_path: Path) -> None:
+    """?replay= took any URL: a link to /dashboard/static/index.html?replay=https://elsewhere/ (that copy of the page
+    had no policy) sent the operator's key from the tab's sessionStorage to that site and drew its run as this
+    grid's. Only a folder on this origin is read now (the key only to the gateway's own replay route), and every
+    copy of the page carries the policy. The key form (asked on a 401) still works under that policy."""
+    import random
+
+    from aigrid.dashboard import dashboard_routes
+    from aigrid.errors import AuthenticationError
+    from aigrid.gateway.app import build_app, build_gateway
+    from aigrid.spec.load import load_spec
+    from tests.dashboard.conftest import DEMO, ServerThread, no_sleep
+    from tests.gateway.fake_engine import FakeEngine
+
+    key = "aig_operator_h138"
+
+    def operator_only(authorization: str | None) -> None:
+        if authorization != "Bearer " + key:
+            raise AuthenticationError("an operator key is needed")
+
+    spec = load_spec(DEMO)
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7), sleep=no_sleep)
+    holder: list[ServerThread] = []
+    routes = dashboard_routes(gw, authenticate=operator_only, interval_s=0.3,
+                              stopping=lambda: bool(holder) and holder[0].server.should_exit)
+    external: list[str] = []
+    with ServerThread(build_app(gw, extra_routes=routes)) as srv, chromium_page(srv.base, external) as page:
+        holder.append(srv)
+        errors = errors_of(page)
+        leaked: list[str] = []
+        page.on("request", lambda r: leaked.append(r.url) if key in str(r.headers) and
+                not r.url.startswith(srv.base) else None)
+        page.goto(srv.base + "/dashboard")
+        page.wait_for_selector("#key-form:not([hidden])", timeout=15000)
+        page.fill("#key-input", key)
+        page.press("#key-input", "Enter")
+        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        assert "key" not in page.url  # the form never submitted itself (the key in the address bar, the logs)
+        for link in ("/dashboard/static/index.html?replay=https://replay.example/run/",
+                     "/dashboard?replay=/%5Creplay.example/run/"):
+            page.goto(srv.base + link)
+            page.wait_for_function("() => document.body.dataset.mode === 'error'", timeout=15000)
+            assert "only a folder on this gateway" in page.text_content("#mode"), link
+    assert external == [] and leaked == [], (external, leaked)
+    assert [e for e in errors if "401 (Unauthorized)" not in e] == [], errors  # the first feed asks for the key

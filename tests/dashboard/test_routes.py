@@ -35,6 +35,19 @@ async def test_page_and_every_asset_it_names_are_served_locally(client: httpx.As
         assert (STATIC / name).read_text().startswith("Copyright")
 
 
+async def test_the_page_under_static_has_the_pages_policy_and_cannot_be_framed(client: httpx.AsyncClient) -> None:
+    # /dashboard/static/index.html is the page too (its paths are absolute, it runs from there): served by
+    # StaticFiles with no policy, another site could frame it (clickjacking its key form) and it ran unprotected
+    for url in ("/dashboard", "/dashboard/static/index.html", "/dashboard/static/app.js"):
+        r = await client.get(url)
+        assert r.status_code == 200, url
+        policy = r.headers.get("content-security-policy", "")
+        assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, (url, policy)
+        assert "base-uri 'none'" in policy and "object-src 'none'" in policy, (url, policy)
+        assert r.headers.get("x-frame-options") == "DENY", url
+    assert "<script" in (await client.get("/dashboard/static/index.html")).text
+
+
 async def test_no_asset_reaches_for_a_cdn() -> None:
     for path in STATIC.iterdir():
         if path.suffix in {".js", ".html", ".css"}:

@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from aigrid.dashboard.feed import Feed
 from aigrid.dashboard.sse import event_stream
@@ -45,13 +46,17 @@ REPLAY_FILES = ("requests.csv", "summary.json", "details.json", "sites.json")
 Authenticate = Callable[[str | None], object]
 """Takes the Authorization header (or None), raises AuthenticationError to refuse; the result is ignored."""
 
-# The page loads nothing from elsewhere: the browser is told so, which also proves it in the browser test.
-PAGE_HEADERS = {
-    "cache-control": "no-cache",
+# The page loads nothing from elsewhere: the browser is told so, which also proves it in the browser test. Every
+# static file carries the same policy: /dashboard/static/index.html is the page too (it works from there), and
+# served without it, it ran with no policy and could be framed by any site (clickjacking the key form).
+SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                               "script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
+                               "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+                               "form-action 'none'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
 }
+PAGE_HEADERS = {"cache-control": "no-cache", **SECURITY_HEADERS}
 
 
 class DashboardRoutes:
@@ -154,6 +159,23 @@ async def watched(stream: AsyncIterator[bytes], ex: Exchange) -> AsyncIterator[b
             ex.outcome = "client_closed"
 
 
+def with_headers(app: ASGIApp, extra: dict[str, str]) -> ASGIApp:
+    """`app`, each answer with the `extra` headers it does not set itself."""
+    raw = [(k.encode(), v.encode()) for k, v in extra.items()]
+
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers") or ())
+                names = {bytes(name).lower() for name, _ in headers}
+                message = {**message, "headers": headers + [(k, v) for k, v in raw if k not in names]}
+            await send(message)
+
+        await app(scope, receive, send_with)
+
+    return wrapped
+
+
 def dashboard_routes(gateway: Gateway, *, authenticate: Authenticate | None = None, interval_s: float = 1.0,
                      replay_dir: str | Path | None = None, stopping: Callable[[], bool] = lambda: False,
                      clock: Callable[[], float] = time.time,
@@ -173,5 +195,6 @@ def dashboard_routes(gateway: Gateway, *, authenticate: Authenticate | None = No
         *(audited_route(gateway, "GET", path, handler) for path, handler in (
             ("/dashboard/state", r.state), ("/dashboard/events", r.events),  # a live feed: one record when it ends
             ("/dashboard/replay", r.replay_index), ("/dashboard/replay/{name}", r.replay))),
-        Mount("/dashboard/static", app=StaticFiles(directory=STATIC), name="dashboard-static"),
+        Mount("/dashboard/static", app=with_headers(StaticFiles(directory=STATIC), SECURITY_HEADERS),
+              name="dashboard-static"),
     ]

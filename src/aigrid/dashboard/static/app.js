@@ -153,10 +153,21 @@ async function readFiles(fileList) {
                summary: await json("summary.json"), name: sites && sites.scenario});
 }
 
+// ?replay= names a folder on this origin only, and the key goes to this gateway's own replay route only: a
+// link with ?replay=https://elsewhere/ sent the operator's key (and took the run it shows) from that site.
+function replayBase(asked, here) {
+  if (asked === "1" || asked === "server") return "/dashboard/replay/";
+  let url;
+  try { url = new URL(asked.replace(/\/?$/, "/"), here); } catch (e) { return null; }
+  return url.origin === new URL(here).origin && asked.startsWith("/") && !asked.startsWith("//")
+    ? url.pathname : null;
+}
+
 async function fetchRun(base) {
-  const headers = authHeaders();
+  const ours = base === "/dashboard/replay/";
+  const headers = ours ? authHeaders() : {};
   // This gateway lists what its run has (no 404s for optional files); any other directory is just tried.
-  const index = base === "/dashboard/replay/" ? await fetch("/dashboard/replay", {headers, cache: "no-store"}) : null;
+  const index = ours ? await fetch("/dashboard/replay", {headers, cache: "no-store"}) : null;
   const files = index && index.ok ? (await index.json()).files : null;
   const get = async name => {
     if (files && !files.includes(name)) return null;
@@ -186,8 +197,10 @@ setInterval(() => map.fade(), 500);
 map.loadLand("/dashboard/static/countries-110m.json").catch(e => console.error("map outline:", e));
 const asked = new URLSearchParams(location.search).get("replay");
 if (asked) {
-  // ?replay=1 reads the run this gateway serves at /dashboard/replay/; ?replay=/some/path/ any same-origin dir.
-  fetchRun(asked === "1" || asked === "server" ? "/dashboard/replay/" : asked.replace(/\/?$/, "/"));
+  // ?replay=1 reads the run this gateway serves at /dashboard/replay/; ?replay=/some/path/ a folder on this origin.
+  const base = replayBase(asked, location.href);
+  if (base) fetchRun(base);
+  else setMode("replay: only a folder on this gateway (?replay=1 or ?replay=/path/)", "error");
 } else {
   startLive();
 }
