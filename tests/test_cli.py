@@ -429,3 +429,12 @@ def test_spec_check_says_a_variable_is_not_expanded_once(tmp_path: Path) -> None
     r = runner.invoke(app, ["spec", "check", str(spec)])
     out = " ".join(r.output.split())
     assert r.exit_code == 2 and out.count("not expanded") == 1, out
+
+
+def test_every_argument_and_option_says_what_it_is() -> None:
+    """`aigrid explain --help` listed `decision_id <str> [required]` and nothing else (which id? the header's),
+    `aigrid keys revoke` its key_id, `aigrid bench` --stream and --plots, without a word."""
+    bare = [f"{name} {p.name}" for name, cmd in _commands() if not getattr(cmd, "hidden", False)
+            for p in cmd.params if not getattr(p, "help", None)  # type: ignore[attr-defined]
+            and p.name != "help" and not getattr(p, "hidden", False)]
+    assert not bare, bare

@@ -328,7 +328,7 @@ def _other_input(path: Path, raw: object) -> bool:
 
 
 @app.command()
-def explain(decision_id: str,
+def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's x-aigrid-decision header gives (dec-...)")],
             gateway: Annotated[str, typer.Option(help="gateway base URL")] = DEFAULT_GATEWAY,
             api_key: Annotated[str | None, typer.Option(envvar="AIGRID_API_KEY",
                                                         help="key, when the gateway enforces keys")] = None,
@@ -408,7 +408,8 @@ def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str, keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
+def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, as `aigrid keys list` shows it")],
+                keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
     """Revoke a key by id."""
     from aigrid.security.keys_cli import revoke_key
 

@@ -102,7 +102,7 @@ def bench_command(
     max_output_tokens: Annotated[int, typer.Option(min=1, help="trace: clip outputs to this")] = 1024,
     model: Annotated[str | None, typer.Option(help="model name (default: the first at /models)")] = None,
     completions: Annotated[bool, typer.Option("--completions", help="use /completions, not chat")] = False,
-    stream: Annotated[bool, typer.Option("--stream/--no-stream")] = True,
+    stream: Annotated[bool, typer.Option("--stream/--no-stream", help="stream the answers (TTFT and inter-token latency need it)")] = True,
     unique_prompts: Annotated[bool, typer.Option("--unique-prompts/--same-prompts", help="a different prompt per "
                                                   "request (defeats prefix caches) or one per size")] = True,
     slo_ttft_ms: Annotated[float, typer.Option(help="goodput SLO: TTFT at most")] = 1000.0,
@@ -112,7 +112,7 @@ def bench_command(
     timeout: Annotated[float, typer.Option(help="per-request timeout, seconds")] = 300.0,
     seed: Annotated[int, typer.Option(help="seed for Poisson arrivals")] = 0,
     out: Annotated[Path | None, typer.Option(help="directory for bench.json and PNG plots")] = None,
-    plots: Annotated[bool, typer.Option("--plots/--no-plots")] = True,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="with --out, also the PNG plots (needs matplotlib)")] = True,
     quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
 ) -> None:
     """Load-test OpenAI-compatible endpoints: TTFT, inter-token latency, end-to-end latency, throughput,
