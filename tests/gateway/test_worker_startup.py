@@ -269,3 +269,17 @@ def test_the_workers_read_the_spec_the_parent_read(name: str) -> None:
 
     spec = load_spec(EXAMPLES / name)
     assert parse_spec(worker_spec(spec), "worker.json") == spec
+
+
+def test_the_banners_request_names_a_city_the_grid_knows() -> None:
+    """The banner's curl line always named Tokyo: a 400 on every grid without it (examples/right-size.yaml, a
+    planned grid.yaml)."""
+    from aigrid.gateway.server import banner
+    from aigrid.spec.load import load_spec
+
+    root = Path(__file__).resolve().parents[2] / "examples"
+    assert "x-aigrid-client-location: Tokyo" in banner(load_spec(root / "demo.yaml"), "127.0.0.1", 8080)
+    sized = load_spec(root / "right-size.yaml")
+    assert "tokyo" not in {s.name.lower() for s in sized.sites.values()} | {c.lower() for c in sized.cities}
+    city = next(iter(sized.sites.values())).name
+    assert f"x-aigrid-client-location: {city}" in banner(sized, "127.0.0.1", 8080)

@@ -148,6 +148,14 @@ DEFAULT_GATEWAY = "http://127.0.0.1:8080"
 """Where `aigrid explain` asks unless given --gateway (cli.py's default)."""
 
 
+def _a_city(spec: GridSpec) -> str:
+    """A client location the grid knows (x-aigrid-client-location names a site's city or one of the spec's
+    cities): Tokyo where it is one (the demo's), else the first site's city. Tokyo alone was a 400 on every grid
+    without it."""
+    known = {s.name.lower() for s in spec.sites.values()} | {c.lower() for c in spec.cities}
+    return "Tokyo" if "tokyo" in known else next(iter(spec.sites.values())).name
+
+
 def banner(spec: GridSpec, host: str, port: int) -> str:
     """What `console.print` shows at the start (rich markup: the URL is escaped, an IPv6 host in brackets)."""
     base = escape(f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}")  # not http://::1:8000
@@ -158,7 +166,7 @@ def banner(spec: GridSpec, host: str, port: int) -> str:
     # with keys enforced the lines below, as printed, were a 401; explain reads AIGRID_API_KEY itself
     key = ' -H "authorization: Bearer $AIGRID_API_KEY"' if enforce else ""
     curl = (f"curl -sN {base}/v1/chat/completions -H 'content-type: application/json'{key} "
-            f"-H 'x-aigrid-client-location: Tokyo' -d {shlex.quote(body)}")
+            f"-H {shlex.quote('x-aigrid-client-location: ' + _a_city(spec))} -d {shlex.quote(body)}")
     # explain asks http://127.0.0.1:8080 unless told: another grid's gateway answered "no decision"
     gateway = "" if base == DEFAULT_GATEWAY else f" --gateway {base}"
     keys = (f"  keys:  enforced: {_aigrid()} keys create TENANT (with AIGRID_KEY_SECRET), then export "
