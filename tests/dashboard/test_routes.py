@@ -48,6 +48,19 @@ async def test_the_page_under_static_has_the_pages_policy_and_cannot_be_framed(c
     assert "<script" in (await client.get("/dashboard/static/index.html")).text
 
 
+async def test_the_page_sets_what_others_write_as_text_only() -> None:
+    # Tenant names, decision reasons, site and grid names and a replayed run's cells reach the page; each is set
+    # with textContent or an attribute. A guard against the sinks that would parse one as markup, script or URL.
+    sinks = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|"
+                       r"createContextualFragment|DOMParser|setAttribute\(\s*[\"'](?:on|href|src|style|xlink)|"
+                       r"\.(?:href|src|srcdoc)\s*=(?!=)|location(?:\.href)?\s*=(?!=)")
+    for path in STATIC.glob("*.js"):
+        found = sinks.findall(path.read_text())
+        assert not found, (path.name, found)
+    html = (STATIC / "index.html").read_text()  # nothing inline that the policy would have to allow
+    assert not re.search(r"<script(?![^>]*\bsrc=)|<style|\son\w+\s*=|\sstyle\s*=", html)
+
+
 async def test_no_asset_reaches_for_a_cdn() -> None:
     for path in STATIC.iterdir():
         if path.suffix in {".js", ".html", ".css"}:
