@@ -122,7 +122,8 @@ def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_pat
     """?replay= took any URL: a link to /dashboard/static/index.html?replay=https://elsewhere/ (that copy of the page
     had no policy) sent the operator's key from the tab's sessionStorage to that site and drew its run as this
     grid's. Only a folder on this origin is read now (the key only to the gateway's own replay route), and every
-    copy of the page carries the policy. The key form (asked on a 401) still works under that policy."""
+    copy of the page carries the policy. The key form (asked on a 401) still works under that policy, and a tab
+    opened on ?replay=1 asks for the key too (it said "no simulator run at /dashboard/replay/")."""
     import random
 
     from aigrid.dashboard import dashboard_routes
@@ -141,7 +142,8 @@ def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_pat
     spec = load_spec(DEMO)
     gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(7), sleep=no_sleep)
     holder: list[ServerThread] = []
-    routes = dashboard_routes(gw, authenticate=operator_only, interval_s=0.3,
+    write_run(tmp_path / "run")
+    routes = dashboard_routes(gw, authenticate=operator_only, interval_s=0.3, replay_dir=tmp_path / "run",
                               stopping=lambda: bool(holder) and holder[0].server.should_exit)
     external: list[str] = []
     with ServerThread(build_app(gw, extra_routes=routes)) as srv, chromium_page(srv.base, external) as page:
@@ -150,12 +152,15 @@ def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_pat
         leaked: list[str] = []
         page.on("request", lambda r: leaked.append(r.url) if key in str(r.headers) and
                 not r.url.startswith(srv.base) else None)
-        page.goto(srv.base + "/dashboard")
-        page.wait_for_selector("#key-form:not([hidden])", timeout=15000)
-        page.fill("#key-input", key)
-        page.press("#key-input", "Enter")
-        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
-        assert "key" not in page.url  # the form never submitted itself (the key in the address bar, the logs)
+        for opened, mode in (("/dashboard?replay=1", "replay"), ("/dashboard", "live")):
+            if page.url.startswith(srv.base):
+                page.evaluate("() => sessionStorage.clear()")  # as a new tab: the page asks for the key
+            page.goto(srv.base + opened)
+            page.wait_for_selector("#key-form:not([hidden])", timeout=15000)
+            page.fill("#key-input", key)
+            page.press("#key-input", "Enter")
+            page.wait_for_function(f"() => document.body.dataset.mode === '{mode}'", timeout=15000)
+            assert "key" not in page.url  # the form never submitted itself (the key in the address bar, the logs)
         for link in ("/dashboard/static/index.html?replay=https://replay.example/run/",
                      "/dashboard?replay=/%5Creplay.example/run/"):
             page.goto(srv.base + link)

@@ -165,9 +165,16 @@ function replayBase(asked, here) {
 
 async function fetchRun(base) {
   const ours = base === "/dashboard/replay/";
-  const headers = ours ? authHeaders() : {};
+  let headers = ours ? authHeaders() : {};
   // This gateway lists what its run has (no 404s for optional files); any other directory is just tried.
-  const index = ours ? await fetch("/dashboard/replay", {headers, cache: "no-store"}) : null;
+  let index = ours ? await fetch("/dashboard/replay", {headers, cache: "no-store"}) : null;
+  // A tab opened on ?replay=1 has no key yet: ask for it, as the live feed does (it said "no simulator run").
+  while (index && (index.status === 401 || index.status === 403)) {
+    setMode("needs an API key", "error");
+    sessionStorage.setItem("aigrid-key", await askKey());
+    headers = authHeaders();
+    index = await fetch("/dashboard/replay", {headers, cache: "no-store"});
+  }
   const files = index && index.ok ? (await index.json()).files : null;
   const get = async name => {
     if (files && !files.includes(name)) return null;
