@@ -154,7 +154,7 @@ async function readFiles(fileList) {
 }
 
 // ?replay= names a folder on this origin only, and the key goes to this gateway's own replay route only: a
-// link with ?replay=https://elsewhere/ sent the operator's key (and took the run it shows) from that site.
+// link whose ?replay= named another site sent the operator's key (and took the run it shows) from that site.
 function replayBase(asked, here) {
   if (asked === "1" || asked === "server") return "/dashboard/replay/";
   let url;
