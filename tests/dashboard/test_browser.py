@@ -168,3 +168,19 @@ def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_pat
             assert "only a folder on this gateway" in page.text_content("#mode"), link
     assert external == [] and leaked == [], (external, leaked)
     assert [e for e in errors if "401 (Unauthorized)" not in e] == [], errors  # the first feed asks for the key
+
+
+def test_a_site_that_opened_the_dashboard_keeps_no_handle_on_its_tab(served: Served) -> None:
+    """A page of another site that opened the dashboard (window.open, a link with an opener) kept a handle on the
+    operator's tab and could send it, later, to a look-alike page asking for the key again (reverse tabnabbing);
+    the page is served with Cross-Origin-Opener-Policy: same-origin now, and the opener's handle reads closed."""
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        page.route("http://attacker.test/**", lambda r: r.fulfill(body="<html><body>elsewhere</body></html>",
+                                                                  content_type="text/html"))
+        page.goto("http://attacker.test/")
+        with page.expect_popup() as popup:
+            page.evaluate(f"() => {{ window.w = window.open('{served.base}/dashboard'); }}")
+        popup.value.wait_for_load_state()
+        page.wait_for_function("() => window.w.closed === true", timeout=5000)
+    assert external == [], external

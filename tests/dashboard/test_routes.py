@@ -45,6 +45,7 @@ async def test_the_page_under_static_has_the_pages_policy_and_cannot_be_framed(c
         assert "frame-ancestors 'none'" in policy and "script-src 'self'" in policy, (url, policy)
         assert "base-uri 'none'" in policy and "object-src 'none'" in policy, (url, policy)
         assert r.headers.get("x-frame-options") == "DENY", url
+        assert r.headers.get("cross-origin-opener-policy") == "same-origin", url
     assert "<script" in (await client.get("/dashboard/static/index.html")).text
 
 

@@ -54,6 +54,9 @@ SECURITY_HEADERS = {
                                "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
                                "form-action 'none'; frame-ancestors 'none'",
     "x-frame-options": "DENY",
+    # a site that opened the dashboard (window.open, a link with target=_blank and opener) kept a handle on its
+    # tab and could later send it to a look-alike page asking for the key again; that handle is cut now
+    "cross-origin-opener-policy": "same-origin",
     "x-content-type-options": "nosniff",
 }
 PAGE_HEADERS = {"cache-control": "no-cache", **SECURITY_HEADERS}
