@@ -41,6 +41,11 @@ def _unread(what: str) -> ValueError:
     return ValueError(f"{what} is not served by this grid: the AI firewall cannot read what it puts into the prompt")
 
 
+Refused = SkipJsonSchema[Any]
+"""An engine's own field the gateway refuses whatever its value (a validator of _Common): declared so that it is
+read and refused, and left out of /openapi.json, which offered it as a field served."""
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -52,9 +57,19 @@ class Message(BaseModel):
     """The call a tool result answers. Templates print it into the prompt (Mistral's: `"call_id": "..."` beside the
     result) and the firewall does not read it: an id, not a sentence (CALL_ID)."""
 
+    audio: Refused = None
+    """An assistant turn's earlier audio answer (OpenAI's `{"id": "audio_..."}`): this grid writes text only, so the
+    audio is none of its answers, and the engine dropped it (the model did not read what it had said). Refused."""
     tool_calls: list[dict[str, Any]] | None = None
     """An assistant turn's tool calls: the firewall reads every string of each (model_texts._call) but its `id`,
     held as `tool_call_id` is, and its `type`, one of TOOL_CALL_TYPES."""
+
+    @field_validator("audio")
+    @classmethod
+    def _no_earlier_audio(cls, v: Any) -> None:
+        if v is not None:
+            raise ValueError("an earlier audio answer is not served by this grid (its models answer in text only): "
+                             "send what it said as the message's content")
 
     @field_validator("tool_call_id")
     @classmethod
@@ -110,11 +125,6 @@ _REFUSED = {
     **{name: f"{name} is not served by this grid: {_CODE}" for name in ("custom_logit_processor", "logits_processors")},
 }
 """The engines' own fields _Common reads and refuses (declared `Refused`), each with why: one validator for all."""
-
-
-Refused = SkipJsonSchema[Any]
-"""An engine's own field the gateway refuses whatever its value (a validator of _Common): declared so that it is
-read and refused, and left out of /openapi.json, which offered it as a field served."""
 
 
 class _Common(BaseModel):
@@ -242,10 +252,24 @@ class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     """A list of tool objects (each checked where the tool loop reads it: agents/loop.offered_tools); not a list
     was llama.cpp's "Failed to parse tools" without a `param`."""
+    response_format: ResponseFormat | None = None
+    """The answer's format. With tools, a JSON format is refused: the tool loop decodes each turn under its own
+    tool-call grammar and sent the engine no `response_format`, so the final answer was free text."""
+    web_search_options: Refused = None
+    """OpenAI's web search (its search models): the engines this grid runs do not search (it went to them, and
+    the model answered from its weights as if it had), and a hosted one (kind openai) would read pages into the
+    model's context that the firewall never reads (the grid's own `http_fetch` results pass it). Refused."""
+    store: bool | None = Field(default=None, strict=True)
+    """OpenAI's stored completions. This grid keeps no chat completion (GET /v1/chat/completions/{id} and the
+    rest are 404), and `store: true` went to the engine: ignored by vLLM and llama.cpp, but a hosted engine
+    (kind openai) kept the tenant's prompt and answer under the operator's account, outside the grid's
+    retention (security.store_prompts). `true` is refused; `false` passes."""
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    """OpenAI's effort of a reasoning model, passed to the engine (vLLM gives it to the chat template of models
+    that read it: gpt-oss's `Reasoning: low`). One of OpenAI's words (vLLM refused another in its own words)."""
     parallel_tool_calls: bool | None = Field(default=None, strict=True)
     """A boolean, as OpenAI's (a string was taken, and ignored)."""
     chat_template: Any = None
@@ -260,6 +284,31 @@ class ChatRequest(_Common):
     """Variables for the chat template (read by the firewall: model_texts._template_variables). Its own
     `chat_template` key replaces the template itself (vLLM updates its template arguments with these, SGLang
     passes them on): refused as `chat_template` is."""
+
+    @field_validator("response_format")
+    @classmethod
+    def _no_format_with_tools(cls, v: ResponseFormat | None, info: ValidationInfo) -> ResponseFormat | None:
+        if v is not None and v.type != "text" and info.data.get("tools"):
+            raise ValueError(f"a {v.type!r} response_format with tools is not served by this grid: its tool loop "
+                             "does not hold the final answer to it (ask for the structured answer in a request "
+                             "without tools, or describe the format in the prompt; the Messages API's "
+                             "output_config.format and the Responses API's text.format are this field)")
+        return v
+
+    @field_validator("web_search_options")
+    @classmethod
+    def _no_web_search(cls, v: Any) -> None:
+        if v is not None:
+            raise ValueError("web search is not served by this grid: its models answer from their weights and the "
+                             "tools a request offers (the firewall reads every page a model is given)")
+
+    @field_validator("store")
+    @classmethod
+    def _not_stored(cls, v: bool | None) -> bool | None:
+        if v:
+            raise ValueError("stored chat completions are not served by this grid: it keeps no chat completion "
+                             "(send store: false or leave it out; the Responses API stores responses)")
+        return v
 
     @field_validator("chat_template")
     @classmethod
