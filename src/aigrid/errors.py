@@ -176,7 +176,9 @@ class ModelNotFound(ApiError):
 
 class NotFound(ApiError):
     status = 404
-    type = "not_found_error"
+    type = "invalid_request_error"
+    """OpenAI's type of its 404s (a file, a batch, a response not found); Anthropic's envelope says
+    not_found_error (envelope._ANTHROPIC_TYPES, by status)."""
     code = "not_found"
 
 

@@ -313,14 +313,14 @@ CASES = [
     ("models, unknown", lambda c: c.models.retrieve("nope"),
      openai.NotFoundError, 404, "model_not_found", "invalid_request_error", "model"),
     ("files, unknown", lambda c: c.files.retrieve("file-nope"),
-     openai.NotFoundError, 404, "not_found", "not_found_error", "file_id"),
+     openai.NotFoundError, 404, "not_found", "invalid_request_error", "file_id"),
     ("batches, unknown", lambda c: c.batches.retrieve("batch_nope"),
-     openai.NotFoundError, 404, "not_found", "not_found_error", "batch_id"),
+     openai.NotFoundError, 404, "not_found", "invalid_request_error", "batch_id"),
     ("batches, window", lambda c: c.batches.create(input_file_id="file-x", endpoint="/v1/chat/completions",
                                                    completion_window="1h"),  # type: ignore[arg-type]
      openai.BadRequestError, 400, "invalid_request", "invalid_request_error", "completion_window"),
     ("a route not served", lambda c: c.images.generate(prompt="x"),
-     openai.NotFoundError, 404, "not_found", "not_found_error", None),
+     openai.NotFoundError, 404, "not_found", "invalid_request_error", None),
 ]
 
 

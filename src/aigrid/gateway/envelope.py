@@ -24,7 +24,8 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     529: "overloaded_error"}
 _ANTHROPIC_STATUS = {502: 500, 503: 529}
 """Anthropic has no 502 or 503: an upstream failure is its api_error (500), no eligible site its overload."""
-_HTTP_TYPES = {404: ("not_found_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
+_HTTP_TYPES = {404: ("invalid_request_error", "not_found"), 405: ("invalid_request_error", "method_not_allowed")}
+"""OpenAI's envelope of a path not served: OpenAI's own type for it (its 'Invalid URL' 404)."""
 API_PREFIX = "/v1/"
 """The API's paths, where a method a path does not take is a 404 (http_error_handler)."""
 _API_FAMILIES = frozenset({"chat", "completions", "embeddings", "models", "messages", "responses", "batches", "files",
