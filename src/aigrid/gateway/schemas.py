@@ -267,6 +267,11 @@ class ChatRequest(_Common):
     rest are 404), and `store: true` went to the engine: ignored by vLLM and llama.cpp, but a hosted engine
     (kind openai) kept the tenant's prompt and answer under the operator's account, outside the grid's
     retention (security.store_prompts). `true` is refused; `false` passes."""
+    service_tier: str | None = None
+    """OpenAI's processing tier. The grid has none of its own (a request's urgency is `x-aigrid-priority` or the
+    body's `priority`: urgency.py): `auto` and `default` pass (the engines ignore them); `flex`, `scale` and
+    `priority` went to the engine too, ignored by vLLM and llama.cpp, and a hosted engine (kind openai) served
+    `priority` at its higher price, billed to the operator and metered to the tenant as any request. Refused."""
     reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
     """OpenAI's effort of a reasoning model, passed to the engine (vLLM gives it to the chat template of models
     that read it: gpt-oss's `Reasoning: low`). One of OpenAI's words (vLLM refused another in its own words)."""
@@ -301,6 +306,14 @@ class ChatRequest(_Common):
         if v is not None:
             raise ValueError("web search is not served by this grid: its models answer from their weights and the "
                              "tools a request offers (the firewall reads every page a model is given)")
+
+    @field_validator("service_tier")
+    @classmethod
+    def _no_tiers(cls, v: str | None) -> str | None:
+        if v not in (None, "auto", "default"):
+            raise ValueError(f"the service tier {v!r} is not served by this grid: it has no tiers (send 'auto' or "
+                             "'default', or leave it out; a request's urgency is the x-aigrid-priority header)")
+        return v
 
     @field_validator("store")
     @classmethod
