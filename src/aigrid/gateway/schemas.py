@@ -266,7 +266,7 @@ class ChatRequest(_Common):
     """OpenAI's stored completions. This grid keeps no chat completion (GET /v1/chat/completions/{id} and the
     rest are 404), and `store: true` went to the engine: ignored by vLLM and llama.cpp, but a hosted engine
     (kind openai) kept the tenant's prompt and answer under the operator's account, outside the grid's
-    retention (security.store_prompts). `true` is refused; `false` passes."""
+    retention (tenants.NAME.store_prompts). `true` is refused; `false` passes."""
     service_tier: str | None = None
     """OpenAI's processing tier. The grid has none of its own (a request's urgency is `x-aigrid-priority` or the
     body's `priority`: urgency.py): `auto` and `default` pass (the engines ignore them); `flex`, `scale` and
