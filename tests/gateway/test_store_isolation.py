@@ -264,3 +264,21 @@ async def test_the_spec_sets_a_tenant_s_bound(tmp_path: Path, port: int) -> None
         await stores.aclose()
     with pytest.raises(ValidationError):
         GatewaySpec(store_tenant_max_bytes=1000)
+
+
+async def test_a_ledger_missing_its_held_set_does_not_evict_the_tenant_s_new_records(
+        port: int, store: RedisStore) -> None:
+    """The other half: Redis's maxmemory policy evicted `held` but not `sizes`. The sizes (and total) of the
+    keys `held` listed stayed, renewed by every later write and removed by nothing (only what `held` lists
+    leaves it): the total stayed near the bound for good, and each write evicted the tenant's other records."""
+    r = redis.Redis(port=port)
+    try:
+        for i in range(4):
+            await store.responses.put(record("t", f"r{i}", 95_000), None)
+        r.delete("aigrid:g:held:{t}")
+        for i in range(5):
+            await store.responses.put(record("t", f"s{i}", 10_000), None)
+        assert [isinstance(await store.responses.lookup("t", f"s{i}"), StoredResponse) for i in range(5)] == [True] * 5
+        assert int(r.hget("aigrid:g:sizes:{t}", "")) < 100_000
+    finally:
+        r.close()

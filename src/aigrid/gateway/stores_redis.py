@@ -130,6 +130,8 @@ local held, sizes, key = KEYS[1], KEYS[2], KEYS[3]
 local size, add, ttl, limit = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+-- sizes outlives held only when Redis evicted held: its entries would count for good, nothing lists them
+if redis.call('EXISTS', held) == 0 then redis.call('DEL', sizes) end
 local total = tonumber(redis.call('HGET', sizes, '') or '0')
 local function forget(k)
   total = total - tonumber(redis.call('HGET', sizes, k) or '0')
