@@ -67,3 +67,31 @@ async def test_matches_and_groups_are_taken_no_longer_than_the_output_shows(args
 ])
 async def test_short_matches_and_groups_read_as_before(args: dict, expected: str) -> None:
     assert await RegexTool().run(args, NO_CONTEXT) == expected
+
+
+@pytest.mark.parametrize(("pattern", "replacement", "text"), [
+    ("(?r)a", "b", "xaxay"), (r"(?r)\w+", r"<\g<0>>", "ab cd"), ("(?r)x*", "-", "abxd"),
+    (r"(?r)(\w)(\w)?", r"\2\1", "abcde"), (r"(?r)\b", "|", "hi there"), ("(?r)", "x", "abc"),
+])
+async def test_a_pattern_searched_backwards_is_replaced_as_the_package_does(pattern: str, replacement: str,
+                                                                            text: str) -> None:
+    # (?r) finds the matches from the end: each piece was put after the ones before it, "xaxay" read "xaxbbxay"
+    out = await RegexTool().run({"pattern": pattern, "text": text, "mode": "sub", "replacement": replacement},
+                                NO_CONTEXT)
+    assert out == regex.compile(pattern).sub(replacement, text)
+
+
+async def test_a_long_result_backwards_is_its_start_cut_and_bounded_in_memory() -> None:
+    text = "".join(chr(ord("a") + i % 26) for i in range(2_000))
+    out = await RegexTool().run({"pattern": "(?r)(.)", "text": text, "mode": "sub", "replacement": r"\1\1\1"},
+                                NO_CONTEXT)
+    assert out == regex.sub("(?r)(.)", r"\1\1\1", text)[:MAX_OUTPUT] + f"... (cut at {MAX_OUTPUT} characters)"
+    tracemalloc.start()
+    try:
+        out = await RegexTool(timeout_s=10.0).run({"pattern": "(?r)(?<=(.*))", "text": "a" * 2_000, "mode": "sub",
+                                                   "replacement": "\\1" * 100}, NO_CONTEXT)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 20_000_000, f"{peak / 1e6:.0f} MB allocated for a result shown as {MAX_OUTPUT} characters"
+    assert out == "a" * MAX_OUTPUT + f"... (cut at {MAX_OUTPUT} characters)"

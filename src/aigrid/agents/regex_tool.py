@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
@@ -138,23 +139,34 @@ def _sub(compiled: Any, replacement: str, text: str, timeout_s: float) -> str:
     whole result before it is cut, and a replacement of group references repeats what they match at every match
     (`(?=(.*))` replaced by 100 `\\1` on 100,000 characters is 5 x 10^11 characters): about 850 MB were allocated
     within the 0.5 s timeout, per call. The same matches (`finditer` finds what `sub` replaces), each expanded by
-    the package (`Match.expand`), the deadline bounding them all."""
-    pieces: list[str] = []
-    size, last = 0, 0
+    the package (`Match.expand`), the deadline bounding them all. A pattern searched backwards (`(?r)`) finds its
+    matches from the end: the pieces go before those already written, and only the last ones found (the result's
+    start) are kept past the bound."""
+    backwards = bool(compiled.flags & regex.REVERSE)
+    pieces: deque[str] = deque()
+    size, last, dropped = 0, len(text) if backwards else 0, False
     deadline = time.monotonic() + timeout_s
     for m in compiled.finditer(text, timeout=timeout_s, concurrent=True):
         try:
-            piece = text[last:m.start()] + m.expand(replacement)
+            piece = (m.expand(replacement) + text[m.end():last] if backwards
+                     else text[last:m.start()] + m.expand(replacement))
         except (regex.error, IndexError) as e:
             raise ToolError(f"invalid replacement: {e}") from e
         pieces.append(piece)
         size += len(piece)
-        last = m.end()
-        if size > MAX_OUTPUT:
+        last = m.start() if backwards else m.end()
+        if backwards:
+            while size - len(pieces[0]) > MAX_OUTPUT:  # the later pieces alone reach past the bound
+                size -= len(pieces.popleft())
+                dropped = True
+        elif size > MAX_OUTPUT:
             return "".join(pieces)[:MAX_OUTPUT] + f"... (cut at {MAX_OUTPUT} characters)"
         if time.monotonic() > deadline:
             raise TimeoutError
-    return _clip("".join(pieces) + text[last:])
+    if not backwards:
+        return _clip("".join(pieces) + text[last:])
+    out = text[:last] + "".join(reversed(pieces))
+    return out[:MAX_OUTPUT] + f"... (cut at {MAX_OUTPUT} characters)" if dropped else _clip(out)
 
 
 def _part(text: str, span: tuple[int, int]) -> str | None:
