@@ -438,3 +438,17 @@ def test_every_argument_and_option_says_what_it_is() -> None:
             for p in cmd.params if not getattr(p, "help", None)  # type: ignore[attr-defined]
             and p.name != "help" and not getattr(p, "hidden", False)]
     assert not bare, bare
+
+
+@pytest.mark.parametrize("body", [{"error": "not found"}, {"error": None}, {"error": ["x"]}])
+def test_explain_of_a_server_whose_error_is_no_object_is_one_error_line(
+        monkeypatch: pytest.MonkeyPatch, body: dict[str, object]) -> None:
+    """A server that answers `{"error": "not found"}` (its error a string, not OpenAI's object) was an
+    AttributeError traceback: its message was read as `body["error"].get("message")`."""
+    import httpx
+
+    monkeypatch.setattr(httpx, "get", lambda url, **kwargs: httpx.Response(404, json=body))
+    r = runner.invoke(app, ["explain", "dec-1"])
+    out = " ".join(r.output.split())
+    assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), (out, r.exception)
+    assert "not a decision" in out or "no decision" in out, out

@@ -352,7 +352,9 @@ def explain(decision_id: Annotated[str, typer.Argument(help="the id an answer's 
     except ValueError:  # not an aigrid gateway (an HTML error page, another server)
         body = None
     if r.status_code != 200 or not isinstance(body, dict) or "candidates" not in body:
-        message = body.get("error", {}).get("message") if isinstance(body, dict) else None
+        error = body.get("error") if isinstance(body, dict) else None  # another server's error: any JSON
+        message = error.get("message") if isinstance(error, dict) else None
+        message = message if isinstance(message, str) else None
         message = message or f"{gateway} answered HTTP {r.status_code}, not a decision (is it an aigrid gateway?)"
         if r.status_code == 404 and not decision_id.startswith("dec-"):
             # x-request-id is a req- id when the gateway answered without routing (refused before it decided)
