@@ -176,6 +176,7 @@ REFUSED: list[tuple[str, dict[str, Any], str]] = [
     ("store not a boolean", {"store": "true"}, "store"),
     ("service_tier priority (a hosted engine bills more)", {"service_tier": "priority"}, "service_tier"),
     ("service_tier flex", {"service_tier": "flex"}, "service_tier"),
+    ("stream_options without stream", {"stream_options": {"include_usage": True}}, "stream_options"),
     ("response_format json_schema with tools", {"tools": [WEATHER], "response_format": JSON_SCHEMA}, "response_format"),
     ("response_format json_object with a server tool", {"tools": [CALCULATOR],
                                                         "response_format": {"type": "json_object"}}, "response_format"),

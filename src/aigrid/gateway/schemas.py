@@ -144,6 +144,8 @@ class _Common(BaseModel):
     top_logprobs (-1, the whole vocabulary, refused); counted by the abuse signals (guard.request_traits)."""
     stream: bool = False
     stream_options: StreamOptions | None = None
+    """Only with `stream: true`, as OpenAI's (vLLM refused it otherwise in its own words, without a `param`, and
+    llama.cpp took it: one request, two answers by the endpoint it was routed to)."""
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
@@ -165,6 +167,13 @@ class _Common(BaseModel):
 
     def output_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    @field_validator("stream_options")
+    @classmethod
+    def _streams_only(cls, v: StreamOptions | None, info: ValidationInfo) -> StreamOptions | None:
+        if v is not None and not info.data.get("stream"):
+            raise ValueError("stream_options is only allowed with stream: true")
+        return v
 
     @field_validator("stop")
     @classmethod
