@@ -282,3 +282,26 @@ async def test_a_ledger_missing_its_held_set_does_not_evict_the_tenant_s_new_rec
         assert int(r.hget("aigrid:g:sizes:{t}", "")) < 100_000
     finally:
         r.close()
+
+
+async def test_one_write_evicts_a_bounded_number_of_records(port: int) -> None:
+    """The ledger's script evicted all that a write put past the bound in one go, and a script holds the whole
+    Redis: a tenant of many small records writing one large evicted them all at once (100,000 in 0.76 s, every
+    tenant's calls waiting). One write evicts at most EVICT_MOST; the next writes go on."""
+    r = redis.Redis(port=port)
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", "g", ["EU", "unbound"], ttl_s=600,
+                                tenant_max_bytes=2_000_000)
+    most = stores_redis.EVICT_MOST
+    try:
+        for i in range(most + 200):
+            await store.responses.pending_add(Pending(f"p{i}", "t", "m", 1))
+        await store.responses.put(record("t", "big", 2_000_000), None)
+        left = sum(1 for _ in r.scan_iter(b"aigrid:g:pending:{t}:*", count=1000))
+        assert left == 200, left
+        assert isinstance(await store.responses.lookup("t", "big"), StoredResponse)
+        await store.responses.put(record("t", "small", 10), None)  # the rest go now (and big, alone past the bound)
+        assert sum(1 for _ in r.scan_iter(b"aigrid:g:pending:{t}:*", count=1000)) == 0
+        assert isinstance(await store.responses.lookup("t", "small"), StoredResponse)
+    finally:
+        r.close()
+        await store.aclose()
