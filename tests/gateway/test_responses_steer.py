@@ -200,6 +200,32 @@ def test_a_steer_stops_its_target_at_its_next_text_chunk_charged_only_what_it_st
                                                                                          " w0")
 
 
+def test_a_steered_target_is_charged_at_least_the_text_it_streamed_whatever_its_chunks(tmp_path: Path) -> None:
+    """An engine that streams several tokens a chunk (speculative decoding, a stream interval, a hosted engine) had a
+    steered target charged one completion token per chunk: 50 words streamed in one chunk, then steered, were
+    charged (and audited, and told the client) as 1 token, so a client that steered instead of hanging up had its
+    answers for next to nothing. Now at least the text's estimate (CHARS_PER_TOKEN, as the prompt's)."""
+    gate = threading.Event()
+    chunk = " lorem" * 50  # 300 characters in one chunk: 75 tokens by the gateway's estimate
+    with served(tmp_path, engine=gated(gate), words=(chunk, chunk, chunk)) as grid:
+        with grid.sync_client().responses.connect() as conn:
+            conn.response.create(model=MODEL, input="WAIT Tell me a long story.", max_output_tokens=300)
+            events = iter(conn)
+            target = until(events, "response.created").response.id
+            conn.response.steer(input="Stop.", previous_response_id=target)
+            until(events, "response.steer.accepted")
+            gate.set()
+            first = until_done(events)
+            successor = until_done(events)
+        cut = first[-1].response
+        assert (cut.status, cut.incomplete_details.reason) == ("incomplete", "steered")
+        assert text_of(first) == chunk
+        assert cut.usage.output_tokens >= len(chunk) // 4, cut.usage  # was 1
+        rows = grid.until_records("/v1/responses", 2)
+        assert rows[0]["outcome"] == "steered" and rows[0]["completion_tokens"] == cut.usage.output_tokens
+        assert grid.balance() == cut.usage.total_tokens + successor[-1].response.usage.total_tokens
+
+
 def test_a_steer_does_not_stop_its_target_inside_a_function_call(tmp_path: Path) -> None:
     """A steer accepted while the target streams a function call's arguments does not cut the call: the call
     ends whole and the response `completed`, and the steer waits for the client's tool result (pending)."""

@@ -39,6 +39,7 @@ from aigrid.errors import EngineError, EngineStreamBroken
 from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay_response import CUT, STEER, STEERED
+from aigrid.gateway.request_info import CHARS_PER_TOKEN
 from aigrid.gateway.usage import unbelievable
 
 if TYPE_CHECKING:
@@ -382,13 +383,16 @@ class StreamRelay:
         """Stop here for a steer (relay_response.SteerCut): nothing more is read; when the response closes the relay,
         its engine request is closed and the answer booked `steered` (its own outcome, not a client's hang-up),
         with the usage returned now: the prompt (the gateway's count, as a client that leaves early is charged it)
-        and one token per text chunk the engine streamed (Delivered.chunks), not the reservation. None where it
-        cannot stop (the answer has ended; not the engine's own stream)."""
+        and what the engine streamed: one token per text chunk (Delivered.chunks), at least the text's estimate
+        (CHARS_PER_TOKEN, as the prompt's: an engine may stream several tokens a chunk, and one token a chunk had
+        a steered answer charged next to nothing), not the reservation. None where it cannot stop (the answer has
+        ended; not the engine's own stream)."""
         delivered = self.pipe.delivered
         if (not self.live or self._current is None or not self._direct or not self.pipe.track
                 or delivered.finished or delivered.done):  # its end is read already: it ends as it is
             return None
-        prompt, done = self._record.prompt_tokens, delivered.chunks
+        prompt = self._record.prompt_tokens
+        done = max(delivered.chunks, sum(map(len, delivered.text)) // CHARS_PER_TOKEN)
         self._steered = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
         return self._steered
 
