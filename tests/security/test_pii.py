@@ -242,3 +242,19 @@ def test_what_the_stream_reads_again_stays_bounded_however_long_the_invisible_ru
 def test_smuggled_tag_characters_are_not_taken_for_padding() -> None:
     tags = "".join(chr(0xE0000 + ord(c)) for c in "jane@example.com")
     assert stream(list(f"mail {tags} now")) == "mail [REDACTED:EMAIL] now"
+
+
+def test_reading_across_pieces_padded_with_invisible_characters_walks_each_character_once() -> None:
+    # each seam counted the characters a model reads around it over the other pieces' padding (400 one-digit parts
+    # of 1,001 characters: 4.4 s of CPU, 20 times more with 2,000 parts), now about as long as reading each piece
+    import time
+
+    from aigrid.security.firewall.pii import read_together
+
+    pieces = ["1" + "\u200b" * 1_000 for _ in range(400)] + [" john.doe@", "\u200bexample.com"]
+    own = [find_pii(p) for p in pieces]
+    started = time.process_time()
+    found = read_together(pieces, own)
+    spent = time.process_time() - started
+    assert spent < 1.0, f"{spent:.2f} s of CPU to read 402 pieces across their seams"
+    assert [(m.kind, m.rest) for m in found[-2] + found[-1]] == [("email", False), ("email", True)]

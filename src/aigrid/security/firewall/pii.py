@@ -169,11 +169,13 @@ def held_start(text: str, visible: int, most: int | None = None, end: int | None
     return pos
 
 
-def read_end(text: str, start: int, visible: int) -> int:
-    """Where the `visible` characters that a model reads of `text` from `start` end (held_start, forwards)."""
+def read_end(text: str, start: int, visible: int, stop: int | None = None) -> int:
+    """Where the `visible` characters that a model reads of `text` from `start` end (held_start, forwards), at most
+    at `stop` where given."""
     pos, need = start, visible
-    while need > 0 and pos < len(text):
-        chunk = text[pos:pos + need]
+    stop = len(text) if stop is None else stop
+    while need > 0 and pos < stop:
+        chunk = text[pos:min(pos + need, stop)]
         pos += len(chunk)
         need -= len(chunk) - sum(len(run) for run in INVISIBLE.findall(chunk))
     return pos
@@ -243,18 +245,24 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]],
         seams = []  # every item has an @ or digits (_NEEDS), in any text that folds to nothing else
     regions: list[tuple[int, int]] = []
     plain = joined.isascii() or INVISIBLE.search(joined) is None  # a model reads every character: positions count
-    for seam in seams:
+    for k, seam in enumerate(seams):
         # an item with whitespace in it is a number (at most _NUMBER_AROUND characters); an e-mail address has none,
         # so beyond those only the word the seam cuts is read (a space missed here only widens what is read)
         if plain:
             near, far = max(0, seam - _NUMBER_AROUND), max(0, seam - _AROUND)
         else:
-            near, far = held_start(joined, _NUMBER_AROUND, end=seam), held_start(joined, _AROUND, end=seam)
+            # counted no further back than the region before (this seam's then joins it) nor forwards than the next
+            # seam (whose region, joining this one, reaches at least as far): each character is walked over once,
+            # where each seam walked over the invisible padding of the pieces around it (400 one-digit parts
+            # each padded by 2,000 zero-width characters: 8 s)
+            most = max(0, seam - regions[-1][1]) if regions else None
+            near, far = held_start(joined, _NUMBER_AROUND, most, seam), held_start(joined, _AROUND, most, seam)
         lo = min(near, max([far, *(joined.rfind(space, far, seam) + 1 for space in _SPACES)]))
         if plain:
             near, far = seam + _NUMBER_AROUND, seam + _AROUND
         else:
-            near, far = read_end(joined, seam, _NUMBER_AROUND), read_end(joined, seam, _AROUND)
+            stop = seams[k + 1] if k + 1 < len(seams) else None
+            near, far = read_end(joined, seam, _NUMBER_AROUND, stop), read_end(joined, seam, _AROUND, stop)
         hi = max(near, min([far, *(at for space in _SPACES if (at := joined.find(space, seam, far)) >= 0)]))
         if regions and lo <= regions[-1][1]:
             regions[-1] = (regions[-1][0], hi)
