@@ -62,6 +62,9 @@ ANONYMOUS_SECRET = b"aigrid-demo-grid-without-enforcement"
 log = logging.getLogger("aigrid.guard")
 AUDIT_WAIT_S = 2.0
 """How long a request may wait for room in the audit writer's queue before it is refused (503)."""
+AUDIT_MESSAGE_MAX_CHARS = 4096
+"""What an audit record keeps of its error's message (the head, saying how long it was): a 400 echoes the value it
+refuses (an unknown `include`, a `tool_choice`), and a client's 2 MB value was 2 MB of audit record each time."""
 
 
 _NUMBER: TypeAdapter[float] = TypeAdapter(float)
@@ -498,7 +501,10 @@ class Guard:
         if ex.abuse is not None and ex.abuse.signals:
             extra["abuse"] = ex.abuse.to_dict()
         if ex.error is not None:
-            extra.update(status=ex.error.status, message=ex.error.message)
+            message = ex.error.message
+            if len(message) > AUDIT_MESSAGE_MAX_CHARS:
+                message = f"{message[:AUDIT_MESSAGE_MAX_CHARS]}...({len(message)} chars)"
+            extra.update(status=ex.error.status, message=message)
         if ex.ticket is not None:
             extra["urgency"] = ex.ticket.to_dict()
         if ex.unsettled:
