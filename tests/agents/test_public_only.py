@@ -250,3 +250,14 @@ async def test_a_dns_that_never_answers_holds_neither_the_shared_threads_nor_the
     finally:
         answer.set()
         await asyncio.gather(*lookups, return_exceptions=True)
+
+
+async def test_a_name_the_resolver_cannot_encode_is_an_oserror_and_a_tool_error() -> None:
+    # a label over 63 characters passes httpx's URL parsing, and getaddrinfo's idna encoding raised UnicodeError
+    # (a ValueError), which escaped the transport and the tool
+    host = "a" * 64 + ".example.org"
+    with pytest.raises(OSError, match="not a valid host name"):
+        await resolve(host, 80)
+    tool = HttpFetch([host], httpx.AsyncClient(transport=PublicOnlyTransport(literals=True, hint="h")))
+    with pytest.raises(ToolError, match=f"cannot resolve '{host}': not a valid host name"):
+        await tool.run({"url": f"http://{host}/"}, NO_CONTEXT)

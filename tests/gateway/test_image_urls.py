@@ -331,3 +331,14 @@ async def test_a_request_s_image_urls_are_bounded_in_number_at_once_and_in_time(
     with pytest.raises(InvalidRequest, match="the request's images were not fetched within 0.2 s") as info:
         await ImageUrls("fetch", client).inline(many(40))  # 5 rounds of 8 at 0.05 s, each fetch within its 10 s
     assert info.value.code == "image_fetch_failed"
+
+
+async def test_an_image_url_whose_name_cannot_be_encoded_is_a_400() -> None:
+    # a label over 63 characters: the system resolver's idna encoding raised UnicodeError out of the task group, a 500
+    images = ImageUrls("fetch")
+    try:
+        with pytest.raises(InvalidRequest, match="not a valid host name") as info:
+            await images.inline(chat(f"http://{'a' * 64}.example.org/x.png"))
+        assert info.value.code == "image_fetch_failed"
+    finally:
+        await images.aclose()

@@ -61,6 +61,9 @@ async def resolve(host: str, port: int) -> list[str]:
             infos = await loop.run_in_executor(_DNS, lookup)
     except TimeoutError:
         raise OSError(f"no answer from DNS within {DNS_TIMEOUT_S} s") from None
+    except ValueError as e:  # a name the resolver cannot encode (a label over 63 characters: idna's UnicodeError),
+        # which httpx takes: it escaped the transport, an image URL's fetch a 500
+        raise OSError(f"not a valid host name ({e})") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
