@@ -305,3 +305,21 @@ async def test_one_write_evicts_a_bounded_number_of_records(port: int) -> None:
     finally:
         r.close()
         await store.aclose()
+
+
+async def test_an_event_log_append_is_one_redis_call_its_bytes_held(port: int, store: RedisStore) -> None:
+    """A background stream appends to its log at every chunk: the ledger (753cac7) made each append two scripts
+    (the append, then the ledger's), twice the round trips and calls per chunk. One script does both now."""
+    r = redis.Redis(port=port)
+    try:
+        await store.responses.events_append("t", "p1", 0, ["event: a\ndata: {}\n\n"], False)
+        r.config_resetstat()
+        for i in range(1, 11):
+            await store.responses.events_append("t", "p1", i, ["event: b\ndata: {}\n\n"], i == 10)
+        calls = sum(v["calls"] for k, v in r.info("commandstats").items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+        assert calls == 10, calls
+        assert await store.responses.events_next("t", "p1") == (11, True)
+        counted = int(r.hget("aigrid:g:sizes:{t}", "aigrid:g:events:{t}:p1"))
+        assert counted == stores_redis.RECORD_BYTES + 11 * (len("event: a\ndata: {}\n\n") + stores_redis.EVENT_BYTES)
+    finally:
+        r.close()

@@ -174,18 +174,20 @@ return evicted
 """
 
 _APPEND = """
-local first, ended, n = tonumber(ARGV[1]), ARGV[2] == '1', #ARGV - 3
-if first > 0 and redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local first, ended, n = tonumber(ARGV[6]), ARGV[7] == '1', #ARGV - 8
+if first > 0 and redis.call('EXISTS', KEYS[3]) == 0 then return false end
 for i = 1, n do
   if ended and i == n then
-    redis.call('XADD', KEYS[1], (first + i - 1) .. '-1', 'e', ARGV[3 + i], 'end', '1')
+    redis.call('XADD', KEYS[3], (first + i - 1) .. '-1', 'e', ARGV[8 + i], 'end', '1')
   else
-    redis.call('XADD', KEYS[1], (first + i - 1) .. '-1', 'e', ARGV[3 + i])
+    redis.call('XADD', KEYS[3], (first + i - 1) .. '-1', 'e', ARGV[8 + i])
   end
 end
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return 1
-"""
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+""" + _HOLD
+"""An event log's append (KEYS[3]; ARGV[6:] its first number, whether it ends, its TTL, its events), refused (nil)
+when the log is gone, then held in the tenant's ledger as `_HOLD` (KEYS[1:3], ARGV[1:5]) in the same script: one
+call per append (a background stream appends at every chunk)."""
 
 _PENDING_DELETE = _FINAL_LUA + """
 local all = redis.call('HGETALL', KEYS[1])
@@ -238,6 +240,7 @@ class _Ledger:
     def __init__(self, client: Redis, prefix: str, ttl_s: int, limit: int, guard: _Guard) -> None:
         self._p, self._ttl_ms, self.limit, self._g = prefix, ttl_s * 1000, limit, guard
         self._hold = client.register_script(_HOLD)
+        self._append = client.register_script(_APPEND)
 
     def keys(self, tenant: str) -> list[str]:
         return [f"{self._p}held:{{{tag(tenant)}}}", f"{self._p}sizes:{{{tag(tenant)}}}"]
@@ -247,6 +250,16 @@ class _Ledger:
         """`key` (the tenant's) now weighs `size` bytes (`add`: `size` more), and `forget`'s keys are gone."""
         await self._run(tenant, key, size, add, forget)
 
+    async def append(self, tenant: str, key: str, size: int, log_args: Sequence[Any]) -> bool:
+        """Event log `key`'s append (`_APPEND`: `log_args` its first number, ended, TTL and events) and its `size`
+        more bytes held, in one script; False, nothing written, when the log is gone."""
+        evicted = await self._g(self._append(keys=[*self.keys(tenant), key],
+                                             args=[size, "1", self._ttl_ms, self.limit, EVICT_MOST, *log_args]))
+        if evicted is None:
+            return False
+        self._evicted(tenant, evicted)
+        return True
+
     async def forget(self, tenant: str, keys: Sequence[str]) -> None:
         await self._run(tenant, self.keys(tenant)[0], -1, False, keys)  # no record written: the ledger as `key` (one slot)
 
@@ -254,6 +267,9 @@ class _Ledger:
         evicted = await self._g(self._hold(keys=[*self.keys(tenant), key, *forget],
                                            args=[size, "1" if add else "0", self._ttl_ms, self.limit,
                                                  EVICT_MOST]))
+        self._evicted(tenant, evicted)
+
+    def _evicted(self, tenant: str, evicted: Sequence[bytes]) -> None:
         if evicted:
             log.warning("tenant %s holds more than %d bytes in the store of %s (Redis): its %d oldest records "
                         "evicted", tenant, self.limit, self._g.names, len(evicted))
@@ -300,7 +316,6 @@ class RedisResponses:
         self._complete = client.register_script(_COMPLETE)
         self._pending_delete = client.register_script(_PENDING_DELETE)
         self._abandon = client.register_script(_ABANDON)
-        self._append = client.register_script(_APPEND)
 
     def record_key(self, jurisdiction: str, tenant: str, rid: str) -> str:
         return f"{self._p}resp:{jurisdiction}:{{{tag(tenant)}}}:{rid}"
@@ -427,10 +442,9 @@ class RedisResponses:
     async def events_append(self, tenant: str, rid: str, first: int, events: list[str], ended: bool) -> None:
         key = self.events_key(tenant, rid)
 
-        if not await self._g(self._append(keys=[key], args=[first, "1" if ended else "0", self._ttl, *events])):
-            raise ValueError(f"the event log of {rid} is gone (evicted, or expired)")
         size = sum(len(e.encode()) + EVENT_BYTES for e in events) + (RECORD_BYTES if first == 0 else 0)
-        await self._ledger.hold(tenant, key, size, add=True)
+        if not await self._ledger.append(tenant, key, size, [first, "1" if ended else "0", self._ttl, *events]):
+            raise ValueError(f"the event log of {rid} is gone (evicted, or expired)")
 
     async def events_read(self, tenant: str, rid: str, after: int,
                           limit: int = READ_MAX) -> tuple[list[str], bool] | None:
