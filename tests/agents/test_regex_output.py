@@ -15,14 +15,7 @@ async def test_a_replacement_that_multiplies_the_text_is_written_out_no_further_
     # every position's lookahead captures the rest of the text and each match writes it out 100 times: the whole
     # result is 100 x 2,000^2 / 2 = 2 x 10^8 characters (at 100,000 characters of text, 5 x 10^11), all of it
     # written before it was cut to 4,000 (about 400 MB here; 850 MB within the 0.5 s timeout at 100,000)
-    tool = RegexTool(timeout_s=10.0)
-    tracemalloc.start()
-    try:
-        out = await tool.run({"pattern": "(?=(.*))", "text": "a" * 2_000, "mode": "sub",
-                              "replacement": "\\1" * 100}, NO_CONTEXT)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    out, peak = await _traced({"pattern": "(?=(.*))", "text": "a" * 2_000, "mode": "sub", "replacement": "\\1" * 100})
     assert peak < 20_000_000, f"{peak / 1e6:.0f} MB allocated for a result shown as {MAX_OUTPUT} characters"
     assert out == "a" * MAX_OUTPUT + f"... (cut at {MAX_OUTPUT} characters)"
 
@@ -86,12 +79,17 @@ async def test_a_long_result_backwards_is_its_start_cut_and_bounded_in_memory() 
     out = await RegexTool().run({"pattern": "(?r)(.)", "text": text, "mode": "sub", "replacement": r"\1\1\1"},
                                 NO_CONTEXT)
     assert out == regex.sub("(?r)(.)", r"\1\1\1", text)[:MAX_OUTPUT] + f"... (cut at {MAX_OUTPUT} characters)"
-    tracemalloc.start()
-    try:
-        out = await RegexTool(timeout_s=10.0).run({"pattern": "(?r)(?<=(.*))", "text": "a" * 2_000, "mode": "sub",
-                                                   "replacement": "\\1" * 100}, NO_CONTEXT)
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    out, peak = await _traced({"pattern": "(?r)(?<=(.*))", "text": "a" * 2_000, "mode": "sub",
+                               "replacement": "\\1" * 100})
     assert peak < 20_000_000, f"{peak / 1e6:.0f} MB allocated for a result shown as {MAX_OUTPUT} characters"
     assert out == "a" * MAX_OUTPUT + f"... (cut at {MAX_OUTPUT} characters)"
+
+
+async def _traced(args: dict) -> tuple[str, int]:
+    """The tool's answer to `args` (a 10 s timeout) and the most memory Python allocated meanwhile."""
+    tracemalloc.start()
+    try:
+        out = await RegexTool(timeout_s=10.0).run(args, NO_CONTEXT)
+        return out, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
