@@ -38,22 +38,31 @@ def _fields(body: bytes) -> Mapping[str, Any]:
     return obj  # SGLang's and older vLLM's: the fields at the top level
 
 
+MAX_FIELD = 256
+"""The most characters of an engine's `param` or `code` passed on."""
+
+
+def _message(fields: Mapping[str, Any]) -> str:
+    message = fields.get("message")
+    return message if isinstance(message, str) else str(message if message is not None else dict(fields))
+
+
 def engine_error_message(body: bytes) -> str:
     """The message of an engine's own error answer (any of the shapes above, or whatever it sent)."""
-    fields = _fields(body)
-    message = fields.get("message")
-    return (message if isinstance(message, str) else str(message if message is not None else dict(fields)))[
-        :MAX_MESSAGE]
+    return _message(_fields(body))[:MAX_MESSAGE]
 
 
 def openai_error(body: bytes, status: int, hide: Callable[[str], str] = lambda m: m) -> bytes:
-    """The engine's error `body` in OpenAI's envelope, for a client of `status`; `hide` rewrites its message (engine
-    addresses named by endpoint)."""
+    """The engine's error `body` in OpenAI's envelope, for a client of `status`; `hide` rewrites its texts (engine
+    addresses named by endpoint) before they are cut, so an address is never cut in two and half shown."""
     fields = _fields(body)
     kind = fields.get("type")
     if kind not in OPENAI_TYPES:
         kind = "server_error" if status >= 500 else "rate_limit_error" if status == 429 else "invalid_request_error"
-    param, code = fields.get("param"), fields.get("code")
-    return orjson.dumps({"error": {"message": hide(engine_error_message(body)).strip() or f"the engine answered {status}",
-                                   "type": kind, "param": param if isinstance(param, str) else None,
-                                   "code": code if isinstance(code, str) else None}})
+
+    def short(value: Any) -> str | None:
+        return hide(value)[:MAX_FIELD] if isinstance(value, str) else None
+
+    message = hide(_message(fields))[:MAX_MESSAGE].strip() or f"the engine answered {status}"
+    return orjson.dumps({"error": {"message": message, "type": kind, "param": short(fields.get("param")),
+                                   "code": short(fields.get("code"))}})

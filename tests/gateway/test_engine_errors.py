@@ -1,0 +1,33 @@
+"""An engine's own error in OpenAI's envelope (gateway/engine_errors.py): what it keeps and what it hides."""
+
+from __future__ import annotations
+
+import orjson
+
+from aigrid.gateway.engine_errors import MAX_FIELD, MAX_MESSAGE, openai_error
+
+URL = "http://10.1.2.3:8000"
+
+
+def hide(text: str) -> str:
+    return text.replace(URL, "fra-vllm")
+
+
+def test_an_address_at_the_cut_is_hidden_whole_and_param_and_code_are_hidden_and_bounded() -> None:
+    """The message was cut before addresses were hidden: an address straddling the cut was not matched and its
+    first part reached the client; `param` and `code` were passed on unhidden and unbounded."""
+    message = "x" * (MAX_MESSAGE - 10) + f" at {URL}/v1/chat"
+    body = orjson.dumps({"error": {"message": message, "type": "BadRequestError", "param": f"{URL} " + "p" * 5000,
+                                   "code": "c" * 5000}})
+    err = orjson.loads(openai_error(body, 400, hide))["error"]
+    assert "10.1.2" not in err["message"] and len(err["message"]) <= MAX_MESSAGE
+    assert err["param"].startswith("fra-vllm ") and len(err["param"]) == MAX_FIELD and len(err["code"]) == MAX_FIELD
+    assert err["type"] == "invalid_request_error"
+
+
+def test_types_follow_the_status_unless_the_engine_sent_one_of_openais() -> None:
+    assert orjson.loads(openai_error(b"{}", 429))["error"]["type"] == "rate_limit_error"
+    assert orjson.loads(openai_error(b"oops", 503))["error"] == {"message": "oops", "type": "server_error",
+                                                                  "param": None, "code": None}
+    kept = orjson.loads(openai_error(b'{"error": {"message": "m", "type": "permission_error", "code": 403}}', 403))
+    assert kept["error"] == {"message": "m", "type": "permission_error", "param": None, "code": None}
