@@ -153,15 +153,22 @@ if size >= 0 then
   redis.call('ZADD', held, now, key)
 end
 local evicted = {}
+-- a background run's placeholder is never evicted (a few hundred bytes; its run replaces it with the answer):
+-- evicted, the run went on while its polls and cancels were 404s. `skip` counts those passed over at the front
+local skip = 0
 while total > limit and #evicted < most do
+  local page = redis.call('ZRANGE', held, skip, skip + 63)
+  if #page == 0 then break end
   local oldest = nil
-  for _, k in ipairs(redis.call('ZRANGE', held, 0, 1)) do
-    if k ~= key then oldest = k break end
+  for _, k in ipairs(page) do
+    if k ~= key and not string.find(k, 'pending:{', 1, true) then oldest = k break end
+    skip = skip + 1
   end
-  if not oldest then break end
-  forget(oldest)
-  redis.call('DEL', oldest)
-  evicted[#evicted + 1] = oldest
+  if oldest then
+    forget(oldest)
+    redis.call('DEL', oldest)
+    evicted[#evicted + 1] = oldest
+  end
 end
 if redis.call('EXISTS', held) == 1 then
   redis.call('HSET', sizes, '', total)
