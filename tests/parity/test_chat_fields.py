@@ -221,12 +221,11 @@ async def test_streams_with_n_and_continuous_usage_reach_the_engine_as_sent(
     assert len(sent) == 2 and all(s["stream_options"] == options and "n" not in s for s in sent), sent
 
 
-@pytest.mark.xfail(strict=True, reason="agents/loop.py leaves parallel_tool_calls out of a native turn's payload")
 async def test_parallel_tool_calls_false_reaches_a_native_turn(
         grid: tuple[httpx.AsyncClient, dict[str, FakeEngine]]) -> None:
-    """The native tool loop (`aigrid_tool_mode: native`, the engine's own tool calls) sends its turn `tools` and
-    `tool_choice` but not `parallel_tool_calls: false`: an engine may answer two calls to a client that allows one
-    (the constrained loop's grammar is one call a turn)."""
+    """The native tool loop (`aigrid_tool_mode: native`, the engine's own tool calls) sent its turn `tools` and
+    `tool_choice` but not `parallel_tool_calls: false`: an engine could answer two calls to a client that allows one
+    (the constrained loop's grammar is one call a turn). Passed on since the twenty-first session."""
     client, fakes = grid
     r = await client.post("/v1/chat/completions", json={"model": MODEL, "messages": ASK, "max_tokens": 8,
                                                         "tools": [WEATHER, TIME], "aigrid_tool_mode": "native",

@@ -409,7 +409,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         # (with tool turns in the history, shown as JSON in constrained mode, the answer grammar stays: the
         # model would otherwise imitate them)
         turn_constrained = constrained and not (none and not _has_tool_turns(messages))
-        payload = _payload(base, messages, offer, turn_constrained, force_call=forced is not None)
+        payload = _payload(base, messages, offer, turn_constrained, force_call=forced is not None,
+                           one_call=body.get("parallel_tool_calls") is False)
         cut = None  # a later turn that cannot run: the answer ends with what the loop has (finish_reason "length")
         if model_calls and config.max_prompt_chars is not None and prompt_chars(payload) > config.max_prompt_chars:
             cut = "context_limit"
@@ -519,7 +520,9 @@ def _forced(tool_choice: Any, offer: list[ToolSpec]) -> list[ToolSpec] | None:
 
 
 def _payload(base: Mapping[str, Any], messages: list[dict[str, Any]], offer: Sequence[ToolSpec],
-             constrained: bool, *, force_call: bool) -> dict[str, Any]:
+             constrained: bool, *, force_call: bool, one_call: bool = False) -> dict[str, Any]:
+    """One model turn's body. `one_call`: the client's `parallel_tool_calls: false`, passed on to a native turn that
+    offers tools (a constrained turn's grammar asks for one call anyway)."""
     payload: dict[str, Any] = {**base, "stream": True, "stream_options": {"include_usage": True}}
     if constrained:
         payload["messages"] = constrained_messages(messages, offer)
@@ -530,6 +533,8 @@ def _payload(base: Mapping[str, Any], messages: list[dict[str, Any]], offer: Seq
         payload["tools"] = [{"type": "function", "function": {"name": s.name, "description": s.description,
                                                                "parameters": dict(s.parameters)}} for s in offer]
         payload["tool_choice"] = "required" if force_call else "auto"
+        if one_call:
+            payload["parallel_tool_calls"] = False
     return payload
 
 
