@@ -3,6 +3,7 @@ inside the tool loop like the built-ins."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tracemalloc
@@ -288,3 +289,41 @@ def test_the_relay_stops_the_server_when_the_client_is_gone() -> None:
         assert mcp_relay.relay(1 << 20, [sys.executable, "-c", talker], out=write) == mcp_relay.GONE
     finally:
         os.close(write)
+
+
+def test_a_relay_told_to_stop_reaps_its_server_before_it_exits() -> None:
+    """The SDK stops an MCP server by sending its process group SIGTERM: the relay died at once and left its server
+    to whoever reaps orphans (a zombie per stop where the gateway is PID 1, a server that ignores SIGTERM running
+    on). Now it waits for the server (a second) and kills it, then exits."""
+    import signal
+    import subprocess
+    import time
+
+    stubborn = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
+    relay = subprocess.Popen([sys.executable, "-I", str(Path(mcp_relay.__file__)), "1024", sys.executable, "-c",
+                              stubborn], stdout=subprocess.DEVNULL)
+    children: list[int] = []
+    try:
+        deadline = time.monotonic() + 10
+        while not children:
+            assert time.monotonic() < deadline, "the relay started no server"
+            found = subprocess.run(["pgrep", "-P", str(relay.pid)], capture_output=True, text=True).stdout.split()
+            children = [int(p) for p in found]
+            time.sleep(0.05)
+        time.sleep(0.3)  # the relay's handler is set right after the server starts
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(timeout=10) == mcp_relay.GONE
+        gone = False
+        for _ in range(100):
+            try:
+                os.kill(children[0], 0)
+            except ProcessLookupError:
+                gone = True
+                break
+            time.sleep(0.05)
+        assert gone, "the server outlived its relay"
+    finally:
+        relay.kill()
+        for pid in children:  # the server left running before the fix
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -41,6 +42,9 @@ def relay(most: int, command: list[str], out: int = 1) -> int:
     """Pass the server's lines to `out` (a file descriptor) until its stdout ends; its exit status, or OVERSIZED."""
     server = subprocess.Popen(command, stdout=subprocess.PIPE)
     assert server.stdout is not None
+    # stopped (the SDK sends its process group SIGTERM), the relay waits for its server before it exits: ended
+    # at once, it left the server to whoever reaps orphans (a zombie for each stop where the gateway is PID 1)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(_ended(server)))
     source = server.stdout.fileno()
     line = bytearray()  # the current line's bytes, never more than `most`
     try:
@@ -58,6 +62,16 @@ def relay(most: int, command: list[str], out: int = 1) -> int:
     except BrokenPipeError:  # the client closed its end: a traceback on its stderr, the server left running, before
         return _stopped(server, GONE)
     return server.wait()
+
+
+def _ended(server: subprocess.Popen[bytes]) -> int:
+    """The relay told to stop: the server (told too, by its group's signal) reaped, killed after a second."""
+    try:
+        server.wait(timeout=1.0)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    return GONE
 
 
 def _stopped(server: subprocess.Popen[bytes], status: int) -> int:
