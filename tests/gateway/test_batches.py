@@ -1524,3 +1524,19 @@ async def test_batches_running_side_by_side_count_each_others_results(tmp_path: 
     finally:
         open_gates(engines)
         await stopped(gw)
+
+
+async def test_a_result_file_indexed_before_a_resume_counts_the_lines_written_after(tmp_path: Path) -> None:
+    """A batch indexed its output, died before its final status, resumed and wrote more lines: ending again keeps
+    the file's row (one file) and counts its bytes as they are now, not as they were when first indexed."""
+    files = FileStore(BatchDb(tmp_path))
+    out = tmp_path / "t" / "batch_r.output.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(b'{"custom_id": "a"}\n')
+    first = await files.keep_results("t", "batch_r", [(out, "batch_output")], None)
+    with out.open("ab") as f:
+        f.write(b'{"custom_id": "b", "more": "' + b"x" * 1000 + b'"}\n')
+    again = await files.keep_results("t", "batch_r", [(out, "batch_output")], None)
+    assert again == first and first[0] is not None
+    kept = await files.get("t", first[0])
+    assert kept is not None and kept.bytes == out.stat().st_size

@@ -256,7 +256,9 @@ class FileStore:
         its creator's `jurisdictions`, and its results no longer counted as written (`batch_results`), in one
         transaction: all of it or, when the index refuses any part, none (the results stay counted, the batch ends
         again at its resume). A file already indexed (a batch whose final status was not written after it) keeps its
-        row, so a batch that ends twice is counted once. Each file's id; None: the batch wrote no line to it."""
+        row, so a batch that ends twice is counted once, its bytes set to the file's size now: a batch resumed after
+        that wrote more lines to it, which its row counted nowhere (storage quota). Each file's id; None: the batch
+        wrote no line to it."""
         sizes = await asyncio.to_thread(lambda: [p.stat().st_size if p.exists() else 0 for p, _ in results])
         await self._ready()
 
@@ -265,8 +267,12 @@ class FileStore:
             for (path, purpose), size in zip(results, sizes, strict=True):
                 rel = path.relative_to(self.root).as_posix()
                 known = db.execute("SELECT id FROM files WHERE tenant = ? AND path = ?", (tenant, rel)).fetchone()
-                if known is not None or not size:
-                    ids.append(None if known is None else str(known[0]))
+                if known is not None:
+                    db.execute("UPDATE files SET bytes = ? WHERE id = ?", (size, known[0]))
+                    ids.append(str(known[0]))
+                    continue
+                if not size:
+                    ids.append(None)
                     continue
                 f = StoredFile(new_file_id(), tenant, purpose, path.name, size, int(time.time()), expires_at, rel,
                                jurisdictions)
