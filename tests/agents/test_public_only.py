@@ -261,3 +261,51 @@ async def test_a_name_the_resolver_cannot_encode_is_an_oserror_and_a_tool_error(
     tool = HttpFetch([host], httpx.AsyncClient(transport=PublicOnlyTransport(literals=True, hint="h")))
     with pytest.raises(ToolError, match=f"cannot resolve '{host}': not a valid host name"):
         await tool.run({"url": f"http://{host}/"}, NO_CONTEXT)
+
+
+async def test_a_caller_s_share_of_dns_threads_and_a_name_without_answer_remembered(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within lookups_at_once(2) no more than 2 look-ups run at once, counted until the resolver returns (not
+    until resolve gives up on it); a name that got no answer is refused for FAILED_FOR_S without a second look-up,
+    a bounded number of them kept; a look-up that never left the queue (the pool busy) is not remembered."""
+    import threading
+    from collections import OrderedDict
+
+    from aigrid.agents import public_only
+
+    answer, lock = threading.Event(), threading.Lock()
+    running, most, asked = [0], [0], []
+
+    def stuck(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        with lock:
+            asked.append(host)
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        answer.wait(10)
+        with lock:
+            running[0] -= 1
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 80))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", stuck)
+    monkeypatch.setattr(public_only, "DNS_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(public_only, "_failed", OrderedDict(), raising=False)
+    monkeypatch.setattr(public_only, "FAILURES_KEPT", 3, raising=False)
+    try:
+        with public_only.lookups_at_once(2):
+            one = await asyncio.gather(*(resolve(f"n{i}.slow.example", 80) for i in range(6)), return_exceptions=True)
+        assert most[0] == 2 and sorted(asked) == ["n0.slow.example", "n1.slow.example"], (most, asked)
+        assert [str(e) for e in one[2:]] == ["not looked up within 0.2 s: this request's other look-ups still wait "
+                                             "on DNS"] * 4
+        with pytest.raises(OSError, match="no answer from DNS within 0.2 s .a look-up less than 30 s ago"):
+            await resolve("N0.slow.example.", 80)
+        assert len(asked) == 2
+        busy = [asyncio.ensure_future(resolve(f"m{i}.slow.example", 80)) for i in range(8)]  # 6 threads left
+        done = await asyncio.gather(*busy, return_exceptions=True)
+        assert sum("the gateway's DNS look-ups are busy" in str(e) for e in done) == 2
+        assert list(public_only._failed) == ["m3.slow.example", "m4.slow.example", "m5.slow.example"]
+    finally:
+        answer.set()
+        for _ in range(100):  # the pool's threads back before the next test
+            if not running[0]:
+                break
+            await asyncio.sleep(0.01)

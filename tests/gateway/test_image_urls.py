@@ -342,3 +342,41 @@ async def test_an_image_url_whose_name_cannot_be_encoded_is_a_400() -> None:
         assert info.value.code == "image_fetch_failed"
     finally:
         await images.aclose()
+
+
+async def test_one_request_s_image_urls_under_a_dead_name_server_leave_dns_threads_to_other_tenants(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request of 100 image URLs under a domain whose name server never answers, fetched 8 at a time, held all 8
+    of the DNS threads every tenant shares until the resolver gave up: another tenant's look-up of a good name
+    timed out meanwhile. Now a request holds LOOKUPS_AT_ONCE of them at most (the stand-in resolver never answers
+    for *.never.example)."""
+    import socket
+    import threading
+    from collections import OrderedDict
+
+    from aigrid.agents import public_only
+
+    answer = threading.Event()
+
+    def system(host: str, port: int, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        if host.endswith("never.example"):
+            answer.wait(10)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", port))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", system)
+    monkeypatch.setattr(public_only, "DNS_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(public_only, "_failed", OrderedDict(), raising=False)  # no name remembered by others
+    body = many(100)
+    for i, part in enumerate(body["messages"][0]["content"][1:]):
+        part["image_url"]["url"] = f"https://n{i}.never.example/a.png"
+    images = ImageUrls("fetch")
+    hanging = asyncio.ensure_future(images.inline(body))
+    try:
+        await asyncio.sleep(0.1)  # the request's look-ups are in flight
+        assert await public_only.resolve("docs.example.org", 443) == ["93.184.215.14"]
+        with pytest.raises(InvalidRequest, match="no answer from DNS"):
+            await hanging
+    finally:
+        answer.set()
+        await asyncio.gather(hanging, return_exceptions=True)
+        await images.aclose()

@@ -27,12 +27,17 @@ resolver reads (inet_aton's), never a name: refused, whatever it would resolve t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import ipaddress
 import re
 import socket
-from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
+from typing import Any
 
 import httpx
 
@@ -45,6 +50,46 @@ DNS_THREADS = 8
 DNS_TIMEOUT_S = 5.0
 """How long a look-up is waited for."""
 _DNS = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="aigrid-dns")
+FAILED_FOR_S = 30.0
+"""How long a name whose look-up got no answer within DNS_TIMEOUT_S is refused without being looked up again (its
+thread may still be waiting on the resolver). A quick error (no such name) is not remembered: it costs the pool
+nothing, and a passing one would refuse a good name to every tenant."""
+FAILURES_KEPT = 4096
+"""The most failed names remembered (the oldest forgotten first)."""
+_failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
+"""A name that got no answer (lower case) -> (when it may be looked up again, on the monotonic clock; why)."""
+_share: ContextVar[asyncio.Semaphore | None] = ContextVar("aigrid_dns_share", default=None)
+
+
+@contextlib.contextmanager
+def lookups_at_once(most: int) -> Iterator[None]:
+    """Within it (and the tasks it starts), at most `most` of `resolve`'s threads held at once: one caller (a
+    request's image URLs) cannot take the pool the other tenants' look-ups share. A thread counts until its look-up
+    returns, not until `resolve` stops waiting for it (a name server that never answers holds it past
+    DNS_TIMEOUT_S)."""
+    token = _share.set(asyncio.Semaphore(most))
+    try:
+        yield
+    finally:
+        _share.reset(token)
+
+
+def _failure(name: str) -> str | None:
+    """Why `name`'s look-up failed, if it did less than FAILED_FOR_S ago."""
+    known = _failed.get(name)
+    if known is None:
+        return None
+    if known[0] <= time.monotonic():
+        del _failed[name]
+        return None
+    return known[1]
+
+
+def _remember(name: str, why: str) -> None:
+    _failed[name] = (time.monotonic() + FAILED_FOR_S, why)
+    _failed.move_to_end(name)
+    while len(_failed) > FAILURES_KEPT:
+        _failed.popitem(last=False)
 
 
 async def resolve(host: str, port: int) -> list[str]:
@@ -53,18 +98,50 @@ async def resolve(host: str, port: int) -> list[str]:
     (min(32, CPUs + 4) threads), which the batch store, the files API and the rest share, and a blocking look-up
     holds its thread until the system resolver gives up (the resolver's timeout, times its attempts and servers):
     a client naming images under a domain whose name server never answers held every thread, and the gateway's
-    batch and file calls waited on them."""
+    batch and file calls waited on them. The pool is shared by every tenant, so a caller may hold a few of its
+    threads only (`lookups_at_once`: a request of 100 image URLs under such a domain, fetched 8 at a time, held all
+    8 for as long as the resolver tried, and every other tenant's look-ups timed out), and a name that got no
+    answer is refused for FAILED_FOR_S without being looked up again."""
+    name = host.lower().rstrip(".")
+    why = _failure(name)
+    if why is not None:
+        raise OSError(f"{why} (a look-up less than {FAILED_FOR_S:g} s ago; not tried again yet)")
     loop = asyncio.get_running_loop()
     lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    share = _share.get()
+    job: Future[list[Any]] | None = None
     try:
         async with asyncio.timeout(DNS_TIMEOUT_S):
-            infos = await loop.run_in_executor(_DNS, lookup)
+            if share is not None:
+                await share.acquire()  # within the timeout: the caller's own look-ups that hang delay it alone
+            try:
+                job = _DNS.submit(lookup)
+            except BaseException:
+                if share is not None:
+                    share.release()
+                raise
+            if share is not None:  # released when the thread is done with the look-up, not when it is given up on
+                job.add_done_callback(lambda _: _release(loop, share))
+            infos = await asyncio.wrap_future(job)
     except TimeoutError:
-        raise OSError(f"no answer from DNS within {DNS_TIMEOUT_S} s") from None
+        if job is None:
+            raise OSError(f"not looked up within {DNS_TIMEOUT_S} s: this request's other look-ups still wait on "
+                          "DNS") from None
+        if job.cancel():  # still queued (asyncio's cancel has reached it, or this does): never asked: the pool was busy, which says nothing of the name
+            raise OSError(f"not looked up within {DNS_TIMEOUT_S} s: the gateway's DNS look-ups are busy") from None
+        why = f"no answer from DNS within {DNS_TIMEOUT_S} s"
+        _remember(name, why)
+        raise OSError(why) from None
     except ValueError as e:  # a name the resolver cannot encode (a label over 63 characters: idna's UnicodeError),
         # which httpx takes: it escaped the transport, an image URL's fetch a 500
         raise OSError(f"not a valid host name ({e})") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+def _release(loop: asyncio.AbstractEventLoop, share: asyncio.Semaphore) -> None:
+    """`share` released on its loop, from the look-up's thread (or the loop's, for a look-up cancelled unrun)."""
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing waits on it any more
+        loop.call_soon_threadsafe(share.release)
 
 
 def _literal(host: str) -> Address | None:

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import httpx
 
 from aigrid.agents.fetch import ACCEPT_ENCODING, cookieless, raw_body
-from aigrid.agents.public_only import PublicOnlyTransport
+from aigrid.agents.public_only import PublicOnlyTransport, lookups_at_once
 from aigrid.agents.tool import ToolError
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.schemas import IMAGE_PARTS
@@ -46,6 +46,10 @@ flight, each a file descriptor for up to FETCH_TIMEOUT_S (the gateway's connecti
 fail once they run out)."""
 FETCHES_AT_ONCE = 8
 """A request's images fetched at the same time."""
+LOOKUPS_AT_ONCE = 2
+"""A request's DNS look-ups at the same time (public_only.lookups_at_once), well under the DNS_THREADS every tenant
+shares: 100 URLs under a domain whose name server never answers, 8 at a time, held all 8 threads as long as the
+resolver tried, and every other tenant's look-ups timed out meanwhile."""
 REQUEST_TIMEOUT_S = 30.0
 """All of a request's images within this (each within FETCH_TIMEOUT_S)."""
 MAX_REDIRECTS = 3
@@ -116,8 +120,9 @@ class ImageUrls:
             async with gate:
                 return await self._fetch(where, url, budget)
         try:
-            async with asyncio.timeout(REQUEST_TIMEOUT_S), asyncio.TaskGroup() as group:  # a refusal stops the rest
-                tasks = [group.create_task(fetch(where, holder[key])) for where, holder, key in found]
+            with lookups_at_once(LOOKUPS_AT_ONCE):  # its tasks take the request's share of the DNS threads
+                async with asyncio.timeout(REQUEST_TIMEOUT_S), asyncio.TaskGroup() as group:  # a refusal stops the rest
+                    tasks = [group.create_task(fetch(where, holder[key])) for where, holder, key in found]
         except* InvalidRequest as refused:
             raise refused.exceptions[0] from None
         except* TimeoutError:
