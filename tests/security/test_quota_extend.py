@@ -1,6 +1,7 @@
 """Quotas.extend: a request's reservation grown before a further model call (a tool loop's later turn), on each
-backend (in process, Redis, the workers' hub): charged on the same token counters all or none, no request counted,
-refused (nothing charged) where a counter has no room, and settled once to the real usage."""
+backend (in process, Redis, the workers' hub): charged under the same token limits, in the windows current at the
+time (a loop past a minute boundary charges the new minute), all or none, no request counted, refused (nothing
+charged) where a counter has no room, and settled once to the real usage, each window its share."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient, HubQuotaBackend
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
-from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
+from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
 
 ALICE = Principal("acme", "k-alice", Scopes())
 NOW = 86_400.0 * 3 + 30  # 30 s into a minute window
@@ -84,3 +86,74 @@ async def test_extend_without_token_limits_grows_the_reservation_only() -> None:
     r = await q.admit(ALICE, 100)
     grown = await q.extend(r, 50)
     assert grown is not None and grown.reserved_tokens == 150 and grown.token_counters == ()
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+MINUTE = int(NOW // 60)
+EDGE = MINUTE * 60.0 + 59  # a second before the minute ends
+LOOP_RULES = QuotaRules(default_tenant=QuotaLimits(token_budget=5000), default_key=QuotaLimits(tokens_per_min=800))
+
+
+def tpm(minute: int) -> str:
+    return f"aigrid:q:{{acme}}:key:k-alice:tpm:{minute}"
+
+
+async def across_the_minute(q: Quotas, clock: Clock, first: int, then: int) -> Reservation | None:
+    """A loop's first turn admitted at 59 s of a minute, its next turn reserved at 61 s, in the next minute."""
+    clock.now = EDGE
+    r = await q.admit(ALICE, first)
+    clock.now = EDGE + 2
+    return await q.extend(r, then)
+
+
+async def charged(store: QuotaBackend) -> tuple[int, int, int]:
+    """The key's tokens in the minute of admission, in the next one, and the tenant's day's budget."""
+    return await store.value(tpm(MINUTE)), await store.value(tpm(MINUTE + 1)), await store.value(BUDGET)
+
+
+@pytest.fixture(params=["memory", "redis", "hub"])
+async def loop_quotas(work: Path, request: pytest.FixtureRequest) -> AsyncIterator[tuple[QuotaBackend, Clock, Quotas]]:
+    async with backend(request.param, work, request) as store:
+        clock = Clock(EDGE)
+        yield store, clock, Quotas(LOOP_RULES, store, clock=clock)
+
+
+async def test_a_turn_past_a_minute_boundary_is_charged_in_the_new_minute_and_settled_in_both(
+        loop_quotas: tuple[QuotaBackend, Clock, Quotas]) -> None:
+    store, clock, q = loop_quotas
+    grown = await across_the_minute(q, clock, 300, 400)
+    assert grown is not None and grown.reserved_tokens == 700
+    assert await charged(store) == (300, 400, 700)  # the day's budget: one window, both turns
+    clock.now = EDGE + 5
+    await q.settle(grown, 350)  # the real usage of both turns: each minute its share (300:400 of 350)
+    assert await charged(store) == (150, 200, 350)
+
+
+async def test_a_full_old_minute_does_not_refuse_a_turn_in_the_new_one(
+        loop_quotas: tuple[QuotaBackend, Clock, Quotas]) -> None:
+    store, clock, q = loop_quotas
+    grown = await across_the_minute(q, clock, 700, 400)  # 700 of the key's 800 in the minute of admission
+    assert grown is not None and grown.reserved_tokens == 1100  # the new minute has room for the turn
+    assert await q.extend(grown, 500) is None  # 400 + 500 past the new minute's 800: nothing charged
+    assert await charged(store) == (700, 400, 1100)
+    await q.settle(grown, 0)  # a loop cut before any engine counted a token: nothing stays charged
+    assert await charged(store) == (0, 0, 0)
+
+
+async def test_a_reservation_handed_away_charges_and_settles_nothing() -> None:
+    """Exchange.hand_admission empties the creator's counters: its headroom only, nothing to grow or settle."""
+    store = MemoryQuotaBackend()
+    q = Quotas(LOOP_RULES, store, clock=lambda: EDGE)
+    r = await q.admit(ALICE, 300)
+    emptied = replace(r, token_counters=(), reserved_tokens=0)
+    grown = await q.extend(emptied, 100)
+    assert grown is not None and grown.token_counters == ()
+    await q.settle(grown, 50)
+    assert (await store.value(tpm(MINUTE)), await store.value(BUDGET)) == (300, 300)

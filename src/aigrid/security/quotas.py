@@ -2,8 +2,9 @@
 
 Tokens are reserved at admission (prompt estimate + max output tokens) and settled with the real usage
 once the response is done, so a tokens/min limit holds even while responses are still streaming. A request
-that makes more than one model call (a tool loop's later turns) grows its reservation before each (extend).
-Counters are fixed windows (a minute, or the budget period) keyed by window index; the clock is injected.
+that makes more than one model call (a tool loop's later turns) grows its reservation before each (extend), in
+the windows current then. Counters are fixed windows (a minute, or the budget period) keyed by window index; the
+clock is injected.
 """
 
 from __future__ import annotations
@@ -47,12 +48,26 @@ class Headroom:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenLimit:
+    """One token limit a reservation is charged under: its counter's key without the window index, the limit and
+    the window's length (60 s for tokens per minute, the budget's period)."""
+
+    key: str
+    limit: int
+    window_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Reservation:
-    """Token counters charged at admission; settle() corrects them to the real usage."""
+    """Token counters charged at admission and by each extend(), one per limit and window, each holding what was
+    charged in that window (a tool loop past a minute boundary holds two windows of its tokens per minute);
+    settle() corrects them to the real usage."""
 
     token_counters: tuple[Counter, ...]
     reserved_tokens: int
     headroom: tuple[Headroom, ...] = ()
+    token_limits: tuple[TokenLimit, ...] = ()
+    """The token limits admission charged: where extend() charges, in the windows current at the time."""
 
 
 class Quotas:
@@ -71,6 +86,7 @@ class Quotas:
         tokens = max(0, tokens)
         counters: list[tuple[Counter, str, str | None]] = []  # (counter, what it limits, its per-minute kind)
         token_counters: list[Counter] = []
+        token_limits: list[TokenLimit] = []
         for scope, ident, limits in self._scopes(principal):
             base = f"{self.prefix}:{{{principal.tenant}}}:{scope}:{ident}"
             if limits.requests_per_min is not None:
@@ -82,11 +98,13 @@ class Quotas:
                 c = _counter(f"{base}:tpm", tokens, limits.tokens_per_min, 60.0, now)
                 counters.append((c, f"{scope} tokens per minute ({limits.tokens_per_min})", "tokens"))
                 token_counters.append(c)
+                token_limits.append(TokenLimit(f"{base}:tpm", limits.tokens_per_min, 60.0))
             if limits.token_budget is not None:
                 c = _counter(f"{base}:budget", tokens, limits.token_budget, limits.budget_period_s, now)
                 counters.append((c, f"{scope} token budget ({limits.token_budget} per "
                                     f"{limits.budget_period_s:g} s)", None))
                 token_counters.append(c)
+                token_limits.append(TokenLimit(f"{base}:budget", limits.token_budget, limits.budget_period_s))
         for counter, what, kind in counters:  # more than the whole limit: no wait makes room for it
             if counter.amount > counter.limit:
                 headers = rate_limit_headers(Headroom(kind, counter.limit, 0, counter.ttl_s)) if kind else {}
@@ -113,30 +131,53 @@ class Quotas:
             held = tightest.get(kind)
             if held is None or (room.remaining, room.limit) < (held.remaining, held.limit):
                 tightest[kind] = room
-        return Reservation(tuple(token_counters), tokens, tuple(tightest.values()))
+        return Reservation(tuple(token_counters), tokens, tuple(tightest.values()), tuple(token_limits))
 
     async def extend(self, reservation: Reservation, tokens: int) -> Reservation | None:
         """Grow an admitted request's reservation by `tokens` (a tool loop's later model turn: its prompt's estimate
-        plus its max_tokens), charged on the same token counters (the windows it was admitted in) as admission
-        charges them, all or none, no request counted: the grown Reservation, which settle() corrects to the real
-        usage once, at the end; None when a counter has no room for them (nothing charged)."""
+        plus its max_tokens), charged under the token limits admission charged, in the windows current now (a loop
+        past a minute boundary charges the new minute, whose tokens per minute it uses now), all or none, no
+        request counted: the grown Reservation, holding what each window was charged, which settle() corrects to
+        the real usage once, at the end; None when a counter has no room for them (nothing charged). A reservation
+        without token counters (no token limits, or one handed away: Exchange.hand_admission) charges nothing."""
         tokens = max(0, tokens)
         if not tokens or not reservation.token_counters:
             return replace(reservation, reserved_tokens=reservation.reserved_tokens + tokens)
         now = self.clock()
-        grown = [Counter(c.key, tokens, c.limit, c.expires_at, max(0.0, c.expires_at - now))
-                 for c in reservation.token_counters]
+        grown = [_counter(t.key, tokens, t.limit, t.window_s, now) for t in reservation.token_limits]
         full, _ = await self.backend.consume(grown)
         if full is not None:
             return None
-        return replace(reservation, reserved_tokens=reservation.reserved_tokens + tokens)
+        held = {c.key: c for c in reservation.token_counters}
+        for c in grown:
+            was = held.get(c.key)
+            held[c.key] = c if was is None else replace(was, amount=was.amount + c.amount)
+        return replace(reservation, token_counters=tuple(held.values()),
+                       reserved_tokens=reservation.reserved_tokens + tokens)
 
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
-        """Replace the reserved token count by the tokens actually used (in the windows charged)."""
-        delta = max(0, used_tokens) - reservation.reserved_tokens
-        if delta and reservation.token_counters:
-            await self.backend.adjust([Counter(c.key, delta, c.limit, c.expires_at, c.ttl_s)
-                                       for c in reservation.token_counters])
+        """Replace the reserved token count by the tokens actually used: under each limit, the windows charged
+        together end holding `used_tokens`. The engines count a request's usage as one sum, not per window, so each
+        window is given its share of it in proportion to what was reserved there (its turns' share of the
+        reservation; the rounding's remainder to the latest window): a loop that ran across a minute boundary
+        leaves each minute about what its turns used, and no window is taken below zero by this request."""
+        used = max(0, used_tokens)
+        series: dict[str, list[Counter]] = {}
+        for c in reservation.token_counters:  # in charge order: admission's windows, then each extend's
+            series.setdefault(c.key.rpartition(":")[0], []).append(c)
+        now = self.clock()
+        fixes: list[Counter] = []
+        for windows in series.values():
+            charged = sum(c.amount for c in windows)
+            left = used
+            for i, c in enumerate(windows):
+                last = i == len(windows) - 1
+                share = left if last else (used * c.amount // charged if charged else 0)
+                left -= share
+                if share != c.amount:
+                    fixes.append(Counter(c.key, share - c.amount, c.limit, c.expires_at, max(0.0, c.expires_at - now)))
+        if fixes:
+            await self.backend.adjust(fixes)
 
     async def tokens_this_minute(self, principal: Principal) -> int:
         """Tokens charged to the principal's tenant in the current one-minute window (0 without a
