@@ -4,15 +4,18 @@ oldest evicted: `_Ledger`), and no id a tenant sends reaches another tenant's ke
 
 from __future__ import annotations
 
+import asyncio
 import random
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 from pydantic import ValidationError
+from redis.asyncio.connection import AbstractConnection
 
 from aigrid.gateway import stores_redis
 from aigrid.gateway.app import build_gateway
@@ -325,3 +328,78 @@ async def test_an_event_log_append_is_one_redis_call_its_bytes_held(port: int, s
         assert counted == stores_redis.RECORD_BYTES + 11 * (len("event: a\ndata: {}\n\n") + stores_redis.EVENT_BYTES)
     finally:
         r.close()
+
+
+async def test_each_write_and_its_ledger_hold_are_one_round_trip(
+        port: int, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R2 (twenty-first session): a stored response, placeholder or conversation write was the write, then the
+    ledger's script: two round trips per write where there had been one. One script (or, for a conversation's
+    change, one MULTI/EXEC holding it) does both now. Counted as commands sent on the store's connections."""
+    book, convs = store.responses, store.conversations
+    sent = [0]
+    real = AbstractConnection.send_packed_command
+
+    async def counted(self: AbstractConnection, *a: Any, **k: Any) -> None:
+        sent[0] += 1
+        await real(self, *a, **k)
+
+    async def trips(write: Awaitable[Any]) -> int:
+        sent[0] = 0
+        await write
+        return sent[0]
+
+    # warm: the connection opened, every script loaded
+    await book.put(record("t", "w0", 10), None)
+    await book.pending_add(Pending("w1", "t", "m", 1, "in_progress"))
+    await book.complete(record("t", "w1", 10), None)
+    conv = await convs.call("create", [{"id": "cw", "tenant": "t", "created_at": 1}])
+    await convs.call("update", ["t", conv["id"], {"k": "v"}])
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    assert await trips(book.put(record("t", "r1", 1024), None)) == 1
+    assert await trips(book.pending_add(Pending("p1", "t", "m", 1, "in_progress"))) == 1
+    assert await trips(book.complete(record("t", "p1", 1024), None)) == 1
+    assert await trips(convs.call("create", [{"id": "c1", "tenant": "t", "created_at": 1}])) == 1
+    assert await trips(convs.call("update", ["t", "c1", {"k": "v"}])) == 3  # WATCH, GET, MULTI..EXEC
+    r = redis.Redis(port=port)
+    try:
+        held = {k.decode() for k in r.zrange("aigrid:g:held:{t}", 0, -1)}
+        assert {"aigrid:g:resp:EU:{t}:r1", "aigrid:g:resp:EU:{t}:p1", "aigrid:g:conv:{t}:c1"} <= held
+        assert "aigrid:g:pending:{t}:p1" not in held
+        assert int(r.hget("aigrid:g:sizes:{t}", "aigrid:g:conv:{t}:c1")) == \
+            stores_redis.RECORD_BYTES + r.strlen("aigrid:g:conv:{t}:c1")
+        r.script_flush()  # Redis lost its scripts: a conversation's change loads it again, written once
+        assert await convs.call("update", ["t", "c1", {"k": "w"}]) is not None
+        assert (await convs.call("get", ["t", "c1"]))["metadata"] == {"k": "w"}
+    finally:
+        r.close()
+
+
+async def test_another_gateway_s_eviction_cannot_fall_between_a_write_and_its_hold(port: int) -> None:
+    """R2 (twenty-first session): gateway A rewrote the tenant's oldest record, then held it in the ledger in a
+    second call; gateway B's write in between evicted that record as the oldest (A's hold not yet run): A's
+    write was lost while its put returned True, and the ledger went on counting a record that was not there.
+    The write and its hold are one script now: B's eviction comes before it or after it, never between."""
+    a = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", "g", ["EU", "unbound"], ttl_s=600, tenant_max_bytes=BOUND)
+    b = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", "g", ["EU", "unbound"], ttl_s=600, tenant_max_bytes=BOUND)
+    try:
+        for i in range(3):  # 360 KB of the 400 KB bound, r0 the oldest
+            await a.responses.put(record("t", f"r{i}", 120_000), None)
+            await asyncio.sleep(0.002)  # the ledger orders by the millisecond
+        real, calls = a.responses._g, [0]
+
+        async def then_b(call: Awaitable[Any]) -> Any:  # B writes right after A's first Redis call answers
+            result = await real(call)
+            calls[0] += 1
+            if calls[0] == 1:
+                await asyncio.sleep(0.002)
+                await b.responses.put(record("t", "r3", 120_000), None)
+            return result
+
+        then_b.names = real.names  # type: ignore[attr-defined]  # the ledger's eviction warning names the store
+        a.responses._g = a.responses._ledger._g = then_b  # type: ignore[assignment]
+        assert await a.responses.put(record("t", "r0", 120_000), None) is True
+        assert isinstance(await b.responses.lookup("t", "r0"), StoredResponse)  # A's write, kept
+        assert await b.responses.lookup("t", "r1") is None  # the oldest once A's write was held
+    finally:
+        await a.aclose()
+        await b.aclose()

@@ -26,10 +26,12 @@ Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last writte
   only one, else in `unbound` (stores.Responses.events_home).
 - `conv:{<tenant>}:<id>`: a conversation, the JSON of StoredConversation; changed by reading it, running
   conversation_store.ConversationStore's own operation on it, and writing it back unless another gateway
-  wrote it meanwhile (WATCH/MULTI/EXEC, tried again): the same code as in memory.
+  wrote it meanwhile (WATCH/MULTI/EXEC, tried again; the write and its ledger hold one script in it): the same
+  code as in memory.
 - `held:{<tenant>}` and `sizes:{<tenant>}`: what the tenant holds in this Redis (`_Ledger`): at most
   `gateway.store_tenant_max_bytes` of its records, past it its own oldest written evicted (never another
-  tenant's: a Redis full to its `maxmemory` evicted by its own policy, whoever owned the key).
+  tenant's: a Redis full to its `maxmemory` evicted by its own policy, whoever owned the key). Every write is
+  one Lua script with its ledger update (one round trip; no eviction between a write and its hold).
 The tenant is in every key (another tenant's id is simply absent) and in a hash tag, so that one tenant's keys
 share a slot (Redis Cluster) and a script may touch several; a tenant whose name holds `{`, `}` or `~` is
 written `~` and its name in hex there (`tag`), so that no id read under one tenant is another tenant's key. What the in-memory store does in one step stays
@@ -45,13 +47,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import NoScriptError, RedisError, WatchError
 
 from aigrid.errors import StoreUnavailable
 from aigrid.gateway.conversation_store import ConversationStore, StoredConversation
@@ -117,15 +119,6 @@ if not v[1] or final[v[1]] or v[2] ~= ARGV[1] then return false end
 redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return redis.call('HGETALL', KEYS[1])
-"""
-
-_COMPLETE = """
-local s = redis.call('HGET', KEYS[1], 'status')
-if s == 'cancelled' or s == 'failed' then return s end
-redis.call('HSET', KEYS[2], 'r', ARGV[1], 't', ARGV[2], 'p', ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('DEL', KEYS[1])
-return 'stored'
 """
 
 _HOLD = """
@@ -196,6 +189,29 @@ redis.call('EXPIRE', KEYS[3], ARGV[8])
 when the log is gone, then held in the tenant's ledger as `_HOLD` (KEYS[1:3], ARGV[1:5]) in the same script: one
 call per append (a background stream appends at every chunk)."""
 
+_PUT = """
+redis.call('HSET', KEYS[3], unpack(ARGV, 7))
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+""" + _HOLD
+"""A hash (KEYS[3]; ARGV[6] its TTL, ARGV[7:] its fields and values) written and held in the tenant's ledger
+(`_HOLD`, KEYS[1:3], ARGV[1:5]) in one script: one round trip, and no other gateway's eviction between the write
+and its hold (which lost the write while the put returned True)."""
+
+_SET = """
+redis.call('SET', KEYS[3], ARGV[7], 'EX', ARGV[6])
+""" + _HOLD
+"""A string (KEYS[3], a conversation; ARGV[6] its TTL, ARGV[7] its value) written and held, as `_PUT`."""
+
+_COMPLETE = """
+local s = redis.call('HGET', KEYS[4], 'status')
+if s == 'cancelled' or s == 'failed' then return s end
+redis.call('HSET', KEYS[3], 'r', ARGV[7], 't', ARGV[8], 'p', ARGV[9])
+redis.call('EXPIRE', KEYS[3], ARGV[6])
+redis.call('DEL', KEYS[4])
+""" + _HOLD
+"""A background answer stored (KEYS[3]) and its placeholder (KEYS[4]) dropped and forgotten, held as `_PUT`, unless
+the placeholder was cancelled or failed meanwhile (that status returned, nothing written)."""
+
 _PENDING_DELETE = _FINAL_LUA + """
 local all = redis.call('HGETALL', KEYS[1])
 if #all == 0 then return false end
@@ -238,45 +254,67 @@ def tag(tenant: str) -> str:
 
 class _Ledger:
     """What each tenant holds in one Redis (`held:{<tenant>}`, a sorted set of its record keys by when each was
-    last written; `sizes:{<tenant>}`, a hash of their bytes and, under "", their total), kept by one Lua script
-    after every write (`hold`) and delete (`forget`): a tenant past `limit` bytes loses its own oldest
-    records (deleted by the script), never the one just written. Records that expired (their last write
-    `ttl_s` ago) leave the ledger as later writes find them; a record Redis evicted (maxmemory) counts until
-    then, or until it is the oldest."""
+    last written; `sizes:{<tenant>}`, a hash of their bytes and, under "", their total), kept by the Lua script
+    that writes each record (`put`, `set`, `complete`, `append`: the write and its hold in one script, one round
+    trip; no other gateway's eviction can fall between them) and after every delete (`forget`): a tenant past
+    `limit` bytes loses its own oldest records (deleted by the script), never the one just written. Records that
+    expired (their last write `ttl_s` ago) leave the ledger as later writes find them; a record Redis evicted
+    (maxmemory) counts until then, or until it is the oldest."""
 
     def __init__(self, client: Redis, prefix: str, ttl_s: int, limit: int, guard: _Guard) -> None:
-        self._p, self._ttl_ms, self.limit, self._g = prefix, ttl_s * 1000, limit, guard
+        self._p, self._ttl_ms, self._ttl_s, self.limit, self._g = prefix, ttl_s * 1000, ttl_s, limit, guard
         self._hold = client.register_script(_HOLD)
         self._append = client.register_script(_APPEND)
+        self._put = client.register_script(_PUT)
+        self.set_script = client.register_script(_SET)
+        self._complete = client.register_script(_COMPLETE)
 
     def keys(self, tenant: str) -> list[str]:
         return [f"{self._p}held:{{{tag(tenant)}}}", f"{self._p}sizes:{{{tag(tenant)}}}"]
 
-    async def hold(self, tenant: str, key: str, size: int, *, add: bool = False,
-                   forget: Sequence[str] = ()) -> None:
-        """`key` (the tenant's) now weighs `size` bytes (`add`: `size` more), and `forget`'s keys are gone."""
-        await self._run(tenant, key, size, add, forget)
+    def _hold_args(self, size: int, add: bool = False) -> list[Any]:
+        return [size, "1" if add else "0", self._ttl_ms, self.limit, EVICT_MOST]
+
+    async def put(self, tenant: str, key: str, fields: Mapping[str, Any]) -> None:
+        """Hash `key` (the tenant's) written with `fields`, its expiry renewed, and held (`_PUT`)."""
+        flat = [x for k, v in fields.items() for x in (k, v)]
+        self.evicted(tenant, await self._g(self._put(keys=[*self.keys(tenant), key],
+                                                      args=[*self._hold_args(_weight(fields)), self._ttl_s, *flat])))
+
+    def set_call(self, tenant: str, key: str, data: bytes) -> tuple[list[str], list[Any]]:
+        """`_SET`'s keys and arguments: string `key` (the tenant's) set to `data` with its expiry, and held."""
+        return [*self.keys(tenant), key], [*self._hold_args(RECORD_BYTES + len(data)), self._ttl_s, data]
+
+    async def set(self, tenant: str, key: str, data: bytes) -> None:
+        keys, args = self.set_call(tenant, key, data)
+        self.evicted(tenant, await self._g(self.set_script(keys=keys, args=args)))
+
+    async def complete(self, tenant: str, pending: str, key: str, fields: Mapping[str, Any]) -> str:
+        """`_COMPLETE`: "stored", or the placeholder's status ("cancelled", "failed") and nothing written."""
+        got = await self._g(self._complete(keys=[*self.keys(tenant), key, pending],
+                                           args=[*self._hold_args(_weight(fields)), self._ttl_s,
+                                                 fields["r"], fields["t"], fields["p"]]))
+        if isinstance(got, list):
+            self.evicted(tenant, got)
+            return "stored"
+        return got.decode() if isinstance(got, bytes) else str(got)
 
     async def append(self, tenant: str, key: str, size: int, log_args: Sequence[Any]) -> bool:
         """Event log `key`'s append (`_APPEND`: `log_args` its first number, ended, TTL and events) and its `size`
         more bytes held, in one script; False, nothing written, when the log is gone."""
         evicted = await self._g(self._append(keys=[*self.keys(tenant), key],
-                                             args=[size, "1", self._ttl_ms, self.limit, EVICT_MOST, *log_args]))
+                                             args=[*self._hold_args(size, add=True), *log_args]))
         if evicted is None:
             return False
-        self._evicted(tenant, evicted)
+        self.evicted(tenant, evicted)
         return True
 
     async def forget(self, tenant: str, keys: Sequence[str]) -> None:
-        await self._run(tenant, self.keys(tenant)[0], -1, False, keys)  # no record written: the ledger as `key` (one slot)
+        evicted = await self._g(self._hold(keys=[*self.keys(tenant), self.keys(tenant)[0], *keys],  # no record written: the ledger as `key` (one slot)
+                                           args=self._hold_args(-1)))
+        self.evicted(tenant, evicted)
 
-    async def _run(self, tenant: str, key: str, size: int, add: bool, forget: Sequence[str]) -> None:
-        evicted = await self._g(self._hold(keys=[*self.keys(tenant), key, *forget],
-                                           args=[size, "1" if add else "0", self._ttl_ms, self.limit,
-                                                 EVICT_MOST]))
-        self._evicted(tenant, evicted)
-
-    def _evicted(self, tenant: str, evicted: Sequence[bytes]) -> None:
+    def evicted(self, tenant: str, evicted: Sequence[bytes]) -> None:
         if evicted:
             log.warning("tenant %s holds more than %d bytes in the store of %s (Redis): its %d oldest records "
                         "evicted", tenant, self.limit, self._g.names, len(evicted))
@@ -320,7 +358,6 @@ class RedisResponses:
         self._ttl, self._g, self._ledger = ttl_s, guard, ledger
         self._history = client.register_script(_HISTORY)
         self._mark = client.register_script(_MARK)
-        self._complete = client.register_script(_COMPLETE)
         self._pending_delete = client.register_script(_PENDING_DELETE)
         self._abandon = client.register_script(_ABANDON)
 
@@ -331,13 +368,8 @@ class RedisResponses:
         return f"{self._p}pending:{{{tag(tenant)}}}:{rid}"
 
     async def _write(self, tenant: str, key: str, fields: dict[str, Any]) -> None:
-        """A hash written whole, its expiry renewed, in one transaction; then held in the tenant's ledger."""
-        pipe = self._r.pipeline(transaction=True)
-        # the stubs ask for a mapping of str/bytes/numbers; the callers' values are those, typed Any here
-        pipe.hset(key, mapping=cast("Mapping[Any, Any]", fields))
-        pipe.expire(key, self._ttl)
-        await self._g(pipe.execute())
-        await self._ledger.hold(tenant, key, _weight(fields))
+        """A hash written, its expiry renewed and held in the tenant's ledger: one script (`_PUT`)."""
+        await self._ledger.put(tenant, key, fields)
 
     async def lookup(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
         async def read() -> list[Any]:
@@ -394,18 +426,14 @@ class RedisResponses:
         return None if raw is None else _pending(raw)
 
     async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
-        """The answer stored and its placeholder dropped in one script (both in this Redis)."""
+        """The answer stored, its placeholder dropped and both in the ledger, in one script (both in this Redis)."""
         if not may_store(record, allowed):
             marked = await self.mark(record.tenant, record.id, "failed", dict(REFUSED))
             return "cancelled" if marked is not None and marked.status == "cancelled" else "refused"
         fields = _record_fields(record)
         pending, key = (self.pending_key(record.tenant, record.id),
                         self.record_key(record.jurisdiction, record.tenant, record.id))
-        done = await self._g(self._complete(keys=[pending, key], args=[fields["r"], fields["t"], fields["p"], self._ttl]))
-        done = done.decode() if isinstance(done, bytes) else str(done)
-        if done == "stored":
-            await self._ledger.hold(record.tenant, key, _weight(fields), forget=[pending])
-        return done
+        return await self._ledger.complete(record.tenant, pending, key, fields)
 
     async def cancelled(self, keys: list[tuple[str, str]]) -> list[str]:
         async def read() -> list[Any]:
@@ -498,18 +526,13 @@ class RedisConversations:
     async def call(self, op: str, arg: list[Any]) -> Any:
         return await self._g(self._call(op, arg))
 
-    async def _hold(self, conv: StoredConversation, data: bytes) -> None:
-        await self._ledger.hold(conv.tenant, self.key(conv.tenant, conv.id), RECORD_BYTES + len(data))
-
     async def _call(self, op: str, arg: list[Any]) -> Any:
         if op == "create":
             one = ConversationStore()
             public = one.apply(op, arg)
             conv = one.get(str(arg[0]["tenant"]), public["id"])
             assert conv is not None
-            data = _dump(conv)
-            await self._r.set(self.key(conv.tenant, conv.id), data, ex=self._ttl)
-            await self._hold(conv, data)
+            await self._ledger.set(conv.tenant, self.key(conv.tenant, conv.id), _dump(conv))
             return public
         tenant, cid = str(arg[0]), str(arg[1])
         key = self.key(tenant, cid)
@@ -534,13 +557,16 @@ class RedisConversations:
                         return result
                     conv = one.get(tenant, cid)
                     assert conv is not None
-                    data = _dump(conv)
-                    pipe.multi()
-                    pipe.set(key, data, ex=self._ttl)
-                    await pipe.execute()
-                    await self._hold(conv, data)
+                    keys, args = self._ledger.set_call(tenant, key, _dump(conv))
+                    pipe.multi()  # the write and its hold (`_SET`) in the transaction: one script, one round trip
+                    pipe.evalsha(self._ledger.set_script.sha, len(keys), *keys, *args)
+                    evicted = (await pipe.execute())[0]
+                    self._ledger.evicted(tenant, evicted)
                     return result
                 except WatchError:
+                    continue
+                except NoScriptError:  # Redis lost its scripts (restarted, SCRIPT FLUSH): nothing was written
+                    await self._r.script_load(_SET)
                     continue
         raise WatchError(f"conversation {cid} was changed by others {WRITE_TRIES} times while this change was made")
 
