@@ -646,3 +646,88 @@ async def test_a_body_the_disk_refuses_is_insufficient_storage_not_a_500(gw: Gat
     assert r.headers["x-should-retry"] == "false"
     folder = Path(gw.spec.gateway.batch.dir) / "default"
     assert not folder.exists() or list(folder.iterdir()) == []
+
+
+def _batch_files_open(gw: Gateway) -> list[str]:
+    """The paths under the batches' folder this process holds open."""
+    import os
+
+    folder = str(Path(gw.spec.gateway.batch.dir).resolve())
+    held = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            held.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return [p for p in held if p.startswith(folder)]
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files in /proc")
+async def test_the_results_files_are_closed_when_the_client_leaves_or_an_error_stops_them(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The results' output file and the requests' file (for the requests never run) were closed only when the body
+    was read to its end: a client that left during the output, or an error before the body started, left them
+    open until the garbage collector found them (the requests' file never closed at all). Now they are closed when
+    the response ends, however it ends."""
+    from aigrid.gateway import message_batches_api
+
+    gw = await started(batch_spec(tmp_path, concurrency=1), engines)
+    try:
+        await _results_stopped_early(gw, engines, monkeypatch, message_batches_api)
+    finally:
+        await stopped(gw)
+
+
+async def _results_stopped_early(gw: Gateway, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch,
+                                 message_batches_api: Any) -> None:
+    claude, _ = clients(gw)
+    for e in engines.values():
+        e.gate.clear()
+    created = await claude.messages.batches.create(requests=[req("slow", "SLOW"), req("never", "hi")])
+    await wait_for_slow(engines)
+    await claude.messages.batches.cancel(created.id)
+    for e in engines.values():
+        e.gate.set()
+    done = await until_ended(claude, created.id)
+    assert done.request_counts.canceled == 1  # a request never run: the requests' file is read too
+    app = build_app(gw)
+    scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}, "http_version": "1.1",
+             "method": "GET", "scheme": "http", "path": f"/v1/messages/batches/{created.id}/results",
+             "raw_path": f"/v1/messages/batches/{created.id}/results".encode(), "query_string": b"",
+             "root_path": "", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000),
+             "headers": [(k.encode(), v.encode()) for k, v in {"host": "localhost", **TENANT}.items()]}
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    sent: list[dict[str, Any]] = []
+
+    async def gone(message: dict[str, Any]) -> None:  # the client leaves at the first line
+        sent.append(message)
+        if message["type"] == "http.response.body" and message.get("body"):
+            raise OSError("connection reset by peer")
+
+    assert _batch_files_open(gw) == []
+    try:
+        await app(scope, receive, gone)
+    except Exception as stopped_by:  # noqa: BLE001 - held, with the frames of its traceback, while files are counted
+        held: object = stopped_by
+    else:
+        held = None
+    assert sent and sent[0]["status"] == 200, sent
+    assert _batch_files_open(gw) == [], held  # before: the output file and the requests' file still open
+
+    def broken(gw: Gateway) -> int:
+        raise RuntimeError("a setting read after the files were opened")
+    monkeypatch.setattr(message_batches_api, "line_bound", broken)
+    sent.clear()
+
+    async def stays(message: dict[str, Any]) -> None:
+        sent.append(message)
+    try:
+        await app(scope, receive, stays)
+    except Exception as stopped_by:  # noqa: BLE001
+        held = stopped_by
+    assert sent[0]["status"] == 500, sent
+    assert _batch_files_open(gw) == [], held  # before: both left open (the requests' file never closed)

@@ -351,23 +351,52 @@ class MessageBatchesApi:
         # every file opened before the response starts: a DELETE of the batch racing it (its rows, then its files)
         # is the 404 of the batch, not a 200 cut short after its headers
         files: list[tuple[BinaryIO, bool]] = []
-        unrun: BinaryIO | None = None
+        opened: list[BinaryIO] = []  # every handle, closed whatever ends the response (_Results) or stops it before
         try:
             for fid, ok in ((obj.get("output_file_id"), True), (obj.get("error_file_id"), False)):
                 f = None if fid is None else await self.files.get(tenant, fid, hidden=True)
                 if f is not None:
-                    files.append((await asyncio.to_thread(self.files.disk_path(f).open, "rb"), ok))
+                    opened.append(await asyncio.to_thread(self.files.disk_path(f).open, "rb"))
+                    files.append((opened[-1], ok))
             source = await self.files.get(tenant, obj["input_file_id"], hidden=True) if rest > 0 else None
-            if source is not None:
-                unrun = await asyncio.to_thread(self.files.disk_path(source).open, "rb")
+            unrun = None if source is None else await asyncio.to_thread(self.files.disk_path(source).open, "rb")
+            if unrun is not None:
+                opened.append(unrun)
+            kind = {"expired": "expired", "failed": "errored"}.get(obj["status"], "canceled")
+            never_run = None if unrun is None else functools.partial(lines_not_done, unrun, MESSAGES_PATH,
+                                                                      self.gw.spec.gateway.batch.max_lines,
+                                                                      line_bound(self.gw))
+            return _Results(_results(files, never_run, kind), opened)
         except FileNotFoundError:
-            await asyncio.to_thread(lambda: [h.close() for h, _ in files])
+            _close(opened)
             raise NotFound(f"message_batch_id: no message batch {obj['id']!r}", param="message_batch_id") from None
-        kind = {"expired": "expired", "failed": "errored"}.get(obj["status"], "canceled")
-        never_run = None if unrun is None else functools.partial(lines_not_done, unrun, MESSAGES_PATH,
-                                                                  self.gw.spec.gateway.batch.max_lines,
-                                                                  line_bound(self.gw))
-        return StreamingResponse(_results(files, never_run, kind), media_type="application/x-jsonl")
+        except BaseException:
+            _close(opened)
+            raise
+
+
+def _close(handles: list[BinaryIO]) -> None:
+    """Each handle closed (again, if it was: a no-op), on the loop: a read-only file's close costs nothing, and a
+    response cancelled (its client gone) cannot await a thread for it."""
+    for h in handles:
+        h.close()
+
+
+class _Results(StreamingResponse):
+    """A message batch's results; the files opened for them (`opened`) closed when the response ends, however it
+    ends: a client that leaves during the output, an error, or a body never started, whose generator's own
+    `finally` never runs (they were closed only when the body was read to its end, else left to the garbage
+    collector)."""
+
+    def __init__(self, body: AsyncIterator[bytes], opened: list[BinaryIO]) -> None:
+        super().__init__(body, media_type="application/x-jsonl")
+        self._opened = opened
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            _close(self._opened)
 
 
 def _request(item: Any, at: str) -> MessageBatchRequest:
