@@ -306,25 +306,21 @@ def _other_input(path: Path, raw: object) -> bool:
     if kind == "demand":
         from aigrid.plan.demand import load_demand
 
-        try:
-            demand = load_demand(path)
-        except AigridError as e:
-            raise _fail(e) from None
-        console.print(f"[green]ok[/] {escape(str(path))}: a planner demand file, not a grid spec "
-                      f"({_count(len(demand.tenants), 'tenant')}, {_count(len(demand.models), 'model')}): `aigrid plan {escape(str(path))}`")
-        return True
-    if kind == "scenario":
+        what, command, load, parts = "a planner demand file", "plan", load_demand, ("tenants", "models")
+    elif kind == "scenario":
         from aigrid.sim.scenario import load_scenario
 
-        try:
-            scenario = load_scenario(path)
-        except AigridError as e:
-            raise _fail(e) from None
-        console.print(f"[green]ok[/] {escape(str(path))}: a simulator scenario, not a grid spec "
-                      f"({_count(len(scenario.tenants), 'tenant')}, {_count(len(scenario.policies), 'policy')}): "
-                      f"`aigrid sim {escape(str(path))}`")
-        return True
-    return False
+        what, command, load, parts = "a simulator scenario", "sim", load_scenario, ("tenants", "policies")
+    else:
+        return False
+    try:
+        loaded = load(path)
+    except AigridError as e:
+        raise _fail(e) from None
+    counts = ", ".join(_count(len(getattr(loaded, p)), p[:-3] + "y" if p.endswith("ies") else p[:-1]) for p in parts)
+    console.print(f"[green]ok[/] {escape(str(path))}: {what}, not a grid spec ({counts}): "
+                  f"`aigrid {command} {escape(str(path))}`")
+    return True
 
 
 @app.command()
