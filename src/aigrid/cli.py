@@ -303,6 +303,7 @@ def _other_input(path: Path, raw: object) -> bool:
     """Check `path` as what it is when it is no grid spec (no `endpoints`) but has the fields a simulator
     scenario or a planner demand file must have; False when it is neither (the grid spec's errors stand)."""
     kind = input_kind(raw)
+    load: Callable[[Path], object]
     if kind == "demand":
         from aigrid.plan.demand import load_demand
 
