@@ -46,6 +46,7 @@ from aigrid.errors import (
 from aigrid.gateway.cache_salt import CacheSalt
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
 from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.engine_body import for_engine
 from aigrid.gateway.engine_errors import openai_error
 from aigrid.gateway.escalation import (
     H_CONFIDENCE,
@@ -552,7 +553,9 @@ class Proxy:
             if self._emulate:
                 await self._sleep(cand.prediction.rtt_ms / 1000.0)
             sent_at = self._clock()
-            sent_body = body if self._salt is None else self._salt.apply(body, cand.endpoint_id, record.tenant)
+            sent_body = for_engine(body, self._engines[cand.endpoint_id].kind)  # `developer` as `system`
+            if self._salt is not None:
+                sent_body = self._salt.apply(sent_body, cand.endpoint_id, record.tenant)
             payload = orjson.dumps({**sent_body, "model": self._served[cand.endpoint_id]})
             engine = self._engines[cand.endpoint_id]
             if wrap is not None:

@@ -52,6 +52,7 @@ from aigrid.errors import (
 from aigrid.gateway.admission import Refused, Ticket
 from aigrid.gateway.context_window import MAX_CHARS_PER_TOKEN, check_context, model_context
 from aigrid.gateway.decisions import DecisionRecord, calibration_dict, prefill_queue_dict, readable_by
+from aigrid.gateway.engine_body import check_legacy_functions
 from aigrid.gateway.envelope import api_error_handler, from_validation, internal_error
 from aigrid.gateway.escalation import Escalation
 from aigrid.gateway.exchange import Exchange
@@ -429,6 +430,7 @@ class Routes:
                 images = check_images(parsed.model, body, gw.spec.models)
                 check_tool_choice(body)
                 check_tool_results(body.get("messages"))
+                check_legacy_functions(parsed.model, body, gw.spec)  # a 400 unless hosted engines serve them
             # what the template puts into the prompt beside the messages counts too (documents, tools, template
             # variables): checked before the firewall reads any of it
             check_context(parsed.model, len(prompt) + beside_messages(texts), gw.spec.models,
