@@ -45,6 +45,7 @@ from aigrid.agents.steps import (
     constrained_messages,
     parse_turn,
     response_format,
+    structured,
 )
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
 from aigrid.engines.protocol import Engine
@@ -396,11 +397,18 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     spent: set[str] = set()
     usage: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
     model_ms, model_calls = 0.0, 0
+    # the client's JSON response_format (json_object, json_schema) holds the final answer: a constrained turn's
+    # grammar answers in it; a native turn that offers no tools is sent it; a native turn that offers tools is not
+    # (vLLM would decode the whole turn under it and no tool could be called) and, when it answers, is asked again
+    # without tools under the format (`reformat`; its prose is not streamed)
+    fmt = body.get("response_format") if structured(body.get("response_format")) else None
+    reformat = False
 
     while True:
         at_limit = len(steps) >= config.max_steps
         none = body.get("tool_choice") == "none"  # OpenAI's: the model answers and calls nothing
-        offer = [] if at_limit or none else [s for s in specs if reuse or not (s.server and s.name in spent)]
+        offer = [] if at_limit or none or reformat else [s for s in specs
+                                                        if reuse or not (s.server and s.name in spent)]
         forced = _forced(body.get("tool_choice"), offer) if model_calls == 0 else None
         if forced is not None:
             offer = forced
@@ -410,7 +418,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         # model would otherwise imitate them)
         turn_constrained = constrained and not (none and not _has_tool_turns(messages))
         payload = _payload(base, messages, offer, turn_constrained, force_call=forced is not None,
-                           one_call=body.get("parallel_tool_calls") is False)
+                           one_call=body.get("parallel_tool_calls") is False, client_format=fmt)
+        quiet = fmt is not None and not turn_constrained and bool(offer)  # its answer is asked again: not streamed
         cut = None  # a later turn that cannot run: the answer ends with what the loop has (finish_reason "length")
         if model_calls and config.max_prompt_chars is not None and prompt_chars(payload) > config.max_prompt_chars:
             cut = "context_limit"
@@ -425,7 +434,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         turn_start = clock()
         turn: Turn | None = None
         async for item in _model_turn(engine, payload, turn_constrained, first=model_calls == 0,
-                                      limit=config.max_turn_bytes):
+                                      limit=config.max_turn_bytes, quiet=quiet):
             if isinstance(item, Turn):
                 turn = item
             else:
@@ -447,6 +456,9 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             yield Finished("", "length", "max_tokens", tuple(steps), (), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
+        if quiet and not turn.calls and turn.finish_reason != "length":
+            reformat = True  # answered in prose beside the tools: the answer is asked for again, under the format
+            continue
         if not turn.calls or at_limit or none:
             # At the limit no more tools run, even if an engine ignored the answer-only turn and asked for
             # one: the answer is cut short (finish_reason "length", as OpenAI says when max_tokens is hit).
@@ -520,15 +532,20 @@ def _forced(tool_choice: Any, offer: list[ToolSpec]) -> list[ToolSpec] | None:
 
 
 def _payload(base: Mapping[str, Any], messages: list[dict[str, Any]], offer: Sequence[ToolSpec],
-             constrained: bool, *, force_call: bool, one_call: bool = False) -> dict[str, Any]:
+             constrained: bool, *, force_call: bool, one_call: bool = False,
+             client_format: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """One model turn's body. `one_call`: the client's `parallel_tool_calls: false`, passed on to a native turn that
-    offers tools (a constrained turn's grammar asks for one call anyway)."""
+    offers tools (a constrained turn's grammar asks for one call anyway). `client_format`: the client's JSON
+    response_format, the answer branch of a constrained turn's grammar, and a native turn's own when it offers no
+    tool."""
     payload: dict[str, Any] = {**base, "stream": True, "stream_options": {"include_usage": True}}
     if constrained:
-        payload["messages"] = constrained_messages(messages, offer)
-        payload["response_format"] = response_format(offer, allow_answer=not force_call)
+        payload["messages"] = constrained_messages(messages, offer, client_format)
+        payload["response_format"] = response_format(offer, allow_answer=not force_call, client_format=client_format)
         return payload
     payload["messages"] = messages
+    if client_format is not None and not offer:
+        payload["response_format"] = dict(client_format)
     if offer:
         payload["tools"] = [{"type": "function", "function": {"name": s.name, "description": s.description,
                                                                "parameters": dict(s.parameters)}} for s in offer]
@@ -543,9 +560,9 @@ def _openai_call(call: Call) -> dict[str, Any]:
 
 
 async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool, first: bool,
-                      limit: int | None = None) -> AsyncIterator[TextDelta | Turn | Rejected]:
-    """One streamed model call: TextDelta for text that may be the final answer, then the Turn. An answer past
-    `limit` bytes (None: no limit) is the engine's failure, read no further (EngineStreamBroken)."""
+                      limit: int | None = None, quiet: bool = False) -> AsyncIterator[TextDelta | Turn | Rejected]:
+    """One streamed model call: TextDelta for text that may be the final answer (none when `quiet`), then the Turn.
+    An answer past `limit` bytes (None: no limit) is the engine's failure, read no further (EngineStreamBroken)."""
     turn = Turn()
     native: dict[int, dict[str, str]] = {}
     answer = AnswerStream()
@@ -578,7 +595,7 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
                         continue  # an event we cannot read is skipped, as OpenAI clients do
                     for delta in _apply_event(event, turn, native):
                         text = answer.feed(delta) if constrained else ("" if native else delta)
-                        if text:
+                        if text and not quiet:
                             yield TextDelta(text)
     except EngineUnavailable as e:
         if first:

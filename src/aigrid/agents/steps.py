@@ -7,6 +7,9 @@ as `response_format: json_schema`, which llama.cpp, vLLM and SGLang turn into a 
 
     {"tool": "<name>", "arguments": {...that tool's own schema...}}  |  {"answer": "<text>"}
 
+A client's JSON `response_format` (json_schema, json_object) is the answer's schema: {"answer": {...its JSON...}},
+and the answer the client gets is that JSON (answer_schema).
+
 The output is then well-formed by construction: the tool name is one of the offered tools and the
 arguments satisfy that tool's schema (enums, patterns). parse_turn() reads either form, so a native reply
 from an engine asked in constrained mode is understood too.
@@ -61,8 +64,27 @@ def new_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:24]}"
 
 
-def step_schema(tools: Sequence[ToolSpec], *, allow_answer: bool = True) -> dict[str, Any]:
-    """The JSON schema of one constrained model turn offering `tools` (and a final answer)."""
+def answer_schema(client_format: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The schema of the `answer` in a constrained turn: text, or the client's JSON `response_format` (json_schema:
+    its `schema`; json_object: any JSON object), so the final answer is that JSON (`{"answer": {...}}`)."""
+    kind = client_format.get("type") if client_format else None
+    if kind == "json_schema":
+        schema = (client_format or {}).get("json_schema", {}).get("schema")
+        return dict(schema) if isinstance(schema, Mapping) and schema else {"type": "object"}
+    if kind == "json_object":
+        return {"type": "object"}
+    return {"type": "string", "maxLength": MAX_ANSWER_CHARS}
+
+
+def structured(client_format: Mapping[str, Any] | None) -> bool:
+    """Does the client's response_format ask for JSON (json_object or json_schema)?"""
+    return bool(client_format) and (client_format or {}).get("type") in ("json_object", "json_schema")
+
+
+def step_schema(tools: Sequence[ToolSpec], *, allow_answer: bool = True,
+                client_format: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The JSON schema of one constrained model turn offering `tools` (and a final answer, held to the client's
+    JSON `response_format` when it has one)."""
     options: list[dict[str, Any]] = [
         {"type": "object",
          "properties": {"tool": {"const": t.name}, "arguments": dict(t.parameters) or {"type": "object"}},
@@ -71,26 +93,28 @@ def step_schema(tools: Sequence[ToolSpec], *, allow_answer: bool = True) -> dict
     ]
     if allow_answer or not options:
         options.append({"type": "object",
-                        "properties": {"answer": {"type": "string", "maxLength": MAX_ANSWER_CHARS}},
+                        "properties": {"answer": answer_schema(client_format)},
                         "required": ["answer"], "additionalProperties": False})
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def response_format(tools: Sequence[ToolSpec], *, allow_answer: bool = True) -> dict[str, Any]:
+def response_format(tools: Sequence[ToolSpec], *, allow_answer: bool = True,
+                    client_format: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"type": "json_schema",
             "json_schema": {"name": "agent_step", "strict": True,
-                            "schema": step_schema(tools, allow_answer=allow_answer)}}
+                            "schema": step_schema(tools, allow_answer=allow_answer, client_format=client_format)}}
 
 
-def system_prompt(tools: Sequence[ToolSpec]) -> str:
+def system_prompt(tools: Sequence[ToolSpec], answer: str = "TEXT") -> str:
+    """`answer`: how the prompt names the answer (TEXT, or the client's JSON format's, which the grammar holds)."""
     if not tools:
         return ('You are an agent. Use the tool results above to answer the question. '
-                'Reply with ONE JSON object: {"answer": TEXT}.')
+                f'Reply with ONE JSON object: {{"answer": {answer}}}.')
     lines = ["You are an agent that answers by calling tools. Tools:"]
     for t in tools:
         lines.append(f"- {t.name}: {t.description} Arguments: {arguments_text(t.parameters)}")
     lines.append('Reply with ONE JSON object: {"tool": NAME, "arguments": {...}} to call a tool, or '
-                 '{"answer": TEXT} when the tool results answer every part of the question.')
+                 f'{{"answer": {answer}}} when the tool results answer every part of the question.')
     return "\n".join(lines)
 
 
@@ -113,11 +137,12 @@ def tool_result_message(name: str, result: str) -> dict[str, Any]:
     return {"role": "user", "content": f"{name} result: {result}"}
 
 
-def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
+def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[ToolSpec],
+                         client_format: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The client's conversation rewritten for constrained mode: our tool prompt merged into the system
     message, earlier assistant tool calls as the JSON the grammar produces and tool results as user turns
     (templates without tool support render neither `tool_calls` nor the `tool` role)."""
-    system = [system_prompt(tools)]
+    system = [system_prompt(tools, "A JSON OBJECT in the requested format" if structured(client_format) else "TEXT")]
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     for m in messages:
@@ -195,6 +220,7 @@ def parse_turn(turn: Turn, native_calls: Sequence[Mapping[str, Any]], constraine
         args = obj.get("arguments")
         turn.calls.append(Call(new_call_id(), str(obj["tool"]), args if isinstance(args, dict) else None,
                                orjson.dumps(args).decode(), None if isinstance(args, dict) else NOT_AN_OBJECT))
-    elif "answer" in obj:
-        turn.content = str(obj["answer"])
+    elif "answer" in obj:  # a string, or the client's JSON format's answer (an object): written out as its JSON
+        answer = obj["answer"]
+        turn.content = answer if isinstance(answer, str) else orjson.dumps(answer).decode()
     return turn

@@ -299,16 +299,6 @@ class ChatRequest(_Common):
     `chat_template` key replaces the template itself (vLLM updates its template arguments with these, SGLang
     passes them on): refused as `chat_template` is."""
 
-    @field_validator("response_format")
-    @classmethod
-    def _no_format_with_tools(cls, v: ResponseFormat | None, info: ValidationInfo) -> ResponseFormat | None:
-        if v is not None and v.type != "text" and info.data.get("tools"):
-            raise ValueError(f"a {v.type!r} response_format with tools is not served by this grid: its tool loop "
-                             "does not hold the final answer to it (ask for the structured answer in a request "
-                             "without tools, or describe the format in the prompt; the Messages API's "
-                             "output_config.format and the Responses API's text.format are this field)")
-        return v
-
     @field_validator("web_search_options")
     @classmethod
     def _no_web_search(cls, v: Any) -> None:
