@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 
 from aigrid.agents import Finished, Step, TextDelta, builtin_tools, run_tool_loop
 from tests.agents.scripted_engine import ScriptedEngine, call
@@ -72,9 +73,18 @@ async def test_native_turns_without_tools_carry_the_format_and_a_prose_answer_is
     assert "It is 42" not in "".join(e.text for e in evs if isinstance(e, TextDelta))  # the prose never streamed
 
 
-async def test_native_tool_choice_none_sends_the_format() -> None:
+async def test_the_step_limits_answer_only_turn_answers_in_the_schema() -> None:
+    engine = ScriptedEngine([call("calculator", expression="6*7"), structured_answer({"value": 42, "unit": "kg"})])
+    fin = (await events(engine, chat(response_format=JSON_SCHEMA, aigrid_max_steps=1)))[-1]
+    assert engine.received[1]["response_format"]["json_schema"]["schema"] == {
+        "type": "object", "properties": {"answer": SCHEMA}, "required": ["answer"], "additionalProperties": False}
+    assert isinstance(fin, Finished) and fin.stop == "step_limit" and orjson.loads(fin.content)["value"] == 42
+
+
+@pytest.mark.parametrize("mode", ["constrained", "native"])
+async def test_tool_choice_none_sends_the_format(mode: str) -> None:
+    """No tool offered and no tool turn in the history: an ordinary chat turn, under the client's format."""
     engine = ScriptedEngine([{"content": '{"value": 1, "unit": "kg"}'}])
-    fin = (await events(engine, chat(response_format=JSON_SCHEMA, tool_choice="none",
-                                     aigrid_tool_mode="native")))[-1]
+    fin = (await events(engine, chat(response_format=JSON_SCHEMA, tool_choice="none", aigrid_tool_mode=mode)))[-1]
     assert engine.received[0]["response_format"] == JSON_SCHEMA and "tools" not in engine.received[0]
     assert isinstance(fin, Finished) and fin.content == '{"value": 1, "unit": "kg"}' and fin.model_calls == 1
