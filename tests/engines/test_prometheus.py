@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from aigrid.engines.prometheus import (
+    MAX_LINES,
     PARSERS,
     collect_samples,
     parse_dcgm,
@@ -204,3 +205,17 @@ def test_negative_and_overflowing_values_are_not_read() -> None:
             'vllm:num_requests_waiting{a="2"} 1e308\nvllm:prompt_tokens_total 12\n')
     stats = parse_stats("vllm", text)
     assert (stats.running, stats.kv_usage, stats.waiting, stats.prompt_tokens_total) == (None, None, None, 12.0)
+
+
+def test_a_million_line_exposition_is_refused_before_it_is_parsed() -> None:
+    """Within the 16 MiB a scrape reads, an engine could send a million one-sample lines: each parsed into a
+    series, on the event loop, at every scrape (100,000 took 0.9 s). More than MAX_LINES is the engine's error."""
+    import time
+
+    text = "".join(f'vllm:num_requests_running{{model="m{i}"}} 1\n' for i in range(1_000_000))
+    started = time.perf_counter()
+    with pytest.raises(EngineError, match="more than the 50000 read"):
+        parse_stats("vllm", text)
+    assert time.perf_counter() - started < 0.5
+    edge = "".join(f'vllm:num_requests_running{{model="m{i}"}} 1\n' for i in range(MAX_LINES))
+    assert parse_stats("vllm", edge).running == MAX_LINES

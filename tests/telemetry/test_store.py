@@ -10,7 +10,14 @@ from aigrid.engines.protocol import EngineStats
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.prefill_book import merge_reports
 from aigrid.telemetry.shared import SharedView
-from aigrid.telemetry.store import AFFINITY_ENTRIES, CALIBRATION_ENTRIES, TelemetryStore
+from aigrid.telemetry.store import (
+    AFFINITY_ENTRIES,
+    CALIBRATION_ENTRIES,
+    MAX_COUNT,
+    MAX_POWER_W,
+    REASON_CHARS,
+    TelemetryStore,
+)
 from aigrid.telemetry.window import DeltaMean
 
 
@@ -218,3 +225,62 @@ def test_a_scrape_ages_with_what_the_gateway_saw_finish() -> None:
     store.request_finished("e1")
     s = store.snapshot().state("e1")
     assert (s.running, s.waiting) == (0, 0)
+
+
+def test_an_engines_reason_enters_bounded_and_printable() -> None:
+    """A health reason or an error text is the engine's words: it reached /v1/grid, the decisions and every
+    dashboard each tick as it came (a 10 MB reason, sent to every reader at every tick; control characters)."""
+    store, _ = make()
+    store.record_scrape("e1", False, None, reason="x" * 10_000_000)
+    reason = store.snapshot().state("e1").reason
+    assert len(reason) == REASON_CHARS and reason.endswith("…")
+    store.record_failure("e1", "bad\x1b[2J\r\nline\x00two\u202e" + "y" * 500)
+    reason = store.snapshot().state("e1").reason
+    assert len(reason) == REASON_CHARS and reason.isprintable() and reason.startswith("bad?[2J??line?two?y")
+    store.record_scrape("e1", False, None, reason="health check failed")
+    assert store.snapshot().state("e1").reason == "health check failed"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_an_engines_numbers_enter_finite(bad: float) -> None:
+    """NaN or inf from an engine (any adapter, not only the Prometheus parsers) is read as not reported."""
+    store, clock = make()
+    store.record_scrape("e1", True, EngineStats(running=bad, waiting=bad, kv_usage=bad, power_w=bad,  # type: ignore[arg-type]
+                                                ttft_sum_s=bad, ttft_count=bad))
+    s = store.snapshot().state("e1")
+    assert (s.running, s.waiting, s.kv_usage, s.power_w, s.ttft_s) == (0, 0, None, None, None)
+    assert s.power_source == "estimated"
+
+
+def test_an_engines_numbers_enter_within_range() -> None:
+    """Negative counts read 0, a KV fraction is clamped to [0, 1], absurd values are capped."""
+    store, clock = make()
+    store.record_scrape("e1", True, EngineStats(running=-1000, waiting=10**300, kv_usage=5.0, power_w=1e300))
+    s = store.snapshot().state("e1")
+    assert (s.running, s.waiting, s.kv_usage, s.power_w) == (0, MAX_COUNT, 1.0, MAX_POWER_W)
+    store.record_scrape("e1", True, EngineStats(kv_usage=-0.5, power_w=-3.0, running=3))
+    s = store.snapshot().state("e1")
+    assert (s.running, s.kv_usage, s.power_w) == (3, 0.0, 0.0)
+    store.record_scrape("e1", True, EngineStats(ttft_sum_s=1e300, ttft_count=1e300))
+    clock.t += 1
+    store.record_scrape("e1", True, EngineStats(ttft_sum_s=1e308, ttft_count=1e308))
+    ttft = store.snapshot().state("e1").ttft_s
+    assert ttft is None or 0.0 <= ttft < 1e6
+
+
+def test_a_nan_queue_from_an_engine_never_reaches_the_routing_core() -> None:
+    """Running and waiting are ints in the compiled build: a NaN from an adapter, read as it came, raised TypeError
+    in snapshot() (merged_state), which every decision of every model takes. Read as not reported, the endpoint is
+    ranked on the gateway's own count of its requests, like one without metrics."""
+    import random
+
+    from aigrid.core.policies import BUILTIN_POLICIES
+    from aigrid.core.scheduler import schedule
+    from aigrid.core.types import RequestInfo
+
+    store, _ = make()
+    nan = float("nan")
+    store.record_scrape("e1", True, EngineStats(running=nan, waiting=nan, kv_usage=nan))  # type: ignore[arg-type]
+    request = RequestInfo(id="r1", model="m", prompt_tokens=200, max_output_tokens=128)
+    decision = schedule(request, store.snapshot(), BUILTIN_POLICIES["balanced"], random.Random(0))
+    assert decision.chosen is not None and decision.chosen.endpoint_id == "e1"

@@ -34,6 +34,12 @@ _BUCKETS = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*_bucket[{ \t].*\n?", re.MULTILI
 they are most of an engine's exposition (vLLM: a dozen histograms of 10 to 30 buckets)."""
 
 
+MAX_LINES = 50_000
+"""The most lines of one exposition parsed (vLLM's, about 100 KiB with its histograms and comments, is roughly 1,500;
+an estimate from its size, not a count). Within the 16 MiB a scrape reads, an engine could send 4 million one-sample
+lines: parsed on the event loop at about 9 us a line (100,000 in 0.9 s), at every scrape, into one series each."""
+
+
 def collect_samples(text: str) -> Samples:
     """Flatten exposition text into sample name -> values, histogram buckets left out. Raises EngineError on
     text that is not Prometheus.
@@ -43,6 +49,9 @@ def collect_samples(text: str) -> Samples:
     scrape of every endpoint, and takes 0.2 ms without its 65 bucket lines (SGLang's documented example:
     1.7 -> 0.4 ms). Every other sample comes out as before: a bucket line inside its histogram (its TYPE
     line, then its samples: any exporter's output) only adds itself to that family."""
+    lines = text.count("\n")
+    if lines > MAX_LINES:
+        raise EngineError(f"metrics text has {lines} lines, more than the {MAX_LINES} read: not parsed")
     out: dict[str, list[tuple[Labels, float]]] = {}
     try:
         for family in text_string_to_metric_families(_BUCKETS.sub("", text)):

@@ -8,9 +8,10 @@ immediate). snapshot() hands the routing core an immutable view; it is rebuilt o
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import chain
 from types import MappingProxyType
 
@@ -32,6 +33,54 @@ CALIBRATION_ENTRIES = 4096
 """Calibration observations waiting for the next exchange, at most (the oldest are dropped first): at the
 default 0.1 s interval that is 40,000 served streams a second, and a fit with ~50 requests of memory needs
 far fewer; folding 4,096 of them in (a worker's first exchange replays the hub's) takes ~40 ms."""
+
+REASON_CHARS = 200
+"""The most characters of an endpoint's reason kept (an engine's error text, a health failure): it goes to /v1/grid,
+the decisions and every dashboard at every tick."""
+MAX_COUNT = 1_000_000
+"""The most requests running or waiting at one engine read: more is an engine's lie, not a load."""
+MAX_POWER_W = 1_000_000.0
+"""The most watts one endpoint's GPUs are read to draw (eight 1 kW GPUs are 8,000)."""
+MAX_TOTAL = 1e15
+"""The most a cumulative counter (tokens, seconds, requests) is read as: past it, its windowed mean is not taken."""
+
+
+def bounded_reason(text: str) -> str:
+    """An endpoint's reason as it enters telemetry, once: at most REASON_CHARS characters (the last an ellipsis
+    when cut), every character that does not print (control, bidi, line breaks) a '?'. The engine writes it."""
+    head = text[: REASON_CHARS + 1]
+    printable = "".join(c if c.isprintable() else "?" for c in head)
+    return printable if len(printable) <= REASON_CHARS else printable[: REASON_CHARS - 1] + "…"
+
+
+def _bounded(value: float | None, most: float) -> float | None:
+    """A number an engine reported: None (not reported) unless finite; then within [0, most]."""
+    if value is None:
+        return None
+    try:
+        v = float(value)
+    except (TypeError, ValueError, OverflowError):  # an int past float's range (10**400) is absurd, not a load
+        return most
+    return min(max(v, 0.0), most) if math.isfinite(v) else None
+
+
+def _count(value: float | None) -> int | None:
+    v = _bounded(value, MAX_COUNT)
+    return None if v is None else round(v)
+
+
+def bounded_stats(stats: EngineStats) -> EngineStats:
+    """An engine's numbers as they enter telemetry, once, whatever adapter read them: finite (NaN and inf read as
+    not reported), counts and sums at least 0, the KV fraction within [0, 1], absurd values capped. Routing scores
+    and the predictor compare them: a NaN queue made every comparison false."""
+    return replace(
+        stats, running=_count(stats.running), waiting=_count(stats.waiting),
+        kv_usage=_bounded(stats.kv_usage, 1.0), power_w=_bounded(stats.power_w, MAX_POWER_W),
+        ttft_sum_s=_bounded(stats.ttft_sum_s, MAX_TOTAL), ttft_count=_bounded(stats.ttft_count, MAX_TOTAL),
+        tpot_sum_s=_bounded(stats.tpot_sum_s, MAX_TOTAL), tpot_count=_bounded(stats.tpot_count, MAX_TOTAL),
+        prompt_tokens_total=_bounded(stats.prompt_tokens_total, MAX_TOTAL),
+        generation_tokens_total=_bounded(stats.generation_tokens_total, MAX_TOTAL),
+    )
 
 
 @dataclass
@@ -89,7 +138,9 @@ class TelemetryStore:
     def record_scrape(self, endpoint_id: str, healthy: bool, stats: EngineStats | None, reason: str = "") -> None:
         live = self._live[endpoint_id]
         ttft = tpot = None
+        reason = bounded_reason(reason)
         if stats is not None:
+            stats = bounded_stats(stats)
             ttft = live.engine_ttft.update(stats.ttft_sum_s, stats.ttft_count)
             tpot = live.engine_tpot.update(stats.tpot_sum_s, stats.tpot_count)
         s = stats or EngineStats()
@@ -222,6 +273,7 @@ class TelemetryStore:
 
     def record_failure(self, endpoint_id: str, reason: str) -> None:
         live = self._live[endpoint_id]
+        reason = bounded_reason(reason)
         was_open = live.breaker.opened_at is not None
         live.breaker.record_failure(self._clock())
         if not was_open and live.breaker.opened_at is not None:
