@@ -15,6 +15,7 @@ from aigrid.telemetry.store import (
     CALIBRATION_ENTRIES,
     MAX_COUNT,
     MAX_POWER_W,
+    MAX_TOKENS,
     REASON_CHARS,
     TelemetryStore,
 )
@@ -284,3 +285,20 @@ def test_a_nan_queue_from_an_engine_never_reaches_the_routing_core() -> None:
     request = RequestInfo(id="r1", model="m", prompt_tokens=200, max_output_tokens=128)
     decision = schedule(request, store.snapshot(), BUILTIN_POLICIES["balanced"], random.Random(0))
     assert decision.chosen is not None and decision.chosen.endpoint_id == "e1"
+
+
+@pytest.mark.parametrize(("reported", "read"), [(-1_000_000, 0.0), (10**400, float(MAX_TOKENS)), (300, 300.0)])
+def test_an_answers_reported_length_enters_within_range(reported: int, read: float) -> None:
+    """The completion_tokens an engine reports in its usage (any JSON integer) is the mean answer length the
+    predictor reads (core/predict.py): before, -1,000,000 and 10**400 (a 401-digit int) were kept as they came."""
+    import random
+
+    from aigrid.core.policies import BUILTIN_POLICIES
+    from aigrid.core.scheduler import schedule
+    from aigrid.core.types import RequestInfo
+
+    store, _ = make()
+    store.record_usage("e1", reported)
+    assert store.snapshot().state("e1").mean_output_tokens == read
+    request = RequestInfo(id="r1", model="m", prompt_tokens=200, max_output_tokens=128)
+    assert schedule(request, store.snapshot(), BUILTIN_POLICIES["balanced"], random.Random(0)).chosen is not None

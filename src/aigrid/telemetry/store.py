@@ -41,6 +41,8 @@ MAX_COUNT = 1_000_000
 """The most requests running or waiting at one engine read: more is an engine's lie, not a load."""
 MAX_POWER_W = 1_000_000.0
 """The most watts one endpoint's GPUs are read to draw (eight 1 kW GPUs are 8,000)."""
+MAX_TOKENS = 10_000_000
+"""The longest answer an engine's usage is read to report, in tokens (past every model's context)."""
 MAX_TOTAL = 1e15
 """The most a cumulative counter (tokens, seconds, requests) is read as: past it, its windowed mean is not taken."""
 
@@ -57,10 +59,9 @@ def _bounded(value: float | None, most: float) -> float | None:
     """A number an engine reported: None (not reported) unless finite; then within [0, most]."""
     if value is None:
         return None
-    try:
-        v = float(value)
-    except (TypeError, ValueError, OverflowError):  # an int past float's range (10**400) is absurd, not a load
-        return most
+    if isinstance(value, int):  # compared as an int: one past float's range (10**400, a JSON figure) is capped
+        return float(min(max(value, 0), most))
+    v = float(value)
     return min(max(v, 0.0), most) if math.isfinite(v) else None
 
 
@@ -268,7 +269,10 @@ class TelemetryStore:
         """Generated tokens of one finished answer: the queue model's service time follows real lengths."""
         live = self._live[endpoint_id]
         prev = live.output_tokens_ewma
-        live.output_tokens_ewma = completion_tokens if prev is None else prev + EWMA_ALPHA * (completion_tokens - prev)
+        tokens = _bounded(completion_tokens, MAX_TOKENS)  # the engine's figure: negative or 10**400 in its JSON
+        if tokens is None:
+            return
+        live.output_tokens_ewma = tokens if prev is None else prev + EWMA_ALPHA * (tokens - prev)
         self._dirty.add(endpoint_id)
 
     def record_failure(self, endpoint_id: str, reason: str) -> None:
