@@ -217,5 +217,21 @@ def test_a_million_line_exposition_is_refused_before_it_is_parsed() -> None:
     with pytest.raises(EngineError, match="more than the 50000 read"):
         parse_stats("vllm", text)
     assert time.perf_counter() - started < 0.5
-    edge = "".join(f'vllm:num_requests_running{{model="m{i}"}} 1\n' for i in range(MAX_LINES))
+    edge = "vllm:num_requests_running 1\n" * MAX_LINES
     assert parse_stats("vllm", edge).running == MAX_LINES
+
+
+@pytest.mark.parametrize("text", [
+    "vllm:num_requests_running{" + ",".join(f'l{i}="v"' for i in range(100_000)) + "} 1\n",  # one sample, 1 MB
+    'vllm:num_requests_running{a="' + "x" * 8_000_000 + '"} 1\n',
+    "".join(f'vllm:num_requests_running{{model="m{i}",engine="{i}",pad="{"x" * 300}"}} 1\n' for i in range(40_000)),
+])
+def test_an_exposition_within_its_lines_but_too_large_to_parse_is_refused(text: str) -> None:
+    """Under MAX_LINES, a line can still hold 100,000 labels (parsed in 7.7 s: the parser's cost grows faster than
+    a sample's labels) or megabytes (about 0.2 us a character: 16 MiB some 3 s), at every scrape, on the event loop."""
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(EngineError, match="not parsed"):
+        parse_stats("vllm", text)
+    assert time.perf_counter() - started < 0.5

@@ -38,6 +38,12 @@ MAX_LINES = 50_000
 """The most lines of one exposition parsed (vLLM's, about 100 KiB with its histograms and comments, is roughly 1,500;
 an estimate from its size, not a count). Within the 16 MiB a scrape reads, an engine could send 4 million one-sample
 lines: parsed on the event loop at about 9 us a line (100,000 in 0.9 s), at every scrape, into one series each."""
+MAX_PARSED_CHARS = 2 << 20
+"""The most characters parsed once the buckets are cut (prometheus-client's parser takes about 0.2 us a character:
+16 MiB of samples held the event loop some 3 s at every scrape)."""
+MAX_LABELS = 50_000
+"""The most '=' in the text parsed, so label pairs at most (vLLM's exposition has some thousands). The parser's
+cost grows faster than the labels of one sample: 100,000 on one line (1 MB) took 7.7 s."""
 
 
 def collect_samples(text: str) -> Samples:
@@ -52,9 +58,13 @@ def collect_samples(text: str) -> Samples:
     lines = text.count("\n")
     if lines > MAX_LINES:
         raise EngineError(f"metrics text has {lines} lines, more than the {MAX_LINES} read: not parsed")
+    kept = _BUCKETS.sub("", text)
+    if len(kept) > MAX_PARSED_CHARS or kept.count("=") > MAX_LABELS:
+        raise EngineError(f"metrics text has {len(kept)} characters and {kept.count('=')} labels besides its buckets, "
+                          f"more than the {MAX_PARSED_CHARS} and {MAX_LABELS} read: not parsed")
     out: dict[str, list[tuple[Labels, float]]] = {}
     try:
-        for family in text_string_to_metric_families(_BUCKETS.sub("", text)):
+        for family in text_string_to_metric_families(kept):
             for sample in family.samples:
                 out.setdefault(sample.name, []).append((sample.labels, float(sample.value)))
     except ValueError as exc:  # prometheus_client's only parse error: mapped here, once
