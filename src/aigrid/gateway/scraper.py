@@ -16,7 +16,7 @@ from aigrid.errors import EngineError
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.logs import fields
 from aigrid.telemetry.periodic import Periodic
-from aigrid.telemetry.store import TelemetryStore
+from aigrid.telemetry.store import TelemetryStore, bounded_stats
 
 log = logging.getLogger("aigrid.scraper")
 
@@ -56,8 +56,9 @@ class Scraper:
         if was_healthy != healthy:
             log.warning("endpoint %s is now %s", endpoint.id, "healthy" if healthy else "UNHEALTHY")
         self._metrics.healthy.labels(*labels).set(1 if healthy else 0)
-        if stats is not None and stats.waiting is not None:
-            self._metrics.queue.labels(*labels).set(stats.waiting)
+        waiting = bounded_stats(stats).waiting if stats is not None else None  # as telemetry reads it, not raw
+        if waiting is not None:
+            self._metrics.queue.labels(*labels).set(waiting)
 
     async def start(self) -> None:
         await self._periodic.start()
