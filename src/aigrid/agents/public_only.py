@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import ipaddress
 import re
 import socket
@@ -54,6 +53,10 @@ FAILED_FOR_S = 30.0
 """How long a name whose look-up got no answer within DNS_TIMEOUT_S is refused without being looked up again (its
 thread may still be waiting on the resolver). A quick error (no such name) is not remembered: it costs the pool
 nothing, and a passing one would refuse a good name to every tenant."""
+ASKED_FOR_SHARE = 0.5
+"""A name is remembered as failed only when its own look-up ran at least this share of DNS_TIMEOUT_S unanswered:
+the timeout also counts the wait for the caller's share (`lookups_at_once`) and for a thread of the pool, and a
+look-up that began just before it ran out says nothing of the name."""
 FAILURES_KEPT = 4096
 """The most failed names remembered (the oldest forgotten first)."""
 _failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
@@ -107,7 +110,12 @@ async def resolve(host: str, port: int) -> list[str]:
     if why is not None:
         raise OSError(f"{why} (a look-up less than {FAILED_FOR_S:g} s ago; not tried again yet)")
     loop = asyncio.get_running_loop()
-    lookup = functools.partial(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    began: list[float] = []  # when a thread began asking the resolver (a look-up may wait for the share, the pool)
+
+    def lookup() -> list[Any]:
+        began.append(time.monotonic())
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+
     share = _share.get()
     job: Future[list[Any]] | None = None
     try:
@@ -130,6 +138,10 @@ async def resolve(host: str, port: int) -> list[str]:
         if job.cancel():  # still queued (asyncio's cancel has reached it, or this does): never asked: the pool was busy, which says nothing of the name
             raise OSError(f"not looked up within {DNS_TIMEOUT_S} s: the gateway's DNS look-ups are busy") from None
         why = f"no answer from DNS within {DNS_TIMEOUT_S} s"
+        asked_s = time.monotonic() - began[0] if began else 0.0
+        if asked_s < DNS_TIMEOUT_S * ASKED_FOR_SHARE:  # it began late (the share, the pool busy): that says little
+            # of the name, which is not remembered (else a busy pool refused a good name to every tenant for 30 s)
+            raise OSError(f"{why} (asked for {asked_s:.1f} s only: the look-ups were busy)") from None
         _remember(name, why)
         raise OSError(why) from None
     except ValueError as e:  # a name the resolver cannot encode (a label over 63 characters: idna's UnicodeError),
