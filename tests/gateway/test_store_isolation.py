@@ -403,3 +403,20 @@ async def test_another_gateway_s_eviction_cannot_fall_between_a_write_and_its_ho
     finally:
         await a.aclose()
         await b.aclose()
+
+
+async def test_only_the_tenant_s_placeholders_are_kept_from_eviction_whatever_a_key_spells(port: int) -> None:
+    """Placeholders were told from other records by `pending:{` anywhere in the key: a jurisdiction spelled so
+    (`resp:legal-pending:{t}:...`) made every stored response of it unevictable, the tenant's bound gone (R4)."""
+    store = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", "g", ["x-pending", "unbound"], ttl_s=600,
+                                tenant_max_bytes=400_000)
+    try:
+        await store.responses.pending_add(Pending("p1", "t", "m", 1))
+        for i in range(6):
+            await store.responses.put(StoredResponse(f"r{i}", "t", "x-pending", "fra", {"id": f"r{i}"},
+                                                     turn=[{"role": "user", "content": "x" * 95_000}]), None)
+        assert await store.responses.lookup("t", "r0") is None  # the oldest stored response went
+        assert isinstance(await store.responses.lookup("t", "r5"), StoredResponse)
+        assert await store.responses.lookup("t", "p1") is not None  # the placeholder stays
+    finally:
+        await store.aclose()

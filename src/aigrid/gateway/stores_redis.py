@@ -149,12 +149,16 @@ local evicted = {}
 -- a background run's placeholder is never evicted (a few hundred bytes; its run replaces it with the answer):
 -- evicted, the run went on while its polls and cancels were 404s. `skip` counts those passed over at the front
 local skip = 0
+-- the tenant's placeholders' own prefix (`<p>pending:{<tag>}:`, from `<p>held:{<tag>}`; a tag holds no brace):
+-- matched at the key's start, so no jurisdiction or id spelled with `pending:{` makes other records unevictable
+local brace = held:match('.*(){')
+local pend = held:sub(1, brace - 6) .. 'pending:' .. held:sub(brace) .. ':'
 while total > limit and #evicted < most do
   local page = redis.call('ZRANGE', held, skip, skip + 63)
   if #page == 0 then break end
   local oldest = nil
   for _, k in ipairs(page) do
-    if k ~= key and not string.find(k, 'pending:{', 1, true) then oldest = k break end
+    if k ~= key and k:sub(1, #pend) ~= pend then oldest = k break end
     skip = skip + 1
   end
   if oldest then
