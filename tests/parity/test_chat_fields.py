@@ -268,3 +268,26 @@ async def test_the_other_front_doors_serve_a_json_format_with_tools(
         "output_config": {"format": {"type": "json_schema", "schema": schema}}})
     assert r.status_code == 200, r.text
     _answers_in(schema)(_received(fakes)[-1])
+
+
+async def test_a_native_model_with_the_clients_tools_and_a_json_format_runs_the_loop(tmp_path: Path) -> None:
+    """A native model's request with the client's tools only was passed to the engine as it came: given tools and
+    a JSON response_format together, vLLM applies the format to the whole turn and calls no tool, llama-server
+    refuses. The loop now offers the tools without the format and holds the answer to it."""
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"models": {n: m.model_copy(update={"tool_calls": "native"})
+                                              for n, m in spec.models.items()}})
+    fakes = {e.id: FakeEngine(e.id) for e in spec.endpoints}
+    gw = build_gateway(spec, fakes, rng=random.Random(7), sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json={"model": MODEL, "messages": ASK, "max_tokens": 8,
+                                                        "tools": [WEATHER], "response_format": JSON_SCHEMA})
+        assert r.status_code == 200, r.text
+        plain = await c.post("/v1/chat/completions", json={"model": MODEL, "messages": ASK, "max_tokens": 8,
+                                                            "tools": [WEATHER]})
+        assert plain.status_code == 200, plain.text
+    sent = _received(fakes)
+    assert "tools" in sent[0] and "response_format" not in sent[0]  # the turn that offers the tools
+    assert sent[1]["response_format"] == JSON_SCHEMA and "tools" not in sent[1]  # prose: asked again in the format
+    assert sent[-1]["tools"] == [WEATHER] and "response_format" not in sent[-1]  # without a format: as it came

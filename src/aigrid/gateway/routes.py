@@ -32,7 +32,7 @@ from aigrid.agents.loop import (
     wants_server_tools,
 )
 from aigrid.agents.reply import ToolLoopEngine
-from aigrid.agents.steps import Call
+from aigrid.agents.steps import Call, structured
 from aigrid.agents.tool import ToolContext, ToolRegistry
 from aigrid.core.types import Candidate, Decision, RequestInfo
 from aigrid.core.urgency import DEFAULT_LEVEL
@@ -518,8 +518,9 @@ class Routes:
         if self.gw.hub is not None:  # `aigrid explain` may ask any worker: shared with its outcome, or if it runs long
             self.gw.hub.decision_made(record)
 
-    def _tool_loop(self, loop: LoopConfig, ex: Exchange, stream: bool) -> Wrap:
-        """Run the agent's tool loop at the chosen site, beside its engine (agents/); every tool result
+    def _tool_loop(self, loop: LoopConfig, ex: Exchange, stream: bool, json_answer: bool = False) -> Wrap:
+        """Run the agent's tool loop at the chosen site, beside its engine (agents/) (on a native model with the
+        client's tools only, when `json_answer`: the client's JSON response_format beside them); every tool result
         passes the firewall's choke point, its verdicts go on the exchange. Its finished model turns' usage
         goes on the exchange as they end (charged if the client leaves before the answer's count comes); each
         later model turn grows the request's quota reservation by its estimate before it runs (Guard.extend: the
@@ -556,7 +557,10 @@ class Routes:
 
         def wrap(engine: Engine, cand: Candidate) -> Engine:
             mode = self.gw.spec.models[cand.model].tool_calls
-            if mode == "native" and not loop.server_tools:  # the engine calls the client's tools itself
+            # the engine calls the client's tools itself, unless the answer is held to a JSON format: an engine
+            # given both applies the format to the whole turn and calls no tool (vLLM), or refuses (llama-server);
+            # the loop offers the tools without it and holds the answer to it (agents/loop.py)
+            if mode == "native" and not loop.server_tools and not json_answer:
                 return engine
             runs: dict[str, dict[str, Any]] = {}
 
@@ -597,7 +601,8 @@ class Routes:
             return redacted
 
         needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
-        wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream))
+        wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream),
+                                                         structured(body.get("response_format")))
         if (parsed.n or 1) > 1 or (isinstance(parsed, CompletionRequest) and prompts_of(body)):
             wrap = _fan_out(parsed.n or 1)  # the chosen engine asked once per answer, answers merged
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
