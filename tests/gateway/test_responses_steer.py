@@ -155,6 +155,19 @@ def test_a_steer_during_a_response_is_its_successors_input_with_its_settings(tmp
         assert [r["outcome"] for r in rows] == ["steered", "ok", "ok"]  # the successor audited as every response
 
 
+def steer_a_long_answer(grid: Any, gate: threading.Event, steer: str) -> tuple[str, list[Any], list[Any]]:
+    """A long answer asked on one socket, steered with `steer` before its engine (held by `gate`) writes: the
+    target's id, its events and its successor's."""
+    with grid.sync_client().responses.connect() as conn:
+        conn.response.create(model=MODEL, input="WAIT Tell me a long story.", max_output_tokens=300)
+        events = iter(conn)
+        target = until(events, "response.created").response.id
+        conn.response.steer(input=steer, previous_response_id=target)
+        until(events, "response.steer.accepted")
+        gate.set()
+        return target, until_done(events), until_done(events)
+
+
 def test_a_steer_stops_its_target_at_its_next_text_chunk_charged_only_what_it_streamed(tmp_path: Path) -> None:
     """The target of an accepted steer stops at its next text chunk (OpenAI's "safe output boundary"): it ends
     `response.incomplete` with `incomplete_details.reason` `steered`, its engine request closed, stored as
@@ -164,15 +177,7 @@ def test_a_steer_stops_its_target_at_its_next_text_chunk_charged_only_what_it_st
     generated, streamed and charged before the steer took effect."""
     gate = threading.Event()
     with served(tmp_path, engine=gated(gate), words=tuple(f" w{i}" for i in range(200))) as grid:
-        with grid.sync_client().responses.connect() as conn:
-            conn.response.create(model=MODEL, input="WAIT Tell me a long story.", max_output_tokens=300)
-            events = iter(conn)
-            target = until(events, "response.created").response.id
-            conn.response.steer(input="Stop. Say hi.", previous_response_id=target)
-            until(events, "response.steer.accepted")
-            gate.set()
-            first = until_done(events)
-            successor = until_done(events)
+        target, first, successor = steer_a_long_answer(grid, gate, "Stop. Say hi.")
         cut = first[-1].response
         assert (first[-1].type, cut.status, cut.incomplete_details.reason) == (
             "response.incomplete", "incomplete", "steered"), first[-1]
@@ -208,15 +213,7 @@ def test_a_steered_target_is_charged_at_least_the_text_it_streamed_whatever_its_
     gate = threading.Event()
     chunk = " lorem" * 50  # 300 characters in one chunk: 75 tokens by the gateway's estimate
     with served(tmp_path, engine=gated(gate), words=(chunk, chunk, chunk)) as grid:
-        with grid.sync_client().responses.connect() as conn:
-            conn.response.create(model=MODEL, input="WAIT Tell me a long story.", max_output_tokens=300)
-            events = iter(conn)
-            target = until(events, "response.created").response.id
-            conn.response.steer(input="Stop.", previous_response_id=target)
-            until(events, "response.steer.accepted")
-            gate.set()
-            first = until_done(events)
-            successor = until_done(events)
+        _, first, successor = steer_a_long_answer(grid, gate, "Stop.")
         cut = first[-1].response
         assert (cut.status, cut.incomplete_details.reason) == ("incomplete", "steered")
         assert text_of(first) == chunk
