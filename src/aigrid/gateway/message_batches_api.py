@@ -411,19 +411,15 @@ def _request(item: Any, at: str) -> MessageBatchRequest:
 
 async def _results(files: list[tuple[BinaryIO, bool]], unrun: Callable[[set[str]], AsyncGenerator[Line, None]] | None,
                    kind: str) -> AsyncIterator[bytes]:
-    """The output and error files (opened before the response: each closed once read, every one at the end) as
-    Anthropic's results; then, read from the batch's requests as the runner reads them (`unrun`: a request never held
-    past a live request's bound), each one that never ran (`kind`: canceled, expired, or errored when the batch
-    failed)."""
+    """The output and error files (opened before the response, closed when it ends: `_Results`) as Anthropic's
+    results; then, read from the batch's requests as the runner reads them (`unrun`: a request never held past a live
+    request's bound), each one that never ran (`kind`: canceled, expired, or errored when the batch failed)."""
     done: set[str] = set()
-    try:
-        for f, ok in files:
-            async for text in _lines(f):
-                record = orjson.loads(text)
-                done.add(record["custom_id"])
-                yield orjson.dumps(result_line(record, ok)) + b"\n"
-    finally:
-        await asyncio.to_thread(lambda: [f.close() for f, _ in files])
+    for f, ok in files:
+        async for text in _lines(f):
+            record = orjson.loads(text)
+            done.add(record["custom_id"])
+            yield orjson.dumps(result_line(record, ok)) + b"\n"
     if unrun is None:
         return
     never: dict[str, Any] = {"type": kind}
