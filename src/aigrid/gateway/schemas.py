@@ -46,6 +46,15 @@ Refused = SkipJsonSchema[Any]
 read and refused, and left out of /openapi.json, which offered it as a field served."""
 
 
+def _refusing(reasons: dict[str, str]) -> Any:
+    """The one validator of a model's refused fields: any value of a field named in `reasons` is refused with
+    its reason (declare the field `Refused`, or `Any` where /openapi.json shows it)."""
+    def refused(cls: type, v: Any, info: ValidationInfo) -> None:
+        if v is not None:
+            raise ValueError(reasons[str(info.field_name)])
+    return field_validator(*reasons)(classmethod(refused))
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
@@ -64,12 +73,8 @@ class Message(BaseModel):
     """An assistant turn's tool calls: the firewall reads every string of each (model_texts._call) but its `id`,
     held as `tool_call_id` is, and its `type`, one of TOOL_CALL_TYPES."""
 
-    @field_validator("audio")
-    @classmethod
-    def _no_earlier_audio(cls, v: Any) -> None:
-        if v is not None:
-            raise ValueError("an earlier audio answer is not served by this grid (its models answer in text only): "
-                             "send what it said as the message's content")
+    _refused = _refusing({"audio": "an earlier audio answer is not served by this grid (its models answer in text "
+                                   "only): send what it said as the message's content"})
 
     @field_validator("tool_call_id")
     @classmethod
@@ -213,11 +218,7 @@ class _Common(BaseModel):
     """vLLM's: logits processors named by their import path, loaded and run by the engine (those its
     --logits-processor-pattern allows): code chosen by the client. Refused."""
 
-    @field_validator(*_REFUSED)
-    @classmethod
-    def _refused(cls, v: Any, info: ValidationInfo) -> None:
-        if v is not None:
-            raise ValueError(_REFUSED[str(info.field_name)])
+    _refused = _refusing(_REFUSED)
 
 
 def output_limit(body: dict[str, Any]) -> int | None:
@@ -299,12 +300,10 @@ class ChatRequest(_Common):
     `chat_template` key replaces the template itself (vLLM updates its template arguments with these, SGLang
     passes them on): refused as `chat_template` is."""
 
-    @field_validator("web_search_options")
-    @classmethod
-    def _no_web_search(cls, v: Any) -> None:
-        if v is not None:
-            raise ValueError("web search is not served by this grid: its models answer from their weights and the "
-                             "tools a request offers (the firewall reads every page a model is given)")
+    _refused_chat = _refusing({
+        "web_search_options": "web search is not served by this grid: its models answer from their weights and the "
+                              "tools a request offers (the firewall reads every page a model is given)",
+        "audio": "audio output is not served by this grid: its models answer in text only"})
 
     @field_validator("service_tier")
     @classmethod
@@ -342,12 +341,6 @@ class ChatRequest(_Common):
             raise ValueError(f"this grid's models answer in text only; {sorted(set(v) - {'text'})} output is not "
                              "served (send modalities: [\"text\"] or leave it out)")
         return v
-
-    @field_validator("audio")
-    @classmethod
-    def _no_audio_out(cls, v: Any) -> None:
-        if v is not None:
-            raise ValueError("audio output is not served by this grid: its models answer in text only")
 
     @field_validator("top_logprobs")
     @classmethod
