@@ -137,6 +137,11 @@ class Database:
         return self.tenants is None or tenant in self.tenants
 
 
+def _as_databases(databases: Mapping[str, Path | Database]) -> dict[str, Database]:
+    """Each database as a Database (a bare path: a shared one)."""
+    return {n: d if isinstance(d, Database) else Database(d) for n, d in databases.items()}
+
+
 class SqlQuery:
     name = "sql"
     source = Source.TOOL_RESULT
@@ -148,7 +153,7 @@ class SqlQuery:
         name for `database` (its grammar names none of theirs; their model, told the name, can still ask)."""
         if not databases:
             raise ValueError("the sql tool needs at least one database")
-        self.databases = {n: d if isinstance(d, Database) else Database(d) for n, d in databases.items()}
+        self.databases = _as_databases(databases)
         self.timeout_s = timeout_s
         self._schemas = dict(schemas or {})
         self._views: dict[tuple[str, ...], SqlQuery] = {}
@@ -168,7 +173,7 @@ class SqlQuery:
     @classmethod
     def load(cls, databases: Mapping[str, Path | Database], *, timeout_s: float = 1.0) -> SqlQuery:
         """The tool with each database's schema read once (at startup) for its description."""
-        dbs = {n: d if isinstance(d, Database) else Database(d) for n, d in databases.items()}
+        dbs = _as_databases(databases)
         return cls(dbs, {name: read_schema(db.path) for name, db in dbs.items()}, timeout_s=timeout_s)
 
     def _serving(self, tenant: str | None) -> list[str]:
