@@ -371,10 +371,6 @@ class RedisResponses:
     def pending_key(self, tenant: str, rid: str) -> str:
         return f"{self._p}pending:{{{tag(tenant)}}}:{rid}"
 
-    async def _write(self, tenant: str, key: str, fields: dict[str, Any]) -> None:
-        """A hash written, its expiry renewed and held in the tenant's ledger: one script (`_PUT`)."""
-        await self._ledger.put(tenant, key, fields)
-
     async def lookup(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
         async def read() -> list[Any]:
             pipe = self._r.pipeline(transaction=True)  # one snapshot: never neither while `complete` runs
@@ -401,8 +397,8 @@ class RedisResponses:
     async def put(self, record: StoredResponse, allowed: frozenset[str] | None) -> bool:
         if not may_store(record, allowed):
             return False
-        await self._write(record.tenant, self.record_key(record.jurisdiction, record.tenant, record.id),
-                          _record_fields(record))
+        await self._ledger.put(record.tenant, self.record_key(record.jurisdiction, record.tenant, record.id),
+                               _record_fields(record))
         return True
 
     async def delete(self, tenant: str, rid: str) -> bool:
@@ -421,7 +417,7 @@ class RedisResponses:
                   "error": orjson.dumps(pending.error) if pending.error is not None else "", "owner": pending.owner,
                   "key_id": pending.key_id, "settings": orjson.dumps(pending.settings),
                   "scopes": orjson.dumps(pending.scopes) if pending.scopes is not None else ""}
-        await self._write(pending.tenant, key, fields)
+        await self._ledger.put(pending.tenant, key, fields)
 
     async def mark(self, tenant: str, rid: str, status: str,
                    error: dict[str, Any] | None = None) -> Pending | None:
