@@ -93,9 +93,13 @@ def _cut(key: str, value: Any) -> Any:
         return text if len(text) <= EXC_MAX_CHARS else f"...({len(text)} chars, the last {EXC_MAX_CHARS} kept) " \
             + text[-EXC_MAX_CHARS:]
     most = MSG_MAX_CHARS if key == "msg" else FIELD_MAX_CHARS
-    if len(text) <= most:
-        return value
-    return f"{text[:most]}...({len(text)} chars)"
+    return value if len(text) <= most else shortened(text, most)
+
+
+def shortened(text: str, most: int) -> str:
+    """`text` within `most` characters (its head), saying how long it was: what a line, a span or an audit record
+    keeps of a text a client or an engine wrote."""
+    return text if len(text) <= most else f"{text[:most]}...({len(text)} chars)"
 
 
 def _escaped(c: str) -> str:

@@ -34,6 +34,7 @@ from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync, redis_exchange
 from aigrid.gateway.browsers import BrowserGuard
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.model_texts import apply, check_count
+from aigrid.logs import shortened
 from aigrid.security.authenticate import Authenticator
 from aigrid.security.authorize import RESIDENCY_HEADER, authorize
 from aigrid.security.firewall.abuse import AbuseMonitor, AbuseRules, RequestTraits
@@ -501,10 +502,7 @@ class Guard:
         if ex.abuse is not None and ex.abuse.signals:
             extra["abuse"] = ex.abuse.to_dict()
         if ex.error is not None:
-            message = ex.error.message
-            if len(message) > AUDIT_MESSAGE_MAX_CHARS:
-                message = f"{message[:AUDIT_MESSAGE_MAX_CHARS]}...({len(message)} chars)"
-            extra.update(status=ex.error.status, message=message)
+            extra.update(status=ex.error.status, message=shortened(ex.error.message, AUDIT_MESSAGE_MAX_CHARS))
         if ex.ticket is not None:
             extra["urgency"] = ex.ticket.to_dict()
         if ex.unsettled:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from aigrid.core.types import Candidate, Decision
 from aigrid.engines.trace_context import TRACE_HEADERS
 from aigrid.errors import ApiError, ConfigError
+from aigrid.logs import shortened
 from aigrid.spec.models import OtelSpec
 
 if TYPE_CHECKING:
@@ -45,7 +46,7 @@ in a request (4 MiB by default), the spans exported with it lost."""
 
 
 def _short(text: str) -> str:
-    return text if len(text) <= TEXT_MAX_CHARS else f"{text[:TEXT_MAX_CHARS]}...({len(text)} chars)"
+    return shortened(text, TEXT_MAX_CHARS)
 
 
 class AttemptTrace:
