@@ -545,7 +545,7 @@ class Routes:
             out = output_limit(dict(payload)) or DEFAULT_OUTPUT_TOKENS
             return await self.gw.guard.extend(ex, turn_prompt_tokens(payload) + out)
 
-        registry = agents.tools if loop.server_tools else ToolRegistry()
+        registry = agents.tools if loop.server_tools else _NO_SERVER_TOOLS
         allows_tool = ex.principal.scopes.allows_tool
         watch = ex.hangup if stream else None
         firewall = self.gw.guard.firewall
