@@ -28,11 +28,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigrid.dashboard.feed import Feed
 from aigrid.dashboard.sse import event_stream
 from aigrid.errors import ApiError, InvalidRequest, NotFound
+from aigrid.gateway.app import with_missing_headers
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.numbers import plain_int
@@ -164,17 +165,10 @@ async def watched(stream: AsyncIterator[bytes], ex: Exchange) -> AsyncIterator[b
 
 def with_headers(app: ASGIApp, extra: dict[str, str]) -> ASGIApp:
     """`app`, each answer with the `extra` headers it does not set itself."""
-    raw = [(k.encode(), v.encode()) for k, v in extra.items()]
+    raw = [(k.lower().encode(), v.encode()) for k, v in extra.items()]
 
     async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or ())
-                names = {bytes(name).lower() for name, _ in headers}
-                message = {**message, "headers": headers + [(k, v) for k, v in raw if k not in names]}
-            await send(message)
-
-        await app(scope, receive, send_with)
+        await app(scope, receive, with_missing_headers(send, raw))
 
     return wrapped
 

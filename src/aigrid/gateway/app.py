@@ -245,15 +245,19 @@ def private_send(send: Send) -> Send:
     without `Authorization` (Varnish's built-in rules: 120 s; the Anthropic SDK sends its key as `x-api-key`)
     handed one tenant's to whoever asked the same URL. (The proxied POST routes, served directly, are not kept
     by a cache: a POST's answer is not reused without explicit freshness.)"""
-    async def send_private(message: MutableMapping[str, Any]) -> None:
+    return with_missing_headers(send, PRIVATE_HEADERS)
+
+
+def with_missing_headers(send: Send, extra: Sequence[tuple[bytes, bytes]]) -> Send:
+    """`send`, each answer with the `extra` headers (lower-case names) its route does not set itself."""
+    async def send_with(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             headers = list(message.get("headers") or ())
             names = {bytes(name).lower() for name, _ in headers}
-            headers += [(name, value) for name, value in PRIVATE_HEADERS if name not in names]
-            message = {**message, "headers": headers}
+            message = {**message, "headers": headers + [(k, v) for k, v in extra if k not in names]}
         await send(message)
 
-    return send_private
+    return send_with
 
 
 def build_app(gateway: Gateway, *, extra_routes: Sequence[BaseRoute] = ()) -> GatewayApp:
