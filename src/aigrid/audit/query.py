@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.audit.record import is_error
 from aigrid.audit.store import check_format
 from aigrid.audit.verify import NotAnAuditLog
 
@@ -267,10 +268,6 @@ class Prices:
         return (rec.prompt_tokens * price[0] + rec.completion_tokens * price[1]) / 1e6
 
 
-FINE = frozenset({"ok", "steered"})
-"""Outcomes that are not errors: an answer, and a Responses target the client's steer cut (docs/responses-api.md)."""
-
-
 @dataclass
 class Totals:
     requests: int = 0
@@ -295,7 +292,7 @@ class Totals:
         self.prompt_tokens += rec.prompt_tokens
         self.completion_tokens += rec.completion_tokens
         self.blocked += "blocked" in rec.firewall_actions
-        self.errors += rec.outcome not in FINE
+        self.errors += is_error(rec.outcome)
         self.charged += rec.cost_usd is not None
         if prices is not None:
             cost = prices.cost(rec)

@@ -19,6 +19,14 @@ import orjson
 
 from aigrid.core.types import Decision
 
+ANSWERED = frozenset({"ok", "steered"})
+"""Outcomes that are no error: an answer, and a Responses answer its client's steer cut as asked. The audit
+summary's errors, a request's span status and the GenAI metrics' error_type all read it."""
+
+
+def is_error(outcome: str) -> bool:
+    return outcome not in ANSWERED
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:

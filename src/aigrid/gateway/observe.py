@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from aigrid.audit.record import is_error
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.metrics import GatewayMetrics
 from aigrid.gateway.tracing import OPERATIONS
@@ -24,4 +25,4 @@ def observe(ex: Exchange, metrics: GatewayMetrics) -> None:
     if ex.record is not None and ex.record.ttft_ms is not None and ex.body.get("stream"):
         ttft = ex.record.ttft_ms / 1000
     metrics.genai(OPERATIONS.get(ex.route, "chat"), ex.model, time.time() - ex.started, ttft, usage,
-                  "" if outcome in ("ok", "steered") else outcome, ex.served_site() if ttft is not None else None)
+                  outcome if is_error(outcome) else "", ex.served_site() if ttft is not None else None)

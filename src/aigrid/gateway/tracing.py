@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from aigrid.audit.record import is_error
 from aigrid.core.types import Candidate, Decision
 from aigrid.engines.trace_context import TRACE_HEADERS
 from aigrid.errors import ApiError, ConfigError
@@ -181,7 +182,7 @@ class _OtelRequest(RequestTrace):
         if error is not None:
             s.set_attribute("error.type", error.code or type(error).__name__)
             s.set_status(Status(StatusCode.ERROR, _short(error.message)))
-        elif outcome not in ("ok", "steered"):  # steered: a Responses target its client's steer cut, as asked
+        elif is_error(outcome):
             s.set_attribute("error.type", outcome)
             s.set_status(Status(StatusCode.ERROR, outcome))
         s.end()
