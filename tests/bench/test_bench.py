@@ -147,13 +147,18 @@ def test_the_table_shows_the_open_loops_send_lag() -> None:
 
 
 def test_a_request_never_sent_has_no_send_lag() -> None:
-    """A request whose connection was refused was never written: its `sent` is the clock's zero less the run's
+    """A request whose connection was refused was never written: its `sent` was the clock's zero less the run's
     start, and its "send lag" of minus the clock's reading (p99 -33034336.9 ms against a closed port) made
-    the open loop's lag meaningless."""
-    from aigrid.bench.runner import Result, Run
+    the open loop's lag meaningless (and it was drawn before the run began). It has no send time now."""
+    from aigrid.bench.http import Exchange
+    from aigrid.bench.runner import Result, Run, to_result
+    from aigrid.bench.workload import Plan
+
+    never = to_result(Exchange(error="connect failed"), Plan(2.0, 10, 5), 0, 1000.0, True)
+    assert never.sent is None and not never.ok and never.error == "connect failed"
 
     sent = Result(0, 1.0, 1.002, 10, 5, 200, True, 0.01, 0.05, 0.01)
-    refused = Result(0, 2.0, -33034.3, 10, 0, 0, False, None, None, None, error="connect failed")
+    refused = Result(0, 2.0, None, 10, 0, 0, False, None, None, None, error="connect failed")
     s = summary(Run([sent, refused], 3.0, 0.1, RunConfig(("http://127.0.0.1:1/v1",), "m"), 2), Slo())
     assert s["client"]["send_lag_ms"]["max"] == s["client"]["send_lag_ms"]["p50"] == 2.0, s["client"]
     s = summary(Run([refused], 3.0, 0.1, RunConfig(("http://127.0.0.1:1/v1",), "m"), 1), Slo())

@@ -26,7 +26,8 @@ Clock = Callable[[], float]
 class Exchange:
     """What one request observed. Times are clock() readings (perf_counter by default)."""
 
-    sent: float = 0.0
+    sent: float | None = None
+    """When the request was written (None: never, its connection refused)."""
     status: int = 0
     first_byte: float | None = None
     arrivals: list[float] = field(default_factory=list)

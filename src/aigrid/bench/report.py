@@ -44,14 +44,14 @@ def dist(values: Sequence[float], scale: float = 1000.0) -> dict[str, float | No
 
 def summary(run: Run, slo: Slo) -> dict[str, Any]:
     ok = [r for r in run.results if r.ok]
-    ends = [r.sent + (r.e2e or 0.0) for r in ok]
-    span = (max(ends) - min(r.sent for r in ok)) if ok else 0.0
+    sent = [r.sent for r in ok if r.sent is not None]  # every answered request was sent
+    ends = [r.sent + (r.e2e or 0.0) for r in ok if r.sent is not None]
+    span = (max(ends) - min(sent)) if ends else 0.0
     span = span or run.wall_s
     good = [r for r in ok if (r.ttft is None or r.ttft * 1000 <= slo.ttft_ms)
             and (r.tpot is None or r.tpot * 1000 <= slo.tpot_ms)]
-    # a request never written (its connection refused) has no send time: its `sent` is the clock's zero less
-    # the run's start, before the run began
-    lags = [r.sent - r.planned for r in run.results if r.planned is not None and r.sent >= 0]
+    # a request never written (its connection refused) has no send time, nor a lag
+    lags = [r.sent - r.planned for r in run.results if r.planned is not None and r.sent is not None]
     errors: dict[str, int] = {}
     for r in run.results:
         if not r.ok:
@@ -134,11 +134,13 @@ def write_plots(out_dir: Path, run: Run) -> list[Path]:
     save(fig, ax, "ttft_cdf.png", "ms", "fraction of requests", "latency CDF")
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.scatter([r.sent for r in ok], [r.ttft * 1000 if r.ttft is not None else (r.e2e or 0) * 1000 for r in ok],
+    ax.scatter([r.sent or 0.0 for r in ok], [r.ttft * 1000 if r.ttft is not None else (r.e2e or 0) * 1000 for r in ok],
                s=4, label="TTFT" if run.config.stream else "end-to-end")
     bad = [r for r in run.results if not r.ok]
     if bad:
-        ax.scatter([r.sent for r in bad], [0] * len(bad), s=10, c="red", marker="x", label="failed")
+        # one never written at its planned time (closed loop: the run's start)
+        ax.scatter([r.sent if r.sent is not None else r.planned or 0.0 for r in bad], [0] * len(bad), s=10,
+                   c="red", marker="x", label="failed")
     save(fig, ax, "latency_over_time.png", "request sent at (s)", "ms", "latency over the run")
 
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -50,7 +50,8 @@ class Result:
 
     target: int
     planned: float | None
-    sent: float
+    sent: float | None
+    """None: never written (its connection refused)."""
     prompt_tokens: int
     output_tokens: int
     status: int
@@ -94,11 +95,13 @@ def to_result(ex: Exchange, plan: Plan, target: int, t0: float, stream: bool) ->
     tokens = _usage_tokens(ex.usage if stream else ex.tail) if ok else None
     if tokens is None:
         tokens = max(0, ex.events - 2) if stream else 0  # minus the finish/usage event and [DONE]
-    ttft = (ex.first_byte - ex.sent) if (ok and stream and ex.first_byte is not None) else None
-    e2e = (ex.done - ex.sent) if ok and ex.done is not None else None
+    sent = ex.sent
+    ok = ok and sent is not None
+    ttft = (ex.first_byte - sent) if (ok and stream and ex.first_byte is not None and sent is not None) else None
+    e2e = (ex.done - sent) if ok and ex.done is not None and sent is not None else None
     tpot = (e2e - ttft) / (tokens - 1) if (ttft is not None and e2e is not None and tokens > 1) else None
     itl = [b - a for a, b in itertools.pairwise(ex.arrivals)] if ok and stream else []
-    return Result(target, plan.at, ex.sent - t0, plan.prompt_tokens, tokens, ex.status, ok, ttft, e2e, tpot,
+    return Result(target, plan.at, None if sent is None else sent - t0, plan.prompt_tokens, tokens, ex.status, ok, ttft, e2e, tpot,
                   itl, error)
 
 
