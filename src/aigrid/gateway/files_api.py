@@ -296,11 +296,11 @@ class OpenFileResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            while chunk := await asyncio.to_thread(self.f.read, CHUNK_BYTES):
+            while scope.get("method") != "HEAD" and (chunk := await asyncio.to_thread(self.f.read, CHUNK_BYTES)):
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            await asyncio.to_thread(self.f.close)
+        finally:  # on the loop: a read-only file's close costs nothing, and a cancelled answer cannot await a thread
+            self.f.close()
 
 
 def _delete(spools: dict[BinaryIO, Path]) -> None:
