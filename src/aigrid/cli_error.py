@@ -13,6 +13,12 @@ from rich.markup import escape
 from aigrid.printable import printable_lines
 
 
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 record`, `0 records`, `2 records` (`plural` where adding an s is wrong): a count as the command line
+    prints it, the noun agreeing with the number."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+
+
 def print_error(console: Console, message: object) -> None:
     console.print(f"[bold red]error:[/] {escape(printable_lines(str(message)))}", highlight=False, soft_wrap=True)
 

@@ -267,7 +267,7 @@ async def test_a_deleted_and_renumbered_record_is_one_line_per_problem(tmp_path:
         "  - records 1..50 do not match the signed checkpoint 50 (rewritten)",
         "  - record 20: link to record 19 is broken (changed or reordered)",
         "  - records 21..59: content or position does not match their hashes (changed, or renumbered)",
-        "  - checkpoint 60 is signed but the log ends at 59 (records 60..60 deleted)",
+        "  - checkpoint 60 is signed but the log ends at 59 (record 60 deleted)",
     ], out
 
 
@@ -416,3 +416,25 @@ async def test_a_clean_restart_writes_no_note(tmp_path: Path) -> None:
     await write_log(path, 5)
     report = verify(path, KEY.public_key())
     assert report.ok and report.records == 10 and report.notes == []
+
+
+async def test_a_count_of_one_reads_in_the_singular(tmp_path: Path) -> None:
+    """A log of one record printed '1 records, 1 signed checkpoints'; a tail of one deleted record was
+    'records 2..2 deleted', and an anchor one record past the end 'records 2..2 were deleted'."""
+    path = tmp_path / "audit.db"
+    await write_log(path, 2, every=1, batch_max=1)
+    pub = public_pem(tmp_path / "k.pub")
+    anchor = next(line.split()[1] for line in run(path, pub)[1] if line.startswith("anchor: "))
+    assert anchor.startswith("2:")
+    tamper(path, "DELETE FROM audit_records WHERE seq = 2", "DELETE FROM audit_checkpoints WHERE seq = 2")
+    code, out = run(path, pub)
+    assert code == 0 and out[0] == f"{path}: 1 record, 1 signed checkpoint (last valid at record 1, 0 records " \
+                                    "after it)", out
+    code, out = run(path, pub, anchor)
+    assert code == 1 and "  - the log ends at record 1, before the anchor 2: record 2 was deleted, or the file " \
+                         "was replaced by an older copy or another log" in out, out
+    path2 = tmp_path / "audit2.db"
+    await write_log(path2, 2, every=1, batch_max=1)
+    tamper(path2, "DELETE FROM audit_records WHERE seq = 2")
+    code, out = run(path2, pub)
+    assert code == 1 and "  - checkpoint 2 is signed but the log ends at 1 (record 2 deleted)" in out, out

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from aigrid.audit.signing import generate_keypair, load_public_key
 from aigrid.audit.verify import printable, verify
+from aigrid.cli_error import counted
 
 
 def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: Callable[[str], None] = print,
@@ -39,8 +40,8 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
         echo(f"TAMPERED: the anchor {anchored[0]}:{anchored[1]} vouches for a log that is no longer there (deleted "
              "or replaced)")
         return 1
-    echo(f"{db_path}: {report.records} records, {report.checkpoints} signed checkpoints "
-         f"(last valid at record {report.last_checkpoint_seq}, {report.unsigned_tail} records after it)")
+    echo(f"{db_path}: {counted(report.records, 'record')}, {counted(report.checkpoints, 'signed checkpoint')} "
+         f"(last valid at record {report.last_checkpoint_seq}, {counted(report.unsigned_tail, 'record')} after it)")
     if report.last_checkpoint_seq:
         kept = f"{report.last_checkpoint_seq}:{report.last_checkpoint_hash}"
         echo(f"anchor: {kept} (keep it off this host; --anchor {kept} then finds a deleted tail or a replaced "

@@ -35,7 +35,7 @@ from aigrid.audit.query import (
     summarise,
 )
 from aigrid.audit.verify import printable, verify
-from aigrid.cli_error import print_error
+from aigrid.cli_error import counted, print_error
 from aigrid.errors import AigridError
 
 DEFAULT_DB = Path(".aigrid/audit.db")
@@ -104,9 +104,9 @@ def _checked(db: Path, public_key: list[Path] | None, unverified: bool, err: Con
         print_error(err, f"cannot read {db}: {printable(str(e))}")
         raise typer.Exit(2) from None
     if report.ok:
-        err.print(f"verified: {report.records} records, the chain intact, the last signed checkpoint at record "
-                  f"{report.last_checkpoint_seq} ({report.unsigned_tail} records after it); records written "
-                  "since are not read", highlight=False, soft_wrap=True, markup=False)
+        err.print(f"verified: {counted(report.records, 'record')}, the chain intact, the last signed checkpoint at "
+                  f"record {report.last_checkpoint_seq} ({counted(report.unsigned_tail, 'record')} after it); records "
+                  "written since are not read", highlight=False, soft_wrap=True, markup=False)
         return report.records
     print_error(err, f"{db} fails verification (first bad record {report.first_bad_seq}); run aigrid audit "
                      "verify for the findings" + ("; reading it anyway (--unverified)" if unverified else
@@ -130,7 +130,9 @@ def _read(db: Path, selection: Selection, reading: Reading, err: Console,
 def _unreadable(reading: Reading, err: Console) -> None:
     if reading.unreadable:
         shown = ", ".join(map(str, reading.unreadable[:10])) + (" ..." if len(reading.unreadable) > 10 else "")
-        err.print(f"note: {len(reading.unreadable)} records could not be read as records and were skipped "
+        one = len(reading.unreadable) == 1
+        err.print(f"note: {counted(len(reading.unreadable), 'record')} could not be read as "
+                  f"{'an audit record and was' if one else 'audit records and were'} skipped "
                   f"({shown}); aigrid audit verify names them", highlight=False, soft_wrap=True, markup=False)
 
 
@@ -188,7 +190,7 @@ def query_command(db: Db = DEFAULT_DB, since: Since = None, until: Until = None,
             err.print(f"note: the first {TABLE_ROWS} matching records; give --limit N, or --format csv or jsonl "
                       "for all of them", highlight=False, soft_wrap=True, markup=False)
     _unreadable(reading, err)
-    err.print(f"{shown} of {reading.read} records", highlight=False, markup=False)
+    err.print(f"{shown} of {counted(reading.read, 'record')}", highlight=False, markup=False)
 
 
 def _cell(value: object) -> Text:
@@ -270,15 +272,19 @@ def summary_command(db: Db = DEFAULT_DB,
             _console(out).print(table, soft_wrap=True)
     _unreadable(reading, err)
     if total.notes:
-        err.print(f"note: {total.notes} records are the audit writer's own (outcome audit:..., such as a gateway "
-                  "worker's lost requests), not requests, and are not counted above: "
+        one = total.notes == 1
+        err.print(f"note: {counted(total.notes, 'record')} {'is' if one else 'are'} the audit writer's own (outcome "
+                  f"audit:..., such as a gateway worker's lost requests), {'not a request' if one else 'not requests'},"
+                  " and not counted above: "
                   f"aigrid audit query {db} --outcome 'audit:*' lists them", highlight=False, soft_wrap=True,
                   markup=False)
     if costed and total.unpriced:
         where = f"{spec} does not list" if spec is not None else "no spec prices (give --spec)"
-        err.print(f"note: {total.unpriced} requests carry no recorded cost and were served by endpoints {where}: "
+        one = total.unpriced == 1
+        err.print(f"note: {counted(total.unpriced, 'request')} {'carries' if one else 'carry'} no recorded cost and "
+                  f"{'was' if one else 'were'} served by endpoints {where}: "
                   "not in the cost", highlight=False, soft_wrap=True, markup=False)
-    err.print(f"{total.requests} of {reading.read} records", highlight=False, markup=False)
+    err.print(f"{total.requests} of {counted(reading.read, 'record')}", highlight=False, markup=False)
 
 
 def _prices(spec_path: Path, err: Console) -> Prices:

@@ -173,6 +173,11 @@ def _notes(report: VerifyReport) -> list[str]:
     return lines[::-1]
 
 
+def records_span(first: int, last: int) -> str:
+    """`record 7` or `records 7..9`: a range of sequence numbers as a finding names it (never `records 7..7`)."""
+    return f"record {first}" if first == last else f"records {first}..{last}"
+
+
 def _narrowed(report: VerifyReport, seq: int, unsigned: tuple[int, int] | None) -> str:
     """What a note's disclaimed records leave once the valid checkpoints of every given key are counted: the
     writer only knew its own key's."""
@@ -182,10 +187,11 @@ def _narrowed(report: VerifyReport, seq: int, unsigned: tuple[int, int] | None) 
     signed = max((c for c in report._signed if c < seq), default=0)
     if signed < first:
         return ""
-    said = f" (verify: of records {first}..{last}, "
+    said = f" (verify: of {records_span(first, last)}, "
     if signed >= last:
         return f"{said}none follow the last checkpoint of any given key ({signed}): it signs them all)"
-    return f"{said}{signed + 1}..{last} follow the last checkpoint of any given key ({signed}))"
+    follow = f"{signed + 1} follows" if signed + 1 == last else f"{signed + 1}..{last} follow"
+    return f"{said}{follow} the last checkpoint of any given key ({signed}))"
 
 
 def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> tuple[dict[int, str], int]:
@@ -293,10 +299,11 @@ def _check_checkpoints(checkpoints: list[tuple[int, str, str, object]], chained:
             continue
         if seq > last_seq:
             report._bad(last_seq + 1, f"checkpoint {seq} is signed but the log ends at {last_seq} "
-                                      f"(records {last_seq + 1}..{seq} deleted)")
+                                      f"({records_span(last_seq + 1, seq)} deleted)")
         elif chained.get(seq) != signed_hash:
-            report._bad(good_until + 1, f"records {good_until + 1}..{seq} do not match the signed checkpoint "
-                                        f"{seq} (rewritten)")
+            report._bad(good_until + 1, f"{records_span(good_until + 1, seq)} "
+                                        f"{'does' if good_until + 1 == seq else 'do'} not match the signed "
+                                        f"checkpoint {seq} (rewritten)")
             if report.bad_range is None:
                 report.bad_range = (good_until + 1, seq)
         else:
@@ -319,9 +326,9 @@ def _signer(signature: bytes, message: bytes, keys: dict[str, Ed25519PublicKey],
 def _check_anchor(anchor: tuple[int, str], chained: dict[int, str], last_seq: int, report: VerifyReport) -> None:
     seq, anchored = anchor
     if seq > last_seq:
-        report._bad(last_seq + 1, f"the log ends at record {last_seq}, before the anchor {seq}: records "
-                                  f"{last_seq + 1}..{seq} were deleted, or the file was replaced by an older copy "
-                                  "or another log")
+        report._bad(last_seq + 1, f"the log ends at record {last_seq}, before the anchor {seq}: "
+                                  f"{records_span(last_seq + 1, seq)} {'was' if last_seq + 1 == seq else 'were'} "
+                                  "deleted, or the file was replaced by an older copy or another log")
     elif chained.get(seq) != anchored:
         report._bad(seq, f"record {seq} does not match the anchor (the log was rewritten, or the file replaced by "
                          "another log)")
