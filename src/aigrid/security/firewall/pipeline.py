@@ -158,18 +158,24 @@ class Firewall:
         read in windows of the prompt head's size from its start (WINDOW, every STEP), each kept in the score
         cache, so a conversation that grows a turn at a time pays for its new window only; a window is flagged
         only where none of the texts it spans was. Not read together: a short text beside a long one (the
-        gateway's own turns beside a summary read as an instruction, 2026-12-05)."""
-        run: list[ModelText] = []
-        for text in [*texts, None]:
-            if text is not None and text.source in (Source.USER, Source.PROMPT) and len(text.text) < SHORT:
-                if text.text:  # an empty part between two words neither joins nor breaks the run
-                    run.append(text)
-                continue
-            if text is not None and text.source not in (Source.USER, Source.PROMPT):
-                continue  # the application's turns and tool results between them: the user's run goes on
-            if len(run) > 1 and self._run(tenant, action, run, out):
-                return
-            run = []
+        gateway's own turns beside a summary read as an instruction, 2026-12-05). A completion's list of prompts
+        is a request per prompt to the model: each prompt is read with the suffix only, never with another prompt
+        (until 2026-12-05 the list was read as one text: words cut into prompts were blocked together, and an
+        attack cut between a prompt and the suffix was missed, read in one window with the prompts before it)."""
+        batch = [t for t in texts if _a_prompt_of_a_list(t)]
+        rest = [t for t in texts if not _a_prompt_of_a_list(t)]
+        for requested in ([[p, *rest] for p in batch] if batch else [rest]):
+            run: list[ModelText] = []
+            for text in [*requested, None]:
+                if text is not None and text.source in (Source.USER, Source.PROMPT) and len(text.text) < SHORT:
+                    if text.text:  # an empty part between two words neither joins nor breaks the run
+                        run.append(text)
+                    continue
+                if text is not None and text.source not in (Source.USER, Source.PROMPT):
+                    continue  # the application's turns and tool results between them: the user's run goes on
+                if len(run) > 1 and self._run(tenant, action, run, out):
+                    return
+                run = []
 
     def _run(self, tenant: str, action: Action, run: list[ModelText], out: list[Verdict]) -> bool:
         """A run read joined by a space (a word per text reads as a sentence) and, where two texts meet inside a word
@@ -263,6 +269,11 @@ def personal_data(texts: Sequence[ModelText]) -> dict[int, list[PiiMatch]]:
         for i, matches in zip(run, read_together([texts[i].text for i in run], [found[i] for i in run]), strict=True):
             found[i] = [replace(m, pieces=tuple(run[p] for p in m.pieces)) if m.pieces else m for m in matches]
     return found
+
+
+def _a_prompt_of_a_list(text: ModelText) -> bool:
+    """One prompt of a completion's list of prompts (`prompt[i]`): each is sent to the model as a request of its own."""
+    return text.source == Source.PROMPT and len(text.path) == 2 and text.path[0] == "prompt"
 
 
 def _a_users_turn(text: ModelText) -> bool:
