@@ -420,3 +420,64 @@ async def test_only_the_tenant_s_placeholders_are_kept_from_eviction_whatever_a_
         assert await store.responses.lookup("t", "p1") is not None  # the placeholder stays
     finally:
         await store.aclose()
+
+
+async def test_a_delete_and_a_placeholder_s_rewrite_are_one_script_with_their_ledger(
+        port: int, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """S (twenty-second session): a delete was the DEL, then the ledger's script (the tenant's total still counted
+    the deleted record between them: another gateway's write there evicted one more of its records), and a
+    placeholder's mark or abandon rewrote it with no ledger at all: its error's bytes were never counted, and the
+    ledger forgot the placeholder `ttl` after its creation while the mark's EXPIRE kept it. Each is one script now."""
+    book, convs = store.responses, store.conversations
+    sent = [0]
+    real = AbstractConnection.send_packed_command
+
+    async def counted(self: AbstractConnection, *a: Any, **k: Any) -> None:
+        sent[0] += 1
+        await real(self, *a, **k)
+
+    async def trips(call: Awaitable[Any]) -> int:
+        sent[0] = 0
+        await call
+        return sent[0]
+
+    for warm in ("w0", "w1"):  # the connection opened, every script loaded
+        await book.put(record("t", warm, 10), None)
+        await book.pending_add(Pending(warm, "t", "m", 1, "in_progress", owner="gone"))
+        await book.events_append("t", warm, 0, ["event: a\n\n"], False)
+        await book.mark("t", warm, "cancelled")
+        await book.abandon(Pending(warm, "t", "m", 1, "in_progress", owner="gone"), {})
+        await book.pending_delete("t", warm)
+        await book.delete("t", warm)
+        await book.events_delete("t", warm)
+        await convs.call("create", [{"id": "c" + warm, "tenant": "t", "created_at": 1}])
+        await convs.call("delete", ["t", "c" + warm])
+    await book.put(record("t", "r1", 1024), None)
+    await book.events_append("t", "r1", 0, ["event: a\n\n"], False)
+    await convs.call("create", [{"id": "c1", "tenant": "t", "created_at": 1}])
+    await book.pending_add(Pending("p1", "t", "m", 1, "in_progress", owner="gone"))
+    await book.pending_add(Pending("p2", "t", "m", 1, "in_progress", owner="gone"))
+    r = redis.Redis(port=port)
+    try:
+        held, sizes = "aigrid:g:held:{t}", "aigrid:g:sizes:{t}"
+        before = r.zscore(held, "aigrid:g:pending:{t}:p1")
+        await asyncio.sleep(0.005)
+        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+        error = {"code": "server_error", "message": "x" * 5000}
+        assert await trips(book.mark("t", "p1", "failed", error)) == 1
+        # the owner's lease (not in the tenant's slot) read first, then the one script
+        assert await trips(book.abandon(Pending("p2", "t", "m", 1, "in_progress", owner="gone"), error)) == 2
+        for rid in ("p1", "p2"):  # held again at its new weight, its last write now
+            key = f"aigrid:g:pending:{{t}}:{rid}"
+            weight = stores_redis.RECORD_BYTES + sum(len(k) + len(v) for k, v in r.hgetall(key).items())
+            assert int(r.hget(sizes, key)) == weight > 5000
+            assert r.zscore(held, key) > before
+        for delete in (book.delete("t", "r1"), book.events_delete("t", "r1"), convs.call("delete", ["t", "c1"]),
+                       book.pending_delete("t", "p1")):
+            assert await trips(delete) == 1
+        assert await book.delete("t", "r1") is False and await book.events_delete("t", "r1") is False
+        left = {k.decode() for k in r.zrange(held, 0, -1)}
+        assert left == {"aigrid:g:pending:{t}:p2"}
+        assert int(r.hget(sizes, "")) == int(r.hget(sizes, "aigrid:g:pending:{t}:p2"))
+    finally:
+        r.close()

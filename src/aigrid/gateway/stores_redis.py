@@ -31,7 +31,8 @@ Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last writte
 - `held:{<tenant>}` and `sizes:{<tenant>}`: what the tenant holds in this Redis (`_Ledger`): at most
   `gateway.store_tenant_max_bytes` of its records, past it its own oldest written evicted (never another
   tenant's: a Redis full to its `maxmemory` evicted by its own policy, whoever owned the key). Every write is
-  one Lua script with its ledger update (one round trip; no eviction between a write and its hold).
+  one Lua script with its ledger update, every delete and every placeholder's rewrite too (one round trip; no
+  eviction between a write and its hold, no deleted record counted).
 The tenant is in every key (another tenant's id is simply absent) and in a hash tag, so that one tenant's keys
 share a slot (Redis Cluster) and a script may touch several; a tenant whose name holds `{`, `}` or `~` is
 written `~` and its name in hex there (`tag`), so that no id read under one tenant is another tenant's key. What the in-memory store does in one step stays
@@ -53,6 +54,7 @@ import orjson
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, RedisError, WatchError
 
 from aigrid.errors import StoreUnavailable
@@ -103,27 +105,9 @@ end
 return {1, turns}
 """
 
-_MARK = _FINAL_LUA + """
-local s = redis.call('HGET', KEYS[1], 'status')
-if not s then return false end
-if not final[s] then
-  redis.call('HSET', KEYS[1], 'status', ARGV[1], 'error', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], ARGV[3])
-end
-return redis.call('HGETALL', KEYS[1])
-"""
-
-_ABANDON = _FINAL_LUA + """
-local v = redis.call('HMGET', KEYS[1], 'status', 'owner')
-if not v[1] or final[v[1]] or v[2] ~= ARGV[1] then return false end
-redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[2])
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return redis.call('HGETALL', KEYS[1])
-"""
-
-_HOLD = """
+_LEDGER = """
 local held, sizes, key = KEYS[1], KEYS[2], KEYS[3]
-local size, add, ttl, limit = tonumber(ARGV[1]), ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
+local add, ttl, limit = ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
 local most = tonumber(ARGV[5])
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -174,8 +158,45 @@ if redis.call('EXISTS', held) == 1 then
 else
   redis.call('DEL', sizes)
 end
-return evicted
 """
+"""The tenant's ledger (KEYS[1:2]) after a write of KEYS[3] weighing `size` (a local the script sets before it; -1:
+nothing written), KEYS[4:] forgotten: its `evicted` keys in a local, for the script to return."""
+
+_HOLD = "local size = tonumber(ARGV[1])\n" + _LEDGER + "return evicted\n"
+"""`_LEDGER` alone, `size` ARGV[1] (ARGV[1:5]: size, whether it adds to the key's, TTL ms, limit, most evicted)."""
+
+_WEIGH = """
+local size = tonumber(ARGV[1])
+for i, v in ipairs(redis.call('HGETALL', KEYS[3])) do size = size + #v end
+"""
+"""`size` as `_weight` counts hash KEYS[3] (ARGV[1] its RECORD_BYTES): for a script that changed some of its fields."""
+
+_MARK = _FINAL_LUA + """
+local s = redis.call('HGET', KEYS[3], 'status')
+if not s then return false end
+if final[s] then return {redis.call('HGETALL', KEYS[3]), {}} end
+redis.call('HSET', KEYS[3], 'status', ARGV[6], 'error', ARGV[7])
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+""" + _WEIGH + _LEDGER + "return {redis.call('HGETALL', KEYS[3]), evicted}\n"
+"""A placeholder (KEYS[3]) not yet ended given its status and error (ARGV[6:7]) and TTL (ARGV[8]), and held again
+at its new weight (it was not: a mark's error counted nothing, and the ledger forgot the placeholder `ttl` after
+its creation while the mark's EXPIRE kept it): {its fields, evicted}, nil when it is gone."""
+
+_ABANDON = _FINAL_LUA + """
+local v = redis.call('HMGET', KEYS[3], 'status', 'owner')
+if not v[1] or final[v[1]] or v[2] ~= ARGV[6] then return false end
+redis.call('HSET', KEYS[3], 'status', 'failed', 'error', ARGV[7])
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+""" + _WEIGH + _LEDGER + "return {redis.call('HGETALL', KEYS[3]), evicted}\n"
+"""A running placeholder (KEYS[3]) of owner ARGV[6] failed with error ARGV[7], TTL ARGV[8], held again as `_MARK`."""
+
+_DELETE = """
+if redis.call('DEL', unpack(KEYS, 4)) == 0 then return false end
+local size = -1
+""" + _LEDGER + "return evicted\n"
+"""Records KEYS[4:] deleted and forgotten by the ledger (KEYS[1:3]: held, sizes, held again as `key`) in one
+script: nil when none was there. Deleted, then forgotten in a second call, a record counted in the tenant's total
+after it was gone (another gateway's write then evicted one more of the tenant's records than its bound asked)."""
 
 _APPEND = """
 local first, ended, n = tonumber(ARGV[6]), ARGV[7] == '1', #ARGV - 8
@@ -217,11 +238,14 @@ redis.call('DEL', KEYS[4])
 the placeholder was cancelled or failed meanwhile (that status returned, nothing written)."""
 
 _PENDING_DELETE = _FINAL_LUA + """
-local all = redis.call('HGETALL', KEYS[1])
+local all = redis.call('HGETALL', KEYS[4])
 if #all == 0 then return false end
-if final[redis.call('HGET', KEYS[1], 'status')] then redis.call('DEL', KEYS[1]) end
-return all
-"""
+if not final[redis.call('HGET', KEYS[4], 'status')] then return {all, {}} end
+redis.call('DEL', KEYS[4])
+local size = -1
+""" + _LEDGER + "return {all, evicted}\n"
+"""A placeholder (KEYS[4]) removed and forgotten when it has ended, in one script: {its fields, evicted}, nil
+when it is gone."""
 
 
 class _Guard:
@@ -260,14 +284,15 @@ class _Ledger:
     """What each tenant holds in one Redis (`held:{<tenant>}`, a sorted set of its record keys by when each was
     last written; `sizes:{<tenant>}`, a hash of their bytes and, under "", their total), kept by the Lua script
     that writes each record (`put`, `set`, `complete`, `append`: the write and its hold in one script, one round
-    trip; no other gateway's eviction can fall between them) and after every delete (`forget`): a tenant past
+    trip; no other gateway's eviction can fall between them), and every delete in the script that deletes
+    (`delete`, `_PENDING_DELETE`) and every placeholder's rewrite in its (`_MARK`, `_ABANDON`): a tenant past
     `limit` bytes loses its own oldest records (deleted by the script), never the one just written. Records that
     expired (their last write `ttl_s` ago) leave the ledger as later writes find them; a record Redis evicted
     (maxmemory) counts until then, or until it is the oldest."""
 
     def __init__(self, client: Redis, prefix: str, ttl_s: int, limit: int, guard: _Guard) -> None:
         self._p, self._ttl_ms, self._ttl_s, self.limit, self._g = prefix, ttl_s * 1000, ttl_s, limit, guard
-        self._hold = client.register_script(_HOLD)
+        self._delete = client.register_script(_DELETE)
         self._append = client.register_script(_APPEND)
         self._put = client.register_script(_PUT)
         self.set_script = client.register_script(_SET)
@@ -276,18 +301,18 @@ class _Ledger:
     def keys(self, tenant: str) -> list[str]:
         return [f"{self._p}held:{{{tag(tenant)}}}", f"{self._p}sizes:{{{tag(tenant)}}}"]
 
-    def _hold_args(self, size: int, add: bool = False) -> list[Any]:
+    def hold_args(self, size: int, add: bool = False) -> list[Any]:
         return [size, "1" if add else "0", self._ttl_ms, self.limit, EVICT_MOST]
 
     async def put(self, tenant: str, key: str, fields: Mapping[str, Any]) -> None:
         """Hash `key` (the tenant's) written with `fields`, its expiry renewed, and held (`_PUT`)."""
         flat = [x for k, v in fields.items() for x in (k, v)]
         self.evicted(tenant, await self._g(self._put(keys=[*self.keys(tenant), key],
-                                                      args=[*self._hold_args(_weight(fields)), self._ttl_s, *flat])))
+                                                      args=[*self.hold_args(_weight(fields)), self._ttl_s, *flat])))
 
     def set_call(self, tenant: str, key: str, data: bytes) -> tuple[list[str], list[Any]]:
         """`_SET`'s keys and arguments: string `key` (the tenant's) set to `data` with its expiry, and held."""
-        return [*self.keys(tenant), key], [*self._hold_args(RECORD_BYTES + len(data)), self._ttl_s, data]
+        return [*self.keys(tenant), key], [*self.hold_args(RECORD_BYTES + len(data)), self._ttl_s, data]
 
     async def set(self, tenant: str, key: str, data: bytes) -> None:
         keys, args = self.set_call(tenant, key, data)
@@ -296,7 +321,7 @@ class _Ledger:
     async def complete(self, tenant: str, pending: str, key: str, fields: Mapping[str, Any]) -> str:
         """`_COMPLETE`: "stored", or the placeholder's status ("cancelled", "failed") and nothing written."""
         got = await self._g(self._complete(keys=[*self.keys(tenant), key, pending],
-                                           args=[*self._hold_args(_weight(fields)), self._ttl_s,
+                                           args=[*self.hold_args(_weight(fields)), self._ttl_s,
                                                  fields["r"], fields["t"], fields["p"]]))
         if isinstance(got, list):
             self.evicted(tenant, got)
@@ -307,16 +332,20 @@ class _Ledger:
         """Event log `key`'s append (`_APPEND`: `log_args` its first number, ended, TTL and events) and its `size`
         more bytes held, in one script; False, nothing written, when the log is gone."""
         evicted = await self._g(self._append(keys=[*self.keys(tenant), key],
-                                             args=[*self._hold_args(size, add=True), *log_args]))
+                                             args=[*self.hold_args(size, add=True), *log_args]))
         if evicted is None:
             return False
         self.evicted(tenant, evicted)
         return True
 
-    async def forget(self, tenant: str, keys: Sequence[str]) -> None:
-        evicted = await self._g(self._hold(keys=[*self.keys(tenant), self.keys(tenant)[0], *keys],  # no record written: the ledger as `key` (one slot)
-                                           args=self._hold_args(-1)))
+    async def delete(self, tenant: str, keys: Sequence[str]) -> bool:
+        """Records `keys` (the tenant's) deleted and forgotten in one script (`_DELETE`): whether one was there."""
+        evicted = await self._g(self._delete(keys=[*self.keys(tenant), self.keys(tenant)[0], *keys],  # as `key`: one slot
+                                             args=self.hold_args(-1)))
+        if evicted is None:
+            return False
         self.evicted(tenant, evicted)
+        return True
 
     def evicted(self, tenant: str, evicted: Sequence[bytes]) -> None:
         if evicted:
@@ -404,11 +433,7 @@ class RedisResponses:
     async def delete(self, tenant: str, rid: str) -> bool:
         if not self._js:
             return False
-        keys = [self.record_key(j, tenant, rid) for j in self._js]
-        gone = bool(await self._g(self._r.delete(*keys)))
-        if gone:
-            await self._ledger.forget(tenant, keys)
-        return gone
+        return await self._ledger.delete(tenant, [self.record_key(j, tenant, rid) for j in self._js])
 
     async def pending_add(self, pending: Pending) -> None:
         key = self.pending_key(pending.tenant, pending.id)
@@ -421,9 +446,17 @@ class RedisResponses:
 
     async def mark(self, tenant: str, rid: str, status: str,
                    error: dict[str, Any] | None = None) -> Pending | None:
-        raw = await self._g(self._mark(keys=[self.pending_key(tenant, rid)],
-                                       args=[status, orjson.dumps(error) if error is not None else "", self._ttl]))
-        return None if raw is None else _pending(raw)
+        return await self._rewrite(self._mark, tenant, rid,
+                                   [status, orjson.dumps(error) if error is not None else "", self._ttl])
+
+    async def _rewrite(self, script: AsyncScript, tenant: str, rid: str, args: list[Any]) -> Pending | None:
+        """`_MARK` or `_ABANDON` on the tenant's placeholder `rid` (`args` its ARGV[6:]), held again in its ledger."""
+        got = await self._g(script(keys=[*self._ledger.keys(tenant), self.pending_key(tenant, rid)],
+                                   args=[*self._ledger.hold_args(RECORD_BYTES), *args]))
+        if got is None:
+            return None
+        self._ledger.evicted(tenant, got[1])
+        return _pending(got[0])
 
     async def complete(self, record: StoredResponse, allowed: frozenset[str] | None) -> str:
         """The answer stored, its placeholder dropped and both in the ledger, in one script (both in this Redis)."""
@@ -447,14 +480,13 @@ class RedisResponses:
         return [rid for (_, rid), status in zip(keys, statuses, strict=True) if status in unkept]
 
     async def pending_delete(self, tenant: str, rid: str) -> Pending | None:
-        key = self.pending_key(tenant, rid)
-        raw = await self._g(self._pending_delete(keys=[key]))
-        if raw is None:
+        ledger = self._ledger.keys(tenant)
+        got = await self._g(self._pending_delete(keys=[*ledger, ledger[0], self.pending_key(tenant, rid)],
+                                                 args=self._ledger.hold_args(-1)))
+        if got is None:
             return None
-        found = _pending(raw)
-        if found.status in FINAL:  # the script removed it
-            await self._ledger.forget(tenant, [key])
-        return found
+        self._ledger.evicted(tenant, got[1])
+        return _pending(got[0])
 
     def owner_key(self, owner: str) -> str:
         return f"{self._p}owner:{owner}"
@@ -467,9 +499,8 @@ class RedisResponses:
             return None
         if await self._g(self._r.exists(self.owner_key(pending.owner))):  # its owner alive
             return None
-        raw = await self._g(self._abandon(keys=[self.pending_key(pending.tenant, pending.id)],
-                                          args=[pending.owner, orjson.dumps(error), self._ttl]))
-        return None if raw is None else _pending(raw)
+        return await self._rewrite(self._abandon, pending.tenant, pending.id,
+                                   [pending.owner, orjson.dumps(error), self._ttl])
 
     def events_key(self, tenant: str, rid: str) -> str:
         return f"{self._p}events:{{{tag(tenant)}}}:{rid}"
@@ -506,11 +537,7 @@ class RedisResponses:
         return int(last_id.split(b"-")[0]) + 1, b"end" in last_fields
 
     async def events_delete(self, tenant: str, rid: str) -> bool:
-        key = self.events_key(tenant, rid)
-        gone = bool(await self._g(self._r.delete(key)))
-        if gone:
-            await self._ledger.forget(tenant, [key])
-        return gone
+        return await self._ledger.delete(tenant, [self.events_key(tenant, rid)])
 
 
 class RedisConversations:
@@ -537,10 +564,7 @@ class RedisConversations:
         tenant, cid = str(arg[0]), str(arg[1])
         key = self.key(tenant, cid)
         if op == "delete":
-            gone = bool(await self._r.delete(key))
-            if gone:
-                await self._ledger.forget(tenant, [key])
-            return gone
+            return await self._ledger.delete(tenant, [key])
         if op in ("get", "head", "page", "item"):
             raw = await self._r.get(key)
             return None if raw is None else _one(raw).apply(op, arg)
