@@ -205,3 +205,35 @@ async def test_no_cookie_is_kept_from_one_fetch_to_the_next() -> None:
         for _ in range(3):
             await tool.run({"url": "https://docs.example.org/p/login?token=a"}, NO_CONTEXT)
         assert cookies == [None, None, None] and len(client.cookies.jar) == 0
+
+
+async def test_a_server_that_drips_its_body_is_cut_at_the_whole_fetch_deadline() -> None:
+    """A local server sends its headers, then a byte a second: each read is within httpx's timeout, so before
+    the whole-fetch deadline the fetch went on as long as the loop's tool timeout (which had no upper bound)."""
+    import asyncio
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 100000\r\n\r\n")
+            for _ in range(100_000):
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(1)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with httpx.AsyncClient() as client:
+            fetch = HttpFetch([f"127.0.0.1:{port}"], client, timeout_s=5.0, deadline_s=2.5)
+            start = time.monotonic()
+            with pytest.raises(ToolError, match=r"longer than 2.5s \(the whole fetch's deadline\)"):
+                await asyncio.wait_for(fetch.run({"url": f"http://127.0.0.1:{port}/slow"}, NO_CONTEXT), 20)
+            assert time.monotonic() - start < 6
+    finally:
+        server.close()
+        await server.wait_closed()

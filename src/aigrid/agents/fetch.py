@@ -4,12 +4,15 @@ The allow-list holds host names (`docs.python.org`) or subdomain wildcards (`*.w
 with a port (`127.0.0.1:8000`). Every URL is checked after parsing (so `http://allowed@evil/` is judged by
 its real host, `evil`), URLs with credentials are refused, only http and https are spoken, and redirects
 are followed by hand, each hop checked against the same list: a redirect off the list is refused, never
-followed. The body is read as a stream and cut at max_bytes; every request has a timeout. No cookie is kept
+followed. The body is read as a stream and cut at max_bytes; every read has a timeout, and the whole fetch
+(connect, headers, body, every redirect) a deadline (`deadline_s`): httpx's timeout bounds each read only, so a
+server that sends a byte every few seconds held the fetch as long as the loop's tool timeout. No cookie is kept
 (`cookieless`): the tool fetches for every tenant alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import zlib
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -23,6 +26,8 @@ from aigrid.agents.tool import ToolContext, ToolError, require_str
 from aigrid.security.firewall.texts import Source
 
 MAX_OUTPUT = 4_000
+DEADLINE_S = 10.0
+"""A whole fetch (every hop, connect to the body's last byte) by default."""
 TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml", "application/ld+json")
 _SPACE = re.compile(r"\s+")
 
@@ -166,12 +171,13 @@ class HttpFetch:
     }
 
     def __init__(self, allow: Iterable[str], client: httpx.AsyncClient, *, max_bytes: int = 200_000,
-                 timeout_s: float = 5.0, max_redirects: int = 3) -> None:
+                 timeout_s: float = 5.0, max_redirects: int = 3, deadline_s: float = DEADLINE_S) -> None:
         self.allow = HostAllowList(allow)
         self._client = client
         client.cookies = cookieless()  # the client is the tool's (gateway/agent_runtime.py makes it for it)
         self.max_bytes = max_bytes
         self.timeout = httpx.Timeout(timeout_s)
+        self.deadline_s = deadline_s
         self.max_redirects = max_redirects
         hosts = ", ".join(self.allow.patterns) or "none"
         self.description = f"Fetch a web page or JSON document by URL (GET). Allowed hosts: {hosts}."
@@ -192,6 +198,14 @@ class HttpFetch:
 
     async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str:
         url = self.check(require_str(arguments, "url", max_len=2_000))
+        try:
+            async with asyncio.timeout(self.deadline_s):
+                return await self._fetch(url)
+        except TimeoutError:
+            raise ToolError(f"fetching {url} took longer than {self.deadline_s:g}s (the whole fetch's deadline)"
+                            ) from None
+
+    async def _fetch(self, url: httpx.URL) -> str:
         for _ in range(self.max_redirects + 1):
             try:
                 status, headers, body, truncated = await self._get(url)

@@ -421,7 +421,9 @@ class SqlDatabaseSpec(StrictModel):
 
 class AgentsSpec(StrictModel):
     max_steps: int = Field(default=6, ge=1, le=16)
-    tool_timeout_s: float = Field(default=10.0, gt=0)
+    tool_timeout_s: float = Field(default=10.0, gt=0, le=300, description=(
+        "how long one server-side tool run may take (at most 300 s: a run holds its request, a worker thread or "
+        "a connection that long; http_fetch has its own whole-fetch deadline, agents/fetch.py)"))
     graphs: dict[str, list[tuple[str, str, float]]] = Field(
         default={}, description="named graphs for shortest_path: edges (a, b, weight)")
     sql: dict[str, SqlDatabaseSpec] = Field(default={}, description=(
