@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 
 from aigrid.sim.experiment import Experiment  # noqa: E402
 from aigrid.sim.geography import load_cities  # noqa: E402
@@ -28,7 +29,17 @@ def write_plots(ex: Experiment, out: Path) -> list[Path]:
 
 
 def _cdf(ex: Experiment, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    fig = cdf_figure(ex)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def cdf_figure(ex: Experiment) -> Figure:
+    """The TTFT CDF per policy. The legend stands outside the axes, at their right, so that it covers neither
+    a curve nor the SLO line and its label, wherever the SLO falls (inside, lower right, it hid the label of an
+    SLO in the upper half of the latencies, where it usually is)."""
+    fig, ax = plt.subplots(figsize=(9, 5), dpi=110)
     for run in ex.runs:
         r = run.result
         x = np.sort(r.ttft_s[(r.status == OK) & ~np.isnan(r.ttft_s)] * 1000.0)
@@ -37,19 +48,18 @@ def _cdf(ex: Experiment, path: Path) -> Path:
             # took most of a second per policy, for a line no wider than the figure's 880 pixels
             at = np.unique(np.append(np.arange(0, len(x), max(len(x) // CDF_POINTS, 1)), len(x) - 1))
             ax.plot(x[at], (at + 1) / len(r.status), label=run.label, lw=1.8)
-    ax.axvline(ex.scenario.slo.ttft_ms, color="grey", ls="--", lw=1)
-    ax.text(ex.scenario.slo.ttft_ms, 0.02, " SLO", color="grey")
+    slo = ex.scenario.slo.ttft_ms
+    ax.axvline(slo, color="grey", ls="--", lw=1)
+    ax.text(slo, 0.02, f" SLO {slo:,g} ms", color="grey")
     ax.set_xscale("log")
     ax.set_xlabel("time to first token seen by the user (ms, log scale)")
     ax.set_ylabel("fraction of all requests (rejected never reach 1)")
     ax.set_ylim(0, 1.0)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, title="policy")
     ax.set_title(f"{ex.scenario.name}: TTFT CDF per policy, identical traffic")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig
 
 
 def _load_curve(ex: Experiment, path: Path) -> Path:
