@@ -93,3 +93,26 @@ async def _traced(args: dict) -> tuple[str, int]:
         return out, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
+
+
+@pytest.mark.parametrize("pattern", ["(?=(.*))", "(?r)(?<=(.*))"])
+async def test_one_replacement_is_written_out_no_further_than_the_output_bound(pattern: str) -> None:
+    # the first match's group is the whole text (100,000 characters) and the replacement repeats it 100 times:
+    # Match.expand wrote 10^7 characters (10 MB) for a piece of which 4,000 could be shown
+    out, peak = await _traced({"pattern": pattern, "text": "a" * 100_000, "mode": "sub", "replacement": "\\1" * 100})
+    assert peak < 1_000_000, f"{peak / 1e6:.1f} MB allocated for a result shown as {MAX_OUTPUT} characters"
+    assert out == "a" * MAX_OUTPUT + f"... (cut at {MAX_OUTPUT} characters)"
+
+
+@pytest.mark.parametrize(("pattern", "replacement", "text"), [
+    ("b", "x" * 150, "ab" * 60), (r"(\w+) (\w+)", r"\2-\g<1>" * 20, "alpha beta " * 400),
+    ("(?r)b", "x" * 150, "ab" * 60), (r"(?r)(\w+)(z)?", r"[\2\1]" * 30, "word " * 1_000),
+    (r"(?P<n>\d)", r"\g<n>\n" * 25, "12345 " * 300),
+])
+async def test_a_result_cut_inside_a_replacement_or_between_matches_is_the_package_s_start(
+        pattern: str, replacement: str, text: str) -> None:
+    whole = regex.compile(pattern).sub(replacement, text)
+    assert len(whole) > MAX_OUTPUT
+    out = await RegexTool().run({"pattern": pattern, "text": text, "mode": "sub", "replacement": replacement},
+                                NO_CONTEXT)
+    assert out == whole[:MAX_OUTPUT] + f"... (cut at {MAX_OUTPUT} characters)"

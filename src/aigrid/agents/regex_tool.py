@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import regex
-from regex import _regex_core
+from regex import _main, _regex_core
 
 from aigrid.agents.tool import ToolContext, ToolError, require_str
 from aigrid.security.firewall.texts import Source
@@ -36,6 +36,9 @@ MAX_EXPANSION = 20_000
 FLAGS: Mapping[str, int] = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x": regex.VERBOSE}
 _core: Any = _regex_core
 """The `regex` package's own parser (private, not in its stubs): what `expansion` reads a pattern with."""
+_replacements: Any = _main
+"""Where the package compiles a replacement (`_compile_replacement_helper`, private, not in its stubs): `_sub`
+writes each replacement out from it."""
 
 
 class RegexTool:
@@ -138,24 +141,35 @@ def _sub(compiled: Any, replacement: str, text: str, timeout_s: float) -> str:
     """`compiled.sub(replacement, text)` written out no further than MAX_OUTPUT: the package's own `sub` writes the
     whole result before it is cut, and a replacement of group references repeats what they match at every match
     (`(?=(.*))` replaced by 100 `\\1` on 100,000 characters is 5 x 10^11 characters): about 850 MB were allocated
-    within the 0.5 s timeout, per call. The same matches (`finditer` finds what `sub` replaces), each expanded by
-    the package (`Match.expand`), the deadline bounding them all. A pattern searched backwards (`(?r)`) finds its
-    matches from the end: the pieces go before those already written, and only the last ones found (the result's
-    start) are kept past the bound."""
+    within the 0.5 s timeout, per call. The same matches (`finditer` finds what `sub` replaces), each replacement
+    written out by `_expand` no further than the bound, the deadline bounding them all. A pattern searched
+    backwards (`(?r)`) finds its matches from the end: the pieces go before those already written, and only the
+    last ones found (the result's start) are kept past the bound."""
     backwards = bool(compiled.flags & regex.REVERSE)
+    try:
+        template: list[str | int] = _replacements._compile_replacement_helper(compiled, replacement)
+    except (regex.error, IndexError) as e:
+        raise ToolError(f"invalid replacement: {e}") from e
     pieces: deque[str] = deque()
     size, last, dropped = 0, len(text) if backwards else 0, False
     deadline = time.monotonic() + timeout_s
     for m in compiled.finditer(text, timeout=timeout_s, concurrent=True):
+        # no more of a piece than can be shown (a piece backwards goes before every later one): one past the bound
+        room = MAX_OUTPUT + 1 - (0 if backwards else size)
         try:
-            piece = (m.expand(replacement) + text[m.end():last] if backwards
-                     else text[last:m.start()] + m.expand(replacement))
-        except (regex.error, IndexError) as e:
+            if backwards:
+                piece = _expand(template, m, text, room)
+                piece += text[m.end():min(last, m.end() + room - len(piece))]
+            else:
+                piece = text[last:min(m.start(), last + room)]
+                piece += _expand(template, m, text, room - len(piece))
+        except IndexError as e:  # a group the pattern does not have (`\9`)
             raise ToolError(f"invalid replacement: {e}") from e
         pieces.append(piece)
         size += len(piece)
         last = m.start() if backwards else m.end()
         if backwards:
+            dropped = dropped or len(piece) > MAX_OUTPUT
             while size - len(pieces[0]) > MAX_OUTPUT:  # the later pieces alone reach past the bound
                 size -= len(pieces.popleft())
                 dropped = True
@@ -167,6 +181,25 @@ def _sub(compiled: Any, replacement: str, text: str, timeout_s: float) -> str:
         return _clip("".join(pieces) + text[last:])
     out = text[:last] + "".join(reversed(pieces))
     return out[:MAX_OUTPUT] + f"... (cut at {MAX_OUTPUT} characters)" if dropped else _clip(out)
+
+
+def _expand(template: list[str | int], m: Any, text: str, room: int) -> str:
+    """What `m.expand(replacement)` writes, `template` being the replacement as the package compiles it (literals
+    and group numbers), no longer than `room` characters: each group taken from `text` no further than the room
+    left. `m.expand` wrote the whole of it first: 100 `\\1` of a group of 100,000 characters were 10^7 characters
+    (10 MB) for each match, however little of it could be shown."""
+    out: list[str] = []
+    for item in template:
+        if room <= 0:
+            break
+        if isinstance(item, int):
+            start, end = m.span(item)
+            part = "" if start < 0 else text[start:min(end, start + room)]
+        else:
+            part = item[:room]
+        out.append(part)
+        room -= len(part)
+    return "".join(out)
 
 
 def _part(text: str, span: tuple[int, int]) -> str | None:
