@@ -327,3 +327,54 @@ def test_a_relay_told_to_stop_reaps_its_server_before_it_exits() -> None:
         for pid in children:  # the server left running before the fix
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie left for a PID 1 that does not reap is not running)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@pytest.mark.parametrize("how", ["oversized", "told to stop"])
+def test_the_relay_stops_what_a_wrapper_started_too(tmp_path: Path, how: str) -> None:
+    """A server started by a wrapper (`sh -c`, `npx`, `uv run`) is the wrapper's child: the relay killed its own
+    child (the wrapper) only, at a line over the bound or when told to stop, and the server ran on. Now the server
+    runs in a group of its own and the relay kills the group."""
+    import signal
+    import subprocess
+    import time
+
+    pid_file = tmp_path / "server.pid"
+    big = "x" * 4096 if how == "oversized" else "ok"
+    server = (f"import os, sys, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+              f"sys.stdout.write({big!r} + '\\n'); sys.stdout.flush()\ntime.sleep(60)\n")
+    wrapper = f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {server!r}])\n"
+    relay = subprocess.Popen([sys.executable, "-I", str(Path(mcp_relay.__file__)), "1024", sys.executable, "-c",
+                              wrapper], stdout=subprocess.DEVNULL)
+    served = 0
+    try:
+        deadline = time.monotonic() + 10
+        while not served:
+            assert time.monotonic() < deadline, "the wrapper started no server"
+            with contextlib.suppress(OSError, ValueError):
+                served = int(pid_file.read_text())
+            time.sleep(0.05)
+        if how == "told to stop":
+            assert _alive(served)
+            time.sleep(0.3)  # the relay's handler is set right after the wrapper starts
+            relay.send_signal(signal.SIGTERM)
+        status = relay.wait(timeout=10)
+        assert status == (mcp_relay.OVERSIZED if how == "oversized" else mcp_relay.GONE)
+        for _ in range(100):
+            if not _alive(served):
+                break
+            time.sleep(0.05)
+        assert not _alive(served), "the wrapper's server outlived its relay"
+    finally:
+        relay.kill()
+        if served:  # the server left running before the fix
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(served, signal.SIGKILL)

@@ -9,11 +9,15 @@ on once whole; a line that passes MOST bytes is not: an error notification (`not
 `aigrid.mcp_relay`) goes in its place, the server is stopped and the relay exits, so the session ends (its
 requests fail at once) and the gateway never holds more than MOST bytes of the line. Standard library only,
 no import of aigrid (the SDK starts it with a bare environment). The server inherits the relay's stdin and
-stderr, and its process group (the SDK stops the group).
+stderr and runs in a process group of its own, which the relay stops whole: at a line over the bound, when it is
+told to stop (the SDK sends the relay's group SIGTERM, which no longer reaches the server's: the relay passes it
+on) and when the server's output ends. A server started by a wrapper (`sh -c`, `npx`, `uv run`) is the wrapper's
+child: the relay killed its own child only, and the server it had started lived on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,7 +44,7 @@ def notice(most: int) -> bytes:
 
 def relay(most: int, command: list[str], out: int = 1) -> int:
     """Pass the server's lines to `out` (a file descriptor) until its stdout ends; its exit status, or OVERSIZED."""
-    server = subprocess.Popen(command, stdout=subprocess.PIPE)
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, process_group=0)  # its group's id: its pid
     assert server.stdout is not None
     # stopped (the SDK sends its process group SIGTERM), the relay waits for its server before it exits: ended
     # at once, it left the server to whoever reaps orphans (a zombie for each stop where the gateway is PID 1)
@@ -59,25 +63,33 @@ def relay(most: int, command: list[str], out: int = 1) -> int:
                 _write_all(out, b"\n".join([bytes(line), *whole[1:], b""]))
                 line = bytearray()
             line += rest
+        return server.wait()
     except BrokenPipeError:  # the client closed its end: a traceback on its stderr, the server left running, before
         return _stopped(server, GONE)
-    return server.wait()
+    finally:
+        _kill_group(server, signal.SIGKILL)  # what the server started and left running when it ended
 
 
 def _ended(server: subprocess.Popen[bytes]) -> int:
-    """The relay told to stop: the server (told too, by its group's signal) reaped, killed after a second."""
-    try:
+    """The relay told to stop: the server's group told too, the server reaped, the group killed after a second
+    (within the SDK's 2 s before it kills the relay's group, which the server's is not)."""
+    _kill_group(server, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
         server.wait(timeout=1.0)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
-    return GONE
+    return _stopped(server, GONE)
 
 
 def _stopped(server: subprocess.Popen[bytes], status: int) -> int:
-    server.kill()
+    _kill_group(server, signal.SIGKILL)
     server.wait()
     return status
+
+
+def _kill_group(server: subprocess.Popen[bytes], sig: int) -> None:
+    """`sig` to every process of the server's group (its own, what it started), the server reaped or not: a group
+    lives while one of its processes does."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(server.pid, sig)
 
 
 def _write_all(fd: int, data: bytes) -> None:
