@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from pathlib import Path
@@ -173,3 +174,45 @@ async def test_a_silent_gateways_ledger_stops_counting(tmp_path: Path) -> None:
         finally:
             for client in (a, b, raw):
                 await client.aclose()
+
+
+async def test_a_peer_s_absurd_numbers_are_bounded_before_the_core_reads_them(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """S (twenty-second session): a scrape's numbers are bounded as they enter telemetry (store.bounded_stats), a
+    peer's were not: whoever writes the shared Redis (or the hub) put 10**400 or -5 requests in flight at an
+    endpoint, opened its circuit at 1e308 (open for good), fed the calibration 1e308 ms (its fit turned inf),
+    queued prompts at NaN or with 10**400 tokens, and held tenant names and affinity keys of megabytes. They are
+    bounded at the one entry, TelemetryStore.apply_shared (store.bounded_view)."""
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        b = gateway(url, "gw-b", fakes)
+        assert b.sync is not None
+        raw = aioredis.Redis.from_url(url)
+        now, huge = time.time(), "k" * 2_000_000
+        try:
+            big = 10**400
+            ledger = (f'{{"i": {{"fra-smollm2": [{big}, 5, 0], "iad-smollm2": [-5, -9, -1]}},'
+                      f' "t": {{"acme": {big}, "zen": -4, "{huge}": 1}},'
+                      f' "q": {{"fra-smollm2": [[NaN, 1e308], [[NaN, 5], [{now + 1!r}, {big}], [1e308, 1], [{now + 2!r}, 7]]]}}}}')
+            await raw.hset("aigrid:test:ledgers", "evil", ledger)
+            await raw.zadd("aigrid:test:gateways", {"evil": now})
+            await raw.hset("aigrid:test:circuits", mapping={"nrt-smollm2": "1e308", "iad-smollm2": "nan"})
+            for a, o, y in (("1e308", "1", "1"), ("nan", "1", "1"), ("-1", "1", "1"), ("10", "100", "1e308")):
+                await raw.xadd("aigrid:test:calibration", {"e": "fra-smollm2", "a": a, "o": o, "y": y, "g": "evil"})
+            await raw.xadd("aigrid:test:affinity", {"k": huge, "e": "iad-smollm2", "g": "evil"})
+            assert await b.sync.sync_once()
+            view = b.store.snapshot()
+            fra, iad = view.state("fra-smollm2"), view.state("iad-smollm2")
+            assert 0 <= fra.running <= 1_000_000 and iad.running == 0
+            assert view.state("nrt-smollm2").circuit is Circuit.CLOSED
+            assert view.state("iad-smollm2").circuit is Circuit.CLOSED
+            assert b.store.calibration("fra-smollm2").n == 0  # none of the four was a measurement
+            pending = fra.prefill_queue.arrivals
+            assert len(pending) == 2 and all(math.isfinite(at) and 0 < tokens <= 10_000_000 for at, tokens in pending)
+            assert fra.prefill_queue.anchor_s is None
+            assert huge not in view.prefix_owner
+            assert b.admission.inflight("acme") == 1_000_000 and b.admission.inflight("zen") == 0
+            assert huge not in b.store.tenants_remote
+        finally:
+            await raw.aclose()
+            await b.sync.stop()

@@ -84,6 +84,66 @@ def bounded_stats(stats: EngineStats) -> EngineStats:
     )
 
 
+MAX_OBSERVED_MS = 3_600_000.0
+"""The most milliseconds a peer's calibration observation is read to hold (a first token an hour late): past it, or
+not finite, or negative, the observation is dropped (1e308 turned the fit's sums to inf)."""
+PEER_TIME_SLACK_S = 3600.0
+"""How far from this gateway's wall clock a peer's time (a circuit opened, a prompt's arrival, an anchor) is read:
+further, it is not a time of this grid's (a circuit opened at 1e308 stayed open for good)."""
+PEER_KEY_CHARS = 1024
+"""The longest affinity key or tenant name read from a peer: longer ones are dropped (held for good in memory)."""
+PEER_ARRIVALS = 4096
+"""The most pending prompts read per endpoint from the peers together (each is sorted at every routing decision)."""
+
+
+def _peer_count(value: object, most: float = MAX_COUNT) -> int | None:
+    """A count a peer sent: an int within [0, most], None when it is no number (or not finite)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    v = _bounded(value, most)
+    return None if v is None else round(v)
+
+
+def _peer_time(value: object, wall_now: float) -> float | None:
+    """A wall time a peer sent, None unless finite and within PEER_TIME_SLACK_S of `wall_now`."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, int):
+        value = float(min(max(value, -1e18), 1e18))  # an int past float's range compared as an int
+    return value if math.isfinite(value) and abs(value - wall_now) <= PEER_TIME_SLACK_S else None
+
+
+def bounded_view(view: SharedView, wall_now: float) -> SharedView:
+    """The other gateways' numbers (Redis, the hub) as they enter telemetry, once, as bounded_stats reads an engine's:
+    counts within [0, MAX_COUNT] (tokens MAX_TOTAL, a prompt's MAX_TOKENS), times within PEER_TIME_SLACK_S of now
+    (a circuit opened later than now read as now), calibration observations within [0, MAX_OBSERVED_MS], keys and
+    tenant names of at most PEER_KEY_CHARS; a value that is not a finite number is left out, as not reported."""
+    inflight: dict[str, tuple[int, int, int]] = {}
+    for ep, load in view.inflight.items():
+        got = [n for x, most in zip(load, (MAX_COUNT, MAX_TOTAL, MAX_COUNT), strict=False)
+               if (n := _peer_count(x, most)) is not None]
+        if len(got) == 3:
+            inflight[ep] = (got[0], got[1], got[2])
+    circuits = {ep: min(t, wall_now) for ep, raw in view.circuits_opened.items()
+                if (t := _peer_time(raw, wall_now)) is not None}
+    tenants = {name: n for name, raw in view.tenants.items()
+               if len(name) <= PEER_KEY_CHARS and (n := _peer_count(raw)) is not None}
+    affinity = tuple((k, e) for k, e in view.affinity if len(k) <= PEER_KEY_CHARS)
+    calibration = tuple(o for o in view.calibration
+                        if all(isinstance(x, int | float) and 0.0 <= x <= MAX_OBSERVED_MS for x in o[1:]))
+    queues: dict[str, Pending] = {}
+    for ep, (anchor, arrivals) in view.queues.items():
+        produced, arrived = (None, None) if anchor is None else (_peer_time(a, wall_now) for a in anchor)
+        kept = []
+        for at, tokens in arrivals[:PEER_ARRIVALS]:
+            t, n = _peer_time(at, wall_now), _peer_count(tokens, MAX_TOKENS)
+            if t is not None and n is not None:
+                kept.append((t, n))
+        queues[ep] = (None if produced is None or arrived is None else (produced, arrived), tuple(kept))
+    return replace(view, inflight=inflight, circuits_opened=circuits, tenants=tenants, affinity=affinity,
+                   calibration=calibration, peers=_peer_count(view.peers) or 0, queues=queues)
+
+
 @dataclass
 class _Live:
     scraped: EndpointState = field(default_factory=EndpointState)
@@ -326,6 +386,7 @@ class TelemetryStore:
 
     def apply_shared(self, view: SharedView, wall: Callable[[], float]) -> None:
         now, wall_now = self._clock(), wall()
+        view = bounded_view(view, wall_now)  # what peers said, as a scrape is read: bounded once, here
         for ep, live in self._live.items():
             remote = view.inflight.get(ep)
             live.remote = None if remote is None else Load(*remote)
