@@ -273,3 +273,25 @@ async def test_arguments_nested_deeper_than_can_be_written_again_are_a_bad_call(
     assert not step.ok and step.result == "error: the arguments are not a JSON object (of at most 128 levels)"
     assert isinstance(step.arguments, str)
     orjson.dumps(completion(fin, "m", created=0, response_id="r"))  # the client's answer can be written
+
+
+async def test_a_later_turn_the_quota_gives_fewer_output_tokens_is_sent_with_them() -> None:
+    """before_turn answers how many output tokens a later turn may write (the gateway's quota: Guard.extend): fewer
+    than its max_tokens, it is sent with them, and an answer they cut off ends the loop with stop "token_budget"
+    (before, the gate answered only yes or no, and the turn was sent with its whole max_tokens)."""
+    asked: list[int | None] = []
+
+    async def room_for(granted: int | None, payload: Any) -> int | None:
+        asked.append(payload.get("max_tokens"))
+        return granted
+
+    engine = ScriptedEngine([call("calculator", expression="2 + 2"), {"content": '{"answer": "fo', "finish": "length"}])
+    fin = (await events(engine, chat(CALC, max_tokens=200), before_turn=lambda p: room_for(24, p)))[-1]
+    assert isinstance(fin, Finished) and (fin.stop, fin.finish_reason) == ("token_budget", "length"), fin
+    assert asked == [200] and [r["max_tokens"] for r in engine.received] == [200, 24]
+    whole = ScriptedEngine([call("calculator", expression="2 + 2"), answer("4")])
+    done = (await events(whole, chat(CALC, max_tokens=200), before_turn=lambda p: room_for(200, p)))[-1]
+    assert done.stop == "answer" and [r["max_tokens"] for r in whole.received] == [200, 200]
+    spent = ScriptedEngine([call("calculator", expression="2 + 2"), answer("4")])
+    none = (await events(spent, chat(CALC, max_tokens=200), before_turn=lambda p: room_for(None, p)))[-1]
+    assert (none.stop, none.finish_reason) == ("token_budget", "length") and len(spent.received) == 1

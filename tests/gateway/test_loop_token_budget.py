@@ -187,3 +187,21 @@ async def test_a_quota_store_that_fails_mid_loop_ends_it_rather_than_run_turns_u
     assert status == 200 and loop is not None and loop["stop"] == "token_budget" and turns(engines) == 1, loop
     assert "failed to reserve a further model turn" in caplog.text
     assert await spent(gw) == TURN["total_tokens"] and len(await audit_rows(gw)) == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_turn_the_budget_has_room_for_in_part_is_sent_with_fewer_output_tokens(
+        grid: tuple[Gateway, dict[str, AlwaysCalls]], stream: bool) -> None:
+    """No max_tokens: each turn may write 256 tokens. Before, each later turn reserved its whole 256 on top of what
+    the earlier turns held unused, and the loop ended after one turn (120 tokens of a budget of 300). Now a turn is
+    charged past what the reservation holds unused, and where the budget has room for its prompt but not all 256
+    it is sent with what there is: a second turn runs, and the budget is not passed."""
+    gw, engines = grid
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json={**{k: v for k, v in ASK.items() if k != "max_tokens"},
+                                                       "stream": stream}, headers=TENANT)
+    assert r.status_code == 200, r.text
+    sent = [body.get("max_tokens") for e in engines.values() for body in e.received]
+    assert len(sent) == 2 and sent[0] == 256 and 16 <= sent[1] < 256, sent
+    assert await spent(gw) == 2 * TURN["total_tokens"] <= BUDGET
+    assert '"stop":"token_budget"' in r.text.replace(" ", "")

@@ -71,12 +71,14 @@ async def test_extend_charges_the_token_counters_all_or_none_and_settle_corrects
     async with backend(kind, work, request) as store:
         q = Quotas(RULES, store, clock=lambda: NOW)
         r = await q.admit(ALICE, 300)  # the first turn: its prompt's estimate and max_tokens
-        grown = await q.extend(r, 400)  # the loop's next turn
-        assert grown is not None and grown.reserved_tokens == 700
+        extended = await q.extend(r, 400)  # the loop's next turn
+        assert extended is not None and extended[1] == 0
+        grown = extended[0]
+        assert grown.reserved_tokens == 700
         assert (await store.value(BUDGET), await store.value(TPM), await store.value(RPM)) == (700, 700, 1)
         assert await q.extend(grown, 200) is None  # past the key's 800 tokens a minute: nothing charged
         assert (await store.value(BUDGET), await store.value(TPM)) == (700, 700)
-        assert await q.extend(grown, 0) == grown  # nothing to reserve: nothing asked
+        assert await q.extend(grown, 0) == (grown, 0)  # nothing to reserve: nothing asked
         await q.settle(grown, 450)  # the real usage of both turns, once
         assert (await store.value(BUDGET), await store.value(TPM), await store.value(RPM)) == (450, 450, 1)
 
@@ -84,8 +86,8 @@ async def test_extend_charges_the_token_counters_all_or_none_and_settle_corrects
 async def test_extend_without_token_limits_grows_the_reservation_only() -> None:
     q = Quotas(QuotaRules(default_key=QuotaLimits(requests_per_min=5)), clock=lambda: NOW)
     r = await q.admit(ALICE, 100)
-    grown = await q.extend(r, 50)
-    assert grown is not None and grown.reserved_tokens == 150 and grown.token_counters == ()
+    extended = await q.extend(r, 50)
+    assert extended is not None and extended[0].reserved_tokens == 150 and extended[0].token_counters == ()
 
 
 class Clock:
@@ -110,7 +112,8 @@ async def across_the_minute(q: Quotas, clock: Clock, first: int, then: int) -> R
     clock.now = EDGE
     r = await q.admit(ALICE, first)
     clock.now = EDGE + 2
-    return await q.extend(r, then)
+    extended = await q.extend(r, then)
+    return None if extended is None else extended[0]
 
 
 async def charged(store: QuotaBackend) -> tuple[int, int, int]:
@@ -153,7 +156,36 @@ async def test_a_reservation_handed_away_charges_and_settles_nothing() -> None:
     q = Quotas(LOOP_RULES, store, clock=lambda: EDGE)
     r = await q.admit(ALICE, 300)
     emptied = replace(r, token_counters=(), reserved_tokens=0)
-    grown = await q.extend(emptied, 100)
-    assert grown is not None and grown.token_counters == ()
+    extended = await q.extend(emptied, 100)
+    assert extended is not None and extended[0].token_counters == ()
+    grown = extended[0]
     await q.settle(grown, 50)
     assert (await store.value(tpm(MINUTE)), await store.value(BUDGET)) == (300, 300)
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis", "hub"])
+async def test_a_turn_is_charged_past_what_the_reservation_holds_unused_and_shortened_to_the_room_left(
+        kind: str, work: Path, request: pytest.FixtureRequest) -> None:
+    """`used`: the finished turns' real usage. A turn is charged only past what the reservation holds unused (before,
+    its whole estimate on top of it: a loop whose first turn wrote 10 of its 256 tokens held 246 for nothing and was
+    refused its next turn on a tight budget); where a counter has room for less, up to `give` of it is left out (the
+    turn's max_tokens lowered by that much), and past `give` nothing is charged."""
+    rules = QuotaRules(default_tenant=QuotaLimits(token_budget=1000))
+    async with backend(kind, work, request) as store:
+        q = Quotas(rules, store, clock=lambda: NOW)
+        r = await q.admit(ALICE, 300)
+        extended = await q.extend(r, 400, used=100)  # 200 of the 300 unused: 200 more
+        assert extended is not None and extended[1] == 0 and await store.value(BUDGET) == 500
+        grown = extended[0]
+        assert grown.reserved_tokens == 500
+        extended = await q.extend(grown, 700, used=300, give=300)  # needs 500 more, 500 left
+        assert extended is not None and extended[1] == 0 and await store.value(BUDGET) == 1000
+        grown = extended[0]
+        extended = await q.extend(grown, 300, used=900, give=250)  # needs 200 more, none left: 200 left out
+        assert extended is not None and extended[1] == 200 and await store.value(BUDGET) == 1000
+        assert await q.extend(extended[0], 300, used=1000, give=250) is None  # no room even for its floor
+        assert await store.value(BUDGET) == 1000
+        later = await q.extend(extended[0], 300, used=1100, give=300)  # 100 used past the reservation: made up
+        assert later is None and await store.value(BUDGET) == 1000
+        await q.settle(extended[0], 950)
+        assert await store.value(BUDGET) == 950

@@ -130,7 +130,7 @@ class Finished:
     finish_reason: str
     stop: str
     """Why the loop ended: answer | step_limit | context_limit | token_budget (the quota refused a later model turn's
-    reservation: `before_turn`) | client_tool | max_tokens | tool_choice_none (the engine asked for a tool under
+    reservation: `before_turn`; or a turn it gave fewer output tokens than asked was cut off by them) | client_tool | max_tokens | tool_choice_none (the engine asked for a tool under
     `tool_choice: "none"`: not run, the reply ends empty)."""
     steps: tuple[Step, ...]
     tool_calls: tuple[dict[str, Any], ...] = ()
@@ -162,10 +162,12 @@ UsageReport = Callable[[Mapping[str, int], Mapping[str, Any] | None], None]
 """Told what a tool loop has spent: its finished model turns' usage and the payload of the model turn an engine
 holds now (None between turns)."""
 
-TurnGate = Callable[[Mapping[str, Any]], Awaitable[bool]]
+TurnGate = Callable[[Mapping[str, Any]], Awaitable[int | None]]
 """Asked before each later model turn of a loop (the first is the request's own, admitted with it), with the turn's
-payload: may it run? The gateway reserves the turn's estimated tokens on the request's quota (Guard.extend); False
-(the quota is spent) ends the loop there with what it has (finish_reason "length", stop "token_budget")."""
+payload: how many output tokens may it write? The gateway reserves the turn's estimated tokens on the request's
+quota (Guard.extend): its own max_tokens, or fewer where the quota has room for fewer (the turn is sent with them; cut
+off by them, the loop ends with stop "token_budget"); None (the quota is spent) ends the loop there with what it has
+(finish_reason "length", stop "token_budget")."""
 
 ToolReport = Callable[[Call, Step | None], None]
 """Told of each server-side tool call as it starts (None) and as it ends (its Step, after the firewall read
@@ -421,10 +423,15 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                            one_call=body.get("parallel_tool_calls") is False, client_format=fmt)
         quiet = fmt is not None and not turn_constrained and bool(offer)  # its answer is asked again: not streamed
         cut = None  # a later turn that cannot run: the answer ends with what the loop has (finish_reason "length")
+        capped = False  # the quota gave the turn fewer output tokens than its max_tokens
         if model_calls and config.max_prompt_chars is not None and prompt_chars(payload) > config.max_prompt_chars:
             cut = "context_limit"
-        elif model_calls and before_turn is not None and not await before_turn(payload):
-            cut = "token_budget"  # the request's quota has no room for the turn's reservation
+        elif model_calls and before_turn is not None:
+            granted = await before_turn(payload)
+            if granted is None:
+                cut = "token_budget"  # the request's quota has no room for the turn's reservation
+            else:
+                capped = _cap_output(payload, granted)
         if cut is not None:
             yield Finished("", "length", cut, tuple(steps), (), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
@@ -453,8 +460,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         if any(c.error == CUT_OFF for c in turn.calls):
             # max_tokens ended the call's JSON; the next turn has the same budget and would be cut off again:
             # the answer ends here, as OpenAI ends a reply cut by max_tokens
-            yield Finished("", "length", "max_tokens", tuple(steps), (), dict(usage), model_calls, model_ms,
-                           (clock() - started) * 1000, config.mode)
+            yield Finished("", "length", "token_budget" if capped else "max_tokens", tuple(steps), (), dict(usage),
+                           model_calls, model_ms, (clock() - started) * 1000, config.mode)
             return
         if quiet and not turn.calls and turn.finish_reason != "length":
             reformat = True  # answered in prose beside the tools: the answer is asked for again, under the format
@@ -464,8 +471,9 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             # one: the answer is cut short (finish_reason "length", as OpenAI says when max_tokens is hit).
             # Nor under `tool_choice: "none"`, where no tool was offered (an engine that ignores the grammar and
             # imitates the calls in the history, or a prompt that talks it into one, ran server-side tools before)
-            stop = "step_limit" if at_limit else "tool_choice_none" if turn.calls else "answer"
             reason = "length" if turn.finish_reason == "length" or turn.calls else "stop"
+            stop = ("step_limit" if at_limit else "tool_choice_none" if turn.calls
+                    else "token_budget" if capped and reason == "length" else "answer")
             content = "" if turn.calls else turn.content
             yield Finished(content, reason, stop, tuple(steps), (), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
@@ -503,6 +511,18 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                            tuple(_openai_call(c) for c in client_calls), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
+
+
+def _cap_output(payload: dict[str, Any], granted: int) -> bool:
+    """Lower a model turn's output limit (max_tokens, max_completion_tokens: each the payload sets) to `granted`;
+    whether it was lowered."""
+    lowered = False
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = payload.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > granted:
+            payload[key] = granted
+            lowered = True
+    return lowered
 
 
 def _has_tool_turns(messages: Sequence[Mapping[str, Any]]) -> bool:

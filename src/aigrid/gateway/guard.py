@@ -63,6 +63,9 @@ ANONYMOUS_SECRET = b"aigrid-demo-grid-without-enforcement"
 log = logging.getLogger("aigrid.guard")
 AUDIT_WAIT_S = 2.0
 """How long a request may wait for room in the audit writer's queue before it is refused (503)."""
+MIN_TURN_OUTPUT = 16
+"""The fewest output tokens a tool loop's later turn is sent with where the quota has no room for its whole
+max_tokens (Guard.extend); less room than that (after its prompt) ends the loop, stop "token_budget"."""
 AUDIT_MESSAGE_MAX_CHARS = 4096
 """What an audit record keeps of its error's message (the head, saying how long it was): a 400 echoes the value it
 refuses (an unknown `include`, a `tool_choice`), and a client's 2 MB value was 2 MB of audit record each time."""
@@ -339,35 +342,38 @@ class Guard:
             if self.abuse_action == "throttle":
                 ex.abuse.raise_if_throttled()
 
-    async def extend(self, ex: Exchange, tokens: int) -> bool:
-        """Reserve `tokens` more on the exchange's quota before a further model call of its request (a tool loop's
-        later turn: routes._tool_loop), on top of what its finished turns used where the engines counted more than
-        was reserved (ex.loop_usage: an estimate's error is made up before the next turn, so a loop never runs
-        past its limits by more than one turn's error): the reservation grown on the exchange (settled once, by
-        finish), True; False when a token limit has no room (nothing charged: the loop ends with what it has) or
-        the quota store cannot be asked (logged: the turn is not run unreserved). An exchange with no reservation
-        (not admitted: a test's) has nothing to grow."""
+    async def extend(self, ex: Exchange, prompt_tokens: int, output_tokens: int) -> int | None:
+        """Reserve a further model call of the exchange's request (a tool loop's later turn: routes._tool_loop), its
+        prompt's estimate and its max_tokens, on the exchange's quota: charged past what the reservation holds unused
+        (an earlier turn's max_tokens it did not write), with what its finished turns used past the reservation where
+        the engines counted more (ex.loop_usage: an estimate's error is made up before the next turn, so a loop never
+        runs past its limits by more than one turn's error). Where a token limit has room for the prompt but not the
+        whole max_tokens, the turn is given what there is, down to MIN_TURN_OUTPUT (or its own max_tokens, if
+        fewer). Returns the turn's max_tokens (the reservation grown on the exchange, settled once by finish), or
+        None when a token limit has no room for that (nothing charged: the loop ends with what it has) or the quota
+        store cannot be asked (logged: the turn is not run unreserved). An exchange with no reservation (not
+        admitted: a test's) has nothing to grow."""
         reservation = ex.reservation
         if reservation is None:
-            return True
+            return output_tokens
         used = sum(int((ex.loop_usage or {}).get(k) or 0) for k in ("prompt_tokens", "completion_tokens"))
-        tokens += max(0, used - reservation.reserved_tokens)
+        give = max(0, output_tokens - MIN_TURN_OUTPUT)
         hangup = ex.hangup
         if hangup is not None:  # as in admit: a charge on Redis or the hub cut mid-reply would stay charged
             hangup.hold()
         try:
             try:
-                grown = await self.quotas.extend(reservation, tokens)
+                grown = await self.quotas.extend(reservation, prompt_tokens + output_tokens, used=used, give=give)
             except Exception:  # whatever the store raised: the turn is not run without its reservation
                 log.exception("quota store failed to reserve a further model turn of %s %s; the loop ends there",
                               ex.route, ex.request_id)
                 grown = None
             if grown is not None:
-                ex.reservation = grown  # before resume() may raise: what finish settles
+                ex.reservation = grown[0]  # before resume() may raise: what finish settles
         finally:
             if hangup is not None:
                 hangup.resume()  # the client left meanwhile: cancelled here
-        return grown is not None
+        return None if grown is None else output_tokens - grown[1]
 
     def authorize(self, ex: Exchange, policy: str | None = None, jurisdictions: frozenset[str] | None = None) -> None:
         """Scopes: the model, the jurisdictions the request asked for and a key's bound policy (403; 400 for

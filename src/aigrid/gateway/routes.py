@@ -523,8 +523,8 @@ class Routes:
         client's tools only, when `json_answer`: the client's JSON response_format beside them); every tool result
         passes the firewall's choke point, its verdicts go on the exchange. Its finished model turns' usage
         goes on the exchange as they end (charged if the client leaves before the answer's count comes); each
-        later model turn grows the request's quota reservation by its estimate before it runs (Guard.extend: the
-        loop ends, stop "token_budget", when the quota has no room); a streamed loop's client is watched through
+        later model turn grows the request's quota reservation by its estimate before it runs (Guard.extend: sent with
+        a lower max_tokens where the quota has room for fewer; the loop ends, stop "token_budget", when it has no room); a streamed loop's client is watched through
         its whole answer (a hang-up stops the loop at once), and the prompt of a later model turn its engine
         holds is charged with them if it stops there."""
         agents, screen = self.gw.agents, self.gw.guard.screen
@@ -540,10 +540,11 @@ class Routes:
             ex.loop_usage = dict(so_far)
             ex.loop_holding = 0 if holding is None else turn_prompt_tokens(holding)
 
-        async def reserve(payload: Mapping[str, Any]) -> bool:  # admission reserved the first turn only: each later
-            # turn reserves its own estimate (its prompt and max_tokens) before it runs; no room ends the loop there
+        async def reserve(payload: Mapping[str, Any]) -> int | None:  # admission reserved the first turn only: each
+            # later turn reserves its own estimate (its prompt and max_tokens, fewer where the quota has room for
+            # fewer: the turn's max_tokens) before it runs; no room ends the loop there
             out = output_limit(dict(payload)) or DEFAULT_OUTPUT_TOKENS
-            return await self.gw.guard.extend(ex, turn_prompt_tokens(payload) + out)
+            return await self.gw.guard.extend(ex, turn_prompt_tokens(payload), out)
 
         registry = agents.tools if loop.server_tools else _NO_SERVER_TOOLS
         allows_tool = ex.principal.scopes.allows_tool

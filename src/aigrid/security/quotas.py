@@ -70,6 +70,10 @@ class Reservation:
     """The token limits admission charged: where extend() charges, in the windows current at the time."""
 
 
+_EXTEND_TRIES = 3
+"""Reads of the room a further call is charged in, each followed by the atomic charge another request may win."""
+
+
 class Quotas:
     def __init__(self, rules: QuotaRules, backend: QuotaBackend | None = None,
                  clock: Callable[[], float] = time.time, prefix: str = "aigrid:q") -> None:
@@ -133,27 +137,46 @@ class Quotas:
                 tightest[kind] = room
         return Reservation(tuple(token_counters), tokens, tuple(tightest.values()), tuple(token_limits))
 
-    async def extend(self, reservation: Reservation, tokens: int) -> Reservation | None:
-        """Grow an admitted request's reservation by `tokens` (a tool loop's later model turn: its prompt's estimate
-        plus its max_tokens), charged under the token limits admission charged, in the windows current now (a loop
-        past a minute boundary charges the new minute, whose tokens per minute it uses now), all or none, no
-        request counted: the grown Reservation, holding what each window was charged, which settle() corrects to
-        the real usage once, at the end; None when a counter has no room for them (nothing charged). A reservation
-        without token counters (no token limits, or one handed away: Exchange.hand_admission) charges nothing."""
+    async def extend(self, reservation: Reservation, tokens: int, *, used: int | None = None,
+                     give: int = 0) -> tuple[Reservation, int] | None:
+        """Reserve a further model call of an admitted request (a tool loop's later turn: `tokens`, its prompt's
+        estimate plus its max_tokens) under the token limits admission charged, in the windows current now (a loop
+        past a minute boundary charges the new minute, whose tokens per minute it uses now), all or none, no request
+        counted. `used`: what the request's finished calls used (the engines' count): the turn is charged only past
+        what the reservation already holds unused in each window (an earlier turn's max_tokens it did not write),
+        and what they used past the reservation is charged with it (an estimate's error is made up before the next
+        call, so a loop never runs past a limit by more than one call's error); None: `tokens` in full. `give`: up
+        to this many of `tokens` (the turn's output past a floor) may be left out where a counter has no room for
+        all of them. Returns (the grown Reservation, holding what each window was charged, which settle() corrects
+        to the real usage once, at the end; how many tokens were left out: the turn's max_tokens is that much
+        lower), or None when even that leaves a counter without room (nothing charged). A reservation without
+        token counters (no token limits, or one handed away: Exchange.hand_admission) charges nothing."""
         tokens = max(0, tokens)
+        held = reservation.reserved_tokens
         if not tokens or not reservation.token_counters:
-            return replace(reservation, reserved_tokens=reservation.reserved_tokens + tokens)
-        now = self.clock()
-        grown = [_counter(t.key, tokens, t.limit, t.window_s, now) for t in reservation.token_limits]
-        full, _ = await self.backend.consume(grown)
-        if full is not None:
+            return replace(reservation, reserved_tokens=_grown(held, used, tokens)), 0
+        unused = 0 if used is None else held - used  # below 0: the engines counted more than was reserved
+        for _ in range(_EXTEND_TRIES):  # another request may take the room read here first: read it again
+            now = self.clock()
+            windows = [_counter(t.key, 0, t.limit, t.window_s, now) for t in reservation.token_limits]
+            needs = [tokens - min(unused, sum(c.amount for c in reservation.token_counters if c.key == w.key))
+                     for w in windows]
+            rooms = [w.limit - await self.backend.value(w.key) for w in windows]
+            short = max([0, *(need - room for need, room in zip(needs, rooms, strict=True) if need > 0)])
+            if short > give:
+                return None
+            grown = [replace(w, amount=need - short) for w, need in zip(windows, needs, strict=True)
+                     if need > short]
+            full, _ = await self.backend.consume(grown) if grown else (None, [])
+            if full is None:
+                break
+        else:
             return None
-        held = {c.key: c for c in reservation.token_counters}
+        kept = {c.key: c for c in reservation.token_counters}
         for c in grown:
-            was = held.get(c.key)
-            held[c.key] = c if was is None else replace(was, amount=was.amount + c.amount)
-        return replace(reservation, token_counters=tuple(held.values()),
-                       reserved_tokens=reservation.reserved_tokens + tokens)
+            was = kept.get(c.key)
+            kept[c.key] = c if was is None else replace(was, amount=was.amount + c.amount)
+        return replace(reservation, token_counters=tuple(kept.values()), reserved_tokens=_grown(held, used, tokens - short)), short
 
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reserved token count by the tokens actually used: under each limit, the windows charged
@@ -189,6 +212,11 @@ class Quotas:
         tenant = self.rules.tenants.get(principal.tenant, self.rules.default_tenant)
         key = self.rules.keys.get(principal.key_id, self.rules.default_key)
         return [("tenant", principal.tenant, tenant), ("key", principal.key_id, key)]
+
+
+def _grown(held: int, used: int | None, tokens: int) -> int:
+    """A reservation of `held` grown for a further call of `tokens` after its finished calls used `used`."""
+    return held + tokens if used is None else max(held, used + tokens)
 
 
 def _counter(key: str, amount: int, limit: int, window_s: float, now: float) -> Counter:
