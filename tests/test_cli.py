@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -452,3 +453,32 @@ def test_explain_of_a_server_whose_error_is_no_object_is_one_error_line(
     out = " ".join(r.output.split())
     assert r.exit_code == 1 and (r.exception is None or isinstance(r.exception, SystemExit)), (out, r.exception)
     assert "not a decision" in out or "no decision" in out, out
+
+
+def _every_command(group: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    found = [path]
+    if hasattr(group, "list_commands"):  # a group (typer's own click, from 0.29)
+        context = type(group).context_class(group)
+        for name in group.list_commands(context):
+            found += _every_command(group.get_command(context, name), (*path, name))
+    return found
+
+
+def test_every_help_shows_a_flag_as_a_flag() -> None:
+    """typer 0.29 printed a type beside each flag, `--help <bool>`, `--json <bool>`, `--no-plots <bool>`, as if
+    it took a value, and a repeated option as `<list[Path]>`. Every command's --help, those mounted from their
+    own modules included."""
+    import typer.main
+
+    commands = _every_command(typer.main.get_command(app))
+    assert ("audit", "query") in commands and ("bench",) in commands and ("models", "eval") in commands
+    for command in commands:
+        r = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+        assert r.exit_code == 0, (command, r.output)
+        assert "<bool>" not in r.output and "<list[" not in r.output, (command, r.output)
+        help_line = next(line for line in r.output.splitlines() if "--help" in line)
+        assert help_line.split("--help")[1].split() == ["Show", "this", "message", "and", "exit.", "│"], help_line
+    r = runner.invoke(app, ["audit", "query", "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+    assert any(line.split()[1:3] == ["--tenant", "<str>"] for line in r.output.splitlines() if "--tenant" in line)
+    assert any(line.split()[1:3] == ["--public-key", "<path>"] for line in r.output.splitlines()
+               if "--public-key" in line), r.output

@@ -93,6 +93,34 @@ def _lazy_group(first: Mapping[str, Mount], last: Mapping[str, Mount] | None = N
     return LazyGroup
 
 
+def _flags_show_no_type() -> None:
+    """typer 0.29's help prints each parameter's type in a column of its own, a flag's too: `--help <bool>`,
+    `--json <bool>`, `--no-plots <bool>`, as if each took a value (`--json true`, which is refused). A flag
+    shows none now, in every command's --help (the options of those whose modules own them, and --help's
+    own); a parameter given once per value (`--tenant a --tenant b`, `bench URL...`) shows the type of one,
+    `<str>`, not `<list[str]>` (or `<list[Path]>` beside a single one's `<path>`), its help saying it
+    repeats. typer before 0.29 has no such column (nothing to change)."""
+    from typer.core import TyperArgument, TyperOption
+
+    for kind in (TyperOption, TyperArgument):
+        shown = getattr(kind, "display_type_rich", None)
+        if shown is None or getattr(shown, "aigrid_flags", False):
+            continue
+
+        def display_type_rich(self: Any, ctx: Any, shown: Callable[[Any, Any], str | None] = shown) -> str | None:
+            if getattr(self, "is_flag", False):
+                return None
+            label = shown(self, ctx)
+            if isinstance(label, str) and label.startswith("<list[") and label.endswith("]>"):
+                return f"<{label[6:-2].lower()}>"
+            return label
+
+        display_type_rich.aigrid_flags = True  # type: ignore[attr-defined]
+        kind.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
+
 # Commands whose modules own their options: the simulator, the planner, the load generator, the engine emulator,
 # the quality estimate, the audit log's queries
 app = typer.Typer(add_completion=False, no_args_is_help=True,
