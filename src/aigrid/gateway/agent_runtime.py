@@ -42,9 +42,9 @@ def _graphs(spec: GridSpec) -> dict[str, nx.Graph]:
     import networkx as nx
 
     graphs = {}
-    for name, edges in spec.agents.graphs.items():
+    for name, graph in spec.agents.graphs.items():
         g: nx.Graph[str] = nx.Graph()
-        g.add_weighted_edges_from(edges)
+        g.add_weighted_edges_from(graph.edges)
         graphs[name] = g
     return graphs
 
@@ -68,7 +68,8 @@ class AgentRuntime:
         stores = SiteStores(embedder)
         client = httpx.AsyncClient(transport=PublicOnlyTransport(private=spec.agents.http_private), trust_env=False, follow_redirects=False, timeout=10)
         try:
-            tools = builtin_tools(graphs=_graphs(spec), http_allow=spec.agents.http_allow or None,
+            tools = builtin_tools(graphs=_graphs(spec), graph_tenants={k: g.tenants for k, g in spec.agents.graphs.items()},
+                                  http_allow=spec.agents.http_allow or None,
                                   http_client=client, stores=stores,
                                   sql_databases={k: Database(Path(v.path), None if v.tenants is None else frozenset(v.tenants))
                                                  for k, v in spec.agents.sql.items()})

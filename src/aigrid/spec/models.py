@@ -419,13 +419,21 @@ class SqlDatabaseSpec(StrictModel):
         "naming it is told it is unknown); left out: shared by every tenant allowed the sql tool"))
 
 
+class GraphSpec(StrictModel):
+    edges: list[tuple[str, str, float]] = Field(description="the graph's edges: (a, b, weight)")
+    tenants: list[str] | None = Field(default=None, min_length=1, description=(
+        "only these tenants' requests see it in the shortest_path tool's description and may name it (another "
+        "tenant naming it is told it is unknown); left out: shared by every tenant allowed the tool"))
+
+
 class AgentsSpec(StrictModel):
     max_steps: int = Field(default=6, ge=1, le=16)
     tool_timeout_s: float = Field(default=10.0, gt=0, le=300, description=(
         "how long one server-side tool run may take (at most 300 s: a run holds its request, a worker thread or "
         "a connection that long; http_fetch has its own whole-fetch deadline, agents/fetch.py)"))
-    graphs: dict[str, list[tuple[str, str, float]]] = Field(
-        default={}, description="named graphs for shortest_path: edges (a, b, weight)")
+    graphs: dict[str, GraphSpec] = Field(default={}, description=(
+        "named graphs for shortest_path: a list of edges (a, b, weight), shared by every tenant allowed the tool, "
+        "or {edges, tenants}"))
     sql: dict[str, SqlDatabaseSpec] = Field(default={}, description=(
         "named SQLite databases (read-only) for the sql tool: a path (shared by every tenant allowed the tool) or "
         "{path, tenants}"))
@@ -445,6 +453,14 @@ class AgentsSpec(StrictModel):
         if not isinstance(v, dict):
             return v
         return {name: {"path": db} if isinstance(db, str) else db for name, db in v.items()}
+
+    @field_validator("graphs", mode="before")
+    @classmethod
+    def _graph_edges(cls, v: object) -> object:
+        """A graph given as its edges alone is shared: `{edges}` with no tenants."""
+        if not isinstance(v, dict):
+            return v
+        return {name: {"edges": g} if isinstance(g, list) else g for name, g in v.items()}
 
     @field_validator("http_private")
     @classmethod
@@ -713,6 +729,8 @@ class GridSpec(StrictModel):
                      for name, (lat, lon) in self.cities.items() if not (-90 <= lat <= 90 and -180 <= lon <= 180)]
         problems += [f"agents.sql.{name}.tenants: unknown tenant {t!r} (tenants: {sorted(self.tenants)})"
                      for name, db in self.agents.sql.items() for t in db.tenants or () if t not in self.tenants]
+        problems += [f"agents.graphs.{name}.tenants: unknown tenant {t!r} (tenants: {sorted(self.tenants)})"
+                     for name, g in self.agents.graphs.items() for t in g.tenants or () if t not in self.tenants]
         for sid, site in self.sites.items():
             for i, doc in enumerate(site.documents):
                 owner = self.tenants.get(doc.tenant) if doc.tenant is not None else None
