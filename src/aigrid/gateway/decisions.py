@@ -12,6 +12,17 @@ from aigrid.core.calibration import Calibration
 from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice, PrefillQueue
 from aigrid.core.urgency import label, neutral_choice
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
+from aigrid.telemetry.store import bounded_reason
+
+ERROR_CHARS = 500
+"""The most characters of an attempt's error its decision keeps (`/v1/decisions`, `aigrid explain`, the attempt's
+span): an engine or a client wrote it, and each of the log's 5,000 decisions holds its attempts' errors."""
+
+
+def attempt_error(text: str) -> str:
+    """An attempt's error as its decision records it: at most ERROR_CHARS characters, every character that does not
+    print (control, bidi, line breaks) a '?' (telemetry.store.bounded_reason, an endpoint's reason's bound)."""
+    return bounded_reason(text, ERROR_CHARS)
 
 
 def calibration_dict(cal: Calibration | None) -> dict[str, Any] | None:

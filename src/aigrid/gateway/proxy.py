@@ -45,7 +45,7 @@ from aigrid.errors import (
 )
 from aigrid.gateway.cache_salt import CacheSalt
 from aigrid.gateway.continuation import Delivered, continuation_body, why_not_continuable
-from aigrid.gateway.decisions import DecisionRecord
+from aigrid.gateway.decisions import DecisionRecord, attempt_error
 from aigrid.gateway.engine_body import for_engine
 from aigrid.gateway.engine_errors import openai_error
 from aigrid.gateway.escalation import (
@@ -589,13 +589,13 @@ class Proxy:
                 self._fail(cand, entry, str(e) or type(e).__name__, elapsed)
             elif isinstance(e, asyncio.CancelledError):
                 why = _why(e, "another attempt answered first")
-                entry.update(error=f"cancelled: {why}", ms=round(elapsed * 1000, 1))
+                entry.update(error=attempt_error(f"cancelled: {why}"), ms=round(elapsed * 1000, 1))
                 if why == CLIENT_GONE:  # the engine's request closed unanswered (relay_response.Hangup)
                     self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "client_closed").inc()
                     if sent and record.left_at is None:
                         record.left_at = cand.endpoint_id
             elif isinstance(e, ApiError):  # the client's mistake found late (a tool loop's check): not the engine's
-                entry.update(error=f"refused: {e}", ms=round(elapsed * 1000, 1))
+                entry.update(error=attempt_error(f"refused: {e}"), ms=round(elapsed * 1000, 1))
             else:  # a bug or an unmapped library error: counted against the engine, logged with its traceback
                 log.warning("endpoint %s: unexpected error before the first byte", cand.endpoint_id, exc_info=e)
                 self._fail(cand, entry, f"unexpected {type(e).__name__}: {e}", elapsed)
@@ -619,7 +619,7 @@ class Proxy:
         self._store.record_failure(cand.endpoint_id, reason)
         self._metrics.retries.labels(cand.endpoint_id).inc()
         self._metrics.requests.labels(cand.site_id, cand.endpoint_id, "failed_before_first_byte").inc()
-        entry.update(error=reason, ms=round(elapsed * 1000, 1))
+        entry.update(error=attempt_error(reason), ms=round(elapsed * 1000, 1))
 
     # --- after the first byte (relay.py drives these) -------------------------------------------------
     async def continue_stream(self, path: str, body: dict[str, Any], delivered: Delivered,
@@ -651,7 +651,7 @@ class Proxy:
             self._store.request_finished(opened.cand.endpoint_id, record.prompt_tokens, True, count=record.width)
             self._store.record_failure(opened.cand.endpoint_id, reason)
             self._metrics.requests.labels(opened.cand.site_id, opened.cand.endpoint_id, "broke_mid_stream").inc()
-            record.attempts.append({"endpoint": opened.cand.endpoint_id, "ok": False, "error": reason})
+            record.attempts.append({"endpoint": opened.cand.endpoint_id, "ok": False, "error": attempt_error(reason)})
 
     def error_event(self, record: DecisionRecord, message: str) -> bytes:
         record.status = "interrupted"

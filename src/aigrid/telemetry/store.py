@@ -47,12 +47,12 @@ MAX_TOTAL = 1e15
 """The most a cumulative counter (tokens, seconds, requests) is read as: past it, its windowed mean is not taken."""
 
 
-def bounded_reason(text: str) -> str:
-    """An endpoint's reason as it enters telemetry, once: at most REASON_CHARS characters (the last an ellipsis
-    when cut), every character that does not print (control, bidi, line breaks) a '?'. The engine writes it."""
-    head = text[: REASON_CHARS + 1]
+def bounded_reason(text: str, most: int = REASON_CHARS) -> str:
+    """An endpoint's reason as it enters telemetry, once: at most `most` characters (the last an ellipsis when
+    cut), every character that does not print (control, bidi, line breaks) a '?'. The engine writes it."""
+    head = text[: most + 1]
     printable = "".join(c if c.isprintable() else "?" for c in head)
-    return printable if len(printable) <= REASON_CHARS else printable[: REASON_CHARS - 1] + "…"
+    return printable if len(printable) <= most else printable[: most - 1] + "…"
 
 
 def _bounded(value: float | None, most: float) -> float | None:
