@@ -1,5 +1,6 @@
-"""What reading personal data across a client's texts (`pipeline.personal_data`: a message's text parts and the
-user turns read joined around each seam, `pii.read_together`) costs a request: `Firewall.check_texts` on typical
+"""What reading personal data across a client's texts (`pipeline.personal_data`: a message's text parts, the user
+turns, and where the system prompt, a user turn and a tool result meet, read joined around each seam,
+`pii.read_together`) costs a request: `Firewall.check_texts` on typical
 chat bodies, with the firewall's defaults (injection block, personal data redacted) and with personal data only
 (injection off), score cache on (a repeated body's injection scores are kept, as a conversation's earlier turns
 are); and what the streaming redactor costs a chunk of an answer. CPU time of this process, microseconds. docs/security.md ("Personal data") quotes it; run it
@@ -41,6 +42,10 @@ BODIES = {
     "two short user turns": _chat("What is the capital of France?", "Paris.", "And of Spain?"),
     "three text parts": _chat(["Summarise this:", _LONG, "Keep it under 100 words."]),
     "ten turns of ~440 characters": _chat(*[_LONG if i % 2 == 0 else "Sure, here it is." for i in range(19)]),
+    "a tool result of ~440 characters between two user turns": [
+        *_chat("Look up the quarterly report.", "Looking it up."),
+        ModelText(_LONG, Source.TOOL_RESULT, ("messages", 3, "content")),
+        ModelText("Summarise it for the board.", Source.USER, ("messages", 4, "content"))],
 }
 
 

@@ -338,15 +338,58 @@ def test_personal_data_cut_across_parts_or_turns_is_redacted_in_both(firewall: F
 
 
 def test_personal_data_is_not_read_across_unrelated_texts(firewall: Firewall) -> None:
-    """Only a user message's content is joined: not the prompts of a completion batch (each its own prompt), not
-    template variables, not the turns of the application or the model between the user's."""
+    """Only the messages' content is joined: not the prompts of a completion batch (each its own prompt), not
+    template variables, not the model's turns."""
     texts = completion_texts({"prompt": ["ssn 078-05", "-1120"]})
     assert firewall.check_texts("strict", texts).blocked is None
     body, texts = chat({"role": "user", "content": "ssn 078-05"})
     body["chat_template_kwargs"] = {"v": "-1120"}
     assert firewall.check_texts("strict", chat_texts(body)).blocked is None
-    _, texts = chat({"role": "system", "content": "ssn 078-05"}, {"role": "user", "content": "-1120"})
+    _, texts = chat({"role": "user", "content": "hi"}, {"role": "assistant", "content": "ssn 078-05"},
+                    {"role": "user", "content": "-1120"})
     assert firewall.check_texts("strict", texts).blocked is None
+
+
+# twenty-second session: personal data cut between the system prompt and a user turn, or a user turn and a tool
+# result, was read piece by piece and passed every policy
+@pytest.mark.parametrize("messages", [
+    ({"role": "system", "content": "Bill the card 4111 1111"}, {"role": "user", "content": "1111 1111 now"}),
+    ({"role": "developer", "content": "write to john.doe@"}, {"role": "user", "content": "example.com today"}),
+    ({"role": "user", "content": "Bill the card 4111 1111"},
+     {"role": "assistant", "content": None, "tool_calls": [
+         {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]},
+     {"role": "tool", "tool_call_id": "c1", "content": "1111 1111 now"}),
+    ({"role": "tool", "tool_call_id": "c1", "content": [{"type": "text", "text": "Bill the card 4111 1111"}]},
+     {"role": "user", "content": [{"type": "text", "text": "1111 1111 now"}]}),
+])
+def test_personal_data_cut_between_the_system_prompt_a_user_turn_or_a_tool_result_is_read(
+        firewall: Firewall, messages: tuple[dict, ...]) -> None:
+    body, texts = chat(*messages)
+    pieces = [t for t in texts if t.path[2:3] == ("content",) and t.text]
+    kind = "EMAIL" if "@" in pieces[0].text else "CARD"
+    alone = [firewall.check_texts("strict", [t]).blocked for t in pieces]  # a half card reads as a phone number
+    assert len(pieces) == 2 and not [v for v in alone if v is not None and kind.lower() in v.detail]
+    result = firewall.check_texts("acme", texts)
+    apply(body, texts, result)
+    written = orjson.dumps(body).decode()
+    assert f"[REDACTED:{kind}]" in written and "1111 1111 now" not in written and "example.com" not in written
+    blocked = firewall.check_texts("strict", texts).blocked
+    assert blocked is not None and blocked.detail == \
+        f"personal data ({kind.lower()}) in {pieces[0].where} to {pieces[1].where} (read together)"
+
+
+def test_a_user_turn_s_seam_is_read_once_beside_the_system_prompt_and_a_tool_result(firewall: Firewall) -> None:
+    """Between two user turns the first reading's seam (the tool result between them does not hide it), and
+    around the tool result its own two: an SSN cut across three texts at once is read across all three."""
+    _, texts = chat({"role": "user", "content": "ssn 078-05"}, {"role": "tool", "content": "ok"},
+                    {"role": "user", "content": "-1120"})
+    blocked = firewall.check_texts("strict", texts).blocked
+    assert blocked is not None and "messages[0].content to messages[2].content" in blocked.detail
+    body, texts = chat({"role": "system", "content": "ssn 078"}, {"role": "user", "content": "-05-"},
+                       {"role": "tool", "content": "1120 noted"})
+    result = firewall.check_texts("acme", texts)
+    apply(body, texts, result)
+    assert [m["content"] for m in body["messages"]] == ["ssn [REDACTED:SSN]", "", " noted"]
 
 
 def test_an_attack_cut_inside_its_words_is_read_as_written(firewall: Firewall) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import accumulate
 
@@ -262,13 +262,34 @@ def personal_data(texts: Sequence[ModelText]) -> dict[int, list[PiiMatch]]:
     across a message's text parts or the client's user turns included: a model reads them as one text, in order
     (the application's and the model's turns between them left out, as Firewall._seams does), so they are read
     joined around each seam as well (pii.read_together), and the pieces an item covers are numbered as in
-    `texts` (PiiMatch.pieces)."""
+    `texts` (PiiMatch.pieces). So are the places where a user turn meets the system prompt or a tool result, and
+    those meet each other, in the order of the messages (the model's turns between them left out): a template
+    prints them one after the other too, and until 2026-12-05 (twenty-second session) a card cut between the
+    system prompt and the first user turn, or between a user turn and a tool result, passed every policy. Only
+    the text around each such seam is read (read_together's window), once: the seams between two user turns are
+    the first reading's."""
     found = {i: find_pii(t.text) for i, t in enumerate(texts) if sent_by_client(t)}
     run = [i for i, t in enumerate(texts) if t.text and _a_users_turn(t)]
     if len(run) > 1:
-        for i, matches in zip(run, read_together([texts[i].text for i in run], [found[i] for i in run]), strict=True):
-            found[i] = [replace(m, pieces=tuple(run[p] for p in m.pieces)) if m.pieces else m for m in matches]
+        found.update(zip(run, read_together([texts[i].text for i in run], [found[i] for i in run], ids=run),
+                         strict=True))
+    turns = [i for i, t in enumerate(texts) if t.text and _a_turn(t)]
+    users = set(run)
+    read = [k > 0 and not (i in users and turns[k - 1] in users) for k, i in enumerate(turns)]
+    if any(read):
+        found.update(zip(turns, read_together([texts[i].text for i in turns], [found[i] for i in turns], ids=turns,
+                                              read=read), strict=True))
     return found
+
+
+def _a_turn(text: ModelText) -> bool:
+    """A system (developer), user or tool message's content, or one of its text parts: the texts of a chat whose
+    meeting places personal_data reads (not the model's own turns, as between two user turns)."""
+    path = text.path
+    return len(path) > 2 and path[2] == "content" and path[0] == "messages" and text.source in _TURNS
+
+
+_TURNS = frozenset({Source.SYSTEM, Source.USER, Source.TOOL_RESULT})
 
 
 def _a_prompt_of_a_list(text: ModelText) -> bool:
