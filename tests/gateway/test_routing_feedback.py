@@ -5,12 +5,16 @@ baseline can be selected per request for a live A/B."""
 from __future__ import annotations
 
 import asyncio
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
 
-from aigrid.gateway.app import Gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.telemetry.prefill_book import NOTHING_PENDING
+from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
 
 CHAT = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Say hello " * 40}], "max_tokens": 8,
@@ -44,32 +48,65 @@ async def test_every_streamed_answer_calibrates_its_endpoint_and_the_ledger_empt
     assert 'aigrid_ttft_observed_over_predicted_count{endpoint="fra-smollm2"} 10.0' in metrics
 
 
+class StoppedClock:
+    """The gateway's clock, moved only by the test: a decision made after another sees it as if no time had
+    passed, however late a loaded machine runs it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 async def test_a_request_waiting_for_its_first_token_is_pending_with_its_prompt(
-        client: httpx.AsyncClient, gateway: Gateway, fakes: dict[str, FakeEngine]) -> None:
-    fakes["fra-smollm2"].first_byte_delay_s = 3.0  # long enough to be seen pending on a loaded machine
-    # a prompt whose predicted prefill (~1,000 tokens at 250 per second: ~4 s) outlasts that wait: the next
-    # decision sees it ahead only while the predictor has it still prefilling. With CHAT's ~80 tokens that was
-    # ~0.3 s from its arrival, and a loaded machine made the next decision later (queue_ms 0)
-    long = {**CHAT, "messages": [{"role": "user", "content": "Say hello " * 400}]}
-    task = asyncio.ensure_future(stream(client, "Frankfurt", body=long))
-    for _ in range(100):
+        fakes: dict[str, FakeEngine], tmp_path: Path) -> None:
+    """The next decision sees the work ahead of it. It failed once under load (queue_ms 0): on the wall clock
+    the next decision came after the pending prompt's predicted prefill, which the predictor then counts as
+    done (a longer prompt only made that rarer). Time is now the test's: the gateway's clock moves only when
+    the test moves it (to 1 ms after the first request reached the engine) and the engine holds the first token until told, so the
+    first request is pending, with all but 1 ms of its predicted prefill ahead, when the next is decided."""
+    clock, first_token = StoppedClock(), asyncio.Event()
+    fra = fakes["fra-smollm2"]
+    answer = fra._sse
+
+    async def held(req: dict) -> AsyncIterator[bytes]:
+        await first_token.wait()
+        async for chunk in answer(req):
+            yield chunk
+
+    fra._sse = held  # type: ignore[method-assign]
+    gateway = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=_no_sleep, clock=clock)
+    await gateway.scraper.scrape_once()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gateway)), base_url="http://gw") as client:
+        task = asyncio.ensure_future(stream(client, "Frankfurt"))
+        async with asyncio.timeout(30):  # a wait for the request to reach the engine, not a measurement
+            while not fra.received:
+                await asyncio.sleep(0.001)
         s = gateway.store.state("fra-smollm2")
-        if s.pending_requests:
-            break
-        await asyncio.sleep(0.01)
-    assert s.pending_requests == 1 and s.pending_prompt_tokens > 50 and s.decoding == 0
-    # placed in time: it reached the engine (half the measured round trip after it left), all its tokens
-    grid = {e["id"]: e for e in (await client.get("/v1/grid")).json()["endpoints"]}
-    book = grid["fra-smollm2"]["prefill_queue"]
-    assert book["prompts"] == 1 and book["tokens"] == s.pending_prompt_tokens
-    # (at most half a round trip from now: the measured one, else the modelled Frankfurt one, a few ms; the bound
-    # of the measured half + 0.1 ms failed in a fresh clone's run when no round trip had been measured yet)
-    assert book["first_arrival_ms"] <= (grid["fra-smollm2"]["measured_rtt_ms"] or 0.0) / 2 + 25.0
-    other = await stream(client, "Frankfurt")  # the next decision sees that work ahead
-    d = (await client.get(f"/v1/decisions/{other.headers['x-aigrid-decision']}")).json()
-    fra = next(c for c in d["candidates"] if c["endpoint"] == "fra-smollm2")
-    assert fra["queue_ms"] > 0
-    assert (await task).status_code == 200
+        assert s.pending_requests == 1 and s.pending_prompt_tokens > 50 and s.decoding == 0
+        # placed in time: it reached the engine (half the measured round trip after it left), all its tokens
+        grid = {e["id"]: e for e in (await client.get("/v1/grid")).json()["endpoints"]}
+        book = grid["fra-smollm2"]["prefill_queue"]
+        assert book["prompts"] == 1 and book["tokens"] == s.pending_prompt_tokens
+        # (half a round trip from now: the measured one, else the modelled Frankfurt one, a few ms)
+        assert 0.0 <= book["first_arrival_ms"] <= (grid["fra-smollm2"]["measured_rtt_ms"] or 0.0) / 2 + 25.0
+        # the next request sent 1 ms after the first reached the engine (sent at the same instant, the first,
+        # held the emulated round trip, arrives after it: not ahead)
+        clock.now += book["first_arrival_ms"] / 1000.0 + 0.001
+        other = asyncio.ensure_future(stream(client, "Frankfurt"))  # the next decision sees that work ahead
+        async with asyncio.timeout(30):
+            while len(fra.received) < 2:
+                await asyncio.sleep(0.001)
+        first_token.set()
+        first, second = await task, await other
+        d = (await client.get(f"/v1/decisions/{second.headers['x-aigrid-decision']}")).json()
+        mine = (await client.get(f"/v1/decisions/{first.headers['x-aigrid-decision']}")).json()
+    ahead = next(c for c in d["candidates"] if c["endpoint"] == "fra-smollm2")
+    alone = next(c for c in mine["candidates"] if c["endpoint"] == "fra-smollm2")
+    # the prefill of the prompt ahead (the same prompt), all but the 1 ms that passed still to do
+    assert ahead["queue_ms"] >= 0.95 * alone["prefill_ms"] > 0, (ahead, alone)
+    assert first.status_code == second.status_code == 200
     assert gateway.store.inflight("fra-smollm2") == 0
 
 
