@@ -97,3 +97,74 @@ def test_a_model_is_served_by_its_family(tmp_path: Path) -> None:
     assert serving_kinds(MODEL, mixed) == {"openai", "vllm"}
     assert serving_kinds("auto", mixed) == {"openai", "vllm"}
     assert serving_kinds(spec.models[MODEL].family, mixed) == {"openai", "vllm"}
+
+
+LEGACY = [{"role": "user", "content": "Weather in Lisbon?"},
+          {"role": "assistant", "content": None, "function_call": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'}},
+          {"role": "function", "name": "get_weather", "content": "22 C, sunny"}]
+
+
+@pytest.mark.parametrize("kind", ["vllm", "llamacpp", "openai"])
+async def test_a_legacy_history_reaches_an_engine_as_tool_calls_unless_hosted(tmp_path: Path, kind: str) -> None:
+    """An assistant's `function_call` and the `function` message with its result went to every engine as sent:
+    vLLM and llama.cpp dropped the call (the model never saw it had called) and gave the `function` role to the chat
+    template. Now they get a tool call (its id derived from its message's place) and the `tool` result answering it;
+    a hosted engine gets the history as sent."""
+    spec, fakes = _grid(tmp_path, kind)
+    body = {"model": MODEL, "max_tokens": 4, "messages": LEGACY}
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+    [sent] = _sent(fakes)
+    if kind == "openai":
+        assert sent["messages"] == LEGACY
+        return
+    user, called, result = sent["messages"]
+    assert user == LEGACY[0] and "function_call" not in called
+    assert called["tool_calls"] == [{"id": "call_legacy_1", "type": "function",
+                                     "function": {"name": "get_weather", "arguments": '{"city": "Lisbon"}'}}]
+    assert result == {"role": "tool", "tool_call_id": "call_legacy_1", "name": "get_weather", "content": "22 C, sunny"}
+
+
+def test_the_translation_is_the_same_every_time_and_leaves_the_client_s_body_alone() -> None:
+    body = {"messages": [*LEGACY, {"role": "user", "content": "And Porto?"}, LEGACY[1], LEGACY[2]]}
+    first, again = for_engine(body, "vllm"), for_engine(body, "vllm")
+    assert first == again and body["messages"][1] == LEGACY[1] and body["messages"][2]["role"] == "function"
+    assert [m.get("tool_call_id") for m in first["messages"]] == [None, None, "call_legacy_1", None, None,
+                                                                  "call_legacy_4"]
+    assert for_engine(body, "openai") is body
+
+
+@pytest.mark.parametrize("messages, param", [
+    ([LEGACY[0], LEGACY[2]], "messages[1]"),  # a result of no call
+    ([*LEGACY, LEGACY[2]], "messages[3]"),  # a second result of one call
+    ([LEGACY[0], {**LEGACY[1], "function_call": "get_weather"}, LEGACY[2]], "messages[1].function_call"),
+    ([LEGACY[0], {**LEGACY[1], "function_call": {"name": "get_weather", "arguments": {"city": "Lisbon"}}}, LEGACY[2]],
+     "messages[1].function_call"),
+])
+async def test_a_legacy_history_that_cannot_be_translated_is_a_400_naming_it(
+        tmp_path: Path, messages: list[dict[str, Any]], param: str) -> None:
+    spec, fakes = _grid(tmp_path, "vllm")
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/chat/completions", json={"model": MODEL, "max_tokens": 4, "messages": messages})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param, r.text
+    assert _sent(fakes) == []
+
+
+@pytest.mark.parametrize("field, value", [
+    ("functions", [{"name": "get_weather", "parameters": {"type": "object", "properties": {}}}]),
+    ("function_call", {"name": "get_weather"}),
+])
+async def test_legacy_functions_beside_tools_are_a_400_even_where_every_engine_is_hosted(
+        tmp_path: Path, field: str, value: Any) -> None:
+    """With every endpoint hosted, `functions` beside `tools` (a server-side tool's) passed the check and the tool
+    loop dropped them without a word: the model was offered the tools only."""
+    spec, fakes = _grid(tmp_path, "openai")
+    body = {"model": MODEL, "max_tokens": 4, "messages": DEV[1:], field: value,
+            "tools": [{"type": "function", "function": {"name": "calculator"}}]}
+    async with serving(spec, fakes) as (client, _):
+        r = await client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == field and "beside `tools`" in r.json()["error"]["message"]
+    assert _sent(fakes) == []

@@ -12,8 +12,18 @@ OpenAI's function calling before `tools` (`functions`, `function_call`) is serve
 llama.cpp ignore both fields: the model answered in prose while the client waited for a function call. A request
 with either is refused, naming the field, unless every endpoint that may serve its model is of kind `openai`.
 Not translated to `tools` (LiteLLM's way): the client reads the answer's `message.function_call` and
-finish_reason `function_call`, which the engines answer as `tool_calls`, and an earlier turn's `function_call`
-and `function` messages carry no call id; the answer and the history would need translating too.
+finish_reason `function_call`, which the engines answer as `tool_calls`. Beside `tools` either is refused on every
+grid: the tool loop (which a request with `tools` may run in) offers the model `tools` only, and dropped `functions`
+without a word.
+
+A history of that API (an assistant's `function_call`, the `function` message with its result) is translated for
+every engine but a hosted one, which reads it as sent: vLLM and llama.cpp read an assistant's calls from
+`tool_calls` and a result as a `tool` message with its `tool_call_id`, and dropped the `function_call` (the model
+never saw it had called) and gave the `function` role to the chat template as a role of its own (which a strict
+template refuses). The call gets a `tool_calls` entry whose id is derived from its message's place
+(`call_legacy_3` for messages[3]: the same for every attempt and turn), and its result is the `tool` message
+answering that id. A `function` message that answers no `function_call` of the assistant turn right before it is
+the client's 400 naming it (check_legacy_functions), as a `tool` message answering nothing is.
 """
 
 from __future__ import annotations
@@ -35,13 +45,56 @@ def _developer(message: Any) -> bool:
     return isinstance(message, dict) and message.get("role") == "developer"
 
 
+def _legacy(message: Any) -> bool:
+    return isinstance(message, dict) and (message.get("role") == "function" or "function_call" in message)
+
+
+def legacy_call_id(index: int) -> str:
+    """The id an assistant's legacy `function_call` at messages[index] is given as a tool call (CALL_ID's form)."""
+    return f"call_legacy_{index}"
+
+
 def for_engine(body: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
     """`body` as an engine of `kind` is to get it: each `developer` message renamed `system` where the engine does
-    not know the role. The body itself where nothing changes (no copy); never modified in place."""
+    not know the role, and a legacy `function_call` / `function` message as a tool call and its `tool` result where
+    the engine does not serve them. The body itself where nothing changes (no copy); never modified in place."""
     messages = body.get("messages")
-    if kind in KNOWS_DEVELOPER or not isinstance(messages, list) or not any(map(_developer, messages)):
+    if not isinstance(messages, list):
         return body
-    return {**body, "messages": [{**m, "role": "system"} if _developer(m) else m for m in messages]}
+    rename = kind not in KNOWS_DEVELOPER and any(map(_developer, messages))
+    translate = kind not in SERVES_FUNCTIONS and any(map(_legacy, messages))
+    if not rename and not translate:
+        return body
+    if rename:
+        messages = [{**m, "role": "system"} if _developer(m) else m for m in messages]
+    if translate:
+        messages = _as_tool_calls(messages)
+    return {**body, "messages": messages}
+
+
+def _as_tool_calls(messages: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    called: str | None = None  # the id of the assistant turn's legacy call just before
+    for i, m in enumerate(messages):
+        if not _legacy(m):
+            out.append(m)
+            called = None
+        elif m.get("role") == "function":
+            result = {k: v for k, v in m.items() if k != "role"}
+            out.append({**result, "role": "tool", "tool_call_id": called or legacy_call_id(i)})
+            called = None
+        else:
+            rest = {k: v for k, v in m.items() if k != "function_call"}
+            fc = m["function_call"]
+            if not isinstance(fc, dict):  # refused at the door (check_legacy_functions); dropped, as the engine did
+                out.append(rest)
+                continue
+            called = legacy_call_id(i)
+            call = {"id": called, "type": "function",
+                    "function": {"name": fc.get("name"), "arguments": fc.get("arguments", "{}")}}
+            earlier = m.get("tool_calls")
+            out.append({**rest, "tool_calls": [*(earlier if isinstance(earlier, list) else ()), call]})
+    return out
 
 
 def serving_kinds(model: str, spec: GridSpec) -> frozenset[str]:
@@ -53,11 +106,46 @@ def serving_kinds(model: str, spec: GridSpec) -> frozenset[str]:
 
 
 def check_legacy_functions(model: str, body: Mapping[str, Any], spec: GridSpec) -> None:
-    """A 400 naming `functions` or `function_call` unless every engine that may serve `model` serves them."""
+    """A 400 naming `functions` or `function_call` beside `tools`, or unless every engine that may serve `model`
+    serves them; where one does not, a 400 naming a legacy history that cannot be translated (for_engine)."""
     sent = [f for f in LEGACY_FIELDS if body.get(f) not in (None, [], "none")]
-    if not sent or serving_kinds(model, spec) <= SERVES_FUNCTIONS:
+    tools = body.get("tools")
+    if sent and isinstance(tools, list) and tools:
+        raise InvalidRequest(f"`{sent[0]}` (OpenAI's function calling before `tools`) cannot be sent beside `tools`: "
+                             "the grid's tool loop offers the model `tools` only and would drop it; send each "
+                             "function as a `tools` entry ({\"type\": \"function\", \"function\": ...}) and "
+                             "`tool_choice` instead", param=sent[0])
+    hosted = serving_kinds(model, spec) <= SERVES_FUNCTIONS
+    if not hosted:
+        _check_legacy_history(body.get("messages"))
+    if not sent or hosted:
         return
     raise InvalidRequest(f"`{sent[0]}` (OpenAI's function calling before `tools`) is not served by the engines of "
                          f"model {model!r}: they ignore it and the model would answer in prose; send `tools` "
                          "(each {\"type\": \"function\", \"function\": ...}) and `tool_choice` instead",
                          param=sent[0])
+
+
+def _check_legacy_history(messages: Any) -> None:
+    """The 400 for a legacy history for_engine cannot translate: a `function_call` that is not a function's name and
+    arguments, a `function` message that answers no `function_call` of the assistant turn right before it."""
+    called = False
+    for i, m in enumerate(messages if isinstance(messages, list) else ()):
+        if not isinstance(m, Mapping):
+            continue  # the chat schema has already refused it
+        if m.get("role") == "function":
+            if not called:
+                raise InvalidRequest(f"Invalid parameter: the `function` message messages[{i}] must answer the "
+                                     "`function_call` of the assistant turn right before it, and there is none",
+                                     param=f"messages[{i}]")
+            called = False
+            continue
+        fc = m.get("function_call")
+        called = fc is not None
+        if fc is None:
+            continue
+        if m.get("role") != "assistant" or not isinstance(fc, Mapping) or not isinstance(fc.get("name"), str) \
+                or not isinstance(fc.get("arguments", ""), str):
+            raise InvalidRequest(f"Invalid value for 'messages[{i}].function_call': an assistant's call is "
+                                 "{\"name\": \"...\", \"arguments\": \"<JSON text>\"}",
+                                 param=f"messages[{i}].function_call")
