@@ -205,3 +205,19 @@ def test_measured_round_trip_is_used_when_the_client_is_at_the_gateway() -> None
     d2 = schedule(req("tokyo"), view((endpoint("fra"),), {"fra-small": measured}), BALANCED, random.Random(0))
     assert d2.chosen is not None and not d2.chosen.prediction.rtt_measured  # a client location: the model
     assert d2.chosen.prediction.measured_rtt_ms == 12.5
+
+
+@pytest.mark.parametrize("state", [EndpointState(error_rate=float("nan")), EndpointState(ttft_s=float("nan"))])
+def test_a_candidate_whose_total_is_not_finite_is_rejected_and_ranks_nothing_else(state: EndpointState) -> None:
+    """S (twenty-second session): a NaN score (here from a state's NaN, which telemetry bounds but the core did not
+    check) made the candidate's total NaN; ranked, it made the sort by total arbitrary for every candidate: with
+    nrt's error rate NaN, the best of the others (iad) came last and gru was chosen. It is rejected now, the axis
+    named, and the others ranked as without it."""
+    d = schedule(req("tokyo"), view(FOUR, {"nrt-small": state}), BALANCED, random.Random(0))
+    without = schedule(req("tokyo"), view(FOUR, {"nrt-small": EndpointState(healthy=False)}), BALANCED,
+                       random.Random(0))
+    assert [c.endpoint_id for c in d.ranked] == [c.endpoint_id for c in without.ranked]
+    assert d.chosen is not None and d.chosen.endpoint_id == "iad-small"
+    [rejection] = d.rejected
+    assert (rejection.endpoint_id, rejection.filter) == ("nrt-small", "not_finite")
+    assert rejection.reason.startswith("its total is nan: ") and "nan" in rejection.reason.split(": ")[1]

@@ -4,14 +4,14 @@ Pipeline: the request's urgency adjusts the policy (core/urgency.py: class weigh
 filter must pass (the first failing one is recorded as the rejection) -> the TTFT prediction -> with a
 deadline, a candidate predicted past it is rejected; for a class with a saturation limit (batch), a busy
 endpoint is rejected as "saturated" (the gateway lets the request wait) -> the five scorers -> weighted
-total (weights normalised to sum 1) -> picker.
+total (weights normalised to sum 1; a total that is not finite is rejected, NOT_FINITE) -> picker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from math import inf
+from math import inf, isfinite
 
 from aigrid.core.compiling import mypyc_attr
 from aigrid.core.context import build_context
@@ -39,6 +39,10 @@ from aigrid.core.urgency import effective_policy, label, saturated, too_late, ur
 
 Check = Callable[[Context, Endpoint], Verdict]
 """A filter's bound check method."""
+NOT_FINITE = "not_finite"
+"""The rejection of a candidate whose weighted total is not a finite number (a scorer's NaN, from a state or a
+weight that is one): ranked, it made the picker's sort by total arbitrary for every candidate (a NaN compares
+false both ways), and the best endpoint came last."""
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -130,6 +134,10 @@ class Scheduler:
                 total += weight * value
                 if note:
                     notes.append((axis, note, args))
+            if not isfinite(total):
+                rejected.append(Rejection(eid, site.id, NOT_FINITE, f"its total is {total}: " + ", ".join(
+                    f"{axis} {value}" for axis, value in scores.items() if not isfinite(value))))
+                continue
             # Candidate(...): every field in order, without its __new__'s Python frame (keywords double the cost)
             candidates.append(new_record(Candidate, (
                 eid, site.id, site.jurisdiction, endpoint.model, scores, total, prediction,
