@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aigrid.security.firewall.pii import find_pii, iban_ok, luhn_ok, redact
+from aigrid.security.firewall.pii import PiiMatch, find_pii, iban_ok, luhn_ok, redact
 from aigrid.security.firewall.streaming import StreamingRedactor
 
 CARD = "4111 1111 1111 1111"
@@ -244,17 +245,40 @@ def test_smuggled_tag_characters_are_not_taken_for_padding() -> None:
     assert stream(list(f"mail {tags} now")) == "mail [REDACTED:EMAIL] now"
 
 
-def test_reading_across_pieces_padded_with_invisible_characters_walks_each_character_once() -> None:
-    # each seam counted the characters a model reads around it over the other pieces' padding (400 one-digit parts
-    # of 1,001 characters: 4.4 s of CPU, 20 times more with 2,000 parts), now about as long as reading each piece
-    import time
-
-    from aigrid.security.firewall.pii import read_together
+def test_reading_across_pieces_padded_with_invisible_characters_walks_each_character_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each seam counted the characters a model reads around it over the other pieces' padding (400 one-digit
+    parts of 1,001 characters: 4.4 s of CPU, 20 times more with 2,000 parts), now about as long as reading each
+    piece. It was timed (under 1 s of CPU: a loaded machine could fail it); now the characters read are counted:
+    those the walks around the seams look at for invisible ones, and those the seams' regions give find_pii."""
+    from aigrid.security.firewall import pii
 
     pieces = ["1" + "\u200b" * 1_000 for _ in range(400)] + [" john.doe@", "\u200bexample.com"]
     own = [find_pii(p) for p in pieces]
-    started = time.process_time()
-    found = read_together(pieces, own)
-    spent = time.process_time() - started
-    assert spent < 1.0, f"{spent:.2f} s of CPU to read 402 pieces across their seams"
+    walked: list[int] = []
+    searched: list[int] = []
+
+    class Counted:
+        def __init__(self, pattern: Any) -> None:
+            self._pattern = pattern
+
+        def findall(self, text: str) -> list[str]:
+            walked.append(len(text))
+            return self._pattern.findall(text)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._pattern, name)
+
+    def counted_find(text: str, *args: Any, **kwargs: Any) -> list[PiiMatch]:
+        searched.append(len(text))
+        return find_pii(text, *args, **kwargs)
+
+    monkeypatch.setattr(pii, "INVISIBLE", Counted(pii.INVISIBLE))
+    monkeypatch.setattr(pii, "find_pii", counted_find)
+    found = pii.read_together(pieces, own)
+    size = sum(map(len, pieces))
+    # each character walked over twice (from the seam after it, back, and the seam before it, forwards: 800,844
+    # here) and read once (400,422); the seams' walks over the padding looked at 499 times the text, before
+    # (199,661,446 characters)
+    assert 0 < sum(walked) <= 3 * size and 0 < sum(searched) <= 2 * size, (sum(walked), sum(searched), size)
     assert [(m.kind, m.rest) for m in found[-2] + found[-1]] == [("email", False), ("email", True)]
