@@ -82,3 +82,22 @@ def test_a_time_without_an_offset_is_utc_whatever_the_hosts_zone(tmp_path: Path,
         assert t.t[0] == 1710035999.0
     monkeypatch.undo()
     time.tzset()
+
+
+def test_a_trace_too_big_too_long_or_not_a_file_is_refused_by_name(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """/dev/zero as a trace was read whole (a MemoryError after 2.7 GB, or the machine's memory), a FIFO no one
+    wrote to hung the command, and a trace had no bound on its rows (each about 300 bytes of Python objects)."""
+    import aigrid.traces as traces
+
+    with pytest.raises(TraceFileError, match="/dev/zero: cannot read: not a regular file"):
+        read_trace("/dev/zero")
+    monkeypatch.setattr(traces, "MAX_TRACE_ROWS", 3)
+    with pytest.raises(TraceFileError, match=r"t.csv, line 5: more than 3 requests, the most a trace may hold"):
+        read_trace(write(tmp_path, "time,prompt_tokens,output_tokens\n1,1,1\n2,1,1\n3,1,1\n4,1,1\n"))
+    with pytest.raises(TraceFileError, match=r"t.jsonl, line 4: more than 3 requests"):
+        read_trace(write(tmp_path, '{"time": 1, "prompt_tokens": 1, "output_tokens": 1}\n' * 4, "t.jsonl"))
+    assert len(read_trace(write(tmp_path, "time,prompt_tokens,output_tokens\n1,1,1\n2,1,1\n3,1,1\n"))) == 3
+    monkeypatch.setattr(traces, "MAX_TRACE_BYTES", 40)
+    with pytest.raises(TraceFileError, match="larger than 0 MiB, the most a trace may be"):
+        read_trace(write(tmp_path, "time,prompt_tokens,output_tokens\n1,1,1\n2,1,1\n3,1,1\n"))

@@ -22,8 +22,9 @@ replayed in time order (ties keep file order); equal times are requests that arr
 counts are whole numbers from 0 to 2**31 - 1 (`12.0` is 12; the simulator holds them as 32-bit integers); a
 row with 0 output tokens (BurstGPT's failed requests) is kept, and the replays send it with 1.
 
-A file that cannot be used raises TraceFileError naming the file, the line and the column: no rows, a
-missing column, a time that is neither ISO 8601 nor a number (or a number too big for a float), a token count
+A file that cannot be used raises TraceFileError naming the file, the line and the column: no rows, more than
+MAX_TRACE_ROWS rows or MAX_TRACE_BYTES bytes, not a regular file (a pipe is read until it ends, within
+spec.load.PIPE_DEADLINE_S; a device such as /dev/zero is refused), a missing column, a time that is neither ISO 8601 nor a number (or a number too big for a float), a token count
 that is negative, fractional, NaN, empty or over 2**31 - 1, a byte that is not UTF-8.
 """
 
@@ -43,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from aigrid.errors import AigridError
+from aigrid.spec.load import read_bounded
 
 ROLES = {
     "time": ("timestamp", "time", "arrivaltime", "arrivedat", "arrivaltimestamp", "timestampms", "timems"),
@@ -55,6 +57,11 @@ ROLES = {
 _FRACTION = re.compile(r"(\.\d{6})\d+")
 MAX_TOKENS = 2**31 - 1
 """The largest token count a trace may give (the simulator holds counts as 32-bit integers)."""
+MAX_TRACE_BYTES = 512 * 1024 * 1024
+"""The largest trace file read (BurstGPT's 5.3 million requests are about 400 MB); a bigger one is cut first."""
+MAX_TRACE_ROWS = 6_000_000
+"""The most requests a trace may hold: each row read is about 300 bytes of Python objects before it is an array
+(a file of 512 MiB of `1,1,1` rows would be 90 million rows, 27 GB)."""
 
 
 class TraceFileError(AigridError, ValueError):
@@ -168,9 +175,12 @@ def _shown(raw: object) -> str:
 
 def _text(path: Path) -> str:
     try:
-        data = path.read_bytes()
+        data = read_bounded(path, MAX_TRACE_BYTES)
     except OSError as e:
         raise TraceFileError(f"{path}: cannot read: {e.strerror or e}") from None
+    if len(data) > MAX_TRACE_BYTES:
+        raise TraceFileError(f"{path}: the file is larger than {MAX_TRACE_BYTES // (1024 * 1024)} MiB, the most a "
+                             "trace may be (keep its first rows: head -n 5000000)")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -219,6 +229,7 @@ def _csv(path: Path, text: str, rows: list[tuple[int, object, object, object]]) 
             if not record or all(not cell.strip() for cell in record):
                 continue  # a blank line
             line = reader.line_num
+            _room(path, line, rows)
             if len(record) <= max(index):
                 missing = cols[next(k for k, j in enumerate(index) if j >= len(record))]
                 raise TraceFileError(f"{path}, line {line}: {len(record)} fields, no value for column {missing}")
@@ -226,6 +237,12 @@ def _csv(path: Path, text: str, rows: list[tuple[int, object, object, object]]) 
     except csv.Error as e:
         raise TraceFileError(f"{path}, line {reader.line_num}: not valid CSV: {e}") from None
     return cols, _norm(cols[0]).endswith("ms")
+
+
+def _room(path: Path, line: int, rows: list[tuple[int, object, object, object]]) -> None:
+    if len(rows) >= MAX_TRACE_ROWS:
+        raise TraceFileError(f"{path}, line {line}: more than {MAX_TRACE_ROWS:,} requests, the most a trace may hold "
+                             f"(keep its first rows: head -n {MAX_TRACE_ROWS})")
 
 
 def _jsonl(path: Path, text: str, rows: list[tuple[int, object, object, object]]) -> tuple[tuple[str, str, str], bool]:
@@ -244,6 +261,7 @@ def _jsonl(path: Path, text: str, rows: list[tuple[int, object, object, object]]
         missing = [c for c in cols if c not in obj]
         if missing:
             raise TraceFileError(f"{path}, line {n}: no {missing[0]!r}")
+        _room(path, n, rows)
         rows.append((n, obj[cols[0]], obj[cols[1]], obj[cols[2]]))
     assert cols is not None  # the text is not blank
     mooncake = _norm(cols[1]) == "inputlength" and _norm(cols[2]) == "outputlength"

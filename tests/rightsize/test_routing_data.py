@@ -77,3 +77,23 @@ def test_files_that_cannot_be_used_are_named(tmp_path: Path, body: bytes, named:
     with pytest.raises(InvalidRequest) as e:
         read_routing_csv(f)
     assert str(f) in str(e.value) and named in str(e.value), e.value
+
+
+def test_a_file_too_big_too_wide_or_not_a_file_is_refused_by_name(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`aigrid models eval --data /dev/zero` read the device whole (a MemoryError, or the machine's memory),
+    and a CSV of short rows under a wide header had no bound on the cells held as Python objects."""
+    import aigrid.rightsize.routing_data as rd
+
+    with pytest.raises(InvalidRequest, match="cannot read /dev/zero: not a regular file"):
+        read_routing_csv(Path("/dev/zero"))
+    f = tmp_path / "d.csv"
+    f.write_bytes(b"prompt,a_correct,b_correct\nq1,1,0\nq2,0,1\nq3,1,1\n")
+    monkeypatch.setattr(rd, "MAX_CELLS", 9)
+    assert len(read_routing_csv(f)) == 3
+    monkeypatch.setattr(rd, "MAX_CELLS", 8)
+    with pytest.raises(InvalidRequest, match=r"d.csv, line 4: more than 8 cells \(3 columns x 3 rows\)"):
+        read_routing_csv(f)
+    monkeypatch.setattr(rd, "MAX_BYTES", 20)
+    with pytest.raises(InvalidRequest, match=r"d.csv: larger than 0 MiB"):
+        read_routing_csv(f)

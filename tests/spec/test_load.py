@@ -305,3 +305,51 @@ def test_values_that_passed_but_could_not_work_are_refused(mutate: object, expec
     with pytest.raises(SpecError) as e:
         parse_spec(raw, "grid.yaml")
     assert expected in str(e.value), str(e.value)
+
+
+def _finishes(call: object, within_s: float = 10.0) -> list[object]:
+    """What `call` returned or raised, run in a thread; [] if it had not ended within `within_s` (a thread
+    blocked in open() cannot be stopped: it is a daemon, left behind)."""
+    import threading
+
+    out: list[object] = []
+
+    def run() -> None:
+        try:
+            out.append(call())  # type: ignore[operator]
+        except Exception as e:  # noqa: BLE001 (what it raised is the answer)
+            out.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(within_s)
+    return out
+
+
+def test_a_fifo_a_device_or_a_pipe_is_read_without_a_wait_without_end(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO no one wrote to blocked `aigrid spec check`, `sim` and `plan` in open() for ever, and /dev/zero was
+    read to the size bound: each is now refused by name, within the pipe deadline; a pipe that is written to
+    its end (`<(envsubst < grid.yaml)`) is read as the file."""
+    import os
+    import threading
+
+    import aigrid.spec.load as load
+
+    monkeypatch.setattr(load, "PIPE_DEADLINE_S", 0.5)
+    fifo = tmp_path / "grid.yaml"
+    os.mkfifo(fifo)
+    got = _finishes(lambda: load_spec(fifo))
+    assert got and isinstance(got[0], SpecError), got
+    assert "cannot read file: a pipe not written to its end within 0.5 s" in str(got[0])
+    got = _finishes(lambda: load_spec("/dev/zero"))
+    assert got and isinstance(got[0], SpecError) and "not a regular file" in str(got[0]), got
+
+    def write() -> None:
+        with open(fifo, "wb") as f:
+            f.write(DEMO.read_bytes())
+
+    threading.Thread(target=write, daemon=True).start()
+    got = _finishes(lambda: load_spec(fifo))
+    assert got and not isinstance(got[0], Exception), got
+    assert got[0].sites.keys() == load_spec(DEMO).sites.keys()  # type: ignore[attr-defined]

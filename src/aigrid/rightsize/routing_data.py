@@ -9,7 +9,8 @@ A long file's prompt is its (question_id, turn, turn_prompt), the first two when
 for both models is left out (and said in `notes`).
 The named columns are found in any case (`Prompt`); other columns are ignored; a UTF-8 byte-order mark is
 skipped; a quality or `contaminated` cell may be a boolean (true/false, yes/no, any case: 1/0); a prompt may
-be of any length. Refused with the file, line and column: a score that is not a finite number, a `*_correct`
+be of any length. Refused with the file, line and column: a file over MAX_BYTES or MAX_CELLS, one that is not a
+regular file or a pipe (spec.load.read_bounded: /dev/zero, a folder), a score that is not a finite number, a `*_correct`
 value outside [0, 1], a long file's score outside [0, 10], an empty prompt or model, a second score for one
 model on one prompt (long), a byte that is not UTF-8; and a file with fewer than two quality columns or models.
 Which model is the small one: `small` / `large` name the columns (wide) or model names (long); by default
@@ -31,8 +32,13 @@ import numpy as np
 import numpy.typing as npt
 
 from aigrid.errors import InvalidRequest
+from aigrid.spec.load import read_bounded
 
 SPLITS = ("train", "validation", "test")
+MAX_BYTES = 256 * 1024 * 1024
+"""The largest CSV read (RouteLLM's files are a few MB to tens of MB)."""
+MAX_CELLS = 20_000_000
+"""The most cells (rows x columns) read: each is held as Python objects, about 100 bytes, before it is an array."""
 
 
 @dataclass(frozen=True)
@@ -118,9 +124,12 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
     neither known shape or a value cannot be used (a score that is not a finite number, a `*_correct` value
     outside [0, 1], a long file's score outside [0, 10], an empty prompt)."""
     try:
-        raw = path.read_bytes()
+        raw = read_bounded(path, MAX_BYTES)
     except OSError as e:
         raise InvalidRequest(f"cannot read {path}: {e.strerror or e}", param="data") from e
+    if len(raw) > MAX_BYTES:
+        raise InvalidRequest(f"{path}: larger than {MAX_BYTES // (1024 * 1024)} MiB, the most read; keep fewer "
+                             "rows", param="data")
     kind = next((k for magic, k in BINARY if raw.startswith(magic)), None)
     if kind is not None:
         raise InvalidRequest(f"{path}: a {kind} file, not CSV; write it as a CSV with a header row", param="data")
@@ -140,7 +149,12 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
     try:
         canon = {c: c.strip().lower() if c.strip().lower() in STRUCTURAL else c.strip()
                  for c in reader.fieldnames or []}
+        width = max(len(reader.fieldnames or []), 1)
         for r in reader:
+            if (len(rows) + 1) * width > MAX_CELLS:
+                raise InvalidRequest(f"{path}, line {starts.start}: more than {MAX_CELLS:,} cells ({width} columns "
+                                     f"x {len(rows) + 1:,} rows), the most read; keep fewer rows or columns",
+                                     param="data")
             lines.append(starts.start)  # the file's line, a prompt over several lines and blank lines counted
             rows.append({canon.get(k, k): v for k, v in r.items() if k is not None})
     except csv.Error as e:

@@ -5,6 +5,11 @@ Every problem with a spec becomes one SpecError naming the file and each bad fie
 
 from __future__ import annotations
 
+import errno
+import os
+import select
+import stat
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,6 +23,51 @@ from aigrid.spec.models import GridSpec, SpecProblems
 
 MAX_SPEC_BYTES = 8 * 1024 * 1024
 """A grid spec is kilobytes; a bigger file is the wrong file (a 56 MB one took minutes to parse, then failed)."""
+PIPE_DEADLINE_S = 30.0
+"""How long a pipe (`aigrid spec check <(envsubst < grid.yaml)`, a FIFO) may take to be written to its end."""
+
+
+def read_bounded(p: Path, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of the file at `p` (more than `limit` read: the file is too big). A regular
+    file is read as it is; a pipe or FIFO until its writer closes it, within PIPE_DEADLINE_S (one no one
+    writes to ends at once, empty); anything else (a folder, a device such as /dev/zero or a terminal, a
+    socket) is refused. OSError (with its strerror) on each, never a wait without end: opening a FIFO that no
+    one writes to blocks in open() itself, and /dev/zero never ends."""
+    fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory")
+        if stat.S_ISREG(mode):
+            os.set_blocking(fd, True)
+            with os.fdopen(fd, "rb", closefd=False) as f:
+                return f.read(limit + 1)
+        if not stat.S_ISFIFO(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a device, a socket: name the file itself)")
+        return _read_pipe(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def _read_pipe(fd: int, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    got = 0
+    end = time.monotonic() + PIPE_DEADLINE_S
+    while got <= limit:
+        left = end - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(errno.ETIMEDOUT, f"a pipe not written to its end within {PIPE_DEADLINE_S:g} s")
+        if not select.select([fd], [], [], left)[0]:
+            continue
+        try:
+            chunk = os.read(fd, min(1 << 16, limit + 1 - got))
+        except BlockingIOError:
+            continue
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
 
 
 def load_spec(path: str | Path) -> GridSpec:
@@ -27,11 +77,10 @@ def load_spec(path: str | Path) -> GridSpec:
 
 def read_yaml(p: Path, error: type[SpecError] = SpecError, what: str = "grid spec") -> object:
     """The YAML document of a spec file (a grid spec; the simulator's scenarios and the planner's demand files
-    read the same way, `error` and `what` naming which): UTF-8, at most MAX_SPEC_BYTES, no key given twice in
-    one mapping. Every problem is an `error` naming the file (and the line), never a traceback."""
+    read the same way, `error` and `what` naming which): UTF-8, at most MAX_SPEC_BYTES, read by read_bounded
+    (a FIFO, a device: no wait without end), no key given twice in one mapping. Every problem is an `error` naming the file (and the line), never a traceback."""
     try:
-        with p.open("rb") as f:
-            data = f.read(MAX_SPEC_BYTES + 1)
+        data = read_bounded(p, MAX_SPEC_BYTES)
     except OSError as e:
         raise error(str(p), [f"cannot read file: {e.strerror or e}"]) from e
     if len(data) > MAX_SPEC_BYTES:
