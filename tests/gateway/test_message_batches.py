@@ -731,3 +731,44 @@ async def _results_stopped_early(gw: Gateway, engines: dict[str, Gated], monkeyp
         held = stopped_by
     assert sent[0]["status"] == 500, sent
     assert _batch_files_open(gw) == [], held  # before: both left open (the requests' file never closed)
+
+
+async def test_a_results_file_opened_after_its_request_was_cancelled_is_closed(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """S (twenty-second session): the results' files are opened in a thread (`to_thread(open)`); a cancel that
+    landed while a thread opened one (the client gone) left that thread to finish, and the handle it opened to the
+    garbage collector. It is closed as soon as the thread hands it over now."""
+    gw = await started(batch_spec(tmp_path, concurrency=1), engines)
+    claude, _ = clients(gw)
+    folder = str(Path(gw.spec.gateway.batch.dir).resolve())
+    entered, gate, handles = threading.Event(), threading.Event(), []
+    real = Path.open
+
+    def slow_open(self: Path, *a: Any, **k: Any) -> Any:
+        if not str(self.resolve()).startswith(folder) or threading.current_thread() is threading.main_thread():
+            return real(self, *a, **k)
+        entered.set()
+        gate.wait(10)
+        handles.append(real(self, *a, **k))  # held here: only a close, not the garbage collector, closes it
+        return handles[-1]
+
+    try:
+        created = await claude.messages.batches.create(requests=[req("a", "hi")])
+        await until_ended(claude, created.id)
+        monkeypatch.setattr(Path, "open", slow_open)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     headers=TENANT) as c:
+            asked = asyncio.create_task(c.get(f"/v1/messages/batches/{created.id}/results"))
+            assert await asyncio.to_thread(entered.wait, 10)
+            asked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asked
+        gate.set()
+        for _ in range(200):  # the thread ends, then the loop hears of it
+            if handles and handles[0].closed:
+                break
+            await asyncio.sleep(0.01)
+        assert handles and handles[0].closed  # before: open, left to the garbage collector
+    finally:
+        gate.set()
+        await stopped(gw)

@@ -27,6 +27,7 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import orjson
@@ -356,12 +357,9 @@ class MessageBatchesApi:
             for fid, ok in ((obj.get("output_file_id"), True), (obj.get("error_file_id"), False)):
                 f = None if fid is None else await self.files.get(tenant, fid, hidden=True)
                 if f is not None:
-                    opened.append(await asyncio.to_thread(self.files.disk_path(f).open, "rb"))
-                    files.append((opened[-1], ok))
+                    files.append((await _open(self.files.disk_path(f), opened), ok))
             source = await self.files.get(tenant, obj["input_file_id"], hidden=True) if rest > 0 else None
-            unrun = None if source is None else await asyncio.to_thread(self.files.disk_path(source).open, "rb")
-            if unrun is not None:
-                opened.append(unrun)
+            unrun = None if source is None else await _open(self.files.disk_path(source), opened)
             kind = {"expired": "expired", "failed": "errored"}.get(obj["status"], "canceled")
             never_run = None if unrun is None else functools.partial(lines_not_done, unrun, MESSAGES_PATH,
                                                                       self.gw.spec.gateway.batch.max_lines,
@@ -373,6 +371,26 @@ class MessageBatchesApi:
         except BaseException:
             _close(opened)
             raise
+
+
+async def _open(path: Path, opened: list[BinaryIO]) -> BinaryIO:
+    """`path` opened for reading off the loop and added to `opened` (closed with the response). A cancel that lands
+    while the thread opens it (the client gone) cannot stop the thread: the handle it opens is closed when it comes
+    (`_close_late`), not left to the garbage collector as it was."""
+    pending = asyncio.ensure_future(asyncio.to_thread(path.open, "rb"))
+    try:
+        handle = await asyncio.shield(pending)
+    except asyncio.CancelledError:
+        pending.add_done_callback(_close_late)
+        raise
+    opened.append(handle)
+    return handle
+
+
+def _close_late(done: asyncio.Future[Any]) -> None:
+    """The handle a cancelled `_open`'s thread opened after all, closed (nothing when the open failed)."""
+    if not done.cancelled() and done.exception() is None:
+        done.result().close()
 
 
 def _close(handles: list[BinaryIO]) -> None:
