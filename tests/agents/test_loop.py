@@ -20,6 +20,7 @@ from aigrid.agents import (
     wants_server_tools,
 )
 from aigrid.agents.graph import graph_from_edges
+from aigrid.agents.loop import first_turn
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 
@@ -275,23 +276,38 @@ async def test_arguments_nested_deeper_than_can_be_written_again_are_a_bad_call(
     orjson.dumps(completion(fin, "m", created=0, response_id="r"))  # the client's answer can be written
 
 
-async def test_a_later_turn_the_quota_gives_fewer_output_tokens_is_sent_with_them() -> None:
-    """before_turn answers how many output tokens a later turn may write (the gateway's quota: Guard.extend): fewer
+async def test_a_turn_the_quota_gives_fewer_output_tokens_is_sent_with_them() -> None:
+    """before_turn answers how many output tokens each turn may write (the gateway's quota: Guard.extend): fewer
     than its max_tokens, it is sent with them, and an answer they cut off ends the loop with stop "token_budget"
-    (before, the gate answered only yes or no, and the turn was sent with its whole max_tokens)."""
+    (before, the gate answered only yes or no, for later turns, and each was sent with its whole max_tokens)."""
     asked: list[int | None] = []
 
-    async def room_for(granted: int | None, payload: Any) -> int | None:
-        asked.append(payload.get("max_tokens"))
-        return granted
+    def gate(*grants: int | None) -> Any:
+        left = list(grants)
+
+        async def room_for(payload: Any) -> int | None:
+            asked.append(payload.get("max_tokens"))
+            return left.pop(0)
+        return room_for
 
     engine = ScriptedEngine([call("calculator", expression="2 + 2"), {"content": '{"answer": "fo', "finish": "length"}])
-    fin = (await events(engine, chat(CALC, max_tokens=200), before_turn=lambda p: room_for(24, p)))[-1]
+    fin = (await events(engine, chat(CALC, max_tokens=200), before_turn=gate(100, 24)))[-1]
     assert isinstance(fin, Finished) and (fin.stop, fin.finish_reason) == ("token_budget", "length"), fin
-    assert asked == [200] and [r["max_tokens"] for r in engine.received] == [200, 24]
+    assert asked == [200, 200] and [r["max_tokens"] for r in engine.received] == [100, 24]
     whole = ScriptedEngine([call("calculator", expression="2 + 2"), answer("4")])
-    done = (await events(whole, chat(CALC, max_tokens=200), before_turn=lambda p: room_for(200, p)))[-1]
+    done = (await events(whole, chat(CALC, max_tokens=200), before_turn=gate(200, 200)))[-1]
     assert done.stop == "answer" and [r["max_tokens"] for r in whole.received] == [200, 200]
     spent = ScriptedEngine([call("calculator", expression="2 + 2"), answer("4")])
-    none = (await events(spent, chat(CALC, max_tokens=200), before_turn=lambda p: room_for(None, p)))[-1]
+    none = (await events(spent, chat(CALC, max_tokens=200), before_turn=gate(200, None)))[-1]
     assert (none.stop, none.finish_reason) == ("token_budget", "length") and len(spent.received) == 1
+
+
+@pytest.mark.parametrize("mode", ["constrained", "native"])
+@pytest.mark.parametrize("extra", [{}, {"max_tokens": 50, "tool_choice": "required"}, {"tool_choice": "none"}])
+async def test_the_first_turn_the_gateway_reserves_is_the_one_the_loop_sends(mode: str, extra: dict[str, Any]) -> None:
+    """first_turn (what admission reserves for a request with server-side tools) is the loop's first model turn's
+    body, the tools' instructions or definitions and its max_tokens with it."""
+    body = chat(CALC, WEATHER, **extra)
+    engine = ScriptedEngine([answer("4") if mode == "constrained" else {"content": "4"}])
+    await events(engine, body, config=LoopConfig(mode=mode))
+    assert first_turn(body, REGISTRY, LoopConfig(mode=mode)) == engine.received[0]

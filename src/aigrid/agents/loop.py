@@ -129,9 +129,10 @@ class Finished:
     content: str
     finish_reason: str
     stop: str
-    """Why the loop ended: answer | step_limit | context_limit | token_budget (the quota refused a later model turn's
-    reservation: `before_turn`; or a turn it gave fewer output tokens than asked was cut off by them) | client_tool | max_tokens | tool_choice_none (the engine asked for a tool under
-    `tool_choice: "none"`: not run, the reply ends empty)."""
+    """Why the loop ended: answer | step_limit | context_limit | token_budget (the quota refused a model turn's
+    reservation: `before_turn`; or a turn it gave fewer output tokens than asked was cut off by them) | client_tool
+    | max_tokens | tool_choice_none (the engine asked for a tool under `tool_choice: "none"`: not run, the reply
+    ends empty)."""
     steps: tuple[Step, ...]
     tool_calls: tuple[dict[str, Any], ...] = ()
     usage: Mapping[str, int] = field(default_factory=dict)
@@ -163,9 +164,9 @@ UsageReport = Callable[[Mapping[str, int], Mapping[str, Any] | None], None]
 holds now (None between turns)."""
 
 TurnGate = Callable[[Mapping[str, Any]], Awaitable[int | None]]
-"""Asked before each later model turn of a loop (the first is the request's own, admitted with it), with the turn's
-payload: how many output tokens may it write? The gateway reserves the turn's estimated tokens on the request's
-quota (Guard.extend): its own max_tokens, or fewer where the quota has room for fewer (the turn is sent with them; cut
+"""Asked before each model turn of a loop, with the turn's payload: how many output tokens may it write? The gateway
+reserves the turn's estimated tokens on the request's quota (Guard.extend; admission reserved the first turn's prompt
+and the fewest output tokens a turn is sent with, guard.MIN_TURN_OUTPUT): its own max_tokens, or fewer where the quota has room for fewer (the turn is sent with them; cut
 off by them, the loop ends with stop "token_budget"); None (the quota is spent) ends the loop there with what it has
 (finish_reason "length", stop "token_budget")."""
 
@@ -371,8 +372,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     `on_usage` is told, after each finished model turn, the usage of the turns so far (what the loop has spent
     if it is stopped early), and when a later model turn is handed to its engine, the same with that turn's
     payload (its prompt is read there even if the loop is stopped before an answer comes). `on_tool` is told of
-    each server-side call as it starts and as it ends (ToolReport). `before_turn` is awaited before each later
-    model turn (TurnGate): refused, the loop ends there (stop "token_budget"), no further turn sent.
+    each server-side call as it starts and as it ends (ToolReport). `before_turn` is awaited before each model
+    turn (TurnGate): refused, the loop ends there (stop "token_budget"), no further turn sent.
 
     Cancelled (its client gone: the gateway cancels the task that drives it), it stops where it is: a model
     turn's engine request is closed, no further turn or tool starts, and a tool already running is left to
@@ -388,11 +389,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     reuse = (not constrained) if config.reuse_tools is None else config.reuse_tools
     server_names = {s.name for s in specs if s.server}
     client_names = {s.name for s in specs if not s.server}
-    base = {k: v for k, v in body.items()
-            if k not in EXTENSIONS and k not in ("tools", "tool_choice", "parallel_tool_calls", "functions",
-                                                  "function_call", "response_format", "stream_options", "n")}
-    if "max_tokens" not in base and "max_completion_tokens" not in base:
-        base["max_tokens"] = config.step_max_tokens
+    base = _turn_base(body, config)
     messages: list[dict[str, Any]] = [dict(m) for m in body.get("messages") or []]
     started = clock()
     steps: list[Step] = []
@@ -403,7 +400,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     # grammar answers in it; a native turn that offers no tools is sent it; a native turn that offers tools is not
     # (vLLM would decode the whole turn under it and no tool could be called) and, when it answers, is asked again
     # without tools under the format (`reformat`; its prose is not streamed)
-    fmt = body.get("response_format") if structured(body.get("response_format")) else None
+    fmt = _client_format(body)
     reformat = False
 
     while True:
@@ -411,22 +408,14 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         none = body.get("tool_choice") == "none"  # OpenAI's: the model answers and calls nothing
         offer = [] if at_limit or none or reformat else [s for s in specs
                                                         if reuse or not (s.server and s.name in spent)]
-        forced = _forced(body.get("tool_choice"), offer) if model_calls == 0 else None
-        if forced is not None:
-            offer = forced
-        # `tool_choice: "none"` in a conversation without tool turns is an ordinary chat turn: no grammar to
-        # answer in, so the answer is the model's prose, and no JSON costs tokens of the client's max_tokens
-        # (with tool turns in the history, shown as JSON in constrained mode, the answer grammar stays: the
-        # model would otherwise imitate them)
-        turn_constrained = constrained and not (none and not _has_tool_turns(messages))
-        payload = _payload(base, messages, offer, turn_constrained, force_call=forced is not None,
-                           one_call=body.get("parallel_tool_calls") is False, client_format=fmt)
+        payload, turn_constrained, offer = _turn_payload(body, base, messages, offer, constrained,
+                                                         first=model_calls == 0, fmt=fmt)
         quiet = fmt is not None and not turn_constrained and bool(offer)  # its answer is asked again: not streamed
         cut = None  # a later turn that cannot run: the answer ends with what the loop has (finish_reason "length")
         capped = False  # the quota gave the turn fewer output tokens than its max_tokens
         if model_calls and config.max_prompt_chars is not None and prompt_chars(payload) > config.max_prompt_chars:
             cut = "context_limit"
-        elif model_calls and before_turn is not None:
+        elif before_turn is not None:
             granted = await before_turn(payload)
             if granted is None:
                 cut = "token_budget"  # the request's quota has no room for the turn's reservation
@@ -511,6 +500,52 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                            tuple(_openai_call(c) for c in client_calls), dict(usage), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
+
+
+def first_turn(body: Mapping[str, Any], registry: ToolRegistry, config: LoopConfig = DEFAULT_LOOP
+               ) -> dict[str, Any]:
+    """The body of the loop's first model turn for `body` as run_tool_loop sends it: the request's messages with
+    the tools the loop offers (a constrained turn's instructions, or a native turn's tool definitions) and its
+    max_tokens; what the gateway reserves at admission for a request with server-side tools."""
+    config = loop_config(body, config)
+    offer = [] if body.get("tool_choice") == "none" else offered_tools(body, registry)
+    payload, _, _ = _turn_payload(body, _turn_base(body, config), [dict(m) for m in body.get("messages") or []],
+                                  offer, config.mode == "constrained", first=True, fmt=_client_format(body))
+    return payload
+
+
+def _turn_base(body: Mapping[str, Any], config: LoopConfig) -> dict[str, Any]:
+    """What every model turn of the loop sends of the client's body (its max_tokens, step_max_tokens if none)."""
+    base = {k: v for k, v in body.items()
+            if k not in EXTENSIONS and k not in ("tools", "tool_choice", "parallel_tool_calls", "functions",
+                                                  "function_call", "response_format", "stream_options", "n")}
+    if "max_tokens" not in base and "max_completion_tokens" not in base:
+        base["max_tokens"] = config.step_max_tokens
+    return base
+
+
+def _client_format(body: Mapping[str, Any]) -> Any:
+    """The client's JSON response_format (json_object, json_schema), which holds the loop's final answer; None."""
+    return body.get("response_format") if structured(body.get("response_format")) else None
+
+
+def _turn_payload(body: Mapping[str, Any], base: Mapping[str, Any], messages: list[dict[str, Any]],
+                  offer: list[ToolSpec], constrained: bool, *, first: bool, fmt: Any
+                  ) -> tuple[dict[str, Any], bool, list[ToolSpec]]:
+    """One model turn's body offering `offer` (a first turn: the client's tool_choice may force a call), whether
+    it is constrained, and the tools it offers."""
+    forced = _forced(body.get("tool_choice"), offer) if first else None
+    if forced is not None:
+        offer = forced
+    # `tool_choice: "none"` in a conversation without tool turns is an ordinary chat turn: no grammar to answer in,
+    # so the answer is the model's prose, and no JSON costs tokens of the client's max_tokens (with tool turns in
+    # the history, shown as JSON in constrained mode, the answer grammar stays: the model would otherwise imitate
+    # them)
+    none = body.get("tool_choice") == "none"
+    turn_constrained = constrained and not (none and not _has_tool_turns(messages))
+    payload = _payload(base, messages, offer, turn_constrained, force_call=forced is not None,
+                       one_call=body.get("parallel_tool_calls") is False, client_format=fmt)
+    return payload, turn_constrained, offer
 
 
 def _cap_output(payload: dict[str, Any], granted: int) -> bool:

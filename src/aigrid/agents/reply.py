@@ -138,7 +138,7 @@ class ToolLoopEngine(WrappedEngine):
     turn handed to its engine (run_tool_loop).
     `show`: each step as the client sees it (ShowStep; None: as it is).
     `on_tool`: told of each server-side tool call as it starts and ends (ToolReport, run_tool_loop).
-    `before_turn`: asked before each later model turn how many output tokens it may write, None: it may not run
+    `before_turn`: asked before each model turn how many output tokens it may write, None: it may not run
     (TurnGate, run_tool_loop: the gateway reserves the turn's tokens on the request's quota).
     """
 

@@ -64,8 +64,9 @@ log = logging.getLogger("aigrid.guard")
 AUDIT_WAIT_S = 2.0
 """How long a request may wait for room in the audit writer's queue before it is refused (503)."""
 MIN_TURN_OUTPUT = 16
-"""The fewest output tokens a tool loop's later turn is sent with where the quota has no room for its whole
-max_tokens (Guard.extend); less room than that (after its prompt) ends the loop, stop "token_budget"."""
+"""The fewest output tokens a tool loop's turn is sent with where the quota has no room for its whole max_tokens
+(Guard.extend; what admission reserves of a loop's first turn's output): less room than that (after its prompt) ends
+the loop, stop "token_budget"."""
 AUDIT_MESSAGE_MAX_CHARS = 4096
 """What an audit record keeps of its error's message (the head, saying how long it was): a 400 echoes the value it
 refuses (an unknown `include`, a `tool_choice`), and a client's 2 MB value was 2 MB of audit record each time."""
@@ -343,8 +344,8 @@ class Guard:
                 ex.abuse.raise_if_throttled()
 
     async def extend(self, ex: Exchange, prompt_tokens: int, output_tokens: int) -> int | None:
-        """Reserve a further model call of the exchange's request (a tool loop's later turn: routes._tool_loop), its
-        prompt's estimate and its max_tokens, on the exchange's quota: charged past what the reservation holds unused
+        """Reserve a model call of the exchange's request (a tool loop's turn: routes._tool_loop; admission reserved
+        the first one's prompt and MIN_TURN_OUTPUT), its prompt's estimate and its max_tokens, on the exchange's quota: charged past what the reservation holds unused
         (an earlier turn's max_tokens it did not write), with what its finished turns used past the reservation where
         the engines counted more (ex.loop_usage: an estimate's error is made up before the next turn, so a loop never
         runs past its limits by more than one turn's error). Where a token limit has room for the prompt but not the

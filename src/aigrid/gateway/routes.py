@@ -27,6 +27,7 @@ from aigrid.agents.loop import (
     Step,
     check_tool_choice,
     check_tool_results,
+    first_turn,
     unallowed_tool,
     validate_tool_request,
     wants_server_tools,
@@ -57,6 +58,7 @@ from aigrid.gateway.envelope import api_error_handler, from_validation, internal
 from aigrid.gateway.escalation import Escalation
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers, with_api_key
+from aigrid.gateway.guard import MIN_TURN_OUTPUT
 from aigrid.gateway.modalities import check_images
 from aigrid.gateway.model_list import find_model, model_list, model_page
 from aigrid.gateway.model_texts import beside_messages, chat_texts, completion_texts
@@ -88,6 +90,7 @@ from aigrid.security.firewall.pipeline import Screened
 from aigrid.security.firewall.texts import ModelText
 from aigrid.security.principal import Principal, Scopes
 from aigrid.security.quotas import rate_limit_headers
+from aigrid.spec.models import ModelSpec
 
 if TYPE_CHECKING:
     from aigrid.gateway.app import Gateway
@@ -458,8 +461,12 @@ class Routes:
                     loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
             choices = _choices(parsed, body, loop)
             ex.ticket.width = choices  # each an engine request of its own (engines/fan_out.py), in the ledger
+            reserved = info.prompt_tokens + choices * info.max_output_tokens
+            if loop is not None and loop.server_tools:  # the loop's first turn (its prompt with the tools' text, and the
+                # fewest output tokens it is sent with): each turn reserves the rest of its max_tokens as it starts
+                reserved = _first_turn_tokens(body, registry, loop, gw.spec.models.get(parsed.model))
             if not ex.preadmitted:  # a background Response's run: admitted by its create (Exchange.take_admission)
-                await gw.guard.admit(ex, body, prompt, info.prompt_tokens + choices * info.max_output_tokens,
+                await gw.guard.admit(ex, body, prompt, reserved,
                                      policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
             if images:  # image URLs fetched here, from public addresses, not by the engine: once the request is
                 # within its quotas (a tenant past its limit has nothing fetched), before the firewall reads it
@@ -523,7 +530,7 @@ class Routes:
         client's tools only, when `json_answer`: the client's JSON response_format beside them); every tool result
         passes the firewall's choke point, its verdicts go on the exchange. Its finished model turns' usage
         goes on the exchange as they end (charged if the client leaves before the answer's count comes); each
-        later model turn grows the request's quota reservation by its estimate before it runs (Guard.extend: sent with
+        model turn grows the request's quota reservation by its estimate before it runs (Guard.extend: sent with
         a lower max_tokens where the quota has room for fewer; the loop ends, stop "token_budget", when it has no room); a streamed loop's client is watched through
         its whole answer (a hang-up stops the loop at once), and the prompt of a later model turn its engine
         holds is charged with them if it stops there."""
@@ -540,9 +547,9 @@ class Routes:
             ex.loop_usage = dict(so_far)
             ex.loop_holding = 0 if holding is None else turn_prompt_tokens(holding)
 
-        async def reserve(payload: Mapping[str, Any]) -> int | None:  # admission reserved the first turn only: each
-            # later turn reserves its own estimate (its prompt and max_tokens, fewer where the quota has room for
-            # fewer: the turn's max_tokens) before it runs; no room ends the loop there
+        async def reserve(payload: Mapping[str, Any]) -> int | None:  # each turn reserves its own estimate (its
+            # prompt and max_tokens, fewer where the quota has room for fewer: the turn's max_tokens) before it runs,
+            # past what the reservation holds unused (admission's, for the first); no room ends the loop there
             out = output_limit(dict(payload)) or DEFAULT_OUTPUT_TOKENS
             return await self.gw.guard.extend(ex, turn_prompt_tokens(payload), out)
 
@@ -797,6 +804,18 @@ class Routes:
 def _offers_tools(body: Mapping[str, Any]) -> bool:
     tools = body.get("tools")
     return isinstance(tools, list) and bool(tools)
+
+
+def _first_turn_tokens(body: Mapping[str, Any], registry: ToolRegistry, loop: LoopConfig,
+                      model: ModelSpec | None) -> int:
+    """What admission reserves of a tool loop's first model turn: its prompt's estimate with what it offers of the
+    tools (a constrained turn's instructions, a native turn's definitions: the request's own estimate counts neither)
+    and the fewest output tokens it is sent with (MIN_TURN_OUTPUT, or its max_tokens if fewer: the rest is reserved
+    as the turn starts, Guard.extend, shortened to the room left), in the model's tool-call mode (the larger of both
+    for `auto`, whose model the routing picks)."""
+    modes = (model.tool_calls,) if model is not None else ("constrained", "native")
+    turns = (first_turn(body, registry, replace(loop, mode=mode)) for mode in modes)
+    return max(turn_prompt_tokens(t) + min(output_limit(t) or DEFAULT_OUTPUT_TOKENS, MIN_TURN_OUTPUT) for t in turns)
 
 
 def _choices(parsed: ChatRequest | CompletionRequest, body: Mapping[str, Any], loop: LoopConfig | None) -> int:

@@ -176,7 +176,8 @@ class Quotas:
         for c in grown:
             was = kept.get(c.key)
             kept[c.key] = c if was is None else replace(was, amount=was.amount + c.amount)
-        return replace(reservation, token_counters=tuple(kept.values()), reserved_tokens=_grown(held, used, tokens - short)), short
+        return replace(reservation, token_counters=tuple(kept.values()),
+                       reserved_tokens=_grown(held, used, tokens - short)), short
 
     async def settle(self, reservation: Reservation, used_tokens: int) -> None:
         """Replace the reserved token count by the tokens actually used: under each limit, the windows charged
