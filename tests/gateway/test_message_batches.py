@@ -772,3 +772,21 @@ async def test_a_results_file_opened_after_its_request_was_cancelled_is_closed(
     finally:
         gate.set()
         await stopped(gw)
+
+
+async def test_a_tenant_s_message_batches_are_as_many_as_its_storage_files(
+        tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """`gateway.batch.max_batches` counts OpenAI batches only (many may share one input file). A message batch needs
+    no such count: each keeps its own requests file (hidden: the Files API neither lists nor deletes it; no expiry)
+    while it exists, so `quotas.storage_files` bounds them (S, twenty-second session: checked, no cap added)."""
+    gw = await started(storage_spec(tmp_path, 1 << 20, 3), engines)
+    try:
+        claude, _ = clients(gw)
+        made = [await claude.messages.batches.create(requests=[req(f"r{i}", "hi")]) for i in range(2)]
+        for b in made:
+            await until_ended(claude, b.id)  # ended: its results are a file too (requests + results: 4 files)
+        with pytest.raises(anthropic.BadRequestError) as full:
+            await claude.messages.batches.create(requests=[req("more", "hi")])
+        assert "quotas.storage_files" in str(full.value), full.value
+    finally:
+        await stopped(gw)
