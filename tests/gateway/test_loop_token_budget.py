@@ -168,6 +168,8 @@ async def test_a_responses_request_runs_its_loop_within_the_budget_too(
             "model": ASK["model"], "input": "Add one, sixteen times.", "max_output_tokens": 40,
             "tools": [{"type": "function", "name": "calculator"}], "aigrid_max_steps": 16})
     assert r.status_code == 200 and r.json()["status"] == "incomplete", r.text
+    # OpenAI's reason (its schema has no other name), and aigrid's: the tenant's token budget, not max_output_tokens
+    assert r.json()["incomplete_details"] == {"reason": "max_output_tokens", "aigrid_stop": "token_budget"}
     ran = turns(engines)
     assert 1 <= ran < 17 and await spent(gw) == ran * TURN["total_tokens"] <= BUDGET + TURN["total_tokens"]
     assert len(await audit_rows(gw)) == 1

@@ -330,18 +330,26 @@ def _format_echo(req: ResponsesRequest) -> dict[str, Any]:
 
 _INCOMPLETE = {"length": "max_output_tokens", "steered": "steered"}
 """A finish that leaves a Response `incomplete`, and its `incomplete_details.reason` (OpenAI's names)."""
+_LOOP_CUTS = frozenset({"token_budget", "context_limit", "step_limit"})
+"""A tool loop's stops (aigrid_loop.stop) that end its answer `length` though no max_output_tokens cut it: the
+Response says which in `incomplete_details.aigrid_stop` (OpenAI's `reason` has no name for them)."""
 
 
 def response_object(req: ResponsesRequest, rid: str, created: int, output: list[dict[str, Any]], *,
-                    status: str, finish_reason: str | None = None,
-                    usage: dict[str, Any] | None = None) -> dict[str, Any]:
+                    status: str, finish_reason: str | None = None, usage: dict[str, Any] | None = None,
+                    loop_stop: str | None = None) -> dict[str, Any]:
     """`finish_reason`: the chat answer's; `length` makes it `incomplete` (`max_output_tokens`), as does `steered`
-    (stopped for a steer on its socket, relay_response.SteerCut)."""
+    (stopped for a steer on its socket, relay_response.SteerCut). `loop_stop`: the tool loop's stop (the chat
+    answer's aigrid_loop.stop): `token_budget` (the tenant's token quota), `context_limit` or `step_limit` are named
+    beside OpenAI's reason, as `incomplete_details.aigrid_stop`."""
     reason = _INCOMPLETE.get(finish_reason or "") if status == "completed" else None
+    details: dict[str, Any] | None = {"reason": reason} if reason else None
+    if details is not None and reason == "max_output_tokens" and loop_stop in _LOOP_CUTS:
+        details["aigrid_stop"] = loop_stop
     return {
         "id": rid, "object": "response", "created_at": created, "background": bool(req.background),
         "status": "incomplete" if reason else status, "error": None,
-        "incomplete_details": {"reason": reason} if reason else None,
+        "incomplete_details": details,
         "instructions": req.instructions, **settings(req), "model": req.model,
         "output": output, "previous_response_id": req.previous_response_id,
         "reasoning": {"effort": None, "summary": None}, "store": req.store,
