@@ -8,7 +8,7 @@ import asyncio
 import random
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -330,12 +330,8 @@ async def test_an_event_log_append_is_one_redis_call_its_bytes_held(port: int, s
         r.close()
 
 
-async def test_each_write_and_its_ledger_hold_are_one_round_trip(
-        port: int, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    """R2 (twenty-first session): a stored response, placeholder or conversation write was the write, then the
-    ledger's script: two round trips per write where there had been one. One script (or, for a conversation's
-    change, one MULTI/EXEC holding it) does both now. Counted as commands sent on the store's connections."""
-    book, convs = store.responses, store.conversations
+def round_trips(monkeypatch: pytest.MonkeyPatch) -> Callable[[Awaitable[Any]], Awaitable[int]]:
+    """`trips(call)`: the commands `call` sends on the store's connections (its round trips), counted from now."""
     sent = [0]
     real = AbstractConnection.send_packed_command
 
@@ -343,18 +339,28 @@ async def test_each_write_and_its_ledger_hold_are_one_round_trip(
         sent[0] += 1
         await real(self, *a, **k)
 
-    async def trips(write: Awaitable[Any]) -> int:
+    async def trips(call: Awaitable[Any]) -> int:
         sent[0] = 0
-        await write
+        await call
         return sent[0]
 
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    return trips
+
+
+async def test_each_write_and_its_ledger_hold_are_one_round_trip(
+        port: int, store: RedisStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """R2 (twenty-first session): a stored response, placeholder or conversation write was the write, then the
+    ledger's script: two round trips per write where there had been one. One script (or, for a conversation's
+    change, one MULTI/EXEC holding it) does both now. Counted as commands sent on the store's connections."""
+    book, convs = store.responses, store.conversations
     # warm: the connection opened, every script loaded
     await book.put(record("t", "w0", 10), None)
     await book.pending_add(Pending("w1", "t", "m", 1, "in_progress"))
     await book.complete(record("t", "w1", 10), None)
     conv = await convs.call("create", [{"id": "cw", "tenant": "t", "created_at": 1}])
     await convs.call("update", ["t", conv["id"], {"k": "v"}])
-    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    trips = round_trips(monkeypatch)
     assert await trips(book.put(record("t", "r1", 1024), None)) == 1
     assert await trips(book.pending_add(Pending("p1", "t", "m", 1, "in_progress"))) == 1
     assert await trips(book.complete(record("t", "p1", 1024), None)) == 1
@@ -429,18 +435,6 @@ async def test_a_delete_and_a_placeholder_s_rewrite_are_one_script_with_their_le
     placeholder's mark or abandon rewrote it with no ledger at all: its error's bytes were never counted, and the
     ledger forgot the placeholder `ttl` after its creation while the mark's EXPIRE kept it. Each is one script now."""
     book, convs = store.responses, store.conversations
-    sent = [0]
-    real = AbstractConnection.send_packed_command
-
-    async def counted(self: AbstractConnection, *a: Any, **k: Any) -> None:
-        sent[0] += 1
-        await real(self, *a, **k)
-
-    async def trips(call: Awaitable[Any]) -> int:
-        sent[0] = 0
-        await call
-        return sent[0]
-
     for warm in ("w0", "w1"):  # the connection opened, every script loaded
         await book.put(record("t", warm, 10), None)
         await book.pending_add(Pending(warm, "t", "m", 1, "in_progress", owner="gone"))
@@ -462,7 +456,7 @@ async def test_a_delete_and_a_placeholder_s_rewrite_are_one_script_with_their_le
         held, sizes = "aigrid:g:held:{t}", "aigrid:g:sizes:{t}"
         before = r.zscore(held, "aigrid:g:pending:{t}:p1")
         await asyncio.sleep(0.005)
-        monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+        trips = round_trips(monkeypatch)
         error = {"code": "server_error", "message": "x" * 5000}
         assert await trips(book.mark("t", "p1", "failed", error)) == 1
         # the owner's lease (not in the tenant's slot) read first, then the one script
