@@ -506,3 +506,27 @@ def test_steers_queued_when_the_client_leaves_are_dropped_and_audited(tmp_path: 
         assert [r["outcome"] for r in grid.until_records("/v1/responses", 1)] == ["client_closed"]
         assert len(asked(grid)) == 1  # no successor
         assert "1 accepted steers not yet committed: dropped" in caplog.text
+
+
+def test_a_response_that_cannot_be_steered_is_not_watched_for_a_steer(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket's response a steer can never stop (`store: false`, a conversation, automatic compaction: its steers
+    are refused, steering_not_supported) was served as a steerable one all the same: its relay noted every chunk's
+    text for a steer that could not come. Now only a response that may be steered is watched for one."""
+    from aigrid.gateway import relay_response
+
+    engaged: list[Any] = []
+    engage = relay_response.SteerCut.engage
+
+    def noted(self: Any, relay: Any) -> None:
+        engaged.append(relay)
+        engage(self, relay)
+
+    monkeypatch.setattr(relay_response.SteerCut, "engage", noted)
+    with served(tmp_path) as grid, grid.sync_client().responses.connect() as conn:
+        conn.response.create(model=MODEL, input="Say hello", store=False)
+        assert until_done(iter(conn))[-1].type == "response.completed"
+        assert engaged == []  # before: its relay, watched for a steer
+        conn.response.create(model=MODEL, input="Say hello")
+        assert until_done(iter(conn))[-1].type == "response.completed"
+        assert engaged  # a stored response may be steered: watched

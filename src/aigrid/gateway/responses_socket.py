@@ -559,7 +559,9 @@ class _Connection:
             await self.gone.wait()  # the endpoint's hang-up watch: the socket closed
             return {"type": "http.disconnect"}
 
-        token = STEER.set(run.cut)  # the endpoint's answer, served in this task, may be stopped for a steer
+        # the endpoint's answer, served in this task, may be stopped for a steer, where one may be accepted for it
+        # (else its relay would note each chunk's text for a steer that is refused: steering_not_supported)
+        token = STEER.set(run.cut if unsupported(run.create) is None else None)
         try:
             await self.endpoint(scope, receive, answer.send)
         finally:
