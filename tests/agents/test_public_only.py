@@ -342,3 +342,110 @@ async def test_a_look_up_that_began_late_is_not_remembered_as_a_name_without_ans
     assert "good.example" not in public_only._failed
     assert await resolve("good.example", 80) == ["93.184.215.14"]
     assert asked.count("good.example") == 2
+
+
+def _dead_names_and_a_good_one(monkeypatch: pytest.MonkeyPatch) -> tuple[object, list[int], list[str]]:
+    """getaddrinfo that never answers (until the returned event is set) for a name under dead.example, and answers
+    at once for any other; [threads held now], [names asked]."""
+    import threading
+    from collections import OrderedDict
+
+    from aigrid.agents import public_only
+
+    answer, lock = threading.Event(), threading.Lock()
+    running, asked = [0], []
+
+    def dns(host: str, *args: object, **kwargs: object) -> list[tuple[object, ...]]:
+        with lock:
+            asked.append(host)
+            running[0] += 1
+        try:
+            if host.endswith("dead.example"):
+                answer.wait(10)
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.215.14", 80))]
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(socket, "getaddrinfo", dns)
+    monkeypatch.setattr(public_only, "DNS_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(public_only, "_failed", OrderedDict())
+    return answer, running, asked
+
+
+async def _threads_back(answer: object, running: list[int]) -> None:
+    answer.set()  # type: ignore[attr-defined]
+    for _ in range(200):  # the pool's threads back before the next test
+        if not running[0]:
+            return
+        await asyncio.sleep(0.01)
+
+
+async def test_one_tenant_s_fetches_on_dead_names_leave_the_other_tenants_a_dns_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """http_fetch's look-ups had no share of the DNS threads: tenant A's model fetching 8 pages under names whose
+    name server never answers (new names: none remembered yet) held all 8, and tenant B's fetch of a good page
+    waited behind them until its look-up timed out ("the gateway's DNS look-ups are busy"). A tenant's look-ups now
+    hold public_only.TENANT_LOOKUPS threads at most, whatever number it runs."""
+    from aigrid.agents import public_only
+    from aigrid.agents.tool import ToolContext
+
+    answer, running, asked = _dead_names_and_a_good_one(monkeypatch)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"content-type": "text/plain"}, text="hello")
+
+    tool = HttpFetch(["*.dead.example", "docs.example.org"],
+                     httpx.AsyncClient(transport=PublicOnlyTransport(httpx.MockTransport(handler))))
+    a = ToolContext(tenant="a")
+    try:
+        hanging = [asyncio.ensure_future(tool.run({"url": f"http://n{i}.dead.example/"}, a)) for i in range(8)]
+        await asyncio.sleep(0.1)
+        page = await tool.run({"url": "http://docs.example.org/"}, ToolContext(tenant="b"))
+        assert page.startswith("HTTP 200") and "hello" in page
+        assert running[0] == public_only.TENANT_LOOKUPS == 2, running
+        assert [r.url.host for r in seen] == ["93.184.215.14"]
+        done = await asyncio.gather(*hanging, return_exceptions=True)
+        assert all(isinstance(e, ToolError) for e in done), done
+        assert sum("this tenant's other look-ups still wait on DNS" in str(e) for e in done) == 6, done
+        assert len([h for h in asked if h.endswith("dead.example")]) == 2
+    finally:
+        await _threads_back(answer, running)
+    assert public_only._tenants == {}  # a tenant's share is forgotten once none of its look-ups is left
+
+
+async def test_one_tenant_s_image_requests_on_dead_names_leave_the_other_tenants_a_dns_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Four requests of tenant A, each of image URLs under names no name server answers, held 2 DNS threads each
+    (lookups_at_once's request share): all 8, and tenant B's image under a good name was not looked up before its
+    timeout. Tenant A's requests now hold TENANT_LOOKUPS threads together."""
+    from aigrid.errors import InvalidRequest
+    from aigrid.gateway.image_urls import ImageUrls
+
+    answer, running, asked = _dead_names_and_a_good_one(monkeypatch)
+    png = b"\x89PNG\r\n\x1a\n" + b"\0" * 16
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "image/png"}, content=png)
+
+    images = ImageUrls("fetch", httpx.AsyncClient(transport=PublicOnlyTransport(httpx.MockTransport(handler),
+                                                                                literals=False, hint="h")))
+
+    def body(*urls: str) -> dict[str, object]:
+        return {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": u}}
+                                                          for u in urls]}]}
+    try:
+        hanging = [asyncio.ensure_future(images.inline(body(*(f"http://r{r}n{i}.dead.example/x.png"
+                                                               for i in range(4))), tenant="a"))
+                   for r in range(4)]
+        await asyncio.sleep(0.1)
+        assert running[0] == 2, running
+        good = body("http://docs.example.org/cat.png")
+        await images.inline(good, tenant="b")
+        assert good["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")  # type: ignore[index]
+        done = await asyncio.gather(*hanging, return_exceptions=True)
+        assert all(isinstance(e, InvalidRequest) for e in done), done
+    finally:
+        await _threads_back(answer, running)

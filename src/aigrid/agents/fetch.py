@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from aigrid.agents.public_only import lookups_at_once
 from aigrid.agents.tool import ToolContext, ToolError, require_str
 from aigrid.security.firewall.texts import Source
 
@@ -198,9 +199,10 @@ class HttpFetch:
 
     async def run(self, arguments: Mapping[str, Any], context: ToolContext) -> str:
         url = self.check(require_str(arguments, "url", max_len=2_000))
-        try:
-            async with asyncio.timeout(self.deadline_s):
-                return await self._fetch(url)
+        try:  # its look-ups within the tenant's share of the DNS threads (public_only.TENANT_LOOKUPS)
+            with lookups_at_once(None, tenant=context.tenant):
+                async with asyncio.timeout(self.deadline_s):
+                    return await self._fetch(url)
         except TimeoutError:
             raise ToolError(f"fetching {url} took longer than {self.deadline_s:g}s (the whole fetch's deadline)"
                             ) from None

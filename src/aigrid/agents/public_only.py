@@ -61,16 +61,45 @@ FAILURES_KEPT = 4096
 """The most failed names remembered (the oldest forgotten first)."""
 _failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
 """A name that got no answer (lower case) -> (when it may be looked up again, on the monotonic clock; why)."""
-_share: ContextVar[asyncio.Semaphore | None] = ContextVar("aigrid_dns_share", default=None)
+TENANT_LOOKUPS = 2
+"""The most of the DNS_THREADS one tenant's look-ups hold at once, all its requests together (`lookups_at_once`'s
+`tenant`): a request's share alone let four requests of one tenant, each hanging on names no name server answers
+(new ones, not yet remembered), hold all 8 threads, and every other tenant's look-ups timed out meanwhile."""
+
+
+class _Share:
+    """At most `most` of the pool's threads held at once by the look-ups that take it (`resolve`)."""
+
+    def __init__(self, most: int, tenant: str | None = None) -> None:
+        self.slots = asyncio.Semaphore(most)
+        self.loop = asyncio.get_running_loop() if tenant is not None else None
+        self.tenant = tenant
+        self.users = 0
+        """Look-ups waiting for it or holding a thread with it: a tenant's is forgotten when none is left."""
+
+
+_tenants: dict[str, _Share] = {}
+"""A tenant with look-ups waiting or running -> its share of the threads."""
+_share: ContextVar[tuple[tuple[_Share, ...], str | None]] = ContextVar("aigrid_dns_share", default=((), None))
+"""The caller's own shares, and its tenant, whose share is found as each look-up starts."""
+
+
+def _tenant_share(tenant: str) -> _Share:
+    share = _tenants.get(tenant)
+    if share is None or share.loop is not asyncio.get_running_loop():
+        share = _tenants[tenant] = _Share(TENANT_LOOKUPS, tenant)
+    return share
 
 
 @contextlib.contextmanager
-def lookups_at_once(most: int) -> Iterator[None]:
-    """Within it (and the tasks it starts), at most `most` of `resolve`'s threads held at once: one caller (a
-    request's image URLs) cannot take the pool the other tenants' look-ups share. A thread counts until its look-up
-    returns, not until `resolve` stops waiting for it (a name server that never answers holds it past
-    DNS_TIMEOUT_S)."""
-    token = _share.set(asyncio.Semaphore(most))
+def lookups_at_once(most: int | None, *, tenant: str | None = None) -> Iterator[None]:
+    """Within it (and the tasks it starts), at most `most` of `resolve`'s threads held at once (None: no bound of its
+    own), and with a `tenant`, at most TENANT_LOOKUPS by that tenant's look-ups, its other requests' included: one
+    caller (a request's image URLs, a tenant's requests) cannot take the pool the other tenants' look-ups share. A
+    thread counts until its look-up returns, not until `resolve` stops waiting for it (a name server that never
+    answers holds it past DNS_TIMEOUT_S). Used within a running loop."""
+    own, outer = _share.get()
+    token = _share.set(((*own, *(() if most is None else (_Share(most),))), tenant or outer))
     try:
         yield
     finally:
@@ -103,8 +132,8 @@ async def resolve(host: str, port: int) -> list[str]:
     a client naming images under a domain whose name server never answers held every thread, and the gateway's
     batch and file calls waited on them. The pool is shared by every tenant, so a caller may hold a few of its
     threads only (`lookups_at_once`: a request of 100 image URLs under such a domain, fetched 8 at a time, held all
-    8 for as long as the resolver tried, and every other tenant's look-ups timed out), and a name that got no
-    answer is refused for FAILED_FOR_S without being looked up again."""
+    8 for as long as the resolver tried, and every other tenant's look-ups timed out), a tenant TENANT_LOOKUPS of
+    them, and a name that got no answer is refused for FAILED_FOR_S without being looked up again."""
     name = host.lower().rstrip(".")
     why = _failure(name)
     if why is not None:
@@ -116,25 +145,26 @@ async def resolve(host: str, port: int) -> list[str]:
         began.append(time.monotonic())
         return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
 
-    share = _share.get()
+    own, tenant = _share.get()  # the request's, then the tenant's: taken in that order by every look-up
+    shares = own if tenant is None else (*own, _tenant_share(tenant))
+    held: list[_Share] = []
     job: Future[list[Any]] | None = None
+    for share in shares:
+        share.users += 1
     try:
         async with asyncio.timeout(DNS_TIMEOUT_S):
-            if share is not None:
-                await share.acquire()  # within the timeout: the caller's own look-ups that hang delay it alone
-            try:
-                job = _DNS.submit(lookup)
-            except BaseException:
-                if share is not None:
-                    share.release()
-                raise
-            if share is not None:  # released when the thread is done with the look-up, not when it is given up on
-                job.add_done_callback(lambda _: _release(loop, share))
+            for share in shares:  # within the timeout: the caller's own look-ups that hang delay it alone
+                await share.slots.acquire()
+                held.append(share)
+            job = _DNS.submit(lookup)
+            if shares:  # released when the thread is done with the look-up, not when it is given up on
+                job.add_done_callback(lambda _: _release(loop, shares))
             infos = await asyncio.wrap_future(job)
     except TimeoutError:
         if job is None:
-            raise OSError(f"not looked up within {DNS_TIMEOUT_S} s: this request's other look-ups still wait on "
-                          "DNS") from None
+            whose = "this request's" if len(held) < len(own) else "this tenant's"
+            raise OSError(f"not looked up within {DNS_TIMEOUT_S} s: {whose} other look-ups still wait on DNS"
+                          ) from None
         if job.cancel():  # still queued (asyncio's cancel has reached it, or this does): never asked: the pool was busy, which says nothing of the name
             raise OSError(f"not looked up within {DNS_TIMEOUT_S} s: the gateway's DNS look-ups are busy") from None
         why = f"no answer from DNS within {DNS_TIMEOUT_S} s"
@@ -147,13 +177,25 @@ async def resolve(host: str, port: int) -> list[str]:
     except ValueError as e:  # a name the resolver cannot encode (a label over 63 characters: idna's UnicodeError),
         # which httpx takes: it escaped the transport, an image URL's fetch a 500
         raise OSError(f"not a valid host name ({e})") from None
+    finally:
+        if job is None:  # no thread asked: what was taken is given back now (a timeout, a cancel, a full pool)
+            _given_back(shares, held)
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-def _release(loop: asyncio.AbstractEventLoop, share: asyncio.Semaphore) -> None:
-    """`share` released on its loop, from the look-up's thread (or the loop's, for a look-up cancelled unrun)."""
+def _given_back(shares: tuple[_Share, ...], held: Iterable[_Share]) -> None:
+    for share in held:
+        share.slots.release()
+    for share in shares:
+        share.users -= 1
+        if share.users == 0 and share.tenant is not None and _tenants.get(share.tenant) is share:
+            del _tenants[share.tenant]
+
+
+def _release(loop: asyncio.AbstractEventLoop, shares: tuple[_Share, ...]) -> None:
+    """`shares` released on their loop, from the look-up's thread (or the loop's, for a look-up cancelled unrun)."""
     with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing waits on it any more
-        loop.call_soon_threadsafe(share.release)
+        loop.call_soon_threadsafe(_given_back, shares, shares)
 
 
 def _literal(host: str) -> Address | None:

@@ -95,9 +95,10 @@ class ImageUrls:
                                              cookies=cookieless())  # no site's cookie kept from tenant to tenant
         return self._client
 
-    async def inline(self, body: dict[str, Any]) -> None:
+    async def inline(self, body: dict[str, Any], tenant: str | None = None) -> None:
         """The chat body's image URLs fetched and written in place as `data:` URLs (per the mode); a URL that
-        cannot be is the client's 400 naming its part."""
+        cannot be is the client's 400 naming its part. `tenant`: whose request it is (its look-ups hold at most
+        public_only.TENANT_LOOKUPS of the DNS threads, all its requests together)."""
         found = list(image_urls(body.get("messages")))
         for where, holder, key in found:
             if not holder[key].lower().startswith(WEB):
@@ -120,7 +121,8 @@ class ImageUrls:
             async with gate:
                 return await self._fetch(where, url, budget)
         try:
-            with lookups_at_once(LOOKUPS_AT_ONCE):  # its tasks take the request's share of the DNS threads
+            with lookups_at_once(LOOKUPS_AT_ONCE, tenant=tenant):  # its tasks take the request's (and tenant's)
+                # share of the DNS threads
                 async with asyncio.timeout(REQUEST_TIMEOUT_S), asyncio.TaskGroup() as group:  # a refusal stops the rest
                     tasks = [group.create_task(fetch(where, holder[key])) for where, holder, key in found]
         except* InvalidRequest as refused:
