@@ -25,6 +25,7 @@ from aigrid.agents.embeddings import create_embeddings, embedding_inputs
 from aigrid.agents.loop import (
     LoopConfig,
     Step,
+    ToolMode,
     check_tool_choice,
     check_tool_results,
     first_turn,
@@ -813,7 +814,7 @@ def _first_turn_tokens(body: Mapping[str, Any], registry: ToolRegistry, loop: Lo
     and the fewest output tokens it is sent with (MIN_TURN_OUTPUT, or its max_tokens if fewer: the rest is reserved
     as the turn starts, Guard.extend, shortened to the room left), in the model's tool-call mode (the larger of both
     for `auto`, whose model the routing picks)."""
-    modes = (model.tool_calls,) if model is not None else ("constrained", "native")
+    modes: tuple[ToolMode, ...] = (model.tool_calls,) if model is not None else ("constrained", "native")
     turns = (first_turn(body, registry, replace(loop, mode=mode)) for mode in modes)
     return max(turn_prompt_tokens(t) + min(output_limit(t) or DEFAULT_OUTPUT_TOKENS, MIN_TURN_OUTPUT) for t in turns)
 
