@@ -152,3 +152,38 @@ async def test_a_caller_cancelled_waiting_or_as_its_turn_came_passes_the_turn_on
     assert served == ["last"] and gone.cancelled() and handed.cancelled()
     assert not turns._busy and not turns._waiting
     await asyncio.wait_for(take("again", "a"), 1)
+
+
+async def test_a_caller_that_leaves_mid_batch_holds_the_embedder_until_its_batch_is_done() -> None:
+    """A caller cancelled while its batch encoded (a client hanging up: /v1/embeddings is cancelled at a hang-up; a
+    tool's timeout) handed its turn on at once, its batch still encoding on a thread: the next batch ran beside
+    it, and a client that hung up at each batch had any number encoding at once (the CPU, the default executor's
+    threads). The turn is handed on when the thread is done now: one batch encodes at a time."""
+    import threading
+
+    embedder, model = _embedder(0.1)
+    lock, running, most = threading.Lock(), [0], [0]
+    encode = model.encode
+
+    def counted(texts: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, int]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            return encode(texts, batch_size)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    model.encode = counted  # type: ignore[method-assign]
+    for _ in range(3):  # a client hanging up 20 ms into each of its batches
+        gone = asyncio.create_task(embedder.embed(["x"] * 32))
+        await asyncio.sleep(0.02)
+        gone.cancel()
+    vectors, _ = await embedder.embed(["q"])
+    assert vectors.shape == (1, 384)
+    assert most[0] == 1, most
+    for _ in range(100):
+        if not running[0]:
+            break
+        await asyncio.sleep(0.02)

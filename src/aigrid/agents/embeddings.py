@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextvars import ContextVar
@@ -25,6 +26,7 @@ from aigrid.errors import InvalidRequest, ModelNotFound
 from aigrid.spec.builtin_models import EMBEDDING_ALIASES, EMBEDDING_MODEL
 
 Vectors = npt.NDArray[np.float32]
+log = logging.getLogger(__name__)
 
 MAX_INPUTS = 256
 MAX_INPUT_CHARS = 8_192
@@ -65,13 +67,14 @@ class Turns:
 
     @contextlib.asynccontextmanager
     async def turn(self, tenant: str | None) -> AsyncIterator[None]:
-        await self._take(tenant)
+        await self.take(tenant)
         try:
             yield
         finally:
-            self._hand_on()
+            self.hand_on()
 
-    async def _take(self, tenant: str | None) -> None:
+    async def take(self, tenant: str | None) -> None:
+        """The turn, once every tenant before this one has had one; `hand_on` gives it up."""
         if not self._busy and not self._waiting:
             self._busy = True
             return
@@ -81,7 +84,7 @@ class Turns:
             await turn
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():  # handed the turn as it was cancelled: it goes on to the next
-                self._hand_on()
+                self.hand_on()
             else:
                 waiting = self._waiting.get(tenant)
                 if waiting is not None and turn in waiting:
@@ -90,7 +93,7 @@ class Turns:
                         del self._waiting[tenant]
             raise
 
-    def _hand_on(self) -> None:
+    def hand_on(self) -> None:
         while self._waiting:
             tenant, waiting = next(iter(self._waiting.items()))
             turn = waiting.popleft()
@@ -159,11 +162,25 @@ class MiniLMEmbedder:
         parts, tokens = [], 0
         tenant = _TENANT.get()
         for start in range(0, len(texts), self.batch_size):
-            async with self._turns.turn(tenant):
-                vectors, n = await asyncio.to_thread(self._encode, texts[start:start + self.batch_size])
+            await self._turns.take(tenant)
+            try:
+                job = asyncio.ensure_future(asyncio.to_thread(self._encode, texts[start:start + self.batch_size]))
+            except BaseException:
+                self._turns.hand_on()
+                raise
+            # the turn is handed on when the thread is done, not when the caller stops waiting: a caller cancelled
+            # mid-batch (a client that hangs up, a tool's timeout) left its batch encoding on a thread while the
+            # next one started beside it, and a client hanging up at each batch had any number encoding at once
+            job.add_done_callback(self._batch_done)
+            vectors, n = await asyncio.shield(job)
             parts.append(vectors)
             tokens += n
         return np.concatenate(parts), tokens
+
+    def _batch_done(self, job: asyncio.Future[tuple[Vectors, int]]) -> None:
+        self._turns.hand_on()
+        if not job.cancelled() and job.exception() is not None:  # read here too: its caller may have left
+            log.warning("an embedding batch failed: %r", job.exception())
 
     def _encode(self, texts: list[str]) -> tuple[Vectors, int]:
         assert self._model is not None
