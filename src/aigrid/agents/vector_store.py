@@ -81,6 +81,11 @@ class VectorStore:
         self.dimensions = dimensions
         self.documents: list[Document] = []
         self._vectors: Vectors = np.zeros((0, dimensions), np.float32)
+        self._owners: dict[str, int] = {}
+        """A tenant owning documents here -> its number (from 1) in `_owner`."""
+        self._owner = np.zeros(0, np.int32)
+        """Each document's owner's number, 0 for a public one: a search picks the visible rows in numpy, where a
+        Python walk over every document cost each `retrieve` about 5 ms of the event loop per 20,000 chunks."""
 
     def __len__(self) -> int:
         return len(self.documents)
@@ -89,15 +94,19 @@ class VectorStore:
         if vectors.shape != (len(documents), self.dimensions):
             raise ValueError(f"expected {len(documents)} vectors of {self.dimensions} dimensions, "
                              f"got {vectors.shape}")
+        owners = [0 if d.tenant is None else self._owners.setdefault(d.tenant, len(self._owners) + 1)
+                  for d in documents]
         self.documents.extend(documents)
         self._vectors = np.vstack([self._vectors, vectors.astype(np.float32)])
+        self._owner = np.concatenate([self._owner, np.array(owners, np.int32)])
 
     def search(self, query: Vectors, k: int = 3, tenant: str | None = None) -> list[Hit]:
         if not self.documents:
             return []
         # only the visible documents are ranked: another tenant's were ranked too, at a score of -inf, and a query
         # whose scores are NaN (an embedder's overflow) sorts after -inf, so its top k were the hidden ones
-        visible = np.flatnonzero([d.tenant is None or d.tenant == tenant for d in self.documents])
+        own = None if tenant is None else self._owners.get(tenant)
+        visible = np.flatnonzero(self._owner == 0 if own is None else (self._owner == 0) | (self._owner == own))
         k = min(k, len(visible))
         if k <= 0:
             return []
