@@ -1540,3 +1540,40 @@ async def test_a_result_file_indexed_before_a_resume_counts_the_lines_written_af
     assert again == first and first[0] is not None
     kept = await files.get("t", first[0])
     assert kept is not None and kept.bytes == out.stat().st_size
+
+
+async def test_a_file_opened_after_its_download_was_cancelled_is_closed(
+        gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download opens the file in a thread (so a DELETE meanwhile is a 404); a cancel (the client gone) that landed
+    while the thread opened it left the handle it opened to the garbage collector (the twenty-second session's S found
+    it in message batch results; the Files API had the same `to_thread(open)`). It is closed when the thread hands it
+    over now (`open_off_loop`)."""
+    oai, _ = clients(gw)
+    uploaded = await oai.files.create(file=("requests.jsonl", jsonl(line("a", "hi"))), purpose="batch")
+    entered, gate, handles = threading.Event(), threading.Event(), []
+    real = Path.open
+
+    def slow_open(self: Path, *a: Any, **k: Any) -> Any:
+        if uploaded.id not in str(self) or threading.current_thread() is threading.main_thread():
+            return real(self, *a, **k)
+        entered.set()
+        gate.wait(10)
+        handles.append(real(self, *a, **k))  # held here: only a close, not the garbage collector, closes it
+        return handles[-1]
+
+    monkeypatch.setattr(Path, "open", slow_open)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            asked = asyncio.create_task(c.get(f"/v1/files/{uploaded.id}/content"))
+            assert await asyncio.to_thread(entered.wait, 10)
+            asked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asked
+        gate.set()
+        for _ in range(200):  # the thread ends, then the loop hears of it
+            if handles and handles[0].closed:
+                break
+            await asyncio.sleep(0.01)
+        assert handles and handles[0].closed  # before: open, left to the garbage collector
+    finally:
+        gate.set()

@@ -44,6 +44,7 @@ from aigrid.gateway.envelope import ANTHROPIC_VERSION
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.file_store import RESERVE_SLACK_S, FileStore, Reservation, StoredFile
 from aigrid.gateway.numbers import plain_int
+from aigrid.gateway.open_off_loop import open_off_loop
 from aigrid.gateway.routes import Handler, Routes, audited_route, authenticate, json_response
 from aigrid.gateway.slow_clients import body_deadline_s
 from aigrid.security.principal import Principal
@@ -246,7 +247,7 @@ class FilesApi:
         # opened once, here, and sent from that handle: a DELETE between the lookup and the read (its row, then its
         # bytes) is the 404 of a file not there, never a 500 when the response opens a path that just went
         try:
-            f = await asyncio.to_thread(self.files.disk_path(found).open, "rb")
+            f = await open_off_loop(self.files.disk_path(found))  # a cancel meanwhile closes the handle when it comes
         except FileNotFoundError:
             raise NotFound(f"no file {found.id!r}", param="file_id") from None
         # the name as uploaded stays the file's `filename`; the download names its last part only (a client that

@@ -53,6 +53,7 @@ from aigrid.gateway.messages_api import MESSAGES_PATH
 from aigrid.gateway.messages_schema import MessagesRequest
 from aigrid.gateway.messages_translate import chat_body, placed_messages
 from aigrid.gateway.numbers import plain_int
+from aigrid.gateway.open_off_loop import open_off_loop
 from aigrid.gateway.routes import (
     Handler,
     Routes,
@@ -374,23 +375,11 @@ class MessageBatchesApi:
 
 
 async def _open(path: Path, opened: list[BinaryIO]) -> BinaryIO:
-    """`path` opened for reading off the loop and added to `opened` (closed with the response). A cancel that lands
-    while the thread opens it (the client gone) cannot stop the thread: the handle it opens is closed when it comes
-    (`_close_late`), not left to the garbage collector as it was."""
-    pending = asyncio.ensure_future(asyncio.to_thread(path.open, "rb"))
-    try:
-        handle = await asyncio.shield(pending)
-    except asyncio.CancelledError:
-        pending.add_done_callback(_close_late)
-        raise
+    """`path` opened for reading off the loop (`open_off_loop`: a cancel during the open closes the handle when it
+    comes) and added to `opened` (closed with the response)."""
+    handle = await open_off_loop(path)
     opened.append(handle)
     return handle
-
-
-def _close_late(done: asyncio.Future[Any]) -> None:
-    """The handle a cancelled `_open`'s thread opened after all, closed (nothing when the open failed)."""
-    if not done.cancelled() and done.exception() is None:
-        done.result().close()
 
 
 def _close(handles: list[BinaryIO]) -> None:
