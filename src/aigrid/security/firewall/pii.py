@@ -198,6 +198,10 @@ def find_pii(text: str, kinds: frozenset[str] | None = None, start: int = 0, *,
 
 
 def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool) -> list[PiiMatch]:
+    """The detectors in priority order, each match that overlaps an earlier detector's dropped. `taken` is kept in
+    order (a detector's own matches come in order and never overlap), so a match is checked against the one item
+    before its end (bisect), not against every item: until 2026-12-05 (twenty-second session) each was checked
+    against all, and 20,000 addresses (140 KB) cost 9.5 s, a body full of them hours of the firewall's thread."""
     taken: list[PiiMatch] = []
     digits = _digits(text, start) if prune else 0
     for kind, pattern, valid in _DETECTORS:
@@ -206,17 +210,21 @@ def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool) -> l
         fewest, char = _NEEDS[kind]
         if prune and (digits < fewest or (char is not None and text.find(char, start) < 0)):
             continue  # no match is possible: same result, without the scan
+        starts = [t.start for t in taken]
+        mine: list[PiiMatch] = []
         pos = start
         while (m := pattern.search(text, pos)) is not None:
             # after a rejected candidate, retry one character later (not after it), so a valid item
             # overlapping a rejected one is still found wherever the text happens to be cut
-            if (valid is not None and not valid(m.group())) or any(
-                    m.start() < t.end and t.start < m.end() for t in taken):
+            before = bisect_left(starts, m.end())  # the earlier items starting before it ends: the last may overlap
+            if (valid is not None and not valid(m.group())) or (before and taken[before - 1].end > m.start()):
                 pos = m.start() + 1
                 continue
-            taken.append(PiiMatch(kind, m.start(), m.end()))
+            mine.append(PiiMatch(kind, m.start(), m.end()))
             pos = m.end()
-    return sorted(taken, key=lambda t: t.start)
+        if mine:
+            taken = sorted(taken + mine, key=lambda t: t.start)  # two runs in order: merged in linear time
+    return taken
 
 
 LONGEST_ITEM = 64 + 1 + 4 * 64 + 24
