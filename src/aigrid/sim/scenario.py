@@ -4,7 +4,7 @@ the field, never a traceback. See examples/sim/*.yaml and docs/simulator.md."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -70,10 +70,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # YAML's .inf passed every gt=0 bound
 
 
+MAX_REQUESTS = 10_000_000
+"""The most requests a scenario may expect at its highest load (`requests` x the largest `sweep` factor, with its
+spikes): about 100 bytes each in the workload's arrays before the simulator's own; 1e9 was a MemoryError."""
+MAX_DURATION_S = 172_800.0
+"""Two days: the workload holds a weight per user city (34,006) per 5-minute slot; 1e300 s was a traceback."""
+MAX_PARAMS_B = 100_000.0
+"""A model of 100 trillion parameters; 1e300 overflowed the hardware's arithmetic (a traceback)."""
+MAX_SHARE = 1e9
+"""Shares are normalised over tenants; two of 1e308 summed to infinity, and every result was NaN."""
+
+
 class ModelDef(Strict):
     name: str
     family: str
-    params_b: float = Field(gt=0)
+    params_b: float = Field(gt=0, le=MAX_PARAMS_B)
     kv_bytes_per_token: int = Field(default=131072, gt=0, description="2 x layers x KV heads x head dim x 2 B")
 
 
@@ -107,8 +118,8 @@ class GeneratedSites(Strict):
     hardware: dict[str, float] = Field(default_factory=lambda: {"h100": 1.0})
     continents: list[str] | None = None
     models: list[str] = Field(min_length=1)
-    gpus_per_replica: int = Field(default=1, ge=1)
-    replicas: int = Field(default=1, ge=1)
+    gpus_per_replica: int = Field(default=1, ge=1, le=16)  # a site's own bounds (SiteDef): past them, a traceback
+    replicas: int = Field(default=1, ge=1, le=10_000)
 
 
 class AgentDef(Strict):
@@ -119,7 +130,8 @@ class AgentDef(Strict):
     crosses the network once."""
 
     steps: int = Field(ge=1, le=1000, description="tool steps per session (model calls = steps + 1)")
-    tool_ms: float = Field(default=0.0, ge=0, description="time of one tool run, wherever the loop runs")
+    tool_ms: float = Field(default=0.0, ge=0, le=3_600_000, description="time of one tool run, wherever the loop "
+                           "runs (at most an hour)")
     loop: Literal["client", "site"] = "site"
     output_tokens: int | None = Field(default=None, gt=0, description="output of every model call "
                                       "(default: the trace row's)")
@@ -150,7 +162,7 @@ class RightSizeDef(Strict):
 
 class Tenant(Strict):
     name: str
-    share: float = Field(gt=0, description="fraction of all requests (normalised over tenants)")
+    share: float = Field(gt=0, le=MAX_SHARE, description="fraction of all requests (normalised over tenants)")
     trace: str = Field(default="conv", description="conv or code (the shipped Azure 2023 traces) or a trace file: "
                        "CSV or JSON Lines (docs/simulator.md, 'Trace files'), relative to the scenario file")
     model: str
@@ -201,9 +213,9 @@ class Diurnal(Strict):
 
 
 class NetworkDef(Strict):
-    route_factor: float = Field(default=DEFAULT_ROUTE_FACTOR, ge=1.0)
-    overhead_ms: float = Field(default=DEFAULT_OVERHEAD_MS, ge=0)
-    jitter_ms: float = Field(default=1.0, ge=0)
+    route_factor: float = Field(default=DEFAULT_ROUTE_FACTOR, ge=1.0, le=10.0)
+    overhead_ms: float = Field(default=DEFAULT_OVERHEAD_MS, ge=0, le=60_000)
+    jitter_ms: float = Field(default=1.0, ge=0, le=60_000)
 
 
 ClassName = Literal["interactive", "standard", "batch"]
@@ -221,18 +233,26 @@ class AdmissionDef(AdmissionLimits):
 
 class GatewayDef(Strict):
     count: int = Field(default=1, ge=1, le=1000, description="gateways deciding at once")
-    telemetry_interval_s: float = Field(default=1.0, gt=0)
+    telemetry_interval_s: float = Field(default=1.0, ge=0.001, description="at least 1 ms: each tick is an event "
+                                        "per gateway (1e-300 s ran without end)")
     telemetry_lag_s: float = Field(default=1.0, ge=0)
     candidates: int = Field(default=32, ge=1, description="nearest endpoints a regional gateway scores")
     local_accounting: bool = True
     shared_state_s: float = Field(default=0.02, ge=0, description=(
         "how often gateways exchange in-flight ledgers through the shared state (Redis; the live gateway's "
-        "shared_sync_interval_s, same default); 0: not shared"))
+        "shared_sync_interval_s, same default); 0: not shared; else at least 1 ms"))
     breaker_failures: int = Field(default=1, ge=1, description="consecutive failures that open a circuit")
     circuit_cooldown_s: float = Field(default=30.0, ge=0)
     connect_timeout_s: float = Field(default=1.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     admission: AdmissionDef = AdmissionDef()
+
+    @field_validator("shared_state_s")
+    @classmethod
+    def _sync(cls, v: float) -> float:
+        if 0 < v < 0.001:
+            raise ValueError("0 (not shared) or at least 0.001 s: each exchange is an event per gateway")
+        return v
 
 
 class Fault(Strict):
@@ -242,7 +262,7 @@ class Fault(Strict):
     sites: list[str] | None = None
     jurisdictions: list[str] | None = None
     continents: list[str] | None = None
-    factor: float = Field(default=3.0, gt=0, description="load multiplier of a spike")
+    factor: float = Field(default=3.0, gt=0, le=1000, description="load multiplier of a spike")
 
     @model_validator(mode="after")
     def _target(self) -> Fault:
@@ -275,9 +295,9 @@ class Slo(Strict):
 class Scenario(Strict):
     name: str
     description: str = ""
-    seed: int = 1
-    duration_s: float = Field(gt=0)
-    requests: int = Field(gt=0, description="expected number of requests at load factor 1")
+    seed: int = Field(default=1, ge=0)
+    duration_s: float = Field(gt=0, le=MAX_DURATION_S)
+    requests: int = Field(gt=0, le=MAX_REQUESTS, description="expected number of requests at load factor 1")
     models: list[ModelDef] = Field(min_length=1)
     sites: list[SiteDef] = Field(default_factory=list)
     generate_sites: GeneratedSites | None = None
@@ -290,7 +310,8 @@ class Scenario(Strict):
     gateway: GatewayDef = GatewayDef()
     faults: list[Fault] = Field(default_factory=list)
     slo: Slo = Slo()
-    sweep: list[float] = Field(default_factory=list, description="load factors for the TTFT-vs-load curve")
+    sweep: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list, description="load factors for the "
+                                                       "TTFT-vs-load curve")
     chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, gt=0)
     write_requests_csv: bool = True
 
@@ -323,7 +344,22 @@ class Scenario(Strict):
                 raise ValueError(f"policy {p!r} names an unknown site set")
         if any(policy_name(p) == "centralized" for p in self.policies) and not self.central_site:
             raise ValueError("the centralized policy needs central_site")
+        most = self.expected_requests()
+        if most > MAX_REQUESTS:
+            raise ValueError(f"requests: {self.requests:,} x load {max([1.0, *self.sweep]):g} with its spikes and "
+                             f"agents' steps is about {most:,.0f} model calls, more than the {MAX_REQUESTS:,} a "
+                             "scenario may expect")
         return self
+
+    def expected_requests(self) -> float:
+        """About how many model calls the highest load draws: `requests` x the largest sweep factor, each spike
+        adding its extra load over the part of the run it covers (an upper bound: the workload weighs spikes
+        by the traffic of their targets), an agent tenant's sessions `steps` + 1 calls each."""
+        extra = sum((f.factor - 1) * (min(f.until_s or self.duration_s, self.duration_s) - f.at_s) / self.duration_s
+                    for f in self.faults if f.kind == "spike" and f.factor > 1 and f.at_s < self.duration_s)
+        shares = sum(t.share for t in self.tenants)
+        calls = sum(t.share * (t.agent.steps + 1 if t.agent else 1) for t in self.tenants) / shares
+        return self.requests * max([1.0, *self.sweep]) * (1 + extra) * calls
 
 
 FCFS = ":fcfs"
