@@ -20,9 +20,12 @@ class _SlowModel:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.calls: list[int] = []
+        self.firsts: list[str] = []
+        """Each batch's first text, in the order the batches were encoded."""
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, int]:
         self.calls.append(len(texts))
+        self.firsts.append(texts[0])
         time.sleep(self.seconds * -(-len(texts) // batch_size))
         out = np.zeros((len(texts), 384), np.float32)
         out[:, 0] = [len(t) for t in texts]
@@ -72,25 +75,6 @@ async def test_every_input_keeps_its_vector_and_tokens_are_counted_across_batche
     assert empty.shape == (0, 384) and none == 0
 
 
-class _Recording(_SlowModel):
-    """Each batch's first text, in the order the batches were encoded."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(seconds)
-        self.firsts: list[str] = []
-
-    def encode(self, texts: Sequence[str], batch_size: int = 32) -> tuple[np.ndarray, int]:
-        self.firsts.append(texts[0])
-        return super().encode(texts, batch_size)
-
-
-def _recording(seconds: float) -> tuple[MiniLMEmbedder, _Recording]:
-    embedder = MiniLMEmbedder(threads=1)
-    model = _Recording(seconds)
-    embedder._model, embedder._blas = model, _Blas()  # type: ignore[assignment]
-    return embedder, model
-
-
 async def test_a_flood_of_embeddings_requests_waits_on_itself_not_another_tenant_s_retrieval() -> None:
     """The embedder's batches were served caller by caller (asyncio's lock): 8 /v1/embeddings requests at once put
     one batch each ahead of another tenant's retrieval (8 batches of about 2.9 s each on one thread with long
@@ -101,7 +85,7 @@ async def test_a_flood_of_embeddings_requests_waits_on_itself_not_another_tenant
     from aigrid.agents.tool import ToolContext
     from aigrid.agents.vector_store import Document, SiteStores, VectorStore
 
-    embedder, model = _recording(0.02)
+    embedder, model = _embedder(0.02)
     stores = SiteStores(embedder)
     store = stores._stores["s1"] = VectorStore(384)
     store.add([Document("the policy", "policy.md", "b")], np.eye(1, 384, dtype=np.float32))
@@ -119,7 +103,7 @@ async def test_a_flood_of_embeddings_requests_waits_on_itself_not_another_tenant
 async def test_each_tenant_s_embeddings_requests_take_turns_with_the_others_tenant_by_tenant() -> None:
     from aigrid.agents.embeddings import create_embeddings
 
-    embedder, model = _recording(0.0)
+    embedder, model = _embedder(0.0)
     embedders = {embedder.model: embedder}
 
     async def request(tenant: str, name: str) -> None:

@@ -304,11 +304,7 @@ async def test_a_caller_s_share_of_dns_threads_and_a_name_without_answer_remembe
         assert sum("the gateway's DNS look-ups are busy" in str(e) for e in done) == 2
         assert list(public_only._failed) == ["m3.slow.example", "m4.slow.example", "m5.slow.example"]
     finally:
-        answer.set()
-        for _ in range(100):  # the pool's threads back before the next test
-            if not running[0]:
-                break
-            await asyncio.sleep(0.01)
+        await _threads_back(answer, running)
 
 
 async def test_a_look_up_that_began_late_is_not_remembered_as_a_name_without_answer(
