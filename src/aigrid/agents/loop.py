@@ -13,7 +13,8 @@ is returned to the client. On a `native` model such a request is proxied untouch
 run_tool_loop() is an async generator of events: a Step after each tool run, TextDelta for the final
 answer as the engine streams it, and one Finished (or Rejected when the engine refuses the request with a
 4xx). reply.py turns the events into an OpenAI response or SSE stream. Request extensions (removed before
-the body reaches the engine): `aigrid_max_steps` (1..MAX_STEPS_LIMIT) and `aigrid_tool_mode`
+the body reaches the engine): `aigrid_max_steps` (1..the spec's `agents.max_steps_limit`, at most
+MAX_STEPS_LIMIT) and `aigrid_tool_mode`
 ("constrained" | "native").
 
 Every tool result passes the firewall's choke point (`screen`, bound to the request's tenant by the gateway)
@@ -72,6 +73,8 @@ ScreenTexts = Callable[[Sequence[ModelText]], Awaitable[Screened]]
 class LoopConfig:
     max_steps: int = 6
     """Tool runs per request; when reached the model must answer with what it has."""
+    max_steps_limit: int = MAX_STEPS_LIMIT
+    """The most tool runs a request may ask for (`aigrid_max_steps`; the spec's `agents.max_steps_limit`)."""
     mode: ToolMode = "constrained"
     tool_timeout_s: float = 10.0
     max_result_chars: int = 2_000
@@ -343,9 +346,10 @@ def _shallow_arguments(arguments: str, where: str) -> None:
 def loop_config(body: Mapping[str, Any], base: LoopConfig) -> LoopConfig:
     """`base` with the request's extensions applied (400 naming the field when they are bad)."""
     steps, mode = body.get("aigrid_max_steps", base.max_steps), body.get("aigrid_tool_mode", base.mode)
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS_LIMIT:
-        raise InvalidRequest(f"aigrid_max_steps must be an integer from 1 to {MAX_STEPS_LIMIT}",
-                             param="aigrid_max_steps")
+    limit = base.max_steps_limit
+    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= limit:
+        raise InvalidRequest(f"aigrid_max_steps must be an integer from 1 to {limit} (this grid's "
+                             "agents.max_steps_limit)", param="aigrid_max_steps")
     if mode not in ("constrained", "native"):
         raise InvalidRequest("aigrid_tool_mode must be 'constrained' or 'native'", param="aigrid_tool_mode")
     return dataclasses.replace(base, max_steps=steps, mode=mode)

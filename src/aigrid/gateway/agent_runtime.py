@@ -82,6 +82,7 @@ class AgentRuntime:
                          max_message_bytes=m.max_message_bytes)
                for name, m in spec.agents.mcp_servers.items()]
         return cls(spec, tools, LoopConfig(max_steps=spec.agents.max_steps,
+                                           max_steps_limit=spec.agents.max_steps_limit,
                                            tool_timeout_s=spec.agents.tool_timeout_s),
                    stores, {} if missing else {alias: embedder for alias in MiniLMEmbedder.aliases}, client, mcp)
 

@@ -427,7 +427,11 @@ class GraphSpec(StrictModel):
 
 
 class AgentsSpec(StrictModel):
-    max_steps: int = Field(default=6, ge=1, le=16)
+    max_steps: int = Field(default=6, ge=1, le=16, description=(
+        "tool runs per request when the request does not say (aigrid_max_steps)"))
+    max_steps_limit: int = Field(default=16, ge=1, le=16, description=(
+        "the most tool runs a request may ask for with aigrid_max_steps (more is the client's 400 naming it); at "
+        "least max_steps"))
     tool_timeout_s: float = Field(default=10.0, gt=0, le=300, description=(
         "how long one server-side tool run may take (at most 300 s: a run holds its request, a worker thread or "
         "a connection that long; http_fetch has its own whole-fetch deadline, agents/fetch.py)"))
@@ -453,6 +457,13 @@ class AgentsSpec(StrictModel):
         if not isinstance(v, dict):
             return v
         return {name: {"path": db} if isinstance(db, str) else db for name, db in v.items()}
+
+    @model_validator(mode="after")
+    def _steps_within_limit(self) -> AgentsSpec:
+        if self.max_steps > self.max_steps_limit:
+            raise ValueError(f"max_steps: {self.max_steps} is above max_steps_limit ({self.max_steps_limit}), the "
+                             "most a request may ask for")
+        return self
 
     @field_validator("graphs", mode="before")
     @classmethod
