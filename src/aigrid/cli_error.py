@@ -13,10 +13,10 @@ from rich.markup import escape
 from aigrid.printable import printable_lines
 
 
-def counted(n: int, noun: str, plural: str | None = None) -> str:
+def counted(n: int, noun: str, plural: str | None = None, *, grouped: bool = False) -> str:
     """`1 record`, `0 records`, `2 records` (`plural` where adding an s is wrong): a count as the command line
-    prints it, the noun agreeing with the number."""
-    return f"{n} {noun if n == 1 else plural or noun + 's'}"
+    prints it, the noun agreeing with the number; `grouped`: thousands separated (`1,500 requests`)."""
+    return (f"{n:,}" if grouped else str(n)) + f" {noun if n == 1 else plural or noun + 's'}"
 
 
 def print_error(console: Console, message: object) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
 from aigrid.sim.plots import cdf_figure, plt
 from aigrid.sim.runner import OK
@@ -38,4 +40,28 @@ def test_the_legend_never_covers_the_slo_line_or_its_label(slo_ms: float) -> Non
         assert not legend.x0 <= line_x <= legend.x1 or not legend.overlaps(axes), "the legend covers the SLO line"
         assert fig.bbox.contains(legend.x1 - 1, legend.y0 + 1)  # the legend is drawn whole, not cut off
     finally:
+        plt.close(fig)
+
+
+def test_a_count_of_one_reads_in_the_singular(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A scenario of one request on one site was '(1 requests)' in the table's title and '1 sites under policy'
+    on the map."""
+    from aigrid.sim import plots
+    from aigrid.sim.experiment import run_experiment
+    from aigrid.sim.report import table
+    from tests.sim.test_scenarios import scenario
+
+    small = scenario("small")
+    one = scenario("small", seed=3, requests=1, duration_s=10, sites=small.sites[:1], policies=["balanced"],
+                   faults=[], tenants=[small.tenants[0].model_copy(update={"share": 1.0})])
+    ex = run_experiment(one, workers=1)
+    assert len(ex.workload) == 1  # seed 3 draws one arrival
+    assert str(table(ex).title).endswith("(1 request)"), table(ex).title
+    drawn: list[Figure] = []
+    monkeypatch.setattr(plots.plt, "close", drawn.append)
+    plots.write_plots(ex, tmp_path)
+    monkeypatch.undo()
+    titles = [ax.get_title() for fig in drawn for ax in fig.axes]
+    assert any(": 1 site under policy balanced" in t for t in titles), titles
+    for fig in drawn:
         plt.close(fig)

@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+from aigrid.cli_error import counted  # noqa: E402
 from aigrid.sim.experiment import Experiment  # noqa: E402
 from aigrid.sim.geography import load_cities  # noqa: E402
 from aigrid.sim.routers import is_aigrid  # noqa: E402
@@ -106,7 +107,7 @@ def _map(ex: Experiment, path: Path) -> Path:
     ax.set_ylim(-60, 80)
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
-    ax.set_title(f"{ex.scenario.name}: {len(lat):,} sites under policy {run.label} "
+    ax.set_title(f"{ex.scenario.name}: {counted(len(lat), 'site', grouped=True)} under policy {run.label} "
                  "(grey: GeoNames cities, CC-BY)")
     fig.tight_layout()
     fig.savefig(path)

@@ -14,6 +14,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from aigrid.cli_error import counted
 from aigrid.sim.digest import run_digest
 from aigrid.sim.experiment import Experiment
 from aigrid.sim.runner import FAILED, OK, REFUSED_LATE, REJECTED, SHED
@@ -92,7 +93,8 @@ def _requests_csv(ex: Experiment, path: Path) -> Path:
 
 def table(ex: Experiment) -> Table:
     calls = ex.runs[0].metrics.requests if ex.runs and ex.runs[0].metrics.agent else 0
-    count = f"{len(ex.workload):,} arrivals, {calls:,} model calls" if calls else f"{len(ex.workload):,} requests"
+    count = (f"{counted(len(ex.workload), 'arrival', grouped=True)}, {counted(calls, 'model call', grouped=True)}"
+             if calls else counted(len(ex.workload), "request", grouped=True))
     t = Table(title=f"{ex.scenario.name}: policies on identical traffic ({count})")
     for col in ("policy", "TTFT p50", "p90", "p99", "TPOT p50", "E2E p99", "goodput", "cost $", "resid. viol.",
                 "rejected", "util"):
