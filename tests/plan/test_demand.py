@@ -182,3 +182,51 @@ def test_a_demand_file_is_read_as_a_grid_spec_is(tmp_path: Path) -> None:
     r["traffic"]["peak_rps"] = float("inf")
     with pytest.raises(DemandError, match="traffic.peak_rps: Input should be a finite number"):
         parse_demand(r, "d.yaml")
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    # each validated, then was a traceback from `aigrid plan` (OverflowError, ZeroDivisionError, numpy's seed
+    # error, pydantic's from the scenario the planner built) or NaN through the traffic model
+    (lambda r: r.update(seed=-1), "seed: Input should be greater than or equal to 0"),
+    (lambda r: r["models"][0].update(params_b=1e300), "models.0.params_b: Input should be less than or equal to"),
+    (lambda r: [t.update(share=1e308) for t in r["tenants"]], "tenants.0.share: Input should be less than or equal"),
+    (lambda r: r["traffic"].update(by_place={"EU": 1e308}), "traffic: by_place: factors must be from 0 to 1000"),
+    (lambda r: r["supply"]["hardware"]["h100"].update(usd_per_hour=1e308), "supply.hardware.h100.usd_per_hour"),
+    (lambda r: r["traffic"].update(peak_rps=1e12), "traffic.peak_rps: 1e+12 rps with its growth and by_place "
+     "factors is about 40,000,000,000,000 requests in a verify window of 40 s, more than the 10,000,000"),
+])
+def test_a_count_rate_or_price_past_what_can_be_planned_is_refused_by_field(edit, named: str) -> None:  # type: ignore[no-untyped-def]
+    r = raw()
+    edit(r)
+    with pytest.raises(DemandError) as e:
+        parse_demand(r, "d.yaml")
+    assert any(p.startswith(named) for p in e.value.problems), e.value.problems
+
+
+@pytest.mark.parametrize(("flags", "named"), [
+    ({"traffic": ["EU=nan"]}, "--traffic: EU=nan: must be from 0 to 1000"),  # NaN passed `f < 0`
+    ({"traffic": ["EU=inf"]}, "--traffic: EU=inf: must be from 0 to 1000"),
+    ({"traffic": ["EU=1e400"]}, "--traffic: EU=1e400: must be from 0 to 1000"),
+    ({"price": ["h100=nan"]}, "--price: h100=nan: must be from 0 to 1000"),
+    ({"traffic": ["EU=1000"], "growth": 99.0}, "--traffic: traffic.peak_rps: 12 rps with its growth and by_place"),
+])
+def test_a_whatif_flag_that_is_not_a_finite_factor_is_refused(flags: dict, named: str) -> None:  # type: ignore[type-arg]
+    d = parse_demand(raw(), "d.yaml")
+    with pytest.raises(DemandError) as e:
+        apply_whatif(d, **flags)
+    assert str(e.value).startswith(named), str(e.value)
+
+
+def test_a_demand_the_planner_cannot_simulate_is_one_line_naming_the_file() -> None:
+    """peak_rps: 0.05 (no tenant a whole request in a window) and a supply that no candidate can hold were
+    pydantic tracebacks from the scenarios of the checks (no tenants; no sites)."""
+    from aigrid.plan.planner import plan
+    from aigrid.plan.runs import LocalBackend
+
+    r = raw()
+    r["traffic"]["peak_rps"] = 0.05
+    with pytest.raises(DemandError, match=r"d.yaml: traffic.peak_rps: 0.05 rps gives no tenant a whole request"):
+        plan(parse_demand(r, "d.yaml"), backend=LocalBackend(1), source="d.yaml")
+    d = apply_whatif(parse_demand(raw(), "d.yaml"), traffic=["EU=999"])
+    with pytest.raises(DemandError, match=r"d.yaml: supply: no site of the 6 candidates can hold the traffic"):
+        plan(d, backend=LocalBackend(1), source="d.yaml")

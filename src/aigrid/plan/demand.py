@@ -24,12 +24,14 @@ from aigrid.errors import SpecError
 from aigrid.sim.geography import EU27, jurisdiction_of, load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
-from aigrid.sim.scenario import trace_source
+from aigrid.sim.scenario import MAX_PARAMS_B, MAX_REQUESTS, MAX_SHARE, trace_source
 from aigrid.sim.user_cities import UserCity, user_places
 from aigrid.spec.load import read_yaml
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
 """GeoNames continent codes users can live on (EU here is the continent Europe, not the jurisdiction)."""
+MAX_FACTOR = 1000.0
+"""The largest by_place multiplier (and what-if factor): 1e308 overflowed the traffic model (a traceback)."""
 
 
 class DemandError(SpecError):
@@ -65,13 +67,14 @@ class Strict(BaseModel):
 class Model(Strict):
     name: str
     family: str
-    params_b: float = Field(gt=0)
+    params_b: float = Field(gt=0, le=MAX_PARAMS_B)
     kv_bytes_per_token: int = Field(default=131072, gt=0)
 
 
 class Tenant(Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
-    share: float = Field(gt=0, description="fraction of the day's requests (normalised over tenants)")
+    share: float = Field(gt=0, le=MAX_SHARE, description="fraction of the day's requests (normalised over "
+                         "tenants)")
     trace: str = Field(default="conv", description="sizes and bursts: conv or code (the shipped Azure 2023 traces) "
                        "or a trace file (docs/simulator.md, 'Trace files'), relative to the demand file")
     model: str
@@ -120,9 +123,9 @@ class Traffic(Strict):
 
     @model_validator(mode="after")
     def _factors(self) -> Traffic:
-        bad = [k for k, v in self.by_place.items() if v < 0]
+        bad = [k for k, v in self.by_place.items() if not 0 <= v <= MAX_FACTOR]
         if bad:
-            raise ValueError(f"by_place: factors must be >= 0 ({bad})")
+            raise ValueError(f"by_place: factors must be from 0 to {MAX_FACTOR:g} ({bad})")
         problems = place_problems(self.by_place)
         if problems:
             raise ValueError("by_place: " + "; ".join(problems))
@@ -153,7 +156,7 @@ class Candidates(Strict):
 
 
 class HardwareOption(Strict):
-    usd_per_hour: float | None = Field(default=None, gt=0, description="price per device-hour "
+    usd_per_hour: float | None = Field(default=None, gt=0, le=1000, description="price per device-hour "
                                        "(default: the simulator profile's assumption)")
     gpus_per_replica: int = Field(default=1, ge=1, le=16)
     chunk_tokens: int | None = Field(default=None, ge=64, le=65536, description="the engines' prefill chunk "
@@ -204,7 +207,7 @@ class Verify(Strict):
 
 class Demand(Strict):
     name: str = "plan"
-    seed: int = 1
+    seed: int = Field(default=1, ge=0)
     models: list[Model] = Field(min_length=1)
     tenants: list[Tenant] = Field(min_length=1)
     traffic: Traffic
@@ -222,6 +225,9 @@ class Demand(Strict):
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             problems.append(f"tenants: duplicate names in {names}")
+        load = load_problem(self)
+        if load:
+            problems.append(load)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -231,6 +237,18 @@ class Demand(Strict):
             if t.name == name:
                 return t
         raise KeyError(name)
+
+
+def load_problem(demand: Demand) -> str | None:
+    """Why the simulator cannot check the demand's peak (None when it can): each check replays up to
+    peak_rps x (1 + growth) x the largest by_place factor x verify.window_s requests, at most the
+    MAX_REQUESTS a scenario may expect (1e12 rps was a pydantic traceback from the scenario the planner built)."""
+    t = demand.traffic
+    most = t.peak_rps * (1 + t.growth) * max([1.0, *t.by_place.values()]) * demand.verify.window_s
+    if most <= MAX_REQUESTS:
+        return None
+    return (f"traffic.peak_rps: {t.peak_rps:g} rps with its growth and by_place factors is about {most:,.0f} requests "
+            f"in a verify window of {demand.verify.window_s:g} s, more than the {MAX_REQUESTS:,} the simulator checks")
 
 
 def load_demand(path: str | Path) -> Demand:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from aigrid.plan.demand import Demand
+from aigrid.plan.demand import Demand, DemandError
 from aigrid.plan.naive import naive_shapes, structural_problem
 from aigrid.plan.placement import Placement, from_sizing
 from aigrid.plan.pooled import PooledModel
@@ -101,6 +101,11 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
     cities = load_cities()
     cands = candidate_sites(demand, cities, source)
     traffic = build_traffic(demand, cities, demand.verify.window_s)
+    most = float(traffic.rate.sum(axis=1).max()) * demand.verify.window_s
+    if most < 1.0:  # the checks' scenarios would have no tenant (a pydantic traceback)
+        raise DemandError(source, [f"traffic.peak_rps: {demand.traffic.peak_rps:g} rps gives no tenant a whole request "
+                                   f"in a verify window of {demand.verify.window_s:g} s (at most {most:.2g}): raise "
+                                   "peak_rps or verify.window_s"])
     ev.phase(f"screening {len(cands):,} candidate sites", len(RHOS))
     screen = Screen(demand, traffic, cands)
     start = [cands.index(s) for s in start_sites or [] if s in cands.id] or None
@@ -121,6 +126,11 @@ def plan(demand: Demand, *, backend: Backend, compare: bool = False, start_sites
     proposals = []
     for k, z in enumerate(ranked):
         p = from_sizing(f"plan-{k + 1}", demand, cands, z)
+        if not p.sites:  # nothing to simulate (a pydantic traceback from the check's scenario)
+            raise DemandError(source, [f"supply: no site of the {len(cands):,} candidates can hold the traffic (peak "
+                                       f"{float(traffic.total().max()):,.1f} rps) with max_gpus_per_site "
+                                       f"{demand.supply.max_gpus_per_site} and the limits: raise them, or offer "
+                                       "more candidates or hardware"])
         proposals.append(verifier.refine(p, _site_load(p, z)))
     passing = [v for v in proposals if v.passed]
     best = min(passing, key=lambda v: v.placement.usd_per_hour) if passing else None

@@ -14,7 +14,15 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from aigrid.plan.demand import Demand, DemandError, Traffic, jurisdiction_problems, place_problems
+from aigrid.plan.demand import (
+    MAX_FACTOR,
+    Demand,
+    DemandError,
+    Traffic,
+    jurisdiction_problems,
+    load_problem,
+    place_problems,
+)
 from aigrid.sim.hardware import HARDWARE
 
 
@@ -33,8 +41,8 @@ def _factor(flag: str, key: str, val: str) -> float:
         f = float(val[:-1]) / 100 + 1 if val.endswith("%") else float(val)
     except ValueError:
         raise DemandError(flag, [f"{key}={val}: not a number (use 1.3 or +30%)"]) from None
-    if f < 0:
-        raise DemandError(flag, [f"{key}={val}: must be >= 0"])
+    if not 0 <= f <= MAX_FACTOR:  # NaN and inf (float() reads both) passed `f < 0`
+        raise DemandError(flag, [f"{key}={val}: must be from 0 to {MAX_FACTOR:g}"])
     return f
 
 
@@ -74,4 +82,8 @@ def apply_whatif(demand: Demand, *, traffic: Sequence[str] = (), residency: Sequ
         base = opt.usd_per_hour if opt.usd_per_hour is not None else HARDWARE[key].usd_per_hour
         hardware[key] = opt.model_copy(update={"usd_per_hour": base * _factor("--price", key, val)})
     supply = demand.supply.model_copy(update={"hardware": hardware})
-    return demand.model_copy(update={"traffic": t, "tenants": tenants, "supply": supply})
+    out = demand.model_copy(update={"traffic": t, "tenants": tenants, "supply": supply})
+    load = load_problem(out)
+    if load:
+        raise DemandError("--traffic" if traffic else "--growth", [load])
+    return out
