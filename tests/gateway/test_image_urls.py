@@ -380,3 +380,23 @@ async def test_one_request_s_image_urls_under_a_dead_name_server_leave_dns_threa
         answer.set()
         await asyncio.gather(hanging, return_exceptions=True)
         await images.aclose()
+
+
+async def test_the_route_fetches_a_request_s_images_on_its_tenant_s_share(tmp_path: Path,
+                                                                         fakes: dict[str, FakeEngine]) -> None:
+    """A tenant's DNS look-ups hold at most public_only.TENANT_LOOKUPS threads (ImageUrls.inline's `tenant`); the
+    chat route called inline without the tenant, so every tenant's image look-ups shared one share."""
+    gw, _ = await vision_gateway(tmp_path, fakes, acme=TenantSpec())
+    asked: list[str | None] = []
+    real = gw.images.inline
+
+    async def inline(body: dict[str, Any], tenant: str | None = None) -> None:
+        asked.append(tenant)
+        await real(body, tenant)
+
+    gw.images.inline = inline  # type: ignore[method-assign]
+    body = {**chat("https://docs.example.org/cat.png"), "model": "smollm2-135m", "max_tokens": 4}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/chat/completions", json=body, headers={"x-aigrid-tenant": "acme"})
+    assert r.status_code == 200, r.text
+    assert asked == ["acme"]  # before: [None]

@@ -471,7 +471,7 @@ class Routes:
                                      policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
             if images:  # image URLs fetched here, from public addresses, not by the engine: once the request is
                 # within its quotas (a tenant past its limit has nothing fetched), before the firewall reads it
-                await gw.images.inline(body)
+                await gw.images.inline(body, principal.tenant)
             await gw.guard.screen_request(ex, body, texts)
             if gw.right_sizer is not None:  # the prompt's quality estimate (an embedding) for the routing: once the
                 # request is within its quotas and past the firewall, as the rest of the routing
@@ -663,7 +663,7 @@ class Routes:
             raise
         # a model not found is answered with the embedding models the key may use (as the model routes answer)
         answer = await create_embeddings(body, {name: e for name, e in gw.agents.embedders.items()
-                                                if principal.scopes.allows_model(name)})
+                                                if principal.scopes.allows_model(name)}, principal.tenant)
         ex.usage = answer["usage"]
         return json_response(answer)
 
