@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from aigrid.agents import sql
 from aigrid.agents.sql import MAX_COLUMNS, SqlQuery
 from aigrid.agents.tool import NO_CONTEXT, ToolError
 
@@ -100,13 +101,35 @@ A = "printf('%.*c', 30000, 'a')"
     f"SELECT length(replace({A} || {A}, {A} || 'b', 'x'))",
 ])
 async def test_a_function_whose_time_grows_with_its_arguments_product_is_refused_past_a_bound(
-        db: Path, query: str) -> None:
+        db: Path, query: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The progress handler runs between the VM's steps, never inside a function call: `ltrim` of two values of the
-    1 MB limit would hold a thread about 10 minutes past the 1 s deadline, beyond the tool timeout's reach."""
-    start = time.monotonic()
+    1 MB limit would hold a thread about 10 minutes past the 1 s deadline, beyond the tool timeout's reach. The
+    refusal comes before SQLite's own function runs: every call that reaches it is counted (this was a wall-clock
+    bound, under 1 s, which a loaded machine could fail)."""
+    ran: list[tuple[str, int]] = []
+    guards = sql._Guards.__init__
+
+    class Counted:
+        def __init__(self, native: sqlite3.Connection) -> None:
+            self._native = native
+
+        def execute(self, statement: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+            ran.append((statement, sql._length(args[0]) * sql._length(args[1])))
+            return self._native.execute(statement, args)
+
+        def close(self) -> None:
+            self._native.close()
+
+    def counting(self: sql._Guards, conn: sqlite3.Connection) -> None:
+        guards(self, conn)
+        self._native = Counted(self._native)  # type: ignore[assignment]
+
+    monkeypatch.setattr(sql._Guards, "__init__", counting)
     with pytest.raises(ToolError, match="of arguments this long is refused"):
         await SqlQuery({"shop": db}, timeout_s=0.3).run({"query": query}, NO_CONTEXT)
-    assert time.monotonic() - start < 1.0
+    assert ran == []  # SQLite's own instr/replace/trim never ran on these arguments
+    await SqlQuery({"shop": db}).run({"query": "SELECT instr('hello', 'l')"}, NO_CONTEXT)
+    assert ran == [("SELECT instr(?, ?)", 5)]  # a call within the bound does reach it, and is counted
 
 
 async def test_the_guarded_functions_answer_as_sqlite_s_own(db: Path) -> None:
