@@ -158,18 +158,30 @@ async def test_an_engine_that_counts_more_than_the_estimate_is_caught_up_before_
         assert [r["outcome"] for r in await audit_rows(gw)] == ["ok"]
 
 
+def _last_response(text: str) -> dict[str, Any]:
+    """The Response of a streamed Responses answer's last event (response.completed / incomplete / failed)."""
+    events = [orjson.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
+    assert events and events[-1]["type"] in {"response.completed", "response.incomplete", "response.failed"}, events
+    return events[-1]["response"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
 async def test_a_responses_request_runs_its_loop_within_the_budget_too(
-        grid: tuple[Gateway, dict[str, AlwaysCalls]]) -> None:
+        grid: tuple[Gateway, dict[str, AlwaysCalls]], stream: bool) -> None:
     """The Responses API runs its server-side tools through the chat route's loop: bounded the same way (before, 17
-    turns here too), its answer incomplete, charged the turns that ran."""
+    turns here too), its answer incomplete, charged the turns that ran. Streamed, the response.incomplete event's
+    Response names the loop's stop as the whole answer does (before: `reason` alone, chat_events.Finish did not
+    carry the chunk's aigrid_loop.stop); the WebSocket's events are the same stream's."""
     gw, engines = grid
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
         r = await c.post("/v1/responses", headers=TENANT, json={
-            "model": ASK["model"], "input": "Add one, sixteen times.", "max_output_tokens": 40,
+            "model": ASK["model"], "input": "Add one, sixteen times.", "max_output_tokens": 40, "stream": stream,
             "tools": [{"type": "function", "name": "calculator"}], "aigrid_max_steps": 16})
-    assert r.status_code == 200 and r.json()["status"] == "incomplete", r.text
+    assert r.status_code == 200, r.text
+    response = _last_response(r.text) if stream else r.json()
+    assert response["status"] == "incomplete", response
     # OpenAI's reason (its schema has no other name), and aigrid's: the tenant's token budget, not max_output_tokens
-    assert r.json()["incomplete_details"] == {"reason": "max_output_tokens", "aigrid_stop": "token_budget"}
+    assert response["incomplete_details"] == {"reason": "max_output_tokens", "aigrid_stop": "token_budget"}
     ran = turns(engines)
     assert 1 <= ran < 17 and await spent(gw) == ran * TURN["total_tokens"] <= BUDGET + TURN["total_tokens"]
     assert len(await audit_rows(gw)) == 1

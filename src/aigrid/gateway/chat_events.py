@@ -3,7 +3,7 @@ another API (messages_stream.py: Anthropic; responses_stream.py: OpenAI Response
 
 The relay hands over whole SSE events (relay.py); this module decodes them (engines/sse.py) and yields:
 TextPiece (content delta), ToolStart / ToolArgs (a tool call's id + name, then argument fragments, by the
-call's index), Finish (finish_reason), Usage (the engine's token counts), Steps (server-side tool runs of the
+call's index), Finish (finish_reason, and the tool loop's stop where one ran), Usage (the engine's token counts), Steps (server-side tool runs of the
 agent loop: each step's SSE comment as it runs, then all of them in `aigrid_steps`; a reader dedupes by
 call_id), and StreamError (the relay's error event when an answer was interrupted).
 """
@@ -47,6 +47,8 @@ class Finish:
     reason: str
     matched: str | None = None
     """The stop string that ended the answer, where the engine says (matched_stop)."""
+    loop_stop: str | None = None
+    """The tool loop's stop (the chunk's `aigrid_loop.stop`: token_budget, step_limit, ...), where a loop ran."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +95,13 @@ def cached_of(usage: dict[str, Any]) -> int:
     return cached if isinstance(cached, int) and cached > 0 else 0
 
 
+def loop_stop_of(obj: dict[str, Any]) -> str | None:
+    """The tool loop's stop in a chat answer or chunk (`aigrid_loop.stop`, agents/reply.py); None without one."""
+    loop = obj.get("aigrid_loop")
+    stop = loop.get("stop") if isinstance(loop, dict) else None
+    return stop if isinstance(stop, str) else None
+
+
 def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
     if not isinstance(obj, dict):
         return
@@ -113,7 +122,7 @@ def _chunk_events(obj: Any, seen_tools: set[int]) -> Iterator[ChatEvent]:
             if fn.get("arguments"):
                 yield ToolArgs(index, str(fn["arguments"]))
         if choice.get("finish_reason"):
-            yield Finish(str(choice["finish_reason"]), matched_stop(choice))
+            yield Finish(str(choice["finish_reason"]), matched_stop(choice), loop_stop_of(obj))
     if isinstance(obj.get("aigrid_steps"), list) and obj["aigrid_steps"]:
         yield Steps(obj["aigrid_steps"])
     usage = usage_of(obj)

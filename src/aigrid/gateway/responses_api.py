@@ -66,7 +66,7 @@ from aigrid.errors import (
     UpstreamFailed,
 )
 from aigrid.gateway.background import ABANDONED, BACKGROUND_ROUTE, MAX_RUNS_PER_TENANT, error_object
-from aigrid.gateway.chat_events import cached_of
+from aigrid.gateway.chat_events import cached_of, loop_stop_of
 from aigrid.gateway.compaction import (
     AUTO_SHARE,
     KEY_PURPOSE,
@@ -994,10 +994,8 @@ def _final(turn: _Turn, body: bytes, rid: str, created: int) -> dict[str, Any]:
     output, finish = output_items(chat)
     usage = chat.get("usage") or {}
     got = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0), cached_of(usage))
-    loop = chat.get("aigrid_loop")
-    stop = loop.get("stop") if isinstance(loop, dict) else None
     return response_object(turn.req, rid, created, [*turn.lead, *output], status="completed", finish_reason=finish,
-                           usage=usage_block(*added(turn.spent, got)), loop_stop=stop if isinstance(stop, str) else None)
+                           usage=usage_block(*added(turn.spent, got)), loop_stop=loop_stop_of(chat))
 
 
 def _stored_response(r: StoredResponse) -> Response:

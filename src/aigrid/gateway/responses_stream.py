@@ -157,6 +157,7 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
     for item in lead:
         yield out.compaction(item)
     finish: str | None = None
+    loop_stop: str | None = None
     usage: Usage | None = None
     steps_seen: set[str] = set()
     steer = STEER.get()
@@ -182,7 +183,7 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
                     steps_seen.add(key)
                     yield out.whole(mcp_call_item(step))
         elif isinstance(e, Finish):
-            finish = e.reason
+            finish, loop_stop = e.reason, e.loop_stop
         elif isinstance(e, Usage):
             usage = e
         elif isinstance(e, StreamError):
@@ -194,7 +195,8 @@ async def responses_stream(events: AsyncIterator[ChatEvent], req: ResponsesReque
     yield out.close()
     got = None if usage is None else (usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
     final = response_object(req, rid, created, out.items, status="completed", finish_reason=finish,
-                            usage=None if got is None and not any(spent) else usage_block(*added(spent, got)))
+                            usage=None if got is None and not any(spent) else usage_block(*added(spent, got)),
+                            loop_stop=loop_stop)
     await on_done(final)
     kind = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
     yield ev(kind, response=final)
