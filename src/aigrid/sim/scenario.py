@@ -75,6 +75,9 @@ MAX_REQUESTS = 10_000_000
 spikes): about 100 bytes each in the workload's arrays before the simulator's own; 1e9 was a MemoryError."""
 MAX_DURATION_S = 172_800.0
 """Two days: the workload holds a weight per user city (34,006) per 5-minute slot; 1e300 s was a traceback."""
+MAX_ENGINES = 100_000
+"""The most engines (replicas x models, over sites and generated sites; each site set alone) a scenario may
+build: the largest example has 4,400; 20,000 generated sites of 10,000 replicas were 200 million objects."""
 MAX_PARAMS_B = 100_000.0
 """A model of 100 trillion parameters; 1e300 overflowed the hardware's arithmetic (a traceback)."""
 MAX_SHARE = 1e9
@@ -344,6 +347,14 @@ class Scenario(Strict):
                 raise ValueError(f"policy {p!r} names an unknown site set")
         if any(policy_name(p) == "centralized" for p in self.policies) and not self.central_site:
             raise ValueError("the centralized policy needs central_site")
+        g = self.generate_sites
+        grids = {"sites": sum(s.replicas * len(s.models) for s in self.sites)
+                 + (g.count * g.replicas * len(g.models) if g is not None else 0)}
+        grids.update({f"site_sets.{k}": sum(s.replicas * len(s.models) for s in v) for k, v in self.site_sets.items()})
+        for where, engines in grids.items():
+            if engines > MAX_ENGINES:
+                raise ValueError(f"{where}: {engines:,} engines (replicas x models), more than the {MAX_ENGINES:,} a "
+                                 "scenario may simulate")
         most = self.expected_requests()
         if most > MAX_REQUESTS:
             raise ValueError(f"requests: {self.requests:,} x load {max([1.0, *self.sweep]):g} with its spikes and "
