@@ -478,6 +478,8 @@ def test_every_help_shows_a_flag_as_a_flag() -> None:
         assert "<bool>" not in r.output and "<list[" not in r.output, (command, r.output)
         help_line = next(line for line in r.output.splitlines() if "--help" in line)
         assert help_line.split("--help")[1].split() == ["Show", "this", "message", "and", "exit.", "│"], help_line
+    r = runner.invoke(app, ["bench", "--help"], env={"COLUMNS": "200"}, terminal_width=200)
+    assert "--quiet" in r.output and "--no-quiet" not in r.output, r.output  # an off-by-default switch, no pair
     r = runner.invoke(app, ["audit", "query", "--help"], env={"COLUMNS": "200"}, terminal_width=200)
     assert any(line.split()[1:3] == ["--tenant", "<str>"] for line in r.output.splitlines() if "--tenant" in line)
     assert any(line.split()[1:3] == ["--public-key", "<path>"] for line in r.output.splitlines()

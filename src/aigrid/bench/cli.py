@@ -113,7 +113,7 @@ def bench_command(
     seed: Annotated[int, typer.Option(help="seed for Poisson arrivals")] = 0,
     out: Annotated[Path | None, typer.Option(help="directory for bench.json and PNG plots")] = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="with --out, also the PNG plots (needs matplotlib)")] = True,
-    quiet: Annotated[bool, typer.Option(help="no progress bar")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="no progress bar")] = False,
 ) -> None:
     """Load-test OpenAI-compatible endpoints: TTFT, inter-token latency, end-to-end latency, throughput,
     goodput under an SLO. The client reports its own CPU use and send lag, so you can tell it was not the
