@@ -194,6 +194,8 @@ def test_a_demand_file_is_read_as_a_grid_spec_is(tmp_path: Path) -> None:
     (lambda r: r["supply"]["hardware"]["h100"].update(usd_per_hour=1e308), "supply.hardware.h100.usd_per_hour"),
     (lambda r: r["traffic"].update(peak_rps=1e12), "traffic.peak_rps: 1e+12 rps with its growth and by_place "
      "factors is about 40,000,000,000,000 requests in a verify window of 40 s, more than the 10,000,000"),
+    (lambda r: r.update(tenants=[dict(r["tenants"][0], name=f"t{i}") for i in range(101)]),
+     "tenants: 101 tenants x 6 places (continents and by_place) is up to 606 flows, more than the 600"),
 ])
 def test_a_count_rate_or_price_past_what_can_be_planned_is_refused_by_field(edit, named: str) -> None:  # type: ignore[no-untyped-def]
     r = raw()

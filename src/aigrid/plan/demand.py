@@ -30,6 +30,10 @@ from aigrid.spec.load import read_yaml
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
 """GeoNames continent codes users can live on (EU here is the continent Europe, not the jurisdiction)."""
+MAX_FLOWS = 600
+"""The most flows (a tenant's users on one continent, or in one by_place country) the traffic model may hold,
+counted as tenants x (continents + by_place places): each is a rate per demand point and hour, 600 KB; 200
+tenants held 2.7 GB, and an 8 MiB demand file lists 100,000."""
 MAX_FACTOR = 1000.0
 """The largest by_place multiplier (and what-if factor): 1e308 overflowed the traffic model (a traceback)."""
 
@@ -240,10 +244,15 @@ class Demand(Strict):
 
 
 def load_problem(demand: Demand) -> str | None:
-    """Why the simulator cannot check the demand's peak (None when it can): each check replays up to
+    """Why the planner cannot hold the demand (None when it can): its flows, at most MAX_FLOWS; and its peak,
+    which the simulator checks: each check replays up to
     peak_rps x (1 + growth) x the largest by_place factor x verify.window_s requests, at most the
     MAX_REQUESTS a scenario may expect (1e12 rps was a pydantic traceback from the scenario the planner built)."""
     t = demand.traffic
+    flows = len(demand.tenants) * (len(CONTINENTS) + len(t.by_place))
+    if flows > MAX_FLOWS:
+        return (f"tenants: {len(demand.tenants):,} tenants x {len(CONTINENTS) + len(t.by_place)} places (continents "
+                f"and by_place) is up to {flows:,} flows, more than the {MAX_FLOWS:,} the traffic model holds")
     most = t.peak_rps * (1 + t.growth) * max([1.0, *t.by_place.values()]) * demand.verify.window_s
     if most <= MAX_REQUESTS:
         return None
