@@ -193,6 +193,11 @@ def test_shared_prefixes_are_cached_and_the_default_keeps_them_warm() -> None:
      "sites: 200,000,005 engines (replicas x models), more than the 100,000", 0),
     ("policies:", "site_sets:\n  big:\n    - {id: a, city: Paris, replicas: 10000, models: [" + ", ".join(
         ["llama-3.1-8b"] * 11) + "]}\npolicies:", "site_sets.big: 110,000 engines", 0),
+    ("policies: [balanced, nearest, least-loaded]", "policies: [" + ", ".join(["balanced"] * 65) + "]",
+     "policies: List should have at most 64 items", 0),
+    ("requests: 1500", "requests: 1500\nsweep: [" + ", ".join(["1"] * 65) + "]", "sweep: List should have at most 64", 0),
+    ("tenants:\n", "tenants:\n" + "".join(f"  - {{name: t{i}, share: 1, model: llama-3.1-8b}}\n" for i in range(1001)),
+     "tenants: List should have at most 1000 items", 0),
 ])
 def test_a_count_rate_or_duration_past_what_can_be_simulated_is_refused_by_field(tmp_path: Path, old: str, new: str,
                                                                                 named: str, requests: int) -> None:

@@ -305,16 +305,18 @@ class Scenario(Strict):
     sites: list[SiteDef] = Field(default_factory=list)
     generate_sites: GeneratedSites | None = None
     site_sets: dict[str, list[SiteDef]] = Field(default_factory=dict)
-    tenants: list[Tenant] = Field(min_length=1)
-    policies: list[str] = Field(min_length=1, description="name or name@site_set")
+    tenants: list[Tenant] = Field(min_length=1, max_length=1000, description="each a workload of its own (its users' "
+                                  "weight per city and 5-minute slot)")
+    policies: list[str] = Field(min_length=1, max_length=64, description="name or name@site_set; each a run of its "
+                                "own, at every sweep factor")
     central_site: str | None = None
     diurnal: Diurnal = Diurnal()
     network: NetworkDef = NetworkDef()
     gateway: GatewayDef = GatewayDef()
     faults: list[Fault] = Field(default_factory=list)
     slo: Slo = Slo()
-    sweep: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list, description="load factors for the "
-                                                       "TTFT-vs-load curve")
+    sweep: list[Annotated[float, Field(gt=0)]] = Field(default_factory=list, max_length=64, description="load "
+                                                       "factors for the TTFT-vs-load curve")
     chunk_tokens: int = Field(default=DEFAULT_CHUNK_TOKENS, gt=0)
     write_requests_csv: bool = True
 
