@@ -530,3 +530,33 @@ def test_a_response_that_cannot_be_steered_is_not_watched_for_a_steer(tmp_path: 
         conn.response.create(model=MODEL, input="Say hello")
         assert until_done(iter(conn))[-1].type == "response.completed"
         assert engaged  # a stored response may be steered: watched
+
+
+def test_a_steerable_answer_is_counted_not_kept_for_a_steer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A steerable socket response's relay kept its whole streamed text (continuation.Delivered.text) for a steer
+    that may never come, where a steer's charge needs only the text's length and its chunk count: 4,000 chunks of
+    100 characters held 400 KB until the answer ended. Now, where no failover continuation may need the text (here
+    `text.format`: a structured answer cannot be resumed from text), its length and chunks are counted, nothing
+    kept; a response a continuation may need keeps its text as before."""
+    from aigrid.gateway import relay_response
+
+    engaged: list[Any] = []
+    engage = relay_response.SteerCut.engage
+
+    def noted(self: Any, relay: Any) -> None:
+        engaged.append(relay)
+        engage(self, relay)
+
+    monkeypatch.setattr(relay_response.SteerCut, "engage", noted)
+    words = tuple(f" {i:04d}" + "x" * 95 for i in range(4000))
+    with served(tmp_path, words=words) as grid, grid.sync_client().responses.connect() as conn:
+        conn.response.create(model=MODEL, input="Say hello", text={"format": {"type": "json_object"}})
+        assert until_done(iter(conn))[-1].type == "response.completed"
+        assert engaged  # steerable: watched for a steer
+        delivered = engaged[-1].pipe.delivered
+        assert len(delivered.text) == 0  # before: the 4,000 chunks, 400 KB, held until the answer ended
+        assert delivered.chunks == len(words) and delivered.chars == len("".join(words))  # what a steer charges
+        conn.response.create(model=MODEL, input="Say hello")
+        assert until_done(iter(conn))[-1].type == "response.completed"
+        kept = engaged[-1].pipe.delivered  # a plain answer with spare endpoints: a failover continuation starts
+        assert kept.sent_text() == "".join(words) and kept.chars == len(kept.sent_text())  # from its text, kept

@@ -35,6 +35,11 @@ class Delivered:
 
     text: list[str] = field(default_factory=list)
     chunks: int = 0
+    chars: int = 0
+    """The delivered text's length, kept or not."""
+    keep_text: bool = True
+    """Keep the text itself (a continuation starts from it); False: its length and chunk count only (what a
+    steer's charge needs, relay.StreamRelay.steer), so a long answer is not held whole for a steer."""
     stream_id: str | None = None
     created: int | None = None
     model: str | None = None
@@ -61,7 +66,9 @@ class Delivered:
             else:
                 piece = choice.get("text")
             if piece and isinstance(piece, str):
-                self.text.append(piece)
+                if self.keep_text:
+                    self.text.append(piece)
+                self.chars += len(piece)
                 self.chunks += 1
             if choice.get("finish_reason"):
                 self.finished = True

@@ -12,7 +12,8 @@ Per engine read (EventPipe.feed, synchronous):
      read's events re-framed.
 StreamRelay (the async iterator the response sends from) pulls the reads, and on a mid-stream failure asks
 the proxy to continue on a spare endpoint of the same family, or ends the stream with an error event.
-Nothing here keeps the events: memory per stream is the decoder's unfinished tail and the delivered text.
+Nothing here keeps the events: memory per stream is the decoder's unfinished tail and the delivered text (where a
+continuation may need it; a steer's tracking counts its characters and chunks only).
 
 The wire (relay_response.ClientWire, under uvicorn's httptools server): every client byte goes on it
 instead of through the response's `send`; after the first chunk, while the engine's body can hand its reads
@@ -245,6 +246,8 @@ class StreamRelay:
             cut.engage(self)
         steer = STEER.get()
         if steer is not None and self._direct:  # a socket's response a steer may stop: its chunks are counted
+            if not self.pipe.track:  # for the steer alone (no continuation): the text's length, not the text
+                self.pipe.delivered.keep_text = False
             self.pipe.track = True
             steer.engage(self)
         return self
@@ -392,7 +395,7 @@ class StreamRelay:
                 or delivered.finished or delivered.done):  # its end is read already: it ends as it is
             return None
         prompt = self._record.prompt_tokens
-        done = max(delivered.chunks, sum(map(len, delivered.text)) // CHARS_PER_TOKEN)
+        done = max(delivered.chunks, delivered.chars // CHARS_PER_TOKEN)
         self._steered = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
         return self._steered
 
