@@ -508,11 +508,9 @@ def test_steers_queued_when_the_client_leaves_are_dropped_and_audited(tmp_path: 
         assert "1 accepted steers not yet committed: dropped" in caplog.text
 
 
-def test_a_response_that_cannot_be_steered_is_not_watched_for_a_steer(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """A socket's response a steer can never stop (`store: false`, a conversation, automatic compaction: its steers
-    are refused, steering_not_supported) was served as a steerable one all the same: its relay noted every chunk's
-    text for a steer that could not come. Now only a response that may be steered is watched for one."""
+def steer_watched(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The relays watched for a steer (relay_response.SteerCut.engage), in the order engaged (one may be noted
+    more than once)."""
     from aigrid.gateway import relay_response
 
     engaged: list[Any] = []
@@ -523,6 +521,15 @@ def test_a_response_that_cannot_be_steered_is_not_watched_for_a_steer(tmp_path: 
         engage(self, relay)
 
     monkeypatch.setattr(relay_response.SteerCut, "engage", noted)
+    return engaged
+
+
+def test_a_response_that_cannot_be_steered_is_not_watched_for_a_steer(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A socket's response a steer can never stop (`store: false`, a conversation, automatic compaction: its steers
+    are refused, steering_not_supported) was served as a steerable one all the same: its relay noted every chunk's
+    text for a steer that could not come. Now only a response that may be steered is watched for one."""
+    engaged = steer_watched(monkeypatch)
     with served(tmp_path) as grid, grid.sync_client().responses.connect() as conn:
         conn.response.create(model=MODEL, input="Say hello", store=False)
         assert until_done(iter(conn))[-1].type == "response.completed"
@@ -538,16 +545,7 @@ def test_a_steerable_answer_is_counted_not_kept_for_a_steer(tmp_path: Path, monk
     100 characters held 400 KB until the answer ended. Now, where no failover continuation may need the text (here
     `text.format`: a structured answer cannot be resumed from text), its length and chunks are counted, nothing
     kept; a response a continuation may need keeps its text as before."""
-    from aigrid.gateway import relay_response
-
-    engaged: list[Any] = []
-    engage = relay_response.SteerCut.engage
-
-    def noted(self: Any, relay: Any) -> None:
-        engaged.append(relay)
-        engage(self, relay)
-
-    monkeypatch.setattr(relay_response.SteerCut, "engage", noted)
+    engaged = steer_watched(monkeypatch)
     words = tuple(f" {i:04d}" + "x" * 95 for i in range(4000))
     with served(tmp_path, words=words) as grid, grid.sync_client().responses.connect() as conn:
         conn.response.create(model=MODEL, input="Say hello", text={"format": {"type": "json_object"}})
