@@ -146,7 +146,8 @@ class Slo(Strict):
 class Candidates(Strict):
     """Where capacity may go: named cities, the N most populous GeoNames cities, or a provider's regions."""
 
-    cities: list[str] | None = None
+    cities: list[str] | None = Field(default=None, max_length=2_000, description="at most 2,000 (each is looked "
+                                     "up by name, 5 ms; top gives more)")
     top: int | None = Field(default=None, gt=0, le=20_000, description="the N most populous cities")
     continents: list[str] | None = Field(default=None, description="restrict `top` to these continents")
     provider: Literal["aws", "gcp", "azure"] | None = None
