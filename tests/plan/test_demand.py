@@ -198,6 +198,8 @@ def test_a_demand_file_is_read_as_a_grid_spec_is(tmp_path: Path) -> None:
      "tenants: 101 tenants x 6 places (continents and by_place) is up to 606 flows, more than the 600"),
     (lambda r: r["supply"]["candidates"].update(cities=["Paris"] * 2_001),
      "supply.candidates.cities: List should have at most 2000 items"),
+    (lambda r: r["tenants"][0].update(continents=None, cities=[{"lat": 0, "lon": 0}] * 2_001),
+     "tenants.0.cities: List should have at most 2000 items"),
 ])
 def test_a_count_rate_or_price_past_what_can_be_planned_is_refused_by_field(edit, named: str) -> None:  # type: ignore[no-untyped-def]
     r = raw()

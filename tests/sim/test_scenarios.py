@@ -198,6 +198,8 @@ def test_shared_prefixes_are_cached_and_the_default_keeps_them_warm() -> None:
     ("requests: 1500", "requests: 1500\nsweep: [" + ", ".join(["1"] * 65) + "]", "sweep: List should have at most 64", 0),
     ("tenants:\n", "tenants:\n" + "".join(f"  - {{name: t{i}, share: 1, model: llama-3.1-8b}}\n" for i in range(1001)),
      "tenants: List should have at most 1000 items", 0),
+    ("trace: conv, model", "cities: [" + ", ".join(["Paris"] * 2001) + "], trace: conv, model",
+     "tenants.0.cities: List should have at most 2000 items", 0),
 ])
 def test_a_count_rate_or_duration_past_what_can_be_simulated_is_refused_by_field(tmp_path: Path, old: str, new: str,
                                                                                 named: str, requests: int) -> None:

@@ -173,8 +173,9 @@ class Tenant(Strict):
                                             "expected to answer each prompt well")
     continents: list[str] | None = None
     countries: list[str] | None = None
-    cities: list[UserCity] | None = Field(default=None, min_length=1, description="GeoNames cities its users "
-                                          "live in, by name or lat/lon, with weights (sim/user_cities.py)")
+    cities: list[UserCity] | None = Field(default=None, min_length=1, max_length=2_000, description="GeoNames "
+                                          "cities its users live in, by name or lat/lon, with weights "
+                                          "(sim/user_cities.py); at most 2,000, each looked up (about 3 ms)")
     jurisdictions: list[str] | None = Field(default=None, description="allowed jurisdictions (residency)")
     max_prompt_tokens: int = Field(default=8192, gt=0)
     agent: AgentDef | None = Field(default=None, description="sessions of model calls and tool runs")
