@@ -221,7 +221,8 @@ def test_only_the_gateways_reach_the_engines_and_redis() -> None:
         if dep["metadata"]["name"] == "aigrid-gateway":
             continue
         labels = dep["spec"]["template"]["metadata"]["labels"]
-        (policy,) = [p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()]
+        (policy,) = [p for p in policies if "Ingress" in p["spec"]["policyTypes"] and p["spec"].get("ingress")
+                     and p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels.items()]
         assert policy["spec"]["policyTypes"] == ["Ingress"]
         sources = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
         assert any("namespaceSelector" not in peer and peer["podSelector"]["matchLabels"].items() <= gateway.items()

@@ -1,0 +1,200 @@
+"""deploy/ as a platform security review reads it (Pod Security "restricted", CIS Kubernetes 5.2/5.3, Docker best
+practice), checked offline over the YAML and the Dockerfiles: every pod runs as a fixed non-root UID/GID with
+no privilege escalation, no capabilities, seccomp RuntimeDefault, a read-only root filesystem and bounded
+resources; the namespace enforces "restricted"; the network is deny-by-default with each pod's egress named;
+images and pip packages are pinned to exact versions; every image has a non-root USER and a HEALTHCHECK."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBE = ROOT / "deploy" / "kubernetes"
+DOCKER = ROOT / "deploy" / "docker"
+Doc = dict[str, Any]
+
+DOCS: list[Doc] = [d for p in sorted(KUBE.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+DEPLOYMENTS = [d for d in DOCS if d["kind"] == "Deployment"]
+POLICIES = [d for d in DOCS if d["kind"] == "NetworkPolicy"]
+DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+                      "projected", "secret"}
+"""The volume types Pod Security "restricted" admits (no hostPath, ...)."""
+EXACT_TAG = re.compile(r"(@sha256:[0-9a-f]{64}|:v?\d+\.\d+\.\d+[\w.-]*|^debian:\d+\.\d+(-slim)?)$")
+"""An image by digest, or by a tag that names a patch release (python:3.11-slim or redis:7.2 move under you;
+Debian's point releases are 12.8)."""
+
+
+def pod(dep: Doc) -> Doc:
+    return dict(dep["spec"]["template"]["spec"])
+
+
+def labels(dep: Doc) -> dict[str, str]:
+    return dict(dep["spec"]["template"]["metadata"]["labels"])
+
+
+def named(name: str) -> Doc:
+    return next(d for d in DEPLOYMENTS if d["metadata"]["name"] == name)
+
+
+def ids(docs: list[Doc]) -> list[str]:
+    return [d["metadata"]["name"] for d in docs]
+
+
+def test_the_namespace_enforces_pod_security_restricted() -> None:
+    (ns,) = [d for d in DOCS if d["kind"] == "Namespace"]
+    assert ns["metadata"].get("labels", {}).get("pod-security.kubernetes.io/enforce") == "restricted"
+
+
+@pytest.mark.parametrize("dep", DEPLOYMENTS, ids=ids(DEPLOYMENTS))
+def test_every_pod_meets_restricted_with_a_fixed_uid(dep: Doc) -> None:
+    spec = pod(dep)
+    name = dep["metadata"]["name"]
+    for host in ("hostNetwork", "hostPID", "hostIPC"):
+        assert not spec.get(host, False), f"{name}: {host}"
+    assert spec.get("automountServiceAccountToken") is False, name  # no pod here talks to the API server
+    for vol in spec.get("volumes", []):
+        assert set(vol) - {"name"} <= RESTRICTED_VOLUMES, f"{name}: volume {vol['name']}"
+    pod_sc = spec.get("securityContext", {})
+    for c in spec["containers"] + spec.get("initContainers", []):
+        sc = {**pod_sc, **c.get("securityContext", {})}
+        where = f"{name}/{c['name']}"
+        assert sc.get("runAsNonRoot") is True, where
+        assert isinstance(sc.get("runAsUser"), int) and sc["runAsUser"] > 0, f"{where}: no fixed UID"
+        assert isinstance(sc.get("runAsGroup"), int) and sc["runAsGroup"] > 0, f"{where}: no fixed GID"
+        assert sc.get("seccompProfile", {}).get("type") in ("RuntimeDefault", "Localhost"), where
+        assert sc.get("allowPrivilegeEscalation") is False, where
+        assert not sc.get("privileged", False), where
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"] and not sc["capabilities"].get("add"), where
+        assert sc.get("readOnlyRootFilesystem") is True, where
+        assert all("hostPort" not in p for p in c.get("ports", [])), where
+        res = c.get("resources", {})
+        assert {"cpu", "memory"} <= set(res.get("requests", {})), f"{where}: requests"
+        assert {"cpu", "memory"} <= set(res.get("limits", {})), f"{where}: limits"
+
+
+def test_each_writable_mount_is_a_volume_the_process_writes() -> None:
+    """The root filesystem is read-only: what a process writes goes to a named volume (the gateway's state:
+    audit log, batches; the engines' caches; /tmp), and the spec and keys are mounted read-only."""
+    (gateway,) = pod(named("aigrid-gateway"))["containers"]
+    mounts = {m["mountPath"]: m for m in gateway["volumeMounts"]}
+    assert not mounts["/var/lib/aigrid"].get("readOnly")  # WORKDIR: .aigrid/ audit log, batches
+    assert mounts["/etc/aigrid"].get("readOnly") is True
+    (vllm,) = pod(named("aigrid-site-fra-vllm"))["containers"]
+    env = {e["name"]: e.get("value") for e in vllm["env"]}
+    writable = {m["mountPath"] for m in vllm["volumeMounts"] if not m.get("readOnly")}
+    # vLLM, torch and triton write under $HOME/.cache and /tmp: both on volumes, as the UID has no home
+    assert env.get("HOME", "").startswith("/cache") and "/cache" in writable and "/tmp" in writable
+
+
+def test_no_secret_is_literal_in_a_manifest() -> None:
+    """A variable that names a key, token, secret or password comes from a Secret (secretKeyRef), never a value."""
+    secretish = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.I)
+    for dep in DEPLOYMENTS:
+        for c in pod(dep)["containers"]:
+            for e in c.get("env", []):
+                if secretish.search(e["name"]):
+                    assert "secretKeyRef" in e.get("valueFrom", {}), f"{dep['metadata']['name']}: {e['name']}"
+    assert not [d for d in DOCS if d["kind"] == "Secret"], "a Secret object in deploy/ ships its value"
+
+
+def policies_for(dep: Doc) -> list[Doc]:
+    return [p for p in POLICIES if p["spec"]["podSelector"].get("matchLabels", {}).items() <= labels(dep).items()]
+
+
+def test_the_namespace_denies_all_traffic_by_default() -> None:
+    deny = [p for p in POLICIES if p["spec"]["podSelector"] == {}
+            and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+            and not p["spec"].get("ingress") and not p["spec"].get("egress")]
+    assert deny, "no default-deny NetworkPolicy (podSelector: {}, Ingress and Egress, no rules)"
+
+
+def egress_rules(dep: Doc) -> list[Doc]:
+    return [r for p in policies_for(dep) if "Egress" in p["spec"]["policyTypes"] for r in p["spec"].get("egress", [])]
+
+
+def is_dns(rule: Doc) -> bool:
+    return {p["port"] for p in rule.get("ports", [])} == {53} and all(
+        peer.get("podSelector", {}).get("matchLabels", {}).get("k8s-app") == "kube-dns" for peer in rule["to"])
+
+
+def test_every_egress_rule_names_its_peers_and_ports() -> None:
+    """No allow-all egress: every rule says to whom and on which ports. An ipBlock (the internet: another
+    region's gateway, Hugging Face) leaves out the private ranges and the cloud metadata address."""
+    for dep in DEPLOYMENTS:
+        for rule in egress_rules(dep):
+            where = dep["metadata"]["name"]
+            assert rule.get("to") and rule.get("ports"), f"{where}: an egress rule without peers or ports"
+            for peer in rule["to"]:
+                if "ipBlock" in peer:
+                    assert {"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "169.254.0.0/16"} <= set(
+                        peer["ipBlock"].get("except", [])), where
+                    assert {p["port"] for p in rule["ports"]} == {443}, where
+
+
+def test_the_gateway_reaches_dns_redis_and_the_engines_and_redis_nothing() -> None:
+    gateway = named("aigrid-gateway")
+    rules = egress_rules(gateway)
+    assert any(is_dns(r) for r in rules)
+    targets = {(tuple(sorted(peer["podSelector"]["matchLabels"].items())), p["port"])
+               for r in rules for peer in r["to"] if "podSelector" in peer and "namespaceSelector" not in peer
+               for p in r["ports"]}
+    assert ((("app.kubernetes.io/name", "aigrid-redis"),), 6379) in targets
+    for dep in DEPLOYMENTS:
+        if dep["metadata"]["name"].startswith("aigrid-site-"):
+            (engine,) = pod(dep)["containers"]
+            port = engine["ports"][0]["containerPort"]
+            assert any(dict(sel).items() <= labels(dep).items() and p == port for sel, p in targets), \
+                dep["metadata"]["name"]
+    assert egress_rules(named("aigrid-redis")) == []  # Redis starts no connection
+    assert egress_rules(named("aigrid-site-fra-llamacpp")) == []  # the GGUF is in the image
+
+
+def test_the_gateway_takes_ingress_on_its_api_port_only() -> None:
+    gateway = named("aigrid-gateway")
+    rules = [r for p in policies_for(gateway) if "Ingress" in p["spec"]["policyTypes"]
+             for r in p["spec"].get("ingress", [])]
+    assert rules and all({p["port"] for p in r["ports"]} == {"http"} for r in rules)
+
+
+def dockerfile_lines(path: Path) -> list[str]:
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def test_every_image_is_pinned_to_a_release() -> None:
+    images = [c["image"] for d in DEPLOYMENTS for c in pod(d)["containers"]]
+    images += [ln.split()[1] for p in DOCKERFILES for ln in dockerfile_lines(p) if ln.startswith("FROM ")]
+    loose = [i for i in images if not EXACT_TAG.search(i)]
+    assert not loose, f"not pinned to a patch release or digest: {loose}"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.name for p in DOCKERFILES])
+def test_dockerfile_pins_pip_runs_as_a_fixed_user_and_checks_health(path: Path) -> None:
+    lines = dockerfile_lines(path)
+    final = lines[max(i for i, ln in enumerate(lines) if ln.startswith("FROM ")):]
+    users = [ln.split()[1] for ln in final if ln.startswith("USER ")]
+    assert users and users[-1].isdigit() and int(users[-1]) > 0, f"{path.name}: no numeric non-root USER"
+    assert any(ln.startswith("HEALTHCHECK ") for ln in final), f"{path.name}: no HEALTHCHECK"
+    for ln in lines:
+        for cmd in re.findall(r"pip (?:install|download)([^&;]*)", ln):
+            names = [a.strip("'\"") for a in cmd.split() if not a.startswith(("-", "/"))]
+            assert all("==" in n for n in names), f"{path.name}: unpinned pip package in {cmd.strip()!r}"
+
+
+@pytest.mark.parametrize("path", DOCKERFILES, ids=[p.name for p in DOCKERFILES])
+def test_the_ignore_file_keeps_secrets_git_and_tests_out(path: Path) -> None:
+    """Each ignore file starts from `*` (nothing) and lets through only named paths: .git, tests, .aigrid (keys,
+    audit log), .env files and keys are never among them."""
+    rules = [ln.strip() for ln in Path(f"{path}.dockerignore").read_text().splitlines()
+             if ln.strip() and not ln.startswith("#")]
+    assert rules[0] == "*"
+    allowed = [r[1:] for r in rules if r.startswith("!")]
+    for bad in (".git", "tests", ".aigrid", ".env", ".venv"):
+        assert not any(a.rstrip("/") == bad or a.startswith(bad + "/") for a in allowed), (path.name, bad)
+    assert {"**/.aigrid", "**/*.pem", "**/.env"} <= set(rules), f"{path.name}: a let-through folder may carry keys"
