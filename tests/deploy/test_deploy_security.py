@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
+from aigrid.spec.load import parse_spec
+
 ROOT = Path(__file__).resolve().parents[2]
 KUBE = ROOT / "deploy" / "kubernetes"
 DOCKER = ROOT / "deploy" / "docker"
@@ -101,6 +103,28 @@ def test_no_secret_is_literal_in_a_manifest() -> None:
                 if secretish.search(e["name"]):
                     assert "secretKeyRef" in e.get("valueFrom", {}), f"{dep['metadata']['name']}: {e['name']}"
     assert not [d for d in DOCS if d["kind"] == "Secret"], "a Secret object in deploy/ ships its value"
+
+
+def test_the_gateway_answers_only_keys_and_its_secrets_come_from_secrets() -> None:
+    """The shipped spec ran keyless (security.enforce off): any pod of the cluster, or anyone the Service is
+    exposed to, used the models past quotas and read the dashboard's feed and /metrics. Now every request
+    needs a key; the key-hashing secret comes from a Secret, and keys.json and the audit signing key from
+    Secret volumes mounted read-only (files 0440, the pod's fsGroup), one signing key for every replica."""
+    (cm,) = [d for d in DOCS if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "aigrid-grid"]
+    sec = parse_spec(yaml.safe_load(cm["data"]["grid.yaml"])).security
+    assert sec.enforce and sec.metrics == "operator"
+    dep = named("aigrid-gateway")
+    (gateway,) = pod(dep)["containers"]
+    env = {e["name"]: e.get("valueFrom", {}) for e in gateway["env"]}
+    assert "secretKeyRef" in env.get(sec.secret_env, {}), f"{sec.secret_env} not from a Secret"
+    volumes = {v["name"]: v for v in pod(dep)["volumes"]}
+    assert sec.audit is not None and sec.audit.signing_key is not None
+    for path in (sec.keys_file, sec.audit.signing_key):
+        (mount,) = [m for m in gateway["volumeMounts"] if path.startswith(m["mountPath"] + "/")]
+        secret = volumes[mount["name"]].get("secret")
+        assert secret and mount.get("readOnly") is True, path
+        assert secret.get("defaultMode", 0o644) & 0o007 == 0, f"{path}: readable by every user of the pod"
+        assert not secret.get("optional"), path
 
 
 def policies_for(dep: Doc) -> list[Doc]:
