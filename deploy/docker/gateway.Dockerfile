@@ -9,7 +9,9 @@ FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels .
+# every dependency at the version the tests ran with (`.venv/bin/pip freeze --exclude-editable`, docs/deploy.md)
+COPY deploy/docker/gateway-constraints.txt deploy/docker/
+RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels -c deploy/docker/gateway-constraints.txt .
 
 FROM python:3.11.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -222,3 +222,24 @@ def test_the_ignore_file_keeps_secrets_git_and_tests_out(path: Path) -> None:
     for bad in (".git", "tests", ".aigrid", ".env", ".venv"):
         assert not any(a.rstrip("/") == bad or a.startswith(bad + "/") for a in allowed), (path.name, bad)
     assert {"**/.aigrid", "**/*.pem", "**/.env"} <= set(rules), f"{path.name}: a let-through folder may carry keys"
+
+
+def test_the_gateway_image_installs_the_dependency_versions_the_tests_ran() -> None:
+    """`pip wheel .` resolved aigrid's dependencies (pydantic>=2.7, starlette>=0.37, cryptography>=42, ...) to
+    whatever was newest on the day of the build: two builds of one commit could differ, and a release of any of
+    them went into the image untested. The build installs under the constraints file the tests ran with
+    (deploy/docker/gateway-constraints.txt, `pip freeze` of the virtualenv), which pins every runtime
+    dependency."""
+    lines = dockerfile_lines(DOCKER / "gateway.Dockerfile")
+    (wheel,) = [ln for ln in lines if "pip wheel" in ln]
+    constraints = DOCKER / "gateway-constraints.txt"
+    assert f"-c {constraints.relative_to(ROOT)}" in wheel, wheel
+    pins = {re.split(r"[=\[]", ln)[0].lower().replace("_", "-"): ln
+            for ln in constraints.read_text().splitlines() if ln and not ln.startswith("#")}
+    assert all("==" in ln for ln in pins.values())
+    project = (ROOT / "pyproject.toml").read_text()
+    deps = re.search(r"^dependencies = \[(.*?)^\]", project, re.S | re.M)
+    assert deps is not None
+    names = [re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower().replace("_", "-")  # type: ignore[union-attr]
+             for d in re.findall(r'"([^"]+)"', deps.group(1))]
+    assert names and not [n for n in names if n not in pins], [n for n in names if n not in pins]
