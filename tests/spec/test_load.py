@@ -47,10 +47,10 @@ def test_demo_spec_has_the_four_required_sites() -> None:
     (lambda r: r["tenants"]["default"].update(priority={"weight": 0}),
      "tenants.default.priority.weight: Input should be greater than 0"),
     (lambda r: r["gateway"].update(admission={"max_wait_s": {"batch": 0}}),
-     "gateway.admission.max_wait_s: must be > 0 seconds for ['batch']"),
+     "gateway.admission.max_wait_s: must be > 0 and at most 86400 seconds (a day) for ['batch']"),
     (lambda r: r["gateway"].update(admission={"max_wait_s": {"urgent": 5}}), "gateway.admission.max_wait_s.urgent"),
     (lambda r: r["gateway"].update(admission={"max_wait_slo": {"standard": -1}}),
-     "gateway.admission.max_wait_slo: must be > 0 (a multiple of the TTFT SLO) for ['standard']"),
+     "gateway.admission.max_wait_slo: must be > 0 and at most 1000 (a multiple of the TTFT SLO) for ['standard']"),
     (lambda r: r["gateway"].update(admission={"max_wait_slo": {"standard": "soon"}}),
      "gateway.admission.max_wait_slo.standard"),
     (lambda r: r["gateway"].update(admission={"max_wait_slo": 2}),
@@ -305,6 +305,53 @@ def test_values_that_passed_but_could_not_work_are_refused(mutate: object, expec
     with pytest.raises(SpecError) as e:
         parse_spec(raw, "grid.yaml")
     assert expected in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), [
+    ("models.smollm2-135m.params_b", 1e308, "models.smollm2-135m.params_b: Input should be less than or equal to 100000"),
+    ("models.smollm2-135m.context", 10**23, "models.smollm2-135m.context: Input should be less than or equal to 2147483647"),
+    ("endpoints.0.prefill_tps", 1e308, "endpoints.0.prefill_tps: Input should be less than or equal to 1000000000"),
+    ("endpoints.0.prefill_tps", 1e-308, "endpoints.0.prefill_tps: Input should be greater than or equal to 0.001"),
+    ("endpoints.0.decode_tps", 1e-308, "endpoints.0.decode_tps: Input should be greater than or equal to 0.001"),
+    ("endpoints.0.price_out_per_mtok", 1e308, "endpoints.0.price_out_per_mtok: Input should be less than or equal"),
+    ("sites.fra.power_budget_w", 1e308, "sites.fra.power_budget_w: Input should be less than or equal to 10000000000"),
+    ("sites.fra.peak_power_w", 1e308, "sites.fra.peak_power_w: Input should be less than or equal"),
+    ("policies", {"p": {"weights": {"ttft": 1e308, "cost": 1e308}}}, "policies.p.weights: weights must be from 0 to 1e+09"),
+    ("policies", {"p": {"weights": {"ttft": 1}, "ttft_slo_ms": 1e308}}, "policies.p.ttft_slo_ms: Input should be"),
+    ("tenants.default.quotas", {"token_budget": 2**64}, "tenants.default.quotas.token_budget: Input should be less"),
+    ("tenants.default.quotas", {"budget_period_s": 1e-300}, "tenants.default.quotas.budget_period_s: Input should be"),
+    ("gateway.scrape_interval_s", 1e-300, "gateway.scrape_interval_s: Input should be greater than or equal to 0.01"),
+    ("gateway.shared_sync_interval_s", 1e-300, "gateway.shared_sync_interval_s: Input should be greater than"),
+    ("gateway.max_output_tokens", 10**20, "gateway.max_output_tokens: Input should be less than or equal"),
+    ("gateway.first_byte_timeout", {"max_s": 1e308, "whole_max_s": 1e308}, "gateway.first_byte_timeout.max_s:"),
+    ("gateway.hedge", {"factor": 1e308}, "gateway.hedge.factor: Input should be less than or equal to 1000"),
+    ("gateway.admission", {"max_wait_s": {"batch": 1e308}}, "gateway.admission.max_wait_s: must be > 0 "
+     "and at most 86400 seconds"),
+    ("gateway.batch", {"stale_s": 1e308}, "gateway.batch.stale_s: Input should be less than or equal to 86400"),
+    ("slo", {"ttft_ms": 1e308}, "slo.ttft_ms: Input should be less than or equal to 86400000"),
+    ("security", {"abuse": {"window_s": 1e308}}, "security.abuse.window_s: Input should be less than or equal"),
+])
+def test_a_number_no_deployment_has_is_refused_naming_the_field(path: str, value: object, expected: str) -> None:
+    """Each passed `spec check` and was taken as written: a speed, size, price or power of 1e308 or 1e-308, two
+    policy weights whose sum is inf (every score NaN), a quota past Redis's 64-bit counters, a timer of 1e-300 s
+    (a busy loop) or a deadline of 1e308 s."""
+    raw = demo_raw()
+    *parents, last = [int(k) if k.isdigit() else k for k in path.split(".")]
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {}) if isinstance(node, dict) else node[key]
+    node[last] = value
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw, "grid.yaml")
+    assert expected in str(e.value), str(e.value)
+
+
+def test_every_example_grid_spec_is_within_the_bounds() -> None:
+    examples = DEMO.parent
+    specs = [p for p in sorted(examples.glob("*.yaml")) if "endpoints" in (yaml.safe_load(p.read_text()) or {})]
+    assert len(specs) >= 3
+    for p in specs:
+        load_spec(p)
 
 
 def _finishes(call: object, within_s: float = 10.0) -> list[object]:

@@ -19,6 +19,32 @@ from aigrid.core.types import AXES
 from aigrid.core.urgency import AdmissionRules, parse_level
 from aigrid.spec.builtin_models import EMBEDDING_ALIASES
 
+# Bounds no real deployment reaches: past them a mistyped value (1e308 for 1e3, 1e-308 for 1e3) was taken as written
+# and the router's sums and deadlines overflowed to inf or NaN, or a timer spun. The scenario's and traces' own
+# (sim/scenario.MAX_PARAMS_B, traces.MAX_TOKENS) are the same numbers.
+MAX_PARAMS_B = 100_000.0
+"""billions of parameters (the largest models are about 2,000)"""
+MAX_TOKENS = 2**31 - 1
+"""a context or an output, in tokens"""
+MIN_TPS, MAX_TPS = 1e-3, 1e9
+"""an engine's tokens per second (prefill and decode)"""
+MAX_USD = 1e9
+"""a price per million tokens, in dollars"""
+MAX_WATTS = 1e10
+"""a site's power, in watts (the largest data-centre campuses planned are about 5 GW)"""
+MAX_COUNT = 2**63 - 1
+"""a count or a byte size kept in Redis or SQLite, whose integers are 64-bit"""
+MAX_WEIGHT = 1e9
+"""a policy's weight (they are summed: two of 1e308 made every score NaN)"""
+MAX_MS = 86_400_000.0
+"""a latency bound or a wait, in milliseconds (a day)"""
+MAX_S = 86_400.0
+"""a timeout, interval or wait, in seconds (a day)"""
+MAX_PERIOD_S = 10 * 366 * 86_400.0
+"""a quota period, in seconds (ten years)"""
+MAX_FACTOR = 1000.0
+"""a multiple of a predicted time"""
+
 EngineKind = Literal["embedded", "vllm", "sglang", "llamacpp", "ollama", "tgi", "openai"]
 
 
@@ -79,8 +105,8 @@ def redis_url(url: str | None) -> str | None:
 
 class ModelSpec(StrictModel):
     family: str = Field(min_length=1)
-    params_b: float = Field(gt=0, description="billions of parameters")
-    context: int = Field(default=8192, gt=0)
+    params_b: float = Field(gt=0, le=MAX_PARAMS_B, description="billions of parameters")
+    context: int = Field(default=8192, gt=0, le=MAX_TOKENS)
     vision: bool = Field(default=False, description="the model reads images (its engines run a vision "
                          "projector); image input for a model that does not is refused with a 400")
     tool_calls: Literal["constrained", "native"] = Field(
@@ -99,9 +125,9 @@ class SiteSpec(StrictModel):
     lon: float = Field(ge=-180, le=180)
     jurisdiction: str = Field(min_length=2, description="e.g. EU, US, JP, BR")
     hardware: str = "cpu"
-    power_budget_w: float = Field(default=0.0, ge=0)
-    idle_power_w: float = Field(default=0.0, ge=0)
-    peak_power_w: float = Field(default=0.0, ge=0)
+    power_budget_w: float = Field(default=0.0, ge=0, le=MAX_WATTS)
+    idle_power_w: float = Field(default=0.0, ge=0, le=MAX_WATTS)
+    peak_power_w: float = Field(default=0.0, ge=0, le=MAX_WATTS)
     documents: list[DocumentSpec] = Field(default=[], description="documents for retrieval at this site")
 
 
@@ -129,10 +155,10 @@ class EndpointSpec(StrictModel):
     gpus: list[str] | None = Field(default=None, description="GPU indices or UUIDs of this endpoint in DCGM metrics")
     slots: int = Field(default=2, ge=1, le=1024, description="concurrent batch slots (-np for llama.cpp)")
     threads: int = Field(default=1, ge=1, le=256, description="CPU threads for an embedded engine")
-    price_in_per_mtok: float = Field(default=0.0, ge=0)
-    price_out_per_mtok: float = Field(default=0.0, ge=0)
-    prefill_tps: float = Field(default=500.0, gt=0, description="profile estimate until measured")
-    decode_tps: float = Field(default=40.0, gt=0, description="per-request decode tokens/s estimate")
+    price_in_per_mtok: float = Field(default=0.0, ge=0, le=MAX_USD)
+    price_out_per_mtok: float = Field(default=0.0, ge=0, le=MAX_USD)
+    prefill_tps: float = Field(default=500.0, ge=MIN_TPS, le=MAX_TPS, description="profile estimate until measured")
+    decode_tps: float = Field(default=40.0, ge=MIN_TPS, le=MAX_TPS, description="per-request decode tokens/s estimate")
 
     _urls = field_validator("url", "power_metrics_url", "proxy")(http_url)
 
@@ -158,11 +184,11 @@ class EndpointSpec(StrictModel):
 class PolicySpec(StrictModel):
     weights: dict[str, float]
     tie_tolerance: float = Field(default=0.02, ge=0, le=1)
-    ttft_slo_ms: float = Field(default=2000.0, gt=0, description="the p90 TTFT a candidate must predict to meet the SLO")
-    tpot_slo_ms: float | None = Field(default=None, gt=0, description="time per output token the tenant needs; "
+    ttft_slo_ms: float = Field(default=2000.0, gt=0, le=MAX_MS, description="the p90 TTFT a candidate must predict to meet the SLO")
+    tpot_slo_ms: float | None = Field(default=None, gt=0, le=MAX_MS, description="time per output token the tenant needs; "
                                       "an endpoint whose recent TPOT is above it does not meet the SLO")
     allow_family_fallback: bool = True
-    cost_reference_usd_per_mtok: float = Field(default=1.0, gt=0, description="price that scores 0.5 on cost")
+    cost_reference_usd_per_mtok: float = Field(default=1.0, gt=0, le=MAX_USD, description="price that scores 0.5 on cost")
 
     @field_validator("weights")
     @classmethod
@@ -170,8 +196,8 @@ class PolicySpec(StrictModel):
         unknown = sorted(set(v) - set(AXES))
         if unknown:
             raise ValueError(f"unknown axes {unknown}; the axes are {list(AXES)}")
-        if any(w < 0 for w in v.values()):
-            raise ValueError("weights must be >= 0")
+        if any(not 0 <= w <= MAX_WEIGHT for w in v.values()):
+            raise ValueError(f"weights must be from 0 to {MAX_WEIGHT:g}")
         if sum(v.values()) <= 0:
             raise ValueError("at least one weight must be > 0")
         return v
@@ -181,15 +207,15 @@ FirewallAction = Literal["off", "flag", "redact", "block"]
 
 
 class QuotaSpec(StrictModel):
-    requests_per_min: int | None = Field(default=None, ge=1)
-    tokens_per_min: int | None = Field(default=None, ge=1)
-    token_budget: int | None = Field(default=None, ge=1)
-    budget_period_s: float = Field(default=86_400.0, gt=0)
-    storage_bytes: int = Field(default=10 * 1024 ** 3, ge=1, description=(
+    requests_per_min: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    tokens_per_min: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    token_budget: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    budget_period_s: float = Field(default=86_400.0, ge=1, le=MAX_PERIOD_S)
+    storage_bytes: int = Field(default=10 * 1024 ** 3, ge=1, le=MAX_COUNT, description=(
         "bytes a tenant's files may hold on the gateway's disk, all its files together (Files API uploads, batch "
         "output and error files, message batches' requests and results): an upload or a message batch past it is "
         "refused (400 storage_quota_exceeded), as is a new batch while the tenant is at it; a tenant's, not a key's"))
-    storage_files: int = Field(default=10_000, ge=1, description=(
+    storage_files: int = Field(default=10_000, ge=1, le=MAX_COUNT, description=(
         "files a tenant may keep (counted as storage_bytes; an expired or deleted file counts no more)"))
 
 
@@ -217,7 +243,7 @@ class EscalateSpec(StrictModel):
 
     below_confidence: float = Field(gt=0, lt=1, description="escalate an answer whose confidence (the geometric "
                                     "mean of its tokens' probabilities) is below this")
-    within_ms: float = Field(default=10_000, gt=0, description="only when the small model answered within this "
+    within_ms: float = Field(default=10_000, gt=0, le=MAX_MS, description="only when the small model answered within this "
                              "many ms of the request reaching it; a later answer is returned as it is")
 
 
@@ -280,9 +306,9 @@ class AbuseSpec(StrictModel):
     enumeration). flag: record them in the audit log; throttle: two signals at once answer 429."""
 
     action: Literal["off", "flag", "throttle"] = "flag"
-    window_s: float = Field(default=300.0, gt=0)
-    min_requests: int = Field(default=50, ge=1)
-    max_requests: int = Field(default=1500, ge=1, description="more than this per window is the volume signal")
+    window_s: float = Field(default=300.0, gt=0, le=MAX_S)
+    min_requests: int = Field(default=50, ge=1, le=MAX_COUNT)
+    max_requests: int = Field(default=1500, ge=1, le=MAX_COUNT, description="more than this per window is the volume signal")
     share_interval_s: float = Field(default=0.25, gt=0, le=10, description="with --workers N: how often each "
                                     "worker sends its requests' digests to the hub and takes back the verdicts "
                                     "over all workers (a verdict misses at most two intervals of the others')")
@@ -331,10 +357,10 @@ class AuditSpec(StrictModel):
     path: str = ".aigrid/audit.db"
     signing_key: str | None = Field(default=".aigrid/audit-signing.pem",
                                     description="Ed25519 private key (PEM); created on first start if missing")
-    checkpoint_every: int = Field(default=100, ge=1)
+    checkpoint_every: int = Field(default=100, ge=1, le=MAX_COUNT)
     checkpoint_after_s: float = Field(default=10.0, gt=0, le=86_400, description="a written record waits at most "
                                       "this long for its signed checkpoint, however few records follow it")
-    queue_max: int = Field(default=10_000, ge=1, description="records waiting for the writer; when full, a "
+    queue_max: int = Field(default=10_000, ge=1, le=10_000_000, description="records waiting for the writer; when full, a "
                            "request waits up to 2 s for room, then new requests get 503 audit_unavailable")
 
 
@@ -397,15 +423,15 @@ class HedgeSpec(StrictModel):
     enabled: bool = Field(default=False, description="hedge every request (a request may turn it off with x-aigrid-hedge)")
     clients_may_ask: bool = Field(default=False, description="a request may turn hedging on with x-aigrid-hedge: on "
                                   "where enabled is false (its second attempt is engine work no quota counts)")
-    factor: float = Field(default=2.0, ge=1.0, description="hedge when the first byte is later than factor x predicted TTFT")
-    min_ms: float = Field(default=150.0, ge=0, description="... plus this many milliseconds")
+    factor: float = Field(default=2.0, ge=1.0, le=MAX_FACTOR, description="hedge when the first byte is later than factor x predicted TTFT")
+    min_ms: float = Field(default=150.0, ge=0, le=MAX_MS, description="... plus this many milliseconds")
 
 
 class McpServerSpec(StrictModel):
     command: list[str] = Field(min_length=1, description="argv of a stdio MCP server")
     env: dict[str, str] = {}
     prefix: str = Field(default="", description="prepended to its tool names")
-    call_timeout_s: float = Field(default=10.0, gt=0)
+    call_timeout_s: float = Field(default=10.0, gt=0, le=MAX_S)
     max_message_bytes: int = Field(default=16 << 20, ge=1 << 10, le=1 << 30, description=(
         "the longest message (one line of its stdout) the server may send: at one longer it is stopped and the "
         "call is a tool error (the mcp SDK reads a line whole, unbounded; agents/mcp_relay.py). A smaller bound "
@@ -485,10 +511,10 @@ class AgentsSpec(StrictModel):
 
 
 class FirstByteSpec(StrictModel):
-    factor: float = Field(default=10.0, gt=0, description="wait at most factor x the predicted TTFT ...")
-    min_s: float = Field(default=5.0, gt=0, description="... but at least this long ...")
-    max_s: float = Field(default=120.0, gt=0, description="... and at most this long, then try the next site")
-    whole_max_s: float = Field(default=600.0, gt=0, description=(
+    factor: float = Field(default=10.0, gt=0, le=MAX_FACTOR, description="wait at most factor x the predicted TTFT ...")
+    min_s: float = Field(default=5.0, gt=0, le=MAX_S, description="... but at least this long ...")
+    max_s: float = Field(default=120.0, gt=0, le=MAX_S, description="... and at most this long, then try the next site")
+    whole_max_s: float = Field(default=600.0, gt=0, le=MAX_S, description=(
         "the ceiling for an answer sent whole (not streamed: its first byte comes after its last token, so its "
         "deadline adds 3 x its max_tokens, or its model's context, x the endpoint's time per output token) "
         "and for a tool loop; 600 s is the OpenAI and Anthropic SDKs' default client timeout"))
@@ -542,17 +568,17 @@ class AdmissionLimits(StrictModel):
     @field_validator("max_wait_s")
     @classmethod
     def _positive(cls, v: dict[str, float]) -> dict[str, float]:
-        bad = sorted(k for k, s in v.items() if not s > 0)
+        bad = sorted(k for k, s in v.items() if not 0 < s <= MAX_S)
         if bad:
-            raise ValueError(f"must be > 0 seconds for {bad}")
+            raise ValueError(f"must be > 0 and at most {MAX_S:g} seconds (a day) for {bad}")
         return v
 
     @field_validator("max_wait_slo")
     @classmethod
     def _positive_factor(cls, v: dict[str, float | None] | None) -> dict[str, float | None] | None:
-        bad = sorted(k for k, s in (v or {}).items() if s is not None and not s > 0)
+        bad = sorted(k for k, s in (v or {}).items() if s is not None and not 0 < s <= MAX_FACTOR)
         if bad:
-            raise ValueError(f"must be > 0 (a multiple of the TTFT SLO) for {bad}")
+            raise ValueError(f"must be > 0 and at most {MAX_FACTOR:g} (a multiple of the TTFT SLO) for {bad}")
         return v
 
     def rules(self) -> AdmissionRules:
@@ -583,8 +609,8 @@ class BatchSpec(StrictModel):
     dir: str = Field(default=".aigrid/batches", description=(
         "where uploaded files, batch outputs and their SQLite index live (relative: to the gateway's working "
         "directory); one folder per tenant. Files stay on this machine: docs/batches.md, 'Residency'"))
-    max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0, description="the largest upload (413 above)")
-    min_free_bytes: int = Field(default=512 * 1024 * 1024, ge=0, description=(
+    max_file_bytes: int = Field(default=100 * 1024 * 1024, gt=0, le=MAX_COUNT, description="the largest upload (413 above)")
+    min_free_bytes: int = Field(default=512 * 1024 * 1024, ge=0, le=MAX_COUNT, description=(
         "an upload or a message batch that could leave less free space than this on the disk of `dir` is refused "
         "(503 insufficient_storage): the audit log, the index and running batches' results keep room to write"))
     max_lines: int = Field(default=50_000, ge=1, le=1_000_000, description="requests one batch may hold")
@@ -593,18 +619,18 @@ class BatchSpec(StrictModel):
     max_checking: int = Field(default=2, ge=1, le=64, description=(
         "input files one gateway process reads and checks at once for POST /v1/batches (a create beyond waits its "
         "turn; each is read a line at a time)"))
-    max_batches: int = Field(default=10_000, ge=1, description=(
+    max_batches: int = Field(default=10_000, ge=1, le=MAX_COUNT, description=(
         "OpenAI batches one tenant keeps, in any status (a batch that failed validation holds up to 100 errors in "
         "the index, and nothing else counts it): past it a create drops the tenant's oldest ended batch (its output "
         "and error files stay its files), or is refused (429 batch_limit_exceeded) while none has ended"))
     line_attempts: int = Field(default=3, ge=1, le=20, description=(
         "tries of a line refused for capacity or rate (429, 503) before it goes to the error file"))
-    retry_s: float = Field(default=5.0, ge=0, description="wait before such a line is tried again (x the try)")
+    retry_s: float = Field(default=5.0, ge=0, le=MAX_S, description="wait before such a line is tried again (x the try)")
     poll_s: float = Field(default=1.0, gt=0, le=60, description=(
         "how often a gateway process renews its claims, reads cancels and claims batches nobody runs"))
-    stale_s: float = Field(default=30.0, gt=0, description=(
+    stale_s: float = Field(default=30.0, gt=0, le=MAX_S, description=(
         "a claim not renewed for this long is taken over (its process died): the batch resumes elsewhere"))
-    drain_s: float = Field(default=10.0, ge=0, description=(
+    drain_s: float = Field(default=10.0, ge=0, le=MAX_S, description=(
         "on shutdown, how long running lines may finish before they are stopped (they run again on resume)"))
 
     @model_validator(mode="after")
@@ -626,10 +652,10 @@ class GatewaySpec(StrictModel):
     location: str | None = Field(default=None, description="where the gateway is (a city or 'lat,lon'): the "
                                  "origin of netns delays, and the client location when a request gives none")
     route_factor: float = Field(default=DEFAULT_ROUTE_FACTOR, ge=1.0, le=5.0)
-    scrape_interval_s: float = Field(default=1.0, gt=0)
+    scrape_interval_s: float = Field(default=1.0, ge=0.01, le=MAX_S)
     max_attempts: int = Field(default=3, ge=1, le=10)
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
-    max_output_tokens: int = Field(default=4096, gt=0)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0, le=MAX_COUNT)
+    max_output_tokens: int = Field(default=4096, gt=0, le=MAX_TOKENS)
     max_sockets: int = Field(default=512, ge=1, le=65_536, description=(
         "WebSockets of the Responses API's WebSocket mode (/v1/responses) one gateway process holds open at once, "
         "every tenant together (each worker of --workers its own); one more is refused at the handshake, 429 "
@@ -658,7 +684,7 @@ class GatewaySpec(StrictModel):
         "arriving on any address is (docs/security.md, 'Browsers and a grid without keys')"))
     shared_state_url: str | None = Field(
         default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
-    shared_sync_interval_s: float = Field(default=0.02, gt=0, description=(
+    shared_sync_interval_s: float = Field(default=0.02, ge=0.001, le=MAX_S, description=(
         "how often this gateway exchanges its in-flight ledger, circuit openings and affinity with its peers "
         "through the shared state (two Redis pipelines each); 0.02 s keeps the work ahead that peers sent "
         "unseen, and the herding it causes, small (docs/routing.md)"))
@@ -668,7 +694,7 @@ class GatewaySpec(StrictModel):
         "holds background-response placeholders and conversations not yet bound to a jurisdiction. A "
         "jurisdiction not named stays in the gateway's memory (the hub's with --workers). "
         "docs/responses-api.md, 'Shared stores'"))
-    store_tenant_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024, description=(
+    store_tenant_max_bytes: int = Field(default=256 * 1024 * 1024, ge=1024 * 1024, le=MAX_COUNT, description=(
         "what one tenant's records (stored responses, background placeholders and event logs, conversations) may "
         "hold in one Redis of `stores`, as their memory there; past it that tenant's oldest written records are "
         "evicted, never another tenant's. Give each Redis a maxmemory of about this times the tenants that store"))
@@ -698,8 +724,8 @@ class SloSpec(StrictModel):
     """The grid's latency SLO: what every built-in policy gates on (core/picker.py: a candidate whose p90
     TTFT or TPOT misses it comes last), and each spec policy for what it does not set itself."""
 
-    ttft_ms: float = Field(gt=0, description="the p90 TTFT a candidate must predict to meet the SLO")
-    tpot_ms: float | None = Field(default=None, gt=0, description="time per output token; an endpoint whose "
+    ttft_ms: float = Field(gt=0, le=MAX_MS, description="the p90 TTFT a candidate must predict to meet the SLO")
+    tpot_ms: float | None = Field(default=None, gt=0, le=MAX_MS, description="time per output token; an endpoint whose "
                                   "recent TPOT is above it does not meet the SLO")
 
 
