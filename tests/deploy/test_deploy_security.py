@@ -21,7 +21,7 @@ DOCKER = ROOT / "deploy" / "docker"
 Doc = dict[str, Any]
 
 DOCS: list[Doc] = [d for p in sorted(KUBE.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
-DEPLOYMENTS = [d for d in DOCS if d["kind"] == "Deployment"]
+DEPLOYMENTS = [d for d in DOCS if d["kind"] in ("Deployment", "StatefulSet")]
 POLICIES = [d for d in DOCS if d["kind"] == "NetworkPolicy"]
 DOCKERFILES = sorted(DOCKER.glob("*.Dockerfile"))
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
@@ -243,3 +243,18 @@ def test_the_gateway_image_installs_the_dependency_versions_the_tests_ran() -> N
     names = [re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower().replace("_", "-")  # type: ignore[union-attr]
              for d in re.findall(r'"([^"]+)"', deps.group(1))]
     assert names and not [n for n in names if n not in pins], [n for n in names if n not in pins]
+
+
+def test_the_gateways_audit_log_outlives_its_pod() -> None:
+    """The audit log (security.audit.path, under the WORKDIR /var/lib/aigrid) and the batches were on an
+    emptyDir: a pod rescheduled, evicted or rolled by an update took its whole audit trail with it, and the
+    next pod began a new chain that could not show anything was missing. Each gateway replica keeps its
+    /var/lib/aigrid on a volume claim of its own (a StatefulSet), retained when the set scales down or goes."""
+    gw = named("aigrid-gateway")
+    assert gw["kind"] == "StatefulSet"
+    (gateway,) = pod(gw)["containers"]
+    (work,) = [m for m in gateway["volumeMounts"] if m["mountPath"] == "/var/lib/aigrid"]
+    claims = {c["metadata"]["name"]: c for c in gw["spec"].get("volumeClaimTemplates", [])}
+    assert work["name"] in claims and work["name"] not in {v["name"] for v in pod(gw).get("volumes", [])}
+    retention = gw["spec"].get("persistentVolumeClaimRetentionPolicy", {})
+    assert retention.get("whenScaled", "Retain") == "Retain" and retention.get("whenDeleted", "Retain") == "Retain"

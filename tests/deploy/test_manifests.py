@@ -41,8 +41,13 @@ def of_kind(kind: str) -> list[Doc]:
     return [doc for _, doc in DOCS if doc["kind"] == kind]
 
 
+def workloads() -> list[Doc]:
+    """The Deployments and StatefulSets (the gateway is one: each replica keeps its audit log on a claim)."""
+    return of_kind("Deployment") + of_kind("StatefulSet")
+
+
 def deployment(name: str) -> Doc:
-    return next(d for d in of_kind("Deployment") if d["metadata"]["name"] == name)
+    return next(d for d in workloads() if d["metadata"]["name"] == name)
 
 
 def containers(dep: Doc) -> list[Doc]:
@@ -78,13 +83,13 @@ def test_the_validator_refuses_a_misspelt_field() -> None:
 def test_every_service_selects_one_deployment_on_a_named_port() -> None:
     for svc in of_kind("Service"):
         selector = svc["spec"]["selector"]
-        matches = [d for d in of_kind("Deployment")
+        matches = [d for d in workloads()
                    if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
         assert len(matches) == 1, (svc["metadata"]["name"], [m["metadata"]["name"] for m in matches])
         port_names = {p["name"] for c in containers(matches[0]) for p in c["ports"]}
         for port in svc["spec"]["ports"]:
             assert port["targetPort"] in port_names, (svc["metadata"]["name"], port)
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         assert dep["spec"]["selector"]["matchLabels"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
 
 
@@ -92,12 +97,12 @@ def test_probes_ask_the_gateway_and_the_engines_the_right_question() -> None:
     (gateway,) = containers(deployment("aigrid-gateway"))
     assert gateway["readinessProbe"]["httpGet"]["path"] == "/healthz"
     assert gateway["livenessProbe"]["httpGet"]["path"] == "/livez"  # never restarted for its engines' sake
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         if dep["metadata"]["name"].startswith("aigrid-site-"):
             (engine,) = containers(dep)
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
                 assert engine[probe]["httpGet"]["path"] == "/health", (dep["metadata"]["name"], probe)
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         for c in containers(dep):
             assert "readinessProbe" in c and "livenessProbe" in c, dep["metadata"]["name"]
 
@@ -113,7 +118,7 @@ def keys_its_metrics(dep: Doc) -> bool:
 def test_prometheus_scrapes_the_gateway_and_every_engine_on_a_real_port() -> None:
     """By annotation, except an engine whose /metrics needs its key: a shared annotation job given the key would
     send it to every annotated pod, so that engine carries none (a job of its own scrapes it)."""
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         if dep["metadata"]["name"] == "aigrid-redis":
             continue
         if keys_its_metrics(dep):
@@ -134,7 +139,7 @@ def test_the_vllm_site_gets_a_gpu_and_the_llamacpp_site_none() -> None:
 
 
 def test_images_are_pinned() -> None:
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         for c in containers(dep):
             assert re.search(r":[\w.-]+$", c["image"]) and not c["image"].endswith(":latest"), c["image"]
 
@@ -142,7 +147,7 @@ def test_images_are_pinned() -> None:
 def test_the_hpa_scales_the_gateway() -> None:
     (hpa,) = of_kind("HorizontalPodAutoscaler")
     target = hpa["spec"]["scaleTargetRef"]
-    assert (target["kind"], target["name"]) == ("Deployment", "aigrid-gateway")
+    assert (target["kind"], target["name"]) == ("StatefulSet", "aigrid-gateway")
     assert hpa["spec"]["minReplicas"] >= 2
 
 
@@ -208,7 +213,7 @@ def test_every_engine_answers_only_the_gateway_with_the_same_key() -> None:
         if not host.endswith(".svc.cluster.local"):
             continue
         selector = services[host.split(".")[0]]
-        (engine_dep,) = [d for d in of_kind("Deployment")
+        (engine_dep,) = [d for d in workloads()
                          if selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
         (engine,) = containers(engine_dep)
         own = secret_env(engine).get(ENGINE_KEY_VARIABLE[ep.engine])
@@ -220,7 +225,7 @@ def test_only_the_gateways_reach_the_engines_and_redis() -> None:
     gateway's pods (and Prometheus to the engines) to every engine and Redis pod."""
     policies = of_kind("NetworkPolicy")
     gateway = deployment("aigrid-gateway")["spec"]["template"]["metadata"]["labels"]
-    for dep in of_kind("Deployment"):
+    for dep in workloads():
         if dep["metadata"]["name"] == "aigrid-gateway":
             continue
         labels = dep["spec"]["template"]["metadata"]["labels"]
