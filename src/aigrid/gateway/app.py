@@ -175,7 +175,7 @@ def _sync(spec: GridSpec, store: TelemetryStore, shared: SharedState | None, gat
     if shared is None:  # imported only here: redis (about 12 MB of each worker's memory) only when named
         from aigrid.telemetry.redis_shared import RedisSharedState
 
-        shared = RedisSharedState.from_url(url or "", spec.name)
+        shared = RedisSharedState.from_url(url or "", spec.name, password_env=spec.gateway.redis_password_env)
     gid = gateway_id or f"{socket.gethostname()}-{os.getpid()}"
     endpoints = [(e.site, e.id) for e in spec.endpoints]
 

@@ -118,7 +118,8 @@ def abuse_relay(spec: GridSpec) -> RedisAbuseRelay | None:
         return None
     from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
 
-    return RedisAbuseRelay.from_url(spec.gateway.shared_state_url, spec.name)
+    return RedisAbuseRelay.from_url(spec.gateway.shared_state_url, spec.name,
+                                    password_env=spec.gateway.redis_password_env)
 
 
 def _policy(f: FirewallSpec) -> FirewallPolicy:
@@ -230,12 +231,11 @@ class Guard:
         self.authenticator = Authenticator(keys, tenants,
                                            enforce=sec.enforce, jwt=_jwt(sec))
         if quota_backend is None and sec.quotas_redis_url:
-            from redis.asyncio import BlockingConnectionPool, Redis
-
+            from aigrid.redis_client import connect
             from aigrid.security.quotas_redis import RedisQuotaBackend
 
-            pool = BlockingConnectionPool.from_url(sec.quotas_redis_url, max_connections=64, timeout=2)
-            quota_backend = RedisQuotaBackend(Redis(connection_pool=pool))
+            quota_backend = RedisQuotaBackend(connect(sec.quotas_redis_url, spec.gateway.redis_password_env,
+                                                      pool_size=64, pool_wait_s=2))
         self.quotas = Quotas(self._quota_rules(spec), quota_backend or MemoryQuotaBackend())
         a = sec.abuse
         self.abuse: AbuseMonitor | SharedAbuseMonitor = AbuseMonitor(abuse_rules(a))

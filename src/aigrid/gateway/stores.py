@@ -464,7 +464,8 @@ def build_stores(gw: Gateway) -> Stores:
         if url not in by_url:
             names = sorted(k for k, u in spec.stores.items() if u == url)
             by_url[url] = RedisStore.from_url(url, gw.spec.name, names, ttl_s=round(spec.store_ttl_days * 86400),
-                                              tenant_max_bytes=spec.store_tenant_max_bytes)
+                                              tenant_max_bytes=spec.store_tenant_max_bytes,
+                                              password_env=spec.redis_password_env)
     homes = {key: by_url[url] for key, url in spec.stores.items() if key != UNBOUND_STORE}
     unbound = by_url.get(spec.stores.get(UNBOUND_STORE, ""))
     jurisdictions = {site.jurisdiction for site in gw.spec.sites.values()}

@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -69,6 +69,7 @@ from aigrid.gateway.response_store import (
     StoredResponse,
     may_store,
 )
+from aigrid.redis_client import connect
 from aigrid.spec.models import UNBOUND_STORE
 
 log = logging.getLogger("aigrid.gateway")
@@ -622,12 +623,13 @@ class RedisStore:
 
     @classmethod
     def from_url(cls, url: str, grid: str, names: Sequence[str], ttl_s: int,
-                 tenant_max_bytes: int | None = None) -> RedisStore:
+                 tenant_max_bytes: int | None = None, *, password_env: str | None = None) -> RedisStore:
         """Connections opened on first use; a burst waits (up to 2 s) for one of 64; a call that gets no
-        answer within 1 s (one retry, on a fresh connection) is a StoreUnavailable."""
-        pool = BlockingConnectionPool.from_url(url, max_connections=64, timeout=2, socket_timeout=1.0,
-                                               socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1))
-        return cls(Redis(connection_pool=pool), grid, names, ttl_s, tenant_max_bytes)
+        answer within 1 s (one retry, on a fresh connection) is a StoreUnavailable. `password_env`:
+        gateway.redis_password_env (redis_client.py)."""
+        client = connect(url, password_env, pool_size=64, pool_wait_s=2, socket_timeout=1.0,
+                         socket_connect_timeout=1.0, retry=Retry(NoBackoff(), 1))
+        return cls(client, grid, names, ttl_s, tenant_max_bytes)
 
     async def aclose(self) -> None:
         await self._client.aclose(close_connection_pool=True)

@@ -684,6 +684,13 @@ class GatewaySpec(StrictModel):
         "arriving on any address is (docs/security.md, 'Browsers and a grid without keys')"))
     shared_state_url: str | None = Field(
         default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
+    redis_password_env: str | None = Field(
+        default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", description=(
+            "the name of the environment variable that holds the password of every Redis this gateway connects "
+            "to (shared_state_url, stores, security.quotas_redis_url), e.g. REDIS_PASSWORD from a Kubernetes "
+            "Secret, so that no password is written in the spec; read at startup, and a variable that is not set "
+            "stops the gateway. A URL's own password comes first; a user name goes in the URL "
+            "(redis://aigrid@host:6379/0). Default: none (no password, or the URL's)"))
     shared_sync_interval_s: float = Field(default=0.02, ge=0.001, le=MAX_S, description=(
         "how often this gateway exchanges its in-flight ledger, circuit openings and affinity with its peers "
         "through the shared state (two Redis pipelines each); 0.02 s keeps the work ahead that peers sent "

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from aigrid.errors import SharedStateUnavailable
+from aigrid.redis_client import connect
 from aigrid.telemetry.prefill_book import Report, from_wire, merge_reports, to_wire
 from aigrid.telemetry.shared import LocalReport, Observation, SharedView
 
@@ -54,9 +55,9 @@ class RedisSharedState:
         self._calibration_cursor = "0-0"  # and the (capped) calibration observations
 
     @classmethod
-    def from_url(cls, url: str, grid: str) -> RedisSharedState:
-        client = aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
-        return cls(client, grid)
+    def from_url(cls, url: str, grid: str, *, password_env: str | None = None) -> RedisSharedState:
+        """`password_env`: gateway.redis_password_env (redis_client.py)."""
+        return cls(connect(url, password_env, socket_timeout=1.0, socket_connect_timeout=1.0), grid)
 
     async def exchange(self, report: LocalReport) -> SharedView:
         p = self._p

@@ -19,6 +19,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from aigrid.errors import SharedStateUnavailable
+from aigrid.redis_client import connect
 from aigrid.security.firewall.abuse_shared import Batch, batch_from_wire, batch_to_wire
 
 
@@ -33,8 +34,9 @@ class RedisAbuseRelay:
         """The last stream entry read (None: not started; the stream's end at the first relay)."""
 
     @classmethod
-    def from_url(cls, url: str, grid: str) -> RedisAbuseRelay:
-        return cls(aioredis.Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0), grid)
+    def from_url(cls, url: str, grid: str, *, password_env: str | None = None) -> RedisAbuseRelay:
+        """`password_env`: gateway.redis_password_env (redis_client.py)."""
+        return cls(connect(url, password_env, socket_timeout=1.0, socket_connect_timeout=1.0), grid)
 
     async def relay(self, batch: Batch) -> Batch:
         """Publish this gateway's batch; answer the other gateways' digests published since the last call."""
