@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -179,6 +180,34 @@ def test_the_gateway_reaches_dns_redis_and_the_engines_and_redis_nothing() -> No
     assert egress_rules(named("aigrid-site-fra-llamacpp")) == []  # the GGUF is in the image
 
 
+def test_redis_requires_the_password_of_a_secret_that_the_gateway_reads_through_its_spec() -> None:
+    """Redis ran without a password, fenced by the network policy alone (a password could only be written in a
+    Redis URL of the ConfigMap, in plain text). Now redis-server runs with --requirepass from a Secret, its
+    readiness probe authenticates (REDISCLI_AUTH from the same Secret, never on a command line, and PONG is
+    the check: redis-cli exits 0 on NOAUTH), and the gateway reads the same Secret through the variable its
+    spec names (gateway.redis_password_env); no Redis URL of the spec carries a password."""
+    (redis,) = pod(named("aigrid-redis"))["containers"]
+    env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in redis.get("env", [])}
+    args = redis["args"]
+    assert "--requirepass" in args, "redis-server runs without a password"
+    ref = args[args.index("--requirepass") + 1]
+    assert re.fullmatch(r"\$\((\w+)\)", ref), f"--requirepass {ref!r}: not a variable (from a Secret)"
+    secret = env.get(ref[2:-1])
+    assert secret, f"{ref} does not come from a Secret"
+    assert env.get("REDISCLI_AUTH") == secret, "the readiness probe does not authenticate with the same Secret"
+    probe = " ".join(redis["readinessProbe"]["exec"]["command"])
+    assert "redis-cli" in probe and "PONG" in probe and "-a " not in probe, probe
+    (cm,) = [d for d in DOCS if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "aigrid-grid"]
+    spec = parse_spec(yaml.safe_load(cm["data"]["grid.yaml"]))
+    variable = spec.gateway.redis_password_env
+    assert variable, "gateway.redis_password_env is not set: the gateway connects without the password"
+    (gateway,) = pod(named("aigrid-gateway"))["containers"]
+    gateway_env = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in gateway["env"]}
+    assert gateway_env.get(variable) == secret, f"{variable}: not the Secret Redis requires"
+    urls = [spec.gateway.shared_state_url, spec.security.quotas_redis_url, *spec.gateway.stores.values()]
+    assert all(urlsplit(u).password is None for u in urls if u), "a password in a Redis URL of the ConfigMap"
+
+
 def test_the_gateway_takes_ingress_on_its_api_port_only() -> None:
     gateway = named("aigrid-gateway")
     rules = [r for p in policies_for(gateway) if "Ingress" in p["spec"]["policyTypes"]
@@ -199,7 +228,7 @@ def test_every_image_is_pinned_to_a_release() -> None:
 
 
 FIXED_IN = {"redis": ((7, 2, 11), "CVE-2025-49844, the Lua use-after-free any client that may run EVAL reaches")}
-"""Images whose pin must carry a published fix (Redis here has no password: any pod past the policy may EVAL)."""
+"""Images whose pin must carry a published fix (behind Redis's password, still any pod that holds it may EVAL)."""
 
 
 def test_pinned_images_carry_the_known_fixes() -> None:
