@@ -242,6 +242,16 @@ class AuditUnavailable(ApiError):
     code = "audit_unavailable"
 
 
+class QuotaUnavailable(ApiError):
+    """The quota store (a Redis, or the workers' hub) did not answer a reservation in time: the request is refused
+    rather than served uncounted (logged; gateway/guard.py). Before, a hung Redis held each request ~5 s and then
+    answered a 500."""
+
+    status = 503
+    type = "service_unavailable_error"
+    code = "quota_unavailable"
+
+
 class StoreUnavailable(ApiError):
     """The store that holds stored Responses, background placeholders or Conversations (a jurisdiction's
     Redis, or the workers' hub) did not answer: the request that needs it is refused, never answered from a

@@ -29,7 +29,14 @@ from aigrid.audit.log import AuditLog, AuditSink
 from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
 from aigrid.audit.signing import generate_keypair, load_private_key
 from aigrid.core.urgency import parse_level
-from aigrid.errors import AuditUnavailable, ConfigError, InvalidRequest, PermissionDenied
+from aigrid.errors import (
+    ApiError,
+    AuditUnavailable,
+    ConfigError,
+    InvalidRequest,
+    PermissionDenied,
+    QuotaUnavailable,
+)
 from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync, redis_exchange
 from aigrid.gateway.browsers import BrowserGuard
 from aigrid.gateway.exchange import Exchange
@@ -50,11 +57,12 @@ from aigrid.security.jwt_bearer import JwtSettings
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Principal, Scopes, Tenant
 from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
-from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas
+from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
 from aigrid.spec.models import AbuseSpec, AuditSpec, FirewallSpec, GridSpec, QuotaSpec, SecuritySpec
 
 if TYPE_CHECKING:  # redis (about 12 MB of each process's memory) is imported only where a spec names it
     from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
+    from aigrid.security.quotas_redis import RedisQuotaBackend
 
 ANONYMOUS_SECRET = b"aigrid-demo-grid-without-enforcement"
 """Enforcement off and no secret set: no key can be verified anyway; this only keys the prompt hashes."""
@@ -230,12 +238,16 @@ class Guard:
             raise ConfigError(f"security.keys_file: cannot read {sec.keys_file}: {e}") from e
         self.authenticator = Authenticator(keys, tenants,
                                            enforce=sec.enforce, jwt=_jwt(sec))
+        self._quota_redis: RedisQuotaBackend | None = None  # the one this guard made (closed by stop)
         if quota_backend is None and sec.quotas_redis_url:
             from aigrid.redis_client import connect
             from aigrid.security.quotas_redis import RedisQuotaBackend
 
-            quota_backend = RedisQuotaBackend(connect(sec.quotas_redis_url, spec.gateway.redis_password_env,
-                                                      pool_size=64, pool_wait_s=2))
+            # a socket timeout as the other Redis clients have: a Redis that hangs is a 503 within it (_reserve)
+            self._quota_redis = RedisQuotaBackend(connect(sec.quotas_redis_url, spec.gateway.redis_password_env,
+                                                          pool_size=64, pool_wait_s=2, socket_timeout=1.0,
+                                                          socket_connect_timeout=1.0))
+            quota_backend = self._quota_redis
         self.quotas = Quotas(self._quota_rules(spec), quota_backend or MemoryQuotaBackend())
         a = sec.abuse
         self.abuse: AbuseMonitor | SharedAbuseMonitor = AbuseMonitor(abuse_rules(a))
@@ -305,6 +317,8 @@ class Guard:
             await self.abuse_sync.stop()
         if self._abuse_relay is not None:
             await self._abuse_relay.aclose()
+        if self._quota_redis is not None:
+            await self._quota_redis.aclose()
         self.screen.close()
         if self.audit is not None:
             await self.audit.stop()
@@ -335,7 +349,7 @@ class Guard:
         hangup = ex.hangup
         if hangup is not None:  # a reservation on Redis or the hub cut mid-reply would stay charged: never cut it
             hangup.hold()
-        ex.reservation = await self.quotas.admit(principal, tokens)
+        ex.reservation = await self._reserve(principal, tokens)
         if hangup is not None:
             hangup.resume()  # the client left meanwhile: cancelled here, the reservation on the exchange to settle
         if self.abuse_action != "off":
@@ -400,7 +414,20 @@ class Guard:
         assert ex.principal is not None
         self._audit_accepting()
         if counted:
-            ex.reservation = await self.quotas.admit(ex.principal, 0, requests_only=True)
+            ex.reservation = await self._reserve(ex.principal, 0, requests_only=True)
+
+    async def _reserve(self, principal: Principal, tokens: int, requests_only: bool = False) -> Reservation:
+        """`Quotas.admit`; the store failing (a Redis that refuses or hangs past its socket timeout, the workers' hub
+        gone) is the client's 503 `quota_unavailable` (logged), never a 500 nor a request served uncounted."""
+        try:
+            return await self.quotas.admit(principal, tokens, requests_only=requests_only)
+        except ApiError:
+            raise
+        except Exception:  # whatever the store raised
+            log.exception("quota store failed to reserve a request of tenant %s; refused (503)",
+                          shortened(principal.tenant, 200))
+            raise QuotaUnavailable("the quota store did not answer; the request was not served, try again",
+                                   headers={"retry-after": "1"}) from None
 
     def audit_accepting(self) -> bool:
         """Whether the audit log can take a record now (none configured: always, until the gateway stops)."""

@@ -69,6 +69,10 @@ class RedisQuotaBackend:
         raw = await self._redis.get(key)
         return int(raw) if raw is not None else 0
 
+    async def aclose(self) -> None:
+        """The client's connections closed (the gateway stopping)."""
+        await self._redis.aclose()
+
 
 def _expiry(c: Counter) -> int:
     return math.ceil(c.ttl_s) + _GRACE_S
