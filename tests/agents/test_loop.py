@@ -311,3 +311,19 @@ async def test_the_first_turn_the_gateway_reserves_is_the_one_the_loop_sends(mod
     engine = ScriptedEngine([answer("4") if mode == "constrained" else {"content": "4"}])
     await events(engine, body, config=LoopConfig(mode=mode))
     assert first_turn(body, REGISTRY, LoopConfig(mode=mode)) == engine.received[0]
+
+
+@pytest.mark.parametrize("limits", [{"max_tokens": None}, {"max_tokens": None, "max_completion_tokens": None}])
+async def test_a_null_max_tokens_is_no_max_tokens_to_the_loop(limits: dict[str, Any]) -> None:
+    """`max_tokens: null` (OpenAI's "not set") was sent on to each turn as null, where no max_tokens gets the loop's
+    step_max_tokens: each turn wrote as much as its engine would, and a turn the quota gave fewer output tokens (the
+    gateway reserved those, output_limit reading null as none) was sent with null all the same, uncapped."""
+    engine = ScriptedEngine([call("calculator", expression="2 + 2"), answer("4")])
+
+    async def room_for(payload: Any) -> int:
+        return 24 if engine.received else LoopConfig().step_max_tokens
+
+    await events(engine, chat(CALC, **limits), before_turn=room_for)
+    assert [r.get("max_tokens") for r in engine.received] == [LoopConfig().step_max_tokens, 24]
+    assert all(r.get("max_completion_tokens") is None for r in engine.received)
+    assert first_turn(chat(CALC, **limits), REGISTRY)["max_tokens"] == LoopConfig().step_max_tokens

@@ -63,6 +63,7 @@ ToolMode = Literal["constrained", "native"]
 CHAT_PATH = "/v1/chat/completions"
 MAX_STEPS_LIMIT = 16
 EXTENSIONS = ("aigrid_max_steps", "aigrid_tool_mode")
+_OUTPUT_LIMITS = ("max_tokens", "max_completion_tokens")
 WITHHELD = "error: the AI firewall withheld this tool result (prompt injection suspected)"
 
 ScreenTexts = Callable[[Sequence[ModelText]], Awaitable[Screened]]
@@ -522,7 +523,8 @@ def _turn_base(body: Mapping[str, Any], config: LoopConfig) -> dict[str, Any]:
     """What every model turn of the loop sends of the client's body (its max_tokens, step_max_tokens if none)."""
     base = {k: v for k, v in body.items()
             if k not in EXTENSIONS and k not in ("tools", "tool_choice", "parallel_tool_calls", "functions",
-                                                  "function_call", "response_format", "stream_options", "n")}
+                                                  "function_call", "response_format", "stream_options", "n")
+            and not (v is None and k in _OUTPUT_LIMITS)}  # null: not set (OpenAI's), as the gateway reads it
     if "max_tokens" not in base and "max_completion_tokens" not in base:
         base["max_tokens"] = config.step_max_tokens
     return base
@@ -556,7 +558,7 @@ def _cap_output(payload: dict[str, Any], granted: int) -> bool:
     """Lower a model turn's output limit (max_tokens, max_completion_tokens: each the payload sets) to `granted`;
     whether it was lowered."""
     lowered = False
-    for key in ("max_tokens", "max_completion_tokens"):
+    for key in _OUTPUT_LIMITS:
         value = payload.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > granted:
             payload[key] = granted
