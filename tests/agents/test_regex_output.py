@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import pytest
 import regex
@@ -116,3 +121,20 @@ async def test_a_result_cut_inside_a_replacement_or_between_matches_is_the_packa
     out = await RegexTool().run({"pattern": pattern, "text": text, "mode": "sub", "replacement": replacement},
                                 NO_CONTEXT)
     assert out == whole[:MAX_OUTPUT] + f"... (cut at {MAX_OUTPUT} characters)"
+
+
+def test_the_tool_imports_with_the_regex_package_laid_out_as_before_2025_10_20(tmp_path) -> None:
+    # pyproject allows regex>=2024.1; until 2025.10.20 the package's module was regex/regex.py (no _main.py), and
+    # `from regex import _main` made the tool (and the gateway that imports it) fail to import
+    installed = Path(regex.__file__).parent
+    old = tmp_path / "regex"
+    shutil.copytree(installed, old, ignore=shutil.ignore_patterns("__pycache__", "tests"))
+    (old / "_main.py").rename(old / "regex.py")
+    (old / "__init__.py").write_text("from .regex import *\nfrom . import regex\n__all__ = regex.__all__\n")
+    code = ("import regex; assert regex.compile.__module__ == 'regex.regex', regex.compile.__module__\n"
+            "from aigrid.agents.regex_tool import _sub\n"
+            "print(_sub(regex.compile('(b)'), r'<\\1>', 'abc', 1.0))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])})
+    assert done.returncode == 0, done.stderr[-2_000:]
+    assert done.stdout.strip() == "a<b>c"

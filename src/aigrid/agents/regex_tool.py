@@ -16,13 +16,14 @@ its repeats; a scan of the pattern's text, tried first, was fooled by a `[` in a
 from __future__ import annotations
 
 import asyncio
+import importlib
 import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
 import regex
-from regex import _main, _regex_core
+from regex import _regex_core
 
 from aigrid.agents.tool import ToolContext, ToolError, require_str
 from aigrid.security.firewall.texts import Source
@@ -36,9 +37,10 @@ MAX_EXPANSION = 20_000
 FLAGS: Mapping[str, int] = {"i": regex.IGNORECASE, "m": regex.MULTILINE, "s": regex.DOTALL, "x": regex.VERBOSE}
 _core: Any = _regex_core
 """The `regex` package's own parser (private, not in its stubs): what `expansion` reads a pattern with."""
-_replacements: Any = _main
+_replacements: Any = importlib.import_module(regex.compile.__module__)
 """Where the package compiles a replacement (`_compile_replacement_helper`, private, not in its stubs): `_sub`
-writes each replacement out from it."""
+writes each replacement out from it. The module `regex.compile` is defined in: `regex._main` from 2025.10.20,
+`regex.regex` before (pyproject allows 2024.1 on; `from regex import _main` failed there at import)."""
 
 
 class RegexTool:
