@@ -66,3 +66,29 @@ async def test_a_quota_store_that_fails_is_the_client_s_503_and_logged(
     assert r.json()["error"]["code"] == "quota_unavailable" and r.json()["error"]["type"] == "service_unavailable_error"
     assert r.headers["retry-after"] == "1"
     assert any("quota store failed to reserve" in rec.getMessage() for rec in caplog.records)
+
+
+async def test_a_workers_hub_that_is_gone_is_the_same_503(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A worker's quota counters are the hub's (HubQuotaBackend), which raises UpstreamFailed when the hub cannot be
+    reached: Guard._reserve let that ApiError through as the client's 502 `upstream_failed` (an engine's error),
+    without Retry-After and unlogged by the guard, where a Redis store failing is 503 `quota_unavailable`."""
+    from aigrid.gateway.guard import Guard
+    from aigrid.gateway.hub_client import HubClient, HubQuotaBackend
+
+    raw = spec_in(tmp_path).model_dump(mode="json", exclude_unset=True)
+    raw.setdefault("tenants", {})["default"] = {"quotas": {"requests_per_min": 100}}
+    spec = GridSpec.model_validate(raw)
+    hub = HubClient(tmp_path / "no-hub.sock")
+    guard = Guard(spec, quota_backend=HubQuotaBackend(hub))
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(1), sleep=_no_sleep,
+                       guard=guard)
+    try:
+        with caplog.at_level(logging.ERROR, logger="aigrid.guard"):
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+                r = await asyncio.wait_for(c.post("/v1/chat/completions", json=CHAT), 30)
+    finally:
+        await gw.guard.stop()
+        await hub.aclose()
+    assert r.status_code == 503, r.text  # before: 502 upstream_failed
+    assert r.json()["error"]["code"] == "quota_unavailable" and r.headers["retry-after"] == "1"
+    assert any("quota store failed to reserve" in rec.getMessage() for rec in caplog.records)

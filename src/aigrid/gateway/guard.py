@@ -30,12 +30,12 @@ from aigrid.audit.record import AuditRecord, decision_summary, prompt_digest
 from aigrid.audit.signing import generate_keypair, load_private_key
 from aigrid.core.urgency import parse_level
 from aigrid.errors import (
-    ApiError,
     AuditUnavailable,
     ConfigError,
     InvalidRequest,
     PermissionDenied,
     QuotaUnavailable,
+    RateLimited,
 )
 from aigrid.gateway.abuse_sync import AbuseExchange, AbuseSync, redis_exchange
 from aigrid.gateway.browsers import BrowserGuard
@@ -418,10 +418,11 @@ class Guard:
 
     async def _reserve(self, principal: Principal, tokens: int, requests_only: bool = False) -> Reservation:
         """`Quotas.admit`; the store failing (a Redis that refuses or hangs past its socket timeout, the workers' hub
-        gone) is the client's 503 `quota_unavailable` (logged), never a 500 nor a request served uncounted."""
+        gone: its UpstreamFailed too) is the client's 503 `quota_unavailable` (logged), never a 500 nor a request
+        served uncounted."""
         try:
             return await self.quotas.admit(principal, tokens, requests_only=requests_only)
-        except ApiError:
+        except RateLimited:
             raise
         except Exception:  # whatever the store raised
             log.exception("quota store failed to reserve a request of tenant %s; refused (503)",
