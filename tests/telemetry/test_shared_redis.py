@@ -216,3 +216,25 @@ async def test_a_peer_s_absurd_numbers_are_bounded_before_the_core_reads_them(
         finally:
             await raw.aclose()
             await b.sync.stop()
+
+
+async def test_a_peer_s_negative_counts_do_not_cancel_another_peer_s(tmp_path: Path) -> None:
+    """R3 (twenty-second session's review): the peers' in-flight counts were summed before they were bounded
+    (store.bounded_view clamps the sum at 0), so one peer's -5 at an endpoint or for a tenant took 5 off another
+    peer's real load there. A negative count (no gateway writes one) is left out, as not reported."""
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        me, raw = RedisSharedState.from_url(url, "test"), aioredis.Redis.from_url(url)
+        try:
+            now = time.time()
+            await raw.hset("aigrid:test:ledgers", mapping={
+                "good": '{"i": {"fra-smollm2": [3, 100, 1]}, "t": {"acme": 2}, "q": {}}',
+                "evil": '{"i": {"fra-smollm2": [-5, -9, -1]}, "t": {"acme": -4}, "q": {}}'})
+            await raw.zadd("aigrid:test:gateways", {"good": now, "evil": now})
+            view = await me.exchange(LocalReport("me", {}, {}, ()))
+            assert view.peers == 2
+            assert view.inflight == {"fra-smollm2": (3, 100, 1)}  # before: (-2, 91, 0)
+            assert view.tenants == {"acme": 2}  # before: -2
+        finally:
+            await raw.aclose()
+            await me.aclose()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TypeGuard
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -103,11 +104,11 @@ class RedisSharedState:
                 continue
             peers += 1
             for ep, load in _ledger(raw, "i").items():
-                if isinstance(load, list) and len(load) == 3 and all(type(x) is int for x in load):
+                if isinstance(load, list) and len(load) == 3 and all(_count(x) for x in load):
                     prev = inflight.get(ep, (0, 0, 0))
                     inflight[ep] = (prev[0] + load[0], prev[1] + load[1], prev[2] + load[2])
             for tenant, n in _ledger(raw, "t").items():
-                if type(n) is int:
+                if _count(n):
                     tenants[tenant] = tenants.get(tenant, 0) + n
             queues.append(from_wire(_ledger(raw, "q")))
         circuits = {ep.decode(): float(t) for ep, t in results[-3].items()}
@@ -130,6 +131,12 @@ class RedisSharedState:
 
     async def aclose(self) -> None:
         await self._r.aclose()
+
+
+def _count(x: object) -> TypeGuard[int]:
+    """Whether a peer's in-flight count may be summed: an int, not negative (one peer's -5, summed, took 5 off
+    another's real load; store.bounded_view bounds only the sum)."""
+    return type(x) is int and x >= 0
 
 
 StreamRead = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None
