@@ -392,6 +392,17 @@ def test_a_user_turn_s_seam_is_read_once_beside_the_system_prompt_and_a_tool_res
     assert [m["content"] for m in body["messages"]] == ["ssn [REDACTED:SSN]", "", " noted"]
 
 
+def test_a_user_turns_seam_is_read_again_where_a_system_prompt_follows_the_second(firewall: Firewall) -> None:
+    """The seam between two user turns was read in the user turns' order only, where the second ran into the next
+    user turn ("+1 415 555 0100x": no phone number ends there); in the messages' order a system message follows it
+    (" "), and that reading skipped the seam as the first's: the number passed `pii_input: redact`."""
+    body, texts = chat({"role": "user", "content": "call +"}, {"role": "user", "content": "1 415 555 0100"},
+                       {"role": "system", "content": " "}, {"role": "user", "content": "x"})
+    result = firewall.check_texts("acme", texts)
+    apply(body, texts, result)
+    assert [m["content"] for m in body["messages"]] == ["call [REDACTED:PHONE]", "", " ", "x"]
+
+
 def test_an_attack_cut_inside_its_words_is_read_as_written(firewall: Firewall) -> None:
     """Text parts that meet inside a word ("Pre" + "tend") were read with a space at each cut ("Pre tend"), which a
     template that prints the parts one after the other does not show a model: this one passed so cut."""

@@ -233,7 +233,7 @@ and their dots, a top-level domain); the other patterns' are shorter."""
 
 
 def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: frozenset[str] | None = None, *,
-                  ids: Sequence[int] | None = None, read: Sequence[bool] | None = None) -> list[list[PiiMatch]]:
+                  ids: Sequence[int] | None = None) -> list[list[PiiMatch]]:
     """The matches of each of `pieces` (texts a model reads one after the other as one text: a message's text
     parts, a conversation's user turns) given `own`, each piece's find_pii, with the items that cross from one
     piece to the next ("john.doe@" + "example.com", "078-05" + "-1120") found in the pieces joined as they are
@@ -246,13 +246,12 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
     pieces shows a model "john@x.io"), and so "my address is" + "jo@x.io" loses its "is" as well (with a space
     at either end it keeps it). Until 2026-12-05 each piece was read alone, so an e-mail or an SSN cut in two
     passed `pii_input: redact`. `ids`: how the caller numbers the pieces in PiiMatch.pieces (their positions here
-    by default); `read`: for each piece, whether the seam before it is read (every seam by default): an item that
-    crosses only seams not read is left to the caller's other reading."""
+    by default)."""
     joined = "".join(pieces)
     if joined.isascii() and "@" not in joined and _DIGIT.search(joined) is None:
         return [list(mine) for mine in own]  # every item has an @ or digits (_NEEDS), in any text that folds to nothing else
     starts = list(accumulate((len(p) for p in pieces), initial=0))
-    seams = sorted({starts[i] for i in range(1, len(pieces)) if (read is None or read[i]) and 0 < starts[i] < len(joined)})
+    seams = sorted({s for s in starts[1:-1] if 0 < s < len(joined)})
     regions: list[tuple[int, int]] = []
     plain = joined.isascii() or INVISIBLE.search(joined) is None  # a model reads every character: positions count
     for k, seam in enumerate(seams):

@@ -266,19 +266,19 @@ def personal_data(texts: Sequence[ModelText]) -> dict[int, list[PiiMatch]]:
     those meet each other, in the order of the messages (the model's turns between them left out): a template
     prints them one after the other too, and until 2026-12-05 (twenty-second session) a card cut between the
     system prompt and the first user turn, or between a user turn and a tool result, passed every policy. Only
-    the text around each such seam is read (read_together's window), once: the seams between two user turns are
-    the first reading's."""
+    the text around each seam is read (read_together's window), the seams between two user turns in both orders:
+    read in the first only, an item cut between two user turns whose end the first reading ran into the next user
+    turn passed, a system prompt or tool result between them in the messages ("+" | "1 415 555 0100" | a system
+    " " | "x": "+1 415 555 0100x" in the first reading; R2's review, 2026-12-05)."""
     found = {i: find_pii(t.text) for i, t in enumerate(texts) if sent_by_client(t)}
     run = [i for i, t in enumerate(texts) if t.text and _a_users_turn(t)]
     if len(run) > 1:
         found.update(zip(run, read_together([texts[i].text for i in run], [found[i] for i in run], ids=run),
                          strict=True))
     turns = [i for i, t in enumerate(texts) if t.text and _a_turn(t)]
-    users = set(run)
-    read = [k > 0 and not (i in users and turns[k - 1] in users) for k, i in enumerate(turns)]
-    if any(read):
-        found.update(zip(turns, read_together([texts[i].text for i in turns], [found[i] for i in turns], ids=turns,
-                                              read=read), strict=True))
+    if len(turns) > 1 and turns != run:
+        found.update(zip(turns, read_together([texts[i].text for i in turns], [found[i] for i in turns], ids=turns),
+                         strict=True))
     return found
 
 
