@@ -378,3 +378,28 @@ def test_the_relay_stops_what_a_wrapper_started_too(tmp_path: Path, how: str) ->
         if served:  # the server left running before the fix
             with contextlib.suppress(ProcessLookupError):
                 os.kill(served, signal.SIGKILL)
+
+
+def test_the_relay_told_to_stop_while_it_waits_for_a_server_that_closed_its_output_stops_it() -> None:
+    """The SDK's stop: it closes the server's stdin, and 2 s later sends SIGTERM. A server that closes its stdout
+    and then takes its time to exit has the relay waiting in Popen.wait, holding the Popen's waitpid lock; the
+    relay's handler, run inside that wait, waited for the server again: a second lost to the lock, then a wait
+    that never returned (the lock is not re-entrant), the relay hung until the SDK killed it and its server was
+    left to whoever reaps orphans. The handler now only interrupts the relay, which stops the server outside it."""
+    import signal
+    import subprocess
+    import time
+
+    server = "import os, sys, time\nsys.stdout.write('ok\\n'); sys.stdout.flush(); os.close(1)\ntime.sleep(60)\n"
+    relay = subprocess.Popen([sys.executable, "-I", str(Path(mcp_relay.__file__)), "1024", sys.executable, "-c",
+                              server], stdout=subprocess.PIPE)
+    try:
+        assert relay.stdout is not None and relay.stdout.readline() == b"ok\n"
+        time.sleep(0.5)  # the relay read the end of the server's output and waits for it to exit
+        started = time.monotonic()
+        relay.send_signal(signal.SIGTERM)
+        assert relay.wait(timeout=10) == mcp_relay.GONE
+        assert time.monotonic() - started < 5  # within the SDK's 2 s on an idle machine: a second's margin x 2
+    finally:
+        relay.kill()
+        relay.wait()

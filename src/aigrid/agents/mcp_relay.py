@@ -47,8 +47,10 @@ def relay(most: int, command: list[str], out: int = 1) -> int:
     server = subprocess.Popen(command, stdout=subprocess.PIPE, process_group=0)  # its group's id: its pid
     assert server.stdout is not None
     # stopped (the SDK sends its process group SIGTERM), the relay waits for its server before it exits: ended
-    # at once, it left the server to whoever reaps orphans (a zombie for each stop where the gateway is PID 1)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(_ended(server)))
+    # at once, it left the server to whoever reaps orphans (a zombie for each stop where the gateway is PID 1).
+    # The handler only interrupts: run inside Popen.wait (the server's output ended, the server not yet), it
+    # waited again under the lock that wait holds, and hung
+    signal.signal(signal.SIGTERM, _told)
     source = server.stdout.fileno()
     line = bytearray()  # the current line's bytes, never more than `most`
     try:
@@ -64,10 +66,21 @@ def relay(most: int, command: list[str], out: int = 1) -> int:
                 line = bytearray()
             line += rest
         return server.wait()
+    except _Told:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return _ended(server)
     except BrokenPipeError:  # the client closed its end: a traceback on its stderr, the server left running, before
         return _stopped(server, GONE)
     finally:
         _kill_group(server, signal.SIGKILL)  # what the server started and left running when it ended
+
+
+class _Told(Exception):
+    """The relay told to stop (SIGTERM)."""
+
+
+def _told(*_: object) -> None:
+    raise _Told
 
 
 def _ended(server: subprocess.Popen[bytes]) -> int:
