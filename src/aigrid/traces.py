@@ -45,6 +45,7 @@ import numpy as np
 
 from aigrid.errors import AigridError
 from aigrid.spec.load import read_bounded
+from aigrid.spec.models import MAX_TOKENS
 
 ROLES = {
     "time": ("timestamp", "time", "arrivaltime", "arrivedat", "arrivaltimestamp", "timestampms", "timems"),
@@ -55,8 +56,6 @@ ROLES = {
 }
 """Per role, the column names it is found under (normalised: lower case, letters and digits only)."""
 _FRACTION = re.compile(r"(\.\d{6})\d+")
-MAX_TOKENS = 2**31 - 1
-"""The largest token count a trace may give (the simulator holds counts as 32-bit integers)."""
 MAX_TRACE_BYTES = 512 * 1024 * 1024
 """The largest trace file read (BurstGPT's 5.3 million requests are about 400 MB); a bigger one is cut first."""
 MAX_TRACE_ROWS = 6_000_000

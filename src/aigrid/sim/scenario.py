@@ -25,7 +25,7 @@ from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.user_cities import UserCity, user_places
 from aigrid.spec.load import describe, read_yaml
-from aigrid.spec.models import AdmissionLimits
+from aigrid.spec.models import MAX_PARAMS_B, AdmissionLimits
 from aigrid.traces import TraceFileError, read_trace_cached
 
 
@@ -78,8 +78,6 @@ MAX_DURATION_S = 172_800.0
 MAX_ENGINES = 100_000
 """The most engines (replicas x models, over sites and generated sites; each site set alone) a scenario may
 build: the largest example has 4,400; 20,000 generated sites of 10,000 replicas were 200 million objects."""
-MAX_PARAMS_B = 100_000.0
-"""A model of 100 trillion parameters; 1e300 overflowed the hardware's arithmetic (a traceback)."""
 MAX_SHARE = 1e9
 """Shares are normalised over tenants; two of 1e308 summed to infinity, and every result was NaN."""
 

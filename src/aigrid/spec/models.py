@@ -20,12 +20,12 @@ from aigrid.core.urgency import AdmissionRules, parse_level
 from aigrid.spec.builtin_models import EMBEDDING_ALIASES
 
 # Bounds no real deployment reaches: past them a mistyped value (1e308 for 1e3, 1e-308 for 1e3) was taken as written
-# and the router's sums and deadlines overflowed to inf or NaN, or a timer spun. The scenario's and traces' own
-# (sim/scenario.MAX_PARAMS_B, traces.MAX_TOKENS) are the same numbers.
+# and the router's sums and deadlines overflowed to inf or NaN, or a timer spun. The simulator's scenarios and the
+# traces use MAX_PARAMS_B and MAX_TOKENS from here.
 MAX_PARAMS_B = 100_000.0
-"""billions of parameters (the largest models are about 2,000)"""
+"""billions of parameters (the largest models are about 2,000; 1e300 overflowed the simulator's arithmetic)"""
 MAX_TOKENS = 2**31 - 1
-"""a context or an output, in tokens"""
+"""a context or an output, in tokens (the simulator holds a trace's counts as 32-bit integers)"""
 MIN_TPS, MAX_TPS = 1e-3, 1e9
 """an engine's tokens per second (prefill and decode)"""
 MAX_USD = 1e9
