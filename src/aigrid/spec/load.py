@@ -29,8 +29,8 @@ PIPE_DEADLINE_S = 30.0
 
 def read_bounded(p: Path, limit: int) -> bytes:
     """At most `limit` + 1 bytes of the file at `p` (more than `limit` read: the file is too big). A regular
-    file is read as it is; a pipe or FIFO until its writer closes it, within PIPE_DEADLINE_S (one no one
-    writes to ends at once, empty); anything else (a folder, a device such as /dev/zero or a terminal, a
+    file is read as it is; a pipe or FIFO until its writer closes it, within PIPE_DEADLINE_S (a FIFO no one
+    opens to write is a TimeoutError at that deadline); anything else (a folder, a device such as /dev/zero or a terminal, a
     socket) is refused. OSError (with its strerror) on each, never a wait without end: opening a FIFO that no
     one writes to blocks in open() itself, and /dev/zero never ends."""
     fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
