@@ -378,7 +378,7 @@ def test_personal_data_cut_between_the_system_prompt_a_user_turn_or_a_tool_resul
         f"personal data ({kind.lower()}) in {pieces[0].where} to {pieces[1].where} (read together)"
 
 
-def test_a_user_turn_s_seam_is_read_once_beside_the_system_prompt_and_a_tool_result(firewall: Firewall) -> None:
+def test_a_user_turn_s_seam_is_read_beside_the_system_prompt_and_a_tool_result(firewall: Firewall) -> None:
     """Between two user turns the first reading's seam (the tool result between them does not hide it), and
     around the tool result its own two: an SSN cut across three texts at once is read across all three."""
     _, texts = chat({"role": "user", "content": "ssn 078-05"}, {"role": "tool", "content": "ok"},
