@@ -3,7 +3,8 @@ from __future__ import annotations
 import asyncio
 import random
 import sqlite3
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -98,3 +99,38 @@ async def trickled(first: bytes, rest: bytes, pause_s: float) -> AsyncIterator[b
     yield first
     await asyncio.sleep(pause_s)
     yield rest
+
+
+async def handles_opened_after_a_cancel(gw: Gateway, url: str, headers: dict[str, str],
+                                        picks: Callable[[Path], bool], monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """GET `url`, cancelled (the client gone) while a thread opens a file `picks` chooses; the thread then opens it
+    after all. Returns the handles it opened, once the loop has heard of them: a response that opens its files off the
+    loop must close such a handle itself (gateway/open_off_loop.py), not leave it to the garbage collector."""
+    entered, gate, handles = threading.Event(), threading.Event(), []
+    real = Path.open
+
+    def slow_open(self: Path, *a: Any, **k: Any) -> Any:
+        if not picks(self) or threading.current_thread() is threading.main_thread():
+            return real(self, *a, **k)
+        entered.set()
+        gate.wait(10)
+        handles.append(real(self, *a, **k))  # held here: only a close, not the garbage collector, closes it
+        return handles[-1]
+
+    monkeypatch.setattr(Path, "open", slow_open)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
+                                     headers=headers) as c:
+            asked = asyncio.create_task(c.get(url))
+            assert await asyncio.to_thread(entered.wait, 10)
+            asked.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asked
+        gate.set()
+        for _ in range(200):  # the thread ends, then the loop hears of it
+            if handles and handles[0].closed:
+                break
+            await asyncio.sleep(0.01)
+        return handles
+    finally:
+        gate.set()

@@ -44,7 +44,7 @@ from aigrid.gateway.files_api import FORM_SLACK
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import AuditSpec, BatchSpec, GridSpec, QuotaSpec, SecuritySpec
-from tests.gateway.conftest import _no_sleep, audit_rows, spec_in, trickled
+from tests.gateway.conftest import _no_sleep, audit_rows, handles_opened_after_a_cancel, spec_in, trickled
 from tests.gateway.fake_engine import FakeEngine
 from tests.gateway.sdk_clients import anthropic_client, openai_client
 
@@ -1550,30 +1550,6 @@ async def test_a_file_opened_after_its_download_was_cancelled_is_closed(
     over now (`open_off_loop`)."""
     oai, _ = clients(gw)
     uploaded = await oai.files.create(file=("requests.jsonl", jsonl(line("a", "hi"))), purpose="batch")
-    entered, gate, handles = threading.Event(), threading.Event(), []
-    real = Path.open
-
-    def slow_open(self: Path, *a: Any, **k: Any) -> Any:
-        if uploaded.id not in str(self) or threading.current_thread() is threading.main_thread():
-            return real(self, *a, **k)
-        entered.set()
-        gate.wait(10)
-        handles.append(real(self, *a, **k))  # held here: only a close, not the garbage collector, closes it
-        return handles[-1]
-
-    monkeypatch.setattr(Path, "open", slow_open)
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            asked = asyncio.create_task(c.get(f"/v1/files/{uploaded.id}/content"))
-            assert await asyncio.to_thread(entered.wait, 10)
-            asked.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await asked
-        gate.set()
-        for _ in range(200):  # the thread ends, then the loop hears of it
-            if handles and handles[0].closed:
-                break
-            await asyncio.sleep(0.01)
-        assert handles and handles[0].closed  # before: open, left to the garbage collector
-    finally:
-        gate.set()
+    handles = await handles_opened_after_a_cancel(gw, f"/v1/files/{uploaded.id}/content", {},
+                                                  lambda path: uploaded.id in str(path), monkeypatch)
+    assert handles and handles[0].closed  # before: open, left to the garbage collector

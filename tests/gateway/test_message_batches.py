@@ -30,7 +30,7 @@ from aigrid.gateway.message_batch_line import MESSAGE_BATCH_LINE_ROUTE, request_
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import QuotaSpec
-from tests.gateway.conftest import audit_rows
+from tests.gateway.conftest import audit_rows, handles_opened_after_a_cancel
 from tests.gateway.sdk_clients import anthropic_client, openai_client
 from tests.gateway.test_batches import (
     ATTACK,
@@ -745,36 +745,13 @@ async def test_a_results_file_opened_after_its_request_was_cancelled_is_closed(
     gw = await started(batch_spec(tmp_path, concurrency=1), engines)
     claude, _ = clients(gw)
     folder = str(Path(gw.spec.gateway.batch.dir).resolve())
-    entered, gate, handles = threading.Event(), threading.Event(), []
-    real = Path.open
-
-    def slow_open(self: Path, *a: Any, **k: Any) -> Any:
-        if not str(self.resolve()).startswith(folder) or threading.current_thread() is threading.main_thread():
-            return real(self, *a, **k)
-        entered.set()
-        gate.wait(10)
-        handles.append(real(self, *a, **k))  # held here: only a close, not the garbage collector, closes it
-        return handles[-1]
-
     try:
         created = await claude.messages.batches.create(requests=[req("a", "hi")])
         await until_ended(claude, created.id)
-        monkeypatch.setattr(Path, "open", slow_open)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw",
-                                     headers=TENANT) as c:
-            asked = asyncio.create_task(c.get(f"/v1/messages/batches/{created.id}/results"))
-            assert await asyncio.to_thread(entered.wait, 10)
-            asked.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await asked
-        gate.set()
-        for _ in range(200):  # the thread ends, then the loop hears of it
-            if handles and handles[0].closed:
-                break
-            await asyncio.sleep(0.01)
+        handles = await handles_opened_after_a_cancel(gw, f"/v1/messages/batches/{created.id}/results", TENANT,
+                                                      lambda path: str(path.resolve()).startswith(folder), monkeypatch)
         assert handles and handles[0].closed  # before: open, left to the garbage collector
     finally:
-        gate.set()
         await stopped(gw)
 
 
