@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,10 @@ import pytest
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.errors import UpstreamFailed
 from aigrid.gateway.app import Gateway, build_app, build_gateway
+from aigrid.gateway.exchange import Exchange
+from aigrid.gateway.guard import Guard
+from aigrid.security.principal import Principal, Scopes
+from aigrid.security.quota_backend import Consumed, Counter, MemoryQuotaBackend
 from aigrid.spec.models import QuotaSpec, TenantSpec
 from tests.agents.scripted_engine import ScriptedEngine, call
 from tests.gateway.conftest import _no_sleep, audit_rows, spec_in
@@ -228,3 +232,57 @@ async def test_a_turn_the_budget_has_room_for_in_part_is_sent_with_fewer_output_
     assert len(sent) == 2 and all(16 <= tokens < 256 for tokens in sent), sent
     assert await spent(gw) == 2 * TURN["total_tokens"] <= BUDGET
     assert '"stop":"token_budget"' in r.text.replace(" ", "")
+
+
+class _ChargesThenHangs(MemoryQuotaBackend):
+    """A quota store (Redis, the hub) that has charged but whose reply has not come back when the caller is
+    cancelled: `charged` set once it took the counters, the reply held until `reply` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.charged = asyncio.Event()
+        self.reply = asyncio.Event()
+        self.hang = False
+
+    async def consume(self, counters: Sequence[Counter]) -> Consumed:
+        consumed = await super().consume(counters)
+        if self.hang:
+            self.charged.set()
+            await self.reply.wait()
+        return consumed
+
+
+@pytest.mark.parametrize("step", ["admit", "extend"])
+async def test_a_cancel_while_the_quota_store_charges_leaves_that_charge_for_finish_to_settle(
+        tmp_path: Path, step: str) -> None:
+    """A whole-answer timeout, a shutdown or a losing hedge cancels the request while the store has charged and
+    its reply is on the way: the charge is still put on the exchange and settled by finish, not left charged
+    until the budget's period ends."""
+    store = _ChargesThenHangs()
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants,
+                                               "metered": TenantSpec(quotas=QuotaSpec(token_budget=BUDGET))}})
+    gw = build_gateway(spec, {}, rng=random.Random(3), sleep=_no_sleep,
+                       guard=Guard(spec, quota_backend=store))
+    await gw.guard.start()
+    try:
+        ex = Exchange(route="chat", started=0.0, principal=Principal("metered", "k", Scopes(), "anonymous"))
+        if step == "extend":
+            await gw.guard.admit(ex, {}, "hi", 100)
+            store.hang = True
+            task = asyncio.create_task(gw.guard.extend(ex, 200, 300))
+        else:
+            store.hang = True
+            task = asyncio.create_task(gw.guard.admit(ex, {}, "hi", 100))
+        await asyncio.wait_for(store.charged.wait(), 4)
+        assert await spent(gw) > 0
+        task.cancel()
+        await asyncio.sleep(0)
+        store.reply.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert ex.reservation is not None
+        await gw.guard.finish(ex)
+        assert await spent(gw) == 0  # nothing reached an engine: the whole charge released
+    finally:
+        await gw.guard.stop()

@@ -16,9 +16,9 @@ import dataclasses
 import logging
 import os
 import sqlite3
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Coroutine, Mapping, MutableMapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -69,6 +69,7 @@ ANONYMOUS_SECRET = b"aigrid-demo-grid-without-enforcement"
 
 
 log = logging.getLogger("aigrid.guard")
+T = TypeVar("T")
 AUDIT_WAIT_S = 2.0
 """How long a request may wait for room in the audit writer's queue before it is refused (503)."""
 MIN_TURN_OUTPUT = 16
@@ -198,6 +199,25 @@ def audit_log(a: AuditSpec) -> AuditLog:
         raise ConfigError(f"security.audit.path: cannot create the folder of {a.path}: {e}") from e
     return AuditLog(Path(a.path), key, checkpoint_every=a.checkpoint_every,
                     checkpoint_after_s=a.checkpoint_after_s, queue_max=a.queue_max)
+
+
+async def _uncut(call: Coroutine[Any, Any, T], keep: Callable[[T], None]) -> T:
+    """Await a quota store call that charges (a reservation made or grown on Redis or the hub) so that a cancel
+    (a whole-answer timeout, a shutdown, a hedge's losing copy) cannot lose what it charged: the call runs on as
+    a task; cancelled meanwhile, this waits for it to end, hands what it returned to `keep` (put on the
+    exchange, which finish settles) and then re-raises the cancel. `call` logs its own failures."""
+    task = asyncio.ensure_future(call)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():  # a store call ends within its socket timeout; a second cancel waits too
+            try:
+                await asyncio.wait({task})
+            except asyncio.CancelledError:
+                continue
+        if not task.cancelled() and task.exception() is None:  # raised: nothing charged (logged by `call`)
+            keep(task.result())
+        raise
 
 
 async def start_audit(log: AuditSink) -> None:
@@ -349,7 +369,7 @@ class Guard:
         hangup = ex.hangup
         if hangup is not None:  # a reservation on Redis or the hub cut mid-reply would stay charged: never cut it
             hangup.hold()
-        ex.reservation = await self._reserve(principal, tokens)
+        ex.reservation = await _uncut(self._reserve(principal, tokens), lambda r: setattr(ex, "reservation", r))
         if hangup is not None:
             hangup.resume()  # the client left meanwhile: cancelled here, the reservation on the exchange to settle
         if self.abuse_action != "off":
@@ -376,15 +396,22 @@ class Guard:
         hangup = ex.hangup
         if hangup is not None:  # as in admit: a charge on Redis or the hub cut mid-reply would stay charged
             hangup.hold()
-        try:
+
+        async def grow() -> tuple[Reservation, int] | None:
             try:
-                grown = await self.quotas.extend(reservation, prompt_tokens + output_tokens, used=used, give=give)
+                return await self.quotas.extend(reservation, prompt_tokens + output_tokens, used=used, give=give)
             except Exception:  # whatever the store raised: the turn is not run without its reservation
                 log.exception("quota store failed to reserve a further model turn of %s %s; the loop ends there",
                               ex.route, ex.request_id)
-                grown = None
+                return None
+
+        def keep(grown: tuple[Reservation, int] | None) -> None:
             if grown is not None:
-                ex.reservation = grown[0]  # before resume() may raise: what finish settles
+                ex.reservation = grown[0]  # what finish settles
+
+        try:
+            grown = await _uncut(grow(), keep)
+            keep(grown)  # before resume() may raise
         finally:
             if hangup is not None:
                 hangup.resume()  # the client left meanwhile: cancelled here
@@ -414,7 +441,8 @@ class Guard:
         assert ex.principal is not None
         self._audit_accepting()
         if counted:
-            ex.reservation = await self._reserve(ex.principal, 0, requests_only=True)
+            ex.reservation = await _uncut(self._reserve(ex.principal, 0, requests_only=True),
+                                          lambda r: setattr(ex, "reservation", r))
 
     async def _reserve(self, principal: Principal, tokens: int, requests_only: bool = False) -> Reservation:
         """`Quotas.admit`; the store failing (a Redis that refuses or hangs past its socket timeout, the workers' hub
