@@ -5,9 +5,10 @@ charged) where a counter has no room, and settled once to the real usage, each w
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient, HubQuotaBackend
 from aigrid.security.principal import Principal, Scopes
-from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
+from aigrid.security.quota_backend import Consumed, Counter, MemoryQuotaBackend, QuotaBackend
 from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
 
 ALICE = Principal("acme", "k-alice", Scopes())
@@ -189,3 +190,28 @@ async def test_a_turn_is_charged_past_what_the_reservation_holds_unused_and_shor
         assert later is None and await store.value(BUDGET) == 1000
         await q.settle(extended[0], 950)
         assert await store.value(BUDGET) == 950
+
+
+class _AlwaysTaken(MemoryQuotaBackend):
+    """Room read for a turn, and another request takes it before each charge lands (refused every time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.racing = False
+
+    async def consume(self, counters: Sequence[Counter]) -> Consumed:
+        if self.racing:
+            return 0, []
+        return await super().consume(counters)
+
+
+async def test_a_turn_lost_to_other_requests_every_try_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """Three lost races end the loop (token_budget) though the budget had room each time it was read: said in the
+    log, not silently."""
+    store = _AlwaysTaken()
+    q = Quotas(RULES, store, clock=lambda: NOW)
+    r = await q.admit(ALICE, 100)
+    store.racing = True
+    with caplog.at_level(logging.INFO, logger="aigrid.quotas"):
+        assert await q.extend(r, 100) is None
+    assert [m for m in caplog.messages if "other requests took the room" in m and "3 times" in m], caplog.messages

@@ -9,6 +9,7 @@ clock is injected.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -70,6 +71,7 @@ class Reservation:
     """The token limits admission charged: where extend() charges, in the windows current at the time."""
 
 
+log = logging.getLogger("aigrid.quotas")
 _EXTEND_TRIES = 3
 """Reads of the room a further call is charged in, each followed by the atomic charge another request may win."""
 
@@ -171,6 +173,8 @@ class Quotas:
             if full is None:
                 break
         else:
+            log.info("a further model turn of %d tokens not reserved: other requests took the room read for it %d "
+                     "times; the tool loop ends there (stop token_budget)", tokens, _EXTEND_TRIES)
             return None
         kept = {c.key: c for c in reservation.token_counters}
         for c in grown:
