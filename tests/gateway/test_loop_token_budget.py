@@ -286,3 +286,24 @@ async def test_a_cancel_while_the_quota_store_charges_leaves_that_charge_for_fin
         assert await spent(gw) == 0  # nothing reached an engine: the whole charge released
     finally:
         await gw.guard.stop()
+
+
+async def test_a_background_response_with_server_tools_reserves_the_loops_first_turn_as_the_foreground_does(
+        grid: tuple[Gateway, dict[str, AlwaysCalls]]) -> None:
+    """Its create reserved the prompt and the whole max_output_tokens (here past the tenant's budget: 429 "request
+    too large") where the same request in the foreground reserves the loop's first turn and runs (the test above);
+    now both reserve the same, and the background run is bounded by the budget as the foreground loop is."""
+    gw, engines = grid
+    ask = {"model": ASK["model"], "input": "Add one, sixteen times.", "max_output_tokens": 2 * BUDGET,
+           "tools": [{"type": "function", "name": "calculator"}], "aigrid_max_steps": 16}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        r = await c.post("/v1/responses", headers=TENANT, json={**ask, "background": True})
+        assert r.status_code == 200, r.text
+        rid = r.json()["id"]
+        for _ in range(500):
+            got = (await c.get(f"/v1/responses/{rid}", headers=TENANT)).json()
+            if got["status"] not in {"queued", "in_progress"}:
+                break
+            await asyncio.sleep(0.01)
+    assert got["status"] == "incomplete" and got["incomplete_details"]["aigrid_stop"] == "token_budget", got
+    assert 1 <= turns(engines) < 17 and await spent(gw) <= BUDGET + TURN["total_tokens"]

@@ -54,7 +54,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aigrid.agents.loop import check_tool_results
+from aigrid.agents.loop import check_tool_results, wants_server_tools
 from aigrid.errors import (
     ApiError,
     InvalidRequest,
@@ -117,6 +117,7 @@ from aigrid.gateway.routes import (
     audited_route,
     authenticate,
     close_exchange,
+    first_turn_tokens,
     json_response,
     own_exchange,
 )
@@ -475,7 +476,12 @@ class ResponsesApi:
             # admitted now, as OpenAI does (a 429 to the create, never a queued response that fails): the request
             # counted and its tokens reserved; the reservation goes to the run, which settles it (routes.route
             # admits no second time)
-            await gw.guard.admit(ex, turn.chat, prompt, asked.prompt_tokens + asked.max_output_tokens,
+            reserved = asked.prompt_tokens + asked.max_output_tokens
+            if wants_server_tools(turn.chat, gw.agents.tools):  # as the run (routes.route) reserves it: the tool
+                # loop's first turn; each turn reserves the rest of its max_tokens as it starts (Guard.extend)
+                reserved = first_turn_tokens(turn.chat, gw.agents.tools, gw.agents.loop,
+                                             gw.spec.models.get(parsed.model))
+            await gw.guard.admit(ex, turn.chat, prompt, reserved,
                                  policy=headers.get(H_POLICY) or caller.scopes.policy,
                                  jurisdictions=asked.allowed_jurisdictions)
         except ApiError as e:

@@ -465,7 +465,7 @@ class Routes:
             reserved = info.prompt_tokens + choices * info.max_output_tokens
             if loop is not None and loop.server_tools:  # the loop's first turn (its prompt with the tools' text, and the
                 # fewest output tokens it is sent with): each turn reserves the rest of its max_tokens as it starts
-                reserved = _first_turn_tokens(body, registry, loop, gw.spec.models.get(parsed.model))
+                reserved = first_turn_tokens(body, registry, loop, gw.spec.models.get(parsed.model))
             if not ex.preadmitted:  # a background Response's run: admitted by its create (Exchange.take_admission)
                 await gw.guard.admit(ex, body, prompt, reserved,
                                      policy=policy_name, jurisdictions=asked.allowed_jurisdictions)
@@ -807,8 +807,8 @@ def _offers_tools(body: Mapping[str, Any]) -> bool:
     return isinstance(tools, list) and bool(tools)
 
 
-def _first_turn_tokens(body: Mapping[str, Any], registry: ToolRegistry, loop: LoopConfig,
-                      model: ModelSpec | None) -> int:
+def first_turn_tokens(body: Mapping[str, Any], registry: ToolRegistry, loop: LoopConfig,
+                     model: ModelSpec | None) -> int:
     """What admission reserves of a tool loop's first model turn: its prompt's estimate with what it offers of the
     tools (a constrained turn's instructions, a native turn's definitions: the request's own estimate counts neither)
     and the fewest output tokens it is sent with (MIN_TURN_OUTPUT, or its max_tokens if fewer: the rest is reserved
