@@ -426,3 +426,15 @@ def test_a_completion_s_prompts_are_each_read_with_the_suffix_never_with_each_ot
     blocked = firewall.check_texts("acme", completion_texts(body)).blocked
     assert blocked is not None and blocked.detail == \
         "prompt injection suspected in prompt[2] to suffix (prompt, read together)"
+
+
+def test_a_number_cut_between_user_turns_and_running_into_the_next_is_redacted(firewall: Firewall) -> None:
+    """The user turns were read joined only (pii.read_together): "+1 415 555 0100thanks" holds no phone number, so
+    a number cut at a seam whose end ran straight into the next turn's word passed `pii_input: redact` (and a
+    `block` policy); each seam is now read with a break at the seams either side as well."""
+    body, texts = chat({"role": "user", "content": "Call me on +"}, {"role": "user", "content": "1 415 555 0100"},
+                       {"role": "user", "content": "thanks"})
+    result = firewall.check_texts("acme", texts)
+    apply(body, texts, result)
+    assert [m["content"] for m in body["messages"]] == ["Call me on [REDACTED:PHONE]", "", "thanks"]
+    assert firewall.check_texts("strict", texts).blocked is not None

@@ -244,8 +244,12 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
     it overlaps in its pieces (a card cut in two was two phone numbers), and is redacted whole even where one
     piece alone holds an item too: "j" + "ohn@x.io" leaves no "j" (a template that puts nothing between the
     pieces shows a model "john@x.io"), and so "my address is" + "jo@x.io" loses its "is" as well (with a space
-    at either end it keeps it). Until 2026-12-05 each piece was read alone, so an e-mail or an SSN cut in two
-    passed `pii_input: redact`. `ids`: how the caller numbers the pieces in PiiMatch.pieces (their positions here
+    at either end it keeps it). Each seam's window is read as well cut at the seams either side of it (the two pieces
+    around the seam alone, as with a break between them and their neighbours), so an item whose end runs straight
+    into the next piece's word is still found: "Call me on +" | "1 415 555 0100" | "thanks" read joined only is
+    "+1 415 555 0100thanks", no phone number (until the twenty-second session it passed). An item that crosses two
+    seams and runs into a word at a third is still missed. Until 2026-12-05 each piece was read alone, so an e-mail
+    or an SSN cut in two passed `pii_input: redact`. `ids`: how the caller numbers the pieces in PiiMatch.pieces (their positions here
     by default)."""
     joined = "".join(pieces)
     if joined.isascii() and "@" not in joined and _DIGIT.search(joined) is None:
@@ -253,32 +257,38 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
     starts = list(accumulate((len(p) for p in pieces), initial=0))
     seams = sorted({s for s in starts[1:-1] if 0 < s < len(joined)})
     regions: list[tuple[int, int]] = []
+    pairs: list[tuple[int, int]] = []  # a seam's window cut at the seams either side of it (a break there)
     plain = joined.isascii() or INVISIBLE.search(joined) is None  # a model reads every character: positions count
     for k, seam in enumerate(seams):
+        before, after = seams[k - 1] if k else 0, seams[k + 1] if k + 1 < len(seams) else len(joined)
         # an item with whitespace in it is a number (at most _NUMBER_AROUND characters); an e-mail address has none,
         # so beyond those only the word the seam cuts is read (a space missed here only widens what is read)
         if plain:
             near, far = max(0, seam - _NUMBER_AROUND), max(0, seam - _AROUND)
         else:
-            # counted no further back than the region before (this seam's then joins it) nor forwards than the next
-            # seam (whose region, joining this one, reaches at least as far): each character is walked over once,
-            # where each seam walked over the invisible padding of the pieces around it (400 one-digit parts
-            # each padded by 2,000 zero-width characters: 8 s)
-            most = max(0, seam - regions[-1][1]) if regions else None
-            near, far = held_start(joined, _NUMBER_AROUND, most, seam), held_start(joined, _AROUND, most, seam)
+            # counted no further back than the seam before (the region there reaches at least as far back as this
+            # seam's, and this one joins it) nor forwards than the next seam (whose region, joining this one, reaches
+            # at least as far): each character is walked over at most from the two seams around it, where each seam
+            # walked over the invisible padding of the pieces around it (400 one-digit parts each padded by 2,000
+            # zero-width characters: 8 s)
+            near, far = held_start(joined, _NUMBER_AROUND, seam - before, seam), held_start(joined, _AROUND,
+                                                                                             seam - before, seam)
         lo = min(near, max([far, *(joined.rfind(space, far, seam) + 1 for space in _SPACES)]))
         if plain:
             near, far = seam + _NUMBER_AROUND, seam + _AROUND
         else:
-            stop = seams[k + 1] if k + 1 < len(seams) else None
-            near, far = read_end(joined, seam, _NUMBER_AROUND, stop), read_end(joined, seam, _AROUND, stop)
+            near, far = read_end(joined, seam, _NUMBER_AROUND, after), read_end(joined, seam, _AROUND, after)
         hi = max(near, min([far, *(at for space in _SPACES if (at := joined.find(space, seam, far)) >= 0)]))
+        if (k and lo <= before) or (k + 1 < len(seams) and hi >= after):
+            # the window reaches the seam before or after: read as well with a break there (the two pieces around
+            # this seam alone), so that an item whose end runs into the next piece's word is still read
+            pairs.append((max(lo, before), min(hi, after)))
         if regions and lo <= regions[-1][1]:
             regions[-1] = (regions[-1][0], hi)
         else:
             regions.append((lo, hi))
     parts: list[list[PiiMatch]] = [[] for _ in pieces]
-    for lo, hi in regions:
+    for lo, hi in regions + pairs:
         for m in find_pii(joined[lo:hi], kinds):
             a, b = lo + m.start, lo + m.end
             after = bisect_right(seams, a)
