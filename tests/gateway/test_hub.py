@@ -109,7 +109,8 @@ async def test_observations_reach_the_other_workers_only_and_the_relay_is_bounde
         view = await HubSharedState(clients[1]).exchange(LocalReport("w1", {}, {}, ()))
         assert view.peers == 2
         # pending prompts in time travel through the hub too, merged over the other workers
-        queues = {EP.id: ((5.0, 4.0), ((6.0, 100),))}
+        t = time.time()  # wall time: a worker's times within an hour of the hub's are read
+        queues = {EP.id: ((t + 5.0, t + 4.0), ((t + 6.0, 100),))}
         await HubSharedState(clients[0]).exchange(LocalReport("w0", {}, {}, (), {}, (), queues))
         view = await HubSharedState(clients[1]).exchange(LocalReport("w1", {}, {}, ()))
         assert view.queues == queues
@@ -480,3 +481,17 @@ def test_one_tenants_traffic_does_not_push_the_others_decisions_out() -> None:
     assert latest.recent(100, "quiet") == [f"q{i}" for i in reversed(range(10))]  # before: none left
     assert latest.get("quiet-0") == "q0"
     assert latest.recent(1, "noisy") == ["n9999"] and len(latest.recent(1000)) == 100
+
+
+def test_one_worker_s_pending_prompts_neither_void_nor_crowd_out_another_s(tmp_path: Path) -> None:
+    """R (twenty-second session's review): the hub merged the workers' pending prompts unbounded, so one worker's
+    anchor at 1e308 won the merge and voided the others' once the receiver bounded it, and one worker's 10,000
+    arrivals filled the receiver's 4,096 cut. Each worker's report is bounded first (store.merge_peer_reports)."""
+    hub, now = Hub(tmp_path / "hub.sock", None), time.time()
+    flood = [[now + 1 + i / 1e5, 1] for i in range(10_000)]
+    reports = {"evil": {"fra": [[1e308, 1e308], flood]}, "good": {"fra": [[now - 1, now - 2], [[now + 9, 70]]]}}
+    for worker, queues in reports.items():
+        hub.exchange({"gateway": worker, "inflight": {}, "circuits": {}, "affinity": [], "queues": queues})
+    anchor, arrivals = hub.exchange({"gateway": "me", "inflight": {}, "circuits": {}, "affinity": []})["queues"]["fra"]
+    assert anchor == [now - 1, now - 2]  # before: [1e308, 1e308]
+    assert [now + 9, 70] in arrivals and len(arrivals) <= 4096  # before: 10,001 (the receiver kept the first 4,096)

@@ -158,7 +158,8 @@ async def test_a_silent_gateways_ledger_stops_counting(tmp_path: Path) -> None:
         b = RedisSharedState.from_url(url, "test")
         raw = aioredis.Redis.from_url(url)  # to age heartbeats and plant a value no gateway writes
         try:
-            queues = {"fra": ((5.0, 4.0), ((6.0, 100), (6.5, 800)))}  # pending prompts in time
+            t = time.time()  # pending prompts in time (wall time: a peer's within an hour of it are read)
+            queues = {"fra": ((t + 5.0, t + 4.0), ((t + 6.0, 100), (t + 6.5, 800)))}
             await a.exchange(LocalReport("gw-a", {"fra": (2, 900, 1)}, {}, (), {"acme": 3}, (), queues))
             view = await b.exchange(LocalReport("gw-b", {"fra": (1, 100, 0)}, {}, ()))
             assert view.peers == 1 and view.inflight == {"fra": (2, 900, 1)} and view.tenants == {"acme": 3}
@@ -235,6 +236,29 @@ async def test_a_peer_s_negative_counts_do_not_cancel_another_peer_s(tmp_path: P
             assert view.peers == 2
             assert view.inflight == {"fra-smollm2": (3, 100, 1)}  # before: (-2, 91, 0)
             assert view.tenants == {"acme": 2}  # before: -2
+        finally:
+            await raw.aclose()
+            await me.aclose()
+
+
+async def test_one_peer_s_pending_prompts_neither_void_nor_crowd_out_another_s(tmp_path: Path) -> None:
+    """R (twenty-second session's review): the peers' pending prompts were merged before they were bounded
+    (store.bounded_view), so one peer's anchor at 1e308 won the merge (the latest anchor) and was then dropped
+    with the other peers' valid one, and one peer's 10,000 arrivals filled the 4,096 cut on the merged list. Each
+    peer's report is bounded first, to its share of the cut (store.merge_peer_reports)."""
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        me, raw = RedisSharedState.from_url(url, "test"), aioredis.Redis.from_url(url)
+        try:
+            now = time.time()
+            flood = ",".join(f"[{now + 1 + i / 1e5!r},1]" for i in range(10_000))
+            await raw.hset("aigrid:test:ledgers", mapping={
+                "evil": f'{{"i": {{}}, "t": {{}}, "q": {{"fra": [[1e308, 1e308], [{flood}]]}}}}',
+                "good": f'{{"i": {{}}, "t": {{}}, "q": {{"fra": [[{now - 1!r}, {now - 2!r}], [[{now + 9!r}, 70]]]}}}}'})
+            await raw.zadd("aigrid:test:gateways", {"evil": now, "good": now})
+            anchor, arrivals = (await me.exchange(LocalReport("me", {}, {}, ()))).queues["fra"]
+            assert anchor == (now - 1, now - 2)  # before: None (1e308 won, then was dropped)
+            assert (now + 9, 70) in arrivals and len(arrivals) <= 4096  # before: cut away behind the 10,000
         finally:
             await raw.aclose()
             await me.aclose()

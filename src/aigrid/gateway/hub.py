@@ -67,7 +67,8 @@ from aigrid.security.firewall.abuse_shared import (
 )
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
 from aigrid.telemetry.periodic import Periodic
-from aigrid.telemetry.prefill_book import Report, from_wire, merge_reports, to_wire
+from aigrid.telemetry.prefill_book import Report, from_wire, to_wire
+from aigrid.telemetry.store import merge_peer_reports
 
 if TYPE_CHECKING:  # redis only where a spec names it (guard.abuse_relay)
     from aigrid.security.firewall.abuse_redis import RedisAbuseRelay
@@ -341,7 +342,7 @@ class Hub:
         # the entries since this worker's last exchange, read back from the newest (not the whole queue)
         affinity = [[k, e] for _, k, e, w in _since(self._affinity, since) if w != me]
         calibration = [o for _, o, w in _since(self._observations, since) if w != me]
-        queues = merge_reports(q for worker, q in self._queues.items() if worker != me)
+        queues = merge_peer_reports([q for worker, q in self._queues.items() if worker != me], now)
         return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants,
                 "calibration": calibration, "peers": sum(1 for worker in self._inflight if worker != me),
                 "queues": to_wire(queues)}

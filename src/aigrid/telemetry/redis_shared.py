@@ -29,8 +29,9 @@ from redis.exceptions import RedisError
 
 from aigrid.errors import SharedStateUnavailable
 from aigrid.redis_client import connect
-from aigrid.telemetry.prefill_book import Report, from_wire, merge_reports, to_wire
+from aigrid.telemetry.prefill_book import Report, from_wire, to_wire
 from aigrid.telemetry.shared import LocalReport, Observation, SharedView
+from aigrid.telemetry.store import merge_peer_reports
 
 
 def _ledger(raw: bytes, part: str) -> dict[str, object]:
@@ -113,7 +114,8 @@ class RedisSharedState:
             queues.append(from_wire(_ledger(raw, "q")))
         circuits = {ep.decode(): float(t) for ep, t in results[-3].items()}
         return SharedView(inflight, circuits, self._affinity_from(results[-2], report.gateway_id), tenants,
-                          self._calibration_from(results[-1], report.gateway_id), peers, merge_reports(queues))
+                          self._calibration_from(results[-1], report.gateway_id), peers,
+                          merge_peer_reports(queues, now))
 
     def _affinity_from(self, raw: StreamRead, me: str) -> tuple[tuple[str, str], ...]:
         self._affinity_cursor, entries = _others(raw, me, self._affinity_cursor)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from itertools import chain
 from types import MappingProxyType
@@ -21,7 +21,7 @@ from aigrid.engines.protocol import EngineStats
 from aigrid.logs import fields
 from aigrid.telemetry.circuit import CircuitBreaker
 from aigrid.telemetry.inflight import InflightLedger, Load, combined, merged_state
-from aigrid.telemetry.prefill_book import Pending, PrefillBook, latest, queue_of
+from aigrid.telemetry.prefill_book import Pending, PrefillBook, Report, latest, merge_reports, queue_of
 from aigrid.telemetry.shared import LocalReport, Observation, SharedView
 from aigrid.telemetry.window import DeltaMean
 
@@ -93,7 +93,8 @@ further, it is not a time of this grid's (a circuit opened at 1e308 stayed open 
 PEER_KEY_CHARS = 1024
 """The longest affinity key or tenant name read from a peer: longer ones are dropped (held for good in memory)."""
 PEER_ARRIVALS = 4096
-"""The most pending prompts read per endpoint from the peers together (each is sorted at every routing decision)."""
+"""The most pending prompts read per endpoint from the peers together (each is sorted at every routing decision),
+shared equally among the peers before their reports are merged (merge_peer_reports)."""
 
 
 def _peer_count(value: object, most: float = MAX_COUNT) -> int | None:
@@ -131,17 +132,33 @@ def bounded_view(view: SharedView, wall_now: float) -> SharedView:
     affinity = tuple((k, e) for k, e in view.affinity if len(k) <= PEER_KEY_CHARS)
     calibration = tuple(o for o in view.calibration
                         if all(isinstance(x, int | float) and 0.0 <= x <= MAX_OBSERVED_MS for x in o[1:]))
-    queues: dict[str, Pending] = {}
-    for ep, (anchor, arrivals) in view.queues.items():
-        produced, arrived = (None, None) if anchor is None else (_peer_time(a, wall_now) for a in anchor)
-        kept = []
-        for at, tokens in arrivals[:PEER_ARRIVALS]:
-            t, n = _peer_time(at, wall_now), _peer_count(tokens, MAX_TOKENS)
-            if t is not None and n is not None:
-                kept.append((t, n))
-        queues[ep] = (None if produced is None or arrived is None else (produced, arrived), tuple(kept))
+    queues = {ep: _peer_pending(pending, wall_now, PEER_ARRIVALS) for ep, pending in view.queues.items()}
     return replace(view, inflight=inflight, circuits_opened=circuits, tenants=tenants, affinity=affinity,
                    calibration=calibration, peers=_peer_count(view.peers) or 0, queues=queues)
+
+
+def _peer_pending(pending: Pending, wall_now: float, most: int) -> Pending:
+    """One endpoint's pending prompts as a peer reported them: its anchor None unless both times are within
+    PEER_TIME_SLACK_S of `wall_now`; its first `most` arrivals, each kept if its time is and its tokens are
+    within [0, MAX_TOKENS]."""
+    anchor, arrivals = pending
+    produced, arrived = (None, None) if anchor is None else (_peer_time(a, wall_now) for a in anchor)
+    kept = []
+    for at, tokens in arrivals[:most]:
+        t, n = _peer_time(at, wall_now), _peer_count(tokens, MAX_TOKENS)
+        if t is not None and n is not None:
+            kept.append((t, n))
+    return (None if produced is None or arrived is None else (produced, arrived)), tuple(kept)
+
+
+def merge_peer_reports(reports: Sequence[Mapping[str, Pending]], wall_now: float) -> Report:
+    """The peers' pending prompts (Redis, the hub) as one report: each peer's bounded first (_peer_pending, its
+    share of PEER_ARRIVALS per endpoint), then merged (prefill_book.merge_reports). Bounded after the merge, one
+    peer's anchor at 1e308 won it and was then dropped with every other peer's, and one peer's 10,000 arrivals
+    filled the cut and pushed the others' out."""
+    share = max(1, PEER_ARRIVALS // max(1, len(reports)))
+    return merge_reports([{ep: _peer_pending(pending, wall_now, share) for ep, pending in report.items()}
+                          for report in reports])
 
 
 @dataclass
