@@ -4,7 +4,6 @@ nodes (an enum in the tool's schema) and had paths computed on it. A graph given
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import httpx
@@ -14,11 +13,10 @@ import pytest
 from aigrid.agents.graph import ShortestPath
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError
 from aigrid.errors import SpecError
-from aigrid.gateway.app import build_app, build_gateway
 from aigrid.spec.load import parse_spec
 from aigrid.spec.models import AgentsSpec
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
-from tests.gateway.conftest import DEMO, _no_sleep, spec_in
+from tests.gateway.conftest import DEMO, serving, spec_in
 
 MODEL = "smollm2-135m"
 A, B = "eu-bank", "default"  # the demo's two tenants: A owns a graph, B does not
@@ -31,9 +29,6 @@ async def test_a_tenant_s_graph_is_neither_described_nor_read_for_another_tenant
     spec = spec_in(tmp_path)
     spec = spec.model_copy(update={"agents": spec.agents.model_copy(update={"graphs": agents.graphs})})
     engine = ScriptedEngine([])
-    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(2), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
     ask = {"model": MODEL, "messages": [{"role": "user", "content": "How far?"}],
            "tools": [{"type": "function", "function": {"name": "shortest_path"}}]}
 
@@ -45,21 +40,18 @@ async def test_a_tenant_s_graph_is_neither_described_nor_read_for_another_tenant
         assert r.status_code == 200, r.text
         return orjson.dumps(engine.received[0]).decode(), r.json()["aigrid_steps"][0]["result"]
 
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            shown, result = await ask_path(c, B, graph="vault", source="Crypt", target="Annex")
-            assert "vault" not in shown and "Crypt" not in shown and "Depot" not in shown  # neither name nor nodes
-            assert "rail" in shown and "Paris" in shown  # the shared graph is shown
-            assert "12" not in result
-            assert result == "error: name a graph (rail) or pass edges"  # as a graph that does not exist
-            shown, result = await ask_path(c, A, graph="vault", source="Crypt", target="Annex")
-            assert result == "Crypt -> Depot -> Annex (total 12)"  # A still reads its own
-            assert "vault" in shown and "Crypt" in shown and "rail" in shown
-            for tenant in (A, B):  # and the shared one serves every tenant
-                _, result = await ask_path(c, tenant, graph="rail", source="Paris", target="Milan")
-                assert result == "Paris -> Lyon -> Milan (total 905)"
-    finally:
-        await gw.guard.stop()
+    async with serving(spec, {e.id: engine for e in spec.endpoints}, seed=2) as (c, _):
+        shown, result = await ask_path(c, B, graph="vault", source="Crypt", target="Annex")
+        assert "vault" not in shown and "Crypt" not in shown and "Depot" not in shown  # neither name nor nodes
+        assert "rail" in shown and "Paris" in shown  # the shared graph is shown
+        assert "12" not in result
+        assert result == "error: name a graph (rail) or pass edges"  # as a graph that does not exist
+        shown, result = await ask_path(c, A, graph="vault", source="Crypt", target="Annex")
+        assert result == "Crypt -> Depot -> Annex (total 12)"  # A still reads its own
+        assert "vault" in shown and "Crypt" in shown and "rail" in shown
+        for tenant in (A, B):  # and the shared one serves every tenant
+            _, result = await ask_path(c, tenant, graph="rail", source="Paris", target="Milan")
+            assert result == "Paris -> Lyon -> Milan (total 905)"
 
 
 async def test_the_tool_names_a_tenant_s_graph_to_that_tenant_only() -> None:

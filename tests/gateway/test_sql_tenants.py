@@ -5,7 +5,6 @@ finding; helper 137, 5 Dec 2026). A database given as a path alone stays shared.
 
 from __future__ import annotations
 
-import random
 import sqlite3
 from pathlib import Path
 
@@ -18,10 +17,9 @@ from typer.testing import CliRunner
 from aigrid.agents.loop import offered_tools
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
 from aigrid.cli import app
-from aigrid.gateway.app import build_app, build_gateway
 from aigrid.spec.models import AgentsSpec
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
-from tests.gateway.conftest import DEMO, _no_sleep, spec_in
+from tests.gateway.conftest import DEMO, serving, spec_in
 
 MODEL = "smollm2-135m"
 A, B = "eu-bank", "default"  # the demo's two tenants: A owns a database, B does not
@@ -48,9 +46,6 @@ async def test_a_tenant_s_database_is_neither_described_nor_read_for_another_ten
     spec = spec_in(tmp_path)
     spec = spec.model_copy(update={"agents": spec.agents.model_copy(update={"sql": agents.sql})})
     engine = ScriptedEngine([])
-    gw = build_gateway(spec, {e.id: engine for e in spec.endpoints}, rng=random.Random(2), sleep=_no_sleep)
-    await gw.scraper.scrape_once()
-    await gw.guard.start()
     ask = {"model": MODEL, "messages": [{"role": "user", "content": "Look it up."}],
            "tools": [{"type": "function", "function": {"name": "sql"}}]}
 
@@ -62,34 +57,31 @@ async def test_a_tenant_s_database_is_neither_described_nor_read_for_another_ten
         assert r.status_code == 200, r.text
         return orjson.dumps(engine.received[0]).decode(), r.json()["aigrid_steps"][0]["result"]
 
-    try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-            shown, result = await ask_sql(c, B, "ledger", "a_ledger")
-            assert "a_ledger" not in shown and "ledger" not in shown  # neither A's schema nor its name offered
-            assert "rail_fares" in shown  # the shared database's schema is
-            assert "alpha-secret-row" not in result
-            assert result == "error: unknown database 'ledger' (known: fares)"  # as a name that does not exist
-            _, missing = await ask_sql(c, B, "nowhere", "a_ledger")
-            assert missing == "error: unknown database 'nowhere' (known: fares)"
-            shown, result = await ask_sql(c, A, "ledger", "a_ledger")
-            assert result == "value\nalpha-secret-row"  # A still reads its own
-            assert "a_ledger" in shown and "rail_fares" in shown  # and its model is shown it beside the shared one
-            for tenant in (A, B):  # and the shared one serves every tenant
-                _, result = await ask_sql(c, tenant, "fares", "rail_fares")
-                assert result == "value\nparis-lyon-42"
-            for tenant, expected in ((B, {"error": "error: unknown database 'ledger' (known: fares)", "output": None}),
-                                     (A, {"error": None, "output": "value\nalpha-secret-row"})):  # the Responses API
-                engine.received.clear()
-                engine.replies = [call("sql", query="SELECT value FROM a_ledger", database="ledger"), answer("done")]
-                r = await c.post("/v1/responses", headers={"x-aigrid-tenant": tenant}, json={
-                    "model": MODEL, "input": "Look it up.", "tools": [{"type": "function", "name": "sql"}]})
-                assert r.status_code == 200, r.text
-                item = r.json()["output"][0]
-                assert item["type"] == "mcp_call" and {k: item[k] for k in expected} == expected, item
-                if tenant == B:
-                    assert "a_ledger" not in orjson.dumps(engine.received[0]).decode()
-    finally:
-        await gw.guard.stop()
+    async with serving(spec, {e.id: engine for e in spec.endpoints}, seed=2) as (c, _):
+        shown, result = await ask_sql(c, B, "ledger", "a_ledger")
+        assert "a_ledger" not in shown and "ledger" not in shown  # neither A's schema nor its name offered
+        assert "rail_fares" in shown  # the shared database's schema is
+        assert "alpha-secret-row" not in result
+        assert result == "error: unknown database 'ledger' (known: fares)"  # as a name that does not exist
+        _, missing = await ask_sql(c, B, "nowhere", "a_ledger")
+        assert missing == "error: unknown database 'nowhere' (known: fares)"
+        shown, result = await ask_sql(c, A, "ledger", "a_ledger")
+        assert result == "value\nalpha-secret-row"  # A still reads its own
+        assert "a_ledger" in shown and "rail_fares" in shown  # and its model is shown it beside the shared one
+        for tenant in (A, B):  # and the shared one serves every tenant
+            _, result = await ask_sql(c, tenant, "fares", "rail_fares")
+            assert result == "value\nparis-lyon-42"
+        for tenant, expected in ((B, {"error": "error: unknown database 'ledger' (known: fares)", "output": None}),
+                                 (A, {"error": None, "output": "value\nalpha-secret-row"})):  # the Responses API
+            engine.received.clear()
+            engine.replies = [call("sql", query="SELECT value FROM a_ledger", database="ledger"), answer("done")]
+            r = await c.post("/v1/responses", headers={"x-aigrid-tenant": tenant}, json={
+                "model": MODEL, "input": "Look it up.", "tools": [{"type": "function", "name": "sql"}]})
+            assert r.status_code == 200, r.text
+            item = r.json()["output"][0]
+            assert item["type"] == "mcp_call" and {k: item[k] for k in expected} == expected, item
+            if tenant == B:
+                assert "a_ledger" not in orjson.dumps(engine.received[0]).decode()
 
 
 async def test_a_tenant_s_view_of_the_tool_describes_its_own_and_the_shared_databases(dbs: dict[str, Path]) -> None:
