@@ -3,7 +3,8 @@ turns, and where the system prompt, a user turn and a tool result meet, read joi
 `pii.read_together`) costs a request: `Firewall.check_texts` on typical
 chat bodies, with the firewall's defaults (injection block, personal data redacted) and with personal data only
 (injection off), score cache on (a repeated body's injection scores are kept, as a conversation's earlier turns
-are); and what the streaming redactor costs a chunk of an answer. CPU time of this process, microseconds. docs/security.md ("Personal data") quotes it; run it
+are); what the streaming redactor costs a chunk of an answer; and the worst case of reading the seams alone
+(`pii.read_together` on 400 one-digit parts each padded by 2,000 zero-width characters, its last line). CPU time of this process, microseconds. docs/security.md ("Personal data") quotes it; run it
 on the code before a change and after. Usage:
     .venv/bin/python scripts/firewall_pii_seams_cost.py [CALLS]
 """
@@ -18,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from firewall_seams_cost import _us  # noqa: E402
 
 from aigrid.security.firewall.injection import InjectionModel  # noqa: E402
+from aigrid.security.firewall.pii import find_pii, read_together  # noqa: E402
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy  # noqa: E402
 from aigrid.security.firewall.streaming import StreamingRedactor  # noqa: E402
 from aigrid.security.firewall.texts import ModelText, Source  # noqa: E402
@@ -69,6 +71,12 @@ def main() -> None:
             _us(firewall, texts, calls // 10)  # warm up (and fill the score cache)
         print(f"{name}: {_us(defaults, texts, calls):.0f} us a check_texts with the defaults, "
               f"{_us(pii_only, texts, calls):.0f} us with personal data only")
+    padded = ["1" + "\u200b" * 2_000 for _ in range(400)]
+    own = [find_pii(p) for p in padded]
+    start = time.process_time()
+    read_together(padded, own)
+    print(f"400 one-digit parts each padded by 2,000 zero-width characters: "
+          f"{(time.process_time() - start) * 1e3:.0f} ms (read_together alone, once)")
 
 
 if __name__ == "__main__":
