@@ -11,7 +11,7 @@ from fnmatch import fnmatchcase
 from typing import Literal, cast
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from aigrid.core.geo import DEFAULT_ROUTE_FACTOR
 from aigrid.core.policies import DEFAULT_POLICY
@@ -476,13 +476,15 @@ class AgentsSpec(StrictModel):
         "addresses such as the cloud's metadata service are refused)"))
     mcp_servers: dict[str, McpServerSpec] = {}
 
-    @field_validator("sql", mode="before")
+    @field_validator("sql", "graphs", mode="before")
     @classmethod
-    def _sql_paths(cls, v: object) -> object:
-        """A database given as its path alone is shared: `{path}` with no tenants."""
+    def _alone_is_shared(cls, v: object, info: ValidationInfo) -> object:
+        """A database given as its path alone, or a graph as its edges alone, is shared: `{path}` or `{edges}`
+        with no tenants."""
         if not isinstance(v, dict):
             return v
-        return {name: {"path": db} if isinstance(db, str) else db for name, db in v.items()}
+        key, alone = ("path", str) if info.field_name == "sql" else ("edges", list)
+        return {name: {key: x} if isinstance(x, alone) else x for name, x in v.items()}
 
     @model_validator(mode="after")
     def _steps_within_limit(self) -> AgentsSpec:
@@ -490,14 +492,6 @@ class AgentsSpec(StrictModel):
             raise ValueError(f"max_steps: {self.max_steps} is above max_steps_limit ({self.max_steps_limit}), the "
                              "most a request may ask for")
         return self
-
-    @field_validator("graphs", mode="before")
-    @classmethod
-    def _graph_edges(cls, v: object) -> object:
-        """A graph given as its edges alone is shared: `{edges}` with no tenants."""
-        if not isinstance(v, dict):
-            return v
-        return {name: {"edges": g} if isinstance(g, list) else g for name, g in v.items()}
 
     @field_validator("http_private")
     @classmethod
