@@ -66,8 +66,7 @@ def relay(most: int, command: list[str], out: int = 1) -> int:
                 line = bytearray()
             line += rest
         return server.wait()
-    except _Told:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except _Told:  # SIGTERM ignored from here on (_told)
         return _ended(server)
     except BrokenPipeError:  # the client closed its end: a traceback on its stderr, the server left running, before
         return _stopped(server, GONE)
@@ -80,6 +79,7 @@ class _Told(Exception):
 
 
 def _told(*_: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # first: a second SIGTERM landing in `except _Told` raised again
     raise _Told
 
 
