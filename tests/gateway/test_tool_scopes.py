@@ -133,3 +133,22 @@ async def test_the_audit_record_names_every_tool_the_loop_ran(tmp_path: Path) ->
                     assert all("arguments" not in t for t in runs)
     finally:
         await gw.guard.stop()
+
+
+async def test_a_background_response_naming_a_tool_the_tenant_may_not_have_is_refused_at_its_create(
+        tmp_path: Path) -> None:
+    """A background create is admitted at once (its quota reserved: docs/responses-api.md); a tool the tenant may
+    not have run was refused only when the run began, so the create answered a queued response that then failed,
+    its request counted. Now the create itself is the 403 the foreground request gets."""
+    engine = ScriptedEngine([])
+    gw = await _grid(tmp_path, engine, "default", tools=["calculator"])
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            r = await c.post("/v1/responses", json={"model": MODEL, "input": "Find the path.", "background": True,
+                                                    "tools": [{"type": "function", "name": "shortest_path"}]})
+        assert r.status_code == 403, r.text
+        err = r.json()["error"]
+        assert (err["code"], err["param"]) == ("tool_not_allowed", "tools.0") and "shortest_path" in err["message"]
+        assert engine.received == []
+    finally:
+        await gw.guard.stop()

@@ -120,6 +120,7 @@ from aigrid.gateway.routes import (
     first_turn_tokens,
     json_response,
     own_exchange,
+    refuse_unallowed_tools,
 )
 from aigrid.gateway.schemas import ChatRequest
 from aigrid.gateway.stores import ResponseBook
@@ -478,7 +479,9 @@ class ResponsesApi:
             # admits no second time)
             reserved = asked.prompt_tokens + asked.max_output_tokens
             if wants_server_tools(turn.chat, gw.agents.tools):  # as the run (routes.route) reserves it: the tool
-                # loop's first turn; each turn reserves the rest of its max_tokens as it starts (Guard.extend)
+                # loop's first turn; each turn reserves the rest of its max_tokens as it starts (Guard.extend); a
+                # tool the tenant may not have run is the create's 403, not a queued response that fails
+                refuse_unallowed_tools(turn.chat, gw.agents.tools, caller)
                 reserved = first_turn_tokens(turn.chat, gw.agents.tools, gw.agents.loop,
                                              gw.spec.models.get(parsed.model))
             await gw.guard.admit(ex, turn.chat, prompt, reserved,

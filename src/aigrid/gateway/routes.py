@@ -452,11 +452,7 @@ class Routes:
                 registry = gw.agents.tools if server_tools else _NO_SERVER_TOOLS
                 loop = replace(validate_tool_request(body, registry, gw.agents.loop),  # 400s before routing
                                server_tools=wants_server_tools(body, registry))
-                refused = unallowed_tool(body, registry, principal.scopes.allows_tool)
-                if refused is not None:
-                    raise PermissionDenied(f"tools[{refused[0]}]: tenant {principal.tenant!r} may not have the server-"
-                                           f"side tool {refused[1]!r} run (tenants.{principal.tenant}.tools)",
-                                           param=f"tools[{refused[0]}]", code="tool_not_allowed")
+                refuse_unallowed_tools(body, registry, principal)
                 context = model_context(parsed.model, gw.spec.models)
                 if context is not None:  # a later turn that surely overflows ends the loop (finish "length")
                     loop = replace(loop, max_prompt_chars=context * MAX_CHARS_PER_TOKEN)
@@ -805,6 +801,16 @@ class Routes:
 def _offers_tools(body: Mapping[str, Any]) -> bool:
     tools = body.get("tools")
     return isinstance(tools, list) and bool(tools)
+
+
+def refuse_unallowed_tools(body: Mapping[str, Any], registry: ToolRegistry, principal: Principal) -> None:
+    """The client's 403 `tool_not_allowed` naming the first of the request's server-side tools its tenant may not
+    have run (tenants.NAME.tools): a request before routing, a background Response at its create."""
+    refused = unallowed_tool(body, registry, principal.scopes.allows_tool)
+    if refused is not None:
+        raise PermissionDenied(f"tools[{refused[0]}]: tenant {principal.tenant!r} may not have the server-side tool "
+                               f"{refused[1]!r} run (tenants.{principal.tenant}.tools)",
+                               param=f"tools[{refused[0]}]", code="tool_not_allowed")
 
 
 def first_turn_tokens(body: Mapping[str, Any], registry: ToolRegistry, loop: LoopConfig,
