@@ -16,6 +16,7 @@ from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
 from aigrid.telemetry.redis_shared import RedisSharedState
 from aigrid.telemetry.shared import LocalReport
+from aigrid.telemetry.store import merge_peer_reports
 from tests.gateway.fake_engine import FakeEngine
 from tests.security.redis_server import redis_server
 
@@ -262,3 +263,17 @@ async def test_one_peer_s_pending_prompts_neither_void_nor_crowd_out_another_s(t
         finally:
             await raw.aclose()
             await me.aclose()
+
+
+def test_a_busy_peer_keeps_the_pending_prompts_an_idle_peer_leaves_it() -> None:
+    """Review (F3): merge_peer_reports gave each peer an equal share of the 4,096 pending prompts read per
+    endpoint (62b39e4) whatever the others sent, so a busy peer's 3,000 beside an idle peer's one were cut to
+    2,048 though all fit. A peer under an equal share keeps all of its own, the others share what it leaves;
+    a flooding peer still gets no more than an equal share."""
+    now = time.time()
+    busy = {"fra": (None, tuple((now + i / 1e4, 10) for i in range(3000)))}
+    idle = {"fra": (None, ((now, 5),))}
+    assert len(merge_peer_reports([busy, idle], now)["fra"][1]) == 3001  # before: 2,049
+    flood = {"fra": (None, tuple((now + i / 1e4, 1) for i in range(10_000)))}
+    arrivals = merge_peer_reports([busy, idle, flood], now)["fra"][1]
+    assert len(arrivals) == 1 + 2047 + 2047 and sum(n == 10 for _, n in arrivals) == 2047

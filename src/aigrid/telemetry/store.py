@@ -94,7 +94,8 @@ PEER_KEY_CHARS = 1024
 """The longest affinity key or tenant name read from a peer: longer ones are dropped (held for good in memory)."""
 PEER_ARRIVALS = 4096
 """The most pending prompts read per endpoint from the peers together (each is sorted at every routing decision),
-shared equally among the peers before their reports are merged (merge_peer_reports)."""
+shared among the peers before their reports are merged (merge_peer_reports): a peer with fewer than an equal share
+keeps them all, the rest share what it leaves."""
 
 
 def _peer_count(value: object, most: float = MAX_COUNT) -> int | None:
@@ -156,9 +157,24 @@ def merge_peer_reports(reports: Sequence[Mapping[str, Pending]], wall_now: float
     share of PEER_ARRIVALS per endpoint), then merged (prefill_book.merge_reports). Bounded after the merge, one
     peer's anchor at 1e308 won it and was then dropped with every other peer's, and one peer's 10,000 arrivals
     filled the cut and pushed the others' out."""
-    share = max(1, PEER_ARRIVALS // max(1, len(reports)))
-    return merge_reports([{ep: _peer_pending(pending, wall_now, share) for ep, pending in report.items()}
+    sizes: dict[str, list[int]] = {}
+    for report in reports:
+        for ep, (_, arrivals) in report.items():
+            sizes.setdefault(ep, []).append(len(arrivals))
+    share = {ep: _fair_share(counts, PEER_ARRIVALS) for ep, counts in sizes.items()}
+    return merge_reports([{ep: _peer_pending(pending, wall_now, share[ep]) for ep, pending in report.items()}
                           for report in reports])
+
+
+def _fair_share(counts: list[int], total: int) -> int:
+    """The most arrivals each peer keeps at one endpoint so that together they keep at most `total`: a peer
+    with fewer than an equal share keeps all of its own, the others share what it leaves equally."""
+    left, peers = total, len(counts)
+    for n in sorted(counts):
+        if n * peers > left:
+            return max(1, left // peers)
+        left, peers = left - n, peers - 1
+    return total
 
 
 @dataclass
