@@ -354,6 +354,8 @@ class _SlowQuota(MemoryQuotaBackend):
     """A quota store whose reply comes late (Redis, the workers' hub): the reservation is made at once, its
     answer held until `reply` is set."""
 
+    pauses = True  # awaits mid-call, as Redis and the hub do: the guard shields its charges
+
     def __init__(self) -> None:
         super().__init__()
         self.asked = asyncio.Event()

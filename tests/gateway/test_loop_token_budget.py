@@ -238,6 +238,8 @@ class _ChargesThenHangs(MemoryQuotaBackend):
     """A quota store (Redis, the hub) that has charged but whose reply has not come back when the caller is
     cancelled: `charged` set once it took the counters, the reply held until `reply` is set."""
 
+    pauses = True  # awaits mid-call, as Redis and the hub do: the guard shields its charges
+
     def __init__(self) -> None:
         super().__init__()
         self.charged = asyncio.Event()

@@ -92,3 +92,16 @@ async def test_a_workers_hub_that_is_gone_is_the_same_503(tmp_path: Path, caplog
     assert r.status_code == 503, r.text  # before: 502 upstream_failed
     assert r.json()["error"]["code"] == "quota_unavailable" and r.headers["retry-after"] == "1"
     assert any("quota store failed to reserve" in rec.getMessage() for rec in caplog.records)
+
+
+def test_only_a_store_that_pauses_has_its_charges_shielded(tmp_path: Path) -> None:
+    """Shielding a charge (guard._uncut: a task and two loop turns, ~11 us) keeps a cancel from losing what a store
+    that awaits mid-call charged; the in-memory store never pauses, so it is awaited plainly on every request."""
+    from aigrid.security.quota_backend import MemoryQuotaBackend
+    from aigrid.security.quotas_redis import RedisQuotaBackend
+
+    spec = GridSpec.model_validate(spec_in(tmp_path).model_dump(mode="json", exclude_unset=True))
+    plain = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(1),
+                          sleep=_no_sleep)
+    assert plain.guard._store_pauses is False and MemoryQuotaBackend.pauses is False
+    assert getattr(RedisQuotaBackend, "pauses", True) is True

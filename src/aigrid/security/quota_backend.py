@@ -46,6 +46,10 @@ class QuotaBackend(Protocol):
 class MemoryQuotaBackend:
     """One process. Check-and-add runs without an await in between, so it is atomic under asyncio."""
 
+    pauses = False
+    """Its calls never await: a cancel cannot land between a charge and its caller (gateway/guard.py runs the calls
+    of a store that pauses, Redis or the workers' hub, shielded; this one as a plain call, on every request)."""
+
     def __init__(self, max_counters: int = 100_000) -> None:
         self._values: dict[str, tuple[int, float]] = {}
         self._max = max_counters
