@@ -270,6 +270,7 @@ async def test_a_caller_s_share_of_dns_threads_and_a_name_without_answer_remembe
     a bounded number of them kept; a look-up that never left the queue (the pool busy) is not remembered."""
     import threading
     from collections import OrderedDict
+    from concurrent.futures import ThreadPoolExecutor
 
     from aigrid.agents import public_only
 
@@ -288,6 +289,7 @@ async def test_a_caller_s_share_of_dns_threads_and_a_name_without_answer_remembe
 
     monkeypatch.setattr(socket, "getaddrinfo", stuck)
     monkeypatch.setattr(public_only, "DNS_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(public_only, "_DNS", ThreadPoolExecutor(8))  # a pool of 8, to fill it below
     monkeypatch.setattr(public_only, "_failed", OrderedDict(), raising=False)
     monkeypatch.setattr(public_only, "FAILURES_KEPT", 3, raising=False)
     try:
@@ -443,5 +445,29 @@ async def test_one_tenant_s_image_requests_on_dead_names_leave_the_other_tenants
         assert good["messages"][0]["content"][0]["image_url"]["url"].startswith("data:image/png;base64,")  # type: ignore[index]
         done = await asyncio.gather(*hanging, return_exceptions=True)
         assert all(isinstance(e, InvalidRequest) for e in done), done
+    finally:
+        await _threads_back(answer, running)
+
+
+async def test_four_tenants_hanging_on_dead_names_leave_a_fifth_tenant_a_dns_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant holds TENANT_LOOKUPS (2) threads at most, but the pool had 8: four tenants each looking up names
+    no name server answers held all of them, and a fifth tenant's look-up of a good name waited in the pool's
+    queue until its timeout ("the gateway's DNS look-ups are busy"). The pool now has room beside them."""
+    from aigrid.agents import public_only
+
+    answer, running, asked = _dead_names_and_a_good_one(monkeypatch)
+
+    async def look_up(tenant: str, host: str) -> list[str]:
+        with public_only.lookups_at_once(None, tenant=tenant):
+            return await resolve(host, 80)
+    try:
+        hanging = [asyncio.ensure_future(look_up(t, f"{t}{i}.dead.example")) for t in "abcd" for i in range(3)]
+        await asyncio.sleep(0.1)
+        assert running[0] == 4 * public_only.TENANT_LOOKUPS == 8, running
+        assert await look_up("e", "docs.example.org") == ["93.184.215.14"]
+        done = await asyncio.gather(*hanging, return_exceptions=True)
+        assert sum("no answer from DNS" in str(e) for e in done) == 8, done
+        assert sum("this tenant's other look-ups still wait on DNS" in str(e) for e in done) == 4, done
     finally:
         await _threads_back(answer, running)

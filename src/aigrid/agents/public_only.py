@@ -44,8 +44,12 @@ Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
-DNS_THREADS = 8
-"""Look-ups at once (`resolve`), on threads of their own."""
+DNS_THREADS = 32
+"""Look-ups at once (`resolve`), on threads of their own, started as needed (an idle one is reused). A look-up that
+hangs holds its thread until the system resolver gives up, whatever `resolve` waited, so a fixed pool is filled by
+DNS_THREADS / TENANT_LOOKUPS tenants hanging at once: with 8 threads, four tenants on dead names took every thread
+and every other tenant's look-ups timed out. 32 leaves room beside 15 such tenants (a thread blocked in the
+resolver costs a stack, no CPU)."""
 DNS_TIMEOUT_S = 5.0
 """How long a look-up is waited for."""
 _DNS = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="aigrid-dns")
@@ -64,7 +68,7 @@ _failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
 TENANT_LOOKUPS = 2
 """The most of the DNS_THREADS one tenant's look-ups hold at once, all its requests together (`lookups_at_once`'s
 `tenant`): a request's share alone let four requests of one tenant, each hanging on names no name server answers
-(new ones, not yet remembered), hold all 8 threads, and every other tenant's look-ups timed out meanwhile."""
+(new ones, not yet remembered), hold all the threads, and every other tenant's look-ups timed out meanwhile."""
 
 
 class _Share:
@@ -131,9 +135,10 @@ async def resolve(host: str, port: int) -> list[str]:
     holds its thread until the system resolver gives up (the resolver's timeout, times its attempts and servers):
     a client naming images under a domain whose name server never answers held every thread, and the gateway's
     batch and file calls waited on them. The pool is shared by every tenant, so a caller may hold a few of its
-    threads only (`lookups_at_once`: a request of 100 image URLs under such a domain, fetched 8 at a time, held all
-    8 for as long as the resolver tried, and every other tenant's look-ups timed out), a tenant TENANT_LOOKUPS of
-    them, and a name that got no answer is refused for FAILED_FOR_S without being looked up again."""
+    threads only (`lookups_at_once`: a request of 100 image URLs under such a domain, fetched 8 at a time, held 8
+    threads for as long as the resolver tried, and every other tenant's look-ups timed out), a tenant TENANT_LOOKUPS
+    of them (so DNS_THREADS / TENANT_LOOKUPS tenants hanging at once fill the pool), and a name that got no answer
+    is refused for FAILED_FOR_S without being looked up again."""
     name = host.lower().rstrip(".")
     why = _failure(name)
     if why is not None:
