@@ -110,7 +110,7 @@ async def test_observations_reach_the_other_workers_only_and_the_relay_is_bounde
         assert view.peers == 2
         # pending prompts in time travel through the hub too, merged over the other workers
         t = time.time()  # wall time: a worker's times within an hour of the hub's are read
-        queues = {EP.id: ((t + 5.0, t + 4.0), ((t + 6.0, 100),))}
+        queues = {EP.id: ((t - 1.0, t - 2.0), ((t + 6.0, 100),))}
         await HubSharedState(clients[0]).exchange(LocalReport("w0", {}, {}, (), {}, (), queues))
         view = await HubSharedState(clients[1]).exchange(LocalReport("w1", {}, {}, ()))
         assert view.queues == queues

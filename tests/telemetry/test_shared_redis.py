@@ -14,9 +14,10 @@ import redis.asyncio as aioredis
 from aigrid.core.types import Circuit, Prediction
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.spec.load import load_spec
+from aigrid.telemetry.prefill_book import queue_of
 from aigrid.telemetry.redis_shared import RedisSharedState
-from aigrid.telemetry.shared import LocalReport
-from aigrid.telemetry.store import merge_peer_reports
+from aigrid.telemetry.shared import LocalReport, SharedView
+from aigrid.telemetry.store import bounded_view, merge_peer_reports
 from tests.gateway.fake_engine import FakeEngine
 from tests.security.redis_server import redis_server
 
@@ -160,7 +161,7 @@ async def test_a_silent_gateways_ledger_stops_counting(tmp_path: Path) -> None:
         raw = aioredis.Redis.from_url(url)  # to age heartbeats and plant a value no gateway writes
         try:
             t = time.time()  # pending prompts in time (wall time: a peer's within an hour of it are read)
-            queues = {"fra": ((t + 5.0, t + 4.0), ((t + 6.0, 100), (t + 6.5, 800)))}
+            queues = {"fra": ((t - 1.0, t - 2.0), ((t + 6.0, 100), (t + 6.5, 800)))}
             await a.exchange(LocalReport("gw-a", {"fra": (2, 900, 1)}, {}, (), {"acme": 3}, (), queues))
             view = await b.exchange(LocalReport("gw-b", {"fra": (1, 100, 0)}, {}, ()))
             assert view.peers == 1 and view.inflight == {"fra": (2, 900, 1)} and view.tenants == {"acme": 3}
@@ -277,3 +278,20 @@ def test_a_busy_peer_keeps_the_pending_prompts_an_idle_peer_leaves_it() -> None:
     flood = {"fra": (None, tuple((now + i / 1e4, 1) for i in range(10_000)))}
     arrivals = merge_peer_reports([busy, idle, flood], now)["fra"][1]
     assert len(arrivals) == 1 + 2047 + 2047 and sum(n == 10 for _, n in arrivals) == 2047
+
+
+def test_a_peer_s_anchor_ahead_of_now_does_not_void_the_prompts_still_on_their_way() -> None:
+    """S (twenty-third session): a peer's anchor (its latest first token) was read anywhere within an hour of now,
+    a circuit's opening no later than now: an anchor an hour ahead won every merge, and every gateway's own, and
+    ruled out every prompt pending at the endpoint, those still on their way included, for that hour. A first
+    token not yet produced is read as produced now (store._peer_past), as a circuit's opening is."""
+    now = time.time()
+    good = {"fra": ((now - 1, now - 2), ((now - 0.5, 40), (now + 0.2, 70)))}
+    evil = {"fra": ((now + 3000, now + 3000), ())}
+    anchor, arrivals = merge_peer_reports([good, evil], now)["fra"]
+    assert anchor == (now, now)  # before: (now + 3000, now + 3000)
+    queue = queue_of(anchor, arrivals, now)
+    assert [tokens for _, tokens in queue.arrivals] == [70]  # before: none (NOTHING_PENDING)
+    # the one entry of both backends' views (TelemetryStore.apply_shared) reads it so too
+    view = bounded_view(SharedView(queues={"fra": ((now + 3000, now + 1), ((now + 0.2, 70),))}), now)
+    assert view.queues["fra"][0] == (now, now)  # before: (now + 3000, now + 1)

@@ -115,19 +115,26 @@ def _peer_time(value: object, wall_now: float) -> float | None:
     return value if math.isfinite(value) and abs(value - wall_now) <= PEER_TIME_SLACK_S else None
 
 
+def _peer_past(value: object, wall_now: float) -> float | None:
+    """A wall time a peer sent of something done (a circuit opened, a first token produced): _peer_time, and no
+    later than `wall_now`."""
+    t = _peer_time(value, wall_now)
+    return None if t is None else min(t, wall_now)
+
+
 def bounded_view(view: SharedView, wall_now: float) -> SharedView:
     """The other gateways' numbers (Redis, the hub) as they enter telemetry, once, as bounded_stats reads an engine's:
     counts within [0, MAX_COUNT] (tokens MAX_TOTAL, a prompt's MAX_TOKENS), times within PEER_TIME_SLACK_S of now
-    (a circuit opened later than now read as now), calibration observations within [0, MAX_OBSERVED_MS], keys and
-    tenant names of at most PEER_KEY_CHARS; a value that is not a finite number is left out, as not reported."""
+    (a circuit opened or a first token produced later than now read as now), calibration observations within
+    [0, MAX_OBSERVED_MS], keys and tenant names of at most PEER_KEY_CHARS; a value that is not a finite number is
+    left out, as not reported."""
     inflight: dict[str, tuple[int, int, int]] = {}
     for ep, load in view.inflight.items():
         got = [n for x, most in zip(load, (MAX_COUNT, MAX_TOTAL, MAX_COUNT), strict=False)
                if (n := _peer_count(x, most)) is not None]
         if len(got) == 3:
             inflight[ep] = (got[0], got[1], got[2])
-    circuits = {ep: min(t, wall_now) for ep, raw in view.circuits_opened.items()
-                if (t := _peer_time(raw, wall_now)) is not None}
+    circuits = {ep: t for ep, raw in view.circuits_opened.items() if (t := _peer_past(raw, wall_now)) is not None}
     tenants = {name: n for name, raw in view.tenants.items()
                if len(name) <= PEER_KEY_CHARS and (n := _peer_count(raw)) is not None}
     affinity = tuple((k, e) for k, e in view.affinity if len(k) <= PEER_KEY_CHARS)
@@ -140,10 +147,12 @@ def bounded_view(view: SharedView, wall_now: float) -> SharedView:
 
 def _peer_pending(pending: Pending, wall_now: float, most: int) -> Pending:
     """One endpoint's pending prompts as a peer reported them: its anchor None unless both times are within
-    PEER_TIME_SLACK_S of `wall_now`; its first `most` arrivals, each kept if its time is and its tokens are
-    within [0, MAX_TOKENS]."""
+    PEER_TIME_SLACK_S of `wall_now`, and no later than `wall_now` (a first token not yet produced is no peer's:
+    an anchor an hour ahead won every merge and ruled out every prompt pending there, those still on their way
+    included, for an hour), as a circuit's opening is read; its first `most` arrivals, each kept if its time is
+    and its tokens are within [0, MAX_TOKENS]."""
     anchor, arrivals = pending
-    produced, arrived = (None, None) if anchor is None else (_peer_time(a, wall_now) for a in anchor)
+    produced, arrived = (None, None) if anchor is None else (_peer_past(a, wall_now) for a in anchor)
     kept = []
     for at, tokens in arrivals[:most]:
         t, n = _peer_time(at, wall_now), _peer_count(tokens, MAX_TOKENS)
