@@ -384,11 +384,18 @@ def test_a_fifo_a_device_or_a_pipe_is_read_without_a_wait_without_end(tmp_path: 
     import aigrid.spec.load as load
 
     monkeypatch.setattr(load, "PIPE_DEADLINE_S", 0.5)
+    monkeypatch.setattr(load, "FIFO_WRITER_S", 0.3)
     fifo = tmp_path / "grid.yaml"
     os.mkfifo(fifo)
     got = _finishes(lambda: load_spec(fifo))
     assert got and isinstance(got[0], SpecError), got
-    assert "cannot read file: a pipe not written to its end within 0.5 s" in str(got[0])
+    assert "cannot read file: no one opened the FIFO to write within 0.3 s" in str(got[0])
+    writer = os.open(fifo, os.O_RDWR)  # a writer that never writes (a reader beside it, so its open returns)
+    try:
+        got = _finishes(lambda: load_spec(fifo))
+    finally:
+        os.close(writer)
+    assert got and "cannot read file: a pipe not written to its end within 0.5 s" in str(got[0]), got
     got = _finishes(lambda: load_spec("/dev/zero"))
     assert got and isinstance(got[0], SpecError) and "not a regular file" in str(got[0]), got
 
@@ -400,3 +407,48 @@ def test_a_fifo_a_device_or_a_pipe_is_read_without_a_wait_without_end(tmp_path: 
     got = _finishes(lambda: load_spec(fifo))
     assert got and not isinstance(got[0], Exception), got
     assert got[0].sites.keys() == load_spec(DEMO).sites.keys()  # type: ignore[attr-defined]
+
+
+def test_a_pipe_is_read_on_a_descriptor_past_1023_and_a_fifo_no_one_opens_is_refused_sooner(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """_read_pipe waited with select.select, which raises ValueError for a descriptor numbered 1024 or more (a
+    process holding many files). And a FIFO no one opened to write was refused only at PIPE_DEADLINE_S (30 s):
+    it is now refused after FIFO_WRITER_S, while a FIFO whose writer comes within it, and a pipe written to its
+    end or empty (`<(...)`), are read as before."""
+    import os
+    import threading
+    import time
+
+    import aigrid.spec.load as load
+
+    r, w = os.pipe()
+    os.write(w, b"sites: {}\n")
+    os.close(w)
+    os.dup2(r, 1500)
+    os.close(r)
+    try:
+        assert load._read_pipe(1500, 100) == b"sites: {}\n"
+    finally:
+        os.close(1500)
+    r, w = os.pipe()
+    os.close(w)
+    began = time.monotonic()
+    assert load.read_bounded(Path(f"/dev/fd/{r}"), 100) == b""  # an empty pipe is its end at once
+    os.close(r)
+    assert time.monotonic() - began < 1.0
+
+    monkeypatch.setattr(load, "FIFO_WRITER_S", 1.0)
+    fifo = tmp_path / "grid.fifo"
+    os.mkfifo(fifo)
+    began = time.monotonic()
+    got = _finishes(lambda: load.read_bounded(fifo, 100), within_s=10.0)
+    assert got and isinstance(got[0], TimeoutError) and "no one opened the FIFO" in str(got[0]), got
+    assert time.monotonic() - began < 5.0
+
+    def late() -> None:
+        time.sleep(0.3)
+        with open(fifo, "wb") as f:
+            time.sleep(0.2)
+            f.write(b"late")
+    threading.Thread(target=late, daemon=True).start()
+    assert _finishes(lambda: load.read_bounded(fifo, 100)) == [b"late"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import errno
 import os
-import select
+import selectors
 import stat
 import time
 from collections.abc import Mapping
@@ -25,12 +25,15 @@ MAX_SPEC_BYTES = 8 * 1024 * 1024
 """A grid spec is kilobytes; a bigger file is the wrong file (a 56 MB one took minutes to parse, then failed)."""
 PIPE_DEADLINE_S = 30.0
 """How long a pipe (`aigrid spec check <(envsubst < grid.yaml)`, a FIFO) may take to be written to its end."""
+FIFO_WRITER_S = 5.0
+"""How long a FIFO may wait for a writer to open it (`aigrid up grid.fifo & envsubst < grid.yaml > grid.fifo`):
+one no one opens is refused then, not at PIPE_DEADLINE_S. A pipe (`<(...)`) has its writer from the start."""
 
 
 def read_bounded(p: Path, limit: int) -> bytes:
     """At most `limit` + 1 bytes of the file at `p` (more than `limit` read: the file is too big). A regular
     file is read as it is; a pipe or FIFO until its writer closes it, within PIPE_DEADLINE_S (a FIFO no one
-    opens to write is a TimeoutError at that deadline); anything else (a folder, a device such as /dev/zero or a terminal, a
+    opens to write is a TimeoutError after FIFO_WRITER_S); anything else (a folder, a device such as /dev/zero or a terminal, a
     socket) is refused. OSError (with its strerror) on each, never a wait without end: opening a FIFO that no
     one writes to blocks in open() itself, and /dev/zero never ends."""
     fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK)
@@ -50,23 +53,38 @@ def read_bounded(p: Path, limit: int) -> bytes:
 
 
 def _read_pipe(fd: int, limit: int) -> bytes:
+    """Polled, never `select.select`, which cannot watch a descriptor numbered 1024 or more (ValueError: a process
+    holding many files, a server's). Read before waiting: a FIFO whose writer has not opened it reads as its end
+    (0 bytes) at once, and no poll ever wakes for it (Linux reports a hang-up only after a writer has come and
+    gone, as a pipe's writer has when it reads as its end), so it is tried again until FIFO_WRITER_S; a writer
+    seen, or a byte read, waits for the end within PIPE_DEADLINE_S."""
     chunks: list[bytes] = []
     got = 0
-    end = time.monotonic() + PIPE_DEADLINE_S
-    while got <= limit:
-        left = end - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(errno.ETIMEDOUT, f"a pipe not written to its end within {PIPE_DEADLINE_S:g} s")
-        if not select.select([fd], [], [], left)[0]:
-            continue
-        try:
-            chunk = os.read(fd, min(1 << 16, limit + 1 - got))
-        except BlockingIOError:
-            continue
-        if not chunk:
-            break
-        chunks.append(chunk)
-        got += len(chunk)
+    began = time.monotonic()
+    end, writer_by = began + PIPE_DEADLINE_S, began + FIFO_WRITER_S
+    writer = False  # a writer has had the FIFO open (a read that would block, or a byte read)
+    with selectors.DefaultSelector() as poll:
+        poll.register(fd, selectors.EVENT_READ)
+        while got <= limit:
+            now = time.monotonic()
+            if now >= end:
+                raise TimeoutError(errno.ETIMEDOUT, f"a pipe not written to its end within {PIPE_DEADLINE_S:g} s")
+            try:
+                chunk = os.read(fd, min(1 << 16, limit + 1 - got))
+            except BlockingIOError:
+                writer = True
+                poll.select(end - now)
+                continue
+            if chunk:
+                writer = True
+                chunks.append(chunk)
+                got += len(chunk)
+                continue
+            if writer or poll.select(0):  # a hang-up: a writer came and went (a pipe's, `<(true)`: empty)
+                break
+            if now >= writer_by:  # no writer yet: its end, for a FIFO, says only that no one has opened it
+                raise TimeoutError(errno.ETIMEDOUT, f"no one opened the FIFO to write within {FIFO_WRITER_S:g} s")
+            time.sleep(min(0.05, writer_by - now))
     return b"".join(chunks)
 
 
