@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import csv
+import re
+from typing import Any, TextIO
+
 
 def printable(text: str) -> str:
     """`text` as one printable line: a control character (an escape sequence's ESC), a line or paragraph separator,
@@ -18,3 +22,39 @@ def printable_lines(text: str) -> str:
     if text.replace("\n", "").isprintable():
         return text
     return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What makes a spreadsheet read a cell as a formula (OWASP's list for CSV injection)."""
+_FORMULA_AFTER_SEPARATOR = re.compile(r"(?<=[,;\t\r\n])(?=[=+\-@])")
+"""A formula's start after a character that a reader in another locale may take for a cell's or a row's end."""
+
+
+def spreadsheet_cell(value: object) -> object:
+    """A CSV cell a spreadsheet will not run: text that opens with = + - @ (or a tab or CR) gets a leading '
+    (OWASP's rule; a model or tenant name, a city, an engine's message is someone else's text), and so does each
+    such character that follows a `,`, `;`, tab or line break inside it: Excel whose list separator is `;` (most of
+    Europe) opens a comma-separated file without its quotes, `a;=HYPERLINK(..)` two cells, the second a formula.
+    Numbers, None and booleans as they are, so a spreadsheet still reads them as numbers."""
+    if not isinstance(value, str):
+        return value
+    if any(c in value for c in ",;\t\r\n"):
+        value = _FORMULA_AFTER_SEPARATOR.sub("'", value)
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def spreadsheet_writer(out: TextIO, **options: Any) -> Any:
+    """A csv.writer whose every text cell is quoted and numbers are not (QUOTE_NONNUMERIC, as OWASP asks: a cell
+    with a `;` is one cell to a reader that honours quotes whatever its separator). Pass each row's cells through
+    spreadsheet_cell."""
+    return csv.writer(out, quoting=csv.QUOTE_NONNUMERIC, **options)
+
+
+_MARKDOWN = str.maketrans({"|": "\\|", "[": "\\[", "]": "\\]", "<": "&lt;"})
+
+
+def markdown_cell(text: object) -> str:
+    """`text` as one cell of a Markdown table that shows it as written: printable (one line, escapes escaped), its
+    `|` not a column, its `[` not a link (nor rich markup, where the table is printed on a terminal) and its `<`
+    not an HTML tag (a Markdown viewer renders `<img src=x onerror=...>`)."""
+    return printable(str(text)).translate(_MARKDOWN)

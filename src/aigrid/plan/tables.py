@@ -3,7 +3,6 @@ Markdown (for people and docs), CSV (for spreadsheets) and plan.json (for script
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from aigrid.plan.placement import HOURS_PER_MONTH, Placement
 from aigrid.plan.planner import PlanResult
 from aigrid.plan.runs import Outcome
 from aigrid.plan.verify import Verdict, passes
+from aigrid.printable import markdown_cell, spreadsheet_cell, spreadsheet_writer
 
 
 def cost_rows(p: Placement) -> list[dict[str, Any]]:
@@ -25,12 +25,24 @@ def cost_rows(p: Placement) -> list[dict[str, Any]]:
     return rows
 
 
+def write_cost_csv(path: Path, p: Placement) -> None:
+    """cost.csv: every text cell quoted and none a formula (printable.spreadsheet_cell: a model's name is the
+    demand file's text), the numbers as numbers."""
+    rows = cost_rows(p)
+    with open(path, "w", newline="") as f:
+        w = spreadsheet_writer(f)
+        w.writerow(list(rows[0]))
+        w.writerows([spreadsheet_cell(v) for v in r.values()] for r in rows)
+
+
 def cost_markdown(p: Placement) -> str:
     lines = ["| site | city | jurisdiction | hardware | prefill chunk | replicas | devices | $/device-h | $/h | "
              "$/month |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in cost_rows(p):
-        lines.append(f"| {r['site']} | {r['city']} | {r['jurisdiction']} | {r['hardware']} | "
-                     f"{r['prefill_chunk_tokens']:,} | {r['replicas']} | "
+        site, city, where, hardware, replicas = (markdown_cell(r[k]) for k in ("site", "city", "jurisdiction",
+                                                                               "hardware", "replicas"))
+        lines.append(f"| {site} | {city} | {where} | {hardware} | "
+                     f"{r['prefill_chunk_tokens']:,} | {replicas} | "
                      f"{r['devices']} | {r['usd_per_device_hour']:.2f} | {r['usd_per_hour']:.2f} | "
                      f"{r['usd_per_month']:,.0f} |")
     lines.append(f"| **total** | | | | | | **{p.devices}** | | **{p.usd_per_hour:.2f}** | "
@@ -56,7 +68,8 @@ def slo_markdown(outcomes: list[Outcome], attainment: float) -> str:
              "residency violations | meets |", "|---|---|---|---|---|---|---|---|---|"]
     for r in slo_rows(outcomes, attainment):
         p99 = "-" if r["ttft_p99_ms"] is None else f"{r['ttft_p99_ms']:,.0f} ms"
-        lines.append(f"| {r['check']} | {r['requests']:,} | {r['within_slo']:.2%} | {r['worst_tenant']} | "
+        lines.append(f"| {markdown_cell(r['check'])} | {r['requests']:,} | {r['within_slo']:.2%} | "
+                     f"{markdown_cell(r['worst_tenant'])} | "
                      f"{r['worst_tenant_within_slo']:.2%} | {p99} | {r['not_served']} | "
                      f"{r['residency_violations']} | {'yes' if r['pass'] else '**no**'} |")
     return "\n".join(lines)
@@ -106,10 +119,10 @@ def compare_markdown(result: PlanResult) -> str:
         saves = "-" if r["plan_saves"] is None else f"{r['plan_saves']:.0%}"
         if r["label"] == "plan" and r["plan_saves"] is not None:
             saves += " vs the cheapest naive"
-        lines.append(f"| {r['label']} | {r['sites'] or '-'} | {r['devices'] or '-'} | {money} | {month} | {meets} | "
-                     f"{saves} |")
+        lines.append(f"| {markdown_cell(r['label'])} | {r['sites'] or '-'} | {r['devices'] or '-'} | {money} | "
+                     f"{month} | {markdown_cell(meets)} | {saves} |")
         if r["where"] and len(r["where"]) <= 8:
-            wheres.append(f"- {r['label']}: {', '.join(r['where'])}")
+            wheres.append(f"- {markdown_cell(r['label'])}: {markdown_cell(', '.join(r['where']))}")
     if result.from_naive is not None:
         wheres.append(f"\nThe plan is the {result.from_naive} placement: it passed every check for less than every "
                       "placement the screen proposed.")
@@ -143,17 +156,14 @@ def write_tables(out: Path, result: PlanResult) -> list[Path]:
     written.append(out / "plan.json")
     if result.best is not None:
         p = result.best.placement
-        with open(out / "cost.csv", "w", newline="") as f:
-            rows = cost_rows(p)
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        (out / "cost.md").write_text(f"# Cost of the plan for {result.demand.name}\n\n{cost_markdown(p)}\n")
+        write_cost_csv(out / "cost.csv", p)
+        (out / "cost.md").write_text(f"# Cost of the plan for {markdown_cell(result.demand.name)}\n\n"
+                                     f"{cost_markdown(p)}\n")
         (out / "slo.md").write_text(f"# SLO checks of the plan (simulated, {result.demand.verify.policy} policy)\n\n"
                                     f"{slo_markdown(result.best.outcomes, att)}\n")
         written += [out / "cost.csv", out / "cost.md", out / "slo.md"]
     if result.naive:
-        (out / "compare.md").write_text(f"# The plan beside naive placements ({result.demand.name})\n\n"
+        (out / "compare.md").write_text(f"# The plan beside naive placements ({markdown_cell(result.demand.name)})\n\n"
                                         f"{compare_markdown(result)}\n")
         written.append(out / "compare.md")
     return written
