@@ -19,6 +19,12 @@ def counted(n: int, noun: str, plural: str | None = None, *, grouped: bool = Fal
     return (f"{n:,}" if grouped else str(n)) + f" {noun if n == 1 else plural or noun + 's'}"
 
 
+def agreeing(n: int, one: str, many: str) -> str:
+    """The words of `one` or `many` that agree with a count of `n` (`is`/`are`, `was skipped`/`were skipped`,
+    `an audit record`/`audit records`): the verb or phrase beside a `counted` noun, one rule for every command."""
+    return one if n == 1 else many
+
+
 def print_error(console: Console, message: object) -> None:
     console.print(f"[bold red]error:[/] {escape(printable_lines(str(message)))}", highlight=False, soft_wrap=True)
 

@@ -315,3 +315,14 @@ def test_a_target_cut_by_its_clients_steer_is_no_error_in_a_summary() -> None:
     for i, outcome in enumerate(["ok", "steered", "client_closed", "error:upstream_failed"]):
         totals.add(Record(i, {"outcome": outcome, "tenant": "shop"}), None)
     assert (totals.requests, totals.errors) == (4, 2)
+
+
+@pytest.mark.parametrize(("seqs", "says"), [
+    ("2", "note: 1 record could not be read as an audit record and was skipped (2)"),
+    ("2, 3", "note: 2 records could not be read as audit records and were skipped (2, 3)")])
+def test_one_unreadable_record_is_noted_in_the_singular(log: Path, seqs: str, says: str) -> None:
+    """The note's words agree with its count (cli_error.agreeing, one helper for every such line)."""
+    tamper(log, f"UPDATE audit_records SET body = 'not json' WHERE seq IN ({seqs})")
+    for command in ("query", "summary"):
+        code, _, err = cli("audit", command, str(log), "--unverified")
+        assert code == 0 and says in " ".join(err.split()), err

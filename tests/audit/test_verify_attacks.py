@@ -438,3 +438,21 @@ async def test_a_count_of_one_reads_in_the_singular(tmp_path: Path) -> None:
     tamper(path2, "DELETE FROM audit_records WHERE seq = 2")
     code, out = run(path2, pub)
     assert code == 1 and "  - checkpoint 2 is signed but the log ends at 1 (record 2 deleted)" in out, out
+
+
+async def test_one_missing_or_rewritten_record_reads_in_the_singular(tmp_path: Path) -> None:
+    """The singular and plural words of verify's findings come from one helper (cli_error.agreeing): one record
+    deleted from the middle, and one record rewritten under a checkpoint, each in the singular, two in the
+    plural."""
+    pub = public_pem(tmp_path / "k.pub")
+    for n, says in ((1, "  - record 5 is missing (deleted)"), (2, "  - records 5..6 are missing (deleted)")):
+        path = tmp_path / f"gap{n}.db"
+        await write_log(path, 10, every=50, batch_max=1)
+        tamper(path, f"DELETE FROM audit_records WHERE seq BETWEEN 5 AND {4 + n}")
+        code, out = run(path, pub)
+        assert code == 1 and says in out, out
+    path = tmp_path / "rewritten.db"
+    await write_log(path, 3, every=1, batch_max=1)
+    tamper(path, "UPDATE audit_records SET body = replace(body, 'tenant', 'tenant') || ' ' WHERE seq = 2")
+    code, out = run(path, pub)
+    assert code == 1 and "  - record 2 does not match the signed checkpoint 2 (rewritten)" in out, out

@@ -35,7 +35,7 @@ from aigrid.audit.query import (
     summarise,
 )
 from aigrid.audit.verify import printable, verify
-from aigrid.cli_error import counted, print_error
+from aigrid.cli_error import agreeing, counted, print_error
 from aigrid.errors import AigridError
 
 DEFAULT_DB = Path(".aigrid/audit.db")
@@ -130,9 +130,9 @@ def _read(db: Path, selection: Selection, reading: Reading, err: Console,
 def _unreadable(reading: Reading, err: Console) -> None:
     if reading.unreadable:
         shown = ", ".join(map(str, reading.unreadable[:10])) + (" ..." if len(reading.unreadable) > 10 else "")
-        one = len(reading.unreadable) == 1
-        err.print(f"note: {counted(len(reading.unreadable), 'record')} could not be read as "
-                  f"{'an audit record and was' if one else 'audit records and were'} skipped "
+        n = len(reading.unreadable)
+        err.print(f"note: {counted(n, 'record')} could not be read as "
+                  f"{agreeing(n, 'an audit record and was', 'audit records and were')} skipped "
                   f"({shown}); aigrid audit verify names them", highlight=False, soft_wrap=True, markup=False)
 
 
@@ -272,17 +272,17 @@ def summary_command(db: Db = DEFAULT_DB,
             _console(out).print(table, soft_wrap=True)
     _unreadable(reading, err)
     if total.notes:
-        one = total.notes == 1
-        err.print(f"note: {counted(total.notes, 'record')} {'is' if one else 'are'} the audit writer's own (outcome "
-                  f"audit:..., such as a gateway worker's lost requests), {'not a request' if one else 'not requests'},"
+        n = total.notes
+        err.print(f"note: {counted(n, 'record')} {agreeing(n, 'is', 'are')} the audit writer's own (outcome "
+                  f"audit:..., such as a gateway worker's lost requests), {agreeing(n, 'not a request', 'not requests')},"
                   " and not counted above: "
                   f"aigrid audit query {db} --outcome 'audit:*' lists them", highlight=False, soft_wrap=True,
                   markup=False)
     if costed and total.unpriced:
         where = f"{spec} does not list" if spec is not None else "no spec prices (give --spec)"
-        one = total.unpriced == 1
-        err.print(f"note: {counted(total.unpriced, 'request')} {'carries' if one else 'carry'} no recorded cost and "
-                  f"{'was' if one else 'were'} served by endpoints {where}: "
+        n = total.unpriced
+        err.print(f"note: {counted(n, 'request')} {agreeing(n, 'carries', 'carry')} no recorded cost and "
+                  f"{agreeing(n, 'was', 'were')} served by endpoints {where}: "
                   "not in the cost", highlight=False, soft_wrap=True, markup=False)
     err.print(f"{total.requests} of {counted(reading.read, 'record')}", highlight=False, markup=False)
 

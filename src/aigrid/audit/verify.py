@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from aigrid.audit.chain import GENESIS, OPENED_UNSIGNED, checkpoint_message, entry_hash
 from aigrid.audit.signing import key_id
 from aigrid.audit.store import check_format
+from aigrid.cli_error import agreeing
 from aigrid.printable import printable
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
@@ -88,7 +89,7 @@ class VerifyReport:
     def problems(self) -> list[str]:
         """One line per problem, ordered by the first record each concerns; consecutive records with the same
         problem (every record after a renumbered one) in one line."""
-        return [p.text if p.end == p.seq else f"records {p.seq}..{p.end}: {p.why}"
+        return [p.text if p.end == p.seq else f"{records_span(p.seq, p.end)}: {p.why}"
                 for p in sorted(self._found, key=lambda p: p.seq)]
 
     @property
@@ -190,7 +191,7 @@ def _narrowed(report: VerifyReport, seq: int, unsigned: tuple[int, int] | None) 
     said = f" (verify: of {records_span(first, last)}, "
     if signed >= last:
         return f"{said}none follow the last checkpoint of any given key ({signed}): it signs them all)"
-    follow = f"{signed + 1} follows" if signed + 1 == last else f"{signed + 1}..{last} follow"
+    follow = f"{signed + 1 if signed + 1 == last else f'{signed + 1}..{last}'} {agreeing(last - signed, 'follows', 'follow')}"
     return f"{said}{follow} the last checkpoint of any given key ({signed}))"
 
 
@@ -206,7 +207,7 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> tu
             seq = int(seq)
             prev_hash, stored = _text(prev_hash), _text(stored)
             if seq != expected:
-                missing = f"record {expected} is" if seq == expected + 1 else f"records {expected}..{seq - 1} are"
+                missing = f"{records_span(expected, seq - 1)} {agreeing(seq - expected, 'is', 'are')}"
                 report._broken(expected, f"gap{seq}", f"{missing} missing (deleted)", "")
             if not isinstance(body, bytes):
                 report._broken(seq, "body", f"record {seq}: its body is {_kind(body)}, not text (changed)",
@@ -302,7 +303,7 @@ def _check_checkpoints(checkpoints: list[tuple[int, str, str, object]], chained:
                                       f"({records_span(last_seq + 1, seq)} deleted)")
         elif chained.get(seq) != signed_hash:
             report._bad(good_until + 1, f"{records_span(good_until + 1, seq)} "
-                                        f"{'does' if good_until + 1 == seq else 'do'} not match the signed "
+                                        f"{agreeing(seq - good_until, 'does', 'do')} not match the signed "
                                         f"checkpoint {seq} (rewritten)")
             if report.bad_range is None:
                 report.bad_range = (good_until + 1, seq)
@@ -327,7 +328,7 @@ def _check_anchor(anchor: tuple[int, str], chained: dict[int, str], last_seq: in
     seq, anchored = anchor
     if seq > last_seq:
         report._bad(last_seq + 1, f"the log ends at record {last_seq}, before the anchor {seq}: "
-                                  f"{records_span(last_seq + 1, seq)} {'was' if last_seq + 1 == seq else 'were'} "
+                                  f"{records_span(last_seq + 1, seq)} {agreeing(seq - last_seq, 'was', 'were')} "
                                   "deleted, or the file was replaced by an older copy or another log")
     elif chained.get(seq) != anchored:
         report._bad(seq, f"record {seq} does not match the anchor (the log was rewritten, or the file replaced by "
