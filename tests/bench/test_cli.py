@@ -80,3 +80,38 @@ def test_a_models_list_that_is_not_openais_is_one_line(monkeypatch: pytest.Monke
     out = " ".join(r.output.split())
     assert r.exit_code == 2 and (r.exception is None or isinstance(r.exception, SystemExit)), r.output
     assert "http://127.0.0.1:8080/v1/models" in out and "--model" in out, out
+
+
+def test_a_targets_text_reaches_the_terminal_as_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The model name a target lists at /models (the table's title) and the body of its error answers (the error
+    lines) were printed as they came: an ESC or a C1 CSI cleared the operator's terminal or set its title, a
+    `[link=...]` rich markup (a `[/link]` it did not open: a MarkupError traceback)."""
+    import httpx
+
+    from aigrid.bench import cli
+    from aigrid.bench.runner import Result, Run
+
+    listed = {"data": [{"id": "m\x1b]0;owned\x1b\\[link=file:///x]y[/link]"}]}
+    monkeypatch.setattr(httpx, "get", lambda *a, **k: httpx.Response(200, json=listed))
+
+    def fake_run(urls: list[str], plans: list[object], config: object, **kw: object) -> Run:
+        failed = Result(0, 0.0, 0.0, 1, 0, 500, False, None, None, None, error="HTTP 500: \x1b[2J\x9b31m\u202efake")
+        return Run([failed], 1.0, 0.1, config, 1)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "run_bench", fake_run)
+    r = runner.invoke(app, ["bench", "http://127.0.0.1:8080/v1", "-n", "1", "--quiet"])
+    assert r.exit_code == 1, r.output
+    assert not any(c in r.output for c in "\x1b\x9b\u202e"), repr(r.output)
+    out = "".join(r.output.split())
+    assert "0/1ok" in out and "\\x1b[2J" in out and "[link=file:///x]y[/link]" in out, out
+
+
+def test_a_peers_failure_is_one_cell_of_compare_md() -> None:
+    """compare.md wrote a failed peer's message as it was: its `|` added columns, its HTML was rendered by a
+    Markdown viewer."""
+    from aigrid.bench.compare import markdown
+
+    report = {"machine": {"nproc": 2, "cpu": "x", "python": "3.11"}, "pinned": False, "versions": {},
+              "targets": {"litellm": {"error": "boom | <img src=x onerror=alert(1)> [a](javascript:x)\nmore"}}}
+    row = next(line for line in markdown(report).splitlines() if line.startswith("| litellm"))
+    assert row.replace("\\|", "").count("|") == 10 and "<img" not in row and "](" not in row.replace("\\]", ""), row

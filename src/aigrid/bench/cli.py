@@ -25,6 +25,7 @@ from aigrid.bench.runner import Run, RunConfig, run
 from aigrid.cli_error import print_error
 from aigrid.errors import ConfigError
 from aigrid.outdir import prepare_dir, write_failed
+from aigrid.printable import printable
 from aigrid.traces import trace_dir
 
 DEFAULT_TRACE = "azure_llm_2023_conv.csv"
@@ -152,9 +153,12 @@ def bench_command(
         print_error(console, e)
         raise typer.Exit(2) from None
     s = summary(result, Slo(slo_ttft_ms, slo_tpot_ms))
-    Console().print(table(s, title=f"aigrid bench: {mode.value} against {', '.join(url)} ({name})"))
+    # the model name may be the target's (the first at /models), the errors its answers: text, never markup or
+    # a terminal's escape sequence
+    title = escape(printable(f"aigrid bench: {mode.value} against {', '.join(url)} ({name})"))
+    Console().print(table(s, title=title))
     for err, n in s["errors"].items():
-        console.print(f"[red]{n} x[/] {escape(str(err))}", highlight=False)
+        console.print(f"[red]{n} x[/] {escape(printable(str(err)))}", highlight=False)
     if out is not None:
         try:
             write_json(out / "bench.json", result, s)

@@ -29,6 +29,7 @@ from aigrid.bench import workload
 from aigrid.bench.procs import Proc, cpu_seconds, rss_mb
 from aigrid.bench.report import Slo, percentile, summary
 from aigrid.bench.runner import Run, RunConfig, run
+from aigrid.printable import markdown_cell
 
 PEERS = ("litellm[proxy]", "vllm-router")
 EMU_PORT, AIGRID_PORT, LITELLM_PORT, ROUTER_PORT = 9400, 9410, 9420, 9430
@@ -314,7 +315,8 @@ def markdown(report: dict[str, Any]) -> str:
              "TPOT p50 ms | gateway CPU s/1k req |", "|---|---|---|---|---|---|---|---|---|"]
     for name, e in report["targets"].items():
         if "error" in e:
-            lines.append(f"| {name} | failed: {e['error'].splitlines()[0][:150]} | | | | | | | |")
+            # a peer's own message (its launch's or its answer's): one cell of text, never a row, a tag or a link
+            lines.append(f"| {name} | failed: {markdown_cell((e['error'].splitlines() or [''])[0][:150])} | | | | | | | |")
         for c, s in e.get("closed", {}).items():
             add = s.get("added_ttft_ms", {"p50": 0.0, "p99": 0.0})
             gw = [v for k, v in s["proc_cpu_s"].items() if k == str(e.get("proc_pid"))]
