@@ -16,6 +16,7 @@ import pytest
 import redis
 from pydantic import ValidationError
 from redis.asyncio.connection import AbstractConnection
+from redis.crc import key_slot
 
 from aigrid.gateway import stores_redis
 from aigrid.gateway.app import build_gateway
@@ -475,3 +476,32 @@ async def test_a_delete_and_a_placeholder_s_rewrite_are_one_script_with_their_le
         assert int(r.hget(sizes, "")) == int(r.hget(sizes, "aigrid:g:pending:{t}:p2"))
     finally:
         r.close()
+
+
+@pytest.mark.parametrize("grid", ["g", "g{", "{", "a}b", "{x}", "~61"])
+async def test_a_tenant_s_keys_share_one_slot_whatever_the_grid_is_named(port: int, grid: str) -> None:
+    """S (twenty-third session): keys began `aigrid:<grid>:` with the grid as it is, and a key's hash tag (Redis
+    Cluster) is between its first `{` and the next `}`: grid `g{` made `aigrid:g{:resp:EU:{t}:r1`'s tag
+    `:resp:EU:{t`, so a tenant's keys fell in different slots (each write and its ledger are one script: refused
+    as CROSSSLOT). A grid whose name holds `{` (or begins with `~`) is written `~` and its name in hex; other
+    names' keys are as they were."""
+    r = redis.Redis(port=port)
+    s = RedisStore.from_url(f"redis://127.0.0.1:{port}/0", grid, ["EU", "unbound"], ttl_s=600)
+    try:
+        book, convs = s.responses, s.conversations
+        await book.put(record("t", "r1", 10), None)
+        await book.pending_add(Pending("p1", "t", "m", 1))
+        await book.events_append("t", "p1", 0, ["event: a\ndata: {}\n\n"], False)
+        await convs.call("create", [{"id": "c1", "tenant": "t", "created_at": 1}])
+        keys = [k.decode() for k in r.keys("*")]
+        assert len(keys) == 6, keys  # the record, the placeholder, its log, the conversation, the ledger's two
+        assert {key_slot(k.encode()) for k in keys} == {key_slot(b"{t}")}, keys  # before (g{, {, {x}): several
+        assert all(k.count("{") == 1 for k in keys), keys
+        # and no two grids share keys: an escaped name is no plain one's
+        assert stores_redis.key_prefix("g{") != stores_redis.key_prefix("~" + b"g{".hex())
+        if "{" not in grid and "~" not in grid:  # other names' keys are unchanged
+            assert f"aigrid:{grid}:resp:EU:{{t}}:r1" in keys
+    finally:
+        r.flushdb()
+        r.close()
+        await s.aclose()

@@ -2,7 +2,9 @@
 the jurisdictions that name this URL, shared by every gateway and worker that names it (stores.py routes each
 record to its jurisdiction's store; this one never holds another's).
 
-Keys, all under `aigrid:<grid>:`, each expiring `ttl_s` after it was last written (`gateway.store_ttl_days`):
+Keys, all under `aigrid:<grid>:` (a grid whose name holds `{` or begins with `~`: `aigrid:~<its name in
+hex>:`, `key_prefix`, so that no grid's name makes a hash tag), each expiring `ttl_s` after it was last written
+(`gateway.store_ttl_days`):
 - `resp:<jurisdiction>:{<tenant>}:<id>`: a stored response, a hash: `r` the record without its turn (JSON of
   StoredResponse's other fields), `t` its turn (JSON chat messages), `p` the id it continued ("" none). A
   follow-up's history is read by one Lua script walking `p` within the jurisdiction and tenant; a turn gone
@@ -279,6 +281,18 @@ def tag(tenant: str) -> str:
     if "{" in tenant or "}" in tenant or "~" in tenant:
         return "~" + tenant.encode().hex()
     return tenant
+
+
+def key_prefix(grid: str) -> str:
+    """Every key's start, `aigrid:<grid>:`: the grid as it is, unless it holds `{` or begins with `~`; then `~` and
+    its UTF-8 bytes in hex (as `tag` writes a tenant; no plain name begins with `~`, so no two grids share keys). A
+    key's hash tag (Redis Cluster) is between its first `{` and the next `}`: grid `g{` made the tag of
+    `aigrid:g{:resp:EU:{t}:r1` `:resp:EU:{t`, so a tenant's keys fell in different slots and every script that
+    touches several (each write and its ledger) was refused; `{x}` put every tenant in one slot. A `}` before the
+    first `{` ends no tag: such a name is kept."""
+    if "{" in grid or grid.startswith("~"):
+        grid = "~" + grid.encode().hex()
+    return f"aigrid:{grid}:"
 
 
 class _Ledger:
@@ -613,13 +627,13 @@ class RedisStore:
     def __init__(self, client: Redis, grid: str, names: Sequence[str], ttl_s: int,
                  tenant_max_bytes: int | None = None) -> None:
         guard = _Guard(names)
-        prefix = f"aigrid:{grid}:"
+        keys = key_prefix(grid)
         self._client = client
-        ledger = _Ledger(client, prefix, ttl_s, TENANT_MAX_BYTES if tenant_max_bytes is None else tenant_max_bytes,
+        ledger = _Ledger(client, keys, ttl_s, TENANT_MAX_BYTES if tenant_max_bytes is None else tenant_max_bytes,
                          guard)
-        self.responses = RedisResponses(client, prefix, [n for n in names if n != UNBOUND_STORE],
+        self.responses = RedisResponses(client, keys, [n for n in names if n != UNBOUND_STORE],
                                         UNBOUND_STORE in names, ttl_s, guard, ledger)
-        self.conversations = RedisConversations(client, prefix, ttl_s, guard, ledger)
+        self.conversations = RedisConversations(client, keys, ttl_s, guard, ledger)
 
     @classmethod
     def from_url(cls, url: str, grid: str, names: Sequence[str], ttl_s: int,
