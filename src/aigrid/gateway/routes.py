@@ -779,12 +779,28 @@ class Routes:
         return json_response({"status": "alive"})
 
     async def healthz(self, request: Request) -> Response:
+        """Readiness: 200 while an endpoint is healthy, else 503, to anyone (a probe or a load balancer has no key).
+        Which endpoints are healthy and the shared state's health are the operators' (with enforcement off, every
+        caller's): anyone else, a missing, wrong or tenant's key alike, reads the status only, never a 401."""
         view = self.gw.store.snapshot()
         healthy = [e.id for e in view.endpoints if view.state(e.id).healthy]
         status = 200 if healthy else 503
+        said = "ok" if healthy else "no healthy endpoint"
+        if not self._operator_asks(request):
+            return json_response({"status": said}, status)
         shared = {"backend": "in-process"} if self.gw.sync is None else self.gw.sync.status()
-        return json_response({"status": "ok" if healthy else "no healthy endpoint", "healthy": healthy,
-                              "endpoints": len(view.endpoints), "shared_state": shared}, status)
+        return json_response({"status": said, "healthy": healthy, "endpoints": len(view.endpoints),
+                              "shared_state": shared}, status)
+
+    def _operator_asks(self, request: Request) -> bool:
+        """The caller holds an operator tenant's key (or enforcement is off); False for any other credential."""
+        if not self.gw.guard.enforcing:
+            return True
+        try:
+            one_credential(self.gw, request.scope)
+            return self.gw.guard.reader(pipeline_headers(request).get("authorization")) is None
+        except ApiError:
+            return False
 
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document(__version__))
