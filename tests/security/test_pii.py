@@ -338,3 +338,26 @@ def test_each_match_is_checked_against_the_item_before_it_not_every_item() -> No
         lines_run("mail a@b.io, 4111 1111 1111 1111 " * 2_000)
     assert (n1, n2) == (1_000, 4_000)
     assert large < 5 * small, (small, large)  # 4x the items: 16x the lines before
+
+
+# twenty-third session: _merged kept the first match's `rest` in the readings' order, so where an item running on
+# from the piece before overlapped one beginning in this piece the same texts were named once or twice
+def test_overlapping_items_in_a_piece_are_merged_the_same_whatever_the_order_they_were_read_in() -> None:
+    from aigrid.security.firewall.pii import _merged
+
+    running_on = PiiMatch("card", 0, 4, (2, 3), True)  # the end of a card begun in piece 2
+    beginning = PiiMatch("email", 0, 4, (3, 4), False)  # an address that begins here and runs into piece 4
+    own = PiiMatch("phone", 1, 6, (), False)
+    expected = [PiiMatch("card", 0, 6, (2, 3, 4), True)]  # one stretch: named once, in piece 2
+    assert _merged([running_on, beginning, own]) == expected
+    assert _merged([beginning, own, running_on]) == expected
+    assert _merged([own, beginning]) == [PiiMatch("email", 0, 6, (3, 4), False)]
+    # a card and a phone number read at the same place by two readings: the higher detector names it
+    assert _merged([PiiMatch("phone", 2, 9, (0, 1)), PiiMatch("card", 2, 9, (0, 1))]) == [
+        PiiMatch("card", 2, 9, (0, 1))]
+
+
+def test_a_stretch_of_overlapping_items_across_pieces_is_named_once() -> None:
+    pieces = ["ex078", "4111 00jane05", "051111555 ", "0044", "jo@00example.com"]
+    # "051111555 0044" is a card, "0044jo@00example.com" an address: one stretch a model reads, one placeholder
+    assert together(pieces) == ["ex078", "4111 00jane05", "[REDACTED:CARD]", "", ""]

@@ -313,16 +313,27 @@ _SPACES = " \n\t\r"
 
 
 def _merged(matches: list[PiiMatch]) -> list[PiiMatch]:
-    """Overlapping matches made one, that of an item read across pieces standing for the others."""
+    """Overlapping matches made one, that of an item read across pieces standing for the others (its kind: of the
+    first to start, one running on from the piece before first, then the higher detector; its pieces: all of
+    theirs). One stretch of overlapping items is removed whole and named once, in the piece where it begins: the
+    merged match is a `rest` (no placeholder) where any item in it continues from the piece before (whose own
+    merged match then holds the stretch's placeholder, or continues it from further back), whatever the order the
+    readings found them in. Until the twenty-third session the first match in the readings' order decided: the same texts gave
+    one placeholder or two, a second named where an item beginning in this piece was read before the one running
+    into it."""
     out: list[PiiMatch] = []
-    for m in sorted(matches, key=lambda t: (t.start, not t.pieces)):
+    for m in sorted(matches, key=lambda t: (t.start, not t.pieces, not t.rest, _RANK[t.kind], -t.end)):
         if out and m.start < out[-1].end:
             top = out[-1]
             keep = top if top.pieces or not m.pieces else m
-            out[-1] = PiiMatch(keep.kind, top.start, max(top.end, m.end), keep.pieces, keep.rest)
+            pieces = tuple(sorted({*top.pieces, *m.pieces}))
+            out[-1] = PiiMatch(keep.kind, top.start, max(top.end, m.end), pieces, top.rest or m.rest)
         else:
             out.append(m)
     return out
+
+
+_RANK = {kind: n for n, kind in enumerate(KINDS)}
 
 
 def placeholder(kind: str) -> str:
