@@ -349,7 +349,7 @@ class _SettleFails(MemoryQuotaBackend):
         super().__init__()
         self.error = error
 
-    async def adjust(self, counters: Sequence[Counter]) -> None:
+    async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
         raise self.error
 
 

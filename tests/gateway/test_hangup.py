@@ -361,8 +361,8 @@ class _SlowQuota(MemoryQuotaBackend):
         self.asked = asyncio.Event()
         self.reply = asyncio.Event()
 
-    async def consume(self, counters: Sequence[Counter]) -> Consumed:
-        consumed = await super().consume(counters)
+    async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
+        consumed = await super().consume(counters, op)
         self.asked.set()
         await self.reply.wait()
         return consumed

@@ -246,12 +246,20 @@ class _ChargesThenHangs(MemoryQuotaBackend):
         self.reply = asyncio.Event()
         self.hang = False
 
-    async def consume(self, counters: Sequence[Counter]) -> Consumed:
-        consumed = await super().consume(counters)
+    async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
+        consumed = await super().consume(counters, op)
+        await self._held()
+        return consumed
+
+    async def grow(self, counters: Sequence[Counter], give: int, op: str | None = None) -> int | None:
+        short = await super().grow(counters, give, op)
+        await self._held()
+        return short
+
+    async def _held(self) -> None:
         if self.hang:
             self.charged.set()
             await self.reply.wait()
-        return consumed
 
 
 @pytest.mark.parametrize("step", ["admit", "extend"])

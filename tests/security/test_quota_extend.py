@@ -5,20 +5,20 @@ charged) where a counter has no room, and settled once to the real usage, each w
 
 from __future__ import annotations
 
-import logging
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from aigrid.gateway.hub import Hub
 from aigrid.gateway.hub_client import HubClient, HubQuotaBackend
 from aigrid.security.principal import Principal, Scopes
-from aigrid.security.quota_backend import Consumed, Counter, MemoryQuotaBackend, QuotaBackend
+from aigrid.security.quota_backend import MemoryQuotaBackend, QuotaBackend
 from aigrid.security.quotas import QuotaLimits, QuotaRules, Quotas, Reservation
 
 ALICE = Principal("acme", "k-alice", Scopes())
@@ -192,26 +192,40 @@ async def test_a_turn_is_charged_past_what_the_reservation_holds_unused_and_shor
         assert await store.value(BUDGET) == 950
 
 
-class _AlwaysTaken(MemoryQuotaBackend):
-    """Room read for a turn, and another request takes it before each charge lands (refused every time)."""
+class Counted:
+    """A store whose every call is counted by name: one call is one round trip to Redis or the hub."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.racing = False
+    def __init__(self, inner: QuotaBackend) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
 
-    async def consume(self, counters: Sequence[Counter]) -> Consumed:
-        if self.racing:
-            return 0, []
-        return await super().consume(counters)
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return await method(*args, **kwargs)
+        return call
 
 
-async def test_a_turn_lost_to_other_requests_every_try_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    """Three lost races end the loop (token_budget) though the budget had room each time it was read: said in the
-    log, not silently."""
-    store = _AlwaysTaken()
-    q = Quotas(RULES, store, clock=lambda: NOW)
-    r = await q.admit(ALICE, 100)
-    store.racing = True
-    with caplog.at_level(logging.INFO, logger="aigrid.quotas"):
-        assert await q.extend(r, 100) is None
-    assert [m for m in caplog.messages if "other requests took the room" in m and "3 times" in m], caplog.messages
+@pytest.mark.parametrize("kind", ["memory", "redis", "hub"])
+async def test_a_turn_is_reserved_in_one_round_trip_to_the_store(
+        kind: str, work: Path, request: pytest.FixtureRequest) -> None:
+    """Extend read each token limit's counter (up to four: tenant and key, per minute and budget) one after another
+    before its charge: four round trips to Redis or the hub per turn, and a race with other requests between the
+    reads and the charge. The store now reads and charges in one step."""
+    rules = QuotaRules(default_tenant=QuotaLimits(tokens_per_min=900, token_budget=1000),
+                       default_key=QuotaLimits(tokens_per_min=1000, token_budget=5000))
+    async with backend(kind, work, request) as inner:
+        store = Counted(inner)
+        q = Quotas(rules, cast(QuotaBackend, store), clock=lambda: NOW)
+        r = await q.admit(ALICE, 300)
+        store.calls.clear()
+        grown = await q.extend(r, 400, give=200)
+        assert grown is not None and grown[1] == 0 and store.calls == ["grow"]
+        store.calls.clear()
+        shortened = await q.extend(grown[0], 400, give=300)  # tenant minute has 200 left: 200 left out
+        assert shortened is not None and shortened[1] == 200 and len(store.calls) == 1
+        assert await inner.value(f"aigrid:q:{{acme}}:tenant:acme:tpm:{MINUTE}") == 900
+        assert await q.extend(shortened[0], 100) is None and len(store.calls) == 2  # full: refused, one call
+        assert await inner.value(BUDGET) == 900

@@ -65,7 +65,7 @@ from aigrid.security.firewall.abuse_shared import (
     answer_to_wire,
     request_from_wire,
 )
-from aigrid.security.quota_backend import Counter, MemoryQuotaBackend
+from aigrid.security.quota_backend import Counter, MemoryQuotaBackend, Released
 from aigrid.telemetry.periodic import Periodic
 from aigrid.telemetry.prefill_book import Report, from_wire, to_wire
 from aigrid.telemetry.store import merge_peer_reports
@@ -165,7 +165,7 @@ class Hub:
     async def _handle_one(self, op: str, arg: Any) -> tuple[Any, bool]:
         try:
             return await self.handle(op, arg), True
-        except (AuditUnavailable, ValueError, KeyError, TypeError) as e:
+        except (AuditUnavailable, Released, ValueError, KeyError, TypeError) as e:
             log.warning("hub: %s failed: %s", op, e)
             return str(e), False
 
@@ -181,10 +181,14 @@ class Hub:
     async def handle(self, op: str, arg: Any) -> Any:
         if op == "exchange":
             return self.exchange(arg)
-        if op == "consume":
-            return await self.quotas.consume(_counters(arg))
+        if op == "consume":  # a quota call: {"counters": [...], "op": its op or None[, "give": N]} (hub_client)
+            return await self.quotas.consume(_counters(arg["counters"]), _op(arg))
+        if op == "grow":
+            return await self.quotas.grow(_counters(arg["counters"]), int(arg["give"]), _op(arg))
         if op == "adjust":
-            return await self.quotas.adjust(_counters(arg))
+            return await self.quotas.adjust(_counters(arg["counters"]), _op(arg))
+        if op == "release":
+            return await self.quotas.release(str(arg["op"]), _counters(arg["counters"]))
         if op == "value":
             return await self.quotas.value(str(arg))
         if op == "audit":
@@ -357,6 +361,11 @@ def _since(entries: deque[_Entry], since: int) -> list[_Entry]:
     newer = list(itertools.takewhile(lambda entry: entry[0] > since, reversed(entries)))
     newer.reverse()
     return newer
+
+
+def _op(arg: dict[str, Any]) -> str | None:
+    op = arg.get("op")
+    return None if op is None else str(op)
 
 
 def _counters(raw: list[list[Any]]) -> list[Counter]:

@@ -39,7 +39,7 @@ from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFail
 from aigrid.gateway.hub_protocol import Done, FrameTooLarge, FrameWriter, PostBatch, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
-from aigrid.security.quota_backend import Consumed, Counter
+from aigrid.security.quota_backend import Consumed, Counter, Released
 from aigrid.telemetry.prefill_book import from_wire, to_wire
 from aigrid.telemetry.shared import LocalReport, SharedView
 
@@ -314,19 +314,33 @@ class HubQuotaBackend:
         self.unsettled = 0
         self.on_unsettled: Callable[[], None] | None = None
 
-    async def consume(self, counters: Sequence[Counter]) -> Consumed:
+    async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
         if not counters:
             return None, []
-        try:
-            full, values = await self._client.call("consume", _counters(counters))
-        except HubError as e:
-            raise UpstreamFailed(f"quota counters unavailable: {e}") from e
+        full, values = await self._call("consume", {"counters": _counters(counters), "op": op})
         return (None, [int(v) for v in values]) if full is None else (int(full), [])
 
-    async def adjust(self, counters: Sequence[Counter]) -> None:
+    async def grow(self, counters: Sequence[Counter], give: int, op: str | None = None) -> int | None:
+        if not counters:
+            return 0
+        short = await self._call("grow", {"counters": _counters(counters), "op": op, "give": give})
+        return None if short is None else int(short)
+
+    async def release(self, op: str, counters: Sequence[Counter]) -> None:
+        await self._call("release", {"counters": _counters(counters), "op": op})
+
+    async def _call(self, op: str, arg: dict[str, Any]) -> Any:
+        try:
+            return await self._client.call(op, arg)
+        except HubError as e:
+            if "arrived after it was released" in str(e):
+                raise Released(str(e)) from e
+            raise UpstreamFailed(f"quota counters unavailable: {e}") from e
+
+    async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
         if not counters:
             return
-        wire = _counters(counters)
+        wire = {"counters": _counters(counters), "op": op}
 
         def done(error: str | None) -> None:
             if error is not None:

@@ -4,13 +4,24 @@ A quota check is a list of fixed-window counters that must all have room; a back
 once (incrementing every counter) or none of them, so concurrent requests never push a counter past its
 limit and a refused request leaves no trace. The Redis backend (quotas_redis.py) keeps the same contract
 across gateways.
+
+A call may name an `op`: the key its store records it under for OP_TTL_S, so that the same call repeated (a
+retry after a timeout that came after the store had applied it) is answered as the first was and applies
+nothing more, and `release(op)` takes back exactly what that call applied, or, where it has not arrived yet,
+keeps it from applying when it does.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
+
+OP_TTL_S = 600
+"""How long a store remembers a call by its op: a repeat or a release within it is exact (a call held up longer
+than this inside the store, after its caller gave up and released it, would then apply)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +40,40 @@ Consumed = tuple[int | None, list[int]]
 """(None, every counter's value after the amounts were added), or (the index of the first full counter, [])."""
 
 
+class _Answer(NamedTuple):
+    full: int | None
+    short: int
+    values: list[int]
+
+
+RELEASED = _Answer(-1, 0, [])
+"""What a store records for a released op."""
+
+
+class Released(RuntimeError):
+    """A call arrived at the store after its op was released (its caller gave up on it): nothing was applied."""
+
+
 class QuotaBackend(Protocol):
-    async def consume(self, counters: Sequence[Counter]) -> Consumed:
+    async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
         """Add every amount if all stay within limits and return (None, the counters' new values: what the
         rate-limit headers report as used); else add nothing and return (the index of the first counter that
         is full, [])."""
         ...
 
-    async def adjust(self, counters: Sequence[Counter]) -> None:
+    async def grow(self, counters: Sequence[Counter], give: int, op: str | None = None) -> int | None:
+        """Read and charge in one step: `short`, the most any counter would be over its limit with its amount
+        added (0 when all have room); above `give`, add nothing and return None, else add each amount less `short`
+        (where that is above 0) and return `short`."""
+        ...
+
+    async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
         """Add (possibly negative) amounts unconditionally: settling a reservation with the real usage."""
+        ...
+
+    async def release(self, op: str, counters: Sequence[Counter]) -> None:
+        """Take back what the call recorded as `op` applied to `counters` (nothing, if it was refused or has not
+        arrived: then it never applies)."""
         ...
 
     async def value(self, key: str) -> int: ...
@@ -58,16 +94,63 @@ class MemoryQuotaBackend:
         counter of a live window is never dropped: that would give its quota back), so a table of live counters
         past `max_counters` (a day's budget of each of many JWT users) is gone through once each time it doubles,
         not on every request (32 ms each at 100,000 before)."""
+        self._ops: dict[str, tuple[_Answer, list[int]]] = {}
+        """Calls by op (OP_TTL_S): (the answer, the amounts applied); a released one's answer is RELEASED."""
+        self._op_order: deque[tuple[float, str]] = deque()
 
-    async def consume(self, counters: Sequence[Counter]) -> Consumed:
+    async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
+        full, _, values = self._charge(counters, 0, op)
+        return full, values
+
+    async def grow(self, counters: Sequence[Counter], give: int, op: str | None = None) -> int | None:
+        full, short, _ = self._charge(counters, give, op)
+        return None if full is not None else short
+
+    async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
+        if self._seen(op) is None:
+            self._add(counters)
+            self._record(op, _Answer(None, 0, []), [])
+
+    async def release(self, op: str, counters: Sequence[Counter]) -> None:
+        seen = self._seen(op)
+        if seen is not None and seen[0] is not RELEASED:
+            self._add([Counter(c.key, -amount, c.limit, c.expires_at, c.ttl_s)
+                       for c, amount in zip(counters, seen[1], strict=False) if amount and c.key in self._values])
+        self._record(op, RELEASED, [])
+
+    def _charge(self, counters: Sequence[Counter], give: int, op: str | None) -> _Answer:
+        """(None, short, the new values) or (the first full counter's index, 0, []); a repeated op, its first answer."""
+        seen = self._seen(op)
+        if seen is not None:
+            if seen[0] is RELEASED:
+                raise Released(f"quota call {op} arrived after it was released")
+            return seen[0]
+        short = 0
         for i, c in enumerate(counters):
-            if self._get(c.key) + c.amount > c.limit:
-                return i, []
-        self._add(counters)
-        return None, [self._get(c.key) for c in counters]
+            over = self._get(c.key) + c.amount - c.limit
+            if over > give:
+                self._record(op, _Answer(i, 0, []), [])
+                return _Answer(i, 0, [])
+            short = max(short, over)
+        applied = [max(0, c.amount - short) for c in counters]
+        self._add([Counter(c.key, a, c.limit, c.expires_at, c.ttl_s) for c, a in zip(counters, applied, strict=True)])
+        answer = _Answer(None, short, [self._get(c.key) for c in counters])
+        self._record(op, answer, applied)
+        return answer
 
-    async def adjust(self, counters: Sequence[Counter]) -> None:
-        self._add(counters)
+    def _seen(self, op: str | None) -> tuple[_Answer, list[int]] | None:
+        if op is None:
+            return None
+        now = time.monotonic()
+        while self._op_order and self._op_order[0][0] <= now:  # recorded in expiry order (one TTL for all)
+            _, old = self._op_order.popleft()
+            self._ops.pop(old, None)
+        return self._ops.get(op)
+
+    def _record(self, op: str | None, answer: _Answer, applied: list[int]) -> None:
+        if op is not None:
+            self._ops[op] = (answer, applied)
+            self._op_order.append((time.monotonic() + OP_TTL_S, op))
 
     async def value(self, key: str) -> int:
         return self._get(key)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from aigrid.errors import RateLimited
 from aigrid.security.principal import Principal
@@ -69,11 +71,12 @@ class Reservation:
     headroom: tuple[Headroom, ...] = ()
     token_limits: tuple[TokenLimit, ...] = ()
     """The token limits admission charged: where extend() charges, in the windows current at the time."""
+    op: str = ""
+    """Admission's op key (quota_backend.py): extend's and settle's ops are named after it."""
 
 
 log = logging.getLogger("aigrid.quotas")
-_EXTEND_TRIES = 3
-"""Reads of the room a further call is charged in, each followed by the atomic charge another request may win."""
+T = TypeVar("T")
 
 
 class Quotas:
@@ -120,7 +123,9 @@ class Quotas:
         # the longest wait first: the backend names the first full counter, so Retry-After is the time until
         # every full one has room (a full minute window beside a spent day's budget says the day's end)
         counters.sort(key=lambda c: -c[0].ttl_s)
-        full, values = await self.backend.consume([c for c, _, _ in counters])
+        op = f"{self.prefix}:{{{principal.tenant}}}:op:{uuid.uuid4().hex}"
+        charged = [c for c, _, _ in counters]
+        full, values = await self._charging(op, charged, self.backend.consume(charged, op)) if charged else (None, [])
         if full is not None:
             counter, what, kind = counters[full]
             retry = max(1, math.ceil(counter.ttl_s))
@@ -137,7 +142,20 @@ class Quotas:
             held = tightest.get(kind)
             if held is None or (room.remaining, room.limit) < (held.remaining, held.limit):
                 tightest[kind] = room
-        return Reservation(tuple(token_counters), tokens, tuple(tightest.values()), tuple(token_limits))
+        return Reservation(tuple(token_counters), tokens, tuple(tightest.values()), tuple(token_limits), op)
+
+    async def _charging(self, op: str, counters: list[Counter], call: Awaitable[T]) -> T:
+        """A charge under `op`; where the store fails (a timeout, which may come after it applied the charge), the
+        charge is released (exactly what it applied, or nothing and never) before the error is raised on."""
+        try:
+            return await call
+        except Exception:
+            try:
+                await self.backend.release(op, counters)
+            except Exception:  # the store still failing: what it may have applied stays charged
+                log.exception("quota charge %s failed and could not be released; what the store applied of it, if "
+                              "anything, stays charged for its window", op)
+            raise
 
     async def extend(self, reservation: Reservation, tokens: int, *, used: int | None = None,
                      give: int = 0) -> tuple[Reservation, int] | None:
@@ -158,24 +176,17 @@ class Quotas:
         if not tokens or not reservation.token_counters:
             return replace(reservation, reserved_tokens=_grown(held, used, tokens)), 0
         unused = 0 if used is None else held - used  # below 0: the engines counted more than was reserved
-        for _ in range(_EXTEND_TRIES):  # another request may take the room read here first: read it again
-            now = self.clock()
-            windows = [_counter(t.key, 0, t.limit, t.window_s, now) for t in reservation.token_limits]
-            needs = [tokens - min(unused, sum(c.amount for c in reservation.token_counters if c.key == w.key))
-                     for w in windows]
-            rooms = [w.limit - await self.backend.value(w.key) for w in windows]
-            short = max([0, *(need - room for need, room in zip(needs, rooms, strict=True) if need > 0)])
-            if short > give:
-                return None
-            grown = [replace(w, amount=need - short) for w, need in zip(windows, needs, strict=True)
-                     if need > short]
-            full, _ = await self.backend.consume(grown) if grown else (None, [])
-            if full is None:
-                break
-        else:
-            log.info("a further model turn of %d tokens not reserved: other requests took the room read for it %d "
-                     "times; the tool loop ends there (stop token_budget)", tokens, _EXTEND_TRIES)
+        now = self.clock()
+        windows = [_counter(t.key, 0, t.limit, t.window_s, now) for t in reservation.token_limits]
+        needs = [replace(w, amount=tokens - min(unused, sum(c.amount for c in reservation.token_counters
+                                                            if c.key == w.key))) for w in windows]
+        needs = [c for c in needs if c.amount > 0]
+        op = _op_after(reservation.op, self.prefix)
+        # one round trip: the store reads the room and charges in one step (no other request between)
+        short = await self._charging(op, needs, self.backend.grow(needs, give, op)) if needs else 0
+        if short is None:
             return None
+        grown = [replace(c, amount=c.amount - short) for c in needs if c.amount > short]
         kept = {c.key: c for c in reservation.token_counters}
         for c in grown:
             was = kept.get(c.key)
@@ -204,8 +215,14 @@ class Quotas:
                 left -= share
                 if share != c.amount:
                     fixes.append(Counter(c.key, share - c.amount, c.limit, c.expires_at, max(0.0, c.expires_at - now)))
-        if fixes:
-            await self.backend.adjust(fixes)
+        if not fixes:
+            return
+        op = _op_after(reservation.op, self.prefix)
+        try:
+            await self.backend.adjust(fixes, op)
+        except Exception:  # a timeout may come after the store applied it: the same op again applies it once
+            log.warning("quota settlement %s failed; tried once more", op, exc_info=True)
+            await self.backend.adjust(fixes, op)
 
     async def tokens_this_minute(self, principal: Principal) -> int:
         """Tokens charged to the principal's tenant in the current one-minute window (0 without a
@@ -217,6 +234,11 @@ class Quotas:
         tenant = self.rules.tenants.get(principal.tenant, self.rules.default_tenant)
         key = self.rules.keys.get(principal.key_id, self.rules.default_key)
         return [("tenant", principal.tenant, tenant), ("key", principal.key_id, key)]
+
+
+def _op_after(op: str, prefix: str) -> str:
+    """A new op key in the same slot as admission's `op` (a test's Reservation without one: under `prefix`)."""
+    return f"{op.rpartition(':op:')[0] or prefix}:op:{uuid.uuid4().hex}"
 
 
 def _grown(held: int, used: int | None, tokens: int) -> int:

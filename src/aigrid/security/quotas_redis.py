@@ -4,7 +4,9 @@ Check-and-add runs as one Lua script, which Redis executes atomically, so concur
 drift past a limit. Keys carry the tenant in a hash tag ({tenant}) so a tenant's counters share a slot
 in Redis Cluster. Each counter expires a minute after its window ends (a relative expiry, so
 the gateways' clocks and Redis's need not agree to the second). Give the client a BlockingConnectionPool
-so a burst of requests waits for a connection instead of failing.
+so a burst of requests waits for a connection instead of failing. A call's op (quota_backend.py) is a key of
+its own (the quota's prefix and the tenant's hash tag: the same slot), holding the call's answer and what it
+applied for OP_TTL_S.
 """
 
 from __future__ import annotations
@@ -14,29 +16,66 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from aigrid.security.quota_backend import Consumed, Counter
+from aigrid.security.quota_backend import OP_TTL_S, Consumed, Counter, Released
 
-_CONSUME = """
-for i = 1, #KEYS do
-  local amount = tonumber(ARGV[3 * i - 2])
-  local limit = tonumber(ARGV[3 * i - 1])
-  local current = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if current + amount > limit then return {i} end
+_CHARGE = """
+-- KEYS: the counters, then the op's record (or none); ARGV: n, give, the op's TTL, then amount, limit, expiry each
+local n = tonumber(ARGV[1])
+local give = tonumber(ARGV[2])
+local op = KEYS[n + 1]
+if op then
+  local seen = redis.call('GET', op)
+  if seen then return cjson.decode(seen).answer end
 end
-local values = {0}
-for i = 1, #KEYS do
-  values[i + 1] = redis.call('INCRBY', KEYS[i], ARGV[3 * i - 2])
-  redis.call('EXPIRE', KEYS[i], ARGV[3 * i])
+local answer = nil
+local short = 0
+for i = 1, n do
+  local amount = tonumber(ARGV[3 * i + 1])
+  local over = tonumber(redis.call('GET', KEYS[i]) or '0') + amount - tonumber(ARGV[3 * i + 2])
+  if over > give then answer = {i} break end
+  if over > short then short = over end
 end
-return values
+local applied = {}
+if not answer then
+  answer = {0, short}
+  for i = 1, n do
+    applied[i] = math.max(0, tonumber(ARGV[3 * i + 1]) - short)
+    answer[i + 2] = redis.call('INCRBY', KEYS[i], applied[i])
+    redis.call('EXPIRE', KEYS[i], ARGV[3 * i + 3])
+  end
+end
+if op then redis.call('SET', op, cjson.encode({answer = answer, applied = applied}), 'EX', ARGV[3]) end
+return answer
 """
 
 _ADJUST = """
-for i = 1, #KEYS do
-  redis.call('INCRBY', KEYS[i], ARGV[2 * i - 1])
-  redis.call('EXPIRE', KEYS[i], ARGV[2 * i])
+-- KEYS: the counters, then the op's record (or none); ARGV: n, the op's TTL, then amount, expiry each
+local n = tonumber(ARGV[1])
+local op = KEYS[n + 1]
+if op then
+  if redis.call('EXISTS', op) == 1 then return 0 end
+  redis.call('SET', op, '{"answer":[0]}', 'EX', ARGV[2])
 end
-return 0
+for i = 1, n do
+  redis.call('INCRBY', KEYS[i], ARGV[2 * i + 1])
+  redis.call('EXPIRE', KEYS[i], ARGV[2 * i + 2])
+end
+return 1
+"""
+
+_RELEASE = """
+-- KEYS: the counters the op was given, then its record; ARGV: the op's TTL. A counter already gone is left gone.
+local op = KEYS[#KEYS]
+local seen = redis.call('GET', op)
+if seen then
+  local record = cjson.decode(seen)
+  if record.released then return 0 end
+  for i, amount in ipairs(record.applied or {}) do
+    if amount ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECRBY', KEYS[i], amount) end
+  end
+end
+redis.call('SET', op, '{"released":true,"answer":[-1]}', 'EX', ARGV[1])
+return 1
 """
 
 _GRACE_S = 60
@@ -45,25 +84,42 @@ _GRACE_S = 60
 class RedisQuotaBackend:
     def __init__(self, client: Redis) -> None:
         self._redis = client
-        self._consume = client.register_script(_CONSUME)
+        self._charge = client.register_script(_CHARGE)
         self._adjust = client.register_script(_ADJUST)
+        self._release = client.register_script(_RELEASE)
 
-    async def consume(self, counters: Sequence[Counter]) -> Consumed:
+    async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
         if not counters:
             return None, []
-        args: list[int] = []
+        full, *rest = await self._call(counters, 0, op)
+        return (None, rest[1:]) if full == 0 else (full - 1, [])
+
+    async def grow(self, counters: Sequence[Counter], give: int, op: str | None = None) -> int | None:
+        if not counters:
+            return 0
+        full, *rest = await self._call(counters, give, op)
+        return rest[0] if full == 0 else None
+
+    async def _call(self, counters: Sequence[Counter], give: int, op: str | None) -> list[int]:
+        """The charge script's answer: [0, short, the new values...], [the first full counter, from 1]."""
+        args: list[int] = [len(counters), give, OP_TTL_S]
         for c in counters:
             args += [c.amount, c.limit, _expiry(c)]
-        full, *values = [int(v) for v in await self._consume(keys=[c.key for c in counters], args=args)]
-        return (None, values) if full == 0 else (full - 1, [])
+        answer = [int(v) for v in await self._charge(keys=[*(c.key for c in counters), *_op(op)], args=args)]
+        if answer[0] < 0:
+            raise Released(f"quota call {op} arrived after it was released")
+        return answer
 
-    async def adjust(self, counters: Sequence[Counter]) -> None:
+    async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
         if not counters:
             return
-        args: list[int] = []
+        args: list[int] = [len(counters), OP_TTL_S]
         for c in counters:
             args += [c.amount, _expiry(c)]
-        await self._adjust(keys=[c.key for c in counters], args=args)
+        await self._adjust(keys=[*(c.key for c in counters), *_op(op)], args=args)
+
+    async def release(self, op: str, counters: Sequence[Counter]) -> None:
+        await self._release(keys=[*(c.key for c in counters), op], args=[OP_TTL_S])
 
     async def value(self, key: str) -> int:
         raw = await self._redis.get(key)
@@ -72,6 +128,10 @@ class RedisQuotaBackend:
     async def aclose(self) -> None:
         """The client's connections closed (the gateway stopping)."""
         await self._redis.aclose()
+
+
+def _op(op: str | None) -> list[str]:
+    return [] if op is None else [op]
 
 
 def _expiry(c: Counter) -> int:

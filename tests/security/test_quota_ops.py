@@ -1,0 +1,112 @@
+"""Quota store calls named by an op (quota_backend.py), on each store (in process, a real Redis, the workers' hub):
+a call that timed out after the store applied it is released exactly, a repeat applies nothing more, a call that
+arrives after its release applies nothing, and a settlement that failed is tried once more without refunding twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+
+from aigrid.security import quota_backend
+from aigrid.security.quota_backend import Counter, MemoryQuotaBackend, QuotaBackend
+from aigrid.security.quotas import Quotas
+from tests.security.test_quota_extend import ALICE, BUDGET, NOW, RPM, RULES, TPM, backend, work  # noqa: F401
+
+KINDS = ["memory", "redis", "hub"]
+
+
+class LateAnswer:
+    """A store whose next call named in `fail` fails with a timeout, after (`applied`) or before applying it:
+    a Redis answer past its 1 s socket timeout, the hub's past its 5 s."""
+
+    def __init__(self, inner: QuotaBackend) -> None:
+        self.inner = inner
+        self.fail: set[str] = set()
+        self.applied = True
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if name not in self.fail:
+                return await method(*args, **kwargs)
+            self.fail.discard(name)
+            if self.applied:
+                await method(*args, **kwargs)
+            raise TimeoutError(f"{name}: no answer within the socket timeout")
+        return call
+
+
+async def values(store: QuotaBackend) -> tuple[int, int, int]:
+    return await store.value(RPM), await store.value(TPM), await store.value(BUDGET)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_an_admission_the_store_applied_before_timing_out_is_released(
+        kind: str, work: Path, request: pytest.FixtureRequest) -> None:  # noqa: F811
+    """Before: the request was refused (503) and its charge stayed for the window (a day, for a budget)."""
+    async with backend(kind, work, request) as inner:
+        store = LateAnswer(inner)
+        q = Quotas(RULES, cast(QuotaBackend, store), clock=lambda: NOW)
+        store.fail = {"consume"}
+        with pytest.raises(TimeoutError):
+            await q.admit(ALICE, 300)
+        assert await values(inner) == (0, 0, 0)
+        r = await q.admit(ALICE, 300)  # the store answering again: charged once
+        assert await values(inner) == (1, 300, 300)
+        store.fail = {"grow", "consume"}  # a further turn's charge, applied and unanswered
+        with pytest.raises(TimeoutError):
+            await q.extend(r, 200)
+        assert await values(inner) == (1, 300, 300)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_repeated_op_applies_once_and_a_released_one_never(
+        kind: str, work: Path, request: pytest.FixtureRequest) -> None:  # noqa: F811
+    async with backend(kind, work, request) as store:
+        c = [Counter(TPM, 300, 800, NOW + 30, 30.0), Counter(BUDGET, 300, 1000, NOW + 60, 60.0)]
+        op = "aigrid:q:{acme}:op:one"
+        assert await store.consume(c, op) == (None, [300, 300])
+        assert await store.consume(c, op) == (None, [300, 300])  # a retry: the first answer, nothing added
+        assert await store.grow(c, 0, "aigrid:q:{acme}:op:two") == 0
+        assert await store.grow(c, 0, "aigrid:q:{acme}:op:two") == 0
+        assert (await store.value(TPM), await store.value(BUDGET)) == (600, 600)
+        await store.release(op, c)
+        await store.release(op, c)  # released once
+        assert (await store.value(TPM), await store.value(BUDGET)) == (300, 300)
+        late = "aigrid:q:{acme}:op:late"
+        await store.release(late, c)  # given up before the store had it
+        with pytest.raises(quota_backend.Released):
+            await store.consume(c, late)  # it arrives: applies nothing
+        assert (await store.value(TPM), await store.value(BUDGET)) == (300, 300)
+        refund = [Counter(TPM, -100, 800, NOW + 30, 30.0)]
+        await store.adjust(refund, "aigrid:q:{acme}:op:settle")
+        await store.adjust(refund, "aigrid:q:{acme}:op:settle")
+        assert await store.value(TPM) == 200
+
+
+@pytest.mark.parametrize("applied", [True, False])
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_settlement_that_timed_out_is_tried_again_and_refunds_once(
+        kind: str, applied: bool, work: Path, request: pytest.FixtureRequest) -> None:  # noqa: F811
+    """Before: the failed settlement was logged and the reservation stood (its refund lost) where the store had not
+    applied it; tried again without an op, one it had applied would have been refunded twice."""
+    async with backend(kind, work, request) as inner:
+        store = LateAnswer(inner)
+        store.applied = applied
+        q = Quotas(RULES, cast(QuotaBackend, store), clock=lambda: NOW)
+        r = await q.admit(ALICE, 300)
+        store.fail = {"adjust"}
+        await q.settle(r, 120)
+        assert await values(inner) == (1, 120, 120)
+
+
+async def test_a_release_the_store_cannot_take_either_is_logged(caplog: pytest.LogCaptureFixture) -> None:
+    store = LateAnswer(MemoryQuotaBackend())
+    store.fail = {"consume", "release"}
+    q = Quotas(RULES, cast(QuotaBackend, store), clock=lambda: NOW)
+    with pytest.raises(TimeoutError):
+        await q.admit(ALICE, 300)
+    assert [m for m in caplog.messages if "could not be released" in m], caplog.messages
