@@ -19,9 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-OP_TTL_S = 600
+OP_TTL_S = 120
 """How long a store remembers a call by its op: a repeat or a release within it is exact (a call held up longer
-than this inside the store, after its caller gave up and released it, would then apply)."""
+than this inside the store, after its caller gave up and released it, would then apply). Each request leaves one or
+two such records (admission, settlement; a tool loop one per turn): about 100 bytes each in Redis, 120 s each."""
 
 
 @dataclass(frozen=True, slots=True)
