@@ -739,6 +739,42 @@ async def test_holds_nest_and_the_outer_one_rearms() -> None:
     assert hangup.armed is True
 
 
+class _StoreGone(MemoryQuotaBackend):
+    pauses = True
+
+    async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
+        raise ConnectionError("the quota store is gone")
+
+
+@pytest.mark.parametrize("refusal", ["429", "503"])
+async def test_a_refused_reservation_rearms_the_hangup_watcher(tmp_path: Path, refusal: str) -> None:
+    """Guard.admit held the watcher for the quota step and re-armed it only when the reservation was made: a 429 or
+    a 503 left it held (a hold nested in it never re-armed it either), and a client gone after it was not seen."""
+    from aigrid.errors import QuotaUnavailable, RateLimited
+    from aigrid.gateway.exchange import Exchange
+    from aigrid.gateway.relay_response import Hangup
+    from aigrid.security.principal import Principal, Scopes
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    spec = spec_in(tmp_path)
+    spec = spec.model_copy(update={"tenants": {**spec.tenants,
+                                               "metered": TenantSpec(quotas=QuotaSpec(requests_per_min=1))}})
+    guard = Guard(spec, quota_backend=_StoreGone() if refusal == "503" else None)
+    who = Principal("metered", "k", Scopes(), "anonymous")
+    if refusal == "429":
+        await guard.admit(Exchange(route="chat", started=0.0, principal=who), {}, "hi", 1)
+    hangup = Hangup(receive, None)
+    ex = Exchange(route="chat", started=0.0, principal=who, hangup=hangup)
+    with pytest.raises(RateLimited if refusal == "429" else QuotaUnavailable):
+        await guard.admit(ex, {}, "hi", 1)
+    assert hangup.armed is True
+    hangup.hold()
+    hangup.resume()
+    assert hangup.armed is True  # no hold left standing
+
+
 class _SlowToClose(WatchedEngine):
     """A FAKE engine whose request, closed before its first byte, takes `close_s` to let go (an adapter that
     reads the answer to its end, or waits for the engine's acknowledgement, before it gives its connection

@@ -373,9 +373,12 @@ class Guard:
         hangup = ex.hangup
         if hangup is not None:  # a reservation on Redis or the hub cut mid-reply would stay charged: never cut it
             hangup.hold()
-        ex.reservation = await self._charge(self._reserve(principal, tokens), lambda r: setattr(ex, "reservation", r))
-        if hangup is not None:
-            hangup.resume()  # the client left meanwhile: cancelled here, the reservation on the exchange to settle
+        try:
+            ex.reservation = await self._charge(self._reserve(principal, tokens),
+                                                lambda r: setattr(ex, "reservation", r))
+        finally:  # refused (429, 503) or cancelled too: a hold left standing would keep the watcher off for good
+            if hangup is not None:
+                hangup.resume()  # the client left meanwhile: cancelled here, the reservation on the exchange to settle
         if self.abuse_action != "off":
             ex.abuse = self.abuse.observe(principal.key_id, traits)
             if self.abuse_action == "throttle":
