@@ -9,6 +9,13 @@ from rich.table import Table
 from rich.text import Text
 
 from aigrid.core.types import AXES
+from aigrid.printable import printable
+
+
+def _text(value: object) -> Text:
+    """A cell of the server's text (an engine's error, an endpoint's health reason): never rich markup (a `[/x]` was
+    a MarkupError traceback, a `[link=..]` a link in the operator's terminal), its control characters escaped."""
+    return Text(printable(str(value)))
 
 
 def _num(x: float | None) -> str:
@@ -41,7 +48,7 @@ def render_decision(d: dict[str, Any]) -> Group:
     where = "unknown" if not client else f"{client['lat']:.2f},{client['lon']:.2f}"
     lines = [head, Text(f"client location {where}; served by {d.get('served_by') or '-'}"
                         + (f" in {d['ttft_ms']:.0f} ms to first byte" if d.get("ttft_ms") is not None else "")),
-             Text(d["reason"], style="italic")]
+             Text(printable(d["reason"]), style="italic")]
     choice = d.get("model_choice")
     if choice:
         est = ", ".join(f"{m} {q:.2f}" for m, q in sorted(choice["estimates"].items(), key=lambda kv: kv[1]))
@@ -65,7 +72,7 @@ def render_decision(d: dict[str, Any]) -> Group:
         t.add_column(col, justify="right" if col not in ("endpoint", "model", "site", "juris.") else "left")
     for i, c in enumerate(d["candidates"], 1):
         style = "bold green" if c["endpoint"] == d.get("served_by") else None
-        t.add_row(str(i), c["endpoint"], c.get("model", "-"), c["site"], c["jurisdiction"],
+        t.add_row(str(i), *(_text(v) for v in (c["endpoint"], c.get("model", "-"), c["site"], c["jurisdiction"])),
                   *(f"{c['scores'][a]:.2f}" for a in AXES), f"{c['total']:.3f}",
                   f"{c['predicted_ttft_ms']:.0f}", _num(c.get("predicted_ttft_p90_ms")),
                   f"{c['rtt_ms']:.0f}{' m' if c.get('rtt_source') == 'measured' else ''}", f"{c['queue_ms']:.0f}",
@@ -78,14 +85,15 @@ def render_decision(d: dict[str, Any]) -> Group:
         for col in ("endpoint", "site", "filter", "reason"):
             r.add_column(col)
         for x in d["rejected"]:
-            r.add_row(x["endpoint"], x["site"], x["filter"], x["reason"])
+            r.add_row(*(_text(x[k]) for k in ("endpoint", "site", "filter", "reason")))
         parts.append(r)
     if d.get("attempts"):
         a = Table(title="attempts")
         for col in ("endpoint", "ok", "ms", "error / note"):
             a.add_column(col)
         for x in d["attempts"]:
-            a.add_row(x["endpoint"], "yes" if x["ok"] else "no", str(x.get("ms", "")), x.get("error") or _note(x))
+            a.add_row(_text(x["endpoint"]), "yes" if x["ok"] else "no", str(x.get("ms", "")),
+                      _text(x.get("error") or _note(x)))
         parts.append(a)
     return Group(*parts)
 
