@@ -59,13 +59,19 @@ class StoppedClock:
         return self.now
 
 
+@pytest.mark.parametrize("reached", [True, False], ids=["after-it-arrived", "before-it-arrived"])
 async def test_a_request_waiting_for_its_first_token_is_pending_with_its_prompt(
-        fakes: dict[str, FakeEngine], tmp_path: Path) -> None:
+        fakes: dict[str, FakeEngine], tmp_path: Path, reached: bool) -> None:
     """The next decision sees the work ahead of it. It failed once under load (queue_ms 0): on the wall clock
     the next decision came after the pending prompt's predicted prefill, which the predictor then counts as
     done (a longer prompt only made that rarer). Time is now the test's: the gateway's clock moves only when
-    the test moves it (to 1 ms after the first request reached the engine) and the engine holds the first token until told, so the
-    first request is pending, with all but 1 ms of its predicted prefill ahead, when the next is decided."""
+    the test moves it (to 1 ms after the first request reached the engine, or 1 ms after it was sent) and the
+    engine holds the first token until told, so the first request is pending, with all but 1 ms of its predicted
+    prefill ahead, when the next is decided.
+    S (twenty-third session): the emulated network slept the whole round trip before the send and booked the
+    prompt's arrival at its end, while the predictor places a request's arrival at half of it, so a prompt sent
+    less than half a round trip before the next was not ahead of it (queue_ms 0, `before-it-arrived`): half is
+    now slept before the send, the arrival booked there, and half before the first byte is relayed."""
     clock, first_token = StoppedClock(), asyncio.Event()
     fra = fakes["fra-smollm2"]
     answer = fra._sse
@@ -91,9 +97,9 @@ async def test_a_request_waiting_for_its_first_token_is_pending_with_its_prompt(
         assert book["prompts"] == 1 and book["tokens"] == s.pending_prompt_tokens
         # (half a round trip from now: the measured one, else the modelled Frankfurt one, a few ms)
         assert 0.0 <= book["first_arrival_ms"] <= (grid["fra-smollm2"]["measured_rtt_ms"] or 0.0) / 2 + 25.0
-        # the next request sent 1 ms after the first reached the engine (sent at the same instant, the first,
-        # held the emulated round trip, arrives after it: not ahead)
-        clock.now += book["first_arrival_ms"] / 1000.0 + 0.001
+        # the next request sent 1 ms after the first reached the engine, or 1 ms after the first was sent: both
+        # reach the engine half the emulated round trip after they leave, the first 1 ms before the next
+        clock.now += (book["first_arrival_ms"] / 1000.0 if reached else 0.0) + 0.001
         other = asyncio.ensure_future(stream(client, "Frankfurt"))  # the next decision sees that work ahead
         async with asyncio.timeout(30):
             while len(fra.received) < 2:
@@ -108,6 +114,27 @@ async def test_a_request_waiting_for_its_first_token_is_pending_with_its_prompt(
     assert ahead["queue_ms"] >= 0.95 * alone["prefill_ms"] > 0, (ahead, alone)
     assert first.status_code == second.status_code == 200
     assert gateway.store.inflight("fra-smollm2") == 0
+
+
+async def test_the_emulated_way_back_is_the_client_s_wait_not_the_engine_s(
+        fakes: dict[str, FakeEngine], tmp_path: Path) -> None:
+    """Half the emulated round trip is slept after the engine's first byte: the client's TTFT holds the whole
+    round trip, the engine's (what calibrates the endpoint) none of it."""
+    clock, slept = StoppedClock(), []
+
+    async def sleep(seconds: float) -> None:  # time moves only while the emulated network holds the request
+        slept.append(seconds)
+        clock.now += seconds
+
+    gateway = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=sleep, clock=clock)
+    await gateway.scraper.scrape_once()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gateway)), base_url="http://gw") as client:
+        r = await stream(client, "Tokyo")
+        d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    rtt_s = next(c for c in d["candidates"] if c["endpoint"] == r.headers["x-aigrid-endpoint"])["rtt_ms"] / 1000.0
+    assert rtt_s > 0 and slept == [rtt_s / 2, rtt_s / 2]
+    assert d["ttft_ms"] == pytest.approx(rtt_s * 1000.0)
+    assert gateway.store.state(r.headers["x-aigrid-endpoint"]).ttft_s == pytest.approx(0.0, abs=1e-9)
 
 
 async def test_health_probe_measures_the_round_trip(client: httpx.AsyncClient, gateway: Gateway) -> None:

@@ -1,7 +1,8 @@
 """Forward one routed request to its endpoint and stream the answer back, without losing it on failure.
 
-1. Before the first byte: for each candidate of the decision's ranking (at most max_attempts), wait the
-   emulated network round trip (demo only), open the upstream request and read its first chunk. Any failure
+1. Before the first byte: for each candidate of the decision's ranking (at most max_attempts), wait half the
+   emulated network round trip (demo only), open the upstream request, read its first chunk and wait the other
+   half (the prompt is booked as arriving at the engine between the two, where the predictor places it). Any failure
    is invisible to the client: the endpoint is charged a failure (circuit breaker) and the next is tried.
 2. Hedging (optional, per policy): when the first byte is late against the prediction, a second attempt
    starts at the next candidate; the first to answer wins, the loser is cancelled, both are counted.
@@ -228,6 +229,8 @@ class Opened:
     first_at: float
     trace_headers: Mapping[str, str] = field(default_factory=dict)
     """The attempt's W3C trace context (tracing on): later requests of the same answer carry it too."""
+    back_s: float = 0.0
+    """The emulated way back (demo only) between the engine's first byte and `first_at`: not the engine's time."""
 
 
 class Proxy:
@@ -286,8 +289,8 @@ class Proxy:
         # non-streamed answer's first byte comes after the whole generation, so it says nothing of TTFT.
         # A tool loop's first byte comes after whole model turns and tool runs: not a TTFT either.
         measured = stream and wrap is None
-        self._store.record_success(cand.endpoint_id, opened.first_at - opened.sent_at if measured else None,
-                                   cand.prediction)
+        self._store.record_success(cand.endpoint_id, opened.first_at - opened.back_s - opened.sent_at
+                                   if measured else None, cand.prediction)
         self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
         client_ttft = opened.first_at - started
         record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
@@ -542,8 +545,11 @@ class Proxy:
         stack = Held()
         got_first = sent = False
         request = record.decision.request_id
-        self._store.request_started(cand.endpoint_id, record.prompt_tokens, request,
-                                    cand.prediction.rtt_ms / 1000.0 if self._emulate else 0.0, record.width)
+        # the emulated network (demo only): half the round trip there, the prompt arriving at its end (where the
+        # predictor places a request's arrival: a prompt sent a moment before the next is ahead of it), the other
+        # half back before the first byte is relayed
+        half = cand.prediction.rtt_ms / 2000.0 if self._emulate else 0.0
+        self._store.request_started(cand.endpoint_id, record.prompt_tokens, request, half, record.width)
         entry: dict[str, Any] = {"endpoint": cand.endpoint_id, "ok": False}
         if hedged:
             entry["hedge"] = True
@@ -551,7 +557,7 @@ class Proxy:
         span = record.trace.attempt(cand, hedged, self._engines[cand.endpoint_id].base_url)
         try:
             if self._emulate:
-                await self._sleep(cand.prediction.rtt_ms / 1000.0)
+                await self._sleep(half)
             sent_at = self._clock()
             sent_body = for_engine(body, self._engines[cand.endpoint_id].kind)  # `developer` as `system`
             if self._salt is not None:
@@ -582,6 +588,8 @@ class Proxy:
                     got_first = True
             except TimeoutError as e:
                 raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
+            if self._emulate:
+                await self._sleep(half)
         except (Exception, asyncio.CancelledError) as e:  # every way out before the first byte frees the slot
             elapsed = self._clock() - attempt_start
             unexpected = False
@@ -611,7 +619,7 @@ class Proxy:
         span.ok()
         first_at = self._clock()
         entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
-        return Opened(cand, upstream, stack, first, sent_at, first_at, span.headers)
+        return Opened(cand, upstream, stack, first, sent_at, first_at, span.headers, half)
 
     def _fail(self, cand: Candidate, entry: dict[str, Any], reason: str, elapsed: float) -> None:
         log.warning("endpoint %s failed before the first byte: %s", cand.endpoint_id, reason,
