@@ -60,3 +60,17 @@ def test_cost_markdown_keeps_one_row_per_site_and_no_tag_or_link(tmp_path: Path)
         assert line.replace("\\|", "").count("|") == 11  # ten columns
     assert "<img" not in md and "&lt;img" in md
     assert "[link" not in md.replace("\\[", "")
+
+
+def test_the_map_shows_a_plans_name_as_written(tmp_path: Path) -> None:
+    """map.png's title holds the demand's name beside the plan's '$' a month: a name with a '$' made the pair
+    mathtext, and `aigrid plan` a traceback after its whole search (ParseFatalException: Unknown symbol)."""
+    from aigrid.plan.demand import load_demand
+    from aigrid.plan.traffic import build_traffic
+    from aigrid.plan.worldmap import write_map
+    from aigrid.sim.geography import load_cities
+
+    d = load_demand(Path(__file__).resolve().parents[2] / "examples" / "plan" / "small.yaml")
+    traffic = build_traffic(d, load_cities(), 20.0)
+    path = write_map(tmp_path / "map.png", traffic, placement(), "budget$\\foo: plan, $1,234/month")
+    assert path.stat().st_size > 10_000

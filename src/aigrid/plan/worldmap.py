@@ -35,12 +35,12 @@ def write_map(path: Path, traffic: Traffic, placement: Placement, title: str,
                    c=COLOURS.get(hw, "#9467bd"), edgecolors="k", linewidths=0.6, label=f"plan: {hw}", zorder=3)
     for s in placement.sites:
         ax.annotate(f"{s.id} ({s.devices})", (s.lon, s.lat), xytext=(5, 5), textcoords="offset points",
-                    fontsize=8, zorder=4)
+                    fontsize=8, zorder=4, parse_math=False)
     ax.set_xlim(-180, 180)
     ax.set_ylim(-60, 80)
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
-    ax.set_title(title)
+    ax.set_title(title, parse_math=False)  # the demand's name as written: two '$' were mathtext (a traceback)
     ax.legend(loc="lower left", fontsize=8, markerscale=0.6)
     fig.tight_layout()
     fig.savefig(path)
