@@ -196,7 +196,8 @@ def test_items_whole_in_their_piece_keep_their_reading() -> None:
 
 
 _cuts = st.sampled_from(["hello ", "42", " ", "jane", "@", "example", ".com", "4111 ", "1111", "-", "078", "05",
-                         "1120", "DE89", "3704", "0044", "0532", "0130", "00", "+44", "\u200b", "\n", "x", "."])
+                         "1120", "DE89", "3704", "0044", "0532", "0130", "00", "+44", "\u200b", "\n", "x", ".",
+                         "\uff10", "…", "ｊ"])
 
 
 @settings(max_examples=400, deadline=None)
@@ -269,43 +270,38 @@ def test_smuggled_tag_characters_are_not_taken_for_padding() -> None:
     assert stream(list(f"mail {tags} now")) == "mail [REDACTED:EMAIL] now"
 
 
-def test_reading_across_pieces_padded_with_invisible_characters_walks_each_character_once(
+def test_reading_across_pieces_padded_with_invisible_characters_folds_each_character_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Each seam counted the characters a model reads around it over the other pieces' padding (400 one-digit
-    parts of 1,001 characters: 4.4 s of CPU, 20 times more with 2,000 parts), now about as long as reading each
-    piece. It was timed (under 1 s of CPU: a loaded machine could fail it); now the characters read are counted:
-    those the walks around the seams look at for invisible ones, and those the seams' regions give find_pii."""
+    parts of 1,001 characters: 4.4 s of CPU, 20 times more with 2,000 parts); then each seam's windows were cut
+    from the pieces as written and folded apart, each character three times (2,000 characters of padding a part:
+    632 ms). The pieces joined are now folded once and the windows read in what a model reads: counted, not timed,
+    the characters folded (model_reading) and those the detectors read."""
     from aigrid.security.firewall import pii
 
     pieces = ["1" + "\u200b" * 1_000 for _ in range(400)] + [" john.doe@", "\u200bexample.com"]
     own = [find_pii(p) for p in pieces]
-    walked: list[int] = []
+    folded: list[int] = []
     searched: list[int] = []
+    reading, find = pii.model_reading, pii._find
 
-    class Counted:
-        def __init__(self, pattern: Any) -> None:
-            self._pattern = pattern
+    def counted_reading(text: str) -> Any:
+        folded.append(len(text))
+        return reading(text)
 
-        def findall(self, text: str) -> list[str]:
-            walked.append(len(text))
-            return self._pattern.findall(text)
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._pattern, name)
-
-    def counted_find(text: str, *args: Any, **kwargs: Any) -> list[PiiMatch]:
+    def counted_find(text: str, *args: Any) -> list[PiiMatch]:
         searched.append(len(text))
-        return find_pii(text, *args, **kwargs)
+        return find(text, *args)
 
-    monkeypatch.setattr(pii, "INVISIBLE", Counted(pii.INVISIBLE))
-    monkeypatch.setattr(pii, "find_pii", counted_find)
+    monkeypatch.setattr(pii, "model_reading", counted_reading)
+    monkeypatch.setattr(pii, "_find", counted_find)
     found = pii.read_together(pieces, own)
-    size = sum(map(len, pieces))
-    # each character walked over four times (twice from the seam after it, back, and twice from the seam before it,
-    # forwards: 1,599,662 here) and read three times (in its region and beside each of its two seams: 1,200,253);
-    # the seams' walks over the padding looked at 499 times the text, before (199,661,446 characters)
-    assert 0 < sum(walked) <= 4 * size and 0 < sum(searched) <= 3 * size, (sum(walked), sum(searched), size)
+    size, visible = sum(map(len, pieces)), sum(len(p.replace("\u200b", "")) for p in pieces)
+    # each character folded once (before: three times, 1,200,253 here) and each character a model reads given to
+    # the detectors three times at most (in its region and beside each of its two seams)
+    assert sum(folded) == size and 0 < sum(searched) <= 3 * visible, (sum(folded), sum(searched), size)
     assert [(m.kind, m.rest) for m in found[-2] + found[-1]] == [("email", False), ("email", True)]
+    assert [m.end for m in found[-2]] == [len(pieces[-2])] and found[-1][0].end == len(pieces[-1])
 
 
 def test_each_match_is_checked_against_the_item_before_it_not_every_item() -> None:
