@@ -298,6 +298,17 @@ async def test_a_cancel_while_the_quota_store_charges_leaves_that_charge_for_fin
         await gw.guard.stop()
 
 
+async def run_ended(gw: Gateway, rid: str, within_s: float = 30.0) -> None:
+    """Until the background run of `rid` has ended (its status final, its exchange settled and recorded): its task
+    awaited, not polled (a run already over has left the table); past `within_s`, the test fails saying so."""
+    held = gw.background._tasks.get(rid)
+    if held is not None:
+        try:
+            await asyncio.wait_for(asyncio.shield(held[1]), within_s)
+        except TimeoutError:
+            raise AssertionError(f"background run {rid} still running after {within_s} s") from None
+
+
 async def test_a_background_response_with_server_tools_reserves_the_loops_first_turn_as_the_foreground_does(
         grid: tuple[Gateway, dict[str, AlwaysCalls]]) -> None:
     """Its create reserved the prompt and the whole max_output_tokens (here past the tenant's budget: 429 "request
@@ -310,10 +321,7 @@ async def test_a_background_response_with_server_tools_reserves_the_loops_first_
         r = await c.post("/v1/responses", headers=TENANT, json={**ask, "background": True})
         assert r.status_code == 200, r.text
         rid = r.json()["id"]
-        for _ in range(500):
-            got = (await c.get(f"/v1/responses/{rid}", headers=TENANT)).json()
-            if got["status"] not in {"queued", "in_progress"}:
-                break
-            await asyncio.sleep(0.01)
+        await run_ended(gw, rid)
+        got = (await c.get(f"/v1/responses/{rid}", headers=TENANT)).json()
     assert got["status"] == "incomplete" and got["incomplete_details"]["aigrid_stop"] == "token_budget", got
     assert 1 <= turns(engines) < 17 and await spent(gw) <= BUDGET + TURN["total_tokens"]
