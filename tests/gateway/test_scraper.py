@@ -1,10 +1,15 @@
-"""The scraper's own metrics take an engine's numbers as telemetry reads them (telemetry/store.bounded_stats)."""
+"""The scraper's own metrics take an engine's numbers as telemetry reads them (telemetry/store.bounded_stats); one
+engine that does not answer its probes holds no other endpoint's scrape."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from aigrid.gateway.app import Gateway
+from aigrid.gateway.scraper import Scraper
+from aigrid.spec import load
 from tests.gateway.fake_engine import FakeEngine
 
 
@@ -18,3 +23,37 @@ async def test_the_waiting_gauge_takes_the_engines_number_bounded(gateway: Gatew
     value = gateway.metrics.registry.get_sample_value("aigrid_endpoint_waiting",
                                                        {"site": "fra", "endpoint": "fra-smollm2"})
     assert value is not None and value <= 1_000_000
+
+
+async def test_an_engine_that_does_not_answer_its_probe_delays_no_other_endpoint_s_scrape(
+        gateway: Gateway, fakes: dict[str, FakeEngine]) -> None:
+    """S (twenty-third session): every endpoint's scrape was one tick (awaited together), so an engine whose probe
+    does not answer (a site whose network went dark, or an engine that drips its /metrics: each GET up to the
+    probe timeout, 2 s, health then metrics then power) held every other endpoint's next scrape until it gave up:
+    their health and load refreshed every few seconds instead of every interval. Each endpoint is now scraped on
+    its own loop."""
+    stuck, scraped = asyncio.Event(), {ep: 0 for ep in fakes}
+
+    async def hangs() -> bool:
+        await stuck.wait()
+        return True
+
+    def counting(ep: str, probe: Callable[[], Awaitable[bool]]) -> Callable[[], Awaitable[bool]]:
+        async def health() -> bool:
+            scraped[ep] += 1
+            return await probe()
+        return health
+
+    fakes["fra-smollm2"].health = hangs  # type: ignore[method-assign]
+    for ep, engine in fakes.items():
+        engine.health = counting(ep, engine.health)  # type: ignore[method-assign]
+    scraper = Scraper(gateway.store, fakes, load.endpoints(gateway.spec), gateway.metrics, 0.01)
+    start = asyncio.ensure_future(scraper.start())
+    try:
+        await asyncio.sleep(0.3)
+        assert all(n >= 5 for ep, n in scraped.items() if ep != "fra-smollm2"), scraped  # before: 1 each
+        assert scraped["fra-smollm2"] == 1
+    finally:
+        stuck.set()
+        await start
+        await scraper.stop()

@@ -1,6 +1,8 @@
 """Polls every engine's health and Prometheus metrics into the telemetry store, concurrently, on an interval.
 
-Started and stopped by the app's lifespan; never from a constructor.
+Each endpoint on its own loop: one whose probes do not answer (a site whose network went dark, an engine that
+drips its /metrics; each GET may take the probe timeout) holds no other endpoint's next scrape. Started and stopped
+by the app's lifespan; never from a constructor.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from functools import partial
 
 from aigrid.core.types import Endpoint
 from aigrid.engines.protocol import Engine
@@ -28,7 +31,7 @@ class Scraper:
         self._engines = engines
         self._endpoints = endpoints
         self._metrics = metrics
-        self._periodic = Periodic(self.scrape_once, interval_s, "aigrid-scraper")
+        self._periodic = [Periodic(partial(self._scrape, e), interval_s, f"aigrid-scraper-{e.id}") for e in endpoints]
 
     async def scrape_once(self) -> None:
         await asyncio.gather(*(self._scrape(e) for e in self._endpoints))
@@ -61,7 +64,8 @@ class Scraper:
             self._metrics.queue.labels(*labels).set(waiting)
 
     async def start(self) -> None:
-        await self._periodic.start()
+        """Every endpoint scraped once (the first request sees them), then each on its own interval."""
+        await asyncio.gather(*(p.start() for p in self._periodic))
 
     async def stop(self) -> None:
-        await self._periodic.stop()
+        await asyncio.gather(*(p.stop() for p in self._periodic))
