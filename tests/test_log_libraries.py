@@ -28,3 +28,23 @@ def test_a_librarys_warning_with_its_traceback_is_one_json_line_and_its_info_is_
         ("asyncio", "error", "Task exception was never retrieved"), ("aigrid.proxy", "info", "an aigrid line")]
     assert "RuntimeError: boom\n\x1b[31mnot a line" in records[0]["exc"] and lines[0].isprintable()
     assert sink._others not in logging.getLogger().handlers  # stop() took it off the root logger
+
+
+def test_a_python_warning_is_one_json_line() -> None:
+    """A warning of Python's `warnings` (a library's RuntimeWarning, a coroutine never awaited) went to stderr as
+    bare text of two lines, its message raw (an ESC, a line break that forged a JSON line), among the JSON lines."""
+    import warnings
+
+    out = io.StringIO()
+    shown_by = warnings.showwarning
+    sink = configure("info", out)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn('peer said: \x1b[2J\n{"level": "error", "msg": "forged"}', RuntimeWarning, stacklevel=1)
+    finally:
+        sink.stop()
+    (line,) = out.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["logger"] == "py.warnings" and record["level"] == "warning" and "\x1b[2J" in record["msg"]
+    assert line.isprintable() and warnings.showwarning is shown_by  # stop() gave the warnings back

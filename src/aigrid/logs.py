@@ -13,7 +13,8 @@ embedded engines that died and were restarted, `aigrid.scraper`,
 Logging never blocks the event loop: records go into a bounded queue and one thread writes them out (a
 terminal that scrolls slowly or a pipe nobody reads stalls that thread, not the gateway). When the queue is
 full a record is dropped and counted (`LogSink.dropped`), never waited for; the first line written after drops
-is preceded by a warning on `aigrid.logs` saying how many.
+is preceded by a warning on `aigrid.logs` saying how many. Python's own warnings (`warnings.warn`) are lines of
+`py.warnings` (logging.captureWarnings), not bare text on stderr.
 
 A line is bounded and one line on a terminal, whatever a client or an engine put in its values (a model name of
 2 MB sent to /v1/embeddings was written whole into the access line; an ESC, a C1 control or a bidi override passed
@@ -168,6 +169,7 @@ class LogSink:
             logger.propagate = True
         if self._others is not None:
             logging.getLogger().removeHandler(self._others)
+            logging.captureWarnings(False)
         thread = self._listener._thread
         if thread is None:
             return
@@ -202,5 +204,8 @@ def configure(level: str = "info", stream: TextIO | None = None, *, queue_max: i
     others.setFormatter(handler.formatter)
     others.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
     logging.getLogger().addHandler(others)
+    # and Python's own warnings (warnings.warn: a library's RuntimeWarning, a coroutine never awaited), which went to
+    # stderr as bare text of two lines, the message raw, among the JSON lines: on `py.warnings`, through the above
+    logging.captureWarnings(True)
     listener.start()
     return LogSink(handler, listener, others)
