@@ -323,7 +323,8 @@ async def test_a_narrowed_keys_storage_refusal_tells_nothing_of_files_it_cannot_
         assert "in 3 files" not in said and "quotas.storage_files" in said, said
         assert gw.batches is not None
         with pytest.raises(StorageFull) as results:
-            await gw.batches.files.check_output("default", "batch_x", 100, 5000, narrowed=True)
+            await gw.batches.files.check_output("default", "batch_x", 100, 5000,
+                                                jurisdictions=frozenset({"EU"}))
         assert not any(s in results.value.message for s in ("held", str(617 + 2 * len(jsonl(line("a", "hi")))))), \
             results.value.message
     finally:

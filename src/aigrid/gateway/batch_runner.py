@@ -307,8 +307,8 @@ class BatchRunner:
     def _check(self, row: StoredBatch) -> Callable[[int, int], Awaitable[None]]:
         """What a line of the batch's results must pass before it is written: the disk's floor, the tenant's quota
         (a batch made under some jurisdictions is told no totals: keys that may not see every file read its errors)."""
-        narrowed = row.jurisdictions is not None
-        return lambda written, size: self.files.check_output(row.tenant, row.id, written, size, narrowed=narrowed)
+        return lambda written, size: self.files.check_output(row.tenant, row.id, written, size,
+                                                             jurisdictions=row.jurisdictions)
 
     def _room_for_run_line(self, run: _Run, row: StoredBatch) -> Callable[[int, int], Awaitable[None]]:
         """The check of a line that ran (charged, audited): the first to find no room stops the batch, and is written

@@ -108,7 +108,7 @@ class BatchesApi:
             raise InvalidRequest(f"input_file_id: {found.id!r} has purpose {found.purpose!r}; a batch reads a file "
                                  "uploaded with purpose 'batch'", param="input_file_id")
         await self.files.check_room(caller.tenant, "input_file_id",  # its output will be the tenant's files too
-                                    narrowed=caller.scopes.jurisdictions is not None)
+                                    jurisdictions=caller.scopes.jurisdictions)
         if found.jurisdictions is not None:  # a file made under a narrower residency than the caller's: its
             # batch is made, served and kept under that residency too (its lines routed only there, its results
             # seen by the keys that see the file), whoever creates it

@@ -198,15 +198,17 @@ class FileStore:
             where = where.parent
         return shutil.disk_usage(where).free
 
-    async def check_output(self, tenant: str, bid: str, written: int, size: int, *, narrowed: bool = False) -> None:
+    async def check_output(self, tenant: str, bid: str, written: int, size: int, *,
+                           jurisdictions: frozenset[str] | None = None) -> None:
         """Before `size` more bytes of batch `bid`'s results are written (`written`: what its output and error files
         hold so far, indexed only when it ends): InsufficientStorage when they would leave the disk with less than
         `min_free_bytes` free (the rooms of the uploads arriving counted as written, as an upload's check counts
         them), StorageFull when the tenant's files would pass its storage quota, the other batches' results written
         so far counted (`batch_results`, where this batch's `written` + `size` is kept now, in the transaction that
         read the others': `keep_results` hands it over to its files). The batch's `errors` say which, never how
-        much the disk, other tenants' uploads (logged instead) or, for a batch of a key narrowed to some
-        jurisdictions (`narrowed`), the tenant's other files hold."""
+        much the disk, other tenants' uploads (logged instead) or, for a batch made under some `jurisdictions`
+        (None: every one; read by keys that may not see every file otherwise), the tenant's other files hold."""
+        narrowed = jurisdictions is not None
         limit = None if self.limits is None else self.limits(tenant)
         if limit is None and self.min_free_bytes <= 0:
             return
@@ -284,14 +286,16 @@ class FileStore:
         return await self.db.write(keep)
 
     async def reserve(self, tenant: str, param: str, most: int, least: int, hold_s: float, *,
-                      narrowed: bool = False) -> Reservation | None:
+                      jurisdictions: frozenset[str] | None = None) -> Reservation | None:
         """Room set aside for one upload of at most `most` bytes: what the tenant has left, up to `most`, held for
         `hold_s` (its deadline) or until `add` or `release`; StorageFull naming `param` when it has no room, or
         less than `least` (what the upload says it brings); InsufficientStorage when the disk would be left with less
         than `min_free_bytes` free, the rooms other uploads hold (any tenant, any worker process) counted as written:
         read and set aside in one transaction, so uploads side by side cannot together pass the floor. None: this
-        store has neither a storage quota nor a floor. `narrowed`: for a key narrowed to some jurisdictions, whose
-        refusals do not tell what the tenant's files hold (it may not see them all)."""
+        store has neither a storage quota nor a floor. `jurisdictions`: those of the uploading key (None: every
+        one); a key narrowed to some is refused without being told what the tenant's files hold (it may not see
+        them all)."""
+        narrowed = jurisdictions is not None
         if self.limits is None and self.min_free_bytes <= 0:
             return None
         limit = None if self.limits is None else self.limits(tenant)
@@ -353,13 +357,12 @@ class FileStore:
         fid = new_file_id()
         rel = f"{tenant_folder(tenant)}/{fid}.jsonl"
         limit = None if self.limits is None else self.limits(tenant)
-        narrowed = jurisdictions is not None
         if limit is not None and reservation is None:
             if isinstance(src, Path):
                 size = (await asyncio.to_thread(src.stat)).st_size
             else:
                 size = src.seek(0, os.SEEK_END)
-            await self.check_room(tenant, param, size, limit=limit, narrowed=narrowed)
+            await self.check_room(tenant, param, size, limit=limit, jurisdictions=jurisdictions)
 
         def copy() -> int:
             target = self.root / rel
@@ -385,16 +388,18 @@ class FileStore:
             raise self.disk_refused(tenant, param, "file", e) from e
         stored = StoredFile(fid, tenant, purpose, filename, size, int(time.time()), expires_at, rel, jurisdictions)
         try:
-            return await self._index(stored, limit, param, reservation, narrowed)
+            return await self._index(stored, limit, param, reservation)
         except StorageFull:  # refused: the bytes go with the row that was not written
             await asyncio.to_thread((self.root / rel).unlink, missing_ok=True)
             raise
 
     async def check_room(self, tenant: str, param: str, size: int = 0, *,
-                         limit: StorageLimit | None = None, narrowed: bool = False) -> None:
+                         limit: StorageLimit | None = None, jurisdictions: frozenset[str] | None = None) -> None:
         """StorageFull naming `param` unless the tenant's files leave room for one more file of `size` bytes
         (`size` 0: the tenant is not at its limit; asked before a batch that will write its output is created);
-        `narrowed`: asked for a key narrowed to some jurisdictions (the refusal names no totals)."""
+        `jurisdictions`: those of the key that asks (None: every one); a key narrowed to some is refused naming no
+        totals."""
+        narrowed = jurisdictions is not None
         if limit is None and self.limits is not None:
             limit = self.limits(tenant)
         if limit is None:
@@ -412,9 +417,10 @@ class FileStore:
                                             expires_at, rel, jurisdictions))
 
     async def _index(self, f: StoredFile, limit: StorageLimit | None = None, param: str = "file",
-                     reservation: Reservation | None = None, narrowed: bool = False) -> StoredFile:
+                     reservation: Reservation | None = None) -> StoredFile:
         """The row written; with a `limit`, in the transaction that read the tenant's sum, so that no upload
-        racing this one (in any process) is counted on the same sum (the `reservation` it replaces, not)."""
+        racing this one (in any process) is counted on the same sum (the `reservation` it replaces, not). Its
+        refusal is told to the file's maker: without the totals when it was narrowed to some jurisdictions."""
         if limit is not None:
             await self._ready()
 
@@ -422,7 +428,7 @@ class FileStore:
             if reservation is not None:
                 db.execute("DELETE FROM upload_reservations WHERE id = ?", (reservation.id,))
             if limit is not None:
-                _refuse_past(limit, _held(db, f.tenant), f.bytes, param, narrowed)
+                _refuse_past(limit, _held(db, f.tenant), f.bytes, param, f.jurisdictions is not None)
             _insert(db, f)
 
         await self.db.write(insert)

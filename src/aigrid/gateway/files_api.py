@@ -137,7 +137,7 @@ class FilesApi:
         # by its Content-Length, is refused here): uploads side by side, in any worker, cannot together pass it
         most = self.max_bytes if declared is None else min(self.max_bytes, declared)
         held = await self.files.reserve(tenant, "file", most, max((declared or 0) - FORM_SLACK, 0),
-                                        deadline + RESERVE_SLACK_S, narrowed=caller.scopes.jurisdictions is not None)
+                                        deadline + RESERVE_SLACK_S, jurisdictions=caller.scopes.jurisdictions)
         try:
             return await self._receive(request, ex, caller, held, deadline)
         finally:

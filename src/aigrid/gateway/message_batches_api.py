@@ -156,7 +156,7 @@ class MessageBatchesApi:
         # the room the tenant has left, up to the body's size, held while it arrives (a tenant at its storage quota:
         # refused before its body is read); the requests' file takes its place
         held = await self.files.reserve(caller.tenant, "requests", limit if declared is None else declared, 0,
-                                        deadline + RESERVE_SLACK_S, narrowed=caller.scopes.jurisdictions is not None)
+                                        deadline + RESERVE_SLACK_S, jurisdictions=caller.scopes.jurisdictions)
         try:  # the body and the input file each on disk past a megabyte: the store's, which the floor watches (never
             # the system's temporary folder), as files with no name (nothing left behind by a process that dies)
             folder = self.files.folder(caller.tenant)
