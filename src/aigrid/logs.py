@@ -36,6 +36,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from aigrid.printable import printable_json
+
 LEVELS = ("debug", "info", "warning", "error")
 _FIELDS = "aigrid_fields"
 LINE_MAX_CHARS = 8192
@@ -69,12 +71,7 @@ class JsonFormatter(logging.Formatter):
         line = _dumps(out)
         if len(line) > LINE_MAX_CHARS:
             line = _dumps({k: _cut(k, v) for k, v in out.items()})
-        # JSON escapes < 0x20 only: DEL, C1 controls (0x9b is a CSI), bidi overrides, U+2028 and lone surrogates
-        # would reach the terminal or the collector raw (ASCII without DEL is looked at first: isprintable() took
-        # 0.85 us of an access line's 10.5)
-        if (line.isascii() and "\x7f" not in line) or line.isprintable():
-            return line
-        return "".join(c if c.isprintable() else _escaped(c) for c in line)
+        return printable_json(line)
 
 
 def _dumps(out: Mapping[str, Any]) -> str:
@@ -101,15 +98,6 @@ def shortened(text: str, most: int) -> str:
     """`text` within `most` characters (its head), saying how long it was: what a line, a span or an audit record
     keeps of a text a client or an engine wrote."""
     return text if len(text) <= most else f"{text[:most]}...({len(text)} chars)"
-
-
-def _escaped(c: str) -> str:
-    """`c` as a JSON string escape (a character past U+FFFF as its UTF-16 pair)."""
-    n = ord(c)
-    if n <= 0xFFFF:
-        return f"\\u{n:04x}"
-    n -= 0x10000
-    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
 
 
 class _DroppingQueueHandler(QueueHandler):

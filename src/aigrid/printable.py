@@ -58,3 +58,22 @@ def markdown_cell(text: object) -> str:
     `|` not a column, its `[` not a link (nor rich markup, where the table is printed on a terminal) and its `<`
     not an HTML tag (a Markdown viewer renders `<img src=x onerror=...>`)."""
     return printable(str(text)).translate(_MARKDOWN)
+
+
+def printable_json(line: str) -> str:
+    """A line of JSON with every character that does not print written as a JSON escape (`\\u001b`, which reads back
+    as the same value): JSON escapes < 0x20 only, so DEL, C1 controls (0x9b is a CSI), bidi overrides, U+2028 and
+    lone surrogates would reach the terminal or the collector raw. ASCII without DEL is looked at first
+    (isprintable() took 0.85 us of an access line's 10.5)."""
+    if (line.isascii() and "\x7f" not in line) or line.isprintable():
+        return line
+    return "".join(c if c.isprintable() else _json_escaped(c) for c in line)
+
+
+def _json_escaped(c: str) -> str:
+    """`c` as a JSON string escape (a character past U+FFFF as its UTF-16 pair)."""
+    n = ord(c)
+    if n <= 0xFFFF:
+        return f"\\u{n:04x}"
+    n -= 0x10000
+    return f"\\u{0xD800 + (n >> 10):04x}\\u{0xDC00 + (n & 0x3FF):04x}"
