@@ -295,3 +295,34 @@ def test_a_peer_s_anchor_ahead_of_now_does_not_void_the_prompts_still_on_their_w
     # the one entry of both backends' views (TelemetryStore.apply_shared) reads it so too
     view = bounded_view(SharedView(queues={"fra": ((now + 3000, now + 1), ((now + 0.2, 70),))}), now)
     assert view.queues["fra"][0] == (now, now)  # before: (now + 3000, now + 1)
+
+
+async def test_a_value_no_gateway_writes_fails_no_exchange(tmp_path: Path) -> None:
+    """S (twenty-third session): a value in the shared keys that no gateway writes raised out of the exchange (a
+    circuit's time `abc`: ValueError; a name that is not UTF-8: UnicodeDecodeError; an affinity entry without its
+    key: KeyError; a ledger nested 100,000 deep: RecursionError; a pending prompt's time 10**400: OverflowError),
+    so one HSET by whoever writes the Redis failed every exchange of every gateway (a traceback each 20 ms, the
+    shared view frozen and not marked stale) for as long as it stayed: the circuits hash is never cleaned. Each is
+    left out, as not reported; the other peers' numbers are read."""
+    with redis_server(tmp_path) as port:
+        url = f"redis://127.0.0.1:{port}/0"
+        me, raw = RedisSharedState.from_url(url, "test"), aioredis.Redis.from_url(url)
+        try:
+            now, big = time.time(), 10**400
+            await raw.hset("aigrid:test:ledgers", mapping={
+                "good": '{"i": {"fra": [3, 100, 1]}, "t": {}, "q": {}}', "deep": "[" * 100_000,
+                "huge": f'{{"i": {{}}, "t": {{}}, "q": {{"fra": [[{big}, 1], [[{big}, 5]]]}}}}',
+                b"\xfe": "{}"})
+            await raw.zadd("aigrid:test:gateways", {"good": now, "deep": now, "huge": now, b"\xfe": now})
+            await raw.hset("aigrid:test:circuits", mapping={"x": "abc", b"\xff": "1", "fra": repr(now - 1)})
+            await raw.xadd("aigrid:test:affinity", {"e": "fra", "g": "evil"})
+            await raw.xadd("aigrid:test:affinity", {"k": b"\xff", "e": "fra", "g": "evil"})
+            await raw.xadd("aigrid:test:affinity", {"k": "p", "e": "fra", "g": "good"})
+            view = await me.exchange(LocalReport("me", {}, {}, ()))  # before: raised (each value alone too)
+            assert view.inflight == {"fra": (3, 100, 1)} and view.peers == 4
+            assert view.circuits_opened["fra"] == now - 1 and "x" not in view.circuits_opened
+            assert ("p", "fra") in view.affinity
+            assert "fra" not in view.queues  # the 10**400 report left out whole
+        finally:
+            await raw.aclose()
+            await me.aclose()

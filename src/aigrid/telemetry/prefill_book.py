@@ -134,7 +134,8 @@ def to_wire(report: Mapping[str, Pending]) -> dict[str, list[object]]:
 
 
 def from_wire(raw: object) -> Report:
-    """to_wire's lists back; anything malformed (a value no gateway of this version writes) is left out."""
+    """to_wire's lists back; anything malformed (a value no gateway of this version writes) is left out: a time
+    that is an integer past float's range (10**400, JSON) too, which raised OverflowError out of the exchange."""
     out: Report = {}
     if not isinstance(raw, dict):
         return out
@@ -143,7 +144,7 @@ def from_wire(raw: object) -> Report:
             anchor_raw, arrivals_raw = value
             anchor = None if anchor_raw is None else (float(anchor_raw[0]), float(anchor_raw[1]))
             arrivals = tuple((float(at), int(tokens)) for at, tokens in arrivals_raw)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):
             continue
         out[str(ep)] = (anchor, arrivals)
     return out

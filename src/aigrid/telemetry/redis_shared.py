@@ -36,10 +36,11 @@ from aigrid.telemetry.store import merge_peer_reports
 
 def _ledger(raw: bytes, part: str) -> dict[str, object]:
     """One part ("i": in-flight per endpoint, "t": per tenant, "q": pending prompts in time) of a gateway's
-    packed ledger; empty for a value no gateway of this version writes."""
+    packed ledger; empty for a value no gateway of this version writes (not JSON, not UTF-8, nested past the
+    parser's depth: a RecursionError)."""
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return {}
     got = value.get(part) if isinstance(value, dict) else None
     return got if isinstance(got, dict) else {}
@@ -89,8 +90,8 @@ class RedisSharedState:
             pipe.xread({f"{p}calibration": self._calibration_cursor}, count=self._calibration_max)
             results = await pipe.execute()
             ledgers: dict[bytes, bytes] = results[3]
-            alive = {g.decode() for g in results[4]}
-            gone = [g for g in ledgers if g.decode() not in alive]
+            alive = {_text(g) for g in results[4]}
+            gone = [g for g in ledgers if _text(g) not in alive]
             if gone:  # a gateway that stopped exchanging: its ledger stops counting with its last heartbeat
                 await self._r.hdel(f"{p}ledgers", *gone)
         except RedisError as e:
@@ -100,7 +101,7 @@ class RedisSharedState:
         queues: list[Report] = []
         peers = 0
         for g, raw in ledgers.items():
-            name = g.decode()
+            name = _text(g)
             if name == report.gateway_id or name not in alive:
                 continue
             peers += 1
@@ -112,27 +113,43 @@ class RedisSharedState:
                 if _count(n):
                     tenants[tenant] = tenants.get(tenant, 0) + n
             queues.append(from_wire(_ledger(raw, "q")))
-        circuits = {ep.decode(): float(t) for ep, t in results[-3].items()}
+        circuits = {_text(ep): t for ep, raw in results[-3].items() if (t := _number(raw)) is not None}
         return SharedView(inflight, circuits, self._affinity_from(results[-2], report.gateway_id), tenants,
                           self._calibration_from(results[-1], report.gateway_id), peers,
                           merge_peer_reports(queues, now))
 
     def _affinity_from(self, raw: StreamRead, me: str) -> tuple[tuple[str, str], ...]:
         self._affinity_cursor, entries = _others(raw, me, self._affinity_cursor)
-        return tuple((f[b"k"].decode(), f[b"e"].decode()) for f in entries)
+        return tuple((_text(f[b"k"]), _text(f[b"e"])) for f in entries if b"k" in f and b"e" in f)
 
     def _calibration_from(self, raw: StreamRead, me: str) -> tuple[Observation, ...]:
         self._calibration_cursor, entries = _others(raw, me, self._calibration_cursor)
         out: list[Observation] = []
         for f in entries:
             try:
-                out.append((f[b"e"].decode(), float(f[b"a"]), float(f[b"o"]), float(f[b"y"])))
+                out.append((_text(f[b"e"]), float(f[b"a"]), float(f[b"o"]), float(f[b"y"])))
             except (KeyError, ValueError):
                 continue  # an entry no gateway of this version writes
         return tuple(out)
 
     async def aclose(self) -> None:
         await self._r.aclose()
+
+
+def _text(raw: bytes) -> str:
+    """A name read from Redis (a gateway, an endpoint, an affinity key): bytes that are not UTF-8 are no gateway's,
+    read with replacement characters (they match no endpoint nor gateway) rather than raised: raised, one such
+    name anyone wrote into the shared keys failed every exchange of every gateway, for as long as it stayed."""
+    return raw.decode("utf-8", "replace")
+
+
+def _number(raw: bytes) -> float | None:
+    """A circuit's opening time as a gateway writes it (repr of a float); None for anything else (raised, one
+    value `abc` in the circuits hash, which nothing deletes, failed every exchange of every gateway for good)."""
+    try:
+        return float(raw)
+    except ValueError:
+        return None
 
 
 def _count(x: object) -> TypeGuard[int]:
@@ -151,6 +168,6 @@ def _others(raw: StreamRead, me: str, cursor: str) -> tuple[str, list[dict[bytes
     for _stream, entries in raw or []:
         for entry_id, fields in entries:
             cursor = entry_id.decode()
-            if fields.get(b"g", b"").decode() != me:
+            if _text(fields.get(b"g", b"")) != me:
                 out.append(fields)
     return cursor, out
