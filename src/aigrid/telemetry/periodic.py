@@ -35,16 +35,21 @@ class Periodic:
             await asyncio.sleep(self._interval)
             if self._stopping:  # a cancel lost in the last tick (module docstring)
                 break
-            try:
-                await self._tick()
-            except Exception:  # supervised: log it and keep ticking
-                self.failures += 1
-                log.exception("%s: tick failed unexpectedly (%d so far); next tick in %.1f s", self._name,
-                              self.failures, self._interval)
+            await self._supervised()
+
+    async def _supervised(self) -> None:
+        try:
+            await self._tick()
+        except Exception:  # supervised: log it and keep ticking
+            self.failures += 1
+            log.exception("%s: tick failed unexpectedly (%d so far); next tick in %.1f s", self._name,
+                          self.failures, self._interval)
 
     async def start(self) -> None:
-        """One tick right away (so the first request sees fresh state), then one per interval."""
-        await self._tick()
+        """One tick right away (so the first request sees fresh state), then one per interval. The first tick is
+        supervised as the others are: one that failed unexpectedly raised out of the app's start, and the gateway
+        did not start (a value in the shared Redis that no gateway writes did so)."""
+        await self._supervised()
         self._task = asyncio.create_task(self._loop(), name=self._name)
 
     async def stop(self) -> None:
