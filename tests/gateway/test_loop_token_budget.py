@@ -125,6 +125,27 @@ async def test_a_loop_stops_at_its_token_budget_and_is_charged_what_it_used(
 
 
 @pytest.mark.parametrize("stream", [False, True])
+async def test_a_loop_on_an_engine_that_reports_no_usage_is_charged_each_turn_and_stops_at_its_budget(
+        tmp_path: Path, stream: bool) -> None:
+    """An engine that reports no token counts: the loop summed its turns' counts as 0, so each later turn was
+    charged only past what the reservation held 'unused' (all of it: the reservation grew to its largest turn),
+    and the answer's usage said 0 tokens, which settled the whole reservation back: 17 turns ran on a budget of
+    1,000 and the tenant was charged nothing. Now the count is unknown (the answer's usage is empty): each turn is
+    charged its reservation (prompt estimate and max_tokens), and the loop ends at its budget, charged that."""
+    async with metered(tmp_path, 1000, usage={}) as (gw, engines):
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+            status, loop = await _ask(c, stream)
+        assert status == 200 and loop is not None
+        assert loop["stop"] == "token_budget", loop
+        ran = turns(engines)
+        assert 1 < ran < 17 and loop["model_calls"] == ran
+        charged = await spent(gw)
+        assert ran * ASK["max_tokens"] < charged <= 1000  # each turn's prompt and max_tokens, within the budget
+        records = await audit_rows(gw)
+        assert len(records) == 1 and records[0]["extra"]["charged_tokens"] == charged
+
+
+@pytest.mark.parametrize("stream", [False, True])
 async def test_loops_at_once_share_the_budget(grid: tuple[Gateway, dict[str, AlwaysCalls]], stream: bool) -> None:
     """Before: of ten loops at once six were admitted (each reserved one turn) and spent 8,520 tokens of a budget
     of 300. Now every turn of each is reserved before it runs: together they stay within the budget (and each at

@@ -374,7 +374,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
                         before_turn: TurnGate | None = None) -> AsyncGenerator[Event, None]:
     """Run the loop for one chat request on `engine` (the chosen endpoint's) and yield its events.
     `screen` is the firewall's choke point every tool result passes (the gateway always gives one).
-    `on_usage` is told, after each finished model turn, the usage of the turns so far (what the loop has spent
+    `on_usage` is told, after each finished model turn, the usage of the turns so far ({} once a turn came without
+    the engine's count: _known; what the loop has spent
     if it is stopped early), and when a later model turn is handed to its engine, the same with that turn's
     payload (its prompt is read there even if the loop is stopped before an answer comes). `on_tool` is told of
     each server-side call as it starts and as it ends (ToolReport). `before_turn` is awaited before each model
@@ -400,6 +401,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
     steps: list[Step] = []
     spent: set[str] = set()
     usage: dict[str, int] = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    counted = True  # every finished turn came with the engine's count (else what the loop spent is unknown)
     model_ms, model_calls = 0.0, 0
     # the client's JSON response_format (json_object, json_schema) holds the final answer: a constrained turn's
     # grammar answers in it; a native turn that offers no tools is sent it; a native turn that offers tools is not
@@ -427,11 +429,11 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             else:
                 capped = _cap_output(payload, granted)
         if cut is not None:
-            yield Finished("", "length", cut, tuple(steps), (), dict(usage), model_calls, model_ms,
+            yield Finished("", "length", cut, tuple(steps), (), _known(usage, counted), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
         if model_calls and on_usage is not None:  # the first turn's prompt: the gateway's own estimate
-            on_usage(dict(usage), payload)
+            on_usage(_known(usage, counted), payload)
         turn_start = clock()
         turn: Turn | None = None
         async for item in _model_turn(engine, payload, turn_constrained, first=model_calls == 0,
@@ -448,13 +450,14 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         model_calls += 1
         for k in usage:
             usage[k] += int(turn.usage.get(k, 0))
+        counted = counted and any(k in turn.usage for k in ("prompt_tokens", "completion_tokens"))
         if on_usage is not None:
-            on_usage(dict(usage), None)
+            on_usage(_known(usage, counted), None)
 
         if any(c.error == CUT_OFF for c in turn.calls):
             # max_tokens ended the call's JSON; the next turn has the same budget and would be cut off again:
             # the answer ends here, as OpenAI ends a reply cut by max_tokens
-            yield Finished("", "length", "token_budget" if capped else "max_tokens", tuple(steps), (), dict(usage),
+            yield Finished("", "length", "token_budget" if capped else "max_tokens", tuple(steps), (), _known(usage, counted),
                            model_calls, model_ms, (clock() - started) * 1000, config.mode)
             return
         if quiet and not turn.calls and turn.finish_reason != "length":
@@ -469,7 +472,7 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             stop = ("step_limit" if at_limit else "tool_choice_none" if turn.calls
                     else "token_budget" if capped and reason == "length" else "answer")
             content = "" if turn.calls else turn.content
-            yield Finished(content, reason, stop, tuple(steps), (), dict(usage), model_calls, model_ms,
+            yield Finished(content, reason, stop, tuple(steps), (), _known(usage, counted), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
 
@@ -502,9 +505,17 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
             yield step
         if client_calls:  # constrained: the turn's text is the call's own JSON, not words for the client
             yield Finished("" if constrained else turn.content, "tool_calls", "client_tool", tuple(steps),
-                           tuple(_openai_call(c) for c in client_calls), dict(usage), model_calls, model_ms,
+                           tuple(_openai_call(c) for c in client_calls), _known(usage, counted), model_calls, model_ms,
                            (clock() - started) * 1000, config.mode)
             return
+
+
+def _known(usage: Mapping[str, int], counted: bool) -> dict[str, int]:
+    """What a loop reports it spent (on_usage, Finished.usage: the answer's usage): its turns' summed counts, or
+    nothing once a turn came without the engine's count. Summed as 0, such a turn was charged nothing: the gateway
+    grew the reservation only past what it held 'unused' and settled to the 0; unknown, each turn is charged its
+    reservation (Guard.extend) and the answer is settled at it, as any answer whose count is unknown."""
+    return dict(usage) if counted else {}
 
 
 def first_turn(body: Mapping[str, Any], registry: ToolRegistry, config: LoopConfig = DEFAULT_LOOP

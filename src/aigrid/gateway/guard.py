@@ -389,7 +389,8 @@ class Guard:
         the first one's prompt and MIN_TURN_OUTPUT), its prompt's estimate and its max_tokens, on the exchange's quota: charged past what the reservation holds unused
         (an earlier turn's max_tokens it did not write), with what its finished turns used past the reservation where
         the engines counted more (ex.loop_usage: an estimate's error is made up before the next turn, so a loop never
-        runs past its limits by more than one turn's error). Where a token limit has room for the prompt but not the
+        runs past its limits by more than one turn's error; a loop whose turns' count is unknown, ex.loop_usage {}: the
+        turn charged in full). Where a token limit has room for the prompt but not the
         whole max_tokens, the turn is given what there is, down to MIN_TURN_OUTPUT (or its own max_tokens, if
         fewer). Returns the turn's max_tokens (the reservation grown on the exchange, settled once by finish), or
         None when a token limit has no room for that (nothing charged: the loop ends with what it has) or the quota
@@ -398,7 +399,9 @@ class Guard:
         reservation = ex.reservation
         if reservation is None:
             return output_tokens
-        used = sum(int((ex.loop_usage or {}).get(k) or 0) for k in ("prompt_tokens", "completion_tokens"))
+        counts = ex.loop_usage
+        # the loop's finished turns' count; {}: a turn came without one (unknown): this turn is charged in full
+        used = None if counts == {} else sum(int((counts or {}).get(k) or 0) for k in ("prompt_tokens", "completion_tokens"))
         give = max(0, output_tokens - MIN_TURN_OUTPUT)
         hangup = ex.hangup
         if hangup is not None:  # as in admit: a charge on Redis or the hub cut mid-reply would stay charged
