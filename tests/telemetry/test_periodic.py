@@ -14,17 +14,20 @@ from aigrid.telemetry.periodic import Periodic
 from tests.security.redis_server import redis_server
 
 
-async def test_a_failing_tick_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+@pytest.mark.parametrize("failing", [2, 1], ids=["a-later-tick", "the-first-tick"])
+async def test_a_failing_tick_is_logged_and_the_loop_goes_on(caplog: pytest.LogCaptureFixture, failing: int) -> None:
+    """S (twenty-third session, `the-first-tick`): start() ran its first tick unsupervised, so one that failed
+    unexpectedly raised out of the app's start (the gateway did not start) and no loop ran after it."""
     ticks: list[int] = []
 
     async def tick() -> None:
         ticks.append(len(ticks))
-        if len(ticks) == 2:
+        if len(ticks) == failing:
             raise RuntimeError("a bug in one scrape")
 
     loop = Periodic(tick, 0.01, "aigrid-test-loop")
     with caplog.at_level("ERROR", logger="aigrid.telemetry"):
-        await loop.start()
+        await loop.start()  # the-first-tick, before: raised RuntimeError
         for _ in range(200):
             if len(ticks) >= 5:
                 break
@@ -32,27 +35,6 @@ async def test_a_failing_tick_is_logged_and_the_loop_goes_on(caplog: pytest.LogC
         await loop.stop()
     assert len(ticks) >= 5 and loop.failures == 1
     assert "aigrid-test-loop: tick failed unexpectedly" in caplog.text and "a bug in one scrape" in caplog.text
-
-
-async def test_a_first_tick_that_fails_is_logged_and_the_loop_starts(caplog: pytest.LogCaptureFixture) -> None:
-    """S (twenty-third session): start() ran its first tick unsupervised, so one that failed unexpectedly raised out
-    of the app's start (the gateway did not start) and no loop ran after it."""
-    ticks: list[int] = []
-
-    async def tick() -> None:
-        ticks.append(len(ticks))
-        if len(ticks) == 1:
-            raise RuntimeError("a bug in the first exchange")
-
-    loop = Periodic(tick, 0.01, "aigrid-test-loop")
-    with caplog.at_level("ERROR", logger="aigrid.telemetry"):
-        await loop.start()  # before: raised RuntimeError
-        for _ in range(200):
-            if len(ticks) >= 3:
-                break
-            await asyncio.sleep(0.01)
-        await loop.stop()
-    assert len(ticks) >= 3 and loop.failures == 1 and "a bug in the first exchange" in caplog.text
 
 
 class _Abort(BaseException):
