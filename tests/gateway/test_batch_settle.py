@@ -32,6 +32,7 @@ from tests.gateway.test_batches import (
     jsonl,
     line,
     lines_of,
+    open_gates,
     started,
     stopped,
     storage_spec,
@@ -436,3 +437,37 @@ async def test_a_downloads_name_never_reaches_its_header_raw(gw: Gateway, name: 
     assert "\r" not in header and "\n" not in header and "set-cookie" not in {k.lower() for k in got.headers}
     assert header.startswith("attachment; filename"), header
     assert all(32 < ord(c) < 127 or c == " " for c in header), header
+
+
+async def test_a_cancelled_batch_whose_files_the_index_refused_runs_no_more_lines_when_it_resumes(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A cancel moves the batch to finalizing, then its files are indexed (FileStore.keep_results). When the index
+    refused that step (a lock held past its busy timeout, a disk error) the batch, resumed as `finalizing`, was no
+    longer `cancelling`: it ran every line the client had cancelled (each one charged) before it ended `cancelled`.
+    A batch resumed as finalizing with a cancel recorded now starts no line: it ends cancelled with what it had."""
+    gw = await started(batch_spec(tmp_path, concurrency=1), engines)
+    try:
+        oai, _ = clients(gw)
+        for e in engines.values():
+            e.gate.clear()
+        data = jsonl(line("one", "Name a river."), *(line(f"slow{i}", f"SLOW {i}") for i in range(4)))
+        created = await submit(oai, data)
+        await asyncio.wait_for(_until_received(engines, "SLOW"), 5)
+        refused = refuse_once(monkeypatch, lambda sql, params: sql.startswith("DELETE FROM batch_results"))
+        assert (await oai.batches.cancel(created.id)).status == "cancelling"
+        with caplog.at_level(logging.ERROR, "aigrid.gateway"):
+            open_gates(engines)  # the running line finishes; no other starts
+            done = await until(oai, created.id, "cancelled", "completed", "failed")
+        assert refused and "stopped by an internal error" in caplog.text  # the index refused once, logged
+        assert done.status == "cancelled", done
+        assert len([r for e in engines.values() for r in e.received]) == 2  # "one" and "slow0", nothing after
+        assert done.request_counts is not None and (done.request_counts.completed, done.request_counts.failed) == (2, 0)
+        assert sorted(x["custom_id"] for x in await lines_of(oai, done.output_file_id)) == ["one", "slow0"]
+    finally:
+        await stopped(gw)
+
+
+async def _until_received(engines: dict[str, Gated], text: str) -> None:
+    while not any(text in orjson.dumps(r).decode() for e in engines.values() for r in e.received):
+        await asyncio.sleep(0.01)

@@ -21,8 +21,9 @@ and stops it. Every process of `aigrid up --workers N` has one, over the same SQ
   batch), as OpenAI keeps a failed batch's finished requests. Only a write the disk itself refuses loses an
   answer (logged with its custom_id).
 - **Statuses.** validating -> in_progress (claimed) -> finalizing -> completed; cancelling (POST .../cancel:
-  no new line starts, running ones finish) -> cancelled; past `expires_at` (24 h after creation): no new
-  line starts, the lines not run go to the error file as `batch_expired`, -> expired. The output and error
+  no new line starts, running ones finish) -> cancelled (resumed as finalizing, its cancel recorded: no line
+  starts); past `expires_at` (24 h after creation): no new line starts, the lines not run go to the error file
+  as `batch_expired`, -> expired. The output and error
   files are registered as files (purpose `batch_output`) when the batch ends, with what it did, made under the
   jurisdictions of the batch's creator (StoredBatch.jurisdictions: the keys that see the batch see them).
 - **Shutdown** (`stop`): no new line starts, running ones get `drain_s` to finish and are stopped after it
@@ -212,8 +213,8 @@ class BatchRunner:
 
     async def _execute(self, run: _Run, row: StoredBatch) -> None:
         obj = row.obj
-        if obj["status"] == "cancelling":
-            run.stop("cancel")
+        if obj["status"] == "cancelling" or (obj["status"] == "finalizing" and obj.get("cancelling_at") is not None):
+            run.stop("cancel")  # a cancelled batch resumed after its files' index refused them: it starts no line
         input_file = await self.files.get(row.tenant, obj["input_file_id"], hidden=True, expired=True)
         if input_file is None:
             await self._fail(row, "input_file_missing", f"The input file {obj['input_file_id']} is no longer stored.")
