@@ -219,6 +219,39 @@ def test_values_from_the_log_are_text_never_markup_formulas_or_escapes(tmp_path:
     assert code == 0 and not any(line.startswith("=") for line in out.splitlines())
 
 
+def test_a_csv_holds_no_formula_whatever_the_separator_and_json_no_raw_control(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    models = ["x;=1+1", "y\t=2+2", "z\n@SUM(1)", "w\x9b2J\u202erev\x7f"]
+
+    async def write() -> None:
+        audit = AuditLog(path, KEY, checkpoint_every=100)
+        await audit.start()
+        for i, model in enumerate(models):
+            await audit.append(dataclasses.replace(rec(i, "bank", "fra-smollm2", "EU"), model=model))
+        await audit.stop()
+
+    asyncio.run(write())
+    for args in (["audit", "query", str(path), "--format", "csv"],
+                 ["audit", "summary", str(path), "--by", "model", "--format", "csv"]):
+        code, out, _ = cli(*args)
+        assert code == 0
+        for separator in (",", ";", "\t"):  # a reader that takes the file's quotes, or one that splits at its own
+            cells = [c for row in csv.reader(io.StringIO(out), delimiter=separator) for c in row]
+            assert not [c for c in cells if c[:1] in ("=", "+", "-", "@", "\t", "\r")], (separator, cells)
+            split = [c for line in out.splitlines() for c in line.split(separator)]
+            assert not [c for c in split if c.lstrip('"')[:1] in ("=", "+", "-", "@")], (separator, split)
+        # the numbers stay numbers (unquoted), the text is quoted
+        rows = list(csv.reader(io.StringIO(out), quoting=csv.QUOTE_NONNUMERIC))
+        number = rows[0].index("prompt_tokens" if args[1] == "query" else "requests")
+        assert len(rows) == 5 and all(isinstance(r[number], float) and r[number] >= 1 for r in rows[1:]), rows
+    code, out, _ = cli("audit", "query", str(path), "--format", "jsonl")
+    assert code == 0 and all(line.isprintable() for line in out.splitlines()), repr(out)
+    assert [json.loads(line)["model"] for line in out.splitlines()] == models
+    code, out, _ = cli("audit", "summary", str(path), "--by", "model", "--format", "json")
+    assert code == 0 and all(line.isprintable() for line in out.splitlines()), repr(out)
+    assert sorted(r["model"] for r in json.loads(out)) == sorted(models)
+
+
 def test_a_time_beyond_any_calendar_is_blank_not_a_traceback(tmp_path: Path) -> None:
     path = hostile_log(tmp_path)
     code, out, err = cli("audit", "query", str(path), "--format", "csv", "--request-id", "req-9")

@@ -7,7 +7,6 @@ exists): a log that fails verification is not read as if it were sound (exit 1, 
 
 from __future__ import annotations
 
-import csv
 import sqlite3
 import sys
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from aigrid.audit.query import (
 from aigrid.audit.verify import printable, verify
 from aigrid.cli_error import agreeing, counted, print_error
 from aigrid.errors import AigridError
+from aigrid.printable import printable_json, spreadsheet_cell, spreadsheet_writer
 
 DEFAULT_DB = Path(".aigrid/audit.db")
 DEFAULT_KEY = Path(".aigrid/audit-signing.pub.pem")
@@ -167,13 +167,13 @@ def query_command(db: Db = DEFAULT_DB, since: Since = None, until: Until = None,
     shown = 0
     if fmt == "jsonl":
         for rec in found:
-            out.write(orjson.dumps({"seq": rec.seq, **rec.body}).decode() + "\n")
+            out.write(printable_json(orjson.dumps({"seq": rec.seq, **rec.body}).decode()) + "\n")
             shown += 1
     elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = spreadsheet_writer(out, lineterminator="\n")
         writer.writerow(FLAT_COLUMNS)
         for rec in found:
-            writer.writerow([spreadsheet_safe(v) for v in flat(rec).values()])
+            writer.writerow([spreadsheet_cell(v) for v in flat(rec).values()])
             shown += 1
     else:
         table = Table(*FLAT_COLUMNS, box=None, pad_edge=False)
@@ -197,14 +197,6 @@ def _cell(value: object) -> Text:
     """A value from the log as plain text: never read as rich markup (a model name like `[/x]` is the
     client's choice), control and escape characters shown escaped as repr writes them."""
     return Text(printable(str(value)))
-
-
-def spreadsheet_safe(value: object) -> object:
-    """A CSV cell a spreadsheet will not run: text that opens with = + - @ (or a tab or CR) gets a leading '
-    (OWASP's rule for CSV injection; a tenant's model name or a batch's custom_id is the client's text)."""
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
-        return "'" + value
-    return value
 
 
 def _first(found: Iterator[Record], limit: int) -> list[Record]:
@@ -252,12 +244,13 @@ def summary_command(db: Db = DEFAULT_DB,
             for key, t in sorted(groups.items(), key=lambda kv: (-kv[1].requests, kv[0]))]
     out = sys.stdout
     if fmt == "json":
-        out.write(orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows],
-                               option=orjson.OPT_INDENT_2).decode() + "\n")
+        body = orjson.dumps([dict(zip(columns, row, strict=True)) for row in rows], option=orjson.OPT_INDENT_2)
+        # line by line: orjson escapes a line break inside a string, so each line break here is the layout's
+        out.write("\n".join(printable_json(line) for line in body.decode().split("\n")) + "\n")
     elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
+        writer = spreadsheet_writer(out, lineterminator="\n")
         writer.writerow(columns)
-        writer.writerows([spreadsheet_safe(v) for v in row] for row in rows)
+        writer.writerows([spreadsheet_cell(v) for v in row] for row in rows)
     else:
         table = Table(*columns, box=None, pad_edge=False, show_footer=bool(rows))
         for row in rows:
