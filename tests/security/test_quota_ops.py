@@ -4,6 +4,7 @@ arrives after its release applies nothing, and a settlement that failed is tried
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any, cast
 
@@ -110,3 +111,86 @@ async def test_a_release_the_store_cannot_take_either_is_logged(caplog: pytest.L
     with pytest.raises(TimeoutError):
         await q.admit(ALICE, 300)
     assert [m for m in caplog.messages if "could not be released" in m], caplog.messages
+
+
+class _HeldReplies:
+    """A TCP relay to Redis on 127.0.0.1 that drops the next reply when `drop` is set: Redis has run the command,
+    and its client's socket timeout fires (a Redis stalled or a network lost right after the write)."""
+
+    def __init__(self, redis_port: int) -> None:
+        self.redis_port = redis_port
+        self.drop = False
+        self.server: asyncio.Server | None = None
+        self.pumps: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.redis_port)
+        for task in (self._pump(reader, up_writer, False), self._pump(up_reader, writer, True)):
+            t = asyncio.create_task(task)
+            self.pumps.add(t)
+            t.add_done_callback(self.pumps.discard)
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
+        try:
+            while data := await src.read(65536):
+                if replies and self.drop:
+                    self.drop = False
+                    continue
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.close()
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for t in list(self.pumps):
+            t.cancel()
+        await asyncio.gather(*self.pumps, return_exceptions=True)
+        await self.server.wait_closed()
+
+
+@pytest.mark.parametrize("retries", [True, False], ids=["redis-py retries", "no retries"])
+async def test_a_charge_whose_redis_reply_is_lost_is_charged_once(redis_port: int, retries: bool) -> None:
+    """Real Redis, its reply lost after it ran the charge, the client's real 0.2 s socket timeout. redis-py (8.x)
+    retries a command that timed out, 3 times by default (the gateway's quota client keeps that default): before,
+    the charge ran again, the request counted twice and its tokens reserved twice; now the repeat answers as the first
+    did. Without retries the admission fails (503 at the guard) and its charge is released; before, it stayed."""
+    pytest.importorskip("redis", reason="the redis client package is not installed")
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import TimeoutError as RedisTimeout
+
+    from aigrid.security.quotas_redis import RedisQuotaBackend
+
+    relay = _HeldReplies(redis_port)
+    port = await relay.start()
+    direct = Redis(host="127.0.0.1", port=redis_port)
+    client = (Redis(host="127.0.0.1", port=port, socket_timeout=0.2) if retries else
+              Redis(host="127.0.0.1", port=port, socket_timeout=0.2, retry=Retry(NoBackoff(), 0)))
+    rpm, budget = f"lost:{{acme}}:tenant:acme:rpm:{int(NOW // 60)}", "lost:{acme}:tenant:acme:budget:3"
+    try:
+        await direct.flushdb()
+        q = Quotas(RULES, RedisQuotaBackend(client), clock=lambda: NOW, prefix="lost")
+        r = await q.admit(ALICE, 100)  # the scripts loaded: the next reply is the charge's
+        await q.settle(r, 0)
+        relay.drop = True
+        if retries:
+            await q.admit(ALICE, 300)
+            assert (int(await direct.get(rpm)), int(await direct.get(budget))) == (2, 300)
+        else:
+            with pytest.raises(RedisTimeout):
+                await q.admit(ALICE, 300)
+            assert (int(await direct.get(rpm)), int(await direct.get(budget))) == (1, 0)
+        assert not relay.drop  # the charge's reply was the one lost: Redis had run it
+    finally:
+        await client.aclose()
+        await direct.aclose()
+        await relay.stop()
