@@ -4,7 +4,8 @@ turns, and where the system prompt, a user turn and a tool result meet, read joi
 chat bodies, with the firewall's defaults (injection block, personal data redacted) and with personal data only
 (injection off), score cache on (a repeated body's injection scores are kept, as a conversation's earlier turns
 are); what the streaming redactor costs a chunk of an answer; and the worst case of reading the seams alone
-(`pii.read_together` on 400 one-digit parts each padded by 2,000 zero-width characters, its last line). CPU time of this process, microseconds. docs/security.md ("Personal data") quotes it; run it
+(`pii.read_together` alone on 400 one-digit parts each padded by 2,000 zero-width characters and on thousands of tiny
+parts, its last four lines). CPU time of this process, microseconds. docs/security.md ("Personal data") quotes it; run it
 on the code before a change and after. Usage:
     .venv/bin/python scripts/firewall_pii_seams_cost.py [CALLS]
 """
@@ -71,12 +72,15 @@ def main() -> None:
             _us(firewall, texts, calls // 10)  # warm up (and fill the score cache)
         print(f"{name}: {_us(defaults, texts, calls):.0f} us a check_texts with the defaults, "
               f"{_us(pii_only, texts, calls):.0f} us with personal data only")
-    padded = ["1" + "\u200b" * 2_000 for _ in range(400)]
-    own = [find_pii(p) for p in padded]
-    start = time.process_time()
-    read_together(padded, own)
-    print(f"400 one-digit parts each padded by 2,000 zero-width characters: "
-          f"{(time.process_time() - start) * 1e3:.0f} ms (read_together alone, once)")
+    for name, pieces in (("400 one-digit parts each padded by 2,000 zero-width characters",
+                          ["1" + "\u200b" * 2_000 for _ in range(400)]),
+                         ("4,000 one-digit parts", ["1"] * 4_000),
+                         ("4,000 parts '12 ' (a phone number begins at every seam, with a break there)", ["12 "] * 4_000),
+                         ("3,000 parts 'a@b.cd' (an address ends at every seam, with a break there)", ["a@b.cd"] * 3_000)):
+        own = [find_pii(p) for p in pieces]
+        start = time.process_time()
+        read_together(pieces, own)
+        print(f"{name}: {(time.process_time() - start) * 1e3:.0f} ms (read_together alone, once)")
 
 
 if __name__ == "__main__":

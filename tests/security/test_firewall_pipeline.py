@@ -438,3 +438,14 @@ def test_a_number_cut_between_user_turns_and_running_into_the_next_is_redacted(f
     apply(body, texts, result)
     assert [m["content"] for m in body["messages"]] == ["Call me on [REDACTED:PHONE]", "", "thanks"]
     assert firewall.check_texts("strict", texts).blocked is not None
+
+
+def test_a_number_cut_across_three_turns_and_running_into_a_fourth_is_redacted(firewall: Firewall) -> None:
+    """Each seam was read joined and with a break at the seams either side only: a number across three turns whose
+    end ran into the fourth's word was cut by every such reading and passed `redact` and `block` (twenty-third
+    session); each seam is now read as well with a break there alone, back from it and forwards."""
+    body, texts = chat(*({"role": "user", "content": c} for c in ("call +", "1 415", " 555 0100", "thanks")))
+    result = firewall.check_texts("acme", texts)
+    apply(body, texts, result)
+    assert [m["content"] for m in body["messages"]] == ["call [REDACTED:PHONE]", "", "", "thanks"]
+    assert firewall.check_texts("strict", texts).blocked is not None

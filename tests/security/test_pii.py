@@ -242,6 +242,34 @@ def test_every_item_a_model_reads_across_two_neighbouring_pieces_is_redacted(pie
                 assert all(i in gone for i in range(m.start, m.end) if pair[i] != _ZW), (pieces, k, m)
 
 
+# twenty-third session: each seam was read joined and with a break at the seams either side of it only, so an item
+# cut across three pieces or more whose end ran into the next piece's word was missed ("call +" | "1 415" |
+# " 555 0100" | "thanks"), and likewise one that began right after a word; each window holding three pieces or more is
+# now read as well up to its seam and from it
+def test_an_item_across_three_pieces_or_more_running_into_the_next_piece_is_redacted() -> None:
+    assert together(["call +", "1 415", " 555 0100", "thanks"]) == ["call [REDACTED:PHONE]", "", "", "thanks"]
+    assert together(["x", "mail jo@", "ex.", "com", "-x"]) == ["x", "mail [REDACTED:EMAIL]", "", "", "-x"]
+    assert together(["pay DE89", " 3704 00", "44 0532", " 0130 00", "x"]) == ["pay [REDACTED:IBAN]", "", "", "", "x"]
+    assert together(["ab5", "+1 415", " 555 ", "0100 thanks"]) == ["ab5", "[REDACTED:PHONE]", "", " thanks"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.lists(_cuts, max_size=8).map("".join), min_size=3, max_size=6))
+def test_every_item_a_model_reads_in_the_pieces_before_or_after_a_break_is_redacted(pieces: list[str]) -> None:
+    """A break (a template's line, a role marker) at one seam: the pieces before it read joined, and those after."""
+    from aigrid.security.firewall.pii import read_together
+
+    found = read_together(pieces, [find_pii(p) for p in pieces])
+    starts = [sum(map(len, pieces[:i])) for i in range(len(pieces) + 1)]
+    gone = {starts[k] + i for k, matches in enumerate(found) for m in matches for i in range(m.start, m.end)}
+    joined = "".join(pieces)
+    for a, b in [(0, n) for n in range(2, len(pieces))] + [(n, len(pieces)) for n in range(1, len(pieces) - 1)]:
+        for m in find_pii(joined[starts[a]:starts[b]]):
+            start, end = starts[a] + m.start, starts[a] + m.end
+            if any(start < seam < end for seam in starts[a + 1:b]):
+                assert all(i in gone for i in range(start, end) if joined[i] != _ZW), (pieces, a, b, m)
+
+
 # helper 128: the stream held back at most 16 times its holdback (1,664 characters), so an item padded with more
 # than 15 invisible characters per character went out in parts
 @pytest.mark.parametrize("pad", ["\u200b" * 40, "\u00ad\u2060" * 100, "\ufeff" * 1000])
