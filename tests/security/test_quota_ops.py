@@ -194,3 +194,18 @@ async def test_a_charge_whose_redis_reply_is_lost_is_charged_once(redis_port: in
         await client.aclose()
         await direct.aclose()
         await relay.stop()
+
+
+async def test_only_a_store_that_pauses_is_asked_by_op() -> None:
+    """A gateway's own in-process store never pauses nor fails: no op is named, none recorded (its memory and time
+    per request as before); the same store behind the hub is asked by op (HubQuotaBackend has no `pauses`)."""
+    own = MemoryQuotaBackend()
+    q = Quotas(RULES, own, clock=lambda: NOW)
+    r = await q.admit(ALICE, 300)
+    grown = await q.extend(r, 100)
+    assert grown is not None
+    await q.settle(grown[0], 50)
+    assert own._ops == {} and r.op == ""
+    hubs = LateAnswer(MemoryQuotaBackend())
+    named = await Quotas(RULES, cast(QuotaBackend, hubs), clock=lambda: NOW).admit(ALICE, 300)
+    assert named.op.startswith("aigrid:q:{acme}:op:") and list(hubs.inner._ops) == [named.op]

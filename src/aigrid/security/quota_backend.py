@@ -23,6 +23,10 @@ OP_TTL_S = 120
 """How long a store remembers a call by its op: a repeat or a release within it is exact (a call held up longer
 than this inside the store, after its caller gave up and released it, would then apply). Each request leaves one or
 two such records (admission, settlement; a tool loop one per turn): about 100 bytes each in Redis, 120 s each."""
+MEMORY_OP_TTL_S = 30.0
+"""The same in the in-process store, which is asked by op only as the workers' hub (a gateway's own store never
+pauses nor fails: its Quotas names no op): a worker's call and its release come within the hub's 5 s call timeout
+each, and the hub's ops cost its memory (about 400 bytes each, 30 s each)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +91,8 @@ class MemoryQuotaBackend:
     """Its calls never await: a cancel cannot land between a charge and its caller (gateway/guard.py runs the calls
     of a store that pauses, Redis or the workers' hub, shielded; this one as a plain call, on every request)."""
 
-    def __init__(self, max_counters: int = 100_000) -> None:
+    def __init__(self, max_counters: int = 100_000, op_ttl_s: float = MEMORY_OP_TTL_S) -> None:
+        self._op_ttl_s = op_ttl_s
         self._values: dict[str, tuple[int, float]] = {}
         self._max = max_counters
         self._next_pass = max_counters
@@ -96,7 +101,7 @@ class MemoryQuotaBackend:
         past `max_counters` (a day's budget of each of many JWT users) is gone through once each time it doubles,
         not on every request (32 ms each at 100,000 before)."""
         self._ops: dict[str, tuple[_Answer, list[int]]] = {}
-        """Calls by op (OP_TTL_S): (the answer, the amounts applied); a released one's answer is RELEASED."""
+        """Calls by op (`op_ttl_s`): (the answer, the amounts applied); a released one's answer is RELEASED."""
         self._op_order: deque[tuple[float, str]] = deque()
 
     async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
@@ -151,7 +156,7 @@ class MemoryQuotaBackend:
     def _record(self, op: str | None, answer: _Answer, applied: list[int]) -> None:
         if op is not None:
             self._ops[op] = (answer, applied)
-            self._op_order.append((time.monotonic() + OP_TTL_S, op))
+            self._op_order.append((time.monotonic() + self._op_ttl_s, op))
 
     async def value(self, key: str) -> int:
         return self._get(key)

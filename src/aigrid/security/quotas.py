@@ -86,6 +86,9 @@ class Quotas:
         self.backend: QuotaBackend = backend if backend is not None else MemoryQuotaBackend()
         self.clock = clock
         self.prefix = prefix
+        self._named = getattr(self.backend, "pauses", True)
+        """Calls are named by an op (quota_backend.py) on a store that pauses (Redis, the hub): one that never pauses
+        nor fails (the in-process one) has nothing to repeat or release."""
 
     async def admit(self, principal: Principal, tokens: int, *, requests_only: bool = False) -> Reservation:
         """Count one request reserving `tokens`; raises RateLimited (429, Retry-After) if any limit is hit.
@@ -123,7 +126,7 @@ class Quotas:
         # the longest wait first: the backend names the first full counter, so Retry-After is the time until
         # every full one has room (a full minute window beside a spent day's budget says the day's end)
         counters.sort(key=lambda c: -c[0].ttl_s)
-        op = f"{self.prefix}:{{{principal.tenant}}}:op:{uuid.uuid4().hex}"
+        op = f"{self.prefix}:{{{principal.tenant}}}:op:{uuid.uuid4().hex}" if self._named else None
         charged = [c for c, _, _ in counters]
         full, values = await self._charging(op, charged, self.backend.consume(charged, op)) if charged else (None, [])
         if full is not None:
@@ -142,11 +145,13 @@ class Quotas:
             held = tightest.get(kind)
             if held is None or (room.remaining, room.limit) < (held.remaining, held.limit):
                 tightest[kind] = room
-        return Reservation(tuple(token_counters), tokens, tuple(tightest.values()), tuple(token_limits), op)
+        return Reservation(tuple(token_counters), tokens, tuple(tightest.values()), tuple(token_limits), op or "")
 
-    async def _charging(self, op: str, counters: list[Counter], call: Awaitable[T]) -> T:
+    async def _charging(self, op: str | None, counters: list[Counter], call: Awaitable[T]) -> T:
         """A charge under `op`; where the store fails (a timeout, which may come after it applied the charge), the
         charge is released (exactly what it applied, or nothing and never) before the error is raised on."""
+        if op is None:
+            return await call
         try:
             return await call
         except Exception:
@@ -181,7 +186,7 @@ class Quotas:
         needs = [replace(w, amount=tokens - min(unused, sum(c.amount for c in reservation.token_counters
                                                             if c.key == w.key))) for w in windows]
         needs = [c for c in needs if c.amount > 0]
-        op = _op_after(reservation.op, self.prefix)
+        op = _op_after(reservation.op, self.prefix) if self._named else None
         # one round trip: the store reads the room and charges in one step (no other request between)
         short = await self._charging(op, needs, self.backend.grow(needs, give, op)) if needs else 0
         if short is None:
@@ -217,10 +222,12 @@ class Quotas:
                     fixes.append(Counter(c.key, share - c.amount, c.limit, c.expires_at, max(0.0, c.expires_at - now)))
         if not fixes:
             return
-        op = _op_after(reservation.op, self.prefix)
+        op = _op_after(reservation.op, self.prefix) if self._named else None
         try:
             await self.backend.adjust(fixes, op)
         except Exception:  # a timeout may come after the store applied it: the same op again applies it once
+            if op is None:  # unnamed, a repeat could apply it twice
+                raise
             log.warning("quota settlement %s failed; tried once more", op, exc_info=True)
             await self.backend.adjust(fixes, op)
 
