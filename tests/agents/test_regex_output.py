@@ -29,6 +29,8 @@ async def test_a_replacement_that_multiplies_the_text_is_written_out_no_further_
     ("", "x", "abc"), ("a*", "-", "baaac"), (r"(\w)(\w)?", r"\2\1", "abcde"), ("x*", r"[\g<0>]", "axxb"),
     (r"(?=(.))", r"\1", "abc"), (r"\b", "|", "hi there"), (r"(?P<d>\d+)", r"<\g<d>>", "a 12 b 345"),
     (r"\d+", r"\n\t\\", "1 2"), ("z", "y", "no match here"),
+    # an empty text without a match: the package never reads the replacement (twenty-third session: was refused)
+    ("x", "\\", ""), ("x", r"\g<nope>", ""), ("(?r)x", "\\", ""),
 ])
 async def test_sub_answers_as_the_package_s_own_sub(pattern: str, replacement: str, text: str) -> None:
     out = await RegexTool().run({"pattern": pattern, "text": text, "mode": "sub", "replacement": replacement},
@@ -41,6 +43,12 @@ async def test_a_long_result_is_cut_and_an_invalid_replacement_is_refused() -> N
     assert out == "b" * MAX_OUTPUT + f"... (cut at {MAX_OUTPUT} characters)"
     with pytest.raises(ToolError, match="invalid replacement"):
         await RegexTool().run({"pattern": "(a)", "text": "xa", "mode": "sub", "replacement": r"\9"}, NO_CONTEXT)
+    for pattern, replacement, text in (("", "\\", ""), ("x", "\\", "abc"), ("", r"\g<nope>", "")):
+        with pytest.raises((regex.error, IndexError)):  # the package refuses these too: read at a match, or before a search
+            regex.compile(pattern).sub(replacement, text)
+        with pytest.raises(ToolError, match="invalid replacement"):
+            await RegexTool().run({"pattern": pattern, "text": text, "mode": "sub", "replacement": replacement},
+                                  NO_CONTEXT)
 
 
 @pytest.mark.parametrize("args", [

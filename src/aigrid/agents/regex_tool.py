@@ -148,16 +148,16 @@ def _sub(compiled: Any, replacement: str, text: str, timeout_s: float) -> str:
     backwards (`(?r)`) finds its matches from the end: the pieces go before those already written, and only the
     last ones found (the result's start) are kept past the bound."""
     backwards = bool(compiled.flags & regex.REVERSE)
-    try:
-        template: list[str | int] = _replacements._compile_replacement_helper(compiled, replacement)
-    except (regex.error, IndexError) as e:
-        raise ToolError(f"invalid replacement: {e}") from e
+    # the package reads the replacement before it searches, except in an empty text, where it reads it only at a
+    # match: `sub("x", "\\", "")` is "" (this tool said "invalid replacement" until the twenty-third session)
+    template = _template(compiled, replacement) if text else None
     pieces: deque[str] = deque()
     size, last, dropped = 0, len(text) if backwards else 0, False
     deadline = time.monotonic() + timeout_s
     for m in compiled.finditer(text, timeout=timeout_s, concurrent=True):
         # no more of a piece than can be shown (a piece backwards goes before every later one): one past the bound
         room = MAX_OUTPUT + 1 - (0 if backwards else size)
+        template = _template(compiled, replacement) if template is None else template
         try:
             if backwards:
                 piece = _expand(template, m, text, room)
@@ -183,6 +183,15 @@ def _sub(compiled: Any, replacement: str, text: str, timeout_s: float) -> str:
         return _clip("".join(pieces) + text[last:])
     out = text[:last] + "".join(reversed(pieces))
     return out[:MAX_OUTPUT] + f"... (cut at {MAX_OUTPUT} characters)" if dropped else _clip(out)
+
+
+def _template(compiled: Any, replacement: str) -> list[str | int]:
+    """The replacement as the package compiles it (literals and group numbers), or the model's error."""
+    try:
+        template: list[str | int] = _replacements._compile_replacement_helper(compiled, replacement)
+    except (regex.error, IndexError) as e:
+        raise ToolError(f"invalid replacement: {e}") from e
+    return template
 
 
 def _expand(template: list[str | int], m: Any, text: str, room: int) -> str:
