@@ -7,12 +7,17 @@ pipeline per `security.abuse.share_interval_s`. It counts them in its own AbuseM
 so another gateway's request reaches this gateway's verdicts at most about two intervals late (its send,
 then this read). A new gateway starts reading at the stream's end: history is not replayed (it would be
 counted as new requests). Redis unreachable: SharedStateUnavailable (the caller answers from its own
-requests until Redis answers again).
+requests until Redis answers again). An entry no gateway wrote (without its `g` field, or whose `b` is not
+JSON or not a batch) is skipped and counted (`malformed`), the entries around it read as usual; a warning
+with the count goes out at most once per MALFORMED_WARN_S, however many there are.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
+import time
+from collections.abc import Callable, Mapping
 
 import orjson
 import redis.asyncio as aioredis
@@ -22,16 +27,26 @@ from aigrid.errors import SharedStateUnavailable
 from aigrid.redis_client import connect
 from aigrid.security.firewall.abuse_shared import Batch, batch_from_wire, batch_to_wire
 
+log = logging.getLogger("aigrid.abuse")
+
+MALFORMED_WARN_S = 60.0
+"""At most one warning per this many seconds about skipped entries (with how many since the last one)."""
+
 
 class RedisAbuseRelay:
     def __init__(self, client: aioredis.Redis, grid: str, *, gateway_id: str | None = None,
-                 max_len: int = 10_000) -> None:
+                 max_len: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self._r = client
         self._key = f"aigrid:{grid}:abuse"
         self.gateway_id = gateway_id or secrets.token_hex(8)
         self._max_len = max_len
         self._cursor: str | None = None
         """The last stream entry read (None: not started; the stream's end at the first relay)."""
+        self._clock = clock
+        self.malformed = 0
+        """Entries skipped as no gateway writes them, since this relay started."""
+        self._unwarned = 0
+        self._warned_at = float("-inf")
 
     @classmethod
     def from_url(cls, url: str, grid: str, *, password_env: str | None = None) -> RedisAbuseRelay:
@@ -53,15 +68,33 @@ class RedisAbuseRelay:
         except RedisError as e:
             raise SharedStateUnavailable(f"abuse digests: Redis unreachable: {e}") from e
         others: Batch = []
+        skipped: tuple[str, str] | None = None
         for _, entries in read or ():
             for entry_id, fields in entries:
-                self._cursor = entry_id.decode()
-                if fields[b"g"].decode() != self.gateway_id:
-                    others.extend(batch_from_wire(orjson.loads(fields[b"b"])))
+                self._cursor = _text(entry_id)
+                try:
+                    if _field(fields, "g") != self.gateway_id.encode():
+                        others.extend(batch_from_wire(orjson.loads(_field(fields, "b"))))
+                except (KeyError, ValueError) as e:  # orjson.JSONDecodeError is a ValueError
+                    self.malformed += 1
+                    self._unwarned += 1
+                    skipped = skipped or (self._cursor, str(e)[:200])
+        if skipped is not None and self._clock() - self._warned_at >= MALFORMED_WARN_S:
+            log.warning("abuse digests: skipped %d entr%s of %s that no gateway wrote (the first here: %s, %s); "
+                        "the other entries are counted", self._unwarned, "y" if self._unwarned == 1 else "ies",
+                        self._key, *skipped)
+            self._unwarned = 0
+            self._warned_at = self._clock()
         return others
 
     async def aclose(self) -> None:
         await self._r.aclose()
+
+
+def _field(fields: Mapping[bytes | str, bytes | str], name: str) -> bytes:
+    """A stream entry's field as bytes, whether the client decodes replies or not; KeyError when missing."""
+    value = fields[name.encode()] if name.encode() in fields else fields[name]
+    return value.encode() if isinstance(value, str) else value
 
 
 def _text(stream_id: bytes | str | None) -> str:

@@ -172,8 +172,19 @@ def batch_to_wire(batch: Batch) -> list[list[Any]]:
     return [[k, d.prompt, d.prefix, int(d.greedy), int(d.probing)] for k, d in batch]
 
 
-def batch_from_wire(raw: list[list[Any]]) -> Batch:
-    return [(str(k), AbuseDigest(str(p), str(x), bool(g), bool(b))) for k, p, x, g, b in raw]
+def batch_from_wire(raw: Any) -> Batch:
+    """Raises ValueError for anything but a list of [key, prompt hash, prefix hash, 0/1, 0/1] (a batch no
+    gateway or worker wrote)."""
+    if not isinstance(raw, list):
+        raise ValueError(f"a batch is a list, not {type(raw).__name__}")
+    batch: Batch = []
+    for row in raw:
+        if not (isinstance(row, list) and len(row) == 5 and all(isinstance(v, str) for v in row[:3])
+                and all(type(v) in (int, bool) and v in (0, 1) for v in row[3:])):
+            raise ValueError("a digest is [key, prompt hash, prefix hash, 0/1, 0/1]")
+        k, p, x, g, b = row
+        batch.append((k, AbuseDigest(p, x, bool(g), bool(b))))
+    return batch
 
 
 def request_to_wire(since: int, batch: Batch) -> dict[str, Any]:
