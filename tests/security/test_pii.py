@@ -372,7 +372,7 @@ def test_overlapping_items_in_a_piece_are_merged_the_same_whatever_the_order_the
     running_on = PiiMatch("card", 0, 4, (2, 3), True)  # the end of a card begun in piece 2
     beginning = PiiMatch("email", 0, 4, (3, 4), False)  # an address that begins here and runs into piece 4
     own = PiiMatch("phone", 1, 6, (), False)
-    expected = [PiiMatch("card", 0, 6, (2, 3, 4), True)]  # one stretch: named once, in piece 2
+    expected = [PiiMatch("card", 0, 6, (2, 3), True)]  # one stretch: named once, in piece 2
     assert _merged([running_on, beginning, own]) == expected
     assert _merged([beginning, own, running_on]) == expected
     assert _merged([own, beginning]) == [PiiMatch("email", 0, 6, (3, 4), False)]
@@ -385,3 +385,16 @@ def test_a_stretch_of_overlapping_items_across_pieces_is_named_once() -> None:
     pieces = ["ex078", "4111 00jane05", "051111555 ", "0044", "jo@00example.com"]
     # "051111555 0044" is a card, "0044jo@00example.com" an address: one stretch a model reads, one placeholder
     assert together(pieces) == ["ex078", "4111 00jane05", "[REDACTED:CARD]", "", ""]
+
+
+def test_an_item_across_thousands_of_pieces_shares_one_list_of_them() -> None:
+    """An address across 2,000 invisible pieces is in each of them, each naming the 2,002 pieces it covers: one
+    tuple shared. Merging the readings' matches in each piece made a union of their pieces per piece (4 million
+    numbers written: 0.25 s, 3 s with 8,000 pieces)."""
+    from aigrid.security.firewall.pii import read_together
+
+    pieces = ["write jo@ex"] + ["\u200b"] * 2_000 + [".com", " x"]
+    found = read_together(pieces, [find_pii(p) for p in pieces])
+    assert [redact(p, m) for p, m in zip(pieces, found, strict=True)] == [
+        "write [REDACTED:EMAIL]", *[""] * 2_000, "", " x"]
+    assert len({id(m.pieces) for matches in found for m in matches}) <= 4  # one per reading that found it

@@ -416,9 +416,9 @@ or a number's separator after a digit."""
 
 
 def _merged(matches: list[PiiMatch]) -> list[PiiMatch]:
-    """Overlapping matches made one, that of an item read across pieces standing for the others (its kind: of the
-    first to start, one running on from the piece before first, then the higher detector; its pieces: all of
-    theirs). One stretch of overlapping items is removed whole and named once, in the piece where it begins: the
+    """Overlapping matches made one, that of an item read across pieces standing for the others (its kind and
+    pieces: of the first to start, one running on from the piece before first, then the higher detector; a tuple
+    shared, not copied: an item across thousands of invisible pieces is in each of them). One stretch of overlapping items is removed whole and named once, in the piece where it begins: the
     merged match is a `rest` (no placeholder) where any item in it continues from the piece before (whose own
     merged match then holds the stretch's placeholder, or continues it from further back), whatever the order the
     readings found them in. Until the twenty-third session the first match in the readings' order decided: the same texts gave
@@ -429,8 +429,7 @@ def _merged(matches: list[PiiMatch]) -> list[PiiMatch]:
         if out and m.start < out[-1].end:
             top = out[-1]
             keep = top if top.pieces or not m.pieces else m
-            pieces = tuple(sorted({*top.pieces, *m.pieces}))
-            out[-1] = PiiMatch(keep.kind, top.start, max(top.end, m.end), pieces, top.rest or m.rest)
+            out[-1] = PiiMatch(keep.kind, top.start, max(top.end, m.end), keep.pieces, top.rest or m.rest)
         else:
             out.append(m)
     return out
