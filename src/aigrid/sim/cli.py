@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from aigrid.cli_error import print_error, wrong_kind
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_failed
+from aigrid.printable import printable
 from aigrid.sim.experiment import run_experiment
 from aigrid.sim.report import print_table, summary, write_outputs
 from aigrid.sim.scenario import ScenarioError, ScenarioProblem, load_scenario
@@ -34,7 +35,8 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
     console = console or Console(stderr=True)
     scenario = load_scenario(path)
     out = prepare_dir(Path(out_dir))
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+    # a policy's label names the scenario's site set: text, never rich markup (a `[/x]` was a MarkupError)
+    with Progress(TextColumn("{task.description}", style="bold", markup=False), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
                   TimeElapsedColumn(), console=console, disable=quiet, transient=True) as progress:
         tasks: dict[str, TaskID] = {}
         lines = not quiet and not console.is_terminal  # a log, not a terminal: a plain line every 10% instead
@@ -43,13 +45,14 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
 
         def report(label: str, fraction: float) -> None:
             if label not in tasks:
-                tasks[label] = progress.add_task(label, total=1.0)
+                tasks[label] = progress.add_task(printable(label), total=1.0)
             fraction = min(max(fraction, 0.0), 1.0)
             progress.update(tasks[label], completed=fraction)
             tenth = int(fraction * 10)
             if lines and tenth > printed.get(label, 0):
                 printed[label] = tenth
-                console.print(f"{label}: {tenth * 10}% ({time.monotonic() - started:.0f} s)", highlight=False)
+                console.print(f"{printable(label)}: {tenth * 10}% ({time.monotonic() - started:.0f} s)",
+                              highlight=False, markup=False)
 
         try:
             experiment = run_experiment(scenario, progress=report, workers=workers,
@@ -64,7 +67,8 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
         raise write_failed("--out", out, e) from None
     if not quiet:
         print_table(experiment, Console(width=max(Console().width, 132)))
-        console.print(f"wrote {out}/summary.json ({experiment.events:,} events in {experiment.wall_s:.1f} s)")
+        console.print(f"wrote {printable(str(out))}/summary.json ({experiment.events:,} events in "
+                      f"{experiment.wall_s:.1f} s)", markup=False, soft_wrap=True)
     return summary(experiment)
 
 

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.legend import Legend  # noqa: E402
 
 from aigrid.cli_error import counted  # noqa: E402
 from aigrid.sim.experiment import Experiment  # noqa: E402
@@ -57,10 +58,17 @@ def cdf_figure(ex: Experiment) -> Figure:
     ax.set_ylabel("fraction of all requests (rejected never reach 1)")
     ax.set_ylim(0, 1.0)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, title="policy")
-    ax.set_title(f"{ex.scenario.name}: TTFT CDF per policy, identical traffic")
+    _as_written(ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, title="policy"))
+    ax.set_title(f"{ex.scenario.name}: TTFT CDF per policy, identical traffic", parse_math=False)
     fig.tight_layout()
     return fig
+
+
+def _as_written(legend: Legend) -> None:
+    """The legend's labels (policies, named after the scenario's site sets) as written: a `$` in a name is not
+    mathtext (`$\\foo$` was a traceback when the figure was saved, after the whole run)."""
+    for text in legend.get_texts():
+        text.set_parse_math(False)
 
 
 def _load_curve(ex: Experiment, path: Path) -> Path:
@@ -76,8 +84,8 @@ def _load_curve(ex: Experiment, path: Path) -> Path:
     ax.set_ylabel("TTFT (ms, log scale)")
     ax.axhline(ex.scenario.slo.ttft_ms, color="grey", ls="--", lw=1)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    ax.set_title(f"{ex.scenario.name}: TTFT against load (the knee)")
+    _as_written(ax.legend())
+    ax.set_title(f"{ex.scenario.name}: TTFT against load (the knee)", parse_math=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -108,7 +116,7 @@ def _map(ex: Experiment, path: Path) -> Path:
     ax.set_xlabel("longitude")
     ax.set_ylabel("latitude")
     ax.set_title(f"{ex.scenario.name}: {counted(len(lat), 'site', grouped=True)} under policy {run.label} "
-                 "(grey: GeoNames cities, CC-BY)")
+                 "(grey: GeoNames cities, CC-BY)", parse_math=False)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
