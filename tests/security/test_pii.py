@@ -253,6 +253,14 @@ def test_an_item_across_three_pieces_or_more_running_into_the_next_piece_is_reda
     assert together(["ab5", "+1 415", " 555 ", "0100 thanks"]) == ["ab5", "[REDACTED:PHONE]", "", " thanks"]
 
 
+def test_an_item_ending_one_separator_before_a_break_is_redacted() -> None:
+    """Joined, "call 0100415 05555 0044" reads on through the space into the last turn and the phone pattern takes
+    four groups, 16 digits, no phone number; with a break after the space the model reads "0100415 05555", and its
+    first four digits were left (an item one separator before the seam was not read back from it)."""
+    assert together(["call 0100", "415 ", "05555 ", "0044 thanks"]) == ["call [REDACTED:PHONE]", "", "", " thanks"]
+    assert together(["call +44 ", "56", "0100555 ", "3704x"]) == ["call [REDACTED:PHONE]", "", "", "x"]
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.lists(_cuts, max_size=8).map("".join), min_size=3, max_size=6))
 def test_every_item_a_model_reads_in_the_pieces_before_or_after_a_break_is_redacted(pieces: list[str]) -> None:

@@ -357,20 +357,22 @@ from the seam back: an item that ends at the seam, found in as many steps as it 
 
 
 def _ending_at(text: str, seam: int, kinds: frozenset[str] | None) -> list[tuple[str, int, int]]:
-    """The items that end at `seam` with a break there (what is after it unread), each detector's at most: the text
-    before the seam read backwards from it, anchored there, and what it finds checked by the detector itself as
-    the text is written (its pattern, its look-behinds, its validator)."""
-    if not text[seam - 1].isalnum():
-        return []  # every item ends in a letter or a digit
-    back = text[max(0, seam - _AROUND - 2):seam][::-1]
+    """The items that end at `seam` with a break there (what is after it unread), or one separator before it, each
+    detector's at most: the text before read backwards from there, anchored, and what it finds read again by the
+    detector itself from where it starts, as the text is written up to the break (its pattern, its look-behinds,
+    its validator)."""
+    end = seam if text[seam - 1].isalnum() else seam - 1  # every item ends in a letter or a digit: at the seam,
+    if end == seam - 1 and (text[end] not in " .-" or end < 1 or not text[end - 1].isalnum()):
+        return []  # or before a number's separator there (which the pieces joined read on, into the next piece)
+    back = text[max(0, end - _AROUND - 2):end][::-1]
     skip = _skipped(back)
     out = []
     for kind, backwards in _BACKWARDS.items():
         if (kinds is None or kind in kinds) and kind not in skip and (m := backwards.match(back)) is not None:
             pattern, valid = _DETECTOR[kind]
-            start = seam - m.end()
-            if pattern.fullmatch(text, start, seam) and (valid is None or valid(text[start:seam])):
-                out.append((kind, start, seam))
+            start = end - m.end()
+            if (item := pattern.match(text, start, seam)) is not None and (valid is None or valid(item.group())):
+                out.append((kind, start, item.end()))
     return out
 
 
