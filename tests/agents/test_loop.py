@@ -327,3 +327,26 @@ async def test_a_null_max_tokens_is_no_max_tokens_to_the_loop(limits: dict[str, 
     assert [r.get("max_tokens") for r in engine.received] == [LoopConfig().step_max_tokens, 24]
     assert all(r.get("max_completion_tokens") is None for r in engine.received)
     assert first_turn(chat(CALC, **limits), REGISTRY)["max_tokens"] == LoopConfig().step_max_tokens
+
+
+async def test_a_loop_whose_engine_counts_nothing_answers_usage_null_not_an_empty_object() -> None:
+    """A turn without the engine's count makes what the loop spent unknown (Finished.usage {}, charged its
+    reservation). The answer said `"usage": {}`, an object without OpenAI's required counts (an SDK builds a usage
+    whose prompt_tokens is missing); unknown is null, as the schema allows, whole and in the streamed usage chunk."""
+    from aigrid.agents.reply import completion, sse_stream
+
+    engine = ScriptedEngine([{**call("calculator", expression="1 + 1"), "usage": {}}, {"content": "2", "usage": {}}])
+    evs = await events(engine, chat(CALC))
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and fin.content == "2" and fin.usage == {}
+    assert completion(fin, "m", created=0, response_id="r")["usage"] is None
+
+    async def replay() -> Any:
+        for ev in evs:
+            yield ev
+
+    chunks = [orjson.loads(part[6:]) async for out in sse_stream(replay(), "m", include_usage=True, created=0,
+                                                               response_id="r")
+              for part in out.decode().split("\n") if part.startswith("data: {")]
+    assert chunks[-1] == {"id": "r", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
+                          "usage": None}

@@ -65,8 +65,15 @@ def completion(finished: Finished, model: str, *, created: int, response_id: str
         message["tool_calls"] = list(finished.tool_calls)
     return {"id": response_id, "object": "chat.completion", "created": created, "model": model,
             "choices": [{"index": 0, "message": message, "finish_reason": finished.finish_reason}],
-            "usage": dict(finished.usage), "aigrid_steps": [show(s).to_dict() for s in finished.steps],
+            "usage": _usage(finished.usage), "aigrid_steps": [show(s).to_dict() for s in finished.steps],
             "aigrid_loop": finished.summary()}
+
+
+def _usage(usage: Mapping[str, int]) -> dict[str, int] | None:
+    """The answer's `usage`: the loop's summed counts, or null when a turn came without the engine's count
+    (Finished.usage {}: unknown, charged its reservation), as OpenAI's schema has it (`usage` is optional), so a
+    client's SDK does not build a usage object without its required counts."""
+    return dict(usage) if usage else None
 
 
 class _Chunks:
@@ -78,7 +85,7 @@ class _Chunks:
         return encode(orjson.dumps(chunk))
 
     def usage(self, usage: Mapping[str, int]) -> bytes:
-        return encode(orjson.dumps({**self.head, "choices": [], "usage": dict(usage)}))
+        return encode(orjson.dumps({**self.head, "choices": [], "usage": _usage(usage)}))
 
 
 def step_comment(step: Step) -> bytes:
