@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml  # type: ignore[import-untyped]
 
 from aigrid.dashboard.replay_files import CLIENT_COLUMNS, add_client_columns, prepare_replay
+from aigrid.printable import FORMULA_STARTS
 from tests.dashboard.browser import chromium_page
 from tests.dashboard.conftest import Served
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL = ROOT / "examples" / "sim" / "small.yaml"
+NUMBER = re.compile(r"-?\d+(\.\d+)?")
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +31,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("sim")
     run_scenario(SMALL, out, plots=False, quiet=True)
+    shutil.copy(out / "requests.csv", out / "requests.sim.csv")  # as the simulator wrote it
     return out
 
 
@@ -43,6 +51,47 @@ def test_prepare_replay_adds_sites_and_client_cities(run: Path) -> None:
     assert any(float(r["client_lat"]) < 0 for r in rows if r["tenant"] == "chat")
     assert {r["site"] for r in eu if r["status"] == "ok"} == {"eu-west"}
     assert not add_client_columns(SMALL, run / "requests.csv")  # a second time changes nothing
+
+
+def test_the_rewritten_requests_csv_keeps_the_simulators_quoting(run: Path, tmp_path: Path) -> None:
+    """Each record as the simulator wrote it (text quoted, numbers not), the new cells written the same way: the
+    file was rewritten with minimal quoting, every text cell unquoted (a `;` in a name two cells to a `;` reader)."""
+    written = (run / "requests.sim.csv").read_text()
+    copy = tmp_path / "requests.csv"
+    copy.write_text(written)
+    assert add_client_columns(SMALL, copy)
+    before, after = written.splitlines(), copy.read_text().splitlines()
+    assert len(after) == len(before) > 100
+    assert all(new.startswith(old + ",") for old, new in zip(before, after, strict=True))
+    assert after[0].endswith(',"client_city","client_lat","client_lon"')
+    rows = list(csv.reader(io.StringIO(copy.read_text()), quoting=csv.QUOTE_NONNUMERIC))  # unquoted: a number
+    assert all(isinstance(r[-2], float) and isinstance(r[-1], float) and isinstance(r[-3], str) for r in rows[1:])
+
+
+def test_an_agent_run_with_follow_up_calls_is_made_replayable(tmp_path: Path) -> None:
+    """A tool loop's follow-up calls are rows `session.step` (sim/report.py): int('4.1') was a ValueError, so no
+    run with an agent tenant could be replayed. Each call's client is its session's; the names stay guarded."""
+    from aigrid.sim.cli import run_scenario
+
+    sc = yaml.safe_load(SMALL.read_text())
+    sc.update(requests=150, duration_s=20, faults=[], policies=["balanced", "nearest"])
+    sc["tenants"][0].update(name="=agent;@SUM(1)",
+                            agent={"steps": 3, "tool_ms": 20, "loop": "client", "output_tokens": 32})
+    scenario = tmp_path / "agents.yaml"
+    scenario.write_text(yaml.safe_dump(sc))
+    run_scenario(scenario, tmp_path / "out", plots=False, quiet=True)
+    prepare_replay(scenario, tmp_path / "out")
+    text = (tmp_path / "out" / "requests.csv").read_text()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    follow_ups = [r for r in rows if "." in r["request"]]
+    assert follow_ups and {r["tenant"] for r in follow_ups} == {"'=agent;'@SUM(1)"}
+    client = {(r["policy"], r["request"]): (r["client_city"], r["client_lat"], r["client_lon"]) for r in rows}
+    assert all(client[r["policy"], r["request"]] == client[r["policy"], r["request"].split(".")[0]]
+               for r in follow_ups)
+    assert len({client[k] for k in client}) > 10
+    for separator in (",", ";"):
+        cells = [c for row in csv.reader(io.StringIO(text), delimiter=separator) for c in row]
+        assert not [c for c in cells if c.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(c)], separator
 
 
 def test_the_run_replays_on_the_map(run: Path, served: Served, tmp_path: Path) -> None:
@@ -65,3 +114,12 @@ def test_the_run_replays_on_the_map(run: Path, served: Served, tmp_path: Path) -
     assert external == []
     if os.environ.get("AIGRID_UPDATE_DOCS") == "1":
         shutil.copy(tmp_path / "dashboard-replay.png", ROOT / "docs" / "img" / "dashboard-replay.png")
+
+
+def test_a_requests_csv_it_cannot_read_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "requests.csv").write_bytes(b'"policy","request","arrival_s","site"\r\n"balanced","4.x",0.5,"a"\r\n')
+    done = subprocess.run([sys.executable, "-m", "aigrid.dashboard.replay_files", str(SMALL), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "line 2: request '4.x' is neither a request's index nor an agent call's session.step" in done.stderr
+    assert (tmp_path / "requests.csv").read_bytes().endswith(b'"a"\r\n')  # left as it was
