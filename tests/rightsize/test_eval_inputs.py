@@ -267,3 +267,39 @@ def test_a_bad_file_among_several_is_refused_before_any_is_evaluated(tmp_path: P
     bad = wide(tmp_path / "bad.csv", labelled(1))
     code, out = run("--data", str(good), "--data", str(bad))
     assert code == 2 and "bad.csv: 1 prompt" in one_error_line(out)  # no tables of good.csv first
+
+
+def test_a_row_with_more_cells_than_the_header_is_refused_not_shifted(tmp_path: Path) -> None:
+    """An unquoted comma in a prompt made a row one cell longer: the prompt was cut at the comma and the cells
+    after it read one column to the left (a score model's 3 and 4 read as its scores); the extra cell was dropped."""
+    f = wide(tmp_path / "x.csv", [[f"q{i}", i % 5, 4] for i in range(12)], ["prompt", "model_a", "model_b"])
+    with f.open("a", encoding="utf-8") as out:
+        out.write("What is 3,4,1,2\n")  # prompt 'What is 3,4', written without quotes
+    code, out = run("--data", str(f))
+    assert code == 2 and "x.csv, line 14: 4 fields, the header has 3" in one_error_line(out)
+    trailing = tmp_path / "t.csv"  # a trailing comma on every row (an empty last cell) shifts nothing: read
+    trailing.write_text("prompt,model_a,model_b\n" + "".join(f"q{i},{i % 2},1,\n" for i in range(12)))
+    assert read_routing_csv(trailing).small.tolist() == [0.0, 1.0] * 6
+
+
+@pytest.mark.parametrize("index", ["", "Unnamed: 0", "id", "row_id", "index"])
+def test_a_numbered_index_column_is_not_taken_for_a_model(tmp_path: Path, index: str) -> None:
+    """A score file without `*_correct` columns (every numeric column a model) written by pandas with its index
+    (an unnamed first column) or with an id column: the row number was a third model, and the file refused."""
+    f = wide(tmp_path / "i.csv", [[i, f"q{i}", i % 2, 1] for i in range(12)], [index, "prompt", "model_a", "model_b"])
+    d = read_routing_csv(f)
+    assert (d.small_name, d.large_name) == ("model_a", "model_b")
+    assert d.small.tolist() == [0.0, 1.0] * 6 and d.large.tolist() == [1.0] * 12
+
+
+def test_a_long_files_judge_scores_divided_by_10_are_said_so(tmp_path: Path) -> None:
+    """A 1-5 judge's scores are read as 0-10 and divided by 10 (quality 0.1-0.5): a note says so and names the
+    file's range, where the figures printed nothing about it."""
+    f = tmp_path / "j.csv"
+    with f.open("w", newline="", encoding="utf-8") as out:
+        csv.writer(out).writerows([["question_id", "turn", "model", "judge_score", "turn_prompt"]]
+                                  + [[q, 1, m, 2 + q % 3 if m == "s" else 5, f"q{q}"] for q in range(12) for m in "sl"])
+    d = read_routing_csv(f)
+    assert d.large.tolist() == [0.5] * 12
+    assert any("'judge_score' read as a 0-10 judge score and divided by 10" in n and "from 2 to 5" in n
+               for n in d.notes), d.notes

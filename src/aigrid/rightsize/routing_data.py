@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 import sys
 import zlib
 from dataclasses import dataclass
@@ -155,6 +156,11 @@ def read_routing_csv(path: Path, small: str | None = None, large: str | None = N
                 raise InvalidRequest(f"{path}, line {starts.start}: more than {MAX_CELLS:,} cells ({width} columns "
                                      f"x {len(rows) + 1:,} rows), the most read; keep fewer rows or columns",
                                      param="data")
+            extra: list[str] = r.get(None) or []  # type: ignore[assignment]  # DictReader's restkey
+            if any((v or "").strip() for v in extra):
+                # more cells than the header names: a comma in an unquoted prompt shifts every cell after it
+                raise InvalidRequest(f"{path}, line {starts.start}: {width + len(extra)} fields, the header "
+                                     f"has {width} (a cell with a comma must be quoted)", param="data")
             lines.append(starts.start)  # the file's line, a prompt over several lines and blank lines counted
             rows.append({canon.get(k, k): v for k, v in r.items() if k is not None})
     except csv.Error as e:
@@ -200,6 +206,12 @@ class _Starts:
         return row
 
 
+ROW_ID = re.compile(r"|id|index|.*[_ ]id|unnamed: ?\d+")
+"""Numeric columns that number the rows, not a model's score (a wide file without `*_correct` columns takes every
+other numeric column as a score): `id`, `index`, `*_id`, and the index column pandas writes (`Unnamed: 0`, or
+no name)."""
+
+
 BOOLEANS = {"true": 1.0, "false": 0.0, "yes": 1.0, "no": 0.0}
 """Quality written as a boolean (any case), read as 1 / 0."""
 
@@ -230,9 +242,8 @@ def _text(value: str | None, where: str, column: str) -> str:
 
 def _wide(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[str], small: str | None,
           large: str | None) -> RoutingData:
-    skip = set(STRUCTURAL)
     quality = [c for c in cols if c.lower().endswith("_correct")] or [
-        c for c in cols if c not in skip and all(_isnum(r[c]) for r in rows[:50])]
+        c for c in cols if c not in STRUCTURAL and not ROW_ID.fullmatch(c.lower()) and all(_isnum(r[c]) for r in rows[:50])]
     if not quality:
         raise InvalidRequest(f"{path}: no quality column (one per model: `*_correct`, 0/1, or a numeric score); "
                              f"found {', '.join(cols)}", param="data")
@@ -284,9 +295,13 @@ def _long(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
     keys = [k for k in per if s in per[k] and lg in per[k]]
     if not keys:
         raise InvalidRequest(f"{path}: no prompt has a score for both {s!r} and {lg!r}", param="data")
-    notes = (f"{len(per) - len(keys)} of {len(per)} prompts left out: not scored for both models",) \
+    notes: tuple[str, ...] = (f"{len(per) - len(keys)} of {len(per)} prompts left out: not scored for both models",) \
         if len(keys) < len(per) else ()
-    scale = 10.0 if max(v for d in per.values() for v in d.values()) > 1.0 else 1.0
+    every = [v for d in per.values() for v in d.values()]
+    scale = 10.0 if max(every) > 1.0 else 1.0
+    if scale == 10.0:  # a 1-5 judge would print 0.1-0.5: say what the quality figures are
+        notes += (f"column {score_col!r} read as a 0-10 judge score and divided by 10 (this file's scores run "
+                  f"from {min(every):g} to {max(every):g})",)
     # grouped by question: the two turns of one question are never on both sides of a split
     return RoutingData([k[2] for k in keys], [k[0] for k in keys],
                        np.array([per[k][s] / scale for k in keys]), np.array([per[k][lg] / scale for k in keys]),
