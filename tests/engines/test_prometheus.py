@@ -8,8 +8,12 @@ from typing import Any
 import pytest
 
 from aigrid.engines.prometheus import (
+    MAX_LABELS,
     MAX_LINES,
+    MAX_PARSED_CHARS,
+    MAX_PARSED_LINES,
     PARSERS,
+    _without_buckets,
     collect_samples,
     parse_dcgm,
     parse_stats,
@@ -224,8 +228,8 @@ def test_a_million_line_exposition_is_refused_before_it_is_parsed(monkeypatch: p
     with pytest.raises(EngineError, match="more than the 50000 read"):
         parse_stats("vllm", text)
     monkeypatch.undo()
-    edge = "vllm:num_requests_running 1\n" * MAX_LINES
-    assert parse_stats("vllm", edge).running == MAX_LINES
+    edge = "vllm:num_requests_running 7\n" + 'vllm:x_seconds_bucket{le="1"} 1\n' * (MAX_LINES - 1)
+    assert parse_stats("vllm", edge).running == 7
 
 
 @pytest.mark.parametrize("text", [
@@ -240,3 +244,51 @@ def test_an_exposition_within_its_lines_but_too_large_to_parse_is_refused(text: 
     _no_parse(monkeypatch)
     with pytest.raises(EngineError, match="not parsed"):
         parse_stats("vllm", text)
+
+
+_SAMPLE = 'vllm:num_requests_running{a="' + "x" * 30 + '"} 1\n'
+
+
+@pytest.mark.parametrize("text", [
+    _SAMPLE * 32_000,  # 2 MB: 0.64 s a scrape
+    "".join(f"# TYPE vllm:f{i} gauge\nvllm:f{i} 1\n" for i in range(24_000)),  # 0.9 MB, 0.37 s
+    ("# HELP vllm:x " + "h" * 1000 + "\n") * 2000,  # 2 MB of comments, 0.15 s
+    "v 1\n" * 49_000,  # 0.2 MB: 4 us a line
+    "".join("vllm:num_requests_running{" + ",".join(f'l{j}="{i}"' for j in range(10)) + "} 1\n"
+            for i in range(1_000)),  # 10,000 labels, 0.2 MB: 5 to 11 us each
+])
+def test_an_exposition_within_the_old_bounds_that_held_the_event_loop_is_refused(
+        text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Within 2 MiB and 50,000 labels besides the buckets, a hostile /metrics held the event loop 0.1 to 0.6 s at
+    every scrape; the parsed part is now at most MAX_PARSED_CHARS, MAX_PARSED_LINES and MAX_LABELS, refused before
+    the parser."""
+    assert text.count("\n") <= MAX_LINES and len(text) <= 2 << 20 and text.count("=") <= 50_000
+    _no_parse(monkeypatch)
+    with pytest.raises(EngineError, match="not parsed"):
+        parse_stats("vllm", text)
+
+
+def test_an_exposition_at_the_bounds_is_parsed_and_a_real_one_is_far_within() -> None:
+    labelled = "vllm:num_requests_waiting{" + ",".join(f'l{i}="1"' for i in range(MAX_LABELS)) + "} 0\n"
+    samples = labelled + "vllm:num_requests_running 3\n" + "vllm:num_requests_waiting 0\n" * (MAX_PARSED_LINES - 3)
+    text = samples + "#" * (MAX_PARSED_CHARS - len(samples) - 1) + "\n"
+    assert (len(text), text.count("\n"), text.count("=")) == (MAX_PARSED_CHARS, MAX_PARSED_LINES, MAX_LABELS)
+    buckets = 'vllm:time_to_first_token_seconds_bucket{engine="0",le="0.5",model_name="m"} 1\n' * 10_000
+    assert parse_stats("vllm", buckets + text + buckets).running == 3  # buckets are not counted (1.6 MB here)
+    for name in ("vllm_v0_aibrix.prom", "vllm_v1_grep.prom", "sglang_docs.prom", "llamacpp_busy.prom"):
+        kept = _without_buckets(fixture(name))
+        assert len(kept) * 50 < MAX_PARSED_CHARS and kept.count("=") * 50 < MAX_LABELS, name
+        assert kept.count("\n") * 40 < MAX_PARSED_LINES, name
+
+
+@pytest.mark.parametrize("text", [
+    'a_bucket{le="1"} 1\nb 2\nc_bucket 3',  # a bucket first, and last without its line break
+    'a_bucket_x{le="1"} 1\nab_bucket\t4\n#a_bucket 1\nx_bucket{le="2"} 6\n\ny 7\n',
+])
+def test_buckets_are_cut_at_either_end_and_only_where_a_sample_s_name_ends(text: str) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    full = {s.name: [(s.labels, float(s.value))] for f in text_string_to_metric_families(text) for s in f.samples
+            if not s.name.endswith("_bucket")}
+    assert collect_samples(text) == full
+    assert _without_buckets(text).count("_bucket") == text.count("_bucket") - 2
