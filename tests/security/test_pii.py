@@ -406,3 +406,18 @@ def test_an_item_across_thousands_of_pieces_shares_one_list_of_them() -> None:
     assert [redact(p, m) for p, m in zip(pieces, found, strict=True)] == [
         "write [REDACTED:EMAIL]", *[""] * 2_000, "", " x"]
     assert len({id(m.pieces) for matches in found for m in matches}) <= 4  # one per reading that found it
+
+
+@pytest.mark.parametrize("item,kind", [
+    ("jane.doe+x@example.co.uk", "email"), (CARD, "card"), ("4111-1111-1111-1111", "card"), (IBAN, "iban"),
+    ("GB82WEST12345698765432", "iban"), ("+44 20 7946 0958", "phone"), ("(555) 123-4567", "phone"),
+    ("+1 (415) 555-0100", "phone"), ("123-45-6789", "ssn"), ("AB 12 34 56 C", "uk_nino"), ("AB123456C", "uk_nino")])
+def test_each_detector_read_backwards_reads_its_items(item: str, kind: str) -> None:
+    """read_together reads back from a seam with each detector's pattern written backwards (pii._BACKWARDS): a
+    detector without one, or one that reads less than the detector, would leave its items ending at a break."""
+    from aigrid.security.firewall import pii
+
+    assert set(pii._BACKWARDS) == set(pii.KINDS)
+    assert kinds(item) == [kind]
+    assert pii._BACKWARDS[kind].fullmatch(item[::-1]) is not None
+    assert (kind, 2, len(item) + 2) in pii._ending_at(f"x {item}", len(item) + 2, None)
