@@ -49,6 +49,10 @@ def test_iso_and_numeric_times_give_the_same_gaps(tmp_path: Path) -> None:
     ("time,prompt_tokens,output_tokens\n1,2,3\n2,2,2147483648\n", "line 3, column output_tokens"),
     ('{"timestamp": 1, "input_length": 1' + "0" * 400 + ', "output_length": 3}\n',
      "line 1, column input_length: 10000000000000000000...00000000 (401 characters) tokens is more than"),
+    # an unquoted comma in a count: '1,024' read as 1 prompt token and 024 output tokens, the row's last cell dropped
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00,1,024,10\n",
+     "line 2: 4 fields, the header has 3"),
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00,5,100,10\n", "line 2: 4 fields"),
     ('{"timestamp": 1' + "0" * 400 + ', "input_length": 1, "output_length": 3}\n',
      "line 1, column timestamp: 10000000000000000000...00000000 (401 characters) is not a time"),
 ])
@@ -101,3 +105,12 @@ def test_a_trace_too_big_too_long_or_not_a_file_is_refused_by_name(tmp_path: Pat
     monkeypatch.setattr(traces, "MAX_TRACE_BYTES", 40)
     with pytest.raises(TraceFileError, match="larger than 0 MiB, the most a trace may be"):
         read_trace(write(tmp_path, "time,prompt_tokens,output_tokens\n1,1,1\n2,1,1\n3,1,1\n"))
+
+
+def test_azure_2024_times_in_other_precisions_and_zone_suffixes_give_the_same_gaps(tmp_path: Path) -> None:
+    """The 2024 traces' '+00:00', a 'Z' (either case, RFC 3339), 3, 7 or 9 fractional digits, and a trailing
+    comma (an empty last cell) on every row."""
+    body = ("TIMESTAMP,ContextTokens,GeneratedTokens\n2024-05-10 00:00:00.009930+00:00,1,1,\n"
+            "2024-05-10t00:00:00.5099300z,2,2,\n2024-05-10T00:00:01.009930123Z,3,3,\n2024-05-10 02:00:01.51+02:00,4,4,\n")
+    t = read_trace(write(tmp_path, body))
+    assert np.diff(t.t) == pytest.approx([0.5, 0.5, 0.50007]) and t.prompt.tolist() == [1, 2, 3, 4]

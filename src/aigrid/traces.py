@@ -25,7 +25,8 @@ row with 0 output tokens (BurstGPT's failed requests) is kept, and the replays s
 A file that cannot be used raises TraceFileError naming the file, the line and the column: no rows, more than
 MAX_TRACE_ROWS rows or MAX_TRACE_BYTES bytes, not a regular file (a pipe is read until it ends, within
 spec.load.PIPE_DEADLINE_S; a device such as /dev/zero is refused), a missing column, a time that is neither ISO 8601 nor a number (or a number too big for a float), a token count
-that is negative, fractional, NaN, empty or over 2**31 - 1, a byte that is not UTF-8.
+that is negative, fractional, NaN, empty or over 2**31 - 1, a row with more fields than the header (an unquoted
+comma; an empty last field is read), a byte that is not UTF-8.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _time(raw: object, ms: bool, at: str) -> tuple[float, bool]:
             value, numeric = float(text), True
         except ValueError:
             try:
-                when = datetime.fromisoformat(_FRACTION.sub(r"\1", text))
+                when = datetime.fromisoformat(_FRACTION.sub(r"\1", text.upper()))  # 't' and 'z' (RFC 3339)
                 value = (when if when.tzinfo is not None else when.replace(tzinfo=UTC)).timestamp()
             except (ValueError, OverflowError, OSError):
                 raise TraceFileError(f"{at}: {text!r} is not a time (ISO 8601, e.g. 2023-11-16 18:15:46.68, "
@@ -232,6 +233,9 @@ def _csv(path: Path, text: str, rows: list[tuple[int, object, object, object]]) 
             if len(record) <= max(index):
                 missing = cols[next(k for k, j in enumerate(index) if j >= len(record))]
                 raise TraceFileError(f"{path}, line {line}: {len(record)} fields, no value for column {missing}")
+            if any(cell.strip() for cell in record[len(header):]):  # an empty last cell (a trailing comma) is read
+                raise TraceFileError(f"{path}, line {line}: {len(record)} fields, the header has {len(header)} (an "
+                                     "unquoted comma, '1,024', shifts the cells after it; quote such a cell)")
             rows.append((line, record[index[0]], record[index[1]], record[index[2]]))
     except csv.Error as e:
         raise TraceFileError(f"{path}, line {reader.line_num}: not valid CSV: {e}") from None
