@@ -75,7 +75,7 @@ class RedisAbuseRelay:
                 try:
                     if _field(fields, "g") != self.gateway_id.encode():
                         others.extend(batch_from_wire(orjson.loads(_field(fields, "b"))))
-                except (KeyError, ValueError) as e:  # orjson.JSONDecodeError is a ValueError
+                except ValueError as e:  # orjson.JSONDecodeError is one
                     self.malformed += 1
                     self._unwarned += 1
                     skipped = skipped or (self._cursor, str(e)[:200])
@@ -92,8 +92,10 @@ class RedisAbuseRelay:
 
 
 def _field(fields: Mapping[bytes | str, bytes | str], name: str) -> bytes:
-    """A stream entry's field as bytes, whether the client decodes replies or not; KeyError when missing."""
-    value = fields[name.encode()] if name.encode() in fields else fields[name]
+    """A stream entry's field as bytes, whether the client decodes replies or not; ValueError when missing."""
+    value = fields.get(name.encode(), fields.get(name))
+    if value is None:
+        raise ValueError(f"no field {name!r}")
     return value.encode() if isinstance(value, str) else value
 
 
