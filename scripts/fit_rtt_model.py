@@ -8,9 +8,10 @@ have coordinates up to 100-200 km off, see that data's README); the report cover
 
 Another provider's matrix will do in the same long form: one row per directed pair with columns src_lat,
 src_lon, dst_lat, dst_lon, rtt_ms (names in any case, in any order, other columns ignored), and optionally
-src and dst (a region's pair with itself is skipped) and stat (only --stat's rows are used; without the
-column every row is). A value that cannot be used (a round trip <= 0, NaN or empty, a latitude outside
-[-90, 90]), a line that is not CSV (a field over 131,072 characters), an empty file or a missing column is
+src and dst (a region's pair with itself is skipped) and stat (only --stat's rows are used, in any case; without
+the column every row is). A value that cannot be used (a round trip <= 0, NaN or empty, a latitude outside
+[-90, 90]), a row with more fields than the header (an unquoted comma), a line that is not CSV (a field over
+131,072 characters), an empty file or a missing column is
 refused with the file, line and column, exit status 2; so is a file with fewer than 3 pairs 500 km or more
 apart (nothing to fit two parameters on).
 """
@@ -76,6 +77,9 @@ def _rows(path: Path, reader: Any, stat: str) -> tuple[np.ndarray, np.ndarray]:
             continue
         rows += 1
         line = reader.line_num
+        if any(c.strip() for c in rec[len(header):]):  # an empty last field (a trailing comma) is read
+            raise DataError(f"{path}, line {line}: {len(rec)} fields, the header has {len(header)} (an unquoted "
+                            "comma in a region's name shifts the fields after it; quote it)")
 
         def cell(name: str, rec: list[str] = rec, line: int = line) -> str:
             if col[name] >= len(rec):
@@ -84,7 +88,7 @@ def _rows(path: Path, reader: Any, stat: str) -> tuple[np.ndarray, np.ndarray]:
 
         if "stat" in col:
             stats.add(cell("stat"))
-            if cell("stat") != stat:
+            if cell("stat").lower() != stat.lower():  # P50 is p50
                 continue
         if "src" in col and "dst" in col and cell("src") == cell("dst"):
             continue

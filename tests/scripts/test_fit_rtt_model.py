@@ -47,6 +47,9 @@ def test_another_providers_matrix_is_fitted(tmp_path: Path) -> None:
     ("gcp,a,b,50,8,40,-3,\n", "line 38, column RTT_ms: ''"),
     ("gcp,a,b,95,8,40,-3,30\n", "line 38, column Src_Lat: '95'"),
     ("gcp,a,b,50,8\n", "line 38: 5 fields"),
+    # an unquoted comma in a region's name: every field after it was read one column to the right (here the
+    # stat-less row's latitude 'b' would be refused, but with a stat column the row was dropped unsaid)
+    ("gcp,West US, CA,b,50,8,40,-3,30\n", "line 38: 9 fields, the header has 8"),
 ])
 def test_a_bad_row_is_named(tmp_path: Path, last: str, named: str) -> None:
     f = matrix(tmp_path, last)
@@ -71,3 +74,22 @@ def test_a_file_that_cannot_be_fitted_is_refused(tmp_path: Path, body: str, name
     f.write_text(body)
     r = fit(f)
     assert r.returncode == 2 and str(f) in r.stderr and named in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_stat_written_in_another_case_is_the_same_stat(tmp_path: Path) -> None:
+    """A file whose stat column says P50 / P95: --stat p50 found no row and the fit was refused."""
+    body = matrix(tmp_path).read_text().splitlines()
+    f = tmp_path / "upper.csv"
+    f.write_text("\n".join([body[0] + ",stat"] + [r + ",P50" for r in body[1:]] + [r + ",P95" for r in body[1:]]) + "\n")
+    r = fit(f)
+    assert r.returncode == 0, r.stderr
+    assert "fit on 30 p50 pairs >= 500 km: overhead 10.0 ms, route factor 1.50" in r.stdout, r.stdout
+
+
+def test_a_row_of_the_other_stat_shifted_by_a_comma_is_not_dropped_unsaid(tmp_path: Path) -> None:
+    f = tmp_path / "s.csv"
+    f.write_text("\n".join([matrix(tmp_path).read_text().splitlines()[0] + ",stat"]
+                           + [r + ",p50" for r in matrix(tmp_path).read_text().splitlines()[1:]]
+                           + ["gcp,West US, CA,b,50,8,40,-3,30,p50"]) + "\n")
+    r = fit(f)
+    assert r.returncode == 2 and f"{f}, line 38: 10 fields, the header has 9" in r.stderr, r.stderr
