@@ -7,30 +7,49 @@
 // sites.json: {"sites": [{id, name, lat, lon, jurisdiction, slots}]} or {"sites": {id: {...}}}; the
 // gateway's own /v1/grid answer also works (slots summed from its endpoints).
 
+// RFC 4180: a quoted cell may hold commas, doubled quotes and line breaks (CR, LF or CRLF); records end at CRLF, LF
+// or CR outside quotes; a blank line is no record (as Python's csv.DictReader); a leading byte-order mark is dropped.
+// Each row is an object keyed by the header's cells, "" for a cell the row lacks. Cells are returned as written.
 export function parseCsv(text) {
-  const lines = text.split(/\r?\n/).filter(l => l.length);
-  const split = line => {
-    const out = [];
-    let cur = "", quoted = false;
-    for (let i = 0; i < line.length; i++) {
-      const ch = line[i];
-      if (quoted) {
-        if (ch === '"' && line[i + 1] === '"') { cur += '"'; i++; }
-        else if (ch === '"') quoted = false;
-        else cur += ch;
-      } else if (ch === '"') quoted = true;
-      else if (ch === ",") { out.push(cur); cur = ""; }
-      else cur += ch;
-    }
-    out.push(cur);
-    return out;
+  const records = [];
+  let row = [], cur = "", quoted = false, started = false;
+  const end = () => {
+    if (started) { row.push(cur); records.push(row); }
+    row = []; cur = ""; started = false;
   };
-  const header = split(lines[0] || "");
-  return lines.slice(1).map(l => {
-    const cells = split(l), row = {};
+  const special = /[",\r\n]/g;
+  for (let i = text.charCodeAt(0) === 0xfeff ? 1 : 0; i < text.length;) {
+    const ch = text[i];
+    if (quoted) {  // up to the next quote: the cell's end, or a doubled quote (an unclosed one takes the rest)
+      const q = text.indexOf('"', i);
+      cur += text.slice(i, q < 0 ? text.length : q);
+      if (q < 0) break;
+      if (text[q + 1] === '"') { cur += '"'; i = q + 2; } else { quoted = false; i = q + 1; }
+    } else if (ch === '"') { quoted = true; started = true; i++; }
+    else if (ch === ",") { row.push(cur); cur = ""; started = true; i++; }
+    else if (ch === "\n" || ch === "\r") { i += ch === "\r" && text[i + 1] === "\n" ? 2 : 1; end(); }
+    else {  // a run of plain text
+      special.lastIndex = i;
+      const j = special.exec(text) ? special.lastIndex - 1 : text.length;
+      cur += text.slice(i, j); started = true; i = j;
+    }
+  }
+  end();
+  const header = records[0] || [];
+  return records.slice(1).map(cells => {
+    const row = {};
     header.forEach((h, i) => { row[h] = cells[i] ?? ""; });
     return row;
   });
+}
+
+// A text cell as the scenario wrote it: the simulator's CSV writer (printable.spreadsheet_cell) puts a ' before
+// text a spreadsheet would run as a formula (= + - @ tab CR at its start; = + - @ after a , ; tab or line break
+// inside it). The page takes those guards off, so that names read as written and a site's id in requests.csv
+// matches its id in sites.json; a name that itself held such a ' shows without it.
+export function unguard(cell) {
+  if (!cell || !cell.includes("'")) return cell || "";
+  return cell.replace(/^'(?=[=+\-@\t\r])/, "").replace(/([,;\t\r\n])'(?=[=+\-@])/g, "$1");
 }
 
 export function parseSites(obj) {
@@ -48,9 +67,12 @@ const num = v => (v === "" || v == null ? null : Number(v));
 
 export class Replay {
   constructor(rows, sites, policy) {
-    this.all = rows;
+    // the names as the scenario wrote them (the CSV writer's formula guards off); numbers as they are
+    this.all = rows.map(r => ({...r, policy: unguard(r.policy) || "run", site: unguard(r.site),
+                               endpoint: unguard(r.endpoint), tenant: unguard(r.tenant),
+                               client_city: unguard(r.client_city)}));
     this.sites = new Map(sites.map(s => [s.id, s]));
-    this.policies = [...new Set(rows.map(r => r.policy || "run"))];
+    this.policies = [...new Set(this.all.map(r => r.policy))];
     this.hasClients = rows.length > 0 && "client_lat" in rows[0] && "client_lon" in rows[0];
     this.missing = new Set();
     this.select(policy || this.policies[0]);
@@ -58,7 +80,7 @@ export class Replay {
 
   select(policy) {
     this.policy = policy;
-    this.rows = this.all.filter(r => (r.policy || "run") === policy).map(r => ({
+    this.rows = this.all.filter(r => r.policy === policy).map(r => ({
       id: `${policy}#${r.request}`, t: num(r.arrival_s) ?? 0, site: r.site || null, endpoint: r.endpoint || null,
       status: r.status || "ok", ttft: num(r.ttft_ms), e2e: num(r.e2e_ms), tokens: num(r.output_tokens) ?? 0,
       tenant: r.tenant || "", city: r.client_city || "",

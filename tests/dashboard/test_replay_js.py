@@ -1,0 +1,102 @@
+"""The page's own replay code (static/replay.js) run in node: parseCsv reads any RFC 4180 file as Python's csv
+module does (quoted commas, doubled quotes, line breaks inside a cell), and the Replay shows the scenario's names
+as written, the simulator's CSV writer's formula guards taken off. Skipped without node."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aigrid.printable import spreadsheet_cell, spreadsheet_writer
+
+REPLAY_JS = Path(__file__).resolve().parents[2] / "src" / "aigrid" / "dashboard" / "static" / "replay.js"
+NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(NODE is None, reason="no node: the page's replay.js is not tried")
+
+
+def node(tmp_path: Path, body: str, data: object) -> Any:
+    """`body` run as a module with replay.js as R (parseCsv, parseSites and Replay by name) and `data` (JSON) read from
+    stdin as `data`; what it writes with out(value) comes back, from JSON."""
+    module = tmp_path / "replay.mjs"
+    shutil.copy(REPLAY_JS, module)
+    script = (f"import * as R from {json.dumps(module.as_uri())}; const {{parseCsv, parseSites, Replay}} = R;"
+              "import {readFileSync} from 'fs'; const data = JSON.parse(readFileSync(0, 'utf8'));"
+              "const out = v => process.stdout.write(JSON.stringify(v));" + body)
+    done = subprocess.run([NODE or "node", "--input-type=module", "-e", script], input=json.dumps(data),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+CELLS = ["plain", "a,b", 'say "hi"', "two\nlines", "crlf\r\nin it", "lone\rcr", "", '""', "trailing\n", "é ✓"]
+
+
+def files() -> list[str]:
+    """CSV texts with every kind of cell, as Python's csv writes them (minimal and full quoting, CRLF and LF
+    records), and by hand: no line break at the end, blank lines between records, a quoted empty cell."""
+    texts = []
+    for quoting in (csv.QUOTE_MINIMAL, csv.QUOTE_NONNUMERIC, csv.QUOTE_ALL):  # minimal with LF: a CR unquoted
+        for terminator in ("\r\n", "\n"):
+            out = io.StringIO()
+            w = csv.writer(out, quoting=quoting, lineterminator=terminator)
+            w.writerow(["policy", "tenant", "site", "n"])
+            for i, cell in enumerate(CELLS):
+                w.writerow(["p", cell, CELLS[-1 - i], i])
+            texts.append(out.getvalue())
+    texts.append('policy,tenant\r\n"x","a\r\nb"\r\n\r\ny,""\n\nz,"q""" ')
+    texts.append('policy,tenant\ra,"b\rc"\rd,e')
+    return texts
+
+
+def test_parse_csv_reads_what_pythons_csv_reads(tmp_path: Path) -> None:
+    """parseCsv split the file into lines first: a cell with a line break (a scenario's or tenant's name) broke its
+    row in two, and each half read as a row of its own."""
+    texts = files()
+    parsed = node(tmp_path, "out(data.map(parseCsv));", texts)
+    for text, rows in zip(texts, parsed, strict=True):
+        expected = [{k: v or "" for k, v in row.items() if k is not None}  # a missing cell "", extras dropped
+                    for row in csv.DictReader(io.StringIO(text, newline=""))]
+        assert rows == expected, repr(text)
+    assert parsed[0][3]["tenant"] == "two\nlines" and len(parsed[0]) == len(CELLS)
+
+
+def test_parse_csv_drops_a_byte_order_mark_and_pads_short_rows(tmp_path: Path) -> None:
+    rows = node(tmp_path, "out(parseCsv(data));", "\ufeffpolicy,site,ttft_ms\r\nbalanced,a\r\n")
+    assert rows == [{"policy": "balanced", "site": "a", "ttft_ms": ""}]
+
+
+NAMES = {"site": "us;=east", "tenant": "=agent\n@SUM(1)", "client_city": "-Sao;+Paulo", "policy": "@near,=x"}
+
+
+def test_the_replay_shows_the_names_the_writer_guarded(tmp_path: Path) -> None:
+    """The simulator's writer puts a ' before formula-like text (printable.spreadsheet_cell): the page showed it,
+    and a site's guarded id in requests.csv matched no site in sites.json (drawn nowhere, 'sites without
+    coordinates'). The guards come off; a cell that only looks guarded is left alone."""
+    out = io.StringIO()
+    w = spreadsheet_writer(out)
+    w.writerow(["policy", "request", "arrival_s", "tenant", "status", "endpoint", "site", "ttft_ms", "e2e_ms",
+                "output_tokens", "client_city", "client_lat", "client_lon"])
+    for i in range(3):
+        w.writerow([spreadsheet_cell(NAMES["policy"]), i, 0.5 * i, spreadsheet_cell(NAMES["tenant"]), "ok",
+                    spreadsheet_cell("us;=east/m/0"), spreadsheet_cell(NAMES["site"]), 120.5, 900.0, 64,
+                    spreadsheet_cell(NAMES["client_city"]), -23.55, -46.63])
+    text = out.getvalue()
+    assert "'=" in text and "'@" in text and "'-" in text  # the writer's guards are there to take off
+    shown = node(tmp_path, """
+      const r = new Replay(parseCsv(data.csv), parseSites(data.sites));
+      const d = r.advance(10).decisions[0];
+      out({policies: r.policies, missing: [...r.missing], decision: d});""",
+                 {"csv": text, "sites": {"sites": [{"id": NAMES["site"], "lat": 39, "lon": -77, "slots": 4}]}})
+    assert shown["policies"] == [NAMES["policy"]] and shown["missing"] == []
+    d = shown["decision"]
+    assert (d["tenant"], d["site"], d["place"], d["served_by"]) == (
+        NAMES["tenant"], NAMES["site"], NAMES["client_city"], "us;=east/m/0")
+    plain = ["'quoted", "it's", "a'=b", "'", "", "''=x", "a;''=x"]
+    assert node(tmp_path, "out(data.map(R.unguard));", plain) == plain
