@@ -8,8 +8,10 @@ Two measurements and one model:
      run happens beside the engine (what the gateway does with server-side tools);
    - loop at the client: every model turn crosses the network (the client calls the grid, reads the tool
      call, runs the tool locally, calls again).
-   Network distance is emulated exactly as the demo gateway does it: one sleep of the modelled RTT
-   (aigrid.core.geo: great circle x 1.5 route factor at 200 km/ms + 2 ms) per request that crosses it.
+   Network distance is emulated with the demo gateway's model of it: the modelled RTT (aigrid.core.geo.rtt_ms:
+   9 ms + 1.45 x the great circle's time in fibre, fitted to Azure's measured round trips), slept once per
+   request that crosses it (the demo gateway sleeps half before the send and half before the first byte: the
+   same wait).
    Because decoding is greedy, both loops make the same calls; the script checks that they did.
 2. live, through a running gateway (--gateway URL): the client-side loop sends each turn as a plain chat
    request through the gateway (which emulates the RTT); the site-side loop sends one request that names
