@@ -456,3 +456,28 @@ async def test_one_missing_or_rewritten_record_reads_in_the_singular(tmp_path: P
     tamper(path, "UPDATE audit_records SET body = replace(body, 'tenant', 'tenant') || ' ' WHERE seq = 2")
     code, out = run(path, pub)
     assert code == 1 and "  - record 2 does not match the signed checkpoint 2 (rewritten)" in out, out
+
+
+def rehash_from(db: sqlite3.Connection, first: int) -> None:
+    """The attacker recomputes the chain from record `first` on (no key needed): every link and hash holds."""
+    prev = db.execute("SELECT hash FROM audit_records WHERE seq = ?", (first - 1,)).fetchone()[0]
+    for seq, body in db.execute("SELECT seq, body FROM audit_records WHERE seq >= ? ORDER BY seq", (first,)).fetchall():
+        digest = entry_hash(seq, prev, body)
+        db.execute("UPDATE audit_records SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, digest, seq))
+        prev = digest
+    db.commit()
+
+
+async def test_a_body_nested_too_deep_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """A re-hashed record whose body nests 100,000 arrays: orjson refuses it (1024 deep), the fallback json.loads
+    raised RecursionError out of verify (a traceback, no exit 1)."""
+    path = tmp_path / "audit.db"
+    await write_log(path, 30, batch_max=1)  # checkpoints at 10, 20, 30
+    db = attacker(path)
+    db.execute("UPDATE audit_records SET body = ? WHERE seq = 25", ('{"ts": ' + "[" * 100_000 + "]" * 100_000 + "}",))
+    rehash_from(db, 25)
+    db.close()
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 1, out
+    assert "  - record 25: its body is not an audit record (JSON nested too deep to read)" in out, out
+    assert "  - records 21..30 do not match the signed checkpoint 30 (rewritten)" in out, out

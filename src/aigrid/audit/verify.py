@@ -249,6 +249,10 @@ def _check_ts(seq: int, ts: object, body: bytes, report: VerifyReport) -> None:
         report._broken(seq, "json", f"record {seq}: its body is not an audit record (not a JSON object)",
                        "their bodies are not audit records (not JSON objects)")
         return
+    except RecursionError:  # nested deeper than the writer can write (orjson: 255), json.loads's fallback gives up
+        report._broken(seq, "deep", f"record {seq}: its body is not an audit record (JSON nested too deep to read)",
+                       "their bodies are not audit records (JSON nested too deep to read)")
+        return
     if parsed.get("outcome") == OPENED_UNSIGNED:
         extra = parsed.get("extra") if isinstance(parsed.get("extra"), dict) else {}
         unsigned = extra.get("unsigned")
