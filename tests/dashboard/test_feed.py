@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import httpx
 import orjson
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import Metric
 
 from aigrid.core.types import GeoPoint
+from aigrid.dashboard import feed as feed_module
 from aigrid.dashboard.feed import Feed, place_name
 from aigrid.dashboard.sse import event_stream, sse_event
 from aigrid.gateway.app import Gateway
@@ -127,3 +133,49 @@ async def test_event_stream_ends_within_one_interval_once_the_server_is_stopping
     raw = b"".join([c async for c in event_stream(Feed(gateway), interval_s=1.0, clock=clock, sleep=sleep,
                                                   stopping=lambda: stop)])
     assert [n for n, _ in parse_sse(raw)] == ["hello", "grid"] and len(ticks) == 1
+
+
+async def test_a_tick_makes_rows_only_for_the_decisions_that_changed(
+        gateway: Gateway, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tick made a row for each of the last 200 decisions, each row its client's distance to every site and
+    named city, only to compare it with what the viewer had seen (per viewer, in the gateway's event loop)."""
+    placed: list[GeoPoint | None] = []
+
+    def counted(point: GeoPoint | None, places: Mapping[str, GeoPoint]) -> str:
+        placed.append(point)
+        return place_name(point, places)
+
+    monkeypatch.setattr(feed_module, "place_name", counted)
+    feed = Feed(gateway)
+    for city in ("Tokyo", "Paris", "Sydney"):
+        await send(client, city)
+    assert [r["place"] for r in dict(feed.tick(1.0))["decisions"]] == ["Tokyo", "Paris", "Sydney"]
+    placed.clear()
+    assert [name for name, _ in feed.tick(2.0)] == ["grid"] and placed == []
+    await send(client, "Osaka")
+    assert [r["place"] for r in dict(feed.tick(3.0))["decisions"]] == ["Osaka"] and len(placed) == 1
+
+
+async def test_a_tick_reads_the_token_counters_once_whatever_the_number_of_sites(
+        gateway: Gateway, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """get_sample_value per site collected every metric of the registry once per site (sites x samples a tick; in
+    multi-worker mode every worker's files read again for each site)."""
+
+    class Counted:
+        def __init__(self, registry: CollectorRegistry) -> None:
+            self.registry, self.collected = registry, 0
+
+        def collect(self) -> Iterator[Metric]:
+            self.collected += 1
+            return self.registry.collect()
+
+        def get_sample_value(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+            return CollectorRegistry.get_sample_value(self, name, labels)  # type: ignore[arg-type]
+
+    registry = Counted(gateway.metrics.registry)
+    monkeypatch.setattr(gateway.metrics, "readable", lambda: registry)
+    feed = Feed(gateway)
+    feed.tick(10.0)
+    await send(client, "Tokyo")
+    nrt = next(s for s in feed.grid_state(12.0)["sites"] if s["id"] == "nrt")
+    assert nrt["tokens_per_s"] == 2.0 and registry.collected == 2  # one a tick, 4 sites
