@@ -100,3 +100,22 @@ def test_the_replay_shows_the_names_the_writer_guarded(tmp_path: Path) -> None:
         NAMES["tenant"], NAMES["site"], NAMES["client_city"], "us;=east/m/0")
     plain = ["'quoted", "it's", "a'=b", "'", "", "''=x", "a;''=x"]
     assert node(tmp_path, "out(data.map(R.unguard));", plain) == plain
+
+
+def test_a_site_named_like_an_objects_own_property_replays(tmp_path: Path) -> None:
+    """The replay counted per site on plain objects: a site `constructor` or `toString` started from Object's own
+    function (its load a string, NaN), and `__proto__` threw at the first TTFT, which stopped the whole replay."""
+    names = ["constructor", "toString", "__proto__", "hasOwnProperty"]
+    out = io.StringIO()
+    w = spreadsheet_writer(out)
+    w.writerow(["policy", "request", "arrival_s", "status", "site", "ttft_ms", "e2e_ms", "output_tokens"])
+    for i, name in enumerate(names):
+        w.writerow(["p", i, 1.0, "ok", name, 100.0 + i, 60000.0, 10])
+    shown = node(tmp_path, """
+      const sites = parseSites({sites: data.names.map((id, i) => ({id, lat: i, lon: i})),
+                                endpoints: data.names.map(site => ({site, slots: 2}))});
+      const r = new Replay(parseCsv(data.csv), sites);
+      out({slots: sites.map(s => s.slots), sites: r.advance(5).sites});""", {"csv": out.getvalue(), "names": names})
+    assert shown["slots"] == [2, 2, 2, 2]
+    assert [(s["id"], s["running"], s["load"], s["ttft_ms"]) for s in shown["sites"]] == [
+        (name, 1, 0.5, 100.0 + i) for i, name in enumerate(names)]

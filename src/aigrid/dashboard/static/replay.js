@@ -56,7 +56,7 @@ export function parseSites(obj) {
   if (!obj) return [];
   const raw = obj && obj.sites ? obj.sites : obj;
   const list = Array.isArray(raw) ? raw : Object.entries(raw || {}).map(([id, s]) => ({id, ...s}));
-  const slots = {};
+  const slots = Object.create(null);  // by site id (a site `constructor` is no Object's own)
   for (const e of (obj && obj.endpoints) || []) slots[e.site] = (slots[e.site] || 0) + (e.slots || 1);
   return list.filter(s => s.lat != null && s.lon != null)
     .map(s => ({id: s.id, name: s.name || s.id, lat: +s.lat, lon: +s.lon, jurisdiction: s.jurisdiction || "",
@@ -110,7 +110,9 @@ export class Replay {
     for (const r of arrived) {
       if (r.status === "ok") this.active.push({end: r.t + (r.e2e ?? 0) / 1000, site: r.site, tokens: r.tokens});
     }
-    const tokens = {}, inflight = {}, ttft = {};
+    // by site id, on objects without a prototype: a site `constructor` or `toString` read Object's own (its count a
+    // string), and `__proto__` threw at the first TTFT, which stopped the replay
+    const tokens = Object.create(null), inflight = Object.create(null), ttft = Object.create(null);
     this.active = this.active.filter(a => {
       if (a.end <= to) { tokens[a.site] = (tokens[a.site] || 0) + a.tokens; return false; }
       inflight[a.site] = (inflight[a.site] || 0) + 1;
