@@ -8,6 +8,13 @@ Reads only the test splits of scripts/firewall_data.py (never trained on, never 
 and scores each text exactly as the gateway does (InjectionModel.score, windows and operating points
 included): prompts at the prompt operating point, documents at the document one. Prints recall for attack
 families and false-positive rate for harmless sets, at the flag and at the block threshold, with n.
+
+--data is a folder of firewall-dev's layout (s-labs/{train,validation,test}.csv: text,label; neuralchemy/
+core-*.parquet: text, label, category; yanismiraoui/prompt_injections.csv; bipia-train/*), --routing one of
+model-routing's; the defaults are found from the repository, not the current folder. Every file is checked
+before anything is scored (check_data): a missing file or column, a label other than 0/1 (a Parquet label must
+be a number), a row with more fields than the header, a byte-order mark (firewall_data.py reads plain UTF-8) is
+one `error:` line with the file, line (row) and column, exit status 2.
 """
 
 from __future__ import annotations
