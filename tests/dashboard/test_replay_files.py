@@ -68,23 +68,34 @@ def test_the_rewritten_requests_csv_keeps_the_simulators_quoting(run: Path, tmp_
     assert all(isinstance(r[-2], float) and isinstance(r[-1], float) and isinstance(r[-3], str) for r in rows[1:])
 
 
-def test_an_agent_run_with_follow_up_calls_is_made_replayable(tmp_path: Path) -> None:
-    """A tool loop's follow-up calls are rows `session.step` (sim/report.py): int('4.1') was a ValueError, so no
-    run with an agent tenant could be replayed. Each call's client is its session's; the names stay guarded."""
+AGENT_SITE, AGENT_TENANT = "us;=east", "=agent;@SUM(1)"
+
+
+@pytest.fixture(scope="module")
+def agent_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small run with an agent tenant (3 tool steps: rows `session.step`) and names the CSV writer guards."""
     from aigrid.sim.cli import run_scenario
 
+    where = tmp_path_factory.mktemp("agents")
     sc = yaml.safe_load(SMALL.read_text())
     sc.update(requests=150, duration_s=20, faults=[], policies=["balanced", "nearest"])
-    sc["tenants"][0].update(name="=agent;@SUM(1)",
-                            agent={"steps": 3, "tool_ms": 20, "loop": "client", "output_tokens": 32})
-    scenario = tmp_path / "agents.yaml"
-    scenario.write_text(yaml.safe_dump(sc))
-    run_scenario(scenario, tmp_path / "out", plots=False, quiet=True)
-    prepare_replay(scenario, tmp_path / "out")
-    text = (tmp_path / "out" / "requests.csv").read_text()
+    sc["sites"][0]["id"] = AGENT_SITE
+    sc["tenants"][0].update(name=AGENT_TENANT, agent={"steps": 3, "tool_ms": 20, "loop": "client",
+                                                     "output_tokens": 32})
+    (where / "agents.yaml").write_text(yaml.safe_dump(sc))
+    run_scenario(where / "agents.yaml", where / "out", plots=False, quiet=True)
+    prepare_replay(where / "agents.yaml", where / "out")
+    return where / "out"
+
+
+def test_an_agent_run_with_follow_up_calls_is_made_replayable(agent_run: Path) -> None:
+    """A tool loop's follow-up calls are rows `session.step` (sim/report.py): int('4.1') was a ValueError, so no
+    run with an agent tenant could be replayed. Each call's client is its session's; the names stay guarded."""
+    text = (agent_run / "requests.csv").read_text()
     rows = list(csv.DictReader(io.StringIO(text)))
     follow_ups = [r for r in rows if "." in r["request"]]
     assert follow_ups and {r["tenant"] for r in follow_ups} == {"'=agent;'@SUM(1)"}
+    assert "us;'=east" in {r["site"] for r in rows}
     client = {(r["policy"], r["request"]): (r["client_city"], r["client_lat"], r["client_lon"]) for r in rows}
     assert all(client[r["policy"], r["request"]] == client[r["policy"], r["request"].split(".")[0]]
                for r in follow_ups)
@@ -123,3 +134,23 @@ def test_a_requests_csv_it_cannot_read_is_one_line_not_a_traceback(tmp_path: Pat
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "line 2: request '4.x' is neither a request's index nor an agent call's session.step" in done.stderr
     assert (tmp_path / "requests.csv").read_bytes().endswith(b'"a"\r\n')  # left as it was
+
+
+def test_the_agent_run_replays_with_its_names_as_written(agent_run: Path, served: Served, tmp_path: Path) -> None:
+    """The page showed the writer's guards and matched no site of sites.json with a guarded id ('us;'=east': the
+    site drawn nowhere, 'sites without coordinates'); a tenant's follow-up calls replay as rows of their own."""
+    shutil.copytree(agent_run, tmp_path / "run")  # the served gateway's replay directory
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        page.goto(served.base + "/dashboard?replay=1")
+        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
+        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 3", timeout=5000)
+        assert AGENT_SITE in page.eval_on_selector_all("#map-sites g.site", "gs => gs.map(g => g.dataset.site)")
+        page.select_option("#replay-speed", "10")
+        page.wait_for_function(f"() => [...document.querySelectorAll('#decisions tbody tr')].some("
+                               f"tr => tr.children[2].textContent === {json.dumps(AGENT_TENANT)} && "
+                               f"tr.dataset.site === {json.dumps(AGENT_SITE)})", timeout=20000)
+        page.wait_for_function("() => [...document.querySelectorAll('#decisions tbody tr')].some("
+                               "tr => /^balanced#\\d+\\.\\d+$/.test(tr.dataset.id))", timeout=20000)  # a follow-up
+        assert page.text_content("#replay-note") == ""
+    assert external == []
