@@ -118,6 +118,26 @@ def test_replay_a_simulator_run_from_the_file_picker_and_from_the_server(served:
     assert external == [] and errors == [], (external, errors)
 
 
+def test_a_replay_file_that_is_not_json_is_named_on_the_badge(served: Served, tmp_path: Path) -> None:
+    """A summary.json or sites.json that is not JSON (a run cut short) threw out of the loader: the page stayed on
+    'connecting', the error in the console only. It is named on the badge now, from the server and the picker."""
+    run = tmp_path / "run"  # the served fixture's replay_dir
+    write_run(run)
+    (run / "summary.json").write_text('{"policies": {"balanced": ')
+    (run / "sites.json").write_text("<html>not found</html>")
+    external: list[str] = []
+    with chromium_page(served.base, external) as page:
+        page.goto(served.base + "/dashboard?replay=1")
+        page.wait_for_function("() => document.body.dataset.mode === 'error'", timeout=15000)
+        assert page.text_content("#mode").startswith("replay: sites.json is not JSON")
+        page.goto(served.base + "/dashboard")
+        page.wait_for_function("() => document.body.dataset.mode === 'live'", timeout=15000)
+        page.set_input_files("#replay-files", [str(run / "requests.csv"), str(run / "summary.json")])
+        page.wait_for_function("() => document.body.dataset.mode === 'error'", timeout=5000)
+        assert page.text_content("#mode").startswith("replay: summary.json is not JSON")
+    assert external == []
+
+
 def test_a_replay_link_to_another_site_gets_neither_the_key_nor_the_page(tmp_path: Path) -> None:
     """?replay= took any URL: a link to /dashboard/static/index.html?replay=https://elsewhere/ (that copy of the page
     had no policy) sent the operator's key from the tab's sessionStorage to that site and drew its run as this

@@ -143,11 +143,25 @@ async function orLiveSites(sites) {
   }
 }
 
+// A replay file that is not JSON (a run cut short, a file of another kind) is named on the badge: it threw out of
+// the loader, and the page stayed on "connecting" with the error in the console only.
+function parseJson(name, text) {
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${name} is not JSON (${e.message})`);
+  }
+}
+
+function replayFailed(e) {
+  setMode("replay: " + (e && e.message ? e.message : String(e)), "error");
+}
+
 async function readFiles(fileList) {
   const files = Object.fromEntries([...fileList].map(f => [f.name.replace(/^.*[\\/]/, ""), f]));
   const csv = files["requests.csv"] || Object.values(files).find(f => f.name.endsWith(".csv"));
   if (!csv) { setMode("replay needs requests.csv", "error"); return; }
-  const json = async name => (files[name] ? JSON.parse(await files[name].text()) : null);
+  const json = async name => (files[name] ? parseJson(name, await files[name].text()) : null);
   const sites = await json("sites.json");
   startReplay({rows: parseCsv(await csv.text()), sites: await orLiveSites(parseSites(sites)),
                summary: await json("summary.json"), name: sites && sites.scenario});
@@ -184,12 +198,12 @@ async function fetchRun(base) {
   const csv = await get("requests.csv");
   if (csv == null) { setMode("no simulator run at " + base, "error"); return; }
   const sitesText = await get("sites.json"), summary = await get("summary.json");
-  const sites = sitesText ? JSON.parse(sitesText) : null;
+  const sites = sitesText ? parseJson("sites.json", sitesText) : null;
   startReplay({rows: parseCsv(csv), sites: await orLiveSites(parseSites(sites)),
-               summary: summary ? JSON.parse(summary) : null, name: sites && sites.scenario});
+               summary: summary ? parseJson("summary.json", summary) : null, name: sites && sites.scenario});
 }
 
-$("replay-files").addEventListener("change", ev => readFiles(ev.target.files));
+$("replay-files").addEventListener("change", ev => readFiles(ev.target.files).catch(replayFailed));
 $("live-button").addEventListener("click", () => { history.replaceState(null, "", "/dashboard"); startLive(); });
 $("replay-play").addEventListener("click", () => {
   if (replay && replay.done) replay.seek(0);
@@ -206,7 +220,7 @@ const asked = new URLSearchParams(location.search).get("replay");
 if (asked) {
   // ?replay=1 reads the run this gateway serves at /dashboard/replay/; ?replay=/some/path/ a folder on this origin.
   const base = replayBase(asked, location.href);
-  if (base) fetchRun(base);
+  if (base) fetchRun(base).catch(replayFailed);
   else setMode("replay: only a folder on this gateway (?replay=1 or ?replay=/path/)", "error");
 } else {
   startLive();
