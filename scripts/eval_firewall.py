@@ -76,19 +76,23 @@ class DataError(ValueError):
     """An input file that scripts/firewall_data.Corpus cannot read; str() names the file, and the line and column."""
 
 
-def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) -> None:
+def _text(path: Path) -> str:
+    """The file's text as firewall_data.py reads it (plain UTF-8)."""
     try:
-        raw = path.read_bytes()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
-    if raw.startswith(b"\xef\xbb\xbf"):
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}, line {line}: not UTF-8") from None
+    if text.startswith("\ufeff"):
         raise DataError(f"{path}, line 1: starts with a UTF-8 byte-order mark, which firewall_data.py reads as part "
                         "of the first column's name; save the file as UTF-8 without one")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise DataError(f"{path}, line {line}: not UTF-8") from None
+    return text
+
+
+def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) -> None:
+    text = _text(path)
     reader = csv.DictReader(io.StringIO(text, newline=""))
     try:
         missing = [c for c in columns if c not in (reader.fieldnames or [])]
@@ -126,10 +130,7 @@ def _read_parquet(path: Path) -> None:
 
 
 def _read_json(path: Path, lines: bool) -> None:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    text = _text(path)
     if not lines:
         try:
             obj = json.loads(text)

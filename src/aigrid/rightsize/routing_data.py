@@ -12,7 +12,9 @@ skipped; a quality or `contaminated` cell may be a boolean (true/false, yes/no, 
 be of any length. Refused with the file, line and column: a file over MAX_BYTES or MAX_CELLS, one that is not a
 regular file or a pipe (spec.load.read_bounded: /dev/zero, a folder), a score that is not a finite number, a `*_correct`
 value outside [0, 1], a long file's score outside [0, 10], an empty prompt or model, a second score for one
-model on one prompt (long), a byte that is not UTF-8; and a file with fewer than two quality columns or models.
+model on one prompt (long), a row with more cells than the header (an unquoted comma), a byte that is not UTF-8;
+and a file with fewer than two quality columns or models. A wide file's row-number column (`id`, `*_id`,
+`index`, pandas' unnamed index) is never a model; a long file's scores divided by 10 are said in `notes`.
 Which model is the small one: `small` / `large` name the columns (wide) or model names (long); by default
 the two are told apart by their mean quality (the weaker is "small").
 """
