@@ -119,3 +119,20 @@ def test_a_site_named_like_an_objects_own_property_replays(tmp_path: Path) -> No
     assert shown["slots"] == [2, 2, 2, 2]
     assert [(s["id"], s["running"], s["load"], s["ttft_ms"]) for s in shown["sites"]] == [
         (name, 1, 0.5, 100.0 + i) for i, name in enumerate(names)]
+
+
+def test_a_site_or_client_without_a_usable_place_is_not_drawn(tmp_path: Path) -> None:
+    """A latitude that is no number (or off the globe) went into the map's SVG as NaN: one console error per
+    element and tick, an arc to nowhere. Such a site is left out (as one without coordinates), such a client has
+    no arc; the rest replay."""
+    sites = [{"id": "ok", "lat": "35.5", "lon": 139}, {"id": "text", "lat": "north", "lon": 0},
+             {"id": "far", "lat": 91, "lon": 0}, {"id": "empty", "lat": "", "lon": ""}, None]
+    text = ("policy,request,arrival_s,status,site,e2e_ms,client_lat,client_lon\r\n"
+            "p,0,1,ok,ok,100,48.8,2.3\r\np,1,1,ok,ok,100,x,2.3\r\np,2,1,ok,ok,100,,\r\np,3,1,ok,ok,100,12,181\r\n")
+    shown = node(tmp_path, """
+      const sites = parseSites({sites: data.sites});
+      out({sites: sites.map(s => [s.id, s.lat, s.lon]),
+           clients: new Replay(parseCsv(data.csv), sites).advance(5).decisions.map(d => d.client)});""",
+                 {"sites": sites, "csv": text})
+    assert shown["sites"] == [["ok", 35.5, 139]]
+    assert shown["clients"] == [{"lat": 48.8, "lon": 2.3}, None, None, None]

@@ -52,18 +52,25 @@ export function unguard(cell) {
   return cell.replace(/^'(?=[=+\-@\t\r])/, "").replace(/([,;\t\r\n])'(?=[=+\-@])/g, "$1");
 }
 
+const num = v => (v === "" || v == null ? null : Number(v));
+
+// {lat, lon} when both are numbers on the globe, else null: a site or client without a usable place is not drawn
+// (a NaN went into the SVG's attributes, one console error per element and tick).
+function point(lat, lon) {
+  const [y, x] = [num(lat), num(lon)];
+  return Number.isFinite(y) && Number.isFinite(x) && Math.abs(y) <= 90 && Math.abs(x) <= 180 ? {lat: y, lon: x} : null;
+}
+
 export function parseSites(obj) {
   if (!obj) return [];
   const raw = obj && obj.sites ? obj.sites : obj;
   const list = Array.isArray(raw) ? raw : Object.entries(raw || {}).map(([id, s]) => ({id, ...s}));
   const slots = Object.create(null);  // by site id (a site `constructor` is no Object's own)
   for (const e of (obj && obj.endpoints) || []) slots[e.site] = (slots[e.site] || 0) + (e.slots || 1);
-  return list.filter(s => s.lat != null && s.lon != null)
+  return list.filter(s => s && point(s.lat, s.lon))
     .map(s => ({id: s.id, name: s.name || s.id, lat: +s.lat, lon: +s.lon, jurisdiction: s.jurisdiction || "",
                 slots: +(s.slots ?? slots[s.id] ?? 1)}));
 }
-
-const num = v => (v === "" || v == null ? null : Number(v));
 
 export class Replay {
   constructor(rows, sites, policy) {
@@ -84,7 +91,7 @@ export class Replay {
       id: `${policy}#${r.request}`, t: num(r.arrival_s) ?? 0, site: r.site || null, endpoint: r.endpoint || null,
       status: r.status || "ok", ttft: num(r.ttft_ms), e2e: num(r.e2e_ms), tokens: num(r.output_tokens) ?? 0,
       tenant: r.tenant || "", city: r.client_city || "",
-      client: this.hasClients && r.client_lat !== "" ? {lat: +r.client_lat, lon: +r.client_lon} : null,
+      client: this.hasClients ? point(r.client_lat, r.client_lon) : null,
     })).sort((a, b) => a.t - b.t);
     for (const r of this.rows) if (r.site && !this.sites.has(r.site)) this.missing.add(r.site);
     this.duration = this.rows.length ? this.rows[this.rows.length - 1].t : 0;
