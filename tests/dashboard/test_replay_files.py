@@ -134,6 +134,10 @@ def test_a_requests_csv_it_cannot_read_is_one_line_not_a_traceback(tmp_path: Pat
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "line 2: request '4.x' is neither a request's index nor an agent call's session.step" in done.stderr
     assert (tmp_path / "requests.csv").read_bytes().endswith(b'"a"\r\n')  # left as it was
+    (tmp_path / "requests.csv").write_bytes(b'"policy","request","tenant"\r\n"b",0,"' + b"x" * 200_000 + b'"\r\n')
+    done = subprocess.run([sys.executable, "-m", "aigrid.dashboard.replay_files", str(SMALL), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "field larger than field limit" in done.stderr
 
 
 def test_the_agent_run_replays_with_its_names_as_written(agent_run: Path, served: Served, tmp_path: Path) -> None:

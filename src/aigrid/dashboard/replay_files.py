@@ -151,7 +151,7 @@ if __name__ == "__main__":
         sys.exit("usage: python -m aigrid.dashboard.replay_files SCENARIO.yaml RUN_DIR")
     try:
         written = prepare_replay(sys.argv[1], sys.argv[2])
-    except (OSError, ValueError, SpecError) as e:  # a missing file, another run's requests.csv, a bad scenario
+    except (OSError, ValueError, csv.Error, SpecError) as e:  # no file, not CSV, another run's, a bad scenario
         sys.exit(f"replay_files: {printable(str(e))}")
     for path in written:
         print(f"wrote {printable(str(path))}")
