@@ -9,7 +9,7 @@ have coordinates up to 100-200 km off, see that data's README); the report cover
 Another provider's matrix will do in the same long form: one row per directed pair with columns src_lat,
 src_lon, dst_lat, dst_lon, rtt_ms (names in any case, in any order, other columns ignored), and optionally
 src and dst (a region's pair with itself is skipped) and stat (only --stat's rows are used, in any case; without
-the column every row is). A value that cannot be used (a round trip <= 0, NaN or empty, a latitude outside
+--stat, p50's, or the file's only statistic's, say p95; without the column every row is). A value that cannot be used (a round trip <= 0, NaN or empty, a latitude outside
 [-90, 90]), a row with more fields than the header (an unquoted comma), a line that is not CSV (a field over
 131,072 characters), an empty file or a missing column is
 refused with the file, line and column, exit status 2; so is a file with fewer than 3 pairs 500 km or more
@@ -42,9 +42,10 @@ MIN_PAIRS = 3
 """The fewest pairs >= 500 km apart to fit on: two parameters fit one or two pairs exactly, saying nothing."""
 
 
-def load(path: Path, stat: str = "p50") -> tuple[np.ndarray, np.ndarray]:
+def load(path: Path, stat: str | None = None) -> tuple[np.ndarray, np.ndarray, str]:
     """Distances (km) and round trips (ms) of the file's pairs of statistic `stat`, without a region's pair
-    with itself. Columns are found by name in any case (other columns are ignored): src_lat, src_lon,
+    with itself, and the statistic read. Without `stat`: p50, or the file's only statistic (a file of p95 rows
+    alone), refused when it has several others. Columns are found by name in any case (other columns are ignored): src_lat, src_lon,
     dst_lat, dst_lon, rtt_ms; src and dst (region names) and stat are optional (without stat every row is
     one statistic). DataError names the file, line and column of a value that cannot be used."""
     try:
@@ -63,7 +64,7 @@ def load(path: Path, stat: str = "p50") -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"{path}, line {reader.line_num}: not valid CSV: {e}") from None
 
 
-def _rows(path: Path, reader: Any, stat: str) -> tuple[np.ndarray, np.ndarray]:
+def _rows(path: Path, reader: Any, stat: str | None) -> tuple[np.ndarray, np.ndarray, str]:
     header = next(reader, None)
     if not header:
         raise DataError(f"{path}: the file is empty (expected a header: src,dst,{','.join(REQUIRED)},stat)")
@@ -71,7 +72,8 @@ def _rows(path: Path, reader: Any, stat: str) -> tuple[np.ndarray, np.ndarray]:
     missing = [c for c in REQUIRED if c not in col]
     if missing:
         raise DataError(f"{path}, line 1: no column {', '.join(missing)} (found: {', '.join(header)})")
-    d, r, stats, rows = [], [], set(), 0
+    d, r, kinds, stats, rows = [], [], [], set(), 0
+    want = stat.lower() if stat else None
     for rec in reader:
         if not any(cell.strip() for cell in rec):
             continue
@@ -88,7 +90,7 @@ def _rows(path: Path, reader: Any, stat: str) -> tuple[np.ndarray, np.ndarray]:
 
         if "stat" in col:
             stats.add(cell("stat"))
-            if cell("stat").lower() != stat.lower():  # P50 is p50
+            if want is not None and cell("stat").lower() != want:  # P50 is p50
                 continue
         if "src" in col and "dst" in col and cell("src") == cell("dst"):
             continue
@@ -104,12 +106,19 @@ def _rows(path: Path, reader: Any, stat: str) -> tuple[np.ndarray, np.ndarray]:
                 raise DataError(f"{path}, line {line}, column {header[col[name]]}: {cell(name)!r} is not {what}")
         d.append(distance_km(GeoPoint(v["src_lat"], v["src_lon"]), GeoPoint(v["dst_lat"], v["dst_lon"])))
         r.append(v["rtt_ms"])
+        kinds.append(cell("stat").lower() if "stat" in col else "")
     if not rows:
         raise DataError(f"{path}: no rows (only a header)")
+    found = f" (its stat column has: {', '.join(sorted(stats))}; pass --stat)" if stats else ""
+    if want is None and stats:  # p50, else the file's one statistic (only p95 rows)
+        lowered = {x.lower() for x in stats}
+        want = "p50" if "p50" in lowered else min(lowered) if len(lowered) == 1 else None
+        if want is None:
+            raise DataError(f"{path}: no p50 rows and several other statistics{found}")
+        d, r = [x for x, k in zip(d, kinds, strict=True) if k == want], [x for x, k in zip(r, kinds, strict=True) if k == want]
     if not d:
-        found = f" (its stat column has: {', '.join(sorted(stats))}; pass --stat)" if stats else ""
-        raise DataError(f"{path}: no pair of distinct regions with stat {stat!r}{found}")
-    return np.array(d), np.array(r)
+        raise DataError(f"{path}: no pair of distinct regions with stat {want or stat or 'p50'!r}{found}")
+    return np.array(d), np.array(r), want or "p50"
 
 
 def report(name: str, d: np.ndarray, rtt: np.ndarray, model: np.ndarray) -> None:
@@ -127,10 +136,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path,
                     default=Path(__file__).resolve().parents[2] / "shared/data/network-rtt/azure_rtt_2026-07.csv")
-    ap.add_argument("--stat", default="p50", help="the rows of this statistic (the file's stat column; default p50)")
+    ap.add_argument("--stat", default=None,
+                    help="the rows of this statistic (the file's stat column, any case; default p50, or the file's "
+                         "only statistic)")
     a = ap.parse_args()
     try:
-        d, rtt = load(a.data, a.stat)
+        d, rtt, stat = load(a.data, a.stat)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -147,7 +158,7 @@ def main() -> None:
             if err < best[0]:
                 best = (err, overhead, factor)
     _, overhead, factor = best
-    print(f"fit on {far.sum()} {a.stat} pairs >= 500 km: overhead {overhead:.1f} ms, route factor {factor:.2f}")
+    print(f"fit on {far.sum()} {stat} pairs >= 500 km: overhead {overhead:.1f} ms, route factor {factor:.2f}")
     report(f"shipped model ({DEFAULT_OVERHEAD_MS:g} ms + {DEFAULT_ROUTE_FACTOR:g} x fibre)", d, rtt,
            np.array([rtt_ms(x) for x in d]))
     report(f"fitted ({overhead:g} ms + {factor:.2f} x fibre)", d, rtt, overhead + factor * 2 * d / FIBRE_KM_PER_MS)

@@ -61,7 +61,8 @@ def test_a_bad_row_is_named(tmp_path: Path, last: str, named: str) -> None:
     ("", "the file is empty"),
     ("src,dst,src_lat,src_lon,dst_lat,dst_lon,rtt_ms,stat\n", "no rows"),
     ("src,dst,src_lat,src_lon,dst_lat,dst_lon,stat\na,b,1,2,3,4,p50\n", "line 1: no column rtt_ms"),
-    ("src,dst,src_lat,src_lon,dst_lat,dst_lon,rtt_ms,stat\na,b,1,2,30,40,90,p95\n", "its stat column has: p95"),
+    ("src,dst,src_lat,src_lon,dst_lat,dst_lon,rtt_ms,stat\na,b,1,2,30,40,90,p95\na,b,1,2,30,40,95,p99\n",
+     "no p50 rows and several other statistics (its stat column has: p95, p99; pass --stat)"),
     # a field over csv's 131,072 characters: a csv.Error traceback
     ('src_lat,src_lon,dst_lat,dst_lon,rtt_ms\n1,2,3,4,5\n1,2,3,4,"' + "a" * 140_000 + '"\n',
      "line 3: not valid CSV: field larger than field limit"),
@@ -93,3 +94,16 @@ def test_a_row_of_the_other_stat_shifted_by_a_comma_is_not_dropped_unsaid(tmp_pa
                            + ["gcp,West US, CA,b,50,8,40,-3,30,p50"]) + "\n")
     r = fit(f)
     assert r.returncode == 2 and f"{f}, line 38: 10 fields, the header has 9" in r.stderr, r.stderr
+
+
+def test_a_file_of_p95_rows_alone_is_fitted_on_them_without_stat(tmp_path: Path) -> None:
+    """Only p95 rows: the default --stat p50 found none and the fit was refused; now the file's one statistic is
+    used and named in the first line (--stat still chooses)."""
+    body = matrix(tmp_path).read_text().splitlines()
+    f = tmp_path / "p95.csv"
+    f.write_text("\n".join([body[0] + ",stat"] + [r + ",p95" for r in body[1:]]) + "\n")
+    r = fit(f)
+    assert r.returncode == 0, r.stderr
+    assert "fit on 30 p95 pairs >= 500 km: overhead 10.0 ms, route factor 1.50" in r.stdout, r.stdout
+    r = fit(f, "--stat", "p50")
+    assert r.returncode == 2 and "no pair of distinct regions with stat 'p50' (its stat column has: p95" in r.stderr
