@@ -367,3 +367,72 @@ async def test_a_quiet_log_signs_its_last_records_within_checkpoint_after_s(tmp_
     finally:
         await log.stop()
     assert verify(path, KEY.public_key()).checkpoints == 2  # stop() had nothing left to sign
+
+
+SECOND_WRITER_SCRIPT = """
+import asyncio, sys
+from pathlib import Path
+from aigrid.audit.log import AuditLog
+
+async def main(path):
+    log = AuditLog(Path(path))
+    try:
+        await log.start()
+    except OSError as e:
+        print(f"refused: {e}", flush=True)
+        return
+    await log.stop()
+    print("opened", flush=True)
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+async def test_a_second_process_cannot_write_a_log_another_one_writes(tmp_path: Path) -> None:
+    """Two gateways started on one audit path: each took the next seq from its own memory, so one's batch failed
+    ('UNIQUE constraint failed') and was retried for ever, then lost at stop, while verify said OK. Now the
+    second refuses to open the log, naming the lock; once the first stops, a writer opens it again."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "audit.db"
+    first = AuditLog(path, KEY, checkpoint_every=10, linger_s=0)
+    await first.start()
+    await asyncio.gather(*(first.append(record(i)) for i in range(5)))
+    await first.flush()
+    second = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", SECOND_WRITER_SCRIPT, str(path)],
+                                     capture_output=True, text=True, timeout=60)
+    assert second.stdout.startswith("refused: another process writes this audit log (it holds "
+                                    f"{path}-writer.lock)"), (second.stdout, second.stderr)
+    await asyncio.gather(*(first.append(record(i)) for i in range(5, 12)))
+    await first.stop()
+    assert first.lost == 0
+    report = verify(path, KEY.public_key())
+    assert report.ok and report.records == 12
+    again = await asyncio.to_thread(subprocess.run, [sys.executable, "-c", SECOND_WRITER_SCRIPT, str(path)],
+                                    capture_output=True, text=True, timeout=60)
+    assert again.stdout == "opened\n", (again.stdout, again.stderr)  # the lock went with the first one's close
+
+
+async def test_a_record_added_to_the_file_while_the_writer_runs_is_not_built_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A row appended behind the running writer's back (a writer without the lock, or by hand): the next batch
+    says the head moved and is kept for retry; it is not chained after the stranger's record. Two stores of
+    one process (the lock is the process's) are told apart this way too."""
+    path = tmp_path / "audit.db"
+    log = AuditLog(path, KEY, retry_s=0.01, linger_s=0, stop_wait_s=0.2)
+    await log.start()
+    await asyncio.gather(*(log.append(record(i)) for i in range(3)))
+    await log.flush()
+    db = sqlite3.connect(path)
+    prev = db.execute("SELECT hash FROM audit_records WHERE seq = 3").fetchone()[0]
+    body = record(99).body()
+    db.execute("INSERT INTO audit_records VALUES (4, ?, ?, ?, ?)", (record(99).ts, body, prev,
+                                                                   entry_hash(4, prev, body)))
+    db.commit()
+    db.close()
+    with caplog.at_level("ERROR", logger="aigrid.audit.log"):
+        await log.append(record(3))
+        await asyncio.wait_for(log.stop(), 5)
+    assert log.lost == 1
+    assert "the audit log's last record is record 4, not record 3 this writer wrote last" in caplog.text

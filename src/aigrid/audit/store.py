@@ -8,10 +8,22 @@ the same tables, and is stamped when a writer opens it: the stamp is in the file
 A writer refuses a log of a later format (a newer aigrid's) with a message saying so, before it writes
 anything: an older writer must not append records or checkpoints to a log whose format it does not know.
 A change of these tables, or of what a record or a checkpoint covers, takes a new FORMAT and a migration here.
+
+One writer per log: a writer holds an exclusive POSIX lock (lockf) on `<log>-writer.lock` while it is open, and
+a writer in another process (a second gateway started on the same path) refuses to open it (WriterLocked) rather
+than append seqs the first one takes: each then failed the other's next batch ("UNIQUE constraint failed"),
+retried it for ever, and lost it at stop. The lock is the process's (POSIX): two stores of one process both open
+it, and the kernel drops it when the process dies (a crash leaves no stale lock). Each batch also checks, in its
+transaction, that the log's head is the one this writer last wrote (HeadMoved: another store of this process, a
+writer on a file system without locks, or rows added to the file while it runs), and is not appended to another
+writer's records.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
 import sqlite3
 import time
 from collections.abc import Sequence
@@ -41,6 +53,14 @@ CREATE TRIGGER IF NOT EXISTS audit_checkpoints_no_delete BEFORE DELETE ON audit_
 """
 
 
+class WriterLocked(OSError):
+    """Another process (or another AuditStore) holds this log's writer lock."""
+
+
+class HeadMoved(sqlite3.DatabaseError):
+    """The log's last record is not the one this writer wrote last: someone else appended to (or cut) it."""
+
+
 class AuditStore:
     """One writer. Not thread-safe: callers serialise (the async writer does)."""
 
@@ -59,9 +79,15 @@ class AuditStore:
         row."""
         self.unchecked_checkpoints: list[str] = []
         """The key ids named by checkpoint rows after that one (a key rotation, or rows added to the file)."""
+        self._lock: int | None = None
 
     def open(self) -> None:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._take_lock()
+        try:
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        except BaseException:
+            self._drop_lock()
+            raise
         try:
             found = check_format(db)
             db.execute("PRAGMA journal_mode=WAL")
@@ -71,6 +97,7 @@ class AuditStore:
                 db.execute(f"PRAGMA user_version = {FORMAT}")
         except BaseException:
             db.close()
+            self._drop_lock()
             raise
         row = db.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
         if row is not None:
@@ -106,10 +133,33 @@ class AuditStore:
             skipped.append(named if isinstance(named, str) else repr(named))
         return 0, skipped
 
+    def _take_lock(self) -> None:
+        lock_path = f"{self.path}-writer.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            raise WriterLocked(f"another process writes this audit log (it holds {lock_path}): a log has one "
+                               "writer (a gateway's workers write through their hub); stop the other gateway, or "
+                               "give this one its own security.audit.path") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._lock = fd
+
+    def _drop_lock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # releases the lock
+            self._lock = None
+
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
+        self._drop_lock()
 
     def append(self, entries: Sequence[tuple[float, str]]) -> int:
         """Append (ts, body) entries in one transaction; returns the last sequence number."""
@@ -123,6 +173,11 @@ class AuditStore:
             prev = h
         with db:
             db.execute("BEGIN IMMEDIATE")
+            head = db.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+            if (head or (0, GENESIS)) != (self.last_seq, self.last_hash):
+                raise HeadMoved(f"the audit log's last record is {_head(head)}, not record {self.last_seq} this "
+                                "writer wrote last: another writer appended to it (one that did not take its "
+                                "lock), or its rows were changed while it ran; run aigrid audit verify")
             db.executemany("INSERT INTO audit_records (seq, ts, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?)", rows)
         self.last_seq, self.last_hash = seq, prev
         return seq
@@ -145,6 +200,10 @@ class AuditStore:
             raise RuntimeError("audit store is not open (call open() first)")
         return self._db
 
+
+
+def _head(row: tuple[object, object] | None) -> str:
+    return "none (the log is empty)" if row is None else f"record {row[0]!r}"
 
 
 def check_format(db: sqlite3.Connection) -> int:
