@@ -10,7 +10,10 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml  # type: ignore[import-untyped]
@@ -105,15 +108,21 @@ def test_an_agent_run_with_follow_up_calls_is_made_replayable(agent_run: Path) -
         assert not [c for c in cells if c.startswith(FORMULA_STARTS) and not NUMBER.fullmatch(c)], separator
 
 
-def test_the_run_replays_on_the_map(run: Path, served: Served, tmp_path: Path) -> None:
-    prepare_replay(SMALL, run)
+@contextmanager
+def replaying(run: Path, served: Served, tmp_path: Path, external: list[str]) -> Iterator[tuple[Any, list[str]]]:
+    """The page on ?replay=1 over a copy of `run` (three sites), and the ids of the sites it drew."""
     shutil.copytree(run, tmp_path / "run")  # the served gateway's replay directory
-    external: list[str] = []
     with chromium_page(served.base, external) as page:
         page.goto(served.base + "/dashboard?replay=1")
         page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
         page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 3", timeout=5000)
-        sites = page.eval_on_selector_all("#map-sites g.site", "gs => gs.map(g => g.dataset.site)")
+        yield page, page.eval_on_selector_all("#map-sites g.site", "gs => gs.map(g => g.dataset.site)")
+
+
+def test_the_run_replays_on_the_map(run: Path, served: Served, tmp_path: Path) -> None:
+    prepare_replay(SMALL, run)
+    external: list[str] = []
+    with replaying(run, served, tmp_path, external) as (page, sites):
         assert sorted(sites) == ["ap-tokyo", "eu-west", "us-east"]
         assert page.eval_on_selector_all("#replay-policy option", "os => os.map(o => o.value)") == [
             "balanced", "nearest", "least-loaded"]
@@ -128,28 +137,25 @@ def test_the_run_replays_on_the_map(run: Path, served: Served, tmp_path: Path) -
 
 
 def test_a_requests_csv_it_cannot_read_is_one_line_not_a_traceback(tmp_path: Path) -> None:
-    (tmp_path / "requests.csv").write_bytes(b'"policy","request","arrival_s","site"\r\n"balanced","4.x",0.5,"a"\r\n')
-    done = subprocess.run([sys.executable, "-m", "aigrid.dashboard.replay_files", str(SMALL), str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    def prepare(requests_csv: bytes) -> subprocess.CompletedProcess[str]:
+        (tmp_path / "requests.csv").write_bytes(requests_csv)
+        return subprocess.run([sys.executable, "-m", "aigrid.dashboard.replay_files", str(SMALL), str(tmp_path)],
+                              capture_output=True, text=True, timeout=120)
+
+    done = prepare(b'"policy","request","arrival_s","site"\r\n"balanced","4.x",0.5,"a"\r\n')
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert "line 2: request '4.x' is neither a request's index nor an agent call's session.step" in done.stderr
     assert (tmp_path / "requests.csv").read_bytes().endswith(b'"a"\r\n')  # left as it was
-    (tmp_path / "requests.csv").write_bytes(b'"policy","request","tenant"\r\n"b",0,"' + b"x" * 200_000 + b'"\r\n')
-    done = subprocess.run([sys.executable, "-m", "aigrid.dashboard.replay_files", str(SMALL), str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = prepare(b'"policy","request","tenant"\r\n"b",0,"' + b"x" * 200_000 + b'"\r\n')  # past csv's limit
     assert done.returncode == 1 and "Traceback" not in done.stderr and "field larger than field limit" in done.stderr
 
 
 def test_the_agent_run_replays_with_its_names_as_written(agent_run: Path, served: Served, tmp_path: Path) -> None:
     """The page showed the writer's guards and matched no site of sites.json with a guarded id ('us;'=east': the
     site drawn nowhere, 'sites without coordinates'); a tenant's follow-up calls replay as rows of their own."""
-    shutil.copytree(agent_run, tmp_path / "run")  # the served gateway's replay directory
     external: list[str] = []
-    with chromium_page(served.base, external) as page:
-        page.goto(served.base + "/dashboard?replay=1")
-        page.wait_for_function("() => document.body.dataset.mode === 'replay'", timeout=15000)
-        page.wait_for_function("() => document.querySelectorAll('#map-sites g.site').length === 3", timeout=5000)
-        assert AGENT_SITE in page.eval_on_selector_all("#map-sites g.site", "gs => gs.map(g => g.dataset.site)")
+    with replaying(agent_run, served, tmp_path, external) as (page, sites):
+        assert AGENT_SITE in sites
         page.select_option("#replay-speed", "10")
         page.wait_for_function(f"() => [...document.querySelectorAll('#decisions tbody tr')].some("
                                f"tr => tr.children[2].textContent === {json.dumps(AGENT_TENANT)} && "
