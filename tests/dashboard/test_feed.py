@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 import httpx
 import orjson
@@ -165,7 +165,7 @@ async def test_a_tick_reads_the_token_counters_once_whatever_the_number_of_sites
         def __init__(self, registry: CollectorRegistry) -> None:
             self.registry, self.collected = registry, 0
 
-        def collect(self) -> Iterator[Metric]:
+        def collect(self) -> Iterable[Metric]:
             self.collected += 1
             return self.registry.collect()
 

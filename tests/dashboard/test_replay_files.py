@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from aigrid.dashboard.replay_files import CLIENT_COLUMNS, add_client_columns, prepare_replay
 from aigrid.printable import FORMULA_STARTS
