@@ -329,3 +329,22 @@ def test_the_gateway_reads_the_token_limits_from_the_spec(monkeypatch: pytest.Mo
                 max_lifetime_s=600)
     settings = _jwt(SecuritySpec(jwt=j))
     assert settings is not None and (settings.tenants, settings.max_lifetime_s) == (("ba*",), 600)
+
+
+@pytest.mark.parametrize("sub", ["svc\nforged audit line", "svc\x1b[31m", "svc\u202eevil", "svc\u2028x", "a" * 256])
+def test_a_sub_that_key_ids_logs_and_audit_records_cannot_carry_is_401(sub: str) -> None:
+    """A token's `sub` goes as it is into its key id (`jwt:<tenant>/<sub>`): logs, audit records, quota and abuse
+    keys. A newline, a terminal escape, a right-to-left override or more than OpenID Connect's 255 characters
+    reached all of them (twenty-third session)."""
+    with pytest.raises(AuthenticationError) as e:
+        jwt_auth().authenticate(f"Bearer {token(sub=sub)}")
+    assert e.value.code == "invalid_token" and "'sub'" in str(e.value)
+    assert jwt_auth().authenticate(f"Bearer {token(sub='auth0|5f7c-é.ü@example.com')}").key_id.endswith("@example.com")
+
+
+def test_a_401_quotes_a_token_s_header_a_hundred_characters_at_most() -> None:
+    """What a token's header says (a kid, a `crit` member) was quoted whole in the 401 and whatever logs it."""
+    crit = jwt.encode({"sub": "x"}, JWT_KEY, algorithm="HS256", headers={"crit": ["x" * 5000], "x" * 5000: 1})
+    with pytest.raises(AuthenticationError) as e:
+        jwt_auth().authenticate(f"Bearer {crit}")
+    assert e.value.code == "invalid_token" and len(str(e.value)) < 300

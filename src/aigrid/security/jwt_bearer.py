@@ -8,6 +8,7 @@ Claims read: `sub` (the key id is `jwt:<tenant>/<sub>`: authenticate.jwt_key_id)
 from __future__ import annotations
 
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
@@ -17,6 +18,14 @@ import jwt
 from aigrid.errors import AuthenticationError
 from aigrid.security.jwks import JwksKeys
 from aigrid.security.principal import Scopes
+
+MAX_SUBJECT_CHARS = 255
+"""OpenID Connect Core 1.0, section 2: a `sub` "MUST NOT exceed 255 ASCII characters in length"."""
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Unicode categories a `sub` may not hold: control and format characters (a newline, ESC, a right-to-left
+override), surrogates, line and paragraph separators."""
+SHOWN_CHARS = 100
+"""How much of what a token says (its `kid`, PyJWT's message naming a header) a 401 quotes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,14 +65,14 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
         try:
             kid = jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as e:
-            raise AuthenticationError(f"invalid bearer token: {e}", code="invalid_token") from e
+            raise AuthenticationError(f"invalid bearer token: {_shown(e)}", code="invalid_token") from e
         jwk = settings.jwks.key_for(kid if isinstance(kid, str) else None)
         if jwk is None and not settings.jwks.fetched:
             raise AuthenticationError("the identity provider's signing keys could not be fetched yet: try again "
                                       "shortly", code="invalid_token")
         if jwk is None:
             raise AuthenticationError("bearer token signed by a key the identity provider's key set does not "
-                                      f"hold (kid {kid!r})", code="invalid_token")
+                                      f"hold (kid {_shown(kid)})", code="invalid_token")
         key, algorithms = jwk.key, settings.jwks.algorithms(jwk)
     try:
         claims = jwt.decode(token, key, algorithms=algorithms,
@@ -72,7 +81,7 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
     except jwt.ExpiredSignatureError as e:
         raise AuthenticationError("bearer token expired", code="token_expired") from e
     except jwt.PyJWTError as e:
-        raise AuthenticationError(f"invalid bearer token: {e}", code="invalid_token") from e
+        raise AuthenticationError(f"invalid bearer token: {_shown(e)}", code="invalid_token") from e
     if settings.max_lifetime_s is not None:
         ahead = float(claims["exp"]) - time.time()  # decode checked exp is a number
         if ahead > settings.max_lifetime_s + settings.leeway_s:
@@ -83,6 +92,7 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
     if not isinstance(subject, str) or not subject.strip():
         # every such token would be one caller (one key id) to the abuse signals and a background run's creator
         raise AuthenticationError("bearer token has an empty 'sub' claim", code="invalid_token")
+    _check_subject(subject)
     tenant = claims.get(settings.tenant_claim)
     if not isinstance(tenant, str) or not tenant:
         raise AuthenticationError(f"bearer token has no '{settings.tenant_claim}' claim", code="invalid_token")
@@ -95,3 +105,24 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
     except ValueError as e:
         raise AuthenticationError(f"invalid scope claim in bearer token: {e}", code="invalid_token") from e
     return JwtIdentity(subject, tenant, scopes)
+
+
+def _check_subject(subject: str) -> None:
+    """401 for a `sub` the key id (`jwt:<tenant>/<sub>`) cannot carry: it is written as it is into the logs, every
+    audit record, the quota store's and the abuse signals' keys. Before, a token (of an identity provider that
+    lets a user choose their own subject, or signed with a leaked key) put a newline and terminal escapes in
+    each of them, or 100,000 characters in every record."""
+    if len(subject) > MAX_SUBJECT_CHARS:
+        raise AuthenticationError(f"bearer token's 'sub' claim is {len(subject)} characters long, more than "
+                                  f"{MAX_SUBJECT_CHARS} (OpenID Connect's limit)", code="invalid_token")
+    bad = next((c for c in subject if unicodedata.category(c) in _UNPRINTABLE), None)
+    if bad is not None:
+        raise AuthenticationError(f"bearer token's 'sub' claim holds a control or format character "
+                                  f"(U+{ord(bad):04X}): key ids, logs and audit records carry it",
+                                  code="invalid_token")
+
+
+def _shown(value: object) -> str:
+    """`value` as a 401 quotes it: its repr (a string) or text (an error), at most SHOWN_CHARS characters."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
