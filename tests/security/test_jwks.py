@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from jwt.warnings import InsecureKeyLengthWarning
 
 from aigrid.errors import AuthenticationError
 from aigrid.security.jwks import JwksKeys
@@ -257,3 +258,23 @@ async def test_a_compressed_key_set_is_not_inflated(provider: Provider) -> None:
     finally:
         tracemalloc.stop()
     assert provider.asked == ["identity"] and peak < 8_000_000, (provider.asked, f"{peak / 1e6:.0f} MB held")
+
+
+async def test_an_rsa_key_under_2048_bits_is_not_used(provider: Provider, caplog: pytest.LogCaptureFixture) -> None:
+    """A set serving a short RSA key (an old provider's, or one an attacker who can write the set factored): PyJWT
+    only warns (InsecureKeyLengthWarning) and every token it signed was accepted (twenty-third session)."""
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # cryptography makes none shorter
+    weak_jwk = {**json.loads(RSAAlgorithm.to_jwk(weak.public_key())), "kid": "weak", "alg": "RS256"}
+    private, jwk = rsa_key("k1")
+    provider.keys = [weak_jwk, jwk]
+    keys = JwksKeys(provider.url, refresh_s=3600, min_refetch_s=3600)
+    assert await keys.refresh()
+    with pytest.warns(InsecureKeyLengthWarning):
+        forged = token(weak, "weak")
+    with pytest.raises(AuthenticationError, match="does not hold"):
+        verify_jwt(forged, settings(keys))
+    assert "1024 bits" in caplog.text
+    assert verify_jwt(token(private, "k1"), settings(keys)).tenant == "bank"
+    with pytest.raises(AuthenticationError) as e:  # a kid of any length is quoted 100 characters at most
+        verify_jwt(token(private, "../../etc/passwd' OR 1=1--" + "A" * 5000), settings(keys))
+    assert len(str(e.value)) < 300

@@ -9,7 +9,8 @@ before they sign with it, so the periodic refresh normally has it already. While
 reached the last keys stay in use (logged); before the first fetch succeeds every token is refused.
 
 Only asymmetric keys are used (RSA, EC, OKP), each with the algorithms of its type (the JWK's own `alg` when
-it names one): a token cannot choose HS256 and be checked with a public key as its secret, nor `none`.
+it names one): a token cannot choose HS256 and be checked with a public key as its secret, nor `none`. An RSA key
+under 2048 bits is not used (MIN_RSA_BITS).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ ALGORITHMS_BY_KTY: dict[str, tuple[str, ...]] = {
     "EC": ("ES256", "ES384", "ES512"),
     "OKP": ("EdDSA",),
 }
+MIN_RSA_BITS = 2048
+"""An RSA key shorter than this is not used (NIST SP 800-131A; RSA-512 is factored in hours): PyJWT only warns."""
 
 
 class JwksKeys:
@@ -128,10 +131,20 @@ def _usable(keys: PyJWKSet) -> dict[str | None, PyJWK]:
     the key's type is left out); a key without a `kid` only when it is the only one (tokens name the others)."""
     usable = [key for key in keys.keys
               if ALGORITHMS_BY_KTY.get(str(key.key_type)) and key.public_key_use in (None, "sig")
-              and (_named_alg(key) is None or _named_alg(key) in ALGORITHMS_BY_KTY[str(key.key_type)])]
+              and (_named_alg(key) is None or _named_alg(key) in ALGORITHMS_BY_KTY[str(key.key_type)])
+              and not _weak(key)]
     if len(usable) > 1:
         usable = [key for key in usable if key.key_id is not None]
     return {key.key_id: key for key in usable}
+
+
+def _weak(key: PyJWK) -> bool:
+    """An RSA key under MIN_RSA_BITS (logged: a token signed with it is refused as by a key the set does not hold)."""
+    bits = getattr(key.key, "key_size", None) if str(key.key_type) == "RSA" else None
+    if bits is None or bits >= MIN_RSA_BITS:
+        return False
+    log.error("JWKS: RSA key %r is %d bits, under %d: not used", key.key_id, bits, MIN_RSA_BITS)
+    return True
 
 
 async def _fetch(url: str) -> bytes:
