@@ -40,3 +40,22 @@ def test_a_revocation_made_while_a_key_is_created_is_not_lost(tmp_path: Path, mo
     found = ring.get(leaked)
     assert found is not None and found.revoked  # before: the create wrote the file it had read, the key valid again
     assert ring.get(created) is not None
+
+
+def test_the_key_file_is_written_for_its_owner_alone_whatever_lies_at_its_temporary_name(tmp_path: Path) -> None:
+    """`KeyRing.save` opened `<file>.tmp` without O_EXCL: a temporary file left by a run that died (or made by
+    another user of the folder) kept its mode, 0644, and became the key file; a symlink there had the digests
+    written through it into the file it names, and then became the key file itself (twenty-third session)."""
+    path = tmp_path / "keys.json"
+    tmp = tmp_path / "keys.json.tmp"
+    tmp.write_text("left by a run that died")
+    tmp.chmod(0o644)
+    keys_cli.create_key(path, "bank", secret=SECRET, echo=lambda _: None)
+    assert path.stat().st_mode & 0o777 == 0o600 and not path.is_symlink()
+    victim = tmp_path / "elsewhere.txt"
+    victim.write_text("not a key file")
+    tmp.symlink_to(victim)
+    keys_cli.create_key(path, "bank", secret=SECRET, echo=lambda _: None)
+    assert victim.read_text() == "not a key file"
+    assert not path.is_symlink() and path.stat().st_mode & 0o777 == 0o600
+    assert len(KeyRing.load(path, SECRET).records()) == 2

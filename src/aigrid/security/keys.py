@@ -232,7 +232,13 @@ class KeyRing:
         tmp = path.with_name(path.name + ".tmp")
         keys: list[object] = [{**r.to_dict(), **self._kept_fields.get(r.key_id, {})} for r in self.records()]
         payload = json.dumps({**self._kept, "version": FORMAT, "keys": keys + self._kept_records}, indent=2)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        # a fresh file, never one found there: a temporary file a run that died left (its mode kept, 0644) or a
+        # symlink (the digests written through it, then the link made the key file) is removed first
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(payload)
         os.replace(tmp, path)
