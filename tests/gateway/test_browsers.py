@@ -198,3 +198,14 @@ def test_allowed_hosts_take_names_only(host: str) -> None:
     with pytest.raises(ValidationError) as bad:
         GatewaySpec(allowed_hosts=[host])
     assert "allowed_hosts" in str(bad.value) and "host name" in str(bad.value)
+
+
+def test_a_loopback_arrival_on_a_dual_stack_socket_is_checked() -> None:
+    """`aigrid serve --host :: --workers N` binds one IPv6 socket for both families (workers.listen sets no
+    IPV6_V6ONLY): a browser's connection to 127.0.0.1 arrives on `::ffff:127.0.0.1`, which Python 3.11's
+    `is_loopback` does not count, so a rebound page (Host evil.example) was served there (twenty-third session)."""
+    arrival = {"type": "http", "headers": [(b"host", b"evil.example:8080")], "server": ("::ffff:127.0.0.1", 8080)}
+    with pytest.raises(PermissionDenied) as refused:
+        BrowserGuard().check(arrival)
+    assert refused.value.code == "host_not_allowed"
+    BrowserGuard().check({**arrival, "server": ("::ffff:10.0.0.5", 8080)})  # a LAN arrival, as on IPv4

@@ -42,13 +42,17 @@ def host_name(host: str) -> str:
 
 
 def is_loopback(name: str) -> bool:
-    """A loopback address or name: 127.0.0.0/8, ::1, localhost, *.localhost (RFC 6761)."""
+    """A loopback address or name: 127.0.0.0/8, ::1, localhost, *.localhost (RFC 6761), and 127.0.0.0/8 written as
+    an IPv4-mapped IPv6 address (`::ffff:127.0.0.1`: where a dual-stack socket, bound on `::`, sees a connection to
+    127.0.0.1 arrive; Python before 3.13 does not count it as loopback)."""
     if name in LOOPBACK_NAMES or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        address = ipaddress.ip_address(name)
     except ValueError:
         return False
+    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    return (mapped or address).is_loopback
 
 
 def names_this_machine(name: str, hostname: str = "") -> bool:
