@@ -18,7 +18,8 @@ import openai
 import orjson
 import pydantic
 import pytest
-from openai.types import Completion
+from anthropic.types import ModelInfo
+from openai.types import Completion, Model
 
 from aigrid.engines.protocol import UpstreamResponse
 from aigrid.gateway.app import Gateway, build_app, build_gateway
@@ -264,3 +265,24 @@ async def test_a_legacy_stream_of_two_choices_is_one_completion_with_one_id(tmp_
     for c in chunks:  # the SDK's type has no null finish_reason, which the API streams before the last piece
         strict(Completion, {**c, "choices": [{**ch, "finish_reason": ch["finish_reason"] or "stop"}
                                              for ch in c["choices"]]})
+
+
+async def test_a_family_name_the_model_calls_take_is_retrieved_too(
+        clients: tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic]) -> None:
+    """`model: "smollm2"` (a model's family, docs/quickstart.md) is served by every model call, but both SDKs'
+    `models.retrieve("smollm2")` was a 404 `model_not_found`, though the chat call's own 404 lists it."""
+    oai, claude = clients
+    done = await oai.chat.completions.create(model="smollm2", messages=HI)  # type: ignore[arg-type]
+    assert done.choices[0].message.content == "Hello from the grid"
+    raw = await oai.models.with_raw_response.retrieve("smollm2")
+    strict(Model, raw.http_response.json())
+    strict(ModelInfo, raw.http_response.json())
+    family = raw.parse()
+    assert (family.id, family.object, family.owned_by) == ("smollm2", "model", "aigrid")
+    assert family.model_extra is not None and (family.model_extra["kind"], family.model_extra["models"]) == (
+        "chat", ["smollm2-135m"])
+    info = await claude.models.retrieve("smollm2")
+    assert (info.id, info.type, info.lifecycle, info.max_tokens) == ("smollm2", "model", "active", 4096)
+    assert [m.id async for m in oai.models.list()] == ["smollm2-135m", "auto", "all-minilm-l6-v2"]  # models only
+    with pytest.raises(openai.NotFoundError):
+        await oai.models.retrieve("smollm")

@@ -63,12 +63,27 @@ def model_page(listing: Mapping[str, Any], query: Mapping[str, str]) -> dict[str
 
 def find_model(spec: GridSpec, embedders: Mapping[str, Embedder], model_id: str,
                scopes: Scopes = ANYONE) -> dict[str, Any] | None:
-    """The entry of `model_id` (an embedding model's alias names its model's entry), None when this grid has
-    no such model or the caller's key may not use it."""
+    """The entry of `model_id` (an embedding model's alias names its model's entry; a chat models' family, which
+    every model call takes, `_family`'s), None when this grid has no such model or the caller's key may not
+    use it."""
     for entry in model_list(spec, embedders, scopes)["data"]:
         if model_id == entry["id"] or model_id in entry.get("aliases", ()):
             return entry
-    return None
+    return _family(spec, model_id, scopes)
+
+
+def _family(spec: GridSpec, family: str, scopes: Scopes) -> dict[str, Any] | None:
+    """A family's own entry (not listed: the list holds models), for a caller who may use a model of it: `model:
+    "smollm2"` is served by any model of that family (docs/routing.md), so `models.retrieve("smollm2")` was a
+    404 that the model call's own 404 listed as available. `models` names the family's models the caller may
+    use."""
+    members = [name for name, m in spec.models.items() if m.family == family and scopes.allows_model(name)]
+    if not members or not scopes.allows_model(family):  # authorize.authorize checks the name asked for too
+        return None
+    limit = spec.gateway.max_output_tokens
+    return _entry(family, "chat", display_name=f"{family} (any model of the family)", family=family,
+                  models=members, max_input_tokens=min(spec.models[m].context for m in members),
+                  max_tokens=min(limit, *(spec.models[m].context for m in members)))
 
 
 def _entries(spec: GridSpec, embedders: Mapping[str, Embedder]) -> list[dict[str, Any]]:
