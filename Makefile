@@ -73,7 +73,7 @@ system-deps:
 	    else echo "missing:$$missing; sudo apt-get install$$missing (those tests will skip)"; fi; fi
 
 lint: install
-	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff check src tests scripts
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy src/aigrid
 

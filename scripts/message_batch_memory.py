@@ -5,9 +5,14 @@ src/aigrid/gateway/message_batches_api.py`, then restore it)
 Builds a valid batch body of about MiB (default 100) of multi-turn requests, then measures the process's
 peak RSS (VmHWM, reset with /proc/self/clear_refs 5) while MessageBatchesApi checks it and writes its lines:
 the raw body is already resident before the reset, so the figure is what the parse adds on top of it."""
-import asyncio, sys, tempfile, time
+import asyncio
+import sys
+import tempfile
+import time
 from pathlib import Path
+
 import orjson
+
 
 def status(key: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -24,9 +29,11 @@ async def main() -> None:
     build_app(gw)
     api = gw.batches.message_batches_api
     turn = "Please summarise the following paragraph in one sentence. " * 4
-    one = lambda i: {"custom_id": f"r{i}", "params": {"model": "smollm2-135m", "max_tokens": 64, "system": "You are terse.",
-        "messages": [{"role": r, "content": [{"type": "text", "text": f"{turn} {i}"}]} for r in ("user", "assistant") * 3
-                     ] + [{"role": "user", "content": "Go."}]}}
+    def one(i: int) -> dict:
+        return {"custom_id": f"r{i}", "params": {
+            "model": "smollm2-135m", "max_tokens": 64, "system": "You are terse.",
+            "messages": [{"role": r, "content": [{"type": "text", "text": f"{turn} {i}"}]} for r in ("user", "assistant") * 3
+                         ] + [{"role": "user", "content": "Go."}]}}
     size = len(orjson.dumps(one(0)))
     n = min(50_000, int(mib * 1048576 / (size + 1)))
     raw = orjson.dumps({"requests": [one(i) for i in range(n)]})
@@ -35,7 +42,8 @@ async def main() -> None:
     Path("/proc/self/clear_refs").write_text("5")
     base = status("VmRSS")
     t = time.monotonic()
-    import inspect, tempfile as tf
+    import inspect
+    import tempfile as tf
     if "src" in inspect.signature(api._check).parameters:  # after the fix: the body read from its spool file
         with tf.SpooledTemporaryFile(1 << 20) as src, tf.SpooledTemporaryFile(1 << 20) as out:
             src.write(raw)  # on disk: what create spooled as it arrived
