@@ -348,3 +348,20 @@ def test_a_401_quotes_a_token_s_header_a_hundred_characters_at_most() -> None:
     with pytest.raises(AuthenticationError) as e:
         jwt_auth().authenticate(f"Bearer {crit}")
     assert e.value.code == "invalid_token" and len(str(e.value)) < 300
+
+
+def test_a_key_or_token_cannot_swap_its_tenants_bound_policy() -> None:
+    """`Scopes.narrowed_by` took a key's policy over its tenant's: a token's `policy` claim (or a key created with
+    `--policy`) naming another policy than the tenant's bound one had its requests routed under it (twenty-third
+    session); every other scope is intersected."""
+    ring = KeyRing(SECRET)
+    other, same = ring.issue("bound", Scopes(policy="fast")), ring.issue("bound", Scopes(policy="cheap"))
+    tenants = {"bound": Tenant("bound", Scopes(policy="cheap"))}
+    settings = JwtSettings(issuer="https://idp.example", audience="aigrid", key=JWT_KEY, algorithms=("HS256",))
+    auth = Authenticator(ring, tenants, jwt=settings)
+    for credential in (other.api_key, token(tenant="bound", policy="fast")):
+        with pytest.raises(PermissionDenied) as e:
+            auth.authenticate(f"Bearer {credential}")
+        assert e.value.code == "policy_not_allowed" and "'cheap'" in str(e.value)
+    assert auth.authenticate(f"Bearer {same.api_key}").scopes.policy == "cheap"
+    assert auth.authenticate(f"Bearer {token(tenant='bound')}").scopes.policy == "cheap"

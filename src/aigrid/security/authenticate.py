@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from aigrid.errors import AuthenticationError
+from aigrid.errors import AuthenticationError, PermissionDenied
 from aigrid.security.jwt_bearer import JwtSettings, looks_like_jwt, verify_jwt
 from aigrid.security.keys import KeyRing, split_key
 from aigrid.security.principal import Principal, Scopes, Tenant
@@ -47,13 +47,13 @@ class Authenticator:
         if self.jwt is not None and looks_like_jwt(token):
             identity = verify_jwt(token, self.jwt)
             tenant = self._known_tenant(identity.tenant)
-            return Principal(tenant.id, jwt_key_id(tenant.id, identity.subject),
-                             tenant.scopes.narrowed_by(identity.scopes), "jwt")
+            key_id = jwt_key_id(tenant.id, identity.subject)
+            return Principal(tenant.id, key_id, _narrowed(tenant, identity.scopes, key_id), "jwt")
         record = self.keys.verify(token)
         if record is None:
             raise AuthenticationError("invalid API key", headers=dict(_CHALLENGE))
         tenant = self._known_tenant(record.tenant)
-        return Principal(tenant.id, record.key_id, tenant.scopes.narrowed_by(record.scopes))
+        return Principal(tenant.id, record.key_id, _narrowed(tenant, record.scopes, record.key_id))
 
     def _known_tenant(self, tenant_id: str) -> Tenant:
         tenant = self.tenants.get(tenant_id)
@@ -64,6 +64,19 @@ class Authenticator:
     def _tenant_scopes(self, tenant_id: str) -> Scopes:
         tenant = self.tenants.get(tenant_id)
         return tenant.scopes if tenant is not None else Scopes()
+
+
+def _narrowed(tenant: Tenant, scopes: Scopes, key_id: str) -> Scopes:
+    """The tenant's scopes narrowed by a key's or a token's; 403 `policy_not_allowed` when both bind a routing policy
+    and not the same one. `Scopes.narrowed_by` takes the key's policy over the tenant's: a key or a token's `policy`
+    claim naming another policy than its tenant's bound one ran every request under it (a widening, where
+    every other scope is intersected)."""
+    bound, asked = tenant.scopes.policy, scopes.policy
+    if bound is not None and asked is not None and asked != bound:
+        raise PermissionDenied(f"key {key_id} is bound to policy {asked[:100]!r}, but its tenant {tenant.id!r} is "
+                               f"bound to {bound!r}: a key or token may only narrow its tenant's scopes",
+                               code="policy_not_allowed")
+    return tenant.scopes.narrowed_by(scopes)
 
 
 def jwt_key_id(tenant: str, subject: str) -> str:
