@@ -481,3 +481,32 @@ async def test_a_body_nested_too_deep_is_named_not_a_traceback(tmp_path: Path) -
     assert code == 1, out
     assert "  - record 25: its body is not an audit record (JSON nested too deep to read)" in out, out
     assert "  - records 21..30 do not match the signed checkpoint 30 (rewritten)" in out, out
+
+
+async def test_verify_keeps_nothing_per_checkpoint_on_a_long_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quiet gateway signs every record within checkpoint_after_s: a year's log holds millions of checkpoints,
+    which verify read whole (fetchall) with the recomputed hash of each record one signs (~850 bytes each:
+    197 MiB for 200,000); a wrong key kept one problem each. The checkpoints are now walked with the records
+    (memory flat in their number) and at most MAX_KEPT problems are kept, the rest counted."""
+    import tracemalloc
+
+    from aigrid.audit import verify as verify_module
+
+    peaks = []
+    for n in (300, 3000):
+        path = tmp_path / f"{n}.db"
+        log = AuditLog(path, KEY, checkpoint_every=1, batch_max=1, linger_s=0)
+        await log.start()
+        for i in range(n):
+            await log.append(record(i))
+        await log.flush()  # all written (stop() gives up what a slow disk has not taken within 3 s)
+        await log.stop()
+        tracemalloc.start()
+        report = verify(path, KEY.public_key())
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert report.ok and report.checkpoints == n, report.problems[:3]
+    assert peaks[1] < peaks[0] + 256 * 1024, peaks  # was 2.6 MB more for 2,700 checkpoints more
+    monkeypatch.setattr(verify_module, "MAX_KEPT", 100)
+    code, out = run(path, public_pem(tmp_path / "other.pub", Ed25519PrivateKey.generate()))
+    assert code == 1 and out[-1] == "  ... and 2980 more", out[-3:]  # 3000 checkpoints, 20 lines printed

@@ -57,8 +57,8 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
         problems = report.problems
         for problem in problems[:20]:
             echo(f"  - {problem}")
-        if len(problems) > 20:
-            echo(f"  ... and {len(problems) - 20} more")
+        if len(problems) + report.more > 20:  # `more`: past the problems a report keeps (verify.MAX_KEPT)
+            echo(f"  ... and {len(problems) + report.more - 20} more")
     return 0 if report.ok else 1
 
 

@@ -15,6 +15,11 @@ another given key than the one it names is reported (its key id was changed). An
 elsewhere from an earlier run (the CLI prints it) catches what the file alone cannot: the tail deleted
 together with its checkpoints, the file replaced by an older copy, an empty log or another log signed with
 the same key.
+
+Memory is bounded on a log of any length: the records and the checkpoints are read as two cursors walked
+together in seq order (each checkpoint is checked when the walk reaches its record; nothing is kept per
+record or per checkpoint), and at most MAX_KEPT problems are kept (the rest counted: `more`). One record is
+read whole (SQLite holds a value of at most 1 GB).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +42,9 @@ from aigrid.cli_error import agreeing
 from aigrid.printable import printable
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
+MAX_KEPT = 10_000
+"""Problems kept in a report (a wrong key on a year's log is one per checkpoint: millions); the rest are counted."""
+_Checkpoint = tuple[int, str, str, object]
 
 
 class NotAnAuditLog(ValueError):
@@ -78,12 +86,14 @@ class VerifyReport:
     key rotation the new key's writer disclaims what the old key signed)."""
     damaged: bool = False
     """Reading the records stopped at a page that cannot be read (its problem says from which record)."""
+    more: int = 0
+    """Problems found past the MAX_KEPT kept (not in `problems`)."""
     _found: list[_Problem] = field(default_factory=list)
-    _said: list[tuple[int, str, tuple[int, int] | None]] = field(default_factory=list)
-    """The writers' notes read (seq, text escaped, the records it disclaims): only those a valid checkpoint signs
-    and no later shown note disclaims are shown."""
-    _signed: list[int] = field(default_factory=list)
-    """The valid checkpoints (of any given key), in order."""
+    _chain_last: _Problem | None = None
+    """The last problem of the chain (a range the next record may extend), kept or not."""
+    _said: list[tuple[int, str, tuple[int, int] | None, int]] = field(default_factory=list)
+    """The writers' notes read (seq, text escaped, the records it disclaims, the last valid checkpoint of any
+    given key before it): only those a valid checkpoint signs and no later shown note disclaims are shown."""
 
     @property
     def problems(self) -> list[str]:
@@ -94,21 +104,26 @@ class VerifyReport:
 
     @property
     def ok(self) -> bool:
-        return not self._found
+        return not self._found and not self.more
 
-    def _bad(self, seq: int, problem: str) -> None:
-        self._found.append(_Problem(seq, problem, end=seq))
+    def _bad(self, seq: int, problem: str) -> _Problem:
+        found = _Problem(seq, problem, end=seq)
+        if len(self._found) < MAX_KEPT:
+            self._found.append(found)
+        else:
+            self.more += 1
         if self.first_bad_seq is None or seq < self.first_bad_seq:
             self.first_bad_seq = seq
+        return found
 
     def _broken(self, seq: int, kind: str, problem: str, many: str) -> None:
         """A problem of the chain at record `seq`; `many`: its wording for a range of records."""
-        last = self._found[-1] if self._found else None
+        last = self._chain_last
         if last is not None and last.kind == kind and last.end == seq - 1:
             last.end = seq
             return
-        self._bad(seq, problem)
-        self._found[-1].kind, self._found[-1].why = kind, many
+        self._chain_last = self._bad(seq, problem)
+        self._chain_last.kind, self._chain_last.why = kind, many
         if self.first_break is None:
             self.first_break = seq
 
@@ -132,23 +147,24 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
         if "audit_records" not in tables:
             if "audit_checkpoints" not in tables:
                 raise NotAnAuditLog(f"{db_path} is not an audit database (it has no audit_records table)")
-            report.checkpoints = len(_checkpoints(db, report))
+            report.checkpoints = sum(1 for _ in _checkpoints(db, report))
             report._bad(1, "the records table is gone (dropped or renamed) but the checkpoint table is there: the "
                            "records were removed")
             return report
         if "audit_checkpoints" in tables:
-            checkpoints = _checkpoints(db, report)
+            checkpoints: Iterator[_Checkpoint] = _checkpoints(db, report)
         else:
-            checkpoints = []
+            checkpoints = iter(())
             report._bad(1, "the checkpoint table is gone (dropped): nothing proves the records")
-        wanted = {seq for seq, *_ in checkpoints} | ({anchor[0]} if anchor else set())
-        chained, last_seq = _chain(db, report, wanted)
-        _check_checkpoints(checkpoints, chained, last_seq, keys, report)
+        check = _CheckpointCheck(keys, report)
+        chained, last_seq = _chain(db, report, checkpoints, check, anchor[0] if anchor else None)
+        for checkpoint in checkpoints:  # those past the last record read
+            check.one(checkpoint, None, last_seq)
         if anchor is not None:
             _check_anchor(anchor, chained, last_seq, report)
         report.unsigned_tail = max(0, last_seq - report.last_checkpoint_seq)
         report.notes.extend(_notes(report))
-        if require_checkpoint and report.records and not checkpoints and "audit_checkpoints" in tables:
+        if require_checkpoint and report.records and not report.checkpoints and "audit_checkpoints" in tables:
             report._bad(1, "no signed checkpoint: the records could have been rewritten wholesale")
     finally:
         db.close()
@@ -161,14 +177,14 @@ def _notes(report: VerifyReport) -> list[str]:
     whole tail it found, a forged note in it too, and says first that it does not vouch for it."""
     lines: list[str] = []
     disclaimed: list[tuple[int, int]] = []
-    for seq, said, unsigned in reversed(report._said):
+    for seq, said, unsigned, signed in reversed(report._said):
         if seq > report.last_checkpoint_seq:
             lines.append(f"record {seq}: a writer's note in the unsigned tail (no valid checkpoint signs it, anyone "
                          "could have added it: not shown)")
         elif any(first <= seq <= last for first, last in disclaimed):
             lines.append(f"record {seq}: a note in records a later writer did not vouch for: not shown")
         else:
-            lines.append(f"record {seq}: the writer opening the log said: {said}{_narrowed(report, seq, unsigned)}")
+            lines.append(f"record {seq}: the writer opening the log said: {said}{_narrowed(signed, unsigned)}")
             if unsigned is not None:
                 disclaimed.append(unsigned)
     return lines[::-1]
@@ -179,13 +195,12 @@ def records_span(first: int, last: int) -> str:
     return f"record {first}" if first == last else f"records {first}..{last}"
 
 
-def _narrowed(report: VerifyReport, seq: int, unsigned: tuple[int, int] | None) -> str:
-    """What a note's disclaimed records leave once the valid checkpoints of every given key are counted: the
-    writer only knew its own key's."""
+def _narrowed(signed: int, unsigned: tuple[int, int] | None) -> str:
+    """What a note's disclaimed records leave once the valid checkpoints of every given key are counted (`signed`:
+    the last before the note): the writer only knew its own key's."""
     if unsigned is None:
         return ""
     first, last = unsigned
-    signed = max((c for c in report._signed if c < seq), default=0)
     if signed < first:
         return ""
     said = f" (verify: of {records_span(first, last)}, "
@@ -195,16 +210,29 @@ def _narrowed(report: VerifyReport, seq: int, unsigned: tuple[int, int] | None) 
     return f"{said}{follow} the last checkpoint of any given key ({signed}))"
 
 
-def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> tuple[dict[int, str], int]:
-    """Walk the records in order; returns the recomputed hash of each `wanted` record and the last sequence
-    number read."""
+def _chain(db: sqlite3.Connection, report: VerifyReport, checkpoints: Iterator[_Checkpoint],
+           check: _CheckpointCheck, anchor: int | None) -> tuple[dict[int, str], int]:
+    """Walk the records in order, each checkpoint checked as the walk reaches its record (`checkpoints`, in seq
+    order, is left at the first past the last record read); returns the recomputed hash of the `anchor` record
+    and the last sequence number read."""
     chained: dict[int, str] = {}
     expected, prev = 1, GENESIS
+    waiting = next(checkpoints, None)
+
+    def reached(seq: int, computed: str | None) -> _Checkpoint | None:
+        """Check the waiting checkpoints up to record `seq` (those before it name a missing record)."""
+        nonlocal waiting
+        while waiting is not None and waiting[0] <= seq:
+            check.one(waiting, computed if waiting[0] == seq else None, seq)
+            waiting = next(checkpoints, None)
+        return waiting
+
     try:
         for seq, ts, body, prev_hash, stored in db.execute(
                 "SELECT seq, ts, body, prev_hash, hash FROM audit_records ORDER BY seq"):
             report.records += 1
             seq = int(seq)
+            reached(seq - 1, None)
             prev_hash, stored = _text(prev_hash), _text(stored)
             if seq != expected:
                 missing = f"{records_span(expected, seq - 1)} {agreeing(seq - expected, 'is', 'are')}"
@@ -213,6 +241,7 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> tu
                 report._broken(seq, "body", f"record {seq}: its body is {_kind(body)}, not text (changed)",
                                "their bodies are not text (changed)")
                 prev, expected = stored, seq + 1
+                reached(seq, None)
                 continue
             computed = entry_hash(seq, prev_hash, body)
             if seq != expected:
@@ -227,12 +256,15 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, wanted: set[int]) -> tu
             else:
                 _check_ts(seq, ts, body, report)
             prev, expected = stored, seq + 1
-            if seq in wanted:
+            reached(seq, computed)
+            if seq == anchor:
                 chained[seq] = computed
     except sqlite3.DatabaseError as e:  # a damaged page: what was read before it stands
         report._broken(expected, "damaged", f"records from {expected} on cannot be read: the file is damaged ({printable(str(e))})",
                        "")
         report.damaged = True
+    if waiting is not None:  # the first checkpoint past the last record read, taken off the cursor
+        check.one(waiting, None, expected - 1)
     return chained, expected - 1
 
 
@@ -261,59 +293,66 @@ def _check_ts(seq: int, ts: object, body: bytes, report: VerifyReport) -> None:
                 and 0 < unsigned[0] <= unsigned[1] < seq):
             unsigned = None
         report._said.append((seq, printable(str(extra.get("message"))[:600]),
-                             None if unsigned is None else (unsigned[0], unsigned[1])))
+                             None if unsigned is None else (unsigned[0], unsigned[1]), report.last_checkpoint_seq))
     if not isinstance(ts, int | float) or isinstance(ts, bool) or said != ts:
         report._broken(seq, "ts", f"record {seq}: its ts column ({_shown(ts)}) is not the time in its hashed body "
                                   f"({_shown(said)}) (changed)",
                        "their ts columns are not the times in their hashed bodies (changed)")
 
 
-def _checkpoints(db: sqlite3.Connection, report: VerifyReport) -> list[tuple[int, str, str, object]]:
+def _checkpoints(db: sqlite3.Connection, report: VerifyReport) -> Iterator[_Checkpoint]:
+    """The checkpoint rows in seq order, one at a time; a page that cannot be read ends them (a problem)."""
     try:
-        rows = db.execute("SELECT seq, hash, key_id, signature FROM audit_checkpoints ORDER BY seq").fetchall()
+        for seq, h, kid, sig in db.execute("SELECT seq, hash, key_id, signature FROM audit_checkpoints ORDER BY seq"):
+            yield int(seq), _text(h), _text(kid), sig
     except sqlite3.DatabaseError as e:
         report._bad(1, f"the checkpoints cannot be read: the file is damaged ({printable(str(e))})")
-        return []
-    return [(int(seq), _text(h), _text(kid), sig) for seq, h, kid, sig in rows]
 
 
-def _check_checkpoints(checkpoints: list[tuple[int, str, str, object]], chained: dict[int, str], last_seq: int,
-                       keys: dict[str, Ed25519PublicKey], report: VerifyReport) -> None:
-    good_until = 0
-    given = ", ".join(keys)
-    for seq, signed_hash, named, signature in checkpoints:
+class _CheckpointCheck:
+    """Checks the checkpoints one by one in seq order, each with the recomputed hash of its record."""
+
+    def __init__(self, keys: dict[str, Ed25519PublicKey], report: VerifyReport) -> None:
+        self.keys, self.report = keys, report
+        self.given = ", ".join(keys)
+        self.good_until = 0
+        """The last valid checkpoint so far (0: none): a problem of a later one concerns the records after it."""
+
+    def one(self, checkpoint: _Checkpoint, computed: str | None, last_seq: int) -> None:
+        """`computed`: the recomputed hash of its record (None: missing, or not read); `last_seq`: the last
+        record read (the log's end once the walk is over)."""
+        report, good_until = self.report, self.good_until
+        seq, signed_hash, named, signature = checkpoint
         report.checkpoints += 1
         named_shown = named if _KEY_ID.fullmatch(named) else "(not a key id)"
         if not isinstance(signature, bytes):
             report._bad(good_until + 1, f"checkpoint {seq}: its signature is {_kind(signature)}, not bytes (changed)")
-            continue
-        message = checkpoint_message(seq, signed_hash)
-        signer = _signer(signature, message, keys, named)
+            return
+        signer = _signer(signature, checkpoint_message(seq, signed_hash), self.keys, named)
         if signer is None:
-            if named in keys:
+            if named in self.keys:
                 why = f"signature invalid for key {named}, the key it names (a forged or changed checkpoint)"
             else:
-                why = (f"signature invalid: it names key {named_shown}, not the given key {given} (the wrong "
+                why = (f"signature invalid: it names key {named_shown}, not the given key {self.given} (the wrong "
                        "--public-key, or a checkpoint forged with another key)")
             report._bad(good_until + 1, f"checkpoint {seq}: {why}")
-            continue
+            return
         if signer != named:
             report._bad(good_until + 1, f"checkpoint {seq}: names key {named_shown} but is signed by key {signer} "
                                         "(its key id was changed)")
         if seq > last_seq and report.damaged:  # the damage hides what it signs: already reported
-            continue
+            return
         if seq > last_seq:
             report._bad(last_seq + 1, f"checkpoint {seq} is signed but the log ends at {last_seq} "
                                       f"({records_span(last_seq + 1, seq)} deleted)")
-        elif chained.get(seq) != signed_hash:
+        elif computed != signed_hash:
             report._bad(good_until + 1, f"{records_span(good_until + 1, seq)} "
                                         f"{agreeing(seq - good_until, 'does', 'do')} not match the signed "
                                         f"checkpoint {seq} (rewritten)")
             if report.bad_range is None:
                 report.bad_range = (good_until + 1, seq)
         else:
-            good_until = seq
-            report._signed.append(seq)
+            self.good_until = seq
             report.last_checkpoint_seq, report.last_checkpoint_hash = seq, signed_hash
 
 
