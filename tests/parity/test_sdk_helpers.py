@@ -286,3 +286,32 @@ async def test_a_family_name_the_model_calls_take_is_retrieved_too(
     assert [m.id async for m in oai.models.list()] == ["smollm2-135m", "auto", "all-minilm-l6-v2"]  # models only
     with pytest.raises(openai.NotFoundError):
         await oai.models.retrieve("smollm")
+
+
+WEATHER_R = {"type": "function", "name": "get_weather", "parameters": CITY}
+
+
+async def test_a_turn_of_text_and_a_call_fed_back_is_one_assistant_message(
+        native: tuple[openai.AsyncOpenAI, anthropic.AsyncAnthropic, ScriptedEngine]) -> None:
+    """A model turn with text and a tool call is a `message` and a `function_call` item; fed back (stateless,
+    `store: false`, the output appended to the input, as agents such as Codex replay it; or by
+    previous_response_id) they reached the engine as two assistant messages in a row, which chat templates that
+    make roles alternate (Gemma, Mistral) refuse, and unlike the one message the model wrote."""
+    oai, _, engine = native
+    engine.replies += [{"content": "Let me check.", "tool_calls": [{"name": "get_weather",
+                                                                    "arguments": {"city": "Paris"}}]},
+                       {"content": "Sunny."}] * 2
+    ask = [{"role": "user", "content": "Weather in Paris?"}]
+    first = await oai.responses.create(model=MODEL, input=ask, tools=[WEATHER_R], store=False)  # type: ignore[arg-type]
+    assert [o.type for o in first.output] == ["message", "function_call"]
+    call = first.output[1]
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}  # type: ignore[union-attr]
+    replay = [*ask, *(o.model_dump(exclude_none=True) for o in first.output), result]
+    await oai.responses.create(model=MODEL, input=replay, tools=[WEATHER_R], store=False)  # type: ignore[arg-type]
+    stored = await oai.responses.create(model=MODEL, input=ask, tools=[WEATHER_R])  # type: ignore[arg-type]
+    await oai.responses.create(model=MODEL, previous_response_id=stored.id, tools=[WEATHER_R],  # type: ignore[arg-type]
+                               input=[{**result, "call_id": stored.output[1].call_id}])  # type: ignore[union-attr]
+    for sent in (engine.received[1]["messages"], engine.received[3]["messages"]):
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+        assert sent[1]["content"] == "Let me check." and [c["function"]["name"] for c in sent[1]["tool_calls"]] == [
+            "get_weather"]

@@ -77,10 +77,12 @@ def _call(call_id: str, name: str, arguments: str) -> dict[str, Any]:
 
 
 def _append_call(out: list[dict[str, Any]], call: dict[str, Any]) -> None:
-    """Consecutive calls are one assistant turn with several tool_calls, as chat engines expect."""
+    """Consecutive calls are one assistant turn with several tool_calls, as chat engines expect; a call right
+    after an assistant message is that turn's (the model wrote its text and its calls as one message: as two
+    assistant messages in a row they were refused by chat templates that make roles alternate)."""
     last = out[-1] if out else None
-    if last is not None and last["role"] == "assistant" and "tool_calls" in last:
-        last["tool_calls"].append(call)
+    if last is not None and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(call)
     else:
         out.append({"role": "assistant", "content": None, "tool_calls": [call]})
 
