@@ -510,3 +510,31 @@ async def test_verify_keeps_nothing_per_checkpoint_on_a_long_log(tmp_path: Path,
     monkeypatch.setattr(verify_module, "MAX_KEPT", 100)
     code, out = run(path, public_pem(tmp_path / "other.pub", Ed25519PrivateKey.generate()))
     assert code == 1 and out[-1] == "  ... and 2980 more", out[-3:]  # 3000 checkpoints, 20 lines printed
+
+
+async def test_a_crash_before_the_first_checkpoint_says_what_the_next_start_does(tmp_path: Path) -> None:
+    """The writer killed before its first checkpoint (the files as it left them, its WAL too): verify fails the
+    log as before (nothing proves the records), and now says why an operator may see it after a crash and what
+    clears it; the next start writes its note and signs: exit 0 with the note."""
+    import shutil
+
+    live, crashed = tmp_path / "live.db", tmp_path / "crashed.db"
+    log = AuditLog(live, KEY, checkpoint_every=1000, checkpoint_after_s=None, linger_s=0)
+    await log.start()
+    for i in range(5):
+        await log.append(record(i))
+    await log.flush()
+    for suffix in ("", "-wal"):  # the process's files at the moment it died
+        shutil.copy(f"{live}{suffix}", f"{crashed}{suffix}")
+    await log.stop()
+    pub = public_pem(tmp_path / "k.pub")
+    code, out = run(crashed, pub)
+    assert code == 1 and "  - no signed checkpoint: the records could have been rewritten wholesale (a fresh log's " \
+                         "writer signs its first within checkpoint_after_s; one that stopped before it, a crash, " \
+                         "signs them at its next start, after a note saying it does not vouch for them)" in out, out
+    restarted = AuditLog(crashed, KEY)
+    await restarted.start()
+    await restarted.stop()
+    code, out = run(crashed, pub)
+    assert code == 0 and any(line.startswith("NOTE: record 6: the writer opening the log said: records 1..5 "
+                                             "followed the last checkpoint") for line in out), out

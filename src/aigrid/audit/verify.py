@@ -165,7 +165,9 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
         report.unsigned_tail = max(0, last_seq - report.last_checkpoint_seq)
         report.notes.extend(_notes(report))
         if require_checkpoint and report.records and not report.checkpoints and "audit_checkpoints" in tables:
-            report._bad(1, "no signed checkpoint: the records could have been rewritten wholesale")
+            report._bad(1, "no signed checkpoint: the records could have been rewritten wholesale (a fresh log's "
+                           "writer signs its first within checkpoint_after_s; one that stopped before it, a crash, "
+                           "signs them at its next start, after a note saying it does not vouch for them)")
     finally:
         db.close()
     return report
