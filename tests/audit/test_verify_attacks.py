@@ -538,3 +538,28 @@ async def test_a_crash_before_the_first_checkpoint_says_what_the_next_start_does
     code, out = run(crashed, pub)
     assert code == 0 and any(line.startswith("NOTE: record 6: the writer opening the log said: records 1..5 "
                                              "followed the last checkpoint") for line in out), out
+
+
+async def test_a_log_that_fails_prints_no_anchor_to_keep(tmp_path: Path) -> None:
+    """Two logs signed by one key spliced, the second's records and checkpoints after the first's 15: the link at
+    16 breaks (TAMPERED), but the second log's checkpoints still hold over their own records, and the run printed
+    one of them as the anchor to keep: kept, it vouched for the other log's head."""
+    first, second = tmp_path / "a.db", tmp_path / "b.db"
+    for path, offset in ((first, 0), (second, 1000)):
+        log = AuditLog(path, KEY, checkpoint_every=10, batch_max=1, linger_s=0)
+        await log.start()
+        for i in range(25):
+            await log.append(record(offset + i))
+        await log.flush()
+        await log.stop()
+    db = attacker(first)
+    db.execute("ATTACH ? AS b", (str(second),))
+    for table in ("audit_records", "audit_checkpoints"):
+        db.execute(f"DELETE FROM {table} WHERE seq > 15")
+        db.execute(f"INSERT INTO {table} SELECT * FROM b.{table} WHERE seq > 15")
+    db.commit()
+    db.close()
+    code, out = run(first, public_pem(tmp_path / "k.pub"))
+    assert code == 1 and "  - record 16: link to record 15 is broken (changed or reordered)" in out, out
+    assert not any(line.startswith("anchor: 2") for line in out), out
+    assert "anchor: none printed, the log failed (keep the last anchor of a run that passed)" in out, out

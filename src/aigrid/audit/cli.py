@@ -42,10 +42,12 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
         return 1
     echo(f"{db_path}: {counted(report.records, 'record')}, {counted(report.checkpoints, 'signed checkpoint')} "
          f"(last valid at record {report.last_checkpoint_seq}, {counted(report.unsigned_tail, 'record')} after it)")
-    if report.last_checkpoint_seq:
-        kept = f"{report.last_checkpoint_seq}:{report.last_checkpoint_hash}"
+    if report.last_checkpoint_seq and report.ok:  # a failed log's last valid checkpoint may be another log's
+        kept = f"{report.last_checkpoint_seq}:{report.last_checkpoint_hash}"  # (spliced in with its checkpoints)
         echo(f"anchor: {kept} (keep it off this host; --anchor {kept} then finds a deleted tail or a replaced "
              "file)")
+    elif report.last_checkpoint_seq:
+        echo("anchor: none printed, the log failed (keep the last anchor of a run that passed)")
     for note in report.notes[:20]:
         echo(f"NOTE: {note}")
     if report.ok:
