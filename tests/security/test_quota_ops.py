@@ -209,3 +209,48 @@ async def test_only_a_store_that_pauses_is_asked_by_op() -> None:
     hubs = LateAnswer(MemoryQuotaBackend())
     named = await Quotas(RULES, cast(QuotaBackend, hubs), clock=lambda: NOW).admit(ALICE, 300)
     assert named.op.startswith("aigrid:q:{acme}:op:") and list(hubs.inner._ops) == [named.op]
+
+
+async def _ops_held(store: QuotaBackend) -> int:
+    """The op records the store holds (the in-process store's table, Redis's op keys)."""
+    if isinstance(store, MemoryQuotaBackend):
+        return len(store._ops)
+    return len([k async for k in store._redis.scan_iter("*:op:*")])  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])  # the hub's store is the in-process one
+async def test_a_refused_charge_records_no_op_and_is_weighed_afresh_when_asked_again(
+        kind: str, work: Path, request: pytest.FixtureRequest) -> None:  # noqa: F811
+    """Before: every refused charge (a 429, a tool loop's turn without room) was kept by its op for the op's TTL, though
+    it applied nothing: in Redis one key per 429 for 120 s (10,000 refused admissions: 10,000 keys, 1.8 MB; a client
+    hammering past its limit grows Redis by that), in the hub's memory for 30 s."""
+    async with backend(kind, work, request) as store:
+        c = [Counter(TPM, 500, 800, NOW + 30, 30.0)]
+        assert await store.consume(c, "aigrid:q:{acme}:op:a") == (None, [500])
+        assert await store.consume(c, "aigrid:q:{acme}:op:b") == (0, [])
+        assert await store.grow(c, 0, "aigrid:q:{acme}:op:c") is None
+        assert await _ops_held(store) == 1  # the one that applied something
+        await store.release("aigrid:q:{acme}:op:a", c)
+        assert await store.consume(c, "aigrid:q:{acme}:op:b") == (None, [500])  # asked again: room now, charged
+        assert await store.consume(c, "aigrid:q:{acme}:op:b") == (None, [500])  # and that charge once
+        assert await store.value(TPM) == 500
+
+
+async def test_an_op_released_after_its_charge_is_kept_its_whole_ttl_from_the_release(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the in-process store forgot an op at the expiry of its first record (the charge's), though the release
+    had recorded it again later: a late copy of the charge arriving in between applied."""
+    now = [1000.0]
+    monkeypatch.setattr(quota_backend, "time", type("Clock", (), {"monotonic": staticmethod(lambda: now[0])}))
+    store = MemoryQuotaBackend(op_ttl_s=30.0)
+    c = [Counter(TPM, 300, 800, NOW + 30, 30.0)]
+    op = "aigrid:q:{acme}:op:x"
+    await store.consume(c, op)
+    now[0] += 20
+    await store.release(op, c)
+    now[0] += 20  # 40 s after the charge, 20 after the release
+    with pytest.raises(quota_backend.Released):
+        await store.consume(c, op)
+    assert await store.value(TPM) == 0
+    now[0] += 11  # the release's own 30 s over: forgotten
+    assert await store.consume(c, op) == (None, [300]) and len(store._ops) == 1

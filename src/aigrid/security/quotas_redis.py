@@ -6,7 +6,7 @@ in Redis Cluster. Each counter expires a minute after its window ends (a relativ
 the gateways' clocks and Redis's need not agree to the second). Give the client a BlockingConnectionPool
 so a burst of requests waits for a connection instead of failing. A call's op (quota_backend.py) is a key of
 its own (the quota's prefix and the tenant's hash tag: the same slot), holding the call's answer and what it
-applied for OP_TTL_S.
+applied for OP_TTL_S; a refused charge (a 429) applied nothing and records nothing.
 """
 
 from __future__ import annotations
@@ -35,14 +35,13 @@ for i = 1, n do
   if over > give then answer = {i} break end
   if over > short then short = over end
 end
+if answer then return answer end -- refused: nothing applied, nothing recorded (a repeat is asked afresh)
+answer = {0, short}
 local applied = {}
-if not answer then
-  answer = {0, short}
-  for i = 1, n do
-    applied[i] = math.max(0, tonumber(ARGV[3 * i + 1]) - short)
-    answer[i + 2] = redis.call('INCRBY', KEYS[i], applied[i])
-    redis.call('EXPIRE', KEYS[i], ARGV[3 * i + 3])
-  end
+for i = 1, n do
+  applied[i] = math.max(0, tonumber(ARGV[3 * i + 1]) - short)
+  answer[i + 2] = redis.call('INCRBY', KEYS[i], applied[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[3 * i + 3])
 end
 if op then redis.call('SET', op, cjson.encode({answer = answer, applied = applied}), 'EX', ARGV[3]) end
 return answer
