@@ -158,10 +158,11 @@ class _HeldReplies:
 
 @pytest.mark.parametrize("retries", [True, False], ids=["redis-py retries", "no retries"])
 async def test_a_charge_whose_redis_reply_is_lost_is_charged_once(redis_port: int, retries: bool) -> None:
-    """Real Redis, its reply lost after it ran the charge, the client's real 0.2 s socket timeout. redis-py (8.x)
-    retries a command that timed out, 3 times by default (the gateway's quota client keeps that default): before,
-    the charge ran again, the request counted twice and its tokens reserved twice; now the repeat answers as the first
-    did. Without retries the admission fails (503 at the guard) and its charge is released; before, it stayed."""
+    """Real Redis, its reply lost after it ran the charge, the client's real 0.2 s socket timeout. A plain redis-py
+    (8.x) client retries a command that timed out: before, the charge ran again, the request counted twice and its
+    tokens reserved twice; now the repeat answers as the first did. Without retries, as the gateway's quota client
+    runs (redis_client.connect's pool: one attempt, then the 503 at the guard), the charge is released; before, it
+    stayed."""
     pytest.importorskip("redis", reason="the redis client package is not installed")
     from redis.asyncio import Redis
     from redis.asyncio.retry import Retry
