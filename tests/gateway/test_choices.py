@@ -116,6 +116,32 @@ async def test_answers_that_each_hold_every_prompt_put_each_prompts_choices_toge
     assert seen == {(0, "p0a0"), (1, "p0a1"), (2, "p1a0"), (3, "p1a1")}
 
 
+@pytest.mark.parametrize("usage_alone", [False, True])
+async def test_a_streamed_chat_of_two_choices_is_one_completion_with_one_head(usage_alone: bool) -> None:
+    """Each engine names its own answer (`chatcmpl-A`, `chatcmpl-B`, its own `created` and fingerprint): the merged
+    stream relayed each choice's chunks with its engine's id, two completions in one stream; and its usage chunk
+    took its head only from a usage-only chunk, so with the usage on the finish chunk (llama-server's completions)
+    it had no `id`, `object`, `created` or `model`. Now every chunk is the first answer's."""
+    def answer(name: str, created: int) -> AsyncIterator[bytes]:
+        head = {"id": f"chatcmpl-{name}", "object": "chat.completion.chunk", "created": created,
+                "model": "smollm2-135m", "system_fingerprint": f"b{name}"}
+        usage = {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}
+        finish = {**head, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+        return _answer(*(b"data: " + orjson.dumps(e) + b"\n\n" for e in (
+            {**head, "choices": [{"index": 0, "delta": {"content": name}, "finish_reason": None}]},
+            *([finish, {**head, "choices": [], "usage": usage}] if usage_alone else [{**finish, "usage": usage}]))),
+            b"data: [DONE]\n\n")
+
+    merged = b"".join([c async for c in merged_stream([UpstreamResponse(200, {}, answer("A", 1764900000)),
+                                                       UpstreamResponse(200, {}, answer("B", 1764900001))], 2)])
+    events = [orjson.loads(e[6:]) for e in merged.split(b"\n\n") if e.startswith(b"data: {")]
+    heads = {(e.get("id"), e.get("object"), e.get("created"), e.get("model"), e.get("system_fingerprint"))
+             for e in events}
+    assert len(heads) == 1 and None not in next(iter(heads)), heads
+    assert events[-1]["choices"] == [] and events[-1]["usage"]["completion_tokens"] == 4
+    assert sorted(c["index"] for e in events for c in e["choices"]) == [0, 0, 1, 1]
+
+
 async def test_a_merged_stream_reads_its_answers_no_faster_than_its_client_reads() -> None:
     """The answers' events waited for the client in a queue without a bound: engines that send faster than the client
     reads (or without end) grew the gateway's memory with everything they sent (a direct stream's engine connection

@@ -246,8 +246,6 @@ class LlamaCompletions(FakeEngine):
         yield UpstreamResponse(200, {"content-type": "text/event-stream"}, events())
 
 
-@pytest.mark.xfail(strict=True, reason="engines/fan_out.merged_stream: each answer keeps its engine's id, and the "
-                   "usage chunk takes its head only from a usage-only chunk (not this file's to fix; see the report)")
 async def test_a_legacy_stream_of_two_choices_is_one_completion_with_one_id(tmp_path: Path) -> None:
     spec = spec_in(tmp_path)
     gw = build_gateway(spec, {e.id: LlamaCompletions(e.id) for e in spec.endpoints}, rng=random.Random(7),

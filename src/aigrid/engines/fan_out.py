@@ -42,6 +42,9 @@ MAX_CHOICES = 8
 MAX_FANNED_REQUESTS = 32
 """The most engine requests one call may become: a list of prompts times `n`."""
 FANNED_PATHS = ("/v1/chat/completions", "/v1/completions")
+HEAD = ("id", "object", "created", "model", "system_fingerprint")
+"""A stream chunk's keys that name its completion: one merged stream is one completion, every chunk the first
+answer's values (each engine numbers its own answer: `cmpl-A...`, `cmpl-B...`)."""
 MAX_QUEUED = 64
 """The most events of a merged stream held for its client: past it the answers are read no faster than the client
 reads (as one stream's engine connection is, the transport's high water)."""
@@ -209,8 +212,9 @@ def _count(v: object) -> bool:
 
 
 async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIterator[bytes]:
-    """The answers' SSE events (n per prompt) as they arrive, answer i's choices re-indexed (`_index`); one summed usage chunk
-    and one [DONE] at the end. Events that are not JSON objects (llama.cpp opens a stream of several prompts
+    """The answers' SSE events (n per prompt) as they arrive, answer i's choices re-indexed (`_index`), every event
+    one completion's (HEAD: the first answer's id, model, ...); one summed usage chunk, its head that too (llama-server
+    puts its usage on the finish chunk: no usage-only chunk to take it from), and one [DONE] at the end. Events that are not JSON objects (llama.cpp opens a stream of several prompts
     with `data: null`) are skipped. An answer that fails, or ends without its [DONE] and without a
     finish_reason, raises EngineStreamBroken once the events queued before it are out (no usage, no [DONE]). At most
     MAX_QUEUED events wait for the client: the answers are read no faster than it reads."""
@@ -218,6 +222,7 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
     room = asyncio.Semaphore(MAX_QUEUED)
     usages: dict[int, dict[str, Any]] = {}
     last: dict[str, Any] = {}
+    head: dict[str, Any] = {}  # HEAD's values, the first event's that has each: every event's, the usage chunk's
 
     async def relay(i: int, answer: UpstreamResponse) -> None:
         async def forward(ev: Event) -> bool:
@@ -228,6 +233,9 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
             event = orjson.loads(ev.data)
             if not isinstance(event, dict):
                 return False
+            for k in HEAD:
+                if event.get(k) is not None:
+                    event[k] = head.setdefault(k, event[k])
             if isinstance(event.get("usage"), dict):
                 usages[i] = event.pop("usage")
                 if not event.get("choices"):
@@ -273,7 +281,7 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
                 room.release()
                 yield item
         if usages and (usage := _merged_usage(usages, n)) is not None:
-            yield b"data: " + orjson.dumps({**last, "choices": [], "usage": usage}) + b"\n\n"
+            yield b"data: " + orjson.dumps({**last, **head, "choices": [], "usage": usage}) + b"\n\n"
         yield b"data: [DONE]\n\n"
     finally:
         for task in tasks:
