@@ -203,6 +203,27 @@ async def test_a_turn_that_surely_overflows_the_context_ends_the_loop() -> None:
     assert done.stop == "answer" and len(roomy.received) == 2
 
 
+@pytest.mark.parametrize("said", ["Let me check.", [{"type": "output_text", "text": "Let me check."}]])
+async def test_a_constrained_turn_keeps_the_text_beside_an_earlier_call(said: Any) -> None:
+    """An assistant turn of text and a tool call in the history (a chat turn, a Messages turn of text and tool_use,
+    a Responses message + function_call replayed): in constrained mode its text was dropped, only the call's JSON
+    shown. It is kept now, before the call's JSON in the same assistant message (one turn, roles alternating)."""
+    engine = ScriptedEngine([answer("Sunny.")])
+    turn = {"role": "assistant", "content": said, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Lyon"}'}}]}
+    history = [{"role": "user", "content": "Weather in Paris and Lyon?"}, turn,
+               {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+               {"role": "tool", "tool_call_id": "c2", "content": "rain"}]
+    fin = (await events(engine, {**chat(WEATHER, CALC), "messages": history}))[-1]
+    assert isinstance(fin, Finished) and fin.content == "Sunny."
+    assert engine.received[0]["messages"][1:] == [
+        history[0],
+        {"role": "assistant", "content": 'Let me check.\n{"tool":"weather","arguments":{"city":"Paris"}}'},
+        {"role": "assistant", "content": '{"tool":"weather","arguments":{"city":"Lyon"}}'},
+        {"role": "user", "content": "weather result: sunny"}, {"role": "user", "content": "weather result: rain"}]
+
+
 def test_tool_results_may_answer_consecutive_assistant_turns() -> None:
     """The Messages API merges consecutive assistant turns: results after them answer the calls of either."""
     from aigrid.agents.loop import check_tool_results

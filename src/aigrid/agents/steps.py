@@ -141,7 +141,9 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
                          client_format: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
     """The client's conversation rewritten for constrained mode: our tool prompt merged into the system
     message, earlier assistant tool calls as the JSON the grammar produces and tool results as user turns
-    (templates without tool support render neither `tool_calls` nor the `tool` role)."""
+    (templates without tool support render neither `tool_calls` nor the `tool` role). A turn's text beside its
+    calls (a chat, Messages or Responses turn of text and a call) is kept as text, as an earlier answer is printed,
+    in the same assistant message, before its first call's JSON (it was dropped: the model never read what it said)."""
     system = [system_prompt(tools, "A JSON OBJECT in the requested format" if structured(client_format) else "TEXT")]
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
@@ -150,12 +152,14 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
         if role in ("system", "developer"):
             system.append(_text_of(m.get("content")))
         elif role == "assistant" and m.get("tool_calls"):
+            text = _text_of(m.get("content"))  # the turn's words before its calls: printed as an answer's text is
             for tc in m["tool_calls"]:
                 fn = tc.get("function", {})
                 names[tc.get("id", "")] = fn.get("name", "tool")
                 args = _shallow(_json_object(fn.get("arguments", "{}"))) or {}
-                out.append({"role": "assistant",
-                            "content": orjson.dumps({"tool": fn.get("name"), "arguments": args}).decode()})
+                step = orjson.dumps({"tool": fn.get("name"), "arguments": args}).decode()
+                out.append({"role": "assistant", "content": f"{text}\n{step}" if text else step})
+                text = ""
         elif role in ("tool", "function"):
             name = names.get(str(m.get("tool_call_id", "")), str(m.get("name") or "tool"))
             out.append(tool_result_message(name, _text_of(m.get("content"))))
