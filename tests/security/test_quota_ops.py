@@ -255,3 +255,48 @@ async def test_an_op_released_after_its_charge_is_kept_its_whole_ttl_from_the_re
     assert await store.value(TPM) == 0
     now[0] += 11  # the release's own 30 s over: forgotten
     assert await store.consume(c, op) == (None, [300]) and len(store._ops) == 1
+
+
+class _Keys(MemoryQuotaBackend):
+    """The in-process store asked by op (as the hub's is), noting every key a call names."""
+
+    pauses = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: set[str] = set()
+
+    async def consume(self, counters: Any, op: str | None = None) -> Any:
+        self.keys |= {c.key for c in counters} | {op or ""}
+        return await super().consume(counters, op)
+
+    async def grow(self, counters: Any, give: int, op: str | None = None) -> int | None:
+        self.keys |= {c.key for c in counters} | {op or ""}
+        return await super().grow(counters, give, op)
+
+    async def adjust(self, counters: Any, op: str | None = None) -> None:
+        self.keys |= {c.key for c in counters} | {op or ""}
+        await super().adjust(counters, op)
+
+
+@pytest.mark.parametrize("tenant", ["}x", "", "acme", "a{b", "a}b", "~7d78"])
+async def test_every_key_of_a_tenant_s_request_is_in_one_redis_cluster_slot(tenant: str) -> None:
+    """Before: a tenant named '' or beginning with '}' had an empty hash tag ({} or {}x}...): each counter and op key
+    hashed whole, 4 to 6 slots for one request (a Cluster refuses such a script, CROSSSLOT); now '~' and the name in
+    hex, which a plain name beginning with '~' is written as too (so '~7d78' does not share the keys of '}x')."""
+    pytest.importorskip("redis", reason="the redis client package is not installed")
+    from redis.crc import key_slot
+
+    from aigrid.security.principal import Principal, Scopes
+
+    store = _Keys()
+    q = Quotas(RULES, store, clock=lambda: NOW)
+    r = await q.admit(Principal(tenant, "k-alice", Scopes()), 100)
+    grown = await q.extend(r, 100)
+    assert grown is not None
+    await q.settle(grown[0], 50)
+    store.keys.discard("")
+    assert len(store.keys) >= 5  # rpm, budget, tpm, three ops
+    assert len({key_slot(k.encode()) for k in store.keys}) == 1, sorted(store.keys)
+    if tenant == "~7d78":  # tenant '}x' written out: a plain name that looks like it is written out too
+        assert all(k.startswith("aigrid:q:{~7e37643738}:") for k in store.keys), sorted(store.keys)

@@ -100,7 +100,7 @@ class Quotas:
         token_counters: list[Counter] = []
         token_limits: list[TokenLimit] = []
         for scope, ident, limits in self._scopes(principal):
-            base = f"{self.prefix}:{{{principal.tenant}}}:{scope}:{ident}"
+            base = f"{self.prefix}:{_tagged(principal.tenant)}:{scope}:{ident}"
             if limits.requests_per_min is not None:
                 counters.append((_counter(f"{base}:rpm", 1, limits.requests_per_min, 60.0, now),
                                  f"{scope} requests per minute ({limits.requests_per_min})", "requests"))
@@ -126,7 +126,7 @@ class Quotas:
         # the longest wait first: the backend names the first full counter, so Retry-After is the time until
         # every full one has room (a full minute window beside a spent day's budget says the day's end)
         counters.sort(key=lambda c: -c[0].ttl_s)
-        op = f"{self.prefix}:{{{principal.tenant}}}:op:{uuid.uuid4().hex}" if self._named else None
+        op = f"{self.prefix}:{_tagged(principal.tenant)}:op:{uuid.uuid4().hex}" if self._named else None
         charged = [c for c, _, _ in counters]
         full, values = await self._charging(op, charged, self.backend.consume(charged, op)) if charged else (None, [])
         if full is not None:
@@ -234,13 +234,25 @@ class Quotas:
     async def tokens_this_minute(self, principal: Principal) -> int:
         """Tokens charged to the principal's tenant in the current one-minute window (0 without a
         tokens-per-minute limit, which is the only case that counts them)."""
-        c = _counter(f"{self.prefix}:{{{principal.tenant}}}:tenant:{principal.tenant}:tpm", 0, 0, 60.0, self.clock())
+        c = _counter(f"{self.prefix}:{_tagged(principal.tenant)}:tenant:{principal.tenant}:tpm", 0, 0, 60.0,
+                     self.clock())
         return await self.backend.value(c.key)
 
     def _scopes(self, principal: Principal) -> list[tuple[str, str, QuotaLimits]]:
         tenant = self.rules.tenants.get(principal.tenant, self.rules.default_tenant)
         key = self.rules.keys.get(principal.key_id, self.rules.default_key)
         return [("tenant", principal.tenant, tenant), ("key", principal.key_id, key)]
+
+
+def _tagged(tenant: str) -> str:
+    """`{tenant}`, the Redis Cluster hash tag that keeps a tenant's counters and op keys in one slot (its scripts touch
+    several at once). A tag runs from a key's first `{` to the next `}`: a tenant whose name is empty or begins with
+    `}` had an empty one, so each of its keys was hashed whole, in a slot of its own (a Cluster refuses such a script,
+    CROSSSLOT). Such a name, and one beginning with `~`, is written `~` and its UTF-8 hex (as stores_redis.tag), which
+    no other name is; every other tenant's keys are as before."""
+    if not tenant or tenant[0] in "}~":
+        tenant = "~" + tenant.encode().hex()
+    return f"{{{tenant}}}"
 
 
 def _op_after(op: str, prefix: str) -> str:

@@ -1,8 +1,8 @@
 """Redis quota backend: several gateways share one budget.
 
 Check-and-add runs as one Lua script, which Redis executes atomically, so concurrent gateways never
-drift past a limit. Keys carry the tenant in a hash tag ({tenant}) so a tenant's counters share a slot
-in Redis Cluster. Each counter expires a minute after its window ends (a relative expiry, so
+drift past a limit. Keys carry the tenant in a hash tag ({tenant}; a name empty or beginning with '}' or '~'
+written '~' and its hex: quotas._tagged) so a tenant's counters share a slot in Redis Cluster. Each counter expires a minute after its window ends (a relative expiry, so
 the gateways' clocks and Redis's need not agree to the second). Give the client a BlockingConnectionPool
 so a burst of requests waits for a connection instead of failing. A call's op (quota_backend.py) is a key of
 its own (the quota's prefix and the tenant's hash tag: the same slot), holding the call's answer and what it
