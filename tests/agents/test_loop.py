@@ -21,6 +21,7 @@ from aigrid.agents import (
 )
 from aigrid.agents.graph import graph_from_edges
 from aigrid.agents.loop import first_turn
+from aigrid.agents.steps import MANY_CALLS
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
 from tests.agents.scripted_engine import ScriptedEngine, answer, call
 
@@ -219,9 +220,49 @@ async def test_a_constrained_turn_keeps_the_text_beside_an_earlier_call(said: An
     assert isinstance(fin, Finished) and fin.content == "Sunny."
     assert engine.received[0]["messages"][1:] == [
         history[0],
-        {"role": "assistant", "content": 'Let me check.\n{"tool":"weather","arguments":{"city":"Paris"}}'},
-        {"role": "assistant", "content": '{"tool":"weather","arguments":{"city":"Lyon"}}'},
-        {"role": "user", "content": "weather result: sunny"}, {"role": "user", "content": "weather result: rain"}]
+        {"role": "assistant", "content": 'Let me check.\n{"tool":"weather","arguments":{"city":"Paris"}}\n'
+                                         '{"tool":"weather","arguments":{"city":"Lyon"}}'},
+        {"role": "user", "content": "weather result: sunny\n\nweather result: rain"}]
+
+
+async def test_a_constrained_turn_of_several_calls_is_one_assistant_and_one_user_message() -> None:
+    """A turn of several tool calls was shown as several assistant messages in a row, then its results as several
+    user messages in a row: a template that requires alternating roles (Gemma, Mistral) refuses that. Now one
+    assistant message holds every call's JSON (one a line, in order) and one user message every result (in order),
+    and the system prompt says a reply is still ONE call (the grammar and parse_turn read one); the next turn, one
+    call, is parsed as before."""
+    engine = ScriptedEngine([call("calculator", expression="2*3"), answer("6, sunny, rain.")])
+    turn = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Lyon"}'}}]}
+    history = [{"role": "user", "content": "Weather in Paris and Lyon, and 2*3?"}, turn,
+               {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+               {"role": "tool", "tool_call_id": "c2", "content": "rain"}]
+    done = await events(engine, {**chat(WEATHER, CALC), "messages": history})
+    fin = done[-1]
+    assert isinstance(fin, Finished) and fin.content == "6, sunny, rain." and [s.tool for s in fin.steps] == [
+        "calculator"]
+    first, second = (r["messages"] for r in engine.received)
+    assert [m["role"] for m in first] == ["system", "user", "assistant", "user"]
+    assert first[2:4] == [
+        {"role": "assistant", "content": '{"tool":"weather","arguments":{"city":"Paris"}}\n'
+                                         '{"tool":"weather","arguments":{"city":"Lyon"}}'},
+        {"role": "user", "content": "weather result: sunny\n\nweather result: rain"}]
+    assert MANY_CALLS in first[0]["content"]
+    assert second[4:] == [{"role": "assistant", "content": '{"tool":"calculator","arguments":{"expression":"2*3"}}'},
+                          {"role": "user", "content": "calculator result: 6"}]
+
+
+async def test_a_history_of_single_calls_does_not_mention_several() -> None:
+    """The note on several calls a turn is only in a prompt whose history shows such a turn."""
+    engine = ScriptedEngine([answer("Sunny.")])
+    history = [{"role": "user", "content": "Weather in Paris?"},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+               {"role": "tool", "tool_call_id": "c1", "content": "sunny"}]
+    await events(engine, {**chat(WEATHER, CALC), "messages": history})
+    sent = engine.received[0]["messages"]
+    assert MANY_CALLS not in sent[0]["content"] and [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
 
 
 def test_tool_results_may_answer_consecutive_assistant_turns() -> None:

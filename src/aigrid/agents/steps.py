@@ -143,29 +143,52 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
     message, earlier assistant tool calls as the JSON the grammar produces and tool results as user turns
     (templates without tool support render neither `tool_calls` nor the `tool` role). A turn's text beside its
     calls (a chat, Messages or Responses turn of text and a call) is kept as text, as an earlier answer is printed,
-    in the same assistant message, before its first call's JSON (it was dropped: the model never read what it said)."""
+    in the same assistant message, before its first call's JSON (it was dropped: the model never read what it said).
+
+    A turn of several calls is ONE assistant message (its text, then each call's JSON, one a line, in order) and
+    its results ONE user message (each `NAME result: ...`, in order, a blank line between): as several messages in
+    a row, roles did not alternate and templates that require it (Gemma, Mistral) refused the conversation. The
+    model still writes ONE call a turn (the grammar holds it to one object, parse_turn reads one): the system
+    prompt says so (MANY_CALLS) when the history shows a turn of several."""
     system = [system_prompt(tools, "A JSON OBJECT in the requested format" if structured(client_format) else "TEXT")]
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
+    results: dict[str, Any] | None = None  # the user message of the results that follow the last calls
+    many = False
     for m in messages:
         role = m.get("role")
+        if role in ("tool", "function"):
+            name = names.get(str(m.get("tool_call_id", "")), str(m.get("name") or "tool"))
+            shown = tool_result_message(name, _text_of(m.get("content")))
+            if results is None:
+                results = shown
+                out.append(results)
+            else:
+                results["content"] += "\n\n" + shown["content"]
+            continue
+        results = None
         if role in ("system", "developer"):
             system.append(_text_of(m.get("content")))
         elif role == "assistant" and m.get("tool_calls"):
             text = _text_of(m.get("content"))  # the turn's words before its calls: printed as an answer's text is
+            steps = []
             for tc in m["tool_calls"]:
                 fn = tc.get("function", {})
                 names[tc.get("id", "")] = fn.get("name", "tool")
                 args = _shallow(_json_object(fn.get("arguments", "{}"))) or {}
-                step = orjson.dumps({"tool": fn.get("name"), "arguments": args}).decode()
-                out.append({"role": "assistant", "content": f"{text}\n{step}" if text else step})
-                text = ""
-        elif role in ("tool", "function"):
-            name = names.get(str(m.get("tool_call_id", "")), str(m.get("name") or "tool"))
-            out.append(tool_result_message(name, _text_of(m.get("content"))))
+                steps.append(orjson.dumps({"tool": fn.get("name"), "arguments": args}).decode())
+            many = many or len(steps) > 1
+            out.append({"role": "assistant", "content": "\n".join([text, *steps] if text else steps)})
         else:
             out.append(dict(m))
+    if many:
+        system.insert(1, MANY_CALLS)
     return [{"role": "system", "content": "\n\n".join(s for s in system if s)}, *out]
+
+
+MANY_CALLS = ("An earlier turn above shows several tool calls, one JSON object a line; each reply of yours is still "
+              "ONE JSON object (one tool call, or the answer).")
+"""Said in the system prompt when the history shows a turn of several calls (constrained_messages)."""
 
 
 def _text_of(content: Any) -> str:
