@@ -306,6 +306,9 @@ class Guard:
         self._browsers = BrowserGuard(spec.gateway.allowed_hosts)
         self._operators = frozenset(name for name, t in spec.tenants.items() if t.operator)
         self._jwks_task: asyncio.Task[None] | None = None
+        self._started = False
+        """start() ran and stop() has not since: a second start() does nothing (a test's, then its app's lifespan:
+        each built and opened an audit log of its own, and stop() closed the last one only)."""
 
     @staticmethod
     def _quota_rules(spec: GridSpec) -> QuotaRules:
@@ -315,6 +318,11 @@ class Guard:
 
     # lifespan ----------------------------------------------------------------------------------------
     async def start(self) -> None:
+        """Start the abuse sync, the JWKS refresher and the audit log, once: called again before stop(), nothing
+        (what the first call started is what stop() stops)."""
+        if self._started:
+            return
+        self._started = True  # before any await: a start that fails half-way is stop()'s to undo (app.start)
         if self.abuse_sync is not None:
             await self.abuse_sync.start()
         jwks = self.authenticator.jwt.jwks if self.authenticator.jwt is not None else None
@@ -328,6 +336,7 @@ class Guard:
         self.audit = sink
 
     async def stop(self) -> None:
+        self._started = False
         if self._jwks_task is not None:
             self._jwks_task.cancel()
             try:
