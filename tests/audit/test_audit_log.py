@@ -436,3 +436,26 @@ async def test_a_record_added_to_the_file_while_the_writer_runs_is_not_built_on(
         await asyncio.wait_for(log.stop(), 5)
     assert log.lost == 1
     assert "the audit log's last record is record 4, not record 3 this writer wrote last" in caplog.text
+
+
+def test_a_log_that_fails_to_open_drops_its_writer_lock(tmp_path: Path) -> None:
+    """A log whose records table the writer's reads refuse (its hash column gone) fails to open: the lock on
+    <log>-writer.lock went with it. The reads after the format check were outside the guarded block, so the lock's
+    descriptor (and the connection) stayed open, and no other process could write the log while this one lived."""
+    import subprocess
+    import sys
+
+    from aigrid.audit.store import AuditStore
+
+    path = tmp_path / "audit.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE audit_records (seq INTEGER PRIMARY KEY, ts REAL, body TEXT, prev_hash TEXT)")
+    db.commit()
+    db.close()
+    store = AuditStore(path, KEY)
+    with pytest.raises(sqlite3.OperationalError, match="hash"):
+        store.open()
+    other = subprocess.run([sys.executable, "-c", "import fcntl, os, sys; fd = os.open(sys.argv[1], os.O_RDWR); "
+                            "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('locked')", f"{path}-writer.lock"],
+                           capture_output=True, text=True, timeout=60)
+    assert other.stdout == "locked\n", other.stderr

@@ -95,20 +95,22 @@ class AuditStore:
             db.executescript(SCHEMA)
             if found != FORMAT:  # a new log, or one written before the stamp (the same tables)
                 db.execute(f"PRAGMA user_version = {FORMAT}")
+            # in the try: a table these reads refuse (a column gone, a damaged page) closes the log and drops its
+            # lock (the lock's descriptor and the connection were left open)
+            row = db.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
+            if row is not None:
+                self.last_seq, self.last_hash = int(row[0]), str(row[1])
+            if self.signing_key is None:
+                cp = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
+                self.last_checkpoint = int(cp[0] or 0)
+            else:
+                self.last_checkpoint, self.unchecked_checkpoints = self._own_checkpoint(db, self.signing_key)
+                if self.last_seq > self.last_checkpoint:
+                    self.found_unsigned = (self.last_checkpoint + 1, self.last_seq)
         except BaseException:
             db.close()
             self._drop_lock()
             raise
-        row = db.execute("SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1").fetchone()
-        if row is not None:
-            self.last_seq, self.last_hash = int(row[0]), str(row[1])
-        if self.signing_key is None:
-            cp = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
-            self.last_checkpoint = int(cp[0] or 0)
-        else:
-            self.last_checkpoint, self.unchecked_checkpoints = self._own_checkpoint(db, self.signing_key)
-            if self.last_seq > self.last_checkpoint:
-                self.found_unsigned = (self.last_checkpoint + 1, self.last_seq)
         self._db = db
 
     @staticmethod
