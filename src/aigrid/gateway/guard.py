@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from jwt.algorithms import RSAAlgorithm
+from jwt.exceptions import InvalidKeyError
 from pydantic import TypeAdapter, ValidationError
 from starlette.types import Scope
 
@@ -52,7 +54,7 @@ from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from aigrid.security.firewall.reader import PROMPT_READER_PATH
 from aigrid.security.firewall.screen import Screen
 from aigrid.security.firewall.texts import ModelText
-from aigrid.security.jwks import JwksKeys
+from aigrid.security.jwks import MIN_RSA_BITS, JwksKeys
 from aigrid.security.jwt_bearer import JwtSettings
 from aigrid.security.keys import KeyRing
 from aigrid.security.principal import Principal, Scopes, Tenant
@@ -170,6 +172,10 @@ def _jwt(sec: SecuritySpec) -> JwtSettings | None:
             key: str | bytes = Path(j.key_file).read_bytes()
         except OSError as e:
             raise ConfigError(f"security.jwt.key_file: cannot read {j.key_file}: {e.strerror}") from e
+        bits = _rsa_bits(key)
+        if bits is not None and bits < MIN_RSA_BITS:  # PyJWT only warns (InsecureKeyLengthWarning), per token
+            raise ConfigError(f"security.jwt.key_file: {j.key_file} is a {bits}-bit RSA key; tokens are accepted only "
+                              f"under RSA keys of at least {MIN_RSA_BITS} bits (as from a JWKS: security/jwks.py)")
         return JwtSettings(j.issuer, j.audience, key, **limits)
     secret = os.environ.get(j.secret_env or "", "")
     if not secret:
@@ -179,6 +185,15 @@ def _jwt(sec: SecuritySpec) -> JwtSettings | None:
                           f"secret must be at least {HS256_MIN_BYTES} bytes (RFC 7518, 3.2: e.g. `openssl rand -hex "
                           "32`), else it can be guessed from a single token and any tenant's token forged")
     return JwtSettings(j.issuer, j.audience, secret, algorithms=("HS256",), **limits)
+
+
+def _rsa_bits(pem: bytes) -> int | None:
+    """The size of the RSA key PyJWT reads from `pem` (a public key, a private one, an ssh-rsa line), or None: not an
+    RSA key (an EC or Ed25519 one; a file PyJWT cannot read, refused with every token)."""
+    try:
+        return RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(pem).key_size
+    except (InvalidKeyError, TypeError, ValueError):
+        return None
 
 
 def audit_log(a: AuditSpec) -> AuditLog:
