@@ -158,6 +158,20 @@ class CountTokensRequest(_Open):
     system: str | list[TextBlock] | None = None
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoice | None = None
+    mcp_servers: Any = None
+    """Anthropic's MCP connector (remote MCP servers whose tools Anthropic's servers call): not served, a 400 naming
+    `mcp_servers` (it was accepted and ignored: the model answered without the servers' tools). None or [] passes."""
+
+    @field_validator("mcp_servers", mode="before")
+    @classmethod
+    def _no_mcp_connector(cls, v: object) -> object:
+        if v is not None and v != []:
+            raise PydanticCustomError(
+                "mcp_connector", "the MCP connector is not served: this gateway does not connect to a request's remote "
+                "MCP servers, so their tools would not reach the model; run them on your side and send them as custom "
+                "tools (name, description, input_schema), answering their tool_use, or have the grid's operator "
+                "register the server as a server-side tool (docs/agents.md)")
+        return v
 
 
 class MessagesRequest(CountTokensRequest):

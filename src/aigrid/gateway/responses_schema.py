@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic_core import PydanticCustomError
 
 from aigrid.gateway.conversations_schema import Metadata
 
@@ -67,6 +68,20 @@ class ResponsesRequest(BaseModel):
     """Run it later, in a task of the gateway (background.py); requires store. GET /v1/responses/{id} polls,
     POST /v1/responses/{id}/cancel stops it."""
 
+    prompt: Any = None
+    """OpenAI's reusable prompt template (`{id, version, variables}`, stored on OpenAI's platform): not served, a 400
+    naming `prompt` (it was accepted and ignored: the template's instructions never reached the model)."""
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _no_prompt_template(cls, value: Any) -> Any:
+        if value is not None:
+            raise PydanticCustomError(
+                "prompt_template", "prompt templates are not served: this gateway cannot read the prompts stored on "
+                "OpenAI's platform, so the template's instructions would not reach the model; send the template's "
+                "text, its variables filled in, as `instructions` (and its messages in `input`)")
+        return value
+
     @field_validator("conversation", mode="before")
     @classmethod
     def _conversation_id(cls, value: Any) -> Any:
@@ -77,6 +92,7 @@ class CompactRequest(ResponsesRequest):
     """POST /v1/responses/compact (the SDK's `responses.compact`): a model and the conversation to compact, as
     `input` items and/or the stored history of `previous_response_id`, with `instructions`. The other fields of a
     Responses request are accepted and not used (the SDK's image, prompt cache, safety and service tier settings
-    are hints only); `conversation` and `background` are refused (compaction.py, ResponsesApi.compact)."""
+    are hints only); `conversation` and `background` are refused (compaction.py, ResponsesApi.compact), and a
+    `prompt` template as in a create."""
 
     input: str | list[dict[str, Any]] = Field(default_factory=list)
