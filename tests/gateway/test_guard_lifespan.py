@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from pathlib import Path
 
+import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from aigrid.errors import ConfigError
+from aigrid.errors import AuthenticationError, ConfigError
 from aigrid.gateway.app import build_gateway
 from aigrid.gateway.guard import _jwt
-from aigrid.spec.models import JwtSpec, SecuritySpec
+from aigrid.spec.models import JwtSpec, SecuritySpec, TenantSpec
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
+
+JWT_SECRET = "jwt-test-secret-that-is-long-enough-for-hs256"
 
 
 def _writers() -> list[asyncio.Task[object]]:
@@ -57,3 +61,33 @@ def test_a_jwt_key_file_rsa_key_under_2048_bits_is_refused_at_start(tmp_path: Pa
         settings(rsa.generate_private_key(public_exponent=65537, key_size=1024))
     assert settings(rsa.generate_private_key(public_exponent=65537, key_size=2048)) is not None
     assert settings(ec.generate_private_key(ec.SECP256R1())) is not None
+
+
+@pytest.mark.parametrize(("listed", "may"), [(None, {"eu-bank", "default"}), (["*"], {"eu-bank", "default"}),
+                                             (["ops*"], set()), (["ops", "eu-*"], {"ops", "eu-bank"})])
+def test_a_token_names_an_operator_tenant_only_where_security_jwt_tenants_names_it(
+        tmp_path: Path, fakes: dict[str, FakeEngine], monkeypatch: pytest.MonkeyPatch, listed: list[str] | None,
+        may: set[str]) -> None:
+    """An operator tenant reads every tenant's decisions and the dashboard. A grid that left `security.jwt.tenants`
+    out (or matched it by a pattern) let the identity provider mint tokens naming it, accepted as that operator. Now
+    only its exact name in the list lets a token name it; the other tenants are as before (401 invalid_token naming
+    the setting, as any tenant the list leaves out)."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "k" * 32)
+    monkeypatch.setenv("AIGRID_TEST_JWT", JWT_SECRET)
+    spec = spec_in(tmp_path, enforce=True, jwt=JwtSpec(issuer="https://idp.example", audience="aigrid",
+                                                       secret_env="AIGRID_TEST_JWT", tenants=listed))
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "ops": TenantSpec(operator=True)}})
+    guard = build_gateway(spec, fakes, rng=random.Random(3), sleep=_no_sleep).guard
+    for tenant in ("ops", "eu-bank", "default"):
+        claims = {"iss": "https://idp.example", "aud": "aigrid", "sub": "svc", "tenant": tenant,
+                  "exp": int(time.time()) + 600}
+        bearer = f"Bearer {jwt.encode(claims, JWT_SECRET, algorithm='HS256')}"
+        if tenant in may:
+            assert guard.principal(bearer, None).tenant == tenant
+            if tenant == "ops":  # the operator reads every tenant's decisions
+                assert guard.reader(bearer) is None
+            continue
+        with pytest.raises(AuthenticationError) as e:
+            guard.principal(bearer, None)
+        assert e.value.status == 401 and e.value.code == "invalid_token", tenant
+        assert "security.jwt.tenants" in e.value.message

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import glob
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Coroutine, Mapping, MutableMapping
+from collections.abc import Callable, Collection, Coroutine, Mapping, MutableMapping
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -159,12 +161,29 @@ HS256_MIN_BYTES = 32
 """An HS256 secret as long as its hash's output (RFC 7518, 3.2)."""
 
 
-def _jwt(sec: SecuritySpec) -> JwtSettings | None:
+def _token_tenants(patterns: list[str] | None, grid: Collection[str], operators: Collection[str]) -> tuple[str, ...] | None:
+    """The tenants a token may name (`security.jwt.tenants`, glob patterns; None: any): an operator tenant (every
+    tenant's decisions, the dashboard) only where the list names it exactly, never by default nor by a pattern (before,
+    a grid that left `tenants` out let the identity provider mint operator tokens). With operators, the grid's tenants
+    a token may name, each written as a pattern matching itself alone."""
+    if not operators:
+        return None if patterns is None else tuple(patterns)
+
+    def may_name(tenant: str) -> bool:
+        if tenant in operators:
+            return patterns is not None and tenant in patterns
+        return patterns is None or any(fnmatchcase(tenant, p) for p in patterns)
+
+    return tuple(glob.escape(t) for t in sorted(grid) if may_name(t))
+
+
+def _jwt(sec: SecuritySpec, tenants: Collection[str] = (), operators: Collection[str] = ()) -> JwtSettings | None:
+    """`tenants`: the grid's tenant names; `operators`: those of its operator tenants (_token_tenants)."""
     j = sec.jwt
     if j is None:
         return None
     limits: dict[str, Any] = {"tenant_claim": j.tenant_claim, "max_lifetime_s": j.max_lifetime_s,
-                              "tenants": None if j.tenants is None else tuple(j.tenants)}
+                              "tenants": _token_tenants(j.tenants, tenants, operators)}
     if j.jwks_url is not None:
         return JwtSettings(j.issuer, j.audience, None, jwks=JwksKeys(j.jwks_url, refresh_s=j.jwks_refresh_s), **limits)
     if j.key_file is not None:
@@ -271,8 +290,9 @@ class Guard:
             keys = KeyRing.watching(Path(sec.keys_file), self._secret)
         except (OSError, ValueError) as e:  # a folder, no permission, not the key file's JSON
             raise ConfigError(f"security.keys_file: cannot read {sec.keys_file}: {e}") from e
+        self._operators = frozenset(name for name, t in spec.tenants.items() if t.operator)
         self.authenticator = Authenticator(keys, tenants,
-                                           enforce=sec.enforce, jwt=_jwt(sec))
+                                           enforce=sec.enforce, jwt=_jwt(sec, tenants, self._operators))
         self._quota_redis: RedisQuotaBackend | None = None  # the one this guard made (closed by stop)
         if quota_backend is None and sec.quotas_redis_url:
             from aigrid.redis_client import connect
@@ -319,7 +339,6 @@ class Guard:
         self._audit_sink = audit_sink if sec.audit is not None else None
         self._enforce = sec.enforce
         self._browsers = BrowserGuard(spec.gateway.allowed_hosts)
-        self._operators = frozenset(name for name, t in spec.tenants.items() if t.operator)
         self._jwks_task: asyncio.Task[None] | None = None
         self._started = False
         """start() ran and stop() has not since: a second start() does nothing (a test's, then its app's lifespan:

@@ -330,7 +330,9 @@ class JwtSpec(StrictModel):
                                   "again (earlier when a token names a key it does not hold)")
     tenant_claim: str = "tenant"
     tenants: list[str] | None = Field(default=None, min_length=1, description="the tenants a token may name (glob "
-                                      "patterns, e.g. [\"team-*\"]); left out, every tenant of the grid")
+                                      "patterns, e.g. [\"team-*\"]); left out, every tenant of the grid but an "
+                                      "operator one: an operator tenant only where named here exactly, not by a "
+                                      "pattern")
     max_lifetime_s: float | None = Field(default=86_400.0, gt=0, allow_inf_nan=False, description="refuse a token "
                                          "whose exp lies further ahead than this (a longer-lived credential is an API "
                                          "key's job: it can be revoked); null: no limit")
