@@ -10,12 +10,7 @@ from rich.text import Text
 
 from aigrid.core.types import AXES
 from aigrid.printable import printable
-
-
-def _text(value: object) -> Text:
-    """A cell of the server's text (an engine's error, an endpoint's health reason): never rich markup (a `[/x]` was
-    a MarkupError traceback, a `[link=..]` a link in the operator's terminal), its control characters escaped."""
-    return Text(printable(str(value)))
+from aigrid.printable import printable_text as _text  # a cell of the server's text (an engine's error)
 
 
 def _num(x: float | None) -> str:

@@ -6,6 +6,8 @@ import csv
 import re
 from typing import Any, TextIO
 
+from rich.text import Text
+
 
 def printable(text: str) -> str:
     """`text` as one printable line: a control character (an escape sequence's ESC), a line or paragraph separator,
@@ -22,6 +24,13 @@ def printable_lines(text: str) -> str:
     if text.replace("\n", "").isprintable():
         return text
     return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+
+
+def printable_text(value: object) -> Text:
+    """`value` as a rich Text shown as written: never rich markup (a `[/x]` is a MarkupError, a `[link=..]` a link in
+    the operator's terminal), its control characters escaped (printable). For a table's cell or title of text that
+    is not the program's own (a scenario's or an engine's)."""
+    return Text(printable(str(value)))
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from aigrid.cli_error import counted
-from aigrid.printable import printable, spreadsheet_cell, spreadsheet_writer
+from aigrid.printable import printable_text as _text  # a scenario's name: never markup
+from aigrid.printable import spreadsheet_cell, spreadsheet_writer
 from aigrid.sim.digest import run_digest
 from aigrid.sim.experiment import Experiment
 from aigrid.sim.runner import FAILED, OK, REFUSED_LATE, REJECTED, SHED
@@ -186,12 +186,6 @@ def class_table(ex: Experiment) -> Table | None:
                       _fmt_ms(f["ttft_p99_ms"]), f"{f['deferred']:,}", f"{f['shed']:,}", f"{f['refused_late']:,}",
                       f"{f['unserved']:,}")
     return t
-
-
-def _text(value: object) -> Text:
-    """A scenario's name (of the scenario, a tenant, a model, a site set) as it is written: never rich markup (a
-    `[/x]` was a MarkupError, a `[link=..]` a terminal link), its control characters escaped."""
-    return Text(printable(str(value)))
 
 
 def _fmt_ms(x: float | None) -> str:
