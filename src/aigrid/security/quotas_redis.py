@@ -6,7 +6,8 @@ written '~' and its hex: quotas._tagged) so a tenant's counters share a slot in 
 the gateways' clocks and Redis's need not agree to the second). Give the client a BlockingConnectionPool
 so a burst of requests waits for a connection instead of failing. A call's op (quota_backend.py) is a key of
 its own (the quota's prefix and the tenant's hash tag: the same slot), holding the call's answer and what it
-applied for OP_TTL_S; a refused charge (a 429) applied nothing and records nothing.
+applied for OP_TTL_S (counted from the last call under it); a refused charge (a 429) applied nothing and records
+nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ from collections.abc import Sequence
 
 from redis.asyncio import Redis
 
-from aigrid.security.quota_backend import OP_TTL_S, Consumed, Counter, Released
+from aigrid.security.quota_backend import Consumed, Counter, Released
+
+OP_TTL_S = 30
+"""How long Redis keeps a call's op record, from the last call under it (the release's, the settlement's retry): what
+a late copy of the call must arrive within to be kept from applying again. The gateway's client gives up on a call
+after its 1 s socket timeout, one attempt (redis_client.connect), and releases it, or sends a failed settlement once
+more, at once (quotas.Quotas._charging, settle): a copy still on its way arrives within seconds of that record (a
+TCP segment lost 7 times in a row is retransmitted ~25 s later), and the hub keeps its ops 30 s too
+(quota_backend.MEMORY_OP_TTL_S). Each admitted request leaves two records of ~230 bytes: 10,000 requests, 4.6 MB for
+30 s (it was 120 s: at 1,000 requests/s, ~14 MB held instead of ~55 MB). A copy arriving later applies (a charge:
+counted once more in its window, never less)."""
 
 _CHARGE = """
 -- KEYS: the counters, then the op's record (or none); ARGV: n, give, the op's TTL, then amount, limit, expiry each
