@@ -1553,3 +1553,41 @@ async def test_a_file_opened_after_its_download_was_cancelled_is_closed(
     handles = await handles_opened_after_a_cancel(gw, f"/v1/files/{uploaded.id}/content", {},
                                                   lambda path: uploaded.id in str(path), monkeypatch)
     assert handles and handles[0].closed  # before: open, left to the garbage collector
+
+
+async def test_a_line_of_a_key_bound_to_another_policy_than_its_tenant_s_is_refused_like_its_requests(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A key bound to another routing policy than its tenant's is refused (403 policy_not_allowed) since the
+    twenty-third session; a batch it made before (here: while its tenant bound none) ran its lines under the key's
+    policy, the runner narrowing the stored key's scopes itself. Its line now fails with that 403 in the error
+    file, recorded as such, and never reaches an engine (Authenticator.again: one rule)."""
+    gw, swapped = await keyed(tmp_path, engines, monkeypatch, Scopes(policy="latency-first"))
+    try:
+        owner = openai_client(build_app(gw)).with_options(api_key=swapped)
+        assert gw.batches is not None
+        await gw.batches.stop()
+        created = await submit(owner, jsonl(line("a", "hi")))
+        tenant = gw.guard.tenants["default"]
+        gw.guard.tenants["default"] = replace(tenant, scopes=replace(tenant.scopes, policy="balanced"))
+        await gw.batches.start()
+        stored = await _until_in_store(gw, created.id)
+        assert stored["request_counts"] == {"total": 1, "completed": 0, "failed": 1}
+        rows = [r for r in await audit_rows(gw) if r["extra"]["route"] == line_route(created.id, "a")]
+        assert len(rows) == 1 and rows[0]["outcome"] == "error:policy_not_allowed", rows
+        assert received(engines) == []
+    finally:
+        await stopped(gw)
+
+
+async def keyed(tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch,
+                scopes: Scopes) -> tuple[Gateway, str]:
+    """A started gateway that enforces keys, and an API key of tenant `default` with `scopes`."""
+    secret = "batch-test-secret-0123456789"
+    monkeypatch.setenv("AIGRID_KEY_SECRET", secret)
+    ring = KeyRing(secret.encode())
+    issued = ring.issue("default", scopes)
+    ring.save(tmp_path / "keys.json")
+    spec = batch_spec(tmp_path)
+    gw = await started(spec.model_copy(update={"security": spec.security.model_copy(update={"enforce": True})}),
+                       engines)
+    return gw, issued.api_key

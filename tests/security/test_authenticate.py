@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import jwt
@@ -365,3 +366,25 @@ def test_a_key_or_token_cannot_swap_its_tenants_bound_policy() -> None:
         assert e.value.code == "policy_not_allowed" and "'cheap'" in str(e.value)
     assert auth.authenticate(f"Bearer {same.api_key}").scopes.policy == "cheap"
     assert auth.authenticate(f"Bearer {token(tenant='bound')}").scopes.policy == "cheap"
+
+
+def test_a_caller_authenticated_earlier_is_judged_again_by_the_same_rules() -> None:
+    """Authenticator.again (a batch's creator when its lines run): a key bound to another policy than its tenant's
+    is the 403 its live request gets, a token's kept scopes too; a token's caller once tokens are no longer
+    accepted, or may not name its tenant, is a 401."""
+    ring = KeyRing(SECRET)
+    other, same = ring.issue("bound", Scopes(policy="fast")), ring.issue("bound", Scopes(policy="cheap"))
+    tenants = {"bound": Tenant("bound", Scopes(policy="cheap"))}
+    settings = JwtSettings(issuer="https://idp.example", audience="aigrid", key=JWT_KEY, algorithms=("HS256",))
+    auth = Authenticator(ring, tenants, jwt=settings)
+    for method, key_id, scopes in (("api_key", other.record.key_id, Scopes()),
+                                   ("jwt", "jwt:bound/svc-1", Scopes(policy="fast"))):
+        with pytest.raises(PermissionDenied) as e:
+            auth.again("bound", method, key_id, scopes, made="this batch")
+        assert e.value.code == "policy_not_allowed"
+    assert auth.again("bound", "api_key", same.record.key_id, Scopes(), made="x").scopes.policy == "cheap"
+    assert auth.again("bound", "jwt", "jwt:bound/svc-1", Scopes(), made="x").scopes.policy == "cheap"
+    for changed in (replace(auth, jwt=None), replace(auth, jwt=replace(settings, tenants=("bank",)))):
+        with pytest.raises(AuthenticationError) as denied:
+            changed.again("bound", "jwt", "jwt:bound/svc-1", Scopes(), made="this batch")
+        assert denied.value.code == "invalid_token"

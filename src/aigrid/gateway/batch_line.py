@@ -8,7 +8,8 @@ Who asks: the batch's creator as it was authenticated when the batch was created
 line checks again that the tenant is still in the spec, that an API key is still there and not revoked, and
 takes the scopes the tenant and the key have now; a JWT's claims are those it had at creation, narrowed by
 the tenant's scopes now; a batch created without a key (enforcement off) fails its lines once keys are
-enforced.
+enforced. One rule with a live request's (Authenticator.again): a key or token bound to another routing policy
+than its tenant's fails its lines with 403 `policy_not_allowed`, as its live requests are refused.
 
 The line's answer becomes a line of the batch's output file (2xx) or error file (any refusal or failure), in
 OpenAI's shape: `{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error": null}`; a
@@ -22,13 +23,13 @@ import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.responses import Response
 
-from aigrid.errors import ApiError, AuthenticationError, InvalidRequest, UpstreamFailed, retry_after_s
+from aigrid.errors import ApiError, InvalidRequest, UpstreamFailed, retry_after_s
 from aigrid.gateway.batch_input import Line
 from aigrid.gateway.batch_store import StoredBatch
 from aigrid.gateway.exchange import Exchange
@@ -68,28 +69,15 @@ def caller_record(p: Principal) -> dict[str, Any]:
 
 
 def line_caller(guard: Guard, stored: Mapping[str, Any], within: frozenset[str] | None = None) -> Principal:
-    """The batch's creator as it may ask now (see the module's docstring); 401 when it no longer may. `within`:
+    """The batch's creator as it may ask now (see the module's docstring; Authenticator.again): 401 when it no longer
+    may, 403 `policy_not_allowed` for a key bound to another policy than its tenant's. `within`:
     the jurisdictions the batch was made under (StoredBatch.jurisdictions: its creator's, narrowed to its input
     file's), which no line leaves, whatever the creator's key may use now."""
-    tenant = guard.tenants.get(str(stored["tenant"]))
-    if tenant is None:
-        raise AuthenticationError(f"the tenant {stored['tenant']!r} that created this batch is no longer on this grid")
-    method, key_id = str(stored["method"]), str(stored["key_id"])
-    auth = guard.authenticator
-    if method == "api_key":
-        record = auth.keys.get(key_id)
-        if record is None or record.revoked or record.tenant != tenant.id:
-            raise AuthenticationError(f"the API key {key_id} that created this batch has been revoked")
-        scopes = tenant.scopes.narrowed_by(record.scopes)
-    elif method == "jwt":
-        scopes = tenant.scopes.narrowed_by(Scopes.from_dict(dict(stored["scopes"])))
-    elif auth.enforce:
-        raise AuthenticationError("this batch was created without a key, and keys are now enforced")
-    else:
-        scopes = tenant.scopes
-    if within is not None:
-        scopes = scopes.narrowed_by(Scopes(jurisdictions=within))
-    return Principal(tenant.id, key_id, scopes, method)
+    caller = guard.authenticator.again(str(stored["tenant"]), str(stored["method"]), str(stored["key_id"]),
+                                       Scopes.from_dict(dict(stored["scopes"])), made="this batch")
+    if within is None:
+        return caller
+    return replace(caller, scopes=caller.scopes.narrowed_by(Scopes(jurisdictions=within)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from aigrid.errors import AuthenticationError, PermissionDenied
-from aigrid.security.jwt_bearer import JwtSettings, looks_like_jwt, verify_jwt
+from aigrid.security.jwt_bearer import JwtSettings, check_token_tenant, looks_like_jwt, verify_jwt
 from aigrid.security.keys import KeyRing, split_key
 from aigrid.security.principal import Principal, Scopes, Tenant
 
@@ -54,6 +54,33 @@ class Authenticator:
             raise AuthenticationError("invalid API key", headers=dict(_CHALLENGE))
         tenant = self._known_tenant(record.tenant)
         return Principal(tenant.id, record.key_id, _narrowed(tenant, record.scopes, record.key_id))
+
+    def again(self, tenant_id: str, method: str, key_id: str, scopes: Scopes, *, made: str) -> Principal:
+        """A caller authenticated earlier, kept without its secret (a batch's creator: batch_line.caller_record), as
+        it may ask now, by `authenticate`'s rules: its tenant still on the grid; an API key still in the ring, of
+        that tenant, not revoked, with its scopes now; a token's `scopes` (its claims as narrowed then: it cannot
+        be verified again) only while tokens are accepted and may name its tenant; either narrowed by the tenant's
+        scopes now (`_narrowed`: 403 `policy_not_allowed` for one bound to another policy than its tenant's);
+        without a key (enforcement off then) only while keys are not enforced. 401 otherwise. `made`: what the
+        caller made, as the errors name it ("this batch"). Before, the batch runner narrowed a stored key's scopes
+        itself, so a key bound to another policy than its tenant's ran its batch's lines under that policy."""
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            raise AuthenticationError(f"the tenant {tenant_id!r} that created {made} is no longer on this grid")
+        if method == "api_key":
+            record = self.keys.get(key_id)
+            if record is None or record.revoked or record.tenant != tenant.id:
+                raise AuthenticationError(f"the API key {key_id} that created {made} has been revoked")
+            return Principal(tenant.id, key_id, _narrowed(tenant, record.scopes, key_id), method)
+        if method == "jwt":
+            if self.jwt is None:
+                raise AuthenticationError(f"{made} was created with a bearer token, and this grid no longer accepts "
+                                          "tokens (security.jwt)", code="invalid_token")
+            check_token_tenant(tenant.id, self.jwt)
+            return Principal(tenant.id, key_id, _narrowed(tenant, scopes, key_id), method)
+        if self.enforce:
+            raise AuthenticationError(f"{made} was created without a key, and keys are now enforced")
+        return Principal(tenant.id, key_id, tenant.scopes, method)
 
     def _known_tenant(self, tenant_id: str) -> Tenant:
         tenant = self.tenants.get(tenant_id)

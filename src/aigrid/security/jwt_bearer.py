@@ -96,15 +96,21 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
     tenant = claims.get(settings.tenant_claim)
     if not isinstance(tenant, str) or not tenant:
         raise AuthenticationError(f"bearer token has no '{settings.tenant_claim}' claim", code="invalid_token")
-    if settings.tenants is not None and not any(fnmatchcase(tenant, p) for p in settings.tenants):
-        raise AuthenticationError(f"bearer token names tenant {tenant!r}, which tokens may not name here "
-                                  "(security.jwt.tenants)", code="invalid_token")
+    check_token_tenant(tenant, settings)
     try:
         scopes = Scopes.from_dict({k: claims.get(k) for k in ("models", "jurisdictions", "sites", "policy",
                                                               "max_priority")})
     except ValueError as e:
         raise AuthenticationError(f"invalid scope claim in bearer token: {e}", code="invalid_token") from e
     return JwtIdentity(subject, tenant, scopes)
+
+
+def check_token_tenant(tenant: str, settings: JwtSettings) -> None:
+    """401 for a tenant tokens may not name (security.jwt.tenants): a token's, and a batch's made with a token when
+    its lines run (Authenticator.again)."""
+    if settings.tenants is not None and not any(fnmatchcase(tenant, p) for p in settings.tenants):
+        raise AuthenticationError(f"bearer token names tenant {tenant!r}, which tokens may not name here "
+                                  "(security.jwt.tenants)", code="invalid_token")
 
 
 def _check_subject(subject: str) -> None:
