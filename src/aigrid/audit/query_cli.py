@@ -17,7 +17,6 @@ import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from aigrid.audit.cli import public_key as read_public_key
 from aigrid.audit.query import (
@@ -33,10 +32,10 @@ from aigrid.audit.query import (
     records,
     summarise,
 )
-from aigrid.audit.verify import printable, verify
+from aigrid.audit.verify import verify
 from aigrid.cli_error import agreeing, counted, print_error
 from aigrid.errors import AigridError
-from aigrid.printable import printable_json, spreadsheet_cell, spreadsheet_writer
+from aigrid.printable import printable, printable_json, printable_text, spreadsheet_cell, spreadsheet_writer
 
 DEFAULT_DB = Path(".aigrid/audit.db")
 DEFAULT_KEY = Path(".aigrid/audit-signing.pub.pem")
@@ -182,7 +181,7 @@ def query_command(db: Db = DEFAULT_DB, since: Since = None, until: Until = None,
             if shown == TABLE_ROWS and limit is None:
                 cut = True
                 break
-            table.add_row(*(_cell(v) for v in flat(rec).values()))
+            table.add_row(*(printable_text(v) for v in flat(rec).values()))
             shown += 1
         if shown:
             _console(out).print(table, soft_wrap=True)
@@ -191,12 +190,6 @@ def query_command(db: Db = DEFAULT_DB, since: Since = None, until: Until = None,
                       "for all of them", highlight=False, soft_wrap=True, markup=False)
     _unreadable(reading, err)
     err.print(f"{shown} of {counted(reading.read, 'record')}", highlight=False, markup=False)
-
-
-def _cell(value: object) -> Text:
-    """A value from the log as plain text: never read as rich markup (a model name like `[/x]` is the
-    client's choice), control and escape characters shown escaped as repr writes them."""
-    return Text(printable(str(value)))
 
 
 def _first(found: Iterator[Record], limit: int) -> list[Record]:
@@ -255,7 +248,7 @@ def summary_command(db: Db = DEFAULT_DB,
         table = Table(*columns, box=None, pad_edge=False, show_footer=bool(rows))
         for row in rows:
             table.add_row(*("-" if v == "" else (f"{v:,.4f}" if isinstance(v, float) else
-                                                  f"{v:,}" if isinstance(v, int) else _cell(v)) for v in row))
+                                                  f"{v:,}" if isinstance(v, int) else printable_text(v)) for v in row))
         if rows:
             footer = ["total", *([""] * (len(groups_by) - 1)), f"{total.requests:,}", f"{total.prompt_tokens:,}",
                       f"{total.completion_tokens:,}", f"{total.blocked:,}", f"{total.errors:,}"]
