@@ -206,7 +206,7 @@ def _jwt(sec: SecuritySpec, tenants: Collection[str] = (), operators: Collection
     return JwtSettings(j.issuer, j.audience, secret, algorithms=("HS256",), **limits)
 
 
-def _rsa_bits(pem: bytes) -> int | None:
+def _rsa_bits(pem: str | bytes) -> int | None:
     """The size of the RSA key PyJWT reads from `pem` (a public key, a private one, an ssh-rsa line), or None: not an
     RSA key (an EC or Ed25519 one; a file PyJWT cannot read, refused with every token)."""
     try:
