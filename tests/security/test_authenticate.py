@@ -368,6 +368,24 @@ def test_a_key_or_token_cannot_swap_its_tenants_bound_policy() -> None:
     assert auth.authenticate(f"Bearer {token(tenant='bound')}").scopes.policy == "cheap"
 
 
+@pytest.mark.parametrize(("claim", "value"), [
+    ("policy", {"name": "fast"}), ("policy", 5), ("policy", ["fast"]), ("models", 5), ("models", [5]),
+    ("models", ["llama-*", {"a": 1}]), ("jurisdictions", "EU"), ("jurisdictions", {"EU": True}), ("sites", "fra"),
+    ("sites", [True]), ("max_priority", 2.5), ("max_priority", [9]), ("max_priority", True)])
+def test_a_scope_claim_of_the_wrong_type_is_401_naming_it(claim: str, value: object) -> None:
+    """A scope claim was turned into a string whatever its type (twenty-third session): `policy: {...}` named a
+    policy "{'name': 'fast'}", `models: [5]` allowed the pattern "5". Each is a 401 `invalid_token` naming it."""
+    with pytest.raises(AuthenticationError) as e:
+        jwt_auth().authenticate(f"Bearer {token(**{claim: value})}")
+    assert e.value.code == "invalid_token" and f"'{claim}'" in str(e.value), str(e.value)
+    assert len(str(e.value)) < 300
+
+
+def test_a_scope_claim_of_the_right_type_narrows() -> None:
+    p = jwt_auth().authenticate(f"Bearer {token(policy='fast', models=['llama-*'], sites=('fra',), max_priority=3)}")
+    assert (p.scopes.policy, p.scopes.sites, p.scopes.max_priority) == ("fast", frozenset({"fra"}), 3)
+
+
 def test_a_caller_authenticated_earlier_is_judged_again_by_the_same_rules() -> None:
     """Authenticator.again (a batch's creator when its lines run): a key bound to another policy than its tenant's
     is the 403 its live request gets, a token's kept scopes too; a token's caller once tokens are no longer

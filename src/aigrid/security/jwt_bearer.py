@@ -1,8 +1,8 @@
 """Optional JWT bearer tokens (PyJWT): signature, issuer, audience and expiry are always checked.
 
 Claims read: `sub` (the key id is `jwt:<tenant>/<sub>`: authenticate.jwt_key_id), the tenant claim (default
-"tenant"), and optional scope claims "models", "jurisdictions", "sites" (lists), "policy" (string) and
-"max_priority" (a level), which narrow the tenant's scopes.
+"tenant"), and optional scope claims "models", "jurisdictions", "sites" (lists of strings), "policy" (a string)
+and "max_priority" (a level), which narrow the tenant's scopes; a claim of another type is a 401 naming it.
 """
 
 from __future__ import annotations
@@ -101,6 +101,8 @@ def verify_jwt(token: str, settings: JwtSettings) -> JwtIdentity:
         scopes = Scopes.from_dict({k: claims.get(k) for k in ("models", "jurisdictions", "sites", "policy",
                                                               "max_priority")})
     except ValueError as e:
+        # names the claim: one of the wrong type (a `policy` object, `models: 5`, `jurisdictions: "EU"`), which was
+        # turned into a string before (principal.Scopes.from_dict)
         raise AuthenticationError(f"invalid scope claim in bearer token: {e}", code="invalid_token") from e
     return JwtIdentity(subject, tenant, scopes)
 

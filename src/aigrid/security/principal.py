@@ -61,14 +61,22 @@ class Scopes:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> Scopes:
+        """Scopes as `to_dict` writes them (a key file's record, a batch's creator) or a token's claims: a ValueError
+        naming the field for a value of the wrong type. Before, a value was turned into a string: a token's
+        `policy: {...}` claim became a policy named "{...}", `models: [5]` the pattern "5"."""
         raw = data.get("max_priority")
         within = data.get("models_within") or []
         if not isinstance(within, list):
-            raise ValueError(f"models_within: expected a list of lists of strings, got {within!r}")
-        return cls(models=_set(data.get("models")), jurisdictions=_set(data.get("jurisdictions")),
-                   sites=_set(data.get("sites")), policy=_str(data.get("policy")),
-                   max_priority=None if raw is None else parse_level(raw), tools=_set(data.get("tools")),
-                   models_within=tuple(s for s in map(_set, within) if s is not None))
+            raise ValueError(f"'models_within': expected a list of lists of strings, got {_shown(within)}")
+        try:
+            max_priority = None if raw is None else parse_level(raw)
+        except ValueError as e:
+            raise ValueError(f"'max_priority': {e}") from e
+        return cls(models=_set("models", data.get("models")),
+                   jurisdictions=_set("jurisdictions", data.get("jurisdictions")),
+                   sites=_set("sites", data.get("sites")), policy=_str("policy", data.get("policy")),
+                   max_priority=max_priority, tools=_set("tools", data.get("tools")),
+                   models_within=tuple(s for s in (_set("models_within", w) for w in within) if s is not None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +119,21 @@ def _list(values: frozenset[str] | None) -> list[str] | None:
     return None if values is None else sorted(values)
 
 
-def _set(value: object) -> frozenset[str] | None:
+def _set(name: str, value: object) -> frozenset[str] | None:
     if value is None:
         return None
-    if isinstance(value, str) or not isinstance(value, list | tuple | set | frozenset):
-        raise ValueError(f"expected a list of strings, got {value!r}")
-    return frozenset(str(v) for v in value)
+    if not isinstance(value, list | tuple | set | frozenset) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{name!r}: expected a list of strings, got {_shown(value)}")
+    return frozenset(value)
 
 
-def _str(value: object) -> str | None:
-    return None if value is None else str(value)
+def _str(name: str, value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{name!r}: expected a string, got {_shown(value)}")
+
+
+def _shown(value: object) -> str:
+    """A wrong value as an error quotes it: its type and at most 100 characters of it."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 100 else text[:100] + '...'}"
