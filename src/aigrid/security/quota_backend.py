@@ -5,8 +5,8 @@ once (incrementing every counter) or none of them, so concurrent requests never 
 limit and a refused request leaves no trace. The Redis backend (quotas_redis.py) keeps the same contract
 across gateways.
 
-A call may name an `op`: the key its store records it under for OP_TTL_S, so that the same call repeated (a
-retry after a timeout that came after the store had applied it) is answered as the first was and applies
+A call may name an `op`: the key its store records it under for a while (MEMORY_OP_TTL_S here,
+quotas_redis.OP_TTL_S in Redis), so that the same call repeated (a retry after a timeout that came after the store had applied it) is answered as the first was and applies
 nothing more, and `release(op)` takes back exactly what that call applied, or, where it has not arrived yet,
 keeps it from applying when it does. A refused charge applied nothing and is not recorded: asked again, it is
 weighed afresh (a 429 costs the store no record).
@@ -20,14 +20,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-OP_TTL_S = 120
-"""How long a store remembers a call by its op: a repeat or a release within it is exact (a call held up longer
-than this inside the store, after its caller gave up and released it, would then apply). Each request leaves one or
-two such records (admission, settlement; a tool loop one per turn; a refused charge none): about 230 bytes each in
-Redis (20,000 keys, 4.6 MB, after 10,000 requests within 120 s), 120 s each."""
 MEMORY_OP_TTL_S = 30.0
-"""The same in the in-process store, which is asked by op only as the workers' hub (a gateway's own store never
-pauses nor fails: its Quotas names no op): a worker's call and its release come within the hub's 5 s call timeout
+"""How long the in-process store remembers a call by its op: a repeat or a release within it is exact (a call held
+up longer than this inside the store, after its caller gave up and released it, would then apply). It is asked by op
+only as the workers' hub (a gateway's own store never pauses nor fails: its Quotas names no op): a worker's call and its release come within the hub's 5 s call timeout
 each, and the hub's ops cost its memory (about 400 bytes each, 30 s each)."""
 
 
