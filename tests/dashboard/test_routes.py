@@ -143,3 +143,28 @@ async def test_a_viewer_who_leaves_the_live_feed_is_recorded_client_closed() -> 
     await stream.aclose()
     assert [e async for e in watched(feed(), whole)] == [b"event 0", b"event 1", b"event 2"]
     assert (left.final_outcome(), whole.final_outcome()) == ("client_closed", "ok")
+
+
+async def test_live_feeds_are_capped_per_gateway(gateway: Gateway) -> None:
+    """With authentication off nothing else bounds the live feeds, each a refresh of the event loop every tick: past
+    max_viewers one more is a 429 `overloaded` with Retry-After (it was served); a feed ended frees its place."""
+    import asyncio
+
+    gate, waiting = asyncio.Event(), []
+
+    async def held(_: float) -> None:  # each feed waits here after its first tick until the gate opens
+        waiting.append(1)
+        await gate.wait()
+
+    app = build_app(gateway, extra_routes=dashboard_routes(gateway, interval_s=0.01, sleep=held))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        feeds = [asyncio.create_task(c.get("/dashboard/events", params={"ticks": "2"})) for _ in range(64)]
+        while len(waiting) < 64:  # the default cap: 64 feeds flowing
+            await asyncio.sleep(0.01)
+        third = await c.get("/dashboard/events", params={"ticks": "1"})
+        assert third.status_code == 429 and third.headers["retry-after"] == "1"
+        assert third.json()["error"]["code"] == "overloaded"
+        gate.set()
+        assert [r.status_code for r in await asyncio.gather(*feeds)] == [200] * 64
+        again = await c.get("/dashboard/events", params={"ticks": "1"})
+        assert again.status_code == 200 and b"event: grid" in again.content

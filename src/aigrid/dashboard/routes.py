@@ -14,6 +14,10 @@ the gateway authenticates the caller for the record (routes.authenticate_read: w
 gateway does not know is a 401), then `authenticate`, when given, is called with the request's credentials (the
 Authorization header, or an x-api-key as a bearer key) and raises to refuse: the gateway wires its
 Guard.operator (an operator tenant's key only). An AuthenticationError becomes the usual 401 envelope.
+
+At most `max_viewers` live feeds (MAX_FEED_VIEWERS) run at once on a gateway: each costs the event loop a refresh
+every tick, and with authentication off (a keyless grid on loopback) nothing else bounds them. One more is a 429
+`overloaded` with `retry-after: 1`; a viewer gone frees its place.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from aigrid.dashboard.feed import Feed
 from aigrid.dashboard.sse import event_stream
-from aigrid.errors import ApiError, InvalidRequest, NotFound
+from aigrid.errors import ApiError, InvalidRequest, NotFound, Overloaded
 from aigrid.gateway.app import with_missing_headers
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
@@ -61,13 +65,18 @@ SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
 }
 PAGE_HEADERS = {"cache-control": "no-cache", **SECURITY_HEADERS}
+MAX_FEED_VIEWERS = 64
+"""Live feeds (/dashboard/events) served at once by one gateway; one more is a 429 with Retry-After."""
 
 
 class DashboardRoutes:
     def __init__(self, gw: Gateway, authenticate: Authenticate | None, interval_s: float,
                  replay_dir: Path | None, clock: Callable[[], float],
-                 sleep: Callable[[float], Awaitable[None]], stopping: Callable[[], bool]) -> None:
+                 sleep: Callable[[float], Awaitable[None]], stopping: Callable[[], bool],
+                 max_viewers: int = MAX_FEED_VIEWERS) -> None:
         self.gw = gw
+        self.max_viewers = max_viewers
+        self.viewers = 0  # live feeds flowing now
         self.stopping = stopping
         self.authenticate = authenticate
         self.interval_s = interval_s
@@ -100,6 +109,9 @@ class DashboardRoutes:
         ticks = None if raw is None else plain_int(raw)
         if raw is not None and (ticks is None or not 1 <= ticks <= 100_000):
             raise InvalidRequest("ticks must be an integer between 1 and 100000", param="ticks")
+        if self.viewers >= self.max_viewers:
+            raise Overloaded(f"{self.max_viewers} live feeds of this gateway's dashboard are being watched, as many "
+                             "as it serves at once; retry later, or read /dashboard/state", headers={"retry-after": "1"})
         authorization = pipeline_headers(request).get("authorization")
 
         def over() -> bool:
@@ -123,8 +135,20 @@ class DashboardRoutes:
 
         stream = event_stream(Feed(self.gw), interval_s=self.interval_s, clock=self.clock, sleep=self.sleep,
                               ticks=ticks, stopping=over)
-        return StreamingResponse(watched(stream, ex), media_type="text/event-stream",
+        return StreamingResponse(self._counted(watched(stream, ex)), media_type="text/event-stream",
                                  headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    async def _counted(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """A feed's events, counted among the gateway's viewers (max_viewers) while they flow."""
+        self.viewers += 1
+        try:
+            async for event in events:
+                yield event
+        finally:
+            self.viewers -= 1
+            aclose = getattr(events, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     def _replay_dir(self) -> Path:
         if self.replay_dir is None:
@@ -176,16 +200,18 @@ def with_headers(app: ASGIApp, extra: dict[str, str]) -> ASGIApp:
 def dashboard_routes(gateway: Gateway, *, authenticate: Authenticate | None = None, interval_s: float = 1.0,
                      replay_dir: str | Path | None = None, stopping: Callable[[], bool] = lambda: False,
                      clock: Callable[[], float] = time.time,
-                     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> list[BaseRoute]:
+                     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                     max_viewers: int = MAX_FEED_VIEWERS) -> list[BaseRoute]:
     """The dashboard's routes, to mount in the gateway's app: build_app(gateway, extra_routes=...).
 
     authenticate: called with the Authorization header on every data route (state, events, replay).
     replay_dir: a simulator run's output directory to serve for /dashboard?replay=1.
     stopping: true once the server is shutting down (e.g. `lambda: server.should_exit` for uvicorn), so
     that live feeds end within one interval instead of holding the shutdown for its graceful timeout.
+    max_viewers: live feeds served at once; one more is a 429 `overloaded` with `retry-after: 1`.
     """
     r = DashboardRoutes(gateway, authenticate, interval_s, None if replay_dir is None else Path(replay_dir),
-                        clock, sleep, stopping)
+                        clock, sleep, stopping, max_viewers)
     return [
         Route("/dashboard", r.page, methods=["GET"]),
         Route("/dashboard/", r.page, methods=["GET"]),
