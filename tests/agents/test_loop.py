@@ -265,6 +265,27 @@ async def test_a_history_of_single_calls_does_not_mention_several() -> None:
     assert MANY_CALLS not in sent[0]["content"] and [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
 
 
+@pytest.mark.parametrize("after", ["In Celsius?", [{"type": "text", "text": "In"}, {"type": "text", "text": "Celsius?"}]])
+async def test_a_user_s_text_after_tool_results_joins_their_user_message(after: Any) -> None:
+    """Review (R1b): a user message right after the results (a Messages turn of tool_result and text blocks; a chat
+    tool message, then a user one) stayed a second user message in a row, which Gemma's and Mistral's templates
+    refuse, as they did the several results 1e4d623 joined. It now ends the results' user message; one with an
+    image part (which the constrained prompt's text would drop) is left as it is."""
+    engine = ScriptedEngine([answer("Sunny.")])
+    history = [{"role": "user", "content": "Weather in Paris?"},
+               {"role": "assistant", "content": None, "tool_calls": [
+                   {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}}]},
+               {"role": "tool", "tool_call_id": "c1", "content": "sunny"}, {"role": "user", "content": after}]
+    await events(engine, {**chat(WEATHER, CALC), "messages": history})
+    sent = engine.received[0]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    assert sent[-1]["content"] == "weather result: sunny\n\n" + ("In Celsius?" if isinstance(after, str) else "In\nCelsius?")
+    image = [{"type": "text", "text": "This?"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]
+    engine = ScriptedEngine([answer("Sunny.")])
+    await events(engine, {**chat(WEATHER, CALC), "messages": [*history[:3], {"role": "user", "content": image}]})
+    assert engine.received[0]["messages"][-1] == {"role": "user", "content": image}
+
+
 def test_tool_results_may_answer_consecutive_assistant_turns() -> None:
     """The Messages API merges consecutive assistant turns: results after them answer the calls of either."""
     from aigrid.agents.loop import check_tool_results

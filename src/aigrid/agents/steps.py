@@ -146,14 +146,15 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
     in the same assistant message, before its first call's JSON (it was dropped: the model never read what it said).
 
     A turn of several calls is ONE assistant message (its text, then each call's JSON, one a line, in order) and
-    its results ONE user message (each `NAME result: ...`, in order, a blank line between): as several messages in
-    a row, roles did not alternate and templates that require it (Gemma, Mistral) refused the conversation. The
-    model still writes ONE call a turn (the grammar holds it to one object, parse_turn reads one): the system
-    prompt says so (MANY_CALLS) when the history shows a turn of several."""
+    its results ONE user message (each `NAME result: ...`, in order, a blank line between), the user's text that
+    follows them too (a Messages turn of tool_result and text blocks; a chat tool message, then a user one): as
+    several messages in a row, roles did not alternate and templates that require it (Gemma, Mistral) refused the
+    conversation. The model still writes ONE call a turn (the grammar holds it to one object, parse_turn reads
+    one): the system prompt says so (MANY_CALLS) when the history shows a turn of several."""
     system = [system_prompt(tools, "A JSON OBJECT in the requested format" if structured(client_format) else "TEXT")]
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}
-    results: dict[str, Any] | None = None  # the user message of the results that follow the last calls
+    results: dict[str, Any] | None = None  # the user message of the results that follow the last calls (and text)
     many = False
     for m in messages:
         role = m.get("role")
@@ -165,6 +166,9 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
                 out.append(results)
             else:
                 results["content"] += "\n\n" + shown["content"]
+            continue
+        if role == "user" and results is not None and _only_text(m.get("content")):
+            results["content"] += "\n\n" + _text_of(m.get("content"))  # the user's words after the results
             continue
         results = None
         if role in ("system", "developer"):
@@ -189,6 +193,12 @@ def constrained_messages(messages: Sequence[Mapping[str, Any]], tools: Sequence[
 MANY_CALLS = ("An earlier turn above shows several tool calls, one JSON object a line; each reply of yours is still "
               "ONE JSON object (one tool call, or the answer).")
 """Said in the system prompt when the history shows a turn of several calls (constrained_messages)."""
+
+
+def _only_text(content: Any) -> bool:
+    """A user message's content that _text_of prints whole (no image part it would drop)."""
+    return isinstance(content, str) or (isinstance(content, list) and all(
+        isinstance(p, Mapping) and isinstance(p.get("text"), str) for p in content))
 
 
 def _text_of(content: Any) -> str:
