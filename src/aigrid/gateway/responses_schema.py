@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
-from pydantic_core import PydanticCustomError
 
 from aigrid.gateway.conversations_schema import Metadata
+from aigrid.gateway.schemas import _refusing
 
 
 class TextFormat(BaseModel):
@@ -72,15 +72,10 @@ class ResponsesRequest(BaseModel):
     """OpenAI's reusable prompt template (`{id, version, variables}`, stored on OpenAI's platform): not served, a 400
     naming `prompt` (it was accepted and ignored: the template's instructions never reached the model)."""
 
-    @field_validator("prompt", mode="before")
-    @classmethod
-    def _no_prompt_template(cls, value: Any) -> Any:
-        if value is not None:
-            raise PydanticCustomError(
-                "prompt_template", "prompt templates are not served: this gateway cannot read the prompts stored on "
-                "OpenAI's platform, so the template's instructions would not reach the model; send the template's "
-                "text, its variables filled in, as `instructions` (and its messages in `input`)")
-        return value
+    _refused = _refusing({"prompt": "prompt templates are not served: this gateway cannot read the prompts stored "
+                                     "on OpenAI's platform, so the template's instructions would not reach the model; "
+                                     "send the template's text, its variables filled in, as `instructions` (and its "
+                                     "messages in `input`)"})
 
     @field_validator("conversation", mode="before")
     @classmethod
