@@ -495,3 +495,95 @@ def test_one_worker_s_pending_prompts_neither_void_nor_crowd_out_another_s(tmp_p
     anchor, arrivals = hub.exchange({"gateway": "me", "inflight": {}, "circuits": {}, "affinity": []})["queues"]["fra"]
     assert anchor == [now - 1, now - 2]  # before: [1e308, 1e308]
     assert [now + 9, 70] in arrivals and len(arrivals) <= 4096  # before: 10,001 (the receiver kept the first 4,096)
+
+
+@pytest.mark.parametrize("applied", [True, False])
+async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_again_and_applied_once(
+        work: Path, applied: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The connection breaks between the settlement's post and the hub's acknowledgement, the hub having applied it
+    or not: the counters end exactly as if nothing broke, nothing counted unsettled. Before, the settlement was
+    logged lost: the reservation stood where the hub had not applied it (300 tokens charged for 120 used). Past
+    RESEND_WITHIN_S of its first post (the hub may have forgotten its op) it is lost, logged and counted."""
+    from aigrid.security.quotas import Quotas
+    from tests.security.test_quota_extend import ALICE, BUDGET, NOW, RPM, RULES, TPM
+
+    hub = Hub(work / "hub.sock", None)
+    await hub.start()
+    client = HubClient(hub.path)
+    backend = HubQuotaBackend(client)
+    quotas = Quotas(RULES, backend, clock=lambda: NOW)
+    handle, breaks = hub.handle, [1]
+
+    async def breaking(op: str, arg: Any) -> Any:
+        if op == "adjust" and breaks:
+            breaks.pop()
+            result = await handle(op, arg) if applied else None
+            assert client._writer is not None
+            client._writer.transport.abort()  # the worker's end: the hub's reply never arrives
+            return result
+        return await handle(op, arg)
+
+    async def counters() -> tuple[int, int, int]:  # read in the hub's own store (not over the breaking connection)
+        return await hub.quotas.value(RPM), await hub.quotas.value(TPM), await hub.quotas.value(BUDGET)
+
+    monkeypatch.setattr(hub, "handle", breaking)
+    try:
+        r = await quotas.admit(ALICE, 300)
+        await quotas.settle(r, 120)
+        for _ in range(100):  # the copy is posted on a new connection, acknowledged
+            if await counters() == (1, 120, 120):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # a second copy would have applied by now
+        assert await counters() == (1, 120, 120) and backend.unsettled == 0
+        assert not breaks  # the connection did break
+
+        breaks.append(1)  # again, the copy sent too late
+        monkeypatch.setattr(hub_client_module, "RESEND_WITHIN_S", 0.0)
+        r = await quotas.admit(ALICE, 300)
+        await quotas.settle(r, 100)
+        for _ in range(200):
+            if backend.unsettled:
+                break
+            await asyncio.sleep(0.01)
+        assert backend.unsettled == 1 and "quota settlement lost" in caplog.text
+        assert await counters() == ((2, 220, 220) if applied else (2, 420, 420))
+    finally:
+        await client.aclose()
+        await hub.stop()
+
+
+async def test_settlements_waiting_to_be_sent_again_are_counted_lost_when_the_worker_stops(work: Path) -> None:
+    """The hub out of reach after the connection broke: the settlement waits (tried every RESEND_PAUSE_S); the worker
+    stopping, it is lost, logged and counted, not dropped silently."""
+    from aigrid.security.quotas import Quotas
+    from tests.security.test_quota_extend import ALICE, NOW, RULES
+
+    hub = Hub(work / "hub.sock", None)
+    await hub.start()
+    client = HubClient(hub.path)
+    backend = HubQuotaBackend(client)
+    quotas = Quotas(RULES, backend, clock=lambda: NOW)
+    handle = hub.handle
+
+    async def breaking(op: str, arg: Any) -> Any:
+        if op == "adjust":
+            client.path = work / "gone.sock"  # no hub there: every try to reach it again fails
+            assert client._writer is not None
+            client._writer.transport.abort()
+            return None
+        return await handle(op, arg)
+
+    hub.handle = breaking  # type: ignore[method-assign]
+    try:
+        await quotas.settle(await quotas.admit(ALICE, 300), 120)
+        for _ in range(100):
+            if backend._resend:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)
+        assert len(backend._resend) == 1 and backend.unsettled == 0  # waiting, tried again
+        await client.aclose()
+        assert not backend._resend and backend.unsettled == 1
+    finally:
+        await hub.stop()

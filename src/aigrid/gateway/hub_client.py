@@ -20,7 +20,7 @@ The connection is opened on first use (inside the running loop; nothing starts i
 after it broke. Every failure surfaces as the error the caller of that shape already handles:
 SharedStateUnavailable, AuditUnavailable, or (quotas) an AigridError that the pipeline answers with 503; a
 posted message the hub refused or never acknowledged (the connection broke) is logged and counted by
-whoever posted it.
+whoever posted it, but a quota settlement never acknowledged, which is sent again under its op (HubQuotaBackend).
 """
 
 from __future__ import annotations
@@ -30,16 +30,18 @@ import contextlib
 import dataclasses
 import itertools
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aigrid.audit.record import AuditRecord
 from aigrid.errors import AuditUnavailable, SharedStateUnavailable, UpstreamFailed
-from aigrid.gateway.hub_protocol import Done, FrameTooLarge, FrameWriter, PostBatch, read_frame
+from aigrid.gateway.hub_protocol import Done, FrameTooLarge, FrameWriter, Lost, PostBatch, read_frame
 from aigrid.gateway.response_store import BrokenHistory, Pending, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
-from aigrid.security.quota_backend import Consumed, Counter, Released
+from aigrid.security.quota_backend import MEMORY_OP_TTL_S, Consumed, Counter, Released
 from aigrid.telemetry.prefill_book import from_wire, to_wire
 from aigrid.telemetry.shared import LocalReport, SharedView
 
@@ -55,6 +57,16 @@ DECISION_INFLIGHT_S = 0.5
 before its outcome: the longest another worker's `aigrid explain` or /v1/decisions does not see it."""
 STOP_WAIT_S = 5.0
 """How long a stopping worker waits for the hub's acknowledgement of its last audit records."""
+RESEND_MAX = 1000
+"""Settlements waiting to be sent again (their connection broke before the hub acknowledged them); one more is
+lost (logged, counted)."""
+RESEND_WITHIN_S = MEMORY_OP_TTL_S - CALL_TIMEOUT_S
+"""A settlement is sent again only this long after its first post: the hub keeps its op MEMORY_OP_TTL_S (30 s) from
+when it applied it, never earlier than that post, so a copy arriving within it applies nothing if the first was
+applied; later it could apply twice, so it is lost instead (logged, counted). The margin covers a copy's way to a
+busy hub."""
+RESEND_PAUSE_S = 0.5
+"""Between tries to reach the hub again while settlements wait."""
 
 
 class HubError(ConnectionError):
@@ -74,6 +86,8 @@ class HubClient:
         self._young: dict[str, DecisionRecord] = {}  # decisions made since the last tick, by id
         self._old: dict[str, DecisionRecord] = {}  # made before the last tick and still running
         self._tick: asyncio.TimerHandle | None = None
+        self.closing: list[Callable[[], None]] = []
+        """Called first in aclose() (HubQuotaBackend: its settlements still waiting to be sent again are lost)."""
 
     async def _connection(self) -> FrameWriter:
         if self._writer is not None and self._frames is not None and not self._writer.is_closing():
@@ -257,6 +271,8 @@ class HubClient:
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
+        for closing in self.closing:
+            closing()
         if self._writer is not None:
             if self._frames is not None:
                 self._frames.flush()
@@ -306,13 +322,19 @@ class HubQuotaBackend:
     """QuotaBackend through the hub: one set of counters for every worker. A check is a call (the hub
     admits or refuses it against every worker's requests: exact); a check with no counters (no limit applies)
     admits without one. A settlement is posted: it only corrects the reservation to the real usage, and
-    until the hub has it the tenant is charged its reservation, never less. One the hub never acknowledged
-    (the connection broke) is logged and counted (`unsettled`, `on_unsettled`): its reservation stands."""
+    until the hub has it the tenant is charged its reservation, never less. One named by an op that the hub never
+    acknowledged (the connection broke) is sent again under the same op once the hub can be reached (applied once
+    either way: the hub keeps the op), within RESEND_WITHIN_S of its first post and RESEND_MAX waiting at most; one
+    past those, refused by the hub, or without an op is logged and counted (`unsettled`, `on_unsettled`): its
+    reservation stands."""
 
     def __init__(self, client: HubClient) -> None:
         self._client = client
         self.unsettled = 0
         self.on_unsettled: Callable[[], None] | None = None
+        self._resend: deque[tuple[float, dict[str, Any]]] = deque()  # (first posted, monotonic; the message)
+        self._resender: asyncio.Task[None] | None = None
+        client.closing.append(self._give_up)
 
     async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
         if not counters:
@@ -340,19 +362,61 @@ class HubQuotaBackend:
     async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
         if not counters:
             return
-        wire = {"counters": _counters(counters), "op": op}
-
-        def done(error: str | None) -> None:
-            if error is not None:
-                self.unsettled += 1
-                log.error("quota settlement lost (%s); the reservation stands: %s", error, wire)
-                if self.on_unsettled is not None:
-                    self.on_unsettled()
-
         try:
-            await self._client.post("adjust", wire, done)
+            await self._post({"counters": _counters(counters), "op": op}, time.monotonic())
         except HubError as e:
             raise UpstreamFailed(f"quota counters unavailable: {e}") from e
+
+    async def _post(self, wire: dict[str, Any], first: float) -> None:
+        def done(error: str | None) -> None:
+            if error is None:
+                return
+            if isinstance(error, Lost) and wire["op"] is not None:
+                if len(self._resend) >= RESEND_MAX:
+                    error = f"{error}; {RESEND_MAX} settlements already wait to be sent again"
+                elif time.monotonic() - first >= RESEND_WITHIN_S:
+                    error = f"{error}; first posted {RESEND_WITHIN_S:g} s ago or more (the hub may have forgotten its op)"
+                else:
+                    log.warning("quota settlement %s not acknowledged (%s); sent again once the hub can be reached",
+                                wire["op"], error)
+                    self._resend.append((first, wire))
+                    if self._resender is None or self._resender.done():
+                        self._resender = asyncio.get_running_loop().create_task(
+                            self._send_again(), name="aigrid-hub-settlements")
+                    return
+            self._lose(error, wire)
+
+        await self._client.post("adjust", wire, done)
+
+    async def _send_again(self) -> None:
+        """Post each waiting settlement again under its op, in order, once the hub can be reached."""
+        while self._resend:
+            first, wire = self._resend[0]
+            if time.monotonic() - first >= RESEND_WITHIN_S:
+                self._resend.popleft()
+                self._lose(f"the hub could not be reached again within {RESEND_WITHIN_S:g} s", wire)
+                continue
+            try:
+                await self._post(wire, first)
+            except HubError as e:
+                log.warning("quota settlements waiting to be sent again (%d): %s", len(self._resend), e)
+                await asyncio.sleep(RESEND_PAUSE_S)
+                continue
+            self._resend.popleft()
+
+    def _give_up(self) -> None:
+        """The worker stops: the settlements still waiting are lost."""
+        if self._resender is not None:
+            self._resender.cancel()
+        waiting, self._resend = self._resend, deque()
+        for _, wire in waiting:
+            self._lose("the worker stopped before the hub could be reached again", wire)
+
+    def _lose(self, error: str, wire: dict[str, Any]) -> None:
+        self.unsettled += 1
+        log.error("quota settlement lost (%s); the reservation stands: %s", error, wire)
+        if self.on_unsettled is not None:
+            self.on_unsettled()
 
     async def value(self, key: str) -> int:
         try:

@@ -58,6 +58,10 @@ async def read_frame(reader: asyncio.StreamReader) -> Any:
     return orjson.loads(await reader.readexactly(size))
 
 
+class Lost(str):
+    """Why a posted message was not acknowledged because its connection broke (not refused by the hub)."""
+
+
 class PostBatch:
     """One batch frame being filled: its messages already encoded (a message that cannot be encoded fails
     in the code that posts it), its id (0 until a message wants the hub's acknowledgement), and the callbacks
@@ -83,8 +87,10 @@ class PostBatch:
             done(errors.get(index))
 
     def lost(self, why: str) -> None:
+        """The connection broke before the hub acknowledged the batch: every callback hears `why` as Lost (the hub
+        may or may not have applied its message; a message named by an op can be sent again)."""
         for _, done in self.done:
-            done(why)
+            done(Lost(why))
 
 
 class FrameWriter:
