@@ -11,6 +11,7 @@ from typing import Any
 
 from aigrid.agents.embeddings import Embedder
 from aigrid.errors import InvalidRequest
+from aigrid.gateway.context_window import smallest_context
 from aigrid.gateway.cursor_list import page_after, page_object, page_query
 from aigrid.security.principal import Scopes
 from aigrid.spec.models import GridSpec
@@ -77,13 +78,13 @@ def _family(spec: GridSpec, family: str, scopes: Scopes) -> dict[str, Any] | Non
     "smollm2"` is served by any model of that family (docs/routing.md), so `models.retrieve("smollm2")` was a
     404 that the model call's own 404 listed as available. `models` names the family's models the caller may
     use."""
-    members = [name for name, m in spec.models.items() if m.family == family and scopes.allows_model(name)]
-    if not members or not scopes.allows_model(family):  # authorize.authorize checks the name asked for too
+    members = {name: m for name, m in spec.models.items() if m.family == family and scopes.allows_model(name)}
+    context = smallest_context(family, members)  # None: no model of the family the caller may use
+    if context is None or not scopes.allows_model(family):  # authorize.authorize checks the name asked for too
         return None
-    limit = spec.gateway.max_output_tokens
     return _entry(family, "chat", display_name=f"{family} (any model of the family)", family=family,
-                  models=members, max_input_tokens=min(spec.models[m].context for m in members),
-                  max_tokens=min(limit, *(spec.models[m].context for m in members)))
+                  models=list(members), max_input_tokens=context,
+                  max_tokens=min(spec.gateway.max_output_tokens, context))
 
 
 def _entries(spec: GridSpec, embedders: Mapping[str, Embedder]) -> list[dict[str, Any]]:
