@@ -83,3 +83,35 @@ async def test_entries_no_gateway_wrote_are_skipped_counted_and_warned_once(
     finally:
         await raw.aclose()
         await b.aclose()
+
+
+async def test_entries_skipped_inside_the_window_are_warned_after_it_with_none_since(
+        redis_port: int, caplog: pytest.LogCaptureFixture) -> None:
+    """Entries skipped inside the window after a warning were never logged when none came after it (`malformed`
+    counted them): they are in the warning of the first read after the window, without a new one."""
+    now = [0.0]
+    b = RedisAbuseRelay(aioredis.Redis(host="127.0.0.1", port=redis_port), "relay-leftover", clock=lambda: now[0])
+    raw = aioredis.Redis(host="127.0.0.1", port=redis_port)
+    key = "aigrid:relay-leftover:abuse"
+    try:
+        assert await b.relay([]) == []
+        with caplog.at_level("WARNING", logger="aigrid.abuse"):
+            await raw.xadd(key, {"g": b"x"})
+            assert await b.relay([]) == []  # warned: 1
+            now[0] += 30
+            for _ in range(3):
+                await raw.xadd(key, {"g": b"x", "b": b"nope"})
+            assert await b.relay([]) == [] and b.malformed == 4  # inside the window: counted, not warned
+            now[0] += 20
+            assert await b.relay([]) == []  # none since, still inside the window
+            assert len([r for r in caplog.records if r.name == "aigrid.abuse"]) == 1
+            now[0] += 11  # the window is over: the next read warns of the three, though none arrived since
+            assert await b.relay([]) == []
+            warnings = [r.getMessage() for r in caplog.records if r.name == "aigrid.abuse"]
+            assert len(warnings) == 2 and "skipped 3 entries" in warnings[1]
+            now[0] += 61
+            assert await b.relay([]) == []  # nothing left: no warning
+            assert len([r for r in caplog.records if r.name == "aigrid.abuse"]) == 2
+    finally:
+        await raw.aclose()
+        await b.aclose()

@@ -9,7 +9,8 @@ then this read). A new gateway starts reading at the stream's end: history is no
 counted as new requests). Redis unreachable: SharedStateUnavailable (the caller answers from its own
 requests until Redis answers again). An entry no gateway wrote (without its `g` field, or whose `b` is not
 JSON or not a batch) is skipped and counted (`malformed`), the entries around it read as usual; a warning
-with the count goes out at most once per MALFORMED_WARN_S, however many there are.
+with the count goes out at most once per MALFORMED_WARN_S, however many there are, and the entries skipped
+inside that window are in the first warning after it (the next read once it is over, none arriving since).
 """
 
 from __future__ import annotations
@@ -46,6 +47,9 @@ class RedisAbuseRelay:
         self.malformed = 0
         """Entries skipped as no gateway writes them, since this relay started."""
         self._unwarned = 0
+        """Entries skipped since the last warning."""
+        self._first_unwarned: tuple[str, str] | None = None
+        """The first of them: its id, and why it was skipped."""
         self._warned_at = float("-inf")
 
     @classmethod
@@ -68,7 +72,6 @@ class RedisAbuseRelay:
         except RedisError as e:
             raise SharedStateUnavailable(f"abuse digests: Redis unreachable: {e}") from e
         others: Batch = []
-        skipped: tuple[str, str] | None = None
         for _, entries in read or ():
             for entry_id, fields in entries:
                 self._cursor = _text(entry_id)
@@ -78,12 +81,12 @@ class RedisAbuseRelay:
                 except ValueError as e:  # orjson.JSONDecodeError is one
                     self.malformed += 1
                     self._unwarned += 1
-                    skipped = skipped or (self._cursor, str(e)[:200])
-        if skipped is not None and self._clock() - self._warned_at >= MALFORMED_WARN_S:
-            log.warning("abuse digests: skipped %d entr%s of %s that no gateway wrote (the first here: %s, %s); "
+                    self._first_unwarned = self._first_unwarned or (self._cursor, str(e)[:200])
+        if self._first_unwarned is not None and self._clock() - self._warned_at >= MALFORMED_WARN_S:
+            log.warning("abuse digests: skipped %d entr%s of %s that no gateway wrote (the first: %s, %s); "
                         "the other entries are counted", self._unwarned, "y" if self._unwarned == 1 else "ies",
-                        self._key, *skipped)
-            self._unwarned = 0
+                        self._key, *self._first_unwarned)
+            self._unwarned, self._first_unwarned = 0, None
             self._warned_at = self._clock()
         return others
 
