@@ -137,6 +137,25 @@ async def test_the_emulated_way_back_is_the_client_s_wait_not_the_engine_s(
     assert gateway.store.state(r.headers["x-aigrid-endpoint"]).ttft_s == pytest.approx(0.0, abs=1e-9)
 
 
+async def test_an_oversleep_of_the_way_back_is_not_the_engine_s_ttft(
+        fakes: dict[str, FakeEngine], tmp_path: Path) -> None:
+    """On a loaded machine the emulated network's sleeps overrun: the way back was taken as the planned half
+    round trip, so its overrun was booked as the engine's TTFT. The engine's TTFT now ends at its first byte."""
+    clock, over = StoppedClock(), 0.25
+
+    async def sleep(seconds: float) -> None:  # each sleep runs `over` seconds late
+        clock.now += seconds + over
+
+    gateway = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=sleep, clock=clock)
+    await gateway.scraper.scrape_once()
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gateway)), base_url="http://gw") as client:
+        r = await stream(client, "Tokyo")
+        d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
+    rtt_s = next(c for c in d["candidates"] if c["endpoint"] == r.headers["x-aigrid-endpoint"])["rtt_ms"] / 1000.0
+    assert d["ttft_ms"] == pytest.approx((rtt_s + 2 * over) * 1000.0)  # the client waited through both
+    assert gateway.store.state(r.headers["x-aigrid-endpoint"]).ttft_s == pytest.approx(0.0, abs=1e-9)
+
+
 async def test_health_probe_measures_the_round_trip(client: httpx.AsyncClient, gateway: Gateway) -> None:
     await gateway.scraper.scrape_once()
     grid = (await client.get("/v1/grid")).json()

@@ -229,8 +229,14 @@ class Opened:
     first_at: float
     trace_headers: Mapping[str, str] = field(default_factory=dict)
     """The attempt's W3C trace context (tracing on): later requests of the same answer carry it too."""
-    back_s: float = 0.0
-    """The emulated way back (demo only) between the engine's first byte and `first_at`: not the engine's time."""
+    engine_first_at: float | None = None
+    """When the engine's first byte arrived, before the emulated way back (demo only) that ends at `first_at`
+    (None: at `first_at`). The engine's TTFT ends here: however long the way back took, it is not the engine's."""
+
+    @property
+    def engine_ttft_s(self) -> float:
+        """The engine's own time to its first byte, the emulated network excluded (it calibrates the endpoint)."""
+        return (self.first_at if self.engine_first_at is None else self.engine_first_at) - self.sent_at
 
 
 class Proxy:
@@ -289,8 +295,7 @@ class Proxy:
         # non-streamed answer's first byte comes after the whole generation, so it says nothing of TTFT.
         # A tool loop's first byte comes after whole model turns and tool runs: not a TTFT either.
         measured = stream and wrap is None
-        self._store.record_success(cand.endpoint_id, opened.first_at - opened.back_s - opened.sent_at
-                                   if measured else None, cand.prediction)
+        self._store.record_success(cand.endpoint_id, opened.engine_ttft_s if measured else None, cand.prediction)
         self._store.remember_affinity(record.affinity_keys, cand.endpoint_id)
         client_ttft = opened.first_at - started
         record.served_by, record.ttft_ms, record.status = cand.endpoint_id, client_ttft * 1000, "streaming"
@@ -586,9 +591,10 @@ class Proxy:
                     first = await anext(upstream.body, b"")
                     self._store.first_token(cand.endpoint_id, record.prompt_tokens, request, record.width)
                     got_first = True
+                    engine_first_at = self._clock()
             except TimeoutError as e:
                 raise EngineUnavailable(f"no first byte within {limit:.1f} s") from e
-            if self._emulate:
+            if self._emulate:  # the time actually slept counts as the way back, an oversleep included
                 await self._sleep(half)
         except (Exception, asyncio.CancelledError) as e:  # every way out before the first byte frees the slot
             elapsed = self._clock() - attempt_start
@@ -619,7 +625,7 @@ class Proxy:
         span.ok()
         first_at = self._clock()
         entry.update(ok=True, ms=round((first_at - attempt_start) * 1000, 1))
-        return Opened(cand, upstream, stack, first, sent_at, first_at, span.headers, half)
+        return Opened(cand, upstream, stack, first, sent_at, first_at, span.headers, engine_first_at)
 
     def _fail(self, cand: Candidate, entry: dict[str, Any], reason: str, elapsed: float) -> None:
         log.warning("endpoint %s failed before the first byte: %s", cand.endpoint_id, reason,
