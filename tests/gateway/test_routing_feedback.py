@@ -116,34 +116,16 @@ async def test_a_request_waiting_for_its_first_token_is_pending_with_its_prompt(
     assert gateway.store.inflight("fra-smollm2") == 0
 
 
+@pytest.mark.parametrize("over", [0.0, 0.25], ids=["on-time", "oversleeping"])
 async def test_the_emulated_way_back_is_the_client_s_wait_not_the_engine_s(
-        fakes: dict[str, FakeEngine], tmp_path: Path) -> None:
+        fakes: dict[str, FakeEngine], tmp_path: Path, over: float) -> None:
     """Half the emulated round trip is slept after the engine's first byte: the client's TTFT holds the whole
-    round trip, the engine's (what calibrates the endpoint) none of it."""
+    round trip, the engine's (what calibrates the endpoint) none of it. On a loaded machine the sleeps overrun
+    (`over`): the way back was taken as the planned half, so its overrun was booked as the engine's TTFT."""
     clock, slept = StoppedClock(), []
 
     async def sleep(seconds: float) -> None:  # time moves only while the emulated network holds the request
         slept.append(seconds)
-        clock.now += seconds
-
-    gateway = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=sleep, clock=clock)
-    await gateway.scraper.scrape_once()
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gateway)), base_url="http://gw") as client:
-        r = await stream(client, "Tokyo")
-        d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
-    rtt_s = next(c for c in d["candidates"] if c["endpoint"] == r.headers["x-aigrid-endpoint"])["rtt_ms"] / 1000.0
-    assert rtt_s > 0 and slept == [rtt_s / 2, rtt_s / 2]
-    assert d["ttft_ms"] == pytest.approx(rtt_s * 1000.0)
-    assert gateway.store.state(r.headers["x-aigrid-endpoint"]).ttft_s == pytest.approx(0.0, abs=1e-9)
-
-
-async def test_an_oversleep_of_the_way_back_is_not_the_engine_s_ttft(
-        fakes: dict[str, FakeEngine], tmp_path: Path) -> None:
-    """On a loaded machine the emulated network's sleeps overrun: the way back was taken as the planned half
-    round trip, so its overrun was booked as the engine's TTFT. The engine's TTFT now ends at its first byte."""
-    clock, over = StoppedClock(), 0.25
-
-    async def sleep(seconds: float) -> None:  # each sleep runs `over` seconds late
         clock.now += seconds + over
 
     gateway = build_gateway(spec_in(tmp_path), fakes, rng=random.Random(7), sleep=sleep, clock=clock)
@@ -152,6 +134,7 @@ async def test_an_oversleep_of_the_way_back_is_not_the_engine_s_ttft(
         r = await stream(client, "Tokyo")
         d = (await client.get(f"/v1/decisions/{r.headers['x-aigrid-decision']}")).json()
     rtt_s = next(c for c in d["candidates"] if c["endpoint"] == r.headers["x-aigrid-endpoint"])["rtt_ms"] / 1000.0
+    assert rtt_s > 0 and slept == [rtt_s / 2, rtt_s / 2]
     assert d["ttft_ms"] == pytest.approx((rtt_s + 2 * over) * 1000.0)  # the client waited through both
     assert gateway.store.state(r.headers["x-aigrid-endpoint"]).ttft_s == pytest.approx(0.0, abs=1e-9)
 
