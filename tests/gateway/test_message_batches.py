@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,6 @@ from tests.gateway.test_batches import (
     Gated,
     batch_spec,
     engines_for,
-    keyed,
     received,
     started,
     stopped,
@@ -774,27 +772,3 @@ async def test_a_tenant_s_message_batches_are_as_many_as_its_storage_files(
     finally:
         await stopped(gw)
 
-
-async def test_a_request_of_a_key_bound_to_another_policy_than_its_tenant_s_is_errored_like_its_live_ones(
-        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch) -> None:
-    """As for an OpenAI batch's line (test_batches): a message batch made by a key bound to another routing policy
-    than its tenant's (here: made while its tenant bound none) ran its requests under the key's policy; each is now
-    errored with the 403 `policy_not_allowed` its live request gets, recorded, and reaches no engine."""
-    gw, swapped = await keyed(tmp_path, engines, monkeypatch, Scopes(policy="latency-first"))
-    try:
-        claude = anthropic_client(build_app(gw)).with_options(api_key=swapped)
-        assert gw.batches is not None
-        await gw.batches.stop()
-        created = await claude.messages.batches.create(requests=[req("a", "hi")])  # type: ignore[list-item]
-        tenant = gw.guard.tenants["default"]
-        gw.guard.tenants["default"] = replace(tenant, scopes=replace(tenant.scopes, policy="balanced"))
-        await gw.batches.start()
-        for _ in range(500):
-            rows = [r for r in await audit_rows(gw) if r["extra"]["route"] == request_route(created.id, "a")]
-            if rows:
-                break
-            await asyncio.sleep(0.01)
-        assert len(rows) == 1 and rows[0]["outcome"] == "error:policy_not_allowed", rows
-        assert received(engines) == []
-    finally:
-        await stopped(gw)

@@ -351,22 +351,6 @@ def test_a_401_quotes_a_token_s_header_a_hundred_characters_at_most() -> None:
     assert e.value.code == "invalid_token" and len(str(e.value)) < 300
 
 
-def test_a_key_or_token_cannot_swap_its_tenants_bound_policy() -> None:
-    """`Scopes.narrowed_by` took a key's policy over its tenant's: a token's `policy` claim (or a key created with
-    `--policy`) naming another policy than the tenant's bound one had its requests routed under it (twenty-third
-    session); every other scope is intersected."""
-    ring = KeyRing(SECRET)
-    other, same = ring.issue("bound", Scopes(policy="fast")), ring.issue("bound", Scopes(policy="cheap"))
-    tenants = {"bound": Tenant("bound", Scopes(policy="cheap"))}
-    settings = JwtSettings(issuer="https://idp.example", audience="aigrid", key=JWT_KEY, algorithms=("HS256",))
-    auth = Authenticator(ring, tenants, jwt=settings)
-    for credential in (other.api_key, token(tenant="bound", policy="fast")):
-        with pytest.raises(PermissionDenied) as e:
-            auth.authenticate(f"Bearer {credential}")
-        assert e.value.code == "policy_not_allowed" and "'cheap'" in str(e.value)
-    assert auth.authenticate(f"Bearer {same.api_key}").scopes.policy == "cheap"
-    assert auth.authenticate(f"Bearer {token(tenant='bound')}").scopes.policy == "cheap"
-
 
 @pytest.mark.parametrize(("claim", "value"), [
     ("policy", {"name": "fast"}), ("policy", 5), ("policy", ["fast"]), ("models", 5), ("models", [5]),
@@ -387,21 +371,20 @@ def test_a_scope_claim_of_the_right_type_narrows() -> None:
 
 
 def test_a_caller_authenticated_earlier_is_judged_again_by_the_same_rules() -> None:
-    """Authenticator.again (a batch's creator when its lines run): a key bound to another policy than its tenant's
-    is the 403 its live request gets, a token's kept scopes too; a token's caller once tokens are no longer
-    accepted, or may not name its tenant, is a 401."""
+    """Authenticator.again (a batch's creator when its lines run): a key or a token's kept scopes narrowed by its
+    tenant's now; a revoked key, or a token's caller once tokens are no longer accepted or may not name its tenant,
+    is a 401."""
     ring = KeyRing(SECRET)
-    other, same = ring.issue("bound", Scopes(policy="fast")), ring.issue("bound", Scopes(policy="cheap"))
-    tenants = {"bound": Tenant("bound", Scopes(policy="cheap"))}
+    issued = ring.issue("bound", Scopes(jurisdictions=frozenset({"EU", "US"})))
+    tenants = {"bound": Tenant("bound", Scopes(jurisdictions=frozenset({"EU"})))}
     settings = JwtSettings(issuer="https://idp.example", audience="aigrid", key=JWT_KEY, algorithms=("HS256",))
     auth = Authenticator(ring, tenants, jwt=settings)
-    for method, key_id, scopes in (("api_key", other.record.key_id, Scopes()),
-                                   ("jwt", "jwt:bound/svc-1", Scopes(policy="fast"))):
-        with pytest.raises(PermissionDenied) as e:
-            auth.again("bound", method, key_id, scopes, made="this batch")
-        assert e.value.code == "policy_not_allowed"
-    assert auth.again("bound", "api_key", same.record.key_id, Scopes(), made="x").scopes.policy == "cheap"
-    assert auth.again("bound", "jwt", "jwt:bound/svc-1", Scopes(), made="x").scopes.policy == "cheap"
+    assert auth.again("bound", "api_key", issued.record.key_id, Scopes(), made="x").scopes.jurisdictions == {"EU"}
+    kept = Scopes(jurisdictions=frozenset({"US"}))
+    assert auth.again("bound", "jwt", "jwt:bound/svc-1", kept, made="x").scopes.jurisdictions == frozenset()
+    ring.revoke(issued.record.key_id)
+    with pytest.raises(AuthenticationError):
+        auth.again("bound", "api_key", issued.record.key_id, Scopes(), made="this batch")
     for changed in (replace(auth, jwt=None), replace(auth, jwt=replace(settings, tenants=("bank",)))):
         with pytest.raises(AuthenticationError) as denied:
             changed.again("bound", "jwt", "jwt:bound/svc-1", Scopes(), made="this batch")

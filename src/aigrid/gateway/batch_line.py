@@ -8,8 +8,7 @@ Who asks: the batch's creator as it was authenticated when the batch was created
 line checks again that the tenant is still in the spec, that an API key is still there and not revoked, and
 takes the scopes the tenant and the key have now; a JWT's claims are those it had at creation, narrowed by
 the tenant's scopes now; a batch created without a key (enforcement off) fails its lines once keys are
-enforced. One rule with a live request's (Authenticator.again): a key or token bound to another routing policy
-than its tenant's fails its lines with 403 `policy_not_allowed`, as its live requests are refused.
+enforced. One rule with a live request's (Authenticator.again).
 
 The line's answer becomes a line of the batch's output file (2xx) or error file (any refusal or failure), in
 OpenAI's shape: `{"id", "custom_id", "response": {"status_code", "request_id", "body"}, "error": null}`; a
@@ -70,7 +69,7 @@ def caller_record(p: Principal) -> dict[str, Any]:
 
 def line_caller(guard: Guard, stored: Mapping[str, Any], within: frozenset[str] | None = None) -> Principal:
     """The batch's creator as it may ask now (see the module's docstring; Authenticator.again): 401 when it no longer
-    may, 403 `policy_not_allowed` for a key bound to another policy than its tenant's. `within`:
+    may. `within`:
     the jurisdictions the batch was made under (StoredBatch.jurisdictions: its creator's, narrowed to its input
     file's), which no line leaves, whatever the creator's key may use now."""
     caller = guard.authenticator.again(str(stored["tenant"]), str(stored["method"]), str(stored["key_id"]),

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from aigrid.errors import AuthenticationError, PermissionDenied
+from aigrid.errors import AuthenticationError
 from aigrid.security.jwt_bearer import JwtSettings, check_token_tenant, looks_like_jwt, verify_jwt
 from aigrid.security.keys import KeyRing, split_key
 from aigrid.security.principal import Principal, Scopes, Tenant
@@ -47,23 +47,22 @@ class Authenticator:
         if self.jwt is not None and looks_like_jwt(token):
             identity = verify_jwt(token, self.jwt)
             tenant = self._known_tenant(identity.tenant)
-            key_id = jwt_key_id(tenant.id, identity.subject)
-            return Principal(tenant.id, key_id, _narrowed(tenant, identity.scopes, key_id), "jwt")
+            return Principal(tenant.id, jwt_key_id(tenant.id, identity.subject),
+                             tenant.scopes.narrowed_by(identity.scopes), "jwt")
         record = self.keys.verify(token)
         if record is None:
             raise AuthenticationError("invalid API key", headers=dict(_CHALLENGE))
         tenant = self._known_tenant(record.tenant)
-        return Principal(tenant.id, record.key_id, _narrowed(tenant, record.scopes, record.key_id))
+        return Principal(tenant.id, record.key_id, tenant.scopes.narrowed_by(record.scopes))
 
     def again(self, tenant_id: str, method: str, key_id: str, scopes: Scopes, *, made: str) -> Principal:
         """A caller authenticated earlier, kept without its secret (a batch's creator: batch_line.caller_record), as
         it may ask now, by `authenticate`'s rules: its tenant still on the grid; an API key still in the ring, of
         that tenant, not revoked, with its scopes now; a token's `scopes` (its claims as narrowed then: it cannot
         be verified again) only while tokens are accepted and may name its tenant; either narrowed by the tenant's
-        scopes now (`_narrowed`: 403 `policy_not_allowed` for one bound to another policy than its tenant's);
-        without a key (enforcement off then) only while keys are not enforced. 401 otherwise. `made`: what the
-        caller made, as the errors name it ("this batch"). Before, the batch runner narrowed a stored key's scopes
-        itself, so a key bound to another policy than its tenant's ran its batch's lines under that policy."""
+        scopes now; without a key (enforcement off then) only while keys are not enforced. 401 otherwise. `made`:
+        what the caller made, as the errors name it ("this batch"). Before, the batch runner judged a stored caller
+        itself, so a token's batch ran its lines on after the grid stopped accepting tokens naming its tenant."""
         tenant = self.tenants.get(tenant_id)
         if tenant is None:
             raise AuthenticationError(f"the tenant {tenant_id!r} that created {made} is no longer on this grid")
@@ -71,13 +70,13 @@ class Authenticator:
             record = self.keys.get(key_id)
             if record is None or record.revoked or record.tenant != tenant.id:
                 raise AuthenticationError(f"the API key {key_id} that created {made} has been revoked")
-            return Principal(tenant.id, key_id, _narrowed(tenant, record.scopes, key_id), method)
+            return Principal(tenant.id, key_id, tenant.scopes.narrowed_by(record.scopes), method)
         if method == "jwt":
             if self.jwt is None:
                 raise AuthenticationError(f"{made} was created with a bearer token, and this grid no longer accepts "
                                           "tokens (security.jwt)", code="invalid_token")
             check_token_tenant(tenant.id, self.jwt)
-            return Principal(tenant.id, key_id, _narrowed(tenant, scopes, key_id), method)
+            return Principal(tenant.id, key_id, tenant.scopes.narrowed_by(scopes), method)
         if self.enforce:
             raise AuthenticationError(f"{made} was created without a key, and keys are now enforced")
         return Principal(tenant.id, key_id, tenant.scopes, method)
@@ -91,19 +90,6 @@ class Authenticator:
     def _tenant_scopes(self, tenant_id: str) -> Scopes:
         tenant = self.tenants.get(tenant_id)
         return tenant.scopes if tenant is not None else Scopes()
-
-
-def _narrowed(tenant: Tenant, scopes: Scopes, key_id: str) -> Scopes:
-    """The tenant's scopes narrowed by a key's or a token's; 403 `policy_not_allowed` when both bind a routing policy
-    and not the same one. `Scopes.narrowed_by` takes the key's policy over the tenant's: a key or a token's `policy`
-    claim naming another policy than its tenant's bound one ran every request under it (a widening, where
-    every other scope is intersected)."""
-    bound, asked = tenant.scopes.policy, scopes.policy
-    if bound is not None and asked is not None and asked != bound:
-        raise PermissionDenied(f"key {key_id} is bound to policy {asked[:100]!r}, but its tenant {tenant.id!r} is "
-                               f"bound to {bound!r}: a key or token may only narrow its tenant's scopes",
-                               code="policy_not_allowed")
-    return tenant.scopes.narrowed_by(scopes)
 
 
 def jwt_key_id(tenant: str, subject: str) -> str:
