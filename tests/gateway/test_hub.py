@@ -587,3 +587,43 @@ async def test_settlements_waiting_to_be_sent_again_are_counted_lost_when_the_wo
         assert not backend._resend and backend.unsettled == 1
     finally:
         await hub.stop()
+
+
+async def test_a_settlement_posted_while_the_hub_cannot_be_reached_is_sent_once_it_can(
+        work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hub out of reach for a moment when a request settles (no connection can be opened; nothing sent): the
+    settlement waits under its op and is sent once the hub is back; the counters end exactly as if nothing broke,
+    nothing counted unsettled. Before, it was tried once more at once, failed again and was counted unsettled: the
+    reservation stood (300 tokens charged for 120 used)."""
+    from aigrid.security.quotas import Quotas
+    from tests.security.test_quota_extend import ALICE, BUDGET, NOW, RPM, RULES, TPM
+
+    monkeypatch.setattr(hub_client_module, "RESEND_PAUSE_S", 0.02)
+    hub = Hub(work / "hub.sock", None)
+    await hub.start()
+    client = HubClient(hub.path)
+    backend = HubQuotaBackend(client)
+    quotas = Quotas(RULES, backend, clock=lambda: NOW)
+
+    async def counters() -> tuple[int, int, int]:
+        return await hub.quotas.value(RPM), await hub.quotas.value(TPM), await hub.quotas.value(BUDGET)
+
+    try:
+        r = await quotas.admit(ALICE, 300)
+        client.path = work / "gone.sock"  # the hub out of reach: no connection can be opened
+        assert client._writer is not None
+        client._writer.transport.abort()
+        await asyncio.sleep(0.01)
+        await quotas.settle(r, 120)  # before: UpstreamFailed after a second try (the reservation stood)
+        await asyncio.sleep(0.1)
+        assert len(backend._resend) == 1 and await counters() == (1, 300, 300)  # waiting, tried again
+        client.path = hub.path  # back
+        for _ in range(200):
+            if await counters() == (1, 120, 120) and not backend._resend:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # a second copy would have applied by now
+        assert await counters() == (1, 120, 120) and backend.unsettled == 0 and not backend._resend
+    finally:
+        await client.aclose()
+        await hub.stop()

@@ -73,6 +73,10 @@ class HubError(ConnectionError):
     """The hub could not be reached or refused the operation."""
 
 
+class Unreachable(HubError):
+    """No connection to the hub could be opened (nothing was sent)."""
+
+
 class HubClient:
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -99,7 +103,7 @@ class HubClient:
                 try:
                     reader, self._writer = await asyncio.open_unix_connection(str(self.path))
                 except OSError as e:
-                    raise HubError(f"cannot reach the workers' hub at {self.path}: {e}") from e
+                    raise Unreachable(f"cannot reach the workers' hub at {self.path}: {e}") from e
                 self._frames = FrameWriter(self._writer)
                 self._reader_task = asyncio.create_task(self._read(reader), name="aigrid-hub-reader")
         assert self._frames is not None
@@ -323,8 +327,8 @@ class HubQuotaBackend:
     admits or refuses it against every worker's requests: exact); a check with no counters (no limit applies)
     admits without one. A settlement is posted: it only corrects the reservation to the real usage, and
     until the hub has it the tenant is charged its reservation, never less. One named by an op that the hub never
-    acknowledged (the connection broke) is sent again under the same op once the hub can be reached (applied once
-    either way: the hub keeps the op), within RESEND_WITHIN_S of its first post and RESEND_MAX waiting at most; one
+    acknowledged (the connection broke), or that could not be posted at all (no connection could be opened), is sent
+    again under the same op once the hub can be reached (applied once either way: the hub keeps the op), within RESEND_WITHIN_S of its first post and RESEND_MAX waiting at most; one
     past those, refused by the hub, or without an op is logged and counted (`unsettled`, `on_unsettled`): its
     reservation stands."""
 
@@ -362,8 +366,13 @@ class HubQuotaBackend:
     async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
         if not counters:
             return
+        wire, first = {"counters": _counters(counters), "op": op}, time.monotonic()
         try:
-            await self._post({"counters": _counters(counters), "op": op}, time.monotonic())
+            await self._post(wire, first)
+        except Unreachable as e:  # nothing sent: under its op it waits for the hub as a lost one does
+            if op is None:
+                raise UpstreamFailed(f"quota counters unavailable: {e}") from e
+            self._again(first, wire, f"not posted: {e}")
         except HubError as e:
             raise UpstreamFailed(f"quota counters unavailable: {e}") from e
 
@@ -372,21 +381,25 @@ class HubQuotaBackend:
             if error is None:
                 return
             if isinstance(error, Lost) and wire["op"] is not None:
-                if len(self._resend) >= RESEND_MAX:
-                    error = f"{error}; {RESEND_MAX} settlements already wait to be sent again"
-                elif time.monotonic() - first >= RESEND_WITHIN_S:
-                    error = f"{error}; first posted {RESEND_WITHIN_S:g} s ago or more (the hub may have forgotten its op)"
-                else:
-                    log.warning("quota settlement %s not acknowledged (%s); sent again once the hub can be reached",
-                                wire["op"], error)
-                    self._resend.append((first, wire))
-                    if self._resender is None or self._resender.done():
-                        self._resender = asyncio.get_running_loop().create_task(
-                            self._send_again(), name="aigrid-hub-settlements")
-                    return
-            self._lose(error, wire)
+                self._again(first, wire, f"not acknowledged: {error}")
+            else:
+                self._lose(error, wire)
 
         await self._client.post("adjust", wire, done)
+
+    def _again(self, first: float, wire: dict[str, Any], error: str) -> None:
+        """A settlement under its op, that the hub may not have (`error`), queued to be sent again once the hub can
+        be reached (the resender started); past RESEND_MAX waiting or RESEND_WITHIN_S from its first post, lost."""
+        if len(self._resend) >= RESEND_MAX:
+            self._lose(f"{error}; {RESEND_MAX} settlements already wait to be sent again", wire)
+        elif time.monotonic() - first >= RESEND_WITHIN_S:
+            self._lose(f"{error}; first posted {RESEND_WITHIN_S:g} s ago or more (the hub may have forgotten its op)",
+                       wire)
+        else:
+            log.warning("quota settlement %s %s; sent again once the hub can be reached", wire["op"], error)
+            self._resend.append((first, wire))
+            if self._resender is None or self._resender.done():
+                self._resender = asyncio.get_running_loop().create_task(self._send_again(), name="aigrid-hub-settlements")
 
     async def _send_again(self) -> None:
         """Post each waiting settlement again under its op, in order, once the hub can be reached."""
