@@ -378,6 +378,65 @@ async def test_a_failing_quota_settle_still_answers_and_writes_the_one_record(
         await gw.guard.stop()
 
 
+class _SettlePauses(MemoryQuotaBackend):
+    """A store that pauses mid-call (as Redis and the workers' hub do) and holds each settlement until told."""
+
+    pauses = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settling, self.go = asyncio.Event(), asyncio.Event()
+
+    async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
+        self.settling.set()
+        await self.go.wait()
+        await super().adjust(counters, op)
+
+
+async def test_a_second_cancel_landing_while_the_quota_settles_still_settles_and_writes_the_record(
+        tmp_path: Path, fakes: dict[str, FakeEngine]) -> None:
+    """A shutdown cancels a request; its close settles the quota on a store that pauses, and a second cancel lands
+    meanwhile: the settlement is waited out and applied, the one record written, and the cancel goes on to the
+    task, its count at the two cancels that landed (an enclosing asyncio.timeout reads it). Before, the second
+    cancel cut the settle and skipped the record, with no log: 300 tokens stayed charged, no record."""
+    spec = spec_in(tmp_path)
+    tenants = {**spec.tenants, "metered": TenantSpec(quotas=QuotaSpec(tokens_per_min=1_000_000))}
+    spec = spec.model_copy(update={"tenants": tenants})
+    store = _SettlePauses()
+    gw = build_gateway(spec, fakes, sleep=_no_sleep, guard=Guard(spec, quota_backend=store))
+    gw.guard.quotas.clock = lambda: 1_800_000_030.0
+    await gw.guard.start()
+    try:
+        ex = Exchange(CHAT_PATH, 1_800_000_000.0)
+        ex.principal = gw.guard.principal(None, "metered")
+        ex.reservation = await gw.guard.quotas.admit(ex.principal, 300)
+        assert await balance(gw) == 300
+
+        async def request() -> None:
+            try:
+                await asyncio.sleep(30)  # the request, until the shutdown's cancel
+            finally:
+                await gw.guard.finish(ex)
+
+        task = asyncio.create_task(request())
+        await asyncio.sleep(0)
+        task.cancel()  # the shutdown
+        await asyncio.wait_for(store.settling.wait(), 5)
+        task.cancel()  # the second cancel, while the quota settles
+        await asyncio.sleep(0.01)
+        store.go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 5)
+        assert task.cancelling() == 2
+        assert await balance(gw) == 0  # settled: no engine had it, nothing charged
+        row = await the_one_record(gw)
+        assert row["request_id"] == ex.request_id and "quota" not in row["extra"]
+        assert gw.guard.settle_failures == 0 and gw.guard.audit_failures == 0
+    finally:
+        store.go.set()
+        await gw.guard.stop()
+
+
 async def test_a_request_finishing_after_the_audit_log_stopped_is_counted_lost(
         tmp_path: Path, fakes: dict[str, FakeEngine], caplog: pytest.LogCaptureFixture) -> None:
     gw = build_gateway(spec_in(tmp_path), fakes, sleep=_no_sleep)

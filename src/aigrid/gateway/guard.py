@@ -254,6 +254,10 @@ async def _uncut(call: Coroutine[Any, Any, T], keep: Callable[[T], None]) -> T:
         raise
 
 
+def _kept(_: object) -> None:
+    """What a close returned to a cancelled finish: nothing more to keep (logged, counted by _close)."""
+
+
 async def start_audit(log: AuditSink) -> None:
     """Open the audit log: a path that cannot be opened (a folder, no permission) is a ConfigError naming the
     field, not sqlite's 'unable to open database file' traceback."""
@@ -577,10 +581,17 @@ class Guard:
     async def finish(self, ex: Exchange) -> bool:
         """Settle the quota and write the audit record, once per exchange, whatever its exit; a failed
         settle does not stop the record. False when the record was lost (logged, counted): the audit log
-        could not take it within AUDIT_WAIT_S, or it had already stopped (the gateway shutting down)."""
+        could not take it within AUDIT_WAIT_S, or it had already stopped (the gateway shutting down). With a store
+        that pauses mid-call (Redis, the hub), a cancel landing meanwhile (a second one: a shutdown during the
+        request's close) is waited out (_uncut): the settlement applied and the record written, then it goes on."""
         if ex.closed:
             return True
         ex.closed = True
+        if ex.reservation is not None and self._store_pauses:
+            return await _uncut(self._close(ex), _kept)
+        return await self._close(ex)
+
+    async def _close(self, ex: Exchange) -> bool:
         if ex.reservation is not None:
             await self._settle(ex)
         if self.audit is None:
