@@ -4,6 +4,7 @@ a terminal's escape sequence."""
 from __future__ import annotations
 
 import io
+import random
 
 from rich.console import Console
 
@@ -22,3 +23,44 @@ def test_an_engines_text_in_a_decision_is_shown_as_written() -> None:
     text = out.getvalue()
     assert text.count("[link=https://evil.example/login]re-enter your key[/link]") == 2, text
     assert "\x1b]8;;https://evil" not in text and "\x1b\\" not in text  # no hyperlink, no raw escape
+
+
+class _Fixed:
+    """A scorer that gives every endpoint one score on its axis."""
+
+    def __init__(self, axis: str, value: float) -> None:
+        self.axis = axis
+        self.value = value
+
+    def score(self, ctx: object, endpoint: object, state: object, prediction: object) -> tuple[float, str, tuple[object, ...]]:
+        return self.value, "fixed", ()
+
+
+def test_the_reason_and_the_table_show_one_total() -> None:
+    """A total of 0.83249 is 0.8325 in /v1/decisions; the reason said "total 0.832" (the unrounded total) and the
+    table 0.833 (the rounded one formatted again). A cost score of 0.13495: "0.13" against 0.135's "0.14"."""
+    from aigrid.core.plugins import Scorer
+    from aigrid.core.registry import PICKERS
+    from aigrid.core.scheduler import Profile, Scheduler
+    from aigrid.core.types import AXES, Policy, RequestInfo
+    from aigrid.gateway.decisions import decision_dict
+    from tests.core.grid import endpoint, view
+
+    values = {"ttft": 0.83249, "cost": 0.13495}
+    scorers: tuple[Scorer, ...] = tuple(_Fixed(a, values.get(a, 0.0)) for a in AXES)
+    scheduler = Scheduler(Profile(filters=(), scorers=scorers, picker=PICKERS["slo-gate"]()), explain=True)
+    decision = scheduler(RequestInfo(id="r1", model="small", prompt_tokens=200, max_output_tokens=128),
+                         view((endpoint("fra"),)), Policy("p", {"ttft": 1.0}), random.Random(0))
+    d = {**decision_dict(decision), "served_by": None, "attempts": []}
+    assert d["candidates"][0]["total"] == 0.8325
+    out = io.StringIO()
+    Console(file=out, width=400, no_color=True).print(render_decision(d))
+    text = out.getvalue()
+    row = next(line for line in text.splitlines() if "fra-small" in line and "│" in line)
+    cells = [c.strip() for c in row.split("│")]
+    total = cells[6 + len(AXES)]
+    scores = dict(zip(AXES, cells[6:6 + len(AXES)], strict=True))
+    ttft = cells[7 + len(AXES)]
+    assert f"total {total}," in d["reason"] and total == "0.833", (d["reason"], row)
+    assert f"strongest axes ttft {scores['ttft']}, cost {scores['cost']}" in d["reason"], (d["reason"], row)
+    assert f"predicted TTFT {ttft} ms" in d["reason"], (d["reason"], row)

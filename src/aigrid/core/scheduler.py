@@ -43,6 +43,12 @@ NOT_FINITE = "not_finite"
 """The rejection of a candidate whose weighted total is not a finite number (a scorer's NaN, from a state or a
 weight that is one): ranked, it made the picker's sort by total arbitrary for every candidate (a NaN compares
 false both ways), and the best endpoint came last."""
+SCORE_PLACES = 4
+"""The decimal places a candidate's total and scores keep wherever its decision is shown (/v1/decisions, `aigrid
+explain`'s table, the reason): the reason formats the same rounded value as the table, so that a total of
+0.83249 is not "0.832" in the reason and "0.833" (0.8325 formatted again) in the table."""
+MS_PLACES = 1
+"""The same for a candidate's predicted times (milliseconds)."""
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -173,9 +179,11 @@ def _reason(ranked: Sequence[Candidate], rejected: Sequence[Rejection]) -> str:
     if ranked:
         best = ranked[0]
         axes = sorted(best.scores.items(), key=lambda kv: -kv[1])
-        strongest = ", ".join(f"{a} {v:.2f}" for a, v in axes[:2])
-        return (f"chose {best.endpoint_id} at {best.site_id} ({best.jurisdiction}): total {best.total:.3f}, "
-                f"predicted TTFT {best.prediction.ttft_ms:.0f} ms; strongest axes {strongest}")
+        # each figure rounded as /v1/decisions keeps it (SCORE_PLACES), then formatted as `aigrid explain` does
+        strongest = ", ".join(f"{a} {round(v, SCORE_PLACES):.2f}" for a, v in axes[:2])
+        return (f"chose {best.endpoint_id} at {best.site_id} ({best.jurisdiction}): "
+                f"total {round(best.total, SCORE_PLACES):.3f}, "
+                f"predicted TTFT {round(best.prediction.ttft_ms, MS_PLACES):.0f} ms; strongest axes {strongest}")
     if not rejected:
         return "no endpoints in the grid"
     by_filter: dict[str, int] = {}

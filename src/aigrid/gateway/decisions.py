@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from aigrid.core.calibration import Calibration
+from aigrid.core.scheduler import MS_PLACES, SCORE_PLACES
 from aigrid.core.types import Candidate, Decision, GeoPoint, ModelChoice, PrefillQueue
 from aigrid.core.urgency import label, neutral_choice
 from aigrid.gateway.tracing import NO_TRACE, RequestTrace
@@ -49,8 +50,8 @@ def candidate_dict(c: Candidate) -> dict[str, Any]:
     p = c.prediction
     return {
         "endpoint": c.endpoint_id, "site": c.site_id, "jurisdiction": c.jurisdiction, "model": c.model,
-        "total": round(c.total, 4), "scores": {k: round(v, 4) for k, v in c.scores.items()},
-        "predicted_ttft_ms": round(p.ttft_ms, 1), "predicted_ttft_p90_ms": round(p.ttft_p90_ms, 1),
+        "total": round(c.total, SCORE_PLACES), "scores": {k: round(v, SCORE_PLACES) for k, v in c.scores.items()},
+        "predicted_ttft_ms": round(p.ttft_ms, MS_PLACES), "predicted_ttft_p90_ms": round(p.ttft_p90_ms, MS_PLACES),
         "rtt_ms": round(p.rtt_ms, 1), "rtt_source": "measured" if p.rtt_measured else "distance model",
         "measured_rtt_ms": None if p.measured_rtt_ms is None else round(p.measured_rtt_ms, 2),
         "queue_ms": round(p.queue_ms, 1), "prefill_ms": round(p.prefill_ms, 1),
