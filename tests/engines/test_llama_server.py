@@ -300,3 +300,73 @@ async def test_a_build_that_would_ignore_the_key_is_refused_before_it_serves_ope
     with pytest.raises(EngineBuildError, match="does not read LLAMA_API_KEY"):
         await LlamaServerProcess(config(tmp_path, binary, api_key="k")).start()
     assert not started.exists()
+
+
+GATEWAY = textwrap.dedent("""
+    import asyncio, logging, os, signal, sys
+    from pathlib import Path
+    from aigrid.engines.llama_server import LlamaServerConfig, LlamaServerProcess
+    logging.basicConfig(level=logging.WARNING, stream=sys.stdout)
+
+    async def main() -> None:
+        binary, tmp, then = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+        cfg = LlamaServerConfig(binary=binary, model=tmp / "m.gguf", log_path=tmp / "engine.log")
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)  # as uvicorn and `aigrid node` do
+        async with LlamaServerProcess(cfg) as server:
+            supervisor = asyncio.create_task(server.supervise("fra", backoff_s=(0.05,)))
+            print("engine", server.pid, flush=True)
+            if then == "kill -9":
+                os.kill(os.getpid(), signal.SIGKILL)
+            await stop.wait()
+            await asyncio.sleep(0.5)  # a gateway's shutdown takes a while to reach its engines
+            supervisor.cancel()
+    asyncio.run(main())
+""")
+"""A gateway in small: starts one engine under `supervise`, stops it on SIGINT (or kills itself with `kill -9`)."""
+
+
+def gateway(tmp_path: Path, then: str) -> tuple[subprocess.Popen[str], int]:
+    """GATEWAY started as a terminal runs a command (its own process group) and its engine's pid."""
+    ready = tmp_path / "ready.py"
+    ready.write_text("import http.server, sys\n" + SERVE_OK)  # Python's default SIGINT: KeyboardInterrupt, exit
+    binary = fake_engine(tmp_path, f'exec {sys.executable} {ready} "$@"')
+    proc = subprocess.Popen([sys.executable, "-c", GATEWAY, str(binary), str(tmp_path), then], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    assert proc.stdout is not None
+    before = ""
+    for line in proc.stdout:  # after any notice on stderr (a stale compiled build's)
+        if line.startswith("engine "):
+            return proc, int(line.split()[1])
+        before += line
+    raise AssertionError(before + proc.communicate(timeout=10)[0])
+
+
+def test_ctrl_c_stops_the_engine_without_a_crash_report(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C signals its whole foreground process group: each engine died of the SIGINT before the
+    gateway's shutdown reached it, and `supervise` logged "exited with ...; restarting it" for every one."""
+    proc, engine = gateway(tmp_path, "stop on SIGINT")
+    try:
+        assert os.getpgid(engine) == engine and os.getsid(engine) == engine  # its own session and group
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C does
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        if alive(engine):
+            os.kill(engine, signal.SIGKILL)
+    assert proc.returncode == 0, out
+    assert "exited with" not in out and "restarting" not in out, out
+    assert not alive(engine)  # stop() ended it
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_an_engine_in_its_own_session_still_dies_with_its_killed_parent(tmp_path: Path) -> None:
+    proc, engine = gateway(tmp_path, "kill -9")
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while alive(engine):
+        if time.monotonic() > deadline:
+            os.kill(engine, signal.SIGKILL)
+            pytest.fail("the engine outlived its killed parent")
+        time.sleep(0.05)

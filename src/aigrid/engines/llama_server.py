@@ -5,10 +5,12 @@ over -np slots and Prometheus /metrics, so OpenAICompatEngine("llamacpp", ...) d
 site. This module builds the command line, starts the child, waits until it is ready, restarts it when it
 dies (`supervise`: on the same port, so the gateway's URL for it stays valid) and stops it.
 
-No work happens in the constructor: start() and stop() are explicit (or use `async with`). On Linux
-the child is tied to its parent with PR_SET_PDEATHSIG, so a killed gateway never leaves an orphaned
-engine behind (the signal fires when the thread that started the child exits: start it from the
-thread that runs the event loop, as asyncio does).
+No work happens in the constructor: start() and stop() are explicit (or use `async with`). The child runs
+in a session (and process group) of its own, so that a terminal's Ctrl-C (SIGINT to the foreground group)
+reaches the gateway only, which stops its engines with stop(); before, each engine died of the SIGINT at once
+and `supervise` logged it as a crash to restart. On Linux the child is tied to its parent with
+PR_SET_PDEATHSIG, so a killed gateway never leaves an orphaned engine behind (the signal fires when the
+thread that started the child exits: start it from the thread that runs the event loop, as asyncio does).
 """
 
 from __future__ import annotations
@@ -144,10 +146,12 @@ def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
 
 
 def _send(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
-    """Signal the child unless it has already exited (then there is nothing to stop)."""
+    """Signal the child's process group (the child leads it: its own session), so that what the engine started
+    stops with it, unless the child has already exited (then there is nothing to stop). Until the child is
+    reaped its pid, the group's id, cannot be another process's."""
     if proc.returncode is None:
         try:
-            proc.send_signal(sig)
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass  # exited between the check and the signal
 
@@ -216,6 +220,7 @@ class LlamaServerProcess:
         self._proc = await asyncio.create_subprocess_exec(
             *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
             preexec_fn=_die_with_parent(os.getpid()), env=env,
+            start_new_session=True,  # out of the terminal's process group: a Ctrl-C is the gateway's to handle
         )
         return self._proc
 
