@@ -339,6 +339,8 @@ def gateway(tmp_path: Path, then: str) -> tuple[subprocess.Popen[str], int]:
         if line.startswith("engine "):
             return proc, int(line.split()[1])
         before += line
+    with contextlib.suppress(ProcessLookupError):  # not left running (its engine dies with it: PR_SET_PDEATHSIG)
+        os.killpg(proc.pid, signal.SIGKILL)
     raise AssertionError(before + proc.communicate(timeout=10)[0])
 
 
