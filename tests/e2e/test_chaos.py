@@ -102,7 +102,8 @@ def test_kill9_one_of_two_gateways_under_load(nodes: dict, tmp_path: Path) -> No
         redis_url = f"redis://127.0.0.1:{rport}/0"
         spec = write_spec(tmp_path, {s: url for s, (_, url) in nodes.items()})
         a, a_url = start_gateway(tmp_path, spec, "a", redis_url)
-        b, b_url = start_gateway(tmp_path, spec, "b", redis_url)
+        (tmp_path / "b").mkdir()  # its own working folder: each gateway writes its own audit log (one writer a log,
+        b, b_url = start_gateway(tmp_path / "b", spec, "b", redis_url)  # 47aa1f2), as on two hosts
         counts = {"ok": 0, "failed_over": 0, "lost_mid_stream": 0, "lost_not_streaming": 0}
         lock = threading.Lock()
         done = threading.Event()
