@@ -185,23 +185,26 @@ def test_the_default_key_verifies_and_the_table_has_a_total_row(log: Path, tmp_p
     assert [line.split()[:2] for line in lines[1:]] == [["bank", "3"], ["shop", "3"], ["total", "6"]]
 
 
-def hostile_log(tmp_path: Path) -> Path:
-    """A log whose records carry what clients choose (a model name, a batch's custom_id in the route) and what
-    a forger could append: markup, an escape sequence, a spreadsheet formula, a time beyond any calendar."""
-    path = tmp_path / "hostile.db"
-    values = ["[/x]", "\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\", '=HYPERLINK("http://e")', "[red]x"]
-
+def log_of_models(path: Path, models: list[str], *, far_future: bool = False) -> Path:
+    """A log at `path` of one bank record a model name in `models`; `far_future`: one more, dated 1e20."""
     async def write() -> None:
         audit = AuditLog(path, KEY, checkpoint_every=100)
         await audit.start()
-        for i, model in enumerate(values):
-            r = rec(i, "bank", "fra-smollm2", "EU")
-            await audit.append(dataclasses.replace(r, model=model))
-        await audit.append(dataclasses.replace(rec(9, "bank", "fra-smollm2", "EU"), ts=1e20))
+        for i, model in enumerate(models):
+            await audit.append(dataclasses.replace(rec(i, "bank", "fra-smollm2", "EU"), model=model))
+        if far_future:
+            await audit.append(dataclasses.replace(rec(9, "bank", "fra-smollm2", "EU"), ts=1e20))
         await audit.stop()
 
     asyncio.run(write())
     return path
+
+
+def hostile_log(tmp_path: Path) -> Path:
+    """A log whose records carry what clients choose (a model name, a batch's custom_id in the route) and what
+    a forger could append: markup, an escape sequence, a spreadsheet formula, a time beyond any calendar."""
+    values = ["[/x]", "\x1b]8;;http://evil\x1b\\click\x1b]8;;\x1b\\", '=HYPERLINK("http://e")', "[red]x"]
+    return log_of_models(tmp_path / "hostile.db", values, far_future=True)
 
 
 def test_values_from_the_log_are_text_never_markup_formulas_or_escapes(tmp_path: Path) -> None:
@@ -220,17 +223,8 @@ def test_values_from_the_log_are_text_never_markup_formulas_or_escapes(tmp_path:
 
 
 def test_a_csv_holds_no_formula_whatever_the_separator_and_json_no_raw_control(tmp_path: Path) -> None:
-    path = tmp_path / "audit.db"
     models = ["x;=1+1", "y\t=2+2", "z\n@SUM(1)", "w\x9b2J\u202erev\x7f"]
-
-    async def write() -> None:
-        audit = AuditLog(path, KEY, checkpoint_every=100)
-        await audit.start()
-        for i, model in enumerate(models):
-            await audit.append(dataclasses.replace(rec(i, "bank", "fra-smollm2", "EU"), model=model))
-        await audit.stop()
-
-    asyncio.run(write())
+    path = log_of_models(tmp_path / "audit.db", models)
     for args in (["audit", "query", str(path), "--format", "csv"],
                  ["audit", "summary", str(path), "--by", "model", "--format", "csv"]):
         code, out, _ = cli(*args)
