@@ -204,18 +204,22 @@ async def test_a_turn_that_surely_overflows_the_context_ends_the_loop() -> None:
     assert done.stop == "answer" and len(roomy.received) == 2
 
 
+def two_weather_calls(asked: str, said: Any) -> list[dict[str, Any]]:
+    """A history: the user's question, an assistant turn saying `said` with two weather calls, their two results."""
+    turn = {"role": "assistant", "content": said, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
+        {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Lyon"}'}}]}
+    return [{"role": "user", "content": asked}, turn, {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "c2", "content": "rain"}]
+
+
 @pytest.mark.parametrize("said", ["Let me check.", [{"type": "output_text", "text": "Let me check."}]])
 async def test_a_constrained_turn_keeps_the_text_beside_an_earlier_call(said: Any) -> None:
     """An assistant turn of text and a tool call in the history (a chat turn, a Messages turn of text and tool_use,
     a Responses message + function_call replayed): in constrained mode its text was dropped, only the call's JSON
     shown. It is kept now, before the call's JSON in the same assistant message (one turn, roles alternating)."""
     engine = ScriptedEngine([answer("Sunny.")])
-    turn = {"role": "assistant", "content": said, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
-        {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Lyon"}'}}]}
-    history = [{"role": "user", "content": "Weather in Paris and Lyon?"}, turn,
-               {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-               {"role": "tool", "tool_call_id": "c2", "content": "rain"}]
+    history = two_weather_calls("Weather in Paris and Lyon?", said)
     fin = (await events(engine, {**chat(WEATHER, CALC), "messages": history}))[-1]
     assert isinstance(fin, Finished) and fin.content == "Sunny."
     assert engine.received[0]["messages"][1:] == [
@@ -232,12 +236,7 @@ async def test_a_constrained_turn_of_several_calls_is_one_assistant_and_one_user
     and the system prompt says a reply is still ONE call (the grammar and parse_turn read one); the next turn, one
     call, is parsed as before."""
     engine = ScriptedEngine([call("calculator", expression="2*3"), answer("6, sunny, rain.")])
-    turn = {"role": "assistant", "content": None, "tool_calls": [
-        {"id": "c1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Paris"}'}},
-        {"id": "c2", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Lyon"}'}}]}
-    history = [{"role": "user", "content": "Weather in Paris and Lyon, and 2*3?"}, turn,
-               {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
-               {"role": "tool", "tool_call_id": "c2", "content": "rain"}]
+    history = two_weather_calls("Weather in Paris and Lyon, and 2*3?", None)
     done = await events(engine, {**chat(WEATHER, CALC), "messages": history})
     fin = done[-1]
     assert isinstance(fin, Finished) and fin.content == "6, sunny, rain." and [s.tool for s in fin.steps] == [
