@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import json
 import time
 from dataclasses import replace
@@ -389,3 +390,25 @@ def test_a_caller_authenticated_earlier_is_judged_again_by_the_same_rules() -> N
         with pytest.raises(AuthenticationError) as denied:
             changed.again("bound", "jwt", "jwt:bound/svc-1", Scopes(), made="this batch")
         assert denied.value.code == "invalid_token"
+
+
+def test_an_unknown_or_revoked_key_id_costs_the_same_hashing_as_a_known_one_with_a_wrong_secret(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # key ids are not secret, but a refusal that skipped the hash for an unknown id answered faster than a known
+    # id's wrong secret, and so told a caller which ids exist: every refusal must hash and compare once
+    ring = KeyRing(SECRET)
+    known = ring.issue("bank").api_key
+    revoked = ring.issue("bank")
+    ring.revoke(revoked.record.key_id)
+    calls: list[str] = []
+    real_digest, real_compare = KeyRing.digest, hmac.compare_digest
+    monkeypatch.setattr(KeyRing, "digest", lambda self, s: calls.append("digest") or real_digest(self, s))
+    monkeypatch.setattr(hmac, "compare_digest", lambda a, b: calls.append("compare") or real_compare(a, b))
+    for key in (known[:-3] + ("aaa" if not known.endswith("aaa") else "bbb"),  # a known id, a wrong secret
+                "aig_000000000000_" + known.rsplit("_", 1)[1],                 # an id no key has
+                revoked.api_key):                                              # a revoked key, its right secret
+        calls.clear()
+        assert ring.verify(key) is None
+        assert calls == ["digest", "compare"], key
+    calls.clear()
+    assert ring.verify(known) is not None and calls == ["digest", "compare"]

@@ -39,6 +39,9 @@ WATCH_INTERVAL_S = 1.0
 PREFIX = "aig_"
 FORMAT = 1
 """The key file's format (its `version`): this version reads and writes 1."""
+UNKNOWN_DIGEST = "0" * 64
+"""What an unknown key id's secret is compared with, so that its refusal costs a known id's work (no secret's
+HMAC-SHA256 is all zeros, in any practical sense)."""
 _RECORD_FIELDS = frozenset({"key_id", "tenant", "digest", "scopes", "created", "revoked", "name"})
 
 
@@ -121,15 +124,18 @@ class KeyRing:
         return IssuedKey(record, f"{PREFIX}{key_id}_{secret}")
 
     def verify(self, api_key: str) -> KeyRecord | None:
-        """The record for a valid, unrevoked key, else None (constant-time digest comparison)."""
+        """The record for a valid, unrevoked key, else None (constant-time digest comparison). An unknown or
+        revoked key id costs the same work as a known one with a wrong secret: its secret is hashed and compared
+        too (against UNKNOWN_DIGEST for an unknown id). Before, an unknown id returned before any hashing, so the
+        time of a refusal told a caller which key ids exist."""
         parts = split_key(api_key)
         if parts is None:
             return None
         self._refresh()
         record = self._records.get(parts[0])
-        if record is None or record.revoked:
-            return None
-        return record if hmac.compare_digest(record.digest, self.digest(parts[1])) else None
+        expected = UNKNOWN_DIGEST if record is None else record.digest
+        matches = hmac.compare_digest(expected, self.digest(parts[1]))
+        return record if matches and record is not None and not record.revoked else None
 
     def get(self, key_id: str) -> KeyRecord | None:
         """The record of `key_id` (revoked or not), without a secret: for work that runs later as that key."""
