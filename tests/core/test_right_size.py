@@ -52,3 +52,25 @@ def test_models_off_the_ladder_are_rejected_and_no_estimate_changes_nothing():
     assert d.chosen.model == "big" and "not among the models estimated" in d.rejected[0].reason
     plain = schedule(replace(BASE, quality=None), GRID, _policy(), random.Random(0))
     assert plain.model_choice is None and not plain.rejected and "estimated quality" not in plain.reason
+
+
+def test_the_reason_and_aigrid_explain_show_one_estimate():
+    """An estimate of 0.80499 is 0.805 in /v1/decisions: the reason said "0.80" (the unrounded estimate) and
+    `aigrid explain` "0.81" (0.805 formatted again); both now format the value the record keeps."""
+    import io
+
+    from rich.console import Console
+
+    from aigrid.explain import render_decision
+    from aigrid.gateway.decisions import decision_dict
+
+    req = replace(BASE, quality={"small": 0.80499, "big": 0.82})
+    decision = schedule(req, GRID, _policy(), random.Random(0))
+    d = {**decision_dict(decision), "served_by": None, "attempts": []}
+    assert d["model_choice"]["estimates"]["small"] == 0.805
+    out = io.StringIO()
+    Console(file=out, width=400, no_color=True).print(render_decision(d))
+    line = next(x for x in out.getvalue().splitlines() if "(right-sized): estimated quality" in x)
+    shown = dict(pair.split(" ") for pair in line.split("estimated quality ")[1].split("; ")[0].split(", "))
+    assert shown == {"small": "0.81", "big": "0.82"}, line
+    assert f"estimated quality {shown['small']} vs big {shown['big']}" in d["reason"], (d["reason"], line)

@@ -14,6 +14,16 @@ from collections.abc import Mapping, Sequence
 from aigrid.core.types import Candidate, ModelChoice, ModelInfo, RequestInfo
 
 TOLERANCE = 1e-9
+ESTIMATE_PLACES = 4
+"""The decimal places a quality estimate and the quality target keep wherever a decision is shown (/v1/decisions'
+model_choice, `aigrid explain`, the reason): see estimate_text."""
+
+
+def estimate_text(q: float) -> str:
+    """A quality estimate (or target) as text: two places of the value rounded to ESTIMATE_PLACES, the value
+    /v1/decisions keeps, so the reason and `aigrid explain` (which formats that value again) show one number; an
+    estimate of 0.64499 was "0.64" in the reason and "0.65" (0.645 formatted again) in `aigrid explain`."""
+    return f"{round(q, ESTIMATE_PLACES):.2f}"
 
 
 def best_model(quality: Mapping[str, float]) -> tuple[str, float]:
@@ -55,12 +65,13 @@ def model_choice(request: RequestInfo, ranked: Sequence[Candidate]) -> ModelChoi
 def describe(choice: ModelChoice) -> str:
     """One line for the decision's reason."""
     q = choice.estimates
+    drop = estimate_text(choice.max_quality_drop)
     if choice.chosen == choice.best:
         below = sorted(m for m in q if m not in choice.eligible)
-        return (f"model {choice.chosen}: the best estimate ({q[choice.best]:.2f})"
-                + (f"; {', '.join(below)} more than {choice.max_quality_drop:.2f} below it" if below else ""))
-    text = (f"model {choice.chosen}: estimated quality {q.get(choice.chosen, float('nan')):.2f}"
-            f" vs {choice.best} {q[choice.best]:.2f} (target: within {choice.max_quality_drop:.2f})")
+        return (f"model {choice.chosen}: the best estimate ({estimate_text(q[choice.best])})"
+                + (f"; {', '.join(below)} more than {drop} below it" if below else ""))
+    text = (f"model {choice.chosen}: estimated quality {estimate_text(q.get(choice.chosen, float('nan')))}"
+            f" vs {choice.best} {estimate_text(q[choice.best])} (target: within {drop})")
     if choice.chosen != choice.best and choice.cost_saved_usd is not None and choice.ttft_saved_ms is not None:
         text += f"; saves ${choice.cost_saved_usd:.6f} and {choice.ttft_saved_ms:.0f} ms TTFT against {choice.best}"
     return text
