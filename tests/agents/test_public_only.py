@@ -471,3 +471,38 @@ async def test_four_tenants_hanging_on_dead_names_leave_a_fifth_tenant_a_dns_thr
         assert sum("this tenant's other look-ups still wait on DNS" in str(e) for e in done) == 4, done
     finally:
         await _threads_back(answer, running)
+
+
+async def test_sixteen_tenants_hanging_on_dead_names_leave_another_tenant_s_fetch_its_look_up(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every tenant's look-ups shared the DNS_THREADS (32) pool, 2 of them each: 16 tenants whose models fetch
+    pages under names no name server answers held all 32, and a 17th tenant's fetch of a good page waited in the
+    pool's queue until its look-up timed out ("the gateway's DNS look-ups are busy"). A tenant's look-ups now run on
+    threads of its own (TENANT_LOOKUPS of them), so no number of tenants hanging leaves another without one."""
+    from aigrid.agents import public_only
+    from aigrid.agents.tool import ToolContext
+
+    answer, running, asked = _dead_names_and_a_good_one(monkeypatch)
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"content-type": "text/plain"}, text="hello")
+
+    tool = HttpFetch(["*.dead.example", "docs.example.org"],
+                     httpx.AsyncClient(transport=PublicOnlyTransport(httpx.MockTransport(handler))))
+    hangers = [f"t{i}" for i in range(public_only.DNS_THREADS // public_only.TENANT_LOOKUPS)]
+    try:
+        hanging = [asyncio.ensure_future(tool.run({"url": f"http://{t}n{i}.dead.example/"}, ToolContext(tenant=t)))
+                   for t in hangers for i in range(3)]
+        await asyncio.sleep(0.2)
+        assert running[0] == public_only.DNS_THREADS == 32, running
+        page = await tool.run({"url": "http://docs.example.org/"}, ToolContext(tenant="other"))
+        assert page.startswith("HTTP 200") and "hello" in page
+        assert [r.url.host for r in seen] == ["93.184.215.14"]
+        done = await asyncio.gather(*hanging, return_exceptions=True)
+        assert all(isinstance(e, ToolError) for e in done), done
+        assert sum("no answer from DNS" in str(e) for e in done) == 32, done
+    finally:
+        await _threads_back(answer, running)
+    assert public_only._tenants == {}

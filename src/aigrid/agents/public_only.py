@@ -45,11 +45,11 @@ Resolver = Callable[[str, int], Awaitable[list[str]]]
 
 
 DNS_THREADS = 32
-"""Look-ups at once (`resolve`), on threads of their own, started as needed (an idle one is reused). A look-up that
-hangs holds its thread until the system resolver gives up, whatever `resolve` waited, so a fixed pool is filled by
-DNS_THREADS / TENANT_LOOKUPS tenants hanging at once: with 8 threads, four tenants on dead names took every thread
-and every other tenant's look-ups timed out. 32 leaves room beside 15 such tenants (a thread blocked in the
-resolver costs a stack, no CPU)."""
+"""Look-ups at once (`resolve`) of callers without a tenant, on threads of their own, started as needed (an idle one
+is reused). A look-up that hangs holds its thread until the system resolver gives up, whatever `resolve` waited. A
+tenant's look-ups do not run here but on TENANT_LOOKUPS threads of the tenant's own (`_Share.pool`): when every
+tenant shared this pool, DNS_THREADS / TENANT_LOOKUPS tenants hanging at once (16) filled it and every other
+tenant's look-ups timed out (with 8 threads, four tenants did)."""
 DNS_TIMEOUT_S = 5.0
 """How long a look-up is waited for."""
 _DNS = ThreadPoolExecutor(DNS_THREADS, thread_name_prefix="aigrid-dns")
@@ -66,9 +66,12 @@ FAILURES_KEPT = 4096
 _failed: OrderedDict[str, tuple[float, str]] = OrderedDict()
 """A name that got no answer (lower case) -> (when it may be looked up again, on the monotonic clock; why)."""
 TENANT_LOOKUPS = 2
-"""The most of the DNS_THREADS one tenant's look-ups hold at once, all its requests together (`lookups_at_once`'s
-`tenant`): a request's share alone let four requests of one tenant, each hanging on names no name server answers
-(new ones, not yet remembered), hold all the threads, and every other tenant's look-ups timed out meanwhile."""
+"""The most look-ups one tenant runs at once, all its requests together (`lookups_at_once`'s `tenant`), on as many
+threads of its own, started while it has look-ups waiting or running and let go after (so at most TENANT_LOOKUPS
+threads per tenant of the grid's spec, beside DNS_THREADS): a tenant whose names hang waits on its own threads only,
+however many tenants hang at once. Before, a request's share alone let four requests of one tenant, each hanging on
+names no name server answers (new ones, not yet remembered), hold all the threads; then 16 tenants at 2 each held
+all 32 of the shared pool, and every other tenant's look-ups timed out meanwhile."""
 
 
 class _Share:
@@ -80,6 +83,8 @@ class _Share:
         self.tenant = tenant
         self.users = 0
         """Look-ups waiting for it or holding a thread with it: a tenant's is forgotten when none is left."""
+        self.pool = ThreadPoolExecutor(most, thread_name_prefix="aigrid-dns-tenant") if tenant is not None else None
+        """A tenant's own threads, as many as its look-ups at once (`slots`): never another tenant's to wait for."""
 
 
 _tenants: dict[str, _Share] = {}
@@ -136,9 +141,10 @@ async def resolve(host: str, port: int) -> list[str]:
     a client naming images under a domain whose name server never answers held every thread, and the gateway's
     batch and file calls waited on them. The pool is shared by every tenant, so a caller may hold a few of its
     threads only (`lookups_at_once`: a request of 100 image URLs under such a domain, fetched 8 at a time, held 8
-    threads for as long as the resolver tried, and every other tenant's look-ups timed out), a tenant TENANT_LOOKUPS
-    of them (so DNS_THREADS / TENANT_LOOKUPS tenants hanging at once fill the pool), and a name that got no answer
-    is refused for FAILED_FOR_S without being looked up again."""
+    threads for as long as the resolver tried, and every other tenant's look-ups timed out); a tenant's look-ups run
+    on TENANT_LOOKUPS threads of its own (`_Share.pool`: before, on this pool, so DNS_THREADS / TENANT_LOOKUPS tenants
+    hanging at once filled it), and a name that got no answer is refused for FAILED_FOR_S without being looked up
+    again."""
     name = host.lower().rstrip(".")
     why = _failure(name)
     if why is not None:
@@ -152,6 +158,7 @@ async def resolve(host: str, port: int) -> list[str]:
 
     own, tenant = _share.get()  # the request's, then the tenant's: taken in that order by every look-up
     shares = own if tenant is None else (*own, _tenant_share(tenant))
+    pool = shares[-1].pool if tenant is not None else None
     held: list[_Share] = []
     job: Future[list[Any]] | None = None
     for share in shares:
@@ -161,7 +168,7 @@ async def resolve(host: str, port: int) -> list[str]:
             for share in shares:  # within the timeout: the caller's own look-ups that hang delay it alone
                 await share.slots.acquire()
                 held.append(share)
-            job = _DNS.submit(lookup)
+            job = (pool or _DNS).submit(lookup)
             if shares:  # released when the thread is done with the look-up, not when it is given up on
                 job.add_done_callback(lambda _: _release(loop, shares))
             infos = await asyncio.wrap_future(job)
@@ -193,8 +200,11 @@ def _given_back(shares: tuple[_Share, ...], held: Iterable[_Share]) -> None:
         share.slots.release()
     for share in shares:
         share.users -= 1
-        if share.users == 0 and share.tenant is not None and _tenants.get(share.tenant) is share:
-            del _tenants[share.tenant]
+        if share.users == 0 and share.tenant is not None:
+            if _tenants.get(share.tenant) is share:
+                del _tenants[share.tenant]
+            if share.pool is not None:  # no look-up of the tenant left: its idle threads end
+                share.pool.shutdown(wait=False)
 
 
 def _release(loop: asyncio.AbstractEventLoop, shares: tuple[_Share, ...]) -> None:
