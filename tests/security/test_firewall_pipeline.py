@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from aigrid.errors import InvalidRequest
 from aigrid.gateway.model_texts import apply, beside_messages, chat_texts, completion_texts
-from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.injection import InjectionModel, InjectionScore
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy, stream_verdicts
 from aigrid.security.firewall.streaming import StreamingRedactor
 from aigrid.security.firewall.texts import ModelText, Source
@@ -449,3 +451,35 @@ def test_a_number_cut_across_three_turns_and_running_into_a_fourth_is_redacted(f
     apply(body, texts, result)
     assert [m["content"] for m in body["messages"]] == ["call [REDACTED:PHONE]", "", "", "thanks"]
     assert firewall.check_texts("strict", texts).blocked is not None
+
+
+class _FlagsEveryText:
+    """An injection model that flags every text it reads and blocks none, at no cost of its own."""
+
+    cascade = None
+    prompt_cascade = None
+
+    def score(self, text: str, document: bool = False) -> InjectionScore:
+        return InjectionScore(0.7, True, False, 0)
+
+
+def test_checking_many_texts_each_with_a_verdict_costs_in_proportion_to_their_number() -> None:
+    """Whether a text blocked was asked of every verdict so far, after every text: a request of 10,000 text parts
+    that each drew a verdict (a digit each, read across the parts as a phone number) held the firewall's worker
+    thread 2-6 s, the square of the parts. Ten times the texts now cost about ten times the time, not a hundred
+    (best of three, so that a busy machine does not decide)."""
+    firewall = Firewall(_FlagsEveryText(), default=FirewallPolicy(injection=Action.FLAG, pii_input=Action.OFF))  # type: ignore[arg-type]
+
+    def seconds(n: int) -> float:
+        texts = [ModelText(f"part {i} of many, long enough to be read alone " * 3, Source.USER,
+                           ("messages", 0, "content", i, "text")) for i in range(n)]
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            verdicts = firewall.check_texts("acme", texts).verdicts
+            best = min(best, time.perf_counter() - start)
+        assert len(verdicts) == n and all(v.action == "flagged" for v in verdicts)
+        return best
+
+    small, large = seconds(400), seconds(4_000)
+    assert large < 30 * small, (small, large)
