@@ -5,12 +5,14 @@ arrives after its release applies nothing, and a settlement that failed is tried
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
 
 from aigrid.security import quota_backend
+from aigrid.security import quotas as quotas_module
 from aigrid.security.quota_backend import Counter, MemoryQuotaBackend, QuotaBackend
 from aigrid.security.quotas import Quotas
 from tests.security.test_quota_extend import ALICE, BUDGET, NOW, RPM, RULES, TPM, backend, work  # noqa: F401
@@ -26,11 +28,16 @@ class LateAnswer:
         self.inner = inner
         self.fail: set[str] = set()
         self.applied = True
+        self.refuse: set[str] = set()
+        """Calls whose next one fails before the store has it (the store down)."""
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.inner, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:
+            if name in self.refuse:
+                self.refuse.discard(name)
+                raise ConnectionError(f"{name}: the store cannot be reached")
             if name not in self.fail:
                 return await method(*args, **kwargs)
             self.fail.discard(name)
@@ -104,13 +111,77 @@ async def test_a_settlement_that_timed_out_is_tried_again_and_refunds_once(
         assert await values(inner) == (1, 120, 120)
 
 
-async def test_a_release_the_store_cannot_take_either_is_logged(caplog: pytest.LogCaptureFixture) -> None:
-    store = LateAnswer(MemoryQuotaBackend())
-    store.fail = {"consume", "release"}
+async def _until(check: Callable[[], Awaitable[bool]], within_s: float = 5.0) -> bool:
+    """Whether `check` holds within `within_s` (asked every 10 ms)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_a_charge_whose_release_fails_too_is_released_once_the_store_answers(
+        kind: str, work: Path, request: pytest.FixtureRequest,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The store applies the charge, its answer is lost, the release fails too, then the store answers again. Before:
+    logged "could not be released", and the charge stayed for its whole window (a day, for a budget)."""
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 0.01, raising=False)
+    async with backend(kind, work, request) as inner:
+        store = LateAnswer(inner)
+        q = Quotas(RULES, cast(QuotaBackend, store), clock=lambda: NOW)
+        store.fail, store.refuse = {"consume"}, {"release"}
+        with pytest.raises(TimeoutError):
+            await q.admit(ALICE, 300)
+        assert [m for m in caplog.messages if "could not be released" in m], caplog.messages
+        assert await _until(lambda: _zero(inner)), await values(inner)
+        assert await _until(lambda: _true(not q._unreleased)) and q.unreleased == 0
+        await q.aclose()
+
+
+async def _zero(store: QuotaBackend) -> bool:
+    return await values(store) == (0, 0, 0)
+
+
+async def test_a_release_that_keeps_failing_is_given_up_when_its_op_is_forgotten_and_the_wait_is_bounded(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Tried again only while the store keeps the charge's op; RELEASE_RETRY_MAX waiting at most; each given up is
+    logged and counted, and a stop gives up those still waiting."""
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 0.01, raising=False)
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_WITHIN_S", 0.2, raising=False)
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_MAX", 2, raising=False)
+    inner = MemoryQuotaBackend()
+    store = LateAnswer(inner)
+    calls = {"release": 0}
+    release = inner.release
+
+    async def failing(op: str, counters: Any) -> None:
+        calls["release"] += 1
+        raise TimeoutError("release: no answer")
+
+    monkeypatch.setattr(inner, "release", failing)
     q = Quotas(RULES, cast(QuotaBackend, store), clock=lambda: NOW)
+    for _ in range(3):
+        store.fail = {"consume"}
+        with pytest.raises(TimeoutError):
+            await q.admit(ALICE, 100)
+    assert len(q._unreleased) == 2 and q.unreleased == 1  # the third: over the bound, given up at once
+    assert await _until(lambda: _true(not q._unreleased), 3.0)
+    assert q.unreleased == 3 and calls["release"] >= 4  # each tried again before its op was forgotten
+    assert len([m for m in caplog.messages if "was not released" in m]) == 3
+    monkeypatch.setattr(inner, "release", release)
+    store.fail = {"consume"}
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 60.0, raising=False)
+    monkeypatch.setattr(inner, "release", failing)
     with pytest.raises(TimeoutError):
-        await q.admit(ALICE, 300)
-    assert [m for m in caplog.messages if "could not be released" in m], caplog.messages
+        await q.admit(ALICE, 100)
+    await q.aclose()  # the gateway stops: the one waiting is given up, the background task ended
+    assert q.unreleased == 4 and not q._unreleased and q._releaser is None
+
+
+async def _true(value: bool) -> bool:
+    return value
 
 
 class _HeldReplies:

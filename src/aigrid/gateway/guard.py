@@ -388,6 +388,7 @@ class Guard:
             await self.abuse_sync.stop()
         if self._abuse_relay is not None:
             await self._abuse_relay.aclose()
+        await self.quotas.aclose()  # failed charges still waiting for their release: given up (logged)
         if self._quota_redis is not None:
             await self._quota_redis.aclose()
         self.screen.close()

@@ -9,6 +9,8 @@ clock is injected.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import math
 import time
@@ -19,7 +21,7 @@ from typing import TypeVar
 
 from aigrid.errors import RateLimited
 from aigrid.security.principal import Principal
-from aigrid.security.quota_backend import Counter, MemoryQuotaBackend, QuotaBackend
+from aigrid.security.quota_backend import MEMORY_OP_TTL_S, Counter, MemoryQuotaBackend, QuotaBackend
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +79,17 @@ class Reservation:
 
 log = logging.getLogger("aigrid.quotas")
 T = TypeVar("T")
+RELEASE_RETRY_MAX = 1000
+"""Charges whose release failed, waiting to be released again (Quotas._release_later); one more stays charged (logged,
+counted in `Quotas.unreleased`)."""
+RELEASE_RETRY_WITHIN_S = MEMORY_OP_TTL_S - 5.0
+"""A failed release is tried again only this long after its charge was sent: the store keeps the charge's op 30 s
+(quota_backend.MEMORY_OP_TTL_S, quotas_redis.OP_TTL_S) from when it applied it, never earlier than that; a release
+after it finds no record and takes nothing back. The margin covers the charge's way to a busy store."""
+RELEASE_RETRY_PAUSE_S = 0.25
+"""The first pause before a failed release is tried again; doubled after each round that fails, up to
+RELEASE_RETRY_PAUSE_MAX_S."""
+RELEASE_RETRY_PAUSE_MAX_S = 4.0
 
 
 class Quotas:
@@ -89,6 +102,14 @@ class Quotas:
         self._named = getattr(self.backend, "pauses", True)
         """Calls are named by an op (quota_backend.py) on a store that pauses (Redis, the hub): one that never pauses
         nor fails (the in-process one) has nothing to repeat or release."""
+        self._unreleased: dict[str, tuple[float, list[Counter]]] = {}
+        """Charges that failed and whose release failed too, by op: (when the charge was sent, monotonic; its
+        counters), released again in the background (_release_later) within RELEASE_RETRY_WITHIN_S."""
+        self._releaser: asyncio.Task[None] | None = None
+        self.unreleased = 0
+        """Failed charges given up unreleased (the store still failing RELEASE_RETRY_WITHIN_S after the charge, more
+        than RELEASE_RETRY_MAX waiting, or the gateway stopping): what the store applied of each stays charged for its
+        window (each logged)."""
 
     async def admit(self, principal: Principal, tokens: int, *, requests_only: bool = False) -> Reservation:
         """Count one request reserving `tokens`; raises RateLimited (429, Retry-After) if any limit is hit.
@@ -152,15 +173,63 @@ class Quotas:
         charge is released (exactly what it applied, or nothing and never) before the error is raised on."""
         if op is None:
             return await call
+        sent = time.monotonic()
         try:
             return await call
         except Exception:
             try:
                 await self.backend.release(op, counters)
-            except Exception:  # the store still failing: what it may have applied stays charged
-                log.exception("quota charge %s failed and could not be released; what the store applied of it, if "
-                              "anything, stays charged for its window", op)
+            except Exception:  # the store still failing: released again in the background while its op is kept
+                log.warning("quota charge %s failed and could not be released", op, exc_info=True)
+                self._release_later(op, counters, sent)
             raise
+
+    def _release_later(self, op: str, counters: list[Counter], sent: float) -> None:
+        """A failed charge whose release failed too: kept (RELEASE_RETRY_MAX at most) and released again in the
+        background, with a growing pause, until the store takes it or RELEASE_RETRY_WITHIN_S after the charge was
+        `sent` (its op then forgotten: a release would take nothing back). Logged once here, and once at the end."""
+        if len(self._unreleased) >= RELEASE_RETRY_MAX:
+            self._give_up(op, f"{RELEASE_RETRY_MAX} failed charges already wait for their release")
+            return
+        log.warning("quota charge %s: released again in the background for up to %g s", op, RELEASE_RETRY_WITHIN_S)
+        self._unreleased[op] = (sent, counters)
+        if self._releaser is None or self._releaser.done():
+            self._releaser = asyncio.get_running_loop().create_task(self._release_again(), name="aigrid-quota-release")
+
+    async def _release_again(self) -> None:
+        pause = RELEASE_RETRY_PAUSE_S
+        while self._unreleased:
+            await asyncio.sleep(pause)
+            pause = min(2 * pause, RELEASE_RETRY_PAUSE_MAX_S)
+            for op, (sent, counters) in list(self._unreleased.items()):
+                if time.monotonic() - sent >= RELEASE_RETRY_WITHIN_S:
+                    del self._unreleased[op]
+                    self._give_up(op, f"the store did not take its release within {RELEASE_RETRY_WITHIN_S:g} s")
+                    continue
+                try:
+                    await self.backend.release(op, counters)
+                except Exception:  # still failing (logged at debug: once as it failed first): a longer pause
+                    log.debug("quota charge %s: its release failed again", op, exc_info=True)
+                    break
+                self._unreleased.pop(op, None)
+                pause = RELEASE_RETRY_PAUSE_S
+                log.warning("quota charge %s released on a later try (the store answers again)", op)
+
+    def _give_up(self, op: str, why: str) -> None:
+        self.unreleased += 1
+        log.error("quota charge %s failed and was not released (%s); what the store applied of it, if anything, stays "
+                  "charged for its window", op, why)
+
+    async def aclose(self) -> None:
+        """Stop releasing failed charges again (the gateway stops): those still waiting are given up (logged)."""
+        if self._releaser is not None:
+            self._releaser.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._releaser
+            self._releaser = None
+        waiting, self._unreleased = self._unreleased, {}
+        for op in waiting:
+            self._give_up(op, "the gateway stopped before the store took its release")
 
     async def extend(self, reservation: Reservation, tokens: int, *, used: int | None = None,
                      give: int = 0) -> tuple[Reservation, int] | None:
