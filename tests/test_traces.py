@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -114,3 +115,46 @@ def test_azure_2024_times_in_other_precisions_and_zone_suffixes_give_the_same_ga
             "2024-05-10t00:00:00.5099300z,2,2,\n2024-05-10T00:00:01.009930123Z,3,3,\n2024-05-10 02:00:01.51+02:00,4,4,\n")
     t = read_trace(write(tmp_path, body))
     assert np.diff(t.t) == pytest.approx([0.5, 0.5, 0.50007]) and t.prompt.tolist() == [1, 2, 3, 4]
+
+
+def _epoch_ms_copy(tmp_path: Path, rows: int) -> tuple[Path, Path]:
+    """The first rows of the shipped Azure conversation trace, and the same rows with TIMESTAMP as the number of
+    epoch milliseconds (the held-out shape: Azure's columns, a numeric time)."""
+    from datetime import UTC, datetime
+
+    from aigrid.traces import trace_dir
+
+    lines = (trace_dir() / "azure_llm_2023_conv.csv").read_text().splitlines()[:rows + 1]
+    iso = write(tmp_path, "\n".join(lines) + "\n", "iso.csv")
+    out = [lines[0]]
+    for line in lines[1:]:
+        when, prompt, output = line.split(",")
+        t = datetime.fromisoformat(when[:26]).replace(tzinfo=UTC).timestamp()
+        out.append(f"{round(t * 1000)},{prompt},{output}")
+    return iso, write(tmp_path, "\n".join(out) + "\n", "epoch_ms.csv")
+
+
+def test_an_azure_trace_with_epoch_millisecond_timestamps_keeps_its_gaps(tmp_path: Path) -> None:
+    """TIMESTAMP as 1700158546681 was read as seconds: gaps 1000x too long (an hour's trace lasting 41 days)."""
+    iso, ms = _epoch_ms_copy(tmp_path, 500)
+    a, b = read_trace(iso), read_trace(ms)
+    assert float(b.t[0]) == pytest.approx(1700158546.681, abs=1e-3)
+    assert np.diff(b.t) == pytest.approx(np.diff(a.t), abs=1e-3)
+    assert b.prompt.tolist() == a.prompt.tolist() and b.output.tolist() == a.output.tolist()
+    # epoch seconds and relative seconds stay seconds
+    secs = read_trace(write(tmp_path, "TIMESTAMP,ContextTokens,GeneratedTokens\n1700158546.5,1,1\n1700158548,1,1\n"))
+    rel = read_trace(write(tmp_path, "Timestamp,Request tokens,Response tokens\n0,1,1\n86400,1,1\n", "rel.csv"))
+    assert np.diff(secs.t).tolist() == [1.5] and np.diff(rel.t).tolist() == [86400.0]
+
+
+@pytest.mark.parametrize(("body", "named"), [
+    # one value as seconds, one as milliseconds: a column is one unit
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n1700158546,1,1\n1700158546681,1,1\n",
+     "column TIMESTAMP: one column, two units: line 2 ('1700158546') reads as seconds, line 3"),
+    # epoch microseconds
+    ("TIMESTAMP,ContextTokens,GeneratedTokens\n1700158546681000,1,1\n1700158546682000,1,1\n",
+     "column TIMESTAMP, line 2: '1700158546681000' is past the epoch milliseconds"),
+])
+def test_a_numeric_time_column_of_two_units_or_microseconds_is_refused(tmp_path: Path, body: str, named: str) -> None:
+    with pytest.raises(TraceFileError, match=re.escape(named)):
+        read_trace(write(tmp_path, body))

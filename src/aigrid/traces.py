@@ -17,14 +17,18 @@ Times are ISO 8601 strings (`2023-11-16 18:15:46.6805900`, `2024-05-10T00:00:00.
 the microsecond are dropped; a time without an offset is read as UTC, not in the host's time zone, whose
 daylight-saving changes would change the gaps from one machine to another) or numbers of seconds. A JSON Lines file whose sizes are `input_length` /
 `output_length` (Mooncake's layout) has its numeric times in milliseconds, as Mooncake publishes them; a
-time column named `..._ms` (`timestamp_ms`) is in milliseconds too. Rows need not be sorted: requests are
+time column named `..._ms` (`timestamp_ms`) is in milliseconds too. Any other numeric time column is read by
+its magnitude, as one unit: all below EPOCH_MS_FROM (1e11) seconds, all from it to EPOCH_MS_TO (1e14) epoch
+milliseconds (an Azure-shaped TIMESTAMP of 1700158546680); both kinds in one column, or a time past 1e14
+(microseconds), is refused naming the column and the lines. Rows need not be sorted: requests are
 replayed in time order (ties keep file order); equal times are requests that arrived together. Token
 counts are whole numbers from 0 to 2**31 - 1 (`12.0` is 12; the simulator holds them as 32-bit integers); a
 row with 0 output tokens (BurstGPT's failed requests) is kept, and the replays send it with 1.
 
 A file that cannot be used raises TraceFileError naming the file, the line and the column: no rows, more than
 MAX_TRACE_ROWS rows or MAX_TRACE_BYTES bytes, not a regular file (a pipe is read until it ends, within
-spec.load.PIPE_DEADLINE_S; a device such as /dev/zero is refused), a missing column, a time that is neither ISO 8601 nor a number (or a number too big for a float), a token count
+spec.load.PIPE_DEADLINE_S; a device such as /dev/zero is refused), a missing column, a time that is neither ISO 8601 nor a number (or a number too big for a float), a numeric time column of two
+units or past epoch milliseconds, a token count
 that is negative, fractional, NaN, empty or over 2**31 - 1, a row with more fields than the header (an unquoted
 comma; an empty last field is read), a byte that is not UTF-8.
 """
@@ -62,6 +66,13 @@ MAX_TRACE_BYTES = 512 * 1024 * 1024
 MAX_TRACE_ROWS = 6_000_000
 """The most requests a trace may hold: each row read is about 300 bytes of Python objects before it is an array
 (a file of 512 MiB of `1,1,1` rows would be 90 million rows, 27 GB)."""
+
+
+EPOCH_MS_FROM = 1e11
+"""A numeric time from here on (not in a column named `..._ms`) is epoch milliseconds (1e11 ms is March 1973; as
+seconds, the year 5138): a column is in one unit, all its times below this (seconds) or all from it."""
+EPOCH_MS_TO = 1e14
+"""Epoch milliseconds end here (the year 5138); a time past it (epoch microseconds, 1.7e15 today) is refused."""
 
 
 class TraceFileError(AigridError, ValueError):
@@ -151,6 +162,31 @@ def _time(raw: object, ms: bool, at: str) -> tuple[float, bool]:
     return (value / 1000.0 if ms and numeric else value), numeric
 
 
+def _epoch_seconds(path: Path, column: str, t: np.ndarray, rows: list[tuple[int, object, object, object]]) -> np.ndarray:
+    """A numeric time column not named as milliseconds, in seconds: its unit is the column's, read from its
+    magnitude. Every value below EPOCH_MS_FROM is seconds (absolute or relative; 1e11 s is the year 5138); every
+    value from EPOCH_MS_FROM to EPOCH_MS_TO is epoch milliseconds (March 1973 to the year 5138; an Azure or
+    BurstGPT export with epoch-millisecond TIMESTAMPs was read as seconds, its gaps 1000x too long); a column
+    with values on both sides, or past EPOCH_MS_TO (epoch micro- or nanoseconds), is refused naming its lines."""
+    big = t >= EPOCH_MS_FROM
+    if not big.any():
+        return t
+    if big.all() and float(t.max()) < EPOCH_MS_TO:
+        return t / 1000.0
+    at = f"{path}, column {column}"
+    huge = np.flatnonzero(t >= EPOCH_MS_TO)
+    if huge.size:
+        line, raw = rows[int(huge[0])][:2]
+        raise TraceFileError(f"{at}, line {line}: {_shown(raw)} is past the epoch milliseconds of the year 5138 "
+                             "(microseconds or nanoseconds?); give times in seconds or milliseconds (a column named "
+                             "..._ms), or ISO 8601")
+    small, large = int(np.flatnonzero(~big)[0]), int(np.flatnonzero(big)[0])
+    raise TraceFileError(f"{at}: one column, two units: line {rows[small][0]} ({_shown(rows[small][1])}) reads as "
+                         f"seconds, line {rows[large][0]} ({_shown(rows[large][1])}) as epoch milliseconds (numbers "
+                         f"from {EPOCH_MS_FROM:.0e}); give every time in one unit (a column named ..._ms for "
+                         "milliseconds), or ISO 8601")
+
+
 def _tokens(raw: object, at: str) -> int:
     if isinstance(raw, bool):
         raise TraceFileError(f"{at}: {raw!r} is not a token count")
@@ -214,6 +250,8 @@ def read_trace(path: str | Path) -> TraceFile:
                                  "times in one column")
         prompt[i] = _tokens(raw_p, f"{path}, line {line}, column {cols[1]}")
         output[i] = _tokens(raw_o, f"{path}, line {line}, column {cols[2]}")
+    if not ms and kinds == {True}:
+        t = _epoch_seconds(path, cols[0], t, rows)
     order = np.argsort(t, kind="stable")
     was_sorted = bool(np.all(np.diff(t) >= 0))
     return TraceFile(path, t[order], prompt[order], output[order], cols, was_sorted)
