@@ -79,7 +79,9 @@ export class GridMap {
   }
 
   setSites(sites) {
-    const maxSlots = Math.max(1, ...sites.map(s => s.slots || 1));
+    // a loop, not Math.max(...array): a spread passes each site as an argument, past ~125k a RangeError
+    let maxSlots = 1;
+    for (const s of sites) maxSlots = Math.max(maxSlots, s.slots || 1);
     const many = sites.length > 40;
     const seen = new Set();
     for (const s of sites) {

@@ -1,0 +1,44 @@
+"""The page's world map (static/map.js) run in node with a stand-in for the DOM: GridMap.setSites draws any number
+of sites. Skipped without node."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+MAP_JS = Path(__file__).resolve().parents[2] / "src" / "aigrid" / "dashboard" / "static" / "map.js"
+NODE = shutil.which("node")
+pytestmark = pytest.mark.skipif(NODE is None, reason="no node: the page's map.js is not tried")
+
+# the least of the DOM that GridMap's constructor and setSites touch
+DOM = """
+class Node { constructor() { this.attrs = {}; this.children = []; this.dataset = {}; this.textContent = ""; }
+  setAttribute(k, v) { this.attrs[k] = String(v); } appendChild(c) { this.children.push(c); return c; }
+  remove() {} querySelector() { return new Node(); } }
+globalThis.document = {createElementNS: () => new Node()};
+"""
+
+
+def test_a_grid_of_200000_sites_is_drawn(tmp_path: Path) -> None:
+    """setSites took the largest site's slots as Math.max(1, ...sites.map(...)): an argument per site, and past
+    about 125,000 sites a RangeError (Maximum call stack size exceeded), so the map drew nothing at all."""
+    module = tmp_path / "map.mjs"
+    shutil.copy(MAP_JS, module)
+    n = 200_000
+    script = (DOM + f"const {{GridMap}} = await import({json.dumps(module.as_uri())});"
+              "const m = new GridMap(new Node());"
+              f"const sites = Array.from({{length: {n}}}, (_, i) => ({{id: 's' + i, lat: 0, lon: 0, slots: 1 + i % 7}}));"
+              "sites[5].slots = 70;"
+              "m.setSites(sites);"
+              "const r = id => Number(m.sites.get(id).body.attrs.r);"
+              "process.stdout.write(JSON.stringify({n: m.sites.size, big: r('s5'), small: r('s0')}));")
+    done = subprocess.run([NODE or "node", "--input-type=module", "-e", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = json.loads(done.stdout)
+    # every site drawn; the largest (70 slots) at the full radius of a crowded map (2.5 + 7), one slot at sqrt(1/70)
+    assert out == {"n": n, "big": 9.5, "small": round(2.5 + 7 * (1 / 70) ** 0.5, 1)}, out
