@@ -471,3 +471,50 @@ async def test_a_cancelled_batch_whose_files_the_index_refused_runs_no_more_line
 async def _until_received(engines: dict[str, Gated], text: str) -> None:
     while not any(text in orjson.dumps(r).decode() for e in engines.values() for r in e.received):
         await asyncio.sleep(0.01)
+
+
+async def test_a_batch_stopped_for_room_and_resumed_charges_and_writes_each_line_once(
+        tmp_path: Path, engines: dict[str, Gated], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A batch stopped for lack of room (here the disk refusing its writes: ENOSPC) whose files the index then refused
+    as it ended (a full disk refuses both) resumed as `finalizing` and ran again every line whose answer the disk had
+    refused: up to `concurrency` lines charged, and audited, twice. The runner now keeps the answers it could not
+    write, and a resumed batch writes them instead of running their lines again: each line reaches an engine, is
+    charged and is written exactly once."""
+    from aigrid.gateway import batch_output
+
+    real, disk_full, filled = batch_output._append, [False], [False]
+
+    def append(path: Path, text: bytes) -> None:
+        if b'"custom_id":"q1"' in text and not filled[0]:
+            disk_full[0] = filled[0] = True  # the disk fills as q1 is written: every write fails until room is made
+        if disk_full[0]:
+            raise OSError(28, "No space left on device")
+        real(path, text)
+
+    def ending(sql: str, params: tuple[Any, ...]) -> bool:
+        if sql.startswith("DELETE FROM batch_results") and disk_full[0]:
+            disk_full[0] = False  # the index refuses as the batch ends; then the operator makes room
+            return True
+        return False
+
+    monkeypatch.setattr(batch_output, "_append", append)
+    gw = await started(batch_spec(tmp_path, concurrency=2), engines)
+    try:
+        oai, _ = clients(gw)
+        refused = refuse_once(monkeypatch, ending)
+        with caplog.at_level(logging.ERROR, "aigrid.gateway"):
+            done = await until(oai, (await submit(oai, jsonl(*(line(f"q{i}", "hi") for i in range(5))))).id,
+                               "completed", "failed")
+        assert refused and "stopped by an internal error" in caplog.text  # it stopped and resumed, logged
+        ran = sorted(str(r["messages"][0]["content"]) for e in engines.values() for r in e.received)
+        assert len(ran) == 5, ran  # no line reached an engine twice
+        charged = [r["extra"]["route"] for r in await test_batches.audit_rows(gw)
+                   if "custom_id=" in r["extra"]["route"] and r["outcome"] == "ok"]
+        assert len(charged) == 5 and len(set(charged)) == 5, charged
+        kept = await lines_of(oai, done.output_file_id) + await lines_of(oai, done.error_file_id)
+        assert sorted(x["custom_id"] for x in kept) == [f"q{i}" for i in range(5)], kept
+        assert done.status == "completed" and done.request_counts is not None
+        assert done.request_counts.completed == 5
+    finally:
+        await stopped(gw)

@@ -19,7 +19,8 @@ and stops it. Every process of `aigrid up --workers N` has one, over the same SQ
   wrote (completed when no line was left: every one answered and kept); logged. The lines that ran are charged, so their answers are kept: the one that found no room and every
   other in flight is still written (the floor and the quota passed by at most `concurrency` answers of the
   batch), as OpenAI keeps a failed batch's finished requests. Only a write the disk itself refuses loses an
-  answer (logged with its custom_id).
+  answer (logged with its custom_id); this process holds it (`_unwritten`), and a resume of the batch here writes
+  it instead of running (and charging) its line again.
 - **Statuses.** validating -> in_progress (claimed) -> finalizing -> completed; cancelling (POST .../cancel:
   no new line starts, running ones finish) -> cancelled (resumed as finalizing, its cancel recorded: no line
   starts); past `expires_at` (24 h after creation): no new line starts, the lines not run go to the error file
@@ -95,6 +96,10 @@ class BatchRunner:
         self.owner = f"{socket.gethostname()}-{os.getpid()}-{os.urandom(3).hex()}"
         """This process's name on its claims."""
         self._runs: dict[str, _Run] = {}
+        self._unwritten: dict[str, dict[str, LineResult]] = {}
+        """Per batch, the results of lines that ran (charged, audited) but could not be written (the disk refused them,
+        the index failed the check): a batch resumed in this process writes them instead of running their lines
+        again, and drops them when it ends."""
         self._ticker: asyncio.Task[None] | None = None
         self._swept = 0.0
         self.stopping = False
@@ -202,6 +207,8 @@ class BatchRunner:
             await self._execute(run, row)
         except Exception:
             log.exception("batch %s: stopped by an internal error (it resumes at the next start)", run.bid)
+        else:
+            self._drop_unwritten(run.bid)
         finally:
             self._runs.pop(run.bid, None)
             if run.claimed:  # a batch that ended is claimed by nobody; one that stopped resumes anywhere
@@ -238,14 +245,17 @@ class BatchRunner:
             return True
 
         await self.store.update(row.id, started)
-        async with contextlib.aclosing(self._lines(path, obj["endpoint"], progress.done)) as pending:
+        await self._write_unwritten(run, row, output, progress, total)
+        skip = progress.done | set(self._unwritten.get(row.id, ()))  # answered, or ran and held here: never run again
+        async with contextlib.aclosing(self._lines(path, obj["endpoint"], skip)) as pending:
             await self._run_lines(run, row, pending, output, progress, total)
         if run.why in ("stop", "lost"):
             return  # resumable: the claim is released (stop) or someone else holds it (lost)
         if run.why == "expired" or (run.why is None and len(progress.done) < total
                                     and self.clock() >= obj["expires_at"]):
             try:
-                async with contextlib.aclosing(self._lines(path, obj["endpoint"], progress.done)) as unfinished:
+                not_run = progress.done | set(self._unwritten.get(row.id, ()))
+                async with contextlib.aclosing(self._lines(path, obj["endpoint"], not_run)) as unfinished:
                     async for line in unfinished:
                         record = {"id": "batch_req_" + os.urandom(12).hex(), "custom_id": line.custom_id,
                                   "response": None, "error": EXPIRED}
@@ -278,17 +288,8 @@ class BatchRunner:
         async def one(line: Line) -> None:
             try:
                 result = await self._line_with_retries(run, row, line, expires_at)
-                if result is None:
-                    return
-                await output.append(result.ok, result.record, self._room_for_run_line(run, row))
-                progress.add(result.ok, result.record, dict(result.usage) if result.usage else None)
-                await self._counts(row, progress, total)
-            except asyncio.CancelledError:
-                raise
-            except (InsufficientStorage, StorageFull) as e:  # the disk's floor or the tenant's quota: the batch fails
-                self._refused(run, row, e, line.custom_id)
-            except Exception:  # the output file or the index failed: the line runs again on resume
-                log.exception("batch %s: the result of line %s could not be recorded", row.id, line.custom_id)
+                if result is not None:
+                    await self._record(run, row, result, output, progress, total)
             finally:
                 slots.release()
 
@@ -304,6 +305,49 @@ class BatchRunner:
             task.add_done_callback(run.lines.discard)
         if run.lines:
             await asyncio.wait(set(run.lines))
+
+    async def _record(self, run: _Run, row: StoredBatch, result: LineResult, output: BatchOutput, progress: Progress,
+                      total: int) -> None:
+        """A line's result written and counted. One the disk or the index would not take is held (`_unwritten`): the
+        line ran and was charged, so a resume of the batch in this process writes it rather than run it again."""
+        cid = result.record["custom_id"]
+        try:
+            await output.append(result.ok, result.record, self._room_for_run_line(run, row))
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:
+            self._unwritten.setdefault(row.id, {})[cid] = result
+            if isinstance(e, (InsufficientStorage, StorageFull)):  # the disk's floor, its space: the batch stops
+                self._refused(run, row, e, cid)
+            else:  # the output file or the index failed
+                log.exception("batch %s: the result of line %s could not be recorded (held for a resume here)", row.id,
+                              cid)
+            return
+        progress.add(result.ok, result.record, dict(result.usage) if result.usage else None)
+        try:
+            await self._counts(row, progress, total)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the index failed: the counts are written with the next line's, or at the end
+            log.exception("batch %s: the counts after line %s could not be recorded", row.id, cid)
+
+    async def _write_unwritten(self, run: _Run, row: StoredBatch, output: BatchOutput, progress: Progress,
+                               total: int) -> None:
+        """The results held when this batch stopped here (they ran, were charged, and no file took them), written
+        now, once each (one found in the files after all is not written again)."""
+        held = self._unwritten.pop(row.id, {})
+        for cid, result in held.items():
+            if cid in progress.done:
+                continue
+            if run.why == "full":  # no room again: the rest stay held, never run again here
+                self._unwritten.setdefault(row.id, {})[cid] = result
+                continue
+            await self._record(run, row, result, output, progress, total)
+
+    def _drop_unwritten(self, bid: str) -> None:
+        """The results this batch could not write, dropped as it ends (or leaves this process): each said at error."""
+        for cid in self._unwritten.pop(bid, {}):
+            log.error("batch %s: the answer of custom_id %r ran and was charged, but no file could keep it", bid, cid)
 
     def _check(self, row: StoredBatch) -> Callable[[int, int], Awaitable[None]]:
         """What a line of the batch's results must pass before it is written: the disk's floor, the tenant's quota
