@@ -5,7 +5,8 @@ gateway's address once and starts:
 - the hub (hub.py): the audit log's only writer (one verifiable chain), the quota counters, the shared
   telemetry (each worker's in-flight ledger, open circuits, cache affinity, and the outcomes its TTFT
   calibration learned from, relayed so every worker's calibration learns from all of them), the decision records,
-  the stored Responses-API answers and the abuse signals' per-key windows over all workers' requests;
+  the stored Responses-API answers, background placeholders and event logs, the Conversations API's
+  conversations and the abuse signals' per-key windows over all workers' requests;
 - N workers (`python -m aigrid.cli worker CONFIG`), each a whole gateway (uvicorn on the inherited
   socket: the kernel hands each new connection to a worker that is accepting) wired to the hub:
   HubSharedState for telemetry (unless the spec shares it in Redis), HubQuotaBackend for quotas (unless
@@ -16,7 +17,9 @@ gateway's address once and starts:
 - /metrics on any worker reports all of them (PROMETHEUS_MULTIPROC_DIR, metrics.py).
 A worker that dies is started again. SIGINT/SIGTERM: the workers stop (each drains its streams), then the
 hub (the audit log's final checkpoint), then whatever the caller started (engines).
-What stays per worker: the dashboard's live feed (the decisions that worker served). With Redis
+What stays per worker: the limits that bound what one process holds (WebSocket caps, background runs and their
+readers, the dashboard's live feeds, the admission queue, batches run at once; docs/reliability.md, "Several
+workers"); the dashboard's live feed itself shows every worker's decisions (from the hub). With Redis
 (`--redis` / `gateway.shared_state_url`) the hub also relays the abuse digests to the other gateways.
 """
 
