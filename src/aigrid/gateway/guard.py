@@ -336,6 +336,8 @@ class Guard:
         self.settle_failures = 0
         """Reservations the quota store (Redis, the workers' hub) failed to settle (logged; they stand as charged)."""
         self.audit: AuditSink | None = None
+        self._appending: set[asyncio.Task[None]] = set()
+        """Records of closes cancelled while they waited for room in the audit log (_append_later)."""
         self._audit_stopped = False
         """stop() closed the audit log: unlike a grid without one (audit None from the start), a request
         finishing now has a record and nowhere to write it."""
@@ -393,6 +395,8 @@ class Guard:
             await self._quota_redis.aclose()
         self.screen.close()
         if self.audit is not None:
+            if self._appending:  # each within AUDIT_WAIT_S (written, or logged and counted lost)
+                await asyncio.gather(*self._appending, return_exceptions=True)
             await self.audit.stop()
             self.audit_failures += self.audit.lost
             self.audit = None
@@ -602,7 +606,28 @@ class Guard:
             await self.audit.append(record, timeout=AUDIT_WAIT_S)
         except AuditUnavailable as e:
             return self._lost(ex, str(e), record)
+        except asyncio.CancelledError:  # cut while it waited for room (the queue full): appended after, then raised on
+            self._append_later(ex, record)
+            raise
         return True
+
+    def _append_later(self, ex: Exchange, record: AuditRecord) -> None:
+        """A close cancelled while its record waited for room in the audit writer's queue (the in-process quota store:
+        its close is not shielded, _uncut costing a task per request): the record is appended by a task of its own,
+        within AUDIT_WAIT_S like any, or logged and counted lost; stop() waits for it. Before, it was dropped unlogged."""
+        async def append() -> None:
+            assert self.audit is not None
+            try:
+                await self.audit.append(record, timeout=AUDIT_WAIT_S)
+            except AuditUnavailable as e:
+                self._lost(ex, str(e), record)
+            except asyncio.CancelledError:
+                self._lost(ex, "the gateway stopped while it waited for room in the audit log", record)
+                raise
+
+        task = asyncio.get_running_loop().create_task(append(), name="aigrid-audit-after-cancel")
+        self._appending.add(task)
+        task.add_done_callback(self._appending.discard)
 
     async def _settle(self, ex: Exchange) -> None:
         """Replace the reservation by the real usage. The quota store failing (Redis down, the workers' hub
