@@ -168,3 +168,30 @@ async def test_live_feeds_are_capped_per_gateway(gateway: Gateway) -> None:
         assert [r.status_code for r in await asyncio.gather(*feeds)] == [200] * 64
         again = await c.get("/dashboard/events", params={"ticks": "1"})
         assert again.status_code == 200 and b"event: grid" in again.content
+
+
+async def test_a_burst_of_connections_cannot_pass_the_viewer_cap(gateway: Gateway) -> None:
+    """A feed was counted from its stream's first chunk, after its answer had started: connections arriving together
+    were all checked against a count none of them had joined yet, and a burst of 8 against a cap of 2 had every one
+    served. The place is taken at admission now: 2 served, 6 refused with a 429."""
+    import asyncio
+
+    gate, flowing = asyncio.Event(), []
+
+    async def held(_: float) -> None:  # each admitted feed waits here after its first tick until the gate opens
+        flowing.append(1)
+        await gate.wait()
+
+    app = build_app(gateway, extra_routes=dashboard_routes(gateway, interval_s=0.01, sleep=held, max_viewers=2))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        feeds = [asyncio.create_task(c.get("/dashboard/events", params={"ticks": "2"})) for _ in range(8)]
+        async with asyncio.timeout(30):
+            while len(flowing) + sum(f.done() for f in feeds) < 8:
+                await asyncio.sleep(0.01)
+        refused = [f.result() for f in feeds if f.done()]
+        assert len(flowing) == 2 and len(refused) == 6, (len(flowing), [r.status_code for r in refused])
+        assert all(r.status_code == 429 and r.json()["error"]["code"] == "overloaded" for r in refused)
+        gate.set()
+        assert sorted(r.status_code for r in await asyncio.gather(*feeds)) == [200] * 2 + [429] * 6
+        again = await c.get("/dashboard/events", params={"ticks": "1"})  # the two places given back
+        assert again.status_code == 200 and b"event: grid" in again.content

@@ -109,9 +109,6 @@ class DashboardRoutes:
         ticks = None if raw is None else plain_int(raw)
         if raw is not None and (ticks is None or not 1 <= ticks <= 100_000):
             raise InvalidRequest("ticks must be an integer between 1 and 100000", param="ticks")
-        if self.viewers >= self.max_viewers:
-            raise Overloaded(f"{self.max_viewers} live feeds of this gateway's dashboard are being watched, as many "
-                             "as it serves at once; retry later, or read /dashboard/state", headers={"retry-after": "1"})
         authorization = pipeline_headers(request).get("authorization")
 
         def over() -> bool:
@@ -135,20 +132,28 @@ class DashboardRoutes:
 
         stream = event_stream(Feed(self.gw), interval_s=self.interval_s, clock=self.clock, sleep=self.sleep,
                               ticks=ticks, stopping=over)
-        return StreamingResponse(self._counted(watched(stream, ex)), media_type="text/event-stream",
-                                 headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        release = self._admit()  # the last step before the answer: nothing between can raise and keep the place
+        return FeedResponse(closing(watched(stream, ex)), release, media_type="text/event-stream",
+                            headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
 
-    async def _counted(self, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """A feed's events, counted among the gateway's viewers (max_viewers) while they flow."""
+    def _admit(self) -> Callable[[], None]:
+        """A place among the gateway's viewers (max_viewers), taken at admission, with no await between the check
+        and the count (a feed was counted from its stream's first chunk, after its answer had started, so that
+        connections arriving together were each checked against a count none had joined: 8 at once against a
+        cap of 2 were all served); the function that gives it back, once, however often it is called."""
+        if self.viewers >= self.max_viewers:
+            raise Overloaded(f"{self.max_viewers} live feeds of this gateway's dashboard are being watched, as many "
+                             "as it serves at once; retry later, or read /dashboard/state", headers={"retry-after": "1"})
         self.viewers += 1
-        try:
-            async for event in events:
-                yield event
-        finally:
-            self.viewers -= 1
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.viewers -= 1
+
+        return release
 
     def _replay_dir(self) -> Path:
         if self.replay_dir is None:
@@ -172,6 +177,37 @@ class DashboardRoutes:
             raise NotFound(f"the replay directory has no {name}", param="name")
         media = "text/csv" if name.endswith(".csv") else "application/json"
         return FileResponse(path, media_type=media, headers={"cache-control": "no-cache"})
+
+
+class FeedResponse(StreamingResponse):
+    """A live feed's answer, holding its viewer's place (DashboardRoutes._admit) until the answer ends: sent whole,
+    cut by a client gone or the server stopping, or ended before its first byte."""
+
+    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kwargs: Any) -> None:
+        self.release = release
+        try:
+            super().__init__(content, **kwargs)
+        except BaseException:
+            release()
+            raise
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.release()
+
+
+async def closing(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`events`, closed as soon as this stream is (a cut feed's record then says `client_closed` before it is
+    written, not whenever the garbage collector finalises the generator)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        aclose = getattr(events, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def watched(stream: AsyncIterator[bytes], ex: Exchange) -> AsyncIterator[bytes]:
