@@ -34,6 +34,10 @@ class Scraper:
         self._periodic = [Periodic(partial(self._scrape, e), interval_s, f"aigrid-scraper-{e.id}") for e in endpoints]
 
     async def scrape_once(self) -> None:
+        """Every endpoint scraped once now, concurrently, and no task left running: the same `_scrape` as each
+        loop's tick (start()'s first round is this, each endpoint on its own loop). The seam for a gateway whose
+        lifespan is not run (the tests' gateways: telemetry fresh on demand, with no background loop to stop or to
+        race with); only the supervision differs: an unexpected error here raises, where a loop logs it."""
         await asyncio.gather(*(self._scrape(e) for e in self._endpoints))
 
     async def _scrape(self, endpoint: Endpoint) -> None:
