@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -497,6 +497,16 @@ def test_one_worker_s_pending_prompts_neither_void_nor_crowd_out_another_s(tmp_p
     assert [now + 9, 70] in arrivals and len(arrivals) <= 4096  # before: 10,001 (the receiver kept the first 4,096)
 
 
+async def _until(check: Callable[[], bool], within_s: float = 5.0) -> bool:
+    """Whether `check` holds within `within_s` (asked every 10 ms)."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 @pytest.mark.parametrize("applied", [True, False])
 async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_again_and_applied_once(
         work: Path, applied: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -513,15 +523,22 @@ async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_agai
     backend = HubQuotaBackend(client)
     quotas = Quotas(RULES, backend, clock=lambda: NOW)
     handle, breaks = hub.handle, [1]
+    adjusts: list[str] = []  # the op of each settlement that reached the hub
+    copied = asyncio.Event()  # the second one handled
 
     async def breaking(op: str, arg: Any) -> Any:
+        if op == "adjust":
+            adjusts.append(arg["op"])
         if op == "adjust" and breaks:
             breaks.pop()
             result = await handle(op, arg) if applied else None
             assert client._writer is not None
             client._writer.transport.abort()  # the worker's end: the hub's reply never arrives
             return result
-        return await handle(op, arg)
+        result = await handle(op, arg)
+        if op == "adjust" and len(adjusts) == 2:
+            copied.set()
+        return result
 
     async def counters() -> tuple[int, int, int]:  # read in the hub's own store (not over the breaking connection)
         return await hub.quotas.value(RPM), await hub.quotas.value(TPM), await hub.quotas.value(BUDGET)
@@ -530,12 +547,11 @@ async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_agai
     try:
         r = await quotas.admit(ALICE, 300)
         await quotas.settle(r, 120)
-        for _ in range(100):  # the copy is posted on a new connection, acknowledged
-            if await counters() == (1, 120, 120):
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)  # a second copy would have applied by now
-        assert await counters() == (1, 120, 120) and backend.unsettled == 0
+        await asyncio.wait_for(copied.wait(), 5)  # the copy, posted on a new connection, handled by the hub
+        assert len(adjusts) == 2 and adjusts[0] == adjusts[1] and adjusts[0]  # the first post and its copy, one op
+        assert await counters() == (1, 120, 120)  # applied once (the copy, where the first was applied, applied nothing)
+        assert await _until(lambda: not client._batches and not backend._resend)  # the copy acknowledged: no more
+        assert len(adjusts) == 2 and backend.unsettled == 0 and await counters() == (1, 120, 120)
         assert not breaks  # the connection did break
 
         breaks.append(1)  # again, the copy sent too late
@@ -608,6 +624,14 @@ async def test_a_settlement_posted_while_the_hub_cannot_be_reached_is_sent_once_
     async def counters() -> tuple[int, int, int]:
         return await hub.quotas.value(RPM), await hub.quotas.value(TPM), await hub.quotas.value(BUDGET)
 
+    handle, adjusts = hub.handle, list[str]()  # the op of each settlement that reached the hub
+
+    async def counting(op: str, arg: Any) -> Any:
+        if op == "adjust":
+            adjusts.append(arg["op"])
+        return await handle(op, arg)
+
+    monkeypatch.setattr(hub, "handle", counting)
     try:
         r = await quotas.admit(ALICE, 300)
         client.path = work / "gone.sock"  # the hub out of reach: no connection can be opened
@@ -618,12 +642,9 @@ async def test_a_settlement_posted_while_the_hub_cannot_be_reached_is_sent_once_
         await asyncio.sleep(0.1)
         assert len(backend._resend) == 1 and await counters() == (1, 300, 300)  # waiting, tried again
         client.path = hub.path  # back
-        for _ in range(200):
-            if await counters() == (1, 120, 120) and not backend._resend:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)  # a second copy would have applied by now
-        assert await counters() == (1, 120, 120) and backend.unsettled == 0 and not backend._resend
+        assert await _until(lambda: not backend._resend and bool(adjusts) and not client._batches)  # sent, acknowledged
+        assert len(adjusts) == 1  # sent once: nothing more waits to be sent, so no later copy can come
+        assert await counters() == (1, 120, 120) and backend.unsettled == 0
     finally:
         await client.aclose()
         await hub.stop()
