@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from aigrid.gateway.schemas import bounding
+
 
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -155,6 +157,7 @@ class OutputConfig(_Open):
 class CountTokensRequest(_Open):
     model: str = Field(min_length=1, max_length=256)
     messages: list[MessageParam] = Field(min_length=1)
+    _bounded = bounding("messages")
     system: str | list[TextBlock] | None = None
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoice | None = None

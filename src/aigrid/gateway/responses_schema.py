@@ -11,7 +11,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
 from aigrid.gateway.conversations_schema import Metadata
-from aigrid.gateway.schemas import _refusing
+from aigrid.gateway.schemas import _refusing, bounding
 
 
 class TextFormat(BaseModel):
@@ -42,6 +42,7 @@ class ResponsesRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
     model: str = Field(min_length=1, max_length=256)
     input: str | list[dict[str, Any]] = Field(min_length=1)
+    _bounded = bounding("input")
     instructions: str | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None

@@ -41,6 +41,49 @@ def _unread(what: str) -> ValueError:
     return ValueError(f"{what} is not served by this grid: the AI firewall cannot read what it puts into the prompt")
 
 
+MAX_PARTS = 10_000
+"""The most messages (input items) and content parts one request holds, counted on the raw JSON before any is
+validated, the same on every front door: chat `messages` with their content parts and tool calls, Anthropic
+`messages` with their blocks and a tool result's, the Responses API's `input` items with their parts (a batch's
+lines too: each is validated as its route's request). OpenAI's API takes at most 2,048 messages; 10,000 is about
+five parts each. The firewall reads each part, and where short user parts follow each other their seams, so its
+cost is per part: 100,000 parts of "12 " (3.2 MB) were validated before the firewall's own bound refused them
+(`model_texts.MAX_TEXTS`: 1.2-4.1 s of the event loop on a loaded machine, now 0.3-0.4 s, the JSON's parse), and
+the Anthropic and Responses front doors, which join a turn's text parts, served them. MAX_TEXTS still bounds the
+texts the firewall reads beside them (documents, template variables, tool definitions)."""
+
+
+def bounded_parts(items: Any) -> Any:
+    """`items` (a request's messages or input items) as they are, unless they and their parts number more than
+    MAX_PARTS: then the client's 400 naming the field. Read on the raw JSON, before each item is validated."""
+    count = len(items) if isinstance(items, list) else 0
+    if 0 < count <= MAX_PARTS:
+        count += sum(_parts(item) for item in items)
+    if count > MAX_PARTS:
+        raise ValueError(f"{count:,} messages and content parts in one request, more than the {MAX_PARTS:,} one "
+                         "request may hold: join the text parts, or send fewer")
+    return items
+
+
+def bounding(field: str) -> Any:
+    """The validator that holds a model's `field` (its messages or input items) to MAX_PARTS (bounded_parts)."""
+    return field_validator(field, mode="before")(classmethod(lambda cls, v: bounded_parts(v)))
+
+
+def _parts(item: Any) -> int:
+    """A message's (item's) parts: its content list, tool calls, a function call output's list, and each block's own
+    content list (an Anthropic tool result's)."""
+    if not isinstance(item, dict):
+        return 0
+    count = 0
+    for key in ("content", "tool_calls", "output"):
+        inner = item.get(key)
+        if isinstance(inner, list):
+            count += len(inner) + sum(len(b["content"]) for b in inner
+                                      if isinstance(b, dict) and isinstance(b.get("content"), list))
+    return count
+
+
 Refused = SkipJsonSchema[Any]
 """An engine's own field the gateway refuses whatever its value (a validator of _Common): declared so that it is
 read and refused, and left out of /openapi.json, which offered it as a field served."""
@@ -260,6 +303,7 @@ class ResponseFormat(BaseModel):
 
 class ChatRequest(_Common):
     messages: list[Message] = Field(min_length=1)
+    _bounded = bounding("messages")
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None

@@ -1,0 +1,81 @@
+"""The number of messages and content parts one request may hold (schemas.MAX_PARTS), the same on every front door."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from aigrid.errors import InvalidRequest
+from aigrid.gateway.app import Gateway
+from aigrid.gateway.front_door import validate
+from aigrid.gateway.messages_schema import MessagesRequest
+from aigrid.gateway.responses_schema import ResponsesRequest
+from aigrid.gateway.schemas import MAX_PARTS, ChatRequest
+
+MODEL = "smollm2-135m"
+
+
+def parts(n: int, kind: str = "text") -> list[dict[str, str]]:
+    return [{"type": kind, "text": "12 "} for _ in range(n)]
+
+
+def test_a_chat_request_of_more_parts_than_one_request_holds_is_refused_before_its_messages_are_read() -> None:
+    """10,000 in all (a message and its parts) pass; one more is the client's 400 naming `messages`."""
+    validate(ChatRequest, {"model": MODEL, "messages": [{"role": "user", "content": parts(MAX_PARTS - 1)}]})
+    for messages in ([{"role": "user", "content": parts(MAX_PARTS)}],
+                     [{"role": "user", "content": "12 "} for _ in range(MAX_PARTS + 1)],
+                     [{"role": "user", "content": parts(MAX_PARTS // 2)},
+                      {"role": "assistant", "content": None, "tool_calls": [
+                          {"id": f"c{i}", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                          for i in range(MAX_PARTS // 2)]}]):
+        with pytest.raises(InvalidRequest) as e:
+            validate(ChatRequest, {"model": MODEL, "messages": messages})
+        assert e.value.param == "messages" and "content parts" in e.value.message
+
+
+@pytest.mark.parametrize("schema,body,field", [
+    (MessagesRequest, {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": parts(MAX_PARTS)}]},
+     "messages"),
+    (MessagesRequest, {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": "t1", "content": parts(MAX_PARTS)}]}]}, "messages"),
+    (ResponsesRequest, {"model": MODEL, "input": [{"role": "user", "content": parts(MAX_PARTS, "input_text")}]},
+     "input"),
+], ids=["anthropic blocks", "anthropic tool result blocks", "responses parts"])
+def test_every_front_doors_schema_holds_a_request_to_the_same_number_of_parts(
+        schema: type, body: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidRequest) as e:
+        validate(schema, body)
+    assert e.value.param == field and "content parts" in e.value.message
+
+
+@pytest.mark.parametrize("route,body,field", [
+    ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user", "content": parts(MAX_PARTS)}]},
+     "messages"),
+    ("/v1/messages", {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": parts(MAX_PARTS)}]},
+     "messages"),
+    ("/v1/messages/batches", {"requests": [{"custom_id": "a", "params": {
+        "model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": parts(MAX_PARTS)}]}}]},
+     "requests.0.params.messages"),
+    ("/v1/responses", {"model": MODEL, "input": [{"role": "user", "content": parts(MAX_PARTS, "input_text")}]},
+     "input"),
+], ids=["chat", "anthropic", "anthropic batch", "responses"])
+async def test_a_request_of_more_parts_than_one_holds_is_the_clients_400_in_its_own_envelope(
+        client: httpx.AsyncClient, gateway: Gateway, route: str, body: dict[str, Any], field: str) -> None:
+    """10,001 text parts of "12 " in one user turn: the chat route refused them as texts for the firewall after
+    validating them, while the Anthropic and Responses front doors joined them into one text and served them (the
+    firewall's cost is per part, at its seams too). Each front door refuses them now, before they are validated
+    or read, naming its own field in its own envelope."""
+    firewall = gateway.guard.screen.firewall
+    read: list[int] = []
+    check = firewall.check_texts
+    firewall.check_texts = lambda tenant, texts: read.append(len(texts)) or check(tenant, texts)  # type: ignore[method-assign]
+    r = await client.post(route, json=body)
+    assert r.status_code == 400, r.text
+    err = r.json()["error"]
+    assert err["type"] == "invalid_request_error" and f"'{field}'" in err["message"], r.text
+    assert "content parts" in err["message"], r.text
+    if not route.startswith("/v1/messages"):
+        assert err["param"] == field, r.text
+    assert read == []
