@@ -482,8 +482,8 @@ async def test_bearer_tokens_of_an_identity_provider_checked_with_its_jwks(
 async def test_metrics_can_be_kept_for_operators(tmp_path: Path, keys: dict[str, str], monkeypatch: pytest.MonkeyPatch,
                                                  fakes: dict[str, FakeEngine]) -> None:
     """`security.metrics: operator`: /metrics answers an operator tenant's key only (a tenant's 403, none 401),
-    unaudited (a scraper reads it every few seconds); open, as by default, it answers anyone; the spec refuses
-    `operator` without enforcement (no caller would have a key)."""
+    a scrape unaudited (one every few seconds), a refusal audited (test_operator_audit.py); open, as by default, it
+    answers anyone; the spec refuses `operator` without enforcement (no caller would have a key)."""
     monkeypatch.setenv("AIGRID_KEY_SECRET", SECRET)
     spec = spec_in(tmp_path, enforce=True)
     spec = spec.model_copy(update={"tenants": {**spec.tenants, "ops": TenantSpec(operator=True)},

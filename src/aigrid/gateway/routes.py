@@ -786,29 +786,57 @@ class Routes:
         healthy = [e.id for e in view.endpoints if view.state(e.id).healthy]
         status = 200 if healthy else 503
         said = "ok" if healthy else "no healthy endpoint"
-        if not self._operator_asks(request):
+        if not await self._operator_asks(request):
             return json_response({"status": said}, status)
         shared = {"backend": "in-process"} if self.gw.sync is None else self.gw.sync.status()
         return json_response({"status": said, "healthy": healthy, "endpoints": len(view.endpoints),
                               "shared_state": shared}, status)
 
-    def _operator_asks(self, request: Request) -> bool:
-        """The caller holds an operator tenant's key (or enforcement is off); False for any other credential."""
+    async def _operator_asks(self, request: Request) -> bool:
+        """The caller holds an operator tenant's key (or enforcement is off); False for any other credential, whose
+        refusal is audited (`_operator_refused`; a probe without a key asks nothing of an operator: no record)."""
         if not self.gw.guard.enforcing:
             return True
+        authorization = pipeline_headers(request).get("authorization")
         try:
             one_credential(self.gw, request.scope)
-            return self.gw.guard.reader(pipeline_headers(request).get("authorization")) is None
-        except ApiError:
+            self.gw.guard.operator(authorization, "this grid's /healthz details are read by operators")
+            return True
+        except ApiError as e:
+            if authorization is not None:
+                await self._operator_refused("GET /healthz", authorization, e, answered="the status only")
             return False
+
+    async def _operator_refused(self, route: str, authorization: str | None, error: ApiError, **notes: str) -> None:
+        """The audit record of a refused operator check (/healthz's details, /metrics), written as an audited route's
+        (close_exchange: Guard.finish, the one audit writer), naming the caller when its credentials name one (a
+        tenant's key: a 403). Before, neither check left a record: a tenant's key probing them went unseen. Never
+        waited for (AUDIT_WAIT_S): with the audit log full or stopped, the record is lost, logged and counted."""
+        if not self.gw.guard.audit_accepting():  # /healthz answers whatever the audit log does
+            log.error("refused operator check on %s not audited: the audit log cannot take records now", route)
+            self.gw.metrics.audit_lost.inc()
+            return
+        ex = Exchange(route, time.time())
+        ex.error = error
+        ex.notes.update(notes)
+        try:  # a second look, on the refusal only: Guard.operator keeps the principal to itself
+            ex.principal = self.gw.guard.principal(authorization, None)
+        except ApiError:
+            pass  # no key, or one the grid does not know: the record says "unauthenticated"
+        await close_exchange(self.gw, ex)
 
     async def openapi(self, request: Request) -> Response:
         return json_response(openapi_document(__version__))
 
     async def metrics(self, request: Request) -> Response:
-        if self.gw.spec.security.metrics == "operator":  # not audited: a scraper reads it every few seconds
-            one_credential(self.gw, request.scope)  # as the audited routes: a proxy in front may check the other
-            self.gw.guard.operator(pipeline_headers(request).get("authorization"), "this grid's /metrics is read by operators")
+        if self.gw.spec.security.metrics == "operator":  # a refusal audited, a scrape not (one every few seconds)
+            authorization = pipeline_headers(request).get("authorization")
+            try:
+                one_credential(self.gw, request.scope)  # as the audited routes: a proxy in front may check the other
+                self.gw.guard.operator(authorization, "this grid's /metrics is read by operators")
+            except ApiError as e:
+                await self._operator_refused("GET /metrics", authorization, e)
+                raise
         self.gw.metrics.set_inflight(((e.site_id, e.id) for e in self.gw.store.snapshot().endpoints),
                                      self.gw.store.inflight)
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
