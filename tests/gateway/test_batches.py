@@ -1217,6 +1217,50 @@ async def test_a_batch_whose_results_would_cross_the_disks_floor_or_the_quota_fa
         await stopped(gw)
 
 
+async def test_a_batchs_output_and_error_files_count_in_the_tenants_number_of_files(
+        tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """The Files API refused an upload past the tenant's `quotas.storage_files`, but a running batch made its output
+    and error files whatever the tenant held: a tenant at its limit less one ended a batch holding two files more than
+    its quota allows. The first line of each of the two files is now checked against the count too (the other running
+    batches' result files counted, as their bytes are): the batch stops as for lack of room, fails with
+    storage_quota_exceeded naming quotas.storage_files, and keeps what it wrote; and the files a running batch made
+    count for the uploads of its tenant."""
+    gw = await started(storage_spec(tmp_path, 1 << 20, 2, concurrency=1), engines)
+    try:
+        oai, _ = clients(gw)
+        done = await until(oai, (await submit(oai, jsonl(line("a", "hi"), line("b", "FAIL"), line("c", "hi")))).id,
+                           "completed", "failed")
+        assert done.status == "failed" and done.errors is not None, done
+        error = done.errors.data[0]
+        assert error.code == "storage_quota_exceeded" and "2 files (quotas.storage_files" in (error.message or ""), error
+        assert [x["custom_id"] for x in await lines_of(oai, done.output_file_id)] == ["a"]
+        assert [x["custom_id"] for x in await lines_of(oai, done.error_file_id)] == ["b"]  # it ran: kept
+        assert "c" not in {r["messages"][0]["content"] for r in received(engines)}  # no line started after
+    finally:
+        await stopped(gw)
+    # the output file of a running batch, not yet indexed, is the tenant's second file: no upload past it
+    held = engines_for(tmp_path / "upload")
+    gw = await started(storage_spec(tmp_path / "upload", 1 << 20, 2, concurrency=1), held)
+    try:
+        oai, _ = clients(gw)
+        for e in held.values():
+            e.gate.clear()
+        created = await submit(oai, jsonl(line("a", "hi"), line("b", "SLOW")))
+        for _ in range(500):
+            if any(r["messages"][0]["content"] == "SLOW" for r in received(held)):
+                break
+            await asyncio.sleep(0.01)
+        with pytest.raises(openai.BadRequestError) as refused:
+            await oai.files.create(file=("more.jsonl", jsonl(line("x", "hi"))), purpose="batch")
+        assert "2 files (quotas.storage_files)" in refused.value.body["message"]  # type: ignore[index]
+        open_gates(held)
+        done = await until(oai, created.id, "completed", "failed")
+        assert done.status == "completed" and len(await lines_of(oai, done.output_file_id)) == 2, done
+    finally:
+        open_gates(held)
+        await stopped(gw)
+
+
 def test_a_half_line_that_cannot_be_cut_back_is_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """A write the disk refused half way is cut back; when the cut fails too the file ends with a broken line,

@@ -83,15 +83,17 @@ class BatchOutput:
         return progress
 
     async def append(self, ok: bool, record: dict[str, Any],
-                     check: Callable[[int, int], Awaitable[None]] | None = None) -> None:
-        """The record written as a line of the output (`ok`) or the error file; `check(written, size)`, awaited first
-        (in turn with the other lines), may refuse it (the disk's floor, the tenant's quota: FileStore.check_output).
+                     check: Callable[[int, int, int], Awaitable[None]] | None = None) -> None:
+        """The record written as a line of the output (`ok`) or the error file; `check(written, size, files)` (`files`:
+        how many of the two files there are with this line), awaited first (in turn with the other lines), may refuse
+        it (the disk's floor, the tenant's quota of bytes and of files: FileStore.check_output).
         A write that fails (the disk full) leaves the file as it was, whole lines only, and raises
         InsufficientStorage."""
         line = orjson.dumps(record) + b"\n"
         async with self._lock:
             if check is not None:
-                await check(await asyncio.to_thread(self.size), len(line))
+                written, files = await asyncio.to_thread(self._held, self.output if ok else self.errors)
+                await check(written, len(line), files)
             try:
                 await asyncio.to_thread(_append, self.output if ok else self.errors, line)
             except OSError as e:
@@ -100,7 +102,12 @@ class BatchOutput:
 
     def size(self) -> int:
         """What the output and error files hold (blocking)."""
-        return sum(p.stat().st_size for p in (self.output, self.errors) if p.exists())
+        return self._held(None)[0]
+
+    def _held(self, to: Path | None) -> tuple[int, int]:
+        """(bytes, files) of the output and error files, `to` counted as a file even before its first line (blocking)."""
+        there = [p for p in (self.output, self.errors) if p.exists()]
+        return sum(p.stat().st_size for p in there), len(there) + (to is not None and to not in there)
 
 
 def _recovered(progress: Progress, ok: bool, text: bytes) -> None:

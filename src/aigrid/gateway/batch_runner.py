@@ -349,23 +349,23 @@ class BatchRunner:
         for cid in self._unwritten.pop(bid, {}):
             log.error("batch %s: the answer of custom_id %r ran and was charged, but no file could keep it", bid, cid)
 
-    def _check(self, row: StoredBatch) -> Callable[[int, int], Awaitable[None]]:
+    def _check(self, row: StoredBatch) -> Callable[[int, int, int], Awaitable[None]]:
         """What a line of the batch's results must pass before it is written: the disk's floor, the tenant's quota
         (a batch made under some jurisdictions is told no totals: keys that may not see every file read its errors)."""
-        return lambda written, size: self.files.check_output(row.tenant, row.id, written, size,
-                                                             jurisdictions=row.jurisdictions)
+        return lambda written, size, files: self.files.check_output(row.tenant, row.id, written, size, files,
+                                                                    jurisdictions=row.jurisdictions)
 
-    def _room_for_run_line(self, run: _Run, row: StoredBatch) -> Callable[[int, int], Awaitable[None]]:
+    def _room_for_run_line(self, run: _Run, row: StoredBatch) -> Callable[[int, int, int], Awaitable[None]]:
         """The check of a line that ran (charged, audited): the first to find no room stops the batch, and is written
         all the same, as is every other line in flight (no check once the batch stopped for room): charged work is
         never dropped, and the floor and the quota are passed by at most the lines in flight."""
         room = self._check(row)
 
-        async def check(written: int, size: int) -> None:
+        async def check(written: int, size: int, files: int) -> None:
             if run.why == "full":
                 return
             try:
-                await room(written, size)
+                await room(written, size, files)
             except (InsufficientStorage, StorageFull) as e:
                 self._refused(run, row, e)
 

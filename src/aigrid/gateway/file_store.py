@@ -21,8 +21,8 @@ the index's write lock (batch_db.BatchDb.write), so uploads racing in any number
 take a tenant past it; the bytes copied before the check are deleted again. `keep_results` (a batch's output, the
 work already done, indexed in the transaction that drops its `batch_results` row) is never refused: it counts (`check_room`, asked before a batch is created, refuses a new
 batch to a tenant at its limit). A running batch's results are checked before each line is written
-(`check_output`): a line that would take the tenant past its quota, or the disk below `min_free_bytes`, stops
-the batch (failed, what it wrote kept: batch_runner.py). A deleted or expired file counts
+(`check_output`): a line that would take the tenant past its quota (its bytes, or its number of files: the line
+that makes the output or the error file), or the disk below `min_free_bytes`, stops the batch (failed, what it wrote kept: batch_runner.py). A deleted or expired file counts
 no more (expired: at once, its bytes deleted by the next sweep; but the input of a batch that has not ended, kept
 and counted until it ends).
 
@@ -137,6 +137,11 @@ _RESULTS = ("CREATE TABLE IF NOT EXISTS batch_results (id TEXT PRIMARY KEY, tena
             "bytes INTEGER NOT NULL)")
 """Running (or stopped) batches' output and error files as written so far, not yet indexed as files: counted with
 their tenant's files by every other batch's check and every upload (a table an older aigrid ignores)."""
+_RESULT_FILES = ("CREATE TABLE IF NOT EXISTS batch_result_files (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, "
+                 "files INTEGER NOT NULL)")
+"""How many files (its output, its error file) each running (or stopped) batch has made, not yet indexed: counted in
+its tenant's `storage_files` as `batch_results` is in its bytes (a table of its own, which an older aigrid ignores,
+so that its rows of `batch_results` keep the columns it writes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +203,7 @@ class FileStore:
             where = where.parent
         return shutil.disk_usage(where).free
 
-    async def check_output(self, tenant: str, bid: str, written: int, size: int, *,
+    async def check_output(self, tenant: str, bid: str, written: int, size: int, files: int = 0, *,
                            jurisdictions: frozenset[str] | None = None) -> None:
         """Before `size` more bytes of batch `bid`'s results are written (`written`: what its output and error files
         hold so far, indexed only when it ends): InsufficientStorage when they would leave the disk with less than
@@ -207,25 +212,37 @@ class FileStore:
         so far counted (`batch_results`, where this batch's `written` + `size` is kept now, in the transaction that
         read the others': `keep_results` hands it over to its files). The batch's `errors` say which, never how
         much the disk, other tenants' uploads (logged instead) or, for a batch made under some `jurisdictions`
-        (None: every one; read by keys that may not see every file otherwise), the tenant's other files hold."""
+        (None: every one; read by keys that may not see every file otherwise), the tenant's other files hold.
+        `files`: how many result files (output, error) the batch has with this line; one more than it had (the
+        line makes a file) is StorageFull when the tenant's files would number more than its `storage_files` (the
+        other batches' result files counted, `batch_result_files`, as their bytes are)."""
         narrowed = jurisdictions is not None
         limit = None if self.limits is None else self.limits(tenant)
         if limit is None and self.min_free_bytes <= 0:
             return
         await self._ready()
+        results = [f"{tenant_folder(tenant)}/{bid}_{kind}.jsonl" for kind in ("output", "error")]  # batch_output's
 
-        def look(db: sqlite3.Connection) -> tuple[int, int, tuple[int, int]]:
+        def look(db: sqlite3.Connection) -> tuple[int, int, tuple[int, int], int, int]:
             reserved = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM upload_reservations WHERE until > ?",
                                   (time.time(),)).fetchone()[0]
             free = self.disk_free() if self.min_free_bytes > 0 else 0
             if limit is None:
-                return int(reserved), free, (0, 0)
+                return int(reserved), free, (0, 0), 0, 0
             held = _held(db, tenant, but=bid)
             db.execute("INSERT INTO batch_results VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET bytes = excluded.bytes",
                        (bid, tenant, written + size))
-            return int(reserved), free, held
+            # a file already indexed (a batch that ended once, resumed after) is counted with the tenant's files
+            indexed = db.execute("SELECT COUNT(*) FROM files WHERE tenant = ? AND path IN (?, ?)",
+                                 (tenant, *results)).fetchone()[0]
+            row = db.execute("SELECT files FROM batch_result_files WHERE id = ?", (bid,)).fetchone()
+            had, mine = (row[0] if row else 0), max(files - int(indexed), 0)
+            if mine > had:
+                db.execute("INSERT INTO batch_result_files VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                           "files = excluded.files", (bid, tenant, mine))
+            return int(reserved), free, held, had, mine
 
-        reserved, free, held = await self.db.write(look)
+        reserved, free, held, had, mine = await self.db.write(look)
         if self.min_free_bytes > 0 and free - reserved - size < self.min_free_bytes:
             log.warning("a batch's results of tenant %r stopped: %d more bytes would have left %d bytes free under %s, "
                         "%d of them held by uploads arriving, %d kept free (gateway.batch.min_free_bytes)", tenant,
@@ -240,6 +257,13 @@ class FileStore:
                 f"this batch's results could not all be written: with them this tenant's files would hold more than "
                 f"its storage quota of {limit.bytes} bytes (quotas.storage_bytes{counts}); the lines already "
                 "answered are in its output and error files; delete files (DELETE /v1/files/{file_id}) to make room")
+        if limit is not None and mine > had and held[1] + mine > limit.files:
+            counts = "" if narrowed else f"; {held[1]} files held, other running batches' results included"
+            raise StorageFull(
+                f"this batch's results could not all be written: with its {'error' if had else 'output'} file this "
+                f"tenant's files would number more than its storage quota of {limit.files} files "
+                f"(quotas.storage_files{counts}); the lines already answered are in its output and error files; "
+                "delete files (DELETE /v1/files/{file_id}) to make room")
 
     async def _ready(self) -> None:
         """The tables of uploads arriving and of batches' results written, once per process (before the first sum
@@ -248,6 +272,7 @@ class FileStore:
             def create(db: sqlite3.Connection) -> None:
                 db.execute(_RESERVATIONS)
                 db.execute(_RESULTS)
+                db.execute(_RESULT_FILES)
 
             await self.db.write(create)
             self._reservations = True
@@ -281,6 +306,7 @@ class FileStore:
                 _insert(db, f)
                 ids.append(f.id)
             db.execute("DELETE FROM batch_results WHERE id = ?", (bid,))
+            db.execute("DELETE FROM batch_result_files WHERE id = ?", (bid,))
             return ids
 
         return await self.db.write(keep)
@@ -546,7 +572,9 @@ def _held(db: sqlite3.Connection, tenant: str, *, but: str | None = None) -> tup
                    (tenant, now)).fetchone()
     b = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM batch_results WHERE tenant = ? AND id IS NOT ?",
                    (tenant, but)).fetchone()
-    return int(r[0]) + int(u[0]) + int(b[0]), int(r[1]) + int(u[1])
+    f = db.execute("SELECT COALESCE(SUM(files), 0) FROM batch_result_files WHERE tenant = ? AND id IS NOT ?",
+                   (tenant, but)).fetchone()
+    return int(r[0]) + int(u[0]) + int(b[0]), int(r[1]) + int(u[1]) + int(f[0])
 
 
 def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: str, narrowed: bool = False) -> None:
