@@ -518,3 +518,48 @@ async def test_a_batch_stopped_for_room_and_resumed_charges_and_writes_each_line
         assert done.request_counts.completed == 5
     finally:
         await stopped(gw)
+
+
+async def _sent(response: Any) -> tuple[dict[bytes, bytes], bytes]:
+    """What an ASGI response sends to a GET: its headers and its body."""
+    messages: list[dict[str, Any]] = []
+
+    async def send(message: Any) -> None:
+        messages.append(message)
+
+    async def receive() -> Any:
+        return {"type": "http.disconnect"}
+
+    try:
+        await response({"type": "http", "method": "GET"}, receive, send)
+    finally:
+        headers = dict(messages[0]["headers"]) if messages else {}
+        body = b"".join(m.get("body", b"") for m in messages[1:])
+    return headers, body
+
+
+async def test_a_download_sends_exactly_its_content_length_while_its_file_changes(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A download's Content-Length was the file's size when it was opened (fstat), its body whatever was read after:
+    lines appended meanwhile (a resumed batch writing on to its output file, indexed when it first ended) were sent
+    too, more bytes than the length said (the client reads a broken response, or the server fails it). Exactly the
+    length is sent now; a file cut shorter meanwhile (a resume dropping a cut line) breaks the response off, logged,
+    rather than send less than its length says."""
+    from aigrid.gateway.files_api import CHUNK_BYTES, OpenFileResponse
+
+    path = tmp_path / "out.jsonl"
+    first = b"".join(b'{"custom_id": "%d"}\n' % i for i in range(CHUNK_BYTES // 16))  # more than a chunk
+    path.write_bytes(first)
+    response = OpenFileResponse(path.open("rb"), "out.jsonl")
+    with path.open("ab") as grow:
+        grow.write(b'{"custom_id": "later"}\n')
+    headers, body = await _sent(response)
+    assert int(headers[b"content-length"]) == len(first) and body == first, (headers[b"content-length"], len(body))
+
+    response = OpenFileResponse(path.open("rb"), "out.jsonl")
+    with path.open("r+b") as cut:
+        cut.truncate(10)
+    with caplog.at_level(logging.ERROR, "aigrid.batches"), pytest.raises(OSError, match="Content-Length"):
+        await _sent(response)
+    assert "cut to fewer than" in caplog.text
+    assert response.f.closed

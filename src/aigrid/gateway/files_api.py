@@ -282,14 +282,17 @@ class OpenFileResponse(Response):
     """A file's bytes sent from a handle opened before the response (`f`, closed when it is sent, or not), as
     `application/octet-stream` with its Content-Length and an attachment's Content-Disposition naming `filename`
     (percent-escaped as RFC 6266's filename* when it holds anything but plain characters: a quote, a control
-    character or a CR/LF never reaches the header as such)."""
+    character or a CR/LF never reaches the header as such). Exactly the Content-Length is sent, the size the file
+    had when it was opened: lines appended after (a resumed batch writing on to its output file) are not, and a
+    file cut shorter meanwhile ends the response with an error (logged), never a body other than its length."""
 
     media_type = "application/octet-stream"
 
     def __init__(self, f: BinaryIO, filename: str) -> None:
         super().__init__(media_type=self.media_type)
         self.f = f
-        self.headers["content-length"] = str(os.fstat(f.fileno()).st_size)
+        self.length = os.fstat(f.fileno()).st_size
+        self.headers["content-length"] = str(self.length)
         escaped = quote(filename)
         self.headers["content-disposition"] = (f'attachment; filename="{filename}"' if escaped == filename
                                                else f"attachment; filename*=utf-8''{escaped}")
@@ -297,7 +300,14 @@ class OpenFileResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
-            while scope.get("method") != "HEAD" and (chunk := await asyncio.to_thread(self.f.read, CHUNK_BYTES)):
+            left = 0 if scope.get("method") == "HEAD" else self.length
+            while left > 0:
+                chunk = await asyncio.to_thread(self.f.read, min(CHUNK_BYTES, left))
+                if not chunk:
+                    log.error("%s: the file was cut to fewer than the %d bytes its download's Content-Length said "
+                              "while it was sent; the response is broken off", self.f.name, self.length)
+                    raise OSError(f"{self.f.name}: shorter than its Content-Length ({self.length} bytes) as it was sent")
+                left -= len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:  # on the loop: a read-only file's close costs nothing, and a cancelled answer cannot await a thread
