@@ -104,6 +104,10 @@ class Gateway:
     """Per-prompt model choice for model "auto" (tenants with right_size; aigrid.rightsize)."""
     hub: HubClient | None = None
     """A gateway worker's hub (`--workers N`): decision records shared with the other workers (hub.py)."""
+    workers: int = 1
+    """The gateway processes this one is a worker of (`--workers N`; 1 alone): a per-tenant bound of what their one
+    shared store serves uncounted (readers of event logs, responses_api.MAX_FOLLOWERS_PER_TENANT) is split among
+    them, so that a tenant spreading over the workers gets the bound, not N times it."""
     admission: Admission = field(init=False)
     """The admission queue: requests wait there for capacity, by urgency and fair share (admission.py)."""
     tenant_levels: dict[str, int] = field(init=False)

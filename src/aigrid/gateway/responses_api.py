@@ -154,10 +154,18 @@ class PreviousResponseNotFound(InvalidRequest):
 
 STOPPED = {"code": "server_error", "message": "the gateway stopped before this background response finished"}
 MAX_FOLLOWERS_PER_TENANT = MAX_RUNS_PER_TENANT
-"""Readers of event logs (GET /v1/responses/{id}?stream=true) one process serves at once per tenant; more is a
+"""Readers of event logs (GET /v1/responses/{id}?stream=true) one gateway serves at once per tenant; more is a
 429. A read is counted in no quota, and each reader polls its log's store every FOLLOW_POLL_S while the response
-runs: without a bound one tenant's readers took the event loop, or the Redis connections every tenant shares."""
+runs: without a bound one tenant's readers took the event loop, or the Redis connections every tenant shares.
+With `--workers N` each worker serves its share (`followers_per_worker`): every worker's readers poll the one hub
+(or Redis), and a bound per worker let one tenant's readers spread over N workers be N times it."""
 log = logging.getLogger("aigrid.gateway")
+
+
+def followers_per_worker(workers: int) -> int:
+    """A tenant's readers of event logs one of `workers` gateway processes serves at once: its share of
+    MAX_FOLLOWERS_PER_TENANT (at least one)."""
+    return max(1, MAX_FOLLOWERS_PER_TENANT // max(1, workers))
 
 
 class _Turn:
@@ -681,7 +689,7 @@ class ResponsesApi:
                 return
 
     async def _counted(self, tenant: str, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """A reader's events, counted among its tenant's readers (MAX_FOLLOWERS_PER_TENANT) while they flow."""
+        """A reader's events, counted among its tenant's readers (followers_per_worker) while they flow."""
         self._following[tenant] = self._following.get(tenant, 0) + 1
         try:
             async for chunk in events:
@@ -894,10 +902,12 @@ class ResponsesApi:
                                      "true, so it has no events to stream again; retrieve it without stream",
                                      param="stream")
             ex.body = {"response_id": rid, "stream": True, "starting_after": after}
-            if self._following.get(principal.tenant, 0) >= MAX_FOLLOWERS_PER_TENANT:
-                raise Overloaded(f"stream: {MAX_FOLLOWERS_PER_TENANT} streams of this tenant's background responses "
-                                 "are being read on this gateway, as many as it serves; retry later", param="stream",
-                                 headers={"retry-after": "1"})
+            most = followers_per_worker(self.gw.workers)
+            if self._following.get(principal.tenant, 0) >= most:
+                where = "on this gateway" if self.gw.workers == 1 else \
+                    f"on this worker, its share of the gateway's {MAX_FOLLOWERS_PER_TENANT} over {self.gw.workers} workers"
+                raise Overloaded(f"stream: {most} streams of this tenant's background responses are being read {where}, "
+                                 "as many as it serves; retry later", param="stream", headers={"retry-after": "1"})
             return RelayResponse(self._counted(principal.tenant, self._follow(store, principal.tenant, rid, after)),
                                  200, _SSE)
         if isinstance(found, Pending):

@@ -17,9 +17,10 @@ gateway's address once and starts:
 - /metrics on any worker reports all of them (PROMETHEUS_MULTIPROC_DIR, metrics.py).
 A worker that dies is started again. SIGINT/SIGTERM: the workers stop (each drains its streams), then the
 hub (the audit log's final checkpoint), then whatever the caller started (engines).
-What stays per worker: the limits that bound what one process holds (WebSocket caps, background runs and their
-readers, the dashboard's live feeds, the admission queue, batches run at once; docs/reliability.md, "Several
-workers"); the dashboard's live feed itself shows every worker's decisions (from the hub). With Redis
+What stays per worker: the limits that bound what one process holds (WebSocket caps, background runs, the
+dashboard's live feeds, the admission queue, batches run at once; docs/reliability.md, "Several
+workers"); a tenant's readers of event logs are split among the workers (each its share: worker.json's `workers`,
+responses_api.followers_per_worker); the dashboard's live feed shows every worker's decisions (from the hub). With Redis
 (`--redis` / `gateway.shared_state_url`) the hub also relays the abuse digests to the other gateways.
 """
 
@@ -103,6 +104,7 @@ async def run_workers(spec: GridSpec, host: str, port: int, urls: Mapping[str, s
         config = work / "worker.json"
         config.write_bytes(orjson.dumps({"spec": worker_spec(spec), "urls": dict(urls),
                                          "embedded_key": embedded_key, "hub": str(hub.path), "fd": fd, "parent": os.getpid(),
+                                         "workers": count,
                                          **worker_options}))
         env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
         stop = asyncio.Event()
@@ -293,6 +295,7 @@ def _worker_gateway(spec: GridSpec, config: Mapping[str, Any], index: int, hub: 
     gateway = build_gateway(spec, build_engines(spec, config["urls"], up, embedded_key=config.get("embedded_key")), shared=shared, guard=guard,
                             gateway_id=worker_gateway_id(os.getpid(), index))
     gateway.hub = hub
+    gateway.workers = max(1, int(config.get("workers", 1)))
     # what the hub refuses or never acknowledges after the request ended (the records and settlements
     # are posted, not awaited) counts where a refusal at the time would have
     audit.on_lost = gateway.metrics.audit_lost.inc

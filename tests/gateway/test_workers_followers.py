@@ -1,0 +1,56 @@
+"""With `--workers N` every worker's readers of background event logs (GET /v1/responses/{id}?stream=true, counted
+in no quota, each polling the one hub 20 times a second) land on one store: the per-tenant bound
+(responses_api.MAX_FOLLOWERS_PER_TENANT) was per worker, so one tenant spreading its readers over N workers held N
+times it (2,000 readers with two workers, 40,000 hub calls a second). Each worker now serves its share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import openai
+import pytest
+
+from aigrid.gateway import responses_api
+from aigrid.gateway.hub_client import HubClient
+from aigrid.gateway.wiring import upstream
+from aigrid.gateway.workers import _worker_gateway, worker_spec
+from tests.gateway.conftest import spec_in
+from tests.gateway.test_responses_background_stream import _engines, _gateway, served
+
+
+async def test_a_worker_serves_its_share_of_a_tenants_readers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gateway of 4 readers per tenant run as two workers: each serves 2 of the tenant's readers, the third a 429
+    naming the share, so the two together serve the 4, not 8."""
+    monkeypatch.setattr(responses_api, "MAX_FOLLOWERS_PER_TENANT", 4)
+    gw = await _gateway(tmp_path, _engines(tmp_path, delay_s=0.5))  # 40 words: a run of 20 s
+    gw.workers = 2
+    async with served(gw) as oai:
+        created = await oai.responses.create(model="smollm2-135m", input="Count", background=True, stream=True)
+        rid = (await created.__anext__()).response.id
+        readers = [await oai.responses.retrieve(rid, stream=True) for _ in range(2)]
+        with pytest.raises(openai.RateLimitError) as full:
+            await oai.responses.retrieve(rid, stream=True)
+        assert full.value.response.headers["retry-after"] == "1"
+        message = full.value.response.json()["error"]["message"]
+        assert "2 streams" in message and "share of the gateway's 4 over 2 workers" in message, message
+        for stream in (*readers, created):
+            await stream.close()
+
+
+def test_one_process_alone_serves_the_whole_bound_and_a_share_is_never_zero() -> None:
+    assert responses_api.followers_per_worker(1) == responses_api.MAX_FOLLOWERS_PER_TENANT
+    assert responses_api.followers_per_worker(3) == responses_api.MAX_FOLLOWERS_PER_TENANT // 3
+    assert responses_api.followers_per_worker(10 * responses_api.MAX_FOLLOWERS_PER_TENANT) == 1
+
+
+async def test_a_worker_knows_how_many_workers_share_its_hub(tmp_path: Path) -> None:
+    """worker.json names the count (workers.run_workers); the worker's gateway takes it."""
+    spec = spec_in(tmp_path)
+    up = upstream(spec)
+    try:
+        urls = {e.id: "http://127.0.0.1:9" for e in spec.endpoints}  # nothing is called: the gateway is only built
+        config = {"spec": worker_spec(spec), "urls": urls, "embedded_key": None, "workers": 3}
+        gateway = _worker_gateway(spec, config, 0, HubClient(tmp_path / "hub.sock"), up)
+        assert gateway.workers == 3
+    finally:
+        await up.aclose()
