@@ -6,6 +6,7 @@ turn, acknowledged once, in order, and none of it is lost on a worker's stop."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import shutil
 import sqlite3
@@ -648,3 +649,77 @@ async def test_a_settlement_posted_while_the_hub_cannot_be_reached_is_sent_once_
     finally:
         await client.aclose()
         await hub.stop()
+
+
+@pytest.mark.parametrize("order", ["connection-first", "death-first"])
+async def test_a_dead_worker_s_unsettled_reservations_are_released_once_its_connection_is_read_to_its_end(
+        work: Path, order: str) -> None:
+    """A worker (its connection's peer pid: here this process) dies with requests in flight: the reservations it
+    charged and never settled are released, those it settled stay as settled (one settled with nothing to correct, one
+    whose settlement was posted just before it died), and a connection that broke and came back loses nothing. Before,
+    a killed worker's in-flight reservations stayed charged for their windows (a day, for a budget)."""
+    from aigrid.security.quotas import Quotas
+    from tests.security.test_quota_extend import ALICE, BUDGET, NOW, RPM, RULES, TPM
+
+    hub = Hub(work / "hub.sock", None)
+    await hub.start()
+    client = HubClient(hub.path)
+    quotas = Quotas(RULES, HubQuotaBackend(client), clock=lambda: NOW)
+
+    async def counters() -> tuple[int, int, int]:
+        return await hub.quotas.value(RPM), await hub.quotas.value(TPM), await hub.quotas.value(BUDGET)
+
+    try:
+        running = await quotas.admit(ALICE, 100)  # in flight when the worker dies, a tool loop's second turn charged
+        assert await quotas.extend(running, 100) is not None
+        await quotas.settle(await quotas.admit(ALICE, 100), 50)
+        await quotas.settle(await quotas.admit(ALICE, 100), 100)  # used what it reserved: nothing to correct
+        assert client._writer is not None
+        client._writer.transport.abort()  # the connection breaks; the worker reconnects at its next call
+        last = await quotas.admit(ALICE, 100)
+        assert await counters() == (4, 450, 450)
+        handle, go = hub.handle, asyncio.Event()
+
+        async def slow(op: str, arg: Any) -> Any:  # the hub behind on the worker's frames (a full audit queue)
+            if op == "adjust":
+                await go.wait()
+            return await handle(op, arg)
+
+        if order == "death-first":
+            hub.handle = slow  # type: ignore[method-assign]
+        await quotas.settle(last, 30)  # posted: in the worker's last frame when it dies
+        await asyncio.sleep(0.01)  # the frame written to the socket
+
+        def kill() -> None:  # the worker's process ends: its connection closes, it never connects again
+            client.path = work / "gone.sock"
+            assert client._writer is not None
+            client._writer.transport.abort()
+
+        if order == "connection-first":
+            kill()
+            assert await _until(lambda: not hub._conns)  # read to its end
+            assert await counters() == (4, 380, 380)  # not known dead yet: kept (a worker may reconnect)
+            await hub.worker_lost("w0", 0, os.getpid(), -9)
+        else:
+            kill()
+            await hub.worker_lost("w0", 0, os.getpid(), -9)  # known dead before its connection is read to its end
+            assert await counters() == (4, 450, 450)  # nothing released while its last settlement waits unread
+            go.set()
+        assert await _until_async(lambda: _equal(counters(), (3, 180, 180)))  # the running one's 200 tokens given back
+        assert hub.held._by_pid == {} and hub.held._pid_of == {}
+    finally:
+        await client.aclose()
+        await hub.stop()
+
+
+async def _equal(got: Any, want: Any) -> bool:
+    return bool(await got == want)
+
+
+async def _until_async(check: Callable[[], Any], within_s: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True

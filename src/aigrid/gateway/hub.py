@@ -9,7 +9,8 @@ them (workers.py), behind a Unix socket.
   update (core.calibration.observe), so every worker's calibration learns from every worker's outcomes.
   With `--redis` the workers use Redis instead, like any gateways.
 - Quota counters (security/quota_backend.py), unless the spec keeps them in Redis: one tenant's limit is
-  one limit, not one per worker.
+  one limit, not one per worker; and the reservations each worker holds unsettled, released when it dies
+  (Reservations).
 - The audit log: the only writer, so the hash chain stays one verifiable chain; workers hand their records
   over in order and the hub appends them as they arrive, acknowledging each batch of them.
 - Decision records: each worker publishes its decisions (with their outcomes when their requests end, and
@@ -41,9 +42,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import itertools
 import logging
+import socket
+import struct
 import time
 from collections import deque
 from pathlib import Path
@@ -79,6 +83,12 @@ WORKER_LOST = "audit:worker_lost"
 AUDIT_NOTE_WAIT_S = 5.0
 _Entry = TypeVar("_Entry", bound=tuple[Any, ...])
 AUDIT_WAIT_S = 5.0
+HELD_PASS = 100_000
+"""How many reservations the hub keeps by worker (Reservations) before it looks for those whose windows all ended
+(an admission that counts requests only is never settled: its minute forgets it); the next pass at twice what a pass
+left."""
+_peer: contextvars.ContextVar[int | None] = contextvars.ContextVar("aigrid_hub_peer", default=None)
+"""The pid of the worker whose connection the current call came on (each connection's task has its own context)."""
 
 
 class Hub:
@@ -108,6 +118,7 @@ class Hub:
         self._relay_loop = Periodic(self._relay_abuse, abuse_interval_s, "aigrid-hub-abuse-relay")
         self._server: asyncio.AbstractServer | None = None
         self._conns: set[asyncio.Task[None]] = set()
+        self.held = Reservations(self.quotas)
 
     async def start(self) -> None:
         if self.audit is not None:
@@ -138,6 +149,9 @@ class Hub:
         assert task is not None
         self._conns.add(task)
         frames = FrameWriter(writer)
+        pid = _peer_pid(writer)
+        _peer.set(pid)
+        self.held.opened(pid)
         try:
             while True:
                 try:
@@ -160,6 +174,7 @@ class Hub:
                         frames.send([req_id, False, f"the answer to {op} is too large for the workers' hub: {e}"])
         finally:
             self._conns.discard(task)
+            self.held.closed(pid)  # a lost worker's last connection read to its end: its reservations released
             writer.close()
 
     async def _handle_one(self, op: str, arg: Any) -> tuple[Any, bool]:
@@ -182,12 +197,20 @@ class Hub:
         if op == "exchange":
             return self.exchange(arg)
         if op == "consume":  # a quota call: {"counters": [...], "op": its op or None[, "give": N]} (hub_client)
-            return await self.quotas.consume(_counters(arg["counters"]), _op(arg))
+            counters, named = _counters(arg["counters"]), _op(arg)
+            consumed = await self.quotas.consume(counters, named)
+            self.held.charged(_peer.get(), named, counters)
+            return consumed
         if op == "grow":
-            return await self.quotas.grow(_counters(arg["counters"]), int(arg["give"]), _op(arg))
+            counters, named = _counters(arg["counters"]), _op(arg)
+            grown = await self.quotas.grow(counters, int(arg["give"]), named)
+            self.held.charged(_peer.get(), named, counters)
+            return grown
         if op == "adjust":
+            self.held.settled(_op(arg))
             return await self.quotas.adjust(_counters(arg["counters"]), _op(arg))
         if op == "release":
+            self.held.released(str(arg["op"]))
             return await self.quotas.release(str(arg["op"]), _counters(arg["counters"]))
         if op == "value":
             return await self.quotas.value(str(arg))
@@ -296,6 +319,7 @@ class Hub:
         audit records with them, so the log says so in a record of its own (outcome `audit:worker_lost`, the
         tenants and counts the worker last reported); its share of the shared view (in-flight ledger, queues,
         tenants' counts) stops counting now, not after the report TTL. Returns the counts per tenant."""
+        self.held.lost(pid)  # its reservations released once its connections are read to their end
         ledger = self._inflight.pop(gateway_id, (0.0, {}))[1]
         tenants = {str(t): int(n) for t, n in self._tenants.pop(gateway_id, {}).items() if int(n) > 0}
         self._queues.pop(gateway_id, None)
@@ -350,6 +374,116 @@ class Hub:
         return {"inflight": inflight, "circuits": self._circuits, "affinity": affinity, "tenants": tenants,
                 "calibration": calibration, "peers": sum(1 for worker in self._inflight if worker != me),
                 "queues": to_wire(queues)}
+
+
+class Reservations:
+    """The quota reservations each worker holds on the hub's store, charged (admission, a tool loop's further turns)
+    and not yet settled, so that those of a worker that dies (killed, crashed: Hub.worker_lost) are released: its
+    requests ended with it, and nothing else would settle them. A worker is its connections' peer pid (SO_PEERCRED;
+    where the system does not tell it, nothing is kept and a dead worker's reservations stay charged); a reservation is
+    its admission's op, which its further turns' and settlement's ops are named after (`{op}.ID`: quotas._op_after).
+    A settlement (even one with nothing to correct: Quotas.settle) or a release ends what it names. A dead worker's are
+    released only once every connection it had is read to its end, so that a settlement it sent before it died is
+    applied first, never after the release (which would take it back twice). What is released is what each charge
+    applied (taken back where its window is still held, its op recorded as released): the tokens the dead requests
+    used before the worker died are not charged (their count died with it)."""
+
+    def __init__(self, store: MemoryQuotaBackend) -> None:
+        self._store = store
+        self._by_pid: dict[int, dict[str, list[tuple[str, list[Counter]]]]] = {}
+        """pid -> admission's op -> each charge under it (its op, its counters holding what it applied)."""
+        self._pid_of: dict[str, int] = {}
+        self._conns: dict[int, int] = {}  # pid -> its connections open now
+        self._lost: set[int] = set()  # pids that died, released once their connections end
+        self._next_pass = HELD_PASS
+
+    def opened(self, pid: int | None) -> None:
+        if pid is not None:
+            self._conns[pid] = self._conns.get(pid, 0) + 1
+
+    def closed(self, pid: int | None) -> None:
+        if pid is None:
+            return
+        left = self._conns.get(pid, 1) - 1
+        if left > 0:
+            self._conns[pid] = left
+            return
+        self._conns.pop(pid, None)
+        if pid in self._lost:
+            self._release(pid)
+
+    def charged(self, pid: int | None, op: str | None, counters: list[Counter]) -> None:
+        """A charge under `op` that a worker's call made (nothing kept if it applied nothing: refused, or a repeat of
+        one released)."""
+        applied = None if pid is None or op is None else self._store.applied(op)
+        if applied is None or op is None or pid is None or not any(applied):
+            return
+        root = _root(op)
+        kept = [dataclasses.replace(c, amount=a) for c, a in zip(counters, applied, strict=False) if a]
+        charges = self._by_pid.setdefault(pid, {}).setdefault(root, [])
+        if all(o != op for o, _ in charges):  # a repeat of a charge is kept once
+            charges.append((op, kept))
+        self._pid_of[root] = pid
+        if len(self._pid_of) > self._next_pass:
+            self._forget_ended()
+
+    def settled(self, op: str | None) -> None:
+        if op is not None and (pid := self._pid_of.pop(_root(op), None)) is not None:
+            self._by_pid.get(pid, {}).pop(_root(op), None)
+
+    def released(self, op: str) -> None:
+        root = _root(op)
+        pid = self._pid_of.get(root)
+        charges = self._by_pid.get(pid, {}) if pid is not None else {}
+        if root in charges:
+            charges[root] = [(o, c) for o, c in charges[root] if o != op]
+            if not charges[root]:
+                del charges[root], self._pid_of[root]
+
+    def lost(self, pid: int) -> None:
+        """The worker `pid` died: its reservations are released now, or once its connections are read to their end."""
+        if pid in self._conns:
+            self._lost.add(pid)
+        else:
+            self._release(pid)
+
+    def _release(self, pid: int) -> None:
+        self._lost.discard(pid)
+        held = self._by_pid.pop(pid, {})
+        for root, charges in held.items():
+            self._pid_of.pop(root, None)
+            for op, counters in charges:
+                self._store.take_back(op, counters)
+        if held:
+            log.warning("hub: released the %d quota reservations of worker pid %d, which died with them in flight",
+                        len(held), pid)
+
+    def _forget_ended(self) -> None:
+        now = time.time()
+        for held in self._by_pid.values():
+            for root in [r for r, charges in held.items() if all(c.expires_at <= now for _, cs in charges for c in cs)]:
+                del held[root]
+                self._pid_of.pop(root, None)
+        self._next_pass = max(HELD_PASS, 2 * len(self._pid_of))
+
+
+def _root(op: str) -> str:
+    """Admission's op, of `op` or of a further turn's or a settlement's op named after it (`{op}.ID`)."""
+    head, sep, tail = op.rpartition(":op:")
+    return f"{head}{sep}{tail.partition('.')[0]}"
+
+
+def _peer_pid(writer: asyncio.StreamWriter) -> int | None:
+    """The pid of the process at the other end of a Unix socket (Linux's SO_PEERCRED), or None."""
+    sock = writer.get_extra_info("socket")
+    creds = getattr(socket, "SO_PEERCRED", None)
+    if sock is None or creds is None:
+        return None
+    try:
+        pid, _, _ = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, creds, struct.calcsize("3i")))
+    except OSError:
+        return None
+    return int(pid) if pid > 0 else None
 
 
 def _asdict(found: Pending | None) -> dict[str, Any] | None:

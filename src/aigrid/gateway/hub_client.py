@@ -364,7 +364,7 @@ class HubQuotaBackend:
             raise UpstreamFailed(f"quota counters unavailable: {e}") from e
 
     async def adjust(self, counters: Sequence[Counter], op: str | None = None) -> None:
-        if not counters:
+        if not counters and op is None:  # one under an op with nothing to correct still tells the hub it is settled
             return
         wire, first = {"counters": _counters(counters), "op": op}, time.monotonic()
         try:

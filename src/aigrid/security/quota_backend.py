@@ -117,10 +117,23 @@ class MemoryQuotaBackend:
             self._record(op, _Answer(None, 0, []), [])
 
     async def release(self, op: str, counters: Sequence[Counter]) -> None:
+        applied = self.applied(op) or []
+        self.take_back(op, [Counter(c.key, a, c.limit, c.expires_at, c.ttl_s)
+                            for c, a in zip(counters, applied, strict=False)])
+
+    def applied(self, op: str) -> list[int] | None:
+        """What the call recorded as `op` applied to each of its counters (None: not recorded, or released)."""
         seen = self._seen(op)
-        if seen is not None and seen[0] is not RELEASED:
-            self._add([Counter(c.key, -amount, c.limit, c.expires_at, c.ttl_s)
-                       for c, amount in zip(counters, seen[1], strict=False) if amount and c.key in self._values])
+        return None if seen is None or seen[0] is RELEASED else seen[1]
+
+    def take_back(self, op: str, counters: Sequence[Counter]) -> None:
+        """Take back each counter's amount, what `op` applied as its caller kept it (its record may be gone: a
+        reservation held past MEMORY_OP_TTL_S), where its window is still held, unless `op` was released already; `op`
+        is then recorded as released (a copy arriving later applies nothing)."""
+        seen = self._seen(op)
+        if seen is None or seen[0] is not RELEASED:
+            self._add([Counter(c.key, -c.amount, c.limit, c.expires_at, c.ttl_s)
+                       for c in counters if c.amount and c.key in self._values])
         self._record(op, RELEASED, [])
 
     def _charge(self, counters: Sequence[Counter], give: int, op: str | None) -> _Answer:

@@ -289,9 +289,9 @@ class Quotas:
                 left -= share
                 if share != c.amount:
                     fixes.append(Counter(c.key, share - c.amount, c.limit, c.expires_at, max(0.0, c.expires_at - now)))
-        if not fixes:
-            return
         op = _op_after(reservation.op, self.prefix) if self._named else None
+        if not fixes and (op is None or not reservation.token_counters):
+            return  # nothing to correct; a named reservation of tokens still says it is settled (below: the hub)
         try:
             await self.backend.adjust(fixes, op)
         except Exception:  # a timeout may come after the store applied it: the same op again applies it once
@@ -325,8 +325,10 @@ def _tagged(tenant: str) -> str:
 
 
 def _op_after(op: str, prefix: str) -> str:
-    """A new op key in the same slot as admission's `op` (a test's Reservation without one: under `prefix`)."""
-    return f"{op.rpartition(':op:')[0] or prefix}:op:{uuid.uuid4().hex}"
+    """A new op key named after admission's `op`, `{op}.ID` (its slot; the workers' hub reads which reservation a
+    further turn or a settlement belongs to: hub.Reservations), or, for a test's Reservation without one, under
+    `prefix`."""
+    return f"{op}.{uuid.uuid4().hex[:16]}" if op else f"{prefix}:op:{uuid.uuid4().hex}"
 
 
 def _grown(held: int, used: int | None, tokens: int) -> int:
