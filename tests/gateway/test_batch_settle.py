@@ -26,6 +26,7 @@ from tests.gateway import test_batches
 from tests.gateway.test_batches import (
     TENANT,
     Gated,
+    batch_held_at_a_slow_line,
     batch_spec,
     clients,
     engines_for,
@@ -449,11 +450,7 @@ async def test_a_cancelled_batch_whose_files_the_index_refused_runs_no_more_line
     gw = await started(batch_spec(tmp_path, concurrency=1), engines)
     try:
         oai, _ = clients(gw)
-        for e in engines.values():
-            e.gate.clear()
-        data = jsonl(line("one", "Name a river."), *(line(f"slow{i}", f"SLOW {i}") for i in range(4)))
-        created = await submit(oai, data)
-        await asyncio.wait_for(_until_received(engines, "SLOW"), 5)
+        created = await batch_held_at_a_slow_line(oai, engines)
         refused = refuse_once(monkeypatch, lambda sql, params: sql.startswith("DELETE FROM batch_results"))
         assert (await oai.batches.cancel(created.id)).status == "cancelling"
         with caplog.at_level(logging.ERROR, "aigrid.gateway"):
@@ -466,11 +463,6 @@ async def test_a_cancelled_batch_whose_files_the_index_refused_runs_no_more_line
         assert sorted(x["custom_id"] for x in await lines_of(oai, done.output_file_id)) == ["one", "slow0"]
     finally:
         await stopped(gw)
-
-
-async def _until_received(engines: dict[str, Gated], text: str) -> None:
-    while not any(text in orjson.dumps(r).decode() for e in engines.values() for r in e.received):
-        await asyncio.sleep(0.01)
 
 
 async def test_a_batch_stopped_for_room_and_resumed_charges_and_writes_each_line_once(

@@ -328,18 +328,28 @@ async def test_a_firewall_block_and_an_engine_failure_go_to_the_error_file(gw: G
     assert rows[line_route(done.id, "broken")]["request_id"] == failed["request_id"]
 
 
+async def until_received(engines: dict[str, Gated], text: str) -> None:
+    """Until a request holding `text` has reached an engine."""
+    while not any(text in orjson.dumps(r).decode() for r in received(engines)):
+        await asyncio.sleep(0.01)
+
+
+async def batch_held_at_a_slow_line(oai: openai.AsyncOpenAI, engines: dict[str, Gated]) -> Batch:
+    """A batch of a quick line ("one") and four SLOW ones (slow0-3), run with concurrency 1 and its engines held:
+    returned once its first SLOW line waits at an engine ("one" answered; the test cancels or stops it there)."""
+    for e in engines.values():
+        e.gate.clear()
+    created: Batch = await submit(oai, jsonl(line("one", "Name a river."),
+                                             *(line(f"slow{i}", f"SLOW {i}") for i in range(4))))
+    await asyncio.wait_for(until_received(engines, "SLOW"), 5)
+    return created
+
+
 async def test_cancel_mid_way_keeps_what_was_done(tmp_path: Path, engines: dict[str, Gated]) -> None:
     gw = await started(batch_spec(tmp_path, concurrency=1), engines)
     try:
         oai, _ = clients(gw)
-        for e in engines.values():
-            e.gate.clear()
-        data = jsonl(line("one", "Name a river."), *(line(f"slow{i}", f"SLOW {i}") for i in range(4)))
-        created = await submit(oai, data)
-        for _ in range(500):
-            if any("SLOW" in orjson.dumps(r).decode() for r in received(engines)):
-                break
-            await asyncio.sleep(0.01)
+        created = await batch_held_at_a_slow_line(oai, engines)
         cancelling = await oai.batches.cancel(created.id)
         assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
         assert (await oai.batches.cancel(created.id)).status == "cancelling"  # again: unchanged
