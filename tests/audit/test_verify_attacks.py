@@ -219,16 +219,25 @@ async def test_a_log_signed_by_two_keys_after_a_rotation_verifies_with_both(tmp_
 
 
 async def test_what_the_file_alone_cannot_show_an_anchor_kept_elsewhere_does(tmp_path: Path) -> None:
-    """The tail deleted with its checkpoints, the file replaced by an empty log or by another log signed with the
-    same key: each verifies OK from the file alone (documented); the anchor printed by an earlier run finds it."""
+    """An older copy of the log and its head file put back together (the tail gone with its checkpoints), the
+    file replaced by an empty log or by another log signed with the same key: each verifies OK from the files
+    alone (documented); the anchor printed by an earlier run finds it. (The tail deleted from the log alone is
+    found by its head file: tests/audit/test_head.py.)"""
     path, pub = tmp_path / "audit.db", public_pem(tmp_path / "k.pub")
-    await write_log(path, 30, every=10, batch_max=1)  # checkpoints at 10, 20, 30
+    await write_log(path, 20, every=10, batch_max=1)  # checkpoints at 10, 20
+    older = {suffix: Path(f"{path}{suffix}").read_bytes() for suffix in ("", "-head")}
+    log = AuditLog(path, KEY, checkpoint_every=10, batch_max=1)
+    await log.start()
+    for i in range(20, 30):
+        await log.append(record(i))
+    await log.stop()  # checkpoint at 30
     code, out = run(path, pub)
     anchor = next(line.split()[1] for line in out if line.startswith("anchor: "))
     assert code == 0 and anchor.startswith("30:")
     assert run(path, pub, anchor)[0] == 0
 
-    tamper(path, "DELETE FROM audit_records WHERE seq > 20", "DELETE FROM audit_checkpoints WHERE seq > 20")
+    for suffix, data in older.items():
+        Path(f"{path}{suffix}").write_bytes(data)
     assert run(path, pub)[0] == 0  # the documented limit
     code, out = run(path, pub, anchor)
     assert code == 1 and ("  - the log ends at record 20, before the anchor 30: records 21..30 were deleted, or the "
@@ -268,6 +277,8 @@ async def test_a_deleted_and_renumbered_record_is_one_line_per_problem(tmp_path:
         "  - record 20: link to record 19 is broken (changed or reordered)",
         "  - records 21..59: content or position does not match their hashes (changed, or renumbered)",
         "  - checkpoint 60 is signed but the log ends at 59 (record 60 deleted)",
+        "  - the log ends at record 59, before its head file audit.db-head (record 60): record 60 was cut "
+        "(truncated), or the log was replaced by an older copy",
     ], out
 
 
@@ -427,9 +438,11 @@ async def test_a_count_of_one_reads_in_the_singular(tmp_path: Path) -> None:
     anchor = next(line.split()[1] for line in run(path, pub)[1] if line.startswith("anchor: "))
     assert anchor.startswith("2:")
     tamper(path, "DELETE FROM audit_records WHERE seq = 2", "DELETE FROM audit_checkpoints WHERE seq = 2")
-    code, out = run(path, pub)
-    assert code == 0 and out[0] == f"{path}: 1 record, 1 signed checkpoint (last valid at record 1, 0 records " \
+    code, out = run(path, pub)  # the head file finds the cut tail (it passed before it was written)
+    assert code == 1 and out[0] == f"{path}: 1 record, 1 signed checkpoint (last valid at record 1, 0 records " \
                                     "after it)", out
+    assert "  - the log ends at record 1, before its head file audit.db-head (record 2): record 2 was cut " \
+           "(truncated), or the log was replaced by an older copy" in out, out
     code, out = run(path, pub, anchor)
     assert code == 1 and "  - the log ends at record 1, before the anchor 2: record 2 was deleted, or the file " \
                          "was replaced by an older copy or another log" in out, out
@@ -509,7 +522,7 @@ async def test_verify_keeps_nothing_per_checkpoint_on_a_long_log(tmp_path: Path,
     assert peaks[1] < peaks[0] + 256 * 1024, peaks  # was 2.6 MB more for 2,700 checkpoints more
     monkeypatch.setattr(verify_module, "MAX_KEPT", 100)
     code, out = run(path, public_pem(tmp_path / "other.pub", Ed25519PrivateKey.generate()))
-    assert code == 1 and out[-1] == "  ... and 2980 more", out[-3:]  # 3000 checkpoints, 20 lines printed
+    assert code == 1 and out[-1] == "  ... and 2981 more", out[-3:]  # 3000 checkpoints, the head, 20 printed
 
 
 async def test_a_crash_before_the_first_checkpoint_says_what_the_next_start_does(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from aigrid.audit.head import parse_position
 from aigrid.audit.signing import generate_keypair, load_public_key
 from aigrid.audit.verify import printable, verify
 from aigrid.cli_error import counted
@@ -44,8 +45,8 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
          f"(last valid at record {report.last_checkpoint_seq}, {counted(report.unsigned_tail, 'record')} after it)")
     if report.last_checkpoint_seq and report.ok:  # a failed log's last valid checkpoint may be another log's
         kept = f"{report.last_checkpoint_seq}:{report.last_checkpoint_hash}"  # (spliced in with its checkpoints)
-        echo(f"anchor: {kept} (keep it off this host; --anchor {kept} then finds a deleted tail or a replaced "
-             "file)")
+        echo(f"anchor: {kept} (keep it off this host; --anchor {kept} then finds what the head file cannot: an "
+             "older copy of the log and its head put back, another log)")
     elif report.last_checkpoint_seq:
         echo("anchor: none printed, the log failed (keep the last anchor of a run that passed)")
     for note in report.notes[:20]:
@@ -79,10 +80,10 @@ def public_key(path: Path) -> Ed25519PublicKey:
 
 def parse_anchor(text: str) -> tuple[int, str]:
     """`SEQ:HASH` (a sequence number and a 64-digit SHA-256 in hex) -> (seq, hash); ValueError otherwise."""
-    seq, _, digest = text.strip().partition(":")
-    if not seq.isdigit() or int(seq) < 1 or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+    position = parse_position(text)
+    if position is None:
         raise ValueError(f"--anchor must be SEQ:HASH (a record number and its 64 hex digits), not {text!r}")
-    return int(seq), digest
+    return position
 
 
 def keygen_command(private_path: Path, public_path: Path, echo: Callable[[str], None] = print) -> int:

@@ -17,12 +17,19 @@ it, and the kernel drops it when the process dies (a crash leaves no stale lock)
 transaction, that the log's head is the one this writer last wrote (HeadMoved: another store of this process, a
 writer on a file system without locks, or rows added to the file while it runs), and is not appended to another
 writer's records.
+
+The head file (`<log>-head`, audit/head.py): after each batch is committed the writer signs the log's new last
+record into it, so verify finds a log cut at its end without an anchor. A writer refuses to open a log that ends
+before its head file, or whose record there is another (LogCut): appending to it would overwrite the evidence.
+At open, a log without a head file (written before it existed) gets one at its last checkpoint signed with the
+writer's key (what it already vouches for), never at records it did not write.
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import sqlite3
 import time
@@ -33,7 +40,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aigrid.audit.chain import GENESIS, checkpoint_message, entry_hash
+from aigrid.audit.head import head_path, read_head, write_head
 from aigrid.audit.signing import key_id
+
+log = logging.getLogger(__name__)
 
 FORMAT = 1
 """The audit database's format (PRAGMA user_version): this version reads and writes 1 (0: before the stamp)."""
@@ -59,6 +69,10 @@ class WriterLocked(OSError):
 
 class HeadMoved(sqlite3.DatabaseError):
     """The log's last record is not the one this writer wrote last: someone else appended to (or cut) it."""
+
+
+class LogCut(sqlite3.DatabaseError):
+    """The log ends before its head file, or its record there is not the one the head names."""
 
 
 class AuditStore:
@@ -107,6 +121,7 @@ class AuditStore:
                 self.last_checkpoint, self.unchecked_checkpoints = self._own_checkpoint(db, self.signing_key)
                 if self.last_seq > self.last_checkpoint:
                     self.found_unsigned = (self.last_checkpoint + 1, self.last_seq)
+                self._open_head(db, self.signing_key)
         except BaseException:
             db.close()
             self._drop_lock()
@@ -134,6 +149,29 @@ class AuditStore:
                     return seq, skipped
             skipped.append(named if isinstance(named, str) else repr(named))
         return 0, skipped
+
+    def _open_head(self, db: sqlite3.Connection, signing_key: Ed25519PrivateKey) -> None:
+        """Refuse a log cut before its head file (LogCut); give a log without one a head at its last checkpoint
+        signed with this key (or leave it where it is, when it is past that)."""
+        path = head_path(self.path)
+        try:
+            head = read_head(path)
+        except ValueError as e:
+            raise LogCut(f"{e}; move it aside to open the log (verify then no longer sees a cut tail)") from None
+        if head is not None:
+            seq, head_hash = head[0], head[1]
+            row = db.execute("SELECT hash FROM audit_records WHERE seq = ?", (seq,)).fetchone()
+            if row is None or row[0] != head_hash:
+                found = (f"ends at record {self.last_seq}, before record {seq}" if row is None
+                         else f"holds another record {seq} than the one")
+                raise LogCut(f"the audit log {found} its head file {path.name} names: it was cut (truncated) or "
+                             "replaced by an older copy; run aigrid audit verify, keep a copy, and move the head "
+                             "file aside to write to this log anyway") from None
+            if seq >= self.last_checkpoint:
+                return
+        if self.last_checkpoint:
+            (signed,) = db.execute("SELECT hash FROM audit_records WHERE seq = ?", (self.last_checkpoint,)).fetchone()
+            write_head(path, self.last_checkpoint, signed, signing_key)
 
     def _take_lock(self) -> None:
         lock_path = f"{self.path}-writer.lock"
@@ -182,7 +220,19 @@ class AuditStore:
                                 "lock), or its rows were changed while it ran; run aigrid audit verify")
             db.executemany("INSERT INTO audit_records (seq, ts, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?)", rows)
         self.last_seq, self.last_hash = seq, prev
+        self._write_head()  # after the commit (durable: synchronous=FULL): the head never runs ahead of the log
         return seq
+
+    def _write_head(self) -> None:
+        """The head file at the last record; a failure is logged (the batch is written: not retried), and the
+        head stays behind the log, which verify accepts; the next batch writes it again."""
+        if self.signing_key is None:
+            return
+        try:
+            write_head(head_path(self.path), self.last_seq, self.last_hash, self.signing_key)
+        except OSError as e:
+            log.error("audit head file not written (record %d is in the log; the next batch writes it): %s",
+                      self.last_seq, e)
 
     def checkpoint(self, now: float | None = None) -> int | None:
         """Sign the current head; returns its sequence number (None without a key or new records)."""

@@ -14,7 +14,9 @@ given public keys (several after a key rotation) to check it with, and a checkpo
 another given key than the one it names is reported (its key id was changed). An `anchor` (seq, hash) kept
 elsewhere from an earlier run (the CLI prints it) catches what the file alone cannot: the tail deleted
 together with its checkpoints, the file replaced by an older copy, an empty log or another log signed with
-the same key.
+the same key. The head file beside the log (`<log>-head`, audit/head.py: the last record its writer put on disk,
+signed after each batch) finds, without an anchor, a log cut at its end together with its checkpoints, and a log
+put back without its head; what it cannot find is an older copy of both files put back together (the anchor does).
 
 Memory is bounded on a log of any length: the records and the checkpoints are read as two cursors walked
 together in seq order (each checkpoint is checked when the walk reaches its record; nothing is kept per
@@ -22,8 +24,8 @@ record or per checkpoint), and at most MAX_KEPT problems are kept (the rest coun
 log with a large record (a huge prompt kept as text): each body is read through SQLite's incremental blob I/O;
 one of at most MAX_PARSED bytes is read whole and parsed, a larger one is hashed as it streams (BODY_CHUNK bytes
 at a time) and its ts read from its last key, where the writer puts it (its keys sorted: `ts` last): the whole
-record is never in memory (a 200 MiB body took 854 MiB of peak RSS, now 57 MiB). A log whose SQLite text encoding is not UTF-8
-(the writer's is; only a file made elsewhere) has each body read whole, as UTF-8, as before.
+record is never in memory (a 200 MiB body took 854 MiB of peak RSS, now 57 MiB). A log whose SQLite text
+encoding is not UTF-8 (the writer's is; only a file made elsewhere) has each body read whole, as UTF-8, as before.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from aigrid.audit.chain import GENESIS, OPENED_UNSIGNED, checkpoint_message, entry_hash, entry_hasher
+from aigrid.audit.head import head_message, head_path, read_head
 from aigrid.audit.signing import key_id
 from aigrid.audit.store import check_format
 from aigrid.cli_error import agreeing
@@ -152,6 +155,7 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
         raise FileNotFoundError(f"no audit database at {db_path}")
     keys = {key_id(k): k for k in ([public_key] if isinstance(public_key, Ed25519PublicKey) else public_key)}
     report = VerifyReport()
+    head = _signed_head(db_path, keys)  # before the log is read: the writer writes it after the log's commit
     db = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     db.text_factory = bytes  # what is stored, as stored: a body that is not UTF-8 is a bad record, not a crash
     try:
@@ -170,13 +174,22 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
             checkpoints = iter(())
             report._bad(1, "the checkpoint table is gone (dropped): nothing proves the records")
         check = _CheckpointCheck(keys, report)
-        chained, last_seq = _chain(db, report, checkpoints, check, anchor[0] if anchor else None)
+        wanted = {position[0] for position in (anchor, head) if isinstance(position, tuple)}
+        chained, last_seq = _chain(db, report, checkpoints, check, wanted)
         for checkpoint in checkpoints:  # those past the last record read
             check.one(checkpoint, None, last_seq)
         if anchor is not None:
             _check_anchor(anchor, chained, last_seq, report)
+        if isinstance(head, tuple):
+            _check_head(db_path, head, chained, last_seq, report)
+        elif head is not None:
+            report._bad(last_seq + 1, head)
         report.unsigned_tail = max(0, last_seq - report.last_checkpoint_seq)
         report.notes.extend(_notes(report))
+        if head is None and report.records:  # not a failure: a log no writer of this version opened has none
+            report.notes.append(f"no head file {head_path(db_path).name} beside the log: a cut at its end is not "
+                                "seen (the log was last written by an aigrid before 6 Dec 2026, whose writer's "
+                                "next start writes one; or the file was deleted: only --anchor finds that cut)")
         if require_checkpoint and report.records and not report.checkpoints and "audit_checkpoints" in tables:
             report._bad(1, "no signed checkpoint: the records could have been rewritten wholesale (a fresh log's "
                            "writer signs its first within checkpoint_after_s; one that stopped before it, a crash, "
@@ -226,9 +239,9 @@ def _narrowed(signed: int, unsigned: tuple[int, int] | None) -> str:
 
 
 def _chain(db: sqlite3.Connection, report: VerifyReport, checkpoints: Iterator[_Checkpoint],
-           check: _CheckpointCheck, anchor: int | None) -> tuple[dict[int, str], int]:
+           check: _CheckpointCheck, wanted: set[int]) -> tuple[dict[int, str], int]:
     """Walk the records in order, each checkpoint checked as the walk reaches its record (`checkpoints`, in seq
-    order, is left at the first past the last record read); returns the recomputed hash of the `anchor` record
+    order, is left at the first past the last record read); returns the recomputed hashes of the `wanted` records
     and the last sequence number read."""
     chained: dict[int, str] = {}
     expected, prev = 1, GENESIS
@@ -275,7 +288,7 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, checkpoints: Iterator[_
                 _check_streamed_ts(seq, ts, body, report)
             prev, expected = stored, seq + 1
             reached(seq, computed)
-            if seq == anchor:
+            if seq in wanted:
                 chained[seq] = computed
     except sqlite3.DatabaseError as e:  # a damaged page: what was read before it stands
         report._broken(expected, "damaged", f"records from {expected} on cannot be read: the file is damaged ({printable(str(e))})",
@@ -444,6 +457,39 @@ def _check_anchor(anchor: tuple[int, str], chained: dict[int, str], last_seq: in
                                   "deleted, or the file was replaced by an older copy or another log")
     elif chained.get(seq) != anchored:
         report._bad(seq, f"record {seq} does not match the anchor (the log was rewritten, or the file replaced by "
+                         "another log)")
+
+
+def _signed_head(db_path: Path, keys: dict[str, Ed25519PublicKey]) -> tuple[int, str] | str | None:
+    """The head file's (seq, hash) when a given key signed it; else the problem with it (None: there is none)."""
+    name = head_path(db_path).name
+    try:
+        head = read_head(head_path(db_path))
+    except ValueError as e:
+        return f"the head file {e}"
+    except OSError as e:
+        return f"the head file {name} cannot be read ({e.strerror or e})"
+    if head is None:
+        return None
+    seq, record_hash, named, signature = head
+    if _signer(signature, head_message(seq, record_hash), keys, named) is None:
+        return (f"the head file {name}: its signature is invalid for every given key (forged or changed, or the "
+                "wrong --public-key)")
+    return seq, record_hash
+
+
+def _check_head(db_path: Path, head: tuple[int, str], chained: dict[int, str], last_seq: int,
+                report: VerifyReport) -> None:
+    """The log must hold the head file's record (a crash between the log's commit and the head's write leaves
+    the head behind the log: not a problem)."""
+    seq, record_hash = head
+    name = head_path(db_path).name
+    if seq > last_seq:
+        report._bad(last_seq + 1, f"the log ends at record {last_seq}, before its head file {name} (record {seq}): "
+                                  f"{records_span(last_seq + 1, seq)} {agreeing(seq - last_seq, 'was', 'were')} cut "
+                                  "(truncated), or the log was replaced by an older copy")
+    elif chained.get(seq) != record_hash:
+        report._bad(seq, f"record {seq} does not match the head file {name} (the log was rewritten, or replaced by "
                          "another log)")
 
 
