@@ -74,3 +74,12 @@ def test_the_reason_and_aigrid_explain_show_one_estimate():
     shown = dict(pair.split(" ") for pair in line.split("estimated quality ")[1].split("; ")[0].split(", "))
     assert shown == {"small": "0.81", "big": "0.82"}, line
     assert f"estimated quality {shown['small']} vs big {shown['big']}" in d["reason"], (d["reason"], line)
+
+
+def test_a_rejection_formats_its_estimates_as_the_reason_does():
+    """The quality filter's rejection formatted the unrounded estimate ("0.80" for 0.80499, which the decision
+    record keeps as 0.805 and `aigrid explain` shows as "0.81"); it now uses right_size.estimate_text too."""
+    req = replace(BASE, quality={"small": 0.80499, "big": 0.90})
+    d = schedule(req, GRID, _policy(), random.Random(0))
+    assert d.chosen is not None and d.chosen.model == "big"
+    assert "estimated quality 0.81 is 0.10 below big's 0.90" in d.rejected[0].reason

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from aigrid.core.compiling import mypyc_attr
 from aigrid.core.plugins import PASS, Context, Verdict
-from aigrid.core.right_size import TOLERANCE, best_model
+from aigrid.core.right_size import TOLERANCE, best_model, estimate_text
 from aigrid.core.types import Endpoint
 
 
@@ -29,6 +29,6 @@ class QualityTarget:
         best, top = best_model(quality)
         drop = ctx.request.max_quality_drop
         if top - mine > drop + TOLERANCE:
-            return Verdict(False, f"estimated quality {mine:.2f} is {top - mine:.2f} below {best}'s {top:.2f} "
-                                  f"(target: within {drop:.2f})")
+            return Verdict(False, f"estimated quality {estimate_text(mine)} is {estimate_text(top - mine)} below "
+                                  f"{best}'s {estimate_text(top)} (target: within {estimate_text(drop)})")
         return PASS
