@@ -22,7 +22,6 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from aigrid.bench.procs import Proc
 from aigrid.security.keys import KeyRing
 from tests.gateway.test_workers import (
     emulator,
@@ -57,27 +56,23 @@ def grid(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Grid]:
     ring = KeyRing(SECRET.encode())
     key = ring.issue("t1").api_key
     ring.save(keys)
-    with pytest.MonkeyPatch.context() as mp:
+    with pytest.MonkeyPatch.context() as mp, contextlib.ExitStack() as undo:  # stopped last to first
         mp.setenv("AIGRID_KEY_SECRET", SECRET)  # the gateway's processes inherit it
         emu, emu_port = emulator(tmp, decode_ms=5)
-        gw: Proc | None = None
-        conns: list[http.client.HTTPConnection] = []
-        try:
-            def doc(port: int) -> dict:
-                d = spec(tmp, emu_port, port)
-                d["security"] = {"audit": d["security"]["audit"], "enforce": True, "keys_file": str(keys)}
-                d["tenants"] = {"t1": {}}
-                d["gateway"]["max_sockets_per_tenant"] = SOCKETS_PER_TENANT
-                return d
+        undo.callback(emu.stop)
 
-            gw, port = gateway_with_workers(tmp, doc)
-            yield Grid(port, serving_workers(gw.pid, port), keys, key, conns)
-        finally:
-            for conn in conns:
-                conn.close()
-            if gw is not None:
-                gw.stop()
-            emu.stop()
+        def doc(port: int) -> dict:
+            d = spec(tmp, emu_port, port)
+            d["security"] = {"audit": d["security"]["audit"], "enforce": True, "keys_file": str(keys)}
+            d["tenants"] = {"t1": {}}
+            d["gateway"]["max_sockets_per_tenant"] = SOCKETS_PER_TENANT
+            return d
+
+        gw, port = gateway_with_workers(tmp, doc)
+        undo.callback(gw.stop)
+        conns: list[http.client.HTTPConnection] = []
+        undo.callback(lambda: [conn.close() for conn in conns])
+        yield Grid(port, serving_workers(gw.pid, port), keys, key, conns)
 
 
 def call(conn: http.client.HTTPConnection, key: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
