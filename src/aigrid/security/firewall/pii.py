@@ -55,8 +55,11 @@ def iban_ok(iban: str) -> bool:
 
 
 def _card(text: str) -> bool:
-    digits = re.sub(r"\D", "", text)
-    return 13 <= len(digits) <= 19 and luhn_ok(digits) and len(set(digits)) > 1
+    digits = _NOT_DIGIT.sub("", text)
+    return 13 <= len(digits) <= 19 and len(set(digits)) > 1 and luhn_ok(digits)
+
+
+_NOT_DIGIT = re.compile(r"\D")
 
 
 def _ssn(text: str) -> bool:
@@ -65,7 +68,7 @@ def _ssn(text: str) -> bool:
 
 
 def _phone(text: str) -> bool:
-    digits = re.sub(r"\D", "", text)
+    digits = _NOT_DIGIT.sub("", text)
     return 8 <= len(digits) <= 15
 
 
@@ -276,8 +279,10 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
     more lie within LONGEST_ITEM characters, each seam is read as well with a break there alone: an item that ends
     at the seam, read backwards from it (_ending_at: "call +" | "1 415" | " 555 0100" | "thanks", missed until the
     twenty-third session), and one that begins there (_beginning_at: "ab5" | "+1 415" | " 555 " | "0100 thanks"),
-    each anchored at the seam, so in as many steps as the item is long. An item across three pieces or more that
-    needs a break at both its ends ("ab 5" | "+1 415" | " 555" | " 0100" | "thanks") is still missed. Until
+    each anchored at the seam, so in as many steps as the item is long; and from a seam where the text before refuses
+    an item up to each later seam, two pieces on or more, that such an item may reach (_to_break: "ab 5" | "+1 415" |
+    " 555" | " 0100" | "thanks", an item that needs a break at both its ends, missed until the twenty-fourth
+    session), each detector's few candidate ends found by bisection, the longest item kept. Until
     2026-12-05 each piece was read alone, so an e-mail or an SSN cut in two passed `pii_input: redact`. `ids`: how
     the caller numbers the pieces in PiiMatch.pieces (their positions here by default)."""
     joined = "".join(pieces)
@@ -312,14 +317,27 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
         if k > 1 and seam - cuts[k - 2] < _AROUND:
             ends.append(seam)  # an item across the two seams before this one may end here
         if k + 2 < len(cuts) and cuts[k + 2] - seam < _AROUND:
-            begins.append(seam)  # and one across the two after it begin here
+            begins.append(k)  # and one across the two after it begin here
         if regions and lo <= regions[-1][1]:
             regions[-1] = (regions[-1][0], hi)
         else:
             regions.append((lo, hi))
     found = [(m.kind, lo + m.start, lo + m.end) for lo, hi in regions + pairs for m in _find(text[lo:hi], kinds, 0, True)]
     found += [item for seam in ends for item in _ending_at(text, seam, kinds)]
-    found += [item for seam in begins for item in _beginning_at(text, seam, kinds)]
+    digits = [m.start() for m in _DIGIT.finditer(text)] if begins else []  # for _to_break: where each digit is
+    # the items read from each seam on, each that overlaps the one before it, of the same kind, made one with it: the
+    # same characters redacted, one item mapped to the pieces where each seam's gave one (4,000 one-digit parts read
+    # with a break at both ends hold a phone number from every seam, each across 15 pieces)
+    chain: list[tuple[str, int, int]] = []
+    reached = 0  # where those read so far end: an item read to a break that ends before it adds nothing to redact
+    for k in begins:
+        for kind, a, b in _beginning_at(text, cuts[k], cuts, k + 2, digits, reached, kinds):
+            if chain and chain[-1][0] == kind and a < chain[-1][2]:
+                chain[-1] = (kind, chain[-1][1], max(b, chain[-1][2]))
+            else:
+                chain.append((kind, a, b))
+            reached = max(reached, b)
+    found += chain
     parts: list[list[PiiMatch]] = [[] for _ in pieces]
     for kind, a, b in found:
         if at is not None:
@@ -376,21 +394,77 @@ def _ending_at(text: str, seam: int, kinds: frozenset[str] | None) -> list[tuple
     return out
 
 
-def _beginning_at(text: str, seam: int, kinds: frozenset[str] | None) -> list[tuple[str, int, int]]:
+def _beginning_at(text: str, seam: int, cuts: Sequence[int], k: int, digits: Sequence[int], covered: int,
+                  kinds: frozenset[str] | None) -> list[tuple[str, int, int]]:
     """The items that begin at `seam` with a break there (what is before it unread), or one character after it
     (the look-behinds read two back), each detector's at most: where the text before the seam refuses an item
-    that the break lets begin."""
+    that the break lets begin. Each is read on into what follows (the pieces joined) and, where it may reach a later
+    seam `cuts[k]` or after (three pieces or more on), with a break there too (_to_break; `digits`: where each digit
+    of `text` is; one that ends by `covered` is not looked for)."""
     if _SHUT.search(text, max(0, seam - 2), seam) is None:
         return []
     ahead = text[seam:seam + _AROUND]
-    out = []
+    out: list[tuple[str, int, int]] = []
     for first in (0, 1) if ahead[:1] in (" ", ".", "-") else (0,):  # a separator after a digit: from the next one
         skip = _skipped(ahead[first:])
         for kind, pattern, valid in _DETECTORS:
             if (kinds is None or kind in kinds) and kind not in skip and (m := pattern.match(ahead, first)) is not None \
                     and (valid is None or valid(m.group())):
                 out.append((kind, seam + first, seam + m.end()))
+        # 24 digits in a row are no item read on (_skipped), but up to a break they may hold one: not skipped there
+        tried = [d for d in _DETECTORS if (kinds is None or d[0] in kinds) and (d[0] not in skip or d[0] in _NUMBERS)]
+        if tried and k < len(cuts):
+            out += [(kind, seam + first, seam + end) for kind, end in _to_break(ahead, first, cuts, k, seam, digits,
+                                                                                       covered, tried)]
     return out
+
+
+def _to_break(ahead: str, first: int, cuts: Sequence[int], k: int, seam: int, digits: Sequence[int], covered: int,
+              tried: Sequence[tuple[str, re.Pattern[str], _Validator | None]]) -> list[tuple[str, int]]:
+    """The longest item (its kind and end) that begins at `first` of `ahead` (the text from `seam`, a break before
+    it) and reaches a break at a later seam (`cuts[k]` or after: three pieces or more from the first): the text between the
+    two breaks alone. An item read so is missed by the other readings where both its ends need the break ("ab 5" |
+    "+1 415" | " 555" | " 0100" | "thanks": joined, the text before refuses its start and the text after its end;
+    until the twenty-fourth session it passed). Only the stops an item could end at are tried, each detector's own:
+    the text up to them written in its characters (`_RUN`, within its reach) and holding as many digits as it may
+    (an address: its one @ before them), the furthest first, each an anchored match of the detector's pattern; a
+    shorter item than one found is not looked for (it adds nothing to redact), so a seam costs a bounded number of
+    short matches however many pieces follow."""
+    out: list[tuple[str, int]] = []
+    furthest = max(first, covered - seam)
+    for kind, pattern, valid in tried:
+        written = _RUN[kind].match(ahead, first, first + (_AROUND if kind == "email" else _NUMBER_AROUND))
+        run = first if written is None else written.end()
+        if kind == "email":  # its one @ before the break
+            fewest, most, marks = 1, 1, [i for i in (ahead.find("@", first, run),) if i >= 0]
+            if marks:
+                marks += [i for i in (ahead.find("@", marks[0] + 1, run),) if i >= 0]
+        else:
+            at = bisect_left(digits, seam + first)  # the text's digits from here, as positions in `ahead`
+            fewest, most = _DIGITS_IN[kind]
+            marks = [d - seam for d in digits[at:at + most + 1]]
+        if len(marks) < fewest:
+            continue
+        # the stops after its fewest-th digit (and past the item found), at most one separator past its run and not
+        # past its most+1-th digit: found by bisection, so a seam's cost does not grow with the pieces in reach
+        last = min(run + 1, len(ahead), marks[most] if len(marks) > most else len(ahead))
+        low = max(k, bisect_right(cuts, seam + max(marks[fewest - 1], furthest)))
+        for i in range(bisect_right(cuts, seam + last) - 1, low - 1, -1):  # the furthest first
+            if (m := pattern.match(ahead, first, cuts[i] - seam)) is not None and (valid is None or valid(m.group())):
+                if m.end() > furthest:
+                    out.append((kind, m.end()))
+                    furthest = m.end()
+                break
+    return out
+
+
+_RUN = {"email": re.compile(r"[\w.+@-]*"), "iban": re.compile("[A-Z0-9 ]*"), "card": re.compile(r"[\d -]*"),
+        "ssn": re.compile(r"[\d-]*"), "uk_nino": re.compile(r"[A-Z0-9 ]*"), "phone": re.compile(r"[\d .()+-]*")}
+"""The characters each detector's matches are written in: an item read with a break at both ends lies within a run of
+them from its start."""
+_NUMBERS = frozenset(("card", "ssn", "phone"))
+_DIGITS_IN = {"iban": (2, 32), "card": (13, 19), "ssn": (9, 9), "uk_nino": (6, 6), "phone": (8, 15)}
+"""The fewest and the most digits a valid item of each number detector holds (its pattern, its validator)."""
 
 
 def _skipped(text: str) -> frozenset[str]:
