@@ -206,6 +206,36 @@ async def test_every_route_blocks_the_attack_where_it_sits(walk: tuple[httpx.Asy
     assert ok.status_code == 200, ok.text
 
 
+async def test_an_anthropic_turn_of_text_and_a_document_is_one_user_message_its_document_read_as_one(
+        walk: tuple[httpx.AsyncClient, Gateway, ScriptedEngine]) -> None:
+    """A user turn of [text, document, text] reached the engine as two user messages in a row (the document first,
+    then the texts), which chat templates that require alternating roles refuse. It is one user message now, its
+    blocks in order, the document a text part of it that the firewall still reads as a document (its document
+    head: the verdict's source), a block naming the document block's own field."""
+    c, gw, engine = walk
+
+    def turn(document: str) -> dict[str, Any]:
+        return {"model": MODEL, "max_tokens": 16, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "Here is a mail."},
+            {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": document},
+             "title": "mail"},
+            {"type": "text", "text": "Summarise it."}]}]}
+
+    engine.replies = [answer("ok")]
+    ok = await c.post("/v1/messages", json=turn("Revenue grew 4% to 12.1 million euros."))
+    assert ok.status_code == 200, ok.text
+    assert [m for m in engine.received[-1]["messages"] if m["role"] != "system"] == [{"role": "user", "content": [
+        {"type": "text", "text": "Here is a mail."},
+        {"type": "text", "text": "Document: mail\n\nRevenue grew 4% to 12.1 million euros."},
+        {"type": "text", "text": "Summarise it."}]}]
+    for text in (ATTACK, EMAIL):
+        r = await c.post("/v1/messages", json=turn(text))
+        assert blocked_at(r) == (400, "firewall_blocked", "messages.0.content.1.source"), r.text
+        verdict = (await last_audit(gw))["firewall"][0]
+        assert (verdict["action"], verdict["source"], verdict["where"]) == (
+            "blocked", "document", "messages[0].content[1].text"), verdict
+
+
 def test_the_walk_covers_every_front_door(tmp_path: Path) -> None:
     """Every POST route has a row above, but those that no generating model reads: embeddings (the input
     becomes vectors), Anthropic's count_tokens and the Responses input_tokens (the gateway counts, no engine

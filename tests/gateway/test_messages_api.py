@@ -544,9 +544,9 @@ async def test_every_form_of_a_tool_result_anthropic_takes_reaches_the_model_as_
 
 
 async def test_a_document_block_is_read_as_a_document(scripted: tuple[anthropic.AsyncAnthropic, ScriptedEngine]) -> None:
-    """Anthropic's document blocks (plain text, or text blocks) reach the model as a user turn of their own
-    before the question; the firewall reads them with its document head (the choke-point walk blocks an
-    injected one at `messages.0.content.0.source`); a PDF is the client's 400, naming the field."""
+    """Anthropic's document blocks (plain text, or text blocks) reach the model as a text part of their turn's
+    one user message, where they stood; the firewall reads them with its document head (the choke-point walk
+    blocks an injected one at `messages.0.content.0.source`); a PDF is the client's 400, naming the field."""
     claude, engine = scripted
     engine.replies[:] = [{"content": "It is blue."}, {"content": "Three."}]
     doc = {"type": "document", "title": "Sky report", "context": "From the weather service",
@@ -555,14 +555,15 @@ async def test_a_document_block_is_read_as_a_document(scripted: tuple[anthropic.
         {"role": "user", "content": [doc, {"type": "text", "text": "What colour is the sky?"}]}])
     assert reply.content[0].text == "It is blue."
     sent = engine.received[-1]["messages"]
-    assert sent[-2] == {"role": "user", "content": "Document: Sky report\nFrom the weather service\n\n"
-                                                   "The sky is blue today."}
-    assert sent[-1]["content"] == "What colour is the sky?"
+    assert sent[-1] == {"role": "user", "content": [
+        {"type": "text", "text": "Document: Sky report\nFrom the weather service\n\nThe sky is blue today."},
+        {"type": "text", "text": "What colour is the sky?"}]}
+    assert [m["role"] for m in sent].count("user") == 1
     blocks = {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "One."},
                                                                              {"type": "text", "text": "Two."}]}}
     await claude.messages.create(model="smollm2-135m", max_tokens=16, messages=[
         {"role": "user", "content": [blocks, {"type": "text", "text": "How many sentences?"}]}])
-    assert engine.received[-1]["messages"][-2]["content"] == "Document:\n\nOne.\nTwo."
+    assert engine.received[-1]["messages"][-1]["content"][0]["text"] == "Document:\n\nOne.\nTwo."
     pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf", "data": "JVBERi0x"}}
     with pytest.raises(anthropic.BadRequestError) as info:
         await claude.messages.create(model="smollm2-135m", max_tokens=16, messages=[

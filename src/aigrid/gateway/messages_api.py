@@ -35,11 +35,11 @@ from aigrid.gateway.front_door import (
 from aigrid.gateway.messages_schema import CountTokensRequest, MessagesRequest
 from aigrid.gateway.messages_stream import anthropic_stream
 from aigrid.gateway.messages_translate import (
+    DocumentParts,
     anthropic_message,
     chat_body,
     chat_messages,
     chat_tools,
-    document_messages,
     message_id,
     placed_messages,
     prefill_of,
@@ -75,15 +75,14 @@ class MessagesApi:
         req: MessagesRequest | None = None
         prefill = ""
         origins: list[str] = []
-        documents: set[int] = set()
+        documents: DocumentParts = {}
 
         async def read() -> dict[str, Any]:
             nonlocal req, prefill
             req = validate(MessagesRequest, await read_json())
             no_thread(req)
-            placed = placed_messages(req)
+            placed = placed_messages(req, documents)
             origins.extend(where for _, where in placed)
-            documents.update(document_messages(placed))
             chat = chat_body(req)
             prefill = prefill_of(chat)
             return chat
@@ -92,7 +91,8 @@ class MessagesApi:
             resp = await self.pipeline.route(CHAT_PATH, ChatRequest, headers, read, ex, server_tools=False,
                                              documents=documents, caller=caller)
         except ApiError as e:
-            name_own_field(e, origins)
+            if not _name_document(e, documents):
+                name_own_field(e, origins)
             raise
         assert req is not None  # the pipeline read the body before answering
         headers = aigrid_headers(resp)
@@ -152,3 +152,15 @@ def no_thread(req: CountTokensRequest) -> None:
         raise NotFound(f"no thread holds message {str(thread.get('previous_message_id'))!r}: this gateway keeps no "
                        "message threads; send the whole conversation (thread create, or no thread)",
                        param="thread.previous_message_id", code="thread_not_found")
+
+
+def _name_document(err: ApiError, documents: DocumentParts) -> bool:
+    """An error of the pipeline about a document's part of a user message (a firewall block at
+    `messages[1].content[1].text`) names the document block's own field (`messages.0.content.1.source`)."""
+    for (i, j), field in documents.items():
+        part = f"messages[{i}].content[{j}]"
+        if err.param == part or (err.param or "").startswith((f"{part}.", f"{part}[")):
+            err.message = f"{err.message} (at {field})"
+            err.param = field
+            return True
+    return False

@@ -3,8 +3,8 @@
 A request becomes an ordinary chat body for the one pipeline (routes.Routes.route): the system prompt a
 system message, content blocks chat content parts, an assistant's `tool_use` blocks its `tool_calls`, a
 user's `tool_result` blocks `tool` messages (placed first, as they answer the preceding assistant turn), a
-user's `document` blocks (plain text, or text blocks) user messages of their own before the turn's other
-content, which the firewall reads as documents (`document_messages`),
+user's other blocks one user message in their order, a `document` block (plain text, or text blocks) a text
+part of it which the firewall reads as a document (`placed_messages`' `documents`),
 `stop_sequences` -> `stop`, `metadata.user_id` -> `user`, tools and tool_choice their chat forms. A chat
 answer becomes a Message (errors become Anthropic's shape in envelope.py).
 """
@@ -134,23 +134,26 @@ def _document_text(block: DocumentBlock, where: str) -> str:
     return "\n".join(line for line in head if line) + "\n\n" + body
 
 
-def document_messages(placed: list[Placed]) -> frozenset[int]:
-    """The chat messages that are documents (by the index of `placed_messages`)."""
-    return frozenset(i for i, (_, where) in enumerate(placed) if where.endswith(DOCUMENT_FIELD))
+DocumentParts = dict[tuple[int, int], str]
+"""The chat content parts that are documents, by (message, part) index of `placed_messages`, each with the Messages
+field it came from (`messages.0.content.1.source`)."""
 
 
-def _user(blocks: list[Any], where: str) -> list[Placed]:
+def _user(blocks: list[Any], where: str, documents: list[tuple[int, str]]) -> list[Placed]:
+    """A user turn: its tool results as `tool` messages first, then one user message of its other blocks in
+    order; a document block is a text part of it, its index and field added to `documents`. Until 6 Dec 2026
+    each document was a user message of its own before the turn's text: consecutive user messages, which chat
+    templates that require alternating roles refuse."""
     tools: list[Placed] = []
-    documents: list[Placed] = []
-    parts = []
+    parts: list[dict[str, Any]] = []
     for j, b in enumerate(blocks):
         if isinstance(b, ToolResultBlock):
             tools.append(({"role": "tool", "tool_call_id": b.tool_use_id,
                            "content": _tool_result_text(b, f"{where}.content.{j}")},
                           f"{where}.content.{j}.content"))
         elif isinstance(b, DocumentBlock):
-            documents.append(({"role": "user", "content": _document_text(b, f"{where}.content.{j}")},
-                              f"{where}.content.{j}{DOCUMENT_FIELD}"))
+            documents.append((len(parts), f"{where}.content.{j}{DOCUMENT_FIELD}"))
+            parts.append({"type": "text", "text": _document_text(b, f"{where}.content.{j}")})
         elif isinstance(b, TextBlock):
             parts.append({"type": "text", "text": b.text})
         elif isinstance(b, ImageBlock):
@@ -158,10 +161,13 @@ def _user(blocks: list[Any], where: str) -> list[Placed]:
         elif isinstance(b, ToolUseBlock):
             raise InvalidRequest(f"{where}.content.{j}: tool_use blocks belong to assistant turns",
                                  param=f"{where}.content.{j}.type")
-    return tools + documents + ([({"role": "user", "content": _content(parts)}, f"{where}.content")] if parts else [])
+    content = parts if documents else _content(parts)  # a document stays a part of its own, read as a document
+    return tools + ([({"role": "user", "content": content}, f"{where}.content")] if parts else [])
 
 
-def placed_messages(req: CountTokensRequest) -> list[Placed]:
+def placed_messages(req: CountTokensRequest, documents: DocumentParts | None = None) -> list[Placed]:
+    """The chat messages of a request, each with the Messages field it came from; the content parts that are
+    documents into `documents` when given."""
     out: list[Placed] = []
     if req.system:
         system = req.system if isinstance(req.system, str) else "\n".join(b.text for b in req.system)
@@ -174,7 +180,10 @@ def placed_messages(req: CountTokensRequest) -> list[Placed]:
             if not m.content:
                 break  # an empty final assistant turn is no prefill: not sent (llama.cpp would continue it)
             _no_trailing_whitespace(m, f"messages.{i}")
-        out.extend(_turn(m, f"messages.{i}"))
+        parts: list[tuple[int, str]] = []
+        out.extend(_turn(m, f"messages.{i}", parts))
+        if documents is not None:  # a turn's documents are parts of its last message, its user message
+            documents.update({(len(out) - 1, part): field for part, field in parts})
     try:  # Anthropic's 400 for a tool_result that answers no tool_use block of the assistant turn before it
         check_tool_results([m for m, _ in out])
     except InvalidRequest as e:
@@ -209,12 +218,12 @@ def chat_messages(req: CountTokensRequest) -> list[dict[str, Any]]:
     return [m for m, _ in placed_messages(req)]
 
 
-def _turn(m: MessageParam, where: str) -> list[Placed]:
+def _turn(m: MessageParam, where: str, documents: list[tuple[int, str]]) -> list[Placed]:
     if isinstance(m.content, str):
         return [({"role": m.role, "content": m.content}, f"{where}.content")]
     if m.role == "assistant":
         return [(_assistant(m.content, where), f"{where}.content")]
-    return _user(m.content, where)
+    return _user(m.content, where, documents)
 
 
 def _tool_choice(choice: ToolChoice) -> str | dict[str, Any]:

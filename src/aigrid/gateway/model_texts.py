@@ -31,12 +31,18 @@ ROLE_SOURCE = {"user": Source.USER, "system": Source.SYSTEM, "developer": Source
                "assistant": Source.ASSISTANT, "tool": Source.TOOL_RESULT, "function": Source.TOOL_RESULT}
 
 
-def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list[ModelText]:
+DocumentsAt = Collection[int | tuple[int, int]]
+"""The chat messages (by index) and content parts (by message and part index) that are documents a front door
+turned into them (Anthropic's document blocks: a part of its turn's user message)."""
+
+
+def chat_texts(body: Mapping[str, Any], documents: DocumentsAt = ()) -> list[ModelText]:
     """OpenAI chat messages: string content, or every string `text` (and an assistant's `refusal`) of a content
     list, whatever the part's type (schemas.Message serves text, refusal and image parts only); the `documents` engines put into the
     prompt (vLLM's and Hugging Face's chat-template extension), as retrieved documents; and the
     descriptions of the client's tools, which the template renders into the system turn. The messages whose
-    index is in `documents` are documents a front door turned into messages (Anthropic's document blocks)."""
+    index is in `documents`, and the parts whose (message, part) index is, are documents a front door turned into
+    them (Anthropic's document blocks), read as documents."""
     out: list[ModelText] = []
     for i, message in enumerate(body.get("messages") or []):
         if not isinstance(message, Mapping):
@@ -46,7 +52,8 @@ def chat_texts(body: Mapping[str, Any], documents: Collection[int] = ()) -> list
         if isinstance(content, str):
             out.append(ModelText(content, source, ("messages", i, "content")))
         elif isinstance(content, list):
-            out += [ModelText(part[key], source, ("messages", i, "content", j, key))
+            out += [ModelText(part[key], Source.DOCUMENT if (i, j) in documents else source,
+                              ("messages", i, "content", j, key))
                     for j, part in enumerate(content) if isinstance(part, Mapping)
                     for key in PART_TEXTS if isinstance(part.get(key), str)]
         out += _beside_content(message, i, source)

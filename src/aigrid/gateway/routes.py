@@ -7,7 +7,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -62,7 +62,7 @@ from aigrid.gateway.front_door import pipeline_headers, with_api_key
 from aigrid.gateway.guard import MIN_TURN_OUTPUT
 from aigrid.gateway.modalities import check_images
 from aigrid.gateway.model_list import find_model, model_list, model_page
-from aigrid.gateway.model_texts import beside_messages, chat_texts, completion_texts
+from aigrid.gateway.model_texts import DocumentsAt, beside_messages, chat_texts, completion_texts
 from aigrid.gateway.numbers import plain_int
 from aigrid.gateway.observe import observe
 from aigrid.gateway.openapi import openapi_document
@@ -383,12 +383,13 @@ class Routes:
 
     async def route(self, path: str, schema: type[ChatRequest | CompletionRequest], headers: Mapping[str, str],
                     read_body: Callable[[], Awaitable[dict[str, Any]]], ex: Exchange, *,
-                    server_tools: bool = True, documents: Collection[int] = (),
+                    server_tools: bool = True, documents: DocumentsAt = (),
                     caller: Principal | None = None) -> Response:
         """The one pipeline. The front doors (messages_api.py, responses_api.py) call it with a body that
         `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
         `server_tools=False`: every tool is the client's, even one named like a server-side tool.
-        `documents`: the chat messages that are documents (read after `read_body`, which may fill it).
+        `documents`: the chat messages and content parts that are documents (read after `read_body`, which may
+        fill it: model_texts.DocumentsAt).
         `caller`: who asks, already authenticated (a batch's line runs as its creator: batch_line.py)."""
         gw = self.gw
         arrived = gw.clock()
