@@ -195,3 +195,27 @@ async def test_a_burst_of_connections_cannot_pass_the_viewer_cap(gateway: Gatewa
         assert sorted(r.status_code for r in await asyncio.gather(*feeds)) == [200] * 2 + [429] * 6
         again = await c.get("/dashboard/events", params={"ticks": "1"})  # the two places given back
         assert again.status_code == 200 and b"event: grid" in again.content
+
+
+async def test_each_worker_serves_its_share_of_the_live_feeds(gateway: Gateway) -> None:
+    """Every viewer's tick asks the one hub, and a keyless grid lets anyone open feeds: the cap was per worker, so
+    two workers served twice it. Each worker now serves its share: 2 of 4 with two workers."""
+    import asyncio
+
+    gateway.workers = 2
+    gate, flowing = asyncio.Event(), []
+
+    async def held(_: float) -> None:
+        flowing.append(1)
+        await gate.wait()
+
+    app = build_app(gateway, extra_routes=dashboard_routes(gateway, interval_s=0.01, sleep=held, max_viewers=4))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        feeds = [asyncio.create_task(c.get("/dashboard/events", params={"ticks": "2"})) for _ in range(2)]
+        async with asyncio.timeout(30):
+            while len(flowing) < 2:
+                await asyncio.sleep(0.01)
+        third = await c.get("/dashboard/events", params={"ticks": "1"})
+        assert third.status_code == 429 and third.json()["error"]["code"] == "overloaded"
+        gate.set()
+        assert [r.status_code for r in await asyncio.gather(*feeds)] == [200, 200]

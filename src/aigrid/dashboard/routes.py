@@ -17,7 +17,8 @@ Guard.operator (an operator tenant's key only). An AuthenticationError becomes t
 
 At most `max_viewers` live feeds (MAX_FEED_VIEWERS) run at once on a gateway: each costs the event loop a refresh
 every tick, and with authentication off (a keyless grid on loopback) nothing else bounds them. One more is a 429
-`overloaded` with `retry-after: 1`; a viewer gone frees its place.
+`overloaded` with `retry-after: 1`; a viewer gone frees its place. With `--workers N` each worker serves its share
+(max_viewers // N, at least one), so the gateway's processes together serve max_viewers.
 """
 
 from __future__ import annotations
@@ -75,7 +76,9 @@ class DashboardRoutes:
                  sleep: Callable[[float], Awaitable[None]], stopping: Callable[[], bool],
                  max_viewers: int = MAX_FEED_VIEWERS) -> None:
         self.gw = gw
-        self.max_viewers = max_viewers
+        # with `--workers N` each worker serves its share: every viewer's tick asks the one hub, and a keyless grid
+        # lets anyone open feeds, so N workers of the whole bound each were N times it
+        self.max_viewers = max(1, max_viewers // max(1, gw.workers))
         self.viewers = 0  # live feeds flowing now
         self.stopping = stopping
         self.authenticate = authenticate
