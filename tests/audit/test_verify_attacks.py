@@ -522,7 +522,8 @@ async def test_verify_keeps_nothing_per_checkpoint_on_a_long_log(tmp_path: Path,
     assert peaks[1] < peaks[0] + 256 * 1024, peaks  # was 2.6 MB more for 2,700 checkpoints more
     monkeypatch.setattr(verify_module, "MAX_KEPT", 100)
     code, out = run(path, public_pem(tmp_path / "other.pub", Ed25519PrivateKey.generate()))
-    assert code == 1 and out[-1] == "  ... and 2981 more", out[-3:]  # 3000 checkpoints, the head, 20 printed
+    assert code == 1 and out[-1] == "  ... and 2981 more (2901 not kept: a report keeps the first 100 by record)", \
+        out[-3:]  # 3000 checkpoints and the head: 20 printed
 
 
 async def test_a_crash_before_the_first_checkpoint_says_what_the_next_start_does(tmp_path: Path) -> None:
@@ -576,3 +577,30 @@ async def test_a_log_that_fails_prints_no_anchor_to_keep(tmp_path: Path) -> None
     assert code == 1 and "  - record 16: link to record 15 is broken (changed or reordered)" in out, out
     assert not any(line.startswith("anchor: 2") for line in out), out
     assert "anchor: none printed, the log failed (keep the last anchor of a run that passed)" in out, out
+
+
+async def test_past_max_kept_the_first_bad_record_is_still_shown(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The report kept the first MAX_KEPT problems in walk order: a problem about earlier records found later in
+    the walk (a signed checkpoint no longer matching, named from the record after the last good one) was
+    dropped, and the header named a first bad record no line was about. It keeps the MAX_KEPT lowest now; the
+    count of the rest is unchanged."""
+    from aigrid.audit import verify as verify_module
+
+    path = tmp_path / "audit.db"
+    await write_log(path, 60, every=50, batch_max=1)  # checkpoints at 50 and 60
+    tamper(path, *(f"UPDATE audit_records SET body = body || ' ' WHERE seq = {seq}" for seq in range(10, 32, 2)))
+    db = attacker(path)
+    db.execute("UPDATE audit_checkpoints SET signature = zeroblob(64) WHERE seq = 50")  # named from record 1
+    db.commit()
+    db.close()
+    monkeypatch.setattr(verify_module, "MAX_KEPT", 5)
+    code, out = run(path, public_pem(tmp_path / "k.pub"))
+    assert code == 1
+    assert out[2:6] == ["TAMPERED: first bad record 1 (the chain itself first breaks at record 10)",
+                        f"  - checkpoint 50: signature invalid for key {key_id(KEY.public_key())}, the key it names "
+                        "(a forged or changed checkpoint)",
+                        "  - record 10: content does not match its hash (changed)",
+                        "  - record 12: content does not match its hash (changed)"], out
+    assert out[6:] == ["  - record 14: content does not match its hash (changed)",
+                       "  - record 16: content does not match its hash (changed)",
+                       "  ... and 7 more (7 not kept: a report keeps the first 5 by record)"], out  # 12 problems

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from aigrid.audit import verify as verify_module
 from aigrid.audit.head import parse_position
 from aigrid.audit.signing import generate_keypair, load_public_key
 from aigrid.audit.verify import printable, verify
@@ -60,8 +61,10 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
         problems = report.problems
         for problem in problems[:20]:
             echo(f"  - {problem}")
-        if len(problems) + report.more > 20:  # `more`: past the problems a report keeps (verify.MAX_KEPT)
-            echo(f"  ... and {len(problems) + report.more - 20} more")
+        hidden = len(problems[20:]) + report.more  # `more`: past the problems a report keeps (verify.MAX_KEPT)
+        if hidden:
+            echo(f"  ... and {hidden} more" + (f" ({report.more} not kept: a report keeps the first "
+                                               f"{verify_module.MAX_KEPT} by record)" if report.more else ""))
     return 0 if report.ok else 1
 
 

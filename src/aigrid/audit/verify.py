@@ -30,6 +30,7 @@ encoding is not UTF-8 (the writer's is; only a file made elsewhere) has each bod
 
 from __future__ import annotations
 
+import heapq
 import json
 import re
 import sqlite3
@@ -104,7 +105,10 @@ class VerifyReport:
     """Reading the records stopped at a page that cannot be read (its problem says from which record)."""
     more: int = 0
     """Problems found past the MAX_KEPT kept (not in `problems`)."""
-    _found: list[_Problem] = field(default_factory=list)
+    _found: list[tuple[int, int, _Problem]] = field(default_factory=list)
+    """The problems kept, a heap whose top is the one to give up first (-seq, -found): the MAX_KEPT first by
+    record, not by walk order (a checkpoint's problem names records the walk passed long before), so the first
+    bad record the report names is among them."""
     _chain_last: _Problem | None = None
     """The last problem of the chain (a range the next record may extend), kept or not."""
     _said: list[tuple[int, str, tuple[int, int] | None, int]] = field(default_factory=list)
@@ -116,7 +120,7 @@ class VerifyReport:
         """One line per problem, ordered by the first record each concerns; consecutive records with the same
         problem (every record after a renumbered one) in one line."""
         return [p.text if p.end == p.seq else f"{records_span(p.seq, p.end)}: {p.why}"
-                for p in sorted(self._found, key=lambda p: p.seq)]
+                for _, _, p in sorted(self._found, reverse=True)]
 
     @property
     def ok(self) -> bool:
@@ -124,10 +128,13 @@ class VerifyReport:
 
     def _bad(self, seq: int, problem: str) -> _Problem:
         found = _Problem(seq, problem, end=seq)
+        kept = (-seq, -(len(self._found) + self.more), found)
         if len(self._found) < MAX_KEPT:
-            self._found.append(found)
+            heapq.heappush(self._found, kept)
         else:
             self.more += 1
+            if kept[:2] > self._found[0][:2]:  # before the last kept one: kept, that one given up
+                heapq.heapreplace(self._found, kept)
         if self.first_bad_seq is None or seq < self.first_bad_seq:
             self.first_bad_seq = seq
         return found
