@@ -117,3 +117,15 @@ def test_a_log_written_before_the_head_file_gets_one_at_its_last_checkpoint(tmp_
     store.close()
     assert Path(f"{path}-head").read_text().startswith("5:")
     assert store.found_unsigned == (6, 7)
+
+
+@pytest.mark.parametrize(("fs", "warned"), [("nfs4", True), ("ext4", False)])
+def test_a_log_on_a_network_file_system_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture, fs: str, warned: bool) -> None:
+    """POSIX locks and SQLite's WAL hold on one host: on NFS a gateway on another host could open the log too
+    (documented; the cheap guard is this warning at open)."""
+    mounts = tmp_path / "mountinfo"
+    mounts.write_text(f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n100 1 0:50 / {tmp_path.resolve()} rw - {fs} srv:/x rw\n")
+    monkeypatch.setattr(store_module, "MOUNTS", mounts)
+    write(tmp_path / "audit.db", 1)
+    assert ("is on a network file system (nfs4)" in caplog.text) is warned, caplog.text

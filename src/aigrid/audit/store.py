@@ -16,7 +16,9 @@ retried it for ever, and lost it at stop. The lock is the process's (POSIX): two
 it, and the kernel drops it when the process dies (a crash leaves no stale lock). Each batch also checks, in its
 transaction, that the log's head is the one this writer last wrote (HeadMoved: another store of this process, a
 writer on a file system without locks, or rows added to the file while it runs), and is not appended to another
-writer's records.
+writer's records. On a network file system (NFS, SMB) neither the lock nor SQLite's WAL index holds across
+hosts: a writer on another host opens the log too, and SQLite itself may corrupt it; open() warns
+(network_file_system), and the log belongs on a local disk.
 
 The head file (`<log>-head`, audit/head.py): after each batch is committed the writer signs the log's new last
 record into it, so verify finds a log cut at its end without an anchor. A writer refuses to open a log that ends
@@ -96,6 +98,11 @@ class AuditStore:
         self._lock: int | None = None
 
     def open(self) -> None:
+        remote = network_file_system(self.path)
+        if remote is not None:
+            log.warning("the audit log %s is on a network file system (%s): its writer lock and SQLite's WAL hold on "
+                        "one host only, so a gateway on another host can open it too and the log can be corrupted; "
+                        "keep it on a local disk, one writer per log", self.path, remote)
         self._take_lock()
         try:
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -252,6 +259,33 @@ class AuditStore:
             raise RuntimeError("audit store is not open (call open() first)")
         return self._db
 
+
+
+_NETWORK_FS = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "9p", "ceph", "glusterfs", "lustre", "gpfs",
+                         "afs", "fuse.sshfs", "fuse.glusterfs", "fuse.cephfs", "fuse.s3fs", "fuse.gcsfuse"})
+MOUNTS = Path("/proc/self/mountinfo")
+
+
+def network_file_system(path: Path) -> str | None:
+    """The type of the network file system `path` is on (None: a local one, or not known: no /proc).
+    A cheap guard, warned about only: POSIX locks (the writer's) and SQLite's WAL index (shared memory) hold on
+    one host, so two hosts can both open a log there (SQLite's documentation: WAL does not work over a network
+    file system)."""
+    try:
+        mounts = MOUNTS.read_text()
+    except OSError:
+        return None
+    where = str(path.resolve().parent)
+    best, kind = "", None
+    for line in mounts.splitlines():
+        fields, _, after = line.partition(" - ")
+        parts = fields.split()
+        if len(parts) < 5 or not after:
+            continue
+        point = parts[4].replace("\\040", " ")
+        if (where == point or where.startswith(point.rstrip("/") + "/")) and len(point) >= len(best):
+            best, kind = point, after.split()[0]
+    return kind if kind in _NETWORK_FS else None
 
 
 def _head(row: tuple[object, object] | None) -> str:
