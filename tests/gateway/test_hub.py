@@ -674,10 +674,11 @@ async def test_a_dead_worker_s_unsettled_reservations_are_released_once_its_conn
         assert await quotas.extend(running, 100) is not None
         await quotas.settle(await quotas.admit(ALICE, 100), 50)
         await quotas.settle(await quotas.admit(ALICE, 100), 100)  # used what it reserved: nothing to correct
+        await quotas.settle(await quotas.admit(ALICE, 0, requests_only=True), 0)  # a file upload: counted, settled
         assert client._writer is not None
         client._writer.transport.abort()  # the connection breaks; the worker reconnects at its next call
         last = await quotas.admit(ALICE, 100)
-        assert await counters() == (4, 450, 450)
+        assert await counters() == (5, 450, 450)
         handle, go = hub.handle, asyncio.Event()
 
         async def slow(op: str, arg: Any) -> Any:  # the hub behind on the worker's frames (a full audit queue)
@@ -698,14 +699,14 @@ async def test_a_dead_worker_s_unsettled_reservations_are_released_once_its_conn
         if order == "connection-first":
             kill()
             assert await _until(lambda: not hub._conns)  # read to its end
-            assert await counters() == (4, 380, 380)  # not known dead yet: kept (a worker may reconnect)
+            assert await counters() == (5, 380, 380)  # not known dead yet: kept (a worker may reconnect)
             await hub.worker_lost("w0", 0, os.getpid(), -9)
         else:
             kill()
             await hub.worker_lost("w0", 0, os.getpid(), -9)  # known dead before its connection is read to its end
-            assert await counters() == (4, 450, 450)  # nothing released while its last settlement waits unread
+            assert await counters() == (5, 450, 450)  # nothing released while its last settlement waits unread
             go.set()
-        assert await _until_async(lambda: _equal(counters(), (3, 180, 180)))  # the running one's 200 tokens given back
+        assert await _until_async(lambda: _equal(counters(), (4, 180, 180)))  # the running one's 200 tokens given back
         assert hub.held._by_pid == {} and hub.held._pid_of == {}
     finally:
         await client.aclose()

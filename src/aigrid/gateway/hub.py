@@ -83,10 +83,10 @@ WORKER_LOST = "audit:worker_lost"
 AUDIT_NOTE_WAIT_S = 5.0
 _Entry = TypeVar("_Entry", bound=tuple[Any, ...])
 AUDIT_WAIT_S = 5.0
-HELD_PASS = 100_000
-"""How many reservations the hub keeps by worker (Reservations) before it looks for those whose windows all ended
-(an admission that counts requests only is never settled: its minute forgets it); the next pass at twice what a pass
-left."""
+HELD_PASS = 10_000
+"""How many unsettled reservations the hub keeps by worker (Reservations) before it looks for those whose windows all
+ended (one whose settlement never came: the hub refused it, or the worker gave it up), the next pass at twice what a
+pass left: about 300 bytes each."""
 _peer: contextvars.ContextVar[int | None] = contextvars.ContextVar("aigrid_hub_peer", default=None)
 """The pid of the worker whose connection the current call came on (each connection's task has its own context)."""
 
@@ -386,7 +386,9 @@ class Reservations:
     released only once every connection it had is read to its end, so that a settlement it sent before it died is
     applied first, never after the release (which would take it back twice). What is released is what each charge
     applied (taken back where its window is still held, its op recorded as released): the tokens the dead requests
-    used before the worker died are not charged (their count died with it)."""
+    used before the worker died are not charged (their count died with it). A reservation handed on (a background
+    Response's create hands its admission to its run: Exchange.hand_admission) was said settled by the create's own
+    close: a worker that dies during such a run leaves the run's reservation charged, as before."""
 
     def __init__(self, store: MemoryQuotaBackend) -> None:
         self._store = store

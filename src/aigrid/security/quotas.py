@@ -290,8 +290,8 @@ class Quotas:
                 if share != c.amount:
                     fixes.append(Counter(c.key, share - c.amount, c.limit, c.expires_at, max(0.0, c.expires_at - now)))
         op = _op_after(reservation.op, self.prefix) if self._named else None
-        if not fixes and (op is None or not reservation.token_counters):
-            return  # nothing to correct; a named reservation of tokens still says it is settled (below: the hub)
+        if not fixes and op is None:
+            return  # nothing to correct; a named reservation still says it is settled (the workers' hub: hub.Reservations)
         try:
             await self.backend.adjust(fixes, op)
         except Exception:  # a timeout may come after the store applied it: the same op again applies it once
