@@ -12,7 +12,7 @@ import shutil
 import sqlite3
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -47,6 +47,7 @@ from tests.core.grid import CITIES, MODELS, SITES, endpoint
 from tests.core.test_calibration import TRUE_PREFILL_TPS, true_engine_ms
 from tests.gateway.conftest import _no_sleep, spec_in
 from tests.gateway.fake_engine import FakeEngine
+from tests.security.test_quota_ops import until
 
 EP = replace(endpoint("fra"), prefill_tps=TRUE_PREFILL_TPS * 4)  # the spec's prefill rate is 4x wrong
 PREDICTION = Prediction(0.0, 0.0, 0.0, model_ahead_ms=10.0, model_own_ms=100.0)
@@ -498,16 +499,6 @@ def test_one_worker_s_pending_prompts_neither_void_nor_crowd_out_another_s(tmp_p
     assert [now + 9, 70] in arrivals and len(arrivals) <= 4096  # before: 10,001 (the receiver kept the first 4,096)
 
 
-async def _until(check: Callable[[], bool], within_s: float = 5.0) -> bool:
-    """Whether `check` holds within `within_s` (asked every 10 ms)."""
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True
-
-
 @pytest.mark.parametrize("applied", [True, False])
 async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_again_and_applied_once(
         work: Path, applied: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
@@ -551,7 +542,7 @@ async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_agai
         await asyncio.wait_for(copied.wait(), 5)  # the copy, posted on a new connection, handled by the hub
         assert len(adjusts) == 2 and adjusts[0] == adjusts[1] and adjusts[0]  # the first post and its copy, one op
         assert await counters() == (1, 120, 120)  # applied once (the copy, where the first was applied, applied nothing)
-        assert await _until(lambda: not client._batches and not backend._resend)  # the copy acknowledged: no more
+        assert await until(lambda: not client._batches and not backend._resend)  # the copy acknowledged: no more
         assert len(adjusts) == 2 and backend.unsettled == 0 and await counters() == (1, 120, 120)
         assert not breaks  # the connection did break
 
@@ -643,7 +634,7 @@ async def test_a_settlement_posted_while_the_hub_cannot_be_reached_is_sent_once_
         await asyncio.sleep(0.1)
         assert len(backend._resend) == 1 and await counters() == (1, 300, 300)  # waiting, tried again
         client.path = hub.path  # back
-        assert await _until(lambda: not backend._resend and bool(adjusts) and not client._batches)  # sent, acknowledged
+        assert await until(lambda: not backend._resend and bool(adjusts) and not client._batches)  # sent, acknowledged
         assert len(adjusts) == 1  # sent once: nothing more waits to be sent, so no later copy can come
         assert await counters() == (1, 120, 120) and backend.unsettled == 0
     finally:
@@ -698,7 +689,7 @@ async def test_a_dead_worker_s_unsettled_reservations_are_released_once_its_conn
 
         if order == "connection-first":
             kill()
-            assert await _until(lambda: not hub._conns)  # read to its end
+            assert await until(lambda: not hub._conns)  # read to its end
             assert await counters() == (5, 380, 380)  # not known dead yet: kept (a worker may reconnect)
             await hub.worker_lost("w0", 0, os.getpid(), -9)
         else:
@@ -706,21 +697,12 @@ async def test_a_dead_worker_s_unsettled_reservations_are_released_once_its_conn
             await hub.worker_lost("w0", 0, os.getpid(), -9)  # known dead before its connection is read to its end
             assert await counters() == (5, 450, 450)  # nothing released while its last settlement waits unread
             go.set()
-        assert await _until_async(lambda: _equal(counters(), (4, 180, 180)))  # the running one's 200 tokens given back
+        assert await until(lambda: _is(counters(), (4, 180, 180)))  # the running one's 200 tokens given back
         assert hub.held._by_pid == {} and hub.held._pid_of == {}
     finally:
         await client.aclose()
         await hub.stop()
 
 
-async def _equal(got: Any, want: Any) -> bool:
+async def _is(got: Awaitable[Any], want: Any) -> bool:
     return bool(await got == want)
-
-
-async def _until_async(check: Callable[[], Any], within_s: float = 5.0) -> bool:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.01)
-    return True

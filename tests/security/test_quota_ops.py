@@ -5,7 +5,8 @@ arrives after its release applies nothing, and a settlement that failed is tried
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -111,14 +112,19 @@ async def test_a_settlement_that_timed_out_is_tried_again_and_refunds_once(
         assert await values(inner) == (1, 120, 120)
 
 
-async def _until(check: Callable[[], Awaitable[bool]], within_s: float = 5.0) -> bool:
-    """Whether `check` holds within `within_s` (asked every 10 ms)."""
+async def until(check: Callable[[], object], within_s: float = 5.0) -> bool:
+    """Whether `check` (what it returns, or, where that is awaitable, what that gives) holds within `within_s` (asked
+    every 10 ms)."""
     deadline = asyncio.get_running_loop().time() + within_s
-    while not await check():
+    while True:
+        held = check()
+        if inspect.isawaitable(held):
+            held = await held
+        if held:
+            return True
         if asyncio.get_running_loop().time() > deadline:
             return False
         await asyncio.sleep(0.01)
-    return True
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -135,8 +141,8 @@ async def test_a_charge_whose_release_fails_too_is_released_once_the_store_answe
         with pytest.raises(TimeoutError):
             await q.admit(ALICE, 300)
         assert [m for m in caplog.messages if "could not be released" in m], caplog.messages
-        assert await _until(lambda: _zero(inner)), await values(inner)
-        assert await _until(lambda: _true(not q._unreleased)) and q.unreleased == 0
+        assert await until(lambda: _zero(inner)), await values(inner)
+        assert await until(lambda: not q._unreleased) and q.unreleased == 0
         await q.aclose()
 
 
@@ -167,7 +173,7 @@ async def test_a_release_that_keeps_failing_is_given_up_when_its_op_is_forgotten
         with pytest.raises(TimeoutError):
             await q.admit(ALICE, 100)
     assert len(q._unreleased) == 2 and q.unreleased == 1  # the third: over the bound, given up at once
-    assert await _until(lambda: _true(not q._unreleased), 3.0)
+    assert await until(lambda: not q._unreleased, 3.0)
     assert q.unreleased == 3 and calls["release"] >= 4  # each tried again before its op was forgotten
     assert len([m for m in caplog.messages if "was not released" in m]) == 3
     monkeypatch.setattr(inner, "release", release)
@@ -178,10 +184,6 @@ async def test_a_release_that_keeps_failing_is_given_up_when_its_op_is_forgotten
         await q.admit(ALICE, 100)
     await q.aclose()  # the gateway stops: the one waiting is given up, the background task ended
     assert q.unreleased == 4 and not q._unreleased and q._releaser is None
-
-
-async def _true(value: bool) -> bool:
-    return value
 
 
 class _HeldReplies:
