@@ -555,3 +555,35 @@ async def test_a_download_sends_exactly_its_content_length_while_its_file_change
         await _sent(response)
     assert "cut to fewer than" in caplog.text
     assert response.f.closed
+
+
+async def test_a_batch_stopped_for_room_and_resumed_without_room_starts_no_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A batch stopped by its tenant's storage quota whose files the index refused as it ended resumed as `finalizing`
+    and started `concurrency` more lines before the first of them found no room: each ran and was charged, written
+    past the quota again, at every resume (the ticker resumes it within `poll_s` while the index refuses). A resumed
+    batch now asks for room before it starts a line: with none, it starts none and fails as before."""
+    data = jsonl(*(line(f"q{i}", "hi") for i in range(6)))
+    engines = engines_for(tmp_path)
+    gw = await started(storage_spec(tmp_path, len(data) + 1500, 10, concurrency=1), engines)
+    try:
+        oai, _ = clients(gw)
+        before: list[int] = []  # the lines run when the batch stopped, as its end was refused
+
+        def ending(sql: str, params: tuple[Any, ...]) -> bool:
+            if sql.startswith("DELETE FROM batch_results"):
+                before.append(sum(len(e.received) for e in engines.values()))
+                return True
+            return False
+
+        refused = refuse_once(monkeypatch, ending)
+        with caplog.at_level(logging.ERROR, "aigrid.gateway"):
+            done = await until(oai, (await submit(oai, data)).id, "completed", "failed")
+        assert refused and "stopped by an internal error" in caplog.text  # it resumed, logged
+        assert done.status == "failed" and done.errors is not None
+        assert done.errors.data[0].code == "storage_quota_exceeded"
+        kept = await lines_of(oai, done.output_file_id)
+        ran = sum(len(e.received) for e in engines.values())
+        assert 0 < len(kept) < 6 and ran == len(kept) == before[0], (before, ran, [x["custom_id"] for x in kept])
+    finally:
+        await stopped(gw)

@@ -100,9 +100,9 @@ class BatchOutput:
                 raise InsufficientStorage(f"this batch's results could not all be written: {e.strerror or e}; the lines "
                                           "already answered are in its output and error files") from e
 
-    def size(self) -> int:
-        """What the output and error files hold (blocking)."""
-        return self._held(None)[0]
+    def held(self) -> tuple[int, int]:
+        """(bytes, files) of the output and error files (blocking)."""
+        return self._held(None)
 
     def _held(self, to: Path | None) -> tuple[int, int]:
         """(bytes, files) of the output and error files, `to` counted as a file even before its first line (blocking)."""

@@ -246,6 +246,8 @@ class BatchRunner:
 
         await self.store.update(row.id, started)
         await self._write_unwritten(run, row, output, progress, total)
+        if run.why is None and (progress.done or obj["status"] != "validating"):
+            await self._room_to_resume(run, row, output)
         skip = progress.done | set(self._unwritten.get(row.id, ()))  # answered, or ran and held here: never run again
         async with contextlib.aclosing(self._lines(path, obj["endpoint"], skip)) as pending:
             await self._run_lines(run, row, pending, output, progress, total)
@@ -343,6 +345,16 @@ class BatchRunner:
                 self._unwritten.setdefault(row.id, {})[cid] = result
                 continue
             await self._record(run, row, result, output, progress, total)
+
+    async def _room_to_resume(self, run: _Run, row: StoredBatch, output: BatchOutput) -> None:
+        """A batch resumed (one stopped for room whose end the index refused, one a restart stopped) asks for room
+        before it starts a line: with none it starts none (each line that ran would be written past the floor or the
+        quota all the same, `concurrency` of them at every resume) and ends as a batch stopped for room."""
+        written, files = await asyncio.to_thread(output.held)
+        try:
+            await self._check(row)(written, 0, files)
+        except (InsufficientStorage, StorageFull) as e:
+            self._refused(run, row, e)
 
     def _drop_unwritten(self, bid: str) -> None:
         """The results this batch could not write, dropped as it ends (or leaves this process): each said at error."""
