@@ -180,18 +180,19 @@ class Quotas:
             try:
                 await self.backend.release(op, counters)
             except Exception:  # the store still failing: released again in the background while its op is kept
-                log.warning("quota charge %s failed and could not be released", op, exc_info=True)
+                log.warning("quota charge %s failed and could not be released; released again in the background for "
+                            "up to %g s after the charge", op, RELEASE_RETRY_WITHIN_S, exc_info=True)
                 self._release_later(op, counters, sent)
             raise
 
     def _release_later(self, op: str, counters: list[Counter], sent: float) -> None:
         """A failed charge whose release failed too: kept (RELEASE_RETRY_MAX at most) and released again in the
         background, with a growing pause, until the store takes it or RELEASE_RETRY_WITHIN_S after the charge was
-        `sent` (its op then forgotten: a release would take nothing back). Logged once here, and once at the end."""
+        `sent` (its op then forgotten: a release would take nothing back). Logged as it failed (_charging), and once at the
+        end (released, or given up and counted)."""
         if len(self._unreleased) >= RELEASE_RETRY_MAX:
             self._give_up(op, f"{RELEASE_RETRY_MAX} failed charges already wait for their release")
             return
-        log.warning("quota charge %s: released again in the background for up to %g s", op, RELEASE_RETRY_WITHIN_S)
         self._unreleased[op] = (sent, counters)
         if self._releaser is None or self._releaser.done():
             self._releaser = asyncio.get_running_loop().create_task(self._release_again(), name="aigrid-quota-release")
