@@ -88,3 +88,75 @@ async def test_tool_choice_none_sends_the_format(mode: str) -> None:
     fin = (await events(engine, chat(response_format=JSON_SCHEMA, tool_choice="none", aigrid_tool_mode=mode)))[-1]
     assert engine.received[0]["response_format"] == JSON_SCHEMA and "tools" not in engine.received[0]
     assert isinstance(fin, Finished) and fin.content == '{"value": 1, "unit": "kg"}' and fin.model_calls == 1
+
+
+# twenty-fourth session: a constrained turn's JSON answer ({"answer": {...}}) was not streamed (AnswerStream read only
+# a string answer), so a streaming client got it whole in one chunk at the end while plain answers streamed
+WRITTEN = '{"answer": {"value": 42,  "unit": "kg", "note": "a \\"}\\" ] \\u00e9 {"}}'
+"""A constrained turn's answer as a model writes it: spaces orjson would not write, brackets and an escaped quote in a
+string, a \\u escape orjson would write as the character."""
+
+
+async def test_a_structured_answer_streams_as_the_model_writes_it_and_is_the_answer() -> None:
+    engine = ScriptedEngine([call("calculator", expression="6*7"), {"content": WRITTEN}])
+    evs = await events(engine, chat(response_format=JSON_SCHEMA))
+    deltas = [e.text for e in evs if isinstance(e, TextDelta)]
+    fin = evs[-1]
+    assert isinstance(fin, Finished) and fin.stop == "answer" and fin.finish_reason == "stop"
+    assert len(deltas) > 10 and "".join(deltas) == fin.content == WRITTEN[len('{"answer": '):-1]
+    assert orjson.loads(fin.content) == {"value": 42, "unit": "kg", "note": 'a "}" ] \u00e9 {'}
+    assert evs.index(next(e for e in evs if isinstance(e, TextDelta))) < len(evs) - 1  # before the answer ended
+
+
+async def test_a_streamed_structured_answer_reaches_the_sse_client_in_chunks_as_produced() -> None:
+    from aigrid.agents.reply import sse_stream
+
+    engine = ScriptedEngine([call("calculator", expression="6*7"), {"content": WRITTEN}])
+    body = chat(response_format=JSON_SCHEMA, stream=True)
+    chunks = [orjson.loads(line[len(b"data: "):]) async for raw in sse_stream(
+        run_tool_loop(engine, body, REGISTRY), "m", include_usage=False, created=0, response_id="r")
+        for line in raw.split(b"\n") if line.startswith(b"data: {")]
+    contents = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"][0]["delta"].get("content")]
+    assert len(contents) > 10 and "".join(contents) == WRITTEN[len('{"answer": '):-1]  # no second copy at the end
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_a_structured_answer_cut_off_by_max_tokens_ends_with_what_was_streamed() -> None:
+    engine = ScriptedEngine([{"content": '{"answer": {"value": 4', "finish": "length"}])
+    evs = await events(engine, chat(response_format=JSON_SCHEMA))
+    fin = evs[-1]
+    # as a text answer cut off: what was written (streamed already), finish_reason "length"; before, no content
+    assert isinstance(fin, Finished) and fin.finish_reason == "length" and fin.stop == "answer"
+    assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == fin.content == '{"value": 4'
+
+
+async def test_a_streamed_structured_answer_nested_past_what_is_written_again_stays_the_answer() -> None:
+    """parse_turn takes an answer nested deeper than MAX_DEPTH for a bad call (it would write it out again); streamed,
+    the client has it already and the answer is its text as written: no tool step, no second answer after it."""
+    deep = "[" * 130 + "]" * 130
+    engine = ScriptedEngine([{"content": '{"answer": {"deep": ' + deep + "}}"}, structured_answer({"value": 1})])
+    evs = await events(engine, chat(response_format={"type": "json_object"}))
+    fin = evs[-1]
+    assert not [e for e in evs if isinstance(e, Step)] and isinstance(fin, Finished) and fin.model_calls == 1
+    assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == fin.content == '{"deep": ' + deep + "}"
+
+
+async def test_a_streamed_structured_answer_passes_the_output_filter_as_a_whole_answer_would() -> None:
+    """The tenant's output redaction reads the JSON text as it streams (holding back a tail, as for any answer): the
+    client gets it in parts before the end, and the same text, still valid JSON, as the whole answer's redaction."""
+    from aigrid.agents.reply import sse_stream
+    from aigrid.gateway.output_filter import OutputFilter
+    from aigrid.security.firewall.pii import redact
+
+    value = {"value": 42, "unit": "kg", "note": "write to jo@example.com " + "and so on " * 40}
+    engine = ScriptedEngine([call("calculator", expression="6*7"), structured_answer(value)])
+    out = OutputFilter(redacts=True, strip_usage=False)
+    contents: list[str] = []
+    async for raw in sse_stream(run_tool_loop(engine, chat(response_format=JSON_SCHEMA, stream=True), REGISTRY), "m",
+                                include_usage=False, created=0, response_id="r"):
+        for line in raw.split(b"\n"):
+            if line.startswith(b"data: {") and (chunk := out.event(orjson.loads(line[len(b"data: "):]))) is not None:
+                contents += [c["delta"]["content"] for c in chunk["choices"] if c.get("delta", {}).get("content")]
+    whole = orjson.dumps(value).decode()
+    assert len(contents) > 5 and "".join(contents) == redact(whole)
+    assert orjson.loads("".join(contents))["note"].startswith("write to [REDACTED:EMAIL] and so on")

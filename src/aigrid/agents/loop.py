@@ -40,6 +40,7 @@ from aigrid.agents.answer_stream import AnswerStream
 from aigrid.agents.engine_refusal import raise_for_server_error
 from aigrid.agents.steps import (
     CUT_OFF,
+    NOT_AN_OBJECT,
     Call,
     ToolSpec,
     Turn,
@@ -682,7 +683,15 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
         _apply_json(raw, turn, native)  # an engine that answered a plain chat.completion
     calls = [{"id": c.get("id"), "name": c.get("name"), "arguments": c.get("arguments")}
              for _, c in sorted(native.items())]
-    yield parse_turn(turn, calls, constrained)
+    turn = parse_turn(turn, calls, constrained)
+    if answer.value is not None and not native and all(c.error == NOT_AN_OBJECT and not c.name for c in turn.calls):
+        # a JSON answer (the client's response_format) streamed as the model wrote it is the answer as written, not
+        # parse_turn's copy of it written out again (orjson's spacing, escapes and numbers), so the stream and the
+        # answer agree (reply.sse_stream sends only what the answer adds to the stream); and it stays the answer when
+        # nested too deep to be written out again (parse_turn's bad call: no writing out is needed, and the client
+        # has it already)
+        turn.calls, turn.content = [], answer.value
+    yield turn
 
 
 def _apply_event(event: Any, turn: Turn, native: dict[int, dict[str, str]]) -> list[str]:
