@@ -3,6 +3,7 @@ by BODY_CHUNK, not by the record, and the record is checked all the same (its ha
 
 from __future__ import annotations
 
+import sqlite3
 import tracemalloc
 from pathlib import Path
 
@@ -81,3 +82,26 @@ def test_a_streamed_body_that_does_not_end_with_its_ts_is_named(tmp_path: Path) 
     report = verify(path, KEY.public_key())
     assert report.problems == ["record 4: its body (10003 bytes, past the 4096 verify parses) is not an audit "
                                "record (not a JSON object ending with its ts)"], report.problems
+
+
+def test_a_body_is_read_from_its_own_row_whatever_the_rowids(tmp_path: Path) -> None:
+    """Bodies are read by rowid (blob I/O), which is the seq only while seq is the table's INTEGER PRIMARY KEY.
+    Someone with the file recreates the table with `seq INT PRIMARY KEY` (not the rowid) and swaps the bodies of
+    records 1 and 2 between rowids: read by rowid, each seq found its own record's body and verified OK while
+    its row held the other's. Such a table is read row by row, as it was before blob I/O."""
+    path = tmp_path / "audit.db"
+    log_with_a_large_record(path, 10)
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT seq, ts, body, prev_hash, hash FROM audit_records ORDER BY seq").fetchall()
+    db.executescript("DROP TABLE audit_records; CREATE TABLE audit_records (seq INT PRIMARY KEY, ts REAL, body TEXT, "
+                     "prev_hash TEXT, hash TEXT);")
+    (s1, t1, b1, p1, h1), (s2, t2, b2, p2, h2), third = rows
+    db.execute("INSERT INTO audit_records (rowid, seq, ts, body, prev_hash, hash) VALUES (1, ?, ?, ?, ?, ?)",
+               (s2, t2, b1, p2, h2))  # the row of record 2 holds record 1's body
+    db.execute("INSERT INTO audit_records (rowid, seq, ts, body, prev_hash, hash) VALUES (2, ?, ?, ?, ?, ?)",
+               (s1, t1, b2, p1, h1))
+    db.execute("INSERT INTO audit_records (rowid, seq, ts, body, prev_hash, hash) VALUES (3, ?, ?, ?, ?, ?)", third)
+    db.commit()
+    db.close()
+    report = verify(path, KEY.public_key())
+    assert not report.ok and report.first_break == 1, report.problems

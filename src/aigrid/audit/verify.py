@@ -264,8 +264,8 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, checkpoints: Iterator[_
 
     try:
         bodies = _Bodies(db)
-        for seq, ts, kind, prev_hash, stored in db.execute(  # the body is not selected: _Bodies reads it
-                "SELECT seq, ts, typeof(body), prev_hash, hash FROM audit_records ORDER BY seq"):
+        for seq, ts, kind, prev_hash, stored, *whole in db.execute(  # the body only when _Bodies cannot read it
+                f"SELECT {bodies.columns} FROM audit_records ORDER BY seq"):
             report.records += 1
             seq = int(seq)
             reached(seq - 1, None)
@@ -279,7 +279,7 @@ def _chain(db: sqlite3.Connection, report: VerifyReport, checkpoints: Iterator[_
                 prev, expected = stored, seq + 1
                 reached(seq, None)
                 continue
-            computed, body = bodies.hashed(seq, prev_hash)
+            computed, body = bodies.hashed(seq, prev_hash, whole)
             if seq != expected:
                 pass  # the gap is the problem; the link from the missing record cannot be checked
             elif prev_hash != prev:
@@ -312,13 +312,17 @@ class _Bodies:
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
-        self.utf8 = _text(db.execute("PRAGMA encoding").fetchone()[0]) == "UTF-8"
-        """Blob I/O reads the stored bytes: the same as the column's text in a UTF-8 database only."""
+        self.streamed = _text(db.execute("PRAGMA encoding").fetchone()[0]) == "UTF-8" and _seq_is_rowid(db)
+        """Blob I/O reads the stored bytes (the column's text in a UTF-8 database only) of the row with a given
+        rowid (the walk's row only while seq is the rowid): else each body comes whole with its row, as before."""
+        self.columns = "seq, ts, typeof(body), prev_hash, hash" + ("" if self.streamed else ", body")
 
-    def hashed(self, seq: int, prev_hash: str) -> tuple[str, bytes | _Streamed]:
-        """(the recomputed hash of record `seq`, its body: bytes, or what is kept of a streamed one)."""
-        if not self.utf8:
-            (body,) = self.db.execute("SELECT body FROM audit_records WHERE seq = ?", (seq,)).fetchone()
+    def hashed(self, seq: int, prev_hash: str, whole: list[object]) -> tuple[str, bytes | _Streamed]:
+        """(the recomputed hash of record `seq`, its body: bytes, or what is kept of a streamed one); `whole`: the
+        row's body when it was selected (text or a blob: bytes)."""
+        if whole:
+            body = whole[0]
+            assert isinstance(body, bytes)
             return entry_hash(seq, prev_hash, body), body
         with self.db.blobopen("audit_records", "body", seq, readonly=True) as blob:
             size = len(blob)
@@ -332,6 +336,18 @@ class _Bodies:
                 h.update(piece)
             blob.seek(size - _TAIL)
             return h.hexdigest(), _Streamed(size, first, blob.read(_TAIL))
+
+
+def _seq_is_rowid(db: sqlite3.Connection) -> bool:
+    """Is `seq` the table's rowid, its INTEGER PRIMARY KEY, as the writer makes it? Not for a table someone made
+    anew with `seq INT PRIMARY KEY`, `INTEGER PRIMARY KEY DESC` or WITHOUT ROWID (each has a primary-key index)."""
+    try:
+        keys = [(_text(name), _text(kind).upper())
+                for _, name, kind, _, _, pk in db.execute("PRAGMA table_info(audit_records)") if pk]
+        pk_index = any(_text(row[3]) == "pk" for row in db.execute("PRAGMA index_list(audit_records)"))
+    except sqlite3.DatabaseError:
+        return False
+    return keys == [("seq", "INTEGER")] and not pk_index
 
 
 @dataclass(slots=True, frozen=True)
