@@ -457,7 +457,7 @@ def audit_verify(db: Annotated[Path, typer.Argument(help="audit database (securi
                           "(default: .aigrid/audit-signing.pub.pem)")] = None,
                  anchor: Annotated[str | None, typer.Option(
                      help="SEQ:HASH printed by an earlier verify and kept elsewhere: the log must still hold it "
-                          "(finds a deleted tail or a replaced file)")] = None) -> None:
+                          "(finds an older copy of the log and its head put back, or another log)")] = None) -> None:
     """Prove the log intact, or name the first record that was changed, deleted or reordered."""
     from aigrid.audit.cli import verify_command
 
