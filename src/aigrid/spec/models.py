@@ -555,7 +555,8 @@ class AdmissionLimits(StrictModel):
         "a class left out keeps its default, null for a class: never shed at the SLO, null for the whole "
         "setting: no class is (only max_wait_s limits the wait)")
     capacity: int = Field(default=AdmissionRules().capacity, ge=1, le=1_000_000,
-                          description="requests that may wait at once on a gateway")
+                          description="requests that may wait at once in a gateway process (each worker "
+                                      "of --workers N its own)")
     engine_queue_share: float = Field(
         default=AdmissionRules().engine_queue_share, gt=0.0, le=1.0, description="a request with queue "
         "ahead waits at the gateway while even its optimistic predicted TTFT (p10) is over this share of its "
