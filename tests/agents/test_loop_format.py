@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aigrid.agents import Finished, Step, TextDelta, builtin_tools, run_tool_loop
 from tests.agents.scripted_engine import ScriptedEngine, call
@@ -92,9 +94,11 @@ async def test_tool_choice_none_sends_the_format(mode: str) -> None:
 
 # twenty-fourth session: a constrained turn's JSON answer ({"answer": {...}}) was not streamed (AnswerStream read only
 # a string answer), so a streaming client got it whole in one chunk at the end while plain answers streamed
-WRITTEN = '{"answer": {"value": 42,  "unit": "kg", "note": "a \\"}\\" ] \\u00e9 {"}}'
+WRITTEN = '{"answer": {"value": 42,  "unit": "kg",\n "note": "a \\"}\\" ] \\u00e9 \\/ {"}}'
 """A constrained turn's answer as a model writes it: spaces orjson would not write, brackets and an escaped quote in a
-string, a \\u escape orjson would write as the character."""
+string, escapes orjson would write as the character."""
+STREAMED = '{"value":42,"unit":"kg","note":"a \\"}\\" ] \u00e9 / {"}'
+"""Its JSON as the client gets it, streamed and whole: as orjson writes it."""
 
 
 async def test_a_structured_answer_streams_as_the_model_writes_it_and_is_the_answer() -> None:
@@ -103,8 +107,9 @@ async def test_a_structured_answer_streams_as_the_model_writes_it_and_is_the_ans
     deltas = [e.text for e in evs if isinstance(e, TextDelta)]
     fin = evs[-1]
     assert isinstance(fin, Finished) and fin.stop == "answer" and fin.finish_reason == "stop"
-    assert len(deltas) > 10 and "".join(deltas) == fin.content == WRITTEN[len('{"answer": '):-1]
-    assert orjson.loads(fin.content) == {"value": 42, "unit": "kg", "note": 'a "}" ] \u00e9 {'}
+    assert len(deltas) > 10 and "".join(deltas) == fin.content == STREAMED
+    assert orjson.dumps(orjson.loads(fin.content)).decode() == STREAMED
+    assert orjson.loads(fin.content) == {"value": 42, "unit": "kg", "note": 'a "}" ] \u00e9 / {'}
     assert evs.index(next(e for e in evs if isinstance(e, TextDelta))) < len(evs) - 1  # before the answer ended
 
 
@@ -117,7 +122,7 @@ async def test_a_streamed_structured_answer_reaches_the_sse_client_in_chunks_as_
         run_tool_loop(engine, body, REGISTRY), "m", include_usage=False, created=0, response_id="r")
         for line in raw.split(b"\n") if line.startswith(b"data: {")]
     contents = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"][0]["delta"].get("content")]
-    assert len(contents) > 10 and "".join(contents) == WRITTEN[len('{"answer": '):-1]  # no second copy at the end
+    assert len(contents) > 10 and "".join(contents) == STREAMED  # no second copy at the end
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
@@ -127,7 +132,7 @@ async def test_a_structured_answer_cut_off_by_max_tokens_ends_with_what_was_stre
     fin = evs[-1]
     # as a text answer cut off: what was written (streamed already), finish_reason "length"; before, no content
     assert isinstance(fin, Finished) and fin.finish_reason == "length" and fin.stop == "answer"
-    assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == fin.content == '{"value": 4'
+    assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == fin.content == '{"value":4'
 
 
 async def test_a_streamed_structured_answer_nested_past_what_is_written_again_stays_the_answer() -> None:
@@ -138,7 +143,7 @@ async def test_a_streamed_structured_answer_nested_past_what_is_written_again_st
     evs = await events(engine, chat(response_format={"type": "json_object"}))
     fin = evs[-1]
     assert not [e for e in evs if isinstance(e, Step)] and isinstance(fin, Finished) and fin.model_calls == 1
-    assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == fin.content == '{"deep": ' + deep + "}"
+    assert "".join(e.text for e in evs if isinstance(e, TextDelta)) == fin.content == '{"deep":' + deep + "}"
 
 
 async def test_a_streamed_structured_answer_passes_the_output_filter_as_a_whole_answer_would() -> None:
@@ -149,7 +154,9 @@ async def test_a_streamed_structured_answer_passes_the_output_filter_as_a_whole_
     from aigrid.security.firewall.pii import redact
 
     value = {"value": 42, "unit": "kg", "note": "write to jo@example.com " + "and so on " * 40}
-    engine = ScriptedEngine([call("calculator", expression="6*7"), structured_answer(value)])
+    # the address's @ written as a JSON escape: the redaction reads the string's characters, as the client's parser does
+    written = orjson.dumps({"answer": value}).decode().replace("@", "\\u0040")
+    engine = ScriptedEngine([call("calculator", expression="6*7"), {"content": written}])
     out = OutputFilter(redacts=True, strip_usage=False)
     contents: list[str] = []
     async for raw in sse_stream(run_tool_loop(engine, chat(response_format=JSON_SCHEMA, stream=True), REGISTRY), "m",
@@ -160,3 +167,27 @@ async def test_a_streamed_structured_answer_passes_the_output_filter_as_a_whole_
     whole = orjson.dumps(value).decode()
     assert len(contents) > 5 and "".join(contents) == redact(whole)
     assert orjson.loads("".join(contents))["note"].startswith("write to [REDACTED:EMAIL] and so on")
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(-10**12, 10**12) | st.text(max_size=8),
+                     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+                     max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.text(max_size=4), _json, max_size=3) | st.lists(_json, max_size=3),
+       st.sampled_from([None, 1]), st.booleans(), st.lists(st.integers(1, 9), min_size=1, max_size=40))
+def test_a_json_answer_streams_as_orjson_writes_it_however_it_is_written_and_cut(
+        value: Any, indent: int | None, ascii_only: bool, sizes: list[int]) -> None:
+    """Whatever spacing and escapes the model writes and wherever the engine cuts its text, what streams is the JSON
+    as orjson writes it (`value` too, once closed), so streamed and whole answers are the same text."""
+    import json
+
+    from aigrid.agents.answer_stream import AnswerStream
+
+    written = '{"answer": ' + json.dumps(value, indent=indent, ensure_ascii=ascii_only) + "}"
+    stream, out, pos = AnswerStream(), [], 0
+    for size in sizes * (len(written) // len(sizes) + 1):
+        out.append(stream.feed(written[pos:pos + size]))
+        pos += size
+    assert "".join(out) == stream.value == orjson.dumps(value).decode()

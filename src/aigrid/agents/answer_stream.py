@@ -3,10 +3,13 @@
 AnswerStream watches the text of a constrained turn: when it starts as {"answer": "...", it yields the
 answer's characters as they arrive (JSON escapes decoded), so the final text streams to the client even
 though the model writes JSON; when it starts as {"answer": {... or {"answer": [... (the client's JSON
-`response_format`: the answer is that JSON), it yields the value's JSON as the model writes it, up to its
-closing bracket, and keeps it whole in `value` once closed (the loop answers with that very text, so what was
-streamed is the answer; until the twenty-fourth session such an answer reached a streaming client whole, in one
-chunk at the end); a turn that starts as {"tool": ...} yields nothing.
+`response_format`: the answer is that JSON), it yields the value's JSON as it arrives, up to its closing
+bracket, written as orjson writes it (no spaces between tokens; each string's escapes decoded and only what JSON
+must escape escaped again: quote, backslash, control characters; numbers as written), and keeps it whole in
+`value` once closed: the loop answers with that very text, so what was streamed is the answer, and the output
+redaction reads a string's characters, not escapes a model may hide an address behind ("jo\\u0040x.io"). Until the
+twenty-fourth session such an answer reached a streaming client whole, in one chunk at the end. A turn that starts
+as {"tool": ...} yields nothing.
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ import re
 
 _ANSWER_HEAD = re.compile(r'\s*\{\s*"answer"\s*:\s*"')
 _VALUE_HEAD = re.compile(r'\s*\{\s*"answer"\s*:\s*(?=[{\[])')
-_VALUE_PART = re.compile(r'[^"\\{}\[\]]+')
-"""A run of a JSON value's text that opens or closes nothing (no string's quote, no escape, no bracket)."""
+_PLAIN = re.compile(r'[^"\\\x00-\x1f]+')
+"""A run of a string's characters written as they are (no quote, no escape, no control character)."""
+_TOKENS = re.compile(r'[^"\s{}\[\]]+')
+"""A run of a value's text outside its strings that opens, closes and skips nothing (numbers, literals, `,` and `:`)."""
+_WRITTEN = {ord('"'): '\\"', ord("\\"): "\\\\", **{c: f"\\u{c:04x}" for c in range(0x20)},
+            **{ord(k): "\\" + e for e, k in (("b", "\b"), ("f", "\f"), ("n", "\n"), ("r", "\r"), ("t", "\t"))}}
+"""How a string's character is written again (str.translate): what JSON must escape, as orjson escapes it."""
 _FIRST_KEY = re.compile(r'\s*\{\s*"([^"]*)"')
 _NOT_OBJECT = re.compile(r'\s*(?:[^\s{]|\{\s*[^\s"])')
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
@@ -24,7 +32,7 @@ _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r"
 
 
 class AnswerStream:
-    """Incremental decoder of the "answer" string of a constrained turn."""
+    """Incremental decoder of the "answer" string of a constrained turn (or its JSON value)."""
 
     def __init__(self) -> None:
         self._text = ""
@@ -33,8 +41,9 @@ class AnswerStream:
         self.is_answer: bool | None = None
         self._depth: int | None = None  # a JSON value's open brackets (None: the answer is a string)
         self._in_string = False
+        self._written: list[str] = []
         self.value: str | None = None
-        """A JSON value's text as written, once its last bracket closed (None: not a value, or not closed yet)."""
+        """A JSON value's text as streamed, once its last bracket closed (None: not a value, or not closed yet)."""
 
     def feed(self, fragment: str) -> str:
         """The answer characters completed by `fragment` ('' when none or when it is not an answer)."""
@@ -63,59 +72,76 @@ class AnswerStream:
                 out.append(c)
                 i += 1
                 continue
-            if i + 1 >= len(text):
+            got = _escape(text, i)
+            if got is None:
                 break  # wait for the escaped character
-            e = text[i + 1]
-            if e == "u":
-                if i + 6 > len(text):
-                    break
-                code = int(text[i + 2:i + 6], 16) if _HEX4.fullmatch(text[i + 2:i + 6]) else 0xFFFD
-                if 0xD800 <= code < 0xDC00:  # a surrogate pair: \\uD83D\\uDE00
-                    if i + 12 > len(text):
-                        break
-                    low = text[i + 8:i + 12] if text[i + 6:i + 8] == "\\u" else ""
-                    if _HEX4.fullmatch(low) and 0xDC00 <= int(low, 16) < 0xE000:
-                        out.append(chr(0x10000 + ((code - 0xD800) << 10) + int(low, 16) - 0xDC00))
-                        i += 12
-                        continue
-                    code = 0xFFFD
-                out.append(chr(0xFFFD if 0xDC00 <= code < 0xE000 else code))
-                i += 6
-            else:
-                out.append(_ESCAPES.get(e, e))
-                i += 2
+            out.append(got[0])
+            i = got[1]
         self._pos = i
         return "".join(out)
 
     def _value(self) -> str:
-        """The JSON value's text completed by the last fragment, as written: its strings and their escapes copied (a
-        quote or a bracket inside a string closes nothing), up to the bracket that closes it."""
-        text, i, start = self._text, self._pos or 0, self._pos or 0
-        depth, in_string = self._depth or 0, self._in_string
+        """The JSON value's text completed by the last fragment, up to the bracket that closes it, as orjson writes it
+        (a quote or a bracket inside a string closes nothing)."""
+        out: list[str] = []
+        text, i, depth, in_string = self._text, self._pos or 0, self._depth or 0, self._in_string
         while i < len(text):
-            if (run := _VALUE_PART.match(text, i)) is not None:
-                i = run.end()
-                continue
             c = text[i]
             if in_string:
-                if c == "\\":
-                    if i + 1 >= len(text):
+                if (run := _PLAIN.match(text, i)) is not None:
+                    out.append(run.group())
+                    i = run.end()
+                elif c == "\\":
+                    if (got := _escape(text, i)) is None:
                         break  # the escaped character is not here yet
-                    i += 2
-                    continue
-                in_string = c != '"'
-            elif c == '"':
+                    out.append(got[0].translate(_WRITTEN))
+                    i = got[1]
+                else:  # the string's end, or a control character written raw (escaped here, as JSON wants it)
+                    out.append(c.translate(_WRITTEN) if c != '"' else c)
+                    in_string = c != '"'
+                    i += 1
+                continue
+            if (run := _TOKENS.match(text, i)) is not None:
+                out.append(run.group())
+                i = run.end()
+                continue
+            i += 1
+            if c.isspace():
+                continue
+            out.append(c)
+            if c == '"':
                 in_string = True
             elif c in "{[":
                 depth += 1
             elif c in "}]":
                 depth -= 1
                 if depth == 0:
-                    i += 1
                     self._closed = True
                     break
-            i += 1
         self._pos, self._depth, self._in_string = i, depth, in_string
-        if self._closed and (head := _VALUE_HEAD.match(text)) is not None:
-            self.value = text[head.end():i]
-        return text[start:i]
+        piece = "".join(out)
+        self._written.append(piece)
+        if self._closed:
+            self.value = "".join(self._written)
+        return piece
+
+
+def _escape(text: str, i: int) -> tuple[str, int] | None:
+    """The character(s) the JSON escape at text[i] (a backslash) stands for and where the text goes on after it; None
+    while it is not all there. A lone surrogate or a bad \\u escape reads as U+FFFD."""
+    if i + 1 >= len(text):
+        return None
+    e = text[i + 1]
+    if e != "u":
+        return _ESCAPES.get(e, e), i + 2
+    if i + 6 > len(text):
+        return None
+    code = int(text[i + 2:i + 6], 16) if _HEX4.fullmatch(text[i + 2:i + 6]) else 0xFFFD
+    if 0xD800 <= code < 0xDC00:  # a surrogate pair: \\uD83D\\uDE00
+        if i + 12 > len(text):
+            return None
+        low = text[i + 8:i + 12] if text[i + 6:i + 8] == "\\u" else ""
+        if _HEX4.fullmatch(low) and 0xDC00 <= int(low, 16) < 0xE000:
+            return chr(0x10000 + ((code - 0xD800) << 10) + int(low, 16) - 0xDC00), i + 12
+        code = 0xFFFD
+    return chr(0xFFFD if 0xDC00 <= code < 0xE000 else code), i + 6

@@ -685,11 +685,11 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
              for _, c in sorted(native.items())]
     turn = parse_turn(turn, calls, constrained)
     if answer.value is not None and not native and all(c.error == NOT_AN_OBJECT and not c.name for c in turn.calls):
-        # a JSON answer (the client's response_format) streamed as the model wrote it is the answer as written, not
-        # parse_turn's copy of it written out again (orjson's spacing, escapes and numbers), so the stream and the
-        # answer agree (reply.sse_stream sends only what the answer adds to the stream); and it stays the answer when
-        # nested too deep to be written out again (parse_turn's bad call: no writing out is needed, and the client
-        # has it already)
+        # a JSON answer (the client's response_format) is the text AnswerStream streamed (as orjson writes it, but
+        # its numbers as the model wrote them), not parse_turn's copy written out again (orjson writes 1e2 as 100.0),
+        # so the stream and the answer agree (reply.sse_stream sends only what the answer adds to the stream); and it
+        # stays the answer when nested too deep to be written out again (parse_turn's bad call: nothing is written
+        # out again, and a streaming client has it already)
         turn.calls, turn.content = [], answer.value
     yield turn
 
