@@ -69,9 +69,12 @@ from aigrid.telemetry.store import TelemetryStore
 Sleep = Callable[[float], Awaitable[None]]
 Wrap = Callable[[Engine, Candidate], Engine]
 """Wraps the chosen endpoint's engine for one request (the agent tool loop runs beside it)."""
-_PASS_HEADERS = ("content-type", "retry-after")
-"""The engine's headers a client gets with its answer: the type, and when a hosted engine refuses for its own
-rate limit (429), when to try again."""
+_PASS_HEADERS = ("retry-after",)
+"""The engine's headers a client gets with its answer: when a hosted engine refuses for its own rate limit (429), when
+to try again. Not its content-type: the client gets the type the gateway checked (_not_an_answer) or wrote, an event
+stream's `text/event-stream` or JSON's `application/json` (passed on as the engine wrote it, `text/html; x=json` or
+`text/event-stream, text/html`, which a browser reads as its last type, made an answer a page of the gateway's
+origin)."""
 _ENGINE = re.compile(r"\w+Engine\([^()]*\): ?")
 """An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client."""
 _RESOLVED = re.compile(r"\('[^'\s]{1,255}', \d{1,5}(?:, \d+, \d+)?\)")
@@ -703,10 +706,12 @@ class Proxy:
     @staticmethod
     def _headers(cand: Candidate, decision: Decision, upstream: UpstreamResponse) -> dict[str, str]:
         headers = {k: v for k, v in upstream.headers.items() if k.lower() in _PASS_HEADERS}
+        sse = upstream.headers.get("content-type", "").startswith("text/event-stream")
+        headers["content-type"] = "text/event-stream" if sse else "application/json"
         headers.update({"x-aigrid-site": cand.site_id, "x-aigrid-endpoint": cand.endpoint_id,
                         "x-aigrid-model": cand.model,
                         "x-aigrid-decision": decision.request_id, "x-aigrid-jurisdiction": cand.jurisdiction})
-        if headers.get("content-type", "").startswith("text/event-stream"):
+        if sse:
             headers["cache-control"] = "no-cache"
         wait = retry_after_s(headers)
         if wait is not None and not 0 <= wait <= RETRY_WAIT_MAX_S:  # the gateway's own rule for a hosted
