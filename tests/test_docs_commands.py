@@ -29,6 +29,8 @@ from tests.test_docs_match import DOCS, NOT_HERE, ROOT, _lines
 SHELL_BLOCKS = {"", "bash", "sh", "shell", "console"}
 WRAPPERS = {"sudo", "env", "nohup", "exec", "time", "/usr/bin/time", "taskset"}
 """Words before the command that run it (`taskset -c 0 python ...`, `/usr/bin/time -v aigrid sim ...`)."""
+PROFILERS = {"py-spy", "valgrind"}
+PROGRAM = re.compile(r"(?:\S*/)?(?:aigrid|python(?:3(?:\.\d+)?)?)")
 PATH_ROOTS = ("examples/", "scripts/", "deploy/", "data/", "docs/", "tests/")
 PLACEHOLDER = re.compile(r"[A-Z]{2,}|\.\.\.|\*|\bX\b")
 """`examples/sim/NAME.yaml`, `DIR/checks/03-...yaml`, `<tree>` (read as X): a path a reader fills in."""
@@ -51,17 +53,22 @@ class Grammar:
 
 def _logical_lines(doc: Path) -> Iterator[tuple[int, str, bool]]:
     """(line number, text, whether in a shell block) of every shell block line (a `\\` continuation joined)
-    and every inline code span."""
+    and every inline code span (one that goes on over a line break too, up to the paragraph's end)."""
     lang: str | None = None
     pending: tuple[int, str] | None = None
     for n, line in enumerate(_lines(doc), 1):
         stripped = line.lstrip()
         if stripped.startswith("```"):
-            lang = stripped[3:].strip() if lang is None else None
+            lang, pending = stripped[3:].strip() if lang is None else None, None
             continue
         if lang is None:
-            for span in re.findall(r"`([^`]+)`", line):
-                yield n, span, False
+            start, text = (pending[0], f"{pending[1]} {line}") if pending and line.strip() else (n, line)
+            pending = None
+            if text.count("`") % 2:  # a span opened here goes on on the next line
+                cut = text.rindex("`")
+                pending, text = (n if cut >= len(text) - len(line) else start, text[cut:]), text[:cut]
+            for span in re.findall(r"`([^`]+)`", text):
+                yield start, span, False
         elif lang in SHELL_BLOCKS:
             start, text = pending if pending else (n, "")
             text += " " + re.sub(r"^\$ ", "", stripped)
@@ -89,6 +96,8 @@ def _strip_wrappers(words: list[str]) -> list[str]:
     while words:
         if re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
             words = words[1:]
+        elif words[0] in PROFILERS:  # py-spy record -r 200 -o prof.txt -- python ...: its own options first
+            words = words[next((i for i, w in enumerate(words) if PROGRAM.fullmatch(w)), len(words)):]
         elif words[0] in WRAPPERS:
             words = words[1:]
             while words and words[0].startswith("-"):  # taskset -c 1, time -v
@@ -296,7 +305,7 @@ def check_command(words: list[str], strict: bool) -> list[str] | None:
     program, args = words[0], words[1:]
     if program == "aigrid" or program.endswith("/aigrid"):
         bad = _check_aigrid(_root(), args, strict)
-    elif re.fullmatch(r"(?:\S*/)?python(?:3(?:\.\d+)?)?", program):
+    elif PROGRAM.fullmatch(program):
         found = _check_python(args, strict)
         if found is None:
             return None
@@ -366,6 +375,9 @@ def test_every_command_line_in_the_docs_parses_against_what_it_runs() -> None:
     ("aigrid sim examples/sim/no-such.yaml", "no such file examples/sim/no-such.yaml"),
     (".venv/bin/python scripts/no_such_script.py", "no such file scripts/no_such_script.py"),
     ("python scripts/hot_prefix_split.py --made-up-option 3", "no option --made-up-option"),
+    ("python scripts/sim_cpu.py examples/sim/planet.yaml 1000 balanced more", "4 arguments; it takes at most 3"),
+    ("python scripts/sim_cpu.py examples/sim/planet.yaml 1000 balanced --dense=1", "--dense is a flag: it takes no value"),
+    ("py-spy record -o prof.txt -- python scripts/sim_cpu.py X 1 nearest --sparse", "no option --sparse"),
     ("python -m aigrid.bench.gateway_launch SPEC --transport", "--transport needs a value"),
     ("python -m aigrid.bench.gateway_launch SPEC", "--port is required"),
     ("python -m tests.gateway.test_hangup --made-up-option", "no option --made-up-option"),
@@ -407,11 +419,13 @@ def test_another_tools_command_is_not_read() -> None:
 def test_a_page_with_a_wrong_command_fails(tmp_path: Path) -> None:
     """The scan of a page reads shell blocks (a `\\` continuation joined), inline spans, not ```text output."""
     page = tmp_path / "page.md"
-    page.write_text("Run `aigrid sim examples/sim/small.yaml --made-up-inline`.\n\n"
+    page.write_text("Run `aigrid sim examples/sim/small.yaml --made-up-inline`, or\n`aigrid up --port 1\n"
+                    "--made-up-over-a-line-break`.\n\n"
                     "```bash\naigrid plan examples/plan/small.yaml \\\n  --out DIR --made-up-option\n```\n\n"
                     "```text\naigrid gateway on http://127.0.0.1:8080 (printed)\n```\n", encoding="utf-8")
     bad, checked, _ = _wrong_lines([page])
-    assert checked == 2
+    assert checked == 3
     assert bad == ["page.md:1: `aigrid sim examples/sim/small.yaml --made-up-inline`: no option --made-up-inline",
-                   "page.md:4: `aigrid plan examples/plan/small.yaml --out DIR --made-up-option`: "
+                   "page.md:2: `aigrid up --port 1 --made-up-over-a-line-break`: no option --made-up-over-a-line-break",
+                   "page.md:6: `aigrid plan examples/plan/small.yaml --out DIR --made-up-option`: "
                    "no option --made-up-option"], bad
