@@ -11,11 +11,13 @@ Blocks of printed output are tagged ```text in the docs, so `aigrid gateway on h
 from __future__ import annotations
 
 import ast
+import enum
 import importlib
 import math
 import re
 import shlex
 import time
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
@@ -42,12 +44,13 @@ OPTION = re.compile(r"--?[A-Za-z][\w-]*(=.*)?")
 @dataclass
 class Grammar:
     """What a command accepts: each option's (fewest, most) values, positional arguments (fewest, most),
-    options it requires; `source`, where a script reads its arguments by hand (`"--cost" in sys.argv`): any
+    options it requires, the values an option may take where they are listed; `source`, where a script reads its arguments by hand (`"--cost" in sys.argv`): any
     option it names as a string is one."""
 
     options: dict[str, tuple[float, float]] = field(default_factory=dict)
     positional: tuple[float, float] = (0, math.inf)
     required: set[str] = field(default_factory=set)
+    choices: dict[str, set[str]] = field(default_factory=dict)
     source: str = ""
 
 
@@ -116,6 +119,15 @@ def _root() -> Any:
     return typer.main.get_command(app)
 
 
+def _choices(annotation: Any) -> set[str]:
+    """The values of an Enum or a Literal (inside `X | None` too); none for any other type."""
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return {str(m.value) for m in annotation}
+    if typing.get_origin(annotation) is typing.Literal:
+        return {str(a) for a in typing.get_args(annotation)}
+    return {c for a in typing.get_args(annotation) for c in _choices(a)}
+
+
 def _click_grammar(cmd: Any) -> Grammar:
     g = Grammar(options={"--help": (0, 0)}, positional=(0, 0))
     low, high = 0.0, 0.0
@@ -123,6 +135,8 @@ def _click_grammar(cmd: Any) -> Grammar:
         if p.param_type_name == "option":
             takes = (0, 0) if p.is_flag or p.count else (p.nargs, p.nargs)
             g.options.update({o: takes for o in (*p.opts, *p.secondary_opts)})
+            if _choices(p.type_descriptor.annotation):
+                g.choices[p.opts[0]] = _choices(p.type_descriptor.annotation)
             if p.required:
                 g.required.add(p.opts[0])
         else:
@@ -158,6 +172,9 @@ def _argparse_grammar(source: str) -> Grammar | None:
                 g.options[name] = takes
                 if boolean and name.startswith("--"):
                     g.options["--no-" + name[2:]] = takes
+            if isinstance(kw.get("choices"), ast.Tuple | ast.List | ast.Set):
+                g.choices[names[0]] = {str(e.value) for e in kw["choices"].elts  # type: ignore[attr-defined]
+                                       if isinstance(e, ast.Constant)}
             required = kw.get("required")
             if isinstance(required, ast.Constant) and required.value is True:
                 g.required.add(names[0])
@@ -180,6 +197,14 @@ def _grammar_of(path: Path) -> Grammar:
     return _argparse_grammar(source) or Grammar(options={}, source=source)
 
 
+def _not_a_choice(g: Grammar, name: str, value: str) -> list[str]:
+    """`--mode poisson`: one of the option's values, where it lists them (`--transport direct|http1`: either;
+    a placeholder such as MODE or X is not checked)."""
+    if name not in g.choices or PLACEHOLDER.search(value):
+        return []
+    return [f"{name} {v!r} is none of {sorted(g.choices[name])}" for v in value.split("|") if v not in g.choices[name]]
+
+
 def _check_args(g: Grammar, args: list[str], strict: bool) -> list[str]:
     """What is wrong with `args` for a command of grammar `g`. `strict` (a shell block, a whole command): a
     required value or argument left out is wrong too; in an inline span (`aigrid gateway --redis`, prose
@@ -196,13 +221,15 @@ def _check_args(g: Grammar, args: list[str], strict: bool) -> list[str]:
             positional += len(args) - i
             break
         elif OPTION.fullmatch(word) and not re.fullmatch(r"-\d.*", word):
-            name, eq, _ = word.partition("=")
+            name, eq, value = word.partition("=")
             if name not in g.options:
                 if not re.search(rf"[\"']{re.escape(name)}[\"'=]", g.source):
                     bad.append(f"no option {name}")
                 continue
             given.add(name)
             low, high = g.options[name]
+            if high and (eq or (i < len(args) and not OPTION.fullmatch(args[i]))):
+                bad += _not_a_choice(g, name, value if eq else args[i])
             if high == 0 and eq:
                 bad.append(f"{name} is a flag: it takes no value")
             elif not eq:
@@ -379,6 +406,9 @@ def test_every_command_line_in_the_docs_parses_against_what_it_runs() -> None:
     ("python scripts/sim_cpu.py examples/sim/planet.yaml 1000 balanced --dense=1", "--dense is a flag: it takes no value"),
     ("py-spy record -o prof.txt -- python scripts/sim_cpu.py X 1 nearest --sparse", "no option --sparse"),
     ("python -m aigrid.bench.gateway_launch SPEC --transport", "--transport needs a value"),
+    ("python -m aigrid.bench.gateway_launch SPEC --port 1 --transport http2",
+     "--transport 'http2' is none of ['aiohttp', 'direct', 'http1', 'httpx']"),
+    ("aigrid bench URL --mode open", "--mode 'open' is none of ['closed', 'poisson', 'trace']"),
     ("python -m aigrid.bench.gateway_launch SPEC", "--port is required"),
     ("python -m tests.gateway.test_hangup --made-up-option", "no option --made-up-option"),
     ("python -m aigrid.sim.cli examples/sim/small.yaml --made-up-option", "no option --made-up-option"),
