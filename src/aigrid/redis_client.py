@@ -11,18 +11,28 @@ own password comes first (redis-py's rule); a user name, not a secret, goes in t
 The password lives only in the client's connection settings: it is not kept on the spec, not logged, and
 redis-py's errors ("invalid username-password pair", "Authentication required") and reprs never show it.
 redis is imported here, so only a caller that connects pays for it (about 12 MB of each worker's memory).
+
+TLS: a rediss:// URL is TLS, its server's certificate checked (redis-py's default, ssl_cert_reqs=required: the
+spec refuses anything else) against the CA its `ssl_ca_certs=` query parameter names, else the system's CAs, and
+its host name checked; `ssl_certfile=` and `ssl_keyfile=` add a client certificate (mutual TLS). Those files are
+read here, at startup: one that is missing, unreadable or not PEM is a ConfigError naming the parameter, not a
+first request that fails. A server whose certificate does not verify is refused (redis-py's ConnectionError,
+"certificate verify failed"): there is no fallback to plain TCP.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
 from aigrid.errors import ConfigError
 
 PASSWORD_FIELD = "gateway.redis_password_env"
+URL_FIELDS = "gateway.shared_state_url, gateway.stores or security.quotas_redis_url"
 
 
 def password_from(env: str | None) -> str | None:
@@ -42,9 +52,32 @@ def connect(url: str, password_env: str | None, *, pool_size: int | None = None,
     `pool_size`: at most that many connections, a caller waiting up to `pool_wait_s` for one (None: redis-py's
     unbounded pool). `options`: redis-py's connection options (socket_timeout, retry, ...)."""
     password = password_from(password_env)
+    check_tls_files(url)
     if password is not None:
         options["password"] = password
     if pool_size is None:
         return Redis.from_url(url, **options)
     return Redis(connection_pool=BlockingConnectionPool.from_url(url, max_connections=pool_size,
                                                                  timeout=pool_wait_s, **options))
+
+
+def check_tls_files(url: str) -> None:
+    """ConfigError if a rediss:// URL's CA (`ssl_ca_certs`) or client certificate and key (`ssl_certfile`,
+    `ssl_keyfile`) cannot be read, or are not PEM (or the key is not the certificate's)."""
+    if not url.startswith("rediss://"):
+        return
+    parts = urlsplit(url)
+    query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+    where = f"{URL_FIELDS}: the Redis at rediss://{parts.hostname}:{parts.port or 6379}"
+    context = ssl.create_default_context()
+    name = "ssl_ca_certs"
+    try:
+        if "ssl_ca_certs" in query:
+            context.load_verify_locations(cafile=query[name])
+        if "ssl_certfile" in query:
+            name = "ssl_certfile"
+            context.load_cert_chain(query[name], query.get("ssl_keyfile"))
+    except (OSError, ssl.SSLError) as e:  # missing, a folder, no permission; not PEM, key of another certificate
+        raise ConfigError(f"{where}: {name}={query[name]} cannot be used ({e}); it must be a readable PEM file "
+                          + ("of the CA that signed the server's certificate" if name == "ssl_ca_certs" else
+                             "with its ssl_keyfile, the client's certificate and key")) from e

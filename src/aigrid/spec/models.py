@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 from fnmatch import fnmatchcase
 from typing import Literal, cast
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -100,7 +100,40 @@ def redis_url(url: str | None) -> str | None:
             port = 0
         if port == 0:
             raise ValueError(f"{url!r}: the port must be a number from 1 to 65535")
+    problem = _redis_tls_problem(url)
+    if problem:
+        raise ValueError(problem)
     return url
+
+
+REDIS_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+"""A rediss:// URL's query parameters that name files (redis-py reads them): the CA its server's certificate is
+checked against, and the client's certificate and key (mutual TLS). redis_client.connect reads them at startup."""
+
+
+def _redis_tls_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL's TLS settings (its `ssl_*` query parameters, which redis-py passes to the
+    connection as they are), or None. Verification cannot be turned off: `ssl_cert_reqs` other than `required`
+    (redis-py's default) is refused; a file is an absolute path (a URL is not read relative to the spec)."""
+    query = parse_qs(urlsplit(url).query, keep_blank_values=True)
+    tls = sorted(name for name in query if name.startswith("ssl_"))
+    if not tls:
+        return None
+    shown = repr(_without_password(url))
+    if not url.startswith("rediss://"):
+        return f"{shown}: {', '.join(tls)} are TLS settings, for a rediss:// URL (this one is not TLS)"
+    reqs = query.get("ssl_cert_reqs", ["required"])[0].lower()
+    if reqs != "required":
+        return (f"{shown}: ssl_cert_reqs={reqs} would accept a server whose certificate is not checked (whoever "
+                "is on the path reads the password and the state); name the CA that signed the server's "
+                "certificate with ssl_ca_certs=/path/ca.crt instead")
+    for name in REDIS_TLS_FILES:
+        path = query.get(name, [None])[0]
+        if path is not None and not path.startswith("/"):
+            return f"{shown}: {name}={path!r} must be an absolute path"
+    if ("ssl_certfile" in query) != ("ssl_keyfile" in query):
+        return f"{shown}: ssl_certfile and ssl_keyfile (the client's certificate, mutual TLS) go together"
+    return None
 
 
 class ModelSpec(StrictModel):
@@ -680,7 +713,11 @@ class GatewaySpec(StrictModel):
         "another name is refused (a web page's name re-resolved to it, DNS rebinding), and with this list set, one "
         "arriving on any address is (docs/security.md, 'Browsers and a grid without keys')"))
     shared_state_url: str | None = Field(
-        default=None, description="redis://host:port/db shared by every gateway of this grid (default: in-process)")
+        default=None, description=(
+            "redis://host:port/db shared by every gateway of this grid (default: in-process). Over TLS: "
+            "rediss://host:port/db?ssl_ca_certs=/path/ca.crt checks the server's certificate against that CA "
+            "(without it, the system's CAs), &ssl_certfile=...&ssl_keyfile=... adds a client certificate; "
+            "the same for security.quotas_redis_url and gateway.stores (docs/deploy.md, 'Redis over TLS')"))
     redis_password_env: str | None = Field(
         default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$", description=(
             "the name of the environment variable that holds the password of every Redis this gateway connects "
@@ -859,4 +896,6 @@ def _store_problems(stores: dict[str, str], jurisdictions: set[str]) -> list[str
         if not url.startswith(_REDIS_SCHEMES):
             problems.append(f"{where}: {url!r} is not a Redis URL (redis://host:port/db, rediss://... or "
                             "unix:///path.sock)")
+        elif problem := _redis_tls_problem(url):
+            problems.append(f"{where}: {problem}")
     return problems
