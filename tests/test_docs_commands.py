@@ -31,6 +31,7 @@ from tests.test_docs_match import DOCS, NOT_HERE, ROOT, _lines
 SHELL_BLOCKS = {"", "bash", "sh", "shell", "console"}
 WRAPPERS = {"sudo", "env", "nohup", "exec", "time", "/usr/bin/time", "taskset"}
 """Words before the command that run it (`taskset -c 0 python ...`, `/usr/bin/time -v aigrid sim ...`)."""
+ASSIGNMENT = re.compile(r"[A-Z_][A-Z0-9_]*=.*")
 PROFILERS = {"py-spy", "valgrind"}
 PROGRAM = re.compile(r"(?:\S*/)?(?:aigrid|python(?:3(?:\.\d+)?)?)")
 PATH_ROOTS = ("examples/", "scripts/", "deploy/", "data/", "docs/", "tests/")
@@ -97,7 +98,7 @@ def _segments(text: str) -> Iterator[list[str]]:
 
 def _strip_wrappers(words: list[str]) -> list[str]:
     while words:
-        if re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", words[0]):
+        if ASSIGNMENT.fullmatch(words[0]):
             words = words[1:]
         elif words[0] in PROFILERS:  # py-spy record -r 200 -o prof.txt -- python ...: its own options first
             words = words[next((i for i, w in enumerate(words) if PROGRAM.fullmatch(w)), len(words)):]
@@ -326,9 +327,10 @@ def _check_python(args: list[str], strict: bool) -> list[str] | None:
 def check_command(words: list[str], strict: bool) -> list[str] | None:
     """What is wrong with one command line's words (wrappers and assignments first); None where it is no
     command of this repository's."""
-    words = _strip_wrappers(words)
+    given, words = words, _strip_wrappers(words)
     if not words:
         return None
+    assigned = [w.split("=")[0] for w in given[:len(given) - len(words)] if ASSIGNMENT.fullmatch(w)]
     program, args = words[0], words[1:]
     if program == "aigrid" or program.endswith("/aigrid"):
         bad = _check_aigrid(_root(), args, strict)
@@ -339,15 +341,16 @@ def check_command(words: list[str], strict: bool) -> list[str] | None:
         bad = found
     elif program == "make":
         bad = _check_make(args)
-    elif re.fullmatch(r"(?:bash )?scripts/\S+\.sh", " ".join(words[:2]).split(" ", 1)[0] if program != "bash"
-                      else " ".join(words[:2])):
+    elif (program if program != "bash" or not args else args[0]).startswith("scripts/"):
         script, rest = (args[0], args[1:]) if program == "bash" else (program, args)
-        if _missing_paths([script]):
+        if _missing_paths([script]) or not script.endswith(".sh"):
             return _missing_paths([script])
         source = (ROOT / script).read_text(encoding="utf-8")
         passed = re.search(r"python\S* -m ([\w.]+) \"\$@\"", source)  # scripts/bench_compare.sh: exec ... "$@"
         bad = (_check_python(["-m", passed.group(1), *rest], strict) or [] if passed
                else _check_args(Grammar(source=source), rest, strict))
+        bad += [f"{script} reads no variable {name}" for name in assigned  # TOKENS=N scripts/bench_ab.sh
+                if not re.search(rf"\$\{{?{name}\b", source)]
     else:
         return None
     return bad + _missing_paths(_inputs(args))
@@ -415,6 +418,8 @@ def test_every_command_line_in_the_docs_parses_against_what_it_runs() -> None:
     ("PYTHONPATH=src taskset -c 0 python -m aigrid.nowhere", "no module aigrid.nowhere"),
     ("sudo make run SPEC=examples/demo.yaml FOO=1", "the Makefile uses no variable FOO"),
     ("make deploy", "the Makefile has no target 'deploy'"),
+    ("ROUNDS=2 WORKRES=2 scripts/bench_ab.sh OUT a=src:SPEC", "scripts/bench_ab.sh reads no variable WORKRES"),
+    ("scripts/bench_compare.sh --soak-seconds 600", "no option --soak-seconds"),
 ])
 def test_a_wrong_command_line_is_found(line: str, wrong: str) -> None:
     """The checks find what they are for: each line here is wrong in one way, as a doc could be."""
