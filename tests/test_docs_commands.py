@@ -1,12 +1,14 @@
 """Every command line the docs show can be typed as shown: `aigrid ...`, `python scripts/...`, `python -m ...`,
-`make ...` and `scripts/....sh` in shell blocks (```bash, ```sh, ```console, or no language) and in inline code
-spans. Each is parsed, never run: an `aigrid` line against the Typer app itself (the sub-command exists, each
-option is one of its options, takes a value where given one and none where it is a flag, no more positional
-arguments than it has), a script or module against its argparse calls (read from its source, not imported) or
-its typer app, a `make` line against the Makefile's targets and variables; and every repository file a command
-names (`examples/...`, `scripts/...`) exists. test_docs_match.py's flag test reads only the flags of commands
-that exist; this one also finds `aigrid serve`, a flag given a value, a value left out, a script renamed.
-Blocks of printed output are tagged ```text in the docs, so `aigrid gateway on http://...` is not read."""
+`make ...` and `scripts/....sh` in shell blocks (```bash, ```sh, ```console, or no language; `\\` continuations
+joined) and in inline code spans (over a line break too). Each is parsed, never run: an `aigrid` line against the
+Typer app itself (the sub-command exists, each option is one of its options, takes a value where given one and
+none where it is a flag, a value among those an Enum or Literal lists, no more positional arguments than it has;
+in a shell block also none it requires left out), a script or module against its argparse calls (read from its
+source, not imported) or its typer app, a `make` line against the Makefile's targets and variables, a variable
+set before a scripts/*.sh against what the script reads; and every repository file a command reads
+(`examples/...`, `scripts/...`) exists. test_docs_match.py's flag test reads only the flags of commands that
+exist; this one also finds `aigrid serve`, a flag given a value, a value left out, a script renamed. Blocks of
+printed output are tagged ```text in the docs, so `aigrid gateway on http://...` is not read."""
 
 from __future__ import annotations
 
