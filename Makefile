@@ -12,7 +12,7 @@ COMPILE ?= 1
 CORE_PY := $(shell $(PYTHON) scripts/build_core.py --sources 2>/dev/null || find src/aigrid/core src/aigrid/sim -name '*.py')
 CORE_BUILD := src/aigrid/core/_compiled.txt
 
-.PHONY: run test install core clean-core engine system-deps promtool lint sim-demo clean
+.PHONY: run test install core clean-core engine system-deps promtool lint clean
 
 ## run: install everything, build the embedded engine once, start the demo grid (Ctrl-C stops it all)
 run: install engine
