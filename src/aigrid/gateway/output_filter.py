@@ -6,11 +6,18 @@ asked for it, and for tenants whose firewall redacts output it redacts personal 
 tail, so that an item split across chunks is still caught). It works on decoded chunks (the JSON of one
 SSE data payload); the relay re-frames only the events it changed and passes the others as the engine's
 own bytes.
+
+A text that is JSON (a tool call's `arguments`; an answer or reasoning whose first character past spaces is `{` or
+`[`: a JSON `response_format`, a native tool-loop turn) is read as the client's parser reads it: its strings' escapes
+decoded (EscapeReader), so "jo\\u0040example.com" is the address it stands for. Until the twenty-fourth session
+the redaction read such a text as written and an item written with escapes passed it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from collections import deque
 from typing import Any
 
 import orjson
@@ -41,11 +48,118 @@ Key = tuple[int, str, int]
 a call's arguments)."""
 
 
+_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
+_KEPT = "\x00"
+"""What EscapeReader reads in place of an escape it keeps (EscapeReader.written puts the escape back): a control
+character, which no detector's item holds or reads through, and which valid JSON never holds raw."""
+_SPECIAL = re.compile(r"[\\\x00]")
+
+
+class EscapeReader:
+    """A JSON text as its client's parser reads it, chunk by chunk, for the redaction: each escape that stands for a
+    character a JSON string may hold as it is (`\\u0040`, `\\u0020`, `\\/`, a surrogate pair) read as that
+    character; each one it may not (quote, backslash, control characters: `\\n`, `\\u0022`), an invalid one and a
+    lone surrogate read as one control character (_KEPT; so the `n` of `\\njo@example.com` is not read into the
+    address) and put back as written by `written`; every other character as it came. The redaction's text is then the
+    same JSON value: no detector's item holds a control character, a quote or a backslash, so an item in a string is
+    redacted inside it, by a placeholder with no character to escape, and the text stays valid JSON (an item outside
+    strings, a card number written as a JSON number, is redacted as text, as before: that JSON is not valid). Only
+    escapes change, so a JSON text without `\\u` or `\\/` comes out byte for byte. Strings need no tracking: outside
+    them JSON has no backslash. Linear; what is held back between chunks is one unfinished escape (at most 11
+    characters), and the escapes kept are queued until the redaction sends the text they are in.
+
+    `json`: None to decide by the text's first character past spaces (`{` or `[`: JSON; anything else is read and
+    sent as written)."""
+
+    def __init__(self, json: bool | None) -> None:
+        self.json = json
+        self._held = ""
+        self._kept: deque[str] = deque()
+
+    def feed(self, chunk: str) -> str:
+        """The text the redaction reads for `chunk`."""
+        if self.json is None:
+            if not (lead := chunk.lstrip()):
+                return chunk
+            self.json = lead[0] in "{["
+        if not self.json:
+            return chunk
+        text, self._held = self._held + chunk, ""
+        if "\\" not in text and _KEPT not in text:
+            return text
+        out: list[str] = []
+        i = 0
+        while (special := _SPECIAL.search(text, i)) is not None:
+            at = special.start()
+            out.append(text[i:at])
+            got = (None, at + 1) if text[at] == _KEPT else _read_escape(text, at)  # a raw one kept as it came
+            if got is None:  # not all here yet
+                self._held = text[at:]
+                return "".join(out)
+            if got[0] is None:
+                self._kept.append(text[at:got[1]])
+            out.append(_KEPT if got[0] is None else got[0])
+            i = got[1]
+        out.append(text[i:])
+        return "".join(out)
+
+    def flush(self) -> str:
+        """The end of the text: an escape left unfinished, kept as written."""
+        if not self._held:
+            return ""
+        self._kept.append(self._held)
+        self._held = ""
+        return _KEPT
+
+    def written(self, text: str) -> str:
+        """`text` (what feed and flush gave, redacted) with each escape kept put back as it was written."""
+        if not self._kept or _KEPT not in text:
+            return text
+        parts = text.split(_KEPT)
+        out = [parts[0]]
+        for part in parts[1:]:
+            out += [self._kept.popleft() if self._kept else "\\u0000", part]
+        return "".join(out)
+
+
+def _read_escape(text: str, i: int) -> tuple[str | None, int] | None:
+    """The character the escape at text[i] (a backslash) is read as (None: kept as written) and where the text goes on;
+    None while it is not all there."""
+    if i + 1 >= len(text):
+        return None
+    if text[i + 1] == "/":
+        return "/", i + 2
+    if text[i + 1] != "u":
+        return None, i + 2  # \\ \" \n and the like
+    if i + 6 > len(text):
+        return None
+    if not _HEX4.fullmatch(text, i + 2, i + 6):
+        return None, i + 2
+    code = int(text[i + 2:i + 6], 16)
+    if 0xD800 <= code < 0xDC00:  # a surrogate pair: \\uD83D\\uDE00
+        if i + 12 > len(text) and text.startswith("\\u"[:len(text) - i - 6], i + 6):
+            return None
+        if text.startswith("\\u", i + 6) and _HEX4.fullmatch(text, i + 8, i + 12) \
+                and 0xDC00 <= (low := int(text[i + 8:i + 12], 16)) < 0xE000:
+            return chr(0x10000 + ((code - 0xD800) << 10) + low - 0xDC00), i + 12
+        return None, i + 6
+    if code < 0x20 or code in (0x22, 0x5C) or 0xDC00 <= code < 0xE000:
+        return None, i + 6
+    return chr(code), i + 6
+
+
+def json_read(text: str, json: bool | None) -> str:
+    """A whole text as EscapeReader(json) reads and writes it, nothing redacted: the same JSON value."""
+    reader = EscapeReader(json)
+    return reader.written(reader.feed(text) + reader.flush())
+
+
 class OutputFilter:
     def __init__(self, redacts: bool, strip_usage: bool) -> None:
         """`redacts`: the tenant's policy redacts answers (Firewall.redacts_output); each text of each choice (a
         request with `n`, a reasoning model's reasoning, a tool call's arguments) then gets a redactor of its own."""
         self._redactors: dict[Key, StreamingRedactor] = {}
+        self._readers: dict[Key, EscapeReader] = {}
         self._redacts = redacts
         self.strip_usage = strip_usage
         self._flushed: set[Key] = set()
@@ -95,13 +209,16 @@ class OutputFilter:
         found = self._redactors.get(key)
         if found is None:
             found = self._redactors[key] = StreamingRedactor()
-        return found.feed(text)
+            self._readers[key] = EscapeReader(True if key[1] == "tool" else None)
+        reader = self._readers[key]
+        return reader.written(found.feed(reader.feed(text)))
 
     def _end(self, choice: dict[str, Any], index: int, completion: bool) -> None:
         """Each text of the choice still held back, flushed into the choice's last chunk (`choice`)."""
         for key in [k for k in self._redactors if k[0] == index and k not in self._flushed]:
             self._flushed.add(key)
-            rest = self._redactors[key].flush()
+            redactor, reader = self._redactors[key], self._readers[key]
+            rest = reader.written(redactor.feed(reader.flush()) + redactor.flush())
             if not rest:
                 continue
             _, field, k = key
@@ -211,8 +328,8 @@ def redacted_step(firewall: Firewall, tenant: str, step: Step) -> tuple[Step, li
 
 def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[bytes, list[Verdict]]:
     """A whole (non-streamed) answer: redact each choice's texts (TEXT_FIELDS, its tool calls' arguments, a
-    completion's text) per the tenant's output policy; a redacted answer keeps only the fields it knows
-    (known_only)."""
+    completion's text) per the tenant's output policy, a JSON text read with its escapes decoded (EscapeReader; a
+    text with nothing found is kept as written); a redacted answer keeps only the fields it knows (known_only)."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -223,8 +340,12 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[by
         known = known_only(obj)
         dropped, obj = known != obj, known
 
-    def check(holder: dict[str, Any], key: str) -> None:
-        holder[key], found = firewall.check_output(tenant, holder[key])
+    def check(holder: dict[str, Any], key: str, json: bool | None = None) -> None:
+        reader = EscapeReader(json)
+        read = reader.feed(holder[key]) + reader.flush()
+        out, found = firewall.check_output(tenant, read)
+        if out != read:
+            holder[key] = reader.written(out)
         verdicts.extend(found)
 
     for choice in obj.get("choices") or () if isinstance(obj, dict) else ():
@@ -234,7 +355,7 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[by
                 if isinstance(msg.get(field), str):
                     check(msg, field)
             for _, fn in _call_functions(msg):
-                check(fn, "arguments")
+                check(fn, "arguments", json=True)
         elif isinstance(choice, dict) and isinstance(choice.get("text"), str):
             check(choice, "text")
     return (orjson.dumps(obj) if verdicts or dropped else body), verdicts

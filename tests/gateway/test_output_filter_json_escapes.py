@@ -1,0 +1,239 @@
+"""Personal data written with JSON escapes in a JSON answer (a `response_format` answer, a native tool-loop turn) or
+in a tool call's `arguments`: the client's parser reads "jo\\u0040example.com" as the address, so the output
+redaction reads each JSON text's strings decoded (output_filter.EscapeReader), streamed or not, and what it sends
+stays valid JSON. Until the twenty-fourth session it read the text as written and each item below passed."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.output_filter import EscapeReader, OutputFilter, json_read, redact_json_answer
+from aigrid.security.firewall.injection import InjectionModel
+from aigrid.security.firewall.pii import find_pii
+from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+from tests.agents.scripted_engine import ScriptedEngine
+from tests.gateway.conftest import _no_sleep, spec_in
+
+ITEMS = {"EMAIL": ("jo@example.com", "jo\\u0040example.com"),
+         "CARD": ("4111 1111 1111 1111", "4111\\u00201111\\u00201111\\u00201111"),
+         "SSN": ("078-05-1120", "078\\u002d05\\u002d1120")}
+"""Kind: (the item, as a model writes it in a JSON string with escapes)."""
+
+
+def answer_text(escaped: str) -> str:
+    return '{"name": "Jo", "contact": "' + escaped + '", "n": 3}'
+
+
+def assert_redacted(text: str, kind: str, item: str) -> None:
+    value = orjson.loads(text)  # still valid JSON
+    assert value["contact"] == f"[REDACTED:{kind}]", text
+    assert value["name"] == "Jo" and value["n"] == 3
+    assert item not in orjson.dumps(value).decode()
+
+
+def firewall() -> Firewall:
+    return Firewall(InjectionModel.load(), {"t": FirewallPolicy(pii_output=Action.REDACT),
+                                            "flag": FirewallPolicy(pii_output=Action.FLAG)})
+
+
+def whole(message: dict[str, Any]) -> bytes:
+    return orjson.dumps({"id": "c1", "object": "chat.completion", "created": 1, "model": "m",
+                         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", **message}}]})
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"id": "c1", "object": "chat.completion.chunk", "model": "m", "created": 1,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def streamed(pieces: list[str], field: str = "content") -> str:
+    """The text a client puts together from a stream of `pieces` of one field (a content, or a call's arguments)."""
+    f = OutputFilter(True, strip_usage=False)
+
+    def delta(piece: str) -> dict[str, Any]:
+        if field == "content":
+            return {"content": piece}
+        return {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
+
+    sent = [f.event(chunk(delta(p))) for p in pieces] + [f.event(chunk({}, "stop"))]
+    assert f.flush_event() is None
+    out = []
+    for event in sent:
+        assert event is not None
+        d = event["choices"][0]["delta"]
+        out.append(d.get("content") or "" if field == "content" else
+                   "".join(c["function"].get("arguments") or "" for c in d.get("tool_calls") or ()))
+    return "".join(out)
+
+
+@pytest.mark.parametrize("kind", ITEMS)
+def test_the_json_text_as_written_hides_the_item(kind: str) -> None:
+    """The finding itself: find_pii on the text as written sees nothing, the decoded value has the item."""
+    item, escaped = ITEMS[kind]
+    assert not find_pii(answer_text(escaped))
+    assert orjson.loads(answer_text(escaped))["contact"] == item and find_pii(item)
+
+
+@pytest.mark.parametrize("kind", ITEMS)
+def test_a_whole_json_answer_with_an_escaped_item_is_redacted(kind: str) -> None:
+    item, escaped = ITEMS[kind]
+    fw = firewall()
+    out, verdicts = redact_json_answer(fw, "t", whole({"content": answer_text(escaped)}))
+    assert_redacted(orjson.loads(out)["choices"][0]["message"]["content"], kind, item)
+    assert [v.check for v in verdicts] == ["pii_output"] and kind.lower() in verdicts[0].detail.lower()
+    flagged, verdicts = redact_json_answer(fw, "flag", whole({"content": answer_text(escaped)}))
+    assert flagged == whole({"content": answer_text(escaped)}) and verdicts  # flagged: sent as it came
+
+
+@pytest.mark.parametrize("kind", ITEMS)
+def test_whole_tool_call_arguments_with_an_escaped_item_are_redacted(kind: str) -> None:
+    item, escaped = ITEMS[kind]
+    call = {"id": "x", "type": "function", "function": {"name": "mail", "arguments": answer_text(escaped)}}
+    out, verdicts = redact_json_answer(firewall(), "t", whole({"content": None, "tool_calls": [call]}))
+    assert_redacted(orjson.loads(out)["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], kind, item)
+    assert verdicts
+
+
+@pytest.mark.parametrize("field", ["content", "arguments"])
+@pytest.mark.parametrize("kind", ITEMS)
+def test_a_streamed_escaped_item_is_redacted_wherever_the_chunks_are_cut(kind: str, field: str) -> None:
+    """Cut once at every place of the text, and twice at every two places inside the item's escapes."""
+    item, escaped = ITEMS[kind]
+    text = answer_text(escaped)
+    for cut in range(1, len(text)):
+        assert_redacted(streamed([text[:cut], text[cut:]], field), kind, item)
+    start = text.index(escaped)
+    inside = range(start + 1, start + len(escaped))
+    for a in inside:
+        for b in inside:
+            if a < b:
+                assert_redacted(streamed([text[:a], text[a:b], text[b:]], field), kind, item)
+    assert_redacted(streamed(list(text), field), kind, item)  # one character a chunk
+
+
+CLEAN = '{"title": "caf\\u00e9 \\"menu\\"\\n", "path": "a\\/b", "emoji": "\\ud83d\\ude00", "n": [1, 2.5e3, null]}'
+
+
+def test_a_clean_json_answer_passes_as_it_came_whole_and_streamed() -> None:
+    """Nothing found: a whole answer's text is kept byte for byte (escapes and all), and so is a streamed JSON text
+    without `\\u` or `\\/` escapes; one with them streams as the same JSON value, those escapes written as the
+    characters they stand for (what the client's parser reads either way)."""
+    body = whole({"content": CLEAN, "tool_calls": [{"id": "x", "type": "function",
+                                                      "function": {"name": "f", "arguments": CLEAN}}]})
+    out, verdicts = redact_json_answer(firewall(), "t", body)
+    assert out == body and not verdicts
+    plain = '{"title": "menu \\"du jour\\"\\n\\t", "n": [1, 2.5e3, null], "ok": true}'
+    for field in ("content", "arguments"):
+        assert streamed([plain[:7], plain[7:30], plain[30:]], field) == plain
+        got = streamed([CLEAN[:9], CLEAN[9:13], CLEAN[13:50], CLEAN[50:]], field)
+        assert orjson.loads(got) == orjson.loads(CLEAN)
+
+
+def test_a_text_answer_is_read_as_written() -> None:
+    """An answer that is not JSON (its first character past spaces is not `{` or `[`) is what the client reads as
+    written: an escape there is text, not a character, and passes unchanged."""
+    prose = 'In JSON, write "\\u0040" for @ and "\\/" for /.'
+    assert streamed([prose[:18], prose[18:]]) == prose
+    out, verdicts = redact_json_answer(firewall(), "t", whole({"content": prose}))
+    assert orjson.loads(out)["choices"][0]["message"]["content"] == prose and not verdicts
+
+
+def test_the_reader_gives_the_same_json_value_however_the_text_is_cut() -> None:
+    """Random JSON values written with every character escaped at random, cut at random: the reader's text is the
+    same value, and holds no \\u escape a JSON string may hold as a character."""
+    rng = random.Random(7)
+    alphabet = ['a', '@', ' ', '-', '"', '\\', '/', '\n', '\x01', 'é', '\u200b', '😀', '\ud800', '\udc00', '7']
+    for _ in range(300):
+        value = {"k" + rng.choice(alphabet): ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8)))
+                                               for _ in range(rng.randint(1, 4))]}
+        text = _escaped(value, rng)
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(0, 6))))
+        reader = EscapeReader(True)
+        got = "".join(reader.written(reader.feed(text[a:b])) for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True))
+        got += reader.written(reader.flush())
+        assert got == json_read(text, True)
+        assert json.loads(got) == json.loads(text)  # json: lone surrogates too
+        assert not [m for m in re.findall(r"\\u([0-9a-f]{4})", got) if int(m, 16) >= 0x20 and m not in ("0022", "005c")
+                    and not 0xD800 <= int(m, 16) < 0xE000]
+
+
+def _escaped(value: Any, rng: random.Random) -> str:
+    """`value` as JSON, each string character escaped as \\uXXXX at random (surrogate pairs for astral ones)."""
+
+    def string(s: str) -> str:
+        out = []
+        for c in s:
+            if rng.random() < 0.5 or c in '"\\' or ord(c) < 0x20 or 0xD800 <= ord(c) < 0xE000:
+                data = c.encode("utf-16-be", "surrogatepass")
+                out.append("".join(f"\\u{int.from_bytes(data[i:i + 2], 'big'):04x}" for i in range(0, len(data), 2)))
+            else:
+                out.append(c)
+        return '"' + "".join(out) + '"'
+
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{string(k)}: {_escaped(v, rng)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_escaped(v, rng) for v in value) + "]"
+    return string(value) if isinstance(value, str) else json.dumps(value)
+
+
+PIECES = ["4111", " ", "1111", "-", "078", "05", "1120", "jo", "@", "example", ".com", '"', "\\", "\n", "\t", "\x01",
+          "\u200b", "+44", "20", "7946", "0958", ".", "(", ")", "DE89", "3704", "0044", "0532", "0130", "00", "\u00a0",
+          "\uff10", "\U000e0041", "x", "n", "u", "/", "é"]
+
+
+def test_whatever_the_strings_hold_and_however_they_are_escaped_and_cut_the_redacted_text_is_valid_json() -> None:
+    """Strings of personal-data pieces, quotes, backslashes and control characters (escaped as `\\n`, `\\u0022`...,
+    which must not be read into an item: `\\njo@example.com`), each character escaped at random, the text cut at
+    random and streamed as content and as arguments: what the client gets is valid JSON, every string of it free of
+    personal data, and the same value as a whole answer's redaction."""
+    rng = random.Random(11)
+    fw = firewall()
+    for _ in range(400):
+        value = ["".join(rng.choice(PIECES) for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 4))]
+        text = _escaped(value, rng)
+        cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(0, 8))))
+        pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
+        out, _ = redact_json_answer(fw, "t", whole({"content": text}))
+        redacted = json.loads(orjson.loads(out)["choices"][0]["message"]["content"])
+        assert not [s for s in redacted if find_pii(s)], (text, redacted)
+        for field in ("content", "arguments"):
+            assert json.loads(streamed(pieces, field)) == redacted, (text, pieces)
+
+
+async def test_an_escaped_item_in_a_json_answer_through_the_gateway_is_redacted(tmp_path: Path) -> None:
+    """The proxy path (a JSON `response_format`, no tools: the engine's answer goes to the client as it wrote it),
+    whole and streamed (the engine's content in pieces of 3 characters, cutting each escape)."""
+    from aigrid.spec.models import FirewallSpec
+
+    spec = spec_in(tmp_path)
+    redacts = spec.tenants["default"].model_copy(update={"firewall": FirewallSpec(pii_output="redact")})
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "default": redacts}})
+    engine = ScriptedEngine([])
+    gw = build_gateway(spec, dict.fromkeys((e.id for e in spec.endpoints), engine), rng=random.Random(2),
+                       sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Contact as JSON"}],
+            "response_format": {"type": "json_object"}}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        for kind, (item, escaped) in ITEMS.items():
+            engine.replies = [{"content": answer_text(escaped)}]
+            r = await c.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200, r.text
+            assert_redacted(r.json()["choices"][0]["message"]["content"], kind, item)
+            engine.replies = [{"content": answer_text(escaped)}]
+            r = await c.post("/v1/chat/completions", json={**body, "stream": True})
+            assert r.status_code == 200, r.text
+            events = [orjson.loads(line[6:]) for line in r.text.splitlines()
+                      if line.startswith("data: {")]
+            text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
+            assert_redacted(text, kind, item)
