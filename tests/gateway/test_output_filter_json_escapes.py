@@ -18,7 +18,7 @@ import pytest
 from aigrid.gateway.app import build_app, build_gateway
 from aigrid.gateway.output_filter import EscapeReader, OutputFilter, json_read, redact_json_answer
 from aigrid.security.firewall.injection import InjectionModel
-from aigrid.security.firewall.pii import find_pii
+from aigrid.security.firewall.pii import find_pii, redact
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import _no_sleep, spec_in
@@ -186,6 +186,18 @@ def _escaped(value: Any, rng: random.Random) -> str:
     return string(value) if isinstance(value, str) else json.dumps(value)
 
 
+def test_an_item_written_as_a_json_number_is_redacted_as_a_string() -> None:
+    """A card number written as a JSON number was redacted as text: `{"card": [REDACTED:CARD]}`, not JSON. Its
+    placeholder outside a string is now written as a string; one inside a string stays as it is."""
+    text = '{"card": 4111111111111111, "all": [4111111111111111, "[REDACTED:CARD]", "4111 1111 1111 1111"], "n": 7}'
+    want = {"card": "[REDACTED:CARD]", "all": ["[REDACTED:CARD]"] * 3, "n": 7}
+    out, _ = redact_json_answer(firewall(), "t", whole({"content": text}))
+    assert orjson.loads(orjson.loads(out)["choices"][0]["message"]["content"]) == want
+    for field in ("content", "arguments"):
+        for cut in range(1, len(text)):
+            assert orjson.loads(streamed([text[:cut], text[cut:]], field)) == want
+
+
 PIECES = ["4111", " ", "1111", "-", "078", "05", "1120", "jo", "@", "example", ".com", '"', "\\", "\n", "\t", "\x01",
           "\u200b", "+44", "20", "7946", "0958", ".", "(", ")", "DE89", "3704", "0044", "0532", "0130", "00", "\u00a0",
           "\uff10", "\U000e0041", "x", "n", "u", "/", "é"]
@@ -193,19 +205,23 @@ PIECES = ["4111", " ", "1111", "-", "078", "05", "1120", "jo", "@", "example", "
 
 def test_whatever_the_strings_hold_and_however_they_are_escaped_and_cut_the_redacted_text_is_valid_json() -> None:
     """Strings of personal-data pieces, quotes, backslashes and control characters (escaped as `\\n`, `\\u0022`...,
-    which must not be read into an item: `\\njo@example.com`), each character escaped at random, the text cut at
-    random and streamed as content and as arguments: what the client gets is valid JSON, every string of it free of
-    personal data, and the same value as a whole answer's redaction."""
+    which must not be read into an item: `\\njo@example.com`) and a number that may be an item, each string's
+    characters escaped at random, the text cut at random and streamed as content and as arguments: what the client
+    gets is valid JSON, each value of it redacted as the text it is (`pii.redact`; a number that is an item as its
+    placeholder, a string), and the same value as a whole answer's redaction."""
     rng = random.Random(11)
     fw = firewall()
     for _ in range(400):
-        value = ["".join(rng.choice(PIECES) for _ in range(rng.randint(1, 8))) for _ in range(rng.randint(1, 4))]
+        value: list[Any] = ["".join(rng.choice(PIECES) for _ in range(rng.randint(1, 8)))
+                            for _ in range(rng.randint(1, 4))]
+        value.insert(rng.randint(0, len(value)), rng.choice([4111111111111111, 442079460958, 7, None]))
         text = _escaped(value, rng)
         cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randint(0, 8))))
         pieces = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=True)]
         out, _ = redact_json_answer(fw, "t", whole({"content": text}))
         redacted = json.loads(orjson.loads(out)["choices"][0]["message"]["content"])
-        assert not [s for s in redacted if find_pii(s)], (text, redacted)
+        assert redacted == [redact(v) if isinstance(v, str) else redact(str(v)) if find_pii(str(v)) else v
+                            for v in value], text  # each value redacted as the text it is
         for field in ("content", "arguments"):
             assert json.loads(streamed(pieces, field)) == redacted, (text, pieces)
 

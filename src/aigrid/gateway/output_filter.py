@@ -53,6 +53,7 @@ _KEPT = "\x00"
 """What EscapeReader reads in place of an escape it keeps (EscapeReader.written puts the escape back): a control
 character, which no detector's item holds or reads through, and which valid JSON never holds raw."""
 _SPECIAL = re.compile(r"[\\\x00]")
+_PLACEHOLDER = re.compile(r"\[REDACTED:[A-Z_]+\]")
 
 
 class EscapeReader:
@@ -62,8 +63,8 @@ class EscapeReader:
     lone surrogate read as one control character (_KEPT; so the `n` of `\\njo@example.com` is not read into the
     address) and put back as written by `written`; every other character as it came. The redaction's text is then the
     same JSON value: no detector's item holds a control character, a quote or a backslash, so an item in a string is
-    redacted inside it, by a placeholder with no character to escape, and the text stays valid JSON (an item outside
-    strings, a card number written as a JSON number, is redacted as text, as before: that JSON is not valid). Only
+    redacted inside it, by a placeholder with no character to escape, and the text stays valid JSON (a placeholder
+    outside strings, for a card number written as a JSON number, is written as a string: `written`). Only
     escapes change, so a JSON text without `\\u` or `\\/` comes out byte for byte. Strings need no tracking: outside
     them JSON has no backslash. Linear; what is held back between chunks is one unfinished escape (at most 11
     characters), and the escapes kept are queued until the redaction sends the text they are in.
@@ -75,6 +76,7 @@ class EscapeReader:
         self.json = json
         self._held = ""
         self._kept: deque[str] = deque()
+        self._quotes = 0  # quotes written so far: odd inside a string
 
     def feed(self, chunk: str) -> str:
         """The text the redaction reads for `chunk`."""
@@ -112,13 +114,32 @@ class EscapeReader:
         return _KEPT
 
     def written(self, text: str) -> str:
-        """`text` (what feed and flush gave, redacted) with each escape kept put back as it was written."""
+        """`text` (what feed and flush gave, redacted) with each escape kept put back as it was written, and each
+        placeholder outside a string (an item written as a JSON number, `{"card": 4111111111111111}`) written as a
+        string, so that the JSON stays valid. In what feed gives every quote opens or closes a string (a quote in one
+        is an escape kept), so whether a placeholder is in one is the count of quotes before it."""
+        if self.json and "[REDACTED:" in text:
+            text = self._quoted(text)
+        elif self.json:
+            self._quotes += text.count('"')
         if not self._kept or _KEPT not in text:
             return text
         parts = text.split(_KEPT)
         out = [parts[0]]
         for part in parts[1:]:
             out += [self._kept.popleft() if self._kept else "\\u0000", part]
+        return "".join(out)
+
+
+    def _quoted(self, text: str) -> str:
+        out: list[str] = []
+        pos = 0
+        for placed in _PLACEHOLDER.finditer(text):
+            self._quotes += text.count('"', pos, placed.start())
+            out += [text[pos:placed.start()], placed.group() if self._quotes % 2 else f'"{placed.group()}"']
+            pos = placed.end()
+        self._quotes += text.count('"', pos)
+        out.append(text[pos:])
         return "".join(out)
 
 
