@@ -94,7 +94,7 @@ class EscapeReader:
         while (special := _SPECIAL.search(text, i)) is not None:
             at = special.start()
             out.append(text[i:at])
-            got = (None, at + 1) if text[at] == _KEPT else _read_escape(text, at)  # a raw one kept as it came
+            got = (None, at + 1) if text[at] == _KEPT else _read_escape(text, at)  # a raw NUL: kept too
             if got is None:  # not all here yet
                 self._held = text[at:]
                 return "".join(out)
@@ -129,7 +129,6 @@ class EscapeReader:
         for part in parts[1:]:
             out += [self._kept.popleft() if self._kept else "\\u0000", part]
         return "".join(out)
-
 
     def _quoted(self, text: str) -> str:
         out: list[str] = []
