@@ -5,6 +5,7 @@ stays valid JSON. Until the twenty-fourth session it read the text as written an
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
@@ -20,8 +21,10 @@ from aigrid.gateway.output_filter import EscapeReader, OutputFilter, json_read, 
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pii import find_pii, redact
 from aigrid.security.firewall.pipeline import Action, Firewall, FirewallPolicy
+from aigrid.security.firewall.texts import Source
 from tests.agents.scripted_engine import ScriptedEngine
 from tests.gateway.conftest import _no_sleep, spec_in
+from tests.gateway.test_choke_point import Planted
 
 ITEMS = {"EMAIL": ("jo@example.com", "jo\\u0040example.com"),
          "CARD": ("4111 1111 1111 1111", "4111\\u00201111\\u00201111\\u00201111"),
@@ -227,8 +230,9 @@ def test_whatever_the_strings_hold_and_however_they_are_escaped_and_cut_the_reda
 
 
 async def test_an_escaped_item_in_a_json_answer_through_the_gateway_is_redacted(tmp_path: Path) -> None:
-    """The proxy path (a JSON `response_format`, no tools: the engine's answer goes to the client as it wrote it),
-    whole and streamed (the engine's content in pieces of 3 characters, cutting each escape)."""
+    """The proxy path (a JSON `response_format`, no tools: the engine's answer goes to the client as it wrote it) and
+    a native-mode tool loop's last turn (the one without tools, which carries the format), whole and streamed (the engine's content in pieces of 3 characters, cutting
+    each escape)."""
     from aigrid.spec.models import FirewallSpec
 
     spec = spec_in(tmp_path)
@@ -237,18 +241,21 @@ async def test_an_escaped_item_in_a_json_answer_through_the_gateway_is_redacted(
     engine = ScriptedEngine([])
     gw = build_gateway(spec, dict.fromkeys((e.id for e in spec.endpoints), engine), rng=random.Random(2),
                        sleep=_no_sleep)
+    gw.agents.tools.add(Planted("crm", Source.TOOL_RESULT, "Customer 7 is Jo."))
     await gw.scraper.scrape_once()
     body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Contact as JSON"}],
             "response_format": {"type": "json_object"}}
+    native = {**body, "tools": [{"type": "function", "function": {"name": "crm"}}], "aigrid_tool_mode": "native"}
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-        for kind, (item, escaped) in ITEMS.items():
-            engine.replies = [{"content": answer_text(escaped)}]
-            r = await c.post("/v1/chat/completions", json=body)
-            assert r.status_code == 200, r.text
+        for (kind, (item, escaped)), (request, first) in itertools.product(ITEMS.items(), [
+                (body, []), (native, [{"tool_calls": [{"name": "crm", "arguments": {}}]}, {"content": "Jo."}])]):
+            engine.replies = [*first, {"content": answer_text(escaped)}]
+            r = await c.post("/v1/chat/completions", json=request)
+            assert r.status_code == 200 and not engine.replies, r.text  # every turn asked
             assert_redacted(r.json()["choices"][0]["message"]["content"], kind, item)
-            engine.replies = [{"content": answer_text(escaped)}]
-            r = await c.post("/v1/chat/completions", json={**body, "stream": True})
-            assert r.status_code == 200, r.text
+            engine.replies = [*first, {"content": answer_text(escaped)}]
+            r = await c.post("/v1/chat/completions", json={**request, "stream": True})
+            assert r.status_code == 200 and not engine.replies, r.text
             events = [orjson.loads(line[6:]) for line in r.text.splitlines()
                       if line.startswith("data: {")]
             text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
