@@ -246,9 +246,10 @@ async def test_an_escaped_item_in_a_json_answer_through_the_gateway_is_redacted(
     body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Contact as JSON"}],
             "response_format": {"type": "json_object"}}
     native = {**body, "tools": [{"type": "function", "function": {"name": "crm"}}], "aigrid_tool_mode": "native"}
+    first_turns: list[tuple[dict[str, Any], list[dict[str, Any]]]] = [
+        (body, []), (native, [{"tool_calls": [{"name": "crm", "arguments": {}}]}, {"content": "Jo."}])]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
-        for (kind, (item, escaped)), (request, first) in itertools.product(ITEMS.items(), [
-                (body, []), (native, [{"tool_calls": [{"name": "crm", "arguments": {}}]}, {"content": "Jo."}])]):
+        for (kind, (item, escaped)), (request, first) in itertools.product(ITEMS.items(), first_turns):
             engine.replies = [*first, {"content": answer_text(escaped)}]
             r = await c.post("/v1/chat/completions", json=request)
             assert r.status_code == 200 and not engine.replies, r.text  # every turn asked
