@@ -73,7 +73,8 @@ def test_an_old_audit_log_goes_on_and_verifies_across_the_upgrade(tmp_path: Path
     assert after.ok, after.problems
     assert after.records == 6 and after.last_checkpoint_seq == 6 and after.checkpoints >= 2
     assert not after.notes  # the old writer signed its tail: nothing it did not vouch for
-    assert user_version(db) == 1
+    assert after.head_kept_from == 6  # the new writer's first checkpoint (v2 statement; the old one at 3 is v1)
+    assert user_version(db) == 2
     found = [(r.seq, r.request_id) for r in records(db, Selection())]
     assert found[:3] == [(1, "dec-0000000000000000"), (2, "dec-0000000000000001"), (3, "dec-0000000000000002")]
     assert [rid for _, rid in found[3:]] == ["dec-new0", "dec-new1", "dec-new2"]
@@ -81,16 +82,16 @@ def test_an_old_audit_log_goes_on_and_verifies_across_the_upgrade(tmp_path: Path
 
 def test_an_audit_log_of_a_later_format_is_refused_in_one_line_and_left_as_it_is(tmp_path: Path) -> None:
     """A downgrade: this writer must not append records or checkpoints to a log whose format it does not know."""
-    db = restore("old_audit.sql", tmp_path / "audit.db", user_version=2)
+    db = restore("old_audit.sql", tmp_path / "audit.db", user_version=3)
     bytes_before = db.read_bytes()
     log = AuditLog(db, load_private_key(OLD / "old_audit.pem"))
     with pytest.raises(ConfigError) as caught:
         asyncio.run(start_audit(log))
     message = str(caught.value)
     assert "\n" not in message
-    assert "security.audit.path" in message and "newer aigrid (audit log format 2; this version writes 1)" in message
+    assert "security.audit.path" in message and "newer aigrid (audit log format 3; this version writes 2)" in message
     assert "run that aigrid or a later one" in message
-    assert db.read_bytes() == bytes_before and user_version(db) == 2
+    assert db.read_bytes() == bytes_before and user_version(db) == 3
 
 
 # --- the key file --------------------------------------------------------------------------------------------

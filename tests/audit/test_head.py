@@ -1,16 +1,20 @@
-"""The head file beside the log (`<log>-head`): a log cut at its end is found without an anchor; a crash
-between the log's commit and the head's write never makes a clean log fail; an older copy of both files put
-back together is not found (the anchor's job: test_verify_attacks.py)."""
+"""The head file beside the log (`<log>-head`): a log cut at its end is found without an anchor, and so is one cut
+with its head file deleted (its checkpoints say, signed, that its writer keeps one); a crash between the log's
+commit and the head's write never makes a clean log fail; a log written before heads existed verifies as before;
+an older copy of both files put back together is not found (the anchor's job: test_verify_attacks.py)."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from aigrid.audit import store as store_module
-from aigrid.audit.store import AuditStore
+from aigrid.audit.chain import checkpoint_message
+from aigrid.audit.signing import key_id
+from aigrid.audit.store import AuditStore, LogCut
 from aigrid.audit.verify import verify
 from tests.audit.test_audit_log import KEY, record, tamper
 
@@ -27,6 +31,123 @@ def write(path: Path, *batches: int, checkpoint_after: int | None = None) -> Aud
             store.checkpoint()
     store.close()
     return store
+
+
+def old_log(path: Path, n: int) -> None:
+    """A log as an aigrid before 6 Dec 2026 left it: n records, a checkpoint of the v1 statement at n, no head."""
+    store = AuditStore(path)  # no key: no head file, no checkpoint
+    store.open()
+    store.append([(r.ts, r.body()) for r in (record(i) for i in range(n))])
+    store.close()
+    signature = KEY.sign(checkpoint_message(n, store.last_hash, head_kept=False))
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO audit_checkpoints (seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?)",
+                   (n, store.last_hash, time.time(), key_id(KEY.public_key()), signature))
+        db.execute("PRAGMA user_version = 0")
+    assert not Path(f"{path}-head").exists()
+
+
+MISSING = ("its head file audit.db-head is missing, but checkpoint {} says its writer keeps one (written before "
+           "each checkpoint it signs): it was deleted, perhaps with records cut from the log's end; restore it from "
+           "the backup taken with the log, or verify with --anchor (the last anchor kept) to find a cut before it")
+
+
+def test_a_log_cut_at_its_end_with_its_head_deleted_fails(tmp_path: Path) -> None:
+    """The cut tail taken with its checkpoints and the head file deleted: the log verified OK with a note (a
+    missing head was taken for a log written before heads existed); its first checkpoint says its writer keeps
+    a head."""
+    path = tmp_path / "audit.db"
+    store = write(path, 5, 3, 2, checkpoint_after=1)
+    store.open()
+    store.checkpoint()  # checkpoints at 5 and 10
+    store.close()
+    tamper(path, "DELETE FROM audit_records WHERE seq > 7", "DELETE FROM audit_checkpoints WHERE seq > 7")
+    Path(f"{path}-head").unlink()
+    report = verify(path, KEY.public_key())
+    assert not report.ok and report.records == 7 and report.first_bad_seq == 8
+    assert report.problems == [MISSING.format(5)], report.problems
+    with pytest.raises(LogCut, match="head file audit.db-head is missing, but its checkpoint 5 says its writer "
+                                     "keeps one: it was deleted"):
+        AuditStore(path, KEY).open()  # which would have written a head at 5 that agrees with the cut log
+    assert not Path(f"{path}-head").exists() and verify(path, KEY.public_key()).problems == [MISSING.format(5)]
+
+
+def test_an_intact_log_whose_head_alone_was_deleted_fails_saying_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "audit.db"
+    write(path, 5, 1, checkpoint_after=1)
+    head = Path(f"{path}-head")
+    kept = head.read_bytes()
+    head.unlink()
+    report = verify(path, KEY.public_key())
+    assert not report.ok and report.problems == [MISSING.format(5)], report.problems
+    assert not any("no head file" in note for note in report.notes)
+    head.write_bytes(kept)  # restored from the backup taken with the log
+    assert verify(path, KEY.public_key()).ok
+
+
+def test_a_log_written_before_heads_verifies_as_before_and_is_marked_at_its_next_start(tmp_path: Path) -> None:
+    """No v2 checkpoint, no head: a note, not a failure (tests/test_upgrade.py: the real old log). Its next writer
+    writes a head at its last checkpoint and signs v2 checkpoints: from the first, a cut with the head deleted
+    fails, and so does an older head put back (one from before that checkpoint)."""
+    path = tmp_path / "audit.db"
+    old_log(path, 4)
+    report = verify(path, KEY.public_key())
+    assert report.ok and report.head_kept_from == 0, report.problems
+    assert report.notes[-1].startswith("no head file audit.db-head beside the log: a cut at its end is not seen")
+    store = AuditStore(path, KEY)
+    store.open()
+    head = Path(f"{path}-head")
+    at_open = head.read_bytes()
+    assert at_open.startswith(b"4:")
+    store.append([(r.ts, r.body()) for r in (record(4 + j) for j in range(2))])
+    store.checkpoint()  # 6: the log's first v2 checkpoint
+    store.append([(record(6).ts, record(6).body())])
+    store.checkpoint()
+    store.close()
+    report = verify(path, KEY.public_key())
+    assert report.ok and report.head_kept_from == 6 and report.records == 7, report.problems
+    head.write_bytes(at_open)  # an older head put back: before the checkpoint that says a head is kept
+    assert verify(path, KEY.public_key()).problems == [
+        "the head file audit.db-head (record 4) is before checkpoint 6, signed only once the head was at or past "
+        "it: an older head file was put back, perhaps with records cut from the log's end"]
+    tamper(path, "DELETE FROM audit_records WHERE seq > 6", "DELETE FROM audit_checkpoints WHERE seq > 6")
+    head.unlink()
+    assert verify(path, KEY.public_key()).problems == [MISSING.format(6)]
+
+
+def test_a_checkpoint_is_signed_only_once_the_head_is_on_disk_at_its_record(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head write of the last batch failed: the checkpoint writes it first and fsyncs its folder (a crash
+    could lose the rename), and a head that cannot be written fails the checkpoint rather than sign one verify
+    would then fail for its missing head."""
+    path = tmp_path / "audit.db"
+    store = AuditStore(path, KEY)
+    store.open()
+    real, failing = store_module.write_head, [True]
+
+    def write_head(head: Path, seq: int, record_hash: str, key: object) -> None:
+        if failing[0]:
+            raise OSError(28, "No space left on device")
+        real(head, seq, record_hash, key)
+
+    synced: list[tuple[bytes, int]] = []
+
+    def sync_folder(head: Path) -> None:
+        with sqlite3.connect(path) as db:
+            synced.append((head.read_bytes()[:2], db.execute("SELECT COUNT(*) FROM audit_checkpoints").fetchone()[0]))
+
+    monkeypatch.setattr(store_module, "write_head", write_head)
+    monkeypatch.setattr(store_module, "sync_folder", sync_folder)
+    store.append([(record(0).ts, record(0).body())])  # its head not written (logged)
+    assert not Path(f"{path}-head").exists()
+    with pytest.raises(OSError, match="No space left"):
+        store.checkpoint()
+    assert store.last_checkpoint == 0 and not synced
+    failing[0] = False
+    assert store.checkpoint() == 1
+    store.close()
+    assert synced == [(b"1:", 0)]  # the head at record 1 and its folder synced before the checkpoint's row
+    assert verify(path, KEY.public_key()).ok
 
 
 def test_a_log_cut_by_one_record_fails_naming_the_cut(tmp_path: Path) -> None:
@@ -74,19 +195,20 @@ def test_a_head_not_written_after_the_logs_commit_does_not_fail_a_clean_log(
     assert report.records == 6 and report.unsigned_tail == 1
 
 
-def test_the_writer_refuses_a_cut_log_and_opens_it_once_the_head_is_moved_aside(tmp_path: Path) -> None:
-    """Appending to a cut log would overwrite its head, and the evidence with it."""
+def test_the_writer_refuses_a_cut_log_even_once_its_head_is_moved_aside(tmp_path: Path) -> None:
+    """Appending to a cut log would overwrite its head, and the evidence with it; moving the head aside no longer
+    opens it (its checkpoint says a head is kept: that is the deletion verify fails): a new log is started."""
     path = tmp_path / "audit.db"
     write(path, 5, 2, checkpoint_after=1)
     tamper(path, "DELETE FROM audit_records WHERE seq > 5")
     store = AuditStore(path, KEY)
-    with pytest.raises(store_module.LogCut, match="ends at record 5, before record 7 its head file audit.db-head "
-                                                  "names: it was cut"):
+    with pytest.raises(LogCut, match="ends at record 5, before record 7 its head file audit.db-head names: it was "
+                                     "cut .* move the log and its head file aside"):
         store.open()
     Path(f"{path}-head").rename(tmp_path / "kept-head")
-    store.open()
-    store.close()
-    assert Path(f"{path}-head").read_text().startswith("5:")  # its last checkpoint, which it signed
+    with pytest.raises(LogCut, match="head file audit.db-head is missing"):
+        store.open()
+    assert not Path(f"{path}-head").exists()
 
 
 def test_a_missing_or_forged_head_is_named(tmp_path: Path) -> None:
@@ -101,17 +223,18 @@ def test_a_missing_or_forged_head_is_named(tmp_path: Path) -> None:
     head.write_text("junk\x1b[2J")
     assert verify(path, KEY.public_key()).problems == ["the head file audit.db-head is not SEQ:HASH:KEY_ID:SIGNATURE "
                                                        "(changed)"]
-    head.unlink()  # a log no writer of this version opened, or the head deleted: a note, not a failure
-    report = verify(path, KEY.public_key())
-    assert report.ok and report.notes[-1].startswith("no head file audit.db-head beside the log: a cut at its end "
-                                                     "is not seen"), report.notes
+    head.unlink()  # its checkpoint says a head is kept (test_an_intact_log_whose_head_alone_was_deleted_...)
+    assert verify(path, KEY.public_key()).problems == [MISSING.format(5)]
 
 
 def test_a_log_written_before_the_head_file_gets_one_at_its_last_checkpoint(tmp_path: Path) -> None:
     """Never at records after it, which the writer did not write (they may have been added to the file)."""
     path = tmp_path / "audit.db"
-    write(path, 5, 2, checkpoint_after=1)
-    Path(f"{path}-head").unlink()
+    old_log(path, 5)
+    store = AuditStore(path)  # records after the checkpoint: an old writer's crash, or added to the file
+    store.open()
+    store.append([(r.ts, r.body()) for r in (record(5 + j) for j in range(2))])
+    store.close()
     store = AuditStore(path, KEY)
     store.open()
     store.close()

@@ -273,8 +273,10 @@ def test_records_written_after_the_verification_are_not_shown_under_its_banner(l
 def test_a_log_of_a_newer_format_is_said_so_by_verify_and_query(log: Path) -> None:
     import sqlite3
 
+    from aigrid.audit.store import FORMAT
+
     db = sqlite3.connect(log)
-    db.execute("PRAGMA user_version = 2")
+    db.execute(f"PRAGMA user_version = {FORMAT + 1}")
     db.commit()
     db.close()
     key = str(log.parent / "audit.pub.pem")

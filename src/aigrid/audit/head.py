@@ -6,8 +6,10 @@ The writer rewrites it after each batch it committed (AuditStore.append), atomic
 fsynced and renamed over it), and only after SQLite's commit is durable (synchronous=FULL): the head never runs
 ahead of the log. A crash between the two leaves it behind the log, which verify accepts (the records after it
 are chained like any unsigned tail); a log that ends before its head, or whose record at the head's seq is not
-the one it names, was cut at its end (truncated) or replaced. The rename is not followed by an fsync of the
-folder: a crash may lose the rename, which leaves the previous head, again behind the log.
+the one it names, was cut at its end (truncated) or replaced. The rename after a batch is not followed by an
+fsync of the folder: a crash may lose it, which leaves the previous head, again behind the log. Before each
+checkpoint the writer makes the head durable at the checkpoint's record (sync_folder): its checkpoints say, signed,
+that it keeps a head (chain.checkpoint_message, v2), so verify fails a log that has one and no head file.
 
 It is signed so that whoever cuts the log cannot write a head that agrees: what they can do without the key is
 put back an older copy of both files (the log and its head together), which only an anchor kept off the host
@@ -69,3 +71,12 @@ def write_head(path: Path, seq: int, record_hash: str, signing_key: Ed25519Priva
     finally:
         os.close(fd)
     os.replace(temporary, path)
+
+
+def sync_folder(path: Path) -> None:
+    """fsync the folder holding `path`: a rename into it survives a crash (the head before a checkpoint)."""
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

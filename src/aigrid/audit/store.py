@@ -8,6 +8,9 @@ the same tables, and is stamped when a writer opens it: the stamp is in the file
 A writer refuses a log of a later format (a newer aigrid's) with a message saying so, before it writes
 anything: an older writer must not append records or checkpoints to a log whose format it does not know.
 A change of these tables, or of what a record or a checkpoint covers, takes a new FORMAT and a migration here.
+Format 2 (6 Dec 2026): the same tables; checkpoints sign the v2 statement (its writer keeps a head file), which an
+aigrid of format 1 reads as forged, so it must not open such a log. A log of format 0 or 1 is stamped 2 when a
+writer opens it (its old checkpoints stay v1 and verify as before).
 
 One writer per log: a writer holds an exclusive POSIX lock (lockf) on `<log>-writer.lock` while it is open, and
 a writer in another process (a second gateway started on the same path) refuses to open it (WriterLocked) rather
@@ -24,7 +27,10 @@ The head file (`<log>-head`, audit/head.py): after each batch is committed the w
 record into it, so verify finds a log cut at its end without an anchor. A writer refuses to open a log that ends
 before its head file, or whose record there is another (LogCut): appending to it would overwrite the evidence.
 At open, a log without a head file (written before it existed) gets one at its last checkpoint signed with the
-writer's key (what it already vouches for), never at records it did not write.
+writer's key (what it already vouches for), never at records it did not write. Every checkpoint this writer signs
+says, signed, that it keeps a head (v2), and is signed only once the head is on disk at its record (the file and
+its folder fsynced): a log whose last checkpoint of this key says so and whose head file is gone was cut with its
+head deleted, perhaps, and the writer refuses it (LogCut), as verify fails it.
 """
 
 from __future__ import annotations
@@ -42,13 +48,14 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aigrid.audit.chain import GENESIS, checkpoint_message, entry_hash
-from aigrid.audit.head import head_path, read_head, write_head
+from aigrid.audit.head import head_path, read_head, sync_folder, write_head
 from aigrid.audit.signing import key_id
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
-"""The audit database's format (PRAGMA user_version): this version reads and writes 1 (0: before the stamp)."""
+FORMAT = 2
+"""The audit database's format (PRAGMA user_version): this version reads 0..2 and writes 2 (0: before the stamp;
+1: checkpoints of the v1 statement only; 2: v2 checkpoints, its writer keeps a head file)."""
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit_records (
     seq INTEGER PRIMARY KEY, ts REAL NOT NULL, body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -96,6 +103,8 @@ class AuditStore:
         self.unchecked_checkpoints: list[str] = []
         """The key ids named by checkpoint rows after that one (a key rotation, or rows added to the file)."""
         self._lock: int | None = None
+        self._head_at = 0
+        """The record the head file was last written at by this writer (0: not yet)."""
 
     def open(self) -> None:
         remote = network_file_system(self.path)
@@ -125,10 +134,11 @@ class AuditStore:
                 cp = db.execute("SELECT MAX(seq) FROM audit_checkpoints").fetchone()
                 self.last_checkpoint = int(cp[0] or 0)
             else:
-                self.last_checkpoint, self.unchecked_checkpoints = self._own_checkpoint(db, self.signing_key)
+                self.last_checkpoint, self.unchecked_checkpoints, head_kept = self._own_checkpoint(db,
+                                                                                                   self.signing_key)
                 if self.last_seq > self.last_checkpoint:
                     self.found_unsigned = (self.last_checkpoint + 1, self.last_seq)
-                self._open_head(db, self.signing_key)
+                self._open_head(db, self.signing_key, head_kept)
         except BaseException:
             db.close()
             self._drop_lock()
@@ -136,9 +146,10 @@ class AuditStore:
         self._db = db
 
     @staticmethod
-    def _own_checkpoint(db: sqlite3.Connection, signing_key: Ed25519PrivateKey) -> tuple[int, list[str]]:
+    def _own_checkpoint(db: sqlite3.Connection, signing_key: Ed25519PrivateKey) -> tuple[int, list[str], bool]:
         """The last checkpoint this writer can vouch for: its signature holds for this writer's key and its hash
-        is the stored record's at that seq (0: none), and the key ids named by the later rows passed over. A row
+        is the stored record's at that seq (0: none), the key ids named by the later rows passed over, and whether
+        it says its writer keeps a head file (v2). A row
         is only a row: anyone with the file can add one at the head (the table's MAX(seq) hid records appended
         to a stopped log, which the next checkpoint then signed as this writer's)."""
         public = signing_key.public_key()
@@ -148,23 +159,25 @@ class AuditStore:
         for seq, signed_hash, named, signature, stored in rows:
             if (isinstance(seq, int) and isinstance(signed_hash, str) and signed_hash == stored
                     and isinstance(signature, bytes)):
-                try:
-                    public.verify(signature, checkpoint_message(seq, signed_hash))
-                except InvalidSignature:
-                    pass
-                else:
-                    return seq, skipped
+                for head_kept in (True, False):
+                    try:
+                        public.verify(signature, checkpoint_message(seq, signed_hash, head_kept=head_kept))
+                    except InvalidSignature:
+                        continue
+                    return seq, skipped, head_kept
             skipped.append(named if isinstance(named, str) else repr(named))
-        return 0, skipped
+        return 0, skipped, False
 
-    def _open_head(self, db: sqlite3.Connection, signing_key: Ed25519PrivateKey) -> None:
-        """Refuse a log cut before its head file (LogCut); give a log without one a head at its last checkpoint
-        signed with this key (or leave it where it is, when it is past that)."""
+    def _open_head(self, db: sqlite3.Connection, signing_key: Ed25519PrivateKey, head_kept: bool) -> None:
+        """Refuse a log cut before its head file, or without one where its last checkpoint of this key says its
+        writer keeps one (`head_kept`) (LogCut); give a log without one a head at its last checkpoint signed with
+        this key (or leave it where it is, when it is past that)."""
         path = head_path(self.path)
         try:
             head = read_head(path)
         except ValueError as e:
-            raise LogCut(f"{e}; move it aside to open the log (verify then no longer sees a cut tail)") from None
+            raise LogCut(f"{e}; restore it from the backup taken with the log, or move the log and its head file "
+                         "aside (keep them) to start a new one") from None
         if head is not None:
             seq, head_hash = head[0], head[1]
             row = db.execute("SELECT hash FROM audit_records WHERE seq = ?", (seq,)).fetchone()
@@ -172,13 +185,20 @@ class AuditStore:
                 found = (f"ends at record {self.last_seq}, before record {seq}" if row is None
                          else f"holds another record {seq} than the one")
                 raise LogCut(f"the audit log {found} its head file {path.name} names: it was cut (truncated) or "
-                             "replaced by an older copy; run aigrid audit verify, keep a copy, and move the head "
-                             "file aside to write to this log anyway") from None
+                             "replaced by an older copy; run aigrid audit verify, and move the log and its head "
+                             "file aside (keep them) to start a new one") from None
+            self._head_at = seq
             if seq >= self.last_checkpoint:
                 return
+        elif head_kept:
+            raise LogCut(f"the audit log's head file {path.name} is missing, but its checkpoint {self.last_checkpoint} "
+                         "says its writer keeps one: it was deleted, perhaps with records cut from the log's end; run "
+                         "aigrid audit verify (with --anchor, the last anchor kept), and restore the head file from "
+                         "the backup taken with the log, or move the log aside (keep it) to start a new one")
         if self.last_checkpoint:
             (signed,) = db.execute("SELECT hash FROM audit_records WHERE seq = ?", (self.last_checkpoint,)).fetchone()
             write_head(path, self.last_checkpoint, signed, signing_key)
+            self._head_at = self.last_checkpoint
 
     def _take_lock(self) -> None:
         lock_path = f"{self.path}-writer.lock"
@@ -237,15 +257,24 @@ class AuditStore:
             return
         try:
             write_head(head_path(self.path), self.last_seq, self.last_hash, self.signing_key)
+            self._head_at = self.last_seq
         except OSError as e:
             log.error("audit head file not written (record %d is in the log; the next batch writes it): %s",
                       self.last_seq, e)
 
     def checkpoint(self, now: float | None = None) -> int | None:
-        """Sign the current head; returns its sequence number (None without a key or new records)."""
+        """Sign the current head; returns its sequence number (None without a key or new records). Its statement
+        says this writer keeps a head file (v2), so the head is made durable at this record first (written again
+        if the last batch's write failed; the folder fsynced, or a crash could lose its rename): an OSError here
+        fails the checkpoint (tried again later), never signs one whose head is not on disk."""
         if self.signing_key is None or self.last_seq == self.last_checkpoint:
             return None
-        signature = self.signing_key.sign(checkpoint_message(self.last_seq, self.last_hash))
+        path = head_path(self.path)
+        if self._head_at != self.last_seq:
+            write_head(path, self.last_seq, self.last_hash, self.signing_key)
+            self._head_at = self.last_seq
+        sync_folder(path)
+        signature = self.signing_key.sign(checkpoint_message(self.last_seq, self.last_hash, head_kept=True))
         with self._conn() as db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT INTO audit_checkpoints (seq, hash, ts, key_id, signature) VALUES (?, ?, ?, ?, ?)",

@@ -17,6 +17,9 @@ together with its checkpoints, the file replaced by an older copy, an empty log 
 the same key. The head file beside the log (`<log>-head`, audit/head.py: the last record its writer put on disk,
 signed after each batch) finds, without an anchor, a log cut at its end together with its checkpoints, and a log
 put back without its head; what it cannot find is an older copy of both files put back together (the anchor does).
+A missing head file fails a log whose valid checkpoints say their writer keeps one (the v2 statement,
+chain.checkpoint_message: signed only once the head is on disk at its record), and so does a head before the first
+of them; a log none of whose checkpoints say so (written before 6 Dec 2026) without a head gets a note only.
 
 Memory is bounded on a log of any length: the records and the checkpoints are read as two cursors walked
 together in seq order (each checkpoint is checked when the walk reaches its record; nothing is kept per
@@ -87,6 +90,9 @@ class VerifyReport:
     """The last checkpoint whose signature holds (0: none)."""
     last_checkpoint_hash: str = ""
     """Its hash: with last_checkpoint_seq, the anchor to keep elsewhere (verify(anchor=...) next time)."""
+    head_kept_from: int = 0
+    """The first valid checkpoint whose statement says its writer keeps a head file (v2; 0: none, an older
+    writer's log): from there on the head file must be there, at or past it."""
     unsigned_tail: int = 0
     first_bad_seq: int | None = None
     first_break: int | None = None
@@ -191,12 +197,20 @@ def verify(db_path: Path, public_key: Ed25519PublicKey | Sequence[Ed25519PublicK
             _check_head(db_path, head, chained, last_seq, report)
         elif head is not None:
             report._bad(last_seq + 1, head)
+        elif report.head_kept_from:
+            report._bad(last_seq + 1, f"its head file {head_path(db_path).name} is missing, but checkpoint "
+                                      f"{report.head_kept_from} says its writer keeps one (written before each "
+                                      "checkpoint it signs): it was deleted, perhaps with records cut from the "
+                                      "log's end; restore it from the backup taken with the log, or verify with "
+                                      "--anchor (the last anchor kept) to find a cut before it")
         report.unsigned_tail = max(0, last_seq - report.last_checkpoint_seq)
         report.notes.extend(_notes(report))
-        if head is None and report.records:  # not a failure: a log no writer of this version opened has none
+        if head is None and report.records and not report.head_kept_from:  # a log no head-keeping writer signed
             report.notes.append(f"no head file {head_path(db_path).name} beside the log: a cut at its end is not "
-                                "seen (the log was last written by an aigrid before 6 Dec 2026, whose writer's "
-                                "next start writes one; or the file was deleted: only --anchor finds that cut)")
+                                "seen (no valid checkpoint says its writer keeps one: the log was last written "
+                                "by an aigrid before 6 Dec 2026, whose writer's next start writes one; or it was "
+                                "cut back to before its first such checkpoint and the file deleted: only --anchor "
+                                "finds that cut)")
         if require_checkpoint and report.records and not report.checkpoints and "audit_checkpoints" in tables:
             report._bad(1, "no signed checkpoint: the records could have been rewritten wholesale (a fresh log's "
                            "writer signs its first within checkpoint_after_s; one that stopped before it, a crash, "
@@ -433,7 +447,11 @@ class _CheckpointCheck:
         if not isinstance(signature, bytes):
             report._bad(good_until + 1, f"checkpoint {seq}: its signature is {_kind(signature)}, not bytes (changed)")
             return
-        signer = _signer(signature, checkpoint_message(seq, signed_hash), self.keys, named)
+        head_kept = True  # the v2 statement (this version's writer), then v1 (an older writer's)
+        signer = _signer(signature, checkpoint_message(seq, signed_hash, head_kept=True), self.keys, named)
+        if signer is None:
+            head_kept = False
+            signer = _signer(signature, checkpoint_message(seq, signed_hash, head_kept=False), self.keys, named)
         if signer is None:
             if named in self.keys:
                 why = f"signature invalid for key {named}, the key it names (a forged or changed checkpoint)"
@@ -459,6 +477,8 @@ class _CheckpointCheck:
         else:
             self.good_until = seq
             report.last_checkpoint_seq, report.last_checkpoint_hash = seq, signed_hash
+            if head_kept and not report.head_kept_from:
+                report.head_kept_from = seq
 
 
 def _signer(signature: bytes, message: bytes, keys: dict[str, Ed25519PublicKey], named: str) -> str | None:
@@ -504,9 +524,14 @@ def _signed_head(db_path: Path, keys: dict[str, Ed25519PublicKey]) -> tuple[int,
 def _check_head(db_path: Path, head: tuple[int, str], chained: dict[int, str], last_seq: int,
                 report: VerifyReport) -> None:
     """The log must hold the head file's record (a crash between the log's commit and the head's write leaves
-    the head behind the log: not a problem)."""
+    the head behind the log: not a problem), and the head must be at or past the first checkpoint saying its
+    writer keeps one (the writer signs it only once the head is on disk there)."""
     seq, record_hash = head
     name = head_path(db_path).name
+    if seq < report.head_kept_from:
+        report._bad(seq + 1, f"the head file {name} (record {seq}) is before checkpoint {report.head_kept_from}, "
+                             "signed only once the head was at or past it: an older head file was put back, perhaps "
+                             "with records cut from the log's end")
     if seq > last_seq:
         report._bad(last_seq + 1, f"the log ends at record {last_seq}, before its head file {name} (record {seq}): "
                                   f"{records_span(last_seq + 1, seq)} {agreeing(seq - last_seq, 'was', 'were')} cut "
