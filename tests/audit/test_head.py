@@ -5,7 +5,10 @@ an older copy of both files put back together is not found (the anchor's job: te
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
+import stat
 import time
 from pathlib import Path
 
@@ -148,6 +151,31 @@ def test_a_checkpoint_is_signed_only_once_the_head_is_on_disk_at_its_record(
     store.close()
     assert synced == [(b"1:", 0)]  # the head at record 1 and its folder synced before the checkpoint's row
     assert verify(path, KEY.public_key()).ok
+
+
+@pytest.mark.parametrize(("code", "signed"), [(errno.EINVAL, True), (errno.EIO, False)])
+def test_a_folder_its_file_system_cannot_sync_does_not_stop_the_checkpoints(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, signed: bool) -> None:
+    """EINVAL from a folder's fsync (a file system that cannot sync one) is let be, or no checkpoint would ever be
+    signed there; EIO fails the checkpoint."""
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(code, os.strerror(code))
+        real(fd)
+
+    store = AuditStore(tmp_path / "audit.db", KEY)
+    store.open()
+    store.append([(record(0).ts, record(0).body())])
+    monkeypatch.setattr(os, "fsync", fsync)
+    if signed:
+        assert store.checkpoint() == 1
+    else:
+        with pytest.raises(OSError, match=os.strerror(code)):
+            store.checkpoint()
+    store.close()
+    assert (store.last_checkpoint == 1) is signed
 
 
 def test_a_log_cut_by_one_record_fails_naming_the_cut(tmp_path: Path) -> None:

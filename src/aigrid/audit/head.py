@@ -18,6 +18,7 @@ finds (`aigrid audit verify --anchor`).
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -74,9 +75,14 @@ def write_head(path: Path, seq: int, record_hash: str, signing_key: Ed25519Priva
 
 
 def sync_folder(path: Path) -> None:
-    """fsync the folder holding `path`: a rename into it survives a crash (the head before a checkpoint)."""
+    """fsync the folder holding `path`: a rename into it survives a crash (the head before a checkpoint). A file
+    system that cannot sync a folder (EINVAL, ENOTSUP: some FUSE and network ones) is let be, as SQLite does for
+    its journal's folder; any other error (EIO) is raised: the checkpoint fails and is tried again."""
     fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
     finally:
         os.close(fd)
