@@ -4,12 +4,27 @@ of it the gateway reads."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
 import orjson
 import pytest
 
 from tests.gateway import hostile_engine as H
-from tests.gateway.test_exit_paths import the_one_record
-from tests.gateway.test_hostile_engines import SANE, grid
+from tests.gateway import test_hostile_engines as T
+from tests.gateway.test_exit_paths import inflight, the_one_record
+from tests.gateway.test_hostile_engines import SANE, Grid
+
+
+async def grid(tmp_path, bad: Callable[[str, dict], H.Script], good: Callable[[str, dict], H.Script] = T.sane,
+               context: int | None = None, idle_s: float | None = None) -> AsyncIterator[Grid]:
+    """test_hostile_engines.grid; `idle_s`: its gateway.stream_idle_s as the proxy reads it."""
+    async for g in T.grid(tmp_path, bad, good, context):
+        if idle_s is not None:
+            g.gw.proxy.stream_idle_s = idle_s
+        yield g
+
 
 HOSTILE_HEADERS = ["set-cookie: session=stolen; Path=/", "location: https://evil.example/",
                    "content-security-policy: default-src *", "access-control-allow-origin: *",
@@ -49,3 +64,50 @@ async def test_a_sane_answer_keeps_its_type(tmp_path) -> None:
     async for g in grid(tmp_path, lambda p, r: H.whole(orjson.dumps(SANE))):
         r = await g.post("chat", False)
         assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+
+
+def endless(*steps: H.Step) -> Callable[[str, dict], H.Script]:
+    """A stream that opens with one token, then `steps`, never its end; a whole answer: a sane one."""
+    def script(path: str, req: dict) -> H.Script:
+        if not req.get("stream"):
+            return H.whole(orjson.dumps(SANE))
+        return H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), *steps)
+    return script
+
+
+@pytest.mark.parametrize("door", ["chat", "completions"])
+async def test_a_stream_that_does_not_stop_is_cut_at_a_whole_answers_bound(tmp_path, door: str) -> None:
+    """A streamed answer was relayed for as long as its engine sent events: one that never stops (tokens past
+    max_tokens, past its context) held the client, the tenant's reservation and the gateway's bandwidth without
+    bound (each event is bounded, their sum was not). Now at most what a whole answer may take (BYTES_PER_TOKEN x
+    its contexts, at least 1 MiB), then the in-stream error: the engine's failure, counted, not continued."""
+    event = H.chunk(b"data: " + orjson.dumps(H.token("x" * 8000)) + b"\n\n")
+    async for g in grid(tmp_path, endless(*[event] * 400), context=64):  # 3.2 MB, the bound 1 MiB
+        r = await asyncio.wait_for(g.post(door, True), 20)  # before: to the read timeout (300 s), the answer whole
+        assert r.status_code == 200
+        assert b"stream_interrupted" in r.content and b"past 1048576 bytes" in r.content
+        assert len(r.content) < (1 << 20) + 64_000
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0  # not continued on an innocent engine
+        assert inflight(g.gw) == 0
+
+
+async def test_a_stream_of_keep_alives_only_is_silent(tmp_path) -> None:
+    """Comments (`: keep-alive`) are reads, so the read timeout (gateway.stream_idle_s) never caught an engine that
+    sends nothing else: the answer never ended. Now reads without a data event for that long are its silence."""
+    async for g in grid(tmp_path, endless(*[H.chunk(b": keep-alive\n\n"), 0.05] * 200), idle_s=0.5):  # 10 s
+        started = time.monotonic()
+        r = await asyncio.wait_for(g.post("chat", True), 20)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content and b"no data event" in r.content
+        assert time.monotonic() - started < 5
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted" and g.failures("nrt-smollm2") == 1
+
+
+async def test_a_slow_stream_with_data_is_not_cut(tmp_path) -> None:
+    """The sane case: tokens slower than nothing, each within the read timeout, keep-alives between them."""
+    steps = [H.chunk(b": ka\n\n"), 0.2, H.chunk(b"data: " + orjson.dumps(H.token("y")) + b"\n\n"), 0.2] * 5
+    async for g in grid(tmp_path, endless(*steps, *H.sse(H.token("", "stop"))), idle_s=0.5):
+        r = await g.post("chat", True)
+        assert r.status_code == 200 and b"stream_interrupted" not in r.content and r.content.count(b'"y"') == 5
+        assert (await the_one_record(g.gw))["outcome"] == "ok"

@@ -191,6 +191,8 @@ class FirstByteDeadline:
         return min(self.whole_max_s, self.seconds(cand) + DECODE_FACTOR * max_tokens * tpot_s(cand))
 
 
+STREAM_IDLE_S = 300.0
+"""gateway.stream_idle_s's default."""
 DECODE_FACTOR = 3.0
 """Slack on the decode time of a non-streamed answer: a busy engine's steps slow down as its batch grows."""
 DEFAULT_TPOT_S = 0.1
@@ -247,10 +249,14 @@ class Proxy:
                  metrics: GatewayMetrics, clock: Callable[[], float], *, emulate_network: bool,
                  max_attempts: int, family_of: Mapping[str, str] | None = None,
                  deadline: FirstByteDeadline = FirstByteDeadline(), sleep: Sleep = asyncio.sleep,
-                 contexts: Mapping[str, int] | None = None, salt: CacheSalt | None = None) -> None:
+                 contexts: Mapping[str, int] | None = None, salt: CacheSalt | None = None,
+                 stream_idle_s: float = STREAM_IDLE_S) -> None:
         """`contexts`: endpoint id -> its model's context in tokens, the most a non-streamed answer without an
         output limit can decode (its deadline's bound). `salt`: each tenant's prefix-cache salt, added to what
-        the engines that read it get (security.isolate_prefix_cache; None: nothing added)."""
+        the engines that read it get (security.isolate_prefix_cache; None: nothing added). `stream_idle_s`
+        (gateway.stream_idle_s, the engine connections' read timeout): the longest a stream may also send reads
+        without a data event (comments, keep-alives), which the read timeout cannot see (relay.EventPipe)."""
+        self.stream_idle_s = stream_idle_s
         self._salt = salt
         self._engines = engines
         self.names = EngineNames(engines)

@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -53,6 +56,7 @@ log = logging.getLogger("aigrid.proxy")
 _USAGE = b'"usage"'
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 """A choice that says why it ended (a string; null while it goes on)."""
+_UNBOUNDED = 1 << 62
 _NULL = b"null"
 """An event whose data is JSON null: llama.cpp opens the stream of a list of prompts with one; no client can
 read it (the OpenAI SDK yields None), so it is dropped."""
@@ -65,10 +69,25 @@ def _null_event(raw: bytes) -> bool:
 class EventPipe:
     """Engine reads in, client bytes out, for one streamed answer (every engine that serves it)."""
 
-    def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool, most_tokens: int | None = None) -> None:
-        """`most_tokens`: the most tokens the answer can count (Proxy.most_tokens); a usage past it is not charged."""
+    def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool, most_tokens: int | None = None,
+                 most_bytes: int | None = None, quiet_s: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """`most_tokens`: the most tokens the answer can count (Proxy.most_tokens); a usage past it is not charged.
+        `most_bytes`: the most bytes the answer's events may take, all its engines' together (Proxy.most_bytes, as a
+        whole answer's); `quiet_s`: the longest its engine may send reads that hold no data event (comments,
+        keep-alives), as the read timeout bounds a silence. Past either, feed() raises SseError and `past` says why
+        (the engine's failure, not continued elsewhere: StreamRelay._broke); neither bounded an answer before, so
+        an engine that never stopped, or sent keep-alives only, held the client, the quota and the engine slot."""
         self._filter = output
         self._most_tokens = most_tokens
+        self._most_bytes = _UNBOUNDED if most_bytes is None else most_bytes
+        self._quiet_s = math.inf if quiet_s is None else quiet_s
+        self._clock = clock
+        self._read = 0
+        self._quiet_since: float | None = None
+        """When the reads without a data event began (None: the last read held one)."""
+        self.past: str | None = None
+        """Why the answer was cut at a bound (most_bytes, quiet_s); None while within them."""
         self._sse = sse
         self.track = track
         """Keep the delivered text and chunk count (a continuation is possible for this request)."""
@@ -104,11 +123,15 @@ class EventPipe:
     def feed(self, raw: bytes) -> bytes:
         if not self._sse:
             return raw  # not an event stream (an engine's error body): passed as it comes
+        self._read += len(raw)
+        if self._read > self._most_bytes:
+            self._cut(f"the answer is past {self._most_bytes} bytes, more than its tokens can take")
         self._recent = (self._recent[1], raw)
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
                 and _USAGE not in raw and DONE not in raw and not _null_event(raw)):
             datas = self._decoder.data_only(raw)
             if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
+                self._quiet_since = None
                 if self.track:
                     observe = self.delivered.observe
                     for data in datas:
@@ -119,7 +142,12 @@ class EventPipe:
                 return raw
         events = self._decoder.feed(raw)
         if not events:
+            self._quiet()
             return b""
+        if any(ev.data is not None for ev in events):
+            self._quiet_since = None
+        else:
+            self._quiet()
         complete = self._decoder.complete
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
                 and _USAGE not in complete and DONE not in complete and not _null_event(complete)):
@@ -137,6 +165,18 @@ class EventPipe:
         if self._rewriter is None and all(f is None for f in framed):
             return complete
         return b"".join(_frame(ev) if f is None else f for f, ev in zip(framed, events, strict=True))
+
+    def _quiet(self) -> None:
+        """A read that completed no data event: past `quiet_s` of such reads, the engine is silent (SseError)."""
+        now = self._clock()
+        if self._quiet_since is None:
+            self._quiet_since = now
+        elif now - self._quiet_since > self._quiet_s:
+            self._cut(f"no data event for {self._quiet_s:g} s (only comments or pieces of one)")
+
+    def _cut(self, why: str) -> None:
+        self.past = why
+        raise SseError(why)
 
     def end(self) -> bytes:
         """At the end of an engine's stream: bytes it left without a closing blank line, passed as they are."""
@@ -230,7 +270,9 @@ class StreamRelay:
         self._steered: dict[str, int] | None = None
         """The usage of an answer stopped for a steer (`steer`), booked when it is closed."""
         pipe = CompletionsPipe if path.rstrip("/") == COMPLETIONS_PATH else EventPipe
-        self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record))
+        self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record),
+                         most_bytes=proxy.most_bytes(opened.cand, record) if direct else None,
+                         quiet_s=proxy.stream_idle_s if direct else None)  # a wrapper's: its own bounds
         self._current: Opened | None = opened
         self._first: bytes | None = opened.first
         self._engine_failure: str | None = None
@@ -365,6 +407,8 @@ class StreamRelay:
         record.usage = self.pipe.usage
         if delivered.done or delivered.finished:
             return b""
+        if self.pipe.past is not None:  # the engine's own answer is the fault: no other engine continues it
+            return proxy.error_event(record, f"{e}; not continued")
         if not self._continuable:
             reason = why_not_continuable(self._body, delivered) or "no other endpoint of the same model family"
             return proxy.error_event(record, f"{e}; could not continue: {reason}")
