@@ -111,3 +111,26 @@ async def test_a_slow_stream_with_data_is_not_cut(tmp_path) -> None:
         r = await g.post("chat", True)
         assert r.status_code == 200 and b"stream_interrupted" not in r.content and r.content.count(b'"y"') == 5
         assert (await the_one_record(g.gw))["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("door", ["chat", "completions"])
+@pytest.mark.parametrize("counts", [{"prompt_tokens": -5, "completion_tokens": "abc", "total_tokens": -10},
+                                    {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}],
+                         ids=["unchargeable", "sane"])
+async def test_a_usage_key_written_with_escapes_is_read_as_usage(tmp_path, door: str, counts: dict) -> None:
+    """The stream's usage was looked for as the bytes `"usage"`: an engine that wrote the key with JSON escapes
+    (`"us\\u0061ge"`, the same key to every JSON reader) had its counts passed to a client that never asked for
+    them, unchecked (-5, "abc"), and a sane count not read (the tenant charged the reservation, 34 tokens, for 6).
+    Now read as any usage: a sane one charged, one that cannot be charged taken out, the client's own filter applies."""
+    def script(path: str, req: dict) -> H.Script:
+        last = orjson.dumps(H.token("", usage=counts) | {"choices": []}).replace(b'"usage"', b'"us\\u0061ge"')
+        return H.stream(*H.sse(H.token("Hi"), H.token("", "stop"), last))
+
+    async for g in grid(tmp_path, script, good=script):
+        r = await g.post(door, True)  # the client asks for no usage
+        assert r.status_code == 200 and b"Hi" in r.content
+        assert b"u0061ge" not in r.content and b"prompt_tokens" not in r.content
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "ok"
+        if counts["prompt_tokens"] == 5:
+            assert await T.balance(g.gw) == 6  # before: 34, the reservation

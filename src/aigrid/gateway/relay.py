@@ -54,6 +54,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("aigrid.proxy")
 _USAGE = b'"usage"'
+_ESCAPE = b"\\u00"
+"""A JSON escape that may spell the key `usage` (`"us\\u0061ge"`, one key to every JSON reader): a read holding one is
+read as if it held `"usage"` (an engine's count written so was passed to the client unread, unchecked)."""
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 """A choice that says why it ended (a string; null while it goes on)."""
 _UNBOUNDED = 1 << 62
@@ -128,7 +131,7 @@ class EventPipe:
             self._cut(f"the answer is past {self._most_bytes} bytes, more than its tokens can take")
         self._recent = (self._recent[1], raw)
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
-                and _USAGE not in raw and DONE not in raw and not _null_event(raw)):
+                and _USAGE not in raw and _ESCAPE not in raw and DONE not in raw and not _null_event(raw)):
             datas = self._decoder.data_only(raw)
             if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
                 self._quiet_since = None
@@ -150,7 +153,8 @@ class EventPipe:
             self._quiet()
         complete = self._decoder.complete
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
-                and _USAGE not in complete and DONE not in complete and not _null_event(complete)):
+                and _USAGE not in complete and _ESCAPE not in complete and DONE not in complete
+                and not _null_event(complete)):
             # the lean path: no event of this read changes, so the engine's bytes go out as they came
             if self.track:  # ... and the text a continuation would need is noted
                 observe = self.delivered.observe
@@ -196,7 +200,7 @@ class EventPipe:
             self.delivered.done = True
             held = filt.flush_event() if filt is not None else None
             return None if held is None else encode(orjson.dumps(held)) + b"data: [DONE]\n\n"
-        wants_usage = _USAGE in data
+        wants_usage = _USAGE in data or _ESCAPE in data
         if not (wants_usage or self.track or self._rewriter is not None or (filt is not None and filt.redacts)):
             return None
         try:
