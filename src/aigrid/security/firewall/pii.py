@@ -4,7 +4,10 @@ ids (US SSN, UK National Insurance number).
 Numbers are only reported when their checksum or structure holds, so order numbers and timestamps that
 merely look like cards are left alone. Each detector is a regex plus an optional validator; detectors run
 in priority order and a later match that overlaps an earlier one is dropped. Number detectors only start
-at the beginning of a run of digit groups, so a tail of a longer number is never taken for an item.
+at the beginning of a run of digit groups, so a tail of a longer number is never taken for an item; but a run too
+long for one number (20 digits or more) is cut at its group boundaries into the numbers it holds one after the other
+(_split), and an item that its redaction lays bare (the text after "[REDACTED:PHONE] " read again) is found with the
+item beside it (_settled), so redact leaves nothing find_pii finds and redacting again changes nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, islice
 
 from aigrid.security.firewall.features import INVISIBLE, LATIN_OF, TAG_TO_ASCII
 
@@ -86,6 +89,9 @@ _DETECTORS: tuple[tuple[str, re.Pattern[str], _Validator | None], ...] = (
 )
 
 KINDS: tuple[str, ...] = tuple(kind for kind, _, _ in _DETECTORS)
+_FRESH = {kind: re.compile(re.sub(r"^(?:\(\?<![^)]*\))+", "", pattern.pattern)) for kind, pattern, _ in _DETECTORS}
+"""Each detector's pattern without its look-behinds: an item that begins right after another (where the look-behinds
+refuse a tail of one number), as it begins after the other's placeholder."""
 
 _NEEDS: dict[str, tuple[int, str | None]] = {
     "email": (0, "@"), "iban": (2, None), "card": (13, None), "ssn": (9, None), "uk_nino": (6, None),
@@ -98,10 +104,10 @@ _DIGIT = re.compile(r"\d")
 """The detectors' own digit class (any Unicode decimal digit, as \\d in a str pattern)."""
 
 
-def _digits(text: str, start: int) -> int:
-    """Digits at or after `start` (every character of a match is), counted up to _MOST_DIGITS."""
+def _digits(text: str, start: int, end: int) -> int:
+    """Digits at or after `start` (every character of a match is) and before `end`, counted up to _MOST_DIGITS."""
     n = 0
-    for _ in _DIGIT.finditer(text, start):
+    for _ in _DIGIT.finditer(text, start, end):
         n += 1
         if n == _MOST_DIGITS:
             break
@@ -225,34 +231,134 @@ def find_pii(text: str, kinds: frozenset[str] | None = None, start: int = 0, *,
     return [PiiMatch(m.kind, at[m.start], at[m.end - 1] + 1) for m in found]
 
 
-def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool) -> list[PiiMatch]:
+def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool, settle: bool = True) -> list[PiiMatch]:
     """The detectors in priority order, each match that overlaps an earlier detector's dropped. `taken` is kept in
     order (a detector's own matches come in order and never overlap), so a match is checked against the one item
     before its end (bisect), not against every item: until 2026-12-05 (twenty-second session) each was checked
     against all, and 20,000 addresses (140 KB) cost 9.5 s, a body full of them hours of the firewall's thread."""
     taken: list[PiiMatch] = []
-    digits = _digits(text, start) if prune else 0
+    stop = len(text)
+    digits = _digits(text, start, stop) if prune else 0
     for kind, pattern, valid in _DETECTORS:
         if kinds is not None and kind not in kinds:
             continue
         fewest, char = _NEEDS[kind]
-        if prune and (digits < fewest or (char is not None and text.find(char, start) < 0)):
+        if prune and (digits < fewest or (char is not None and text.find(char, start, stop) < 0)):
             continue  # no match is possible: same result, without the scan
         starts = [t.start for t in taken]
         mine: list[PiiMatch] = []
         pos = start
-        while (m := pattern.search(text, pos)) is not None:
+        while (m := pattern.search(text, pos, stop)) is not None:
             # after a rejected candidate, retry one character later (not after it), so a valid item
             # overlapping a rejected one is still found wherever the text happens to be cut
-            before = bisect_left(starts, m.end())  # the earlier items starting before it ends: the last may overlap
-            if (valid is not None and not valid(m.group())) or (before and taken[before - 1].end > m.start()):
+            if valid is None or valid(m.group()):
+                items = [(kind, m.start(), m.end())]
+            else:  # a run of digit groups too long for one item may be several, one after the other
+                items = _split(text, m.start(), stop, kinds) if kind in _NUMBERS else []
+            # the earlier items starting before one ends: the last may overlap it
+            if not items or any((before := bisect_left(starts, b)) and taken[before - 1].end > a for _, a, b in items):
                 pos = m.start() + 1
                 continue
-            mine.append(PiiMatch(kind, m.start(), m.end()))
-            pos = m.end()
+            mine += [PiiMatch(*item) for item in items]
+            pos = items[-1][2]
         if mine:
             taken = sorted(taken + mine, key=lambda t: t.start)  # two runs in order: merged in linear time
-    return taken
+    return _settled(text, taken, kinds, start, stop, prune) if settle and taken else taken
+
+
+def _split(text: str, start: int, stop: int, kinds: frozenset[str] | None) -> list[tuple[str, int, int]]:
+    """The first item of the run of digit groups at `start` (whose first item, read whole, its validator refuses)
+    where the run is too long for one number: the longest card, SSN or phone number (the higher detector first) that
+    ends at the end of one of its groups; the items after it are read by _settled, as redact leaves the run. A run
+    of 19 digits or fewer is left whole (it may be one number that its checksum refuses: "order 4111 1111 1111
+    1112"). "020 7946 0958 0044 20 7946 0959" (24 digits: no phone number read whole, its tail refused by the
+    look-behinds) passed whole until the twenty-fourth session, though a model reads two. A few anchored matches."""
+    run = _GROUP_RUN.match(text, start, min(stop, start + 2 * MAX_ITEM_CHARS))
+    digits = [] if run is None else list(islice(_DIGIT.finditer(text, start, run.end()), _LONGEST_NUMBER + 1))
+    if len(digits) <= _LONGEST_NUMBER:
+        return []  # may be one number (a card holds up to 19 digits) that its checksum refuses: left whole
+    end = digits[-1].start()  # an item ends before the run's 20th digit
+    ends = [j for j in range(start + 1, end) if text[j] in " .-" and text[j - 1].isdigit()]
+    for kind in KINDS:
+        if kind in _NUMBERS and (kinds is None or kind in kinds):
+            pattern, valid = _FRESH[kind], _DETECTOR[kind][1]
+            for e in reversed(ends):  # the longest first
+                if _AFTER[kind].match(text, e, stop) is not None and (m := pattern.match(text, start, e)) is not None \
+                        and m.end() == e and (valid is None or valid(m.group())):
+                    return [(kind, start, e)]
+    return []
+
+
+_NUMBERS = frozenset(("card", "ssn", "phone"))
+_GROUP_RUN = re.compile(r"[+(]?\d+(?:(?:[ .-]|\)[ .-]?)[+(]?\d+)*")
+"""A run of digit groups: each a number's sign or bracket, digits, and one separator (a bracket and one) before
+the next."""
+_LONGEST_NUMBER = 19
+"""The most digits one card, SSN or phone number holds (a card's 19)."""
+
+
+def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, start: int, end: int,
+             prune: bool) -> list[PiiMatch]:
+    """`taken` with the items its redaction lays bare, each stretch between two items read as redact leaves it (a
+    placeholder's "]" before it, which no look-behind refuses, and its "[" after it, which no look-ahead refuses)
+    until nothing more is found. "+44 20 7946 0958 00411100444111": the digits after the phone number are a tail of
+    it for the look-behinds, and a phone number after "[REDACTED:PHONE] ", so until the twenty-fourth session a text
+    redacted once still held an item, and redacting it again redacted more. An item found so at a stretch's edge is
+    made one with the item beside it (one placeholder, the first's kind): whether it is an item depends on that one,
+    so the streaming redactor, which never cuts inside a match, reads the two together. Only a stretch's edges are
+    read again (_EDGE characters), and only where an item may begin or end there: linear in the text."""
+    out: list[PiiMatch] = []
+    todo: list[tuple[int, PiiMatch | None]] = [(taken[-1].end, None)]  # (where a stretch begins, the item after it)
+    todo += [(taken[i - 1].end if i else -1, taken[i]) for i in range(len(taken) - 1, -1, -1)]  # -1: as written
+    while todo:
+        lo, item = todo.pop()
+        hi = end if item is None else item.start
+        head = lo >= 0 and lo < hi and _BARED.match(text, lo, hi) is not None  # an item may begin at its "]"
+        # or end at its "[": an item read on into a number after it (a digit, with or without a separator between)
+        tail = item is not None and hi > max(lo, start) and text[hi].isdigit() and (text[hi - 1].isalnum() or (
+            text[hi - 1] in " .-" and hi - 1 > max(lo, start) and text[hi - 2].isdigit()))
+        found: list[PiiMatch] = []
+        if (head or tail) and lo >= 0 and hi - lo <= 2 * _EDGE:
+            found = [PiiMatch(m.kind, lo + m.start, lo + m.end) for m in _find(text[lo:hi], kinds, 0, prune, False)]
+        else:
+            if head:
+                reach = _EDGE if text.find("@", lo, lo + _EDGE) >= 0 else _NUMBER_EDGE  # no address: a number at most
+                found = [PiiMatch(m.kind, lo + m.start, lo + m.end)
+                         for m in _find(text[lo:lo + reach], kinds, 0, prune, False)[:1] if m.start <= 1]
+            if tail:
+                at = max(start, lo, hi - (_EDGE if text.find("@", hi - _EDGE, hi) >= 0 else _NUMBER_EDGE))
+                cut = max(0, at - 2)  # and the two characters the look-behinds read before it
+                found += [PiiMatch(m.kind, cut + m.start, cut + m.end) for m in _find(text[cut:hi], kinds, at - cut,
+                                                                                      prune, False)
+                          if not found or cut + m.start >= found[-1].end]
+        if not found:
+            if item is not None:
+                out.append(item)
+            continue
+        if lo >= 0 and found[0].start <= lo + 1 and out:  # made one with the item before it
+            first = found.pop(0)
+            out[-1] = PiiMatch(out[-1].kind, out[-1].start, first.end)
+            lo = first.end
+        if found and item is not None and found[-1].end == hi:  # and with the item after it
+            last = found.pop()
+            item = PiiMatch(last.kind, last.start, item.end)
+        # the stretches around them read again
+        todo.append((found[-1].end if found else lo, item))
+        todo += [(found[k - 1].end, found[k]) for k in range(len(found) - 1, 0, -1)]
+        todo += [(lo, found[0])] if found else []
+    return out
+
+
+_EDGE = 64 + 1 + 4 * 64 + 24 + 8
+"""LONGEST_ITEM + 8 (defined below): the characters at either edge of a stretch between two items that _settled reads
+again: any item that begins or ends at the edge lies within them with its look-arounds."""
+_NUMBER_EDGE = 56 + 4
+"""The same without an @ there: any item but an address (_NUMBER_AROUND, below, and the look-arounds)."""
+_BARED = re.compile(r"[\w.+(-]|[ .-][\d+(]")
+"""What may follow an item where the look-behinds refused an item that its placeholder lets begin: a character an
+item begins with (after the item's last character), or a number's separator and a number's first character (after a
+digit)."""
+
 
 
 LONGEST_ITEM = 64 + 1 + 4 * 64 + 24
@@ -362,6 +468,8 @@ _NUMBER_AROUND = 56
 IBAN, phone or id written with spaces (44: an IBAN in groups of four) and its look-behind."""
 _SPACES = " \n\t\r"
 _DETECTOR = {kind: (pattern, valid) for kind, pattern, valid in _DETECTORS}
+_AFTER = {kind: re.compile(pattern.pattern[pattern.pattern.rindex("(?!"):]) for kind, pattern, _ in _DETECTORS}
+"""Each detector's look-ahead, the end of its pattern: what may not follow an item."""
 _BACKWARDS: dict[str, re.Pattern[str]] = {
     "email": re.compile(r"[A-Za-z]{2,24}(?:\.[A-Za-z0-9-]{1,63}){1,4}@[\w.+-]{1,64}(?![\w.+-])"),
     "iban": re.compile(r"(?:[A-Z0-9]{1,4} ?)?(?:[A-Z0-9]{4} ?){2,7}\d{2}[A-Z]{2}(?![A-Za-z0-9])"),
@@ -462,7 +570,6 @@ _RUN = {"email": re.compile(r"[\w.+@-]*"), "iban": re.compile("[A-Z0-9 ]*"), "ca
         "ssn": re.compile(r"[\d-]*"), "uk_nino": re.compile(r"[A-Z0-9 ]*"), "phone": re.compile(r"[\d .()+-]*")}
 """The characters each detector's matches are written in: an item read with a break at both ends lies within a run of
 them from its start."""
-_NUMBERS = frozenset(("card", "ssn", "phone"))
 _DIGITS_IN = {"iban": (2, 32), "card": (13, 19), "ssn": (9, 9), "uk_nino": (6, 6), "phone": (8, 15)}
 """The fewest and the most digits a valid item of each number detector holds (its pattern, its validator)."""
 
