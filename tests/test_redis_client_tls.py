@@ -30,7 +30,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aigrid.errors import ConfigError
 from aigrid.gateway.app import build_app
-from aigrid.redis_client import connect
+from aigrid.redis_client import TLS_HINT, connect
 from aigrid.security.quotas_redis import RedisQuotaBackend
 from aigrid.spec.models import GridSpec
 from tests.gateway.conftest import spec_in
@@ -209,12 +209,19 @@ async def test_a_server_not_signed_by_the_named_ca_is_refused(pki: Pki, tls_port
         await client.aclose()
 
 
-async def test_a_plain_redis_url_to_the_tls_port_fails(tls_port: int) -> None:
-    client = connect(f"redis://:{PASSWORD}@127.0.0.1:{tls_port}/0", None, socket_timeout=2.0,
+@pytest.mark.parametrize("auth", [f":{PASSWORD}@", ""])
+@pytest.mark.parametrize("pool_size", [None, 2])
+async def test_a_plain_redis_url_to_the_tls_port_fails_saying_use_rediss(tls_port: int, auth: str,
+                                                                          pool_size: int | None) -> None:
+    """redis-py's bare "Connection closed by server" / "reset by peer" (the first exchange: AUTH with a password,
+    else the PING) comes with the hint; once, on every attempt."""
+    client = connect(f"redis://{auth}127.0.0.1:{tls_port}/0", None, pool_size=pool_size, socket_timeout=2.0,
                      socket_connect_timeout=2.0)
     try:
-        with pytest.raises(RedisConnectionError, match="Connection closed by server|reset by peer"):
-            await client.ping()
+        for _ in range(2):
+            with pytest.raises(RedisConnectionError, match="(Connection closed by server|reset by peer).*") as e:
+                await client.ping()
+            assert str(e.value).count(TLS_HINT) == 1, e.value
     finally:
         await client.aclose()
 

@@ -17,7 +17,9 @@ spec refuses anything else) against the CA its `ssl_ca_certs=` query parameter n
 its host name checked; `ssl_certfile=` and `ssl_keyfile=` add a client certificate (mutual TLS). Those files are
 read here, at startup: one that is missing, unreadable or not PEM is a ConfigError naming the parameter, not a
 first request that fails. A server whose certificate does not verify is refused (redis-py's ConnectionError,
-"certificate verify failed"): there is no fallback to plain TCP.
+"certificate verify failed"): there is no fallback to plain TCP. A redis:// URL whose connection is reset or
+closed before its first answer (what a TLS-only server does with plain TCP: redis-py's bare "Connection reset by
+peer" / "Connection closed by server") fails with TLS_HINT added to redis-py's error, so the log says why.
 """
 
 from __future__ import annotations
@@ -27,12 +29,45 @@ import ssl
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Connection, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from aigrid.errors import ConfigError
 
 PASSWORD_FIELD = "gateway.redis_password_env"
 URL_FIELDS = "gateway.shared_state_url, gateway.stores or security.quotas_redis_url"
+TLS_HINT = "is the server TLS-only? use rediss:// (docs/deploy.md, Redis over TLS)"
+_CUT = ("reset by peer", "closed by server", "Broken pipe")
+
+
+class _PlainConnection(Connection):
+    """A redis:// connection whose first exchange, cut by the server (a TLS-only one reads plain TCP as a bad
+    handshake and drops it), raises redis-py's ConnectionError with TLS_HINT added."""
+
+    _answered = False
+
+    async def _connect(self) -> None:  # each new socket: its first exchange again
+        self._answered = False
+        await super()._connect()
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        try:
+            await super().send_packed_command(command, check_health)
+        except RedisConnectionError as e:
+            raise self._hinted(e) from e
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            response = await super().read_response(*args, **kwargs)
+        except RedisConnectionError as e:
+            raise self._hinted(e) from e
+        self._answered = True
+        return response
+
+    def _hinted(self, e: RedisConnectionError) -> RedisConnectionError:
+        if self._answered or not any(cut in str(e) for cut in _CUT) or TLS_HINT in str(e):
+            return e
+        return RedisConnectionError(f"{e} ({TLS_HINT})")
 
 
 def password_from(env: str | None) -> str | None:
@@ -55,6 +90,8 @@ def connect(url: str, password_env: str | None, *, pool_size: int | None = None,
     check_tls_files(url)
     if password is not None:
         options["password"] = password
+    if url.startswith("redis://"):
+        options.setdefault("connection_class", _PlainConnection)
     if pool_size is None:
         return Redis.from_url(url, **options)
     return Redis(connection_pool=BlockingConnectionPool.from_url(url, max_connections=pool_size,
