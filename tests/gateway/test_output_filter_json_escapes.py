@@ -58,9 +58,9 @@ def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
 
-def streamed(pieces: list[str], field: str = "content") -> str:
+def streamed(pieces: list[str], field: str = "content", json_answer: bool = False) -> str:
     """The text a client puts together from a stream of `pieces` of one field (a content, or a call's arguments)."""
-    f = OutputFilter(True, strip_usage=False)
+    f = OutputFilter(True, strip_usage=False, json_answer=json_answer)
 
     def delta(piece: str) -> dict[str, Any]:
         if field == "content":
@@ -261,3 +261,60 @@ async def test_an_escaped_item_in_a_json_answer_through_the_gateway_is_redacted(
                       if line.startswith("data: {")]
             text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
             assert_redacted(text, kind, item)
+
+
+BARE = '"jo\\u0040example.com"'
+"""A JSON answer that is a bare string (a json_schema of `"type": "string"`): its client reads jo@example.com."""
+AFTER_PROSE = 'Here it is: {"contact": "jo\\u0040example.com"}'
+"""JSON after a line of prose, which a lenient client's parser (the first `{` on) reads."""
+
+
+@pytest.mark.parametrize("text", [BARE, AFTER_PROSE])
+def test_an_answer_under_a_json_response_format_is_read_as_json_whatever_its_first_character(text: str) -> None:
+    """The request's `response_format` asks for JSON (routes.py passes it as `json_answer`): the answer is read as
+    JSON even where its first character is not `{` or `[`. Until the twenty-fourth session the first character
+    decided, and the escaped address passed, whole and streamed (the first assertion of each pair shows it)."""
+    assert "jo@example.com" in json_read(text, True) and not find_pii(text)
+    out, verdicts = redact_json_answer(firewall(), "t", whole({"content": text}), json_answer=True)
+    content = orjson.loads(out)["choices"][0]["message"]["content"]
+    assert "[REDACTED:EMAIL]" in content and "0040" not in content and verdicts
+    for cut in range(1, len(text)):
+        sent = streamed([text[:cut], text[cut:]], json_answer=True)
+        assert "[REDACTED:EMAIL]" in sent and "0040" not in sent, (cut, sent)
+    assert orjson.loads(streamed(list(BARE), json_answer=True)) == "[REDACTED:EMAIL]"
+    # the reasoning beside it is prose, read as written
+    prose = 'In JSON, write "\\u0040" for @.'
+    out, verdicts = redact_json_answer(firewall(), "t", whole({"content": BARE, "reasoning_content": prose}), True)
+    message = orjson.loads(out)["choices"][0]["message"]
+    assert message["reasoning_content"] == prose and orjson.loads(message["content"]) == "[REDACTED:EMAIL]"
+
+
+async def test_a_bare_json_string_answer_to_a_json_response_format_through_the_gateway_is_redacted(
+        tmp_path: Path) -> None:
+    """The proxy path: a request with a json_schema `response_format` whose answer is a bare JSON string, whole and
+    streamed; the same answer to a request without one is prose, passed as written."""
+    from aigrid.spec.models import FirewallSpec
+
+    spec = spec_in(tmp_path)
+    redacts = spec.tenants["default"].model_copy(update={"firewall": FirewallSpec(pii_output="redact")})
+    spec = spec.model_copy(update={"tenants": {**spec.tenants, "default": redacts}})
+    engine = ScriptedEngine([])
+    gw = build_gateway(spec, dict.fromkeys((e.id for e in spec.endpoints), engine), rng=random.Random(2),
+                       sleep=_no_sleep)
+    await gw.scraper.scrape_once()
+    body: dict[str, Any] = {
+        "model": "smollm2-135m", "messages": [{"role": "user", "content": "Jo's address?"}],
+        "response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {"type": "string"}}}}
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
+        for stream in (False, True):
+            for request, expected in ((body, '"[REDACTED:EMAIL]"'),
+                                      ({k: v for k, v in body.items() if k != "response_format"}, BARE)):
+                engine.replies = [{"content": BARE}]
+                r = await c.post("/v1/chat/completions", json={**request, "stream": stream})
+                assert r.status_code == 200 and not engine.replies, r.text
+                if stream:
+                    events = [orjson.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+                    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e.get("choices"))
+                else:
+                    text = r.json()["choices"][0]["message"]["content"]
+                assert text == expected, (stream, request.keys(), text)

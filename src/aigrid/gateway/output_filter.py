@@ -7,8 +7,8 @@ tail, so that an item split across chunks is still caught). It works on decoded 
 SSE data payload); the relay re-frames only the events it changed and passes the others as the engine's
 own bytes.
 
-A text that is JSON (a tool call's `arguments`; an answer or reasoning whose first character past spaces is `{` or
-`[`: a JSON `response_format`, a native tool-loop turn) is read as the client's parser reads it: its strings' escapes
+A text that is JSON (a tool call's `arguments`; the answer (`content`) of a request whose `response_format` asks for
+JSON; an answer or reasoning whose first character past spaces is `{` or `[`: a native tool-loop turn) is read as the client's parser reads it: its strings' escapes
 decoded (EscapeReader), so "jo\\u0040example.com" is the address it stands for. Until the twenty-fourth session
 the redaction read such a text as written and an item written with escapes passed it.
 """
@@ -175,9 +175,12 @@ def json_read(text: str, json: bool | None) -> str:
 
 
 class OutputFilter:
-    def __init__(self, redacts: bool, strip_usage: bool) -> None:
+    def __init__(self, redacts: bool, strip_usage: bool, json_answer: bool = False) -> None:
         """`redacts`: the tenant's policy redacts answers (Firewall.redacts_output); each text of each choice (a
-        request with `n`, a reasoning model's reasoning, a tool call's arguments) then gets a redactor of its own."""
+        request with `n`, a reasoning model's reasoning, a tool call's arguments) then gets a redactor of its own.
+        `json_answer`: the request's `response_format` asks for JSON (json_object, json_schema), so each choice's
+        `content` is read as JSON whatever its first character (_json_field)."""
+        self._json_answer = json_answer
         self._redactors: dict[Key, StreamingRedactor] = {}
         self._readers: dict[Key, EscapeReader] = {}
         self._redacts = redacts
@@ -229,7 +232,7 @@ class OutputFilter:
         found = self._redactors.get(key)
         if found is None:
             found = self._redactors[key] = StreamingRedactor()
-            self._readers[key] = EscapeReader(True if key[1] == "tool" else None)
+            self._readers[key] = EscapeReader(True if key[1] == "tool" else _json_field(key[1], self._json_answer))
         reader = self._readers[key]
         return reader.written(found.feed(reader.feed(text)))
 
@@ -267,6 +270,14 @@ class OutputFilter:
         if not choices:
             return None
         return {"object": "text_completion" if completion else "chat.completion.chunk", "choices": choices}
+
+
+def _json_field(field: str, json_answer: bool) -> bool | None:
+    """How an answer's `field` is read: as JSON where the request's `response_format` asks for JSON and the field is
+    the answer (`content`; a reasoning or a refusal is prose), else by its first character (EscapeReader). Until the
+    twenty-fourth session the first character decided for the answer too, so JSON after a line of prose, or a bare
+    JSON string ("jo\\u0040example.com"), was read as written and the address it stands for passed."""
+    return True if json_answer and field == "content" else None
 
 
 def refuse_unredacted_logprobs(asks_logprobs: bool, redacts: bool, param: str) -> None:
@@ -346,10 +357,12 @@ def redacted_step(firewall: Firewall, tenant: str, step: Step) -> tuple[Step, li
     return dataclasses.replace(step, arguments=arguments, result=result), verdicts
 
 
-def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[bytes, list[Verdict]]:
+def redact_json_answer(firewall: Firewall, tenant: str, body: bytes,
+                       json_answer: bool = False) -> tuple[bytes, list[Verdict]]:
     """A whole (non-streamed) answer: redact each choice's texts (TEXT_FIELDS, its tool calls' arguments, a
     completion's text) per the tenant's output policy, a JSON text read with its escapes decoded (EscapeReader; a
-    text with nothing found is kept as written); a redacted answer keeps only the fields it knows (known_only)."""
+    text with nothing found is kept as written); a redacted answer keeps only the fields it knows (known_only).
+    `json_answer`: as OutputFilter's, each choice's `content` read as JSON."""
     try:
         obj = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -373,7 +386,7 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes) -> tuple[by
         if isinstance(msg, dict):
             for field in TEXT_FIELDS:
                 if isinstance(msg.get(field), str):
-                    check(msg, field)
+                    check(msg, field, _json_field(field, json_answer))
             for _, fn in _call_functions(msg):
                 check(fn, "arguments", json=True)
         elif isinstance(choice, dict) and isinstance(choice.get("text"), str):

@@ -595,20 +595,21 @@ class Routes:
         fw = self.gw.guard.firewall
         assert ex.principal is not None and ex.decision is not None and ex.record is not None
         tenant = ex.principal.tenant
+        json_answer = structured(body.get("response_format"))  # the answer is JSON: read as such (output_filter)
         if parsed.stream:
             wants_usage = parsed.stream_options is not None and parsed.stream_options.include_usage
             if not wants_usage:  # meter with the engine's own count, then hide it from the client again
                 body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-            ex.output = OutputFilter(fw.redacts_output(tenant), strip_usage=not wants_usage)  # also meters usage
+            ex.output = OutputFilter(fw.redacts_output(tenant), strip_usage=not wants_usage,  # also meters usage
+                                     json_answer=json_answer)
 
         def redact(answer: bytes) -> bytes:
-            redacted, verdicts = redact_json_answer(fw, tenant, answer)
+            redacted, verdicts = redact_json_answer(fw, tenant, answer, json_answer)
             ex.verdicts.extend(verdicts)
             return redacted
 
         needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
-        wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream),
-                                                         structured(body.get("response_format")))
+        wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream), json_answer)
         if (parsed.n or 1) > 1 or (isinstance(parsed, CompletionRequest) and prompts_of(body)):
             wrap = _fan_out(parsed.n or 1)  # the chosen engine asked once per answer, answers merged
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
