@@ -16,7 +16,7 @@ import httpx
 import orjson
 import pytest
 
-from aigrid.gateway.app import build_app, build_gateway
+from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.output_filter import EscapeReader, OutputFilter, json_read, redact_json_answer
 from aigrid.security.firewall.injection import InjectionModel
 from aigrid.security.firewall.pii import find_pii, redact
@@ -229,10 +229,8 @@ def test_whatever_the_strings_hold_and_however_they_are_escaped_and_cut_the_reda
             assert json.loads(streamed(pieces, field)) == redacted, (text, pieces)
 
 
-async def test_an_escaped_item_in_a_json_answer_through_the_gateway_is_redacted(tmp_path: Path) -> None:
-    """The proxy path (a JSON `response_format`, no tools: the engine's answer goes to the client as it wrote it) and
-    a native-mode tool loop's last turn (the one without tools, which carries the format), whole and streamed (the engine's content in pieces of 3 characters, cutting
-    each escape)."""
+def redacting_gateway(tmp_path: Path) -> tuple[Gateway, ScriptedEngine]:
+    """A gateway whose default tenant redacts answers (`pii_output: redact`), every endpoint a scripted engine."""
     from aigrid.spec.models import FirewallSpec
 
     spec = spec_in(tmp_path)
@@ -241,6 +239,14 @@ async def test_an_escaped_item_in_a_json_answer_through_the_gateway_is_redacted(
     engine = ScriptedEngine([])
     gw = build_gateway(spec, dict.fromkeys((e.id for e in spec.endpoints), engine), rng=random.Random(2),
                        sleep=_no_sleep)
+    return gw, engine
+
+
+async def test_an_escaped_item_in_a_json_answer_through_the_gateway_is_redacted(tmp_path: Path) -> None:
+    """The proxy path (a JSON `response_format`, no tools: the engine's answer goes to the client as it wrote it) and
+    a native-mode tool loop's last turn (the one without tools, which carries the format), whole and streamed (the engine's content in pieces of 3 characters, cutting
+    each escape)."""
+    gw, engine = redacting_gateway(tmp_path)
     gw.agents.tools.add(Planted("crm", Source.TOOL_RESULT, "Customer 7 is Jo."))
     await gw.scraper.scrape_once()
     body = {"model": "smollm2-135m", "messages": [{"role": "user", "content": "Contact as JSON"}],
@@ -293,14 +299,7 @@ async def test_a_bare_json_string_answer_to_a_json_response_format_through_the_g
         tmp_path: Path) -> None:
     """The proxy path: a request with a json_schema `response_format` whose answer is a bare JSON string, whole and
     streamed; the same answer to a request without one is prose, passed as written."""
-    from aigrid.spec.models import FirewallSpec
-
-    spec = spec_in(tmp_path)
-    redacts = spec.tenants["default"].model_copy(update={"firewall": FirewallSpec(pii_output="redact")})
-    spec = spec.model_copy(update={"tenants": {**spec.tenants, "default": redacts}})
-    engine = ScriptedEngine([])
-    gw = build_gateway(spec, dict.fromkeys((e.id for e in spec.endpoints), engine), rng=random.Random(2),
-                       sleep=_no_sleep)
+    gw, engine = redacting_gateway(tmp_path)
     await gw.scraper.scrape_once()
     body: dict[str, Any] = {
         "model": "smollm2-135m", "messages": [{"role": "user", "content": "Jo's address?"}],
