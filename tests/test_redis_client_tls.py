@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import shutil
 import socket
 import ssl
-import subprocess
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +32,7 @@ from aigrid.security.quotas_redis import RedisQuotaBackend
 from aigrid.spec.models import GridSpec
 from tests.gateway.conftest import spec_in
 from tests.gateway.test_redis_password import build, close
-from tests.ports import on_a_free_port
+from tests.security.redis_server import redis_server
 
 PASSWORD = "tls-Redis-pw-41a9"
 ENV = "AIGRID_TEST_REDIS_TLS_PASSWORD"
@@ -92,51 +89,26 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
 
 
-def _serve_tls(binary: str, workdir: Path, args: list[str], ca: Path, client: tuple[Path, Path] | None,
-               port: int) -> tuple[subprocess.Popen[bytes], int]:
-    """redis-server `args` (TLS only, on `port`) on 127.0.0.1, once a TLS handshake with it (checked against `ca`,
-    with the `client` certificate and key if given) gets an answer."""
-    log = workdir / f"redis-{port}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen([binary, *args, "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
-                                 "--appendonly", "no"], stdout=out, stderr=subprocess.STDOUT)
+def answers_tls(ca: Path, client: tuple[Path, Path] | None = None) -> Callable[[int], bool]:
+    """redis_server's readiness check for a TLS-only Redis: a TLS handshake with it (checked against `ca`, with
+    the `client` certificate and key if given), then PING, gets an answer."""
     context = ssl.create_default_context(cafile=str(ca))
     if client:
         context.load_cert_chain(str(client[0]), str(client[1]))
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw, \
-                    context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith((b"-NOAUTH", b"+PONG")):
-                    return proc, port
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(f"redis-server (TLS) did not start on port {port}:\n"
-                                   f"{log.read_text(errors='replace')[-2000:]}") from None
-            time.sleep(0.05)
+
+    def ready(port: int) -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"PING\r\n")
+            return s.recv(16).startswith((b"-NOAUTH", b"+PONG"))
+
+    return ready
 
 
-@contextmanager
 def tls_redis(workdir: Path, args: Callable[[int], list[str]], ca: Path,
-              client: tuple[Path, Path] | None = None) -> Iterator[int]:
+              client: tuple[Path, Path] | None = None) -> AbstractContextManager[int]:
     """A real redis-server started with `args(port)` on a free 127.0.0.1 port, stopped on the way out."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        pytest.skip("redis-server binary not found (apt-get install -y redis-server)")
-    proc, port = on_a_free_port(lambda p: _serve_tls(binary, workdir, args(p), ca, client, p))
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    return redis_server(workdir, args=args, ready=answers_tls(ca, client))
 
 
 def _tls_server(tmp_path_factory: pytest.TempPathFactory, pki: Pki, auth_clients: str) -> Iterator[int]:

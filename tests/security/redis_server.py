@@ -6,7 +6,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,16 +18,32 @@ from tests.ports import TRIES, on_a_free_port
 SKIP_REASON = "redis-server binary not found (apt-get install -y redis-server)"
 
 
+Ready = Callable[[int], bool]
+"""Whether the redis-server on 127.0.0.1:port answers (an OSError: not yet listening)."""
+
+
+def answers_ping(port: int) -> bool:
+    """PING over plain TCP gets PONG (or NOAUTH: it runs with a password)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+
+
 @contextmanager
-def redis_server(workdir: Path, port: int | None = None, password: str | None = None) -> Iterator[int]:
+def redis_server(workdir: Path, port: int | None = None, password: str | None = None, *,
+                 args: Callable[[int], list[str]] | None = None, ready: Ready = answers_ping) -> Iterator[int]:
     """redis-server in `workdir` on `port`, or on a free port: on a new one when another process took the picked
     one before redis-server bound it (tests/ports.py). A given port (Redis back at the same address) is not
-    changed. `password`: it runs with --requirepass."""
+    changed. `password`: it runs with --requirepass. `args(port)`: its listening arguments (plain TCP on `port`
+    by default; e.g. --port 0 --tls-port for TLS only), with `ready` the check that it serves (PING over plain
+    TCP by default)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip(SKIP_REASON)
-    proc = on_a_free_port(lambda p: _start(binary, workdir, p, password), pick=(lambda: port) if port else None,
-                          tries=1 if port else TRIES)
+    listen = args or (lambda p: ["--port", str(p)])
+    proc = on_a_free_port(lambda p: _start(binary, workdir, p, [*listen(p), *(["--requirepass", password]
+                                                                              if password else [])], ready),
+                          pick=(lambda: port) if port else None, tries=1 if port else TRIES)
     try:
         yield proc.port
     finally:
@@ -45,25 +61,24 @@ class _Redis:
     port: int
 
 
-def _start(binary: str, workdir: Path, port: int, password: str | None = None) -> _Redis:
-    """redis-server on `port` once it answers PING; stopped, and its output raised, if it did not start."""
-    log = workdir / "redis-server.log"
+def _start(binary: str, workdir: Path, port: int, args: list[str], ready: Ready) -> _Redis:
+    """redis-server `args` on 127.0.0.1 (serving on `port`) once `ready(port)`; stopped, and its output raised, if
+    it did not start."""
+    log = workdir / f"redis-server-{port}.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-                                 "--save", "", "--appendonly", "no", "--protected-mode", "yes",
-                                 *(["--requirepass", password] if password else [])],
+        proc = subprocess.Popen([binary, *args, "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
+                                 "--appendonly", "no", "--protected-mode", "yes"],
                                 stdout=out, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while True:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-                s.sendall(b"PING\r\n")
-                if s.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up (NOAUTH: with a password)
-                    return _Redis(proc, port)
+            if ready(port):
+                return _Redis(proc, port)
         except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise RuntimeError(f"redis-server did not start on port {port}:\n"
-                                   f"{log.read_text(errors='replace')[-2000:]}") from None
-            time.sleep(0.05)
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(f"redis-server did not start on port {port}:\n"
+                               f"{log.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
