@@ -484,3 +484,22 @@ def test_every_help_shows_a_flag_as_a_flag() -> None:
     assert any(line.split()[1:3] == ["--tenant", "<str>"] for line in r.output.splitlines() if "--tenant" in line)
     assert any(line.split()[1:3] == ["--public-key", "<path>"] for line in r.output.splitlines()
                if "--public-key" in line), r.output
+
+
+@pytest.mark.parametrize(("args", "option", "values"), [
+    (["audit", "query", "audit.db"], "--format", ["table", "jsonl", "csv"]),
+    (["audit", "summary", "audit.db"], "--format", ["table", "csv", "json"]),
+    (["gateway", str(ROOT / "examples" / "demo.yaml")], "--log-level", ["debug", "info", "warning", "error"]),
+    (["up", str(ROOT / "examples" / "demo.yaml")], "--log-level", ["debug", "info", "warning", "error"]),
+])
+def test_an_option_of_fixed_values_lists_them_in_help_and_refuses_another_naming_them(
+        args: list[str], option: str, values: list[str]) -> None:
+    """--format and --log-level were plain strings checked by hand: --help did not list the values (nor could
+    test_docs_commands check a documented one). Typed as Literal, typer lists them and refuses another, before
+    the command runs, naming the option and each value."""
+    r = runner.invoke(app, [*args[:-1], "--help"], env={"COLUMNS": "200"})
+    assert f"<{'|'.join(values)}>" in r.output, r.output
+    r = runner.invoke(app, [*args, option, "loud"], env={"COLUMNS": "200"})
+    out = " ".join(r.output.split())
+    assert r.exit_code == 2 and f"'{option}'" in out, out
+    assert "'loud' is not one of " + ", ".join(f"'{v}'" for v in values) in out, out

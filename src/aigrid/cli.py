@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -172,7 +172,7 @@ ReplayOpt = Annotated[Path | None, typer.Option(help="a simulator run (aigrid si
                                                    "replay at /dashboard?replay=1")]
 
 
-LogLevelOpt = Annotated[str | None, typer.Option(
+LogLevelOpt = Annotated[Literal["debug", "info", "warning", "error"] | None, typer.Option(
     help="JSON log level on stderr: debug, info (one access line per request), warning, error "
          "(default: the spec's gateway.log_level)")]
 
@@ -180,8 +180,6 @@ LogLevelOpt = Annotated[str | None, typer.Option(
 def _with_log_level(spec: GridSpec, level: str | None) -> GridSpec:
     if level is None:
         return spec
-    if level not in ("debug", "info", "warning", "error"):
-        raise typer.BadParameter("must be debug, info, warning or error", param_hint="--log-level")
     return spec.model_copy(update={"gateway": spec.gateway.model_copy(update={"log_level": level})})
 
 

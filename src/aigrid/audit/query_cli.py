@@ -11,7 +11,7 @@ import sqlite3
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated, Literal, TextIO
 
 import orjson
 import typer
@@ -147,13 +147,11 @@ def query_command(db: Db = DEFAULT_DB, since: Since = None, until: Until = None,
                                                                        "ones, with --last)")] = None,
                   last: Annotated[bool, typer.Option("--last", help="with --limit: the latest records, "
                                                                    "not the first")] = False,
-                  fmt: Annotated[str, typer.Option("--format", help="table, jsonl (each record as stored, with "
-                                                                    "its seq) or csv")] = "table",
+                  fmt: Annotated[Literal["table", "jsonl", "csv"], typer.Option(
+                      "--format", help="table, jsonl (each record as stored, with its seq) or csv")] = "table",
                   public_key: PublicKey = None, unverified: Unverified = False) -> None:
     """The records that answer a question: who sent what, where it was served, what the firewall did."""
     err = Console(stderr=True)
-    if fmt not in ("table", "jsonl", "csv"):
-        raise typer.BadParameter(f"{fmt!r}: one of table, jsonl, csv", param_hint="--format")
     selection = _selection(since, until, tenant, key, model, site, jurisdiction, outcome, request_id, firewall)
     through = _checked(db, public_key, unverified, err)
     reading = Reading()
@@ -215,12 +213,11 @@ def summary_command(db: Db = DEFAULT_DB,
                     since: Since = None, until: Until = None, tenant: Tenant = None, key: Key = None,
                     model: Model = None, site: Site = None, jurisdiction: Jurisdiction = None,
                     outcome: Outcome = None, firewall: Firewall = None,
-                    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+                    fmt: Annotated[Literal["table", "csv", "json"], typer.Option(
+                        "--format", help="table, csv or json")] = "table",
                     public_key: PublicKey = None, unverified: Unverified = False) -> None:
     """What the records add up to per group: requests, tokens, firewall blocks, errors and cost."""
     err = Console(stderr=True)
-    if fmt not in ("table", "csv", "json"):
-        raise typer.BadParameter(f"{fmt!r}: one of table, csv, json", param_hint="--format")
     groups_by = [b.strip() for b in by.split(",") if b.strip()]
     if not groups_by or any(b not in GROUPS for b in groups_by):
         raise typer.BadParameter(f"{by!r}: comma-separated, each one of {', '.join(GROUPS)}", param_hint="--by")
