@@ -21,6 +21,29 @@ def parts(n: int, kind: str = "text") -> list[dict[str, str]]:
     return [{"type": kind, "text": "12 "} for _ in range(n)]
 
 
+HI = [{"role": "user", "content": "hi"}]
+
+
+def test_anthropic_system_blocks_count_with_the_messages_and_a_request_over_is_refused_naming_system() -> None:
+    """`system` blocks were not counted: 100,000 of them were validated whole. They count with the messages and
+    their blocks now, the 400 naming `system`; a request of exactly MAX_PARTS passes."""
+    def body(system: int, blocks: int) -> dict[str, Any]:
+        return {"model": MODEL, "max_tokens": 8, "system": parts(system),
+                "messages": [{"role": "user", "content": parts(blocks) if blocks else "hi"}]}
+
+    for ok in (body(MAX_PARTS - 1, 0), body(MAX_PARTS // 2 - 1, MAX_PARTS // 2), body(0, 0)):
+        validate(MessagesRequest, ok)
+    for over in (body(100_000, 0), body(MAX_PARTS, 0), body(MAX_PARTS // 2, MAX_PARTS // 2)):
+        with pytest.raises(InvalidRequest) as e:
+            validate(MessagesRequest, over)
+        assert e.value.param == "system" and "system blocks" in e.value.message, e.value.message
+    tool_result = {"type": "tool_result", "tool_use_id": "t1", "content": parts(MAX_PARTS // 2)}
+    with pytest.raises(InvalidRequest) as e:  # a tool result's blocks count too
+        validate(MessagesRequest, {"model": MODEL, "max_tokens": 8, "system": parts(MAX_PARTS // 2),
+                                   "messages": [{"role": "user", "content": [tool_result]}]})
+    assert e.value.param == "system", e.value.message
+
+
 def test_a_chat_request_of_more_parts_than_one_request_holds_is_refused_before_its_messages_are_read() -> None:
     """10,000 in all (a message and its parts) pass; one more is the client's 400 naming `messages`."""
     validate(ChatRequest, {"model": MODEL, "messages": [{"role": "user", "content": parts(MAX_PARTS - 1)}]})
@@ -58,9 +81,12 @@ def test_every_front_doors_schema_holds_a_request_to_the_same_number_of_parts(
     ("/v1/messages/batches", {"requests": [{"custom_id": "a", "params": {
         "model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": parts(MAX_PARTS)}]}}]},
      "requests.0.params.messages"),
+    ("/v1/messages", {"model": MODEL, "max_tokens": 8, "system": parts(MAX_PARTS), "messages": HI}, "system"),
+    ("/v1/messages/batches", {"requests": [{"custom_id": "a", "params": {
+        "model": MODEL, "max_tokens": 8, "system": parts(MAX_PARTS), "messages": HI}}]}, "requests.0.params.system"),
     ("/v1/responses", {"model": MODEL, "input": [{"role": "user", "content": parts(MAX_PARTS, "input_text")}]},
      "input"),
-], ids=["chat", "anthropic", "anthropic batch", "responses"])
+], ids=["chat", "anthropic", "anthropic batch", "anthropic system", "anthropic batch system", "responses"])
 async def test_a_request_of_more_parts_than_one_holds_is_the_clients_400_in_its_own_envelope(
         client: httpx.AsyncClient, gateway: Gateway, monkeypatch: pytest.MonkeyPatch, route: str, body: dict[str, Any],
         field: str) -> None:

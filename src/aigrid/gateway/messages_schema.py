@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from aigrid.gateway.schemas import bounding
+from aigrid.gateway.schemas import MAX_PARTS, bounding
 
 
 class _Open(BaseModel):
@@ -160,6 +160,27 @@ class CountTokensRequest(_Open):
     _bounded = bounding("messages")
     system: str | list[TextBlock] | None = None
     tools: list[ToolParam] | None = None
+
+    @field_validator("system", mode="before")
+    @classmethod
+    def _bounded_system(cls, v: object, info: ValidationInfo) -> object:
+        """The system blocks count with the messages and their blocks (counted as bounded_parts does) towards
+        MAX_PARTS, on the raw JSON before any block is validated: a 400 naming `system` (100,000 system blocks
+        were validated whole)."""
+        if not isinstance(v, list):
+            return v
+        count = len(v)
+        for m in info.data.get("messages") or ():  # validated: at most MAX_PARTS of them and their parts
+            if isinstance(m.content, list):
+                count += 1 + len(m.content) + sum(len(b.content) for b in m.content
+                                                  if isinstance(b, ToolResultBlock) and isinstance(b.content, list))
+            else:
+                count += 1
+        if count > MAX_PARTS:
+            raise ValueError(f"{count:,} system blocks, messages and content parts in one request, more than the "
+                             f"{MAX_PARTS:,} one request may hold: join the system text blocks, or send fewer")
+        return v
+
     tool_choice: ToolChoice | None = None
     mcp_servers: Any = None
     """Anthropic's MCP connector (remote MCP servers whose tools Anthropic's servers call): not served, a 400 naming
