@@ -40,6 +40,9 @@ class PiiMatch:
 
 
 def luhn_ok(digits: str) -> bool:
+    if digits.isascii():  # every other digit from the last doubled (its digits summed), by a table: 3 times faster
+        backwards = digits[::-1]
+        return (sum(map(int, backwards[::2])) + sum(map(int, backwards[1::2].translate(_DOUBLED)))) % 10 == 0
     total = 0
     for i, ch in enumerate(reversed(digits)):
         d = int(ch)
@@ -47,6 +50,9 @@ def luhn_ok(digits: str) -> bool:
             d = d * 2 - 9 if d > 4 else d * 2
         total += d
     return total % 10 == 0
+
+
+_DOUBLED = str.maketrans("0123456789", "0246813579")
 
 
 def iban_ok(iban: str) -> bool:
@@ -277,12 +283,15 @@ def _split(text: str, start: int, stop: int, kinds: frozenset[str] | None) -> li
     digits = [] if run is None else list(islice(_DIGIT.finditer(text, start, run.end()), _LONGEST_NUMBER + 1))
     if len(digits) <= _LONGEST_NUMBER:
         return []  # may be one number (a card holds up to 19 digits) that its checksum refuses: left whole
-    end = digits[-1].start()  # an item ends before the run's 20th digit
+    at = [d.start() for d in digits]
+    end = at[-1]  # an item ends before the run's 20th digit
     ends = [j for j in range(start + 1, end) if text[j] in " .-" and text[j - 1].isdigit()]
+    held = [bisect_left(at, j) for j in ends]  # the digits before each
     for kind in KINDS:
         if kind in _NUMBERS and (kinds is None or kind in kinds):
             pattern, valid = _FRESH[kind], _DETECTOR[kind][1]
-            for e in reversed(ends):  # the longest first
+            fewest, most = _DIGITS_IN[kind]
+            for e in [e for e, n in zip(ends, held, strict=True) if fewest <= n <= most][::-1]:  # the longest first
                 if _AFTER[kind].match(text, e, stop) is not None and (m := pattern.match(text, start, e)) is not None \
                         and m.end() == e and (valid is None or valid(m.group())):
                     return [(kind, start, e)]
@@ -318,13 +327,18 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
         tail = item is not None and hi > max(lo, start) and text[hi].isdigit() and (text[hi - 1].isalnum() or (
             text[hi - 1] in " .-" and hi - 1 > max(lo, start) and text[hi - 2].isdigit()))
         found: list[PiiMatch] = []
-        if (head or tail) and lo >= 0 and hi - lo <= 2 * _EDGE:
+        if head and tail and hi - lo <= 2 * _EDGE:  # both edges, close: the stretch read whole
             found = [PiiMatch(m.kind, lo + m.start, lo + m.end) for m in _find(text[lo:hi], kinds, 0, prune, False)]
         else:
             if head:
-                reach = _EDGE if text.find("@", lo, lo + _EDGE) >= 0 else _NUMBER_EDGE  # no address: a number at most
-                found = [PiiMatch(m.kind, lo + m.start, lo + m.end)
-                         for m in _find(text[lo:lo + reach], kinds, 0, prune, False)[:1] if m.start <= 1]
+                reach = min(hi, lo + (_EDGE if text.find("@", lo, lo + _EDGE) >= 0 else _NUMBER_EDGE))  # no @: a number
+                # after a space only a number's look-behind (a digit and a separator) changes: only those are read
+                ahead = kinds if text[lo] != " " else _NUMBERS if kinds is None else kinds & _NUMBERS
+                if reach <= lo + _NUMBER_EDGE and _NOT_A_NUMBER.search(text, lo, reach) is None:
+                    found = _in_run(text, lo, reach, ahead)  # digit groups only: a number, read straight (as _find)
+                else:
+                    found = [PiiMatch(m.kind, lo + m.start, lo + m.end)
+                             for m in _find(text[lo:reach], ahead, 0, prune, False)[:1] if m.start <= 1]
             if tail:
                 at = max(start, lo, hi - (_EDGE if text.find("@", hi - _EDGE, hi) >= 0 else _NUMBER_EDGE))
                 cut = max(0, at - 2)  # and the two characters the look-behinds read before it
@@ -347,6 +361,26 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
         todo += [(found[k - 1].end, found[k]) for k in range(len(found) - 1, 0, -1)]
         todo += [(lo, found[0])] if found else []
     return out
+
+
+def _in_run(text: str, lo: int, hi: int, kinds: frozenset[str] | None) -> list[PiiMatch]:
+    """What _settled's _find reads at `lo` (or one separator after it) where what follows is digit groups only (no
+    letter, no @: no address, IBAN or National Insurance number): the first number detector whose candidate there
+    its validator takes, or _split cuts (read up to `hi`); a run of "12 " cost 90 us an item through _find."""
+    for b in (lo, lo + 1) if text[lo] in " .-" else (lo,):
+        for kind in KINDS:
+            if kind in _NUMBERS and (kinds is None or kind in kinds) \
+                    and (m := _FRESH[kind].match(text, b, hi)) is not None:
+                valid = _DETECTOR[kind][1]
+                if valid is None or valid(m.group()):
+                    return [PiiMatch(kind, b, m.end())]
+                if cut := _split(text, b, hi, kinds):
+                    return [PiiMatch(*cut[0])]
+    return []
+
+
+_NOT_A_NUMBER = re.compile(r"[^\d .()+-]")
+"""A character no number is written with: where one follows, _settled reads on with every detector."""
 
 
 _EDGE = 64 + 1 + 4 * 64 + 24 + 8
@@ -429,7 +463,8 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
         else:
             regions.append((lo, hi))
     found = [(m.kind, lo + m.start, lo + m.end) for lo, hi in regions + pairs for m in _find(text[lo:hi], kinds, 0, True)]
-    found += [item for seam in ends for item in _ending_at(text, seam, kinds)]
+    bare = sorted((b, a) for _, a, b in found)  # the items read so far, by their ends: an item may follow one
+    found += [item for seam in ends for item in _ending_at(text, seam, kinds, bare)]
     digits = [m.start() for m in _DIGIT.finditer(text)] if begins else []  # for _to_break: where each digit is
     # the items read from each seam on, each that overlaps the one before it, of the same kind, made one with it: the
     # same characters redacted, one item mapped to the pieces where each seam's gave one (4,000 one-digit parts read
@@ -438,6 +473,8 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
     reached = 0  # where those read so far end: an item read to a break that ends before it adds nothing to redact
     for k in begins:
         for kind, a, b in _beginning_at(text, cuts[k], cuts, k + 2, digits, reached, kinds):
+            if b > reached and cuts[min(bisect_left(cuts, b), len(cuts) - 1)] != b:  # read on (not up to a break)
+                b = _run_on(text, b, kinds)
             if chain and chain[-1][0] == kind and a < chain[-1][2]:
                 chain[-1] = (kind, chain[-1][1], max(b, chain[-1][2]))
             else:
@@ -482,11 +519,25 @@ _BACKWARDS: dict[str, re.Pattern[str]] = {
 from the seam back: an item that ends at the seam, found in as many steps as it is long."""
 
 
-def _ending_at(text: str, seam: int, kinds: frozenset[str] | None) -> list[tuple[str, int, int]]:
+def _run_on(text: str, end: int, kinds: frozenset[str] | None) -> int:
+    """Where the items that redact lays bare after an item ending at `end` (_settled: "4111 4111" | " +44 4241 1141",
+    the second a tail of the first for the look-behinds) end, read on from it: `end` where none."""
+    while _BARED.match(text, end) is not None:
+        got = _find(text[end:end + _EDGE], kinds, 0, True)
+        if not got or got[0].start > 1:
+            break
+        end += got[0].end
+    return end
+
+
+def _ending_at(text: str, seam: int, kinds: frozenset[str] | None,
+               bare: Sequence[tuple[int, int]] = ()) -> list[tuple[str, int, int]]:
     """The items that end at `seam` with a break there (what is after it unread), or one separator before it, each
     detector's at most: the text before read backwards from there, anchored, and what it finds read again by the
     detector itself from where it starts, as the text is written up to the break (its pattern, its look-behinds,
-    its validator)."""
+    its validator). A number that its look-behinds refuse, right after an item read joined (the last of `bare`, the
+    items' (end, start), before the seam, or one separator after it), is read as redact lays it bare (_settled), and
+    made one with that item (which may lie in other pieces), as find_pii does."""
     end = seam if text[seam - 1].isalnum() else seam - 1  # every item ends in a letter or a digit: at the seam,
     if end == seam - 1 and (text[end] not in " .-" or end < 1 or not text[end - 1].isalnum()):
         return []  # or before a number's separator there (which the pieces joined read on, into the next piece)
@@ -499,6 +550,14 @@ def _ending_at(text: str, seam: int, kinds: frozenset[str] | None) -> list[tuple
             start = end - m.end()
             if (item := pattern.match(text, start, seam)) is not None and (valid is None or valid(item.group())):
                 out.append((kind, start, item.end()))
+    if (k := bisect_left(bare, (end,))) and end - (after := bare[k - 1][0]) <= _NUMBER_AROUND:
+        b = after + 1 if text[after] in " .-" else after
+        for kind in KINDS:
+            if kind in _NUMBERS and (kinds is None or kind in kinds) and all(o[0] != kind for o in out) \
+                    and (m := _FRESH[kind].match(text, b, seam)) is not None and m.end() >= end \
+                    and ((valid := _DETECTOR[kind][1]) is None or valid(m.group())):
+                out.append((kind, bare[k - 1][1], m.end()))
+                break
     return out
 
 
