@@ -18,7 +18,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import accumulate, islice
+from itertools import accumulate
 
 from aigrid.security.firewall.features import INVISIBLE, LATIN_OF, TAG_TO_ASCII
 
@@ -297,10 +297,11 @@ def _cut_of(text: str, kinds: frozenset[str] | None) -> tuple[str, int] | None:
     regex, and a card's checksum read from the run's digits taken once (a phone number's validator, its digit count,
     holds at every end tried)."""
     stop = len(text)
-    run = _GROUP_RUN.match(text, 0, stop)
-    digits = [] if run is None else list(islice(_DIGIT.finditer(text, 0, run.end()), _LONGEST_NUMBER + 1))
-    if len(digits) <= _LONGEST_NUMBER:
+    # the run read only up to its 20th digit (the window's 20th, if the run holds it: reading on costs ~4 us)
+    twenty = _TWENTY_DIGITS.match(text)
+    if twenty is None or (run := _GROUP_RUN.match(text, 0, twenty.end())) is None or run.end() != twenty.end():
         return None  # may be one number (a card holds up to 19 digits) that its checksum refuses: left whole
+    digits = list(_DIGIT.finditer(text, 0, run.end()))
     at = [d.start() for d in digits]
     figures = "".join(d.group() for d in digits)
     # an item ends at a group's end before the run's 20th digit; each end with the digits before it
