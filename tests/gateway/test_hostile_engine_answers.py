@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 import pytest
 
+from aigrid.gateway.proxy import EngineNames
 from tests.gateway import hostile_engine as H
 from tests.gateway import test_hostile_engines as T
 from tests.gateway.test_exit_paths import inflight, the_one_record
@@ -134,3 +135,27 @@ async def test_a_usage_key_written_with_escapes_is_read_as_usage(tmp_path, door:
         assert row["outcome"] == "ok"
         if counts["prompt_tokens"] == 5:
             assert await T.balance(g.gw) == 6  # before: 34, the reservation
+
+
+@pytest.mark.parametrize("text", ["x" * 300_000, "aEngine( " * 30_000], ids=["letters", "open-reprs"])
+def test_hiding_addresses_in_a_long_error_is_linear(text: str) -> None:
+    """EngineNames.hide drops an adapter's repr with `\\w+Engine\\([^()]*\\)`, which retried from every character of a
+    run of letters (and read to the end from each `Engine(`): quadratic, 300 KB took minutes, the event loop held."""
+    started = time.monotonic()
+    assert EngineNames({}).hide(text) == text
+    assert time.monotonic() - started < 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_long_error_page_answers_at_once(tmp_path, stream: bool) -> None:
+    """An engine's 4xx with 60 KB of letters (an HTML page, a message quoting the prompt): its client waited ~6 s
+    and every other request of the worker with it (200 KB: 69 s). Now its envelope at once, cut to 2,000 chars."""
+    def script(path: str, req: dict) -> H.Script:
+        return H.whole(b"<html>" + b"x" * 60_000 + b"</html>", 400, "text/html")
+
+    async for g in grid(tmp_path, script, good=script):
+        started = time.monotonic()
+        r = await g.post("chat", stream)
+        assert time.monotonic() - started < 2
+        assert r.status_code == 400 and r.headers["content-type"] == "application/json"
+        assert r.json()["error"]["type"] == "invalid_request_error" and len(r.content) < 2_500

@@ -75,8 +75,10 @@ to try again. Not its content-type: the client gets the type the gateway checked
 stream's `text/event-stream` or JSON's `application/json` (passed on as the engine wrote it, `text/html; x=json` or
 `text/event-stream, text/html`, which a browser reads as its last type, made an answer a page of the gateway's
 origin)."""
-_ENGINE = re.compile(r"\w+Engine\([^()]*\): ?")
-"""An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client."""
+_ENGINE = re.compile(r"\b\w+Engine\([^()]{0,4096}\): ?")
+r"""An adapter's repr in an error (its kind and base URL): for the log and the decision, not for a client. Linear:
+it was `\w+Engine\([^()]*\)`, which retried from every character of a run of word characters (and read to the end
+from each `Engine(`): an engine's error of 200 KB of letters held the event loop, every request of the worker, 69 s."""
 _RESOLVED = re.compile(r"\('[^'\s]{1,255}', \d{1,5}(?:, \d+, \d+)?\)")
 """An address as a socket error writes it, ('10.0.0.7', 8000) or an IPv6 one's ('fd00::7', 8000, 0, 0): what an
 engine's host name resolved to (asyncio's "Connect call failed ..."), which no form of its base URL matches."""
