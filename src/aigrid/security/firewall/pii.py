@@ -17,8 +17,8 @@ import unicodedata
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from itertools import accumulate
+from typing import Any, TypeVar
 
 from aigrid.security.firewall.features import INVISIBLE, LATIN_OF, TAG_TO_ASCII
 
@@ -238,11 +238,14 @@ def find_pii(text: str, kinds: frozenset[str] | None = None, start: int = 0, *,
     return [PiiMatch(m.kind, at[m.start], at[m.end - 1] + 1) for m in found]
 
 
-def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool, settle: bool = True) -> list[PiiMatch]:
+def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool, settle: bool = True,
+          kept: _Kept | None = None) -> list[PiiMatch]:
     """The detectors in priority order, each match that overlaps an earlier detector's dropped. `taken` is kept in
     order (a detector's own matches come in order and never overlap), so a match is checked against the one item
     before its end (bisect), not against every item: until 2026-12-05 (twenty-second session) each was checked
-    against all, and 20,000 addresses (140 KB) cost 9.5 s, a body full of them hours of the firewall's thread."""
+    against all, and 20,000 addresses (140 KB) cost 9.5 s, a body full of them hours of the firewall's thread.
+    `kept`: the windows worked out so far in this reading (a fresh one where none is given)."""
+    kept = _Kept() if kept is None else kept
     taken: list[PiiMatch] = []
     stop = len(text)
     digits = _digits(text, start, stop) if prune else 0
@@ -261,7 +264,7 @@ def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool, sett
             if valid is None or valid(m.group()):
                 items = [(kind, m.start(), m.end())]
             else:  # a run of digit groups too long for one item may be several, one after the other
-                items = _split(text, m.start(), stop, kinds) if kind in _NUMBERS else []
+                items = _split(text, m.start(), stop, kinds, kept) if kind in _NUMBERS else []
             # the earlier items starting before one ends: the last may overlap it
             if not items or any((before := bisect_left(starts, b)) and taken[before - 1].end > a for _, a, b in items):
                 pos = m.start() + 1
@@ -270,10 +273,10 @@ def _find(text: str, kinds: frozenset[str] | None, start: int, prune: bool, sett
             pos = items[-1][2]
         if mine:
             taken = sorted(taken + mine, key=lambda t: t.start)  # two runs in order: merged in linear time
-    return _settled(text, taken, kinds, start, stop, prune) if settle and taken else taken
+    return _settled(text, taken, kinds, start, stop, prune, kept) if settle and taken else taken
 
 
-def _split(text: str, start: int, stop: int, kinds: frozenset[str] | None) -> list[tuple[str, int, int]]:
+def _split(text: str, start: int, stop: int, kinds: frozenset[str] | None, kept: _Kept) -> list[tuple[str, int, int]]:
     """The first item of the run of digit groups at `start` (whose first item, read whole, its validator refuses)
     where the run is too long for one number: the longest card, SSN or phone number (the higher detector first) that
     ends at the end of one of its groups; the items after it are read by _settled, as redact leaves the run. A run
@@ -282,20 +285,19 @@ def _split(text: str, start: int, stop: int, kinds: frozenset[str] | None) -> li
     look-behinds) passed whole until the twenty-fourth session, though a model reads two. A few anchored matches.
     What it reads lies within text[start:start + 2 * MAX_ITEM_CHARS] (up to `stop`; its patterns have no look-behind
     and its look-aheads read one character, before the run's 20th digit), so the cut is worked out on that window
-    alone and kept (_cut_of): in a long run of like digit groups each item's window is one seen before (a run of
-    "12 " cost 38 us an item, ~2.5 us a character, in the twenty-fourth session until this)."""
+    alone and kept for the reading (_cut_of, `kept`): in a long run of like digit groups each item's window is one
+    seen before (a run of "12 " cost 38 us an item, ~2.5 us a character, in the twenty-fourth session until this)."""
     window = text[start:min(stop, start + 2 * MAX_ITEM_CHARS)]
     if _TWENTY_DIGITS.match(window) is None:
         return []  # at most 19 digits in reach: may be one number (a card holds up to 19) that its checksum refuses
-    cut = _cut_of(window, kinds)
+    cut = kept.of(_cut_of, window, kinds)
     return [] if cut is None else [(cut[0], start, start + cut[1])]
 
 
-@lru_cache(maxsize=4096)
-def _cut_of(text: str, kinds: frozenset[str] | None) -> tuple[str, int] | None:
-    """_split of the run at the start of `text` (its window), as (kind, end), or None. A group's end is found by a
-    regex, and a card's checksum read from the run's digits taken once (a phone number's validator, its digit count,
-    holds at every end tried)."""
+def _cut_of(text: str, kinds: frozenset[str] | None, kept: _Kept) -> tuple[str, int] | None:
+    """_split of the run at the start of `text` (its window), as (kind, end), or None (`kept` unused: the signature
+    _Kept.of calls). A group's end is found by a regex, and a card's checksum read from the run's digits taken once (a
+    phone number's validator, its digit count, holds at every end tried)."""
     stop = len(text)
     # the run read only up to its 20th digit (the window's 20th, if the run holds it: reading on costs ~4 us)
     twenty = _TWENTY_DIGITS.match(text)
@@ -334,7 +336,7 @@ _LONGEST_NUMBER = 19
 
 
 def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, start: int, end: int,
-             prune: bool) -> list[PiiMatch]:
+             prune: bool, kept: _Kept) -> list[PiiMatch]:
     """`taken` with the items its redaction lays bare, each stretch between two items read as redact leaves it (a
     placeholder's "]" before it, which no look-behind refuses, and its "[" after it, which no look-ahead refuses)
     until nothing more is found. "+44 20 7946 0958 00411100444111": the digits after the phone number are a tail of
@@ -358,8 +360,9 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
             # on along the run here, a number at a time, without the queue (a run of "12 " cost ~6 us an item through it)
             moved = lo
             while head and (reach := min(hi, lo + (_EDGE if text.find("@", lo, lo + _EDGE) >= 0 else _NUMBER_EDGE))) \
-                    <= lo + _NUMBER_EDGE and _NOT_A_NUMBER.search(text, lo, reach) is None and (got := _first_in(
-                        text[lo:reach], kinds if text[lo] != " " else _NUMBERS if kinds is None else kinds & _NUMBERS)):
+                    <= lo + _NUMBER_EDGE and _NOT_A_NUMBER.search(text, lo, reach) is None and (got := kept.of(_first_in, text[lo:reach], kinds
+                                                                    if text[lo] != " " else _NUMBERS if kinds is None
+                                                                    else kinds & _NUMBERS)):
                 last = out[-1]
                 out[-1] = PiiMatch(last.kind, last.start, lo + got[2])
                 lo += got[2]
@@ -369,22 +372,23 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
                 continue
         found: list[PiiMatch] = []
         if head and tail and hi - lo <= 2 * _EDGE:  # both edges, close: the stretch read whole
-            found = [PiiMatch(m.kind, lo + m.start, lo + m.end) for m in _find(text[lo:hi], kinds, 0, prune, False)]
+            found = [PiiMatch(m.kind, lo + m.start, lo + m.end)
+                     for m in _find(text[lo:hi], kinds, 0, prune, False, kept)]
         else:
             if head:
                 reach = min(hi, lo + (_EDGE if text.find("@", lo, lo + _EDGE) >= 0 else _NUMBER_EDGE))  # no @: a number
                 # after a space only a number's look-behind (a digit and a separator) changes: only those are read
                 ahead = kinds if text[lo] != " " else _NUMBERS if kinds is None else kinds & _NUMBERS
                 if reach <= lo + _NUMBER_EDGE and _NOT_A_NUMBER.search(text, lo, reach) is None:
-                    found = _in_run(text, lo, reach, ahead)  # digit groups only: a number, read straight (as _find)
+                    found = _in_run(text, lo, reach, ahead, kept)  # digit groups only: a number, read straight (as _find)
                 else:
                     found = [PiiMatch(m.kind, lo + m.start, lo + m.end)
-                             for m in _find(text[lo:reach], ahead, 0, prune, False)[:1] if m.start <= 1]
+                             for m in _find(text[lo:reach], ahead, 0, prune, False, kept)[:1] if m.start <= 1]
             if tail:
                 at = max(start, lo, hi - (_EDGE if text.find("@", hi - _EDGE, hi) >= 0 else _NUMBER_EDGE))
                 cut = max(0, at - 2)  # and the two characters the look-behinds read before it
                 found += [PiiMatch(m.kind, cut + m.start, cut + m.end) for m in _find(text[cut:hi], kinds, at - cut,
-                                                                                      prune, False)
+                                                                                      prune, False, kept)
                           if not found or cut + m.start >= found[-1].end]
         if not found:
             if item is not None:
@@ -404,18 +408,17 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
     return out
 
 
-def _in_run(text: str, lo: int, hi: int, kinds: frozenset[str] | None) -> list[PiiMatch]:
+def _in_run(text: str, lo: int, hi: int, kinds: frozenset[str] | None, kept: _Kept) -> list[PiiMatch]:
     """What _settled's _find reads at `lo` (or one separator after it) where what follows is digit groups only (no
     letter, no @: no address, IBAN or National Insurance number): the first number detector whose candidate there
     its validator takes, or _split cuts (read up to `hi`); a run of "12 " cost 90 us an item through _find. All it
     reads is text[lo:hi] (no look-behind; the look-aheads end at `hi`), so it is worked out on that window and kept
-    (_first_in): in a long run of like digit groups each window is one seen before."""
-    got = _first_in(text[lo:hi], kinds)
+    for the reading (_first_in, `kept`): in a long run of like digit groups each window is one seen before."""
+    got = kept.of(_first_in, text[lo:hi], kinds)
     return [] if got is None else [PiiMatch(got[0], lo + got[1], lo + got[2])]
 
 
-@lru_cache(maxsize=4096)
-def _first_in(text: str, kinds: frozenset[str] | None) -> tuple[str, int, int] | None:
+def _first_in(text: str, kinds: frozenset[str] | None, kept: _Kept) -> tuple[str, int, int] | None:
     """_in_run of the whole of `text`, as (kind, start, end), or None."""
     hi = len(text)
     for b in (0, 1) if text[0] in " .-" else (0,):
@@ -425,9 +428,29 @@ def _first_in(text: str, kinds: frozenset[str] | None) -> tuple[str, int, int] |
                 valid = _DETECTOR[kind][1]
                 if valid is None or valid(m.group()):
                     return kind, b, m.end()
-                if cut := _split(text, b, hi, kinds):
+                if cut := _split(text, b, hi, kinds, kept):
                     return cut[0]
     return None
+
+
+_T = TypeVar("_T")
+
+
+class _Kept(dict[tuple[Any, str, frozenset[str] | None], Any]):
+    """What _split and _in_run worked out on each window (_cut_of, _first_in), for one reading (a find_pii, a
+    read_together): in a long run of like digit groups each item's window is one seen before. At most 4,096 windows,
+    the oldest dropped. Until the twenty-fourth session's review (R2) they were kept by a process-wide lru_cache:
+    windows of tenants' text (card and phone numbers) held after their request ended, for every request after."""
+
+    def of(self, work: Callable[[str, frozenset[str] | None, _Kept], _T], window: str,
+           kinds: frozenset[str] | None) -> _T:
+        key = (work, window, kinds)
+        if key not in self:
+            got = work(window, kinds, self)
+            if len(self) >= 4096:
+                del self[next(iter(self))]
+            self[key] = got
+        return self[key]
 
 
 _NOT_A_NUMBER = re.compile(r"[^\d .()+-]")
@@ -513,7 +536,9 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
             regions[-1] = (regions[-1][0], hi)
         else:
             regions.append((lo, hi))
-    found = [(m.kind, lo + m.start, lo + m.end) for lo, hi in regions + pairs for m in _find(text[lo:hi], kinds, 0, True)]
+    kept = _Kept()  # the windows worked out, for this reading
+    found = [(m.kind, lo + m.start, lo + m.end) for lo, hi in regions + pairs
+             for m in _find(text[lo:hi], kinds, 0, True, True, kept)]
     bare = sorted((b, a) for _, a, b in found)  # the items read so far, by their ends: an item may follow one
     found += [item for seam in ends for item in _ending_at(text, seam, kinds, bare)]
     digits = [m.start() for m in _DIGIT.finditer(text)] if begins else []  # for _to_break: where each digit is
@@ -525,7 +550,7 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
     for k in begins:
         for kind, a, b in _beginning_at(text, cuts[k], cuts, k + 2, digits, reached, kinds):
             if b > reached and cuts[min(bisect_left(cuts, b), len(cuts) - 1)] != b:  # read on (not up to a break)
-                b = _run_on(text, b, kinds)
+                b = _run_on(text, b, kinds, kept)
             if chain and chain[-1][0] == kind and a < chain[-1][2]:
                 chain[-1] = (kind, chain[-1][1], max(b, chain[-1][2]))
             else:
@@ -570,11 +595,11 @@ _BACKWARDS: dict[str, re.Pattern[str]] = {
 from the seam back: an item that ends at the seam, found in as many steps as it is long."""
 
 
-def _run_on(text: str, end: int, kinds: frozenset[str] | None) -> int:
+def _run_on(text: str, end: int, kinds: frozenset[str] | None, kept: _Kept) -> int:
     """Where the items that redact lays bare after an item ending at `end` (_settled: "4111 4111" | " +44 4241 1141",
     the second a tail of the first for the look-behinds) end, read on from it: `end` where none."""
     while _BARED.match(text, end) is not None:
-        got = _find(text[end:end + _EDGE], kinds, 0, True)
+        got = _find(text[end:end + _EDGE], kinds, 0, True, True, kept)
         if not got or got[0].start > 1:
             break
         end += got[0].end
