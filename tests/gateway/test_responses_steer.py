@@ -453,9 +453,9 @@ def test_a_steer_waiting_is_held_as_the_bytes_it_came_in(tmp_path: Path) -> None
     """A steer waiting for its target's end is held as the message the client sent, not parsed: its items (a
     message of many small parts, each a dict) were held as about 12 times their bytes, up to max_body_bytes of
     steers per socket (at the default 4 MiB, about 48 MiB a socket, 12 GiB for a tenant's 256). Its successor
-    still gets every part. (nineteenth session)"""
-    limit = 1 << 19
-    parts = (limit - 4096) // 32  # {"type":"input_text","text":""} and a comma
+    still gets every part. (nineteenth session; 256 KiB since schemas.MAX_PARTS, 10,000 parts a request)"""
+    limit = 1 << 18
+    parts = (limit - 4096) // 32  # {"type":"input_text","text":""} and a comma: 8,064, under MAX_PARTS
     steer = {"type": "response.steer", "input": [{"role": "user", "content": [{"type": "input_text", "text": ""}] *
                                                    parts}]}
     gate = threading.Event()
