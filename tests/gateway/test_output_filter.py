@@ -178,3 +178,20 @@ def test_a_step_s_arguments_are_redacted_string_by_string() -> None:
     assert shown.result == "Customer: [REDACTED:EMAIL]" and len(verdicts) == 3
     assert redacted_step(fw, "t", Step(0, "calc", {"x": 2}, "4", True, 1.0, 1.0, "c2")) == (
         Step(0, "calc", {"x": 2}, "4", True, 1.0, 1.0, "c2"), [])
+
+
+def test_an_engine_that_opens_a_new_text_in_every_chunk_is_cut_at_a_bound() -> None:
+    """With answers redacted each text (choice index, field, tool call) gets a redactor holding its tail: an engine
+    that opened a new choice index in every chunk had the gateway hold ~1.3 KB per 110-byte chunk, without end. Past
+    output_filter.MAX_TEXTS the stream is the engine's failure (SseError: the relay's `stream_interrupted`)."""
+    import pytest
+
+    from aigrid.engines.sse import SseError
+    from aigrid.gateway.output_filter import MAX_TEXTS, OutputFilter
+
+    f = OutputFilter(redacts=True, strip_usage=False)
+    for i in range(MAX_TEXTS):
+        f.event({"choices": [{"index": i, "delta": {"content": "hello there"}}]})
+    f.event({"choices": [{"index": 0, "delta": {"content": " and again"}}]})  # a text already open: served
+    with pytest.raises(SseError, match="more than 1024 texts"):
+        f.event({"choices": [{"index": MAX_TEXTS, "delta": {"content": "one more"}}]})

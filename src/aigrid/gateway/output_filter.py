@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 
 from aigrid.agents.loop import Step
+from aigrid.engines.sse import SseError
 from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.pipeline import Firewall, Verdict, stream_verdicts
 from aigrid.security.firewall.streaming import StreamingRedactor
@@ -46,6 +47,11 @@ text). For a tenant whose answers are redacted they are left out (timings and th
 Key = tuple[int, str, int]
 """(choice index, field, tool call index): one redactor per text of a choice (`text` for a completion's, `tool` for
 a call's arguments)."""
+MAX_TEXTS = 1024
+"""The most texts (choice index, field, tool call) one streamed answer may open, each a redactor holding its tail:
+the grid's choices (engines.fan_out.MAX_CHOICES) times four fields and their tool calls fit many times over. An engine
+that opened a new index in each chunk had the gateway hold ~1.3 KB per 110-byte chunk (20,000 chunks: 25 MB); past
+the bound the stream is the engine's failure (SseError: `stream_interrupted`, the engine counted as failed)."""
 
 
 _HEX4 = re.compile(r"[0-9a-fA-F]{4}")
@@ -231,6 +237,9 @@ class OutputFilter:
     def _feed(self, key: Key, text: str) -> str:
         found = self._redactors.get(key)
         if found is None:
+            if len(self._redactors) >= MAX_TEXTS:
+                raise SseError(f"the engine's answer opened more than {MAX_TEXTS} texts (choices, fields and tool "
+                               "calls): not an answer the grid asked for")
             found = self._redactors[key] = StreamingRedactor()
             self._readers[key] = EscapeReader(True if key[1] == "tool" else _json_field(key[1], self._json_answer))
         reader = self._readers[key]
