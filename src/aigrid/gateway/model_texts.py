@@ -31,23 +31,23 @@ ROLE_SOURCE = {"user": Source.USER, "system": Source.SYSTEM, "developer": Source
                "assistant": Source.ASSISTANT, "tool": Source.TOOL_RESULT, "function": Source.TOOL_RESULT}
 
 
-DocumentsAt = Collection[int | tuple[int, int]]
-"""The chat messages (by index) and content parts (by message and part index) that are documents a front door
-turned into them (Anthropic's document blocks: a part of its turn's user message)."""
+DocumentsAt = Collection[tuple[int, int]]
+"""The chat content parts (by message and part index) that are documents a front door turned into them (Anthropic's
+document blocks: a part of its turn's user message)."""
 
 
 def chat_texts(body: Mapping[str, Any], documents: DocumentsAt = ()) -> list[ModelText]:
     """OpenAI chat messages: string content, or every string `text` (and an assistant's `refusal`) of a content
     list, whatever the part's type (schemas.Message serves text, refusal and image parts only); the `documents` engines put into the
     prompt (vLLM's and Hugging Face's chat-template extension), as retrieved documents; and the
-    descriptions of the client's tools, which the template renders into the system turn. The messages whose
-    index is in `documents`, and the parts whose (message, part) index is, are documents a front door turned into
-    them (Anthropic's document blocks), read as documents."""
+    descriptions of the client's tools, which the template renders into the system turn. The parts whose
+    (message, part) index is in `documents` are documents a front door turned into them (Anthropic's document
+    blocks), read as documents."""
     out: list[ModelText] = []
     for i, message in enumerate(body.get("messages") or []):
         if not isinstance(message, Mapping):
             continue
-        source = Source.DOCUMENT if i in documents else ROLE_SOURCE.get(str(message.get("role")), Source.USER)
+        source = ROLE_SOURCE.get(str(message.get("role")), Source.USER)
         content = message.get("content")
         if isinstance(content, str):
             out.append(ModelText(content, source, ("messages", i, "content")))
