@@ -388,7 +388,7 @@ class Routes:
         """The one pipeline. The front doors (messages_api.py, responses_api.py) call it with a body that
         `read_body` translates to Chat Completions and the headers they map (x-api-key -> authorization).
         `server_tools=False`: every tool is the client's, even one named like a server-side tool.
-        `documents`: the chat messages and content parts that are documents (read after `read_body`, which may
+        `documents`: the chat content parts that are documents (read after `read_body`, which may
         fill it: model_texts.DocumentsAt).
         `caller`: who asks, already authenticated (a batch's line runs as its creator: batch_line.py)."""
         gw = self.gw
