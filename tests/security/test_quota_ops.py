@@ -372,3 +372,18 @@ async def test_every_key_of_a_tenant_s_request_is_in_one_redis_cluster_slot(tena
     assert len({key_slot(k.encode()) for k in store.keys}) == 1, sorted(store.keys)
     if tenant == "~7d78":  # tenant '}x' written out: a plain name that looks like it is written out too
         assert all(k.startswith("aigrid:q:{~7e37643738}:") for k in store.keys), sorted(store.keys)
+
+
+def test_a_charge_given_up_unreleased_is_counted_where_an_operator_reads_it(tmp_path: Any) -> None:
+    """Quotas.unreleased was counted but nothing read it: a failed charge whose release the store kept refusing
+    stayed charged with only a log line. The gateway's `aigrid_quota_unreleased_total` counts each (R1)."""
+    import random
+
+    from aigrid.gateway.app import build_gateway
+    from tests.gateway.conftest import spec_in
+    from tests.gateway.fake_engine import FakeEngine
+
+    spec = spec_in(tmp_path)
+    gw = build_gateway(spec, {e.id: FakeEngine(e.id) for e in spec.endpoints}, rng=random.Random(1))
+    gw.guard.quotas._give_up("op-1", "the store did not take its release")
+    assert b"aigrid_quota_unreleased_total 1.0" in gw.metrics.exposition()

@@ -147,6 +147,10 @@ class GatewayMetrics:
         self.quota_unsettled = Counter("aigrid_quota_settle_failures", "Requests whose quota reservation the quota "
                                        "store failed to settle with the real usage (the reservation stands; each "
                                        "is logged, the audit record still written)", registry=r)
+        self.quota_unreleased = Counter("aigrid_quota_unreleased", "Quota charges whose answer was lost and whose "
+                                        "release the store kept refusing until the charge's op expired (or the "
+                                        "gateway stopped): what the store applied stays charged for its window "
+                                        "(each logged)", registry=r)
         self.background_abandoned = Counter(
             "aigrid_background_abandoned", "Background responses failed by a reader of this gateway because "
             "their owner's lease ended (its process died): each audited once here, its quota left charged at its "

@@ -110,6 +110,8 @@ class Quotas:
         """Failed charges given up unreleased (the store still failing RELEASE_RETRY_WITHIN_S after the charge, more
         than RELEASE_RETRY_MAX waiting, or the gateway stopping): what the store applied of each stays charged for its
         window (each logged)."""
+        self.on_unreleased: Callable[[], None] | None = None
+        """Called for each given up (the gateway's `aigrid_quota_unreleased` counter)."""
 
     async def admit(self, principal: Principal, tokens: int, *, requests_only: bool = False) -> Reservation:
         """Count one request reserving `tokens`; raises RateLimited (429, Retry-After) if any limit is hit.
@@ -218,6 +220,8 @@ class Quotas:
 
     def _give_up(self, op: str, why: str) -> None:
         self.unreleased += 1
+        if self.on_unreleased is not None:
+            self.on_unreleased()
         log.error("quota charge %s failed and was not released (%s); what the store applied of it, if anything, stays "
                   "charged for its window", op, why)
 
