@@ -231,6 +231,12 @@ def test_a_ca_file_that_cannot_be_used_stops_the_gateway_naming_the_parameter(
     ("?ssl_cert_reqs=optional", "ssl_cert_reqs=optional would accept"),
     ("?ssl_ca_certs=ca.crt", "ssl_ca_certs='ca.crt' must be an absolute path"),
     ("?ssl_ca_certs=/ca.crt&ssl_certfile=/c.crt", "ssl_certfile and ssl_keyfile .* go together"),
+    # redis-py passes any ssl_* query parameter to its SSL context: these turned checks off before (Review R3)
+    ("?ssl_ca_certs=/ca.crt&ssl_check_hostname=false", "ssl_check_hostname=false would accept a certificate "
+                                                       "issued for another host"),
+    ("?ssl_check_hostname=0", "ssl_check_hostname=0 would accept"),
+    ("?ssl_exclude_verify_flags=VERIFY_X509_STRICT", "ssl_exclude_verify_flags: not accepted"),
+    ("?ssl_min_version=2&ssl_ciphers=NULL", "ssl_ciphers, ssl_min_version: not accepted"),
 ])
 def test_tls_settings_that_do_not_check_the_server_or_cannot_be_read_are_refused(query: str, message: str) -> None:
     for field in ("shared_state_url", "quotas_redis_url", "stores"):
@@ -250,5 +256,8 @@ def test_tls_settings_on_a_plain_url_are_refused_and_rediss_with_a_ca_passes() -
     with pytest.raises(ValidationError, match="ssl_ca_certs are TLS settings, for a rediss:// URL"):
         GridSpec.model_validate(raw)
     url = "rediss://aigrid@redis:6379/0?ssl_ca_certs=/etc/aigrid/redis-tls/ca.crt&ssl_cert_reqs=required"
+    raw["gateway"]["shared_state_url"] = url
+    assert GridSpec.model_validate(raw).gateway.shared_state_url == url
+    url += "&ssl_check_hostname=true"  # the default, said
     raw["gateway"]["shared_state_url"] = url
     assert GridSpec.model_validate(raw).gateway.shared_state_url == url

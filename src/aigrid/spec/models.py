@@ -109,12 +109,16 @@ def redis_url(url: str | None) -> str | None:
 REDIS_TLS_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
 """A rediss:// URL's query parameters that name files (redis-py reads them): the CA its server's certificate is
 checked against, and the client's certificate and key (mutual TLS). redis_client.connect reads them at startup."""
+REDIS_TLS_SETTINGS = (*REDIS_TLS_FILES, "ssl_cert_reqs", "ssl_check_hostname")
+"""The only ssl_* query parameters a rediss:// URL may have (ssl_cert_reqs=required, ssl_check_hostname=true)."""
 
 
 def _redis_tls_problem(url: str) -> str | None:
     """What is wrong with a Redis URL's TLS settings (its `ssl_*` query parameters, which redis-py passes to the
     connection as they are), or None. Verification cannot be turned off: `ssl_cert_reqs` other than `required`
-    (redis-py's default) is refused; a file is an absolute path (a URL is not read relative to the spec)."""
+    (redis-py's default) is refused, so is `ssl_check_hostname` other than true, and any other ssl_* (redis-py
+    would pass `ssl_exclude_verify_flags`, `ssl_min_version`, ... on); a file is an absolute path (a URL is not
+    read relative to the spec)."""
     query = parse_qs(urlsplit(url).query, keep_blank_values=True)
     tls = sorted(name for name in query if name.startswith("ssl_"))
     if not tls:
@@ -122,6 +126,14 @@ def _redis_tls_problem(url: str) -> str | None:
     shown = repr(_without_password(url))
     if not url.startswith("rediss://"):
         return f"{shown}: {', '.join(tls)} are TLS settings, for a rediss:// URL (this one is not TLS)"
+    unknown = [name for name in tls if name not in REDIS_TLS_SETTINGS]
+    if unknown:  # redis-py passes any ssl_* on: ssl_check_hostname=false, ssl_exclude_verify_flags, ssl_min_version
+        return (f"{shown}: {', '.join(unknown)}: not accepted (each could weaken the server's certificate "
+                f"check); a rediss:// URL takes {', '.join(REDIS_TLS_SETTINGS)}")
+    hostname = query.get("ssl_check_hostname", ["true"])[0]
+    if hostname.lower() not in ("true", "1", "yes", "y", "t"):
+        return (f"{shown}: ssl_check_hostname={hostname} would accept a certificate issued for another host (any "
+                "certificate its CA signed); leave it out (the host name is checked)")
     reqs = query.get("ssl_cert_reqs", ["required"])[0].lower()
     if reqs != "required":
         return (f"{shown}: ssl_cert_reqs={reqs} would accept a server whose certificate is not checked (whoever "
