@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aigrid.audit import store as store_module
 from aigrid.audit.chain import checkpoint_message
@@ -280,3 +281,31 @@ def test_a_log_on_a_network_file_system_is_warned_about(tmp_path: Path, monkeypa
     monkeypatch.setattr(store_module, "MOUNTS", mounts)
     write(tmp_path / "audit.db", 1)
     assert ("is on a network file system (nfs4)" in caplog.text) is warned, caplog.text
+
+
+def test_the_writer_refuses_a_head_its_key_did_not_sign(tmp_path: Path) -> None:
+    """A log cut after its checkpoint with a head forged at the cut (its signature not checked at open) was taken,
+    and the writer's next batch signed a head over it: the cut no longer showed (Review R3). Forged with this
+    key's id or another's (this key's last checkpoint says it keeps the head, no other key signed since): refused;
+    another key's head where that key signed after it (a rotation) is let be."""
+    path = tmp_path / "audit.db"
+    write(path, 5, 2, checkpoint_after=1)  # records 1..7, checkpoint at 5, head at 7
+    tamper(path, "DELETE FROM audit_records WHERE seq > 5")
+    with sqlite3.connect(path) as db:
+        (hash5,) = db.execute("SELECT hash FROM audit_records WHERE seq = 5").fetchone()
+    head = Path(f"{path}-head")
+    for named in (key_id(KEY.public_key()), "0123456789abcdef"):
+        head.write_text(f"5:{hash5}:{named}:{'0' * 128}\n")
+        with pytest.raises(LogCut, match="head file audit.db-head is not signed by this writer's key"):
+            AuditStore(path, KEY).open()
+        assert head.read_text().startswith("5:") and not verify(path, KEY.public_key()).ok
+    rotated = tmp_path / "rotated.db"
+    write(rotated, 5, checkpoint_after=1)
+    other = AuditStore(rotated, Ed25519PrivateKey.generate())  # a rotation: the other key's writer wrote on
+    other.open()
+    other.append([(r.ts, r.body()) for r in (record(5 + j) for j in range(2))])
+    other.checkpoint()
+    other.close()
+    store = AuditStore(rotated, KEY)  # its head is the other key's, which signed after this key's checkpoint
+    store.open()
+    store.close()

@@ -26,9 +26,11 @@ hosts: a writer on another host opens the log too, and SQLite itself may corrupt
 The head file (`<log>-head`, audit/head.py): after each batch is committed the writer signs the log's new last
 record into it, so verify finds a log cut at its end without an anchor. A writer refuses to open a log that ends
 before its head file, or whose record there is another (LogCut): appending to it would overwrite the evidence.
-At open, a log without a head file (written before it existed) gets one at its last checkpoint signed with the
-writer's key (what it already vouches for), never at records it did not write. Every checkpoint this writer signs
-says, signed, that it keeps a head (v2), and is signed only once the head is on disk at its record (the file and
+A head whose signature does not hold for the writer's key is refused too (LogCut) when it names that key, or when
+the key's last checkpoint says it keeps one and no other key signed after it (a head the writer accepted would be
+signed again at its next batch: a cut hidden). At open, a log without a head file (written before it existed) gets
+one at its last checkpoint signed with the writer's key (what it already vouches for), never at records it did not
+write. Every checkpoint this writer signs says, signed, that it keeps a head (v2), and is signed only once the head is on disk at its record (the file and
 its folder fsynced): a log whose last checkpoint of this key says so and whose head file is gone was cut with its
 head deleted, perhaps, and the writer refuses it (LogCut), as verify fails it.
 """
@@ -48,7 +50,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aigrid.audit.chain import GENESIS, checkpoint_message, entry_hash
-from aigrid.audit.head import head_path, read_head, sync_folder, write_head
+from aigrid.audit.head import head_message, head_path, read_head, sync_folder, write_head
 from aigrid.audit.signing import key_id
 
 log = logging.getLogger(__name__)
@@ -179,7 +181,17 @@ class AuditStore:
             raise LogCut(f"{e}; restore it from the backup taken with the log, or move the log and its head file "
                          "aside (keep them) to start a new one") from None
         if head is not None:
-            seq, head_hash = head[0], head[1]
+            seq, head_hash, named, signature = head
+            try:
+                signing_key.public_key().verify(signature, head_message(seq, head_hash))
+            except InvalidSignature:
+                # another key's head is let be (a rotation: verify checks it with every key it is given) unless
+                # this key's last checkpoint says it keeps the head and no other key signed after it
+                if named == key_id(signing_key.public_key()) or (head_kept and not self.unchecked_checkpoints):
+                    raise LogCut(f"the audit log's head file {path.name} is not signed by this writer's key (forged "
+                                 "or changed, perhaps to hide records cut from the log's end): run aigrid audit "
+                                 "verify, and restore the head file from the backup taken with the log, or move the "
+                                 "log and its head file aside (keep them) to start a new one") from None
             row = db.execute("SELECT hash FROM audit_records WHERE seq = ?", (seq,)).fetchone()
             if row is None or row[0] != head_hash:
                 found = (f"ends at record {self.last_seq}, before record {seq}" if row is None
