@@ -101,3 +101,78 @@ async def test_a_close_cancelled_whose_record_never_finds_room_is_logged_and_cou
         await guard.stop()  # waits for the record's own append: full for AUDIT_WAIT_S, lost
     assert guard.audit_failures == 1
     assert [m for m in caplog.messages if "audit record lost" in m and ex.request_id in m], caplog.messages
+
+
+async def _waiting_close(guard: Guard, sink: FullQueue) -> tuple[Exchange, asyncio.Task[None]]:
+    """A request whose close (after a first cancel) waits for room for its record."""
+    ex = Exchange(CHAT_PATH, 1_800_000_000.0)
+    ex.principal = guard.principal(None, None)
+    ex.reservation = await guard.quotas.admit(ex.principal, 10)
+
+    async def request() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await guard.finish(ex)
+
+    sink.waiting.clear()
+    task = asyncio.create_task(request())
+    await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.wait_for(sink.waiting.wait(), 5)
+    return ex, task
+
+
+def _lost_in_logs(caplog: pytest.LogCaptureFixture, *exchanges: Exchange) -> None:
+    for ex in exchanges:
+        assert [m for m in caplog.messages if "audit record lost" in m and ex.request_id in m], caplog.messages
+    assert not [m for m in caplog.messages if "never retrieved" in m], caplog.messages
+
+
+async def test_a_close_cancelled_while_stop_waits_for_the_others_is_waited_for_too(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: stop() waited only for the appends there when it got there; a close cancelled during that wait left
+    one nothing waited for (not yet counted when stop returned)."""
+    monkeypatch.setattr(guard_module, "AUDIT_WAIT_S", 0.3)
+    sink = FullQueue()
+    guard = Guard(spec_in(tmp_path), audit_sink=sink)
+    await guard.start()
+    first = await _cancelled_while_its_record_waits(guard, sink)
+    second, request = await _waiting_close(guard, sink)
+    stopping = asyncio.create_task(guard.stop())
+    await asyncio.sleep(0.05)  # stop() waits for the first's append
+    request.cancel()  # a shutdown's second cancel: the second's record goes to a task of its own, made now
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(request, 5)
+    await asyncio.wait_for(stopping, 5)
+    assert guard.audit_failures == 2 and not guard._appending
+    _lost_in_logs(caplog, first, second)
+
+
+class StopCancels(FullQueue):
+    """Its stop cancels a close waiting for room (a shutdown's cancel landing while the audit log stops) and
+    returns before that close's append task first runs."""
+
+    request: asyncio.Task[None] | None = None
+
+    async def stop(self) -> None:
+        assert self.request is not None
+        self.request.cancel()
+        await asyncio.sleep(0)  # the request's close takes the cancel and hands its record to a task, not yet run
+
+
+async def test_a_close_cancelled_while_the_log_stops_is_logged_and_counted_lost(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the task first ran after stop() had set guard.audit to None, and its assert failed inside it: the record
+    neither logged nor counted by the gateway (only asyncio's "exception was never retrieved")."""
+    monkeypatch.setattr(guard_module, "AUDIT_WAIT_S", 0.1)
+    sink = StopCancels()
+    guard = Guard(spec_in(tmp_path), audit_sink=sink)
+    await guard.start()
+    ex, sink.request = await _waiting_close(guard, sink)
+    await guard.stop()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(sink.request, 5)
+    await asyncio.sleep(0.3)  # the unfixed code's task: ended by now, whatever it did
+    assert guard.audit_failures == 1 and not guard._appending
+    _lost_in_logs(caplog, ex)

@@ -395,12 +395,18 @@ class Guard:
             await self._quota_redis.aclose()
         self.screen.close()
         if self.audit is not None:
-            if self._appending:  # each within AUDIT_WAIT_S (written, or logged and counted lost)
-                await asyncio.gather(*self._appending, return_exceptions=True)
+            await self._appended()
             await self.audit.stop()
             self.audit_failures += self.audit.lost
             self.audit = None
             self._audit_stopped = True
+            await self._appended()  # those of closes cancelled while the log stopped: to a stopped log, logged lost
+
+    async def _appended(self) -> None:
+        """Wait for the records of cancelled closes (_append_later), each within AUDIT_WAIT_S (written, or logged
+        and counted lost), including those of closes cancelled meanwhile: a snapshot of the set left those unawaited."""
+        while self._appending:
+            await asyncio.gather(*self._appending, return_exceptions=True)
 
     # per request -------------------------------------------------------------------------------------
     def principal(self, authorization: str | None, tenant_hint: str | None) -> Principal:
@@ -599,26 +605,28 @@ class Guard:
     async def _close(self, ex: Exchange) -> bool:
         if ex.reservation is not None:
             await self._settle(ex)
-        if self.audit is None:
+        audit = self.audit
+        if audit is None:
             return not self._audit_stopped or self._lost(ex, "the audit log has stopped")
         record = self._record(ex)
         try:
-            await self.audit.append(record, timeout=AUDIT_WAIT_S)
+            await audit.append(record, timeout=AUDIT_WAIT_S)
         except AuditUnavailable as e:
             return self._lost(ex, str(e), record)
         except asyncio.CancelledError:  # cut while it waited for room (the queue full): appended after, then raised on
-            self._append_later(ex, record)
+            self._append_later(ex, record, audit)
             raise
         return True
 
-    def _append_later(self, ex: Exchange, record: AuditRecord) -> None:
+    def _append_later(self, ex: Exchange, record: AuditRecord, audit: AuditSink) -> None:
         """A close cancelled while its record waited for room in the audit writer's queue (the in-process quota store:
         its close is not shielded, _uncut costing a task per request): the record is appended by a task of its own,
-        within AUDIT_WAIT_S like any, or logged and counted lost; stop() waits for it. Before, it was dropped unlogged."""
+        within AUDIT_WAIT_S like any, or logged and counted lost; stop() waits for it. Before, it was dropped unlogged.
+        The sink is the one the close used: a task that first runs after stop() let go of it (a close cancelled while
+        the log stopped) gets the stopped log's refusal, logged and counted lost; before, it failed an assert, unlogged."""
         async def append() -> None:
-            assert self.audit is not None
             try:
-                await self.audit.append(record, timeout=AUDIT_WAIT_S)
+                await audit.append(record, timeout=AUDIT_WAIT_S)
             except AuditUnavailable as e:
                 self._lost(ex, str(e), record)
             except asyncio.CancelledError:
