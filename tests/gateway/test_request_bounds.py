@@ -12,7 +12,7 @@ from aigrid.gateway.app import Gateway
 from aigrid.gateway.front_door import validate
 from aigrid.gateway.messages_schema import MessagesRequest
 from aigrid.gateway.responses_schema import ResponsesRequest
-from aigrid.gateway.schemas import MAX_PARTS, ChatRequest
+from aigrid.gateway.schemas import MAX_PARTS, ChatRequest, counted_parts
 
 MODEL = "smollm2-135m"
 
@@ -42,6 +42,22 @@ def test_anthropic_system_blocks_count_with_the_messages_and_a_request_over_is_r
         validate(MessagesRequest, {"model": MODEL, "max_tokens": 8, "system": parts(MAX_PARTS // 2),
                                    "messages": [{"role": "user", "content": [tool_result]}]})
     assert e.value.param == "system", e.value.message
+
+
+def test_anthropic_system_blocks_and_messages_are_counted_by_the_one_counter_of_the_raw_messages() -> None:
+    """`system` is bounded with the validated messages by the counter that bounds the raw ones (counted_parts):
+    text, tool use and tool result blocks, a tool result's own blocks, a string content; exactly MAX_PARTS pass."""
+    tool_result = {"type": "tool_result", "tool_use_id": "t1", "content": parts(7)}
+    tool_use = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [*parts(3), tool_use]},
+                {"role": "user", "content": [tool_result, *parts(2)]}]
+    assert counted_parts(messages) == 3 + 4 + 2 + 7 + 1 == counted_parts(validate(MessagesRequest, {
+        "model": MODEL, "max_tokens": 8, "messages": messages}).messages)
+    room = MAX_PARTS - counted_parts(messages)
+    validate(MessagesRequest, {"model": MODEL, "max_tokens": 8, "system": parts(room), "messages": messages})
+    with pytest.raises(InvalidRequest) as e:
+        validate(MessagesRequest, {"model": MODEL, "max_tokens": 8, "system": parts(room + 1), "messages": messages})
+    assert e.value.param == "system" and f"{MAX_PARTS + 1:,} system blocks" in e.value.message, e.value.message
 
 
 def test_a_chat_request_of_more_parts_than_one_request_holds_is_refused_before_its_messages_are_read() -> None:

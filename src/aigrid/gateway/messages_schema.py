@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
-from aigrid.gateway.schemas import MAX_PARTS, bounding
+from aigrid.gateway.schemas import MAX_PARTS, bounding, counted_parts
 
 
 class _Open(BaseModel):
@@ -164,18 +164,12 @@ class CountTokensRequest(_Open):
     @field_validator("system", mode="before")
     @classmethod
     def _bounded_system(cls, v: object, info: ValidationInfo) -> object:
-        """The system blocks count with the messages and their blocks (counted as bounded_parts does) towards
+        """The system blocks count with the messages and their blocks (counted_parts, bounded_parts' counter) towards
         MAX_PARTS, on the raw JSON before any block is validated: a 400 naming `system` (100,000 system blocks
         were validated whole)."""
         if not isinstance(v, list):
             return v
-        count = len(v)
-        for m in info.data.get("messages") or ():  # validated: at most MAX_PARTS of them and their parts
-            if isinstance(m.content, list):
-                count += 1 + len(m.content) + sum(len(b.content) for b in m.content
-                                                  if isinstance(b, ToolResultBlock) and isinstance(b.content, list))
-            else:
-                count += 1
+        count = len(v) + counted_parts(info.data.get("messages"))  # validated: at most MAX_PARTS with their parts
         if count > MAX_PARTS:
             raise ValueError(f"{count:,} system blocks, messages and content parts in one request, more than the "
                              f"{MAX_PARTS:,} one request may hold: join the system text blocks, or send fewer")

@@ -56,9 +56,7 @@ texts the firewall reads beside them (documents, template variables, tool defini
 def bounded_parts(items: Any) -> Any:
     """`items` (a request's messages or input items) as they are, unless they and their parts number more than
     MAX_PARTS: then the client's 400 naming the field. Read on the raw JSON, before each item is validated."""
-    count = len(items) if isinstance(items, list) else 0
-    if 0 < count <= MAX_PARTS:
-        count += sum(_parts(item) for item in items)
+    count = counted_parts(items)
     if count > MAX_PARTS:
         raise ValueError(f"{count:,} messages and content parts in one request, more than the {MAX_PARTS:,} one "
                          "request may hold: join the text parts, or send fewer")
@@ -70,17 +68,31 @@ def bounding(field: str) -> Any:
     return field_validator(field, mode="before")(classmethod(lambda cls, v: bounded_parts(v)))
 
 
+def counted_parts(items: Any) -> int:
+    """The items (messages, input items) and their parts (_parts), as MAX_PARTS counts them: on the raw JSON
+    (bounded_parts) or on the models validated from it (an Anthropic request's system blocks, counted with its
+    validated messages). Past MAX_PARTS items their parts are not counted."""
+    count = len(items) if isinstance(items, list) else 0
+    if 0 < count <= MAX_PARTS:
+        count += sum(_parts(item) for item in items)
+    return count
+
+
+def _field(item: Any, key: str) -> Any:
+    """A raw JSON object's `key`, or a validated model's field (or extra) of that name; None if neither."""
+    if isinstance(item, dict):
+        return item.get(key)
+    return getattr(item, key, None) if isinstance(item, BaseModel) else None
+
+
 def _parts(item: Any) -> int:
     """A message's (item's) parts: its content list, tool calls, a function call output's list, and each block's own
     content list (an Anthropic tool result's)."""
-    if not isinstance(item, dict):
-        return 0
     count = 0
     for key in ("content", "tool_calls", "output"):
-        inner = item.get(key)
+        inner = _field(item, key)
         if isinstance(inner, list):
-            count += len(inner) + sum(len(b["content"]) for b in inner
-                                      if isinstance(b, dict) and isinstance(b.get("content"), list))
+            count += len(inner) + sum(len(c) for b in inner if isinstance(c := _field(b, "content"), list))
     return count
 
 
