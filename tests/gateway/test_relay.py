@@ -21,7 +21,7 @@ import uvicorn
 from aigrid.bench.procs import Proc, rss_mb
 from aigrid.engines.emulator import bound_port, serve
 from aigrid.engines.emulator_model import EmulatorConfig
-from aigrid.engines.sse import SseDecoder
+from aigrid.engines.sse import SseDecoder, SseError
 from aigrid.gateway.app import Gateway, build_app, build_gateway
 from aigrid.gateway.output_filter import OutputFilter
 from aigrid.gateway.relay import EventPipe
@@ -122,6 +122,25 @@ def test_continuation_state_is_text_and_count_not_events() -> None:
         pipe.feed(b'data: {"id":"x","created":5,"choices":[{"delta":{"content":"%s"}}]}\n\n' % word.encode())
     d = pipe.delivered
     assert d.sent_text() == "Hello world" and d.chunks == 3 and d.stream_id == "x" and not d.done
+
+
+def test_a_continuation_engine_gets_its_own_quiet_time() -> None:
+    """The quiet bound (gateway.stream_idle_s of reads without a data event) is the engine's: an engine that went
+    silent after half an event (or a keep-alive) broke at the read timeout, the same span, and the engine that
+    continued the answer was cut at its first comment or half event for the first one's silence ("no data event",
+    its failure counted, the answer not continued). Now each engine's quiet time starts with its own reads."""
+    now = [0.0]
+    pipe = EventPipe(None, sse=True, track=True, quiet_s=10, clock=lambda: now[0])
+    pipe.feed(b'data: {"id":"x","choices":[{"delta":{"content":"Hi"}}]}\n\n')
+    pipe.feed(b'data: {"id":"x","cho')  # half an event, then nothing: the read timeout (10 s) breaks it
+    now[0] = 12.0
+    pipe.continuation(True)
+    pipe.feed(b": ping\n\n")  # before: SseError, no data event for 10 s
+    assert pipe.past is None
+    now[0] = 23.0
+    with pytest.raises(SseError):  # ... and the continuing engine's own quiet is bounded as the first one's
+        pipe.feed(b": ping\n\n")
+    assert pipe.past is not None and "no data event" in pipe.past
 
 
 def _slow_reader(port: int, body: bytes) -> socket.socket:

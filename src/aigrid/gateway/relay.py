@@ -108,10 +108,12 @@ class EventPipe:
         return self._sse
 
     def continuation(self, sse: bool) -> None:
-        """The next reads come from a continuation's engine."""
+        """The next reads come from a continuation's engine: its quiet time (quiet_s) is its own (the last one's
+        silence, up to the read timeout, is not held against it); the byte bound stays the whole answer's."""
         self._rewriter = Rewriter(self.delivered)
         self._decoder = SseDecoder()
         self._recent = (b"", b"")
+        self._quiet_since = None
         self._sse = sse
 
     def ended(self, tail: bytes) -> bool:
