@@ -112,11 +112,44 @@ def test_a_log_written_before_heads_verifies_as_before_and_is_marked_at_its_next
     assert report.ok and report.head_kept_from == 6 and report.records == 7, report.problems
     head.write_bytes(at_open)  # an older head put back: before the checkpoint that says a head is kept
     assert verify(path, KEY.public_key()).problems == [
-        "the head file audit.db-head (record 4) is before checkpoint 6, signed only once the head was at or past "
-        "it: an older head file was put back, perhaps with records cut from the log's end"]
+        "the head file audit.db-head (record 4) is before checkpoint 7, signed only once the head was at or past "
+        "it: an older head file was put back, perhaps with records cut from the log's end; restore the log and its "
+        "head file together from the same backup, or verify with --anchor (the last anchor kept) to find a cut"]
     tamper(path, "DELETE FROM audit_records WHERE seq > 6", "DELETE FROM audit_checkpoints WHERE seq > 6")
     head.unlink()
     assert verify(path, KEY.public_key()).problems == [MISSING.format(6)]
+
+
+def test_an_older_head_put_back_between_two_head_keeping_checkpoints_is_refused(tmp_path: Path) -> None:
+    """Checkpoints 3 and 6 both say a head is kept; the head of record 5 (past the first, behind the last) put
+    back with records 7..8 cut: verify named nothing (it checked the head against the first such checkpoint
+    only) and the writer rewrote the head at 6, erasing the evidence. Both refuse it now, naming both."""
+    path = tmp_path / "audit.db"
+    store = AuditStore(path, KEY)
+    store.open()
+    head = Path(f"{path}-head")
+    records = [record(j) for j in range(8)]
+    store.append([(r.ts, r.body()) for r in records[:3]])
+    store.checkpoint()
+    store.append([(r.ts, r.body()) for r in records[3:5]])
+    older = head.read_bytes()
+    store.append([(r.ts, r.body()) for r in records[5:6]])
+    store.checkpoint()
+    store.append([(r.ts, r.body()) for r in records[6:]])
+    store.close()
+    assert older.startswith(b"5:")
+    report = verify(path, KEY.public_key())
+    assert report.ok and report.head_kept_from == 3 and report.head_kept_until == 6, report.problems
+    tamper(path, "DELETE FROM audit_records WHERE seq > 6")
+    head.write_bytes(older)
+    assert verify(path, KEY.public_key()).problems == [
+        "the head file audit.db-head (record 5) is before checkpoint 6, signed only once the head was at or past "
+        "it: an older head file was put back, perhaps with records cut from the log's end; restore the log and its "
+        "head file together from the same backup, or verify with --anchor (the last anchor kept) to find a cut"]
+    with pytest.raises(LogCut, match=r"head file audit.db-head \(record 5\) is before its checkpoint 6, which says "
+                                     "its writer keeps a head"):
+        AuditStore(path, KEY).open()
+    assert head.read_bytes() == older  # the evidence is kept
 
 
 def test_a_checkpoint_is_signed_only_once_the_head_is_on_disk_at_its_record(

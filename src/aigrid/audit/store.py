@@ -26,7 +26,9 @@ hosts: a writer on another host opens the log too, and SQLite itself may corrupt
 The head file (`<log>-head`, audit/head.py): after each batch is committed the writer signs the log's new last
 record into it, so verify finds a log cut at its end without an anchor. A writer refuses to open a log that ends
 before its head file, or whose record there is another (LogCut): appending to it would overwrite the evidence.
-A head whose signature does not hold for the writer's key is refused too (LogCut) when it names that key, or when
+So is a head behind the last checkpoint of this key that says it keeps one (an older head put back: that checkpoint
+was signed only once the head was at or past it). A head whose signature does not hold for the writer's key is
+refused too (LogCut) when it names that key, or when
 the key's last checkpoint says it keeps one and no other key signed after it (a head the writer accepted would be
 signed again at its next batch: a cut hidden). At open, a log without a head file (written before it existed) gets
 one at its last checkpoint signed with the writer's key (what it already vouches for), never at records it did not
@@ -199,6 +201,15 @@ class AuditStore:
                 raise LogCut(f"the audit log {found} its head file {path.name} names: it was cut (truncated) or "
                              "replaced by an older copy; run aigrid audit verify, and move the log and its head "
                              "file aside (keep them) to start a new one") from None
+            if seq < self.last_checkpoint and head_kept:
+                # signed only once the head was on disk at its record, and a head only moves forward: this one is an
+                # older head put back, perhaps with the records after it cut; writing a new one would erase that
+                raise LogCut(f"the audit log's head file {path.name} (record {seq}) is before its checkpoint "
+                             f"{self.last_checkpoint}, which says its writer keeps a head and was signed only once "
+                             "the head was at or past it: an older head file was put back, perhaps with records cut "
+                             "from the log's end; run aigrid audit verify (with --anchor, the last anchor kept), and "
+                             "restore the log and its head file together from the same backup, or move the log and "
+                             "its head file aside (keep them) to start a new one")
             self._head_at = seq
             if seq >= self.last_checkpoint:
                 return

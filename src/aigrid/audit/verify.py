@@ -18,8 +18,8 @@ the same key. The head file beside the log (`<log>-head`, audit/head.py: the las
 signed after each batch) finds, without an anchor, a log cut at its end together with its checkpoints, and a log
 put back without its head; what it cannot find is an older copy of both files put back together (the anchor does).
 A missing head file fails a log whose valid checkpoints say their writer keeps one (the v2 statement,
-chain.checkpoint_message: signed only once the head is on disk at its record), and so does a head before the first
-of them; a log none of whose checkpoints say so (written before 6 Dec 2026) without a head gets a note only.
+chain.checkpoint_message: signed only once the head is on disk at its record), and so does a head before the last
+of them (an older head put back); a log none of whose checkpoints say so (written before 6 Dec 2026) without a head gets a note only.
 
 Memory is bounded on a log of any length: the records and the checkpoints are read as two cursors walked
 together in seq order (each checkpoint is checked when the walk reaches its record; nothing is kept per
@@ -92,7 +92,11 @@ class VerifyReport:
     """Its hash: with last_checkpoint_seq, the anchor to keep elsewhere (verify(anchor=...) next time)."""
     head_kept_from: int = 0
     """The first valid checkpoint whose statement says its writer keeps a head file (v2; 0: none, an older
-    writer's log): from there on the head file must be there, at or past it."""
+    writer's log): from there on the head file must be there."""
+    head_kept_until: int = 0
+    """The last valid checkpoint whose statement says its writer keeps a head file (v2; 0: none): the head file
+    must be at or past it (its writer signed it only once the head was on disk at its record, and a head only
+    moves forward), so a head behind it is an older one put back, perhaps with the records after it cut."""
     unsigned_tail: int = 0
     first_bad_seq: int | None = None
     first_break: int | None = None
@@ -477,8 +481,10 @@ class _CheckpointCheck:
         else:
             self.good_until = seq
             report.last_checkpoint_seq, report.last_checkpoint_hash = seq, signed_hash
-            if head_kept and not report.head_kept_from:
-                report.head_kept_from = seq
+            if head_kept:
+                report.head_kept_until = seq
+                if not report.head_kept_from:
+                    report.head_kept_from = seq
 
 
 def _signer(signature: bytes, message: bytes, keys: dict[str, Ed25519PublicKey], named: str) -> str | None:
@@ -525,13 +531,15 @@ def _check_head(db_path: Path, head: tuple[int, str], chained: dict[int, str], l
                 report: VerifyReport) -> None:
     """The log must hold the head file's record (a crash between the log's commit and the head's write leaves
     the head behind the log: not a problem), and the head must be at or past the first checkpoint saying its
-    writer keeps one (the writer signs it only once the head is on disk there)."""
+    writer keeps one (the writer signs it only once the head is on disk there, and a head only moves forward: a
+    head behind the last such checkpoint, even one past the first, is an older one put back)."""
     seq, record_hash = head
     name = head_path(db_path).name
-    if seq < report.head_kept_from:
-        report._bad(seq + 1, f"the head file {name} (record {seq}) is before checkpoint {report.head_kept_from}, "
+    if seq < report.head_kept_until:
+        report._bad(seq + 1, f"the head file {name} (record {seq}) is before checkpoint {report.head_kept_until}, "
                              "signed only once the head was at or past it: an older head file was put back, perhaps "
-                             "with records cut from the log's end")
+                             "with records cut from the log's end; restore the log and its head file together from "
+                             "the same backup, or verify with --anchor (the last anchor kept) to find a cut")
     if seq > last_seq:
         report._bad(last_seq + 1, f"the log ends at record {last_seq}, before its head file {name} (record {seq}): "
                                   f"{records_span(last_seq + 1, seq)} {agreeing(seq - last_seq, 'was', 'were')} cut "
