@@ -582,7 +582,13 @@ class Guard:
     def operator(self, authorization: str | None, what: str = "the dashboard shows every tenant's traffic") -> None:
         """Operators only when enforcement is on (401 / 403): the dashboard, which shows every tenant's traffic;
         /metrics with security.metrics: operator."""
-        if self.reader(authorization) is not None:
+        if self._enforce:
+            self.operator_of(self.authenticator.authenticate(authorization), what)
+
+    def operator_of(self, principal: Principal, what: str) -> None:
+        """Guard.operator for a caller already authenticated (routes' /healthz details and /metrics): a 403 unless
+        enforcement is off or the principal is an operator tenant's."""
+        if self.reader_of(principal) is not None:
             raise PermissionDenied(f"{what}: it needs an operator tenant's key", code="operator_only")
 
     def stores_prompts(self, tenant: str) -> bool:

@@ -797,23 +797,42 @@ class Routes:
     async def _operator_asks(self, request: Request) -> bool:
         """The caller holds an operator tenant's key (or enforcement is off); False for any other credential, whose
         refusal is audited (`_operator_refused`; a probe without a key asks nothing of an operator: no record)."""
-        if not self.gw.guard.enforcing:
-            return True
-        authorization = pipeline_headers(request).get("authorization")
         try:
-            one_credential(self.gw, request.scope)
-            self.gw.guard.operator(authorization, "this grid's /healthz details are read by operators")
+            await self._operator_only(request, "GET /healthz", "this grid's /healthz details are read by operators",
+                                      keyless_audited=False, answered="the status only")
             return True
-        except ApiError as e:
-            if authorization is not None:
-                await self._operator_refused("GET /healthz", authorization, e, answered="the status only")
+        except ApiError:
             return False
 
-    async def _operator_refused(self, route: str, authorization: str | None, error: ApiError, **notes: str) -> None:
+    async def _operator_only(self, request: Request, route: str, what: str, *, keyless_audited: bool,
+                             **notes: str) -> None:
+        """Raises the 401 / 403 of a caller that is not an operator (nothing with enforcement off), its refusal audited
+        (`_operator_refused`; one without a key only where `keyless_audited`). The caller is authenticated once: its
+        principal, kept for the record (before, a refusal authenticated it a second time, Guard.principal after
+        Guard.operator)."""
+        guard = self.gw.guard
+        if not guard.enforcing:
+            return
+        authorization = pipeline_headers(request).get("authorization")
+        principal: Principal | None = None
+        looked = False
+        try:
+            one_credential(self.gw, request.scope)  # as the audited routes: a proxy in front may check the other
+            looked = True
+            principal = guard.principal(authorization, None)
+            guard.operator_of(principal, what)
+        except ApiError as e:
+            if authorization is not None or keyless_audited:
+                await self._operator_refused(route, e, principal, None if looked else authorization, **notes)
+            raise
+
+    async def _operator_refused(self, route: str, error: ApiError, principal: Principal | None,
+                                authorization: str | None, **notes: str) -> None:
         """The audit record of a refused operator check (/healthz's details, /metrics), written as an audited route's
         (close_exchange: Guard.finish, the one audit writer), naming the caller when its credentials name one (a
         tenant's key: a 403). Before, neither check left a record: a tenant's key probing them went unseen. Never
-        waited for (AUDIT_WAIT_S): with the audit log full or stopped, the record is lost, logged and counted."""
+        waited for (AUDIT_WAIT_S): with the audit log full or stopped, the record is lost, logged and counted.
+        `authorization`: a caller refused before it was authenticated (two credentials), looked up for the record."""
         if not self.gw.guard.audit_accepting():  # /healthz answers whatever the audit log does
             log.error("refused operator check on %s not audited: the audit log cannot take records now", route)
             self.gw.metrics.audit_lost.inc()
@@ -821,10 +840,12 @@ class Routes:
         ex = Exchange(route, time.time())
         ex.error = error
         ex.notes.update(notes)
-        try:  # a second look, on the refusal only: Guard.operator keeps the principal to itself
-            ex.principal = self.gw.guard.principal(authorization, None)
-        except ApiError:
-            pass  # no key, or one the grid does not know: the record says "unauthenticated"
+        if principal is None and authorization is not None:
+            try:
+                principal = self.gw.guard.principal(authorization, None)
+            except ApiError:
+                pass  # a key the grid does not know: the record says "unauthenticated"
+        ex.principal = principal  # None: no key, or one the grid does not know ("unauthenticated")
         await close_exchange(self.gw, ex)
 
     async def openapi(self, request: Request) -> Response:
@@ -832,13 +853,8 @@ class Routes:
 
     async def metrics(self, request: Request) -> Response:
         if self.gw.spec.security.metrics == "operator":  # a refusal audited, a scrape not (one every few seconds)
-            authorization = pipeline_headers(request).get("authorization")
-            try:
-                one_credential(self.gw, request.scope)  # as the audited routes: a proxy in front may check the other
-                self.gw.guard.operator(authorization, "this grid's /metrics is read by operators")
-            except ApiError as e:
-                await self._operator_refused("GET /metrics", authorization, e)
-                raise
+            await self._operator_only(request, "GET /metrics", "this grid's /metrics is read by operators",
+                                      keyless_audited=True)
         self.gw.metrics.set_inflight(((e.site_id, e.id) for e in self.gw.store.snapshot().endpoints),
                                      self.gw.store.inflight)
         return Response(self.gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
