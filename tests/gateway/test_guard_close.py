@@ -53,20 +53,7 @@ class FullQueue:
 
 
 async def _cancelled_while_its_record_waits(guard: Guard, sink: FullQueue) -> Exchange:
-    ex = Exchange(CHAT_PATH, 1_800_000_000.0)
-    ex.principal = guard.principal(None, None)
-    ex.reservation = await guard.quotas.admit(ex.principal, 10)
-
-    async def request() -> None:
-        try:
-            await asyncio.sleep(30)  # the request, until a cancel (a whole-answer timeout, a shutdown)
-        finally:
-            await guard.finish(ex)
-
-    task = asyncio.create_task(request())
-    await asyncio.sleep(0)
-    task.cancel()
-    await asyncio.wait_for(sink.waiting.wait(), 5)
+    ex, task = await _waiting_close(guard, sink)
     task.cancel()  # a second cancel while the record waits for room
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(task, 5)
@@ -111,7 +98,7 @@ async def _waiting_close(guard: Guard, sink: FullQueue) -> tuple[Exchange, async
 
     async def request() -> None:
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(30)  # the request, until a cancel (a whole-answer timeout, a shutdown)
         finally:
             await guard.finish(ex)
 
