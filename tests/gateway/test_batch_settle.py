@@ -587,3 +587,30 @@ async def test_a_batch_stopped_for_room_and_resumed_without_room_starts_no_line(
         assert 0 < len(kept) < 6 and ran == len(kept) == before[0], (before, ran, [x["custom_id"] for x in kept])
     finally:
         await stopped(gw)
+
+
+async def test_answers_held_for_a_batch_another_process_ended_are_dropped(
+        tmp_path: Path, engines: dict[str, Gated], caplog: pytest.LogCaptureFixture) -> None:
+    """Answers the disk refused are held by the process that ran their lines, for a resume there; a batch another
+    process resumed and ended (it ran those lines again) never comes back, and its answers were held for good (a
+    leak per such batch). The ticker now drops them, each logged at error, once the index says the batch ended."""
+    from aigrid.gateway.batch_line import LineResult, request_line
+
+    gw = await started(batch_spec(tmp_path), engines)
+    try:
+        oai, _ = clients(gw)
+        assert gw.batches is not None
+        runner = gw.batches.runner
+        done = await until(oai, (await submit(oai, jsonl(line("q0", "hi")))).id, "completed")
+        # as if this process had held q0's answer when it stopped, and another one then resumed the batch and ended it
+        runner._unwritten[done.id] = {"q0": LineResult(True, request_line("q0", 200, "req_1", {}))}
+        with caplog.at_level(logging.ERROR, "aigrid.gateway"):
+            for _ in range(100):
+                if done.id not in runner._unwritten:
+                    break
+                await asyncio.sleep(0.02)
+        assert done.id not in runner._unwritten
+        assert (f"batch {done.id}: the answer of custom_id 'q0' ran and was charged, but no file could keep it (the "
+                "batch ended in another process, which ran the line again)") in caplog.text
+    finally:
+        await stopped(gw)

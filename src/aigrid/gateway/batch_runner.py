@@ -99,7 +99,8 @@ class BatchRunner:
         self._unwritten: dict[str, dict[str, LineResult]] = {}
         """Per batch, the results of lines that ran (charged, audited) but could not be written (the disk refused them,
         the index failed the check): a batch resumed in this process writes them instead of running their lines
-        again, and drops them when it ends."""
+        again, and drops them when it ends; the ticker drops those of a batch the index says ended while this process
+        did not run it (another process resumed it)."""
         self._ticker: asyncio.Task[None] | None = None
         self._swept = 0.0
         self.stopping = False
@@ -189,6 +190,8 @@ class BatchRunner:
                     run.stop("lost")
                 elif status == "cancelling":
                     run.stop("cancel")
+        if any(bid not in self._runs for bid in self._unwritten):
+            await self._drop_ended_elsewhere()
         room = self.spec.max_running - len(self._runs)
         if room > 0 and not self.stopping:
             for bid in await self.store.claimable(now, self.spec.stale_s, room):
@@ -356,10 +359,20 @@ class BatchRunner:
         except (InsufficientStorage, StorageFull) as e:
             self._refused(run, row, e)
 
-    def _drop_unwritten(self, bid: str) -> None:
+    async def _drop_ended_elsewhere(self) -> None:
+        """The results held for a batch this process does not run, once the index says it ended (or is gone): another
+        process resumed it and ran their lines again, so no resume here will write them; dropped, each said at error
+        (held for ever, they were a leak of every such batch's answers)."""
+        for bid in [bid for bid in self._unwritten if bid not in self._runs]:
+            row = await self.store.row(bid)
+            if bid not in self._runs and (row is None or row.obj["status"] in FINAL):  # not resumed here meanwhile
+                self._drop_unwritten(bid, " (the batch ended in another process, which ran the line again)")
+
+    def _drop_unwritten(self, bid: str, where: str = "") -> None:
         """The results this batch could not write, dropped as it ends (or leaves this process): each said at error."""
         for cid in self._unwritten.pop(bid, {}):
-            log.error("batch %s: the answer of custom_id %r ran and was charged, but no file could keep it", bid, cid)
+            log.error("batch %s: the answer of custom_id %r ran and was charged, but no file could keep it%s", bid, cid,
+                      where)
 
     def _check(self, row: StoredBatch) -> Callable[[int, int, int], Awaitable[None]]:
         """What a line of the batch's results must pass before it is written: the disk's floor, the tenant's quota
