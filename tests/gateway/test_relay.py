@@ -105,6 +105,26 @@ def test_the_lean_path_passes_the_engines_own_bytes() -> None:
     assert pipe.usage == {"prompt_tokens": 3, "completion_tokens": 2}
 
 
+def test_escapes_in_an_answers_text_keep_the_lean_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read holding `\\u00` was read as one that may hold an escaped `usage` key, each event built and parsed:
+    Go's encoding/json (Ollama's) writes < > & as \\u003c \\u003e \\u0026, so a code answer's every token read left
+    the lean path. Only an escape of a letter of `usage` does now; that key is still read."""
+    pipe = EventPipe(OutputFilter(False, strip_usage=True), sse=True, track=False)
+    first = b'data: {"choices":[{"delta":{"content":"a"}}]}\n\n'
+    assert pipe.feed(first) == first
+
+    def built(self: SseDecoder, raw: bytes) -> None:
+        raise AssertionError("left the lean path")
+
+    monkeypatch.setattr(SseDecoder, "feed", built)
+    text = b'data: {"choices":[{"delta":{"content":"if a \\u003c b \\u0026\\u0026 caf\\u00e9"}}]}\n\n'
+    assert pipe.feed(text) == text
+    monkeypatch.undo()
+    usage = b'data: {"choices":[],"us\\u0061ge":{"prompt_tokens":3,"completion_tokens":2}}\n\n'
+    assert pipe.feed(usage) == b""  # read, charged, and hidden from a client that did not ask
+    assert pipe.usage == {"prompt_tokens": 3, "completion_tokens": 2}
+
+
 @pytest.mark.parametrize("track", [False, True])
 def test_an_event_of_json_null_is_dropped(track: bool) -> None:
     """llama.cpp opens the stream of a list of prompts with `data: null`, which the OpenAI SDK hands to the

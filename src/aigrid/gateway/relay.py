@@ -55,8 +55,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("aigrid.proxy")
 _USAGE = b'"usage"'
 _ESCAPE = b"\\u00"
-"""A JSON escape that may spell the key `usage` (`"us\\u0061ge"`, one key to every JSON reader): a read holding one is
-read as if it held `"usage"` (an engine's count written so was passed to the client unread, unchecked)."""
+"""A JSON escape that may spell the key `usage` (`"us\\u0061ge"`, one key to every JSON reader): a read holding one
+that may be a letter of it (`_key_escape`) is read as if it held `"usage"` (an engine's count written so was passed to
+the client unread, unchecked)."""
+
+
+def _key_escape(raw: bytes) -> bool:
+    """Past `_ESCAPE in raw`: an escape of one of the letters of `usage` (u s a g e: \\u0061-\\u0075, hex digits only).
+    Not the escapes engines write in text (Go's encoding/json, Ollama's, writes < > & as \\u003c \\u003e \\u0026; an
+    ASCII-only writer an accented letter as \\u00e9), which took a code answer's every read off the lean path."""
+    return b"\\u006" in raw or b"\\u007" in raw
+
+
 _FINISHED = re.compile(rb'"finish_reason"\s*:\s*"')
 """A choice that says why it ended (a string; null while it goes on)."""
 _UNBOUNDED = 1 << 62
@@ -133,7 +143,8 @@ class EventPipe:
             self._cut(f"the answer is past {self._most_bytes} bytes, more than its tokens can take")
         self._recent = (self._recent[1], raw)
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
-                and _USAGE not in raw and _ESCAPE not in raw and DONE not in raw and not _null_event(raw)):
+                and _USAGE not in raw and not (_ESCAPE in raw and _key_escape(raw))
+                and DONE not in raw and not _null_event(raw)):
             datas = self._decoder.data_only(raw)
             if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
                 self._quiet_since = None
@@ -155,8 +166,8 @@ class EventPipe:
             self._quiet()
         complete = self._decoder.complete
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
-                and _USAGE not in complete and _ESCAPE not in complete and DONE not in complete
-                and not _null_event(complete)):
+                and _USAGE not in complete and not (_ESCAPE in complete and _key_escape(complete))
+                and DONE not in complete and not _null_event(complete)):
             # the lean path: no event of this read changes, so the engine's bytes go out as they came
             if self.track:  # ... and the text a continuation would need is noted
                 observe = self.delivered.observe
@@ -202,7 +213,7 @@ class EventPipe:
             self.delivered.done = True
             held = filt.flush_event() if filt is not None else None
             return None if held is None else encode(orjson.dumps(held)) + b"data: [DONE]\n\n"
-        wants_usage = _USAGE in data or _ESCAPE in data
+        wants_usage = _USAGE in data or (_ESCAPE in data and _key_escape(data))
         if not (wants_usage or self.track or self._rewriter is not None or (filt is not None and filt.redacts)):
             return None
         try:
