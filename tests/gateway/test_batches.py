@@ -1271,6 +1271,38 @@ async def test_a_batchs_output_and_error_files_count_in_the_tenants_number_of_fi
         await stopped(gw)
 
 
+@pytest.mark.parametrize(("first", "made"), [("FAIL", "error"), ("hi", "output")])
+async def test_the_files_quota_names_the_file_the_line_makes(tmp_path: Path, engines: dict[str, Gated], first: str,
+                                                             made: str) -> None:
+    """A tenant allowed 2 files: its input file, and another uploaded while the batch's first line waits; that
+    line's answer makes a third file. The message said "with its output file" for the batch's first file even when
+    the line failed and made the error file; it names the file the line makes now."""
+    gw = await started(storage_spec(tmp_path, 1 << 20, 2, concurrency=1), engines)
+    uploaded = asyncio.Event()
+    try:
+        oai, _ = clients(gw)
+        assert gw.batches is not None
+        runner = gw.batches.runner
+        real = runner.run_line
+
+        async def run_line(row: Any, batch_line: Any) -> Any:
+            await uploaded.wait()
+            return await real(row, batch_line)
+
+        runner.run_line = run_line
+        created = await submit(oai, jsonl(line("a", first), line("b", "hi")))
+        await oai.files.create(file=("more.jsonl", jsonl(line("x", "hi"))), purpose="batch")  # the second file
+        uploaded.set()
+        done = await until(oai, created.id, "completed", "failed")
+        assert done.status == "failed" and done.errors is not None, done
+        message = done.errors.data[0].message or ""
+        assert f"with its {made} file this tenant's files would number more than its storage quota of 2 files" in \
+            message, message
+    finally:
+        uploaded.set()
+        await stopped(gw)
+
+
 def test_a_half_line_that_cannot_be_cut_back_is_logged(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     """A write the disk refused half way is cut back; when the cut fails too the file ends with a broken line,

@@ -264,7 +264,7 @@ class BatchRunner:
                     async for line in unfinished:
                         record = {"id": "batch_req_" + os.urandom(12).hex(), "custom_id": line.custom_id,
                                   "response": None, "error": EXPIRED}
-                        await output.append(False, record, self._check(row))
+                        await output.append(False, record, self._check(row, "error"))
                         progress.add(False, record, None)
             except (InsufficientStorage, StorageFull) as e:
                 self._refused(run, row, e)
@@ -317,7 +317,8 @@ class BatchRunner:
         line ran and was charged, so a resume of the batch in this process writes it rather than run it again."""
         cid = result.record["custom_id"]
         try:
-            await output.append(result.ok, result.record, self._room_for_run_line(run, row))
+            await output.append(result.ok, result.record,
+                                self._room_for_run_line(run, row, "output" if result.ok else "error"))
         except asyncio.CancelledError:
             raise
         except Exception as e:
@@ -374,17 +375,19 @@ class BatchRunner:
             log.error("batch %s: the answer of custom_id %r ran and was charged, but no file could keep it%s", bid, cid,
                       where)
 
-    def _check(self, row: StoredBatch) -> Callable[[int, int, int], Awaitable[None]]:
+    def _check(self, row: StoredBatch, result: str | None = None) -> Callable[[int, int, int], Awaitable[None]]:
         """What a line of the batch's results must pass before it is written: the disk's floor, the tenant's quota
-        (a batch made under some jurisdictions is told no totals: keys that may not see every file read its errors)."""
+        (a batch made under some jurisdictions is told no totals: keys that may not see every file read its errors).
+        `result`: the file the line goes to ("output", "error"; None: no line, a resume asking for room)."""
         return lambda written, size, files: self.files.check_output(row.tenant, row.id, written, size, files,
-                                                                    jurisdictions=row.jurisdictions)
+                                                                    jurisdictions=row.jurisdictions, result=result)
 
-    def _room_for_run_line(self, run: _Run, row: StoredBatch) -> Callable[[int, int, int], Awaitable[None]]:
+    def _room_for_run_line(self, run: _Run, row: StoredBatch,
+                           result: str) -> Callable[[int, int, int], Awaitable[None]]:
         """The check of a line that ran (charged, audited): the first to find no room stops the batch, and is written
         all the same, as is every other line in flight (no check once the batch stopped for room): charged work is
         never dropped, and the floor and the quota are passed by at most the lines in flight."""
-        room = self._check(row)
+        room = self._check(row, result)
 
         async def check(written: int, size: int, files: int) -> None:
             if run.why == "full":

@@ -204,7 +204,7 @@ class FileStore:
         return shutil.disk_usage(where).free
 
     async def check_output(self, tenant: str, bid: str, written: int, size: int, files: int = 0, *,
-                           jurisdictions: frozenset[str] | None = None) -> None:
+                           jurisdictions: frozenset[str] | None = None, result: str | None = None) -> None:
         """Before `size` more bytes of batch `bid`'s results are written (`written`: what its output and error files
         hold so far, indexed only when it ends): InsufficientStorage when they would leave the disk with less than
         `min_free_bytes` free (the rooms of the uploads arriving counted as written, as an upload's check counts
@@ -215,7 +215,9 @@ class FileStore:
         (None: every one; read by keys that may not see every file otherwise), the tenant's other files hold.
         `files`: how many result files (output, error) the batch has with this line; one more than it had (the
         line makes a file) is StorageFull when the tenant's files would number more than its `storage_files` (the
-        other batches' result files counted, `batch_result_files`, as their bytes are)."""
+        other batches' result files counted, `batch_result_files`, as their bytes are); `result`: the file the line
+        goes to ("output", "error"), which that StorageFull names (before, it said "output" for the batch's first
+        file even when the line made its error file)."""
         narrowed = jurisdictions is not None
         limit = None if self.limits is None else self.limits(tenant)
         if limit is None and self.min_free_bytes <= 0:
@@ -260,7 +262,7 @@ class FileStore:
         if limit is not None and mine > had and held[1] + mine > limit.files:
             counts = "" if narrowed else f"; {held[1]} files held, other running batches' results included"
             raise StorageFull(
-                f"this batch's results could not all be written: with its {'error' if had else 'output'} file this "
+                f"this batch's results could not all be written: with its {result or 'new result'} file this "
                 f"tenant's files would number more than its storage quota of {limit.files} files "
                 f"(quotas.storage_files{counts}); the lines already answered are in its output and error files; "
                 "delete files (DELETE /v1/files/{file_id}) to make room")
