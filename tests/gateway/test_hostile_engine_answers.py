@@ -19,11 +19,15 @@ from tests.gateway.test_hostile_engines import SANE, Grid
 
 
 async def grid(tmp_path, bad: Callable[[str, dict], H.Script], good: Callable[[str, dict], H.Script] = T.sane,
-               context: int | None = None, idle_s: float | None = None) -> AsyncIterator[Grid]:
-    """test_hostile_engines.grid; `idle_s`: its gateway.stream_idle_s as the proxy reads it."""
+               context: int | None = None, idle_s: float | None = None, max_s: float | None = None
+               ) -> AsyncIterator[Grid]:
+    """test_hostile_engines.grid; `idle_s`, `max_s`: its gateway.stream_idle_s and stream_max_s as the proxy reads
+    them."""
     async for g in T.grid(tmp_path, bad, good, context):
         if idle_s is not None:
             g.gw.proxy.stream_idle_s = idle_s
+        if max_s is not None:
+            g.gw.proxy.stream_max_s = max_s
         yield g
 
 
@@ -111,6 +115,31 @@ async def test_a_slow_stream_with_data_is_not_cut(tmp_path) -> None:
     async for g in grid(tmp_path, endless(*steps, *H.sse(H.token("", "stop"))), idle_s=0.5):
         r = await g.post("chat", True)
         assert r.status_code == 200 and b"stream_interrupted" not in r.content and r.content.count(b'"y"') == 5
+        assert (await the_one_record(g.gw))["outcome"] == "ok"
+
+
+@pytest.mark.parametrize("door", ["chat", "completions"])
+async def test_a_stream_of_empty_data_events_is_cut_at_its_ceiling(tmp_path, door: str) -> None:
+    """`data: {}` is a data event, so neither gateway.stream_idle_s nor the byte bound (days at 100 B/s) cut an
+    engine that sends only those: it held the client, the reservation and the engine slot. Now gateway.stream_max_s
+    (here 0.5 s; a 'second' is 0.05 s) ends it: the in-stream error, the engine's failure counted, not continued."""
+    async for g in grid(tmp_path, endless(*[H.chunk(b"data: {}\n\n"), 0.05] * 400), idle_s=0.5, max_s=0.5):  # 20 s
+        started = time.monotonic()
+        r = await asyncio.wait_for(g.post(door, True), 20)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content
+        assert b"streamed for more than 0.5 s" in r.content
+        assert 0.5 <= time.monotonic() - started < 5
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0
+        assert inflight(g.gw) == 0
+
+
+async def test_a_slow_stream_with_tokens_under_its_ceiling_passes(tmp_path) -> None:
+    """The sane case of stream_max_s: tokens every 'second' (0.1 s), the answer whole before the ceiling (2 s)."""
+    steps = [H.chunk(b"data: " + orjson.dumps(H.token("y")) + b"\n\n"), 0.1] * 8
+    async for g in grid(tmp_path, endless(*steps, *H.sse(H.token("", "stop"))), idle_s=0.5, max_s=2.0):
+        r = await g.post("chat", True)
+        assert r.status_code == 200 and b"stream_interrupted" not in r.content and r.content.count(b'"y"') == 8
         assert (await the_one_record(g.gw))["outcome"] == "ok"
 
 

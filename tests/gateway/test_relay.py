@@ -163,6 +163,19 @@ def test_a_continuation_engine_gets_its_own_quiet_time() -> None:
     assert pipe.past is not None and "no data event" in pipe.past
 
 
+def test_an_expired_answer_is_cut_at_its_next_read() -> None:
+    """gateway.stream_max_s: StreamRelay's timer calls expire(); the next read, a lean one (`data: {}`, which resets
+    the quiet time), is cut as past the byte bound is (the same test, no clock read per engine read)."""
+    pipe = EventPipe(None, sse=True, track=False, most_bytes=1 << 20, quiet_s=10, max_s=60,
+                     clock=lambda: pytest.fail("a lean read reads no clock"))
+    for _ in range(100):
+        assert pipe.feed(b"data: {}\n\n") == b"data: {}\n\n"
+    pipe.expire()
+    with pytest.raises(SseError, match="streamed for more than 60 s"):
+        pipe.feed(b"data: {}\n\n")
+    assert pipe.past == "the answer streamed for more than 60 s"
+
+
 def _slow_reader(port: int, body: bytes) -> socket.socket:
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: the client really is slow

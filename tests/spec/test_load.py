@@ -64,6 +64,10 @@ def test_demo_spec_has_the_four_required_sites() -> None:
     (lambda r: r["gateway"].update(stream_idle_s=float("inf")), "gateway.stream_idle_s: Input should be a finite"),
     (lambda r: r["gateway"].update(stream_idle_s=172_800),
      "gateway.stream_idle_s: Input should be less than or equal to 86400"),
+    (lambda r: r["gateway"].update(stream_max_s=0.5), "gateway.stream_max_s: Input should be greater than or equal to 1"),
+    (lambda r: r["gateway"].update(stream_max_s=float("nan")), "gateway.stream_max_s: Input should be a finite"),
+    (lambda r: r["gateway"].update(stream_max_s=10**6),
+     "gateway.stream_max_s: Input should be less than or equal to 604800"),
 ])
 def test_bad_spec_names_the_field(mutate: object, expected: str) -> None:
     raw = demo_raw()

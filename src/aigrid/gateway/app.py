@@ -155,7 +155,7 @@ def build_gateway(spec: GridSpec, engines: Mapping[str, Engine], *, clock: Calla
                   max_attempts=spec.gateway.max_attempts, family_of={e.id: e.family for e in endpoints},
                   deadline=FirstByteDeadline(**spec.gateway.first_byte_timeout.model_dump()), sleep=sleep,
                   contexts={e.id: spec.models[e.model].context for e in spec.endpoints}, salt=salt,
-                  stream_idle_s=spec.gateway.stream_idle_s)
+                  stream_idle_s=spec.gateway.stream_idle_s, stream_max_s=spec.gateway.stream_max_s)
     return Gateway(
         spec=spec, engines=engines, store=store, scheduler=scheduler or Scheduler(),
         policies={**{name: Policy(name, {}) for name in BASELINES}, **load.policies(spec)},

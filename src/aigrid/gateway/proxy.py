@@ -195,6 +195,9 @@ class FirstByteDeadline:
 
 STREAM_IDLE_S = 300.0
 """gateway.stream_idle_s's default."""
+STREAM_MAX_S = 3600.0
+"""gateway.stream_max_s's default: an hour, so a long answer at a slow engine's pace passes (32k tokens at 10 a
+second is 55 minutes)."""
 DECODE_FACTOR = 3.0
 """Slack on the decode time of a non-streamed answer: a busy engine's steps slow down as its batch grows."""
 DEFAULT_TPOT_S = 0.1
@@ -252,13 +255,16 @@ class Proxy:
                  max_attempts: int, family_of: Mapping[str, str] | None = None,
                  deadline: FirstByteDeadline = FirstByteDeadline(), sleep: Sleep = asyncio.sleep,
                  contexts: Mapping[str, int] | None = None, salt: CacheSalt | None = None,
-                 stream_idle_s: float = STREAM_IDLE_S) -> None:
+                 stream_idle_s: float = STREAM_IDLE_S, stream_max_s: float = STREAM_MAX_S) -> None:
         """`contexts`: endpoint id -> its model's context in tokens, the most a non-streamed answer without an
         output limit can decode (its deadline's bound). `salt`: each tenant's prefix-cache salt, added to what
         the engines that read it get (security.isolate_prefix_cache; None: nothing added). `stream_idle_s`
         (gateway.stream_idle_s, the engine connections' read timeout): the longest a stream may also send reads
-        without a data event (comments, keep-alives), which the read timeout cannot see (relay.EventPipe)."""
+        without a data event (comments, keep-alives), which the read timeout cannot see (relay.EventPipe).
+        `stream_max_s` (gateway.stream_max_s): the most seconds one streamed answer may take from its first byte,
+        all its engines together (relay.StreamRelay)."""
         self.stream_idle_s = stream_idle_s
+        self.stream_max_s = stream_max_s
         self._salt = salt
         self._engines = engines
         self.names = EngineNames(engines)

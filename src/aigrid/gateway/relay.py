@@ -83,18 +83,23 @@ class EventPipe:
     """Engine reads in, client bytes out, for one streamed answer (every engine that serves it)."""
 
     def __init__(self, output: OutputFilter | None, *, sse: bool, track: bool, most_tokens: int | None = None,
-                 most_bytes: int | None = None, quiet_s: float | None = None,
+                 most_bytes: int | None = None, quiet_s: float | None = None, max_s: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         """`most_tokens`: the most tokens the answer can count (Proxy.most_tokens); a usage past it is not charged.
         `most_bytes`: the most bytes the answer's events may take, all its engines' together (Proxy.most_bytes, as a
         whole answer's); `quiet_s`: the longest its engine may send reads that hold no data event (comments,
         keep-alives), as the read timeout bounds a silence. Past either, feed() raises SseError and `past` says why
         (the engine's failure, not continued elsewhere: StreamRelay._broke); neither bounded an answer before, so
-        an engine that never stopped, or sent keep-alives only, held the client, the quota and the engine slot."""
+        an engine that never stopped, or sent keep-alives only, held the client, the quota and the engine slot.
+        `max_s` (gateway.stream_max_s): the most seconds the answer may stream, all its engines together; its owner
+        calls expire() then (StreamRelay's timer: no clock read per engine read), and the next read is cut as past
+        the byte bound is (a stream of empty data events, `data: {}`, was bounded only by its bytes: days)."""
         self._filter = output
         self._most_tokens = most_tokens
         self._most_bytes = _UNBOUNDED if most_bytes is None else most_bytes
         self._quiet_s = math.inf if quiet_s is None else quiet_s
+        self.max_s = max_s
+        self._expired = False
         self._clock = clock
         self._read = 0
         self._quiet_since: float | None = None
@@ -139,8 +144,9 @@ class EventPipe:
         if not self._sse:
             return raw  # not an event stream (an engine's error body): passed as it comes
         self._read += len(raw)
-        if self._read > self._most_bytes:
-            self._cut(f"the answer is past {self._most_bytes} bytes, more than its tokens can take")
+        if self._read > self._most_bytes:  # past the byte bound, or the time bound (expire)
+            self._cut(f"the answer streamed for more than {self.max_s:g} s" if self._expired
+                      else f"the answer is past {self._most_bytes} bytes, more than its tokens can take")
         self._recent = (self._recent[1], raw)
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
                 and _USAGE not in raw and not (_ESCAPE in raw and _key_escape(raw))
@@ -182,6 +188,11 @@ class EventPipe:
         if self._rewriter is None and all(f is None for f in framed):
             return complete
         return b"".join(_frame(ev) if f is None else f for f, ev in zip(framed, events, strict=True))
+
+    def expire(self) -> None:
+        """The answer has streamed for `max_s`: its next read is cut (the byte bound's test, set to trip)."""
+        self._expired = True
+        self._most_bytes = -1
 
     def _quiet(self) -> None:
         """A read that completed no data event: past `quiet_s` of such reads, the engine is silent (SseError)."""
@@ -289,7 +300,11 @@ class StreamRelay:
         pipe = CompletionsPipe if path.rstrip("/") == COMPLETIONS_PATH else EventPipe
         self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record),
                          most_bytes=proxy.most_bytes(opened.cand, record) if direct else None,
-                         quiet_s=proxy.stream_idle_s if direct else None)  # a wrapper's: its own bounds
+                         quiet_s=proxy.stream_idle_s if direct else None,  # a wrapper's: its own bounds
+                         max_s=proxy.stream_max_s if direct else None)
+        self._timer = (asyncio.get_running_loop().call_later(proxy.stream_max_s, self.pipe.expire)
+                       if direct else None)
+        """The answer's ceiling (gateway.stream_max_s) from its first byte, cancelled when it ends."""
         self._current: Opened | None = opened
         self._first: bytes | None = opened.first
         self._engine_failure: str | None = None
@@ -319,6 +334,7 @@ class StreamRelay:
             cur = self._current
             if cur is None:
                 self.live = False
+                self._stop_timer()
                 raise StopAsyncIteration
             if self._first is not None:
                 chunk, self._first = self._first, None
@@ -347,6 +363,7 @@ class StreamRelay:
                         continue
                     self.live = False  # the answer has ended: its close and the rest are not cut (Cut)
                     self._current = None
+                    self._stop_timer()
                     await cur.stack.aclose()
                     self._record.usage = self._proxy.finish(cur.cand, self._record, cur.upstream.status,
                                                             self.pipe.usage)
@@ -460,9 +477,15 @@ class StreamRelay:
         self._steered = {"prompt_tokens": prompt, "completion_tokens": done, "total_tokens": prompt + done}
         return self._steered
 
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     async def aclose(self) -> None:
         cur, self._current = self._current, None
         self.live = False
+        self._stop_timer()
         if cur is not None and self._steered is not None and self._engine_failure is None:
             await cur.stack.aclose()
             self._record.usage = self._proxy.finish(cur.cand, self._record, 200, self._steered, outcome=STEERED)

@@ -719,6 +719,12 @@ class GatewaySpec(StrictModel):
         "(a stream mid-answer: its in-stream error, or its continuation elsewhere; the rest of a whole answer): "
         "the read timeout of every engine connection. An answer's first byte has the first_byte_timeout above "
         "instead (a whole answer's head whole_max_s), on http and https engines alike"))
+    stream_max_s: float = Field(default=3600.0, ge=1, le=604_800, allow_inf_nan=False, description=(
+        "the most seconds one streamed answer may take from its first byte, all its engines together (a "
+        "continuation's included); past it, its in-stream error stream_interrupted, the engine's failure counted, "
+        "not continued. The default, an hour, passes a long answer at a slow pace (32k tokens at 10 a second is "
+        "55 minutes); it bounds an engine that sends data events that say nothing (`data: {}`), which neither "
+        "stream_idle_s nor the answer's byte bound cuts for days"))
     allowed_hosts: list[str] = Field(default=[], description=(
         "without keys (security.enforce off), the Host names this gateway answers to besides localhost, addresses "
         "written out and this machine's own name (\"gw.internal\", \"*.example.com\"): a request that arrives on a loopback address under "
