@@ -459,3 +459,27 @@ def test_a_log_that_fails_to_open_drops_its_writer_lock(tmp_path: Path) -> None:
                             "fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); print('locked')", f"{path}-writer.lock"],
                            capture_output=True, text=True, timeout=60)
     assert other.stdout == "locked\n", other.stderr
+
+
+async def test_a_record_appended_while_stop_ends_the_writer_is_written_or_refused_never_dropped(
+        tmp_path: Path) -> None:
+    """Between stop()'s drain and the end of its writer the queue still took records that no writer would read:
+    an append there returned as queued, and its record was neither written nor counted lost. The queue is closed
+    when the drain ends: such an append is refused (AuditUnavailable, which its caller logs and counts)."""
+    from aigrid.errors import AuditUnavailable
+
+    path = tmp_path / "a.db"
+    log = AuditLog(path, KEY)
+    await log.start()
+    drain, late = log._drain, []
+
+    async def drained() -> None:  # the drain ends; a request finishing then appends at the next loop turn
+        await drain()
+        late.append(asyncio.get_running_loop().create_task(log.append(record(1))))
+
+    log._drain = drained  # type: ignore[method-assign]
+    await log.append(record(0))
+    await log.stop()
+    refused = isinstance(late[0].exception(), AuditUnavailable)
+    rows = sqlite3.connect(path).execute("SELECT COUNT(*) FROM audit_records").fetchone()[0]
+    assert refused or rows == 2, (late[0].exception(), rows)

@@ -168,11 +168,13 @@ class AuditLog:
         if self._task is None:
             return
         await self._drain()
+        # nothing queued from here on: an append while the writer is cancelled below is refused (AuditUnavailable,
+        # which its caller logs and counts), not left in a queue no writer reads (lost with no word)
+        self._queue = None
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
-        self._queue = None
         if await self._store_idle():
             await self._close_store()
         self._thread.close()
