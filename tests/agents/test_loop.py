@@ -3,6 +3,7 @@ client tools passed back, the step limit, streaming, failures, and the Engine ad
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -432,3 +433,41 @@ async def test_a_loop_whose_engine_counts_nothing_answers_usage_null_not_an_empt
               for part in out.decode().split("\n") if part.startswith("data: {")]
     assert chunks[-1] == {"id": "r", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": [],
                           "usage": None}
+
+
+class _KeepAlives(ScriptedEngine):
+    """Its first model turn: `: keep-alive` reads, one a (fake) second, `tokens` of them with a token between each
+    (none: keep-alives only), up to 1000 reads, then its scripted reply."""
+
+    def __init__(self, replies: list[dict[str, Any]], now: list[float], every: int | None) -> None:
+        super().__init__(replies)
+        self.now, self.every, self.reads = now, every, 0
+
+    async def _sse(self, reply: dict[str, Any]) -> AsyncIterator[bytes]:
+        if len(self.received) == 1:
+            for i in range(1000):
+                self.now[0] += 1.0
+                self.reads += 1
+                if self.every is not None and i % self.every == 0:
+                    yield b'data: {"choices":[{"index":0,"delta":{"content":""},"finish_reason":null}]}\n\n'
+                else:
+                    yield b": keep-alive\n\n"
+        async for chunk in super()._sse(reply):
+            yield chunk
+
+
+@pytest.mark.parametrize("every", [None, 20])
+async def test_a_model_turn_of_keep_alives_is_the_engines_silence(every: int | None) -> None:
+    """A tool loop's model turn read its engine's stream without the relay's bound on reads without a data event
+    (gateway.stream_idle_s): a turn of keep-alives lasted to the loop's own ceiling. Now past `quiet_s` of them
+    the turn is the engine's failure (EngineStreamBroken); a slow turn with data events between passes."""
+    now = [0.0]
+    engine = _KeepAlives([answer("done")], now, every)
+    run = run_tool_loop(engine, chat(CALC), REGISTRY, config=LoopConfig(quiet_s=30.0), clock=lambda: now[0])
+    if every is None:
+        with pytest.raises(EngineStreamBroken, match="no data event for 30 s"):
+            _ = [ev async for ev in run]
+        assert engine.reads <= 32  # before: all 1000 read
+    else:
+        evs = [ev async for ev in run]
+        assert isinstance(evs[-1], Finished) and evs[-1].content == "done" and engine.reads == 1000

@@ -188,3 +188,10 @@ async def test_a_long_error_page_answers_at_once(tmp_path, stream: bool) -> None
         assert time.monotonic() - started < 5  # a wide margin for a loaded 2-core machine; linear: tens of ms
         assert r.status_code == 400 and r.headers["content-type"] == "application/json"
         assert r.json()["error"]["type"] == "invalid_request_error" and len(r.content) < 2_500
+
+
+async def test_the_tool_loops_model_turns_get_the_idle_bound(tmp_path) -> None:
+    """The tool loop's model turns read their engine with gateway.stream_idle_s as the relay does (LoopConfig.quiet_s:
+    tests/agents/test_loop.py::test_a_model_turn_of_keep_alives_is_the_engines_silence); before, with none."""
+    async for g in grid(tmp_path, T.sane):
+        assert g.gw.agents.loop.quiet_s == g.gw.spec.gateway.stream_idle_s == 300.0

@@ -51,7 +51,7 @@ from aigrid.agents.steps import (
 )
 from aigrid.agents.tool import NO_CONTEXT, ToolContext, ToolError, ToolRegistry
 from aigrid.engines.protocol import Engine
-from aigrid.engines.sse import DONE, SseDecoder
+from aigrid.engines.sse import DONE, Quiet, SseDecoder, SseError
 from aigrid.engines.wrapped import read_whole
 from aigrid.errors import EngineStreamBroken, EngineUnavailable, InvalidRequest
 from aigrid.json_depth import MAX_DEPTH, depth_message, too_deep
@@ -96,6 +96,10 @@ class LoopConfig:
     """The most bytes of one model turn's answer the loop reads (it holds the turn's text and calls as they come):
     more is the engine's failure (EngineStreamBroken). The gateway gives the bound of a whole answer
     (Proxy.most_bytes, through WrappedEngine.bound); None: no bound."""
+    quiet_s: float | None = None
+    """The longest one model turn's engine may send reads that complete no data event (comments, keep-alives):
+    more is the engine's failure (EngineStreamBroken), as the relay's (sse.Quiet). The gateway gives
+    gateway.stream_idle_s; None: no bound (a turn of keep-alives lasted to the loop's own ceiling)."""
 
 
 DEFAULT_LOOP = LoopConfig()
@@ -438,7 +442,8 @@ async def run_tool_loop(engine: Engine, body: Mapping[str, Any], registry: ToolR
         turn_start = clock()
         turn: Turn | None = None
         async for item in _model_turn(engine, payload, turn_constrained, first=model_calls == 0,
-                                      limit=config.max_turn_bytes, quiet=quiet):
+                                      limit=config.max_turn_bytes, quiet=quiet,
+                                      silence=None if config.quiet_s is None else Quiet(config.quiet_s, clock)):
             if isinstance(item, Turn):
                 turn = item
             else:
@@ -633,9 +638,11 @@ def _openai_call(call: Call) -> dict[str, Any]:
 
 
 async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool, first: bool,
-                      limit: int | None = None, quiet: bool = False) -> AsyncIterator[TextDelta | Turn | Rejected]:
+                      limit: int | None = None, quiet: bool = False, silence: Quiet | None = None
+                      ) -> AsyncIterator[TextDelta | Turn | Rejected]:
     """One streamed model call: TextDelta for text that may be the final answer (none when `quiet`), then the Turn.
-    An answer past `limit` bytes (None: no limit) is the engine's failure, read no further (EngineStreamBroken)."""
+    An answer past `limit` bytes (None: no limit), or that sends reads without a data event for longer than
+    `silence` allows (None: no bound), is the engine's failure, read no further (EngineStreamBroken)."""
     turn = Turn()
     native: dict[int, dict[str, str]] = {}
     answer = AnswerStream()
@@ -656,7 +663,16 @@ async def _model_turn(engine: Engine, payload: dict[str, Any], constrained: bool
                 if not done and size < 1_000_000:  # kept for an engine that answers plain JSON
                     parts.append(chunk)
                     size += len(chunk)
-                for ev in decoder.feed(chunk):
+                events = decoder.feed(chunk)
+                if silence is not None:
+                    if any(ev.data is not None for ev in events):
+                        silence.since = None
+                    else:
+                        try:
+                            silence.read()
+                        except SseError as e:
+                            raise EngineStreamBroken(f"a model turn of the tool loop sent {e}") from e
+                for ev in events:
                     if ev.data is None or done:
                         continue
                     if ev.data == DONE:

@@ -37,6 +37,29 @@ class SseError(ValueError):
     """The stream cannot be read as server-sent events (an event larger than the decoder's limit)."""
 
 
+class Quiet:
+    """An engine stream's reads that complete no data event (comments, keep-alives, pieces of one event): the read
+    timeout (gateway.stream_idle_s) sees reads, not events, so an engine that sent only those was never silent. Past
+    `limit` seconds of such reads, read() raises SseError. The one implementation for the relay (relay.EventPipe)
+    and a tool loop's model turn (agents/loop.py); a read that completes a data event sets `since` to None."""
+
+    __slots__ = ("limit", "since", "_clock")
+
+    def __init__(self, limit: float, clock: Callable[[], float]) -> None:
+        self.limit = limit
+        self.since: float | None = None
+        """When the reads without a data event began (None: the last read held one)."""
+        self._clock = clock
+
+    def read(self) -> None:
+        """A read that completed no data event."""
+        now = self._clock()
+        if self.since is None:
+            self.since = now
+        elif now - self.since > self.limit:
+            raise SseError(f"no data event for {self.limit:g} s (only comments or pieces of one)")
+
+
 @dataclass(slots=True)
 class Event:
     data: bytes | None

@@ -83,7 +83,8 @@ class AgentRuntime:
                for name, m in spec.agents.mcp_servers.items()]
         return cls(spec, tools, LoopConfig(max_steps=spec.agents.max_steps,
                                            max_steps_limit=spec.agents.max_steps_limit,
-                                           tool_timeout_s=spec.agents.tool_timeout_s),
+                                           tool_timeout_s=spec.agents.tool_timeout_s,
+                                           quiet_s=spec.gateway.stream_idle_s),
                    stores, {} if missing else {alias: embedder for alias in MiniLMEmbedder.aliases}, client, mcp)
 
     async def start(self, vet: Callable[[str, str], Verdict | None] | None = None) -> None:

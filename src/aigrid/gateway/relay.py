@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from aigrid.engines.legacy_completions import COMPLETIONS_PATH
-from aigrid.engines.sse import CUT_SHORT, DONE, Event, SseDecoder, SseError, comment, encode
+from aigrid.engines.sse import CUT_SHORT, DONE, Event, Quiet, SseDecoder, SseError, comment, encode
 from aigrid.errors import EngineError, EngineStreamBroken
 from aigrid.gateway.continuation import Delivered, Rewriter, why_not_continuable
 from aigrid.gateway.output_filter import OutputFilter
@@ -97,13 +97,10 @@ class EventPipe:
         self._filter = output
         self._most_tokens = most_tokens
         self._most_bytes = _UNBOUNDED if most_bytes is None else most_bytes
-        self._quiet_s = math.inf if quiet_s is None else quiet_s
         self.max_s = max_s
         self._expired = False
-        self._clock = clock
         self._read = 0
-        self._quiet_since: float | None = None
-        """When the reads without a data event began (None: the last read held one)."""
+        self._silence = Quiet(math.inf if quiet_s is None else quiet_s, clock)
         self.past: str | None = None
         """Why the answer was cut at a bound (most_bytes, quiet_s); None while within them."""
         self._sse = sse
@@ -128,7 +125,7 @@ class EventPipe:
         self._rewriter = Rewriter(self.delivered)
         self._decoder = SseDecoder()
         self._recent = (b"", b"")
-        self._quiet_since = None
+        self._silence.since = None
         self._sse = sse
 
     def ended(self, tail: bytes) -> bool:
@@ -153,7 +150,7 @@ class EventPipe:
                 and DONE not in raw and not _null_event(raw)):
             datas = self._decoder.data_only(raw)
             if datas is not None:  # the engine's usual read, whole token events: the lean path, no events built
-                self._quiet_since = None
+                self._silence.since = None
                 if self.track:
                     observe = self.delivered.observe
                     for data in datas:
@@ -167,7 +164,7 @@ class EventPipe:
             self._quiet()
             return b""
         if any(ev.data is not None for ev in events):
-            self._quiet_since = None
+            self._silence.since = None
         else:
             self._quiet()
         complete = self._decoder.complete
@@ -196,11 +193,10 @@ class EventPipe:
 
     def _quiet(self) -> None:
         """A read that completed no data event: past `quiet_s` of such reads, the engine is silent (SseError)."""
-        now = self._clock()
-        if self._quiet_since is None:
-            self._quiet_since = now
-        elif now - self._quiet_since > self._quiet_s:
-            self._cut(f"no data event for {self._quiet_s:g} s (only comments or pieces of one)")
+        try:
+            self._silence.read()
+        except SseError as e:
+            self._cut(str(e))
 
     def _cut(self, why: str) -> None:
         self.past = why
