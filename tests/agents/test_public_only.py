@@ -343,6 +343,19 @@ async def test_a_look_up_that_began_late_is_not_remembered_as_a_name_without_ans
     assert asked.count("good.example") == 2
 
 
+def _dead_or_docs_fetch() -> tuple[HttpFetch, list[httpx.Request]]:
+    """http_fetch allowed *.dead.example and docs.example.org behind the public-only transport, and the requests
+    that reached the (mock) network: each answered "hello"."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, headers={"content-type": "text/plain"}, text="hello")
+
+    return HttpFetch(["*.dead.example", "docs.example.org"],
+                     httpx.AsyncClient(transport=PublicOnlyTransport(httpx.MockTransport(handler)))), seen
+
+
 def _dead_names_and_a_good_one(monkeypatch: pytest.MonkeyPatch) -> tuple[object, list[int], list[str]]:
     """getaddrinfo that never answers (until the returned event is set) for a name under dead.example, and answers
     at once for any other; [threads held now], [names asked]."""
@@ -390,14 +403,7 @@ async def test_one_tenant_s_fetches_on_dead_names_leave_the_other_tenants_a_dns_
     from aigrid.agents.tool import ToolContext
 
     answer, running, asked = _dead_names_and_a_good_one(monkeypatch)
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, headers={"content-type": "text/plain"}, text="hello")
-
-    tool = HttpFetch(["*.dead.example", "docs.example.org"],
-                     httpx.AsyncClient(transport=PublicOnlyTransport(httpx.MockTransport(handler))))
+    tool, seen = _dead_or_docs_fetch()
     a = ToolContext(tenant="a")
     try:
         hanging = [asyncio.ensure_future(tool.run({"url": f"http://n{i}.dead.example/"}, a)) for i in range(8)]
@@ -484,14 +490,7 @@ async def test_sixteen_tenants_hanging_on_dead_names_leave_another_tenant_s_fetc
     from aigrid.agents.tool import ToolContext
 
     answer, running, asked = _dead_names_and_a_good_one(monkeypatch)
-    seen: list[httpx.Request] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        return httpx.Response(200, headers={"content-type": "text/plain"}, text="hello")
-
-    tool = HttpFetch(["*.dead.example", "docs.example.org"],
-                     httpx.AsyncClient(transport=PublicOnlyTransport(httpx.MockTransport(handler))))
+    tool, seen = _dead_or_docs_fetch()
     hangers = [f"t{i}" for i in range(public_only.DNS_THREADS // public_only.TENANT_LOOKUPS)]
     try:
         hanging = [asyncio.ensure_future(tool.run({"url": f"http://{t}n{i}.dead.example/"}, ToolContext(tenant=t)))
