@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import httpx
@@ -176,11 +177,7 @@ async def test_a_burst_of_connections_cannot_pass_the_viewer_cap(gateway: Gatewa
     served. The place is taken at admission now: 2 served, 6 refused with a 429."""
     import asyncio
 
-    gate, flowing = asyncio.Event(), []
-
-    async def held(_: float) -> None:  # each admitted feed waits here after its first tick until the gate opens
-        flowing.append(1)
-        await gate.wait()
+    gate, flowing, held = held_feeds()
 
     app = build_app(gateway, extra_routes=dashboard_routes(gateway, interval_s=0.01, sleep=held, max_viewers=2))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
@@ -203,11 +200,7 @@ async def test_each_worker_serves_its_share_of_the_live_feeds(gateway: Gateway) 
     import asyncio
 
     gateway.workers = 2
-    gate, flowing = asyncio.Event(), []
-
-    async def held(_: float) -> None:
-        flowing.append(1)
-        await gate.wait()
+    gate, flowing, held = held_feeds()
 
     app = build_app(gateway, extra_routes=dashboard_routes(gateway, interval_s=0.01, sleep=held, max_viewers=4))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
@@ -219,3 +212,15 @@ async def test_each_worker_serves_its_share_of_the_live_feeds(gateway: Gateway) 
         assert third.status_code == 429 and third.json()["error"]["code"] == "overloaded"
         gate.set()
         assert [r.status_code for r in await asyncio.gather(*feeds)] == [200, 200]
+
+
+def held_feeds() -> tuple[asyncio.Event, list[int], Callable[[float], Awaitable[None]]]:
+    """A feed's sleep that holds each admitted feed after its first tick until `gate` opens, and the feeds held
+    so far (`flowing`)."""
+    gate, flowing = asyncio.Event(), []
+
+    async def held(_: float) -> None:
+        flowing.append(1)
+        await gate.wait()
+
+    return gate, flowing, held
