@@ -1,0 +1,44 @@
+"""The personal-data detector's cost on long runs of digit groups, its worst case (docs/security.md, "Limits"):
+one `find_pii` call on N characters of each repeated unit and of random digit groups (seed 5), in ms.
+
+    .venv/bin/python scripts/bench_pii_worst_case.py [N]          # N characters (default 300,000)
+
+Before/after a change: run it with PYTHONPATH set to a `git archive REV src` of the other tree."""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+
+from aigrid.security.firewall.pii import find_pii
+
+UNITS = ("12 ", "1 2 ", "123 4567 ", "+1 415 555 0100 ")
+
+
+def random_groups(n: int, rng: random.Random) -> str:
+    """n characters of digit groups of 1-5 digits, each followed by a space, hyphen or dot."""
+    out: list[str] = []
+    size = 0
+    while size < n:
+        group = "".join(rng.choice("0123456789") for _ in range(rng.randint(1, 5))) + rng.choice("  -. ")
+        out.append(group)
+        size += len(group)
+    return "".join(out)[:n]
+
+
+def timed(name: str, text: str) -> None:
+    started = time.perf_counter()
+    items = find_pii(text)
+    print(f"{name!r:22} {len(text):>9,} chars {(time.perf_counter() - started) * 1000:8.0f} ms  items={len(items)}")
+
+
+def main() -> None:
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 300_000
+    for unit in UNITS:
+        timed(unit, unit * (n // len(unit)))
+    timed("random groups", random_groups(n, random.Random(5)))
+
+
+if __name__ == "__main__":
+    main()
