@@ -500,13 +500,21 @@ def _signer(signature: bytes, message: bytes, keys: dict[str, Ed25519PublicKey],
 
 def _check_anchor(anchor: tuple[int, str], chained: dict[int, str], last_seq: int, report: VerifyReport) -> None:
     seq, anchored = anchor
+    _check_held(seq, anchored, chained, last_seq, report, f"the anchor {seq}",
+                "deleted, or the file was replaced by an older copy or another log",
+                "the anchor (the log was rewritten, or the file replaced by another log)")
+
+
+def _check_held(seq: int, record_hash: str, chained: dict[int, str], last_seq: int, report: VerifyReport,
+                before: str, gone: str, match: str) -> None:
+    """The log must reach record `seq` (the anchor's, the head file's) and hold `record_hash` there: past its end,
+    "the log ends at record L, before {before}: records L+1..seq were {gone}"; a hash unlike it, "record seq does not
+    match {match}"."""
     if seq > last_seq:
-        report._bad(last_seq + 1, f"the log ends at record {last_seq}, before the anchor {seq}: "
-                                  f"{records_span(last_seq + 1, seq)} {agreeing(seq - last_seq, 'was', 'were')} "
-                                  "deleted, or the file was replaced by an older copy or another log")
-    elif chained.get(seq) != anchored:
-        report._bad(seq, f"record {seq} does not match the anchor (the log was rewritten, or the file replaced by "
-                         "another log)")
+        report._bad(last_seq + 1, f"the log ends at record {last_seq}, before {before}: "
+                                  f"{records_span(last_seq + 1, seq)} {agreeing(seq - last_seq, 'was', 'were')} {gone}")
+    elif chained.get(seq) != record_hash:
+        report._bad(seq, f"record {seq} does not match {match}")
 
 
 def _signed_head(db_path: Path, keys: dict[str, Ed25519PublicKey]) -> tuple[int, str] | str | None:
@@ -540,13 +548,9 @@ def _check_head(db_path: Path, head: tuple[int, str], chained: dict[int, str], l
                              "signed only once the head was at or past it: an older head file was put back, perhaps "
                              "with records cut from the log's end; restore the log and its head file together from "
                              "the same backup, or verify with --anchor (the last anchor kept) to find a cut")
-    if seq > last_seq:
-        report._bad(last_seq + 1, f"the log ends at record {last_seq}, before its head file {name} (record {seq}): "
-                                  f"{records_span(last_seq + 1, seq)} {agreeing(seq - last_seq, 'was', 'were')} cut "
-                                  "(truncated), or the log was replaced by an older copy")
-    elif chained.get(seq) != record_hash:
-        report._bad(seq, f"record {seq} does not match the head file {name} (the log was rewritten, or replaced by "
-                         "another log)")
+    _check_held(seq, record_hash, chained, last_seq, report, f"its head file {name} (record {seq})",
+                "cut (truncated), or the log was replaced by an older copy",
+                f"the head file {name} (the log was rewritten, or replaced by another log)")
 
 
 def _text(value: object) -> str:
