@@ -251,16 +251,15 @@ class BatchRunner:
         await self._write_unwritten(run, row, output, progress, total)
         if run.why is None and (progress.done or obj["status"] != "validating"):
             await self._room_to_resume(run, row, output)
-        skip = progress.done | set(self._unwritten.get(row.id, ()))  # answered, or ran and held here: never run again
-        async with contextlib.aclosing(self._lines(path, obj["endpoint"], skip)) as pending:
+        async with contextlib.aclosing(self._lines(path, obj["endpoint"], self._not_to_run(row, progress))) as pending:
             await self._run_lines(run, row, pending, output, progress, total)
         if run.why in ("stop", "lost"):
             return  # resumable: the claim is released (stop) or someone else holds it (lost)
         if run.why == "expired" or (run.why is None and len(progress.done) < total
                                     and self.clock() >= obj["expires_at"]):
             try:
-                not_run = progress.done | set(self._unwritten.get(row.id, ()))
-                async with contextlib.aclosing(self._lines(path, obj["endpoint"], not_run)) as unfinished:
+                async with contextlib.aclosing(self._lines(path, obj["endpoint"],
+                                                           self._not_to_run(row, progress))) as unfinished:
                     async for line in unfinished:
                         record = {"id": "batch_req_" + os.urandom(12).hex(), "custom_id": line.custom_id,
                                   "response": None, "error": EXPIRED}
@@ -279,6 +278,10 @@ class BatchRunner:
             if run.why == "full":
                 log.warning("batch %s: completed, its last lines kept past the limit that stopped it", row.id)
             await self._finish(row, output, progress, total, "completed")
+
+    def _not_to_run(self, row: StoredBatch, progress: Progress) -> set[str]:
+        """The custom_ids of the batch's lines never to run again (nor mark expired): answered, or ran and held here."""
+        return progress.done | set(self._unwritten.get(row.id, ()))
 
     def _lines(self, path: Path, endpoint: str, done: set[str]) -> AsyncGenerator[Line, None]:
         """The batch's lines not `done` (read when each is reached), in file order, from its input file a chunk at
