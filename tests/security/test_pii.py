@@ -535,98 +535,6 @@ def test_a_number_laid_bare_after_an_item_is_read_across_pieces_up_to_a_break(pi
     assert all(at + i in gone for i in range(item.start, item.end) if joined[i].isdigit()), (joined, item, found)
 
 
-# The oracle for the differential tests below: _split, _in_run and _settled as they were at 5edff61 (before their
-# results were worked out on a window and kept, and a run read on without the queue), run in the module in their place.
-def _old_split(text: str, start: int, stop: int, kinds: frozenset[str] | None,
-               kept: object = None) -> list[tuple[str, int, int]]:  # `kept`: the signature called now, unused
-    from bisect import bisect_left
-    from itertools import islice
-
-    from aigrid.security.firewall import pii
-
-    run = pii._GROUP_RUN.match(text, start, min(stop, start + 2 * pii.MAX_ITEM_CHARS))
-    digits = [] if run is None else list(islice(pii._DIGIT.finditer(text, start, run.end()), pii._LONGEST_NUMBER + 1))
-    if len(digits) <= pii._LONGEST_NUMBER:
-        return []
-    at = [d.start() for d in digits]
-    end = at[-1]
-    ends = [j for j in range(start + 1, end) if text[j] in " .-" and text[j - 1].isdigit()]
-    held = [bisect_left(at, j) for j in ends]
-    for kind in pii.KINDS:
-        if kind in pii._NUMBERS and (kinds is None or kind in kinds):
-            pattern, valid = pii._FRESH[kind], pii._DETECTOR[kind][1]
-            fewest, most = pii._DIGITS_IN[kind]
-            for e in [e for e, n in zip(ends, held, strict=True) if fewest <= n <= most][::-1]:
-                if pii._AFTER[kind].match(text, e, stop) is not None and (m := pattern.match(text, start, e)) is not None \
-                        and m.end() == e and (valid is None or valid(m.group())):
-                    return [(kind, start, e)]
-    return []
-
-
-def _old_in_run(text: str, lo: int, hi: int, kinds: frozenset[str] | None, kept: object = None) -> list[PiiMatch]:
-    from aigrid.security.firewall import pii
-
-    for b in (lo, lo + 1) if text[lo] in " .-" else (lo,):
-        for kind in pii.KINDS:
-            if kind in pii._NUMBERS and (kinds is None or kind in kinds) \
-                    and (m := pii._FRESH[kind].match(text, b, hi)) is not None:
-                valid = pii._DETECTOR[kind][1]
-                if valid is None or valid(m.group()):
-                    return [PiiMatch(kind, b, m.end())]
-                if cut := _old_split(text, b, hi, kinds):
-                    return [PiiMatch(*cut[0])]
-    return []
-
-
-
-def _old_settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, start: int, end: int,
-                 prune: bool, kept: object = None) -> list[PiiMatch]:
-    from aigrid.security.firewall import pii
-
-    out: list[PiiMatch] = []
-    todo: list[tuple[int, PiiMatch | None]] = [(taken[-1].end, None)]
-    todo += [(taken[i - 1].end if i else -1, taken[i]) for i in range(len(taken) - 1, -1, -1)]
-    while todo:
-        lo, item = todo.pop()
-        hi = end if item is None else item.start
-        head = lo >= 0 and lo < hi and pii._BARED.match(text, lo, hi) is not None
-        tail = item is not None and hi > max(lo, start) and text[hi].isdigit() and (text[hi - 1].isalnum() or (
-            text[hi - 1] in " .-" and hi - 1 > max(lo, start) and text[hi - 2].isdigit()))
-        found: list[PiiMatch] = []
-        if head and tail and hi - lo <= 2 * pii._EDGE:
-            found = [PiiMatch(m.kind, lo + m.start, lo + m.end) for m in pii._find(text[lo:hi], kinds, 0, prune, False)]
-        else:
-            if head:
-                reach = min(hi, lo + (pii._EDGE if text.find("@", lo, lo + pii._EDGE) >= 0 else pii._NUMBER_EDGE))
-                ahead = kinds if text[lo] != " " else pii._NUMBERS if kinds is None else kinds & pii._NUMBERS
-                if reach <= lo + pii._NUMBER_EDGE and pii._NOT_A_NUMBER.search(text, lo, reach) is None:
-                    found = _old_in_run(text, lo, reach, ahead)
-                else:
-                    found = [PiiMatch(m.kind, lo + m.start, lo + m.end)
-                             for m in pii._find(text[lo:reach], ahead, 0, prune, False)[:1] if m.start <= 1]
-            if tail:
-                at = max(start, lo, hi - (pii._EDGE if text.find("@", hi - pii._EDGE, hi) >= 0 else pii._NUMBER_EDGE))
-                cut = max(0, at - 2)
-                found += [PiiMatch(m.kind, cut + m.start, cut + m.end) for m in pii._find(text[cut:hi], kinds, at - cut,
-                                                                                      prune, False)
-                          if not found or cut + m.start >= found[-1].end]
-        if not found:
-            if item is not None:
-                out.append(item)
-            continue
-        if lo >= 0 and found[0].start <= lo + 1 and out:
-            first = found.pop(0)
-            out[-1] = PiiMatch(out[-1].kind, out[-1].start, first.end)
-            lo = first.end
-        if found and item is not None and found[-1].end == hi:
-            last = found.pop()
-            item = PiiMatch(last.kind, last.start, item.end)
-        todo.append((found[-1].end if found else lo, item))
-        todo += [(found[k - 1].end, found[k]) for k in range(len(found) - 1, 0, -1)]
-        todo += [(lo, found[0])] if found else []
-    return out
-
-
 _KIND_SETS = [None, frozenset({"card"}), frozenset({"phone"}), frozenset({"ssn", "phone"}), frozenset({"card", "email"})]
 
 
@@ -639,28 +547,23 @@ def _readings(text: str, kinds: frozenset[str] | None) -> tuple[Any, ...]:
             read_together(pieces, [find_pii(p, kinds) for p in pieces], kinds))
 
 
-def _same_as_before(text: str, kinds: frozenset[str] | None) -> None:
-    from aigrid.security.firewall import pii
-
-    new = _readings(text, kinds)
-    assert _readings(text, kinds) == new  # again, read from what was kept
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(pii, "_split", _old_split)
-        patch.setattr(pii, "_in_run", _old_in_run)
-        patch.setattr(pii, "_settled", _old_settled)
-        old = _readings(text, kinds)
-    assert new == old, text
+_SAVED_READINGS = "2a09eeade64828ba3fa0c3f5a98ef425ac57ceca85e0c4dea5e3ddc25db518a1"
+"""sha256 of the readings below. Saved at the final review (F2): they then equalled, text by text, those of
+_split, _in_run and _settled as written at 5edff61 (before their cuts were worked out on a window and kept), which a
+copy of that code in this file checked from 0899384 to 8e1a806. A change meant to alter what a run of digit groups
+reads makes this fail: check the new readings, then save the new digest (the assertion prints it)."""
 
 
-def test_digit_group_runs_read_the_same_as_before_their_cuts_were_kept() -> None:
-    """Differential: random runs of digit groups (ASCII, Arabic-Indic and full-width digits, every separator, signs,
-    brackets, now and then a letter or an @) read by find_pii, redact and read_together exactly as by the code
-    before _split and _in_run worked on a window and kept their results (which made "12 " * 100,000 25 times
-    dearer than before the twenty-fourth session: 770 ms)."""
+def test_digit_group_runs_read_as_saved() -> None:
+    """Random runs of digit groups (ASCII, Arabic-Indic and full-width digits, every separator, signs, brackets, now
+    and then a letter or an @; five kind sets, a start, three pieces) read by find_pii, redact and read_together as
+    saved, and the same when read again (each reading works out its own windows: pii._Kept)."""
+    import hashlib
     import random
 
     rng = random.Random(33)
     seps = [" ", " ", " ", ".", "-", "", "  ", " - ", "+", "(", ") ", "/", "x", "@", "\n"]
+    digest = hashlib.sha256()
     for n in range(3_000):
         digits = "0123456789" if n % 5 else "0123456789\u0663\uff11"
         groups = [rng.choice(["", "+", "(", ""]) + "".join(rng.choice(digits) for _ in range(rng.randint(1, 5)))
@@ -669,21 +572,11 @@ def test_digit_group_runs_read_the_same_as_before_their_cuts_were_kept() -> None
         if n % 3 == 0:  # periodic runs, whose windows repeat
             text = rng.choice(["12 ", "1 2 ", "123 4567 ", "+1 415 555 0100 ", "4111 ", "078-05-1120 "]) * rng.randint(
                 1, 60) + text[:rng.randint(0, 20)]
-        _same_as_before(text, _KIND_SETS[n % len(_KIND_SETS)])
-
-
-@settings(max_examples=1500, deadline=None)
-@given(st.lists(st.tuples(st.one_of(_ITEM, _FILLER), _GLUE), max_size=14), st.sampled_from(_KIND_SETS))
-def test_items_and_filler_read_the_same_as_before_their_cuts_were_kept(parts: list[tuple[str, str]],
-                                                                      kinds: frozenset[str] | None) -> None:
-    """Differential, the property tests' texts: items and filler glued (above), and the seam tests' cuts."""
-    _same_as_before("".join(part + glue for part, glue in parts), kinds)
-
-
-@settings(max_examples=800, deadline=None)
-@given(st.lists(_cuts, max_size=24).map("".join), st.sampled_from(_KIND_SETS))
-def test_cut_texts_read_the_same_as_before_their_cuts_were_kept(text: str, kinds: frozenset[str] | None) -> None:
-    _same_as_before(text, kinds)
+        kinds = _KIND_SETS[n % len(_KIND_SETS)]
+        readings = _readings(text, kinds)
+        assert _readings(text, kinds) == readings, text
+        digest.update(repr((text, readings)).encode())
+    assert digest.hexdigest() == _SAVED_READINGS, digest.hexdigest()
 
 
 def _counted_luhn(monkeypatch: pytest.MonkeyPatch) -> list[str]:
