@@ -64,6 +64,7 @@ from aigrid.gateway.relay_response import CLIENT_GONE, RelayResponse
 from aigrid.gateway.schemas import output_limit
 from aigrid.gateway.usage import NotAnAnswer, whole_answer, whole_max_bytes
 from aigrid.logs import fields
+from aigrid.spec.models import GatewaySpec
 from aigrid.telemetry.store import TelemetryStore
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -193,11 +194,10 @@ class FirstByteDeadline:
         return min(self.whole_max_s, self.seconds(cand) + DECODE_FACTOR * max_tokens * tpot_s(cand))
 
 
-STREAM_IDLE_S = 300.0
-"""gateway.stream_idle_s's default."""
-STREAM_MAX_S = 3600.0
-"""gateway.stream_max_s's default: an hour, so a long answer at a slow engine's pace passes (32k tokens at 10 a
-second is 55 minutes)."""
+STREAM_IDLE_S: float = GatewaySpec.model_fields["stream_idle_s"].default
+"""gateway.stream_idle_s's default (the spec's, one number)."""
+STREAM_MAX_S: float = GatewaySpec.model_fields["stream_max_s"].default
+"""gateway.stream_max_s's default (the spec's, one number; why an hour: its description)."""
 DECODE_FACTOR = 3.0
 """Slack on the decode time of a non-streamed answer: a busy engine's steps slow down as its batch grows."""
 DEFAULT_TPOT_S = 0.1
