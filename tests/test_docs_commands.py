@@ -18,7 +18,6 @@ import importlib
 import math
 import re
 import shlex
-import time
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -386,12 +385,10 @@ def _wrong_lines(docs: list[Path]) -> tuple[list[str], int, set[tuple[str, str]]
 
 
 def test_every_command_line_in_the_docs_parses_against_what_it_runs() -> None:
-    started = time.perf_counter()
     bad, checked, pending = _wrong_lines(DOCS)
     assert checked > 300, checked  # the scan still finds the docs' commands
     assert not bad, "\n".join(bad)
     assert pending == PENDING, f"fixed in the docs, to be taken off PENDING: {PENDING - pending}"
-    assert time.perf_counter() - started < 5
 
 
 @pytest.mark.parametrize(("line", "wrong"), [
