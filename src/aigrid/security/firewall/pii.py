@@ -359,13 +359,11 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
             # each number of a run of digit groups read straight (as below) and made one with the item before it: read
             # on along the run here, a number at a time, without the queue (a run of "12 " cost ~6 us an item through it)
             moved = lo
-            while head and (reach := min(hi, lo + (_EDGE if text.find("@", lo, lo + _EDGE) >= 0 else _NUMBER_EDGE))) \
-                    <= lo + _NUMBER_EDGE and _NOT_A_NUMBER.search(text, lo, reach) is None and (got := kept.of(_first_in, text[lo:reach], kinds
-                                                                    if text[lo] != " " else _NUMBERS if kinds is None
-                                                                    else kinds & _NUMBERS)):
-                last = out[-1]
-                out[-1] = PiiMatch(last.kind, last.start, lo + got[2])
+            while head and (reach := _reach(text, lo, hi)) <= lo + _NUMBER_EDGE \
+                    and _NOT_A_NUMBER.search(text, lo, reach) is None \
+                    and (got := kept.of(_first_in, text[lo:reach], _ahead(text, lo, kinds))):  # _in_run, unwrapped
                 lo += got[2]
+                out[-1] = PiiMatch(out[-1].kind, out[-1].start, lo)
                 head = lo < hi and _BARED.match(text, lo, hi) is not None
             if lo != moved:
                 todo.append((lo, item))  # what follows the run read as before
@@ -376,9 +374,7 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
                      for m in _find(text[lo:hi], kinds, 0, prune, False, kept)]
         else:
             if head:
-                reach = min(hi, lo + (_EDGE if text.find("@", lo, lo + _EDGE) >= 0 else _NUMBER_EDGE))  # no @: a number
-                # after a space only a number's look-behind (a digit and a separator) changes: only those are read
-                ahead = kinds if text[lo] != " " else _NUMBERS if kinds is None else kinds & _NUMBERS
+                reach, ahead = _reach(text, lo, hi), _ahead(text, lo, kinds)
                 if reach <= lo + _NUMBER_EDGE and _NOT_A_NUMBER.search(text, lo, reach) is None:
                     found = _in_run(text, lo, reach, ahead, kept)  # digit groups only: a number, read straight (as _find)
                 else:
@@ -406,6 +402,18 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
         todo += [(found[k - 1].end, found[k]) for k in range(len(found) - 1, 0, -1)]
         todo += [(lo, found[0])] if found else []
     return out
+
+
+def _reach(text: str, lo: int, hi: int) -> int:
+    """How far _settled reads from `lo` (before `hi`): an item's reach with its look-arounds, a number's where no @ is
+    in reach."""
+    return min(hi, lo + (_EDGE if text.find("@", lo, lo + _EDGE) >= 0 else _NUMBER_EDGE))
+
+
+def _ahead(text: str, lo: int, kinds: frozenset[str] | None) -> frozenset[str] | None:
+    """The detectors _settled reads from `lo` with: after a space only a number's look-behind (a digit and a
+    separator) changes, so only the number detectors."""
+    return kinds if text[lo] != " " else _NUMBERS if kinds is None else kinds & _NUMBERS
 
 
 def _in_run(text: str, lo: int, hi: int, kinds: frozenset[str] | None, kept: _Kept) -> list[PiiMatch]:
