@@ -547,7 +547,7 @@ async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_agai
         assert not breaks  # the connection did break
 
         breaks.append(1)  # again, the copy sent too late
-        monkeypatch.setattr(hub_client_module, "RESEND_WITHIN_S", 0.0)
+        backend._resend.within_s = 0.0
         r = await quotas.admit(ALICE, 300)
         await quotas.settle(r, 100)
         for _ in range(200):

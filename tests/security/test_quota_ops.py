@@ -177,12 +177,44 @@ async def test_a_release_that_keeps_failing_is_given_up_when_its_op_is_forgotten
     assert q.unreleased == 3 and calls["release"] >= 4  # each tried again before its op was forgotten
     assert len([m for m in caplog.messages if "was not released" in m]) == 3
     store.fail = {"consume"}
-    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 60.0, raising=False)
+    q._unreleased.pause_s = 60.0
     monkeypatch.setattr(inner, "release", failing)
     with pytest.raises(TimeoutError):
         await q.admit(ALICE, 100)
     await q.aclose()  # the gateway stops: the one waiting is given up, the background task ended
-    assert q.unreleased == 4 and not q._unreleased and q._releaser is None
+    assert q.unreleased == 4 and not q._unreleased and q._unreleased._task is None
+
+
+async def test_a_release_the_store_keeps_failing_does_not_hold_up_the_others(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two failed charges wait for their release; the store keeps failing the first one's release (from the first
+    round on) but takes the second's. Before, a round stopped at its first failure: the second was never tried while
+    the first waited (RELEASE_RETRY_WITHIN_S, 25 s), its charge held all that time."""
+    monkeypatch.setattr(quotas_module, "RELEASE_RETRY_PAUSE_S", 0.01, raising=False)
+    inner = MemoryQuotaBackend()
+    store = LateAnswer(inner)
+    q = Quotas(RULES, cast(QuotaBackend, store), clock=lambda: NOW)
+    tried: list[str] = []
+    real_release = inner.release
+
+    async def release(op: str, counters: Any) -> None:
+        tried.append(op)
+        if op not in tried[:-1] or op == tried[0]:  # each one's first release fails, and every one of the first's
+            raise ConnectionError("release: the store cannot take it")
+        await real_release(op, counters)
+
+    monkeypatch.setattr(inner, "release", release)
+    for _ in range(2):
+        store.fail = {"consume"}
+        with pytest.raises(TimeoutError):
+            await q.admit(ALICE, 100)
+    assert len(q._unreleased) == 2 and await values(inner) == (2, 200, 200)
+    first, second = tried[0], tried[1]
+    assert first != second
+    assert await until(lambda: len(q._unreleased) == 1)  # the second released, the first still waits
+    assert tried[2:4] == [first, second]  # in the first round: tried right after the first one failed
+    assert await values(inner) == (1, 100, 100)
+    await q.aclose()
+    assert q.unreleased == 1
 
 
 class _HeldReplies:

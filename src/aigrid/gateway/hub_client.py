@@ -31,7 +31,6 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,6 +41,7 @@ from aigrid.gateway.hub_protocol import Done, FrameTooLarge, FrameWriter, Lost, 
 from aigrid.gateway.response_store import BrokenHistory, Pending, StoredResponse
 from aigrid.security.firewall.abuse_shared import Batch, SharedVerdicts, answer_from_wire, request_to_wire
 from aigrid.security.quota_backend import MEMORY_OP_TTL_S, Consumed, Counter, Released
+from aigrid.security.quota_retry import TryAgain
 from aigrid.telemetry.prefill_book import from_wire, to_wire
 from aigrid.telemetry.shared import LocalReport, SharedView
 
@@ -336,8 +336,11 @@ class HubQuotaBackend:
         self._client = client
         self.unsettled = 0
         self.on_unsettled: Callable[[], None] | None = None
-        self._resend: deque[tuple[float, dict[str, Any]]] = deque()  # (first posted, monotonic; the message)
-        self._resender: asyncio.Task[None] | None = None
+        self._resend = TryAgain[tuple[float, dict[str, Any]]](
+            self._post_again, lambda waiting, why: self._lose(why, waiting[1]), what="quota settlement",
+            within_s=RESEND_WITHIN_S, max_waiting=RESEND_MAX, pause_s=RESEND_PAUSE_S, pause_max_s=RESEND_PAUSE_S,
+            wait_first=False)
+        """Settlements waiting to be sent again: (first posted, monotonic; the message)."""
         client.closing.append(self._give_up)
 
     async def consume(self, counters: Sequence[Counter], op: str | None = None) -> Consumed:
@@ -389,41 +392,20 @@ class HubQuotaBackend:
 
     def _again(self, first: float, wire: dict[str, Any], error: str) -> None:
         """A settlement under its op, that the hub may not have (`error`), queued to be sent again once the hub can
-        be reached (the resender started); past RESEND_MAX waiting or RESEND_WITHIN_S from its first post, lost."""
-        if len(self._resend) >= RESEND_MAX:
-            self._lose(f"{error}; {RESEND_MAX} settlements already wait to be sent again", wire)
-        elif time.monotonic() - first >= RESEND_WITHIN_S:
-            self._lose(f"{error}; first posted {RESEND_WITHIN_S:g} s ago or more (the hub may have forgotten its op)",
-                       wire)
+        be reached (quota_retry.TryAgain, every RESEND_PAUSE_S); past RESEND_MAX waiting or RESEND_WITHIN_S from its
+        first post, lost."""
+        why = self._resend.add((first, wire), first)
+        if why is not None:
+            self._lose(f"{error}; settlements: {why}", wire)
         else:
             log.warning("quota settlement %s %s; sent again once the hub can be reached", wire["op"], error)
-            self._resend.append((first, wire))
-            if self._resender is None or self._resender.done():
-                self._resender = asyncio.get_running_loop().create_task(self._send_again(), name="aigrid-hub-settlements")
 
-    async def _send_again(self) -> None:
-        """Post each waiting settlement again under its op, in order, once the hub can be reached."""
-        while self._resend:
-            first, wire = self._resend[0]
-            if time.monotonic() - first >= RESEND_WITHIN_S:
-                self._resend.popleft()
-                self._lose(f"the hub could not be reached again within {RESEND_WITHIN_S:g} s", wire)
-                continue
-            try:
-                await self._post(wire, first)
-            except HubError as e:
-                log.warning("quota settlements waiting to be sent again (%d): %s", len(self._resend), e)
-                await asyncio.sleep(RESEND_PAUSE_S)
-                continue
-            self._resend.popleft()
+    async def _post_again(self, waiting: tuple[float, dict[str, Any]]) -> None:
+        await self._post(waiting[1], waiting[0])
 
     def _give_up(self) -> None:
         """The worker stops: the settlements still waiting are lost."""
-        if self._resender is not None:
-            self._resender.cancel()
-        waiting, self._resend = self._resend, deque()
-        for _, wire in waiting:
-            self._lose("the worker stopped before the hub could be reached again", wire)
+        self._resend.stop("the worker stopped before the hub could be reached again")
 
     def _lose(self, error: str, wire: dict[str, Any]) -> None:
         self.unsettled += 1

@@ -9,8 +9,6 @@ clock is injected.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -22,6 +20,7 @@ from typing import TypeVar
 from aigrid.errors import RateLimited
 from aigrid.security.principal import Principal
 from aigrid.security.quota_backend import MEMORY_OP_TTL_S, Counter, MemoryQuotaBackend, QuotaBackend
+from aigrid.security.quota_retry import TryAgain
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +101,12 @@ class Quotas:
         self._named = getattr(self.backend, "pauses", True)
         """Calls are named by an op (quota_backend.py) on a store that pauses (Redis, the hub): one that never pauses
         nor fails (the in-process one) has nothing to repeat or release."""
-        self._unreleased: dict[str, tuple[float, list[Counter]]] = {}
-        """Charges that failed and whose release failed too, by op: (when the charge was sent, monotonic; its
-        counters), released again in the background (_release_later) within RELEASE_RETRY_WITHIN_S."""
-        self._releaser: asyncio.Task[None] | None = None
+        self._unreleased = TryAgain[tuple[str, list[Counter]]](
+            self._release, lambda waiting, why: self._give_up(waiting[0], why), what="quota release",
+            within_s=RELEASE_RETRY_WITHIN_S, max_waiting=RELEASE_RETRY_MAX, pause_s=RELEASE_RETRY_PAUSE_S,
+            pause_max_s=RELEASE_RETRY_PAUSE_MAX_S, sent=self._released)
+        """Charges that failed and whose release failed too, (op, counters), released again in the background
+        (_release_later) within RELEASE_RETRY_WITHIN_S."""
         self.unreleased = 0
         """Failed charges given up unreleased (the store still failing RELEASE_RETRY_WITHIN_S after the charge, more
         than RELEASE_RETRY_MAX waiting, or the gateway stopping): what the store applied of each stays charged for its
@@ -188,35 +189,20 @@ class Quotas:
             raise
 
     def _release_later(self, op: str, counters: list[Counter], sent: float) -> None:
-        """A failed charge whose release failed too: kept (RELEASE_RETRY_MAX at most) and released again in the
-        background, with a growing pause, until the store takes it or RELEASE_RETRY_WITHIN_S after the charge was
-        `sent` (its op then forgotten: a release would take nothing back). Logged as it failed (_charging), and once at the
-        end (released, or given up and counted)."""
-        if len(self._unreleased) >= RELEASE_RETRY_MAX:
-            self._give_up(op, f"{RELEASE_RETRY_MAX} failed charges already wait for their release")
-            return
-        self._unreleased[op] = (sent, counters)
-        if self._releaser is None or self._releaser.done():
-            self._releaser = asyncio.get_running_loop().create_task(self._release_again(), name="aigrid-quota-release")
+        """A failed charge whose release failed too: released again in the background (quota_retry.TryAgain: a
+        growing pause, RELEASE_RETRY_MAX waiting at most) until the store takes it or RELEASE_RETRY_WITHIN_S after
+        the charge was `sent` (its op then forgotten: a release would take nothing back). Logged as it failed
+        (_charging), and once at the end (released, or given up and counted)."""
+        why = self._unreleased.add((op, counters), sent)
+        if why is not None:
+            self._give_up(op, f"failed charges: {why}")
 
-    async def _release_again(self) -> None:
-        pause = RELEASE_RETRY_PAUSE_S
-        while self._unreleased:
-            await asyncio.sleep(pause)
-            pause = min(2 * pause, RELEASE_RETRY_PAUSE_MAX_S)
-            for op, (sent, counters) in list(self._unreleased.items()):
-                if time.monotonic() - sent >= RELEASE_RETRY_WITHIN_S:
-                    del self._unreleased[op]
-                    self._give_up(op, f"the store did not take its release within {RELEASE_RETRY_WITHIN_S:g} s")
-                    continue
-                try:
-                    await self.backend.release(op, counters)
-                except Exception:  # still failing (logged at debug: once as it failed first): a longer pause
-                    log.debug("quota charge %s: its release failed again", op, exc_info=True)
-                    break
-                self._unreleased.pop(op, None)
-                pause = RELEASE_RETRY_PAUSE_S
-                log.warning("quota charge %s released on a later try (the store answers again)", op)
+    async def _release(self, waiting: tuple[str, list[Counter]]) -> None:
+        await self.backend.release(*waiting)
+
+    @staticmethod
+    def _released(waiting: tuple[str, list[Counter]]) -> None:
+        log.warning("quota charge %s released on a later try (the store answers again)", waiting[0])
 
     def _give_up(self, op: str, why: str) -> None:
         self.unreleased += 1
@@ -227,14 +213,7 @@ class Quotas:
 
     async def aclose(self) -> None:
         """Stop releasing failed charges again (the gateway stops): those still waiting are given up (logged)."""
-        if self._releaser is not None:
-            self._releaser.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._releaser
-            self._releaser = None
-        waiting, self._unreleased = self._unreleased, {}
-        for op in waiting:
-            self._give_up(op, "the gateway stopped before the store took its release")
+        await self._unreleased.aclose("the gateway stopped before the store took its release")
 
     async def extend(self, reservation: Reservation, tokens: int, *, used: int | None = None,
                      give: int = 0) -> tuple[Reservation, int] | None:
