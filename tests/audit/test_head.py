@@ -342,3 +342,35 @@ def test_the_writer_refuses_a_head_its_key_did_not_sign(tmp_path: Path) -> None:
     store = AuditStore(rotated, KEY)  # its head is the other key's, which signed after this key's checkpoint
     store.open()
     store.close()
+
+
+def test_a_new_key_s_writer_refuses_a_log_whose_head_was_deleted(tmp_path: Path) -> None:
+    """A key rotation: the old key's writer kept a head; records cut from the end with their checkpoint and the head
+    deleted. The new key's writer checks only its own checkpoints (none here), so it took the log for one written
+    before heads, opened it, and its first batch wrote a head that agrees with the cut: verify, given both keys, then
+    passed. It refuses it now (the log's format says its writers keep a head), and leaves it as it was."""
+    path = tmp_path / "audit.db"
+    store = write(path, 5, 3, checkpoint_after=1)  # records 1..8, checkpoint at 5, head at 8
+    store.open()
+    store.checkpoint()  # and at 8
+    store.close()
+    tamper(path, "DELETE FROM audit_records WHERE seq > 6", "DELETE FROM audit_checkpoints WHERE seq > 6")
+    Path(f"{path}-head").unlink()
+    new = Ed25519PrivateKey.generate()
+    with pytest.raises(LogCut, match=f"head file audit.db-head is missing, but the log's checkpoints after this "
+                                     f"key's last one are signed by another key \\({key_id(KEY.public_key())}\\)"):
+        AuditStore(path, new).open()
+    assert not Path(f"{path}-head").exists()
+    assert verify(path, [KEY.public_key(), new.public_key()]).problems == [MISSING.format(5)]
+
+
+def test_a_new_key_s_writer_still_opens_a_log_written_before_heads(tmp_path: Path) -> None:
+    """A log of an aigrid before 6 Dec 2026 (format 0, v1 checkpoints, no head), opened first with a new key: no head
+    was ever kept, so none is missing; the writer opens it and starts one."""
+    path = tmp_path / "audit.db"
+    old_log(path, 4)
+    store = AuditStore(path, Ed25519PrivateKey.generate())
+    store.open()
+    store.append([(r.ts, r.body()) for r in (record(4 + j) for j in range(2))])
+    store.close()
+    assert Path(f"{path}-head").read_text().startswith("6:")

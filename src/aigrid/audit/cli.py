@@ -50,6 +50,10 @@ def verify_command(db_path: Path, public_key_path: Path | Sequence[Path], echo: 
              "older copy of the log and its head put back, another log)")
     elif report.last_checkpoint_seq:
         echo("anchor: none printed, the log failed (keep the last anchor of a run that passed)")
+    if anchored is None and report.ok:  # what the files alone cannot show: an OK does not rule it out
+        echo("not checked (no --anchor given): whether this is an older copy of the log put back together with its "
+             "head file, or another log signed with the same key; only an anchor kept off this host finds that "
+             "(--anchor SEQ:HASH, the last one a run printed)")
     for note in report.notes[:20]:
         echo(f"NOTE: {note}")
     if report.ok:

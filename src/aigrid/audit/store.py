@@ -33,7 +33,8 @@ the key's last checkpoint says it keeps one and no other key signed after it (a 
 signed again at its next batch: a cut hidden). At open, a log without a head file (written before it existed) gets
 one at its last checkpoint signed with the writer's key (what it already vouches for), never at records it did not
 write. Every checkpoint this writer signs says, signed, that it keeps a head (v2), and is signed only once the head is on disk at its record (the file and
-its folder fsynced): a log whose last checkpoint of this key says so and whose head file is gone was cut with its
+its folder fsynced): a log whose last checkpoint of this key says so (or, after a key rotation, a log of this format whose
+later checkpoints are another key's) and whose head file is gone was cut with its
 head deleted, perhaps, and the writer refuses it (LogCut), as verify fails it.
 """
 
@@ -142,7 +143,7 @@ class AuditStore:
                                                                                                    self.signing_key)
                 if self.last_seq > self.last_checkpoint:
                     self.found_unsigned = (self.last_checkpoint + 1, self.last_seq)
-                self._open_head(db, self.signing_key, head_kept)
+                self._open_head(db, self.signing_key, head_kept, found)
         except BaseException:
             db.close()
             self._drop_lock()
@@ -172,10 +173,13 @@ class AuditStore:
             skipped.append(named if isinstance(named, str) else repr(named))
         return 0, skipped, False
 
-    def _open_head(self, db: sqlite3.Connection, signing_key: Ed25519PrivateKey, head_kept: bool) -> None:
+    def _open_head(self, db: sqlite3.Connection, signing_key: Ed25519PrivateKey, head_kept: bool,
+                   log_format: int) -> None:
         """Refuse a log cut before its head file, or without one where its last checkpoint of this key says its
-        writer keeps one (`head_kept`) (LogCut); give a log without one a head at its last checkpoint signed with
-        this key (or leave it where it is, when it is past that)."""
+        writer keeps one (`head_kept`), or where another key signed after this key's last checkpoint in a log a
+        writer of this format had already opened (`log_format`, read at open: every such writer keeps a head, so those checkpoints,
+        which this key cannot check, say so: a key rotation) (LogCut); give a log without one a head at its last
+        checkpoint signed with this key (or leave it where it is, when it is past that)."""
         path = head_path(self.path)
         try:
             head = read_head(path)
@@ -218,6 +222,15 @@ class AuditStore:
                          "says its writer keeps one: it was deleted, perhaps with records cut from the log's end; run "
                          "aigrid audit verify (with --anchor, the last anchor kept), and restore the head file from "
                          "the backup taken with the log, or move the log aside (keep it) to start a new one")
+        elif self.unchecked_checkpoints and log_format >= FORMAT:
+            others = ", ".join(sorted(set(self.unchecked_checkpoints)))
+            raise LogCut(f"the audit log's head file {path.name} is missing, but the log's checkpoints after this "
+                         f"key's last one are signed by another key ({others}), which this writer cannot check, in a "
+                         "log whose writers keep a head file (written before each checkpoint they sign: a key "
+                         "rotation): it was deleted, perhaps with records cut from the log's end; run aigrid audit "
+                         "verify with every key (--public-key repeated; with --anchor, the last anchor kept), and "
+                         "restore the head file from the backup taken with the log, or move the log aside (keep it) "
+                         "to start a new one")
         if self.last_checkpoint:
             (signed,) = db.execute("SELECT hash FROM audit_records WHERE seq = ?", (self.last_checkpoint,)).fetchone()
             write_head(path, self.last_checkpoint, signed, signing_key)
