@@ -60,6 +60,12 @@ _KEPT = "\x00"
 character, which no detector's item holds or reads through, and which valid JSON never holds raw."""
 _SPECIAL = re.compile(r"[\\\x00]")
 _PLACEHOLDER = re.compile(r"\[REDACTED:[A-Z_]+\]")
+_NUMBER = re.compile(r"[0-9.eE+-]*")
+"""The characters of a JSON number (outside a string, `e` and `E` are in nothing else a placeholder may touch)."""
+_NUMBER_END = re.compile(r"[0-9.eE+-]+\Z")
+_LONGEST_HELD = 1024
+"""The most characters of a number outside a string a stream holds back (a number longer than this before an item in
+it goes out as it came, and its placeholder is written beside it)."""
 
 
 class EscapeReader:
@@ -83,6 +89,8 @@ class EscapeReader:
         self._held = ""
         self._kept: deque[str] = deque()
         self._quotes = 0  # quotes written so far: odd inside a string
+        self._number = ""  # the end of what was redacted so far, held: a number outside a string that may go on
+        self._dropping = False  # the rest of a number a placeholder outside a string stands for is left out
 
     def feed(self, chunk: str) -> str:
         """The text the redaction reads for `chunk`."""
@@ -119,13 +127,14 @@ class EscapeReader:
         self._held = ""
         return _KEPT
 
-    def written(self, text: str) -> str:
+    def written(self, text: str, final: bool = False) -> str:
         """`text` (what feed and flush gave, redacted) with each escape kept put back as it was written, and each
         placeholder outside a string (an item written as a JSON number, `{"card": 4111111111111111}`) written as a
-        string, so that the JSON stays valid. In what feed gives every quote opens or closes a string (a quote in one
-        is an escape kept), so whether a placeholder is in one is the count of quotes before it."""
-        if self.json and "[REDACTED:" in text:
-            text = self._quoted(text)
+        string standing for the whole number, so that the JSON stays valid. In what feed gives every quote opens or
+        closes a string (a quote in one is an escape kept), so whether a placeholder is in one is the count of quotes
+        before it. `final`: the text's last part (nothing is held after it)."""
+        if self.json and ("[REDACTED:" in text or self._number or self._dropping or not final):
+            text = self._quoted(text, final)
         elif self.json:
             self._quotes += text.count('"')
         if not self._kept or _KEPT not in text:
@@ -136,16 +145,43 @@ class EscapeReader:
             out += [self._kept.popleft() if self._kept else "\\u0000", part]
         return "".join(out)
 
-    def _quoted(self, text: str) -> str:
+    def _quoted(self, text: str, final: bool) -> str:
+        """Each placeholder outside a string written as a string in place of the whole number it is part of: an item
+        that is only part of one (`4111111111111111.5`, `-4155550100`, `0.4111111111111111e3`: the detectors' look-arounds
+        let a card or a phone number begin after `.`, `e+` or a sign and end before `.` or `e`) left the rest beside
+        it, `"[REDACTED:CARD]".5`, not JSON, until the twenty-fifth session. Streamed, a number outside a string at
+        the end of `text` is held until what follows it is known (at most _LONGEST_HELD characters), and the rest of a
+        number after a placeholder left out as it comes."""
+        text, self._number = self._number + text, ""
+        same = self._dropping  # in the number the last placeholder outside a string stands for
+        pos = _past_number(text, 0) if same else 0
+        self._dropping = same and pos == len(text) and not final
         out: list[str] = []
-        pos = 0
-        for placed in _PLACEHOLDER.finditer(text):
+        for placed in _PLACEHOLDER.finditer(text, pos):
             self._quotes += text.count('"', pos, placed.start())
-            out += [text[pos:placed.start()], placed.group() if self._quotes % 2 else f'"{placed.group()}"']
-            pos = placed.end()
-        self._quotes += text.count('"', pos)
-        out.append(text[pos:])
+            if self._quotes % 2:  # in a string: stays as it is
+                out += [text[pos:placed.start()], placed.group()]
+                pos, same = placed.end(), False
+                continue
+            before = text[pos:placed.start()]
+            if before or not same:  # (else a second item in the same number, which the placeholder stands for)
+                number = _NUMBER_END.search(before)
+                out += [before if number is None else before[:number.start()], f'"{placed.group()}"']
+            pos, same = _past_number(text, placed.end()), True
+            self._dropping = pos == len(text) and not final
+        rest = text[pos:]
+        self._quotes += rest.count('"')
+        if not final and not self._quotes % 2 and (number := _NUMBER_END.search(rest)) is not None \
+                and len(number.group()) <= _LONGEST_HELD:
+            self._number, rest = number.group(), rest[:number.start()]
+        out.append(rest)
         return "".join(out)
+
+
+def _past_number(text: str, pos: int) -> int:
+    """Where the characters of a number (_NUMBER) from `pos` end."""
+    number = _NUMBER.match(text, pos)
+    return pos if number is None else number.end()
 
 
 def _read_escape(text: str, i: int) -> tuple[str | None, int] | None:
@@ -177,7 +213,7 @@ def _read_escape(text: str, i: int) -> tuple[str | None, int] | None:
 def json_read(text: str, json: bool | None) -> str:
     """A whole text as EscapeReader(json) reads and writes it, nothing redacted: the same JSON value."""
     reader = EscapeReader(json)
-    return reader.written(reader.feed(text) + reader.flush())
+    return reader.written(reader.feed(text) + reader.flush(), final=True)
 
 
 class OutputFilter:
@@ -250,7 +286,7 @@ class OutputFilter:
         for key in [k for k in self._redactors if k[0] == index and k not in self._flushed]:
             self._flushed.add(key)
             redactor, reader = self._redactors[key], self._readers[key]
-            rest = reader.written(redactor.feed(reader.flush()) + redactor.flush())
+            rest = reader.written(redactor.feed(reader.flush()) + redactor.flush(), final=True)
             if not rest:
                 continue
             _, field, k = key
@@ -387,7 +423,7 @@ def redact_json_answer(firewall: Firewall, tenant: str, body: bytes,
         read = reader.feed(holder[key]) + reader.flush()
         out, found = firewall.check_output(tenant, read)
         if out != read:
-            holder[key] = reader.written(out)
+            holder[key] = reader.written(out, final=True)
         verdicts.extend(found)
 
     for choice in obj.get("choices") or () if isinstance(obj, dict) else ():
