@@ -282,16 +282,17 @@ def offered_tools(body: Mapping[str, Any], registry: ToolRegistry) -> list[ToolS
             specs.append(ToolSpec(name, tool.description, tool.parameters, server=True))
         else:
             fn = t["function"]
-            _check_client_tool(fn, f"tools[{i}].function")
+            check_tool_definition(fn, f"tools[{i}].function")
             specs.append(ToolSpec(name, str(fn.get("description") or ""),
                                   fn.get("parameters") or {"type": "object"}, server=False))
     return specs
 
 
-def _check_client_tool(fn: Mapping[str, Any], where: str) -> None:
+def check_tool_definition(fn: Mapping[str, Any], where: str) -> None:
     """A client tool's definition is rendered into the model's prompt and grammar: a description that is
     not text or parameters that are not a JSON Schema object are the client's mistake (400), not an engine
-    failure. Its name as OpenAI's rule has it (the loop prints it into the prompt)."""
+    failure. Its name as OpenAI's rule has it (the loop prints it into the prompt). An MCP server's tools are held
+    to the same (mcp_tools: a tool that fails it is not offered)."""
     name = fn.get("name")
     if not isinstance(name, str) or not _TOOL_NAME.fullmatch(name):
         raise InvalidRequest("a tool's name must be 1-64 letters, digits, underscores or dashes",

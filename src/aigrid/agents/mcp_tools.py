@@ -30,7 +30,9 @@ from types import TracebackType
 from typing import Any
 
 from aigrid.agents import mcp_relay
+from aigrid.agents.loop import check_tool_definition
 from aigrid.agents.tool import ToolContext, ToolError
+from aigrid.errors import InvalidRequest
 from aigrid.security.firewall.texts import Source, tool_text
 
 MAX_OUTPUT = 4_000
@@ -86,8 +88,10 @@ class McpServer:
         self._relist_again = False
 
     async def start(self) -> list[McpTool]:
-        from mcp import ClientSession, StdioServerParameters, stdio_client  # only when MCP is configured
+        import anyio  # the SDK's and its dependencies: only when MCP is configured
+        from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
         from mcp.client.stdio import get_default_environment
+        from pydantic import ValidationError
 
         if self._stack is not None:
             raise RuntimeError(f"MCP server {self.name!r} already started")
@@ -103,16 +107,45 @@ class McpServer:
                                                                     message_handler=self._on_message))
             await session.initialize()
             listed = await session.list_tools()
-        except BaseException:
+        except BaseException as e:
             await stack.aclose()
+            if isinstance(e, ValidationError):  # a tool the SDK cannot read fails the whole list
+                raise ConnectionError(f"MCP server {self.name!r} did not start: its tool list could not be read: "
+                                      f"{_first_error(e)}") from e
+            if isinstance(e, MCPError | TimeoutError | anyio.ClosedResourceError | anyio.BrokenResourceError):
+                # a server that never answers initialize or tools/list, or exits at once: an OSError, as a command
+                # that cannot be started, which the owner names (agent_runtime: the spec's field, not a traceback)
+                why = self.stopped_why or str(e) or type(e).__name__
+                if isinstance(e, TimeoutError) or "timed out" in why:
+                    why += f" (call_timeout_s: {self.call_timeout_s:g}s)"
+                raise ConnectionError(f"MCP server {self.name!r} did not start: {why}") from e
             raise
         self._stack, self._session = stack, session
         self.tools = self._tools_of(listed)
         return self.tools
 
     def _tools_of(self, listed: Any) -> list[McpTool]:
-        return [McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
-                        t.input_schema or {"type": "object"}, t.name) for t in listed.tools]
+        """The listed tools that can be offered: a name the loop can print into a prompt and a client can name (1-64
+        letters, digits, `_` or `-`, with the prefix, as a client tool's), not listed twice, and an input schema
+        that is a JSON Schema object, as a client tool's must be (loop.check_tool_definition). The others are
+        withheld and logged: a repeated name stopped the gateway at start (the registry refuses it), and a name is
+        text the model reads (a newline, a chat template's markers). (The SDK refuses a list holding a schema that
+        is not one: `start` says so.)"""
+        tools: list[McpTool] = []
+        names: set[str] = set()
+        for t in listed.tools:
+            tool = McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
+                           t.input_schema or {"type": "object"}, t.name)
+            try:
+                check_tool_definition({"name": tool.name, "parameters": tool.parameters}, "tool")
+                if tool.name in names:
+                    raise InvalidRequest("the server lists two tools of this name")
+            except InvalidRequest as e:
+                log.error("MCP server %s: tool %r not offered: %s", self.name, tool.name[:100], e.message)
+                continue
+            names.add(tool.name)
+            tools.append(tool)
+        return tools
 
     async def _on_message(self, message: Any) -> None:
         """The session's notifications: a changed tool list is read again in a task of its own (the session
@@ -198,6 +231,13 @@ class McpServer:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.stop()
+
+
+def _first_error(e: Any) -> str:
+    """A pydantic ValidationError's first error, where and what, without the value (a server's, of any size)."""
+    errors = e.errors(include_input=False)
+    first = errors[0] if errors else {}
+    return f"{'.'.join(map(str, first.get('loc', ())))}: {first.get('msg', 'invalid')} ({len(errors)} errors)"
 
 
 def _startable(command: str, path: str | None, cwd: Path | None) -> None:

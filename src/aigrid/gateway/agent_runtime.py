@@ -110,7 +110,10 @@ class AgentRuntime:
                 raise ConfigError(f"agents.mcp_servers.{server.name}.command: cannot start {server.command[0]!r}: "
                                   f"{e.strerror or e}") from e
             for tool in tools:
-                self._offer(server, tool, _vet(vet, tool))
+                try:
+                    self._offer(server, tool, _vet(vet, tool))
+                except ValueError as e:  # a name taken by a built-in or another server's tool: as in _changed
+                    log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
             server.on_tools_changed = lambda s, old, new: self._changed(s, old, new, vet)
 
     def _offer(self, server: McpServer, tool: McpTool, verdict: Verdict | None) -> bool:
