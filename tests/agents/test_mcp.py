@@ -290,6 +290,58 @@ async def test_tools_a_model_cannot_be_offered_are_withheld_and_the_others_offer
         await runtime.stop()
 
 
+async def test_a_server_listing_too_many_tools_has_the_first_read_only(caplog: pytest.LogCaptureFixture) -> None:
+    """Each tool is vetted by the firewall at start and at every change (about a millisecond each): 100,000 tools
+    were about 2 minutes of a thread each time the server said its tools changed. The first MAX_TOOLS are read."""
+    from aigrid.agents import mcp_tools
+
+    listed = SimpleNamespace(tools=[SimpleNamespace(name=f"t{i}", description="d", title=None,
+                                                    input_schema={"type": "object"}) for i in range(1_500)])
+    tools = McpServer("many", ["x"])._tools_of(listed)
+    assert [t.name for t in tools] == [f"t{i}" for i in range(mcp_tools.MAX_TOOLS)]
+    assert "lists 1500 tools: the first 1000 are read" in caplog.text
+
+
+class CountedLists:
+    """A session whose list_tools answers at once (no tools), counted."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+
+    async def list_tools(self) -> SimpleNamespace:
+        self.lists += 1
+        return SimpleNamespace(tools=[])
+
+
+async def test_a_flood_of_tools_changed_notifications_reads_the_list_at_a_bounded_rate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server saying its tools changed every millisecond had its list read back to back (one reading at a time,
+    but the next as soon as the last ended), and the SDK reads a list on the event loop: 100,000 tools held it
+    4.4 s at a time. After a reading the next waits RELIST_GAP_S (or RELIST_SHARE times what it took), however many
+    notifications come meanwhile, and one still comes after them (no change is missed)."""
+    import asyncio
+
+    from mcp import types
+
+    from aigrid.agents import mcp_tools
+
+    monkeypatch.setattr(mcp_tools, "RELIST_GAP_S", 2.0)
+    mcp = McpServer("flood", ["x"])
+    session = CountedLists()
+    mcp._session = session
+    notice = types.ToolListChangedNotification()
+    for _ in range(50):  # within the 2 s gap however loaded the machine (a read answers at once)
+        await mcp._on_message(notice)
+        await asyncio.sleep(0.002)
+    assert session.lists == 1  # before: a reading for nearly every notification (one at a time)
+    for _ in range(400):
+        if session.lists == 2:
+            break
+        await asyncio.sleep(0.025)
+    assert session.lists == 2  # the notifications during the gap: one more reading after it
+    await mcp.stop()
+
+
 async def test_a_call_on_a_closed_transport_is_a_tool_error() -> None:
     """A session whose transport closed under it (an SDK that raises the stream's own error rather than an
     MCPError, as `_relist` allows for): a ToolError, not an anyio error the loop logs as a bug of the tool."""

@@ -23,6 +23,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -39,6 +40,14 @@ MAX_OUTPUT = 4_000
 """The most characters of a tool's result a model reads (then "..."); no more than one past it is ever put together."""
 MAX_MESSAGE_BYTES = 16 << 20
 """The longest line (one JSON-RPC message) a server may write; a longer one stops it (agents/mcp_relay.py)."""
+MAX_TOOLS = 1_000
+"""The most tools of one server read (the first of its list): each is vetted by the firewall (about a millisecond)
+at start and at every change: a list of 100,000 was about 2 minutes of a thread each time (1.2 ms a tool)."""
+RELIST_GAP_S = 1.0
+RELIST_SHARE = 9.0
+"""After reading a changed list, the next reading waits RELIST_GAP_S, or RELIST_SHARE times what the reading took if
+longer: the SDK reads a list on the event loop (100,000 tools: 4.4 s held at once), and a server saying its tools
+changed every millisecond had it read back to back, the loop held most of the time."""
 RELAY = Path(mcp_relay.__file__)
 log = logging.getLogger(__name__)
 
@@ -86,6 +95,8 @@ class McpServer:
         self._session: Any = None
         self._relist_task: asyncio.Task[None] | None = None
         self._relist_again = False
+        self._relist_after = 0.0
+        """When (time.monotonic) the list may next be read again (RELIST_GAP_S, RELIST_SHARE)."""
 
     async def start(self) -> list[McpTool]:
         import anyio  # the SDK's and its dependencies: only when MCP is configured
@@ -133,7 +144,10 @@ class McpServer:
         is not one: `start` says so.)"""
         tools: list[McpTool] = []
         names: set[str] = set()
-        for t in listed.tools:
+        if len(listed.tools) > MAX_TOOLS:
+            log.error("MCP server %s lists %d tools: the first %d are read, the others not offered", self.name,
+                      len(listed.tools), MAX_TOOLS)
+        for t in listed.tools[:MAX_TOOLS]:
             tool = McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
                            t.input_schema or {"type": "object"}, t.name)
             try:
@@ -171,8 +185,14 @@ class McpServer:
 
     async def _relists(self) -> None:
         while True:
+            wait = self._relist_after - time.monotonic()
+            if wait > 0:  # read again too soon after the last reading: notifications meanwhile make one reading
+                await asyncio.sleep(wait)
             self._relist_again = False
+            began = time.monotonic()
             await self._relist()
+            took = time.monotonic() - began
+            self._relist_after = time.monotonic() + max(RELIST_GAP_S, RELIST_SHARE * took)
             if not self._relist_again:
                 return
 
