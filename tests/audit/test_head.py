@@ -374,3 +374,27 @@ def test_a_new_key_s_writer_still_opens_a_log_written_before_heads(tmp_path: Pat
     store.append([(r.ts, r.body()) for r in (record(4 + j) for j in range(2))])
     store.close()
     assert Path(f"{path}-head").read_text().startswith("6:")
+
+
+def test_a_new_key_s_writer_refuses_an_older_head_of_the_old_key_put_back(tmp_path: Path) -> None:
+    """A key rotation: the old key's head file from before its last checkpoint put back, the records after that
+    checkpoint cut. The old key's writer refuses it (05a123a); the new key's writer could not check the head's
+    signature and opened the log, its first batch writing a head past the cut. It refuses it now: the other key's
+    checkpoint after the head was signed only once the head was at or past it."""
+    path = tmp_path / "audit.db"
+    store = AuditStore(path, KEY)
+    store.open()
+    store.append([(r.ts, r.body()) for r in (record(j) for j in range(5))])
+    store.checkpoint()  # at 5, head at 5
+    older = Path(f"{path}-head").read_bytes()
+    store.append([(r.ts, r.body()) for r in (record(5 + j) for j in range(3))])
+    store.checkpoint()  # at 8
+    store.append([(r.ts, r.body()) for r in (record(8 + j) for j in range(2))])  # head at 10
+    store.close()
+    tamper(path, "DELETE FROM audit_records WHERE seq > 8")
+    Path(f"{path}-head").write_bytes(older)
+    new = Ed25519PrivateKey.generate()
+    with pytest.raises(LogCut, match=r"head file audit.db-head \(record 5, not this key's\) is before its checkpoint 8"):
+        AuditStore(path, new).open()
+    assert Path(f"{path}-head").read_bytes() == older
+    assert not verify(path, [KEY.public_key(), new.public_key()]).ok

@@ -198,6 +198,17 @@ class AuditStore:
                                  "or changed, perhaps to hide records cut from the log's end): run aigrid audit "
                                  "verify, and restore the head file from the backup taken with the log, or move the "
                                  "log and its head file aside (keep them) to start a new one") from None
+                later = db.execute("SELECT MAX(seq) FROM audit_checkpoints WHERE seq > ?",
+                                   (max(seq, self.last_checkpoint),)).fetchone()[0]
+                if later is not None and log_format >= FORMAT:  # a rotation: the other key's checkpoints say it
+                    # kept a head (every writer of this format does), signed only once the head was at or past them
+                    raise LogCut(f"the audit log's head file {path.name} (record {seq}, not this key's) is before its "
+                                 f"checkpoint {later}, which another key signed in a log whose writers sign one only "
+                                 "once the head is at or past it: an older head file was put back, perhaps with "
+                                 "records cut from the log's end; run aigrid audit verify with every key "
+                                 "(--public-key repeated; with --anchor, the last anchor kept), and restore the log "
+                                 "and its head file together from the same backup, or move the log and its head file "
+                                 "aside (keep them) to start a new one") from None
             row = db.execute("SELECT hash FROM audit_records WHERE seq = ?", (seq,)).fetchone()
             if row is None or row[0] != head_hash:
                 found = (f"ends at record {self.last_seq}, before record {seq}" if row is None
