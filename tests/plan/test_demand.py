@@ -54,6 +54,12 @@ def test_examples_load(name: str) -> None:
      "supply.candidates.cities: List should have at most 2000 items"),
     (lambda r: r["tenants"][0].update(continents=None, cities=[{"lat": 0, "lon": 0}] * 2_001),
      "tenants.0.cities: List should have at most 2000 items"),
+    # each validated, then `aigrid plan` was a traceback (OverflowError: numpy's 64-bit tables)
+    (lambda r: r["supply"].update(max_gpus_per_site=10**30), "supply.max_gpus_per_site: Input should be less than"),
+    (lambda r: r["tenants"][0].update(max_prompt_tokens=10**30), "tenants.0.max_prompt_tokens: Input should be less"),
+    # a typo names the field it is nearly
+    (lambda r: r["traffic"].update(peak_rsp=3), "traffic.peak_rsp: Extra inputs are not permitted (did you mean "
+     "peak_rps?)"),
 ])
 def test_bad_demand_names_the_field(edit, field: str) -> None:  # type: ignore[no-untyped-def]
     r = raw()

@@ -133,6 +133,10 @@ def test_the_example_replays_identical_sessions_for_its_twins() -> None:
     ({"steps": 2, "stepz": 3}, "tenants.0.agent.stepz", "Extra inputs"),
     ({"loop": "site"}, "tenants.0.agent.steps", "Field required"),
     ({"steps": 2, "output_tokens": 0}, "tenants.0.agent.output_tokens", "greater than 0"),
+    # validated, then `aigrid sim` was a traceback (OverflowError: the workload's arrays hold 32-bit counts)
+    ({"steps": 2, "output_tokens": 10**30}, "tenants.0.agent.output_tokens", "less than or equal to 2147483647"),
+    # a typo names the field it is nearly
+    ({"steps": 2, "stepz": 3}, "tenants.0.agent.stepz", "(did you mean steps?)"),
 ])
 def test_a_bad_agent_spec_names_its_field(tmp_path: Path, agent_spec: dict[str, Any], field: str,
                                           words: str) -> None:

@@ -189,6 +189,8 @@ def test_shared_prefixes_are_cached_and_the_default_keeps_them_warm() -> None:
     ("telemetry_interval_s: 1.0", "shared_state_s: 1e-300", "gateway.shared_state_s: 0 (not shared) or at least", 0),
     ("policies:", "network: {route_factor: 1e300}\npolicies:", "network.route_factor", 0),
     ("trace: conv, model", "trace: conv, agent: {steps: 2, tool_ms: 1e300}, model", "agent.tool_ms", 0),
+    ("trace: conv, model", "trace: conv, max_prompt_tokens: 1000000000000000000000000000000, model",
+     "tenants.0.max_prompt_tokens: Input should be less than or equal to 2147483647", 0),
     ("sites:\n", "generate_sites: {count: 20000, models: [llama-3.1-8b], replicas: 10000}\nsites:\n",
      "sites: 200,000,005 engines (replicas x models), more than the 100,000", 0),
     ("policies:", "site_sets:\n  big:\n    - {id: a, city: Paris, replicas: 10000, models: [" + ", ".join(

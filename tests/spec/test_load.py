@@ -33,6 +33,20 @@ def test_demo_spec_has_the_four_required_sites() -> None:
     (lambda r: r["endpoints"][0].update(engine="vllm"), "engine 'vllm' needs a url"),
     (lambda r: r["endpoints"][0].update(slots=0), "endpoints.0.slots: Input should be greater than or equal to 1"),
     (lambda r: r["endpoints"][0].update(colour="red"), "endpoints.0.colour: Extra inputs are not permitted"),
+    # a typo names the field it is nearly, wherever it is (a list's item, a mapping's value, a nested model)
+    (lambda r: r["endpoints"][0].update(slot=2), "endpoints.0.slot: Extra inputs are not permitted (did you mean "
+     "slots?)"),
+    (lambda r: r["sites"]["fra"].update(jurisdicton="EU"), "sites.fra.jurisdicton: Extra inputs are not permitted "
+     "(did you mean jurisdiction?)"),
+    (lambda r: r.update(endpoint=r.pop("endpoints")), "endpoint: Extra inputs are not permitted (did you mean "
+     "endpoints?)"),
+    (lambda r: r["gateway"].update(admission={"max_queue": 3}), "gateway.admission.max_queue: Extra inputs are not "
+     "permitted (known: max_wait_s, "),
+    (lambda r: r["agents"]["graphs"].update(g={"edges": [], "tenant": ["x"]}),
+     "agents.graphs.g.tenant: Extra inputs are not permitted (did you mean tenants?)"),
+    # shortest_path's Dijkstra: a negative distance gave a wrong path, or failed every call of the tool
+    (lambda r: r["agents"]["graphs"]["rail"][0].__setitem__(2, -465),
+     "agents.graphs.rail.edges.0.2: Input should be greater than or equal to 0"),
     (lambda r: r.update(policies={"x": {"weights": {"speed": 1}}}), "unknown axes ['speed']"),
     (lambda r: r.update(slo={"ttft_ms": 0}), "slo.ttft_ms: Input should be greater than 0"),
     (lambda r: r.update(slo={"tpot_ms": 50}), "slo.ttft_ms: Field required"),

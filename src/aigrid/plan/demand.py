@@ -26,7 +26,8 @@ from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.scenario import MAX_PARAMS_B, MAX_REQUESTS, MAX_SHARE, trace_source
 from aigrid.sim.user_cities import UserCity, user_places
-from aigrid.spec.load import read_yaml
+from aigrid.spec.load import read_yaml, unknown_key_hint
+from aigrid.spec.models import MAX_TOKENS
 
 CONTINENTS = ("AF", "AS", "EU", "NA", "OC", "SA")
 """GeoNames continent codes users can live on (EU here is the continent Europe, not the jurisdiction)."""
@@ -34,6 +35,9 @@ MAX_FLOWS = 600
 """The most flows (a tenant's users on one continent, or in one by_place country) the traffic model may hold,
 counted as tenants x (continents + by_place places): each is a rate per demand point and hour, 600 KB; 200
 tenants held 2.7 GB, and an 8 MiB demand file lists 100,000."""
+MAX_SITE_GPUS = 1_000_000
+"""The most devices a site may hold (supply.max_gpus_per_site): the largest sites built hold a few hundred
+thousand; 1e30 overflowed the planner's 64-bit table of devices per site (a traceback)."""
 MAX_FACTOR = 1000.0
 """The largest by_place multiplier (and what-if factor): 1e308 overflowed the traffic model (a traceback)."""
 
@@ -88,7 +92,7 @@ class Tenant(Strict):
                                           "GeoNames cities its users live in, by name or lat/lon, with weights "
                                           "(sim/user_cities.py); at most 2,000, each looked up (about 3 ms)")
     jurisdictions: list[str] | None = Field(default=None, description="residency: allowed jurisdictions")
-    max_prompt_tokens: int = Field(default=8192, gt=0)
+    max_prompt_tokens: int = Field(default=8192, gt=0, le=MAX_TOKENS)
 
     @field_validator("trace")
     @classmethod
@@ -177,7 +181,7 @@ class SiteLimit(Strict):
 class Supply(Strict):
     candidates: Candidates
     hardware: dict[str, HardwareOption] = Field(default_factory=lambda: {"h100": HardwareOption()})
-    max_gpus_per_site: int = Field(default=64, ge=1)
+    max_gpus_per_site: int = Field(default=64, ge=1, le=MAX_SITE_GPUS)
     limits: dict[str, SiteLimit] = Field(default_factory=dict, description="per candidate site id or city")
     mix_hardware: bool = Field(default=False, description="let the pooled model give each site its own hardware "
                                "(off: on the global example its mixed proposals refined to dearer plans, "
@@ -278,6 +282,8 @@ def parse_demand(raw: object, source: str = "<demand>", base: Path | None = None
         for err in e.errors():
             field = ".".join(str(p) for p in err["loc"])
             msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg += unknown_key_hint(Demand, tuple(err["loc"]))
             if field:
                 lines.append(f"{field}: {msg}")
             else:  # checks across fields already name theirs, "; "-separated

@@ -25,7 +25,7 @@ from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
 from aigrid.sim.user_cities import UserCity, user_places
 from aigrid.spec.load import describe, read_yaml
-from aigrid.spec.models import MAX_PARAMS_B, AdmissionLimits
+from aigrid.spec.models import MAX_PARAMS_B, MAX_TOKENS, AdmissionLimits
 from aigrid.traces import TraceFileError, read_trace_cached
 
 
@@ -134,7 +134,7 @@ class AgentDef(Strict):
     tool_ms: float = Field(default=0.0, ge=0, le=3_600_000, description="time of one tool run, wherever the loop "
                            "runs (at most an hour)")
     loop: Literal["client", "site"] = "site"
-    output_tokens: int | None = Field(default=None, gt=0, description="output of every model call "
+    output_tokens: int | None = Field(default=None, gt=0, le=MAX_TOKENS, description="output of every model call "
                                       "(default: the trace row's)")
 
 
@@ -175,7 +175,7 @@ class Tenant(Strict):
                                           "cities its users live in, by name or lat/lon, with weights "
                                           "(sim/user_cities.py); at most 2,000, each looked up (about 3 ms)")
     jurisdictions: list[str] | None = Field(default=None, description="allowed jurisdictions (residency)")
-    max_prompt_tokens: int = Field(default=8192, gt=0)
+    max_prompt_tokens: int = Field(default=8192, gt=0, le=MAX_TOKENS)
     agent: AgentDef | None = Field(default=None, description="sessions of model calls and tool runs")
     shared_prefix: SharedPrefixDef | None = Field(default=None, description="a system prompt shared by its "
                                                   "requests, which engines cache")
@@ -394,4 +394,4 @@ def load_scenario(path: str | Path) -> Scenario:
     try:
         return Scenario.model_validate(raw, context={"base": str(path.parent)})
     except ValidationError as e:
-        raise ScenarioError(str(path), [describe(err) for err in e.errors()]) from None
+        raise ScenarioError(str(path), [describe(err, Scenario) for err in e.errors()]) from None

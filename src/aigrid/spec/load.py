@@ -5,16 +5,19 @@ Every problem with a spec becomes one SpecError naming the file and each bad fie
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import selectors
 import stat
 import time
+import types
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from aigrid.core.policies import BUILTIN_POLICIES, with_slo
 from aigrid.core.types import Endpoint, GeoPoint, ModelInfo, Policy, Site
@@ -217,12 +220,15 @@ def gateway_location(spec: GridSpec) -> GeoPoint | None:
     return None if spec.gateway.location is None else parse_point(spec.gateway.location, cities(spec))
 
 
-def describe(err: object) -> str:
-    """One pydantic error as "field.path: message" (the spec's, the scenario's and the demand's wording)."""
+def describe(err: object, model: type[BaseModel] | None = None) -> str:
+    """One pydantic error as "field.path: message" (the spec's, the scenario's and the demand's wording);
+    `model`, the file's top-level model: a key it does not know names the nearest field (a typo)."""
     d = dict(err)  # type: ignore[call-overload]
     path = tuple(d.get("loc", ()))
     loc = ".".join(str(x) for x in path) or "(top level)"
     msg = str(d.get("msg", "invalid")).removeprefix("Value error, ")
+    if d.get("type") == "extra_forbidden" and model is not None:
+        msg += unknown_key_hint(model, path)
     given = d.get("input")
     if isinstance(given, bool) and path[-1:] == ("[key]",):  # a mapping's key: `sites: {no: ...}` said "sites.0.[key]"
         where = ".".join(str(x) for x in path[:-2]) or "(top level)"
@@ -239,7 +245,60 @@ def describe(err: object) -> str:
 def _lines(err: object) -> list[str]:
     """The lines of one pydantic error: the spec's cross-checks each name their own field."""
     found = dict(err).get("ctx", {}).get("error")  # type: ignore[call-overload]
-    return list(found.problems) if isinstance(found, SpecProblems) else [describe(err)]
+    return list(found.problems) if isinstance(found, SpecProblems) else [describe(err, GridSpec)]
+
+
+def unknown_key_hint(model: type[BaseModel], loc: tuple[object, ...]) -> str:
+    """` (did you mean jurisdiction?)` for a key at `loc` that the model holding it does not have, when one of
+    its fields is spelt nearly so; else ` (known: ...)` when it has a few; "" when the model is not found (a
+    typo such as `jurisdicton` said only "Extra inputs are not permitted", and `jurisdiction: Field required`)."""
+    holder = _model_at(model, loc[:-1])
+    if holder is None or not loc:
+        return ""
+    fields = list(holder.model_fields)
+    near = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.6)
+    if near:
+        return f" (did you mean {near[0]}?)"
+    return f" (known: {', '.join(fields)})" if len(fields) <= 12 else ""
+
+
+def _model_at(tp: object, loc: tuple[object, ...]) -> type[BaseModel] | None:
+    """The pydantic model a validation error's `loc` leads to from `tp`: a model's field, a mapping's value, a
+    list's item (an optional's or a union's member: the one the path goes on through); None where it is lost."""
+    for part in loc:
+        found = None
+        for member in _members(tp):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                field = member.model_fields.get(str(part))
+                if field is not None:
+                    found = field.annotation
+                elif part == member.__name__:  # a union's branch, named by pydantic
+                    found = member
+            else:
+                args = typing.get_args(member)
+                origin = typing.get_origin(member)
+                if origin in (dict, Mapping) and len(args) == 2:
+                    found = args[1]
+                elif origin in (list, tuple, set, frozenset) and args and isinstance(part, int):
+                    found = args[min(part, len(args) - 1)] if origin is tuple and args[-1] is not Ellipsis \
+                        else args[0]
+            if found is not None:
+                break
+        if found is None:
+            return None
+        tp = found
+    models = [m for m in _members(tp) if isinstance(m, type) and issubclass(m, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _members(tp: object) -> list[object]:
+    """A type's alternatives: an optional's or a union's members, an Annotated's type; else the type itself."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Annotated:
+        return _members(typing.get_args(tp)[0])
+    if origin is typing.Union or origin is types.UnionType:
+        return [m for a in typing.get_args(tp) for m in _members(a) if m is not type(None)]
+    return [tp]
 
 
 def _unknown_policies(spec: GridSpec) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from fnmatch import fnmatchcase
-from typing import Literal, cast
+from typing import Annotated, Literal, cast
 from urllib.parse import parse_qs, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -493,7 +493,9 @@ class SqlDatabaseSpec(StrictModel):
 
 
 class GraphSpec(StrictModel):
-    edges: list[tuple[str, str, float]] = Field(description="the graph's edges: (a, b, weight)")
+    edges: list[tuple[str, str, Annotated[float, Field(ge=0)]]] = Field(description=(
+        "the graph's edges: (a, b, weight), each weight a distance >= 0 (shortest_path's Dijkstra: a negative one "
+        "gave a wrong path or failed every call, and the tool refuses one in a call's own edges)"))
     tenants: list[str] | None = Field(default=None, min_length=1, description=(
         "only these tenants' requests see it in the shortest_path tool's description and may name it (another "
         "tenant naming it is told it is unknown); left out: shared by every tenant allowed the tool"))
