@@ -125,6 +125,22 @@ def test_keys_list_of_a_file_that_is_not_a_key_file(tmp_path: Path, monkeypatch:
     assert r.exit_code == 2 and str(bad) in r.output and not isinstance(r.exception, ValueError), r.output
 
 
+def test_keys_create_and_revoke_name_the_flag_when_the_key_file_cannot_be_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """They said only `[Errno 21] Is a directory: '...'`, or `[Errno 17] File exists` for a file where the key
+    file's folder must be, naming no flag."""
+    monkeypatch.setenv("AIGRID_KEY_SECRET", "0123456789abcdef-test")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("")
+    for keys, says in ((tmp_path / "folder", "Is a directory"),
+                       (tmp_path / "file" / "keys.json", f"a file stands where its folder {tmp_path / 'file'} must be")):
+        for args in (["create", "eu-bank"], ["revoke", "abc"]):
+            r = runner.invoke(app, ["keys", *args, "--keys-file", str(keys)])
+            out = " ".join(r.output.split())
+            assert r.exit_code == 2 and f"--keys-file {keys}: cannot" in out and says in out, out
+    assert (tmp_path / "file").read_text() == ""
+
+
 def test_explain_against_a_server_that_is_not_a_gateway(monkeypatch: pytest.MonkeyPatch) -> None:
     import httpx
 

@@ -415,8 +415,20 @@ def keys_create(tenant: Annotated[str, typer.Argument(help="tenant the key belon
         keys_file.parent.mkdir(parents=True, exist_ok=True)
         create_key(keys_file, tenant, models=model or (), jurisdictions=jurisdiction or (), sites=site or (),
                    policy=policy, max_priority=max_priority, name=name, echo=console.print)
-    except (AigridError, OSError) as e:
+    except AigridError as e:
         raise _fail(e) from None
+    except OSError as e:
+        raise _fail(_keys_file_error(keys_file, e, "write")) from None
+
+
+def _keys_file_error(keys_file: Path, e: OSError, doing: str) -> ConfigError:
+    """An OSError on the key file as one line naming the flag and the path it failed on (it said only
+    `[Errno 21] Is a directory: 'keys'`, or named the folder it could not create, without the flag)."""
+    if isinstance(e, FileExistsError | NotADirectoryError) and e.filename:  # a file where a folder must be
+        return ConfigError(f"--keys-file {keys_file}: cannot {doing} it: a file stands where its folder "
+                           f"{keys_file.parent} must be")
+    where = f" ({e.filename})" if e.filename and str(e.filename) != str(keys_file) else ""
+    return ConfigError(f"--keys-file {keys_file}: cannot {doing} it{where}: {e.strerror or e}")
 
 
 @keys_app.command("list")
@@ -426,8 +438,10 @@ def keys_list(keys_file: KeysFile = Path(".aigrid/keys.json")) -> None:
 
     try:
         list_keys(keys_file, echo=console.print)
-    except (AigridError, OSError) as e:
+    except AigridError as e:
         raise _fail(e) from None
+    except OSError as e:
+        raise _fail(_keys_file_error(keys_file, e, "read")) from None
     except ValueError as e:  # not JSON, or not the key file's shape
         raise _fail(ConfigError(f"{keys_file} is not a key file ({e})")) from None
 
@@ -442,8 +456,10 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(help="the key's id, as `ai
         if not revoke_key(keys_file, key_id):
             print_error(err_console, f"no key {key_id}")
             raise typer.Exit(1)
-    except (AigridError, OSError) as e:
+    except AigridError as e:
         raise _fail(e) from None
+    except OSError as e:
+        raise _fail(_keys_file_error(keys_file, e, "change")) from None
     console.print(f"revoked {key_id}")
 
 
