@@ -5,13 +5,16 @@ of it the gateway reads."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 
 import orjson
 import pytest
 
+from aigrid.gateway.output_filter import MAX_TEXTS
 from aigrid.gateway.proxy import EngineNames
+from aigrid.security.firewall.pipeline import Action
 from tests.gateway import hostile_engine as H
 from tests.gateway import test_hostile_engines as T
 from tests.gateway.test_exit_paths import inflight, the_one_record
@@ -195,3 +198,77 @@ async def test_the_tool_loops_model_turns_get_the_idle_bound(tmp_path) -> None:
     tests/agents/test_loop.py::test_a_model_turn_of_keep_alives_is_the_engines_silence); before, with none."""
     async for g in grid(tmp_path, T.sane):
         assert g.gw.agents.loop.quiet_s == g.gw.spec.gateway.stream_idle_s == 300.0
+
+
+def opened_then(*steps: H.Step, turn: bytes = orjson.dumps(H.token("Hi"))) -> Callable[[str, dict], H.Script]:
+    """`endless`, its first event `turn`: every request of a fan-out, every model turn of a tool loop alike."""
+    def script(path: str, req: dict) -> H.Script:
+        return H.stream(H.chunk(b"data: " + turn + b"\n\n"), *steps)
+    return script
+
+
+@pytest.mark.parametrize("door", ["chat", "completions"])
+@pytest.mark.parametrize("steps", [[H.chunk(b"data: {}\n\n"), 0.05], [H.chunk(b": keep-alive\n\n"), 0.05]],
+                         ids=["empty-events", "keep-alives"])
+async def test_a_fanned_out_stream_is_held_to_the_ceiling(tmp_path, door: str, steps: list[H.Step]) -> None:
+    """`n` > 1 (engines/fan_out.py): the n answers' merged stream had no ceiling in time (only the engine's own stream
+    had gateway.stream_max_s): engines sending `data: {}` (relayed as empty chunks) held the client, the reservation
+    and n engine slots for as long as their bytes lasted, and engines sending keep-alives (which the merged stream
+    passes nothing of, so the relay waited on a read that never came) for ever. Now the same ceiling, the wait for a
+    read cut at it: the in-stream error, the engine's failure counted, not continued, the record written once."""
+    async for g in grid(tmp_path, opened_then(*steps * 400), idle_s=0.5, max_s=0.5):  # 20 s of them
+        started = time.monotonic()
+        r = await asyncio.wait_for(g.post(door, True, n=2), 20)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content, r.content[-300:]
+        assert b"streamed for more than 0.5 s" in r.content and b"[DONE]" not in r.content
+        assert 0.5 <= time.monotonic() - started < 5
+        row = await the_one_record(g.gw)
+        assert row["outcome"] == "interrupted" and g.bad.requests == 2
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0
+        assert inflight(g.gw) == 0 and await T.balance(g.gw) > 0  # settled: the reservation, its count unknown
+
+
+async def test_a_streamed_tool_loop_is_held_to_the_ceiling(tmp_path) -> None:
+    """A tool loop's streamed answer (agents/loop.py) had no ceiling in time either: a turn whose engine sends
+    `data: {}` (a data event: the turn's quiet bound resets) after `{"answer": "Hi` was bounded only by the turn's bytes
+    (1 MiB at 10 bytes an event). Now gateway.stream_max_s holds it too: the in-stream error at the ceiling."""
+    turn = orjson.dumps(H.token('{"answer": "Hi'))
+    async for g in grid(tmp_path, opened_then(*[H.chunk(b"data: {}\n\n"), 0.05] * 400, turn=turn), max_s=0.5):
+        started = time.monotonic()
+        r = await asyncio.wait_for(g.post("chat", True, tools=T.CALCULATOR), 20)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content, r.content[-300:]
+        assert b"streamed for more than 0.5 s" in r.content
+        assert 0.5 <= time.monotonic() - started < 5
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and inflight(g.gw) == 0
+
+
+async def test_an_answer_past_the_output_filters_bound_is_not_continued_elsewhere(tmp_path) -> None:
+    """With answers redacted, an engine that opens more than output_filter.MAX_TEXTS texts fails the stream (the
+    filter's SseError); the relay read it as an engine that broke and continued the answer on a spare, handing it the
+    text the hostile engine wrote as the continuation's prefill (held back and redacted text included). Now it is the
+    engine's own answer at fault, as past the other bounds: the in-stream error, not continued."""
+    many = [{"choices": [{"index": i, "delta": {"content": "a"}}]} for i in range(1, MAX_TEXTS + 1)]
+    bad = H.stream(*H.sse(H.token("Hi"), *many, H.token("", "stop")))
+    async for g in grid(tmp_path, lambda p, r: bad):
+        firewall = g.gw.guard.firewall
+        firewall.policies["metered"] = dataclasses.replace(firewall.policy("metered"), pii_output=Action.REDACT)
+        r = await asyncio.wait_for(g.post("chat", True), 20)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content and b"not continued" in r.content
+        assert f"more than {MAX_TEXTS} texts".encode() in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0 and inflight(g.gw) == 0
+
+
+async def test_a_stream_of_several_prompts_that_breaks_is_not_continued_as_one_prompt(tmp_path) -> None:
+    """A list of prompts is one engine request per prompt (engines/fan_out.py), merged: when one broke mid-stream the
+    relay continued the answer on a spare as if it were one, sending the prompts joined into one with every answer's
+    text so far as its prefill, and relayed that one answer as the rest of all of them (audited `ok`). Now, as with
+    `n`, the in-stream error saying why it is not continued."""
+    broken = H.stream(H.chunk(b"data: " + orjson.dumps(H.token("Hi")) + b"\n\n"), H.CLOSE)
+    async for g in grid(tmp_path, lambda p, r: broken):
+        r = await asyncio.wait_for(g.post("completions", True, prompt=["Say hello", "Say goodbye"]), 20)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content, r.content[-300:]
+        assert b"several prompts" in r.content and b"[DONE]" not in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.good.requests == 0 and inflight(g.gw) == 0

@@ -7,7 +7,7 @@ events themselves. When the engine dies, the next engine gets the same request w
 prefilled assistant turn (chat) or appended to the prompt (completions) and a max_tokens budget reduced by
 what was sent; its events are rewritten to carry the original stream's id, so the client sees one stream
 with no repeated and no lost text. Where an exact continuation is impossible (tool calls, constrained
-output, several choices, logprobs), the stream ends with a clear error instead.
+output, several choices or prompts, logprobs), the stream ends with a clear error instead.
 """
 
 from __future__ import annotations
@@ -80,6 +80,9 @@ class Delivered:
 def why_not_continuable(body: dict[str, Any], delivered: Delivered) -> str | None:
     if delivered.tool_calls:
         return "the answer was a tool call"
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) > 1:  # one answer per prompt (engines/fan_out.py), as `n` below
+        return "the request has several prompts, each answered apart"
     for name in CONSTRAINED_FIELDS:
         value = body.get(name)
         if value not in _UNCONSTRAINED:

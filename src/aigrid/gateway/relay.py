@@ -102,7 +102,8 @@ class EventPipe:
         self._read = 0
         self._silence = Quiet(math.inf if quiet_s is None else quiet_s, clock)
         self.past: str | None = None
-        """Why the answer was cut at a bound (most_bytes, quiet_s); None while within them."""
+        """Why the answer was cut at a bound (most_bytes, quiet_s, max_s, the output filter's MAX_TEXTS); None while
+        within them."""
         self._sse = sse
         self.track = track
         """Keep the delivered text and chunk count (a continuation is possible for this request)."""
@@ -142,7 +143,7 @@ class EventPipe:
             return raw  # not an event stream (an engine's error body): passed as it comes
         self._read += len(raw)
         if self._read > self._most_bytes:  # past the byte bound, or the time bound (expire)
-            self._cut(f"the answer streamed for more than {self.max_s:g} s" if self._expired
+            self._cut(self._over_time() if self._expired
                       else f"the answer is past {self._most_bytes} bytes, more than its tokens can take")
         self._recent = (self._recent[1], raw)
         if (self._rewriter is None and (self._filter is None or not self._filter.redacts)
@@ -190,6 +191,14 @@ class EventPipe:
         """The answer has streamed for `max_s`: its next read is cut (the byte bound's test, set to trip)."""
         self._expired = True
         self._most_bytes = -1
+
+    def cut_at_ceiling(self) -> str:
+        """The wait for a read was cut at `max_s` (StreamRelay): why, the answer's own fault (`past`)."""
+        self.past = self._over_time()
+        return self.past
+
+    def _over_time(self) -> str:
+        return f"the answer streamed for more than {self.max_s:g} s"
 
     def _quiet(self) -> None:
         """A read that completed no data event: past `quiet_s` of such reads, the engine is silent (SseError)."""
@@ -244,7 +253,11 @@ class EventPipe:
                             "unknown", why)
                 obj, changed = {k: v for k, v in obj.items() if k != "usage"}, True
         if filt is not None and (filt.redacts or (usage is not None and filt.strip_usage)):
-            obj, changed = filt.event(obj), True
+            try:
+                obj, changed = filt.event(obj), True
+            except SseError as e:  # past output_filter.MAX_TEXTS: the engine's own answer, not continued elsewhere;
+                self._recent = (self._recent[0], b"")  # this read is not relayed: an end in it is not the client's
+                self._cut(str(e))
             if obj is None:
                 return b""
         return encode(orjson.dumps(obj), event=ev.event) if changed else None
@@ -297,10 +310,14 @@ class StreamRelay:
         self.pipe = pipe(output, sse=_is_sse(opened), track=track, most_tokens=proxy.most_tokens(opened.cand, record),
                          most_bytes=proxy.most_bytes(opened.cand, record) if direct else None,
                          quiet_s=proxy.stream_idle_s if direct else None,  # a wrapper's: its own bounds
-                         max_s=proxy.stream_max_s if direct else None)
-        self._timer = (asyncio.get_running_loop().call_later(proxy.stream_max_s, self.pipe.expire)
-                       if direct else None)
-        """The answer's ceiling (gateway.stream_max_s) from its first byte, cancelled when it ends."""
+                         max_s=proxy.stream_max_s)
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(proxy.stream_max_s,
+                                                                                       self._at_ceiling)
+        """The answer's ceiling (gateway.stream_max_s) from its first byte, a wrapper's too, cancelled when it ends."""
+        self._reader: asyncio.Task[Any] | None = None
+        """The task waiting for the engine's next read, while it waits (the ceiling cancels that wait)."""
+        self._ceiling_cut = False
+        """The ceiling cancelled the task's wait for a read (taken back by _caught_at_ceiling)."""
         self._current: Opened | None = opened
         self._first: bytes | None = opened.first
         self._engine_failure: str | None = None
@@ -346,8 +363,16 @@ class StreamRelay:
                         if out and (sent := await self._emit(out)) is not None:
                             return sent
                         continue
+                self._reader = task = asyncio.current_task()  # a wait the ceiling may cut (_at_ceiling)
                 try:
-                    chunk = await cur.upstream.body.__anext__()
+                    try:
+                        chunk = await cur.upstream.body.__anext__()
+                    finally:
+                        self._reader = None
+                    if self._ceiling_cut:  # the read swallowed the ceiling's cancel: taken back (the pipe, expired,
+                        self._ceiling_cut = False  # cuts the read instead)
+                        if task is not None:
+                            task.uncancel()
                 except StopAsyncIteration:
                     tail = self.pipe.end()
                     if self.pipe.sse and cur.upstream.status < 400 and not self.pipe.ended(tail):
@@ -371,12 +396,36 @@ class StreamRelay:
                     if out and (sent := await self._emit(out)) is not None:
                         return sent
                     continue
+                except asyncio.CancelledError:
+                    if not self._caught_at_ceiling():
+                        raise
+                    out = await self._broke(cur, EngineStreamBroken(self.pipe.cut_at_ceiling()))
+                    if out and (sent := await self._emit(out)) is not None:
+                        return sent
+                    continue
             try:
                 out = self.pipe.feed(chunk)
             except SseError as e:
                 out = await self._broke(cur, EngineStreamBroken(str(e)))
             if out and (sent := await self._emit(out)) is not None:
                 return sent
+
+    def _at_ceiling(self) -> None:
+        """gateway.stream_max_s since the first byte: the next read is cut (EventPipe.expire), and a wait for one is
+        cut now (not when a client hangs up already: its cut is under way): a wrapper (a fan-out, a tool loop) may
+        yield nothing for as long as its engines send nothing it passes on."""
+        self._timer = None
+        self.pipe.expire()
+        task = self._reader
+        if task is not None and not task.cancelling():
+            self._ceiling_cut = True
+            task.cancel("the answer's ceiling (gateway.stream_max_s)")
+
+    def _caught_at_ceiling(self) -> bool:
+        """Whether the CancelledError being handled is the ceiling's alone (then the answer is cut, not raised on)."""
+        cut, self._ceiling_cut = self._ceiling_cut, False
+        task = asyncio.current_task()
+        return cut and task is not None and task.uncancel() == 0
 
     async def _emit(self, out: bytes) -> bytes | None:
         """Client bytes: returned for the response's `send`; with a wire, written on it (None: go on), waiting
