@@ -294,10 +294,10 @@ def _split(text: str, start: int, stop: int, kinds: frozenset[str] | None, kept:
     return [] if cut is None else [(cut[0], start, start + cut[1])]
 
 
-def _cut_of(text: str, kinds: frozenset[str] | None, kept: _Kept) -> tuple[str, int] | None:
-    """_split of the run at the start of `text` (its window), as (kind, end), or None (`kept` unused: the signature
-    _Kept.of calls). A group's end is found by a regex, and a card's checksum read from the run's digits taken once (a
-    phone number's validator, its digit count, holds at every end tried)."""
+def _cut_of(text: str, kinds: frozenset[str] | None) -> tuple[str, int] | None:
+    """_split of the run at the start of `text` (its window), as (kind, end), or None. A group's end is found by a
+    regex, and a card's checksum read from the run's digits taken once (a phone number's validator, its digit count,
+    holds at every end tried)."""
     stop = len(text)
     # the run read only up to its 20th digit (the window's 20th, if the run holds it: reading on costs ~4 us)
     twenty = _TWENTY_DIGITS.match(text)
@@ -361,7 +361,7 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
             moved = lo
             while head and (reach := _reach(text, lo, hi)) <= lo + _NUMBER_EDGE \
                     and _NOT_A_NUMBER.search(text, lo, reach) is None \
-                    and (got := kept.of(_first_in, text[lo:reach], _ahead(text, lo, kinds))):  # _in_run, unwrapped
+                    and (got := kept.of(_first_in, text[lo:reach], _ahead(text, lo, kinds), kept)):  # _in_run, unwrapped
                 lo += got[2]
                 out[-1] = PiiMatch(out[-1].kind, out[-1].start, lo)
                 head = lo < hi and _BARED.match(text, lo, hi) is not None
@@ -374,12 +374,7 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
                      for m in _find(text[lo:hi], kinds, 0, prune, False, kept)]
         else:
             if head:
-                reach, ahead = _reach(text, lo, hi), _ahead(text, lo, kinds)
-                if reach <= lo + _NUMBER_EDGE and _NOT_A_NUMBER.search(text, lo, reach) is None:
-                    found = _in_run(text, lo, reach, ahead, kept)  # digit groups only: a number, read straight (as _find)
-                else:
-                    found = [PiiMatch(m.kind, lo + m.start, lo + m.end)
-                             for m in _find(text[lo:reach], ahead, 0, prune, False, kept)[:1] if m.start <= 1]
+                found = _bared(text, lo, hi, kinds, prune, kept)
             if tail:
                 at = max(start, lo, hi - (_EDGE if text.find("@", hi - _EDGE, hi) >= 0 else _NUMBER_EDGE))
                 cut = max(0, at - 2)  # and the two characters the look-behinds read before it
@@ -404,6 +399,16 @@ def _settled(text: str, taken: list[PiiMatch], kinds: frozenset[str] | None, sta
     return out
 
 
+def _bared(text: str, lo: int, hi: int, kinds: frozenset[str] | None, prune: bool, kept: _Kept) -> list[PiiMatch]:
+    """The item that begins at `lo` (or one character after it) as redaction lays it bare (an item's placeholder
+    before `lo`), read up to `hi` at most: [] or one item."""
+    reach, ahead = _reach(text, lo, hi), _ahead(text, lo, kinds)
+    if reach <= lo + _NUMBER_EDGE and _NOT_A_NUMBER.search(text, lo, reach) is None:
+        return _in_run(text, lo, reach, ahead, kept)  # digit groups only: a number, read straight (as _find)
+    return [PiiMatch(m.kind, lo + m.start, lo + m.end)
+            for m in _find(text[lo:reach], ahead, 0, prune, False, kept)[:1] if m.start <= 1]
+
+
 def _reach(text: str, lo: int, hi: int) -> int:
     """How far _settled reads from `lo` (before `hi`): an item's reach with its look-arounds, a number's where no @ is
     in reach."""
@@ -422,7 +427,7 @@ def _in_run(text: str, lo: int, hi: int, kinds: frozenset[str] | None, kept: _Ke
     its validator takes, or _split cuts (read up to `hi`); a run of "12 " cost 90 us an item through _find. All it
     reads is text[lo:hi] (no look-behind; the look-aheads end at `hi`), so it is worked out on that window and kept
     for the reading (_first_in, `kept`): in a long run of like digit groups each window is one seen before."""
-    got = kept.of(_first_in, text[lo:hi], kinds)
+    got = kept.of(_first_in, text[lo:hi], kinds, kept)
     return [] if got is None else [PiiMatch(got[0], lo + got[1], lo + got[2])]
 
 
@@ -450,11 +455,12 @@ class _Kept(dict[tuple[Any, str, frozenset[str] | None], Any]):
     the oldest dropped. Until the twenty-fourth session's review (R2) they were kept by a process-wide lru_cache:
     windows of tenants' text (card and phone numbers) held after their request ended, for every request after."""
 
-    def of(self, work: Callable[[str, frozenset[str] | None, _Kept], _T], window: str,
-           kinds: frozenset[str] | None) -> _T:
+    def of(self, work: Callable[..., _T], window: str, kinds: frozenset[str] | None, *more: Any) -> _T:
+        """work(window, kinds, *more), worked out once per (work, window, kinds) in this reading (`more` is not part of
+        the key: this reading's memo, which _first_in passes on to _split)."""
         key = (work, window, kinds)
         if key not in self:
-            got = work(window, kinds, self)
+            got = work(window, kinds, *more)
             if len(self) >= 4096:
                 del self[next(iter(self))]
             self[key] = got
@@ -547,24 +553,31 @@ def read_together(pieces: Sequence[str], own: Sequence[list[PiiMatch]], kinds: f
     kept = _Kept()  # the windows worked out, for this reading
     found = [(m.kind, lo + m.start, lo + m.end) for lo, hi in regions + pairs
              for m in _find(text[lo:hi], kinds, 0, True, True, kept)]
-    bare = sorted((b, a) for _, a, b in found)  # the items read so far, by their ends: an item may follow one
-    found += [item for seam in ends for item in _ending_at(text, seam, kinds, bare)]
     digits = [m.start() for m in _DIGIT.finditer(text)] if begins else []  # for _to_break: where each digit is
     # the items read from each seam on, each that overlaps the one before it, of the same kind, made one with it: the
     # same characters redacted, one item mapped to the pieces where each seam's gave one (4,000 one-digit parts read
     # with a break at both ends hold a phone number from every seam, each across 15 pieces)
     chain: list[tuple[str, int, int]] = []
+    begun: list[tuple[int, int]] = []  # each item read from a seam on, before it is read on and after
     reached = 0  # where those read so far end: an item read to a break that ends before it adds nothing to redact
     for k in begins:
-        for kind, a, b in _beginning_at(text, cuts[k], cuts, k + 2, digits, reached, kinds):
-            if b > reached and cuts[min(bisect_left(cuts, b), len(cuts) - 1)] != b:  # read on (not up to a break)
+        for kind, a, b, to_break in _beginning_at(text, cuts[k], cuts, k + 2, digits, reached, kinds, kept):
+            # read on, unless read up to a break (until the twenty-fifth session, also not where an item read joined
+            # ended at a seam: "+44" | "11111111053234" | "-4111 555 0512" | "05 1111" left "05 1111")
+            begun.append((b, a))
+            if b > reached and not to_break:
                 b = _run_on(text, b, kinds, kept)
+                begun.append((b, a))
             if chain and chain[-1][0] == kind and a < chain[-1][2]:
                 chain[-1] = (kind, chain[-1][1], max(b, chain[-1][2]))
             else:
                 chain.append((kind, a, b))
             reached = max(reached, b)
+    # the items read so far, by their ends: an item may follow one, up to a break (those read from a break before it
+    # too since the twenty-fifth session: "1111" | "41542" | "12 +4401300044", breaks at both ends, left "+4401300044")
+    bare = sorted([*((b, a) for _, a, b in found), *begun])
     found += chain
+    found += [item for seam in ends for item in _ending_before(text, seam, kinds, bare, kept)]
     parts: list[list[PiiMatch]] = [[] for _ in pieces]
     for kind, a, b in found:
         if at is not None:
@@ -605,17 +618,37 @@ from the seam back: an item that ends at the seam, found in as many steps as it 
 
 def _run_on(text: str, end: int, kinds: frozenset[str] | None, kept: _Kept) -> int:
     """Where the items that redact lays bare after an item ending at `end` (_settled: "4111 4111" | " +44 4241 1141",
-    the second a tail of the first for the look-behinds) end, read on from it: `end` where none."""
-    while _BARED.match(text, end) is not None:
-        got = _find(text[end:end + _EDGE], kinds, 0, True, True, kept)
-        if not got or got[0].start > 1:
-            break
-        end += got[0].end
+    the second a tail of the first for the look-behinds) end, read on from it: `end` where none. Each read as _settled
+    reads it (_bared; until the twenty-fifth session by _find, whose look-behinds refused the card that a separator
+    after the item lays bare: "+44" | "11111111053234" | "-4111 555 0512" | "05 1111", a break before the second, left
+    "05 1111")."""
+    while _BARED.match(text, end) is not None and (got := _bared(text, end, len(text), kinds, True, kept)):
+        end = got[0].end
     return end
 
 
+def _ending_before(text: str, seam: int, kinds: frozenset[str] | None, bare: Sequence[tuple[int, int]],
+                   kept: _Kept) -> list[tuple[str, int, int]]:
+    """_ending_at the break at `seam`, and before each number or address found so that begins with a digit: the number
+    that ends there or one separator before, which redaction lays bare once that item is redacted (_settled's `tail`:
+    "+1" | "0532" | "41534 111134" | "@" | "1120.comx" with a break after the address, whose "111134" the pieces
+    joined read into a phone number, left "+1" until the twenty-fifth session), and before that one, up to
+    _NUMBER_AROUND characters back from the first."""
+    out = _ending_at(text, seam, kinds, bare, kept)
+    todo = [a for _, a, _ in out]
+    while todo:
+        a = todo.pop()
+        if a < 2 or seam - a > _NUMBER_AROUND or not text[a].isdigit() \
+                or not (text[a - 1].isalnum() or (text[a - 1] in " .-" and text[a - 2].isdigit())):
+            continue
+        more = [item for item in _ending_at(text, a, kinds, (), kept) if item[2] <= a and item[1] < a]
+        out += more
+        todo += [b for _, b, _ in more]
+    return out
+
+
 def _ending_at(text: str, seam: int, kinds: frozenset[str] | None,
-               bare: Sequence[tuple[int, int]] = ()) -> list[tuple[str, int, int]]:
+               bare: Sequence[tuple[int, int]] = (), kept: _Kept | None = None) -> list[tuple[str, int, int]]:
     """The items that end at `seam` with a break there (what is after it unread), or one separator before it, each
     detector's at most: the text before read backwards from there, anchored, and what it finds read again by the
     detector itself from where it starts, as the text is written up to the break (its pattern, its look-behinds,
@@ -642,30 +675,55 @@ def _ending_at(text: str, seam: int, kinds: frozenset[str] | None,
                     and ((valid := _DETECTOR[kind][1]) is None or valid(m.group())):
                 out.append((kind, bare[k - 1][1], m.end()))
                 break
+        else:
+            if k < len(bare) and bare[k][1] <= after:  # an item read so far runs on from that one over the break
+                return out
+            # read forwards from the first of the items read so far that end within reach, up to the break: the
+            # number may follow an item inside one read as a run of several ("344200340532" in "344200340532+443704555",
+            # read joined), or another than the last ("112001300130555" | " 3704555 341120"), as find_pii reads them
+            # from each of their starts, the first first (an item read from a break starts after one read joined)
+            j = k
+            while j and end - bare[j - 1][0] <= _NUMBER_AROUND:
+                j -= 1
+            for first in sorted({a for _, a in bare[j:k]})[:_STARTS_TRIED]:  # an item begins there: read from it
+                more = [(m.kind, first + m.start, first + m.end) for m in _find(text[first:seam], kinds, 0, True, True,
+                                                                                _Kept() if kept is None else kept)
+                        if first + m.end >= end and first + m.start < end]
+                if more:
+                    out += more
+                    break
     return out
 
 
+_STARTS_TRIED = 4
+"""The most items read before a break that _ending_at reads forwards from, to a number that follows one."""
+
+
 def _beginning_at(text: str, seam: int, cuts: Sequence[int], k: int, digits: Sequence[int], covered: int,
-                  kinds: frozenset[str] | None) -> list[tuple[str, int, int]]:
+                  kinds: frozenset[str] | None, kept: _Kept) -> list[tuple[str, int, int, bool]]:
     """The items that begin at `seam` with a break there (what is before it unread), or one character after it
     (the look-behinds read two back), each detector's at most: where the text before the seam refuses an item
     that the break lets begin. Each is read on into what follows (the pieces joined) and, where it may reach a later
     seam `cuts[k]` or after (three pieces or more on), with a break there too (_to_break; `digits`: where each digit
-    of `text` is; one that ends by `covered` is not looked for)."""
+    of `text` is; one that ends by `covered` is not looked for). A number its validator refuses read whole is cut as
+    find_pii cuts it (_split: "AB56" | "0100" | "078" | "0044-1120555 12" with a break after "AB56", 22 digits, read
+    only whole until the twenty-fifth session, passed)."""
     if _SHUT.search(text, max(0, seam - 2), seam) is None:
         return []
     ahead = text[seam:seam + _AROUND]
-    out: list[tuple[str, int, int]] = []
+    out: list[tuple[str, int, int, bool]] = []  # (kind, start, end, read up to a break)
     for first in (0, 1) if ahead[:1] in (" ", ".", "-") else (0,):  # a separator after a digit: from the next one
         skip = _skipped(ahead[first:])
         for kind, pattern, valid in _DETECTORS:
-            if (kinds is None or kind in kinds) and kind not in skip and (m := pattern.match(ahead, first)) is not None \
-                    and (valid is None or valid(m.group())):
-                out.append((kind, seam + first, seam + m.end()))
+            if (kinds is None or kind in kinds) and kind not in skip and (m := pattern.match(ahead, first)) is not None:
+                if valid is None or valid(m.group()):
+                    out.append((kind, seam + first, seam + m.end(), False))
+                elif kind in _NUMBERS and (cut := _split(ahead, first, len(ahead), kinds, kept)):
+                    out += [(cut_kind, seam + a, seam + b, False) for cut_kind, a, b in cut]
         # 24 digits in a row are no item read on (_skipped), but up to a break they may hold one: not skipped there
         tried = [d for d in _DETECTORS if (kinds is None or d[0] in kinds) and (d[0] not in skip or d[0] in _NUMBERS)]
         if tried and k < len(cuts):
-            out += [(kind, seam + first, seam + end) for kind, end in _to_break(ahead, first, cuts, k, seam, digits,
+            out += [(kind, seam + first, seam + end, True) for kind, end in _to_break(ahead, first, cuts, k, seam, digits,
                                                                                        covered, tried)]
     return out
 
