@@ -191,3 +191,16 @@ def test_a_json_answer_streams_as_orjson_writes_it_however_it_is_written_and_cut
         out.append(stream.feed(written[pos:pos + size]))
         pos += size
     assert "".join(out) == stream.value == orjson.dumps(value).decode()
+
+
+def test_a_lone_high_surrogate_at_the_answers_end_does_not_hold_the_answer_back() -> None:
+    """A string answer's escapes are read by the one JSON escape reader (answer_stream.json_escape, the output
+    redaction's too): a lone high surrogate (`\\uD83D` not followed by its low half) is U+FFFD as soon as what follows
+    cannot be one. AnswerStream's own reader waited for six more characters, so an answer ending with one within
+    them never closed (nothing more was streamed)."""
+    from aigrid.agents.answer_stream import AnswerStream
+
+    stream = AnswerStream()
+    assert stream.feed('{"answer": "ok \\uD83D"}') == "ok \ufffd"
+    assert stream.feed(" more") == ""  # closed: what follows the answer is not the answer
+    assert AnswerStream().feed('{"answer": "\\uD83D\\uDE00!"}') == "\U0001F600!"  # a pair, as before

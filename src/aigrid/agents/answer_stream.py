@@ -128,20 +128,40 @@ class AnswerStream:
 
 def _escape(text: str, i: int) -> tuple[str, int] | None:
     """The character(s) the JSON escape at text[i] (a backslash) stands for and where the text goes on after it; None
-    while it is not all there. A lone surrogate or a bad \\u escape reads as U+FFFD."""
+    while it is not all there. Not a valid escape: its letter (`\\x` is `x`); a bad \\u escape or a lone surrogate:
+    U+FFFD and the six characters."""
+    got = json_escape(text, i)
+    if got is None:
+        return None
+    char, end = got
+    if char is not None:
+        return char, end
+    return (text[i + 1], end) if text[i + 1] != "u" else ("\ufffd", i + 6)
+
+
+def json_escape(text: str, i: int) -> tuple[str | None, int] | None:
+    """The JSON escape at text[i] (a backslash): the character it stands for (None: not a valid escape: an unknown
+    letter, `\\u` without four hex digits, a lone surrogate) and where the text goes on after it (past the letter, past
+    `\\u` alone when its digits are bad, past the six characters of a lone surrogate); None while it is not all there
+    (a high surrogate waits for a low half only while what follows may still be one). The one reader of JSON
+    escapes: AnswerStream's and the output redaction's (gateway/output_filter.EscapeReader)."""
     if i + 1 >= len(text):
         return None
     e = text[i + 1]
     if e != "u":
-        return _ESCAPES.get(e, e), i + 2
+        return _ESCAPES.get(e), i + 2
     if i + 6 > len(text):
         return None
-    code = int(text[i + 2:i + 6], 16) if _HEX4.fullmatch(text[i + 2:i + 6]) else 0xFFFD
+    if not _HEX4.fullmatch(text, i + 2, i + 6):
+        return None, i + 2
+    code = int(text[i + 2:i + 6], 16)
     if 0xD800 <= code < 0xDC00:  # a surrogate pair: \\uD83D\\uDE00
-        if i + 12 > len(text):
+        if i + 12 > len(text) and text.startswith("\\u"[:len(text) - i - 6], i + 6):
             return None
-        low = text[i + 8:i + 12] if text[i + 6:i + 8] == "\\u" else ""
-        if _HEX4.fullmatch(low) and 0xDC00 <= int(low, 16) < 0xE000:
-            return chr(0x10000 + ((code - 0xD800) << 10) + int(low, 16) - 0xDC00), i + 12
-        code = 0xFFFD
-    return chr(0xFFFD if 0xDC00 <= code < 0xE000 else code), i + 6
+        if text.startswith("\\u", i + 6) and _HEX4.fullmatch(text, i + 8, i + 12) \
+                and 0xDC00 <= (low := int(text[i + 8:i + 12], 16)) < 0xE000:
+            return chr(0x10000 + ((code - 0xD800) << 10) + low - 0xDC00), i + 12
+        return None, i + 6
+    if 0xDC00 <= code < 0xE000:
+        return None, i + 6
+    return chr(code), i + 6
