@@ -1229,77 +1229,73 @@ async def test_a_batch_whose_results_would_cross_the_disks_floor_or_the_quota_fa
 
 async def test_a_batchs_output_and_error_files_count_in_the_tenants_number_of_files(
         tmp_path: Path, engines: dict[str, Gated]) -> None:
-    """The Files API refused an upload past the tenant's `quotas.storage_files`, but a running batch made its output
-    and error files whatever the tenant held: a tenant at its limit less one ended a batch holding two files more than
-    its quota allows. The first line of each of the two files is now checked against the count too (the other running
-    batches' result files counted, as their bytes are): the batch stops as for lack of room, fails with
-    storage_quota_exceeded naming quotas.storage_files, and keeps what it wrote; and the files a running batch made
-    count for the uploads of its tenant."""
+    """A batch writes two files, its output and its error file. The create checked room for one file only, and a
+    running batch counted each of its files from the line that made it, writing that line (and the others in flight)
+    even when the count was passed: a tenant allowed 2 files created a batch beside its input file, and one allowed 3
+    uploaded a file while the batch's first line ran, then held 4. The create now asks room for both files (400
+    naming quotas.storage_files), and a batch counts both from before its first line: an upload that would pass the
+    count while it runs is refused, and the tenant never holds more files than its quota."""
     gw = await started(storage_spec(tmp_path, 1 << 20, 2, concurrency=1), engines)
     try:
         oai, _ = clients(gw)
-        done = await until(oai, (await submit(oai, jsonl(line("a", "hi"), line("b", "FAIL"), line("c", "hi")))).id,
-                           "completed", "failed")
-        assert done.status == "failed" and done.errors is not None, done
-        error = done.errors.data[0]
-        assert error.code == "storage_quota_exceeded" and "2 files (quotas.storage_files" in (error.message or ""), error
-        assert [x["custom_id"] for x in await lines_of(oai, done.output_file_id)] == ["a"]
-        assert [x["custom_id"] for x in await lines_of(oai, done.error_file_id)] == ["b"]  # it ran: kept
-        assert "c" not in {r["messages"][0]["content"] for r in received(engines)}  # no line started after
-    finally:
-        await stopped(gw)
-    # the output file of a running batch, not yet indexed, is the tenant's second file: no upload past it
-    held = engines_for(tmp_path / "upload")
-    gw = await started(storage_spec(tmp_path / "upload", 1 << 20, 2, concurrency=1), held)
-    try:
-        oai, _ = clients(gw)
-        for e in held.values():
-            e.gate.clear()
-        created = await submit(oai, jsonl(line("a", "hi"), line("b", "SLOW")))
-        for _ in range(500):
-            if any(r["messages"][0]["content"] == "SLOW" for r in received(held)):
-                break
-            await asyncio.sleep(0.01)
         with pytest.raises(openai.BadRequestError) as refused:
-            await oai.files.create(file=("more.jsonl", jsonl(line("x", "hi"))), purpose="batch")
-        assert "2 files (quotas.storage_files)" in refused.value.body["message"]  # type: ignore[index]
-        open_gates(held)
-        done = await until(oai, created.id, "completed", "failed")
-        assert done.status == "completed" and len(await lines_of(oai, done.output_file_id)) == 2, done
+            await submit(oai, jsonl(line("a", "hi"), line("b", "FAIL")))
+        message = refused.value.body["message"]  # type: ignore[index]
+        assert "2 files (quotas.storage_files); a batch's 2 result files (output and error) would pass it" in message
     finally:
-        open_gates(held)
         await stopped(gw)
-
-
-@pytest.mark.parametrize(("first", "made"), [("FAIL", "error"), ("hi", "output")])
-async def test_the_files_quota_names_the_file_the_line_makes(tmp_path: Path, engines: dict[str, Gated], first: str,
-                                                             made: str) -> None:
-    """A tenant allowed 2 files: its input file, and another uploaded while the batch's first line waits; that
-    line's answer makes a third file. The message said "with its output file" for the batch's first file even when
-    the line failed and made the error file; it names the file the line makes now."""
-    gw = await started(storage_spec(tmp_path, 1 << 20, 2, concurrency=1), engines)
+    gw = await started(storage_spec(tmp_path / "upload", 1 << 20, 3, concurrency=1), engines_for(tmp_path / "upload"))
     uploaded = asyncio.Event()
     try:
         oai, _ = clients(gw)
         assert gw.batches is not None
         runner = gw.batches.runner
-        real = runner.run_line
+        real, waiting = runner.run_line, asyncio.Event()
 
         async def run_line(row: Any, batch_line: Any) -> Any:
+            waiting.set()
             await uploaded.wait()
             return await real(row, batch_line)
 
         runner.run_line = run_line
-        created = await submit(oai, jsonl(line("a", first), line("b", "hi")))
-        await oai.files.create(file=("more.jsonl", jsonl(line("x", "hi"))), purpose="batch")  # the second file
+        created = await submit(oai, jsonl(line("a", "hi"), line("b", "FAIL")))
+        await asyncio.wait_for(waiting.wait(), 10)  # its first line runs: no result file written yet
+        with pytest.raises(openai.BadRequestError) as refused:  # before: taken (2 files), the batch then made 2 more
+            await oai.files.create(file=("more.jsonl", jsonl(line("x", "hi"))), purpose="batch")
+        assert "3 files (quotas.storage_files)" in refused.value.body["message"]  # type: ignore[index]
         uploaded.set()
+        done = await until(oai, created.id, "completed", "failed")
+        assert done.status == "completed", done
+        assert [x["custom_id"] for x in await lines_of(oai, done.output_file_id)] == ["a"]
+        assert [x["custom_id"] for x in await lines_of(oai, done.error_file_id)] == ["b"]
+        assert len((await oai.files.list()).data) == 3  # the input file and the two it wrote: at the quota, not past
+    finally:
+        uploaded.set()
+        await stopped(gw)
+
+
+async def test_a_batch_without_room_for_its_two_files_starts_no_line(tmp_path: Path, engines: dict[str, Gated]) -> None:
+    """The tenant's files filled between the create and the batch's start (another batch's files counted since):
+    the batch asks room for both its files before its first line, starts none and fails naming both files and
+    quotas.storage_files."""
+    gw = await started(storage_spec(tmp_path, 1 << 20, 3, concurrency=1), engines)
+    try:
+        oai, _ = clients(gw)
+        assert gw.batches is not None
+        runner = gw.batches.runner
+        real_submit = runner.submit
+        runner.submit = lambda bid: None  # type: ignore[method-assign]  # created, not yet started
+        created = await submit(oai, jsonl(line("a", "hi")))
+        await oai.files.create(file=("more.jsonl", jsonl(line("x", "hi"))), purpose="batch")  # 2 files of 3
+        runner.submit = real_submit  # type: ignore[method-assign]
+        runner.submit(created.id)
         done = await until(oai, created.id, "completed", "failed")
         assert done.status == "failed" and done.errors is not None, done
         message = done.errors.data[0].message or ""
-        assert f"with its {made} file this tenant's files would number more than its storage quota of 2 files" in \
-            message, message
+        assert "with its output and error files this tenant's files would number more than its storage quota of 3 " \
+               "files" in message, message
+        assert not received(engines)  # no line ran
     finally:
-        uploaded.set()
         await stopped(gw)
 
 

@@ -249,8 +249,8 @@ class BatchRunner:
 
         await self.store.update(row.id, started)
         await self._write_unwritten(run, row, output, progress, total)
-        if run.why is None and (progress.done or obj["status"] != "validating"):
-            await self._room_to_resume(run, row, output)
+        if run.why is None:
+            await self._room_to_start(run, row, output)
         async with contextlib.aclosing(self._lines(path, obj["endpoint"], self._not_to_run(row, progress))) as pending:
             await self._run_lines(run, row, pending, output, progress, total)
         if run.why in ("stop", "lost"):
@@ -353,13 +353,18 @@ class BatchRunner:
                 continue
             await self._record(run, row, result, output, progress, total)
 
-    async def _room_to_resume(self, run: _Run, row: StoredBatch, output: BatchOutput) -> None:
-        """A batch resumed (one stopped for room whose end the index refused, one a restart stopped) asks for room
-        before it starts a line: with none it starts none (each line that ran would be written past the floor or the
-        quota all the same, `concurrency` of them at every resume) and ends as a batch stopped for room."""
+    async def _room_to_start(self, run: _Run, row: StoredBatch, output: BatchOutput) -> None:
+        """A batch asks for room before it starts a line (a fresh one, one stopped for room whose end the index
+        refused, one a restart stopped): with none it starts none (each line that ran would be written past the floor
+        or the quota all the same, `concurrency` of them at every resume) and ends as a batch stopped for room. Both
+        its result files (output, error) count in the tenant's number of files from here (`batch_result_files`),
+        whichever it writes, as its create asked room for both: a line's answer never makes a file past the count
+        (before, the line that found no room for its file was written all the same, as were the others in flight: the
+        count passed by up to 2). A message batch counts its files as they are made (its create asks room for its
+        requests file only)."""
         written, files = await asyncio.to_thread(output.held)
         try:
-            await self._check(row)(written, 0, files)
+            await self._check(row)(written, 0, files if row.obj["endpoint"] == MESSAGES_PATH else 2)
         except (InsufficientStorage, StorageFull) as e:
             self._refused(run, row, e)
 

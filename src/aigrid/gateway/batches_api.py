@@ -107,8 +107,8 @@ class BatchesApi:
         if found.purpose != "batch":
             raise InvalidRequest(f"input_file_id: {found.id!r} has purpose {found.purpose!r}; a batch reads a file "
                                  "uploaded with purpose 'batch'", param="input_file_id")
-        await self.files.check_room(caller.tenant, "input_file_id",  # its output will be the tenant's files too
-                                    jurisdictions=caller.scopes.jurisdictions)
+        await self.files.check_room(caller.tenant, "input_file_id", files=2,  # its output and error files will be
+                                    jurisdictions=caller.scopes.jurisdictions)  # the tenant's files too
         if found.jurisdictions is not None:  # a file made under a narrower residency than the caller's: its
             # batch is made, served and kept under that residency too (its lines routed only there, its results
             # seen by the keys that see the file), whoever creates it

@@ -20,9 +20,9 @@ ones and the batches' outputs too. `add` (an upload, a message batch's requests)
 the index's write lock (batch_db.BatchDb.write), so uploads racing in any number of worker processes never
 take a tenant past it; the bytes copied before the check are deleted again. `keep_results` (a batch's output, the
 work already done, indexed in the transaction that drops its `batch_results` row) is never refused: it counts (`check_room`, asked before a batch is created, refuses a new
-batch to a tenant at its limit). A running batch's results are checked before each line is written
+batch to a tenant without room for two more files, its output and its error file). A running batch's results are checked before each line is written
 (`check_output`): a line that would take the tenant past its quota (its bytes, or its number of files: the line
-that makes the output or the error file), or the disk below `min_free_bytes`, stops the batch (failed, what it wrote kept: batch_runner.py). A deleted or expired file counts
+that makes the output or the error file; a Batch API batch counts both from its start, `files` 2), or the disk below `min_free_bytes`, stops the batch (failed, what it wrote kept: batch_runner.py). A deleted or expired file counts
 no more (expired: at once, its bytes deleted by the next sweep; but the input of a batch that has not ended, kept
 and counted until it ends).
 
@@ -262,7 +262,8 @@ class FileStore:
         if limit is not None and mine > had and held[1] + mine > limit.files:
             counts = "" if narrowed else f"; {held[1]} files held, other running batches' results included"
             raise StorageFull(
-                f"this batch's results could not all be written: with its {result or 'new result'} file this "
+                f"this batch's results could not all be written: with its "
+                f"{f'{result} file' if result else 'output and error files'} this "
                 f"tenant's files would number more than its storage quota of {limit.files} files "
                 f"(quotas.storage_files{counts}); the lines already answered are in its output and error files; "
                 "delete files (DELETE /v1/files/{file_id}) to make room")
@@ -421,10 +422,11 @@ class FileStore:
             await asyncio.to_thread((self.root / rel).unlink, missing_ok=True)
             raise
 
-    async def check_room(self, tenant: str, param: str, size: int = 0, *,
+    async def check_room(self, tenant: str, param: str, size: int = 0, *, files: int = 1,
                          limit: StorageLimit | None = None, jurisdictions: frozenset[str] | None = None) -> None:
-        """StorageFull naming `param` unless the tenant's files leave room for one more file of `size` bytes
-        (`size` 0: the tenant is not at its limit; asked before a batch that will write its output is created);
+        """StorageFull naming `param` unless the tenant's files leave room for `files` more files, `size` bytes in
+        all (`size` 0: the tenant is not at its limit; asked before a batch is created, `files` 2: its output and
+        its error file);
         `jurisdictions`: those of the key that asks (None: every one); a key narrowed to some is refused naming no
         totals."""
         narrowed = jurisdictions is not None
@@ -434,7 +436,7 @@ class FileStore:
             return
         await self._ready()
         held = await self.db.read(lambda db: _held(db, tenant))
-        _refuse_past(limit, held, size, param, narrowed)
+        _refuse_past(limit, held, size, param, narrowed, files)
 
     async def register(self, tenant: str, path: Path, filename: str, purpose: str, size: int,
                        expires_at: int | None = None, *, jurisdictions: frozenset[str] | None = None) -> StoredFile:
@@ -579,10 +581,12 @@ def _held(db: sqlite3.Connection, tenant: str, *, but: str | None = None) -> tup
     return int(r[0]) + int(u[0]) + int(b[0]), int(r[1]) + int(u[1]) + int(f[0])
 
 
-def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: str, narrowed: bool = False) -> None:
+def _refuse_past(limit: StorageLimit, held: tuple[int, int], size: int, param: str, narrowed: bool = False,
+                 files: int = 1) -> None:
     used, count = held
-    if used + max(size, 1) > limit.bytes or count + 1 > limit.files:  # a new file needs a byte of room at least
-        adding = f"; this one of {size} bytes would pass it" if size else ""
+    if used + max(size, 1) > limit.bytes or count + files > limit.files:  # a new file needs a byte of room at least
+        adding = (f"; this one of {size} bytes would pass it" if size else
+                  f"; a batch's {files} result files (output and error) would pass it" if files > 1 else "")
         raise StorageFull(_full_message(param, limit, held, adding, narrowed), param=param)
 
 
