@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from aigrid.gateway import responses_api
+from aigrid.gateway.app import build_gateway
 from aigrid.gateway.hub_client import HubClient
 from aigrid.gateway.wiring import upstream
 from aigrid.gateway.workers import _worker_gateway, worker_spec
@@ -44,10 +45,14 @@ async def test_a_worker_serves_its_share_of_a_tenants_readers(tmp_path: Path, mo
                 await stream.close()  # type: ignore[attr-defined]
 
 
-def test_one_process_alone_serves_the_whole_bound_and_a_share_is_never_zero() -> None:
-    assert responses_api.followers_per_worker(1) == responses_api.MAX_FOLLOWERS_PER_TENANT
-    assert responses_api.followers_per_worker(3) == responses_api.MAX_FOLLOWERS_PER_TENANT // 3
-    assert responses_api.followers_per_worker(10 * responses_api.MAX_FOLLOWERS_PER_TENANT) == 1
+async def test_one_process_alone_serves_the_whole_bound_and_a_share_is_never_zero(tmp_path: Path) -> None:
+    gw = build_gateway(spec_in(tmp_path), _engines(tmp_path))  # built, not started: nothing is called
+    most = responses_api.MAX_FOLLOWERS_PER_TENANT
+    assert gw.workers == 1 and gw.share(most) == most
+    gw.workers = 3
+    assert gw.share(most) == most // 3
+    gw.workers = 10 * most
+    assert gw.share(most) == 1
 
 
 async def test_a_worker_knows_how_many_workers_share_its_hub(tmp_path: Path) -> None:

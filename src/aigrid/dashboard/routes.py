@@ -42,6 +42,7 @@ from aigrid.gateway.app import with_missing_headers
 from aigrid.gateway.exchange import Exchange
 from aigrid.gateway.front_door import pipeline_headers
 from aigrid.gateway.numbers import plain_int
+from aigrid.gateway.relay_response import aclose_body
 from aigrid.gateway.routes import audited_route, authenticate_read, json_response
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class DashboardRoutes:
         self.gw = gw
         # with `--workers N` each worker serves its share: every viewer's tick asks the one hub, and a keyless grid
         # lets anyone open feeds, so N workers of the whole bound each were N times it
-        self.max_viewers = max(1, max_viewers // max(1, gw.workers))
+        self.max_viewers = gw.share(max_viewers)
         self.viewers = 0  # live feeds flowing now
         self.stopping = stopping
         self.authenticate = authenticate
@@ -208,9 +209,7 @@ async def closing(events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         async for event in events:
             yield event
     finally:
-        aclose = getattr(events, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        await aclose_body(events)
 
 
 async def watched(stream: AsyncIterator[bytes], ex: Exchange) -> AsyncIterator[bytes]:

@@ -131,6 +131,10 @@ class Gateway:
     def router(self, policy_name: str) -> Router:
         return self.baselines.get(policy_name, self.scheduler)
 
+    def share(self, bound: int) -> int:
+        """This process's share of a bound the whole gateway keeps (`workers`): at least one."""
+        return max(1, bound // max(1, self.workers))
+
 
 def tenant_policies(spec: GridSpec) -> dict[str, str]:
     return {name: t.policy or spec.gateway.default_policy for name, t in spec.tenants.items()}

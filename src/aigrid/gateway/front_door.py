@@ -19,7 +19,7 @@ from starlette.responses import Response
 from aigrid.errors import ApiError
 from aigrid.gateway.chat_events import ChatEvent, chat_events
 from aigrid.gateway.envelope import from_validation
-from aigrid.gateway.relay_response import RelayResponse
+from aigrid.gateway.relay_response import RelayResponse, aclose_body
 
 M = TypeVar("M", bound=BaseModel)
 IMAGE_IN_TOOL_RESULT = "[an image the tool returned: not shown, this grid passes tool results to the model as text]"
@@ -76,7 +76,7 @@ async def whole_body(resp: Response) -> bytes:
         try:
             return b"".join([c async for c in chunks])
         finally:
-            await _aclose(chunks)
+            await aclose_body(chunks)
     return bytes(resp.body)
 
 
@@ -88,13 +88,7 @@ async def restream(resp: RelayResponse,
         async for out in translate(chat_events(chunks)):
             yield out
     finally:
-        await _aclose(chunks)
-
-
-async def _aclose(chunks: Any) -> None:
-    aclose = getattr(chunks, "aclose", None)
-    if aclose is not None:
-        await aclose()
+        await aclose_body(chunks)
 
 
 _OWN_FIELD = {"logprobs": "include"}

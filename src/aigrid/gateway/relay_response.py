@@ -220,9 +220,7 @@ class RelayResponse(Response):
             gone.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await gone
-            aclose = getattr(self.body_iterator, "aclose", None)
-            if aclose is not None:
-                await aclose()  # the relay's cleanup: release the engine, book the outcome
+            await aclose_body(self.body_iterator)  # the relay's cleanup: release the engine, book the outcome
 
 
 class Relaying(Protocol):
@@ -314,6 +312,14 @@ class Cut:
 
 CUT: ContextVar[Cut | None] = ContextVar("aigrid_response_cut", default=None)
 """The streamed response being sent by this task (RelayResponse.__call__), for the relay inside its body."""
+
+
+async def aclose_body(chunks: object) -> None:
+    """Close a response body (a relay, a generator) that can be closed, now: its cleanup (the engine released, the
+    outcome booked) runs when its reader stops, not whenever the garbage collector finalises it."""
+    aclose = getattr(chunks, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -92,7 +92,7 @@ from aigrid.gateway.front_door import (
     validate,
     whole_body,
 )
-from aigrid.gateway.relay_response import RelayResponse
+from aigrid.gateway.relay_response import RelayResponse, aclose_body
 from aigrid.gateway.request_info import H_POLICY, H_RESIDENCY, build_request_info, estimate_input_tokens
 from aigrid.gateway.response_store import FINAL, BrokenHistory, Pending, StoredResponse
 from aigrid.gateway.responses_schema import CompactRequest, ResponsesRequest
@@ -157,15 +157,9 @@ MAX_FOLLOWERS_PER_TENANT = MAX_RUNS_PER_TENANT
 """Readers of event logs (GET /v1/responses/{id}?stream=true) one gateway serves at once per tenant; more is a
 429. A read is counted in no quota, and each reader polls its log's store every FOLLOW_POLL_S while the response
 runs: without a bound one tenant's readers took the event loop, or the Redis connections every tenant shares.
-With `--workers N` each worker serves its share (`followers_per_worker`): every worker's readers poll the one hub
+With `--workers N` each worker serves its share (`Gateway.share`): every worker's readers poll the one hub
 (or Redis), and a bound per worker let one tenant's readers spread over N workers be N times it."""
 log = logging.getLogger("aigrid.gateway")
-
-
-def followers_per_worker(workers: int) -> int:
-    """A tenant's readers of event logs one of `workers` gateway processes serves at once: its share of
-    MAX_FOLLOWERS_PER_TENANT (at least one)."""
-    return max(1, MAX_FOLLOWERS_PER_TENANT // max(1, workers))
 
 
 class _Turn:
@@ -600,9 +594,7 @@ class ResponsesApi:
                     events, last = events[:-1], False
                 await writer.write(events, last=last)
         finally:
-            aclose = getattr(chunks, "aclose", None)  # the relay released however this ends
-            if aclose is not None:
-                await aclose()
+            await aclose_body(chunks)  # the relay released however this ends
 
     async def _keep_background(self, turn: _Turn, final: dict[str, Any], headers: dict[str, str],
                                ex: Exchange) -> str:
@@ -689,7 +681,7 @@ class ResponsesApi:
                 return
 
     async def _counted(self, tenant: str, events: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """A reader's events, counted among its tenant's readers (followers_per_worker) while they flow."""
+        """A reader's events, counted among its tenant's readers (MAX_FOLLOWERS_PER_TENANT, this worker's share) while they flow."""
         self._following[tenant] = self._following.get(tenant, 0) + 1
         try:
             async for chunk in events:
@@ -700,9 +692,7 @@ class ResponsesApi:
                 self._following[tenant] = left
             else:
                 del self._following[tenant]
-            aclose = getattr(events, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await aclose_body(events)
 
     async def _look(self, tenant: str, rid: str) -> StoredResponse | Pending | None:
         """The stored response or placeholder (book.lookup). A placeholder still running whose owner (another
@@ -902,7 +892,7 @@ class ResponsesApi:
                                      "true, so it has no events to stream again; retrieve it without stream",
                                      param="stream")
             ex.body = {"response_id": rid, "stream": True, "starting_after": after}
-            most = followers_per_worker(self.gw.workers)
+            most = self.gw.share(MAX_FOLLOWERS_PER_TENANT)
             if self._following.get(principal.tenant, 0) >= most:
                 where = "on this gateway" if self.gw.workers == 1 else \
                     f"on this worker, its share of the gateway's {MAX_FOLLOWERS_PER_TENANT} over {self.gw.workers} workers"

@@ -20,7 +20,7 @@ hub (the audit log's final checkpoint), then whatever the caller started (engine
 What stays per worker: the limits that bound what one process holds (WebSocket caps, background runs, the
 dashboard's live feeds, the admission queue, batches run at once; docs/reliability.md, "Several
 workers"); a tenant's readers of event logs are split among the workers (each its share: worker.json's `workers`,
-responses_api.followers_per_worker); the dashboard's live feed shows every worker's decisions (from the hub). With Redis
+Gateway.share); the dashboard's live feed shows every worker's decisions (from the hub). With Redis
 (`--redis` / `gateway.shared_state_url`) the hub also relays the abuse digests to the other gateways.
 """
 
