@@ -60,6 +60,8 @@ _KEPT = "\x00"
 character, which no detector's item holds or reads through, and which valid JSON never holds raw."""
 _SPECIAL = re.compile(r"[\\\x00]")
 _PLACEHOLDER = re.compile(r"\[REDACTED:[A-Z_]+\]")
+_OPENS = re.compile(r"[{\[]")
+_IN_PROSE = re.compile('["\\\\\x00]')
 _NUMBER = re.compile(r"[0-9.eE+-]*")
 """The characters of a JSON number (outside a string, `e` and `E` are in nothing else a placeholder may touch)."""
 _NUMBER_END = re.compile(r"[0-9.eE+-]+\Z")
@@ -91,6 +93,8 @@ class EscapeReader:
         self._quotes = 0  # quotes written so far: odd inside a string
         self._number = ""  # the end of what was redacted so far, held: a number outside a string that may go on
         self._dropping = False  # the rest of a number a placeholder outside a string stands for is left out
+        self._opened = False  # prose: a `{` or `[` read, from which on a quote opens or closes a string
+        self._in_string = False
 
     def feed(self, chunk: str) -> str:
         """The text the redaction reads for `chunk`."""
@@ -99,7 +103,7 @@ class EscapeReader:
                 return chunk
             self.json = lead[0] in "{["
         if not self.json:
-            return chunk
+            return self._prose(chunk)
         text, self._held = self._held + chunk, ""
         if "\\" not in text and _KEPT not in text:
             return text
@@ -116,6 +120,46 @@ class EscapeReader:
                 self._kept.append(text[at:got[1]])
             out.append(_KEPT if got[0] is None else got[0])
             i = got[1]
+        out.append(text[i:])
+        return "".join(out)
+
+    def _prose(self, chunk: str) -> str:
+        """Prose (`json` False) as written, but for JSON written in it: from its first `{` or `[` on, each double-quoted
+        span is read as a JSON string (its escapes as feed reads them), so `Here: {"contact": "jo\\u0040example.com"}`
+        is read as the address its client's parser (the first `{` on) reads. Until the twenty-fifth session an answer
+        that was not JSON from its first character on was read as written. Linear, holding one unfinished escape."""
+        text, self._held = self._held + chunk, ""
+        i = 0
+        if not self._opened:
+            opening = _OPENS.search(text)
+            i = len(text) if opening is None else opening.start()
+            self._kept.extend(_KEPT * text.count(_KEPT, 0, i))  # a raw NUL is put back as itself, in its turn
+            if opening is None:
+                return text
+            self._opened = True
+        out = [text[:i]]
+        while (special := _IN_PROSE.search(text, i)) is not None:
+            at = special.start()
+            out.append(text[i:at])
+            if text[at] == '"':
+                self._in_string = not self._in_string
+                out.append('"')
+                i = at + 1
+            elif text[at] == _KEPT:  # a raw NUL: queued as kept, as written puts back each it reads
+                self._kept.append(_KEPT)
+                out.append(_KEPT)
+                i = at + 1
+            elif not self._in_string:
+                out.append("\\")
+                i = at + 1
+            elif (got := _read_escape(text, at)) is None:  # not all here yet
+                self._held = text[at:]
+                return "".join(out)
+            else:
+                if got[0] is None:
+                    self._kept.append(text[at:got[1]])
+                out.append(_KEPT if got[0] is None else got[0])
+                i = got[1]
         out.append(text[i:])
         return "".join(out)
 
