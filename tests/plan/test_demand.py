@@ -57,6 +57,8 @@ def test_examples_load(name: str) -> None:
     # each validated, then `aigrid plan` was a traceback (OverflowError: numpy's 64-bit tables)
     (lambda r: r["supply"].update(max_gpus_per_site=10**30), "supply.max_gpus_per_site: Input should be less than"),
     (lambda r: r["tenants"][0].update(max_prompt_tokens=10**30), "tenants.0.max_prompt_tokens: Input should be less"),
+    # a model given twice: the last replaced the first (its size), silently
+    (lambda r: r["models"].append(dict(r["models"][0], params_b=70)), "models: 'llama-3.1-8b' given more than once"),
     # a typo names the field it is nearly
     (lambda r: r["traffic"].update(peak_rsp=3), "traffic.peak_rsp: Extra inputs are not permitted (did you mean "
      "peak_rps?)"),

@@ -216,6 +216,22 @@ def test_a_count_rate_or_duration_past_what_can_be_simulated_is_refused_by_field
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize(("old", "new", "named"), [
+    ("  - {name: eu-bank,", "  - {name: chat,", "tenants: 'chat' given more than once"),
+    ("sites:\n", "  - {name: llama-3.1-8b, family: llama-3, params_b: 70, kv_bytes_per_token: 1}\nsites:\n",
+     "models: 'llama-3.1-8b' given more than once"),
+])
+def test_a_name_given_twice_is_refused(tmp_path: Path, old: str, new: str, named: str) -> None:
+    """Each ran: the last model of a name replaced the other (its size), two tenants of a name shared one row of
+    the results."""
+    text = (EXAMPLES / "small.yaml").read_text()
+    assert old in text
+    path = tmp_path / "s.yaml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ScenarioError, match=named):
+        load_scenario(path)
+
+
 def test_every_example_scenario_is_within_the_bounds() -> None:
     for path in EXAMPLES.glob("*.yaml"):
         assert load_scenario(path).expected_requests() <= 10_000_000, path

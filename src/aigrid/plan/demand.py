@@ -235,6 +235,10 @@ class Demand(Strict):
         names = [t.name for t in self.tenants]
         if len(set(names)) != len(names):
             problems.append(f"tenants: duplicate names in {names}")
+        given = [m.name for m in self.models]
+        twice = sorted({n for n in given if given.count(n) > 1})
+        if twice:  # the last of a name silently replaced the others (their sizes, their KV bytes)
+            problems.append(f"models: {', '.join(map(repr, twice))} given more than once (each name once)")
         load = load_problem(self)
         if load:
             problems.append(load)

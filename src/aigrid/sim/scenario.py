@@ -321,6 +321,10 @@ class Scenario(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        for field, given in (("models", [m.name for m in self.models]), ("tenants", [t.name for t in self.tenants])):
+            twice = sorted({n for n in given if given.count(n) > 1})
+            if twice:  # the last of a name silently replaced the others (a model's size, a tenant's results)
+                raise ValueError(f"{field}: {', '.join(map(repr, twice))} given more than once (each name once)")
         names = {m.name for m in self.models}
         if not self.sites and self.generate_sites is None:
             raise ValueError("needs sites or generate_sites")
