@@ -216,7 +216,7 @@ async def test_a_fanned_out_stream_is_held_to_the_ceiling(tmp_path, door: str, s
     and n engine slots for as long as their bytes lasted, and engines sending keep-alives (which the merged stream
     passes nothing of, so the relay waited on a read that never came) for ever. Now the same ceiling, the wait for a
     read cut at it: the in-stream error, the engine's failure counted, not continued, the record written once."""
-    async for g in grid(tmp_path, opened_then(*steps * 400), idle_s=0.5, max_s=0.5):  # 20 s of them
+    async for g in grid(tmp_path, opened_then(*steps * 400), idle_s=10, max_s=0.5):  # 20 s of them
         started = time.monotonic()
         r = await asyncio.wait_for(g.post(door, True, n=2), 20)
         assert r.status_code == 200 and b"stream_interrupted" in r.content, r.content[-300:]
@@ -226,6 +226,21 @@ async def test_a_fanned_out_stream_is_held_to_the_ceiling(tmp_path, door: str, s
         assert row["outcome"] == "interrupted" and g.bad.requests == 2
         assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0
         assert inflight(g.gw) == 0 and await T.balance(g.gw) > 0  # settled: the reservation, its count unknown
+
+
+@pytest.mark.parametrize("door", ["chat", "completions"])
+async def test_a_fanned_out_stream_of_keep_alives_is_silent(tmp_path, door: str) -> None:
+    """The engine's own stream gets gateway.stream_idle_s of reads without a data event; a fan-out's answers had no
+    such bound (the relay reads the merged stream, which passes nothing of a keep-alive, and each engine connection's
+    read timeout sees reads): engines sending keep-alives only held it to the ceiling, an hour. Now each answer of the
+    fan-out is held to it (sse.Quiet, the one implementation): past it the in-stream error, the engine counted."""
+    async for g in grid(tmp_path, opened_then(*[H.chunk(b": keep-alive\n\n"), 0.05] * 400), idle_s=0.5):  # 20 s
+        started = time.monotonic()
+        r = await asyncio.wait_for(g.post(door, True, n=2), 20)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content and b"no data event" in r.content
+        assert time.monotonic() - started < 5
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0 and inflight(g.gw) == 0
 
 
 async def test_a_streamed_tool_loop_is_held_to_the_ceiling(tmp_path) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -33,7 +34,7 @@ from typing import Any
 import orjson
 
 from aigrid.engines.protocol import Engine, UpstreamResponse
-from aigrid.engines.sse import CUT_SHORT, DONE, Event, SseDecoder
+from aigrid.engines.sse import CUT_SHORT, DONE, Event, Quiet, SseDecoder
 from aigrid.engines.wrapped import WrappedEngine, once, read_whole
 from aigrid.errors import EngineError, EngineStreamBroken
 
@@ -56,9 +57,11 @@ log = logging.getLogger("aigrid.proxy")
 class FanOutEngine(WrappedEngine):
     """The chosen engine asked once per answer: `n` per prompt, each prompt of a list apart."""
 
-    def __init__(self, inner: Engine, n: int) -> None:
+    def __init__(self, inner: Engine, n: int, quiet_s: float | None = None) -> None:
+        """`quiet_s` (gateway.stream_idle_s): the longest each streamed answer may send reads without a data event."""
         super().__init__(inner)
         self.n = n
+        self.quiet_s = quiet_s
 
     def bound(self, max_bytes: int) -> None:
         """The answers' bytes, read whole, at most `max_bytes` together; each within its share of them when what it
@@ -88,7 +91,7 @@ class FanOutEngine(WrappedEngine):
             if refused is not None:
                 yield refused
             elif body.get("stream"):
-                yield UpstreamResponse(200, answers[0].headers, merged_stream(answers, self.n))
+                yield UpstreamResponse(200, answers[0].headers, merged_stream(answers, self.n, self.quiet_s))
             else:
                 held = [0]  # the bytes of every answer read so far: together within max_bytes
                 try:  # the first failed read (an answer past max_bytes too) fails the attempt, the others' are cancelled
@@ -211,13 +214,16 @@ def _count(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
-async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIterator[bytes]:
+async def merged_stream(answers: list[UpstreamResponse], n: int = 1, quiet_s: float | None = None
+                        ) -> AsyncIterator[bytes]:
     """The answers' SSE events (n per prompt) as they arrive, answer i's choices re-indexed (`_index`), every event
     one completion's (HEAD: the first answer's id, model, ...); one summed usage chunk, its head that too (llama-server
     puts its usage on the finish chunk: no usage-only chunk to take it from), and one [DONE] at the end. Events that are not JSON objects (llama.cpp opens a stream of several prompts
     with `data: null`) are skipped. An answer that fails, or ends without its [DONE] and without a
-    finish_reason, raises EngineStreamBroken once the events queued before it are out (no usage, no [DONE]). At most
-    MAX_QUEUED events wait for the client: the answers are read no faster than it reads."""
+    finish_reason, raises EngineStreamBroken once the events queued before it are out (no usage, no [DONE]); so does
+    one that sends reads without a data event (keep-alives) for more than `quiet_s` (sse.Quiet, as the relay bounds
+    one stream: the read timeout sees reads, not events). At most MAX_QUEUED events wait for the client: the answers
+    are read no faster than it reads."""
     queue: asyncio.Queue[object] = asyncio.Queue()  # events take `room` (MAX_QUEUED); an end or a failure never waits
     room = asyncio.Semaphore(MAX_QUEUED)
     usages: dict[int, dict[str, Any]] = {}
@@ -248,10 +254,17 @@ async def merged_stream(answers: list[UpstreamResponse], n: int = 1) -> AsyncIte
             return any(c.get("finish_reason") for c in choices)
 
         decoder = SseDecoder()
+        silence = None if quiet_s is None else Quiet(quiet_s, time.monotonic)
         ended = False  # relay.EventPipe.ended's rule for one stream: its [DONE] or a finish_reason
         try:
             async for chunk in answer.body:
-                for ev in decoder.feed(chunk):
+                events = decoder.feed(chunk)
+                if silence is not None:
+                    if any(ev.data is not None for ev in events):
+                        silence.since = None
+                    else:
+                        silence.read()
+                for ev in events:
                     ended = await forward(ev) or ended
             final = decoder.flush()  # an event that lacked only its blank line ([DONE] written without it)
             try:

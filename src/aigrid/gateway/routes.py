@@ -611,7 +611,7 @@ class Routes:
         needs_redaction = not parsed.stream and fw.policy(tenant).pii_output != "off"
         wrap = None if loop is None else self._tool_loop(loop, ex, bool(parsed.stream), json_answer)
         if (parsed.n or 1) > 1 or (isinstance(parsed, CompletionRequest) and prompts_of(body)):
-            wrap = _fan_out(parsed.n or 1)  # the chosen engine asked once per answer, answers merged
+            wrap = _fan_out(parsed.n or 1, self.gw.proxy.stream_idle_s)  # the engine asked once per answer, merged
         if isinstance(parsed, CompletionRequest) and (parsed.echo or parsed.logprobs is not None):
             wrap = _legacy_completions(body, wrap)  # echo and the legacy logprobs where the engine leaves them out
         escalate = None if wrap is not None or parsed.stream or path != CHAT_PATH else self._escalation(body, ex)
@@ -903,9 +903,9 @@ def _choices(parsed: ChatRequest | CompletionRequest, body: Mapping[str, Any], l
     return choices
 
 
-def _fan_out(n: int) -> Wrap:
+def _fan_out(n: int, quiet_s: float) -> Wrap:
     def wrap(engine: Engine, cand: Candidate) -> Engine:
-        return FanOutEngine(engine, n)
+        return FanOutEngine(engine, n, quiet_s)
 
     return wrap
 
