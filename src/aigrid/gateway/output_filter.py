@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from aigrid.agents.answer_stream import json_escape
 from aigrid.agents.loop import Step
 from aigrid.engines.sse import SseError
 from aigrid.errors import InvalidRequest
@@ -54,7 +55,6 @@ that opened a new index in each chunk had the gateway hold ~1.3 KB per 110-byte 
 the bound the stream is the engine's failure (SseError: `stream_interrupted`, the engine counted as failed)."""
 
 
-_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
 _KEPT = "\x00"
 """What EscapeReader reads in place of an escape it keeps (EscapeReader.written puts the escape back): a control
 character, which no detector's item holds or reads through, and which valid JSON never holds raw."""
@@ -116,10 +116,10 @@ class EscapeReader:
             if got is None:  # not all here yet
                 self._held = text[at:]
                 return "".join(out)
-            if got[0] is None:
-                self._kept.append(text[at:got[1]])
-            out.append(_KEPT if got[0] is None else got[0])
-            i = got[1]
+            char, i = got
+            if char is None:
+                self._kept.append(text[at:i])
+            out.append(_KEPT if char is None else char)
         out.append(text[i:])
         return "".join(out)
 
@@ -229,29 +229,14 @@ def _past_number(text: str, pos: int) -> int:
 
 
 def _read_escape(text: str, i: int) -> tuple[str | None, int] | None:
-    """The character the escape at text[i] (a backslash) is read as (None: kept as written) and where the text goes on;
-    None while it is not all there."""
-    if i + 1 >= len(text):
+    """The character the escape at text[i] (a backslash) is read as (None: kept as written: not a valid escape, or one
+    of a character a JSON string may not hold as it is: quote, backslash, control characters) and where the text goes
+    on; None while it is not all there (answer_stream.json_escape, the one reader of JSON escapes)."""
+    got = json_escape(text, i)
+    if got is None:
         return None
-    if text[i + 1] == "/":
-        return "/", i + 2
-    if text[i + 1] != "u":
-        return None, i + 2  # \\ \" \n and the like
-    if i + 6 > len(text):
-        return None
-    if not _HEX4.fullmatch(text, i + 2, i + 6):
-        return None, i + 2
-    code = int(text[i + 2:i + 6], 16)
-    if 0xD800 <= code < 0xDC00:  # a surrogate pair: \\uD83D\\uDE00
-        if i + 12 > len(text) and text.startswith("\\u"[:len(text) - i - 6], i + 6):
-            return None
-        if text.startswith("\\u", i + 6) and _HEX4.fullmatch(text, i + 8, i + 12) \
-                and 0xDC00 <= (low := int(text[i + 8:i + 12], 16)) < 0xE000:
-            return chr(0x10000 + ((code - 0xD800) << 10) + low - 0xDC00), i + 12
-        return None, i + 6
-    if code < 0x20 or code in (0x22, 0x5C) or 0xDC00 <= code < 0xE000:
-        return None, i + 6
-    return chr(code), i + 6
+    char, end = got
+    return (None, end) if char is not None and (char < " " or char in '"\\') else (char, end)
 
 
 def json_read(text: str, json: bool | None) -> str:
