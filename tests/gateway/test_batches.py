@@ -941,6 +941,15 @@ def form_parts(size: int, fill: bytes = b"x") -> tuple[bytes, bytes, bytes]:
 MULTIPART = {"content-type": "multipart/form-data; boundary=b"}
 
 
+async def arrives(upload: asyncio.Task[httpx.Response], arriving: asyncio.Event) -> None:
+    """Until `upload`'s body is being read (`arriving` set by its body): its room is held from then on. Waited on,
+    not slept for, so that a loaded machine cannot send the next upload before it; failed if it ended first."""
+    waiting = asyncio.ensure_future(arriving.wait())
+    await asyncio.wait({waiting, upload}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    assert arriving.is_set(), upload.result().text if upload.done() else "its body was not read within 120 s"
+
+
 async def test_an_upload_is_stopped_as_soon_as_it_passes_what_the_storage_quota_leaves(
         tmp_path: Path, engines: dict[str, Gated]) -> None:
     """An upload sent in chunks (no Content-Length) was spooled whole, up to max_file_bytes, before the quota was
@@ -979,11 +988,12 @@ async def test_uploads_side_by_side_hold_their_room_while_they_arrive(tmp_path: 
     every worker process): another, sent meanwhile, has only what is left and is refused; the first is kept."""
     gw = await started(storage_spec(tmp_path, 1000, 3), engines)
     folder = Path(gw.spec.gateway.batch.dir) / "default"
-    go = asyncio.Event()
+    go, arriving = asyncio.Event(), asyncio.Event()
     head, data, tail = form_parts(700)
 
     async def slow() -> AsyncIterator[bytes]:
         yield head
+        arriving.set()  # its head read: the upload is in _receive, past the reserve that holds its room
         await go.wait()
         yield data + tail
 
@@ -993,7 +1003,7 @@ async def test_uploads_side_by_side_hold_their_room_while_they_arrive(tmp_path: 
             size = str(len(head + data + tail))
             first = asyncio.create_task(c.post("/v1/files", content=slow(), headers={**MULTIPART,
                                                                                      "content-length": size}))
-            await asyncio.sleep(0.1)
+            await arrives(first, arriving)  # the second sent while the first arrives, not before
             second = await c.post("/v1/files", content=head + data + tail, headers=MULTIPART)
             assert second.status_code == 400 and second.json()["error"]["code"] == "storage_quota_exceeded", second.text
             assert "uploads arriving included" in second.json()["error"]["message"]
@@ -1089,19 +1099,20 @@ async def test_uploads_side_by_side_cannot_together_take_the_disk_below_its_floo
     gw = await started(batch_spec(tmp_path, min_free_bytes=10 << 20), engines)
     monkeypatch.setattr("aigrid.gateway.file_store.shutil.disk_usage",
                         lambda _: SimpleNamespace(free=(10 << 20) + 1500))  # room for one 700-byte upload, not two
-    go = asyncio.Event()
+    go, arriving = asyncio.Event(), asyncio.Event()
     head, data, tail = form_parts(700)
     size = {**MULTIPART, "content-length": str(len(head + data + tail))}
 
     async def slow() -> AsyncIterator[bytes]:
         yield head
+        arriving.set()  # its head read: the upload is in _receive, past the reserve that holds its room
         await go.wait()
         yield data + tail
 
     try:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=build_app(gw)), base_url="http://gw") as c:
             first = asyncio.create_task(c.post("/v1/files", content=slow(), headers={**size, **TENANT}))
-            await asyncio.sleep(0.1)
+            await arrives(first, arriving)  # the second sent while the first arrives, not before
             second = await c.post("/v1/files", content=head + data + tail, headers={**size, **OTHER})
             assert second.status_code == 503, second.text
             assert second.json()["error"]["code"] == "insufficient_storage" and second.json()["error"]["param"] == "file"
