@@ -118,3 +118,20 @@ async def test_ordinary_counted_repeats_still_run(pattern: str, text: str, found
 
     assert expansion(pattern) <= MAX_EXPANSION
     assert (await RegexTool().run({"pattern": pattern, "text": text}, NO_CONTEXT)).endswith(found)
+
+
+async def test_the_expansion_is_read_with_a_regex_package_older_than_2026_12_2(monkeypatch) -> None:
+    # pyproject allows regex>=2024.1; Source.use_unicode_space came with regex 2026.12.2 (its _compile calls it; the
+    # versions before do not have it), and calling it regardless made every pattern an AttributeError there
+    from aigrid.agents import regex_tool
+
+    class SourceBefore202612(regex_tool._core.Source):  # type: ignore[misc,name-defined]
+        def __getattribute__(self, name: str):
+            if name == "use_unicode_space":
+                raise AttributeError(name)
+            return super().__getattribute__(name)
+
+    expected = [regex_tool.expansion(p) for p in (r"(?:a{1000}){3}", r"(?V1)(?:a{10}[[b](]){10}", "a")]
+    monkeypatch.setattr(regex_tool._core, "Source", SourceBefore202612)
+    assert [regex_tool.expansion(p) for p in (r"(?:a{1000}){3}", r"(?V1)(?:a{10}[[b](]){10}", "a")] == expected
+    assert (await RegexTool().run({"pattern": r"\d{3}", "text": "call 555"}, NO_CONTEXT)).endswith("['555']")

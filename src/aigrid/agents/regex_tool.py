@@ -121,7 +121,8 @@ def expansion(pattern: str, flags: int = 0) -> int:
         source = _core.Source(pattern)
         info = _core.Info(global_flags, source.char_type, {})
         source.ignore_space = bool(info.flags & regex.VERBOSE)
-        source.use_unicode_space(bool(info.flags & regex.VERSION1))
+        if hasattr(source, "use_unicode_space"):  # from regex 2026.12.2; before it, _compile did not call it
+            source.use_unicode_space(bool(info.flags & regex.VERSION1))
         try:
             return _items(_core._parse_pattern(source, info))
         except _core._UnscopedFlagSet:
