@@ -1015,17 +1015,21 @@ async def test_uploads_side_by_side_hold_their_room_while_they_arrive(tmp_path: 
         await stopped(gw)
 
 
-def test_the_room_of_an_upload_whose_process_died_lapses(tmp_path: Path) -> None:
-    """A reservation left behind (its process killed mid-upload) counts until its upload's deadline, then not."""
+def test_the_room_of_an_upload_whose_process_died_lapses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reservation left behind (its process killed mid-upload) counts until its upload's deadline, then not.
+    The store's clock is the test's (a real 0.2 s deadline could pass before the first check on a loaded machine)."""
     limit = StorageLimit(bytes=1000, files=10)
+    now = [1_000_000.0]
+    monkeypatch.setattr("aigrid.gateway.file_store.time", SimpleNamespace(time=lambda: now[0]))
 
     async def run() -> None:
         store = FileStore(BatchDb(tmp_path), lambda _: limit)
         held = await store.reserve("t", "file", 10_000, 0, hold_s=0.2)
         assert held is not None and held.bytes == 1000 and held.quota
+        now[0] += 0.19
         with pytest.raises(StorageFull):
             await store.check_room("t", "file")
-        await asyncio.sleep(0.3)
+        now[0] += 0.02
         await store.check_room("t", "file", 1000)  # lapsed
         assert (await store.reserve("t", "file", 10_000, 0, hold_s=5)) is not None
 
