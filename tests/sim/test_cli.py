@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from aigrid.cli import app
@@ -49,3 +50,37 @@ def test_progress_goes_to_a_log_as_lines_when_it_is_not_a_terminal(tmp_path: Pat
     assert all(f"{policy}: 100% (" in r.output for policy in ("balanced", "nearest", "least-loaded")), r.output
     quiet = runner.invoke(app, ["sim", str(SMALL), "--out", str(tmp_path / "b"), "-j", "1", "--no-plots", "-q"])
     assert quiet.exit_code == 0 and "% (" not in quiet.output, quiet.output
+
+
+def test_a_run_stopped_while_writing_its_reports_leaves_the_earlier_reports_whole(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or a full disk) while requests.csv was written left the new summary.json beside a requests.csv cut
+    short, in the folder the dashboard replays and scripts read as complete."""
+    import aigrid.sim.cli as sim_cli
+    from aigrid.sim.report import write_outputs
+
+    out = tmp_path / "out"
+    sim_cli.run_scenario(SMALL, out, plots=False, quiet=True, workers=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {"summary.json", "requests.csv"} <= before.keys()
+
+    def stopped(ex: object, where: Path) -> list[Path]:
+        (where / "summary.json").write_text("{}\n")  # the new run's summary, then Ctrl-C mid-CSV
+        (where / "requests.csv").write_text("policy,request\nbalanced,")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sim_cli, "write_outputs", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        sim_cli.run_scenario(SMALL, out, plots=False, quiet=True, workers=1)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing half, nothing left behind
+    monkeypatch.setattr(sim_cli, "write_outputs", write_outputs)
+    full = OSError(28, "No space left on device", str(out / ".aigrid-sim-x" / "requests.csv"))
+
+    def full_disk(ex: object, where: Path) -> list[Path]:
+        raise full
+
+    monkeypatch.setattr(sim_cli, "write_outputs", full_disk)
+    code, said = _sim(str(SMALL), "--out", str(out))
+    said = " ".join(said.split())
+    assert code == 2 and f"cannot write {out / 'requests.csv'} (No space left on device)" in said, said
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

@@ -6,6 +6,9 @@ The top-level CLI mounts `app` (a typer sub-app) or calls run_scenario() directl
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -19,7 +22,7 @@ from aigrid.cli_error import print_error, wrong_kind
 from aigrid.errors import AigridError
 from aigrid.outdir import prepare_dir, write_failed
 from aigrid.printable import printable
-from aigrid.sim.experiment import run_experiment
+from aigrid.sim.experiment import Experiment, run_experiment
 from aigrid.sim.report import print_table, summary, write_outputs
 from aigrid.sim.scenario import ScenarioError, ScenarioProblem, load_scenario
 
@@ -59,17 +62,31 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
                                         idle=_import_plots if plots else None)
         except ScenarioProblem as e:
             raise ScenarioError(str(path), [str(e)]) from None
-    try:
-        write_outputs(experiment, out)
-        if plots:
-            _import_plots().write_plots(experiment, out)
-    except OSError as e:
-        raise write_failed("--out", out, e) from None
+    _write_whole(experiment, out, plots)
     if not quiet:
         print_table(experiment, Console(width=max(Console().width, 132)))
         console.print(f"wrote {printable(str(out))}/summary.json ({experiment.events:,} events in "
                       f"{experiment.wall_s:.1f} s)", markup=False, soft_wrap=True)
     return summary(experiment)
+
+
+def _write_whole(experiment: Experiment, out: Path, plots: bool) -> None:
+    """The reports written into a folder of their own inside `out`, then each moved into `out`, summary.json last:
+    a run stopped while writing them (Ctrl-C, a full disk) leaves `out` as it was (an earlier run's reports whole,
+    or none), never a new summary.json beside a requests.csv cut short or an earlier run's."""
+    staging = Path(tempfile.mkdtemp(prefix=".aigrid-sim-", dir=out))
+    try:
+        written = write_outputs(experiment, staging)
+        if plots:
+            written += _import_plots().write_plots(experiment, staging)
+        for path in sorted(written, key=lambda p: p.name == "summary.json"):
+            os.replace(path, out / path.name)
+    except OSError as e:
+        if e.filename:  # the file's name in --out, not in the folder it was written in first
+            e.filename = str(out / Path(e.filename).name)
+        raise write_failed("--out", out, e) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _import_plots() -> ModuleType:
