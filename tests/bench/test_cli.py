@@ -24,9 +24,10 @@ NOWHERE = "http://127.0.0.1:1/v1"  # nothing listens: a check that runs after th
     (["--timeout", "0"], "--timeout"),
     (["--slo-ttft-ms", "-1"], "--slo-ttft-ms"),
     (["--slo-tpot-ms", "nan"], "--slo-tpot-ms"),
-    (["--mode", "poisson", "--rate", "nan"], "rate"),
-    (["--mode", "poisson", "--rate", "inf"], "rate"),
-    (["--mode", "trace", "--speedup", "inf"], "speedup"),
+    (["--mode", "poisson", "--rate", "nan"], "--rate must be a positive number, not nan"),
+    (["--mode", "poisson", "--rate", "inf"], "--rate must be a positive number, not inf"),
+    (["--mode", "trace", "--speedup", "inf"], "--speedup must be a positive number, not inf"),
+    (["--mode", "trace", "--speedup", "0"], "--speedup must be a positive number, not 0.0"),
     (["--mode", "trace", "--trace-start", "-1"], "--trace-start"),
     (["--mode", "trace", "--max-output-tokens", "0"], "--max-output-tokens"),
 ])

@@ -121,6 +121,10 @@ def bench_command(
     bottleneck."""
     console = Console(stderr=True)
     try:
+        # the flag named, before the workload's own check ("rate must be a positive number" named none)
+        for flag, value, used in (("--rate", rate, mode is Mode.poisson), ("--speedup", speedup, mode is Mode.trace)):
+            if used and not 0 < value < math.inf:
+                raise ValueError(f"{flag} must be a positive number, not {value}")
         if mode is Mode.poisson:
             plans = workload.poisson(rate, requests, prompt_tokens, output_tokens, random.Random(seed))
         elif mode is Mode.trace:
