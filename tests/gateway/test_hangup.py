@@ -827,11 +827,13 @@ class _SlowClose:
 
     def __init__(self) -> None:
         self.closed = False
+        self.closing = asyncio.Event()
 
     async def __aenter__(self) -> SimpleNamespace:
         return SimpleNamespace(status=200, headers={}, body=None)
 
     async def __aexit__(self, *exc: object) -> None:
+        self.closing.set()
         await asyncio.sleep(0.5)
         self.closed = True
 
@@ -863,11 +865,12 @@ async def test_a_hang_up_while_a_hedge_closes_a_loser_that_answered_too_leaves_n
     loser = asyncio.ensure_future(answered())
     await asyncio.sleep(0)
     closing = asyncio.ensure_future(gw.proxy._close_losers({loser: (cands[b], True)}, None, record, won))  # type: ignore[arg-type]
-    await asyncio.sleep(0.1)  # inside the loser's close
+    await asyncio.wait_for(held[b][1].closing.wait(), 60)  # inside the loser's close (waited on, not slept for)
     closing.cancel(CLIENT_GONE)
     with pytest.raises(asyncio.CancelledError):
         await closing
-    await asyncio.sleep(0.6)
+    # the winner's close (0.5 s) polled for, up to 10 s: a loaded machine runs it late
+    await _until(lambda: held[a][1].closed and (gw.store.inflight(a), gw.store.inflight(b)) == (0, 0), 10.0)
     assert (gw.store.inflight(a), gw.store.inflight(b)) == (0, 0)
     assert held[a][1].closed and record.left_at == a
     assert record.attempts[1]["error"] == "cancelled: another attempt answered first"
