@@ -42,7 +42,10 @@ for r in $(seq 1 "$ROUNDS"); do
         > "$out/gw-$name.log" 2>&1 &
     fi
     gw=$!
-    for _ in $(seq 1 150); do curl -sf localhost:9910/healthz > /dev/null && break; sleep 0.2; done
+    for _ in $(seq 1 150); do kill -0 "$gw" 2>/dev/null && ! curl -sf localhost:9910/healthz > /dev/null || break; sleep 0.2; done
+    if ! kill -0 "$gw" 2>/dev/null; then  # refused its spec, or died: no figure (it printed 0 ms/request before)
+      echo "$name round $r: the gateway did not start, see $out/gw-$name.log" | tee -a "$out/ab.txt"; continue
+    fi
     bench --concurrency 10 -n 100 > /dev/null 2>&1  # warm-up
     t0=$(cpu "$gw")
     bench --concurrency "$C" -n "$N" --out "$out/$name-$r" > "$out/bench-$name-$r.log" 2>&1
