@@ -26,7 +26,9 @@ scores: per threshold, the share of large calls with each benchmark weighted equ
 the benchmark where it is worst. Everything is then refitted on all of train + validation. The test
 split (aigrid.rightsize.routing_data.split_of) is never read.
 Needs the `train` extra (scikit-learn). About 10-25 minutes on this shared 2-core machine.
-  python scripts/train_quality_estimator.py [--data ../shared/data/model-routing] [--out PATH]
+With --turn-context, MT-Bench's second turns are read after their first (routing_data.with_earlier_turns: the
+user turns so far, as the gateway reads a conversation); tried on 2026-12-06 and not kept (docs/models.md).
+  python scripts/train_quality_estimator.py [--data ../shared/data/model-routing] [--out PATH] [--turn-context]
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from aigrid.rightsize.estimator import (
 )
 from aigrid.rightsize.features import DENSE_NAMES, HASH_BITS, dense_features, hashed_ngrams
 from aigrid.rightsize.ngram_score import NgramScore
-from aigrid.rightsize.routing_data import RoutingData, read_routing_csv, split_mask
+from aigrid.rightsize.routing_data import RoutingData, read_routing_csv, split_mask, with_earlier_turns
 from aigrid.rightsize.static_embedding import StaticEmbedding
 from aigrid.rightsize.sw_ranking import NeighbourScore, outcomes, quantize
 from aigrid.rightsize.tree_ensemble import TreeEnsemble
@@ -197,11 +199,15 @@ def main() -> None:
     ap.add_argument("--blends", default=",".join(map(str, BLENDS)), help="blend weights b tried")
     ap.add_argument("--combines", default=",".join(COMBINES), help="how the blend combines the two estimates: raw "
                     "(their values), rank (their ranks among the training prompts' out-of-fold values)")
+    ap.add_argument("--turn-context", action="store_true", help="read MT-Bench's second turns after their first "
+                    "(the user turns of the conversation so far, as the gateway reads a conversation)")
     args = ap.parse_args()
     parts, sources = [], []
     for name, file in FILES.items():
         d = read_routing_csv(args.data / file)
         d = d.subset(~split_mask(d, "test"))
+        if args.turn_context:
+            d = with_earlier_turns(d)
         parts.append(d)
         sources += [name] * len(d)
     data = RoutingData([p for d in parts for p in d.prompts], [g for d in parts for g in d.groups],
@@ -311,6 +317,7 @@ def main() -> None:
     meta = {"variant": variant, "neighbours": "none" if blend_k is None else str(blend_k), "blend": str(blend),
             "combine": combine,
             "alpha": str(alpha), "rounds": str(rounds), "rows": str(len(data)),
+            "turn_context": str(args.turn_context),
             "cv_apgr_mean": f"{best[0]:.4f}",
             "trained_on": "model-routing MMLU+GSM8K+MT-Bench train+validation splits",
             "small_reference": data.small_name, "large_reference": data.large_name}

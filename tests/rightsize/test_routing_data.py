@@ -7,12 +7,13 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from aigrid.cli import app
 from aigrid.errors import InvalidRequest
-from aigrid.rightsize.routing_data import read_routing_csv
+from aigrid.rightsize.routing_data import read_routing_csv, with_earlier_turns
 
 PROMPT = "Which river flows through Vienna?\nA. Danube\nB. Rhine"  # 3 lines: line numbers count the file's
 
@@ -97,3 +98,25 @@ def test_a_file_too_big_too_wide_or_not_a_file_is_refused_by_name(tmp_path: Path
     monkeypatch.setattr(rd, "MAX_BYTES", 20)
     with pytest.raises(InvalidRequest, match=r"d.csv: larger than 0 MiB"):
         read_routing_csv(f)
+
+
+def test_a_later_turn_is_read_after_the_earlier_turns_of_its_conversation(tmp_path: Path) -> None:
+    """with_earlier_turns: turn 2 (and 3) as the gateway reads that request, the user turns so far joined by a
+    line break (ChatRequest.prompt_text), whatever the file's row order; a file without turns unchanged."""
+    f = tmp_path / "long.csv"
+    rows = [("7", "2", "Now in French."), ("7", "1", "Say hello."), ("8", "1", "Add 2 and 3."),
+            ("7", "3", "Shorter."), ("8", "2", "Times 4?")]
+    with f.open("w", newline="") as out:
+        w = csv.writer(out)
+        w.writerow(["question_id", "turn", "model", "score", "turn_prompt"])
+        for i, (q, t, p) in enumerate(rows + [(str(9 + i), "1", f"Question {i}.") for i in range(6)]):
+            w.writerow([q, t, "a", "4", p])
+            w.writerow([q, t, "b", str(5 + i % 3), p])
+    d = with_earlier_turns(read_routing_csv(f))
+    by = dict(zip([(g, p.rsplit("\n", 1)[-1]) for g, p in zip(d.groups, d.prompts, strict=True)], d.prompts, strict=True))
+    assert by["7", "Now in French."] == "Say hello.\nNow in French."
+    assert by["7", "Shorter."] == "Say hello.\nNow in French.\nShorter."
+    assert by["7", "Say hello."] == "Say hello." and by["8", "Times 4?"] == "Add 2 and 3.\nTimes 4?"
+    assert d.subset(np.array([g == "8" for g in d.groups])).earlier == ("", "Add 2 and 3.")
+    plain = wide(tmp_path / "w.csv", ["prompt", "a_correct", "b_correct", "x"])
+    assert with_earlier_turns(read_routing_csv(plain)).prompts == read_routing_csv(plain).prompts

@@ -15,6 +15,7 @@ value outside [0, 1], a long file's score outside [0, 10], an empty prompt or mo
 model on one prompt (long), a row with more cells than the header (an unquoted comma), a byte that is not UTF-8;
 and a file with fewer than two quality columns or models. A wide file's row-number column (`id`, `*_id`,
 `index`, pandas' unnamed index) is never a model; a long file's scores divided by 10 are said in `notes`.
+`with_earlier_turns` reads a long file's later turns after its earlier ones, as a gateway reads a conversation.
 Which model is the small one: `small` / `large` name the columns (wide) or model names (long); by default
 the two are told apart by their mean quality (the weaker is "small").
 """
@@ -27,7 +28,7 @@ import math
 import re
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ class RoutingData:
     without that column."""
     notes: tuple[str, ...] = ()
     """What reading left out or assumed, one sentence each (printed by `aigrid models eval`)."""
+    earlier: tuple[str, ...] | None = None
+    """Per prompt of a long file with question_id and turn: the question's earlier turns' prompts, in turn
+    order, joined by line breaks ('' for a first turn); None for other files."""
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -68,7 +72,18 @@ class RoutingData:
         keep = np.flatnonzero(mask)
         return RoutingData([self.prompts[i] for i in keep], [self.groups[i] for i in keep], self.small[keep],
                            self.large[keep], self.small_name, self.large_name,
-                           None if self.contaminated is None else self.contaminated[keep], self.notes)
+                           None if self.contaminated is None else self.contaminated[keep], self.notes,
+                           None if self.earlier is None else tuple(self.earlier[i] for i in keep))
+
+
+def with_earlier_turns(data: RoutingData) -> RoutingData:
+    """Each later turn's prompt as a gateway reads that request: the conversation's user turns so far, joined
+    by a line break as ChatRequest.prompt_text joins its messages (the gateway also reads the assistant's
+    answers between them, which the data does not hold). First turns, and files without turns, unchanged."""
+    if data.earlier is None:
+        return data
+    prompts = [f"{e}\n{p}" if e else p for e, p in zip(data.earlier, data.prompts, strict=True)]
+    return replace(data, prompts=prompts)
 
 
 def concat(parts: list[RoutingData]) -> RoutingData:
@@ -307,7 +322,18 @@ def _long(path: Path, rows: list[dict[str, str]], lines: list[int], cols: list[s
     # grouped by question: the two turns of one question are never on both sides of a split
     return RoutingData([k[2] for k in keys], [k[0] for k in keys],
                        np.array([per[k][s] / scale for k in keys]), np.array([per[k][lg] / scale for k in keys]),
-                       s, lg, np.array([flags[k] for k in keys]) if flags else None, notes)
+                       s, lg, np.array([flags[k] for k in keys]) if flags else None, notes, _earlier(keys, list(per)))
+
+
+def _earlier(keys: list[tuple[str, str, str]], every: list[tuple[str, str, str]]) -> tuple[str, ...] | None:
+    """RoutingData.earlier for a long file's prompts `keys` (question_id, turn, prompt), from all its prompts
+    `every`; None unless every prompt has a question_id and a whole-number turn."""
+    if not all(q and t.isdigit() for q, t, _ in every):
+        return None
+    turns: dict[str, dict[int, str]] = {}
+    for q, t, p in every:
+        turns.setdefault(q, {})[int(t)] = p
+    return tuple("\n".join(p for n, p in sorted(turns[q].items()) if n < int(t)) for q, t, _ in keys)
 
 
 def _flag(value: str | None, where: str) -> bool:
