@@ -45,3 +45,22 @@ def test_growth_out_of_range(tmp_path: Path, growth: str) -> None:
 def test_flags_naming_nothing_are_refused(tmp_path: Path, flag: str, value: str, named: str) -> None:
     code, out = _plan(tmp_path, flag, value)
     assert code == 2 and named in out
+
+
+@pytest.mark.parametrize("previous", ['{"plan": 5}', '{"plan": {"sites": [{"x": 1}]}}', "[1]",
+                                      '{"plan": {"sites": "fra"}}'])
+def test_from_a_folder_whose_plan_json_is_not_a_plan_s_is_refused(tmp_path: Path, previous: str) -> None:
+    """Each was a traceback (AttributeError, KeyError) after the demand was read."""
+    (tmp_path / "before").mkdir()
+    (tmp_path / "before" / "plan.json").write_text(previous)
+    r = runner.invoke(app, ["plan", str(SMALL), "--out", str(tmp_path / "out"), "--workers", "1", "-q", "--no-map",
+                            "--from", str(tmp_path / "before")])
+    out = " ".join(r.output.replace("│", " ").split())
+    assert r.exit_code == 2 and "--from" in out and "plan.json is not a plan's" in out, r.output
+    assert not isinstance(r.exception, (AttributeError, KeyError, TypeError)), r.exception
+
+
+def test_a_ray_address_ray_cannot_parse_is_one_line_naming_the_flag(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    code, out = _plan(tmp_path, "--ray", "bogus://")
+    assert code == 2 and "--ray bogus://: Ray cannot connect" in " ".join(out.split()), out

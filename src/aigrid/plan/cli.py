@@ -48,7 +48,13 @@ def _previous_sites(path: Path) -> list[str]:
         doc = json.loads((path / "plan.json").read_text())
     except (OSError, ValueError) as e:
         raise typer.BadParameter(f"--from {path}: cannot read plan.json ({e})") from None
-    return [s["id"] for s in (doc.get("plan") or {}).get("sites", [])]
+    plan_part = doc.get("plan") if isinstance(doc, dict) else []  # null: a plan that placed nothing
+    sites = (plan_part or {}).get("sites", []) if isinstance(plan_part, dict | None) else None
+    if not isinstance(sites, list) or not all(isinstance(s, dict) and isinstance(s.get("id"), str) for s in sites):
+        # another file named plan.json, or one edited by hand: it was a traceback (AttributeError, KeyError)
+        raise typer.BadParameter(f"--from {path}: plan.json is not a plan's (`aigrid plan --out DIR` writes one "
+                                 "with plan.sites, each with an id)")
+    return [s["id"] for s in sites]
 
 
 def plan_command(

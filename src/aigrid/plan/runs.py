@@ -121,6 +121,10 @@ def _reachable(address: str, timeout_s: float = RAY_PROBE_S) -> None:
                           "cluster's head (ray://HOST:10001 or HOST:6379), or 'local'") from None
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 class RayBackend:
     """The same runs as Ray tasks on an existing cluster (`--ray ADDRESS`; 'local' starts one here)."""
 
@@ -142,7 +146,11 @@ class RayBackend:
                          object_store_memory=128 * 1024 * 1024, log_to_driver=False)
             else:
                 _reachable(address)
-                ray.init(address=address, runtime_env=env, log_to_driver=False)
+                try:
+                    ray.init(address=address, runtime_env=env, log_to_driver=False)
+                except (RuntimeError, ValueError, ConnectionError) as e:  # `bogus://`: a traceback
+                    raise ConfigError(f"--ray {address}: Ray cannot connect ({_first_line(e)}); give the address "
+                                      "of the cluster's head (ray://HOST:10001 or HOST:6379), or 'local'") from None
         self._task = ray.remote(run_check)
 
     def map(self, jobs: list[Job], done: Callable[[], None] | None = None) -> list[Outcome]:
