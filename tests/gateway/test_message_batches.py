@@ -487,23 +487,22 @@ async def test_large_creates_are_checked_one_at_a_time_and_shed_past_their_wait(
         large = orjson.dumps({"requests": [req(f"r{i}", "Name a river.") for i in range(40)]})
         small = orjson.dumps({"requests": [req("s", "hi")]})
         assert len(small) < 2000 < len(large)
-        arrived = asyncio.Event()
+        arrived, arriving = asyncio.Event(), asyncio.Event()
 
         async def chunked() -> AsyncIterator[bytes]:
             yield large
 
         async def slow() -> AsyncIterator[bytes]:
             yield large[:100]
+            arriving.set()  # its first 100 bytes read: the create waits on the rest
             await arrived.wait()
             yield large[100:]
 
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw",
                                      headers=TENANT) as c:
             first = asyncio.create_task(c.post("/v1/messages/batches", content=large))
-            for _ in range(200):
-                if checking.is_set():
-                    break
-                await asyncio.sleep(0.01)
+            # its check (a thread) waited for, up to 60 s: a loaded machine can start it late
+            assert await asyncio.to_thread(checking.wait, 60), "the first large create was never checked"
             for content in (chunked(), large):  # sent in chunks, or declared past max_body_bytes
                 shed = await c.post("/v1/messages/batches", content=content)
                 assert shed.status_code == 429, shed.text
@@ -513,7 +512,7 @@ async def test_large_creates_are_checked_one_at_a_time_and_shed_past_their_wait(
             go.set()
             assert (await first).status_code == 200
             trickling = asyncio.create_task(c.post("/v1/messages/batches", content=slow()))
-            await asyncio.sleep(0.05)
+            await asyncio.wait_for(arriving.wait(), 60)  # still arriving (waited on, not slept for)
             assert (await c.post("/v1/messages/batches", content=large)).status_code == 200  # its turn, not the slow one's
             arrived.set()
             assert (await trickling).status_code == 200
