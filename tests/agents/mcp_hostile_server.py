@@ -6,6 +6,11 @@
   name); `good` and `also_good` can be offered.
 - `silent`: never answers `initialize`.
 - `invalid`: lists a tool whose `properties` is a list, which the SDK refuses, failing the whole list.
+- `changed-HOW`: lists its tools; a call of any tool then says its tools changed
+  (`notifications/tools/list_changed`), and every later tools/list is answered HOW: `error` (a JSON-RPC error),
+  `invalid` (a tool the SDK refuses), `badjson` (a line that is not JSON) or `silent` (never).
+- `paged`: lists its five tools (p0 to p4) two a page (`nextCursor`), the first page without a cursor, as MCP's pagination does.
+- `endless`: every page of its list names a next page (a cursor never seen before), each of one tool.
 """
 
 from __future__ import annotations
@@ -30,7 +35,17 @@ def send(message: dict[str, object]) -> None:
     sys.stdout.flush()
 
 
+def page(cursor: object, mode: str) -> dict[str, object]:
+    """The tools/list result for `cursor` (None: the first page) in the paged modes."""
+    at = int(str(cursor)[1:]) if cursor is not None else 0
+    if mode == "endless":
+        return {"tools": [{"name": f"t{at}", "inputSchema": OBJECT}], "nextCursor": f"c{at + 1}"}
+    listed = [{"name": f"p{i}", "description": f"Tool {i}.", "inputSchema": OBJECT} for i in range(5)]
+    return {"tools": listed[at:at + 2], **({"nextCursor": f"c{at + 2}"} if at + 2 < len(listed) else {})}
+
+
 def main(mode: str) -> None:
+    lists = 0
     for line in sys.stdin:
         message = json.loads(line)
         method, rid = message.get("method"), message.get("id")
@@ -42,12 +57,27 @@ def main(mode: str) -> None:
             send({"jsonrpc": "2.0", "id": rid, "result": {
                 "protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
                 "serverInfo": {"name": "hostile", "version": "1"}}})
+        elif method == "tools/list" and mode in ("paged", "endless"):
+            send({"jsonrpc": "2.0", "id": rid, "result": page((message.get("params") or {}).get("cursor"), mode)})
+        elif method == "tools/list" and mode.startswith("changed-") and lists:
+            how = mode.removeprefix("changed-")
+            if how == "error":
+                send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32603, "message": "the list is broken"}})
+            elif how == "invalid":
+                send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [
+                    {"name": "listed", "inputSchema": {"type": "object", "properties": [1]}}]}})
+            elif how == "badjson":
+                sys.stdout.write("{this is not JSON\n")
+                sys.stdout.flush()
         elif method == "tools/list":
+            lists += 1
             tools = [*TOOLS, {"name": "listed", "inputSchema": {"type": "object", "properties": [1]}}] \
                 if mode == "invalid" else TOOLS
             send({"jsonrpc": "2.0", "id": rid, "result": {"tools": tools}})
         elif method == "tools/call":
             name = message["params"]["name"]
+            if mode.startswith("changed-"):
+                send({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"})
             send({"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": f"{name} ran"}]}})
         else:
             send({"jsonrpc": "2.0", "id": rid, "result": {}})

@@ -494,3 +494,153 @@ def test_the_relay_told_to_stop_while_it_waits_for_a_server_that_closed_its_outp
     finally:
         relay.kill()
         relay.wait()
+
+
+async def _settled(mcp: McpServer) -> None:
+    """Until the server's re-reading of its list (its own task) has ended."""
+    import asyncio
+
+    for _ in range(800):
+        if mcp._relist_task is not None and mcp._relist_task.done():
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError("the tool list was not read again within 20 s")
+
+
+async def test_a_changed_list_the_sdk_cannot_read_keeps_the_old_tools_and_says_why(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A server says its tools changed, then lists a tool the SDK refuses (pydantic's ValidationError). Before, the
+    error escaped the re-reading task (asyncio's "Task exception was never retrieved", naming no server); now one
+    warning names the server and why, and the tools read before stay offered."""
+    mcp = McpServer("h", [sys.executable, "-m", "tests.agents.mcp_hostile_server", "changed-invalid"], cwd=ROOT,
+                    call_timeout_s=20)
+    async with mcp:
+        before = list(mcp.tools)
+        assert [t.name for t in before] == ["good", "calculator", "also_good"]
+        assert await mcp.call("good", {}) == "good ran"  # the server then says its tools changed
+        await _settled(mcp)
+        assert mcp._relist_task is not None and mcp._relist_task.exception() is None
+        assert mcp.tools == before
+    assert ("MCP server h said its tools changed, and they could not be read again (still offering the 3 read "
+            "before): the list could not be read: tools.0.inputSchema.properties") in caplog.text
+
+
+class FailingOnce:
+    """A session whose first list_tools fails as the SDK does on a list it cannot read; the next ones list `t`."""
+
+    def __init__(self) -> None:
+        self.lists = 0
+
+    async def list_tools(self, params: Any = None) -> SimpleNamespace:
+        from pydantic import TypeAdapter
+
+        self.lists += 1
+        if self.lists == 1:
+            TypeAdapter(dict).validate_python([1])  # raises pydantic's ValidationError
+        return SimpleNamespace(tools=[SimpleNamespace(name="t", description="d", title=None,
+                                                      input_schema={"type": "object"})], next_cursor=None)
+
+
+async def test_after_a_list_that_could_not_be_read_the_next_change_reads_it_again(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A failed re-reading keeps the old tools; the next notification reads the list again (and it is taken). An
+    owner that fails to take a new list (on_tools_changed raising) leaves the old tools this server's, logged with
+    the traceback, and the task ends without an error asyncio would report."""
+    from mcp import types
+
+    from aigrid.agents import mcp_tools
+
+    monkeypatch.setattr(mcp_tools, "RELIST_GAP_S", 0.0)
+    monkeypatch.setattr(mcp_tools, "RELIST_SHARE", 0.0)
+    mcp = McpServer("once", ["x"])
+    mcp._session = session = FailingOnce()
+    notice = types.ToolListChangedNotification()
+    await mcp._on_message(notice)
+    await _settled(mcp)
+    assert session.lists == 1 and mcp.tools == [] and "could not be read again" in caplog.text
+    changes: list[list[str]] = []
+
+    async def taken(server: McpServer, old: list[Any], new: list[Any]) -> None:
+        changes.append([t.name for t in new])
+
+    mcp.on_tools_changed = taken
+    await mcp._on_message(notice)
+    await _settled(mcp)
+    assert session.lists == 2 and [t.name for t in mcp.tools] == ["t"] and changes == [["t"]]
+
+    async def broken(server: McpServer, old: list[Any], new: list[Any]) -> None:
+        raise RuntimeError("the owner failed")
+
+    mcp.on_tools_changed = broken
+    kept = list(mcp.tools)
+    await mcp._on_message(notice)
+    await _settled(mcp)
+    assert mcp._relist_task is not None and mcp._relist_task.exception() is None
+    assert session.lists == 3 and mcp.tools == kept
+    assert "the new list could not be taken (still offering the 1 read before)" in caplog.text
+    assert "RuntimeError: the owner failed" in caplog.text
+    await mcp.stop()
+
+
+async def test_a_paged_tool_list_is_read_page_after_page(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    """MCP's pagination: a tools/list answer naming a `nextCursor` has more tools on the next page. Before, only
+    the first page was read (p0 and p1 offered, p2 to p4 never). The pages are read up to MAX_TOOLS tools and
+    MAX_PAGES pages (a server naming a next page forever)."""
+    from aigrid.agents import mcp_tools
+
+    hostile = [sys.executable, "-m", "tests.agents.mcp_hostile_server"]
+    async with McpServer("paged", [*hostile, "paged"], cwd=ROOT, call_timeout_s=20) as mcp:
+        assert [t.name for t in mcp.tools] == ["p0", "p1", "p2", "p3", "p4"]
+        assert await mcp.tools[4].run({}, NO_CONTEXT) == "p4 ran"
+    monkeypatch.setattr(mcp_tools, "MAX_TOOLS", 3)
+    async with McpServer("paged", [*hostile, "paged"], cwd=ROOT, call_timeout_s=20) as mcp:
+        assert [t.name for t in mcp.tools] == ["p0", "p1", "p2"]  # two pages read, the third not asked for
+    assert "MCP server paged lists more than 4 tools: the first 3 are read" in caplog.text
+    monkeypatch.setattr(mcp_tools, "MAX_PAGES", 7)
+    async with McpServer("endless", [*hostile, "endless"], cwd=ROOT, call_timeout_s=20) as mcp:
+        assert [t.name for t in mcp.tools] == [f"t{i}" for i in range(3)]  # MAX_TOOLS first
+    monkeypatch.setattr(mcp_tools, "MAX_TOOLS", 1_000)
+    async with McpServer("endless", [*hostile, "endless"], cwd=ROOT, call_timeout_s=20) as mcp:
+        assert [t.name for t in mcp.tools] == [f"t{i}" for i in range(7)]
+    assert "MCP server endless lists its tools in more than 7 pages: the tools of the first 7 are read" in caplog.text
+
+
+def test_a_tool_too_long_to_vet_is_not_offered(caplog: pytest.LogCaptureFixture) -> None:
+    """The firewall reads a tool's description and schema at about 10 s per MB: a description of 1 MB held the
+    event loop 9.6 s at start. A tool whose text as a model reads it is over MAX_TOOL_TEXT is logged, not offered
+    (before: offered, and read whole)."""
+    from aigrid.agents import mcp_tools
+
+    def tool(name: str, description: str, schema: dict[str, Any] | None = None) -> SimpleNamespace:
+        return SimpleNamespace(name=name, description=description, title=None,
+                               input_schema=schema or {"type": "object"})
+
+    big_schema = {"type": "object", "properties": {"a": {"type": "string", "description": "x" * 40_000}}}
+    listed = SimpleNamespace(tools=[tool("usual", "A tool of a few KB. " * 200), tool("huge", "y" * 1_000_000),
+                                    tool("big_schema", "d", big_schema),
+                                    tool("at_most", "z" * (mcp_tools.MAX_TOOL_TEXT - 200))])
+    tools = McpServer("big", ["x"])._tools_of(listed)
+    assert [t.name for t in tools] == ["usual", "at_most"]
+    assert all(len(t.model_text()) <= mcp_tools.MAX_TOOL_TEXT for t in tools)
+    assert "tool 'huge' not offered: its description and input schema are 1,000,0" in caplog.text
+    assert "tool 'big_schema' not offered" in caplog.text
+
+
+async def test_tools_are_vetted_off_the_event_loop_at_start(tmp_path: Path) -> None:
+    """At start each tool's text is read by the firewall on a worker thread, as a changed list's is: before, on the
+    event loop (a long description held it, and with it every other task of the gateway)."""
+    import threading
+
+    runtime, _ = runtime_with(tmp_path, "mcp_hostile_server", "")
+    threads: set[int] = set()
+
+    def vet(tool: str, text: str) -> None:
+        threads.add(threading.get_ident())
+
+    try:
+        await runtime.start(vet=vet)
+        assert {"good", "also_good"} <= set(runtime.tools)
+        assert threads and threading.get_ident() not in threads
+    finally:
+        await runtime.stop()

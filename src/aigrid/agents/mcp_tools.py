@@ -12,7 +12,10 @@ over `max_message_bytes` (16 MiB by default; the call is a tool error saying so,
 
 A server may change its tools while it runs (`notifications/tools/list_changed`): the list is then read again
 and handed to `on_tools_changed` (the owner vets and offers it: gateway/agent_runtime.py); a list that cannot be
-read again leaves the tools offered as they were, with a warning.
+read again (an error, a timeout, a list the SDK cannot read), or that the owner fails to take, leaves the tools
+offered as they were, with a warning, and the next change reads it again.
+
+A list answered in pages (MCP's `nextCursor`) is read page after page, up to MAX_TOOLS tools and MAX_PAGES pages.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
-from types import TracebackType
+from types import SimpleNamespace, TracebackType
 from typing import Any
 
 from aigrid.agents import mcp_relay
@@ -43,6 +46,14 @@ MAX_MESSAGE_BYTES = 16 << 20
 MAX_TOOLS = 1_000
 """The most tools of one server read (the first of its list): each is vetted by the firewall (about a millisecond)
 at start and at every change: a list of 100,000 was about 2 minutes of a thread each time (1.2 ms a tool)."""
+MAX_PAGES = 100
+"""The most pages of a paged list read (each a request to the server): a server naming a next page forever (a
+cursor never seen before each time) is read no further."""
+MAX_TOOL_TEXT = 32_768
+"""The most characters of a tool's text as a model reads it (name, description and input schema: McpTool.model_text)
+offered: the firewall reads it at 4-10 s per MB (1,000,000 characters 4.2 s at load 7.4; a description of 1 MB
+held the event loop 9.6 s at start, before it was read on a thread), 32,768 in 0.18 s. Real servers' tools are a
+few KB at most; a longer one is logged and not offered."""
 RELIST_GAP_S = 1.0
 RELIST_SHARE = 9.0
 """After reading a changed list, the next reading waits RELIST_GAP_S, or RELIST_SHARE times what the reading took if
@@ -117,7 +128,7 @@ class McpServer:
                                                                     read_timeout_seconds=self.call_timeout_s,
                                                                     message_handler=self._on_message))
             await session.initialize()
-            listed = await session.list_tools()
+            listed = await self._list_tools(session)
         except BaseException as e:
             await stack.aclose()
             if isinstance(e, ValidationError):  # a tool the SDK cannot read fails the whole list
@@ -135,6 +146,24 @@ class McpServer:
         self.tools = self._tools_of(listed)
         return self.tools
 
+    async def _list_tools(self, session: Any) -> Any:
+        """The server's tool list, every page of it (MCP's `nextCursor`) up to MAX_TOOLS tools and MAX_PAGES pages:
+        one result whose `tools` are those read and `next_cursor` set where more were left unread. Before, only
+        the first page was read: the tools on the others never reached a model."""
+        from mcp import types
+
+        listed = await session.list_tools()
+        tools = list(listed.tools)
+        pages, cursor = 1, listed.next_cursor
+        while cursor is not None and len(tools) <= MAX_TOOLS and pages < MAX_PAGES:
+            page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor))
+            tools += page.tools
+            pages, cursor = pages + 1, page.next_cursor
+        if cursor is not None and pages >= MAX_PAGES and len(tools) <= MAX_TOOLS:
+            log.error("MCP server %s lists its tools in more than %d pages: the tools of the first %d are read, the "
+                      "others not offered", self.name, MAX_PAGES, MAX_PAGES)
+        return SimpleNamespace(tools=tools, next_cursor=cursor)
+
     def _tools_of(self, listed: Any) -> list[McpTool]:
         """The listed tools that can be offered: a name the loop can print into a prompt and a client can name (1-64
         letters, digits, `_` or `-`, with the prefix, as a client tool's), not listed twice, and an input schema
@@ -145,8 +174,9 @@ class McpServer:
         tools: list[McpTool] = []
         names: set[str] = set()
         if len(listed.tools) > MAX_TOOLS:
-            log.error("MCP server %s lists %d tools: the first %d are read, the others not offered", self.name,
-                      len(listed.tools), MAX_TOOLS)
+            log.error("MCP server %s lists %s%d tools: the first %d are read, the others not offered", self.name,
+                      "more than " if getattr(listed, "next_cursor", None) is not None else "", len(listed.tools),
+                      MAX_TOOLS)
         for t in listed.tools[:MAX_TOOLS]:
             tool = McpTool(self, self.prefix + t.name, t.description or t.title or t.name,
                            t.input_schema or {"type": "object"}, t.name)
@@ -154,6 +184,9 @@ class McpServer:
                 check_tool_definition({"name": tool.name, "parameters": tool.parameters}, "tool")
                 if tool.name in names:
                     raise InvalidRequest("the server lists two tools of this name")
+                if len(text := tool.model_text()) > MAX_TOOL_TEXT:
+                    raise InvalidRequest(f"its description and input schema are {len(text):,} characters, over "
+                                         f"{MAX_TOOL_TEXT:,} (MAX_TOOL_TEXT)")
             except InvalidRequest as e:
                 log.error("MCP server %s: tool %r not offered: %s", self.name, tool.name[:100], e.message)
                 continue
@@ -184,13 +217,25 @@ class McpServer:
             log.warning("MCP server %s: %s", self.name, message)
 
     async def _relists(self) -> None:
+        import anyio
+        from mcp import MCPError
+        from pydantic import ValidationError
+
         while True:
             wait = self._relist_after - time.monotonic()
             if wait > 0:  # read again too soon after the last reading: notifications meanwhile make one reading
                 await asyncio.sleep(wait)
             self._relist_again = False
             began = time.monotonic()
-            await self._relist()
+            try:  # an error out of this task was asyncio's "Task exception was never retrieved", the old tools kept
+                await self._relist()
+            except (MCPError, ValidationError, TimeoutError, OSError, anyio.ClosedResourceError,
+                    anyio.BrokenResourceError) as e:  # the server's error, a timeout, a closed transport, a list
+                log.warning("MCP server %s said its tools changed, and they could not be read again (still offering "
+                            "the %d read before): %s", self.name, len(self.tools), _reason(e))
+            except Exception:  # noqa: BLE001 -- a bug of the owner's (on_tools_changed): said with its traceback
+                log.exception("MCP server %s said its tools changed, and the new list could not be taken (still "
+                              "offering the %d read before)", self.name, len(self.tools))
             took = time.monotonic() - began
             self._relist_after = time.monotonic() + max(RELIST_GAP_S, RELIST_SHARE * took)
             if not self._relist_again:
@@ -200,21 +245,16 @@ class McpServer:
         session = self._session
         if session is None:
             return
-        import anyio
-        from mcp import MCPError
-
-        try:
-            listed = await session.list_tools()
-        except (MCPError, TimeoutError, OSError, anyio.ClosedResourceError, anyio.BrokenResourceError) as e:
-            # the server's error, a timeout, a closed transport: keep what is offered
-            log.warning("MCP server %s said its tools changed, and they could not be read again (still offering "
-                        "the %d read before): %s", self.name, len(self.tools), e)
-            return
+        # an error (the server's, a timeout, a closed transport, a list the SDK cannot read) goes to _relists,
+        # which says so and keeps what is offered
+        listed = await self._list_tools(session)
         if self._session is not session:  # stopped meanwhile
             return
-        old, self.tools = self.tools, self._tools_of(listed)
-        if self.on_tools_changed is not None:
-            await self.on_tools_changed(self, old, self.tools)
+        tools = self._tools_of(listed)
+        if self.on_tools_changed is not None:  # its error too goes to _relists: self.tools stays the old list
+                                               # (the owner vets before it changes what is offered)
+            await self.on_tools_changed(self, self.tools, tools)
+        self.tools = tools
 
     async def call(self, tool: str, arguments: dict[str, Any]) -> str:
         if self._session is None:
@@ -251,6 +291,16 @@ class McpServer:
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.stop()
+
+
+def _reason(e: Exception) -> str:
+    """Why a list could not be read again, in a line: pydantic's ValidationError (the SDK's, for a list it cannot
+    read) by its first error, without the server's values."""
+    from pydantic import ValidationError
+
+    if isinstance(e, ValidationError):
+        return f"the list could not be read: {_first_error(e)}"
+    return str(e)[:500] or type(e).__name__
 
 
 def _first_error(e: Any) -> str:

@@ -109,9 +109,12 @@ class AgentRuntime:
             except OSError as e:  # not found, not executable: was a FileNotFoundError traceback naming nothing
                 raise ConfigError(f"agents.mcp_servers.{server.name}.command: cannot start {server.command[0]!r}: "
                                   f"{e.strerror or e}") from e
-            for tool in tools:
+            # read on a worker thread, as a changed list is (_changed): each tool's text is bounded
+            # (mcp_tools.MAX_TOOL_TEXT), and the firewall reads it at about 10 s per MB
+            verdicts = await asyncio.to_thread(_vet_all, vet, tools)
+            for tool, verdict in zip(tools, verdicts, strict=True):
                 try:
-                    self._offer(server, tool, _vet(vet, tool))
+                    self._offer(server, tool, verdict)
                 except ValueError as e:  # a name taken by a built-in or another server's tool: as in _changed
                     log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
             server.on_tools_changed = lambda s, old, new: self._changed(s, old, new, vet)
@@ -135,7 +138,7 @@ class AgentRuntime:
         offered as at start (a description changed after it was vetted is vetted again: a server cannot pass
         the check with an honest description and swap in a poisoned one later). The reading runs on a worker
         thread (a long list must not hold up requests); the registry changes here, on the loop, at once."""
-        verdicts = await asyncio.to_thread(lambda: [_vet(vet, t) for t in tools])
+        verdicts = await asyncio.to_thread(_vet_all, vet, tools)
         before = {t.name for t in old if self.tools.get(t.name) is t}  # only what this server offered: a name
         for name in before:                                             # it collided on stays its owner's
             self.tools.remove(name)
@@ -158,5 +161,5 @@ class AgentRuntime:
         await self.http_client.aclose()
 
 
-def _vet(vet: Callable[[str, str], Verdict | None] | None, tool: McpTool) -> Verdict | None:
-    return vet(tool.name, tool.model_text()) if vet is not None else None
+def _vet_all(vet: Callable[[str, str], Verdict | None] | None, tools: list[McpTool]) -> list[Verdict | None]:
+    return [vet(tool.name, tool.model_text()) if vet is not None else None for tool in tools]
