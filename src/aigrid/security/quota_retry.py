@@ -111,9 +111,10 @@ class TryAgain(Generic[T]):
             self._lost(item, why)
 
     async def aclose(self, why: str) -> None:
-        """`stop`, and wait for the task to end."""
-        task, self._task = self._task, None
+        """`stop`, and wait for the task to end (cancelled by `stop`: not left to finish its pause)."""
+        task = self._task
         self.stop(why)
+        self._task = None
         if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
