@@ -158,6 +158,18 @@ async def test_the_guarded_functions_answer_as_sqlite_s_own(db: Path) -> None:
                         '{"a":1,"c":[3]} | {}')
 
 
+@pytest.mark.parametrize(("query", "error"), [
+    ("SELECT json_patch('{bad', '{}')", "SQL error: malformed JSON"),
+    ("SELECT 'a' LIKE 'a' ESCAPE 'xx'", "SQL error: ESCAPE expression must be a single character"),
+])
+async def test_a_guarded_function_s_own_error_is_told_as_sqlite_s(db: Path, query: str, error: str) -> None:
+    """The model's mistake in a guarded function's arguments is told as SQLite tells it (the native connection's
+    error); through the guard SQLite said only "user-defined function raised exception"."""
+    with pytest.raises(ToolError) as e:
+        await SqlQuery({"shop": db}).run({"query": query}, NO_CONTEXT)
+    assert str(e.value) == error
+
+
 async def test_a_result_is_read_one_row_at_a_time_each_value_cut_as_it_is_read(db: Path) -> None:
     """Every value may be up to 1 MB (the value limit) and the rows were all read before any was cut: 800 columns
     of a 500 KB `zeroblob` over 60 rows (a query of 1,724 characters, within the tool's 2,000) held 4.6 GB and ran 15 s

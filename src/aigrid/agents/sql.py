@@ -94,7 +94,8 @@ def connect_read_only(path: Path) -> sqlite3.Connection:
 
 class _Guards:
     """The QUADRATIC functions on one connection, each refusing arguments too long for its time (module docstring);
-    `refused` says why the last refusal was made (SQLite reports only that a function raised)."""
+    `refused` says why the last refusal was made, or SQLite's own error of the last call that failed (SQLite reports
+    only that a function raised)."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._native = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
@@ -111,7 +112,11 @@ class _Guards:
                 self.refused = (f"{name}() of arguments this long is refused (its time grows with the product of their "
                                 f"lengths, here past {MAX_QUADRATIC_WORK:,})")
                 raise ValueError(self.refused)
-            return self._native.execute(native, args).fetchone()[0]
+            try:
+                return self._native.execute(native, args).fetchone()[0]
+            except sqlite3.Error as e:  # SQLite's own error ('malformed JSON'), which it reports of a Python
+                self.refused = f"SQL error: {e}"  # function only as "user-defined function raised exception"
+                raise
 
         return call
 
