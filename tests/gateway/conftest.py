@@ -127,7 +127,7 @@ async def handles_opened_after_a_cancel(gw: Gateway, url: str, headers: dict[str
             with pytest.raises(asyncio.CancelledError):
                 await asked
         gate.set()
-        for _ in range(200):  # the thread ends, then the loop hears of it
+        for _ in range(3000):  # the thread ends, then the loop hears of it
             if handles and handles[0].closed:
                 break
             await asyncio.sleep(0.01)

@@ -38,7 +38,7 @@ async def test_vanishing_client_releases_the_engine(tmp_path: Path) -> None:
                 decision = r.headers["x-aigrid-decision"]
                 async for _ in r.aiter_raw():
                     break  # read one chunk, then hang up
-        for _ in range(100):
+        for _ in range(1500):  # polled up to 30 s: a loaded machine is late, not wrong
             if gw.store.inflight("nrt-smollm2") == 0:
                 break
             await asyncio.sleep(0.02)

@@ -303,7 +303,7 @@ async def test_a_cancelled_background_response(client: httpx.AsyncClient, metere
                                                        "max_output_tokens": 400}, headers=TENANT)
     assert created.status_code == 200, created.text
     rid = created.json()["id"]
-    for _ in range(200):
+    for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
         if any(f.received for f in fakes.values()):
             break
         await asyncio.sleep(0.01)

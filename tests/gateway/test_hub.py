@@ -289,7 +289,7 @@ async def test_nothing_posted_is_lost_when_a_worker_stops(work: Path) -> None:
         await client.publish_decision({"id": "last", "status": "ok"})
         await client.aclose()  # same turn as the post
         reader = HubClient(hub.path)
-        for _ in range(100):
+        for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
             if await reader.decision("last") is not None:
                 break
             await asyncio.sleep(0.01)
@@ -550,7 +550,7 @@ async def test_a_settlement_whose_connection_broke_before_the_reply_is_sent_agai
         backend._resend.within_s = 0.0
         r = await quotas.admit(ALICE, 300)
         await quotas.settle(r, 100)
-        for _ in range(200):
+        for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
             if backend.unsettled:
                 break
             await asyncio.sleep(0.01)
@@ -585,7 +585,7 @@ async def test_settlements_waiting_to_be_sent_again_are_counted_lost_when_the_wo
     hub.handle = breaking  # type: ignore[method-assign]
     try:
         await quotas.settle(await quotas.admit(ALICE, 300), 120)
-        for _ in range(100):
+        for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
             if backend._resend:
                 break
             await asyncio.sleep(0.01)

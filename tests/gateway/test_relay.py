@@ -339,7 +339,7 @@ async def test_a_client_leaving_mid_stream_releases_the_engine_over_the_wire(mon
                     async for _ in r.aiter_raw():
                         if counted.writes >= 3:
                             break  # hang up while the relay writes from the read callback
-            for _ in range(200):
+            for _ in range(1500):  # polled up to 30 s: a loaded machine is late, not wrong
                 record = gw.decisions.get(decision)
                 if gw.store.inflight("emu0") == 0 and record is not None and record.status == "client_closed":
                     break

@@ -313,7 +313,7 @@ async def test_a_resume_on_another_gateway_reads_the_redis_stream_live(tmp_path:
         try:
             create = asyncio.create_task(read_all(await a.oai.responses.create(
                 model="smollm2-135m", input="Count", background=True, stream=True)))
-            for _ in range(300):  # the create's stream is read whole by the in-process transport: find its key
+            for _ in range(3000):  # the create's stream is read whole by the in-process transport: find its key
                 keys = r1.keys("aigrid:demo:events:*")
                 if keys:
                     break

@@ -28,7 +28,7 @@ async def test_a_failing_tick_is_logged_and_the_loop_goes_on(caplog: pytest.LogC
     loop = Periodic(tick, 0.01, "aigrid-test-loop")
     with caplog.at_level("ERROR", logger="aigrid.telemetry"):
         await loop.start()  # the-first-tick, before: raised RuntimeError
-        for _ in range(200):
+        for _ in range(3000):  # polled up to 30 s: a loaded machine is late, not wrong
             if len(ticks) >= 5:
                 break
             await asyncio.sleep(0.01)
