@@ -39,11 +39,22 @@ class AigridError(Exception):
     """Base of every error aigrid raises on purpose."""
 
 
+MAX_LISTED = 20
+"""The most problems an error's message lists (a file with 200,000 unknown keys printed 200,000 lines)."""
+
+
+def listed(problems: list[str]) -> list[str]:
+    """The first MAX_LISTED of `problems`, then 'and N more' for the rest (all of them when no more)."""
+    if len(problems) <= MAX_LISTED:
+        return problems
+    return [*problems[:MAX_LISTED], f"and {len(problems) - MAX_LISTED:,} more"]
+
+
 class SpecError(AigridError):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
+        lines = "\n".join(f"  - {p}" for p in listed(problems))
         super().__init__(f"invalid grid spec {path}:\n{lines}")
 
 

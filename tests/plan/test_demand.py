@@ -234,3 +234,12 @@ def test_a_demand_the_planner_cannot_simulate_is_one_line_naming_the_file() -> N
     d = apply_whatif(parse_demand(raw(), "d.yaml"), traffic=["EU=999"])
     with pytest.raises(DemandError, match=r"d.yaml: supply: no site of the 6 candidates can hold the traffic"):
         plan(d, backend=LocalBackend(1), source="d.yaml")
+
+
+def test_a_demand_with_many_unknown_keys_lists_twenty_and_counts_the_rest() -> None:
+    r = raw()
+    r.update({f"junk{k}": 1 for k in range(100)})
+    with pytest.raises(DemandError) as e:
+        parse_demand(r, "d.yaml")
+    lines = str(e.value).splitlines()
+    assert len(lines) == 21 and lines[0].startswith("d.yaml: junk0") and lines[-1] == "d.yaml: and 80 more"

@@ -235,3 +235,13 @@ def test_a_name_given_twice_is_refused(tmp_path: Path, old: str, new: str, named
 def test_every_example_scenario_is_within_the_bounds() -> None:
     for path in EXAMPLES.glob("*.yaml"):
         assert load_scenario(path).expected_requests() <= 10_000_000, path
+
+
+def test_a_scenario_with_many_unknown_keys_lists_twenty_and_counts_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text((EXAMPLES / "small.yaml").read_text() + "".join(f"junk{k}: 1\n" for k in range(500)))
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 21 and lines[0].startswith(f"{path}: junk")
+    assert lines[-1] == f"{path}: and 480 more"

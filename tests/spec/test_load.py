@@ -470,3 +470,20 @@ def test_a_pipe_is_read_on_a_descriptor_past_1023_and_a_fifo_no_one_opens_is_ref
             f.write(b"late")
     threading.Thread(target=late, daemon=True).start()
     assert _finishes(lambda: load.read_bounded(fifo, 100)) == [b"late"]
+
+
+def test_a_spec_with_many_problems_lists_the_first_twenty_and_counts_the_rest() -> None:
+    raw = demo_raw()
+    raw["sites"]["fra"].update({f"junk{k}": 1 for k in range(2000)})
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw, "g.yaml")
+    assert len(e.value.problems) == 2000  # every problem kept on the error, the message lists 20
+    lines = str(e.value).splitlines()
+    assert lines[0] == "invalid grid spec g.yaml:"
+    assert lines[1].startswith("  - sites.fra.junk0: Extra inputs are not permitted")
+    assert len(lines) == 22 and lines[-1] == "  - and 1,980 more"
+    raw["sites"]["fra"] = {k: v for k, v in raw["sites"]["fra"].items() if not k.startswith("junk")}
+    raw["sites"]["fra"].update({f"junk{k}": 1 for k in range(20)})
+    with pytest.raises(SpecError) as e:
+        parse_spec(raw, "g.yaml")
+    assert len(str(e.value).splitlines()) == 21 and "more" not in str(e.value)  # 20: all listed

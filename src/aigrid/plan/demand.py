@@ -20,7 +20,7 @@ from pydantic import (
     model_validator,
 )
 
-from aigrid.errors import SpecError
+from aigrid.errors import SpecError, listed
 from aigrid.sim.geography import EU27, jurisdiction_of, load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
@@ -47,7 +47,7 @@ class DemandError(SpecError):
 
     def __init__(self, path: str, problems: list[str]) -> None:
         super().__init__(path, problems)
-        self.args = ("\n".join(f"{path}: {p}" for p in problems),)
+        self.args = ("\n".join(f"{path}: {p}" for p in listed(problems)),)
 
 
 def place_problems(places: Iterable[str]) -> list[str]:

@@ -19,7 +19,7 @@ from pydantic import (
 from aigrid.core.geo import DEFAULT_OVERHEAD_MS, DEFAULT_ROUTE_FACTOR
 from aigrid.core.urgency import parse_level
 from aigrid.engines.step_cost import DEFAULT_CHUNK_TOKENS
-from aigrid.errors import SpecError
+from aigrid.errors import SpecError, listed
 from aigrid.sim.geography import load_cities
 from aigrid.sim.hardware import HARDWARE
 from aigrid.sim.routers import KNOWN
@@ -34,7 +34,7 @@ class ScenarioError(SpecError):
 
     def __init__(self, path: str, problems: list[str]) -> None:
         super().__init__(path, problems)
-        self.args = ("\n".join(f"{path}: {p}" for p in problems),)
+        self.args = ("\n".join(f"{path}: {p}" for p in listed(problems)),)
 
 
 class ScenarioProblem(ValueError):
