@@ -401,7 +401,7 @@ def test_a_relay_told_to_stop_reaps_its_server_before_it_exits() -> None:
             found = subprocess.run(["pgrep", "-P", str(relay.pid)], capture_output=True, text=True).stdout.split()
             children = [int(p) for p in found]
             time.sleep(0.05)
-        time.sleep(0.3)  # the relay's handler is set right after the server starts
+        _until_it_catches_sigterm(relay.pid)  # set right after the server starts
         relay.send_signal(signal.SIGTERM)
         assert relay.wait(timeout=10) == mcp_relay.GONE
         gone = False
@@ -418,6 +418,22 @@ def test_a_relay_told_to_stop_reaps_its_server_before_it_exits() -> None:
         for pid in children:  # the server left running before the fix
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _until_it_catches_sigterm(pid: int) -> None:
+    """Until `pid` has a handler for SIGTERM (its SigCgt mask in /proc): polled for, up to 30 s, where a fixed sleep
+    could send the signal before the handler is set on a loaded machine (and the default action kill it)."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + 30
+    while True:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        assert time.monotonic() < deadline, "the relay set no SIGTERM handler"
+        time.sleep(0.01)
 
 
 def _alive(pid: int) -> bool:
@@ -455,7 +471,7 @@ def test_the_relay_stops_what_a_wrapper_started_too(tmp_path: Path, how: str) ->
             time.sleep(0.05)
         if how == "told to stop":
             assert _alive(served)
-            time.sleep(0.3)  # the relay's handler is set right after the wrapper starts
+            _until_it_catches_sigterm(relay.pid)  # set right after the server starts
             relay.send_signal(signal.SIGTERM)
         status = relay.wait(timeout=10)
         assert status == (mcp_relay.OVERSIZED if how == "oversized" else mcp_relay.GONE)
