@@ -135,3 +135,22 @@ async def test_the_expansion_is_read_with_a_regex_package_older_than_2026_12_2(m
     monkeypatch.setattr(regex_tool._core, "Source", SourceBefore202612)
     assert [regex_tool.expansion(p) for p in (r"(?:a{1000}){3}", r"(?V1)(?:a{10}[[b](]){10}", "a")] == expected
     assert (await RegexTool().run({"pattern": r"\d{3}", "text": "call 555"}, NO_CONTEXT)).endswith("['555']")
+
+
+async def test_conflicting_version_flags_are_an_invalid_pattern_with_a_regex_package_before_2025(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # pyproject allows regex>=2024.1: with 2024.4.16 (the lowest on PyPI within it), (?V0)(?V1)a raised KeyError
+    # ('regex.V0|V1', from Info's table of flags) out of expansion() and regex.compile(): the tool failed
+    # unexpectedly (a traceback in the log) where the model's pattern was invalid (test_bad_input_is_refused[args7]
+    # fails there); the package's Info is made to answer as that version's did
+    from aigrid.agents import regex_tool
+
+    class InfoBefore2025(regex_tool._core.Info):  # type: ignore[misc,name-defined]
+        def __init__(self, flags: int, *args: object) -> None:
+            if flags & regex_tool.regex.V0 and flags & regex_tool.regex.V1:
+                raise KeyError("regex.V0|V1")
+            super().__init__(flags, *args)
+
+    monkeypatch.setattr(regex_tool._core, "Info", InfoBefore2025)
+    with pytest.raises(ToolError, match="invalid pattern"):
+        await RegexTool().run({"pattern": "(?V0)(?V1)a", "text": "a"}, NO_CONTEXT)

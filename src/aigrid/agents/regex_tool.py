@@ -83,7 +83,8 @@ class RegexTool:
                 raise ToolError(f"the pattern's counted repeats are too large (more than {MAX_EXPANSION} items written "
                                 "out, nested repeats multiplied); use smaller counts or * and +")
             compiled = regex.compile(pattern, flags)
-        except (regex.error, ValueError, OverflowError, RecursionError) as e:  # ValueError: flags that conflict
+        except (regex.error, ValueError, OverflowError, RecursionError, KeyError) as e:  # ValueError: flags that
+            # conflict (KeyError before regex 2025: (?V0)(?V1) looked up a version flag of both in its table)
             raise ToolError(f"invalid pattern: {e}") from e
         try:
             return await asyncio.to_thread(self._apply, compiled, mode, text, replacement)
