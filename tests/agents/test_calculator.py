@@ -24,10 +24,10 @@ async def test_arithmetic(expr: str, expected: str) -> None:
     "1e308 * 10", "exp(1000)", "1/0", "7 % 0", "sqrt(-1)", "(-8) ** 0.5",
 ])
 def test_huge_or_undefined_results_are_refused_fast(expr: str) -> None:
-    start = time.monotonic()
+    start = time.process_time()  # CPU time: a loaded machine's other processes do not count against it
     with pytest.raises(ToolError):
         evaluate(expr)
-    assert time.monotonic() - start < 0.5
+    assert time.process_time() - start < 0.5
 
 
 @pytest.mark.parametrize("expr", [

@@ -119,9 +119,9 @@ def test_allow_list_and_html() -> None:
     "<a>" * 35_000,
 ])
 def test_html_is_read_in_linear_time(page: str) -> None:
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: a loaded machine's other processes do not count against it
     html_to_text(page)  # on the event loop: http_fetch reduces a page to text as it renders the result
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
 
 
 def test_html_to_text_keeps_the_text_and_only_the_text() -> None:
