@@ -287,3 +287,35 @@ async def test_a_stream_of_several_prompts_that_breaks_is_not_continued_as_one_p
         assert b"several prompts" in r.content and b"[DONE]" not in r.content
         assert (await the_one_record(g.gw))["outcome"] == "interrupted"
         assert g.good.requests == 0 and inflight(g.gw) == 0
+
+
+async def test_an_event_past_its_bound_holding_done_is_not_an_ended_answer(tmp_path) -> None:
+    """An event larger than sse.MAX_EVENT_BYTES fails the stream (the decoder's SseError), and none of it reaches the
+    client; but the relay judged whether the answer had ended from the raw bytes of its last reads, the unrelayed
+    event's included: one whose text held `[DONE]` was taken as an answer that had ended, audited `ok`, the engine not
+    counted, the client's stream stopped with neither its end nor an error. Now it is an engine that broke: counted,
+    the answer continued on the spare (what was relayed, `Hi`, its prefill), its end relayed."""
+    huge = H.chunk(b'data: {"choices": [{"index": 0, "delta": {"content": "' + b"[DONE]" * 750_000)  # 4.5 MB
+    async for g in grid(tmp_path, endless(huge, 30.0)):
+        r = await asyncio.wait_for(g.post("chat", True), 20)
+        assert r.status_code == 200 and b"Hi" in r.content and r.content.endswith(b"data: [DONE]\n\n"), r.content[-300:]
+        assert r.content.count(b"[DONE]") == 1 and b"stream_interrupted" not in r.content
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 1 and inflight(g.gw) == 0
+
+
+async def test_an_answer_past_the_output_filters_bound_in_an_event_cut_across_reads_is_not_an_ended_answer(
+        tmp_path) -> None:
+    """The event past output_filter.MAX_TEXTS is not relayed, nor the read it ends in; its start, in the read before,
+    was still read for the answer's end: `[DONE]` in its text had the answer taken as ended, audited `ok`, the engine
+    not counted, the client's stream stopped with neither its end nor an error."""
+    many = [{"choices": [{"index": i, "delta": {"content": "a"}}]} for i in range(1, MAX_TEXTS)]
+    last = b"data: " + orjson.dumps({"choices": [{"index": MAX_TEXTS, "delta": {"content": "[DONE]"}}]}) + b"\n\n"
+    bad = H.stream(*H.sse(H.token("Hi"), *many, done=False)[:-1], 0.2, H.chunk(last[:-7]), 0.2,
+                   H.chunk(last[-7:]), 30.0)
+    async for g in grid(tmp_path, lambda p, r: bad):
+        firewall = g.gw.guard.firewall
+        firewall.policies["metered"] = dataclasses.replace(firewall.policy("metered"), pii_output=Action.REDACT)
+        r = await asyncio.wait_for(g.post("chat", True), 20)
+        assert r.status_code == 200 and b"stream_interrupted" in r.content and b"not continued" in r.content
+        assert (await the_one_record(g.gw))["outcome"] == "interrupted"
+        assert g.failures("nrt-smollm2") == 1 and g.good.requests == 0 and inflight(g.gw) == 0

@@ -160,7 +160,11 @@ class EventPipe:
                         except orjson.JSONDecodeError:
                             continue
                 return raw
-        events = self._decoder.feed(raw)
+        try:
+            events = self._decoder.feed(raw)
+        except SseError:  # an event past sse.MAX_EVENT_BYTES (it spans this read and the last: reads are far smaller)
+            self._unrelayed()
+            raise
         if not events:
             self._quiet()
             return b""
@@ -206,6 +210,11 @@ class EventPipe:
             self._silence.read()
         except SseError as e:
             self._cut(str(e))
+
+    def _unrelayed(self) -> None:
+        """The stream fails on this read: none of it is relayed, nor the start of its event the last read held back,
+        so an end in their bytes (`[DONE]` or a finish_reason in an event's text) is not the client's (`ended`)."""
+        self._recent = (b"", b"")
 
     def _cut(self, why: str) -> None:
         self.past = why
@@ -255,8 +264,8 @@ class EventPipe:
         if filt is not None and (filt.redacts or (usage is not None and filt.strip_usage)):
             try:
                 obj, changed = filt.event(obj), True
-            except SseError as e:  # past output_filter.MAX_TEXTS: the engine's own answer, not continued elsewhere;
-                self._recent = (self._recent[0], b"")  # this read is not relayed: an end in it is not the client's
+            except SseError as e:  # past output_filter.MAX_TEXTS: the engine's own answer, not continued elsewhere
+                self._unrelayed()
                 self._cut(str(e))
             if obj is None:
                 return b""
