@@ -54,8 +54,12 @@ def main(mode: str) -> None:
         if method == "initialize":
             if mode == "silent":
                 continue
+            if mode == "huge-error":  # a megabyte of error text, a terminal's clear-screen in it
+                send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32000, "message": "\x1b[2J" + "x" * 1_000_000}})
+                continue
             send({"jsonrpc": "2.0", "id": rid, "result": {
-                "protocolVersion": message["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                "protocolVersion": "1999-01-01" if mode == "old-version" else message["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
                 "serverInfo": {"name": "hostile", "version": "1"}}})
         elif method == "tools/list" and mode in ("paged", "endless"):
             send({"jsonrpc": "2.0", "id": rid, "result": page((message.get("params") or {}).get("cursor"), mode)})

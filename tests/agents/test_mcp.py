@@ -265,6 +265,20 @@ async def test_a_server_that_never_answers_initialize_fails_to_start_saying_so(t
         await McpServer("z", [*hostile, "invalid"], cwd=ROOT, call_timeout_s=20).start()
 
 
+async def test_a_server_of_another_protocol_version_or_a_huge_error_fails_to_start_in_one_short_line() -> None:
+    """A server answering a protocol version the SDK does not speak raised the SDK's RuntimeError out of `start` (the
+    gateway's start failed with a traceback); one answering `initialize` with a megabyte of error text, a terminal's
+    clear-screen in it, had it all in the operator's error (1,000,039 characters). Both are the OSError naming the
+    server, its words cut (mcp_tools.SAID_MAX, 300 characters) and escaped."""
+    hostile = [sys.executable, "-m", "tests.agents.mcp_hostile_server"]
+    with pytest.raises(OSError, match="MCP server 'v' did not start: Unsupported protocol version .*1999-01-01"):
+        await McpServer("v", [*hostile, "old-version"], cwd=ROOT, call_timeout_s=20).start()
+    with pytest.raises(OSError, match="MCP server 'e' did not start") as raised:
+        await McpServer("e", [*hostile, "huge-error"], cwd=ROOT, call_timeout_s=20).start()
+    said = str(raised.value)
+    assert len(said) < 1_000 and "\x1b" not in said and "\\x1b[2J" in said, said[:400]
+
+
 async def test_tools_a_model_cannot_be_offered_are_withheld_and_the_others_offered(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A server's tool is offered only as a client's tool could be: its name (with the prefix) 1-64 letters, digits,

@@ -37,6 +37,7 @@ from aigrid.agents import mcp_relay
 from aigrid.agents.loop import check_tool_definition
 from aigrid.agents.tool import ToolContext, ToolError
 from aigrid.errors import InvalidRequest
+from aigrid.printable import printable
 from aigrid.security.firewall.texts import Source, tool_text
 
 MAX_OUTPUT = 4_000
@@ -134,10 +135,13 @@ class McpServer:
             if isinstance(e, ValidationError):  # a tool the SDK cannot read fails the whole list
                 raise ConnectionError(f"MCP server {self.name!r} did not start: its tool list could not be read: "
                                       f"{_first_error(e)}") from e
-            if isinstance(e, MCPError | TimeoutError | anyio.ClosedResourceError | anyio.BrokenResourceError):
-                # a server that never answers initialize or tools/list, or exits at once: an OSError, as a command
-                # that cannot be started, which the owner names (agent_runtime: the spec's field, not a traceback)
-                why = self.stopped_why or str(e) or type(e).__name__
+            if isinstance(e, MCPError | TimeoutError | RuntimeError | anyio.ClosedResourceError
+                          | anyio.BrokenResourceError):
+                # a server that never answers initialize or tools/list, exits at once or answers a protocol version
+                # the SDK does not speak (its RuntimeError): an OSError, as a command that cannot be started, which
+                # the owner names (agent_runtime: the spec's field, not a traceback). The server's own words cut and
+                # escaped: a megabyte of them, or a terminal's escape codes, went whole into the operator's error
+                why = _said(self.stopped_why or str(e) or type(e).__name__)
                 if isinstance(e, TimeoutError) or "timed out" in why:
                     why += f" (call_timeout_s: {self.call_timeout_s:g}s)"
                 raise ConnectionError(f"MCP server {self.name!r} did not start: {why}") from e
@@ -301,6 +305,16 @@ def _reason(e: Exception) -> str:
     if isinstance(e, ValidationError):
         return f"the list could not be read: {_first_error(e)}"
     return str(e)[:500] or type(e).__name__
+
+
+SAID_MAX = 300
+"""The most characters of a server's own error text an operator's message shows."""
+
+
+def _said(text: str) -> str:
+    """A server's error text as one printable line of at most SAID_MAX characters."""
+    text = printable(text)
+    return text if len(text) <= SAID_MAX else f"{text[:SAID_MAX]}... ({len(text):,} characters)"
 
 
 def _first_error(e: Any) -> str:
