@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from aigrid.cli import app
+from aigrid.plan.planner import plan
 
 runner = CliRunner()
 SMALL = Path(__file__).resolve().parents[2] / "examples" / "plan" / "small.yaml"
@@ -64,3 +65,45 @@ def test_a_ray_address_ray_cannot_parse_is_one_line_naming_the_flag(tmp_path: Pa
     pytest.importorskip("ray")
     code, out = _plan(tmp_path, "--ray", "bogus://")
     assert code == 2 and "--ray bogus://: Ray cannot connect" in " ".join(out.split()), out
+
+
+def test_a_plan_is_written_whole_and_replaces_only_the_files_of_an_earlier_plan(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plan was written straight into --out: a run stopped while writing (Ctrl-C, a full disk) left a new
+    plan.json beside an earlier grid.yaml or checks/ cut short; an earlier plan's compare.md, map.png or checks of
+    other hours stayed beside a new plan as if they were its."""
+    import aigrid.plan.cli as plan_cli
+    from aigrid.errors import ConfigError
+    from aigrid.plan.gridspec import write_grid
+
+    results = []
+    monkeypatch.setattr(plan_cli, "plan", lambda *a, **k: results.append(plan(*a, **k)) or results[-1])
+    out = tmp_path / "out"
+    assert _plan(tmp_path, out=out)[0] == 0
+    first = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert "plan.json" in first and any(name.startswith("checks/") for name in first)
+    for name in ("compare.md", "map.png", "checks/09-03h-old-site.yaml", "notes.txt", "checks/mine.yaml"):
+        (out / name).write_text("an earlier run's, or the user's")
+    before = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def stopped(folder: Path, *args: object, **kwargs: object) -> list[Path]:
+        (folder / "grid.yaml").write_text("sites: {")  # cut short, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(plan_cli, "write_grid", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        plan_cli.write_outputs(results[0], out, plot=False)
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    def full_disk(folder: Path, *args: object, **kwargs: object) -> list[Path]:
+        raise OSError(28, "No space left on device", str(folder / "checks" / "00-16h-all-up.yaml"))
+
+    monkeypatch.setattr(plan_cli, "write_grid", full_disk)
+    with pytest.raises(ConfigError, match=f"cannot write {out / 'checks' / '00-16h-all-up.yaml'} \\(No space"):
+        plan_cli.write_outputs(results[0], out, plot=False)
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    monkeypatch.setattr(plan_cli, "write_grid", write_grid)
+    plan_cli.write_outputs(results[0], out, plot=False)
+    again = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert again == {**first, "notes.txt": before["notes.txt"], "checks/mine.yaml": before["checks/mine.yaml"]}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no folder of its own left behind

@@ -74,13 +74,27 @@ def test_a_run_stopped_while_writing_its_reports_leaves_the_earlier_reports_whol
         sim_cli.run_scenario(SMALL, out, plots=False, quiet=True, workers=1)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing half, nothing left behind
     monkeypatch.setattr(sim_cli, "write_outputs", write_outputs)
-    full = OSError(28, "No space left on device", str(out / ".aigrid-sim-x" / "requests.csv"))
 
     def full_disk(ex: object, where: Path) -> list[Path]:
-        raise full
+        raise OSError(28, "No space left on device", str(where / "requests.csv"))
 
     monkeypatch.setattr(sim_cli, "write_outputs", full_disk)
     code, said = _sim(str(SMALL), "--out", str(out))
     said = " ".join(said.split())
     assert code == 2 and f"cannot write {out / 'requests.csv'} (No space left on device)" in said, said
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_run_removes_the_reports_of_an_earlier_run_it_does_not_write_and_nothing_else(tmp_path: Path) -> None:
+    """An earlier run's PNGs stayed beside a --no-plots run's reports, as if they were this run's."""
+    import aigrid.sim.cli as sim_cli
+
+    out = tmp_path / "out"
+    sim_cli.run_scenario(SMALL, out, plots=True, quiet=True, workers=1)
+    first = {p.name for p in out.iterdir()}
+    assert "ttft_cdf.png" in first and first <= set(sim_cli.REPORTS)  # REPORTS names every file it writes
+    (out / "notes.txt").write_text("mine")
+    (out / "old.png").write_text("mine too")
+    code, said = _sim(str(SMALL), "--out", str(out))  # --no-plots
+    assert code == 0, said
+    assert {p.name for p in out.iterdir()} == {"summary.json", "details.json", "requests.csv", "notes.txt", "old.png"}

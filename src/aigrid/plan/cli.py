@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from aigrid.cli_error import print_error, wrong_kind
 from aigrid.errors import AigridError
-from aigrid.outdir import prepare_dir, write_failed
+from aigrid.outdir import prepare_dir, write_whole
 from aigrid.plan.checks import Check
 from aigrid.plan.demand import load_demand
 from aigrid.plan.gridspec import write_grid
@@ -28,19 +28,32 @@ from aigrid.plan.tables import compare_markdown, cost_markdown, slo_markdown, wr
 from aigrid.plan.whatif import apply_whatif
 from aigrid.plan.worldmap import write_map
 
+OUTPUTS = ("plan.json", "cost.csv", "cost.md", "slo.md", "compare.md", "grid.yaml", "run-emulated.sh",
+           "scenario.yaml", "map.png", "checks/[0-9][0-9]-[0-9][0-9]h-*.yaml")
+"""Every file `aigrid plan` writes into --out (patterns, relative to it): one an earlier plan wrote and this one
+does not (no compare.md without --compare, no map.png with --no-map, a check of another hour) is removed."""
+
 
 def write_outputs(result: PlanResult, out: Path, *, emulator_port: int = 9100, plot: bool = True) -> list[Path]:
+    """The plan written whole into `out` (outdir.write_whole, plan.json last): a run stopped while writing it
+    (Ctrl-C, a full disk) leaves `out` as it was, never a half-written plan beside a plan.json."""
     out.mkdir(parents=True, exist_ok=True)
-    written = write_tables(out, result)
-    if result.best is not None:
-        checks = [Check(o["check"]["hour"], o["check"]["failed"]) for o in result.best.outcomes]
-        written += write_grid(out, result.demand, result.traffic, result.best.placement, checks, emulator_port)
-        if plot:
-            others = [n.verdict.placement for n in result.naive if n.verdict is not None]
-            written.append(write_map(out / "map.png", result.traffic, result.best.placement,
-                                     f"{result.demand.name}: plan, ${result.best.placement.usd_per_month:,.0f}/month "
-                                     f"(grey: GeoNames cities, CC-BY)", others))
-    return written
+
+    def write(folder: Path) -> list[Path]:
+        written = write_tables(folder, result)
+        if result.best is not None:
+            checks = [Check(o["check"]["hour"], o["check"]["failed"]) for o in result.best.outcomes]
+            written += write_grid(folder, result.demand, result.traffic, result.best.placement, checks,
+                                  emulator_port, shown=out)
+            if plot:
+                others = [n.verdict.placement for n in result.naive if n.verdict is not None]
+                written.append(write_map(folder / "map.png", result.traffic, result.best.placement,
+                                         f"{result.demand.name}: plan, "
+                                         f"${result.best.placement.usd_per_month:,.0f}/month "
+                                         "(grey: GeoNames cities, CC-BY)", others))
+        return written
+
+    return write_whole(out, write, last="plan.json", owned=OUTPUTS)
 
 
 def _previous_sites(path: Path) -> list[str]:
@@ -120,8 +133,8 @@ def plan_command(
         backend.close()
     try:
         write_outputs(result, out, emulator_port=emulator_port, plot=not no_map)
-    except OSError as e:
-        print_error(console, write_failed("--out", out, e))
+    except AigridError as e:  # outdir.write_failed: a full disk, a folder removed under us
+        print_error(console, e)
         raise typer.Exit(2) from None
     if not quiet:
         show = Console(width=max(Console().width, 140))

@@ -105,8 +105,10 @@ done
 
 
 def write_grid(out: Path, demand: Demand, traffic: Traffic, placement: Placement, checks: list[Check],
-               port: int = 9100) -> list[Path]:
-    """grid.yaml, run-emulated.sh, scenario.yaml (the first check) and checks/*.yaml (every check)."""
+               port: int = 9100, shown: Path | None = None) -> list[Path]:
+    """grid.yaml, run-emulated.sh, scenario.yaml (the first check) and checks/*.yaml (every check), written into
+    `out`; the commands in their comments name them in `shown` (where they are moved to; default `out`)."""
+    shown = out if shown is None else shown
     peak = checks[0]
     spec, emulators = grid_spec(demand, placement, port)
     header = (f"# Grid spec planned by `aigrid plan` for demand {demand.name!r}: {len(placement.sites)} sites, "
@@ -118,20 +120,22 @@ def write_grid(out: Path, demand: Demand, traffic: Traffic, placement: Placement
     starts = "\n".join(f'"$aigrid" {shlex.join(argv)} >"$here/emulator-{k}.log" 2>&1 & pids+=($!)'
                        for k, argv in enumerate(emulators))
     launcher = out / "run-emulated.sh"
-    launcher.write_text(LAUNCHER.format(dir=out, starts=starts, last=len(emulators) - 1))
+    launcher.write_text(LAUNCHER.format(dir=shown, starts=starts, last=len(emulators) - 1))
     launcher.chmod(0o755)
     sc = out / "scenario.yaml"
-    _scenario_yaml(sc, scenario_for(demand, traffic, placement, peak), f"The peak check of the plan ({peak.label})")
+    _scenario_yaml(sc, scenario_for(demand, traffic, placement, peak), f"The peak check of the plan ({peak.label})",
+                   shown / sc.name)
     written = [grid, launcher, sc]
     (out / "checks").mkdir(exist_ok=True)
     for k, check in enumerate(checks):
         path = out / "checks" / f"{k:02d}-{check.hour:02d}h-{check.failed or 'all-up'}.yaml"
-        written.append(_scenario_yaml(path, scenario_for(demand, traffic, placement, check), f"Check {check.label}"))
+        written.append(_scenario_yaml(path, scenario_for(demand, traffic, placement, check), f"Check {check.label}",
+                                      shown / "checks" / path.name))
     return written
 
 
-def _scenario_yaml(path: Path, scenario: Scenario, what: str) -> Path:
-    path.write_text(f"# {what} as a simulator scenario: aigrid sim {path}\n"
+def _scenario_yaml(path: Path, scenario: Scenario, what: str, shown: Path) -> Path:
+    path.write_text(f"# {what} as a simulator scenario: aigrid sim {shown}\n"
                     + yaml.safe_dump(scenario.model_dump(mode="json", exclude_defaults=True), sort_keys=False,
                                      allow_unicode=True, width=120))
     return path

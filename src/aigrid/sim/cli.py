@@ -6,9 +6,6 @@ The top-level CLI mounts `app` (a typer sub-app) or calls run_scenario() directl
 from __future__ import annotations
 
 import importlib
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
@@ -20,7 +17,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from aigrid.cli_error import print_error, wrong_kind
 from aigrid.errors import AigridError
-from aigrid.outdir import prepare_dir, write_failed
+from aigrid.outdir import prepare_dir, write_whole
 from aigrid.printable import printable
 from aigrid.sim.experiment import Experiment, run_experiment
 from aigrid.sim.report import print_table, summary, write_outputs
@@ -70,23 +67,20 @@ def run_scenario(path: str | Path, out_dir: str | Path, *, plots: bool = True, q
     return summary(experiment)
 
 
+REPORTS = ("summary.json", "details.json", "requests.csv", "ttft_cdf.png", "sites_utilization.png",
+           "ttft_vs_load.png")
+"""Every file `aigrid sim` writes into --out (report.write_outputs, plots.write_plots): one an earlier run wrote
+and this one does not (--no-plots, write_requests_csv: false) is removed, not left beside the new reports."""
+
+
 def _write_whole(experiment: Experiment, out: Path, plots: bool) -> None:
-    """The reports written into a folder of their own inside `out`, then each moved into `out`, summary.json last:
-    a run stopped while writing them (Ctrl-C, a full disk) leaves `out` as it was (an earlier run's reports whole,
-    or none), never a new summary.json beside a requests.csv cut short or an earlier run's."""
-    staging = Path(tempfile.mkdtemp(prefix=".aigrid-sim-", dir=out))
-    try:
-        written = write_outputs(experiment, staging)
-        if plots:
-            written += _import_plots().write_plots(experiment, staging)
-        for path in sorted(written, key=lambda p: p.name == "summary.json"):
-            os.replace(path, out / path.name)
-    except OSError as e:
-        if e.filename:  # the file's name in --out, not in the folder it was written in first
-            e.filename = str(out / Path(e.filename).name)
-        raise write_failed("--out", out, e) from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """The reports written whole (outdir.write_whole): a run stopped while writing them (Ctrl-C, a full disk)
+    leaves `out` as it was, never a new summary.json beside a requests.csv cut short or an earlier run's."""
+    def write(folder: Path) -> list[Path]:
+        written = write_outputs(experiment, folder)
+        return written + _import_plots().write_plots(experiment, folder) if plots else written
+
+    write_whole(out, write, last="summary.json", owned=REPORTS)
 
 
 def _import_plots() -> ModuleType:
