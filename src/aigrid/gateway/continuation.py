@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from aigrid.engines.fan_out import prompts_of
 from aigrid.gateway.schemas import output_limit
 
 CONSTRAINED_FIELDS = ("response_format", "grammar", "json_schema", "guided_json", "guided_regex",
@@ -80,8 +81,7 @@ class Delivered:
 def why_not_continuable(body: dict[str, Any], delivered: Delivered) -> str | None:
     if delivered.tool_calls:
         return "the answer was a tool call"
-    prompt = body.get("prompt")
-    if isinstance(prompt, list) and len(prompt) > 1:  # one answer per prompt (engines/fan_out.py), as `n` below
+    if prompts_of(body) is not None:  # one answer per prompt (engines/fan_out.py), as `n` below
         return "the request has several prompts, each answered apart"
     for name in CONSTRAINED_FIELDS:
         value = body.get(name)
