@@ -8,7 +8,8 @@
 - `invalid`: lists a tool whose `properties` is a list, which the SDK refuses, failing the whole list.
 - `changed-HOW`: lists its tools; a call of any tool then says its tools changed
   (`notifications/tools/list_changed`), and every later tools/list is answered HOW: `error` (a JSON-RPC error),
-  `invalid` (a tool the SDK refuses), `badjson` (a line that is not JSON) or `silent` (never).
+  `invalid` (a tool the SDK refuses), `badjson` (a line that is not JSON), `new` (one other tool, `newer`),
+  `escaped` (a JSON-RPC error whose text holds a terminal's clear-screen) or `silent` (never).
 - `paged`: lists its five tools (p0 to p4) two a page (`nextCursor`), the first page without a cursor, as MCP's pagination does.
 - `endless`: every page of its list names a next page (a cursor never seen before), each of one tool.
 """
@@ -73,6 +74,11 @@ def main(mode: str) -> None:
             elif how == "badjson":
                 sys.stdout.write("{this is not JSON\n")
                 sys.stdout.flush()
+            elif how == "new":
+                send({"jsonrpc": "2.0", "id": rid, "result": {"tools": [
+                    {"name": "newer", "description": "A newer tool.", "inputSchema": OBJECT}]}})
+            elif how == "escaped":
+                send({"jsonrpc": "2.0", "id": rid, "error": {"code": -32603, "message": "broken\x1b[2J" + "x" * 5_000}})
         elif method == "tools/list":
             lists += 1
             tools = [*TOOLS, {"name": "listed", "inputSchema": {"type": "object", "properties": [1]}}] \

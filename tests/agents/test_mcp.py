@@ -674,3 +674,51 @@ async def test_tools_are_vetted_off_the_event_loop_at_start(tmp_path: Path) -> N
         assert threads and threading.get_ident() not in threads
     finally:
         await runtime.stop()
+
+
+async def test_a_list_changed_while_the_start_s_tools_are_vetted_is_taken(tmp_path: Path) -> None:
+    """Review of 920603d: the start's vetting moved to a worker thread, an await before the runtime took the
+    server's changes (on_tools_changed). A change read meanwhile replaced the server's list with no owner to offer
+    it: the start's tools stayed offered and every later change collided with them ('newer' never offered)."""
+    import asyncio
+    import threading
+    import time
+
+    runtime, _ = runtime_with(tmp_path, "mcp_hostile_server", "")
+    server = runtime.mcp[0]
+    server.command = [*server.command, "changed-new"]
+    loop = asyncio.get_running_loop()
+    started: list[Any] = []
+    lock = threading.Lock()
+
+    def vet(tool: str, text: str) -> None:
+        with lock:
+            if started:
+                return
+            started.append(server.tools)
+        asyncio.run_coroutine_threadsafe(server.call("good", {}), loop).result(30)  # it says its tools changed
+        deadline = time.monotonic() + 30
+        while server.tools is started[0] and time.monotonic() < deadline:  # until the change has been read
+            time.sleep(0.02)
+
+    try:
+        await runtime.start(vet=vet)
+        assert server.tools is not started[0], "the change was not read while the start's tools were vetted"
+        assert "newer" in runtime.tools and "good" not in runtime.tools and "also_good" not in runtime.tools
+    finally:
+        await runtime.stop()
+
+
+async def test_a_changed_list_s_error_is_logged_printable_and_short(caplog: pytest.LogCaptureFixture) -> None:
+    """Review of 920603d: the server's error text on a changed list went into the log cut at 500 characters but
+    with its terminal escape codes, where start's (bbb6f325) are escaped and cut at SAID_MAX."""
+    from aigrid.agents import mcp_tools
+
+    mcp = McpServer("h", [sys.executable, "-m", "tests.agents.mcp_hostile_server", "changed-escaped"], cwd=ROOT,
+                    call_timeout_s=20)
+    async with mcp:
+        assert await mcp.call("good", {}) == "good ran"
+        await _settled(mcp)
+    said = [r.getMessage() for r in caplog.records if "could not be read again" in r.getMessage()]
+    assert len(said) == 1 and "broken\\x1b[2J" in said[0] and "\x1b" not in said[0], said
+    assert len(said[0]) < 200 + mcp_tools.SAID_MAX

@@ -304,7 +304,7 @@ def _reason(e: Exception) -> str:
 
     if isinstance(e, ValidationError):
         return f"the list could not be read: {_first_error(e)}"
-    return str(e)[:500] or type(e).__name__
+    return _said(str(e) or type(e).__name__)  # the server's words: escaped and cut, as at start
 
 
 SAID_MAX = 300

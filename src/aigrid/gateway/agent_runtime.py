@@ -61,6 +61,8 @@ class AgentRuntime:
     mcp: list[McpServer] = field(default_factory=list)
     withheld: dict[str, Verdict] = field(default_factory=dict)
     """MCP tools never offered to a model: their descriptions read as injections (start())."""
+    _changing: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    """Held by _changed: one change taken at a time, in the order asked (start's catch-up, then a server's next)."""
 
     @classmethod
     def from_spec(cls, spec: GridSpec) -> AgentRuntime:
@@ -118,6 +120,8 @@ class AgentRuntime:
                 except ValueError as e:  # a name taken by a built-in or another server's tool: as in _changed
                     log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
             server.on_tools_changed = lambda s, old, new: self._changed(s, old, new, vet)
+            if server.tools is not tools:  # a change read while they were vetted (no owner yet): taken now
+                await self._changed(server, tools, server.tools, vet)
 
     def _offer(self, server: McpServer, tool: McpTool, verdict: Verdict | None) -> bool:
         """Offer one MCP tool unless the firewall's verdict on it blocks it; whether it is offered."""
@@ -138,22 +142,23 @@ class AgentRuntime:
         offered as at start (a description changed after it was vetted is vetted again: a server cannot pass
         the check with an honest description and swap in a poisoned one later). The reading runs on a worker
         thread (a long list must not hold up requests); the registry changes here, on the loop, at once."""
-        verdicts = await asyncio.to_thread(_vet_all, vet, tools)
-        before = {t.name for t in old if self.tools.get(t.name) is t}  # only what this server offered: a name
-        for name in before:                                             # it collided on stays its owner's
-            self.tools.remove(name)
-        for t in old:
-            if t.name in self.withheld and t.name not in self.tools:
-                del self.withheld[t.name]
-        offered = []
-        for tool, verdict in zip(tools, verdicts, strict=True):
-            try:
-                if self._offer(server, tool, verdict):
-                    offered.append(tool.name)
-            except ValueError as e:  # a name taken by a built-in or another server's tool
-                log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
-        log.warning("MCP server %s changed its tools: now offering %s (was %s)", server.name,
-                    ", ".join(sorted(offered)) or "none", ", ".join(sorted(before)) or "none")
+        async with self._changing:
+            verdicts = await asyncio.to_thread(_vet_all, vet, tools)
+            before = {t.name for t in old if self.tools.get(t.name) is t}  # only what this server offered: a name
+            for name in before:                                             # it collided on stays its owner's
+                self.tools.remove(name)
+            for t in old:
+                if t.name in self.withheld and t.name not in self.tools:
+                    del self.withheld[t.name]
+            offered = []
+            for tool, verdict in zip(tools, verdicts, strict=True):
+                try:
+                    if self._offer(server, tool, verdict):
+                        offered.append(tool.name)
+                except ValueError as e:  # a name taken by a built-in or another server's tool
+                    log.error("MCP server %s: tool %s not offered: %s", server.name, tool.name, e)
+            log.warning("MCP server %s changed its tools: now offering %s (was %s)", server.name,
+                        ", ".join(sorted(offered)) or "none", ", ".join(sorted(before)) or "none")
 
     async def stop(self) -> None:
         for server in self.mcp:
